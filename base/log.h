@@ -1,0 +1,34 @@
+/*
+ * base/log.h: one line per event, with a time, a level and the module.
+ *
+ *   2026-11-22T06:10:00.123Z INFO store: opened ./reel-data at revision 42
+ *
+ * Lines go to stderr with a single write(2), so lines from different threads
+ * never interleave. Thread-safe.
+ */
+#ifndef REEL_BASE_LOG_H
+#define REEL_BASE_LOG_H
+
+typedef enum reel_log_level {
+    REEL_LOG_DEBUG = 0,
+    REEL_LOG_INFO,
+    REEL_LOG_WARN,
+    REEL_LOG_ERROR,
+} reel_log_level_t;
+
+/* Lines below level are dropped. The default is INFO. */
+void reel_log_set_level(reel_log_level_t level);
+int reel_log_enabled(reel_log_level_t level);
+
+/* Parses "debug", "info", "warn" or "error". Returns 0, or -1 if unknown. */
+int reel_log_parse_level(const char *name, reel_log_level_t *out);
+
+void reel_log(reel_log_level_t level, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define REEL_DEBUG(mod, ...) reel_log(REEL_LOG_DEBUG, mod, __VA_ARGS__)
+#define REEL_INFO(mod, ...) reel_log(REEL_LOG_INFO, mod, __VA_ARGS__)
+#define REEL_WARN(mod, ...) reel_log(REEL_LOG_WARN, mod, __VA_ARGS__)
+#define REEL_ERROR(mod, ...) reel_log(REEL_LOG_ERROR, mod, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,1014 @@
+/*
+ * store/store.c: RocksDB, the single writer with group commit, the global
+ * revision.
+ *
+ * Data dir layout
+ *   FORMAT        "reel-format 1\n": written (and fsynced) before RocksDB
+ *                 creates anything, checked before RocksDB opens anything,
+ *                 so a foreign or newer data dir is refused untouched.
+ *   CURRENT, ...  one RocksDB database with the column families below.
+ *
+ * Column families
+ *   default       unused (RocksDB requires it)
+ *   meta          "format"   -> decimal format version
+ *                 "revision" -> uint64 big-endian: the last committed revision
+ *   runs, journal, kv, kv_history, signals, wal: owned by their modules,
+ *                 which document their own key encodings.
+ *
+ * The writer
+ *   Callers push request pointers onto a bounded ring (mutex + condvar). The
+ *   writer thread takes up to max_group of them, clears one
+ *   WriteBatchWithIndex, and for each request sets a save point, runs its
+ *   apply function, and on failure rolls the batch, the revision counter and
+ *   the change list back to the save point, so a failed request leaves no
+ *   trace and revisions stay gapless. It then puts meta/revision into the
+ *   same batch, writes it with sync=true, publishes the group's changes, and
+ *   completes the requests. A group stops growing past GROUP_BYTES so one
+ *   huge group cannot hold every caller back.
+ *
+ * Invariants
+ *   - Revisions are assigned only on the writer thread, in apply order, and
+ *     committed in the same batch as meta/revision: commit order equals
+ *     revision order, and the stored revision is always the last committed.
+ *   - A request completes OK only after its batch is synced.
+ *   - After a failed write the store is failed for good (sticky): RocksDB's
+ *     own state after a failed sync is unknown, so we refuse rather than
+ *     guess. A restart recovers from the RocksDB WAL.
+ *
+ * Recovery
+ *   RocksDB replays its WAL on open; every acknowledged group was synced, so
+ *   it is there, and meta/revision comes back with it.
+ */
+#include "store/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <rocksdb/c.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+
+#define DEFAULT_QUEUE_CAPACITY 4096
+#define DEFAULT_MAX_GROUP 1024
+#define GROUP_BYTES (32u << 20)
+#define FORMAT_FILE "FORMAT"
+#define META_REVISION "revision"
+#define META_FORMAT "format"
+
+static const char *const cf_names[STORE_CF__COUNT] = {
+    "meta", "runs", "journal", "kv", "kv_history", "signals", "wal",
+};
+
+/* A change recorded during apply; its bytes live in the group arena. */
+typedef struct change_rec {
+    uint64_t revision;
+    uint32_t module;
+    uint32_t type;
+    size_t off;
+    size_t len;
+} change_rec_t;
+
+struct store_txn {
+    store_t *store;
+    uint64_t next_rev;
+    int64_t now_ms;
+};
+
+struct store_snapshot {
+    const rocksdb_snapshot_t *snap;
+    uint64_t revision;
+};
+
+struct store_iter {
+    rocksdb_iterator_t *it;
+    rocksdb_readoptions_t *ro; /* owned when reading at a snapshot */
+};
+
+struct store {
+    char *dir;
+    rocksdb_t *db;
+    rocksdb_options_t *dbopts;
+    rocksdb_column_family_handle_t *cf[STORE_CF__COUNT];
+    rocksdb_column_family_handle_t **other_cf; /* default + unknown ones */
+    size_t n_other_cf;
+    rocksdb_writeoptions_t *wopts;
+    rocksdb_readoptions_t *ropts;
+
+    size_t max_group;
+    store_publish_fn publish;
+    void *publish_arg;
+    store_fault_fn fault;
+    void *fault_arg;
+
+    /* Guarded by mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    store_req_t **ring;
+    size_t cap, head, count;
+    int stopping;
+    reel_status_t failure; /* set once, when failed becomes 1 */
+
+    atomic_int failed;
+    _Atomic uint64_t revision;
+    pthread_t writer;
+    int writer_started;
+
+    /* Writer thread only. */
+    rocksdb_writebatch_wi_t *wb;
+    store_req_t **group;
+    change_rec_t *changes;
+    size_t n_changes, cap_changes;
+    char *arena;
+    size_t arena_used, arena_cap;
+    store_change_t *pub; /* publish view, cap_changes long */
+};
+
+const char *store_cf_name(store_cf_t cf) {
+    return (int)cf >= 0 && cf < STORE_CF__COUNT ? cf_names[cf] : "?";
+}
+
+static void put_be64(unsigned char *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (unsigned char)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+static uint64_t get_be64(const unsigned char *p) {
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Moves a RocksDB error into st; RocksDB's errptr never leaves this file. */
+static reel_code_t take_err(reel_status_t *st, reel_code_t code, char **err,
+                            const char *what) {
+    reel_status_set(st, code, "%s: %s", what, *err ? *err : "unknown error");
+    rocksdb_free(*err);
+    *err = NULL;
+    return code;
+}
+
+/* ---- The FORMAT file ---------------------------------------------------- */
+
+static int path_exists(const char *dir, const char *name) {
+    char path[4096];
+    struct stat sb;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return stat(path, &sb) == 0;
+}
+
+/* True when dir holds no RocksDB database (other files are allowed). */
+static int dir_is_empty(const char *dir) {
+    return !path_exists(dir, "CURRENT") && !path_exists(dir, "IDENTITY");
+}
+
+static reel_code_t fsync_path(const char *path, int flags, reel_status_t *st) {
+    int fd = open(path, flags);
+
+    if (fd < 0)
+        return reel_status_set(st, REEL_UNAVAILABLE, "open %s: %s", path,
+                               strerror(errno));
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        return reel_status_set(st, REEL_UNAVAILABLE, "fsync %s: %s", path,
+                               strerror(e));
+    }
+    close(fd);
+    return REEL_OK;
+}
+
+static reel_code_t format_write(const char *dir, reel_status_t *st) {
+    char tmp[4096], path[4096], body[64];
+    int fd, n;
+    reel_code_t rc;
+
+    snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, FORMAT_FILE);
+    snprintf(path, sizeof(path), "%s/%s", dir, FORMAT_FILE);
+    n = snprintf(body, sizeof(body), "reel-format %d\n", STORE_FORMAT_VERSION);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return reel_status_set(st, REEL_UNAVAILABLE, "create %s: %s", tmp,
+                               strerror(errno));
+    if (write(fd, body, (size_t)n) != n || fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        return reel_status_set(st, REEL_UNAVAILABLE, "write %s: %s", tmp,
+                               strerror(e));
+    }
+    close(fd);
+    if (rename(tmp, path) != 0)
+        return reel_status_set(st, REEL_UNAVAILABLE, "rename %s: %s", tmp,
+                               strerror(errno));
+    if ((rc = fsync_path(dir, O_RDONLY | O_DIRECTORY, st)) != REEL_OK)
+        return rc;
+    return REEL_OK;
+}
+
+/*
+ * Decides whether dir may be opened. OK with *fresh set when the dir holds
+ * no database yet (FORMAT is then written), OK for our own format, and
+ * FAILED_PRECONDITION, untouched, for anything else.
+ */
+static reel_code_t format_check(const char *dir, int *fresh,
+                                reel_status_t *st) {
+    char path[4096], buf[128];
+    int fd, version = 0;
+    ssize_t n;
+
+    *fresh = 0;
+    snprintf(path, sizeof(path), "%s/%s", dir, FORMAT_FILE);
+    fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            return reel_status_set(st, REEL_UNAVAILABLE, "open %s: %s", path,
+                                   strerror(errno));
+        if (!dir_is_empty(dir))
+            return reel_status_set(
+                st, REEL_FAILED_PRECONDITION,
+                "data dir %s holds a RocksDB database but no %s file: it was "
+                "not written by reel; refusing to open it",
+                dir, FORMAT_FILE);
+        *fresh = 1;
+        return format_write(dir, st);
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n < 0)
+        n = 0;
+    buf[n] = '\0';
+    if (sscanf(buf, "reel-format %d", &version) != 1)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "data dir %s: %s is unreadable (\"%.40s\"); "
+                               "refusing to open it",
+                               dir, FORMAT_FILE, buf);
+    if (version != STORE_FORMAT_VERSION)
+        return reel_status_set(
+            st, REEL_FAILED_PRECONDITION,
+            "data dir %s was written by reel format %d; this reeld reads "
+            "format %d; refusing to open it",
+            dir, version, STORE_FORMAT_VERSION);
+    if (dir_is_empty(dir))
+        *fresh = 1;
+    return REEL_OK;
+}
+
+static reel_code_t make_dir(const char *dir, reel_status_t *st) {
+    char path[4096];
+    size_t len = strlen(dir);
+
+    if (len == 0 || len >= sizeof(path))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "data dir: path must be 1-%zu bytes",
+                               sizeof(path) - 1);
+    memcpy(path, dir, len + 1);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return reel_status_set(st, REEL_UNAVAILABLE, "mkdir %s: %s", path,
+                                   strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return reel_status_set(st, REEL_UNAVAILABLE, "mkdir %s: %s", path,
+                               strerror(errno));
+    return REEL_OK;
+}
+
+/* ---- Open and close ----------------------------------------------------- */
+
+static int known_cf(const char *name) {
+    for (int i = 0; i < STORE_CF__COUNT; i++)
+        if (strcmp(name, cf_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static reel_code_t open_db(store_t *s, int fresh, reel_status_t *st) {
+    char **existing = NULL, *err = NULL;
+    size_t n_existing = 0, n = 0, n_other = 0;
+    const char **names = NULL;
+    const rocksdb_options_t **cfopts = NULL;
+    rocksdb_column_family_handle_t **handles = NULL;
+    reel_code_t rc = REEL_OK;
+
+    if (!fresh) {
+        existing = rocksdb_list_column_families(s->dbopts, s->dir, &n_existing,
+                                                &err);
+        if (err != NULL)
+            return take_err(st, REEL_UNAVAILABLE, &err,
+                            "cannot read the data dir's column families");
+    }
+    /* Open every family that exists (RocksDB insists) plus ours. */
+    names = calloc(n_existing + STORE_CF__COUNT + 1, sizeof(*names));
+    cfopts = calloc(n_existing + STORE_CF__COUNT + 1, sizeof(*cfopts));
+    handles = calloc(n_existing + STORE_CF__COUNT + 1, sizeof(*handles));
+    if (names == NULL || cfopts == NULL || handles == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < STORE_CF__COUNT; i++)
+        names[n++] = cf_names[i];
+    names[n++] = "default";
+    for (size_t i = 0; i < n_existing; i++)
+        if (known_cf(existing[i]) < 0 && strcmp(existing[i], "default") != 0)
+            names[n++] = existing[i];
+    for (size_t i = 0; i < n; i++)
+        cfopts[i] = s->dbopts;
+    s->db = rocksdb_open_column_families(s->dbopts, s->dir, (int)n, names,
+                                         cfopts, handles, &err);
+    if (err != NULL) {
+        if (strstr(err, "lock") != NULL || strstr(err, "LOCK") != NULL)
+            rc = take_err(st, REEL_UNAVAILABLE, &err,
+                          "the data dir is in use by another process");
+        else if (strstr(err, "Corruption") != NULL)
+            rc = take_err(st, REEL_DATA_LOSS, &err,
+                          "the data dir is corrupted; refusing to open it");
+        else
+            rc = take_err(st, REEL_UNAVAILABLE, &err,
+                          "cannot open the data dir");
+        s->db = NULL;
+        goto out;
+    }
+    for (int i = 0; i < STORE_CF__COUNT; i++)
+        s->cf[i] = handles[i];
+    n_other = n - STORE_CF__COUNT;
+    s->other_cf = calloc(n_other, sizeof(*s->other_cf));
+    if (s->other_cf == NULL) {
+        for (size_t i = STORE_CF__COUNT; i < n; i++)
+            rocksdb_column_family_handle_destroy(handles[i]);
+    } else {
+        for (size_t i = 0; i < n_other; i++)
+            s->other_cf[i] = handles[STORE_CF__COUNT + i];
+        s->n_other_cf = n_other;
+    }
+out:
+    if (existing != NULL)
+        rocksdb_list_column_families_destroy(existing, n_existing);
+    free(names);
+    free(cfopts);
+    free(handles);
+    return rc;
+}
+
+/* A decimal version from an unterminated value; -1 if malformed. */
+static int parse_version(const char *val, size_t vlen) {
+    int v = 0;
+
+    if (vlen == 0 || vlen > 6)
+        return -1;
+    for (size_t i = 0; i < vlen; i++) {
+        if (val[i] < '0' || val[i] > '9')
+            return -1;
+        v = v * 10 + (val[i] - '0');
+    }
+    return v;
+}
+
+/* Reads meta/format and meta/revision; writes them on a fresh database. */
+static reel_code_t load_meta(store_t *s, reel_status_t *st) {
+    char *val = NULL, *err = NULL;
+    size_t vlen = 0;
+    reel_code_t rc;
+
+    rc = store_get(s, STORE_CF_META, META_FORMAT, strlen(META_FORMAT), &val,
+                   &vlen, st);
+    if (rc == REEL_NOT_FOUND) {
+        char body[16];
+        unsigned char rev[8];
+        rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+        int n = snprintf(body, sizeof(body), "%d", STORE_FORMAT_VERSION);
+
+        reel_status_fini(st);
+        put_be64(rev, 0);
+        rocksdb_writebatch_put_cf(wb, s->cf[STORE_CF_META], META_FORMAT,
+                                  strlen(META_FORMAT), body, (size_t)n);
+        rocksdb_writebatch_put_cf(wb, s->cf[STORE_CF_META], META_REVISION,
+                                  strlen(META_REVISION), (const char *)rev, 8);
+        rocksdb_write(s->db, s->wopts, wb, &err);
+        rocksdb_writebatch_destroy(wb);
+        if (err != NULL)
+            return take_err(st, REEL_UNAVAILABLE, &err,
+                            "cannot initialise the data dir");
+        atomic_store(&s->revision, 0);
+        return REEL_OK;
+    }
+    if (rc != REEL_OK)
+        return rc;
+    if (parse_version(val, vlen) != STORE_FORMAT_VERSION) {
+        rc = reel_status_set(st, REEL_FAILED_PRECONDITION,
+                             "data dir %s: stored format %.*s does not match "
+                             "this reeld's format %d; refusing to open it",
+                             s->dir, (int)(vlen > 16 ? 16 : vlen), val,
+                             STORE_FORMAT_VERSION);
+        free(val);
+        return rc;
+    }
+    free(val);
+    val = NULL;
+    rc = store_get(s, STORE_CF_META, META_REVISION, strlen(META_REVISION),
+                   &val, &vlen, st);
+    if (rc != REEL_OK || vlen != 8) {
+        free(val);
+        return reel_status_set(st, REEL_DATA_LOSS,
+                               "data dir %s: the stored revision is missing "
+                               "or malformed",
+                               s->dir);
+    }
+    atomic_store(&s->revision, get_be64((const unsigned char *)val));
+    free(val);
+    return REEL_OK;
+}
+
+static void *writer_main(void *arg);
+
+reel_code_t store_open(const store_opts_t *opts, store_t **out,
+                       reel_status_t *st) {
+    store_t *s = NULL;
+    int fresh = 0;
+    reel_code_t rc;
+
+    *out = NULL;
+    if (opts == NULL || opts->data_dir == NULL)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "data dir: required");
+    if ((rc = make_dir(opts->data_dir, st)) != REEL_OK)
+        return rc;
+    if ((rc = format_check(opts->data_dir, &fresh, st)) != REEL_OK)
+        return rc;
+
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->dir = strdup(opts->data_dir);
+    s->cap = opts->queue_capacity ? opts->queue_capacity
+                                  : DEFAULT_QUEUE_CAPACITY;
+    s->max_group = opts->max_group ? opts->max_group : DEFAULT_MAX_GROUP;
+    s->publish = opts->publish;
+    s->publish_arg = opts->publish_arg;
+    s->fault = opts->fault;
+    s->fault_arg = opts->fault_arg;
+    s->ring = calloc(s->cap, sizeof(*s->ring));
+    s->group = calloc(s->max_group, sizeof(*s->group));
+    if (s->dir == NULL || s->ring == NULL || s->group == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto fail;
+    }
+
+    s->dbopts = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(s->dbopts, 1);
+    rocksdb_options_set_create_missing_column_families(s->dbopts, 1);
+    rocksdb_options_increase_parallelism(s->dbopts, 2);
+    rocksdb_options_set_keep_log_file_num(s->dbopts, 4);
+    rocksdb_options_set_paranoid_checks(s->dbopts, 1);
+    s->wopts = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->wopts, 1);
+    s->ropts = rocksdb_readoptions_create();
+
+    if ((rc = open_db(s, fresh, st)) != REEL_OK)
+        goto fail;
+    if ((rc = load_meta(s, st)) != REEL_OK)
+        goto fail;
+
+    s->wb = rocksdb_writebatch_wi_create(0, 1);
+    if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
+        rc = reel_status_set(st, REEL_INTERNAL,
+                             "cannot start the writer thread");
+        goto fail;
+    }
+    s->writer_started = 1;
+    REEL_INFO("store", "opened %s at revision %llu%s", s->dir,
+              (unsigned long long)atomic_load(&s->revision),
+              fresh ? " (new)" : "");
+    *out = s;
+    return REEL_OK;
+fail:
+    store_close(s);
+    return rc;
+}
+
+void store_close(store_t *s) {
+    if (s == NULL)
+        return;
+    if (s->writer_started) {
+        pthread_mutex_lock(&s->mu);
+        s->stopping = 1;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->writer, NULL);
+    }
+    if (s->wb != NULL)
+        rocksdb_writebatch_wi_destroy(s->wb);
+    for (int i = 0; i < STORE_CF__COUNT; i++)
+        if (s->cf[i] != NULL)
+            rocksdb_column_family_handle_destroy(s->cf[i]);
+    for (size_t i = 0; i < s->n_other_cf; i++)
+        rocksdb_column_family_handle_destroy(s->other_cf[i]);
+    free(s->other_cf);
+    if (s->db != NULL) {
+        rocksdb_close(s->db);
+        REEL_INFO("store", "closed %s at revision %llu", s->dir,
+                  (unsigned long long)atomic_load(&s->revision));
+    }
+    if (s->dbopts != NULL)
+        rocksdb_options_destroy(s->dbopts);
+    if (s->wopts != NULL)
+        rocksdb_writeoptions_destroy(s->wopts);
+    if (s->ropts != NULL)
+        rocksdb_readoptions_destroy(s->ropts);
+    reel_status_fini(&s->failure);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->ring);
+    free(s->group);
+    free(s->changes);
+    free(s->pub);
+    free(s->arena);
+    free(s->dir);
+    free(s);
+}
+
+uint64_t store_revision(store_t *s) { return atomic_load(&s->revision); }
+
+reel_code_t store_health(store_t *s, reel_status_t *st) {
+    reel_code_t rc = REEL_OK;
+
+    if (!atomic_load(&s->failed))
+        return REEL_OK;
+    pthread_mutex_lock(&s->mu);
+    reel_status_copy(st, &s->failure);
+    rc = s->failure.code;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* ---- Submitting --------------------------------------------------------- */
+
+reel_code_t store_submit(store_t *s, store_req_t *req) {
+    reel_code_t rc = REEL_OK;
+
+    req->status.code = REEL_OK;
+    req->status.msg = NULL;
+    req->first_revision = req->last_revision = 0;
+    pthread_mutex_lock(&s->mu);
+    if (atomic_load(&s->failed)) {
+        reel_status_copy(&req->status, &s->failure);
+        rc = req->status.code;
+    } else if (s->stopping) {
+        rc = reel_status_set(&req->status, REEL_UNAVAILABLE,
+                             "the server is shutting down");
+    } else if (s->count == s->cap) {
+        rc = reel_status_set(&req->status, REEL_RESOURCE_EXHAUSTED,
+                             "write queue is full (%zu requests waiting); "
+                             "retry later",
+                             s->cap);
+    } else {
+        s->ring[(s->head + s->count) % s->cap] = req;
+        s->count++;
+        if (s->count == 1)
+            pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+typedef struct exec_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+} exec_wait_t;
+
+static void exec_done(store_req_t *req) {
+    exec_wait_t *w = req->arg;
+
+    pthread_mutex_lock(&w->mu);
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+typedef struct exec_arg {
+    exec_wait_t wait; /* first: exec_done finds it through req->arg */
+    store_apply_fn apply;
+    void *arg;
+} exec_arg_t;
+
+static reel_code_t exec_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
+    exec_arg_t *ea = arg;
+
+    return ea->apply(txn, ea->arg, st);
+}
+
+reel_code_t store_exec(store_t *s, store_apply_fn apply, void *arg,
+                       uint64_t *last_revision, reel_status_t *st) {
+    exec_arg_t ea = {.apply = apply, .arg = arg};
+    store_req_t req = {.apply = exec_apply, .done = exec_done, .arg = &ea};
+    reel_code_t rc;
+
+    pthread_mutex_init(&ea.wait.mu, NULL);
+    pthread_cond_init(&ea.wait.cv, NULL);
+    rc = store_submit(s, &req);
+    if (rc == REEL_OK) {
+        pthread_mutex_lock(&ea.wait.mu);
+        while (!ea.wait.done)
+            pthread_cond_wait(&ea.wait.cv, &ea.wait.mu);
+        pthread_mutex_unlock(&ea.wait.mu);
+        rc = req.status.code;
+    }
+    if (last_revision != NULL)
+        *last_revision = rc == REEL_OK ? req.last_revision : 0;
+    if (st != NULL)
+        reel_status_move(st, &req.status);
+    else
+        reel_status_fini(&req.status);
+    pthread_mutex_destroy(&ea.wait.mu);
+    pthread_cond_destroy(&ea.wait.cv);
+    return rc;
+}
+
+/* ---- The writer --------------------------------------------------------- */
+
+static void fail_store(store_t *s, const reel_status_t *why) {
+    pthread_mutex_lock(&s->mu);
+    if (!atomic_load(&s->failed)) {
+        reel_status_set(&s->failure, REEL_UNAVAILABLE,
+                        "the store stopped accepting writes after a failed "
+                        "write (%s); restart reeld once the cause is fixed",
+                        reel_status_message(why));
+        atomic_store(&s->failed, 1);
+    }
+    pthread_mutex_unlock(&s->mu);
+    REEL_ERROR("store", "write failed, refusing further writes: %s",
+               reel_status_message(why));
+}
+
+static int reserve_changes(store_t *s) {
+    size_t cap;
+    change_rec_t *c;
+    store_change_t *p;
+
+    if (s->n_changes < s->cap_changes)
+        return 0;
+    cap = s->cap_changes ? s->cap_changes * 2 : 256;
+    c = realloc(s->changes, cap * sizeof(*c));
+    if (c == NULL)
+        return -1;
+    s->changes = c;
+    p = realloc(s->pub, cap * sizeof(*p));
+    if (p == NULL)
+        return -1;
+    s->pub = p;
+    s->cap_changes = cap;
+    return 0;
+}
+
+static int reserve_arena(store_t *s, size_t len) {
+    size_t cap;
+    char *a;
+
+    if (s->arena_cap - s->arena_used >= len)
+        return 0;
+    cap = s->arena_cap ? s->arena_cap : 64 * 1024;
+    while (cap - s->arena_used < len)
+        cap *= 2;
+    a = realloc(s->arena, cap);
+    if (a == NULL)
+        return -1;
+    s->arena = a;
+    s->arena_cap = cap;
+    return 0;
+}
+
+static void complete_all(store_req_t **reqs, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        reqs[i]->done(reqs[i]);
+}
+
+/*
+ * Applies, commits and completes a prefix of reqs[0..n) as one commit group
+ * and returns its length: all n, unless the batch passed GROUP_BYTES first.
+ */
+static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
+    store_txn_t txn;
+    reel_status_t werr = REEL_STATUS_INIT;
+    char *err = NULL;
+    size_t batch_bytes = 0;
+    unsigned char rev[8];
+
+    if (atomic_load(&s->failed)) {
+        pthread_mutex_lock(&s->mu);
+        for (size_t i = 0; i < n; i++)
+            reel_status_copy(&reqs[i]->status, &s->failure);
+        pthread_mutex_unlock(&s->mu);
+        complete_all(reqs, n);
+        return n;
+    }
+
+    rocksdb_writebatch_wi_clear(s->wb);
+    s->n_changes = 0;
+    s->arena_used = 0;
+    txn.store = s;
+    txn.next_rev = atomic_load(&s->revision) + 1;
+    txn.now_ms = reel_clock_now_ms();
+
+    for (size_t i = 0; i < n; i++) {
+        store_req_t *req = reqs[i];
+        uint64_t rev0 = txn.next_rev;
+        size_t nch0 = s->n_changes, arena0 = s->arena_used;
+        reel_code_t rc;
+
+        rocksdb_writebatch_wi_set_save_point(s->wb);
+        rc = req->apply(&txn, req->arg, &req->status);
+        if (rc == REEL_OK && req->status.code != REEL_OK)
+            rc = req->status.code;
+        if (rc != REEL_OK) {
+            if (req->status.code == REEL_OK)
+                req->status.code = rc;
+            rocksdb_writebatch_wi_rollback_to_save_point(s->wb, &err);
+            if (err != NULL) {
+                /* The batch can no longer be trusted: commit nothing. */
+                take_err(&werr, REEL_INTERNAL, &err,
+                         "rolling back a failed request");
+                fail_store(s, &werr);
+                for (size_t j = 0; j < n; j++)
+                    if (reqs[j]->status.code == REEL_OK || j == i)
+                        reel_status_copy(&reqs[j]->status, &s->failure);
+                reel_status_fini(&werr);
+                complete_all(reqs, n);
+                return n;
+            }
+            txn.next_rev = rev0;
+            s->n_changes = nch0;
+            s->arena_used = arena0;
+            continue;
+        }
+        if (txn.next_rev > rev0) {
+            req->first_revision = rev0;
+            req->last_revision = txn.next_rev - 1;
+        }
+        rocksdb_writebatch_wi_data(s->wb, &batch_bytes);
+        if (batch_bytes >= GROUP_BYTES && i + 1 < n) {
+            n = i + 1; /* the rest go in the next group */
+            break;
+        }
+    }
+
+    if (rocksdb_writebatch_wi_count(s->wb) == 0) {
+        /* Nothing to write: every request failed or only read. */
+        complete_all(reqs, n);
+        return n;
+    }
+
+    put_be64(rev, txn.next_rev - 1);
+    rocksdb_writebatch_wi_put_cf(s->wb, s->cf[STORE_CF_META], META_REVISION,
+                                 strlen(META_REVISION), (const char *)rev, 8);
+    if (s->fault != NULL && s->fault(s->fault_arg) != 0)
+        reel_status_set(&werr, REEL_UNAVAILABLE, "injected write fault");
+    else {
+        rocksdb_write_writebatch_wi(s->db, s->wopts, s->wb, &err);
+        if (err != NULL)
+            take_err(&werr, REEL_UNAVAILABLE, &err, "write");
+    }
+    if (werr.code != REEL_OK) {
+        fail_store(s, &werr);
+        reel_status_fini(&werr);
+        pthread_mutex_lock(&s->mu);
+        for (size_t i = 0; i < n; i++) {
+            /* Even a request that only read may have seen a write that is
+             * now lost, so none of the group is acknowledged. */
+            if (reqs[i]->status.code == REEL_OK)
+                reel_status_copy(&reqs[i]->status, &s->failure);
+            reqs[i]->first_revision = reqs[i]->last_revision = 0;
+        }
+        pthread_mutex_unlock(&s->mu);
+        complete_all(reqs, n);
+        return n;
+    }
+    atomic_store(&s->revision, txn.next_rev - 1);
+
+    if (s->publish != NULL && s->n_changes > 0) {
+        for (size_t i = 0; i < s->n_changes; i++) {
+            const change_rec_t *c = &s->changes[i];
+            s->pub[i] = (store_change_t){
+                .revision = c->revision,
+                .module = c->module,
+                .type = c->type,
+                .ts_ms = txn.now_ms,
+                .event = s->arena + c->off,
+                .len = c->len,
+            };
+        }
+        s->publish(s->publish_arg, s->pub, s->n_changes);
+    }
+    complete_all(reqs, n);
+    return n;
+}
+
+static void *writer_main(void *arg) {
+    store_t *s = arg;
+
+    for (;;) {
+        size_t n = 0;
+
+        pthread_mutex_lock(&s->mu);
+        while (s->count == 0 && !s->stopping)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->count == 0) {
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        while (s->count > 0 && n < s->max_group) {
+            s->group[n++] = s->ring[s->head];
+            s->head = (s->head + 1) % s->cap;
+            s->count--;
+        }
+        pthread_mutex_unlock(&s->mu);
+        for (size_t done = 0; done < n;)
+            done += run_group(s, s->group + done, n - done);
+    }
+    return NULL;
+}
+
+/* ---- Transactions ------------------------------------------------------- */
+
+reel_code_t store_txn_get(store_txn_t *txn, store_cf_t cf, const void *key,
+                          size_t klen, char **val, size_t *vlen,
+                          reel_status_t *st) {
+    store_t *s = txn->store;
+    char *err = NULL;
+
+    *val = rocksdb_writebatch_wi_get_from_batch_and_db_cf(
+        s->wb, s->db, s->ropts, s->cf[cf], key, klen, vlen, &err);
+    if (err != NULL)
+        return take_err(st, REEL_INTERNAL, &err, "read");
+    return *val != NULL ? REEL_OK : REEL_NOT_FOUND;
+}
+
+void store_txn_put(store_txn_t *txn, store_cf_t cf, const void *key,
+                   size_t klen, const void *val, size_t vlen) {
+    rocksdb_writebatch_wi_put_cf(txn->store->wb, txn->store->cf[cf], key, klen,
+                                 val, vlen);
+}
+
+void store_txn_delete(store_txn_t *txn, store_cf_t cf, const void *key,
+                      size_t klen) {
+    rocksdb_writebatch_wi_delete_cf(txn->store->wb, txn->store->cf[cf], key,
+                                    klen);
+}
+
+uint64_t store_txn_emit(store_txn_t *txn, store_module_t module, uint32_t type,
+                        const void *event, size_t len) {
+    store_t *s = txn->store;
+    uint64_t rev = txn->next_rev++;
+
+    /* Out of memory here loses only the in-memory publish of this change;
+     * the change itself is committed and readable from storage. */
+    if (reserve_changes(s) == 0 && reserve_arena(s, len) == 0) {
+        if (len > 0)
+            memcpy(s->arena + s->arena_used, event, len);
+        s->changes[s->n_changes++] = (change_rec_t){
+            .revision = rev,
+            .module = (uint32_t)module,
+            .type = type,
+            .off = s->arena_used,
+            .len = len,
+        };
+        s->arena_used += len;
+    } else {
+        REEL_ERROR("store", "out of memory recording revision %llu for publish",
+                   (unsigned long long)rev);
+    }
+    return rev;
+}
+
+uint64_t store_txn_next_revision(store_txn_t *txn) { return txn->next_rev; }
+
+int64_t store_txn_now_ms(store_txn_t *txn) { return txn->now_ms; }
+
+store_iter_t *store_txn_iter(store_txn_t *txn, store_cf_t cf) {
+    store_t *s = txn->store;
+    store_iter_t *it = calloc(1, sizeof(*it));
+    rocksdb_iterator_t *base;
+
+    if (it == NULL)
+        return NULL;
+    base = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[cf]);
+    it->it = rocksdb_writebatch_wi_create_iterator_with_base_cf(s->wb, base,
+                                                                s->cf[cf]);
+    return it;
+}
+
+/* ---- Reads -------------------------------------------------------------- */
+
+reel_code_t store_get(store_t *s, store_cf_t cf, const void *key, size_t klen,
+                      char **val, size_t *vlen, reel_status_t *st) {
+    char *err = NULL;
+
+    *val = rocksdb_get_cf(s->db, s->ropts, s->cf[cf], key, klen, vlen, &err);
+    if (err != NULL)
+        return take_err(st, REEL_INTERNAL, &err, "read");
+    return *val != NULL ? REEL_OK : REEL_NOT_FOUND;
+}
+
+store_snapshot_t *store_snapshot_create(store_t *s) {
+    store_snapshot_t *snap = calloc(1, sizeof(*snap));
+    rocksdb_readoptions_t *ro;
+    char *val, *err = NULL;
+    size_t vlen = 0;
+
+    if (snap == NULL)
+        return NULL;
+    snap->snap = rocksdb_create_snapshot(s->db);
+    ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_snapshot(ro, snap->snap);
+    /* meta/revision commits with every group: reading it at the snapshot
+     * gives exactly the revision the snapshot includes. */
+    val = rocksdb_get_cf(s->db, ro, s->cf[STORE_CF_META], META_REVISION,
+                         strlen(META_REVISION), &vlen, &err);
+    if (err != NULL)
+        rocksdb_free(err);
+    if (val != NULL && vlen == 8)
+        snap->revision = get_be64((const unsigned char *)val);
+    rocksdb_free(val);
+    rocksdb_readoptions_destroy(ro);
+    return snap;
+}
+
+uint64_t store_snapshot_revision(const store_snapshot_t *snap) {
+    return snap->revision;
+}
+
+void store_snapshot_release(store_t *s, store_snapshot_t *snap) {
+    if (snap == NULL)
+        return;
+    rocksdb_release_snapshot(s->db, snap->snap);
+    free(snap);
+}
+
+store_iter_t *store_iter_create(store_t *s, store_cf_t cf,
+                                const store_snapshot_t *snap) {
+    store_iter_t *it = calloc(1, sizeof(*it));
+
+    if (it == NULL)
+        return NULL;
+    if (snap != NULL) {
+        it->ro = rocksdb_readoptions_create();
+        rocksdb_readoptions_set_snapshot(it->ro, snap->snap);
+    }
+    it->it = rocksdb_create_iterator_cf(s->db, it->ro ? it->ro : s->ropts,
+                                        s->cf[cf]);
+    return it;
+}
+
+void store_iter_seek(store_iter_t *it, const void *key, size_t klen) {
+    rocksdb_iter_seek(it->it, key, klen);
+}
+
+void store_iter_seek_first(store_iter_t *it) { rocksdb_iter_seek_to_first(it->it); }
+
+int store_iter_valid(store_iter_t *it) { return rocksdb_iter_valid(it->it); }
+
+void store_iter_next(store_iter_t *it) { rocksdb_iter_next(it->it); }
+
+const char *store_iter_key(store_iter_t *it, size_t *klen) {
+    return rocksdb_iter_key(it->it, klen);
+}
+
+const char *store_iter_value(store_iter_t *it, size_t *vlen) {
+    return rocksdb_iter_value(it->it, vlen);
+}
+
+reel_code_t store_iter_status(store_iter_t *it, reel_status_t *st) {
+    char *err = NULL;
+
+    rocksdb_iter_get_error(it->it, &err);
+    if (err != NULL)
+        return take_err(st, REEL_INTERNAL, &err, "iterate");
+    return REEL_OK;
+}
+
+void store_iter_destroy(store_iter_t *it) {
+    if (it == NULL)
+        return;
+    rocksdb_iter_destroy(it->it);
+    if (it->ro != NULL)
+        rocksdb_readoptions_destroy(it->ro);
+    free(it);
+}

@@ -1,0 +1,221 @@
+/*
+ * store/store.h: reel's storage: one RocksDB, one writer thread, one global
+ * revision.
+ *
+ * A store is one RocksDB database in a data dir, with a column family per
+ * module. Reads go straight to RocksDB from any thread. Every mutation goes
+ * through the single writer thread: a caller submits a request (an apply
+ * function and its argument) to a bounded queue; the writer takes what is
+ * queued as a group, runs each request's apply function in order against a
+ * transaction that sees the group's earlier writes, assigns each committed
+ * change the next global revision, writes the group as one synced WriteBatch,
+ * hands the group's changes to the publish function, and only then completes
+ * the requests.
+ *
+ * Threading: store_t is thread-safe. A store_txn_t exists only inside an
+ * apply function, on the writer thread; it must not escape it. Apply, done
+ * and publish functions run on the writer thread and must not block, nor
+ * wait for another store request (that would deadlock the writer).
+ *
+ * Failure is sticky: once a write or fsync fails, the store answers every
+ * later submit with UNAVAILABLE and never acknowledges a write that is not
+ * durable. Reads keep working.
+ */
+#ifndef REEL_STORE_STORE_H
+#define REEL_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+
+/* The on-disk format this build reads and writes. */
+#define STORE_FORMAT_VERSION 1
+
+/* Column families, one per module's kind of record. */
+typedef enum store_cf {
+    STORE_CF_META = 0, /* store's own records: the last revision */
+    STORE_CF_RUNS,
+    STORE_CF_JOURNAL,
+    STORE_CF_KV,
+    STORE_CF_KV_HISTORY,
+    STORE_CF_SIGNALS,
+    STORE_CF_WAL,
+    STORE_CF__COUNT
+} store_cf_t;
+
+/* The module a committed change belongs to. */
+typedef enum store_module {
+    STORE_MODULE_JOURNAL = 1,
+    STORE_MODULE_RUNS,
+    STORE_MODULE_KV,
+    STORE_MODULE_SIGNALS,
+} store_module_t;
+
+typedef struct store store_t;
+typedef struct store_txn store_txn_t;
+typedef struct store_iter store_iter_t;
+typedef struct store_snapshot store_snapshot_t;
+typedef struct store_req store_req_t;
+
+/*
+ * One committed change, as the publish function sees it. `event` points into
+ * storage owned by the store and is valid only during the publish call.
+ */
+typedef struct store_change {
+    uint64_t revision;
+    uint32_t module; /* store_module_t */
+    uint32_t type;   /* the module's own event type */
+    int64_t ts_ms;   /* the group's commit time */
+    const void *event;
+    size_t len;
+} store_change_t;
+
+/* Called on the writer thread after each successful commit. */
+typedef void (*store_publish_fn)(void *arg, const store_change_t *changes,
+                                 size_t n);
+
+/*
+ * Called by tests before each group's write; a non-zero answer is treated
+ * exactly like a failed write or fsync. NULL in production.
+ */
+typedef int (*store_fault_fn)(void *arg);
+
+typedef struct store_opts {
+    const char *data_dir;    /* required; created if missing */
+    size_t queue_capacity;   /* queued requests; 0 = 4096 */
+    size_t max_group;        /* requests per commit group; 0 = 1024 */
+    store_publish_fn publish; /* may be NULL */
+    void *publish_arg;
+    store_fault_fn fault;    /* tests only */
+    void *fault_arg;
+} store_opts_t;
+
+/*
+ * Opens (creating if needed) the store in opts->data_dir and starts the
+ * writer. Refuses, without touching the directory, a data dir that is not a
+ * reel data dir or was written by another format version, or one that
+ * another process holds. On success *out must be closed with store_close().
+ */
+reel_code_t store_open(const store_opts_t *opts, store_t **out,
+                       reel_status_t *st);
+
+/*
+ * Stops accepting requests, lets the writer commit and complete everything
+ * already queued, then closes RocksDB and frees the store. Accepts NULL.
+ */
+void store_close(store_t *store);
+
+/* The last committed revision (0 before any change). Any thread. */
+uint64_t store_revision(store_t *store);
+
+/* OK, or the sticky error (UNAVAILABLE) that stopped writes. */
+reel_code_t store_health(store_t *store, reel_status_t *st);
+
+/* ---- Writer requests ---------------------------------------------------- */
+
+/*
+ * Runs on the writer thread. Reads and writes go through txn. Returning a
+ * code other than OK (with st set) fails this request alone: everything it
+ * wrote or emitted is rolled back and the rest of the group goes on.
+ */
+typedef reel_code_t (*store_apply_fn)(store_txn_t *txn, void *arg,
+                                      reel_status_t *st);
+
+/* Runs on the writer thread once the request's outcome is final. */
+typedef void (*store_done_fn)(store_req_t *req);
+
+/*
+ * A request, in the caller's storage; it must stay valid until done runs.
+ * The caller sets apply, done and arg; the store sets the rest.
+ */
+struct store_req {
+    store_apply_fn apply;
+    store_done_fn done;
+    void *arg;
+    /* Outcome, valid in done: */
+    reel_status_t status;    /* OK, the apply error, or UNAVAILABLE */
+    uint64_t first_revision; /* 0 if the request committed no change */
+    uint64_t last_revision;
+};
+
+/*
+ * Queues req. Returns OK and later calls req->done exactly once; or returns
+ * RESOURCE_EXHAUSTED (queue full) or UNAVAILABLE (store failed or closing)
+ * at once, with req->status set and done never called.
+ */
+reel_code_t store_submit(store_t *store, store_req_t *req);
+
+/*
+ * Submits and waits: the synchronous form for tools and tests. On success
+ * *last_revision (if not NULL) is the request's last revision, or 0.
+ * Must not be called from the writer thread.
+ */
+reel_code_t store_exec(store_t *store, store_apply_fn apply, void *arg,
+                       uint64_t *last_revision, reel_status_t *st);
+
+/* ---- Inside an apply function (writer thread only) --------------------- */
+
+/*
+ * Reads key as this transaction sees it (the database plus the group's
+ * earlier writes). OK with *val (malloc'd, free() it) and *vlen, NOT_FOUND,
+ * or INTERNAL.
+ */
+reel_code_t store_txn_get(store_txn_t *txn, store_cf_t cf, const void *key,
+                          size_t klen, char **val, size_t *vlen,
+                          reel_status_t *st);
+void store_txn_put(store_txn_t *txn, store_cf_t cf, const void *key,
+                   size_t klen, const void *val, size_t vlen);
+void store_txn_delete(store_txn_t *txn, store_cf_t cf, const void *key,
+                      size_t klen);
+
+/*
+ * Records one committed change and returns its revision: the next global
+ * revision. The event bytes are copied. If the request later fails, the
+ * revision is given back, so revisions stay gapless.
+ */
+uint64_t store_txn_emit(store_txn_t *txn, store_module_t module, uint32_t type,
+                        const void *event, size_t len);
+
+/* The revision the next emit would get. */
+uint64_t store_txn_next_revision(store_txn_t *txn);
+
+/* The group's commit time, the same for every request in the group. */
+int64_t store_txn_now_ms(store_txn_t *txn);
+
+/* An iterator that sees the database plus the group's earlier writes. */
+store_iter_t *store_txn_iter(store_txn_t *txn, store_cf_t cf);
+
+/* ---- Reads (any thread) -------------------------------------------------- */
+
+/* Reads key from committed state: OK, NOT_FOUND or INTERNAL. */
+reel_code_t store_get(store_t *store, store_cf_t cf, const void *key,
+                      size_t klen, char **val, size_t *vlen,
+                      reel_status_t *st);
+
+/*
+ * A consistent view of committed state and the revision it includes.
+ * Release with store_snapshot_release().
+ */
+store_snapshot_t *store_snapshot_create(store_t *store);
+uint64_t store_snapshot_revision(const store_snapshot_t *snap);
+void store_snapshot_release(store_t *store, store_snapshot_t *snap);
+
+/* An iterator over committed state, at snap if not NULL. */
+store_iter_t *store_iter_create(store_t *store, store_cf_t cf,
+                                const store_snapshot_t *snap);
+void store_iter_seek(store_iter_t *it, const void *key, size_t klen);
+void store_iter_seek_first(store_iter_t *it);
+int store_iter_valid(store_iter_t *it);
+void store_iter_next(store_iter_t *it);
+/* Valid until the iterator moves or is destroyed. */
+const char *store_iter_key(store_iter_t *it, size_t *klen);
+const char *store_iter_value(store_iter_t *it, size_t *vlen);
+/* OK, or INTERNAL if the iteration stopped on an error. */
+reel_code_t store_iter_status(store_iter_t *it, reel_status_t *st);
+void store_iter_destroy(store_iter_t *it);
+
+/* The column family's name, e.g. "kv_history". */
+const char *store_cf_name(store_cf_t cf);
+
+#endif

@@ -1,0 +1,701 @@
+/*
+ * store/store_test.c: the single writer, group commit and the revision.
+ *
+ * Each test opens a store in a fresh temporary data dir and removes it.
+ * Tests that need several requests in one group hold the writer inside a
+ * "gate" request until the others are queued.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/store.h"
+
+/* ---- Fixtures ----------------------------------------------------------- */
+
+typedef struct fixture {
+    char dir[512];
+    store_t *store;
+    /* revisions seen by the publish function, in call order */
+    pthread_mutex_t mu;
+    uint64_t *published;
+    size_t n_published, cap_published;
+} fixture_t;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag,
+                    struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void record_publish(void *arg, const store_change_t *c, size_t n) {
+    fixture_t *f = arg;
+
+    pthread_mutex_lock(&f->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (f->n_published == f->cap_published) {
+            f->cap_published = f->cap_published ? f->cap_published * 2 : 1024;
+            f->published = realloc(f->published,
+                                   f->cap_published * sizeof(uint64_t));
+        }
+        f->published[f->n_published++] = c[i].revision;
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+static store_opts_t fixture_opts(fixture_t *f) {
+    store_opts_t o = {0};
+
+    o.data_dir = f->dir;
+    o.publish = record_publish;
+    o.publish_arg = f;
+    return o;
+}
+
+static void open_store(fixture_t *f) {
+    store_opts_t o = fixture_opts(f);
+    reel_status_t st = REEL_STATUS_INIT;
+    reel_code_t rc = store_open(&o, &f->store, &st);
+
+    if (rc != REEL_OK)
+        fail_msg("store_open: %s", reel_status_message(&st));
+    reel_status_fini(&st);
+}
+
+static int setup(void **state) {
+    fixture_t *f = calloc(1, sizeof(*f));
+    const char *tmp = getenv("TEST_TMPDIR");
+
+    snprintf(f->dir, sizeof(f->dir), "%s/store-XXXXXX", tmp ? tmp : "/tmp");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    pthread_mutex_init(&f->mu, NULL);
+    open_store(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture_t *f = *state;
+
+    store_close(f->store);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    pthread_mutex_destroy(&f->mu);
+    free(f->published);
+    free(f);
+    return 0;
+}
+
+static void reopen(fixture_t *f) {
+    store_close(f->store);
+    f->store = NULL;
+    open_store(f);
+}
+
+/* ---- Apply functions ---------------------------------------------------- */
+
+typedef struct put_arg {
+    const char *key;
+    const char *val;
+    int n_emit;
+} put_arg_t;
+
+static reel_code_t apply_put(store_txn_t *txn, void *arg, reel_status_t *st) {
+    put_arg_t *a = arg;
+
+    (void)st;
+    store_txn_put(txn, STORE_CF_KV, a->key, strlen(a->key), a->val,
+                  strlen(a->val));
+    for (int i = 0; i < a->n_emit; i++)
+        store_txn_emit(txn, STORE_MODULE_KV, 1, a->key, strlen(a->key));
+    return REEL_OK;
+}
+
+/* Puts and emits, then fails: none of it may survive. */
+static reel_code_t apply_put_then_fail(store_txn_t *txn, void *arg,
+                                       reel_status_t *st) {
+    apply_put(txn, arg, st);
+    return reel_status_set(st, REEL_ABORTED, "version conflict: expected %d, "
+                                             "current %d",
+                           3, 5);
+}
+
+static char *get_str(store_t *s, const char *key) {
+    char *val = NULL;
+    size_t vlen = 0;
+
+    if (store_get(s, STORE_CF_KV, key, strlen(key), &val, &vlen, NULL) !=
+        REEL_OK)
+        return NULL;
+    val = realloc(val, vlen + 1);
+    val[vlen] = '\0';
+    return val;
+}
+
+static void put_sync(store_t *s, const char *key, const char *val, int n_emit,
+                     uint64_t *rev) {
+    put_arg_t a = {key, val, n_emit};
+    reel_status_t st = REEL_STATUS_INIT;
+
+    if (store_exec(s, apply_put, &a, rev, &st) != REEL_OK)
+        fail_msg("exec: %s", reel_status_message(&st));
+}
+
+/* A request that holds the writer until released, so others queue up. */
+typedef struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int entered, open;
+    store_req_t req;
+    int done;
+} gate_t;
+
+static reel_code_t apply_gate(store_txn_t *txn, void *arg, reel_status_t *st) {
+    gate_t *g = arg;
+
+    (void)txn;
+    (void)st;
+    pthread_mutex_lock(&g->mu);
+    g->entered = 1;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->open)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    return REEL_OK;
+}
+
+static void gate_done(store_req_t *req) {
+    gate_t *g = req->arg;
+
+    pthread_mutex_lock(&g->mu);
+    g->done = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_close(store_t *s, gate_t *g) {
+    memset(g, 0, sizeof(*g));
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->req.apply = apply_gate;
+    g->req.done = gate_done;
+    g->req.arg = g;
+    assert_int_equal(store_submit(s, &g->req), REEL_OK);
+    pthread_mutex_lock(&g->mu);
+    while (!g->entered)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_open(gate_t *g) {
+    pthread_mutex_lock(&g->mu);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cv);
+    while (!g->done)
+        pthread_cond_wait(&g->cv, &g->mu);
+    pthread_mutex_unlock(&g->mu);
+    reel_status_fini(&g->req.status);
+}
+
+/* An async request whose completion the test can wait for. */
+typedef struct async_req {
+    store_req_t req;
+    put_arg_t put;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+} async_req_t;
+
+static void async_done(store_req_t *req) {
+    async_req_t *a = (async_req_t *)req;
+
+    pthread_mutex_lock(&a->mu);
+    a->done = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void async_init(async_req_t *a, store_apply_fn apply, const char *key,
+                       const char *val, int n_emit) {
+    memset(a, 0, sizeof(*a));
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    a->put = (put_arg_t){key, val, n_emit};
+    a->req.apply = apply;
+    a->req.done = async_done;
+    a->req.arg = &a->put;
+}
+
+static void async_wait(async_req_t *a) {
+    pthread_mutex_lock(&a->mu);
+    while (!a->done)
+        pthread_cond_wait(&a->cv, &a->mu);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* ---- Tests -------------------------------------------------------------- */
+
+static void test_revisions_are_gapless_and_survive_reopen(void **state) {
+    fixture_t *f = *state;
+    uint64_t rev = 0, expect = 0;
+    char key[32];
+
+    assert_int_equal(store_revision(f->store), 0);
+    for (int i = 0; i < 20; i++) {
+        int n_emit = 1 + i % 3;
+
+        snprintf(key, sizeof(key), "k%d", i);
+        put_sync(f->store, key, "v", n_emit, &rev);
+        expect += (uint64_t)n_emit;
+        assert_int_equal(rev, expect);
+    }
+    assert_int_equal(store_revision(f->store), expect);
+    reopen(f);
+    assert_int_equal(store_revision(f->store), expect);
+    put_sync(f->store, "after", "v", 1, &rev);
+    assert_int_equal(rev, expect + 1);
+    reopen(f);
+    assert_int_equal(store_revision(f->store), expect + 1);
+
+    /* Publish saw 1..N exactly once, in order (across both opens). */
+    assert_int_equal(f->n_published, expect + 1);
+    for (size_t i = 0; i < f->n_published; i++)
+        assert_int_equal(f->published[i], i + 1);
+}
+
+#define N_THREADS 8
+#define N_PER_THREAD 200
+
+typedef struct counter_arg {
+    int thread, i;
+    uint64_t seen; /* the counter value this increment produced */
+} counter_arg_t;
+
+/* Read-modify-write of one counter: only safe because one writer applies. */
+static reel_code_t apply_increment(store_txn_t *txn, void *arg,
+                                   reel_status_t *st) {
+    counter_arg_t *a = arg;
+    char *val = NULL, key[32], buf[32];
+    size_t vlen = 0;
+    uint64_t n = 0;
+    reel_code_t rc;
+
+    rc = store_txn_get(txn, STORE_CF_KV, "counter", 7, &val, &vlen, st);
+    if (rc == REEL_OK) {
+        memcpy(buf, val, vlen < 31 ? vlen : 31);
+        buf[vlen < 31 ? vlen : 31] = '\0';
+        n = strtoull(buf, NULL, 10);
+        free(val);
+    } else if (rc != REEL_NOT_FOUND) {
+        return rc;
+    }
+    n++;
+    a->seen = n;
+    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)n);
+    store_txn_put(txn, STORE_CF_KV, "counter", 7, buf, strlen(buf));
+    snprintf(key, sizeof(key), "w/%d/%d", a->thread, a->i);
+    store_txn_put(txn, STORE_CF_KV, key, strlen(key), buf, strlen(buf));
+    store_txn_emit(txn, STORE_MODULE_KV, 1, key, strlen(key));
+    return REEL_OK;
+}
+
+typedef struct worker {
+    store_t *store;
+    int thread;
+    uint64_t revs[N_PER_THREAD];
+    uint64_t seen[N_PER_THREAD];
+    int failures;
+} worker_t;
+
+static void *worker_main(void *arg) {
+    worker_t *w = arg;
+
+    for (int i = 0; i < N_PER_THREAD; i++) {
+        counter_arg_t a = {w->thread, i, 0};
+
+        if (store_exec(w->store, apply_increment, &a, &w->revs[i], NULL) !=
+            REEL_OK)
+            w->failures++;
+        w->seen[i] = a.seen;
+    }
+    return NULL;
+}
+
+static void test_concurrent_submitters_commit_each_write_once_in_order(
+    void **state) {
+    fixture_t *f = *state;
+    static worker_t workers[N_THREADS];
+    pthread_t th[N_THREADS];
+    uint8_t *rev_seen = calloc(N_THREADS * N_PER_THREAD + 1, 1);
+    char *counter;
+
+    for (int t = 0; t < N_THREADS; t++) {
+        memset(&workers[t], 0, sizeof(workers[t]));
+        workers[t].store = f->store;
+        workers[t].thread = t;
+        pthread_create(&th[t], NULL, worker_main, &workers[t]);
+    }
+    for (int t = 0; t < N_THREADS; t++)
+        pthread_join(th[t], NULL);
+
+    for (int t = 0; t < N_THREADS; t++) {
+        assert_int_equal(workers[t].failures, 0);
+        for (int i = 0; i < N_PER_THREAD; i++) {
+            uint64_t r = workers[t].revs[i];
+            char key[32], *val;
+
+            /* Each write got a distinct revision in 1..N, and since every
+             * request emits once, its revision equals the counter value it
+             * wrote: commit order is revision order. */
+            assert_true(r >= 1 && r <= N_THREADS * N_PER_THREAD);
+            assert_int_equal(rev_seen[r], 0);
+            rev_seen[r] = 1;
+            assert_int_equal(workers[t].seen[i], r);
+            if (i > 0)
+                assert_true(r > workers[t].revs[i - 1]);
+            snprintf(key, sizeof(key), "w/%d/%d", t, i);
+            val = get_str(f->store, key);
+            assert_non_null(val);
+            assert_int_equal(strtoull(val, NULL, 10), r);
+            free(val);
+        }
+    }
+    counter = get_str(f->store, "counter");
+    assert_non_null(counter);
+    assert_string_equal(counter, "1600");
+    free(counter);
+    assert_int_equal(store_revision(f->store), N_THREADS * N_PER_THREAD);
+    assert_int_equal(f->n_published, N_THREADS * N_PER_THREAD);
+    for (size_t i = 0; i < f->n_published; i++)
+        assert_int_equal(f->published[i], i + 1);
+    free(rev_seen);
+}
+
+static void test_failed_request_does_not_fail_its_group(void **state) {
+    fixture_t *f = *state;
+    async_req_t a, b, c;
+    gate_t g;
+    char *val;
+
+    gate_close(f->store, &g);
+    async_init(&a, apply_put, "a", "1", 1);
+    async_init(&b, apply_put_then_fail, "b", "2", 2);
+    async_init(&c, apply_put, "c", "3", 1);
+    assert_int_equal(store_submit(f->store, &a.req), REEL_OK);
+    assert_int_equal(store_submit(f->store, &b.req), REEL_OK);
+    assert_int_equal(store_submit(f->store, &c.req), REEL_OK);
+    gate_open(&g);
+    async_wait(&a);
+    async_wait(&b);
+    async_wait(&c);
+
+    assert_int_equal(a.req.status.code, REEL_OK);
+    assert_int_equal(c.req.status.code, REEL_OK);
+    assert_int_equal(b.req.status.code, REEL_ABORTED);
+    assert_string_equal(reel_status_message(&b.req.status),
+                        "version conflict: expected 3, current 5");
+    /* b's two revisions were given back: a and c are consecutive. */
+    assert_int_equal(a.req.first_revision, 1);
+    assert_int_equal(b.req.first_revision, 0);
+    assert_int_equal(c.req.first_revision, 2);
+    assert_int_equal(store_revision(f->store), 2);
+    val = get_str(f->store, "b");
+    assert_null(val);
+    val = get_str(f->store, "c");
+    assert_string_equal(val, "3");
+    free(val);
+    reel_status_fini(&b.req.status);
+    assert_int_equal(f->n_published, 2);
+}
+
+typedef struct read_back {
+    char got[16];
+} read_back_t;
+
+static reel_code_t apply_read_a(store_txn_t *txn, void *arg,
+                                reel_status_t *st) {
+    read_back_t *r = arg;
+    char *val = NULL;
+    size_t vlen = 0;
+    reel_code_t rc = store_txn_get(txn, STORE_CF_KV, "a", 1, &val, &vlen, st);
+
+    if (rc != REEL_OK)
+        return reel_status_set(st, REEL_NOT_FOUND, "a not visible");
+    snprintf(r->got, sizeof(r->got), "%.*s", (int)vlen, val);
+    free(val);
+    return REEL_OK;
+}
+
+static void test_request_sees_earlier_writes_of_its_group(void **state) {
+    fixture_t *f = *state;
+    async_req_t a, r;
+    read_back_t rb = {{0}};
+    gate_t g;
+
+    gate_close(f->store, &g);
+    async_init(&a, apply_put, "a", "first", 0);
+    async_init(&r, apply_read_a, NULL, NULL, 0);
+    r.req.arg = &rb;
+    assert_int_equal(store_submit(f->store, &a.req), REEL_OK);
+    assert_int_equal(store_submit(f->store, &r.req), REEL_OK);
+    gate_open(&g);
+    async_wait(&a);
+    async_wait(&r);
+    assert_int_equal(r.req.status.code, REEL_OK);
+    assert_string_equal(rb.got, "first");
+}
+
+static void test_full_queue_is_resource_exhausted(void **state) {
+    fixture_t *f = *state;
+    store_opts_t o = fixture_opts(f);
+    async_req_t reqs[4], extra;
+    reel_status_t st = REEL_STATUS_INIT;
+    gate_t g;
+
+    store_close(f->store);
+    o.queue_capacity = 4;
+    assert_int_equal(store_open(&o, &f->store, &st), REEL_OK);
+
+    gate_close(f->store, &g); /* the gate has left the queue */
+    for (int i = 0; i < 4; i++) {
+        async_init(&reqs[i], apply_put, "q", "v", 1);
+        assert_int_equal(store_submit(f->store, &reqs[i].req), REEL_OK);
+    }
+    async_init(&extra, apply_put, "x", "v", 1);
+    assert_int_equal(store_submit(f->store, &extra.req),
+                     REEL_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(reel_status_message(&extra.req.status),
+                           "write queue is full"));
+    reel_status_fini(&extra.req.status);
+    gate_open(&g);
+    for (int i = 0; i < 4; i++) {
+        async_wait(&reqs[i]);
+        assert_int_equal(reqs[i].req.status.code, REEL_OK);
+    }
+    assert_null(get_str(f->store, "x"));
+    assert_int_equal(store_revision(f->store), 4);
+}
+
+static int fault_countdown;
+
+static int fault_on_zero(void *arg) {
+    (void)arg;
+    return fault_countdown-- == 0;
+}
+
+static void test_write_failure_is_sticky_and_nothing_is_acknowledged(
+    void **state) {
+    fixture_t *f = *state;
+    store_opts_t o = fixture_opts(f);
+    reel_status_t st = REEL_STATUS_INIT;
+    put_arg_t a = {"second", "v", 1};
+    char *val;
+
+    store_close(f->store);
+    o.fault = fault_on_zero;
+    fault_countdown = 1; /* the second group fails */
+    assert_int_equal(store_open(&o, &f->store, &st), REEL_OK);
+
+    put_sync(f->store, "first", "v", 1, NULL);
+    assert_int_equal(store_exec(f->store, apply_put, &a, NULL, &st),
+                     REEL_UNAVAILABLE);
+    assert_non_null(strstr(reel_status_message(&st), "injected write fault"));
+    /* The fault is gone, but the store stays failed. */
+    a.key = "third";
+    assert_int_equal(store_exec(f->store, apply_put, &a, NULL, &st),
+                     REEL_UNAVAILABLE);
+    assert_int_equal(store_health(f->store, &st), REEL_UNAVAILABLE);
+    assert_int_equal(store_revision(f->store), 1);
+    /* Reads keep working. */
+    val = get_str(f->store, "first");
+    assert_string_equal(val, "v");
+    free(val);
+    assert_null(get_str(f->store, "second"));
+    reel_status_fini(&st);
+
+    /* A restart recovers: acknowledged writes are there, the rest is not. */
+    reopen(f);
+    assert_int_equal(store_revision(f->store), 1);
+    assert_null(get_str(f->store, "second"));
+    put_sync(f->store, "fourth", "v", 1, NULL);
+    assert_int_equal(store_revision(f->store), 2);
+}
+
+static void test_reopen_sees_every_acknowledged_write(void **state) {
+    fixture_t *f = *state;
+    char key[32], val[32], *got;
+
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof(key), "key-%03d", i);
+        snprintf(val, sizeof(val), "value-%d", i * 7);
+        put_sync(f->store, key, val, 1, NULL);
+    }
+    reopen(f);
+    for (int i = 0; i < 300; i++) {
+        snprintf(key, sizeof(key), "key-%03d", i);
+        snprintf(val, sizeof(val), "value-%d", i * 7);
+        got = get_str(f->store, key);
+        assert_non_null(got);
+        assert_string_equal(got, val);
+        free(got);
+    }
+    assert_int_equal(store_revision(f->store), 300);
+}
+
+static void test_snapshot_reads_see_one_revision(void **state) {
+    fixture_t *f = *state;
+    store_snapshot_t *snap;
+    store_iter_t *it;
+    int n = 0;
+
+    put_sync(f->store, "a", "1", 1, NULL);
+    put_sync(f->store, "b", "2", 1, NULL);
+    snap = store_snapshot_create(f->store);
+    assert_int_equal(store_snapshot_revision(snap), 2);
+    put_sync(f->store, "c", "3", 1, NULL);
+
+    it = store_iter_create(f->store, STORE_CF_KV, snap);
+    for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it))
+        n++;
+    assert_int_equal(store_iter_status(it, NULL), REEL_OK);
+    store_iter_destroy(it);
+    assert_int_equal(n, 2);
+    store_snapshot_release(f->store, snap);
+
+    it = store_iter_create(f->store, STORE_CF_KV, NULL);
+    n = 0;
+    for (store_iter_seek(it, "b", 1); store_iter_valid(it); store_iter_next(it))
+        n++;
+    store_iter_destroy(it);
+    assert_int_equal(n, 2);
+}
+
+static void write_file(const char *dir, const char *name, const char *body) {
+    char path[1024];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(body, fp);
+    fclose(fp);
+}
+
+static int file_exists(const char *dir, const char *name) {
+    char path[1024];
+    struct stat sb;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return stat(path, &sb) == 0;
+}
+
+static void test_refuses_a_data_dir_of_another_format(void **state) {
+    fixture_t *f = *state;
+    store_opts_t o = fixture_opts(f);
+    reel_status_t st = REEL_STATUS_INIT;
+    char dir[600];
+    store_t *s = NULL;
+
+    /* A newer format in a fresh dir: refused, and nothing is created. */
+    snprintf(dir, sizeof(dir), "%s/newer", f->dir);
+    mkdir(dir, 0755);
+    write_file(dir, "FORMAT", "reel-format 99\n");
+    o.data_dir = dir;
+    assert_int_equal(store_open(&o, &s, &st), REEL_FAILED_PRECONDITION);
+    assert_null(s);
+    assert_non_null(strstr(reel_status_message(&st), "format 99"));
+    assert_false(file_exists(dir, "CURRENT"));
+
+    /* A RocksDB that is not ours: refused. */
+    snprintf(dir, sizeof(dir), "%s/foreign", f->dir);
+    mkdir(dir, 0755);
+    write_file(dir, "CURRENT", "MANIFEST-000001\n");
+    assert_int_equal(store_open(&o, &s, &st), REEL_FAILED_PRECONDITION);
+    assert_non_null(strstr(reel_status_message(&st), "not written by reel"));
+    assert_false(file_exists(dir, "FORMAT"));
+    reel_status_fini(&st);
+}
+
+static void test_second_open_of_a_data_dir_is_refused(void **state) {
+    fixture_t *f = *state;
+    store_opts_t o = fixture_opts(f);
+    reel_status_t st = REEL_STATUS_INIT;
+    store_t *s = NULL;
+
+    assert_int_equal(store_open(&o, &s, &st), REEL_UNAVAILABLE);
+    assert_null(s);
+    assert_non_null(strstr(reel_status_message(&st), "in use"));
+    reel_status_fini(&st);
+}
+
+static void test_close_completes_queued_writes(void **state) {
+    fixture_t *f = *state;
+    async_req_t reqs[16];
+    gate_t g;
+    char *val;
+
+    gate_close(f->store, &g);
+    for (int i = 0; i < 16; i++) {
+        async_init(&reqs[i], apply_put, "drained", "yes", 1);
+        assert_int_equal(store_submit(f->store, &reqs[i].req), REEL_OK);
+    }
+    /* Open the gate from the test thread, then close at once: close must
+     * wait for the queued requests and commit them. */
+    pthread_mutex_lock(&g.mu);
+    g.open = 1;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    reopen(f);
+    for (int i = 0; i < 16; i++) {
+        assert_true(reqs[i].done);
+        assert_int_equal(reqs[i].req.status.code, REEL_OK);
+    }
+    val = get_str(f->store, "drained");
+    assert_string_equal(val, "yes");
+    free(val);
+    assert_int_equal(store_revision(f->store), 16);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_revisions_are_gapless_and_survive_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_concurrent_submitters_commit_each_write_once_in_order, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_failed_request_does_not_fail_its_group, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_request_sees_earlier_writes_of_its_group, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_queue_is_resource_exhausted,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_write_failure_is_sticky_and_nothing_is_acknowledged, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_reopen_sees_every_acknowledged_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_reads_see_one_revision,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_refuses_a_data_dir_of_another_format, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_second_open_of_a_data_dir_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_completes_queued_writes,
+                                        setup, teardown),
+    };
+    return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
