@@ -1,0 +1,226 @@
+/*
+ * api/reeld.c: the reel server.
+ *
+ * Start-up: parse flags (each has an environment equivalent; a flag wins),
+ * open the store, register the services, listen. Shutdown on SIGTERM or
+ * SIGINT: stop accepting calls and end open streams with UNAVAILABLE, let
+ * in-flight calls finish (their writes commit), close the store, exit 0.
+ * Signals are blocked in every thread and taken by the main thread with
+ * sigwait(), so no handler runs inside library code.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <grpc/grpc.h>
+
+#include "api/rpc.h"
+#include "api/services.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/version.h"
+#include "store/store.h"
+
+#define SHUTDOWN_GRACE_MS 3000
+
+typedef struct config {
+    const char *data_dir;
+    const char *listen;
+    const char *log_level;
+    int threads;
+    size_t max_message_bytes;
+    size_t write_queue;
+} config_t;
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: reeld [options]\n"
+            "\n"
+            "reel's server: a durable journal plus reactive key-value "
+            "runtime, over gRPC.\n"
+            "\n"
+            "options (environment variable in brackets; a flag wins):\n"
+            "  --data-dir DIR          where data lives [REEL_DATA_DIR] "
+            "(default ./reel-data)\n"
+            "  --listen HOST:PORT      address to serve on [REEL_LISTEN] "
+            "(default 127.0.0.1:7878)\n"
+            "  --log-level LEVEL       debug, info, warn or error "
+            "[REEL_LOG_LEVEL] (default info)\n"
+            "  --threads N             gRPC poller threads [REEL_THREADS] "
+            "(default 4)\n"
+            "  --max-message-bytes N   largest request accepted "
+            "[REEL_MAX_MESSAGE_BYTES] (default 4194304)\n"
+            "  --write-queue N         writes queued before RESOURCE_EXHAUSTED "
+            "[REEL_WRITE_QUEUE] (default 4096)\n"
+            "  -h, --help              show this help\n"
+            "  -V, --version           show the version\n");
+}
+
+static int parse_size(const char *flag, const char *s, long long min,
+                      long long max, long long *out) {
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
+        fprintf(stderr, "reeld: %s: \"%s\" is not a number in %lld..%lld\n",
+                flag, s, min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_config(int argc, char **argv, config_t *cfg) {
+    static const struct option opts[] = {
+        {"data-dir", required_argument, NULL, 'd'},
+        {"listen", required_argument, NULL, 'l'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"threads", required_argument, NULL, 't'},
+        {"max-message-bytes", required_argument, NULL, 'm'},
+        {"write-queue", required_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *threads = getenv("REEL_THREADS");
+    const char *maxmsg = getenv("REEL_MAX_MESSAGE_BYTES");
+    const char *wq = getenv("REEL_WRITE_QUEUE");
+    long long v;
+    int c;
+
+    cfg->data_dir = getenv("REEL_DATA_DIR") ? getenv("REEL_DATA_DIR")
+                                            : "./reel-data";
+    cfg->listen = getenv("REEL_LISTEN") ? getenv("REEL_LISTEN")
+                                        : "127.0.0.1:7878";
+    cfg->log_level = getenv("REEL_LOG_LEVEL") ? getenv("REEL_LOG_LEVEL")
+                                              : "info";
+    while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': cfg->data_dir = optarg; break;
+        case 'l': cfg->listen = optarg; break;
+        case 'L': cfg->log_level = optarg; break;
+        case 't': threads = optarg; break;
+        case 'm': maxmsg = optarg; break;
+        case 'q': wq = optarg; break;
+        case 'h': usage(stdout); exit(0);
+        case 'V': printf("reeld %s\n", REEL_VERSION); exit(0);
+        default: usage(stderr); return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "reeld: unexpected argument \"%s\"\n", argv[optind]);
+        usage(stderr);
+        return -1;
+    }
+    cfg->threads = 4;
+    if (threads != NULL) {
+        if (parse_size("--threads", threads, 1, 64, &v) != 0)
+            return -1;
+        cfg->threads = (int)v;
+    }
+    cfg->max_message_bytes = 4u << 20;
+    if (maxmsg != NULL) {
+        if (parse_size("--max-message-bytes", maxmsg, 1024, INT_MAX, &v) != 0)
+            return -1;
+        cfg->max_message_bytes = (size_t)v;
+    }
+    cfg->write_queue = 4096;
+    if (wq != NULL) {
+        if (parse_size("--write-queue", wq, 1, 1 << 20, &v) != 0)
+            return -1;
+        cfg->write_queue = (size_t)v;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    config_t cfg = {0};
+    store_opts_t sopts = {0};
+    rpc_server_opts_t ropts = {0};
+    reel_status_t st = REEL_STATUS_INIT;
+    reel_log_level_t level;
+    api_ctx_t ctx = {0};
+    store_t *store = NULL;
+    rpc_server_t *srv = NULL;
+    char data_dir[PATH_MAX];
+    sigset_t sigs;
+    int sig = 0, rc = 1;
+    int64_t t0 = reel_clock_mono_ns();
+
+    if (parse_config(argc, argv, &cfg) != 0)
+        return 2;
+    if (reel_log_parse_level(cfg.log_level, &level) != 0) {
+        fprintf(stderr,
+                "reeld: --log-level: \"%s\" is not one of debug, info, warn, "
+                "error\n",
+                cfg.log_level);
+        return 2;
+    }
+    reel_log_set_level(level);
+
+    /* Before any thread starts, so every thread inherits the mask. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    sopts.data_dir = cfg.data_dir;
+    sopts.queue_capacity = cfg.write_queue;
+    if (store_open(&sopts, &store, &st) != REEL_OK) {
+        REEL_ERROR("reeld", "cannot open the store: %s",
+                   reel_status_message(&st));
+        reel_status_fini(&st);
+        return 1;
+    }
+    if (realpath(cfg.data_dir, data_dir) == NULL)
+        snprintf(data_dir, sizeof(data_dir), "%s", cfg.data_dir);
+
+    grpc_init();
+    ctx.store = store;
+    ctx.data_dir = data_dir;
+    ctx.started_at_ms = reel_clock_now_ms();
+    ropts.listen = cfg.listen;
+    ropts.threads = cfg.threads;
+    ropts.max_message_bytes = cfg.max_message_bytes;
+    srv = rpc_server_create(&ropts);
+    if (srv == NULL || api_health_register(srv, &ctx) != 0 ||
+        api_admin_register(srv, &ctx) != 0) {
+        REEL_ERROR("reeld", "cannot set up the gRPC server");
+        goto out;
+    }
+    if (rpc_server_start(srv, &st) != REEL_OK) {
+        REEL_ERROR("reeld", "%s", reel_status_message(&st));
+        goto out;
+    }
+    REEL_INFO("reeld",
+              "reeld %s serving on %s (data dir %s, revision %llu) after "
+              "%lld ms",
+              REEL_VERSION, cfg.listen, data_dir,
+              (unsigned long long)store_revision(store),
+              (long long)((reel_clock_mono_ns() - t0) / 1000000));
+
+    while (sigwait(&sigs, &sig) != 0) {
+    }
+    REEL_INFO("reeld", "received %s: shutting down",
+              sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    rc = 0;
+out:
+    /* Stop the server first so no new writes arrive, then let the store
+     * finish what is queued (completing those calls), then free the server. */
+    rpc_server_stop(srv, SHUTDOWN_GRACE_MS);
+    store_close(store);
+    rpc_server_destroy(srv);
+    grpc_shutdown_blocking();
+    reel_status_fini(&st);
+    if (rc == 0)
+        REEL_INFO("reeld", "stopped cleanly");
+    return rc;
+}

@@ -1,0 +1,781 @@
+/*
+ * api/rpc.c: the gRPC server machinery on the C core API.
+ *
+ * Design
+ *   One completion queue, polled by `threads` threads. Every tag on it is an
+ *   rpc_tag_t whose kind says what completed:
+ *     TAG_NEW_CALL  an outstanding request (pending_t) matched a call: the
+ *                   poller re-posts a request for the same method, builds an
+ *                   rpc_call_t, starts its RECV_CLOSE_ON_SERVER batch and
+ *                   runs the handler (unknown methods answer UNIMPLEMENTED);
+ *     TAG_CLOSE     the call is over; cancelled=1 means the client went away
+ *                   (cancel, deadline, broken connection): the cancel hook
+ *                   runs;
+ *     TAG_SEND      the call's one in-flight send batch completed: the next
+ *                   queued message (or the final status) goes out;
+ *     TAG_SHUTDOWN  grpc_server_shutdown_and_notify completed.
+ *
+ * A call is reference-counted under its own mutex: one reference for the
+ * handler (dropped by rpc_call_finish), one for the RECV_CLOSE batch, one per
+ * send batch in flight. The last reference frees it. The server keeps every
+ * live call in a list so stopping can end open streams.
+ *
+ * Sending: messages wait in a bounded FIFO of byte buffers; at most one
+ * SEND_MESSAGE batch is in flight. The first batch also carries the initial
+ * metadata, and the status rides in the same batch as the last message when
+ * the handler has already finished, so a unary answer is a single batch.
+ */
+#include "api/rpc.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/time.h>
+
+#include "base/log.h"
+
+#define DEFAULT_THREADS 4
+#define DEFAULT_MAX_MESSAGE (4u << 20)
+#define DEFAULT_STREAM_QUEUE 256
+#define REQUESTS_PER_METHOD 8
+#define MAX_METHODS 128
+
+enum { TAG_NEW_CALL, TAG_CLOSE, TAG_SEND, TAG_SHUTDOWN };
+
+typedef struct rpc_tag {
+    int kind;
+    void *ptr;
+} rpc_tag_t;
+
+/* One outstanding request for a new call. */
+typedef struct pending {
+    rpc_tag_t tag;
+    int method; /* index into srv->methods, or -1 for unknown methods */
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    grpc_call_details details;
+} pending_t;
+
+typedef struct msg {
+    struct msg *next;
+    grpc_byte_buffer *bb;
+} msg_t;
+
+struct rpc_call {
+    rpc_server_t *srv;
+    const rpc_method_t *method; /* NULL for an unknown method */
+    char *path;
+    grpc_call *call;
+    int64_t deadline_ns;
+    grpc_metadata_array md;
+    rpc_tag_t tag_close;
+    rpc_tag_t tag_send;
+    int close_cancelled; /* written by the RECV_CLOSE batch */
+
+    pthread_mutex_t mu;
+    int refs;
+    int gone;        /* the client is gone: nothing more can be sent */
+    int finished;    /* the handler called rpc_call_finish */
+    int status_sent; /* the status batch was started (or is moot) */
+    int md_sent;
+    int send_in_flight;
+    int cancel_fired;
+    grpc_status_code code;
+    grpc_slice details;
+    int has_details;
+    msg_t *qhead, *qtail;
+    size_t qlen;
+    grpc_byte_buffer *inflight;
+    rpc_cancel_fn cancel_fn;
+    void *cancel_arg;
+    rpc_drain_fn drain_fn;
+    void *drain_arg;
+
+    rpc_call_t *prev, *next; /* srv->calls, under srv->mu */
+};
+
+struct rpc_server {
+    rpc_server_opts_t opts;
+    char *listen;
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    rpc_method_t methods[MAX_METHODS];
+    void *registered[MAX_METHODS];
+    int n_methods;
+    int port;
+    pthread_t *threads;
+    int n_threads;
+    int started;
+    rpc_tag_t shutdown_tag;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_int stopping;
+    int shutdown_done;
+    rpc_call_t *calls;
+};
+
+/* ---- Calls -------------------------------------------------------------- */
+
+static int64_t timespec_to_mono_ns(gpr_timespec t) {
+    gpr_timespec now_rt, mono;
+
+    if (gpr_time_cmp(t, gpr_inf_future(t.clock_type)) == 0)
+        return INT64_MAX;
+    /* Deadlines arrive on the monotonic clock; convert anyway to be safe. */
+    if (t.clock_type != GPR_CLOCK_MONOTONIC) {
+        now_rt = gpr_now(t.clock_type);
+        mono = gpr_now(GPR_CLOCK_MONOTONIC);
+        t = gpr_time_add(mono, gpr_time_sub(t, now_rt));
+    }
+    if (t.tv_sec > INT64_MAX / 1000000000LL - 1)
+        return INT64_MAX;
+    return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static void queue_free_locked(rpc_call_t *c) {
+    while (c->qhead != NULL) {
+        msg_t *m = c->qhead;
+        c->qhead = m->next;
+        grpc_byte_buffer_destroy(m->bb);
+        free(m);
+    }
+    c->qtail = NULL;
+    c->qlen = 0;
+}
+
+static void call_destroy(rpc_call_t *c) {
+    rpc_server_t *srv = c->srv;
+
+    pthread_mutex_lock(&srv->mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(&srv->mu);
+
+    queue_free_locked(c);
+    if (c->inflight != NULL)
+        grpc_byte_buffer_destroy(c->inflight);
+    if (c->has_details)
+        grpc_slice_unref(c->details);
+    grpc_metadata_array_destroy(&c->md);
+    grpc_call_unref(c->call);
+    pthread_mutex_destroy(&c->mu);
+    free(c->path);
+    free(c);
+}
+
+static void call_unref(rpc_call_t *c) {
+    int left;
+
+    pthread_mutex_lock(&c->mu);
+    left = --c->refs;
+    pthread_mutex_unlock(&c->mu);
+    if (left == 0)
+        call_destroy(c);
+}
+
+/* Starts the next send batch if none is in flight. Call with c->mu held. */
+static void pump_locked(rpc_call_t *c) {
+    grpc_op ops[3];
+    size_t n = 0;
+    grpc_call_error err;
+
+    if (c->send_in_flight || c->status_sent)
+        return;
+    if (c->gone) {
+        queue_free_locked(c);
+        if (c->finished)
+            c->status_sent = 1;
+        return;
+    }
+    memset(ops, 0, sizeof(ops));
+    if (c->qhead != NULL) {
+        msg_t *m = c->qhead;
+
+        c->qhead = m->next;
+        if (c->qhead == NULL)
+            c->qtail = NULL;
+        c->qlen--;
+        c->inflight = m->bb;
+        free(m);
+        if (!c->md_sent) {
+            ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+            ops[n++].data.send_initial_metadata.count = 0;
+            c->md_sent = 1;
+        }
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = c->inflight;
+    } else if (!c->finished) {
+        return;
+    } else if (!c->md_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[n++].data.send_initial_metadata.count = 0;
+        c->md_sent = 1;
+    }
+    if (c->finished && c->qhead == NULL) {
+        ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        ops[n].data.send_status_from_server.trailing_metadata_count = 0;
+        ops[n].data.send_status_from_server.status = c->code;
+        ops[n++].data.send_status_from_server.status_details = &c->details;
+        c->status_sent = 1;
+    }
+    c->send_in_flight = 1;
+    c->refs++;
+    err = grpc_call_start_batch(c->call, ops, n, &c->tag_send, NULL);
+    if (err != GRPC_CALL_OK) {
+        REEL_WARN("rpc", "%s: start_batch failed (%d)", c->path, (int)err);
+        c->send_in_flight = 0;
+        c->refs--;
+        if (c->inflight != NULL) {
+            grpc_byte_buffer_destroy(c->inflight);
+            c->inflight = NULL;
+        }
+        c->gone = 1;
+        c->status_sent = 1;
+        queue_free_locked(c);
+    }
+}
+
+static void on_send_done(rpc_call_t *c, int success) {
+    rpc_drain_fn drain = NULL;
+    void *drain_arg = NULL;
+
+    pthread_mutex_lock(&c->mu);
+    if (c->inflight != NULL) {
+        grpc_byte_buffer_destroy(c->inflight);
+        c->inflight = NULL;
+    }
+    c->send_in_flight = 0;
+    if (!success)
+        c->gone = 1;
+    pump_locked(c);
+    if (!c->send_in_flight && c->qhead == NULL && !c->finished && !c->gone &&
+        c->drain_fn != NULL) {
+        drain = c->drain_fn;
+        drain_arg = c->drain_arg;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (drain != NULL)
+        drain(c, drain_arg);
+    call_unref(c);
+}
+
+static void on_close(rpc_call_t *c) {
+    rpc_cancel_fn fn = NULL;
+    void *arg = NULL;
+
+    pthread_mutex_lock(&c->mu);
+    if (c->close_cancelled) {
+        c->gone = 1;
+        queue_free_locked(c);
+        if (!c->finished && !c->cancel_fired && c->cancel_fn != NULL) {
+            c->cancel_fired = 1;
+            fn = c->cancel_fn;
+            arg = c->cancel_arg;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (fn != NULL)
+        fn(c, arg, REEL_CANCELLED);
+    call_unref(c);
+}
+
+static reel_code_t append_locked(rpc_call_t *c, const void *data, size_t len) {
+    grpc_slice s = grpc_slice_from_copied_buffer((const char *)data, len);
+    msg_t *m = malloc(sizeof(*m));
+
+    if (m == NULL) {
+        grpc_slice_unref(s);
+        return REEL_RESOURCE_EXHAUSTED;
+    }
+    m->bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    m->next = NULL;
+    if (c->qtail)
+        c->qtail->next = m;
+    else
+        c->qhead = m;
+    c->qtail = m;
+    c->qlen++;
+    return REEL_OK;
+}
+
+reel_code_t rpc_call_send(rpc_call_t *c, const void *msg, size_t len) {
+    reel_code_t rc;
+
+    pthread_mutex_lock(&c->mu);
+    if (c->gone || c->finished)
+        rc = REEL_CANCELLED;
+    else if (c->qlen >= c->srv->opts.stream_queue_max)
+        rc = REEL_RESOURCE_EXHAUSTED;
+    else if ((rc = append_locked(c, msg, len)) == REEL_OK)
+        pump_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+size_t rpc_call_queued(rpc_call_t *c) {
+    size_t n;
+
+    pthread_mutex_lock(&c->mu);
+    n = c->qlen;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+size_t rpc_call_queue_max(rpc_call_t *c) {
+    return c->srv->opts.stream_queue_max;
+}
+
+void rpc_call_finish(rpc_call_t *c, reel_code_t code, const char *msg,
+                     const void *resp, size_t len) {
+    pthread_mutex_lock(&c->mu);
+    if (c->finished) {
+        pthread_mutex_unlock(&c->mu);
+        REEL_ERROR("rpc", "%s: finished twice", c->path);
+        return;
+    }
+    c->finished = 1;
+    c->code = (grpc_status_code)reel_code_grpc(code);
+    c->details = grpc_slice_from_copied_string(msg ? msg
+                                                   : reel_code_text(code));
+    c->has_details = 1;
+    /* A unary OK always carries a message, even an empty one. */
+    if (code == REEL_OK && !c->gone &&
+        (resp != NULL || (c->method && c->method->kind == RPC_UNARY)))
+        append_locked(c, resp ? resp : "", resp ? len : 0);
+    pump_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    call_unref(c);
+}
+
+void rpc_call_finish_status(rpc_call_t *c, const reel_status_t *st) {
+    rpc_call_finish(c, st->code, reel_status_message(st), NULL, 0);
+}
+
+void rpc_call_on_cancel(rpc_call_t *c, rpc_cancel_fn fn, void *arg) {
+    reel_code_t why = REEL_OK;
+
+    pthread_mutex_lock(&c->mu);
+    c->cancel_fn = fn;
+    c->cancel_arg = arg;
+    if (!c->finished && !c->cancel_fired) {
+        if (c->gone)
+            why = REEL_CANCELLED;
+        else if (atomic_load(&c->srv->stopping))
+            why = REEL_UNAVAILABLE;
+        if (why != REEL_OK)
+            c->cancel_fired = 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (why != REEL_OK)
+        fn(c, arg, why);
+}
+
+void rpc_call_on_drain(rpc_call_t *c, rpc_drain_fn fn, void *arg) {
+    pthread_mutex_lock(&c->mu);
+    c->drain_fn = fn;
+    c->drain_arg = arg;
+    pthread_mutex_unlock(&c->mu);
+}
+
+int rpc_call_is_cancelled(rpc_call_t *c) {
+    int r;
+
+    pthread_mutex_lock(&c->mu);
+    r = c->gone || atomic_load(&c->srv->stopping);
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}
+
+int64_t rpc_call_deadline_ns(rpc_call_t *c) { return c->deadline_ns; }
+
+const char *rpc_call_method(rpc_call_t *c) { return c->path; }
+
+/* ---- New calls ---------------------------------------------------------- */
+
+static int post_request(rpc_server_t *srv, int method);
+
+static char *slice_to_str(grpc_slice s) {
+    size_t n = GRPC_SLICE_LENGTH(s);
+    char *p = malloc(n + 1);
+
+    if (p != NULL) {
+        memcpy(p, GRPC_SLICE_START_PTR(s), n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
+    rpc_call_t *c;
+    grpc_op op;
+    grpc_slice body = grpc_empty_slice();
+    int have_body = 0;
+
+    if (!success) {
+        /* The server is shutting down: the request was never matched. */
+        grpc_metadata_array_destroy(&p->md);
+        grpc_call_details_destroy(&p->details);
+        free(p);
+        return;
+    }
+    post_request(srv, p->method);
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        grpc_call_cancel_with_status(p->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                     "out of memory", NULL);
+        grpc_call_unref(p->call);
+        if (p->payload)
+            grpc_byte_buffer_destroy(p->payload);
+        grpc_metadata_array_destroy(&p->md);
+        grpc_call_details_destroy(&p->details);
+        free(p);
+        return;
+    }
+    c->srv = srv;
+    c->call = p->call;
+    c->md = p->md;
+    pthread_mutex_init(&c->mu, NULL);
+    c->refs = 2; /* the handler's and the RECV_CLOSE batch's */
+    c->tag_close = (rpc_tag_t){TAG_CLOSE, c};
+    c->tag_send = (rpc_tag_t){TAG_SEND, c};
+    if (p->method >= 0) {
+        c->method = &srv->methods[p->method];
+        c->path = strdup(c->method->path);
+        c->deadline_ns = timespec_to_mono_ns(p->deadline);
+    } else {
+        c->path = slice_to_str(p->details.method);
+        c->deadline_ns = timespec_to_mono_ns(p->details.deadline);
+    }
+    grpc_call_details_destroy(&p->details);
+
+    pthread_mutex_lock(&srv->mu);
+    c->next = srv->calls;
+    if (srv->calls)
+        srv->calls->prev = c;
+    srv->calls = c;
+    pthread_mutex_unlock(&srv->mu);
+
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+    if (grpc_call_start_batch(c->call, &op, 1, &c->tag_close, NULL) !=
+        GRPC_CALL_OK) {
+        REEL_WARN("rpc", "%s: cannot watch for the call's end", c->path);
+        c->refs--; /* no close batch will complete */
+    }
+
+    if (p->payload != NULL) {
+        grpc_byte_buffer_reader r;
+
+        if (grpc_byte_buffer_reader_init(&r, p->payload)) {
+            body = grpc_byte_buffer_reader_readall(&r);
+            grpc_byte_buffer_reader_destroy(&r);
+            have_body = 1;
+        }
+        grpc_byte_buffer_destroy(p->payload);
+    }
+    free(p);
+
+    if (c->method == NULL) {
+        char msg[512];
+
+        snprintf(msg, sizeof(msg), "unknown method %s", c->path);
+        REEL_DEBUG("rpc", "%s", msg);
+        rpc_call_finish(c, REEL_UNIMPLEMENTED, msg, NULL, 0);
+    } else if (!have_body) {
+        rpc_call_finish(c, REEL_INVALID_ARGUMENT,
+                        "request: no request message was sent", NULL, 0);
+    } else {
+        c->method->handler(c, c->method->ctx, GRPC_SLICE_START_PTR(body),
+                           GRPC_SLICE_LENGTH(body));
+    }
+    if (have_body)
+        grpc_slice_unref(body);
+}
+
+static int post_request(rpc_server_t *srv, int method) {
+    pending_t *p;
+    grpc_call_error err;
+
+    if (atomic_load(&srv->stopping))
+        return -1;
+    p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return -1;
+    p->tag = (rpc_tag_t){TAG_NEW_CALL, p};
+    p->method = method;
+    grpc_metadata_array_init(&p->md);
+    grpc_call_details_init(&p->details);
+    if (method >= 0)
+        err = grpc_server_request_registered_call(
+            srv->server, srv->registered[method], &p->call, &p->deadline,
+            &p->md, &p->payload, srv->cq, srv->cq, &p->tag);
+    else
+        err = grpc_server_request_call(srv->server, &p->call, &p->details,
+                                       &p->md, srv->cq, srv->cq, &p->tag);
+    if (err != GRPC_CALL_OK) {
+        grpc_metadata_array_destroy(&p->md);
+        grpc_call_details_destroy(&p->details);
+        free(p);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- The server --------------------------------------------------------- */
+
+static void *poller_main(void *arg) {
+    rpc_server_t *srv = arg;
+
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(
+            srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        rpc_tag_t *tag;
+
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        tag = ev.tag;
+        switch (tag->kind) {
+        case TAG_NEW_CALL:
+            on_new_call(srv, tag->ptr, ev.success);
+            break;
+        case TAG_CLOSE:
+            on_close(tag->ptr);
+            break;
+        case TAG_SEND:
+            on_send_done(tag->ptr, ev.success);
+            break;
+        case TAG_SHUTDOWN:
+            pthread_mutex_lock(&srv->mu);
+            srv->shutdown_done = 1;
+            pthread_cond_broadcast(&srv->cv);
+            pthread_mutex_unlock(&srv->mu);
+            break;
+        }
+    }
+    return NULL;
+}
+
+rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts) {
+    rpc_server_t *srv = calloc(1, sizeof(*srv));
+
+    if (srv == NULL)
+        return NULL;
+    srv->opts = *opts;
+    if (srv->opts.threads <= 0)
+        srv->opts.threads = DEFAULT_THREADS;
+    if (srv->opts.max_message_bytes == 0)
+        srv->opts.max_message_bytes = DEFAULT_MAX_MESSAGE;
+    if (srv->opts.stream_queue_max == 0)
+        srv->opts.stream_queue_max = DEFAULT_STREAM_QUEUE;
+    srv->listen = strdup(opts->listen ? opts->listen : "127.0.0.1:7878");
+    srv->opts.listen = srv->listen;
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_cond_init(&srv->cv, NULL);
+    srv->shutdown_tag = (rpc_tag_t){TAG_SHUTDOWN, srv};
+    return srv;
+}
+
+int rpc_server_add_method(rpc_server_t *srv, const rpc_method_t *m) {
+    if (srv->started || srv->n_methods == MAX_METHODS)
+        return -1;
+    srv->methods[srv->n_methods++] = *m;
+    return 0;
+}
+
+reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
+    grpc_arg args[5];
+    grpc_channel_args chargs;
+    grpc_server_credentials *creds;
+
+    /* Vanished clients of long streams are found by keepalive pings. */
+    args[0] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                         .value.integer = (int)srv->opts.max_message_bytes};
+    args[1] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                         .key = GRPC_ARG_KEEPALIVE_TIME_MS,
+                         .value.integer = 30000};
+    args[2] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                         .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                         .value.integer = 10000};
+    args[3] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                         .key = GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA,
+                         .value.integer = 0};
+    args[4] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                         .key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
+                         .value.integer = 1};
+    chargs.num_args = 5;
+    chargs.args = args;
+
+    srv->cq = grpc_completion_queue_create_for_next(NULL);
+    srv->server = grpc_server_create(&chargs, NULL);
+    grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+    for (int i = 0; i < srv->n_methods; i++) {
+        srv->registered[i] = grpc_server_register_method(
+            srv->server, srv->methods[i].path, NULL,
+            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        if (srv->registered[i] == NULL)
+            return reel_status_set(st, REEL_INTERNAL,
+                                   "cannot register method %s",
+                                   srv->methods[i].path);
+    }
+    creds = grpc_insecure_server_credentials_create();
+    srv->port = grpc_server_add_http2_port(srv->server, srv->listen, creds);
+    grpc_server_credentials_release(creds);
+    if (srv->port == 0)
+        return reel_status_set(st, REEL_UNAVAILABLE,
+                               "cannot listen on %s (address in use or "
+                               "invalid)",
+                               srv->listen);
+    grpc_server_start(srv->server);
+    srv->started = 1;
+
+    for (int i = 0; i < srv->n_methods; i++)
+        for (int k = 0; k < REQUESTS_PER_METHOD; k++)
+            post_request(srv, i);
+    for (int k = 0; k < REQUESTS_PER_METHOD; k++)
+        post_request(srv, -1);
+
+    srv->threads = calloc((size_t)srv->opts.threads, sizeof(pthread_t));
+    if (srv->threads == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (int i = 0; i < srv->opts.threads; i++) {
+        if (pthread_create(&srv->threads[i], NULL, poller_main, srv) != 0)
+            return reel_status_set(st, REEL_INTERNAL,
+                                   "cannot start poller threads");
+        srv->n_threads++;
+    }
+    return REEL_OK;
+}
+
+int rpc_server_port(rpc_server_t *srv) { return srv->port; }
+
+static int wait_shutdown(rpc_server_t *srv, int ms) {
+    struct timespec ts;
+    int done;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&srv->mu);
+    while (!srv->shutdown_done)
+        if (pthread_cond_timedwait(&srv->cv, &srv->mu, &ts) != 0)
+            break;
+    done = srv->shutdown_done;
+    pthread_mutex_unlock(&srv->mu);
+    return done;
+}
+
+void rpc_server_stop(rpc_server_t *srv, int grace_ms) {
+    rpc_call_t **live = NULL;
+    size_t n = 0, cap = 0;
+
+    if (srv == NULL || !srv->started || atomic_load(&srv->stopping))
+        return;
+    pthread_mutex_lock(&srv->mu);
+    atomic_store(&srv->stopping, 1);
+    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
+    /* Take a reference on every live call so none is freed under us. */
+    for (rpc_call_t *c = srv->calls; c != NULL; c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        if (c->refs > 0) {
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 64;
+                rpc_call_t **nl = realloc(live, ncap * sizeof(*nl));
+                if (nl == NULL) {
+                    pthread_mutex_unlock(&c->mu);
+                    break;
+                }
+                live = nl;
+                cap = ncap;
+            }
+            c->refs++;
+            live[n++] = c;
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_unlock(&srv->mu);
+
+    /* End open streams (and long waits) with UNAVAILABLE. */
+    for (size_t i = 0; i < n; i++) {
+        rpc_call_t *c = live[i];
+        rpc_cancel_fn fn = NULL;
+        void *arg = NULL;
+
+        pthread_mutex_lock(&c->mu);
+        if (!c->finished && !c->cancel_fired && c->cancel_fn != NULL) {
+            c->cancel_fired = 1;
+            fn = c->cancel_fn;
+            arg = c->cancel_arg;
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (fn != NULL)
+            fn(c, arg, REEL_UNAVAILABLE);
+        call_unref(c);
+    }
+    free(live);
+
+    if (!wait_shutdown(srv, grace_ms)) {
+        REEL_WARN("rpc", "calls still open after %d ms; cancelling them",
+                  grace_ms);
+        grpc_server_cancel_all_calls(srv->server);
+        wait_shutdown(srv, 2000);
+    }
+}
+
+void rpc_server_destroy(rpc_server_t *srv) {
+    if (srv == NULL)
+        return;
+    if (srv->server != NULL) {
+        if (srv->started && !atomic_load(&srv->stopping))
+            rpc_server_stop(srv, 0);
+        grpc_server_destroy(srv->server);
+    }
+    if (srv->cq != NULL) {
+        grpc_completion_queue_shutdown(srv->cq);
+        if (srv->n_threads == 0) {
+            /* Never started pollers: drain here. */
+            for (;;) {
+                grpc_event ev = grpc_completion_queue_next(
+                    srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+                if (ev.type == GRPC_QUEUE_SHUTDOWN)
+                    break;
+                if (ev.type == GRPC_OP_COMPLETE &&
+                    ((rpc_tag_t *)ev.tag)->kind == TAG_NEW_CALL)
+                    on_new_call(srv, ((rpc_tag_t *)ev.tag)->ptr, 0);
+            }
+        }
+        for (int i = 0; i < srv->n_threads; i++)
+            pthread_join(srv->threads[i], NULL);
+        grpc_completion_queue_destroy(srv->cq);
+    }
+    free(srv->threads);
+    pthread_mutex_destroy(&srv->mu);
+    pthread_cond_destroy(&srv->cv);
+    free(srv->listen);
+    free(srv);
+}

@@ -1,0 +1,135 @@
+/*
+ * api/rpc.h: reel's gRPC server on the C core API (private to api/).
+ *
+ * A server owns one completion queue polled by a small pool of threads, a
+ * table of registered methods, and every live call. Handlers receive the
+ * request bytes on a poller thread and answer with rpc_call_finish(), now or
+ * later from any thread (e.g. the store's writer thread once a write has
+ * committed). Server-streaming handlers queue messages with rpc_call_send():
+ * one send is in flight per call, the rest wait in a bounded per-call queue.
+ *
+ * Lifetime: a call lives until the handler has finished it and gRPC has
+ * completed every batch started on it; the handler may use the call pointer
+ * until it calls rpc_call_finish(), and not after.
+ *
+ * Thread safety: rpc_call_* functions are thread-safe. A call's cancel hook
+ * runs at most once, on a poller thread (client gone) or on the thread that
+ * stops the server (shutdown), never while the call's lock is held.
+ */
+#ifndef REEL_API_RPC_H
+#define REEL_API_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+
+typedef struct rpc_server rpc_server_t;
+typedef struct rpc_call rpc_call_t;
+
+typedef enum rpc_kind {
+    RPC_UNARY,
+    RPC_SERVER_STREAM,
+} rpc_kind_t;
+
+/*
+ * Runs on a poller thread when a call arrives. req is valid only during the
+ * call. The handler must eventually call rpc_call_finish() exactly once.
+ */
+typedef void (*rpc_handler_fn)(rpc_call_t *call, void *ctx, const uint8_t *req,
+                               size_t len);
+
+/*
+ * Runs once when a call must end before its handler finished it: why is
+ * CANCELLED (the client cancelled, its deadline passed or its connection
+ * broke) or UNAVAILABLE (the server is stopping). The handler must then
+ * release what it holds and call rpc_call_finish().
+ */
+typedef void (*rpc_cancel_fn)(rpc_call_t *call, void *arg, reel_code_t why);
+
+/*
+ * Runs (outside the call's lock, on a poller thread) each time the send
+ * queue drains empty, so a streaming handler that stopped filling it can
+ * produce more.
+ */
+typedef void (*rpc_drain_fn)(rpc_call_t *call, void *arg);
+
+typedef struct rpc_method {
+    const char *path; /* "/grpc.health.v1.Health/Check" */
+    rpc_kind_t kind;
+    rpc_handler_fn handler;
+    void *ctx;
+} rpc_method_t;
+
+typedef struct rpc_server_opts {
+    const char *listen;        /* "127.0.0.1:7878" */
+    int threads;               /* pollers; 0 = 4 */
+    size_t max_message_bytes;  /* per request; 0 = 4 MiB */
+    size_t stream_queue_max;   /* messages queued per call; 0 = 256 */
+} rpc_server_opts_t;
+
+rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts);
+
+/* Registers a method; before rpc_server_start(). Returns 0 or -1. */
+int rpc_server_add_method(rpc_server_t *srv, const rpc_method_t *m);
+
+/* Binds, starts the pollers and begins accepting calls. */
+reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st);
+
+/* The port actually bound (useful with ":0"). */
+int rpc_server_port(rpc_server_t *srv);
+
+/*
+ * Stops accepting calls, ends open streams and waits through their cancel
+ * hooks with UNAVAILABLE, and waits up to grace_ms for in-flight calls to
+ * finish before cancelling the rest. Pollers keep running, so completions
+ * that arrive later (e.g. from the store) are still delivered.
+ */
+void rpc_server_stop(rpc_server_t *srv, int grace_ms);
+
+/* Stops the pollers and frees everything. Call after rpc_server_stop(). */
+void rpc_server_destroy(rpc_server_t *srv);
+
+/* ---- Calls -------------------------------------------------------------- */
+
+/*
+ * Queues one message on a streaming call. OK; RESOURCE_EXHAUSTED when the
+ * call's queue is full (the caller decides what to do: drop to storage, or
+ * end the stream); CANCELLED when the call is already over.
+ */
+reel_code_t rpc_call_send(rpc_call_t *call, const void *msg, size_t len);
+
+/* Messages queued and not yet handed to gRPC. */
+size_t rpc_call_queued(rpc_call_t *call);
+
+/* The per-call queue bound rpc_call_send() enforces. */
+size_t rpc_call_queue_max(rpc_call_t *call);
+
+/*
+ * Ends the call with code and message (NULL for the code's text). For a
+ * unary OK, resp holds the response message. A streaming call's queued
+ * messages are sent first. Releases the handler's hold on the call.
+ */
+void rpc_call_finish(rpc_call_t *call, reel_code_t code, const char *msg,
+                     const void *resp, size_t len);
+
+/* rpc_call_finish() with a reel_status_t. */
+void rpc_call_finish_status(rpc_call_t *call, const reel_status_t *st);
+
+/*
+ * Sets the cancel hook. If the call is already cancelled or the server is
+ * stopping, the hook runs at once, on this thread.
+ */
+void rpc_call_on_cancel(rpc_call_t *call, rpc_cancel_fn fn, void *arg);
+void rpc_call_on_drain(rpc_call_t *call, rpc_drain_fn fn, void *arg);
+
+/* True once the client is gone or the server is stopping. */
+int rpc_call_is_cancelled(rpc_call_t *call);
+
+/* The client's deadline on the monotonic clock (ns), or INT64_MAX. */
+int64_t rpc_call_deadline_ns(rpc_call_t *call);
+
+/* The method path, e.g. "/reel.v1.KV/SetValue". */
+const char *rpc_call_method(rpc_call_t *call);
+
+#endif

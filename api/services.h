@@ -1,0 +1,27 @@
+/*
+ * api/services.h: the gRPC services reeld serves, registered on an
+ * rpc_server_t. Each service decodes its requests with protobuf-c, answers
+ * bad bytes with INVALID_ARGUMENT, and turns reel statuses into gRPC ones.
+ */
+#ifndef REEL_API_SERVICES_H
+#define REEL_API_SERVICES_H
+
+#include <stdint.h>
+
+#include "api/rpc.h"
+#include "store/store.h"
+
+/* What handlers share. Owned by reeld's main; outlives the server. */
+typedef struct api_ctx {
+    store_t *store;
+    const char *data_dir;
+    int64_t started_at_ms;
+} api_ctx_t;
+
+/* grpc.health.v1.Health: Check and Watch. Returns 0 or -1. */
+int api_health_register(rpc_server_t *srv, api_ctx_t *ctx);
+
+/* reel.v1.Admin: GetStatus. Returns 0 or -1. */
+int api_admin_register(rpc_server_t *srv, api_ctx_t *ctx);
+
+#endif
