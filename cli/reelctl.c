@@ -1,0 +1,339 @@
+/*
+ * cli/reelctl.c: reel's command-line client.
+ *
+ *   reelctl [--addr HOST:PORT] [--timeout DURATION] [--json] COMMAND [ARGS]
+ *
+ * Global flags may appear anywhere on the line. Exit status: 0 on success,
+ * 1 when the server answered with an error (or is unreachable, or not
+ * serving), 2 for a usage error.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "api/health.pb-c.h"
+#include "api/reel.pb-c.h"
+#include "base/version.h"
+#include "cli/client.h"
+
+#define EXIT_OK 0
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+typedef struct ctl {
+    const char *addr;
+    int64_t timeout_ms;
+    int json;
+    reel_client_t *client;
+} ctl_t;
+
+typedef struct command {
+    const char *name;
+    const char *args;
+    const char *help;
+    int (*run)(ctl_t *ctl, int argc, char **argv);
+} command_t;
+
+static const command_t commands[];
+
+/* ---- Helpers ------------------------------------------------------------ */
+
+/* Prints a failed call the way every command does, and returns EXIT_FAIL. */
+static int report_error(ctl_t *ctl, const char *what, const reel_reply_t *r) {
+    const char *details = r->details && *r->details ? r->details : "";
+
+    if (ctl->json) {
+        cJSON *o = cJSON_CreateObject();
+        char *s;
+
+        cJSON_AddStringToObject(o, "error", reel_grpc_code_name(r->code));
+        cJSON_AddStringToObject(o, "message", details);
+        s = cJSON_PrintUnformatted(o);
+        fprintf(stderr, "%s\n", s);
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        fprintf(stderr, "reelctl: %s: %s: %s\n", what,
+                reel_grpc_code_name(r->code), details);
+        if (r->code == 14 /* UNAVAILABLE */)
+            fprintf(stderr, "reelctl: is reeld running on %s?\n", ctl->addr);
+    }
+    return EXIT_FAIL;
+}
+
+static void print_json(cJSON *o) {
+    char *s = cJSON_PrintUnformatted(o);
+
+    printf("%s\n", s);
+    free(s);
+}
+
+/* "250ms", "5s", "2m", or plain milliseconds. -1 if malformed. */
+static int64_t parse_duration_ms(const char *s) {
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || end == s || v < 0)
+        return -1;
+    if (*end == '\0' || strcmp(end, "ms") == 0)
+        return (int64_t)v;
+    if (strcmp(end, "s") == 0)
+        return (int64_t)(v * 1000);
+    if (strcmp(end, "m") == 0)
+        return (int64_t)(v * 60000);
+    return -1;
+}
+
+static int no_args(const char *cmd, int argc, char **argv) {
+    if (argc > 1) {
+        fprintf(stderr, "reelctl %s: unexpected argument \"%s\"\n", cmd,
+                argv[1]);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- Commands ----------------------------------------------------------- */
+
+static int cmd_health(ctl_t *ctl, int argc, char **argv) {
+    Grpc__Health__V1__HealthCheckRequest req =
+        GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    Grpc__Health__V1__HealthCheckResponse *resp;
+    reel_reply_t r;
+    uint8_t buf[512];
+    const char *status;
+    size_t n;
+    int rc;
+
+    if (argc > 2) {
+        fprintf(stderr, "reelctl health: unexpected argument \"%s\"\n",
+                argv[2]);
+        return EXIT_USAGE;
+    }
+    req.service = argc == 2 ? argv[1] : "";
+    if (strlen(req.service) > 256) {
+        fprintf(stderr, "reelctl health: service: at most 256 bytes\n");
+        return EXIT_USAGE;
+    }
+    n = grpc__health__v1__health_check_request__pack(&req, buf);
+    if (reel_client_unary(ctl->client, "/grpc.health.v1.Health/Check", buf, n,
+                          ctl->timeout_ms, &r) != 0) {
+        rc = report_error(ctl, "health", &r);
+        reel_reply_fini(&r);
+        return rc;
+    }
+    resp = grpc__health__v1__health_check_response__unpack(NULL, r.len,
+                                                          r.body);
+    reel_reply_fini(&r);
+    if (resp == NULL) {
+        fprintf(stderr, "reelctl: health: malformed response\n");
+        return EXIT_FAIL;
+    }
+    switch (resp->status) {
+    case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING:
+        status = "SERVING";
+        break;
+    case GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING:
+        status = "NOT_SERVING";
+        break;
+    default:
+        status = "UNKNOWN";
+    }
+    rc = resp->status ==
+                 GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+             ? EXIT_OK
+             : EXIT_FAIL;
+    grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+    if (ctl->json) {
+        cJSON *o = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(o, "status", status);
+        print_json(o);
+        cJSON_Delete(o);
+    } else {
+        printf("%s\n", status);
+    }
+    return rc;
+}
+
+static int cmd_status(ctl_t *ctl, int argc, char **argv) {
+    Reel__V1__GetStatusRequest req = REEL__V1__GET_STATUS_REQUEST__INIT;
+    Reel__V1__GetStatusResponse *s;
+    reel_reply_t r;
+    uint8_t buf[16];
+    size_t n;
+    int rc;
+
+    if (no_args("status", argc, argv) != 0)
+        return EXIT_USAGE;
+    n = reel__v1__get_status_request__pack(&req, buf);
+    if (reel_client_unary(ctl->client, "/reel.v1.Admin/GetStatus", buf, n,
+                          ctl->timeout_ms, &r) != 0) {
+        rc = report_error(ctl, "status", &r);
+        reel_reply_fini(&r);
+        return rc;
+    }
+    s = reel__v1__get_status_response__unpack(NULL, r.len, r.body);
+    reel_reply_fini(&r);
+    if (s == NULL) {
+        fprintf(stderr, "reelctl: status: malformed response\n");
+        return EXIT_FAIL;
+    }
+    if (ctl->json) {
+        cJSON *o = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(o, "version", s->version);
+        cJSON_AddNumberToObject(o, "format_version", s->format_version);
+        cJSON_AddNumberToObject(o, "revision", (double)s->revision);
+        cJSON_AddStringToObject(o, "data_dir", s->data_dir);
+        cJSON_AddNumberToObject(o, "started_at_ms", (double)s->started_at_ms);
+        cJSON_AddNumberToObject(o, "uptime_ms", (double)s->uptime_ms);
+        cJSON_AddBoolToObject(o, "writable", s->writable);
+        if (!s->writable)
+            cJSON_AddStringToObject(o, "write_error", s->write_error);
+        print_json(o);
+        cJSON_Delete(o);
+    } else {
+        printf("version:   %s\n", s->version);
+        printf("format:    %u\n", s->format_version);
+        printf("revision:  %llu\n", (unsigned long long)s->revision);
+        printf("data dir:  %s\n", s->data_dir);
+        printf("uptime:    %.1fs\n", (double)s->uptime_ms / 1000.0);
+        printf("writable:  %s%s%s\n", s->writable ? "yes" : "no",
+               s->writable ? "" : ": ", s->writable ? "" : s->write_error);
+    }
+    rc = s->writable ? EXIT_OK : EXIT_FAIL;
+    reel__v1__get_status_response__free_unpacked(s, NULL);
+    return rc;
+}
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: reelctl [--addr HOST:PORT] [--timeout DURATION] [--json] "
+            "COMMAND [ARGS]\n\n"
+            "commands:\n");
+    for (const command_t *c = commands; c->name != NULL; c++)
+        fprintf(out, "  %-8s %-12s %s\n", c->name, c->args, c->help);
+    fprintf(out,
+            "\nflags (anywhere on the line):\n"
+            "  --addr HOST:PORT     server address [REEL_ADDR] (default "
+            "127.0.0.1:7878)\n"
+            "  --timeout DURATION   per-call deadline: 500ms, 5s, 1m "
+            "(default 5s)\n"
+            "  --json               print JSON instead of text\n"
+            "  -h, --help           show this help\n"
+            "  -V, --version        show the version\n"
+            "\nexit status: 0 success, 1 the server answered with an error "
+            "or is unreachable, 2 usage error\n");
+}
+
+static int cmd_help(ctl_t *ctl, int argc, char **argv) {
+    (void)ctl;
+    (void)argc;
+    (void)argv;
+    usage(stdout);
+    return EXIT_OK;
+}
+
+static const command_t commands[] = {
+    {"health", "[SERVICE]", "check the server's health (exit 0 when SERVING)",
+     cmd_health},
+    {"status", "", "show the server's version, revision and data dir",
+     cmd_status},
+    {"help", "", "show this help", cmd_help},
+    {NULL, NULL, NULL, NULL},
+};
+
+/*
+ * Takes the global flags out of argv wherever they are, leaving the command
+ * and its own arguments in order. Returns the new argc, or -1.
+ */
+static int take_global_flags(ctl_t *ctl, int argc, char **argv) {
+    int out = 1;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = NULL;
+        size_t flen = 0;
+
+        if (strcmp(a, "--") == 0) {
+            while (i < argc)
+                argv[out++] = argv[i++];
+            break;
+        }
+        if (strcmp(a, "--json") == 0) {
+            ctl->json = 1;
+            continue;
+        }
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            exit(EXIT_OK);
+        }
+        if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+            printf("reelctl %s\n", REEL_VERSION);
+            exit(EXIT_OK);
+        }
+        if (strncmp(a, "--addr", 6) == 0 && (a[6] == '\0' || a[6] == '='))
+            flen = 6;
+        else if (strncmp(a, "--timeout", 9) == 0 &&
+                 (a[9] == '\0' || a[9] == '='))
+            flen = 9;
+        if (flen == 0) {
+            argv[out++] = argv[i];
+            continue;
+        }
+        if (a[flen] == '=')
+            val = a + flen + 1;
+        else if (i + 1 < argc)
+            val = argv[++i];
+        else {
+            fprintf(stderr, "reelctl: %.*s needs a value\n", (int)flen, a);
+            return -1;
+        }
+        if (flen == 6) {
+            ctl->addr = val;
+        } else if ((ctl->timeout_ms = parse_duration_ms(val)) <= 0) {
+            fprintf(stderr,
+                    "reelctl: --timeout: \"%s\" is not a positive duration "
+                    "(e.g. 500ms, 5s, 1m)\n",
+                    val);
+            return -1;
+        }
+    }
+    argv[out] = NULL;
+    return out;
+}
+
+int main(int argc, char **argv) {
+    ctl_t ctl = {0};
+    int rc;
+
+    ctl.addr = getenv("REEL_ADDR") ? getenv("REEL_ADDR") : "127.0.0.1:7878";
+    ctl.timeout_ms = 5000;
+    argc = take_global_flags(&ctl, argc, argv);
+    if (argc < 0)
+        return EXIT_USAGE;
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    for (const command_t *c = commands; c->name != NULL; c++) {
+        if (strcmp(argv[1], c->name) != 0)
+            continue;
+        ctl.client = reel_client_create(ctl.addr);
+        if (ctl.client == NULL) {
+            fprintf(stderr, "reelctl: out of memory\n");
+            return EXIT_FAIL;
+        }
+        rc = c->run(&ctl, argc - 1, argv + 1);
+        reel_client_destroy(ctl.client);
+        return rc;
+    }
+    fprintf(stderr, "reelctl: unknown command \"%s\" (try reelctl help)\n",
+            argv[1]);
+    return EXIT_USAGE;
+}
