@@ -604,7 +604,7 @@ int rpc_server_add_method(rpc_server_t *srv, const rpc_method_t *m) {
 }
 
 reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
-    grpc_arg args[5];
+    grpc_arg args[6];
     grpc_channel_args chargs;
     grpc_server_credentials *creds;
 
@@ -624,7 +624,12 @@ reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
     args[4] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS,
                          .value.integer = 1};
-    chargs.num_args = 5;
+    /* gRPC sets SO_REUSEPORT by default: a second reeld would then share
+     * the port and split the traffic instead of failing to start. */
+    args[5] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                         .key = GRPC_ARG_ALLOW_REUSEPORT,
+                         .value.integer = 0};
+    chargs.num_args = 6;
     chargs.args = args;
 
     srv->cq = grpc_completion_queue_create_for_next(NULL);

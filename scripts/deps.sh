@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian packages reel needs, only those missing (idempotent:
+# nothing is installed twice). Debian bookworm; run as root or with sudo.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  bazel-bootstrap gcc g++ libc6-dev
+  librocksdb-dev libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
+  protobuf-compiler libcjson-dev libcmocka-dev
+  # end-to-end tests: an independent gRPC client
+  python3 python3-grpcio python3-protobuf python3-pytest
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != "installed" ]; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+  else
+    echo "deps: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

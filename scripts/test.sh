@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Quickstart 2: runs every test: the cmocka unit tests (bazel test //...),
+# the end-to-end tests against a real reeld through Python's grpcio, and
+# both again under AddressSanitizer + UndefinedBehaviorSanitizer.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh --no-asan  skip the sanitizer pass (quicker, for development)
+#
+# Prints each runner's summary and a closing "total: N passed, N failed".
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+asan=1
+for a in "$@"; do
+  case "$a" in
+    --no-asan) asan=0 ;;
+    *) echo "usage: scripts/test.sh [--no-asan]" >&2; exit 2 ;;
+  esac
+done
+
+"$root/scripts/deps.sh" || exit 1
+
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+passed=0
+failed=0
+status=0
+
+# Adds the cmocka summaries of every unit test log under $1 to the totals.
+count_unit() {
+  local dir="$1" p f
+  while IFS= read -r log; do
+    p=$(grep -ahoE '^\[  PASSED  \] [0-9]+ test' "$log" | grep -oE '[0-9]+' | tail -1)
+    f=$(grep -ahoE '^\[  FAILED  \] [0-9]+ test' "$log" | grep -oE '[0-9]+' | tail -1)
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+    grep -ahE '^\[  (PASSED|FAILED)  \]|^\[==========\] [0-9]+ test' "$log" | sed "s|^|  ${log#$dir/}: |"
+  done < <(find -L "$dir" -name test.log | sort)
+}
+
+# Runs pytest on tests/e2e against the given binaries.
+run_e2e() {
+  local label="$1" bin="$2" xml="$logs/e2e-$1.xml"
+  echo "== e2e ($label): pytest tests/e2e"
+  REELD="$bin/api/reeld" REELCTL="$bin/cli/reelctl" \
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$xml" tests/e2e
+  local rc=$?
+  [ $rc -eq 0 ] || status=1
+  if [ -f "$xml" ]; then
+    read -r t f e s < <(/usr/bin/python3 - "$xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+suites = [r] if r.tag == "testsuite" else list(r)
+g = lambda k: sum(int(x.get(k, 0)) for x in suites)
+print(g("tests"), g("failures"), g("errors"), g("skipped"))
+PY
+)
+    passed=$((passed + t - f - e - s))
+    failed=$((failed + f + e))
+  else
+    failed=$((failed + 1))
+  fi
+}
+
+run_config() {
+  local label="$1"; shift
+  echo "== unit ($label): bazel test //... $*"
+  if ! bazel test "$@" //... >"$logs/bazel-$label.log" 2>&1; then
+    status=1
+    cat "$logs/bazel-$label.log"
+  fi
+  grep -E '^//|Executed [0-9]+ out of' "$logs/bazel-$label.log" || true
+  count_unit "$(bazel info "$@" bazel-testlogs 2>/dev/null)"
+  if ! bazel build "$@" //api:reeld //cli:reelctl >"$logs/build-$label.log" 2>&1; then
+    status=1
+    cat "$logs/build-$label.log"
+    failed=$((failed + 1))
+    return
+  fi
+  run_e2e "$label" "$(bazel info "$@" bazel-bin 2>/dev/null)"
+}
+
+run_config default
+if [ $asan -eq 1 ]; then
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+  run_config asan --config=asan
+fi
+
+[ $failed -eq 0 ] || status=1
+echo "total: $passed passed, $failed failed"
+exit $status

@@ -1,0 +1,252 @@
+"""reeld as a server: health, errors, streams, signals, flags, data dirs."""
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import grpc
+import pytest
+
+import health_pb2
+import reel_pb2
+from conftest import REELD, Reeld, free_port, reelctl, stream, unary
+
+
+def check(channel):
+    return unary(channel, "/grpc.health.v1.Health/Check",
+                 health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse)
+
+
+def status(channel):
+    return unary(channel, "/reel.v1.Admin/GetStatus",
+                 reel_pb2.GetStatusRequest, reel_pb2.GetStatusResponse)
+
+
+def test_health_answers_serving_within_one_second_of_start(tmp_path):
+    server = Reeld(str(tmp_path / "data")).start()
+    try:
+        assert server.ready_after < 1.0, f"took {server.ready_after:.3f}s"
+    finally:
+        assert server.stop()[0] == 0
+
+
+def test_health_check_names_reel_services(channel):
+    for name in ("", "grpc.health.v1.Health", "reel.v1.Admin"):
+        r = check(channel)(health_pb2.HealthCheckRequest(service=name), timeout=5)
+        assert r.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_health_check_of_unknown_service_is_not_found(channel):
+    with pytest.raises(grpc.RpcError) as e:
+        check(channel)(health_pb2.HealthCheckRequest(service="reel.v1.Nope"), timeout=5)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "reel.v1.Nope" in e.value.details()
+
+
+def test_unknown_method_is_unimplemented(channel):
+    for method in ("/reel.v1.Nope/Do", "/grpc.health.v1.Health/Nope", "/x"):
+        with pytest.raises(grpc.RpcError) as e:
+            channel.unary_unary(method)(b"", timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert method in e.value.details()
+
+
+def test_malformed_request_is_invalid_argument_naming_the_message(channel):
+    raw = channel.unary_unary("/grpc.health.v1.Health/Check")
+    with pytest.raises(grpc.RpcError) as e:
+        raw(b"\xff\xff\xff\xff", timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "HealthCheckRequest" in e.value.details()
+    # The server is unharmed.
+    assert check(channel)(health_pb2.HealthCheckRequest(), timeout=5).status == 1
+
+
+def test_oversized_request_is_resource_exhausted(channel):
+    raw = channel.unary_unary("/grpc.health.v1.Health/Check")
+    big = health_pb2.HealthCheckRequest(service="x" * (5 << 20)).SerializeToString()
+    with pytest.raises(grpc.RpcError) as e:
+        raw(big, timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert check(channel)(health_pb2.HealthCheckRequest(), timeout=5).status == 1
+
+
+def test_status_reports_version_format_and_data_dir(reeld, channel):
+    r = status(channel)(reel_pb2.GetStatusRequest(), timeout=5)
+    assert r.version
+    assert r.format_version == 1
+    assert r.revision == 0
+    assert os.path.samefile(r.data_dir, reeld.data_dir)
+    assert r.writable
+    assert 0 <= r.uptime_ms < 60000
+
+
+def test_sigterm_exits_zero_within_five_seconds(reeld):
+    code, took = reeld.stop(signal.SIGTERM)
+    assert code == 0, reeld.log()
+    assert took < 5.0
+    assert "stopped cleanly" in reeld.log()
+
+
+def test_sigint_exits_zero(reeld):
+    code, took = reeld.stop(signal.SIGINT)
+    assert code == 0, reeld.log()
+    assert took < 5.0
+
+
+def test_open_stream_ends_unavailable_on_sigterm(reeld, channel):
+    watch = stream(channel, "/grpc.health.v1.Health/Watch",
+                   health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse)
+    call = watch(health_pb2.HealthCheckRequest())
+    first = next(call)
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    code, took = reeld.stop(signal.SIGTERM)
+    assert code == 0, reeld.log()
+    assert took < 5.0
+    with pytest.raises(grpc.RpcError) as e:
+        next(call)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in e.value.details()
+
+
+def test_clients_vanishing_mid_stream_leave_the_server_serving(reeld):
+    # 50 clients open a stream on their own connection and drop it without
+    # cancelling; then 50 cancel politely. The server keeps serving.
+    watchers = []
+    for i in range(100):
+        ch = grpc.insecure_channel(reeld.addr,
+                                   options=[("grpc.use_local_subchannel_pool", 1)])
+        w = stream(ch, "/grpc.health.v1.Health/Watch",
+                   health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse)
+        call = w(health_pb2.HealthCheckRequest())
+        assert next(call).status == health_pb2.HealthCheckResponse.SERVING
+        watchers.append((ch, call))
+    for i, (ch, call) in enumerate(watchers):
+        if i % 2:
+            call.cancel()
+        ch.close()
+    ch = grpc.insecure_channel(reeld.addr)
+    try:
+        for _ in range(20):
+            assert check(ch)(health_pb2.HealthCheckRequest(), timeout=5).status == 1
+    finally:
+        ch.close()
+
+
+def test_deadline_passing_mid_stream_ends_it_for_the_client(channel):
+    watch = stream(channel, "/grpc.health.v1.Health/Watch",
+                   health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse)
+    call = watch(health_pb2.HealthCheckRequest(), timeout=0.3)
+    assert next(call).status == 1
+    with pytest.raises(grpc.RpcError) as e:
+        next(call)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert check(channel)(health_pb2.HealthCheckRequest(), timeout=5).status == 1
+
+
+def test_concurrent_calls_from_many_threads(channel):
+    errors = []
+
+    def worker():
+        try:
+            c = check(channel)
+            for _ in range(50):
+                assert c(health_pb2.HealthCheckRequest(), timeout=5).status == 1
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_restart_on_the_same_data_dir(tmp_path):
+    data = str(tmp_path / "data")
+    a = Reeld(data).start()
+    assert a.stop()[0] == 0
+    b = Reeld(data).start()
+    try:
+        ch = grpc.insecure_channel(b.addr)
+        assert status(ch)(reel_pb2.GetStatusRequest(), timeout=5).format_version == 1
+        ch.close()
+    finally:
+        assert b.stop()[0] == 0
+
+
+def test_second_reeld_on_the_same_data_dir_is_refused(reeld):
+    other = Reeld(reeld.data_dir).start(wait=False)
+    code = other.proc.wait(timeout=10)
+    assert code != 0
+    assert "in use by another process" in other.log()
+
+
+def test_data_dir_of_another_format_is_refused_untouched(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "FORMAT").write_text("reel-format 99\n")
+    before = sorted(os.listdir(data))
+    server = Reeld(str(data)).start(wait=False)
+    assert server.proc.wait(timeout=10) == 1
+    assert "format 99" in server.log()
+    assert sorted(os.listdir(data)) == before
+
+
+def test_listen_address_in_use_fails_with_a_message(reeld, tmp_path):
+    other = Reeld(str(tmp_path / "other"), port=reeld.port).start(wait=False)
+    assert other.proc.wait(timeout=10) == 1
+    assert "cannot listen on" in other.log()
+
+
+def test_environment_variables_configure_reeld(tmp_path):
+    port = free_port()
+    env = dict(os.environ, REEL_DATA_DIR=str(tmp_path / "envdata"),
+               REEL_LISTEN=f"127.0.0.1:{port}", REEL_LOG_LEVEL="debug")
+    proc = subprocess.Popen([REELD], env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            r = reelctl(f"127.0.0.1:{port}", "health", "--timeout", "1s")
+            if r.returncode == 0:
+                break
+            assert time.monotonic() < deadline, r.stderr
+            time.sleep(0.05)
+        assert os.path.exists(tmp_path / "envdata" / "FORMAT")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    # One line per event, each with a level.
+    lines = [l for l in err.decode().splitlines() if l]
+    assert lines and all(" INFO " in l or " DEBUG " in l or " WARN " in l for l in lines)
+
+
+def test_help_version_and_bad_flags():
+    out = subprocess.run([REELD, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for flag in ("--data-dir", "--listen", "--log-level", "REEL_DATA_DIR"):
+        assert flag in out.stdout
+    out = subprocess.run([REELD, "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("reeld ")
+    out = subprocess.run([REELD, "--log-level", "loud"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--log-level" in out.stderr
+    out = subprocess.run([REELD, "--threads", "0"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--threads" in out.stderr
+
+
+def test_reelctl_health_exit_codes(reeld):
+    r = reelctl(reeld.addr, "health")
+    assert r.returncode == 0 and r.stdout.strip() == "SERVING"
+    r = reelctl(reeld.addr, "health", "--json")
+    assert r.returncode == 0 and r.stdout.strip() == '{"status":"SERVING"}'
+    r = reelctl(reeld.addr, "health", "reel.v1.Nope")
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr
+    r = reelctl(reeld.addr, "status", "--json")
+    assert r.returncode == 0 and '"format_version":1' in r.stdout
+    r = reelctl(reeld.addr, "frobnicate")
+    assert r.returncode == 2
+    assert reeld.stop()[0] == 0
+    r = reelctl(reeld.addr, "health", "--timeout", "2s")
+    assert r.returncode == 1 and "UNAVAILABLE" in r.stderr
