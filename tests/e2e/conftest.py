@@ -13,6 +13,9 @@ import sys
 import tempfile
 import time
 
+import atexit
+import shutil
+
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -29,6 +32,7 @@ REELD = _binary("REELD", "api/reeld")
 REELCTL = _binary("REELCTL", "cli/reelctl")
 
 _GEN = tempfile.mkdtemp(prefix="reel-pb2-")
+atexit.register(shutil.rmtree, _GEN, True)
 _protos = [os.path.join("api", p) for p in sorted(os.listdir(os.path.join(ROOT, "api")))
            if p.endswith(".proto")]
 subprocess.run(["/usr/bin/protoc", "--python_out=" + _GEN, "-Iapi"] + _protos,
