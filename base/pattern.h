@@ -1,0 +1,46 @@
+/*
+ * base/pattern.h: '.'-token patterns, shared by KV watches and WAL subject
+ * filters.
+ *
+ * A subject is split on '.' into tokens. In a pattern, a token that is
+ * exactly "*" matches any one token, and a last token that is exactly ">"
+ * matches one or more remaining tokens. Every other token matches itself.
+ *
+ *   orders.>      matches orders.1 and orders.eu.2, not orders or orders/1
+ *   a.*.c         matches a.b.c, not a.c or a.b.x.c
+ *
+ * A pattern with a wildcard may not have an empty token, and ">" may only be
+ * last. All functions are pure and thread-safe.
+ */
+#ifndef REEL_BASE_PATTERN_H
+#define REEL_BASE_PATTERN_H
+
+#include <stddef.h>
+
+#include "base/status.h"
+
+/* True if p has a "*" token or a last ">" token. */
+int reel_pattern_has_wildcard(const char *p, size_t len);
+
+/* True if p has a "*" or ">" token anywhere (reserved in stored keys). */
+int reel_pattern_has_reserved_token(const char *p, size_t len);
+
+/*
+ * OK, or INVALID_ARGUMENT naming `field`: a ">" token that is not last, or
+ * an empty token in a pattern with a wildcard.
+ */
+reel_code_t reel_pattern_validate(const char *p, size_t len, const char *field,
+                                  reel_status_t *st);
+
+/* True if subject matches the (valid) pattern p. */
+int reel_pattern_match(const char *p, size_t plen, const char *subject,
+                       size_t slen);
+
+/*
+ * The length of p's literal prefix: the tokens before the first wildcard,
+ * with their trailing '.'. Every match starts with these bytes. For a
+ * pattern without wildcards it is the whole pattern.
+ */
+size_t reel_pattern_literal_prefix(const char *p, size_t len);
+
+#endif
