@@ -955,6 +955,23 @@ uint64_t store_snapshot_revision(const store_snapshot_t *snap) {
     return snap->revision;
 }
 
+reel_code_t store_snapshot_get(store_t *s, const store_snapshot_t *snap,
+                               store_cf_t cf, const void *key, size_t klen,
+                               char **val, size_t *vlen, reel_status_t *st) {
+    rocksdb_readoptions_t *ro;
+    char *err = NULL;
+
+    if (snap == NULL)
+        return store_get(s, cf, key, klen, val, vlen, st);
+    ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_snapshot(ro, snap->snap);
+    *val = rocksdb_get_cf(s->db, ro, s->cf[cf], key, klen, vlen, &err);
+    rocksdb_readoptions_destroy(ro);
+    if (err != NULL)
+        return take_err(st, REEL_INTERNAL, &err, "read");
+    return *val != NULL ? REEL_OK : REEL_NOT_FOUND;
+}
+
 void store_snapshot_release(store_t *s, store_snapshot_t *snap) {
     if (snap == NULL)
         return;

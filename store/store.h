@@ -199,6 +199,10 @@ reel_code_t store_get(store_t *store, store_cf_t cf, const void *key,
  */
 store_snapshot_t *store_snapshot_create(store_t *store);
 uint64_t store_snapshot_revision(const store_snapshot_t *snap);
+/* store_get() at snap. */
+reel_code_t store_snapshot_get(store_t *store, const store_snapshot_t *snap,
+                               store_cf_t cf, const void *key, size_t klen,
+                               char **val, size_t *vlen, reel_status_t *st);
 void store_snapshot_release(store_t *store, store_snapshot_t *snap);
 
 /* An iterator over committed state, at snap if not NULL. */

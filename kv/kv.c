@@ -1,0 +1,936 @@
+/*
+ * kv/kv.c: versioned live state: validation, records, writes and reads.
+ *
+ * Column family `kv`: the current state of every key ever written.
+ *   key    ns 0x00 key             (NUL is refused in names, so this sorts
+ *                                   by namespace, then key)
+ *   value  u8  format (1)
+ *          u64 version             grows by one per set and per delete
+ *          u64 revision            of the change that wrote this state
+ *          i64 updated_at_ms
+ *          u64 trimmed             highest revision of this key's trimmed
+ *                                  history (0: nothing trimmed yet)
+ *          u8  deleted             a tombstone
+ *          u32 writer_len, writer
+ *          value                   JSON text, the rest of the record
+ *   (integers big-endian)
+ *
+ * Column family `kv_history`:
+ *   'r' rev(8)                  -> event record (below): every retained
+ *                                  change, in revision order
+ *   'v' ns 0 key 0 version(8)   -> rev(8): a key's retained versions
+ *   "mcompacted"                -> rev(8): the highest revision ever
+ *                                  trimmed from history (for patterns)
+ *   event record: u8 format (1), u8 type, u64 version, u64 prev_version,
+ *                 u64 revision, i64 ts_ms, u8 deleted, then u32-length-
+ *                 prefixed ns, key, writer, value, prev_value.
+ *
+ * Invariants
+ *   - A key's versions are contiguous: each change adds one, so its history
+ *     is versions [oldest retained .. current] and the event of version v
+ *     holds the value of v-1 as its prev_value.
+ *   - Every change writes, in one apply (so in one commit): the new state,
+ *     its event record, its version index entry, and, when the key has more
+ *     than history_keep versions, the removal of the oldest one. The event
+ *     record is also what the publish step receives, byte for byte.
+ *   - Apply functions run on the writer thread only, so a precondition
+ *     check and the write it guards cannot interleave with another write.
+ *
+ * Recovery: nothing to do; the store replays RocksDB's WAL, and
+ * "mcompacted" is read back at start.
+ */
+#include "kv/kv_int.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "base/pattern.h"
+
+#define ENTRY_HDR 38 /* format..writer_len */
+#define EVENT_HDR 35 /* format..deleted */
+
+kv_limits_t kv_limits_default(void) {
+    kv_limits_t l = {KV_DEFAULT_MAX_NAMESPACE, KV_DEFAULT_MAX_KEY,
+                     KV_DEFAULT_MAX_VALUE, KV_DEFAULT_HISTORY_KEEP};
+    return l;
+}
+
+/* ---- Encodings ----------------------------------------------------------- */
+
+void kv_put_be64(unsigned char *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (unsigned char)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+uint64_t kv_get_be64(const unsigned char *p) {
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void put_be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static uint32_t get_be32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+           ((uint32_t)p[2] << 8) | p[3];
+}
+
+size_t kv_key_encode(const char *ns, size_t ns_len, const char *key,
+                     size_t key_len, char **buf) {
+    char *b = malloc(ns_len + 1 + key_len);
+
+    *buf = b;
+    if (b == NULL)
+        return 0;
+    memcpy(b, ns, ns_len);
+    b[ns_len] = '\0';
+    memcpy(b + ns_len + 1, key, key_len);
+    return ns_len + 1 + key_len;
+}
+
+void kv_rev_key(uint64_t rev, unsigned char out[9]) {
+    out[0] = KV_H_REV;
+    kv_put_be64(out + 1, rev);
+}
+
+/* 'v' ns 0 key 0 version: malloc'd; returns the length. */
+static size_t ver_key(const char *ns, size_t ns_len, const char *key,
+                      size_t key_len, uint64_t version, char **buf) {
+    size_t n = 1 + ns_len + 1 + key_len + 1 + 8;
+    char *b = malloc(n);
+
+    *buf = b;
+    if (b == NULL)
+        return 0;
+    b[0] = KV_H_VER;
+    memcpy(b + 1, ns, ns_len);
+    b[1 + ns_len] = '\0';
+    memcpy(b + 2 + ns_len, key, key_len);
+    b[2 + ns_len + key_len] = '\0';
+    kv_put_be64((unsigned char *)b + 3 + ns_len + key_len, version);
+    return n;
+}
+
+/* Copies n strings into one NUL-separated block; fills the outputs. */
+static char *pack_strings(int n, const char *const *src, const size_t *len,
+                          const char **dst) {
+    size_t total = 0, off = 0;
+    char *mem;
+
+    for (int i = 0; i < n; i++)
+        total += len[i] + 1;
+    mem = malloc(total ? total : 1);
+    if (mem == NULL)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        if (len[i] > 0)
+            memcpy(mem + off, src[i], len[i]);
+        mem[off + len[i]] = '\0';
+        dst[i] = mem + off;
+        off += len[i] + 1;
+    }
+    return mem;
+}
+
+/* Builds an event record. Returns a malloc'd buffer and its length. */
+static unsigned char *event_encode(const kv_event_t *ev, size_t *len) {
+    const char *s[5] = {ev->ns, ev->key, ev->writer, ev->value,
+                        ev->prev_value};
+    size_t l[5] = {ev->ns_len, ev->key_len, ev->writer_len, ev->value_len,
+                   ev->prev_value_len};
+    size_t n = EVENT_HDR;
+    unsigned char *b, *p;
+
+    for (int i = 0; i < 5; i++)
+        n += 4 + l[i];
+    b = malloc(n);
+    if (b == NULL)
+        return NULL;
+    b[0] = 1;
+    b[1] = (unsigned char)ev->type;
+    kv_put_be64(b + 2, ev->version);
+    kv_put_be64(b + 10, ev->prev_version);
+    kv_put_be64(b + 18, ev->revision);
+    kv_put_be64(b + 26, (uint64_t)ev->ts_ms);
+    b[34] = (unsigned char)(ev->deleted != 0);
+    p = b + EVENT_HDR;
+    for (int i = 0; i < 5; i++) {
+        put_be32(p, (uint32_t)l[i]);
+        if (l[i] > 0)
+            memcpy(p + 4, s[i], l[i]);
+        p += 4 + l[i];
+    }
+    *len = n;
+    return b;
+}
+
+int kv_event_decode(const void *buf, size_t len, kv_event_t *ev) {
+    const unsigned char *b = buf, *p;
+    const char *src[5];
+    size_t l[5];
+    const char *dst[5];
+
+    memset(ev, 0, sizeof(*ev));
+    if (len < EVENT_HDR || b[0] != 1)
+        return -1;
+    p = b + EVENT_HDR;
+    for (int i = 0; i < 5; i++) {
+        if ((size_t)(b + len - p) < 4)
+            return -1;
+        l[i] = get_be32(p);
+        if ((size_t)(b + len - p - 4) < l[i])
+            return -1;
+        src[i] = (const char *)p + 4;
+        p += 4 + l[i];
+    }
+    ev->mem_ = pack_strings(5, src, l, dst);
+    if (ev->mem_ == NULL)
+        return -1;
+    ev->type = (kv_event_type_t)b[1];
+    ev->version = kv_get_be64(b + 2);
+    ev->prev_version = kv_get_be64(b + 10);
+    ev->revision = kv_get_be64(b + 18);
+    ev->ts_ms = (int64_t)kv_get_be64(b + 26);
+    ev->deleted = b[34];
+    ev->ns = dst[0], ev->ns_len = l[0];
+    ev->key = dst[1], ev->key_len = l[1];
+    ev->writer = dst[2], ev->writer_len = l[2];
+    ev->value = dst[3], ev->value_len = l[3];
+    ev->prev_value = dst[4], ev->prev_value_len = l[4];
+    return 0;
+}
+
+/* Builds an entry record. */
+static unsigned char *entry_encode(uint64_t version, uint64_t revision,
+                                   int64_t ts, uint64_t trimmed, int deleted,
+                                   const char *writer, size_t writer_len,
+                                   const char *value, size_t value_len,
+                                   size_t *len) {
+    size_t n = ENTRY_HDR + writer_len + value_len;
+    unsigned char *b = malloc(n);
+
+    if (b == NULL)
+        return NULL;
+    b[0] = 1;
+    kv_put_be64(b + 1, version);
+    kv_put_be64(b + 9, revision);
+    kv_put_be64(b + 17, (uint64_t)ts);
+    kv_put_be64(b + 25, trimmed);
+    b[33] = (unsigned char)(deleted != 0);
+    put_be32(b + 34, (uint32_t)writer_len);
+    if (writer_len)
+        memcpy(b + ENTRY_HDR, writer, writer_len);
+    if (value_len)
+        memcpy(b + ENTRY_HDR + writer_len, value, value_len);
+    *len = n;
+    return b;
+}
+
+int kv_entry_trimmed(const void *buf, size_t len, uint64_t *trimmed) {
+    const unsigned char *b = buf;
+
+    if (len < ENTRY_HDR || b[0] != 1)
+        return -1;
+    *trimmed = kv_get_be64(b + 25);
+    return 0;
+}
+
+int kv_entry_decode(const char *k, size_t klen, const void *buf, size_t len,
+                    kv_entry_t *e) {
+    const unsigned char *b = buf;
+    const char *nul = memchr(k, '\0', klen);
+    const char *src[4];
+    size_t l[4], wl;
+    const char *dst[4];
+
+    memset(e, 0, sizeof(*e));
+    if (nul == NULL || len < ENTRY_HDR || b[0] != 1)
+        return -1;
+    wl = get_be32(b + 34);
+    if (wl > len - ENTRY_HDR)
+        return -1;
+    src[0] = k, l[0] = (size_t)(nul - k);
+    src[1] = nul + 1, l[1] = klen - l[0] - 1;
+    src[2] = (const char *)b + ENTRY_HDR, l[2] = wl;
+    src[3] = (const char *)b + ENTRY_HDR + wl, l[3] = len - ENTRY_HDR - wl;
+    e->mem_ = pack_strings(4, src, l, dst);
+    if (e->mem_ == NULL)
+        return -1;
+    e->ns = dst[0], e->ns_len = l[0];
+    e->key = dst[1], e->key_len = l[1];
+    e->writer = dst[2], e->writer_len = l[2];
+    e->value = dst[3], e->value_len = l[3];
+    e->version = kv_get_be64(b + 1);
+    e->revision = kv_get_be64(b + 9);
+    e->updated_at_ms = (int64_t)kv_get_be64(b + 17);
+    e->deleted = b[33];
+    return 0;
+}
+
+void kv_entry_fini(kv_entry_t *e) {
+    if (e == NULL)
+        return;
+    free(e->mem_);
+    memset(e, 0, sizeof(*e));
+}
+
+void kv_event_fini(kv_event_t *ev) {
+    if (ev == NULL)
+        return;
+    free(ev->mem_);
+    free(ev->wire);
+    memset(ev, 0, sizeof(*ev));
+}
+
+/* ---- Validation ---------------------------------------------------------- */
+
+/* Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF), no NUL. */
+static int utf8_valid(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+
+    while (p < end) {
+        unsigned c = *p;
+        size_t n;
+        uint32_t cp;
+
+        if (c == 0)
+            return 0;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 1, cp = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+            n = 2, cp = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+            n = 3, cp = c & 0x07;
+        else
+            return 0;
+        if ((size_t)(end - p) <= n)
+            return 0;
+        for (size_t i = 1; i <= n; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i] & 0x3f);
+        }
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        p += n + 1;
+    }
+    return 1;
+}
+
+reel_code_t kv_check_name(const char *field, const char *s, size_t len,
+                          size_t max, reel_status_t *st) {
+    if (len == 0 || len > max)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: must be 1-%zu bytes (got %zu)", field, max,
+                               len);
+    if (!utf8_valid(s, len))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: must be valid UTF-8 without NUL bytes",
+                               field);
+    return REEL_OK;
+}
+
+/* value must be NUL-terminated at value[len]. */
+static reel_code_t check_json(const char *value, size_t len,
+                              reel_status_t *st) {
+    const char *end = NULL;
+    cJSON *doc = cJSON_ParseWithLengthOpts(value, len + 1, &end, 1);
+
+    if (doc == NULL || end != value + len) {
+        cJSON_Delete(doc);
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "value: not valid JSON (or nested deeper than "
+                               "%d levels)",
+                               CJSON_NESTING_LIMIT);
+    }
+    cJSON_Delete(doc);
+    return REEL_OK;
+}
+
+static reel_code_t check_write(kv_t *kv, const kv_write_args_t *a,
+                               reel_status_t *st) {
+    reel_code_t rc;
+
+    if ((rc = kv_check_name("namespace", a->ns, a->ns_len,
+                            kv->lim.max_namespace, st)) != REEL_OK)
+        return rc;
+    if ((rc = kv_check_name("key", a->key, a->key_len, kv->lim.max_key, st)) !=
+        REEL_OK)
+        return rc;
+    if (reel_pattern_has_reserved_token(a->key, a->key_len))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "key: the tokens \"*\" and \">\" are reserved "
+                               "for watch patterns");
+    if (a->writer_len > KV_MAX_WRITER)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "writer: at most %d bytes (got %zu)",
+                               KV_MAX_WRITER, a->writer_len);
+    if (a->writer_len > 0 && !utf8_valid(a->writer, a->writer_len))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "writer: must be valid UTF-8 without NUL bytes");
+    if ((int)a->precond < KV_PRECOND_NONE || a->precond > KV_PRECOND_VERSION)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "precondition: unknown value %d",
+                               (int)a->precond);
+    if (a->is_delete) {
+        if (a->precond == KV_PRECOND_ABSENT)
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "precondition: ABSENT makes no sense for a "
+                                   "delete; use NONE or VERSION");
+        return REEL_OK;
+    }
+    if (a->value_len > kv->lim.max_value)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "value: %zu bytes exceeds the limit of %zu "
+                               "bytes",
+                               a->value_len, kv->lim.max_value);
+    return REEL_OK;
+}
+
+/* ---- Create and destroy --------------------------------------------------- */
+
+reel_code_t kv_create(store_t *store, const kv_limits_t *limits, kv_t **out,
+                      reel_status_t *st) {
+    kv_t *kv = calloc(1, sizeof(*kv));
+    char *val = NULL;
+    size_t vlen = 0;
+    reel_code_t rc;
+
+    *out = NULL;
+    if (kv == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    kv->store = store;
+    kv->lim = limits ? *limits : kv_limits_default();
+    if (kv->lim.max_namespace == 0)
+        kv->lim.max_namespace = KV_DEFAULT_MAX_NAMESPACE;
+    if (kv->lim.max_key == 0)
+        kv->lim.max_key = KV_DEFAULT_MAX_KEY;
+    if (kv->lim.max_value == 0)
+        kv->lim.max_value = KV_DEFAULT_MAX_VALUE;
+    rc = store_get(store, STORE_CF_KV_HISTORY, KV_H_COMPACTED,
+                   strlen(KV_H_COMPACTED), &val, &vlen, st);
+    if (rc == REEL_OK && vlen == 8)
+        atomic_store(&kv->compacted, kv_get_be64((unsigned char *)val));
+    free(val);
+    if (rc != REEL_OK && rc != REEL_NOT_FOUND) {
+        free(kv);
+        return rc;
+    }
+    reel_status_fini(st);
+    kv->last_published = store_revision(store);
+    kv_hub_init(kv);
+    *out = kv;
+    return REEL_OK;
+}
+
+void kv_destroy(kv_t *kv) {
+    if (kv == NULL)
+        return;
+    kv_hub_fini(kv);
+    free(kv);
+}
+
+/* ---- Writes --------------------------------------------------------------- */
+
+typedef struct kv_op {
+    store_req_t req;
+    kv_t *kv;
+    kv_write_args_t a; /* points into mem */
+    char *mem;
+    char *ekey; /* ns 0 key */
+    size_t ekey_len;
+    kv_write_done_fn done;
+    void *arg;
+    kv_write_result_t res;
+} kv_op_t;
+
+/* Removes the version that fell out of history; returns its revision. */
+static reel_code_t trim_history(kv_op_t *op, store_txn_t *txn, uint64_t ver,
+                                uint64_t *trimmed, reel_status_t *st) {
+    kv_t *kv = op->kv;
+    char *vk = NULL, *val = NULL;
+    size_t vklen, vlen = 0;
+    unsigned char rk[9], buf[8];
+    uint64_t rev;
+    reel_code_t rc;
+
+    vklen = ver_key(op->a.ns, op->a.ns_len, op->a.key, op->a.key_len, ver, &vk);
+    if (vk == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = store_txn_get(txn, STORE_CF_KV_HISTORY, vk, vklen, &val, &vlen, st);
+    if (rc == REEL_NOT_FOUND) {
+        /* Already gone (history_keep was lowered, or never kept). */
+        reel_status_fini(st);
+        free(vk);
+        return REEL_OK;
+    }
+    if (rc != REEL_OK || vlen != 8) {
+        free(vk);
+        free(val);
+        return rc != REEL_OK ? rc
+                             : reel_status_set(st, REEL_DATA_LOSS,
+                                               "kv history index is corrupt");
+    }
+    rev = kv_get_be64((unsigned char *)val);
+    free(val);
+    kv_rev_key(rev, rk);
+    store_txn_delete(txn, STORE_CF_KV_HISTORY, vk, vklen);
+    store_txn_delete(txn, STORE_CF_KV_HISTORY, rk, sizeof(rk));
+    free(vk);
+    if (rev > *trimmed)
+        *trimmed = rev;
+    if (rev > atomic_load(&kv->compacted)) {
+        /* Raised before the commit: if the group fails this is merely
+         * conservative (a resume is refused that could have worked). */
+        atomic_store(&kv->compacted, rev);
+        kv_put_be64(buf, rev);
+        store_txn_put(txn, STORE_CF_KV_HISTORY, KV_H_COMPACTED,
+                      strlen(KV_H_COMPACTED), buf, 8);
+    }
+    return REEL_OK;
+}
+
+static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
+    kv_op_t *op = arg;
+    kv_t *kv = op->kv;
+    const kv_write_args_t *a = &op->a;
+    kv_entry_t cur = {0};
+    char *val = NULL, *vk = NULL;
+    size_t vlen = 0, vklen, elen = 0, evlen = 0;
+    unsigned char *erec = NULL, *evrec = NULL, rk[9], revbuf[8];
+    uint64_t cur_version = 0, trimmed = 0, version, rev;
+    int found = 0, live = 0;
+    kv_event_t ev;
+    reel_code_t rc;
+
+    rc = store_txn_get(txn, STORE_CF_KV, op->ekey, op->ekey_len, &val, &vlen,
+                       st);
+    if (rc == REEL_OK) {
+        if (kv_entry_decode(op->ekey, op->ekey_len, val, vlen, &cur) != 0 ||
+            kv_entry_trimmed(val, vlen, &trimmed) != 0) {
+            free(val);
+            return reel_status_set(st, REEL_DATA_LOSS,
+                                   "key \"%s\": stored record is corrupt",
+                                   a->key);
+        }
+        free(val);
+        found = 1;
+        live = !cur.deleted;
+        cur_version = cur.version;
+    } else if (rc == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+    } else {
+        return rc;
+    }
+
+    if (a->precond == KV_PRECOND_ABSENT && live) {
+        rc = reel_status_set(st, REEL_ABORTED,
+                             "key \"%s\" already exists (current version "
+                             "%llu)",
+                             a->key, (unsigned long long)cur_version);
+        goto out;
+    }
+    if (a->precond == KV_PRECOND_VERSION && cur_version != a->expected_version) {
+        rc = reel_status_set(st, REEL_ABORTED,
+                             "version conflict on key \"%s\": expected "
+                             "version %llu, current version %llu%s",
+                             a->key, (unsigned long long)a->expected_version,
+                             (unsigned long long)cur_version,
+                             found && !live ? " (deleted)" : "");
+        goto out;
+    }
+    op->res.prev_version = cur_version;
+    if (a->is_delete && !live) {
+        /* Nothing to delete: nothing is written. */
+        op->res.existed = 0;
+        op->res.entry = cur;
+        memset(&cur, 0, sizeof(cur));
+        rc = REEL_OK;
+        goto out;
+    }
+    op->res.existed = live;
+
+    version = cur_version + 1;
+    rev = store_txn_next_revision(txn);
+    if (kv->lim.history_keep > 0 && version > kv->lim.history_keep &&
+        (rc = trim_history(op, txn, version - kv->lim.history_keep, &trimmed,
+                           st)) != REEL_OK)
+        goto out;
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = a->is_delete ? KV_EVENT_DELETE : KV_EVENT_PUT;
+    ev.ns = a->ns, ev.ns_len = a->ns_len;
+    ev.key = a->key, ev.key_len = a->key_len;
+    ev.writer = a->writer, ev.writer_len = a->writer_len;
+    ev.value = a->is_delete ? "" : a->value;
+    ev.value_len = a->is_delete ? 0 : a->value_len;
+    ev.prev_value = live ? cur.value : "";
+    ev.prev_value_len = live ? cur.value_len : 0;
+    ev.version = version;
+    ev.prev_version = cur_version;
+    ev.revision = rev;
+    ev.ts_ms = store_txn_now_ms(txn);
+    ev.deleted = a->is_delete;
+
+    erec = entry_encode(version, rev, ev.ts_ms, trimmed, a->is_delete,
+                        a->writer, a->writer_len, ev.value, ev.value_len,
+                        &elen);
+    evrec = event_encode(&ev, &evlen);
+    vklen = ver_key(a->ns, a->ns_len, a->key, a->key_len, version, &vk);
+    if (erec == NULL || evrec == NULL || vk == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    store_txn_put(txn, STORE_CF_KV, op->ekey, op->ekey_len, erec, elen);
+    kv_rev_key(rev, rk);
+    store_txn_put(txn, STORE_CF_KV_HISTORY, rk, sizeof(rk), evrec, evlen);
+    kv_put_be64(revbuf, rev);
+    store_txn_put(txn, STORE_CF_KV_HISTORY, vk, vklen, revbuf, 8);
+    store_txn_emit(txn, STORE_MODULE_KV, KV_CHANGE_EVENT, evrec, evlen);
+
+    if (kv_entry_decode(op->ekey, op->ekey_len, erec, elen, &op->res.entry) !=
+        0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    rc = REEL_OK;
+out:
+    kv_entry_fini(&cur);
+    free(erec);
+    free(evrec);
+    free(vk);
+    return rc;
+}
+
+static void op_done(store_req_t *req) {
+    kv_op_t *op = (kv_op_t *)req;
+
+    reel_status_move(&op->res.status, &req->status);
+    if (op->res.status.code != REEL_OK)
+        kv_entry_fini(&op->res.entry);
+    op->done(op->arg, &op->res);
+    kv_write_result_fini(&op->res);
+    free(op->ekey);
+    free(op->mem);
+    free(op);
+}
+
+reel_code_t kv_write_submit(kv_t *kv, const kv_write_args_t *args,
+                            kv_write_done_fn done, void *arg,
+                            reel_status_t *st) {
+    const char *src[4] = {args->ns, args->key, args->value, args->writer};
+    size_t len[4] = {args->ns_len, args->key_len,
+                     args->is_delete ? 0 : args->value_len, args->writer_len};
+    const char *dst[4];
+    kv_op_t *op;
+    reel_code_t rc;
+
+    if ((rc = check_write(kv, args, st)) != REEL_OK)
+        return rc;
+    op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    op->mem = pack_strings(4, src, len, dst);
+    op->ekey_len = kv_key_encode(args->ns, args->ns_len, args->key,
+                                 args->key_len, &op->ekey);
+    if (op->mem == NULL || op->ekey == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto fail;
+    }
+    op->a = *args;
+    op->a.ns = dst[0], op->a.key = dst[1], op->a.value = dst[2];
+    op->a.writer = dst[3];
+    op->a.value_len = len[2];
+    /* JSON is checked on the NUL-terminated copy. */
+    if (!args->is_delete && (rc = check_json(op->a.value, op->a.value_len,
+                                             st)) != REEL_OK)
+        goto fail;
+    op->kv = kv;
+    op->done = done;
+    op->arg = arg;
+    op->req.apply = op_apply;
+    op->req.done = op_done;
+    op->req.arg = op;
+    if ((rc = store_submit(kv->store, &op->req)) != REEL_OK) {
+        reel_status_move(st, &op->req.status);
+        goto fail;
+    }
+    return REEL_OK;
+fail:
+    free(op->ekey);
+    free(op->mem);
+    free(op);
+    return rc;
+}
+
+typedef struct sync_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    kv_write_result_t *res;
+} sync_wait_t;
+
+static void sync_done(void *arg, kv_write_result_t *res) {
+    sync_wait_t *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    reel_status_move(&w->res->status, &res->status);
+    w->res->entry = res->entry;
+    memset(&res->entry, 0, sizeof(res->entry));
+    w->res->prev_version = res->prev_version;
+    w->res->existed = res->existed;
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+reel_code_t kv_write(kv_t *kv, const kv_write_args_t *args,
+                     kv_write_result_t *res) {
+    sync_wait_t w = {.res = res};
+    reel_code_t rc;
+
+    memset(res, 0, sizeof(*res));
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    rc = kv_write_submit(kv, args, sync_done, &w, &res->status);
+    if (rc == REEL_OK) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        rc = res->status.code;
+    }
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return rc;
+}
+
+void kv_write_result_fini(kv_write_result_t *res) {
+    if (res == NULL)
+        return;
+    reel_status_fini(&res->status);
+    kv_entry_fini(&res->entry);
+}
+
+/* ---- Reads ---------------------------------------------------------------- */
+
+reel_code_t kv_get(kv_t *kv, const char *ns, size_t ns_len, const char *key,
+                   size_t key_len, kv_entry_t *entry, reel_status_t *st) {
+    char *ek = NULL, *val = NULL;
+    size_t eklen, vlen = 0;
+    reel_code_t rc;
+
+    memset(entry, 0, sizeof(*entry));
+    if ((rc = kv_check_name("namespace", ns, ns_len, kv->lim.max_namespace,
+                            st)) != REEL_OK ||
+        (rc = kv_check_name("key", key, key_len, kv->lim.max_key, st)) !=
+            REEL_OK)
+        return rc;
+    eklen = kv_key_encode(ns, ns_len, key, key_len, &ek);
+    if (ek == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = store_get(kv->store, STORE_CF_KV, ek, eklen, &val, &vlen, st);
+    if (rc == REEL_OK) {
+        if (kv_entry_decode(ek, eklen, val, vlen, entry) != 0)
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "key \"%.*s\": stored record is corrupt",
+                                 (int)key_len, key);
+        else if (entry->deleted)
+            rc = REEL_NOT_FOUND;
+    }
+    free(ek);
+    free(val);
+    return rc;
+}
+
+static reel_code_t check_limit(uint32_t *limit, reel_status_t *st) {
+    if (*limit == 0)
+        *limit = KV_LIST_DEFAULT;
+    if (*limit > KV_LIST_MAX)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "limit: at most %d (got %u)", KV_LIST_MAX,
+                               *limit);
+    return REEL_OK;
+}
+
+reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
+                    size_t *n, int *more, reel_status_t *st) {
+    uint32_t limit = a->limit;
+    char *base = NULL, *seek = NULL;
+    size_t base_len, seek_len;
+    kv_entry_t *arr = NULL;
+    store_iter_t *it = NULL;
+    reel_code_t rc;
+
+    *out = NULL;
+    *n = 0;
+    *more = 0;
+    if ((rc = kv_check_name("namespace", a->ns, a->ns_len,
+                            kv->lim.max_namespace, st)) != REEL_OK ||
+        (rc = check_limit(&limit, st)) != REEL_OK)
+        return rc;
+    if (a->prefix_len > kv->lim.max_key || a->start_after_len > kv->lim.max_key)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: at most %zu bytes",
+                               a->prefix_len > kv->lim.max_key ? "prefix"
+                                                               : "start_after",
+                               kv->lim.max_key);
+    /* base = ns 0 prefix: every match starts with it. */
+    base_len = kv_key_encode(a->ns, a->ns_len, a->prefix, a->prefix_len, &base);
+    if (a->start_after_len > 0 &&
+        (a->start_after_len > a->prefix_len ||
+         memcmp(a->start_after, a->prefix, a->start_after_len) > 0 ||
+         (a->start_after_len == a->prefix_len &&
+          memcmp(a->start_after, a->prefix, a->prefix_len) == 0)))
+        seek_len = kv_key_encode(a->ns, a->ns_len, a->start_after,
+                                 a->start_after_len, &seek);
+    else
+        seek_len = kv_key_encode(a->ns, a->ns_len, a->prefix, a->prefix_len,
+                                 &seek);
+    arr = calloc(limit, sizeof(*arr));
+    it = store_iter_create(kv->store, STORE_CF_KV, NULL);
+    if (base == NULL || seek == NULL || arr == NULL || it == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (store_iter_seek(it, seek, seek_len); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+
+        if (klen < base_len || memcmp(k, base, base_len) != 0)
+            break;
+        if (a->start_after_len > 0 && klen == a->ns_len + 1 + a->start_after_len &&
+            memcmp(k + a->ns_len + 1, a->start_after, a->start_after_len) == 0)
+            continue;
+        if (!a->include_deleted && vlen > 33 && ((const unsigned char *)v)[33])
+            continue;
+        if (*n == limit) {
+            *more = 1;
+            break;
+        }
+        if (kv_entry_decode(k, klen, v, vlen, &arr[*n]) != 0) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "a stored record of namespace \"%.*s\" is "
+                                 "corrupt",
+                                 (int)a->ns_len, a->ns);
+            goto out;
+        }
+        (*n)++;
+    }
+    rc = store_iter_status(it, st);
+out:
+    if (rc != REEL_OK) {
+        for (size_t i = 0; i < *n; i++)
+            kv_entry_fini(&arr[i]);
+        free(arr);
+        arr = NULL;
+        *n = 0;
+    }
+    *out = arr;
+    store_iter_destroy(it);
+    free(base);
+    free(seek);
+    return rc;
+}
+
+reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
+                       const char *key, size_t key_len, uint64_t from_version,
+                       uint32_t limit, kv_event_t **out, size_t *n, int *more,
+                       reel_status_t *st) {
+    char *vk = NULL;
+    size_t vklen;
+    kv_event_t *arr = NULL;
+    store_snapshot_t *snap = NULL;
+    store_iter_t *it = NULL;
+    reel_code_t rc;
+
+    *out = NULL;
+    *n = 0;
+    *more = 0;
+    if ((rc = kv_check_name("namespace", ns, ns_len, kv->lim.max_namespace,
+                            st)) != REEL_OK ||
+        (rc = kv_check_name("key", key, key_len, kv->lim.max_key, st)) !=
+            REEL_OK ||
+        (rc = check_limit(&limit, st)) != REEL_OK)
+        return rc;
+    if (from_version == UINT64_MAX)
+        return REEL_OK;
+    vklen = ver_key(ns, ns_len, key, key_len, from_version + 1, &vk);
+    arr = calloc(limit, sizeof(*arr));
+    snap = store_snapshot_create(kv->store);
+    it = snap ? store_iter_create(kv->store, STORE_CF_KV_HISTORY, snap) : NULL;
+    if (vk == NULL || arr == NULL || it == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (store_iter_seek(it, vk, vklen); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen, evlen = 0;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        unsigned char rk[9];
+        char *evrec = NULL;
+
+        /* Same key: everything but the trailing version matches. */
+        if (klen != vklen || memcmp(k, vk, vklen - 8) != 0)
+            break;
+        if (*n == limit) {
+            *more = 1;
+            break;
+        }
+        if (vlen != 8)
+            continue;
+        kv_rev_key(kv_get_be64((const unsigned char *)v), rk);
+        rc = store_snapshot_get(kv->store, snap, STORE_CF_KV_HISTORY, rk,
+                                sizeof(rk), &evrec, &evlen, st);
+        if (rc == REEL_NOT_FOUND) {
+            reel_status_fini(st);
+            continue;
+        }
+        if (rc != REEL_OK)
+            goto out;
+        if (kv_event_decode(evrec, evlen, &arr[*n]) != 0) {
+            free(evrec);
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "a history record of key \"%.*s\" is "
+                                 "corrupt",
+                                 (int)key_len, key);
+            goto out;
+        }
+        free(evrec);
+        (*n)++;
+    }
+    rc = store_iter_status(it, st);
+out:
+    if (rc != REEL_OK) {
+        for (size_t i = 0; i < *n; i++)
+            kv_event_fini(&arr[i]);
+        free(arr);
+        arr = NULL;
+        *n = 0;
+    }
+    *out = arr;
+    store_iter_destroy(it);
+    store_snapshot_release(kv->store, snap);
+    free(vk);
+    return rc;
+}

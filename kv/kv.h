@@ -1,0 +1,228 @@
+/*
+ * kv/kv.h: versioned live state: namespaced keys with JSON values, a
+ * per-key version that only grows, tombstones, compare-and-swap, per-key
+ * history and push watches.
+ *
+ * Threading: kv_t is thread-safe. Writes go through the store's single
+ * writer; reads go straight to storage. Watch sinks are called from the
+ * writer thread (live events, in the publish step) and from whichever
+ * thread calls kv_watch_pump() (replay); calls for one watch never overlap.
+ *
+ * Ownership: kv_entry_t and kv_event_t own their memory; release with
+ * kv_entry_fini() / kv_event_fini(). Every string in them is NUL-terminated.
+ */
+#ifndef REEL_KV_KV_H
+#define REEL_KV_KV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "store/store.h"
+
+#define KV_DEFAULT_MAX_NAMESPACE 256
+#define KV_DEFAULT_MAX_KEY 1024
+#define KV_DEFAULT_MAX_VALUE (1u << 20)
+#define KV_DEFAULT_HISTORY_KEEP 100
+#define KV_MAX_WRITER 256
+#define KV_LIST_DEFAULT 100
+#define KV_LIST_MAX 1000
+
+typedef struct kv kv_t;
+typedef struct kv_watch kv_watch_t;
+
+typedef struct kv_limits {
+    size_t max_namespace;  /* bytes; 0 = default */
+    size_t max_key;        /* bytes; 0 = default */
+    size_t max_value;      /* bytes; 0 = default */
+    uint32_t history_keep; /* versions kept per key; 0 = all */
+} kv_limits_t;
+
+/* The defaults above, history_keep included. */
+kv_limits_t kv_limits_default(void);
+
+typedef struct kv_entry {
+    const char *ns, *key, *value, *writer;
+    size_t ns_len, key_len, value_len, writer_len;
+    uint64_t version;
+    uint64_t revision;
+    int64_t updated_at_ms;
+    int deleted;
+    char *mem_; /* owns the strings */
+} kv_entry_t;
+
+typedef enum kv_event_type {
+    KV_EVENT_PUT = 1,
+    KV_EVENT_DELETE = 2,
+    KV_EVENT_BOOTSTRAP_DONE = 3,
+} kv_event_type_t;
+
+typedef struct kv_event {
+    kv_event_type_t type;
+    const char *ns, *key, *value, *prev_value, *writer;
+    size_t ns_len, key_len, value_len, prev_value_len, writer_len;
+    uint64_t version, prev_version, revision;
+    int64_t ts_ms;
+    int deleted;
+    /* A sink may cache its wire encoding here, to be shared by every
+     * watcher of the same event; freed with free() by kv_event_fini. */
+    void *wire;
+    size_t wire_len;
+    char *mem_;
+} kv_event_t;
+
+void kv_entry_fini(kv_entry_t *e);
+void kv_event_fini(kv_event_t *ev);
+
+/*
+ * Creates the KV module over an open store. The store's publish function
+ * must hand KV changes to kv_publish().
+ */
+reel_code_t kv_create(store_t *store, const kv_limits_t *limits, kv_t **out,
+                      reel_status_t *st);
+/* Watches must all be destroyed first. Accepts NULL. */
+void kv_destroy(kv_t *kv);
+
+/* The publish step's share of KV: call from the store's publish function. */
+void kv_publish(kv_t *kv, const store_change_t *changes, size_t n);
+
+/* ---- Writes --------------------------------------------------------------- */
+
+typedef enum kv_precond {
+    KV_PRECOND_NONE = 0,
+    KV_PRECOND_ABSENT = 1,  /* missing or tombstoned */
+    KV_PRECOND_VERSION = 2, /* current version == expected_version */
+} kv_precond_t;
+
+typedef struct kv_write_args {
+    int is_delete;
+    const char *ns, *key, *value, *writer;
+    size_t ns_len, key_len, value_len, writer_len;
+    kv_precond_t precond;
+    uint64_t expected_version;
+} kv_write_args_t;
+
+typedef struct kv_write_result {
+    reel_status_t status;
+    kv_entry_t entry;      /* the new entry, or the tombstone written */
+    uint64_t prev_version; /* 0 if the key never existed */
+    int existed;           /* delete: whether there was a live value */
+} kv_write_result_t;
+
+/*
+ * Runs on the store's writer thread with the outcome. res belongs to kv and
+ * is freed after the call; take what you need (e.g. move the entry out).
+ */
+typedef void (*kv_write_done_fn)(void *arg, kv_write_result_t *res);
+
+/*
+ * Validates args (INVALID_ARGUMENT naming the field and the limit), copies
+ * them, and queues the write. On OK, done runs exactly once later; on any
+ * other code (bad input, queue full, store failed) nothing was queued and
+ * done never runs. A set or a delete of a live key writes a new version;
+ * deleting a missing or tombstoned key writes nothing (existed = 0).
+ */
+reel_code_t kv_write_submit(kv_t *kv, const kv_write_args_t *args,
+                            kv_write_done_fn done, void *arg,
+                            reel_status_t *st);
+
+/* The synchronous form (not from the writer thread). Fills *res. */
+reel_code_t kv_write(kv_t *kv, const kv_write_args_t *args,
+                     kv_write_result_t *res);
+void kv_write_result_fini(kv_write_result_t *res);
+
+/* ---- Reads ---------------------------------------------------------------- */
+
+/*
+ * OK with the live entry; NOT_FOUND for a missing key (entry zeroed) or a
+ * tombstone (entry filled, deleted = 1); INVALID_ARGUMENT for bad names.
+ */
+reel_code_t kv_get(kv_t *kv, const char *ns, size_t ns_len, const char *key,
+                   size_t key_len, kv_entry_t *entry, reel_status_t *st);
+
+typedef struct kv_list_args {
+    const char *ns, *prefix, *start_after;
+    size_t ns_len, prefix_len, start_after_len;
+    uint32_t limit; /* 0 = KV_LIST_DEFAULT; more than KV_LIST_MAX is invalid */
+    int include_deleted;
+} kv_list_args_t;
+
+/*
+ * Entries of ns whose key starts with prefix and sorts after start_after,
+ * in key order. *out is a malloc'd array of *n entries: free each with
+ * kv_entry_fini and the array with free(). *more tells whether a next page
+ * exists.
+ */
+reel_code_t kv_list(kv_t *kv, const kv_list_args_t *args, kv_entry_t **out,
+                    size_t *n, int *more, reel_status_t *st);
+
+/*
+ * The retained versions of a key after from_version, in order, as PUT or
+ * DELETE events with their previous values. Same array conventions.
+ */
+reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
+                       const char *key, size_t key_len, uint64_t from_version,
+                       uint32_t limit, kv_event_t **out, size_t *n, int *more,
+                       reel_status_t *st);
+
+/* ---- Watches -------------------------------------------------------------- */
+
+typedef enum kv_watch_start {
+    KV_WATCH_SNAPSHOT = 0,
+    KV_WATCH_NOW = 1,
+    KV_WATCH_FROM_VERSION = 2,
+    KV_WATCH_FROM_REVISION = 3,
+} kv_watch_start_t;
+
+typedef struct kv_watch_args {
+    const char *ns, *key; /* key: exact, or a pattern (base/pattern.h) */
+    size_t ns_len, key_len;
+    kv_watch_start_t start;
+    uint64_t from_version;
+    uint64_t from_revision;
+} kv_watch_args_t;
+
+typedef struct kv_watch_sink {
+    /*
+     * Takes one event: 0 if taken, non-zero if the sink is full and did not
+     * take it. A full sink stops the push; the owner calls kv_watch_pump()
+     * when it has room, and the watch resumes from storage after the last
+     * event taken, so nothing is missed or repeated.
+     */
+    int (*deliver)(void *arg, kv_event_t *ev);
+    /*
+     * The watch cannot continue (e.g. it fell behind retained history):
+     * st says why and names the last revision delivered. Called at most
+     * once, with no kv lock held; the owner may call kv_watch_cancel() in
+     * it, and must still call kv_watch_destroy() later.
+     */
+    void (*end)(void *arg, const reel_status_t *st);
+} kv_watch_sink_t;
+
+/*
+ * Validates args and registers a watch. Nothing is delivered until the
+ * first kv_watch_pump(). Errors: INVALID_ARGUMENT (bad names, malformed
+ * pattern, FROM_VERSION on a pattern), OUT_OF_RANGE (from_revision or
+ * from_version no longer retained, naming the oldest retained).
+ */
+reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *args,
+                            const kv_watch_sink_t *sink, void *sink_arg,
+                            kv_watch_t **out, reel_status_t *st);
+
+/*
+ * Delivers what the watch owes from storage (snapshot, replay, catch-up)
+ * until the sink is full or the watch is live again. Any thread; calls for
+ * one watch are serialised, and a call while another runs returns at once.
+ */
+void kv_watch_pump(kv_watch_t *w);
+
+/* Stops deliveries; idempotent, any thread, even inside a sink call. */
+void kv_watch_cancel(kv_watch_t *w);
+
+/*
+ * Cancels and frees. The caller guarantees no other thread is inside, or
+ * will enter, kv_watch_pump() for w. Accepts NULL.
+ */
+void kv_watch_destroy(kv_watch_t *w);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * kv/kv_int.h: what kv.c and kv_watch.c share. Private to kv/.
+ */
+#ifndef REEL_KV_KV_INT_H
+#define REEL_KV_KV_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "kv/kv.h"
+
+/* Event type of KV changes handed to the publish step. */
+#define KV_CHANGE_EVENT 1
+
+/* kv_history key prefixes. */
+#define KV_H_REV 'r'  /* 'r' rev(8)                 -> event record */
+#define KV_H_VER 'v'  /* 'v' ns 0 key 0 version(8)  -> rev(8) */
+#define KV_H_META 'm' /* "mcompacted"               -> rev(8) */
+#define KV_H_COMPACTED "mcompacted"
+
+typedef struct kv_bucket kv_bucket_t;
+
+struct kv {
+    store_t *store;
+    kv_limits_t lim;
+    /* The highest revision any trimmed history record had: a pattern watch
+     * resuming below it may have lost events. Only grows. */
+    _Atomic uint64_t compacted;
+
+    /* The hub: registered watches, guarded by hub_mu. Lock order: hub_mu
+     * before a watch's mu. */
+    pthread_mutex_t hub_mu;
+    uint64_t last_published;  /* the highest revision handed to kv_publish */
+    kv_bucket_t *exact;       /* uthash: "ns\0key" -> watches of that key */
+    kv_watch_t *patterns;     /* pattern watches, doubly linked */
+};
+
+/* ---- Encodings (kv.c) ---------------------------------------------------- */
+
+void kv_put_be64(unsigned char *p, uint64_t v);
+uint64_t kv_get_be64(const unsigned char *p);
+
+/* "ns\0key" into buf (malloc'd); returns its length. */
+size_t kv_key_encode(const char *ns, size_t ns_len, const char *key,
+                     size_t key_len, char **buf);
+/* 'r' + rev */
+void kv_rev_key(uint64_t rev, unsigned char out[9]);
+
+/* Decodes an event record; 0 or -1 if malformed. */
+int kv_event_decode(const void *buf, size_t len, kv_event_t *ev);
+/* Decodes an entry record under its "ns\0key"; 0 or -1. */
+int kv_entry_decode(const char *k, size_t klen, const void *buf, size_t len,
+                    kv_entry_t *e);
+/* The entry record's trimmed-revision field (0 if none); -1 if malformed. */
+int kv_entry_trimmed(const void *buf, size_t len, uint64_t *trimmed);
+
+/* Name checks shared by every entry point: INVALID_ARGUMENT naming field. */
+reel_code_t kv_check_name(const char *field, const char *s, size_t len,
+                          size_t max, reel_status_t *st);
+
+/* ---- The hub (kv_watch.c) ------------------------------------------------ */
+
+void kv_hub_init(kv_t *kv);
+void kv_hub_fini(kv_t *kv);
+
+#endif

@@ -1,0 +1,837 @@
+/*
+ * kv/kv_test.c: versions, CAS, tombstones, history and watches.
+ *
+ * Each test opens a store and a kv in a fresh temporary data dir. Watches
+ * deliver into a test sink that holds at most `limit` events before saying
+ * it is full, so tests can stall a watcher and let it catch up.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kv/kv.h"
+
+/* ---- Fixture ------------------------------------------------------------ */
+
+typedef struct fixture {
+    char dir[512];
+    store_t *store;
+    kv_t *kv;
+    uint32_t keep;
+} fixture_t;
+
+static void publish(void *arg, const store_change_t *c, size_t n) {
+    fixture_t *f = arg;
+
+    if (f->kv != NULL)
+        kv_publish(f->kv, c, n);
+}
+
+static void open_all(fixture_t *f) {
+    store_opts_t o = {0};
+    kv_limits_t lim = kv_limits_default();
+    reel_status_t st = REEL_STATUS_INIT;
+
+    o.data_dir = f->dir;
+    o.publish = publish;
+    o.publish_arg = f;
+    if (store_open(&o, &f->store, &st) != REEL_OK)
+        fail_msg("store_open: %s", reel_status_message(&st));
+    lim.history_keep = f->keep;
+    if (kv_create(f->store, &lim, &f->kv, &st) != REEL_OK)
+        fail_msg("kv_create: %s", reel_status_message(&st));
+}
+
+static void close_all(fixture_t *f) {
+    store_close(f->store);
+    kv_destroy(f->kv);
+    f->store = NULL;
+    f->kv = NULL;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int fl,
+                    struct FTW *ftw) {
+    (void)sb, (void)fl, (void)ftw;
+    return remove(p);
+}
+
+static int setup_keep(void **state, uint32_t keep) {
+    fixture_t *f = calloc(1, sizeof(*f));
+    const char *tmp = getenv("TEST_TMPDIR");
+
+    snprintf(f->dir, sizeof(f->dir), "%s/kv-XXXXXX", tmp ? tmp : "/tmp");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    f->keep = keep;
+    open_all(f);
+    *state = f;
+    return 0;
+}
+
+static int setup(void **state) { return setup_keep(state, 100); }
+static int setup_keep3(void **state) { return setup_keep(state, 3); }
+
+static int teardown(void **state) {
+    fixture_t *f = *state;
+
+    close_all(f);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* ---- Helpers ------------------------------------------------------------ */
+
+static reel_code_t set_full(kv_t *kv, const char *ns, const char *key,
+                            const char *value, kv_precond_t pc, uint64_t ev,
+                            kv_write_result_t *res) {
+    kv_write_args_t a = {0};
+
+    a.ns = ns, a.ns_len = strlen(ns);
+    a.key = key, a.key_len = strlen(key);
+    a.value = value, a.value_len = strlen(value);
+    a.writer = "test", a.writer_len = 4;
+    a.precond = pc;
+    a.expected_version = ev;
+    return kv_write(kv, &a, res);
+}
+
+static uint64_t set_ok(kv_t *kv, const char *key, const char *value) {
+    kv_write_result_t res;
+    uint64_t v;
+
+    if (set_full(kv, "ns", key, value, KV_PRECOND_NONE, 0, &res) != REEL_OK)
+        fail_msg("set %s: %s", key, reel_status_message(&res.status));
+    v = res.entry.version;
+    kv_write_result_fini(&res);
+    return v;
+}
+
+static reel_code_t del(kv_t *kv, const char *key, kv_write_result_t *res) {
+    kv_write_args_t a = {0};
+
+    a.is_delete = 1;
+    a.ns = "ns", a.ns_len = 2;
+    a.key = key, a.key_len = strlen(key);
+    return kv_write(kv, &a, res);
+}
+
+/* A copy of one event, as a test sees it. */
+typedef struct rec {
+    kv_event_type_t type;
+    char key[64], value[64], prev[64];
+    uint64_t version, prev_version, revision;
+    int deleted;
+} rec_t;
+
+typedef struct sink {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    rec_t recs[4096];
+    size_t n;
+    size_t limit; /* events held before the sink is full */
+    size_t held;
+    int ended;
+    reel_status_t end;
+} sink_t;
+
+static int sink_deliver(void *arg, kv_event_t *ev) {
+    sink_t *s = arg;
+    rec_t *r;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->held >= s->limit || s->n == 4096) {
+        pthread_mutex_unlock(&s->mu);
+        return 1;
+    }
+    r = &s->recs[s->n++];
+    s->held++;
+    r->type = ev->type;
+    snprintf(r->key, sizeof(r->key), "%s", ev->key);
+    snprintf(r->value, sizeof(r->value), "%s", ev->value);
+    snprintf(r->prev, sizeof(r->prev), "%s", ev->prev_value);
+    r->version = ev->version;
+    r->prev_version = ev->prev_version;
+    r->revision = ev->revision;
+    r->deleted = ev->deleted;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static void sink_end(void *arg, const reel_status_t *st) {
+    sink_t *s = arg;
+
+    pthread_mutex_lock(&s->mu);
+    s->ended = 1;
+    reel_status_copy(&s->end, st);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static const kv_watch_sink_t test_sink = {sink_deliver, sink_end};
+
+static sink_t *sink_new(size_t limit) {
+    sink_t *s = calloc(1, sizeof(*s));
+
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->limit = limit;
+    return s;
+}
+
+static void sink_free(sink_t *s) {
+    reel_status_fini(&s->end);
+    free(s);
+}
+
+/* Waits (up to 5 s) until the sink has n events; returns how many it has. */
+static size_t sink_wait(sink_t *s, size_t n) {
+    struct timespec ts;
+    size_t have;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    pthread_mutex_lock(&s->mu);
+    while (s->n < n && !s->ended)
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0)
+            break;
+    have = s->n;
+    pthread_mutex_unlock(&s->mu);
+    return have;
+}
+
+static kv_watch_t *watch(fixture_t *f, const char *key, kv_watch_start_t start,
+                         uint64_t from, sink_t *s, reel_code_t *rc_out,
+                         reel_status_t *st) {
+    kv_watch_args_t a = {0};
+    kv_watch_t *w = NULL;
+    reel_code_t rc;
+
+    a.ns = "ns", a.ns_len = 2;
+    a.key = key, a.key_len = strlen(key);
+    a.start = start;
+    a.from_version = start == KV_WATCH_FROM_VERSION ? from : 0;
+    a.from_revision = start == KV_WATCH_FROM_REVISION ? from : 0;
+    rc = kv_watch_create(f->kv, &a, &test_sink, s, &w, st);
+    if (rc_out != NULL)
+        *rc_out = rc;
+    else if (rc != REEL_OK)
+        fail_msg("watch %s: %s", key, reel_status_message(st));
+    if (w != NULL)
+        kv_watch_pump(w);
+    return w;
+}
+
+/* ---- Writes, versions, CAS ---------------------------------------------- */
+
+static void test_versions_grow_by_one_per_set_and_delete(void **state) {
+    fixture_t *f = *state;
+    kv_write_result_t res;
+    kv_entry_t e;
+
+    assert_int_equal(set_ok(f->kv, "k", "1"), 1);
+    assert_int_equal(set_ok(f->kv, "k", "2"), 2);
+    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
+    assert_true(res.existed);
+    assert_int_equal(res.entry.version, 3);
+    assert_true(res.entry.deleted);
+    assert_int_equal(res.prev_version, 2);
+    kv_write_result_fini(&res);
+
+    /* A tombstone: not found, but its entry says deleted at version 3. */
+    assert_int_equal(kv_get(f->kv, "ns", 2, "k", 1, &e, NULL), REEL_NOT_FOUND);
+    assert_true(e.deleted);
+    assert_int_equal(e.version, 3);
+    kv_entry_fini(&e);
+
+    /* A set after delete continues counting. */
+    assert_int_equal(set_ok(f->kv, "k", "{\"a\":[1,2]}"), 4);
+    assert_int_equal(kv_get(f->kv, "ns", 2, "k", 1, &e, NULL), REEL_OK);
+    assert_string_equal(e.value, "{\"a\":[1,2]}");
+    assert_string_equal(e.writer, "test");
+    assert_false(e.deleted);
+    assert_int_equal(e.revision, store_revision(f->store));
+    kv_entry_fini(&e);
+}
+
+static void test_deleting_a_missing_key_writes_nothing(void **state) {
+    fixture_t *f = *state;
+    kv_write_result_t res;
+    uint64_t rev;
+
+    assert_int_equal(del(f->kv, "nothing", &res), REEL_OK);
+    assert_false(res.existed);
+    kv_write_result_fini(&res);
+    set_ok(f->kv, "k", "1");
+    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
+    kv_write_result_fini(&res);
+    rev = store_revision(f->store);
+    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
+    assert_false(res.existed);
+    assert_int_equal(res.entry.version, 2); /* the tombstone */
+    kv_write_result_fini(&res);
+    assert_int_equal(store_revision(f->store), rev);
+}
+
+static void test_create_only_twice_is_aborted(void **state) {
+    fixture_t *f = *state;
+    kv_write_result_t res;
+
+    assert_int_equal(set_full(f->kv, "ns", "k", "1", KV_PRECOND_ABSENT, 0, &res),
+                     REEL_OK);
+    kv_write_result_fini(&res);
+    assert_int_equal(set_full(f->kv, "ns", "k", "2", KV_PRECOND_ABSENT, 0, &res),
+                     REEL_ABORTED);
+    assert_non_null(strstr(reel_status_message(&res.status),
+                           "current version 1"));
+    kv_write_result_fini(&res);
+    /* After a delete, create-only works again. */
+    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
+    kv_write_result_fini(&res);
+    assert_int_equal(set_full(f->kv, "ns", "k", "3", KV_PRECOND_ABSENT, 0, &res),
+                     REEL_OK);
+    assert_int_equal(res.entry.version, 3);
+    kv_write_result_fini(&res);
+}
+
+static void test_stale_version_is_aborted_naming_the_current(void **state) {
+    fixture_t *f = *state;
+    kv_write_result_t res;
+
+    assert_int_equal(set_full(f->kv, "ns", "k", "1", KV_PRECOND_VERSION, 0,
+                              &res),
+                     REEL_OK); /* version 0: the key must not exist */
+    kv_write_result_fini(&res);
+    set_ok(f->kv, "k", "2");
+    assert_int_equal(set_full(f->kv, "ns", "k", "3", KV_PRECOND_VERSION, 1,
+                              &res),
+                     REEL_ABORTED);
+    assert_non_null(strstr(reel_status_message(&res.status),
+                           "expected version 1, current version 2"));
+    kv_write_result_fini(&res);
+    assert_int_equal(set_full(f->kv, "ns", "k", "3", KV_PRECOND_VERSION, 2,
+                              &res),
+                     REEL_OK);
+    assert_int_equal(res.prev_version, 2);
+    kv_write_result_fini(&res);
+}
+
+typedef struct incr_arg {
+    kv_t *kv;
+    int retries;
+} incr_arg_t;
+
+static void *incrementer(void *arg) {
+    incr_arg_t *a = arg;
+
+    for (int i = 0; i < 100; i++) {
+        for (;;) {
+            kv_entry_t e;
+            kv_write_result_t res;
+            uint64_t ver = 0;
+            long n = 0;
+            char buf[32];
+            reel_code_t rc;
+
+            if (kv_get(a->kv, "ns", 2, "counter", 7, &e, NULL) == REEL_OK) {
+                n = strtol(e.value, NULL, 10);
+                ver = e.version;
+            }
+            kv_entry_fini(&e);
+            snprintf(buf, sizeof(buf), "%ld", n + 1);
+            rc = set_full(a->kv, "ns", "counter", buf, KV_PRECOND_VERSION, ver,
+                          &res);
+            kv_write_result_fini(&res);
+            if (rc == REEL_OK)
+                break;
+            if (rc != REEL_ABORTED)
+                return (void *)1;
+            a->retries++;
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_cas_increments_lose_no_update(void **state) {
+    fixture_t *f = *state;
+    pthread_t th[16];
+    incr_arg_t args[16];
+    kv_entry_t e;
+    int retries = 0;
+
+    for (int i = 0; i < 16; i++) {
+        args[i] = (incr_arg_t){f->kv, 0};
+        pthread_create(&th[i], NULL, incrementer, &args[i]);
+    }
+    for (int i = 0; i < 16; i++) {
+        void *ret;
+        pthread_join(th[i], &ret);
+        assert_null(ret);
+        retries += args[i].retries;
+    }
+    assert_int_equal(kv_get(f->kv, "ns", 2, "counter", 7, &e, NULL), REEL_OK);
+    assert_string_equal(e.value, "1600");
+    assert_int_equal(e.version, 1600);
+    kv_entry_fini(&e);
+    print_message("      (%d CAS retries)\n", retries);
+}
+
+static void expect_invalid(fixture_t *f, const char *ns, size_t ns_len,
+                           const char *key, size_t key_len, const char *value,
+                           size_t value_len, const char *needle) {
+    kv_write_args_t a = {0};
+    kv_write_result_t res;
+    uint64_t rev = store_revision(f->store);
+
+    a.ns = ns, a.ns_len = ns_len;
+    a.key = key, a.key_len = key_len;
+    a.value = value, a.value_len = value_len;
+    assert_int_equal(kv_write(f->kv, &a, &res), REEL_INVALID_ARGUMENT);
+    if (strstr(reel_status_message(&res.status), needle) == NULL)
+        fail_msg("\"%s\" does not mention \"%s\"",
+                 reel_status_message(&res.status), needle);
+    kv_write_result_fini(&res);
+    assert_int_equal(store_revision(f->store), rev);
+}
+
+static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
+    fixture_t *f = *state;
+    size_t big = (1u << 20) + 1;
+    char *huge = malloc(big + 1), *deep = malloc(4003), longns[300];
+    kv_entry_t e;
+
+    memset(huge, ' ', big);
+    huge[0] = '1';
+    huge[big] = '\0';
+    for (int i = 0; i < 2000; i++)
+        deep[i] = '[', deep[2000 + i] = ']';
+    deep[4000] = '\0';
+    memset(longns, 'n', sizeof(longns));
+
+    expect_invalid(f, "ns", 2, "k", 1, "{bad", 4, "value: not valid JSON");
+    expect_invalid(f, "ns", 2, "k", 1, "", 0, "value: not valid JSON");
+    expect_invalid(f, "ns", 2, "k", 1, "1 2", 3, "value: not valid JSON");
+    expect_invalid(f, "ns", 2, "k", 1, "1\0x", 3, "value: not valid JSON");
+    expect_invalid(f, "ns", 2, "k", 1, deep, 4000, "value: not valid JSON");
+    expect_invalid(f, "ns", 2, "k", 1, huge, big, "limit of 1048576");
+    expect_invalid(f, "ns", 2, "", 0, "1", 1, "key: must be 1-1024 bytes");
+    expect_invalid(f, longns, 257, "k", 1, "1", 1,
+                   "namespace: must be 1-256 bytes");
+    expect_invalid(f, "", 0, "k", 1, "1", 1, "namespace");
+    expect_invalid(f, "ns", 2, "a\0b", 3, "1", 1, "key: must be valid UTF-8");
+    expect_invalid(f, "ns", 2, "\xc3\x28", 2, "1", 1, "key: must be valid");
+    expect_invalid(f, "ns", 2, "\xed\xa0\x80", 3, "1", 1, "key: must be valid");
+    expect_invalid(f, "ns", 2, "a.*.b", 5, "1", 1, "reserved");
+    expect_invalid(f, "ns", 2, "a.>", 3, "1", 1, "reserved");
+    assert_int_equal(kv_get(f->kv, "ns", 2, "k", 1, &e, NULL), REEL_NOT_FOUND);
+    kv_entry_fini(&e);
+    /* Fine: UTF-8, '/', '.', and '*' inside a token. */
+    set_ok(f->kv, "caf\xc3\xa9/a.b*", "\"\xe2\x82\xac\"");
+    free(huge);
+    free(deep);
+}
+
+/* ---- Reads -------------------------------------------------------------- */
+
+static void test_list_pages_in_key_order_with_prefix(void **state) {
+    fixture_t *f = *state;
+    kv_list_args_t a = {0};
+    kv_write_result_t res;
+    kv_entry_t *out;
+    size_t n;
+    int more;
+    char key[16];
+
+    for (int i = 9; i >= 0; i--) {
+        snprintf(key, sizeof(key), "user.%d", i);
+        set_ok(f->kv, key, "1");
+    }
+    set_ok(f->kv, "other", "1");
+    assert_int_equal(del(f->kv, "user.3", &res), REEL_OK);
+    kv_write_result_fini(&res);
+
+    a.ns = "ns", a.ns_len = 2;
+    a.prefix = "user.", a.prefix_len = 5;
+    a.limit = 4;
+    assert_int_equal(kv_list(f->kv, &a, &out, &n, &more, NULL), REEL_OK);
+    assert_int_equal(n, 4);
+    assert_true(more);
+    assert_string_equal(out[0].key, "user.0");
+    assert_string_equal(out[3].key, "user.4"); /* user.3 is deleted */
+    a.start_after = "user.4", a.start_after_len = 6;
+    for (size_t i = 0; i < n; i++)
+        kv_entry_fini(&out[i]);
+    free(out);
+    assert_int_equal(kv_list(f->kv, &a, &out, &n, &more, NULL), REEL_OK);
+    assert_int_equal(n, 4);
+    assert_string_equal(out[0].key, "user.5");
+    assert_true(more);
+    for (size_t i = 0; i < n; i++)
+        kv_entry_fini(&out[i]);
+    free(out);
+    a.start_after = "user.8";
+    assert_int_equal(kv_list(f->kv, &a, &out, &n, &more, NULL), REEL_OK);
+    assert_int_equal(n, 1);
+    assert_false(more);
+    kv_entry_fini(&out[0]);
+    free(out);
+
+    a.start_after = NULL, a.start_after_len = 0;
+    a.include_deleted = 1;
+    a.limit = 0;
+    assert_int_equal(kv_list(f->kv, &a, &out, &n, &more, NULL), REEL_OK);
+    assert_int_equal(n, 10);
+    assert_true(out[3].deleted);
+    for (size_t i = 0; i < n; i++)
+        kv_entry_fini(&out[i]);
+    free(out);
+
+    a.limit = 1001;
+    assert_int_equal(kv_list(f->kv, &a, &out, &n, &more, NULL),
+                     REEL_INVALID_ARGUMENT);
+}
+
+static void test_history_keeps_the_last_n_versions(void **state) {
+    fixture_t *f = *state;
+    kv_event_t *evs;
+    size_t n;
+    int more;
+    char val[16];
+    sink_t *s = sink_new(100);
+    reel_status_t st = REEL_STATUS_INIT;
+    reel_code_t rc;
+
+    for (int i = 1; i <= 10; i++) {
+        snprintf(val, sizeof(val), "%d", i);
+        set_ok(f->kv, "k", val);
+    }
+    assert_int_equal(kv_history(f->kv, "ns", 2, "k", 1, 0, 0, &evs, &n, &more,
+                                NULL),
+                     REEL_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(evs[0].version, 8);
+    assert_string_equal(evs[0].value, "8");
+    assert_string_equal(evs[0].prev_value, "7");
+    assert_int_equal(evs[0].prev_version, 7);
+    assert_int_equal(evs[2].version, 10);
+    for (size_t i = 0; i < n; i++)
+        kv_event_fini(&evs[i]);
+    free(evs);
+
+    /* Revision 1 is long gone for this key. */
+    assert_null(watch(f, "k", KV_WATCH_FROM_REVISION, 0, s, &rc, &st));
+    assert_int_equal(rc, REEL_OUT_OF_RANGE);
+    assert_non_null(strstr(reel_status_message(&st), "oldest retained "
+                                                     "revision is 8"));
+    reel_status_fini(&st);
+    sink_free(s);
+}
+
+/* ---- Watches ------------------------------------------------------------ */
+
+static void test_watch_sees_every_transition_with_prev(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(1000);
+    kv_watch_t *w;
+    kv_write_result_t res;
+
+    w = watch(f, "k", KV_WATCH_NOW, 0, s, NULL, NULL);
+    assert_int_equal(sink_wait(s, 1), 1);
+    assert_int_equal(s->recs[0].type, KV_EVENT_BOOTSTRAP_DONE);
+    set_ok(f->kv, "k", "\"a\"");
+    set_ok(f->kv, "k", "\"b\"");
+    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
+    kv_write_result_fini(&res);
+    set_ok(f->kv, "k", "\"c\"");
+    set_ok(f->kv, "other", "1");
+    assert_int_equal(sink_wait(s, 5), 5);
+    assert_int_equal(s->recs[1].type, KV_EVENT_PUT);
+    assert_int_equal(s->recs[1].version, 1);
+    assert_int_equal(s->recs[1].prev_version, 0);
+    assert_string_equal(s->recs[1].prev, "");
+    assert_string_equal(s->recs[2].value, "\"b\"");
+    assert_string_equal(s->recs[2].prev, "\"a\"");
+    assert_int_equal(s->recs[3].type, KV_EVENT_DELETE);
+    assert_true(s->recs[3].deleted);
+    assert_string_equal(s->recs[3].prev, "\"b\"");
+    assert_int_equal(s->recs[3].prev_version, 2);
+    assert_int_equal(s->recs[4].version, 4);
+    assert_int_equal(s->recs[4].prev_version, 3);
+    assert_string_equal(s->recs[4].prev, "");
+    kv_watch_destroy(w);
+    assert_int_equal(s->n, 5); /* "other" never arrived */
+    sink_free(s);
+}
+
+static void test_patterns_match_exactly_what_they_should(void **state) {
+    fixture_t *f = *state;
+    sink_t *star = sink_new(100), *gt = sink_new(100);
+    kv_watch_t *w1, *w2;
+    const char *keys[] = {"a.b.c", "a.c", "a.b.x.c", "a.x.c", "orders",
+                          "orders.1", "orders.eu.2", "orders/3", "a/b.c"};
+
+    w1 = watch(f, "a.*.c", KV_WATCH_NOW, 0, star, NULL, NULL);
+    w2 = watch(f, "orders.>", KV_WATCH_NOW, 0, gt, NULL, NULL);
+    for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++)
+        set_ok(f->kv, keys[i], "1");
+    set_ok(f->kv, "zzz", "1"); /* a marker: everything before it is in */
+    assert_int_equal(sink_wait(star, 3), 3);
+    assert_int_equal(sink_wait(gt, 3), 3);
+    kv_watch_destroy(w1);
+    kv_watch_destroy(w2);
+    assert_int_equal(star->n, 3);
+    assert_string_equal(star->recs[1].key, "a.b.c");
+    assert_string_equal(star->recs[2].key, "a.x.c");
+    assert_int_equal(gt->n, 3);
+    assert_string_equal(gt->recs[1].key, "orders.1");
+    assert_string_equal(gt->recs[2].key, "orders.eu.2");
+    sink_free(star);
+    sink_free(gt);
+}
+
+static void test_malformed_watch_patterns_are_invalid(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(10);
+    reel_status_t st = REEL_STATUS_INIT;
+    reel_code_t rc;
+
+    assert_null(watch(f, "a.>.b", KV_WATCH_NOW, 0, s, &rc, &st));
+    assert_int_equal(rc, REEL_INVALID_ARGUMENT);
+    assert_null(watch(f, "a..*", KV_WATCH_NOW, 0, s, &rc, &st));
+    assert_int_equal(rc, REEL_INVALID_ARGUMENT);
+    assert_null(watch(f, "a.*", KV_WATCH_FROM_VERSION, 0, s, &rc, &st));
+    assert_int_equal(rc, REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "FROM_VERSION"));
+    reel_status_fini(&st);
+    sink_free(s);
+}
+
+typedef struct writer_arg {
+    kv_t *kv;
+    int rounds;
+} writer_arg_t;
+
+static void *writer_main(void *arg) {
+    writer_arg_t *a = arg;
+    char key[16], val[16];
+
+    for (int i = 0; i < a->rounds; i++) {
+        snprintf(key, sizeof(key), "s.%d", i % 8);
+        snprintf(val, sizeof(val), "%d", i);
+        set_ok(a->kv, key, val);
+    }
+    return NULL;
+}
+
+static void test_snapshot_then_live_has_no_gap_or_duplicate(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(4096);
+    writer_arg_t wa = {f->kv, 800};
+    uint64_t last_ver[8] = {0};
+    int booted = 0;
+    pthread_t th;
+    kv_watch_t *w;
+
+    for (int i = 0; i < 8; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "s.%d", i);
+        set_ok(f->kv, key, "0");
+    }
+    pthread_create(&th, NULL, writer_main, &wa);
+    w = watch(f, "s.*", KV_WATCH_SNAPSHOT, 0, s, NULL, NULL);
+    pthread_join(th, NULL);
+    set_ok(f->kv, "s.marker", "1"); /* s.* matches it: the last event */
+    for (size_t have = 0;;) {
+        have = sink_wait(s, have + 1);
+        if (have > 0 && strcmp(s->recs[have - 1].key, "s.marker") == 0)
+            break;
+        assert_true(have < 4096);
+    }
+    kv_watch_destroy(w);
+
+    /* Per key: one snapshot value, then every later version, in order. */
+    for (size_t i = 0; i < s->n; i++) {
+        rec_t *r = &s->recs[i];
+        int k;
+
+        if (r->type == KV_EVENT_BOOTSTRAP_DONE) {
+            booted = 1;
+            continue;
+        }
+        if (strcmp(r->key, "s.marker") == 0)
+            continue;
+        k = r->key[2] - '0';
+        if (last_ver[k] != 0)
+            assert_int_equal(r->version, last_ver[k] + 1);
+        if (booted)
+            assert_int_equal(r->prev_version, r->version - 1);
+        last_ver[k] = r->version;
+    }
+    assert_true(booted);
+    for (int k = 0; k < 8; k++) {
+        kv_entry_t e;
+        char key[16];
+
+        snprintf(key, sizeof(key), "s.%d", k);
+        assert_int_equal(kv_get(f->kv, "ns", 2, key, 3, &e, NULL), REEL_OK);
+        assert_int_equal(last_ver[k], e.version);
+        kv_entry_fini(&e);
+    }
+    sink_free(s);
+}
+
+static void test_stalled_watcher_catches_up_from_storage(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(5);
+    kv_watch_t *w;
+    char val[16];
+
+    w = watch(f, "k", KV_WATCH_NOW, 0, s, NULL, NULL);
+    for (int i = 1; i <= 40; i++) {
+        snprintf(val, sizeof(val), "%d", i);
+        set_ok(f->kv, "k", val);
+    }
+    /* Held at 5 (BOOTSTRAP_DONE + 4): the writer went on without it. */
+    assert_int_equal(s->n, 5);
+    while (s->n < 41) {
+        size_t before = s->n;
+
+        pthread_mutex_lock(&s->mu);
+        s->held = 0; /* the client read what it had */
+        pthread_mutex_unlock(&s->mu);
+        kv_watch_pump(w);
+        assert_true(s->n > before);
+    }
+    for (int i = 1; i <= 40; i++) {
+        assert_int_equal(s->recs[i].version, (uint64_t)i);
+        if (i > 1)
+            assert_int_equal(s->recs[i].revision, s->recs[i - 1].revision + 1);
+    }
+    /* Caught up, it is live again. */
+    pthread_mutex_lock(&s->mu);
+    s->held = 0;
+    pthread_mutex_unlock(&s->mu);
+    kv_watch_pump(w);
+    set_ok(f->kv, "k", "\"live\"");
+    assert_int_equal(sink_wait(s, 42), 42);
+    assert_string_equal(s->recs[41].value, "\"live\"");
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
+static void test_stalled_watcher_past_retention_ends_naming_its_revision(
+    void **state) {
+    fixture_t *f = *state; /* history_keep = 3 */
+    sink_t *s = sink_new(2);
+    kv_watch_t *w;
+    char val[16];
+    uint64_t last;
+
+    w = watch(f, "k", KV_WATCH_NOW, 0, s, NULL, NULL);
+    for (int i = 1; i <= 10; i++) {
+        snprintf(val, sizeof(val), "%d", i);
+        set_ok(f->kv, "k", val);
+    }
+    assert_int_equal(s->n, 2);
+    last = s->recs[1].revision;
+    pthread_mutex_lock(&s->mu);
+    s->held = 0;
+    pthread_mutex_unlock(&s->mu);
+    kv_watch_pump(w);
+    assert_true(s->ended);
+    assert_int_equal(s->end.code, REEL_OUT_OF_RANGE);
+    {
+        char want[64];
+        snprintf(want, sizeof(want), "last revision it received is %llu",
+                 (unsigned long long)last);
+        assert_non_null(strstr(reel_status_message(&s->end), want));
+    }
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
+static void test_from_version_replays_then_goes_live(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100);
+    kv_watch_t *w;
+
+    set_ok(f->kv, "k", "1");
+    set_ok(f->kv, "k", "2");
+    set_ok(f->kv, "k", "3");
+    w = watch(f, "k", KV_WATCH_FROM_VERSION, 1, s, NULL, NULL);
+    assert_int_equal(sink_wait(s, 3), 3);
+    assert_int_equal(s->recs[0].version, 2);
+    assert_string_equal(s->recs[0].prev, "1");
+    assert_int_equal(s->recs[1].version, 3);
+    assert_int_equal(s->recs[2].type, KV_EVENT_BOOTSTRAP_DONE);
+    set_ok(f->kv, "k", "4");
+    assert_int_equal(sink_wait(s, 4), 4);
+    assert_int_equal(s->recs[3].version, 4);
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
+static void test_from_revision_resumes_after_reopen_without_gap(
+    void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100);
+    kv_watch_t *w;
+    uint64_t resume;
+
+    set_ok(f->kv, "p.a", "1");
+    set_ok(f->kv, "p.b", "1");
+    resume = store_revision(f->store);
+    set_ok(f->kv, "p.a", "2");
+    close_all(f);
+    open_all(f);
+    set_ok(f->kv, "p.b", "2");
+    set_ok(f->kv, "q.c", "1");
+    w = watch(f, "p.>", KV_WATCH_FROM_REVISION, resume, s, NULL, NULL);
+    assert_int_equal(sink_wait(s, 3), 3);
+    assert_string_equal(s->recs[0].key, "p.a");
+    assert_int_equal(s->recs[0].version, 2);
+    assert_int_equal(s->recs[0].revision, resume + 1);
+    assert_string_equal(s->recs[1].key, "p.b");
+    assert_int_equal(s->recs[1].revision, resume + 2);
+    assert_int_equal(s->recs[2].type, KV_EVENT_BOOTSTRAP_DONE);
+    set_ok(f->kv, "p.c", "1");
+    assert_int_equal(sink_wait(s, 4), 4);
+    assert_string_equal(s->recs[3].key, "p.c");
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T3(fn) cmocka_unit_test_setup_teardown(fn, setup_keep3, teardown)
+        T(test_versions_grow_by_one_per_set_and_delete),
+        T(test_deleting_a_missing_key_writes_nothing),
+        T(test_create_only_twice_is_aborted),
+        T(test_stale_version_is_aborted_naming_the_current),
+        T(test_concurrent_cas_increments_lose_no_update),
+        T(test_bad_input_is_invalid_and_writes_nothing),
+        T(test_list_pages_in_key_order_with_prefix),
+        T3(test_history_keeps_the_last_n_versions),
+        T(test_watch_sees_every_transition_with_prev),
+        T(test_patterns_match_exactly_what_they_should),
+        T(test_malformed_watch_patterns_are_invalid),
+        T(test_snapshot_then_live_has_no_gap_or_duplicate),
+        T(test_stalled_watcher_catches_up_from_storage),
+        T3(test_stalled_watcher_past_retention_ends_naming_its_revision),
+        T(test_from_version_replays_then_goes_live),
+        T(test_from_revision_resumes_after_reopen_without_gap),
+    };
+    return cmocka_run_group_tests_name("kv", tests, NULL, NULL);
+}
