@@ -55,3 +55,10 @@ int api_admin_register(rpc_server_t *srv, api_ctx_t *ctx) {
 
     return rpc_server_add_method(srv, &m);
 }
+
+void api_publish(void *arg, const store_change_t *changes, size_t n) {
+    api_ctx_t *ctx = arg;
+
+    if (ctx->kv != NULL)
+        kv_publish(ctx->kv, changes, n);
+}

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,7 @@ typedef struct config {
     int threads;
     size_t max_message_bytes;
     size_t write_queue;
+    kv_limits_t kv;
 } config_t;
 
 static void usage(FILE *out) {
@@ -57,6 +59,13 @@ static void usage(FILE *out) {
             "[REEL_MAX_MESSAGE_BYTES] (default 4194304)\n"
             "  --write-queue N         writes queued before RESOURCE_EXHAUSTED "
             "[REEL_WRITE_QUEUE] (default 4096)\n"
+            "  --kv-max-namespace-bytes N  [REEL_KV_MAX_NAMESPACE_BYTES] "
+            "(default 256)\n"
+            "  --kv-max-key-bytes N    [REEL_KV_MAX_KEY_BYTES] (default 1024)\n"
+            "  --kv-max-value-bytes N  [REEL_KV_MAX_VALUE_BYTES] (default "
+            "1048576)\n"
+            "  --kv-history-keep N     versions kept per key, 0 = all "
+            "[REEL_KV_HISTORY_KEEP] (default 100)\n"
             "  -h, --help              show this help\n"
             "  -V, --version           show the version\n");
 }
@@ -85,6 +94,10 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         {"threads", required_argument, NULL, 't'},
         {"max-message-bytes", required_argument, NULL, 'm'},
         {"write-queue", required_argument, NULL, 'q'},
+        {"kv-max-namespace-bytes", required_argument, NULL, 'N'},
+        {"kv-max-key-bytes", required_argument, NULL, 'K'},
+        {"kv-max-value-bytes", required_argument, NULL, 'v'},
+        {"kv-history-keep", required_argument, NULL, 'H'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -92,6 +105,10 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     const char *threads = getenv("REEL_THREADS");
     const char *maxmsg = getenv("REEL_MAX_MESSAGE_BYTES");
     const char *wq = getenv("REEL_WRITE_QUEUE");
+    const char *kv_ns = getenv("REEL_KV_MAX_NAMESPACE_BYTES");
+    const char *kv_key = getenv("REEL_KV_MAX_KEY_BYTES");
+    const char *kv_val = getenv("REEL_KV_MAX_VALUE_BYTES");
+    const char *kv_keep = getenv("REEL_KV_HISTORY_KEEP");
     long long v;
     int c;
 
@@ -109,6 +126,10 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         case 't': threads = optarg; break;
         case 'm': maxmsg = optarg; break;
         case 'q': wq = optarg; break;
+        case 'N': kv_ns = optarg; break;
+        case 'K': kv_key = optarg; break;
+        case 'v': kv_val = optarg; break;
+        case 'H': kv_keep = optarg; break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("reeld %s\n", REEL_VERSION); exit(0);
         default: usage(stderr); return -1;
@@ -137,6 +158,30 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
             return -1;
         cfg->write_queue = (size_t)v;
     }
+    cfg->kv = kv_limits_default();
+    if (kv_ns != NULL) {
+        if (parse_size("--kv-max-namespace-bytes", kv_ns, 1, 65535, &v) != 0)
+            return -1;
+        cfg->kv.max_namespace = (size_t)v;
+    }
+    if (kv_key != NULL) {
+        if (parse_size("--kv-max-key-bytes", kv_key, 1, 65535, &v) != 0)
+            return -1;
+        cfg->kv.max_key = (size_t)v;
+    }
+    if (kv_val != NULL) {
+        if (parse_size("--kv-max-value-bytes", kv_val, 2, 256 << 20, &v) != 0)
+            return -1;
+        cfg->kv.max_value = (size_t)v;
+    }
+    if (kv_keep != NULL) {
+        if (parse_size("--kv-history-keep", kv_keep, 0, UINT32_MAX, &v) != 0)
+            return -1;
+        cfg->kv.history_keep = (uint32_t)v;
+    }
+    /* A request must be able to carry the largest value. */
+    if (maxmsg == NULL && cfg->max_message_bytes < cfg->kv.max_value + 65536)
+        cfg->max_message_bytes = cfg->kv.max_value + 65536;
     return 0;
 }
 
@@ -174,6 +219,8 @@ int main(int argc, char **argv) {
 
     sopts.data_dir = cfg.data_dir;
     sopts.queue_capacity = cfg.write_queue;
+    sopts.publish = api_publish;
+    sopts.publish_arg = &ctx;
     if (store_open(&sopts, &store, &st) != REEL_OK) {
         REEL_ERROR("reeld", "cannot open the store: %s",
                    reel_status_message(&st));
@@ -182,6 +229,13 @@ int main(int argc, char **argv) {
     }
     if (realpath(cfg.data_dir, data_dir) == NULL)
         snprintf(data_dir, sizeof(data_dir), "%s", cfg.data_dir);
+
+    if (kv_create(store, &cfg.kv, &ctx.kv, &st) != REEL_OK) {
+        REEL_ERROR("reeld", "cannot start kv: %s", reel_status_message(&st));
+        store_close(store);
+        reel_status_fini(&st);
+        return 1;
+    }
 
     grpc_init();
     ctx.store = store;
@@ -192,7 +246,8 @@ int main(int argc, char **argv) {
     ropts.max_message_bytes = cfg.max_message_bytes;
     srv = rpc_server_create(&ropts);
     if (srv == NULL || api_health_register(srv, &ctx) != 0 ||
-        api_admin_register(srv, &ctx) != 0) {
+        api_admin_register(srv, &ctx) != 0 ||
+        api_kv_register(srv, &ctx) != 0) {
         REEL_ERROR("reeld", "cannot set up the gRPC server");
         goto out;
     }
@@ -217,7 +272,8 @@ out:
      * finish what is queued (completing those calls), then free the server. */
     rpc_server_stop(srv, SHUTDOWN_GRACE_MS);
     store_close(store);
-    rpc_server_destroy(srv);
+    rpc_server_destroy(srv); /* frees every call, and so every watch */
+    kv_destroy(ctx.kv);
     grpc_shutdown_blocking();
     reel_status_fini(&st);
     if (rc == 0)

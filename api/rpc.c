@@ -46,6 +46,7 @@
 #define DEFAULT_THREADS 4
 #define DEFAULT_MAX_MESSAGE (4u << 20)
 #define DEFAULT_STREAM_QUEUE 256
+#define DEFAULT_STREAM_BYTES (4u << 20)
 #define REQUESTS_PER_METHOD 8
 #define MAX_METHODS 128
 
@@ -70,6 +71,7 @@ typedef struct pending {
 typedef struct msg {
     struct msg *next;
     grpc_byte_buffer *bb;
+    size_t len;
 } msg_t;
 
 struct rpc_call {
@@ -95,8 +97,10 @@ struct rpc_call {
     grpc_slice details;
     int has_details;
     msg_t *qhead, *qtail;
-    size_t qlen;
+    size_t qlen, qbytes;
     grpc_byte_buffer *inflight;
+    rpc_cleanup_fn cleanup_fn;
+    void *cleanup_arg;
     rpc_cancel_fn cancel_fn;
     void *cancel_arg;
     rpc_drain_fn drain_fn;
@@ -153,11 +157,14 @@ static void queue_free_locked(rpc_call_t *c) {
     }
     c->qtail = NULL;
     c->qlen = 0;
+    c->qbytes = 0;
 }
 
 static void call_destroy(rpc_call_t *c) {
     rpc_server_t *srv = c->srv;
 
+    if (c->cleanup_fn != NULL)
+        c->cleanup_fn(c->cleanup_arg);
     pthread_mutex_lock(&srv->mu);
     if (c->prev)
         c->prev->next = c->next;
@@ -211,6 +218,7 @@ static void pump_locked(rpc_call_t *c) {
         if (c->qhead == NULL)
             c->qtail = NULL;
         c->qlen--;
+        c->qbytes -= m->len;
         c->inflight = m->bb;
         free(m);
         if (!c->md_sent) {
@@ -305,6 +313,7 @@ static reel_code_t append_locked(rpc_call_t *c, const void *data, size_t len) {
     }
     m->bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
+    m->len = len;
     m->next = NULL;
     if (c->qtail)
         c->qtail->next = m;
@@ -312,6 +321,7 @@ static reel_code_t append_locked(rpc_call_t *c, const void *data, size_t len) {
         c->qhead = m;
     c->qtail = m;
     c->qlen++;
+    c->qbytes += len;
     return REEL_OK;
 }
 
@@ -321,7 +331,9 @@ reel_code_t rpc_call_send(rpc_call_t *c, const void *msg, size_t len) {
     pthread_mutex_lock(&c->mu);
     if (c->gone || c->finished)
         rc = REEL_CANCELLED;
-    else if (c->qlen >= c->srv->opts.stream_queue_max)
+    else if (c->qlen >= c->srv->opts.stream_queue_max ||
+             (c->qlen > 0 &&
+              c->qbytes + len > c->srv->opts.stream_queue_bytes))
         rc = REEL_RESOURCE_EXHAUSTED;
     else if ((rc = append_locked(c, msg, len)) == REEL_OK)
         pump_locked(c);
@@ -347,7 +359,6 @@ void rpc_call_finish(rpc_call_t *c, reel_code_t code, const char *msg,
     pthread_mutex_lock(&c->mu);
     if (c->finished) {
         pthread_mutex_unlock(&c->mu);
-        REEL_ERROR("rpc", "%s: finished twice", c->path);
         return;
     }
     c->finished = 1;
@@ -362,6 +373,21 @@ void rpc_call_finish(rpc_call_t *c, reel_code_t code, const char *msg,
     pump_locked(c);
     pthread_mutex_unlock(&c->mu);
     call_unref(c);
+}
+
+void rpc_call_ref(rpc_call_t *c) {
+    pthread_mutex_lock(&c->mu);
+    c->refs++;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void rpc_call_unref(rpc_call_t *c) { call_unref(c); }
+
+void rpc_call_on_cleanup(rpc_call_t *c, rpc_cleanup_fn fn, void *arg) {
+    pthread_mutex_lock(&c->mu);
+    c->cleanup_fn = fn;
+    c->cleanup_arg = arg;
+    pthread_mutex_unlock(&c->mu);
 }
 
 void rpc_call_finish_status(rpc_call_t *c, const reel_status_t *st) {
@@ -588,6 +614,8 @@ rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts) {
         srv->opts.max_message_bytes = DEFAULT_MAX_MESSAGE;
     if (srv->opts.stream_queue_max == 0)
         srv->opts.stream_queue_max = DEFAULT_STREAM_QUEUE;
+    if (srv->opts.stream_queue_bytes == 0)
+        srv->opts.stream_queue_bytes = DEFAULT_STREAM_BYTES;
     srv->listen = strdup(opts->listen ? opts->listen : "127.0.0.1:7878");
     srv->opts.listen = srv->listen;
     pthread_mutex_init(&srv->mu, NULL);

@@ -66,6 +66,8 @@ typedef struct rpc_server_opts {
     int threads;               /* pollers; 0 = 4 */
     size_t max_message_bytes;  /* per request; 0 = 4 MiB */
     size_t stream_queue_max;   /* messages queued per call; 0 = 256 */
+    size_t stream_queue_bytes; /* bytes queued per call; 0 = 4 MiB (one
+                                  message is always allowed) */
 } rpc_server_opts_t;
 
 rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts);
@@ -94,7 +96,7 @@ void rpc_server_destroy(rpc_server_t *srv);
 
 /*
  * Queues one message on a streaming call. OK; RESOURCE_EXHAUSTED when the
- * call's queue is full (the caller decides what to do: drop to storage, or
+ * call's queue is full (by count or by bytes) (the caller decides what to do: drop to storage, or
  * end the stream); CANCELLED when the call is already over.
  */
 reel_code_t rpc_call_send(rpc_call_t *call, const void *msg, size_t len);
@@ -106,9 +108,24 @@ size_t rpc_call_queued(rpc_call_t *call);
 size_t rpc_call_queue_max(rpc_call_t *call);
 
 /*
+ * Holds the call alive across work that may race with its end (e.g. a
+ * handler that keeps using the call after setting a cancel hook).
+ */
+void rpc_call_ref(rpc_call_t *call);
+void rpc_call_unref(rpc_call_t *call);
+
+/*
+ * Runs once when the call is freed: no hook of the call is running then or
+ * can run later, so it is the place to free what the hooks use.
+ */
+typedef void (*rpc_cleanup_fn)(void *arg);
+void rpc_call_on_cleanup(rpc_call_t *call, rpc_cleanup_fn fn, void *arg);
+
+/*
  * Ends the call with code and message (NULL for the code's text). For a
  * unary OK, resp holds the response message. A streaming call's queued
- * messages are sent first. Releases the handler's hold on the call.
+ * messages are sent first. Releases the handler's hold on the call. A
+ * second finish (e.g. a cancel hook racing an end) is ignored.
  */
 void rpc_call_finish(rpc_call_t *call, reel_code_t code, const char *msg,
                      const void *resp, size_t len);

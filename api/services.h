@@ -9,17 +9,29 @@
 #include <stdint.h>
 
 #include "api/rpc.h"
+#include "kv/kv.h"
 #include "store/store.h"
 
 /* What handlers share. Owned by reeld's main; outlives the server. */
 typedef struct api_ctx {
     store_t *store;
+    kv_t *kv;
     const char *data_dir;
     int64_t started_at_ms;
 } api_ctx_t;
 
 /* grpc.health.v1.Health: Check and Watch. Returns 0 or -1. */
 int api_health_register(rpc_server_t *srv, api_ctx_t *ctx);
+
+/* reel.v1.KV. Returns 0 or -1. */
+int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx);
+
+/*
+ * The store's one publish step: hands each committed group's changes to
+ * every module that pushes them (KV watches; later signal waiters and the
+ * WAL tail). Runs on the writer thread; arg is the api_ctx_t.
+ */
+void api_publish(void *arg, const store_change_t *changes, size_t n);
 
 /* reel.v1.Admin: GetStatus. Returns 0 or -1. */
 int api_admin_register(rpc_server_t *srv, api_ctx_t *ctx);

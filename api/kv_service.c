@@ -1,0 +1,450 @@
+/*
+ * api/kv_service.c: reel.v1.KV over the kv module.
+ *
+ * Writes are asynchronous: the handler validates and queues the write, and
+ * the answer is sent from the store's writer thread once the write is
+ * durable. Reads run on the poller thread. WatchValue wires a kv watch to
+ * the call: the watch delivers into the call's bounded send queue; when the
+ * queue is full the watch stops and the call's drain hook pumps it again,
+ * so a slow client makes the watch read from storage instead of piling up
+ * memory.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/kv.pb-c.h"
+#include "api/services.h"
+#include "kv/kv.h"
+
+/* ---- Conversions ---------------------------------------------------------- */
+
+/* The pb structs point into e: they are valid while e is. */
+static void entry_to_pb(const kv_entry_t *e, Reel__V1__Entry *pb) {
+    reel__v1__entry__init(pb);
+    pb->namespace_ = (char *)e->ns;
+    pb->key = (char *)e->key;
+    pb->value = (char *)e->value;
+    pb->version = e->version;
+    pb->deleted = e->deleted;
+    pb->revision = e->revision;
+    pb->updated_at_ms = e->updated_at_ms;
+    pb->writer = (char *)e->writer;
+}
+
+static void event_to_pb(const kv_event_t *ev, Reel__V1__ValueEvent *pb) {
+    reel__v1__value_event__init(pb);
+    pb->type = (Reel__V1__ValueEvent__Type)ev->type;
+    pb->namespace_ = (char *)(ev->ns ? ev->ns : "");
+    pb->key = (char *)(ev->key ? ev->key : "");
+    pb->value = (char *)(ev->value ? ev->value : "");
+    pb->version = ev->version;
+    pb->prev_value = (char *)(ev->prev_value ? ev->prev_value : "");
+    pb->prev_version = ev->prev_version;
+    pb->deleted = ev->deleted;
+    pb->revision = ev->revision;
+    pb->ts_ms = ev->ts_ms;
+    pb->writer = (char *)(ev->writer ? ev->writer : "");
+}
+
+/* Packs a message into a malloc'd buffer (NULL on out of memory). */
+#define PACK(type, msg, out, outlen)                                        \
+    do {                                                                   \
+        *(outlen) = type##__get_packed_size(msg);                          \
+        *(out) = malloc(*(outlen) ? *(outlen) : 1);                        \
+        if (*(out) != NULL)                                                \
+            type##__pack(msg, *(out));                                     \
+    } while (0)
+
+static void finish_packed(rpc_call_t *call, uint8_t *buf, size_t len) {
+    if (buf == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
+                        0);
+        return;
+    }
+    rpc_call_finish(call, REEL_OK, NULL, buf, len);
+    free(buf);
+}
+
+static void bad_request(rpc_call_t *call, const char *what) {
+    char msg[128];
+
+    snprintf(msg, sizeof(msg), "request: not a valid %s message", what);
+    rpc_call_finish(call, REEL_INVALID_ARGUMENT, msg, NULL, 0);
+}
+
+static int precond_from_pb(Reel__V1__Precondition p, kv_precond_t *out) {
+    switch (p) {
+    case REEL__V1__PRECONDITION__PRECONDITION_NONE:
+        *out = KV_PRECOND_NONE;
+        return 0;
+    case REEL__V1__PRECONDITION__PRECONDITION_ABSENT:
+        *out = KV_PRECOND_ABSENT;
+        return 0;
+    case REEL__V1__PRECONDITION__PRECONDITION_VERSION:
+        *out = KV_PRECOND_VERSION;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* ---- SetValue, DeleteValue -------------------------------------------- */
+
+static void set_done(void *arg, kv_write_result_t *res) {
+    rpc_call_t *call = arg;
+    Reel__V1__SetValueResponse out = REEL__V1__SET_VALUE_RESPONSE__INIT;
+    Reel__V1__Entry entry;
+    uint8_t *buf;
+    size_t len;
+
+    if (res->status.code != REEL_OK) {
+        rpc_call_finish_status(call, &res->status);
+        return;
+    }
+    entry_to_pb(&res->entry, &entry);
+    out.entry = &entry;
+    out.prev_version = res->prev_version;
+    PACK(reel__v1__set_value_response, &out, &buf, &len);
+    finish_packed(call, buf, len);
+}
+
+static void delete_done(void *arg, kv_write_result_t *res) {
+    rpc_call_t *call = arg;
+    Reel__V1__DeleteValueResponse out = REEL__V1__DELETE_VALUE_RESPONSE__INIT;
+    Reel__V1__Entry entry;
+    uint8_t *buf;
+    size_t len;
+
+    if (res->status.code != REEL_OK) {
+        rpc_call_finish_status(call, &res->status);
+        return;
+    }
+    out.existed = res->existed;
+    if (res->entry.mem_ != NULL) {
+        entry_to_pb(&res->entry, &entry);
+        out.entry = &entry;
+    }
+    PACK(reel__v1__delete_value_response, &out, &buf, &len);
+    finish_packed(call, buf, len);
+}
+
+static void submit(rpc_call_t *call, kv_t *kv, const kv_write_args_t *a,
+                   kv_write_done_fn done) {
+    reel_status_t st = REEL_STATUS_INIT;
+
+    if (kv_write_submit(kv, a, done, call, &st) != REEL_OK)
+        rpc_call_finish_status(call, &st);
+    reel_status_fini(&st);
+}
+
+static void kv_set_value(rpc_call_t *call, void *arg, const uint8_t *req,
+                         size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__SetValueRequest *in =
+        reel__v1__set_value_request__unpack(NULL, len, req);
+    kv_write_args_t a = {0};
+
+    if (in == NULL) {
+        bad_request(call, "SetValueRequest");
+        return;
+    }
+    a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);
+    a.key = in->key, a.key_len = strlen(in->key);
+    a.value = in->value, a.value_len = strlen(in->value);
+    a.writer = in->writer, a.writer_len = strlen(in->writer);
+    a.expected_version = in->expected_version;
+    if (precond_from_pb(in->precondition, &a.precond) != 0)
+        rpc_call_finish(call, REEL_INVALID_ARGUMENT,
+                        "precondition: unknown value", NULL, 0);
+    else
+        submit(call, ctx->kv, &a, set_done);
+    reel__v1__set_value_request__free_unpacked(in, NULL);
+}
+
+static void kv_delete_value(rpc_call_t *call, void *arg, const uint8_t *req,
+                            size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__DeleteValueRequest *in =
+        reel__v1__delete_value_request__unpack(NULL, len, req);
+    kv_write_args_t a = {0};
+
+    if (in == NULL) {
+        bad_request(call, "DeleteValueRequest");
+        return;
+    }
+    a.is_delete = 1;
+    a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);
+    a.key = in->key, a.key_len = strlen(in->key);
+    a.writer = in->writer, a.writer_len = strlen(in->writer);
+    a.expected_version = in->expected_version;
+    if (precond_from_pb(in->precondition, &a.precond) != 0)
+        rpc_call_finish(call, REEL_INVALID_ARGUMENT,
+                        "precondition: unknown value", NULL, 0);
+    else
+        submit(call, ctx->kv, &a, delete_done);
+    reel__v1__delete_value_request__free_unpacked(in, NULL);
+}
+
+/* ---- Reads ---------------------------------------------------------------- */
+
+static void kv_get_value(rpc_call_t *call, void *arg, const uint8_t *req,
+                         size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__GetValueRequest *in =
+        reel__v1__get_value_request__unpack(NULL, len, req);
+    Reel__V1__GetValueResponse out = REEL__V1__GET_VALUE_RESPONSE__INIT;
+    Reel__V1__Entry entry;
+    reel_status_t st = REEL_STATUS_INIT;
+    kv_entry_t e;
+    reel_code_t rc;
+    uint8_t *buf;
+    size_t blen;
+
+    if (in == NULL) {
+        bad_request(call, "GetValueRequest");
+        return;
+    }
+    rc = kv_get(ctx->kv, in->namespace_, strlen(in->namespace_), in->key,
+                strlen(in->key), &e, &st);
+    reel__v1__get_value_request__free_unpacked(in, NULL);
+    if (rc != REEL_OK && rc != REEL_NOT_FOUND) {
+        rpc_call_finish_status(call, &st);
+        reel_status_fini(&st);
+        return;
+    }
+    out.found = rc == REEL_OK;
+    if (e.mem_ != NULL) {
+        entry_to_pb(&e, &entry);
+        out.entry = &entry;
+    }
+    PACK(reel__v1__get_value_response, &out, &buf, &blen);
+    kv_entry_fini(&e);
+    reel_status_fini(&st);
+    finish_packed(call, buf, blen);
+}
+
+static void kv_list_values(rpc_call_t *call, void *arg, const uint8_t *req,
+                           size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__ListValuesRequest *in =
+        reel__v1__list_values_request__unpack(NULL, len, req);
+    Reel__V1__ListValuesResponse out = REEL__V1__LIST_VALUES_RESPONSE__INIT;
+    reel_status_t st = REEL_STATUS_INIT;
+    kv_list_args_t a = {0};
+    Reel__V1__Entry *pbs = NULL, **ptrs = NULL;
+    kv_entry_t *es = NULL;
+    size_t n = 0, blen;
+    uint8_t *buf = NULL;
+    int more = 0;
+
+    if (in == NULL) {
+        bad_request(call, "ListValuesRequest");
+        return;
+    }
+    a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);
+    a.prefix = in->prefix, a.prefix_len = strlen(in->prefix);
+    a.start_after = in->start_after, a.start_after_len = strlen(in->start_after);
+    a.limit = in->limit;
+    a.include_deleted = in->include_deleted;
+    if (kv_list(ctx->kv, &a, &es, &n, &more, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    pbs = calloc(n ? n : 1, sizeof(*pbs));
+    ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    if (pbs == NULL || ptrs == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        entry_to_pb(&es[i], &pbs[i]);
+        ptrs[i] = &pbs[i];
+    }
+    out.n_entries = n;
+    out.entries = ptrs;
+    out.more = more;
+    out.next_start_after = n > 0 ? (char *)es[n - 1].key : "";
+    PACK(reel__v1__list_values_response, &out, &buf, &blen);
+    finish_packed(call, buf, blen);
+out:
+    for (size_t i = 0; i < n; i++)
+        kv_entry_fini(&es[i]);
+    free(es);
+    free(pbs);
+    free(ptrs);
+    reel_status_fini(&st);
+    reel__v1__list_values_request__free_unpacked(in, NULL);
+}
+
+static void kv_value_history(rpc_call_t *call, void *arg, const uint8_t *req,
+                             size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__ValueHistoryRequest *in =
+        reel__v1__value_history_request__unpack(NULL, len, req);
+    Reel__V1__ValueHistoryResponse out =
+        REEL__V1__VALUE_HISTORY_RESPONSE__INIT;
+    reel_status_t st = REEL_STATUS_INIT;
+    Reel__V1__ValueEvent *pbs = NULL, **ptrs = NULL;
+    kv_event_t *evs = NULL;
+    size_t n = 0, blen;
+    uint8_t *buf = NULL;
+    int more = 0;
+
+    if (in == NULL) {
+        bad_request(call, "ValueHistoryRequest");
+        return;
+    }
+    if (kv_history(ctx->kv, in->namespace_, strlen(in->namespace_), in->key,
+                   strlen(in->key), in->from_version, in->limit, &evs, &n,
+                   &more, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    pbs = calloc(n ? n : 1, sizeof(*pbs));
+    ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    if (pbs == NULL || ptrs == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        event_to_pb(&evs[i], &pbs[i]);
+        ptrs[i] = &pbs[i];
+    }
+    out.n_events = n;
+    out.events = ptrs;
+    out.more = more;
+    out.next_from_version = n > 0 ? evs[n - 1].version : in->from_version;
+    PACK(reel__v1__value_history_response, &out, &buf, &blen);
+    finish_packed(call, buf, blen);
+out:
+    for (size_t i = 0; i < n; i++)
+        kv_event_fini(&evs[i]);
+    free(evs);
+    free(pbs);
+    free(ptrs);
+    reel_status_fini(&st);
+    reel__v1__value_history_request__free_unpacked(in, NULL);
+}
+
+/* ---- WatchValue ---------------------------------------------------------- */
+
+typedef struct watch_call {
+    rpc_call_t *call;
+    kv_watch_t *watch;
+} watch_call_t;
+
+/* Writer or pump thread: encode once per event, share across watchers. */
+static int watch_deliver(void *arg, kv_event_t *ev) {
+    watch_call_t *wc = arg;
+    Reel__V1__ValueEvent pb;
+
+    if (ev->wire == NULL) {
+        event_to_pb(ev, &pb);
+        ev->wire_len = reel__v1__value_event__get_packed_size(&pb);
+        ev->wire = malloc(ev->wire_len ? ev->wire_len : 1);
+        if (ev->wire == NULL)
+            return 1;
+        reel__v1__value_event__pack(&pb, ev->wire);
+    }
+    return rpc_call_send(wc->call, ev->wire, ev->wire_len) == REEL_OK ? 0 : 1;
+}
+
+static void watch_end(void *arg, const reel_status_t *st) {
+    watch_call_t *wc = arg;
+
+    kv_watch_cancel(wc->watch);
+    rpc_call_finish_status(wc->call, st);
+}
+
+static void watch_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
+    watch_call_t *wc = arg;
+
+    kv_watch_cancel(wc->watch);
+    rpc_call_finish(call, why,
+                    why == REEL_UNAVAILABLE ? "the server is shutting down"
+                                            : "the client went away",
+                    NULL, 0);
+}
+
+static void watch_drain(rpc_call_t *call, void *arg) {
+    watch_call_t *wc = arg;
+
+    (void)call;
+    kv_watch_pump(wc->watch);
+}
+
+static void watch_cleanup(void *arg) {
+    watch_call_t *wc = arg;
+
+    kv_watch_destroy(wc->watch);
+    free(wc);
+}
+
+static const kv_watch_sink_t watch_sink = {watch_deliver, watch_end};
+
+static void kv_watch_value(rpc_call_t *call, void *arg, const uint8_t *req,
+                           size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__WatchValueRequest *in =
+        reel__v1__watch_value_request__unpack(NULL, len, req);
+    reel_status_t st = REEL_STATUS_INIT;
+    kv_watch_args_t a = {0};
+    watch_call_t *wc;
+
+    if (in == NULL) {
+        bad_request(call, "WatchValueRequest");
+        return;
+    }
+    a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);
+    a.key = in->key, a.key_len = strlen(in->key);
+    a.start = (kv_watch_start_t)in->start;
+    a.from_version = in->from_version;
+    a.from_revision = in->from_revision;
+    wc = calloc(1, sizeof(*wc));
+    if (wc == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        goto out;
+    }
+    wc->call = call;
+    if (kv_watch_create(ctx->kv, &a, &watch_sink, wc, &wc->watch, &st) !=
+        REEL_OK) {
+        free(wc);
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    /* From here the call may end on another thread at any moment; the ref
+     * keeps it (and so wc) alive until this handler is done with it. */
+    rpc_call_ref(call);
+    rpc_call_on_cleanup(call, watch_cleanup, wc);
+    rpc_call_on_drain(call, watch_drain, wc);
+    rpc_call_on_cancel(call, watch_cancel, wc);
+    kv_watch_pump(wc->watch);
+    rpc_call_unref(call);
+out:
+    reel_status_fini(&st);
+    reel__v1__watch_value_request__free_unpacked(in, NULL);
+}
+
+int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx) {
+    static const struct {
+        const char *path;
+        rpc_kind_t kind;
+        rpc_handler_fn fn;
+    } methods[] = {
+        {"/reel.v1.KV/SetValue", RPC_UNARY, kv_set_value},
+        {"/reel.v1.KV/GetValue", RPC_UNARY, kv_get_value},
+        {"/reel.v1.KV/DeleteValue", RPC_UNARY, kv_delete_value},
+        {"/reel.v1.KV/ListValues", RPC_UNARY, kv_list_values},
+        {"/reel.v1.KV/ValueHistory", RPC_UNARY, kv_value_history},
+        {"/reel.v1.KV/WatchValue", RPC_SERVER_STREAM, kv_watch_value},
+    };
+
+    for (size_t i = 0; i < sizeof(methods) / sizeof(*methods); i++) {
+        rpc_method_t m = {methods[i].path, methods[i].kind, methods[i].fn, ctx};
+
+        if (rpc_server_add_method(srv, &m) != 0)
+            return -1;
+    }
+    return 0;
+}
