@@ -62,7 +62,7 @@ static int report_error(ctl_t *ctl, const char *what, const reel_reply_t *r) {
     } else {
         fprintf(stderr, "reelctl: %s: %s: %s\n", what,
                 reel_grpc_code_name(r->code), details);
-        if (r->code == 14 /* UNAVAILABLE */)
+        if (r->code == 14 /* UNAVAILABLE */ && strstr(details, "connect"))
             fprintf(stderr, "reelctl: is reeld running on %s?\n", ctl->addr);
     }
     return EXIT_FAIL;
@@ -628,6 +628,15 @@ __attribute__((format(printf, 1, 2))) static void kv_hint(const char *fmt,
     fprintf(stderr, "\n");
 }
 
+/* Why NAMESPACE KEY has no value: never set, or deleted (e, the tombstone). */
+static void kv_say_absent(const kv_args_t *a, const Reel__V1__Entry *e) {
+    if (e != NULL && e->deleted)
+        fprintf(stderr, "reelctl: %s/%s: not found (deleted at version %llu)\n",
+                a->pos[0], a->pos[1], (unsigned long long)e->version);
+    else
+        fprintf(stderr, "reelctl: %s/%s: not found\n", a->pos[0], a->pos[1]);
+}
+
 static int kv_missing_entry(const kv_args_t *a) {
     fprintf(stderr, "reelctl: kv %s: malformed response (no entry)\n",
             a->cmd->name);
@@ -697,11 +706,8 @@ static int kv_get(ctl_t *ctl, const kv_args_t *a) {
         rc = kv_missing_entry(a);
     } else if (resp->found) {
         printf("%s\n", e->value);
-    } else if (e != NULL && e->deleted) {
-        fprintf(stderr, "reelctl: %s/%s: deleted at version %llu\n",
-                a->pos[0], a->pos[1], (unsigned long long)e->version);
     } else {
-        fprintf(stderr, "reelctl: %s/%s: not found\n", a->pos[0], a->pos[1]);
+        kv_say_absent(a, e);
     }
     reel__v1__get_value_response__free_unpacked(resp, NULL);
     return rc;
@@ -737,7 +743,7 @@ static int kv_del(ctl_t *ctl, const kv_args_t *a) {
         printf("deleted %s/%s (version %llu)\n", a->pos[0], a->pos[1],
                (unsigned long long)resp->entry->version);
     } else {
-        fprintf(stderr, "reelctl: %s/%s: not found\n", a->pos[0], a->pos[1]);
+        kv_say_absent(a, resp->entry);
     }
     reel__v1__delete_value_response__free_unpacked(resp, NULL);
     return rc;

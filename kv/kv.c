@@ -45,8 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
-
+#include "base/json.h"
 #include "base/pattern.h"
 
 #define ENTRY_HDR 38 /* format..writer_len */
@@ -347,20 +346,16 @@ reel_code_t kv_check_name(const char *field, const char *s, size_t len,
     return REEL_OK;
 }
 
-/* value must be NUL-terminated at value[len]. */
 static reel_code_t check_json(const char *value, size_t len,
                               reel_status_t *st) {
-    const char *end = NULL;
-    cJSON *doc = cJSON_ParseWithLengthOpts(value, len + 1, &end, 1);
+    const char *why = NULL;
+    size_t off = 0;
 
-    if (doc == NULL || end != value + len) {
-        cJSON_Delete(doc);
+    if (reel_json_validate(value, len, &off, &why) != 0)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "value: not valid JSON (or nested deeper than "
-                               "%d levels)",
-                               CJSON_NESTING_LIMIT);
-    }
-    cJSON_Delete(doc);
+                               "value: not valid JSON: %s at byte %zu%s", why,
+                               off,
+                               off < len ? "" : " (the end of the value)");
     return REEL_OK;
 }
 
@@ -658,7 +653,6 @@ reel_code_t kv_write_submit(kv_t *kv, const kv_write_args_t *args,
     op->a.ns = dst[0], op->a.key = dst[1], op->a.value = dst[2];
     op->a.writer = dst[3];
     op->a.value_len = len[2];
-    /* JSON is checked on the NUL-terminated copy. */
     if (!args->is_delete && (rc = check_json(op->a.value, op->a.value_len,
                                              st)) != REEL_OK)
         goto fail;

@@ -414,7 +414,7 @@ static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
     memset(huge, ' ', big);
     huge[0] = '1';
     huge[big] = '\0';
-    for (int i = 0; i < 2000; i++)
+    for (int i = 0; i < 2000; i++) /* deeper than REEL_JSON_MAX_DEPTH */
         deep[i] = '[', deep[2000 + i] = ']';
     deep[4000] = '\0';
     memset(longns, 'n', sizeof(longns));
@@ -423,6 +423,8 @@ static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
     expect_invalid(f, "ns", 2, "k", 1, "", 0, "value: not valid JSON");
     expect_invalid(f, "ns", 2, "k", 1, "1 2", 3, "value: not valid JSON");
     expect_invalid(f, "ns", 2, "k", 1, "1\0x", 3, "value: not valid JSON");
+    expect_invalid(f, "ns", 2, "k", 1, "01", 2, "leading zero");
+    expect_invalid(f, "ns", 2, "k", 1, "\"a\x01\"", 4, "control character");
     expect_invalid(f, "ns", 2, "k", 1, deep, 4000, "value: not valid JSON");
     expect_invalid(f, "ns", 2, "k", 1, huge, big, "limit of 1048576");
     expect_invalid(f, "ns", 2, "", 0, "1", 1, "key: must be 1-1024 bytes");

@@ -1,0 +1,288 @@
+/*
+ * base/json.c: a one-pass JSON validator with an explicit stack.
+ *
+ * The stack holds one bit per open container (object or array), so depth
+ * is bounded by REEL_JSON_MAX_DEPTH and no recursion happens. Strings must
+ * be valid UTF-8 with no raw control characters; escapes are checked
+ * (including \u surrogate pairs); numbers follow the grammar exactly (no
+ * leading zeros, no "+", no bare ".").
+ */
+#include "base/json.h"
+
+#include <stdint.h>
+
+typedef struct parser {
+    const unsigned char *p, *end;
+    const char *why;
+} parser_t;
+
+static void skip_ws(parser_t *ps) {
+    while (ps->p < ps->end &&
+           (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\n' || *ps->p == '\r'))
+        ps->p++;
+}
+
+static int fail(parser_t *ps, const char *why) {
+    ps->why = why;
+    return -1;
+}
+
+static int hex4(parser_t *ps, uint32_t *out) {
+    uint32_t v = 0;
+
+    if (ps->end - ps->p < 4)
+        return fail(ps, "truncated \\u escape");
+    for (int i = 0; i < 4; i++) {
+        unsigned c = ps->p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= c - '0';
+        else if (c >= 'a' && c <= 'f')
+            v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            v |= c - 'A' + 10;
+        else
+            return fail(ps, "bad \\u escape");
+    }
+    ps->p += 4;
+    *out = v;
+    return 0;
+}
+
+/* One UTF-8 sequence starting at a byte >= 0x80. */
+static int utf8_seq(parser_t *ps) {
+    unsigned c = *ps->p;
+    size_t n;
+    uint32_t cp;
+
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 1, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 2, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 3, cp = c & 0x07;
+    else
+        return fail(ps, "invalid UTF-8");
+    if ((size_t)(ps->end - ps->p) <= n)
+        return fail(ps, "invalid UTF-8");
+    for (size_t i = 1; i <= n; i++) {
+        if ((ps->p[i] & 0xc0) != 0x80)
+            return fail(ps, "invalid UTF-8");
+        cp = (cp << 6) | (ps->p[i] & 0x3f);
+    }
+    if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+        return fail(ps, "invalid UTF-8");
+    ps->p += n + 1;
+    return 0;
+}
+
+static int string(parser_t *ps) {
+    ps->p++; /* the opening quote */
+    while (ps->p < ps->end) {
+        unsigned c = *ps->p;
+
+        if (c == '"') {
+            ps->p++;
+            return 0;
+        }
+        if (c < 0x20)
+            return fail(ps, "control character in a string");
+        if (c >= 0x80) {
+            if (utf8_seq(ps) != 0)
+                return -1;
+            continue;
+        }
+        ps->p++;
+        if (c != '\\')
+            continue;
+        if (ps->p >= ps->end)
+            return fail(ps, "unterminated string");
+        c = *ps->p++;
+        if (c == 'u') {
+            uint32_t u, lo;
+
+            if (hex4(ps, &u) != 0)
+                return -1;
+            if (u >= 0xdc00 && u <= 0xdfff)
+                return fail(ps, "lone low surrogate");
+            if (u >= 0xd800 && u <= 0xdbff) {
+                if (ps->end - ps->p < 2 || ps->p[0] != '\\' || ps->p[1] != 'u')
+                    return fail(ps, "lone high surrogate");
+                ps->p += 2;
+                if (hex4(ps, &lo) != 0)
+                    return -1;
+                if (lo < 0xdc00 || lo > 0xdfff)
+                    return fail(ps, "bad surrogate pair");
+            }
+        } else if (c != '"' && c != '\\' && c != '/' && c != 'b' &&
+                   c != 'f' && c != 'n' && c != 'r' && c != 't') {
+            return fail(ps, "bad escape");
+        }
+    }
+    return fail(ps, "unterminated string");
+}
+
+static int digits(parser_t *ps) {
+    const unsigned char *start = ps->p;
+
+    while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')
+        ps->p++;
+    return ps->p > start ? 0 : -1;
+}
+
+static int number(parser_t *ps) {
+    if (*ps->p == '-')
+        ps->p++;
+    if (ps->p >= ps->end)
+        return fail(ps, "bad number");
+    if (*ps->p == '0') {
+        ps->p++;
+    } else if (digits(ps) != 0) {
+        return fail(ps, "bad number");
+    }
+    if (ps->p < ps->end && *ps->p == '.') {
+        ps->p++;
+        if (digits(ps) != 0)
+            return fail(ps, "bad number");
+    }
+    if (ps->p < ps->end && (*ps->p == 'e' || *ps->p == 'E')) {
+        ps->p++;
+        if (ps->p < ps->end && (*ps->p == '+' || *ps->p == '-'))
+            ps->p++;
+        if (digits(ps) != 0)
+            return fail(ps, "bad number");
+    }
+    /* "01": a number may not run straight into another digit. */
+    if (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')
+        return fail(ps, "leading zero in a number");
+    return 0;
+}
+
+static int literal(parser_t *ps, const char *word, size_t n) {
+    if ((size_t)(ps->end - ps->p) < n)
+        return fail(ps, "unexpected end");
+    for (size_t i = 0; i < n; i++)
+        if (ps->p[i] != (unsigned char)word[i])
+            return fail(ps, "unexpected character");
+    ps->p += n;
+    return 0;
+}
+
+/* A scalar, or the opening of a container (pushed on the stack). */
+static int value_start(parser_t *ps, uint8_t *stack, size_t *depth) {
+    if (ps->p >= ps->end)
+        return fail(ps, "expected a value");
+    switch (*ps->p) {
+    case '{':
+    case '[':
+        if (*depth == REEL_JSON_MAX_DEPTH)
+            return fail(ps, "nested too deeply");
+        if (*ps->p == '{')
+            stack[*depth / 8] |= (uint8_t)(1u << (*depth % 8));
+        else
+            stack[*depth / 8] &= (uint8_t)~(1u << (*depth % 8));
+        (*depth)++;
+        ps->p++;
+        return 1; /* opened */
+    case '"':
+        return string(ps);
+    case 't':
+        return literal(ps, "true", 4);
+    case 'f':
+        return literal(ps, "false", 5);
+    case 'n':
+        return literal(ps, "null", 4);
+    default:
+        if (*ps->p == '-' || (*ps->p >= '0' && *ps->p <= '9'))
+            return number(ps);
+        return fail(ps, "expected a value");
+    }
+}
+
+int reel_json_validate(const char *s, size_t len, size_t *err_off,
+                       const char **why) {
+    parser_t ps = {(const unsigned char *)s, (const unsigned char *)s + len,
+                   NULL};
+    uint8_t stack[REEL_JSON_MAX_DEPTH / 8] = {0};
+    size_t depth = 0;
+    int r, in_object, need_value = 1;
+
+    for (;;) {
+        skip_ws(&ps);
+        if (need_value) {
+            r = value_start(&ps, stack, &depth);
+            if (r < 0)
+                goto bad;
+            if (r == 1) { /* just opened: an empty container may close */
+                in_object = stack[(depth - 1) / 8] >> ((depth - 1) % 8) & 1;
+                skip_ws(&ps);
+                if (ps.p < ps.end && *ps.p == (in_object ? '}' : ']')) {
+                    ps.p++;
+                    depth--;
+                    need_value = 0;
+                    continue;
+                }
+                if (in_object) {
+                    if (ps.p >= ps.end || *ps.p != '"') {
+                        fail(&ps, "expected a string key");
+                        goto bad;
+                    }
+                    if (string(&ps) != 0)
+                        goto bad;
+                    skip_ws(&ps);
+                    if (ps.p >= ps.end || *ps.p != ':') {
+                        fail(&ps, "expected ':'");
+                        goto bad;
+                    }
+                    ps.p++;
+                }
+                continue; /* need_value stays 1 */
+            }
+            need_value = 0;
+            continue;
+        }
+        if (depth == 0)
+            break;
+        in_object = stack[(depth - 1) / 8] >> ((depth - 1) % 8) & 1;
+        if (ps.p < ps.end && *ps.p == ',') {
+            ps.p++;
+            if (in_object) {
+                skip_ws(&ps);
+                if (ps.p >= ps.end || *ps.p != '"') {
+                    fail(&ps, "expected a string key");
+                    goto bad;
+                }
+                if (string(&ps) != 0)
+                    goto bad;
+                skip_ws(&ps);
+                if (ps.p >= ps.end || *ps.p != ':') {
+                    fail(&ps, "expected ':'");
+                    goto bad;
+                }
+                ps.p++;
+            }
+            need_value = 1;
+            continue;
+        }
+        if (ps.p < ps.end && *ps.p == (in_object ? '}' : ']')) {
+            ps.p++;
+            depth--;
+            continue;
+        }
+        fail(&ps, in_object ? "expected ',' or '}'" : "expected ',' or ']'");
+        goto bad;
+    }
+    skip_ws(&ps);
+    if (ps.p != ps.end) {
+        fail(&ps, "unexpected data after the value");
+        goto bad;
+    }
+    return 0;
+bad:
+    if (err_off != NULL)
+        *err_off = (size_t)(ps.p - (const unsigned char *)s);
+    if (why != NULL)
+        *why = ps.why;
+    return -1;
+}

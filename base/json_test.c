@@ -1,0 +1,76 @@
+/*
+ * base/json_test.c: what strict JSON accepts and refuses.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "base/json.h"
+
+static int ok(const char *s) { return reel_json_validate(s, strlen(s), NULL, NULL) == 0; }
+
+static void test_accepts_every_kind_of_value(void **state) {
+    const char *good[] = {
+        "null", "true", "false", "0", "-0", "-1.5e3", "1E+2", "0.25", "\"s\"",
+        "[]", "{}", " {\"a\" : 1} ", "[1,[2,[3,{}]]]",
+        "{\"a\":[1,{\"b\":null}],\"c\":\"\\u00e9\\n\\\"\"}",
+        "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"", "\"\\ud83d\\ude00\"",
+        "\n\t[\r]\n",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++)
+        if (!ok(good[i]))
+            fail_msg("refused valid JSON: %s", good[i]);
+}
+
+static void test_refuses_what_rfc_8259_refuses(void **state) {
+    const char *bad[] = {
+        "", " ", "{", "}", "[1,]", "[,1]", "{\"a\":1,}", "{'a': 1}", "{a:1}",
+        "abc", "nul", "truex", "01", "-01", "+1", ".5", "1.", "1e", "--1",
+        "\"unterminated", "\"a\x01b\"", "\"\\x\"", "\"\\u12\"",
+        "\"\\udc00\"", "\"\\ud800\"", "\"\\ud800\\u0041\"", "{\"a\":1}x",
+        "1 2", "[1 2]", "{\"a\" 1}", "{\"a\":}", "\"\xc3\x28\"",
+        "\"\xed\xa0\x80\"", "\"\xc0\xaf\"", "[]]", "{}}",
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        if (ok(bad[i]))
+            fail_msg("accepted invalid JSON: %s", bad[i]);
+    assert_int_equal(reel_json_validate("1\0", 2, NULL, NULL), -1);
+}
+
+static void test_depth_is_bounded_and_the_error_located(void **state) {
+    size_t n = REEL_JSON_MAX_DEPTH;
+    char *deep = malloc(2 * n + 2);
+    const char *why = NULL;
+    size_t off = 0;
+
+    (void)state;
+    memset(deep, '[', n);
+    memset(deep + n, ']', n);
+    assert_int_equal(reel_json_validate(deep, 2 * n, NULL, NULL), 0);
+    memmove(deep + 1, deep, 2 * n);
+    deep[0] = '[';
+    deep[2 * n + 1] = ']';
+    assert_int_equal(reel_json_validate(deep, 2 * n + 2, &off, &why), -1);
+    assert_string_equal(why, "nested too deeply");
+    assert_int_equal(off, n);
+    free(deep);
+    assert_int_equal(reel_json_validate("[1, 2, x]", 9, &off, &why), -1);
+    assert_int_equal(off, 7);
+    assert_string_equal(why, "expected a value");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_accepts_every_kind_of_value),
+        cmocka_unit_test(test_refuses_what_rfc_8259_refuses),
+        cmocka_unit_test(test_depth_is_bounded_and_the_error_located),
+    };
+    return cmocka_run_group_tests_name("json", tests, NULL, NULL);
+}
