@@ -47,6 +47,7 @@
 
 #include "base/json.h"
 #include "base/pattern.h"
+#include "base/text.h"
 
 #define ENTRY_HDR 38 /* format..writer_len */
 #define EVENT_HDR 35 /* format..deleted */
@@ -295,55 +296,9 @@ void kv_event_fini(kv_event_t *ev) {
 
 /* ---- Validation ---------------------------------------------------------- */
 
-/* Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF), no NUL. */
-static int utf8_valid(const char *s, size_t len) {
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-
-    while (p < end) {
-        unsigned c = *p;
-        size_t n;
-        uint32_t cp;
-
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
-            p++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf)
-            n = 1, cp = c & 0x1f;
-        else if (c >= 0xe0 && c <= 0xef)
-            n = 2, cp = c & 0x0f;
-        else if (c >= 0xf0 && c <= 0xf4)
-            n = 3, cp = c & 0x07;
-        else
-            return 0;
-        if ((size_t)(end - p) <= n)
-            return 0;
-        for (size_t i = 1; i <= n; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-            return 0;
-        p += n + 1;
-    }
-    return 1;
-}
-
 reel_code_t kv_check_name(const char *field, const char *s, size_t len,
                           size_t max, reel_status_t *st) {
-    if (len == 0 || len > max)
-        return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "%s: must be 1-%zu bytes (got %zu)", field, max,
-                               len);
-    if (!utf8_valid(s, len))
-        return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "%s: must be valid UTF-8 without NUL bytes",
-                               field);
-    return REEL_OK;
+    return reel_check_name(field, s, len, max, st);
 }
 
 static reel_code_t check_json(const char *value, size_t len,
@@ -377,7 +332,7 @@ static reel_code_t check_write(kv_t *kv, const kv_write_args_t *a,
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "writer: at most %d bytes (got %zu)",
                                KV_MAX_WRITER, a->writer_len);
-    if (a->writer_len > 0 && !utf8_valid(a->writer, a->writer_len))
+    if (a->writer_len > 0 && !reel_utf8_valid(a->writer, a->writer_len))
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "writer: must be valid UTF-8 without NUL bytes");
     if ((int)a->precond < KV_PRECOND_NONE || a->precond > KV_PRECOND_VERSION)

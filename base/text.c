@@ -1,0 +1,82 @@
+#include "base/text.h"
+
+#include <stdint.h>
+
+int reel_utf8_valid(const char *s, size_t len) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+
+    while (p < end) {
+        unsigned c = *p;
+        size_t n;
+        uint32_t cp;
+
+        if (c == 0)
+            return 0;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 1, cp = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+            n = 2, cp = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+            n = 3, cp = c & 0x07;
+        else
+            return 0;
+        if ((size_t)(end - p) <= n)
+            return 0;
+        for (size_t i = 1; i <= n; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i] & 0x3f);
+        }
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return 0;
+        p += n + 1;
+    }
+    return 1;
+}
+
+reel_code_t reel_check_name(const char *field, const char *s, size_t len,
+                            size_t max, reel_status_t *st) {
+    if (len == 0 || len > max)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: must be 1-%zu bytes (got %zu)", field, max,
+                               len);
+    if (!reel_utf8_valid(s, len))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: must be valid UTF-8 without NUL bytes",
+                               field);
+    return REEL_OK;
+}
+
+static int in_charset(unsigned char c, const char *allowed) {
+    for (const char *a = allowed; *a; a++) {
+        if (a[1] == '-' && a[2] != '\0') {
+            if (c >= (unsigned char)a[0] && c <= (unsigned char)a[2])
+                return 1;
+            a += 2;
+        } else if (c == (unsigned char)*a) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+reel_code_t reel_check_charset(const char *field, const char *s, size_t len,
+                               size_t max, const char *allowed,
+                               reel_status_t *st) {
+    if (len == 0 || len > max)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: must be 1-%zu bytes of [%s] (got %zu "
+                               "bytes)",
+                               field, max, allowed, len);
+    for (size_t i = 0; i < len; i++)
+        if (!in_charset((unsigned char)s[i], allowed))
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "%s: byte %zu is not in [%s]", field, i,
+                                   allowed);
+    return REEL_OK;
+}

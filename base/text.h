@@ -1,0 +1,24 @@
+/*
+ * base/text.h: the checks every name in reel goes through.
+ */
+#ifndef REEL_BASE_TEXT_H
+#define REEL_BASE_TEXT_H
+
+#include <stddef.h>
+
+#include "base/status.h"
+
+/* Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF), no NUL. */
+int reel_utf8_valid(const char *s, size_t len);
+
+/* OK, or INVALID_ARGUMENT naming field: 1..max bytes of valid UTF-8. */
+reel_code_t reel_check_name(const char *field, const char *s, size_t len,
+                            size_t max, reel_status_t *st);
+
+/* OK, or INVALID_ARGUMENT naming field: 1..max bytes, each in `allowed`
+ * (a string of single characters and "a-z" style ranges). */
+reel_code_t reel_check_charset(const char *field, const char *s, size_t len,
+                               size_t max, const char *allowed,
+                               reel_status_t *st);
+
+#endif

@@ -1,0 +1,200 @@
+/*
+ * journal/journal.h: runs, their append-only journals, leases and fencing.
+ *
+ * A run is named by (app, user, session, invocation_id) and identified by a
+ * server-generated run_id (a ULID: 26 characters of [0-9A-Z], sorting by
+ * creation time). Its journal holds entries with seqs 1, 2, 3, ... A run is
+ * leased to one worker at a time; the lease epoch is the fencing token that
+ * every mutating call presents, checked in the single writer together with
+ * the write it guards.
+ *
+ * Threading: journal_t is thread-safe. Mutations go through the store's
+ * writer; reads go straight to storage. Subscription sinks are called from
+ * the writer thread (live entries) or from the thread that pumps (replay).
+ *
+ * Ownership: run_t and journal_entry_t own their memory; free them with
+ * run_fini() / journal_entry_fini(). All their strings are NUL-terminated.
+ */
+#ifndef REEL_JOURNAL_JOURNAL_H
+#define REEL_JOURNAL_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "store/store.h"
+
+#define JOURNAL_MAX_NAME 256        /* app, user, session, invocation, owner */
+#define JOURNAL_MAX_KIND 64
+#define JOURNAL_MAX_IDEMPOTENCY 256
+#define JOURNAL_MAX_SIGNAL_NAME 128
+#define JOURNAL_MAX_LABELS 64
+#define JOURNAL_MAX_LABEL_KEY 128
+#define JOURNAL_MAX_LABEL_VALUE 1024
+#define JOURNAL_DEFAULT_MAX_PAYLOAD (1u << 20)
+#define JOURNAL_DEFAULT_TTL_MS 30000
+#define JOURNAL_MAX_TTL_MS 86400000
+#define JOURNAL_LIST_DEFAULT 100
+#define JOURNAL_LIST_MAX 1000
+#define JOURNAL_RUN_ID_LEN 26
+
+/* Allowed bytes, as reel_check_charset() reads them. */
+#define JOURNAL_KIND_CHARS "a-z0-9_.-"
+#define JOURNAL_SIGNAL_CHARS "A-Za-z0-9_.:-"
+
+typedef struct journal journal_t;
+typedef struct journal_sub journal_sub_t;
+
+typedef enum run_status {
+    RUN_STATUS_ANY = 0,
+    RUN_RUNNABLE = 1,
+    RUN_RUNNING = 2,
+    RUN_WAITING = 3,
+    RUN_COMPLETED = 4,
+    RUN_FAILED = 5,
+    RUN_CANCELLED = 6,
+} run_status_t;
+
+/* "RUNNING" */
+const char *run_status_name(run_status_t s);
+int run_status_terminal(run_status_t s);
+
+typedef struct run_label {
+    const char *key, *value;
+} run_label_t;
+
+typedef struct run {
+    const char *run_id, *app, *user, *session, *invocation_id;
+    const char *lease_owner, *waiting_on, *result;
+    run_status_t status;
+    uint64_t next_seq, lease_epoch;
+    int64_t lease_expires_at_ms, created_at_ms, updated_at_ms, ended_at_ms;
+    const run_label_t *labels;
+    size_t n_labels;
+    int resumed;
+    void *mem_;
+} run_t;
+
+typedef struct journal_entry {
+    const char *run_id, *kind, *payload, *idempotency_key;
+    uint64_t seq, lease_epoch, revision;
+    int64_t ts_ms;
+    void *mem_;
+} journal_entry_t;
+
+void run_fini(run_t *r);
+void journal_entry_fini(journal_entry_t *e);
+
+typedef struct journal_limits {
+    size_t max_payload; /* bytes of payload or result JSON; 0 = 1 MiB */
+} journal_limits_t;
+
+reel_code_t journal_create(store_t *store, const journal_limits_t *limits,
+                           journal_t **out, reel_status_t *st);
+/* Subscriptions must all be destroyed first. Accepts NULL. */
+void journal_destroy(journal_t *j);
+
+/* The publish step's share: call from the store's publish function. */
+void journal_publish(journal_t *j, const store_change_t *changes, size_t n);
+
+/* ---- Mutations -------------------------------------------------------------- */
+
+typedef enum journal_op {
+    JOURNAL_BEGIN = 1,
+    JOURNAL_HEARTBEAT,
+    JOURNAL_APPEND,
+    JOURNAL_END,
+    JOURNAL_SUSPEND,
+    JOURNAL_CLAIM,
+} journal_op_t;
+
+/* One mutation's arguments; which fields count depends on op. Strings are
+ * NUL-terminated and borrowed only for the duration of journal_submit(). */
+typedef struct journal_req {
+    journal_op_t op;
+    const char *run_id;                                 /* all but BEGIN */
+    const char *app, *user, *session, *invocation_id;   /* BEGIN */
+    const char *lease_owner;                            /* BEGIN, CLAIM */
+    int64_t lease_ttl_ms;                   /* BEGIN, HEARTBEAT, CLAIM; 0 = default */
+    const run_label_t *labels;                          /* BEGIN */
+    size_t n_labels;
+    uint64_t lease_epoch;              /* HEARTBEAT, APPEND, END, SUSPEND */
+    const char *kind, *payload, *idempotency_key;       /* APPEND */
+    uint64_t expected_seq;                              /* APPEND; 0 = any */
+    run_status_t end_status;                            /* END */
+    const char *result;                                 /* END; "" = none */
+    const char *waiting_on;                             /* SUSPEND */
+} journal_req_t;
+
+typedef struct journal_result {
+    reel_status_t status;
+    run_t run;             /* the run after the mutation (all ops) */
+    journal_entry_t entry; /* APPEND */
+    int duplicate;         /* APPEND: the idempotency key was seen */
+} journal_result_t;
+
+/* Runs on the writer thread; res is freed after it returns. */
+typedef void (*journal_done_fn)(void *arg, journal_result_t *res);
+
+/*
+ * Validates (INVALID_ARGUMENT naming the field), copies and queues. On OK,
+ * done runs exactly once; otherwise nothing was queued and done never runs.
+ * Outcomes: NOT_FOUND (unknown run), FAILED_PRECONDITION (wrong state or a
+ * lost lease: "lease lost: current epoch 4"), ABORTED (expected_seq).
+ */
+reel_code_t journal_submit(journal_t *j, const journal_req_t *req,
+                           journal_done_fn done, void *arg, reel_status_t *st);
+
+/* The synchronous form (not on the writer thread). */
+reel_code_t journal_exec(journal_t *j, const journal_req_t *req,
+                         journal_result_t *res);
+void journal_result_fini(journal_result_t *res);
+
+/* ---- Reads -------------------------------------------------------------------- */
+
+reel_code_t journal_get_run(journal_t *j, const char *run_id, run_t *out,
+                            reel_status_t *st);
+
+/* Entries with seq > from_seq; *out is malloc'd (fini each, free array). */
+reel_code_t journal_read(journal_t *j, const char *run_id, uint64_t from_seq,
+                         uint32_t limit, journal_entry_t **out, size_t *n,
+                         int *more, reel_status_t *st);
+
+typedef struct run_filter {
+    const char *app, *user, *session; /* "" or NULL = any */
+    run_status_t status;              /* RUN_STATUS_ANY = any */
+    const char *start_after;          /* a run_id, or "" */
+    uint32_t limit;                   /* 0 = default */
+} run_filter_t;
+
+reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
+                              run_t **out, size_t *n, int *more,
+                              reel_status_t *st);
+
+/* RUNNABLE runs, and RUNNING ones whose lease has expired, oldest first. */
+reel_code_t journal_list_recoverable(journal_t *j, uint32_t limit, run_t **out,
+                                     size_t *n, reel_status_t *st);
+
+/* ---- Subscriptions ---------------------------------------------------------- */
+
+typedef struct journal_sink {
+    /* 0 if taken; non-zero if full (then pump again when there is room). */
+    int (*deliver)(void *arg, journal_entry_t *e);
+    /*
+     * The subscription is over: OK once the run is terminal and every entry
+     * was delivered. Called at most once, possibly with journal locks held:
+     * it must not call back into the journal.
+     */
+    void (*end)(void *arg, const reel_status_t *st);
+} journal_sink_t;
+
+/* NOT_FOUND for an unknown run. Nothing is delivered before a pump. */
+reel_code_t journal_sub_create(journal_t *j, const char *run_id,
+                               uint64_t from_seq, const journal_sink_t *sink,
+                               void *arg, journal_sub_t **out,
+                               reel_status_t *st);
+void journal_sub_pump(journal_sub_t *s);
+/* Cancels and frees; no pump may run or start concurrently. NULL ok. */
+void journal_sub_destroy(journal_sub_t *s);
+
+#endif

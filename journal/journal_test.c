@@ -1,0 +1,565 @@
+/*
+ * journal/journal_test.c: runs, appends, leases, fencing, subscriptions.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "journal/journal.h"
+
+typedef struct fixture {
+    char dir[512];
+    store_t *store;
+    journal_t *j;
+} fixture_t;
+
+static void publish(void *arg, const store_change_t *c, size_t n) {
+    fixture_t *f = arg;
+
+    if (f->j != NULL)
+        journal_publish(f->j, c, n);
+}
+
+static void open_all(fixture_t *f) {
+    store_opts_t o = {0};
+    reel_status_t st = REEL_STATUS_INIT;
+
+    o.data_dir = f->dir;
+    o.publish = publish;
+    o.publish_arg = f;
+    if (store_open(&o, &f->store, &st) != REEL_OK ||
+        journal_create(f->store, NULL, &f->j, &st) != REEL_OK)
+        fail_msg("open: %s", reel_status_message(&st));
+}
+
+static void close_all(fixture_t *f) {
+    store_close(f->store);
+    journal_destroy(f->j);
+    f->store = NULL;
+    f->j = NULL;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int fl,
+                    struct FTW *ftw) {
+    (void)sb, (void)fl, (void)ftw;
+    return remove(p);
+}
+
+static int setup(void **state) {
+    fixture_t *f = calloc(1, sizeof(*f));
+    const char *tmp = getenv("TEST_TMPDIR");
+
+    snprintf(f->dir, sizeof(f->dir), "%s/journal-XXXXXX", tmp ? tmp : "/tmp");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    open_all(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture_t *f = *state;
+
+    close_all(f);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* ---- Helpers ------------------------------------------------------------ */
+
+static reel_code_t begin(fixture_t *f, const char *inv, const char *owner,
+                         int64_t ttl, journal_result_t *res) {
+    journal_req_t q = {0};
+
+    q.op = JOURNAL_BEGIN;
+    q.app = "app", q.user = "u1", q.session = "s1";
+    q.invocation_id = inv;
+    q.lease_owner = owner;
+    q.lease_ttl_ms = ttl;
+    return journal_exec(f->j, &q, res);
+}
+
+/* Begins a run and copies its id out. */
+static void begin_ok(fixture_t *f, const char *inv, const char *owner,
+                     int64_t ttl, char id[27]) {
+    journal_result_t res;
+
+    if (begin(f, inv, owner, ttl, &res) != REEL_OK)
+        fail_msg("begin: %s", reel_status_message(&res.status));
+    snprintf(id, 27, "%s", res.run.run_id);
+    journal_result_fini(&res);
+}
+
+static reel_code_t append(fixture_t *f, const char *id, uint64_t epoch,
+                          const char *idem, uint64_t expect,
+                          journal_result_t *res) {
+    journal_req_t q = {0};
+
+    q.op = JOURNAL_APPEND;
+    q.run_id = id;
+    q.lease_epoch = epoch;
+    q.kind = "step";
+    q.payload = "{\"x\":1}";
+    q.idempotency_key = idem;
+    q.expected_seq = expect;
+    return journal_exec(f->j, &q, res);
+}
+
+static reel_code_t simple(fixture_t *f, journal_op_t op, const char *id,
+                          uint64_t epoch, const char *owner,
+                          journal_result_t *res) {
+    journal_req_t q = {0};
+
+    q.op = op;
+    q.run_id = id;
+    q.lease_epoch = epoch;
+    q.lease_owner = owner;
+    q.lease_ttl_ms = 200;
+    q.end_status = RUN_COMPLETED;
+    q.result = "\"done\"";
+    q.waiting_on = "approval";
+    return journal_exec(f->j, &q, res);
+}
+
+static void expect_code(reel_code_t got, reel_code_t want, journal_result_t *res,
+                        const char *needle) {
+    if (got != want)
+        fail_msg("got %s (%s), want %s", reel_code_name(got),
+                 reel_status_message(&res->status), reel_code_name(want));
+    if (needle && !strstr(reel_status_message(&res->status), needle))
+        fail_msg("\"%s\" lacks \"%s\"", reel_status_message(&res->status),
+                 needle);
+    journal_result_fini(res);
+}
+
+/* ---- Tests -------------------------------------------------------------- */
+
+static void test_begin_is_idempotent_on_the_invocation(void **state) {
+    fixture_t *f = *state;
+    journal_result_t a, b, c;
+
+    assert_int_equal(begin(f, "inv1", "w1", 0, &a), REEL_OK);
+    assert_int_equal(strlen(a.run.run_id), 26);
+    assert_int_equal(a.run.status, RUN_RUNNING);
+    assert_int_equal(a.run.lease_epoch, 1);
+    assert_int_equal(a.run.next_seq, 1);
+    assert_false(a.run.resumed);
+    /* The same owner again: the same run, a fresh lease. */
+    assert_int_equal(begin(f, "inv1", "w1", 0, &b), REEL_OK);
+    assert_string_equal(b.run.run_id, a.run.run_id);
+    assert_true(b.run.resumed);
+    assert_int_equal(b.run.lease_epoch, 2);
+    /* Another invocation: another run, with a later id. */
+    assert_int_equal(begin(f, "inv2", "w1", 0, &c), REEL_OK);
+    assert_true(strcmp(c.run.run_id, a.run.run_id) > 0);
+    journal_result_fini(&a);
+    journal_result_fini(&b);
+    journal_result_fini(&c);
+}
+
+static void test_begin_of_a_run_leased_to_another_is_refused(void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    char id[27];
+
+    begin_ok(f, "inv", "w1", 60000, id);
+    expect_code(begin(f, "inv", "w2", 0, &res), REEL_FAILED_PRECONDITION, &res,
+                "leased to \"w1\"");
+}
+
+typedef struct appender {
+    fixture_t *f;
+    const char *id;
+    uint64_t seqs[50];
+    int failures;
+} appender_t;
+
+static void *appender_main(void *arg) {
+    appender_t *a = arg;
+
+    for (int i = 0; i < 50; i++) {
+        journal_result_t res;
+
+        if (append(a->f, a->id, 1, NULL, 0, &res) != REEL_OK)
+            a->failures++;
+        a->seqs[i] = res.entry.seq;
+        journal_result_fini(&res);
+    }
+    return NULL;
+}
+
+static void test_concurrent_appends_get_gapless_seqs(void **state) {
+    fixture_t *f = *state;
+    static appender_t ap[8];
+    pthread_t th[8];
+    uint8_t seen[401] = {0};
+    journal_entry_t *es;
+    size_t n;
+    int more;
+    char id[27];
+
+    begin_ok(f, "inv", "w1", 60000, id);
+    for (int t = 0; t < 8; t++) {
+        ap[t] = (appender_t){f, id, {0}, 0};
+        pthread_create(&th[t], NULL, appender_main, &ap[t]);
+    }
+    for (int t = 0; t < 8; t++)
+        pthread_join(th[t], NULL);
+    for (int t = 0; t < 8; t++) {
+        assert_int_equal(ap[t].failures, 0);
+        for (int i = 0; i < 50; i++) {
+            assert_true(ap[t].seqs[i] >= 1 && ap[t].seqs[i] <= 400);
+            assert_int_equal(seen[ap[t].seqs[i]], 0);
+            seen[ap[t].seqs[i]] = 1;
+        }
+    }
+    assert_int_equal(journal_read(f->j, id, 0, 1000, &es, &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 400);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(es[i].seq, i + 1);
+        if (i > 0)
+            assert_true(es[i].revision > es[i - 1].revision);
+        journal_entry_fini(&es[i]);
+    }
+    free(es);
+}
+
+static void test_retried_append_with_the_same_key_writes_nothing(
+    void **state) {
+    fixture_t *f = *state;
+    journal_result_t a, b;
+    uint64_t rev;
+    char id[27];
+
+    begin_ok(f, "inv", "w1", 60000, id);
+    assert_int_equal(append(f, id, 1, "k1", 0, &a), REEL_OK);
+    rev = store_revision(f->store);
+    assert_int_equal(append(f, id, 1, "k1", 0, &b), REEL_OK);
+    assert_true(b.duplicate);
+    assert_int_equal(b.entry.seq, a.entry.seq);
+    assert_int_equal(b.entry.revision, a.entry.revision);
+    assert_int_equal(store_revision(f->store), rev);
+    journal_result_fini(&a);
+    journal_result_fini(&b);
+    expect_code(append(f, id, 1, NULL, 5, &a), REEL_ABORTED, &a,
+                "next seq of run");
+    assert_int_equal(append(f, id, 1, NULL, 2, &a), REEL_OK);
+    journal_result_fini(&a);
+}
+
+static void test_zombie_is_fenced_after_a_claim(void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    journal_entry_t *es;
+    size_t n;
+    int more;
+    char id[27];
+
+    begin_ok(f, "inv", "A", 100, id);
+    assert_int_equal(append(f, id, 1, NULL, 0, &res), REEL_OK);
+    journal_result_fini(&res);
+    /* A live lease cannot be claimed. */
+    expect_code(simple(f, JOURNAL_CLAIM, id, 0, "B", &res),
+                REEL_FAILED_PRECONDITION, &res, "leased to \"A\"");
+    usleep(150 * 1000);
+    assert_int_equal(simple(f, JOURNAL_CLAIM, id, 0, "B", &res), REEL_OK);
+    assert_int_equal(res.run.lease_epoch, 2);
+    assert_string_equal(res.run.lease_owner, "B");
+    journal_result_fini(&res);
+
+    expect_code(append(f, id, 1, NULL, 0, &res), REEL_FAILED_PRECONDITION,
+                &res, "lease lost: current epoch 2");
+    expect_code(simple(f, JOURNAL_HEARTBEAT, id, 1, NULL, &res),
+                REEL_FAILED_PRECONDITION, &res, "lease lost");
+    expect_code(simple(f, JOURNAL_END, id, 1, NULL, &res),
+                REEL_FAILED_PRECONDITION, &res, "lease lost");
+    assert_int_equal(append(f, id, 2, NULL, 0, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_int_equal(journal_read(f->j, id, 0, 0, &es, &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(es[0].lease_epoch, 1);
+    assert_int_equal(es[1].lease_epoch, 2);
+    for (size_t i = 0; i < n; i++)
+        journal_entry_fini(&es[i]);
+    free(es);
+}
+
+typedef struct claimer {
+    fixture_t *f;
+    const char *id;
+    pthread_barrier_t *bar;
+    int won;
+} claimer_t;
+
+static void *claimer_main(void *arg) {
+    claimer_t *c = arg;
+    journal_result_t res;
+
+    pthread_barrier_wait(c->bar);
+    c->won = simple(c->f, JOURNAL_CLAIM, c->id, 0, "claimer", &res) == REEL_OK;
+    journal_result_fini(&res);
+    return NULL;
+}
+
+static void test_of_concurrent_claimers_exactly_one_wins(void **state) {
+    fixture_t *f = *state;
+    pthread_barrier_t bar;
+    claimer_t c[10];
+    pthread_t th[10];
+    int wins = 0;
+    char id[27];
+
+    begin_ok(f, "inv", "gone", 50, id);
+    usleep(100 * 1000);
+    pthread_barrier_init(&bar, NULL, 10);
+    for (int i = 0; i < 10; i++) {
+        c[i] = (claimer_t){f, id, &bar, 0};
+        pthread_create(&th[i], NULL, claimer_main, &c[i]);
+    }
+    for (int i = 0; i < 10; i++) {
+        pthread_join(th[i], NULL);
+        wins += c[i].won;
+    }
+    pthread_barrier_destroy(&bar);
+    assert_int_equal(wins, 1);
+}
+
+static void test_terminal_and_waiting_runs_refuse_appends(void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    run_t *runs;
+    size_t n;
+    char id[27], id2[27];
+
+    begin_ok(f, "inv", "w1", 60000, id);
+    assert_int_equal(simple(f, JOURNAL_SUSPEND, id, 1, NULL, &res), REEL_OK);
+    assert_int_equal(res.run.status, RUN_WAITING);
+    assert_string_equal(res.run.waiting_on, "approval");
+    assert_string_equal(res.run.lease_owner, "");
+    journal_result_fini(&res);
+    expect_code(append(f, id, 1, NULL, 0, &res), REEL_FAILED_PRECONDITION,
+                &res, "WAITING");
+    /* A WAITING run needs no worker; an expired RUNNING one does. */
+    begin_ok(f, "inv2", "w1", 10, id2);
+    usleep(30 * 1000);
+    assert_int_equal(journal_list_recoverable(f->j, 0, &runs, &n, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(runs[0].run_id, id2);
+    run_fini(&runs[0]);
+    free(runs);
+
+    assert_int_equal(simple(f, JOURNAL_HEARTBEAT, id2, 1, NULL, &res),
+                     REEL_OK); /* nobody claimed it: still ours */
+    journal_result_fini(&res);
+    assert_int_equal(simple(f, JOURNAL_END, id2, 1, NULL, &res), REEL_OK);
+    assert_int_equal(res.run.status, RUN_COMPLETED);
+    assert_string_equal(res.run.result, "\"done\"");
+    assert_true(res.run.ended_at_ms > 0);
+    journal_result_fini(&res);
+    expect_code(append(f, id2, 1, NULL, 0, &res), REEL_FAILED_PRECONDITION,
+                &res, "COMPLETED");
+    expect_code(simple(f, JOURNAL_END, id2, 1, NULL, &res),
+                REEL_FAILED_PRECONDITION, &res, "COMPLETED");
+    /* Beginning a terminal run returns it as it is. */
+    assert_int_equal(begin(f, "inv2", "w9", 0, &res), REEL_OK);
+    assert_int_equal(res.run.status, RUN_COMPLETED);
+    assert_true(res.run.resumed);
+    journal_result_fini(&res);
+}
+
+static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
+    fixture_t *f = *state;
+    journal_req_t q = {0};
+    journal_result_t res;
+    uint64_t rev;
+    char id[27], big[2000];
+
+    begin_ok(f, "inv", "w1", 60000, id);
+    rev = store_revision(f->store);
+    q.op = JOURNAL_APPEND;
+    q.run_id = id;
+    q.lease_epoch = 1;
+    q.payload = "{}";
+    q.kind = "Bad Kind";
+    expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+                "kind");
+    q.kind = "ok";
+    q.payload = "{nope";
+    expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+                "payload: not valid JSON");
+    q.payload = "{}";
+    q.run_id = "short";
+    expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+                "run_id");
+    q.run_id = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    expect_code(journal_exec(f->j, &q, &res), REEL_NOT_FOUND, &res,
+                "not found");
+    memset(big, 'x', sizeof(big));
+    big[sizeof(big) - 1] = '\0';
+    q.run_id = id;
+    q.idempotency_key = big;
+    expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+                "idempotency_key");
+    memset(&q, 0, sizeof(q));
+    q.op = JOURNAL_BEGIN;
+    q.app = "", q.user = "u", q.session = "s", q.invocation_id = "i";
+    q.lease_owner = "w";
+    expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+                "app");
+    q.app = "a";
+    q.lease_ttl_ms = -5;
+    expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+                "lease_ttl_ms");
+    assert_int_equal(store_revision(f->store), rev);
+}
+
+typedef struct sink {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t seqs[256];
+    size_t n, limit, held;
+    int ended;
+} sink_t;
+
+static int sink_deliver(void *arg, journal_entry_t *e) {
+    sink_t *s = arg;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->held >= s->limit) {
+        pthread_mutex_unlock(&s->mu);
+        return 1;
+    }
+    s->seqs[s->n++] = e->seq;
+    s->held++;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static void sink_end(void *arg, const reel_status_t *st) {
+    sink_t *s = arg;
+
+    pthread_mutex_lock(&s->mu);
+    s->ended = st->code == REEL_OK ? 1 : -1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void sink_wait_end(sink_t *s) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 5;
+    pthread_mutex_lock(&s->mu);
+    while (!s->ended)
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0)
+            break;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void test_subscription_replays_then_follows_then_ends(void **state) {
+    fixture_t *f = *state;
+    static const journal_sink_t ops = {sink_deliver, sink_end};
+    sink_t s = {.limit = 3};
+    journal_sub_t *sub;
+    journal_result_t res;
+    char id[27];
+
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    begin_ok(f, "inv", "w1", 60000, id);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(append(f, id, 1, NULL, 0, &res), REEL_OK);
+        journal_result_fini(&res);
+    }
+    assert_int_equal(journal_sub_create(f->j, id, 1, &ops, &s, &sub, NULL),
+                     REEL_OK);
+    journal_sub_pump(sub);
+    assert_int_equal(s.n, 3); /* 2, 3, 4, then full */
+    pthread_mutex_lock(&s.mu);
+    s.held = 0;
+    s.limit = 100;
+    pthread_mutex_unlock(&s.mu);
+    journal_sub_pump(sub);
+    assert_int_equal(s.n, 4);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(append(f, id, 1, NULL, 0, &res), REEL_OK);
+        journal_result_fini(&res);
+    }
+    assert_int_equal(simple(f, JOURNAL_END, id, 1, NULL, &res), REEL_OK);
+    journal_result_fini(&res);
+    sink_wait_end(&s);
+    assert_int_equal(s.ended, 1);
+    assert_int_equal(s.n, 7);
+    for (size_t i = 0; i < s.n; i++)
+        assert_int_equal(s.seqs[i], i + 2);
+    journal_sub_destroy(sub);
+    pthread_mutex_destroy(&s.mu);
+    pthread_cond_destroy(&s.cv);
+}
+
+static void test_everything_acknowledged_survives_reopen(void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    run_filter_t filt = {0};
+    run_t r, *runs;
+    size_t n;
+    int more;
+    char id[27];
+
+    begin_ok(f, "inv", "w1", 60000, id);
+    assert_int_equal(append(f, id, 1, "a", 0, &res), REEL_OK);
+    journal_result_fini(&res);
+    close_all(f);
+    open_all(f);
+    assert_int_equal(append(f, id, 1, "a", 0, &res), REEL_OK);
+    assert_true(res.duplicate);
+    journal_result_fini(&res);
+    assert_int_equal(append(f, id, 1, "b", 0, &res), REEL_OK);
+    assert_int_equal(res.entry.seq, 2);
+    journal_result_fini(&res);
+    close_all(f);
+    open_all(f);
+    assert_int_equal(journal_get_run(f->j, id, &r, NULL), REEL_OK);
+    assert_int_equal(r.next_seq, 3);
+    run_fini(&r);
+    filt.app = "app", filt.user = "u1", filt.session = "s1";
+    assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(runs[0].run_id, id);
+    run_fini(&runs[0]);
+    free(runs);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        T(test_begin_is_idempotent_on_the_invocation),
+        T(test_begin_of_a_run_leased_to_another_is_refused),
+        T(test_concurrent_appends_get_gapless_seqs),
+        T(test_retried_append_with_the_same_key_writes_nothing),
+        T(test_zombie_is_fenced_after_a_claim),
+        T(test_of_concurrent_claimers_exactly_one_wins),
+        T(test_terminal_and_waiting_runs_refuse_appends),
+        T(test_bad_input_is_invalid_and_writes_nothing),
+        T(test_subscription_replays_then_follows_then_ends),
+        T(test_everything_acknowledged_survives_reopen),
+    };
+    return cmocka_run_group_tests_name("journal", tests, NULL, NULL);
+}
