@@ -61,4 +61,6 @@ void api_publish(void *arg, const store_change_t *changes, size_t n) {
 
     if (ctx->kv != NULL)
         kv_publish(ctx->kv, changes, n);
+    if (ctx->journal != NULL)
+        journal_publish(ctx->journal, changes, n);
 }

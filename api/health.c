@@ -19,6 +19,7 @@ static const char *const known_services[] = {
     "",
     "grpc.health.v1.Health",
     "reel.v1.Admin",
+    "reel.v1.Journal",
     "reel.v1.KV",
 };
 

@@ -25,6 +25,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/version.h"
+#include "journal/journal.h"
 #include "store/store.h"
 
 #define SHUTDOWN_GRACE_MS 3000
@@ -37,6 +38,7 @@ typedef struct config {
     size_t max_message_bytes;
     size_t write_queue;
     kv_limits_t kv;
+    journal_limits_t journal;
 } config_t;
 
 static void usage(FILE *out) {
@@ -66,6 +68,8 @@ static void usage(FILE *out) {
             "1048576)\n"
             "  --kv-history-keep N     versions kept per key, 0 = all "
             "[REEL_KV_HISTORY_KEEP] (default 100)\n"
+            "  --journal-max-payload-bytes N  append payload and run result "
+            "[REEL_JOURNAL_MAX_PAYLOAD_BYTES] (default 1048576)\n"
             "  -h, --help              show this help\n"
             "  -V, --version           show the version\n");
 }
@@ -98,6 +102,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         {"kv-max-key-bytes", required_argument, NULL, 'K'},
         {"kv-max-value-bytes", required_argument, NULL, 'v'},
         {"kv-history-keep", required_argument, NULL, 'H'},
+        {"journal-max-payload-bytes", required_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -109,6 +114,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     const char *kv_key = getenv("REEL_KV_MAX_KEY_BYTES");
     const char *kv_val = getenv("REEL_KV_MAX_VALUE_BYTES");
     const char *kv_keep = getenv("REEL_KV_HISTORY_KEEP");
+    const char *j_payload = getenv("REEL_JOURNAL_MAX_PAYLOAD_BYTES");
     long long v;
     int c;
 
@@ -130,6 +136,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         case 'K': kv_key = optarg; break;
         case 'v': kv_val = optarg; break;
         case 'H': kv_keep = optarg; break;
+        case 'P': j_payload = optarg; break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("reeld %s\n", REEL_VERSION); exit(0);
         default: usage(stderr); return -1;
@@ -179,9 +186,21 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
             return -1;
         cfg->kv.history_keep = (uint32_t)v;
     }
-    /* A request must be able to carry the largest value. */
-    if (maxmsg == NULL && cfg->max_message_bytes < cfg->kv.max_value + 65536)
-        cfg->max_message_bytes = cfg->kv.max_value + 65536;
+    cfg->journal.max_payload = JOURNAL_DEFAULT_MAX_PAYLOAD;
+    if (j_payload != NULL) {
+        if (parse_size("--journal-max-payload-bytes", j_payload, 2, 256 << 20,
+                       &v) != 0)
+            return -1;
+        cfg->journal.max_payload = (size_t)v;
+    }
+    /* A request must be able to carry the largest value or payload. */
+    if (maxmsg == NULL) {
+        size_t need = cfg->kv.max_value > cfg->journal.max_payload
+                          ? cfg->kv.max_value
+                          : cfg->journal.max_payload;
+        if (cfg->max_message_bytes < need + 65536)
+            cfg->max_message_bytes = need + 65536;
+    }
     return 0;
 }
 
@@ -230,9 +249,11 @@ int main(int argc, char **argv) {
     if (realpath(cfg.data_dir, data_dir) == NULL)
         snprintf(data_dir, sizeof(data_dir), "%s", cfg.data_dir);
 
-    if (kv_create(store, &cfg.kv, &ctx.kv, &st) != REEL_OK) {
-        REEL_ERROR("reeld", "cannot start kv: %s", reel_status_message(&st));
+    if (kv_create(store, &cfg.kv, &ctx.kv, &st) != REEL_OK ||
+        journal_create(store, &cfg.journal, &ctx.journal, &st) != REEL_OK) {
+        REEL_ERROR("reeld", "cannot start: %s", reel_status_message(&st));
         store_close(store);
+        kv_destroy(ctx.kv);
         reel_status_fini(&st);
         return 1;
     }
@@ -247,7 +268,8 @@ int main(int argc, char **argv) {
     srv = rpc_server_create(&ropts);
     if (srv == NULL || api_health_register(srv, &ctx) != 0 ||
         api_admin_register(srv, &ctx) != 0 ||
-        api_kv_register(srv, &ctx) != 0) {
+        api_kv_register(srv, &ctx) != 0 ||
+        api_journal_register(srv, &ctx) != 0) {
         REEL_ERROR("reeld", "cannot set up the gRPC server");
         goto out;
     }
@@ -274,6 +296,7 @@ out:
     store_close(store);
     rpc_server_destroy(srv); /* frees every call, and so every watch */
     kv_destroy(ctx.kv);
+    journal_destroy(ctx.journal);
     grpc_shutdown_blocking();
     reel_status_fini(&st);
     if (rc == 0)

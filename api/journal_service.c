@@ -1,0 +1,568 @@
+/*
+ * api/journal_service.c: reel.v1.Journal over the journal module.
+ *
+ * Mutations are queued to the store's writer and answered from its thread
+ * once durable; reads run on the poller thread. SubscribeRun wires a
+ * journal subscription to the call the same way WatchValue wires a KV watch
+ * (see kv_service.c): bounded send queue, drain hook pumps, cleanup frees.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/journal.pb-c.h"
+#include "api/services.h"
+#include "journal/journal.h"
+
+/* ---- Conversions ---------------------------------------------------------- */
+
+/* A Run message pointing into r; labels need their own arrays. */
+typedef struct run_pb {
+    Reel__V1__Run msg;
+    Reel__V1__Run__LabelsEntry *entries;
+    Reel__V1__Run__LabelsEntry **ptrs;
+} run_pb_t;
+
+static int run_to_pb(const run_t *r, run_pb_t *pb) {
+    Reel__V1__Run *m = &pb->msg;
+
+    reel__v1__run__init(m);
+    pb->entries = calloc(r->n_labels ? r->n_labels : 1, sizeof(*pb->entries));
+    pb->ptrs = calloc(r->n_labels ? r->n_labels : 1, sizeof(*pb->ptrs));
+    if (pb->entries == NULL || pb->ptrs == NULL)
+        return -1;
+    for (size_t i = 0; i < r->n_labels; i++) {
+        reel__v1__run__labels_entry__init(&pb->entries[i]);
+        pb->entries[i].key = (char *)r->labels[i].key;
+        pb->entries[i].value = (char *)r->labels[i].value;
+        pb->ptrs[i] = &pb->entries[i];
+    }
+    m->run_id = (char *)r->run_id;
+    m->app = (char *)r->app;
+    m->user = (char *)r->user;
+    m->session = (char *)r->session;
+    m->invocation_id = (char *)r->invocation_id;
+    m->status = (Reel__V1__Run__Status)r->status;
+    m->next_seq = r->next_seq;
+    m->lease_owner = (char *)r->lease_owner;
+    m->lease_epoch = r->lease_epoch;
+    m->lease_expires_at_ms = r->lease_expires_at_ms;
+    m->waiting_on = (char *)r->waiting_on;
+    m->n_labels = r->n_labels;
+    m->labels = pb->ptrs;
+    m->result = (char *)r->result;
+    m->created_at_ms = r->created_at_ms;
+    m->updated_at_ms = r->updated_at_ms;
+    m->ended_at_ms = r->ended_at_ms;
+    m->resumed = r->resumed;
+    return 0;
+}
+
+static void run_pb_fini(run_pb_t *pb) {
+    free(pb->entries);
+    free(pb->ptrs);
+}
+
+static void entry_to_pb(const journal_entry_t *e, Reel__V1__JournalEntry *m) {
+    reel__v1__journal_entry__init(m);
+    m->run_id = (char *)e->run_id;
+    m->seq = e->seq;
+    m->kind = (char *)e->kind;
+    m->payload = (char *)e->payload;
+    m->idempotency_key = (char *)e->idempotency_key;
+    m->lease_epoch = e->lease_epoch;
+    m->revision = e->revision;
+    m->ts_ms = e->ts_ms;
+}
+
+#define PACK(type, msg, out, outlen)                                        \
+    do {                                                                   \
+        *(outlen) = type##__get_packed_size(msg);                          \
+        *(out) = malloc(*(outlen) ? *(outlen) : 1);                        \
+        if (*(out) != NULL)                                                \
+            type##__pack(msg, *(out));                                     \
+    } while (0)
+
+static void finish_packed(rpc_call_t *call, uint8_t *buf, size_t len) {
+    if (buf == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
+                        0);
+        return;
+    }
+    rpc_call_finish(call, REEL_OK, NULL, buf, len);
+    free(buf);
+}
+
+static void finish_run(rpc_call_t *call, const run_t *r) {
+    run_pb_t pb = {0};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+
+    if (run_to_pb(r, &pb) == 0)
+        PACK(reel__v1__run, &pb.msg, &buf, &len);
+    run_pb_fini(&pb);
+    finish_packed(call, buf, len);
+}
+
+static void bad_request(rpc_call_t *call, const char *what) {
+    char msg[128];
+
+    snprintf(msg, sizeof(msg), "request: not a valid %s message", what);
+    rpc_call_finish(call, REEL_INVALID_ARGUMENT, msg, NULL, 0);
+}
+
+/* ---- Mutations ------------------------------------------------------------ */
+
+static void run_done(void *arg, journal_result_t *res) {
+    rpc_call_t *call = arg;
+
+    if (res->status.code != REEL_OK)
+        rpc_call_finish_status(call, &res->status);
+    else
+        finish_run(call, &res->run);
+}
+
+static void append_done(void *arg, journal_result_t *res) {
+    rpc_call_t *call = arg;
+    Reel__V1__AppendResponse out = REEL__V1__APPEND_RESPONSE__INIT;
+    Reel__V1__JournalEntry entry;
+    uint8_t *buf;
+    size_t len;
+
+    if (res->status.code != REEL_OK) {
+        rpc_call_finish_status(call, &res->status);
+        return;
+    }
+    entry_to_pb(&res->entry, &entry);
+    out.entry = &entry;
+    out.duplicate = res->duplicate;
+    PACK(reel__v1__append_response, &out, &buf, &len);
+    finish_packed(call, buf, len);
+}
+
+static void submit(rpc_call_t *call, api_ctx_t *ctx, const journal_req_t *q,
+                   journal_done_fn done) {
+    reel_status_t st = REEL_STATUS_INIT;
+
+    if (journal_submit(ctx->journal, q, done, call, &st) != REEL_OK)
+        rpc_call_finish_status(call, &st);
+    reel_status_fini(&st);
+}
+
+static void j_begin_run(rpc_call_t *call, void *arg, const uint8_t *req,
+                        size_t len) {
+    Reel__V1__BeginRunRequest *in =
+        reel__v1__begin_run_request__unpack(NULL, len, req);
+    journal_req_t q = {0};
+    run_label_t *labels;
+
+    if (in == NULL) {
+        bad_request(call, "BeginRunRequest");
+        return;
+    }
+    labels = calloc(in->n_labels ? in->n_labels : 1, sizeof(*labels));
+    if (labels == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    } else {
+        for (size_t i = 0; i < in->n_labels; i++) {
+            labels[i].key = in->labels[i]->key;
+            labels[i].value = in->labels[i]->value;
+        }
+        q.op = JOURNAL_BEGIN;
+        q.app = in->app, q.user = in->user, q.session = in->session;
+        q.invocation_id = in->invocation_id;
+        q.lease_owner = in->lease_owner;
+        q.lease_ttl_ms = in->lease_ttl_ms;
+        q.labels = labels;
+        q.n_labels = in->n_labels;
+        submit(call, arg, &q, run_done);
+    }
+    free(labels);
+    reel__v1__begin_run_request__free_unpacked(in, NULL);
+}
+
+static void j_heartbeat(rpc_call_t *call, void *arg, const uint8_t *req,
+                        size_t len) {
+    Reel__V1__HeartbeatRequest *in =
+        reel__v1__heartbeat_request__unpack(NULL, len, req);
+    journal_req_t q = {0};
+
+    if (in == NULL) {
+        bad_request(call, "HeartbeatRequest");
+        return;
+    }
+    q.op = JOURNAL_HEARTBEAT;
+    q.run_id = in->run_id;
+    q.lease_epoch = in->lease_epoch;
+    q.lease_ttl_ms = in->lease_ttl_ms;
+    submit(call, arg, &q, run_done);
+    reel__v1__heartbeat_request__free_unpacked(in, NULL);
+}
+
+static void j_append(rpc_call_t *call, void *arg, const uint8_t *req,
+                     size_t len) {
+    Reel__V1__AppendRequest *in =
+        reel__v1__append_request__unpack(NULL, len, req);
+    journal_req_t q = {0};
+
+    if (in == NULL) {
+        bad_request(call, "AppendRequest");
+        return;
+    }
+    q.op = JOURNAL_APPEND;
+    q.run_id = in->run_id;
+    q.lease_epoch = in->lease_epoch;
+    q.kind = in->kind;
+    q.payload = in->payload;
+    q.idempotency_key = in->idempotency_key;
+    q.expected_seq = in->expected_seq;
+    submit(call, arg, &q, append_done);
+    reel__v1__append_request__free_unpacked(in, NULL);
+}
+
+static void j_end_run(rpc_call_t *call, void *arg, const uint8_t *req,
+                      size_t len) {
+    Reel__V1__EndRunRequest *in =
+        reel__v1__end_run_request__unpack(NULL, len, req);
+    journal_req_t q = {0};
+
+    if (in == NULL) {
+        bad_request(call, "EndRunRequest");
+        return;
+    }
+    q.op = JOURNAL_END;
+    q.run_id = in->run_id;
+    q.lease_epoch = in->lease_epoch;
+    q.end_status = (run_status_t)in->status;
+    q.result = in->result;
+    submit(call, arg, &q, run_done);
+    reel__v1__end_run_request__free_unpacked(in, NULL);
+}
+
+static void j_suspend_run(rpc_call_t *call, void *arg, const uint8_t *req,
+                          size_t len) {
+    Reel__V1__SuspendRunRequest *in =
+        reel__v1__suspend_run_request__unpack(NULL, len, req);
+    journal_req_t q = {0};
+
+    if (in == NULL) {
+        bad_request(call, "SuspendRunRequest");
+        return;
+    }
+    q.op = JOURNAL_SUSPEND;
+    q.run_id = in->run_id;
+    q.lease_epoch = in->lease_epoch;
+    q.waiting_on = in->waiting_on;
+    submit(call, arg, &q, run_done);
+    reel__v1__suspend_run_request__free_unpacked(in, NULL);
+}
+
+static void j_claim_run(rpc_call_t *call, void *arg, const uint8_t *req,
+                        size_t len) {
+    Reel__V1__ClaimRunRequest *in =
+        reel__v1__claim_run_request__unpack(NULL, len, req);
+    journal_req_t q = {0};
+
+    if (in == NULL) {
+        bad_request(call, "ClaimRunRequest");
+        return;
+    }
+    q.op = JOURNAL_CLAIM;
+    q.run_id = in->run_id;
+    q.lease_owner = in->lease_owner;
+    q.lease_ttl_ms = in->lease_ttl_ms;
+    submit(call, arg, &q, run_done);
+    reel__v1__claim_run_request__free_unpacked(in, NULL);
+}
+
+/* ---- Reads ---------------------------------------------------------------- */
+
+static void j_get_run(rpc_call_t *call, void *arg, const uint8_t *req,
+                      size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__GetRunRequest *in =
+        reel__v1__get_run_request__unpack(NULL, len, req);
+    reel_status_t st = REEL_STATUS_INIT;
+    run_t r;
+
+    if (in == NULL) {
+        bad_request(call, "GetRunRequest");
+        return;
+    }
+    if (journal_get_run(ctx->journal, in->run_id, &r, &st) != REEL_OK)
+        rpc_call_finish_status(call, &st);
+    else
+        finish_run(call, &r);
+    run_fini(&r);
+    reel_status_fini(&st);
+    reel__v1__get_run_request__free_unpacked(in, NULL);
+}
+
+/* Packs runs into a message whose repeated field is (n_field, field). */
+static int runs_to_pb(const run_t *runs, size_t n, run_pb_t **pbs_out,
+                      Reel__V1__Run ***ptrs_out) {
+    run_pb_t *pbs = calloc(n ? n : 1, sizeof(*pbs));
+    Reel__V1__Run **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    int rc = pbs && ptrs ? 0 : -1;
+
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = run_to_pb(&runs[i], &pbs[i]);
+        ptrs[i] = &pbs[i].msg;
+    }
+    *pbs_out = pbs;
+    *ptrs_out = ptrs;
+    return rc;
+}
+
+static void free_runs(run_t *runs, size_t n, run_pb_t *pbs,
+                      Reel__V1__Run **ptrs) {
+    for (size_t i = 0; i < n; i++) {
+        run_fini(&runs[i]);
+        if (pbs)
+            run_pb_fini(&pbs[i]);
+    }
+    free(runs);
+    free(pbs);
+    free(ptrs);
+}
+
+static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
+                        size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__ListRunsRequest *in =
+        reel__v1__list_runs_request__unpack(NULL, len, req);
+    Reel__V1__ListRunsResponse out = REEL__V1__LIST_RUNS_RESPONSE__INIT;
+    reel_status_t st = REEL_STATUS_INIT;
+    run_filter_t f = {0};
+    run_pb_t *pbs = NULL;
+    Reel__V1__Run **ptrs = NULL;
+    run_t *runs = NULL;
+    size_t n = 0, blen;
+    uint8_t *buf = NULL;
+    int more = 0;
+
+    if (in == NULL) {
+        bad_request(call, "ListRunsRequest");
+        return;
+    }
+    f.app = in->app, f.user = in->user, f.session = in->session;
+    f.status = (run_status_t)in->status;
+    f.start_after = in->start_after;
+    f.limit = in->limit;
+    if (journal_list_runs(ctx->journal, &f, &runs, &n, &more, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+    } else if (runs_to_pb(runs, n, &pbs, &ptrs) != 0) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    } else {
+        out.n_runs = n;
+        out.runs = ptrs;
+        out.more = more;
+        out.next_start_after = n > 0 ? (char *)runs[n - 1].run_id : "";
+        PACK(reel__v1__list_runs_response, &out, &buf, &blen);
+        finish_packed(call, buf, blen);
+    }
+    free_runs(runs, n, pbs, ptrs);
+    reel_status_fini(&st);
+    reel__v1__list_runs_request__free_unpacked(in, NULL);
+}
+
+static void j_list_recoverable(rpc_call_t *call, void *arg,
+                               const uint8_t *req, size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__ListRunsToRecoverRequest *in =
+        reel__v1__list_runs_to_recover_request__unpack(NULL, len, req);
+    Reel__V1__ListRunsToRecoverResponse out =
+        REEL__V1__LIST_RUNS_TO_RECOVER_RESPONSE__INIT;
+    reel_status_t st = REEL_STATUS_INIT;
+    run_pb_t *pbs = NULL;
+    Reel__V1__Run **ptrs = NULL;
+    run_t *runs = NULL;
+    size_t n = 0, blen;
+    uint8_t *buf = NULL;
+
+    if (in == NULL) {
+        bad_request(call, "ListRunsToRecoverRequest");
+        return;
+    }
+    if (journal_list_recoverable(ctx->journal, in->limit, &runs, &n, &st) !=
+        REEL_OK) {
+        rpc_call_finish_status(call, &st);
+    } else if (runs_to_pb(runs, n, &pbs, &ptrs) != 0) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    } else {
+        out.n_runs = n;
+        out.runs = ptrs;
+        PACK(reel__v1__list_runs_to_recover_response, &out, &buf, &blen);
+        finish_packed(call, buf, blen);
+    }
+    free_runs(runs, n, pbs, ptrs);
+    reel_status_fini(&st);
+    reel__v1__list_runs_to_recover_request__free_unpacked(in, NULL);
+}
+
+static void j_read_journal(rpc_call_t *call, void *arg, const uint8_t *req,
+                           size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__ReadJournalRequest *in =
+        reel__v1__read_journal_request__unpack(NULL, len, req);
+    Reel__V1__ReadJournalResponse out = REEL__V1__READ_JOURNAL_RESPONSE__INIT;
+    reel_status_t st = REEL_STATUS_INIT;
+    Reel__V1__JournalEntry *pbs = NULL, **ptrs = NULL;
+    journal_entry_t *es = NULL;
+    size_t n = 0, blen;
+    uint8_t *buf = NULL;
+    int more = 0;
+
+    if (in == NULL) {
+        bad_request(call, "ReadJournalRequest");
+        return;
+    }
+    if (journal_read(ctx->journal, in->run_id, in->from_seq, in->limit, &es,
+                     &n, &more, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    pbs = calloc(n ? n : 1, sizeof(*pbs));
+    ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    if (pbs == NULL || ptrs == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        entry_to_pb(&es[i], &pbs[i]);
+        ptrs[i] = &pbs[i];
+    }
+    out.n_entries = n;
+    out.entries = ptrs;
+    out.more = more;
+    out.next_from_seq = n > 0 ? es[n - 1].seq : in->from_seq;
+    PACK(reel__v1__read_journal_response, &out, &buf, &blen);
+    finish_packed(call, buf, blen);
+out:
+    for (size_t i = 0; i < n; i++)
+        journal_entry_fini(&es[i]);
+    free(es);
+    free(pbs);
+    free(ptrs);
+    reel_status_fini(&st);
+    reel__v1__read_journal_request__free_unpacked(in, NULL);
+}
+
+/* ---- SubscribeRun --------------------------------------------------------- */
+
+typedef struct sub_call {
+    rpc_call_t *call;
+    journal_sub_t *sub;
+} sub_call_t;
+
+static int sub_deliver(void *arg, journal_entry_t *e) {
+    sub_call_t *sc = arg;
+    Reel__V1__JournalEntry m;
+    uint8_t *buf;
+    size_t len;
+    int rc;
+
+    entry_to_pb(e, &m);
+    PACK(reel__v1__journal_entry, &m, &buf, &len);
+    if (buf == NULL)
+        return 1;
+    rc = rpc_call_send(sc->call, buf, len) == REEL_OK ? 0 : 1;
+    free(buf);
+    return rc;
+}
+
+/* May run under journal locks: only finishes the call. */
+static void sub_end(void *arg, const reel_status_t *st) {
+    sub_call_t *sc = arg;
+
+    rpc_call_finish(sc->call, st->code,
+                    st->code == REEL_OK ? "the run has ended" : st->msg, NULL,
+                    0);
+}
+
+static void sub_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
+    (void)arg;
+    rpc_call_finish(call, why,
+                    why == REEL_UNAVAILABLE ? "the server is shutting down"
+                                            : "the client went away",
+                    NULL, 0);
+}
+
+static void sub_drain(rpc_call_t *call, void *arg) {
+    sub_call_t *sc = arg;
+
+    (void)call;
+    journal_sub_pump(sc->sub);
+}
+
+static void sub_cleanup(void *arg) {
+    sub_call_t *sc = arg;
+
+    journal_sub_destroy(sc->sub);
+    free(sc);
+}
+
+static const journal_sink_t sub_sink = {sub_deliver, sub_end};
+
+static void j_subscribe_run(rpc_call_t *call, void *arg, const uint8_t *req,
+                            size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__SubscribeRunRequest *in =
+        reel__v1__subscribe_run_request__unpack(NULL, len, req);
+    reel_status_t st = REEL_STATUS_INIT;
+    sub_call_t *sc;
+
+    if (in == NULL) {
+        bad_request(call, "SubscribeRunRequest");
+        return;
+    }
+    sc = calloc(1, sizeof(*sc));
+    if (sc == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        goto out;
+    }
+    sc->call = call;
+    if (journal_sub_create(ctx->journal, in->run_id, in->from_seq, &sub_sink,
+                           sc, &sc->sub, &st) != REEL_OK) {
+        free(sc);
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    rpc_call_ref(call);
+    rpc_call_on_cleanup(call, sub_cleanup, sc);
+    rpc_call_on_drain(call, sub_drain, sc);
+    rpc_call_on_cancel(call, sub_cancel, sc);
+    journal_sub_pump(sc->sub);
+    rpc_call_unref(call);
+out:
+    reel_status_fini(&st);
+    reel__v1__subscribe_run_request__free_unpacked(in, NULL);
+}
+
+int api_journal_register(rpc_server_t *srv, api_ctx_t *ctx) {
+    static const struct {
+        const char *path;
+        rpc_kind_t kind;
+        rpc_handler_fn fn;
+    } methods[] = {
+        {"/reel.v1.Journal/BeginRun", RPC_UNARY, j_begin_run},
+        {"/reel.v1.Journal/Heartbeat", RPC_UNARY, j_heartbeat},
+        {"/reel.v1.Journal/Append", RPC_UNARY, j_append},
+        {"/reel.v1.Journal/ReadJournal", RPC_UNARY, j_read_journal},
+        {"/reel.v1.Journal/SubscribeRun", RPC_SERVER_STREAM, j_subscribe_run},
+        {"/reel.v1.Journal/EndRun", RPC_UNARY, j_end_run},
+        {"/reel.v1.Journal/SuspendRun", RPC_UNARY, j_suspend_run},
+        {"/reel.v1.Journal/GetRun", RPC_UNARY, j_get_run},
+        {"/reel.v1.Journal/ListRuns", RPC_UNARY, j_list_runs},
+        {"/reel.v1.Journal/ListRunsToRecover", RPC_UNARY, j_list_recoverable},
+        {"/reel.v1.Journal/ClaimRun", RPC_UNARY, j_claim_run},
+    };
+
+    for (size_t i = 0; i < sizeof(methods) / sizeof(*methods); i++) {
+        rpc_method_t m = {methods[i].path, methods[i].kind, methods[i].fn, ctx};
+
+        if (rpc_server_add_method(srv, &m) != 0)
+            return -1;
+    }
+    return 0;
+}
