@@ -471,7 +471,8 @@ static int sub_deliver(void *arg, journal_entry_t *e) {
     return rc;
 }
 
-/* May run under journal locks: only finishes the call. */
+/* Runs with no journal lock held; finishing may free the call, whose
+ * cleanup destroys the subscription (the journal holds a reference). */
 static void sub_end(void *arg, const reel_status_t *st) {
     sub_call_t *sc = arg;
 

@@ -288,6 +288,8 @@ static void on_close(rpc_call_t *c) {
     void *arg = NULL;
 
     pthread_mutex_lock(&c->mu);
+    REEL_DEBUG("rpc", "%s: closed (cancelled=%d, finished=%d)", c->path,
+               c->close_cancelled, c->finished);
     if (c->close_cancelled) {
         c->gone = 1;
         queue_free_locked(c);

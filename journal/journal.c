@@ -1322,7 +1322,9 @@ struct journal_sub {
     pthread_cond_t cv;
     atomic_int live;
     int dead, pumping, phase;
+    int refs; /* the owner's, and one per publish about to end it */
     uint64_t cursor_seq, cursor_rev;
+    journal_sub_t *end_next; /* publish's list of subscriptions to end */
     /* hub links, under hub_mu */
     sub_bucket_t *bucket;
     journal_sub_t *prev, *next;
@@ -1367,6 +1369,7 @@ reel_code_t journal_sub_create(journal_t *j, const char *run_id,
     s->arg = arg;
     s->cursor_seq = from_seq;
     s->phase = SUB_REPLAY;
+    s->refs = 1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_lock(&j->hub_mu);
@@ -1391,6 +1394,19 @@ reel_code_t journal_sub_create(journal_t *j, const char *run_id,
     }
     *out = s;
     return REEL_OK;
+}
+
+static void sub_unref(journal_sub_t *s) {
+    int left;
+
+    pthread_mutex_lock(&s->mu);
+    left = --s->refs;
+    pthread_mutex_unlock(&s->mu);
+    if (left > 0)
+        return;
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
 }
 
 typedef struct replay {
@@ -1450,6 +1466,7 @@ void journal_sub_pump(journal_sub_t *s) {
             break;
         if (r == 2) {
             s->phase = SUB_DONE;
+            s->refs++; /* ending may destroy it: keep it until we are out */
             ended = 1;
             break;
         }
@@ -1470,10 +1487,13 @@ void journal_sub_pump(journal_sub_t *s) {
     if (ended) {
         reel_status_t ok = REEL_STATUS_INIT;
         s->sink.end(s->arg, &ok);
+        sub_unref(s);
     }
 }
 
 void journal_publish(journal_t *j, const store_change_t *changes, size_t n) {
+    journal_sub_t *ending = NULL;
+
     pthread_mutex_lock(&j->hub_mu);
     for (size_t i = 0; i < n && j->subs != NULL; i++) {
         const store_change_t *c = &changes[i];
@@ -1508,13 +1528,13 @@ void journal_publish(journal_t *j, const store_change_t *changes, size_t n) {
             if (run_status_terminal(r.status))
                 HASH_FIND_STR(j->subs, r.run_id, b);
             for (journal_sub_t *s = b ? b->head : NULL; s; s = s->next) {
-                reel_status_t ok = REEL_STATUS_INIT;
-
                 pthread_mutex_lock(&s->mu);
                 if (s->phase == SUB_LIVE && !s->dead) {
                     s->phase = SUB_DONE;
                     atomic_store(&s->live, 0);
-                    s->sink.end(s->arg, &ok); /* may not re-enter us */
+                    s->refs++;
+                    s->end_next = ending;
+                    ending = s;
                 }
                 pthread_mutex_unlock(&s->mu);
             }
@@ -1524,6 +1544,17 @@ void journal_publish(journal_t *j, const store_change_t *changes, size_t n) {
     if (n > 0 && changes[n - 1].revision > j->last_published)
         j->last_published = changes[n - 1].revision;
     pthread_mutex_unlock(&j->hub_mu);
+
+    /* Outside every lock: ending a call may free it, and its cleanup
+     * destroys the subscription (our reference keeps it alive). */
+    while (ending != NULL) {
+        journal_sub_t *s = ending;
+        reel_status_t ok = REEL_STATUS_INIT;
+
+        ending = s->end_next;
+        s->sink.end(s->arg, &ok);
+        sub_unref(s);
+    }
 }
 
 void journal_sub_destroy(journal_sub_t *s) {
@@ -1540,7 +1571,5 @@ void journal_sub_destroy(journal_sub_t *s) {
     while (s->pumping)
         pthread_cond_wait(&s->cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    free(s);
+    sub_unref(s);
 }

@@ -182,8 +182,8 @@ typedef struct journal_sink {
     int (*deliver)(void *arg, journal_entry_t *e);
     /*
      * The subscription is over: OK once the run is terminal and every entry
-     * was delivered. Called at most once, possibly with journal locks held:
-     * it must not call back into the journal.
+     * was delivered. Called at most once, with no journal lock held; it may
+     * destroy the subscription.
      */
     void (*end)(void *arg, const reel_status_t *st);
 } journal_sink_t;

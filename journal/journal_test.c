@@ -513,6 +513,49 @@ static void test_subscription_replays_then_follows_then_ends(void **state) {
     pthread_cond_destroy(&s.cv);
 }
 
+/* The gRPC layer frees a call (and so its subscription) from whichever
+ * thread finishes it last: ending must tolerate destruction inside end. */
+typedef struct self_destruct {
+    journal_sub_t *sub;
+    int ended;
+} self_destruct_t;
+
+static int sd_deliver(void *arg, journal_entry_t *e) {
+    (void)arg, (void)e;
+    return 0;
+}
+
+static void sd_end(void *arg, const reel_status_t *st) {
+    self_destruct_t *sd = arg;
+
+    sd->ended = st->code == REEL_OK;
+    journal_sub_destroy(sd->sub);
+}
+
+static void test_a_subscription_may_be_destroyed_inside_end(void **state) {
+    fixture_t *f = *state;
+    static const journal_sink_t ops = {sd_deliver, sd_end};
+    self_destruct_t live = {0}, done = {0};
+    journal_result_t res;
+    char id[27];
+
+    begin_ok(f, "inv", "w1", 60000, id);
+    /* Live when the run ends: ended by the writer thread's publish. */
+    assert_int_equal(journal_sub_create(f->j, id, 0, &ops, &live, &live.sub,
+                                        NULL),
+                     REEL_OK);
+    journal_sub_pump(live.sub);
+    assert_int_equal(simple(f, JOURNAL_END, id, 1, NULL, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_true(live.ended);
+    /* Already over: ended by the pump. */
+    assert_int_equal(journal_sub_create(f->j, id, 0, &ops, &done, &done.sub,
+                                        NULL),
+                     REEL_OK);
+    journal_sub_pump(done.sub);
+    assert_true(done.ended);
+}
+
 static void test_everything_acknowledged_survives_reopen(void **state) {
     fixture_t *f = *state;
     journal_result_t res;
@@ -559,6 +602,7 @@ int main(void) {
         T(test_terminal_and_waiting_runs_refuse_appends),
         T(test_bad_input_is_invalid_and_writes_nothing),
         T(test_subscription_replays_then_follows_then_ends),
+        T(test_a_subscription_may_be_destroyed_inside_end),
         T(test_everything_acknowledged_survives_reopen),
     };
     return cmocka_run_group_tests_name("journal", tests, NULL, NULL);
