@@ -328,15 +328,20 @@ static void ulid_next(journal_t *j, int64_t now_ms, char out[27]) {
 
 /* ---- Validation ----------------------------------------------------------- */
 
-static reel_code_t check_run_id(const char *id, reel_status_t *st) {
-    return reel_check_charset("run_id", id, strlen(id), JOURNAL_RUN_ID_LEN,
+static reel_code_t check_id_field(const char *field, const char *id,
+                                  reel_status_t *st) {
+    return reel_check_charset(field, id, strlen(id), JOURNAL_RUN_ID_LEN,
                               "0-9A-Z", st) != REEL_OK ||
                    strlen(id) != JOURNAL_RUN_ID_LEN
                ? reel_status_set(st, REEL_INVALID_ARGUMENT,
-                                 "run_id: must be %d characters of [0-9A-Z] "
+                                 "%s: must be %d characters of [0-9A-Z] "
                                  "(got \"%.40s\")",
-                                 JOURNAL_RUN_ID_LEN, id)
+                                 field, JOURNAL_RUN_ID_LEN, id)
                : REEL_OK;
+}
+
+static reel_code_t check_run_id(const char *id, reel_status_t *st) {
+    return check_id_field("run_id", id, st);
 }
 
 static reel_code_t check_name(const char *field, const char *s,
@@ -1177,7 +1182,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
     if ((int)f->status < RUN_STATUS_ANY || f->status > RUN_CANCELLED)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "status: unknown value %d", (int)f->status);
-    if (*after && (rc = check_run_id(after, st)) != REEL_OK)
+    if (*after && (rc = check_id_field("start_after", after, st)) != REEL_OK)
         return rc;
     if (by_session) {
         const char *parts[4] = {f->app, f->user, f->session, ""};

@@ -1,0 +1,673 @@
+/*
+ * cli/cmd_run.c: reelctl run ... and reelctl journal ..., on reel.v1.Journal.
+ *
+ * The two groups share one flag table and one set of printers: a run is
+ * printed as one summary line ("run ID STATUS epoch E (...)") or, with
+ * --json, as one object holding every field; a journal entry as
+ * "SEQ KIND PAYLOAD (epoch E, rev R)" or one object per line. JSON text the
+ * server stores (payloads, results) is embedded as JSON when it parses.
+ *
+ * Mutating subcommands take the lease epoch (--epoch) as the fencing token;
+ * the server refuses a stale one with FAILED_PRECONDITION, which is
+ * reported like any other server error (exit 1).
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "api/journal.pb-c.h"
+#include "cli/client.h"
+#include "cli/ctl.h"
+
+/* The order here is the order of the usage text. */
+enum run_flag {
+    RF_OWNER,
+    RF_EPOCH,
+    RF_TTL,
+    RF_LABEL,
+    RF_WAITING_ON,
+    RF_APP,
+    RF_USER,
+    RF_SESSION,
+    RF_STATUS,
+    RF_RESULT,
+    RF_KIND,
+    RF_KEY,
+    RF_EXPECT_SEQ,
+    RF_FROM_SEQ,
+    RF_LIMIT,
+    RF_START_AFTER,
+    RF_ALL,
+    RF_COUNT
+};
+
+static const ctl_flag_spec_t run_flags[RF_COUNT] = {
+    [RF_OWNER] = {"--owner", CTL_STR, "NAME", 0, 0},
+    [RF_EPOCH] = {"--epoch", CTL_NUM, "N", UINT64_MAX, 0},
+    [RF_TTL] = {"--ttl", CTL_DURATION, "DURATION", 0, 0},
+    [RF_LABEL] = {"--label", CTL_STR, "K=V", 0, 1},
+    [RF_WAITING_ON] = {"--waiting-on", CTL_STR, "SIGNAL_NAME", 0, 0},
+    [RF_APP] = {"--app", CTL_STR, "APP", 0, 0},
+    [RF_USER] = {"--user", CTL_STR, "USER", 0, 0},
+    [RF_SESSION] = {"--session", CTL_STR, "SESSION", 0, 0},
+    [RF_STATUS] = {"--status", CTL_STR, "STATUS", 0, 0},
+    [RF_RESULT] = {"--result", CTL_STR, "JSON", 0, 0},
+    [RF_KIND] = {"--kind", CTL_STR, "KIND", 0, 0},
+    [RF_KEY] = {"--key", CTL_STR, "IDEMPOTENCY_KEY", 0, 0},
+    [RF_EXPECT_SEQ] = {"--expect-seq", CTL_NUM, "N", UINT64_MAX, 0},
+    [RF_FROM_SEQ] = {"--from-seq", CTL_NUM, "N", UINT64_MAX, 0},
+    [RF_LIMIT] = {"--limit", CTL_NUM, "N", UINT32_MAX, 0},
+    [RF_START_AFTER] = {"--start-after", CTL_STR, "RUN_ID", 0, 0},
+    [RF_ALL] = {"--all", CTL_BOOL, NULL, 0, 0},
+};
+
+#define RF(f) CTL_F(f)
+
+/* ---- Statuses ------------------------------------------------------------ */
+
+static const char *status_name(Reel__V1__Run__Status s) {
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+        &reel__v1__run__status__descriptor, (int)s);
+
+    return v != NULL ? v->name : "UNKNOWN";
+}
+
+static int is_terminal(Reel__V1__Run__Status s) {
+    return s == REEL__V1__RUN__STATUS__COMPLETED ||
+           s == REEL__V1__RUN__STATUS__FAILED ||
+           s == REEL__V1__RUN__STATUS__CANCELLED;
+}
+
+/*
+ * --status, any case, as a status (only a terminal one if terminal). Says
+ * which names it takes and returns EXIT_USAGE when it is none of them.
+ */
+static int parse_status(const ctl_args_t *a, int terminal,
+                        Reel__V1__Run__Status *out) {
+    const ProtobufCEnumDescriptor *d = &reel__v1__run__status__descriptor;
+    const char *text = a->str[RF_STATUS];
+    char names[128] = "";
+    size_t n = 0;
+
+    for (unsigned i = 0; i < d->n_values; i++) {
+        Reel__V1__Run__Status s = (Reel__V1__Run__Status)d->values[i].value;
+
+        if (s == REEL__V1__RUN__STATUS__STATUS_UNSPECIFIED ||
+            (terminal && !is_terminal(s)))
+            continue;
+        if (strcasecmp(text, d->values[i].name) == 0) {
+            *out = s;
+            return 0;
+        }
+        if (n < sizeof(names))
+            n += (size_t)snprintf(names + n, sizeof(names) - n, "%s%s",
+                                  n ? ", " : "", d->values[i].name);
+    }
+    for (char *p = names; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    return ctl_usage_error(a, "--status: \"%s\" is not one of %s", text,
+                           names);
+}
+
+/* ---- Printing ------------------------------------------------------------ */
+
+/* Stored JSON text as JSON; null when there is none. */
+static cJSON *json_or_null(const char *text) {
+    return *text ? ctl_json_value(text) : cJSON_CreateNull();
+}
+
+static cJSON *run_json(const Reel__V1__Run *r) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *labels = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "run_id", r->run_id);
+    cJSON_AddStringToObject(o, "app", r->app);
+    cJSON_AddStringToObject(o, "user", r->user);
+    cJSON_AddStringToObject(o, "session", r->session);
+    cJSON_AddStringToObject(o, "invocation_id", r->invocation_id);
+    cJSON_AddStringToObject(o, "status", status_name(r->status));
+    cJSON_AddNumberToObject(o, "next_seq", (double)r->next_seq);
+    cJSON_AddStringToObject(o, "lease_owner", r->lease_owner);
+    cJSON_AddNumberToObject(o, "lease_epoch", (double)r->lease_epoch);
+    cJSON_AddNumberToObject(o, "lease_expires_at_ms",
+                            (double)r->lease_expires_at_ms);
+    cJSON_AddStringToObject(o, "waiting_on", r->waiting_on);
+    for (size_t i = 0; i < r->n_labels; i++)
+        cJSON_AddStringToObject(labels, r->labels[i]->key,
+                                r->labels[i]->value);
+    cJSON_AddItemToObject(o, "labels", labels);
+    cJSON_AddItemToObject(o, "result", json_or_null(r->result));
+    cJSON_AddNumberToObject(o, "created_at_ms", (double)r->created_at_ms);
+    cJSON_AddNumberToObject(o, "updated_at_ms", (double)r->updated_at_ms);
+    cJSON_AddNumberToObject(o, "ended_at_ms", (double)r->ended_at_ms);
+    cJSON_AddBoolToObject(o, "resumed", r->resumed);
+    return o;
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * "run 01J... RUNNING epoch 1 (owner w1, lease until 2024-...Z) resumed";
+ * listed, without "run " and with the run's name after the status.
+ */
+static void print_run_line(const Reel__V1__Run *r, int listed) {
+    char t[40];
+
+    printf("%s%s %s", listed ? "" : "run ", r->run_id, status_name(r->status));
+    if (listed)
+        printf(" %s/%s/%s/%s", r->app, r->user, r->session, r->invocation_id);
+    printf(" epoch %llu", (unsigned long long)r->lease_epoch);
+    if (r->status == REEL__V1__RUN__STATUS__RUNNING)
+        printf(" (owner %s, lease %s %s)", r->lease_owner,
+               r->lease_expires_at_ms < now_ms() ? "expired" : "until",
+               ctl_iso_time(r->lease_expires_at_ms, t, sizeof(t)));
+    else if (r->status == REEL__V1__RUN__STATUS__WAITING)
+        printf(" (waiting on %s)", r->waiting_on);
+    else if (is_terminal(r->status) && r->ended_at_ms != 0)
+        printf(" (ended %s)", ctl_iso_time(r->ended_at_ms, t, sizeof(t)));
+    printf("%s\n", r->resumed ? " resumed" : "");
+}
+
+/* The summary line, then the rest of the fields, for run get. */
+static void print_run_details(const Reel__V1__Run *r) {
+    char t[40];
+
+    print_run_line(r, 0);
+    printf("  name:      %s/%s/%s/%s\n", r->app, r->user, r->session,
+           r->invocation_id);
+    printf("  next seq:  %llu\n", (unsigned long long)r->next_seq);
+    if (r->n_labels > 0) {
+        printf("  labels:   ");
+        for (size_t i = 0; i < r->n_labels; i++)
+            printf(" %s=%s", r->labels[i]->key, r->labels[i]->value);
+        printf("\n");
+    }
+    if (*r->result)
+        printf("  result:    %s\n", r->result);
+    printf("  created:   %s\n",
+           ctl_iso_time(r->created_at_ms, t, sizeof(t)));
+    printf("  updated:   %s\n",
+           ctl_iso_time(r->updated_at_ms, t, sizeof(t)));
+    if (r->ended_at_ms != 0)
+        printf("  ended:     %s\n",
+               ctl_iso_time(r->ended_at_ms, t, sizeof(t)));
+}
+
+static cJSON *entry_json(const Reel__V1__JournalEntry *e) {
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "run_id", e->run_id);
+    cJSON_AddNumberToObject(o, "seq", (double)e->seq);
+    cJSON_AddStringToObject(o, "kind", e->kind);
+    cJSON_AddItemToObject(o, "payload", ctl_json_value(e->payload));
+    cJSON_AddStringToObject(o, "idempotency_key", e->idempotency_key);
+    cJSON_AddNumberToObject(o, "lease_epoch", (double)e->lease_epoch);
+    cJSON_AddNumberToObject(o, "revision", (double)e->revision);
+    cJSON_AddNumberToObject(o, "ts_ms", (double)e->ts_ms);
+    return o;
+}
+
+/* "3 tool.call {"name":"search"} (epoch 1, rev 17)", or one JSON line. */
+static void print_entry(const ctl_t *ctl, const Reel__V1__JournalEntry *e) {
+    if (ctl->json)
+        ctl_print_json_line(entry_json(e));
+    else
+        printf("%llu %s %s (epoch %llu, rev %llu)\n",
+               (unsigned long long)e->seq, e->kind, e->payload,
+               (unsigned long long)e->lease_epoch,
+               (unsigned long long)e->revision);
+}
+
+/* Prints the run a subcommand got back, and frees it. */
+static int finish_run(const ctl_t *ctl, Reel__V1__Run *r, int details) {
+    if (ctl->json)
+        ctl_print_json_line(run_json(r));
+    else if (details)
+        print_run_details(r);
+    else
+        print_run_line(r, 0);
+    reel__v1__run__free_unpacked(r, NULL);
+    return EXIT_OK;
+}
+
+/* ---- run ----------------------------------------------------------------- */
+
+/* Frees what take_labels allocated: the keys, the entries, the array. */
+static void free_labels(Reel__V1__BeginRunRequest *req) {
+    for (size_t i = 0; i < req->n_labels; i++)
+        free(req->labels[i]->key);
+    if (req->labels != NULL)
+        free(req->labels[0]); /* the entries, in one block */
+    free(req->labels);
+    req->labels = NULL;
+    req->n_labels = 0;
+}
+
+/*
+ * The --label K=V flags into req's map (free_labels releases it, also
+ * after a failure); EXIT_USAGE when one is malformed.
+ */
+static int take_labels(const ctl_args_t *a, Reel__V1__BeginRunRequest *req) {
+    Reel__V1__BeginRunRequest__LabelsEntry *ents;
+    size_t n = a->nmany[RF_LABEL];
+
+    if (n == 0)
+        return 0;
+    ents = calloc(n, sizeof(*ents));
+    req->labels = calloc(n, sizeof(*req->labels));
+    if (ents == NULL || req->labels == NULL) {
+        free(ents);
+        free(req->labels);
+        req->labels = NULL;
+        fprintf(stderr, "reelctl: out of memory\n");
+        return EXIT_FAIL;
+    }
+    for (size_t i = 0; i < n; i++)
+        req->labels[i] = &ents[i];
+    for (size_t i = 0; i < n; i++) {
+        const char *kv = a->many[RF_LABEL][i], *eq = strchr(kv, '=');
+        Reel__V1__BeginRunRequest__LabelsEntry init =
+            REEL__V1__BEGIN_RUN_REQUEST__LABELS_ENTRY__INIT;
+
+        if (eq == NULL || eq == kv)
+            return ctl_usage_error(a, "--label: \"%s\" is not KEY=VALUE", kv);
+        ents[i] = init;
+        if ((ents[i].key = strndup(kv, (size_t)(eq - kv))) == NULL) {
+            fprintf(stderr, "reelctl: out of memory\n");
+            return EXIT_FAIL;
+        }
+        ents[i].value = (char *)eq + 1;
+        req->n_labels = i + 1;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(ents[j].key, ents[i].key) == 0)
+                return ctl_usage_error(a, "--label: key \"%s\" given twice",
+                                       ents[i].key);
+    }
+    return 0;
+}
+
+static int run_begin(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__BeginRunRequest req = REEL__V1__BEGIN_RUN_REQUEST__INIT;
+    Reel__V1__Run *r;
+    int rc;
+
+    req.app = a->pos[0];
+    req.user = a->pos[1];
+    req.session = a->pos[2];
+    req.invocation_id = a->pos[3];
+    req.lease_owner = a->str[RF_OWNER];
+    req.lease_ttl_ms = (int64_t)a->num[RF_TTL];
+    if ((rc = take_labels(a, &req)) == 0) {
+        r = ctl_call(ctl, a, "BeginRun", &req, &reel__v1__run__descriptor,
+                     &rc);
+        if (r != NULL)
+            rc = finish_run(ctl, r, 0);
+    }
+    free_labels(&req);
+    return rc;
+}
+
+static int run_get(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__GetRunRequest req = REEL__V1__GET_RUN_REQUEST__INIT;
+    Reel__V1__Run *r;
+    int rc;
+
+    req.run_id = a->pos[0];
+    r = ctl_call(ctl, a, "GetRun", &req, &reel__v1__run__descriptor, &rc);
+    return r != NULL ? finish_run(ctl, r, 1) : rc;
+}
+
+static void print_runs(const ctl_t *ctl, Reel__V1__Run *const *runs,
+                       size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (ctl->json)
+            ctl_print_json_line(run_json(runs[i]));
+        else
+            print_run_line(runs[i], 1);
+    }
+}
+
+/*
+ * Prints one page and says where the next one starts: a malloc'd cursor in
+ * *next, or NULL when this was the last page (or --all was not given).
+ */
+static int run_ls_page(ctl_t *ctl, const ctl_args_t *a,
+                       Reel__V1__ListRunsRequest *req, char **next) {
+    Reel__V1__ListRunsResponse *resp;
+    int rc;
+
+    *next = NULL;
+    resp = ctl_call(ctl, a, "ListRuns", req,
+                    &reel__v1__list_runs_response__descriptor, &rc);
+    if (resp == NULL)
+        return rc;
+    print_runs(ctl, resp->runs, resp->n_runs);
+    if (!resp->more) {
+        /* done */
+    } else if (!ctl_has(a, RF_ALL)) {
+        if (!ctl->json)
+            ctl_hint("more runs: --start-after %s, or --all",
+                     resp->next_start_after);
+    } else if (*resp->next_start_after == '\0' ||
+               strcmp(resp->next_start_after, req->start_after) == 0) {
+        /* Following it would ask for the same page forever. */
+        fprintf(stderr, "reelctl: run ls: the server said more but gave no "
+                        "new cursor\n");
+        rc = EXIT_FAIL;
+    } else if ((*next = strdup(resp->next_start_after)) == NULL) {
+        fprintf(stderr, "reelctl: out of memory\n");
+        rc = EXIT_FAIL;
+    }
+    reel__v1__list_runs_response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+static int run_ls(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__ListRunsRequest req = REEL__V1__LIST_RUNS_REQUEST__INIT;
+    char *cursor = NULL, *next;
+    int rc;
+
+    if (ctl_has(a, RF_USER) && !ctl_has(a, RF_APP))
+        return ctl_usage_error(a, "--user needs --app");
+    if (ctl_has(a, RF_SESSION) && !ctl_has(a, RF_USER))
+        return ctl_usage_error(a, "--session needs --user");
+    if (ctl_has(a, RF_STATUS) &&
+        (rc = parse_status(a, 0, &req.status)) != 0)
+        return rc;
+    if (ctl_has(a, RF_APP))
+        req.app = a->str[RF_APP];
+    if (ctl_has(a, RF_USER))
+        req.user = a->str[RF_USER];
+    if (ctl_has(a, RF_SESSION))
+        req.session = a->str[RF_SESSION];
+    if (ctl_has(a, RF_START_AFTER))
+        req.start_after = a->str[RF_START_AFTER];
+    req.limit = (uint32_t)a->num[RF_LIMIT];
+    for (;;) {
+        rc = run_ls_page(ctl, a, &req, &next);
+        free(cursor);
+        cursor = next;
+        if (rc != EXIT_OK || cursor == NULL)
+            break;
+        req.start_after = cursor;
+    }
+    free(cursor);
+    return rc;
+}
+
+static int run_heartbeat(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__HeartbeatRequest req = REEL__V1__HEARTBEAT_REQUEST__INIT;
+    Reel__V1__Run *r;
+    int rc;
+
+    req.run_id = a->pos[0];
+    req.lease_epoch = a->num[RF_EPOCH];
+    req.lease_ttl_ms = (int64_t)a->num[RF_TTL];
+    r = ctl_call(ctl, a, "Heartbeat", &req, &reel__v1__run__descriptor, &rc);
+    return r != NULL ? finish_run(ctl, r, 0) : rc;
+}
+
+static int run_suspend(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__SuspendRunRequest req = REEL__V1__SUSPEND_RUN_REQUEST__INIT;
+    Reel__V1__Run *r;
+    int rc;
+
+    req.run_id = a->pos[0];
+    req.lease_epoch = a->num[RF_EPOCH];
+    req.waiting_on = a->str[RF_WAITING_ON];
+    r = ctl_call(ctl, a, "SuspendRun", &req, &reel__v1__run__descriptor, &rc);
+    return r != NULL ? finish_run(ctl, r, 0) : rc;
+}
+
+static int run_end(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__EndRunRequest req = REEL__V1__END_RUN_REQUEST__INIT;
+    Reel__V1__Run *r;
+    int rc;
+
+    if ((rc = parse_status(a, 1, &req.status)) != 0)
+        return rc;
+    req.run_id = a->pos[0];
+    req.lease_epoch = a->num[RF_EPOCH];
+    if (ctl_has(a, RF_RESULT))
+        req.result = a->str[RF_RESULT];
+    r = ctl_call(ctl, a, "EndRun", &req, &reel__v1__run__descriptor, &rc);
+    return r != NULL ? finish_run(ctl, r, 0) : rc;
+}
+
+static int run_claim(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__ClaimRunRequest req = REEL__V1__CLAIM_RUN_REQUEST__INIT;
+    Reel__V1__Run *r;
+    int rc;
+
+    req.run_id = a->pos[0];
+    req.lease_owner = a->str[RF_OWNER];
+    req.lease_ttl_ms = (int64_t)a->num[RF_TTL];
+    r = ctl_call(ctl, a, "ClaimRun", &req, &reel__v1__run__descriptor, &rc);
+    return r != NULL ? finish_run(ctl, r, 0) : rc;
+}
+
+static int run_recoverable(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__ListRunsToRecoverRequest req =
+        REEL__V1__LIST_RUNS_TO_RECOVER_REQUEST__INIT;
+    Reel__V1__ListRunsToRecoverResponse *resp;
+    int rc;
+
+    req.limit = (uint32_t)a->num[RF_LIMIT];
+    resp = ctl_call(ctl, a, "ListRunsToRecover", &req,
+                    &reel__v1__list_runs_to_recover_response__descriptor, &rc);
+    if (resp == NULL)
+        return rc;
+    print_runs(ctl, resp->runs, resp->n_runs);
+    reel__v1__list_runs_to_recover_response__free_unpacked(resp, NULL);
+    return EXIT_OK;
+}
+
+static const ctl_command_t run_commands[] = {
+    {"begin", {"APP", "USER", "SESSION", "INVOCATION_ID"}, 4,
+     RF(RF_OWNER) | RF(RF_TTL) | RF(RF_LABEL), RF(RF_OWNER),
+     "start the run named by the four, or resume it, leased to --owner\n"
+     "      --ttl: lease length (default 30s); --label: when creating it",
+     run_begin},
+    {"get", {"RUN_ID"}, 1, 0, 0, "show a run", run_get},
+    {"ls", {NULL}, 0,
+     RF(RF_APP) | RF(RF_USER) | RF(RF_SESSION) | RF(RF_STATUS) |
+         RF(RF_LIMIT) | RF(RF_START_AFTER) | RF(RF_ALL),
+     0,
+     "list runs in creation order, one per line (--user needs --app,\n"
+     "      --session needs --user); --limit: page size; --all: every page",
+     run_ls},
+    {"heartbeat", {"RUN_ID"}, 1, RF(RF_EPOCH) | RF(RF_TTL), RF(RF_EPOCH),
+     "extend the lease held at --epoch by --ttl (default 30s)",
+     run_heartbeat},
+    {"suspend", {"RUN_ID"}, 1, RF(RF_EPOCH) | RF(RF_WAITING_ON),
+     RF(RF_EPOCH) | RF(RF_WAITING_ON),
+     "give up the lease and park the run until the signal arrives",
+     run_suspend},
+    {"end", {"RUN_ID"}, 1, RF(RF_EPOCH) | RF(RF_STATUS) | RF(RF_RESULT),
+     RF(RF_EPOCH) | RF(RF_STATUS),
+     "finish the run: --status completed, failed or cancelled; --result: "
+     "JSON",
+     run_end},
+    {"claim", {"RUN_ID"}, 1, RF(RF_OWNER) | RF(RF_TTL), RF(RF_OWNER),
+     "take a runnable run, or one whose lease expired, with a new epoch",
+     run_claim},
+    {"recoverable", {NULL}, 0, RF(RF_LIMIT), 0,
+     "list runs that need a worker: runnable, or with an expired lease",
+     run_recoverable},
+    {NULL, {NULL}, 0, 0, 0, NULL, NULL},
+};
+
+const ctl_group_t ctl_run_group = {
+    "run", "reel.v1.Journal", run_flags, RF_COUNT, run_commands,
+};
+
+/* ---- journal ------------------------------------------------------------- */
+
+static int journal_append(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__AppendRequest req = REEL__V1__APPEND_REQUEST__INIT;
+    Reel__V1__AppendResponse *resp;
+    int rc;
+
+    req.run_id = a->pos[0];
+    req.payload = a->npos > 1 ? a->pos[1] : "{}";
+    req.lease_epoch = a->num[RF_EPOCH];
+    req.kind = a->str[RF_KIND];
+    if (ctl_has(a, RF_KEY))
+        req.idempotency_key = a->str[RF_KEY];
+    req.expected_seq = a->num[RF_EXPECT_SEQ];
+    resp = ctl_call(ctl, a, "Append", &req,
+                    &reel__v1__append_response__descriptor, &rc);
+    if (resp == NULL)
+        return rc;
+    if (resp->entry == NULL) {
+        fprintf(stderr, "reelctl: journal append: malformed response (no "
+                        "entry)\n");
+        rc = EXIT_FAIL;
+    } else if (ctl->json) {
+        cJSON *o = entry_json(resp->entry);
+
+        cJSON_AddBoolToObject(o, "duplicate", resp->duplicate);
+        ctl_print_json_line(o);
+    } else {
+        printf("seq %llu (revision %llu)%s\n",
+               (unsigned long long)resp->entry->seq,
+               (unsigned long long)resp->entry->revision,
+               resp->duplicate ? " duplicate" : "");
+    }
+    reel__v1__append_response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+/*
+ * Prints one page; *more says whether to ask for another (--all) from
+ * req->from_seq, which it advances.
+ */
+static int journal_read_page(ctl_t *ctl, const ctl_args_t *a,
+                             Reel__V1__ReadJournalRequest *req, int *more) {
+    Reel__V1__ReadJournalResponse *resp;
+    int rc;
+
+    *more = 0;
+    resp = ctl_call(ctl, a, "ReadJournal", req,
+                    &reel__v1__read_journal_response__descriptor, &rc);
+    if (resp == NULL)
+        return rc;
+    for (size_t i = 0; i < resp->n_entries; i++)
+        print_entry(ctl, resp->entries[i]);
+    if (!resp->more) {
+        /* done */
+    } else if (!ctl_has(a, RF_ALL)) {
+        if (!ctl->json)
+            ctl_hint("more entries: --from-seq %llu, or --all",
+                     (unsigned long long)resp->next_from_seq);
+    } else if (resp->next_from_seq <= req->from_seq) {
+        /* Following it would ask for the same page forever. */
+        fprintf(stderr, "reelctl: journal read: the server said more but "
+                        "gave no new cursor\n");
+        rc = EXIT_FAIL;
+    } else {
+        req->from_seq = resp->next_from_seq;
+        *more = 1;
+    }
+    reel__v1__read_journal_response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+static int journal_read(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__ReadJournalRequest req = REEL__V1__READ_JOURNAL_REQUEST__INIT;
+    int rc, more;
+
+    req.run_id = a->pos[0];
+    req.from_seq = a->num[RF_FROM_SEQ];
+    req.limit = (uint32_t)a->num[RF_LIMIT];
+    do
+        rc = journal_read_page(ctl, a, &req, &more);
+    while (rc == EXIT_OK && more);
+    return rc;
+}
+
+typedef struct follow_state {
+    const ctl_t *ctl;
+    int failed; /* we cancelled: the reason is already printed */
+} follow_state_t;
+
+static int follow_entry(void *arg, const uint8_t *msg, size_t len) {
+    follow_state_t *f = arg;
+    Reel__V1__JournalEntry *e;
+
+    e = reel__v1__journal_entry__unpack(NULL, len, msg);
+    if (e == NULL) {
+        fprintf(stderr, "reelctl: journal follow: malformed entry\n");
+        f->failed = 1;
+        return 1;
+    }
+    print_entry(f->ctl, e);
+    reel__v1__journal_entry__free_unpacked(e, NULL);
+    /* Line by line, so a pipe's reader sees each entry as it is written. */
+    if (fflush(stdout) != 0) {
+        f->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static int journal_follow(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__SubscribeRunRequest req = REEL__V1__SUBSCRIBE_RUN_REQUEST__INIT;
+    follow_state_t f = {ctl, 0};
+    reel_reply_t r = {0};
+    uint8_t *buf;
+    size_t len;
+    int rc = EXIT_FAIL;
+
+    req.run_id = a->pos[0];
+    req.from_seq = a->num[RF_FROM_SEQ];
+    if ((buf = ctl_pack(&req, &len)) == NULL)
+        goto out;
+    /* The stream ends when the run does: no deadline, whatever --timeout. */
+    reel_client_stream(ctl->client, "/reel.v1.Journal/SubscribeRun", buf, len,
+                       0, follow_entry, &f, &r);
+    if (f.failed)
+        rc = EXIT_FAIL;
+    else if (r.code != 0)
+        rc = ctl_report_error(ctl, "journal follow", &r);
+    else
+        rc = EXIT_OK;
+out:
+    reel_reply_fini(&r);
+    free(buf);
+    return rc;
+}
+
+static const ctl_command_t journal_commands[] = {
+    {"append", {"RUN_ID", "PAYLOAD_JSON"}, 1,
+     RF(RF_EPOCH) | RF(RF_KIND) | RF(RF_KEY) | RF(RF_EXPECT_SEQ),
+     RF(RF_EPOCH) | RF(RF_KIND),
+     "append an entry (PAYLOAD_JSON defaults to {}) as the lease at --epoch\n"
+     "      --key: a retry with the same key writes nothing; --expect-seq: "
+     "only\n"
+     "      if the entry gets seq N",
+     journal_append},
+    {"read", {"RUN_ID"}, 1, RF(RF_FROM_SEQ) | RF(RF_LIMIT) | RF(RF_ALL), 0,
+     "print entries after --from-seq N, one per line; --all: every page",
+     journal_read},
+    {"follow", {"RUN_ID"}, 1, RF(RF_FROM_SEQ), 0,
+     "print entries after --from-seq N, then new ones as they are written,\n"
+     "      until the run ends (exit 0) or Ctrl-C (no deadline)",
+     journal_follow},
+    {NULL, {NULL}, 0, 0, 0, NULL, NULL},
+};
+
+const ctl_group_t ctl_journal_group = {
+    "journal", "reel.v1.Journal", run_flags, RF_COUNT, journal_commands,
+};

@@ -1,0 +1,418 @@
+/*
+ * cli/ctl.c: the parts of reelctl every command group uses: parsing a
+ * subcommand line against its group's tables, unary calls, error reports
+ * and JSON/text printing helpers.
+ *
+ * A subcommand line: flags may appear anywhere after the group's name, and
+ * "--" ends them (so a positional may start with "--"). A flag's value is
+ * the next argument or follows "=". The subcommand's name is the first
+ * argument that is neither a flag nor a flag's value.
+ */
+#include "cli/ctl.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- Parsing ------------------------------------------------------------- */
+
+/* "set NAMESPACE KEY VALUE [--create] ...": for help and usage errors. */
+static void synopsis(const ctl_group_t *g, const ctl_command_t *c, char *buf,
+                     size_t size) {
+    size_t n = (size_t)snprintf(buf, size, "%s", c->name);
+
+    for (int i = 0; i < CTL_MAX_POS && c->pos[i] != NULL && n < size; i++)
+        n += (size_t)snprintf(buf + n, size - n,
+                              i < c->min_pos ? " %s" : " [%s]", c->pos[i]);
+    for (int f = 0; f < g->nflags && n < size; f++) {
+        const ctl_flag_spec_t *s = &g->flags[f];
+        int opt = !(c->required & CTL_F(f));
+
+        if (!(c->flags & CTL_F(f)))
+            continue;
+        n += (size_t)snprintf(buf + n, size - n, " %s%s%s%s%s%s",
+                              opt ? "[" : "", s->name, s->arg ? " " : "",
+                              s->arg ? s->arg : "", s->repeat ? " ..." : "",
+                              opt ? "]" : "");
+    }
+}
+
+void ctl_group_usage(const ctl_group_t *g, FILE *out) {
+    char syn[256];
+
+    fprintf(out, "\n%s subcommands (flags may come anywhere after %s):\n",
+            g->name, g->name);
+    for (const ctl_command_t *c = g->commands; c->name != NULL; c++) {
+        synopsis(g, c, syn, sizeof(syn));
+        fprintf(out, "  %s %s\n      %s\n", g->name, syn, c->help);
+    }
+}
+
+int ctl_usage_error(const ctl_args_t *a, const char *fmt, ...) {
+    char syn[256];
+    va_list ap;
+
+    fprintf(stderr, "reelctl %s %s: ", a->group->name, a->cmd->name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    synopsis(a->group, a->cmd, syn, sizeof(syn));
+    fprintf(stderr, "\nusage: reelctl %s %s\n", a->group->name, syn);
+    return EXIT_USAGE;
+}
+
+int64_t ctl_parse_duration_ms(const char *s) {
+    /* Far beyond any sensible deadline or lease, and exact in a double. */
+    const double max_ms = 1e15;
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(s, &end);
+    /* !(v >= 0) also refuses NaN; strtod takes "nan" and "inf". */
+    if (errno != 0 || end == s || !(v >= 0))
+        return -1;
+    if (strcmp(end, "s") == 0)
+        v *= 1000;
+    else if (strcmp(end, "m") == 0)
+        v *= 60000;
+    else if (*end != '\0' && strcmp(end, "ms") != 0)
+        return -1;
+    if (v > max_ms)
+        return -1;
+    return (int64_t)v;
+}
+
+/*
+ * Digits only (strtoull alone would take "-1", " 7" and "+7"). -1 if s is
+ * not a whole number, -2 if it is above max.
+ */
+static int parse_u64(const char *s, uint64_t max, uint64_t *out) {
+    unsigned long long v;
+    char *end;
+
+    if (*s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (*end != '\0')
+        return -1;
+    if (errno == ERANGE || v > max)
+        return -2;
+    *out = v;
+    return 0;
+}
+
+/* The index of the flag that "--name" or "--name=value" names, or -1. */
+static int flag_lookup(const ctl_group_t *g, const char *arg) {
+    size_t len = strcspn(arg, "=");
+
+    for (int f = 0; f < g->nflags; f++)
+        if (strlen(g->flags[f].name) == len &&
+            strncmp(arg, g->flags[f].name, len) == 0)
+            return f;
+    return -1;
+}
+
+/* Keeps one more value of a repeatable flag. */
+static int add_value(ctl_args_t *a, int f, char *val) {
+    char **more = realloc(a->many[f], (a->nmany[f] + 1) * sizeof(*more));
+
+    if (more == NULL) {
+        fprintf(stderr, "reelctl: out of memory\n");
+        return EXIT_FAIL;
+    }
+    more[a->nmany[f]++] = val;
+    a->many[f] = more;
+    return 0;
+}
+
+/* Takes the flag at argv[*i], and its value from argv[*i + 1] if needed. */
+static int take_flag(ctl_args_t *a, int argc, char **argv, int *i) {
+    char *arg = argv[*i], *eq = strchr(arg, '='), *val = NULL;
+    int f = flag_lookup(a->group, arg);
+    const ctl_flag_spec_t *spec;
+
+    if (f < 0 || !(a->cmd->flags & CTL_F(f)))
+        return ctl_usage_error(a, "unknown flag \"%.*s\"",
+                               (int)strcspn(arg, "="), arg);
+    spec = &a->group->flags[f];
+    if (spec->kind == CTL_BOOL && eq != NULL)
+        return ctl_usage_error(a, "%s takes no value", spec->name);
+    if (spec->kind != CTL_BOOL) {
+        if (eq != NULL)
+            val = eq + 1;
+        else if (*i + 1 < argc)
+            val = argv[++*i];
+        else
+            return ctl_usage_error(a, "%s needs a value (%s)", spec->name,
+                                   spec->arg);
+    }
+    if (spec->kind == CTL_NUM) {
+        int bad = parse_u64(val, spec->max, &a->num[f]);
+
+        if (bad == -1)
+            return ctl_usage_error(a, "%s: \"%s\" is not a whole number",
+                                   spec->name, val);
+        if (bad == -2)
+            return ctl_usage_error(a, "%s: %s is too large (at most %llu)",
+                                   spec->name, val,
+                                   (unsigned long long)spec->max);
+    }
+    if (spec->kind == CTL_DURATION) {
+        int64_t ms = ctl_parse_duration_ms(val);
+
+        if (ms <= 0)
+            return ctl_usage_error(a,
+                                   "%s: \"%s\" is not a positive duration "
+                                   "(e.g. 500ms, 30s, 2m)",
+                                   spec->name, val);
+        a->num[f] = (uint64_t)ms;
+    }
+    if (spec->repeat && add_value(a, f, val) != 0)
+        return EXIT_FAIL;
+    a->str[f] = val;
+    a->seen |= CTL_F(f);
+    return 0;
+}
+
+static int max_pos(const ctl_command_t *c) {
+    int n = 0;
+
+    while (n < CTL_MAX_POS && c->pos[n] != NULL)
+        n++;
+    return n;
+}
+
+static void args_fini(ctl_args_t *a) {
+    for (int f = 0; f < CTL_MAX_FLAGS; f++)
+        free(a->many[f]);
+}
+
+/* " --owner NAME --epoch N": the required flags a lacks, for an error. */
+static void missing_flags(const ctl_args_t *a, char *buf, size_t size) {
+    const ctl_group_t *g = a->group;
+    size_t n = 0;
+
+    buf[0] = '\0';
+    for (int f = 0; f < g->nflags && n < size; f++) {
+        if (!(a->cmd->required & CTL_F(f)) || ctl_has(a, f))
+            continue;
+        n += (size_t)snprintf(buf + n, size - n, " %s%s%s", g->flags[f].name,
+                              g->flags[f].arg ? " " : "",
+                              g->flags[f].arg ? g->flags[f].arg : "");
+    }
+}
+
+/*
+ * Parses argv (argv[0] is the group's name) for cmd, whose name is
+ * argv[skip]. Returns 0, or EXIT_USAGE after saying what is wrong (a needs
+ * args_fini either way).
+ */
+static int parse(const ctl_group_t *g, const ctl_command_t *cmd, int argc,
+                 char **argv, int skip, ctl_args_t *a) {
+    char missing[128] = "";
+    int only_pos = 0, rc;
+
+    memset(a, 0, sizeof(*a));
+    a->group = g;
+    a->cmd = cmd;
+    for (int i = 1; i < argc; i++) {
+        if (i == skip)
+            continue;
+        if (!only_pos && strcmp(argv[i], "--") == 0) {
+            only_pos = 1;
+        } else if (!only_pos && strncmp(argv[i], "--", 2) == 0) {
+            if ((rc = take_flag(a, argc, argv, &i)) != 0)
+                return rc;
+        } else if (a->npos == max_pos(cmd)) {
+            return ctl_usage_error(a, "unexpected argument \"%s\"", argv[i]);
+        } else {
+            a->pos[a->npos++] = argv[i];
+        }
+    }
+    if (a->npos < cmd->min_pos) {
+        size_t n = 0;
+
+        for (int i = a->npos; i < cmd->min_pos && n < sizeof(missing); i++)
+            n += (size_t)snprintf(missing + n, sizeof(missing) - n, " %s",
+                                  cmd->pos[i]);
+        return ctl_usage_error(a, "missing%s", missing);
+    }
+    missing_flags(a, missing, sizeof(missing));
+    if (*missing != '\0')
+        return ctl_usage_error(a, "missing%s", missing);
+    return 0;
+}
+
+/*
+ * The index of the subcommand's name: the first argument that is neither a
+ * flag nor a flag's value. -1 if there is none.
+ */
+static int find_subcommand(const ctl_group_t *g, int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        int f;
+
+        if (strcmp(argv[i], "--") == 0)
+            return i + 1 < argc ? i + 1 : -1;
+        if (strncmp(argv[i], "--", 2) != 0)
+            return i;
+        f = flag_lookup(g, argv[i]);
+        if (f >= 0 && g->flags[f].kind != CTL_BOOL && !strchr(argv[i], '='))
+            i++;
+    }
+    return -1;
+}
+
+int ctl_group_main(ctl_t *ctl, const ctl_group_t *g, int argc, char **argv) {
+    int sub = find_subcommand(g, argc, argv);
+    ctl_args_t a;
+    int rc;
+
+    for (const ctl_command_t *c = g->commands; sub > 0 && c->name != NULL;
+         c++) {
+        if (strcmp(argv[sub], c->name) != 0)
+            continue;
+        if ((rc = parse(g, c, argc, argv, sub, &a)) == 0)
+            rc = c->run(ctl, &a);
+        args_fini(&a);
+        return rc;
+    }
+    if (sub > 0)
+        fprintf(stderr, "reelctl %s: unknown subcommand \"%s\"\n", g->name,
+                argv[sub]);
+    else
+        fprintf(stderr, "reelctl %s: missing subcommand\n", g->name);
+    fprintf(stderr, "expected one of:");
+    for (const ctl_command_t *c = g->commands; c->name != NULL; c++)
+        fprintf(stderr, " %s", c->name);
+    fprintf(stderr, " (try reelctl help)\n");
+    return EXIT_USAGE;
+}
+
+/* ---- Calls --------------------------------------------------------------- */
+
+int ctl_report_error(const ctl_t *ctl, const char *what,
+                     const reel_reply_t *r) {
+    const char *details = r->details && *r->details ? r->details : "";
+
+    if (ctl->json) {
+        cJSON *o = cJSON_CreateObject();
+        char *s;
+
+        cJSON_AddStringToObject(o, "error", reel_grpc_code_name(r->code));
+        cJSON_AddStringToObject(o, "message", details);
+        s = cJSON_PrintUnformatted(o);
+        fprintf(stderr, "%s\n", s);
+        free(s);
+        cJSON_Delete(o);
+    } else {
+        fprintf(stderr, "reelctl: %s: %s: %s\n", what,
+                reel_grpc_code_name(r->code), details);
+        if (r->code == 14 /* UNAVAILABLE */ && strstr(details, "connect"))
+            fprintf(stderr, "reelctl: is reeld running on %s?\n", ctl->addr);
+    }
+    return EXIT_FAIL;
+}
+
+uint8_t *ctl_pack(const void *msg, size_t *len) {
+    const ProtobufCMessage *m = msg;
+    uint8_t *buf;
+
+    *len = protobuf_c_message_get_packed_size(m);
+    buf = malloc(*len ? *len : 1);
+    if (buf != NULL)
+        protobuf_c_message_pack(m, buf);
+    else
+        fprintf(stderr, "reelctl: out of memory\n");
+    return buf;
+}
+
+void *ctl_unary(ctl_t *ctl, const char *what, const char *method,
+                const void *req, const ProtobufCMessageDescriptor *desc,
+                int *rc) {
+    ProtobufCMessage *resp = NULL;
+    reel_reply_t r = {0};
+    uint8_t *buf;
+    size_t len;
+
+    *rc = EXIT_FAIL;
+    if ((buf = ctl_pack(req, &len)) == NULL)
+        goto out;
+    if (reel_client_unary(ctl->client, method, buf, len, ctl->timeout_ms,
+                          &r) != 0) {
+        *rc = ctl_report_error(ctl, what, &r);
+        goto out;
+    }
+    resp = protobuf_c_message_unpack(desc, NULL, r.len, r.body);
+    if (resp == NULL)
+        fprintf(stderr, "reelctl: %s: malformed response\n", what);
+    else
+        *rc = EXIT_OK;
+out:
+    reel_reply_fini(&r);
+    free(buf);
+    return resp;
+}
+
+void *ctl_call(ctl_t *ctl, const ctl_args_t *a, const char *rpc,
+               const void *req, const ProtobufCMessageDescriptor *desc,
+               int *rc) {
+    char method[96], what[64];
+
+    snprintf(method, sizeof(method), "/%s/%s", a->group->service, rpc);
+    snprintf(what, sizeof(what), "%s %s", a->group->name, a->cmd->name);
+    return ctl_unary(ctl, what, method, req, desc, rc);
+}
+
+/* ---- Printing ------------------------------------------------------------ */
+
+void ctl_print_json(const cJSON *o) {
+    char *s = cJSON_PrintUnformatted(o);
+
+    printf("%s\n", s);
+    free(s);
+}
+
+void ctl_print_json_line(cJSON *o) {
+    ctl_print_json(o);
+    cJSON_Delete(o);
+}
+
+cJSON *ctl_json_value(const char *text) {
+    cJSON *v = cJSON_ParseWithOpts(text, NULL, 1);
+
+    return v != NULL ? v : cJSON_CreateString(text);
+}
+
+void ctl_hint(const char *fmt, ...) {
+    va_list ap;
+
+    fflush(stdout);
+    fprintf(stderr, "reelctl: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+}
+
+const char *ctl_iso_time(int64_t ms, char *buf, size_t size) {
+    time_t secs = (time_t)(ms / 1000);
+    int frac = (int)(ms % 1000);
+    struct tm tm;
+    size_t n;
+
+    if (frac < 0) {
+        frac += 1000;
+        secs--;
+    }
+    if (gmtime_r(&secs, &tm) == NULL ||
+        (n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm)) == 0) {
+        snprintf(buf, size, "%lldms", (long long)ms);
+        return buf;
+    }
+    snprintf(buf + n, size - n, ".%03dZ", frac);
+    return buf;
+}

@@ -1,0 +1,157 @@
+/*
+ * cli/ctl.h: what reelctl's command files share (private to reelctl).
+ *
+ * A command group ("kv", "run", "journal") is a table: the flags its
+ * subcommands may take, and the subcommands with their positionals and the
+ * flags each accepts. ctl_group_main() finds the subcommand, parses the
+ * line against the tables (usage errors say what is wrong and show the
+ * synopsis), and calls the subcommand with the parsed arguments.
+ *
+ * Single-threaded, like reelctl. Strings in ctl_args_t point into argv.
+ */
+#ifndef REEL_CLI_CTL_H
+#define REEL_CLI_CTL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <cjson/cJSON.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "cli/client.h"
+
+#define EXIT_OK 0
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+/* The global flags, and the connection every command uses. */
+typedef struct ctl {
+    const char *addr;
+    int64_t timeout_ms;
+    int json;
+    reel_client_t *client;
+} ctl_t;
+
+/* ---- Command groups ------------------------------------------------------ */
+
+#define CTL_MAX_FLAGS 32 /* per group: a flag is a bit in an unsigned */
+#define CTL_MAX_POS 4
+
+#define CTL_F(f) (1u << (f))
+
+typedef enum {
+    CTL_BOOL,     /* --all */
+    CTL_NUM,      /* --limit N: digits only, at most spec->max */
+    CTL_STR,      /* --writer NAME */
+    CTL_DURATION, /* --ttl 30s: positive, in ms */
+} ctl_flag_kind_t;
+
+typedef struct ctl_flag_spec {
+    const char *name; /* "--limit" */
+    ctl_flag_kind_t kind;
+    const char *arg; /* the value's name in the usage text */
+    uint64_t max;    /* CTL_NUM: the range of the request field */
+    int repeat;      /* CTL_STR: may be given more than once */
+} ctl_flag_spec_t;
+
+typedef struct ctl_group ctl_group_t;
+typedef struct ctl_command ctl_command_t;
+
+/*
+ * One subcommand line, parsed. A flag's value is in num[f] (CTL_NUM, and
+ * CTL_DURATION in ms) and str[f] (its text); a repeated flag's values are
+ * many[f][0 .. nmany[f]). Valid while the subcommand runs.
+ */
+typedef struct ctl_args {
+    const ctl_group_t *group;
+    const ctl_command_t *cmd;
+    char *pos[CTL_MAX_POS];
+    int npos;
+    unsigned seen; /* CTL_F() bits of the flags given */
+    uint64_t num[CTL_MAX_FLAGS];
+    char *str[CTL_MAX_FLAGS];
+    char **many[CTL_MAX_FLAGS];
+    size_t nmany[CTL_MAX_FLAGS];
+} ctl_args_t;
+
+struct ctl_command {
+    const char *name;
+    const char *pos[CTL_MAX_POS]; /* positional names, NULL-padded */
+    int min_pos;                  /* the rest are optional */
+    unsigned flags;               /* CTL_F() bits it takes */
+    unsigned required;            /* CTL_F() bits it must be given */
+    const char *help;
+    int (*run)(ctl_t *ctl, const ctl_args_t *a);
+};
+
+struct ctl_group {
+    const char *name;    /* "kv": the word on the command line */
+    const char *service; /* "reel.v1.KV": where ctl_call sends */
+    const ctl_flag_spec_t *flags; /* indexed by the group's flag enum */
+    int nflags;
+    const ctl_command_t *commands; /* ends with a NULL name */
+};
+
+extern const ctl_group_t ctl_kv_group;      /* cli/cmd_kv.c */
+extern const ctl_group_t ctl_run_group;     /* cli/cmd_run.c */
+extern const ctl_group_t ctl_journal_group; /* cli/cmd_run.c */
+
+/* Runs "GROUP SUBCOMMAND ..." (argv[0] is the group's name). */
+int ctl_group_main(ctl_t *ctl, const ctl_group_t *g, int argc, char **argv);
+
+/* The group's part of the help text. */
+void ctl_group_usage(const ctl_group_t *g, FILE *out);
+
+static inline int ctl_has(const ctl_args_t *a, int f) {
+    return (a->seen & CTL_F(f)) != 0;
+}
+
+/* Says what is wrong with the line and shows its synopsis; EXIT_USAGE. */
+__attribute__((format(printf, 2, 3))) int
+ctl_usage_error(const ctl_args_t *a, const char *fmt, ...);
+
+/* "250ms", "5s", "2m", or plain milliseconds. -1 if malformed or huge. */
+int64_t ctl_parse_duration_ms(const char *s);
+
+/* ---- Calls --------------------------------------------------------------- */
+
+/* Prints a failed call the way every command does; returns EXIT_FAIL. */
+int ctl_report_error(const ctl_t *ctl, const char *what,
+                     const reel_reply_t *r);
+
+/* msg packed into a malloc'd buffer, or NULL (said) when out of memory. */
+uint8_t *ctl_pack(const void *msg, size_t *len);
+
+/*
+ * Calls method ("/reel.v1.Admin/GetStatus") and unpacks the answer as desc
+ * (free it with protobuf_c_message_free_unpacked). On failure says why,
+ * naming what, sets *rc to the exit status and returns NULL.
+ */
+void *ctl_unary(ctl_t *ctl, const char *what, const char *method,
+                const void *req, const ProtobufCMessageDescriptor *desc,
+                int *rc);
+
+/* ctl_unary of the group's service's rpc, named "kv set" in errors. */
+void *ctl_call(ctl_t *ctl, const ctl_args_t *a, const char *rpc,
+               const void *req, const ProtobufCMessageDescriptor *desc,
+               int *rc);
+
+/* ---- Printing ------------------------------------------------------------ */
+
+/* Prints o on one line (o stays the caller's). */
+void ctl_print_json(const cJSON *o);
+
+/* Prints o on one line, and frees it. */
+void ctl_print_json_line(cJSON *o);
+
+/* JSON text as JSON: parsed if it parses, else the text as a string. */
+cJSON *ctl_json_value(const char *text);
+
+/* Says on stderr where more is to be had, after what stdout already has. */
+__attribute__((format(printf, 1, 2))) void ctl_hint(const char *fmt, ...);
+
+/* "2024-05-01T12:00:00.250Z" into buf (at least 32 bytes). */
+const char *ctl_iso_time(int64_t ms, char *buf, size_t size);
+
+#endif
