@@ -382,7 +382,12 @@ void ctl_print_json_line(cJSON *o) {
 }
 
 cJSON *ctl_json_value(const char *text) {
-    cJSON *v = cJSON_ParseWithOpts(text, NULL, 1);
+    cJSON *v;
+
+    /* No value (a tombstone, no previous value, no result) is null. */
+    if (text == NULL || *text == '\0')
+        return cJSON_CreateNull();
+    v = cJSON_ParseWithOpts(text, NULL, 1);
 
     return v != NULL ? v : cJSON_CreateString(text);
 }
