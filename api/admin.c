@@ -51,7 +51,7 @@ static void admin_get_status(rpc_call_t *call, void *arg, const uint8_t *req,
 
 int api_admin_register(rpc_server_t *srv, api_ctx_t *ctx) {
     rpc_method_t m = {"/reel.v1.Admin/GetStatus", RPC_UNARY, admin_get_status,
-                      ctx};
+                      ctx, &reel__v1__get_status_request__descriptor};
 
     return rpc_server_add_method(srv, &m);
 }

@@ -110,9 +110,11 @@ static void health_watch(rpc_call_t *call, void *arg, const uint8_t *req,
 
 int api_health_register(rpc_server_t *srv, api_ctx_t *ctx) {
     rpc_method_t check = {"/grpc.health.v1.Health/Check", RPC_UNARY,
-                          health_check, ctx};
+                          health_check, ctx,
+                          &grpc__health__v1__health_check_request__descriptor};
     rpc_method_t watch = {"/grpc.health.v1.Health/Watch", RPC_SERVER_STREAM,
-                          health_watch, ctx};
+                          health_watch, ctx,
+                          &grpc__health__v1__health_check_request__descriptor};
 
     if (rpc_server_add_method(srv, &check) != 0 ||
         rpc_server_add_method(srv, &watch) != 0)

@@ -545,22 +545,35 @@ int api_journal_register(rpc_server_t *srv, api_ctx_t *ctx) {
         const char *path;
         rpc_kind_t kind;
         rpc_handler_fn fn;
+        const ProtobufCMessageDescriptor *input;
     } methods[] = {
-        {"/reel.v1.Journal/BeginRun", RPC_UNARY, j_begin_run},
-        {"/reel.v1.Journal/Heartbeat", RPC_UNARY, j_heartbeat},
-        {"/reel.v1.Journal/Append", RPC_UNARY, j_append},
-        {"/reel.v1.Journal/ReadJournal", RPC_UNARY, j_read_journal},
-        {"/reel.v1.Journal/SubscribeRun", RPC_SERVER_STREAM, j_subscribe_run},
-        {"/reel.v1.Journal/EndRun", RPC_UNARY, j_end_run},
-        {"/reel.v1.Journal/SuspendRun", RPC_UNARY, j_suspend_run},
-        {"/reel.v1.Journal/GetRun", RPC_UNARY, j_get_run},
-        {"/reel.v1.Journal/ListRuns", RPC_UNARY, j_list_runs},
-        {"/reel.v1.Journal/ListRunsToRecover", RPC_UNARY, j_list_recoverable},
-        {"/reel.v1.Journal/ClaimRun", RPC_UNARY, j_claim_run},
+        {"/reel.v1.Journal/BeginRun", RPC_UNARY, j_begin_run,
+         &reel__v1__begin_run_request__descriptor},
+        {"/reel.v1.Journal/Heartbeat", RPC_UNARY, j_heartbeat,
+         &reel__v1__heartbeat_request__descriptor},
+        {"/reel.v1.Journal/Append", RPC_UNARY, j_append,
+         &reel__v1__append_request__descriptor},
+        {"/reel.v1.Journal/ReadJournal", RPC_UNARY, j_read_journal,
+         &reel__v1__read_journal_request__descriptor},
+        {"/reel.v1.Journal/SubscribeRun", RPC_SERVER_STREAM, j_subscribe_run,
+         &reel__v1__subscribe_run_request__descriptor},
+        {"/reel.v1.Journal/EndRun", RPC_UNARY, j_end_run,
+         &reel__v1__end_run_request__descriptor},
+        {"/reel.v1.Journal/SuspendRun", RPC_UNARY, j_suspend_run,
+         &reel__v1__suspend_run_request__descriptor},
+        {"/reel.v1.Journal/GetRun", RPC_UNARY, j_get_run,
+         &reel__v1__get_run_request__descriptor},
+        {"/reel.v1.Journal/ListRuns", RPC_UNARY, j_list_runs,
+         &reel__v1__list_runs_request__descriptor},
+        {"/reel.v1.Journal/ListRunsToRecover", RPC_UNARY, j_list_recoverable,
+         &reel__v1__list_runs_to_recover_request__descriptor},
+        {"/reel.v1.Journal/ClaimRun", RPC_UNARY, j_claim_run,
+         &reel__v1__claim_run_request__descriptor},
     };
 
     for (size_t i = 0; i < sizeof(methods) / sizeof(*methods); i++) {
-        rpc_method_t m = {methods[i].path, methods[i].kind, methods[i].fn, ctx};
+        rpc_method_t m = {methods[i].path, methods[i].kind, methods[i].fn, ctx,
+                          methods[i].input};
 
         if (rpc_server_add_method(srv, &m) != 0)
             return -1;

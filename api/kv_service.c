@@ -431,17 +431,25 @@ int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx) {
         const char *path;
         rpc_kind_t kind;
         rpc_handler_fn fn;
+        const ProtobufCMessageDescriptor *input;
     } methods[] = {
-        {"/reel.v1.KV/SetValue", RPC_UNARY, kv_set_value},
-        {"/reel.v1.KV/GetValue", RPC_UNARY, kv_get_value},
-        {"/reel.v1.KV/DeleteValue", RPC_UNARY, kv_delete_value},
-        {"/reel.v1.KV/ListValues", RPC_UNARY, kv_list_values},
-        {"/reel.v1.KV/ValueHistory", RPC_UNARY, kv_value_history},
-        {"/reel.v1.KV/WatchValue", RPC_SERVER_STREAM, kv_watch_value},
+        {"/reel.v1.KV/SetValue", RPC_UNARY, kv_set_value,
+         &reel__v1__set_value_request__descriptor},
+        {"/reel.v1.KV/GetValue", RPC_UNARY, kv_get_value,
+         &reel__v1__get_value_request__descriptor},
+        {"/reel.v1.KV/DeleteValue", RPC_UNARY, kv_delete_value,
+         &reel__v1__delete_value_request__descriptor},
+        {"/reel.v1.KV/ListValues", RPC_UNARY, kv_list_values,
+         &reel__v1__list_values_request__descriptor},
+        {"/reel.v1.KV/ValueHistory", RPC_UNARY, kv_value_history,
+         &reel__v1__value_history_request__descriptor},
+        {"/reel.v1.KV/WatchValue", RPC_SERVER_STREAM, kv_watch_value,
+         &reel__v1__watch_value_request__descriptor},
     };
 
     for (size_t i = 0; i < sizeof(methods) / sizeof(*methods); i++) {
-        rpc_method_t m = {methods[i].path, methods[i].kind, methods[i].fn, ctx};
+        rpc_method_t m = {methods[i].path, methods[i].kind, methods[i].fn, ctx,
+                          methods[i].input};
 
         if (rpc_server_add_method(srv, &m) != 0)
             return -1;

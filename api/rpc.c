@@ -41,6 +41,7 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 
+#include "api/wire.h"
 #include "base/log.h"
 
 #define DEFAULT_THREADS 4
@@ -454,6 +455,7 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     rpc_call_t *c;
     grpc_op op;
     grpc_slice body = grpc_empty_slice();
+    reel_status_t bad = REEL_STATUS_INIT;
     int have_body = 0;
 
     if (!success) {
@@ -531,6 +533,11 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     } else if (!have_body) {
         rpc_call_finish(c, REEL_INVALID_ARGUMENT,
                         "request: no request message was sent", NULL, 0);
+    } else if (c->method->input != NULL &&
+               api_wire_check(c->method->input, GRPC_SLICE_START_PTR(body),
+                              GRPC_SLICE_LENGTH(body), &bad) != REEL_OK) {
+        rpc_call_finish_status(c, &bad);
+        reel_status_fini(&bad);
     } else {
         c->method->handler(c, c->method->ctx, GRPC_SLICE_START_PTR(body),
                            GRPC_SLICE_LENGTH(body));

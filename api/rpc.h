@@ -59,6 +59,9 @@ typedef struct rpc_method {
     rpc_kind_t kind;
     rpc_handler_fn handler;
     void *ctx;
+    /* The request's protobuf-c descriptor: its string fields are checked
+     * (api/wire.h) before the handler runs. NULL to skip. */
+    const void *input;
 } rpc_method_t;
 
 typedef struct rpc_server_opts {

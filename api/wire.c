@@ -1,0 +1,82 @@
+/*
+ * api/wire.c: a descriptor-driven walk over the protobuf wire format.
+ * Malformed framing is left for the decoder to report; this walk only
+ * stops there.
+ */
+#include "api/wire.h"
+
+#include <string.h>
+
+#include "base/text.h"
+
+#define MAX_DEPTH 32
+
+static int varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
+    uint64_t v = 0;
+
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static reel_code_t walk(const ProtobufCMessageDescriptor *d, const uint8_t *p,
+                        const uint8_t *end, int depth, reel_status_t *st) {
+    if (depth > MAX_DEPTH)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "request: messages nested deeper than %d",
+                               MAX_DEPTH);
+    while (p < end) {
+        uint64_t tag, n;
+        const ProtobufCFieldDescriptor *f;
+
+        if (varint(&p, end, &tag) != 0)
+            return REEL_OK;
+        switch (tag & 7) {
+        case 0: /* varint */
+            if (varint(&p, end, &n) != 0)
+                return REEL_OK;
+            continue;
+        case 1: /* 64-bit */
+            if (end - p < 8)
+                return REEL_OK;
+            p += 8;
+            continue;
+        case 5: /* 32-bit */
+            if (end - p < 4)
+                return REEL_OK;
+            p += 4;
+            continue;
+        case 2: /* length-delimited */
+            break;
+        default:
+            return REEL_OK;
+        }
+        if (varint(&p, end, &n) != 0 || n > (uint64_t)(end - p))
+            return REEL_OK;
+        f = protobuf_c_message_descriptor_get_field(d, (unsigned)(tag >> 3));
+        if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING &&
+            (memchr(p, '\0', n) != NULL ||
+             !reel_utf8_valid((const char *)p, n)))
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "%s: must be valid UTF-8 without NUL bytes",
+                                   f->name);
+        if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            reel_code_t rc = walk(f->descriptor, p, p + n, depth + 1, st);
+            if (rc != REEL_OK)
+                return rc;
+        }
+        p += n;
+    }
+    return REEL_OK;
+}
+
+reel_code_t api_wire_check(const ProtobufCMessageDescriptor *d,
+                           const uint8_t *buf, size_t len, reel_status_t *st) {
+    return walk(d, buf, buf + len, 0, st);
+}
