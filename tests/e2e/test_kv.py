@@ -18,7 +18,7 @@ import pytest
 
 import kv_pb2
 import reel_pb2
-from conftest import Reeld, stream, unary
+from conftest import REELD, Reeld, stream, unary
 
 NONE = kv_pb2.PRECONDITION_NONE
 ABSENT = kv_pb2.PRECONDITION_ABSENT
@@ -191,9 +191,14 @@ def fmt(ev):
 
 
 def rpc_error(fn, *args, **kw):
-    with pytest.raises(grpc.RpcError) as e:
-        fn(*args, **kw)
-    return e.value
+    """The RpcError fn(*args, **kw) fails with; AssertionError if it succeeds."""
+    try:
+        r = fn(*args, **kw)
+    except grpc.RpcError as e:
+        return e
+    shown = [a[:60] + "..." if isinstance(a, str) and len(a) > 60 else a for a in args]
+    raise AssertionError(f"expected an error for {shown} {kw}, but it succeeded: "
+                         f"{str(r)[:300]!r}")
 
 
 def has_number(text, n):
@@ -265,6 +270,30 @@ def test_namespaces_are_separate(kv):
     assert (b.entry.value, b.entry.version) == ('"two again"', 2)
     assert not kv.get("ns3", "k").found
     assert [e.key for e in kv.list("ns1").entries] == ["k"]
+
+
+def test_namespaces_that_prefix_each_other_stay_separate(kv):
+    w = kv.watch("a", ">", start=NOW)
+    w.until_bootstrap()
+    pairs = [("a", "bc"), ("ab", "c"), ("a.b", "c"), ("a/b", "c"), ("a", "b.c"), ("ab", "bc")]
+    for ns, key in pairs:
+        kv.set(ns, key, j([ns, key]))
+        kv.set(ns, key, j([ns, key, 2]))
+    for ns in ("a", "ab", "a.b", "a/b"):
+        mine = sorted(k for n, k in pairs if n == ns)
+        assert [e.key for e in kv.list(ns).entries] == mine, ns
+        for k in mine:
+            g = kv.get(ns, k)
+            assert g.entry.value == j([ns, k, 2]) and g.entry.version == 2
+            assert [e.value for e in kv.history(ns, k).events] == [j([ns, k]), j([ns, k, 2])]
+    evs = w.take(4)
+    assert [(e.namespace, e.key) for e in evs] == [("a", "bc")] * 2 + [("a", "b.c")] * 2
+    w.expect_quiet(0.3)
+    w.cancel()
+    w = kv.watch("a", ">", start=FROM_REVISION, from_revision=0)
+    evs, _ = w.until_bootstrap()
+    assert [(e.namespace, e.key) for e in evs] == [("a", "bc")] * 2 + [("a", "b.c")] * 2
+    w.cancel()
 
 
 def test_utf8_keys_with_slashes_and_dots_round_trip(kv):
@@ -340,6 +369,24 @@ def test_stale_version_is_aborted_naming_the_current_version(kv):
     assert r.entry.version == 6 and r.prev_version == 5
 
 
+def test_expected_version_is_ignored_without_the_version_precondition(kv):
+    kv.set("app", "k", j(1))
+    r = kv.set("app", "k", j(2), precondition=NONE, expected_version=99)
+    assert r.entry.version == 2
+    d = kv.delete("app", "k", expected_version=99)
+    assert d.existed and d.entry.version == 3
+
+
+def test_unknown_precondition_or_start_is_invalid_argument(kv):
+    e = rpc_error(kv.set, "app", "k", j(1), precondition=7)
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
+    e = rpc_error(kv.delete, "app", "k", precondition=7)
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
+    assert kv.revision() == 0
+    w = kv.watch("app", "k", start=9)
+    assert w.expect_error().code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_expected_version_zero_means_missing(kv):
     r = kv.set("app", "new", j(1), precondition=VERSION, expected_version=0)
     assert r.entry.version == 1
@@ -397,6 +444,8 @@ def test_sixteen_clients_incrementing_one_counter_by_cas_reach_1600(kv):
     assert json.loads(g.entry.value) == {"n": 1600}
     assert g.entry.version == 1601
     assert sorted(won) == list(range(2, 1602)), "every successful CAS wrote a distinct version"
+    # Thousands of failed CAS attempts in the same commit groups took no revision.
+    assert kv.revision() == 1601
 
 
 # --------------------------------------------------------------------------
@@ -451,6 +500,17 @@ def test_create_only_succeeds_on_a_tombstoned_key(kv):
     kv.delete("app", "k")
     r = kv.set("app", "k", j(2), precondition=ABSENT)
     assert r.entry.version == 3
+
+
+def test_version_precondition_on_a_tombstone_uses_the_tombstone_version(kv):
+    kv.set("app", "k", j(1))
+    kv.set("app", "k", j(2))
+    kv.delete("app", "k")                      # v3
+    e = rpc_error(kv.set, "app", "k", j(9), precondition=VERSION, expected_version=0)
+    assert e.code() == grpc.StatusCode.ABORTED
+    assert has_number(e.details(), 3), e.details()
+    r = kv.set("app", "k", j(4), precondition=VERSION, expected_version=3)
+    assert r.entry.version == 4 and r.prev_version == 3
 
 
 def test_delete_with_absent_precondition_is_invalid(kv):
@@ -530,10 +590,26 @@ def test_list_values_in_key_order_with_prefix_and_pagination(kv):
     assert [e.key for e in kv.list("ls", prefix="b.").entries] == ["b.1", "b.2"]
     assert [e.key for e in kv.list("ls", prefix="a", start_after="a.b").entries] == ["a/b", "ab"]
     assert list(kv.list("ls", prefix="q").entries) == []
+    kv.set("ls", "éa", j(1))
+    kv.set("ls", "ê", j(1))
+    assert [e.key for e in kv.list("ls", prefix="é").entries] == ["é", "éa"]
+    kv.delete("ls", "éa")
+    kv.delete("ls", "ê")
     r = kv.list("ls", prefix="b", limit=2)
     assert [e.key for e in r.entries] == ["b", "b.1"] and r.more
     r = kv.list("ls", prefix="b", limit=2, start_after=r.next_start_after)
     assert [e.key for e in r.entries] == ["b.2"] and not r.more
+
+
+def test_list_values_limit_defaults_to_100(kv):
+    for i in range(150):
+        kv.set("ls", f"k{i:03d}", j(i))
+    r = kv.list("ls")
+    assert [e.key for e in r.entries] == [f"k{i:03d}" for i in range(100)]
+    assert r.more and r.next_start_after == "k099"
+    r = kv.list("ls", start_after=r.next_start_after)
+    assert [e.key for e in r.entries] == [f"k{i:03d}" for i in range(100, 150)] and not r.more
+    assert len(kv.list("ls", limit=1000).entries) == 150
 
 
 def test_list_values_shows_tombstones_only_when_asked(kv):
@@ -770,7 +846,7 @@ PATTERN_KEYS = [
     "a.b.c", "a.b.x.c", "a.c", "a.bb.c", "a.b.d", "b.b.c", "a.b.c.d",
     "pipeline.p1.raw", "pipeline.p2.raw", "pipeline.p1.clean", "pipeline.raw",
     "pipeline.p1.x.raw",
-    "single", "x/y",
+    "single", "x/y", "a.b",
 ]
 
 PATTERNS = {
@@ -961,6 +1037,8 @@ def test_snapshot_then_live_has_no_gap_or_duplicate_under_concurrent_writes(kv):
         # Every write in this server matches snap.>, so its live part must be
         # every revision after R, with no gap and no repeat.
         check_transitions(live, view, after_revision=R, contiguous=(w is w_all))
+        print(f"snapshot of {len(snap)} keys at revision {R}, then {len(live)} live events "
+              f"(writers made {sum(counts)} calls)")
         assert live[-1].revision == fence
         for k in keys:
             if not match(k):
@@ -973,6 +1051,74 @@ def test_snapshot_then_live_has_no_gap_or_duplicate_under_concurrent_writes(kv):
                 assert g.entry.value == value, k
             else:
                 assert not g.found, f"{k} exists but the watcher never saw it: {g}"
+
+
+def test_now_and_from_revision_watches_hand_off_to_live_without_gap_under_concurrent_writes(kv):
+    keys = [f"hand.k{i}" for i in range(8)]
+    stop = threading.Event()
+    errors = []
+
+    def writer(t):
+        rnd = random.Random(100 + t)
+        n = 0
+        try:
+            while not stop.is_set() and n < 2000:
+                k = rnd.choice(keys)
+                if rnd.random() < 0.1:
+                    kv.delete("app", k)
+                else:
+                    kv.set("app", k, j({"t": t, "n": n}))
+                n += 1
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    # Far enough back to be retained (history keeps 100 versions per key).
+    from_rev = max(0, kv.revision() - 60)
+    w_rev = kv.watch("app", "hand.>", start=FROM_REVISION, from_revision=from_rev)
+    w_now = kv.watch("app", "hand.>", start=NOW)
+    time.sleep(0.2)
+    g = kv.get("app", "hand.k1")
+    from_ver = max(0, g.entry.version - 10)
+    w_ver = kv.watch("app", "hand.k1", start=FROM_VERSION, from_version=from_ver)
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[:3]
+    fence = kv.set("app", "hand.k1", j("fence")).entry.revision
+
+    # NOW: BOOTSTRAP_DONE, then every revision after it.
+    boot = w_now.next()
+    assert boot.type == BOOTSTRAP_DONE, fmt(boot)
+    live = w_now.until(lambda e: e.revision >= fence)
+    w_now.cancel()
+    check_transitions(live, {}, after_revision=boot.revision, contiguous=True)
+    assert live[-1].revision == fence
+
+    # FROM_REVISION: replay then live is one gapless run from from_rev + 1.
+    replay, boot = w_rev.until_bootstrap()
+    live = w_rev.until(lambda e: e.revision >= fence)
+    w_rev.cancel()
+    if replay:
+        assert replay[-1].revision <= boot.revision
+    assert all(e.revision > boot.revision for e in live), \
+        f"live part repeats the replay (BOOTSTRAP_DONE at {boot.revision}): {fmt(live[0])}"
+    check_transitions(replay + live, {}, after_revision=from_rev, contiguous=True)
+    assert (replay + live)[-1].revision == fence
+
+    # FROM_VERSION on one key: versions from from_ver + 1, each once, in order.
+    replay, boot = w_ver.until_bootstrap()
+    live = w_ver.until(lambda e: e.revision >= fence)
+    w_ver.cancel()
+    assert all(e.revision > boot.revision for e in live)
+    evs = replay + live
+    assert [e.version for e in evs] == list(range(from_ver + 1, evs[-1].version + 1))
+    check_transitions(evs, {}, after_revision=0)
+    assert evs[-1].revision == fence and evs[-1].version == kv.get("app", "hand.k1").entry.version
 
 
 def test_snapshot_watch_exact_key_under_concurrent_writes(kv):
@@ -1056,6 +1202,16 @@ def test_watch_from_revision_resumes_across_a_restart_with_no_gap(tmp_path):
         assert ev.key == "job.3" and ev.revision == r.entry.revision == 12
         w.expect_quiet(0.2)
         w.cancel()
+        # What was acknowledged before the restart is all still there.
+        g = kv.get("app", "job.1")
+        assert g.found and (g.entry.value, g.entry.version, g.entry.revision) == (j("b2"), 3, 10)
+        g = kv.get("app", "job.2")
+        assert not g.found and g.entry.deleted and g.entry.version == 2
+        assert [e.key for e in kv.list("app").entries] == \
+            ["job.0", "job.1", "job.3", "job.4", "unrelated"]
+        h = kv.history("app", "job.1").events
+        assert [(e.version, e.value, e.revision) for e in h] == \
+            [(1, j(1), 2), (2, j("b1"), 6), (3, j("b2"), 10)]
     finally:
         ch.close()
         code, _ = b.stop()
@@ -1086,6 +1242,27 @@ def test_cancelled_watches_leave_the_server_serving(reeld, kv):
     w.cancel()
 
 
+def test_many_watchers_of_one_key_each_see_every_event(reeld, kv):
+    chans = [grpc.insecure_channel(reeld.addr, options=[("grpc.use_local_subchannel_pool", 1)])
+             for _ in range(4)]
+    try:
+        ws = []
+        for i in range(48):
+            k = KV(chans[i % 4])
+            ws.append(k.watch("fan", "fan.k" if i % 3 else "fan.>", start=NOW))
+        for w in ws:
+            w.until_bootstrap()
+        revs = [kv.set("fan", "fan.k", j(i)).entry.revision for i in range(30)]
+        for w in ws:
+            evs = w.take(30)
+            assert [e.revision for e in evs] == revs
+            assert [e.value for e in evs] == [j(i) for i in range(30)]
+            w.cancel()
+    finally:
+        for ch in chans:
+            ch.close()
+
+
 def test_sigterm_ends_open_watches_with_unavailable_and_exits_zero(reeld, kv):
     kv.set("app", "k", j(0))
     ws = [kv.watch("app", "k", start=NOW), kv.watch("app", "k"),
@@ -1098,6 +1275,36 @@ def test_sigterm_ends_open_watches_with_unavailable_and_exits_zero(reeld, kv):
     for w in ws:
         e = w.expect_error()
         assert e.code() == grpc.StatusCode.UNAVAILABLE, fmt(e)
+
+
+def test_sigterm_with_a_stuck_never_reading_watcher_still_exits_zero(reeld, kv):
+    ch = grpc.insecure_channel(reeld.addr, options=[("grpc.use_local_subchannel_pool", 1)])
+    try:
+        w = Watch(watch_call_for(ch), kv_pb2.WatchValueRequest(namespace="app", key="s.>"),
+                  reading=False, deadline=60)
+        time.sleep(0.3)
+        pad = "y" * 4000
+        errors = []
+
+        def writer(t):
+            try:
+                for i in range(250):
+                    kv.set("app", f"s.t{t}.k{i % 10}", j({"i": i, "pad": pad}))
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        ts = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout=60)
+        assert not errors, errors[:3]
+        code, took = reeld.stop(signal.SIGTERM)
+        assert code == 0, reeld.log()
+        assert took < 5.0, f"took {took:.1f}s to stop"
+        w.cancel()
+    finally:
+        ch.close()
 
 
 # --------------------------------------------------------------------------
@@ -1118,6 +1325,89 @@ def test_invalid_json_value_is_invalid_argument_and_not_written(kv):
     # Valid JSON of every kind is accepted.
     for good in ["null", "true", "0", "-1.5e3", '"s"', "[]", "{}", '{"a":[1,{"b":null}]}', ' {"a" : 1} ']:
         kv.set("app", "good", good)
+
+
+def test_more_invalid_json_is_rejected(kv):
+    for bad in ["tru", "NaN", "Infinity", "+1", ".5", "1.", "[1 2]", '{"a" 1}', '{"a":}',
+                '"\\x"', "[", "]", "{}}", '{"a":1,}', "1 2", "\t", " "]:
+        e = rpc_error(kv.set, "app", "k", bad)
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (bad, e.details())
+    assert kv.revision() == 0
+    for good in ["1e5", "-0", '"\\u00e9"', "1E-7", '"\\"\\/\\b\\f\\n\\r\\t"', "[[[]]]", '"é"']:
+        kv.set("app", "good", good)
+        assert kv.get("app", "good").entry.value == good
+
+
+def test_nul_byte_in_a_value_is_invalid_json_not_truncated(kv):
+    # A NUL is not JSON; nothing before it may be stored in its place.
+    for i, bad in enumerate(["1\x00", "1\x00x", '{"a":1}\x00{', '"a\x00b"']):
+        e = rpc_error(kv.set, "app", f"k{i}", bad)
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (bad, e.details())
+        assert_nothing_written(kv, "app", f"k{i}", 0)
+
+
+def test_nul_byte_in_a_key_or_namespace_is_refused_or_kept_distinct(kv):
+    kv.set("app", "a", j("plain"))
+    kv.set("a", "k", j("plain"))
+    for ns, key, short in (("app", "a\x00b", ("app", "a")), ("a\x00b", "k", ("a", "k"))):
+        rev = kv.revision()
+        try:
+            r = kv.set(ns, key, j("with nul"))
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
+            assert kv.revision() == rev
+            continue
+        assert (r.entry.namespace, r.entry.key, r.entry.version) == (ns, key, 1), \
+            f"set of {ns!r}/{key!r} answered {r.entry.namespace!r}/{r.entry.key!r} v{r.entry.version}"
+        g = kv.get(*short)
+        assert (g.entry.value, g.entry.version) == (j("plain"), 1), \
+            f"writing {ns!r}/{key!r} changed {short}: {g.entry}"
+        g = kv.get(ns, key)
+        assert g.found and g.entry.key == key and g.entry.value == j("with nul")
+
+
+def test_nul_byte_in_writer_is_refused_or_kept(kv):
+    try:
+        r = kv.set("app", "k", j(1), writer="a\x00b")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
+        assert kv.revision() == 0
+    else:
+        assert r.entry.writer == "a\x00b", f"writer came back as {r.entry.writer!r}"
+        assert kv.get("app", "k").entry.writer == "a\x00b"
+
+
+def test_invalid_utf8_names_are_invalid_argument(kv):
+    raw = kv.channel.unary_unary("/reel.v1.KV/SetValue")
+
+    def field(tag, b):
+        assert len(b) < 128
+        return bytes([tag, len(b)]) + b
+
+    for ns, key in ((b"app", b"\xff\xfe"), (b"app", b"a.\xc3"), (b"\xff", b"k")):
+        msg = field(0x0A, ns) + field(0x12, key) + field(0x1A, b"1")
+        e = rpc_error(raw, msg, timeout=T)
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (ns, key, e.details())
+    assert kv.revision() == 0
+    assert list(kv.list("app", include_deleted=True).entries) == []
+
+
+def test_deeply_nested_json_does_not_crash_the_server(kv):
+    depth = 400000                               # 800 KB of valid JSON
+    deep = "[" * depth + "]" * depth
+    try:
+        r = kv.set("app", "deep", deep)
+        assert r.entry.version == 1
+        assert kv.get("app", "deep").entry.value == deep
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
+        assert "value" in e.details(), e.details()
+    e = rpc_error(kv.set, "app", "deep2", "[" * depth + "]" * (depth - 1))
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+    e = rpc_error(kv.set, "app", "deep3", '{"a":' * 100000 + "1" + "}" * 99999)
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+    kv.set("app", "alive", j(1))
+    assert kv.get("app", "alive").found
 
 
 def test_oversize_value_is_invalid_argument_naming_the_limit(kv):
@@ -1223,6 +1513,12 @@ def test_kv_limit_flags_set_the_limits(tmp_path):
 # slow watchers never hurt writers
 
 
+def sanitized_build():
+    with open(REELD, "rb") as f:
+        data = f.read()
+    return b"__asan_init" in data or b"__tsan_init" in data or b"__msan_init" in data
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -1242,6 +1538,13 @@ def test_never_reading_watchers_keep_server_memory_bounded_and_writes_flowing(re
         w = Watch(watch_call_for(ch), kv_pb2.WatchValueRequest(namespace="rss", key=key, start=start),
                   reading=False, deadline=300)
         slow.append((ch, key, w))
+    # Three more that are never read at all, only cancelled at the end: a
+    # server that queued every event per watcher would need 6 x ~45 MiB.
+    mute = []
+    for key in ("rss.>", "rss.*.*", ">"):
+        ch = grpc.insecure_channel(reeld.addr, options=[("grpc.use_local_subchannel_pool", 1)])
+        mute.append((ch, Watch(watch_call_for(ch), kv_pb2.WatchValueRequest(
+            namespace="rss", key=key, start=NOW), reading=False, deadline=300)))
     time.sleep(0.5)                            # let the server register them
     # Warm up (allocator, RocksDB, threads) before the baseline.
     for i in range(200):
@@ -1255,7 +1558,7 @@ def test_never_reading_watchers_keep_server_memory_bounded_and_writes_flowing(re
     def writer(t):
         try:
             for i in range(per_thread):
-                kv.set("rss", f"t{t}.k{i % 20}", j({"t": t, "i": i, "pad": pad}))
+                kv.set("rss", f"rss.t{t}.k{i % 20}", j({"t": t, "i": i, "pad": pad}))
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
@@ -1285,12 +1588,39 @@ def test_never_reading_watchers_keep_server_memory_bounded_and_writes_flowing(re
     assert final_rev == rev0 + total
     grown_mib = (max(peak[0], rss_kib(reeld.proc.pid)) - rss0) / 1024
     print(f"{total} writes in {took:.1f}s; RSS {rss0 // 1024} MiB -> peak +{grown_mib:.1f} MiB")
-    assert grown_mib < 100, f"reeld RSS grew {grown_mib:.0f} MiB with never-reading watchers"
+    if sanitized_build():
+        # ASan's quarantine and redzones alone grow RSS by ~400 MiB over
+        # these writes with no watcher at all: the bound is for real builds.
+        print("sanitizer build: RSS bound not checked")
+    else:
+        assert grown_mib < 100, f"reeld RSS grew {grown_mib:.0f} MiB with never-reading watchers"
 
     # Now the slow watchers read: either everything, in order and gapless,
     # or a gapless prefix and an error naming the last revision received.
-    for ch, key, w in slow:
+    # While each catches up, more writes go by (the storage-to-live handoff).
+    for n, (ch, key, w) in enumerate(slow):
+        late_errors = []
+        target = []                      # set to the last revision once late writes end
+
+        def late_writer(t):
+            try:
+                for i in range(200):
+                    kv.set("rss", f"rss.late{n}.t{t}.k{i % 5}", j({"i": i, "pad": pad}))
+            except Exception as e:  # noqa: BLE001
+                late_errors.append(e)
+
+        late = [threading.Thread(target=late_writer, args=(t,)) for t in range(4)]
+
+        def finish_late():
+            for t in late:
+                t.join(timeout=60)
+            target.append(kv.revision())
+
         w.start_reading()
+        for t in late:
+            t.start()
+        finisher = threading.Thread(target=finish_late, daemon=True)
+        finisher.start()
         # All were opened on an empty server (SNAPSHOT of nothing, or NOW).
         boot = w.next(timeout=T)
         assert boot.type == BOOTSTRAP_DONE and boot.revision == 0, fmt(boot)
@@ -1306,26 +1636,22 @@ def test_never_reading_watchers_keep_server_memory_bounded_and_writes_flowing(re
             except grpc.RpcError as e:
                 err = e
                 break
-            assert ev.type in (PUT, DELETE), fmt(ev)
-            if ev.namespace != "rss":
-                raise AssertionError(fmt(ev))
-            assert ev.revision > last, f"{key}: duplicate or reorder {fmt(ev)} after {last}"
-            if key != "rss.t0.k0":
-                # Every write in namespace rss matches: revisions must be
-                # consecutive, except across the warm-up's other namespace.
-                assert ev.revision == last + 1 or last < rev0, \
-                    f"{key}: gap: {fmt(ev)} after revision {last}"
-            else:
-                prev = view.get(ev.key)
-                if prev is not None:
-                    assert ev.version == prev + 1, f"gap in versions: {fmt(ev)} after v{prev}"
-                view[ev.key] = ev.version
+            except AssertionError as e:
+                raise AssertionError(f"slow watcher {key!r}: {e} after {received} events, "
+                                     f"last revision {last}, final revision {target}") from None
+            assert ev.namespace == "rss", fmt(ev)
+            # Every write in namespace rss matches the two patterns: their
+            # revisions must be consecutive (except across the warm-up).
+            check_transitions([ev], view, after_revision=last,
+                              contiguous=key != "rss.t0.k0" and last >= rev0)
             last = ev.revision
             received += 1
             if key == "rss.t0.k0" and ev.version == per_thread // 20:
                 break
-            if last == final_rev:
+            if target and last >= target[0]:
                 break
+        finisher.join(timeout=60)
+        assert not late_errors, late_errors[:3]
         if err is not None:
             assert has_number(err.details(), last), \
                 f"{key}: stream ended ({err.code()}) after revision {last} but its message " \
@@ -1333,9 +1659,12 @@ def test_never_reading_watchers_keep_server_memory_bounded_and_writes_flowing(re
         elif key == "rss.t0.k0":
             assert received == per_thread // 20
         else:
-            assert last == final_rev and received == total
+            assert last == target[0] and received == target[0] - rev0
         print(f"slow watcher {key!r}: {received} events, last revision {last}, "
               f"{'ended: ' + fmt(err) if err else 'caught up'}")
+        w.cancel()
+        ch.close()
+    for ch, w in mute:
         w.cancel()
         ch.close()
     # Writers were never hurt: the server still takes writes and reads.
