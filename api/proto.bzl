@@ -2,15 +2,16 @@
 
 load("@rules_cc//cc:defs.bzl", "cc_library")
 
-def proto_c_library(name, src, deps = [], visibility = None):
+def proto_c_library(name, src, srcs = [], deps = [], visibility = None):
     """Generates <base>.pb-c.{c,h} from src and wraps them in a cc_library.
 
+    srcs: the .proto files src imports; deps: their proto_c_libraries.
     Nothing generated is committed: the genrule runs protoc-c at build time.
     """
     base = src[:-len(".proto")]
     native.genrule(
         name = name + "_gen",
-        srcs = [src],
+        srcs = [src] + srcs,
         outs = [base + ".pb-c.c", base + ".pb-c.h"],
         cmd = "protoc-c --proto_path=$$(dirname $(location %s)) --c_out=$(RULEDIR) $(location %s)" % (src, src),
     )
