@@ -63,4 +63,6 @@ void api_publish(void *arg, const store_change_t *changes, size_t n) {
         kv_publish(ctx->kv, changes, n);
     if (ctx->journal != NULL)
         journal_publish(ctx->journal, changes, n);
+    if (ctx->signals != NULL)
+        signals_publish(ctx->signals, changes, n);
 }

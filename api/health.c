@@ -21,6 +21,7 @@ static const char *const known_services[] = {
     "reel.v1.Admin",
     "reel.v1.Journal",
     "reel.v1.KV",
+    "reel.v1.Signals",
 };
 
 static int service_known(const char *name) {

@@ -26,6 +26,7 @@
 #include "base/log.h"
 #include "base/version.h"
 #include "journal/journal.h"
+#include "signals/signals.h"
 #include "store/store.h"
 
 #define SHUTDOWN_GRACE_MS 3000
@@ -39,6 +40,7 @@ typedef struct config {
     size_t write_queue;
     kv_limits_t kv;
     journal_limits_t journal;
+    signals_limits_t signals;
 } config_t;
 
 static void usage(FILE *out) {
@@ -70,6 +72,8 @@ static void usage(FILE *out) {
             "[REEL_KV_HISTORY_KEEP] (default 100)\n"
             "  --journal-max-payload-bytes N  append payload and run result "
             "[REEL_JOURNAL_MAX_PAYLOAD_BYTES] (default 1048576)\n"
+            "  --signal-max-wait-ms N  cap on AwaitSignal's timeout "
+            "[REEL_SIGNAL_MAX_WAIT_MS] (default 300000)\n"
             "  -h, --help              show this help\n"
             "  -V, --version           show the version\n");
 }
@@ -103,6 +107,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         {"kv-max-value-bytes", required_argument, NULL, 'v'},
         {"kv-history-keep", required_argument, NULL, 'H'},
         {"journal-max-payload-bytes", required_argument, NULL, 'P'},
+        {"signal-max-wait-ms", required_argument, NULL, 'W'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -115,6 +120,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     const char *kv_val = getenv("REEL_KV_MAX_VALUE_BYTES");
     const char *kv_keep = getenv("REEL_KV_HISTORY_KEEP");
     const char *j_payload = getenv("REEL_JOURNAL_MAX_PAYLOAD_BYTES");
+    const char *max_wait = getenv("REEL_SIGNAL_MAX_WAIT_MS");
     long long v;
     int c;
 
@@ -137,6 +143,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         case 'v': kv_val = optarg; break;
         case 'H': kv_keep = optarg; break;
         case 'P': j_payload = optarg; break;
+        case 'W': max_wait = optarg; break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("reeld %s\n", REEL_VERSION); exit(0);
         default: usage(stderr); return -1;
@@ -192,6 +199,13 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
                        &v) != 0)
             return -1;
         cfg->journal.max_payload = (size_t)v;
+    }
+    cfg->signals.max_payload = cfg->journal.max_payload;
+    cfg->signals.max_wait_ms = SIGNALS_DEFAULT_MAX_WAIT_MS;
+    if (max_wait != NULL) {
+        if (parse_size("--signal-max-wait-ms", max_wait, 1, 86400000, &v) != 0)
+            return -1;
+        cfg->signals.max_wait_ms = v;
     }
     /* A request must be able to carry the largest value or payload. */
     if (maxmsg == NULL) {
@@ -250,9 +264,16 @@ int main(int argc, char **argv) {
         snprintf(data_dir, sizeof(data_dir), "%s", cfg.data_dir);
 
     if (kv_create(store, &cfg.kv, &ctx.kv, &st) != REEL_OK ||
-        journal_create(store, &cfg.journal, &ctx.journal, &st) != REEL_OK) {
-        REEL_ERROR("reeld", "cannot start: %s", reel_status_message(&st));
+        journal_create(store, &cfg.journal, &ctx.journal, &st) != REEL_OK ||
+        signals_create(store, ctx.journal, &cfg.signals, &ctx.signals, &st) !=
+            REEL_OK ||
+        (ctx.timers = api_timers_create()) == NULL) {
+        REEL_ERROR("reeld", "cannot start: %s",
+                   st.code != REEL_OK ? reel_status_message(&st)
+                                      : "out of memory");
         store_close(store);
+        signals_destroy(ctx.signals);
+        journal_destroy(ctx.journal);
         kv_destroy(ctx.kv);
         reel_status_fini(&st);
         return 1;
@@ -269,7 +290,8 @@ int main(int argc, char **argv) {
     if (srv == NULL || api_health_register(srv, &ctx) != 0 ||
         api_admin_register(srv, &ctx) != 0 ||
         api_kv_register(srv, &ctx) != 0 ||
-        api_journal_register(srv, &ctx) != 0) {
+        api_journal_register(srv, &ctx) != 0 ||
+        api_signals_register(srv, &ctx) != 0) {
         REEL_ERROR("reeld", "cannot set up the gRPC server");
         goto out;
     }
@@ -295,6 +317,8 @@ out:
     rpc_server_stop(srv, SHUTDOWN_GRACE_MS);
     store_close(store);
     rpc_server_destroy(srv); /* frees every call, and so every watch */
+    api_timers_destroy(ctx.timers);
+    signals_destroy(ctx.signals);
     kv_destroy(ctx.kv);
     journal_destroy(ctx.journal);
     grpc_shutdown_blocking();

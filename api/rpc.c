@@ -51,7 +51,7 @@
 #define REQUESTS_PER_METHOD 8
 #define MAX_METHODS 128
 
-enum { TAG_NEW_CALL, TAG_CLOSE, TAG_SEND, TAG_SHUTDOWN };
+enum { TAG_NEW_CALL, TAG_CLOSE, TAG_SEND, TAG_SHUTDOWN, TAG_WAKE };
 
 typedef struct rpc_tag {
     int kind;
@@ -84,7 +84,11 @@ struct rpc_call {
     grpc_metadata_array md;
     rpc_tag_t tag_close;
     rpc_tag_t tag_send;
+    rpc_tag_t tag_wake;
     int close_cancelled; /* written by the RECV_CLOSE batch */
+    int wake_pending;
+    rpc_wake_fn wake_fn;
+    void *wake_arg;
 
     pthread_mutex_t mu;
     int refs;
@@ -423,6 +427,36 @@ void rpc_call_on_drain(rpc_call_t *c, rpc_drain_fn fn, void *arg) {
     pthread_mutex_unlock(&c->mu);
 }
 
+void rpc_call_wake(rpc_call_t *c, rpc_wake_fn fn, void *arg) {
+    pthread_mutex_lock(&c->mu);
+    c->wake_fn = fn;
+    c->wake_arg = arg;
+    if (!c->finished && !c->wake_pending) {
+        c->wake_pending = 1;
+        c->refs++;
+        if (grpc_call_start_batch(c->call, NULL, 0, &c->tag_wake, NULL) !=
+            GRPC_CALL_OK) {
+            c->wake_pending = 0;
+            c->refs--;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void on_wake(rpc_call_t *c) {
+    rpc_wake_fn fn;
+    void *arg;
+
+    pthread_mutex_lock(&c->mu);
+    c->wake_pending = 0;
+    fn = c->finished ? NULL : c->wake_fn;
+    arg = c->wake_arg;
+    pthread_mutex_unlock(&c->mu);
+    if (fn != NULL)
+        fn(c, arg);
+    call_unref(c);
+}
+
 int rpc_call_is_cancelled(rpc_call_t *c) {
     int r;
 
@@ -486,6 +520,7 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     c->refs = 2; /* the handler's and the RECV_CLOSE batch's */
     c->tag_close = (rpc_tag_t){TAG_CLOSE, c};
     c->tag_send = (rpc_tag_t){TAG_SEND, c};
+    c->tag_wake = (rpc_tag_t){TAG_WAKE, c};
     if (p->method >= 0) {
         c->method = &srv->methods[p->method];
         c->path = strdup(c->method->path);
@@ -599,6 +634,9 @@ static void *poller_main(void *arg) {
             break;
         case TAG_SEND:
             on_send_done(tag->ptr, ev.success);
+            break;
+        case TAG_WAKE:
+            on_wake(tag->ptr);
             break;
         case TAG_SHUTDOWN:
             pthread_mutex_lock(&srv->mu);

@@ -143,6 +143,15 @@ void rpc_call_finish_status(rpc_call_t *call, const reel_status_t *st);
 void rpc_call_on_cancel(rpc_call_t *call, rpc_cancel_fn fn, void *arg);
 void rpc_call_on_drain(rpc_call_t *call, rpc_drain_fn fn, void *arg);
 
+/*
+ * Runs fn(call, arg) soon on a poller thread (through an empty batch that
+ * completes at once), holding the call alive meanwhile. Safe from any
+ * thread and under any lock; wakes posted while one is pending coalesce
+ * into it. Nothing runs once the call has finished.
+ */
+typedef void (*rpc_wake_fn)(rpc_call_t *call, void *arg);
+void rpc_call_wake(rpc_call_t *call, rpc_wake_fn fn, void *arg);
+
 /* True once the client is gone or the server is stopping. */
 int rpc_call_is_cancelled(rpc_call_t *call);
 

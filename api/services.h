@@ -9,8 +9,10 @@
 #include <stdint.h>
 
 #include "api/rpc.h"
+#include "api/timer.h"
 #include "journal/journal.h"
 #include "kv/kv.h"
+#include "signals/signals.h"
 #include "store/store.h"
 
 /* What handlers share. Owned by reeld's main; outlives the server. */
@@ -18,6 +20,8 @@ typedef struct api_ctx {
     store_t *store;
     kv_t *kv;
     journal_t *journal;
+    signals_t *signals;
+    api_timers_t *timers;
     const char *data_dir;
     int64_t started_at_ms;
 } api_ctx_t;
@@ -28,13 +32,16 @@ int api_health_register(rpc_server_t *srv, api_ctx_t *ctx);
 /* reel.v1.Journal. Returns 0 or -1. */
 int api_journal_register(rpc_server_t *srv, api_ctx_t *ctx);
 
+/* reel.v1.Signals. Returns 0 or -1. */
+int api_signals_register(rpc_server_t *srv, api_ctx_t *ctx);
+
 /* reel.v1.KV. Returns 0 or -1. */
 int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx);
 
 /*
  * The store's one publish step: hands each committed group's changes to
- * every module that pushes them (KV watches, run subscriptions; later
- * signal waiters and the WAL tail). Runs on the writer thread; arg is the api_ctx_t.
+ * every module that pushes them (KV watches, run subscriptions, signal
+ * waiters; later the WAL tail). Runs on the writer thread; arg is the api_ctx_t.
  */
 void api_publish(void *arg, const store_change_t *changes, size_t n);
 

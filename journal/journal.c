@@ -72,6 +72,8 @@ struct journal {
     /* The ULID clock: writer thread only. */
     int64_t ulid_ms;
     unsigned char ulid_rand[10];
+    journal_pending_fn pending;
+    void *pending_arg;
     /* Subscriptions; lock order hub_mu before a subscription's mu. */
     pthread_mutex_t hub_mu;
     uint64_t last_published;
@@ -580,10 +582,11 @@ static reel_code_t check_lease(const run_t *r, uint64_t epoch,
     return REEL_OK;
 }
 
-/* Writes the run, keeps the active index right, emits the change, and
- * returns the stored run as the result. */
-static reel_code_t put_run(op_t *op, store_txn_t *txn, const run_t *r,
-                           int was_active, int emit, reel_status_t *st) {
+/* Writes the run, keeps the active index right, emits the change (if
+ * emit), and decodes the stored run into *out (if not NULL). */
+static reel_code_t put_run_rec(store_txn_t *txn, const run_t *r,
+                               int was_active, int emit, run_t *out,
+                               reel_status_t *st) {
     reel_wbuf_t w = {0};
     key_t_ rk = run_key(r->run_id), ak = active_key(r->run_id);
     int active = r->status == RUN_RUNNABLE || r->status == RUN_RUNNING;
@@ -601,14 +604,21 @@ static reel_code_t put_run(op_t *op, store_txn_t *txn, const run_t *r,
         store_txn_delete(txn, STORE_CF_RUNS, ak.p, ak.len);
     if (emit)
         store_txn_emit(txn, STORE_MODULE_RUNS, CHANGE_RUN, w.p, w.len);
-    run_fini(&op->res.run);
-    if (run_decode(w.p, w.len, &op->res.run) != 0)
-        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    if (out != NULL) {
+        run_fini(out);
+        if (run_decode(w.p, w.len, out) != 0)
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
 out:
     reel_wbuf_fini(&w);
     free(rk.p);
     free(ak.p);
     return rc;
+}
+
+static reel_code_t put_run(op_t *op, store_txn_t *txn, const run_t *r,
+                           int was_active, int emit, reel_status_t *st) {
+    return put_run_rec(txn, r, was_active, emit, &op->res.run, st);
 }
 
 static int is_active(const run_t *r) {
@@ -705,15 +715,54 @@ static reel_code_t apply_begin(op_t *op, store_txn_t *txn, int64_t now,
     return put_run(op, txn, &nr, 0, 1, st);
 }
 
+/* Writes the next entry of cur and bumps its next_seq (no lease check). */
+static reel_code_t append_core(store_txn_t *txn, const run_t *cur,
+                               uint64_t epoch, const char *kind,
+                               const char *payload, const char *idem,
+                               int64_t now, journal_entry_t *out_entry,
+                               run_t *out_run, reel_status_t *st) {
+    journal_entry_t e;
+    reel_wbuf_t w = {0};
+    key_t_ ek;
+    run_t nr;
+    reel_code_t rc = REEL_OK;
+
+    memset(&e, 0, sizeof(e));
+    e.run_id = cur->run_id;
+    e.seq = cur->next_seq;
+    e.lease_epoch = epoch;
+    e.revision = store_txn_next_revision(txn);
+    e.ts_ms = now;
+    e.kind = kind;
+    e.payload = payload;
+    e.idempotency_key = idem ? idem : "";
+    entry_encode(&e, &w);
+    ek = entry_key(cur->run_id, e.seq);
+    if (reel_wbuf_done(&w) != 0 || ek.p == NULL) {
+        free(ek.p);
+        reel_wbuf_fini(&w);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    store_txn_put(txn, STORE_CF_JOURNAL, ek.p, ek.len, w.p, w.len);
+    free(ek.p);
+    store_txn_emit(txn, STORE_MODULE_JOURNAL, CHANGE_ENTRY, w.p, w.len);
+    if (out_entry != NULL && entry_decode(w.p, w.len, out_entry) != 0)
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    reel_wbuf_fini(&w);
+    if (rc != REEL_OK)
+        return rc;
+    nr = *cur;
+    nr.next_seq = cur->next_seq + 1;
+    nr.updated_at_ms = now;
+    return put_run_rec(txn, &nr, is_active(cur), 0, out_run, st);
+}
+
 static reel_code_t apply_append(op_t *op, store_txn_t *txn, const run_t *cur,
                                 int64_t now, reel_status_t *st) {
     const journal_req_t *q = &op->r;
     const char *idem = q->idempotency_key ? q->idempotency_key : "";
-    journal_entry_t e;
-    reel_wbuf_t w = {0};
     key_t_ ek, kk = {NULL, 0};
     unsigned char seqbuf[8];
-    run_t nr;
     reel_code_t rc;
 
     if (*idem) {
@@ -761,39 +810,13 @@ static reel_code_t apply_append(op_t *op, store_txn_t *txn, const run_t *cur,
                              (unsigned long long)cur->next_seq);
         goto out;
     }
-    memset(&e, 0, sizeof(e));
-    e.run_id = cur->run_id;
-    e.seq = cur->next_seq;
-    e.lease_epoch = q->lease_epoch;
-    e.revision = store_txn_next_revision(txn);
-    e.ts_ms = now;
-    e.kind = q->kind;
-    e.payload = q->payload;
-    e.idempotency_key = idem;
-    entry_encode(&e, &w);
-    ek = entry_key(cur->run_id, e.seq);
-    if (reel_wbuf_done(&w) != 0 || ek.p == NULL) {
-        free(ek.p);
-        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
-    }
-    store_txn_put(txn, STORE_CF_JOURNAL, ek.p, ek.len, w.p, w.len);
-    free(ek.p);
-    if (*idem) {
-        reel_be64_put(seqbuf, e.seq);
+    rc = append_core(txn, cur, q->lease_epoch, q->kind, q->payload, idem,
+                     now, &op->res.entry, &op->res.run, st);
+    if (rc == REEL_OK && *idem) {
+        reel_be64_put(seqbuf, op->res.entry.seq);
         store_txn_put(txn, STORE_CF_JOURNAL, kk.p, kk.len, seqbuf, 8);
     }
-    store_txn_emit(txn, STORE_MODULE_JOURNAL, CHANGE_ENTRY, w.p, w.len);
-    if (entry_decode(w.p, w.len, &op->res.entry) != 0) {
-        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
-    }
-    nr = *cur;
-    nr.next_seq = cur->next_seq + 1;
-    nr.updated_at_ms = now;
-    rc = put_run(op, txn, &nr, is_active(cur), 0, st);
 out:
-    reel_wbuf_fini(&w);
     free(kk.p);
     return rc;
 }
@@ -872,7 +895,13 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
     case JOURNAL_SUSPEND:
         if ((rc = check_lease(&cur, q->lease_epoch, st)) != REEL_OK)
             break;
-        nr.status = RUN_WAITING;
+        /* The signal may have come first: then there is nothing to wait
+         * for, and the run needs a worker at once. */
+        nr.status = op->j->pending != NULL &&
+                            op->j->pending(op->j->pending_arg, txn, cur.run_id,
+                                           q->waiting_on)
+                        ? RUN_RUNNABLE
+                        : RUN_WAITING;
         nr.waiting_on = q->waiting_on;
         nr.lease_owner = "";
         nr.lease_expires_at_ms = 0;
@@ -997,6 +1026,89 @@ void journal_result_fini(journal_result_t *res) {
     reel_status_fini(&res->status);
     run_fini(&res->run);
     journal_entry_fini(&res->entry);
+}
+
+/* ---- For other modules' apply functions ------------------------------------ */
+
+reel_code_t journal_txn_get_run(store_txn_t *txn, const char *run_id,
+                                run_t *out, reel_status_t *st) {
+    reel_code_t rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((rc = check_run_id(run_id, st)) != REEL_OK)
+        return rc;
+    return load_run(txn, run_id, out, st);
+}
+
+reel_code_t journal_txn_session_run(store_txn_t *txn, const char *app,
+                                    const char *user, const char *session,
+                                    run_t *out, reel_status_t *st) {
+    const char *parts[4] = {app, user, session, ""};
+    key_t_ base = make_key('s', parts, 4, 0, 0);
+    store_iter_t *it = base.p ? store_txn_iter(txn, STORE_CF_RUNS) : NULL;
+    char best[JOURNAL_RUN_ID_LEN + 1] = "";
+    reel_code_t rc = REEL_OK;
+
+    memset(out, 0, sizeof(*out));
+    if (it == NULL) {
+        free(base.p);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    /* Run ids sort by creation: the last live one is the newest. */
+    for (store_iter_seek(it, base.p, base.len); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen;
+        const char *k = store_iter_key(it, &klen);
+        char id[JOURNAL_RUN_ID_LEN + 1];
+        run_t r;
+
+        if (klen < base.len || memcmp(k, base.p, base.len) != 0)
+            break;
+        if (klen != base.len + JOURNAL_RUN_ID_LEN)
+            continue;
+        memcpy(id, k + base.len, JOURNAL_RUN_ID_LEN);
+        id[JOURNAL_RUN_ID_LEN] = '\0';
+        if (load_run(txn, id, &r, NULL) != REEL_OK)
+            continue;
+        if (!run_status_terminal(r.status))
+            memcpy(best, id, sizeof(best));
+        run_fini(&r);
+    }
+    store_iter_destroy(it);
+    free(base.p);
+    if (best[0] == '\0')
+        return reel_status_set(st, REEL_NOT_FOUND,
+                               "session %s/%s/%s has no run that has not "
+                               "ended",
+                               app, user, session);
+    rc = load_run(txn, best, out, st);
+    return rc;
+}
+
+reel_code_t journal_check_lease(const run_t *r, uint64_t epoch,
+                                reel_status_t *st) {
+    return check_lease(r, epoch, st);
+}
+
+reel_code_t journal_txn_put_run(store_txn_t *txn, const run_t *r,
+                                run_status_t prev, run_t *out,
+                                reel_status_t *st) {
+    return put_run_rec(txn, r, prev == RUN_RUNNABLE || prev == RUN_RUNNING, 1,
+                       out, st);
+}
+
+reel_code_t journal_txn_append(store_txn_t *txn, const run_t *r,
+                               uint64_t epoch, const char *kind,
+                               const char *payload, journal_entry_t *entry,
+                               run_t *run_out, reel_status_t *st) {
+    return append_core(txn, r, epoch, kind, payload, "",
+                       store_txn_now_ms(txn), entry, run_out, st);
+}
+
+void journal_set_pending_check(journal_t *j, journal_pending_fn fn,
+                               void *arg) {
+    j->pending = fn;
+    j->pending_arg = arg;
 }
 
 /* ---- Reads ---------------------------------------------------------------- */

@@ -175,6 +175,43 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
 reel_code_t journal_list_recoverable(journal_t *j, uint32_t limit, run_t **out,
                                      size_t *n, reel_status_t *st);
 
+/* ---- Inside another module's apply function (writer thread only) --------- */
+
+/* The run as the transaction sees it: OK, NOT_FOUND, DATA_LOSS. */
+reel_code_t journal_txn_get_run(store_txn_t *txn, const char *run_id,
+                                run_t *out, reel_status_t *st);
+
+/* The newest run of (app, user, session) that is not terminal. */
+reel_code_t journal_txn_session_run(store_txn_t *txn, const char *app,
+                                    const char *user, const char *session,
+                                    run_t *out, reel_status_t *st);
+
+/* OK, or FAILED_PRECONDITION unless epoch is r's current lease. */
+reel_code_t journal_check_lease(const run_t *r, uint64_t epoch,
+                                reel_status_t *st);
+
+/* Writes r (which had status prev) and emits its RUNS change; *out, if not
+ * NULL, gets the stored run. */
+reel_code_t journal_txn_put_run(store_txn_t *txn, const run_t *r,
+                                run_status_t prev, run_t *out,
+                                reel_status_t *st);
+
+/* Appends the next entry of r (no lease check) and emits it; fills *entry
+ * and *run_out (the run with next_seq advanced) when not NULL. */
+reel_code_t journal_txn_append(store_txn_t *txn, const run_t *r,
+                               uint64_t epoch, const char *kind,
+                               const char *payload, journal_entry_t *entry,
+                               run_t *run_out, reel_status_t *st);
+
+/*
+ * SuspendRun asks this, in its apply, whether a signal named `name` is
+ * already pending for the run; if so the run becomes RUNNABLE at once
+ * instead of WAITING. Set once, before any write.
+ */
+typedef int (*journal_pending_fn)(void *arg, store_txn_t *txn,
+                                  const char *run_id, const char *name);
+void journal_set_pending_check(journal_t *j, journal_pending_fn fn, void *arg);
+
 /* ---- Subscriptions ---------------------------------------------------------- */
 
 typedef struct journal_sink {

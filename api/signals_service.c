@@ -1,0 +1,410 @@
+/*
+ * api/signals_service.c: reel.v1.Signals over the signals module.
+ *
+ * AwaitSignal is a long poll without polling. The awaiter registers with
+ * the signals module, then queues one consume attempt to the writer. When
+ * the attempt finds nothing, the call just waits: each later send of that
+ * (run, name) wakes it (through rpc_call_wake, onto a poller thread) to
+ * try again, and a timer ends it with delivered=false at timeout_ms. A
+ * client that leaves, or a server that stops, sets `abandoned`, which makes
+ * any attempt still queued consume nothing.
+ *
+ * Locking: an awaiter's state changes under its mutex; finishing the call
+ * and queueing attempts happen after it is released. Every queued attempt
+ * holds a call reference, so the awaiter (freed by the call's cleanup)
+ * outlives it.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/services.h"
+#include "api/signals.pb-c.h"
+#include "api/timer.h"
+#include "base/clock.h"
+#include "signals/signals.h"
+
+#define PACK(type, msg, out, outlen)                                        \
+    do {                                                                   \
+        *(outlen) = type##__get_packed_size(msg);                          \
+        *(out) = malloc(*(outlen) ? *(outlen) : 1);                        \
+        if (*(out) != NULL)                                                \
+            type##__pack(msg, *(out));                                     \
+    } while (0)
+
+static void signal_to_pb(const signal_t *g, Reel__V1__Signal *m) {
+    reel__v1__signal__init(m);
+    m->run_id = (char *)g->run_id;
+    m->name = (char *)g->name;
+    m->payload = (char *)g->payload;
+    m->signal_id = (char *)g->signal_id;
+    m->seq = g->seq;
+    m->revision = g->revision;
+    m->sent_at_ms = g->sent_at_ms;
+    m->consumed_at_ms = g->consumed_at_ms;
+    m->journal_seq = g->journal_seq;
+}
+
+static void finish_packed(rpc_call_t *call, uint8_t *buf, size_t len) {
+    if (buf == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
+                        0);
+        return;
+    }
+    rpc_call_finish(call, REEL_OK, NULL, buf, len);
+    free(buf);
+}
+
+static void bad_request(rpc_call_t *call, const char *what) {
+    char msg[128];
+
+    snprintf(msg, sizeof(msg), "request: not a valid %s message", what);
+    rpc_call_finish(call, REEL_INVALID_ARGUMENT, msg, NULL, 0);
+}
+
+/* ---- SendSignal ------------------------------------------------------------ */
+
+static void send_done(void *arg, signals_send_result_t *res) {
+    rpc_call_t *call = arg;
+    Reel__V1__SendSignalResponse out = REEL__V1__SEND_SIGNAL_RESPONSE__INIT;
+    Reel__V1__Signal sig;
+    uint8_t *buf;
+    size_t len;
+
+    if (res->status.code != REEL_OK) {
+        rpc_call_finish_status(call, &res->status);
+        return;
+    }
+    signal_to_pb(&res->signal, &sig);
+    out.accepted = 1;
+    out.duplicate = res->duplicate;
+    out.signal = &sig;
+    out.run_status = (Reel__V1__Run__Status)res->run_status;
+    PACK(reel__v1__send_signal_response, &out, &buf, &len);
+    finish_packed(call, buf, len);
+}
+
+static void s_send_signal(rpc_call_t *call, void *arg, const uint8_t *req,
+                          size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__SendSignalRequest *in =
+        reel__v1__send_signal_request__unpack(NULL, len, req);
+    reel_status_t st = REEL_STATUS_INIT;
+    signals_send_args_t a;
+
+    if (in == NULL) {
+        bad_request(call, "SendSignalRequest");
+        return;
+    }
+    a.run_id = in->run_id;
+    a.app = in->app, a.user = in->user, a.session = in->session;
+    a.name = in->name;
+    a.payload = in->payload;
+    a.signal_id = in->signal_id;
+    if (signals_send(ctx->signals, &a, send_done, call, &st) != REEL_OK)
+        rpc_call_finish_status(call, &st);
+    reel_status_fini(&st);
+    reel__v1__send_signal_request__free_unpacked(in, NULL);
+}
+
+/* ---- AwaitSignal ----------------------------------------------------------- */
+
+typedef struct awaiter {
+    api_ctx_t *ctx;
+    rpc_call_t *call;
+    char run_id[JOURNAL_RUN_ID_LEN + 1];
+    char name[JOURNAL_MAX_SIGNAL_NAME + 1];
+    uint64_t epoch;
+    int64_t timeout_ms;
+    atomic_int abandoned;
+    signals_waiter_t *waiter;
+    api_timer_t *timer;
+
+    pthread_mutex_t mu;
+    int inflight;  /* an attempt is queued or applying */
+    int again;     /* a signal came while one was: try once more */
+    int timed_out;
+    int over;      /* the call is (being) finished */
+} awaiter_t;
+
+static void try_consume(awaiter_t *aw);
+
+static void finish_undelivered(rpc_call_t *call) {
+    Reel__V1__AwaitSignalResponse out = REEL__V1__AWAIT_SIGNAL_RESPONSE__INIT;
+    uint8_t *buf;
+    size_t len;
+
+    out.delivered = 0;
+    PACK(reel__v1__await_signal_response, &out, &buf, &len);
+    finish_packed(call, buf, len);
+}
+
+static void finish_delivered(rpc_call_t *call, const signal_t *g) {
+    Reel__V1__AwaitSignalResponse out = REEL__V1__AWAIT_SIGNAL_RESPONSE__INIT;
+    Reel__V1__Signal sig;
+    uint8_t *buf;
+    size_t len;
+
+    signal_to_pb(g, &sig);
+    out.delivered = 1;
+    out.signal = &sig;
+    out.journal_seq = g->journal_seq;
+    PACK(reel__v1__await_signal_response, &out, &buf, &len);
+    finish_packed(call, buf, len);
+}
+
+enum { ACT_NONE, ACT_ERROR, ACT_DELIVER, ACT_EMPTY, ACT_RETRY };
+
+/* Writer thread: one attempt's outcome. */
+static void consumed(void *arg, signals_consume_result_t *res) {
+    awaiter_t *aw = arg;
+    int act = ACT_NONE;
+
+    pthread_mutex_lock(&aw->mu);
+    aw->inflight = 0;
+    if (aw->over)
+        act = ACT_NONE; /* already answered (cancelled, shut down) */
+    else if (res->status.code != REEL_OK)
+        act = ACT_ERROR;
+    else if (res->delivered)
+        act = ACT_DELIVER;
+    else if (aw->again)
+        act = ACT_RETRY;
+    else if (aw->timed_out || aw->timeout_ms == 0)
+        act = ACT_EMPTY;
+    if (act == ACT_ERROR || act == ACT_DELIVER || act == ACT_EMPTY)
+        aw->over = 1;
+    pthread_mutex_unlock(&aw->mu);
+
+    switch (act) {
+    case ACT_ERROR:
+        rpc_call_finish_status(aw->call, &res->status);
+        break;
+    case ACT_DELIVER:
+        finish_delivered(aw->call, &res->signal);
+        break;
+    case ACT_EMPTY:
+        finish_undelivered(aw->call);
+        break;
+    case ACT_RETRY:
+        try_consume(aw);
+        break;
+    }
+    rpc_call_unref(aw->call); /* the attempt's reference */
+}
+
+static void try_consume(awaiter_t *aw) {
+    reel_status_t st = REEL_STATUS_INIT;
+    int go;
+
+    pthread_mutex_lock(&aw->mu);
+    go = !aw->over && !aw->inflight;
+    if (aw->inflight)
+        aw->again = 1;
+    if (go) {
+        aw->inflight = 1;
+        aw->again = 0;
+    }
+    pthread_mutex_unlock(&aw->mu);
+    if (!go)
+        return;
+    rpc_call_ref(aw->call);
+    if (signals_consume(aw->ctx->signals, aw->run_id, aw->name, aw->epoch,
+                        &aw->abandoned, consumed, aw, &st) != REEL_OK) {
+        int finish;
+
+        pthread_mutex_lock(&aw->mu);
+        aw->inflight = 0;
+        finish = !aw->over;
+        aw->over = 1;
+        pthread_mutex_unlock(&aw->mu);
+        if (finish)
+            rpc_call_finish_status(aw->call, &st);
+        rpc_call_unref(aw->call);
+    }
+    reel_status_fini(&st);
+}
+
+/* Poller thread: a signal was sent, or the timer fired. */
+static void on_wake(rpc_call_t *call, void *arg) {
+    awaiter_t *aw = arg;
+    int empty = 0;
+
+    pthread_mutex_lock(&aw->mu);
+    if (aw->over) {
+        pthread_mutex_unlock(&aw->mu);
+        return;
+    }
+    if (aw->timed_out && !aw->inflight) {
+        aw->over = 1;
+        empty = 1;
+    }
+    pthread_mutex_unlock(&aw->mu);
+    if (empty)
+        finish_undelivered(call);
+    else
+        try_consume(aw);
+}
+
+/* Writer thread, under the signals registry lock: only post. */
+static void on_signal(void *arg) {
+    awaiter_t *aw = arg;
+
+    rpc_call_wake(aw->call, on_wake, aw);
+}
+
+/* Timer thread. */
+static void on_timeout(void *arg) {
+    awaiter_t *aw = arg;
+
+    pthread_mutex_lock(&aw->mu);
+    aw->timed_out = 1;
+    pthread_mutex_unlock(&aw->mu);
+    rpc_call_wake(aw->call, on_wake, aw);
+}
+
+static void on_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
+    awaiter_t *aw = arg;
+    int finish;
+
+    atomic_store(&aw->abandoned, 1);
+    pthread_mutex_lock(&aw->mu);
+    finish = !aw->over;
+    aw->over = 1;
+    pthread_mutex_unlock(&aw->mu);
+    if (finish)
+        rpc_call_finish(call, why,
+                        why == REEL_UNAVAILABLE
+                            ? "the server is shutting down; nothing was "
+                              "consumed"
+                            : "the client went away",
+                        NULL, 0);
+}
+
+static void on_cleanup(void *arg) {
+    awaiter_t *aw = arg;
+
+    signals_unwait(aw->ctx->signals, aw->waiter);
+    api_timer_stop(aw->ctx->timers, aw->timer);
+    pthread_mutex_destroy(&aw->mu);
+    free(aw);
+}
+
+static void s_await_signal(rpc_call_t *call, void *arg, const uint8_t *req,
+                           size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__AwaitSignalRequest *in =
+        reel__v1__await_signal_request__unpack(NULL, len, req);
+    reel_status_t st = REEL_STATUS_INIT;
+    int64_t timeout_ms;
+    awaiter_t *aw;
+
+    if (in == NULL) {
+        bad_request(call, "AwaitSignalRequest");
+        return;
+    }
+    timeout_ms = in->timeout_ms;
+    if (signals_check_await(ctx->signals, in->run_id, in->name, &timeout_ms,
+                            &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    aw = calloc(1, sizeof(*aw));
+    if (aw == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        goto out;
+    }
+    aw->ctx = ctx;
+    aw->call = call;
+    snprintf(aw->run_id, sizeof(aw->run_id), "%s", in->run_id);
+    snprintf(aw->name, sizeof(aw->name), "%s", in->name);
+    aw->epoch = in->lease_epoch;
+    aw->timeout_ms = timeout_ms;
+    pthread_mutex_init(&aw->mu, NULL);
+    /* Register before the first attempt, so no send falls in between. */
+    aw->waiter = signals_wait(ctx->signals, aw->run_id, aw->name, on_signal,
+                              aw);
+    if (aw->waiter == NULL) {
+        pthread_mutex_destroy(&aw->mu);
+        free(aw);
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        goto out;
+    }
+    rpc_call_ref(call);
+    rpc_call_on_cleanup(call, on_cleanup, aw);
+    if (timeout_ms > 0)
+        aw->timer = api_timer_start(ctx->timers,
+                                    reel_clock_mono_ns() + timeout_ms * 1000000,
+                                    on_timeout, aw);
+    rpc_call_on_cancel(call, on_cancel, aw);
+    try_consume(aw);
+    rpc_call_unref(call);
+out:
+    reel_status_fini(&st);
+    reel__v1__await_signal_request__free_unpacked(in, NULL);
+}
+
+/* ---- ListSignals ------------------------------------------------------------ */
+
+static void s_list_signals(rpc_call_t *call, void *arg, const uint8_t *req,
+                           size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__ListSignalsRequest *in =
+        reel__v1__list_signals_request__unpack(NULL, len, req);
+    Reel__V1__ListSignalsResponse out = REEL__V1__LIST_SIGNALS_RESPONSE__INIT;
+    reel_status_t st = REEL_STATUS_INIT;
+    Reel__V1__Signal *pbs = NULL, **ptrs = NULL;
+    signal_t *gs = NULL;
+    size_t n = 0, blen;
+    uint8_t *buf = NULL;
+
+    if (in == NULL) {
+        bad_request(call, "ListSignalsRequest");
+        return;
+    }
+    if (signals_list(ctx->signals, in->run_id, in->name, in->include_consumed,
+                     in->limit, &gs, &n, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    pbs = calloc(n ? n : 1, sizeof(*pbs));
+    ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    if (pbs == NULL || ptrs == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        signal_to_pb(&gs[i], &pbs[i]);
+        ptrs[i] = &pbs[i];
+    }
+    out.n_signals = n;
+    out.signals = ptrs;
+    PACK(reel__v1__list_signals_response, &out, &buf, &blen);
+    finish_packed(call, buf, blen);
+out:
+    for (size_t i = 0; i < n; i++)
+        signal_fini(&gs[i]);
+    free(gs);
+    free(pbs);
+    free(ptrs);
+    reel_status_fini(&st);
+    reel__v1__list_signals_request__free_unpacked(in, NULL);
+}
+
+int api_signals_register(rpc_server_t *srv, api_ctx_t *ctx) {
+    rpc_method_t ms[] = {
+        {"/reel.v1.Signals/SendSignal", RPC_UNARY, s_send_signal, ctx,
+         &reel__v1__send_signal_request__descriptor},
+        {"/reel.v1.Signals/AwaitSignal", RPC_UNARY, s_await_signal, ctx,
+         &reel__v1__await_signal_request__descriptor},
+        {"/reel.v1.Signals/ListSignals", RPC_UNARY, s_list_signals, ctx,
+         &reel__v1__list_signals_request__descriptor},
+    };
+
+    for (size_t i = 0; i < sizeof(ms) / sizeof(*ms); i++)
+        if (rpc_server_add_method(srv, &ms[i]) != 0)
+            return -1;
+    return 0;
+}

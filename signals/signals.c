@@ -1,0 +1,826 @@
+/*
+ * signals/signals.c: mailboxes, exactly-once consumption, waiters.
+ *
+ * Column family `signals` (integers big-endian, strings as base/codec.h):
+ *   'p' run_id name 0 seq(8)   -> signal record   (pending, FIFO per name)
+ *   'c' run_id seq(8)          -> signal record   (consumed)
+ *   'd' run_id signal_id       -> seq(8) name     (dedup of signal_id)
+ *   'n' run_id                 -> seq(8)          (the run's last seq)
+ *   signal record: u8 format (1), u64 seq, u64 revision, i64 sent_at_ms,
+ *     i64 consumed_at_ms, u64 journal_seq, str run_id, name, payload,
+ *     signal_id.
+ *
+ * Invariants
+ *   - A signal is in exactly one of 'p' and 'c'. Consumption moves it and
+ *     appends the run's "signal" journal entry in one apply, so it is
+ *     delivered once and recorded once, or neither.
+ *   - Sends and consumptions emit one SIGNALS change each (the record); a
+ *     send that wakes a WAITING run also emits the run's change, and a
+ *     consumption emits its journal entry.
+ *   - Checks (run state, lease epoch, dedup) and writes share an apply on
+ *     the writer thread: concurrent awaiters cannot take the same signal.
+ *
+ * Waiters are in memory only: an awaiter registers, then tries to consume;
+ * every later send of that (run, name) wakes it to try again. Registering
+ * before the first try means no send can fall between the two.
+ */
+#include "signals/signals.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uthash.h>
+
+#include "base/codec.h"
+#include "base/json.h"
+#include "base/text.h"
+
+#define REC_FORMAT 1
+enum { CHANGE_SENT = 1, CHANGE_CONSUMED = 2 };
+
+typedef struct wait_bucket {
+    UT_hash_handle hh;
+    signals_waiter_t *head;
+    size_t klen;
+    char key[]; /* run_id name */
+} wait_bucket_t;
+
+struct signals_waiter {
+    wait_bucket_t *bucket;
+    signals_waiter_t *prev, *next;
+    void (*wake)(void *arg);
+    void *arg;
+    char *key;
+    size_t klen;
+};
+
+struct signals {
+    store_t *store;
+    journal_t *journal;
+    signals_limits_t lim;
+    pthread_mutex_t mu; /* the waiter registry */
+    wait_bucket_t *waits;
+};
+
+/* ---- Records and keys --------------------------------------------------- */
+
+static void rec_encode(const signal_t *g, reel_wbuf_t *w) {
+    reel_wbuf_u8(w, REC_FORMAT);
+    reel_wbuf_u64(w, g->seq);
+    reel_wbuf_u64(w, g->revision);
+    reel_wbuf_u64(w, (uint64_t)g->sent_at_ms);
+    reel_wbuf_u64(w, (uint64_t)g->consumed_at_ms);
+    reel_wbuf_u64(w, g->journal_seq);
+    reel_wbuf_str(w, g->run_id);
+    reel_wbuf_str(w, g->name);
+    reel_wbuf_str(w, g->payload);
+    reel_wbuf_str(w, g->signal_id);
+}
+
+static int rec_decode(const void *buf, size_t len, signal_t *g) {
+    reel_rbuf_t r;
+    char *copy;
+
+    memset(g, 0, sizeof(*g));
+    if (len < 1 || ((const unsigned char *)buf)[0] != REC_FORMAT ||
+        (copy = malloc(len)) == NULL)
+        return -1;
+    memcpy(copy, buf, len);
+    reel_rbuf_init(&r, copy, len);
+    reel_rbuf_u8(&r);
+    g->seq = reel_rbuf_u64(&r);
+    g->revision = reel_rbuf_u64(&r);
+    g->sent_at_ms = (int64_t)reel_rbuf_u64(&r);
+    g->consumed_at_ms = (int64_t)reel_rbuf_u64(&r);
+    g->journal_seq = reel_rbuf_u64(&r);
+    g->run_id = reel_rbuf_str(&r);
+    g->name = reel_rbuf_str(&r);
+    g->payload = reel_rbuf_str(&r);
+    g->signal_id = reel_rbuf_str(&r);
+    g->mem_ = copy;
+    if (reel_rbuf_ok(&r) != 0) {
+        signal_fini(g);
+        return -1;
+    }
+    return 0;
+}
+
+void signal_fini(signal_t *g) {
+    if (g == NULL)
+        return;
+    free(g->mem_);
+    memset(g, 0, sizeof(*g));
+}
+
+/* tag run_id [a] [0 b] [seq]: a NULL part is left out. */
+static int make_key(reel_wbuf_t *w, char tag, const char *run_id,
+                    const char *a, const char *b, int with_seq, uint64_t seq) {
+    reel_wbuf_u8(w, (uint8_t)tag);
+    reel_wbuf_raw(w, run_id, strlen(run_id));
+    if (a != NULL)
+        reel_wbuf_raw(w, a, strlen(a));
+    if (b != NULL) {
+        reel_wbuf_u8(w, 0);
+        reel_wbuf_raw(w, b, strlen(b));
+    }
+    if (with_seq)
+        reel_wbuf_u64(w, seq);
+    return reel_wbuf_done(w);
+}
+
+static int pending_prefix(reel_wbuf_t *w, const char *run_id,
+                          const char *name) {
+    if (make_key(w, 'p', run_id, name, NULL, 0, 0) != 0)
+        return -1;
+    reel_wbuf_u8(w, 0);
+    return reel_wbuf_done(w);
+}
+
+/* ---- Validation --------------------------------------------------------- */
+
+static reel_code_t check_name(const char *name, reel_status_t *st) {
+    return reel_check_charset("name", name, strlen(name),
+                              JOURNAL_MAX_SIGNAL_NAME, JOURNAL_SIGNAL_CHARS,
+                              st);
+}
+
+static reel_code_t check_payload(signals_t *s, const char *p,
+                                 reel_status_t *st) {
+    size_t len = strlen(p), off = 0;
+    const char *why = NULL;
+
+    if (len == 0)
+        return REEL_OK;
+    if (len > s->lim.max_payload)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "payload: %zu bytes exceeds the limit of %zu "
+                               "bytes",
+                               len, s->lim.max_payload);
+    if (reel_json_validate(p, len, &off, &why) != 0)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "payload: not valid JSON: %s at byte %zu", why,
+                               off);
+    return REEL_OK;
+}
+
+static reel_code_t check_run_id(const char *id, reel_status_t *st) {
+    if (strlen(id) != JOURNAL_RUN_ID_LEN ||
+        reel_check_charset("run_id", id, strlen(id), JOURNAL_RUN_ID_LEN,
+                           "0-9A-Z", NULL) != REEL_OK)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "run_id: must be %d characters of [0-9A-Z] "
+                               "(got \"%.40s\")",
+                               JOURNAL_RUN_ID_LEN, id);
+    return REEL_OK;
+}
+
+/* ---- Create -------------------------------------------------------------- */
+
+static int has_pending(void *arg, store_txn_t *txn, const char *run_id,
+                       const char *name) {
+    reel_wbuf_t w = {0};
+    store_iter_t *it;
+    int found = 0;
+
+    (void)arg;
+    if (pending_prefix(&w, run_id, name) != 0)
+        return 0;
+    it = store_txn_iter(txn, STORE_CF_SIGNALS);
+    if (it != NULL) {
+        size_t klen;
+        const char *k;
+
+        store_iter_seek(it, w.p, w.len);
+        if (store_iter_valid(it)) {
+            k = store_iter_key(it, &klen);
+            found = klen == w.len + 8 && memcmp(k, w.p, w.len) == 0;
+        }
+        store_iter_destroy(it);
+    }
+    reel_wbuf_fini(&w);
+    return found;
+}
+
+reel_code_t signals_create(store_t *store, journal_t *j,
+                           const signals_limits_t *limits, signals_t **out,
+                           reel_status_t *st) {
+    signals_t *s = calloc(1, sizeof(*s));
+
+    *out = NULL;
+    if (s == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    s->store = store;
+    s->journal = j;
+    if (limits != NULL)
+        s->lim = *limits;
+    if (s->lim.max_payload == 0)
+        s->lim.max_payload = JOURNAL_DEFAULT_MAX_PAYLOAD;
+    if (s->lim.max_wait_ms <= 0)
+        s->lim.max_wait_ms = SIGNALS_DEFAULT_MAX_WAIT_MS;
+    pthread_mutex_init(&s->mu, NULL);
+    journal_set_pending_check(j, has_pending, s);
+    *out = s;
+    return REEL_OK;
+}
+
+void signals_destroy(signals_t *s) {
+    wait_bucket_t *b, *tmp;
+
+    if (s == NULL)
+        return;
+    HASH_ITER(hh, s->waits, b, tmp) {
+        HASH_DEL(s->waits, b);
+        free(b);
+    }
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* ---- Operations on the writer thread ------------------------------------ */
+
+typedef struct op {
+    store_req_t req;
+    signals_t *s;
+    char *strs[8]; /* owned copies */
+    const char *run_id, *app, *user, *session, *name, *payload, *signal_id;
+    uint64_t epoch;
+    const atomic_int *abandoned;
+    int is_consume;
+    signals_send_done_fn send_done;
+    signals_consume_done_fn consume_done;
+    void *arg;
+    signals_send_result_t send;
+    signals_consume_result_t consume;
+} op_t;
+
+static reel_code_t get_u64(store_txn_t *txn, const reel_wbuf_t *k,
+                           uint64_t *v, reel_status_t *st) {
+    char *val = NULL;
+    size_t vlen = 0;
+    reel_code_t rc = store_txn_get(txn, STORE_CF_SIGNALS, k->p, k->len, &val,
+                                   &vlen, st);
+
+    *v = 0;
+    if (rc == REEL_OK && vlen >= 8)
+        *v = reel_be64_get((unsigned char *)val);
+    free(val);
+    if (rc == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        return REEL_OK;
+    }
+    return rc;
+}
+
+/* The stored signal behind a dedup entry: pending or consumed. */
+static reel_code_t find_dup(store_txn_t *txn, const char *run_id,
+                            const char *val, size_t vlen, signal_t *out,
+                            reel_status_t *st) {
+    char name[JOURNAL_MAX_SIGNAL_NAME + 1];
+    reel_wbuf_t pk = {0}, ck = {0};
+    char *rec = NULL;
+    size_t rlen = 0;
+    uint64_t seq;
+    reel_code_t rc;
+
+    if (vlen < 8 || vlen - 8 > JOURNAL_MAX_SIGNAL_NAME)
+        return reel_status_set(st, REEL_DATA_LOSS, "signal index corrupt");
+    seq = reel_be64_get((const unsigned char *)val);
+    memcpy(name, val + 8, vlen - 8);
+    name[vlen - 8] = '\0';
+    if (make_key(&pk, 'p', run_id, name, "", 1, seq) != 0 ||
+        make_key(&ck, 'c', run_id, NULL, NULL, 1, seq) != 0) {
+        reel_wbuf_fini(&pk);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    /* 'p' key: run_id name 0 seq (make_key put the 0 before the empty b). */
+    rc = store_txn_get(txn, STORE_CF_SIGNALS, pk.p, pk.len, &rec, &rlen, st);
+    if (rc == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        rc = store_txn_get(txn, STORE_CF_SIGNALS, ck.p, ck.len, &rec, &rlen,
+                           st);
+    }
+    if (rc == REEL_OK && rec_decode(rec, rlen, out) != 0)
+        rc = reel_status_set(st, REEL_DATA_LOSS, "signal record corrupt");
+    free(rec);
+    reel_wbuf_fini(&pk);
+    reel_wbuf_fini(&ck);
+    return rc;
+}
+
+static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
+    run_t run = {0};
+    reel_wbuf_t nk = {0}, pk = {0}, dk = {0}, rec = {0}, dv = {0};
+    unsigned char seqbuf[8];
+    signal_t g;
+    uint64_t last = 0;
+    reel_code_t rc;
+
+    rc = *op->run_id ? journal_txn_get_run(txn, op->run_id, &run, st)
+                     : journal_txn_session_run(txn, op->app, op->user,
+                                               op->session, &run, st);
+    if (rc != REEL_OK)
+        return rc;
+    if (run_status_terminal(run.status)) {
+        rc = reel_status_set(st, REEL_FAILED_PRECONDITION,
+                             "run %s is %s: it takes no more signals",
+                             run.run_id, run_status_name(run.status));
+        goto out;
+    }
+    op->send.run_status = run.status;
+    if (*op->signal_id) {
+        char *val = NULL;
+        size_t vlen = 0;
+
+        if (make_key(&dk, 'd', run.run_id, op->signal_id, NULL, 0, 0) != 0) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        rc = store_txn_get(txn, STORE_CF_SIGNALS, dk.p, dk.len, &val, &vlen,
+                           st);
+        if (rc == REEL_OK) {
+            rc = find_dup(txn, run.run_id, val, vlen, &op->send.signal, st);
+            free(val);
+            op->send.duplicate = 1;
+            goto out;
+        }
+        if (rc != REEL_NOT_FOUND)
+            goto out;
+        reel_status_fini(st);
+    }
+    if (make_key(&nk, 'n', run.run_id, NULL, NULL, 0, 0) != 0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if ((rc = get_u64(txn, &nk, &last, st)) != REEL_OK)
+        goto out;
+    memset(&g, 0, sizeof(g));
+    g.run_id = run.run_id;
+    g.name = op->name;
+    g.payload = op->payload;
+    g.signal_id = op->signal_id;
+    g.seq = last + 1;
+    g.revision = store_txn_next_revision(txn);
+    g.sent_at_ms = store_txn_now_ms(txn);
+    rec_encode(&g, &rec);
+    reel_be64_put(seqbuf, g.seq);
+    if (reel_wbuf_done(&rec) != 0 ||
+        make_key(&pk, 'p', run.run_id, op->name, "", 1, g.seq) != 0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    store_txn_put(txn, STORE_CF_SIGNALS, nk.p, nk.len, seqbuf, 8);
+    store_txn_put(txn, STORE_CF_SIGNALS, pk.p, pk.len, rec.p, rec.len);
+    if (*op->signal_id) {
+        reel_wbuf_raw(&dv, seqbuf, 8);
+        reel_wbuf_raw(&dv, op->name, strlen(op->name));
+        if (reel_wbuf_done(&dv) != 0) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        store_txn_put(txn, STORE_CF_SIGNALS, dk.p, dk.len, dv.p, dv.len);
+    }
+    store_txn_emit(txn, STORE_MODULE_SIGNALS, CHANGE_SENT, rec.p, rec.len);
+    if (rec_decode(rec.p, rec.len, &op->send.signal) != 0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if (run.status == RUN_WAITING && strcmp(run.waiting_on, op->name) == 0) {
+        run_t woken = run;
+
+        woken.status = RUN_RUNNABLE;
+        woken.updated_at_ms = store_txn_now_ms(txn);
+        if ((rc = journal_txn_put_run(txn, &woken, run.status, NULL, st)) !=
+            REEL_OK)
+            goto out;
+        op->send.run_status = RUN_RUNNABLE;
+    }
+    rc = REEL_OK;
+out:
+    run_fini(&run);
+    reel_wbuf_fini(&nk);
+    reel_wbuf_fini(&pk);
+    reel_wbuf_fini(&dk);
+    reel_wbuf_fini(&dv);
+    reel_wbuf_fini(&rec);
+    return rc;
+}
+
+static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
+                                 reel_status_t *st) {
+    run_t run = {0};
+    reel_wbuf_t pfx = {0}, ck = {0}, rec = {0};
+    store_iter_t *it = NULL;
+    char *pkey = NULL, *payload = NULL;
+    size_t pklen = 0;
+    journal_entry_t entry = {0};
+    signal_t g = {0};
+    reel_code_t rc;
+
+    if ((rc = journal_txn_get_run(txn, op->run_id, &run, st)) != REEL_OK)
+        return rc;
+    if ((rc = journal_check_lease(&run, op->epoch, st)) != REEL_OK)
+        goto out;
+    if (op->abandoned != NULL && atomic_load(op->abandoned))
+        goto out; /* the awaiter is gone: leave the mailbox alone */
+    if (pending_prefix(&pfx, run.run_id, op->name) != 0 ||
+        (it = store_txn_iter(txn, STORE_CF_SIGNALS)) == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    store_iter_seek(it, pfx.p, pfx.len);
+    if (store_iter_valid(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+
+        if (klen == pfx.len + 8 && memcmp(k, pfx.p, pfx.len) == 0) {
+            pkey = malloc(klen);
+            if (pkey != NULL) {
+                memcpy(pkey, k, klen);
+                pklen = klen;
+            }
+            if (rec_decode(v, vlen, &g) != 0 || pkey == NULL) {
+                rc = reel_status_set(st, REEL_DATA_LOSS,
+                                     "a pending signal of run %s is corrupt",
+                                     run.run_id);
+                goto out;
+            }
+        }
+    }
+    store_iter_destroy(it);
+    it = NULL;
+    if (pkey == NULL)
+        goto out; /* nothing pending: delivered = 0 */
+
+    /* The journal entry first: its seq goes into the consumed record. */
+    if (asprintf(&payload, "{\"name\":\"%s\",\"signal_id\":", g.name) < 0) {
+        payload = NULL;
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    {
+        /* signal_id is UTF-8 without NUL, but may need JSON escaping. */
+        reel_wbuf_t p = {0};
+        reel_wbuf_raw(&p, payload, strlen(payload));
+        reel_wbuf_u8(&p, '"');
+        for (const char *c = g.signal_id; *c; c++) {
+            char esc[8];
+            if (*c == '"' || *c == '\\') {
+                reel_wbuf_u8(&p, '\\');
+                reel_wbuf_u8(&p, (uint8_t)*c);
+            } else if ((unsigned char)*c < 0x20) {
+                snprintf(esc, sizeof(esc), "\\u%04x", (unsigned char)*c);
+                reel_wbuf_raw(&p, esc, 6);
+            } else {
+                reel_wbuf_u8(&p, (uint8_t)*c);
+            }
+        }
+        reel_wbuf_raw(&p, "\",\"payload\":", 12);
+        reel_wbuf_raw(&p, *g.payload ? g.payload : "null",
+                      *g.payload ? strlen(g.payload) : 4);
+        reel_wbuf_raw(&p, "}", 2); /* with its NUL */
+        free(payload);
+        payload = NULL;
+        if (reel_wbuf_done(&p) != 0) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        payload = (char *)p.p;
+    }
+    if ((rc = journal_txn_append(txn, &run, op->epoch, "signal", payload,
+                                 &entry, NULL, st)) != REEL_OK)
+        goto out;
+    g.consumed_at_ms = store_txn_now_ms(txn);
+    g.journal_seq = entry.seq;
+    rec_encode(&g, &rec);
+    if (reel_wbuf_done(&rec) != 0 ||
+        make_key(&ck, 'c', run.run_id, NULL, NULL, 1, g.seq) != 0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    store_txn_delete(txn, STORE_CF_SIGNALS, pkey, pklen);
+    store_txn_put(txn, STORE_CF_SIGNALS, ck.p, ck.len, rec.p, rec.len);
+    store_txn_emit(txn, STORE_MODULE_SIGNALS, CHANGE_CONSUMED, rec.p, rec.len);
+    if (rec_decode(rec.p, rec.len, &op->consume.signal) != 0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    op->consume.delivered = 1;
+out:
+    store_iter_destroy(it);
+    signal_fini(&g);
+    journal_entry_fini(&entry);
+    run_fini(&run);
+    free(pkey);
+    free(payload);
+    reel_wbuf_fini(&pfx);
+    reel_wbuf_fini(&ck);
+    reel_wbuf_fini(&rec);
+    return rc;
+}
+
+static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
+    op_t *op = arg;
+
+    return op->is_consume ? apply_consume(op, txn, st)
+                          : apply_send(op, txn, st);
+}
+
+static void op_free(op_t *op) {
+    for (size_t i = 0; i < sizeof(op->strs) / sizeof(*op->strs); i++)
+        free(op->strs[i]);
+    reel_status_fini(&op->send.status);
+    signal_fini(&op->send.signal);
+    reel_status_fini(&op->consume.status);
+    signal_fini(&op->consume.signal);
+    free(op);
+}
+
+static void op_done(store_req_t *req) {
+    op_t *op = (op_t *)req;
+
+    if (op->is_consume) {
+        reel_status_move(&op->consume.status, &req->status);
+        if (op->consume.status.code != REEL_OK) {
+            op->consume.delivered = 0;
+            signal_fini(&op->consume.signal);
+        }
+        op->consume_done(op->arg, &op->consume);
+    } else {
+        reel_status_move(&op->send.status, &req->status);
+        if (op->send.status.code != REEL_OK)
+            signal_fini(&op->send.signal);
+        op->send_done(op->arg, &op->send);
+    }
+    op_free(op);
+}
+
+static const char *own(op_t *op, int i, const char *s) {
+    op->strs[i] = strdup(s ? s : "");
+    return op->strs[i];
+}
+
+static reel_code_t submit(signals_t *s, op_t *op, reel_status_t *st) {
+    for (size_t i = 0; i < sizeof(op->strs) / sizeof(*op->strs); i++)
+        if (op->strs[i] == NULL && i < 7) {
+            op_free(op);
+            return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory");
+        }
+    op->s = s;
+    op->req.apply = op_apply;
+    op->req.done = op_done;
+    op->req.arg = op;
+    if (store_submit(s->store, &op->req) != REEL_OK) {
+        reel_code_t rc = op->req.status.code;
+        reel_status_move(st, &op->req.status);
+        op_free(op);
+        return rc;
+    }
+    return REEL_OK;
+}
+
+reel_code_t signals_send(signals_t *s, const signals_send_args_t *a,
+                         signals_send_done_fn done, void *arg,
+                         reel_status_t *st) {
+    const char *run_id = a->run_id ? a->run_id : "";
+    op_t *op;
+    reel_code_t rc;
+
+    if (*run_id) {
+        if ((rc = check_run_id(run_id, st)) != REEL_OK)
+            return rc;
+    } else {
+        const char *f[3] = {"app", "user", "session"};
+        const char *v[3] = {a->app, a->user, a->session};
+        for (int i = 0; i < 3; i++)
+            if ((rc = reel_check_name(f[i], v[i] ? v[i] : "",
+                                      v[i] ? strlen(v[i]) : 0,
+                                      JOURNAL_MAX_NAME, st)) != REEL_OK)
+                return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                       "%s (give run_id, or app, user and "
+                                       "session)",
+                                       reel_status_message(st));
+    }
+    if ((rc = check_name(a->name ? a->name : "", st)) != REEL_OK ||
+        (rc = check_payload(s, a->payload ? a->payload : "", st)) != REEL_OK)
+        return rc;
+    if (a->signal_id != NULL && strlen(a->signal_id) > SIGNALS_MAX_ID)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "signal_id: at most %d bytes (got %zu)",
+                               SIGNALS_MAX_ID, strlen(a->signal_id));
+    op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    op->run_id = own(op, 0, run_id);
+    op->app = own(op, 1, a->app);
+    op->user = own(op, 2, a->user);
+    op->session = own(op, 3, a->session);
+    op->name = own(op, 4, a->name);
+    op->payload = own(op, 5, a->payload);
+    op->signal_id = own(op, 6, a->signal_id);
+    op->send_done = done;
+    op->arg = arg;
+    return submit(s, op, st);
+}
+
+reel_code_t signals_check_await(signals_t *s, const char *run_id,
+                                const char *name, int64_t *timeout_ms,
+                                reel_status_t *st) {
+    reel_code_t rc;
+
+    if ((rc = check_run_id(run_id, st)) != REEL_OK ||
+        (rc = check_name(name, st)) != REEL_OK)
+        return rc;
+    if (*timeout_ms < 0)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "timeout_ms: must not be negative (got %lld)",
+                               (long long)*timeout_ms);
+    if (*timeout_ms > s->lim.max_wait_ms)
+        *timeout_ms = s->lim.max_wait_ms;
+    return REEL_OK;
+}
+
+reel_code_t signals_consume(signals_t *s, const char *run_id,
+                            const char *name, uint64_t epoch,
+                            const atomic_int *abandoned,
+                            signals_consume_done_fn done, void *arg,
+                            reel_status_t *st) {
+    op_t *op = calloc(1, sizeof(*op));
+
+    if (op == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    op->is_consume = 1;
+    op->run_id = own(op, 0, run_id);
+    op->app = own(op, 1, "");
+    op->user = own(op, 2, "");
+    op->session = own(op, 3, "");
+    op->name = own(op, 4, name);
+    op->payload = own(op, 5, "");
+    op->signal_id = own(op, 6, "");
+    op->epoch = epoch;
+    op->abandoned = abandoned;
+    op->consume_done = done;
+    op->arg = arg;
+    return submit(s, op, st);
+}
+
+/* ---- Waiters ------------------------------------------------------------ */
+
+signals_waiter_t *signals_wait(signals_t *s, const char *run_id,
+                               const char *name, void (*wake)(void *arg),
+                               void *arg) {
+    signals_waiter_t *w = calloc(1, sizeof(*w));
+    wait_bucket_t *b;
+
+    if (w == NULL || asprintf(&w->key, "%s%s", run_id, name) < 0) {
+        free(w);
+        return NULL;
+    }
+    w->klen = strlen(w->key);
+    w->wake = wake;
+    w->arg = arg;
+    pthread_mutex_lock(&s->mu);
+    HASH_FIND(hh, s->waits, w->key, w->klen, b);
+    if (b == NULL && (b = calloc(1, sizeof(*b) + w->klen)) != NULL) {
+        memcpy(b->key, w->key, w->klen);
+        b->klen = w->klen;
+        HASH_ADD_KEYPTR(hh, s->waits, b->key, b->klen, b);
+    }
+    if (b != NULL) {
+        w->bucket = b;
+        w->next = b->head;
+        if (b->head)
+            b->head->prev = w;
+        b->head = w;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (b == NULL) {
+        free(w->key);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void signals_unwait(signals_t *s, signals_waiter_t *w) {
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&s->mu);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        w->bucket->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    if (w->bucket->head == NULL) {
+        HASH_DEL(s->waits, w->bucket);
+        free(w->bucket);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(w->key);
+    free(w);
+}
+
+void signals_publish(signals_t *s, const store_change_t *changes, size_t n) {
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < n && s->waits != NULL; i++) {
+        const store_change_t *c = &changes[i];
+        wait_bucket_t *b;
+        signal_t g;
+        char key[JOURNAL_RUN_ID_LEN + JOURNAL_MAX_SIGNAL_NAME + 1];
+
+        if (c->module != STORE_MODULE_SIGNALS || c->type != CHANGE_SENT ||
+            rec_decode(c->event, c->len, &g) != 0)
+            continue;
+        snprintf(key, sizeof(key), "%s%s", g.run_id, g.name);
+        HASH_FIND(hh, s->waits, key, strlen(key), b);
+        for (signals_waiter_t *w = b ? b->head : NULL; w; w = w->next)
+            w->wake(w->arg);
+        signal_fini(&g);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- Reads ---------------------------------------------------------------- */
+
+static int by_seq(const void *a, const void *b) {
+    const signal_t *x = a, *y = b;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+reel_code_t signals_list(signals_t *s, const char *run_id, const char *name,
+                         int include_consumed, uint32_t limit, signal_t **out,
+                         size_t *n, reel_status_t *st) {
+    store_snapshot_t *snap = NULL;
+    store_iter_t *it = NULL;
+    signal_t *arr = NULL;
+    run_t run;
+    reel_code_t rc;
+    size_t npending;
+
+    *out = NULL;
+    *n = 0;
+    if ((rc = check_run_id(run_id, st)) != REEL_OK)
+        return rc;
+    if (name && *name && (rc = check_name(name, st)) != REEL_OK)
+        return rc;
+    if (limit == 0)
+        limit = SIGNALS_LIST_DEFAULT;
+    if (limit > SIGNALS_LIST_MAX)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "limit: at most %d (got %u)", SIGNALS_LIST_MAX,
+                               limit);
+    if ((rc = journal_get_run(s->journal, run_id, &run, st)) != REEL_OK)
+        return rc;
+    run_fini(&run);
+    snap = store_snapshot_create(s->store);
+    it = snap ? store_iter_create(s->store, STORE_CF_SIGNALS, snap) : NULL;
+    arr = calloc(limit, sizeof(*arr));
+    if (it == NULL || arr == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    /* Pending: every name of the run, then sorted by seq. */
+    for (int pass = 0; pass < 2; pass++) {
+        char prefix[1 + JOURNAL_RUN_ID_LEN];
+
+        if (pass == 1 && !include_consumed)
+            break;
+        prefix[0] = pass == 0 ? 'p' : 'c';
+        memcpy(prefix + 1, run_id, JOURNAL_RUN_ID_LEN);
+        npending = *n;
+        for (store_iter_seek(it, prefix, sizeof(prefix));
+             store_iter_valid(it) && *n < limit; store_iter_next(it)) {
+            size_t klen, vlen;
+            const char *k = store_iter_key(it, &klen);
+            const char *v = store_iter_value(it, &vlen);
+
+            if (klen < sizeof(prefix) || memcmp(k, prefix, sizeof(prefix)))
+                break;
+            if (rec_decode(v, vlen, &arr[*n]) != 0)
+                continue;
+            if (name && *name && strcmp(arr[*n].name, name) != 0) {
+                signal_fini(&arr[*n]);
+                continue;
+            }
+            (*n)++;
+        }
+        qsort(arr + npending, *n - npending, sizeof(*arr), by_seq);
+    }
+    rc = store_iter_status(it, st);
+out:
+    if (rc != REEL_OK) {
+        for (size_t i = 0; i < *n; i++)
+            signal_fini(&arr[i]);
+        free(arr);
+        arr = NULL;
+        *n = 0;
+    }
+    *out = arr;
+    store_iter_destroy(it);
+    store_snapshot_release(s->store, snap);
+    return rc;
+}

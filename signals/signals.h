@@ -1,0 +1,130 @@
+/*
+ * signals/signals.h: durable point-to-point messages to one run.
+ *
+ * A signal waits in its run's mailbox, FIFO per (run, name), until one
+ * awaiter consumes it. Consuming it and appending its journal entry (kind
+ * "signal") are one commit, so a replay after a crash sees the delivery at
+ * the same place, and no signal is delivered twice. A signal to a run
+ * WAITING on its name makes the run RUNNABLE in the same commit.
+ *
+ * Threading: signals_t is thread-safe. Writes go through the store's
+ * writer; done callbacks run there. Waiter wake functions run on the
+ * writer thread with the registry lock held: they must only note the wake
+ * and return (e.g. post to another thread).
+ *
+ * Ownership: signal_t owns its memory (signal_fini); strings NUL-terminated.
+ */
+#ifndef REEL_SIGNALS_SIGNALS_H
+#define REEL_SIGNALS_SIGNALS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "journal/journal.h"
+#include "store/store.h"
+
+#define SIGNALS_MAX_ID 256
+#define SIGNALS_DEFAULT_MAX_WAIT_MS 300000
+#define SIGNALS_LIST_DEFAULT 100
+#define SIGNALS_LIST_MAX 1000
+
+typedef struct signals signals_t;
+typedef struct signals_waiter signals_waiter_t;
+
+typedef struct signal {
+    const char *run_id, *name, *payload, *signal_id;
+    uint64_t seq, revision, journal_seq;
+    int64_t sent_at_ms, consumed_at_ms;
+    void *mem_;
+} signal_t;
+
+void signal_fini(signal_t *s);
+
+typedef struct signals_limits {
+    size_t max_payload;   /* 0 = 1 MiB */
+    int64_t max_wait_ms;  /* cap on AwaitSignal's timeout; 0 = 5 minutes */
+} signals_limits_t;
+
+/* Also installs SuspendRun's pending-signal check on j. */
+reel_code_t signals_create(store_t *store, journal_t *j,
+                           const signals_limits_t *limits, signals_t **out,
+                           reel_status_t *st);
+/* Every waiter must be unregistered first. Accepts NULL. */
+void signals_destroy(signals_t *s);
+
+/* The publish step's share: wakes waiters of each signal sent. */
+void signals_publish(signals_t *s, const store_change_t *changes, size_t n);
+
+/* ---- Send ----------------------------------------------------------------- */
+
+typedef struct signals_send_args {
+    const char *run_id;                /* or "" and a session: */
+    const char *app, *user, *session;
+    const char *name, *payload, *signal_id;
+} signals_send_args_t;
+
+typedef struct signals_send_result {
+    reel_status_t status;
+    signal_t signal;
+    int duplicate;
+    run_status_t run_status;
+} signals_send_result_t;
+
+typedef void (*signals_send_done_fn)(void *arg, signals_send_result_t *res);
+
+/* Validates, copies and queues; done runs once on OK (see journal_submit). */
+reel_code_t signals_send(signals_t *s, const signals_send_args_t *a,
+                         signals_send_done_fn done, void *arg,
+                         reel_status_t *st);
+
+/* ---- Consume ---------------------------------------------------------------- */
+
+typedef struct signals_consume_result {
+    reel_status_t status;
+    int delivered;
+    signal_t signal;
+} signals_consume_result_t;
+
+typedef void (*signals_consume_done_fn)(void *arg,
+                                        signals_consume_result_t *res);
+
+/* OK, or INVALID_ARGUMENT naming the field. *timeout_ms is clamped to the
+ * cap. */
+reel_code_t signals_check_await(signals_t *s, const char *run_id,
+                                const char *name, int64_t *timeout_ms,
+                                reel_status_t *st);
+
+/*
+ * Queues one attempt to consume the oldest pending signal named `name`,
+ * fenced by the lease epoch. delivered = 0 when none is pending. If
+ * *abandoned is set by the time the attempt is applied, nothing is
+ * consumed (the awaiter is gone). `abandoned` must stay valid until done.
+ */
+reel_code_t signals_consume(signals_t *s, const char *run_id,
+                            const char *name, uint64_t epoch,
+                            const atomic_int *abandoned,
+                            signals_consume_done_fn done, void *arg,
+                            reel_status_t *st);
+
+/* ---- Waiters ---------------------------------------------------------------- */
+
+/*
+ * Registers interest in signals named `name` for run_id: wake(arg) runs on
+ * the writer thread after each such signal commits. NULL if out of memory.
+ */
+signals_waiter_t *signals_wait(signals_t *s, const char *run_id,
+                               const char *name, void (*wake)(void *arg),
+                               void *arg);
+/* Unregisters and frees; after it returns wake is never called. NULL ok. */
+void signals_unwait(signals_t *s, signals_waiter_t *w);
+
+/* ---- Reads ------------------------------------------------------------------ */
+
+/* Pending (send order), then consumed if asked; *out malloc'd. */
+reel_code_t signals_list(signals_t *s, const char *run_id, const char *name,
+                         int include_consumed, uint32_t limit, signal_t **out,
+                         size_t *n, reel_status_t *st);
+
+#endif
