@@ -1,0 +1,452 @@
+/*
+ * signals/signals_test.c: mailboxes, dedup, exactly-once consumption,
+ * waking WAITING runs, waiters.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "signals/signals.h"
+
+typedef struct fixture {
+    char dir[512];
+    store_t *store;
+    journal_t *j;
+    signals_t *s;
+} fixture_t;
+
+static void publish(void *arg, const store_change_t *c, size_t n) {
+    fixture_t *f = arg;
+
+    if (f->s != NULL)
+        signals_publish(f->s, c, n);
+}
+
+static void open_all(fixture_t *f) {
+    store_opts_t o = {0};
+    reel_status_t st = REEL_STATUS_INIT;
+
+    o.data_dir = f->dir;
+    o.publish = publish;
+    o.publish_arg = f;
+    if (store_open(&o, &f->store, &st) != REEL_OK ||
+        journal_create(f->store, NULL, &f->j, &st) != REEL_OK ||
+        signals_create(f->store, f->j, NULL, &f->s, &st) != REEL_OK)
+        fail_msg("open: %s", reel_status_message(&st));
+}
+
+static void close_all(fixture_t *f) {
+    store_close(f->store);
+    signals_destroy(f->s);
+    journal_destroy(f->j);
+    f->s = NULL;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int fl,
+                    struct FTW *ftw) {
+    (void)sb, (void)fl, (void)ftw;
+    return remove(p);
+}
+
+static int setup(void **state) {
+    fixture_t *f = calloc(1, sizeof(*f));
+    const char *tmp = getenv("TEST_TMPDIR");
+
+    snprintf(f->dir, sizeof(f->dir), "%s/signals-XXXXXX", tmp ? tmp : "/tmp");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    open_all(f);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture_t *f = *state;
+
+    close_all(f);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* ---- Synchronous wrappers ------------------------------------------------ */
+
+typedef struct waitbox {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    signals_send_result_t send;
+    signals_consume_result_t consume;
+} waitbox_t;
+
+static void box_init(waitbox_t *b) {
+    memset(b, 0, sizeof(*b));
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+}
+
+static void box_wait(waitbox_t *b) {
+    pthread_mutex_lock(&b->mu);
+    while (!b->done)
+        pthread_cond_wait(&b->cv, &b->mu);
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void sent(void *arg, signals_send_result_t *res) {
+    waitbox_t *b = arg;
+
+    pthread_mutex_lock(&b->mu);
+    b->send = *res;
+    memset(res, 0, sizeof(*res));
+    b->done = 1;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void consumed(void *arg, signals_consume_result_t *res) {
+    waitbox_t *b = arg;
+
+    pthread_mutex_lock(&b->mu);
+    b->consume = *res;
+    memset(res, 0, sizeof(*res));
+    b->done = 1;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+static reel_code_t send_sig(fixture_t *f, const char *run_id, const char *name,
+                            const char *payload, const char *id,
+                            signals_send_result_t *out) {
+    signals_send_args_t a = {run_id, "app", "u", "s", name, payload, id};
+    waitbox_t b;
+    reel_code_t rc;
+
+    box_init(&b);
+    rc = signals_send(f->s, &a, sent, &b, &b.send.status);
+    if (rc == REEL_OK) {
+        box_wait(&b);
+        rc = b.send.status.code;
+    }
+    *out = b.send;
+    return rc;
+}
+
+static void send_fini(signals_send_result_t *r) {
+    reel_status_fini(&r->status);
+    signal_fini(&r->signal);
+}
+
+static reel_code_t consume(fixture_t *f, const char *run_id, const char *name,
+                           uint64_t epoch, const atomic_int *abandoned,
+                           signals_consume_result_t *out) {
+    waitbox_t b;
+    reel_code_t rc;
+
+    box_init(&b);
+    rc = signals_consume(f->s, run_id, name, epoch, abandoned, consumed, &b,
+                         &b.consume.status);
+    if (rc == REEL_OK) {
+        box_wait(&b);
+        rc = b.consume.status.code;
+    }
+    *out = b.consume;
+    return rc;
+}
+
+static void consume_fini(signals_consume_result_t *r) {
+    reel_status_fini(&r->status);
+    signal_fini(&r->signal);
+}
+
+static void begin(fixture_t *f, const char *inv, char id[27]) {
+    journal_req_t q = {0};
+    journal_result_t res;
+
+    q.op = JOURNAL_BEGIN;
+    q.app = "app", q.user = "u", q.session = "s";
+    q.invocation_id = inv;
+    q.lease_owner = "w";
+    if (journal_exec(f->j, &q, &res) != REEL_OK)
+        fail_msg("begin: %s", reel_status_message(&res.status));
+    snprintf(id, 27, "%s", res.run.run_id);
+    journal_result_fini(&res);
+}
+
+/* ---- Tests ---------------------------------------------------------------- */
+
+static void test_signals_are_fifo_per_name_and_recorded_in_the_journal(
+    void **state) {
+    fixture_t *f = *state;
+    signals_send_result_t s;
+    signals_consume_result_t c;
+    journal_entry_t *es;
+    size_t n;
+    int more;
+    char id[27];
+
+    begin(f, "inv", id);
+    assert_int_equal(send_sig(f, id, "go", "1", "", &s), REEL_OK);
+    assert_int_equal(s.signal.seq, 1);
+    send_fini(&s);
+    assert_int_equal(send_sig(f, id, "other", "9", "", &s), REEL_OK);
+    send_fini(&s);
+    assert_int_equal(send_sig(f, id, "go", "2", "", &s), REEL_OK);
+    send_fini(&s);
+    for (int want = 1; want <= 2; want++) {
+        char p[4];
+        assert_int_equal(consume(f, id, "go", 1, NULL, &c), REEL_OK);
+        assert_true(c.delivered);
+        snprintf(p, sizeof(p), "%d", want);
+        assert_string_equal(c.signal.payload, p);
+        assert_int_equal(c.signal.journal_seq, (uint64_t)want);
+        consume_fini(&c);
+    }
+    assert_int_equal(consume(f, id, "go", 1, NULL, &c), REEL_OK);
+    assert_false(c.delivered);
+    consume_fini(&c);
+    assert_int_equal(journal_read(f->j, id, 0, 0, &es, &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(es[0].kind, "signal");
+    assert_string_equal(es[0].payload,
+                        "{\"name\":\"go\",\"signal_id\":\"\",\"payload\":1}");
+    for (size_t i = 0; i < n; i++)
+        journal_entry_fini(&es[i]);
+    free(es);
+}
+
+static void test_a_retried_signal_id_is_stored_once(void **state) {
+    fixture_t *f = *state;
+    signals_send_result_t a, b;
+    signal_t *list;
+    size_t n;
+    char id[27];
+
+    begin(f, "inv", id);
+    assert_int_equal(send_sig(f, id, "go", "{}", "dedup-1", &a), REEL_OK);
+    assert_false(a.duplicate);
+    assert_int_equal(send_sig(f, id, "go", "{}", "dedup-1", &b), REEL_OK);
+    assert_true(b.duplicate);
+    assert_int_equal(b.signal.seq, a.signal.seq);
+    send_fini(&a);
+    send_fini(&b);
+    assert_int_equal(signals_list(f->s, id, "", 1, 0, &list, &n, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 1);
+    signal_fini(&list[0]);
+    free(list);
+}
+
+static void test_stale_epoch_and_abandoned_awaits_consume_nothing(
+    void **state) {
+    fixture_t *f = *state;
+    signals_send_result_t s;
+    signals_consume_result_t c;
+    atomic_int gone = 1;
+    char id[27];
+
+    begin(f, "inv", id);
+    assert_int_equal(send_sig(f, id, "go", "1", "", &s), REEL_OK);
+    send_fini(&s);
+    assert_int_equal(consume(f, id, "go", 7, NULL, &c),
+                     REEL_FAILED_PRECONDITION);
+    assert_non_null(strstr(reel_status_message(&c.status), "lease lost"));
+    consume_fini(&c);
+    assert_int_equal(consume(f, id, "go", 1, &gone, &c), REEL_OK);
+    assert_false(c.delivered);
+    consume_fini(&c);
+    assert_int_equal(consume(f, id, "go", 1, NULL, &c), REEL_OK);
+    assert_true(c.delivered); /* still there */
+    consume_fini(&c);
+}
+
+static void test_a_signal_wakes_a_run_waiting_on_its_name(void **state) {
+    fixture_t *f = *state;
+    journal_req_t q = {0};
+    journal_result_t res;
+    signals_send_result_t s;
+    run_t r;
+    char id[27];
+
+    begin(f, "inv", id);
+    q.op = JOURNAL_SUSPEND;
+    q.run_id = id;
+    q.lease_epoch = 1;
+    q.waiting_on = "approve";
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    assert_int_equal(res.run.status, RUN_WAITING);
+    journal_result_fini(&res);
+    assert_int_equal(send_sig(f, id, "other", "", "", &s), REEL_OK);
+    assert_int_equal(s.run_status, RUN_WAITING);
+    send_fini(&s);
+    /* Routed by session to its newest live run. */
+    assert_int_equal(send_sig(f, "", "approve", "true", "", &s), REEL_OK);
+    assert_int_equal(s.run_status, RUN_RUNNABLE);
+    send_fini(&s);
+    assert_int_equal(journal_get_run(f->j, id, &r, NULL), REEL_OK);
+    assert_int_equal(r.status, RUN_RUNNABLE);
+    run_fini(&r);
+}
+
+static void test_suspending_on_a_pending_signal_is_runnable_at_once(
+    void **state) {
+    fixture_t *f = *state;
+    journal_req_t q = {0};
+    journal_result_t res;
+    signals_send_result_t s;
+    char id[27];
+
+    begin(f, "inv", id);
+    assert_int_equal(send_sig(f, id, "approve", "", "", &s), REEL_OK);
+    send_fini(&s);
+    q.op = JOURNAL_SUSPEND;
+    q.run_id = id;
+    q.lease_epoch = 1;
+    q.waiting_on = "approve";
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    assert_int_equal(res.run.status, RUN_RUNNABLE);
+    journal_result_fini(&res);
+}
+
+static void test_ended_runs_and_bad_input_are_refused(void **state) {
+    fixture_t *f = *state;
+    journal_req_t q = {0};
+    journal_result_t res;
+    signals_send_result_t s;
+    int64_t t = -1;
+    char id[27];
+
+    begin(f, "inv", id);
+    assert_int_equal(send_sig(f, id, "bad name", "", "", &s),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&s.status), "name"));
+    send_fini(&s);
+    assert_int_equal(send_sig(f, id, "go", "{x", "", &s),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&s.status), "payload"));
+    send_fini(&s);
+    assert_int_equal(signals_check_await(f->s, id, "go", &t, NULL),
+                     REEL_INVALID_ARGUMENT);
+    t = 999999999;
+    assert_int_equal(signals_check_await(f->s, id, "go", &t, NULL), REEL_OK);
+    assert_int_equal(t, SIGNALS_DEFAULT_MAX_WAIT_MS);
+    q.op = JOURNAL_END;
+    q.run_id = id;
+    q.lease_epoch = 1;
+    q.end_status = RUN_COMPLETED;
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_int_equal(send_sig(f, id, "go", "", "", &s),
+                     REEL_FAILED_PRECONDITION);
+    send_fini(&s);
+    assert_int_equal(send_sig(f, "", "go", "", "", &s), REEL_NOT_FOUND);
+    send_fini(&s);
+}
+
+typedef struct taker {
+    fixture_t *f;
+    const char *id;
+    uint64_t got[64];
+    int n;
+} taker_t;
+
+static void *taker_main(void *arg) {
+    taker_t *t = arg;
+    int empty = 0;
+
+    while (empty < 50) {
+        signals_consume_result_t c;
+
+        if (consume(t->f, t->id, "go", 1, NULL, &c) == REEL_OK &&
+            c.delivered) {
+            t->got[t->n++] = c.signal.seq;
+            empty = 0;
+        } else {
+            empty++;
+        }
+        consume_fini(&c);
+    }
+    return NULL;
+}
+
+static void test_concurrent_awaiters_never_share_a_signal(void **state) {
+    fixture_t *f = *state;
+    static taker_t tk[4];
+    pthread_t th[4];
+    uint8_t seen[65] = {0};
+    int total = 0;
+    char id[27];
+
+    begin(f, "inv", id);
+    for (int i = 0; i < 64; i++) {
+        signals_send_result_t s;
+        assert_int_equal(send_sig(f, id, "go", "", "", &s), REEL_OK);
+        send_fini(&s);
+    }
+    for (int i = 0; i < 4; i++) {
+        tk[i] = (taker_t){f, id, {0}, 0};
+        pthread_create(&th[i], NULL, taker_main, &tk[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        for (int k = 0; k < tk[i].n; k++) {
+            assert_int_equal(seen[tk[i].got[k]], 0);
+            seen[tk[i].got[k]] = 1;
+        }
+        total += tk[i].n;
+    }
+    assert_int_equal(total, 64);
+}
+
+static int woken;
+
+static void wake(void *arg) {
+    (void)arg;
+    woken++;
+}
+
+static void test_waiters_are_woken_by_their_signals_only(void **state) {
+    fixture_t *f = *state;
+    signals_send_result_t s;
+    signals_waiter_t *w;
+    char id[27];
+
+    begin(f, "inv", id);
+    woken = 0;
+    w = signals_wait(f->s, id, "go", wake, NULL);
+    assert_non_null(w);
+    assert_int_equal(send_sig(f, id, "other", "", "", &s), REEL_OK);
+    send_fini(&s);
+    assert_int_equal(woken, 0);
+    assert_int_equal(send_sig(f, id, "go", "", "", &s), REEL_OK);
+    send_fini(&s);
+    assert_int_equal(woken, 1); /* publish ran before the send completed */
+    signals_unwait(f->s, w);
+    assert_int_equal(send_sig(f, id, "go", "", "", &s), REEL_OK);
+    send_fini(&s);
+    assert_int_equal(woken, 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        T(test_signals_are_fifo_per_name_and_recorded_in_the_journal),
+        T(test_a_retried_signal_id_is_stored_once),
+        T(test_stale_epoch_and_abandoned_awaits_consume_nothing),
+        T(test_a_signal_wakes_a_run_waiting_on_its_name),
+        T(test_suspending_on_a_pending_signal_is_runnable_at_once),
+        T(test_ended_runs_and_bad_input_are_refused),
+        T(test_concurrent_awaiters_never_share_a_signal),
+        T(test_waiters_are_woken_by_their_signals_only),
+    };
+    return cmocka_run_group_tests_name("signals", tests, NULL, NULL);
+}
