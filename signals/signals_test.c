@@ -202,7 +202,7 @@ static void test_signals_are_fifo_per_name_and_recorded_in_the_journal(
     assert_int_equal(send_sig(f, id, "go", "2", "", &s), REEL_OK);
     send_fini(&s);
     for (int want = 1; want <= 2; want++) {
-        char p[4];
+        char p[16];
         assert_int_equal(consume(f, id, "go", 1, NULL, &c), REEL_OK);
         assert_true(c.delivered);
         snprintf(p, sizeof(p), "%d", want);
