@@ -42,6 +42,7 @@
 #include <grpc/support/time.h>
 
 #include "api/wire.h"
+#include "base/clock.h"
 #include "base/log.h"
 
 #define DEFAULT_THREADS 4
@@ -819,12 +820,30 @@ void rpc_server_stop(rpc_server_t *srv, int grace_ms) {
     }
     free(live);
 
-    if (!wait_shutdown(srv, grace_ms)) {
-        REEL_WARN("rpc", "calls still open after %d ms; cancelling them",
-                  grace_ms);
-        grpc_server_cancel_all_calls(srv->server);
-        wait_shutdown(srv, 2000);
+    /* Let in-flight calls finish (their writes commit) for up to grace_ms.
+     * The shutdown tag also waits for idle client connections to close,
+     * which clients may never do, so once no call is left the connections
+     * are cut: cancel_all_calls disconnects them. */
+    {
+        int64_t until = reel_clock_mono_ns() + (int64_t)grace_ms * 1000000;
+        int idle = 0;
+
+        while (!idle && reel_clock_mono_ns() < until) {
+            pthread_mutex_lock(&srv->mu);
+            idle = srv->calls == NULL || srv->shutdown_done;
+            pthread_mutex_unlock(&srv->mu);
+            if (!idle) {
+                struct timespec ts = {0, 5 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+        }
+        if (!idle)
+            REEL_WARN("rpc", "calls still open after %d ms; cancelling them",
+                      grace_ms);
     }
+    grpc_server_cancel_all_calls(srv->server);
+    if (!wait_shutdown(srv, 3000))
+        REEL_ERROR("rpc", "the server did not shut down; exiting anyway");
 }
 
 void rpc_server_destroy(rpc_server_t *srv) {

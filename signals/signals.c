@@ -3,6 +3,7 @@
  *
  * Column family `signals` (integers big-endian, strings as base/codec.h):
  *   'p' run_id name 0 seq(8)   -> signal record   (pending, FIFO per name)
+ *   'q' run_id seq(8)          -> name            (pending, in send order)
  *   'c' run_id seq(8)          -> signal record   (consumed)
  *   'd' run_id signal_id       -> seq(8) name     (dedup of signal_id)
  *   'n' run_id                 -> seq(8)          (the run's last seq)
@@ -11,7 +12,7 @@
  *     signal_id.
  *
  * Invariants
- *   - A signal is in exactly one of 'p' and 'c'. Consumption moves it and
+ *   - A signal is in exactly one of 'p' (with its 'q') and 'c'. Consumption moves it and
  *     appends the run's "signal" journal entry in one apply, so it is
  *     delivered once and recorded once, or neither.
  *   - Sends and consumptions emit one SIGNALS change each (the record); a
@@ -311,7 +312,7 @@ static reel_code_t find_dup(store_txn_t *txn, const char *run_id,
 
 static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
     run_t run = {0};
-    reel_wbuf_t nk = {0}, pk = {0}, dk = {0}, rec = {0}, dv = {0};
+    reel_wbuf_t nk = {0}, pk = {0}, qk = {0}, dk = {0}, rec = {0}, dv = {0};
     unsigned char seqbuf[8];
     signal_t g;
     uint64_t last = 0;
@@ -370,8 +371,14 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
+    if (make_key(&qk, 'q', run.run_id, NULL, NULL, 1, g.seq) != 0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
     store_txn_put(txn, STORE_CF_SIGNALS, nk.p, nk.len, seqbuf, 8);
     store_txn_put(txn, STORE_CF_SIGNALS, pk.p, pk.len, rec.p, rec.len);
+    store_txn_put(txn, STORE_CF_SIGNALS, qk.p, qk.len, op->name,
+                  strlen(op->name));
     if (*op->signal_id) {
         reel_wbuf_raw(&dv, seqbuf, 8);
         reel_wbuf_raw(&dv, op->name, strlen(op->name));
@@ -401,6 +408,7 @@ out:
     run_fini(&run);
     reel_wbuf_fini(&nk);
     reel_wbuf_fini(&pk);
+    reel_wbuf_fini(&qk);
     reel_wbuf_fini(&dk);
     reel_wbuf_fini(&dv);
     reel_wbuf_fini(&rec);
@@ -410,7 +418,7 @@ out:
 static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
                                  reel_status_t *st) {
     run_t run = {0};
-    reel_wbuf_t pfx = {0}, ck = {0}, rec = {0};
+    reel_wbuf_t pfx = {0}, ck = {0}, qk = {0}, rec = {0};
     store_iter_t *it = NULL;
     char *pkey = NULL, *payload = NULL;
     size_t pklen = 0;
@@ -496,11 +504,13 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
     g.journal_seq = entry.seq;
     rec_encode(&g, &rec);
     if (reel_wbuf_done(&rec) != 0 ||
-        make_key(&ck, 'c', run.run_id, NULL, NULL, 1, g.seq) != 0) {
+        make_key(&ck, 'c', run.run_id, NULL, NULL, 1, g.seq) != 0 ||
+        make_key(&qk, 'q', run.run_id, NULL, NULL, 1, g.seq) != 0) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
     store_txn_delete(txn, STORE_CF_SIGNALS, pkey, pklen);
+    store_txn_delete(txn, STORE_CF_SIGNALS, qk.p, qk.len);
     store_txn_put(txn, STORE_CF_SIGNALS, ck.p, ck.len, rec.p, rec.len);
     store_txn_emit(txn, STORE_MODULE_SIGNALS, CHANGE_CONSUMED, rec.p, rec.len);
     if (rec_decode(rec.p, rec.len, &op->consume.signal) != 0) {
@@ -517,6 +527,7 @@ out:
     free(payload);
     reel_wbuf_fini(&pfx);
     reel_wbuf_fini(&ck);
+    reel_wbuf_fini(&qk);
     reel_wbuf_fini(&rec);
     return rc;
 }
@@ -746,11 +757,6 @@ void signals_publish(signals_t *s, const store_change_t *changes, size_t n) {
 
 /* ---- Reads ---------------------------------------------------------------- */
 
-static int by_seq(const void *a, const void *b) {
-    const signal_t *x = a, *y = b;
-    return x->seq < y->seq ? -1 : x->seq > y->seq;
-}
-
 reel_code_t signals_list(signals_t *s, const char *run_id, const char *name,
                          int include_consumed, uint32_t limit, signal_t **out,
                          size_t *n, reel_status_t *st) {
@@ -759,7 +765,6 @@ reel_code_t signals_list(signals_t *s, const char *run_id, const char *name,
     signal_t *arr = NULL;
     run_t run;
     reel_code_t rc;
-    size_t npending;
 
     *out = NULL;
     *n = 0;
@@ -783,32 +788,54 @@ reel_code_t signals_list(signals_t *s, const char *run_id, const char *name,
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    /* Pending: every name of the run, then sorted by seq. */
-    for (int pass = 0; pass < 2; pass++) {
+    /* Pending in send order through 'q', then consumed ('c' is by seq). */
+    for (int pass = 0; pass < 2 && *n < limit; pass++) {
         char prefix[1 + JOURNAL_RUN_ID_LEN];
 
         if (pass == 1 && !include_consumed)
             break;
-        prefix[0] = pass == 0 ? 'p' : 'c';
+        prefix[0] = pass == 0 ? 'q' : 'c';
         memcpy(prefix + 1, run_id, JOURNAL_RUN_ID_LEN);
-        npending = *n;
         for (store_iter_seek(it, prefix, sizeof(prefix));
              store_iter_valid(it) && *n < limit; store_iter_next(it)) {
-            size_t klen, vlen;
+            size_t klen, vlen, rlen = 0;
             const char *k = store_iter_key(it, &klen);
             const char *v = store_iter_value(it, &vlen);
+            char sname[JOURNAL_MAX_SIGNAL_NAME + 1], *rec = NULL;
+            reel_wbuf_t pk = {0};
+            int ok;
 
-            if (klen < sizeof(prefix) || memcmp(k, prefix, sizeof(prefix)))
+            if (klen != sizeof(prefix) + 8 ||
+                memcmp(k, prefix, sizeof(prefix)) != 0)
                 break;
-            if (rec_decode(v, vlen, &arr[*n]) != 0)
-                continue;
+            if (pass == 1) {
+                if (rec_decode(v, vlen, &arr[*n]) != 0)
+                    continue;
+            } else {
+                if (vlen > JOURNAL_MAX_SIGNAL_NAME)
+                    continue;
+                memcpy(sname, v, vlen);
+                sname[vlen] = '\0';
+                if (name && *name && strcmp(sname, name) != 0)
+                    continue;
+                ok = make_key(&pk, 'p', run_id, sname, "", 1,
+                              reel_be64_get((const unsigned char *)k +
+                                            sizeof(prefix))) == 0 &&
+                     store_snapshot_get(s->store, snap, STORE_CF_SIGNALS,
+                                        pk.p, pk.len, &rec, &rlen,
+                                        NULL) == REEL_OK &&
+                     rec_decode(rec, rlen, &arr[*n]) == 0;
+                free(rec);
+                reel_wbuf_fini(&pk);
+                if (!ok)
+                    continue;
+            }
             if (name && *name && strcmp(arr[*n].name, name) != 0) {
                 signal_fini(&arr[*n]);
                 continue;
             }
             (*n)++;
         }
-        qsort(arr + npending, *n - npending, sizeof(*arr), by_seq);
     }
     rc = store_iter_status(it, st);
 out:
