@@ -59,6 +59,7 @@
 #define DEFAULT_QUEUE_CAPACITY 4096
 #define DEFAULT_MAX_GROUP 1024
 #define GROUP_BYTES (32u << 20)
+#define STORE_MEMTABLE_BUDGET ((size_t)64 << 20)
 #define FORMAT_FILE "FORMAT"
 #define META_REVISION "revision"
 #define META_FORMAT "format"
@@ -477,6 +478,11 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     rocksdb_options_set_create_missing_column_families(s->dbopts, 1);
     rocksdb_options_increase_parallelism(s->dbopts, 2);
     rocksdb_options_set_keep_log_file_num(s->dbopts, 4);
+    /* One memtable budget for all column families together (RocksDB's
+     * default is per family, 2 x 64 MiB each): memory stays bounded
+     * whatever the write mix. */
+    rocksdb_options_set_db_write_buffer_size(s->dbopts, STORE_MEMTABLE_BUDGET);
+    rocksdb_options_set_write_buffer_size(s->dbopts, STORE_MEMTABLE_BUDGET / 4);
     rocksdb_options_set_paranoid_checks(s->dbopts, 1);
     s->wopts = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->wopts, 1);
