@@ -18,19 +18,40 @@
 
 /* ---- Parsing ------------------------------------------------------------- */
 
+/* 1 if c's first positional is an alternative to flags (see ctl.h). */
+static int alt_pos(const ctl_command_t *c) {
+    return c->pos[0] != NULL && c->pos[0][0] == '(';
+}
+
+/* Whether the alternative alt names the flag ("--app" in "(X | --app A)"). */
+static int alt_names(const char *alt, const char *flag) {
+    size_t len = strlen(flag);
+
+    for (const char *p = strstr(alt, flag); p != NULL;
+         p = strstr(p + 1, flag))
+        if ((p[len] == ' ' || p[len] == ')') && p[-1] == ' ')
+            return 1;
+    return 0;
+}
+
 /* "set NAMESPACE KEY VALUE [--create] ...": for help and usage errors. */
 static void synopsis(const ctl_group_t *g, const ctl_command_t *c, char *buf,
                      size_t size) {
     size_t n = (size_t)snprintf(buf, size, "%s", c->name);
+    int alt = alt_pos(c);
 
-    for (int i = 0; i < CTL_MAX_POS && c->pos[i] != NULL && n < size; i++)
-        n += (size_t)snprintf(buf + n, size - n,
-                              i < c->min_pos ? " %s" : " [%s]", c->pos[i]);
+    for (int i = 0; i < CTL_MAX_POS && c->pos[i] != NULL && n < size; i++) {
+        int required = (alt && i == 0) || i - alt < c->min_pos;
+
+        n += (size_t)snprintf(buf + n, size - n, required ? " %s" : " [%s]",
+                              c->pos[i]);
+    }
     for (int f = 0; f < g->nflags && n < size; f++) {
         const ctl_flag_spec_t *s = &g->flags[f];
         int opt = !(c->required & CTL_F(f));
 
-        if (!(c->flags & CTL_F(f)))
+        if (!(c->flags & CTL_F(f)) ||
+            (alt && alt_names(c->pos[0], s->name)))
             continue;
         n += (size_t)snprintf(buf + n, size - n, " %s%s%s%s%s%s",
                               opt ? "[" : "", s->name, s->arg ? " " : "",
@@ -234,11 +255,12 @@ static int parse(const ctl_group_t *g, const ctl_command_t *cmd, int argc,
         }
     }
     if (a->npos < cmd->min_pos) {
+        int alt = alt_pos(cmd);
         size_t n = 0;
 
         for (int i = a->npos; i < cmd->min_pos && n < sizeof(missing); i++)
             n += (size_t)snprintf(missing + n, sizeof(missing) - n, " %s",
-                                  cmd->pos[i]);
+                                  cmd->pos[i + alt]);
         return ctl_usage_error(a, "missing%s", missing);
     }
     missing_flags(a, missing, sizeof(missing));

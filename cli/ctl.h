@@ -77,10 +77,17 @@ typedef struct ctl_args {
 
 struct ctl_command {
     const char *name;
-    const char *pos[CTL_MAX_POS]; /* positional names, NULL-padded */
-    int min_pos;                  /* the rest are optional */
-    unsigned flags;               /* CTL_F() bits it takes */
-    unsigned required;            /* CTL_F() bits it must be given */
+    /*
+     * Positional names, NULL-padded. pos[0] may be an alternative written
+     * in parentheses, "(RUN_ID | --app APP ...)": flags may stand in for
+     * it, so the parser leaves it out of min_pos and the command sorts out
+     * which was given. The usage text shows it as written, in place of the
+     * flags it names.
+     */
+    const char *pos[CTL_MAX_POS];
+    int min_pos;       /* the rest are optional */
+    unsigned flags;    /* CTL_F() bits it takes */
+    unsigned required; /* CTL_F() bits it must be given */
     const char *help;
     int (*run)(ctl_t *ctl, const ctl_args_t *a);
 };
@@ -96,6 +103,7 @@ struct ctl_group {
 extern const ctl_group_t ctl_kv_group;      /* cli/cmd_kv.c */
 extern const ctl_group_t ctl_run_group;     /* cli/cmd_run.c */
 extern const ctl_group_t ctl_journal_group; /* cli/cmd_run.c */
+extern const ctl_group_t ctl_signal_group;  /* cli/cmd_signal.c */
 
 /* Runs "GROUP SUBCOMMAND ..." (argv[0] is the group's name). */
 int ctl_group_main(ctl_t *ctl, const ctl_group_t *g, int argc, char **argv);

@@ -5,6 +5,7 @@
  *   reelctl kv set|get|del|ls|history|watch ...
  *   reelctl run begin|get|ls|heartbeat|suspend|end|claim|recoverable ...
  *   reelctl journal append|read|follow ...
+ *   reelctl signal send|await|ls ...
  *
  * This file holds main, the global flags, the top-level commands (health,
  * status, help) and the help text; each command group lives in its own
@@ -12,7 +13,7 @@
  *
  * Global flags may appear anywhere on the line. Exit status: 0 on success,
  * 1 when the server answered with an error (or is unreachable, or not
- * serving), 2 for a usage error.
+ * serving, or signal await got no signal), 2 for a usage error.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -157,7 +158,7 @@ static void usage(FILE *out) {
             "  -h, --help           show this help\n"
             "  -V, --version        show the version\n"
             "\nexit status: 0 success, 1 the server answered with an error "
-            "or is unreachable, 2 usage error\n");
+            "or is unreachable (or signal await got none), 2 usage error\n");
 }
 
 static int cmd_help(ctl_t *ctl, int argc, char **argv) {
@@ -181,6 +182,9 @@ static const command_t commands[] = {
     {"journal", "SUBCOMMAND",
      "a run's append-only journal (subcommands below)", NULL,
      &ctl_journal_group},
+    {"signal", "SUBCOMMAND",
+     "durable messages to a run, each consumed once (subcommands below)",
+     NULL, &ctl_signal_group},
     {"help", "", "show this help", cmd_help, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -1,0 +1,314 @@
+/*
+ * cli/cmd_signal.c: reelctl signal send|await|ls, on reel.v1.Signals.
+ *
+ * A signal is printed as a line ("3 approve pending {"ok":true} (sent
+ * ...)") or, with --json, as one object holding every field, its payload
+ * embedded as JSON (null when there is none).
+ *
+ * send names its run by RUN_ID or by --app/--user/--session (the session's
+ * newest run that has not ended); the positionals after it are the same
+ * either way, so with the flags the first positional is NAME.
+ *
+ * await is a long poll: --wait is sent as the request's timeout, and the
+ * call's deadline is --wait plus the global --timeout, so the server's
+ * "nothing came" answer is not beaten by our own deadline. Nothing
+ * delivered is exit 1, like a server error, but said as such.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "api/journal.pb-c.h"
+#include "api/signals.pb-c.h"
+#include "cli/client.h"
+#include "cli/ctl.h"
+
+/* The order here is the order of the usage text. */
+enum signal_flag {
+    SF_APP,
+    SF_USER,
+    SF_SESSION,
+    SF_ID,
+    SF_EPOCH,
+    SF_WAIT,
+    SF_NAME,
+    SF_CONSUMED,
+    SF_LIMIT,
+    SF_COUNT
+};
+
+static const ctl_flag_spec_t signal_flags[SF_COUNT] = {
+    [SF_APP] = {"--app", CTL_STR, "APP", 0, 0},
+    [SF_USER] = {"--user", CTL_STR, "USER", 0, 0},
+    [SF_SESSION] = {"--session", CTL_STR, "SESSION", 0, 0},
+    [SF_ID] = {"--id", CTL_STR, "SIGNAL_ID", 0, 0},
+    [SF_EPOCH] = {"--epoch", CTL_NUM, "N", UINT64_MAX, 0},
+    /* CTL_STR: unlike CTL_DURATION, "--wait 0" (answer at once) is fine. */
+    [SF_WAIT] = {"--wait", CTL_STR, "DURATION", 0, 0},
+    [SF_NAME] = {"--name", CTL_STR, "NAME", 0, 0},
+    [SF_CONSUMED] = {"--consumed", CTL_BOOL, NULL, 0, 0},
+    [SF_LIMIT] = {"--limit", CTL_NUM, "N", UINT32_MAX, 0},
+};
+
+#define SF(f) CTL_F(f)
+
+/* What the server lists when --limit is not given (ListSignalsRequest). */
+#define SIGNAL_LIST_DEFAULT 100
+
+static const char *status_name(Reel__V1__Run__Status s) {
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+        &reel__v1__run__status__descriptor, (int)s);
+
+    return v != NULL ? v->name : "UNKNOWN";
+}
+
+/* ---- Printing ------------------------------------------------------------ */
+
+/* The signal's fields into o (a new object when o is NULL). */
+static cJSON *signal_json(const Reel__V1__Signal *s, cJSON *o) {
+    if (o == NULL)
+        o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "run_id", s->run_id);
+    cJSON_AddStringToObject(o, "name", s->name);
+    cJSON_AddItemToObject(o, "payload", ctl_json_value(s->payload));
+    cJSON_AddStringToObject(o, "signal_id", s->signal_id);
+    cJSON_AddNumberToObject(o, "seq", (double)s->seq);
+    cJSON_AddNumberToObject(o, "revision", (double)s->revision);
+    cJSON_AddNumberToObject(o, "sent_at_ms", (double)s->sent_at_ms);
+    cJSON_AddNumberToObject(o, "consumed_at_ms", (double)s->consumed_at_ms);
+    cJSON_AddNumberToObject(o, "journal_seq", (double)s->journal_seq);
+    return o;
+}
+
+/* The payload as text: "null" when there is none, like --json. */
+static const char *payload_text(const Reel__V1__Signal *s) {
+    return *s->payload ? s->payload : "null";
+}
+
+/*
+ * "3 approve pending {"ok":true} (sent 2024-...Z)", or
+ * "1 approve consumed {} (consumed 2024-...Z, journal seq 5)".
+ */
+static void print_signal_line(const Reel__V1__Signal *s) {
+    char t[40];
+
+    printf("%llu %s %s %s", (unsigned long long)s->seq, s->name,
+           s->consumed_at_ms != 0 ? "consumed" : "pending", payload_text(s));
+    if (s->consumed_at_ms != 0)
+        printf(" (consumed %s, journal seq %llu",
+               ctl_iso_time(s->consumed_at_ms, t, sizeof(t)),
+               (unsigned long long)s->journal_seq);
+    else
+        printf(" (sent %s", ctl_iso_time(s->sent_at_ms, t, sizeof(t)));
+    if (*s->signal_id)
+        printf(", id %s", s->signal_id);
+    printf(")\n");
+}
+
+/* ---- send ---------------------------------------------------------------- */
+
+/* Whether s has the shape of a run id (a ULID: 26 of Crockford's base32). */
+static int looks_like_run_id(const char *s) {
+    return strlen(s) == 26 &&
+           strspn(s, "0123456789ABCDEFGHJKMNPQRSTVWXYZ") == 26;
+}
+
+static int is_json(const char *text) {
+    cJSON *v = cJSON_ParseWithOpts(text, NULL, 1);
+
+    cJSON_Delete(v);
+    return v != NULL;
+}
+
+/*
+ * Fills req's run (or session), name and payload from the line; EXIT_USAGE
+ * after saying what is wrong. Strings point into a.
+ */
+static int send_target(const ctl_args_t *a, Reel__V1__SendSignalRequest *req) {
+    int n = ctl_has(a, SF_APP) + ctl_has(a, SF_USER) + ctl_has(a, SF_SESSION);
+    int first = 0; /* the index of NAME */
+
+    if (n != 0 && n != 3)
+        return ctl_usage_error(a, "--app, --user and --session go together "
+                                  "(they name the session)");
+    if (n == 3) {
+        /*
+         * "RUN_ID NAME" and "NAME PAYLOAD_JSON" are both two words; a run id
+         * followed by something that is not JSON is the former.
+         */
+        if (a->npos == 3 || (a->npos == 2 && looks_like_run_id(a->pos[0]) &&
+                             !is_json(a->pos[1])))
+            return ctl_usage_error(a, "give RUN_ID or --app, --user and "
+                                      "--session, not both");
+        req->app = a->str[SF_APP];
+        req->user = a->str[SF_USER];
+        req->session = a->str[SF_SESSION];
+    } else {
+        if (a->npos < 2)
+            return ctl_usage_error(a, looks_like_run_id(a->pos[0])
+                                          ? "missing NAME"
+                                          : "missing RUN_ID (or --app, "
+                                            "--user and --session)");
+        req->run_id = a->pos[0];
+        first = 1;
+    }
+    req->name = a->pos[first];
+    if (a->npos > first + 1)
+        req->payload = a->pos[first + 1];
+    return 0;
+}
+
+static int signal_send(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__SendSignalRequest req = REEL__V1__SEND_SIGNAL_REQUEST__INIT;
+    Reel__V1__SendSignalResponse *resp;
+    const Reel__V1__Signal *s;
+    int rc;
+
+    if ((rc = send_target(a, &req)) != 0)
+        return rc;
+    if (ctl_has(a, SF_ID))
+        req.signal_id = a->str[SF_ID];
+    resp = ctl_call(ctl, a, "SendSignal", &req,
+                    &reel__v1__send_signal_response__descriptor, &rc);
+    if (resp == NULL)
+        return rc;
+    if ((s = resp->signal) == NULL) {
+        fprintf(stderr, "reelctl: signal send: malformed response (no "
+                        "signal)\n");
+        rc = EXIT_FAIL;
+    } else if (ctl->json) {
+        cJSON *o = signal_json(s, NULL);
+
+        cJSON_AddBoolToObject(o, "duplicate", resp->duplicate);
+        cJSON_AddBoolToObject(o, "accepted", resp->accepted);
+        cJSON_AddStringToObject(o, "run_status",
+                                status_name(resp->run_status));
+        ctl_print_json_line(o);
+    } else {
+        printf("signal %s seq %llu to run %s (run %s)%s%s\n", s->name,
+               (unsigned long long)s->seq, s->run_id,
+               status_name(resp->run_status),
+               resp->duplicate ? " duplicate" : "",
+               resp->accepted ? "" : " not accepted");
+    }
+    reel__v1__send_signal_response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ---- await --------------------------------------------------------------- */
+
+static int signal_await(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__AwaitSignalRequest req = REEL__V1__AWAIT_SIGNAL_REQUEST__INIT;
+    Reel__V1__AwaitSignalResponse *resp;
+    int64_t timeout_ms = ctl->timeout_ms;
+    int rc;
+
+    req.run_id = a->pos[0];
+    req.name = a->pos[1];
+    req.lease_epoch = a->num[SF_EPOCH];
+    if (ctl_has(a, SF_WAIT) &&
+        (req.timeout_ms = ctl_parse_duration_ms(a->str[SF_WAIT])) < 0)
+        return ctl_usage_error(a,
+                               "--wait: \"%s\" is not a duration (e.g. 0, "
+                               "500ms, 30s, 2m)",
+                               a->str[SF_WAIT]);
+    /* Both are at most 1e15 ms (ctl_parse_duration_ms): no overflow. */
+    ctl->timeout_ms += req.timeout_ms;
+    resp = ctl_call(ctl, a, "AwaitSignal", &req,
+                    &reel__v1__await_signal_response__descriptor, &rc);
+    ctl->timeout_ms = timeout_ms;
+    if (resp == NULL)
+        return rc;
+    rc = resp->delivered ? EXIT_OK : EXIT_FAIL;
+    if (resp->delivered && resp->signal == NULL) {
+        fprintf(stderr, "reelctl: signal await: malformed response (no "
+                        "signal)\n");
+        rc = EXIT_FAIL;
+    } else if (ctl->json) {
+        cJSON *o = cJSON_CreateObject();
+
+        cJSON_AddBoolToObject(o, "delivered", resp->delivered);
+        cJSON_AddItemToObject(o, "signal",
+                              resp->signal != NULL
+                                  ? signal_json(resp->signal, NULL)
+                                  : cJSON_CreateNull());
+        cJSON_AddNumberToObject(o, "journal_seq", (double)resp->journal_seq);
+        ctl_print_json_line(o);
+    } else if (resp->delivered) {
+        printf("signal %s seq %llu: %s (journal seq %llu)\n",
+               resp->signal->name, (unsigned long long)resp->signal->seq,
+               payload_text(resp->signal),
+               (unsigned long long)resp->journal_seq);
+    } else if (req.timeout_ms > 0) {
+        fprintf(stderr, "reelctl: no \"%s\" signal within %s\n", req.name,
+                a->str[SF_WAIT]);
+    } else {
+        fprintf(stderr, "reelctl: no \"%s\" signal pending (--wait to wait "
+                        "for one)\n",
+                req.name);
+    }
+    reel__v1__await_signal_response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ---- ls ------------------------------------------------------------------ */
+
+static int signal_ls(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__ListSignalsRequest req = REEL__V1__LIST_SIGNALS_REQUEST__INIT;
+    Reel__V1__ListSignalsResponse *resp;
+    uint32_t limit;
+    int rc;
+
+    req.run_id = a->pos[0];
+    if (ctl_has(a, SF_NAME))
+        req.name = a->str[SF_NAME];
+    req.include_consumed = ctl_has(a, SF_CONSUMED);
+    req.limit = (uint32_t)a->num[SF_LIMIT];
+    resp = ctl_call(ctl, a, "ListSignals", &req,
+                    &reel__v1__list_signals_response__descriptor, &rc);
+    if (resp == NULL)
+        return rc;
+    for (size_t i = 0; i < resp->n_signals; i++) {
+        if (ctl->json)
+            ctl_print_json_line(signal_json(resp->signals[i], NULL));
+        else
+            print_signal_line(resp->signals[i]);
+    }
+    /* The answer does not say whether there is more: a full page may. */
+    limit = req.limit != 0 ? req.limit : SIGNAL_LIST_DEFAULT;
+    if (!ctl->json && resp->n_signals >= limit)
+        ctl_hint("showing the first %zu; there may be more (--limit N)",
+                 resp->n_signals);
+    reel__v1__list_signals_response__free_unpacked(resp, NULL);
+    return EXIT_OK;
+}
+
+static const ctl_command_t signal_commands[] = {
+    {"send",
+     {"(RUN_ID | --app APP --user USER --session SESSION)", "NAME",
+      "PAYLOAD_JSON"},
+     1, SF(SF_APP) | SF(SF_USER) | SF(SF_SESSION) | SF(SF_ID), 0,
+     "send a signal to the run, or to the session's newest run that has "
+     "not\n"
+     "      ended; --id: a retry with the same id is stored once",
+     signal_send},
+    {"await", {"RUN_ID", "NAME"}, 2, SF(SF_EPOCH) | SF(SF_WAIT), SF(SF_EPOCH),
+     "consume the oldest pending NAME signal as the lease at --epoch,\n"
+     "      waiting up to --wait for one (default: answer at once); exit 1 "
+     "if\n"
+     "      none came",
+     signal_await},
+    {"ls", {"RUN_ID"}, 1, SF(SF_NAME) | SF(SF_CONSUMED) | SF(SF_LIMIT), 0,
+     "list the run's pending signals in send order, one per line;\n"
+     "      --consumed: then the consumed ones too; --limit: at most N "
+     "(default 100)",
+     signal_ls},
+    {NULL, {NULL}, 0, 0, 0, NULL, NULL},
+};
+
+const ctl_group_t ctl_signal_group = {
+    "signal", "reel.v1.Signals", signal_flags, SF_COUNT, signal_commands,
+};

@@ -1,0 +1,250 @@
+"""reelctl signal against a real reeld: send, await (at once, long-polled,
+woken by a send), ls, session routing, --json, fencing, usage errors."""
+import json
+import re
+import subprocess
+import time
+
+from conftest import REELCTL, reelctl
+
+RUN_LINE = re.compile(r"^run ([0-9A-Z]{26}) (\w+) epoch (\d+)")
+SENT_LINE = re.compile(r"^signal (\S+) seq (\d+) to run ([0-9A-Z]{26}) \(run (\w+)\)( duplicate)?$")
+GOT_LINE = re.compile(r"^signal (\S+) seq (\d+): (.*) \(journal seq (\d+)\)$")
+
+
+def ok(addr, *args):
+    r = reelctl(addr, *args)
+    assert r.returncode == 0, (args, r.stdout, r.stderr)
+    return r.stdout
+
+
+def begin(addr, *args):
+    """Begins a run from its text output; returns (run_id, epoch)."""
+    out = ok(addr, "run", "begin", *args)
+    m = RUN_LINE.match(out)
+    assert m, out
+    return m.group(1), m.group(3)
+
+
+def send(addr, *args):
+    """Sends from text output; returns the match (name, seq, run, status, dup)."""
+    out = ok(addr, "signal", "send", *args)
+    m = SENT_LINE.match(out.strip())
+    assert m, out
+    return m
+
+
+def test_send_await_ls_walkthrough(reeld):
+    a = reeld.addr
+    rid, e = begin(a, "app", "ann", "s1", "inv-1", "--owner", "w1")
+
+    m = send(a, rid, "approve", '{"ok":true}')
+    assert m.group(1) == "approve" and m.group(3) == rid
+    assert m.group(4) == "RUNNING" and m.group(5) is None
+    seq1 = int(m.group(2))
+    m = send(a, rid, "approve", "--id", "sig-2")
+    seq2 = int(m.group(2))
+    assert seq2 > seq1
+    # A retry with the same id stores nothing and says so.
+    m = send(a, rid, "approve", '{"ignored":1}', "--id", "sig-2")
+    assert int(m.group(2)) == seq2 and m.group(5) == " duplicate"
+    seq3 = int(send(a, rid, "other", "[1,2]").group(2))
+
+    lines = ok(a, "signal", "ls", rid).splitlines()
+    assert len(lines) == 3, lines
+    assert re.match(rf'^{seq1} approve pending {{"ok":true}} \(sent \d{{4}}-\d\d-\d\dT[0-9:.]+Z\)$',
+                    lines[0]), lines
+    assert lines[1].startswith(f"{seq2} approve pending null (sent ")
+    assert lines[1].endswith(", id sig-2)")
+    assert lines[2].startswith(f"{seq3} other pending [1,2] (sent ")
+    assert ok(a, "signal", "ls", rid, "--name", "other").splitlines() == lines[2:]
+    r = reelctl(a, "signal", "ls", rid, "--limit", "1")
+    assert r.returncode == 0 and r.stdout.splitlines() == lines[:1]
+    assert "--limit" in r.stderr
+
+    # The oldest first; each delivery is a journal entry of kind "signal".
+    out = ok(a, "signal", "await", rid, "approve", "--epoch", e).strip()
+    m = GOT_LINE.match(out)
+    assert m and m.group(1) == "approve" and int(m.group(2)) == seq1, out
+    assert m.group(3) == '{"ok":true}'
+    jseq = m.group(4)
+    journal = ok(a, "journal", "read", rid).splitlines()
+    assert any(l.startswith(f"{jseq} signal ") for l in journal), journal
+
+    m = GOT_LINE.match(ok(a, "signal", "await", rid, "approve", "--epoch", e,
+                          "--wait", "0").strip())
+    assert m and int(m.group(2)) == seq2 and m.group(3) == "null"
+
+    r = reelctl(a, "signal", "await", rid, "approve", "--epoch", e)
+    assert r.returncode == 1 and r.stdout == ""
+    assert 'no "approve" signal pending' in r.stderr, r.stderr
+
+    assert ok(a, "signal", "ls", rid).splitlines() == lines[2:]
+    every = ok(a, "signal", "ls", rid, "--consumed").splitlines()
+    assert every[0] == lines[2], every
+    assert len(every) == 3
+    assert re.match(rf"^{seq1} approve consumed {{\"ok\":true}} \(consumed \S+Z, "
+                    rf"journal seq {jseq}\)$", every[1]), every
+    assert every[2].startswith(f"{seq2} approve consumed null (consumed ")
+
+
+def test_signal_wakes_a_waiting_run_and_routes_by_session(reeld):
+    a = reeld.addr
+    rid, e = begin(a, "app", "bo", "chat-7", "inv-1", "--owner", "w1")
+    sus = ok(a, "run", "suspend", rid, "--epoch", e, "--waiting-on", "approve")
+    assert sus.startswith(f"run {rid} WAITING")
+
+    # By session: the session's newest run that has not ended gets it.
+    m = send(a, "--app", "app", "--user", "bo", "--session", "chat-7", "approve", '{"by":"s"}')
+    assert m.group(3) == rid and m.group(4) == "RUNNABLE"
+
+    claim = ok(a, "run", "claim", rid, "--owner", "w2")
+    m = RUN_LINE.match(claim)
+    assert m and m.group(2) == "RUNNING", claim
+    got = GOT_LINE.match(ok(a, "signal", "await", rid, "approve", "--epoch", m.group(3)).strip())
+    assert got and got.group(3) == '{"by":"s"}'
+
+    r = reelctl(a, "signal", "send", "--app", "app", "--user", "bo", "--session", "nobody",
+                "approve")
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr, r.stderr
+
+
+def test_await_with_wait_times_out(reeld):
+    a = reeld.addr
+    rid, e = begin(a, "app", "cy", "s", "i", "--owner", "w1")
+    # --wait is longer than --timeout: the call's deadline covers both, so
+    # the answer is "nothing came", not DEADLINE_EXCEEDED.
+    t0 = time.monotonic()
+    r = reelctl(a, "--timeout", "500ms", "signal", "await", rid, "approve", "--epoch", e,
+                "--wait", "1500ms")
+    took = time.monotonic() - t0
+    assert r.returncode == 1 and r.stdout == "", (r.stdout, r.stderr)
+    assert r.stderr.strip() == 'reelctl: no "approve" signal within 1500ms', r.stderr
+    assert took >= 1.4, took
+
+    r = reelctl(a, "--json", "signal", "await", rid, "approve", "--epoch", e, "--wait", "200ms")
+    assert r.returncode == 1 and r.stderr == "", r.stderr
+    assert json.loads(r.stdout) == {"delivered": False, "signal": None, "journal_seq": 0}
+
+
+def test_await_in_the_background_gets_the_signal_sent_later(reeld):
+    a = reeld.addr
+    rid, e = begin(a, "app", "dee", "s", "i", "--owner", "w1")
+    waiter = subprocess.Popen([REELCTL, "--addr", a, "signal", "await", rid, "go", "--epoch", e,
+                               "--wait", "20s"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        assert waiter.poll() is None, waiter.communicate()
+        t0 = time.monotonic()
+        seq = send(a, rid, "go", '{"n":7}').group(2)
+        out, err = waiter.communicate(timeout=10)
+        assert time.monotonic() - t0 < 5
+        assert waiter.returncode == 0, err
+        m = GOT_LINE.match(out.strip())
+        assert m and m.group(1) == "go" and m.group(2) == seq and m.group(3) == '{"n":7}', out
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+    # Consumed by the waiter: nothing is left for anyone else.
+    assert ok(a, "signal", "ls", rid) == ""
+
+
+def test_json_output(reeld):
+    a = reeld.addr
+    rid, e = begin(a, "app", "eve", "s", "i", "--owner", "w1")
+    sent = json.loads(ok(a, "--json", "signal", "send", rid, "approve", '{"ok":true}',
+                         "--id", "k1"))
+    assert sent["run_id"] == rid and sent["name"] == "approve"
+    assert sent["payload"] == {"ok": True} and sent["signal_id"] == "k1"
+    assert sent["duplicate"] is False and sent["accepted"] is True
+    assert sent["run_status"] == "RUNNING"
+    assert sent["seq"] >= 1 and sent["revision"] > 0 and sent["sent_at_ms"] > 0
+    assert sent["consumed_at_ms"] == 0 and sent["journal_seq"] == 0
+    dup = json.loads(ok(a, "signal", "send", rid, "approve", "{}", "--id", "k1", "--json"))
+    assert dup["duplicate"] is True and dup["seq"] == sent["seq"]
+    assert dup["payload"] == {"ok": True}
+    bare = json.loads(ok(a, "--json", "signal", "send", rid, "approve"))
+    assert bare["payload"] is None and bare["signal_id"] == ""
+
+    listed = [json.loads(l) for l in ok(a, "--json", "signal", "ls", rid).splitlines()]
+    assert [s["seq"] for s in listed] == [sent["seq"], bare["seq"]]
+    assert listed[0]["payload"] == {"ok": True} and listed[1]["payload"] is None
+
+    got = json.loads(ok(a, "--json", "signal", "await", rid, "approve", "--epoch", e))
+    assert got["delivered"] is True and got["journal_seq"] > 0
+    s = got["signal"]
+    assert s["seq"] == sent["seq"] and s["payload"] == {"ok": True}
+    assert s["consumed_at_ms"] >= s["sent_at_ms"] > 0
+    assert s["journal_seq"] == got["journal_seq"]
+
+    every = [json.loads(l) for l in ok(a, "--json", "signal", "ls", rid, "--consumed").splitlines()]
+    assert [x["seq"] for x in every] == [bare["seq"], sent["seq"]]
+    assert every[1]["journal_seq"] == got["journal_seq"] and every[1]["consumed_at_ms"] > 0
+
+    entries = [json.loads(l) for l in ok(a, "--json", "journal", "read", rid).splitlines()]
+    rec = [x for x in entries if x["seq"] == got["journal_seq"]]
+    assert rec and rec[0]["kind"] == "signal", entries
+
+    r = reelctl(a, "--json", "signal", "ls", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
+    assert r.returncode == 1 and json.loads(r.stderr)["error"] == "NOT_FOUND"
+
+
+def test_stale_epoch_is_fenced(reeld):
+    a = reeld.addr
+    rid, old = begin(a, "app", "fay", "s", "i", "--owner", "w1", "--ttl", "300ms")
+    time.sleep(0.6)
+    m = RUN_LINE.match(ok(a, "run", "claim", rid, "--owner", "w2"))
+    assert m and int(m.group(3)) > int(old)
+    send(a, rid, "approve", '{"ok":true}')
+
+    r = reelctl(a, "signal", "await", rid, "approve", "--epoch", old)
+    assert r.returncode == 1 and "FAILED_PRECONDITION" in r.stderr, r.stderr
+    r = reelctl(a, "--json", "signal", "await", rid, "approve", "--epoch", old, "--wait", "1s")
+    assert r.returncode == 1 and json.loads(r.stderr)["error"] == "FAILED_PRECONDITION"
+    # Nothing was consumed by the stale holder; the new one gets it.
+    assert len(ok(a, "signal", "ls", rid).splitlines()) == 1
+    got = GOT_LINE.match(ok(a, "signal", "await", rid, "approve", "--epoch", m.group(3)).strip())
+    assert got and got.group(3) == '{"ok":true}'
+
+
+def test_unknown_run_is_a_server_error(reeld):
+    rid = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+    for args in (["ls", rid], ["send", rid, "approve"]):
+        r = reelctl(reeld.addr, "signal", *args)
+        assert r.returncode == 1 and "NOT_FOUND" in r.stderr, (args, r.stderr)
+
+
+def test_usage_errors_exit_2(reeld):
+    rid = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+    sess = ["--app", "a", "--user", "u", "--session", "s"]
+    cases = [
+        (["signal"], "missing subcommand"),
+        (["signal", "frob"], "unknown subcommand"),
+        (["signal", "send"], "missing NAME"),
+        (["signal", "send", "approve"], "missing RUN_ID (or --app, --user and --session)"),
+        (["signal", "send", rid], "missing NAME"),
+        (["signal", "send", rid, "approve", "{}", "extra"], "unexpected argument"),
+        (["signal", "send", "--app", "a", "--user", "u", "approve"], "go together"),
+        (["signal", "send", "--session", "s", "approve"], "go together"),
+        (["signal", "send", rid, "approve"] + sess, "not both"),
+        (["signal", "send", rid, "approve", "{}"] + sess, "not both"),
+        (["signal", "send"] + sess, "missing NAME"),
+        (["signal", "send", rid, "approve", "--id"], "--id needs a value"),
+        (["signal", "send", rid, "approve", "--epoch", "1"], "unknown flag"),
+        (["signal", "await", rid, "approve"], "missing --epoch"),
+        (["signal", "await", rid, "--epoch", "1"], "missing NAME"),
+        (["signal", "await", rid, "approve", "--epoch", "-1"], "--epoch"),
+        (["signal", "await", rid, "approve", "--epoch", "1", "--wait", "soon"], "--wait"),
+        (["signal", "await", rid, "approve", "--epoch", "1", "--wait", "-5s"], "--wait"),
+        (["signal", "await", rid, "approve", "--epoch", "1", "--consumed"], "unknown flag"),
+        (["signal", "ls"], "missing RUN_ID"),
+        (["signal", "ls", rid, "--limit", "99999999999"], "--limit"),
+        (["signal", "ls", rid, "--consumed=yes"], "takes no value"),
+    ]
+    for args, said in cases:
+        r = reelctl(reeld.addr, *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert said in r.stderr, (args, r.stderr)
+        assert "usage: reelctl signal" in r.stderr or "try reelctl help" in r.stderr
