@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "api/journal.pb-c.h"
+#include "api/reply.h"
 #include "api/services.h"
 #include "journal/journal.h"
 
@@ -75,40 +76,15 @@ static void entry_to_pb(const journal_entry_t *e, Reel__V1__JournalEntry *m) {
     m->ts_ms = e->ts_ms;
 }
 
-#define PACK(type, msg, out, outlen)                                        \
-    do {                                                                   \
-        *(outlen) = type##__get_packed_size(msg);                          \
-        *(out) = malloc(*(outlen) ? *(outlen) : 1);                        \
-        if (*(out) != NULL)                                                \
-            type##__pack(msg, *(out));                                     \
-    } while (0)
-
-static void finish_packed(rpc_call_t *call, uint8_t *buf, size_t len) {
-    if (buf == NULL) {
-        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
-                        0);
-        return;
-    }
-    rpc_call_finish(call, REEL_OK, NULL, buf, len);
-    free(buf);
-}
-
 static void finish_run(rpc_call_t *call, const run_t *r) {
     run_pb_t pb = {0};
     uint8_t *buf = NULL;
     size_t len = 0;
 
     if (run_to_pb(r, &pb) == 0)
-        PACK(reel__v1__run, &pb.msg, &buf, &len);
+        API_PACK(reel__v1__run, &pb.msg, &buf, &len);
     run_pb_fini(&pb);
-    finish_packed(call, buf, len);
-}
-
-static void bad_request(rpc_call_t *call, const char *what) {
-    char msg[128];
-
-    snprintf(msg, sizeof(msg), "request: not a valid %s message", what);
-    rpc_call_finish(call, REEL_INVALID_ARGUMENT, msg, NULL, 0);
+    api_finish_packed(call, buf, len);
 }
 
 /* ---- Mutations ------------------------------------------------------------ */
@@ -136,8 +112,8 @@ static void append_done(void *arg, journal_result_t *res) {
     entry_to_pb(&res->entry, &entry);
     out.entry = &entry;
     out.duplicate = res->duplicate;
-    PACK(reel__v1__append_response, &out, &buf, &len);
-    finish_packed(call, buf, len);
+    API_PACK(reel__v1__append_response, &out, &buf, &len);
+    api_finish_packed(call, buf, len);
 }
 
 static void submit(rpc_call_t *call, api_ctx_t *ctx, const journal_req_t *q,
@@ -157,7 +133,7 @@ static void j_begin_run(rpc_call_t *call, void *arg, const uint8_t *req,
     run_label_t *labels;
 
     if (in == NULL) {
-        bad_request(call, "BeginRunRequest");
+        api_bad_request(call, "BeginRunRequest");
         return;
     }
     labels = calloc(in->n_labels ? in->n_labels : 1, sizeof(*labels));
@@ -188,7 +164,7 @@ static void j_heartbeat(rpc_call_t *call, void *arg, const uint8_t *req,
     journal_req_t q = {0};
 
     if (in == NULL) {
-        bad_request(call, "HeartbeatRequest");
+        api_bad_request(call, "HeartbeatRequest");
         return;
     }
     q.op = JOURNAL_HEARTBEAT;
@@ -206,7 +182,7 @@ static void j_append(rpc_call_t *call, void *arg, const uint8_t *req,
     journal_req_t q = {0};
 
     if (in == NULL) {
-        bad_request(call, "AppendRequest");
+        api_bad_request(call, "AppendRequest");
         return;
     }
     q.op = JOURNAL_APPEND;
@@ -227,7 +203,7 @@ static void j_end_run(rpc_call_t *call, void *arg, const uint8_t *req,
     journal_req_t q = {0};
 
     if (in == NULL) {
-        bad_request(call, "EndRunRequest");
+        api_bad_request(call, "EndRunRequest");
         return;
     }
     q.op = JOURNAL_END;
@@ -246,7 +222,7 @@ static void j_suspend_run(rpc_call_t *call, void *arg, const uint8_t *req,
     journal_req_t q = {0};
 
     if (in == NULL) {
-        bad_request(call, "SuspendRunRequest");
+        api_bad_request(call, "SuspendRunRequest");
         return;
     }
     q.op = JOURNAL_SUSPEND;
@@ -264,7 +240,7 @@ static void j_claim_run(rpc_call_t *call, void *arg, const uint8_t *req,
     journal_req_t q = {0};
 
     if (in == NULL) {
-        bad_request(call, "ClaimRunRequest");
+        api_bad_request(call, "ClaimRunRequest");
         return;
     }
     q.op = JOURNAL_CLAIM;
@@ -286,7 +262,7 @@ static void j_get_run(rpc_call_t *call, void *arg, const uint8_t *req,
     run_t r;
 
     if (in == NULL) {
-        bad_request(call, "GetRunRequest");
+        api_bad_request(call, "GetRunRequest");
         return;
     }
     if (journal_get_run(ctx->journal, in->run_id, &r, &st) != REEL_OK)
@@ -342,7 +318,7 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
     int more = 0;
 
     if (in == NULL) {
-        bad_request(call, "ListRunsRequest");
+        api_bad_request(call, "ListRunsRequest");
         return;
     }
     f.app = in->app, f.user = in->user, f.session = in->session;
@@ -358,8 +334,8 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
         out.runs = ptrs;
         out.more = more;
         out.next_start_after = n > 0 ? (char *)runs[n - 1].run_id : "";
-        PACK(reel__v1__list_runs_response, &out, &buf, &blen);
-        finish_packed(call, buf, blen);
+        API_PACK(reel__v1__list_runs_response, &out, &buf, &blen);
+        api_finish_packed(call, buf, blen);
     }
     free_runs(runs, n, pbs, ptrs);
     reel_status_fini(&st);
@@ -381,7 +357,7 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
     uint8_t *buf = NULL;
 
     if (in == NULL) {
-        bad_request(call, "ListRunsToRecoverRequest");
+        api_bad_request(call, "ListRunsToRecoverRequest");
         return;
     }
     if (journal_list_recoverable(ctx->journal, in->limit, &runs, &n, &st) !=
@@ -392,8 +368,8 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
     } else {
         out.n_runs = n;
         out.runs = ptrs;
-        PACK(reel__v1__list_runs_to_recover_response, &out, &buf, &blen);
-        finish_packed(call, buf, blen);
+        API_PACK(reel__v1__list_runs_to_recover_response, &out, &buf, &blen);
+        api_finish_packed(call, buf, blen);
     }
     free_runs(runs, n, pbs, ptrs);
     reel_status_fini(&st);
@@ -414,7 +390,7 @@ static void j_read_journal(rpc_call_t *call, void *arg, const uint8_t *req,
     int more = 0;
 
     if (in == NULL) {
-        bad_request(call, "ReadJournalRequest");
+        api_bad_request(call, "ReadJournalRequest");
         return;
     }
     if (journal_read(ctx->journal, in->run_id, in->from_seq, in->limit, &es,
@@ -436,8 +412,8 @@ static void j_read_journal(rpc_call_t *call, void *arg, const uint8_t *req,
     out.entries = ptrs;
     out.more = more;
     out.next_from_seq = n > 0 ? es[n - 1].seq : in->from_seq;
-    PACK(reel__v1__read_journal_response, &out, &buf, &blen);
-    finish_packed(call, buf, blen);
+    API_PACK(reel__v1__read_journal_response, &out, &buf, &blen);
+    api_finish_packed(call, buf, blen);
 out:
     for (size_t i = 0; i < n; i++)
         journal_entry_fini(&es[i]);
@@ -463,7 +439,7 @@ static int sub_deliver(void *arg, journal_entry_t *e) {
     int rc;
 
     entry_to_pb(e, &m);
-    PACK(reel__v1__journal_entry, &m, &buf, &len);
+    API_PACK(reel__v1__journal_entry, &m, &buf, &len);
     if (buf == NULL)
         return 1;
     rc = rpc_call_send(sc->call, buf, len) == REEL_OK ? 0 : 1;
@@ -514,7 +490,7 @@ static void j_subscribe_run(rpc_call_t *call, void *arg, const uint8_t *req,
     sub_call_t *sc;
 
     if (in == NULL) {
-        bad_request(call, "SubscribeRunRequest");
+        api_bad_request(call, "SubscribeRunRequest");
         return;
     }
     sc = calloc(1, sizeof(*sc));

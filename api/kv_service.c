@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "api/kv.pb-c.h"
+#include "api/reply.h"
 #include "api/services.h"
 #include "kv/kv.h"
 
@@ -45,32 +46,6 @@ static void event_to_pb(const kv_event_t *ev, Reel__V1__ValueEvent *pb) {
     pb->revision = ev->revision;
     pb->ts_ms = ev->ts_ms;
     pb->writer = (char *)(ev->writer ? ev->writer : "");
-}
-
-/* Packs a message into a malloc'd buffer (NULL on out of memory). */
-#define PACK(type, msg, out, outlen)                                        \
-    do {                                                                   \
-        *(outlen) = type##__get_packed_size(msg);                          \
-        *(out) = malloc(*(outlen) ? *(outlen) : 1);                        \
-        if (*(out) != NULL)                                                \
-            type##__pack(msg, *(out));                                     \
-    } while (0)
-
-static void finish_packed(rpc_call_t *call, uint8_t *buf, size_t len) {
-    if (buf == NULL) {
-        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
-                        0);
-        return;
-    }
-    rpc_call_finish(call, REEL_OK, NULL, buf, len);
-    free(buf);
-}
-
-static void bad_request(rpc_call_t *call, const char *what) {
-    char msg[128];
-
-    snprintf(msg, sizeof(msg), "request: not a valid %s message", what);
-    rpc_call_finish(call, REEL_INVALID_ARGUMENT, msg, NULL, 0);
 }
 
 static int precond_from_pb(Reel__V1__Precondition p, kv_precond_t *out) {
@@ -105,8 +80,8 @@ static void set_done(void *arg, kv_write_result_t *res) {
     entry_to_pb(&res->entry, &entry);
     out.entry = &entry;
     out.prev_version = res->prev_version;
-    PACK(reel__v1__set_value_response, &out, &buf, &len);
-    finish_packed(call, buf, len);
+    API_PACK(reel__v1__set_value_response, &out, &buf, &len);
+    api_finish_packed(call, buf, len);
 }
 
 static void delete_done(void *arg, kv_write_result_t *res) {
@@ -125,8 +100,8 @@ static void delete_done(void *arg, kv_write_result_t *res) {
         entry_to_pb(&res->entry, &entry);
         out.entry = &entry;
     }
-    PACK(reel__v1__delete_value_response, &out, &buf, &len);
-    finish_packed(call, buf, len);
+    API_PACK(reel__v1__delete_value_response, &out, &buf, &len);
+    api_finish_packed(call, buf, len);
 }
 
 static void submit(rpc_call_t *call, kv_t *kv, const kv_write_args_t *a,
@@ -146,7 +121,7 @@ static void kv_set_value(rpc_call_t *call, void *arg, const uint8_t *req,
     kv_write_args_t a = {0};
 
     if (in == NULL) {
-        bad_request(call, "SetValueRequest");
+        api_bad_request(call, "SetValueRequest");
         return;
     }
     a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);
@@ -170,7 +145,7 @@ static void kv_delete_value(rpc_call_t *call, void *arg, const uint8_t *req,
     kv_write_args_t a = {0};
 
     if (in == NULL) {
-        bad_request(call, "DeleteValueRequest");
+        api_bad_request(call, "DeleteValueRequest");
         return;
     }
     a.is_delete = 1;
@@ -202,7 +177,7 @@ static void kv_get_value(rpc_call_t *call, void *arg, const uint8_t *req,
     size_t blen;
 
     if (in == NULL) {
-        bad_request(call, "GetValueRequest");
+        api_bad_request(call, "GetValueRequest");
         return;
     }
     rc = kv_get(ctx->kv, in->namespace_, strlen(in->namespace_), in->key,
@@ -218,10 +193,10 @@ static void kv_get_value(rpc_call_t *call, void *arg, const uint8_t *req,
         entry_to_pb(&e, &entry);
         out.entry = &entry;
     }
-    PACK(reel__v1__get_value_response, &out, &buf, &blen);
+    API_PACK(reel__v1__get_value_response, &out, &buf, &blen);
     kv_entry_fini(&e);
     reel_status_fini(&st);
-    finish_packed(call, buf, blen);
+    api_finish_packed(call, buf, blen);
 }
 
 static void kv_list_values(rpc_call_t *call, void *arg, const uint8_t *req,
@@ -239,7 +214,7 @@ static void kv_list_values(rpc_call_t *call, void *arg, const uint8_t *req,
     int more = 0;
 
     if (in == NULL) {
-        bad_request(call, "ListValuesRequest");
+        api_bad_request(call, "ListValuesRequest");
         return;
     }
     a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);
@@ -265,8 +240,8 @@ static void kv_list_values(rpc_call_t *call, void *arg, const uint8_t *req,
     out.entries = ptrs;
     out.more = more;
     out.next_start_after = n > 0 ? (char *)es[n - 1].key : "";
-    PACK(reel__v1__list_values_response, &out, &buf, &blen);
-    finish_packed(call, buf, blen);
+    API_PACK(reel__v1__list_values_response, &out, &buf, &blen);
+    api_finish_packed(call, buf, blen);
 out:
     for (size_t i = 0; i < n; i++)
         kv_entry_fini(&es[i]);
@@ -292,7 +267,7 @@ static void kv_value_history(rpc_call_t *call, void *arg, const uint8_t *req,
     int more = 0;
 
     if (in == NULL) {
-        bad_request(call, "ValueHistoryRequest");
+        api_bad_request(call, "ValueHistoryRequest");
         return;
     }
     if (kv_history(ctx->kv, in->namespace_, strlen(in->namespace_), in->key,
@@ -315,8 +290,8 @@ static void kv_value_history(rpc_call_t *call, void *arg, const uint8_t *req,
     out.events = ptrs;
     out.more = more;
     out.next_from_version = n > 0 ? evs[n - 1].version : in->from_version;
-    PACK(reel__v1__value_history_response, &out, &buf, &blen);
-    finish_packed(call, buf, blen);
+    API_PACK(reel__v1__value_history_response, &out, &buf, &blen);
+    api_finish_packed(call, buf, blen);
 out:
     for (size_t i = 0; i < n; i++)
         kv_event_fini(&evs[i]);
@@ -393,7 +368,7 @@ static void kv_watch_value(rpc_call_t *call, void *arg, const uint8_t *req,
     watch_call_t *wc;
 
     if (in == NULL) {
-        bad_request(call, "WatchValueRequest");
+        api_bad_request(call, "WatchValueRequest");
         return;
     }
     a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);

@@ -20,19 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/reply.h"
 #include "api/services.h"
 #include "api/signals.pb-c.h"
 #include "api/timer.h"
 #include "base/clock.h"
 #include "signals/signals.h"
-
-#define PACK(type, msg, out, outlen)                                        \
-    do {                                                                   \
-        *(outlen) = type##__get_packed_size(msg);                          \
-        *(out) = malloc(*(outlen) ? *(outlen) : 1);                        \
-        if (*(out) != NULL)                                                \
-            type##__pack(msg, *(out));                                     \
-    } while (0)
 
 static void signal_to_pb(const signal_t *g, Reel__V1__Signal *m) {
     reel__v1__signal__init(m);
@@ -45,23 +38,6 @@ static void signal_to_pb(const signal_t *g, Reel__V1__Signal *m) {
     m->sent_at_ms = g->sent_at_ms;
     m->consumed_at_ms = g->consumed_at_ms;
     m->journal_seq = g->journal_seq;
-}
-
-static void finish_packed(rpc_call_t *call, uint8_t *buf, size_t len) {
-    if (buf == NULL) {
-        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
-                        0);
-        return;
-    }
-    rpc_call_finish(call, REEL_OK, NULL, buf, len);
-    free(buf);
-}
-
-static void bad_request(rpc_call_t *call, const char *what) {
-    char msg[128];
-
-    snprintf(msg, sizeof(msg), "request: not a valid %s message", what);
-    rpc_call_finish(call, REEL_INVALID_ARGUMENT, msg, NULL, 0);
 }
 
 /* ---- SendSignal ------------------------------------------------------------ */
@@ -82,8 +58,8 @@ static void send_done(void *arg, signals_send_result_t *res) {
     out.duplicate = res->duplicate;
     out.signal = &sig;
     out.run_status = (Reel__V1__Run__Status)res->run_status;
-    PACK(reel__v1__send_signal_response, &out, &buf, &len);
-    finish_packed(call, buf, len);
+    API_PACK(reel__v1__send_signal_response, &out, &buf, &len);
+    api_finish_packed(call, buf, len);
 }
 
 static void s_send_signal(rpc_call_t *call, void *arg, const uint8_t *req,
@@ -95,7 +71,7 @@ static void s_send_signal(rpc_call_t *call, void *arg, const uint8_t *req,
     signals_send_args_t a;
 
     if (in == NULL) {
-        bad_request(call, "SendSignalRequest");
+        api_bad_request(call, "SendSignalRequest");
         return;
     }
     a.run_id = in->run_id;
@@ -137,8 +113,8 @@ static void finish_undelivered(rpc_call_t *call) {
     size_t len;
 
     out.delivered = 0;
-    PACK(reel__v1__await_signal_response, &out, &buf, &len);
-    finish_packed(call, buf, len);
+    API_PACK(reel__v1__await_signal_response, &out, &buf, &len);
+    api_finish_packed(call, buf, len);
 }
 
 static void finish_delivered(rpc_call_t *call, const signal_t *g) {
@@ -151,8 +127,8 @@ static void finish_delivered(rpc_call_t *call, const signal_t *g) {
     out.delivered = 1;
     out.signal = &sig;
     out.journal_seq = g->journal_seq;
-    PACK(reel__v1__await_signal_response, &out, &buf, &len);
-    finish_packed(call, buf, len);
+    API_PACK(reel__v1__await_signal_response, &out, &buf, &len);
+    api_finish_packed(call, buf, len);
 }
 
 enum { ACT_NONE, ACT_ERROR, ACT_DELIVER, ACT_EMPTY, ACT_RETRY };
@@ -302,7 +278,7 @@ static void s_await_signal(rpc_call_t *call, void *arg, const uint8_t *req,
     awaiter_t *aw;
 
     if (in == NULL) {
-        bad_request(call, "AwaitSignalRequest");
+        api_bad_request(call, "AwaitSignalRequest");
         return;
     }
     timeout_ms = in->timeout_ms;
@@ -361,7 +337,7 @@ static void s_list_signals(rpc_call_t *call, void *arg, const uint8_t *req,
     uint8_t *buf = NULL;
 
     if (in == NULL) {
-        bad_request(call, "ListSignalsRequest");
+        api_bad_request(call, "ListSignalsRequest");
         return;
     }
     if (signals_list(ctx->signals, in->run_id, in->name, in->include_consumed,
@@ -381,8 +357,8 @@ static void s_list_signals(rpc_call_t *call, void *arg, const uint8_t *req,
     }
     out.n_signals = n;
     out.signals = ptrs;
-    PACK(reel__v1__list_signals_response, &out, &buf, &blen);
-    finish_packed(call, buf, blen);
+    API_PACK(reel__v1__list_signals_response, &out, &buf, &blen);
+    api_finish_packed(call, buf, blen);
 out:
     for (size_t i = 0; i < n; i++)
         signal_fini(&gs[i]);

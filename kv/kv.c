@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/codec.h"
 #include "base/json.h"
 #include "base/pattern.h"
 #include "base/text.h"
@@ -59,21 +60,6 @@ kv_limits_t kv_limits_default(void) {
 }
 
 /* ---- Encodings ----------------------------------------------------------- */
-
-void kv_put_be64(unsigned char *p, uint64_t v) {
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (unsigned char)(v & 0xff);
-        v >>= 8;
-    }
-}
-
-uint64_t kv_get_be64(const unsigned char *p) {
-    uint64_t v = 0;
-
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
 
 static void put_be32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)(v >> 24);
@@ -102,7 +88,7 @@ size_t kv_key_encode(const char *ns, size_t ns_len, const char *key,
 
 void kv_rev_key(uint64_t rev, unsigned char out[9]) {
     out[0] = KV_H_REV;
-    kv_put_be64(out + 1, rev);
+    reel_be64_put(out + 1, rev);
 }
 
 /* 'v' ns 0 key 0 version: malloc'd; returns the length. */
@@ -119,7 +105,7 @@ static size_t ver_key(const char *ns, size_t ns_len, const char *key,
     b[1 + ns_len] = '\0';
     memcpy(b + 2 + ns_len, key, key_len);
     b[2 + ns_len + key_len] = '\0';
-    kv_put_be64((unsigned char *)b + 3 + ns_len + key_len, version);
+    reel_be64_put((unsigned char *)b + 3 + ns_len + key_len, version);
     return n;
 }
 
@@ -160,10 +146,10 @@ static unsigned char *event_encode(const kv_event_t *ev, size_t *len) {
         return NULL;
     b[0] = 1;
     b[1] = (unsigned char)ev->type;
-    kv_put_be64(b + 2, ev->version);
-    kv_put_be64(b + 10, ev->prev_version);
-    kv_put_be64(b + 18, ev->revision);
-    kv_put_be64(b + 26, (uint64_t)ev->ts_ms);
+    reel_be64_put(b + 2, ev->version);
+    reel_be64_put(b + 10, ev->prev_version);
+    reel_be64_put(b + 18, ev->revision);
+    reel_be64_put(b + 26, (uint64_t)ev->ts_ms);
     b[34] = (unsigned char)(ev->deleted != 0);
     p = b + EVENT_HDR;
     for (int i = 0; i < 5; i++) {
@@ -199,10 +185,10 @@ int kv_event_decode(const void *buf, size_t len, kv_event_t *ev) {
     if (ev->mem_ == NULL)
         return -1;
     ev->type = (kv_event_type_t)b[1];
-    ev->version = kv_get_be64(b + 2);
-    ev->prev_version = kv_get_be64(b + 10);
-    ev->revision = kv_get_be64(b + 18);
-    ev->ts_ms = (int64_t)kv_get_be64(b + 26);
+    ev->version = reel_be64_get(b + 2);
+    ev->prev_version = reel_be64_get(b + 10);
+    ev->revision = reel_be64_get(b + 18);
+    ev->ts_ms = (int64_t)reel_be64_get(b + 26);
     ev->deleted = b[34];
     ev->ns = dst[0], ev->ns_len = l[0];
     ev->key = dst[1], ev->key_len = l[1];
@@ -224,10 +210,10 @@ static unsigned char *entry_encode(uint64_t version, uint64_t revision,
     if (b == NULL)
         return NULL;
     b[0] = 1;
-    kv_put_be64(b + 1, version);
-    kv_put_be64(b + 9, revision);
-    kv_put_be64(b + 17, (uint64_t)ts);
-    kv_put_be64(b + 25, trimmed);
+    reel_be64_put(b + 1, version);
+    reel_be64_put(b + 9, revision);
+    reel_be64_put(b + 17, (uint64_t)ts);
+    reel_be64_put(b + 25, trimmed);
     b[33] = (unsigned char)(deleted != 0);
     put_be32(b + 34, (uint32_t)writer_len);
     if (writer_len)
@@ -243,7 +229,7 @@ int kv_entry_trimmed(const void *buf, size_t len, uint64_t *trimmed) {
 
     if (len < ENTRY_HDR || b[0] != 1)
         return -1;
-    *trimmed = kv_get_be64(b + 25);
+    *trimmed = reel_be64_get(b + 25);
     return 0;
 }
 
@@ -272,9 +258,9 @@ int kv_entry_decode(const char *k, size_t klen, const void *buf, size_t len,
     e->key = dst[1], e->key_len = l[1];
     e->writer = dst[2], e->writer_len = l[2];
     e->value = dst[3], e->value_len = l[3];
-    e->version = kv_get_be64(b + 1);
-    e->revision = kv_get_be64(b + 9);
-    e->updated_at_ms = (int64_t)kv_get_be64(b + 17);
+    e->version = reel_be64_get(b + 1);
+    e->revision = reel_be64_get(b + 9);
+    e->updated_at_ms = (int64_t)reel_be64_get(b + 17);
     e->deleted = b[33];
     return 0;
 }
@@ -377,7 +363,7 @@ reel_code_t kv_create(store_t *store, const kv_limits_t *limits, kv_t **out,
     rc = store_get(store, STORE_CF_KV_HISTORY, KV_H_COMPACTED,
                    strlen(KV_H_COMPACTED), &val, &vlen, st);
     if (rc == REEL_OK && vlen == 8)
-        atomic_store(&kv->compacted, kv_get_be64((unsigned char *)val));
+        atomic_store(&kv->compacted, reel_be64_get((unsigned char *)val));
     free(val);
     if (rc != REEL_OK && rc != REEL_NOT_FOUND) {
         free(kv);
@@ -438,7 +424,7 @@ static reel_code_t trim_history(kv_op_t *op, store_txn_t *txn, uint64_t ver,
                              : reel_status_set(st, REEL_DATA_LOSS,
                                                "kv history index is corrupt");
     }
-    rev = kv_get_be64((unsigned char *)val);
+    rev = reel_be64_get((unsigned char *)val);
     free(val);
     kv_rev_key(rev, rk);
     store_txn_delete(txn, STORE_CF_KV_HISTORY, vk, vklen);
@@ -450,7 +436,7 @@ static reel_code_t trim_history(kv_op_t *op, store_txn_t *txn, uint64_t ver,
         /* Raised before the commit: if the group fails this is merely
          * conservative (a resume is refused that could have worked). */
         atomic_store(&kv->compacted, rev);
-        kv_put_be64(buf, rev);
+        reel_be64_put(buf, rev);
         store_txn_put(txn, STORE_CF_KV_HISTORY, KV_H_COMPACTED,
                       strlen(KV_H_COMPACTED), buf, 8);
     }
@@ -551,7 +537,7 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
     store_txn_put(txn, STORE_CF_KV, op->ekey, op->ekey_len, erec, elen);
     kv_rev_key(rev, rk);
     store_txn_put(txn, STORE_CF_KV_HISTORY, rk, sizeof(rk), evrec, evlen);
-    kv_put_be64(revbuf, rev);
+    reel_be64_put(revbuf, rev);
     store_txn_put(txn, STORE_CF_KV_HISTORY, vk, vklen, revbuf, 8);
     store_txn_emit(txn, STORE_MODULE_KV, KV_CHANGE_EVENT, evrec, evlen);
 
@@ -848,7 +834,7 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
         }
         if (vlen != 8)
             continue;
-        kv_rev_key(kv_get_be64((const unsigned char *)v), rk);
+        kv_rev_key(reel_be64_get((const unsigned char *)v), rk);
         rc = store_snapshot_get(kv->store, snap, STORE_CF_KV_HISTORY, rk,
                                 sizeof(rk), &evrec, &evlen, st);
         if (rc == REEL_NOT_FOUND) {

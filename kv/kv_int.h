@@ -37,9 +37,6 @@ struct kv {
 
 /* ---- Encodings (kv.c) ---------------------------------------------------- */
 
-void kv_put_be64(unsigned char *p, uint64_t v);
-uint64_t kv_get_be64(const unsigned char *p);
-
 /* "ns\0key" into buf (malloc'd); returns its length. */
 size_t kv_key_encode(const char *ns, size_t ns_len, const char *key,
                      size_t key_len, char **buf);

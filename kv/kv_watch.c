@@ -37,6 +37,7 @@
 
 #include <uthash.h>
 
+#include "base/codec.h"
 #include "base/pattern.h"
 
 enum { PH_SNAPSHOT, PH_VERSIONS, PH_BOOT_DONE, PH_HISTORY, PH_LIVE, PH_ENDED };
@@ -474,7 +475,7 @@ static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
         return STEP_FULL;
     }
     memcpy(seek, pfx, plen);
-    kv_put_be64((unsigned char *)seek + plen, *next_version);
+    reel_be64_put((unsigned char *)seek + plen, *next_version);
     for (store_iter_seek(it, seek, plen + 8); store_iter_valid(it);
          store_iter_next(it)) {
         size_t klen, vlen, evlen = 0;
@@ -487,8 +488,8 @@ static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
 
         if (klen != plen + 8 || memcmp(k, pfx, plen) != 0 || vlen != 8)
             break;
-        ver = kv_get_be64((const unsigned char *)k + plen);
-        rev = kv_get_be64((const unsigned char *)v);
+        ver = reel_be64_get((const unsigned char *)k + plen);
+        rev = reel_be64_get((const unsigned char *)v);
         if (first && check_gap && *next_version > 1 && ver > *next_version) {
             r = end_watch(w, REEL_OUT_OF_RANGE,
                           "from_version: version %llu is no longer retained; "

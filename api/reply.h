@@ -1,0 +1,29 @@
+/*
+ * api/reply.h: how every service answers a call.
+ */
+#ifndef REEL_API_REPLY_H
+#define REEL_API_REPLY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "api/rpc.h"
+
+/* Packs a protobuf-c message of `type` (e.g. reel__v1__run) into a
+ * malloc'd buffer; *out is NULL when out of memory. */
+#define API_PACK(type, msg, out, outlen)                                    \
+    do {                                                                   \
+        *(outlen) = type##__get_packed_size(msg);                          \
+        *(out) = malloc(*(outlen) ? *(outlen) : 1);                        \
+        if (*(out) != NULL)                                                \
+            type##__pack(msg, *(out));                                     \
+    } while (0)
+
+/* Answers OK with buf (freed here), or RESOURCE_EXHAUSTED if buf is NULL. */
+void api_finish_packed(rpc_call_t *call, uint8_t *buf, size_t len);
+
+/* Answers INVALID_ARGUMENT: "request: not a valid <what> message". */
+void api_bad_request(rpc_call_t *call, const char *what);
+
+#endif
