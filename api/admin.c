@@ -65,4 +65,15 @@ void api_publish(void *arg, const store_change_t *changes, size_t n) {
         journal_publish(ctx->journal, changes, n);
     if (ctx->signals != NULL)
         signals_publish(ctx->signals, changes, n);
+    if (ctx->wal != NULL)
+        wal_publish(ctx->wal, changes, n);
+}
+
+reel_code_t api_before_commit(void *arg, store_txn_t *txn,
+                              const store_change_t *changes, size_t n,
+                              reel_status_t *st) {
+    api_ctx_t *ctx = arg;
+
+    return ctx->wal != NULL ? wal_before_commit(ctx->wal, txn, changes, n, st)
+                            : REEL_OK;
 }

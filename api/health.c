@@ -22,6 +22,7 @@ static const char *const known_services[] = {
     "reel.v1.Journal",
     "reel.v1.KV",
     "reel.v1.Signals",
+    "reel.v1.Wal",
 };
 
 static int service_known(const char *name) {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "api/journal.pb-c.h"
+#include "api/convert.h"
 #include "api/reply.h"
 #include "api/services.h"
 #include "journal/journal.h"
@@ -18,13 +19,7 @@
 /* ---- Conversions ---------------------------------------------------------- */
 
 /* A Run message pointing into r; labels need their own arrays. */
-typedef struct run_pb {
-    Reel__V1__Run msg;
-    Reel__V1__Run__LabelsEntry *entries;
-    Reel__V1__Run__LabelsEntry **ptrs;
-} run_pb_t;
-
-static int run_to_pb(const run_t *r, run_pb_t *pb) {
+int api_run_to_pb(const run_t *r, api_run_pb_t *pb) {
     Reel__V1__Run *m = &pb->msg;
 
     reel__v1__run__init(m);
@@ -59,12 +54,12 @@ static int run_to_pb(const run_t *r, run_pb_t *pb) {
     return 0;
 }
 
-static void run_pb_fini(run_pb_t *pb) {
+void api_run_pb_fini(api_run_pb_t *pb) {
     free(pb->entries);
     free(pb->ptrs);
 }
 
-static void entry_to_pb(const journal_entry_t *e, Reel__V1__JournalEntry *m) {
+void api_entry_to_pb(const journal_entry_t *e, Reel__V1__JournalEntry *m) {
     reel__v1__journal_entry__init(m);
     m->run_id = (char *)e->run_id;
     m->seq = e->seq;
@@ -77,13 +72,13 @@ static void entry_to_pb(const journal_entry_t *e, Reel__V1__JournalEntry *m) {
 }
 
 static void finish_run(rpc_call_t *call, const run_t *r) {
-    run_pb_t pb = {0};
+    api_run_pb_t pb = {0};
     uint8_t *buf = NULL;
     size_t len = 0;
 
-    if (run_to_pb(r, &pb) == 0)
+    if (api_run_to_pb(r, &pb) == 0)
         API_PACK(reel__v1__run, &pb.msg, &buf, &len);
-    run_pb_fini(&pb);
+    api_run_pb_fini(&pb);
     api_finish_packed(call, buf, len);
 }
 
@@ -109,7 +104,7 @@ static void append_done(void *arg, journal_result_t *res) {
         rpc_call_finish_status(call, &res->status);
         return;
     }
-    entry_to_pb(&res->entry, &entry);
+    api_entry_to_pb(&res->entry, &entry);
     out.entry = &entry;
     out.duplicate = res->duplicate;
     API_PACK(reel__v1__append_response, &out, &buf, &len);
@@ -275,14 +270,14 @@ static void j_get_run(rpc_call_t *call, void *arg, const uint8_t *req,
 }
 
 /* Packs runs into a message whose repeated field is (n_field, field). */
-static int runs_to_pb(const run_t *runs, size_t n, run_pb_t **pbs_out,
+static int runs_to_pb(const run_t *runs, size_t n, api_run_pb_t **pbs_out,
                       Reel__V1__Run ***ptrs_out) {
-    run_pb_t *pbs = calloc(n ? n : 1, sizeof(*pbs));
+    api_run_pb_t *pbs = calloc(n ? n : 1, sizeof(*pbs));
     Reel__V1__Run **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
     int rc = pbs && ptrs ? 0 : -1;
 
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        rc = run_to_pb(&runs[i], &pbs[i]);
+        rc = api_run_to_pb(&runs[i], &pbs[i]);
         ptrs[i] = &pbs[i].msg;
     }
     *pbs_out = pbs;
@@ -290,12 +285,12 @@ static int runs_to_pb(const run_t *runs, size_t n, run_pb_t **pbs_out,
     return rc;
 }
 
-static void free_runs(run_t *runs, size_t n, run_pb_t *pbs,
+static void free_runs(run_t *runs, size_t n, api_run_pb_t *pbs,
                       Reel__V1__Run **ptrs) {
     for (size_t i = 0; i < n; i++) {
         run_fini(&runs[i]);
         if (pbs)
-            run_pb_fini(&pbs[i]);
+            api_run_pb_fini(&pbs[i]);
     }
     free(runs);
     free(pbs);
@@ -310,7 +305,7 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
     Reel__V1__ListRunsResponse out = REEL__V1__LIST_RUNS_RESPONSE__INIT;
     reel_status_t st = REEL_STATUS_INIT;
     run_filter_t f = {0};
-    run_pb_t *pbs = NULL;
+    api_run_pb_t *pbs = NULL;
     Reel__V1__Run **ptrs = NULL;
     run_t *runs = NULL;
     size_t n = 0, blen;
@@ -350,7 +345,7 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
     Reel__V1__ListRunsToRecoverResponse out =
         REEL__V1__LIST_RUNS_TO_RECOVER_RESPONSE__INIT;
     reel_status_t st = REEL_STATUS_INIT;
-    run_pb_t *pbs = NULL;
+    api_run_pb_t *pbs = NULL;
     Reel__V1__Run **ptrs = NULL;
     run_t *runs = NULL;
     size_t n = 0, blen;
@@ -405,7 +400,7 @@ static void j_read_journal(rpc_call_t *call, void *arg, const uint8_t *req,
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        entry_to_pb(&es[i], &pbs[i]);
+        api_entry_to_pb(&es[i], &pbs[i]);
         ptrs[i] = &pbs[i];
     }
     out.n_entries = n;
@@ -438,7 +433,7 @@ static int sub_deliver(void *arg, journal_entry_t *e) {
     size_t len;
     int rc;
 
-    entry_to_pb(e, &m);
+    api_entry_to_pb(e, &m);
     API_PACK(reel__v1__journal_entry, &m, &buf, &len);
     if (buf == NULL)
         return 1;

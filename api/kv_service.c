@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "api/kv.pb-c.h"
+#include "api/convert.h"
 #include "api/reply.h"
 #include "api/services.h"
 #include "kv/kv.h"
@@ -33,7 +34,7 @@ static void entry_to_pb(const kv_entry_t *e, Reel__V1__Entry *pb) {
     pb->writer = (char *)e->writer;
 }
 
-static void event_to_pb(const kv_event_t *ev, Reel__V1__ValueEvent *pb) {
+void api_value_event_to_pb(const kv_event_t *ev, Reel__V1__ValueEvent *pb) {
     reel__v1__value_event__init(pb);
     pb->type = (Reel__V1__ValueEvent__Type)ev->type;
     pb->namespace_ = (char *)(ev->ns ? ev->ns : "");
@@ -283,7 +284,7 @@ static void kv_value_history(rpc_call_t *call, void *arg, const uint8_t *req,
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        event_to_pb(&evs[i], &pbs[i]);
+        api_value_event_to_pb(&evs[i], &pbs[i]);
         ptrs[i] = &pbs[i];
     }
     out.n_events = n;
@@ -315,7 +316,7 @@ static int watch_deliver(void *arg, kv_event_t *ev) {
     Reel__V1__ValueEvent pb;
 
     if (ev->wire == NULL) {
-        event_to_pb(ev, &pb);
+        api_value_event_to_pb(ev, &pb);
         ev->wire_len = reel__v1__value_event__get_packed_size(&pb);
         ev->wire = malloc(ev->wire_len ? ev->wire_len : 1);
         if (ev->wire == NULL)

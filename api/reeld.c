@@ -254,6 +254,8 @@ int main(int argc, char **argv) {
     sopts.queue_capacity = cfg.write_queue;
     sopts.publish = api_publish;
     sopts.publish_arg = &ctx;
+    sopts.before_commit = api_before_commit;
+    sopts.before_commit_arg = &ctx;
     if (store_open(&sopts, &store, &st) != REEL_OK) {
         REEL_ERROR("reeld", "cannot open the store: %s",
                    reel_status_message(&st));
@@ -267,11 +269,13 @@ int main(int argc, char **argv) {
         journal_create(store, &cfg.journal, &ctx.journal, &st) != REEL_OK ||
         signals_create(store, ctx.journal, &cfg.signals, &ctx.signals, &st) !=
             REEL_OK ||
+        wal_create(store, api_wal_encode, &ctx, &ctx.wal, &st) != REEL_OK ||
         (ctx.timers = api_timers_create()) == NULL) {
         REEL_ERROR("reeld", "cannot start: %s",
                    st.code != REEL_OK ? reel_status_message(&st)
                                       : "out of memory");
         store_close(store);
+        wal_destroy(ctx.wal);
         signals_destroy(ctx.signals);
         journal_destroy(ctx.journal);
         kv_destroy(ctx.kv);
@@ -291,7 +295,8 @@ int main(int argc, char **argv) {
         api_admin_register(srv, &ctx) != 0 ||
         api_kv_register(srv, &ctx) != 0 ||
         api_journal_register(srv, &ctx) != 0 ||
-        api_signals_register(srv, &ctx) != 0) {
+        api_signals_register(srv, &ctx) != 0 ||
+        api_wal_register(srv, &ctx) != 0) {
         REEL_ERROR("reeld", "cannot set up the gRPC server");
         goto out;
     }
@@ -318,6 +323,7 @@ out:
     store_close(store);
     rpc_server_destroy(srv); /* frees every call, and so every watch */
     api_timers_destroy(ctx.timers);
+    wal_destroy(ctx.wal);
     signals_destroy(ctx.signals);
     kv_destroy(ctx.kv);
     journal_destroy(ctx.journal);

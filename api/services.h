@@ -14,6 +14,7 @@
 #include "kv/kv.h"
 #include "signals/signals.h"
 #include "store/store.h"
+#include "wal/wal.h"
 
 /* What handlers share. Owned by reeld's main; outlives the server. */
 typedef struct api_ctx {
@@ -21,6 +22,7 @@ typedef struct api_ctx {
     kv_t *kv;
     journal_t *journal;
     signals_t *signals;
+    wal_t *wal;
     api_timers_t *timers;
     const char *data_dir;
     int64_t started_at_ms;
@@ -35,13 +37,26 @@ int api_journal_register(rpc_server_t *srv, api_ctx_t *ctx);
 /* reel.v1.Signals. Returns 0 or -1. */
 int api_signals_register(rpc_server_t *srv, api_ctx_t *ctx);
 
+/* reel.v1.Wal. Returns 0 or -1. */
+int api_wal_register(rpc_server_t *srv, api_ctx_t *ctx);
+
+/* The WAL's encoder: a committed change as its subject and reel.v1.Event. */
+reel_code_t api_wal_encode(void *arg, const store_change_t *c, char **subject,
+                           uint8_t **bytes, size_t *len, reel_status_t *st);
+
+/* The store's before_commit hook: the WAL stores each change's event in
+ * the change's own commit. arg is the api_ctx_t. */
+reel_code_t api_before_commit(void *arg, store_txn_t *txn,
+                              const store_change_t *changes, size_t n,
+                              reel_status_t *st);
+
 /* reel.v1.KV. Returns 0 or -1. */
 int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx);
 
 /*
  * The store's one publish step: hands each committed group's changes to
  * every module that pushes them (KV watches, run subscriptions, signal
- * waiters; later the WAL tail). Runs on the writer thread; arg is the api_ctx_t.
+ * waiters, the WAL tail). Runs on the writer thread; arg is the api_ctx_t.
  */
 void api_publish(void *arg, const store_change_t *changes, size_t n);
 

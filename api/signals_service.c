@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/convert.h"
 #include "api/reply.h"
 #include "api/services.h"
 #include "api/signals.pb-c.h"
@@ -27,7 +28,7 @@
 #include "base/clock.h"
 #include "signals/signals.h"
 
-static void signal_to_pb(const signal_t *g, Reel__V1__Signal *m) {
+void api_signal_to_pb(const signal_t *g, Reel__V1__Signal *m) {
     reel__v1__signal__init(m);
     m->run_id = (char *)g->run_id;
     m->name = (char *)g->name;
@@ -53,7 +54,7 @@ static void send_done(void *arg, signals_send_result_t *res) {
         rpc_call_finish_status(call, &res->status);
         return;
     }
-    signal_to_pb(&res->signal, &sig);
+    api_signal_to_pb(&res->signal, &sig);
     out.accepted = 1;
     out.duplicate = res->duplicate;
     out.signal = &sig;
@@ -123,7 +124,7 @@ static void finish_delivered(rpc_call_t *call, const signal_t *g) {
     uint8_t *buf;
     size_t len;
 
-    signal_to_pb(g, &sig);
+    api_signal_to_pb(g, &sig);
     out.delivered = 1;
     out.signal = &sig;
     out.journal_seq = g->journal_seq;
@@ -352,7 +353,7 @@ static void s_list_signals(rpc_call_t *call, void *arg, const uint8_t *req,
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        signal_to_pb(&gs[i], &pbs[i]);
+        api_signal_to_pb(&gs[i], &pbs[i]);
         ptrs[i] = &pbs[i];
     }
     out.n_signals = n;

@@ -1513,6 +1513,15 @@ reel_code_t journal_sub_create(journal_t *j, const char *run_id,
     return REEL_OK;
 }
 
+int journal_change_decode(const store_change_t *c, run_t *run,
+                          journal_entry_t *entry) {
+    if (c->module == STORE_MODULE_RUNS && c->type == CHANGE_RUN)
+        return run_decode(c->event, c->len, run) == 0 ? 1 : -1;
+    if (c->module == STORE_MODULE_JOURNAL && c->type == CHANGE_ENTRY)
+        return entry_decode(c->event, c->len, entry) == 0 ? 2 : -1;
+    return 0;
+}
+
 static void sub_unref(journal_sub_t *s) {
     int left;
 

@@ -94,6 +94,11 @@ reel_code_t journal_create(store_t *store, const journal_limits_t *limits,
 /* Subscriptions must all be destroyed first. Accepts NULL. */
 void journal_destroy(journal_t *j);
 
+/* For a RUNS change: 1 with *run filled; for a JOURNAL change: 2 with
+ * *entry filled; 0 for another module's change; -1 if malformed. */
+int journal_change_decode(const store_change_t *c, run_t *run,
+                          journal_entry_t *entry);
+
 /* The publish step's share: call from the store's publish function. */
 void journal_publish(journal_t *j, const store_change_t *changes, size_t n);
 

@@ -83,6 +83,10 @@ reel_code_t kv_create(store_t *store, const kv_limits_t *limits, kv_t **out,
 /* Watches must all be destroyed first. Accepts NULL. */
 void kv_destroy(kv_t *kv);
 
+/* 1 and *ev filled if c is a KV change, 0 if it is another module's, -1 if
+ * malformed. */
+int kv_change_decode(const store_change_t *c, kv_event_t *ev);
+
 /* The publish step's share of KV: call from the store's publish function. */
 void kv_publish(kv_t *kv, const store_change_t *changes, size_t n);
 

@@ -171,6 +171,12 @@ static void deliver_live(kv_watch_t *w, kv_event_t *ev) {
     pthread_mutex_unlock(&w->mu);
 }
 
+int kv_change_decode(const store_change_t *c, kv_event_t *ev) {
+    if (c->module != STORE_MODULE_KV || c->type != KV_CHANGE_EVENT)
+        return 0;
+    return kv_event_decode(c->event, c->len, ev) == 0 ? 1 : -1;
+}
+
 void kv_publish(kv_t *kv, const store_change_t *changes, size_t n) {
     pthread_mutex_lock(&kv->hub_mu);
     for (size_t i = 0; i < n; i++) {

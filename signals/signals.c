@@ -735,6 +735,15 @@ void signals_unwait(signals_t *s, signals_waiter_t *w) {
     free(w);
 }
 
+int signals_change_decode(const store_change_t *c, signal_t *g,
+                          int *consumed) {
+    if (c->module != STORE_MODULE_SIGNALS ||
+        (c->type != CHANGE_SENT && c->type != CHANGE_CONSUMED))
+        return 0;
+    *consumed = c->type == CHANGE_CONSUMED;
+    return rec_decode(c->event, c->len, g) == 0 ? 1 : -1;
+}
+
 void signals_publish(signals_t *s, const store_change_t *changes, size_t n) {
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < n && s->waits != NULL; i++) {

@@ -54,6 +54,11 @@ reel_code_t signals_create(store_t *store, journal_t *j,
 /* Every waiter must be unregistered first. Accepts NULL. */
 void signals_destroy(signals_t *s);
 
+/* 1 with *g filled (and *consumed set) for a SIGNALS change, 0 for another
+ * module's change, -1 if malformed. */
+int signals_change_decode(const store_change_t *c, signal_t *g,
+                          int *consumed);
+
 /* The publish step's share: wakes waiters of each signal sent. */
 void signals_publish(signals_t *s, const store_change_t *changes, size_t n);
 

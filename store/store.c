@@ -106,6 +106,8 @@ struct store {
     size_t max_group;
     store_publish_fn publish;
     void *publish_arg;
+    store_before_commit_fn before_commit;
+    void *before_commit_arg;
     store_fault_fn fault;
     void *fault_arg;
 
@@ -464,6 +466,8 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     s->max_group = opts->max_group ? opts->max_group : DEFAULT_MAX_GROUP;
     s->publish = opts->publish;
     s->publish_arg = opts->publish_arg;
+    s->before_commit = opts->before_commit;
+    s->before_commit_arg = opts->before_commit_arg;
     s->fault = opts->fault;
     s->fault_arg = opts->fault_arg;
     s->ring = calloc(s->cap, sizeof(*s->ring));
@@ -782,6 +786,30 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
         return n;
     }
 
+    for (size_t i = 0; i < s->n_changes; i++) {
+        const change_rec_t *c = &s->changes[i];
+        s->pub[i] = (store_change_t){
+            .revision = c->revision,
+            .module = c->module,
+            .type = c->type,
+            .ts_ms = txn.now_ms,
+            .event = s->arena + c->off,
+            .len = c->len,
+        };
+    }
+    if (s->before_commit != NULL && s->n_changes > 0 &&
+        s->before_commit(s->before_commit_arg, &txn, s->pub, s->n_changes,
+                         &werr) != REEL_OK) {
+        /* Nothing of the group is written: fail every request alike. */
+        for (size_t i = 0; i < n; i++) {
+            if (reqs[i]->status.code == REEL_OK)
+                reel_status_copy(&reqs[i]->status, &werr);
+            reqs[i]->first_revision = reqs[i]->last_revision = 0;
+        }
+        reel_status_fini(&werr);
+        complete_all(reqs, n);
+        return n;
+    }
     put_be64(rev, txn.next_rev - 1);
     rocksdb_writebatch_wi_put_cf(s->wb, s->cf[STORE_CF_META], META_REVISION,
                                  strlen(META_REVISION), (const char *)rev, 8);
@@ -809,20 +837,8 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     }
     atomic_store(&s->revision, txn.next_rev - 1);
 
-    if (s->publish != NULL && s->n_changes > 0) {
-        for (size_t i = 0; i < s->n_changes; i++) {
-            const change_rec_t *c = &s->changes[i];
-            s->pub[i] = (store_change_t){
-                .revision = c->revision,
-                .module = c->module,
-                .type = c->type,
-                .ts_ms = txn.now_ms,
-                .event = s->arena + c->off,
-                .len = c->len,
-            };
-        }
+    if (s->publish != NULL && s->n_changes > 0)
         s->publish(s->publish_arg, s->pub, s->n_changes);
-    }
     complete_all(reqs, n);
     return n;
 }

@@ -76,6 +76,16 @@ typedef void (*store_publish_fn)(void *arg, const store_change_t *changes,
                                  size_t n);
 
 /*
+ * Called on the writer thread after a group's requests applied and before
+ * its write, with the group's changes: what it writes through txn commits
+ * in the same batch (the WAL stores its events this way). Returning an
+ * error fails the whole group, which writes nothing.
+ */
+typedef reel_code_t (*store_before_commit_fn)(void *arg, store_txn_t *txn,
+                                              const store_change_t *changes,
+                                              size_t n, reel_status_t *st);
+
+/*
  * Called by tests before each group's write; a non-zero answer is treated
  * exactly like a failed write or fsync. NULL in production.
  */
@@ -87,6 +97,8 @@ typedef struct store_opts {
     size_t max_group;        /* requests per commit group; 0 = 1024 */
     store_publish_fn publish; /* may be NULL */
     void *publish_arg;
+    store_before_commit_fn before_commit; /* may be NULL */
+    void *before_commit_arg;
     store_fault_fn fault;    /* tests only */
     void *fault_arg;
 } store_opts_t;

@@ -1,0 +1,30 @@
+/*
+ * api/convert.h: module records to protobuf messages (private to api/).
+ * The messages point into the records: valid while the records are.
+ */
+#ifndef REEL_API_CONVERT_H
+#define REEL_API_CONVERT_H
+
+#include "api/journal.pb-c.h"
+#include "api/kv.pb-c.h"
+#include "api/signals.pb-c.h"
+#include "journal/journal.h"
+#include "kv/kv.h"
+#include "signals/signals.h"
+
+void api_value_event_to_pb(const kv_event_t *ev, Reel__V1__ValueEvent *pb);
+void api_entry_to_pb(const journal_entry_t *e, Reel__V1__JournalEntry *m);
+void api_signal_to_pb(const signal_t *g, Reel__V1__Signal *m);
+
+/* A Run message; its labels need arrays of their own. */
+typedef struct api_run_pb {
+    Reel__V1__Run msg;
+    Reel__V1__Run__LabelsEntry *entries;
+    Reel__V1__Run__LabelsEntry **ptrs;
+} api_run_pb_t;
+
+/* 0, or -1 if out of memory; call api_run_pb_fini either way. */
+int api_run_to_pb(const run_t *r, api_run_pb_t *pb);
+void api_run_pb_fini(api_run_pb_t *pb);
+
+#endif

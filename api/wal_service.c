@@ -1,0 +1,278 @@
+/*
+ * api/wal_service.c: reel.v1.Wal, and the encoder that turns each committed
+ * change into its stored reel.v1.Event.
+ *
+ * SubscribeEvents wires a WAL subscription to the call like WatchValue
+ * (bounded queue, drain hook pumps, cleanup frees). A timer ticks every
+ * progress interval; a tick that finds the subscriber caught up and
+ * nothing sent since the last one sends a PROGRESS event with the head
+ * revision, so an idle consumer knows it is current.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/convert.h"
+#include "api/reply.h"
+#include "api/services.h"
+#include "api/wal.pb-c.h"
+#include "base/clock.h"
+#include "wal/wal.h"
+
+#define PROGRESS_MS 1000
+
+/* ---- The encoder (writer thread) ---------------------------------------- */
+
+reel_code_t api_wal_encode(void *arg, const store_change_t *c, char **subject,
+                           uint8_t **bytes, size_t *len, reel_status_t *st) {
+    Reel__V1__Event ev = REEL__V1__EVENT__INIT;
+    Reel__V1__ValueEvent value;
+    Reel__V1__JournalEntry entry_pb;
+    Reel__V1__Signal signal_pb;
+    api_run_pb_t run_pb = {0};
+    kv_event_t kv = {0};
+    run_t run = {0};
+    journal_entry_t entry = {0};
+    signal_t sig = {0};
+    int consumed = 0, r, n = -1;
+
+    (void)arg;
+    *subject = NULL;
+    *bytes = NULL;
+    ev.revision = c->revision;
+    ev.ts_ms = c->ts_ms;
+    if ((r = kv_change_decode(c, &kv)) == 1) {
+        api_value_event_to_pb(&kv, &value);
+        ev.type = REEL__V1__EVENT__TYPE__VALUE_CHANGED;
+        ev.body_case = REEL__V1__EVENT__BODY_VALUE;
+        ev.value = &value;
+        n = asprintf(subject, "kv.%s.%s", kv.ns, kv.key);
+    } else if (r == 0 && (r = journal_change_decode(c, &run, &entry)) == 1) {
+        if (api_run_to_pb(&run, &run_pb) == 0)
+            n = asprintf(subject, "run.%s.%s", run.run_id,
+                         run_status_name(run.status));
+        ev.type = REEL__V1__EVENT__TYPE__RUN_CHANGED;
+        ev.body_case = REEL__V1__EVENT__BODY_RUN;
+        ev.run = &run_pb.msg;
+    } else if (r == 2) {
+        api_entry_to_pb(&entry, &entry_pb);
+        ev.type = REEL__V1__EVENT__TYPE__JOURNAL_APPENDED;
+        ev.body_case = REEL__V1__EVENT__BODY_ENTRY;
+        ev.entry = &entry_pb;
+        n = asprintf(subject, "journal.%s.%s", entry.run_id, entry.kind);
+    } else if (r == 0 && (r = signals_change_decode(c, &sig, &consumed)) == 1) {
+        api_signal_to_pb(&sig, &signal_pb);
+        ev.type = consumed ? REEL__V1__EVENT__TYPE__SIGNAL_CONSUMED
+                           : REEL__V1__EVENT__TYPE__SIGNAL_SENT;
+        ev.body_case = REEL__V1__EVENT__BODY_SIGNAL;
+        ev.signal = &signal_pb;
+        n = asprintf(subject, "signal.%s.%s.%s", sig.run_id, sig.name,
+                     consumed ? "consumed" : "sent");
+    }
+    if (n >= 0) {
+        ev.subject = *subject;
+        API_PACK(reel__v1__event, &ev, bytes, len);
+    }
+    else
+        *subject = NULL; /* asprintf leaves it undefined on failure */
+    kv_event_fini(&kv);
+    api_run_pb_fini(&run_pb);
+    run_fini(&run);
+    journal_entry_fini(&entry);
+    signal_fini(&sig);
+    if (n < 0 || *bytes == NULL) {
+        free(*subject);
+        *subject = NULL;
+        return reel_status_set(st, r < 0 ? REEL_DATA_LOSS
+                                         : REEL_RESOURCE_EXHAUSTED,
+                               "cannot encode the WAL event of revision %llu "
+                               "(module %u)",
+                               (unsigned long long)c->revision, c->module);
+    }
+    return REEL_OK;
+}
+
+/* ---- GetHead ------------------------------------------------------------- */
+
+static void w_get_head(rpc_call_t *call, void *arg, const uint8_t *req,
+                       size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__GetHeadRequest *in =
+        reel__v1__get_head_request__unpack(NULL, len, req);
+    Reel__V1__GetHeadResponse out = REEL__V1__GET_HEAD_RESPONSE__INIT;
+    uint8_t *buf;
+    size_t blen;
+
+    if (in == NULL) {
+        api_bad_request(call, "GetHeadRequest");
+        return;
+    }
+    reel__v1__get_head_request__free_unpacked(in, NULL);
+    wal_head(ctx->wal, &out.head_revision, &out.oldest_revision);
+    API_PACK(reel__v1__get_head_response, &out, &buf, &blen);
+    api_finish_packed(call, buf, blen);
+}
+
+/* ---- SubscribeEvents ------------------------------------------------------ */
+
+typedef struct tail {
+    api_ctx_t *ctx;
+    rpc_call_t *call;
+    wal_sub_t *sub;
+    atomic_uint sent; /* events sent since the last tick */
+    pthread_mutex_t mu;
+    api_timer_t *timer;
+    int over;
+} tail_t;
+
+static int tail_deliver(void *arg, const uint8_t *bytes, size_t len,
+                        uint64_t revision) {
+    tail_t *t = arg;
+
+    (void)revision;
+    if (rpc_call_send(t->call, bytes, len) != REEL_OK)
+        return 1;
+    atomic_fetch_add(&t->sent, 1);
+    return 0;
+}
+
+static const wal_sink_t tail_sink = {tail_deliver};
+
+static void on_tick(void *arg);
+
+/* Poller thread: a tick came due. */
+static void tick_wake(rpc_call_t *call, void *arg) {
+    tail_t *t = arg;
+    Reel__V1__Event ev = REEL__V1__EVENT__INIT;
+    uint64_t oldest;
+    uint8_t *buf;
+    size_t len;
+
+    if (atomic_exchange(&t->sent, 0) == 0 && wal_sub_live(t->sub)) {
+        ev.type = REEL__V1__EVENT__TYPE__PROGRESS;
+        wal_head(t->ctx->wal, &ev.revision, &oldest);
+        ev.ts_ms = reel_clock_now_ms();
+        API_PACK(reel__v1__event, &ev, &buf, &len);
+        if (buf != NULL) {
+            rpc_call_send(call, buf, len); /* a full queue needs no PROGRESS */
+            free(buf);
+        }
+    }
+    pthread_mutex_lock(&t->mu);
+    if (!t->over) {
+        api_timer_stop(t->ctx->timers, t->timer);
+        t->timer = api_timer_start(t->ctx->timers,
+                                   reel_clock_mono_ns() +
+                                       (int64_t)PROGRESS_MS * 1000000,
+                                   on_tick, t);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Timer thread: only post to the call. */
+static void on_tick(void *arg) {
+    tail_t *t = arg;
+
+    rpc_call_wake(t->call, tick_wake, t);
+}
+
+static void tail_drain(rpc_call_t *call, void *arg) {
+    tail_t *t = arg;
+
+    (void)call;
+    wal_sub_pump(t->sub);
+}
+
+static void tail_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
+    tail_t *t = arg;
+
+    pthread_mutex_lock(&t->mu);
+    t->over = 1;
+    pthread_mutex_unlock(&t->mu);
+    rpc_call_finish(call, why,
+                    why == REEL_UNAVAILABLE ? "the server is shutting down"
+                                            : "the client went away",
+                    NULL, 0);
+}
+
+static void tail_cleanup(void *arg) {
+    tail_t *t = arg;
+    api_timer_t *tm;
+
+    pthread_mutex_lock(&t->mu);
+    t->over = 1;
+    tm = t->timer;
+    t->timer = NULL;
+    pthread_mutex_unlock(&t->mu);
+    api_timer_stop(t->ctx->timers, tm);
+    wal_sub_destroy(t->sub);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+}
+
+static void w_subscribe_events(rpc_call_t *call, void *arg, const uint8_t *req,
+                               size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__SubscribeEventsRequest *in =
+        reel__v1__subscribe_events_request__unpack(NULL, len, req);
+    reel_status_t st = REEL_STATUS_INIT;
+    tail_t *t;
+
+    if (in == NULL) {
+        api_bad_request(call, "SubscribeEventsRequest");
+        return;
+    }
+    if (*in->consumer) {
+        rpc_call_finish(call, REEL_UNIMPLEMENTED,
+                        "consumer: durable consumers are not implemented yet; "
+                        "subscribe without one and resume from_revision",
+                        NULL, 0);
+        goto out;
+    }
+    t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        goto out;
+    }
+    t->ctx = ctx;
+    t->call = call;
+    pthread_mutex_init(&t->mu, NULL);
+    if (wal_sub_create(ctx->wal, in->from_revision, in->subject_pattern,
+                       &tail_sink, t, &t->sub, &st) != REEL_OK) {
+        pthread_mutex_destroy(&t->mu);
+        free(t);
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    rpc_call_ref(call);
+    rpc_call_on_cleanup(call, tail_cleanup, t);
+    rpc_call_on_drain(call, tail_drain, t);
+    pthread_mutex_lock(&t->mu);
+    t->timer = api_timer_start(ctx->timers,
+                               reel_clock_mono_ns() +
+                                   (int64_t)PROGRESS_MS * 1000000,
+                               on_tick, t);
+    pthread_mutex_unlock(&t->mu);
+    rpc_call_on_cancel(call, tail_cancel, t);
+    wal_sub_pump(t->sub);
+    rpc_call_unref(call);
+out:
+    reel_status_fini(&st);
+    reel__v1__subscribe_events_request__free_unpacked(in, NULL);
+}
+
+int api_wal_register(rpc_server_t *srv, api_ctx_t *ctx) {
+    rpc_method_t ms[] = {
+        {"/reel.v1.Wal/SubscribeEvents", RPC_SERVER_STREAM, w_subscribe_events,
+         ctx, &reel__v1__subscribe_events_request__descriptor},
+        {"/reel.v1.Wal/GetHead", RPC_UNARY, w_get_head, ctx,
+         &reel__v1__get_head_request__descriptor},
+    };
+
+    for (size_t i = 0; i < sizeof(ms) / sizeof(*ms); i++)
+        if (rpc_server_add_method(srv, &ms[i]) != 0)
+            return -1;
+    return 0;
+}

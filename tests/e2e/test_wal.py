@@ -1,0 +1,230 @@
+"""The WAL tail: every committed change once, in commit order, resumable."""
+import json
+import queue
+import threading
+import time
+
+import grpc
+import pytest
+
+import journal_pb2 as J
+import kv_pb2 as K
+import signals_pb2 as S
+import wal_pb2 as W
+from conftest import Reeld, unary
+
+T = W.Event.Type
+
+
+class Client:
+    def __init__(self, channel):
+        u = lambda svc, m, req, resp: unary(channel, f"/reel.v1.{svc}/{m}", req, resp)
+        self.begin = u("Journal", "BeginRun", J.BeginRunRequest, J.Run)
+        self.append = u("Journal", "Append", J.AppendRequest, J.AppendResponse)
+        self.set = u("KV", "SetValue", K.SetValueRequest, K.SetValueResponse)
+        self.send = u("Signals", "SendSignal", S.SendSignalRequest, S.SendSignalResponse)
+        self.await_ = u("Signals", "AwaitSignal", S.AwaitSignalRequest, S.AwaitSignalResponse)
+        self.head = u("Wal", "GetHead", W.GetHeadRequest, W.GetHeadResponse)
+        self.sub = channel.unary_stream(
+            "/reel.v1.Wal/SubscribeEvents",
+            request_serializer=W.SubscribeEventsRequest.SerializeToString,
+            response_deserializer=W.Event.FromString)
+
+
+def collect(client, until, from_revision=0, pattern="", limit_s=30, keep_progress=False):
+    """Events until one with revision >= until (PROGRESS left out)."""
+    call = client.sub(W.SubscribeEventsRequest(from_revision=from_revision,
+                                               subject_pattern=pattern), timeout=limit_s)
+    out = []
+    try:
+        for ev in call:
+            if ev.type == T.PROGRESS:
+                if keep_progress:
+                    out.append(ev)
+                if ev.revision >= until:
+                    break
+                continue
+            out.append(ev)
+            if ev.revision >= until:
+                break
+    finally:
+        call.cancel()
+    return out
+
+
+@pytest.fixture
+def client(channel):
+    return Client(channel)
+
+
+def mixed_load(client, worker, n):
+    run = client.begin(J.BeginRunRequest(app="w", user=f"u{worker}", session="s",
+                                         invocation_id="i", lease_owner=f"w{worker}"))
+    for i in range(n):
+        client.append(J.AppendRequest(run_id=run.run_id, lease_epoch=1, kind="step",
+                                      payload=json.dumps({"w": worker, "i": i})))
+        client.set(K.SetValueRequest(namespace="wal", key=f"w{worker}.k{i % 5}",
+                                     value=json.dumps(i)))
+        client.send(S.SendSignalRequest(run_id=run.run_id, name="go", payload=json.dumps(i)))
+        r = client.await_(S.AwaitSignalRequest(run_id=run.run_id, name="go", lease_epoch=1))
+        assert r.delivered
+    return run.run_id
+
+
+def test_mixed_load_is_seen_once_in_commit_order_with_its_bodies(client):
+    runs, errors = [None] * 4, []
+
+    def worker(k):
+        try:
+            runs[k] = mixed_load(client, k, 25)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    head = client.head(W.GetHeadRequest()).head_revision
+    events = collect(client, head)
+    assert [e.revision for e in events] == list(range(1, head + 1))
+    kinds = {}
+    for e in events:
+        kinds[e.type] = kinds.get(e.type, 0) + 1
+    # Per worker: 1 run begun, 25 appends + 25 signal entries, 25 sets,
+    # 25 sends, 25 consumptions.
+    assert kinds[T.RUN_CHANGED] == 4
+    assert kinds[T.JOURNAL_APPENDED] == 4 * 50
+    assert kinds[T.VALUE_CHANGED] == 4 * 25
+    assert kinds[T.SIGNAL_SENT] == 4 * 25
+    assert kinds[T.SIGNAL_CONSUMED] == 4 * 25
+    for e in events:
+        body = e.WhichOneof("body")
+        if e.type == T.VALUE_CHANGED:
+            assert body == "value" and e.subject == f"kv.wal.{e.value.key}"
+            assert e.value.revision == e.revision
+        elif e.type == T.JOURNAL_APPENDED:
+            assert body == "entry" and e.entry.revision == e.revision
+            assert e.subject == f"journal.{e.entry.run_id}.{e.entry.kind}"
+        elif e.type in (T.SIGNAL_SENT, T.SIGNAL_CONSUMED):
+            assert body == "signal"
+            what = "sent" if e.type == T.SIGNAL_SENT else "consumed"
+            assert e.subject == f"signal.{e.signal.run_id}.go.{what}"
+        else:
+            assert body == "run" and e.subject == f"run.{e.run.run_id}.RUNNING"
+    # Each run's appends arrive in seq order, each with what was written.
+    for k, run_id in enumerate(runs):
+        steps = [json.loads(e.entry.payload) for e in events
+                 if e.type == T.JOURNAL_APPENDED and e.entry.run_id == run_id
+                 and e.entry.kind == "step"]
+        assert steps == [{"w": k, "i": i} for i in range(25)]
+
+
+def test_subject_filters_select_exactly_the_matching_events(client):
+    run = client.begin(J.BeginRunRequest(app="a", user="u", session="s",
+                                         invocation_id="i", lease_owner="w"))
+    for key in ("orders.eu.1", "orders.us.2", "orders", "users.1"):
+        client.set(K.SetValueRequest(namespace="shop", key=key, value="1"))
+    client.append(J.AppendRequest(run_id=run.run_id, lease_epoch=1, kind="tool.call",
+                                  payload="{}"))
+    head = client.head(W.GetHeadRequest()).head_revision
+    subjects = lambda p: [e.subject for e in collect(client, head, pattern=p, limit_s=2.5)
+                          if e.revision <= head]
+    assert subjects("kv.shop.orders.>") == ["kv.shop.orders.eu.1", "kv.shop.orders.us.2"]
+    assert subjects("kv.*.users.*") == ["kv.shop.users.1"]
+    assert subjects(f"journal.{run.run_id}.>") == [f"journal.{run.run_id}.tool.call"]
+    assert subjects("run.*.RUNNING") == [f"run.{run.run_id}.RUNNING"]
+    assert len(subjects("")) == head
+
+
+def test_malformed_patterns_are_invalid_argument(client):
+    for bad in ("a.>.b", "a..*", ".>"):
+        call = client.sub(W.SubscribeEventsRequest(subject_pattern=bad), timeout=5)
+        with pytest.raises(grpc.RpcError) as e:
+            next(call)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "subject_pattern" in e.value.details()
+
+
+def test_catch_up_then_live_with_writes_during_the_switch(client):
+    for i in range(300):
+        client.set(K.SetValueRequest(namespace="n", key=f"k{i % 7}", value=str(i)))
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set() and i < 2000:
+            client.set(K.SetValueRequest(namespace="n", key=f"k{i % 7}", value=str(i)))
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(0.05)
+    got = queue.Queue()
+    call = client.sub(W.SubscribeEventsRequest(from_revision=0), timeout=60)
+
+    def reader():
+        try:
+            for ev in call:
+                if ev.type != T.PROGRESS:
+                    got.put(ev.revision)
+        except grpc.RpcError:
+            pass
+
+    r = threading.Thread(target=reader, daemon=True)
+    r.start()
+    time.sleep(0.5)
+    stop.set()
+    t.join()
+    head = client.head(W.GetHeadRequest()).head_revision
+    revs = []
+    deadline = time.monotonic() + 30
+    while (not revs or revs[-1] < head) and time.monotonic() < deadline:
+        revs.append(got.get(timeout=10))
+    call.cancel()
+    assert revs == list(range(1, head + 1))
+
+
+def test_progress_arrives_while_idle(client):
+    client.set(K.SetValueRequest(namespace="n", key="k", value="1"))
+    call = client.sub(W.SubscribeEventsRequest(from_revision=0), timeout=10)
+    t0 = time.monotonic()
+    first = next(call)
+    assert first.type == T.VALUE_CHANGED
+    progress = next(call)
+    assert progress.type == T.PROGRESS and progress.revision == 1
+    assert time.monotonic() - t0 < 3
+    call.cancel()
+
+
+def test_events_survive_a_restart_and_resume_from_a_revision(tmp_path):
+    server = Reeld(str(tmp_path / "data")).start()
+    ch = grpc.insecure_channel(server.addr)
+    c = Client(ch)
+    for i in range(10):
+        c.set(K.SetValueRequest(namespace="n", key="k", value=str(i)))
+    ch.close()
+    assert server.stop()[0] == 0
+    server = Reeld(str(tmp_path / "data")).start()
+    ch = grpc.insecure_channel(server.addr)
+    c = Client(ch)
+    try:
+        c.set(K.SetValueRequest(namespace="n", key="k", value="10"))
+        head = c.head(W.GetHeadRequest())
+        assert (head.head_revision, head.oldest_revision) == (11, 1)
+        events = collect(c, 11, from_revision=6)
+        assert [e.revision for e in events] == [7, 8, 9, 10, 11]
+        assert [e.value.value for e in events] == ["6", "7", "8", "9", "10"]
+        assert [e.value.prev_value for e in events] == ["5", "6", "7", "8", "9"]
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0
+
+
+def test_durable_consumers_say_they_are_not_implemented(client):
+    call = client.sub(W.SubscribeEventsRequest(consumer="indexer"), timeout=5)
+    with pytest.raises(grpc.RpcError) as e:
+        next(call)
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "consumer" in e.value.details()

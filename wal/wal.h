@@ -1,0 +1,67 @@
+/*
+ * wal/wal.h: the tail of everything. Every committed change is stored once,
+ * already encoded, under its global revision, in the same commit as the
+ * change; subscribers read from any revision, then follow live.
+ *
+ * The encoding is not the WAL's business: its owner supplies an encode
+ * function (api/ turns each change into a reel.v1.Event). The WAL stores
+ * the subject beside the bytes, so filters run without decoding, and
+ * forwards the bytes as they are.
+ *
+ * Threading: wal_t is thread-safe. wal_before_commit and wal_publish run on
+ * the store's writer thread. Sinks are called from the writer thread (live)
+ * or the pumping thread (replay); calls for one subscription never overlap.
+ */
+#ifndef REEL_WAL_WAL_H
+#define REEL_WAL_WAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "store/store.h"
+
+typedef struct wal wal_t;
+typedef struct wal_sub wal_sub_t;
+
+/* Turns one change into its subject and event bytes (both malloc'd). */
+typedef reel_code_t (*wal_encode_fn)(void *arg, const store_change_t *c,
+                                     char **subject, uint8_t **bytes,
+                                     size_t *len, reel_status_t *st);
+
+reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
+                       wal_t **out, reel_status_t *st);
+/* Subscriptions must all be destroyed first. Accepts NULL. */
+void wal_destroy(wal_t *w);
+
+/* The store's before_commit hook (arg is the wal_t). */
+reel_code_t wal_before_commit(void *arg, store_txn_t *txn,
+                              const store_change_t *changes, size_t n,
+                              reel_status_t *st);
+/* The publish step's share: pushes the group's events to live subscribers. */
+void wal_publish(wal_t *w, const store_change_t *changes, size_t n);
+
+/* The last committed revision, and the oldest stored event's (0: none). */
+void wal_head(wal_t *w, uint64_t *head, uint64_t *oldest);
+
+typedef struct wal_sink {
+    /* 0 if taken, non-zero if full (pump again when there is room). */
+    int (*deliver)(void *arg, const uint8_t *bytes, size_t len,
+                   uint64_t revision);
+} wal_sink_t;
+
+/*
+ * Events with revision > from_revision whose subject matches pattern (""
+ * matches all). INVALID_ARGUMENT for a malformed pattern; OUT_OF_RANGE,
+ * naming the oldest retained revision, when that far back is gone.
+ */
+reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
+                           const char *pattern, const wal_sink_t *sink,
+                           void *arg, wal_sub_t **out, reel_status_t *st);
+void wal_sub_pump(wal_sub_t *s);
+/* True once the subscription has caught up and follows live. */
+int wal_sub_live(wal_sub_t *s);
+/* Cancels and frees; no pump may run or start concurrently. NULL ok. */
+void wal_sub_destroy(wal_sub_t *s);
+
+#endif

@@ -1,0 +1,191 @@
+/*
+ * wal/wal_test.c: one record per committed change, in the change's commit;
+ * subscriptions replay, filter, follow live and catch up after a stall.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wal/wal.h"
+
+typedef struct fixture {
+    char dir[512];
+    store_t *store;
+    wal_t *wal;
+    int fail_encode;
+} fixture_t;
+
+/* Subject "t.<type>", bytes: the change's own event bytes. */
+static reel_code_t encode(void *arg, const store_change_t *c, char **subject,
+                          uint8_t **bytes, size_t *len, reel_status_t *st) {
+    fixture_t *f = arg;
+
+    if (f->fail_encode)
+        return reel_status_set(st, REEL_INTERNAL, "encoder refused");
+    if (asprintf(subject, "t.%u", c->type) < 0)
+        return REEL_RESOURCE_EXHAUSTED;
+    *bytes = malloc(c->len ? c->len : 1);
+    memcpy(*bytes, c->event, c->len);
+    *len = c->len;
+    return REEL_OK;
+}
+
+static reel_code_t before(void *arg, store_txn_t *txn,
+                          const store_change_t *c, size_t n,
+                          reel_status_t *st) {
+    fixture_t *f = arg;
+    return f->wal ? wal_before_commit(f->wal, txn, c, n, st) : REEL_OK;
+}
+
+static void publish(void *arg, const store_change_t *c, size_t n) {
+    fixture_t *f = arg;
+    if (f->wal)
+        wal_publish(f->wal, c, n);
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int fl,
+                    struct FTW *ftw) {
+    (void)sb, (void)fl, (void)ftw;
+    return remove(p);
+}
+
+static int setup(void **state) {
+    fixture_t *f = calloc(1, sizeof(*f));
+    const char *tmp = getenv("TEST_TMPDIR");
+    store_opts_t o = {0};
+
+    snprintf(f->dir, sizeof(f->dir), "%s/wal-XXXXXX", tmp ? tmp : "/tmp");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    o.data_dir = f->dir;
+    o.publish = publish;
+    o.publish_arg = f;
+    o.before_commit = before;
+    o.before_commit_arg = f;
+    if (store_open(&o, &f->store, NULL) != REEL_OK ||
+        wal_create(f->store, encode, f, &f->wal, NULL) != REEL_OK)
+        return -1;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture_t *f = *state;
+
+    store_close(f->store);
+    wal_destroy(f->wal);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+typedef struct emit_arg {
+    uint32_t type;
+    const char *body;
+    int fail;
+} emit_arg_t;
+
+static reel_code_t apply_emit(store_txn_t *txn, void *arg, reel_status_t *st) {
+    emit_arg_t *a = arg;
+
+    store_txn_put(txn, STORE_CF_KV, a->body, strlen(a->body), "x", 1);
+    store_txn_emit(txn, STORE_MODULE_KV, a->type, a->body, strlen(a->body));
+    return a->fail ? reel_status_set(st, REEL_ABORTED, "no") : REEL_OK;
+}
+
+static reel_code_t emit(fixture_t *f, uint32_t type, const char *body,
+                        int fail) {
+    emit_arg_t a = {type, body, fail};
+    return store_exec(f->store, apply_emit, &a, NULL, NULL);
+}
+
+typedef struct sink {
+    char got[64][16];
+    uint64_t revs[64];
+    size_t n, limit;
+} sink_t;
+
+static int deliver(void *arg, const uint8_t *b, size_t len, uint64_t rev) {
+    sink_t *s = arg;
+
+    if (s->n >= s->limit)
+        return 1;
+    snprintf(s->got[s->n], sizeof(s->got[0]), "%.*s", (int)len, b);
+    s->revs[s->n++] = rev;
+    return 0;
+}
+
+static const wal_sink_t ops = {deliver};
+
+static void test_every_change_is_stored_once_in_its_commit(void **state) {
+    fixture_t *f = *state;
+    uint64_t head, oldest;
+    sink_t s = {.limit = 64};
+    wal_sub_t *sub;
+
+    assert_int_equal(emit(f, 1, "a", 0), REEL_OK);
+    assert_int_equal(emit(f, 2, "b", 1), REEL_ABORTED); /* rolled back */
+    assert_int_equal(emit(f, 1, "c", 0), REEL_OK);
+    f->fail_encode = 1;
+    assert_int_equal(emit(f, 1, "d", 0), REEL_INTERNAL); /* group fails */
+    f->fail_encode = 0;
+    assert_int_equal(store_revision(f->store), 2);
+    wal_head(f->wal, &head, &oldest);
+    assert_int_equal(head, 2);
+    assert_int_equal(oldest, 1);
+    assert_int_equal(wal_sub_create(f->wal, 0, "", &ops, &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_pump(sub);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.got[0], "a");
+    assert_string_equal(s.got[1], "c");
+    assert_int_equal(s.revs[1], 2);
+    wal_sub_destroy(sub);
+}
+
+static void test_subscriptions_filter_follow_and_catch_up(void **state) {
+    fixture_t *f = *state;
+    sink_t s = {.limit = 2};
+    wal_sub_t *sub;
+
+    assert_int_equal(emit(f, 1, "one", 0), REEL_OK);
+    assert_int_equal(emit(f, 2, "two", 0), REEL_OK);
+    assert_int_equal(wal_sub_create(f->wal, 0, "t.1", &ops, &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_pump(sub);
+    assert_int_equal(s.n, 1); /* only t.1 */
+    assert_true(wal_sub_live(sub));
+    assert_int_equal(emit(f, 1, "live", 0), REEL_OK);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.got[1], "live");
+    /* Full: the next ones wait in storage until there is room. */
+    assert_int_equal(emit(f, 1, "x1", 0), REEL_OK);
+    assert_int_equal(emit(f, 1, "x2", 0), REEL_OK);
+    assert_false(wal_sub_live(sub));
+    s.limit = 64;
+    wal_sub_pump(sub);
+    assert_int_equal(s.n, 4);
+    assert_string_equal(s.got[3], "x2");
+    assert_true(wal_sub_live(sub));
+    wal_sub_destroy(sub);
+    assert_int_equal(wal_sub_create(f->wal, 0, "t.>.x", &ops, &s, &sub, NULL),
+                     REEL_INVALID_ARGUMENT);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_every_change_is_stored_once_in_its_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_subscriptions_filter_follow_and_catch_up, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
+}
