@@ -41,6 +41,7 @@ typedef struct config {
     kv_limits_t kv;
     journal_limits_t journal;
     signals_limits_t signals;
+    wal_limits_t wal;
 } config_t;
 
 static void usage(FILE *out) {
@@ -74,6 +75,10 @@ static void usage(FILE *out) {
             "[REEL_JOURNAL_MAX_PAYLOAD_BYTES] (default 1048576)\n"
             "  --signal-max-wait-ms N  cap on AwaitSignal's timeout "
             "[REEL_SIGNAL_MAX_WAIT_MS] (default 300000)\n"
+            "  --wal-retention-bytes N WAL events kept at most, in bytes "
+            "[REEL_WAL_RETENTION_BYTES] (default 1073741824)\n"
+            "  --wal-retention-age D   WAL events kept at most this long: "
+            "500ms, 30s, 10m, 2h, 7d [REEL_WAL_RETENTION_AGE] (default 7d)\n"
             "  -h, --help              show this help\n"
             "  -V, --version           show the version\n");
 }
@@ -94,6 +99,26 @@ static int parse_size(const char *flag, const char *s, long long min,
     return 0;
 }
 
+/* "500ms", "30s", "10m", "2h", "7d", or plain seconds; -1 if malformed. */
+static int64_t parse_duration_ms(const char *s) {
+    static const struct {
+        const char *unit;
+        int64_t ms;
+    } units[] = {{"ms", 1},       {"s", 1000},     {"", 1000},
+                 {"m", 60000},    {"h", 3600000},  {"d", 86400000}};
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || v <= 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(*units); i++)
+        if (strcmp(end, units[i].unit) == 0)
+            return v > INT64_MAX / units[i].ms ? -1 : v * units[i].ms;
+    return -1;
+}
+
 static int parse_config(int argc, char **argv, config_t *cfg) {
     static const struct option opts[] = {
         {"data-dir", required_argument, NULL, 'd'},
@@ -108,6 +133,8 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         {"kv-history-keep", required_argument, NULL, 'H'},
         {"journal-max-payload-bytes", required_argument, NULL, 'P'},
         {"signal-max-wait-ms", required_argument, NULL, 'W'},
+        {"wal-retention-bytes", required_argument, NULL, 'B'},
+        {"wal-retention-age", required_argument, NULL, 'A'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -121,6 +148,8 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     const char *kv_keep = getenv("REEL_KV_HISTORY_KEEP");
     const char *j_payload = getenv("REEL_JOURNAL_MAX_PAYLOAD_BYTES");
     const char *max_wait = getenv("REEL_SIGNAL_MAX_WAIT_MS");
+    const char *wal_bytes = getenv("REEL_WAL_RETENTION_BYTES");
+    const char *wal_age = getenv("REEL_WAL_RETENTION_AGE");
     long long v;
     int c;
 
@@ -144,6 +173,8 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         case 'H': kv_keep = optarg; break;
         case 'P': j_payload = optarg; break;
         case 'W': max_wait = optarg; break;
+        case 'B': wal_bytes = optarg; break;
+        case 'A': wal_age = optarg; break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("reeld %s\n", REEL_VERSION); exit(0);
         default: usage(stderr); return -1;
@@ -207,6 +238,20 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
             return -1;
         cfg->signals.max_wait_ms = v;
     }
+    if (wal_bytes != NULL) {
+        if (parse_size("--wal-retention-bytes", wal_bytes, 1, INT64_MAX, &v) !=
+            0)
+            return -1;
+        cfg->wal.retention_bytes = (uint64_t)v;
+    }
+    if (wal_age != NULL &&
+        (cfg->wal.retention_age_ms = parse_duration_ms(wal_age)) <= 0) {
+        fprintf(stderr,
+                "reeld: --wal-retention-age: \"%s\" is not a positive "
+                "duration (500ms, 30s, 10m, 2h, 7d)\n",
+                wal_age);
+        return -1;
+    }
     /* A request must be able to carry the largest value or payload. */
     if (maxmsg == NULL) {
         size_t need = cfg->kv.max_value > cfg->journal.max_payload
@@ -269,11 +314,13 @@ int main(int argc, char **argv) {
         journal_create(store, &cfg.journal, &ctx.journal, &st) != REEL_OK ||
         signals_create(store, ctx.journal, &cfg.signals, &ctx.signals, &st) !=
             REEL_OK ||
-        wal_create(store, api_wal_encode, &ctx, &ctx.wal, &st) != REEL_OK ||
+        wal_create(store, api_wal_encode, &ctx, &cfg.wal, &ctx.wal, &st) !=
+            REEL_OK ||
         (ctx.timers = api_timers_create()) == NULL) {
         REEL_ERROR("reeld", "cannot start: %s",
                    st.code != REEL_OK ? reel_status_message(&st)
                                       : "out of memory");
+        wal_stop(ctx.wal);
         store_close(store);
         wal_destroy(ctx.wal);
         signals_destroy(ctx.signals);
@@ -320,6 +367,7 @@ out:
     /* Stop the server first so no new writes arrive, then let the store
      * finish what is queued (completing those calls), then free the server. */
     rpc_server_stop(srv, SHUTDOWN_GRACE_MS);
+    wal_stop(ctx.wal); /* its trimmer writes through the store */
     store_close(store);
     rpc_server_destroy(srv); /* frees every call, and so every watch */
     api_timers_destroy(ctx.timers);

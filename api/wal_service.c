@@ -121,6 +121,7 @@ typedef struct tail {
     api_ctx_t *ctx;
     rpc_call_t *call;
     wal_sub_t *sub;
+    char *consumer; /* attached durable consumer, or NULL */
     atomic_uint sent; /* events sent since the last tick */
     pthread_mutex_t mu;
     api_timer_t *timer;
@@ -208,6 +209,9 @@ static void tail_cleanup(void *arg) {
     pthread_mutex_unlock(&t->mu);
     api_timer_stop(t->ctx->timers, tm);
     wal_sub_destroy(t->sub);
+    if (t->consumer != NULL)
+        wal_consumer_detach(t->ctx->wal, t->consumer);
+    free(t->consumer);
     pthread_mutex_destroy(&t->mu);
     free(t);
 }
@@ -218,29 +222,42 @@ static void w_subscribe_events(rpc_call_t *call, void *arg, const uint8_t *req,
     Reel__V1__SubscribeEventsRequest *in =
         reel__v1__subscribe_events_request__unpack(NULL, len, req);
     reel_status_t st = REEL_STATUS_INIT;
+    uint64_t from;
     tail_t *t;
 
     if (in == NULL) {
         api_bad_request(call, "SubscribeEventsRequest");
         return;
     }
-    if (*in->consumer) {
-        rpc_call_finish(call, REEL_UNIMPLEMENTED,
-                        "consumer: durable consumers are not implemented yet; "
-                        "subscribe without one and resume from_revision",
-                        NULL, 0);
+    from = in->from_revision;
+    if (*in->consumer &&
+        wal_consumer_attach(ctx->wal, in->consumer, in->from_revision,
+                            in->subject_pattern, &from, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
         goto out;
     }
     t = calloc(1, sizeof(*t));
     if (t == NULL) {
+        if (*in->consumer)
+            wal_consumer_detach(ctx->wal, in->consumer);
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
         goto out;
     }
     t->ctx = ctx;
     t->call = call;
     pthread_mutex_init(&t->mu, NULL);
-    if (wal_sub_create(ctx->wal, in->from_revision, in->subject_pattern,
-                       &tail_sink, t, &t->sub, &st) != REEL_OK) {
+    if (*in->consumer && (t->consumer = strdup(in->consumer)) == NULL) {
+        wal_consumer_detach(ctx->wal, in->consumer);
+        pthread_mutex_destroy(&t->mu);
+        free(t);
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        goto out;
+    }
+    if (wal_sub_create(ctx->wal, from, in->subject_pattern, &tail_sink, t,
+                       &t->sub, &st) != REEL_OK) {
+        if (t->consumer != NULL)
+            wal_consumer_detach(ctx->wal, t->consumer);
+        free(t->consumer);
         pthread_mutex_destroy(&t->mu);
         free(t);
         rpc_call_finish_status(call, &st);
@@ -263,12 +280,135 @@ out:
     reel__v1__subscribe_events_request__free_unpacked(in, NULL);
 }
 
+/* ---- Consumers ------------------------------------------------------------ */
+
+static void consumer_to_pb(const wal_consumer_t *c, uint64_t head,
+                           Reel__V1__Consumer *m) {
+    reel__v1__consumer__init(m);
+    m->name = c->name ? c->name : "";
+    m->acked_revision = c->acked;
+    m->pending = head > c->acked ? head - c->acked : 0;
+    m->active = c->active;
+    m->subject_pattern = c->pattern ? c->pattern : "";
+    m->created_at_ms = c->created_at_ms;
+    m->acked_at_ms = c->acked_at_ms;
+}
+
+static void w_ack_events(rpc_call_t *call, void *arg, const uint8_t *req,
+                         size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__AckEventsRequest *in =
+        reel__v1__ack_events_request__unpack(NULL, len, req);
+    Reel__V1__AckEventsResponse out = REEL__V1__ACK_EVENTS_RESPONSE__INIT;
+    Reel__V1__Consumer cm;
+    reel_status_t st = REEL_STATUS_INIT;
+    wal_consumer_t c;
+    uint64_t head, oldest;
+    uint8_t *buf;
+    size_t blen;
+
+    if (in == NULL) {
+        api_bad_request(call, "AckEventsRequest");
+        return;
+    }
+    if (wal_ack(ctx->wal, in->consumer, in->revision, &c, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+    } else {
+        wal_head(ctx->wal, &head, &oldest);
+        consumer_to_pb(&c, head, &cm);
+        out.consumer = &cm;
+        API_PACK(reel__v1__ack_events_response, &out, &buf, &blen);
+        api_finish_packed(call, buf, blen);
+    }
+    wal_consumer_fini(&c);
+    reel_status_fini(&st);
+    reel__v1__ack_events_request__free_unpacked(in, NULL);
+}
+
+static void w_list_consumers(rpc_call_t *call, void *arg, const uint8_t *req,
+                             size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__ListConsumersRequest *in =
+        reel__v1__list_consumers_request__unpack(NULL, len, req);
+    Reel__V1__ListConsumersResponse out =
+        REEL__V1__LIST_CONSUMERS_RESPONSE__INIT;
+    reel_status_t st = REEL_STATUS_INIT;
+    Reel__V1__Consumer *pbs = NULL, **ptrs = NULL;
+    wal_consumer_t *cs = NULL;
+    uint64_t head, oldest;
+    size_t n = 0, blen;
+    uint8_t *buf;
+
+    if (in == NULL) {
+        api_bad_request(call, "ListConsumersRequest");
+        return;
+    }
+    reel__v1__list_consumers_request__free_unpacked(in, NULL);
+    if (wal_consumers(ctx->wal, &cs, &n, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    wal_head(ctx->wal, &head, &oldest);
+    pbs = calloc(n ? n : 1, sizeof(*pbs));
+    ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    if (pbs == NULL || ptrs == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        consumer_to_pb(&cs[i], head, &pbs[i]);
+        ptrs[i] = &pbs[i];
+    }
+    out.n_consumers = n;
+    out.consumers = ptrs;
+    API_PACK(reel__v1__list_consumers_response, &out, &buf, &blen);
+    api_finish_packed(call, buf, blen);
+out:
+    for (size_t i = 0; i < n; i++)
+        wal_consumer_fini(&cs[i]);
+    free(cs);
+    free(pbs);
+    free(ptrs);
+    reel_status_fini(&st);
+}
+
+static void w_delete_consumer(rpc_call_t *call, void *arg, const uint8_t *req,
+                              size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__DeleteConsumerRequest *in =
+        reel__v1__delete_consumer_request__unpack(NULL, len, req);
+    Reel__V1__DeleteConsumerResponse out =
+        REEL__V1__DELETE_CONSUMER_RESPONSE__INIT;
+    reel_status_t st = REEL_STATUS_INIT;
+    uint8_t *buf;
+    size_t blen;
+
+    if (in == NULL) {
+        api_bad_request(call, "DeleteConsumerRequest");
+        return;
+    }
+    if (wal_consumer_delete(ctx->wal, in->name, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+    } else {
+        API_PACK(reel__v1__delete_consumer_response, &out, &buf, &blen);
+        api_finish_packed(call, buf, blen);
+    }
+    reel_status_fini(&st);
+    reel__v1__delete_consumer_request__free_unpacked(in, NULL);
+}
+
 int api_wal_register(rpc_server_t *srv, api_ctx_t *ctx) {
     rpc_method_t ms[] = {
         {"/reel.v1.Wal/SubscribeEvents", RPC_SERVER_STREAM, w_subscribe_events,
          ctx, &reel__v1__subscribe_events_request__descriptor},
         {"/reel.v1.Wal/GetHead", RPC_UNARY, w_get_head, ctx,
          &reel__v1__get_head_request__descriptor},
+        {"/reel.v1.Wal/AckEvents", RPC_UNARY, w_ack_events, ctx,
+         &reel__v1__ack_events_request__descriptor},
+        {"/reel.v1.Wal/ListConsumers", RPC_UNARY, w_list_consumers, ctx,
+         &reel__v1__list_consumers_request__descriptor},
+        {"/reel.v1.Wal/DeleteConsumer", RPC_UNARY, w_delete_consumer, ctx,
+         &reel__v1__delete_consumer_request__descriptor},
     };
 
     for (size_t i = 0; i < sizeof(ms) / sizeof(*ms); i++)

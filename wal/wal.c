@@ -2,7 +2,10 @@
  * wal/wal.c: event records and subscriptions.
  *
  * Column family `wal`:
- *   'e' rev(8) -> u16 subject length, subject, event bytes
+ *   'e' rev(8)   -> i64 ts_ms, u16 subject length, subject, event bytes
+ *   'c' name     -> u64 acked, i64 created_at_ms, i64 acked_at_ms,
+ *                   str pattern                       (durable consumers)
+ *   "mbytes"     -> u64: the bytes of all 'e' records (for the size cap)
  *
  * Invariants
  *   - wal_before_commit runs on the writer after a group's applies: every
@@ -16,8 +19,14 @@
  * a snapshot, go live under the hub lock only if nothing newer was
  * published, drop back to replay when the sink is full.
  *
- * Recovery: nothing to do. Retention (trimming old events) is not done
- * yet: every event is kept.
+ * Retention: a thread trims, through the writer and in chunks so writes
+ * never wait long, the oldest events that every durable consumer has
+ * acknowledged (when there are consumers), and in any case those past the
+ * age cap or beyond the size cap. The byte count is kept exactly: it is
+ * updated on the writer thread with each group and each trim, and stored
+ * in the same batches.
+ *
+ * Recovery: the byte count and the consumers are read back at start.
  */
 #include "wal/wal.h"
 
@@ -27,8 +36,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "base/codec.h"
 #include "base/pattern.h"
+#include "base/text.h"
 
 typedef struct rec {
     uint64_t revision;
@@ -36,10 +47,29 @@ typedef struct rec {
     size_t subj_len;
 } rec_t;
 
+#define REC_HDR 10 /* ts_ms, subject length */
+#define META_BYTES "mbytes"
+#define TRIM_CHUNK 5000
+#define CONSUMER_CHARS "A-Za-z0-9_.-"
+#define CONSUMER_MAX 128
+
+typedef struct active {
+    struct active *next;
+    char name[CONSUMER_MAX + 1];
+} active_t;
+
 struct wal {
     store_t *store;
     wal_encode_fn encode;
     void *encode_arg;
+    wal_limits_t lim;
+    _Atomic uint64_t bytes; /* of all 'e' records; changed on the writer */
+
+    pthread_t trimmer;
+    int trimmer_started;
+    pthread_mutex_t trim_mu;
+    pthread_cond_t trim_cv;
+    int stopping;
 
     /* The last group's records: writer thread only. */
     rec_t *recs;
@@ -49,6 +79,7 @@ struct wal {
     pthread_mutex_t hub_mu;
     uint64_t last_published;
     wal_sub_t *subs;
+    active_t *active; /* consumers with a subscriber, under hub_mu */
 };
 
 enum { SUB_REPLAY, SUB_LIVE };
@@ -72,9 +103,14 @@ static void rev_key(uint64_t rev, unsigned char out[9]) {
     reel_be64_put(out + 1, rev);
 }
 
+static void *trimmer_main(void *arg);
+
 reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
-                       wal_t **out, reel_status_t *st) {
+                       const wal_limits_t *limits, wal_t **out,
+                       reel_status_t *st) {
     wal_t *w = calloc(1, sizeof(*w));
+    char *val = NULL;
+    size_t vlen = 0;
 
     *out = NULL;
     if (w == NULL)
@@ -82,18 +118,54 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
     w->store = store;
     w->encode = encode;
     w->encode_arg = encode_arg;
+    if (limits != NULL)
+        w->lim = *limits;
+    if (w->lim.retention_bytes == 0)
+        w->lim.retention_bytes = (uint64_t)1 << 30;
+    if (w->lim.retention_age_ms <= 0)
+        w->lim.retention_age_ms = 7LL * 24 * 3600 * 1000;
+    if (w->lim.trim_interval_ms <= 0)
+        w->lim.trim_interval_ms = 1000;
     w->last_published = store_revision(store);
+    if (store_get(store, STORE_CF_WAL, META_BYTES, strlen(META_BYTES), &val,
+                  &vlen, NULL) == REEL_OK &&
+        vlen == 8)
+        atomic_store(&w->bytes, reel_be64_get((unsigned char *)val));
+    free(val);
     pthread_mutex_init(&w->hub_mu, NULL);
+    pthread_mutex_init(&w->trim_mu, NULL);
+    pthread_cond_init(&w->trim_cv, NULL);
+    if (pthread_create(&w->trimmer, NULL, trimmer_main, w) == 0)
+        w->trimmer_started = 1;
     *out = w;
     return REEL_OK;
+}
+
+void wal_stop(wal_t *w) {
+    if (w == NULL || !w->trimmer_started)
+        return;
+    pthread_mutex_lock(&w->trim_mu);
+    w->stopping = 1;
+    pthread_cond_broadcast(&w->trim_cv);
+    pthread_mutex_unlock(&w->trim_mu);
+    pthread_join(w->trimmer, NULL);
+    w->trimmer_started = 0;
 }
 
 void wal_destroy(wal_t *w) {
     if (w == NULL)
         return;
+    wal_stop(w);
+    while (w->active != NULL) {
+        active_t *a = w->active;
+        w->active = a->next;
+        free(a);
+    }
     reel_wbuf_fini(&w->buf);
     free(w->recs);
     pthread_mutex_destroy(&w->hub_mu);
+    pthread_mutex_destroy(&w->trim_mu);
+    pthread_cond_destroy(&w->trim_cv);
     free(w);
 }
 
@@ -112,6 +184,16 @@ void wal_head(wal_t *w, uint64_t *head, uint64_t *oldest) {
             *oldest = reel_be64_get((const unsigned char *)k + 1);
     }
     store_iter_destroy(it);
+}
+
+/* Writer thread: the new byte count, in the same batch. A group whose write
+ * fails fails the store for good, so the count cannot drift. */
+static void put_bytes(wal_t *w, store_txn_t *txn, uint64_t bytes) {
+    unsigned char b[8];
+
+    atomic_store(&w->bytes, bytes);
+    reel_be64_put(b, bytes);
+    store_txn_put(txn, STORE_CF_WAL, META_BYTES, strlen(META_BYTES), b, 8);
 }
 
 reel_code_t wal_before_commit(void *arg, store_txn_t *txn,
@@ -139,7 +221,14 @@ reel_code_t wal_before_commit(void *arg, store_txn_t *txn,
         if (rc != REEL_OK)
             return rc;
         slen = strlen(subject);
+        if (slen > 0xffff) {
+            free(subject);
+            free(bytes);
+            return reel_status_set(st, REEL_INTERNAL,
+                                   "WAL subject longer than 65535 bytes");
+        }
         w->recs[i] = (rec_t){changes[i].revision, w->buf.len, 0, slen};
+        reel_wbuf_u64(&w->buf, (uint64_t)changes[i].ts_ms);
         reel_wbuf_u8(&w->buf, (uint8_t)(slen >> 8));
         reel_wbuf_u8(&w->buf, (uint8_t)slen);
         reel_wbuf_raw(&w->buf, subject, slen);
@@ -161,6 +250,7 @@ reel_code_t wal_before_commit(void *arg, store_txn_t *txn,
         store_txn_put(txn, STORE_CF_WAL, key, sizeof(key),
                       w->buf.p + w->recs[i].off, w->recs[i].len);
     }
+    put_bytes(w, txn, atomic_load(&w->bytes) + w->buf.len);
     return REEL_OK;
 }
 
@@ -169,15 +259,15 @@ static int rec_split(const unsigned char *p, size_t len, const char **subj,
                      size_t *slen, const uint8_t **bytes, size_t *blen) {
     size_t sl;
 
-    if (len < 2)
+    if (len < REC_HDR)
         return -1;
-    sl = ((size_t)p[0] << 8) | p[1];
-    if (sl > len - 2)
+    sl = ((size_t)p[8] << 8) | p[9];
+    if (sl > len - REC_HDR)
         return -1;
-    *subj = (const char *)p + 2;
+    *subj = (const char *)p + REC_HDR;
     *slen = sl;
-    *bytes = p + 2 + sl;
-    *blen = len - 2 - sl;
+    *bytes = p + REC_HDR + sl;
+    *blen = len - REC_HDR - sl;
     return 0;
 }
 
@@ -358,4 +448,384 @@ void wal_sub_destroy(wal_sub_t *s) {
     pthread_cond_destroy(&s->cv);
     free(s->pattern);
     free(s);
+}
+
+/* ---- Durable consumers ---------------------------------------------------- */
+
+typedef struct consumer_op {
+    const char *name, *pattern;
+    uint64_t revision;
+    int kind; /* 0 create-if-missing, 1 ack, 2 delete */
+    wal_consumer_t *out;
+} consumer_op_t;
+
+static size_t consumer_key(const char *name, char *buf, size_t cap) {
+    return (size_t)snprintf(buf, cap, "c%s", name);
+}
+
+static int consumer_decode(const char *name, const void *v, size_t len,
+                           wal_consumer_t *c) {
+    reel_rbuf_t r;
+
+    memset(c, 0, sizeof(*c));
+    reel_rbuf_init(&r, v, len);
+    c->acked = reel_rbuf_u64(&r);
+    c->created_at_ms = (int64_t)reel_rbuf_u64(&r);
+    c->acked_at_ms = (int64_t)reel_rbuf_u64(&r);
+    c->pattern = strdup(reel_rbuf_str(&r));
+    c->name = strdup(name);
+    if (reel_rbuf_ok(&r) != 0 || c->pattern == NULL || c->name == NULL) {
+        wal_consumer_fini(c);
+        return -1;
+    }
+    return 0;
+}
+
+void wal_consumer_fini(wal_consumer_t *c) {
+    if (c == NULL)
+        return;
+    free(c->name);
+    free(c->pattern);
+    memset(c, 0, sizeof(*c));
+}
+
+static void consumer_put(store_txn_t *txn, const char *key, size_t klen,
+                         const wal_consumer_t *c) {
+    reel_wbuf_t w = {0};
+
+    reel_wbuf_u64(&w, c->acked);
+    reel_wbuf_u64(&w, (uint64_t)c->created_at_ms);
+    reel_wbuf_u64(&w, (uint64_t)c->acked_at_ms);
+    reel_wbuf_str(&w, c->pattern);
+    if (reel_wbuf_done(&w) == 0)
+        store_txn_put(txn, STORE_CF_WAL, key, klen, w.p, w.len);
+    reel_wbuf_fini(&w);
+}
+
+static reel_code_t apply_consumer(store_txn_t *txn, void *arg,
+                                  reel_status_t *st) {
+    consumer_op_t *op = arg;
+    char key[CONSUMER_MAX + 2];
+    size_t klen = consumer_key(op->name, key, sizeof(key));
+    char *val = NULL;
+    size_t vlen = 0;
+    wal_consumer_t c;
+    uint64_t head = store_txn_next_revision(txn) - 1;
+    reel_code_t rc;
+
+    rc = store_txn_get(txn, STORE_CF_WAL, key, klen, &val, &vlen, st);
+    if (rc != REEL_OK && rc != REEL_NOT_FOUND)
+        return rc;
+    if (rc == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        if (op->kind != 0)
+            return reel_status_set(st, REEL_NOT_FOUND,
+                                   "consumer \"%s\" not found", op->name);
+        memset(&c, 0, sizeof(c));
+        c.acked = op->revision;
+        c.created_at_ms = store_txn_now_ms(txn);
+        c.pattern = (char *)(op->pattern ? op->pattern : "");
+        consumer_put(txn, key, klen, &c);
+        c.name = (char *)op->name;
+        op->out->acked = c.acked;
+        op->out->created_at_ms = c.created_at_ms;
+        return REEL_OK;
+    }
+    if (consumer_decode(op->name, val, vlen, &c) != 0) {
+        free(val);
+        return reel_status_set(st, REEL_DATA_LOSS,
+                               "consumer \"%s\": stored record is corrupt",
+                               op->name);
+    }
+    free(val);
+    if (op->kind == 1) {
+        if (op->revision > head) {
+            rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                 "revision: %llu is past the head revision "
+                                 "%llu",
+                                 (unsigned long long)op->revision,
+                                 (unsigned long long)head);
+            wal_consumer_fini(&c);
+            return rc;
+        }
+        if (op->revision > c.acked) { /* never back */
+            c.acked = op->revision;
+            c.acked_at_ms = store_txn_now_ms(txn);
+            consumer_put(txn, key, klen, &c);
+        }
+    } else if (op->kind == 2) {
+        store_txn_delete(txn, STORE_CF_WAL, key, klen);
+    } else if (op->pattern != NULL && strcmp(op->pattern, c.pattern) != 0) {
+        free(c.pattern);
+        c.pattern = strdup(op->pattern);
+        if (c.pattern != NULL)
+            consumer_put(txn, key, klen, &c);
+    }
+    wal_consumer_fini(op->out);
+    *op->out = c;
+    return REEL_OK;
+}
+
+static reel_code_t check_consumer_name(const char *name, reel_status_t *st) {
+    return reel_check_charset("consumer", name, strlen(name), CONSUMER_MAX,
+                              CONSUMER_CHARS, st);
+}
+
+static int is_active(wal_t *w, const char *name) {
+    for (active_t *a = w->active; a != NULL; a = a->next)
+        if (strcmp(a->name, name) == 0)
+            return 1;
+    return 0;
+}
+
+reel_code_t wal_consumer_attach(wal_t *w, const char *name,
+                                uint64_t from_revision, const char *pattern,
+                                uint64_t *start, reel_status_t *st) {
+    wal_consumer_t c = {0};
+    consumer_op_t op = {name, pattern, from_revision, 0, &c};
+    active_t *a;
+    reel_code_t rc;
+
+    if ((rc = check_consumer_name(name, st)) != REEL_OK)
+        return rc;
+    a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    snprintf(a->name, sizeof(a->name), "%s", name);
+    pthread_mutex_lock(&w->hub_mu);
+    if (is_active(w, name)) {
+        pthread_mutex_unlock(&w->hub_mu);
+        free(a);
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "consumer \"%s\" already has an active "
+                               "subscriber",
+                               name);
+    }
+    a->next = w->active;
+    w->active = a;
+    pthread_mutex_unlock(&w->hub_mu);
+    rc = store_exec(w->store, apply_consumer, &op, NULL, st);
+    if (rc == REEL_OK)
+        *start = c.acked;
+    else
+        wal_consumer_detach(w, name);
+    wal_consumer_fini(&c);
+    return rc;
+}
+
+void wal_consumer_detach(wal_t *w, const char *name) {
+    pthread_mutex_lock(&w->hub_mu);
+    for (active_t **pp = &w->active; *pp != NULL; pp = &(*pp)->next) {
+        if (strcmp((*pp)->name, name) == 0) {
+            active_t *a = *pp;
+            *pp = a->next;
+            free(a);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&w->hub_mu);
+}
+
+reel_code_t wal_ack(wal_t *w, const char *name, uint64_t revision,
+                    wal_consumer_t *out, reel_status_t *st) {
+    consumer_op_t op = {name, NULL, revision, 1, out};
+    reel_code_t rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((rc = check_consumer_name(name, st)) != REEL_OK)
+        return rc;
+    rc = store_exec(w->store, apply_consumer, &op, NULL, st);
+    if (rc == REEL_OK) {
+        pthread_mutex_lock(&w->hub_mu);
+        out->active = is_active(w, name);
+        pthread_mutex_unlock(&w->hub_mu);
+    }
+    return rc;
+}
+
+reel_code_t wal_consumer_delete(wal_t *w, const char *name,
+                                reel_status_t *st) {
+    wal_consumer_t c = {0};
+    consumer_op_t op = {name, NULL, 0, 2, &c};
+    reel_code_t rc;
+    int active;
+
+    if ((rc = check_consumer_name(name, st)) != REEL_OK)
+        return rc;
+    pthread_mutex_lock(&w->hub_mu);
+    active = is_active(w, name);
+    pthread_mutex_unlock(&w->hub_mu);
+    if (active)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "consumer \"%s\" has an active subscriber; "
+                               "stop it first",
+                               name);
+    rc = store_exec(w->store, apply_consumer, &op, NULL, st);
+    wal_consumer_fini(&c);
+    return rc;
+}
+
+reel_code_t wal_consumers(wal_t *w, wal_consumer_t **out, size_t *n,
+                          reel_status_t *st) {
+    store_iter_t *it = store_iter_create(w->store, STORE_CF_WAL, NULL);
+    wal_consumer_t *arr = NULL;
+    size_t cap = 0;
+    reel_code_t rc;
+
+    *out = NULL;
+    *n = 0;
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (store_iter_seek(it, "c", 1); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        char name[CONSUMER_MAX + 1];
+
+        if (klen < 2 || k[0] != 'c' || klen - 1 > CONSUMER_MAX)
+            break;
+        memcpy(name, k + 1, klen - 1);
+        name[klen - 1] = '\0';
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            wal_consumer_t *na = realloc(arr, nc * sizeof(*na));
+            if (na == NULL)
+                break;
+            arr = na;
+            cap = nc;
+        }
+        if (consumer_decode(name, v, vlen, &arr[*n]) == 0)
+            (*n)++;
+    }
+    rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    pthread_mutex_lock(&w->hub_mu);
+    for (size_t i = 0; i < *n; i++)
+        arr[i].active = is_active(w, arr[i].name);
+    pthread_mutex_unlock(&w->hub_mu);
+    *out = arr;
+    return rc;
+}
+
+/* ---- Retention ------------------------------------------------------------ */
+
+typedef struct trim_op {
+    wal_t *w;
+    uint64_t upto; /* delete events with revision <= upto ... */
+    size_t done;   /* ... at most TRIM_CHUNK of them; how many it did */
+} trim_op_t;
+
+static reel_code_t apply_trim(store_txn_t *txn, void *arg, reel_status_t *st) {
+    trim_op_t *op = arg;
+    store_iter_t *it = store_txn_iter(txn, STORE_CF_WAL);
+    uint64_t freed = 0, bytes;
+
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    op->done = 0;
+    for (store_iter_seek(it, "e", 1); store_iter_valid(it) &&
+                                      op->done < TRIM_CHUNK;
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+
+        if (klen != 9 || k[0] != 'e' ||
+            reel_be64_get((const unsigned char *)k + 1) > op->upto)
+            break;
+        store_iter_value(it, &vlen);
+        store_txn_delete(txn, STORE_CF_WAL, k, klen);
+        freed += vlen;
+        op->done++;
+    }
+    store_iter_destroy(it);
+    bytes = atomic_load(&op->w->bytes);
+    if (op->done > 0)
+        put_bytes(op->w, txn, bytes > freed ? bytes - freed : 0);
+    return REEL_OK;
+}
+
+/* The highest revision retention lets go of now (0: none). */
+static uint64_t trim_point(wal_t *w) {
+    int64_t too_old = reel_clock_now_ms() - w->lim.retention_age_ms;
+    uint64_t bytes = atomic_load(&w->bytes), cut = 0, head, oldest;
+    wal_consumer_t *cs = NULL;
+    store_iter_t *it;
+    size_t n = 0;
+
+    wal_head(w, &head, &oldest);
+    if (oldest == 0)
+        return 0;
+    if (wal_consumers(w, &cs, &n, NULL) == REEL_OK && n > 0) {
+        uint64_t min = UINT64_MAX;
+        for (size_t i = 0; i < n; i++)
+            if (cs[i].acked < min)
+                min = cs[i].acked;
+        cut = min;
+    }
+    for (size_t i = 0; i < n; i++)
+        wal_consumer_fini(&cs[i]);
+    free(cs);
+    /* The age and size caps: walk from the oldest while they are over. */
+    it = store_iter_create(w->store, STORE_CF_WAL, NULL);
+    if (it == NULL)
+        return cut;
+    for (store_iter_seek(it, "e", 1); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const unsigned char *v =
+            (const unsigned char *)store_iter_value(it, &vlen);
+        uint64_t rev;
+
+        if (klen != 9 || k[0] != 'e' || vlen < REC_HDR)
+            break;
+        rev = reel_be64_get((const unsigned char *)k + 1);
+        if (bytes <= w->lim.retention_bytes &&
+            (int64_t)reel_be64_get(v) >= too_old)
+            break;
+        if (rev > cut)
+            cut = rev;
+        bytes -= vlen < bytes ? vlen : bytes;
+    }
+    store_iter_destroy(it);
+    return cut > head ? head : cut;
+}
+
+reel_code_t wal_trim(wal_t *w, reel_status_t *st) {
+    uint64_t upto = trim_point(w);
+    trim_op_t op = {w, upto, TRIM_CHUNK};
+    reel_code_t rc = REEL_OK;
+
+    /* Chunks, each its own commit: writers interleave between them. */
+    while (upto > 0 && op.done == TRIM_CHUNK) {
+        if ((rc = store_exec(w->store, apply_trim, &op, NULL, st)) != REEL_OK)
+            break;
+    }
+    return rc;
+}
+
+static void *trimmer_main(void *arg) {
+    wal_t *w = arg;
+
+    pthread_mutex_lock(&w->trim_mu);
+    while (!w->stopping) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += w->lim.trim_interval_ms / 1000;
+        ts.tv_nsec += (w->lim.trim_interval_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w->trim_cv, &w->trim_mu, &ts);
+        if (w->stopping)
+            break;
+        pthread_mutex_unlock(&w->trim_mu);
+        wal_trim(w, NULL);
+        pthread_mutex_lock(&w->trim_mu);
+    }
+    pthread_mutex_unlock(&w->trim_mu);
+    return NULL;
 }

@@ -29,9 +29,19 @@ typedef reel_code_t (*wal_encode_fn)(void *arg, const store_change_t *c,
                                      char **subject, uint8_t **bytes,
                                      size_t *len, reel_status_t *st);
 
+typedef struct wal_limits {
+    uint64_t retention_bytes; /* 0 = 1 GiB */
+    int64_t retention_age_ms; /* 0 = 7 days */
+    int64_t trim_interval_ms; /* 0 = 1000 */
+} wal_limits_t;
+
+/* Starts the background trimmer. */
 reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
-                       wal_t **out, reel_status_t *st);
-/* Subscriptions must all be destroyed first. Accepts NULL. */
+                       const wal_limits_t *limits, wal_t **out,
+                       reel_status_t *st);
+/* Stops the trimmer; call before the store closes. Idempotent. */
+void wal_stop(wal_t *w);
+/* Stops, and frees; subscriptions must all be destroyed first. NULL ok. */
 void wal_destroy(wal_t *w);
 
 /* The store's before_commit hook (arg is the wal_t). */
@@ -59,6 +69,40 @@ reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
                            const char *pattern, const wal_sink_t *sink,
                            void *arg, wal_sub_t **out, reel_status_t *st);
 void wal_sub_pump(wal_sub_t *s);
+/* ---- Durable consumers ----------------------------------------------------- */
+
+typedef struct wal_consumer {
+    char *name, *pattern;
+    uint64_t acked;
+    int64_t created_at_ms, acked_at_ms;
+    int active;
+} wal_consumer_t;
+
+void wal_consumer_fini(wal_consumer_t *c);
+
+/*
+ * Attaches a subscriber to consumer `name` (creating it with its cursor at
+ * from_revision). *start gets the revision to stream after. INVALID_ARGUMENT
+ * for a bad name; FAILED_PRECONDITION while another subscriber is attached.
+ * Blocks for one commit when it creates the consumer.
+ */
+reel_code_t wal_consumer_attach(wal_t *w, const char *name,
+                                uint64_t from_revision, const char *pattern,
+                                uint64_t *start, reel_status_t *st);
+void wal_consumer_detach(wal_t *w, const char *name);
+
+/* Moves the cursor to revision (never back). Blocks for one commit. */
+reel_code_t wal_ack(wal_t *w, const char *name, uint64_t revision,
+                    wal_consumer_t *out, reel_status_t *st);
+reel_code_t wal_consumers(wal_t *w, wal_consumer_t **out, size_t *n,
+                          reel_status_t *st);
+/* NOT_FOUND, or FAILED_PRECONDITION while a subscriber is attached. */
+reel_code_t wal_consumer_delete(wal_t *w, const char *name,
+                                reel_status_t *st);
+
+/* Trims what retention allows now (the background thread does it too). */
+reel_code_t wal_trim(wal_t *w, reel_status_t *st);
+
 /* True once the subscription has caught up and follows live. */
 int wal_sub_live(wal_sub_t *s);
 /* Cancels and frees; no pump may run or start concurrently. NULL ok. */

@@ -71,7 +71,7 @@ static int setup(void **state) {
     o.before_commit = before;
     o.before_commit_arg = f;
     if (store_open(&o, &f->store, NULL) != REEL_OK ||
-        wal_create(f->store, encode, f, &f->wal, NULL) != REEL_OK)
+        wal_create(f->store, encode, f, NULL, &f->wal, NULL) != REEL_OK)
         return -1;
     *state = f;
     return 0;

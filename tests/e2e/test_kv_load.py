@@ -1,6 +1,7 @@
-"""Watchers never hurt writers, at scale: 100k writes go by while watchers
-never read. Server memory stays bounded, writes keep their pace, and a
-stalled watcher that starts reading catches up from storage with no gap.
+"""Watchers and subscribers never hurt writers, at scale: 100k writes go by
+while KV watchers and 100 WAL subscribers never read. Server memory stays
+bounded, writes keep their pace, and a stalled reader that starts reading
+catches up from storage with no gap.
 
 Writes are pipelined with grpc futures (64 in flight), so one Python thread
 drives the server's group commit. Pace is compared as a ratio against a
@@ -15,6 +16,7 @@ import grpc
 import pytest
 
 import kv_pb2
+import wal_pb2
 from conftest import REELD, Reeld
 
 IN_FLIGHT = 64
@@ -65,6 +67,16 @@ def open_stalled(addr, key, start):
     return ch, call
 
 
+def open_stalled_tail(addr):
+    """A WAL subscription from revision 0 that nobody reads (yet)."""
+    ch = grpc.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
+    sub = ch.unary_stream(
+        "/reel.v1.Wal/SubscribeEvents",
+        request_serializer=wal_pb2.SubscribeEventsRequest.SerializeToString,
+        response_deserializer=wal_pb2.Event.FromString)
+    return ch, sub(wal_pb2.SubscribeEventsRequest(from_revision=0), timeout=300)
+
+
 def drain(call, until_revision, limit_s):
     """Reads a stream until it passes until_revision; returns (events, error)."""
     q = queue.Queue()
@@ -102,7 +114,8 @@ def test_stalled_watchers_neither_grow_memory_nor_slow_100k_writes(tmp_path):
         stalled = [open_stalled(server.addr, "load.k7", NOW),
                    open_stalled(server.addr, "load.>", NOW),
                    open_stalled(server.addr, ">", SNAPSHOT)]
-        time.sleep(0.5)
+        tails = [open_stalled_tail(server.addr) for _ in range(100)]
+        time.sleep(1.0)
 
         peak, done = [rss0], threading.Event()
 
@@ -117,8 +130,9 @@ def test_stalled_watchers_neither_grow_memory_nor_slow_100k_writes(tmp_path):
         done.set()
         s.join()
         grown = peak[0] - rss0
-        print(f"baseline {base_rate:.0f} writes/s; with 3 stalled watchers "
-              f"{rate:.0f} writes/s; RSS {rss0:.0f} MiB, peak +{grown:.0f} MiB")
+        print(f"baseline {base_rate:.0f} writes/s; with 3 stalled watchers and "
+              f"100 stalled WAL subscribers {rate:.0f} writes/s; "
+              f"RSS {rss0:.0f} MiB, peak +{grown:.0f} MiB")
         if not sanitized():
             assert rate >= 0.5 * base_rate, (rate, base_rate)
             assert grown < 150, f"reeld grew {grown:.0f} MiB with stalled watchers"
@@ -140,7 +154,14 @@ def test_stalled_watchers_neither_grow_memory_nor_slow_100k_writes(tmp_path):
         assert len(revs) == 100000
         assert revs == list(range(revs[0], revs[0] + 100000))
 
-        for c, call in stalled:
+        # A stalled WAL subscriber reads now: all 120k events, gapless.
+        _, tail = tails[0]
+        events, err = drain(tail, 120000, 120)
+        assert err is None, err
+        revs = [e.revision for e in events if e.type != wal_pb2.Event.PROGRESS]
+        assert revs == list(range(1, 120001))
+
+        for c, call in stalled + tails:
             call.cancel()
             c.close()
     finally:

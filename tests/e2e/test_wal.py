@@ -222,9 +222,146 @@ def test_events_survive_a_restart_and_resume_from_a_revision(tmp_path):
         assert server.stop()[0] == 0
 
 
-def test_durable_consumers_say_they_are_not_implemented(client):
-    call = client.sub(W.SubscribeEventsRequest(consumer="indexer"), timeout=5)
+def add_consumer_calls(c, channel):
+    c.ack = unary(channel, "/reel.v1.Wal/AckEvents", W.AckEventsRequest, W.AckEventsResponse)
+    c.consumers = unary(channel, "/reel.v1.Wal/ListConsumers", W.ListConsumersRequest,
+                        W.ListConsumersResponse)
+    c.rm = unary(channel, "/reel.v1.Wal/DeleteConsumer", W.DeleteConsumerRequest,
+                 W.DeleteConsumerResponse)
+    return c
+
+
+def read_n(c, n, consumer, from_revision=0):
+    """Reads n events as `consumer`, then disconnects (no ack)."""
+    call = c.sub(W.SubscribeEventsRequest(consumer=consumer, from_revision=from_revision),
+                 timeout=20)
+    out = []
+    for ev in call:
+        if ev.type != T.PROGRESS:
+            out.append(ev.revision)
+            if len(out) == n:
+                break
+    call.cancel()
+    return out
+
+
+def test_durable_consumer_resumes_after_its_last_ack(tmp_path):
+    server = Reeld(str(tmp_path / "data")).start()
+    ch = grpc.insecure_channel(server.addr)
+    c = add_consumer_calls(Client(ch), ch)
+    try:
+        for i in range(80):
+            c.set(K.SetValueRequest(namespace="n", key=f"k{i}", value=str(i)))
+        assert read_n(c, 50, "indexer") == list(range(1, 51))
+        r = c.ack(W.AckEventsRequest(consumer="indexer", revision=30))
+        assert r.consumer.acked_revision == 30 and r.consumer.pending == 50
+        # Acks never move back.
+        assert c.ack(W.AckEventsRequest(consumer="indexer", revision=10)).consumer.acked_revision == 30
+        time.sleep(0.2)  # the first subscriber's end reaches the server
+        assert read_n(c, 5, "indexer") == [31, 32, 33, 34, 35]
+        listed = c.consumers(W.ListConsumersRequest()).consumers
+        assert [(x.name, x.acked_revision) for x in listed] == [("indexer", 30)]
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0
+    # And after a restart.
+    server = Reeld(str(tmp_path / "data")).start()
+    ch = grpc.insecure_channel(server.addr)
+    c = add_consumer_calls(Client(ch), ch)
+    try:
+        assert read_n(c, 3, "indexer") == [31, 32, 33]
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0
+
+
+def test_one_active_subscriber_per_consumer(channel, client):
+    c = add_consumer_calls(client, channel)
+    c.set(K.SetValueRequest(namespace="n", key="k", value="1"))
+    first = c.sub(W.SubscribeEventsRequest(consumer="solo"), timeout=20)
+    assert next(first).revision == 1
+    second = c.sub(W.SubscribeEventsRequest(consumer="solo"), timeout=5)
     with pytest.raises(grpc.RpcError) as e:
-        next(call)
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "consumer" in e.value.details()
+        next(second)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "solo" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        c.rm(W.DeleteConsumerRequest(name="solo"))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert c.consumers(W.ListConsumersRequest()).consumers[0].active
+    first.cancel()
+    deadline = time.monotonic() + 5
+    while c.consumers(W.ListConsumersRequest()).consumers[0].active:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    c.rm(W.DeleteConsumerRequest(name="solo"))
+    assert list(c.consumers(W.ListConsumersRequest()).consumers) == []
+    with pytest.raises(grpc.RpcError) as e:
+        c.rm(W.DeleteConsumerRequest(name="solo"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_consumer_input_is_checked(channel, client):
+    c = add_consumer_calls(client, channel)
+    for bad in ("has space", "x" * 129):
+        call = c.sub(W.SubscribeEventsRequest(consumer=bad), timeout=5)
+        with pytest.raises(grpc.RpcError) as e:
+            next(call)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "consumer" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        c.ack(W.AckEventsRequest(consumer="ghost", revision=1))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    c.set(K.SetValueRequest(namespace="n", key="k", value="1"))
+    read_n(c, 1, "real")
+    with pytest.raises(grpc.RpcError) as e:
+        c.ack(W.AckEventsRequest(consumer="real", revision=99))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "past the head" in e.value.details()
+
+
+def test_retention_trims_the_acked_prefix_and_answers_out_of_range(tmp_path):
+    server = Reeld(str(tmp_path / "data")).start()
+    ch = grpc.insecure_channel(server.addr)
+    c = add_consumer_calls(Client(ch), ch)
+    try:
+        for i in range(40):
+            c.set(K.SetValueRequest(namespace="n", key="k", value=str(i)))
+        read_n(c, 1, "only")
+        c.ack(W.AckEventsRequest(consumer="only", revision=25))
+        deadline = time.monotonic() + 10
+        while c.head(W.GetHeadRequest()).oldest_revision != 26:
+            assert time.monotonic() < deadline, c.head(W.GetHeadRequest())
+            time.sleep(0.1)
+        call = c.sub(W.SubscribeEventsRequest(from_revision=3), timeout=5)
+        with pytest.raises(grpc.RpcError) as e:
+            next(call)
+        assert e.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert "26" in e.value.details()
+        assert [e.revision for e in collect(c, 40, from_revision=25)][:2] == [26, 27]
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0
+
+
+def test_retention_caps_bytes_without_consumers(tmp_path):
+    server = Reeld(str(tmp_path / "data"), extra=["--wal-retention-bytes", "20000"]).start()
+    ch = grpc.insecure_channel(server.addr)
+    c = Client(ch)
+    try:
+        pad = json.dumps("x" * 900)
+        for i in range(100):
+            c.set(K.SetValueRequest(namespace="n", key=f"k{i}", value=pad))
+        deadline = time.monotonic() + 10
+        while c.head(W.GetHeadRequest()).oldest_revision < 70:
+            assert time.monotonic() < deadline, c.head(W.GetHeadRequest())
+            time.sleep(0.1)
+        head = c.head(W.GetHeadRequest())
+        assert head.head_revision == 100
+        # Roughly 20000 bytes of ~1 KiB events remain, the newest ones.
+        assert 80 <= head.oldest_revision <= 100
+        events = collect(c, 100, from_revision=head.oldest_revision - 1)
+        assert [e.revision for e in events] == list(range(head.oldest_revision, 101))
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0
