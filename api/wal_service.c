@@ -139,7 +139,17 @@ static int tail_deliver(void *arg, const uint8_t *bytes, size_t len,
     return 0;
 }
 
-static const wal_sink_t tail_sink = {tail_deliver};
+/* From a pump (which holds a call reference), with no WAL lock held. */
+static void tail_end(void *arg, const reel_status_t *st) {
+    tail_t *t = arg;
+
+    pthread_mutex_lock(&t->mu);
+    t->over = 1;
+    pthread_mutex_unlock(&t->mu);
+    rpc_call_finish_status(t->call, st);
+}
+
+static const wal_sink_t tail_sink = {tail_deliver, tail_end};
 
 static void on_tick(void *arg);
 

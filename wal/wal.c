@@ -354,7 +354,8 @@ reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
     return REEL_OK;
 }
 
-/* Replays to a fresh snapshot: 0 caught up to it, 1 the sink is full. */
+/* Replays to a fresh snapshot: 0 caught up to it, 1 the sink is full,
+ * 2 events it needs were trimmed. */
 static int replay(wal_sub_t *s) {
     store_snapshot_t *snap = store_snapshot_create(s->w->store);
     store_iter_t *it;
@@ -382,6 +383,10 @@ static int replay(wal_sub_t *s) {
         if (klen != 9 || k[0] != 'e')
             break;
         rev = reel_be64_get((const unsigned char *)k + 1);
+        if (rev != s->cursor + 1) {
+            full = 2; /* revisions are gapless: the rest was trimmed */
+            break;
+        }
         if (rec_split(v, vlen, &subj, &slen, &bytes, &blen) == 0 &&
             sub_matches(s, subj, slen) &&
             s->sink.deliver(s->arg, bytes, blen, rev) != 0) {
@@ -390,6 +395,11 @@ static int replay(wal_sub_t *s) {
         }
         s->cursor = rev;
     }
+    /* Nothing after the cursor at all, though the snapshot has newer
+     * revisions: trimmed too. */
+    if (!full && store_snapshot_revision(snap) > s->cursor &&
+        !store_iter_valid(it) && s->cursor + 1 < store_snapshot_revision(snap))
+        full = 2;
     if (!full && store_snapshot_revision(snap) > s->cursor)
         s->cursor = store_snapshot_revision(snap);
     store_iter_destroy(it);
@@ -399,6 +409,8 @@ static int replay(wal_sub_t *s) {
 
 void wal_sub_pump(wal_sub_t *s) {
     wal_t *w = s->w;
+    uint64_t lost = 0;
+    int r = 0;
 
     pthread_mutex_lock(&s->mu);
     if (s->dead || s->pumping || s->phase != SUB_REPLAY) {
@@ -407,8 +419,13 @@ void wal_sub_pump(wal_sub_t *s) {
     }
     s->pumping = 1;
     while (!s->dead && s->phase == SUB_REPLAY) {
-        if (replay(s) != 0)
+        if ((r = replay(s)) != 0) {
+            if (r == 2) {
+                s->dead = 1; /* nothing more will be delivered */
+                lost = s->cursor;
+            }
             break;
+        }
         pthread_mutex_unlock(&s->mu);
         pthread_mutex_lock(&w->hub_mu);
         pthread_mutex_lock(&s->mu);
@@ -421,6 +438,19 @@ void wal_sub_pump(wal_sub_t *s) {
     s->pumping = 0;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    if (r == 2) {
+        reel_status_t why = REEL_STATUS_INIT;
+        uint64_t head, oldest;
+
+        wal_head(w, &head, &oldest);
+        reel_status_set(&why, REEL_OUT_OF_RANGE,
+                        "the subscription fell behind retention: the last "
+                        "revision it received is %llu, the oldest retained "
+                        "is %llu",
+                        (unsigned long long)lost, (unsigned long long)oldest);
+        s->sink.end(s->arg, &why);
+        reel_status_fini(&why);
+    }
 }
 
 int wal_sub_live(wal_sub_t *s) { return atomic_load(&s->live); }

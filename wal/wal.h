@@ -58,6 +58,12 @@ typedef struct wal_sink {
     /* 0 if taken, non-zero if full (pump again when there is room). */
     int (*deliver)(void *arg, const uint8_t *bytes, size_t len,
                    uint64_t revision);
+    /*
+     * The subscription cannot go on: it fell behind retention, and events
+     * after the last one it received were trimmed (OUT_OF_RANGE). Called at
+     * most once, from wal_sub_pump, with no WAL lock held.
+     */
+    void (*end)(void *arg, const reel_status_t *st);
 } wal_sink_t;
 
 /*

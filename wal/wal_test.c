@@ -123,7 +123,14 @@ static int deliver(void *arg, const uint8_t *b, size_t len, uint64_t rev) {
     return 0;
 }
 
-static const wal_sink_t ops = {deliver};
+static int ended;
+
+static void end(void *arg, const reel_status_t *st) {
+    (void)arg;
+    ended = st->code;
+}
+
+static const wal_sink_t ops = {deliver, end};
 
 static void test_every_change_is_stored_once_in_its_commit(void **state) {
     fixture_t *f = *state;
@@ -180,12 +187,49 @@ static void test_subscriptions_filter_follow_and_catch_up(void **state) {
                      REEL_INVALID_ARGUMENT);
 }
 
+static void test_a_subscriber_behind_retention_ends_out_of_range(
+    void **state) {
+    fixture_t *f = *state;
+    sink_t s = {.limit = 1};
+    wal_consumer_t c;
+    uint64_t start, head, oldest;
+    wal_sub_t *sub;
+
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(emit(f, 1, "e", 0), REEL_OK);
+    assert_int_equal(wal_sub_create(f->wal, 0, "", &ops, &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_pump(sub);
+    assert_int_equal(s.n, 1); /* stalled after revision 1 */
+    /* A consumer acknowledges everything: the prefix goes. */
+    assert_int_equal(wal_consumer_attach(f->wal, "c1", 0, "", &start, NULL),
+                     REEL_OK);
+    assert_int_equal(wal_ack(f->wal, "c1", 4, &c, NULL), REEL_OK);
+    wal_consumer_fini(&c);
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
+    wal_head(f->wal, &head, &oldest);
+    assert_int_equal(oldest, 5);
+    ended = 0;
+    s.limit = 64;
+    wal_sub_pump(sub);
+    assert_int_equal(ended, REEL_OUT_OF_RANGE);
+    assert_int_equal(s.n, 1); /* nothing after the gap was delivered */
+    wal_sub_destroy(sub);
+    wal_consumer_detach(f->wal, "c1");
+    /* Asking for a trimmed revision up front is refused too. */
+    assert_int_equal(wal_sub_create(f->wal, 2, "", &ops, &s, &sub, NULL),
+                     REEL_OUT_OF_RANGE);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_every_change_is_stored_once_in_its_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_subscriptions_filter_follow_and_catch_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_subscriber_behind_retention_ends_out_of_range, setup,
+            teardown),
     };
     return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
 }
