@@ -455,6 +455,16 @@ static reel_code_t check_req(journal_t *j, journal_req_t *r,
     return reel_status_set(st, REEL_INVALID_ARGUMENT, "unknown operation");
 }
 
+reel_code_t journal_validate(journal_req_t *req, size_t max_payload,
+                             reel_status_t *st) {
+    journal_t probe;
+
+    memset(&probe, 0, sizeof(probe));
+    probe.lim.max_payload = max_payload ? max_payload
+                                        : JOURNAL_DEFAULT_MAX_PAYLOAD;
+    return check_req(&probe, req, st);
+}
+
 /* ---- Create and destroy ---------------------------------------------------- */
 
 reel_code_t journal_create(store_t *store, const journal_limits_t *limits,

@@ -150,6 +150,11 @@ typedef void (*journal_done_fn)(void *arg, journal_result_t *res);
 reel_code_t journal_submit(journal_t *j, const journal_req_t *req,
                            journal_done_fn done, void *arg, reel_status_t *st);
 
+/* The validation journal_submit() does, on its own (pure; for fuzzing and
+ * tools). May fill in defaults (lease_ttl_ms). */
+reel_code_t journal_validate(journal_req_t *req, size_t max_payload,
+                             reel_status_t *st);
+
 /* The synchronous form (not on the writer thread). */
 reel_code_t journal_exec(journal_t *j, const journal_req_t *req,
                          journal_result_t *res);

@@ -340,6 +340,25 @@ static reel_code_t check_write(kv_t *kv, const kv_write_args_t *a,
     return REEL_OK;
 }
 
+reel_code_t kv_validate_write(const kv_limits_t *lim,
+                              const kv_write_args_t *args, reel_status_t *st) {
+    kv_t probe;
+    reel_code_t rc;
+
+    memset(&probe, 0, sizeof(probe));
+    probe.lim = lim ? *lim : kv_limits_default();
+    if (probe.lim.max_namespace == 0)
+        probe.lim.max_namespace = KV_DEFAULT_MAX_NAMESPACE;
+    if (probe.lim.max_key == 0)
+        probe.lim.max_key = KV_DEFAULT_MAX_KEY;
+    if (probe.lim.max_value == 0)
+        probe.lim.max_value = KV_DEFAULT_MAX_VALUE;
+    if ((rc = check_write(&probe, args, st)) != REEL_OK)
+        return rc;
+    return args->is_delete ? REEL_OK
+                           : check_json(args->value, args->value_len, st);
+}
+
 /* ---- Create and destroy --------------------------------------------------- */
 
 reel_code_t kv_create(store_t *store, const kv_limits_t *limits, kv_t **out,

@@ -130,6 +130,11 @@ reel_code_t kv_write_submit(kv_t *kv, const kv_write_args_t *args,
                             kv_write_done_fn done, void *arg,
                             reel_status_t *st);
 
+/* The validation kv_write_submit() does, on its own (pure; for fuzzing and
+ * tools). lim: as given to kv_create (0 fields = defaults). */
+reel_code_t kv_validate_write(const kv_limits_t *lim,
+                              const kv_write_args_t *args, reel_status_t *st);
+
 /* The synchronous form (not from the writer thread). Fills *res. */
 reel_code_t kv_write(kv_t *kv, const kv_write_args_t *args,
                      kv_write_result_t *res);

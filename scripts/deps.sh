@@ -10,6 +10,8 @@ PACKAGES=(
   protobuf-compiler libcjson-dev libcmocka-dev uthash-dev
   # end-to-end tests: an independent gRPC client
   python3 python3-grpcio python3-protobuf python3-pytest
+  # fuzzing: libFuzzer from clang
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Quickstart 2: runs every test: the cmocka unit tests (bazel test //...),
 # the end-to-end tests against a real reeld through Python's grpcio, and
-# both again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# both again under AddressSanitizer + UndefinedBehaviorSanitizer, and a short
+# run of each libFuzzer target (scripts/fuzz.sh) against its committed corpus.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh --no-asan  skip the sanitizer pass (quicker, for development)
+#   scripts/test.sh --no-fuzz  skip the short fuzz runs
 #
 # Prints each runner's summary and a closing "total: N passed, N failed".
 set -uo pipefail
@@ -12,10 +14,12 @@ set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 asan=1
+fuzz=1
 for a in "$@"; do
   case "$a" in
     --no-asan) asan=0 ;;
-    *) echo "usage: scripts/test.sh [--no-asan]" >&2; exit 2 ;;
+    --no-fuzz) fuzz=0 ;;
+    *) echo "usage: scripts/test.sh [--no-asan] [--no-fuzz]" >&2; exit 2 ;;
   esac
 done
 
@@ -86,6 +90,16 @@ if [ $asan -eq 1 ]; then
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   run_config asan --config=asan
+fi
+
+if [ $fuzz -eq 1 ]; then
+  echo "== fuzz: scripts/fuzz.sh --seconds 15"
+  bash "$root/scripts/fuzz.sh" --seconds 15 >"$logs/fuzz.log" 2>&1
+  [ $? -eq 0 ] || status=1
+  grep -E '^==|^  |^fuzz:' "$logs/fuzz.log" || cat "$logs/fuzz.log"
+  read -r fp ff < <(sed -nE 's/^fuzz: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$logs/fuzz.log")
+  passed=$((passed + ${fp:-0}))
+  failed=$((failed + ${ff:-1}))
 fi
 
 [ $failed -eq 0 ] || status=1
