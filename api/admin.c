@@ -34,6 +34,8 @@ static void admin_get_status(rpc_call_t *call, void *arg, const uint8_t *req,
     out.uptime_ms = reel_clock_now_ms() - ctx->started_at_ms;
     out.writable = store_health(ctx->store, &health) == REEL_OK;
     out.write_error = out.writable ? "" : (char *)reel_status_message(&health);
+    /* Less this call itself. */
+    out.open_calls = ctx->server ? rpc_server_open_calls(ctx->server) - 1 : 0;
 
     n = reel__v1__get_status_response__get_packed_size(&out);
     buf = malloc(n ? n : 1);

@@ -338,6 +338,7 @@ int main(int argc, char **argv) {
     ropts.threads = cfg.threads;
     ropts.max_message_bytes = cfg.max_message_bytes;
     srv = rpc_server_create(&ropts);
+    ctx.server = srv;
     if (srv == NULL || api_health_register(srv, &ctx) != 0 ||
         api_admin_register(srv, &ctx) != 0 ||
         api_kv_register(srv, &ctx) != 0 ||

@@ -751,6 +751,16 @@ reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
 
 int rpc_server_port(rpc_server_t *srv) { return srv->port; }
 
+size_t rpc_server_open_calls(rpc_server_t *srv) {
+    size_t n = 0;
+
+    pthread_mutex_lock(&srv->mu);
+    for (rpc_call_t *c = srv->calls; c != NULL; c = c->next)
+        n++;
+    pthread_mutex_unlock(&srv->mu);
+    return n;
+}
+
 static int wait_shutdown(rpc_server_t *srv, int ms) {
     struct timespec ts;
     int done;

@@ -81,6 +81,9 @@ int rpc_server_add_method(rpc_server_t *srv, const rpc_method_t *m);
 /* Binds, starts the pollers and begins accepting calls. */
 reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st);
 
+/* Calls in progress (streams included). Any thread. */
+size_t rpc_server_open_calls(rpc_server_t *srv);
+
 /* The port actually bound (useful with ":0"). */
 int rpc_server_port(rpc_server_t *srv);
 

@@ -24,6 +24,7 @@ typedef struct api_ctx {
     signals_t *signals;
     wal_t *wal;
     api_timers_t *timers;
+    rpc_server_t *server;
     const char *data_dir;
     int64_t started_at_ms;
 } api_ctx_t;

@@ -1,0 +1,209 @@
+"""Faults: a full disk, a corrupted data dir, and clients that vanish."""
+import collections
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import grpc
+import pytest
+
+import kv_pb2 as K
+import reel_pb2
+from conftest import Reeld, unary
+
+
+def kv_calls(ch):
+    return (unary(ch, "/reel.v1.KV/SetValue", K.SetValueRequest, K.SetValueResponse),
+            unary(ch, "/reel.v1.KV/GetValue", K.GetValueRequest, K.GetValueResponse))
+
+
+def status(ch):
+    return unary(ch, "/reel.v1.Admin/GetStatus", reel_pb2.GetStatusRequest,
+                 reel_pb2.GetStatusResponse)(reel_pb2.GetStatusRequest(), timeout=5)
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+# --------------------------------------------------------------------------
+# a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_refuses_writes_keeps_reads_and_loses_nothing(small_disk):
+    data = str(small_disk / "data")
+    server = Reeld(data).start()
+    ch = grpc.insecure_channel(server.addr)
+    set_value, get_value = kv_calls(ch)
+    acked, refused = {}, None
+    value = json.dumps("x" * 1000)
+    try:
+        pending = collections.deque()
+        for i in range(200000):
+            req = K.SetValueRequest(namespace="d", key=f"k{i}", value=value)
+            pending.append((req.key, set_value.future(req, timeout=30)))
+            if len(pending) >= 32:
+                key, fut = pending.popleft()
+                try:
+                    acked[key] = fut.result().entry.version
+                except grpc.RpcError as e:
+                    refused = e
+                    break
+        for key, fut in pending:
+            try:
+                acked[key] = fut.result().entry.version
+            except grpc.RpcError as e:
+                refused = refused or e
+        assert refused is not None, "the disk never filled"
+        print(f"disk full after {len(acked)} acknowledged writes: "
+              f"{refused.code().name}: {refused.details()}")
+        assert refused.code() in (grpc.StatusCode.UNAVAILABLE,
+                                  grpc.StatusCode.RESOURCE_EXHAUSTED), refused
+        assert "space" in refused.details().lower(), refused.details()
+        assert len(acked) > 100
+        # Writes stay refused, reads keep working, health says so.
+        with pytest.raises(grpc.RpcError) as e:
+            set_value(K.SetValueRequest(namespace="d", key="after", value="1"), timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        some = next(iter(acked))
+        assert get_value(K.GetValueRequest(namespace="d", key=some), timeout=10).found
+        st = status(ch)
+        assert not st.writable and "space" in st.write_error.lower()
+    finally:
+        ch.close()
+        code, _ = server.stop()
+    print(f"reeld exited {code} on SIGTERM with the disk full")
+    assert code == 0, server.log()
+    # Free space; a restart recovers every acknowledged write and accepts more.
+    subprocess.run(["mount", "-o", "remount,size=512m", str(small_disk)], check=True)
+    server = Reeld(data).start()
+    ch = grpc.insecure_channel(server.addr)
+    set_value, get_value = kv_calls(ch)
+    try:
+        missing = [k for k in acked
+                   if not get_value(K.GetValueRequest(namespace="d", key=k), timeout=10).found]
+        assert missing == [], f"{len(missing)} acknowledged writes lost, e.g. {missing[:3]}"
+        assert set_value(K.SetValueRequest(namespace="d", key="after", value="1"),
+                         timeout=10).entry.version == 1
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0
+
+
+# --------------------------------------------------------------------------
+# a corrupted data dir
+
+
+def data_files(d):
+    """Everything RocksDB and reel keep, by content (RocksDB's own LOG files
+    are logs, not data, and rotate on every open)."""
+    out = {}
+    for name in sorted(os.listdir(d)):
+        if name.startswith("LOG"):
+            continue
+        with open(os.path.join(d, name), "rb") as f:
+            out[name] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def test_a_corrupted_data_dir_is_refused_untouched(tmp_path):
+    data = str(tmp_path / "data")
+    server = Reeld(data).start()
+    ch = grpc.insecure_channel(server.addr)
+    set_value, _ = kv_calls(ch)
+    for i in range(50):
+        set_value(K.SetValueRequest(namespace="n", key=f"k{i}", value=str(i)), timeout=10)
+    ch.close()
+    assert server.stop()[0] == 0
+    manifest = [n for n in os.listdir(data) if n.startswith("MANIFEST-")][0]
+    with open(os.path.join(data, manifest), "r+b") as f:
+        f.seek(20)
+        f.write(b"\xff" * 64)
+    before = data_files(data)
+    server = Reeld(data).start(wait=False)
+    assert server.proc.wait(timeout=15) == 1
+    log = server.log()
+    assert "corrupt" in log.lower(), log
+    assert data_files(data) == before
+
+
+# --------------------------------------------------------------------------
+# clients that vanish
+
+
+CLIENT = textwrap.dedent("""
+    import sys, grpc
+    sys.path.insert(0, sys.argv[2])
+    import kv_pb2, wal_pb2
+    addr, n = sys.argv[1], int(sys.argv[3])
+    calls = []
+    for c in range(n // 50):
+        ch = grpc.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
+        watch = ch.unary_stream("/reel.v1.KV/WatchValue",
+            request_serializer=kv_pb2.WatchValueRequest.SerializeToString,
+            response_deserializer=kv_pb2.ValueEvent.FromString)
+        tail = ch.unary_stream("/reel.v1.Wal/SubscribeEvents",
+            request_serializer=wal_pb2.SubscribeEventsRequest.SerializeToString,
+            response_deserializer=wal_pb2.Event.FromString)
+        for i in range(25):
+            w = watch(kv_pb2.WatchValueRequest(namespace="v", key=f"k{i}.>"))
+            next(w)  # BOOTSTRAP_DONE: the watch is registered
+            calls.append(w)
+            calls.append(tail(wal_pb2.SubscribeEventsRequest(subject_pattern="kv.v.>")))
+    print("ready", flush=True)
+    sys.stdin.read()
+""")
+
+
+def test_a_thousand_vanishing_clients_leave_nothing_behind(reeld, channel, tmp_path):
+    import conftest
+    gen = conftest._GEN
+    set_value, get_value = kv_calls(channel)
+    set_value(K.SetValueRequest(namespace="v", key="k0.a", value="1"), timeout=10)
+    assert status(channel).open_calls == 0
+    rss = []
+    for round_ in range(3):
+        child = subprocess.Popen([sys.executable, "-c", CLIENT, reeld.addr, gen, "1000"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            deadline = time.monotonic() + 20
+            while status(channel).open_calls < 1000:
+                assert time.monotonic() < deadline, status(channel).open_calls
+                time.sleep(0.05)
+            # Writes go by while they are open: they must not get stuck.
+            for i in range(50):
+                set_value(K.SetValueRequest(namespace="v", key=f"k{i % 25}.x", value=str(i)),
+                          timeout=10)
+        finally:
+            child.kill()  # SIGKILL: no cancel, no goodbye
+            child.wait()
+        deadline = time.monotonic() + 20
+        while status(channel).open_calls != 0:
+            assert time.monotonic() < deadline, status(channel).open_calls
+            time.sleep(0.05)
+        rss.append(rss_mib(reeld.proc.pid))
+    # Nothing accumulates from round to round, and the server still serves.
+    assert rss[2] < rss[0] + 30, rss
+    assert get_value(K.GetValueRequest(namespace="v", key="k0.a"), timeout=10).found
