@@ -93,8 +93,8 @@ if [ $asan -eq 1 ]; then
 fi
 
 if [ $fuzz -eq 1 ]; then
-  echo "== fuzz: scripts/fuzz.sh --seconds 15"
-  bash "$root/scripts/fuzz.sh" --seconds 15 >"$logs/fuzz.log" 2>&1
+  echo "== fuzz: scripts/fuzz.sh --seconds 20"
+  bash "$root/scripts/fuzz.sh" --seconds 20 >"$logs/fuzz.log" 2>&1
   [ $? -eq 0 ] || status=1
   grep -E '^==|^  |^fuzz:' "$logs/fuzz.log" || cat "$logs/fuzz.log"
   read -r fp ff < <(sed -nE 's/^fuzz: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$logs/fuzz.log")
