@@ -162,8 +162,11 @@ static void tick_wake(rpc_call_t *call, void *arg) {
     size_t len;
 
     if (atomic_exchange(&t->sent, 0) == 0 && wal_sub_live(t->sub)) {
+        /* Caught up: everything up to the cursor was sent or filtered out,
+         * so a durable consumer may acknowledge this revision. */
         ev.type = REEL__V1__EVENT__TYPE__PROGRESS;
-        wal_head(t->ctx->wal, &ev.revision, &oldest);
+        (void)oldest;
+        ev.revision = wal_sub_cursor(t->sub);
         ev.ts_ms = reel_clock_now_ms();
         API_PACK(reel__v1__event, &ev, &buf, &len);
         if (buf != NULL) {

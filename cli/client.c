@@ -105,6 +105,16 @@ static char *slice_dup(grpc_slice s) {
     return p;
 }
 
+/*
+ * The tags of a call's batches. A stream's receive has its own: while it
+ * is pending, on_idle may make a unary call on the same queue, whose
+ * batches must not be mistaken for it.
+ */
+#define TAG_START ((void *)1)
+#define TAG_RECV ((void *)2)
+#define TAG_STATUS ((void *)3)
+#define TAG_STREAM_RECV ((void *)4)
+
 static void pluck(reel_client_t *c, void *tag) {
     grpc_completion_queue_pluck(c->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME),
                                 NULL);
@@ -132,8 +142,8 @@ static grpc_call *start_call(reel_client_t *c, const char *method,
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
     ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
     ops[3].data.recv_initial_metadata.recv_initial_metadata = md_in;
-    grpc_call_start_batch(call, ops, 4, (void *)1, NULL);
-    pluck(c, (void *)1);
+    grpc_call_start_batch(call, ops, 4, TAG_START, NULL);
+    pluck(c, TAG_START);
     grpc_byte_buffer_destroy(bb);
     return call;
 }
@@ -150,8 +160,8 @@ static int finish_call(reel_client_t *c, grpc_call *call, reel_reply_t *r) {
     op.data.recv_status_on_client.trailing_metadata = &trailing;
     op.data.recv_status_on_client.status = &status;
     op.data.recv_status_on_client.status_details = &details;
-    grpc_call_start_batch(call, &op, 1, (void *)3, NULL);
-    pluck(c, (void *)3);
+    grpc_call_start_batch(call, &op, 1, TAG_STATUS, NULL);
+    pluck(c, TAG_STATUS);
     r->code = (int)status;
     r->details = slice_dup(details);
     grpc_slice_unref(details);
@@ -173,8 +183,8 @@ int reel_client_unary(reel_client_t *c, const char *method, const void *req,
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &resp;
-    grpc_call_start_batch(call, &op, 1, (void *)2, NULL);
-    pluck(c, (void *)2);
+    grpc_call_start_batch(call, &op, 1, TAG_RECV, NULL);
+    pluck(c, TAG_RECV);
     if (resp != NULL) {
         bb_read(resp, &r->body, &r->len);
         grpc_byte_buffer_destroy(resp);
@@ -183,13 +193,38 @@ int reel_client_unary(reel_client_t *c, const char *method, const void *req,
     return finish_call(c, call, r);
 }
 
-int reel_client_stream(reel_client_t *c, const char *method, const void *req,
-                       size_t len, int64_t timeout_ms, reel_stream_fn on_msg,
-                       void *arg, reel_reply_t *r) {
+/*
+ * Waits for the stream's pending receive; every idle_ms without it, runs
+ * on_idle. Returns 0 once it completed, or on_idle's non-zero answer (the
+ * receive is then still pending).
+ */
+static int wait_recv(reel_client_t *c, reel_idle_fn on_idle, int64_t idle_ms,
+                     void *arg) {
+    for (;;) {
+        gpr_timespec until = on_idle != NULL
+                                 ? deadline_of(idle_ms)
+                                 : gpr_inf_future(GPR_CLOCK_REALTIME);
+        grpc_event ev = grpc_completion_queue_pluck(c->cq, TAG_STREAM_RECV,
+                                                    until, NULL);
+        int stop;
+
+        if (ev.type != GRPC_QUEUE_TIMEOUT)
+            return 0;
+        if ((stop = on_idle(arg)) != 0)
+            return stop;
+    }
+}
+
+int reel_client_stream_idle(reel_client_t *c, const char *method,
+                            const void *req, size_t len, int64_t timeout_ms,
+                            reel_stream_fn on_msg, reel_idle_fn on_idle,
+                            int64_t idle_ms, void *arg, reel_reply_t *r) {
     grpc_metadata_array md_in;
     grpc_call *call;
 
     memset(r, 0, sizeof(*r));
+    if (idle_ms <= 0)
+        on_idle = NULL;
     grpc_metadata_array_init(&md_in);
     call = start_call(c, method, req, len, timeout_ms, &md_in);
     for (;;) {
@@ -202,8 +237,15 @@ int reel_client_stream(reel_client_t *c, const char *method, const void *req,
         memset(&op, 0, sizeof(op));
         op.op = GRPC_OP_RECV_MESSAGE;
         op.data.recv_message.recv_message = &resp;
-        grpc_call_start_batch(call, &op, 1, (void *)2, NULL);
-        pluck(c, (void *)2);
+        grpc_call_start_batch(call, &op, 1, TAG_STREAM_RECV, NULL);
+        if (wait_recv(c, on_idle, idle_ms, arg) != 0) {
+            /* Cancelled, the receive completes (a message or none). */
+            grpc_call_cancel(call, NULL);
+            pluck(c, TAG_STREAM_RECV);
+            if (resp != NULL)
+                grpc_byte_buffer_destroy(resp);
+            break;
+        }
         if (resp == NULL)
             break; /* the stream ended: the status follows */
         if (bb_read(resp, &body, &n) != 0) {
@@ -221,4 +263,11 @@ int reel_client_stream(reel_client_t *c, const char *method, const void *req,
     }
     grpc_metadata_array_destroy(&md_in);
     return finish_call(c, call, r);
+}
+
+int reel_client_stream(reel_client_t *c, const char *method, const void *req,
+                       size_t len, int64_t timeout_ms, reel_stream_fn on_msg,
+                       void *arg, reel_reply_t *r) {
+    return reel_client_stream_idle(c, method, req, len, timeout_ms, on_msg,
+                                   NULL, 0, arg, r);
 }

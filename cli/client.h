@@ -39,6 +39,17 @@ int reel_client_stream(reel_client_t *c, const char *method, const void *req,
                        size_t len, int64_t timeout_ms, reel_stream_fn on_msg,
                        void *arg, reel_reply_t *reply);
 
+/*
+ * reel_client_stream, and each time idle_ms (> 0) pass with no message,
+ * on_idle(arg) runs. on_msg and on_idle may make unary calls on c while
+ * the stream is open, and return non-zero to cancel it.
+ */
+typedef int (*reel_idle_fn)(void *arg);
+int reel_client_stream_idle(reel_client_t *c, const char *method,
+                            const void *req, size_t len, int64_t timeout_ms,
+                            reel_stream_fn on_msg, reel_idle_fn on_idle,
+                            int64_t idle_ms, void *arg, reel_reply_t *reply);
+
 void reel_reply_fini(reel_reply_t *reply);
 
 /* "NOT_FOUND" for 5. */

@@ -64,27 +64,8 @@ static cJSON *entry_json(const Reel__V1__Entry *e) {
 }
 
 static const char *event_type_name(const Reel__V1__ValueEvent *ev) {
-    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
-        &reel__v1__value_event__type__descriptor, (int)ev->type);
-
-    return v != NULL ? v->name : "UNKNOWN";
-}
-
-static cJSON *event_json(const Reel__V1__ValueEvent *ev) {
-    cJSON *o = cJSON_CreateObject();
-
-    cJSON_AddStringToObject(o, "type", event_type_name(ev));
-    cJSON_AddStringToObject(o, "namespace", ev->namespace_);
-    cJSON_AddStringToObject(o, "key", ev->key);
-    cJSON_AddItemToObject(o, "value", ctl_json_value(ev->value));
-    cJSON_AddNumberToObject(o, "version", (double)ev->version);
-    cJSON_AddItemToObject(o, "prev_value", ctl_json_value(ev->prev_value));
-    cJSON_AddNumberToObject(o, "prev_version", (double)ev->prev_version);
-    cJSON_AddBoolToObject(o, "deleted", ev->deleted);
-    cJSON_AddNumberToObject(o, "revision", (double)ev->revision);
-    cJSON_AddNumberToObject(o, "ts_ms", (double)ev->ts_ms);
-    cJSON_AddStringToObject(o, "writer", ev->writer);
-    return o;
+    return ctl_enum_name(&reel__v1__value_event__type__descriptor,
+                         (int)ev->type);
 }
 
 /* "ns/key = VALUE (version 3, revision 17)", or short: "key = VALUE (...)" */
@@ -336,7 +317,7 @@ static int kv_history(ctl_t *ctl, const ctl_args_t *a) {
         return rc;
     for (size_t i = 0; i < resp->n_events; i++) {
         if (ctl->json)
-            ctl_print_json_line(event_json(resp->events[i]));
+            ctl_print_json_line(ctl_value_event_json(resp->events[i]));
         else
             print_history_event(resp->events[i]);
     }
@@ -363,7 +344,7 @@ static int kv_watch_event(void *arg, const uint8_t *msg, size_t len) {
         return 1;
     }
     if (w->ctl->json)
-        ctl_print_json_line(event_json(ev));
+        ctl_print_json_line(ctl_value_event_json(ev));
     else
         print_watch_event(ev);
     reel__v1__value_event__free_unpacked(ev, NULL);

@@ -71,10 +71,7 @@ static const ctl_flag_spec_t run_flags[RF_COUNT] = {
 /* ---- Statuses ------------------------------------------------------------ */
 
 static const char *status_name(Reel__V1__Run__Status s) {
-    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
-        &reel__v1__run__status__descriptor, (int)s);
-
-    return v != NULL ? v->name : "UNKNOWN";
+    return ctl_enum_name(&reel__v1__run__status__descriptor, (int)s);
 }
 
 static int is_terminal(Reel__V1__Run__Status s) {
@@ -116,39 +113,6 @@ static int parse_status(const ctl_args_t *a, int terminal,
 }
 
 /* ---- Printing ------------------------------------------------------------ */
-
-/* Stored JSON text as JSON; null when there is none. */
-static cJSON *json_or_null(const char *text) {
-    return *text ? ctl_json_value(text) : cJSON_CreateNull();
-}
-
-static cJSON *run_json(const Reel__V1__Run *r) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON *labels = cJSON_CreateObject();
-
-    cJSON_AddStringToObject(o, "run_id", r->run_id);
-    cJSON_AddStringToObject(o, "app", r->app);
-    cJSON_AddStringToObject(o, "user", r->user);
-    cJSON_AddStringToObject(o, "session", r->session);
-    cJSON_AddStringToObject(o, "invocation_id", r->invocation_id);
-    cJSON_AddStringToObject(o, "status", status_name(r->status));
-    cJSON_AddNumberToObject(o, "next_seq", (double)r->next_seq);
-    cJSON_AddStringToObject(o, "lease_owner", r->lease_owner);
-    cJSON_AddNumberToObject(o, "lease_epoch", (double)r->lease_epoch);
-    cJSON_AddNumberToObject(o, "lease_expires_at_ms",
-                            (double)r->lease_expires_at_ms);
-    cJSON_AddStringToObject(o, "waiting_on", r->waiting_on);
-    for (size_t i = 0; i < r->n_labels; i++)
-        cJSON_AddStringToObject(labels, r->labels[i]->key,
-                                r->labels[i]->value);
-    cJSON_AddItemToObject(o, "labels", labels);
-    cJSON_AddItemToObject(o, "result", json_or_null(r->result));
-    cJSON_AddNumberToObject(o, "created_at_ms", (double)r->created_at_ms);
-    cJSON_AddNumberToObject(o, "updated_at_ms", (double)r->updated_at_ms);
-    cJSON_AddNumberToObject(o, "ended_at_ms", (double)r->ended_at_ms);
-    cJSON_AddBoolToObject(o, "resumed", r->resumed);
-    return o;
-}
 
 static int64_t now_ms(void) {
     struct timespec ts;
@@ -204,24 +168,10 @@ static void print_run_details(const Reel__V1__Run *r) {
                ctl_iso_time(r->ended_at_ms, t, sizeof(t)));
 }
 
-static cJSON *entry_json(const Reel__V1__JournalEntry *e) {
-    cJSON *o = cJSON_CreateObject();
-
-    cJSON_AddStringToObject(o, "run_id", e->run_id);
-    cJSON_AddNumberToObject(o, "seq", (double)e->seq);
-    cJSON_AddStringToObject(o, "kind", e->kind);
-    cJSON_AddItemToObject(o, "payload", ctl_json_value(e->payload));
-    cJSON_AddStringToObject(o, "idempotency_key", e->idempotency_key);
-    cJSON_AddNumberToObject(o, "lease_epoch", (double)e->lease_epoch);
-    cJSON_AddNumberToObject(o, "revision", (double)e->revision);
-    cJSON_AddNumberToObject(o, "ts_ms", (double)e->ts_ms);
-    return o;
-}
-
 /* "3 tool.call {"name":"search"} (epoch 1, rev 17)", or one JSON line. */
 static void print_entry(const ctl_t *ctl, const Reel__V1__JournalEntry *e) {
     if (ctl->json)
-        ctl_print_json_line(entry_json(e));
+        ctl_print_json_line(ctl_journal_entry_json(e));
     else
         printf("%llu %s %s (epoch %llu, rev %llu)\n",
                (unsigned long long)e->seq, e->kind, e->payload,
@@ -232,7 +182,7 @@ static void print_entry(const ctl_t *ctl, const Reel__V1__JournalEntry *e) {
 /* Prints the run a subcommand got back, and frees it. */
 static int finish_run(const ctl_t *ctl, Reel__V1__Run *r, int details) {
     if (ctl->json)
-        ctl_print_json_line(run_json(r));
+        ctl_print_json_line(ctl_run_json(r));
     else if (details)
         print_run_details(r);
     else
@@ -332,7 +282,7 @@ static void print_runs(const ctl_t *ctl, Reel__V1__Run *const *runs,
                        size_t n) {
     for (size_t i = 0; i < n; i++) {
         if (ctl->json)
-            ctl_print_json_line(run_json(runs[i]));
+            ctl_print_json_line(ctl_run_json(runs[i]));
         else
             print_run_line(runs[i], 1);
     }
@@ -535,7 +485,7 @@ static int journal_append(ctl_t *ctl, const ctl_args_t *a) {
                         "entry)\n");
         rc = EXIT_FAIL;
     } else if (ctl->json) {
-        cJSON *o = entry_json(resp->entry);
+        cJSON *o = ctl_journal_entry_json(resp->entry);
 
         cJSON_AddBoolToObject(o, "duplicate", resp->duplicate);
         ctl_print_json_line(o);

@@ -59,29 +59,10 @@ static const ctl_flag_spec_t signal_flags[SF_COUNT] = {
 #define SIGNAL_LIST_DEFAULT 100
 
 static const char *status_name(Reel__V1__Run__Status s) {
-    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
-        &reel__v1__run__status__descriptor, (int)s);
-
-    return v != NULL ? v->name : "UNKNOWN";
+    return ctl_enum_name(&reel__v1__run__status__descriptor, (int)s);
 }
 
 /* ---- Printing ------------------------------------------------------------ */
-
-/* The signal's fields into o (a new object when o is NULL). */
-static cJSON *signal_json(const Reel__V1__Signal *s, cJSON *o) {
-    if (o == NULL)
-        o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "run_id", s->run_id);
-    cJSON_AddStringToObject(o, "name", s->name);
-    cJSON_AddItemToObject(o, "payload", ctl_json_value(s->payload));
-    cJSON_AddStringToObject(o, "signal_id", s->signal_id);
-    cJSON_AddNumberToObject(o, "seq", (double)s->seq);
-    cJSON_AddNumberToObject(o, "revision", (double)s->revision);
-    cJSON_AddNumberToObject(o, "sent_at_ms", (double)s->sent_at_ms);
-    cJSON_AddNumberToObject(o, "consumed_at_ms", (double)s->consumed_at_ms);
-    cJSON_AddNumberToObject(o, "journal_seq", (double)s->journal_seq);
-    return o;
-}
 
 /* The payload as text: "null" when there is none, like --json. */
 static const char *payload_text(const Reel__V1__Signal *s) {
@@ -180,7 +161,7 @@ static int signal_send(ctl_t *ctl, const ctl_args_t *a) {
                         "signal)\n");
         rc = EXIT_FAIL;
     } else if (ctl->json) {
-        cJSON *o = signal_json(s, NULL);
+        cJSON *o = ctl_signal_json(s);
 
         cJSON_AddBoolToObject(o, "duplicate", resp->duplicate);
         cJSON_AddBoolToObject(o, "accepted", resp->accepted);
@@ -233,7 +214,7 @@ static int signal_await(ctl_t *ctl, const ctl_args_t *a) {
         cJSON_AddBoolToObject(o, "delivered", resp->delivered);
         cJSON_AddItemToObject(o, "signal",
                               resp->signal != NULL
-                                  ? signal_json(resp->signal, NULL)
+                                  ? ctl_signal_json(resp->signal)
                                   : cJSON_CreateNull());
         cJSON_AddNumberToObject(o, "journal_seq", (double)resp->journal_seq);
         ctl_print_json_line(o);
@@ -273,7 +254,7 @@ static int signal_ls(ctl_t *ctl, const ctl_args_t *a) {
         return rc;
     for (size_t i = 0; i < resp->n_signals; i++) {
         if (ctl->json)
-            ctl_print_json_line(signal_json(resp->signals[i], NULL));
+            ctl_print_json_line(ctl_signal_json(resp->signals[i]));
         else
             print_signal_line(resp->signals[i]);
     }

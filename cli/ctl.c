@@ -1,7 +1,8 @@
 /*
  * cli/ctl.c: the parts of reelctl every command group uses: parsing a
- * subcommand line against its group's tables, unary calls, error reports
- * and JSON/text printing helpers.
+ * subcommand line against its group's tables, unary calls, error reports,
+ * JSON/text printing helpers, and the messages several groups print (a
+ * run, a journal entry, a value event, a signal) as JSON.
  *
  * A subcommand line: flags may appear anywhere after the group's name, and
  * "--" ends them (so a positional may start with "--"). A flag's value is
@@ -106,11 +107,7 @@ int64_t ctl_parse_duration_ms(const char *s) {
     return (int64_t)v;
 }
 
-/*
- * Digits only (strtoull alone would take "-1", " 7" and "+7"). -1 if s is
- * not a whole number, -2 if it is above max.
- */
-static int parse_u64(const char *s, uint64_t max, uint64_t *out) {
+int ctl_parse_u64(const char *s, uint64_t max, uint64_t *out) {
     unsigned long long v;
     char *end;
 
@@ -172,7 +169,7 @@ static int take_flag(ctl_args_t *a, int argc, char **argv, int *i) {
                                    spec->arg);
     }
     if (spec->kind == CTL_NUM) {
-        int bad = parse_u64(val, spec->max, &a->num[f]);
+        int bad = ctl_parse_u64(val, spec->max, &a->num[f]);
 
         if (bad == -1)
             return ctl_usage_error(a, "%s: \"%s\" is not a whole number",
@@ -442,4 +439,92 @@ const char *ctl_iso_time(int64_t ms, char *buf, size_t size) {
     }
     snprintf(buf + n, size - n, ".%03dZ", frac);
     return buf;
+}
+
+/* ---- Messages as JSON ---------------------------------------------------- */
+
+const char *ctl_enum_name(const ProtobufCEnumDescriptor *d, int value) {
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(d,
+                                                                       value);
+
+    return v != NULL ? v->name : "UNKNOWN";
+}
+
+cJSON *ctl_run_json(const Reel__V1__Run *r) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *labels = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "run_id", r->run_id);
+    cJSON_AddStringToObject(o, "app", r->app);
+    cJSON_AddStringToObject(o, "user", r->user);
+    cJSON_AddStringToObject(o, "session", r->session);
+    cJSON_AddStringToObject(o, "invocation_id", r->invocation_id);
+    cJSON_AddStringToObject(
+        o, "status",
+        ctl_enum_name(&reel__v1__run__status__descriptor, (int)r->status));
+    cJSON_AddNumberToObject(o, "next_seq", (double)r->next_seq);
+    cJSON_AddStringToObject(o, "lease_owner", r->lease_owner);
+    cJSON_AddNumberToObject(o, "lease_epoch", (double)r->lease_epoch);
+    cJSON_AddNumberToObject(o, "lease_expires_at_ms",
+                            (double)r->lease_expires_at_ms);
+    cJSON_AddStringToObject(o, "waiting_on", r->waiting_on);
+    for (size_t i = 0; i < r->n_labels; i++)
+        cJSON_AddStringToObject(labels, r->labels[i]->key,
+                                r->labels[i]->value);
+    cJSON_AddItemToObject(o, "labels", labels);
+    cJSON_AddItemToObject(o, "result", ctl_json_value(r->result));
+    cJSON_AddNumberToObject(o, "created_at_ms", (double)r->created_at_ms);
+    cJSON_AddNumberToObject(o, "updated_at_ms", (double)r->updated_at_ms);
+    cJSON_AddNumberToObject(o, "ended_at_ms", (double)r->ended_at_ms);
+    cJSON_AddBoolToObject(o, "resumed", r->resumed);
+    return o;
+}
+
+cJSON *ctl_journal_entry_json(const Reel__V1__JournalEntry *e) {
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "run_id", e->run_id);
+    cJSON_AddNumberToObject(o, "seq", (double)e->seq);
+    cJSON_AddStringToObject(o, "kind", e->kind);
+    cJSON_AddItemToObject(o, "payload", ctl_json_value(e->payload));
+    cJSON_AddStringToObject(o, "idempotency_key", e->idempotency_key);
+    cJSON_AddNumberToObject(o, "lease_epoch", (double)e->lease_epoch);
+    cJSON_AddNumberToObject(o, "revision", (double)e->revision);
+    cJSON_AddNumberToObject(o, "ts_ms", (double)e->ts_ms);
+    return o;
+}
+
+cJSON *ctl_value_event_json(const Reel__V1__ValueEvent *ev) {
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(
+        o, "type",
+        ctl_enum_name(&reel__v1__value_event__type__descriptor,
+                      (int)ev->type));
+    cJSON_AddStringToObject(o, "namespace", ev->namespace_);
+    cJSON_AddStringToObject(o, "key", ev->key);
+    cJSON_AddItemToObject(o, "value", ctl_json_value(ev->value));
+    cJSON_AddNumberToObject(o, "version", (double)ev->version);
+    cJSON_AddItemToObject(o, "prev_value", ctl_json_value(ev->prev_value));
+    cJSON_AddNumberToObject(o, "prev_version", (double)ev->prev_version);
+    cJSON_AddBoolToObject(o, "deleted", ev->deleted);
+    cJSON_AddNumberToObject(o, "revision", (double)ev->revision);
+    cJSON_AddNumberToObject(o, "ts_ms", (double)ev->ts_ms);
+    cJSON_AddStringToObject(o, "writer", ev->writer);
+    return o;
+}
+
+cJSON *ctl_signal_json(const Reel__V1__Signal *s) {
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "run_id", s->run_id);
+    cJSON_AddStringToObject(o, "name", s->name);
+    cJSON_AddItemToObject(o, "payload", ctl_json_value(s->payload));
+    cJSON_AddStringToObject(o, "signal_id", s->signal_id);
+    cJSON_AddNumberToObject(o, "seq", (double)s->seq);
+    cJSON_AddNumberToObject(o, "revision", (double)s->revision);
+    cJSON_AddNumberToObject(o, "sent_at_ms", (double)s->sent_at_ms);
+    cJSON_AddNumberToObject(o, "consumed_at_ms", (double)s->consumed_at_ms);
+    cJSON_AddNumberToObject(o, "journal_seq", (double)s->journal_seq);
+    return o;
 }

@@ -19,6 +19,9 @@
 #include <cjson/cJSON.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "api/journal.pb-c.h"
+#include "api/kv.pb-c.h"
+#include "api/signals.pb-c.h"
 #include "cli/client.h"
 
 #define EXIT_OK 0
@@ -104,6 +107,7 @@ extern const ctl_group_t ctl_kv_group;      /* cli/cmd_kv.c */
 extern const ctl_group_t ctl_run_group;     /* cli/cmd_run.c */
 extern const ctl_group_t ctl_journal_group; /* cli/cmd_run.c */
 extern const ctl_group_t ctl_signal_group;  /* cli/cmd_signal.c */
+extern const ctl_group_t ctl_events_group;  /* cli/cmd_events.c */
 
 /* Runs "GROUP SUBCOMMAND ..." (argv[0] is the group's name). */
 int ctl_group_main(ctl_t *ctl, const ctl_group_t *g, int argc, char **argv);
@@ -121,6 +125,12 @@ ctl_usage_error(const ctl_args_t *a, const char *fmt, ...);
 
 /* "250ms", "5s", "2m", or plain milliseconds. -1 if malformed or huge. */
 int64_t ctl_parse_duration_ms(const char *s);
+
+/*
+ * Digits only (strtoull alone would take "-1", " 7" and "+7"). -1 if s is
+ * not a whole number, -2 if it is above max.
+ */
+int ctl_parse_u64(const char *s, uint64_t max, uint64_t *out);
 
 /* ---- Calls --------------------------------------------------------------- */
 
@@ -161,5 +171,20 @@ __attribute__((format(printf, 1, 2))) void ctl_hint(const char *fmt, ...);
 
 /* "2024-05-01T12:00:00.250Z" into buf (at least 32 bytes). */
 const char *ctl_iso_time(int64_t ms, char *buf, size_t size);
+
+/* ---- Messages as JSON ---------------------------------------------------- */
+
+/*
+ * Each returns a new object holding every field of the message (the
+ * caller frees it). JSON text the server stores (payloads, values,
+ * results) is embedded as JSON when it parses, and is null when empty.
+ */
+cJSON *ctl_run_json(const Reel__V1__Run *r);
+cJSON *ctl_journal_entry_json(const Reel__V1__JournalEntry *e);
+cJSON *ctl_value_event_json(const Reel__V1__ValueEvent *ev);
+cJSON *ctl_signal_json(const Reel__V1__Signal *s);
+
+/* The name of value in d ("RUNNING"), or "UNKNOWN". */
+const char *ctl_enum_name(const ProtobufCEnumDescriptor *d, int value);
 
 #endif

@@ -6,6 +6,7 @@
  *   reelctl run begin|get|ls|heartbeat|suspend|end|claim|recoverable ...
  *   reelctl journal append|read|follow ...
  *   reelctl signal send|await|ls ...
+ *   reelctl events tail|head|consumers|rm-consumer|ack ...
  *
  * This file holds main, the global flags, the top-level commands (health,
  * status, help) and the help text; each command group lives in its own
@@ -185,6 +186,9 @@ static const command_t commands[] = {
     {"signal", "SUBCOMMAND",
      "durable messages to a run, each consumed once (subcommands below)",
      NULL, &ctl_signal_group},
+    {"events", "SUBCOMMAND",
+     "every committed change, once, in commit order (subcommands below)",
+     NULL, &ctl_events_group},
     {"help", "", "show this help", cmd_help, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -310,6 +310,28 @@ void wal_publish(wal_t *w, const store_change_t *changes, size_t n) {
     pthread_mutex_unlock(&w->hub_mu);
 }
 
+/* 0 means "from the oldest retained"; any other start must still be
+ * retained: OUT_OF_RANGE naming the oldest retained revision otherwise. */
+static reel_code_t wal_check_start(wal_t *w, uint64_t *from,
+                                   reel_status_t *st) {
+    uint64_t head, oldest, first;
+
+    wal_head(w, &head, &oldest);
+    first = oldest ? oldest : head + 1; /* nothing retained: only new ones */
+    if (*from == 0) {
+        *from = first - 1;
+        return REEL_OK;
+    }
+    if (*from + 1 < first)
+        return reel_status_set(st, REEL_OUT_OF_RANGE,
+                               "from_revision: revision %llu is no longer "
+                               "retained; the oldest retained revision is "
+                               "%llu",
+                               (unsigned long long)*from,
+                               (unsigned long long)first);
+    return REEL_OK;
+}
+
 reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
                            const char *pattern, const wal_sink_t *sink,
                            void *arg, wal_sub_t **out, reel_status_t *st) {
@@ -324,13 +346,8 @@ reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
                         REEL_OK)
         return rc;
     wal_head(w, &head, &oldest);
-    if (oldest > 0 && from_revision + 1 < oldest)
-        return reel_status_set(st, REEL_OUT_OF_RANGE,
-                               "from_revision: revision %llu is no longer "
-                               "retained; the oldest retained revision is "
-                               "%llu",
-                               (unsigned long long)from_revision,
-                               (unsigned long long)oldest);
+    if ((rc = wal_check_start(w, &from_revision, st)) != REEL_OK)
+        return rc;
     s = calloc(1, sizeof(*s));
     if (s == NULL || (s->pattern = strdup(pattern ? pattern : "")) == NULL) {
         free(s);
@@ -395,13 +412,10 @@ static int replay(wal_sub_t *s) {
         }
         s->cursor = rev;
     }
-    /* Nothing after the cursor at all, though the snapshot has newer
-     * revisions: trimmed too. */
-    if (!full && store_snapshot_revision(snap) > s->cursor &&
-        !store_iter_valid(it) && s->cursor + 1 < store_snapshot_revision(snap))
+    /* Every revision has its event, in the same commit: a scan that ends
+     * short of the snapshot's revision met a trimmed gap. */
+    if (!full && s->cursor < store_snapshot_revision(snap))
         full = 2;
-    if (!full && store_snapshot_revision(snap) > s->cursor)
-        s->cursor = store_snapshot_revision(snap);
     store_iter_destroy(it);
     store_snapshot_release(s->w->store, snap);
     return full;
@@ -454,6 +468,15 @@ void wal_sub_pump(wal_sub_t *s) {
 }
 
 int wal_sub_live(wal_sub_t *s) { return atomic_load(&s->live); }
+
+uint64_t wal_sub_cursor(wal_sub_t *s) {
+    uint64_t c;
+
+    pthread_mutex_lock(&s->mu);
+    c = s->cursor;
+    pthread_mutex_unlock(&s->mu);
+    return c;
+}
 
 void wal_sub_destroy(wal_sub_t *s) {
     if (s == NULL)
@@ -634,7 +657,20 @@ reel_code_t wal_consumer_attach(wal_t *w, const char *name,
     a->next = w->active;
     w->active = a;
     pthread_mutex_unlock(&w->hub_mu);
-    rc = store_exec(w->store, apply_consumer, &op, NULL, st);
+    /* A new consumer starts where a plain subscription would, and only
+     * from a revision still retained (checked before it is created); an
+     * existing one resumes after its cursor whatever from_revision says. */
+    {
+        char key[CONSUMER_MAX + 2], *val = NULL;
+        size_t vlen = 0, klen = consumer_key(name, key, sizeof(key));
+        int exists = store_get(w->store, STORE_CF_WAL, key, klen, &val, &vlen,
+                               NULL) == REEL_OK;
+
+        free(val);
+        rc = exists ? REEL_OK : wal_check_start(w, &op.revision, st);
+    }
+    if (rc == REEL_OK)
+        rc = store_exec(w->store, apply_consumer, &op, NULL, st);
     if (rc == REEL_OK)
         *start = c.acked;
     else

@@ -68,8 +68,9 @@ typedef struct wal_sink {
 
 /*
  * Events with revision > from_revision whose subject matches pattern (""
- * matches all). INVALID_ARGUMENT for a malformed pattern; OUT_OF_RANGE,
- * naming the oldest retained revision, when that far back is gone.
+ * matches all); from_revision 0 means from the oldest retained.
+ * INVALID_ARGUMENT for a malformed pattern; OUT_OF_RANGE, naming the oldest
+ * retained revision, when that far back is gone.
  */
 reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
                            const char *pattern, const wal_sink_t *sink,
@@ -111,6 +112,9 @@ reel_code_t wal_trim(wal_t *w, reel_status_t *st);
 
 /* True once the subscription has caught up and follows live. */
 int wal_sub_live(wal_sub_t *s);
+/* Every event up to this revision was delivered or did not match: a
+ * durable consumer may acknowledge it. */
+uint64_t wal_sub_cursor(wal_sub_t *s);
 /* Cancels and frees; no pump may run or start concurrently. NULL ok. */
 void wal_sub_destroy(wal_sub_t *s);
 

@@ -1,0 +1,383 @@
+/*
+ * cli/cmd_events.c: reelctl events tail|head|consumers|rm-consumer|ack, on
+ * reel.v1.Wal.
+ *
+ * tail prints one JSON line per event, with or without --json:
+ * {"revision", "subject", "type", "ts_ms", "body"}, the body as the run,
+ * journal, kv and signal groups print it with --json (null when there is
+ * none). PROGRESS events are left out unless --progress. Each line is
+ * flushed as it is printed, so a pipe's reader sees each event at once.
+ * The stream has no deadline (--timeout bounds only the acks); it ends
+ * when the server ends it: exit 0 if it ended OK, 1 with its error.
+ *
+ * --ack acknowledges what tail printed for --consumer, in batches: once 100
+ * events are unacknowledged, or once 500 ms passed since the last ack
+ * (looked at on each message and after 500 ms without one), and the last
+ * one printed when the stream ends. Killed (Ctrl-C), tail may leave up to
+ * a batch unacknowledged: the consumer gets those again (at least once).
+ * A PROGRESS event's revision is acknowledged like an event's: the server
+ * sends it once everything up to it was sent or filtered out. An
+ * ack is fail-stop: tail says why and exits 1 rather than print more that
+ * it cannot acknowledge.
+ *
+ * A consumer is printed as "NAME acked REV pending N [active] [(pattern
+ * P)]" or, with --json, as one object holding every field.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "api/wal.pb-c.h"
+#include "cli/client.h"
+#include "cli/ctl.h"
+
+/* The order here is the order of the usage text. */
+enum events_flag {
+    EF_FROM,
+    EF_SUBJECT,
+    EF_CONSUMER,
+    EF_ACK,
+    EF_PROGRESS,
+    EF_COUNT
+};
+
+static const ctl_flag_spec_t events_flags[EF_COUNT] = {
+    [EF_FROM] = {"--from", CTL_NUM, "REV", UINT64_MAX, 0},
+    [EF_SUBJECT] = {"--subject", CTL_STR, "PATTERN", 0, 0},
+    [EF_CONSUMER] = {"--consumer", CTL_STR, "NAME", 0, 0},
+    [EF_ACK] = {"--ack", CTL_BOOL, NULL, 0, 0},
+    [EF_PROGRESS] = {"--progress", CTL_BOOL, NULL, 0, 0},
+};
+
+#define EF(f) CTL_F(f)
+
+/* tail --ack: at most this many events, or this long, between acks. */
+#define ACK_EVERY_EVENTS 100
+#define ACK_EVERY_MS 500
+
+/* ---- Printing ------------------------------------------------------------ */
+
+static cJSON *event_json(const Reel__V1__Event *ev) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *body = NULL;
+
+    switch (ev->body_case) {
+    case REEL__V1__EVENT__BODY_ENTRY:
+        if (ev->entry != NULL)
+            body = ctl_journal_entry_json(ev->entry);
+        break;
+    case REEL__V1__EVENT__BODY_RUN:
+        if (ev->run != NULL)
+            body = ctl_run_json(ev->run);
+        break;
+    case REEL__V1__EVENT__BODY_VALUE:
+        if (ev->value != NULL)
+            body = ctl_value_event_json(ev->value);
+        break;
+    case REEL__V1__EVENT__BODY_SIGNAL:
+        if (ev->signal != NULL)
+            body = ctl_signal_json(ev->signal);
+        break;
+    default:
+        break;
+    }
+    cJSON_AddNumberToObject(o, "revision", (double)ev->revision);
+    cJSON_AddStringToObject(o, "subject", ev->subject);
+    cJSON_AddStringToObject(
+        o, "type",
+        ctl_enum_name(&reel__v1__event__type__descriptor, (int)ev->type));
+    cJSON_AddNumberToObject(o, "ts_ms", (double)ev->ts_ms);
+    cJSON_AddItemToObject(o, "body", body != NULL ? body : cJSON_CreateNull());
+    return o;
+}
+
+static cJSON *consumer_json(const Reel__V1__Consumer *c) {
+    cJSON *o = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(o, "name", c->name);
+    cJSON_AddNumberToObject(o, "acked_revision", (double)c->acked_revision);
+    cJSON_AddNumberToObject(o, "pending", (double)c->pending);
+    cJSON_AddBoolToObject(o, "active", c->active);
+    cJSON_AddStringToObject(o, "subject_pattern", c->subject_pattern);
+    cJSON_AddNumberToObject(o, "created_at_ms", (double)c->created_at_ms);
+    cJSON_AddNumberToObject(o, "acked_at_ms", (double)c->acked_at_ms);
+    return o;
+}
+
+/* "c1 acked 17 pending 3 active (pattern kv.>)", or one JSON line. */
+static void print_consumer(const ctl_t *ctl, const Reel__V1__Consumer *c) {
+    if (ctl->json) {
+        ctl_print_json_line(consumer_json(c));
+        return;
+    }
+    printf("%s acked %llu pending %llu%s", c->name,
+           (unsigned long long)c->acked_revision,
+           (unsigned long long)c->pending, c->active ? " active" : "");
+    /* No pattern is every event. */
+    if (*c->subject_pattern)
+        printf(" (pattern %s)", c->subject_pattern);
+    printf("\n");
+}
+
+/* ---- tail ---------------------------------------------------------------- */
+
+typedef struct tail {
+    ctl_t *ctl;
+    const char *consumer; /* --ack: whose cursor to advance; else NULL */
+    int progress;         /* --progress: print PROGRESS events too */
+    uint64_t printed;     /* the revision of the last event printed */
+    unsigned unacked;     /* events printed since the last ack */
+    int64_t acked_at_ms;  /* monotonic: the last ack, or the start */
+    int ack_failed;       /* said why; no more acks */
+    int failed;           /* we cancelled: the reason is already printed */
+} tail_t;
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Acknowledges everything printed so far; EXIT_FAIL (said) if it failed. */
+static int tail_ack(tail_t *t) {
+    Reel__V1__AckEventsRequest req = REEL__V1__ACK_EVENTS_REQUEST__INIT;
+    Reel__V1__AckEventsResponse *resp;
+    int rc;
+
+    req.consumer = (char *)t->consumer;
+    req.revision = t->printed;
+    resp = ctl_unary(t->ctl, "events tail: ack", "/reel.v1.Wal/AckEvents",
+                     &req, &reel__v1__ack_events_response__descriptor, &rc);
+    if (resp == NULL) {
+        t->ack_failed = 1;
+        return rc;
+    }
+    reel__v1__ack_events_response__free_unpacked(resp, NULL);
+    t->unacked = 0;
+    t->acked_at_ms = mono_ms();
+    return EXIT_OK;
+}
+
+/* Acks when a batch is due; non-zero (and t->failed) if the ack failed. */
+static int tail_maybe_ack(tail_t *t) {
+    if (t->consumer == NULL || t->unacked == 0 || t->ack_failed)
+        return 0;
+    if (t->unacked < ACK_EVERY_EVENTS &&
+        mono_ms() - t->acked_at_ms < ACK_EVERY_MS)
+        return 0;
+    if (tail_ack(t) != EXIT_OK) {
+        t->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static int tail_event(void *arg, const uint8_t *msg, size_t len) {
+    tail_t *t = arg;
+    Reel__V1__Event *ev;
+    int progress;
+
+    ev = reel__v1__event__unpack(NULL, len, msg);
+    if (ev == NULL) {
+        fprintf(stderr, "reelctl: events tail: malformed event\n");
+        t->failed = 1;
+        return 1;
+    }
+    progress = ev->type == REEL__V1__EVENT__TYPE__PROGRESS;
+    if (!progress || t->progress) {
+        ctl_print_json_line(event_json(ev));
+        if (fflush(stdout) != 0) {
+            reel__v1__event__free_unpacked(ev, NULL);
+            t->failed = 1;
+            return 1;
+        }
+    }
+    /* A PROGRESS revision is safe to acknowledge too: everything up to it
+     * was sent (and printed) or did not match the filter, which keeps a
+     * filtered consumer's cursor moving. */
+    if (ev->revision > t->printed) {
+        t->printed = ev->revision;
+        t->unacked++;
+    }
+    reel__v1__event__free_unpacked(ev, NULL);
+    return tail_maybe_ack(t);
+}
+
+static int tail_idle(void *arg) {
+    return tail_maybe_ack(arg);
+}
+
+static int events_tail(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__SubscribeEventsRequest req =
+        REEL__V1__SUBSCRIBE_EVENTS_REQUEST__INIT;
+    tail_t t = {0};
+    reel_reply_t r = {0};
+    uint8_t *buf;
+    size_t len;
+    int rc = EXIT_FAIL;
+
+    if (ctl_has(a, EF_ACK) && !ctl_has(a, EF_CONSUMER))
+        return ctl_usage_error(a, "--ack needs --consumer (whose cursor to "
+                                  "advance)");
+    req.from_revision = a->num[EF_FROM];
+    if (ctl_has(a, EF_SUBJECT))
+        req.subject_pattern = a->str[EF_SUBJECT];
+    if (ctl_has(a, EF_CONSUMER))
+        req.consumer = a->str[EF_CONSUMER];
+    t.ctl = ctl;
+    t.consumer = ctl_has(a, EF_ACK) ? a->str[EF_CONSUMER] : NULL;
+    t.progress = ctl_has(a, EF_PROGRESS);
+    t.acked_at_ms = mono_ms();
+    if ((buf = ctl_pack(&req, &len)) == NULL)
+        goto out;
+    /* The stream ends when the server ends it: no deadline. */
+    reel_client_stream_idle(ctl->client, "/reel.v1.Wal/SubscribeEvents", buf,
+                            len, 0, tail_event,
+                            t.consumer != NULL ? tail_idle : NULL,
+                            ACK_EVERY_MS, &t, &r);
+    if (t.failed)
+        rc = EXIT_FAIL;
+    else if (r.code != 0)
+        rc = ctl_report_error(ctl, "events tail", &r);
+    else
+        rc = EXIT_OK;
+    /* What was printed was handled, however the stream ended. */
+    if (t.consumer != NULL && t.unacked > 0 && !t.ack_failed &&
+        tail_ack(&t) != EXIT_OK)
+        rc = EXIT_FAIL;
+out:
+    reel_reply_fini(&r);
+    free(buf);
+    return rc;
+}
+
+/* ---- head, consumers, rm-consumer, ack ----------------------------------- */
+
+static int events_head(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__GetHeadRequest req = REEL__V1__GET_HEAD_REQUEST__INIT;
+    Reel__V1__GetHeadResponse *resp;
+    int rc;
+
+    resp = ctl_call(ctl, a, "GetHead", &req,
+                    &reel__v1__get_head_response__descriptor, &rc);
+    if (resp == NULL)
+        return rc;
+    if (ctl->json) {
+        cJSON *o = cJSON_CreateObject();
+
+        cJSON_AddNumberToObject(o, "head_revision",
+                                (double)resp->head_revision);
+        cJSON_AddNumberToObject(o, "oldest_revision",
+                                (double)resp->oldest_revision);
+        ctl_print_json_line(o);
+    } else {
+        printf("head %llu, oldest %llu\n",
+               (unsigned long long)resp->head_revision,
+               (unsigned long long)resp->oldest_revision);
+    }
+    reel__v1__get_head_response__free_unpacked(resp, NULL);
+    return EXIT_OK;
+}
+
+static int events_consumers(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__ListConsumersRequest req =
+        REEL__V1__LIST_CONSUMERS_REQUEST__INIT;
+    Reel__V1__ListConsumersResponse *resp;
+    int rc;
+
+    resp = ctl_call(ctl, a, "ListConsumers", &req,
+                    &reel__v1__list_consumers_response__descriptor, &rc);
+    if (resp == NULL)
+        return rc;
+    for (size_t i = 0; i < resp->n_consumers; i++)
+        print_consumer(ctl, resp->consumers[i]);
+    reel__v1__list_consumers_response__free_unpacked(resp, NULL);
+    return EXIT_OK;
+}
+
+static int events_rm_consumer(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__DeleteConsumerRequest req =
+        REEL__V1__DELETE_CONSUMER_REQUEST__INIT;
+    Reel__V1__DeleteConsumerResponse *resp;
+    int rc;
+
+    req.name = a->pos[0];
+    resp = ctl_call(ctl, a, "DeleteConsumer", &req,
+                    &reel__v1__delete_consumer_response__descriptor, &rc);
+    if (resp == NULL)
+        return rc;
+    if (ctl->json) {
+        cJSON *o = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(o, "name", req.name);
+        cJSON_AddBoolToObject(o, "deleted", 1);
+        ctl_print_json_line(o);
+    } else {
+        printf("deleted consumer %s\n", req.name);
+    }
+    reel__v1__delete_consumer_response__free_unpacked(resp, NULL);
+    return EXIT_OK;
+}
+
+static int events_ack(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__AckEventsRequest req = REEL__V1__ACK_EVENTS_REQUEST__INIT;
+    Reel__V1__AckEventsResponse *resp;
+    int bad, rc;
+
+    bad = ctl_parse_u64(a->pos[1], UINT64_MAX, &req.revision);
+    if (bad == -1)
+        return ctl_usage_error(a, "REV: \"%s\" is not a whole number",
+                               a->pos[1]);
+    if (bad == -2)
+        return ctl_usage_error(a, "REV: %s is too large", a->pos[1]);
+    req.consumer = a->pos[0];
+    resp = ctl_call(ctl, a, "AckEvents", &req,
+                    &reel__v1__ack_events_response__descriptor, &rc);
+    if (resp == NULL)
+        return rc;
+    if (resp->consumer == NULL) {
+        fprintf(stderr, "reelctl: events ack: malformed response (no "
+                        "consumer)\n");
+        rc = EXIT_FAIL;
+    } else {
+        print_consumer(ctl, resp->consumer);
+    }
+    reel__v1__ack_events_response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+static const ctl_command_t events_commands[] = {
+    {"tail", {NULL}, 0,
+     EF(EF_FROM) | EF(EF_SUBJECT) | EF(EF_CONSUMER) | EF(EF_ACK) |
+         EF(EF_PROGRESS),
+     0,
+     "print every event after --from REV (default 0), then new ones as they\n"
+     "      commit, one JSON line each, until the server ends the stream or\n"
+     "      Ctrl-C (no deadline); --subject: only those matching, a.*.c or\n"
+     "      kv.>; --consumer: a durable consumer, resumed after its acked\n"
+     "      revision; --ack: acknowledge what was printed (in batches);\n"
+     "      --progress: print the idle PROGRESS events too",
+     events_tail},
+    {"head", {NULL}, 0, 0, 0,
+     "show the last committed revision and the oldest retained one",
+     events_head},
+    {"consumers", {NULL}, 0, 0, 0,
+     "list durable consumers by name, one per line: acked revision,\n"
+     "      events pending, whether a subscriber is connected, pattern",
+     events_consumers},
+    {"rm-consumer", {"NAME"}, 1, 0, 0,
+     "delete a durable consumer and its cursor", events_rm_consumer},
+    {"ack", {"NAME", "REV"}, 2, 0, 0,
+     "acknowledge every event up to REV for consumer NAME, and show it",
+     events_ack},
+    {NULL, {NULL}, 0, 0, 0, NULL, NULL},
+};
+
+const ctl_group_t ctl_events_group = {
+    "events", "reel.v1.Wal", events_flags, EF_COUNT, events_commands,
+};
