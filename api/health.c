@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "api/health.pb-c.h"
+#include "api/reply.h"
 #include "api/services.h"
 #include "base/log.h"
 
@@ -88,10 +89,7 @@ static void health_check(rpc_call_t *call, void *arg, const uint8_t *req,
 
 static void watch_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
     (void)arg;
-    rpc_call_finish(call, why,
-                    why == REEL_UNAVAILABLE ? "the server is shutting down"
-                                            : "the client went away",
-                    NULL, 0);
+    api_finish_cancelled(call, why);
 }
 
 static void health_watch(rpc_call_t *call, void *arg, const uint8_t *req,

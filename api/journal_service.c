@@ -454,10 +454,7 @@ static void sub_end(void *arg, const reel_status_t *st) {
 
 static void sub_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
     (void)arg;
-    rpc_call_finish(call, why,
-                    why == REEL_UNAVAILABLE ? "the server is shutting down"
-                                            : "the client went away",
-                    NULL, 0);
+    api_finish_cancelled(call, why);
 }
 
 static void sub_drain(rpc_call_t *call, void *arg) {

@@ -337,10 +337,7 @@ static void watch_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
     watch_call_t *wc = arg;
 
     kv_watch_cancel(wc->watch);
-    rpc_call_finish(call, why,
-                    why == REEL_UNAVAILABLE ? "the server is shutting down"
-                                            : "the client went away",
-                    NULL, 0);
+    api_finish_cancelled(call, why);
 }
 
 static void watch_drain(rpc_call_t *call, void *arg) {

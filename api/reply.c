@@ -18,3 +18,10 @@ void api_bad_request(rpc_call_t *call, const char *what) {
     snprintf(msg, sizeof(msg), "request: not a valid %s message", what);
     rpc_call_finish(call, REEL_INVALID_ARGUMENT, msg, NULL, 0);
 }
+
+void api_finish_cancelled(rpc_call_t *call, reel_code_t why) {
+    rpc_call_finish(call, why,
+                    why == REEL_UNAVAILABLE ? "the server is shutting down"
+                                            : "the client went away",
+                    NULL, 0);
+}

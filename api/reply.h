@@ -23,6 +23,10 @@
 /* Answers OK with buf (freed here), or RESOURCE_EXHAUSTED if buf is NULL. */
 void api_finish_packed(rpc_call_t *call, uint8_t *buf, size_t len);
 
+/* Ends a call its cancel hook was told to end: why is UNAVAILABLE (the
+ * server is stopping) or CANCELLED (the client left). */
+void api_finish_cancelled(rpc_call_t *call, reel_code_t why);
+
 /* Answers INVALID_ARGUMENT: "request: not a valid <what> message". */
 void api_bad_request(rpc_call_t *call, const char *what);
 

@@ -205,10 +205,7 @@ static void tail_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
     pthread_mutex_lock(&t->mu);
     t->over = 1;
     pthread_mutex_unlock(&t->mu);
-    rpc_call_finish(call, why,
-                    why == REEL_UNAVAILABLE ? "the server is shutting down"
-                                            : "the client went away",
-                    NULL, 0);
+    api_finish_cancelled(call, why);
 }
 
 static void tail_cleanup(void *arg) {
