@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart 2: runs every test: the cmocka unit tests (bazel test //...),
-# the end-to-end tests against a real reeld through Python's grpcio, and
+# the end-to-end tests against a real reeld through Python's grpcio, the
+# kill -9 crash test (tests/crash, 10 cycles), and
 # both again under AddressSanitizer + UndefinedBehaviorSanitizer, and a short
 # run of each libFuzzer target (scripts/fuzz.sh) against its committed corpus.
 #
@@ -86,6 +87,27 @@ run_config() {
 }
 
 run_config default
+
+# kill -9 under a mixed load, 10 cycles, against the default build.
+echo "== crash: pytest tests/crash (10 kill -9 cycles)"
+REELD="$(bazel info bazel-bin 2>/dev/null)/api/reeld" \
+  /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$logs/crash.xml" tests/crash
+[ $? -eq 0 ] || status=1
+if [ -f "$logs/crash.xml" ]; then
+  read -r t f e s < <(/usr/bin/python3 - "$logs/crash.xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+suites = [r] if r.tag == "testsuite" else list(r)
+g = lambda k: sum(int(x.get(k, 0)) for x in suites)
+print(g("tests"), g("failures"), g("errors"), g("skipped"))
+PY
+)
+  passed=$((passed + t - f - e - s))
+  failed=$((failed + f + e))
+else
+  failed=$((failed + 1))
+fi
+
 if [ $asan -eq 1 ]; then
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
