@@ -14,7 +14,7 @@ import pytest
 
 import kv_pb2 as K
 import reel_pb2
-from conftest import Reeld, unary
+from conftest import REELD, Reeld, unary
 
 
 def kv_calls(ch):
@@ -25,6 +25,13 @@ def kv_calls(ch):
 def status(ch):
     return unary(ch, "/reel.v1.Admin/GetStatus", reel_pb2.GetStatusRequest,
                  reel_pb2.GetStatusResponse)(reel_pb2.GetStatusRequest(), timeout=5)
+
+
+def sanitized():
+    """ASan keeps freed memory in quarantine: RSS says nothing there (its
+    LeakSanitizer checks for leaks at exit instead)."""
+    with open(REELD, "rb") as f:
+        return b"__asan_init" in f.read()
 
 
 def rss_mib(pid):
@@ -205,5 +212,6 @@ def test_a_thousand_vanishing_clients_leave_nothing_behind(reeld, channel, tmp_p
             time.sleep(0.05)
         rss.append(rss_mib(reeld.proc.pid))
     # Nothing accumulates from round to round, and the server still serves.
-    assert rss[2] < rss[0] + 30, rss
+    if not sanitized():
+        assert rss[2] < rss[0] + 30, rss
     assert get_value(K.GetValueRequest(namespace="v", key="k0.a"), timeout=10).found
