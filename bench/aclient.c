@@ -1,0 +1,399 @@
+/*
+ * bench/aclient.c: the asynchronous C-core client behind reel-bench.
+ *
+ * Every tag on the completion queue is an ac_tag_t whose kind says what
+ * completed: a whole unary call (one batch of six ops), a stream's opening
+ * batch, one of its receives, or its status. A stream is reference-counted:
+ * the opener's hold, the status batch, and the receive in flight.
+ */
+#include "bench/aclient.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#define MAX_METHODS 16
+
+enum { TAG_UNARY, TAG_OPEN, TAG_RECV, TAG_STATUS };
+
+typedef struct ac_tag {
+    int kind;
+    void *ptr;
+} ac_tag_t;
+
+struct ac {
+    grpc_channel **ch;
+    int n_ch;
+    void *methods[MAX_METHODS][64]; /* [method][channel] */
+    int n_methods;
+    atomic_uint next;
+    grpc_completion_queue *cq;
+    pthread_t *threads;
+    int n_threads;
+};
+
+typedef struct unary {
+    ac_tag_t tag;
+    grpc_call *call;
+    grpc_byte_buffer *send, *recv;
+    grpc_metadata_array md, trailing;
+    grpc_status_code status;
+    grpc_slice details;
+    ac_unary_fn done;
+    void *arg;
+} unary_t;
+
+struct ac_stream {
+    ac_tag_t tag_open, tag_recv, tag_status;
+    grpc_call *call;
+    grpc_byte_buffer *send, *recv;
+    grpc_metadata_array md, trailing;
+    grpc_status_code status;
+    grpc_slice details;
+    int receive;
+    ac_msg_fn on_msg;
+    ac_end_fn on_end;
+    void *arg;
+    pthread_mutex_t mu;
+    int refs;
+};
+
+int64_t ac_now_ns(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static grpc_byte_buffer *bb_from(const void *p, size_t len) {
+    grpc_slice s = grpc_slice_from_copied_buffer(p, len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+
+    grpc_slice_unref(s);
+    return bb;
+}
+
+/* Flattens a received buffer; *out is malloc'd (NULL when len is 0). */
+static void bb_read(grpc_byte_buffer *bb, uint8_t **out, size_t *len) {
+    grpc_byte_buffer_reader r;
+    grpc_slice s;
+
+    *out = NULL;
+    *len = 0;
+    if (bb == NULL || !grpc_byte_buffer_reader_init(&r, bb))
+        return;
+    s = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    *len = GRPC_SLICE_LENGTH(s);
+    if (*len > 0 && (*out = malloc(*len)) != NULL)
+        memcpy(*out, GRPC_SLICE_START_PTR(s), *len);
+    else
+        *len = 0;
+    grpc_slice_unref(s);
+}
+
+static grpc_call *new_call(ac_t *c, int method, gpr_timespec deadline) {
+    unsigned i = atomic_fetch_add(&c->next, 1) % (unsigned)c->n_ch;
+
+    return grpc_channel_create_registered_call(
+        c->ch[i], NULL, GRPC_PROPAGATE_DEFAULTS, c->cq, c->methods[method][i],
+        deadline, NULL);
+}
+
+static gpr_timespec deadline_of(int64_t timeout_ms) {
+    if (timeout_ms <= 0)
+        return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                        gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+}
+
+/* ---- Unary --------------------------------------------------------------- */
+
+int ac_unary(ac_t *c, int method, const void *req, size_t len,
+             int64_t timeout_ms, ac_unary_fn done, void *arg) {
+    unary_t *u = calloc(1, sizeof(*u));
+    grpc_op ops[6];
+
+    if (u == NULL)
+        return -1;
+    u->tag = (ac_tag_t){TAG_UNARY, u};
+    u->done = done;
+    u->arg = arg;
+    u->call = new_call(c, method, deadline_of(timeout_ms));
+    u->send = bb_from(req, len);
+    grpc_metadata_array_init(&u->md);
+    grpc_metadata_array_init(&u->trailing);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = u->send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &u->md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &u->recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &u->trailing;
+    ops[5].data.recv_status_on_client.status = &u->status;
+    ops[5].data.recv_status_on_client.status_details = &u->details;
+    if (grpc_call_start_batch(u->call, ops, 6, &u->tag, NULL) != GRPC_CALL_OK) {
+        grpc_byte_buffer_destroy(u->send);
+        grpc_metadata_array_destroy(&u->md);
+        grpc_metadata_array_destroy(&u->trailing);
+        grpc_call_unref(u->call);
+        free(u);
+        return -1;
+    }
+    return 0;
+}
+
+static void on_unary(unary_t *u) {
+    uint8_t *body;
+    size_t len;
+
+    bb_read(u->recv, &body, &len);
+    u->done(u->arg, (int)u->status, body, len);
+    free(body);
+    if (u->recv != NULL)
+        grpc_byte_buffer_destroy(u->recv);
+    grpc_byte_buffer_destroy(u->send);
+    grpc_slice_unref(u->details);
+    grpc_metadata_array_destroy(&u->md);
+    grpc_metadata_array_destroy(&u->trailing);
+    grpc_call_unref(u->call);
+    free(u);
+}
+
+/* ---- Streams ------------------------------------------------------------- */
+
+static void stream_unref(ac_stream_t *s) {
+    int left;
+
+    pthread_mutex_lock(&s->mu);
+    left = --s->refs;
+    pthread_mutex_unlock(&s->mu);
+    if (left > 0)
+        return;
+    if (s->send != NULL)
+        grpc_byte_buffer_destroy(s->send);
+    grpc_slice_unref(s->details);
+    grpc_metadata_array_destroy(&s->md);
+    grpc_metadata_array_destroy(&s->trailing);
+    grpc_call_unref(s->call);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+static void start_recv(ac_stream_t *s) {
+    grpc_op op;
+
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &s->recv;
+    pthread_mutex_lock(&s->mu);
+    s->refs++;
+    pthread_mutex_unlock(&s->mu);
+    if (grpc_call_start_batch(s->call, &op, 1, &s->tag_recv, NULL) !=
+        GRPC_CALL_OK)
+        stream_unref(s);
+}
+
+ac_stream_t *ac_stream_open(ac_t *c, int method, const void *req, size_t len,
+                            int half_close, int receive, ac_msg_fn on_msg,
+                            ac_end_fn on_end, void *arg) {
+    ac_stream_t *s = calloc(1, sizeof(*s));
+    grpc_op ops[4], st;
+    size_t n = 0;
+
+    if (s == NULL)
+        return NULL;
+    s->tag_open = (ac_tag_t){TAG_OPEN, s};
+    s->tag_recv = (ac_tag_t){TAG_RECV, s};
+    s->tag_status = (ac_tag_t){TAG_STATUS, s};
+    s->receive = receive;
+    s->on_msg = on_msg;
+    s->on_end = on_end;
+    s->arg = arg;
+    s->details = grpc_empty_slice();
+    pthread_mutex_init(&s->mu, NULL);
+    s->refs = 3; /* the opener, the opening batch, the status batch */
+    grpc_metadata_array_init(&s->md);
+    grpc_metadata_array_init(&s->trailing);
+    s->call = new_call(c, method, gpr_inf_future(GPR_CLOCK_MONOTONIC));
+    s->send = bb_from(req, len);
+
+    memset(ops, 0, sizeof(ops));
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = s->send;
+    if (half_close)
+        ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[n++].data.recv_initial_metadata.recv_initial_metadata = &s->md;
+    memset(&st, 0, sizeof(st));
+    st.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    st.data.recv_status_on_client.trailing_metadata = &s->trailing;
+    st.data.recv_status_on_client.status = &s->status;
+    st.data.recv_status_on_client.status_details = &s->details;
+    if (grpc_call_start_batch(s->call, &st, 1, &s->tag_status, NULL) !=
+        GRPC_CALL_OK)
+        s->refs--;
+    if (grpc_call_start_batch(s->call, ops, n, &s->tag_open, NULL) !=
+        GRPC_CALL_OK)
+        s->refs--;
+    return s;
+}
+
+static void on_open(ac_stream_t *s) {
+    if (s->receive)
+        start_recv(s);
+    stream_unref(s);
+}
+
+static void on_recv(ac_stream_t *s) {
+    grpc_byte_buffer *bb = s->recv;
+
+    s->recv = NULL;
+    if (bb != NULL) {
+        uint8_t *body;
+        size_t len;
+
+        bb_read(bb, &body, &len);
+        grpc_byte_buffer_destroy(bb);
+        s->on_msg(s->arg, body, len);
+        free(body);
+        start_recv(s);
+    }
+    stream_unref(s);
+}
+
+static void on_status(ac_stream_t *s) {
+    char *details = grpc_slice_to_c_string(s->details);
+
+    if (s->on_end != NULL)
+        s->on_end(s->arg, (int)s->status, details ? details : "");
+    gpr_free(details);
+    stream_unref(s);
+}
+
+void ac_stream_cancel(ac_stream_t *s) {
+    if (s != NULL)
+        grpc_call_cancel(s->call, NULL);
+}
+
+void ac_stream_release(ac_stream_t *s) {
+    if (s != NULL)
+        stream_unref(s);
+}
+
+/* ---- The client ---------------------------------------------------------- */
+
+static void *poller(void *arg) {
+    ac_t *c = arg;
+
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(
+            c->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        ac_tag_t *tag;
+
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        tag = ev.tag;
+        switch (tag->kind) {
+        case TAG_UNARY:
+            on_unary(tag->ptr);
+            break;
+        case TAG_OPEN:
+            on_open(tag->ptr);
+            break;
+        case TAG_RECV:
+            on_recv(tag->ptr);
+            break;
+        case TAG_STATUS:
+            on_status(tag->ptr);
+            break;
+        }
+    }
+    return NULL;
+}
+
+ac_t *ac_create(const char *addr, int connections, int threads) {
+    ac_t *c = calloc(1, sizeof(*c));
+    grpc_channel_credentials *creds;
+
+    if (c == NULL)
+        return NULL;
+    if (connections < 1)
+        connections = 1;
+    if (connections > 64)
+        connections = 64;
+    if (threads < 1)
+        threads = 1;
+    grpc_init();
+    c->ch = calloc((size_t)connections, sizeof(*c->ch));
+    c->threads = calloc((size_t)threads, sizeof(*c->threads));
+    if (c->ch == NULL || c->threads == NULL) {
+        free(c->ch);
+        free(c->threads);
+        free(c);
+        return NULL;
+    }
+    creds = grpc_insecure_credentials_create();
+    for (int i = 0; i < connections; i++) {
+        /* Each channel its own connection: no subchannel sharing. */
+        grpc_arg a[2];
+        grpc_channel_args args;
+
+        a[0] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                          .key = GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
+                          .value.integer = 1};
+        a[1] = (grpc_arg){.type = GRPC_ARG_INTEGER,
+                          .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                          .value.integer = 64 << 20};
+        args.num_args = 2;
+        args.args = a;
+        c->ch[i] = grpc_channel_create(addr, creds, &args);
+    }
+    grpc_channel_credentials_release(creds);
+    c->n_ch = connections;
+    c->cq = grpc_completion_queue_create_for_next(NULL);
+    for (int i = 0; i < threads; i++)
+        if (pthread_create(&c->threads[c->n_threads], NULL, poller, c) == 0)
+            c->n_threads++;
+    return c;
+}
+
+int ac_method(ac_t *c, const char *path) {
+    if (c->n_methods == MAX_METHODS)
+        return -1;
+    for (int i = 0; i < c->n_ch; i++)
+        c->methods[c->n_methods][i] =
+            grpc_channel_register_call(c->ch[i], path, NULL, NULL);
+    return c->n_methods++;
+}
+
+void ac_destroy(ac_t *c) {
+    if (c == NULL)
+        return;
+    for (int i = 0; i < c->n_ch; i++)
+        grpc_channel_destroy(c->ch[i]);
+    grpc_completion_queue_shutdown(c->cq);
+    for (int i = 0; i < c->n_threads; i++)
+        pthread_join(c->threads[i], NULL);
+    grpc_completion_queue_destroy(c->cq);
+    free(c->ch);
+    free(c->threads);
+    free(c);
+    grpc_shutdown();
+}

@@ -1,0 +1,600 @@
+/*
+ * bench/suite_watch.c: push latency. `watch`: N watchers on one key (and
+ * one pattern watcher over many keys) while a writer writes at a fixed
+ * rate, each value stamped with the writer's clock when it was sent; the
+ * latency is receipt minus stamp, so it includes the durable commit.
+ * `signal`: a run awaits, SendSignal, the await returns.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/journal.pb-c.h"
+#include "api/kv.pb-c.h"
+#include "api/signals.pb-c.h"
+#include "api/wal.pb-c.h"
+#include "bench/bench.h"
+#include "bench/etcd.pb-c.h"
+
+typedef struct wstate {
+    int etcd;
+    lat_t *lat;
+    atomic_long ready, received, ended, bad;
+} wstate_t;
+
+static void record(wstate_t *ws, const uint8_t *v, size_t len, int64_t now) {
+    int64_t t = bench_value_stamp((const char *)v, len);
+
+    if (t > 0) {
+        lat_add(ws->lat, now - t);
+        atomic_fetch_add(&ws->received, 1);
+    } else {
+        atomic_fetch_add(&ws->bad, 1);
+    }
+}
+
+static void on_event(void *arg, const uint8_t *msg, size_t len) {
+    wstate_t *ws = arg;
+    int64_t now = ac_now_ns();
+
+    if (ws->etcd) {
+        Etcdserverpb__WatchResponse *r =
+            etcdserverpb__watch_response__unpack(NULL, len, msg);
+
+        if (r == NULL) {
+            atomic_fetch_add(&ws->bad, 1);
+            return;
+        }
+        if (r->created)
+            atomic_fetch_add(&ws->ready, 1);
+        for (size_t i = 0; i < r->n_events; i++)
+            if (r->events[i]->kv != NULL)
+                record(ws, r->events[i]->kv->value.data,
+                       r->events[i]->kv->value.len, now);
+        etcdserverpb__watch_response__free_unpacked(r, NULL);
+    } else {
+        Reel__V1__ValueEvent *e = reel__v1__value_event__unpack(NULL, len, msg);
+
+        if (e == NULL) {
+            atomic_fetch_add(&ws->bad, 1);
+            return;
+        }
+        if (e->type == REEL__V1__VALUE_EVENT__TYPE__BOOTSTRAP_DONE)
+            atomic_fetch_add(&ws->ready, 1);
+        else if (e->type == REEL__V1__VALUE_EVENT__TYPE__PUT)
+            record(ws, (const uint8_t *)e->value, strlen(e->value), now);
+        reel__v1__value_event__free_unpacked(e, NULL);
+    }
+}
+
+static void on_end(void *arg, int code, const char *details) {
+    wstate_t *ws = arg;
+
+    (void)code;
+    (void)details;
+    atomic_fetch_add(&ws->ended, 1);
+}
+
+/* Opens one watch on ns/key (reel) or key..range_end (etcd). */
+static ac_stream_t *open_watch(ac_t *ac, int m, int etcd, const char *ns,
+                               const char *key, const char *range_end,
+                               int receive, ac_msg_fn on_msg, ac_end_fn end,
+                               void *arg) {
+    uint8_t buf[2048];
+    size_t len;
+
+    if (etcd) {
+        Etcdserverpb__WatchRequest r = ETCDSERVERPB__WATCH_REQUEST__INIT;
+        Etcdserverpb__WatchCreateRequest c =
+            ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+
+        c.key.data = (uint8_t *)key;
+        c.key.len = strlen(key);
+        if (range_end != NULL) {
+            c.range_end.data = (uint8_t *)range_end;
+            c.range_end.len = strlen(range_end);
+        }
+        c.prev_kv = 1; /* like reel: every event carries the old value */
+        r.request_union_case =
+            ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+        r.create_request = &c;
+        len = etcdserverpb__watch_request__pack(&r, buf);
+        return ac_stream_open(ac, m, buf, len, 0, receive, on_msg, end, arg);
+    } else {
+        Reel__V1__WatchValueRequest r = REEL__V1__WATCH_VALUE_REQUEST__INIT;
+
+        r.namespace_ = (char *)ns;
+        r.key = (char *)key;
+        r.start = REEL__V1__WATCH_VALUE_REQUEST__START__NOW;
+        len = reel__v1__watch_value_request__pack(&r, buf);
+        return ac_stream_open(ac, m, buf, len, 1, receive, on_msg, end, arg);
+    }
+}
+
+/*
+ * Opens n watches and waits until each is live (or 60 s pass). key_fmt may
+ * take the watcher's index (%d), for a key each.
+ */
+static int open_watches(const bench_opts_t *o, ac_t *ac, int etcd,
+                        const char *ns, const char *key_fmt,
+                        const char *range_end, int n, wstate_t *ws,
+                        ac_stream_t **out) {
+    int m = ac_method(ac, etcd ? "/etcdserverpb.Watch/Watch"
+                               : "/reel.v1.KV/WatchValue");
+    int64_t until = ac_now_ns() + 60 * 1000000000LL;
+
+    for (int i = 0; i < n; i++) {
+        char key[256];
+
+        snprintf(key, sizeof(key), key_fmt, i);
+        out[i] = open_watch(ac, m, etcd, ns, key, range_end, 1, on_event,
+                            on_end, ws);
+    }
+    while (atomic_load(&ws->ready) < n && ac_now_ns() < until) {
+        bench_progress(o, "  opening watchers: %ld of %d live",
+                       atomic_load(&ws->ready), n);
+        bench_sleep_ms(10);
+    }
+    bench_progress_done(o);
+    return atomic_load(&ws->ready) == n ? 0 : -1;
+}
+
+static void close_streams(ac_stream_t **s, int n, atomic_long *ended) {
+    int64_t until = ac_now_ns() + 10 * 1000000000LL;
+
+    for (int i = 0; i < n; i++)
+        ac_stream_cancel(s[i]);
+    while (ended != NULL && atomic_load(ended) < n && ac_now_ns() < until)
+        bench_sleep_ms(5);
+    for (int i = 0; i < n; i++)
+        ac_stream_release(s[i]);
+}
+
+/* ---- The paced writer ---------------------------------------------------- */
+
+typedef struct writer {
+    const bench_opts_t *o;
+    ac_t *ac;
+    int method, etcd;
+    const char *ns, *key_fmt; /* key_fmt takes the write's index modulo nkeys */
+    int nkeys;
+    double rate;
+    int64_t duration_ns;
+    atomic_long sent, acked, errors;
+} writer_t;
+
+static void write_done(void *arg, int code, const uint8_t *r, size_t len) {
+    writer_t *w = arg;
+
+    (void)r;
+    (void)len;
+    atomic_fetch_add(code == 0 ? &w->acked : &w->errors, 1);
+}
+
+static void *writer_main(void *arg) {
+    writer_t *w = arg;
+    int64_t t0 = ac_now_ns(), interval = (int64_t)(1e9 / w->rate);
+    char *value = malloc((size_t)w->o->value_bytes + 64);
+    uint8_t *buf = malloc((size_t)w->o->value_bytes + 1024);
+
+    if (value == NULL || buf == NULL)
+        goto out;
+    for (long i = 0;; i++) {
+        int64_t at = t0 + i * interval, now = ac_now_ns();
+        char key[256];
+        size_t vlen, len;
+
+        if (at - t0 >= w->duration_ns)
+            break;
+        if (at > now)
+            usleep((useconds_t)((at - now) / 1000));
+        snprintf(key, sizeof(key), w->key_fmt, (int)(i % w->nkeys));
+        vlen = bench_value(value, (size_t)w->o->value_bytes, ac_now_ns());
+        if (w->etcd) {
+            Etcdserverpb__PutRequest r = ETCDSERVERPB__PUT_REQUEST__INIT;
+
+            r.key.data = (uint8_t *)key;
+            r.key.len = strlen(key);
+            r.value.data = (uint8_t *)value;
+            r.value.len = vlen;
+            len = etcdserverpb__put_request__pack(&r, buf);
+        } else {
+            Reel__V1__SetValueRequest r = REEL__V1__SET_VALUE_REQUEST__INIT;
+
+            r.namespace_ = (char *)w->ns;
+            r.key = key;
+            r.value = value;
+            len = reel__v1__set_value_request__pack(&r, buf);
+        }
+        if (ac_unary(w->ac, w->method, buf, len, 30000, write_done, w) == 0)
+            atomic_fetch_add(&w->sent, 1);
+    }
+    /* Every write answered (or 30 s). */
+    for (int k = 0; k < 3000 && atomic_load(&w->acked) +
+                                         atomic_load(&w->errors) <
+                                     atomic_load(&w->sent);
+         k++)
+        bench_sleep_ms(10);
+out:
+    free(value);
+    free(buf);
+    return NULL;
+}
+
+/* One watch point: n watchers, a writer at `rate`; fills a report row. */
+static int watch_point(const bench_opts_t *o, report_t *rep, int pattern,
+                       int n) {
+    int etcd = o->target == TARGET_ETCD, rc = 0;
+    ac_t *ac = ac_create(o->addr, o->connections, o->threads);
+    ac_t *wac = ac_create(o->addr, 1, 1); /* the writer's own connection */
+    ac_stream_t **streams = calloc((size_t)n, sizeof(*streams));
+    char ns[64], key[128], fmt[160], range_end[160];
+    double rate = o->rate;
+    wstate_t ws;
+    writer_t w;
+    lat_t lat;
+    pthread_t th;
+    long expected;
+    int64_t until;
+    cJSON *row;
+
+    if (ac == NULL || wac == NULL || streams == NULL)
+        return 1;
+    if (n > 0 && rate * n > (double)o->fanout_cap)
+        rate = (double)o->fanout_cap / n;
+    if (rate < 1)
+        rate = 1;
+    lat_init(&lat);
+    memset(&ws, 0, sizeof(ws));
+    ws.etcd = etcd;
+    ws.lat = &lat;
+    /* Names unique to this process and point. */
+    snprintf(ns, sizeof(ns), "bench%ld%s%d", (long)getpid(),
+             pattern ? "p" : "w", n);
+    if (etcd) {
+        if (pattern) {
+            snprintf(key, sizeof(key), "%s/", ns);
+            snprintf(range_end, sizeof(range_end), "%s0", ns); /* '/'+1 */
+            snprintf(fmt, sizeof(fmt), "%s/k.%%d", ns);
+        } else {
+            snprintf(key, sizeof(key), "%s/key", ns);
+            snprintf(fmt, sizeof(fmt), "%s/key", ns);
+        }
+    } else {
+        snprintf(key, sizeof(key), pattern ? ">" : "key");
+        snprintf(fmt, sizeof(fmt), pattern ? "k.%%d" : "key");
+    }
+    if (open_watches(o, ac, etcd, ns, key,
+                           etcd && pattern ? range_end : NULL, n, &ws,
+                           streams) != 0) {
+        fprintf(stderr, "reel-bench: watch: only %ld of %d watchers went live\n",
+                atomic_load(&ws.ready), n);
+        rc = 1;
+        goto out;
+    }
+
+    memset(&w, 0, sizeof(w));
+    w.o = o;
+    w.ac = wac;
+    w.etcd = etcd;
+    w.method = ac_method(wac, etcd ? "/etcdserverpb.KV/Put"
+                                   : "/reel.v1.KV/SetValue");
+    w.ns = ns;
+    w.key_fmt = fmt;
+    w.nkeys = pattern ? o->pattern_keys : 1;
+    w.rate = rate;
+    w.duration_ns = (int64_t)(o->duration_s * 1e9);
+    pthread_create(&th, NULL, writer_main, &w);
+    while (pthread_tryjoin_np(th, NULL) != 0) {
+        bench_progress(o, "  %d %s watchers, %.0f writes/s: %ld writes, %ld "
+                       "events",
+                       n, pattern ? "pattern" : "exact", rate,
+                       atomic_load(&w.acked), atomic_load(&ws.received));
+        bench_sleep_ms(100);
+    }
+    /* Whatever is still on its way: up to 10 s more. */
+    expected = atomic_load(&w.acked) * n;
+    until = ac_now_ns() + 10 * 1000000000LL;
+    while (atomic_load(&ws.received) < expected && ac_now_ns() < until)
+        bench_sleep_ms(10);
+    bench_progress_done(o);
+
+    row = report_row(rep);
+    cJSON_AddStringToObject(row, "kind", pattern ? "pattern" : "exact");
+    cJSON_AddNumberToObject(row, "watchers", n);
+    cJSON_AddNumberToObject(row, "rate", rate);
+    cJSON_AddNumberToObject(row, "writes", (double)atomic_load(&w.acked));
+    cJSON_AddNumberToObject(row, "expected", (double)expected);
+    cJSON_AddNumberToObject(row, "received", (double)atomic_load(&ws.received));
+    cJSON_AddNumberToObject(row, "p50_us", lat_quantile_us(&lat, 0.50));
+    cJSON_AddNumberToObject(row, "p99_us", lat_quantile_us(&lat, 0.99));
+    cJSON_AddNumberToObject(row, "p999_us", lat_quantile_us(&lat, 0.999));
+    if (atomic_load(&w.errors) > 0 || atomic_load(&ws.bad) > 0 ||
+        atomic_load(&ws.received) != expected || expected == 0) {
+        fprintf(stderr,
+                "reel-bench: watch: %ld write errors, %ld undecodable, %ld of "
+                "%ld events received\n",
+                atomic_load(&w.errors), atomic_load(&ws.bad),
+                atomic_load(&ws.received), expected);
+        rc = 1;
+    }
+out:
+    close_streams(streams, n, &ws.ended);
+    free(streams);
+    ac_destroy(wac);
+    ac_destroy(ac);
+    lat_fini(&lat);
+    return rc;
+}
+
+int bench_watch(const bench_opts_t *o) {
+    report_t rep;
+    int rc = 0;
+
+    report_init(&rep, "watch", o);
+    cJSON_AddNumberToObject(rep.params, "rate", o->rate);
+    cJSON_AddNumberToObject(rep.params, "fanout_cap", (double)o->fanout_cap);
+    cJSON_AddNumberToObject(rep.params, "pattern_keys", o->pattern_keys);
+    for (int k = 0; k < o->n_watchers; k++)
+        rc |= watch_point(o, &rep, 0, o->watchers[k]);
+    if (o->pattern_keys > 0)
+        rc |= watch_point(o, &rep, 1, 1);
+    return report_finish(&rep) || rc;
+}
+
+/* ---- signal -------------------------------------------------------------- */
+
+typedef struct await {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, code, delivered;
+    int64_t at;
+} await_t;
+
+static void await_done(void *arg, int code, const uint8_t *resp, size_t len) {
+    await_t *a = arg;
+    int64_t now = ac_now_ns();
+    Reel__V1__AwaitSignalResponse *r =
+        code == 0 ? reel__v1__await_signal_response__unpack(NULL, len, resp)
+                  : NULL;
+
+    pthread_mutex_lock(&a->mu);
+    a->at = now;
+    a->code = code;
+    a->delivered = r != NULL && r->delivered;
+    a->done = 1;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    if (r != NULL)
+        reel__v1__await_signal_response__free_unpacked(r, NULL);
+}
+
+int bench_signal(const bench_opts_t *o) {
+    ac_t *ac = ac_create(o->addr, 2, 1);
+    int m_begin = ac_method(ac, "/reel.v1.Journal/BeginRun");
+    int m_await = ac_method(ac, "/reel.v1.Signals/AwaitSignal");
+    int m_send = ac_method(ac, "/reel.v1.Signals/SendSignal");
+    Reel__V1__BeginRunRequest br = REEL__V1__BEGIN_RUN_REQUEST__INIT;
+    Reel__V1__Run *run = NULL;
+    char session[64];
+    uint8_t buf[1024], *resp = NULL;
+    size_t len, rlen = 0;
+    int64_t stop;
+    long misses = 0;
+    report_t rep;
+    lat_t lat;
+    cJSON *row;
+    int code, rc = 0;
+
+    if (o->target != TARGET_REEL) {
+        fprintf(stderr, "reel-bench: signal: reel only\n");
+        return 2;
+    }
+    snprintf(session, sizeof(session), "signal.%ld.%lld", (long)getpid(),
+             (long long)(ac_now_ns() / 1000000));
+    br.app = "reel-bench";
+    br.user = "bench";
+    br.session = session;
+    br.invocation_id = "1";
+    br.lease_owner = "reel-bench";
+    br.lease_ttl_ms = 24LL * 3600 * 1000;
+    len = reel__v1__begin_run_request__pack(&br, buf);
+    code = bench_call(ac, m_begin, buf, len, 10000, &resp, &rlen);
+    if (code == 0)
+        run = reel__v1__run__unpack(NULL, rlen, resp);
+    free(resp);
+    if (run == NULL) {
+        fprintf(stderr, "reel-bench: signal: BeginRun failed (code %d)\n", code);
+        ac_destroy(ac);
+        return 1;
+    }
+    lat_init(&lat);
+    stop = ac_now_ns() + (int64_t)(o->duration_s * 1e9);
+    while (ac_now_ns() < stop) {
+        Reel__V1__AwaitSignalRequest ar = REEL__V1__AWAIT_SIGNAL_REQUEST__INIT;
+        Reel__V1__SendSignalRequest sr = REEL__V1__SEND_SIGNAL_REQUEST__INIT;
+        await_t a;
+        int64_t t0;
+
+        memset(&a, 0, sizeof(a));
+        pthread_mutex_init(&a.mu, NULL);
+        pthread_cond_init(&a.cv, NULL);
+        ar.run_id = run->run_id;
+        ar.name = "go";
+        ar.lease_epoch = run->lease_epoch;
+        ar.timeout_ms = 10000;
+        len = reel__v1__await_signal_request__pack(&ar, buf);
+        ac_unary(ac, m_await, buf, len, 20000, await_done, &a);
+        bench_sleep_ms(2); /* let the await park first */
+        sr.run_id = run->run_id;
+        sr.name = "go";
+        sr.payload = "{\"ok\":true}";
+        len = reel__v1__send_signal_request__pack(&sr, buf);
+        t0 = ac_now_ns();
+        code = bench_call(ac, m_send, buf, len, 10000, NULL, NULL);
+        pthread_mutex_lock(&a.mu);
+        while (!a.done)
+            pthread_cond_wait(&a.cv, &a.mu);
+        pthread_mutex_unlock(&a.mu);
+        if (code == 0 && a.code == 0 && a.delivered)
+            lat_add(&lat, a.at - t0);
+        else
+            misses++;
+        pthread_mutex_destroy(&a.mu);
+        pthread_cond_destroy(&a.cv);
+        bench_progress(o, "  signal: %zu wake-ups", lat_count(&lat));
+    }
+    bench_progress_done(o);
+    report_init(&rep, "signal", o);
+    row = report_row(&rep);
+    cJSON_AddNumberToObject(row, "samples", (double)lat_count(&lat));
+    cJSON_AddNumberToObject(row, "failed", (double)misses);
+    cJSON_AddNumberToObject(row, "p50_us", lat_quantile_us(&lat, 0.50));
+    cJSON_AddNumberToObject(row, "p99_us", lat_quantile_us(&lat, 0.99));
+    cJSON_AddNumberToObject(row, "p999_us", lat_quantile_us(&lat, 0.999));
+    if (misses > 0 || lat_count(&lat) == 0) {
+        fprintf(stderr, "reel-bench: signal: %ld wake-ups failed\n", misses);
+        rc = 1;
+    }
+    lat_fini(&lat);
+    reel__v1__run__free_unpacked(run, NULL);
+    ac_destroy(ac);
+    return report_finish(&rep) || rc;
+}
+
+/* ---- memory -------------------------------------------------------------- */
+
+static long rss_kib(int pid) {
+    char path[64], line[256];
+    long kib = -1;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    if ((f = fopen(path, "r")) == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "VmRSS: %ld", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+static void noop_msg(void *arg, const uint8_t *msg, size_t len) {
+    (void)arg;
+    (void)msg;
+    (void)len;
+}
+
+typedef struct fill_arg {
+    const bench_opts_t *o;
+    long writes;
+    int rc;
+} fill_arg_t;
+
+static void *fill_main(void *arg) {
+    fill_arg_t *f = arg;
+
+    f->rc = bench_fill(f->o, f->writes, 0);
+    return NULL;
+}
+
+int bench_memory(const bench_opts_t *o) {
+    int n = o->idle_watchers, s = o->subscribers, rc = 0;
+    ac_t *ac = ac_create(o->addr, o->connections, o->threads);
+    ac_stream_t **streams = calloc((size_t)(n > s ? n : s), sizeof(*streams));
+    char ns[64];
+    long before, after, start, max, end;
+    wstate_t ws;
+    lat_t lat;
+    report_t rep;
+    cJSON *row, *samples;
+
+    if (o->target != TARGET_REEL || o->pid <= 0) {
+        fprintf(stderr, "reel-bench: memory: reel only, and needs --pid\n");
+        return 2;
+    }
+    if (ac == NULL || streams == NULL || rss_kib(o->pid) < 0) {
+        fprintf(stderr, "reel-bench: memory: cannot read the RSS of pid %d\n",
+                o->pid);
+        return 1;
+    }
+    report_init(&rep, "memory", o);
+    lat_init(&lat);
+    memset(&ws, 0, sizeof(ws));
+    ws.lat = &lat;
+    snprintf(ns, sizeof(ns), "idle%ld", (long)getpid());
+
+    /* Idle watchers, one key each. */
+    bench_sleep_ms(500);
+    before = rss_kib(o->pid);
+    if (open_watches(o, ac, 0, ns, "key.%d", NULL, n, &ws, streams) != 0) {
+        fprintf(stderr, "reel-bench: memory: only %ld of %d watchers went "
+                        "live\n",
+                atomic_load(&ws.ready), n);
+        rc = 1;
+    }
+    bench_sleep_ms(1000);
+    after = rss_kib(o->pid);
+    row = report_row(&rep);
+    cJSON_AddStringToObject(row, "test", "idle_watchers");
+    cJSON_AddNumberToObject(row, "watchers", n);
+    cJSON_AddNumberToObject(row, "rss_before_kib", (double)before);
+    cJSON_AddNumberToObject(row, "rss_after_kib", (double)after);
+    cJSON_AddNumberToObject(row, "bytes_per_watcher",
+                            n > 0 ? (double)(after - before) * 1024 / n : 0);
+    close_streams(streams, n, &ws.ended);
+
+    /* Stalled subscribers: a WAL tail each, never read, during writes. */
+    if (s > 0) {
+        Reel__V1__SubscribeEventsRequest r =
+            REEL__V1__SUBSCRIBE_EVENTS_REQUEST__INIT;
+        int m = ac_method(ac, "/reel.v1.Wal/SubscribeEvents");
+        uint8_t buf[64];
+        size_t len = reel__v1__subscribe_events_request__pack(&r, buf);
+        fill_arg_t f = {o, o->writes, 0};
+        pthread_t th;
+        int64_t t0;
+
+        memset(&ws, 0, sizeof(ws));
+        for (int i = 0; i < s; i++)
+            streams[i] = ac_stream_open(ac, m, buf, len, 1, 0, noop_msg, on_end,
+                                        &ws);
+        bench_sleep_ms(1000);
+        start = max = rss_kib(o->pid);
+        row = report_row(&rep);
+        samples = cJSON_CreateArray();
+        t0 = ac_now_ns();
+        pthread_create(&th, NULL, fill_main, &f);
+        while (pthread_tryjoin_np(th, NULL) != 0) {
+            long k = rss_kib(o->pid);
+            cJSON *p = cJSON_CreateArray();
+
+            cJSON_AddItemToArray(p, cJSON_CreateNumber(
+                                        (double)(ac_now_ns() - t0) / 1e9));
+            cJSON_AddItemToArray(p, cJSON_CreateNumber((double)k));
+            cJSON_AddItemToArray(samples, p);
+            if (k > max)
+                max = k;
+            bench_progress(o, "  %d stalled subscribers: RSS %ld KiB", s, k);
+            bench_sleep_ms(100);
+        }
+        bench_progress_done(o);
+        end = rss_kib(o->pid);
+        cJSON_AddStringToObject(row, "test", "stalled_subscribers");
+        cJSON_AddNumberToObject(row, "subscribers", s);
+        cJSON_AddNumberToObject(row, "writes", (double)o->writes);
+        cJSON_AddNumberToObject(row, "rss_start_kib", (double)start);
+        cJSON_AddNumberToObject(row, "rss_max_kib", (double)max);
+        cJSON_AddNumberToObject(row, "rss_end_kib", (double)end);
+        cJSON_AddItemToObject(row, "samples", samples);
+        rc |= f.rc;
+        close_streams(streams, s, &ws.ended);
+    }
+    free(streams);
+    lat_fini(&lat);
+    ac_destroy(ac);
+    return report_finish(&rep) || rc;
+}
