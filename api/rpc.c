@@ -233,6 +233,12 @@ static void pump_locked(rpc_call_t *c) {
             c->md_sent = 1;
         }
         ops[n].op = GRPC_OP_SEND_MESSAGE;
+        /* More queued behind this one: let the transport buffer it and
+         * complete the op at once, so a backlog leaves in large writes
+         * instead of one syscall per message. The last message queued
+         * goes without the hint, which flushes everything before it. */
+        if (c->qhead != NULL)
+            ops[n].flags = GRPC_WRITE_BUFFER_HINT;
         ops[n++].data.send_message.send_message = c->inflight;
     } else if (!c->finished) {
         return;

@@ -42,6 +42,7 @@ typedef struct bench_opts {
     const char *reeld, *data_dir; /* restart */
     const char *json;
     int progress;      /* stderr is a terminal */
+    int strict;        /* smoke: every watch event must arrive */
 } bench_opts_t;
 
 /* A report: rows of name/value pairs, printed as a table and as JSON. */
@@ -96,6 +97,7 @@ int bench_fill(const bench_opts_t *o, long keys, long entries);
 
 /* The subcommands. Each returns 0, or non-zero when a measurement failed. */
 int bench_set(const bench_opts_t *o);
+int bench_get(const bench_opts_t *o);
 int bench_append(const bench_opts_t *o);
 int bench_watch(const bench_opts_t *o);
 int bench_signal(const bench_opts_t *o);

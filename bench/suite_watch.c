@@ -23,6 +23,7 @@ typedef struct wstate {
     int etcd;
     lat_t *lat;
     atomic_long ready, received, ended, bad;
+    atomic_llong last_ns; /* when the latest event arrived */
 } wstate_t;
 
 static void record(wstate_t *ws, const uint8_t *v, size_t len, int64_t now) {
@@ -31,6 +32,7 @@ static void record(wstate_t *ws, const uint8_t *v, size_t len, int64_t now) {
     if (t > 0) {
         lat_add(ws->lat, now - t);
         atomic_fetch_add(&ws->received, 1);
+        atomic_store(&ws->last_ns, now);
     } else {
         atomic_fetch_add(&ws->bad, 1);
     }
@@ -238,7 +240,7 @@ static int watch_point(const bench_opts_t *o, report_t *rep, int pattern,
     lat_t lat;
     pthread_t th;
     long expected;
-    int64_t until;
+    int64_t until, t0;
     cJSON *row;
 
     if (ac == NULL || wac == NULL || streams == NULL)
@@ -287,6 +289,7 @@ static int watch_point(const bench_opts_t *o, report_t *rep, int pattern,
     w.nkeys = pattern ? o->pattern_keys : 1;
     w.rate = rate;
     w.duration_ns = (int64_t)(o->duration_s * 1e9);
+    t0 = ac_now_ns();
     pthread_create(&th, NULL, writer_main, &w);
     while (pthread_tryjoin_np(th, NULL) != 0) {
         bench_progress(o, "  %d %s watchers, %.0f writes/s: %ld writes, %ld "
@@ -295,9 +298,9 @@ static int watch_point(const bench_opts_t *o, report_t *rep, int pattern,
                        atomic_load(&w.acked), atomic_load(&ws.received));
         bench_sleep_ms(100);
     }
-    /* Whatever is still on its way: up to 10 s more. */
+    /* Whatever is still on its way: up to 30 s more. */
     expected = atomic_load(&w.acked) * n;
-    until = ac_now_ns() + 10 * 1000000000LL;
+    until = ac_now_ns() + 30 * 1000000000LL;
     while (atomic_load(&ws.received) < expected && ac_now_ns() < until)
         bench_sleep_ms(10);
     bench_progress_done(o);
@@ -309,17 +312,33 @@ static int watch_point(const bench_opts_t *o, report_t *rep, int pattern,
     cJSON_AddNumberToObject(row, "writes", (double)atomic_load(&w.acked));
     cJSON_AddNumberToObject(row, "expected", (double)expected);
     cJSON_AddNumberToObject(row, "received", (double)atomic_load(&ws.received));
+    cJSON_AddNumberToObject(
+        row, "events_per_s",
+        atomic_load(&ws.last_ns) > t0
+            ? (double)atomic_load(&ws.received) /
+                  ((double)(atomic_load(&ws.last_ns) - t0) / 1e9)
+            : 0);
     cJSON_AddNumberToObject(row, "p50_us", lat_quantile_us(&lat, 0.50));
     cJSON_AddNumberToObject(row, "p99_us", lat_quantile_us(&lat, 0.99));
     cJSON_AddNumberToObject(row, "p999_us", lat_quantile_us(&lat, 0.999));
-    if (atomic_load(&w.errors) > 0 || atomic_load(&ws.bad) > 0 ||
-        atomic_load(&ws.received) != expected || expected == 0) {
+    cJSON_AddNumberToObject(row, "write_errors", (double)atomic_load(&w.errors));
+    /* A write that timed out may still have committed (and been pushed):
+     * more events than acknowledged writes is not a loss. Fewer is. */
+    if ((atomic_load(&w.errors) > 0 && !etcd) || atomic_load(&ws.bad) > 0 ||
+        expected == 0 || (o->strict && atomic_load(&ws.received) < expected)) {
         fprintf(stderr,
                 "reel-bench: watch: %ld write errors, %ld undecodable, %ld of "
                 "%ld events received\n",
                 atomic_load(&w.errors), atomic_load(&ws.bad),
                 atomic_load(&ws.received), expected);
         rc = 1;
+    } else if (atomic_load(&ws.received) < expected) {
+        /* Overload, not loss: the stream is still delivering; the row says
+         * how far it got, and its quantiles cover what arrived. */
+        fprintf(stderr,
+                "reel-bench: watch: %d watchers: %ld of %ld events arrived "
+                "within 30 s of the last write\n",
+                n, atomic_load(&ws.received), expected);
     }
 out:
     close_streams(streams, n, &ws.ended);

@@ -47,6 +47,18 @@ static size_t make_set(void *arg, uint64_t i, uint8_t *buf, size_t cap) {
     }
 }
 
+static size_t make_get(void *arg, uint64_t i, uint8_t *buf, size_t cap) {
+    write_ctx_t *w = arg;
+    Reel__V1__GetValueRequest r = REEL__V1__GET_VALUE_REQUEST__INIT;
+    char key[96];
+
+    (void)cap;
+    snprintf(key, sizeof(key), "%s.%llu", w->prefix, (unsigned long long)i);
+    r.namespace_ = "bench";
+    r.key = key;
+    return reel__v1__get_value_request__pack(&r, buf);
+}
+
 static size_t make_append(void *arg, uint64_t i, uint8_t *buf, size_t cap) {
     write_ctx_t *w = arg;
     Reel__V1__AppendRequest r = REEL__V1__APPEND_REQUEST__INIT;
@@ -179,6 +191,26 @@ int bench_set(const bench_opts_t *o) {
     m = ac_method(ac, o->target == TARGET_ETCD ? "/etcdserverpb.KV/Put"
                                                : "/reel.v1.KV/SetValue");
     rc = run_points(o, "set", ac, m, make_set, &w);
+    ctx_fini(&w);
+    ac_destroy(ac);
+    return rc;
+}
+
+/* Reads of keys that do not exist: the cost of a call without a write. */
+int bench_get(const bench_opts_t *o) {
+    ac_t *ac;
+    write_ctx_t w;
+    int rc;
+
+    if (o->target != TARGET_REEL) {
+        fprintf(stderr, "reel-bench: get: reel only\n");
+        return 2;
+    }
+    ac = ac_create(o->addr, o->connections, o->threads);
+    if (ac == NULL || ctx_init(&w, o, "get") != 0)
+        return 1;
+    rc = run_points(o, "get", ac, ac_method(ac, "/reel.v1.KV/GetValue"),
+                    make_get, &w);
     ctx_fini(&w);
     ac_destroy(ac);
     return rc;

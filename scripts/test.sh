@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart 2: runs every test: the cmocka unit tests (bazel test //...),
 # the end-to-end tests against a real reeld through Python's grpcio, the
-# kill -9 crash test (tests/crash, 10 cycles), and
+# kill -9 crash test (tests/crash, 10 cycles), a smoke run of reel-bench, and
 # both again under AddressSanitizer + UndefinedBehaviorSanitizer, and a short
 # run of each libFuzzer target (scripts/fuzz.sh) against its committed corpus.
 #
@@ -105,6 +105,25 @@ PY
   passed=$((passed + t - f - e - s))
   failed=$((failed + f + e))
 else
+  failed=$((failed + 1))
+fi
+
+# reel-bench's smoke mode: every benchmark for a moment against a reeld it
+# starts, so the tool keeps working (the benchmarks are bench/run.sh).
+echo "== bench: reel-bench smoke"
+if bazel build //bench:reel-bench >"$logs/build-bench.log" 2>&1; then
+  bin="$(bazel info bazel-bin 2>/dev/null)"
+  port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$bin/bench/reel-bench" smoke --reeld "$bin/api/reeld" --data-dir "$logs/smoke" \
+    --addr "127.0.0.1:$port" >"$logs/smoke.log" 2>&1
+  [ $? -eq 0 ] || { status=1; cat "$logs/smoke.log"; }
+  grep -E '^smoke:' "$logs/smoke.log" || true
+  read -r sp sf < <(sed -nE 's/^smoke: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' "$logs/smoke.log")
+  passed=$((passed + ${sp:-0}))
+  failed=$((failed + ${sf:-1}))
+else
+  status=1
+  cat "$logs/build-bench.log"
   failed=$((failed + 1))
 fi
 

@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 import kv_pb2
+import reel_pb2
 import wal_pb2
 from conftest import REELD, Reeld
 
@@ -77,6 +78,34 @@ def open_stalled_tail(addr):
     return ch, sub(wal_pb2.SubscribeEventsRequest(from_revision=0), timeout=300)
 
 
+def wait_answered(calls, limit_s):
+    """Waits until the server has answered every call (its initial metadata
+    arrived with the first message); returns the indexes still unanswered."""
+    answered = set()
+
+    def waiter():
+        for i, c in enumerate(calls):
+            c.initial_metadata()
+            answered.add(i)
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    t.join(limit_s)
+    return [i for i in range(len(calls)) if i not in answered]
+
+
+def open_calls(addr):
+    ch = grpc.insecure_channel(addr)
+    try:
+        return ch.unary_unary(
+            "/reel.v1.Admin/GetStatus",
+            request_serializer=reel_pb2.GetStatusRequest.SerializeToString,
+            response_deserializer=reel_pb2.GetStatusResponse.FromString)(
+                reel_pb2.GetStatusRequest(), timeout=10).open_calls
+    finally:
+        ch.close()
+
+
 def drain(call, until_revision, limit_s):
     """Reads a stream until it passes until_revision; returns (events, error)."""
     q = queue.Queue()
@@ -94,7 +123,12 @@ def drain(call, until_revision, limit_s):
     threading.Thread(target=reader, daemon=True).start()
     events, deadline = [], time.monotonic() + limit_s
     while True:
-        item = q.get(timeout=max(0.1, deadline - time.monotonic()))
+        try:
+            item = q.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(
+                f"no event for {limit_s} s after {len(events)} events "
+                f"(last: {events[-1] if events else None})") from None
         if item is None:
             return events, None
         if isinstance(item, grpc.RpcError):
@@ -115,7 +149,10 @@ def test_stalled_watchers_neither_grow_memory_nor_slow_100k_writes(tmp_path):
                    open_stalled(server.addr, "load.>", NOW),
                    open_stalled(server.addr, ">", SNAPSHOT)]
         tails = [open_stalled_tail(server.addr) for _ in range(100)]
-        time.sleep(1.0)
+        # Every stream is open on the server before the writes start.
+        late = wait_answered([call for _, call in stalled + tails], 60)
+        assert not late, (f"the server never answered streams {late}; "
+                          f"open calls: {open_calls(server.addr)}")
 
         peak, done = [rss0], threading.Event()
 

@@ -1,0 +1,864 @@
+#!/usr/bin/python3
+"""Writes bench/RESULTS.md and bench/throughput.png from bench/results/.
+
+    /usr/bin/python3 bench/report.py bench/results [--out-dir bench]
+    /usr/bin/python3 bench/report.py machine --run-dir DIR --out FILE \\
+        [--reeld PATH] [--reel-bench PATH] [--quick 0|1]
+
+The first form reads what bench/run.sh left in the results directory (the
+reel-bench JSON files, db_bench's output, commands.txt, machine.json) and
+writes the report next to it: every figure in tables, the ratios against
+db_bench and etcd, the issue's targets with PASS or MISS, and a gnuplot chart
+of ops/s against concurrency. Whatever is missing is reported as "not
+measured", never guessed.
+
+The second form (run by bench/run.sh at the start of a run) records the
+machine, the versions and the commit into machine.json, so that the report
+describes the machine that measured, wherever it is regenerated.
+
+Standard library only; gnuplot (Debian's gnuplot-nox) draws the chart.
+"""
+
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+
+NOT_MEASURED = "not measured"
+
+# The issue's targets, as numbers.
+SET_VS_DBBENCH = 1.0          # set@64 >= 1.0 x db_bench fillrandom@32 threads
+SET_VS_ETCD = 2.0             # set@64 >= 2 x etcd set@64
+APPEND_VS_SET = 0.90          # append@64 >= 0.9 x set@64 ("within 10%")
+WATCH_P99_US = 5000           # watch exact, 1000 watchers, 1000 writes/s
+WATCH_VS_ETCD = 2.0           # etcd p99 / reel p99 >= 2, same row
+SIGNAL_P99_US = 5000
+TAIL_EVENTS_PER_S = 300000
+BYTES_PER_WATCHER = 2048
+STALLED_GROWTH_KIB = 64 * 1024  # "flat RSS": rss_max - rss_start < 64 MiB
+RESTART_READY_MS = 1000
+
+SET_C = 64         # the concurrency the targets name
+DBBENCH_T = 32     # the db_bench thread count the targets name
+WATCH_N = 1000     # watchers in the watch targets
+WATCH_RATE = 1000  # writes/s in the watch targets
+
+CHART_X = [1, 8, 32, 64, 256]
+
+
+# --------------------------------------------------------------------------
+# machine.json
+
+
+def run_cmd(argv, timeout=20):
+    """stdout of argv (stripped), or None if it cannot run or fails."""
+    try:
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=timeout, text=True, errors="replace")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if p.returncode != 0:
+        return None
+    return p.stdout.strip()
+
+
+def first_line(s):
+    return s.splitlines()[0].strip() if s else None
+
+
+def read_text(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def block_device(path):
+    """What /sys says about the block device holding path."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {}
+    major, minor = os.major(st.st_dev), os.minor(st.st_dev)
+    sys_dev = "/sys/dev/block/%d:%d" % (major, minor)
+    if not os.path.exists(sys_dev):
+        return {}  # e.g. overlayfs or tmpfs: no device of its own
+    dev = os.path.realpath(sys_dev)
+    if os.path.exists(os.path.join(dev, "partition")):
+        dev = os.path.dirname(dev)
+    info = {"device": os.path.basename(dev)}
+    # device-mapper (LVM, crypt): describe the first device underneath
+    slaves = os.path.join(dev, "slaves")
+    if os.path.isdir(slaves) and os.listdir(slaves):
+        info["dm_name"] = read_text(os.path.join(dev, "dm", "name"))
+        under = os.path.realpath(os.path.join(slaves, sorted(os.listdir(slaves))[0]))
+        if os.path.exists(os.path.join(under, "partition")):
+            under = os.path.dirname(under)
+        info["underlying"] = os.path.basename(under)
+        dev = under
+    for key, rel in (("model", "device/model"), ("vendor", "device/vendor"),
+                     ("rotational", "queue/rotational"), ("sectors", "size"),
+                     ("scheduler", "queue/scheduler")):
+        v = read_text(os.path.join(dev, rel))
+        if v:
+            info[key] = v
+    drv = os.path.join(dev, "device", "driver")
+    if os.path.exists(drv):
+        info["driver"] = os.path.basename(os.path.realpath(drv))
+    if "sectors" in info:
+        try:
+            info["size_bytes"] = int(info.pop("sectors")) * 512
+        except ValueError:
+            info.pop("sectors")
+    return info
+
+
+def collect_machine(args):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    m = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+         "quick": args.get("quick") == "1"}
+    nproc = run_cmd(["nproc"])
+    m["cores"] = int(nproc) if nproc and nproc.isdigit() else os.cpu_count()
+    cpuinfo = read_text("/proc/cpuinfo") or ""
+    mm = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    m["cpu"] = mm.group(1).strip() if mm else platform.processor() or None
+    meminfo = read_text("/proc/meminfo") or ""
+    mm = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
+    m["mem_total_kib"] = int(mm.group(1)) if mm else None
+    m["kernel"] = " ".join(x for x in (platform.system(), platform.release(), platform.machine()) if x)
+    osr = read_text("/etc/os-release") or ""
+    mm = re.search(r'^PRETTY_NAME="?([^"\n]*)"?$', osr, re.M)
+    m["os"] = mm.group(1) if mm else None
+
+    run_dir = args.get("run_dir") or root
+    disk = {"path": os.path.relpath(run_dir, root) if run_dir.startswith(root) else run_dir}
+    df = run_cmd(["df", "-PT", "-k", run_dir])
+    if df and len(df.splitlines()) >= 2:
+        f = df.splitlines()[-1].split()
+        if len(f) >= 7:
+            disk.update({"source": f[0], "fstype": f[1], "size_kib": int(f[2]),
+                         "used_kib": int(f[3]), "avail_kib": int(f[4])})
+    disk.update(block_device(run_dir))
+    m["disk"] = disk
+
+    git = ["git", "-C", root]
+    m["commit"] = run_cmd(git + ["rev-parse", "HEAD"])
+    m["describe"] = run_cmd(git + ["describe", "--always", "--tags"])
+    # the run itself rewrites bench/results and the report: not "dirty"
+    status = run_cmd(git + ["status", "--porcelain", "--", ".", ":!bench/results",
+                            ":!bench/RESULTS.md", ":!bench/throughput.png"])
+    m["dirty"] = bool(status) if status is not None else None
+
+    v = {}
+    if args.get("reeld"):
+        v["reeld"] = first_line(run_cmd([args["reeld"], "--version"]))
+    if args.get("reel_bench"):
+        v["reel-bench"] = first_line(run_cmd([args["reel_bench"], "--version"]))
+    v["etcd"] = first_line(run_cmd(["etcd", "--version"]))
+    v["etcdctl"] = first_line(run_cmd(["etcdctl", "version"]))
+    v["db_bench"] = first_line(run_cmd(["db_bench", "--version"]))
+    v["gnuplot"] = first_line(run_cmd(["gnuplot", "--version"]))
+    v["cc"] = first_line(run_cmd(["cc", "--version"]))
+    for pkg in ("etcd-server", "rocksdb-tools", "librocksdb-dev", "libgrpc-dev", "bazel-bootstrap"):
+        v["deb " + pkg] = run_cmd(["dpkg-query", "-W", "-f=${Version}", pkg])
+    m["versions"] = {k: x for k, x in v.items() if x}
+    return m
+
+
+# --------------------------------------------------------------------------
+# reading results
+
+
+class Results:
+    def __init__(self, d):
+        self.dir = d
+        self.problems = []   # files that exist but cannot be read
+        self.bench = {}
+        for name in ("set-reel", "set-etcd", "get-reel", "append-reel", "watch-reel", "watch-etcd",
+                     "signal-reel", "tail-reel", "memory-reel", "restart-reel"):
+            self.bench[name] = self._json(name + ".json")
+        self.dbbench = {}      # threads -> {"ops_per_s", "micros_per_op"}
+        self.rocksdb_version = None
+        self.dbbench_assertions = False
+        for fn in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            mm = re.fullmatch(r"db_bench-(\d+)\.txt", fn)
+            if mm:
+                self._dbbench(int(mm.group(1)), os.path.join(d, fn))
+        self.machine = self._json("machine.json") or {}
+        self.commands = read_text(os.path.join(d, "commands.txt"))
+
+    def _json(self, fn):
+        path = os.path.join(self.dir, fn)
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as e:
+            self.problems.append("%s: unreadable (%s)" % (fn, e))
+            return None
+        if not isinstance(doc, dict):
+            self.problems.append("%s: not a JSON object" % fn)
+            return None
+        return doc
+
+    def _dbbench(self, threads, path):
+        text = read_text(path) or ""
+        mm = re.search(r"^RocksDB:\s+version\s+(\S+)", text, re.M)
+        if mm:
+            self.rocksdb_version = mm.group(1)
+        if "Assertions are enabled" in text:
+            self.dbbench_assertions = True
+        mm = re.search(r"^fillrandom\s*:\s*([\d.]+) micros/op\s+(\d+) ops/sec", text, re.M)
+        if mm:
+            self.dbbench[threads] = {"micros_per_op": float(mm.group(1)),
+                                     "ops_per_s": float(mm.group(2))}
+        else:
+            self.problems.append("%s: no fillrandom result line" % os.path.basename(path))
+
+    def rows(self, name):
+        doc = self.bench.get(name)
+        rows = doc.get("rows") if doc else None
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+    def row(self, name, **match):
+        for r in self.rows(name):
+            if all(num(r.get(k)) == v if isinstance(v, (int, float)) else r.get(k) == v
+                   for k, v in match.items()):
+                return r
+        return None
+
+    def value(self, name, field, **match):
+        r = self.row(name, **match)
+        return num(r.get(field)) if r else None
+
+
+def num(x):
+    """x as a finite float, or None."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# --------------------------------------------------------------------------
+# formatting
+
+
+def f_int(x):
+    x = num(x)
+    return "—" if x is None else "{:,}".format(int(round(x)))
+
+
+def f_ms(us):
+    us = num(us)
+    if us is None:
+        return "—"
+    ms = us / 1000.0
+    return "%.3f" % ms if ms < 0.1 else "%.2f" % ms
+
+
+def f_ratio(x):
+    return "—" if x is None else "%.2f×" % x
+
+
+def f_mib(kib):
+    kib = num(kib)
+    return "—" if kib is None else "%.1f" % (kib / 1024.0)
+
+
+def f_num(x):
+    x = num(x)
+    if x is None:
+        return "—"
+    return f_int(x) if abs(x) >= 100 or x == int(x) else "%.3g" % x
+
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def table(header, rows, numeric=True):
+    """a Markdown table; numeric: every column but the first right-aligned"""
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" if i == 0 or not numeric else "--:" for i in range(len(header))) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(out)
+
+
+def params_line(doc):
+    if not doc:
+        return ""
+    p = doc.get("params")
+    parts = []
+    if isinstance(p, dict):
+        for k, v in p.items():
+            parts.append("%s=%s" % (k, json.dumps(v) if isinstance(v, (dict, list)) else v))
+    where = doc.get("target")
+    head = "reel-bench %s" % (doc.get("version") or "?")
+    if where:
+        head += ", target %s" % where
+    return "_%s; params: %s_" % (head, ", ".join(parts) if parts else "none recorded")
+
+
+def extra_columns(rows, known):
+    """numeric fields the rows carry beyond the known columns, in order of appearance"""
+    seen = []
+    for r in rows:
+        for k, v in r.items():
+            if k not in known and k not in seen and num(v) is not None:
+                seen.append(k)
+    return seen
+
+
+# --------------------------------------------------------------------------
+# the report
+
+
+def delivery_note(row):
+    """"" when a watch row received what it expected, else what went wrong"""
+    if not row:
+        return ""
+    e, g = num(row.get("expected")), num(row.get("received"))
+    if e is None or g is None or e == g:
+        return ""
+    if g < e:
+        return "%s of %s notifications not received" % (f_int(e - g), f_int(e))
+    return "%s notifications more than the %s expected" % (f_int(g - e), f_int(e))
+
+
+def targets(R):
+    """[(target, measured, verdict)]"""
+    out = []
+
+    def verdict(ok):
+        return "**PASS**" if ok else "**MISS**"
+
+    set64 = R.value("set-reel", "ops_per_s", concurrency=SET_C)
+    set64_err = R.value("set-reel", "errors", concurrency=SET_C)
+    err_note = "; %s errors" % f_int(set64_err) if set64_err else ""
+    db32 = R.dbbench.get(DBBENCH_T, {}).get("ops_per_s")
+    etcd64 = R.value("set-etcd", "ops_per_s", concurrency=SET_C)
+    app64 = R.value("append-reel", "ops_per_s", concurrency=SET_C)
+
+    t = "set@%d ≥ %.1f× db_bench fillrandom --sync=1 @%d threads" % (SET_C, SET_VS_DBBENCH, DBBENCH_T)
+    r = ratio(set64, db32)
+    if r is None:
+        out.append((t, NOT_MEASURED, NOT_MEASURED))
+    else:
+        out.append((t, "%s vs %s ops/s = %s%s" % (f_int(set64), f_int(db32), f_ratio(r), err_note),
+                    verdict(r >= SET_VS_DBBENCH)))
+
+    t = "set@%d ≥ %.0f× etcd set@%d" % (SET_C, SET_VS_ETCD, SET_C)
+    r = ratio(set64, etcd64)
+    if r is None:
+        out.append((t, NOT_MEASURED, NOT_MEASURED))
+    else:
+        out.append((t, "%s vs %s ops/s = %s%s" % (f_int(set64), f_int(etcd64), f_ratio(r), err_note),
+                    verdict(r >= SET_VS_ETCD)))
+
+    t = "append@%d within 10%% of set@%d (append ≥ %.2f× set)" % (SET_C, SET_C, APPEND_VS_SET)
+    r = ratio(app64, set64)
+    if r is None:
+        out.append((t, NOT_MEASURED, NOT_MEASURED))
+    else:
+        out.append((t, "%s vs %s ops/s = %s" % (f_int(app64), f_int(set64), f_ratio(r)),
+                    verdict(r >= APPEND_VS_SET)))
+
+    wr = R.row("watch-reel", kind="exact", watchers=WATCH_N)
+    we = R.row("watch-etcd", kind="exact", watchers=WATCH_N)
+    rate_note = ""
+    if wr and num(wr.get("rate")) != WATCH_RATE:
+        rate_note = "measured at %s writes/s, not %d" % (f_int(wr.get("rate")), WATCH_RATE)
+    rp99 = num(wr.get("p99_us")) if wr else None
+    ep99 = num(we.get("p99_us")) if we and num(we.get("rate")) == num(wr.get("rate")) else None
+    delivery = delivery_note(wr)
+    t = "watch p99 < %d ms (exact key, %d watchers, %d writes/s)" % (WATCH_P99_US // 1000, WATCH_N, WATCH_RATE)
+    if rp99 is None:
+        out.append((t, NOT_MEASURED, NOT_MEASURED))
+    elif rate_note:
+        out.append((t, "p99 %s ms, %s" % (f_ms(rp99), rate_note), NOT_MEASURED))
+    else:
+        out.append((t, "p99 %s ms%s" % (f_ms(rp99), "; " + delivery if delivery else ""),
+                    verdict(rp99 < WATCH_P99_US and not delivery)))
+    t = "watch p99 ≥ %.0f× lower than etcd's (same row)" % WATCH_VS_ETCD
+    r = ratio(ep99, rp99)
+    enote = delivery_note(we)
+    if r is None:
+        out.append((t, NOT_MEASURED, NOT_MEASURED))
+    elif rate_note:
+        out.append((t, "etcd/reel = %s, %s" % (f_ratio(r), rate_note), NOT_MEASURED))
+    else:
+        out.append((t, "reel %s ms vs etcd %s ms: etcd/reel = %s%s" % (
+            f_ms(rp99), f_ms(ep99), f_ratio(r), "; etcd: " + enote if enote else ""),
+            verdict(r >= WATCH_VS_ETCD)))
+
+    sp99 = R.value("signal-reel", "p99_us")
+    t = "signal wake-up p99 < %d ms" % (SIGNAL_P99_US // 1000)
+    if sp99 is None:
+        out.append((t, NOT_MEASURED, NOT_MEASURED))
+    else:
+        failed = R.value("signal-reel", "failed")
+        fnote = "; %s failed" % f_int(failed) if failed else ""
+        out.append((t, "p99 %s ms%s" % (f_ms(sp99), fnote), verdict(sp99 < SIGNAL_P99_US and not failed)))
+
+    tail = R.value("tail-reel", "events_per_s")
+    t = "tail ≥ %s events/s to one subscriber" % f_int(TAIL_EVENTS_PER_S)
+    if tail is None:
+        out.append((t, NOT_MEASURED, NOT_MEASURED))
+    else:
+        ev = R.value("tail-reel", "events")
+        out.append((t, "%s events/s (%s events)" % (f_int(tail), f_int(ev)),
+                    verdict(tail >= TAIL_EVENTS_PER_S)))
+
+    bpw = R.value("memory-reel", "bytes_per_watcher", test="idle_watchers")
+    t = "memory ≤ %s bytes per idle watcher" % f_int(BYTES_PER_WATCHER)
+    if bpw is None:
+        out.append((t, NOT_MEASURED, NOT_MEASURED))
+    else:
+        n = R.value("memory-reel", "watchers", test="idle_watchers")
+        out.append((t, "%s bytes (%s watchers)" % (f_int(bpw), f_int(n)), verdict(bpw <= BYTES_PER_WATCHER)))
+
+    st = R.row("memory-reel", test="stalled_subscribers")
+    t = "flat RSS with stalled subscribers (max − start < %d MiB)" % (STALLED_GROWTH_KIB // 1024)
+    s0 = num(st.get("rss_start_kib")) if st else None
+    smax = num(st.get("rss_max_kib")) if st else None
+    if s0 is None or smax is None:
+        out.append((t, NOT_MEASURED, NOT_MEASURED))
+    else:
+        out.append((t, "+%s MiB (%s → max %s MiB; %s subscribers, %s writes)" % (
+            f_mib(smax - s0), f_mib(s0), f_mib(smax), f_int(st.get("subscribers")), f_int(st.get("writes"))),
+            verdict(smax - s0 < STALLED_GROWTH_KIB)))
+
+    ready = R.value("restart-reel", "ready_ms")
+    t = "restart: serving within %d ms" % RESTART_READY_MS
+    if ready is None:
+        out.append((t, NOT_MEASURED, NOT_MEASURED))
+    else:
+        rmax = R.value("restart-reel", "ready_ms_max")
+        out.append((t, "%s ms%s (%s keys, %s entries)" % (
+            f_int(ready), " (median start; slowest %s ms)" % f_int(rmax) if rmax is not None else "",
+            f_int(R.value("restart-reel", "keys")), f_int(R.value("restart-reel", "entries"))),
+            verdict(ready <= RESTART_READY_MS)))
+    return out
+
+
+def write_table(R, name, known, head):
+    """table of a set/append bench: known = [(field, header, formatter)]"""
+    doc = R.bench.get(name)
+    rows = R.rows(name)
+    if not rows:
+        return "%s: %s.\n" % (head, NOT_MEASURED)
+    keys = [k for k, _, _ in known]
+    extra = extra_columns(rows, keys)
+    cols = known + [(k, k, f_num) for k in extra]
+    body = [[fmt(r.get(k)) for k, _, fmt in cols] for r in rows]
+    return "%s\n\n%s\n\n%s\n" % (head, table([h for _, h, _ in cols], body), params_line(doc))
+
+
+WRITE_COLS = [("concurrency", "concurrency", f_int), ("ops_per_s", "ops/s", f_int),
+              ("p50_us", "p50 ms", f_ms), ("p99_us", "p99 ms", f_ms), ("p999_us", "p99.9 ms", f_ms),
+              ("ops", "ops", f_int), ("errors", "errors", f_int), ("seconds", "seconds", f_num)]
+WATCH_COLS = [("kind", "kind", str), ("watchers", "watchers", f_int), ("rate", "writes/s", f_int),
+              ("writes", "writes", f_int), ("expected", "expected", f_int), ("received", "received", f_int),
+              ("p50_us", "p50 ms", f_ms), ("p99_us", "p99 ms", f_ms), ("p999_us", "p99.9 ms", f_ms)]
+
+
+def fmt_any(fmt):
+    def f(x):
+        return "—" if x is None else fmt(x)
+    return f
+
+
+def section_writes(R):
+    out = ["## Durable writes\n",
+           "Every write is acknowledged only after it is synced to disk (reel: `SetValue`, "
+           "journal `Append` over 64 runs; etcd: `KV.Put`, default durability; db_bench: "
+           "`fillrandom --sync=1`). Values are 256 bytes.\n"]
+    out.append(write_table(R, "set-reel", WRITE_COLS, "### reel `set`"))
+    out.append(write_table(R, "append-reel", WRITE_COLS, "### reel `append`"))
+    out.append(write_table(R, "set-etcd", WRITE_COLS, "### etcd `set` (KV.Put, same client)"))
+    out.append(write_table(R, "get-reel", WRITE_COLS,
+                           "### reel `get` (GetValue of missing keys: a call that writes nothing)"))
+    out.append("_`get` is the floor of this setup: the same client, the same gRPC server and the "
+               "same two cores, with no write at all. A durable write cannot be served faster "
+               "than a call that writes nothing._\n")
+    out.append("### RocksDB `db_bench fillrandom --sync=1 --value_size=256 --key_size=32`\n")
+    if R.dbbench:
+        body = [[t, f_int(d["ops_per_s"]), "%.1f" % d["micros_per_op"]] for t, d in sorted(R.dbbench.items())]
+        out.append(table(["threads", "ops/s", "µs/op (per thread)"], body))
+        if R.rocksdb_version:
+            out.append("\n_RocksDB %s (Debian's rocksdb-tools); raw output in `results/db_bench-T.txt`_" %
+                       R.rocksdb_version)
+        if R.dbbench_assertions:
+            out.append("\n_db_bench warned: \"Assertions are enabled; benchmarks unnecessarily slow\" "
+                       "(Debian's build of rocksdb-tools is the one measured)._")
+    else:
+        out.append(NOT_MEASURED + ".")
+    out.append("")
+    return "\n".join(out)
+
+
+def section_ratios(R):
+    out = ["## Ratios (same run, same disk)\n"]
+    body = []
+    for c, t in ((1, 1), (8, 8), (64, 32), (256, 32)):
+        for name, label in (("set-reel", "set"), ("append-reel", "append")):
+            a = R.value(name, "ops_per_s", concurrency=c)
+            b = R.dbbench.get(t, {}).get("ops_per_s")
+            mark = " (target ≥ %.1f×)" % SET_VS_DBBENCH if (label, c, t) == ("set", SET_C, DBBENCH_T) else ""
+            body.append(["reel %s@%d / db_bench@%d threads%s" % (label, c, t, mark),
+                         f_int(a) if a is not None else NOT_MEASURED,
+                         f_int(b) if b is not None else NOT_MEASURED, f_ratio(ratio(a, b))])
+    out.append("### reel / db_bench\n")
+    out.append(table(["comparison", "reel ops/s", "db_bench ops/s", "ratio"], body))
+
+    out.append("\n### reel / etcd: set\n")
+    body = []
+    cs = sorted({int(num(r.get("concurrency"))) for n in ("set-reel", "set-etcd")
+                 for r in R.rows(n) if num(r.get("concurrency")) is not None})
+    for c in cs:
+        a = R.value("set-reel", "ops_per_s", concurrency=c)
+        b = R.value("set-etcd", "ops_per_s", concurrency=c)
+        mark = " (target ≥ %.0f×)" % SET_VS_ETCD if c == SET_C else ""
+        body.append(["%d%s" % (c, mark), f_int(a) if a is not None else NOT_MEASURED,
+                     f_int(b) if b is not None else NOT_MEASURED, f_ratio(ratio(a, b))])
+    out.append(table(["concurrency", "reel ops/s", "etcd ops/s", "reel / etcd"], body) if body
+               else NOT_MEASURED + ".")
+
+    out.append("\n### reel / etcd: watch p99, commit to receipt\n")
+    body = []
+    keys = []
+    for n in ("watch-reel", "watch-etcd"):
+        for r in R.rows(n):
+            k = (r.get("kind"), num(r.get("watchers")), num(r.get("rate")))
+            if k not in keys:
+                keys.append(k)
+    for kind, w, rate in keys:
+        a = R.value("watch-reel", "p99_us", kind=kind, watchers=w, rate=rate)
+        b = R.value("watch-etcd", "p99_us", kind=kind, watchers=w, rate=rate)
+        mark = " (target ≥ %.0f×)" % WATCH_VS_ETCD if (kind, w, rate) == ("exact", WATCH_N, WATCH_RATE) else ""
+        body.append(["%s, %s watchers, %s writes/s%s" % (kind, f_int(w), f_int(rate), mark),
+                     f_ms(a) if a is not None else NOT_MEASURED, f_ms(b) if b is not None else NOT_MEASURED,
+                     f_ratio(ratio(b, a))])
+    out.append(table(["row", "reel p99 ms", "etcd p99 ms", "etcd / reel (higher: reel better)"], body)
+               if body else NOT_MEASURED + ".")
+
+    out.append("\n### append / set (reel)\n")
+    body = []
+    cs = sorted({int(num(r.get("concurrency"))) for n in ("set-reel", "append-reel")
+                 for r in R.rows(n) if num(r.get("concurrency")) is not None})
+    for c in cs:
+        a = R.value("append-reel", "ops_per_s", concurrency=c)
+        b = R.value("set-reel", "ops_per_s", concurrency=c)
+        body.append([c, f_int(a) if a is not None else NOT_MEASURED,
+                     f_int(b) if b is not None else NOT_MEASURED, f_ratio(ratio(a, b))])
+    out.append(table(["concurrency", "append ops/s", "set ops/s", "append / set"], body) if body
+               else NOT_MEASURED + ".")
+    out.append("")
+    return "\n".join(out)
+
+
+def section_watch(R):
+    out = ["## Watch: commit-to-receipt latency\n",
+           "The writer stamps each value; every watcher compares on receipt. `exact`: N watchers "
+           "on one key; `pattern`: one `>` watcher over many keys (etcd: a prefix watch).\n"]
+    for name, head in (("watch-reel", "### reel"), ("watch-etcd", "### etcd (Watch, same client)")):
+        rows = R.rows(name)
+        if not rows:
+            out.append("%s: %s.\n" % (head, NOT_MEASURED))
+            continue
+        keys = [k for k, _, _ in WATCH_COLS]
+        cols = WATCH_COLS + [(k, k, f_num) for k in extra_columns(rows, keys)]
+        body = []
+        for r in rows:
+            line = [fmt_any(fmt)(r.get(k)) for k, _, fmt in cols]
+            body.append(line)
+        hdr = [h for _, h, _ in cols]
+        # lost notifications, in plain sight
+        hdr.append("delivery")
+        for r, line in zip(rows, body):
+            e, g = num(r.get("expected")), num(r.get("received"))
+            line.append("—" if e is None or g is None else "complete" if e == g else
+                        "**%s lost**" % f_int(e - g) if g < e else "**%s extra**" % f_int(g - e))
+        out.append("%s\n\n%s\n\n%s\n" % (head, table(hdr, body), params_line(R.bench.get(name))))
+    return "\n".join(out)
+
+
+def section_single(R, name, head, cols, what):
+    rows = R.rows(name)
+    if not rows:
+        return "%s\n\n%s: %s.\n" % (head, what, NOT_MEASURED)
+    keys = [k for k, _, _ in cols]
+    cols = cols + [(k, k, f_num) for k in extra_columns(rows, keys)]
+    body = [[fmt_any(fmt)(r.get(k)) for k, _, fmt in cols] for r in rows]
+    return "%s\n\n%s\n\n%s\n" % (head, table([h for _, h, _ in cols], body), params_line(R.bench.get(name)))
+
+
+def section_memory(R):
+    out = ["## Memory (reeld's RSS, a fresh reeld of its own)\n"]
+    idle = [r for r in R.rows("memory-reel") if r.get("test") == "idle_watchers"]
+    if idle:
+        cols = [("watchers", "idle watchers", f_int), ("rss_before_kib", "RSS before MiB", f_mib),
+                ("rss_after_kib", "RSS after MiB", f_mib), ("bytes_per_watcher", "bytes per watcher", f_int)]
+        body = [[fmt_any(fmt)(r.get(k)) for k, _, fmt in cols] for r in idle]
+        out.append(table([h for _, h, _ in cols], body))
+    else:
+        out.append("Idle watchers: %s." % NOT_MEASURED)
+    out.append("")
+    stalled = [r for r in R.rows("memory-reel") if r.get("test") == "stalled_subscribers"]
+    if stalled:
+        cols = [("subscribers", "stalled subscribers", f_int), ("writes", "writes", f_int),
+                ("rss_start_kib", "RSS start MiB", f_mib), ("rss_max_kib", "RSS max MiB", f_mib),
+                ("rss_end_kib", "RSS end MiB", f_mib)]
+        body = []
+        for r in stalled:
+            line = [fmt_any(fmt)(r.get(k)) for k, _, fmt in cols]
+            s0, smax = num(r.get("rss_start_kib")), num(r.get("rss_max_kib"))
+            line.append("—" if s0 is None or smax is None else "+" + f_mib(smax - s0))
+            body.append(line)
+        out.append(table([h for _, h, _ in cols] + ["growth MiB"], body))
+        samples = stalled[0].get("samples")
+        if isinstance(samples, list) and samples:
+            pts = [s for s in samples if isinstance(s, list) and len(s) >= 2
+                   and num(s[0]) is not None and num(s[1]) is not None]
+            if pts:
+                step = max(1, int(math.ceil(len(pts) / 12.0)))
+                shown = pts[::step]
+                if shown[-1] is not pts[-1]:
+                    shown.append(pts[-1])
+                out.append("\nRSS over time (%d samples, every %d%s shown):\n" % (
+                    len(pts), step, "th" if step > 1 else ""))
+                out.append(table(["t s", "RSS MiB"], [["%.1f" % num(t), f_mib(k)] for t, k in shown]))
+        out.append("\n_Flat means: max − start < %d MiB (the threshold this report applies)._" %
+                   (STALLED_GROWTH_KIB // 1024))
+    else:
+        out.append("Stalled subscribers: %s." % NOT_MEASURED)
+    out.append("\n" + params_line(R.bench.get("memory-reel")) + "\n")
+    return "\n".join(out)
+
+
+def section_machine(R):
+    m = R.machine
+    if not m:
+        return "## Machine\n\n%s (no machine.json).\n" % NOT_MEASURED
+    rows = [["cores (nproc)", m.get("cores", "—")], ["CPU", m.get("cpu") or "—"]]
+    mem = num(m.get("mem_total_kib"))
+    rows.append(["memory", "%.1f GiB" % (mem / 1048576.0) if mem else "—"])
+    d = m.get("disk") or {}
+    parts = []
+    if d.get("source"):
+        parts.append("%s (%s)" % (d["source"], d.get("fstype", "?")))
+    if num(d.get("size_kib")):
+        parts.append("%.0f GiB, %.0f GiB free" % (d["size_kib"] / 1048576.0, (d.get("avail_kib") or 0) / 1048576.0))
+    dev = []
+    if d.get("device"):
+        dev.append("block device " + d["device"])
+    if d.get("underlying"):
+        dev.append("on " + d["underlying"])
+    for k in ("model", "vendor", "driver"):
+        if d.get(k):
+            dev.append("%s %s" % (k, d[k]))
+    if d.get("rotational") is not None:
+        dev.append({"0": "non-rotational", "1": "rotational (as the kernel reports it)"}.get(
+            str(d["rotational"]), "rotational=%s" % d["rotational"]))
+    if d.get("scheduler"):
+        dev.append("scheduler " + d["scheduler"])
+    if dev:
+        parts.append(", ".join(dev))
+    rows.append(["disk (the run directory `%s`)" % d.get("path", "?"), "; ".join(parts) or "—"])
+    rows.append(["kernel", m.get("kernel") or "—"])
+    rows.append(["OS", m.get("os") or "—"])
+    out = ["## Machine\n", table(["", ""], rows, numeric=False), "\n### Versions\n"]
+    v = m.get("versions") or {}
+    vrows = [[k, "`%s`" % x] for k, x in v.items()]
+    if R.rocksdb_version:
+        vrows.append(["RocksDB (db_bench header)", R.rocksdb_version])
+    for name in ("set-reel", "watch-reel", "memory-reel"):
+        doc = R.bench.get(name)
+        if doc and doc.get("version") and "reel-bench" not in v:
+            vrows.append(["reel-bench (JSON)", doc["version"]])
+            break
+    out.append(table(["component", "version"], vrows, numeric=False) if vrows else NOT_MEASURED + ".")
+    out.append("")
+    return "\n".join(out)
+
+
+def chart(R, out_dir):
+    """draws throughput.png with gnuplot; returns (file name or None, note)"""
+    series = []
+    for name, label in (("set-reel", "reel set"), ("append-reel", "reel append"),
+                        ("set-etcd", "etcd set (KV.Put)"),
+                        ("get-reel", "reel get (no write: the RPC floor)")):
+        pts = sorted((num(r.get("concurrency")), num(r.get("ops_per_s"))) for r in R.rows(name)
+                     if num(r.get("concurrency")) and num(r.get("ops_per_s")) is not None)
+        if pts:
+            series.append((label, pts))
+    if R.dbbench:
+        series.append(("RocksDB db_bench fillrandom --sync=1 (x = threads)",
+                       sorted((float(t), d["ops_per_s"]) for t, d in R.dbbench.items())))
+    if not series:
+        return None, "No chart: no throughput was measured."
+    gp = shutil.which("gnuplot")
+    if not gp:
+        return None, "No chart: gnuplot is not installed (Debian's gnuplot-nox)."
+    terms = run_cmd([gp, "-e", "set terminal"]) or ""
+    term = "pngcairo size 960,600 noenhanced font ',11'" if re.search(r"^\s*pngcairo\s", terms, re.M) \
+        else "png size 960,600 noenhanced"
+    png = os.path.join(out_dir, "throughput.png")
+    xs = sorted(set(CHART_X) | {x for _, pts in series for x, _ in pts})
+    quick = " (BENCH_QUICK: not representative)" if R.machine.get("quick") else ""
+    lines = [
+        "set terminal %s" % term,
+        "set output '%s'" % png.replace("'", "''"),
+        "set title 'Durable writes, 256-byte values, one machine, one run%s'" % quick,
+        "set logscale x 2",
+        "set xrange [%g:%g]" % (min(xs) / 1.3, max(xs) * 1.3),
+        "set xtics (%s)" % ", ".join('"%d" %d' % (x, x) for x in xs),
+        "set xlabel 'concurrency: requests in flight (db_bench: threads)'",
+        "set ylabel 'ops/s (acknowledged durable writes)'",
+        # headroom above the highest point, for the key
+        "set yrange [0:%g]" % (max([y for _, pts in series for _, y in pts] + [1]) * 1.4),
+        "set format y '%.0f'",
+        "set grid",
+        "set key top left reverse Left box opaque width 1 spacing 1.2",
+    ]
+    plots = []
+    for i, (label, pts) in enumerate(series):
+        lines.append("$d%d << EOD" % i)
+        lines += ["%g %g" % (x, y) for x, y in pts]
+        lines.append("EOD")
+        plots.append("$d%d using 1:2 with linespoints lw 2 pt %d ps 1.3 title '%s'" % (
+            i, 7 + i, label.replace("'", "''")))
+    lines.append("plot " + ", \\\n     ".join(plots))
+    script = "\n".join(lines) + "\n"
+    try:
+        p = subprocess.run([gp], input=script, text=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, "No chart: gnuplot failed (%s)." % e
+    if p.returncode != 0 or not os.path.exists(png):
+        return None, "No chart: gnuplot failed: %s" % p.stderr.strip()[:500]
+    return "throughput.png", ""
+
+
+def report(results_dir, out_dir):
+    R = Results(results_dir)
+    m = R.machine
+    md = ["# reel benchmark results\n"]
+    commit = m.get("commit")
+    when = m.get("date") or "an unknown date"
+    intro = "Measured by `bench/run.sh` in one run on %s, at commit `%s`%s%s." % (
+        when, commit[:12] if commit else "unknown",
+        " (%s)" % m["describe"] if m.get("describe") and not (commit or "").startswith(m["describe"]) else "",
+        ", with uncommitted changes" if m.get("dirty") else "")
+    md.append(intro + " reel, etcd and RocksDB's `db_bench` ran on the same machine and the same disk, "
+              "one after the other; reel and etcd were driven by the same client (`reel-bench`). "
+              "Regenerate this page from `bench/results/` with `/usr/bin/python3 bench/report.py bench/results`.\n")
+    if m.get("quick"):
+        md.append("> **BENCH_QUICK=1**: 1 second per point and tiny sizes, to try the script. "
+                  "These figures are not representative.\n")
+    failed = re.findall(r"^# failed steps: (.+)$", R.commands or "", re.M)
+    if failed:
+        md.append("> Steps that failed in this run (a non-zero exit, a time limit, or a server that "
+                  "did not start; see the commands below): %s. Figures such a step wrote before "
+                  "failing are shown as it wrote them; the rest are \"not measured\".\n" % failed[-1])
+    if R.problems:
+        md.append("> Problems reading the results: " + "; ".join(R.problems) + "\n")
+
+    md.append(section_machine(R))
+
+    md.append("## Targets (issue 7)\n")
+    md.append(table(["target", "measured", "verdict"], targets(R), numeric=False))
+    md.append("\nPASS and MISS compare the figures above with the issue's targets as stated; "
+              "ratios are taken within this one run.\n")
+
+    png, note = chart(R, out_dir)
+    md.append("## Throughput against concurrency\n")
+    md.append("![ops/s against concurrency](%s)\n" % png if png else note + "\n")
+
+    md.append(section_writes(R))
+    md.append(section_ratios(R))
+    md.append(section_watch(R))
+    md.append(section_single(R, "signal-reel", "## Signal: wake-up latency\n\n"
+                             "A run awaits a signal; `SendSignal`; the await returns.",
+                             [("samples", "samples", f_int), ("p50_us", "p50 ms", f_ms),
+                              ("p99_us", "p99 ms", f_ms), ("p999_us", "p99.9 ms", f_ms)], "Signal"))
+    md.append(section_single(R, "tail-reel", "## Tail: one subscriber from revision 0\n\n"
+                             "Events stored first, then one `SubscribeEvents` from revision 0 until caught up.",
+                             [("events", "events", f_int), ("seconds", "seconds", f_num),
+                              ("events_per_s", "events/s", f_int)], "Tail"))
+    md.append(section_memory(R))
+    md.append(section_single(R, "restart-reel", "## Restart: from start to serving health\n\n"
+                             "reel-bench loads the data, stops reeld, starts it again and times "
+                             "until `grpc.health.v1` answers SERVING.",
+                             [("keys", "keys", f_int), ("entries", "journal entries", f_int),
+                              ("load_seconds", "load s", f_num), ("ready_ms", "ready ms", f_num)], "Restart"))
+
+    md.append("## Commands\n")
+    if R.commands:
+        md.append("Every command of the run, in order (from `results/commands.txt`; paths relative to "
+                  "the repository root):\n")
+        md.append("```sh\n%s\n```\n" % R.commands)
+    else:
+        md.append("%s (no commands.txt).\n" % NOT_MEASURED)
+
+    path = os.path.join(out_dir, "RESULTS.md")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("\n".join(md).rstrip() + "\n")
+    os.replace(path + ".tmp", path)
+    return path, png
+
+
+def usage():
+    sys.stderr.write(__doc__.split("\n\n")[1] + "\n")
+    sys.exit(2)
+
+
+def parse_opts(argv, allowed):
+    opts = {}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--") and a[2:].replace("-", "_") in allowed and i + 1 < len(argv):
+            opts[a[2:].replace("-", "_")] = argv[i + 1]
+            i += 2
+        else:
+            sys.stderr.write("report.py: unexpected argument %r\n" % a)
+            usage()
+    return opts
+
+
+def main(argv):
+    if not argv or argv[0] in ("-h", "--help"):
+        usage()
+    if argv[0] == "machine":
+        o = parse_opts(argv[1:], {"run_dir", "out", "reeld", "reel_bench", "quick"})
+        if "out" not in o:
+            usage()
+        m = collect_machine(o)
+        with open(o["out"], "w", encoding="utf-8") as f:
+            json.dump(m, f, indent=2)
+            f.write("\n")
+        return 0
+    results_dir = argv[0]
+    o = parse_opts(argv[1:], {"out_dir"})
+    out_dir = o.get("out_dir") or os.path.dirname(os.path.abspath(results_dir))
+    if not os.path.isdir(results_dir):
+        sys.stderr.write("report.py: no such directory: %s\n" % results_dir)
+        return 1
+    path, png = report(results_dir, out_dir)
+    sys.stderr.write("report: wrote %s%s\n" % (path, " and " + os.path.join(out_dir, png) if png else
+                                                " (no chart)"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# The benchmark suite of issue 7, in one run, side by side on the same disk:
+# RocksDB's own durable-write limit (db_bench fillrandom --sync=1), a fresh
+# reeld driven by reel-bench, and a single-node etcd (Debian's, default
+# durability) driven by the same reel-bench client.
+#
+#   bench/run.sh                  # the full suite (well under 15 minutes)
+#   BENCH_QUICK=1 bench/run.sh    # 1 s per point, tiny sizes: to try the script
+#
+# On a fresh Debian bookworm machine it installs what is missing (apt-get, as
+# root or through sudo), builds with Bazel (-c opt), and writes:
+#   bench/results/*.json          what reel-bench measured (one file per bench)
+#   bench/results/db_bench-T.txt  db_bench's output at T threads
+#   bench/results/commands.txt    every command run, in order
+#   bench/results/machine.json    the machine, the versions, the commit
+#   bench/RESULTS.md, bench/throughput.png   (bench/report.py)
+# All servers run on one temporary directory under bench/ (the repository's
+# disk), removed at exit together with every server this script started.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/bench"
+RESULTS="$BENCH/results"
+COMMANDS="$RESULTS/commands.txt"
+PY=/usr/bin/python3
+QUICK="${BENCH_QUICK:-0}"
+[ "$QUICK" = 1 ] || QUICK=0
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "need root (or sudo) to run: $*"
+  fi
+}
+
+# --- cleanup: every server this script starts, the run directory ---------------
+RUN=""
+RESTART_SYSTEM_ETCD=""
+SERVER_PIDS=()
+STEP_PID=""
+FAILED=()
+
+stop_pid() { # PID NAME: SIGTERM, then SIGKILL after 10 s
+  local pid="$1" name="$2" i
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$name did not stop in 10 s: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$? pid
+  set +e
+  trap - EXIT INT TERM
+  if [ -n "$STEP_PID" ]; then
+    stop_pid "$STEP_PID" "the running step"
+  fi
+  for pid in "${SERVER_PIDS[@]}"; do
+    stop_pid "$pid" "server"
+  done
+  if [ -n "$RUN" ]; then rm -rf "$RUN"; fi
+  if [ -n "$RESTART_SYSTEM_ETCD" ]; then
+    log "starting the system's etcd again ($RESTART_SYSTEM_ETCD)"
+    # shellcheck disable=SC2086 # a command line of fixed words
+    as_root $RESTART_SYSTEM_ETCD >&2
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 1. what the suite needs: the project's own deps, then the peers -------
+log "checking the project's packages (scripts/deps.sh)"
+bash "$ROOT/scripts/deps.sh"
+
+installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "installed" ]; }
+
+etcd_preinstalled=0
+if installed etcd-server; then etcd_preinstalled=1; fi
+
+PEERS=(etcd-server etcd-client rocksdb-tools gnuplot-nox)
+missing=()
+for p in "${PEERS[@]}"; do
+  installed "$p" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+# The etcd-server package starts its own etcd (systemd's etcd.service, or the
+# init.d script where there is no systemd, e.g. in a container). None must run
+# beside the one measured here: stop it for the run; start it again at exit
+# only if it was running before this script installed anything.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  if systemctl is-active --quiet etcd.service; then
+    log "stopping etcd.service (the etcd-server package's own etcd) for the run"
+    as_root systemctl stop etcd.service
+    if [ "$etcd_preinstalled" = 1 ]; then RESTART_SYSTEM_ETCD="systemctl start etcd.service"; fi
+  fi
+elif [ -x /etc/init.d/etcd ] && /etc/init.d/etcd status >/dev/null 2>&1; then
+  log "stopping /etc/init.d/etcd (the etcd-server package's own etcd) for the run"
+  as_root /etc/init.d/etcd stop >&2 || true
+  if [ "$etcd_preinstalled" = 1 ]; then RESTART_SYSTEM_ETCD="/etc/init.d/etcd start"; fi
+fi
+
+# --- 2. build ----------------------------------------------------------------
+cd "$ROOT"
+log "building (bazel build -c opt)"
+bazel build -c opt //api:reeld //cli:reelctl //bench:reel-bench >&2
+BIN="$(bazel info -c opt bazel-bin 2>/dev/null)"
+REELD="$BIN/api/reeld"
+REELCTL="$BIN/cli/reelctl"
+REELBENCH="$BIN/bench/reel-bench"
+for b in "$REELD" "$REELCTL" "$REELBENCH"; do
+  [ -x "$b" ] || die "not built: $b"
+done
+for b in db_bench etcd etcdctl; do
+  command -v "$b" >/dev/null 2>&1 || die "$b not found (is its package installed?)"
+done
+RUN="$(mktemp -d "$BENCH/.run.XXXXXX")"
+
+forget_pid() { # PID: no longer ours to stop at exit
+  local kept=() p
+  for p in "${SERVER_PIDS[@]}"; do
+    [ "$p" = "$1" ] || kept+=("$p")
+  done
+  SERVER_PIDS=("${kept[@]+"${kept[@]}"}")
+}
+
+free_port() {
+  "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# commands.txt names paths relative to the repository root, and the binaries
+# by where Bazel puts them, so that it reads the same on any machine.
+# shellcheck disable=SC2016 # shown as is, not expanded
+BIN_SHOWN='$(bazel info -c opt bazel-bin)'
+record() { # [--bg] [--out FILE] CMD...: appends a command line to commands.txt
+  local suffix="" line w
+  if [ "$1" = "--bg" ]; then suffix=" &"; shift; fi
+  if [ "$1" = "--out" ]; then suffix=" > ${2#"$ROOT/"}"; shift 2; fi
+  line=""
+  for w in "$@"; do
+    if [[ "$w" =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then line+=" $w"; else line+=" $(printf '%q' "$w")"; fi
+  done
+  line="${line# }"
+  line="${line//"$BIN"/"$BIN_SHOWN"}"
+  line="${line//"$ROOT/"/}"
+  printf '%s%s\n' "$line" "$suffix" >>"$COMMANDS"
+}
+note() { printf '# %s\n' "$*" >>"$COMMANDS"; }
+
+# step NAME LIMIT_S [--out FILE] CMD...: runs CMD under a time limit; a
+# failure is noted (commands.txt, the final exit status) and the run goes on.
+step() {
+  local name="$1" limit="$2" out="" rc=0 t0=$SECONDS
+  shift 2
+  if [ "$1" = "--out" ]; then out="$2"; shift 2; fi
+  log "[$(date +%T)] $name"
+  if [ -n "$out" ]; then
+    record --out "$out" "$@"
+    timeout -k 10 "$limit" "$@" >"$out" 2>"$RUN/$name.err" &
+  else
+    record "$@"
+    timeout -k 10 "$limit" "$@" &
+  fi
+  STEP_PID=$!
+  wait "$STEP_PID" || rc=$?
+  STEP_PID=""
+  if [ "$rc" -ne 0 ]; then
+    local why="exit $rc"
+    [ "$rc" -eq 124 ] && why="timed out after ${limit} s"
+    log "$name FAILED ($why); going on with the rest"
+    note "^ FAILED: $why"
+    FAILED+=("$name")
+  else
+    log "$name: done in $((SECONDS - t0)) s"
+  fi
+}
+
+skip() { # NAME WHY: a step that cannot run
+  log "$1 SKIPPED: $2"
+  note "$1 not run: $2"
+  FAILED+=("$1")
+}
+
+# start_reeld NAME DATA_DIR ADDR: sets REELD_PID; succeeds once reeld answers
+# SERVING (reelctl health), fails after 10 s
+start_reeld() {
+  local name="$1" dir="$2" addr="$3" i
+  record --bg "$REELD" --data-dir "$dir" --listen "$addr"
+  "$REELD" --data-dir "$dir" --listen "$addr" >"$RUN/$name.log" 2>&1 &
+  REELD_PID=$!
+  SERVER_PIDS+=("$REELD_PID")
+  for ((i = 0; i < 100; i++)); do
+    if "$REELCTL" --addr "$addr" --timeout 1s health >/dev/null 2>&1; then
+      log "$name serving on $addr (pid $REELD_PID)"
+      return 0
+    fi
+    kill -0 "$REELD_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  log "$name did not serve on $addr within 10 s; its log:"
+  tail -n 20 "$RUN/$name.log" >&2 || true
+  note "^ FAILED: not serving within 10 s"
+  return 1
+}
+
+# start_etcd NAME DATA_DIR: sets ETCD_PID and ETCD_ADDR; succeeds once
+# etcdctl endpoint health does, fails after 10 s
+start_etcd() {
+  local name="$1" dir="$2" port peer i
+  port="$(free_port)"
+  peer="$(free_port)"
+  while [ "$peer" = "$port" ]; do peer="$(free_port)"; done
+  ETCD_ADDR="127.0.0.1:$port"
+  local args=(--name "$name" --data-dir "$dir"
+    --listen-client-urls "http://$ETCD_ADDR" --advertise-client-urls "http://$ETCD_ADDR"
+    --listen-peer-urls "http://127.0.0.1:$peer"
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer"
+    --initial-cluster "$name=http://127.0.0.1:$peer")
+  record --bg etcd "${args[@]}"
+  etcd "${args[@]}" >"$RUN/$name.log" 2>&1 &
+  ETCD_PID=$!
+  SERVER_PIDS+=("$ETCD_PID")
+  for ((i = 0; i < 100; i++)); do
+    if ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ADDR" --command-timeout=1s \
+      endpoint health >/dev/null 2>&1; then
+      log "$name serving on $ETCD_ADDR (pid $ETCD_PID)"
+      record env ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ADDR" endpoint health
+      return 0
+    fi
+    kill -0 "$ETCD_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  log "$name did not become healthy on $ETCD_ADDR within 10 s; its log:"
+  tail -n 20 "$RUN/$name.log" >&2 || true
+  note "^ FAILED: not healthy within 10 s"
+  return 1
+}
+
+# --- parameters ---------------------------------------------------------------
+if [ "$QUICK" = 1 ]; then
+  log "BENCH_QUICK=1: 1 s per point, tiny sizes (figures are not meaningful)"
+  D_WRITE=1 D_WATCH=1 D_SIGNAL=1 D_DBBENCH=1
+  WATCHERS=1,100 SIZE=20000
+  MEMORY_SIZES=(--idle-watchers 1000 --writes 20000)
+else
+  D_WRITE=10 D_WATCH=5 D_SIGNAL=10 D_DBBENCH=10
+  WATCHERS=1,100,1000,10000 SIZE=1000000
+  MEMORY_SIZES=() # reel-bench's defaults: 10000 idle watchers; 100 stalled subscribers, 100000 writes
+fi
+CONCURRENCY=1,8,64,256
+VALUE_BYTES=256
+DBBENCH_THREADS=(1 8 32)
+
+mkdir -p "$RESULTS"
+rm -f "$RESULTS"/*.json "$RESULTS"/db_bench-*.txt "$COMMANDS"
+if [ "$QUICK" = 1 ]; then
+  note "bench/run.sh with BENCH_QUICK=1, started $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+else
+  note "bench/run.sh, started $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+fi
+note "paths are relative to the repository root; bench/.run.* is the run's temporary directory"
+record bazel build -c opt //api:reeld //cli:reelctl //bench:reel-bench
+
+"$PY" "$BENCH/report.py" machine --run-dir "$RUN" --reeld "$REELD" \
+  --reel-bench "$REELBENCH" --quick "$QUICK" --out "$RESULTS/machine.json"
+log "run directory: $RUN ($(df -h --output=source,size,avail "$RUN" | tail -n 1 | tr -s ' '))"
+
+# --- 3. RocksDB's own limit: db_bench fillrandom --sync=1 -----------------------
+for t in "${DBBENCH_THREADS[@]}"; do
+  out="$RESULTS/db_bench-$t.txt"
+  step "db_bench-$t" 120 --out "$out" \
+    db_bench --benchmarks=fillrandom --sync=1 --disable_wal=0 \
+    --value_size="$VALUE_BYTES" --key_size=32 --threads="$t" \
+    --duration="$D_DBBENCH" --num=10000000 --db="$RUN/db_bench-$t"
+  # db_bench's header (version, CPU) goes to stderr with its progress
+  # counter: keep the header, drop the counter; paths relative to the root
+  if [ -f "$RUN/db_bench-$t.err" ]; then
+    { tr '\r' '\n' <"$RUN/db_bench-$t.err" | grep -v '^\.\.\. finished' | sed '/^ *$/d' || true
+      cat "$out"; } | sed "s|$ROOT/||g" >"$out.tmp" && mv "$out.tmp" "$out"
+  fi
+  grep -E '^fillrandom +:' "$out" >&2 || true
+  rm -rf "$RUN/db_bench-$t"
+done
+
+# --- 4. the servers: a fresh reeld, a single-node etcd ---------------------------
+REEL_ADDR="127.0.0.1:$(free_port)"
+reel_up=0 etcd_up=0
+if start_reeld reeld "$RUN/reel" "$REEL_ADDR"; then reel_up=1; fi
+MAIN_REELD_PID="$REELD_PID"
+if start_etcd etcd "$RUN/etcd"; then etcd_up=1; fi
+
+# --- 5. the suite --------------------------------------------------------------
+# reel_step / etcd_step NAME LIMIT_S CMD...: a step, if its server is up
+reel_step() { if [ "$reel_up" = 1 ]; then step "$@"; else skip "$1" "reeld is not serving"; fi; }
+etcd_step() { if [ "$etcd_up" = 1 ]; then step "$@"; else skip "$1" "etcd is not serving"; fi; }
+
+reel_step set-reel 240 "$REELBENCH" set --addr "$REEL_ADDR" --target reel --duration "$D_WRITE" \
+  --concurrency "$CONCURRENCY" --value-bytes "$VALUE_BYTES" --json "$RESULTS/set-reel.json"
+etcd_step set-etcd 240 "$REELBENCH" set --addr "$ETCD_ADDR" --target etcd --duration "$D_WRITE" \
+  --concurrency "$CONCURRENCY" --value-bytes "$VALUE_BYTES" --json "$RESULTS/set-etcd.json"
+reel_step get-reel 240 "$REELBENCH" get --addr "$REEL_ADDR" --duration "$D_WRITE" \
+  --concurrency "$CONCURRENCY" --json "$RESULTS/get-reel.json"
+reel_step append-reel 240 "$REELBENCH" append --addr "$REEL_ADDR" --duration "$D_WRITE" \
+  --concurrency "$CONCURRENCY" --value-bytes "$VALUE_BYTES" --json "$RESULTS/append-reel.json"
+reel_step watch-reel 300 "$REELBENCH" watch --addr "$REEL_ADDR" --target reel --duration "$D_WATCH" \
+  --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-reel.json"
+etcd_step watch-etcd 300 "$REELBENCH" watch --addr "$ETCD_ADDR" --target etcd --duration "$D_WATCH" \
+  --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-etcd.json"
+reel_step signal-reel 120 "$REELBENCH" signal --addr "$REEL_ADDR" --duration "$D_SIGNAL" \
+  --json "$RESULTS/signal-reel.json"
+reel_step tail-reel 300 "$REELBENCH" tail --addr "$REEL_ADDR" --events "$SIZE" \
+  --json "$RESULTS/tail-reel.json"
+
+stop_pid "$ETCD_PID" etcd
+forget_pid "$ETCD_PID"
+stop_pid "$MAIN_REELD_PID" reeld
+forget_pid "$MAIN_REELD_PID"
+
+# memory: its own fresh reeld, so that the RSS is that of the test alone
+MEM_ADDR="127.0.0.1:$(free_port)"
+if start_reeld reeld-memory "$RUN/reel-memory" "$MEM_ADDR"; then
+  step memory-reel 300 "$REELBENCH" memory --addr "$MEM_ADDR" --pid "$REELD_PID" \
+    ${MEMORY_SIZES[@]+"${MEMORY_SIZES[@]}"} --json "$RESULTS/memory-reel.json"
+else
+  skip memory-reel "its reeld is not serving"
+fi
+stop_pid "$REELD_PID" reeld-memory
+forget_pid "$REELD_PID"
+
+# restart: reel-bench loads, stops and restarts its own reeld on its own data
+# dir (reeld's output goes wherever reel-bench sends it)
+step restart-reel 480 "$REELBENCH" restart --reeld "$REELD" --data-dir "$RUN/reel-restart" \
+  --addr "127.0.0.1:$(free_port)" --keys "$SIZE" --entries "$SIZE" \
+  --json "$RESULTS/restart-reel.json"
+
+# --- 6. the report ---------------------------------------------------------------
+note "finished $(date -u +%Y-%m-%dT%H:%M:%SZ), $SECONDS s after the start (install and build included)"
+[ ${#FAILED[@]} -eq 0 ] || note "failed steps: ${FAILED[*]}"
+record "$PY" bench/report.py bench/results
+log "writing bench/RESULTS.md and bench/throughput.png"
+"$PY" "$BENCH/report.py" "$RESULTS"
+
+log "done in $((SECONDS / 60)) min $((SECONDS % 60)) s"
+if [ "$SECONDS" -gt 900 ]; then
+  log "warning: the run took more than 15 minutes"
+fi
+if [ ${#FAILED[@]} -gt 0 ]; then
+  log "failed steps: ${FAILED[*]} (see bench/results/commands.txt and bench/RESULTS.md)"
+  exit 1
+fi
