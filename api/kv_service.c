@@ -9,6 +9,7 @@
  * so a slow client makes the watch read from storage instead of piling up
  * memory.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,19 +311,25 @@ typedef struct watch_call {
     kv_watch_t *watch;
 } watch_call_t;
 
+/* Encodes ev once into ev->wire, shared by every watcher it reaches. */
+static int watch_deliver_encode(kv_event_t *ev) {
+    Reel__V1__ValueEvent pb;
+
+    api_value_event_to_pb(ev, &pb);
+    ev->wire_len = reel__v1__value_event__get_packed_size(&pb);
+    ev->wire = malloc(ev->wire_len ? ev->wire_len : 1);
+    if (ev->wire == NULL)
+        return -1;
+    reel__v1__value_event__pack(&pb, ev->wire);
+    return 0;
+}
+
 /* Writer or pump thread: encode once per event, share across watchers. */
 static int watch_deliver(void *arg, kv_event_t *ev) {
     watch_call_t *wc = arg;
-    Reel__V1__ValueEvent pb;
 
-    if (ev->wire == NULL) {
-        api_value_event_to_pb(ev, &pb);
-        ev->wire_len = reel__v1__value_event__get_packed_size(&pb);
-        ev->wire = malloc(ev->wire_len ? ev->wire_len : 1);
-        if (ev->wire == NULL)
-            return 1;
-        reel__v1__value_event__pack(&pb, ev->wire);
-    }
+    if (ev->wire == NULL && watch_deliver_encode(ev) != 0)
+        return 1;
     return rpc_call_send(wc->call, ev->wire, ev->wire_len) == REEL_OK ? 0 : 1;
 }
 
@@ -399,6 +406,172 @@ out:
     reel__v1__watch_value_request__free_unpacked(in, NULL);
 }
 
+/* ---- WatchValues ---------------------------------------------------------- */
+
+#define MAX_WATCHES_PER_STREAM 10000
+
+typedef struct multi_watch multi_watch_t;
+
+typedef struct multi_item {
+    multi_watch_t *m;
+    uint32_t index;
+    kv_watch_t *watch;
+} multi_item_t;
+
+struct multi_watch {
+    rpc_call_t *call;
+    size_t n;
+    atomic_size_t next; /* where the next drain starts: no watch starves */
+    multi_item_t items[];
+};
+
+/*
+ * WatchValuesEvent{watch = index, event = <ValueEvent bytes>}, framed by
+ * hand around the event's shared encoding: each watcher adds a few bytes
+ * instead of encoding the event again.
+ */
+static size_t put_varint(uint8_t *p, uint64_t v) {
+    size_t n = 0;
+
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+static int multi_deliver(void *arg, kv_event_t *ev) {
+    multi_item_t *it = arg;
+    uint8_t *buf;
+    size_t n = 0;
+    int rc;
+
+    if (ev->wire == NULL && watch_deliver_encode(ev) != 0)
+        return 1;
+    buf = malloc(ev->wire_len + 24);
+    if (buf == NULL)
+        return 1;
+    if (it->index > 0) {
+        buf[n++] = 0x08; /* field 1, varint */
+        n += put_varint(buf + n, it->index);
+    }
+    buf[n++] = 0x12; /* field 2, length-delimited */
+    n += put_varint(buf + n, ev->wire_len);
+    memcpy(buf + n, ev->wire, ev->wire_len);
+    n += ev->wire_len;
+    rc = rpc_call_send(it->m->call, buf, n) == REEL_OK ? 0 : 1;
+    free(buf);
+    return rc;
+}
+
+static void multi_cancel_all(multi_watch_t *m) {
+    for (size_t i = 0; i < m->n; i++)
+        kv_watch_cancel(m->items[i].watch);
+}
+
+/* One watch must end: the stream ends with its status, naming it. */
+static void multi_end(void *arg, const reel_status_t *st) {
+    multi_item_t *it = arg;
+    char msg[1024];
+
+    multi_cancel_all(it->m);
+    snprintf(msg, sizeof(msg), "watches[%u]: %s", (unsigned)it->index,
+             reel_status_message(st));
+    rpc_call_finish(it->m->call, st->code, msg, NULL, 0);
+}
+
+static void multi_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
+    multi_cancel_all(arg);
+    api_finish_cancelled(call, why);
+}
+
+/*
+ * The queue drained: the watches that stopped for it catch up, in turn,
+ * until the queue is half full again; the next drain goes on from there.
+ */
+static void multi_drain(rpc_call_t *call, void *arg) {
+    multi_watch_t *m = arg;
+    size_t start = atomic_load(&m->next), k = 0;
+
+    for (; k < m->n && rpc_call_queued(call) < rpc_call_queue_max(call) / 2;
+         k++)
+        kv_watch_pump(m->items[(start + k) % m->n].watch);
+    atomic_store(&m->next, (start + k) % m->n);
+}
+
+static void multi_cleanup(void *arg) {
+    multi_watch_t *m = arg;
+
+    for (size_t i = 0; i < m->n; i++)
+        kv_watch_destroy(m->items[i].watch);
+    free(m);
+}
+
+static const kv_watch_sink_t multi_sink = {multi_deliver, multi_end};
+
+static void kv_watch_values(rpc_call_t *call, void *arg, const uint8_t *req,
+                            size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__WatchValuesRequest *in =
+        reel__v1__watch_values_request__unpack(NULL, len, req);
+    reel_status_t st = REEL_STATUS_INIT;
+    multi_watch_t *m = NULL;
+
+    if (in == NULL) {
+        api_bad_request(call, "WatchValuesRequest");
+        return;
+    }
+    if (in->n_watches == 0 || in->n_watches > MAX_WATCHES_PER_STREAM) {
+        char msg[160];
+
+        snprintf(msg, sizeof(msg),
+                 "watches: %zu given; a stream holds 1 to %d watches",
+                 in->n_watches, MAX_WATCHES_PER_STREAM);
+        rpc_call_finish(call, REEL_INVALID_ARGUMENT, msg, NULL, 0);
+        goto out;
+    }
+    m = calloc(1, sizeof(*m) + in->n_watches * sizeof(m->items[0]));
+    if (m == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        goto out;
+    }
+    m->call = call;
+    for (size_t i = 0; i < in->n_watches; i++) {
+        const Reel__V1__WatchValueRequest *w = in->watches[i];
+        kv_watch_args_t a = {0};
+
+        a.ns = w->namespace_, a.ns_len = strlen(w->namespace_);
+        a.key = w->key, a.key_len = strlen(w->key);
+        a.start = (kv_watch_start_t)w->start;
+        a.from_version = w->from_version;
+        a.from_revision = w->from_revision;
+        m->items[i].m = m;
+        m->items[i].index = (uint32_t)i;
+        if (kv_watch_create(ctx->kv, &a, &multi_sink, &m->items[i],
+                            &m->items[i].watch, &st) != REEL_OK) {
+            char msg[1024];
+
+            snprintf(msg, sizeof(msg), "watches[%zu]: %s", i,
+                     reel_status_message(&st));
+            rpc_call_finish(call, st.code, msg, NULL, 0);
+            multi_cleanup(m);
+            goto out;
+        }
+        m->n++;
+    }
+    rpc_call_ref(call);
+    rpc_call_on_cleanup(call, multi_cleanup, m);
+    rpc_call_on_drain(call, multi_drain, m);
+    rpc_call_on_cancel(call, multi_cancel, m);
+    for (size_t i = 0; i < m->n; i++)
+        kv_watch_pump(m->items[i].watch);
+    rpc_call_unref(call);
+out:
+    reel_status_fini(&st);
+    reel__v1__watch_values_request__free_unpacked(in, NULL);
+}
+
 int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx) {
     static const struct {
         const char *path;
@@ -418,6 +591,8 @@ int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx) {
          &reel__v1__value_history_request__descriptor},
         {"/reel.v1.KV/WatchValue", RPC_SERVER_STREAM, kv_watch_value,
          &reel__v1__watch_value_request__descriptor},
+        {"/reel.v1.KV/WatchValues", RPC_SERVER_STREAM, kv_watch_values,
+         &reel__v1__watch_values_request__descriptor},
     };
 
     for (size_t i = 0; i < sizeof(methods) / sizeof(*methods); i++) {

@@ -38,6 +38,7 @@ typedef struct bench_opts {
     long keys, entries; /* restart */
     int pid;           /* memory: reeld's pid */
     int idle_watchers, subscribers; /* memory */
+    int per_stream;    /* memory: watches per KV.WatchValues stream */
     long writes;       /* memory */
     const char *reeld, *data_dir; /* restart */
     const char *json;

@@ -56,6 +56,8 @@ static void usage(FILE *f) {
         "  --pid PID             memory: reeld's pid\n"
         "  --idle-watchers N     memory (default 10000)\n"
         "  --subscribers N       memory: stalled subscribers (default 100)\n"
+        "  --per-stream N        memory: watches per KV.WatchValues stream, for\n"
+        "                        the shared-stream row (default 1000)\n"
         "  --writes N            memory: writes meanwhile (default 100000)\n"
         "  --reeld PATH          restart, smoke: the reeld binary\n"
         "  --data-dir DIR        restart, smoke: a fresh data directory\n"
@@ -139,6 +141,7 @@ static int smoke(bench_opts_t o) {
     o.events = 2000;
     o.pid = pid;
     o.idle_watchers = 100;
+    o.per_stream = 30;
     o.subscribers = 5;
     o.writes = 500;
     o.keys = 500;
@@ -185,6 +188,7 @@ int main(int argc, char **argv) {
         {"pid", required_argument, NULL, 'p'},
         {"idle-watchers", required_argument, NULL, 'I'},
         {"subscribers", required_argument, NULL, 's'},
+        {"per-stream", required_argument, NULL, 'S'},
         {"writes", required_argument, NULL, 'W'},
         {"reeld", required_argument, NULL, 'D'},
         {"data-dir", required_argument, NULL, 'x'},
@@ -213,6 +217,7 @@ int main(int argc, char **argv) {
     o.events = 1000000;
     o.idle_watchers = 10000;
     o.subscribers = 100;
+    o.per_stream = 1000;
     o.writes = 100000;
     o.keys = o.entries = 1000000;
     o.progress = isatty(2);
@@ -274,6 +279,13 @@ int main(int argc, char **argv) {
         case 'p': o.pid = (int)parse_long("pid", optarg, 1); break;
         case 'I': o.idle_watchers = (int)parse_long("idle-watchers", optarg, 0); break;
         case 's': o.subscribers = (int)parse_long("subscribers", optarg, 0); break;
+        case 'S':
+            o.per_stream = (int)parse_long("per-stream", optarg, 1);
+            if (o.per_stream > 10000) {
+                fprintf(stderr, "reel-bench: --per-stream: at most 10000\n");
+                return 2;
+            }
+            break;
         case 'W': o.writes = parse_long("writes", optarg, 1); break;
         case 'D': o.reeld = optarg; break;
         case 'x': o.data_dir = optarg; break;

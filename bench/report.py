@@ -424,17 +424,31 @@ def targets(R):
         out.append((t, NOT_MEASURED, NOT_MEASURED))
     else:
         n = R.value("memory-reel", "watchers", test="idle_watchers")
-        out.append((t, "%s bytes (%s watchers)" % (f_int(bpw), f_int(n)), verdict(bpw <= BYTES_PER_WATCHER)))
+        out.append((t + ", a `WatchValue` stream each",
+                    "%s bytes (%s watchers)" % (f_int(bpw), f_int(n)), verdict(bpw <= BYTES_PER_WATCHER)))
+    bpw = R.value("memory-reel", "bytes_per_watcher", test="idle_watchers_shared")
+    if bpw is not None:
+        n = R.value("memory-reel", "watchers", test="idle_watchers_shared")
+        k = R.value("memory-reel", "per_stream", test="idle_watchers_shared")
+        out.append((t + ", `WatchValues` streams",
+                    "%s bytes (%s watchers, %s per stream)" % (f_int(bpw), f_int(n), f_int(k)),
+                    verdict(bpw <= BYTES_PER_WATCHER)))
 
     st = R.row("memory-reel", test="stalled_subscribers")
-    t = "flat RSS with stalled subscribers (max − start < %d MiB)" % (STALLED_GROWTH_KIB // 1024)
+    ctl = R.row("memory-reel", test="writes_only")
+    t = ("flat RSS with stalled subscribers (growth during the writes < %d MiB, measured "
+         "after the same writes without them)" % (STALLED_GROWTH_KIB // 1024))
     s0 = num(st.get("rss_start_kib")) if st else None
     smax = num(st.get("rss_max_kib")) if st else None
+    c0 = num(ctl.get("rss_start_kib")) if ctl else None
+    cmax = num(ctl.get("rss_max_kib")) if ctl else None
     if s0 is None or smax is None:
         out.append((t, NOT_MEASURED, NOT_MEASURED))
     else:
-        out.append((t, "+%s MiB (%s → max %s MiB; %s subscribers, %s writes)" % (
-            f_mib(smax - s0), f_mib(s0), f_mib(smax), f_int(st.get("subscribers")), f_int(st.get("writes"))),
+        cg = (cmax - c0) if c0 is not None and cmax is not None else 0
+        out.append((t, "+%s MiB with them (+%s MiB for the same writes without them, "
+                       "just before; %s subscribers, %s writes)" % (
+            f_mib(smax - s0), f_mib(cg), f_int(st.get("subscribers")), f_int(st.get("writes"))),
             verdict(smax - s0 < STALLED_GROWTH_KIB)))
 
     ready = R.value("restart-reel", "ready_ms")
@@ -604,17 +618,24 @@ def section_single(R, name, head, cols, what):
 
 def section_memory(R):
     out = ["## Memory (reeld's RSS, a fresh reeld of its own)\n"]
-    idle = [r for r in R.rows("memory-reel") if r.get("test") == "idle_watchers"]
+    idle = [r for r in R.rows("memory-reel")
+            if r.get("test") in ("idle_watchers", "idle_watchers_shared")]
     if idle:
         cols = [("watchers", "idle watchers", f_int), ("rss_before_kib", "RSS before MiB", f_mib),
                 ("rss_after_kib", "RSS after MiB", f_mib), ("bytes_per_watcher", "bytes per watcher", f_int)]
-        body = [[fmt_any(fmt)(r.get(k)) for k, _, fmt in cols] for r in idle]
-        out.append(table([h for _, h, _ in cols], body))
+        body = [["one `WatchValue` stream each" if r.get("test") == "idle_watchers"
+                 else "%s per `WatchValues` stream" % f_int(r.get("per_stream"))] +
+                [fmt_any(fmt)(r.get(k)) for k, _, fmt in cols] for r in idle]
+        out.append(table(["how"] + [h for _, h, _ in cols], body))
     else:
         out.append("Idle watchers: %s." % NOT_MEASURED)
     out.append("")
-    stalled = [r for r in R.rows("memory-reel") if r.get("test") == "stalled_subscribers"]
+    stalled = [r for r in R.rows("memory-reel")
+               if r.get("test") in ("writes_only", "stalled_subscribers")]
     if stalled:
+        out.append("The same writes twice: first with nobody subscribed (the control: memtables "
+                   "and caches fill either way), then with stalled subscribers, each a WAL tail "
+                   "from revision 0 that never reads.\n")
         cols = [("subscribers", "stalled subscribers", f_int), ("writes", "writes", f_int),
                 ("rss_start_kib", "RSS start MiB", f_mib), ("rss_max_kib", "RSS max MiB", f_mib),
                 ("rss_end_kib", "RSS end MiB", f_mib)]
@@ -625,7 +646,7 @@ def section_memory(R):
             line.append("—" if s0 is None or smax is None else "+" + f_mib(smax - s0))
             body.append(line)
         out.append(table([h for _, h, _ in cols] + ["growth MiB"], body))
-        samples = stalled[0].get("samples")
+        samples = stalled[-1].get("samples")
         if isinstance(samples, list) and samples:
             pts = [s for s in samples if isinstance(s, list) and len(s) >= 2
                    and num(s[0]) is not None and num(s[1]) is not None]

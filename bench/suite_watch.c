@@ -357,10 +357,15 @@ int bench_watch(const bench_opts_t *o) {
     cJSON_AddNumberToObject(rep.params, "rate", o->rate);
     cJSON_AddNumberToObject(rep.params, "fanout_cap", (double)o->fanout_cap);
     cJSON_AddNumberToObject(rep.params, "pattern_keys", o->pattern_keys);
-    for (int k = 0; k < o->n_watchers; k++)
-        rc |= watch_point(o, &rep, 0, o->watchers[k]);
+    /* The pattern point first: the large fan-out points leave the server
+     * busy for a while after their streams are cancelled. */
     if (o->pattern_keys > 0)
         rc |= watch_point(o, &rep, 1, 1);
+    for (int k = 0; k < o->n_watchers; k++) {
+        if (k > 0 || o->pattern_keys > 0)
+            bench_sleep_ms(2000); /* let the previous point settle */
+        rc |= watch_point(o, &rep, 0, o->watchers[k]);
+    }
     return report_finish(&rep) || rc;
 }
 
@@ -484,6 +489,77 @@ int bench_signal(const bench_opts_t *o) {
     return report_finish(&rep) || rc;
 }
 
+/* ---- many watches per stream (KV.WatchValues) ----------------------------- */
+
+static void on_multi_event(void *arg, const uint8_t *msg, size_t len) {
+    wstate_t *ws = arg;
+    Reel__V1__WatchValuesEvent *e =
+        reel__v1__watch_values_event__unpack(NULL, len, msg);
+
+    if (e == NULL || e->event == NULL) {
+        atomic_fetch_add(&ws->bad, 1);
+    } else if (e->event->type == REEL__V1__VALUE_EVENT__TYPE__BOOTSTRAP_DONE) {
+        atomic_fetch_add(&ws->ready, 1);
+    } else if (e->event->type == REEL__V1__VALUE_EVENT__TYPE__PUT) {
+        record(ws, (const uint8_t *)e->event->value, strlen(e->event->value),
+               ac_now_ns());
+    }
+    if (e != NULL)
+        reel__v1__watch_values_event__free_unpacked(e, NULL);
+}
+
+/*
+ * Opens n watches on keys key_fmt % i, per_stream of them on each
+ * WatchValues stream; returns the number of streams (in *out), waiting
+ * until every watch is live (or 60 s pass); -1 if some never were.
+ */
+static int open_shared_watches(const bench_opts_t *o, ac_t *ac, const char *ns,
+                               const char *key_fmt, int n, int per_stream,
+                               wstate_t *ws, ac_stream_t **out) {
+    int m = ac_method(ac, "/reel.v1.KV/WatchValues"), streams = 0;
+    Reel__V1__WatchValueRequest *w = calloc((size_t)per_stream, sizeof(*w));
+    Reel__V1__WatchValueRequest **wp = calloc((size_t)per_stream, sizeof(*wp));
+    char (*keys)[64] = calloc((size_t)per_stream, sizeof(*keys));
+    int64_t until = ac_now_ns() + 60 * 1000000000LL;
+
+    if (w == NULL || wp == NULL || keys == NULL) {
+        free(w), free(wp), free(keys);
+        return -1;
+    }
+    for (int first = 0; first < n; first += per_stream) {
+        Reel__V1__WatchValuesRequest r = REEL__V1__WATCH_VALUES_REQUEST__INIT;
+        int k = n - first < per_stream ? n - first : per_stream;
+        uint8_t *buf;
+        size_t len;
+
+        for (int i = 0; i < k; i++) {
+            reel__v1__watch_value_request__init(&w[i]);
+            snprintf(keys[i], sizeof(keys[i]), key_fmt, first + i);
+            w[i].namespace_ = (char *)ns;
+            w[i].key = keys[i];
+            w[i].start = REEL__V1__WATCH_VALUE_REQUEST__START__NOW;
+            wp[i] = &w[i];
+        }
+        r.n_watches = (size_t)k;
+        r.watches = wp;
+        len = reel__v1__watch_values_request__get_packed_size(&r);
+        if ((buf = malloc(len)) == NULL)
+            break;
+        reel__v1__watch_values_request__pack(&r, buf);
+        out[streams++] = ac_stream_open(ac, m, buf, len, 1, 1, on_multi_event,
+                                        on_end, ws);
+        free(buf);
+    }
+    free(w), free(wp), free(keys);
+    while (atomic_load(&ws->ready) < n && ac_now_ns() < until) {
+        bench_progress(o, "  opening shared watches: %ld of %d live",
+                       atomic_load(&ws->ready), n);
+        bench_sleep_ms(10);
+    }
+    bench_progress_done(o);
+    return atomic_load(&ws->ready) == n ? streams : -1;
+}
+
 /* ---- memory -------------------------------------------------------------- */
 
 static long rss_kib(int pid) {
@@ -520,16 +596,51 @@ static void *fill_main(void *arg) {
     return NULL;
 }
 
+/* Samples reeld's RSS every 100 ms while o->writes writes go in. */
+static int rss_during_writes(const bench_opts_t *o, report_t *rep,
+                             const char *test, int subscribers) {
+    fill_arg_t f = {o, o->writes, 0};
+    cJSON *row = report_row(rep), *samples = cJSON_CreateArray();
+    long start = rss_kib(o->pid), max = start, end;
+    int64_t t0 = ac_now_ns();
+    pthread_t th;
+
+    pthread_create(&th, NULL, fill_main, &f);
+    while (pthread_tryjoin_np(th, NULL) != 0) {
+        long k = rss_kib(o->pid);
+        cJSON *p = cJSON_CreateArray();
+
+        cJSON_AddItemToArray(p,
+                             cJSON_CreateNumber((double)(ac_now_ns() - t0) / 1e9));
+        cJSON_AddItemToArray(p, cJSON_CreateNumber((double)k));
+        cJSON_AddItemToArray(samples, p);
+        if (k > max)
+            max = k;
+        bench_progress(o, "  %s: RSS %ld KiB", test, k);
+        bench_sleep_ms(100);
+    }
+    bench_progress_done(o);
+    end = rss_kib(o->pid);
+    cJSON_AddStringToObject(row, "test", test);
+    cJSON_AddNumberToObject(row, "subscribers", subscribers);
+    cJSON_AddNumberToObject(row, "writes", (double)o->writes);
+    cJSON_AddNumberToObject(row, "rss_start_kib", (double)start);
+    cJSON_AddNumberToObject(row, "rss_max_kib", (double)max);
+    cJSON_AddNumberToObject(row, "rss_end_kib", (double)end);
+    cJSON_AddItemToObject(row, "samples", samples);
+    return f.rc;
+}
+
 int bench_memory(const bench_opts_t *o) {
     int n = o->idle_watchers, s = o->subscribers, rc = 0;
     ac_t *ac = ac_create(o->addr, o->connections, o->threads);
     ac_stream_t **streams = calloc((size_t)(n > s ? n : s), sizeof(*streams));
     char ns[64];
-    long before, after, start, max, end;
+    long before, after;
     wstate_t ws;
     lat_t lat;
     report_t rep;
-    cJSON *row, *samples;
+    cJSON *row;
 
     if (o->target != TARGET_REEL || o->pid <= 0) {
         fprintf(stderr, "reel-bench: memory: reel only, and needs --pid\n");
@@ -566,50 +677,54 @@ int bench_memory(const bench_opts_t *o) {
                             n > 0 ? (double)(after - before) * 1024 / n : 0);
     close_streams(streams, n, &ws.ended);
 
-    /* Stalled subscribers: a WAL tail each, never read, during writes. */
+    /* The same watchers, o->per_stream to a KV.WatchValues stream. */
+    if (n > 0) {
+        int k;
+
+        memset(&ws, 0, sizeof(ws));
+        ws.lat = &lat;
+        snprintf(ns, sizeof(ns), "idlem%ld", (long)getpid());
+        bench_sleep_ms(500);
+        before = rss_kib(o->pid);
+        k = open_shared_watches(o, ac, ns, "key.%d", n, o->per_stream, &ws,
+                                streams);
+        if (k < 0) {
+            fprintf(stderr, "reel-bench: memory: only %ld of %d shared "
+                            "watches went live\n",
+                    atomic_load(&ws.ready), n);
+            rc = 1;
+            k = (n + o->per_stream - 1) / o->per_stream;
+        }
+        bench_sleep_ms(1000);
+        after = rss_kib(o->pid);
+        row = report_row(&rep);
+        cJSON_AddStringToObject(row, "test", "idle_watchers_shared");
+        cJSON_AddNumberToObject(row, "watchers", n);
+        cJSON_AddNumberToObject(row, "per_stream", o->per_stream);
+        cJSON_AddNumberToObject(row, "rss_before_kib", (double)before);
+        cJSON_AddNumberToObject(row, "rss_after_kib", (double)after);
+        cJSON_AddNumberToObject(row, "bytes_per_watcher",
+                                (double)(after - before) * 1024 / n);
+        close_streams(streams, k, &ws.ended);
+    }
+
+    /* RSS during writes: first with nobody subscribed (the control: the
+     * memtables and caches fill either way), then with stalled
+     * subscribers, a WAL tail each that is never read. */
     if (s > 0) {
         Reel__V1__SubscribeEventsRequest r =
             REEL__V1__SUBSCRIBE_EVENTS_REQUEST__INIT;
         int m = ac_method(ac, "/reel.v1.Wal/SubscribeEvents");
         uint8_t buf[64];
         size_t len = reel__v1__subscribe_events_request__pack(&r, buf);
-        fill_arg_t f = {o, o->writes, 0};
-        pthread_t th;
-        int64_t t0;
 
+        rc |= rss_during_writes(o, &rep, "writes_only", 0);
         memset(&ws, 0, sizeof(ws));
         for (int i = 0; i < s; i++)
             streams[i] = ac_stream_open(ac, m, buf, len, 1, 0, noop_msg, on_end,
                                         &ws);
         bench_sleep_ms(1000);
-        start = max = rss_kib(o->pid);
-        row = report_row(&rep);
-        samples = cJSON_CreateArray();
-        t0 = ac_now_ns();
-        pthread_create(&th, NULL, fill_main, &f);
-        while (pthread_tryjoin_np(th, NULL) != 0) {
-            long k = rss_kib(o->pid);
-            cJSON *p = cJSON_CreateArray();
-
-            cJSON_AddItemToArray(p, cJSON_CreateNumber(
-                                        (double)(ac_now_ns() - t0) / 1e9));
-            cJSON_AddItemToArray(p, cJSON_CreateNumber((double)k));
-            cJSON_AddItemToArray(samples, p);
-            if (k > max)
-                max = k;
-            bench_progress(o, "  %d stalled subscribers: RSS %ld KiB", s, k);
-            bench_sleep_ms(100);
-        }
-        bench_progress_done(o);
-        end = rss_kib(o->pid);
-        cJSON_AddStringToObject(row, "test", "stalled_subscribers");
-        cJSON_AddNumberToObject(row, "subscribers", s);
-        cJSON_AddNumberToObject(row, "writes", (double)o->writes);
-        cJSON_AddNumberToObject(row, "rss_start_kib", (double)start);
-        cJSON_AddNumberToObject(row, "rss_max_kib", (double)max);
-        cJSON_AddNumberToObject(row, "rss_end_kib", (double)end);
-        cJSON_AddItemToObject(row, "samples", samples);
-        rc |= f.rc;
+        rc |= rss_during_writes(o, &rep, "stalled_subscribers", s);
         close_streams(streams, s, &ws.ended);
     }
     free(streams);

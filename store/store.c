@@ -1052,9 +1052,16 @@ store_iter_t *store_iter_create(store_t *s, store_cf_t cf,
 
     if (it == NULL)
         return NULL;
-    if (snap != NULL) {
+    if (snap != NULL || cf == STORE_CF_WAL) {
         it->ro = rocksdb_readoptions_create();
-        rocksdb_readoptions_set_snapshot(it->ro, snap->snap);
+        if (snap != NULL)
+            rocksdb_readoptions_set_snapshot(it->ro, snap->snap);
+    }
+    if (cf == STORE_CF_WAL) {
+        /* WAL readers are tails: one long forward pass each. Read ahead,
+         * and keep their blocks out of the cache the live keys use. */
+        rocksdb_readoptions_set_fill_cache(it->ro, 0);
+        rocksdb_readoptions_set_readahead_size(it->ro, (size_t)1 << 20);
     }
     it->it = rocksdb_create_iterator_cf(s->db, it->ro ? it->ro : s->ropts,
                                         s->cf[cf]);

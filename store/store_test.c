@@ -315,10 +315,12 @@ static reel_code_t apply_increment(store_txn_t *txn, void *arg,
 
 typedef struct worker {
     store_t *store;
+    fixture_t *f;
     int thread;
     uint64_t revs[N_PER_THREAD];
     uint64_t seen[N_PER_THREAD];
     int failures;
+    int unpublished; /* completed before its revision was published */
 } worker_t;
 
 static void *worker_main(void *arg) {
@@ -331,6 +333,12 @@ static void *worker_main(void *arg) {
             REEL_OK)
             w->failures++;
         w->seen[i] = a.seen;
+        /* Revisions are published in order from 1, so revision r was
+         * published iff at least r were. */
+        pthread_mutex_lock(&w->f->mu);
+        if (w->f->n_published < w->revs[i])
+            w->unpublished++;
+        pthread_mutex_unlock(&w->f->mu);
     }
     return NULL;
 }
@@ -346,6 +354,7 @@ static void test_concurrent_submitters_commit_each_write_once_in_order(
     for (int t = 0; t < N_THREADS; t++) {
         memset(&workers[t], 0, sizeof(workers[t]));
         workers[t].store = f->store;
+        workers[t].f = f;
         workers[t].thread = t;
         pthread_create(&th[t], NULL, worker_main, &workers[t]);
     }
@@ -354,6 +363,8 @@ static void test_concurrent_submitters_commit_each_write_once_in_order(
 
     for (int t = 0; t < N_THREADS; t++) {
         assert_int_equal(workers[t].failures, 0);
+        /* A write is answered only after its change was published. */
+        assert_int_equal(workers[t].unpublished, 0);
         for (int i = 0; i < N_PER_THREAD; i++) {
             uint64_t r = workers[t].revs[i];
             char key[32], *val;

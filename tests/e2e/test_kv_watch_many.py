@@ -1,0 +1,206 @@
+"""reel.v1.KV/WatchValues end to end: many watches on one stream behave as
+they would alone (start modes, transitions with previous values, patterns),
+a stream that is not read catches up from storage for every watch, and bad
+input names the watch (watches[i]) and the limit.
+"""
+import collections
+import json
+import queue
+import threading
+import time
+
+import grpc
+import pytest
+
+import kv_pb2
+import reel_pb2
+from conftest import Reeld, stream, unary
+
+PUT = kv_pb2.ValueEvent.PUT
+BOOTSTRAP_DONE = kv_pb2.ValueEvent.BOOTSTRAP_DONE
+SNAPSHOT = kv_pb2.WatchValueRequest.SNAPSHOT
+NOW = kv_pb2.WatchValueRequest.NOW
+FROM_VERSION = kv_pb2.WatchValueRequest.FROM_VERSION
+
+T = 10
+
+
+def W(ns, key, start=NOW, **kw):
+    return kv_pb2.WatchValueRequest(namespace=ns, key=key, start=start, **kw)
+
+
+def watch_values(channel, watches, timeout=60):
+    call = stream(channel, "/reel.v1.KV/WatchValues", kv_pb2.WatchValuesRequest,
+                  kv_pb2.WatchValuesEvent)
+    return call(kv_pb2.WatchValuesRequest(watches=watches), timeout=timeout)
+
+
+def setter(channel):
+    fn = unary(channel, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest,
+               kv_pb2.SetValueResponse)
+    return lambda ns, key, value: fn(kv_pb2.SetValueRequest(
+        namespace=ns, key=key, value=json.dumps(value)), timeout=T)
+
+
+class Reader:
+    """Reads a stream on a thread; events per watch index, in arrival order."""
+
+    def __init__(self, call):
+        self.call = call
+        self.q = queue.Queue()
+        self.by_watch = collections.defaultdict(list)
+        self.error = None
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        try:
+            for ev in self.call:
+                self.q.put(ev)
+        except grpc.RpcError as e:
+            self.q.put(e)
+        self.q.put(None)
+
+    def until(self, done, limit=T):
+        """Collects until done(self) is true; fails after limit seconds."""
+        deadline = time.monotonic() + limit
+        while not done(self):
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out; so far: { {k: len(v) for k, v in self.by_watch.items()} }"
+            try:
+                item = self.q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if item is None or isinstance(item, grpc.RpcError):
+                self.error = item
+                return
+            self.by_watch[item.watch].append(item.event)
+
+    def puts(self, i):
+        return [e for e in self.by_watch[i] if e.type == PUT]
+
+    def booted(self, n):
+        return all(any(e.type == BOOTSTRAP_DONE for e in self.by_watch[i]) for i in range(n))
+
+
+@pytest.fixture
+def chan(reeld):
+    ch = grpc.insecure_channel(reeld.addr)
+    yield ch
+    ch.close()
+
+
+def test_each_watch_on_a_shared_stream_sees_its_own_transitions(chan):
+    set_value = setter(chan)
+    set_value("app", "a.x", {"n": 0})
+    set_value("app", "b.y", {"n": 0})
+    r = Reader(watch_values(chan, [
+        W("app", "a.x", NOW),              # 0: exact key, live only
+        W("app", "b.*", SNAPSHOT),         # 1: pattern with its snapshot
+        W("app", "a.x", FROM_VERSION),     # 2: the key's whole history
+        W("other", "a.x", NOW),            # 3: another namespace: nothing
+    ]))
+    r.until(lambda r: r.booted(4))
+    assert [e.key for e in r.by_watch[1] if e.type == PUT] == ["b.y"]
+    for n in range(1, 4):
+        set_value("app", "a.x", {"n": n})
+        set_value("app", "b.y", {"n": n})
+    r.until(lambda r: len(r.puts(0)) == 3 and len(r.puts(1)) == 4 and len(r.puts(2)) == 4)
+
+    # Transitions, not snapshots: every event says what the value was before.
+    assert [(json.loads(e.prev_value)["n"], json.loads(e.value)["n"]) for e in r.puts(0)] == \
+        [(0, 1), (1, 2), (2, 3)]
+    assert [e.version for e in r.puts(2)] == [1, 2, 3, 4]
+    assert [(e.prev_version, e.version) for e in r.puts(1)][1:] == [(1, 2), (2, 3), (3, 4)]
+    assert all(e.key == "b.y" for e in r.puts(1))
+    assert r.puts(3) == []
+    # Revisions grow within each watch.
+    for i in range(3):
+        revs = [e.revision for e in r.puts(i)]
+        assert revs == sorted(revs) and len(set(revs)) == len(revs)
+    r.call.cancel()
+
+
+def test_a_stream_nobody_reads_catches_up_for_every_watch(tmp_path):
+    server = Reeld(str(tmp_path / "data")).start()
+    ch = grpc.insecure_channel(server.addr)
+    try:
+        set_value = setter(ch)
+        keys = [f"k{i}" for i in range(40)]
+        call = watch_values(ch, [W("load", k, NOW) for k in keys], timeout=120)
+        call.initial_metadata()  # the server has answered: every watch is live
+        pad = "x" * 2000
+        # 40 keys x 50 versions x ~4 KiB events: far more than the stream's
+        # queue holds, so every watch falls back to storage and catches up.
+        for v in range(50):
+            for k in keys:
+                set_value("load", k, {"v": v, "pad": pad})
+        r = Reader(call)
+        r.until(lambda r: all(len(r.puts(i)) == 50 for i in range(len(keys))), limit=60)
+        for i, k in enumerate(keys):
+            puts = r.puts(i)
+            assert [e.version for e in puts] == list(range(1, 51)), k
+            assert all(e.key == k for e in puts)
+            assert [json.loads(e.value)["v"] for e in puts] == list(range(50))
+        call.cancel()
+    finally:
+        ch.close()
+        code, _ = server.stop()
+    assert code == 0, server.log()
+
+
+@pytest.mark.parametrize("watches,needle", [
+    ([], "watches: 0 given; a stream holds 1 to 10000 watches"),
+    ([W("ns", "ok")] * 10001, "watches: 10001 given; a stream holds 1 to 10000 watches"),
+    ([W("ns", "ok"), W("ns", "ok"), W("ns", "")], "watches[2]: key"),
+    ([W("ns", "ok"), W("", "ok")], "watches[1]: namespace"),
+    ([W("ns", "a.>.b")], "watches[0]: key"),
+    ([W("ns", "a.*", FROM_VERSION)], "watches[0]: start: FROM_VERSION needs an exact key"),
+])
+def test_bad_watches_are_refused_naming_the_watch(chan, watches, needle):
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in watch_values(chan, watches, timeout=T):
+            pass
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in e.value.details(), e.value.details()
+
+
+def test_a_watch_that_cannot_go_on_ends_the_stream_naming_it(tmp_path):
+    server = Reeld(str(tmp_path / "data"), extra=["--kv-history-keep", "3"]).start()
+    ch = grpc.insecure_channel(server.addr)
+    try:
+        set_value = setter(ch)
+        for v in range(10):
+            set_value("h", "key", {"v": v})
+        # Version 2 is long trimmed (only the last 3 are kept).
+        call = watch_values(ch, [W("h", "key", NOW),
+                                 W("h", "key", FROM_VERSION, from_version=1)], timeout=T)
+        with pytest.raises(grpc.RpcError) as e:
+            for _ in call:
+                pass
+        assert e.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert e.value.details().startswith("watches[1]: "), e.value.details()
+        assert "no longer retained" in e.value.details()
+    finally:
+        ch.close()
+        code, _ = server.stop()
+    assert code == 0, server.log()
+
+
+def test_cancelling_a_shared_stream_releases_every_watch(reeld, chan):
+    status = unary(chan, "/reel.v1.Admin/GetStatus", reel_pb2.GetStatusRequest,
+                   reel_pb2.GetStatusResponse)
+    base = status(reel_pb2.GetStatusRequest(), timeout=T).open_calls
+    r = Reader(watch_values(chan, [W("c", f"k{i}") for i in range(500)]))
+    r.until(lambda r: r.booted(500))
+    r.call.cancel()
+    deadline = time.monotonic() + T
+    while status(reel_pb2.GetStatusRequest(), timeout=T).open_calls > base:
+        assert time.monotonic() < deadline, "the stream's call was never released"
+        time.sleep(0.05)
+    # The server still serves watches on the same keys.
+    set_value = setter(chan)
+    r2 = Reader(watch_values(chan, [W("c", "k7")]))
+    r2.until(lambda r: r.booted(1))
+    set_value("c", "k7", {"ok": True})
+    r2.until(lambda r: len(r.puts(0)) == 1)
+    r2.call.cancel()
