@@ -60,7 +60,7 @@
 #define DEFAULT_MAX_GROUP 1024
 #define GROUP_BYTES (32u << 20)
 #define STORE_MEMTABLE_BUDGET ((size_t)64 << 20)
-#define STORE_BLOCK_CACHE ((size_t)64 << 20)
+#define STORE_BLOCK_CACHE ((size_t)32 << 20)
 #define FORMAT_FILE "FORMAT"
 #define META_REVISION "revision"
 #define META_FORMAT "format"
