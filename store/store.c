@@ -127,7 +127,8 @@ struct store {
     pthread_t writer;
     int writer_started;
 
-    /* Writer thread only. */
+    /* Writer thread only (read at close, after it stopped). */
+    uint64_t n_groups, n_grouped; /* commits, and the requests they held */
     rocksdb_writebatch_wi_t *wb;
     store_req_t **group;
     change_rec_t *changes;
@@ -575,8 +576,12 @@ void store_close(store_t *s) {
     free(s->other_cf);
     if (s->db != NULL) {
         rocksdb_close(s->db);
-        REEL_INFO("store", "closed %s at revision %llu", s->dir,
-                  (unsigned long long)atomic_load(&s->revision));
+        REEL_INFO("store",
+                  "closed %s at revision %llu (%llu commits since start, "
+                  "%.1f requests each)",
+                  s->dir, (unsigned long long)atomic_load(&s->revision),
+                  (unsigned long long)s->n_groups,
+                  s->n_groups ? (double)s->n_grouped / (double)s->n_groups : 0.0);
     }
     if (s->dbopts != NULL)
         rocksdb_options_destroy(s->dbopts);
@@ -881,6 +886,8 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
         return n;
     }
     atomic_store(&s->revision, txn.next_rev - 1);
+    s->n_groups++;
+    s->n_grouped += n;
 
     if (s->publish != NULL && s->n_changes > 0)
         s->publish(s->publish_arg, s->pub, s->n_changes);
