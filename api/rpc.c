@@ -13,6 +13,8 @@
  *                   runs;
  *     TAG_SEND      the call's one in-flight send batch completed: the next
  *                   queued message (or the final status) goes out;
+ *     TAG_PUMP      an empty batch rpc_call_send() posted to start a send
+ *                   on a poller thread instead of its caller's;
  *     TAG_SHUTDOWN  grpc_server_shutdown_and_notify completed.
  *
  * A call is reference-counted under its own mutex: one reference for the
@@ -52,7 +54,7 @@
 #define REQUESTS_PER_METHOD 8
 #define MAX_METHODS 128
 
-enum { TAG_NEW_CALL, TAG_CLOSE, TAG_SEND, TAG_SHUTDOWN, TAG_WAKE };
+enum { TAG_NEW_CALL, TAG_CLOSE, TAG_SEND, TAG_SHUTDOWN, TAG_WAKE, TAG_PUMP };
 
 typedef struct rpc_tag {
     int kind;
@@ -86,8 +88,10 @@ struct rpc_call {
     rpc_tag_t tag_close;
     rpc_tag_t tag_send;
     rpc_tag_t tag_wake;
+    rpc_tag_t tag_pump;
     int close_cancelled; /* written by the RECV_CLOSE batch */
     int wake_pending;
+    int pump_pending; /* an empty batch will start the next send */
     rpc_wake_fn wake_fn;
     void *wake_arg;
 
@@ -137,6 +141,9 @@ struct rpc_server {
 };
 
 /* ---- Calls -------------------------------------------------------------- */
+
+/* Set on the server's poller threads (see rpc_call_send). */
+static _Thread_local int on_poller;
 
 static int64_t timespec_to_mono_ns(gpr_timespec t) {
     gpr_timespec now_rt, mono;
@@ -339,6 +346,31 @@ static reel_code_t append_locked(rpc_call_t *c, const void *data, size_t len) {
     return REEL_OK;
 }
 
+/*
+ * A message was queued: starts a send unless one is in flight (its
+ * completion takes the queue) or pending. Off the pollers the caller is
+ * usually the store's writer, publishing one change to many watchers: a
+ * send started there would run the transport's write (a syscall per
+ * stream) on the writer. So it posts an empty batch, which completes at
+ * once and costs one queue post, and a poller starts the send.
+ */
+static void start_send_locked(rpc_call_t *c) {
+    if (c->send_in_flight || c->pump_pending || c->status_sent)
+        return;
+    if (on_poller) {
+        pump_locked(c);
+        return;
+    }
+    c->pump_pending = 1;
+    c->refs++;
+    if (grpc_call_start_batch(c->call, NULL, 0, &c->tag_pump, NULL) !=
+        GRPC_CALL_OK) {
+        c->pump_pending = 0;
+        c->refs--;
+        pump_locked(c);
+    }
+}
+
 reel_code_t rpc_call_send(rpc_call_t *c, const void *msg, size_t len) {
     reel_code_t rc;
 
@@ -350,9 +382,17 @@ reel_code_t rpc_call_send(rpc_call_t *c, const void *msg, size_t len) {
               c->qbytes + len > c->srv->opts.stream_queue_bytes))
         rc = REEL_RESOURCE_EXHAUSTED;
     else if ((rc = append_locked(c, msg, len)) == REEL_OK)
-        pump_locked(c);
+        start_send_locked(c);
     pthread_mutex_unlock(&c->mu);
     return rc;
+}
+
+static void on_pump(rpc_call_t *c) {
+    pthread_mutex_lock(&c->mu);
+    c->pump_pending = 0;
+    pump_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    call_unref(c);
 }
 
 size_t rpc_call_queued(rpc_call_t *c) {
@@ -528,6 +568,7 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     c->tag_close = (rpc_tag_t){TAG_CLOSE, c};
     c->tag_send = (rpc_tag_t){TAG_SEND, c};
     c->tag_wake = (rpc_tag_t){TAG_WAKE, c};
+    c->tag_pump = (rpc_tag_t){TAG_PUMP, c};
     if (p->method >= 0) {
         c->method = &srv->methods[p->method];
         c->path = strdup(c->method->path);
@@ -622,6 +663,7 @@ static int post_request(rpc_server_t *srv, int method) {
 static void *poller_main(void *arg) {
     rpc_server_t *srv = arg;
 
+    on_poller = 1;
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(
             srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
@@ -644,6 +686,9 @@ static void *poller_main(void *arg) {
             break;
         case TAG_WAKE:
             on_wake(tag->ptr);
+            break;
+        case TAG_PUMP:
+            on_pump(tag->ptr);
             break;
         case TAG_SHUTDOWN:
             pthread_mutex_lock(&srv->mu);
