@@ -443,26 +443,21 @@ static size_t put_varint(uint8_t *p, uint64_t v) {
 
 static int multi_deliver(void *arg, kv_event_t *ev) {
     multi_item_t *it = arg;
-    uint8_t *buf;
+    uint8_t head[24];
     size_t n = 0;
-    int rc;
 
     if (ev->wire == NULL && watch_deliver_encode(ev) != 0)
         return 1;
-    buf = malloc(ev->wire_len + 24);
-    if (buf == NULL)
-        return 1;
     if (it->index > 0) {
-        buf[n++] = 0x08; /* field 1, varint */
-        n += put_varint(buf + n, it->index);
+        head[n++] = 0x08; /* field 1, varint */
+        n += put_varint(head + n, it->index);
     }
-    buf[n++] = 0x12; /* field 2, length-delimited */
-    n += put_varint(buf + n, ev->wire_len);
-    memcpy(buf + n, ev->wire, ev->wire_len);
-    n += ev->wire_len;
-    rc = rpc_call_send(it->m->call, buf, n) == REEL_OK ? 0 : 1;
-    free(buf);
-    return rc;
+    head[n++] = 0x12; /* field 2, length-delimited */
+    n += put_varint(head + n, ev->wire_len);
+    return rpc_call_send2(it->m->call, head, n, ev->wire, ev->wire_len) ==
+                   REEL_OK
+               ? 0
+               : 1;
 }
 
 static void multi_cancel_all(multi_watch_t *m) {

@@ -324,9 +324,17 @@ static void on_close(rpc_call_t *c) {
     call_unref(c);
 }
 
-static reel_code_t append_locked(rpc_call_t *c, const void *data, size_t len) {
-    grpc_slice s = grpc_slice_from_copied_buffer((const char *)data, len);
+/* Queues head then body as one message, copied once into one slice. */
+static reel_code_t append2_locked(rpc_call_t *c, const void *head,
+                                  size_t hlen, const void *body, size_t blen) {
+    size_t len = hlen + blen;
+    grpc_slice s = grpc_slice_malloc(len);
     msg_t *m = malloc(sizeof(*m));
+
+    if (hlen > 0)
+        memcpy(GRPC_SLICE_START_PTR(s), head, hlen);
+    if (blen > 0)
+        memcpy(GRPC_SLICE_START_PTR(s) + hlen, body, blen);
 
     if (m == NULL) {
         grpc_slice_unref(s);
@@ -344,6 +352,10 @@ static reel_code_t append_locked(rpc_call_t *c, const void *data, size_t len) {
     c->qlen++;
     c->qbytes += len;
     return REEL_OK;
+}
+
+static reel_code_t append_locked(rpc_call_t *c, const void *data, size_t len) {
+    return append2_locked(c, NULL, 0, data, len);
 }
 
 /*
@@ -371,7 +383,8 @@ static void start_send_locked(rpc_call_t *c) {
     }
 }
 
-reel_code_t rpc_call_send(rpc_call_t *c, const void *msg, size_t len) {
+reel_code_t rpc_call_send2(rpc_call_t *c, const void *head, size_t hlen,
+                           const void *body, size_t blen) {
     reel_code_t rc;
 
     pthread_mutex_lock(&c->mu);
@@ -379,12 +392,16 @@ reel_code_t rpc_call_send(rpc_call_t *c, const void *msg, size_t len) {
         rc = REEL_CANCELLED;
     else if (c->qlen >= c->srv->opts.stream_queue_max ||
              (c->qlen > 0 &&
-              c->qbytes + len > c->srv->opts.stream_queue_bytes))
+              c->qbytes + hlen + blen > c->srv->opts.stream_queue_bytes))
         rc = REEL_RESOURCE_EXHAUSTED;
-    else if ((rc = append_locked(c, msg, len)) == REEL_OK)
+    else if ((rc = append2_locked(c, head, hlen, body, blen)) == REEL_OK)
         start_send_locked(c);
     pthread_mutex_unlock(&c->mu);
     return rc;
+}
+
+reel_code_t rpc_call_send(rpc_call_t *c, const void *msg, size_t len) {
+    return rpc_call_send2(c, NULL, 0, msg, len);
 }
 
 static void on_pump(rpc_call_t *c) {

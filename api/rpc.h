@@ -107,6 +107,10 @@ void rpc_server_destroy(rpc_server_t *srv);
  */
 reel_code_t rpc_call_send(rpc_call_t *call, const void *msg, size_t len);
 
+/* rpc_call_send() of head followed by body, as one message (one copy). */
+reel_code_t rpc_call_send2(rpc_call_t *call, const void *head, size_t hlen,
+                           const void *body, size_t blen);
+
 /* Messages queued and not yet handed to gRPC. */
 size_t rpc_call_queued(rpc_call_t *call);
 
