@@ -72,10 +72,12 @@ typedef struct pending {
     grpc_call_details details;
 } pending_t;
 
+/* A queued message: its bytes, until pump_locked hands them to gRPC. */
 typedef struct msg {
     struct msg *next;
-    grpc_byte_buffer *bb;
-    size_t len;
+    grpc_slice s;     /* cap bytes, the first len of them filled */
+    size_t len, cap;
+    size_t merge_max; /* 0, or rpc_call_send_merged()'s bound: may grow */
 } msg_t;
 
 struct rpc_call {
@@ -165,7 +167,7 @@ static void queue_free_locked(rpc_call_t *c) {
     while (c->qhead != NULL) {
         msg_t *m = c->qhead;
         c->qhead = m->next;
-        grpc_byte_buffer_destroy(m->bb);
+        grpc_slice_unref(m->s);
         free(m);
     }
     c->qtail = NULL;
@@ -232,7 +234,9 @@ static void pump_locked(rpc_call_t *c) {
             c->qtail = NULL;
         c->qlen--;
         c->qbytes -= m->len;
-        c->inflight = m->bb;
+        GRPC_SLICE_SET_LENGTH(m->s, m->len);
+        c->inflight = grpc_raw_byte_buffer_create(&m->s, 1);
+        grpc_slice_unref(m->s);
         free(m);
         if (!c->md_sent) {
             ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -324,38 +328,65 @@ static void on_close(rpc_call_t *c) {
     call_unref(c);
 }
 
-/* Queues head then body as one message, copied once into one slice. */
+/*
+ * Queues head then body as one message, copied once. With merge_max, the
+ * two are appended to the last queued message instead when that one was
+ * queued the same way and stays within merge_max bytes.
+ */
 static reel_code_t append2_locked(rpc_call_t *c, const void *head,
-                                  size_t hlen, const void *body, size_t blen) {
+                                  size_t hlen, const void *body, size_t blen,
+                                  size_t merge_max) {
     size_t len = hlen + blen;
-    grpc_slice s = grpc_slice_malloc(len);
-    msg_t *m = malloc(sizeof(*m));
+    msg_t *m = c->qtail;
 
-    if (hlen > 0)
-        memcpy(GRPC_SLICE_START_PTR(s), head, hlen);
-    if (blen > 0)
-        memcpy(GRPC_SLICE_START_PTR(s) + hlen, body, blen);
+    if (merge_max > 0 && m != NULL && m->merge_max > 0 &&
+        m->len + len <= m->merge_max) {
+        if (m->len + len > m->cap) {
+            size_t cap = m->cap * 2;
+            grpc_slice bigger;
 
-    if (m == NULL) {
-        grpc_slice_unref(s);
-        return REEL_RESOURCE_EXHAUSTED;
+            while (cap < m->len + len)
+                cap *= 2;
+            if (cap > m->merge_max)
+                cap = m->merge_max;
+            bigger = grpc_slice_malloc(cap);
+            memcpy(GRPC_SLICE_START_PTR(bigger), GRPC_SLICE_START_PTR(m->s),
+                   m->len);
+            grpc_slice_unref(m->s);
+            m->s = bigger;
+            m->cap = cap;
+        }
+    } else {
+        size_t cap = len;
+
+        /* Room to grow in, for a message others may merge into. */
+        if (merge_max > len)
+            cap = merge_max < 4096 ? merge_max : len > 4096 ? len : 4096;
+        if ((m = malloc(sizeof(*m))) == NULL)
+            return REEL_RESOURCE_EXHAUSTED;
+        m->s = grpc_slice_malloc(cap);
+        m->len = 0;
+        m->cap = cap;
+        m->merge_max = merge_max;
+        m->next = NULL;
+        if (c->qtail)
+            c->qtail->next = m;
+        else
+            c->qhead = m;
+        c->qtail = m;
+        c->qlen++;
     }
-    m->bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    m->len = len;
-    m->next = NULL;
-    if (c->qtail)
-        c->qtail->next = m;
-    else
-        c->qhead = m;
-    c->qtail = m;
-    c->qlen++;
+    if (hlen > 0)
+        memcpy(GRPC_SLICE_START_PTR(m->s) + m->len, head, hlen);
+    if (blen > 0)
+        memcpy(GRPC_SLICE_START_PTR(m->s) + m->len + hlen, body, blen);
+    m->len += len;
     c->qbytes += len;
     return REEL_OK;
 }
 
 static reel_code_t append_locked(rpc_call_t *c, const void *data, size_t len) {
-    return append2_locked(c, NULL, 0, data, len);
+    return append2_locked(c, NULL, 0, data, len, 0);
 }
 
 /*
@@ -383,25 +414,49 @@ static void start_send_locked(rpc_call_t *c) {
     }
 }
 
+static reel_code_t send_locked(rpc_call_t *c, const void *head, size_t hlen,
+                               const void *body, size_t blen,
+                               size_t merge_max) {
+    size_t len = hlen + blen;
+    int merges = merge_max > 0 && c->qtail != NULL &&
+                 c->qtail->merge_max > 0 &&
+                 c->qtail->len + len <= c->qtail->merge_max;
+    reel_code_t rc;
+
+    if (c->gone || c->finished)
+        return REEL_CANCELLED;
+    if ((!merges && c->qlen >= c->srv->opts.stream_queue_max) ||
+        (c->qlen > 0 && c->qbytes + len > c->srv->opts.stream_queue_bytes))
+        return REEL_RESOURCE_EXHAUSTED;
+    if ((rc = append2_locked(c, head, hlen, body, blen, merge_max)) ==
+        REEL_OK)
+        start_send_locked(c);
+    return rc;
+}
+
 reel_code_t rpc_call_send2(rpc_call_t *c, const void *head, size_t hlen,
                            const void *body, size_t blen) {
     reel_code_t rc;
 
     pthread_mutex_lock(&c->mu);
-    if (c->gone || c->finished)
-        rc = REEL_CANCELLED;
-    else if (c->qlen >= c->srv->opts.stream_queue_max ||
-             (c->qlen > 0 &&
-              c->qbytes + hlen + blen > c->srv->opts.stream_queue_bytes))
-        rc = REEL_RESOURCE_EXHAUSTED;
-    else if ((rc = append2_locked(c, head, hlen, body, blen)) == REEL_OK)
-        start_send_locked(c);
+    rc = send_locked(c, head, hlen, body, blen, 0);
     pthread_mutex_unlock(&c->mu);
     return rc;
 }
 
 reel_code_t rpc_call_send(rpc_call_t *c, const void *msg, size_t len) {
     return rpc_call_send2(c, NULL, 0, msg, len);
+}
+
+reel_code_t rpc_call_send_merged(rpc_call_t *c, const void *head, size_t hlen,
+                                 const void *body, size_t blen,
+                                 size_t merge_max) {
+    reel_code_t rc;
+
+    pthread_mutex_lock(&c->mu);
+    rc = send_locked(c, head, hlen, body, blen, merge_max ? merge_max : 1);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
 }
 
 static void on_pump(rpc_call_t *c) {

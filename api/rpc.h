@@ -111,6 +111,19 @@ reel_code_t rpc_call_send(rpc_call_t *call, const void *msg, size_t len);
 reel_code_t rpc_call_send2(rpc_call_t *call, const void *head, size_t hlen,
                            const void *body, size_t blen);
 
+/*
+ * rpc_call_send2(), except that while the last queued message (not yet
+ * handed to gRPC) was queued by this call too and would stay within
+ * merge_max bytes, head and body are appended to it instead of making a
+ * new message. For streams whose message is a concatenation of parts
+ * (a repeated field): a backlog leaves in few large messages, while a
+ * stream that keeps up still gets each part at once. A part larger than
+ * merge_max goes in a message of its own.
+ */
+reel_code_t rpc_call_send_merged(rpc_call_t *call, const void *head,
+                                 size_t hlen, const void *body, size_t blen,
+                                 size_t merge_max);
+
 /* Messages queued and not yet handed to gRPC. */
 size_t rpc_call_queued(rpc_call_t *call);
 

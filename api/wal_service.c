@@ -3,7 +3,9 @@
  * change into its stored reel.v1.Event.
  *
  * SubscribeEvents wires a WAL subscription to the call like WatchValue
- * (bounded queue, drain hook pumps, cleanup frees). A timer ticks every
+ * (bounded queue, drain hook pumps, cleanup frees); SubscribeEventBatches
+ * is the same subscription, its events framed as EventBatch elements that
+ * merge while they wait in the call's queue. A timer ticks every
  * progress interval; a tick that finds the subscriber caught up and
  * nothing sent since the last one sends a PROGRESS event with the head
  * revision, so an idle consumer knows it is current.
@@ -22,6 +24,8 @@
 #include "wal/wal.h"
 
 #define PROGRESS_MS 1000
+/* SubscribeEventBatches: events merge into one message up to this size. */
+#define BATCH_MAX_BYTES (256 * 1024)
 
 /* ---- The encoder (writer thread) ---------------------------------------- */
 
@@ -126,14 +130,37 @@ typedef struct tail {
     pthread_mutex_t mu;
     api_timer_t *timer;
     int over;
+    int batch; /* SubscribeEventBatches: events are EventBatch.events */
 } tail_t;
+
+/*
+ * Queues one stored Event. For SubscribeEventBatches it is framed as one
+ * element of EventBatch.events (field 1, length-delimited), which merges
+ * into the message still waiting in the call's queue: a subscriber that
+ * keeps up gets each event at once, one catching up gets them by the
+ * hundred.
+ */
+static reel_code_t tail_send(tail_t *t, const uint8_t *bytes, size_t len) {
+    uint8_t head[1 + 10];
+    size_t n = 0;
+    uint64_t v = len;
+
+    if (!t->batch)
+        return rpc_call_send(t->call, bytes, len);
+    head[n++] = 0x0a; /* field 1, wire type 2 */
+    do {
+        head[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v != 0);
+    return rpc_call_send_merged(t->call, head, n, bytes, len, BATCH_MAX_BYTES);
+}
 
 static int tail_deliver(void *arg, const uint8_t *bytes, size_t len,
                         uint64_t revision) {
     tail_t *t = arg;
 
     (void)revision;
-    if (rpc_call_send(t->call, bytes, len) != REEL_OK)
+    if (tail_send(t, bytes, len) != REEL_OK)
         return 1;
     atomic_fetch_add(&t->sent, 1);
     return 0;
@@ -157,20 +184,19 @@ static void on_tick(void *arg);
 static void tick_wake(rpc_call_t *call, void *arg) {
     tail_t *t = arg;
     Reel__V1__Event ev = REEL__V1__EVENT__INIT;
-    uint64_t oldest;
     uint8_t *buf;
     size_t len;
 
+    (void)call;
     if (atomic_exchange(&t->sent, 0) == 0 && wal_sub_live(t->sub)) {
         /* Caught up: everything up to the cursor was sent or filtered out,
          * so a durable consumer may acknowledge this revision. */
         ev.type = REEL__V1__EVENT__TYPE__PROGRESS;
-        (void)oldest;
         ev.revision = wal_sub_cursor(t->sub);
         ev.ts_ms = reel_clock_now_ms();
         API_PACK(reel__v1__event, &ev, &buf, &len);
         if (buf != NULL) {
-            rpc_call_send(call, buf, len); /* a full queue needs no PROGRESS */
+            tail_send(t, buf, len); /* a full queue needs no PROGRESS */
             free(buf);
         }
     }
@@ -226,9 +252,8 @@ static void tail_cleanup(void *arg) {
     free(t);
 }
 
-static void w_subscribe_events(rpc_call_t *call, void *arg, const uint8_t *req,
-                               size_t len) {
-    api_ctx_t *ctx = arg;
+static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
+                      size_t len, int batch) {
     Reel__V1__SubscribeEventsRequest *in =
         reel__v1__subscribe_events_request__unpack(NULL, len, req);
     reel_status_t st = REEL_STATUS_INIT;
@@ -255,6 +280,7 @@ static void w_subscribe_events(rpc_call_t *call, void *arg, const uint8_t *req,
     }
     t->ctx = ctx;
     t->call = call;
+    t->batch = batch;
     pthread_mutex_init(&t->mu, NULL);
     if (*in->consumer && (t->consumer = strdup(in->consumer)) == NULL) {
         wal_consumer_detach(ctx->wal, in->consumer);
@@ -288,6 +314,16 @@ static void w_subscribe_events(rpc_call_t *call, void *arg, const uint8_t *req,
 out:
     reel_status_fini(&st);
     reel__v1__subscribe_events_request__free_unpacked(in, NULL);
+}
+
+static void w_subscribe_events(rpc_call_t *call, void *arg, const uint8_t *req,
+                               size_t len) {
+    subscribe(call, arg, req, len, 0);
+}
+
+static void w_subscribe_event_batches(rpc_call_t *call, void *arg,
+                                      const uint8_t *req, size_t len) {
+    subscribe(call, arg, req, len, 1);
 }
 
 /* ---- Consumers ------------------------------------------------------------ */
@@ -411,6 +447,9 @@ int api_wal_register(rpc_server_t *srv, api_ctx_t *ctx) {
     rpc_method_t ms[] = {
         {"/reel.v1.Wal/SubscribeEvents", RPC_SERVER_STREAM, w_subscribe_events,
          ctx, &reel__v1__subscribe_events_request__descriptor},
+        {"/reel.v1.Wal/SubscribeEventBatches", RPC_SERVER_STREAM,
+         w_subscribe_event_batches, ctx,
+         &reel__v1__subscribe_events_request__descriptor},
         {"/reel.v1.Wal/GetHead", RPC_UNARY, w_get_head, ctx,
          &reel__v1__get_head_request__descriptor},
         {"/reel.v1.Wal/AckEvents", RPC_UNARY, w_ack_events, ctx,

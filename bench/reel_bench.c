@@ -30,7 +30,7 @@ static void usage(FILE *f) {
         "  append   durable journal Append over --runs runs\n"
         "  watch    N watchers on one key + one pattern watcher: push latency\n"
         "  signal   AwaitSignal wake-up latency after SendSignal\n"
-        "  tail     one SubscribeEvents from revision 0: events/s\n"
+        "  tail     one SubscribeEvents from revision 0: events/s; then batched\n"
         "  memory   reeld RSS per idle watcher; RSS with stalled subscribers\n"
         "  restart  time from start to serving with --keys and --entries\n"
         "  smoke    every command for a moment, on a reeld it starts\n"

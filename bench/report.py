@@ -409,13 +409,20 @@ def targets(R):
         fnote = "; %s failed" % f_int(failed) if failed else ""
         out.append((t, "p99 %s ms%s" % (f_ms(sp99), fnote), verdict(sp99 < SIGNAL_P99_US and not failed)))
 
-    tail = R.value("tail-reel", "events_per_s")
-    t = "tail ≥ %s events/s to one subscriber" % f_int(TAIL_EVENTS_PER_S)
-    if tail is None:
-        out.append((t, NOT_MEASURED, NOT_MEASURED))
-    else:
-        ev = R.value("tail-reel", "events")
-        out.append((t, "%s events/s (%s events)" % (f_int(tail), f_int(ev)),
+    for rpc, how in (("SubscribeEvents", "one event per message, `SubscribeEvents`"),
+                     ("SubscribeEventBatches", "events batched, `SubscribeEventBatches`")):
+        t = "tail ≥ %s events/s to one subscriber, %s" % (f_int(TAIL_EVENTS_PER_S), how)
+        # Results from before SubscribeEventBatches have one row, no "rpc".
+        tail = R.value("tail-reel", "events_per_s", rpc=rpc)
+        if tail is None and rpc == "SubscribeEvents" and len(R.rows("tail-reel")) == 1:
+            tail = R.value("tail-reel", "events_per_s")
+        if tail is None:
+            out.append((t, NOT_MEASURED, NOT_MEASURED))
+            continue
+        r = R.row("tail-reel", rpc=rpc) or R.rows("tail-reel")[0]
+        msgs = num(r.get("messages"))
+        mnote = " in %s messages" % f_int(msgs) if msgs is not None else ""
+        out.append((t, "%s events/s (%s events%s)" % (f_int(tail), f_int(r.get("events")), mnote),
                     verdict(tail >= TAIL_EVENTS_PER_S)))
 
     bpw = R.value("memory-reel", "bytes_per_watcher", test="idle_watchers")
@@ -813,8 +820,11 @@ def report(results_dir, out_dir):
                              [("samples", "samples", f_int), ("p50_us", "p50 ms", f_ms),
                               ("p99_us", "p99 ms", f_ms), ("p999_us", "p99.9 ms", f_ms)], "Signal"))
     md.append(section_single(R, "tail-reel", "## Tail: one subscriber from revision 0\n\n"
-                             "Events stored first, then one `SubscribeEvents` from revision 0 until caught up.",
-                             [("events", "events", f_int), ("seconds", "seconds", f_num),
+                             "Events stored first, then one `SubscribeEvents` from revision 0 until "
+                             "caught up (one event per message), then one `SubscribeEventBatches` "
+                             "over the same events (events that are ready together share a message).",
+                             [("rpc", "rpc", str), ("events", "events", f_int),
+                              ("messages", "messages", f_int), ("seconds", "seconds", f_num),
                               ("events_per_s", "events/s", f_int)], "Tail"))
     md.append(section_memory(R))
     md.append(section_single(R, "restart-reel", "## Restart: from start to serving health\n\n"

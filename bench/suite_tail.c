@@ -1,6 +1,7 @@
 /*
  * bench/suite_tail.c: `tail` (one SubscribeEvents from revision 0 over a
- * stored WAL: events/s until caught up) and `restart` (time from starting
+ * stored WAL: events/s until caught up; then SubscribeEventBatches over
+ * the same events) and `restart` (time from starting
  * reeld to serving health, with many keys and journal entries stored).
  */
 #include <errno.h>
@@ -95,14 +96,15 @@ static int scan_event(const uint8_t *p, size_t len, uint64_t *rev,
 }
 
 typedef struct tail {
+    int batch; /* messages are EventBatch: field 1 holds each Event */
     uint64_t until;
+    atomic_ulong messages;
     atomic_ulong events, bad;
     atomic_int_fast64_t done_at;
     atomic_int ended;
 } tail_t;
 
-static void tail_msg(void *arg, const uint8_t *msg, size_t len) {
-    tail_t *t = arg;
+static void tail_event(tail_t *t, const uint8_t *msg, size_t len) {
     uint64_t rev, type;
 
     if (scan_event(msg, len, &rev, &type) != 0) {
@@ -116,6 +118,42 @@ static void tail_msg(void *arg, const uint8_t *msg, size_t len) {
         atomic_store(&t->done_at, ac_now_ns());
 }
 
+/* An EventBatch: each element is field 1, length-delimited. */
+static void tail_batch(tail_t *t, const uint8_t *p, size_t len) {
+    size_t i = 0;
+
+    while (i < len) {
+        uint64_t v = 0;
+        int shift = 0;
+
+        if (p[i++] != 0x0a)
+            goto bad;
+        do {
+            if (i >= len || shift > 63)
+                goto bad;
+            v |= (uint64_t)(p[i] & 0x7f) << shift;
+            shift += 7;
+        } while (p[i++] & 0x80);
+        if (v > len - i)
+            goto bad;
+        tail_event(t, p + i, (size_t)v);
+        i += (size_t)v;
+    }
+    return;
+bad:
+    atomic_fetch_add(&t->bad, 1);
+}
+
+static void tail_msg(void *arg, const uint8_t *msg, size_t len) {
+    tail_t *t = arg;
+
+    atomic_fetch_add(&t->messages, 1);
+    if (t->batch)
+        tail_batch(t, msg, len);
+    else
+        tail_event(t, msg, len);
+}
+
 static void tail_end(void *arg, int code, const char *details) {
     tail_t *t = arg;
 
@@ -125,19 +163,62 @@ static void tail_end(void *arg, int code, const char *details) {
     atomic_store(&t->ended, 1);
 }
 
-int bench_tail(const bench_opts_t *o) {
-    ac_t *ac = ac_create(o->addr, 1, 1);
+/* One subscriber from revision 0 until it has the event at `head`. */
+static int tail_once(const bench_opts_t *o, ac_t *ac, int batch, uint64_t head,
+                     report_t *rep) {
+    static const char *const methods[] = {"/reel.v1.Wal/SubscribeEvents",
+                                          "/reel.v1.Wal/SubscribeEventBatches"};
     Reel__V1__SubscribeEventsRequest r =
         REEL__V1__SUBSCRIBE_EVENTS_REQUEST__INIT;
-    uint64_t head = 0;
     uint8_t buf[64];
     size_t len;
     tail_t t;
     ac_stream_t *s;
     int64_t t0;
-    report_t rep;
     cJSON *row;
     double secs;
+
+    memset(&t, 0, sizeof(t));
+    t.batch = batch;
+    t.until = head;
+    len = reel__v1__subscribe_events_request__pack(&r, buf);
+    t0 = ac_now_ns();
+    s = ac_stream_open(ac, ac_method(ac, methods[batch]), buf, len, 1, 1,
+                       tail_msg, tail_end, &t);
+    while (atomic_load(&t.done_at) == 0 && !atomic_load(&t.ended)) {
+        bench_progress(o, "  tail (%s): %lu of %llu events",
+                       batch ? "batches" : "events", atomic_load(&t.events),
+                       (unsigned long long)head);
+        bench_sleep_ms(50);
+    }
+    bench_progress_done(o);
+    secs = atomic_load(&t.done_at) > 0
+               ? (double)(atomic_load(&t.done_at) - t0) / 1e9
+               : (double)(ac_now_ns() - t0) / 1e9;
+    ac_stream_cancel(s);
+    while (!atomic_load(&t.ended))
+        bench_sleep_ms(5);
+    ac_stream_release(s);
+
+    row = report_row(rep);
+    cJSON_AddStringToObject(row, "rpc", methods[batch] + strlen("/reel.v1.Wal/"));
+    cJSON_AddNumberToObject(row, "events", (double)atomic_load(&t.events));
+    cJSON_AddNumberToObject(row, "messages", (double)atomic_load(&t.messages));
+    cJSON_AddNumberToObject(row, "seconds", secs);
+    cJSON_AddNumberToObject(row, "events_per_s",
+                            (double)atomic_load(&t.events) / secs);
+    if (atomic_load(&t.done_at) == 0 || atomic_load(&t.bad) > 0) {
+        fprintf(stderr, "reel-bench: tail: %s did not reach revision %llu\n",
+                methods[batch], (unsigned long long)head);
+        return 1;
+    }
+    return 0;
+}
+
+int bench_tail(const bench_opts_t *o) {
+    ac_t *ac = ac_create(o->addr, 1, 1);
+    uint64_t head = 0;
+    report_t rep;
     int rc = 0;
 
     if (o->target != TARGET_REEL) {
@@ -155,37 +236,10 @@ int bench_tail(const bench_opts_t *o) {
             head_revision(ac, &head) != 0)
             return 1;
     }
-    memset(&t, 0, sizeof(t));
-    t.until = head;
-    len = reel__v1__subscribe_events_request__pack(&r, buf);
-    t0 = ac_now_ns();
-    s = ac_stream_open(ac, ac_method(ac, "/reel.v1.Wal/SubscribeEvents"), buf,
-                       len, 1, 1, tail_msg, tail_end, &t);
-    while (atomic_load(&t.done_at) == 0 && !atomic_load(&t.ended)) {
-        bench_progress(o, "  tail: %lu of %llu events", atomic_load(&t.events),
-                       (unsigned long long)head);
-        bench_sleep_ms(50);
-    }
-    bench_progress_done(o);
-    secs = atomic_load(&t.done_at) > 0
-               ? (double)(atomic_load(&t.done_at) - t0) / 1e9
-               : (double)(ac_now_ns() - t0) / 1e9;
-    ac_stream_cancel(s);
-    while (!atomic_load(&t.ended))
-        bench_sleep_ms(5);
-    ac_stream_release(s);
-
     report_init(&rep, "tail", o);
-    row = report_row(&rep);
-    cJSON_AddNumberToObject(row, "events", (double)atomic_load(&t.events));
-    cJSON_AddNumberToObject(row, "seconds", secs);
-    cJSON_AddNumberToObject(row, "events_per_s",
-                            (double)atomic_load(&t.events) / secs);
-    if (atomic_load(&t.done_at) == 0 || atomic_load(&t.bad) > 0) {
-        fprintf(stderr, "reel-bench: tail: did not reach revision %llu\n",
-                (unsigned long long)head);
-        rc = 1;
-    }
+    /* One event per message, then the same events batched. */
+    rc |= tail_once(o, ac, 0, head, &rep);
+    rc |= tail_once(o, ac, 1, head, &rep);
     ac_destroy(ac);
     return report_finish(&rep) || rc;
 }

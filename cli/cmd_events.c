@@ -177,22 +177,10 @@ static int tail_maybe_ack(tail_t *t) {
     return 0;
 }
 
-static int tail_event(void *arg, const uint8_t *msg, size_t len) {
-    tail_t *t = arg;
-    Reel__V1__Event *ev;
-    int progress;
-
-    ev = reel__v1__event__unpack(NULL, len, msg);
-    if (ev == NULL) {
-        fprintf(stderr, "reelctl: events tail: malformed event\n");
-        t->failed = 1;
-        return 1;
-    }
-    progress = ev->type == REEL__V1__EVENT__TYPE__PROGRESS;
-    if (!progress || t->progress) {
+static int tail_event(tail_t *t, const Reel__V1__Event *ev) {
+    if (ev->type != REEL__V1__EVENT__TYPE__PROGRESS || t->progress) {
         ctl_print_json_line(event_json(ev));
         if (fflush(stdout) != 0) {
-            reel__v1__event__free_unpacked(ev, NULL);
             t->failed = 1;
             return 1;
         }
@@ -204,8 +192,24 @@ static int tail_event(void *arg, const uint8_t *msg, size_t len) {
         t->printed = ev->revision;
         t->unacked++;
     }
-    reel__v1__event__free_unpacked(ev, NULL);
     return tail_maybe_ack(t);
+}
+
+/* One EventBatch: a backlog arrives by the hundred, a live tail one by one. */
+static int tail_batch(void *arg, const uint8_t *msg, size_t len) {
+    tail_t *t = arg;
+    Reel__V1__EventBatch *b = reel__v1__event_batch__unpack(NULL, len, msg);
+    int rc = 0;
+
+    if (b == NULL) {
+        fprintf(stderr, "reelctl: events tail: malformed event batch\n");
+        t->failed = 1;
+        return 1;
+    }
+    for (size_t i = 0; i < b->n_events && rc == 0; i++)
+        rc = tail_event(t, b->events[i]);
+    reel__v1__event_batch__free_unpacked(b, NULL);
+    return rc;
 }
 
 static int tail_idle(void *arg) {
@@ -236,8 +240,8 @@ static int events_tail(ctl_t *ctl, const ctl_args_t *a) {
     if ((buf = ctl_pack(&req, &len)) == NULL)
         goto out;
     /* The stream ends when the server ends it: no deadline. */
-    reel_client_stream_idle(ctl->client, "/reel.v1.Wal/SubscribeEvents", buf,
-                            len, 0, tail_event,
+    reel_client_stream_idle(ctl->client, "/reel.v1.Wal/SubscribeEventBatches",
+                            buf, len, 0, tail_batch,
                             t.consumer != NULL ? tail_idle : NULL,
                             ACK_EVERY_MS, &t, &r);
     if (t.failed)
