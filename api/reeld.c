@@ -20,6 +20,7 @@
 
 #include <grpc/grpc.h>
 
+#include "api/grpc_init.h"
 #include "api/rpc.h"
 #include "api/services.h"
 #include "base/clock.h"
@@ -330,7 +331,7 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    grpc_init();
+    reel_grpc_init();
     ctx.store = store;
     ctx.data_dir = data_dir;
     ctx.started_at_ms = reel_clock_now_ms();

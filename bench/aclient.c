@@ -21,6 +21,8 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "api/grpc_init.h"
+
 #define MAX_METHODS 16
 
 enum { TAG_UNARY, TAG_OPEN, TAG_RECV, TAG_STATUS };
@@ -340,7 +342,7 @@ ac_t *ac_create(const char *addr, int connections, int threads) {
         connections = 64;
     if (threads < 1)
         threads = 1;
-    grpc_init();
+    reel_grpc_init();
     c->ch = calloc((size_t)connections, sizeof(*c->ch));
     c->threads = calloc((size_t)threads, sizeof(*c->threads));
     if (c->ch == NULL || c->threads == NULL) {

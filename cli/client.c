@@ -12,6 +12,8 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
 
+#include "api/grpc_init.h"
+
 struct reel_client {
     grpc_channel *channel;
     grpc_completion_queue *cq;
@@ -38,7 +40,7 @@ reel_client_t *reel_client_create(const char *addr) {
 
     if (c == NULL)
         return NULL;
-    grpc_init();
+    reel_grpc_init();
     creds = grpc_insecure_credentials_create();
     c->channel = grpc_channel_create(addr, creds, NULL);
     grpc_channel_credentials_release(creds);
