@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   # build
   bazel-bootstrap gcc g++ libc6-dev
-  librocksdb-dev libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
+  librocksdb-dev libgrpc-dev libabsl-dev libprotobuf-c-dev protobuf-c-compiler
   protobuf-compiler libcjson-dev libcmocka-dev uthash-dev
   # end-to-end tests: an independent gRPC client
   python3 python3-grpcio python3-protobuf python3-pytest
