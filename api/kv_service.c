@@ -18,6 +18,7 @@
 #include "api/convert.h"
 #include "api/reply.h"
 #include "api/services.h"
+#include "api/wire.h"
 #include "kv/kv.h"
 
 /* ---- Conversions ---------------------------------------------------------- */
@@ -430,17 +431,6 @@ struct multi_watch {
  * hand around the event's shared encoding: each watcher adds a few bytes
  * instead of encoding the event again.
  */
-static size_t put_varint(uint8_t *p, uint64_t v) {
-    size_t n = 0;
-
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 static int multi_deliver(void *arg, kv_event_t *ev) {
     multi_item_t *it = arg;
     uint8_t head[24];
@@ -450,10 +440,10 @@ static int multi_deliver(void *arg, kv_event_t *ev) {
         return 1;
     if (it->index > 0) {
         head[n++] = 0x08; /* field 1, varint */
-        n += put_varint(head + n, it->index);
+        n += api_wire_put_varint(head + n, it->index);
     }
     head[n++] = 0x12; /* field 2, length-delimited */
-    n += put_varint(head + n, ev->wire_len);
+    n += api_wire_put_varint(head + n, ev->wire_len);
     return rpc_call_send2(it->m->call, head, n, ev->wire, ev->wire_len) ==
                    REEL_OK
                ? 0

@@ -20,6 +20,7 @@
 #include "api/reply.h"
 #include "api/services.h"
 #include "api/wal.pb-c.h"
+#include "api/wire.h"
 #include "base/clock.h"
 #include "wal/wal.h"
 
@@ -142,16 +143,12 @@ typedef struct tail {
  */
 static reel_code_t tail_send(tail_t *t, const uint8_t *bytes, size_t len) {
     uint8_t head[1 + 10];
-    size_t n = 0;
-    uint64_t v = len;
+    size_t n;
 
     if (!t->batch)
         return rpc_call_send(t->call, bytes, len);
-    head[n++] = 0x0a; /* field 1, wire type 2 */
-    do {
-        head[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-        v >>= 7;
-    } while (v != 0);
+    head[0] = 0x0a; /* field 1, length-delimited */
+    n = 1 + api_wire_put_varint(head + 1, len);
     return rpc_call_send_merged(t->call, head, n, bytes, len, BATCH_MAX_BYTES);
 }
 

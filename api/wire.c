@@ -25,6 +25,17 @@ static int varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
     return -1;
 }
 
+size_t api_wire_put_varint(uint8_t *p, uint64_t v) {
+    size_t n = 0;
+
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
 static reel_code_t walk(const ProtobufCMessageDescriptor *d, const uint8_t *p,
                         const uint8_t *end, int depth, reel_status_t *st) {
     if (depth > MAX_DEPTH)

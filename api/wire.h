@@ -5,7 +5,8 @@
  * no length, so "own\0x" would silently become "own". Every request is
  * therefore walked against its descriptor before it is decoded: a string
  * field (at any depth, map entries included) must be valid UTF-8 with no
- * NUL byte. Pure and thread-safe.
+ * NUL byte. Pure and thread-safe. Also the one varint writer the services
+ * use to frame messages by hand.
  */
 #ifndef REEL_API_WIRE_H
 #define REEL_API_WIRE_H
@@ -16,6 +17,12 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "base/status.h"
+
+/*
+ * Writes v as a protobuf varint at p (room for 10 bytes); returns its
+ * length. For messages framed by hand around bytes already encoded.
+ */
+size_t api_wire_put_varint(uint8_t *p, uint64_t v);
 
 /* OK, or INVALID_ARGUMENT naming the field (e.g. "lease_owner"). */
 reel_code_t api_wire_check(const ProtobufCMessageDescriptor *d,

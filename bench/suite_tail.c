@@ -36,6 +36,19 @@ static int head_revision(ac_t *ac, uint64_t *head) {
     return 0;
 }
 
+/* A varint at p[*i]; -1 if it runs past len or 64 bits. */
+static int get_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; shift < 64 && *i < len; shift += 7) {
+        uint8_t b = p[(*i)++];
+
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return 0;
+    }
+    return -1;
+}
+
 /*
  * Reads an Event's revision (field 1) and type (field 3) without decoding
  * the body: the subscriber's cost per event stays small next to the
@@ -47,24 +60,14 @@ static int scan_event(const uint8_t *p, size_t len, uint64_t *rev,
 
     *rev = *type = 0;
     while (i < len) {
-        uint64_t key = 0, v = 0;
-        int shift = 0;
+        uint64_t key, v;
 
-        do {
-            if (i >= len || shift > 63)
-                return -1;
-            key |= (uint64_t)(p[i] & 0x7f) << shift;
-            shift += 7;
-        } while (p[i++] & 0x80);
+        if (get_varint(p, len, &i, &key) != 0)
+            return -1;
         switch (key & 7) {
         case 0:
-            shift = 0;
-            do {
-                if (i >= len || shift > 63)
-                    return -1;
-                v |= (uint64_t)(p[i] & 0x7f) << shift;
-                shift += 7;
-            } while (p[i++] & 0x80);
+            if (get_varint(p, len, &i, &v) != 0)
+                return -1;
             if ((key >> 3) == 1)
                 *rev = v;
             else if ((key >> 3) == 3)
@@ -77,14 +80,7 @@ static int scan_event(const uint8_t *p, size_t len, uint64_t *rev,
             i += 4;
             break;
         case 2:
-            shift = 0;
-            do {
-                if (i >= len || shift > 63)
-                    return -1;
-                v |= (uint64_t)(p[i] & 0x7f) << shift;
-                shift += 7;
-            } while (p[i++] & 0x80);
-            if (v > len - i)
+            if (get_varint(p, len, &i, &v) != 0 || v > len - i)
                 return -1;
             i += (size_t)v;
             break;
@@ -121,27 +117,17 @@ static void tail_event(tail_t *t, const uint8_t *msg, size_t len) {
 /* An EventBatch: each element is field 1, length-delimited. */
 static void tail_batch(tail_t *t, const uint8_t *p, size_t len) {
     size_t i = 0;
+    uint64_t v;
 
     while (i < len) {
-        uint64_t v = 0;
-        int shift = 0;
-
-        if (p[i++] != 0x0a)
-            goto bad;
-        do {
-            if (i >= len || shift > 63)
-                goto bad;
-            v |= (uint64_t)(p[i] & 0x7f) << shift;
-            shift += 7;
-        } while (p[i++] & 0x80);
-        if (v > len - i)
-            goto bad;
+        if (p[i++] != 0x0a || get_varint(p, len, &i, &v) != 0 ||
+            v > len - i) {
+            atomic_fetch_add(&t->bad, 1);
+            return;
+        }
         tail_event(t, p + i, (size_t)v);
         i += (size_t)v;
     }
-    return;
-bad:
-    atomic_fetch_add(&t->bad, 1);
 }
 
 static void tail_msg(void *arg, const uint8_t *msg, size_t len) {

@@ -344,18 +344,25 @@ def test_retention_trims_the_acked_prefix_and_answers_out_of_range(tmp_path):
         assert server.stop()[0] == 0
 
 
-def test_retention_caps_bytes_without_consumers(tmp_path):
+def past_byte_retention(tmp_path):
+    """A reeld keeping 20,000 bytes of events, after 100 writes of ~1 KiB
+    events and until retention trimmed the oldest: (server, channel, client)."""
     server = Reeld(str(tmp_path / "data"), extra=["--wal-retention-bytes", "20000"]).start()
     ch = grpc.insecure_channel(server.addr)
     c = Client(ch)
+    pad = json.dumps("x" * 900)
+    for i in range(100):
+        c.set(K.SetValueRequest(namespace="n", key=f"k{i}", value=pad))
+    deadline = time.monotonic() + 10
+    while c.head(W.GetHeadRequest()).oldest_revision < 70:
+        assert time.monotonic() < deadline, c.head(W.GetHeadRequest())
+        time.sleep(0.1)
+    return server, ch, c
+
+
+def test_retention_caps_bytes_without_consumers(tmp_path):
+    server, ch, c = past_byte_retention(tmp_path)
     try:
-        pad = json.dumps("x" * 900)
-        for i in range(100):
-            c.set(K.SetValueRequest(namespace="n", key=f"k{i}", value=pad))
-        deadline = time.monotonic() + 10
-        while c.head(W.GetHeadRequest()).oldest_revision < 70:
-            assert time.monotonic() < deadline, c.head(W.GetHeadRequest())
-            time.sleep(0.1)
         head = c.head(W.GetHeadRequest())
         assert head.head_revision == 100
         # Roughly 20000 bytes of ~1 KiB events remain, the newest ones.

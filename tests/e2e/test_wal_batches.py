@@ -10,7 +10,7 @@ import pytest
 import kv_pb2 as K
 import wal_pb2 as W
 from conftest import Reeld
-from test_wal import Client, add_consumer_calls, collect, mixed_load
+from test_wal import Client, add_consumer_calls, collect, mixed_load, past_byte_retention
 
 T = W.Event.Type
 BATCH_MAX = 256 * 1024
@@ -139,17 +139,8 @@ def test_a_durable_consumer_resumes_through_batches(tmp_path):
 
 
 def test_a_trimmed_revision_is_out_of_range_naming_the_oldest(tmp_path):
-    server = Reeld(str(tmp_path / "data"), extra=["--wal-retention-bytes", "20000"]).start()
-    ch = grpc.insecure_channel(server.addr)
-    c = Client(ch)
+    server, ch, c = past_byte_retention(tmp_path)
     try:
-        pad = json.dumps("x" * 900)
-        for i in range(100):
-            c.set(K.SetValueRequest(namespace="n", key=f"k{i}", value=pad))
-        deadline = time.monotonic() + 10
-        while c.head(W.GetHeadRequest()).oldest_revision < 70:
-            assert time.monotonic() < deadline, c.head(W.GetHeadRequest())
-            time.sleep(0.1)
         oldest = c.head(W.GetHeadRequest()).oldest_revision
         call = batches(ch)(W.SubscribeEventsRequest(from_revision=3), timeout=5)
         with pytest.raises(grpc.RpcError) as e:
