@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,6 +33,7 @@
 #include "store/store.h"
 
 #define SHUTDOWN_GRACE_MS 3000
+#define GRPC_TEARDOWN_MS 1000
 
 typedef struct config {
     const char *data_dir;
@@ -44,6 +47,54 @@ typedef struct config {
     signals_limits_t signals;
     wal_limits_t wal;
 } config_t;
+
+/*
+ * gRPC's final teardown, given at most GRPC_TEARDOWN_MS. When a socket write
+ * would block, gRPC 1.51 starts a "backup poller" that sleeps in epoll_wait
+ * for up to 10 s between checks, and grpc_shutdown_blocking() joins it;
+ * nothing in the C API wakes it. It only runs after every call is freed and
+ * the store is closed, so if gRPC is still tearing down after
+ * GRPC_TEARDOWN_MS, the process exits without waiting for it.
+ */
+typedef struct teardown {
+    atomic_int done;
+    int rc;
+} teardown_t;
+
+static void *teardown_watchdog(void *arg) {
+    teardown_t *t = arg;
+    struct timespec ts = {GRPC_TEARDOWN_MS / 1000,
+                          (GRPC_TEARDOWN_MS % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+    /* Past the sleep, finish either way: a cancel mid-log could leave the
+     * log's lock held. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    if (!atomic_load(&t->done)) {
+        REEL_INFO("reeld",
+                  "gRPC's teardown still waiting after %d ms (its backup "
+                  "poller sleeps up to 10 s); exiting without it",
+                  GRPC_TEARDOWN_MS);
+        if (t->rc == 0)
+            REEL_INFO("reeld", "stopped cleanly");
+        _exit(t->rc);
+    }
+    return NULL;
+}
+
+static void grpc_teardown(int rc) {
+    teardown_t t = {.rc = rc};
+    pthread_t wd;
+    int have_wd = pthread_create(&wd, NULL, teardown_watchdog, &t) == 0;
+
+    grpc_shutdown_blocking();
+    atomic_store(&t.done, 1);
+    if (have_wd) {
+        pthread_cancel(wd);
+        pthread_join(wd, NULL);
+    }
+}
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -377,7 +428,7 @@ out:
     signals_destroy(ctx.signals);
     kv_destroy(ctx.kv);
     journal_destroy(ctx.journal);
-    grpc_shutdown_blocking();
+    grpc_teardown(rc);
     reel_status_fini(&st);
     if (rc == 0)
         REEL_INFO("reeld", "stopped cleanly");

@@ -57,7 +57,9 @@ def test_batches_carry_exactly_the_events_of_subscribe_events(channel, client):
     assert len(sizes) < head / 4, sizes
 
 
-def test_a_message_stays_within_256_kib_unless_one_event_is_larger(channel, client):
+def store_big_events(client):
+    """Writes events of about 120 KiB, then three of about 400 KiB; returns
+    the head revision."""
     # 60 KiB values: an event carries the value and the previous one, so
     # about 120 KiB: two fit in a message, three do not. The last key's
     # values make events of about 400 KiB, which must go alone.
@@ -67,7 +69,11 @@ def test_a_message_stays_within_256_kib_unless_one_event_is_larger(channel, clie
     for i in range(3):
         client.set(K.SetValueRequest(namespace="big", key="huge",
                                      value=json.dumps("%d" % i + "y" * (200 * 1024))))
-    head = client.head(W.GetHeadRequest()).head_revision
+    return client.head(W.GetHeadRequest()).head_revision
+
+
+def test_a_message_stays_within_256_kib_unless_one_event_is_larger(channel, client):
+    head = store_big_events(client)
     events, sizes = collect_batches(channel, head)
     assert [e.revision for e in events] == list(range(1, head + 1))
     for n, size in sizes:
@@ -150,3 +156,20 @@ def test_a_trimmed_revision_is_out_of_range_naming_the_oldest(tmp_path):
     finally:
         ch.close()
         assert server.stop()[0] == 0
+
+
+def test_reeld_exits_promptly_after_streaming_large_batches(tmp_path):
+    # Large messages can fill the socket, and then gRPC 1.51 keeps a poller
+    # that sleeps up to 10 s, which its shutdown would wait for. reeld must
+    # still exit 0 at once on SIGTERM.
+    for cycle in range(3):
+        server = Reeld(str(tmp_path / f"data{cycle}")).start()
+        try:
+            ch = grpc.insecure_channel(server.addr)
+            head = store_big_events(Client(ch))
+            events, _ = collect_batches(ch, head)
+            assert len(events) == head
+            ch.close()
+        finally:
+            code, took = server.stop()
+        assert code == 0 and took < 3, (cycle, code, took, server.log())
