@@ -3,11 +3,13 @@
  *
  * AwaitSignal is a long poll without polling. The awaiter registers with
  * the signals module, then queues one consume attempt to the writer. When
- * the attempt finds nothing, the call just waits: each later send of that
- * (run, name) wakes it (through rpc_call_wake, onto a poller thread) to
- * try again, and a timer ends it with delivered=false at timeout_ms. A
- * client that leaves, or a server that stops, sets `abandoned`, which makes
- * any attempt still queued consume nothing.
+ * the attempt finds nothing, the call just waits. A later send of that
+ * (run, name) claims the idle awaiter and consumes the signal for it in
+ * the send's own write, so one commit sends and delivers; the send's wake
+ * (through rpc_call_wake, onto a poller thread) makes an awaiter that was
+ * busy try again. A timer ends the call with delivered=false at
+ * timeout_ms. A client that leaves, or a server that stops, sets
+ * `abandoned`, which makes any attempt still queued consume nothing.
  *
  * Locking: an awaiter's state changes under its mutex; finishing the call
  * and queueing attempts happen after it is released. Every queued attempt
@@ -232,6 +234,30 @@ static void on_signal(void *arg) {
     rpc_call_wake(aw->call, on_wake, aw);
 }
 
+/* Writer thread, under the signals registry lock: a send offers its
+ * signal. An idle awaiter takes it as its attempt (with the attempt's call
+ * reference); consumed() then runs with the outcome. */
+static int on_claim(void *arg, signals_claim_t *out) {
+    awaiter_t *aw = arg;
+    int take;
+
+    pthread_mutex_lock(&aw->mu);
+    take = !aw->over && !aw->inflight;
+    if (take) {
+        aw->inflight = 1;
+        aw->again = 0;
+    }
+    pthread_mutex_unlock(&aw->mu);
+    if (!take)
+        return 0;
+    rpc_call_ref(aw->call);
+    out->epoch = aw->epoch;
+    out->abandoned = &aw->abandoned;
+    out->done = consumed;
+    out->arg = aw;
+    return 1;
+}
+
 /* Timer thread. */
 static void on_timeout(void *arg) {
     awaiter_t *aw = arg;
@@ -302,7 +328,7 @@ static void s_await_signal(rpc_call_t *call, void *arg, const uint8_t *req,
     pthread_mutex_init(&aw->mu, NULL);
     /* Register before the first attempt, so no send falls in between. */
     aw->waiter = signals_wait(ctx->signals, aw->run_id, aw->name, on_signal,
-                              aw);
+                              on_claim, aw);
     if (aw->waiter == NULL) {
         pthread_mutex_destroy(&aw->mu);
         free(aw);

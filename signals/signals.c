@@ -52,6 +52,7 @@ struct signals_waiter {
     wait_bucket_t *bucket;
     signals_waiter_t *prev, *next;
     void (*wake)(void *arg);
+    signals_claim_fn claim;
     void *arg;
     char *key;
     size_t klen;
@@ -249,12 +250,19 @@ typedef struct op {
     uint64_t epoch;
     const atomic_int *abandoned;
     int is_consume;
+    int wrote;          /* consume: it has begun writing */
+    struct op *direct;  /* send: the consume it does for a claiming waiter */
     signals_send_done_fn send_done;
     signals_consume_done_fn consume_done;
     void *arg;
     signals_send_result_t send;
     signals_consume_result_t consume;
 } op_t;
+
+static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
+                                 reel_status_t *st);
+static op_t *claim_waiter(signals_t *s, const char *run_id, const char *name);
+static void op_free(op_t *op);
 
 static reel_code_t get_u64(store_txn_t *txn, const reel_wbuf_t *k,
                            uint64_t *v, reel_status_t *st) {
@@ -403,6 +411,18 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
             goto out;
         op->send.run_status = RUN_RUNNABLE;
     }
+    /* A waiter that claims the signal gets it from this same write. What
+     * stops the consume before it writes (a stale lease, say) is the
+     * waiter's answer; a failure after (out of memory) undoes the send. */
+    if ((op->direct = claim_waiter(op->s, run.run_id, op->name)) != NULL) {
+        op_t *d = op->direct;
+
+        rc = apply_consume(d, txn, &d->consume.status);
+        if (rc != REEL_OK && d->wrote) {
+            reel_status_copy(st, &d->consume.status);
+            goto out;
+        }
+    }
     rc = REEL_OK;
 out:
     run_fini(&run);
@@ -497,6 +517,7 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
         }
         payload = (char *)p.p;
     }
+    op->wrote = 1;
     if ((rc = journal_txn_append(txn, &run, op->epoch, "signal", payload,
                                  &entry, NULL, st)) != REEL_OK)
         goto out;
@@ -540,6 +561,8 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
 }
 
 static void op_free(op_t *op) {
+    if (op->direct != NULL)
+        op_free(op->direct);
     for (size_t i = 0; i < sizeof(op->strs) / sizeof(*op->strs); i++)
         free(op->strs[i]);
     reel_status_fini(&op->send.status);
@@ -549,9 +572,25 @@ static void op_free(op_t *op) {
     free(op);
 }
 
+/* Writer thread: a claiming waiter's outcome, once its send is done. */
+static void finish_direct(op_t *d, int committed) {
+    if (!committed) /* the send was undone or lost: nothing was consumed */
+        reel_status_fini(&d->consume.status);
+    if (!committed || d->consume.status.code != REEL_OK) {
+        d->consume.delivered = 0;
+        signal_fini(&d->consume.signal);
+    }
+    d->consume_done(d->arg, &d->consume);
+    op_free(d);
+}
+
 static void op_done(store_req_t *req) {
     op_t *op = (op_t *)req;
 
+    if (op->direct != NULL) {
+        finish_direct(op->direct, req->status.code == REEL_OK);
+        op->direct = NULL;
+    }
     if (op->is_consume) {
         reel_status_move(&op->consume.status, &req->status);
         if (op->consume.status.code != REEL_OK) {
@@ -682,7 +721,7 @@ reel_code_t signals_consume(signals_t *s, const char *run_id,
 
 signals_waiter_t *signals_wait(signals_t *s, const char *run_id,
                                const char *name, void (*wake)(void *arg),
-                               void *arg) {
+                               signals_claim_fn claim, void *arg) {
     signals_waiter_t *w = calloc(1, sizeof(*w));
     wait_bucket_t *b;
 
@@ -692,6 +731,7 @@ signals_waiter_t *signals_wait(signals_t *s, const char *run_id,
     }
     w->klen = strlen(w->key);
     w->wake = wake;
+    w->claim = claim;
     w->arg = arg;
     pthread_mutex_lock(&s->mu);
     HASH_FIND(hh, s->waits, w->key, w->klen, b);
@@ -714,6 +754,44 @@ signals_waiter_t *signals_wait(signals_t *s, const char *run_id,
         return NULL;
     }
     return w;
+}
+
+/*
+ * Writer thread, applying a send: the consume op of the first waiter on
+ * (run_id, name) that claims the signal, or NULL. The op is made before
+ * asking, so a waiter that said yes is never let down for want of memory.
+ */
+static op_t *claim_waiter(signals_t *s, const char *run_id,
+                          const char *name) {
+    char key[JOURNAL_RUN_ID_LEN + JOURNAL_MAX_SIGNAL_NAME + 1];
+    signals_claim_t c;
+    signals_waiter_t *w = NULL;
+    wait_bucket_t *b;
+    op_t *d = NULL;
+
+    snprintf(key, sizeof(key), "%s%s", run_id, name);
+    pthread_mutex_lock(&s->mu);
+    HASH_FIND(hh, s->waits, key, strlen(key), b);
+    if (b != NULL && (d = calloc(1, sizeof(*d))) != NULL &&
+        own(d, 0, run_id) != NULL && own(d, 4, name) != NULL)
+        for (w = b->head; w != NULL; w = w->next)
+            if (w->claim != NULL && w->claim(w->arg, &c))
+                break;
+    pthread_mutex_unlock(&s->mu);
+    if (w == NULL) {
+        if (d != NULL)
+            op_free(d);
+        return NULL;
+    }
+    d->s = s;
+    d->is_consume = 1;
+    d->run_id = d->strs[0];
+    d->name = d->strs[4];
+    d->epoch = c.epoch;
+    d->abandoned = c.abandoned;
+    d->consume_done = c.done;
+    d->arg = c.arg;
+    return d;
 }
 
 void signals_unwait(signals_t *s, signals_waiter_t *w) {

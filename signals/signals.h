@@ -115,13 +115,33 @@ reel_code_t signals_consume(signals_t *s, const char *run_id,
 
 /* ---- Waiters ---------------------------------------------------------------- */
 
+/* What a waiter that claims a signal gives the send that delivers it. */
+typedef struct signals_claim {
+    uint64_t epoch;              /* the lease epoch, as for signals_consume */
+    const atomic_int *abandoned; /* as for signals_consume */
+    signals_consume_done_fn done;
+    void *arg;
+} signals_claim_t;
+
+/*
+ * Runs on the writer thread, under the registry's lock, while a send of
+ * (run, name) is applied: return 1 and fill *out to take the signal, 0 to
+ * leave it to the wake. It must not block or call into signals.
+ */
+typedef int (*signals_claim_fn)(void *arg, signals_claim_t *out);
+
 /*
  * Registers interest in signals named `name` for run_id: wake(arg) runs on
- * the writer thread after each such signal commits. NULL if out of memory.
+ * the writer thread after each such signal commits. With a claim, a send
+ * that finds this waiter idle consumes the signal for it in the same write
+ * (one commit sends and delivers, as a consume attempt would, with the
+ * same lease and abandoned checks), then calls out->done once on the
+ * writer thread; an attempt's error before it writes goes to done, not to
+ * the sender. claim may be NULL. NULL if out of memory.
  */
 signals_waiter_t *signals_wait(signals_t *s, const char *run_id,
                                const char *name, void (*wake)(void *arg),
-                               void *arg);
+                               signals_claim_fn claim, void *arg);
 /* Unregisters and frees; after it returns wake is never called. NULL ok. */
 void signals_unwait(signals_t *s, signals_waiter_t *w);
 

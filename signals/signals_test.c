@@ -422,7 +422,7 @@ static void test_waiters_are_woken_by_their_signals_only(void **state) {
 
     begin(f, "inv", id);
     woken = 0;
-    w = signals_wait(f->s, id, "go", wake, NULL);
+    w = signals_wait(f->s, id, "go", wake, NULL, NULL);
     assert_non_null(w);
     assert_int_equal(send_sig(f, id, "other", "", "", &s), REEL_OK);
     send_fini(&s);
@@ -436,6 +436,103 @@ static void test_waiters_are_woken_by_their_signals_only(void **state) {
     assert_int_equal(woken, 1);
 }
 
+/* A waiter that claims one signal at a time, as an awaiter does. */
+typedef struct claimer {
+    uint64_t epoch;
+    atomic_int gone;
+    int offered, take;
+    waitbox_t box;
+} claimer_t;
+
+static int claim(void *arg, signals_claim_t *out) {
+    claimer_t *c = arg;
+
+    c->offered++;
+    if (!c->take)
+        return 0;
+    c->take = 0;
+    out->epoch = c->epoch;
+    out->abandoned = &c->gone;
+    out->done = consumed;
+    out->arg = &c->box;
+    return 1;
+}
+
+static void expect_next(fixture_t *f, const char *id, const char *payload) {
+    signals_consume_result_t c;
+
+    assert_int_equal(consume(f, id, "go", 1, NULL, &c), REEL_OK);
+    assert_true(c.delivered);
+    assert_string_equal(c.signal.payload, payload);
+    consume_fini(&c);
+}
+
+static void test_a_claiming_waiter_gets_the_signal_from_the_send(
+    void **state) {
+    fixture_t *f = *state;
+    signals_send_result_t s;
+    signals_consume_result_t c;
+    signals_waiter_t *w;
+    claimer_t cl;
+    char id[27];
+
+    begin(f, "inv", id);
+    memset(&cl, 0, sizeof(cl));
+    box_init(&cl.box);
+    cl.epoch = 1;
+    cl.take = 1;
+    woken = 0;
+    w = signals_wait(f->s, id, "go", wake, claim, &cl);
+    assert_non_null(w);
+    assert_int_equal(send_sig(f, id, "go", "{\"n\":1}", "", &s), REEL_OK);
+    /* Delivered by the send's own request: done ran before the send's. */
+    assert_true(cl.box.done);
+    assert_int_equal(cl.box.consume.status.code, REEL_OK);
+    assert_true(cl.box.consume.delivered);
+    assert_string_equal(cl.box.consume.signal.payload, "{\"n\":1}");
+    assert_int_equal(cl.box.consume.signal.seq, s.signal.seq);
+    assert_true(cl.box.consume.signal.journal_seq > 0);
+    assert_true(cl.box.consume.signal.consumed_at_ms > 0);
+    consume_fini(&cl.box.consume);
+    send_fini(&s);
+    assert_int_equal(consume(f, id, "go", 1, NULL, &c), REEL_OK);
+    assert_false(c.delivered); /* taken once */
+    consume_fini(&c);
+
+    /* A stale lease: the waiter hears why, the send stands, the signal
+     * stays pending. */
+    box_init(&cl.box);
+    cl.epoch = 7;
+    cl.take = 1;
+    assert_int_equal(send_sig(f, id, "go", "2", "", &s), REEL_OK);
+    send_fini(&s);
+    assert_true(cl.box.done);
+    assert_int_equal(cl.box.consume.status.code, REEL_FAILED_PRECONDITION);
+    assert_false(cl.box.consume.delivered);
+    consume_fini(&cl.box.consume);
+
+    /* An abandoned waiter takes nothing. */
+    box_init(&cl.box);
+    cl.epoch = 1;
+    cl.take = 1;
+    atomic_store(&cl.gone, 1);
+    assert_int_equal(send_sig(f, id, "go", "3", "", &s), REEL_OK);
+    send_fini(&s);
+    assert_true(cl.box.done);
+    assert_int_equal(cl.box.consume.status.code, REEL_OK);
+    assert_false(cl.box.consume.delivered);
+
+    /* A waiter that declines leaves the signal to its wake. */
+    assert_int_equal(send_sig(f, id, "go", "4", "", &s), REEL_OK);
+    send_fini(&s);
+    assert_int_equal(cl.offered, 4);
+    assert_int_equal(woken, 4);
+    signals_unwait(f->s, w);
+    expect_next(f, id, "2");
+    expect_next(f, id, "3");
+    expect_next(f, id, "4");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -447,6 +544,7 @@ int main(void) {
         T(test_ended_runs_and_bad_input_are_refused),
         T(test_concurrent_awaiters_never_share_a_signal),
         T(test_waiters_are_woken_by_their_signals_only),
+        T(test_a_claiming_waiter_gets_the_signal_from_the_send),
     };
     return cmocka_run_group_tests_name("signals", tests, NULL, NULL);
 }
