@@ -330,24 +330,27 @@ static int kv_history(ctl_t *ctl, const ctl_args_t *a) {
 
 typedef struct kv_watch_state {
     const ctl_t *ctl;
-    int failed; /* we cancelled: the reason is already printed */
+    char **watched; /* KV.WatchValues: the key or pattern of each watch */
+    size_t n_watched;
+    int failed;     /* we cancelled: the reason is already printed */
 } kv_watch_state_t;
 
-static int kv_watch_event(void *arg, const uint8_t *msg, size_t len) {
-    kv_watch_state_t *w = arg;
-    Reel__V1__ValueEvent *ev;
+/* One event as a line; `watched` names its watch when there are several. */
+static int kv_watch_print(kv_watch_state_t *w, const Reel__V1__ValueEvent *ev,
+                          const char *watched) {
+    if (w->ctl->json) {
+        cJSON *o = ctl_value_event_json(ev);
 
-    ev = reel__v1__value_event__unpack(NULL, len, msg);
-    if (ev == NULL) {
-        fprintf(stderr, "reelctl: kv watch: malformed event\n");
-        w->failed = 1;
-        return 1;
-    }
-    if (w->ctl->json)
-        ctl_print_json_line(ctl_value_event_json(ev));
-    else
+        if (o != NULL && watched != NULL)
+            cJSON_AddStringToObject(o, "watch", watched);
+        ctl_print_json_line(o);
+    } else if (watched != NULL &&
+               ev->type == REEL__V1__VALUE_EVENT__TYPE__BOOTSTRAP_DONE) {
+        printf("BOOTSTRAP_DONE %s rev %llu\n", watched,
+               (unsigned long long)ev->revision);
+    } else {
         print_watch_event(ev);
-    reel__v1__value_event__free_unpacked(ev, NULL);
+    }
     /* Line by line, so a pipe's reader sees each event as it happens. */
     if (fflush(stdout) != 0) {
         w->failed = 1;
@@ -356,11 +359,48 @@ static int kv_watch_event(void *arg, const uint8_t *msg, size_t len) {
     return 0;
 }
 
+static int kv_watch_event(void *arg, const uint8_t *msg, size_t len) {
+    kv_watch_state_t *w = arg;
+    Reel__V1__ValueEvent *ev;
+    int rc;
+
+    ev = reel__v1__value_event__unpack(NULL, len, msg);
+    if (ev == NULL) {
+        fprintf(stderr, "reelctl: kv watch: malformed event\n");
+        w->failed = 1;
+        return 1;
+    }
+    rc = kv_watch_print(w, ev, NULL);
+    reel__v1__value_event__free_unpacked(ev, NULL);
+    return rc;
+}
+
+static int kv_watches_event(void *arg, const uint8_t *msg, size_t len) {
+    kv_watch_state_t *w = arg;
+    Reel__V1__WatchValuesEvent *m;
+    int rc;
+
+    m = reel__v1__watch_values_event__unpack(NULL, len, msg);
+    if (m == NULL || m->event == NULL || m->watch >= w->n_watched) {
+        fprintf(stderr, "reelctl: kv watch: malformed event\n");
+        if (m != NULL)
+            reel__v1__watch_values_event__free_unpacked(m, NULL);
+        w->failed = 1;
+        return 1;
+    }
+    rc = kv_watch_print(w, m->event, w->watched[m->watch]);
+    reel__v1__watch_values_event__free_unpacked(m, NULL);
+    return rc;
+}
+
 static int kv_watch(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__WatchValueRequest req = REEL__V1__WATCH_VALUE_REQUEST__INIT;
-    kv_watch_state_t w = {ctl, 0};
+    Reel__V1__WatchValuesRequest many = REEL__V1__WATCH_VALUES_REQUEST__INIT;
+    Reel__V1__WatchValueRequest *each = NULL, **ptrs = NULL;
+    char **watched = NULL;
+    kv_watch_state_t w = {ctl, NULL, 0, 0};
     reel_reply_t r = {0};
-    uint8_t *buf;
+    uint8_t *buf = NULL;
     size_t len;
     int rc = EXIT_FAIL;
 
@@ -380,11 +420,39 @@ static int kv_watch(ctl_t *ctl, const ctl_args_t *a) {
         req.start = REEL__V1__WATCH_VALUE_REQUEST__START__FROM_REVISION;
         req.from_revision = a->num[KF_FROM_REVISION];
     }
-    if ((buf = ctl_pack(&req, &len)) == NULL)
-        goto out;
-    /* A watch runs until interrupted: no deadline, whatever --timeout says. */
-    reel_client_stream(ctl->client, "/reel.v1.KV/WatchValue", buf, len, 0,
-                       kv_watch_event, &w, &r);
+    if (a->nrest == 0) {
+        if ((buf = ctl_pack(&req, &len)) == NULL)
+            goto out;
+        /* A watch runs until interrupted: no deadline, whatever --timeout
+         * says. */
+        reel_client_stream(ctl->client, "/reel.v1.KV/WatchValue", buf, len, 0,
+                           kv_watch_event, &w, &r);
+    } else {
+        /* Several keys or patterns: one KV.WatchValues stream, a watch
+         * each, all starting alike. */
+        size_t n = (size_t)a->nrest + 1;
+
+        each = calloc(n, sizeof(*each));
+        ptrs = calloc(n, sizeof(*ptrs));
+        watched = calloc(n, sizeof(*watched));
+        if (each == NULL || ptrs == NULL || watched == NULL) {
+            fprintf(stderr, "reelctl: out of memory\n");
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+            each[i] = req;
+            each[i].key = watched[i] = i == 0 ? a->pos[1] : a->rest[i - 1];
+            ptrs[i] = &each[i];
+        }
+        many.n_watches = n;
+        many.watches = ptrs;
+        w.watched = watched;
+        w.n_watched = n;
+        if ((buf = ctl_pack(&many, &len)) == NULL)
+            goto out;
+        reel_client_stream(ctl->client, "/reel.v1.KV/WatchValues", buf, len,
+                           0, kv_watches_event, &w, &r);
+    }
     if (w.failed)
         rc = EXIT_FAIL;
     else if (r.code != 0)
@@ -394,6 +462,9 @@ static int kv_watch(ctl_t *ctl, const ctl_args_t *a) {
 out:
     reel_reply_fini(&r);
     free(buf);
+    free(each);
+    free(ptrs);
+    free(watched);
     return rc;
 }
 
@@ -418,10 +489,11 @@ static const ctl_command_t kv_commands[] = {
     {"history", {"NAMESPACE", "KEY"}, 2,
      CTL_F(KF_FROM_VERSION) | CTL_F(KF_LIMIT), 0,
      "show KEY's retained versions after --from-version N", kv_history},
-    {"watch", {"NAMESPACE", "KEY_OR_PATTERN"}, 2,
+    {"watch", {"NAMESPACE", "KEY_OR_PATTERN..."}, 2,
      CTL_F(KF_FROM_VERSION) | CTL_F(KF_FROM_REVISION) | CTL_F(KF_NOW), 0,
      "print current values, then changes as they happen, until Ctrl-C\n"
-     "      (no deadline); KEY_OR_PATTERN: a key, a.*.c or orders.>",
+     "      (no deadline); KEY_OR_PATTERN: a key, a.*.c or orders.>;\n"
+     "      several share one stream (KV.WatchValues)",
      kv_watch},
     {NULL, {NULL}, 0, 0, 0, NULL, NULL},
 };

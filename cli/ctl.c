@@ -207,6 +207,27 @@ static int max_pos(const ctl_command_t *c) {
 static void args_fini(ctl_args_t *a) {
     for (int f = 0; f < CTL_MAX_FLAGS; f++)
         free(a->many[f]);
+    free(a->rest);
+}
+
+/* The last positional repeats: its name ends in "...". */
+static int pos_repeats(const ctl_command_t *c) {
+    int n = max_pos(c);
+    size_t len = n > 0 ? strlen(c->pos[n - 1]) : 0;
+
+    return len > 3 && strcmp(c->pos[n - 1] + len - 3, "...") == 0;
+}
+
+static int add_rest(ctl_args_t *a, char *val) {
+    char **more = realloc(a->rest, ((size_t)a->nrest + 1) * sizeof(*more));
+
+    if (more == NULL) {
+        fprintf(stderr, "reelctl: out of memory\n");
+        return EXIT_FAIL;
+    }
+    more[a->nrest++] = val;
+    a->rest = more;
+    return 0;
 }
 
 /* " --owner NAME --epoch N": the required flags a lacks, for an error. */
@@ -244,6 +265,9 @@ static int parse(const ctl_group_t *g, const ctl_command_t *cmd, int argc,
             only_pos = 1;
         } else if (!only_pos && strncmp(argv[i], "--", 2) == 0) {
             if ((rc = take_flag(a, argc, argv, &i)) != 0)
+                return rc;
+        } else if (a->npos == max_pos(cmd) && pos_repeats(cmd)) {
+            if ((rc = add_rest(a, argv[i])) != 0)
                 return rc;
         } else if (a->npos == max_pos(cmd)) {
             return ctl_usage_error(a, "unexpected argument \"%s\"", argv[i]);

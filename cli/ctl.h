@@ -71,6 +71,8 @@ typedef struct ctl_args {
     const ctl_command_t *cmd;
     char *pos[CTL_MAX_POS];
     int npos;
+    char **rest; /* past the last positional, when its name ends in "..." */
+    int nrest;
     unsigned seen; /* CTL_F() bits of the flags given */
     uint64_t num[CTL_MAX_FLAGS];
     char *str[CTL_MAX_FLAGS];
@@ -85,7 +87,8 @@ struct ctl_command {
      * in parentheses, "(RUN_ID | --app APP ...)": flags may stand in for
      * it, so the parser leaves it out of min_pos and the command sorts out
      * which was given. The usage text shows it as written, in place of the
-     * flags it names.
+     * flags it names. A last name ending in "..." takes any number of
+     * further arguments too (ctl_args_t.rest).
      */
     const char *pos[CTL_MAX_POS];
     int min_pos;       /* the rest are optional */

@@ -73,3 +73,54 @@ def test_watch_prints_one_line_per_event_until_interrupted(reeld, tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
         out.close()
+
+
+def watch_lines(path, n, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines()
+        if len(lines) >= n:
+            return lines
+        time.sleep(0.05)
+    return path.read_text().splitlines()
+
+
+def test_watch_of_several_keys_shares_one_stream(reeld, tmp_path):
+    a = reeld.addr
+    for fmt, app in (("--json", "j"), (None, "t")):
+        ok(a, "kv", "set", app, "flag", "true")
+        path = tmp_path / f"watch-{fmt}.out"
+        out = open(path, "w")
+        args = [REELCTL, "--addr", a] + ([fmt] if fmt else []) + \
+            ["kv", "watch", app, "flag", "orders.>", "missing"]
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            # The current value of flag, then each watch's BOOTSTRAP_DONE.
+            lines = watch_lines(path, 4)
+            ok(a, "kv", "set", app, "orders.eu.1", '{"n":1}')
+            ok(a, "kv", "set", app, "unwatched", "1")
+            ok(a, "kv", "set", app, "flag", "false")
+            lines = watch_lines(path, 6)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            out.close()
+        assert len(lines) == 6, lines
+        # Each watch bootstraps on its own, so the first four lines may
+        # interleave; what follows is live, in commit order.
+        if fmt:
+            ev = [json.loads(l) for l in lines]
+            boot = sorted(e["watch"] for e in ev[:4] if e["type"] == "BOOTSTRAP_DONE")
+            assert boot == ["flag", "missing", "orders.>"], ev
+            cur = [e for e in ev[:4] if e["type"] == "PUT"]
+            assert [(e["watch"], e["key"], e["value"]) for e in cur] == [("flag", "flag", True)]
+            assert (ev[4]["watch"], ev[4]["key"], ev[4]["value"]) == ("orders.>", "orders.eu.1", {"n": 1})
+            assert (ev[5]["watch"], ev[5]["value"], ev[5]["prev_value"]) == ("flag", False, True)
+        else:
+            boot = sorted(l.split()[1] for l in lines[:4] if l.startswith("BOOTSTRAP_DONE "))
+            assert boot == ["flag", "missing", "orders.>"], lines
+            puts = [l for l in lines[:4] if l.startswith("PUT ")]
+            assert len(puts) == 1 and puts[0].startswith("PUT t/flag v1 ") and \
+                puts[0].endswith(": true"), lines
+            assert lines[4].startswith("PUT t/orders.eu.1 v1 "), lines
+            assert lines[5].startswith("PUT t/flag v2 ") and "(was v1: true)" in lines[5], lines
