@@ -397,21 +397,26 @@ static reel_code_t append_locked(rpc_call_t *c, const void *data, size_t len) {
  * stream) on the writer. So it posts an empty batch, which completes at
  * once and costs one queue post, and a poller starts the send.
  */
+/*
+ * Posts an empty batch that completes at once on a poller thread with tag,
+ * holding a call reference until then; *pending marks it outstanding.
+ * -1 (and nothing posted) if gRPC refuses it.
+ */
+static int post_locked(rpc_call_t *c, rpc_tag_t *tag, int *pending) {
+    *pending = 1;
+    c->refs++;
+    if (grpc_call_start_batch(c->call, NULL, 0, tag, NULL) == GRPC_CALL_OK)
+        return 0;
+    *pending = 0;
+    c->refs--;
+    return -1;
+}
+
 static void start_send_locked(rpc_call_t *c) {
     if (c->send_in_flight || c->pump_pending || c->status_sent)
         return;
-    if (on_poller) {
+    if (on_poller || post_locked(c, &c->tag_pump, &c->pump_pending) != 0)
         pump_locked(c);
-        return;
-    }
-    c->pump_pending = 1;
-    c->refs++;
-    if (grpc_call_start_batch(c->call, NULL, 0, &c->tag_pump, NULL) !=
-        GRPC_CALL_OK) {
-        c->pump_pending = 0;
-        c->refs--;
-        pump_locked(c);
-    }
 }
 
 static reel_code_t send_locked(rpc_call_t *c, const void *head, size_t hlen,
@@ -550,15 +555,8 @@ void rpc_call_wake(rpc_call_t *c, rpc_wake_fn fn, void *arg) {
     pthread_mutex_lock(&c->mu);
     c->wake_fn = fn;
     c->wake_arg = arg;
-    if (!c->finished && !c->wake_pending) {
-        c->wake_pending = 1;
-        c->refs++;
-        if (grpc_call_start_batch(c->call, NULL, 0, &c->tag_wake, NULL) !=
-            GRPC_CALL_OK) {
-            c->wake_pending = 0;
-            c->refs--;
-        }
-    }
+    if (!c->finished && !c->wake_pending)
+        post_locked(c, &c->tag_wake, &c->wake_pending);
     pthread_mutex_unlock(&c->mu);
 }
 

@@ -430,7 +430,7 @@ static int kv_watch(ctl_t *ctl, const ctl_args_t *a) {
     } else {
         /* Several keys or patterns: one KV.WatchValues stream, a watch
          * each, all starting alike. */
-        size_t n = (size_t)a->nrest + 1;
+        size_t n = a->nrest + 1;
 
         each = calloc(n, sizeof(*each));
         ptrs = calloc(n, sizeof(*ptrs));

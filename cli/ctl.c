@@ -135,15 +135,16 @@ static int flag_lookup(const ctl_group_t *g, const char *arg) {
 }
 
 /* Keeps one more value of a repeatable flag. */
-static int add_value(ctl_args_t *a, int f, char *val) {
-    char **more = realloc(a->many[f], (a->nmany[f] + 1) * sizeof(*more));
+/* Appends val to the list *vals of *n. */
+static int push_arg(char ***vals, size_t *n, char *val) {
+    char **more = realloc(*vals, (*n + 1) * sizeof(*more));
 
     if (more == NULL) {
         fprintf(stderr, "reelctl: out of memory\n");
         return EXIT_FAIL;
     }
-    more[a->nmany[f]++] = val;
-    a->many[f] = more;
+    more[(*n)++] = val;
+    *vals = more;
     return 0;
 }
 
@@ -189,7 +190,7 @@ static int take_flag(ctl_args_t *a, int argc, char **argv, int *i) {
                                    spec->name, val);
         a->num[f] = (uint64_t)ms;
     }
-    if (spec->repeat && add_value(a, f, val) != 0)
+    if (spec->repeat && push_arg(&a->many[f], &a->nmany[f], val) != 0)
         return EXIT_FAIL;
     a->str[f] = val;
     a->seen |= CTL_F(f);
@@ -218,17 +219,6 @@ static int pos_repeats(const ctl_command_t *c) {
     return len > 3 && strcmp(c->pos[n - 1] + len - 3, "...") == 0;
 }
 
-static int add_rest(ctl_args_t *a, char *val) {
-    char **more = realloc(a->rest, ((size_t)a->nrest + 1) * sizeof(*more));
-
-    if (more == NULL) {
-        fprintf(stderr, "reelctl: out of memory\n");
-        return EXIT_FAIL;
-    }
-    more[a->nrest++] = val;
-    a->rest = more;
-    return 0;
-}
 
 /* " --owner NAME --epoch N": the required flags a lacks, for an error. */
 static void missing_flags(const ctl_args_t *a, char *buf, size_t size) {
@@ -267,7 +257,7 @@ static int parse(const ctl_group_t *g, const ctl_command_t *cmd, int argc,
             if ((rc = take_flag(a, argc, argv, &i)) != 0)
                 return rc;
         } else if (a->npos == max_pos(cmd) && pos_repeats(cmd)) {
-            if ((rc = add_rest(a, argv[i])) != 0)
+            if ((rc = push_arg(&a->rest, &a->nrest, argv[i])) != 0)
                 return rc;
         } else if (a->npos == max_pos(cmd)) {
             return ctl_usage_error(a, "unexpected argument \"%s\"", argv[i]);

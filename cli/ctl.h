@@ -72,7 +72,7 @@ typedef struct ctl_args {
     char *pos[CTL_MAX_POS];
     int npos;
     char **rest; /* past the last positional, when its name ends in "..." */
-    int nrest;
+    size_t nrest;
     unsigned seen; /* CTL_F() bits of the flags given */
     uint64_t num[CTL_MAX_FLAGS];
     char *str[CTL_MAX_FLAGS];

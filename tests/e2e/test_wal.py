@@ -246,9 +246,7 @@ def read_n(c, n, consumer, from_revision=0):
 
 
 def test_durable_consumer_resumes_after_its_last_ack(tmp_path):
-    server = Reeld(str(tmp_path / "data")).start()
-    ch = grpc.insecure_channel(server.addr)
-    c = add_consumer_calls(Client(ch), ch)
+    server, ch, c = start_with_consumers(tmp_path)
     try:
         for i in range(80):
             c.set(K.SetValueRequest(namespace="n", key=f"k{i}", value=str(i)))
@@ -265,9 +263,7 @@ def test_durable_consumer_resumes_after_its_last_ack(tmp_path):
         ch.close()
         assert server.stop()[0] == 0
     # And after a restart.
-    server = Reeld(str(tmp_path / "data")).start()
-    ch = grpc.insecure_channel(server.addr)
-    c = add_consumer_calls(Client(ch), ch)
+    server, ch, c = start_with_consumers(tmp_path)
     try:
         assert read_n(c, 3, "indexer") == [31, 32, 33]
     finally:
@@ -321,9 +317,7 @@ def test_consumer_input_is_checked(channel, client):
 
 
 def test_retention_trims_the_acked_prefix_and_answers_out_of_range(tmp_path):
-    server = Reeld(str(tmp_path / "data")).start()
-    ch = grpc.insecure_channel(server.addr)
-    c = add_consumer_calls(Client(ch), ch)
+    server, ch, c = start_with_consumers(tmp_path)
     try:
         for i in range(40):
             c.set(K.SetValueRequest(namespace="n", key="k", value=str(i)))
@@ -344,12 +338,18 @@ def test_retention_trims_the_acked_prefix_and_answers_out_of_range(tmp_path):
         assert server.stop()[0] == 0
 
 
+def start_with_consumers(tmp_path, *extra):
+    """A reeld on tmp_path/data and a client with the consumer calls:
+    (server, channel, client)."""
+    server = Reeld(str(tmp_path / "data"), extra=list(extra)).start()
+    ch = grpc.insecure_channel(server.addr)
+    return server, ch, add_consumer_calls(Client(ch), ch)
+
+
 def past_byte_retention(tmp_path):
     """A reeld keeping 20,000 bytes of events, after 100 writes of ~1 KiB
     events and until retention trimmed the oldest: (server, channel, client)."""
-    server = Reeld(str(tmp_path / "data"), extra=["--wal-retention-bytes", "20000"]).start()
-    ch = grpc.insecure_channel(server.addr)
-    c = Client(ch)
+    server, ch, c = start_with_consumers(tmp_path, "--wal-retention-bytes", "20000")
     pad = json.dumps("x" * 900)
     for i in range(100):
         c.set(K.SetValueRequest(namespace="n", key=f"k{i}", value=pad))

@@ -10,7 +10,7 @@ import pytest
 import kv_pb2 as K
 import wal_pb2 as W
 from conftest import Reeld
-from test_wal import Client, add_consumer_calls, collect, mixed_load, past_byte_retention
+from test_wal import Client, collect, mixed_load, past_byte_retention, start_with_consumers
 
 T = W.Event.Type
 BATCH_MAX = 256 * 1024
@@ -127,9 +127,7 @@ def test_live_events_arrive_at_once_and_progress_while_idle(channel, client):
 
 
 def test_a_durable_consumer_resumes_through_batches(tmp_path):
-    server = Reeld(str(tmp_path / "data")).start()
-    ch = grpc.insecure_channel(server.addr)
-    c = add_consumer_calls(Client(ch), ch)
+    server, ch, c = start_with_consumers(tmp_path)
     try:
         for i in range(50):
             c.set(K.SetValueRequest(namespace="n", key=f"k{i}", value=str(i)))
