@@ -310,6 +310,7 @@ out:
 typedef struct watch_call {
     rpc_call_t *call;
     kv_watch_t *watch;
+    int batched; /* WatchValueBatches: events are ValueEventBatch.events */
 } watch_call_t;
 
 /* Encodes ev once into ev->wire, shared by every watcher it reaches. */
@@ -331,6 +332,11 @@ static int watch_deliver(void *arg, kv_event_t *ev) {
 
     if (ev->wire == NULL && watch_deliver_encode(ev) != 0)
         return 1;
+    if (wc->batched)
+        return api_send_element(wc->call, NULL, 0, ev->wire, ev->wire_len) ==
+                       REEL_OK
+                   ? 0
+                   : 1;
     return rpc_call_send(wc->call, ev->wire, ev->wire_len) == REEL_OK ? 0 : 1;
 }
 
@@ -364,9 +370,8 @@ static void watch_cleanup(void *arg) {
 
 static const kv_watch_sink_t watch_sink = {watch_deliver, watch_end};
 
-static void kv_watch_value(rpc_call_t *call, void *arg, const uint8_t *req,
-                           size_t len) {
-    api_ctx_t *ctx = arg;
+static void watch_value_start(rpc_call_t *call, api_ctx_t *ctx,
+                              const uint8_t *req, size_t len, int batched) {
     Reel__V1__WatchValueRequest *in =
         reel__v1__watch_value_request__unpack(NULL, len, req);
     reel_status_t st = REEL_STATUS_INIT;
@@ -388,6 +393,7 @@ static void kv_watch_value(rpc_call_t *call, void *arg, const uint8_t *req,
         goto out;
     }
     wc->call = call;
+    wc->batched = batched;
     if (kv_watch_create(ctx->kv, &a, &watch_sink, wc, &wc->watch, &st) !=
         REEL_OK) {
         free(wc);
@@ -407,6 +413,16 @@ out:
     reel__v1__watch_value_request__free_unpacked(in, NULL);
 }
 
+static void kv_watch_value(rpc_call_t *call, void *arg, const uint8_t *req,
+                           size_t len) {
+    watch_value_start(call, arg, req, len, 0);
+}
+
+static void kv_watch_value_batches(rpc_call_t *call, void *arg,
+                                   const uint8_t *req, size_t len) {
+    watch_value_start(call, arg, req, len, 1);
+}
+
 /* ---- WatchValues ---------------------------------------------------------- */
 
 #define MAX_WATCHES_PER_STREAM 10000
@@ -421,6 +437,7 @@ typedef struct multi_item {
 
 struct multi_watch {
     rpc_call_t *call;
+    int batched; /* WatchValuesBatches */
     size_t n;
     atomic_size_t next; /* where the next drain starts: no watch starves */
     multi_item_t items[];
@@ -429,7 +446,8 @@ struct multi_watch {
 /*
  * WatchValuesEvent{watch = index, event = <ValueEvent bytes>}, framed by
  * hand around the event's shared encoding: each watcher adds a few bytes
- * instead of encoding the event again.
+ * instead of encoding the event again. WatchValuesBatches sends it as one
+ * element of WatchValuesEventBatch.events.
  */
 static int multi_deliver(void *arg, kv_event_t *ev) {
     multi_item_t *it = arg;
@@ -444,6 +462,11 @@ static int multi_deliver(void *arg, kv_event_t *ev) {
     }
     head[n++] = 0x12; /* field 2, length-delimited */
     n += api_wire_put_varint(head + n, ev->wire_len);
+    if (it->m->batched)
+        return api_send_element(it->m->call, head, n, ev->wire,
+                                ev->wire_len) == REEL_OK
+                   ? 0
+                   : 1;
     return rpc_call_send2(it->m->call, head, n, ev->wire, ev->wire_len) ==
                    REEL_OK
                ? 0
@@ -495,9 +518,8 @@ static void multi_cleanup(void *arg) {
 
 static const kv_watch_sink_t multi_sink = {multi_deliver, multi_end};
 
-static void kv_watch_values(rpc_call_t *call, void *arg, const uint8_t *req,
-                            size_t len) {
-    api_ctx_t *ctx = arg;
+static void watch_values_start(rpc_call_t *call, api_ctx_t *ctx,
+                               const uint8_t *req, size_t len, int batched) {
     Reel__V1__WatchValuesRequest *in =
         reel__v1__watch_values_request__unpack(NULL, len, req);
     reel_status_t st = REEL_STATUS_INIT;
@@ -522,6 +544,7 @@ static void kv_watch_values(rpc_call_t *call, void *arg, const uint8_t *req,
         goto out;
     }
     m->call = call;
+    m->batched = batched;
     for (size_t i = 0; i < in->n_watches; i++) {
         const Reel__V1__WatchValueRequest *w = in->watches[i];
         kv_watch_args_t a = {0};
@@ -557,6 +580,16 @@ out:
     reel__v1__watch_values_request__free_unpacked(in, NULL);
 }
 
+static void kv_watch_values(rpc_call_t *call, void *arg, const uint8_t *req,
+                            size_t len) {
+    watch_values_start(call, arg, req, len, 0);
+}
+
+static void kv_watch_values_batches(rpc_call_t *call, void *arg,
+                                    const uint8_t *req, size_t len) {
+    watch_values_start(call, arg, req, len, 1);
+}
+
 int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx) {
     static const struct {
         const char *path;
@@ -578,6 +611,10 @@ int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx) {
          &reel__v1__watch_value_request__descriptor},
         {"/reel.v1.KV/WatchValues", RPC_SERVER_STREAM, kv_watch_values,
          &reel__v1__watch_values_request__descriptor},
+        {"/reel.v1.KV/WatchValueBatches", RPC_SERVER_STREAM,
+         kv_watch_value_batches, &reel__v1__watch_value_request__descriptor},
+        {"/reel.v1.KV/WatchValuesBatches", RPC_SERVER_STREAM,
+         kv_watch_values_batches, &reel__v1__watch_values_request__descriptor},
     };
 
     for (size_t i = 0; i < sizeof(methods) / sizeof(*methods); i++) {

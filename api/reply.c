@@ -1,6 +1,9 @@
 #include "api/reply.h"
 
 #include <stdio.h>
+#include <string.h>
+
+#include "api/wire.h"
 
 void api_finish_packed(rpc_call_t *call, uint8_t *buf, size_t len) {
     if (buf == NULL) {
@@ -24,4 +27,19 @@ void api_finish_cancelled(rpc_call_t *call, reel_code_t why) {
                     why == REEL_UNAVAILABLE ? "the server is shutting down"
                                             : "the client went away",
                     NULL, 0);
+}
+
+reel_code_t api_send_element(rpc_call_t *call, const uint8_t *pre,
+                             size_t plen, const void *body, size_t blen) {
+    uint8_t head[1 + 10 + 32];
+    size_t n;
+
+    if (plen > sizeof(head) - 11)
+        return REEL_INTERNAL;
+    head[0] = 0x0a; /* field 1, length-delimited */
+    n = 1 + api_wire_put_varint(head + 1, plen + blen);
+    if (plen > 0)
+        memcpy(head + n, pre, plen);
+    return rpc_call_send_merged(call, head, n + plen, body, blen,
+                                API_BATCH_MAX_BYTES);
 }

@@ -27,6 +27,19 @@ void api_finish_packed(rpc_call_t *call, uint8_t *buf, size_t len);
  * server is stopping) or CANCELLED (the client left). */
 void api_finish_cancelled(rpc_call_t *call, reel_code_t why);
 
+/*
+ * The batched streams (SubscribeEventBatches, WatchValueBatches,
+ * WatchValuesBatches) send messages whose one field is `repeated X
+ * events = 1`. api_send_element() queues one X, made of pre then body
+ * (either may be empty), as one element of that field: it merges into the
+ * message still waiting in the call's queue, up to API_BATCH_MAX_BYTES. A
+ * stream that keeps up gets each element at once; a backlog leaves in a
+ * few large messages. Returns rpc_call_send_merged()'s code.
+ */
+#define API_BATCH_MAX_BYTES (256 * 1024)
+reel_code_t api_send_element(rpc_call_t *call, const uint8_t *pre,
+                             size_t plen, const void *body, size_t blen);
+
 /* Answers INVALID_ARGUMENT: "request: not a valid <what> message". */
 void api_bad_request(rpc_call_t *call, const char *what);
 

@@ -25,8 +25,6 @@
 #include "wal/wal.h"
 
 #define PROGRESS_MS 1000
-/* SubscribeEventBatches: events merge into one message up to this size. */
-#define BATCH_MAX_BYTES (256 * 1024)
 
 /* ---- The encoder (writer thread) ---------------------------------------- */
 
@@ -142,14 +140,9 @@ typedef struct tail {
  * hundred.
  */
 static reel_code_t tail_send(tail_t *t, const uint8_t *bytes, size_t len) {
-    uint8_t head[1 + 10];
-    size_t n;
-
     if (!t->batch)
         return rpc_call_send(t->call, bytes, len);
-    head[0] = 0x0a; /* field 1, length-delimited */
-    n = 1 + api_wire_put_varint(head + 1, len);
-    return rpc_call_send_merged(t->call, head, n, bytes, len, BATCH_MAX_BYTES);
+    return api_send_element(t->call, NULL, 0, bytes, len);
 }
 
 static int tail_deliver(void *arg, const uint8_t *bytes, size_t len,

@@ -33,6 +33,7 @@ typedef struct bench_opts {
     int rate;          /* watch: writes per second */
     long fanout_cap;   /* watch: deliveries per second at most */
     int pattern_keys;  /* watch: keys under the pattern watcher */
+    int batched;       /* watch: KV.WatchValueBatches streams */
     int runs;          /* append: runs written to */
     long events;       /* tail */
     long keys, entries; /* restart */

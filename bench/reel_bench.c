@@ -51,6 +51,8 @@ static void usage(FILE *f) {
         "                        stays under N deliveries/s (default 1000000)\n"
         "  --pattern-keys N      watch: keys under the `>` watcher (default "
         "10000; 0 = none)\n"
+        "  --batched             watch: KV.WatchValueBatches streams (events\n"
+        "                        batched) instead of KV.WatchValue\n"
         "  --runs N              append: runs (default 64)\n"
         "  --events N            tail: events stored first (default 1000000)\n"
         "  --pid PID             memory: reeld's pid\n"
@@ -152,6 +154,9 @@ static int smoke(bench_opts_t o) {
     failed += smoke_step("get", bench_get, &o);
     failed += smoke_step("append", bench_append, &o);
     failed += smoke_step("watch", bench_watch, &o);
+    o.batched = 1;
+    failed += smoke_step("watch --batched", bench_watch, &o);
+    o.batched = 0;
     failed += smoke_step("signal", bench_signal, &o);
     failed += smoke_step("tail", bench_tail, &o);
     failed += smoke_step("memory", bench_memory, &o);
@@ -165,7 +170,7 @@ static int smoke(bench_opts_t o) {
     snprintf(dir, sizeof(dir), "%s/restart", o.data_dir);
     o.data_dir = dir;
     failed += smoke_step("restart", bench_restart, &o);
-    printf("smoke: %d passed, %d failed\n", 8 - failed, failed);
+    printf("smoke: %d passed, %d failed\n", 9 - failed, failed);
     return failed ? 1 : 0;
 }
 
@@ -183,6 +188,7 @@ int main(int argc, char **argv) {
         {"rate", required_argument, NULL, 'r'},
         {"fanout-cap", required_argument, NULL, 'F'},
         {"pattern-keys", required_argument, NULL, 'P'},
+        {"batched", no_argument, NULL, 'B'},
         {"runs", required_argument, NULL, 'R'},
         {"events", required_argument, NULL, 'e'},
         {"pid", required_argument, NULL, 'p'},
@@ -274,6 +280,7 @@ int main(int argc, char **argv) {
         case 'r': o.rate = (int)parse_long("rate", optarg, 1); break;
         case 'F': o.fanout_cap = parse_long("fanout-cap", optarg, 1); break;
         case 'P': o.pattern_keys = (int)parse_long("pattern-keys", optarg, 0); break;
+        case 'B': o.batched = 1; break;
         case 'R': o.runs = (int)parse_long("runs", optarg, 1); break;
         case 'e': o.events = parse_long("events", optarg, 1); break;
         case 'p': o.pid = (int)parse_long("pid", optarg, 1); break;

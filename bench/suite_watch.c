@@ -22,8 +22,9 @@
 
 typedef struct wstate {
     int etcd;
+    int batched; /* KV.WatchValueBatches */
     lat_t *lat;
-    atomic_long ready, received, ended, bad;
+    atomic_long ready, received, ended, bad, messages;
     atomic_llong last_ns; /* when the latest event arrived */
 } wstate_t;
 
@@ -39,10 +40,20 @@ static void record(wstate_t *ws, const uint8_t *v, size_t len, int64_t now) {
     }
 }
 
+/* One reel ValueEvent, alone or an element of a batch. */
+static void value_event(wstate_t *ws, const Reel__V1__ValueEvent *e,
+                        int64_t now) {
+    if (e->type == REEL__V1__VALUE_EVENT__TYPE__BOOTSTRAP_DONE)
+        atomic_fetch_add(&ws->ready, 1);
+    else if (e->type == REEL__V1__VALUE_EVENT__TYPE__PUT)
+        record(ws, (const uint8_t *)e->value, strlen(e->value), now);
+}
+
 static void on_event(void *arg, const uint8_t *msg, size_t len) {
     wstate_t *ws = arg;
     int64_t now = ac_now_ns();
 
+    atomic_fetch_add(&ws->messages, 1);
     if (ws->etcd) {
         Etcdserverpb__WatchResponse *r =
             etcdserverpb__watch_response__unpack(NULL, len, msg);
@@ -58,6 +69,19 @@ static void on_event(void *arg, const uint8_t *msg, size_t len) {
                 record(ws, r->events[i]->kv->value.data,
                        r->events[i]->kv->value.len, now);
         etcdserverpb__watch_response__free_unpacked(r, NULL);
+    } else if (ws->batched) {
+        Reel__V1__ValueEventBatch *b =
+            reel__v1__value_event_batch__unpack(NULL, len, msg);
+
+        if (b == NULL || b->n_events == 0) {
+            atomic_fetch_add(&ws->bad, 1);
+            if (b != NULL)
+                reel__v1__value_event_batch__free_unpacked(b, NULL);
+            return;
+        }
+        for (size_t i = 0; i < b->n_events; i++)
+            value_event(ws, b->events[i], now);
+        reel__v1__value_event_batch__free_unpacked(b, NULL);
     } else {
         Reel__V1__ValueEvent *e = reel__v1__value_event__unpack(NULL, len, msg);
 
@@ -65,10 +89,7 @@ static void on_event(void *arg, const uint8_t *msg, size_t len) {
             atomic_fetch_add(&ws->bad, 1);
             return;
         }
-        if (e->type == REEL__V1__VALUE_EVENT__TYPE__BOOTSTRAP_DONE)
-            atomic_fetch_add(&ws->ready, 1);
-        else if (e->type == REEL__V1__VALUE_EVENT__TYPE__PUT)
-            record(ws, (const uint8_t *)e->value, strlen(e->value), now);
+        value_event(ws, e, now);
         reel__v1__value_event__free_unpacked(e, NULL);
     }
 }
@@ -125,8 +146,9 @@ static int open_watches(const bench_opts_t *o, ac_t *ac, int etcd,
                         const char *ns, const char *key_fmt,
                         const char *range_end, int n, wstate_t *ws,
                         ac_stream_t **out) {
-    int m = ac_method(ac, etcd ? "/etcdserverpb.Watch/Watch"
-                               : "/reel.v1.KV/WatchValue");
+    int m = ac_method(ac, etcd          ? "/etcdserverpb.Watch/Watch"
+                          : ws->batched ? "/reel.v1.KV/WatchValueBatches"
+                                        : "/reel.v1.KV/WatchValue");
     int64_t until = ac_now_ns() + 60 * 1000000000LL;
 
     for (int i = 0; i < n; i++) {
@@ -259,6 +281,7 @@ static int watch_point(const bench_opts_t *o, report_t *rep, int pattern,
     lat_init(&lat);
     memset(&ws, 0, sizeof(ws));
     ws.etcd = etcd;
+    ws.batched = !etcd && o->batched;
     ws.lat = &lat;
     /* Names unique to this process and point. */
     snprintf(ns, sizeof(ns), "bench%ld%s%d", (long)getpid(),
@@ -314,11 +337,15 @@ static int watch_point(const bench_opts_t *o, report_t *rep, int pattern,
 
     row = report_row(rep);
     cJSON_AddStringToObject(row, "kind", pattern ? "pattern" : "exact");
+    cJSON_AddStringToObject(row, "stream",
+                            etcd ? "Watch" : ws.batched ? "WatchValueBatches"
+                                                        : "WatchValue");
     cJSON_AddNumberToObject(row, "watchers", n);
     cJSON_AddNumberToObject(row, "rate", rate);
     cJSON_AddNumberToObject(row, "writes", (double)atomic_load(&w.acked));
     cJSON_AddNumberToObject(row, "expected", (double)expected);
     cJSON_AddNumberToObject(row, "received", (double)atomic_load(&ws.received));
+    cJSON_AddNumberToObject(row, "messages", (double)atomic_load(&ws.messages));
     cJSON_AddNumberToObject(
         row, "events_per_s",
         atomic_load(&ws.last_ns) > t0
@@ -377,6 +404,8 @@ int bench_watch(const bench_opts_t *o) {
     cJSON_AddNumberToObject(rep.params, "rate", o->rate);
     cJSON_AddNumberToObject(rep.params, "fanout_cap", (double)o->fanout_cap);
     cJSON_AddNumberToObject(rep.params, "pattern_keys", o->pattern_keys);
+    cJSON_AddBoolToObject(rep.params, "batched",
+                          o->target == TARGET_REEL && o->batched);
     /* The pattern point first: the large fan-out points leave the server
      * busy for a while after their streams are cancelled. */
     if (o->pattern_keys > 0)
