@@ -326,6 +326,8 @@ reel_step append-reel 240 "$REELBENCH" append --addr "$REEL_ADDR" --duration "$D
   --concurrency "$CONCURRENCY" --value-bytes "$VALUE_BYTES" --json "$RESULTS/append-reel.json"
 reel_step watch-reel 300 "$REELBENCH" watch --addr "$REEL_ADDR" --target reel --duration "$D_WATCH" \
   --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-reel.json"
+reel_step watch-reel-batched 300 "$REELBENCH" watch --addr "$REEL_ADDR" --target reel --batched \
+  --duration "$D_WATCH" --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-reel-batched.json"
 etcd_step watch-etcd 300 "$REELBENCH" watch --addr "$ETCD_ADDR" --target etcd --duration "$D_WATCH" \
   --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-etcd.json"
 reel_step signal-reel 120 "$REELBENCH" signal --addr "$REEL_ADDR" --duration "$D_SIGNAL" \
