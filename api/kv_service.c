@@ -7,7 +7,9 @@
  * the call: the watch delivers into the call's bounded send queue; when the
  * queue is full the watch stops and the call's drain hook pumps it again,
  * so a slow client makes the watch read from storage instead of piling up
- * memory.
+ * memory. WatchValues puts many watches on one call. WatchValueBatches and
+ * WatchValuesBatches are the same streams with each event framed as an
+ * element of a repeated field, merged into the message still queued.
  */
 #include <stdatomic.h>
 #include <stdio.h>

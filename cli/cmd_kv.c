@@ -330,7 +330,7 @@ static int kv_history(ctl_t *ctl, const ctl_args_t *a) {
 
 typedef struct kv_watch_state {
     const ctl_t *ctl;
-    char **watched; /* KV.WatchValues: the key or pattern of each watch */
+    char **watched; /* several watches: the key or pattern of each */
     size_t n_watched;
     int failed;     /* we cancelled: the reason is already printed */
 } kv_watch_state_t;
@@ -359,37 +359,45 @@ static int kv_watch_print(kv_watch_state_t *w, const Reel__V1__ValueEvent *ev,
     return 0;
 }
 
+/* A KV.WatchValueBatches message: its events in order. */
 static int kv_watch_event(void *arg, const uint8_t *msg, size_t len) {
     kv_watch_state_t *w = arg;
-    Reel__V1__ValueEvent *ev;
-    int rc;
+    Reel__V1__ValueEventBatch *b;
+    int rc = 0;
 
-    ev = reel__v1__value_event__unpack(NULL, len, msg);
-    if (ev == NULL) {
+    b = reel__v1__value_event_batch__unpack(NULL, len, msg);
+    if (b == NULL) {
         fprintf(stderr, "reelctl: kv watch: malformed event\n");
         w->failed = 1;
         return 1;
     }
-    rc = kv_watch_print(w, ev, NULL);
-    reel__v1__value_event__free_unpacked(ev, NULL);
+    for (size_t i = 0; i < b->n_events && rc == 0; i++)
+        rc = kv_watch_print(w, b->events[i], NULL);
+    reel__v1__value_event_batch__free_unpacked(b, NULL);
     return rc;
 }
 
+/* A KV.WatchValuesBatches message: each event names its watch. */
 static int kv_watches_event(void *arg, const uint8_t *msg, size_t len) {
     kv_watch_state_t *w = arg;
-    Reel__V1__WatchValuesEvent *m;
-    int rc;
+    Reel__V1__WatchValuesEventBatch *b;
+    int rc = 0;
 
-    m = reel__v1__watch_values_event__unpack(NULL, len, msg);
-    if (m == NULL || m->event == NULL || m->watch >= w->n_watched) {
+    b = reel__v1__watch_values_event_batch__unpack(NULL, len, msg);
+    for (size_t i = 0; b != NULL && i < b->n_events; i++)
+        if (b->events[i]->event == NULL || b->events[i]->watch >= w->n_watched)
+            rc = -1;
+    if (b == NULL || rc != 0) {
         fprintf(stderr, "reelctl: kv watch: malformed event\n");
-        if (m != NULL)
-            reel__v1__watch_values_event__free_unpacked(m, NULL);
+        if (b != NULL)
+            reel__v1__watch_values_event_batch__free_unpacked(b, NULL);
         w->failed = 1;
         return 1;
     }
-    rc = kv_watch_print(w, m->event, w->watched[m->watch]);
-    reel__v1__watch_values_event__free_unpacked(m, NULL);
+    for (size_t i = 0; i < b->n_events && rc == 0; i++)
+        rc = kv_watch_print(w, b->events[i]->event,
+                            w->watched[b->events[i]->watch]);
+    reel__v1__watch_values_event_batch__free_unpacked(b, NULL);
     return rc;
 }
 
@@ -425,11 +433,11 @@ static int kv_watch(ctl_t *ctl, const ctl_args_t *a) {
             goto out;
         /* A watch runs until interrupted: no deadline, whatever --timeout
          * says. */
-        reel_client_stream(ctl->client, "/reel.v1.KV/WatchValue", buf, len, 0,
-                           kv_watch_event, &w, &r);
+        reel_client_stream(ctl->client, "/reel.v1.KV/WatchValueBatches", buf,
+                           len, 0, kv_watch_event, &w, &r);
     } else {
-        /* Several keys or patterns: one KV.WatchValues stream, a watch
-         * each, all starting alike. */
+        /* Several keys or patterns: one KV.WatchValuesBatches stream, a
+         * watch each, all starting alike. */
         size_t n = a->nrest + 1;
 
         each = calloc(n, sizeof(*each));
@@ -450,8 +458,8 @@ static int kv_watch(ctl_t *ctl, const ctl_args_t *a) {
         w.n_watched = n;
         if ((buf = ctl_pack(&many, &len)) == NULL)
             goto out;
-        reel_client_stream(ctl->client, "/reel.v1.KV/WatchValues", buf, len,
-                           0, kv_watches_event, &w, &r);
+        reel_client_stream(ctl->client, "/reel.v1.KV/WatchValuesBatches", buf,
+                           len, 0, kv_watches_event, &w, &r);
     }
     if (w.failed)
         rc = EXIT_FAIL;
@@ -493,7 +501,7 @@ static const ctl_command_t kv_commands[] = {
      CTL_F(KF_FROM_VERSION) | CTL_F(KF_FROM_REVISION) | CTL_F(KF_NOW), 0,
      "print current values, then changes as they happen, until Ctrl-C\n"
      "      (no deadline); KEY_OR_PATTERN: a key, a.*.c or orders.>;\n"
-     "      several share one stream (KV.WatchValues)",
+     "      several share one stream (KV.WatchValuesBatches)",
      kv_watch},
     {NULL, {NULL}, 0, 0, 0, NULL, NULL},
 };
