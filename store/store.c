@@ -40,6 +40,7 @@
  *   it is there, and meta/revision comes back with it.
  */
 #include "store/store.h"
+#include "store/rocks_log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -485,7 +486,7 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     rocksdb_options_set_create_if_missing(s->dbopts, 1);
     rocksdb_options_set_create_missing_column_families(s->dbopts, 1);
     rocksdb_options_increase_parallelism(s->dbopts, 2);
-    rocksdb_options_set_keep_log_file_num(s->dbopts, 4);
+    store_rocks_log(s->dbopts); /* not a LOG file on the disk that may fill */
     /* One memtable budget for all column families together (RocksDB's
      * default is per family, 2 x 64 MiB each): memory stays bounded
      * whatever the write mix. */

@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "store/store.h"
 
 /* ---- Fixtures ----------------------------------------------------------- */
@@ -681,6 +682,36 @@ static void test_close_completes_queued_writes(void **state) {
     assert_int_equal(store_revision(f->store), 16);
 }
 
+/*
+ * RocksDB logs through reel's log, not a LOG file in the data dir: on a
+ * full disk that file's writer fails, and Debian's assert-enabled RocksDB
+ * then aborts on the next line logged to it.
+ */
+static void test_rocksdb_logs_to_reel_not_to_a_file_in_the_data_dir(
+    void **state) {
+    fixture_t *f = *state;
+    char path[sizeof(f->dir) + 16], buf[65536];
+    int saved = dup(2), fd;
+    ssize_t n;
+
+    snprintf(path, sizeof(path), "%s.stderr", f->dir);
+    fd = open(path, O_CREAT | O_TRUNC | O_RDWR, 0600);
+    assert_true(fd >= 0 && saved >= 0);
+    reel_log_set_level(REEL_LOG_DEBUG);
+    dup2(fd, 2);
+    reopen(f); /* RocksDB's open logs its version and options */
+    dup2(saved, 2);
+    close(saved);
+    reel_log_set_level(REEL_LOG_INFO);
+    n = pread(fd, buf, sizeof(buf) - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "DEBUG rocksdb: RocksDB version: "));
+    assert_false(file_exists(f->dir, "LOG"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
@@ -707,6 +738,9 @@ int main(void) {
             test_second_open_of_a_data_dir_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_completes_queued_writes,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_rocksdb_logs_to_reel_not_to_a_file_in_the_data_dir, setup,
+            teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
