@@ -399,6 +399,12 @@ def targets(R):
         t = "watch p99 ≥ %.0f× lower than etcd's (same row), %s" % (WATCH_VS_ETCD, how)
         r = ratio(ep99, rp99)
         enote = delivery_note(we)
+        werr = num(we.get("write_errors")) if we else None
+        if werr:
+            # etcd overloaded too: say how many of its writes never landed
+            enote = "%s of %s writes failed (%s)%s" % (
+                f_int(werr), f_int(werr + (num(we.get("writes")) or 0)),
+                we.get("first_write_error", "?"), ", " + enote if enote else "")
         if r is None:
             out.append((t, NOT_MEASURED, NOT_MEASURED))
         elif rate_note:
