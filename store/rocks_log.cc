@@ -19,6 +19,7 @@
 
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 
 extern "C" {
@@ -36,6 +37,13 @@ class ReelLogger : public rocksdb::Logger {
     explicit ReelLogger(rocksdb::InfoLogLevel level) : rocksdb::Logger(level) {}
 
     using rocksdb::Logger::Logv;
+
+    /* The options dump at open (some 800 lines): the data dir's OPTIONS
+     * file holds the same. */
+    void LogHeader(const char *format, va_list ap) override {
+        (void)format;
+        (void)ap;
+    }
 
     void Logv(const char *format, va_list ap) override {
         Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
@@ -63,7 +71,16 @@ class ReelLogger : public rocksdb::Logger {
         if (!reel_log_enabled(to))
             return;
         vsnprintf(line, sizeof(line), format, ap);
-        reel_log(to, "rocksdb", "%s", line);
+        /* reel's log is one event per line: a multi-line message (the
+         * periodic stats dump) becomes one log line per line. */
+        for (char *p = line, *nl; *p != '\0'; p = nl + 1) {
+            if ((nl = strchr(p, '\n')) != NULL)
+                *nl = '\0';
+            if (*p != '\0')
+                reel_log(to, "rocksdb", "%s", p);
+            if (nl == NULL)
+                break;
+        }
     }
 };
 

@@ -15,7 +15,7 @@ extern "C" {
  * Makes the database opened with opts log through reel_log() (module
  * "rocksdb") instead of a LOG file in its directory: RocksDB's warnings and
  * errors at those levels, the rest at DEBUG (kept only with --log-level
- * debug).
+ * debug) except the options dump at open (the OPTIONS file has them).
  */
 void store_rocks_log(rocksdb_options_t *opts);
 
