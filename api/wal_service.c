@@ -20,7 +20,6 @@
 #include "api/reply.h"
 #include "api/services.h"
 #include "api/wal.pb-c.h"
-#include "api/wire.h"
 #include "base/clock.h"
 #include "wal/wal.h"
 
