@@ -1,15 +1,15 @@
 """KV.WatchValueBatches and KV.WatchValuesBatches: the events of WatchValue
-and WatchValues, several to a message when they are ready together."""
+and WatchValues, several to a message when they are ready together (the
+catch-up of an unread WatchValuesBatches stream is in test_kv_watch_many)."""
 import json
 import queue
 import threading
-import time
 
 import grpc
 import pytest
 
 import kv_pb2
-from conftest import Reeld, stream
+from conftest import stream
 from test_kv_watch_many import W, setter, watch_values
 
 PUT = kv_pb2.ValueEvent.PUT
@@ -30,12 +30,6 @@ def watch_value(channel, req, timeout=60):
 def watch_value_batches(channel, req, timeout=60):
     return stream(channel, "/reel.v1.KV/WatchValueBatches", kv_pb2.WatchValueRequest,
                   kv_pb2.ValueEventBatch)(req, timeout=timeout)
-
-
-def watch_values_batches(channel, watches, timeout=60):
-    return stream(channel, "/reel.v1.KV/WatchValuesBatches", kv_pb2.WatchValuesRequest,
-                  kv_pb2.WatchValuesEventBatch)(
-                      kv_pb2.WatchValuesRequest(watches=watches), timeout=timeout)
 
 
 def take(call, n, batched):
@@ -152,7 +146,7 @@ def test_shared_batches_carry_exactly_the_events_of_watch_values(chan):
     # 30 versions + BOOTSTRAP_DONE, 3 values + BOOTSTRAP_DONE, two BOOTSTRAP_DONEs
     n = 31 + 4 + 1 + 1
     alone, _ = take(watch_values(chan, watches), n, False)
-    batched, messages = take(watch_values_batches(chan, watches), n, True)
+    batched, messages = take(watch_values(chan, watches, batched=True), n, True)
     assert per_watch(batched) == per_watch(alone)
     assert set(per_watch(batched)) == {0, 1, 2, 3}
     assert messages < n / 2, messages
@@ -166,7 +160,7 @@ def test_bad_requests_are_refused_as_without_batches(chan, method):
         call = watch_value_batches(chan, bad, timeout=T)
         needle = "start: FROM_VERSION needs an exact key"
     else:
-        call = watch_values_batches(chan, [W("ns", "ok"), bad], timeout=T)
+        call = watch_values(chan, [W("ns", "ok"), bad], timeout=T, batched=True)
         needle = "watches[1]: start: FROM_VERSION needs an exact key"
     with pytest.raises(grpc.RpcError) as e:
         for _ in call:
@@ -180,36 +174,3 @@ def test_bad_requests_are_refused_as_without_batches(chan, method):
         for _ in raw(b"\xff\xff\xff", timeout=T):
             pass
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-
-
-def test_a_stream_nobody_reads_catches_up_in_batches(tmp_path):
-    server = Reeld(str(tmp_path / "data")).start()
-    ch = grpc.insecure_channel(server.addr)
-    try:
-        set_value = setter(ch)
-        keys = [f"k{i}" for i in range(40)]
-        call = watch_values_batches(ch, [W("load", k, NOW) for k in keys], timeout=120)
-        call.initial_metadata()  # the server has answered: every watch is live
-        pad = "x" * 2000
-        # Far more than the stream's queue holds: every watch falls back to
-        # storage and catches up, in order.
-        for v in range(50):
-            for k in keys:
-                set_value("load", k, {"v": v, "pad": pad})
-        puts = {i: [] for i in range(len(keys))}
-        deadline = time.monotonic() + 60
-        for m in call:
-            for e in m.events:
-                if e.event.type == PUT:
-                    puts[e.watch].append(e.event)
-            if all(len(p) == 50 for p in puts.values()):
-                break
-            assert time.monotonic() < deadline
-        for i, k in enumerate(keys):
-            assert [e.version for e in puts[i]] == list(range(1, 51)), k
-            assert all(e.key == k for e in puts[i])
-        call.cancel()
-    finally:
-        ch.close()
-        code, _ = server.stop()
-    assert code == 0, server.log()

@@ -29,9 +29,14 @@ def W(ns, key, start=NOW, **kw):
     return kv_pb2.WatchValueRequest(namespace=ns, key=key, start=start, **kw)
 
 
-def watch_values(channel, watches, timeout=60):
-    call = stream(channel, "/reel.v1.KV/WatchValues", kv_pb2.WatchValuesRequest,
-                  kv_pb2.WatchValuesEvent)
+def watch_values(channel, watches, timeout=60, batched=False):
+    """A WatchValues stream, or with batched a WatchValuesBatches one."""
+    if batched:
+        call = stream(channel, "/reel.v1.KV/WatchValuesBatches", kv_pb2.WatchValuesRequest,
+                      kv_pb2.WatchValuesEventBatch)
+    else:
+        call = stream(channel, "/reel.v1.KV/WatchValues", kv_pb2.WatchValuesRequest,
+                      kv_pb2.WatchValuesEvent)
     return call(kv_pb2.WatchValuesRequest(watches=watches), timeout=timeout)
 
 
@@ -43,7 +48,8 @@ def setter(channel):
 
 
 class Reader:
-    """Reads a stream on a thread; events per watch index, in arrival order."""
+    """Reads a stream on a thread; events per watch index, in arrival order
+    (a batched stream's messages are read element by element)."""
 
     def __init__(self, call):
         self.call = call
@@ -54,8 +60,9 @@ class Reader:
 
     def _run(self):
         try:
-            for ev in self.call:
-                self.q.put(ev)
+            for m in self.call:
+                for ev in m.events if isinstance(m, kv_pb2.WatchValuesEventBatch) else [m]:
+                    self.q.put(ev)
         except grpc.RpcError as e:
             self.q.put(e)
         self.q.put(None)
@@ -120,13 +127,15 @@ def test_each_watch_on_a_shared_stream_sees_its_own_transitions(chan):
     r.call.cancel()
 
 
-def test_a_stream_nobody_reads_catches_up_for_every_watch(tmp_path):
+@pytest.mark.parametrize("batched", [False, True], ids=["WatchValues", "WatchValuesBatches"])
+def test_a_stream_nobody_reads_catches_up_for_every_watch(tmp_path, batched):
     server = Reeld(str(tmp_path / "data")).start()
     ch = grpc.insecure_channel(server.addr)
     try:
         set_value = setter(ch)
         keys = [f"k{i}" for i in range(40)]
-        call = watch_values(ch, [W("load", k, NOW) for k in keys], timeout=120)
+        call = watch_values(ch, [W("load", k, NOW) for k in keys], timeout=120,
+                            batched=batched)
         call.initial_metadata()  # the server has answered: every watch is live
         pad = "x" * 2000
         # 40 keys x 50 versions x ~4 KiB events: far more than the stream's
