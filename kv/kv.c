@@ -447,7 +447,7 @@ static reel_code_t trim_history(kv_op_t *op, store_txn_t *txn, uint64_t ver,
     free(val);
     kv_rev_key(rev, rk);
     store_txn_delete(txn, STORE_CF_KV_HISTORY, vk, vklen);
-    store_txn_delete(txn, STORE_CF_KV_HISTORY, rk, sizeof(rk));
+    store_txn_delete_blind(txn, STORE_CF_KV_HISTORY, rk, sizeof(rk));
     free(vk);
     if (rev > *trimmed)
         *trimmed = rev;
@@ -555,7 +555,9 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
     }
     store_txn_put(txn, STORE_CF_KV, op->ekey, op->ekey_len, erec, elen);
     kv_rev_key(rev, rk);
-    store_txn_put(txn, STORE_CF_KV_HISTORY, rk, sizeof(rk), evrec, evlen);
+    /* No request reads an event by revision inside a transaction: blind. */
+    store_txn_put_blind(txn, STORE_CF_KV_HISTORY, rk, sizeof(rk), evrec,
+                        evlen);
     reel_be64_put(revbuf, rev);
     store_txn_put(txn, STORE_CF_KV_HISTORY, vk, vklen, revbuf, 8);
     store_txn_emit(txn, STORE_MODULE_KV, KV_CHANGE_EVENT, evrec, evlen);

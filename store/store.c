@@ -18,13 +18,15 @@
  * The writer
  *   Callers push request pointers onto a bounded ring (mutex + condvar). The
  *   writer thread takes up to max_group of them, clears one
- *   WriteBatchWithIndex, and for each request sets a save point, runs its
- *   apply function, and on failure rolls the batch, the revision counter and
- *   the change list back to the save point, so a failed request leaves no
- *   trace and revisions stay gapless. It then puts meta/revision into the
- *   same batch, writes it with sync=true, publishes the group's changes, and
- *   completes the requests. A group stops growing past GROUP_BYTES so one
- *   huge group cannot hold every caller back.
+ *   WriteBatchWithIndex and one plain WriteBatch (the blind writes, which
+ *   the group never reads back, so they skip the index: events stored by
+ *   revision), and for each request sets a save point in both, runs its
+ *   apply function, and on failure rolls both batches, the revision counter
+ *   and the change list back to the save point, so a failed request leaves
+ *   no trace and revisions stay gapless. It then puts meta/revision into the
+ *   indexed batch, writes the two as one batch with sync=true, publishes the
+ *   group's changes, and completes the requests. A group stops growing past
+ *   GROUP_BYTES so one huge group cannot hold every caller back.
  *
  * Invariants
  *   - Revisions are assigned only on the writer thread, in apply order, and
@@ -60,6 +62,8 @@
 #define DEFAULT_QUEUE_CAPACITY 4096
 #define DEFAULT_MAX_GROUP 1024
 #define GROUP_BYTES (32u << 20)
+/* A RocksDB WriteBatch starts with a sequence number and a record count. */
+#define BATCH_HEADER 12
 #define STORE_MEMTABLE_BUDGET ((size_t)64 << 20)
 #define STORE_BLOCK_CACHE ((size_t)32 << 20)
 #define FORMAT_FILE "FORMAT"
@@ -131,6 +135,9 @@ struct store {
     /* Writer thread only (read at close, after it stopped). */
     uint64_t n_groups, n_grouped; /* commits, and the requests they held */
     rocksdb_writebatch_wi_t *wb;
+    rocksdb_writebatch_t *blind; /* the group's unindexed writes */
+    char *joined;                /* wb + blind as one batch (write_group) */
+    size_t joined_cap;
     store_req_t **group;
     change_rec_t *changes;
     size_t n_changes, cap_changes;
@@ -516,6 +523,7 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
         goto fail;
 
     s->wb = rocksdb_writebatch_wi_create(0, 1);
+    s->blind = rocksdb_writebatch_create();
     if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
         rc = reel_status_set(st, REEL_INTERNAL,
                              "cannot start the writer thread");
@@ -568,6 +576,9 @@ void store_close(store_t *s) {
     }
     if (s->wb != NULL)
         rocksdb_writebatch_wi_destroy(s->wb);
+    if (s->blind != NULL)
+        rocksdb_writebatch_destroy(s->blind);
+    free(s->joined);
     flush_memtables(s);
     for (int i = 0; i < STORE_CF__COUNT; i++)
         if (s->cf[i] != NULL)
@@ -763,6 +774,48 @@ static void complete_all(store_req_t **reqs, size_t n) {
 }
 
 /*
+ * Writes the group, wb and blind, as one synced batch. RocksDB's C API has
+ * no call that adds one batch to another, so the two are joined in the batch
+ * format RocksDB documents in write_batch.cc (LevelDB's): an 8-byte sequence
+ * number, a 4-byte little-endian record count, then the records. No key has
+ * records in both (see store_txn_put_blind), so their order across the two
+ * does not matter. Returns -1 if out of memory, else 0 (and *err on failure).
+ */
+static int write_group(store_t *s, char **err) {
+    size_t wlen, blen, len;
+    const char *w, *b;
+    uint32_t count;
+    rocksdb_writebatch_t *joined;
+
+    if (rocksdb_writebatch_count(s->blind) == 0) {
+        rocksdb_write_writebatch_wi(s->db, s->wopts, s->wb, err);
+        return 0;
+    }
+    w = rocksdb_writebatch_wi_data(s->wb, &wlen);
+    b = rocksdb_writebatch_data(s->blind, &blen);
+    len = wlen + blen - BATCH_HEADER;
+    if (len > s->joined_cap) {
+        char *p = realloc(s->joined, len);
+        if (p == NULL)
+            return -1;
+        s->joined = p;
+        s->joined_cap = len;
+    }
+    memcpy(s->joined, w, wlen);
+    memcpy(s->joined + wlen, b + BATCH_HEADER, blen - BATCH_HEADER);
+    count = (uint32_t)rocksdb_writebatch_wi_count(s->wb) +
+            (uint32_t)rocksdb_writebatch_count(s->blind);
+    for (int i = 0; i < 4; i++)
+        s->joined[8 + i] = (char)(count >> (8 * i));
+    joined = rocksdb_writebatch_create_from(s->joined, len);
+    if (joined == NULL)
+        return -1;
+    rocksdb_write(s->db, s->wopts, joined, err);
+    rocksdb_writebatch_destroy(joined);
+    return 0;
+}
+
+/*
  * Applies, commits and completes a prefix of reqs[0..n) as one commit group
  * and returns its length: all n, unless the batch passed GROUP_BYTES first.
  */
@@ -770,7 +823,7 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     store_txn_t txn;
     reel_status_t werr = REEL_STATUS_INIT;
     char *err = NULL;
-    size_t batch_bytes = 0;
+    size_t batch_bytes = 0, blind_bytes = 0;
     unsigned char rev[8];
 
     if (atomic_load(&s->failed)) {
@@ -783,6 +836,7 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     }
 
     rocksdb_writebatch_wi_clear(s->wb);
+    rocksdb_writebatch_clear(s->blind);
     s->n_changes = 0;
     s->arena_used = 0;
     txn.store = s;
@@ -796,6 +850,7 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
         reel_code_t rc;
 
         rocksdb_writebatch_wi_set_save_point(s->wb);
+        rocksdb_writebatch_set_save_point(s->blind);
         rc = req->apply(&txn, req->arg, &req->status);
         if (rc == REEL_OK && req->status.code != REEL_OK)
             rc = req->status.code;
@@ -803,6 +858,8 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
             if (req->status.code == REEL_OK)
                 req->status.code = rc;
             rocksdb_writebatch_wi_rollback_to_save_point(s->wb, &err);
+            if (err == NULL)
+                rocksdb_writebatch_rollback_to_save_point(s->blind, &err);
             if (err != NULL) {
                 /* The batch can no longer be trusted: commit nothing. */
                 take_err(&werr, REEL_INTERNAL, &err,
@@ -825,13 +882,15 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
             req->last_revision = txn.next_rev - 1;
         }
         rocksdb_writebatch_wi_data(s->wb, &batch_bytes);
-        if (batch_bytes >= GROUP_BYTES && i + 1 < n) {
+        rocksdb_writebatch_data(s->blind, &blind_bytes);
+        if (batch_bytes + blind_bytes >= GROUP_BYTES && i + 1 < n) {
             n = i + 1; /* the rest go in the next group */
             break;
         }
     }
 
-    if (rocksdb_writebatch_wi_count(s->wb) == 0) {
+    if (rocksdb_writebatch_wi_count(s->wb) == 0 &&
+        rocksdb_writebatch_count(s->blind) == 0) {
         /* Nothing to write: every request failed or only read. */
         complete_all(reqs, n);
         return n;
@@ -866,11 +925,11 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
                                  strlen(META_REVISION), (const char *)rev, 8);
     if (s->fault != NULL && s->fault(s->fault_arg) != 0)
         reel_status_set(&werr, REEL_UNAVAILABLE, "injected write fault");
-    else {
-        rocksdb_write_writebatch_wi(s->db, s->wopts, s->wb, &err);
-        if (err != NULL)
-            take_err(&werr, REEL_UNAVAILABLE, &err, "write");
-    }
+    else if (write_group(s, &err) != 0)
+        reel_status_set(&werr, REEL_UNAVAILABLE,
+                        "out of memory joining the group's batches");
+    else if (err != NULL)
+        take_err(&werr, REEL_UNAVAILABLE, &err, "write");
     if (werr.code != REEL_OK) {
         fail_store(s, &werr);
         reel_status_fini(&werr);
@@ -946,6 +1005,18 @@ void store_txn_delete(store_txn_t *txn, store_cf_t cf, const void *key,
                       size_t klen) {
     rocksdb_writebatch_wi_delete_cf(txn->store->wb, txn->store->cf[cf], key,
                                     klen);
+}
+
+void store_txn_put_blind(store_txn_t *txn, store_cf_t cf, const void *key,
+                         size_t klen, const void *val, size_t vlen) {
+    rocksdb_writebatch_put_cf(txn->store->blind, txn->store->cf[cf], key, klen,
+                              val, vlen);
+}
+
+void store_txn_delete_blind(store_txn_t *txn, store_cf_t cf, const void *key,
+                            size_t klen) {
+    rocksdb_writebatch_delete_cf(txn->store->blind, txn->store->cf[cf], key,
+                                 klen);
 }
 
 uint64_t store_txn_emit(store_txn_t *txn, store_module_t module, uint32_t type,

@@ -182,6 +182,19 @@ void store_txn_delete(store_txn_t *txn, store_cf_t cf, const void *key,
                       size_t klen);
 
 /*
+ * Blind writes: committed with the group like the two above, but invisible
+ * to store_txn_get and store_txn_iter until the commit, and cheaper (they
+ * skip the batch's index). For keys no request reads inside a transaction,
+ * such as events stored by revision. A key written blind in a group must be
+ * written only blind (puts and deletes) in that group, so its writes stay in
+ * order.
+ */
+void store_txn_put_blind(store_txn_t *txn, store_cf_t cf, const void *key,
+                         size_t klen, const void *val, size_t vlen);
+void store_txn_delete_blind(store_txn_t *txn, store_cf_t cf, const void *key,
+                            size_t klen);
+
+/*
  * Records one committed change and returns its revision: the next global
  * revision. The event bytes are copied. If the request later fails, the
  * revision is given back, so revisions stay gapless.

@@ -471,6 +471,86 @@ static void test_request_sees_earlier_writes_of_its_group(void **state) {
     assert_string_equal(rb.got, "first");
 }
 
+/* Blind writes: b's are rolled back with it, d's stay in order. */
+static reel_code_t apply_blind(store_txn_t *txn, void *arg,
+                               reel_status_t *st) {
+    put_arg_t *a = arg;
+
+    store_txn_put_blind(txn, STORE_CF_KV, a->key, strlen(a->key), a->val,
+                        strlen(a->val));
+    if (strcmp(a->key, "y") == 0)
+        return reel_status_set(st, REEL_ABORTED, "failed after a blind put");
+    if (strcmp(a->key, "z") == 0) {
+        store_txn_delete_blind(txn, STORE_CF_KV, "z", 1);
+        store_txn_delete_blind(txn, STORE_CF_KV, "w", 1);
+        store_txn_put_blind(txn, STORE_CF_KV, "w", 1, "4", 1);
+    }
+    store_txn_put(txn, STORE_CF_KV, "a", 1, a->val, strlen(a->val));
+    return REEL_OK;
+}
+
+static reel_code_t apply_read_x(store_txn_t *txn, void *arg,
+                                reel_status_t *st) {
+    read_back_t *r = arg;
+    char *val = NULL;
+    size_t vlen = 0;
+    reel_code_t rc = store_txn_get(txn, STORE_CF_KV, "x", 1, &val, &vlen, st);
+
+    free(val);
+    snprintf(r->got, sizeof(r->got), "%s", rc == REEL_OK ? "seen" : "unseen");
+    reel_status_fini(st);
+    return REEL_OK;
+}
+
+static void test_blind_writes_commit_with_their_group(void **state) {
+    fixture_t *f = *state;
+    async_req_t x, y, r, z;
+    read_back_t rb = {{0}};
+    gate_t g;
+    char *val;
+
+    gate_close(f->store, &g);
+    async_init(&x, apply_blind, "x", "1", 0);
+    async_init(&y, apply_blind, "y", "2", 0);
+    async_init(&r, apply_read_x, NULL, NULL, 0);
+    r.req.arg = &rb;
+    async_init(&z, apply_blind, "z", "3", 0);
+    assert_int_equal(store_submit(f->store, &x.req), REEL_OK);
+    assert_int_equal(store_submit(f->store, &y.req), REEL_OK);
+    assert_int_equal(store_submit(f->store, &r.req), REEL_OK);
+    assert_int_equal(store_submit(f->store, &z.req), REEL_OK);
+    gate_open(&g);
+    async_wait(&x);
+    async_wait(&y);
+    async_wait(&r);
+    async_wait(&z);
+    assert_int_equal(x.req.status.code, REEL_OK);
+    assert_int_equal(y.req.status.code, REEL_ABORTED);
+    reel_status_fini(&y.req.status);
+    assert_int_equal(z.req.status.code, REEL_OK);
+    /* Not visible inside the group... */
+    assert_string_equal(rb.got, "unseen");
+
+    /* ...committed with it, and durable. */
+    for (int pass = 0; pass < 2; pass++) {
+        val = get_str(f->store, "x");
+        assert_non_null(val);
+        assert_string_equal(val, "1");
+        free(val);
+        assert_null(get_str(f->store, "y"));
+        assert_null(get_str(f->store, "z"));
+        val = get_str(f->store, "w");
+        assert_non_null(val);
+        assert_string_equal(val, "4");
+        free(val);
+        val = get_str(f->store, "a"); /* the indexed write of the same group */
+        assert_non_null(val);
+        assert_string_equal(val, "3");
+        free(val);
+        reopen(f);
+    }
+}
+
 static void test_full_queue_is_resource_exhausted(void **state) {
     fixture_t *f = *state;
     store_opts_t o = fixture_opts(f);
@@ -724,6 +804,8 @@ int main(void) {
             test_failed_request_does_not_fail_its_group, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_request_sees_earlier_writes_of_its_group, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_blind_writes_commit_with_their_group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_queue_is_resource_exhausted,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(

@@ -247,8 +247,8 @@ reel_code_t wal_before_commit(void *arg, store_txn_t *txn,
         unsigned char key[9];
 
         rev_key(w->recs[i].revision, key);
-        store_txn_put(txn, STORE_CF_WAL, key, sizeof(key),
-                      w->buf.p + w->recs[i].off, w->recs[i].len);
+        store_txn_put_blind(txn, STORE_CF_WAL, key, sizeof(key),
+                            w->buf.p + w->recs[i].off, w->recs[i].len);
     }
     put_bytes(w, txn, atomic_load(&w->bytes) + w->buf.len);
     return REEL_OK;
