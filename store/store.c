@@ -103,6 +103,7 @@ struct store {
     char *dir;
     rocksdb_t *db;
     rocksdb_options_t *dbopts;
+    rocksdb_options_t *lookup_opts; /* dbopts + a memtable bloom filter */
     rocksdb_block_based_table_options_t *table;
     rocksdb_cache_t *cache;
     rocksdb_column_family_handle_t *cf[STORE_CF__COUNT];
@@ -345,6 +346,8 @@ static reel_code_t open_db(store_t *s, int fresh, reel_status_t *st) {
             names[n++] = existing[i];
     for (size_t i = 0; i < n; i++)
         cfopts[i] = s->dbopts;
+    cfopts[STORE_CF_RUNS] = cfopts[STORE_CF_JOURNAL] = s->lookup_opts;
+    cfopts[STORE_CF_KV] = cfopts[STORE_CF_SIGNALS] = s->lookup_opts;
     s->db = rocksdb_open_column_families(s->dbopts, s->dir, (int)n, names,
                                          cfopts, handles, &err);
     if (err != NULL) {
@@ -513,6 +516,15 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
         s->table, rocksdb_filterpolicy_create_bloom(10));
     rocksdb_options_set_block_based_table_factory(s->dbopts, s->table);
     rocksdb_options_set_compression(s->dbopts, rocksdb_lz4_compression);
+    /*
+     * Families read by key before most writes, where the key is often new
+     * (a first set, a journal's idempotency key, a new run or signal): a
+     * bloom filter over the memtable answers "not there" without searching
+     * it. 2% of a memtable: 320 KiB each.
+     */
+    s->lookup_opts = rocksdb_options_create_copy(s->dbopts);
+    rocksdb_options_set_memtable_prefix_bloom_size_ratio(s->lookup_opts, 0.02);
+    rocksdb_options_set_memtable_whole_key_filtering(s->lookup_opts, 1);
     s->wopts = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->wopts, 1);
     s->ropts = rocksdb_readoptions_create();
@@ -597,6 +609,8 @@ void store_close(store_t *s) {
     }
     if (s->dbopts != NULL)
         rocksdb_options_destroy(s->dbopts);
+    if (s->lookup_opts != NULL)
+        rocksdb_options_destroy(s->lookup_opts);
     if (s->table != NULL)
         rocksdb_block_based_options_destroy(s->table);
     if (s->cache != NULL)
