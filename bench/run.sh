@@ -94,7 +94,8 @@ installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = "
 etcd_preinstalled=0
 if installed etcd-server; then etcd_preinstalled=1; fi
 
-PEERS=(etcd-server etcd-client rocksdb-tools gnuplot-nox)
+# git: bench/report.py records the commit (machine.json, RESULTS.md) with it
+PEERS=(etcd-server etcd-client rocksdb-tools gnuplot-nox git)
 missing=()
 for p in "${PEERS[@]}"; do
   installed "$p" || missing+=("$p")
