@@ -66,11 +66,48 @@ static void test_depth_is_bounded_and_the_error_located(void **state) {
     assert_string_equal(why, "expected a value");
 }
 
+/* The scan takes 8 plain bytes at a time: each special byte must still be
+ * seen at every offset, and each word boundary. */
+static void test_special_bytes_are_seen_at_every_offset(void **state) {
+    static const struct {
+        const char *bytes;
+        size_t len;
+        int valid;
+    } cases[] = {
+        {"\x00", 1, 0}, {"\x01", 1, 0}, {"\x1f", 1, 0}, {"\x7f", 1, 1},
+        {" ", 1, 1},     {"~", 1, 1},     {"\"", 1, 0},   {"\\", 1, 0},
+        {"\\n", 2, 1}, {"\\\"", 2, 1}, {"\\u00e9", 6, 1},
+        {"\x80", 1, 0}, {"\xff", 1, 0}, {"\xc3\xa9", 2, 1},
+        {"\xe2\x82\xac", 3, 1}, {"\xed\xa0\x80", 3, 0},
+    };
+    char buf[64];
+
+    (void)state;
+    for (size_t c = 0; c < sizeof(cases) / sizeof(*cases); c++) {
+        for (size_t at = 0; at < 24; at++) {
+            size_t n = 0;
+
+            buf[n++] = '"';
+            memset(buf + n, 'a', at);
+            n += at;
+            memcpy(buf + n, cases[c].bytes, cases[c].len);
+            n += cases[c].len;
+            memset(buf + n, 'x', 24 - at); /* \\x is no escape */
+            n += 24 - at;
+            buf[n++] = '"';
+            if ((reel_json_validate(buf, n, NULL, NULL) == 0) != cases[c].valid)
+                fail_msg("case %zu at offset %zu: expected %s", c, at,
+                         cases[c].valid ? "valid" : "invalid");
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accepts_every_kind_of_value),
         cmocka_unit_test(test_refuses_what_rfc_8259_refuses),
         cmocka_unit_test(test_depth_is_bounded_and_the_error_located),
+        cmocka_unit_test(test_special_bytes_are_seen_at_every_offset),
     };
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);
 }

@@ -1,6 +1,22 @@
 #include "base/text.h"
 
 #include <stdint.h>
+#include <string.h>
+
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/*
+ * True if the 8 bytes at p are all in 0x01-0x7f. A byte of 0 borrows in
+ * v - ONES and leaves its high bit set; a byte of 0x80 or more has it set in
+ * v; with neither, no byte borrows and no high bit is set.
+ */
+static int plain8(const unsigned char *p) {
+    uint64_t v;
+
+    memcpy(&v, p, 8);
+    return ((v | (v - ONES)) & HIGHS) == 0;
+}
 
 int reel_utf8_valid(const char *s, size_t len) {
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
@@ -10,6 +26,10 @@ int reel_utf8_valid(const char *s, size_t len) {
         size_t n;
         uint32_t cp;
 
+        if (end - p >= 8 && plain8(p)) { /* the common case: ASCII */
+            p += 8;
+            continue;
+        }
         if (c == 0)
             return 0;
         if (c < 0x80) {
