@@ -64,6 +64,8 @@
 #define GROUP_BYTES (32u << 20)
 /* A RocksDB WriteBatch starts with a sequence number and a record count. */
 #define BATCH_HEADER 12
+/* The joined batch's buffer is kept between groups up to this size. */
+#define JOINED_KEEP ((size_t)1 << 20)
 #define STORE_MEMTABLE_BUDGET ((size_t)64 << 20)
 #define STORE_BLOCK_CACHE ((size_t)32 << 20)
 #define FORMAT_FILE "FORMAT"
@@ -841,6 +843,11 @@ static int write_group(store_t *s, char **err) {
         return -1;
     rocksdb_write(s->db, s->wopts, joined, err);
     rocksdb_writebatch_destroy(joined);
+    if (s->joined_cap > JOINED_KEEP) { /* a big group: do not hold on */
+        free(s->joined);
+        s->joined = NULL;
+        s->joined_cap = 0;
+    }
     return 0;
 }
 
