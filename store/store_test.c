@@ -248,6 +248,19 @@ static void async_wait(async_req_t *a) {
     pthread_mutex_unlock(&a->mu);
 }
 
+/* Submits reqs behind a closed gate, so the writer takes them as one group,
+ * then opens it and waits for every one. */
+static void run_as_one_group(store_t *s, async_req_t *const *reqs, size_t n) {
+    gate_t g;
+
+    gate_close(s, &g);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(store_submit(s, &reqs[i]->req), REEL_OK);
+    gate_open(&g);
+    for (size_t i = 0; i < n; i++)
+        async_wait(reqs[i]);
+}
+
 /* ---- Tests -------------------------------------------------------------- */
 
 static void test_revisions_are_gapless_and_survive_reopen(void **state) {
@@ -400,20 +413,12 @@ static void test_concurrent_submitters_commit_each_write_once_in_order(
 static void test_failed_request_does_not_fail_its_group(void **state) {
     fixture_t *f = *state;
     async_req_t a, b, c;
-    gate_t g;
     char *val;
 
-    gate_close(f->store, &g);
     async_init(&a, apply_put, "a", "1", 1);
     async_init(&b, apply_put_then_fail, "b", "2", 2);
     async_init(&c, apply_put, "c", "3", 1);
-    assert_int_equal(store_submit(f->store, &a.req), REEL_OK);
-    assert_int_equal(store_submit(f->store, &b.req), REEL_OK);
-    assert_int_equal(store_submit(f->store, &c.req), REEL_OK);
-    gate_open(&g);
-    async_wait(&a);
-    async_wait(&b);
-    async_wait(&c);
+    run_as_one_group(f->store, (async_req_t *[]){&a, &b, &c}, 3);
 
     assert_int_equal(a.req.status.code, REEL_OK);
     assert_int_equal(c.req.status.code, REEL_OK);
@@ -456,17 +461,11 @@ static void test_request_sees_earlier_writes_of_its_group(void **state) {
     fixture_t *f = *state;
     async_req_t a, r;
     read_back_t rb = {{0}};
-    gate_t g;
 
-    gate_close(f->store, &g);
     async_init(&a, apply_put, "a", "first", 0);
     async_init(&r, apply_read_a, NULL, NULL, 0);
     r.req.arg = &rb;
-    assert_int_equal(store_submit(f->store, &a.req), REEL_OK);
-    assert_int_equal(store_submit(f->store, &r.req), REEL_OK);
-    gate_open(&g);
-    async_wait(&a);
-    async_wait(&r);
+    run_as_one_group(f->store, (async_req_t *[]){&a, &r}, 2);
     assert_int_equal(r.req.status.code, REEL_OK);
     assert_string_equal(rb.got, "first");
 }
@@ -506,24 +505,14 @@ static void test_blind_writes_commit_with_their_group(void **state) {
     fixture_t *f = *state;
     async_req_t x, y, r, z;
     read_back_t rb = {{0}};
-    gate_t g;
     char *val;
 
-    gate_close(f->store, &g);
     async_init(&x, apply_blind, "x", "1", 0);
     async_init(&y, apply_blind, "y", "2", 0);
     async_init(&r, apply_read_x, NULL, NULL, 0);
     r.req.arg = &rb;
     async_init(&z, apply_blind, "z", "3", 0);
-    assert_int_equal(store_submit(f->store, &x.req), REEL_OK);
-    assert_int_equal(store_submit(f->store, &y.req), REEL_OK);
-    assert_int_equal(store_submit(f->store, &r.req), REEL_OK);
-    assert_int_equal(store_submit(f->store, &z.req), REEL_OK);
-    gate_open(&g);
-    async_wait(&x);
-    async_wait(&y);
-    async_wait(&r);
-    async_wait(&z);
+    run_as_one_group(f->store, (async_req_t *[]){&x, &y, &r, &z}, 4);
     assert_int_equal(x.req.status.code, REEL_OK);
     assert_int_equal(y.req.status.code, REEL_ABORTED);
     reel_status_fini(&y.req.status);
