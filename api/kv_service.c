@@ -370,7 +370,8 @@ static void watch_cleanup(void *arg) {
     free(wc);
 }
 
-static const kv_watch_sink_t watch_sink = {watch_deliver, watch_end};
+static const kv_watch_sink_t watch_sink = {.deliver = watch_deliver,
+                                           .end = watch_end};
 
 static void watch_value_start(rpc_call_t *call, api_ctx_t *ctx,
                               const uint8_t *req, size_t len, int batched) {
@@ -475,6 +476,46 @@ static int multi_deliver(void *arg, kv_event_t *ev) {
                : 1;
 }
 
+/*
+ * Coalesced: one WatchValuesEvent for n watches of the stream, framed as
+ * watch = the first, also = the rest (packed), then the event. Protobuf
+ * fields may come in any order, so the shared encoding stays the body.
+ */
+static int multi_deliver_group(void *const *args, size_t n, kv_event_t *ev) {
+    multi_item_t *first = args[0];
+    uint8_t small[256], *head = small;
+    size_t cap = 24 + 5 * n, len = 0, packed = 0;
+    int rc;
+
+    if (ev->wire == NULL && watch_deliver_encode(ev) != 0)
+        return 1;
+    if (cap > sizeof(small) && (head = malloc(cap)) == NULL)
+        return 1;
+    if (first->index > 0) {
+        head[len++] = 0x08; /* field 1, varint */
+        len += api_wire_put_varint(head + len, first->index);
+    }
+    for (size_t i = 1; i < n; i++)
+        packed += api_wire_varint_size(((multi_item_t *)args[i])->index);
+    if (packed > 0) {
+        head[len++] = 0x1a; /* field 3, packed */
+        len += api_wire_put_varint(head + len, packed);
+        for (size_t i = 1; i < n; i++)
+            len += api_wire_put_varint(head + len,
+                                       ((multi_item_t *)args[i])->index);
+    }
+    head[len++] = 0x12; /* field 2, length-delimited */
+    len += api_wire_put_varint(head + len, ev->wire_len);
+    if (first->m->batched)
+        rc = api_send_element(first->m->call, head, len, ev->wire,
+                              ev->wire_len);
+    else
+        rc = rpc_call_send2(first->m->call, head, len, ev->wire, ev->wire_len);
+    if (head != small)
+        free(head);
+    return rc == REEL_OK ? 0 : 1;
+}
+
 static void multi_cancel_all(multi_watch_t *m) {
     for (size_t i = 0; i < m->n; i++)
         kv_watch_cancel(m->items[i].watch);
@@ -518,7 +559,11 @@ static void multi_cleanup(void *arg) {
     free(m);
 }
 
-static const kv_watch_sink_t multi_sink = {multi_deliver, multi_end};
+static const kv_watch_sink_t multi_sink = {
+    .deliver = multi_deliver,
+    .deliver_group = multi_deliver_group,
+    .end = multi_end,
+};
 
 static void watch_values_start(rpc_call_t *call, api_ctx_t *ctx,
                                const uint8_t *req, size_t len, int batched) {
@@ -556,6 +601,7 @@ static void watch_values_start(rpc_call_t *call, api_ctx_t *ctx,
         a.start = (kv_watch_start_t)w->start;
         a.from_version = w->from_version;
         a.from_revision = w->from_revision;
+        a.group = in->coalesce ? m : NULL;
         m->items[i].m = m;
         m->items[i].index = (uint32_t)i;
         if (kv_watch_create(ctx->kv, &a, &multi_sink, &m->items[i],

@@ -1,6 +1,7 @@
 #include "api/reply.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/wire.h"
@@ -31,15 +32,19 @@ void api_finish_cancelled(rpc_call_t *call, reel_code_t why) {
 
 reel_code_t api_send_element(rpc_call_t *call, const uint8_t *pre,
                              size_t plen, const void *body, size_t blen) {
-    uint8_t head[1 + 10 + 32];
+    uint8_t small[1 + 10 + 32], *head = small;
+    reel_code_t rc;
     size_t n;
 
-    if (plen > sizeof(head) - 11)
-        return REEL_INTERNAL;
+    if (plen > sizeof(small) - 11 && (head = malloc(11 + plen)) == NULL)
+        return REEL_RESOURCE_EXHAUSTED;
     head[0] = 0x0a; /* field 1, length-delimited */
     n = 1 + api_wire_put_varint(head + 1, plen + blen);
     if (plen > 0)
         memcpy(head + n, pre, plen);
-    return rpc_call_send_merged(call, head, n + plen, body, blen,
-                                API_BATCH_MAX_BYTES);
+    rc = rpc_call_send_merged(call, head, n + plen, body, blen,
+                              API_BATCH_MAX_BYTES);
+    if (head != small)
+        free(head);
+    return rc;
 }

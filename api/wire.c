@@ -36,6 +36,16 @@ size_t api_wire_put_varint(uint8_t *p, uint64_t v) {
     return n;
 }
 
+size_t api_wire_varint_size(uint64_t v) {
+    size_t n = 1;
+
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
 static reel_code_t walk(const ProtobufCMessageDescriptor *d, const uint8_t *p,
                         const uint8_t *end, int depth, reel_status_t *st) {
     if (depth > MAX_DEPTH)

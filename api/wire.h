@@ -24,6 +24,9 @@
  */
 size_t api_wire_put_varint(uint8_t *p, uint64_t v);
 
+/* The length api_wire_put_varint() would write for v. */
+size_t api_wire_varint_size(uint64_t v);
+
 /* OK, or INVALID_ARGUMENT naming the field (e.g. "lease_owner"). */
 reel_code_t api_wire_check(const ProtobufCMessageDescriptor *d,
                            const uint8_t *buf, size_t len, reel_status_t *st);

@@ -1,6 +1,7 @@
 /*
  * api/wire_test.c: string fields with NUL bytes or bad UTF-8 are refused
- * at any depth; everything else passes through to the decoder.
+ * at any depth; everything else passes through to the decoder. The varint
+ * writer and its size agree at every length boundary.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -62,11 +63,30 @@ static void test_bytes_payloads_and_garbage_are_left_to_the_decoder(
                      REEL_OK);
 }
 
+static void test_varint_size_matches_what_is_written(void **state) {
+    const uint64_t v[] = {0,          1,          127,        128,
+                          16383,      16384,      2097151,    2097152,
+                          UINT32_MAX, 1ULL << 56, UINT64_MAX};
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        uint8_t buf[10];
+        size_t n = api_wire_put_varint(buf, v[i]);
+
+        assert_int_equal(api_wire_varint_size(v[i]), n);
+        assert_int_equal(buf[n - 1] & 0x80, 0);
+    }
+    assert_int_equal(api_wire_varint_size(127), 1);
+    assert_int_equal(api_wire_varint_size(128), 2);
+    assert_int_equal(api_wire_varint_size(UINT64_MAX), 10);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nul_in_a_top_level_string_is_refused),
         cmocka_unit_test(test_bad_strings_inside_map_entries_are_refused),
         cmocka_unit_test(test_bytes_payloads_and_garbage_are_left_to_the_decoder),
+        cmocka_unit_test(test_varint_size_matches_what_is_written),
     };
     return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }

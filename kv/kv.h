@@ -189,6 +189,12 @@ typedef struct kv_watch_args {
     kv_watch_start_t start;
     uint64_t from_version;
     uint64_t from_revision;
+    /*
+     * Watches created with the same non-NULL group share one sink that has
+     * deliver_group(): an event that several of them receive live at the
+     * same point goes to it once, for all of them. NULL: on its own.
+     */
+    void *group;
 } kv_watch_args_t;
 
 typedef struct kv_watch_sink {
@@ -199,6 +205,15 @@ typedef struct kv_watch_sink {
      * event taken, so nothing is missed or repeated.
      */
     int (*deliver)(void *arg, kv_event_t *ev);
+    /*
+     * Optional (used for grouped watches): takes one event for the n
+     * watches whose sink_args are args[0..n-1], all of one group, in no
+     * particular order.
+     * 0 if taken for all of them, non-zero if full: then none took it, and
+     * each resumes from storage as after a full deliver(). Called by the
+     * publish step with no watch's mutex held.
+     */
+    int (*deliver_group)(void *const *args, size_t n, kv_event_t *ev);
     /*
      * The watch cannot continue (e.g. it fell behind retained history):
      * st says why and names the last revision delivered. Called at most

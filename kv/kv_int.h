@@ -33,6 +33,10 @@ struct kv {
     uint64_t last_published;  /* the highest revision handed to kv_publish */
     kv_bucket_t *exact;       /* uthash: "ns\0key" -> watches of that key */
     kv_watch_t *patterns;     /* pattern watches, doubly linked */
+    /* Publish's scratch for a group's watches due one event (hub_mu). */
+    kv_watch_t **run;
+    void **run_args;
+    size_t run_cap;
 };
 
 /* ---- Encodings (kv.c) ---------------------------------------------------- */

@@ -3,7 +3,8 @@
  *
  * Each test opens a store and a kv in a fresh temporary data dir. Watches
  * deliver into a test sink that holds at most `limit` events before saying
- * it is full, so tests can stall a watcher and let it catch up.
+ * it is full, so tests can stall a watcher and let it catch up; grouped
+ * watches share one deliver_group() that a test can make refuse.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -143,19 +144,13 @@ typedef struct sink {
     size_t held;
     int ended;
     reel_status_t end;
+    struct group *group; /* deliver_group()'s shared state, or NULL */
 } sink_t;
 
-static int sink_deliver(void *arg, kv_event_t *ev) {
-    sink_t *s = arg;
-    rec_t *r;
+/* Call with s->mu held. */
+static void sink_record(sink_t *s, const kv_event_t *ev) {
+    rec_t *r = &s->recs[s->n++];
 
-    pthread_mutex_lock(&s->mu);
-    if (s->held >= s->limit || s->n == 4096) {
-        pthread_mutex_unlock(&s->mu);
-        return 1;
-    }
-    r = &s->recs[s->n++];
-    s->held++;
     r->type = ev->type;
     snprintf(r->key, sizeof(r->key), "%s", ev->key);
     snprintf(r->value, sizeof(r->value), "%s", ev->value);
@@ -165,7 +160,43 @@ static int sink_deliver(void *arg, kv_event_t *ev) {
     r->revision = ev->revision;
     r->deleted = ev->deleted;
     pthread_cond_broadcast(&s->cv);
+}
+
+static int sink_deliver(void *arg, kv_event_t *ev) {
+    sink_t *s = arg;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->held >= s->limit || s->n == 4096) {
+        pthread_mutex_unlock(&s->mu);
+        return 1;
+    }
+    s->held++;
+    sink_record(s, ev);
     pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+/* Grouped watches' shared sink: counts its calls; `full` refuses them. */
+typedef struct group {
+    int full;
+    size_t calls, watches; /* calls taken, and the watches they were for */
+} group_t;
+
+static int sink_deliver_group(void *const *args, size_t n, kv_event_t *ev) {
+    group_t *g = ((sink_t *)args[0])->group;
+
+    if (g->full)
+        return 1;
+    g->calls++;
+    g->watches += n;
+    for (size_t i = 0; i < n; i++) {
+        sink_t *s = args[i];
+
+        assert_ptr_equal(s->group, g);
+        pthread_mutex_lock(&s->mu);
+        sink_record(s, ev);
+        pthread_mutex_unlock(&s->mu);
+    }
     return 0;
 }
 
@@ -179,7 +210,9 @@ static void sink_end(void *arg, const reel_status_t *st) {
     pthread_mutex_unlock(&s->mu);
 }
 
-static const kv_watch_sink_t test_sink = {sink_deliver, sink_end};
+static const kv_watch_sink_t test_sink = {.deliver = sink_deliver,
+                                          .deliver_group = sink_deliver_group,
+                                          .end = sink_end};
 
 static sink_t *sink_new(size_t limit) {
     sink_t *s = calloc(1, sizeof(*s));
@@ -223,6 +256,7 @@ static kv_watch_t *watch(fixture_t *f, const char *key, kv_watch_start_t start,
     a.start = start;
     a.from_version = start == KV_WATCH_FROM_VERSION ? from : 0;
     a.from_revision = start == KV_WATCH_FROM_REVISION ? from : 0;
+    a.group = s->group;
     rc = kv_watch_create(f->kv, &a, &test_sink, s, &w, st);
     if (rc_out != NULL)
         *rc_out = rc;
@@ -693,6 +727,72 @@ static void test_snapshot_then_live_has_no_gap_or_duplicate(void **state) {
     sink_free(s);
 }
 
+static void test_grouped_watches_take_a_live_event_once_for_all(void **state) {
+    fixture_t *f = *state;
+    group_t g = {0};
+    sink_t *s[3], *alone = sink_new(1000);
+    kv_watch_t *w[3], *wa;
+    char val[16];
+
+    for (int i = 0; i < 3; i++) {
+        s[i] = sink_new(1000);
+        s[i]->group = &g;
+    }
+    /* Created in this order: s[0], alone, s[1], s[2]. s[1] and s[2] sit
+     * together; s[0] is cut off from them by a watch of no group. */
+    w[0] = watch(f, "k", KV_WATCH_NOW, 0, s[0], NULL, NULL);
+    wa = watch(f, "k", KV_WATCH_NOW, 0, alone, NULL, NULL);
+    w[1] = watch(f, "k", KV_WATCH_NOW, 0, s[1], NULL, NULL);
+    w[2] = watch(f, "k", KV_WATCH_NOW, 0, s[2], NULL, NULL);
+    for (int v = 1; v <= 3; v++) {
+        snprintf(val, sizeof(val), "%d", v);
+        set_ok(f->kv, "k", val);
+    }
+    /* Per event: one call for s[1] and s[2] together, one for s[0]. */
+    assert_int_equal(g.calls, 6);
+    assert_int_equal(g.watches, 9);
+    assert_int_equal(alone->n, 4);
+
+    /* The group's sink is full: the event is refused for all of them, and
+     * they stop taking live events; the watch of no group goes on. */
+    g.full = 1;
+    set_ok(f->kv, "k", "4");
+    set_ok(f->kv, "k", "5");
+    assert_int_equal(g.calls, 6);
+    assert_int_equal(alone->n, 6);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(s[i]->n, 4);
+
+    /* Room again: each catches up from storage on its own, then is live
+     * and grouped again. */
+    g.full = 0;
+    for (int i = 0; i < 3; i++) {
+        kv_watch_pump(w[i]);
+        assert_int_equal(s[i]->n, 6);
+    }
+    assert_int_equal(g.calls, 6);
+    set_ok(f->kv, "k", "6");
+    assert_int_equal(g.calls, 8);
+    assert_int_equal(g.watches, 12);
+
+    /* Every watch saw BOOTSTRAP_DONE, then each version once, in order. */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(s[i]->n, 7);
+        assert_int_equal(s[i]->recs[0].type, KV_EVENT_BOOTSTRAP_DONE);
+        for (int v = 1; v <= 6; v++) {
+            snprintf(val, sizeof(val), "%d", v);
+            assert_int_equal(s[i]->recs[v].version, (uint64_t)v);
+            assert_string_equal(s[i]->recs[v].value, val);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        kv_watch_destroy(w[i]);
+        sink_free(s[i]);
+    }
+    kv_watch_destroy(wa);
+    sink_free(alone);
+}
+
 static void test_stalled_watcher_catches_up_from_storage(void **state) {
     fixture_t *f = *state;
     sink_t *s = sink_new(5);
@@ -830,6 +930,7 @@ int main(void) {
         T(test_patterns_match_exactly_what_they_should),
         T(test_malformed_watch_patterns_are_invalid),
         T(test_snapshot_then_live_has_no_gap_or_duplicate),
+        T(test_grouped_watches_take_a_live_event_once_for_all),
         T(test_stalled_watcher_catches_up_from_storage),
         T3(test_stalled_watcher_past_retention_ends_naming_its_revision),
         T(test_from_version_replays_then_goes_live),

@@ -21,14 +21,21 @@
  * published to it. Changes committed but not yet published may be in S too;
  * LIVE delivery skips revisions <= cursor, so none is sent twice.
  *
+ * Watches of one group (kv_watch_args_t.group) are linked next to each
+ * other when created together; publish hands an event to all of a group's
+ * adjacent LIVE watches in one deliver_group() call, so a stream of many
+ * watches on one key carries the event once. A grouped watch that is not
+ * LIVE (catching up) or not adjacent simply gets its own deliver().
+ *
  * When the sink is full, a LIVE watch drops back to HISTORY without taking
  * the event; its owner pumps it when the sink drains, and it catches up from
  * storage. A stalled watcher therefore costs one bounded sink and no work
  * per write. If the history it needs was trimmed, it ends with OUT_OF_RANGE
  * naming the last revision it received.
  *
- * Locks: hub_mu (registry, last_published) before a watch's mu. Sinks are
- * called with the watch's mu held (and hub_mu, from publish).
+ * Locks: hub_mu (registry, last_published) before a watch's mu. deliver()
+ * is called with the watch's mu held (and hub_mu, from publish);
+ * deliver_group() with hub_mu only.
  */
 #include "kv/kv_int.h"
 
@@ -60,6 +67,7 @@ struct kv_watch {
     size_t lit_len; /* the pattern's literal prefix */
     kv_watch_sink_t sink;
     void *arg;
+    void *group;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -90,6 +98,8 @@ void kv_hub_fini(kv_t *kv) {
         HASH_DEL(kv->exact, b);
         free(b);
     }
+    free(kv->run);
+    free(kv->run_args);
     pthread_mutex_destroy(&kv->hub_mu);
 }
 
@@ -171,6 +181,88 @@ static void deliver_live(kv_watch_t *w, kv_event_t *ev) {
     pthread_mutex_unlock(&w->mu);
 }
 
+/*
+ * Call with hub_mu held. While it is held a LIVE watch cannot change:
+ * only publish moves it out of LIVE, and cancel needs hub_mu. So the
+ * watches found due here are still due when their group's sink has taken
+ * the event, and each is updated after it.
+ */
+static int live_due(kv_watch_t *w, const kv_event_t *ev) {
+    int due;
+
+    if (!atomic_load(&w->live))
+        return 0;
+    pthread_mutex_lock(&w->mu);
+    due = w->phase == PH_LIVE && !w->dead && ev->revision > w->cursor;
+    pthread_mutex_unlock(&w->mu);
+    return due;
+}
+
+static int run_reserve(kv_t *kv, size_t n) {
+    kv_watch_t **r;
+    void **a;
+    size_t cap = kv->run_cap ? kv->run_cap : 16;
+
+    if (n <= kv->run_cap)
+        return 0;
+    while (cap < n)
+        cap *= 2;
+    if ((r = realloc(kv->run, cap * sizeof(*r))) == NULL)
+        return -1;
+    kv->run = r;
+    if ((a = realloc(kv->run_args, cap * sizeof(*a))) == NULL)
+        return -1;
+    kv->run_args = a;
+    kv->run_cap = cap;
+    return 0;
+}
+
+/*
+ * Call with hub_mu held: delivers ev to the watches of list w that match
+ * it (all of them when !patterns), each adjacent run of one group's
+ * watches in one deliver_group() call.
+ */
+static void publish_list(kv_t *kv, kv_watch_t *w, kv_event_t *ev,
+                         int patterns) {
+    while (w != NULL) {
+        void *g = w->group;
+        size_t n = 0;
+        int full;
+
+        if (g == NULL || w->sink.deliver_group == NULL) {
+            if (!patterns || watch_matches(w, ev))
+                deliver_live(w, ev);
+            w = w->next;
+            continue;
+        }
+        for (; w != NULL && w->group == g; w = w->next) {
+            if ((patterns && !watch_matches(w, ev)) || !live_due(w, ev))
+                continue;
+            if (run_reserve(kv, n + 1) != 0) {
+                deliver_live(w, ev); /* out of memory: this one alone */
+                continue;
+            }
+            kv->run[n] = w;
+            kv->run_args[n++] = w->arg;
+        }
+        if (n == 0)
+            continue;
+        full = kv->run[0]->sink.deliver_group(kv->run_args, n, ev) != 0;
+        for (size_t i = 0; i < n; i++) {
+            kv_watch_t *x = kv->run[i];
+
+            pthread_mutex_lock(&x->mu);
+            if (!full) {
+                x->cursor = ev->revision;
+            } else {
+                atomic_store(&x->live, 0);
+                x->phase = PH_HISTORY;
+            }
+            pthread_mutex_unlock(&x->mu);
+        }
+    }
+}
+
 int kv_change_decode(const store_change_t *c, kv_event_t *ev) {
     if (c->module != STORE_MODULE_KV || c->type != KV_CHANGE_EVENT)
         return 0;
@@ -197,11 +289,9 @@ void kv_publish(kv_t *kv, const store_change_t *changes, size_t n) {
             HASH_FIND(hh, kv->exact, ek, eklen, b);
             free(ek);
         }
-        for (kv_watch_t *w = b ? b->head : NULL; w != NULL; w = w->next)
-            deliver_live(w, &ev);
-        for (kv_watch_t *w = kv->patterns; w != NULL; w = w->next)
-            if (watch_matches(w, &ev))
-                deliver_live(w, &ev);
+        if (b != NULL)
+            publish_list(kv, b->head, &ev, 0);
+        publish_list(kv, kv->patterns, &ev, 1);
         kv_event_fini(&ev);
     }
     if (n > 0 && changes[n - 1].revision > kv->last_published)
@@ -284,6 +374,7 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
     w->kv = kv;
     w->sink = *sink;
     w->arg = sink_arg;
+    w->group = a->group;
     w->ns = dup_bytes(a->ns, a->ns_len);
     w->key = dup_bytes(a->key, a->key_len);
     w->ns_len = a->ns_len;

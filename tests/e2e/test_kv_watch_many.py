@@ -1,7 +1,9 @@
 """reel.v1.KV/WatchValues end to end: many watches on one stream behave as
 they would alone (start modes, transitions with previous values, patterns),
 a stream that is not read catches up from storage for every watch, and bad
-input names the watch (watches[i]) and the limit.
+input names the watch (watches[i]) and the limit. With coalesce, an event
+for several watches comes once, naming them all (watch and also), and each
+watch still gets every event once, in order.
 """
 import collections
 import json
@@ -29,7 +31,7 @@ def W(ns, key, start=NOW, **kw):
     return kv_pb2.WatchValueRequest(namespace=ns, key=key, start=start, **kw)
 
 
-def watch_values(channel, watches, timeout=60, batched=False):
+def watch_values(channel, watches, timeout=60, batched=False, coalesce=False):
     """A WatchValues stream, or with batched a WatchValuesBatches one."""
     if batched:
         call = stream(channel, "/reel.v1.KV/WatchValuesBatches", kv_pb2.WatchValuesRequest,
@@ -37,7 +39,8 @@ def watch_values(channel, watches, timeout=60, batched=False):
     else:
         call = stream(channel, "/reel.v1.KV/WatchValues", kv_pb2.WatchValuesRequest,
                       kv_pb2.WatchValuesEvent)
-    return call(kv_pb2.WatchValuesRequest(watches=watches), timeout=timeout)
+    return call(kv_pb2.WatchValuesRequest(watches=watches, coalesce=coalesce),
+                timeout=timeout)
 
 
 def setter(channel):
@@ -49,12 +52,14 @@ def setter(channel):
 
 class Reader:
     """Reads a stream on a thread; events per watch index, in arrival order
-    (a batched stream's messages are read element by element)."""
+    (a batched stream's messages are read element by element; a coalesced
+    element counts for `watch` and for each of `also`)."""
 
     def __init__(self, call):
         self.call = call
         self.q = queue.Queue()
         self.by_watch = collections.defaultdict(list)
+        self.elements = []  # (watches named, event), in arrival order
         self.error = None
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -80,7 +85,10 @@ class Reader:
             if item is None or isinstance(item, grpc.RpcError):
                 self.error = item
                 return
-            self.by_watch[item.watch].append(item.event)
+            named = [item.watch] + list(item.also)
+            self.elements.append((named, item.event))
+            for i in named:
+                self.by_watch[i].append(item.event)
 
     def puts(self, i):
         return [e for e in self.by_watch[i] if e.type == PUT]
@@ -125,6 +133,91 @@ def test_each_watch_on_a_shared_stream_sees_its_own_transitions(chan):
         revs = [e.revision for e in r.puts(i)]
         assert revs == sorted(revs) and len(set(revs)) == len(revs)
     r.call.cancel()
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["WatchValues", "WatchValuesBatches"])
+def test_coalesced_watches_get_an_event_once_naming_them_all(chan, batched):
+    set_value = setter(chan)
+    r = Reader(watch_values(chan, [W("co", "hot") for _ in range(50)] + [
+        W("co", "cold"),   # 50: another key
+        W("co", "*"),      # 51: a pattern over both
+    ], batched=batched, coalesce=True))
+    r.until(lambda r: r.booted(52))
+    # A watch goes live just after its BOOTSTRAP_DONE; a change made before
+    # that reaches it from storage, alone. Write until one change comes as
+    # one element for all 50 (every watch of "hot" is live), then five more.
+    hot = lambda: [sorted(named) for named, e in r.elements  # noqa: E731
+                   if e.type == PUT and e.key == "hot"]
+    n = 0
+    while not hot() or hot()[-2] != list(range(50)):
+        assert n < 100, hot()
+        n += 1
+        set_value("co", "hot", {"n": n})
+        r.until(lambda r: len(r.puts(0)) == n and len(r.puts(51)) == n)
+    seen = len(hot())
+    for n in range(n + 1, n + 6):
+        set_value("co", "hot", {"n": n})
+    set_value("co", "cold", {"n": 1})
+    r.until(lambda r: len(r.puts(0)) == n and len(r.puts(50)) == 1 and len(r.puts(51)) == n + 1)
+
+    # A reader that keeps up: each change to "hot" came as one element for
+    # all 50 of its watches; the pattern's and the other key's came alone.
+    assert hot()[seen:] == [list(range(50)), [51]] * 5, hot()[seen:]
+    cold = [named for named, e in r.elements if e.type == PUT and e.key == "cold"]
+    assert cold == [[50], [51]], cold
+    # Each watch: every version once, in order, with the previous value.
+    for i in range(50):
+        assert [(json.loads(e.prev_value or "null"), json.loads(e.value)["n"])
+                for e in r.puts(i)] == [(None, 1)] + [({"n": v - 1}, v) for v in range(2, n + 1)]
+    assert [e.version for e in r.puts(51)] == list(range(1, n + 1)) + [1]
+    assert [e.key for e in r.puts(51)] == ["hot"] * n + ["cold"]
+    # Nothing for a watch in an element that does not name it.
+    assert sum(len(named) for named, e in r.elements if e.type == PUT) == 50 * n + n + 2
+    r.call.cancel()
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["WatchValues", "WatchValuesBatches"])
+def test_coalesced_watches_nobody_reads_each_catch_up_once(tmp_path, batched):
+    server = Reeld(str(tmp_path / "data")).start()
+    ch = grpc.insecure_channel(server.addr)
+    try:
+        set_value = setter(ch)
+        keys = [f"k{i}" for i in range(40)]
+        # Four watches on each key, not next to each other in the request
+        # (0-39, then 40-79, ...): a key's watches are coalesced all the same.
+        call = watch_values(ch, [W("cl", k, NOW) for _ in range(4) for k in keys],
+                            timeout=120, batched=batched, coalesce=True)
+        call.initial_metadata()
+        pad = "x" * 4000
+        # 40 keys x 90 versions x ~8 KiB events: more than the stream's
+        # queue holds even coalesced, so the watches fall back to storage
+        # (and fewer than the 100 versions a key's history keeps).
+        for v in range(90):
+            for k in keys:
+                set_value("cl", k, {"v": v, "pad": pad})
+        r = Reader(call)
+        r.until(lambda r: all(len(r.puts(i)) == 90 for i in range(160)), limit=90)
+        assert r.error is None, r.error
+        for i in range(160):
+            k = keys[i % 40]
+            puts = r.puts(i)
+            assert [e.version for e in puts] == list(range(1, 91)), i
+            assert all(e.key == k for e in puts)
+        assert sum(len(named) for named, e in r.elements if e.type == PUT) == 160 * 90
+        # Some came from storage, one watch each: the queue did overflow.
+        assert any(len(named) == 1 for named, e in r.elements if e.type == PUT)
+        # Live again once caught up, and coalesced: one element for the
+        # four watches of the key.
+        set_value("cl", "k3", {"v": "live"})
+        r.until(lambda r: len(r.puts(3)) == 91 and len(r.puts(123)) == 91)
+        live = [sorted(named) for named, e in r.elements
+                if e.type == PUT and e.version == 91]
+        assert live == [[3, 43, 83, 123]], live
+        call.cancel()
+    finally:
+        ch.close()
+        code, _ = server.stop()
+    assert code == 0, server.log()
 
 
 @pytest.mark.parametrize("batched", [False, True], ids=["WatchValues", "WatchValuesBatches"])
