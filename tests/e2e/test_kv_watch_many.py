@@ -188,8 +188,8 @@ def test_coalesced_watches_nobody_reads_each_catch_up_once(tmp_path, batched):
         call = watch_values(ch, [W("cl", k, NOW) for _ in range(4) for k in keys],
                             timeout=120, batched=batched, coalesce=True)
         call.initial_metadata()
-        pad = "x" * 4000
-        # 40 keys x 90 versions x ~8 KiB events: more than the stream's
+        pad = "x" * 2000
+        # 40 keys x 90 versions x ~4 KiB events: more than the stream's
         # queue holds even coalesced, so the watches fall back to storage
         # (and fewer than the 100 versions a key's history keeps).
         for v in range(90):
