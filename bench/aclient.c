@@ -3,7 +3,7 @@
  *
  * Every tag on the completion queue is an ac_tag_t whose kind says what
  * completed: a whole unary call (one batch of six ops), a stream's opening
- * batch, one of its receives, or its status. A stream is reference-counted:
+ * batch, one of its receives, a further send, or its status. A stream is reference-counted:
  * the opener's hold, the status batch, and the receive in flight.
  */
 #include "bench/aclient.h"
@@ -25,7 +25,7 @@
 
 #define MAX_METHODS 16
 
-enum { TAG_UNARY, TAG_OPEN, TAG_RECV, TAG_STATUS };
+enum { TAG_UNARY, TAG_OPEN, TAG_RECV, TAG_STATUS, TAG_SEND };
 
 typedef struct ac_tag {
     int kind;
@@ -54,10 +54,19 @@ typedef struct unary {
     void *arg;
 } unary_t;
 
+typedef struct pending {
+    struct pending *next;
+    grpc_byte_buffer *bb;
+} pending_t;
+
 struct ac_stream {
-    ac_tag_t tag_open, tag_recv, tag_status;
+    ac_tag_t tag_open, tag_recv, tag_status, tag_send;
     grpc_call *call;
     grpc_byte_buffer *send, *recv;
+    /* ac_stream_send()'s messages, sent one at a time after the opening
+     * batch's; `sending` while a send is in flight (the opening one too). */
+    pending_t *q_head, *q_tail;
+    grpc_byte_buffer *sending;
     grpc_metadata_array md, trailing;
     grpc_status_code status;
     grpc_slice details;
@@ -187,6 +196,13 @@ static void stream_unref(ac_stream_t *s) {
         return;
     if (s->send != NULL)
         grpc_byte_buffer_destroy(s->send);
+    while (s->q_head != NULL) {
+        pending_t *p = s->q_head;
+
+        s->q_head = p->next;
+        grpc_byte_buffer_destroy(p->bb);
+        free(p);
+    }
     grpc_slice_unref(s->details);
     grpc_metadata_array_destroy(&s->md);
     grpc_metadata_array_destroy(&s->trailing);
@@ -221,6 +237,7 @@ ac_stream_t *ac_stream_open(ac_t *c, int method, const void *req, size_t len,
     s->tag_open = (ac_tag_t){TAG_OPEN, s};
     s->tag_recv = (ac_tag_t){TAG_RECV, s};
     s->tag_status = (ac_tag_t){TAG_STATUS, s};
+    s->tag_send = (ac_tag_t){TAG_SEND, s};
     s->receive = receive;
     s->on_msg = on_msg;
     s->on_end = on_end;
@@ -231,7 +248,7 @@ ac_stream_t *ac_stream_open(ac_t *c, int method, const void *req, size_t len,
     grpc_metadata_array_init(&s->md);
     grpc_metadata_array_init(&s->trailing);
     s->call = new_call(c, method, gpr_inf_future(GPR_CLOCK_MONOTONIC));
-    s->send = bb_from(req, len);
+    s->send = s->sending = bb_from(req, len);
 
     memset(ops, 0, sizeof(ops));
     ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -255,9 +272,63 @@ ac_stream_t *ac_stream_open(ac_t *c, int method, const void *req, size_t len,
     return s;
 }
 
+/* Call with s->mu held: starts the next queued send, if none is going. */
+static void send_next_locked(ac_stream_t *s) {
+    pending_t *p = s->q_head;
+    grpc_op op;
+
+    if (s->sending != NULL || p == NULL)
+        return;
+    s->q_head = p->next;
+    if (s->q_head == NULL)
+        s->q_tail = NULL;
+    s->sending = p->bb;
+    free(p);
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = s->sending;
+    s->refs++;
+    if (grpc_call_start_batch(s->call, &op, 1, &s->tag_send, NULL) !=
+        GRPC_CALL_OK) {
+        grpc_byte_buffer_destroy(s->sending);
+        s->sending = NULL;
+        s->refs--; /* the opener still holds one */
+    }
+}
+
+int ac_stream_send(ac_stream_t *s, const void *msg, size_t len) {
+    pending_t *p = calloc(1, sizeof(*p));
+
+    if (p == NULL)
+        return -1;
+    p->bb = bb_from(msg, len);
+    pthread_mutex_lock(&s->mu);
+    if (s->q_tail != NULL)
+        s->q_tail->next = p;
+    else
+        s->q_head = p;
+    s->q_tail = p;
+    send_next_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
 static void on_open(ac_stream_t *s) {
+    pthread_mutex_lock(&s->mu);
+    s->sending = NULL; /* the opening message (s->send, freed at the end) */
+    send_next_locked(s);
+    pthread_mutex_unlock(&s->mu);
     if (s->receive)
         start_recv(s);
+    stream_unref(s);
+}
+
+static void on_send(ac_stream_t *s) {
+    pthread_mutex_lock(&s->mu);
+    grpc_byte_buffer_destroy(s->sending);
+    s->sending = NULL;
+    send_next_locked(s);
+    pthread_mutex_unlock(&s->mu);
     stream_unref(s);
 }
 
@@ -324,6 +395,9 @@ static void *poller(void *arg) {
             break;
         case TAG_STATUS:
             on_status(tag->ptr);
+            break;
+        case TAG_SEND:
+            on_send(tag->ptr);
             break;
         }
     }

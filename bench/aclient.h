@@ -43,6 +43,12 @@ int ac_unary(ac_t *c, int method, const void *req, size_t len,
 ac_stream_t *ac_stream_open(ac_t *c, int method, const void *req, size_t len,
                             int half_close, int receive, ac_msg_fn on_msg,
                             ac_end_fn on_end, void *arg);
+/*
+ * Sends one more message on a stream opened with half_close 0 (etcd's
+ * Watch takes a create request per watcher), after those before it.
+ * Returns 0, or -1 (out of memory).
+ */
+int ac_stream_send(ac_stream_t *s, const void *msg, size_t len);
 void ac_stream_cancel(ac_stream_t *s);
 /* Drops the opener's hold; the stream is freed once it has ended. */
 void ac_stream_release(ac_stream_t *s);

@@ -34,6 +34,7 @@ typedef struct bench_opts {
     long fanout_cap;   /* watch: deliveries per second at most */
     int pattern_keys;  /* watch: keys under the pattern watcher */
     int batched;       /* watch: KV.WatchValueBatches streams */
+    int shared;        /* watch: watchers per stream (0: one each) */
     int runs;          /* append: runs written to */
     long events;       /* tail */
     long keys, entries; /* restart */

@@ -53,6 +53,10 @@ static void usage(FILE *f) {
         "10000; 0 = none)\n"
         "  --batched             watch: KV.WatchValueBatches streams (events\n"
         "                        batched) instead of KV.WatchValue\n"
+        "  --shared N            watch: N watchers to a stream (default 0: a\n"
+        "                        stream each). reel: KV.WatchValues (with\n"
+        "                        --batched, WatchValuesBatches) coalesced; etcd:\n"
+        "                        N create requests on one Watch stream\n"
         "  --runs N              append: runs (default 64)\n"
         "  --events N            tail: events stored first (default 1000000)\n"
         "  --pid PID             memory: reeld's pid\n"
@@ -156,6 +160,9 @@ static int smoke(bench_opts_t o) {
     failed += smoke_step("watch", bench_watch, &o);
     o.batched = 1;
     failed += smoke_step("watch --batched", bench_watch, &o);
+    o.shared = 4;
+    failed += smoke_step("watch --batched --shared 4", bench_watch, &o);
+    o.shared = 0;
     o.batched = 0;
     failed += smoke_step("signal", bench_signal, &o);
     failed += smoke_step("tail", bench_tail, &o);
@@ -189,6 +196,7 @@ int main(int argc, char **argv) {
         {"fanout-cap", required_argument, NULL, 'F'},
         {"pattern-keys", required_argument, NULL, 'P'},
         {"batched", no_argument, NULL, 'B'},
+        {"shared", required_argument, NULL, 'H'},
         {"runs", required_argument, NULL, 'R'},
         {"events", required_argument, NULL, 'e'},
         {"pid", required_argument, NULL, 'p'},
@@ -281,6 +289,13 @@ int main(int argc, char **argv) {
         case 'F': o.fanout_cap = parse_long("fanout-cap", optarg, 1); break;
         case 'P': o.pattern_keys = (int)parse_long("pattern-keys", optarg, 0); break;
         case 'B': o.batched = 1; break;
+        case 'H':
+            o.shared = (int)parse_long("shared", optarg, 0);
+            if (o.shared > 10000) {
+                fprintf(stderr, "reel-bench: --shared: at most 10000\n");
+                return 2;
+            }
+            break;
         case 'R': o.runs = (int)parse_long("runs", optarg, 1); break;
         case 'e': o.events = parse_long("events", optarg, 1); break;
         case 'p': o.pid = (int)parse_long("pid", optarg, 1); break;

@@ -181,7 +181,7 @@ class Results:
         self.problems = []   # files that exist but cannot be read
         self.bench = {}
         for name in ("set-reel", "set-etcd", "get-reel", "append-reel", "watch-reel", "watch-reel-batched",
-                     "watch-etcd",
+                     "watch-etcd", "watch-reel-shared", "watch-etcd-shared",
                      "signal-reel", "tail-reel", "memory-reel", "restart-reel"):
             self.bench[name] = self._json(name + ".json")
         self.dbbench = {}      # threads -> {"ops_per_s", "micros_per_op"}
@@ -335,6 +335,12 @@ def delivery_note(row):
     return "%s notifications more than the %s expected" % (f_int(g - e), f_int(e))
 
 
+def per_stream(row):
+    """watchers per stream in a watch row (1 when each has its own)"""
+    w, k = num(row.get("watchers")), num(row.get("streams"))
+    return round(w / k) if w and k else 1
+
+
 def targets(R):
     """[(target, measured, verdict)]"""
     out = []
@@ -373,14 +379,20 @@ def targets(R):
         out.append((t, "%s vs %s ops/s = %s" % (f_int(app64), f_int(set64), f_ratio(r)),
                     verdict(r >= APPEND_VS_SET)))
 
-    # reel's watch rows: each event its own message (WatchValue), then
-    # batched (WatchValueBatches; etcd's watch responses batch too)
-    we = R.row("watch-etcd", kind="exact", watchers=WATCH_N)
-    for bench, how in (("watch-reel", "`WatchValue`, an event per message"),
-                       ("watch-reel-batched", "`WatchValueBatches`")):
+    # reel's watch rows: a stream per watcher, each event its own message
+    # (WatchValue), then batched (WatchValueBatches; etcd's watch responses
+    # batch too); then watchers sharing streams, against etcd's own
+    # multiplexing of watchers on a stream
+    for bench, how, ebench in (("watch-reel", "`WatchValue`, an event per message", "watch-etcd"),
+                               ("watch-reel-batched", "`WatchValueBatches`", "watch-etcd"),
+                               ("watch-reel-shared", None, "watch-etcd-shared")):
         wr = R.row(bench, kind="exact", watchers=WATCH_N)
+        we = R.row(ebench, kind="exact", watchers=WATCH_N)
         if bench != "watch-reel" and not wr:
-            continue  # results from before the batched run existed
+            continue  # results from before this run existed
+        if how is None:
+            how = ("%s watchers per `WatchValuesBatches` stream, coalesced (etcd: as many per "
+                   "`Watch` stream)" % f_int(per_stream(wr)))
         rate_note = ""
         if wr and num(wr.get("rate")) != WATCH_RATE:
             rate_note = "measured at %s writes/s, not %d" % (f_int(wr.get("rate")), WATCH_RATE)
@@ -597,6 +609,22 @@ def section_ratios(R):
                if body else NOT_MEASURED + ".")
     out.append("\n_Higher etcd / reel: reel better. A p99 covers only the notifications that "
                "arrived; the watch tables below say how many did not._\n")
+    body = []
+    for r in R.rows("watch-reel-shared"):
+        kind, w, rate = r.get("kind"), num(r.get("watchers")), num(r.get("rate"))
+        a = num(r.get("p99_us"))
+        b = R.value("watch-etcd-shared", "p99_us", kind=kind, watchers=w, rate=rate)
+        mark = " (target ≥ %.0f×)" % WATCH_VS_ETCD if (kind, w, rate) == ("exact", WATCH_N, WATCH_RATE) else ""
+        body.append(["%s, %s watchers, %s writes/s, %s per stream%s" % (
+                         kind, f_int(w), f_int(rate), f_int(per_stream(r)), mark),
+                     f_ms(a) if a is not None else NOT_MEASURED,
+                     f_ms(b) if b is not None else NOT_MEASURED, f_ratio(ratio(b, a))])
+    if body:
+        out.append("\n### reel / etcd: watch p99, watchers sharing streams\n")
+        out.append(table(["row", "reel `WatchValuesBatches` coalesced p99 ms",
+                          "etcd `Watch` p99 ms", "etcd / reel"], body))
+        out.append("\n_reel sends a change once per stream, naming every watcher on it that it "
+                   "is for; etcd sends each watcher's event on the stream separately._\n")
 
     out.append("\n### append / set (reel)\n")
     body = []
@@ -621,7 +649,12 @@ def section_watch(R):
                        ("watch-reel-batched",
                         "### reel (`WatchValueBatches`: events ready together share a message)"),
                        ("watch-etcd", "### etcd (Watch, same client; its responses carry "
-                        "repeated events)")):
+                        "repeated events)"),
+                       ("watch-reel-shared", "### reel, watchers sharing streams "
+                        "(`WatchValuesBatches` with `coalesce`: a change goes once per stream, "
+                        "naming each of its watchers)"),
+                       ("watch-etcd-shared", "### etcd, watchers sharing streams (create "
+                        "requests on one `Watch` stream, as its clientv3 does)")):
         rows = R.rows(name)
         if not rows:
             out.append("%s: %s.\n" % (head, NOT_MEASURED))

@@ -263,14 +263,15 @@ start_etcd() {
 if [ "$QUICK" = 1 ]; then
   log "BENCH_QUICK=1: 1 s per point, tiny sizes (figures are not meaningful)"
   D_WRITE=1 D_WATCH=1 D_SIGNAL=1 D_DBBENCH=1
-  WATCHERS=1,100 SIZE=20000
+  WATCHERS=1,100 SIZE=20000 WATCHERS_SHARED=100
   MEMORY_SIZES=(--idle-watchers 1000 --writes 20000)
 else
   D_WRITE=10 D_WATCH=5 D_SIGNAL=10 D_DBBENCH=10
-  WATCHERS=1,100,1000,10000 SIZE=1000000
+  WATCHERS=1,100,1000,10000 SIZE=1000000 WATCHERS_SHARED=1000,10000
   MEMORY_SIZES=() # reel-bench's defaults: 10000 idle watchers; 100 stalled subscribers, 100000 writes
 fi
 CONCURRENCY=1,8,64,256
+SHARED=100 # watchers per stream in the shared-stream watch rows
 VALUE_BYTES=256
 DBBENCH_THREADS=(1 8 32)
 
@@ -331,6 +332,14 @@ reel_step watch-reel-batched 300 "$REELBENCH" watch --addr "$REEL_ADDR" --target
   --duration "$D_WATCH" --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-reel-batched.json"
 etcd_step watch-etcd 300 "$REELBENCH" watch --addr "$ETCD_ADDR" --target etcd --duration "$D_WATCH" \
   --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-etcd.json"
+# watchers sharing streams, SHARED to a stream: reel coalesces a change for
+# them into one message; etcd multiplexes them on its Watch stream
+reel_step watch-reel-shared 300 "$REELBENCH" watch --addr "$REEL_ADDR" --target reel --batched \
+  --shared "$SHARED" --pattern-keys 0 --duration "$D_WATCH" --watchers "$WATCHERS_SHARED" --rate 1000 \
+  --json "$RESULTS/watch-reel-shared.json"
+etcd_step watch-etcd-shared 300 "$REELBENCH" watch --addr "$ETCD_ADDR" --target etcd \
+  --shared "$SHARED" --pattern-keys 0 --duration "$D_WATCH" --watchers "$WATCHERS_SHARED" --rate 1000 \
+  --json "$RESULTS/watch-etcd-shared.json"
 reel_step signal-reel 120 "$REELBENCH" signal --addr "$REEL_ADDR" --duration "$D_SIGNAL" \
   --json "$RESULTS/signal-reel.json"
 reel_step tail-reel 300 "$REELBENCH" tail --addr "$REEL_ADDR" --events "$SIZE" \

@@ -3,6 +3,8 @@
  * one pattern watcher over many keys) while a writer writes at a fixed
  * rate, each value stamped with the writer's clock when it was sent; the
  * latency is receipt minus stamp, so it includes the durable commit.
+ * With --shared, watchers share streams: reel's coalesced WatchValues,
+ * etcd's multiplexed Watch; each watcher named by a message counts.
  * `signal`: a run awaits, SendSignal, the await returns.
  */
 #include <pthread.h>
@@ -178,6 +180,152 @@ static void close_streams(ac_stream_t **s, int n, atomic_long *ended) {
         ac_stream_release(s[i]);
 }
 
+/* ---- many watches per stream ---------------------------------------------- */
+
+/* One WatchValuesEvent: for its watch and, coalesced, each of `also`. */
+static void multi_element(wstate_t *ws, const Reel__V1__WatchValuesEvent *e,
+                          int64_t now) {
+    long k = 1 + (long)e->n_also;
+
+    if (e->event == NULL) {
+        atomic_fetch_add(&ws->bad, 1);
+    } else if (e->event->type == REEL__V1__VALUE_EVENT__TYPE__BOOTSTRAP_DONE) {
+        atomic_fetch_add(&ws->ready, k);
+    } else if (e->event->type == REEL__V1__VALUE_EVENT__TYPE__PUT) {
+        for (long i = 0; i < k; i++)
+            record(ws, (const uint8_t *)e->event->value,
+                   strlen(e->event->value), now);
+    }
+}
+
+static void on_multi_event(void *arg, const uint8_t *msg, size_t len) {
+    wstate_t *ws = arg;
+    int64_t now = ac_now_ns();
+
+    atomic_fetch_add(&ws->messages, 1);
+    if (ws->batched) {
+        Reel__V1__WatchValuesEventBatch *b =
+            reel__v1__watch_values_event_batch__unpack(NULL, len, msg);
+
+        if (b == NULL || b->n_events == 0)
+            atomic_fetch_add(&ws->bad, 1);
+        for (size_t i = 0; b != NULL && i < b->n_events; i++)
+            multi_element(ws, b->events[i], now);
+        if (b != NULL)
+            reel__v1__watch_values_event_batch__free_unpacked(b, NULL);
+    } else {
+        Reel__V1__WatchValuesEvent *e =
+            reel__v1__watch_values_event__unpack(NULL, len, msg);
+
+        if (e == NULL) {
+            atomic_fetch_add(&ws->bad, 1);
+            return;
+        }
+        multi_element(ws, e, now);
+        reel__v1__watch_values_event__free_unpacked(e, NULL);
+    }
+}
+
+/* Waits until n watches are live (or 60 s pass): 0, or -1. */
+static int wait_live(const bench_opts_t *o, wstate_t *ws, long n) {
+    int64_t until = ac_now_ns() + 60 * 1000000000LL;
+
+    while (atomic_load(&ws->ready) < n && ac_now_ns() < until) {
+        bench_progress(o, "  opening watches: %ld of %ld live",
+                       atomic_load(&ws->ready), n);
+        bench_sleep_ms(10);
+    }
+    bench_progress_done(o);
+    return atomic_load(&ws->ready) >= n ? 0 : -1;
+}
+
+/*
+ * Opens n watches on keys key_fmt % i, per_stream of them on each
+ * KV.WatchValues stream (ws->batched: WatchValuesBatches), coalesced if
+ * asked; returns the number of streams (in *out), waiting until every
+ * watch is live (or 60 s pass); -1 if some never were.
+ */
+static int open_shared_watches(const bench_opts_t *o, ac_t *ac, const char *ns,
+                               const char *key_fmt, int n, int per_stream,
+                               int coalesce, wstate_t *ws, ac_stream_t **out) {
+    int m = ac_method(ac, ws->batched ? "/reel.v1.KV/WatchValuesBatches"
+                                      : "/reel.v1.KV/WatchValues"),
+        streams = 0;
+    Reel__V1__WatchValueRequest *w = calloc((size_t)per_stream, sizeof(*w));
+    Reel__V1__WatchValueRequest **wp = calloc((size_t)per_stream, sizeof(*wp));
+    char (*keys)[64] = calloc((size_t)per_stream, sizeof(*keys));
+
+    if (w == NULL || wp == NULL || keys == NULL) {
+        free(w), free(wp), free(keys);
+        return -1;
+    }
+    for (int first = 0; first < n; first += per_stream) {
+        Reel__V1__WatchValuesRequest r = REEL__V1__WATCH_VALUES_REQUEST__INIT;
+        int k = n - first < per_stream ? n - first : per_stream;
+        uint8_t *buf;
+        size_t len;
+
+        for (int i = 0; i < k; i++) {
+            reel__v1__watch_value_request__init(&w[i]);
+            snprintf(keys[i], sizeof(keys[i]), key_fmt, first + i);
+            w[i].namespace_ = (char *)ns;
+            w[i].key = keys[i];
+            w[i].start = REEL__V1__WATCH_VALUE_REQUEST__START__NOW;
+            wp[i] = &w[i];
+        }
+        r.n_watches = (size_t)k;
+        r.watches = wp;
+        r.coalesce = coalesce;
+        len = reel__v1__watch_values_request__get_packed_size(&r);
+        if ((buf = malloc(len)) == NULL)
+            break;
+        reel__v1__watch_values_request__pack(&r, buf);
+        out[streams++] = ac_stream_open(ac, m, buf, len, 1, 1, on_multi_event,
+                                        on_end, ws);
+        free(buf);
+    }
+    free(w), free(wp), free(keys);
+    return wait_live(o, ws, n) == 0 ? streams : -1;
+}
+
+/*
+ * etcd's own multiplexing (as its clientv3 does): n watches on key (to
+ * range_end), per_stream create requests on each Watch stream. Returns
+ * the number of streams, or -1 if some watch never went live.
+ */
+static int open_etcd_shared(const bench_opts_t *o, ac_t *ac, const char *key,
+                            const char *range_end, int n, int per_stream,
+                            wstate_t *ws, ac_stream_t **out) {
+    int m = ac_method(ac, "/etcdserverpb.Watch/Watch"), streams = 0;
+    Etcdserverpb__WatchRequest r = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    Etcdserverpb__WatchCreateRequest c =
+        ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+    uint8_t buf[1024];
+    size_t len;
+
+    c.key.data = (uint8_t *)key;
+    c.key.len = strlen(key);
+    if (range_end != NULL) {
+        c.range_end.data = (uint8_t *)range_end;
+        c.range_end.len = strlen(range_end);
+    }
+    c.prev_kv = 1;
+    r.request_union_case =
+        ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+    r.create_request = &c;
+    len = etcdserverpb__watch_request__pack(&r, buf);
+    for (int first = 0; first < n; first += per_stream) {
+        int k = n - first < per_stream ? n - first : per_stream;
+        ac_stream_t *s = ac_stream_open(ac, m, buf, len, 0, 1, on_event,
+                                        on_end, ws);
+
+        out[streams++] = s;
+        for (int i = 1; s != NULL && i < k; i++)
+            ac_stream_send(s, buf, len);
+    }
+    return wait_live(o, ws, n) == 0 ? streams : -1;
+}
+
 /* ---- The paced writer ---------------------------------------------------- */
 
 typedef struct writer {
@@ -258,7 +406,7 @@ out:
 /* One watch point: n watchers, a writer at `rate`; fills a report row. */
 static int watch_point(const bench_opts_t *o, report_t *rep, int pattern,
                        int n) {
-    int etcd = o->target == TARGET_ETCD, rc = 0;
+    int etcd = o->target == TARGET_ETCD, rc = 0, nstreams = n;
     ac_t *ac = ac_create(o->addr, o->connections, o->threads);
     ac_t *wac = ac_create(o->addr, 1, 1); /* the writer's own connection */
     ac_stream_t **streams = calloc((size_t)n, sizeof(*streams));
@@ -299,11 +447,20 @@ static int watch_point(const bench_opts_t *o, report_t *rep, int pattern,
         snprintf(key, sizeof(key), pattern ? ">" : "key");
         snprintf(fmt, sizeof(fmt), pattern ? "k.%%d" : "key");
     }
-    if (open_watches(o, ac, etcd, ns, key,
-                           etcd && pattern ? range_end : NULL, n, &ws,
-                           streams) != 0) {
+    if (o->shared > 0 && etcd)
+        nstreams = open_etcd_shared(o, ac, key, pattern ? range_end : NULL, n,
+                                    o->shared, &ws, streams);
+    else if (o->shared > 0)
+        nstreams = open_shared_watches(o, ac, ns, key, n, o->shared, 1, &ws,
+                                       streams);
+    else if (open_watches(o, ac, etcd, ns, key,
+                          etcd && pattern ? range_end : NULL, n, &ws,
+                          streams) != 0)
+        nstreams = -1;
+    if (nstreams < 0) {
         fprintf(stderr, "reel-bench: watch: only %ld of %d watchers went live\n",
                 atomic_load(&ws.ready), n);
+        nstreams = o->shared > 0 ? (n + o->shared - 1) / o->shared : n;
         rc = 1;
         goto out;
     }
@@ -337,10 +494,15 @@ static int watch_point(const bench_opts_t *o, report_t *rep, int pattern,
 
     row = report_row(rep);
     cJSON_AddStringToObject(row, "kind", pattern ? "pattern" : "exact");
-    cJSON_AddStringToObject(row, "stream",
-                            etcd ? "Watch" : ws.batched ? "WatchValueBatches"
-                                                        : "WatchValue");
+    cJSON_AddStringToObject(
+        row, "stream",
+        etcd ? "Watch"
+        : o->shared > 0 ? (ws.batched ? "WatchValuesBatches coalesced"
+                                      : "WatchValues coalesced")
+        : ws.batched    ? "WatchValueBatches"
+                        : "WatchValue");
     cJSON_AddNumberToObject(row, "watchers", n);
+    cJSON_AddNumberToObject(row, "streams", nstreams);
     cJSON_AddNumberToObject(row, "rate", rate);
     cJSON_AddNumberToObject(row, "writes", (double)atomic_load(&w.acked));
     cJSON_AddNumberToObject(row, "expected", (double)expected);
@@ -388,7 +550,7 @@ static int watch_point(const bench_opts_t *o, report_t *rep, int pattern,
                 n, atomic_load(&ws.received), expected);
     }
 out:
-    close_streams(streams, n, &ws.ended);
+    close_streams(streams, nstreams, &ws.ended);
     free(streams);
     ac_destroy(wac);
     ac_destroy(ac);
@@ -406,6 +568,7 @@ int bench_watch(const bench_opts_t *o) {
     cJSON_AddNumberToObject(rep.params, "pattern_keys", o->pattern_keys);
     cJSON_AddBoolToObject(rep.params, "batched",
                           o->target == TARGET_REEL && o->batched);
+    cJSON_AddNumberToObject(rep.params, "shared", o->shared);
     /* The pattern point first: the large fan-out points leave the server
      * busy for a while after their streams are cancelled. */
     if (o->pattern_keys > 0)
@@ -556,77 +719,6 @@ int bench_signal(const bench_opts_t *o) {
     return report_finish(&rep) || rc;
 }
 
-/* ---- many watches per stream (KV.WatchValues) ----------------------------- */
-
-static void on_multi_event(void *arg, const uint8_t *msg, size_t len) {
-    wstate_t *ws = arg;
-    Reel__V1__WatchValuesEvent *e =
-        reel__v1__watch_values_event__unpack(NULL, len, msg);
-
-    if (e == NULL || e->event == NULL) {
-        atomic_fetch_add(&ws->bad, 1);
-    } else if (e->event->type == REEL__V1__VALUE_EVENT__TYPE__BOOTSTRAP_DONE) {
-        atomic_fetch_add(&ws->ready, 1);
-    } else if (e->event->type == REEL__V1__VALUE_EVENT__TYPE__PUT) {
-        record(ws, (const uint8_t *)e->event->value, strlen(e->event->value),
-               ac_now_ns());
-    }
-    if (e != NULL)
-        reel__v1__watch_values_event__free_unpacked(e, NULL);
-}
-
-/*
- * Opens n watches on keys key_fmt % i, per_stream of them on each
- * WatchValues stream; returns the number of streams (in *out), waiting
- * until every watch is live (or 60 s pass); -1 if some never were.
- */
-static int open_shared_watches(const bench_opts_t *o, ac_t *ac, const char *ns,
-                               const char *key_fmt, int n, int per_stream,
-                               wstate_t *ws, ac_stream_t **out) {
-    int m = ac_method(ac, "/reel.v1.KV/WatchValues"), streams = 0;
-    Reel__V1__WatchValueRequest *w = calloc((size_t)per_stream, sizeof(*w));
-    Reel__V1__WatchValueRequest **wp = calloc((size_t)per_stream, sizeof(*wp));
-    char (*keys)[64] = calloc((size_t)per_stream, sizeof(*keys));
-    int64_t until = ac_now_ns() + 60 * 1000000000LL;
-
-    if (w == NULL || wp == NULL || keys == NULL) {
-        free(w), free(wp), free(keys);
-        return -1;
-    }
-    for (int first = 0; first < n; first += per_stream) {
-        Reel__V1__WatchValuesRequest r = REEL__V1__WATCH_VALUES_REQUEST__INIT;
-        int k = n - first < per_stream ? n - first : per_stream;
-        uint8_t *buf;
-        size_t len;
-
-        for (int i = 0; i < k; i++) {
-            reel__v1__watch_value_request__init(&w[i]);
-            snprintf(keys[i], sizeof(keys[i]), key_fmt, first + i);
-            w[i].namespace_ = (char *)ns;
-            w[i].key = keys[i];
-            w[i].start = REEL__V1__WATCH_VALUE_REQUEST__START__NOW;
-            wp[i] = &w[i];
-        }
-        r.n_watches = (size_t)k;
-        r.watches = wp;
-        len = reel__v1__watch_values_request__get_packed_size(&r);
-        if ((buf = malloc(len)) == NULL)
-            break;
-        reel__v1__watch_values_request__pack(&r, buf);
-        out[streams++] = ac_stream_open(ac, m, buf, len, 1, 1, on_multi_event,
-                                        on_end, ws);
-        free(buf);
-    }
-    free(w), free(wp), free(keys);
-    while (atomic_load(&ws->ready) < n && ac_now_ns() < until) {
-        bench_progress(o, "  opening shared watches: %ld of %d live",
-                       atomic_load(&ws->ready), n);
-        bench_sleep_ms(10);
-    }
-    bench_progress_done(o);
-    return atomic_load(&ws->ready) == n ? streams : -1;
-}
-
 /* ---- memory -------------------------------------------------------------- */
 
 static long rss_kib(int pid) {
@@ -735,8 +827,8 @@ int bench_memory(const bench_opts_t *o) {
         snprintf(ns, sizeof(ns), "idlem%ld", (long)getpid());
         bench_sleep_ms(500);
         before = rss_kib(o->pid);
-        k = open_shared_watches(o, ac, ns, "key.%d", n, o->per_stream, &ws,
-                                streams);
+        k = open_shared_watches(o, ac, ns, "key.%d", n, o->per_stream, 0,
+                                &ws, streams);
         if (k < 0) {
             fprintf(stderr, "reel-bench: memory: only %ld of %d shared "
                             "watches went live\n",
