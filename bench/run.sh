@@ -198,6 +198,25 @@ step() {
   fi
 }
 
+# settle: waits (up to 60 s) until the machine is idle, the cores busy
+# under 10% over one second, so a latency step does not measure what a
+# step before left running (a server's backlog, RocksDB's compactions).
+settle() {
+  local i a b busy idle
+  for ((i = 0; i < 60; i++)); do
+    read -r _ a < <(awk '/^cpu /{print 0, $2+$3+$4+$7+$8 " " $5+$6}' /proc/stat)
+    idle=${a#* } busy=${a% *}
+    sleep 1
+    read -r _ b < <(awk '/^cpu /{print 0, $2+$3+$4+$7+$8 " " $5+$6}' /proc/stat)
+    busy=$((${b% *} - busy)) idle=$((${b#* } - idle))
+    if [ $((busy * 10)) -lt $((busy + idle)) ]; then
+      log "settled: ${busy} busy of $((busy + idle)) ticks after $((i + 1)) s"
+      return 0
+    fi
+  done
+  log "not settled after 60 s (${busy} busy of $((busy + idle)) ticks); going on"
+}
+
 skip() { # NAME WHY: a step that cannot run
   log "$1 SKIPPED: $2"
   note "$1 not run: $2"
@@ -326,20 +345,26 @@ reel_step get-reel 240 "$REELBENCH" get --addr "$REEL_ADDR" --duration "$D_WRITE
   --concurrency "$CONCURRENCY" --json "$RESULTS/get-reel.json"
 reel_step append-reel 240 "$REELBENCH" append --addr "$REEL_ADDR" --duration "$D_WRITE" \
   --concurrency "$CONCURRENCY" --value-bytes "$VALUE_BYTES" --json "$RESULTS/append-reel.json"
+settle
 reel_step watch-reel 300 "$REELBENCH" watch --addr "$REEL_ADDR" --target reel --duration "$D_WATCH" \
   --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-reel.json"
+settle
 reel_step watch-reel-batched 300 "$REELBENCH" watch --addr "$REEL_ADDR" --target reel --batched \
   --duration "$D_WATCH" --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-reel-batched.json"
+settle
 etcd_step watch-etcd 300 "$REELBENCH" watch --addr "$ETCD_ADDR" --target etcd --duration "$D_WATCH" \
   --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-etcd.json"
+settle
 # watchers sharing streams, SHARED to a stream: reel coalesces a change for
 # them into one message; etcd multiplexes them on its Watch stream
 reel_step watch-reel-shared 300 "$REELBENCH" watch --addr "$REEL_ADDR" --target reel --batched \
   --shared "$SHARED" --pattern-keys 0 --duration "$D_WATCH" --watchers "$WATCHERS_SHARED" --rate 1000 \
   --json "$RESULTS/watch-reel-shared.json"
+settle
 etcd_step watch-etcd-shared 300 "$REELBENCH" watch --addr "$ETCD_ADDR" --target etcd \
   --shared "$SHARED" --pattern-keys 0 --duration "$D_WATCH" --watchers "$WATCHERS_SHARED" --rate 1000 \
   --json "$RESULTS/watch-etcd-shared.json"
+settle
 reel_step signal-reel 120 "$REELBENCH" signal --addr "$REEL_ADDR" --duration "$D_SIGNAL" \
   --json "$RESULTS/signal-reel.json"
 reel_step tail-reel 300 "$REELBENCH" tail --addr "$REEL_ADDR" --events "$SIZE" \
