@@ -447,39 +447,13 @@ struct multi_watch {
 };
 
 /*
- * WatchValuesEvent{watch = index, event = <ValueEvent bytes>}, framed by
- * hand around the event's shared encoding: each watcher adds a few bytes
- * instead of encoding the event again. WatchValuesBatches sends it as one
- * element of WatchValuesEventBatch.events.
- */
-static int multi_deliver(void *arg, kv_event_t *ev) {
-    multi_item_t *it = arg;
-    uint8_t head[24];
-    size_t n = 0;
-
-    if (ev->wire == NULL && watch_deliver_encode(ev) != 0)
-        return 1;
-    if (it->index > 0) {
-        head[n++] = 0x08; /* field 1, varint */
-        n += api_wire_put_varint(head + n, it->index);
-    }
-    head[n++] = 0x12; /* field 2, length-delimited */
-    n += api_wire_put_varint(head + n, ev->wire_len);
-    if (it->m->batched)
-        return api_send_element(it->m->call, head, n, ev->wire,
-                                ev->wire_len) == REEL_OK
-                   ? 0
-                   : 1;
-    return rpc_call_send2(it->m->call, head, n, ev->wire, ev->wire_len) ==
-                   REEL_OK
-               ? 0
-               : 1;
-}
-
-/*
- * Coalesced: one WatchValuesEvent for n watches of the stream, framed as
- * watch = the first, also = the rest (packed), then the event. Protobuf
- * fields may come in any order, so the shared encoding stays the body.
+ * WatchValuesEvent{watch = index, also = [...], event = <ValueEvent bytes>}
+ * for n watches of the stream (n > 1 only when coalesced): watch = the
+ * first, also = the rest (packed). Framed by hand around the event's shared
+ * encoding, so each watcher adds a few bytes instead of encoding the event
+ * again; protobuf fields may come in any order, so that encoding stays the
+ * body. WatchValuesBatches sends it as one element of
+ * WatchValuesEventBatch.events.
  */
 static int multi_deliver_group(void *const *args, size_t n, kv_event_t *ev) {
     multi_item_t *first = args[0];
@@ -514,6 +488,11 @@ static int multi_deliver_group(void *const *args, size_t n, kv_event_t *ev) {
     if (head != small)
         free(head);
     return rc == REEL_OK ? 0 : 1;
+}
+
+/* One watch's event: the same framing, for it alone. */
+static int multi_deliver(void *arg, kv_event_t *ev) {
+    return multi_deliver_group(&arg, 1, ev);
 }
 
 static void multi_cancel_all(multi_watch_t *m) {

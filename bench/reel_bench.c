@@ -9,6 +9,7 @@
  * moment against a reeld it starts itself, so CI keeps the tool working.
  */
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,16 +88,27 @@ static int parse_list(const char *s, int *out, int max) {
     return n > 0 && *s == '\0' ? n : -1;
 }
 
-static long parse_long(const char *name, const char *s, long min) {
+static long parse_range(const char *name, const char *s, long min,
+                        long max) {
     char *end;
     long v = strtol(s, &end, 10);
 
-    if (end == s || *end != '\0' || v < min) {
-        fprintf(stderr, "reel-bench: --%s: \"%s\" is not a number >= %ld\n",
-                name, s, min);
+    if (end == s || *end != '\0' || v < min || v > max) {
+        if (max == LONG_MAX)
+            fprintf(stderr, "reel-bench: --%s: \"%s\" is not a number >= %ld\n",
+                    name, s, min);
+        else
+            fprintf(stderr,
+                    "reel-bench: --%s: \"%s\" is not a number from %ld to "
+                    "%ld\n",
+                    name, s, min, max);
         exit(2);
     }
     return v;
+}
+
+static long parse_long(const char *name, const char *s, long min) {
+    return parse_range(name, s, min, LONG_MAX);
 }
 
 /* ---- smoke --------------------------------------------------------------- */
@@ -289,25 +301,13 @@ int main(int argc, char **argv) {
         case 'F': o.fanout_cap = parse_long("fanout-cap", optarg, 1); break;
         case 'P': o.pattern_keys = (int)parse_long("pattern-keys", optarg, 0); break;
         case 'B': o.batched = 1; break;
-        case 'H':
-            o.shared = (int)parse_long("shared", optarg, 0);
-            if (o.shared > 10000) {
-                fprintf(stderr, "reel-bench: --shared: at most 10000\n");
-                return 2;
-            }
-            break;
+        case 'H': o.shared = (int)parse_range("shared", optarg, 0, 10000); break;
         case 'R': o.runs = (int)parse_long("runs", optarg, 1); break;
         case 'e': o.events = parse_long("events", optarg, 1); break;
         case 'p': o.pid = (int)parse_long("pid", optarg, 1); break;
         case 'I': o.idle_watchers = (int)parse_long("idle-watchers", optarg, 0); break;
         case 's': o.subscribers = (int)parse_long("subscribers", optarg, 0); break;
-        case 'S':
-            o.per_stream = (int)parse_long("per-stream", optarg, 1);
-            if (o.per_stream > 10000) {
-                fprintf(stderr, "reel-bench: --per-stream: at most 10000\n");
-                return 2;
-            }
-            break;
+        case 'S': o.per_stream = (int)parse_range("per-stream", optarg, 1, 10000); break;
         case 'W': o.writes = parse_long("writes", optarg, 1); break;
         case 'D': o.reeld = optarg; break;
         case 'x': o.data_dir = optarg; break;

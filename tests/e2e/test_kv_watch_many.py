@@ -176,73 +176,50 @@ def test_coalesced_watches_get_an_event_once_naming_them_all(chan, batched):
     r.call.cancel()
 
 
+@pytest.mark.parametrize("coalesce", [False, True], ids=["alone", "coalesced"])
 @pytest.mark.parametrize("batched", [False, True], ids=["WatchValues", "WatchValuesBatches"])
-def test_coalesced_watches_nobody_reads_each_catch_up_once(tmp_path, batched):
+def test_a_stream_nobody_reads_catches_up_for_every_watch(tmp_path, batched, coalesce):
     server = Reeld(str(tmp_path / "data")).start()
     ch = grpc.insecure_channel(server.addr)
     try:
         set_value = setter(ch)
         keys = [f"k{i}" for i in range(40)]
-        # Four watches on each key, not next to each other in the request
-        # (0-39, then 40-79, ...): a key's watches are coalesced all the same.
-        call = watch_values(ch, [W("cl", k, NOW) for _ in range(4) for k in keys],
-                            timeout=120, batched=batched, coalesce=True)
-        call.initial_metadata()
-        pad = "x" * 2000
-        # 40 keys x 90 versions x ~4 KiB events: more than the stream's
-        # queue holds even coalesced, so the watches fall back to storage
-        # (and fewer than the 100 versions a key's history keeps).
-        for v in range(90):
-            for k in keys:
-                set_value("cl", k, {"v": v, "pad": pad})
-        r = Reader(call)
-        r.until(lambda r: all(len(r.puts(i)) == 90 for i in range(160)), limit=90)
-        assert r.error is None, r.error
-        for i in range(160):
-            k = keys[i % 40]
-            puts = r.puts(i)
-            assert [e.version for e in puts] == list(range(1, 91)), i
-            assert all(e.key == k for e in puts)
-        assert sum(len(named) for named, e in r.elements if e.type == PUT) == 160 * 90
-        # Some came from storage, one watch each: the queue did overflow.
-        assert any(len(named) == 1 for named, e in r.elements if e.type == PUT)
-        # Live again once caught up, and coalesced: one element for the
-        # four watches of the key.
-        set_value("cl", "k3", {"v": "live"})
-        r.until(lambda r: len(r.puts(3)) == 91 and len(r.puts(123)) == 91)
-        live = [sorted(named) for named, e in r.elements
-                if e.type == PUT and e.version == 91]
-        assert live == [[3, 43, 83, 123]], live
-        call.cancel()
-    finally:
-        ch.close()
-        code, _ = server.stop()
-    assert code == 0, server.log()
-
-
-@pytest.mark.parametrize("batched", [False, True], ids=["WatchValues", "WatchValuesBatches"])
-def test_a_stream_nobody_reads_catches_up_for_every_watch(tmp_path, batched):
-    server = Reeld(str(tmp_path / "data")).start()
-    ch = grpc.insecure_channel(server.addr)
-    try:
-        set_value = setter(ch)
-        keys = [f"k{i}" for i in range(40)]
-        call = watch_values(ch, [W("load", k, NOW) for k in keys], timeout=120,
-                            batched=batched)
+        # Coalesced: four watches on each key, not next to each other in the
+        # request (0-39, then 40-79, ...): a key's watches are coalesced all
+        # the same.
+        per_key = 4 if coalesce else 1
+        n = len(keys) * per_key
+        call = watch_values(ch, [W("load", k, NOW) for _ in range(per_key) for k in keys],
+                            timeout=120, batched=batched, coalesce=coalesce)
         call.initial_metadata()  # the server has answered: every watch is live
         pad = "x" * 2000
-        # 40 keys x 50 versions x ~4 KiB events: far more than the stream's
-        # queue holds, so every watch falls back to storage and catches up.
-        for v in range(50):
+        # 40 keys x 90 versions x ~4 KiB events: far more than the stream's
+        # queue holds, even coalesced, so every watch falls back to storage
+        # and catches up (and fewer than the 100 versions a key keeps).
+        versions = 90
+        for v in range(versions):
             for k in keys:
                 set_value("load", k, {"v": v, "pad": pad})
         r = Reader(call)
-        r.until(lambda r: all(len(r.puts(i)) == 50 for i in range(len(keys))), limit=60)
-        for i, k in enumerate(keys):
+        r.until(lambda r: all(len(r.puts(i)) == versions for i in range(n)), limit=90)
+        assert r.error is None, r.error
+        for i in range(n):
+            k = keys[i % len(keys)]
             puts = r.puts(i)
-            assert [e.version for e in puts] == list(range(1, 51)), k
+            assert [e.version for e in puts] == list(range(1, versions + 1)), (i, k)
             assert all(e.key == k for e in puts)
-            assert [json.loads(e.value)["v"] for e in puts] == list(range(50))
+            assert [json.loads(e.value)["v"] for e in puts] == list(range(versions))
+        assert sum(len(named) for named, e in r.elements if e.type == PUT) == n * versions
+        # Some came from storage, one watch each: the queue did overflow.
+        assert any(len(named) == 1 for named, e in r.elements if e.type == PUT)
+        # Live again once caught up; coalesced, one element for the key's
+        # watches.
+        set_value("load", "k3", {"v": "live"})
+        mine = [3 + len(keys) * j for j in range(per_key)]
+        r.until(lambda r: all(len(r.puts(i)) == versions + 1 for i in mine))
+        live = [sorted(named) for named, e in r.elements
+                if e.type == PUT and e.version == versions + 1]
+        assert live == [mine], live
         call.cancel()
     finally:
         ch.close()
