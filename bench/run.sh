@@ -170,12 +170,15 @@ record() { # [--bg] [--out FILE] CMD...: appends a command line to commands.txt
 }
 note() { printf '# %s\n' "$*" >>"$COMMANDS"; }
 
-# step NAME LIMIT_S [--out FILE] CMD...: runs CMD under a time limit; a
-# failure is noted (commands.txt, the final exit status) and the run goes on.
+# step NAME LIMIT_S [--out FILE] CMD...: runs CMD under a time limit, once
+# the machine is idle (settle); a failure is noted (commands.txt, the final
+# exit status) and the run goes on.
 step() {
-  local name="$1" limit="$2" out="" rc=0 t0=$SECONDS
+  local name="$1" limit="$2" out="" rc=0 t0
   shift 2
   if [ "$1" = "--out" ]; then out="$2"; shift 2; fi
+  settle
+  t0=$SECONDS
   log "[$(date +%T)] $name"
   if [ -n "$out" ]; then
     record --out "$out" "$@"
@@ -199,8 +202,8 @@ step() {
 }
 
 # settle: waits (up to 60 s) until the machine is idle, the cores busy
-# under 10% over one second, so a latency step does not measure what a
-# step before left running (a server's backlog, RocksDB's compactions).
+# under 10% over one second, so a step does not measure what a step before
+# left running (a server's backlog, RocksDB's or etcd's compactions).
 settle() {
   local i a b busy idle
   for ((i = 0; i < 60; i++)); do
@@ -211,10 +214,12 @@ settle() {
     busy=$((${b% *} - busy)) idle=$((${b#* } - idle))
     if [ $((busy * 10)) -lt $((busy + idle)) ]; then
       log "settled: ${busy} busy of $((busy + idle)) ticks after $((i + 1)) s"
+      note "idle after $((i + 1)) s (${busy} of $((busy + idle)) CPU ticks busy over the last second)"
       return 0
     fi
   done
   log "not settled after 60 s (${busy} busy of $((busy + idle)) ticks); going on"
+  note "not idle after 60 s (${busy} of $((busy + idle)) CPU ticks busy over the last second); went on"
 }
 
 skip() { # NAME WHY: a step that cannot run
@@ -345,26 +350,20 @@ reel_step get-reel 240 "$REELBENCH" get --addr "$REEL_ADDR" --duration "$D_WRITE
   --concurrency "$CONCURRENCY" --json "$RESULTS/get-reel.json"
 reel_step append-reel 240 "$REELBENCH" append --addr "$REEL_ADDR" --duration "$D_WRITE" \
   --concurrency "$CONCURRENCY" --value-bytes "$VALUE_BYTES" --json "$RESULTS/append-reel.json"
-settle
 reel_step watch-reel 300 "$REELBENCH" watch --addr "$REEL_ADDR" --target reel --duration "$D_WATCH" \
   --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-reel.json"
-settle
 reel_step watch-reel-batched 300 "$REELBENCH" watch --addr "$REEL_ADDR" --target reel --batched \
   --duration "$D_WATCH" --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-reel-batched.json"
-settle
 etcd_step watch-etcd 300 "$REELBENCH" watch --addr "$ETCD_ADDR" --target etcd --duration "$D_WATCH" \
   --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-etcd.json"
-settle
 # watchers sharing streams, SHARED to a stream: reel coalesces a change for
 # them into one message; etcd multiplexes them on its Watch stream
 reel_step watch-reel-shared 300 "$REELBENCH" watch --addr "$REEL_ADDR" --target reel --batched \
   --shared "$SHARED" --pattern-keys 0 --duration "$D_WATCH" --watchers "$WATCHERS_SHARED" --rate 1000 \
   --json "$RESULTS/watch-reel-shared.json"
-settle
 etcd_step watch-etcd-shared 300 "$REELBENCH" watch --addr "$ETCD_ADDR" --target etcd \
   --shared "$SHARED" --pattern-keys 0 --duration "$D_WATCH" --watchers "$WATCHERS_SHARED" --rate 1000 \
   --json "$RESULTS/watch-etcd-shared.json"
-settle
 reel_step signal-reel 120 "$REELBENCH" signal --addr "$REEL_ADDR" --duration "$D_SIGNAL" \
   --json "$RESULTS/signal-reel.json"
 reel_step tail-reel 300 "$REELBENCH" tail --addr "$REEL_ADDR" --events "$SIZE" \
