@@ -64,6 +64,10 @@ struct wal {
     void *encode_arg;
     wal_limits_t lim;
     _Atomic uint64_t bytes; /* of all 'e' records; changed on the writer */
+    /* Every event below it was trimmed: scans of the oldest events start
+     * here, not at "e", so they do not step over the tombstones of every
+     * event trimmed since the last compaction. Raised on the writer. */
+    _Atomic uint64_t floor;
 
     pthread_t trimmer;
     int trimmer_started;
@@ -111,6 +115,7 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
     wal_t *w = calloc(1, sizeof(*w));
     char *val = NULL;
     size_t vlen = 0;
+    uint64_t head, oldest;
 
     *out = NULL;
     if (w == NULL)
@@ -132,6 +137,8 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
         vlen == 8)
         atomic_store(&w->bytes, reel_be64_get((unsigned char *)val));
     free(val);
+    wal_head(w, &head, &oldest); /* the one scan from "e" */
+    atomic_store(&w->floor, oldest);
     pthread_mutex_init(&w->hub_mu, NULL);
     pthread_mutex_init(&w->trim_mu, NULL);
     pthread_cond_init(&w->trim_cv, NULL);
@@ -171,12 +178,14 @@ void wal_destroy(wal_t *w) {
 
 void wal_head(wal_t *w, uint64_t *head, uint64_t *oldest) {
     store_iter_t *it = store_iter_create(w->store, STORE_CF_WAL, NULL);
+    unsigned char key[9];
 
     *head = store_revision(w->store);
     *oldest = 0;
     if (it == NULL)
         return;
-    store_iter_seek(it, "e", 1);
+    rev_key(atomic_load(&w->floor), key);
+    store_iter_seek(it, key, sizeof(key));
     if (store_iter_valid(it)) {
         size_t klen;
         const char *k = store_iter_key(it, &klen);
@@ -782,32 +791,42 @@ typedef struct trim_op {
     size_t done;   /* ... at most TRIM_CHUNK of them; how many it did */
 } trim_op_t;
 
+/* Deletes blind: nothing in a group reads old events back, and an
+ * indexed delete costs the writer several times as much. */
 static reel_code_t apply_trim(store_txn_t *txn, void *arg, reel_status_t *st) {
     trim_op_t *op = arg;
     store_iter_t *it = store_txn_iter(txn, STORE_CF_WAL);
-    uint64_t freed = 0, bytes;
+    uint64_t freed = 0, bytes, last = 0;
+    unsigned char key[9];
 
     if (it == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     op->done = 0;
-    for (store_iter_seek(it, "e", 1); store_iter_valid(it) &&
-                                      op->done < TRIM_CHUNK;
+    rev_key(atomic_load(&op->w->floor), key);
+    for (store_iter_seek(it, key, sizeof(key));
+         store_iter_valid(it) && op->done < TRIM_CHUNK;
          store_iter_next(it)) {
         size_t klen, vlen;
         const char *k = store_iter_key(it, &klen);
 
         if (klen != 9 || k[0] != 'e' ||
-            reel_be64_get((const unsigned char *)k + 1) > op->upto)
+            (last = reel_be64_get((const unsigned char *)k + 1)) > op->upto)
             break;
         store_iter_value(it, &vlen);
-        store_txn_delete(txn, STORE_CF_WAL, k, klen);
+        store_txn_delete_blind(txn, STORE_CF_WAL, k, klen);
         freed += vlen;
         op->done++;
     }
     store_iter_destroy(it);
     bytes = atomic_load(&op->w->bytes);
-    if (op->done > 0)
+    if (op->done > 0) {
         put_bytes(op->w, txn, bytes > freed ? bytes - freed : 0);
+        /* Before the commit: a reader that starts from it meanwhile only
+         * misses events that this commit deletes (a failed commit fails
+         * the store for good). */
+        atomic_store(&op->w->floor, op->done == TRIM_CHUNK ? last + 1
+                                                            : op->upto + 1);
+    }
     return REEL_OK;
 }
 
@@ -817,6 +836,7 @@ static uint64_t trim_point(wal_t *w) {
     uint64_t bytes = atomic_load(&w->bytes), cut = 0, head, oldest;
     wal_consumer_t *cs = NULL;
     store_iter_t *it;
+    unsigned char key[9];
     size_t n = 0;
 
     wal_head(w, &head, &oldest);
@@ -836,7 +856,8 @@ static uint64_t trim_point(wal_t *w) {
     it = store_iter_create(w->store, STORE_CF_WAL, NULL);
     if (it == NULL)
         return cut;
-    for (store_iter_seek(it, "e", 1); store_iter_valid(it);
+    rev_key(oldest, key);
+    for (store_iter_seek(it, key, sizeof(key)); store_iter_valid(it);
          store_iter_next(it)) {
         size_t klen, vlen;
         const char *k = store_iter_key(it, &klen);

@@ -221,6 +221,68 @@ static void test_a_subscriber_behind_retention_ends_out_of_range(
                      REEL_OUT_OF_RANGE);
 }
 
+static reel_code_t apply_emit_many(store_txn_t *txn, void *arg,
+                                   reel_status_t *st) {
+    (void)st;
+    for (int i = 0; i < *(int *)arg; i++) {
+        char k[16];
+        int klen = snprintf(k, sizeof(k), "m%d", i);
+
+        store_txn_put(txn, STORE_CF_KV, k, (size_t)klen, "x", 1);
+        store_txn_emit(txn, STORE_MODULE_KV, 1, "m", 1);
+    }
+    return REEL_OK;
+}
+
+/* Trims go in chunks of 5,000 events and remember where the last one
+ * ended, so the next scan starts there: a full chunk, a partial one, and
+ * a reopen must all leave the oldest event exactly where retention says. */
+static void test_trims_in_chunks_keep_the_oldest_event_exact(void **state) {
+    fixture_t *f = *state;
+    sink_t s = {.limit = 1};
+    wal_consumer_t c;
+    uint64_t start, head, oldest;
+    wal_sub_t *sub;
+    int n = 6000;
+
+    assert_int_equal(store_exec(f->store, apply_emit_many, &n, NULL, NULL),
+                     REEL_OK);
+    assert_int_equal(store_exec(f->store, apply_emit_many, &n, NULL, NULL),
+                     REEL_OK);
+    wal_head(f->wal, &head, &oldest);
+    assert_int_equal(head, 12000);
+    assert_int_equal(oldest, 1);
+    assert_int_equal(wal_consumer_attach(f->wal, "c1", 0, "", &start, NULL),
+                     REEL_OK);
+    assert_int_equal(wal_ack(f->wal, "c1", 11000, &c, NULL), REEL_OK);
+    wal_consumer_fini(&c);
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK); /* 5000+5000+1000 */
+    wal_head(f->wal, &head, &oldest);
+    assert_int_equal(oldest, 11001);
+    assert_int_equal(wal_ack(f->wal, "c1", 11500, &c, NULL), REEL_OK);
+    wal_consumer_fini(&c);
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
+    wal_head(f->wal, &head, &oldest);
+    assert_int_equal(oldest, 11501);
+    wal_consumer_detach(f->wal, "c1");
+    assert_int_equal(wal_sub_create(f->wal, 11499, "", &ops, &s, &sub, NULL),
+                     REEL_OUT_OF_RANGE);
+    assert_int_equal(wal_sub_create(f->wal, 11500, "", &ops, &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_pump(sub);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.revs[0], 11501);
+    wal_sub_destroy(sub);
+    /* A new wal over the same store finds the oldest event again. */
+    wal_destroy(f->wal);
+    f->wal = NULL;
+    assert_int_equal(wal_create(f->store, encode, f, NULL, &f->wal, NULL),
+                     REEL_OK);
+    wal_head(f->wal, &head, &oldest);
+    assert_int_equal(head, 12000);
+    assert_int_equal(oldest, 11501);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
@@ -229,6 +291,9 @@ int main(void) {
             test_subscriptions_filter_follow_and_catch_up, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_subscriber_behind_retention_ends_out_of_range, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_trims_in_chunks_keep_the_oldest_event_exact, setup,
             teardown),
     };
     return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
