@@ -38,7 +38,7 @@ typedef struct bench_opts {
     int runs;          /* append: runs written to */
     long events;       /* tail */
     long keys, entries; /* restart */
-    int pid;           /* memory: reeld's pid */
+    int pid;           /* the server's pid: memory's RSS, writes' CPU */
     int idle_watchers, subscribers; /* memory */
     int per_stream;    /* memory: watches per KV.WatchValues stream */
     long writes;       /* memory */
@@ -70,6 +70,22 @@ void bench_progress(const bench_opts_t *o, const char *fmt, ...);
 void bench_progress_done(const bench_opts_t *o);
 
 void bench_sleep_ms(int64_t ms);
+
+/*
+ * CPU used around a measurement: the server's (o->pid, from /proc; -1 when
+ * there is no pid or it cannot be read), reel-bench's own (every thread,
+ * gRPC's included) and the whole machine's busy and total jiffies.
+ */
+typedef struct bench_cpu {
+    double server_s, client_s;
+    unsigned long long busy, total;
+} bench_cpu_t;
+
+void bench_cpu_sample(const bench_opts_t *o, bench_cpu_t *c);
+/* Adds server_cpu_us_per_op (with a pid), client_cpu_us_per_op and
+ * machine_busy_pct for the ops done between a and b to row. */
+void bench_cpu_report(cJSON *row, const bench_cpu_t *a, const bench_cpu_t *b,
+                      uint64_t ops);
 
 /*
  * Closed-loop load: `concurrency` requests in flight until stop_ns (or

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/health.pb-c.h"
 #include "base/version.h"
@@ -42,18 +44,27 @@ cJSON *report_row(report_t *r) {
     return row;
 }
 
+/* A column is as wide as its name, and at least 14. */
+static int col_width(const cJSON *col) {
+    size_t n = strlen(col->string);
+
+    return n > 14 ? (int)n : 14;
+}
+
 static void print_cell(const cJSON *v) {
+    int w = col_width(v);
+
     if (cJSON_IsNumber(v)) {
         double d = v->valuedouble;
 
         if (d == (double)(int64_t)d && d < 1e15 && d > -1e15)
-            printf(" %14lld", (long long)d);
+            printf(" %*lld", w, (long long)d);
         else
-            printf(" %14.1f", d);
+            printf(" %*.1f", w, d);
     } else if (cJSON_IsString(v)) {
-        printf(" %14s", v->valuestring);
+        printf(" %*s", w, v->valuestring);
     } else {
-        printf(" %14s", "-");
+        printf(" %*s", w, "-");
     }
 }
 
@@ -77,7 +88,7 @@ int report_finish(report_t *r) {
         if (!same) {
             cJSON_ArrayForEach(col, row) {
                 if (!cJSON_IsArray(col))
-                    printf(" %14.14s", col->string);
+                    printf(" %*s", col_width(col), col->string);
             }
             printf("\n");
         }
@@ -158,6 +169,67 @@ void bench_sleep_ms(int64_t ms) {
 
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
+}
+
+/* ---- CPU ----------------------------------------------------------------- */
+
+/* utime + stime of pid in seconds, or -1. comm may hold spaces and ')'. */
+static double proc_cpu_s(int pid) {
+    char path[64], buf[1024], *p;
+    unsigned long long ut, st;
+    size_t n;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    if ((f = fopen(path, "r")) == NULL)
+        return -1;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* after "pid (comm) ": state ppid pgrp session tty tpgid flags minflt
+     * cminflt majflt cmajflt utime stime */
+    if ((p = strrchr(buf, ')')) == NULL ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+               &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+void bench_cpu_sample(const bench_opts_t *o, bench_cpu_t *c) {
+    unsigned long long v[8] = {0};
+    struct rusage ru;
+    FILE *f;
+
+    memset(c, 0, sizeof(*c));
+    c->server_s = o->pid > 0 ? proc_cpu_s(o->pid) : -1;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        c->client_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                      (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    /* cpu user nice system idle iowait irq softirq steal */
+    if ((f = fopen("/proc/stat", "r")) != NULL) {
+        if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0],
+                   &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) == 8) {
+            for (int i = 0; i < 8; i++)
+                c->total += v[i];
+            c->busy = c->total - v[3] - v[4];
+        }
+        fclose(f);
+    }
+}
+
+void bench_cpu_report(cJSON *row, const bench_cpu_t *a, const bench_cpu_t *b,
+                      uint64_t ops) {
+    if (ops == 0)
+        return;
+    if (a->server_s >= 0 && b->server_s >= a->server_s)
+        cJSON_AddNumberToObject(row, "server_cpu_us_per_op",
+                                (b->server_s - a->server_s) * 1e6 / (double)ops);
+    cJSON_AddNumberToObject(row, "client_cpu_us_per_op",
+                            (b->client_s - a->client_s) * 1e6 / (double)ops);
+    if (b->total > a->total)
+        cJSON_AddNumberToObject(row, "machine_busy_pct",
+                                100.0 * (double)(b->busy - a->busy) /
+                                    (double)(b->total - a->total));
 }
 
 /* ---- Closed-loop load ---------------------------------------------------- */

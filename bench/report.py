@@ -216,10 +216,18 @@ class Results:
             self.rocksdb_version = mm.group(1)
         if "Assertions are enabled" in text:
             self.dbbench_assertions = True
-        mm = re.search(r"^fillrandom\s*:\s*([\d.]+) micros/op\s+(\d+) ops/sec", text, re.M)
+        mm = re.search(r"^fillrandom\s*:\s*([\d.]+) micros/op\s+(\d+) ops/sec(?:\s+[\d.]+ seconds\s+(\d+) operations)?",
+                       text, re.M)
         if mm:
-            self.dbbench[threads] = {"micros_per_op": float(mm.group(1)),
-                                     "ops_per_s": float(mm.group(2))}
+            d = self.dbbench[threads] = {"micros_per_op": float(mm.group(1)),
+                                         "ops_per_s": float(mm.group(2))}
+            # the CPU its step used (bench/run.sh), over the operations it did
+            cpu = self._json("db_bench-%d.cpu.json" % threads) or {}
+            ops, cpu_s = num(float(mm.group(3)) if mm.group(3) else None), num(cpu.get("cpu_s"))
+            if ops and cpu_s is not None:
+                d["cpu_us_per_op"] = cpu_s * 1e6 / ops
+            if num(cpu.get("machine_busy_pct")) is not None:
+                d["machine_busy_pct"] = num(cpu["machine_busy_pct"])
         else:
             self.problems.append("%s: no fillrandom result line" % os.path.basename(path))
 
@@ -516,9 +524,22 @@ def write_table(R, name, known, head):
     return "%s\n\n%s\n\n%s\n" % (head, table([h for _, h, _ in cols], body), params_line(doc))
 
 
+def f_us(x):
+    x = num(x)
+    return "—" if x is None else "%.1f" % x
+
+
+def f_pct(x):
+    x = num(x)
+    return "—" if x is None else "%.0f%%" % x
+
+
 WRITE_COLS = [("concurrency", "concurrency", f_int), ("ops_per_s", "ops/s", f_int),
               ("p50_us", "p50 ms", f_ms), ("p99_us", "p99 ms", f_ms), ("p999_us", "p99.9 ms", f_ms),
-              ("ops", "ops", f_int), ("errors", "errors", f_int), ("seconds", "seconds", f_num)]
+              ("ops", "ops", f_int), ("errors", "errors", f_int), ("seconds", "seconds", f_num),
+              ("server_cpu_us_per_op", "server CPU µs/op", f_us),
+              ("client_cpu_us_per_op", "client CPU µs/op", f_us),
+              ("machine_busy_pct", "machine busy", f_pct)]
 WATCH_COLS = [("kind", "kind", str), ("watchers", "watchers", f_int), ("rate", "writes/s", f_int),
               ("writes", "writes", f_int), ("expected", "expected", f_int), ("received", "received", f_int),
               ("p50_us", "p50 ms", f_ms), ("p99_us", "p99 ms", f_ms), ("p999_us", "p99.9 ms", f_ms)]
@@ -541,12 +562,13 @@ def section_writes(R):
     out.append(write_table(R, "get-reel", WRITE_COLS,
                            "### reel `get` (GetValue of missing keys: a call that writes nothing)"))
     out.append("_`get` is the floor of this setup: the same client, the same gRPC server and the "
-               "same two cores, with no write at all. A durable write cannot be served faster "
+               "same cores, with no write at all. A durable write cannot be served faster "
                "than a call that writes nothing._\n")
     out.append("### RocksDB `db_bench fillrandom --sync=1 --value_size=256 --key_size=32`\n")
     if R.dbbench:
-        body = [[t, f_int(d["ops_per_s"]), "%.1f" % d["micros_per_op"]] for t, d in sorted(R.dbbench.items())]
-        out.append(table(["threads", "ops/s", "µs/op (per thread)"], body))
+        body = [[t, f_int(d["ops_per_s"]), "%.1f" % d["micros_per_op"], f_us(d.get("cpu_us_per_op")),
+                 f_pct(d.get("machine_busy_pct"))] for t, d in sorted(R.dbbench.items())]
+        out.append(table(["threads", "ops/s", "µs/op (per thread)", "CPU µs/op", "machine busy"], body))
         if R.rocksdb_version:
             out.append("\n_RocksDB %s (Debian's rocksdb-tools); raw output in `results/db_bench-T.txt`_" %
                        R.rocksdb_version)
@@ -638,6 +660,68 @@ def section_ratios(R):
     out.append(table(["concurrency", "append ops/s", "set ops/s", "append / set"], body) if body
                else NOT_MEASURED + ".")
     out.append("")
+    return "\n".join(out)
+
+
+def section_bound(R):
+    """what the CPU measured in this run says about the set@64 targets"""
+    cores = num(R.machine.get("cores"))
+    s = R.row("set-reel", concurrency=SET_C) or {}
+    g = R.row("get-reel", concurrency=SET_C) or {}
+    e = R.row("set-etcd", concurrency=SET_C) or {}
+    db = R.dbbench.get(DBBENCH_T, {})
+    S, C, B = (num(s.get(k)) for k in ("server_cpu_us_per_op", "client_cpu_us_per_op", "machine_busy_pct"))
+    G, Cg = num(g.get("server_cpu_us_per_op")), num(g.get("client_cpu_us_per_op"))
+    out = ["### What bounds `set`@%d on this machine\n" % SET_C]
+    if None in (cores, S, C, B, G):
+        out.append("%s: this run has no CPU figures for `set` and `get` at %d in flight.\n" % (NOT_MEASURED, SET_C))
+        return "\n".join(out)
+    out.append("CPU per operation at %d in flight, from the same steps as the tables above: the "
+               "server's from `/proc/PID/stat`, the client's (reel-bench, every thread) from "
+               "`getrusage`, the machine's from `/proc/stat`; db_bench's is its whole process.\n" % SET_C)
+
+    def row(name, r, srv, cli):
+        both = srv + cli if srv is not None and cli is not None else None
+        return [name, f_int(r.get("ops_per_s")), f_us(srv), f_us(cli), f_us(both), f_pct(r.get("machine_busy_pct"))]
+
+    body = [row("reel `set`", s, S, C), row("reel `get` (no write)", g, G, Cg)]
+    Ee, Ce = num(e.get("server_cpu_us_per_op")), num(e.get("client_cpu_us_per_op"))
+    if e:
+        body.append(row("etcd `set` (`KV.Put`)", e, Ee, Ce))
+    if db:
+        body.append(["db_bench fillrandom, %d threads (in-process)" % DBBENCH_T, f_int(db.get("ops_per_s")),
+                     "—", "—", f_us(db.get("cpu_us_per_op")), f_pct(db.get("machine_busy_pct"))])
+    out.append(table(["", "ops/s", "server CPU µs/op", "client CPU µs/op", "together", "machine busy"], body))
+    floor = C + G
+    text = []
+    if B < 80:
+        text.append("The machine was %s busy during reel's `set`: its cores were not the limit of "
+                    "that step, so these figures do not explain a gap (bench/ANALYSIS.md has what "
+                    "was measured on the machine that wrote it)." % f_pct(B))
+    else:
+        text.append("The machine was %s busy during reel's `set`: the cores, not the disk, set its "
+                    "rate, and on %d cores a rate of R writes/s leaves %d·10⁶/R µs of CPU per write "
+                    "for client and server together. The least any server behind this client needs "
+                    "is this client's CPU per write, %s µs, plus what a call that writes nothing "
+                    "costs a server, %s µs (reel's `get`): %s µs." % (
+                        f_pct(B), cores, cores, f_us(C), f_us(G), f_us(floor)))
+        for what, rate, extra in (
+                ("1.0× db_bench at %d threads" % DBBENCH_T, num(db.get("ops_per_s")), ""),
+                ("2× etcd", 2 * num(e["ops_per_s"]) if num(e.get("ops_per_s")) else None,
+                 " (etcd itself took %s µs of server CPU per put)" % f_us(Ee) if Ee is not None else "")):
+            if not rate:
+                continue
+            budget = cores * 1e6 / rate
+            if floor > budget:
+                text.append("%s, %s writes/s, leaves %s µs per write%s: less than that floor, so "
+                            "no server behind this client reaches it on this machine, however "
+                            "little its writes cost." % (what, f_int(rate), f_us(budget), extra))
+            else:
+                text.append("%s, %s writes/s, leaves %s µs per write%s: %s µs more than that "
+                            "floor for the server's work on a durable write; reel's took %s µs more "
+                            "than a call that writes nothing." % (
+                                what, f_int(rate), f_us(budget), extra, f_us(budget - floor), f_us(S - G)))
+    out.append("\n" + " ".join(text) + "\n")
     return "\n".join(out)
 
 
@@ -878,6 +962,7 @@ def report(results_dir, out_dir):
 
     md.append(section_writes(R))
     md.append(section_ratios(R))
+    md.append(section_bound(R))
     md.append(section_watch(R))
     md.append(section_single(R, "signal-reel", "## Signal: wake-up latency\n\n"
                              "A run awaits a signal; 2 ms later `SendSignal`; the await returns. "

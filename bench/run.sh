@@ -10,7 +10,8 @@
 # On a fresh Debian bookworm machine it installs what is missing (apt-get, as
 # root or through sudo), builds with Bazel (-c opt), and writes:
 #   bench/results/*.json          what reel-bench measured (one file per bench)
-#   bench/results/db_bench-T.txt  db_bench's output at T threads
+#   bench/results/db_bench-T.txt  db_bench's output at T threads (and
+#                                 db_bench-T.cpu.json, the CPU it used)
 #   bench/results/commands.txt    every command run, in order
 #   bench/results/machine.json    the machine, the versions, the commit
 #   bench/RESULTS.md, bench/throughput.png   (bench/report.py)
@@ -170,14 +171,28 @@ record() { # [--bg] [--out FILE] CMD...: appends a command line to commands.txt
 }
 note() { printf '# %s\n' "$*" >>"$COMMANDS"; }
 
+# cpu_mark: STEP_MARK="CHILD_CPU_S BUSY_TICKS TOTAL_TICKS": the CPU this
+# shell's waited-for children used so far (the builtin `times`, run in this
+# shell, not a subshell) and the machine's busy and total ticks
+cpu_mark() {
+  times >"$RUN/.times"
+  STEP_MARK="$(awk 'function s(x, m) { split(x, m, /[ms]/); return m[1] * 60 + m[2] }
+    NR == 2 { c = s($1) + s($2) } END { printf "%.3f", c }' "$RUN/.times") $(
+    awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)"
+}
+
 # step NAME LIMIT_S [--out FILE] CMD...: runs CMD under a time limit, once
 # the machine is idle (settle); a failure is noted (commands.txt, the final
-# exit status) and the run goes on.
+# exit status) and the run goes on. Sets STEP_CPU_S (the CPU its processes
+# used) and STEP_BUSY_PCT (how busy the machine was meanwhile), and notes
+# both.
 step() {
-  local name="$1" limit="$2" out="" rc=0 t0
+  local name="$1" limit="$2" out="" rc=0 t0 m0
   shift 2
   if [ "$1" = "--out" ]; then out="$2"; shift 2; fi
   settle
+  cpu_mark
+  m0="$STEP_MARK"
   t0=$SECONDS
   log "[$(date +%T)] $name"
   if [ -n "$out" ]; then
@@ -190,6 +205,10 @@ step() {
   STEP_PID=$!
   wait "$STEP_PID" || rc=$?
   STEP_PID=""
+  cpu_mark
+  read -r STEP_CPU_S STEP_BUSY_PCT < <(echo "$m0 $STEP_MARK" | awk '{
+    printf "%.3f %.1f\n", $4 - $1, ($6 > $3) ? 100 * ($5 - $2) / ($6 - $3) : 0 }')
+  note "${STEP_CPU_S} s of CPU in the step's processes; the machine ${STEP_BUSY_PCT}% busy meanwhile"
   if [ "$rc" -ne 0 ]; then
     local why="exit $rc"
     [ "$rc" -eq 124 ] && why="timed out after ${limit} s"
@@ -327,6 +346,8 @@ for t in "${DBBENCH_THREADS[@]}"; do
       cat "$out"; } | sed "s|$ROOT/||g" >"$out.tmp" && mv "$out.tmp" "$out"
   fi
   grep -E '^fillrandom +:' "$out" >&2 || true
+  printf '{"cpu_s": %s, "machine_busy_pct": %s}\n' "$STEP_CPU_S" "$STEP_BUSY_PCT" \
+    >"$RESULTS/db_bench-$t.cpu.json"
   rm -rf "$RUN/db_bench-$t"
 done
 
@@ -342,13 +363,13 @@ if start_etcd etcd "$RUN/etcd"; then etcd_up=1; fi
 reel_step() { if [ "$reel_up" = 1 ]; then step "$@"; else skip "$1" "reeld is not serving"; fi; }
 etcd_step() { if [ "$etcd_up" = 1 ]; then step "$@"; else skip "$1" "etcd is not serving"; fi; }
 
-reel_step set-reel 240 "$REELBENCH" set --addr "$REEL_ADDR" --target reel --duration "$D_WRITE" \
+reel_step set-reel 240 "$REELBENCH" set --addr "$REEL_ADDR" --pid "$MAIN_REELD_PID" --target reel --duration "$D_WRITE" \
   --concurrency "$CONCURRENCY" --value-bytes "$VALUE_BYTES" --json "$RESULTS/set-reel.json"
-etcd_step set-etcd 240 "$REELBENCH" set --addr "$ETCD_ADDR" --target etcd --duration "$D_WRITE" \
+etcd_step set-etcd 240 "$REELBENCH" set --addr "$ETCD_ADDR" --pid "$ETCD_PID" --target etcd --duration "$D_WRITE" \
   --concurrency "$CONCURRENCY" --value-bytes "$VALUE_BYTES" --json "$RESULTS/set-etcd.json"
-reel_step get-reel 240 "$REELBENCH" get --addr "$REEL_ADDR" --duration "$D_WRITE" \
+reel_step get-reel 240 "$REELBENCH" get --addr "$REEL_ADDR" --pid "$MAIN_REELD_PID" --duration "$D_WRITE" \
   --concurrency "$CONCURRENCY" --json "$RESULTS/get-reel.json"
-reel_step append-reel 240 "$REELBENCH" append --addr "$REEL_ADDR" --duration "$D_WRITE" \
+reel_step append-reel 240 "$REELBENCH" append --addr "$REEL_ADDR" --pid "$MAIN_REELD_PID" --duration "$D_WRITE" \
   --concurrency "$CONCURRENCY" --value-bytes "$VALUE_BYTES" --json "$RESULTS/append-reel.json"
 reel_step watch-reel 300 "$REELBENCH" watch --addr "$REEL_ADDR" --target reel --duration "$D_WATCH" \
   --watchers "$WATCHERS" --rate 1000 --json "$RESULTS/watch-reel.json"

@@ -152,11 +152,14 @@ static int run_points(const bench_opts_t *o, const char *bench, ac_t *ac,
     }
     for (int k = 0; k < o->n_conc; k++) {
         bench_load_result_t res;
+        bench_cpu_t c0, c1;
         cJSON *row;
 
         lat_reset(&lat);
+        bench_cpu_sample(o, &c0);
         bench_load(o, ac, method, o->conc[k], (int64_t)(o->duration_s * 1e9),
                    0, make, w, &lat, &res);
+        bench_cpu_sample(o, &c1);
         row = report_row(&rep);
         cJSON_AddNumberToObject(row, "concurrency", o->conc[k]);
         cJSON_AddNumberToObject(row, "ops", (double)res.ok);
@@ -166,6 +169,7 @@ static int run_points(const bench_opts_t *o, const char *bench, ac_t *ac,
         cJSON_AddNumberToObject(row, "p50_us", lat_quantile_us(&lat, 0.50));
         cJSON_AddNumberToObject(row, "p99_us", lat_quantile_us(&lat, 0.99));
         cJSON_AddNumberToObject(row, "p999_us", lat_quantile_us(&lat, 0.999));
+        bench_cpu_report(row, &c0, &c1, res.ok);
         if (res.errors > 0) {
             fprintf(stderr,
                     "reel-bench: %s: %llu errors at concurrency %d (first: "
