@@ -176,7 +176,7 @@ note() { printf '# %s\n' "$*" >>"$COMMANDS"; }
 # shell, not a subshell) and the machine's busy and total ticks
 cpu_mark() {
   times >"$RUN/.times"
-  STEP_MARK="$(awk 'function s(x, m) { split(x, m, /[ms]/); return m[1] * 60 + m[2] }
+  STEP_MARK="$(awk 'function s(x, m) { sub(",", ".", x); split(x, m, /[ms]/); return m[1] * 60 + m[2] }
     NR == 2 { c = s($1) + s($2) } END { printf "%.3f", c }' "$RUN/.times") $(
     awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)"
 }
