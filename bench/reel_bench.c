@@ -306,7 +306,7 @@ int main(int argc, char **argv) {
         case 'H': o.shared = (int)parse_range("shared", optarg, 0, 10000); break;
         case 'R': o.runs = (int)parse_long("runs", optarg, 1); break;
         case 'e': o.events = parse_long("events", optarg, 1); break;
-        case 'p': o.pid = (int)parse_long("pid", optarg, 1); break;
+        case 'p': o.pid = (int)parse_range("pid", optarg, 1, INT_MAX); break;
         case 'I': o.idle_watchers = (int)parse_long("idle-watchers", optarg, 0); break;
         case 's': o.subscribers = (int)parse_long("subscribers", optarg, 0); break;
         case 'S': o.per_stream = (int)parse_range("per-stream", optarg, 1, 10000); break;
@@ -327,6 +327,16 @@ int main(int argc, char **argv) {
     if (o.value_bytes > (1 << 20)) {
         fprintf(stderr, "reel-bench: --value-bytes: at most 1048576\n");
         return 2;
+    }
+    if (o.pid > 0) {
+        bench_cpu_t c;
+
+        bench_cpu_sample(&o, &c);
+        if (c.server_s < 0) {
+            fprintf(stderr, "reel-bench: --pid %d: cannot read /proc/%d/stat "
+                            "(no such process?)\n", o.pid, o.pid);
+            return 2;
+        }
     }
     signal(SIGPIPE, SIG_IGN);
 

@@ -171,14 +171,17 @@ record() { # [--bg] [--out FILE] CMD...: appends a command line to commands.txt
 }
 note() { printf '# %s\n' "$*" >>"$COMMANDS"; }
 
+# cpu_ticks: "BUSY TOTAL", the machine's CPU ticks so far (busy: all but
+# idle and iowait)
+cpu_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+
 # cpu_mark: STEP_MARK="CHILD_CPU_S BUSY_TICKS TOTAL_TICKS": the CPU this
 # shell's waited-for children used so far (the builtin `times`, run in this
-# shell, not a subshell) and the machine's busy and total ticks
+# shell, not a subshell) and cpu_ticks
 cpu_mark() {
   times >"$RUN/.times"
   STEP_MARK="$(awk 'function s(x, m) { sub(",", ".", x); split(x, m, /[ms]/); return m[1] * 60 + m[2] }
-    NR == 2 { c = s($1) + s($2) } END { printf "%.3f", c }' "$RUN/.times") $(
-    awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)"
+    NR == 2 { c = s($1) + s($2) } END { printf "%.3f", c }' "$RUN/.times") $(cpu_ticks)"
 }
 
 # step NAME LIMIT_S [--out FILE] CMD...: runs CMD under a time limit, once
@@ -224,21 +227,20 @@ step() {
 # under 10% over one second, so a step does not measure what a step before
 # left running (a server's backlog, RocksDB's or etcd's compactions).
 settle() {
-  local i a b busy idle
+  local i b0 t0 b1 t1 busy total
   for ((i = 0; i < 60; i++)); do
-    read -r _ a < <(awk '/^cpu /{print 0, $2+$3+$4+$7+$8 " " $5+$6}' /proc/stat)
-    idle=${a#* } busy=${a% *}
+    read -r b0 t0 < <(cpu_ticks)
     sleep 1
-    read -r _ b < <(awk '/^cpu /{print 0, $2+$3+$4+$7+$8 " " $5+$6}' /proc/stat)
-    busy=$((${b% *} - busy)) idle=$((${b#* } - idle))
-    if [ $((busy * 10)) -lt $((busy + idle)) ]; then
-      log "settled: ${busy} busy of $((busy + idle)) ticks after $((i + 1)) s"
-      note "idle after $((i + 1)) s (${busy} of $((busy + idle)) CPU ticks busy over the last second)"
+    read -r b1 t1 < <(cpu_ticks)
+    busy=$((b1 - b0)) total=$((t1 - t0))
+    if [ $((busy * 10)) -lt "$total" ]; then
+      log "settled: ${busy} busy of ${total} ticks after $((i + 1)) s"
+      note "idle after $((i + 1)) s (${busy} of ${total} CPU ticks busy over the last second)"
       return 0
     fi
   done
-  log "not settled after 60 s (${busy} busy of $((busy + idle)) ticks); going on"
-  note "not idle after 60 s (${busy} of $((busy + idle)) CPU ticks busy over the last second); went on"
+  log "not settled after 60 s (${busy} busy of ${total} ticks); going on"
+  note "not idle after 60 s (${busy} of ${total} CPU ticks busy over the last second); went on"
 }
 
 skip() { # NAME WHY: a step that cannot run

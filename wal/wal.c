@@ -66,7 +66,8 @@ struct wal {
     _Atomic uint64_t bytes; /* of all 'e' records; changed on the writer */
     /* Every event below it was trimmed: scans of the oldest events start
      * here, not at "e", so they do not step over the tombstones of every
-     * event trimmed since the last compaction. Raised on the writer. */
+     * event trimmed since the last compaction. Raised by wal_trim once a
+     * chunk committed. */
     _Atomic uint64_t floor;
 
     pthread_t trimmer;
@@ -789,6 +790,7 @@ typedef struct trim_op {
     wal_t *w;
     uint64_t upto; /* delete events with revision <= upto ... */
     size_t done;   /* ... at most TRIM_CHUNK of them; how many it did */
+    uint64_t floor; /* where it ended: the WAL's floor once it commits */
 } trim_op_t;
 
 /* Deletes blind: nothing in a group reads old events back, and an
@@ -821,11 +823,7 @@ static reel_code_t apply_trim(store_txn_t *txn, void *arg, reel_status_t *st) {
     bytes = atomic_load(&op->w->bytes);
     if (op->done > 0) {
         put_bytes(op->w, txn, bytes > freed ? bytes - freed : 0);
-        /* Before the commit: a reader that starts from it meanwhile only
-         * misses events that this commit deletes (a failed commit fails
-         * the store for good). */
-        atomic_store(&op->w->floor, op->done == TRIM_CHUNK ? last + 1
-                                                            : op->upto + 1);
+        op->floor = op->done == TRIM_CHUNK ? last + 1 : op->upto + 1;
     }
     return REEL_OK;
 }
@@ -881,13 +879,17 @@ static uint64_t trim_point(wal_t *w) {
 
 reel_code_t wal_trim(wal_t *w, reel_status_t *st) {
     uint64_t upto = trim_point(w);
-    trim_op_t op = {w, upto, TRIM_CHUNK};
+    trim_op_t op = {w, upto, TRIM_CHUNK, 0};
     reel_code_t rc = REEL_OK;
 
-    /* Chunks, each its own commit: writers interleave between them. */
+    /* Chunks, each its own commit: writers interleave between them. The
+     * floor moves only once a chunk committed: a group that fails leaves
+     * its events in place. */
     while (upto > 0 && op.done == TRIM_CHUNK) {
         if ((rc = store_exec(w->store, apply_trim, &op, NULL, st)) != REEL_OK)
             break;
+        if (op.done > 0)
+            atomic_store(&w->floor, op.floor);
     }
     return rc;
 }
