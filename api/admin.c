@@ -3,7 +3,7 @@
  */
 #include <stdlib.h>
 
-#include "api/reel.pb-c.h"
+#include "reel/v1/admin.pb-c.h"
 #include "api/services.h"
 #include "base/clock.h"
 #include "base/version.h"

@@ -5,9 +5,9 @@
 #ifndef REEL_API_CONVERT_H
 #define REEL_API_CONVERT_H
 
-#include "api/journal.pb-c.h"
-#include "api/kv.pb-c.h"
-#include "api/signals.pb-c.h"
+#include "reel/v1/journal.pb-c.h"
+#include "reel/v1/kv.pb-c.h"
+#include "reel/v1/signals.pb-c.h"
 #include "journal/journal.h"
 #include "kv/kv.h"
 #include "signals/signals.h"

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/health.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "api/reply.h"
 #include "api/services.h"
 #include "base/log.h"

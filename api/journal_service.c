@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/journal.pb-c.h"
+#include "reel/v1/journal.pb-c.h"
 #include "api/convert.h"
 #include "api/reply.h"
 #include "api/services.h"

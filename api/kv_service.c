@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/kv.pb-c.h"
+#include "reel/v1/kv.pb-c.h"
 #include "api/convert.h"
 #include "api/reply.h"
 #include "api/services.h"

@@ -25,7 +25,7 @@
 #include "api/convert.h"
 #include "api/reply.h"
 #include "api/services.h"
-#include "api/signals.pb-c.h"
+#include "reel/v1/signals.pb-c.h"
 #include "api/timer.h"
 #include "base/clock.h"
 #include "signals/signals.h"

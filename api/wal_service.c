@@ -19,7 +19,7 @@
 #include "api/convert.h"
 #include "api/reply.h"
 #include "api/services.h"
-#include "api/wal.pb-c.h"
+#include "reel/v1/wal.pb-c.h"
 #include "base/clock.h"
 #include "wal/wal.h"
 

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "api/journal.pb-c.h"
+#include "reel/v1/journal.pb-c.h"
 #include "api/wire.h"
 
 static reel_code_t check(const ProtobufCMessageDescriptor *d, const void *b,

@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/health.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "base/version.h"
 
 /* ---- Reports ------------------------------------------------------------- */

@@ -15,7 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "api/wal.pb-c.h"
+#include "reel/v1/wal.pb-c.h"
 #include "bench/bench.h"
 
 static int head_revision(ac_t *ac, uint64_t *head) {

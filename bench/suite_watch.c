@@ -14,10 +14,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "api/journal.pb-c.h"
-#include "api/kv.pb-c.h"
-#include "api/signals.pb-c.h"
-#include "api/wal.pb-c.h"
+#include "reel/v1/journal.pb-c.h"
+#include "reel/v1/kv.pb-c.h"
+#include "reel/v1/signals.pb-c.h"
+#include "reel/v1/wal.pb-c.h"
 #include "bench/bench.h"
 #include "bench/etcd.pb-c.h"
 #include "cli/client.h"

@@ -31,7 +31,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "api/wal.pb-c.h"
+#include "reel/v1/wal.pb-c.h"
 #include "cli/client.h"
 #include "cli/ctl.h"
 

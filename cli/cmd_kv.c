@@ -8,7 +8,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "api/kv.pb-c.h"
+#include "reel/v1/kv.pb-c.h"
 #include "cli/client.h"
 #include "cli/ctl.h"
 

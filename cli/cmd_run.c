@@ -20,7 +20,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "api/journal.pb-c.h"
+#include "reel/v1/journal.pb-c.h"
 #include "cli/client.h"
 #include "cli/ctl.h"
 

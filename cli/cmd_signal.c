@@ -21,8 +21,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "api/journal.pb-c.h"
-#include "api/signals.pb-c.h"
+#include "reel/v1/journal.pb-c.h"
+#include "reel/v1/signals.pb-c.h"
 #include "cli/client.h"
 #include "cli/ctl.h"
 

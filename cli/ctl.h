@@ -19,9 +19,9 @@
 #include <cjson/cJSON.h>
 #include <protobuf-c/protobuf-c.h>
 
-#include "api/journal.pb-c.h"
-#include "api/kv.pb-c.h"
-#include "api/signals.pb-c.h"
+#include "reel/v1/journal.pb-c.h"
+#include "reel/v1/kv.pb-c.h"
+#include "reel/v1/signals.pb-c.h"
 #include "cli/client.h"
 
 #define EXIT_OK 0

@@ -23,8 +23,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "api/health.pb-c.h"
-#include "api/reel.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "reel/v1/admin.pb-c.h"
 #include "base/version.h"
 #include "cli/client.h"
 #include "cli/ctl.h"

@@ -6,12 +6,12 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "api/health.pb-c.h"
-#include "api/journal.pb-c.h"
-#include "api/kv.pb-c.h"
-#include "api/reel.pb-c.h"
-#include "api/signals.pb-c.h"
-#include "api/wal.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "reel/v1/journal.pb-c.h"
+#include "reel/v1/kv.pb-c.h"
+#include "reel/v1/admin.pb-c.h"
+#include "reel/v1/signals.pb-c.h"
+#include "reel/v1/wal.pb-c.h"
 #include "api/wire.h"
 #include "journal/journal.h"
 #include "kv/kv.h"

@@ -39,12 +39,14 @@ fi
 
 build="$(mktemp -d)"
 trap 'rm -rf "$build"' EXIT
-mkdir -p "$build/gen/api"
-protoc-c --proto_path=api --c_out="$build/gen/api" api/*.proto || exit 1
+mkdir -p "$build/gen"
+protoc-c --proto_path=api --c_out="$build/gen" api/reel/v1/*.proto \
+  api/grpc/health/v1/health.proto || exit 1
 
 srcs=()
 for f in base/*.c store/store.c kv/kv.c kv/kv_watch.c journal/journal.c \
-         signals/signals.c api/wire.c "$build"/gen/api/*.pb-c.c; do
+         signals/signals.c api/wire.c "$build"/gen/reel/v1/*.pb-c.c \
+         "$build"/gen/grpc/health/v1/*.pb-c.c; do
   case "$f" in *_test.c) ;; *) srcs+=("$f") ;; esac
 done
 cflags=(-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer

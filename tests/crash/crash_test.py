@@ -39,18 +39,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 _GEN = tempfile.mkdtemp(prefix="reel-crash-pb2-")
 atexit.register(shutil.rmtree, _GEN, True)
 subprocess.run(["/usr/bin/protoc", "--python_out=" + _GEN, "-Iapi"] +
-               [os.path.join("api", p) for p in sorted(os.listdir(os.path.join(ROOT, "api")))
+               [os.path.join("api/reel/v1", p)
+                for p in sorted(os.listdir(os.path.join(ROOT, "api/reel/v1")))
                 if p.endswith(".proto")],
                cwd=ROOT, check=True)
+# The standard health service, as a top-level module (its package path,
+# grpc.health.v1, would collide with grpcio's own `grpc` package).
+subprocess.run(["/usr/bin/protoc", "--python_out=" + _GEN, "-Iapi/grpc/health/v1",
+                "api/grpc/health/v1/health.proto"], cwd=ROOT, check=True)
 sys.path.insert(0, _GEN)
 
 import grpc  # noqa: E402
 
 import health_pb2 as H  # noqa: E402
-import journal_pb2 as J  # noqa: E402
-import kv_pb2 as K  # noqa: E402
-import signals_pb2 as S  # noqa: E402
-import wal_pb2 as W  # noqa: E402
+from reel.v1 import journal_pb2 as J  # noqa: E402
+from reel.v1 import kv_pb2 as K  # noqa: E402
+from reel.v1 import signals_pb2 as S  # noqa: E402
+from reel.v1 import wal_pb2 as W  # noqa: E402
 
 SC = grpc.StatusCode
 EV = W.Event.Type

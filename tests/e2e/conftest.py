@@ -3,7 +3,8 @@ Python's grpcio (its own HTTP/2 stack, independent of reel's C code).
 
 Binaries come from $REELD / $REELCTL (scripts/test.sh sets them, e.g. to the
 ASan build), or from bazel-bin. Message classes are generated at session
-start from api/*.proto with /usr/bin/protoc; nothing generated is committed.
+start from api/reel/v1/*.proto (modules reel.v1.*_pb2) and the
+standard health.proto (health_pb2) with /usr/bin/protoc; nothing generated is committed.
 """
 import os
 import signal
@@ -33,10 +34,15 @@ REELCTL = _binary("REELCTL", "cli/reelctl")
 
 _GEN = tempfile.mkdtemp(prefix="reel-pb2-")
 atexit.register(shutil.rmtree, _GEN, True)
-_protos = [os.path.join("api", p) for p in sorted(os.listdir(os.path.join(ROOT, "api")))
-           if p.endswith(".proto")]
-subprocess.run(["/usr/bin/protoc", "--python_out=" + _GEN, "-Iapi"] + _protos,
+subprocess.run(["/usr/bin/protoc", "--python_out=" + _GEN, "-Iapi"] +
+               [os.path.join("api/reel/v1", p)
+                for p in sorted(os.listdir(os.path.join(ROOT, "api/reel/v1")))
+                if p.endswith(".proto")],
                cwd=ROOT, check=True)
+# The standard health service, as a top-level module (its package path,
+# grpc.health.v1, would collide with grpcio's own `grpc` package).
+subprocess.run(["/usr/bin/protoc", "--python_out=" + _GEN, "-Iapi/grpc/health/v1",
+                "api/grpc/health/v1/health.proto"], cwd=ROOT, check=True)
 sys.path.insert(0, _GEN)
 
 import grpc  # noqa: E402

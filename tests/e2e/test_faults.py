@@ -12,8 +12,8 @@ import time
 import grpc
 import pytest
 
-import kv_pb2 as K
-import reel_pb2
+from reel.v1 import kv_pb2 as K
+from reel.v1 import admin_pb2
 from conftest import REELD, Reeld, unary
 
 
@@ -23,8 +23,8 @@ def kv_calls(ch):
 
 
 def status(ch):
-    return unary(ch, "/reel.v1.Admin/GetStatus", reel_pb2.GetStatusRequest,
-                 reel_pb2.GetStatusResponse)(reel_pb2.GetStatusRequest(), timeout=5)
+    return unary(ch, "/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest,
+                 admin_pb2.GetStatusResponse)(admin_pb2.GetStatusRequest(), timeout=5)
 
 
 def sanitized():
@@ -165,7 +165,7 @@ def test_a_corrupted_data_dir_is_refused_untouched(tmp_path):
 CLIENT = textwrap.dedent("""
     import sys, grpc
     sys.path.insert(0, sys.argv[2])
-    import kv_pb2, wal_pb2
+    from reel.v1 import kv_pb2, wal_pb2
     addr, n = sys.argv[1], int(sys.argv[3])
     calls = []
     for c in range(n // 50):

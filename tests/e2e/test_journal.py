@@ -18,7 +18,7 @@ import time
 import grpc
 import pytest
 
-import journal_pb2 as pb
+from reel.v1 import journal_pb2 as pb
 from conftest import Reeld, stream, unary
 
 Run = pb.Run

@@ -16,8 +16,8 @@ import time
 import grpc
 import pytest
 
-import kv_pb2
-import reel_pb2
+from reel.v1 import kv_pb2
+from reel.v1 import admin_pb2
 from conftest import REELD, Reeld, stream, unary
 
 NONE = kv_pb2.PRECONDITION_NONE
@@ -60,7 +60,7 @@ class KV:
         self._watch = stream(channel, "/reel.v1.KV/WatchValue",
                              kv_pb2.WatchValueRequest, kv_pb2.ValueEvent)
         self._status = unary(channel, "/reel.v1.Admin/GetStatus",
-                             reel_pb2.GetStatusRequest, reel_pb2.GetStatusResponse)
+                             admin_pb2.GetStatusRequest, admin_pb2.GetStatusResponse)
 
     def set(self, ns, key, value, **kw):
         return self._set(kv_pb2.SetValueRequest(namespace=ns, key=key, value=value, **kw),
@@ -81,7 +81,7 @@ class KV:
                              timeout=T)
 
     def revision(self):
-        return self._status(reel_pb2.GetStatusRequest(), timeout=T).revision
+        return self._status(admin_pb2.GetStatusRequest(), timeout=T).revision
 
     def watch(self, ns, key, start=SNAPSHOT, reading=True, deadline=60, **kw):
         return Watch(self._watch, kv_pb2.WatchValueRequest(

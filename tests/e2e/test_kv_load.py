@@ -16,9 +16,9 @@ import time
 import grpc
 import pytest
 
-import kv_pb2
-import reel_pb2
-import wal_pb2
+from reel.v1 import kv_pb2
+from reel.v1 import admin_pb2
+from reel.v1 import wal_pb2
 from conftest import REELD, Reeld
 
 IN_FLIGHT = 64
@@ -108,9 +108,9 @@ def open_calls(addr):
     try:
         return ch.unary_unary(
             "/reel.v1.Admin/GetStatus",
-            request_serializer=reel_pb2.GetStatusRequest.SerializeToString,
-            response_deserializer=reel_pb2.GetStatusResponse.FromString)(
-                reel_pb2.GetStatusRequest(), timeout=10).open_calls
+            request_serializer=admin_pb2.GetStatusRequest.SerializeToString,
+            response_deserializer=admin_pb2.GetStatusResponse.FromString)(
+                admin_pb2.GetStatusRequest(), timeout=10).open_calls
     finally:
         ch.close()
 

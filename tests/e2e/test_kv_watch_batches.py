@@ -8,7 +8,7 @@ import threading
 import grpc
 import pytest
 
-import kv_pb2
+from reel.v1 import kv_pb2
 from conftest import stream
 from test_kv_watch_many import W, setter, watch_values
 

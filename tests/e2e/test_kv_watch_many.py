@@ -14,8 +14,8 @@ import time
 import grpc
 import pytest
 
-import kv_pb2
-import reel_pb2
+from reel.v1 import kv_pb2
+from reel.v1 import admin_pb2
 from conftest import Reeld, stream, unary
 
 PUT = kv_pb2.ValueEvent.PUT
@@ -266,14 +266,14 @@ def test_a_watch_that_cannot_go_on_ends_the_stream_naming_it(tmp_path):
 
 
 def test_cancelling_a_shared_stream_releases_every_watch(reeld, chan):
-    status = unary(chan, "/reel.v1.Admin/GetStatus", reel_pb2.GetStatusRequest,
-                   reel_pb2.GetStatusResponse)
-    base = status(reel_pb2.GetStatusRequest(), timeout=T).open_calls
+    status = unary(chan, "/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest,
+                   admin_pb2.GetStatusResponse)
+    base = status(admin_pb2.GetStatusRequest(), timeout=T).open_calls
     r = Reader(watch_values(chan, [W("c", f"k{i}") for i in range(500)]))
     r.until(lambda r: r.booted(500))
     r.call.cancel()
     deadline = time.monotonic() + T
-    while status(reel_pb2.GetStatusRequest(), timeout=T).open_calls > base:
+    while status(admin_pb2.GetStatusRequest(), timeout=T).open_calls > base:
         assert time.monotonic() < deadline, "the stream's call was never released"
         time.sleep(0.05)
     # The server still serves watches on the same keys.

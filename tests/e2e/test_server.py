@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 import health_pb2
-import reel_pb2
+from reel.v1 import admin_pb2
 from conftest import REELD, Reeld, free_port, reelctl, stream, unary
 
 
@@ -20,7 +20,7 @@ def check(channel):
 
 def status(channel):
     return unary(channel, "/reel.v1.Admin/GetStatus",
-                 reel_pb2.GetStatusRequest, reel_pb2.GetStatusResponse)
+                 admin_pb2.GetStatusRequest, admin_pb2.GetStatusResponse)
 
 
 def test_health_answers_serving_within_one_second_of_start(tmp_path):
@@ -72,7 +72,7 @@ def test_oversized_request_is_resource_exhausted(channel):
 
 
 def test_status_reports_version_format_and_data_dir(reeld, channel):
-    r = status(channel)(reel_pb2.GetStatusRequest(), timeout=5)
+    r = status(channel)(admin_pb2.GetStatusRequest(), timeout=5)
     assert r.version
     assert r.format_version == 1
     assert r.revision == 0
@@ -170,7 +170,7 @@ def test_restart_on_the_same_data_dir(tmp_path):
     b = Reeld(data).start()
     try:
         ch = grpc.insecure_channel(b.addr)
-        assert status(ch)(reel_pb2.GetStatusRequest(), timeout=5).format_version == 1
+        assert status(ch)(admin_pb2.GetStatusRequest(), timeout=5).format_version == 1
         ch.close()
     finally:
         assert b.stop()[0] == 0

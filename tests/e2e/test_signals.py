@@ -18,8 +18,8 @@ import time
 import grpc
 import pytest
 
-import journal_pb2 as jpb
-import signals_pb2 as spb
+from reel.v1 import journal_pb2 as jpb
+from reel.v1 import signals_pb2 as spb
 from conftest import Reeld, unary
 
 Run = jpb.Run

@@ -7,10 +7,10 @@ import time
 import grpc
 import pytest
 
-import journal_pb2 as J
-import kv_pb2 as K
-import signals_pb2 as S
-import wal_pb2 as W
+from reel.v1 import journal_pb2 as J
+from reel.v1 import kv_pb2 as K
+from reel.v1 import signals_pb2 as S
+from reel.v1 import wal_pb2 as W
 from conftest import Reeld, unary
 
 T = W.Event.Type

@@ -7,8 +7,8 @@ import time
 import grpc
 import pytest
 
-import kv_pb2 as K
-import wal_pb2 as W
+from reel.v1 import kv_pb2 as K
+from reel.v1 import wal_pb2 as W
 from conftest import Reeld
 from test_wal import Client, collect, mixed_load, past_byte_retention, start_with_consumers
 
