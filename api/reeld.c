@@ -26,6 +26,7 @@
 #include "api/rpc.h"
 #include "api/services.h"
 #include "base/clock.h"
+#include "base/fault.h"
 #include "base/log.h"
 #include "base/version.h"
 #include "journal/journal.h"
@@ -339,6 +340,17 @@ int main(int argc, char **argv) {
         return 2;
     }
     reel_log_set_level(level);
+    if (getenv("REEL_TEST_FAULTS") != NULL && *getenv("REEL_TEST_FAULTS")) {
+        if (reel_fault_arm_spec(getenv("REEL_TEST_FAULTS"), &st) != REEL_OK) {
+            fprintf(stderr, "reeld: REEL_TEST_FAULTS: %s\n",
+                    reel_status_message(&st));
+            reel_status_fini(&st);
+            return 2;
+        }
+        REEL_WARN("reeld", "test faults armed (REEL_TEST_FAULTS=%s): this "
+                           "server fails on purpose; never use it for data",
+                  getenv("REEL_TEST_FAULTS"));
+    }
 
     /* Before any thread starts, so every thread inherits the mask. */
     sigemptyset(&sigs);

@@ -1238,9 +1238,8 @@ reel_code_t journal_read(journal_t *j, const char *run_id, uint64_t from_seq,
     if ((rc = check_run_id(run_id, st)) != REEL_OK ||
         (rc = check_limit(&limit, st)) != REEL_OK)
         return rc;
-    snap = store_snapshot_create(j->store);
-    if (snap == NULL)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
+        return rc;
     if ((rc = get_run_at(j, snap, run_id, &r, st)) != REEL_OK)
         goto out;
     run_fini(&r);
@@ -1316,8 +1315,9 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         base = make_key('r', &empty, 1, 0, 0);
         seek = make_key('r', &after, 1, 0, 0);
     }
-    snap = store_snapshot_create(j->store);
-    it = snap ? store_iter_create(j->store, STORE_CF_RUNS, snap) : NULL;
+    if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
+        goto out;
+    it = store_iter_create(j->store, STORE_CF_RUNS, snap);
     arr = calloc(limit, sizeof(*arr));
     if (base.p == NULL || seek.p == NULL || it == NULL || arr == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
@@ -1385,8 +1385,9 @@ reel_code_t journal_list_recoverable(journal_t *j, uint32_t limit, run_t **out,
     *n = 0;
     if ((rc = check_limit(&limit, st)) != REEL_OK)
         return rc;
-    snap = store_snapshot_create(j->store);
-    it = snap ? store_iter_create(j->store, STORE_CF_RUNS, snap) : NULL;
+    if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
+        goto out;
+    it = store_iter_create(j->store, STORE_CF_RUNS, snap);
     arr = calloc(limit, sizeof(*arr));
     if (it == NULL || arr == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
@@ -1565,12 +1566,12 @@ static int replay_entry(void *arg, journal_entry_t *e) {
 
 /* Replays to a fresh snapshot. 0 caught up, 1 full, 2 the run is over. */
 static int sub_replay(journal_sub_t *s) {
-    store_snapshot_t *snap = store_snapshot_create(s->j->store);
+    store_snapshot_t *snap = NULL;
     replay_t rp = {s, 0};
     run_t r;
     int terminal = 0;
 
-    if (snap == NULL)
+    if (store_snapshot_create(s->j->store, &snap, NULL) != REEL_OK)
         return 1;
     if (get_run_at(s->j, snap, s->run_id, &r, NULL) == REEL_OK) {
         terminal = run_status_terminal(r.status);

@@ -832,8 +832,9 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
         return REEL_OK;
     vklen = ver_key(ns, ns_len, key, key_len, from_version + 1, &vk);
     arr = calloc(limit, sizeof(*arr));
-    snap = store_snapshot_create(kv->store);
-    it = snap ? store_iter_create(kv->store, STORE_CF_KV_HISTORY, snap) : NULL;
+    if ((rc = store_snapshot_create(kv->store, &snap, st)) != REEL_OK)
+        goto out;
+    it = store_iter_create(kv->store, STORE_CF_KV_HISTORY, snap);
     if (vk == NULL || arr == NULL || it == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;

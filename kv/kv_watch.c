@@ -389,8 +389,9 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
 
     switch (a->start) {
     case KV_WATCH_SNAPSHOT:
-        w->snap = store_snapshot_create(kv->store);
-        w->boot_rev = w->snap ? store_snapshot_revision(w->snap) : 0;
+        if ((rc = store_snapshot_create(kv->store, &w->snap, st)) != REEL_OK)
+            goto fail;
+        w->boot_rev = store_snapshot_revision(w->snap);
         w->phase = PH_SNAPSHOT;
         break;
     case KV_WATCH_NOW:
@@ -407,8 +408,9 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
                                  w->key);
             goto fail;
         }
-        w->snap = store_snapshot_create(kv->store);
-        w->boot_rev = w->snap ? store_snapshot_revision(w->snap) : 0;
+        if ((rc = store_snapshot_create(kv->store, &w->snap, st)) != REEL_OK)
+            goto fail;
+        w->boot_rev = store_snapshot_revision(w->snap);
         w->next_version = a->from_version + 1;
         w->phase = PH_VERSIONS;
         break;
@@ -429,11 +431,6 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
         w->phase = PH_HISTORY;
         break;
     }
-    if (w->phase != PH_BOOT_DONE && w->phase != PH_HISTORY && w->snap == NULL) {
-        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-        goto fail;
-    }
-
     pthread_mutex_lock(&kv->hub_mu);
     rc = hub_link(kv, w) == 0 ? REEL_OK : REEL_RESOURCE_EXHAUSTED;
     pthread_mutex_unlock(&kv->hub_mu);
@@ -671,9 +668,12 @@ static int step_history(kv_watch_t *w) {
                          "is %llu",
                          (unsigned long long)w->cursor,
                          (unsigned long long)trimmed + 1);
-    snap = store_snapshot_create(w->kv->store);
-    if (snap == NULL)
-        return STEP_FULL;
+    if (store_snapshot_create(w->kv->store, &snap, &w->end_status) !=
+        REEL_OK) {
+        w->phase = PH_ENDED;
+        atomic_store(&w->live, 0);
+        return STEP_END;
+    }
     head = store_snapshot_revision(snap);
     if (!w->pattern) {
         /* An exact key's own index is short: walk it, skipping what the

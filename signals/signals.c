@@ -868,8 +868,9 @@ reel_code_t signals_list(signals_t *s, const char *run_id, const char *name,
     if ((rc = journal_get_run(s->journal, run_id, &run, st)) != REEL_OK)
         return rc;
     run_fini(&run);
-    snap = store_snapshot_create(s->store);
-    it = snap ? store_iter_create(s->store, STORE_CF_SIGNALS, snap) : NULL;
+    if ((rc = store_snapshot_create(s->store, &snap, st)) != REEL_OK)
+        goto out;
+    it = store_iter_create(s->store, STORE_CF_SIGNALS, snap);
     arr = calloc(limit, sizeof(*arr));
     if (it == NULL || arr == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");

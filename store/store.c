@@ -57,6 +57,7 @@
 #include <rocksdb/c.h>
 
 #include "base/clock.h"
+#include "base/fault.h"
 #include "base/log.h"
 
 #define DEFAULT_QUEUE_CAPACITY 4096
@@ -90,6 +91,7 @@ struct store_txn {
     store_t *store;
     uint64_t next_rev;
     int64_t now_ms;
+    int emit_failed; /* an emit ran out of memory: the request fails */
 };
 
 struct store_snapshot {
@@ -100,6 +102,7 @@ struct store_snapshot {
 struct store_iter {
     rocksdb_iterator_t *it;
     rocksdb_readoptions_t *ro; /* owned when reading at a snapshot */
+    int failed; /* an injected fault: invalid from here on, status INTERNAL */
 };
 
 struct store {
@@ -657,7 +660,8 @@ reel_code_t store_health(store_t *s, reel_status_t *st) {
     if (!atomic_load(&s->failed))
         return REEL_OK;
     pthread_mutex_lock(&s->mu);
-    reel_status_copy(st, &s->failure);
+    if (st != NULL)
+        reel_status_copy(st, &s->failure);
     rc = s->failure.code;
     pthread_mutex_unlock(&s->mu);
     return rc;
@@ -899,9 +903,16 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
 
         rocksdb_writebatch_wi_set_save_point(s->wb);
         rocksdb_writebatch_set_save_point(s->blind);
+        txn.emit_failed = 0;
         rc = req->apply(&txn, req->arg, &req->status);
         if (rc == REEL_OK && req->status.code != REEL_OK)
             rc = req->status.code;
+        if (rc == REEL_OK && txn.emit_failed)
+            /* A change without its event must not commit: the publish
+             * step and the WAL would miss it. */
+            rc = reel_status_set(&req->status, REEL_RESOURCE_EXHAUSTED,
+                                 "out of memory recording a committed "
+                                 "change; nothing was written");
         if (rc != REEL_OK) {
             if (req->status.code == REEL_OK)
                 req->status.code = rc;
@@ -964,7 +975,8 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     put_be64(rev, txn.next_rev - 1);
     rocksdb_writebatch_wi_put_cf(s->wb, s->cf[STORE_CF_META], META_REVISION,
                                  strlen(META_REVISION), (const char *)rev, 8);
-    if (s->fault != NULL && s->fault(s->fault_arg) != 0)
+    if ((s->fault != NULL && s->fault(s->fault_arg) != 0) ||
+        REEL_FAULT("store.write"))
         reel_status_set(&werr, REEL_UNAVAILABLE, "injected write fault");
     else if (write_group(s, &err) != 0) {
         /* Nothing was written: the group fails, not the store. */
@@ -1033,6 +1045,8 @@ reel_code_t store_txn_get(store_txn_t *txn, store_cf_t cf, const void *key,
     store_t *s = txn->store;
     char *err = NULL;
 
+    if (REEL_FAULT("store.get"))
+        return reel_status_set(st, REEL_INTERNAL, "read: injected fault");
     *val = rocksdb_writebatch_wi_get_from_batch_and_db_cf(
         s->wb, s->db, s->ropts, s->cf[cf], key, klen, vlen, &err);
     if (err != NULL)
@@ -1069,23 +1083,23 @@ uint64_t store_txn_emit(store_txn_t *txn, store_module_t module, uint32_t type,
     store_t *s = txn->store;
     uint64_t rev = txn->next_rev++;
 
-    /* Out of memory here loses only the in-memory publish of this change;
-     * the change itself is committed and readable from storage. */
-    if (reserve_changes(s) == 0 && reserve_arena(s, len) == 0) {
-        if (len > 0)
-            memcpy(s->arena + s->arena_used, event, len);
-        s->changes[s->n_changes++] = (change_rec_t){
-            .revision = rev,
-            .module = (uint32_t)module,
-            .type = type,
-            .off = s->arena_used,
-            .len = len,
-        };
-        s->arena_used += len;
-    } else {
-        REEL_ERROR("store", "out of memory recording revision %llu for publish",
-                   (unsigned long long)rev);
+    /* Out of memory fails the request (run_group rolls it back): a change
+     * is never committed without the event the WAL and watchers need. */
+    if (REEL_FAULT("store.emit") || reserve_changes(s) != 0 ||
+        reserve_arena(s, len) != 0) {
+        txn->emit_failed = 1;
+        return rev;
     }
+    if (len > 0)
+        memcpy(s->arena + s->arena_used, event, len);
+    s->changes[s->n_changes++] = (change_rec_t){
+        .revision = rev,
+        .module = (uint32_t)module,
+        .type = type,
+        .off = s->arena_used,
+        .len = len,
+    };
+    s->arena_used += len;
     return rev;
 }
 
@@ -1113,35 +1127,61 @@ reel_code_t store_get(store_t *s, store_cf_t cf, const void *key, size_t klen,
     char *err = NULL;
 
     perf_off();
+    *val = NULL;
+    if (REEL_FAULT("store.get"))
+        return reel_status_set(st, REEL_INTERNAL, "read: injected fault");
     *val = rocksdb_get_cf(s->db, s->ropts, s->cf[cf], key, klen, vlen, &err);
     if (err != NULL)
         return take_err(st, REEL_INTERNAL, &err, "read");
     return *val != NULL ? REEL_OK : REEL_NOT_FOUND;
 }
 
-store_snapshot_t *store_snapshot_create(store_t *s) {
+reel_code_t store_snapshot_create(store_t *s, store_snapshot_t **out,
+                                  reel_status_t *st) {
     store_snapshot_t *snap = calloc(1, sizeof(*snap));
-    rocksdb_readoptions_t *ro;
-    char *val, *err = NULL;
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    char *val = NULL, *err = NULL;
     size_t vlen = 0;
+    reel_code_t rc = REEL_OK;
 
-    if (snap == NULL)
-        return NULL;
+    *out = NULL;
+    if (snap == NULL || ro == NULL) {
+        free(snap);
+        if (ro != NULL)
+            rocksdb_readoptions_destroy(ro);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
     perf_off();
     snap->snap = rocksdb_create_snapshot(s->db);
-    ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_snapshot(ro, snap->snap);
     /* meta/revision commits with every group: reading it at the snapshot
      * gives exactly the revision the snapshot includes. */
-    val = rocksdb_get_cf(s->db, ro, s->cf[STORE_CF_META], META_REVISION,
-                         strlen(META_REVISION), &vlen, &err);
-    if (err != NULL)
-        rocksdb_free(err);
-    if (val != NULL && vlen == 8)
-        snap->revision = get_be64((const unsigned char *)val);
-    rocksdb_free(val);
+    if (REEL_FAULT("store.snapshot"))
+        rc = reel_status_set(st, REEL_INTERNAL,
+                             "reading the snapshot's revision: injected "
+                             "fault");
+    else
+        val = rocksdb_get_cf(s->db, ro, s->cf[STORE_CF_META], META_REVISION,
+                             strlen(META_REVISION), &vlen, &err);
     rocksdb_readoptions_destroy(ro);
-    return snap;
+    if (err != NULL)
+        rc = take_err(st, REEL_INTERNAL, &err,
+                      "reading the snapshot's revision");
+    else if (rc == REEL_OK && (val == NULL || vlen != 8))
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "the stored revision is missing or malformed");
+    if (rc != REEL_OK) {
+        /* Never a snapshot at a made-up revision: readers would skip or
+         * repeat changes. */
+        rocksdb_free(val);
+        rocksdb_release_snapshot(s->db, snap->snap);
+        free(snap);
+        return rc;
+    }
+    snap->revision = get_be64((const unsigned char *)val);
+    rocksdb_free(val);
+    *out = snap;
+    return REEL_OK;
 }
 
 uint64_t store_snapshot_revision(const store_snapshot_t *snap) {
@@ -1157,6 +1197,9 @@ reel_code_t store_snapshot_get(store_t *s, const store_snapshot_t *snap,
     if (snap == NULL)
         return store_get(s, cf, key, klen, val, vlen, st);
     perf_off();
+    *val = NULL;
+    if (REEL_FAULT("store.get"))
+        return reel_status_set(st, REEL_INTERNAL, "read: injected fault");
     ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_snapshot(ro, snap->snap);
     *val = rocksdb_get_cf(s->db, ro, s->cf[cf], key, klen, vlen, &err);
@@ -1202,14 +1245,26 @@ store_iter_t *store_iter_create(store_t *s, store_cf_t cf,
 }
 
 void store_iter_seek(store_iter_t *it, const void *key, size_t klen) {
+    if (REEL_FAULT("store.iter"))
+        it->failed = 1;
     rocksdb_iter_seek(it->it, key, klen);
 }
 
-void store_iter_seek_first(store_iter_t *it) { rocksdb_iter_seek_to_first(it->it); }
+void store_iter_seek_first(store_iter_t *it) {
+    if (REEL_FAULT("store.iter"))
+        it->failed = 1;
+    rocksdb_iter_seek_to_first(it->it);
+}
 
-int store_iter_valid(store_iter_t *it) { return rocksdb_iter_valid(it->it); }
+int store_iter_valid(store_iter_t *it) {
+    return !it->failed && rocksdb_iter_valid(it->it);
+}
 
-void store_iter_next(store_iter_t *it) { rocksdb_iter_next(it->it); }
+void store_iter_next(store_iter_t *it) {
+    if (REEL_FAULT("store.iter"))
+        it->failed = 1;
+    rocksdb_iter_next(it->it);
+}
 
 const char *store_iter_key(store_iter_t *it, size_t *klen) {
     return rocksdb_iter_key(it->it, klen);
@@ -1222,6 +1277,8 @@ const char *store_iter_value(store_iter_t *it, size_t *vlen) {
 reel_code_t store_iter_status(store_iter_t *it, reel_status_t *st) {
     char *err = NULL;
 
+    if (it->failed)
+        return reel_status_set(st, REEL_INTERNAL, "iterate: injected fault");
     rocksdb_iter_get_error(it->it, &err);
     if (err != NULL)
         return take_err(st, REEL_INTERNAL, &err, "iterate");

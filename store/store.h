@@ -121,7 +121,8 @@ void store_close(store_t *store);
 /* The last committed revision (0 before any change). Any thread. */
 uint64_t store_revision(store_t *store);
 
-/* OK, or the sticky error (UNAVAILABLE) that stopped writes. */
+/* OK, or the sticky error (UNAVAILABLE) that stopped writes, copied into
+ * st when st is not NULL. */
 reel_code_t store_health(store_t *store, reel_status_t *st);
 
 /* ---- Writer requests ---------------------------------------------------- */
@@ -197,7 +198,9 @@ void store_txn_delete_blind(store_txn_t *txn, store_cf_t cf, const void *key,
 /*
  * Records one committed change and returns its revision: the next global
  * revision. The event bytes are copied. If the request later fails, the
- * revision is given back, so revisions stay gapless.
+ * revision is given back, so revisions stay gapless. If the copy cannot be
+ * made (out of memory) the request fails with RESOURCE_EXHAUSTED once its
+ * apply returns, and nothing it wrote commits.
  */
 uint64_t store_txn_emit(store_txn_t *txn, store_module_t module, uint32_t type,
                         const void *event, size_t len);
@@ -219,10 +222,13 @@ reel_code_t store_get(store_t *store, store_cf_t cf, const void *key,
                       reel_status_t *st);
 
 /*
- * A consistent view of committed state and the revision it includes.
- * Release with store_snapshot_release().
+ * A consistent view of committed state and the revision it includes, in
+ * *out; release it with store_snapshot_release(). RESOURCE_EXHAUSTED (out
+ * of memory), or INTERNAL / DATA_LOSS when the revision cannot be read,
+ * with *out NULL: never a snapshot at a revision it does not hold.
  */
-store_snapshot_t *store_snapshot_create(store_t *store);
+reel_code_t store_snapshot_create(store_t *store, store_snapshot_t **out,
+                                  reel_status_t *st);
 uint64_t store_snapshot_revision(const store_snapshot_t *snap);
 /* store_get() at snap. */
 reel_code_t store_snapshot_get(store_t *store, const store_snapshot_t *snap,

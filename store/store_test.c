@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/fault.h"
 #include "base/log.h"
 #include "store/store.h"
 
@@ -645,7 +646,7 @@ static void test_snapshot_reads_see_one_revision(void **state) {
 
     put_sync(f->store, "a", "1", 1, NULL);
     put_sync(f->store, "b", "2", 1, NULL);
-    snap = store_snapshot_create(f->store);
+    assert_int_equal(store_snapshot_create(f->store, &snap, NULL), REEL_OK);
     assert_int_equal(store_snapshot_revision(snap), 2);
     put_sync(f->store, "c", "3", 1, NULL);
 
@@ -663,6 +664,89 @@ static void test_snapshot_reads_see_one_revision(void **state) {
         n++;
     store_iter_destroy(it);
     assert_int_equal(n, 2);
+}
+
+/* An emit that cannot record its change fails its request, and only it:
+ * no change is committed without the event the publish step (and the WAL)
+ * need, and revisions stay gapless. */
+static void test_an_emit_out_of_memory_fails_its_request_alone(void **state) {
+    fixture_t *f = *state;
+    async_req_t a, b, c;
+    async_req_t *reqs[] = {&a, &b, &c};
+    char *val;
+
+    async_init(&a, apply_put, "a", "1", 1);
+    async_init(&b, apply_put, "b", "2", 1);
+    async_init(&c, apply_put, "c", "3", 1);
+    reel_fault_arm("store.emit", 1, 1); /* b's emit */
+    run_as_one_group(f->store, reqs, 3);
+    reel_fault_reset();
+    assert_int_equal(a.req.status.code, REEL_OK);
+    assert_int_equal(b.req.status.code, REEL_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(reel_status_message(&b.req.status),
+                           "nothing was written"));
+    assert_int_equal(c.req.status.code, REEL_OK);
+    assert_int_equal(a.req.last_revision, 1);
+    assert_int_equal(c.req.last_revision, 2);
+    assert_null(get_str(f->store, "b"));
+    val = get_str(f->store, "c");
+    assert_string_equal(val, "3");
+    free(val);
+    /* Published exactly the committed revisions, gapless. */
+    assert_int_equal(f->n_published, 2);
+    assert_int_equal(f->published[0], 1);
+    assert_int_equal(f->published[1], 2);
+    for (size_t i = 0; i < 3; i++)
+        reel_status_fini(&reqs[i]->req.status);
+}
+
+/* A snapshot whose revision cannot be read is an error, never a snapshot
+ * at revision 0. */
+static void test_a_snapshot_that_cannot_read_its_revision_fails(
+    void **state) {
+    fixture_t *f = *state;
+    store_snapshot_t *snap = (store_snapshot_t *)1;
+    reel_status_t st = REEL_STATUS_INIT;
+
+    put_sync(f->store, "a", "1", 1, NULL);
+    reel_fault_arm("store.snapshot", 0, 1);
+    assert_int_equal(store_snapshot_create(f->store, &snap, &st),
+                     REEL_INTERNAL);
+    assert_null(snap);
+    assert_non_null(strstr(reel_status_message(&st), "revision"));
+    assert_int_equal(store_snapshot_create(f->store, &snap, &st), REEL_OK);
+    assert_int_equal(store_snapshot_revision(snap), 1);
+    store_snapshot_release(f->store, snap);
+    reel_fault_reset();
+    reel_status_fini(&st);
+}
+
+/* Read and iterator faults surface as INTERNAL, never as "not found" or a
+ * short scan that looks complete. */
+static void test_read_and_iterator_faults_are_errors(void **state) {
+    fixture_t *f = *state;
+    reel_status_t st = REEL_STATUS_INIT;
+    store_iter_t *it;
+    char *val = NULL;
+    size_t vlen = 0;
+    int n = 0;
+
+    put_sync(f->store, "a", "1", 1, NULL);
+    put_sync(f->store, "b", "2", 1, NULL);
+    reel_fault_arm("store.get", 0, 1);
+    assert_int_equal(store_get(f->store, STORE_CF_KV, "a", 1, &val, &vlen,
+                               &st),
+                     REEL_INTERNAL);
+    assert_null(val);
+    reel_fault_arm("store.iter", 1, 1); /* the first next() fails */
+    it = store_iter_create(f->store, STORE_CF_KV, NULL);
+    for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it))
+        n++;
+    assert_int_equal(n, 1);
+    assert_int_equal(store_iter_status(it, &st), REEL_INTERNAL);
+    store_iter_destroy(it);
+    reel_fault_reset();
+    reel_status_fini(&st);
 }
 
 static void write_file(const char *dir, const char *name, const char *body) {
@@ -802,6 +886,14 @@ int main(void) {
             teardown),
         cmocka_unit_test_setup_teardown(
             test_reopen_sees_every_acknowledged_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_emit_out_of_memory_fails_its_request_alone, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_snapshot_that_cannot_read_its_revision_fails, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_read_and_iterator_faults_are_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_reads_see_one_revision,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(

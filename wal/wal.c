@@ -384,12 +384,12 @@ reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
 /* Replays to a fresh snapshot: 0 caught up to it, 1 the sink is full,
  * 2 events it needs were trimmed. */
 static int replay(wal_sub_t *s) {
-    store_snapshot_t *snap = store_snapshot_create(s->w->store);
+    store_snapshot_t *snap = NULL;
     store_iter_t *it;
     unsigned char key[9];
     int full = 0;
 
-    if (snap == NULL)
+    if (store_snapshot_create(s->w->store, &snap, NULL) != REEL_OK)
         return 1;
     it = store_iter_create(s->w->store, STORE_CF_WAL, snap);
     if (it == NULL) {
