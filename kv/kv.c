@@ -183,7 +183,7 @@ int kv_event_decode(const void *buf, size_t len, kv_event_t *ev) {
     }
     ev->mem_ = pack_strings(5, src, l, dst);
     if (ev->mem_ == NULL)
-        return -1;
+        return -2;
     ev->type = (kv_event_type_t)b[1];
     ev->version = reel_be64_get(b + 2);
     ev->prev_version = reel_be64_get(b + 10);
@@ -253,7 +253,7 @@ int kv_entry_decode(const char *k, size_t klen, const void *buf, size_t len,
     src[3] = (const char *)b + ENTRY_HDR + wl, l[3] = len - ENTRY_HDR - wl;
     e->mem_ = pack_strings(4, src, l, dst);
     if (e->mem_ == NULL)
-        return -1;
+        return -2;
     e->ns = dst[0], e->ns_len = l[0];
     e->key = dst[1], e->key_len = l[1];
     e->writer = dst[2], e->writer_len = l[2];
@@ -828,6 +828,8 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
             REEL_OK ||
         (rc = check_limit(&limit, st)) != REEL_OK)
         return rc;
+    /* No version follows the largest one (and + 1 would wrap to 0): an
+     * empty page, as for any from_version past the current version. */
     if (from_version == UINT64_MAX)
         return REEL_OK;
     vklen = ver_key(ns, ns_len, key, key_len, from_version + 1, &vk);
@@ -846,6 +848,8 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
         const char *v = store_iter_value(it, &vlen);
         unsigned char rk[9];
         char *evrec = NULL;
+        uint64_t ver, rev;
+        int drc;
 
         /* Same key: everything but the trailing version matches. */
         if (klen != vklen || memcmp(k, vk, vklen - 8) != 0)
@@ -854,26 +858,41 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
             *more = 1;
             break;
         }
-        if (vlen != 8)
-            continue;
-        kv_rev_key(reel_be64_get((const unsigned char *)v), rk);
+        /* The index entry and its event commit and trim together: one
+         * without the other is lost data, never a version to skip. */
+        ver = reel_be64_get((const unsigned char *)k + klen - 8);
+        if (vlen != 8) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "key \"%.*s\": the history index of "
+                                 "version %llu is corrupt",
+                                 (int)key_len, key, (unsigned long long)ver);
+            goto out;
+        }
+        rev = reel_be64_get((const unsigned char *)v);
+        kv_rev_key(rev, rk);
         rc = store_snapshot_get(kv->store, snap, STORE_CF_KV_HISTORY, rk,
                                 sizeof(rk), &evrec, &evlen, st);
-        if (rc == REEL_NOT_FOUND) {
-            reel_status_fini(st);
-            continue;
-        }
+        if (rc == REEL_NOT_FOUND)
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "key \"%.*s\": the history record of "
+                                 "version %llu (revision %llu) is missing",
+                                 (int)key_len, key, (unsigned long long)ver,
+                                 (unsigned long long)rev);
         if (rc != REEL_OK)
             goto out;
-        if (kv_event_decode(evrec, evlen, &arr[*n]) != 0) {
-            free(evrec);
-            rc = reel_status_set(st, REEL_DATA_LOSS,
-                                 "a history record of key \"%.*s\" is "
-                                 "corrupt",
-                                 (int)key_len, key);
+        drc = kv_event_decode(evrec, evlen, &arr[*n]);
+        free(evrec);
+        if (drc != 0) {
+            rc = reel_status_set(st, drc == -2 ? REEL_RESOURCE_EXHAUSTED
+                                               : REEL_DATA_LOSS,
+                                 "key \"%.*s\": the history record of "
+                                 "version %llu (revision %llu) %s",
+                                 (int)key_len, key, (unsigned long long)ver,
+                                 (unsigned long long)rev,
+                                 drc == -2 ? "could not be read: out of memory"
+                                           : "is corrupt");
             goto out;
         }
-        free(evrec);
         (*n)++;
     }
     rc = store_iter_status(it, st);

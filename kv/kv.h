@@ -167,7 +167,11 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *args, kv_entry_t **out,
 
 /*
  * The retained versions of a key after from_version, in order, as PUT or
- * DELETE events with their previous values. Same array conventions.
+ * DELETE events with their previous values. Same array conventions. A
+ * from_version at or past the current version (UINT64_MAX included) is an
+ * empty page, not an error: a read skips nothing, and the next page after
+ * the last one is empty too. A history record that is missing or corrupt
+ * is DATA_LOSS naming the version.
  */
 reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
                        const char *key, size_t key_len, uint64_t from_version,
@@ -215,10 +219,13 @@ typedef struct kv_watch_sink {
      */
     int (*deliver_group)(void *const *args, size_t n, kv_event_t *ev);
     /*
-     * The watch cannot continue (e.g. it fell behind retained history):
-     * st says why and names the last revision delivered. Called at most
-     * once, with no kv lock held; the owner may call kv_watch_cancel() in
-     * it, and must still call kv_watch_destroy() later.
+     * The watch cannot continue: it fell behind retained history
+     * (OUT_OF_RANGE naming the last revision delivered), or a stored
+     * record it owes could not be read (DATA_LOSS if corrupt or missing,
+     * INTERNAL for a failed read, RESOURCE_EXHAUSTED out of memory; the
+     * message names the key, version or revision). Called at most once,
+     * with no kv lock held; the owner may call kv_watch_cancel() in it,
+     * and must still call kv_watch_destroy() later.
      */
     void (*end)(void *arg, const reel_status_t *st);
 } kv_watch_sink_t;
@@ -226,8 +233,11 @@ typedef struct kv_watch_sink {
 /*
  * Validates args and registers a watch. Nothing is delivered until the
  * first kv_watch_pump(). Errors: INVALID_ARGUMENT (bad names, malformed
- * pattern, FROM_VERSION on a pattern), OUT_OF_RANGE (from_revision or
- * from_version no longer retained, naming the oldest retained).
+ * pattern, FROM_VERSION on a pattern, from_revision past the head revision,
+ * naming it), OUT_OF_RANGE (from_revision or from_version no longer
+ * retained, naming the oldest retained). A from_version at or past the
+ * current version (UINT64_MAX included) replays nothing: BOOTSTRAP_DONE,
+ * then live.
  */
 reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *args,
                             const kv_watch_sink_t *sink, void *sink_arg,

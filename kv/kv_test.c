@@ -20,6 +20,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/codec.h"
+#include "base/fault.h"
 #include "kv/kv.h"
 
 /* ---- Fixture ------------------------------------------------------------ */
@@ -914,6 +916,254 @@ static void test_from_revision_resumes_after_reopen_without_gap(
     sink_free(s);
 }
 
+
+/* ---- Cursors and unreadable records -------------------------------------- */
+
+/* A raw write into a column family, past kv's own checks: a corrupt or
+ * missing record as storage damage would leave it. val NULL deletes. */
+typedef struct raw_put {
+    store_cf_t cf;
+    const void *key, *val;
+    size_t klen, vlen;
+} raw_put_t;
+
+static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
+                                 reel_status_t *st) {
+    raw_put_t *p = arg;
+
+    (void)st;
+    if (p->val == NULL)
+        store_txn_delete(txn, p->cf, p->key, p->klen);
+    else
+        store_txn_put(txn, p->cf, p->key, p->klen, p->val, p->vlen);
+    return REEL_OK;
+}
+
+static void raw_put(fixture_t *f, store_cf_t cf, const void *key, size_t klen,
+                    const void *val, size_t vlen) {
+    raw_put_t p = {cf, key, val, klen, vlen};
+    reel_status_t st = REEL_STATUS_INIT;
+
+    if (store_exec(f->store, raw_put_apply, &p, NULL, &st) != REEL_OK)
+        fail_msg("raw put: %s", reel_status_message(&st));
+}
+
+/* Overwrites the history record of revision rev with bytes that do not
+ * decode (or deletes it). */
+static void damage_history(fixture_t *f, uint64_t rev, int delete_it) {
+    unsigned char rk[9];
+
+    rk[0] = 'r';
+    reel_be64_put(rk + 1, rev);
+    raw_put(f, STORE_CF_KV_HISTORY, rk, sizeof(rk),
+            delete_it ? NULL : "\x01garbage", 8);
+}
+
+/* The watch ended with code and a message containing want. */
+static void expect_end(sink_t *s, reel_code_t code, const char *want) {
+    pthread_mutex_lock(&s->mu);
+    if (!s->ended)
+        fail_msg("the watch did not end (%zu events)", s->n);
+    if (s->end.code != code || strstr(reel_status_message(&s->end), want) ==
+                                   NULL)
+        fail_msg("ended with %s \"%s\", want %s \"...%s...\"",
+                 reel_code_name(s->end.code), reel_status_message(&s->end),
+                 reel_code_name(code), want);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void test_from_revision_past_the_head_is_invalid_naming_it(
+    void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100);
+    reel_status_t st = REEL_STATUS_INIT;
+    reel_code_t rc;
+    kv_watch_t *w;
+
+    for (int i = 0; i < 5; i++)
+        set_ok(f->kv, "k", "1");
+    assert_int_equal(store_revision(f->store), 5);
+    assert_null(watch(f, "k", KV_WATCH_FROM_REVISION, 1005, s, &rc, &st));
+    assert_int_equal(rc, REEL_INVALID_ARGUMENT);
+    assert_string_equal(reel_status_message(&st),
+                        "from_revision: 1005 is past the head revision 5");
+    assert_null(watch(f, "p.>", KV_WATCH_FROM_REVISION, UINT64_MAX, s, &rc,
+                      &st));
+    assert_int_equal(rc, REEL_INVALID_ARGUMENT);
+    assert_string_equal(reel_status_message(&st),
+                        "from_revision: 18446744073709551615 is past the "
+                        "head revision 5");
+    assert_int_equal(s->n, 0);
+    /* The head itself is a cursor: nothing to replay, then live. */
+    w = watch(f, "k", KV_WATCH_FROM_REVISION, 5, s, NULL, NULL);
+    assert_int_equal(sink_wait(s, 1), 1);
+    assert_int_equal(s->recs[0].type, KV_EVENT_BOOTSTRAP_DONE);
+    assert_int_equal(s->recs[0].revision, 5);
+    set_ok(f->kv, "k", "2");
+    assert_int_equal(sink_wait(s, 2), 2);
+    assert_int_equal(s->recs[1].version, 6);
+    kv_watch_destroy(w);
+    reel_status_fini(&st);
+    sink_free(s);
+}
+
+static void test_from_version_at_uint64_max_does_not_wrap(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100);
+    kv_event_t *evs;
+    size_t n;
+    int more;
+    kv_watch_t *w;
+
+    set_ok(f->kv, "k", "1");
+    set_ok(f->kv, "k", "2");
+    set_ok(f->kv, "k", "3");
+    /* As past the current version: nothing replayed (not version 1), then
+     * live. */
+    w = watch(f, "k", KV_WATCH_FROM_VERSION, UINT64_MAX, s, NULL, NULL);
+    assert_int_equal(sink_wait(s, 1), 1);
+    assert_int_equal(s->recs[0].type, KV_EVENT_BOOTSTRAP_DONE);
+    assert_int_equal(s->recs[0].revision, 3);
+    set_ok(f->kv, "k", "4");
+    assert_int_equal(sink_wait(s, 2), 2);
+    assert_int_equal(s->recs[1].version, 4);
+    kv_watch_destroy(w);
+    /* A read from there is an empty page. */
+    assert_int_equal(kv_history(f->kv, "ns", 2, "k", 1, UINT64_MAX, 0, &evs,
+                                &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 0);
+    assert_false(more);
+    free(evs);
+    sink_free(s);
+}
+
+static void test_a_corrupt_history_record_ends_every_replay_with_data_loss(
+    void **state) {
+    fixture_t *f = *state;
+    sink_t *ver = sink_new(100), *rev = sink_new(100), *pat = sink_new(100);
+    reel_status_t st = REEL_STATUS_INIT;
+    kv_watch_t *w1, *w2, *w3;
+    kv_event_t *evs;
+    size_t n;
+    int more;
+
+    for (int i = 0; i < 5; i++)
+        set_ok(f->kv, "p.k", "1"); /* versions 1-5 at revisions 1-5 */
+    damage_history(f, 3, 0);
+    /* The version replay, the revision catch-up of an exact key, and that
+     * of a pattern: each sends 1 and 2, then ends naming the record. */
+    w1 = watch(f, "p.k", KV_WATCH_FROM_VERSION, 0, ver, NULL, NULL);
+    w2 = watch(f, "p.k", KV_WATCH_FROM_REVISION, 0, rev, NULL, NULL);
+    w3 = watch(f, "p.>", KV_WATCH_FROM_REVISION, 0, pat, NULL, NULL);
+    expect_end(ver, REEL_DATA_LOSS,
+               "key \"p.k\": the history record of version 3 (revision 3) "
+               "is corrupt");
+    expect_end(rev, REEL_DATA_LOSS,
+               "key \"p.k\": the history record of version 3 (revision 3) "
+               "is corrupt");
+    expect_end(pat, REEL_DATA_LOSS, "the history record of revision 3 is "
+                                    "corrupt");
+    assert_int_equal(ver->n, 2);
+    assert_int_equal(rev->n, 2);
+    assert_int_equal(pat->n, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ver->recs[i].version, i + 1);
+        assert_int_equal(rev->recs[i].version, i + 1);
+        assert_int_equal(pat->recs[i].version, i + 1);
+    }
+    /* A read says so too, instead of leaving version 3 out. */
+    assert_int_equal(kv_history(f->kv, "ns", 2, "p.k", 3, 0, 0, &evs, &n,
+                                &more, &st),
+                     REEL_DATA_LOSS);
+    assert_non_null(strstr(reel_status_message(&st), "version 3 (revision 3)"));
+    kv_watch_destroy(w1);
+    kv_watch_destroy(w2);
+    kv_watch_destroy(w3);
+    reel_status_fini(&st);
+    sink_free(ver);
+    sink_free(rev);
+    sink_free(pat);
+}
+
+static void test_a_missing_history_record_ends_a_replay_with_data_loss(
+    void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100);
+    kv_watch_t *w;
+
+    for (int i = 0; i < 4; i++)
+        set_ok(f->kv, "k", "1");
+    damage_history(f, 2, 1);
+    w = watch(f, "k", KV_WATCH_FROM_VERSION, 0, s, NULL, NULL);
+    expect_end(s, REEL_DATA_LOSS, "key \"k\": the history record of version "
+                                  "2 (revision 2) is missing");
+    assert_int_equal(s->n, 1);
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
+static void test_a_corrupt_entry_ends_a_snapshot_with_data_loss(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100);
+    kv_watch_t *w;
+    const char ekey[] = "ns\0p.b";
+
+    set_ok(f->kv, "p.a", "1");
+    set_ok(f->kv, "p.b", "1");
+    set_ok(f->kv, "p.c", "1");
+    raw_put(f, STORE_CF_KV, ekey, sizeof(ekey) - 1, "\x01", 1);
+    w = watch(f, "p.>", KV_WATCH_SNAPSHOT, 0, s, NULL, NULL);
+    expect_end(s, REEL_DATA_LOSS, "the stored record of key \"p.b\" is "
+                                  "corrupt");
+    assert_int_equal(s->n, 1);
+    assert_string_equal(s->recs[0].key, "p.a");
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
+static void test_an_iterator_error_ends_a_replay_with_internal(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100);
+    kv_watch_t *w;
+
+    for (int i = 0; i < 5; i++)
+        set_ok(f->kv, "k", "1");
+    /* The seek and two steps pass: versions 1-3 are sent, then the third
+     * step fails, which must not read as the end of the history. */
+    reel_fault_arm("store.iter", 3, 1);
+    w = watch(f, "k", KV_WATCH_FROM_VERSION, 0, s, NULL, NULL);
+    reel_fault_reset();
+    expect_end(s, REEL_INTERNAL, "key \"k\": reading its history: iterate: "
+                                 "injected fault");
+    assert_int_equal(s->n, 3);
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
+static void test_an_unreadable_entry_ends_a_catch_up(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(2);
+    kv_watch_t *w;
+
+    w = watch(f, "k", KV_WATCH_NOW, 0, s, NULL, NULL);
+    for (int i = 0; i < 5; i++)
+        set_ok(f->kv, "k", "1");
+    assert_int_equal(s->n, 2); /* BOOTSTRAP_DONE and version 1, then full */
+    pthread_mutex_lock(&s->mu);
+    s->held = 0;
+    pthread_mutex_unlock(&s->mu);
+    /* Catching up reads the key's record to know what was trimmed: unread,
+     * it cannot tell whether the history it needs is still there. */
+    reel_fault_arm("store.get", 0, 1);
+    kv_watch_pump(w);
+    reel_fault_reset();
+    expect_end(s, REEL_INTERNAL, "key \"k\": read: injected fault");
+    assert_int_equal(s->n, 2);
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -935,6 +1185,13 @@ int main(void) {
         T3(test_stalled_watcher_past_retention_ends_naming_its_revision),
         T(test_from_version_replays_then_goes_live),
         T(test_from_revision_resumes_after_reopen_without_gap),
+        T(test_from_revision_past_the_head_is_invalid_naming_it),
+        T(test_from_version_at_uint64_max_does_not_wrap),
+        T(test_a_corrupt_history_record_ends_every_replay_with_data_loss),
+        T(test_a_missing_history_record_ends_a_replay_with_data_loss),
+        T(test_a_corrupt_entry_ends_a_snapshot_with_data_loss),
+        T(test_an_iterator_error_ends_a_replay_with_internal),
+        T(test_an_unreadable_entry_ends_a_catch_up),
     };
     return cmocka_run_group_tests_name("kv", tests, NULL, NULL);
 }
