@@ -53,6 +53,7 @@
 #include "base/clock.h"
 #include "base/codec.h"
 #include "base/json.h"
+#include "base/pattern.h"
 #include "base/text.h"
 
 #define REC_FORMAT 1
@@ -427,7 +428,9 @@ static reel_code_t check_req(journal_t *j, journal_req_t *r,
                                    "kind and payload are required");
         if ((rc = reel_check_charset("kind", r->kind, strlen(r->kind),
                                      JOURNAL_MAX_KIND, JOURNAL_KIND_CHARS,
-                                     st)))
+                                     st)) ||
+            (rc = reel_pattern_check_name("kind", r->kind, strlen(r->kind),
+                                          st)))
             return rc;
         if (r->idempotency_key != NULL &&
             (strlen(r->idempotency_key) > JOURNAL_MAX_IDEMPOTENCY ||
@@ -446,11 +449,15 @@ static reel_code_t check_req(journal_t *j, journal_req_t *r,
         return check_json("result", r->result ? r->result : "",
                           j->lim.max_payload, 1, st);
     case JOURNAL_SUSPEND:
-        return reel_check_charset("waiting_on",
-                                  r->waiting_on ? r->waiting_on : "",
-                                  r->waiting_on ? strlen(r->waiting_on) : 0,
-                                  JOURNAL_MAX_SIGNAL_NAME,
-                                  JOURNAL_SIGNAL_CHARS, st);
+        /* A name SendSignal refuses could never wake the run. */
+        if ((rc = reel_check_charset("waiting_on",
+                                     r->waiting_on ? r->waiting_on : "",
+                                     r->waiting_on ? strlen(r->waiting_on) : 0,
+                                     JOURNAL_MAX_SIGNAL_NAME,
+                                     JOURNAL_SIGNAL_CHARS, st)))
+            return rc;
+        return reel_pattern_check_name("waiting_on", r->waiting_on,
+                                       strlen(r->waiting_on), st);
     }
     return reel_status_set(st, REEL_INVALID_ARGUMENT, "unknown operation");
 }

@@ -38,7 +38,9 @@
 #define JOURNAL_LIST_MAX 1000
 #define JOURNAL_RUN_ID_LEN 26
 
-/* Allowed bytes, as reel_check_charset() reads them. */
+/* Allowed bytes, as reel_check_charset() reads them. Kinds and signal
+ * names go into WAL subjects as '.'-tokens, so none of their tokens may be
+ * empty either (reel_pattern_check_name). */
 #define JOURNAL_KIND_CHARS "a-z0-9_.-"
 #define JOURNAL_SIGNAL_CHARS "A-Za-z0-9_.:-"
 

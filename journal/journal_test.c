@@ -398,6 +398,12 @@ static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
     q.kind = "Bad Kind";
     expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
                 "kind");
+    /* Kinds are WAL subject tokens: none may be empty. */
+    for (int i = 0; i < 4; i++) {
+        q.kind = (const char *[]){"a..b", ".a", "a.", "."}[i];
+        expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+                    "kind: a token may not be empty");
+    }
     q.kind = "ok";
     q.payload = "{nope";
     expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
@@ -415,6 +421,14 @@ static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
     q.idempotency_key = big;
     expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
                 "idempotency_key");
+    /* No signal could ever wake a run waiting on such a name. */
+    memset(&q, 0, sizeof(q));
+    q.op = JOURNAL_SUSPEND;
+    q.run_id = id;
+    q.lease_epoch = 1;
+    q.waiting_on = "go..now";
+    expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+                "waiting_on: a token may not be empty");
     memset(&q, 0, sizeof(q));
     q.op = JOURNAL_BEGIN;
     q.app = "", q.user = "u", q.session = "s", q.invocation_id = "i";

@@ -700,12 +700,13 @@ def test_bad_kinds_are_invalid_and_write_nothing(jr):
     a = jr.begin("inv-1")
     jr.append(a.run_id, 1, "0")
     before = jr.read_all(a.run_id)
-    for kind in ["", "Step", "a b", "a/b", "x" * 65, "é", "tool:call", "UPPER"]:
+    for kind in ["", "Step", "a b", "a/b", "x" * 65, "é", "tool:call", "UPPER",
+                 "._-", "a..b", "a.", "."]:
         e = rpc_error(jr.append, a.run_id, 1, "1", kind=kind)
         assert e.code() == INVALID, (kind, fmt_err(e))
         assert "kind" in e.details(), (kind, fmt_err(e))
         assert_journal_unchanged(jr, a.run_id, 2, before)
-    for kind in ["x" * 64, "a", "tool.call_9-b", "0", "._-"]:
+    for kind in ["x" * 64, "a", "tool.call_9-b", "0", "-._"]:
         assert jr.append(a.run_id, 1, "1", kind=kind).entry.kind == kind
 
 
