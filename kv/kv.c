@@ -548,7 +548,7 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
     }
 
     if (a->precond == KV_PRECOND_ABSENT && live) {
-        rc = reel_status_set(st, REEL_ABORTED,
+        rc = reel_status_set(st, REEL_ALREADY_EXISTS,
                              "key \"%s\" already exists (current version "
                              "%llu)",
                              a->key, (unsigned long long)cur_version);

@@ -133,7 +133,8 @@ typedef void (*kv_write_done_fn)(void *arg, kv_write_result_t *res);
  * runs exactly once later; on any other code (bad input, queue full, store
  * failed) nothing was queued and done never runs. A set or a delete of a
  * live key writes a new version; deleting a missing or tombstoned key
- * writes nothing (existed = 0).
+ * writes nothing (existed = 0). A failed precondition writes nothing:
+ * ALREADY_EXISTS for ABSENT on a live key, ABORTED for a version mismatch.
  */
 reel_code_t kv_write_submit(kv_t *kv, const kv_write_args_t *args,
                             kv_write_done_fn done, void *arg,

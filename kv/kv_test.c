@@ -318,17 +318,20 @@ static void test_deleting_a_missing_key_writes_nothing(void **state) {
     assert_int_equal(store_revision(f->store), rev);
 }
 
-static void test_create_only_twice_is_aborted(void **state) {
+static void test_create_only_on_a_live_key_is_already_exists(void **state) {
     fixture_t *f = *state;
     kv_write_result_t res;
+    uint64_t rev;
 
     assert_int_equal(set_full(f->kv, "ns", "k", "1", KV_PRECOND_ABSENT, 0, &res),
                      REEL_OK);
     kv_write_result_fini(&res);
+    rev = store_revision(f->store);
     assert_int_equal(set_full(f->kv, "ns", "k", "2", KV_PRECOND_ABSENT, 0, &res),
-                     REEL_ABORTED);
+                     REEL_ALREADY_EXISTS);
     assert_non_null(strstr(reel_status_message(&res.status),
-                           "current version 1"));
+                           "key \"k\" already exists (current version 1)"));
+    assert_int_equal(store_revision(f->store), rev);
     kv_write_result_fini(&res);
     /* After a delete, create-only works again. */
     assert_int_equal(del(f->kv, "k", &res), REEL_OK);
@@ -1089,7 +1092,7 @@ int main(void) {
 #define T3(fn) cmocka_unit_test_setup_teardown(fn, setup_keep3, teardown)
         T(test_versions_grow_by_one_per_set_and_delete),
         T(test_deleting_a_missing_key_writes_nothing),
-        T(test_create_only_twice_is_aborted),
+        T(test_create_only_on_a_live_key_is_already_exists),
         T(test_stale_version_is_aborted_naming_the_current),
         T(test_concurrent_cas_increments_lose_no_update),
         T(test_bad_input_is_invalid_and_writes_nothing),

@@ -342,13 +342,13 @@ def test_revisions_from_concurrent_writers_are_unique_and_gapless(kv):
 # compare-and-swap
 
 
-def test_create_only_twice_second_is_aborted(kv):
+def test_create_only_twice_second_is_already_exists(kv):
     r = kv.set("app", "lock", j({"owner": "a"}), precondition=ABSENT)
     assert r.entry.version == 1 and r.prev_version == 0
     rev = kv.revision()
     e = rpc_error(kv.set, "app", "lock", j({"owner": "b"}), precondition=ABSENT)
-    assert e.code() == grpc.StatusCode.ABORTED, e.details()
-    assert has_number(e.details(), 1), e.details()
+    assert e.code() == grpc.StatusCode.ALREADY_EXISTS, e.details()
+    assert "lock" in e.details() and has_number(e.details(), 1), e.details()
     g = kv.get("app", "lock")
     assert g.entry.value == j({"owner": "a"}) and g.entry.version == 1
     assert kv.revision() == rev, "a failed precondition must not take a revision"
