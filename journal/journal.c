@@ -25,7 +25,9 @@
  * Invariants
  *   - Every check (lease epoch, status, expected seq, idempotency) and the
  *     write it guards run in one apply function on the writer thread, so no
- *     other write can come between them: fencing has no race.
+ *     other write can come between them: fencing has no race. An append
+ *     checks the lease first, then its idempotency key (a retry must carry
+ *     the original kind and payload), then expected_seq.
  *   - An entry, its idempotency index and the run's next_seq commit
  *     together, so seqs are gapless and a retried key finds its entry.
  *   - Every mutation that writes emits exactly one change: a JOURNAL change
@@ -54,6 +56,7 @@
 #include "base/codec.h"
 #include "base/fault.h"
 #include "base/json.h"
+#include "base/pattern.h"
 #include "base/text.h"
 
 #define REC_FORMAT 1
@@ -429,7 +432,9 @@ static reel_code_t check_req(journal_t *j, journal_req_t *r,
                                    "kind and payload are required");
         if ((rc = reel_check_charset("kind", r->kind, strlen(r->kind),
                                      JOURNAL_MAX_KIND, JOURNAL_KIND_CHARS,
-                                     st)))
+                                     st)) ||
+            (rc = reel_pattern_check_name("kind", r->kind, strlen(r->kind),
+                                          st)))
             return rc;
         if (r->idempotency_key != NULL &&
             (strlen(r->idempotency_key) > JOURNAL_MAX_IDEMPOTENCY ||
@@ -448,11 +453,15 @@ static reel_code_t check_req(journal_t *j, journal_req_t *r,
         return check_json("result", r->result ? r->result : "",
                           j->lim.max_payload, 1, st);
     case JOURNAL_SUSPEND:
-        return reel_check_charset("waiting_on",
-                                  r->waiting_on ? r->waiting_on : "",
-                                  r->waiting_on ? strlen(r->waiting_on) : 0,
-                                  JOURNAL_MAX_SIGNAL_NAME,
-                                  JOURNAL_SIGNAL_CHARS, st);
+        /* A name SendSignal refuses could never wake the run. */
+        if ((rc = reel_check_charset("waiting_on",
+                                     r->waiting_on ? r->waiting_on : "",
+                                     r->waiting_on ? strlen(r->waiting_on) : 0,
+                                     JOURNAL_MAX_SIGNAL_NAME,
+                                     JOURNAL_SIGNAL_CHARS, st)))
+            return rc;
+        return reel_pattern_check_name("waiting_on", r->waiting_on,
+                                       strlen(r->waiting_on), st);
     }
     return reel_status_set(st, REEL_INVALID_ARGUMENT, "unknown operation");
 }
@@ -769,18 +778,75 @@ static reel_code_t append_core(store_txn_t *txn, const run_t *cur,
     return put_run_rec(txn, &nr, is_active(cur), 0, out_run, st);
 }
 
+/*
+ * An append whose idempotency key already names entry seq: a retry. It
+ * gets the original entry (duplicate) if it carries the same kind and
+ * payload bytes; anything else is another write reusing the key, refused
+ * with ALREADY_EXISTS (not FAILED_PRECONDITION, which tells a worker it
+ * lost its lease) naming the key and the original seq.
+ */
+static reel_code_t apply_retry(op_t *op, store_txn_t *txn, const run_t *cur,
+                               const char *idem, uint64_t seq,
+                               reel_status_t *st) {
+    const journal_req_t *q = &op->r;
+    journal_entry_t *e = &op->res.entry;
+    key_t_ ek = entry_key(cur->run_id, seq);
+    char *rec = NULL;
+    size_t rlen = 0;
+    reel_code_t rc;
+
+    if (ek.p == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = store_txn_get(txn, STORE_CF_JOURNAL, ek.p, ek.len, &rec, &rlen, st);
+    free(ek.p);
+    if (rc == REEL_OK && entry_decode(rec, rlen, e) != 0)
+        rc = REEL_DATA_LOSS;
+    free(rec);
+    if (rc == REEL_NOT_FOUND || rc == REEL_DATA_LOSS)
+        return reel_status_set(st, REEL_DATA_LOSS,
+                               "run %s: the entry of idempotency key \"%s\" "
+                               "(seq %llu) is missing or corrupt",
+                               cur->run_id, idem, (unsigned long long)seq);
+    if (rc != REEL_OK)
+        return rc;
+    if (strcmp(e->kind, q->kind) != 0)
+        rc = reel_status_set(st, REEL_ALREADY_EXISTS,
+                             "idempotency_key \"%s\" already names seq %llu "
+                             "of run %s, of kind \"%s\" (this append's is "
+                             "\"%s\"): a retry must repeat the original kind "
+                             "and payload",
+                             idem, (unsigned long long)seq, cur->run_id,
+                             e->kind, q->kind);
+    else if (strcmp(e->payload, q->payload) != 0)
+        rc = reel_status_set(st, REEL_ALREADY_EXISTS,
+                             "idempotency_key \"%s\" already names seq %llu "
+                             "of run %s, with another payload: a retry must "
+                             "repeat the original kind and payload",
+                             idem, (unsigned long long)seq, cur->run_id);
+    if (rc != REEL_OK) {
+        journal_entry_fini(e);
+        return rc;
+    }
+    op->res.duplicate = 1;
+    return REEL_OK;
+}
+
 static reel_code_t apply_append(op_t *op, store_txn_t *txn, const run_t *cur,
                                 int64_t now, reel_status_t *st) {
     const journal_req_t *q = &op->r;
     const char *idem = q->idempotency_key ? q->idempotency_key : "";
-    key_t_ ek, kk = {NULL, 0};
+    key_t_ kk = {NULL, 0};
     unsigned char seqbuf[8];
+    char *val = NULL;
+    size_t vlen = 0;
     reel_code_t rc;
 
+    /* The lease before the key: a worker that lost its run must hear so at
+     * once, even when retrying an append that committed before it lost
+     * it. */
+    if ((rc = check_lease(cur, q->lease_epoch, st)) != REEL_OK)
+        return rc;
     if (*idem) {
-        char *val = NULL, *rec = NULL;
-        size_t vlen = 0, rlen = 0;
-
         kk = idem_key(cur->run_id, idem);
         if (kk.p == NULL)
             return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
@@ -788,32 +854,14 @@ static reel_code_t apply_append(op_t *op, store_txn_t *txn, const run_t *cur,
         rc = store_txn_get(txn, STORE_CF_JOURNAL, kk.p, kk.len, &val, &vlen,
                            st);
         if (rc == REEL_OK && vlen == 8) {
-            /* A retry: answer with the original, write nothing. */
-            ek = entry_key(cur->run_id, reel_be64_get((unsigned char *)val));
-            free(val);
-            free(kk.p);
-            rc = ek.p ? store_txn_get(txn, STORE_CF_JOURNAL, ek.p, ek.len, &rec,
-                                      &rlen, st)
-                      : REEL_RESOURCE_EXHAUSTED;
-            free(ek.p);
-            if (rc != REEL_OK || entry_decode(rec, rlen, &op->res.entry) != 0)
-                rc = reel_status_set(st, REEL_DATA_LOSS,
-                                     "run %s: the entry of idempotency key "
-                                     "\"%s\" is missing or corrupt",
-                                     cur->run_id, idem);
-            free(rec);
-            op->res.duplicate = 1;
-            return rc;
+            rc = apply_retry(op, txn, cur, idem,
+                             reel_be64_get((unsigned char *)val), st);
+            goto out;
         }
-        free(val);
-        if (rc != REEL_OK && rc != REEL_NOT_FOUND) {
-            free(kk.p);
-            return rc;
-        }
+        if (rc != REEL_OK && rc != REEL_NOT_FOUND)
+            goto out;
         reel_status_fini(st);
     }
-    if ((rc = check_lease(cur, q->lease_epoch, st)) != REEL_OK)
-        goto out;
     if (q->expected_seq != 0 && q->expected_seq != cur->next_seq) {
         rc = reel_status_set(st, REEL_ABORTED,
                              "expected seq %llu, but the next seq of run %s "
@@ -829,6 +877,7 @@ static reel_code_t apply_append(op_t *op, store_txn_t *txn, const run_t *cur,
         store_txn_put(txn, STORE_CF_JOURNAL, kk.p, kk.len, seqbuf, 8);
     }
 out:
+    free(val);
     free(kk.p);
     return rc;
 }

@@ -38,7 +38,9 @@
 #define JOURNAL_LIST_MAX 1000
 #define JOURNAL_RUN_ID_LEN 26
 
-/* Allowed bytes, as reel_check_charset() reads them. */
+/* Allowed bytes, as reel_check_charset() reads them. Kinds and signal
+ * names go into WAL subjects as '.'-tokens, so none of their tokens may be
+ * empty either (reel_pattern_check_name). */
 #define JOURNAL_KIND_CHARS "a-z0-9_.-"
 #define JOURNAL_SIGNAL_CHARS "A-Za-z0-9_.:-"
 
@@ -145,7 +147,9 @@ typedef void (*journal_done_fn)(void *arg, journal_result_t *res);
  * Validates (INVALID_ARGUMENT naming the field), copies and queues. On OK,
  * done runs exactly once; otherwise nothing was queued and done never runs.
  * Outcomes: NOT_FOUND (unknown run), FAILED_PRECONDITION (wrong state or a
- * lost lease: "lease lost: current epoch 4"), ABORTED (expected_seq).
+ * lost lease: "lease lost: current epoch 4", checked before anything else),
+ * ABORTED (expected_seq), ALREADY_EXISTS (an idempotency key already used
+ * with another kind or payload; the same ones answer duplicate).
  */
 reel_code_t journal_submit(journal_t *j, const journal_req_t *req,
                            journal_done_fn done, void *arg, reel_status_t *st);

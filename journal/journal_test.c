@@ -119,6 +119,20 @@ static reel_code_t append(fixture_t *f, const char *id, uint64_t epoch,
     return journal_exec(f->j, &q, res);
 }
 
+static reel_code_t append_as(fixture_t *f, const char *id, uint64_t epoch,
+                             const char *idem, const char *kind,
+                             const char *payload, journal_result_t *res) {
+    journal_req_t q = {0};
+
+    q.op = JOURNAL_APPEND;
+    q.run_id = id;
+    q.lease_epoch = epoch;
+    q.kind = kind;
+    q.payload = payload;
+    q.idempotency_key = idem;
+    return journal_exec(f->j, &q, res);
+}
+
 static reel_code_t simple(fixture_t *f, journal_op_t op, const char *id,
                           uint64_t epoch, const char *owner,
                           journal_result_t *res) {
@@ -300,6 +314,83 @@ static void test_zombie_is_fenced_after_a_claim(void **state) {
     free(es);
 }
 
+/*
+ * A worker that lost its run and retries an append whose key it already
+ * used hears that it lost the lease, not "duplicate": the lease is checked
+ * before the key, for a stale epoch and for one that never existed.
+ */
+static void test_a_fenced_retry_of_a_used_key_hears_lease_lost(void **state) {
+    fixture_t *f = *state;
+    journal_result_t res, first;
+    uint64_t rev;
+    char id[27];
+
+    begin_ok(f, "inv", "A", 100, id);
+    assert_int_equal(append(f, id, 1, "k1", 0, &first), REEL_OK);
+    usleep(150 * 1000); /* A's lease expires */
+    assert_int_equal(simple(f, JOURNAL_CLAIM, id, 0, "B", &res), REEL_OK);
+    assert_int_equal(res.run.lease_epoch, 2);
+    journal_result_fini(&res);
+    rev = store_revision(f->store);
+
+    expect_code(append(f, id, 1, "k1", 0, &res), REEL_FAILED_PRECONDITION,
+                &res, "lease lost: current epoch 2 (yours is 1");
+    expect_code(append(f, id, 9, "k1", 0, &res), REEL_FAILED_PRECONDITION,
+                &res, "lease lost: current epoch 2 (yours is 9");
+    expect_code(append(f, id, 0, "k1", 0, &res), REEL_FAILED_PRECONDITION,
+                &res, "lease lost");
+    /* The holder retrying the same append gets the original. */
+    assert_int_equal(append(f, id, 2, "k1", 0, &res), REEL_OK);
+    assert_true(res.duplicate);
+    assert_int_equal(res.entry.seq, first.entry.seq);
+    assert_int_equal(res.entry.lease_epoch, 1);
+    journal_result_fini(&res);
+    assert_int_equal(store_revision(f->store), rev);
+    /* Once the run ended, a retry hears that too. */
+    assert_int_equal(simple(f, JOURNAL_END, id, 2, NULL, &res), REEL_OK);
+    journal_result_fini(&res);
+    expect_code(append(f, id, 2, "k1", 0, &res), REEL_FAILED_PRECONDITION,
+                &res, "COMPLETED");
+    journal_result_fini(&first);
+}
+
+static void test_a_key_reused_with_another_kind_or_payload_is_refused(
+    void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    uint64_t rev;
+    char id[27];
+
+    begin_ok(f, "inv", "w1", 60000, id);
+    assert_int_equal(append(f, id, 1, NULL, 0, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_int_equal(append_as(f, id, 1, "charge-1", "effect", "{\"eur\":5}",
+                               &res),
+                     REEL_OK);
+    assert_int_equal(res.entry.seq, 2);
+    journal_result_fini(&res);
+    rev = store_revision(f->store);
+
+    expect_code(append_as(f, id, 1, "charge-1", "effect", "{\"eur\":7}", &res),
+                REEL_ALREADY_EXISTS, &res,
+                "idempotency_key \"charge-1\" already names seq 2 of run");
+    expect_code(append_as(f, id, 1, "charge-1", "effect", "{\"eur\": 5}",
+                          &res),
+                REEL_ALREADY_EXISTS, &res, "another payload"); /* bytes */
+    expect_code(append_as(f, id, 1, "charge-1", "step", "{\"eur\":5}", &res),
+                REEL_ALREADY_EXISTS, &res,
+                "of kind \"effect\" (this append's is \"step\")");
+    assert_int_equal(store_revision(f->store), rev);
+    assert_int_equal(append_as(f, id, 1, "charge-1", "effect", "{\"eur\":5}",
+                               &res),
+                     REEL_OK);
+    assert_true(res.duplicate);
+    assert_int_equal(res.entry.seq, 2);
+    assert_string_equal(res.entry.payload, "{\"eur\":5}");
+    journal_result_fini(&res);
+    assert_int_equal(store_revision(f->store), rev);
+}
+
 typedef struct claimer {
     fixture_t *f;
     const char *id;
@@ -400,6 +491,12 @@ static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
     q.kind = "Bad Kind";
     expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
                 "kind");
+    /* Kinds are WAL subject tokens: none may be empty. */
+    for (int i = 0; i < 4; i++) {
+        q.kind = (const char *[]){"a..b", ".a", "a.", "."}[i];
+        expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+                    "kind: a token may not be empty");
+    }
     q.kind = "ok";
     q.payload = "{nope";
     expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
@@ -417,6 +514,14 @@ static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
     q.idempotency_key = big;
     expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
                 "idempotency_key");
+    /* No signal could ever wake a run waiting on such a name. */
+    memset(&q, 0, sizeof(q));
+    q.op = JOURNAL_SUSPEND;
+    q.run_id = id;
+    q.lease_epoch = 1;
+    q.waiting_on = "go..now";
+    expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+                "waiting_on: a token may not be empty");
     memset(&q, 0, sizeof(q));
     q.op = JOURNAL_BEGIN;
     q.app = "", q.user = "u", q.session = "s", q.invocation_id = "i";
@@ -793,6 +898,8 @@ int main(void) {
         T(test_concurrent_appends_get_gapless_seqs),
         T(test_retried_append_with_the_same_key_writes_nothing),
         T(test_zombie_is_fenced_after_a_claim),
+        T(test_a_fenced_retry_of_a_used_key_hears_lease_lost),
+        T(test_a_key_reused_with_another_kind_or_payload_is_refused),
         T(test_of_concurrent_claimers_exactly_one_wins),
         T(test_terminal_and_waiting_runs_refuse_appends),
         T(test_bad_input_is_invalid_and_writes_nothing),

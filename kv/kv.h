@@ -27,6 +27,13 @@
 #define KV_MAX_WRITER 256
 #define KV_LIST_DEFAULT 100
 #define KV_LIST_MAX 1000
+/*
+ * The bytes a namespace may hold, as reel_check_charset() reads them. A
+ * namespace is one token of its WAL subjects (kv.<namespace>.<key>), so it
+ * has no '.', '*' or '>' and no byte a NATS bucket name would refuse; '/'
+ * and ':' are not subject syntax and let tenants nest.
+ */
+#define KV_NAMESPACE_CHARS "A-Za-z0-9_:/-"
 
 typedef struct kv kv_t;
 typedef struct kv_watch kv_watch_t;
@@ -120,11 +127,14 @@ typedef struct kv_write_result {
 typedef void (*kv_write_done_fn)(void *arg, kv_write_result_t *res);
 
 /*
- * Validates args (INVALID_ARGUMENT naming the field and the limit), copies
- * them, and queues the write. On OK, done runs exactly once later; on any
- * other code (bad input, queue full, store failed) nothing was queued and
- * done never runs. A set or a delete of a live key writes a new version;
- * deleting a missing or tombstoned key writes nothing (existed = 0).
+ * Validates args (INVALID_ARGUMENT naming the field and the limit: the
+ * namespace is 1-max_namespace bytes of KV_NAMESPACE_CHARS, the key has no
+ * empty, "*" or ">" token), copies them, and queues the write. On OK, done
+ * runs exactly once later; on any other code (bad input, queue full, store
+ * failed) nothing was queued and done never runs. A set or a delete of a
+ * live key writes a new version; deleting a missing or tombstoned key
+ * writes nothing (existed = 0). A failed precondition writes nothing:
+ * ALREADY_EXISTS for ABSENT on a live key, ABORTED for a version mismatch.
  */
 reel_code_t kv_write_submit(kv_t *kv, const kv_write_args_t *args,
                             kv_write_done_fn done, void *arg,
@@ -145,6 +155,8 @@ void kv_write_result_fini(kv_write_result_t *res);
 /*
  * OK with the live entry; NOT_FOUND for a missing key (entry zeroed) or a
  * tombstone (entry filled, deleted = 1); INVALID_ARGUMENT for bad names.
+ * Reads and watches take a namespace outside KV_NAMESPACE_CHARS only while
+ * it holds keys (written before the rule), so old data can be read out.
  */
 reel_code_t kv_get(kv_t *kv, const char *ns, size_t ns_len, const char *key,
                    size_t key_len, kv_entry_t *entry, reel_status_t *st);

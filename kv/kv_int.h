@@ -59,6 +59,14 @@ int kv_entry_trimmed(const void *buf, size_t len, uint64_t *trimmed);
 /* Name checks shared by every entry point: INVALID_ARGUMENT naming field. */
 reel_code_t kv_check_name(const char *field, const char *s, size_t len,
                           size_t max, reel_status_t *st);
+/*
+ * The namespace check of reads and watches: what writes take
+ * (KV_NAMESPACE_CHARS), and also a namespace the rule refuses that holds
+ * keys written before it, so an older data dir can still be read out.
+ * Errors: INVALID_ARGUMENT, or the store's code if it cannot look.
+ */
+reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
+                                    reel_status_t *st);
 
 /* ---- The hub (kv_watch.c) ------------------------------------------------ */
 

@@ -320,17 +320,20 @@ static void test_deleting_a_missing_key_writes_nothing(void **state) {
     assert_int_equal(store_revision(f->store), rev);
 }
 
-static void test_create_only_twice_is_aborted(void **state) {
+static void test_create_only_on_a_live_key_is_already_exists(void **state) {
     fixture_t *f = *state;
     kv_write_result_t res;
+    uint64_t rev;
 
     assert_int_equal(set_full(f->kv, "ns", "k", "1", KV_PRECOND_ABSENT, 0, &res),
                      REEL_OK);
     kv_write_result_fini(&res);
+    rev = store_revision(f->store);
     assert_int_equal(set_full(f->kv, "ns", "k", "2", KV_PRECOND_ABSENT, 0, &res),
-                     REEL_ABORTED);
+                     REEL_ALREADY_EXISTS);
     assert_non_null(strstr(reel_status_message(&res.status),
-                           "current version 1"));
+                           "key \"k\" already exists (current version 1)"));
+    assert_int_equal(store_revision(f->store), rev);
     kv_write_result_fini(&res);
     /* After a delete, create-only works again. */
     assert_int_equal(del(f->kv, "k", &res), REEL_OK);
@@ -478,6 +481,175 @@ static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
     set_ok(f->kv, "caf\xc3\xa9/a.b*", "\"\xe2\x82\xac\"");
     free(huge);
     free(deep);
+}
+
+static void test_names_that_would_make_ambiguous_subjects_are_invalid(
+    void **state) {
+    fixture_t *f = *state;
+    kv_write_result_t res;
+
+    /* A namespace is one subject token: kv.a.b.c must not be both
+     * (a, b.c) and (a.b, c). */
+    expect_invalid(f, "a.b", 3, "c", 1, "1", 1,
+                   "namespace: byte 1 is not in [A-Za-z0-9_:/-]");
+    expect_invalid(f, "*", 1, "x", 1, "1", 1, "namespace: byte 0");
+    expect_invalid(f, ">", 1, "x", 1, "1", 1, "namespace: byte 0");
+    expect_invalid(f, "a b", 3, "x", 1, "1", 1, "namespace: byte 1");
+    expect_invalid(f, "caf\xc3\xa9", 5, "x", 1, "1", 1, "namespace: byte 3");
+    /* A key has no empty token. */
+    expect_invalid(f, "ns", 2, "a..b", 4, "1", 1, "key: a token may not be "
+                                                  "empty");
+    expect_invalid(f, "ns", 2, ".a", 2, "1", 1, "key: a token may not be");
+    expect_invalid(f, "ns", 2, "a.", 2, "1", 1, "key: a token may not be");
+    expect_invalid(f, "ns", 2, ".", 1, "1", 1, "key: a token may not be");
+    /* What the rules allow. */
+    assert_int_equal(store_revision(f->store), 0);
+    set_ok(f->kv, "b.c", "1");
+    assert_int_equal(set_full(f->kv, "Tenant_1:app/x-y", "a.b", "1",
+                              KV_PRECOND_NONE, 0, &res),
+                     REEL_OK);
+    kv_write_result_fini(&res);
+}
+
+static void expect_invalid_ns_on_reads(fixture_t *f, const char *ns) {
+    size_t len = strlen(ns), n;
+    kv_list_args_t la = {0};
+    kv_watch_args_t wa = {0};
+    kv_write_args_t da = {0};
+    kv_write_result_t res;
+    kv_watch_t *w = NULL;
+    kv_entry_t e, *list;
+    kv_event_t *evs;
+    sink_t *s = sink_new(10);
+    reel_status_t st = REEL_STATUS_INIT;
+    int more;
+
+    da.is_delete = 1;
+    da.ns = ns, da.ns_len = len, da.key = "k", da.key_len = 1;
+    assert_int_equal(kv_write(f->kv, &da, &res), REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&res.status), "namespace"));
+    kv_write_result_fini(&res);
+    assert_int_equal(kv_get(f->kv, ns, len, "k", 1, &e, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "namespace: byte"));
+    assert_non_null(strstr(reel_status_message(&st), "[A-Za-z0-9_:/-]"));
+    la.ns = ns, la.ns_len = len, la.prefix = "";
+    assert_int_equal(kv_list(f->kv, &la, &list, &n, &more, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "namespace: byte"));
+    assert_int_equal(kv_history(f->kv, ns, len, "k", 1, 0, 0, &evs, &n, &more,
+                                &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "namespace: byte"));
+    wa.ns = ns, wa.ns_len = len, wa.key = "k", wa.key_len = 1;
+    assert_int_equal(kv_watch_create(f->kv, &wa, &test_sink, s, &w, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_null(w);
+    assert_non_null(strstr(reel_status_message(&st), "namespace: byte"));
+    reel_status_fini(&st);
+    sink_free(s);
+}
+
+static void test_bad_namespaces_are_invalid_on_every_entry_point(
+    void **state) {
+    fixture_t *f = *state;
+
+    set_ok(f->kv, "k", "1");
+    expect_invalid_ns_on_reads(f, "a.b");
+    expect_invalid_ns_on_reads(f, "*");
+    expect_invalid_ns_on_reads(f, "n.");
+    expect_invalid_ns_on_reads(f, "ns."); /* "ns" holds keys; "ns." not */
+    assert_int_equal(store_revision(f->store), 1);
+}
+
+typedef struct raw_put {
+    const char *key;
+    size_t klen;
+    const char *val;
+    size_t vlen;
+} raw_put_t;
+
+static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
+                                 reel_status_t *st) {
+    raw_put_t *p = arg;
+
+    (void)st;
+    store_txn_put(txn, STORE_CF_KV, p->key, p->klen, p->val, p->vlen);
+    return REEL_OK;
+}
+
+/*
+ * A data dir from before the namespace rule holds namespace "a.b": its
+ * keys can still be read, listed, watched and asked for history; nothing
+ * can be written to it, so no new event gets the subject kv.a.b.<key>.
+ */
+static void test_a_namespace_from_before_the_rule_is_read_only(
+    void **state) {
+    fixture_t *f = *state;
+    kv_list_args_t la = {0};
+    kv_watch_args_t wa = {0};
+    kv_write_args_t a = {0};
+    kv_write_result_t res;
+    kv_watch_t *w = NULL;
+    kv_entry_t e, *list;
+    kv_event_t *evs;
+    sink_t *s = sink_new(10);
+    raw_put_t put = {"a.b\0c", 5, NULL, 0};
+    char *rec = NULL;
+    size_t rlen = 0, n;
+    uint64_t rev;
+    int more;
+
+    /* A valid record, stored again under the old namespace by hand. */
+    set_ok(f->kv, "c", "\"old\"");
+    assert_int_equal(store_get(f->store, STORE_CF_KV, "ns\0c", 4, &rec, &rlen,
+                               NULL),
+                     REEL_OK);
+    put.val = rec, put.vlen = rlen;
+    assert_int_equal(store_exec(f->store, raw_put_apply, &put, NULL, NULL),
+                     REEL_OK);
+    free(rec);
+    rev = store_revision(f->store);
+
+    assert_int_equal(kv_get(f->kv, "a.b", 3, "c", 1, &e, NULL), REEL_OK);
+    assert_string_equal(e.ns, "a.b");
+    assert_string_equal(e.value, "\"old\"");
+    kv_entry_fini(&e);
+    assert_int_equal(kv_get(f->kv, "a.b", 3, "x", 1, &e, NULL),
+                     REEL_NOT_FOUND);
+    kv_entry_fini(&e);
+    la.ns = "a.b", la.ns_len = 3, la.prefix = "";
+    assert_int_equal(kv_list(f->kv, &la, &list, &n, &more, NULL), REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].key, "c");
+    kv_entry_fini(&list[0]);
+    free(list);
+    assert_int_equal(kv_history(f->kv, "a.b", 3, "c", 1, 0, 0, &evs, &n, &more,
+                                NULL),
+                     REEL_OK);
+    free(evs);
+    wa.ns = "a.b", wa.ns_len = 3, wa.key = "c", wa.key_len = 1;
+    assert_int_equal(kv_watch_create(f->kv, &wa, &test_sink, s, &w, NULL),
+                     REEL_OK);
+    kv_watch_pump(w);
+    assert_int_equal(sink_wait(s, 2), 2); /* the value, BOOTSTRAP_DONE */
+    assert_string_equal(s->recs[0].value, "\"old\"");
+    assert_int_equal(s->recs[1].type, KV_EVENT_BOOTSTRAP_DONE);
+    kv_watch_destroy(w);
+    sink_free(s);
+
+    a.ns = "a.b", a.ns_len = 3, a.key = "c", a.key_len = 1;
+    a.value = "1", a.value_len = 1;
+    assert_int_equal(kv_write(f->kv, &a, &res), REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&res.status), "namespace"));
+    kv_write_result_fini(&res);
+    a.is_delete = 1;
+    assert_int_equal(kv_write(f->kv, &a, &res), REEL_INVALID_ARGUMENT);
+    kv_write_result_fini(&res);
+    assert_int_equal(store_revision(f->store), rev);
+    /* A namespace it does not hold is refused as ever. */
+    assert_int_equal(kv_get(f->kv, "a.", 2, "c", 1, &e, NULL),
+                     REEL_INVALID_ARGUMENT);
 }
 
 /* ---- Reads -------------------------------------------------------------- */
@@ -1170,10 +1342,13 @@ int main(void) {
 #define T3(fn) cmocka_unit_test_setup_teardown(fn, setup_keep3, teardown)
         T(test_versions_grow_by_one_per_set_and_delete),
         T(test_deleting_a_missing_key_writes_nothing),
-        T(test_create_only_twice_is_aborted),
+        T(test_create_only_on_a_live_key_is_already_exists),
         T(test_stale_version_is_aborted_naming_the_current),
         T(test_concurrent_cas_increments_lose_no_update),
         T(test_bad_input_is_invalid_and_writes_nothing),
+        T(test_names_that_would_make_ambiguous_subjects_are_invalid),
+        T(test_bad_namespaces_are_invalid_on_every_entry_point),
+        T(test_a_namespace_from_before_the_rule_is_read_only),
         T(test_list_pages_in_key_order_with_prefix),
         T3(test_history_keeps_the_last_n_versions),
         T(test_watch_sees_every_transition_with_prev),

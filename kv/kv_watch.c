@@ -373,8 +373,7 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
     reel_code_t rc;
 
     *out = NULL;
-    if ((rc = kv_check_name("namespace", a->ns, a->ns_len,
-                            kv->lim.max_namespace, st)) != REEL_OK ||
+    if ((rc = kv_check_read_namespace(kv, a->ns, a->ns_len, st)) != REEL_OK ||
         (rc = kv_check_name("key", a->key, a->key_len, kv->lim.max_key, st)) !=
             REEL_OK ||
         (rc = reel_pattern_validate(a->key, a->key_len, "key", st)) != REEL_OK)
