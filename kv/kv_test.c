@@ -562,11 +562,12 @@ static void test_bad_namespaces_are_invalid_on_every_entry_point(
     assert_int_equal(store_revision(f->store), 1);
 }
 
+/* A raw write into a column family, past kv's own checks: a corrupt or
+ * missing record as storage damage would leave it. val NULL deletes. */
 typedef struct raw_put {
-    const char *key;
-    size_t klen;
-    const char *val;
-    size_t vlen;
+    store_cf_t cf;
+    const void *key, *val;
+    size_t klen, vlen;
 } raw_put_t;
 
 static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
@@ -574,9 +575,22 @@ static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
     raw_put_t *p = arg;
 
     (void)st;
-    store_txn_put(txn, STORE_CF_KV, p->key, p->klen, p->val, p->vlen);
+    if (p->val == NULL)
+        store_txn_delete(txn, p->cf, p->key, p->klen);
+    else
+        store_txn_put(txn, p->cf, p->key, p->klen, p->val, p->vlen);
     return REEL_OK;
 }
+
+static void raw_put(fixture_t *f, store_cf_t cf, const void *key, size_t klen,
+                    const void *val, size_t vlen) {
+    raw_put_t p = {cf, key, val, klen, vlen};
+    reel_status_t st = REEL_STATUS_INIT;
+
+    if (store_exec(f->store, raw_put_apply, &p, NULL, &st) != REEL_OK)
+        fail_msg("raw put: %s", reel_status_message(&st));
+}
+
 
 /*
  * A data dir from before the namespace rule holds namespace "a.b": its
@@ -594,7 +608,6 @@ static void test_a_namespace_from_before_the_rule_is_read_only(
     kv_entry_t e, *list;
     kv_event_t *evs;
     sink_t *s = sink_new(10);
-    raw_put_t put = {"a.b\0c", 5, NULL, 0};
     char *rec = NULL;
     size_t rlen = 0, n;
     uint64_t rev;
@@ -605,9 +618,7 @@ static void test_a_namespace_from_before_the_rule_is_read_only(
     assert_int_equal(store_get(f->store, STORE_CF_KV, "ns\0c", 4, &rec, &rlen,
                                NULL),
                      REEL_OK);
-    put.val = rec, put.vlen = rlen;
-    assert_int_equal(store_exec(f->store, raw_put_apply, &put, NULL, NULL),
-                     REEL_OK);
+    raw_put(f, STORE_CF_KV, "a.b\0c", 5, rec, rlen);
     free(rec);
     rev = store_revision(f->store);
 
@@ -1090,35 +1101,6 @@ static void test_from_revision_resumes_after_reopen_without_gap(
 
 
 /* ---- Cursors and unreadable records -------------------------------------- */
-
-/* A raw write into a column family, past kv's own checks: a corrupt or
- * missing record as storage damage would leave it. val NULL deletes. */
-typedef struct raw_put {
-    store_cf_t cf;
-    const void *key, *val;
-    size_t klen, vlen;
-} raw_put_t;
-
-static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
-                                 reel_status_t *st) {
-    raw_put_t *p = arg;
-
-    (void)st;
-    if (p->val == NULL)
-        store_txn_delete(txn, p->cf, p->key, p->klen);
-    else
-        store_txn_put(txn, p->cf, p->key, p->klen, p->val, p->vlen);
-    return REEL_OK;
-}
-
-static void raw_put(fixture_t *f, store_cf_t cf, const void *key, size_t klen,
-                    const void *val, size_t vlen) {
-    raw_put_t p = {cf, key, val, klen, vlen};
-    reel_status_t st = REEL_STATUS_INIT;
-
-    if (store_exec(f->store, raw_put_apply, &p, NULL, &st) != REEL_OK)
-        fail_msg("raw put: %s", reel_status_message(&st));
-}
 
 /* Overwrites the history record of revision rev with bytes that do not
  * decode (or deletes it). */
