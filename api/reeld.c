@@ -42,6 +42,7 @@ typedef struct config {
     const char *log_level;
     int threads;
     size_t max_message_bytes;
+    size_t max_response_bytes;
     size_t write_queue;
     kv_limits_t kv;
     journal_limits_t journal;
@@ -115,6 +116,8 @@ static void usage(FILE *out) {
             "(default 4)\n"
             "  --max-message-bytes N   largest request accepted "
             "[REEL_MAX_MESSAGE_BYTES] (default 4194304)\n"
+            "  --max-response-bytes N  largest response sent; pages stop "
+            "before it [REEL_MAX_RESPONSE_BYTES] (default 4194304)\n"
             "  --write-queue N         writes queued before RESOURCE_EXHAUSTED "
             "[REEL_WRITE_QUEUE] (default 4096)\n"
             "  --kv-max-namespace-bytes N  [REEL_KV_MAX_NAMESPACE_BYTES] "
@@ -179,6 +182,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         {"log-level", required_argument, NULL, 'L'},
         {"threads", required_argument, NULL, 't'},
         {"max-message-bytes", required_argument, NULL, 'm'},
+        {"max-response-bytes", required_argument, NULL, 'R'},
         {"write-queue", required_argument, NULL, 'q'},
         {"kv-max-namespace-bytes", required_argument, NULL, 'N'},
         {"kv-max-key-bytes", required_argument, NULL, 'K'},
@@ -194,6 +198,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     };
     const char *threads = getenv("REEL_THREADS");
     const char *maxmsg = getenv("REEL_MAX_MESSAGE_BYTES");
+    const char *maxresp = getenv("REEL_MAX_RESPONSE_BYTES");
     const char *wq = getenv("REEL_WRITE_QUEUE");
     const char *kv_ns = getenv("REEL_KV_MAX_NAMESPACE_BYTES");
     const char *kv_key = getenv("REEL_KV_MAX_KEY_BYTES");
@@ -203,6 +208,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     const char *max_wait = getenv("REEL_SIGNAL_MAX_WAIT_MS");
     const char *wal_bytes = getenv("REEL_WAL_RETENTION_BYTES");
     const char *wal_age = getenv("REEL_WAL_RETENTION_AGE");
+    char why[512];
     long long v;
     int c;
 
@@ -219,6 +225,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         case 'L': cfg->log_level = optarg; break;
         case 't': threads = optarg; break;
         case 'm': maxmsg = optarg; break;
+        case 'R': maxresp = optarg; break;
         case 'q': wq = optarg; break;
         case 'N': kv_ns = optarg; break;
         case 'K': kv_key = optarg; break;
@@ -249,6 +256,14 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         if (parse_size("--max-message-bytes", maxmsg, 1024, INT_MAX, &v) != 0)
             return -1;
         cfg->max_message_bytes = (size_t)v;
+    }
+    /* What a gRPC client receives by default. */
+    cfg->max_response_bytes = 4u << 20;
+    if (maxresp != NULL) {
+        if (parse_size("--max-response-bytes", maxresp, 1024, INT_MAX, &v) !=
+            0)
+            return -1;
+        cfg->max_response_bytes = (size_t)v;
     }
     cfg->write_queue = 4096;
     if (wq != NULL) {
@@ -303,6 +318,14 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
                 "reeld: --wal-retention-age: \"%s\" is not a positive "
                 "duration (500ms, 30s, 10m, 2h, 7d)\n",
                 wal_age);
+        return -1;
+    }
+    /* One record of every kind must fit in a response, or a page of one
+     * could not be sent. */
+    if (api_check_response_budget(cfg->max_response_bytes, &cfg->kv,
+                                  &cfg->journal, &cfg->signals, why,
+                                  sizeof(why)) != 0) {
+        fprintf(stderr, "reeld: %s\n", why);
         return -1;
     }
     /* A request must be able to carry the largest value or payload. */
@@ -365,6 +388,7 @@ int main(int argc, char **argv) {
     ropts.listen = cfg.listen;
     ropts.threads = cfg.threads;
     ropts.max_message_bytes = cfg.max_message_bytes;
+    ropts.max_response_bytes = cfg.max_response_bytes;
     srv = rpc_server_create(&ropts);
     ctx.server = srv;
     if (srv == NULL || api_health_register(srv, &ctx) != 0 ||
@@ -413,6 +437,7 @@ int main(int argc, char **argv) {
     ctx.store = store;
     ctx.data_dir = data_dir;
     ctx.started_at_ms = reel_clock_now_ms();
+    ctx.max_response_bytes = cfg.max_response_bytes;
     if (rpc_server_start(srv, &st) != REEL_OK) {
         REEL_ERROR("reeld", "%s", reel_status_message(&st));
         goto out;

@@ -488,6 +488,24 @@ size_t rpc_call_queue_max(rpc_call_t *c) {
 
 void rpc_call_finish(rpc_call_t *c, reel_code_t code, const char *msg,
                      const void *resp, size_t len) {
+    size_t max = c->srv->opts.max_response_bytes;
+    char why[256];
+
+    /* Paged reads stop before the budget and reeld refuses limits under
+     * which one record could not fit, so only a record stored under
+     * larger limits gets here: say so, rather than send what the client
+     * would refuse with a "message larger than max" of its own. */
+    if (code == REEL_OK && max > 0 && len > max) {
+        snprintf(why, sizeof(why),
+                 "the response would be %zu bytes, over --max-response-bytes "
+                 "%zu: it holds a record stored under larger limits; restart "
+                 "reeld with a larger --max-response-bytes to read it",
+                 len, max);
+        code = REEL_RESOURCE_EXHAUSTED;
+        msg = why;
+        resp = NULL;
+        len = 0;
+    }
     pthread_mutex_lock(&c->mu);
     if (c->finished) {
         pthread_mutex_unlock(&c->mu);

@@ -71,6 +71,7 @@ typedef struct rpc_server_opts {
     size_t stream_queue_max;   /* messages queued per call; 0 = 256 */
     size_t stream_queue_bytes; /* bytes queued per call; 0 = 4 MiB (one
                                   message is always allowed) */
+    size_t max_response_bytes; /* largest unary answer; 0 = no limit */
 } rpc_server_opts_t;
 
 rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts);
@@ -153,9 +154,11 @@ void rpc_call_on_cleanup(rpc_call_t *call, rpc_cleanup_fn fn, void *arg);
 
 /*
  * Ends the call with code and message (NULL for the code's text). For a
- * unary OK, resp holds the response message. A streaming call's queued
- * messages are sent first. Releases the handler's hold on the call. A
- * second finish (e.g. a cancel hook racing an end) is ignored.
+ * unary OK, resp holds the response message; one over max_response_bytes
+ * is not sent, and the call ends RESOURCE_EXHAUSTED saying so. A
+ * streaming call's queued messages are sent first. Releases the handler's
+ * hold on the call. A second finish (e.g. a cancel hook racing an end) is
+ * ignored.
  */
 void rpc_call_finish(rpc_call_t *call, reel_code_t code, const char *msg,
                      const void *resp, size_t len);

@@ -30,7 +30,21 @@ typedef struct api_ctx {
     rpc_server_t *server;
     const char *data_dir;
     int64_t started_at_ms;
+    /* The largest response a paged read builds (--max-response-bytes);
+     * 0 = no byte bound. */
+    size_t max_response_bytes;
 } api_ctx_t;
+
+/*
+ * Whether one element of every kind reeld sends (a KV event with value and
+ * prev_value, a journal entry, a run, a signal, each alone in a page, on a
+ * stream or in a WAL event) fits in `budget` bytes under these limits: 0,
+ * or -1 with why (naming both flags) written into why[whylen].
+ */
+int api_check_response_budget(size_t budget, const kv_limits_t *kv,
+                              const journal_limits_t *journal,
+                              const signals_limits_t *signals, char *why,
+                              size_t whylen);
 
 /* grpc.health.v1.Health: Check and Watch. Returns 0 or -1. */
 int api_health_register(rpc_server_t *srv, api_ctx_t *ctx);
