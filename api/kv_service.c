@@ -18,6 +18,7 @@
 
 #include "reel/v1/kv.pb-c.h"
 #include "api/convert.h"
+#include "api/page.h"
 #include "api/reply.h"
 #include "api/services.h"
 #include "api/wire.h"
@@ -168,6 +169,26 @@ static void kv_delete_value(rpc_call_t *call, void *arg, const uint8_t *req,
 
 /* ---- Reads ---------------------------------------------------------------- */
 
+/* An entry's share of a ListValues response: the entry, and its key once
+ * more, since the last one's key is also next_start_after. */
+static size_t list_entry_size(void *arg, const void *elem) {
+    const kv_entry_t *e = elem;
+    Reel__V1__Entry pb;
+
+    (void)arg;
+    entry_to_pb(e, &pb);
+    return api_page_elem_size(reel__v1__entry__get_packed_size(&pb)) +
+           api_page_elem_size(e->key_len);
+}
+
+static size_t history_event_size(void *arg, const void *elem) {
+    Reel__V1__ValueEvent pb;
+
+    (void)arg;
+    api_value_event_to_pb(elem, &pb);
+    return api_page_elem_size(reel__v1__value_event__get_packed_size(&pb));
+}
+
 static void kv_get_value(rpc_call_t *call, void *arg, const uint8_t *req,
                          size_t len) {
     api_ctx_t *ctx = arg;
@@ -211,6 +232,7 @@ static void kv_list_values(rpc_call_t *call, void *arg, const uint8_t *req,
         reel__v1__list_values_request__unpack(NULL, len, req);
     Reel__V1__ListValuesResponse out = REEL__V1__LIST_VALUES_RESPONSE__INIT;
     reel_status_t st = REEL_STATUS_INIT;
+    reel_page_t page = api_page(ctx, list_entry_size, NULL);
     kv_list_args_t a = {0};
     Reel__V1__Entry *pbs = NULL, **ptrs = NULL;
     kv_entry_t *es = NULL;
@@ -227,6 +249,7 @@ static void kv_list_values(rpc_call_t *call, void *arg, const uint8_t *req,
     a.start_after = in->start_after, a.start_after_len = strlen(in->start_after);
     a.limit = in->limit;
     a.include_deleted = in->include_deleted;
+    a.page = &page;
     if (kv_list(ctx->kv, &a, &es, &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
         goto out;
@@ -265,6 +288,7 @@ static void kv_value_history(rpc_call_t *call, void *arg, const uint8_t *req,
     Reel__V1__ValueHistoryResponse out =
         REEL__V1__VALUE_HISTORY_RESPONSE__INIT;
     reel_status_t st = REEL_STATUS_INIT;
+    reel_page_t page = api_page(ctx, history_event_size, NULL);
     Reel__V1__ValueEvent *pbs = NULL, **ptrs = NULL;
     kv_event_t *evs = NULL;
     size_t n = 0, blen;
@@ -276,8 +300,8 @@ static void kv_value_history(rpc_call_t *call, void *arg, const uint8_t *req,
         return;
     }
     if (kv_history(ctx->kv, in->namespace_, strlen(in->namespace_), in->key,
-                   strlen(in->key), in->from_version, in->limit, &evs, &n,
-                   &more, &st) != REEL_OK) {
+                   strlen(in->key), in->from_version, in->limit, &page, &evs,
+                   &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
         goto out;
     }
@@ -428,7 +452,7 @@ static void kv_watch_value_batches(rpc_call_t *call, void *arg,
 
 /* ---- WatchValues ---------------------------------------------------------- */
 
-#define MAX_WATCHES_PER_STREAM 10000
+#define MAX_WATCHES_PER_STREAM API_MAX_WATCHES_PER_STREAM
 
 typedef struct multi_watch multi_watch_t;
 

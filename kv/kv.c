@@ -781,7 +781,7 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
                     size_t *n, int *more, reel_status_t *st) {
     uint32_t limit = a->limit;
     char *base = NULL, *seek = NULL;
-    size_t base_len, seek_len;
+    size_t base_len, seek_len, used = 0;
     kv_entry_t *arr = NULL;
     store_iter_t *it = NULL;
     reel_code_t rc;
@@ -840,6 +840,11 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
                                  (int)a->ns_len, a->ns);
             goto out;
         }
+        if (!reel_page_take(a->page, *n, &used, &arr[*n])) {
+            kv_entry_fini(&arr[*n]);
+            *more = 1;
+            break;
+        }
         (*n)++;
     }
     rc = store_iter_status(it, st);
@@ -860,10 +865,11 @@ out:
 
 reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
                        const char *key, size_t key_len, uint64_t from_version,
-                       uint32_t limit, kv_event_t **out, size_t *n, int *more,
+                       uint32_t limit, const reel_page_t *page,
+                       kv_event_t **out, size_t *n, int *more,
                        reel_status_t *st) {
     char *vk = NULL;
-    size_t vklen;
+    size_t vklen, used = 0;
     kv_event_t *arr = NULL;
     store_snapshot_t *snap = NULL;
     store_iter_t *it = NULL;
@@ -941,6 +947,11 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
                                  drc == -2 ? "could not be read: out of memory"
                                            : "is corrupt");
             goto out;
+        }
+        if (!reel_page_take(page, *n, &used, &arr[*n])) {
+            kv_event_fini(&arr[*n]);
+            *more = 1;
+            break;
         }
         (*n)++;
     }

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/page.h"
 #include "base/status.h"
 #include "store/store.h"
 
@@ -166,28 +167,32 @@ typedef struct kv_list_args {
     size_t ns_len, prefix_len, start_after_len;
     uint32_t limit; /* 0 = KV_LIST_DEFAULT; more than KV_LIST_MAX is invalid */
     int include_deleted;
+    const reel_page_t *page; /* byte budget (base/page.h); NULL = none */
 } kv_list_args_t;
 
 /*
  * Entries of ns whose key starts with prefix and sorts after start_after,
- * in key order. *out is a malloc'd array of *n entries: free each with
- * kv_entry_fini and the array with free(). *more tells whether a next page
- * exists.
+ * in key order, at most limit of them and, with a page budget, no more
+ * than fit in it (at least one). *out is a malloc'd array of *n entries:
+ * free each with kv_entry_fini and the array with free(). *more tells
+ * whether a next page exists; it starts after the last entry's key.
  */
 reel_code_t kv_list(kv_t *kv, const kv_list_args_t *args, kv_entry_t **out,
                     size_t *n, int *more, reel_status_t *st);
 
 /*
  * The retained versions of a key after from_version, in order, as PUT or
- * DELETE events with their previous values. Same array conventions. A
- * from_version at or past the current version (UINT64_MAX included) is an
- * empty page, not an error: a read skips nothing, and the next page after
- * the last one is empty too. A history record that is missing or corrupt
- * is DATA_LOSS naming the version.
+ * DELETE events with their previous values; bounded by limit and page as
+ * kv_list is. Same array conventions. A from_version at or past the
+ * current version (UINT64_MAX included) is an empty page, not an error: a
+ * read skips nothing, and the next page after the last one is empty too. A
+ * history record that is missing or corrupt is DATA_LOSS naming the
+ * version.
  */
 reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
                        const char *key, size_t key_len, uint64_t from_version,
-                       uint32_t limit, kv_event_t **out, size_t *n, int *more,
+                       uint32_t limit, const reel_page_t *page,
+                       kv_event_t **out, size_t *n, int *more,
                        reel_status_t *st);
 
 /* ---- Watches -------------------------------------------------------------- */

@@ -537,8 +537,8 @@ static void expect_invalid_ns_on_reads(fixture_t *f, const char *ns) {
     assert_int_equal(kv_list(f->kv, &la, &list, &n, &more, &st),
                      REEL_INVALID_ARGUMENT);
     assert_non_null(strstr(reel_status_message(&st), "namespace: byte"));
-    assert_int_equal(kv_history(f->kv, ns, len, "k", 1, 0, 0, &evs, &n, &more,
-                                &st),
+    assert_int_equal(kv_history(f->kv, ns, len, "k", 1, 0, 0, NULL, &evs, &n,
+                                &more, &st),
                      REEL_INVALID_ARGUMENT);
     assert_non_null(strstr(reel_status_message(&st), "namespace: byte"));
     wa.ns = ns, wa.ns_len = len, wa.key = "k", wa.key_len = 1;
@@ -635,8 +635,8 @@ static void test_a_namespace_from_before_the_rule_is_read_only(
     assert_string_equal(list[0].key, "c");
     kv_entry_fini(&list[0]);
     free(list);
-    assert_int_equal(kv_history(f->kv, "a.b", 3, "c", 1, 0, 0, &evs, &n, &more,
-                                NULL),
+    assert_int_equal(kv_history(f->kv, "a.b", 3, "c", 1, 0, 0, NULL, &evs, &n,
+                                &more, NULL),
                      REEL_OK);
     free(evs);
     wa.ns = "a.b", wa.ns_len = 3, wa.key = "c", wa.key_len = 1;
@@ -737,8 +737,8 @@ static void test_history_keeps_the_last_n_versions(void **state) {
         snprintf(val, sizeof(val), "%d", i);
         set_ok(f->kv, "k", val);
     }
-    assert_int_equal(kv_history(f->kv, "ns", 2, "k", 1, 0, 0, &evs, &n, &more,
-                                NULL),
+    assert_int_equal(kv_history(f->kv, "ns", 2, "k", 1, 0, 0, NULL, &evs, &n,
+                                &more, NULL),
                      REEL_OK);
     assert_int_equal(n, 3);
     assert_int_equal(evs[0].version, 8);
@@ -757,6 +757,111 @@ static void test_history_keeps_the_last_n_versions(void **state) {
                                                      "revision is 8"));
     reel_status_fini(&st);
     sink_free(s);
+}
+
+/* A page measure for tests: an entry or event costs its value bytes. */
+static size_t entry_value_bytes(void *arg, const void *elem) {
+    (void)arg;
+    return ((const kv_entry_t *)elem)->value_len;
+}
+
+static size_t event_value_bytes(void *arg, const void *elem) {
+    const kv_event_t *ev = elem;
+
+    (void)arg;
+    return ev->value_len + ev->prev_value_len;
+}
+
+/* A JSON string of n bytes, quotes included. */
+static char *json_text(size_t n, char fill) {
+    char *v = malloc(n + 1);
+
+    memset(v, fill, n);
+    v[0] = v[n - 1] = '"';
+    v[n] = '\0';
+    return v;
+}
+
+static void test_list_stops_at_the_byte_budget(void **state) {
+    fixture_t *f = *state;
+    reel_page_t page = {2500, entry_value_bytes, NULL};
+    kv_list_args_t a = {0};
+    char key[16], *v = json_text(1000, 'x');
+    size_t sizes[8], pages = 0, seen = 0;
+    kv_entry_t *out;
+    size_t n;
+    int more;
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        set_ok(f->kv, key, v);
+    }
+    a.ns = "ns", a.ns_len = 2;
+    a.prefix = "";
+    a.page = &page;
+    /* Within the count limit (100), the budget ends each page: 2, 2, 1. */
+    do {
+        assert_int_equal(kv_list(f->kv, &a, &out, &n, &more, NULL), REEL_OK);
+        assert_true(n >= 1);
+        sizes[pages++] = n;
+        for (size_t i = 0; i < n; i++) {
+            snprintf(key, sizeof(key), "k%zu", seen++);
+            assert_string_equal(out[i].key, key);
+        }
+        snprintf(key, sizeof(key), "%s", out[n - 1].key);
+        a.start_after = key, a.start_after_len = strlen(key);
+        for (size_t i = 0; i < n; i++)
+            kv_entry_fini(&out[i]);
+        free(out);
+    } while (more && pages < 8);
+    assert_int_equal(seen, 5);
+    assert_int_equal(pages, 3);
+    assert_int_equal(sizes[0], 2);
+    assert_int_equal(sizes[1], 2);
+    assert_int_equal(sizes[2], 1);
+
+    /* An entry larger than the whole budget still comes, alone. */
+    page.max_bytes = 10;
+    a.start_after = NULL, a.start_after_len = 0;
+    assert_int_equal(kv_list(f->kv, &a, &out, &n, &more, NULL), REEL_OK);
+    assert_int_equal(n, 1);
+    assert_true(more);
+    kv_entry_fini(&out[0]);
+    free(out);
+    free(v);
+}
+
+static void test_history_stops_at_the_byte_budget(void **state) {
+    fixture_t *f = *state;
+    reel_page_t page = {3000, event_value_bytes, NULL};
+    char *v = json_text(1000, 'y');
+    uint64_t from = 0, next = 1;
+    size_t pages = 0;
+    kv_event_t *evs;
+    size_t n;
+    int more;
+
+    for (int i = 0; i < 5; i++)
+        set_ok(f->kv, "h", v);
+    /* Version 1 costs 1000 (no previous value), the others 2000 each:
+     * pages of versions {1, 2}, {3}, {4}, {5}. */
+    do {
+        assert_int_equal(kv_history(f->kv, "ns", 2, "h", 1, from, 0, &page,
+                                    &evs, &n, &more, NULL),
+                         REEL_OK);
+        assert_true(n >= 1);
+        assert_int_equal(n, pages == 0 ? 2 : 1);
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(evs[i].version, next++);
+        from = evs[n - 1].version;
+        for (size_t i = 0; i < n; i++)
+            kv_event_fini(&evs[i]);
+        free(evs);
+        pages++;
+    } while (more && pages < 8);
+    assert_int_equal(pages, 4);
+    assert_int_equal(next, 6);
+    free(v);
 }
 
 /* ---- Watches ------------------------------------------------------------ */
@@ -1183,8 +1288,8 @@ static void test_from_version_at_uint64_max_does_not_wrap(void **state) {
     assert_int_equal(s->recs[1].version, 4);
     kv_watch_destroy(w);
     /* A read from there is an empty page. */
-    assert_int_equal(kv_history(f->kv, "ns", 2, "k", 1, UINT64_MAX, 0, &evs,
-                                &n, &more, NULL),
+    assert_int_equal(kv_history(f->kv, "ns", 2, "k", 1, UINT64_MAX, 0, NULL,
+                                &evs, &n, &more, NULL),
                      REEL_OK);
     assert_int_equal(n, 0);
     assert_false(more);
@@ -1227,8 +1332,8 @@ static void test_a_corrupt_history_record_ends_every_replay_with_data_loss(
         assert_int_equal(pat->recs[i].version, i + 1);
     }
     /* A read says so too, instead of leaving version 3 out. */
-    assert_int_equal(kv_history(f->kv, "ns", 2, "p.k", 3, 0, 0, &evs, &n,
-                                &more, &st),
+    assert_int_equal(kv_history(f->kv, "ns", 2, "p.k", 3, 0, 0, NULL, &evs,
+                                &n, &more, &st),
                      REEL_DATA_LOSS);
     assert_non_null(strstr(reel_status_message(&st), "version 3 (revision 3)"));
     kv_watch_destroy(w1);
@@ -1333,6 +1438,8 @@ int main(void) {
         T(test_a_namespace_from_before_the_rule_is_read_only),
         T(test_list_pages_in_key_order_with_prefix),
         T3(test_history_keeps_the_last_n_versions),
+        T(test_list_stops_at_the_byte_budget),
+        T(test_history_stops_at_the_byte_budget),
         T(test_watch_sees_every_transition_with_prev),
         T(test_patterns_match_exactly_what_they_should),
         T(test_malformed_watch_patterns_are_invalid),
