@@ -6,12 +6,14 @@
  * journal subscription to the call the same way WatchValue wires a KV watch
  * (see kv_service.c): bounded send queue, drain hook pumps, cleanup frees.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "reel/v1/journal.pb-c.h"
 #include "api/convert.h"
+#include "api/page.h"
 #include "api/reply.h"
 #include "api/services.h"
 #include "journal/journal.h"
@@ -269,6 +271,26 @@ static void j_get_run(rpc_call_t *call, void *arg, const uint8_t *req,
     reel__v1__get_run_request__free_unpacked(in, NULL);
 }
 
+/* A run's share of a ListRuns or ListRunsToRecover response. */
+static size_t run_size(void *arg, const void *elem) {
+    api_run_pb_t pb = {0};
+    size_t n = SIZE_MAX; /* out of memory: it ends the page */
+
+    (void)arg;
+    if (api_run_to_pb(elem, &pb) == 0)
+        n = api_page_elem_size(reel__v1__run__get_packed_size(&pb.msg));
+    api_run_pb_fini(&pb);
+    return n;
+}
+
+static size_t entry_size(void *arg, const void *elem) {
+    Reel__V1__JournalEntry pb;
+
+    (void)arg;
+    api_entry_to_pb(elem, &pb);
+    return api_page_elem_size(reel__v1__journal_entry__get_packed_size(&pb));
+}
+
 /* Packs runs into a message whose repeated field is (n_field, field). */
 static int runs_to_pb(const run_t *runs, size_t n, api_run_pb_t **pbs_out,
                       Reel__V1__Run ***ptrs_out) {
@@ -304,6 +326,7 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
         reel__v1__list_runs_request__unpack(NULL, len, req);
     Reel__V1__ListRunsResponse out = REEL__V1__LIST_RUNS_RESPONSE__INIT;
     reel_status_t st = REEL_STATUS_INIT;
+    reel_page_t page = api_page(ctx, run_size, NULL);
     run_filter_t f = {0};
     api_run_pb_t *pbs = NULL;
     Reel__V1__Run **ptrs = NULL;
@@ -320,6 +343,7 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
     f.status = (run_status_t)in->status;
     f.start_after = in->start_after;
     f.limit = in->limit;
+    f.page = &page;
     if (journal_list_runs(ctx->journal, &f, &runs, &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
     } else if (runs_to_pb(runs, n, &pbs, &ptrs) != 0) {
@@ -345,24 +369,28 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
     Reel__V1__ListRunsToRecoverResponse out =
         REEL__V1__LIST_RUNS_TO_RECOVER_RESPONSE__INIT;
     reel_status_t st = REEL_STATUS_INIT;
+    reel_page_t page = api_page(ctx, run_size, NULL);
     api_run_pb_t *pbs = NULL;
     Reel__V1__Run **ptrs = NULL;
     run_t *runs = NULL;
     size_t n = 0, blen;
     uint8_t *buf = NULL;
+    int more = 0;
 
     if (in == NULL) {
         api_bad_request(call, "ListRunsToRecoverRequest");
         return;
     }
-    if (journal_list_recoverable(ctx->journal, in->limit, &runs, &n, &st) !=
-        REEL_OK) {
+    if (journal_list_recoverable(ctx->journal, in->start_after, in->limit,
+                                 &page, &runs, &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
     } else if (runs_to_pb(runs, n, &pbs, &ptrs) != 0) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     } else {
         out.n_runs = n;
         out.runs = ptrs;
+        out.more = more;
+        out.next_start_after = n > 0 ? (char *)runs[n - 1].run_id : "";
         API_PACK(reel__v1__list_runs_to_recover_response, &out, &buf, &blen);
         api_finish_packed(call, buf, blen);
     }
@@ -378,6 +406,7 @@ static void j_read_journal(rpc_call_t *call, void *arg, const uint8_t *req,
         reel__v1__read_journal_request__unpack(NULL, len, req);
     Reel__V1__ReadJournalResponse out = REEL__V1__READ_JOURNAL_RESPONSE__INIT;
     reel_status_t st = REEL_STATUS_INIT;
+    reel_page_t page = api_page(ctx, entry_size, NULL);
     Reel__V1__JournalEntry *pbs = NULL, **ptrs = NULL;
     journal_entry_t *es = NULL;
     size_t n = 0, blen;
@@ -388,8 +417,8 @@ static void j_read_journal(rpc_call_t *call, void *arg, const uint8_t *req,
         api_bad_request(call, "ReadJournalRequest");
         return;
     }
-    if (journal_read(ctx->journal, in->run_id, in->from_seq, in->limit, &es,
-                     &n, &more, &st) != REEL_OK) {
+    if (journal_read(ctx->journal, in->run_id, in->from_seq, in->limit, &page,
+                     &es, &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
         goto out;
     }

@@ -1280,14 +1280,15 @@ out:
 
 typedef struct collect {
     journal_entry_t *arr;
-    size_t n, limit;
+    size_t n, limit, used;
+    const reel_page_t *page;
     int more;
 } collect_t;
 
 static int collect_entry(void *arg, journal_entry_t *e) {
     collect_t *c = arg;
 
-    if (c->n == c->limit) {
+    if (c->n == c->limit || !reel_page_take(c->page, c->n, &c->used, e)) {
         c->more = 1;
         journal_entry_fini(e);
         return 1;
@@ -1297,8 +1298,9 @@ static int collect_entry(void *arg, journal_entry_t *e) {
 }
 
 reel_code_t journal_read(journal_t *j, const char *run_id, uint64_t from_seq,
-                         uint32_t limit, journal_entry_t **out, size_t *n,
-                         int *more, reel_status_t *st) {
+                         uint32_t limit, const reel_page_t *page,
+                         journal_entry_t **out, size_t *n, int *more,
+                         reel_status_t *st) {
     store_snapshot_t *snap = NULL;
     collect_t c = {0};
     run_t r;
@@ -1316,6 +1318,7 @@ reel_code_t journal_read(journal_t *j, const char *run_id, uint64_t from_seq,
         goto out;
     run_fini(&r);
     c.limit = limit;
+    c.page = page;
     c.arr = calloc(limit, sizeof(*c.arr));
     if (c.arr == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
@@ -1359,6 +1362,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
     store_iter_t *it = NULL;
     key_t_ base, seek;
     run_t *arr = NULL;
+    size_t used = 0;
     reel_code_t rc;
 
     *out = NULL;
@@ -1422,7 +1426,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
             run_fini(&r);
             continue;
         }
-        if (*n == limit) {
+        if (*n == limit || !reel_page_take(f->page, *n, &used, &r)) {
             run_fini(&r);
             *more = 1;
             break;
@@ -1446,27 +1450,36 @@ out:
     return rc;
 }
 
-reel_code_t journal_list_recoverable(journal_t *j, uint32_t limit, run_t **out,
-                                     size_t *n, reel_status_t *st) {
+reel_code_t journal_list_recoverable(journal_t *j, const char *start_after,
+                                     uint32_t limit, const reel_page_t *page,
+                                     run_t **out, size_t *n, int *more,
+                                     reel_status_t *st) {
+    const char *after = start_after ? start_after : "";
     int64_t now = reel_clock_now_ms();
     store_snapshot_t *snap = NULL;
     store_iter_t *it = NULL;
     run_t *arr = NULL;
+    key_t_ seek = {0};
+    size_t used = 0;
     reel_code_t rc;
 
     *out = NULL;
     *n = 0;
+    *more = 0;
     if ((rc = check_limit(&limit, st)) != REEL_OK)
         return rc;
+    if (*after && (rc = check_id_field("start_after", after, st)) != REEL_OK)
+        return rc;
+    seek = make_key('a', &after, 1, 0, 0);
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
         goto out;
     it = store_iter_create(j->store, STORE_CF_RUNS, snap);
     arr = calloc(limit, sizeof(*arr));
-    if (it == NULL || arr == NULL) {
+    if (seek.p == NULL || it == NULL || arr == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    for (store_iter_seek(it, "a", 1); store_iter_valid(it) && *n < limit;
+    for (store_iter_seek(it, seek.p, seek.len); store_iter_valid(it);
          store_iter_next(it)) {
         size_t klen;
         const char *k = store_iter_key(it, &klen);
@@ -1479,13 +1492,21 @@ reel_code_t journal_list_recoverable(journal_t *j, uint32_t limit, run_t **out,
             continue;
         memcpy(id, k + 1, JOURNAL_RUN_ID_LEN);
         id[JOURNAL_RUN_ID_LEN] = '\0';
+        if (*after && strcmp(id, after) <= 0)
+            continue;
         if (get_run_at(j, snap, id, &r, NULL) != REEL_OK)
             continue;
-        if (r.status == RUN_RUNNABLE ||
-            (r.status == RUN_RUNNING && r.lease_expires_at_ms <= now))
-            arr[(*n)++] = r;
-        else
+        if (r.status != RUN_RUNNABLE &&
+            !(r.status == RUN_RUNNING && r.lease_expires_at_ms <= now)) {
             run_fini(&r);
+            continue;
+        }
+        if (*n == limit || !reel_page_take(page, *n, &used, &r)) {
+            run_fini(&r);
+            *more = 1;
+            break;
+        }
+        arr[(*n)++] = r;
     }
     rc = store_iter_status(it, st);
 out:
@@ -1499,6 +1520,7 @@ out:
     *out = arr;
     store_iter_destroy(it);
     store_snapshot_release(j->store, snap);
+    free(seek.p);
     return rc;
 }
 

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/page.h"
 #include "base/status.h"
 #include "store/store.h"
 
@@ -170,29 +171,42 @@ reel_code_t journal_get_run(journal_t *j, const char *run_id, run_t *out,
                             reel_status_t *st);
 
 /*
- * Entries with seq > from_seq; *out is malloc'd (fini each, free array).
- * A from_seq at or past the last entry (UINT64_MAX included) is an empty
- * page: a read skips nothing. An entry that cannot be read is DATA_LOSS
- * (corrupt) or INTERNAL / RESOURCE_EXHAUSTED, naming the run and seq.
+ * Entries with seq > from_seq, at most limit (0 = default) and, with a page
+ * budget (base/page.h; NULL = none), no more than fit in it, at least one.
+ * *out is malloc'd (fini each, free array); *more tells whether a next page
+ * exists (it starts after the last entry's seq). A from_seq at or past the
+ * last entry (UINT64_MAX included) is an empty page: a read skips nothing.
+ * An entry that cannot be read is DATA_LOSS (corrupt) or INTERNAL /
+ * RESOURCE_EXHAUSTED, naming the run and seq.
  */
 reel_code_t journal_read(journal_t *j, const char *run_id, uint64_t from_seq,
-                         uint32_t limit, journal_entry_t **out, size_t *n,
-                         int *more, reel_status_t *st);
+                         uint32_t limit, const reel_page_t *page,
+                         journal_entry_t **out, size_t *n, int *more,
+                         reel_status_t *st);
 
 typedef struct run_filter {
     const char *app, *user, *session; /* "" or NULL = any */
     run_status_t status;              /* RUN_STATUS_ANY = any */
     const char *start_after;          /* a run_id, or "" */
     uint32_t limit;                   /* 0 = default */
+    const reel_page_t *page;          /* byte budget; NULL = none */
 } run_filter_t;
 
+/* Runs matching f in run_id order, bounded as journal_read is; the next
+ * page starts after the last run's id. */
 reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                               run_t **out, size_t *n, int *more,
                               reel_status_t *st);
 
-/* RUNNABLE runs, and RUNNING ones whose lease has expired, oldest first. */
-reel_code_t journal_list_recoverable(journal_t *j, uint32_t limit, run_t **out,
-                                     size_t *n, reel_status_t *st);
+/*
+ * RUNNABLE runs, and RUNNING ones whose lease has expired, oldest first,
+ * after start_after (a run_id, or "" / NULL for the first page), bounded
+ * as journal_read is; the next page starts after the last run's id.
+ */
+reel_code_t journal_list_recoverable(journal_t *j, const char *start_after,
+                                     uint32_t limit, const reel_page_t *page,
+                                     run_t **out, size_t *n, int *more,
+                                     reel_status_t *st);
 
 /* ---- Inside another module's apply function (writer thread only) --------- */
 

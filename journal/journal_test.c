@@ -241,7 +241,7 @@ static void test_concurrent_appends_get_gapless_seqs(void **state) {
             seen[ap[t].seqs[i]] = 1;
         }
     }
-    assert_int_equal(journal_read(f->j, id, 0, 1000, &es, &n, &more, NULL),
+    assert_int_equal(journal_read(f->j, id, 0, 1000, NULL, &es, &n, &more, NULL),
                      REEL_OK);
     assert_int_equal(n, 400);
     for (size_t i = 0; i < n; i++) {
@@ -304,7 +304,7 @@ static void test_zombie_is_fenced_after_a_claim(void **state) {
                 REEL_FAILED_PRECONDITION, &res, "lease lost");
     assert_int_equal(append(f, id, 2, NULL, 0, &res), REEL_OK);
     journal_result_fini(&res);
-    assert_int_equal(journal_read(f->j, id, 0, 0, &es, &n, &more, NULL),
+    assert_int_equal(journal_read(f->j, id, 0, 0, NULL, &es, &n, &more, NULL),
                      REEL_OK);
     assert_int_equal(n, 2);
     assert_int_equal(es[0].lease_epoch, 1);
@@ -436,6 +436,7 @@ static void test_terminal_and_waiting_runs_refuse_appends(void **state) {
     journal_result_t res;
     run_t *runs;
     size_t n;
+    int more;
     char id[27], id2[27];
 
     begin_ok(f, "inv", "w1", 60000, id);
@@ -449,8 +450,10 @@ static void test_terminal_and_waiting_runs_refuse_appends(void **state) {
     /* A WAITING run needs no worker; an expired RUNNING one does. */
     begin_ok(f, "inv2", "w1", 10, id2);
     usleep(30 * 1000);
-    assert_int_equal(journal_list_recoverable(f->j, 0, &runs, &n, NULL),
+    assert_int_equal(journal_list_recoverable(f->j, NULL, 0, NULL, &runs, &n,
+                                              &more, NULL),
                      REEL_OK);
+    assert_false(more);
     assert_int_equal(n, 1);
     assert_string_equal(runs[0].run_id, id2);
     run_fini(&runs[0]);
@@ -802,7 +805,7 @@ static void test_subscribing_past_the_last_seq_is_invalid_naming_it(
     assert_int_equal(s.seqs[0], 6);
     journal_sub_destroy(sub);
     /* A read past the end is an empty page, 2^64-1 included. */
-    assert_int_equal(journal_read(f->j, id, UINT64_MAX, 0, &es, &n, &more,
+    assert_int_equal(journal_read(f->j, id, UINT64_MAX, 0, NULL, &es, &n, &more,
                                   &st),
                      REEL_OK);
     assert_int_equal(n, 0);
@@ -835,7 +838,7 @@ static void test_a_corrupt_entry_ends_a_subscription_with_data_loss(
     assert_int_equal(s.n, 2);
     assert_int_equal(s.seqs[1], 2);
     journal_sub_destroy(sub);
-    assert_int_equal(journal_read(f->j, id, 0, 0, &es, &n, &more, &st),
+    assert_int_equal(journal_read(f->j, id, 0, 0, NULL, &es, &n, &more, &st),
                      REEL_DATA_LOSS);
     assert_non_null(strstr(reel_status_message(&st), want));
     reel_status_fini(&st);
@@ -890,6 +893,156 @@ static void test_an_iterator_error_ends_a_subscription_with_internal(
     sink_fini(&s);
 }
 
+/* ---- Pages bounded by bytes ---------------------------------------------- */
+
+/* Test measures: an entry costs its payload; a run a fixed 100 bytes. */
+static size_t entry_payload_bytes(void *arg, const void *elem) {
+    (void)arg;
+    return strlen(((const journal_entry_t *)elem)->payload);
+}
+
+static size_t run_100_bytes(void *arg, const void *elem) {
+    (void)arg, (void)elem;
+    return 100;
+}
+
+static void test_read_stops_at_the_byte_budget(void **state) {
+    fixture_t *f = *state;
+    reel_page_t page = {2500, entry_payload_bytes, NULL};
+    char id[27], *payload = malloc(1001);
+    journal_req_t q = {0};
+    journal_result_t res;
+    journal_entry_t *es;
+    size_t n, pages = 0, sizes[8];
+    uint64_t from = 0, next = 1;
+    int more;
+
+    memset(payload, ' ', 1000);
+    payload[0] = '1';
+    payload[1000] = '\0';
+    begin_ok(f, "inv", "w1", 60000, id);
+    q.op = JOURNAL_APPEND, q.run_id = id, q.lease_epoch = 1;
+    q.kind = "step", q.payload = payload;
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+        journal_result_fini(&res);
+    }
+    /* 1000 bytes each within a 2500-byte budget: pages of 2, 2, 1. */
+    do {
+        assert_int_equal(journal_read(f->j, id, from, 0, &page, &es, &n, &more,
+                                      NULL),
+                         REEL_OK);
+        assert_true(n >= 1);
+        sizes[pages++] = n;
+        from = es[n - 1].seq;
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(es[i].seq, next++);
+            journal_entry_fini(&es[i]);
+        }
+        free(es);
+    } while (more && pages < 8);
+    assert_int_equal(pages, 3);
+    assert_int_equal(sizes[0], 2);
+    assert_int_equal(sizes[1], 2);
+    assert_int_equal(sizes[2], 1);
+    assert_int_equal(next, 6);
+    /* An entry larger than the budget still comes, alone, with more. */
+    page.max_bytes = 10;
+    assert_int_equal(journal_read(f->j, id, 0, 0, &page, &es, &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 1);
+    assert_true(more);
+    journal_entry_fini(&es[0]);
+    free(es);
+    free(payload);
+}
+
+static void test_list_runs_stops_at_the_byte_budget(void **state) {
+    fixture_t *f = *state;
+    reel_page_t page = {250, run_100_bytes, NULL};
+    run_filter_t filt = {0};
+    char ids[5][27], inv[16], after[27] = "";
+    size_t n, pages = 0, seen = 0;
+    run_t *runs;
+    int more;
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(inv, sizeof(inv), "inv%d", i);
+        begin_ok(f, inv, "w1", 60000, ids[i]);
+    }
+    filt.page = &page;
+    do {
+        filt.start_after = after;
+        assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more,
+                                           NULL),
+                         REEL_OK);
+        assert_true(n >= 1 && n <= 2);
+        for (size_t i = 0; i < n; i++) {
+            assert_string_equal(runs[i].run_id, ids[seen++]);
+            snprintf(after, sizeof(after), "%s", runs[i].run_id);
+            run_fini(&runs[i]);
+        }
+        free(runs);
+        pages++;
+    } while (more && pages < 8);
+    assert_int_equal(seen, 5);
+    assert_int_equal(pages, 3);
+}
+
+static void test_recoverable_pages_by_cursor_count_and_bytes(void **state) {
+    fixture_t *f = *state;
+    reel_page_t page = {250, run_100_bytes, NULL};
+    reel_status_t st = REEL_STATUS_INIT;
+    char ids[5][27], inv[16], after[27] = "";
+    size_t n, pages = 0, seen = 0;
+    run_t *runs;
+    int more;
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(inv, sizeof(inv), "inv%d", i);
+        begin_ok(f, inv, "w1", 1, ids[i]);
+    }
+    usleep(20 * 1000); /* every lease has expired */
+    /* By bytes: two runs a page. */
+    do {
+        assert_int_equal(journal_list_recoverable(f->j, after, 0, &page, &runs,
+                                                  &n, &more, NULL),
+                         REEL_OK);
+        assert_true(n >= 1 && n <= 2);
+        for (size_t i = 0; i < n; i++) {
+            assert_string_equal(runs[i].run_id, ids[seen++]);
+            snprintf(after, sizeof(after), "%s", runs[i].run_id);
+            run_fini(&runs[i]);
+        }
+        free(runs);
+        pages++;
+    } while (more && pages < 8);
+    assert_int_equal(seen, 5);
+    assert_int_equal(pages, 3);
+    /* By count: a full page says more only when there is more. */
+    assert_int_equal(journal_list_recoverable(f->j, ids[1], 3, NULL, &runs, &n,
+                                              &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 3);
+    assert_false(more);
+    for (size_t i = 0; i < n; i++)
+        run_fini(&runs[i]);
+    free(runs);
+    assert_int_equal(journal_list_recoverable(f->j, ids[1], 2, NULL, &runs, &n,
+                                              &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 2);
+    assert_true(more);
+    for (size_t i = 0; i < n; i++)
+        run_fini(&runs[i]);
+    free(runs);
+    assert_int_equal(journal_list_recoverable(f->j, "not-a-run-id", 0, NULL,
+                                              &runs, &n, &more, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "start_after"));
+    reel_status_fini(&st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -910,6 +1063,9 @@ int main(void) {
         T(test_a_corrupt_entry_ends_a_subscription_with_data_loss),
         T(test_a_failed_snapshot_ends_a_subscription_instead_of_waiting),
         T(test_an_iterator_error_ends_a_subscription_with_internal),
+        T(test_read_stops_at_the_byte_budget),
+        T(test_list_runs_stops_at_the_byte_budget),
+        T(test_recoverable_pages_by_cursor_count_and_bytes),
     };
     return cmocka_run_group_tests_name("journal", tests, NULL, NULL);
 }

@@ -213,7 +213,7 @@ static void test_signals_are_fifo_per_name_and_recorded_in_the_journal(
     assert_int_equal(consume(f, id, "go", 1, NULL, &c), REEL_OK);
     assert_false(c.delivered);
     consume_fini(&c);
-    assert_int_equal(journal_read(f->j, id, 0, 0, &es, &n, &more, NULL),
+    assert_int_equal(journal_read(f->j, id, 0, 0, NULL, &es, &n, &more, NULL),
                      REEL_OK);
     assert_int_equal(n, 2);
     assert_string_equal(es[0].kind, "signal");
