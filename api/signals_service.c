@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "api/convert.h"
+#include "api/page.h"
 #include "api/reply.h"
 #include "api/services.h"
 #include "reel/v1/signals.pb-c.h"
@@ -351,6 +352,14 @@ out:
 
 /* ---- ListSignals ------------------------------------------------------------ */
 
+static size_t signal_size(void *arg, const void *elem) {
+    Reel__V1__Signal pb;
+
+    (void)arg;
+    api_signal_to_pb(elem, &pb);
+    return api_page_elem_size(reel__v1__signal__get_packed_size(&pb));
+}
+
 static void s_list_signals(rpc_call_t *call, void *arg, const uint8_t *req,
                            size_t len) {
     api_ctx_t *ctx = arg;
@@ -358,17 +367,26 @@ static void s_list_signals(rpc_call_t *call, void *arg, const uint8_t *req,
         reel__v1__list_signals_request__unpack(NULL, len, req);
     Reel__V1__ListSignalsResponse out = REEL__V1__LIST_SIGNALS_RESPONSE__INIT;
     reel_status_t st = REEL_STATUS_INIT;
+    reel_page_t page = api_page(ctx, signal_size, NULL);
+    signals_list_args_t a = {0};
     Reel__V1__Signal *pbs = NULL, **ptrs = NULL;
     signal_t *gs = NULL;
     size_t n = 0, blen;
     uint8_t *buf = NULL;
+    int more = 0;
 
     if (in == NULL) {
         api_bad_request(call, "ListSignalsRequest");
         return;
     }
-    if (signals_list(ctx->signals, in->run_id, in->name, in->include_consumed,
-                     in->limit, &gs, &n, &st) != REEL_OK) {
+    a.run_id = in->run_id;
+    a.name = in->name;
+    a.include_consumed = in->include_consumed;
+    a.limit = in->limit;
+    a.after_seq = in->after_seq;
+    a.after_consumed = in->after_consumed;
+    a.page = &page;
+    if (signals_list(ctx->signals, &a, &gs, &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
         goto out;
     }
@@ -384,6 +402,11 @@ static void s_list_signals(rpc_call_t *call, void *arg, const uint8_t *req,
     }
     out.n_signals = n;
     out.signals = ptrs;
+    out.more = more;
+    /* The cursor stays where it was when the page is empty. */
+    out.next_after_seq = n > 0 ? gs[n - 1].seq : in->after_seq;
+    out.next_after_consumed =
+        n > 0 ? gs[n - 1].consumed_at_ms > 0 : in->after_consumed;
     API_PACK(reel__v1__list_signals_response, &out, &buf, &blen);
     api_finish_packed(call, buf, blen);
 out:

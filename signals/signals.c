@@ -850,17 +850,21 @@ void signals_publish(signals_t *s, const store_change_t *changes, size_t n) {
 
 /* ---- Reads ---------------------------------------------------------------- */
 
-reel_code_t signals_list(signals_t *s, const char *run_id, const char *name,
-                         int include_consumed, uint32_t limit, signal_t **out,
-                         size_t *n, reel_status_t *st) {
+reel_code_t signals_list(signals_t *s, const signals_list_args_t *a,
+                         signal_t **out, size_t *n, int *more,
+                         reel_status_t *st) {
+    const char *run_id = a->run_id, *name = a->name;
+    uint32_t limit = a->limit;
     store_snapshot_t *snap = NULL;
     store_iter_t *it = NULL;
     signal_t *arr = NULL;
+    size_t used = 0;
     run_t run;
     reel_code_t rc;
 
     *out = NULL;
     *n = 0;
+    *more = 0;
     if ((rc = check_run_id(run_id, st)) != REEL_OK)
         return rc;
     if (name && *name && (rc = check_name(name, st)) != REEL_OK)
@@ -882,28 +886,40 @@ reel_code_t signals_list(signals_t *s, const char *run_id, const char *name,
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    /* Pending in send order through 'q', then consumed ('c' is by seq). */
-    for (int pass = 0; pass < 2 && *n < limit; pass++) {
+    /* Pending in send order through 'q', then consumed ('c' is by seq);
+     * the cursor's part resumes after its seq, a later part from its
+     * start. */
+    for (int pass = a->after_consumed ? 1 : 0; pass < 2 && !*more; pass++) {
+        uint64_t after = pass == (a->after_consumed ? 1 : 0) ? a->after_seq
+                                                              : 0;
         char prefix[1 + JOURNAL_RUN_ID_LEN];
+        unsigned char seek[sizeof(prefix) + 8];
 
-        if (pass == 1 && !include_consumed)
+        if (pass == 1 && !a->include_consumed)
             break;
         prefix[0] = pass == 0 ? 'q' : 'c';
         memcpy(prefix + 1, run_id, JOURNAL_RUN_ID_LEN);
-        for (store_iter_seek(it, prefix, sizeof(prefix));
-             store_iter_valid(it) && *n < limit; store_iter_next(it)) {
+        memcpy(seek, prefix, sizeof(prefix));
+        reel_be64_put(seek + sizeof(prefix), after);
+        for (store_iter_seek(it, seek, sizeof(seek)); store_iter_valid(it);
+             store_iter_next(it)) {
             size_t klen, vlen, rlen = 0;
             const char *k = store_iter_key(it, &klen);
             const char *v = store_iter_value(it, &vlen);
             char sname[JOURNAL_MAX_SIGNAL_NAME + 1], *rec = NULL;
             reel_wbuf_t pk = {0};
+            signal_t g;
+            uint64_t seq;
             int ok;
 
             if (klen != sizeof(prefix) + 8 ||
                 memcmp(k, prefix, sizeof(prefix)) != 0)
                 break;
+            seq = reel_be64_get((const unsigned char *)k + sizeof(prefix));
+            if (seq <= after)
+                continue;
             if (pass == 1) {
-                if (rec_decode(v, vlen, &arr[*n]) != 0)
+                if (rec_decode(v, vlen, &g) != 0)
                     continue;
             } else {
                 if (vlen > JOURNAL_MAX_SIGNAL_NAME)
@@ -912,23 +928,26 @@ reel_code_t signals_list(signals_t *s, const char *run_id, const char *name,
                 sname[vlen] = '\0';
                 if (name && *name && strcmp(sname, name) != 0)
                     continue;
-                ok = make_key(&pk, 'p', run_id, sname, "", 1,
-                              reel_be64_get((const unsigned char *)k +
-                                            sizeof(prefix))) == 0 &&
+                ok = make_key(&pk, 'p', run_id, sname, "", 1, seq) == 0 &&
                      store_snapshot_get(s->store, snap, STORE_CF_SIGNALS,
                                         pk.p, pk.len, &rec, &rlen,
                                         NULL) == REEL_OK &&
-                     rec_decode(rec, rlen, &arr[*n]) == 0;
+                     rec_decode(rec, rlen, &g) == 0;
                 free(rec);
                 reel_wbuf_fini(&pk);
                 if (!ok)
                     continue;
             }
-            if (name && *name && strcmp(arr[*n].name, name) != 0) {
-                signal_fini(&arr[*n]);
+            if (name && *name && strcmp(g.name, name) != 0) {
+                signal_fini(&g);
                 continue;
             }
-            (*n)++;
+            if (*n == limit || !reel_page_take(a->page, *n, &used, &g)) {
+                signal_fini(&g);
+                *more = 1;
+                break;
+            }
+            arr[(*n)++] = g;
         }
     }
     rc = store_iter_status(it, st);
@@ -939,6 +958,7 @@ out:
         free(arr);
         arr = NULL;
         *n = 0;
+        *more = 0;
     }
     *out = arr;
     store_iter_destroy(it);

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/page.h"
 #include "base/status.h"
 #include "journal/journal.h"
 #include "store/store.h"
@@ -147,9 +148,30 @@ void signals_unwait(signals_t *s, signals_waiter_t *w);
 
 /* ---- Reads ------------------------------------------------------------------ */
 
-/* Pending (send order), then consumed if asked; *out malloc'd. */
-reel_code_t signals_list(signals_t *s, const char *run_id, const char *name,
-                         int include_consumed, uint32_t limit, signal_t **out,
-                         size_t *n, reel_status_t *st);
+typedef struct signals_list_args {
+    const char *run_id;
+    const char *name; /* "" or NULL = every name */
+    int include_consumed;
+    uint32_t limit; /* 0 = SIGNALS_LIST_DEFAULT; over SIGNALS_LIST_MAX is invalid */
+    /* The page cursor: the list goes on after the signal with seq
+     * after_seq in the pending part (after_consumed 0) or in the consumed
+     * part (1). 0 and 0: from the start. */
+    uint64_t after_seq;
+    int after_consumed;
+    const reel_page_t *page; /* byte budget (base/page.h); NULL = none */
+} signals_list_args_t;
+
+/*
+ * Pending signals in send order, then, if asked, consumed ones in seq
+ * order, after the cursor; at most limit and, with a page budget, no more
+ * than fit in it (at least one). *out is malloc'd (signal_fini each, free
+ * the array); *more says whether a next page exists. The next page's
+ * cursor is the last signal's seq and whether it was consumed
+ * (consumed_at_ms > 0). A signal consumed between two pages may show up
+ * in both, pending then consumed; none is skipped.
+ */
+reel_code_t signals_list(signals_t *s, const signals_list_args_t *a,
+                         signal_t **out, size_t *n, int *more,
+                         reel_status_t *st);
 
 #endif
