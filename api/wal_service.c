@@ -12,11 +12,13 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/convert.h"
+#include "api/page.h"
 #include "api/reply.h"
 #include "api/services.h"
 #include "reel/v1/wal.pb-c.h"
@@ -369,6 +371,23 @@ static void w_ack_events(rpc_call_t *call, void *arg, const uint8_t *req,
     reel__v1__ack_events_request__free_unpacked(in, NULL);
 }
 
+/* Room for numbers a consumer's message gets after its page is read. */
+#define CONSUMER_SLACK 64
+
+/* A consumer's share of a ListConsumers response, at most: what is filled
+ * in after the page is read (how far behind it is, whether a subscriber is
+ * attached) is counted at its largest, with CONSUMER_SLACK to spare. */
+static size_t consumer_size(void *arg, const void *elem) {
+    Reel__V1__Consumer pb;
+
+    (void)arg;
+    consumer_to_pb(elem, UINT64_MAX, &pb);
+    pb.pending = UINT64_MAX;
+    pb.active = 1;
+    return api_page_elem_size(reel__v1__consumer__get_packed_size(&pb)) +
+           CONSUMER_SLACK;
+}
+
 static void w_list_consumers(rpc_call_t *call, void *arg, const uint8_t *req,
                              size_t len) {
     api_ctx_t *ctx = arg;
@@ -377,18 +396,20 @@ static void w_list_consumers(rpc_call_t *call, void *arg, const uint8_t *req,
     Reel__V1__ListConsumersResponse out =
         REEL__V1__LIST_CONSUMERS_RESPONSE__INIT;
     reel_status_t st = REEL_STATUS_INIT;
+    reel_page_t page = api_page(ctx, consumer_size, NULL);
     Reel__V1__Consumer *pbs = NULL, **ptrs = NULL;
     wal_consumer_t *cs = NULL;
     uint64_t head, oldest;
     size_t n = 0, blen;
     uint8_t *buf;
+    int more = 0;
 
     if (in == NULL) {
         api_bad_request(call, "ListConsumersRequest");
         return;
     }
-    reel__v1__list_consumers_request__free_unpacked(in, NULL);
-    if (wal_consumers(ctx->wal, &cs, &n, &st) != REEL_OK) {
+    if (wal_consumers(ctx->wal, in->start_after, in->limit, &page, &cs, &n,
+                      &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
         goto out;
     }
@@ -405,6 +426,8 @@ static void w_list_consumers(rpc_call_t *call, void *arg, const uint8_t *req,
     }
     out.n_consumers = n;
     out.consumers = ptrs;
+    out.more = more;
+    out.next_start_after = n > 0 ? cs[n - 1].name : "";
     API_PACK(reel__v1__list_consumers_response, &out, &buf, &blen);
     api_finish_packed(call, buf, blen);
 out:
@@ -414,6 +437,7 @@ out:
     free(pbs);
     free(ptrs);
     reel_status_fini(&st);
+    reel__v1__list_consumers_request__free_unpacked(in, NULL);
 }
 
 static void w_delete_consumer(rpc_call_t *call, void *arg, const uint8_t *req,

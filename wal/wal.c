@@ -741,18 +741,28 @@ reel_code_t wal_consumer_delete(wal_t *w, const char *name,
     return rc;
 }
 
-reel_code_t wal_consumers(wal_t *w, wal_consumer_t **out, size_t *n,
-                          reel_status_t *st) {
+reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
+                          const reel_page_t *page, wal_consumer_t **out,
+                          size_t *n, int *more, reel_status_t *st) {
     store_iter_t *it = store_iter_create(w->store, STORE_CF_WAL, NULL);
-    wal_consumer_t *arr = NULL;
-    size_t cap = 0;
+    const char *after = start_after ? start_after : "";
+    size_t alen = strlen(after), cap = 0, used = 0;
+    wal_consumer_t *arr = NULL, c;
+    char seek[CONSUMER_MAX + 2] = "c";
     reel_code_t rc;
 
     *out = NULL;
     *n = 0;
+    if (more != NULL)
+        *more = 0;
     if (it == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    for (store_iter_seek(it, "c", 1); store_iter_valid(it);
+    /* Seeking to a prefix of start_after is enough (a name is at most
+     * CONSUMER_MAX bytes): the names up to it are skipped below. */
+    if (alen > CONSUMER_MAX)
+        alen = CONSUMER_MAX;
+    memcpy(seek + 1, after, alen);
+    for (store_iter_seek(it, seek, 1 + alen); store_iter_valid(it);
          store_iter_next(it)) {
         size_t klen, vlen;
         const char *k = store_iter_key(it, &klen);
@@ -763,16 +773,28 @@ reel_code_t wal_consumers(wal_t *w, wal_consumer_t **out, size_t *n,
             break;
         memcpy(name, k + 1, klen - 1);
         name[klen - 1] = '\0';
+        if (*after && strcmp(name, after) <= 0)
+            continue;
+        if (consumer_decode(name, v, vlen, &c) != 0)
+            continue;
+        if ((limit > 0 && *n == limit) ||
+            !reel_page_take(page, *n, &used, &c)) {
+            wal_consumer_fini(&c);
+            if (more != NULL)
+                *more = 1;
+            break;
+        }
         if (*n == cap) {
             size_t nc = cap ? cap * 2 : 8;
             wal_consumer_t *na = realloc(arr, nc * sizeof(*na));
-            if (na == NULL)
+            if (na == NULL) {
+                wal_consumer_fini(&c);
                 break;
+            }
             arr = na;
             cap = nc;
         }
-        if (consumer_decode(name, v, vlen, &arr[*n]) == 0)
-            (*n)++;
+        arr[(*n)++] = c;
     }
     rc = store_iter_status(it, st);
     store_iter_destroy(it);
@@ -840,7 +862,8 @@ static uint64_t trim_point(wal_t *w) {
     wal_head(w, &head, &oldest);
     if (oldest == 0)
         return 0;
-    if (wal_consumers(w, &cs, &n, NULL) == REEL_OK && n > 0) {
+    if (wal_consumers(w, NULL, 0, NULL, &cs, &n, NULL, NULL) == REEL_OK &&
+        n > 0) {
         uint64_t min = UINT64_MAX;
         for (size_t i = 0; i < n; i++)
             if (cs[i].acked < min)

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/page.h"
 #include "base/status.h"
 #include "store/store.h"
 
@@ -101,8 +102,16 @@ void wal_consumer_detach(wal_t *w, const char *name);
 /* Moves the cursor to revision (never back). Blocks for one commit. */
 reel_code_t wal_ack(wal_t *w, const char *name, uint64_t revision,
                     wal_consumer_t *out, reel_status_t *st);
-reel_code_t wal_consumers(wal_t *w, wal_consumer_t **out, size_t *n,
-                          reel_status_t *st);
+/*
+ * Consumers by name after start_after ("" or NULL: from the first), at
+ * most limit (0: no count limit) and, with a page budget (base/page.h;
+ * NULL = none), no more than fit in it (at least one). *out is malloc'd
+ * (wal_consumer_fini each, free the array); *more (NULL when neither
+ * bound is given) says whether a next page exists, after the last name.
+ */
+reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
+                          const reel_page_t *page, wal_consumer_t **out,
+                          size_t *n, int *more, reel_status_t *st);
 /* NOT_FOUND, or FAILED_PRECONDITION while a subscriber is attached. */
 reel_code_t wal_consumer_delete(wal_t *w, const char *name,
                                 reel_status_t *st);

@@ -283,6 +283,60 @@ static void test_trims_in_chunks_keep_the_oldest_event_exact(void **state) {
     assert_int_equal(oldest, 11501);
 }
 
+static size_t consumer_100_bytes(void *arg, const void *elem) {
+    (void)arg, (void)elem;
+    return 100;
+}
+
+/* Pages of consumers from the start; their names, space-separated. */
+static size_t consumer_pages(fixture_t *f, size_t limit,
+                             const reel_page_t *page, char *got, size_t cap) {
+    char after[130] = "";
+    size_t pages = 0, n;
+    wal_consumer_t *cs;
+    int more;
+
+    got[0] = '\0';
+    do {
+        assert_int_equal(wal_consumers(f->wal, after, limit, page, &cs, &n,
+                                       &more, NULL),
+                         REEL_OK);
+        assert_true(n >= 1);
+        snprintf(after, sizeof(after), "%s", cs[n - 1].name);
+        for (size_t i = 0; i < n; i++) {
+            snprintf(got + strlen(got), cap - strlen(got), "%s ",
+                     cs[i].name);
+            wal_consumer_fini(&cs[i]);
+        }
+        free(cs);
+        pages++;
+    } while (more && pages < 16);
+    return pages;
+}
+
+static void test_consumers_page_by_name_count_and_bytes(void **state) {
+    fixture_t *f = *state;
+    reel_page_t page = {250, consumer_100_bytes, NULL};
+    uint64_t start;
+    char name[16], got[64];
+
+    for (int i = 0; i < 5; i++) {
+        snprintf(name, sizeof(name), "c%d", i);
+        assert_int_equal(wal_consumer_attach(f->wal, name, 0, "", &start,
+                                             NULL),
+                         REEL_OK);
+        wal_consumer_detach(f->wal, name);
+    }
+    /* By bytes: 100 each in 250, two a page. */
+    assert_int_equal(consumer_pages(f, 0, &page, got, sizeof(got)), 3);
+    assert_string_equal(got, "c0 c1 c2 c3 c4 ");
+    /* By count; a full last page says no more. */
+    assert_int_equal(consumer_pages(f, 5, NULL, got, sizeof(got)), 1);
+    assert_string_equal(got, "c0 c1 c2 c3 c4 ");
+    assert_int_equal(consumer_pages(f, 4, NULL, got, sizeof(got)), 2);
+    assert_string_equal(got, "c0 c1 c2 c3 c4 ");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
@@ -295,6 +349,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_trims_in_chunks_keep_the_oldest_event_exact, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_consumers_page_by_name_count_and_bytes, setup, teardown),
     };
     return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
 }
