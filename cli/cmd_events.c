@@ -288,20 +288,55 @@ static int events_head(ctl_t *ctl, const ctl_args_t *a) {
     return EXIT_OK;
 }
 
-static int events_consumers(ctl_t *ctl, const ctl_args_t *a) {
-    Reel__V1__ListConsumersRequest req =
-        REEL__V1__LIST_CONSUMERS_REQUEST__INIT;
+/*
+ * Prints one page and says where the next one starts: a malloc'd cursor in
+ * *next, or NULL when this was the last page.
+ */
+static int events_consumers_page(ctl_t *ctl, const ctl_args_t *a,
+                                 Reel__V1__ListConsumersRequest *req,
+                                 char **next) {
     Reel__V1__ListConsumersResponse *resp;
     int rc;
 
-    resp = ctl_call(ctl, a, "ListConsumers", &req,
+    *next = NULL;
+    resp = ctl_call(ctl, a, "ListConsumers", req,
                     &reel__v1__list_consumers_response__descriptor, &rc);
     if (resp == NULL)
         return rc;
     for (size_t i = 0; i < resp->n_consumers; i++)
         print_consumer(ctl, resp->consumers[i]);
+    if (!resp->more) {
+        /* done */
+    } else if (*resp->next_start_after == '\0' ||
+               strcmp(resp->next_start_after, req->start_after) == 0) {
+        /* Following it would ask for the same page forever. */
+        fprintf(stderr, "reelctl: events consumers: the server said more "
+                        "but gave no new cursor\n");
+        rc = EXIT_FAIL;
+    } else if ((*next = strdup(resp->next_start_after)) == NULL) {
+        fprintf(stderr, "reelctl: out of memory\n");
+        rc = EXIT_FAIL;
+    }
     reel__v1__list_consumers_response__free_unpacked(resp, NULL);
-    return EXIT_OK;
+    return rc;
+}
+
+static int events_consumers(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__ListConsumersRequest req =
+        REEL__V1__LIST_CONSUMERS_REQUEST__INIT;
+    char *cursor = NULL, *next;
+    int rc;
+
+    for (;;) {
+        rc = events_consumers_page(ctl, a, &req, &next);
+        free(cursor);
+        cursor = next;
+        if (rc != EXIT_OK || cursor == NULL)
+            break;
+        req.start_after = cursor;
+    }
+    free(cursor);
+    return rc;
 }
 
 static int events_rm_consumer(ctl_t *ctl, const ctl_args_t *a) {

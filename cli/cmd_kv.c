@@ -240,7 +240,8 @@ static int kv_del(ctl_t *ctl, const ctl_args_t *a) {
 
 /*
  * Prints one page and says where the next one starts: a malloc'd cursor in
- * *next, or NULL when this was the last page (or --all was not given).
+ * *next, or NULL when this was the last page or --limit asked for one
+ * (without --all). Pages end by bytes too, so any page may say more.
  */
 static int kv_ls_page(ctl_t *ctl, const ctl_args_t *a,
                       Reel__V1__ListValuesRequest *req, char **next) {
@@ -260,7 +261,7 @@ static int kv_ls_page(ctl_t *ctl, const ctl_args_t *a,
     }
     if (!resp->more) {
         /* done */
-    } else if (!ctl_has(a, KF_ALL)) {
+    } else if (ctl_has(a, KF_LIMIT) && !ctl_has(a, KF_ALL)) {
         if (!ctl->json)
             ctl_hint("more keys: --start-after %s, or --all",
                     resp->next_start_after);
@@ -302,16 +303,18 @@ static int kv_ls(ctl_t *ctl, const ctl_args_t *a) {
     return rc;
 }
 
-static int kv_history(ctl_t *ctl, const ctl_args_t *a) {
-    Reel__V1__ValueHistoryRequest req = REEL__V1__VALUE_HISTORY_REQUEST__INIT;
+/*
+ * Prints one page; *more says whether to ask for another from
+ * req->from_version, which it advances: every page, unless --limit asked
+ * for one.
+ */
+static int kv_history_page(ctl_t *ctl, const ctl_args_t *a,
+                           Reel__V1__ValueHistoryRequest *req, int *more) {
     Reel__V1__ValueHistoryResponse *resp;
     int rc;
 
-    req.namespace_ = a->pos[0];
-    req.key = a->pos[1];
-    req.from_version = a->num[KF_FROM_VERSION];
-    req.limit = (uint32_t)a->num[KF_LIMIT];
-    resp = ctl_call(ctl, a, "ValueHistory", &req,
+    *more = 0;
+    resp = ctl_call(ctl, a, "ValueHistory", req,
                     &reel__v1__value_history_response__descriptor, &rc);
     if (resp == NULL)
         return rc;
@@ -321,10 +324,36 @@ static int kv_history(ctl_t *ctl, const ctl_args_t *a) {
         else
             print_history_event(resp->events[i]);
     }
-    if (resp->more && !ctl->json)
-        ctl_hint("more history: --from-version %llu",
-                (unsigned long long)resp->next_from_version);
+    if (!resp->more) {
+        /* done */
+    } else if (ctl_has(a, KF_LIMIT)) {
+        if (!ctl->json)
+            ctl_hint("more history: --from-version %llu",
+                     (unsigned long long)resp->next_from_version);
+    } else if (resp->next_from_version <= req->from_version) {
+        /* Following it would ask for the same page forever. */
+        fprintf(stderr, "reelctl: kv history: the server said more but "
+                        "gave no new cursor\n");
+        rc = EXIT_FAIL;
+    } else {
+        req->from_version = resp->next_from_version;
+        *more = 1;
+    }
     reel__v1__value_history_response__free_unpacked(resp, NULL);
+    return rc;
+}
+
+static int kv_history(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__ValueHistoryRequest req = REEL__V1__VALUE_HISTORY_REQUEST__INIT;
+    int rc, more;
+
+    req.namespace_ = a->pos[0];
+    req.key = a->pos[1];
+    req.from_version = a->num[KF_FROM_VERSION];
+    req.limit = (uint32_t)a->num[KF_LIMIT];
+    do
+        rc = kv_history_page(ctl, a, &req, &more);
+    while (rc == EXIT_OK && more);
     return rc;
 }
 
@@ -491,12 +520,16 @@ static const ctl_command_t kv_commands[] = {
      CTL_F(KF_LIMIT) | CTL_F(KF_START_AFTER) | CTL_F(KF_ALL) |
          CTL_F(KF_DELETED),
      0,
-     "list keys in key order\n"
-     "      --limit: page size; --all: every page; --deleted: tombstones too",
+     "list keys in key order, every page\n"
+     "      --limit N: one page of at most N (--all: every page, N at a "
+     "time);\n"
+     "      --deleted: tombstones too",
      kv_ls},
     {"history", {"NAMESPACE", "KEY"}, 2,
      CTL_F(KF_FROM_VERSION) | CTL_F(KF_LIMIT), 0,
-     "show KEY's retained versions after --from-version N", kv_history},
+     "show KEY's retained versions after --from-version N\n"
+     "      --limit N: one page of at most N",
+     kv_history},
     {"watch", {"NAMESPACE", "KEY_OR_PATTERN..."}, 2,
      CTL_F(KF_FROM_VERSION) | CTL_F(KF_FROM_REVISION) | CTL_F(KF_NOW), 0,
      "print current values, then changes as they happen, until Ctrl-C\n"

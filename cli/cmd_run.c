@@ -290,7 +290,8 @@ static void print_runs(const ctl_t *ctl, Reel__V1__Run *const *runs,
 
 /*
  * Prints one page and says where the next one starts: a malloc'd cursor in
- * *next, or NULL when this was the last page (or --all was not given).
+ * *next, or NULL when this was the last page or --limit asked for one
+ * (without --all). Pages end by bytes too, so any page may say more.
  */
 static int run_ls_page(ctl_t *ctl, const ctl_args_t *a,
                        Reel__V1__ListRunsRequest *req, char **next) {
@@ -305,7 +306,7 @@ static int run_ls_page(ctl_t *ctl, const ctl_args_t *a,
     print_runs(ctl, resp->runs, resp->n_runs);
     if (!resp->more) {
         /* done */
-    } else if (!ctl_has(a, RF_ALL)) {
+    } else if (ctl_has(a, RF_LIMIT) && !ctl_has(a, RF_ALL)) {
         if (!ctl->json)
             ctl_hint("more runs: --start-after %s, or --all",
                      resp->next_start_after);
@@ -407,20 +408,59 @@ static int run_claim(ctl_t *ctl, const ctl_args_t *a) {
     return r != NULL ? finish_run(ctl, r, 0) : rc;
 }
 
-static int run_recoverable(ctl_t *ctl, const ctl_args_t *a) {
-    Reel__V1__ListRunsToRecoverRequest req =
-        REEL__V1__LIST_RUNS_TO_RECOVER_REQUEST__INIT;
+/*
+ * Prints one page and says where the next one starts: a malloc'd cursor in
+ * *next, or NULL when this was the last page or --limit asked for one.
+ */
+static int run_recoverable_page(ctl_t *ctl, const ctl_args_t *a,
+                                Reel__V1__ListRunsToRecoverRequest *req,
+                                char **next) {
     Reel__V1__ListRunsToRecoverResponse *resp;
     int rc;
 
-    req.limit = (uint32_t)a->num[RF_LIMIT];
-    resp = ctl_call(ctl, a, "ListRunsToRecover", &req,
+    *next = NULL;
+    resp = ctl_call(ctl, a, "ListRunsToRecover", req,
                     &reel__v1__list_runs_to_recover_response__descriptor, &rc);
     if (resp == NULL)
         return rc;
     print_runs(ctl, resp->runs, resp->n_runs);
+    if (!resp->more) {
+        /* done */
+    } else if (ctl_has(a, RF_LIMIT)) {
+        if (!ctl->json)
+            ctl_hint("more runs need a worker: leave out --limit to list "
+                     "them all");
+    } else if (*resp->next_start_after == '\0' ||
+               strcmp(resp->next_start_after, req->start_after) == 0) {
+        /* Following it would ask for the same page forever. */
+        fprintf(stderr, "reelctl: run recoverable: the server said more but "
+                        "gave no new cursor\n");
+        rc = EXIT_FAIL;
+    } else if ((*next = strdup(resp->next_start_after)) == NULL) {
+        fprintf(stderr, "reelctl: out of memory\n");
+        rc = EXIT_FAIL;
+    }
     reel__v1__list_runs_to_recover_response__free_unpacked(resp, NULL);
-    return EXIT_OK;
+    return rc;
+}
+
+static int run_recoverable(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__ListRunsToRecoverRequest req =
+        REEL__V1__LIST_RUNS_TO_RECOVER_REQUEST__INIT;
+    char *cursor = NULL, *next;
+    int rc;
+
+    req.limit = (uint32_t)a->num[RF_LIMIT];
+    for (;;) {
+        rc = run_recoverable_page(ctl, a, &req, &next);
+        free(cursor);
+        cursor = next;
+        if (rc != EXIT_OK || cursor == NULL)
+            break;
+        req.start_after = cursor;
+    }
+    free(cursor);
+    return rc;
 }
 
 static const ctl_command_t run_commands[] = {
@@ -435,7 +475,8 @@ static const ctl_command_t run_commands[] = {
          RF(RF_LIMIT) | RF(RF_START_AFTER) | RF(RF_ALL),
      0,
      "list runs in creation order, one per line (--user needs --app,\n"
-     "      --session needs --user); --limit: page size; --all: every page",
+     "      --session needs --user); --limit N: one page of at most N\n"
+     "      (--all: every page, N at a time)",
      run_ls},
     {"heartbeat", {"RUN_ID"}, 1, RF(RF_EPOCH) | RF(RF_TTL), RF(RF_EPOCH),
      "extend the lease held at --epoch by --ttl (default 30s)",
@@ -453,7 +494,8 @@ static const ctl_command_t run_commands[] = {
      "take a runnable run, or one whose lease expired, with a new epoch",
      run_claim},
     {"recoverable", {NULL}, 0, RF(RF_LIMIT), 0,
-     "list runs that need a worker: runnable, or with an expired lease",
+     "list runs that need a worker: runnable, or with an expired lease;\n"
+     "      --limit N: at most N",
      run_recoverable},
     {NULL, {NULL}, 0, 0, 0, NULL, NULL},
 };
@@ -500,8 +542,9 @@ static int journal_append(ctl_t *ctl, const ctl_args_t *a) {
 }
 
 /*
- * Prints one page; *more says whether to ask for another (--all) from
- * req->from_seq, which it advances.
+ * Prints one page; *more says whether to ask for another from
+ * req->from_seq, which it advances: every page, unless --limit asked for
+ * one (without --all). Pages end by bytes too, so any page may say more.
  */
 static int journal_read_page(ctl_t *ctl, const ctl_args_t *a,
                              Reel__V1__ReadJournalRequest *req, int *more) {
@@ -517,7 +560,7 @@ static int journal_read_page(ctl_t *ctl, const ctl_args_t *a,
         print_entry(ctl, resp->entries[i]);
     if (!resp->more) {
         /* done */
-    } else if (!ctl_has(a, RF_ALL)) {
+    } else if (ctl_has(a, RF_LIMIT) && !ctl_has(a, RF_ALL)) {
         if (!ctl->json)
             ctl_hint("more entries: --from-seq %llu, or --all",
                      (unsigned long long)resp->next_from_seq);
@@ -609,7 +652,9 @@ static const ctl_command_t journal_commands[] = {
      "      if the entry gets seq N",
      journal_append},
     {"read", {"RUN_ID"}, 1, RF(RF_FROM_SEQ) | RF(RF_LIMIT) | RF(RF_ALL), 0,
-     "print entries after --from-seq N, one per line; --all: every page",
+     "print entries after --from-seq N, one per line; --limit N: one "
+     "page\n"
+     "      of at most N (--all: every page, N at a time)",
      journal_read},
     {"follow", {"RUN_ID"}, 1, RF(RF_FROM_SEQ), 0,
      "print entries after --from-seq N, then new ones as they are written,\n"

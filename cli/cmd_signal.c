@@ -55,9 +55,6 @@ static const ctl_flag_spec_t signal_flags[SF_COUNT] = {
 
 #define SF(f) CTL_F(f)
 
-/* What the server lists when --limit is not given (ListSignalsRequest). */
-#define SIGNAL_LIST_DEFAULT 100
-
 static const char *status_name(Reel__V1__Run__Status s) {
     return ctl_enum_name(&reel__v1__run__status__descriptor, (int)s);
 }
@@ -237,18 +234,17 @@ static int signal_await(ctl_t *ctl, const ctl_args_t *a) {
 
 /* ---- ls ------------------------------------------------------------------ */
 
-static int signal_ls(ctl_t *ctl, const ctl_args_t *a) {
-    Reel__V1__ListSignalsRequest req = REEL__V1__LIST_SIGNALS_REQUEST__INIT;
+/*
+ * Prints one page; *more says whether to ask for another from the cursor
+ * in req, which it advances: every page, unless --limit asked for one.
+ */
+static int signal_ls_page(ctl_t *ctl, const ctl_args_t *a,
+                          Reel__V1__ListSignalsRequest *req, int *more) {
     Reel__V1__ListSignalsResponse *resp;
-    uint32_t limit;
     int rc;
 
-    req.run_id = a->pos[0];
-    if (ctl_has(a, SF_NAME))
-        req.name = a->str[SF_NAME];
-    req.include_consumed = ctl_has(a, SF_CONSUMED);
-    req.limit = (uint32_t)a->num[SF_LIMIT];
-    resp = ctl_call(ctl, a, "ListSignals", &req,
+    *more = 0;
+    resp = ctl_call(ctl, a, "ListSignals", req,
                     &reel__v1__list_signals_response__descriptor, &rc);
     if (resp == NULL)
         return rc;
@@ -258,13 +254,40 @@ static int signal_ls(ctl_t *ctl, const ctl_args_t *a) {
         else
             print_signal_line(resp->signals[i]);
     }
-    /* The answer does not say whether there is more: a full page may. */
-    limit = req.limit != 0 ? req.limit : SIGNAL_LIST_DEFAULT;
-    if (!ctl->json && resp->n_signals >= limit)
-        ctl_hint("showing the first %zu; there may be more (--limit N)",
-                 resp->n_signals);
+    if (!resp->more) {
+        /* done */
+    } else if (ctl_has(a, SF_LIMIT)) {
+        if (!ctl->json)
+            ctl_hint("showing the first %zu; there are more (leave out "
+                     "--limit to list them all)",
+                     resp->n_signals);
+    } else if (resp->n_signals == 0) {
+        /* Following it would ask for the same page forever. */
+        fprintf(stderr, "reelctl: signal ls: the server said more but gave "
+                        "no signal\n");
+        rc = EXIT_FAIL;
+    } else {
+        req->after_seq = resp->next_after_seq;
+        req->after_consumed = resp->next_after_consumed;
+        *more = 1;
+    }
     reel__v1__list_signals_response__free_unpacked(resp, NULL);
-    return EXIT_OK;
+    return rc;
+}
+
+static int signal_ls(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__ListSignalsRequest req = REEL__V1__LIST_SIGNALS_REQUEST__INIT;
+    int rc, more;
+
+    req.run_id = a->pos[0];
+    if (ctl_has(a, SF_NAME))
+        req.name = a->str[SF_NAME];
+    req.include_consumed = ctl_has(a, SF_CONSUMED);
+    req.limit = (uint32_t)a->num[SF_LIMIT];
+    do
+        rc = signal_ls_page(ctl, a, &req, &more);
+    while (rc == EXIT_OK && more);
+    return rc;
 }
 
 static const ctl_command_t signal_commands[] = {
@@ -284,8 +307,7 @@ static const ctl_command_t signal_commands[] = {
      signal_await},
     {"ls", {"RUN_ID"}, 1, SF(SF_NAME) | SF(SF_CONSUMED) | SF(SF_LIMIT), 0,
      "list the run's pending signals in send order, one per line;\n"
-     "      --consumed: then the consumed ones too; --limit: at most N "
-     "(default 100)",
+     "      --consumed: then the consumed ones too; --limit: at most N",
      signal_ls},
     {NULL, {NULL}, 0, 0, 0, NULL, NULL},
 };
