@@ -1373,8 +1373,9 @@ out:
     return rc;
 }
 
-reel_code_t journal_list_recoverable(journal_t *j, uint32_t limit, run_t **out,
-                                     size_t *n, reel_status_t *st) {
+reel_code_t journal_list_recoverable(journal_t *j, const char *app,
+                                     uint32_t limit, run_t **out, size_t *n,
+                                     reel_status_t *st) {
     int64_t now = reel_clock_now_ms();
     store_snapshot_t *snap = NULL;
     store_iter_t *it = NULL;
@@ -1384,6 +1385,8 @@ reel_code_t journal_list_recoverable(journal_t *j, uint32_t limit, run_t **out,
     *out = NULL;
     *n = 0;
     if ((rc = check_limit(&limit, st)) != REEL_OK)
+        return rc;
+    if (app != NULL && *app && (rc = check_name("app", app, st)) != REEL_OK)
         return rc;
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
         goto out;
@@ -1408,8 +1411,9 @@ reel_code_t journal_list_recoverable(journal_t *j, uint32_t limit, run_t **out,
         id[JOURNAL_RUN_ID_LEN] = '\0';
         if (get_run_at(j, snap, id, &r, NULL) != REEL_OK)
             continue;
-        if (r.status == RUN_RUNNABLE ||
-            (r.status == RUN_RUNNING && r.lease_expires_at_ms <= now))
+        if ((app == NULL || *app == '\0' || strcmp(r.app, app) == 0) &&
+            (r.status == RUN_RUNNABLE ||
+             (r.status == RUN_RUNNING && r.lease_expires_at_ms <= now)))
             arr[(*n)++] = r;
         else
             run_fini(&r);

@@ -181,9 +181,13 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                               run_t **out, size_t *n, int *more,
                               reel_status_t *st);
 
-/* RUNNABLE runs, and RUNNING ones whose lease has expired, oldest first. */
-reel_code_t journal_list_recoverable(journal_t *j, uint32_t limit, run_t **out,
-                                     size_t *n, reel_status_t *st);
+/*
+ * RUNNABLE runs, and RUNNING ones whose lease has expired, oldest first;
+ * only app's when app is neither NULL nor "" (a worker serves one app).
+ */
+reel_code_t journal_list_recoverable(journal_t *j, const char *app,
+                                     uint32_t limit, run_t **out, size_t *n,
+                                     reel_status_t *st);
 
 /* ---- Inside another module's apply function (writer thread only) --------- */
 

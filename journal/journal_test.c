@@ -356,7 +356,7 @@ static void test_terminal_and_waiting_runs_refuse_appends(void **state) {
     /* A WAITING run needs no worker; an expired RUNNING one does. */
     begin_ok(f, "inv2", "w1", 10, id2);
     usleep(30 * 1000);
-    assert_int_equal(journal_list_recoverable(f->j, 0, &runs, &n, NULL),
+    assert_int_equal(journal_list_recoverable(f->j, NULL, 0, &runs, &n, NULL),
                      REEL_OK);
     assert_int_equal(n, 1);
     assert_string_equal(runs[0].run_id, id2);
@@ -590,6 +590,65 @@ static void test_everything_acknowledged_survives_reopen(void **state) {
     free(runs);
 }
 
+static void test_recoverable_runs_filtered_by_app(void **state) {
+    fixture_t *f = *state;
+    journal_req_t q = {0};
+    journal_result_t res;
+    reel_status_t st = REEL_STATUS_INIT;
+    char mine[27], other[27], big[300];
+    run_t *runs;
+    size_t n;
+
+    /* Two apps, each with a run whose lease has expired. */
+    begin_ok(f, "inv-a", "w1", 10, mine);
+    q.op = JOURNAL_BEGIN;
+    q.app = "billing", q.user = "u1", q.session = "s1";
+    q.invocation_id = "inv-b";
+    q.lease_owner = "w1";
+    q.lease_ttl_ms = 10;
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    snprintf(other, sizeof(other), "%s", res.run.run_id);
+    journal_result_fini(&res);
+    usleep(30 * 1000);
+
+    assert_int_equal(journal_list_recoverable(f->j, "", 0, &runs, &n, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 2);
+    run_fini(&runs[0]);
+    run_fini(&runs[1]);
+    free(runs);
+
+    assert_int_equal(
+        journal_list_recoverable(f->j, "billing", 0, &runs, &n, NULL),
+        REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(runs[0].run_id, other);
+    assert_string_equal(runs[0].app, "billing");
+    run_fini(&runs[0]);
+    free(runs);
+
+    /* The limit counts the app's runs, not the ones passed over. */
+    assert_int_equal(journal_list_recoverable(f->j, "app", 1, &runs, &n, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(runs[0].run_id, mine);
+    run_fini(&runs[0]);
+    free(runs);
+
+    assert_int_equal(
+        journal_list_recoverable(f->j, "nobody", 0, &runs, &n, NULL), REEL_OK);
+    assert_int_equal(n, 0);
+    free(runs);
+
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(journal_list_recoverable(f->j, big, 0, &runs, &n, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "app"));
+    assert_null(runs);
+    reel_status_fini(&st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -604,6 +663,7 @@ int main(void) {
         T(test_subscription_replays_then_follows_then_ends),
         T(test_a_subscription_may_be_destroyed_inside_end),
         T(test_everything_acknowledged_survives_reopen),
+        T(test_recoverable_runs_filtered_by_app),
     };
     return cmocka_run_group_tests_name("journal", tests, NULL, NULL);
 }
