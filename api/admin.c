@@ -36,6 +36,9 @@ static void admin_get_status(rpc_call_t *call, void *arg, const uint8_t *req,
     out.write_error = out.writable ? "" : (char *)reel_status_message(&health);
     /* Less this call itself. */
     out.open_calls = ctx->server ? rpc_server_open_calls(ctx->server) - 1 : 0;
+    /* A client asking for a longer wait can say what it will get. */
+    out.signal_max_wait_ms =
+        ctx->signals != NULL ? signals_max_wait_ms(ctx->signals) : 0;
 
     n = reel__v1__get_status_response__get_packed_size(&out);
     buf = malloc(n ? n : 1);

@@ -381,8 +381,9 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
         api_bad_request(call, "ListRunsToRecoverRequest");
         return;
     }
-    if (journal_list_recoverable(ctx->journal, in->start_after, in->limit,
-                                 &page, &runs, &n, &more, &st) != REEL_OK) {
+    if (journal_list_recoverable(ctx->journal, in->app, in->start_after,
+                                 in->limit, &page, &runs, &n, &more,
+                                 &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
     } else if (runs_to_pb(runs, n, &pbs, &ptrs) != 0) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);

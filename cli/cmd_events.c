@@ -5,15 +5,18 @@
  * tail prints one JSON line per event, with or without --json:
  * {"revision", "subject", "type", "ts_ms", "body"}, the body as the run,
  * journal, kv and signal groups print it with --json (null when there is
- * none). PROGRESS events are left out unless --progress. Each line is
- * flushed as it is printed, so a pipe's reader sees each event at once.
- * The stream has no deadline (--timeout bounds only the acks); it ends
- * when the server ends it: exit 0 if it ended OK, 1 with its error.
+ * none), stored JSON in it byte for byte. PROGRESS events are left out
+ * unless --progress. Each line is flushed as it is printed, so a pipe's
+ * reader sees each event at once. The stream has no deadline (--timeout
+ * bounds only the acks); it ends when the server ends it: exit 0 if it
+ * ended OK, 1 with its error; or when stdout's reader leaves (`events
+ * tail | head -1`), noticed at the next write or, idle, within
+ * CTL_IDLE_MS: exit 0, after acknowledging what was written.
  *
  * --ack acknowledges what tail printed for --consumer, in batches: once 100
  * events are unacknowledged, or once 500 ms passed since the last ack
- * (looked at on each message and after 500 ms without one), and the last
- * one printed when the stream ends. Killed (Ctrl-C), tail may leave up to
+ * (looked at on each message and every CTL_IDLE_MS without one), and the
+ * last one printed when the stream ends. Killed (Ctrl-C), tail may leave up to
  * a batch unacknowledged: the consumer gets those again (at least once).
  * A PROGRESS event's revision is acknowledged like an event's: the server
  * sends it once everything up to it was sent or filtered out. An
@@ -134,6 +137,7 @@ typedef struct tail {
     int64_t acked_at_ms;  /* monotonic: the last ack, or the start */
     int ack_failed;       /* said why; no more acks */
     int failed;           /* we cancelled: the reason is already printed */
+    int gone;             /* we cancelled: stdout's reader left */
 } tail_t;
 
 static int64_t mono_ms(void) {
@@ -178,10 +182,13 @@ static int tail_maybe_ack(tail_t *t) {
 }
 
 static int tail_event(tail_t *t, const Reel__V1__Event *ev) {
+    int out;
+
     if (ev->type != REEL__V1__EVENT__TYPE__PROGRESS || t->progress) {
         ctl_print_json_line(event_json(ev));
-        if (fflush(stdout) != 0) {
-            t->failed = 1;
+        if ((out = ctl_flush()) != 0) {
+            t->gone = out > 0;
+            t->failed = out < 0;
             return 1;
         }
     }
@@ -212,8 +219,13 @@ static int tail_batch(void *arg, const uint8_t *msg, size_t len) {
     return rc;
 }
 
+/* Between messages: a reader that left ends the tail; acks come due. */
 static int tail_idle(void *arg) {
-    return tail_maybe_ack(arg);
+    tail_t *t = arg;
+
+    if ((t->gone = ctl_stdout_gone()) != 0)
+        return 1;
+    return tail_maybe_ack(t);
 }
 
 static int events_tail(ctl_t *ctl, const ctl_args_t *a) {
@@ -241,11 +253,12 @@ static int events_tail(ctl_t *ctl, const ctl_args_t *a) {
         goto out;
     /* The stream ends when the server ends it: no deadline. */
     reel_client_stream_idle(ctl->client, "/reel.v1.Wal/SubscribeEventBatches",
-                            buf, len, 0, tail_batch,
-                            t.consumer != NULL ? tail_idle : NULL,
-                            ACK_EVERY_MS, &t, &r);
+                            buf, len, 0, tail_batch, tail_idle, CTL_IDLE_MS,
+                            &t, &r);
     if (t.failed)
         rc = EXIT_FAIL;
+    else if (t.gone)
+        rc = EXIT_OK; /* `events tail | head`: the reader had what it wanted */
     else if (r.code != 0)
         rc = ctl_report_error(ctl, "events tail", &r);
     else
@@ -279,6 +292,14 @@ static int events_head(ctl_t *ctl, const ctl_args_t *a) {
         cJSON_AddNumberToObject(o, "oldest_revision",
                                 (double)resp->oldest_revision);
         ctl_print_json_line(o);
+    } else if (resp->head_revision == 0) {
+        printf("head 0 (no events yet)\n");
+    } else if (resp->oldest_revision == 0) {
+        /* The server's 0 means none retained, not an event 0. */
+        printf("head %llu, none retained (every event up to %llu was "
+               "trimmed)\n",
+               (unsigned long long)resp->head_revision,
+               (unsigned long long)resp->head_revision);
     } else {
         printf("head %llu, oldest %llu\n",
                (unsigned long long)resp->head_revision,
@@ -400,10 +421,12 @@ static const ctl_command_t events_commands[] = {
      "      Ctrl-C (no deadline); --subject: only those matching, a.*.c or\n"
      "      kv.>; --consumer: a durable consumer, resumed after its acked\n"
      "      revision; --ack: acknowledge what was printed (in batches);\n"
-     "      --progress: print the idle PROGRESS events too",
+     "      --progress: print the idle PROGRESS events too; ends quietly\n"
+     "      once stdout's reader leaves (events tail | head -3)",
      events_tail},
     {"head", {NULL}, 0, 0, 0,
-     "show the last committed revision and the oldest retained one",
+     "show the last committed revision and the oldest retained one (or\n"
+     "      that none is retained)",
      events_head},
     {"consumers", {NULL}, 0, 0, 0,
      "list durable consumers by name, one per line: acked revision,\n"

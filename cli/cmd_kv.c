@@ -1,5 +1,11 @@
 /*
  * cli/cmd_kv.c: reelctl kv set|get|del|ls|history|watch, on reel.v1.KV.
+ *
+ * Values print as stored, each on one line (ctl_put_value), in text and
+ * JSON alike. set answers with the version and revision it wrote, not the
+ * value the user just gave (--json: the whole entry; -q: the version
+ * alone, for scripts). watch of several keys or patterns names each
+ * line's watch: "[orders.>] PUT ns/orders.1 ...", "watch" in JSON.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -28,6 +34,7 @@ enum kv_flag {
     KF_START_AFTER,
     KF_ALL,
     KF_DELETED,
+    KF_QUIET,
     KF_COUNT
 };
 
@@ -42,6 +49,7 @@ static const ctl_flag_spec_t kv_flags[KF_COUNT] = {
     [KF_START_AFTER] = {"--start-after", CTL_STR, "KEY", 0, 0},
     [KF_ALL] = {"--all", CTL_BOOL, NULL, 0, 0},
     [KF_DELETED] = {"--deleted", CTL_BOOL, NULL, 0, 0},
+    [KF_QUIET] = {"--quiet", CTL_BOOL, NULL, 0, 0, "-q"},
 };
 
 /* -- Printing entries and events, shared by the subcommands -- */
@@ -68,41 +76,50 @@ static const char *event_type_name(const Reel__V1__ValueEvent *ev) {
                          (int)ev->type);
 }
 
-/* "ns/key = VALUE (version 3, revision 17)", or short: "key = VALUE (...)" */
-static void print_entry(const Reel__V1__Entry *e, int full) {
-    if (full)
-        printf("%s/", e->namespace_);
-    if (e->deleted)
-        printf("%s (deleted, version %llu", e->key,
+/* "key = VALUE (version 3)", or "key (deleted, version 3)" */
+static void print_entry(const Reel__V1__Entry *e) {
+    if (e->deleted) {
+        printf("%s (deleted, version %llu)\n", e->key,
                (unsigned long long)e->version);
-    else
-        printf("%s = %s (version %llu", e->key, e->value,
-               (unsigned long long)e->version);
-    if (full)
-        printf(", revision %llu", (unsigned long long)e->revision);
-    printf(")\n");
+        return;
+    }
+    printf("%s = ", e->key);
+    ctl_put_value(e->value);
+    printf(" (version %llu)\n", (unsigned long long)e->version);
 }
 
 /* " (was v2: {"a":0})"; nothing when the key had no version before. */
 static void print_prev(const char *label, const Reel__V1__ValueEvent *ev) {
     if (ev->prev_version == 0)
         return;
+    printf(" (%s v%llu: ", label, (unsigned long long)ev->prev_version);
     /* A tombstone has no value; "deleted" cannot be mistaken for JSON. */
-    printf(" (%s v%llu: %s)", label, (unsigned long long)ev->prev_version,
-           *ev->prev_value ? ev->prev_value : "deleted");
+    if (*ev->prev_value)
+        ctl_put_value(ev->prev_value);
+    else
+        printf("deleted");
+    printf(")");
 }
 
 /* "v3 PUT {"a":1} (prev v2: {"a":0}) rev 17" */
 static void print_history_event(const Reel__V1__ValueEvent *ev) {
     printf("v%llu %s", (unsigned long long)ev->version, event_type_name(ev));
-    if (ev->type == REEL__V1__VALUE_EVENT__TYPE__PUT)
-        printf(" %s", ev->value);
+    if (ev->type == REEL__V1__VALUE_EVENT__TYPE__PUT) {
+        printf(" ");
+        ctl_put_value(ev->value);
+    }
     print_prev("prev", ev);
     printf(" rev %llu\n", (unsigned long long)ev->revision);
 }
 
-/* "PUT ns/key v3 rev 17: {"a":1} (was v2: {"a":0})" */
-static void print_watch_event(const Reel__V1__ValueEvent *ev) {
+/*
+ * "PUT ns/key v3 rev 17: {"a":1} (was v2: {"a":0})", after "[WATCH] "
+ * when the stream has several watches.
+ */
+static void print_watch_event(const Reel__V1__ValueEvent *ev,
+                              const char *watched) {
+    if (watched != NULL)
+        printf("[%s] ", watched);
     if (ev->type == REEL__V1__VALUE_EVENT__TYPE__BOOTSTRAP_DONE) {
         printf("BOOTSTRAP_DONE rev %llu\n", (unsigned long long)ev->revision);
         return;
@@ -110,8 +127,10 @@ static void print_watch_event(const Reel__V1__ValueEvent *ev) {
     printf("%s %s/%s v%llu rev %llu", event_type_name(ev), ev->namespace_,
            ev->key, (unsigned long long)ev->version,
            (unsigned long long)ev->revision);
-    if (ev->type == REEL__V1__VALUE_EVENT__TYPE__PUT)
-        printf(": %s", ev->value);
+    if (ev->type == REEL__V1__VALUE_EVENT__TYPE__PUT) {
+        printf(": ");
+        ctl_put_value(ev->value);
+    }
     print_prev("was", ev);
     printf("\n");
 }
@@ -137,14 +156,22 @@ static int kv_missing_entry(const ctl_args_t *a) {
 static int kv_set(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__SetValueRequest req = REEL__V1__SET_VALUE_REQUEST__INIT;
     Reel__V1__SetValueResponse *resp;
+    const char *value;
+    char *buf;
     int rc;
 
     if (ctl_has(a, KF_CREATE) && ctl_has(a, KF_IF_VERSION))
         return ctl_usage_error(a, "--create and --if-version exclude each "
                                  "other");
+    if (ctl_has(a, KF_QUIET) && ctl->json)
+        return ctl_usage_error(a, "--quiet and --json exclude each other");
+    if ((rc = ctl_read_json_arg(a, "VALUE", a->pos[2], &buf, &value)) != 0)
+        return rc;
     req.namespace_ = a->pos[0];
     req.key = a->pos[1];
-    req.value = a->pos[2];
+    req.value = (char *)value;
+    ctl->typed_json = value;
+    ctl->typed_json_name = "VALUE";
     if (ctl_has(a, KF_CREATE))
         req.precondition = REEL__V1__PRECONDITION__PRECONDITION_ABSENT;
     if (ctl_has(a, KF_IF_VERSION)) {
@@ -155,8 +182,9 @@ static int kv_set(ctl_t *ctl, const ctl_args_t *a) {
         req.writer = a->str[KF_WRITER];
     resp = ctl_call(ctl, a, "SetValue", &req,
                     &reel__v1__set_value_response__descriptor, &rc);
+    ctl->typed_json = NULL;
     if (resp == NULL)
-        return rc;
+        goto out;
     if (resp->entry == NULL) {
         rc = kv_missing_entry(a);
     } else if (ctl->json) {
@@ -164,10 +192,18 @@ static int kv_set(ctl_t *ctl, const ctl_args_t *a) {
 
         cJSON_AddNumberToObject(o, "prev_version", (double)resp->prev_version);
         ctl_print_json_line(o);
+    } else if (ctl_has(a, KF_QUIET)) {
+        printf("%llu\n", (unsigned long long)resp->entry->version);
     } else {
-        print_entry(resp->entry, 1);
+        /* The value is what the user just gave: not worth a megabyte. */
+        printf("set %s/%s version %llu (revision %llu)\n",
+               resp->entry->namespace_, resp->entry->key,
+               (unsigned long long)resp->entry->version,
+               (unsigned long long)resp->entry->revision);
     }
     reel__v1__set_value_response__free_unpacked(resp, NULL);
+out:
+    free(buf);
     return rc;
 }
 
@@ -194,7 +230,8 @@ static int kv_get(ctl_t *ctl, const ctl_args_t *a) {
     } else if (resp->found && e == NULL) {
         rc = kv_missing_entry(a);
     } else if (resp->found) {
-        printf("%s\n", e->value);
+        ctl_put_value(e->value);
+        printf("\n");
     } else {
         kv_say_absent(a, e);
     }
@@ -257,7 +294,7 @@ static int kv_ls_page(ctl_t *ctl, const ctl_args_t *a,
         if (ctl->json)
             ctl_print_json_line(entry_json(resp->entries[i]));
         else
-            print_entry(resp->entries[i], 0);
+            print_entry(resp->entries[i]);
     }
     if (!resp->more) {
         /* done */
@@ -362,30 +399,38 @@ typedef struct kv_watch_state {
     char **watched; /* several watches: the key or pattern of each */
     size_t n_watched;
     int failed;     /* we cancelled: the reason is already printed */
+    int gone;       /* we cancelled: stdout's reader left */
 } kv_watch_state_t;
 
 /* One event as a line; `watched` names its watch when there are several. */
 static int kv_watch_print(kv_watch_state_t *w, const Reel__V1__ValueEvent *ev,
                           const char *watched) {
+    int out;
+
     if (w->ctl->json) {
         cJSON *o = ctl_value_event_json(ev);
 
         if (o != NULL && watched != NULL)
             cJSON_AddStringToObject(o, "watch", watched);
         ctl_print_json_line(o);
-    } else if (watched != NULL &&
-               ev->type == REEL__V1__VALUE_EVENT__TYPE__BOOTSTRAP_DONE) {
-        printf("BOOTSTRAP_DONE %s rev %llu\n", watched,
-               (unsigned long long)ev->revision);
     } else {
-        print_watch_event(ev);
+        print_watch_event(ev, watched);
     }
     /* Line by line, so a pipe's reader sees each event as it happens. */
-    if (fflush(stdout) != 0) {
-        w->failed = 1;
+    if ((out = ctl_flush()) != 0) {
+        w->gone = out > 0;
+        w->failed = out < 0;
         return 1;
     }
     return 0;
+}
+
+/* Between events: a reader that left ends the watch now, not at the next. */
+static int kv_watch_idle(void *arg) {
+    kv_watch_state_t *w = arg;
+
+    w->gone = ctl_stdout_gone();
+    return w->gone;
 }
 
 /* A KV.WatchValueBatches message: its events in order. */
@@ -435,7 +480,7 @@ static int kv_watch(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__WatchValuesRequest many = REEL__V1__WATCH_VALUES_REQUEST__INIT;
     Reel__V1__WatchValueRequest *each = NULL, **ptrs = NULL;
     char **watched = NULL;
-    kv_watch_state_t w = {ctl, NULL, 0, 0};
+    kv_watch_state_t w = {ctl, NULL, 0, 0, 0};
     reel_reply_t r = {0};
     uint8_t *buf = NULL;
     size_t len;
@@ -462,8 +507,9 @@ static int kv_watch(ctl_t *ctl, const ctl_args_t *a) {
             goto out;
         /* A watch runs until interrupted: no deadline, whatever --timeout
          * says. */
-        reel_client_stream(ctl->client, "/reel.v1.KV/WatchValueBatches", buf,
-                           len, 0, kv_watch_event, &w, &r);
+        reel_client_stream_idle(ctl->client, "/reel.v1.KV/WatchValueBatches",
+                                buf, len, 0, kv_watch_event, kv_watch_idle,
+                                CTL_IDLE_MS, &w, &r);
     } else {
         /* Several keys or patterns: one KV.WatchValuesBatches stream, a
          * watch each, all starting alike. */
@@ -487,11 +533,14 @@ static int kv_watch(ctl_t *ctl, const ctl_args_t *a) {
         w.n_watched = n;
         if ((buf = ctl_pack(&many, &len)) == NULL)
             goto out;
-        reel_client_stream(ctl->client, "/reel.v1.KV/WatchValuesBatches", buf,
-                           len, 0, kv_watches_event, &w, &r);
+        reel_client_stream_idle(ctl->client, "/reel.v1.KV/WatchValuesBatches",
+                                buf, len, 0, kv_watches_event, kv_watch_idle,
+                                CTL_IDLE_MS, &w, &r);
     }
     if (w.failed)
         rc = EXIT_FAIL;
+    else if (w.gone)
+        rc = EXIT_OK; /* `kv watch | head`: the reader had what it wanted */
     else if (r.code != 0)
         rc = ctl_report_error(ctl, "kv watch", &r);
     else
@@ -507,9 +556,16 @@ out:
 
 static const ctl_command_t kv_commands[] = {
     {"set", {"NAMESPACE", "KEY", "VALUE"}, 3,
-     CTL_F(KF_CREATE) | CTL_F(KF_IF_VERSION) | CTL_F(KF_WRITER), 0,
-     "set KEY to VALUE, JSON text: '{\"n\":1}', '\"text\"', 42\n"
-     "      --create: only if absent; --if-version: only if at version N",
+     CTL_F(KF_CREATE) | CTL_F(KF_IF_VERSION) | CTL_F(KF_WRITER) |
+         CTL_F(KF_QUIET),
+     0,
+     "set KEY to VALUE, JSON text: '{\"n\":1}', '\"text\"', 42; - reads it "
+     "from\n"
+     "      standard input, @FILE from a file; prints the version written\n"
+     "      --create: only if absent (else ALREADY_EXISTS); --if-version: "
+     "only\n"
+     "      if at version N (else ABORTED); -q, --quiet: print the version "
+     "alone",
      kv_set},
     {"get", {"NAMESPACE", "KEY"}, 2, 0, 0,
      "print KEY's value (exit 1 if it is missing or deleted)", kv_get},
@@ -533,8 +589,9 @@ static const ctl_command_t kv_commands[] = {
     {"watch", {"NAMESPACE", "KEY_OR_PATTERN..."}, 2,
      CTL_F(KF_FROM_VERSION) | CTL_F(KF_FROM_REVISION) | CTL_F(KF_NOW), 0,
      "print current values, then changes as they happen, until Ctrl-C\n"
-     "      (no deadline); KEY_OR_PATTERN: a key, a.*.c or orders.>;\n"
-     "      several share one stream (KV.WatchValuesBatches)",
+     "      or stdout's reader leaves (no deadline); KEY_OR_PATTERN: a key,\n"
+     "      a.*.c or orders.>; several share one stream, each line naming its\n"
+     "      watch: [orders.>] PUT ...",
      kv_watch},
     {NULL, {NULL}, 0, 0, 0, NULL, NULL},
 };

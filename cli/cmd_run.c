@@ -10,6 +10,11 @@
  * Mutating subcommands take the lease epoch (--epoch) as the fencing token;
  * the server refuses a stale one with FAILED_PRECONDITION, which is
  * reported like any other server error (exit 1).
+ *
+ * -q (--quiet) prints the one thing a script goes on with: run begin the
+ * run id (RUN=$(reelctl run begin ... -q)), run claim the new epoch,
+ * journal append the seq. A payload or result may come from standard
+ * input ("-") or a file ("@FILE").
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -43,13 +48,17 @@ enum run_flag {
     RF_LIMIT,
     RF_START_AFTER,
     RF_ALL,
+    RF_QUIET,
     RF_COUNT
 };
+
+/* The server's bound on a lease (JOURNAL_MAX_TTL_MS): 24 hours. */
+#define RUN_MAX_TTL_MS 86400000
 
 static const ctl_flag_spec_t run_flags[RF_COUNT] = {
     [RF_OWNER] = {"--owner", CTL_STR, "NAME", 0, 0},
     [RF_EPOCH] = {"--epoch", CTL_NUM, "N", UINT64_MAX, 0},
-    [RF_TTL] = {"--ttl", CTL_DURATION, "DURATION", 0, 0},
+    [RF_TTL] = {"--ttl", CTL_DURATION, "DURATION", RUN_MAX_TTL_MS, 0},
     [RF_LABEL] = {"--label", CTL_STR, "K=V", 0, 1},
     [RF_WAITING_ON] = {"--waiting-on", CTL_STR, "SIGNAL_NAME", 0, 0},
     [RF_APP] = {"--app", CTL_STR, "APP", 0, 0},
@@ -64,6 +73,7 @@ static const ctl_flag_spec_t run_flags[RF_COUNT] = {
     [RF_LIMIT] = {"--limit", CTL_NUM, "N", UINT32_MAX, 0},
     [RF_START_AFTER] = {"--start-after", CTL_STR, "RUN_ID", 0, 0},
     [RF_ALL] = {"--all", CTL_BOOL, NULL, 0, 0},
+    [RF_QUIET] = {"--quiet", CTL_BOOL, NULL, 0, 0, "-q"},
 };
 
 #define RF(f) CTL_F(f)
@@ -157,8 +167,11 @@ static void print_run_details(const Reel__V1__Run *r) {
             printf(" %s=%s", r->labels[i]->key, r->labels[i]->value);
         printf("\n");
     }
-    if (*r->result)
-        printf("  result:    %s\n", r->result);
+    if (*r->result) {
+        printf("  result:    ");
+        ctl_put_value(r->result);
+        printf("\n");
+    }
     printf("  created:   %s\n",
            ctl_iso_time(r->created_at_ms, t, sizeof(t)));
     printf("  updated:   %s\n",
@@ -172,16 +185,32 @@ static void print_run_details(const Reel__V1__Run *r) {
 static void print_entry(const ctl_t *ctl, const Reel__V1__JournalEntry *e) {
     if (ctl->json)
         ctl_print_json_line(ctl_journal_entry_json(e));
-    else
-        printf("%llu %s %s (epoch %llu, rev %llu)\n",
-               (unsigned long long)e->seq, e->kind, e->payload,
-               (unsigned long long)e->lease_epoch,
+    else {
+        printf("%llu %s ", (unsigned long long)e->seq, e->kind);
+        ctl_put_value(e->payload);
+        printf(" (epoch %llu, rev %llu)\n", (unsigned long long)e->lease_epoch,
                (unsigned long long)e->revision);
+    }
 }
 
-/* Prints the run a subcommand got back, and frees it. */
-static int finish_run(const ctl_t *ctl, Reel__V1__Run *r, int details) {
-    if (ctl->json)
+/* With -q, a script's one answer; --json is the other way to have more. */
+static int check_quiet(const ctl_t *ctl, const ctl_args_t *a) {
+    if (ctl_has(a, RF_QUIET) && ctl->json)
+        return ctl_usage_error(a, "--quiet and --json exclude each other");
+    return 0;
+}
+
+/*
+ * Prints the run a subcommand got back, and frees it. quiet: its run id
+ * (begin), or its epoch (claim), alone.
+ */
+static int finish_run(const ctl_t *ctl, Reel__V1__Run *r, int details,
+                      int quiet) {
+    if (quiet == 'i')
+        printf("%s\n", r->run_id);
+    else if (quiet == 'e')
+        printf("%llu\n", (unsigned long long)r->lease_epoch);
+    else if (ctl->json)
         ctl_print_json_line(ctl_run_json(r));
     else if (details)
         print_run_details(r);
@@ -252,6 +281,8 @@ static int run_begin(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__Run *r;
     int rc;
 
+    if ((rc = check_quiet(ctl, a)) != 0)
+        return rc;
     req.app = a->pos[0];
     req.user = a->pos[1];
     req.session = a->pos[2];
@@ -262,7 +293,7 @@ static int run_begin(ctl_t *ctl, const ctl_args_t *a) {
         r = ctl_call(ctl, a, "BeginRun", &req, &reel__v1__run__descriptor,
                      &rc);
         if (r != NULL)
-            rc = finish_run(ctl, r, 0);
+            rc = finish_run(ctl, r, 0, ctl_has(a, RF_QUIET) ? 'i' : 0);
     }
     free_labels(&req);
     return rc;
@@ -275,7 +306,7 @@ static int run_get(ctl_t *ctl, const ctl_args_t *a) {
 
     req.run_id = a->pos[0];
     r = ctl_call(ctl, a, "GetRun", &req, &reel__v1__run__descriptor, &rc);
-    return r != NULL ? finish_run(ctl, r, 1) : rc;
+    return r != NULL ? finish_run(ctl, r, 1, 0) : rc;
 }
 
 static void print_runs(const ctl_t *ctl, Reel__V1__Run *const *runs,
@@ -366,7 +397,7 @@ static int run_heartbeat(ctl_t *ctl, const ctl_args_t *a) {
     req.lease_epoch = a->num[RF_EPOCH];
     req.lease_ttl_ms = (int64_t)a->num[RF_TTL];
     r = ctl_call(ctl, a, "Heartbeat", &req, &reel__v1__run__descriptor, &rc);
-    return r != NULL ? finish_run(ctl, r, 0) : rc;
+    return r != NULL ? finish_run(ctl, r, 0, 0) : rc;
 }
 
 static int run_suspend(ctl_t *ctl, const ctl_args_t *a) {
@@ -378,22 +409,32 @@ static int run_suspend(ctl_t *ctl, const ctl_args_t *a) {
     req.lease_epoch = a->num[RF_EPOCH];
     req.waiting_on = a->str[RF_WAITING_ON];
     r = ctl_call(ctl, a, "SuspendRun", &req, &reel__v1__run__descriptor, &rc);
-    return r != NULL ? finish_run(ctl, r, 0) : rc;
+    return r != NULL ? finish_run(ctl, r, 0, 0) : rc;
 }
 
 static int run_end(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__EndRunRequest req = REEL__V1__END_RUN_REQUEST__INIT;
     Reel__V1__Run *r;
+    const char *result;
+    char *buf = NULL;
     int rc;
 
     if ((rc = parse_status(a, 1, &req.status)) != 0)
         return rc;
     req.run_id = a->pos[0];
     req.lease_epoch = a->num[RF_EPOCH];
-    if (ctl_has(a, RF_RESULT))
-        req.result = a->str[RF_RESULT];
+    if (ctl_has(a, RF_RESULT)) {
+        if ((rc = ctl_read_json_arg(a, "--result", a->str[RF_RESULT], &buf,
+                                    &result)) != 0)
+            return rc;
+        req.result = (char *)result;
+        ctl->typed_json = result;
+        ctl->typed_json_name = "--result";
+    }
     r = ctl_call(ctl, a, "EndRun", &req, &reel__v1__run__descriptor, &rc);
-    return r != NULL ? finish_run(ctl, r, 0) : rc;
+    ctl->typed_json = NULL;
+    free(buf);
+    return r != NULL ? finish_run(ctl, r, 0, 0) : rc;
 }
 
 static int run_claim(ctl_t *ctl, const ctl_args_t *a) {
@@ -401,11 +442,15 @@ static int run_claim(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__Run *r;
     int rc;
 
+    if ((rc = check_quiet(ctl, a)) != 0)
+        return rc;
     req.run_id = a->pos[0];
     req.lease_owner = a->str[RF_OWNER];
     req.lease_ttl_ms = (int64_t)a->num[RF_TTL];
     r = ctl_call(ctl, a, "ClaimRun", &req, &reel__v1__run__descriptor, &rc);
-    return r != NULL ? finish_run(ctl, r, 0) : rc;
+    return r != NULL
+               ? finish_run(ctl, r, 0, ctl_has(a, RF_QUIET) ? 'e' : 0)
+               : rc;
 }
 
 /*
@@ -451,6 +496,8 @@ static int run_recoverable(ctl_t *ctl, const ctl_args_t *a) {
     int rc;
 
     req.limit = (uint32_t)a->num[RF_LIMIT];
+    if (ctl_has(a, RF_APP))
+        req.app = a->str[RF_APP];
     for (;;) {
         rc = run_recoverable_page(ctl, a, &req, &next);
         free(cursor);
@@ -465,9 +512,10 @@ static int run_recoverable(ctl_t *ctl, const ctl_args_t *a) {
 
 static const ctl_command_t run_commands[] = {
     {"begin", {"APP", "USER", "SESSION", "INVOCATION_ID"}, 4,
-     RF(RF_OWNER) | RF(RF_TTL) | RF(RF_LABEL), RF(RF_OWNER),
+     RF(RF_OWNER) | RF(RF_TTL) | RF(RF_LABEL) | RF(RF_QUIET), RF(RF_OWNER),
      "start the run named by the four, or resume it, leased to --owner\n"
-     "      --ttl: lease length (default 30s); --label: when creating it",
+     "      --ttl: lease length (default 30s, at most 24h); --label: when\n"
+     "      creating it; -q, --quiet: print the run id alone",
      run_begin},
     {"get", {"RUN_ID"}, 1, 0, 0, "show a run", run_get},
     {"ls", {NULL}, 0,
@@ -487,15 +535,17 @@ static const ctl_command_t run_commands[] = {
      run_suspend},
     {"end", {"RUN_ID"}, 1, RF(RF_EPOCH) | RF(RF_STATUS) | RF(RF_RESULT),
      RF(RF_EPOCH) | RF(RF_STATUS),
-     "finish the run: --status completed, failed or cancelled; --result: "
-     "JSON",
+     "finish the run: --status completed, failed or cancelled; --result:\n"
+     "      JSON, - (standard input) or @FILE",
      run_end},
-    {"claim", {"RUN_ID"}, 1, RF(RF_OWNER) | RF(RF_TTL), RF(RF_OWNER),
-     "take a runnable run, or one whose lease expired, with a new epoch",
+    {"claim", {"RUN_ID"}, 1, RF(RF_OWNER) | RF(RF_TTL) | RF(RF_QUIET),
+     RF(RF_OWNER),
+     "take a runnable run, or one whose lease expired, with a new epoch;\n"
+     "      -q, --quiet: print the new epoch alone",
      run_claim},
-    {"recoverable", {NULL}, 0, RF(RF_LIMIT), 0,
+    {"recoverable", {NULL}, 0, RF(RF_APP) | RF(RF_LIMIT), 0,
      "list runs that need a worker: runnable, or with an expired lease;\n"
-     "      --limit N: at most N",
+     "      --app: only APP's; --limit N: at most N",
      run_recoverable},
     {NULL, {NULL}, 0, 0, 0, NULL, NULL},
 };
@@ -509,10 +559,20 @@ const ctl_group_t ctl_run_group = {
 static int journal_append(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__AppendRequest req = REEL__V1__APPEND_REQUEST__INIT;
     Reel__V1__AppendResponse *resp;
+    const char *payload;
+    char *buf;
     int rc;
 
+    if ((rc = check_quiet(ctl, a)) != 0)
+        return rc;
+    if ((rc = ctl_read_json_arg(a, "PAYLOAD_JSON",
+                                a->npos > 1 ? a->pos[1] : "{}", &buf,
+                                &payload)) != 0)
+        return rc;
     req.run_id = a->pos[0];
-    req.payload = a->npos > 1 ? a->pos[1] : "{}";
+    req.payload = (char *)payload;
+    ctl->typed_json = payload;
+    ctl->typed_json_name = "PAYLOAD_JSON";
     req.lease_epoch = a->num[RF_EPOCH];
     req.kind = a->str[RF_KIND];
     if (ctl_has(a, RF_KEY))
@@ -520,6 +580,8 @@ static int journal_append(ctl_t *ctl, const ctl_args_t *a) {
     req.expected_seq = a->num[RF_EXPECT_SEQ];
     resp = ctl_call(ctl, a, "Append", &req,
                     &reel__v1__append_response__descriptor, &rc);
+    ctl->typed_json = NULL;
+    free(buf);
     if (resp == NULL)
         return rc;
     if (resp->entry == NULL) {
@@ -531,6 +593,8 @@ static int journal_append(ctl_t *ctl, const ctl_args_t *a) {
 
         cJSON_AddBoolToObject(o, "duplicate", resp->duplicate);
         ctl_print_json_line(o);
+    } else if (ctl_has(a, RF_QUIET)) {
+        printf("%llu\n", (unsigned long long)resp->entry->seq);
     } else {
         printf("seq %llu (revision %llu)%s\n",
                (unsigned long long)resp->entry->seq,
@@ -593,11 +657,13 @@ static int journal_read(ctl_t *ctl, const ctl_args_t *a) {
 typedef struct follow_state {
     const ctl_t *ctl;
     int failed; /* we cancelled: the reason is already printed */
+    int gone;   /* we cancelled: stdout's reader left */
 } follow_state_t;
 
 static int follow_entry(void *arg, const uint8_t *msg, size_t len) {
     follow_state_t *f = arg;
     Reel__V1__JournalEntry *e;
+    int out;
 
     e = reel__v1__journal_entry__unpack(NULL, len, msg);
     if (e == NULL) {
@@ -608,16 +674,25 @@ static int follow_entry(void *arg, const uint8_t *msg, size_t len) {
     print_entry(f->ctl, e);
     reel__v1__journal_entry__free_unpacked(e, NULL);
     /* Line by line, so a pipe's reader sees each entry as it is written. */
-    if (fflush(stdout) != 0) {
-        f->failed = 1;
+    if ((out = ctl_flush()) != 0) {
+        f->gone = out > 0;
+        f->failed = out < 0;
         return 1;
     }
     return 0;
 }
 
+/* Between entries: a reader that left ends the stream now. */
+static int follow_idle(void *arg) {
+    follow_state_t *f = arg;
+
+    f->gone = ctl_stdout_gone();
+    return f->gone;
+}
+
 static int journal_follow(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__SubscribeRunRequest req = REEL__V1__SUBSCRIBE_RUN_REQUEST__INIT;
-    follow_state_t f = {ctl, 0};
+    follow_state_t f = {ctl, 0, 0};
     reel_reply_t r = {0};
     uint8_t *buf;
     size_t len;
@@ -628,10 +703,13 @@ static int journal_follow(ctl_t *ctl, const ctl_args_t *a) {
     if ((buf = ctl_pack(&req, &len)) == NULL)
         goto out;
     /* The stream ends when the run does: no deadline, whatever --timeout. */
-    reel_client_stream(ctl->client, "/reel.v1.Journal/SubscribeRun", buf, len,
-                       0, follow_entry, &f, &r);
+    reel_client_stream_idle(ctl->client, "/reel.v1.Journal/SubscribeRun", buf,
+                            len, 0, follow_entry, follow_idle, CTL_IDLE_MS, &f,
+                            &r);
     if (f.failed)
         rc = EXIT_FAIL;
+    else if (f.gone)
+        rc = EXIT_OK; /* `journal follow | head`: the reader is done */
     else if (r.code != 0)
         rc = ctl_report_error(ctl, "journal follow", &r);
     else
@@ -644,12 +722,15 @@ out:
 
 static const ctl_command_t journal_commands[] = {
     {"append", {"RUN_ID", "PAYLOAD_JSON"}, 1,
-     RF(RF_EPOCH) | RF(RF_KIND) | RF(RF_KEY) | RF(RF_EXPECT_SEQ),
+     RF(RF_EPOCH) | RF(RF_KIND) | RF(RF_KEY) | RF(RF_EXPECT_SEQ) |
+         RF(RF_QUIET),
      RF(RF_EPOCH) | RF(RF_KIND),
-     "append an entry (PAYLOAD_JSON defaults to {}) as the lease at --epoch\n"
+     "append an entry (PAYLOAD_JSON defaults to {}; - reads it from "
+     "standard\n"
+     "      input, @FILE from a file) as the lease at --epoch\n"
      "      --key: a retry with the same key writes nothing; --expect-seq: "
      "only\n"
-     "      if the entry gets seq N",
+     "      if the entry gets seq N; -q, --quiet: print the seq alone",
      journal_append},
     {"read", {"RUN_ID"}, 1, RF(RF_FROM_SEQ) | RF(RF_LIMIT) | RF(RF_ALL), 0,
      "print entries after --from-seq N, one per line; --limit N: one "
@@ -658,7 +739,8 @@ static const ctl_command_t journal_commands[] = {
      journal_read},
     {"follow", {"RUN_ID"}, 1, RF(RF_FROM_SEQ), 0,
      "print entries after --from-seq N, then new ones as they are written,\n"
-     "      until the run ends (exit 0) or Ctrl-C (no deadline)",
+     "      until the run ends (exit 0), stdout's reader leaves, or Ctrl-C\n"
+     "      (no deadline)",
      journal_follow},
     {NULL, {NULL}, 0, 0, 0, NULL, NULL},
 };

@@ -9,10 +9,18 @@
  * newest run that has not ended); the positionals after it are the same
  * either way, so with the flags the first positional is NAME.
  *
- * await is a long poll: --wait is sent as the request's timeout, and the
- * call's deadline is --wait plus the global --timeout, so the server's
- * "nothing came" answer is not beaten by our own deadline. Nothing
- * delivered is exit 1, like a server error, but said as such.
+ * A payload may come from standard input ("-") or a file ("@FILE"); -q
+ * prints the sent signal's seq alone.
+ *
+ * await is a long poll: --wait is sent as the request's timeout. The
+ * server waits at most its cap (--signal-max-wait-ms, 5 minutes by
+ * default), which await asks for first (Admin.GetStatus) when --wait is
+ * given: a longer --wait is said to be cut to the cap, and the call's
+ * deadline is the wait the server will really do plus the global
+ * --timeout, so the server's "nothing came" answer is not beaten by our
+ * own deadline, and a server that never answers is given up on --timeout
+ * after it should have. Nothing delivered is exit 1, like a server error,
+ * but said as such, naming how long was waited.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +29,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "reel/v1/admin.pb-c.h"
 #include "reel/v1/journal.pb-c.h"
 #include "reel/v1/signals.pb-c.h"
 #include "cli/client.h"
@@ -37,6 +46,7 @@ enum signal_flag {
     SF_NAME,
     SF_CONSUMED,
     SF_LIMIT,
+    SF_QUIET,
     SF_COUNT
 };
 
@@ -51,6 +61,7 @@ static const ctl_flag_spec_t signal_flags[SF_COUNT] = {
     [SF_NAME] = {"--name", CTL_STR, "NAME", 0, 0},
     [SF_CONSUMED] = {"--consumed", CTL_BOOL, NULL, 0, 0},
     [SF_LIMIT] = {"--limit", CTL_NUM, "N", UINT32_MAX, 0},
+    [SF_QUIET] = {"--quiet", CTL_BOOL, NULL, 0, 0, "-q"},
 };
 
 #define SF(f) CTL_F(f)
@@ -61,9 +72,9 @@ static const char *status_name(Reel__V1__Run__Status s) {
 
 /* ---- Printing ------------------------------------------------------------ */
 
-/* The payload as text: "null" when there is none, like --json. */
-static const char *payload_text(const Reel__V1__Signal *s) {
-    return *s->payload ? s->payload : "null";
+/* The payload on one line: "null" when there is none, like --json. */
+static void put_payload(const Reel__V1__Signal *s) {
+    ctl_put_value(s->payload);
 }
 
 /*
@@ -73,8 +84,9 @@ static const char *payload_text(const Reel__V1__Signal *s) {
 static void print_signal_line(const Reel__V1__Signal *s) {
     char t[40];
 
-    printf("%llu %s %s %s", (unsigned long long)s->seq, s->name,
-           s->consumed_at_ms != 0 ? "consumed" : "pending", payload_text(s));
+    printf("%llu %s %s ", (unsigned long long)s->seq, s->name,
+           s->consumed_at_ms != 0 ? "consumed" : "pending");
+    put_payload(s);
     if (s->consumed_at_ms != 0)
         printf(" (consumed %s, journal seq %llu",
                ctl_iso_time(s->consumed_at_ms, t, sizeof(t)),
@@ -94,9 +106,13 @@ static int looks_like_run_id(const char *s) {
            strspn(s, "0123456789ABCDEFGHJKMNPQRSTVWXYZ") == 26;
 }
 
+/* Whether text can be a payload: JSON, or standard input or a file. */
 static int is_json(const char *text) {
-    cJSON *v = cJSON_ParseWithOpts(text, NULL, 1);
+    cJSON *v;
 
+    if (strcmp(text, "-") == 0 || text[0] == '@')
+        return 1;
+    v = cJSON_ParseWithOpts(text, NULL, 1);
     cJSON_Delete(v);
     return v != NULL;
 }
@@ -143,14 +159,28 @@ static int signal_send(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__SendSignalRequest req = REEL__V1__SEND_SIGNAL_REQUEST__INIT;
     Reel__V1__SendSignalResponse *resp;
     const Reel__V1__Signal *s;
+    const char *payload;
+    char *buf = NULL;
     int rc;
 
+    if (ctl_has(a, SF_QUIET) && ctl->json)
+        return ctl_usage_error(a, "--quiet and --json exclude each other");
     if ((rc = send_target(a, &req)) != 0)
         return rc;
     if (ctl_has(a, SF_ID))
         req.signal_id = a->str[SF_ID];
+    if (req.payload != NULL && *req.payload) {
+        if ((rc = ctl_read_json_arg(a, "PAYLOAD_JSON", req.payload, &buf,
+                                    &payload)) != 0)
+            return rc;
+        req.payload = (char *)payload;
+        ctl->typed_json = payload;
+        ctl->typed_json_name = "PAYLOAD_JSON";
+    }
     resp = ctl_call(ctl, a, "SendSignal", &req,
                     &reel__v1__send_signal_response__descriptor, &rc);
+    ctl->typed_json = NULL;
+    free(buf);
     if (resp == NULL)
         return rc;
     if ((s = resp->signal) == NULL) {
@@ -165,6 +195,8 @@ static int signal_send(ctl_t *ctl, const ctl_args_t *a) {
         cJSON_AddStringToObject(o, "run_status",
                                 status_name(resp->run_status));
         ctl_print_json_line(o);
+    } else if (ctl_has(a, SF_QUIET)) {
+        printf("%llu\n", (unsigned long long)s->seq);
     } else {
         printf("signal %s seq %llu to run %s (run %s)%s%s\n", s->name,
                (unsigned long long)s->seq, s->run_id,
@@ -178,10 +210,30 @@ static int signal_send(ctl_t *ctl, const ctl_args_t *a) {
 
 /* ---- await --------------------------------------------------------------- */
 
+/*
+ * The server's cap on an await's wait, in ms, into *cap (0: the server
+ * does not say). EXIT_OK, or the failed call's status (said).
+ */
+static int server_wait_cap(ctl_t *ctl, int64_t *cap) {
+    Reel__V1__GetStatusRequest req = REEL__V1__GET_STATUS_REQUEST__INIT;
+    Reel__V1__GetStatusResponse *s;
+    int rc;
+
+    *cap = 0;
+    s = ctl_unary(ctl, "signal await: status", "/reel.v1.Admin/GetStatus",
+                  &req, &reel__v1__get_status_response__descriptor, &rc);
+    if (s == NULL)
+        return rc;
+    *cap = s->signal_max_wait_ms;
+    reel__v1__get_status_response__free_unpacked(s, NULL);
+    return EXIT_OK;
+}
+
 static int signal_await(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__AwaitSignalRequest req = REEL__V1__AWAIT_SIGNAL_REQUEST__INIT;
     Reel__V1__AwaitSignalResponse *resp;
-    int64_t timeout_ms = ctl->timeout_ms;
+    int64_t timeout_ms = ctl->timeout_ms, wait_ms, cap = 0;
+    char waited[32], capped[32];
     int rc;
 
     req.run_id = a->pos[0];
@@ -191,10 +243,22 @@ static int signal_await(ctl_t *ctl, const ctl_args_t *a) {
         (req.timeout_ms = ctl_parse_duration_ms(a->str[SF_WAIT])) < 0)
         return ctl_usage_error(a,
                                "--wait: \"%s\" is not a duration (e.g. 0, "
-                               "500ms, 30s, 2m)",
+                               "500ms, 30s, 2m, 1h)",
                                a->str[SF_WAIT]);
+    wait_ms = req.timeout_ms;
+    if (wait_ms > 0 && (rc = server_wait_cap(ctl, &cap)) != EXIT_OK)
+        return rc;
+    if (cap > 0 && wait_ms > cap) {
+        wait_ms = cap;
+        if (!ctl->json)
+            fprintf(stderr,
+                    "reelctl: signal await: the server waits at most %s "
+                    "(reeld --signal-max-wait-ms), not %s\n",
+                    ctl_format_duration(cap, capped, sizeof(capped)),
+                    a->str[SF_WAIT]);
+    }
     /* Both are at most 1e15 ms (ctl_parse_duration_ms): no overflow. */
-    ctl->timeout_ms += req.timeout_ms;
+    ctl->timeout_ms += wait_ms;
     resp = ctl_call(ctl, a, "AwaitSignal", &req,
                     &reel__v1__await_signal_response__descriptor, &rc);
     ctl->timeout_ms = timeout_ms;
@@ -216,10 +280,16 @@ static int signal_await(ctl_t *ctl, const ctl_args_t *a) {
         cJSON_AddNumberToObject(o, "journal_seq", (double)resp->journal_seq);
         ctl_print_json_line(o);
     } else if (resp->delivered) {
-        printf("signal %s seq %llu: %s (journal seq %llu)\n",
-               resp->signal->name, (unsigned long long)resp->signal->seq,
-               payload_text(resp->signal),
-               (unsigned long long)resp->journal_seq);
+        printf("signal %s seq %llu: ", resp->signal->name,
+               (unsigned long long)resp->signal->seq);
+        put_payload(resp->signal);
+        printf(" (journal seq %llu)\n", (unsigned long long)resp->journal_seq);
+    } else if (wait_ms < req.timeout_ms) {
+        fprintf(stderr,
+                "reelctl: no \"%s\" signal within %s (the server's cap; "
+                "--wait asked for %s)\n",
+                req.name, ctl_format_duration(wait_ms, waited, sizeof(waited)),
+                a->str[SF_WAIT]);
     } else if (req.timeout_ms > 0) {
         fprintf(stderr, "reelctl: no \"%s\" signal within %s\n", req.name,
                 a->str[SF_WAIT]);
@@ -294,14 +364,19 @@ static const ctl_command_t signal_commands[] = {
     {"send",
      {"(RUN_ID | --app APP --user USER --session SESSION)", "NAME",
       "PAYLOAD_JSON"},
-     1, SF(SF_APP) | SF(SF_USER) | SF(SF_SESSION) | SF(SF_ID), 0,
+     1, SF(SF_APP) | SF(SF_USER) | SF(SF_SESSION) | SF(SF_ID) | SF(SF_QUIET),
+     0,
      "send a signal to the run, or to the session's newest run that has "
      "not\n"
-     "      ended; --id: a retry with the same id is stored once",
+     "      ended; PAYLOAD_JSON: JSON, - (standard input) or @FILE; --id: a\n"
+     "      retry with the same id is stored once; -q, --quiet: print the "
+     "seq alone",
      signal_send},
     {"await", {"RUN_ID", "NAME"}, 2, SF(SF_EPOCH) | SF(SF_WAIT), SF(SF_EPOCH),
      "consume the oldest pending NAME signal as the lease at --epoch,\n"
-     "      waiting up to --wait for one (default: answer at once); exit 1 "
+     "      waiting up to --wait for one (default: answer at once; the "
+     "server\n"
+     "      waits at most its cap, 5m unless reeld says otherwise); exit 1 "
      "if\n"
      "      none came",
      signal_await},

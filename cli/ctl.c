@@ -6,16 +6,29 @@
  *
  * A subcommand line: flags may appear anywhere after the group's name, and
  * "--" ends them (so a positional may start with "--"). A flag's value is
- * the next argument or follows "=". The subcommand's name is the first
- * argument that is neither a flag nor a flag's value.
+ * the next argument or follows "=". A flag's short form ("-q") is taken
+ * only as the whole argument; any other argument starting with one "-" is
+ * a positional ("-" is standard input). The subcommand's name is the
+ * first argument that is neither a flag nor a flag's value.
+ *
+ * Output: stored JSON text (values, payloads, results) is printed as it is
+ * stored, in text and JSON alike, never re-encoded: cJSON would parse
+ * numbers into doubles and print 9007199254740993 as 9.00719925474099e+15.
+ * The one change is that line breaks (in valid JSON only whitespace
+ * between tokens) print as spaces: every value, entry and event is one
+ * line, which is what line-oriented readers (and JSON lines) need.
  */
 #include "cli/ctl.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "base/json.h"
 
 /* ---- Parsing ------------------------------------------------------------- */
 
@@ -55,7 +68,8 @@ static void synopsis(const ctl_group_t *g, const ctl_command_t *c, char *buf,
             (alt && alt_names(c->pos[0], s->name)))
             continue;
         n += (size_t)snprintf(buf + n, size - n, " %s%s%s%s%s%s",
-                              opt ? "[" : "", s->name, s->arg ? " " : "",
+                              opt ? "[" : "", s->alias ? s->alias : s->name,
+                              s->arg ? " " : "",
                               s->arg ? s->arg : "", s->repeat ? " ..." : "",
                               opt ? "]" : "");
     }
@@ -72,6 +86,40 @@ void ctl_group_usage(const ctl_group_t *g, FILE *out) {
     }
 }
 
+static int find_subcommand(const ctl_group_t *g, int argc, char **argv);
+
+int ctl_group_help(const ctl_group_t *g, int argc, char **argv, FILE *out) {
+    int sub = find_subcommand(g, argc, argv);
+    char syn[256];
+
+    if (sub < 0) {
+        fprintf(out, "usage: reelctl [GLOBAL FLAGS] %s SUBCOMMAND ...\n",
+                g->name);
+        ctl_group_usage(g, out);
+        fprintf(out, "\nreelctl help %s SUBCOMMAND: one subcommand; reelctl "
+                     "help: the global flags\n",
+                g->name);
+        return EXIT_OK;
+    }
+    for (const ctl_command_t *c = g->commands; c->name != NULL; c++) {
+        if (strcmp(argv[sub], c->name) != 0)
+            continue;
+        synopsis(g, c, syn, sizeof(syn));
+        fprintf(out, "usage: reelctl [GLOBAL FLAGS] %s %s\n\n      %s\n",
+                g->name, syn, c->help);
+        fprintf(out, "\nglobal flags: --addr HOST[:PORT] --timeout DURATION "
+                     "--json (reelctl help)\n");
+        return EXIT_OK;
+    }
+    fprintf(stderr, "reelctl help: %s has no subcommand \"%s\"; expected one "
+                    "of:",
+            g->name, argv[sub]);
+    for (const ctl_command_t *c = g->commands; c->name != NULL; c++)
+        fprintf(stderr, " %s", c->name);
+    fprintf(stderr, "\n");
+    return EXIT_USAGE;
+}
+
 int ctl_usage_error(const ctl_args_t *a, const char *fmt, ...) {
     char syn[256];
     va_list ap;
@@ -85,26 +133,117 @@ int ctl_usage_error(const ctl_args_t *a, const char *fmt, ...) {
     return EXIT_USAGE;
 }
 
+/* The units of a duration, largest first (ctl_format_duration's order). */
+static const struct {
+    const char *unit;
+    int64_t ms;
+} duration_units[] = {
+    {"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1},
+};
+
 int64_t ctl_parse_duration_ms(const char *s) {
     /* Far beyond any sensible deadline or lease, and exact in a double. */
     const double max_ms = 1e15;
     char *end;
     double v;
 
+    /* Digits first: strtod alone would take " 5s", "+5s" and "0x10s". */
+    if ((*s < '0' || *s > '9') && *s != '.')
+        return -1;
     errno = 0;
     v = strtod(s, &end);
     /* !(v >= 0) also refuses NaN; strtod takes "nan" and "inf". */
-    if (errno != 0 || end == s || !(v >= 0))
+    if (errno != 0 || end == s || !(v >= 0) ||
+        strncmp(s, "0x", 2) == 0 || strncmp(s, "0X", 2) == 0)
         return -1;
-    if (strcmp(end, "s") == 0)
-        v *= 1000;
-    else if (strcmp(end, "m") == 0)
-        v *= 60000;
-    else if (*end != '\0' && strcmp(end, "ms") != 0)
-        return -1;
+    if (*end != '\0') {
+        size_t i, n = sizeof(duration_units) / sizeof(*duration_units);
+
+        for (i = 0; i < n && strcmp(end, duration_units[i].unit) != 0; i++) {
+        }
+        if (i == n)
+            return -1;
+        v *= (double)duration_units[i].ms;
+    }
     if (v > max_ms)
         return -1;
     return (int64_t)v;
+}
+
+const char *ctl_format_duration(int64_t ms, char *buf, size_t size) {
+    size_t n = sizeof(duration_units) / sizeof(*duration_units);
+
+    for (size_t i = 0; i < n; i++) {
+        /* "24h", as the limits are written, rather than "1d". */
+        if (ms == duration_units[i].ms && i + 1 < n &&
+            strcmp(duration_units[i].unit, "d") == 0)
+            continue;
+        if (ms != 0 && ms % duration_units[i].ms == 0) {
+            snprintf(buf, size, "%lld%s",
+                     (long long)(ms / duration_units[i].ms),
+                     duration_units[i].unit);
+            return buf;
+        }
+    }
+    snprintf(buf, size, "%lldms", (long long)ms);
+    return buf;
+}
+
+/* Whether s is a port: 1-65535 in digits. */
+static int is_port(const char *s) {
+    uint64_t v;
+
+    return ctl_parse_u64(s, 65535, &v) == 0 && v > 0;
+}
+
+/* A malloc'd copy of s, or NULL said. */
+static char *dup_or_say(const char *s) {
+    char *d = strdup(s);
+
+    if (d == NULL)
+        fprintf(stderr, "reelctl: out of memory\n");
+    return d;
+}
+
+char *ctl_resolve_addr(const char *flag, const char *addr) {
+    char with_port[512];
+    const char *close, *colon;
+
+    /* gRPC's own target forms (unix:/run/reel.sock, dns:///h:p) as given. */
+    if (strncmp(addr, "unix:", 5) == 0 || strstr(addr, "://") != NULL)
+        return dup_or_say(addr);
+    if (addr[0] == '[') {
+        close = strchr(addr, ']');
+        if (close == NULL || close == addr + 1 ||
+            (close[1] != '\0' && (close[1] != ':' || !is_port(close + 2))))
+            goto bad;
+    } else {
+        colon = strchr(addr, ':');
+        if (colon != NULL && strchr(colon + 1, ':') != NULL) {
+            fprintf(stderr,
+                    "reelctl: %s: \"%s\": write an IPv6 address in brackets, "
+                    "[::1] or [::1]:%s\n",
+                    flag, addr, CTL_DEFAULT_PORT);
+            return NULL;
+        }
+        if (*addr == '\0' || colon == addr ||
+            (colon != NULL && !is_port(colon + 1)))
+            goto bad;
+        close = colon != NULL ? colon - 1 : NULL;
+    }
+    if (close != NULL && close[1] == ':')
+        return dup_or_say(addr);
+    /* A host alone: reeld's default port, not port 0. */
+    if ((size_t)snprintf(with_port, sizeof(with_port), "%s:%s", addr,
+                         CTL_DEFAULT_PORT) >= sizeof(with_port))
+        goto bad;
+    return dup_or_say(with_port);
+bad:
+    fprintf(stderr,
+            "reelctl: %s: \"%s\" is not HOST, HOST:PORT or [IPv6]:PORT (port "
+            "1-65535; without one, %s)\n",
+            flag, addr, CTL_DEFAULT_PORT);
+    return NULL;
 }
 
 int ctl_parse_u64(const char *s, uint64_t max, uint64_t *out) {
@@ -123,15 +262,27 @@ int ctl_parse_u64(const char *s, uint64_t max, uint64_t *out) {
     return 0;
 }
 
-/* The index of the flag that "--name" or "--name=value" names, or -1. */
+/*
+ * The index of the flag that "--name", "--name=value" or its short form
+ * (the whole argument) names, or -1.
+ */
 static int flag_lookup(const ctl_group_t *g, const char *arg) {
     size_t len = strcspn(arg, "=");
 
     for (int f = 0; f < g->nflags; f++)
-        if (strlen(g->flags[f].name) == len &&
-            strncmp(arg, g->flags[f].name, len) == 0)
+        if ((strlen(g->flags[f].name) == len &&
+             strncmp(arg, g->flags[f].name, len) == 0) ||
+            (g->flags[f].alias != NULL && strcmp(arg, g->flags[f].alias) == 0))
             return f;
     return -1;
+}
+
+/* Whether arg is a flag's short form: "-q", never "-" or "-1". */
+static int is_alias(const ctl_group_t *g, const char *arg) {
+    for (int f = 0; f < g->nflags; f++)
+        if (g->flags[f].alias != NULL && strcmp(arg, g->flags[f].alias) == 0)
+            return 1;
+    return 0;
 }
 
 /* Keeps one more value of a repeatable flag. */
@@ -182,12 +333,17 @@ static int take_flag(ctl_args_t *a, int argc, char **argv, int *i) {
     }
     if (spec->kind == CTL_DURATION) {
         int64_t ms = ctl_parse_duration_ms(val);
+        char max[32];
 
         if (ms <= 0)
             return ctl_usage_error(a,
                                    "%s: \"%s\" is not a positive duration "
-                                   "(e.g. 500ms, 30s, 2m)",
+                                   "(e.g. 500ms, 30s, 2m, 1h, 1d)",
                                    spec->name, val);
+        if (spec->max != 0 && (uint64_t)ms > spec->max)
+            return ctl_usage_error(
+                a, "%s: %s is too long (at most %s)", spec->name, val,
+                ctl_format_duration((int64_t)spec->max, max, sizeof(max)));
         a->num[f] = (uint64_t)ms;
     }
     if (spec->repeat && push_arg(&a->many[f], &a->nmany[f], val) != 0)
@@ -253,7 +409,8 @@ static int parse(const ctl_group_t *g, const ctl_command_t *cmd, int argc,
             continue;
         if (!only_pos && strcmp(argv[i], "--") == 0) {
             only_pos = 1;
-        } else if (!only_pos && strncmp(argv[i], "--", 2) == 0) {
+        } else if (!only_pos && (strncmp(argv[i], "--", 2) == 0 ||
+                                 is_alias(g, argv[i]))) {
             if ((rc = take_flag(a, argc, argv, &i)) != 0)
                 return rc;
         } else if (a->npos == max_pos(cmd) && pos_repeats(cmd)) {
@@ -290,7 +447,7 @@ static int find_subcommand(const ctl_group_t *g, int argc, char **argv) {
 
         if (strcmp(argv[i], "--") == 0)
             return i + 1 < argc ? i + 1 : -1;
-        if (strncmp(argv[i], "--", 2) != 0)
+        if (strncmp(argv[i], "--", 2) != 0 && !is_alias(g, argv[i]))
             return i;
         f = flag_lookup(g, argv[i]);
         if (f >= 0 && g->flags[f].kind != CTL_BOOL && !strchr(argv[i], '='))
@@ -325,6 +482,88 @@ int ctl_group_main(ctl_t *ctl, const ctl_group_t *g, int argc, char **argv) {
     return EXIT_USAGE;
 }
 
+/* ---- Values from the line, standard input or a file ---------------------- */
+
+/*
+ * Reads all of f into a malloc'd, NUL-terminated *out. 0; -1 if there is
+ * more than max bytes; -2 out of memory; -3 a read error (errno).
+ */
+static int read_all(FILE *f, size_t max, char **out, size_t *len) {
+    size_t cap = 4096, n = 0;
+    char *buf = NULL, *more;
+
+    *out = NULL;
+    for (;;) {
+        if ((more = realloc(buf, cap + 1)) == NULL) {
+            free(buf);
+            return -2;
+        }
+        buf = more;
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap)
+            break; /* the end, or an error */
+        if (n > max) {
+            free(buf);
+            return -1;
+        }
+        cap = cap > max / 2 ? max + 1 : cap * 2;
+    }
+    if (ferror(f)) {
+        free(buf);
+        return -3;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+int ctl_read_json_arg(const ctl_args_t *a, const char *name, const char *arg,
+                      char **buf, const char **text) {
+    int from_stdin = strcmp(arg, "-") == 0;
+    const char *path = from_stdin ? "standard input" : arg + 1;
+    FILE *f;
+    size_t len;
+    int rc;
+
+    *buf = NULL;
+    *text = arg;
+    /* No JSON text starts with "@", and "-" alone is not JSON. */
+    if (!from_stdin && arg[0] != '@')
+        return EXIT_OK;
+    if (!from_stdin && arg[1] == '\0')
+        return ctl_usage_error(a, "%s: \"@\" needs a file name (@FILE)", name);
+    if ((f = from_stdin ? stdin : fopen(path, "rb")) == NULL) {
+        fprintf(stderr, "reelctl %s %s: %s: %s: %s\n", a->group->name,
+                a->cmd->name, name, path, strerror(errno));
+        return EXIT_FAIL;
+    }
+    rc = read_all(f, CTL_MAX_INPUT, buf, &len);
+    if (rc == -1)
+        fprintf(stderr, "reelctl %s %s: %s: %s: more than %zu MiB\n",
+                a->group->name, a->cmd->name, name, path, CTL_MAX_INPUT >> 20);
+    else if (rc == -2)
+        fprintf(stderr, "reelctl: out of memory\n");
+    else if (rc != 0)
+        fprintf(stderr, "reelctl %s %s: %s: reading %s: %s\n", a->group->name,
+                a->cmd->name, name, path, strerror(errno));
+    if (!from_stdin)
+        fclose(f);
+    if (rc != 0)
+        return EXIT_FAIL;
+    while (len > 0 && strchr(" \t\r\n", (*buf)[len - 1]) != NULL)
+        (*buf)[--len] = '\0';
+    *text = *buf;
+    return EXIT_OK;
+}
+
+/* Whether text is not JSON and looks like a word meant as a string. */
+static int bare_word(const char *text) {
+    return reel_json_validate(text, strlen(text), NULL, NULL) != 0 &&
+           *text != '\0' && strpbrk(text, "\"{}[]'") == NULL &&
+           strlen(text) <= 256;
+}
+
 /* ---- Calls --------------------------------------------------------------- */
 
 int ctl_report_error(const ctl_t *ctl, const char *what,
@@ -346,6 +585,20 @@ int ctl_report_error(const ctl_t *ctl, const char *what,
                 reel_grpc_code_name(r->code), details);
         if (r->code == 14 /* UNAVAILABLE */ && strstr(details, "connect"))
             fprintf(stderr, "reelctl: is reeld running on %s?\n", ctl->addr);
+        if (r->code == 3 /* INVALID_ARGUMENT */ && ctl->typed_json != NULL &&
+            bare_word(ctl->typed_json)) {
+            cJSON *str = cJSON_CreateString(ctl->typed_json);
+            char *quoted = str != NULL ? cJSON_PrintUnformatted(str) : NULL;
+
+            if (quoted != NULL)
+                fprintf(stderr,
+                        "reelctl: %s must be JSON: did you mean '%s'? (a "
+                        "JSON string is in double quotes, which the shell "
+                        "needs in single quotes)\n",
+                        ctl->typed_json_name, quoted);
+            free(quoted);
+            cJSON_Delete(str);
+        }
     }
     return EXIT_FAIL;
 }
@@ -403,9 +656,12 @@ void *ctl_call(ctl_t *ctl, const ctl_args_t *a, const char *rpc,
 /* ---- Printing ------------------------------------------------------------ */
 
 void ctl_print_json(const cJSON *o) {
-    char *s = cJSON_PrintUnformatted(o);
+    char *s = o != NULL ? cJSON_PrintUnformatted(o) : NULL;
 
-    printf("%s\n", s);
+    if (s == NULL)
+        fprintf(stderr, "reelctl: out of memory\n");
+    else
+        printf("%s\n", s);
     free(s);
 }
 
@@ -414,15 +670,73 @@ void ctl_print_json_line(cJSON *o) {
     cJSON_Delete(o);
 }
 
+/* Line breaks (whitespace, in valid JSON) as spaces: one line stays one. */
+static void one_line(char *s) {
+    for (; (s = strpbrk(s, "\r\n")) != NULL; s++)
+        *s = ' ';
+}
+
+static int is_json(const char *text) {
+    return reel_json_validate(text, strlen(text), NULL, NULL) == 0;
+}
+
 cJSON *ctl_json_value(const char *text) {
     cJSON *v;
 
     /* No value (a tombstone, no previous value, no result) is null. */
     if (text == NULL || *text == '\0')
         return cJSON_CreateNull();
-    v = cJSON_ParseWithOpts(text, NULL, 1);
+    /* The server stores only valid JSON; a string is for anything else. */
+    if (!is_json(text))
+        return cJSON_CreateString(text);
+    if ((v = cJSON_CreateRaw(text)) != NULL)
+        one_line(v->valuestring);
+    return v;
+}
 
-    return v != NULL ? v : cJSON_CreateString(text);
+void ctl_put_value(const char *text) {
+    cJSON *str;
+    char *s;
+
+    if (text == NULL || *text == '\0') {
+        fputs("null", stdout);
+        return;
+    }
+    if (is_json(text)) {
+        /* As stored, a line break (whitespace) as a space; no copy. */
+        for (size_t n; *text != '\0'; text += n) {
+            n = strcspn(text, "\r\n");
+            fwrite(text, 1, n, stdout);
+            if (text[n] != '\0') {
+                putchar(' ');
+                n++;
+            }
+        }
+        return;
+    }
+    str = cJSON_CreateString(text);
+    s = str != NULL ? cJSON_PrintUnformatted(str) : NULL;
+    if (s == NULL)
+        fprintf(stderr, "reelctl: out of memory\n");
+    fputs(s != NULL ? s : text, stdout);
+    free(s);
+    cJSON_Delete(str);
+}
+
+int ctl_flush(void) {
+    if (fflush(stdout) == 0 && !ferror(stdout))
+        return 0;
+    if (errno == EPIPE || ctl_stdout_gone())
+        return 1;
+    fprintf(stderr, "reelctl: writing output: %s\n", strerror(errno));
+    return -1;
+}
+
+int ctl_stdout_gone(void) {
+    struct pollfd p = {STDOUT_FILENO, 0, 0};
+
+    /* A pipe's write end polls POLLERR once no reader is left. */
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0;
 }
 
 void ctl_hint(const char *fmt, ...) {

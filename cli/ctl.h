@@ -33,8 +33,19 @@ typedef struct ctl {
     const char *addr;
     int64_t timeout_ms;
     int json;
+    int help; /* -h or --help somewhere on the line */
     reel_client_t *client;
+    /*
+     * JSON text the user typed that the next call sends (a value, a
+     * payload), named as the usage text names it ("VALUE"): when the
+     * server refuses it as not JSON, ctl_report_error adds a hint.
+     */
+    const char *typed_json;
+    const char *typed_json_name;
 } ctl_t;
+
+/* The port reelctl dials when --addr names only a host (reeld's default). */
+#define CTL_DEFAULT_PORT "7878"
 
 /* ---- Command groups ------------------------------------------------------ */
 
@@ -47,15 +58,16 @@ typedef enum {
     CTL_BOOL,     /* --all */
     CTL_NUM,      /* --limit N: digits only, at most spec->max */
     CTL_STR,      /* --writer NAME */
-    CTL_DURATION, /* --ttl 30s: positive, in ms */
+    CTL_DURATION, /* --ttl 30s: positive, in ms, at most spec->max if set */
 } ctl_flag_kind_t;
 
 typedef struct ctl_flag_spec {
     const char *name; /* "--limit" */
     ctl_flag_kind_t kind;
     const char *arg; /* the value's name in the usage text */
-    uint64_t max;    /* CTL_NUM: the range of the request field */
+    uint64_t max;    /* CTL_NUM, CTL_DURATION: the request field's range */
     int repeat;      /* CTL_STR: may be given more than once */
+    const char *alias; /* a short form ("-q"), or NULL */
 } ctl_flag_spec_t;
 
 typedef struct ctl_group ctl_group_t;
@@ -118,6 +130,13 @@ int ctl_group_main(ctl_t *ctl, const ctl_group_t *g, int argc, char **argv);
 /* The group's part of the help text. */
 void ctl_group_usage(const ctl_group_t *g, FILE *out);
 
+/*
+ * Help for "GROUP [SUBCOMMAND]" (argv[0] is the group's name; flags are
+ * skipped): the subcommand's synopsis and text, or the group's. EXIT_OK,
+ * or EXIT_USAGE (said) for an unknown subcommand.
+ */
+int ctl_group_help(const ctl_group_t *g, int argc, char **argv, FILE *out);
+
 static inline int ctl_has(const ctl_args_t *a, int f) {
     return (a->seen & CTL_F(f)) != 0;
 }
@@ -126,8 +145,33 @@ static inline int ctl_has(const ctl_args_t *a, int f) {
 __attribute__((format(printf, 2, 3))) int
 ctl_usage_error(const ctl_args_t *a, const char *fmt, ...);
 
-/* "250ms", "5s", "2m", or plain milliseconds. -1 if malformed or huge. */
+/*
+ * "250ms", "5s", "2m", "1h", "1d", or plain milliseconds. -1 if malformed
+ * or huge.
+ */
 int64_t ctl_parse_duration_ms(const char *s);
+
+/* ms as the shortest exact "500ms", "30s", "5m", "2h", "1d" into buf. */
+const char *ctl_format_duration(int64_t ms, char *buf, size_t size);
+
+/*
+ * "HOST:PORT" as given, "HOST" with CTL_DEFAULT_PORT, "[V6]" likewise;
+ * "unix:PATH" and "SCHEME://..." targets as given. Returns a malloc'd
+ * target, or NULL after saying (on stderr, naming flag) what is wrong.
+ */
+char *ctl_resolve_addr(const char *flag, const char *addr);
+
+/*
+ * The JSON text of a value argument: arg itself, or with "-" all of
+ * standard input, with "@FILE" all of FILE (trailing whitespace, such as
+ * the final newline, dropped: it means nothing in JSON). *text points to
+ * it; *buf is what to free (NULL when arg is used). Reads at most
+ * CTL_MAX_INPUT bytes. EXIT_OK, or EXIT_USAGE / EXIT_FAIL after saying why
+ * (name is the argument's name in the usage text, "VALUE").
+ */
+#define CTL_MAX_INPUT ((size_t)64 << 20)
+int ctl_read_json_arg(const ctl_args_t *a, const char *name, const char *arg,
+                      char **buf, const char **text);
 
 /*
  * Digits only (strtoull alone would take "-1", " 7" and "+7"). -1 if s is
@@ -166,8 +210,36 @@ void ctl_print_json(const cJSON *o);
 /* Prints o on one line, and frees it. */
 void ctl_print_json_line(cJSON *o);
 
-/* JSON text as JSON: parsed if it parses, else the text as a string. */
+/*
+ * Stored JSON text as an item to embed: the text itself, byte for byte (a
+ * raw item: no number goes through a double, so 9007199254740993 and
+ * 1e999 come out as stored), with its line breaks, which valid JSON has
+ * only between tokens, printed as spaces so a line stays one line. Text
+ * that is not valid JSON becomes a string; empty text (no value) null.
+ */
 cJSON *ctl_json_value(const char *text);
+
+/*
+ * Writes stored JSON text to stdout on one line, as ctl_json_value embeds
+ * it (text that is not JSON as a JSON string, so it cannot span lines).
+ */
+void ctl_put_value(const char *text);
+
+/*
+ * Flushes stdout, so a pipe's reader sees a streamed line at once. 0 if
+ * it went out; 1 if the reader is gone (EPIPE: a stream should end
+ * quietly, as `| head` means); -1 on any other write error, said.
+ */
+int ctl_flush(void);
+
+/*
+ * 1 if stdout is a pipe whose reader has gone: a stream with nothing to
+ * print notices it while idle, not only at its next write.
+ */
+int ctl_stdout_gone(void);
+
+/* How often an idle stream looks at ctl_stdout_gone(). */
+#define CTL_IDLE_MS 200
 
 /* Says on stderr where more is to be had, after what stdout already has. */
 __attribute__((format(printf, 1, 2))) void ctl_hint(const char *fmt, ...);

@@ -1,7 +1,8 @@
 /*
  * cli/reelctl.c: reel's command-line client.
  *
- *   reelctl [--addr HOST:PORT] [--timeout DURATION] [--json] COMMAND [ARGS]
+ *   reelctl [--addr HOST[:PORT]] [--timeout DURATION] [--json] COMMAND [ARGS]
+ *   reelctl help [COMMAND [SUBCOMMAND]], or --help anywhere on the line
  *   reelctl kv set|get|del|ls|history|watch ...
  *   reelctl run begin|get|ls|heartbeat|suspend|end|claim|recoverable ...
  *   reelctl journal append|read|follow ...
@@ -15,7 +16,13 @@
  * Global flags may appear anywhere on the line. Exit status: 0 on success,
  * 1 when the server answered with an error (or is unreachable, or not
  * serving, or signal await got no signal), 2 for a usage error.
+ *
+ * SIGPIPE is ignored: a write to a pipe whose reader left fails with
+ * EPIPE instead of killing reelctl, so a stream (`events tail | head -1`)
+ * ends quietly with exit 0 after what it owes (a last ack), and any other
+ * write error is said and is exit 1.
  */
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,8 +148,10 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: reelctl [--addr HOST:PORT] [--timeout DURATION] [--json] "
-            "COMMAND [ARGS]\n\n"
+            "usage: reelctl [--addr HOST[:PORT]] [--timeout DURATION] [--json] "
+            "COMMAND [ARGS]\n"
+            "       reelctl help [COMMAND [SUBCOMMAND]]   (or --help after "
+            "them)\n\n"
             "commands:\n");
     for (const command_t *c = commands; c->name != NULL; c++)
         fprintf(out, "  %-8s %-12s %s\n", c->name, c->args, c->help);
@@ -151,23 +160,48 @@ static void usage(FILE *out) {
             ctl_group_usage(c->group, out);
     fprintf(out,
             "\nflags (anywhere on the line):\n"
-            "  --addr HOST:PORT     server address [REEL_ADDR] (default "
-            "127.0.0.1:7878)\n"
-            "  --timeout DURATION   per-call deadline: 500ms, 5s, 1m "
+            "  --addr HOST[:PORT]   server address [REEL_ADDR] (default "
+            "127.0.0.1:7878;\n"
+            "                       a host alone means port "
+            CTL_DEFAULT_PORT ")\n"
+            "  --timeout DURATION   per-call deadline: 500ms, 5s, 1m, 1h "
             "(default 5s)\n"
             "  --json               print JSON instead of text\n"
-            "  -h, --help           show this help\n"
+            "  -h, --help           show this help, or a command's\n"
             "  -V, --version        show the version\n"
+            "\nvalues: JSON text on the line, or - (standard input) or @FILE;"
+            "\nstored JSON is printed byte for byte, each on one line.\n"
+            "durations: 250ms, 30s, 5m, 2h, 1d, or plain milliseconds.\n"
             "\nexit status: 0 success, 1 the server answered with an error "
             "or is unreachable (or signal await got none), 2 usage error\n");
 }
 
+/*
+ * "help [COMMAND [SUBCOMMAND]]" (argv[0] is "help"), and --help after a
+ * command: argv is then the command line with --help taken out.
+ */
 static int cmd_help(ctl_t *ctl, int argc, char **argv) {
     (void)ctl;
-    (void)argc;
-    (void)argv;
-    usage(stdout);
-    return EXIT_OK;
+    if (argc < 2) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    for (const command_t *c = commands; c->name != NULL; c++) {
+        if (strcmp(argv[1], c->name) != 0)
+            continue;
+        if (c->group != NULL)
+            return ctl_group_help(c->group, argc - 1, argv + 1, stdout);
+        if (argc > 2) {
+            fprintf(stderr, "reelctl help: %s has no subcommands\n", c->name);
+            return EXIT_USAGE;
+        }
+        printf("usage: reelctl [GLOBAL FLAGS] %s%s%s\n\n      %s\n", c->name,
+               *c->args ? " " : "", c->args, c->help);
+        return EXIT_OK;
+    }
+    fprintf(stderr, "reelctl help: unknown command \"%s\" (try reelctl help)\n",
+            argv[1]);
+    return EXIT_USAGE;
 }
 
 static const command_t commands[] = {
@@ -189,7 +223,7 @@ static const command_t commands[] = {
     {"events", "SUBCOMMAND",
      "every committed change, once, in commit order (subcommands below)",
      NULL, &ctl_events_group},
-    {"help", "", "show this help", cmd_help, NULL},
+    {"help", "[CMD [SUB]]", "show this help, or a command's", cmd_help, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -214,8 +248,8 @@ static int take_global_flags(ctl_t *ctl, int argc, char **argv) {
             continue;
         }
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            exit(EXIT_OK);
+            ctl->help = 1;
+            continue;
         }
         if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
             printf("reelctl %s\n", REEL_VERSION);
@@ -252,15 +286,39 @@ static int take_global_flags(ctl_t *ctl, int argc, char **argv) {
     return out;
 }
 
-int main(int argc, char **argv) {
-    ctl_t ctl = {0};
-    int rc;
+/*
+ * What main returns once the command ran: its status, unless stdout could
+ * not be written (said; exit 1). A reader that left is not an error.
+ */
+static int finish_output(int rc) {
+    if (rc != EXIT_OK) {
+        fflush(stdout); /* the failure, if any, was said already */
+        return rc;
+    }
+    return ctl_flush() < 0 ? EXIT_FAIL : rc;
+}
 
-    ctl.addr = getenv("REEL_ADDR") ? getenv("REEL_ADDR") : "127.0.0.1:7878";
+int main(int argc, char **argv) {
+    const char *addr;
+    char *target = NULL;
+    ctl_t ctl = {0};
+    int rc = EXIT_USAGE;
+
+    signal(SIGPIPE, SIG_IGN);
+    addr = getenv("REEL_ADDR") ? getenv("REEL_ADDR") : "127.0.0.1:7878";
+    ctl.addr = addr;
     ctl.timeout_ms = 5000;
     argc = take_global_flags(&ctl, argc, argv);
     if (argc < 0)
         return EXIT_USAGE;
+    if (ctl.help || (argc >= 2 && strcmp(argv[1], "help") == 0)) {
+        /* "reelctl kv set --help" is "reelctl help kv set". */
+        if (ctl.help && argc >= 2 && strcmp(argv[1], "help") != 0)
+            rc = cmd_help(&ctl, argc, argv);
+        else
+            rc = cmd_help(&ctl, argc - 1, argv + 1);
+        return finish_output(rc);
+    }
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;
@@ -268,9 +326,17 @@ int main(int argc, char **argv) {
     for (const command_t *c = commands; c->name != NULL; c++) {
         if (strcmp(argv[1], c->name) != 0)
             continue;
+        target = ctl_resolve_addr(ctl.addr == addr && getenv("REEL_ADDR")
+                                      ? "REEL_ADDR"
+                                      : "--addr",
+                                  ctl.addr);
+        if (target == NULL)
+            return EXIT_USAGE;
+        ctl.addr = target;
         ctl.client = reel_client_create(ctl.addr);
         if (ctl.client == NULL) {
             fprintf(stderr, "reelctl: out of memory\n");
+            free(target);
             return EXIT_FAIL;
         }
         if (c->group != NULL)
@@ -278,7 +344,8 @@ int main(int argc, char **argv) {
         else
             rc = c->run(&ctl, argc - 1, argv + 1);
         reel_client_destroy(ctl.client);
-        return rc;
+        free(target);
+        return finish_output(rc);
     }
     fprintf(stderr, "reelctl: unknown command \"%s\" (try reelctl help)\n",
             argv[1]);

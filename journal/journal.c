@@ -1450,10 +1450,10 @@ out:
     return rc;
 }
 
-reel_code_t journal_list_recoverable(journal_t *j, const char *start_after,
-                                     uint32_t limit, const reel_page_t *page,
-                                     run_t **out, size_t *n, int *more,
-                                     reel_status_t *st) {
+reel_code_t journal_list_recoverable(journal_t *j, const char *app,
+                                     const char *start_after, uint32_t limit,
+                                     const reel_page_t *page, run_t **out,
+                                     size_t *n, int *more, reel_status_t *st) {
     const char *after = start_after ? start_after : "";
     int64_t now = reel_clock_now_ms();
     store_snapshot_t *snap = NULL;
@@ -1467,6 +1467,8 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *start_after,
     *n = 0;
     *more = 0;
     if ((rc = check_limit(&limit, st)) != REEL_OK)
+        return rc;
+    if (app != NULL && *app && (rc = check_name("app", app, st)) != REEL_OK)
         return rc;
     if (*after && (rc = check_id_field("start_after", after, st)) != REEL_OK)
         return rc;
@@ -1496,8 +1498,9 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *start_after,
             continue;
         if (get_run_at(j, snap, id, &r, NULL) != REEL_OK)
             continue;
-        if (r.status != RUN_RUNNABLE &&
-            !(r.status == RUN_RUNNING && r.lease_expires_at_ms <= now)) {
+        if ((app != NULL && *app && strcmp(r.app, app) != 0) ||
+            (r.status != RUN_RUNNABLE &&
+             !(r.status == RUN_RUNNING && r.lease_expires_at_ms <= now))) {
             run_fini(&r);
             continue;
         }

@@ -200,12 +200,14 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
 
 /*
  * RUNNABLE runs, and RUNNING ones whose lease has expired, oldest first,
+ * only app's when app is neither NULL nor "" (a worker serves one app),
  * after start_after (a run_id, or "" / NULL for the first page), bounded
  * as journal_read is; the next page starts after the last run's id.
  */
-reel_code_t journal_list_recoverable(journal_t *j, const char *start_after,
-                                     uint32_t limit, const reel_page_t *page,
-                                     run_t **out, size_t *n, int *more,
+reel_code_t journal_list_recoverable(journal_t *j, const char *app,
+                                     const char *start_after, uint32_t limit,
+                                     const reel_page_t *page, run_t **out,
+                                     size_t *n, int *more,
                                      reel_status_t *st);
 
 /* ---- Inside another module's apply function (writer thread only) --------- */

@@ -450,8 +450,8 @@ static void test_terminal_and_waiting_runs_refuse_appends(void **state) {
     /* A WAITING run needs no worker; an expired RUNNING one does. */
     begin_ok(f, "inv2", "w1", 10, id2);
     usleep(30 * 1000);
-    assert_int_equal(journal_list_recoverable(f->j, NULL, 0, NULL, &runs, &n,
-                                              &more, NULL),
+    assert_int_equal(journal_list_recoverable(f->j, NULL, NULL, 0, NULL,
+                                              &runs, &n, &more, NULL),
                      REEL_OK);
     assert_false(more);
     assert_int_equal(n, 1);
@@ -1005,8 +1005,8 @@ static void test_recoverable_pages_by_cursor_count_and_bytes(void **state) {
     usleep(20 * 1000); /* every lease has expired */
     /* By bytes: two runs a page. */
     do {
-        assert_int_equal(journal_list_recoverable(f->j, after, 0, &page, &runs,
-                                                  &n, &more, NULL),
+        assert_int_equal(journal_list_recoverable(f->j, NULL, after, 0, &page,
+                                                  &runs, &n, &more, NULL),
                          REEL_OK);
         assert_true(n >= 1 && n <= 2);
         for (size_t i = 0; i < n; i++) {
@@ -1020,26 +1020,91 @@ static void test_recoverable_pages_by_cursor_count_and_bytes(void **state) {
     assert_int_equal(seen, 5);
     assert_int_equal(pages, 3);
     /* By count: a full page says more only when there is more. */
-    assert_int_equal(journal_list_recoverable(f->j, ids[1], 3, NULL, &runs, &n,
-                                              &more, NULL),
+    assert_int_equal(journal_list_recoverable(f->j, NULL, ids[1], 3, NULL,
+                                              &runs, &n, &more, NULL),
                      REEL_OK);
     assert_int_equal(n, 3);
     assert_false(more);
     for (size_t i = 0; i < n; i++)
         run_fini(&runs[i]);
     free(runs);
-    assert_int_equal(journal_list_recoverable(f->j, ids[1], 2, NULL, &runs, &n,
-                                              &more, NULL),
+    assert_int_equal(journal_list_recoverable(f->j, NULL, ids[1], 2, NULL,
+                                              &runs, &n, &more, NULL),
                      REEL_OK);
     assert_int_equal(n, 2);
     assert_true(more);
     for (size_t i = 0; i < n; i++)
         run_fini(&runs[i]);
     free(runs);
-    assert_int_equal(journal_list_recoverable(f->j, "not-a-run-id", 0, NULL,
-                                              &runs, &n, &more, &st),
+    assert_int_equal(journal_list_recoverable(f->j, NULL, "not-a-run-id", 0,
+                                              NULL, &runs, &n, &more, &st),
                      REEL_INVALID_ARGUMENT);
     assert_non_null(strstr(reel_status_message(&st), "start_after"));
+    reel_status_fini(&st);
+}
+
+static void test_recoverable_runs_filtered_by_app(void **state) {
+    fixture_t *f = *state;
+    journal_req_t q = {0};
+    journal_result_t res;
+    reel_status_t st = REEL_STATUS_INIT;
+    char mine[27], other[27], big[300];
+    run_t *runs;
+    size_t n;
+    int more;
+
+    /* Two apps, each with a run whose lease has expired. */
+    begin_ok(f, "inv-a", "w1", 10, mine);
+    q.op = JOURNAL_BEGIN;
+    q.app = "billing", q.user = "u1", q.session = "s1";
+    q.invocation_id = "inv-b";
+    q.lease_owner = "w1";
+    q.lease_ttl_ms = 10;
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    snprintf(other, sizeof(other), "%s", res.run.run_id);
+    journal_result_fini(&res);
+    usleep(30 * 1000);
+
+    assert_int_equal(journal_list_recoverable(f->j, "", NULL, 0, NULL, &runs,
+                                              &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 2);
+    run_fini(&runs[0]);
+    run_fini(&runs[1]);
+    free(runs);
+
+    assert_int_equal(
+        journal_list_recoverable(f->j, "billing", NULL, 0, NULL, &runs, &n,
+                                 &more, NULL),
+        REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(runs[0].run_id, other);
+    assert_string_equal(runs[0].app, "billing");
+    run_fini(&runs[0]);
+    free(runs);
+
+    /* The limit counts the app's runs, not the ones passed over. */
+    assert_int_equal(journal_list_recoverable(f->j, "app", NULL, 1, NULL,
+                                              &runs, &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(runs[0].run_id, mine);
+    run_fini(&runs[0]);
+    free(runs);
+
+    assert_int_equal(
+        journal_list_recoverable(f->j, "nobody", NULL, 0, NULL, &runs, &n,
+                                 &more, NULL), REEL_OK);
+    assert_int_equal(n, 0);
+    free(runs);
+
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(journal_list_recoverable(f->j, big, NULL, 0, NULL, &runs,
+                                              &n, &more, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "app"));
+    assert_null(runs);
     reel_status_fini(&st);
 }
 
@@ -1066,6 +1131,7 @@ int main(void) {
         T(test_read_stops_at_the_byte_budget),
         T(test_list_runs_stops_at_the_byte_budget),
         T(test_recoverable_pages_by_cursor_count_and_bytes),
+        T(test_recoverable_runs_filtered_by_app),
     };
     return cmocka_run_group_tests_name("journal", tests, NULL, NULL);
 }

@@ -228,6 +228,10 @@ reel_code_t signals_create(store_t *store, journal_t *j,
     return REEL_OK;
 }
 
+int64_t signals_max_wait_ms(const signals_t *s) {
+    return s->lim.max_wait_ms;
+}
+
 void signals_destroy(signals_t *s) {
     wait_bucket_t *b, *tmp;
 

@@ -55,6 +55,9 @@ reel_code_t signals_create(store_t *store, journal_t *j,
 /* Every waiter must be unregistered first. Accepts NULL. */
 void signals_destroy(signals_t *s);
 
+/* The cap on an await's timeout, in ms (limits->max_wait_ms, defaulted). */
+int64_t signals_max_wait_ms(const signals_t *s);
+
 /* 1 with *g filled (and *consumed set) for a SIGNALS change, 0 for another
  * module's change, -1 if malformed. */
 int signals_change_decode(const store_change_t *c, signal_t *g,

@@ -6,7 +6,7 @@ import re
 import subprocess
 import time
 
-from conftest import REELCTL, reelctl
+from conftest import REELCTL, Reeld, reelctl
 
 RUN_LINE = re.compile(r"^run ([0-9A-Z]{26}) (\w+) epoch (\d+)")
 CONSUMER_LINE = re.compile(r"^(\S+) acked (\d+) pending (\d+)( active)?( \(pattern (\S+)\))?$")
@@ -181,7 +181,7 @@ def test_progress_is_printed_only_with_the_flag(reeld, tmp_path):
 
 def test_head(reeld):
     a = reeld.addr
-    assert ok(a, "events", "head") == "head 0, oldest 0\n"
+    assert ok(a, "events", "head") == "head 0 (no events yet)\n"
     for i in range(3):
         ok(a, "kv", "set", "ns", f"k{i}", str(i))
     assert ok(a, "events", "head") == "head 3, oldest 1\n"
@@ -312,3 +312,65 @@ def test_usage_errors(reeld):
     assert ok(a, "events", "consumers") == ""
     assert "events tail [--from REV] [--subject PATTERN] [--consumer NAME] [--ack] " \
            "[--progress]" in ok(a, "help")
+
+
+# JSON a double cannot carry (see test_reelctl_kv.py).
+STORED = (r'[9007199254740993, 1234567890123456789, 0.30000000000000004, 1e999, '
+          r'{"deep": {"s": "\u00e9\ud83d\ude00"}}]')
+
+
+def test_tail_embeds_stored_json_byte_for_byte(reeld, tmp_path):
+    a = reeld.addr
+    ok(a, "kv", "set", "ns", "k", STORED)
+    ok(a, "kv", "set", "ns", "k", "[1e999]")
+    rid, e = begin(a, "app", "raw", "s", "i", "--owner", "w1")
+    ok(a, "journal", "append", rid, STORED, "--epoch", e, "--kind", "step")
+    ok(a, "signal", "send", rid, "go", STORED)
+    ok(a, "run", "end", rid, "--epoch", e, "--status", "completed", "--result", STORED)
+    n = head(a)["head_revision"]
+    with Tail(a, tmp_path / "raw.out") as t:
+        t.lines(n)
+    lines = open(tmp_path / "raw.out").read().splitlines()
+    by_subject = {json.loads(l)["subject"]: l for l in lines}
+    kv = [l for l in lines if json.loads(l)["subject"] == "kv.ns.k"]
+    assert f'"value":{STORED},' in kv[0] and f'"prev_value":{STORED},' in kv[1], kv
+    assert f'"payload":{STORED},' in by_subject[f"journal.{rid}.step"]
+    assert f'"payload":{STORED},' in by_subject[f"signal.{rid}.go.sent"]
+    assert f'"result":{STORED},' in by_subject[f"run.{rid}.COMPLETED"]
+    assert json.loads(kv[0])["body"]["value"][1] == 1234567890123456789
+
+
+def test_head_says_when_nothing_is_retained(tmp_path):
+    server = Reeld(str(tmp_path / "data"), extra=["--wal-retention-age", "1ms"]).start()
+    try:
+        a = server.addr
+        for i in range(3):
+            ok(a, "kv", "set", "ns", f"k{i}", str(i))
+        wait_for("every event trimmed", lambda: head(a)["oldest_revision"] == 0, timeout=15)
+        assert head(a) == {"head_revision": 3, "oldest_revision": 0}
+        assert ok(a, "events", "head") == \
+            "head 3, none retained (every event up to 3 was trimmed)\n"
+    finally:
+        code, _ = server.stop()
+    assert code == 0, server.log()
+
+
+def test_tail_ends_when_its_reader_leaves(reeld):
+    a = reeld.addr
+    for i in range(3):
+        ok(a, "kv", "set", "ns", f"k{i}", str(i))
+    for extra in ([], ["--consumer", "c1", "--ack"]):
+        proc = subprocess.Popen([REELCTL, "--addr", a, "events", "tail"] + extra,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert json.loads(proc.stdout.readline())["revision"] == 1
+            proc.stdout.close()  # `| head -1`: nothing more will be read
+            # Idle (nothing more to print), it notices all the same.
+            assert proc.wait(timeout=5) == 0, (extra, proc.stderr.read())
+            assert proc.stderr.read() == ""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    # What was written before the reader left is acknowledged.
+    assert consumers(a)["c1"]["acked_revision"] >= 1

@@ -1,5 +1,6 @@
 """reelctl kv against a real reeld: the README's examples, exit codes, --json."""
 import json
+import re
 import subprocess
 import time
 
@@ -120,10 +121,150 @@ def test_watch_of_several_keys_shares_one_stream(reeld, tmp_path):
             assert (ev[4]["watch"], ev[4]["key"], ev[4]["value"]) == ("orders.>", "orders.eu.1", {"n": 1})
             assert (ev[5]["watch"], ev[5]["value"], ev[5]["prev_value"]) == ("flag", False, True)
         else:
-            boot = sorted(l.split()[1] for l in lines[:4] if l.startswith("BOOTSTRAP_DONE "))
-            assert boot == ["flag", "missing", "orders.>"], lines
-            puts = [l for l in lines[:4] if l.startswith("PUT ")]
-            assert len(puts) == 1 and puts[0].startswith("PUT t/flag v1 ") and \
+            # Each line names its watch.
+            boot = sorted(l.split()[0] for l in lines[:4] if " BOOTSTRAP_DONE " in l)
+            assert boot == ["[flag]", "[missing]", "[orders.>]"], lines
+            puts = [l for l in lines[:4] if " PUT " in l]
+            assert len(puts) == 1 and puts[0].startswith("[flag] PUT t/flag v1 ") and \
                 puts[0].endswith(": true"), lines
-            assert lines[4].startswith("PUT t/orders.eu.1 v1 "), lines
-            assert lines[5].startswith("PUT t/flag v2 ") and "(was v1: true)" in lines[5], lines
+            assert lines[4].startswith("[orders.>] PUT t/orders.eu.1 v1 "), lines
+            assert lines[5].startswith("[flag] PUT t/flag v2 ") and \
+                "(was v1: true)" in lines[5], lines
+
+
+# JSON that a double cannot carry: integers past 2^53, a sum that prints
+# shorter when rounded, an overflow, a negative zero, a denormal underflow,
+# nested containers and escapes (including a surrogate pair), with spaces.
+STORED = (r'[9007199254740993, 1234567890123456789, 0.30000000000000004, 1e999, -0.0, '
+          r'{"deep": {"n": 1.0e-400, "s": "\u00e9\ud83d\ude00 \"q\" \\ \n"}}, []]')
+STORED2 = r'{"big": -18446744073709551617, "x": 1E+2}'
+
+
+def test_json_output_embeds_stored_values_byte_for_byte(reeld, tmp_path):
+    a = reeld.addr
+    ok(a, "kv", "set", "app", "n", STORED)
+    out = ok(a, "--json", "kv", "set", "app", "n", STORED2)
+    assert f'"value":{STORED2},' in out, out
+    for args in (["kv", "get", "app", "n"], ["kv", "ls", "app"]):
+        out = ok(a, "--json", *args)
+        assert f'"value":{STORED2},' in out, (args, out)
+        assert json.loads(out.splitlines()[0])  # still JSON, one object per line
+    hist = ok(a, "--json", "kv", "history", "app", "n").splitlines()
+    assert f'"value":{STORED},' in hist[0] and f'"prev_value":{STORED},' in hist[1], hist
+    assert f'"value":{STORED2},' in hist[1], hist
+    got = json.loads(hist[0])["value"]
+    assert got[0] == 9007199254740993 and got[1] == 1234567890123456789
+    assert repr(got[2]) == "0.30000000000000004" and got[3] == float("inf")
+    assert got[5]["deep"]["s"] == 'é😀 "q" \\ \n'
+
+    proc = subprocess.Popen([REELCTL, "--addr", a, "--json", "kv", "watch", "app", "n",
+                             "--from-version", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert f'"value":{STORED},' in lines[0], lines
+    assert f'"value":{STORED2},' in lines[1] and f'"prev_value":{STORED},' in lines[1], lines
+    assert '"type":"BOOTSTRAP_DONE"' in lines[2], lines
+
+
+def test_text_output_prints_each_value_on_one_line(reeld, tmp_path):
+    a = reeld.addr
+    spread = '{\n  "a": [1,\r\n    2],\n  "b": "x"\n}'
+    flat = spread.replace("\r", " ").replace("\n", " ")
+    ok(a, "kv", "set", "app", "k", spread)
+    ok(a, "kv", "set", "app", "k", spread + "\n")
+    assert ok(a, "kv", "get", "app", "k") == flat + " \n"
+    assert ok(a, "kv", "ls", "app").splitlines() == [f"k = {flat}  (version 2)"]
+    hist = ok(a, "kv", "history", "app", "k").splitlines()
+    assert len(hist) == 2 and hist[1].startswith(f"v2 PUT {flat}  (prev v1: {flat}) rev "), hist
+    # The JSON output holds the value as stored but for the line breaks.
+    assert f'"value":{flat} ,' in ok(a, "--json", "kv", "get", "app", "k")
+
+
+def test_set_says_the_version_not_the_value(reeld, tmp_path):
+    a = reeld.addr
+    big = json.dumps({"blob": "x" * 200000})
+    # 200 kB is over what one argument may hold: the value comes from stdin.
+    r = subprocess.run([REELCTL, "--addr", a, "kv", "set", "app", "big", "-"], input=big,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"set app/big version 1 \(revision \d+\)\n", r.stdout), r.stdout[:200]
+    assert ok(a, "kv", "get", "app", "big") == big + "\n"
+    assert ok(a, "kv", "set", "app", "big", "2", "-q") == "2\n"
+    entry = json.loads(ok(a, "--json", "kv", "set", "app", "big", "3"))
+    assert entry["value"] == 3 and entry["version"] == 3 and entry["prev_version"] == 2
+    r = reelctl(a, "--json", "kv", "set", "app", "big", "4", "-q")
+    assert r.returncode == 2 and "--quiet and --json" in r.stderr, r.stderr
+
+
+def test_values_from_a_file_and_standard_input(reeld, tmp_path):
+    a = reeld.addr
+    path = tmp_path / "v.json"
+    path.write_text(STORED + "\n\n")  # the file's newlines are not the value's
+    ok(a, "kv", "set", "app", "f", f"@{path}")
+    assert f'"value":{STORED},' in ok(a, "--json", "kv", "get", "app", "f")
+    r = subprocess.run([REELCTL, "--addr", a, "kv", "set", "app", "s", "-", "--create"],
+                       input="[1,2]\n", capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert ok(a, "kv", "get", "app", "s") == "[1,2]\n"
+
+    r = reelctl(a, "kv", "set", "app", "f", f"@{tmp_path}/missing.json")
+    assert r.returncode == 1 and "missing.json" in r.stderr and "No such file" in r.stderr
+    r = reelctl(a, "kv", "set", "app", "f", "@")
+    assert r.returncode == 2 and "@FILE" in r.stderr, r.stderr
+    # Nothing was written by either.
+    assert '"version":1' in ok(a, "--json", "kv", "get", "app", "f")
+
+
+def test_a_bare_word_gets_a_hint(reeld):
+    r = reelctl(reeld.addr, "kv", "set", "app", "k", "hello")
+    assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr
+    assert "did you mean '\"hello\"'?" in r.stderr, r.stderr
+    r = reelctl(reeld.addr, "kv", "set", "app", "k", "{bad")
+    assert r.returncode == 1 and "did you mean" not in r.stderr, r.stderr
+
+
+def test_create_on_an_existing_key_names_the_key_and_version(reeld):
+    a = reeld.addr
+    ok(a, "kv", "set", "app", "once", "1", "--create")
+    r = reelctl(a, "kv", "set", "app", "once", "2", "--create")
+    # The code is the server's (ALREADY_EXISTS, as the README's table says);
+    # reelctl prints it and the server's message as they are.
+    assert r.returncode == 1 and r.stdout == ""
+    assert re.match(r'^reelctl: kv set: [A-Z_]+: .*"once".*already exists.*1', r.stderr), r.stderr
+
+
+def test_watch_lines_name_their_watch(reeld, tmp_path):
+    a = reeld.addr
+    ok(a, "kv", "set", "app", "flag", "true")
+    # Both watches match flag: without their names the lines are the same.
+    proc = subprocess.Popen([REELCTL, "--addr", a, "kv", "watch", "app", "flag", "*", "--now"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        boot = sorted(proc.stdout.readline() for _ in range(2))
+        assert [l.split()[:2] for l in boot] == [["[*]", "BOOTSTRAP_DONE"],
+                                                 ["[flag]", "BOOTSTRAP_DONE"]], boot
+        ok(a, "kv", "set", "app", "flag", "false")
+        got = sorted(proc.stdout.readline() for _ in range(2))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [l.split(" ", 1)[0] for l in got] == ["[*]", "[flag]"], got
+    assert got[0].split(" ", 1)[1] == got[1].split(" ", 1)[1], got
+
+
+def test_watch_ends_when_its_reader_leaves(reeld):
+    a = reeld.addr
+    ok(a, "kv", "set", "app", "k", "1")
+    proc = subprocess.Popen([REELCTL, "--addr", a, "kv", "watch", "app", "k", "other"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline()
+        proc.stdout.close()  # `| head -1`: nothing more will be read
+        assert proc.wait(timeout=5) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

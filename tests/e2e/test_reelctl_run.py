@@ -191,3 +191,116 @@ def test_usage_errors_exit_2(reeld):
         r = reelctl(reeld.addr, *args)
         assert r.returncode == 2, (args, r.stderr)
         assert said in r.stderr, (args, r.stderr)
+
+
+# JSON a double cannot carry (see test_reelctl_kv.py).
+STORED = (r'[9007199254740993, 1234567890123456789, 0.30000000000000004, 1e999, '
+          r'{"deep": {"s": "\u00e9\ud83d\ude00"}}]')
+
+
+def test_quiet_prints_only_what_a_script_needs(reeld):
+    a = reeld.addr
+    out = ok(a, "run", "begin", "app", "q", "s", "i", "--owner", "w1", "--ttl", "300ms", "-q")
+    assert re.fullmatch(r"[0-9A-Z]{26}\n", out), out
+    rid = out.strip()
+    assert ok(a, "journal", "append", rid, "--epoch", "1", "--kind", "step", "-q") == "1\n"
+    assert ok(a, "journal", "append", rid, "--epoch", "1", "--kind", "step", "--quiet") == "2\n"
+    # The epoch a claimer goes on with, once the lease has expired.
+    deadline = time.monotonic() + 10
+    while True:
+        r = reelctl(a, "run", "claim", rid, "--owner", "w2", "-q")
+        if r.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert r.stdout == "2\n", (r.stdout, r.stderr)
+    r = reelctl(a, "--json", "run", "begin", "app", "q", "s", "j", "--owner", "w1", "-q")
+    assert r.returncode == 2 and "--quiet and --json" in r.stderr, r.stderr
+    # "-q" is a flag only as a whole argument: "-" is still standard input.
+    r = reelctl(a, "run", "begin", "app", "q", "s", "k", "--owner", "w1", "-qx")
+    assert r.returncode == 2 and 'unexpected argument "-qx"' in r.stderr, r.stderr
+
+
+def test_durations_take_hours_and_days_up_to_the_limit(reeld):
+    a = reeld.addr
+    run = json.loads(ok(a, "--json", "run", "begin", "app", "d", "s", "i", "--owner", "w1",
+                        "--ttl", "1h", "--timeout", "1h"))
+    assert 3590000 < run["lease_expires_at_ms"] - run["updated_at_ms"] <= 3600000, run
+    hb = json.loads(ok(a, "--json", "run", "heartbeat", run["run_id"], "--epoch", "1",
+                       "--ttl", "1d"))
+    assert 86390000 < hb["lease_expires_at_ms"] - hb["updated_at_ms"] <= 86400000, hb
+    for ttl in ("25h", "2d", "86400001"):
+        r = reelctl(a, "run", "heartbeat", run["run_id"], "--epoch", "1", "--ttl", ttl)
+        assert r.returncode == 2 and f"--ttl: {ttl} is too long (at most 24h)" in r.stderr, \
+            (ttl, r.stderr)
+    r = reelctl(a, "run", "heartbeat", run["run_id"], "--epoch", "1", "--ttl", "1w")
+    assert r.returncode == 2 and "1h, 1d" in r.stderr, r.stderr
+
+
+def test_recoverable_lists_one_apps_runs(reeld):
+    a = reeld.addr
+    mine, _, _ = begin(a, "billing", "u", "s", "i", "--owner", "w1", "--ttl", "200ms")
+    other, _, _ = begin(a, "search", "u", "s", "i", "--owner", "w1", "--ttl", "200ms")
+    deadline = time.monotonic() + 10
+    while True:
+        every = ok(a, "run", "recoverable")
+        if (mine in every and other in every) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert mine in every and other in every, every
+    listed = ok(a, "run", "recoverable", "--app", "billing").splitlines()
+    assert len(listed) == 1 and listed[0].startswith(f"{mine} RUNNING billing/u/s/i"), listed
+    got = [json.loads(l) for l in ok(a, "--json", "run", "recoverable", "--app", "search",
+                                     "--limit", "1").splitlines()]
+    assert [r["run_id"] for r in got] == [other]
+    assert ok(a, "run", "recoverable", "--app", "nobody") == ""
+    r = reelctl(a, "run", "recoverable", "--app", "x" * 300)
+    assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "app" in r.stderr, r.stderr
+
+
+def test_payloads_and_results_from_files_and_stdin_come_back_as_stored(reeld, tmp_path):
+    a = reeld.addr
+    rid, e, _ = begin(a, "app", "p", "s", "i", "--owner", "w1")
+    e = str(e)
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"blob": "y" * 500000}) + "\n")
+    assert ok(a, "journal", "append", rid, f"@{big}", "--epoch", e, "--kind", "step",
+              "-q") == "1\n"
+    r = subprocess.run([REELCTL, "--addr", a, "--json", "journal", "append", rid, "-",
+                        "--epoch", e, "--kind", "step"], input=STORED + "\n",
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and f'"payload":{STORED},' in r.stdout, (r.stdout, r.stderr)
+    lines = ok(a, "--json", "journal", "read", rid).splitlines()
+    assert json.loads(lines[0])["payload"] == {"blob": "y" * 500000}
+    assert f'"payload":{STORED},' in lines[1], lines[1]
+    assert json.loads(lines[1])["payload"][0] == 9007199254740993
+
+    # Text: a payload with line breaks stays on its entry's line.
+    ok(a, "journal", "append", rid, '{\n"n":\n1}', "--epoch", e, "--kind", "note")
+    text = ok(a, "journal", "read", rid, "--from-seq", "2").splitlines()
+    assert len(text) == 1 and text[0].startswith(f"3 note {{ \"n\": 1}} (epoch {e}, rev ")
+
+    r = subprocess.run([REELCTL, "--addr", a, "run", "end", rid, "--epoch", e, "--status",
+                        "completed", "--result", "-"], input=STORED,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert f'"result":{STORED},' in ok(a, "--json", "run", "get", rid)
+    assert f"  result:    {STORED}\n" in ok(a, "run", "get", rid)
+
+    r = reelctl(a, "journal", "append", rid, "done", "--epoch", e, "--kind", "step")
+    assert r.returncode == 1 and "did you mean '\"done\"'?" in r.stderr, r.stderr
+
+
+def test_follow_ends_when_its_reader_leaves(reeld):
+    a = reeld.addr
+    rid, e, _ = begin(a, "app", "f", "s", "i", "--owner", "w1")
+    ok(a, "journal", "append", rid, "--epoch", str(e), "--kind", "step")
+    proc = subprocess.Popen([REELCTL, "--addr", a, "journal", "follow", rid],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("1 step ")
+        proc.stdout.close()  # `| head -1`: nothing more will be read
+        assert proc.wait(timeout=5) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

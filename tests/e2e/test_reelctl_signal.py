@@ -1,11 +1,15 @@
 """reelctl signal against a real reeld: send, await (at once, long-polled,
 woken by a send), ls, session routing, --json, fencing, usage errors."""
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 
-from conftest import REELCTL, reelctl
+import pytest
+
+from conftest import REELCTL, Reeld, reelctl
 
 RUN_LINE = re.compile(r"^run ([0-9A-Z]{26}) (\w+) epoch (\d+)")
 SENT_LINE = re.compile(r"^signal (\S+) seq (\d+) to run ([0-9A-Z]{26}) \(run (\w+)\)( duplicate)?$")
@@ -248,3 +252,105 @@ def test_usage_errors_exit_2(reeld):
         assert r.returncode == 2, (args, r.stderr)
         assert said in r.stderr, (args, r.stderr)
         assert "usage: reelctl signal" in r.stderr or "try reelctl help" in r.stderr
+
+
+# JSON a double cannot carry (see test_reelctl_kv.py).
+STORED = (r'[9007199254740993, 1234567890123456789, 0.30000000000000004, 1e999, '
+          r'{"deep": {"s": "\u00e9\ud83d\ude00"}}]')
+
+
+def status(addr):
+    """Admin.GetStatus through grpcio."""
+    import grpc
+    from conftest import unary
+    from reel.v1 import admin_pb2
+    with grpc.insecure_channel(addr) as ch:
+        return unary(ch, "/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest,
+                     admin_pb2.GetStatusResponse)(admin_pb2.GetStatusRequest(), timeout=5)
+
+
+@pytest.fixture
+def capped(tmp_path):
+    """A reeld whose AwaitSignal waits at most 1 s."""
+    server = Reeld(str(tmp_path / "capped"), extra=["--signal-max-wait-ms", "1000"]).start()
+    yield server
+    os.kill(server.proc.pid, signal.SIGCONT)
+    code, _ = server.stop()
+    assert code == 0, server.log()
+
+
+def test_status_says_the_await_cap(reeld, capped):
+    assert status(reeld.addr).signal_max_wait_ms == 300000
+    assert status(capped.addr).signal_max_wait_ms == 1000
+
+
+def test_await_longer_than_the_cap_says_the_cap(capped):
+    a = capped.addr
+    rid, e = begin(a, "app", "cap", "s", "i", "--owner", "w1")
+    t0 = time.monotonic()
+    r = reelctl(a, "signal", "await", rid, "go", "--epoch", e, "--wait", "10m")
+    took = time.monotonic() - t0
+    assert r.returncode == 1 and r.stdout == "", (r.stdout, r.stderr)
+    assert r.stderr == ("reelctl: signal await: the server waits at most 1s "
+                        "(reeld --signal-max-wait-ms), not 10m\n"
+                        "reelctl: no \"go\" signal within 1s (the server's cap; --wait asked "
+                        "for 10m)\n"), r.stderr
+    assert 0.9 < took < 10, took
+    # Within the cap, as before: the wait asked for.
+    r = reelctl(a, "signal", "await", rid, "go", "--epoch", e, "--wait", "200ms")
+    assert r.stderr == 'reelctl: no "go" signal within 200ms\n', r.stderr
+
+
+def test_await_gives_up_timeout_after_the_server_should_have_answered(capped):
+    a = capped.addr
+    rid, e = begin(a, "app", "hang", "s", "i", "--owner", "w1")
+    proc = subprocess.Popen([REELCTL, "--addr", a, "--timeout", "1s", "signal", "await", rid,
+                             "go", "--epoch", e, "--wait", "10m"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Once the await is in progress, the server stops answering anything.
+        deadline = time.monotonic() + 10
+        while status(a).open_calls < 1:
+            assert time.monotonic() < deadline, "the await never reached the server"
+            time.sleep(0.01)
+        os.kill(capped.proc.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        # The 1 s cap, then --timeout: not 10 minutes and a second.
+        out, err = proc.communicate(timeout=15)
+        assert time.monotonic() - t0 < 5
+    finally:
+        os.kill(capped.proc.pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1 and "DEADLINE_EXCEEDED" in err, (out, err)
+
+
+def test_send_quiet_payload_from_stdin_and_raw_json(reeld, tmp_path):
+    a = reeld.addr
+    rid, e = begin(a, "app", "raw", "s", "i", "--owner", "w1")
+    r = subprocess.run([REELCTL, "--addr", a, "signal", "send", rid, "go", "-", "-q"],
+                       input=STORED + "\n", capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and re.fullmatch(r"\d+\n", r.stdout), (r.stdout, r.stderr)
+    seq = int(r.stdout)
+    path = tmp_path / "p.json"
+    path.write_text('{\n "by": "file"\n}\n')
+    m = send(a, "--app", "app", "--user", "raw", "--session", "s", "go", f"@{path}")
+    assert m.group(3) == rid
+
+    listed = ok(a, "--json", "signal", "ls", rid).splitlines()
+    assert f'"payload":{STORED},' in listed[0], listed
+    assert json.loads(listed[0])["payload"][0] == 9007199254740993
+    # Text: one line per signal, whatever the payload's line breaks.
+    text = ok(a, "signal", "ls", rid).splitlines()
+    assert len(text) == 2 and text[1].startswith('%d go pending {  "by": "file" } (sent '
+                                                 % (seq + 1)), text
+    got = ok(a, "--json", "signal", "await", rid, "go", "--epoch", e)
+    assert f'"payload":{STORED},' in got, got
+    assert ok(a, "signal", "await", rid, "go", "--epoch", e).startswith(
+        f'signal go seq {seq + 1}: {{  "by": "file" }} (journal seq ')
+
+    r = reelctl(a, "signal", "send", rid, "go", "yes")
+    assert r.returncode == 1 and "did you mean '\"yes\"'?" in r.stderr, r.stderr
+    r = reelctl(a, "--json", "signal", "send", rid, "go", "-q")
+    assert r.returncode == 2 and "--quiet and --json" in r.stderr, r.stderr
