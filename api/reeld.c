@@ -43,6 +43,7 @@ typedef struct config {
     int threads;
     size_t max_message_bytes;
     size_t write_queue;
+    int keepalive_time_ms, keepalive_timeout_ms;
     kv_limits_t kv;
     journal_limits_t journal;
     signals_limits_t signals;
@@ -117,6 +118,11 @@ static void usage(FILE *out) {
             "[REEL_MAX_MESSAGE_BYTES] (default 4194304)\n"
             "  --write-queue N         writes queued before RESOURCE_EXHAUSTED "
             "[REEL_WRITE_QUEUE] (default 4096)\n"
+            "  --keepalive-time D      ping each client connection this often "
+            "[REEL_KEEPALIVE_TIME] (default 30s)\n"
+            "  --keepalive-timeout D   a client that does not answer a ping "
+            "this long is gone: its calls end [REEL_KEEPALIVE_TIMEOUT] "
+            "(default 10s)\n"
             "  --kv-max-namespace-bytes N  [REEL_KV_MAX_NAMESPACE_BYTES] "
             "(default 256)\n"
             "  --kv-max-key-bytes N    [REEL_KV_MAX_KEY_BYTES] (default 1024)\n"
@@ -172,6 +178,26 @@ static int64_t parse_duration_ms(const char *s) {
     return -1;
 }
 
+/* A keepalive duration: 10ms to 24h (gRPC takes an int of ms); NULL keeps
+ * the default (0). */
+static int parse_keepalive(const char *flag, const char *s, int *out) {
+    int64_t ms;
+
+    *out = 0;
+    if (s == NULL)
+        return 0;
+    ms = parse_duration_ms(s);
+    if (ms < 10 || ms > 86400000) {
+        fprintf(stderr,
+                "reeld: %s: \"%s\" is not a duration from 10ms to 24h "
+                "(500ms, 30s, 10m, 2h)\n",
+                flag, s);
+        return -1;
+    }
+    *out = (int)ms;
+    return 0;
+}
+
 static int parse_config(int argc, char **argv, config_t *cfg) {
     static const struct option opts[] = {
         {"data-dir", required_argument, NULL, 'd'},
@@ -188,6 +214,8 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         {"signal-max-wait-ms", required_argument, NULL, 'W'},
         {"wal-retention-bytes", required_argument, NULL, 'B'},
         {"wal-retention-age", required_argument, NULL, 'A'},
+        {"keepalive-time", required_argument, NULL, 'k'},
+        {"keepalive-timeout", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -203,6 +231,8 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     const char *max_wait = getenv("REEL_SIGNAL_MAX_WAIT_MS");
     const char *wal_bytes = getenv("REEL_WAL_RETENTION_BYTES");
     const char *wal_age = getenv("REEL_WAL_RETENTION_AGE");
+    const char *ka_time = getenv("REEL_KEEPALIVE_TIME");
+    const char *ka_timeout = getenv("REEL_KEEPALIVE_TIMEOUT");
     long long v;
     int c;
 
@@ -228,6 +258,8 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         case 'W': max_wait = optarg; break;
         case 'B': wal_bytes = optarg; break;
         case 'A': wal_age = optarg; break;
+        case 'k': ka_time = optarg; break;
+        case 'T': ka_timeout = optarg; break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("reeld %s\n", REEL_VERSION); exit(0);
         default: usage(stderr); return -1;
@@ -305,6 +337,11 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
                 wal_age);
         return -1;
     }
+    if (parse_keepalive("--keepalive-time", ka_time,
+                        &cfg->keepalive_time_ms) != 0 ||
+        parse_keepalive("--keepalive-timeout", ka_timeout,
+                        &cfg->keepalive_timeout_ms) != 0)
+        return -1;
     /* A request must be able to carry the largest value or payload. */
     if (maxmsg == NULL) {
         size_t need = cfg->kv.max_value > cfg->journal.max_payload
@@ -401,6 +438,8 @@ int main(int argc, char **argv) {
     ropts.listen = cfg.listen;
     ropts.threads = cfg.threads;
     ropts.max_message_bytes = cfg.max_message_bytes;
+    ropts.keepalive_time_ms = cfg.keepalive_time_ms;
+    ropts.keepalive_timeout_ms = cfg.keepalive_timeout_ms;
     srv = rpc_server_create(&ropts);
     ctx.server = srv;
     if (srv == NULL || api_health_register(srv, &ctx) != 0 ||

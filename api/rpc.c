@@ -51,6 +51,8 @@
 #define DEFAULT_MAX_MESSAGE (4u << 20)
 #define DEFAULT_STREAM_QUEUE 256
 #define DEFAULT_STREAM_BYTES (4u << 20)
+#define DEFAULT_KEEPALIVE_TIME_MS 30000
+#define DEFAULT_KEEPALIVE_TIMEOUT_MS 10000
 #define REQUESTS_PER_METHOD 8
 #define MAX_METHODS 128
 
@@ -785,6 +787,10 @@ rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts) {
         srv->opts.stream_queue_max = DEFAULT_STREAM_QUEUE;
     if (srv->opts.stream_queue_bytes == 0)
         srv->opts.stream_queue_bytes = DEFAULT_STREAM_BYTES;
+    if (srv->opts.keepalive_time_ms <= 0)
+        srv->opts.keepalive_time_ms = DEFAULT_KEEPALIVE_TIME_MS;
+    if (srv->opts.keepalive_timeout_ms <= 0)
+        srv->opts.keepalive_timeout_ms = DEFAULT_KEEPALIVE_TIMEOUT_MS;
     srv->listen = strdup(opts->listen ? opts->listen : "127.0.0.1:7878");
     srv->opts.listen = srv->listen;
     pthread_mutex_init(&srv->mu, NULL);
@@ -811,10 +817,10 @@ reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
                          .value.integer = (int)srv->opts.max_message_bytes};
     args[1] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_KEEPALIVE_TIME_MS,
-                         .value.integer = 30000};
+                         .value.integer = srv->opts.keepalive_time_ms};
     args[2] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-                         .value.integer = 10000};
+                         .value.integer = srv->opts.keepalive_timeout_ms};
     args[3] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA,
                          .value.integer = 0};
