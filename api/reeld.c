@@ -138,6 +138,10 @@ static void usage(FILE *out) {
             "[REEL_WAL_RETENTION_BYTES] (default 1073741824)\n"
             "  --wal-retention-age D   WAL events kept at most this long: "
             "500ms, 30s, 10m, 2h, 7d [REEL_WAL_RETENTION_AGE] (default 7d)\n"
+            "  --wal-consumer-max-lag-bytes N  a durable consumer keeps events "
+            "past the retention limits while its unacknowledged events take "
+            "at most N bytes; past that it is invalidated "
+            "[REEL_WAL_CONSUMER_MAX_LAG_BYTES] (default 1073741824)\n"
             "  -h, --help              show this help\n"
             "  -V, --version           show the version\n");
 }
@@ -214,6 +218,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         {"signal-max-wait-ms", required_argument, NULL, 'W'},
         {"wal-retention-bytes", required_argument, NULL, 'B'},
         {"wal-retention-age", required_argument, NULL, 'A'},
+        {"wal-consumer-max-lag-bytes", required_argument, NULL, 'C'},
         {"keepalive-time", required_argument, NULL, 'k'},
         {"keepalive-timeout", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
@@ -231,6 +236,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     const char *max_wait = getenv("REEL_SIGNAL_MAX_WAIT_MS");
     const char *wal_bytes = getenv("REEL_WAL_RETENTION_BYTES");
     const char *wal_age = getenv("REEL_WAL_RETENTION_AGE");
+    const char *wal_lag = getenv("REEL_WAL_CONSUMER_MAX_LAG_BYTES");
     const char *ka_time = getenv("REEL_KEEPALIVE_TIME");
     const char *ka_timeout = getenv("REEL_KEEPALIVE_TIMEOUT");
     long long v;
@@ -258,6 +264,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         case 'W': max_wait = optarg; break;
         case 'B': wal_bytes = optarg; break;
         case 'A': wal_age = optarg; break;
+        case 'C': wal_lag = optarg; break;
         case 'k': ka_time = optarg; break;
         case 'T': ka_timeout = optarg; break;
         case 'h': usage(stdout); exit(0);
@@ -336,6 +343,12 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
                 "duration (500ms, 30s, 10m, 2h, 7d)\n",
                 wal_age);
         return -1;
+    }
+    if (wal_lag != NULL) {
+        if (parse_size("--wal-consumer-max-lag-bytes", wal_lag, 1, INT64_MAX,
+                       &v) != 0)
+            return -1;
+        cfg->wal.consumer_max_lag_bytes = (uint64_t)v;
     }
     if (parse_keepalive("--keepalive-time", ka_time,
                         &cfg->keepalive_time_ms) != 0 ||
