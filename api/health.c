@@ -2,19 +2,46 @@
  * api/health.c: grpc.health.v1.Health.
  *
  * Check answers SERVING for the server ("") and for each reel service name,
- * NOT_SERVING once the store has stopped accepting writes, and NOT_FOUND for
- * an unknown service, as the standard protocol asks. Watch sends the current
- * status and stays open until the client leaves (or the server stops, which
- * ends it with UNAVAILABLE).
+ * NOT_SERVING once the store has stopped accepting writes or the server is
+ * shutting down, and NOT_FOUND for an unknown service, as the standard
+ * protocol asks. Watch sends the current status, then every change: the
+ * store's failure callback (writer thread) and the start of a shutdown
+ * push NOT_SERVING to every open Watch, so an orchestrator learns at once
+ * that the server is degraded, not at its next probe. A Watch stays open
+ * until the client leaves (or the server stops, which ends it with
+ * UNAVAILABLE after the NOT_SERVING it already sent).
+ *
+ * The open Watch calls are a list under the module's mutex. A call leaves
+ * it in its cleanup, when no hook of the call can run any more, so a push
+ * never touches a freed call.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "grpc/health/v1/health.pb-c.h"
 #include "api/reply.h"
 #include "api/services.h"
 #include "base/log.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+#define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+#define NOT_SERVING                                                          \
+    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+
+typedef struct watcher {
+    struct watcher *prev, *next;
+    rpc_call_t *call;
+    api_health_t *h;
+    int sent; /* the last status sent */
+} watcher_t;
+
+struct api_health {
+    pthread_mutex_t mu;
+    watcher_t *watchers;
+    atomic_int shutting_down;
+};
 
 static const char *const known_services[] = {
     "",
@@ -58,18 +85,18 @@ decode(rpc_call_t *call, const uint8_t *req, size_t len) {
     return in;
 }
 
-static Grpc__Health__V1__HealthCheckResponse__ServingStatus
-current_status(api_ctx_t *ctx) {
-    return store_health(ctx->store, NULL) == REEL_OK
-               ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
-               : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+static int current_status(api_ctx_t *ctx) {
+    return !atomic_load(&ctx->health->shutting_down) && ctx->store != NULL &&
+                   store_health(ctx->store, NULL) == REEL_OK
+               ? SERVING
+               : NOT_SERVING;
 }
 
-static size_t encode_status(api_ctx_t *ctx, uint8_t *buf) {
+static size_t encode_status(int status, uint8_t *buf) {
     Grpc__Health__V1__HealthCheckResponse out =
         GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
 
-    out.status = current_status(ctx);
+    out.status = status;
     return grpc__health__v1__health_check_response__pack(&out, buf);
 }
 
@@ -83,8 +110,22 @@ static void health_check(rpc_call_t *call, void *arg, const uint8_t *req,
     if (in == NULL)
         return;
     grpc__health__v1__health_check_request__free_unpacked(in, NULL);
-    n = encode_status(ctx, buf);
+    n = encode_status(current_status(ctx), buf);
     rpc_call_finish(call, REEL_OK, NULL, buf, n);
+}
+
+/* Sends status to w if it changed. Call with h->mu held. */
+static void push_locked(watcher_t *w, int status) {
+    uint8_t buf[16];
+    size_t n;
+
+    if (w->sent == status)
+        return;
+    n = encode_status(status, buf);
+    /* A full queue (a client that never reads its probes) keeps its last
+     * status; the next change tries again. */
+    if (rpc_call_send(w->call, buf, n) == REEL_OK)
+        w->sent = status;
 }
 
 static void watch_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
@@ -92,20 +133,85 @@ static void watch_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
     api_finish_cancelled(call, why);
 }
 
+static void watch_cleanup(void *arg) {
+    watcher_t *w = arg;
+    api_health_t *h = w->h;
+
+    pthread_mutex_lock(&h->mu);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        h->watchers = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&h->mu);
+    free(w);
+}
+
 static void health_watch(rpc_call_t *call, void *arg, const uint8_t *req,
                          size_t len) {
     api_ctx_t *ctx = arg;
+    api_health_t *h = ctx->health;
     Grpc__Health__V1__HealthCheckRequest *in = decode(call, req, len);
-    uint8_t buf[16];
-    size_t n;
+    watcher_t *w;
 
     if (in == NULL)
         return;
     grpc__health__v1__health_check_request__free_unpacked(in, NULL);
-    n = encode_status(ctx, buf);
-    rpc_call_send(call, buf, n);
+    if ((w = calloc(1, sizeof(*w))) == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
+                        0);
+        return;
+    }
+    w->call = call;
+    w->h = h;
+    w->sent = -1;
+    /* Registered and sent under h->mu: a change that happens meanwhile is
+     * either seen here or pushed after. */
+    pthread_mutex_lock(&h->mu);
+    w->next = h->watchers;
+    if (h->watchers)
+        h->watchers->prev = w;
+    h->watchers = w;
+    rpc_call_on_cleanup(call, watch_cleanup, w);
+    push_locked(w, current_status(ctx));
+    pthread_mutex_unlock(&h->mu);
     /* The hook finishes the call; it may run at once if already over. */
     rpc_call_on_cancel(call, watch_cancel, NULL);
+}
+
+/* Pushes the current status to every open Watch. */
+static void push_all(api_ctx_t *ctx) {
+    api_health_t *h = ctx->health;
+    int status;
+
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&h->mu);
+    status = current_status(ctx);
+    for (watcher_t *w = h->watchers; w != NULL; w = w->next)
+        push_locked(w, status);
+    pthread_mutex_unlock(&h->mu);
+}
+
+void api_store_failed(void *arg, const reel_status_t *why) {
+    (void)why;
+    push_all(arg);
+}
+
+void api_health_shutdown(api_ctx_t *ctx) {
+    if (ctx->health == NULL)
+        return;
+    atomic_store(&ctx->health->shutting_down, 1);
+    push_all(ctx);
+}
+
+void api_health_destroy(api_ctx_t *ctx) {
+    if (ctx->health == NULL)
+        return;
+    pthread_mutex_destroy(&ctx->health->mu);
+    free(ctx->health);
+    ctx->health = NULL;
 }
 
 int api_health_register(rpc_server_t *srv, api_ctx_t *ctx) {
@@ -116,6 +222,11 @@ int api_health_register(rpc_server_t *srv, api_ctx_t *ctx) {
                           health_watch, ctx,
                           &grpc__health__v1__health_check_request__descriptor};
 
+    if (ctx->health == NULL) {
+        if ((ctx->health = calloc(1, sizeof(*ctx->health))) == NULL)
+            return -1;
+        pthread_mutex_init(&ctx->health->mu, NULL);
+    }
     if (rpc_server_add_method(srv, &check) != 0 ||
         rpc_server_add_method(srv, &watch) != 0)
         return -1;

@@ -448,8 +448,9 @@ static void sub_end(void *arg, const reel_status_t *st) {
     sub_call_t *sc = arg;
 
     rpc_call_finish(sc->call, st->code,
-                    st->code == REEL_OK ? "the run has ended" : st->msg, NULL,
-                    0);
+                    st->code == REEL_OK ? "the run has ended"
+                                        : reel_status_message(st),
+                    NULL, 0);
 }
 
 static void sub_cancel(rpc_call_t *call, void *arg, reel_code_t why) {

@@ -409,45 +409,9 @@ int main(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    sopts.data_dir = cfg.data_dir;
-    sopts.queue_capacity = cfg.write_queue;
-    sopts.publish = api_publish;
-    sopts.publish_arg = &ctx;
-    sopts.before_commit = api_before_commit;
-    sopts.before_commit_arg = &ctx;
-    if (store_open(&sopts, &store, &st) != REEL_OK) {
-        REEL_ERROR("reeld", "cannot open the store: %s",
-                   reel_status_message(&st));
-        reel_status_fini(&st);
-        return 1;
-    }
-    if (realpath(cfg.data_dir, data_dir) == NULL)
-        snprintf(data_dir, sizeof(data_dir), "%s", cfg.data_dir);
-
-    if (kv_create(store, &cfg.kv, &ctx.kv, &st) != REEL_OK ||
-        journal_create(store, &cfg.journal, &ctx.journal, &st) != REEL_OK ||
-        signals_create(store, ctx.journal, &cfg.signals, &ctx.signals, &st) !=
-            REEL_OK ||
-        wal_create(store, api_wal_encode, &ctx, &cfg.wal, &ctx.wal, &st) !=
-            REEL_OK ||
-        (ctx.timers = api_timers_create()) == NULL) {
-        REEL_ERROR("reeld", "cannot start: %s",
-                   st.code != REEL_OK ? reel_status_message(&st)
-                                      : "out of memory");
-        wal_stop(ctx.wal);
-        store_close(store);
-        wal_destroy(ctx.wal);
-        signals_destroy(ctx.signals);
-        journal_destroy(ctx.journal);
-        kv_destroy(ctx.kv);
-        reel_status_fini(&st);
-        return 1;
-    }
-
+    /* The port first: a bad --listen or a port in use fails before the
+     * data dir is created or touched. Nothing is accepted until start. */
     reel_grpc_init();
-    ctx.store = store;
-    ctx.data_dir = data_dir;
-    ctx.started_at_ms = reel_clock_now_ms();
     ropts.listen = cfg.listen;
     ropts.threads = cfg.threads;
     ropts.max_message_bytes = cfg.max_message_bytes;
@@ -464,6 +428,43 @@ int main(int argc, char **argv) {
         REEL_ERROR("reeld", "cannot set up the gRPC server");
         goto out;
     }
+    if (rpc_server_bind(srv, &st) != REEL_OK) {
+        REEL_ERROR("reeld", "%s", reel_status_message(&st));
+        goto out;
+    }
+
+    sopts.data_dir = cfg.data_dir;
+    sopts.queue_capacity = cfg.write_queue;
+    sopts.publish = api_publish;
+    sopts.publish_arg = &ctx;
+    sopts.before_commit = api_before_commit;
+    sopts.before_commit_arg = &ctx;
+    sopts.on_failure = api_store_failed;
+    sopts.on_failure_arg = &ctx;
+    if (store_open(&sopts, &store, &st) != REEL_OK) {
+        REEL_ERROR("reeld", "cannot open the store: %s",
+                   reel_status_message(&st));
+        goto out;
+    }
+    if (realpath(cfg.data_dir, data_dir) == NULL)
+        snprintf(data_dir, sizeof(data_dir), "%s", cfg.data_dir);
+
+    if (kv_create(store, &cfg.kv, &ctx.kv, &st) != REEL_OK ||
+        journal_create(store, &cfg.journal, &ctx.journal, &st) != REEL_OK ||
+        signals_create(store, ctx.journal, &cfg.signals, &ctx.signals, &st) !=
+            REEL_OK ||
+        wal_create(store, api_wal_encode, &ctx, &cfg.wal, &ctx.wal, &st) !=
+            REEL_OK ||
+        (ctx.timers = api_timers_create()) == NULL) {
+        REEL_ERROR("reeld", "cannot start: %s",
+                   st.code != REEL_OK ? reel_status_message(&st)
+                                      : "out of memory");
+        goto out;
+    }
+
+    ctx.store = store;
+    ctx.data_dir = data_dir;
+    ctx.started_at_ms = reel_clock_now_ms();
     if (rpc_server_start(srv, &st) != REEL_OK) {
         REEL_ERROR("reeld", "%s", reel_status_message(&st));
         goto out;
@@ -480,6 +481,7 @@ int main(int argc, char **argv) {
     REEL_INFO("reeld", "received %s: shutting down",
               sig == SIGTERM ? "SIGTERM" : "SIGINT");
     rc = 0;
+    api_health_shutdown(&ctx); /* health watchers hear NOT_SERVING first */
 out:
     /* Stop the server first so no new writes arrive, then let the store
      * finish what is queued (completing those calls), then free the server. */
@@ -488,6 +490,7 @@ out:
     store_close(store);
     rpc_server_destroy(srv); /* frees every call, and so every watch */
     api_timers_destroy(ctx.timers);
+    api_health_destroy(&ctx);
     wal_destroy(ctx.wal);
     signals_destroy(ctx.signals);
     kv_destroy(ctx.kv);

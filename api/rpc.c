@@ -134,7 +134,8 @@ struct rpc_server {
     int port;
     pthread_t *threads;
     int n_threads;
-    int started;
+    int bound;   /* the port is bound (calls wait in the backlog) */
+    int started; /* accepting calls */
     rpc_tag_t shutdown_tag;
 
     pthread_mutex_t mu;
@@ -794,23 +795,32 @@ rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts) {
     srv->listen = strdup(opts->listen ? opts->listen : "127.0.0.1:7878");
     srv->opts.listen = srv->listen;
     pthread_mutex_init(&srv->mu, NULL);
-    pthread_cond_init(&srv->cv, NULL);
+    {
+        pthread_condattr_t ca;
+
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&srv->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     srv->shutdown_tag = (rpc_tag_t){TAG_SHUTDOWN, srv};
     return srv;
 }
 
 int rpc_server_add_method(rpc_server_t *srv, const rpc_method_t *m) {
-    if (srv->started || srv->n_methods == MAX_METHODS)
+    if (srv->bound || srv->n_methods == MAX_METHODS)
         return -1;
     srv->methods[srv->n_methods++] = *m;
     return 0;
 }
 
-reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
+reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st) {
     grpc_arg args[6];
     grpc_channel_args chargs;
     grpc_server_credentials *creds;
 
+    if (srv->bound)
+        return REEL_OK;
     /* Vanished clients of long streams are found by keepalive pings. */
     args[0] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
@@ -847,6 +857,7 @@ reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
                                    "cannot register method %s",
                                    srv->methods[i].path);
     }
+    /* gRPC binds and listens here; it accepts nothing before start. */
     creds = grpc_insecure_server_credentials_create();
     srv->port = grpc_server_add_http2_port(srv->server, srv->listen, creds);
     grpc_server_credentials_release(creds);
@@ -855,6 +866,15 @@ reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
                                "cannot listen on %s (address in use or "
                                "invalid)",
                                srv->listen);
+    srv->bound = 1;
+    return REEL_OK;
+}
+
+reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
+    reel_code_t rc;
+
+    if ((rc = rpc_server_bind(srv, st)) != REEL_OK)
+        return rc;
     grpc_server_start(srv->server);
     srv->started = 1;
 
@@ -892,7 +912,9 @@ static int wait_shutdown(rpc_server_t *srv, int ms) {
     struct timespec ts;
     int done;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
+    /* srv->cv waits on CLOCK_MONOTONIC: a wall-clock step cannot stretch
+     * or cut the wait. */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
     ts.tv_sec += ms / 1000;
     ts.tv_nsec += (long)(ms % 1000) * 1000000L;
     if (ts.tv_nsec >= 1000000000L) {
@@ -989,6 +1011,19 @@ void rpc_server_destroy(rpc_server_t *srv) {
     if (srv->server != NULL) {
         if (srv->started && !atomic_load(&srv->stopping))
             rpc_server_stop(srv, 0);
+        else if (!srv->started && srv->bound) {
+            /* gRPC insists its listeners are shut down before destroy;
+             * no poller runs, so take the shutdown tag here. */
+            grpc_server_shutdown_and_notify(srv->server, srv->cq,
+                                            &srv->shutdown_tag);
+            for (;;) {
+                grpc_event ev = grpc_completion_queue_next(
+                    srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+                if (ev.type != GRPC_OP_COMPLETE ||
+                    ev.tag == &srv->shutdown_tag)
+                    break;
+            }
+        }
         grpc_server_destroy(srv->server);
     }
     if (srv->cq != NULL) {

@@ -81,7 +81,14 @@ rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts);
 /* Registers a method; before rpc_server_start(). Returns 0 or -1. */
 int rpc_server_add_method(rpc_server_t *srv, const rpc_method_t *m);
 
-/* Binds, starts the pollers and begins accepting calls. */
+/*
+ * Binds the listening port without accepting calls yet, so a bad address
+ * or a port in use fails before anything else is set up. After it, no
+ * method may be added. rpc_server_start() binds too if this was not called.
+ */
+reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st);
+
+/* Binds if needed, starts the pollers and begins accepting calls. */
 reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st);
 
 /* Calls in progress (streams included). Any thread. */

@@ -16,6 +16,8 @@
 #include "store/store.h"
 #include "wal/wal.h"
 
+typedef struct api_health api_health_t;
+
 /* What handlers share. Owned by reeld's main; outlives the server. */
 typedef struct api_ctx {
     store_t *store;
@@ -24,6 +26,7 @@ typedef struct api_ctx {
     signals_t *signals;
     wal_t *wal;
     api_timers_t *timers;
+    api_health_t *health; /* made by api_health_register */
     rpc_server_t *server;
     const char *data_dir;
     int64_t started_at_ms;
@@ -31,6 +34,16 @@ typedef struct api_ctx {
 
 /* grpc.health.v1.Health: Check and Watch. Returns 0 or -1. */
 int api_health_register(rpc_server_t *srv, api_ctx_t *ctx);
+
+/* The store's on_failure hook (arg is the api_ctx_t): every open Watch
+ * hears NOT_SERVING at once. */
+void api_store_failed(void *arg, const reel_status_t *why);
+
+/* The server is shutting down: Check and Watch say NOT_SERVING from now. */
+void api_health_shutdown(api_ctx_t *ctx);
+
+/* Frees the health state, once the server is destroyed. */
+void api_health_destroy(api_ctx_t *ctx);
 
 /* reel.v1.Journal. Returns 0 or -1. */
 int api_journal_register(rpc_server_t *srv, api_ctx_t *ctx);

@@ -33,6 +33,15 @@
 
 /* ---- The encoder (writer thread) ---------------------------------------- */
 
+/*
+ * Subjects: kv.<namespace>.<key>, journal.<run_id>.<kind>,
+ * run.<run_id>.<STATUS>, signal.<run_id>.<name>.<sent|consumed>. Each names
+ * one thing: only the key, kind or name may hold '.', every other part is
+ * one token in a fixed place, and the modules refuse names with an empty,
+ * "*" or ">" token where they are written (reel_pattern_check_name,
+ * KV_NAMESPACE_CHARS), so the names go in as they are.
+ */
+
 reel_code_t api_wal_encode(void *arg, const store_change_t *c, char **subject,
                            uint8_t **bytes, size_t *len, reel_status_t *st) {
     Reel__V1__Event ev = REEL__V1__EVENT__INIT;

@@ -43,17 +43,27 @@ int reel_pattern_has_wildcard(const char *p, size_t len) {
     return 0;
 }
 
-int reel_pattern_has_reserved_token(const char *p, size_t len) {
+reel_code_t reel_pattern_check_name(const char *field, const char *s,
+                                    size_t len, reel_status_t *st) {
     size_t pos = 0;
     const char *tok;
     size_t tlen;
 
     while (pos <= len) {
-        next_token(p, len, &pos, &tok, &tlen);
+        next_token(s, len, &pos, &tok, &tlen);
+        if (tlen == 0)
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "%s: a token may not be empty (\"..\", or "
+                                   "a leading or trailing \".\"): it becomes "
+                                   "part of a WAL subject",
+                                   field);
         if (is_tok(tok, tlen, '*') || is_tok(tok, tlen, '>'))
-            return 1;
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "%s: the tokens \"*\" and \">\" are "
+                                   "reserved for patterns",
+                                   field);
     }
-    return 0;
+    return REEL_OK;
 }
 
 reel_code_t reel_pattern_validate(const char *p, size_t len, const char *field,

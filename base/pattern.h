@@ -22,8 +22,16 @@
 /* True if p has a "*" token or a last ">" token. */
 int reel_pattern_has_wildcard(const char *p, size_t len);
 
-/* True if p has a "*" or ">" token anywhere (reserved in stored keys). */
-int reel_pattern_has_reserved_token(const char *p, size_t len);
+/*
+ * OK, or INVALID_ARGUMENT naming `field`: s is a name that goes into WAL
+ * subjects as one or more tokens (a KV key, a journal kind, a signal name),
+ * so that each subject names one thing and reads the same to every filter:
+ * no token may be empty ("..", or a leading or trailing ".": NATS refuses
+ * such subjects, and "*" would match the empty token), and no token may be
+ * "*" or ">" (a filter would read them as wildcards).
+ */
+reel_code_t reel_pattern_check_name(const char *field, const char *s,
+                                    size_t len, reel_status_t *st);
 
 /*
  * OK, or INVALID_ARGUMENT naming `field`: a ">" token that is not last, or

@@ -86,12 +86,39 @@ static void test_wildcard_detection_and_literal_prefix(void **state) {
     assert_true(reel_pattern_has_wildcard("a.>", 3));
     assert_false(reel_pattern_has_wildcard("a.b", 3));
     assert_false(reel_pattern_has_wildcard("a*.b>", 5));
-    assert_true(reel_pattern_has_reserved_token("a.>.b", 5));
-    assert_false(reel_pattern_has_reserved_token("a.>b", 4));
     assert_int_equal(reel_pattern_literal_prefix("orders.eu.>", 11), 10);
     assert_int_equal(reel_pattern_literal_prefix("a.*.c", 5), 2);
     assert_int_equal(reel_pattern_literal_prefix("*.c", 3), 0);
     assert_int_equal(reel_pattern_literal_prefix("a.b", 3), 3);
+}
+
+static reel_code_t check_name(const char *s) {
+    return reel_pattern_check_name("name", s, strlen(s), NULL);
+}
+
+static void test_names_in_subjects_have_no_empty_or_wildcard_token(
+    void **state) {
+    reel_status_t st = REEL_STATUS_INIT;
+
+    (void)state;
+    assert_int_equal(check_name("a"), REEL_OK);
+    assert_int_equal(check_name("a.b.c"), REEL_OK);
+    assert_int_equal(check_name("a.>b.*c/d"), REEL_OK); /* inside a token */
+    assert_int_equal(check_name("a..b"), REEL_INVALID_ARGUMENT);
+    assert_int_equal(check_name(".a"), REEL_INVALID_ARGUMENT);
+    assert_int_equal(check_name("a."), REEL_INVALID_ARGUMENT);
+    assert_int_equal(check_name("."), REEL_INVALID_ARGUMENT);
+    assert_int_equal(check_name("a.>.b"), REEL_INVALID_ARGUMENT);
+    assert_int_equal(check_name("a.>"), REEL_INVALID_ARGUMENT);
+    assert_int_equal(check_name("*"), REEL_INVALID_ARGUMENT);
+    assert_int_equal(reel_pattern_check_name("kind", "a..b", 4, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "kind: a token may not "
+                                                      "be empty"));
+    assert_int_equal(reel_pattern_check_name("key", "a.*", 3, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "key: the tokens"));
+    reel_status_fini(&st);
 }
 
 int main(void) {
@@ -102,6 +129,7 @@ int main(void) {
         cmocka_unit_test(test_literal_tokens_match_themselves_only),
         cmocka_unit_test(test_malformed_patterns_are_invalid),
         cmocka_unit_test(test_wildcard_detection_and_literal_prefix),
+        cmocka_unit_test(test_names_in_subjects_have_no_empty_or_wildcard_token),
     };
     return cmocka_run_group_tests_name("pattern", tests, NULL, NULL);
 }

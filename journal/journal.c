@@ -25,7 +25,9 @@
  * Invariants
  *   - Every check (lease epoch, status, expected seq, idempotency) and the
  *     write it guards run in one apply function on the writer thread, so no
- *     other write can come between them: fencing has no race.
+ *     other write can come between them: fencing has no race. An append
+ *     checks the lease first, then its idempotency key (a retry must carry
+ *     the original kind and payload), then expected_seq.
  *   - An entry, its idempotency index and the run's next_seq commit
  *     together, so seqs are gapless and a retried key finds its entry.
  *   - Every mutation that writes emits exactly one change: a JOURNAL change
@@ -52,7 +54,9 @@
 
 #include "base/clock.h"
 #include "base/codec.h"
+#include "base/fault.h"
 #include "base/json.h"
+#include "base/pattern.h"
 #include "base/text.h"
 
 #define REC_FORMAT 1
@@ -185,6 +189,7 @@ static void entry_encode(const journal_entry_t *e, reel_wbuf_t *w) {
     reel_wbuf_str(w, e->idempotency_key);
 }
 
+/* 0, -1 if malformed, -2 out of memory (not to be reported as corrupt). */
 static int entry_decode(const void *buf, size_t len, journal_entry_t *e) {
     reel_rbuf_t rd;
     char *copy;
@@ -194,7 +199,7 @@ static int entry_decode(const void *buf, size_t len, journal_entry_t *e) {
         return -1;
     copy = malloc(len);
     if (copy == NULL)
-        return -1;
+        return -2;
     memcpy(copy, buf, len);
     reel_rbuf_init(&rd, copy, len);
     reel_rbuf_u8(&rd);
@@ -427,7 +432,9 @@ static reel_code_t check_req(journal_t *j, journal_req_t *r,
                                    "kind and payload are required");
         if ((rc = reel_check_charset("kind", r->kind, strlen(r->kind),
                                      JOURNAL_MAX_KIND, JOURNAL_KIND_CHARS,
-                                     st)))
+                                     st)) ||
+            (rc = reel_pattern_check_name("kind", r->kind, strlen(r->kind),
+                                          st)))
             return rc;
         if (r->idempotency_key != NULL &&
             (strlen(r->idempotency_key) > JOURNAL_MAX_IDEMPOTENCY ||
@@ -446,11 +453,15 @@ static reel_code_t check_req(journal_t *j, journal_req_t *r,
         return check_json("result", r->result ? r->result : "",
                           j->lim.max_payload, 1, st);
     case JOURNAL_SUSPEND:
-        return reel_check_charset("waiting_on",
-                                  r->waiting_on ? r->waiting_on : "",
-                                  r->waiting_on ? strlen(r->waiting_on) : 0,
-                                  JOURNAL_MAX_SIGNAL_NAME,
-                                  JOURNAL_SIGNAL_CHARS, st);
+        /* A name SendSignal refuses could never wake the run. */
+        if ((rc = reel_check_charset("waiting_on",
+                                     r->waiting_on ? r->waiting_on : "",
+                                     r->waiting_on ? strlen(r->waiting_on) : 0,
+                                     JOURNAL_MAX_SIGNAL_NAME,
+                                     JOURNAL_SIGNAL_CHARS, st)))
+            return rc;
+        return reel_pattern_check_name("waiting_on", r->waiting_on,
+                                       strlen(r->waiting_on), st);
     }
     return reel_status_set(st, REEL_INVALID_ARGUMENT, "unknown operation");
 }
@@ -767,18 +778,75 @@ static reel_code_t append_core(store_txn_t *txn, const run_t *cur,
     return put_run_rec(txn, &nr, is_active(cur), 0, out_run, st);
 }
 
+/*
+ * An append whose idempotency key already names entry seq: a retry. It
+ * gets the original entry (duplicate) if it carries the same kind and
+ * payload bytes; anything else is another write reusing the key, refused
+ * with ALREADY_EXISTS (not FAILED_PRECONDITION, which tells a worker it
+ * lost its lease) naming the key and the original seq.
+ */
+static reel_code_t apply_retry(op_t *op, store_txn_t *txn, const run_t *cur,
+                               const char *idem, uint64_t seq,
+                               reel_status_t *st) {
+    const journal_req_t *q = &op->r;
+    journal_entry_t *e = &op->res.entry;
+    key_t_ ek = entry_key(cur->run_id, seq);
+    char *rec = NULL;
+    size_t rlen = 0;
+    reel_code_t rc;
+
+    if (ek.p == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = store_txn_get(txn, STORE_CF_JOURNAL, ek.p, ek.len, &rec, &rlen, st);
+    free(ek.p);
+    if (rc == REEL_OK && entry_decode(rec, rlen, e) != 0)
+        rc = REEL_DATA_LOSS;
+    free(rec);
+    if (rc == REEL_NOT_FOUND || rc == REEL_DATA_LOSS)
+        return reel_status_set(st, REEL_DATA_LOSS,
+                               "run %s: the entry of idempotency key \"%s\" "
+                               "(seq %llu) is missing or corrupt",
+                               cur->run_id, idem, (unsigned long long)seq);
+    if (rc != REEL_OK)
+        return rc;
+    if (strcmp(e->kind, q->kind) != 0)
+        rc = reel_status_set(st, REEL_ALREADY_EXISTS,
+                             "idempotency_key \"%s\" already names seq %llu "
+                             "of run %s, of kind \"%s\" (this append's is "
+                             "\"%s\"): a retry must repeat the original kind "
+                             "and payload",
+                             idem, (unsigned long long)seq, cur->run_id,
+                             e->kind, q->kind);
+    else if (strcmp(e->payload, q->payload) != 0)
+        rc = reel_status_set(st, REEL_ALREADY_EXISTS,
+                             "idempotency_key \"%s\" already names seq %llu "
+                             "of run %s, with another payload: a retry must "
+                             "repeat the original kind and payload",
+                             idem, (unsigned long long)seq, cur->run_id);
+    if (rc != REEL_OK) {
+        journal_entry_fini(e);
+        return rc;
+    }
+    op->res.duplicate = 1;
+    return REEL_OK;
+}
+
 static reel_code_t apply_append(op_t *op, store_txn_t *txn, const run_t *cur,
                                 int64_t now, reel_status_t *st) {
     const journal_req_t *q = &op->r;
     const char *idem = q->idempotency_key ? q->idempotency_key : "";
-    key_t_ ek, kk = {NULL, 0};
+    key_t_ kk = {NULL, 0};
     unsigned char seqbuf[8];
+    char *val = NULL;
+    size_t vlen = 0;
     reel_code_t rc;
 
+    /* The lease before the key: a worker that lost its run must hear so at
+     * once, even when retrying an append that committed before it lost
+     * it. */
+    if ((rc = check_lease(cur, q->lease_epoch, st)) != REEL_OK)
+        return rc;
     if (*idem) {
-        char *val = NULL, *rec = NULL;
-        size_t vlen = 0, rlen = 0;
-
         kk = idem_key(cur->run_id, idem);
         if (kk.p == NULL)
             return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
@@ -786,32 +854,14 @@ static reel_code_t apply_append(op_t *op, store_txn_t *txn, const run_t *cur,
         rc = store_txn_get(txn, STORE_CF_JOURNAL, kk.p, kk.len, &val, &vlen,
                            st);
         if (rc == REEL_OK && vlen == 8) {
-            /* A retry: answer with the original, write nothing. */
-            ek = entry_key(cur->run_id, reel_be64_get((unsigned char *)val));
-            free(val);
-            free(kk.p);
-            rc = ek.p ? store_txn_get(txn, STORE_CF_JOURNAL, ek.p, ek.len, &rec,
-                                      &rlen, st)
-                      : REEL_RESOURCE_EXHAUSTED;
-            free(ek.p);
-            if (rc != REEL_OK || entry_decode(rec, rlen, &op->res.entry) != 0)
-                rc = reel_status_set(st, REEL_DATA_LOSS,
-                                     "run %s: the entry of idempotency key "
-                                     "\"%s\" is missing or corrupt",
-                                     cur->run_id, idem);
-            free(rec);
-            op->res.duplicate = 1;
-            return rc;
+            rc = apply_retry(op, txn, cur, idem,
+                             reel_be64_get((unsigned char *)val), st);
+            goto out;
         }
-        free(val);
-        if (rc != REEL_OK && rc != REEL_NOT_FOUND) {
-            free(kk.p);
-            return rc;
-        }
+        if (rc != REEL_OK && rc != REEL_NOT_FOUND)
+            goto out;
         reel_status_fini(st);
     }
-    if ((rc = check_lease(cur, q->lease_epoch, st)) != REEL_OK)
-        goto out;
     if (q->expected_seq != 0 && q->expected_seq != cur->next_seq) {
         rc = reel_status_set(st, REEL_ABORTED,
                              "expected seq %llu, but the next seq of run %s "
@@ -827,6 +877,7 @@ static reel_code_t apply_append(op_t *op, store_txn_t *txn, const run_t *cur,
         store_txn_put(txn, STORE_CF_JOURNAL, kk.p, kk.len, seqbuf, 8);
     }
 out:
+    free(val);
     free(kk.p);
     return rc;
 }
@@ -1139,7 +1190,10 @@ static reel_code_t get_run_at(journal_t *j, const store_snapshot_t *snap,
     free(k.p);
     if (rc == REEL_NOT_FOUND)
         return reel_status_set(st, REEL_NOT_FOUND, "run %s not found", run_id);
-    if (rc == REEL_OK && run_decode(val, vlen, out) != 0)
+    if (rc != REEL_OK)
+        rc = reel_status_set(st, rc, "run %s: %s", run_id,
+                             reel_status_message(st));
+    else if (run_decode(val, vlen, out) != 0)
         rc = reel_status_set(st, REEL_DATA_LOSS,
                              "run %s: stored record is corrupt", run_id);
     free(val);
@@ -1167,16 +1221,23 @@ static reel_code_t check_limit(uint32_t *limit, reel_status_t *st) {
 }
 
 /* Entries of run_id after from_seq at snap, delivered to fn until it says
- * stop or limit is reached. Returns how the scan ended. */
+ * stop or limit is reached. Returns how the scan ended: an entry it cannot
+ * read ends it with an error naming the entry's seq, never a skip. */
 typedef int (*entry_fn)(void *arg, journal_entry_t *e); /* 0 go on, 1 stop */
 
 static reel_code_t scan_entries(journal_t *j, const store_snapshot_t *snap,
                                 const char *run_id, uint64_t from_seq,
                                 entry_fn fn, void *arg, reel_status_t *st) {
-    key_t_ start = entry_key(run_id, from_seq + 1);
-    store_iter_t *it = store_iter_create(j->store, STORE_CF_JOURNAL, snap);
+    key_t_ start = {NULL, 0};
+    store_iter_t *it = NULL;
+    uint64_t seq = from_seq;
     reel_code_t rc = REEL_OK;
 
+    /* No seq follows the largest (and + 1 would wrap to the first). */
+    if (from_seq == UINT64_MAX)
+        return REEL_OK;
+    start = entry_key(run_id, from_seq + 1);
+    it = store_iter_create(j->store, STORE_CF_JOURNAL, snap);
     if (start.p == NULL || it == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -1187,19 +1248,30 @@ static reel_code_t scan_entries(journal_t *j, const store_snapshot_t *snap,
         const char *k = store_iter_key(it, &klen);
         const char *v = store_iter_value(it, &vlen);
         journal_entry_t e;
+        int drc;
 
         if (klen != start.len || memcmp(k, start.p, start.len - 8) != 0)
             break;
-        if (entry_decode(v, vlen, &e) != 0) {
-            rc = reel_status_set(st, REEL_DATA_LOSS,
-                                 "run %s: a journal entry is corrupt", run_id);
+        seq = reel_be64_get((const unsigned char *)k + klen - 8);
+        /* The fault point stands in for a corrupt record. */
+        drc = REEL_FAULT("journal.decode") ? -1 : entry_decode(v, vlen, &e);
+        if (drc != 0) {
+            rc = reel_status_set(st, drc == -2 ? REEL_RESOURCE_EXHAUSTED
+                                               : REEL_DATA_LOSS,
+                                 "run %s: journal entry %llu %s", run_id,
+                                 (unsigned long long)seq,
+                                 drc == -2 ? "could not be read: out of memory"
+                                           : "is corrupt");
             break;
         }
         if (fn(arg, &e) != 0)
             break;
     }
-    if (rc == REEL_OK)
-        rc = store_iter_status(it, st);
+    if (rc == REEL_OK && (rc = store_iter_status(it, st)) != REEL_OK)
+        rc = reel_status_set(st, rc, "run %s: reading the journal after seq "
+                                     "%llu: %s",
+                             run_id, (unsigned long long)seq,
+                             reel_status_message(st));
 out:
     store_iter_destroy(it);
     free(start.p);
@@ -1249,8 +1321,9 @@ reel_code_t journal_read(journal_t *j, const char *run_id, uint64_t from_seq,
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    if (from_seq < UINT64_MAX)
-        rc = scan_entries(j, snap, run_id, from_seq, collect_entry, &c, st);
+    /* A from_seq past the last entry reads an empty page: a read skips
+     * nothing, and its next_from_seq stays where the reader asked. */
+    rc = scan_entries(j, snap, run_id, from_seq, collect_entry, &c, st);
     if (rc != REEL_OK) {
         for (size_t i = 0; i < c.n; i++)
             journal_entry_fini(&c.arr[i]);
@@ -1436,7 +1509,9 @@ out:
  * nothing was published past the snapshot; when its sink is full it drops
  * back to replay. It ends (OK) once the run is terminal and everything
  * before that was delivered: entries always commit before the EndRun that
- * makes the run terminal, so they come first in both paths.
+ * makes the run terminal, so they come first in both paths. A replay that
+ * cannot read the run or an entry it owes ends the subscription with that
+ * error (naming the run and seq) instead of skipping it or waiting.
  */
 
 enum { SUB_REPLAY, SUB_LIVE, SUB_DONE };
@@ -1487,6 +1562,17 @@ reel_code_t journal_sub_create(journal_t *j, const char *run_id,
     *out = NULL;
     if ((rc = journal_get_run(j, run_id, &r, st)) != REEL_OK)
         return rc;
+    /* Entries after a seq that does not exist yet would never come: the
+     * ones before it, when appended, are not after the cursor, so the
+     * subscriber would miss them without a word. */
+    if (from_seq > r.next_seq - 1) {
+        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                             "from_seq: %llu is past the run's last seq %llu",
+                             (unsigned long long)from_seq,
+                             (unsigned long long)(r.next_seq - 1));
+        run_fini(&r);
+        return rc;
+    }
     run_fini(&r);
     s = calloc(1, sizeof(*s));
     if (s == NULL)
@@ -1564,20 +1650,35 @@ static int replay_entry(void *arg, journal_entry_t *e) {
     return 0;
 }
 
-/* Replays to a fresh snapshot. 0 caught up, 1 full, 2 the run is over. */
-static int sub_replay(journal_sub_t *s) {
+/*
+ * Replays to a fresh snapshot. 0 caught up, 1 full, 2 the run is over, -1
+ * failed (st says why, naming the run and the entry): what cannot be read
+ * ends the subscription, never skipped and never waited on.
+ */
+static int sub_replay(journal_sub_t *s, reel_status_t *st) {
     store_snapshot_t *snap = NULL;
     replay_t rp = {s, 0};
     run_t r;
-    int terminal = 0;
+    int terminal;
+    reel_code_t rc;
 
-    if (store_snapshot_create(s->j->store, &snap, NULL) != REEL_OK)
-        return 1;
-    if (get_run_at(s->j, snap, s->run_id, &r, NULL) == REEL_OK) {
-        terminal = run_status_terminal(r.status);
-        run_fini(&r);
+    if ((rc = store_snapshot_create(s->j->store, &snap, st)) != REEL_OK) {
+        reel_status_set(st, rc, "run %s: replaying after seq %llu: %s",
+                        s->run_id, (unsigned long long)s->cursor_seq,
+                        reel_status_message(st));
+        return -1;
     }
-    scan_entries(s->j, snap, s->run_id, s->cursor_seq, replay_entry, &rp, NULL);
+    if (get_run_at(s->j, snap, s->run_id, &r, st) != REEL_OK) {
+        store_snapshot_release(s->j->store, snap);
+        return -1;
+    }
+    terminal = run_status_terminal(r.status);
+    run_fini(&r);
+    if (scan_entries(s->j, snap, s->run_id, s->cursor_seq, replay_entry, &rp,
+                     st) != REEL_OK) {
+        store_snapshot_release(s->j->store, snap);
+        return -1;
+    }
     if (!rp.full && store_snapshot_revision(snap) > s->cursor_rev)
         s->cursor_rev = store_snapshot_revision(snap);
     store_snapshot_release(s->j->store, snap);
@@ -1588,6 +1689,7 @@ static int sub_replay(journal_sub_t *s) {
 
 void journal_sub_pump(journal_sub_t *s) {
     journal_t *j = s->j;
+    reel_status_t why = REEL_STATUS_INIT;
     int ended = 0;
 
     pthread_mutex_lock(&s->mu);
@@ -1597,11 +1699,12 @@ void journal_sub_pump(journal_sub_t *s) {
     }
     s->pumping = 1;
     while (!s->dead && s->phase == SUB_REPLAY) {
-        int r = sub_replay(s);
+        int r = sub_replay(s, &why);
 
         if (r == 1)
             break;
-        if (r == 2) {
+        if (r == 2 || r == -1) {
+            /* -1 keeps why: the stream ends with it instead of OK. */
             s->phase = SUB_DONE;
             s->refs++; /* ending may destroy it: keep it until we are out */
             ended = 1;
@@ -1622,10 +1725,10 @@ void journal_sub_pump(journal_sub_t *s) {
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     if (ended) {
-        reel_status_t ok = REEL_STATUS_INIT;
-        s->sink.end(s->arg, &ok);
+        s->sink.end(s->arg, &why);
         sub_unref(s);
     }
+    reel_status_fini(&why);
 }
 
 void journal_publish(journal_t *j, const store_change_t *changes, size_t n) {

@@ -38,7 +38,9 @@
 #define JOURNAL_LIST_MAX 1000
 #define JOURNAL_RUN_ID_LEN 26
 
-/* Allowed bytes, as reel_check_charset() reads them. */
+/* Allowed bytes, as reel_check_charset() reads them. Kinds and signal
+ * names go into WAL subjects as '.'-tokens, so none of their tokens may be
+ * empty either (reel_pattern_check_name). */
 #define JOURNAL_KIND_CHARS "a-z0-9_.-"
 #define JOURNAL_SIGNAL_CHARS "A-Za-z0-9_.:-"
 
@@ -145,7 +147,9 @@ typedef void (*journal_done_fn)(void *arg, journal_result_t *res);
  * Validates (INVALID_ARGUMENT naming the field), copies and queues. On OK,
  * done runs exactly once; otherwise nothing was queued and done never runs.
  * Outcomes: NOT_FOUND (unknown run), FAILED_PRECONDITION (wrong state or a
- * lost lease: "lease lost: current epoch 4"), ABORTED (expected_seq).
+ * lost lease: "lease lost: current epoch 4", checked before anything else),
+ * ABORTED (expected_seq), ALREADY_EXISTS (an idempotency key already used
+ * with another kind or payload; the same ones answer duplicate).
  */
 reel_code_t journal_submit(journal_t *j, const journal_req_t *req,
                            journal_done_fn done, void *arg, reel_status_t *st);
@@ -165,7 +169,12 @@ void journal_result_fini(journal_result_t *res);
 reel_code_t journal_get_run(journal_t *j, const char *run_id, run_t *out,
                             reel_status_t *st);
 
-/* Entries with seq > from_seq; *out is malloc'd (fini each, free array). */
+/*
+ * Entries with seq > from_seq; *out is malloc'd (fini each, free array).
+ * A from_seq at or past the last entry (UINT64_MAX included) is an empty
+ * page: a read skips nothing. An entry that cannot be read is DATA_LOSS
+ * (corrupt) or INTERNAL / RESOURCE_EXHAUSTED, naming the run and seq.
+ */
 reel_code_t journal_read(journal_t *j, const char *run_id, uint64_t from_seq,
                          uint32_t limit, journal_entry_t **out, size_t *n,
                          int *more, reel_status_t *st);
@@ -229,13 +238,21 @@ typedef struct journal_sink {
     int (*deliver)(void *arg, journal_entry_t *e);
     /*
      * The subscription is over: OK once the run is terminal and every entry
-     * was delivered. Called at most once, with no journal lock held; it may
-     * destroy the subscription.
+     * was delivered; otherwise the replay could not read what it owes
+     * (DATA_LOSS for a corrupt entry or run record, INTERNAL for a failed
+     * read or snapshot, RESOURCE_EXHAUSTED out of memory), the message
+     * naming the run and seq. Called at most once, with no journal lock
+     * held; it may destroy the subscription.
      */
     void (*end)(void *arg, const reel_status_t *st);
 } journal_sink_t;
 
-/* NOT_FOUND for an unknown run. Nothing is delivered before a pump. */
+/*
+ * Entries after from_seq, stored then live. NOT_FOUND for an unknown run;
+ * INVALID_ARGUMENT for a from_seq past the run's last seq, naming it (the
+ * entries up to that seq, once appended, would never be sent). Nothing is
+ * delivered before a pump.
+ */
 reel_code_t journal_sub_create(journal_t *j, const char *run_id,
                                uint64_t from_seq, const journal_sink_t *sink,
                                void *arg, journal_sub_t **out,

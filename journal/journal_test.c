@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/codec.h"
+#include "base/fault.h"
 #include "journal/journal.h"
 
 typedef struct fixture {
@@ -114,6 +116,20 @@ static reel_code_t append(fixture_t *f, const char *id, uint64_t epoch,
     q.payload = "{\"x\":1}";
     q.idempotency_key = idem;
     q.expected_seq = expect;
+    return journal_exec(f->j, &q, res);
+}
+
+static reel_code_t append_as(fixture_t *f, const char *id, uint64_t epoch,
+                             const char *idem, const char *kind,
+                             const char *payload, journal_result_t *res) {
+    journal_req_t q = {0};
+
+    q.op = JOURNAL_APPEND;
+    q.run_id = id;
+    q.lease_epoch = epoch;
+    q.kind = kind;
+    q.payload = payload;
+    q.idempotency_key = idem;
     return journal_exec(f->j, &q, res);
 }
 
@@ -298,6 +314,83 @@ static void test_zombie_is_fenced_after_a_claim(void **state) {
     free(es);
 }
 
+/*
+ * A worker that lost its run and retries an append whose key it already
+ * used hears that it lost the lease, not "duplicate": the lease is checked
+ * before the key, for a stale epoch and for one that never existed.
+ */
+static void test_a_fenced_retry_of_a_used_key_hears_lease_lost(void **state) {
+    fixture_t *f = *state;
+    journal_result_t res, first;
+    uint64_t rev;
+    char id[27];
+
+    begin_ok(f, "inv", "A", 100, id);
+    assert_int_equal(append(f, id, 1, "k1", 0, &first), REEL_OK);
+    usleep(150 * 1000); /* A's lease expires */
+    assert_int_equal(simple(f, JOURNAL_CLAIM, id, 0, "B", &res), REEL_OK);
+    assert_int_equal(res.run.lease_epoch, 2);
+    journal_result_fini(&res);
+    rev = store_revision(f->store);
+
+    expect_code(append(f, id, 1, "k1", 0, &res), REEL_FAILED_PRECONDITION,
+                &res, "lease lost: current epoch 2 (yours is 1");
+    expect_code(append(f, id, 9, "k1", 0, &res), REEL_FAILED_PRECONDITION,
+                &res, "lease lost: current epoch 2 (yours is 9");
+    expect_code(append(f, id, 0, "k1", 0, &res), REEL_FAILED_PRECONDITION,
+                &res, "lease lost");
+    /* The holder retrying the same append gets the original. */
+    assert_int_equal(append(f, id, 2, "k1", 0, &res), REEL_OK);
+    assert_true(res.duplicate);
+    assert_int_equal(res.entry.seq, first.entry.seq);
+    assert_int_equal(res.entry.lease_epoch, 1);
+    journal_result_fini(&res);
+    assert_int_equal(store_revision(f->store), rev);
+    /* Once the run ended, a retry hears that too. */
+    assert_int_equal(simple(f, JOURNAL_END, id, 2, NULL, &res), REEL_OK);
+    journal_result_fini(&res);
+    expect_code(append(f, id, 2, "k1", 0, &res), REEL_FAILED_PRECONDITION,
+                &res, "COMPLETED");
+    journal_result_fini(&first);
+}
+
+static void test_a_key_reused_with_another_kind_or_payload_is_refused(
+    void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    uint64_t rev;
+    char id[27];
+
+    begin_ok(f, "inv", "w1", 60000, id);
+    assert_int_equal(append(f, id, 1, NULL, 0, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_int_equal(append_as(f, id, 1, "charge-1", "effect", "{\"eur\":5}",
+                               &res),
+                     REEL_OK);
+    assert_int_equal(res.entry.seq, 2);
+    journal_result_fini(&res);
+    rev = store_revision(f->store);
+
+    expect_code(append_as(f, id, 1, "charge-1", "effect", "{\"eur\":7}", &res),
+                REEL_ALREADY_EXISTS, &res,
+                "idempotency_key \"charge-1\" already names seq 2 of run");
+    expect_code(append_as(f, id, 1, "charge-1", "effect", "{\"eur\": 5}",
+                          &res),
+                REEL_ALREADY_EXISTS, &res, "another payload"); /* bytes */
+    expect_code(append_as(f, id, 1, "charge-1", "step", "{\"eur\":5}", &res),
+                REEL_ALREADY_EXISTS, &res,
+                "of kind \"effect\" (this append's is \"step\")");
+    assert_int_equal(store_revision(f->store), rev);
+    assert_int_equal(append_as(f, id, 1, "charge-1", "effect", "{\"eur\":5}",
+                               &res),
+                     REEL_OK);
+    assert_true(res.duplicate);
+    assert_int_equal(res.entry.seq, 2);
+    assert_string_equal(res.entry.payload, "{\"eur\":5}");
+    journal_result_fini(&res);
+    assert_int_equal(store_revision(f->store), rev);
+}
+
 typedef struct claimer {
     fixture_t *f;
     const char *id;
@@ -398,6 +491,12 @@ static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
     q.kind = "Bad Kind";
     expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
                 "kind");
+    /* Kinds are WAL subject tokens: none may be empty. */
+    for (int i = 0; i < 4; i++) {
+        q.kind = (const char *[]){"a..b", ".a", "a.", "."}[i];
+        expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+                    "kind: a token may not be empty");
+    }
     q.kind = "ok";
     q.payload = "{nope";
     expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
@@ -415,6 +514,14 @@ static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
     q.idempotency_key = big;
     expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
                 "idempotency_key");
+    /* No signal could ever wake a run waiting on such a name. */
+    memset(&q, 0, sizeof(q));
+    q.op = JOURNAL_SUSPEND;
+    q.run_id = id;
+    q.lease_epoch = 1;
+    q.waiting_on = "go..now";
+    expect_code(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+                "waiting_on: a token may not be empty");
     memset(&q, 0, sizeof(q));
     q.op = JOURNAL_BEGIN;
     q.app = "", q.user = "u", q.session = "s", q.invocation_id = "i";
@@ -434,6 +541,7 @@ typedef struct sink {
     uint64_t seqs[256];
     size_t n, limit, held;
     int ended;
+    reel_status_t end; /* what the subscription ended with */
 } sink_t;
 
 static int sink_deliver(void *arg, journal_entry_t *e) {
@@ -456,6 +564,7 @@ static void sink_end(void *arg, const reel_status_t *st) {
 
     pthread_mutex_lock(&s->mu);
     s->ended = st->code == REEL_OK ? 1 : -1;
+    reel_status_copy(&s->end, st);
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
 }
@@ -590,6 +699,197 @@ static void test_everything_acknowledged_survives_reopen(void **state) {
     free(runs);
 }
 
+/* ---- Cursors and unreadable entries ------------------------------------- */
+
+static void sink_init(sink_t *s, size_t limit) {
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->limit = limit;
+}
+
+static void sink_fini(sink_t *s) {
+    reel_status_fini(&s->end);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+}
+
+/* Begins a run with n entries (seqs 1..n) and copies its id out. */
+static void run_with_entries(fixture_t *f, int n, char id[27]) {
+    journal_result_t res;
+
+    begin_ok(f, "inv", "w1", 60000, id);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(append(f, id, 1, NULL, 0, &res), REEL_OK);
+        journal_result_fini(&res);
+    }
+}
+
+/* The subscription ended (the pump ends it on its own thread) with code and
+ * a message containing want. */
+static void expect_end(sink_t *s, reel_code_t code, const char *want) {
+    if (s->ended == 0)
+        fail_msg("the subscription did not end (%zu entries)", s->n);
+    if (s->end.code != code || strstr(reel_status_message(&s->end), want) ==
+                                   NULL)
+        fail_msg("ended with %s \"%s\", want %s \"...%s...\"",
+                 reel_code_name(s->end.code), reel_status_message(&s->end),
+                 reel_code_name(code), want);
+}
+
+typedef struct raw_put {
+    const void *key, *val;
+    size_t klen, vlen;
+} raw_put_t;
+
+static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
+                                 reel_status_t *st) {
+    raw_put_t *p = arg;
+
+    (void)st;
+    store_txn_put(txn, STORE_CF_JOURNAL, p->key, p->klen, p->val, p->vlen);
+    return REEL_OK;
+}
+
+/* Overwrites entry seq of run id with bytes that do not decode, past the
+ * journal's own checks, as storage damage would. */
+static void corrupt_entry(fixture_t *f, const char *id, uint64_t seq) {
+    unsigned char key[1 + 26 + 8];
+    raw_put_t p = {key, "\x01", sizeof(key), 1};
+    reel_status_t st = REEL_STATUS_INIT;
+
+    key[0] = 'e';
+    memcpy(key + 1, id, 26);
+    reel_be64_put(key + 27, seq);
+    if (store_exec(f->store, raw_put_apply, &p, NULL, &st) != REEL_OK)
+        fail_msg("raw put: %s", reel_status_message(&st));
+}
+
+static void test_subscribing_past_the_last_seq_is_invalid_naming_it(
+    void **state) {
+    fixture_t *f = *state;
+    static const journal_sink_t ops = {sink_deliver, sink_end};
+    reel_status_t st = REEL_STATUS_INIT;
+    journal_entry_t *es;
+    journal_result_t res;
+    journal_sub_t *sub;
+    sink_t s;
+    size_t n;
+    int more;
+    char id[27];
+
+    sink_init(&s, 100);
+    run_with_entries(f, 5, id);
+    assert_int_equal(journal_sub_create(f->j, id, 1005, &ops, &s, &sub, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_string_equal(reel_status_message(&st),
+                        "from_seq: 1005 is past the run's last seq 5");
+    /* 2^64-1 neither wraps to seq 1 nor passes. */
+    assert_int_equal(journal_sub_create(f->j, id, UINT64_MAX, &ops, &s, &sub,
+                                        &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st),
+                           "18446744073709551615 is past the run's last "
+                           "seq 5"));
+    /* The last seq itself: nothing stored to send, then the next one. */
+    assert_int_equal(journal_sub_create(f->j, id, 5, &ops, &s, &sub, &st),
+                     REEL_OK);
+    journal_sub_pump(sub);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(append(f, id, 1, NULL, 0, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.seqs[0], 6);
+    journal_sub_destroy(sub);
+    /* A read past the end is an empty page, 2^64-1 included. */
+    assert_int_equal(journal_read(f->j, id, UINT64_MAX, 0, &es, &n, &more,
+                                  &st),
+                     REEL_OK);
+    assert_int_equal(n, 0);
+    assert_false(more);
+    free(es);
+    reel_status_fini(&st);
+    sink_fini(&s);
+}
+
+static void test_a_corrupt_entry_ends_a_subscription_with_data_loss(
+    void **state) {
+    fixture_t *f = *state;
+    static const journal_sink_t ops = {sink_deliver, sink_end};
+    reel_status_t st = REEL_STATUS_INIT;
+    journal_entry_t *es;
+    journal_sub_t *sub;
+    sink_t s;
+    size_t n;
+    int more;
+    char id[27], want[96];
+
+    sink_init(&s, 100);
+    run_with_entries(f, 5, id);
+    corrupt_entry(f, id, 3);
+    snprintf(want, sizeof(want), "run %s: journal entry 3 is corrupt", id);
+    assert_int_equal(journal_sub_create(f->j, id, 0, &ops, &s, &sub, NULL),
+                     REEL_OK);
+    journal_sub_pump(sub);
+    expect_end(&s, REEL_DATA_LOSS, want);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.seqs[1], 2);
+    journal_sub_destroy(sub);
+    assert_int_equal(journal_read(f->j, id, 0, 0, &es, &n, &more, &st),
+                     REEL_DATA_LOSS);
+    assert_non_null(strstr(reel_status_message(&st), want));
+    reel_status_fini(&st);
+    sink_fini(&s);
+}
+
+static void test_a_failed_snapshot_ends_a_subscription_instead_of_waiting(
+    void **state) {
+    fixture_t *f = *state;
+    static const journal_sink_t ops = {sink_deliver, sink_end};
+    journal_sub_t *sub;
+    sink_t s;
+    char id[27];
+
+    sink_init(&s, 100);
+    run_with_entries(f, 2, id);
+    assert_int_equal(journal_sub_create(f->j, id, 0, &ops, &s, &sub, NULL),
+                     REEL_OK);
+    /* Nothing is queued, so no drain would ever pump it again. */
+    reel_fault_arm("store.snapshot", 0, 1);
+    journal_sub_pump(sub);
+    reel_fault_reset();
+    expect_end(&s, REEL_INTERNAL, "replaying after seq 0: reading the "
+                                  "snapshot's revision: injected fault");
+    assert_int_equal(s.n, 0);
+    journal_sub_destroy(sub);
+    sink_fini(&s);
+}
+
+static void test_an_iterator_error_ends_a_subscription_with_internal(
+    void **state) {
+    fixture_t *f = *state;
+    static const journal_sink_t ops = {sink_deliver, sink_end};
+    journal_sub_t *sub;
+    sink_t s;
+    char id[27], want[96];
+
+    sink_init(&s, 100);
+    run_with_entries(f, 5, id);
+    assert_int_equal(journal_sub_create(f->j, id, 0, &ops, &s, &sub, NULL),
+                     REEL_OK);
+    /* The seek and one step pass (seqs 1, 2), the second step fails: not
+     * the end of the journal. */
+    reel_fault_arm("store.iter", 2, 1);
+    journal_sub_pump(sub);
+    reel_fault_reset();
+    snprintf(want, sizeof(want), "run %s: reading the journal after seq 2: "
+                                 "iterate: injected fault", id);
+    expect_end(&s, REEL_INTERNAL, want);
+    assert_int_equal(s.n, 2);
+    journal_sub_destroy(sub);
+    sink_fini(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -598,12 +898,18 @@ int main(void) {
         T(test_concurrent_appends_get_gapless_seqs),
         T(test_retried_append_with_the_same_key_writes_nothing),
         T(test_zombie_is_fenced_after_a_claim),
+        T(test_a_fenced_retry_of_a_used_key_hears_lease_lost),
+        T(test_a_key_reused_with_another_kind_or_payload_is_refused),
         T(test_of_concurrent_claimers_exactly_one_wins),
         T(test_terminal_and_waiting_runs_refuse_appends),
         T(test_bad_input_is_invalid_and_writes_nothing),
         T(test_subscription_replays_then_follows_then_ends),
         T(test_a_subscription_may_be_destroyed_inside_end),
         T(test_everything_acknowledged_survives_reopen),
+        T(test_subscribing_past_the_last_seq_is_invalid_naming_it),
+        T(test_a_corrupt_entry_ends_a_subscription_with_data_loss),
+        T(test_a_failed_snapshot_ends_a_subscription_instead_of_waiting),
+        T(test_an_iterator_error_ends_a_subscription_with_internal),
     };
     return cmocka_run_group_tests_name("journal", tests, NULL, NULL);
 }

@@ -36,6 +36,14 @@
  *   - Apply functions run on the writer thread only, so a precondition
  *     check and the write it guards cannot interleave with another write.
  *
+ * Names: a namespace is 1-max bytes of KV_NAMESPACE_CHARS and a key has no
+ * empty, "*" or ">" token, so the WAL subject kv.<namespace>.<key> names one
+ * key: the first token after "kv" is the namespace, the rest the key. A data
+ * dir written before namespaces were restricted may hold others (any UTF-8,
+ * "a.b" among them): reads and watches still take such a namespace while it
+ * holds keys, so the data can be read out; writes are refused, so no new
+ * event gets an ambiguous subject.
+ *
  * Recovery: nothing to do; the store replays RocksDB's WAL, and
  * "mcompacted" is read back at start.
  */
@@ -183,7 +191,7 @@ int kv_event_decode(const void *buf, size_t len, kv_event_t *ev) {
     }
     ev->mem_ = pack_strings(5, src, l, dst);
     if (ev->mem_ == NULL)
-        return -1;
+        return -2;
     ev->type = (kv_event_type_t)b[1];
     ev->version = reel_be64_get(b + 2);
     ev->prev_version = reel_be64_get(b + 10);
@@ -253,7 +261,7 @@ int kv_entry_decode(const char *k, size_t klen, const void *buf, size_t len,
     src[3] = (const char *)b + ENTRY_HDR + wl, l[3] = len - ENTRY_HDR - wl;
     e->mem_ = pack_strings(4, src, l, dst);
     if (e->mem_ == NULL)
-        return -1;
+        return -2;
     e->ns = dst[0], e->ns_len = l[0];
     e->key = dst[1], e->key_len = l[1];
     e->writer = dst[2], e->writer_len = l[2];
@@ -287,6 +295,53 @@ reel_code_t kv_check_name(const char *field, const char *s, size_t len,
     return reel_check_name(field, s, len, max, st);
 }
 
+static reel_code_t check_namespace(const kv_limits_t *lim, const char *ns,
+                                   size_t len, reel_status_t *st) {
+    return reel_check_charset("namespace", ns, len, lim->max_namespace,
+                              KV_NAMESPACE_CHARS, st);
+}
+
+reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
+                                    reel_status_t *st) {
+    store_iter_t *it = NULL;
+    char *base = NULL;
+    size_t base_len, klen;
+    const char *k;
+    reel_code_t rc;
+
+    rc = check_namespace(&kv->lim, ns, len, st);
+    if (rc != REEL_INVALID_ARGUMENT ||
+        reel_check_name("namespace", ns, len, kv->lim.max_namespace, NULL) !=
+            REEL_OK)
+        return rc;
+    /* Refused by the rule but a valid name before it: readable if it holds
+     * keys (only an older data dir can have them). */
+    base_len = kv_key_encode(ns, len, "", 0, &base);
+    it = store_iter_create(kv->store, STORE_CF_KV, NULL);
+    if (base == NULL || it == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    store_iter_seek(it, base, base_len);
+    if (store_iter_valid(it)) {
+        k = store_iter_key(it, &klen);
+        if (klen >= base_len && memcmp(k, base, base_len) == 0) {
+            reel_status_fini(st);
+            rc = REEL_OK;
+        }
+    } else {
+        /* Not held (rc and st still say why), unless the store failed. */
+        reel_code_t irc = store_iter_status(it, st);
+
+        if (irc != REEL_OK)
+            rc = irc;
+    }
+out:
+    store_iter_destroy(it);
+    free(base);
+    return rc;
+}
+
 static reel_code_t check_json(const char *value, size_t len,
                               reel_status_t *st) {
     const char *why = NULL;
@@ -304,16 +359,13 @@ static reel_code_t check_write(kv_t *kv, const kv_write_args_t *a,
                                reel_status_t *st) {
     reel_code_t rc;
 
-    if ((rc = kv_check_name("namespace", a->ns, a->ns_len,
-                            kv->lim.max_namespace, st)) != REEL_OK)
+    if ((rc = check_namespace(&kv->lim, a->ns, a->ns_len, st)) != REEL_OK)
         return rc;
     if ((rc = kv_check_name("key", a->key, a->key_len, kv->lim.max_key, st)) !=
-        REEL_OK)
+            REEL_OK ||
+        (rc = reel_pattern_check_name("key", a->key, a->key_len, st)) !=
+            REEL_OK)
         return rc;
-    if (reel_pattern_has_reserved_token(a->key, a->key_len))
-        return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "key: the tokens \"*\" and \">\" are reserved "
-                               "for watch patterns");
     if (a->writer_len > KV_MAX_WRITER)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "writer: at most %d bytes (got %zu)",
@@ -496,7 +548,7 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
     }
 
     if (a->precond == KV_PRECOND_ABSENT && live) {
-        rc = reel_status_set(st, REEL_ABORTED,
+        rc = reel_status_set(st, REEL_ALREADY_EXISTS,
                              "key \"%s\" already exists (current version "
                              "%llu)",
                              a->key, (unsigned long long)cur_version);
@@ -694,8 +746,7 @@ reel_code_t kv_get(kv_t *kv, const char *ns, size_t ns_len, const char *key,
     reel_code_t rc;
 
     memset(entry, 0, sizeof(*entry));
-    if ((rc = kv_check_name("namespace", ns, ns_len, kv->lim.max_namespace,
-                            st)) != REEL_OK ||
+    if ((rc = kv_check_read_namespace(kv, ns, ns_len, st)) != REEL_OK ||
         (rc = kv_check_name("key", key, key_len, kv->lim.max_key, st)) !=
             REEL_OK)
         return rc;
@@ -738,8 +789,7 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
     *out = NULL;
     *n = 0;
     *more = 0;
-    if ((rc = kv_check_name("namespace", a->ns, a->ns_len,
-                            kv->lim.max_namespace, st)) != REEL_OK ||
+    if ((rc = kv_check_read_namespace(kv, a->ns, a->ns_len, st)) != REEL_OK ||
         (rc = check_limit(&limit, st)) != REEL_OK)
         return rc;
     if (a->prefix_len > kv->lim.max_key || a->start_after_len > kv->lim.max_key)
@@ -822,12 +872,13 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
     *out = NULL;
     *n = 0;
     *more = 0;
-    if ((rc = kv_check_name("namespace", ns, ns_len, kv->lim.max_namespace,
-                            st)) != REEL_OK ||
+    if ((rc = kv_check_read_namespace(kv, ns, ns_len, st)) != REEL_OK ||
         (rc = kv_check_name("key", key, key_len, kv->lim.max_key, st)) !=
             REEL_OK ||
         (rc = check_limit(&limit, st)) != REEL_OK)
         return rc;
+    /* No version follows the largest one (and + 1 would wrap to 0): an
+     * empty page, as for any from_version past the current version. */
     if (from_version == UINT64_MAX)
         return REEL_OK;
     vklen = ver_key(ns, ns_len, key, key_len, from_version + 1, &vk);
@@ -846,6 +897,8 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
         const char *v = store_iter_value(it, &vlen);
         unsigned char rk[9];
         char *evrec = NULL;
+        uint64_t ver, rev;
+        int drc;
 
         /* Same key: everything but the trailing version matches. */
         if (klen != vklen || memcmp(k, vk, vklen - 8) != 0)
@@ -854,26 +907,41 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
             *more = 1;
             break;
         }
-        if (vlen != 8)
-            continue;
-        kv_rev_key(reel_be64_get((const unsigned char *)v), rk);
+        /* The index entry and its event commit and trim together: one
+         * without the other is lost data, never a version to skip. */
+        ver = reel_be64_get((const unsigned char *)k + klen - 8);
+        if (vlen != 8) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "key \"%.*s\": the history index of "
+                                 "version %llu is corrupt",
+                                 (int)key_len, key, (unsigned long long)ver);
+            goto out;
+        }
+        rev = reel_be64_get((const unsigned char *)v);
+        kv_rev_key(rev, rk);
         rc = store_snapshot_get(kv->store, snap, STORE_CF_KV_HISTORY, rk,
                                 sizeof(rk), &evrec, &evlen, st);
-        if (rc == REEL_NOT_FOUND) {
-            reel_status_fini(st);
-            continue;
-        }
+        if (rc == REEL_NOT_FOUND)
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "key \"%.*s\": the history record of "
+                                 "version %llu (revision %llu) is missing",
+                                 (int)key_len, key, (unsigned long long)ver,
+                                 (unsigned long long)rev);
         if (rc != REEL_OK)
             goto out;
-        if (kv_event_decode(evrec, evlen, &arr[*n]) != 0) {
-            free(evrec);
-            rc = reel_status_set(st, REEL_DATA_LOSS,
-                                 "a history record of key \"%.*s\" is "
-                                 "corrupt",
-                                 (int)key_len, key);
+        drc = kv_event_decode(evrec, evlen, &arr[*n]);
+        free(evrec);
+        if (drc != 0) {
+            rc = reel_status_set(st, drc == -2 ? REEL_RESOURCE_EXHAUSTED
+                                               : REEL_DATA_LOSS,
+                                 "key \"%.*s\": the history record of "
+                                 "version %llu (revision %llu) %s",
+                                 (int)key_len, key, (unsigned long long)ver,
+                                 (unsigned long long)rev,
+                                 drc == -2 ? "could not be read: out of memory"
+                                           : "is corrupt");
             goto out;
         }
-        free(evrec);
         (*n)++;
     }
     rc = store_iter_status(it, st);

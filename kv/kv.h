@@ -27,6 +27,13 @@
 #define KV_MAX_WRITER 256
 #define KV_LIST_DEFAULT 100
 #define KV_LIST_MAX 1000
+/*
+ * The bytes a namespace may hold, as reel_check_charset() reads them. A
+ * namespace is one token of its WAL subjects (kv.<namespace>.<key>), so it
+ * has no '.', '*' or '>' and no byte a NATS bucket name would refuse; '/'
+ * and ':' are not subject syntax and let tenants nest.
+ */
+#define KV_NAMESPACE_CHARS "A-Za-z0-9_:/-"
 
 typedef struct kv kv_t;
 typedef struct kv_watch kv_watch_t;
@@ -120,11 +127,14 @@ typedef struct kv_write_result {
 typedef void (*kv_write_done_fn)(void *arg, kv_write_result_t *res);
 
 /*
- * Validates args (INVALID_ARGUMENT naming the field and the limit), copies
- * them, and queues the write. On OK, done runs exactly once later; on any
- * other code (bad input, queue full, store failed) nothing was queued and
- * done never runs. A set or a delete of a live key writes a new version;
- * deleting a missing or tombstoned key writes nothing (existed = 0).
+ * Validates args (INVALID_ARGUMENT naming the field and the limit: the
+ * namespace is 1-max_namespace bytes of KV_NAMESPACE_CHARS, the key has no
+ * empty, "*" or ">" token), copies them, and queues the write. On OK, done
+ * runs exactly once later; on any other code (bad input, queue full, store
+ * failed) nothing was queued and done never runs. A set or a delete of a
+ * live key writes a new version; deleting a missing or tombstoned key
+ * writes nothing (existed = 0). A failed precondition writes nothing:
+ * ALREADY_EXISTS for ABSENT on a live key, ABORTED for a version mismatch.
  */
 reel_code_t kv_write_submit(kv_t *kv, const kv_write_args_t *args,
                             kv_write_done_fn done, void *arg,
@@ -145,6 +155,8 @@ void kv_write_result_fini(kv_write_result_t *res);
 /*
  * OK with the live entry; NOT_FOUND for a missing key (entry zeroed) or a
  * tombstone (entry filled, deleted = 1); INVALID_ARGUMENT for bad names.
+ * Reads and watches take a namespace outside KV_NAMESPACE_CHARS only while
+ * it holds keys (written before the rule), so old data can be read out.
  */
 reel_code_t kv_get(kv_t *kv, const char *ns, size_t ns_len, const char *key,
                    size_t key_len, kv_entry_t *entry, reel_status_t *st);
@@ -167,7 +179,11 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *args, kv_entry_t **out,
 
 /*
  * The retained versions of a key after from_version, in order, as PUT or
- * DELETE events with their previous values. Same array conventions.
+ * DELETE events with their previous values. Same array conventions. A
+ * from_version at or past the current version (UINT64_MAX included) is an
+ * empty page, not an error: a read skips nothing, and the next page after
+ * the last one is empty too. A history record that is missing or corrupt
+ * is DATA_LOSS naming the version.
  */
 reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
                        const char *key, size_t key_len, uint64_t from_version,
@@ -215,10 +231,13 @@ typedef struct kv_watch_sink {
      */
     int (*deliver_group)(void *const *args, size_t n, kv_event_t *ev);
     /*
-     * The watch cannot continue (e.g. it fell behind retained history):
-     * st says why and names the last revision delivered. Called at most
-     * once, with no kv lock held; the owner may call kv_watch_cancel() in
-     * it, and must still call kv_watch_destroy() later.
+     * The watch cannot continue: it fell behind retained history
+     * (OUT_OF_RANGE naming the last revision delivered), or a stored
+     * record it owes could not be read (DATA_LOSS if corrupt or missing,
+     * INTERNAL for a failed read, RESOURCE_EXHAUSTED out of memory; the
+     * message names the key, version or revision). Called at most once,
+     * with no kv lock held; the owner may call kv_watch_cancel() in it,
+     * and must still call kv_watch_destroy() later.
      */
     void (*end)(void *arg, const reel_status_t *st);
 } kv_watch_sink_t;
@@ -226,8 +245,11 @@ typedef struct kv_watch_sink {
 /*
  * Validates args and registers a watch. Nothing is delivered until the
  * first kv_watch_pump(). Errors: INVALID_ARGUMENT (bad names, malformed
- * pattern, FROM_VERSION on a pattern), OUT_OF_RANGE (from_revision or
- * from_version no longer retained, naming the oldest retained).
+ * pattern, FROM_VERSION on a pattern, from_revision past the head revision,
+ * naming it), OUT_OF_RANGE (from_revision or from_version no longer
+ * retained, naming the oldest retained). A from_version at or past the
+ * current version (UINT64_MAX included) replays nothing: BOOTSTRAP_DONE,
+ * then live.
  */
 reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *args,
                             const kv_watch_sink_t *sink, void *sink_arg,

@@ -47,9 +47,10 @@ size_t kv_key_encode(const char *ns, size_t ns_len, const char *key,
 /* 'r' + rev */
 void kv_rev_key(uint64_t rev, unsigned char out[9]);
 
-/* Decodes an event record; 0 or -1 if malformed. */
+/* Decodes an event record: 0, -1 if malformed, -2 out of memory (a
+ * reader must not call a record corrupt when it merely could not copy it). */
 int kv_event_decode(const void *buf, size_t len, kv_event_t *ev);
-/* Decodes an entry record under its "ns\0key"; 0 or -1. */
+/* Decodes an entry record under its "ns\0key"; 0, -1 or -2 as above. */
 int kv_entry_decode(const char *k, size_t klen, const void *buf, size_t len,
                     kv_entry_t *e);
 /* The entry record's trimmed-revision field (0 if none); -1 if malformed. */
@@ -58,6 +59,14 @@ int kv_entry_trimmed(const void *buf, size_t len, uint64_t *trimmed);
 /* Name checks shared by every entry point: INVALID_ARGUMENT naming field. */
 reel_code_t kv_check_name(const char *field, const char *s, size_t len,
                           size_t max, reel_status_t *st);
+/*
+ * The namespace check of reads and watches: what writes take
+ * (KV_NAMESPACE_CHARS), and also a namespace the rule refuses that holds
+ * keys written before it, so an older data dir can still be read out.
+ * Errors: INVALID_ARGUMENT, or the store's code if it cannot look.
+ */
+reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
+                                    reel_status_t *st);
 
 /* ---- The hub (kv_watch.c) ------------------------------------------------ */
 

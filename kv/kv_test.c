@@ -20,6 +20,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/codec.h"
+#include "base/fault.h"
 #include "kv/kv.h"
 
 /* ---- Fixture ------------------------------------------------------------ */
@@ -318,17 +320,20 @@ static void test_deleting_a_missing_key_writes_nothing(void **state) {
     assert_int_equal(store_revision(f->store), rev);
 }
 
-static void test_create_only_twice_is_aborted(void **state) {
+static void test_create_only_on_a_live_key_is_already_exists(void **state) {
     fixture_t *f = *state;
     kv_write_result_t res;
+    uint64_t rev;
 
     assert_int_equal(set_full(f->kv, "ns", "k", "1", KV_PRECOND_ABSENT, 0, &res),
                      REEL_OK);
     kv_write_result_fini(&res);
+    rev = store_revision(f->store);
     assert_int_equal(set_full(f->kv, "ns", "k", "2", KV_PRECOND_ABSENT, 0, &res),
-                     REEL_ABORTED);
+                     REEL_ALREADY_EXISTS);
     assert_non_null(strstr(reel_status_message(&res.status),
-                           "current version 1"));
+                           "key \"k\" already exists (current version 1)"));
+    assert_int_equal(store_revision(f->store), rev);
     kv_write_result_fini(&res);
     /* After a delete, create-only works again. */
     assert_int_equal(del(f->kv, "k", &res), REEL_OK);
@@ -476,6 +481,186 @@ static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
     set_ok(f->kv, "caf\xc3\xa9/a.b*", "\"\xe2\x82\xac\"");
     free(huge);
     free(deep);
+}
+
+static void test_names_that_would_make_ambiguous_subjects_are_invalid(
+    void **state) {
+    fixture_t *f = *state;
+    kv_write_result_t res;
+
+    /* A namespace is one subject token: kv.a.b.c must not be both
+     * (a, b.c) and (a.b, c). */
+    expect_invalid(f, "a.b", 3, "c", 1, "1", 1,
+                   "namespace: byte 1 is not in [A-Za-z0-9_:/-]");
+    expect_invalid(f, "*", 1, "x", 1, "1", 1, "namespace: byte 0");
+    expect_invalid(f, ">", 1, "x", 1, "1", 1, "namespace: byte 0");
+    expect_invalid(f, "a b", 3, "x", 1, "1", 1, "namespace: byte 1");
+    expect_invalid(f, "caf\xc3\xa9", 5, "x", 1, "1", 1, "namespace: byte 3");
+    /* A key has no empty token. */
+    expect_invalid(f, "ns", 2, "a..b", 4, "1", 1, "key: a token may not be "
+                                                  "empty");
+    expect_invalid(f, "ns", 2, ".a", 2, "1", 1, "key: a token may not be");
+    expect_invalid(f, "ns", 2, "a.", 2, "1", 1, "key: a token may not be");
+    expect_invalid(f, "ns", 2, ".", 1, "1", 1, "key: a token may not be");
+    /* What the rules allow. */
+    assert_int_equal(store_revision(f->store), 0);
+    set_ok(f->kv, "b.c", "1");
+    assert_int_equal(set_full(f->kv, "Tenant_1:app/x-y", "a.b", "1",
+                              KV_PRECOND_NONE, 0, &res),
+                     REEL_OK);
+    kv_write_result_fini(&res);
+}
+
+static void expect_invalid_ns_on_reads(fixture_t *f, const char *ns) {
+    size_t len = strlen(ns), n;
+    kv_list_args_t la = {0};
+    kv_watch_args_t wa = {0};
+    kv_write_args_t da = {0};
+    kv_write_result_t res;
+    kv_watch_t *w = NULL;
+    kv_entry_t e, *list;
+    kv_event_t *evs;
+    sink_t *s = sink_new(10);
+    reel_status_t st = REEL_STATUS_INIT;
+    int more;
+
+    da.is_delete = 1;
+    da.ns = ns, da.ns_len = len, da.key = "k", da.key_len = 1;
+    assert_int_equal(kv_write(f->kv, &da, &res), REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&res.status), "namespace"));
+    kv_write_result_fini(&res);
+    assert_int_equal(kv_get(f->kv, ns, len, "k", 1, &e, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "namespace: byte"));
+    assert_non_null(strstr(reel_status_message(&st), "[A-Za-z0-9_:/-]"));
+    la.ns = ns, la.ns_len = len, la.prefix = "";
+    assert_int_equal(kv_list(f->kv, &la, &list, &n, &more, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "namespace: byte"));
+    assert_int_equal(kv_history(f->kv, ns, len, "k", 1, 0, 0, &evs, &n, &more,
+                                &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "namespace: byte"));
+    wa.ns = ns, wa.ns_len = len, wa.key = "k", wa.key_len = 1;
+    assert_int_equal(kv_watch_create(f->kv, &wa, &test_sink, s, &w, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_null(w);
+    assert_non_null(strstr(reel_status_message(&st), "namespace: byte"));
+    reel_status_fini(&st);
+    sink_free(s);
+}
+
+static void test_bad_namespaces_are_invalid_on_every_entry_point(
+    void **state) {
+    fixture_t *f = *state;
+
+    set_ok(f->kv, "k", "1");
+    expect_invalid_ns_on_reads(f, "a.b");
+    expect_invalid_ns_on_reads(f, "*");
+    expect_invalid_ns_on_reads(f, "n.");
+    expect_invalid_ns_on_reads(f, "ns."); /* "ns" holds keys; "ns." not */
+    assert_int_equal(store_revision(f->store), 1);
+}
+
+/* A raw write into a column family, past kv's own checks: a corrupt or
+ * missing record as storage damage would leave it. val NULL deletes. */
+typedef struct raw_put {
+    store_cf_t cf;
+    const void *key, *val;
+    size_t klen, vlen;
+} raw_put_t;
+
+static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
+                                 reel_status_t *st) {
+    raw_put_t *p = arg;
+
+    (void)st;
+    if (p->val == NULL)
+        store_txn_delete(txn, p->cf, p->key, p->klen);
+    else
+        store_txn_put(txn, p->cf, p->key, p->klen, p->val, p->vlen);
+    return REEL_OK;
+}
+
+static void raw_put(fixture_t *f, store_cf_t cf, const void *key, size_t klen,
+                    const void *val, size_t vlen) {
+    raw_put_t p = {cf, key, val, klen, vlen};
+    reel_status_t st = REEL_STATUS_INIT;
+
+    if (store_exec(f->store, raw_put_apply, &p, NULL, &st) != REEL_OK)
+        fail_msg("raw put: %s", reel_status_message(&st));
+}
+
+
+/*
+ * A data dir from before the namespace rule holds namespace "a.b": its
+ * keys can still be read, listed, watched and asked for history; nothing
+ * can be written to it, so no new event gets the subject kv.a.b.<key>.
+ */
+static void test_a_namespace_from_before_the_rule_is_read_only(
+    void **state) {
+    fixture_t *f = *state;
+    kv_list_args_t la = {0};
+    kv_watch_args_t wa = {0};
+    kv_write_args_t a = {0};
+    kv_write_result_t res;
+    kv_watch_t *w = NULL;
+    kv_entry_t e, *list;
+    kv_event_t *evs;
+    sink_t *s = sink_new(10);
+    char *rec = NULL;
+    size_t rlen = 0, n;
+    uint64_t rev;
+    int more;
+
+    /* A valid record, stored again under the old namespace by hand. */
+    set_ok(f->kv, "c", "\"old\"");
+    assert_int_equal(store_get(f->store, STORE_CF_KV, "ns\0c", 4, &rec, &rlen,
+                               NULL),
+                     REEL_OK);
+    raw_put(f, STORE_CF_KV, "a.b\0c", 5, rec, rlen);
+    free(rec);
+    rev = store_revision(f->store);
+
+    assert_int_equal(kv_get(f->kv, "a.b", 3, "c", 1, &e, NULL), REEL_OK);
+    assert_string_equal(e.ns, "a.b");
+    assert_string_equal(e.value, "\"old\"");
+    kv_entry_fini(&e);
+    assert_int_equal(kv_get(f->kv, "a.b", 3, "x", 1, &e, NULL),
+                     REEL_NOT_FOUND);
+    kv_entry_fini(&e);
+    la.ns = "a.b", la.ns_len = 3, la.prefix = "";
+    assert_int_equal(kv_list(f->kv, &la, &list, &n, &more, NULL), REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].key, "c");
+    kv_entry_fini(&list[0]);
+    free(list);
+    assert_int_equal(kv_history(f->kv, "a.b", 3, "c", 1, 0, 0, &evs, &n, &more,
+                                NULL),
+                     REEL_OK);
+    free(evs);
+    wa.ns = "a.b", wa.ns_len = 3, wa.key = "c", wa.key_len = 1;
+    assert_int_equal(kv_watch_create(f->kv, &wa, &test_sink, s, &w, NULL),
+                     REEL_OK);
+    kv_watch_pump(w);
+    assert_int_equal(sink_wait(s, 2), 2); /* the value, BOOTSTRAP_DONE */
+    assert_string_equal(s->recs[0].value, "\"old\"");
+    assert_int_equal(s->recs[1].type, KV_EVENT_BOOTSTRAP_DONE);
+    kv_watch_destroy(w);
+    sink_free(s);
+
+    a.ns = "a.b", a.ns_len = 3, a.key = "c", a.key_len = 1;
+    a.value = "1", a.value_len = 1;
+    assert_int_equal(kv_write(f->kv, &a, &res), REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&res.status), "namespace"));
+    kv_write_result_fini(&res);
+    a.is_delete = 1;
+    assert_int_equal(kv_write(f->kv, &a, &res), REEL_INVALID_ARGUMENT);
+    kv_write_result_fini(&res);
+    assert_int_equal(store_revision(f->store), rev);
+    /* A namespace it does not hold is refused as ever. */
+    assert_int_equal(kv_get(f->kv, "a.", 2, "c", 1, &e, NULL),
+                     REEL_INVALID_ARGUMENT);
 }
 
 /* ---- Reads -------------------------------------------------------------- */
@@ -914,16 +1099,238 @@ static void test_from_revision_resumes_after_reopen_without_gap(
     sink_free(s);
 }
 
+
+/* ---- Cursors and unreadable records -------------------------------------- */
+
+/* Overwrites the history record of revision rev with bytes that do not
+ * decode (or deletes it). */
+static void damage_history(fixture_t *f, uint64_t rev, int delete_it) {
+    unsigned char rk[9];
+
+    rk[0] = 'r';
+    reel_be64_put(rk + 1, rev);
+    raw_put(f, STORE_CF_KV_HISTORY, rk, sizeof(rk),
+            delete_it ? NULL : "\x01garbage", 8);
+}
+
+/* The watch ended with code and a message containing want. */
+static void expect_end(sink_t *s, reel_code_t code, const char *want) {
+    pthread_mutex_lock(&s->mu);
+    if (!s->ended)
+        fail_msg("the watch did not end (%zu events)", s->n);
+    if (s->end.code != code || strstr(reel_status_message(&s->end), want) ==
+                                   NULL)
+        fail_msg("ended with %s \"%s\", want %s \"...%s...\"",
+                 reel_code_name(s->end.code), reel_status_message(&s->end),
+                 reel_code_name(code), want);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void test_from_revision_past_the_head_is_invalid_naming_it(
+    void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100);
+    reel_status_t st = REEL_STATUS_INIT;
+    reel_code_t rc;
+    kv_watch_t *w;
+
+    for (int i = 0; i < 5; i++)
+        set_ok(f->kv, "k", "1");
+    assert_int_equal(store_revision(f->store), 5);
+    assert_null(watch(f, "k", KV_WATCH_FROM_REVISION, 1005, s, &rc, &st));
+    assert_int_equal(rc, REEL_INVALID_ARGUMENT);
+    assert_string_equal(reel_status_message(&st),
+                        "from_revision: 1005 is past the head revision 5");
+    assert_null(watch(f, "p.>", KV_WATCH_FROM_REVISION, UINT64_MAX, s, &rc,
+                      &st));
+    assert_int_equal(rc, REEL_INVALID_ARGUMENT);
+    assert_string_equal(reel_status_message(&st),
+                        "from_revision: 18446744073709551615 is past the "
+                        "head revision 5");
+    assert_int_equal(s->n, 0);
+    /* The head itself is a cursor: nothing to replay, then live. */
+    w = watch(f, "k", KV_WATCH_FROM_REVISION, 5, s, NULL, NULL);
+    assert_int_equal(sink_wait(s, 1), 1);
+    assert_int_equal(s->recs[0].type, KV_EVENT_BOOTSTRAP_DONE);
+    assert_int_equal(s->recs[0].revision, 5);
+    set_ok(f->kv, "k", "2");
+    assert_int_equal(sink_wait(s, 2), 2);
+    assert_int_equal(s->recs[1].version, 6);
+    kv_watch_destroy(w);
+    reel_status_fini(&st);
+    sink_free(s);
+}
+
+static void test_from_version_at_uint64_max_does_not_wrap(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100);
+    kv_event_t *evs;
+    size_t n;
+    int more;
+    kv_watch_t *w;
+
+    set_ok(f->kv, "k", "1");
+    set_ok(f->kv, "k", "2");
+    set_ok(f->kv, "k", "3");
+    /* As past the current version: nothing replayed (not version 1), then
+     * live. */
+    w = watch(f, "k", KV_WATCH_FROM_VERSION, UINT64_MAX, s, NULL, NULL);
+    assert_int_equal(sink_wait(s, 1), 1);
+    assert_int_equal(s->recs[0].type, KV_EVENT_BOOTSTRAP_DONE);
+    assert_int_equal(s->recs[0].revision, 3);
+    set_ok(f->kv, "k", "4");
+    assert_int_equal(sink_wait(s, 2), 2);
+    assert_int_equal(s->recs[1].version, 4);
+    kv_watch_destroy(w);
+    /* A read from there is an empty page. */
+    assert_int_equal(kv_history(f->kv, "ns", 2, "k", 1, UINT64_MAX, 0, &evs,
+                                &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 0);
+    assert_false(more);
+    free(evs);
+    sink_free(s);
+}
+
+static void test_a_corrupt_history_record_ends_every_replay_with_data_loss(
+    void **state) {
+    fixture_t *f = *state;
+    sink_t *ver = sink_new(100), *rev = sink_new(100), *pat = sink_new(100);
+    reel_status_t st = REEL_STATUS_INIT;
+    kv_watch_t *w1, *w2, *w3;
+    kv_event_t *evs;
+    size_t n;
+    int more;
+
+    for (int i = 0; i < 5; i++)
+        set_ok(f->kv, "p.k", "1"); /* versions 1-5 at revisions 1-5 */
+    damage_history(f, 3, 0);
+    /* The version replay, the revision catch-up of an exact key, and that
+     * of a pattern: each sends 1 and 2, then ends naming the record. */
+    w1 = watch(f, "p.k", KV_WATCH_FROM_VERSION, 0, ver, NULL, NULL);
+    w2 = watch(f, "p.k", KV_WATCH_FROM_REVISION, 0, rev, NULL, NULL);
+    w3 = watch(f, "p.>", KV_WATCH_FROM_REVISION, 0, pat, NULL, NULL);
+    expect_end(ver, REEL_DATA_LOSS,
+               "key \"p.k\": the history record of version 3 (revision 3) "
+               "is corrupt");
+    expect_end(rev, REEL_DATA_LOSS,
+               "key \"p.k\": the history record of version 3 (revision 3) "
+               "is corrupt");
+    expect_end(pat, REEL_DATA_LOSS, "the history record of revision 3 is "
+                                    "corrupt");
+    assert_int_equal(ver->n, 2);
+    assert_int_equal(rev->n, 2);
+    assert_int_equal(pat->n, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ver->recs[i].version, i + 1);
+        assert_int_equal(rev->recs[i].version, i + 1);
+        assert_int_equal(pat->recs[i].version, i + 1);
+    }
+    /* A read says so too, instead of leaving version 3 out. */
+    assert_int_equal(kv_history(f->kv, "ns", 2, "p.k", 3, 0, 0, &evs, &n,
+                                &more, &st),
+                     REEL_DATA_LOSS);
+    assert_non_null(strstr(reel_status_message(&st), "version 3 (revision 3)"));
+    kv_watch_destroy(w1);
+    kv_watch_destroy(w2);
+    kv_watch_destroy(w3);
+    reel_status_fini(&st);
+    sink_free(ver);
+    sink_free(rev);
+    sink_free(pat);
+}
+
+static void test_a_missing_history_record_ends_a_replay_with_data_loss(
+    void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100);
+    kv_watch_t *w;
+
+    for (int i = 0; i < 4; i++)
+        set_ok(f->kv, "k", "1");
+    damage_history(f, 2, 1);
+    w = watch(f, "k", KV_WATCH_FROM_VERSION, 0, s, NULL, NULL);
+    expect_end(s, REEL_DATA_LOSS, "key \"k\": the history record of version "
+                                  "2 (revision 2) is missing");
+    assert_int_equal(s->n, 1);
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
+static void test_a_corrupt_entry_ends_a_snapshot_with_data_loss(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100);
+    kv_watch_t *w;
+    const char ekey[] = "ns\0p.b";
+
+    set_ok(f->kv, "p.a", "1");
+    set_ok(f->kv, "p.b", "1");
+    set_ok(f->kv, "p.c", "1");
+    raw_put(f, STORE_CF_KV, ekey, sizeof(ekey) - 1, "\x01", 1);
+    w = watch(f, "p.>", KV_WATCH_SNAPSHOT, 0, s, NULL, NULL);
+    expect_end(s, REEL_DATA_LOSS, "the stored record of key \"p.b\" is "
+                                  "corrupt");
+    assert_int_equal(s->n, 1);
+    assert_string_equal(s->recs[0].key, "p.a");
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
+static void test_an_iterator_error_ends_a_replay_with_internal(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100);
+    kv_watch_t *w;
+
+    for (int i = 0; i < 5; i++)
+        set_ok(f->kv, "k", "1");
+    /* The seek and two steps pass: versions 1-3 are sent, then the third
+     * step fails, which must not read as the end of the history. */
+    reel_fault_arm("store.iter", 3, 1);
+    w = watch(f, "k", KV_WATCH_FROM_VERSION, 0, s, NULL, NULL);
+    reel_fault_reset();
+    expect_end(s, REEL_INTERNAL, "key \"k\": reading its history: iterate: "
+                                 "injected fault");
+    assert_int_equal(s->n, 3);
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
+static void test_an_unreadable_entry_ends_a_catch_up(void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(2);
+    kv_watch_t *w;
+
+    w = watch(f, "k", KV_WATCH_NOW, 0, s, NULL, NULL);
+    for (int i = 0; i < 5; i++)
+        set_ok(f->kv, "k", "1");
+    assert_int_equal(s->n, 2); /* BOOTSTRAP_DONE and version 1, then full */
+    pthread_mutex_lock(&s->mu);
+    s->held = 0;
+    pthread_mutex_unlock(&s->mu);
+    /* Catching up reads the key's record to know what was trimmed: unread,
+     * it cannot tell whether the history it needs is still there. */
+    reel_fault_arm("store.get", 0, 1);
+    kv_watch_pump(w);
+    reel_fault_reset();
+    expect_end(s, REEL_INTERNAL, "key \"k\": read: injected fault");
+    assert_int_equal(s->n, 2);
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 #define T3(fn) cmocka_unit_test_setup_teardown(fn, setup_keep3, teardown)
         T(test_versions_grow_by_one_per_set_and_delete),
         T(test_deleting_a_missing_key_writes_nothing),
-        T(test_create_only_twice_is_aborted),
+        T(test_create_only_on_a_live_key_is_already_exists),
         T(test_stale_version_is_aborted_naming_the_current),
         T(test_concurrent_cas_increments_lose_no_update),
         T(test_bad_input_is_invalid_and_writes_nothing),
+        T(test_names_that_would_make_ambiguous_subjects_are_invalid),
+        T(test_bad_namespaces_are_invalid_on_every_entry_point),
+        T(test_a_namespace_from_before_the_rule_is_read_only),
         T(test_list_pages_in_key_order_with_prefix),
         T3(test_history_keeps_the_last_n_versions),
         T(test_watch_sees_every_transition_with_prev),
@@ -935,6 +1342,13 @@ int main(void) {
         T3(test_stalled_watcher_past_retention_ends_naming_its_revision),
         T(test_from_version_replays_then_goes_live),
         T(test_from_revision_resumes_after_reopen_without_gap),
+        T(test_from_revision_past_the_head_is_invalid_naming_it),
+        T(test_from_version_at_uint64_max_does_not_wrap),
+        T(test_a_corrupt_history_record_ends_every_replay_with_data_loss),
+        T(test_a_missing_history_record_ends_a_replay_with_data_loss),
+        T(test_a_corrupt_entry_ends_a_snapshot_with_data_loss),
+        T(test_an_iterator_error_ends_a_replay_with_internal),
+        T(test_an_unreadable_entry_ends_a_catch_up),
     };
     return cmocka_run_group_tests_name("kv", tests, NULL, NULL);
 }

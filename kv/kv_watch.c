@@ -7,7 +7,7 @@
  *   BOOT_DONE  sending BOOTSTRAP_DONE(S)
  *   HISTORY    catching up from kv_history after `cursor`
  *   LIVE       receiving events from kv_publish() as they commit
- *   ENDED      done (fell behind retained history)
+ *   ENDED      done (fell behind retained history, or could not read it)
  * Every phase but LIVE is driven by kv_watch_pump(); LIVE is driven by the
  * writer thread. `cursor` is the revision up to which the watcher has seen
  * everything that matches it.
@@ -33,18 +33,31 @@
  * per write. If the history it needs was trimmed, it ends with OUT_OF_RANGE
  * naming the last revision it received.
  *
+ * A replay never skips what it cannot read: a corrupt or missing record
+ * ends the watch with DATA_LOSS, a failed read or snapshot with its own
+ * code (INTERNAL), out of memory with RESOURCE_EXHAUSTED, each naming the
+ * key, version or revision. Only a full sink waits for a drain.
+ *
+ * Cursors given by the client are checked at creation: FROM_REVISION past
+ * the head is INVALID_ARGUMENT (it would wait, silent, for revisions that
+ * do not exist yet); FROM_VERSION past the current version replays nothing
+ * and goes live, UINT64_MAX included. Every cursor + 1 is guarded.
+ *
  * Locks: hub_mu (registry, last_published) before a watch's mu. deliver()
  * is called with the watch's mu held (and hub_mu, from publish);
  * deliver_group() with hub_mu only.
  */
 #include "kv/kv_int.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <uthash.h>
 
 #include "base/codec.h"
+#include "base/fault.h"
 #include "base/pattern.h"
 
 enum { PH_SNAPSHOT, PH_VERSIONS, PH_BOOT_DONE, PH_HISTORY, PH_LIVE, PH_ENDED };
@@ -319,7 +332,10 @@ static reel_code_t trimmed_for(kv_watch_t *w, uint64_t *trimmed,
         reel_status_fini(st);
         return REEL_OK;
     }
-    if (rc == REEL_OK && kv_entry_trimmed(val, vlen, trimmed) != 0)
+    if (rc != REEL_OK)
+        rc = reel_status_set(st, rc, "key \"%s\": %s", w->key,
+                             reel_status_message(st));
+    else if (kv_entry_trimmed(val, vlen, trimmed) != 0)
         rc = reel_status_set(st, REEL_DATA_LOSS,
                              "key \"%s\": stored record is corrupt", w->key);
     free(val);
@@ -353,12 +369,11 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
                             const kv_watch_sink_t *sink, void *sink_arg,
                             kv_watch_t **out, reel_status_t *st) {
     kv_watch_t *w;
-    uint64_t trimmed = 0;
+    uint64_t trimmed = 0, head;
     reel_code_t rc;
 
     *out = NULL;
-    if ((rc = kv_check_name("namespace", a->ns, a->ns_len,
-                            kv->lim.max_namespace, st)) != REEL_OK ||
+    if ((rc = kv_check_read_namespace(kv, a->ns, a->ns_len, st)) != REEL_OK ||
         (rc = kv_check_name("key", a->key, a->key_len, kv->lim.max_key, st)) !=
             REEL_OK ||
         (rc = reel_pattern_validate(a->key, a->key_len, "key", st)) != REEL_OK)
@@ -411,10 +426,29 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
         if ((rc = store_snapshot_create(kv->store, &w->snap, st)) != REEL_OK)
             goto fail;
         w->boot_rev = store_snapshot_revision(w->snap);
+        /* No version follows the largest (and + 1 would wrap to version
+         * 0, replaying everything): as past the current version, nothing
+         * to replay. */
+        if (a->from_version == UINT64_MAX) {
+            w->phase = PH_BOOT_DONE;
+            break;
+        }
         w->next_version = a->from_version + 1;
         w->phase = PH_VERSIONS;
         break;
     case KV_WATCH_FROM_REVISION:
+        /* A cursor past the head names changes that do not exist yet:
+         * answering BOOTSTRAP_DONE there, then nothing until the head
+         * passes it, would hide every change in between. */
+        head = store_revision(kv->store);
+        if (a->from_revision > head) {
+            rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                 "from_revision: %llu is past the head "
+                                 "revision %llu",
+                                 (unsigned long long)a->from_revision,
+                                 (unsigned long long)head);
+            goto fail;
+        }
         if ((rc = trimmed_for(w, &trimmed, st)) != REEL_OK)
             goto fail;
         if (a->from_revision < trimmed) {
@@ -451,12 +485,88 @@ static int deliver(kv_watch_t *w, kv_event_t *ev) {
     return w->sink.deliver(w->arg, ev);
 }
 
-static int end_watch(kv_watch_t *w, reel_code_t code, const char *fmt,
-                     unsigned long long a, unsigned long long b) {
-    reel_status_set(&w->end_status, code, fmt, a, b);
+/* The watch cannot go on: the pump hands end_status to the sink's end. */
+static int end_watch(kv_watch_t *w, reel_code_t code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int end_watch(kv_watch_t *w, reel_code_t code, const char *fmt, ...) {
+    va_list ap;
+
+    va_start(ap, fmt);
+    reel_status_setv(&w->end_status, code, fmt, ap);
+    va_end(ap);
     w->phase = PH_ENDED;
     atomic_store(&w->live, 0);
     return STEP_END;
+}
+
+/* The same, with a status already made (moved from st). */
+static int end_with(kv_watch_t *w, reel_status_t *st) {
+    reel_status_move(&w->end_status, st);
+    w->phase = PH_ENDED;
+    atomic_store(&w->live, 0);
+    return STEP_END;
+}
+
+/*
+ * A replay that cannot read what it owes ends the watch, naming what it
+ * was reading: skipping the record would send a stream with a hole in it,
+ * and waiting for a drain would wait forever when nothing is queued.
+ */
+static int end_failed(kv_watch_t *w, const reel_status_t *st,
+                      const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int end_failed(kv_watch_t *w, const reel_status_t *st,
+                      const char *fmt, ...) {
+    char what[1536];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    return end_watch(w, st->code, "%s: %s", what, reel_status_message(st));
+}
+
+static int end_out_of_memory(kv_watch_t *w) {
+    return end_watch(w, REEL_RESOURCE_EXHAUSTED,
+                     "watch of key \"%s\": out of memory while replaying",
+                     w->key);
+}
+
+/* drc from a decode: -1 the record is corrupt, -2 it could not be copied. */
+static int end_undecodable(kv_watch_t *w, int drc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int end_undecodable(kv_watch_t *w, int drc, const char *fmt, ...) {
+    char what[1536];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    if (drc == -2)
+        return end_watch(w, REEL_RESOURCE_EXHAUSTED,
+                         "%s could not be read: out of memory", what);
+    return end_watch(w, REEL_DATA_LOSS, "%s is corrupt", what);
+}
+
+/* A replay's decodes; the fault point stands in for a corrupt record. */
+static int replay_event_decode(const void *buf, size_t len, kv_event_t *ev) {
+    if (REEL_FAULT("kv.decode")) {
+        memset(ev, 0, sizeof(*ev));
+        return -1;
+    }
+    return kv_event_decode(buf, len, ev);
+}
+
+static int replay_entry_decode(const char *k, size_t klen, const void *buf,
+                               size_t len, kv_entry_t *e) {
+    if (REEL_FAULT("kv.decode")) {
+        memset(e, 0, sizeof(*e));
+        return -1;
+    }
+    return kv_entry_decode(k, klen, buf, len, e);
 }
 
 /* A PUT event describing an entry's current value (no previous value). */
@@ -474,13 +584,14 @@ static void entry_event(const kv_entry_t *e, kv_event_t *ev) {
 }
 
 static int step_snapshot(kv_watch_t *w) {
+    reel_status_t st = REEL_STATUS_INIT;
     store_iter_t *it;
     size_t base_len = w->ns_len + 1 + w->lit_len;
     int r = STEP_NEXT;
 
     it = store_iter_create(w->kv->store, STORE_CF_KV, w->snap);
     if (it == NULL)
-        return STEP_FULL; /* out of memory: retry on the next pump */
+        return end_out_of_memory(w);
     if (w->snap_after != NULL)
         store_iter_seek(it, w->snap_after, w->snap_after_len);
     else
@@ -492,6 +603,7 @@ static int step_snapshot(kv_watch_t *w) {
         kv_entry_t e;
         kv_event_t ev;
         char *after;
+        int drc;
 
         if (klen < base_len || memcmp(k, w->ekey, base_len) != 0)
             break;
@@ -500,8 +612,12 @@ static int step_snapshot(kv_watch_t *w) {
             continue;
         if (!w->pattern && klen != w->ekey_len)
             break; /* the key itself sorts first; the rest only share it */
-        if (kv_entry_decode(k, klen, v, vlen, &e) != 0)
-            continue;
+        if ((drc = replay_entry_decode(k, klen, v, vlen, &e)) != 0) {
+            r = end_undecodable(w, drc, "the stored record of key \"%.*s\"",
+                                (int)(klen - w->ns_len - 1),
+                                k + w->ns_len + 1);
+            break;
+        }
         if (e.deleted || (w->pattern && !reel_pattern_match(w->key, w->key_len,
                                                             e.key, e.key_len))) {
             kv_entry_fini(&e);
@@ -518,14 +634,17 @@ static int step_snapshot(kv_watch_t *w) {
         kv_entry_fini(&e);
         after = dup_bytes(k, klen);
         if (after == NULL) {
-            r = STEP_FULL;
+            r = end_out_of_memory(w);
             break;
         }
         free(w->snap_after);
         w->snap_after = after;
         w->snap_after_len = klen;
     }
+    if (r == STEP_NEXT && store_iter_status(it, &st) != REEL_OK)
+        r = end_failed(w, &st, "reading the snapshot for \"%s\"", w->key);
     store_iter_destroy(it);
+    reel_status_fini(&st);
     if (r == STEP_NEXT)
         w->phase = PH_BOOT_DONE;
     return r;
@@ -545,28 +664,30 @@ static char *ver_prefix(kv_watch_t *w, size_t *len) {
 }
 
 /*
- * Walks a key's version index at snap from version `from`, delivering the
- * events with revision > after_rev. Advances *next_version (and the cursor
- * when track_cursor). The first version found must be `from` unless
- * from == 1 or skip_gap_check: otherwise history was trimmed.
+ * Walks a key's version index at snap from version *next_version,
+ * delivering the events with revision > after_rev. Advances *next_version
+ * (and the cursor when track_cursor). With check_gap, the first version
+ * found must be *next_version unless that is 1: otherwise history was
+ * trimmed. A record it cannot read ends the watch.
  */
 static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
                          uint64_t *next_version, uint64_t after_rev,
                          int track_cursor, int check_gap) {
+    reel_status_t st = REEL_STATUS_INIT;
     size_t plen = 0;
     char *pfx = ver_prefix(w, &plen), *seek;
     store_iter_t *it;
     int r = STEP_NEXT, first = 1;
 
     if (pfx == NULL)
-        return STEP_FULL;
+        return end_out_of_memory(w);
     seek = malloc(plen + 8);
     it = store_iter_create(w->kv->store, STORE_CF_KV_HISTORY, snap);
     if (seek == NULL || it == NULL) {
         free(pfx);
         free(seek);
         store_iter_destroy(it);
-        return STEP_FULL;
+        return end_out_of_memory(w);
     }
     memcpy(seek, pfx, plen);
     reel_be64_put((unsigned char *)seek + plen, *next_version);
@@ -579,10 +700,19 @@ static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
         char *evrec = NULL;
         uint64_t ver, rev;
         kv_event_t ev;
+        reel_code_t rc;
+        int drc;
 
-        if (klen != plen + 8 || memcmp(k, pfx, plen) != 0 || vlen != 8)
+        if (klen != plen + 8 || memcmp(k, pfx, plen) != 0)
             break;
         ver = reel_be64_get((const unsigned char *)k + plen);
+        if (vlen != 8) {
+            r = end_watch(w, REEL_DATA_LOSS,
+                          "key \"%s\": the history index of version %llu "
+                          "is corrupt",
+                          w->key, (unsigned long long)ver);
+            break;
+        }
         rev = reel_be64_get((const unsigned char *)v);
         if (first && check_gap && *next_version > 1 && ver > *next_version) {
             r = end_watch(w, REEL_OUT_OF_RANGE,
@@ -597,15 +727,36 @@ static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
             *next_version = ver + 1;
             continue;
         }
+        /* The index entry and its event commit and trim together, so at
+         * one snapshot an entry without its event is lost data. */
         kv_rev_key(rev, rk);
-        if (store_snapshot_get(w->kv->store, snap, STORE_CF_KV_HISTORY, rk,
-                               sizeof(rk), &evrec, &evlen, NULL) != REEL_OK ||
-            kv_event_decode(evrec, evlen, &ev) != 0) {
-            free(evrec);
-            *next_version = ver + 1;
-            continue;
+        rc = store_snapshot_get(w->kv->store, snap, STORE_CF_KV_HISTORY, rk,
+                                sizeof(rk), &evrec, &evlen, &st);
+        if (rc == REEL_NOT_FOUND) {
+            r = end_watch(w, REEL_DATA_LOSS,
+                          "key \"%s\": the history record of version %llu "
+                          "(revision %llu) is missing",
+                          w->key, (unsigned long long)ver,
+                          (unsigned long long)rev);
+            break;
         }
+        if (rc != REEL_OK) {
+            r = end_failed(w, &st,
+                           "key \"%s\": reading version %llu (revision %llu)",
+                           w->key, (unsigned long long)ver,
+                           (unsigned long long)rev);
+            break;
+        }
+        drc = replay_event_decode(evrec, evlen, &ev);
         free(evrec);
+        if (drc != 0) {
+            r = end_undecodable(w, drc,
+                                "key \"%s\": the history record of version "
+                                "%llu (revision %llu)",
+                                w->key, (unsigned long long)ver,
+                                (unsigned long long)rev);
+            break;
+        }
         if (deliver(w, &ev) != 0) {
             kv_event_fini(&ev);
             r = STEP_FULL;
@@ -616,7 +767,10 @@ static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
         if (track_cursor)
             w->cursor = rev;
     }
+    if (r == STEP_NEXT && store_iter_status(it, &st) != REEL_OK)
+        r = end_failed(w, &st, "key \"%s\": reading its history", w->key);
     store_iter_destroy(it);
+    reel_status_fini(&st);
     free(seek);
     free(pfx);
     return r;
@@ -657,49 +811,59 @@ static int step_boot_done(kv_watch_t *w) {
 
 /* Catches up from storage to a fresh snapshot; cursor ends at its revision. */
 static int step_history(kv_watch_t *w) {
+    reel_status_t st = REEL_STATUS_INIT;
     store_snapshot_t *snap;
     uint64_t trimmed = 0, head, next_version = 1;
     int r = STEP_NEXT;
 
-    if (trimmed_for(w, &trimmed, NULL) == REEL_OK && w->cursor < trimmed)
+    if (trimmed_for(w, &trimmed, &st) != REEL_OK)
+        return end_with(w, &st);
+    if (w->cursor < trimmed)
         return end_watch(w, REEL_OUT_OF_RANGE,
                          "the watch fell behind retained history: the last "
                          "revision it received is %llu, the oldest retained "
                          "is %llu",
                          (unsigned long long)w->cursor,
                          (unsigned long long)trimmed + 1);
-    if (store_snapshot_create(w->kv->store, &snap, &w->end_status) !=
-        REEL_OK) {
-        w->phase = PH_ENDED;
-        atomic_store(&w->live, 0);
-        return STEP_END;
+    if (store_snapshot_create(w->kv->store, &snap, &st) != REEL_OK) {
+        r = end_failed(w, &st, "watch of key \"%s\": catching up after "
+                               "revision %llu",
+                       w->key, (unsigned long long)w->cursor);
+        reel_status_fini(&st);
+        return r;
     }
     head = store_snapshot_revision(snap);
     if (!w->pattern) {
         /* An exact key's own index is short: walk it, skipping what the
          * watcher has seen. */
         r = walk_versions(w, snap, &next_version, w->cursor, 1, 0);
-    } else {
+    } else if (w->cursor < head) {
         store_iter_t *it = store_iter_create(w->kv->store, STORE_CF_KV_HISTORY,
                                              snap);
         unsigned char rk[9];
 
         if (it == NULL) {
             store_snapshot_release(w->kv->store, snap);
-            return STEP_FULL;
+            return end_out_of_memory(w);
         }
-        kv_rev_key(w->cursor + 1, rk);
+        kv_rev_key(w->cursor + 1, rk); /* cursor < head: no wrap */
         for (store_iter_seek(it, rk, sizeof(rk)); store_iter_valid(it);
              store_iter_next(it)) {
             size_t klen, vlen;
             const char *k = store_iter_key(it, &klen);
             const char *v = store_iter_value(it, &vlen);
             kv_event_t ev;
+            int drc;
 
             if (klen != 9 || k[0] != KV_H_REV)
                 break;
-            if (kv_event_decode(v, vlen, &ev) != 0)
-                continue;
+            if ((drc = replay_event_decode(v, vlen, &ev)) != 0) {
+                r = end_undecodable(
+                    w, drc, "the history record of revision %llu",
+                    (unsigned long long)reel_be64_get(
+                        (const unsigned char *)k + 1));
+                break;
+            }
             if (watch_matches(w, &ev) && deliver(w, &ev) != 0) {
                 kv_event_fini(&ev);
                 r = STEP_FULL;
@@ -708,11 +872,15 @@ static int step_history(kv_watch_t *w) {
             w->cursor = ev.revision;
             kv_event_fini(&ev);
         }
+        if (r == STEP_NEXT && store_iter_status(it, &st) != REEL_OK)
+            r = end_failed(w, &st, "reading history after revision %llu",
+                           (unsigned long long)w->cursor);
         store_iter_destroy(it);
     }
     if (r == STEP_NEXT && head > w->cursor)
         w->cursor = head;
     store_snapshot_release(w->kv->store, snap);
+    reel_status_fini(&st);
     return r;
 }
 

@@ -36,6 +36,7 @@
 
 #include "base/codec.h"
 #include "base/json.h"
+#include "base/pattern.h"
 #include "base/text.h"
 
 #define REC_FORMAT 1
@@ -654,7 +655,12 @@ reel_code_t signals_send(signals_t *s, const signals_send_args_t *a,
                                        "session)",
                                        reel_status_message(st));
     }
+    /* Only a send makes a name: awaits and lists keep taking names with an
+     * empty token, so a signal sent before that rule can still be
+     * consumed. */
     if ((rc = check_name(a->name ? a->name : "", st)) != REEL_OK ||
+        (rc = reel_pattern_check_name("name", a->name, strlen(a->name), st)) !=
+            REEL_OK ||
         (rc = check_payload(s, a->payload ? a->payload : "", st)) != REEL_OK)
         return rc;
     if (a->signal_id != NULL && strlen(a->signal_id) > SIGNALS_MAX_ID)

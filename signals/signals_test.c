@@ -330,6 +330,16 @@ static void test_ended_runs_and_bad_input_are_refused(void **state) {
                      REEL_INVALID_ARGUMENT);
     assert_non_null(strstr(reel_status_message(&s.status), "name"));
     send_fini(&s);
+    /* Names go into WAL subjects: none of their tokens may be empty. */
+    assert_int_equal(send_sig(f, id, "go..now", "", "", &s),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&s.status),
+                           "name: a token may not be empty"));
+    send_fini(&s);
+    assert_int_equal(send_sig(f, id, "go.", "", "", &s),
+                     REEL_INVALID_ARGUMENT);
+    send_fini(&s);
+    assert_int_equal(store_revision(f->store), 1); /* the begin */
     assert_int_equal(send_sig(f, id, "go", "{x", "", &s),
                      REEL_INVALID_ARGUMENT);
     assert_non_null(strstr(reel_status_message(&s.status), "payload"));

@@ -6,6 +6,10 @@
  *   FORMAT        "reel-format 1\n": written (and fsynced) before RocksDB
  *                 creates anything, checked before RocksDB opens anything,
  *                 so a foreign or newer data dir is refused untouched.
+ *                 Written only into a new or empty directory: a directory
+ *                 that holds anything else and no FORMAT is refused
+ *                 untouched too (RocksDB would delete what looks like its
+ *                 own files there).
  *   CURRENT, ...  one RocksDB database with the column families below.
  *
  * Column families
@@ -44,6 +48,7 @@
 #include "store/store.h"
 #include "store/rocks_log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -125,6 +130,8 @@ struct store {
     void *before_commit_arg;
     store_fault_fn fault;
     void *fault_arg;
+    store_failed_fn on_failure;
+    void *on_failure_arg;
 
     /* Guarded by mu. */
     pthread_mutex_t mu;
@@ -191,9 +198,41 @@ static int path_exists(const char *dir, const char *name) {
     return stat(path, &sb) == 0;
 }
 
-/* True when dir holds no RocksDB database (other files are allowed). */
-static int dir_is_empty(const char *dir) {
+/* True when dir holds no RocksDB database yet. */
+static int no_database(const char *dir) {
     return !path_exists(dir, "CURRENT") && !path_exists(dir, "IDENTITY");
+}
+
+/*
+ * 1 if dir holds nothing but perhaps our own FORMAT.tmp (left by a crash
+ * before the rename), 0 if it holds something else (the first few names
+ * go to `names` for the error message), -1 if it cannot be read.
+ */
+static int dir_is_empty(const char *dir, char *names, size_t cap) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    size_t used = 0;
+
+    names[0] = '\0';
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
+            strcmp(e->d_name, FORMAT_FILE ".tmp") == 0)
+            continue;
+        if (n < 3 && used < cap) {
+            int k = snprintf(names + used, cap - used, "%s\"%s\"",
+                             n ? ", " : "", e->d_name);
+            used += k > 0 ? (size_t)k : 0;
+        } else if (n == 3 && used < cap) {
+            snprintf(names + used, cap - used, ", ...");
+            used = cap;
+        }
+        n++;
+    }
+    closedir(d);
+    return n == 0;
 }
 
 static reel_code_t fsync_path(const char *path, int flags, reel_status_t *st) {
@@ -241,9 +280,12 @@ static reel_code_t format_write(const char *dir, reel_status_t *st) {
 }
 
 /*
- * Decides whether dir may be opened. OK with *fresh set when the dir holds
- * no database yet (FORMAT is then written), OK for our own format, and
- * FAILED_PRECONDITION, untouched, for anything else.
+ * Decides whether dir may be opened: reel makes its data only in a new or
+ * empty directory (FORMAT is then written first), and opens only a
+ * directory that carries its FORMAT marker at this version. Anything else
+ * (a directory with other files, another program's RocksDB, another
+ * format) is FAILED_PRECONDITION and left untouched: RocksDB, opened on a
+ * directory, deletes files that look like its own.
  */
 static reel_code_t format_check(const char *dir, int *fresh,
                                 reel_status_t *st) {
@@ -255,15 +297,29 @@ static reel_code_t format_check(const char *dir, int *fresh,
     snprintf(path, sizeof(path), "%s/%s", dir, FORMAT_FILE);
     fd = open(path, O_RDONLY);
     if (fd < 0) {
+        char names[256];
+        int empty;
+
         if (errno != ENOENT)
             return reel_status_set(st, REEL_UNAVAILABLE, "open %s: %s", path,
                                    strerror(errno));
-        if (!dir_is_empty(dir))
+        if (!no_database(dir))
             return reel_status_set(
                 st, REEL_FAILED_PRECONDITION,
                 "data dir %s holds a RocksDB database but no %s file: it was "
                 "not written by reel; refusing to open it",
                 dir, FORMAT_FILE);
+        if ((empty = dir_is_empty(dir, names, sizeof(names))) < 0)
+            return reel_status_set(st, REEL_UNAVAILABLE, "read %s: %s", dir,
+                                   strerror(errno));
+        if (!empty)
+            return reel_status_set(
+                st, REEL_FAILED_PRECONDITION,
+                "data dir %s is not empty and is not a reel data dir (no %s "
+                "file; it holds %s): reel makes its data only in a new or "
+                "empty directory; refusing to touch it (choose another "
+                "--data-dir)",
+                dir, FORMAT_FILE, names);
         *fresh = 1;
         return format_write(dir, st);
     }
@@ -283,7 +339,7 @@ static reel_code_t format_check(const char *dir, int *fresh,
             "data dir %s was written by reel format %d; this reeld reads "
             "format %d; refusing to open it",
             dir, version, STORE_FORMAT_VERSION);
-    if (dir_is_empty(dir))
+    if (no_database(dir))
         *fresh = 1;
     return REEL_OK;
 }
@@ -506,6 +562,8 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     s->before_commit_arg = opts->before_commit_arg;
     s->fault = opts->fault;
     s->fault_arg = opts->fault_arg;
+    s->on_failure = opts->on_failure;
+    s->on_failure_arg = opts->on_failure_arg;
     s->ring = calloc(s->cap, sizeof(*s->ring));
     s->group = calloc(s->max_group, sizeof(*s->group));
     if (s->dir == NULL || s->ring == NULL || s->group == NULL) {
@@ -754,6 +812,9 @@ reel_code_t store_exec(store_t *s, store_apply_fn apply, void *arg,
 /* ---- The writer --------------------------------------------------------- */
 
 static void fail_store(store_t *s, const reel_status_t *why) {
+    reel_status_t failure = REEL_STATUS_INIT;
+    int first = 0;
+
     pthread_mutex_lock(&s->mu);
     if (!atomic_load(&s->failed)) {
         reel_status_set(&s->failure, REEL_UNAVAILABLE,
@@ -761,10 +822,15 @@ static void fail_store(store_t *s, const reel_status_t *why) {
                         "write (%s); restart reeld once the cause is fixed",
                         reel_status_message(why));
         atomic_store(&s->failed, 1);
+        reel_status_copy(&failure, &s->failure);
+        first = 1;
     }
     pthread_mutex_unlock(&s->mu);
     REEL_ERROR("store", "write failed, refusing further writes: %s",
                reel_status_message(why));
+    if (first && s->on_failure != NULL)
+        s->on_failure(s->on_failure_arg, &failure);
+    reel_status_fini(&failure);
 }
 
 static int reserve_changes(store_t *s) {

@@ -91,6 +91,12 @@ typedef reel_code_t (*store_before_commit_fn)(void *arg, store_txn_t *txn,
  */
 typedef int (*store_fault_fn)(void *arg);
 
+/*
+ * Called once, on the writer thread, when the store stops accepting
+ * writes (why: the sticky error). It must not block or submit requests.
+ */
+typedef void (*store_failed_fn)(void *arg, const reel_status_t *why);
+
 typedef struct store_opts {
     const char *data_dir;    /* required; created if missing */
     size_t queue_capacity;   /* queued requests; 0 = 4096 */
@@ -101,6 +107,8 @@ typedef struct store_opts {
     void *before_commit_arg;
     store_fault_fn fault;    /* tests only */
     void *fault_arg;
+    store_failed_fn on_failure; /* may be NULL */
+    void *on_failure_arg;
 } store_opts_t;
 
 /*

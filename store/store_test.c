@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -795,6 +796,61 @@ static void test_refuses_a_data_dir_of_another_format(void **state) {
     reel_status_fini(&st);
 }
 
+static int count_files(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+
+    assert_non_null(d);
+    while ((e = readdir(d)) != NULL)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+/* A directory holding anything but reel's own data is refused untouched:
+ * RocksDB would otherwise delete the files that look like its own. */
+static void test_refuses_a_non_empty_directory_untouched(void **state) {
+    fixture_t *f = *state;
+    store_opts_t o = fixture_opts(f);
+    reel_status_t st = REEL_STATUS_INIT;
+    char dir[600];
+    store_t *s = NULL;
+
+    snprintf(dir, sizeof(dir), "%s/user", f->dir);
+    mkdir(dir, 0755);
+    write_file(dir, "notes.txt", "mine\n");
+    write_file(dir, "000099.sst", "not a table\n");
+    write_file(dir, "MANIFEST-000777", "not a manifest\n");
+    o.data_dir = dir;
+    assert_int_equal(store_open(&o, &s, &st), REEL_FAILED_PRECONDITION);
+    assert_null(s);
+    assert_non_null(strstr(reel_status_message(&st), "not empty"));
+    assert_non_null(strstr(reel_status_message(&st), "notes.txt"));
+    assert_int_equal(count_files(dir), 3);
+    assert_true(file_exists(dir, "000099.sst"));
+    assert_true(file_exists(dir, "MANIFEST-000777"));
+
+    /* A lone RocksDB log is not reel's either. */
+    snprintf(dir, sizeof(dir), "%s/log", f->dir);
+    mkdir(dir, 0755);
+    write_file(dir, "000001.log", "");
+    assert_int_equal(store_open(&o, &s, &st), REEL_FAILED_PRECONDITION);
+    assert_int_equal(count_files(dir), 1);
+
+    /* An empty directory, and a new one, become data dirs; a FORMAT.tmp
+     * left by a crash before its rename does not count as content. */
+    snprintf(dir, sizeof(dir), "%s/empty", f->dir);
+    mkdir(dir, 0755);
+    write_file(dir, "FORMAT.tmp", "reel-for");
+    assert_int_equal(store_open(&o, &s, &st), REEL_OK);
+    store_close(s);
+    assert_true(file_exists(dir, "FORMAT"));
+    assert_int_equal(store_open(&o, &s, &st), REEL_OK); /* and reopens */
+    store_close(s);
+    reel_status_fini(&st);
+}
+
 static void test_second_open_of_a_data_dir_is_refused(void **state) {
     fixture_t *f = *state;
     store_opts_t o = fixture_opts(f);
@@ -898,6 +954,8 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_refuses_a_data_dir_of_another_format, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_refuses_a_non_empty_directory_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_second_open_of_a_data_dir_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_completes_queued_writes,

@@ -7,14 +7,16 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import grpc
 import pytest
 
+import health_pb2 as H
 from reel.v1 import kv_pb2 as K
 from reel.v1 import admin_pb2
-from conftest import REELD, Reeld, unary
+from conftest import REELD, Reeld, reelctl, stream, unary
 
 
 def kv_calls(ch):
@@ -58,11 +60,31 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+def health_calls(ch):
+    return (unary(ch, "/grpc.health.v1.Health/Check", H.HealthCheckRequest,
+                  H.HealthCheckResponse),
+            stream(ch, "/grpc.health.v1.Health/Watch", H.HealthCheckRequest,
+                   H.HealthCheckResponse))
+
+
 def test_a_full_disk_refuses_writes_keeps_reads_and_loses_nothing(small_disk):
     data = str(small_disk / "data")
     server = Reeld(data).start()
     ch = grpc.insecure_channel(server.addr)
     set_value, get_value = kv_calls(ch)
+    check, watch = health_calls(ch)
+    # A health Watch open while the disk fills hears NOT_SERVING as it
+    # happens, not at its next probe.
+    heard = []
+    probe = watch(H.HealthCheckRequest(), timeout=300)
+
+    def listen():
+        try:
+            for m in probe:
+                heard.append(m.status)
+        except grpc.RpcError:
+            pass  # cancelled at the end
+    threading.Thread(target=listen, daemon=True).start()
     acked, refused = {}, None
     value = json.dumps("x" * 1000)
     try:
@@ -100,7 +122,21 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_loses_nothing(small_disk):
         assert get_value(K.GetValueRequest(namespace="d", key=some), timeout=10).found
         st = status(ch)
         assert not st.writable and "space" in st.write_error.lower()
+        # Health probes after the failure answer NOT_SERVING and reeld stays
+        # up (a probe used to crash it), its reads still working.
+        NOT_SERVING = H.HealthCheckResponse.NOT_SERVING
+        assert check(H.HealthCheckRequest(), timeout=10).status == NOT_SERVING
+        assert next(watch(H.HealthCheckRequest(), timeout=10)).status == NOT_SERVING
+        r = reelctl(server.addr, "health")
+        assert r.returncode == 1 and "NOT_SERVING" in (r.stdout + r.stderr), r
+        deadline = time.monotonic() + 10
+        while heard[-1:] != [NOT_SERVING] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert heard == [H.HealthCheckResponse.SERVING, NOT_SERVING], heard
+        assert server.proc.poll() is None, server.log()[-4000:]
+        assert get_value(K.GetValueRequest(namespace="d", key=some), timeout=10).found
     finally:
+        probe.cancel()
         ch.close()
         code, _ = server.stop()
     print(f"reeld exited {code} on SIGTERM with the disk full")

@@ -35,6 +35,7 @@ NOT_FOUND = grpc.StatusCode.NOT_FOUND
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 ABORTED = grpc.StatusCode.ABORTED
+ALREADY = grpc.StatusCode.ALREADY_EXISTS
 
 T = 10                  # seconds: the bound on any single unary call or single wait
 DEFAULT_TTL = 30000
@@ -628,13 +629,16 @@ def test_eight_concurrent_appenders_get_gapless_unique_seqs(jr):
     assert revs == sorted(revs), "revisions must not go backwards along the seqs"
     assert jr.get(a.run_id).next_seq == total + 1
 
-    # Retrying with an idempotency key returns the original and writes nothing.
+    # Retrying with an idempotency key returns the original and writes nothing;
+    # the key with another payload is another write, refused.
     first = jr.append(a.run_id, 1, j({"try": 1}), kind="llm.call", key="call-7")
     assert not first.duplicate and first.entry.seq == total + 1
-    for retry_payload in (j({"try": 1}), j({"try": 2})):
-        again = jr.append(a.run_id, 1, retry_payload, kind="llm.call", key="call-7")
+    for _ in range(2):
+        again = jr.append(a.run_id, 1, j({"try": 1}), kind="llm.call", key="call-7")
         assert again.duplicate
         assert again.entry == first.entry
+    e = rpc_error(jr.append, a.run_id, 1, j({"try": 2}), kind="llm.call", key="call-7")
+    assert e.code() == ALREADY, fmt_err(e)
     assert jr.get(a.run_id).next_seq == total + 2
     stored = jr.read_all(a.run_id)
     assert len(stored) == total + 1
@@ -651,7 +655,7 @@ def test_concurrent_retries_with_one_idempotency_key_write_once(jr):
     def retry(t):
         try:
             barrier.wait()
-            r = jr.append(a.run_id, 1, j({"t": t}), kind="effect", key="charge-card-1")
+            r = jr.append(a.run_id, 1, j({"card": 1}), kind="effect", key="charge-card-1")
             with lock:
                 results.append(r)
         except Exception as e:  # noqa: BLE001
@@ -700,12 +704,13 @@ def test_bad_kinds_are_invalid_and_write_nothing(jr):
     a = jr.begin("inv-1")
     jr.append(a.run_id, 1, "0")
     before = jr.read_all(a.run_id)
-    for kind in ["", "Step", "a b", "a/b", "x" * 65, "é", "tool:call", "UPPER"]:
+    for kind in ["", "Step", "a b", "a/b", "x" * 65, "é", "tool:call", "UPPER",
+                 "._-", "a..b", "a.", "."]:
         e = rpc_error(jr.append, a.run_id, 1, "1", kind=kind)
         assert e.code() == INVALID, (kind, fmt_err(e))
         assert "kind" in e.details(), (kind, fmt_err(e))
         assert_journal_unchanged(jr, a.run_id, 2, before)
-    for kind in ["x" * 64, "a", "tool.call_9-b", "0", "._-"]:
+    for kind in ["x" * 64, "a", "tool.call_9-b", "0", "-._"]:
         assert jr.append(a.run_id, 1, "1", kind=kind).entry.kind == kind
 
 
@@ -889,6 +894,46 @@ def test_zombie_holder_is_fenced_after_another_worker_claims(jr):
     entries = jr.read_all(a.run_id)
     assert [(e.seq, e.lease_epoch, e.payload) for e in entries] == [
         (1, 1, j("a1")), (2, 1, j("a2")), (3, 2, j("b1")), (4, 2, j("b2"))]
+
+
+def test_a_fenced_worker_retrying_a_used_key_hears_lease_lost(jr):
+    """The lease is checked before the idempotency key: a worker that lost
+    its run is told so at once, not that its retried write succeeded."""
+    a = jr.begin("inv-1", owner="worker-a", ttl=300)
+    first = jr.append(a.run_id, 1, j({"eur": 5}), kind="effect", key="charge-1")
+    time.sleep(0.5)                            # A's lease expires
+    b = jr.claim(a.run_id, "worker-b", 30000)
+    assert b.lease_epoch == 2
+    for epoch in (1, 0, 7):                    # stale, and two that never existed
+        e = rpc_error(jr.append, a.run_id, epoch, j({"eur": 5}), kind="effect",
+                      key="charge-1")
+        assert_lease_lost(e, 2)
+        assert not e.details().startswith("idempotency"), fmt_err(e)
+    # B, holding the lease, retrying the same append gets the original.
+    dup = jr.append(a.run_id, 2, j({"eur": 5}), kind="effect", key="charge-1")
+    assert dup.duplicate and dup.entry == first.entry and dup.entry.lease_epoch == 1
+    assert [e.seq for e in jr.read_all(a.run_id)] == [1]
+    jr.end(a.run_id, 2, COMPLETED, "")
+    e = rpc_error(jr.append, a.run_id, 2, j({"eur": 5}), kind="effect", key="charge-1")
+    assert e.code() == PRECONDITION and "COMPLETED" in e.details(), fmt_err(e)
+
+
+def test_a_reused_idempotency_key_with_other_content_is_refused_naming_it(jr):
+    a = jr.begin("inv-1")
+    jr.append(a.run_id, 1, "0")
+    first = jr.append(a.run_id, 1, j({"eur": 5}), kind="effect", key="charge-1")
+    assert first.entry.seq == 2
+    before = jr.read_all(a.run_id)
+    for payload, kind in ((j({"eur": 7}), "effect"), ('{"eur": 5}', "effect"),
+                          (j({"eur": 5}), "step")):
+        e = rpc_error(jr.append, a.run_id, 1, payload, kind=kind, key="charge-1")
+        assert e.code() == ALREADY, fmt_err(e)
+        assert '"charge-1"' in e.details() and "seq 2" in e.details(), fmt_err(e)
+        assert_journal_unchanged(jr, a.run_id, 3, before)
+    assert '"effect"' in e.details() and '"step"' in e.details(), fmt_err(e)
+    dup = jr.append(a.run_id, 1, j({"eur": 5}), kind="effect", key="charge-1")
+    assert dup.duplicate and dup.entry == first.entry
+    assert_journal_unchanged(jr, a.run_id, 3, before)
 
 
 def test_ten_concurrent_claims_exactly_one_wins(jr):
@@ -1380,7 +1425,7 @@ def test_restart_between_every_step_loses_nothing(server):
 
     jr = server.restart()
     assert jr.get(rid).next_seq == 2
-    dup = jr.append(rid, 1, j("one again"), kind="step", key="key-1")
+    dup = jr.append(rid, 1, j("one"), kind="step", key="key-1")
     assert dup.duplicate and dup.entry == e1.entry, "idempotency keys survive a restart"
     e2 = jr.append(rid, 1, j("two"), kind="step")
     assert e2.entry.seq == 2 and e2.entry.revision > e1.entry.revision
@@ -1466,7 +1511,7 @@ def test_sigkill_loses_no_acknowledged_append(server):
         assert e == by_seq[e.seq]
     g = jr.get(a.run_id)
     assert g.next_seq == 61 and g.status == RUNNING and g.lease_epoch == 1
-    dup = jr.append(a.run_id, 1, "0", key="t2-i7")
+    dup = jr.append(a.run_id, 1, j({"t": 2, "i": 7}), key="t2-i7")
     assert dup.duplicate and dup.entry == next(e for e in acked if e.idempotency_key == "t2-i7")
     assert jr.append(a.run_id, 1, "61").entry.seq == 61
     # Killed again right after an end: the end was acknowledged, so it stays.

@@ -19,6 +19,9 @@ def test_readme_cas_walkthrough(reeld):
     r = reelctl(a, "kv", "set", "app", "config", '{"mode":"x"}', "--if-version", "1")
     assert r.returncode == 1
     assert "ABORTED" in r.stderr and "current version 2" in r.stderr
+    r = reelctl(a, "kv", "set", "app", "config", '{"mode":"x"}', "--create")
+    assert r.returncode == 1
+    assert "ALREADY_EXISTS" in r.stderr and "current version 2" in r.stderr, r.stderr
     assert ok(a, "kv", "get", "app", "config").strip() == '{"mode":"safe"}'
     assert "version 3" in ok(a, "kv", "del", "app", "config")
     r = reelctl(a, "kv", "get", "app", "config")

@@ -111,9 +111,12 @@ def test_json_output(reeld):
                           "--key", "k1", "--json"))
     assert entry["seq"] == 1 and entry["payload"] == {"n": 1} and entry["duplicate"] is False
     assert entry["idempotency_key"] == "k1" and entry["lease_epoch"] == run["lease_epoch"]
-    dup = json.loads(ok(a, "--json", "journal", "append", rid, '{"n":2}', "--epoch", e,
+    dup = json.loads(ok(a, "--json", "journal", "append", rid, '{"n":1}', "--epoch", e,
                         "--kind", "step", "--key", "k1"))
     assert dup["duplicate"] is True and dup["seq"] == 1 and dup["payload"] == {"n": 1}
+    r = reelctl(a, "journal", "append", rid, '{"n":2}', "--epoch", e, "--kind", "step",
+                "--key", "k1")
+    assert r.returncode == 1 and "ALREADY_EXISTS" in r.stderr and "seq 1" in r.stderr, r.stderr
     ok(a, "journal", "append", rid, "--epoch", e, "--kind", "step")
 
     entries = [json.loads(l) for l in ok(a, "--json", "journal", "read", rid).splitlines()]

@@ -88,6 +88,19 @@ def test_sigterm_exits_zero_within_five_seconds(reeld):
     assert "stopped cleanly" in reeld.log()
 
 
+def test_health_watch_hears_not_serving_when_reeld_shuts_down(reeld, channel):
+    watch = stream(channel, "/grpc.health.v1.Health/Watch",
+                   health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse)
+    call = watch(health_pb2.HealthCheckRequest(), timeout=30)
+    assert next(call).status == health_pb2.HealthCheckResponse.SERVING
+    reeld.proc.send_signal(signal.SIGTERM)
+    assert next(call).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    with pytest.raises(grpc.RpcError) as e:
+        next(call)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert reeld.proc.wait(timeout=10) == 0
+
+
 def test_sigint_exits_zero(reeld):
     code, took = reeld.stop(signal.SIGINT)
     assert code == 0, reeld.log()
@@ -104,7 +117,8 @@ def test_open_stream_ends_unavailable_on_sigterm(reeld, channel):
     assert code == 0, reeld.log()
     assert took < 5.0
     with pytest.raises(grpc.RpcError) as e:
-        next(call)
+        for m in call:  # a health Watch hears NOT_SERVING before the end
+            assert m.status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "shutting down" in e.value.details()
 
@@ -198,6 +212,59 @@ def test_listen_address_in_use_fails_with_a_message(reeld, tmp_path):
     other = Reeld(str(tmp_path / "other"), port=reeld.port).start(wait=False)
     assert other.proc.wait(timeout=10) == 1
     assert "cannot listen on" in other.log()
+    # ... before the data dir was made.
+    assert not (tmp_path / "other").exists()
+
+
+def test_a_bad_listen_address_fails_before_the_data_dir_is_touched(tmp_path):
+    data = tmp_path / "data"
+    log = tmp_path / "log"
+    with open(log, "wb") as f:
+        proc = subprocess.run([REELD, "--data-dir", str(data), "--listen", "no such host:x"],
+                              stdout=f, stderr=subprocess.STDOUT, timeout=30)
+    assert proc.returncode == 1
+    assert "cannot listen on no such host:x" in log.read_text()
+    assert not data.exists()
+    # An existing data dir is left exactly as it was.
+    a = Reeld(str(data)).start()
+    assert a.stop()[0] == 0
+    before = sorted((n, (data / n).stat().st_mtime_ns) for n in os.listdir(data))
+    with open(log, "wb") as f:
+        proc = subprocess.run([REELD, "--data-dir", str(data), "--listen", "256.1.1.1:1"],
+                              stdout=f, stderr=subprocess.STDOUT, timeout=30)
+    assert proc.returncode == 1
+    assert sorted((n, (data / n).stat().st_mtime_ns) for n in os.listdir(data)) == before
+
+
+def _tree(d):
+    return sorted((n, (d / n).read_bytes()) for n in os.listdir(d))
+
+
+@pytest.mark.parametrize("files", [
+    {"notes.txt": b"mine\n", "000099.sst": b"not a table", "MANIFEST-000777": b"not mine"},
+    {"000001.log": b""},
+    {".hidden": b"x"},
+])
+def test_a_directory_holding_other_files_is_refused_untouched(tmp_path, files):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, body in files.items():
+        (data / name).write_bytes(body)
+    before = _tree(data)
+    server = Reeld(str(data)).start(wait=False)
+    assert server.proc.wait(timeout=10) == 1
+    log = server.log()
+    assert "is not empty and is not a reel data dir" in log, log
+    assert f'"{sorted(files)[0]}"' in log or any(f'"{n}"' in log for n in files), log
+    assert _tree(data) == before
+
+
+def test_an_empty_directory_becomes_a_data_dir(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    a = Reeld(str(data)).start()
+    assert a.stop()[0] == 0
+    assert (data / "FORMAT").read_text() == "reel-format 1\n"
 
 
 def test_environment_variables_configure_reeld(tmp_path):
