@@ -821,7 +821,14 @@ reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st) {
 
     if (srv->bound)
         return REEL_OK;
-    /* Vanished clients of long streams are found by keepalive pings. */
+    /* Vanished clients of long streams are found by keepalive pings: no
+     * answer within the timeout closes the connection, and its calls end
+     * (cancelled). A peer that stopped reading while data waits (a
+     * stopped process) fills the socket, and the ping cannot go out
+     * behind it; gRPC also sets TCP_USER_TIMEOUT to the keepalive timeout
+     * on each connection, and Linux then drops one whose receive window
+     * stays closed that long (tests/e2e/test_wal_retention.py checks
+     * both). */
     args[0] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
                          .value.integer = (int)srv->opts.max_message_bytes};

@@ -522,6 +522,50 @@ static void test_deleting_a_consumer_releases_what_it_held(void **state) {
     assert_int_equal(oldest_of(f), 5);
 }
 
+/* A filtered consumer's pending is what matches its pattern, counted over
+ * at most WAL_PENDING_SCAN_MAX revisions after its cursor (then marked as
+ * a lower bound); an unfiltered one's is exact at any distance. */
+static void test_pending_counts_what_matches_within_a_bound(void **state) {
+    fixture_t *f = *state;
+    int n = WAL_PENDING_SCAN_MAX + 1;
+    wal_consumer_t c;
+    wal_sub_t *sub;
+    sink_t s = {.limit = 0};
+
+    make_consumer(f, "all", 0);
+    assert_int_equal(wal_consumer_subscribe(f->wal, "ones", 0, "t.1", 0, &ops,
+                                            &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_destroy(sub);
+    assert_int_equal(wal_consumer_subscribe(f->wal, "twos", 0, "t.2", 0, &ops,
+                                            &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_destroy(sub);
+    assert_int_equal(store_exec(f->store, apply_emit_many, &n, NULL, NULL),
+                     REEL_OK); /* all "t.1" */
+    c = listed(f, "all");
+    assert_int_equal(c.pending, n);
+    assert_true(c.pending_exact);
+    wal_consumer_fini(&c);
+    c = listed(f, "ones");
+    assert_int_equal(c.pending, WAL_PENDING_SCAN_MAX);
+    assert_false(c.pending_exact);
+    wal_consumer_fini(&c);
+    c = listed(f, "twos");
+    assert_int_equal(c.pending, 0);
+    assert_false(c.pending_exact);
+    wal_consumer_fini(&c);
+    ack(f, "twos", 1);
+    c = listed(f, "twos");
+    assert_int_equal(c.pending, 0);
+    assert_true(c.pending_exact);
+    wal_consumer_fini(&c);
+    assert_int_equal(wal_ack(f->wal, "ones", n - 2, &c, NULL), REEL_OK);
+    assert_int_equal(c.pending, 2);
+    assert_true(c.pending_exact);
+    wal_consumer_fini(&c);
+}
+
 /* A consumer list cut short (a read or allocation that failed) is an
  * error, never a shorter list: the trim stops rather than delete what the
  * missing consumer has not acknowledged. */
@@ -653,6 +697,8 @@ int main(void) {
             setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_deleting_a_consumer_releases_what_it_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_pending_counts_what_matches_within_a_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_partial_consumer_list_stops_the_trim, setup, teardown),
         cmocka_unit_test_setup_teardown(
