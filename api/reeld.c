@@ -44,6 +44,7 @@ typedef struct config {
     size_t max_message_bytes;
     size_t max_response_bytes;
     size_t write_queue;
+    int keepalive_time_ms, keepalive_timeout_ms;
     kv_limits_t kv;
     journal_limits_t journal;
     signals_limits_t signals;
@@ -120,6 +121,11 @@ static void usage(FILE *out) {
             "before it [REEL_MAX_RESPONSE_BYTES] (default 4194304)\n"
             "  --write-queue N         writes queued before RESOURCE_EXHAUSTED "
             "[REEL_WRITE_QUEUE] (default 4096)\n"
+            "  --keepalive-time D      ping each client connection this often "
+            "[REEL_KEEPALIVE_TIME] (default 30s)\n"
+            "  --keepalive-timeout D   a client that does not answer a ping "
+            "this long is gone: its calls end [REEL_KEEPALIVE_TIMEOUT] "
+            "(default 10s)\n"
             "  --kv-max-namespace-bytes N  [REEL_KV_MAX_NAMESPACE_BYTES] "
             "(default 256)\n"
             "  --kv-max-key-bytes N    [REEL_KV_MAX_KEY_BYTES] (default 1024)\n"
@@ -135,6 +141,10 @@ static void usage(FILE *out) {
             "[REEL_WAL_RETENTION_BYTES] (default 1073741824)\n"
             "  --wal-retention-age D   WAL events kept at most this long: "
             "500ms, 30s, 10m, 2h, 7d [REEL_WAL_RETENTION_AGE] (default 7d)\n"
+            "  --wal-consumer-max-lag-bytes N  a durable consumer keeps events "
+            "past the retention limits while its unacknowledged events take "
+            "at most N bytes; past that it is invalidated "
+            "[REEL_WAL_CONSUMER_MAX_LAG_BYTES] (default 1073741824)\n"
             "  -h, --help              show this help\n"
             "  -V, --version           show the version\n");
 }
@@ -175,6 +185,26 @@ static int64_t parse_duration_ms(const char *s) {
     return -1;
 }
 
+/* A keepalive duration: 10ms to 24h (gRPC takes an int of ms); NULL keeps
+ * the default (0). */
+static int parse_keepalive(const char *flag, const char *s, int *out) {
+    int64_t ms;
+
+    *out = 0;
+    if (s == NULL)
+        return 0;
+    ms = parse_duration_ms(s);
+    if (ms < 10 || ms > 86400000) {
+        fprintf(stderr,
+                "reeld: %s: \"%s\" is not a duration from 10ms to 24h "
+                "(500ms, 30s, 10m, 2h)\n",
+                flag, s);
+        return -1;
+    }
+    *out = (int)ms;
+    return 0;
+}
+
 static int parse_config(int argc, char **argv, config_t *cfg) {
     static const struct option opts[] = {
         {"data-dir", required_argument, NULL, 'd'},
@@ -192,6 +222,9 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         {"signal-max-wait-ms", required_argument, NULL, 'W'},
         {"wal-retention-bytes", required_argument, NULL, 'B'},
         {"wal-retention-age", required_argument, NULL, 'A'},
+        {"wal-consumer-max-lag-bytes", required_argument, NULL, 'C'},
+        {"keepalive-time", required_argument, NULL, 'k'},
+        {"keepalive-timeout", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -209,6 +242,9 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     const char *wal_bytes = getenv("REEL_WAL_RETENTION_BYTES");
     const char *wal_age = getenv("REEL_WAL_RETENTION_AGE");
     char why[512];
+    const char *wal_lag = getenv("REEL_WAL_CONSUMER_MAX_LAG_BYTES");
+    const char *ka_time = getenv("REEL_KEEPALIVE_TIME");
+    const char *ka_timeout = getenv("REEL_KEEPALIVE_TIMEOUT");
     long long v;
     int c;
 
@@ -235,6 +271,9 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         case 'W': max_wait = optarg; break;
         case 'B': wal_bytes = optarg; break;
         case 'A': wal_age = optarg; break;
+        case 'C': wal_lag = optarg; break;
+        case 'k': ka_time = optarg; break;
+        case 'T': ka_timeout = optarg; break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("reeld %s\n", REEL_VERSION); exit(0);
         default: usage(stderr); return -1;
@@ -328,6 +367,17 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         fprintf(stderr, "reeld: %s\n", why);
         return -1;
     }
+    if (wal_lag != NULL) {
+        if (parse_size("--wal-consumer-max-lag-bytes", wal_lag, 1, INT64_MAX,
+                       &v) != 0)
+            return -1;
+        cfg->wal.consumer_max_lag_bytes = (uint64_t)v;
+    }
+    if (parse_keepalive("--keepalive-time", ka_time,
+                        &cfg->keepalive_time_ms) != 0 ||
+        parse_keepalive("--keepalive-timeout", ka_timeout,
+                        &cfg->keepalive_timeout_ms) != 0)
+        return -1;
     /* A request must be able to carry the largest value or payload. */
     if (maxmsg == NULL) {
         size_t need = cfg->kv.max_value > cfg->journal.max_payload
@@ -389,6 +439,8 @@ int main(int argc, char **argv) {
     ropts.threads = cfg.threads;
     ropts.max_message_bytes = cfg.max_message_bytes;
     ropts.max_response_bytes = cfg.max_response_bytes;
+    ropts.keepalive_time_ms = cfg.keepalive_time_ms;
+    ropts.keepalive_timeout_ms = cfg.keepalive_timeout_ms;
     srv = rpc_server_create(&ropts);
     ctx.server = srv;
     if (srv == NULL || api_health_register(srv, &ctx) != 0 ||

@@ -51,6 +51,8 @@
 #define DEFAULT_MAX_MESSAGE (4u << 20)
 #define DEFAULT_STREAM_QUEUE 256
 #define DEFAULT_STREAM_BYTES (4u << 20)
+#define DEFAULT_KEEPALIVE_TIME_MS 30000
+#define DEFAULT_KEEPALIVE_TIMEOUT_MS 10000
 #define REQUESTS_PER_METHOD 8
 #define MAX_METHODS 128
 
@@ -804,6 +806,10 @@ rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts) {
         srv->opts.stream_queue_max = DEFAULT_STREAM_QUEUE;
     if (srv->opts.stream_queue_bytes == 0)
         srv->opts.stream_queue_bytes = DEFAULT_STREAM_BYTES;
+    if (srv->opts.keepalive_time_ms <= 0)
+        srv->opts.keepalive_time_ms = DEFAULT_KEEPALIVE_TIME_MS;
+    if (srv->opts.keepalive_timeout_ms <= 0)
+        srv->opts.keepalive_timeout_ms = DEFAULT_KEEPALIVE_TIMEOUT_MS;
     srv->listen = strdup(opts->listen ? opts->listen : "127.0.0.1:7878");
     srv->opts.listen = srv->listen;
     pthread_mutex_init(&srv->mu, NULL);
@@ -833,16 +839,23 @@ reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st) {
 
     if (srv->bound)
         return REEL_OK;
-    /* Vanished clients of long streams are found by keepalive pings. */
+    /* Vanished clients of long streams are found by keepalive pings: no
+     * answer within the timeout closes the connection, and its calls end
+     * (cancelled). A peer that stopped reading while data waits (a
+     * stopped process) fills the socket, and the ping cannot go out
+     * behind it; gRPC also sets TCP_USER_TIMEOUT to the keepalive timeout
+     * on each connection, and Linux then drops one whose receive window
+     * stays closed that long (tests/e2e/test_wal_retention.py checks
+     * both). */
     args[0] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
                          .value.integer = (int)srv->opts.max_message_bytes};
     args[1] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_KEEPALIVE_TIME_MS,
-                         .value.integer = 30000};
+                         .value.integer = srv->opts.keepalive_time_ms};
     args[2] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
-                         .value.integer = 10000};
+                         .value.integer = srv->opts.keepalive_timeout_ms};
     args[3] = (grpc_arg){.type = GRPC_ARG_INTEGER,
                          .key = GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA,
                          .value.integer = 0};

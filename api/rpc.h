@@ -72,6 +72,9 @@ typedef struct rpc_server_opts {
     size_t stream_queue_bytes; /* bytes queued per call; 0 = 4 MiB (one
                                   message is always allowed) */
     size_t max_response_bytes; /* largest unary answer; 0 = no limit */
+    int keepalive_time_ms;     /* ping a connection this often; 0 = 30000 */
+    int keepalive_timeout_ms;  /* no answer this long: the peer is dead and
+                                  its calls end; 0 = 10000 */
 } rpc_server_opts_t;
 
 rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts);

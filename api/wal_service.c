@@ -9,6 +9,12 @@
  * progress interval; a tick that finds the subscriber caught up and
  * nothing sent since the last one sends a PROGRESS event with the head
  * revision, so an idle consumer knows it is current.
+ *
+ * A durable consumer's subscription holds the consumer until the call is
+ * freed (its cleanup destroys the subscription). When the WAL ends it
+ * from outside (a takeover, or retention invalidating the consumer), it
+ * asks for a pump through the call's wake, the same wake the ticks use (a
+ * call has one): the pump then ends the call with the WAL's status.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -115,6 +121,7 @@ static void w_get_head(rpc_call_t *call, void *arg, const uint8_t *req,
     Reel__V1__GetHeadRequest *in =
         reel__v1__get_head_request__unpack(NULL, len, req);
     Reel__V1__GetHeadResponse out = REEL__V1__GET_HEAD_RESPONSE__INIT;
+    reel_status_t st = REEL_STATUS_INIT;
     uint8_t *buf;
     size_t blen;
 
@@ -123,7 +130,12 @@ static void w_get_head(rpc_call_t *call, void *arg, const uint8_t *req,
         return;
     }
     reel__v1__get_head_request__free_unpacked(in, NULL);
-    wal_head(ctx->wal, &out.head_revision, &out.oldest_revision);
+    if (wal_head(ctx->wal, &out.head_revision, &out.oldest_revision, &st) !=
+        REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        reel_status_fini(&st);
+        return;
+    }
     API_PACK(reel__v1__get_head_response, &out, &buf, &blen);
     api_finish_packed(call, buf, blen);
 }
@@ -134,8 +146,8 @@ typedef struct tail {
     api_ctx_t *ctx;
     rpc_call_t *call;
     wal_sub_t *sub;
-    char *consumer; /* attached durable consumer, or NULL */
     atomic_uint sent; /* events sent since the last tick */
+    atomic_int tick_due;
     pthread_mutex_t mu;
     api_timer_t *timer;
     int over;
@@ -176,18 +188,29 @@ static void tail_end(void *arg, const reel_status_t *st) {
     rpc_call_finish_status(t->call, st);
 }
 
-static const wal_sink_t tail_sink = {tail_deliver, tail_end};
+static void tail_wake(rpc_call_t *call, void *arg);
+
+/* Under WAL locks: the subscription must end (its consumer was taken over
+ * or invalidated). Only posts to the call, whose wake pumps it. The call
+ * is still allocated: its cleanup destroys the subscription, which waits
+ * for the WAL locks held here; once finished, the call runs no wake. */
+static void tail_wake_sink(void *arg) {
+    tail_t *t = arg;
+
+    rpc_call_wake(t->call, tail_wake, t);
+}
+
+static const wal_sink_t tail_sink = {tail_deliver, tail_end, tail_wake_sink};
 
 static void on_tick(void *arg);
 
-/* Poller thread: a tick came due. */
-static void tick_wake(rpc_call_t *call, void *arg) {
-    tail_t *t = arg;
+/* A tick came due: a PROGRESS event if idle and caught up, and the next
+ * tick. */
+static void tail_tick(tail_t *t) {
     Reel__V1__Event ev = REEL__V1__EVENT__INIT;
     uint8_t *buf;
     size_t len;
 
-    (void)call;
     if (atomic_exchange(&t->sent, 0) == 0 && wal_sub_live(t->sub)) {
         /* Caught up: everything up to the cursor was sent or filtered out,
          * so a durable consumer may acknowledge this revision. */
@@ -211,11 +234,23 @@ static void tick_wake(rpc_call_t *call, void *arg) {
     pthread_mutex_unlock(&t->mu);
 }
 
+/* Poller thread: the one wake of the call (a call has one wake slot), for
+ * both ticks and ends. The pump ends the subscription if it must. */
+static void tail_wake(rpc_call_t *call, void *arg) {
+    tail_t *t = arg;
+
+    (void)call;
+    wal_sub_pump(t->sub);
+    if (atomic_exchange(&t->tick_due, 0))
+        tail_tick(t);
+}
+
 /* Timer thread: only post to the call. */
 static void on_tick(void *arg) {
     tail_t *t = arg;
 
-    rpc_call_wake(t->call, tick_wake, t);
+    atomic_store(&t->tick_due, 1);
+    rpc_call_wake(t->call, tail_wake, t);
 }
 
 static void tail_drain(rpc_call_t *call, void *arg) {
@@ -234,6 +269,7 @@ static void tail_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
     api_finish_cancelled(call, why);
 }
 
+/* Once the call is freed: also releases the subscription's consumer. */
 static void tail_cleanup(void *arg) {
     tail_t *t = arg;
     api_timer_t *tm;
@@ -245,9 +281,6 @@ static void tail_cleanup(void *arg) {
     pthread_mutex_unlock(&t->mu);
     api_timer_stop(t->ctx->timers, tm);
     wal_sub_destroy(t->sub);
-    if (t->consumer != NULL)
-        wal_consumer_detach(t->ctx->wal, t->consumer);
-    free(t->consumer);
     pthread_mutex_destroy(&t->mu);
     free(t);
 }
@@ -257,24 +290,22 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
     Reel__V1__SubscribeEventsRequest *in =
         reel__v1__subscribe_events_request__unpack(NULL, len, req);
     reel_status_t st = REEL_STATUS_INIT;
-    uint64_t from;
+    reel_code_t rc;
     tail_t *t;
 
     if (in == NULL) {
         api_bad_request(call, "SubscribeEventsRequest");
         return;
     }
-    from = in->from_revision;
-    if (*in->consumer &&
-        wal_consumer_attach(ctx->wal, in->consumer, in->from_revision,
-                            in->subject_pattern, &from, &st) != REEL_OK) {
-        rpc_call_finish_status(call, &st);
+    if (in->takeover && !*in->consumer) {
+        rpc_call_finish(call, REEL_INVALID_ARGUMENT,
+                        "takeover: only a durable consumer (consumer) can "
+                        "be taken over",
+                        NULL, 0);
         goto out;
     }
     t = calloc(1, sizeof(*t));
     if (t == NULL) {
-        if (*in->consumer)
-            wal_consumer_detach(ctx->wal, in->consumer);
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
         goto out;
     }
@@ -282,31 +313,29 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
     t->call = call;
     t->batch = batch;
     pthread_mutex_init(&t->mu, NULL);
-    if (*in->consumer && (t->consumer = strdup(in->consumer)) == NULL) {
-        wal_consumer_detach(ctx->wal, in->consumer);
-        pthread_mutex_destroy(&t->mu);
-        free(t);
-        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
-        goto out;
-    }
-    if (wal_sub_create(ctx->wal, from, in->subject_pattern, &tail_sink, t,
-                       &t->sub, &st) != REEL_OK) {
-        if (t->consumer != NULL)
-            wal_consumer_detach(ctx->wal, t->consumer);
-        free(t->consumer);
-        pthread_mutex_destroy(&t->mu);
-        free(t);
-        rpc_call_finish_status(call, &st);
-        goto out;
-    }
+    /* Before the subscription exists: once it does, a takeover may end
+     * the call at any moment, and only the cleanup may free t. */
     rpc_call_ref(call);
     rpc_call_on_cleanup(call, tail_cleanup, t);
+    if (*in->consumer)
+        rc = wal_consumer_subscribe(ctx->wal, in->consumer, in->from_revision,
+                                    in->subject_pattern, in->takeover,
+                                    &tail_sink, t, &t->sub, &st);
+    else
+        rc = wal_sub_create(ctx->wal, in->from_revision, in->subject_pattern,
+                            &tail_sink, t, &t->sub, &st);
+    if (rc != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        rpc_call_unref(call);
+        goto out;
+    }
     rpc_call_on_drain(call, tail_drain, t);
     pthread_mutex_lock(&t->mu);
-    t->timer = api_timer_start(ctx->timers,
-                               reel_clock_mono_ns() +
-                                   (int64_t)PROGRESS_MS * 1000000,
-                               on_tick, t);
+    if (!t->over)
+        t->timer = api_timer_start(ctx->timers,
+                                   reel_clock_mono_ns() +
+                                       (int64_t)PROGRESS_MS * 1000000,
+                                   on_tick, t);
     pthread_mutex_unlock(&t->mu);
     rpc_call_on_cancel(call, tail_cancel, t);
     wal_sub_pump(t->sub);
@@ -333,11 +362,18 @@ static void consumer_to_pb(const wal_consumer_t *c, uint64_t head,
     reel__v1__consumer__init(m);
     m->name = c->name ? c->name : "";
     m->acked_revision = c->acked;
-    m->pending = head > c->acked ? head - c->acked : 0;
+    m->pending = c->pending;
+    m->pending_exact = c->pending_exact;
+    m->behind_revisions = head > c->acked ? head - c->acked : 0;
+    m->holding_bytes = c->holding_bytes;
     m->active = c->active;
     m->subject_pattern = c->pattern ? c->pattern : "";
     m->created_at_ms = c->created_at_ms;
     m->acked_at_ms = c->acked_at_ms;
+    m->invalidated = c->invalidated_at_ms != 0;
+    m->invalidated_at_ms = c->invalidated_at_ms;
+    m->invalidated_reason =
+        c->invalidated_reason ? c->invalidated_reason : "";
 }
 
 static void w_ack_events(rpc_call_t *call, void *arg, const uint8_t *req,
@@ -357,10 +393,10 @@ static void w_ack_events(rpc_call_t *call, void *arg, const uint8_t *req,
         api_bad_request(call, "AckEventsRequest");
         return;
     }
-    if (wal_ack(ctx->wal, in->consumer, in->revision, &c, &st) != REEL_OK) {
+    if (wal_ack(ctx->wal, in->consumer, in->revision, &c, &st) != REEL_OK ||
+        wal_head(ctx->wal, &head, &oldest, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
     } else {
-        wal_head(ctx->wal, &head, &oldest);
         consumer_to_pb(&c, head, &cm);
         out.consumer = &cm;
         API_PACK(reel__v1__ack_events_response, &out, &buf, &blen);
@@ -383,6 +419,9 @@ static size_t consumer_size(void *arg, const void *elem) {
     (void)arg;
     consumer_to_pb(elem, UINT64_MAX, &pb);
     pb.pending = UINT64_MAX;
+    pb.pending_exact = 1;
+    pb.behind_revisions = UINT64_MAX;
+    pb.holding_bytes = UINT64_MAX;
     pb.active = 1;
     return api_page_elem_size(reel__v1__consumer__get_packed_size(&pb)) +
            CONSUMER_SLACK;
@@ -409,11 +448,11 @@ static void w_list_consumers(rpc_call_t *call, void *arg, const uint8_t *req,
         return;
     }
     if (wal_consumers(ctx->wal, in->start_after, in->limit, &page, &cs, &n,
-                      &more, &st) != REEL_OK) {
+                      &more, &st) != REEL_OK ||
+        wal_head(ctx->wal, &head, &oldest, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
         goto out;
     }
-    wal_head(ctx->wal, &head, &oldest);
     pbs = calloc(n ? n : 1, sizeof(*pbs));
     ptrs = calloc(n ? n : 1, sizeof(*ptrs));
     if (pbs == NULL || ptrs == NULL) {

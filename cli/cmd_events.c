@@ -23,8 +23,18 @@
  * ack is fail-stop: tail says why and exits 1 rather than print more that
  * it cannot acknowledge.
  *
- * A consumer is printed as "NAME acked REV pending N [active] [(pattern
- * P)]" or, with --json, as one object holding every field.
+ * --takeover (with --consumer) ends the stream of the subscriber holding
+ * the consumer, if any (it ends ABORTED), and takes its place: for one
+ * that hangs before the server finds it gone.
+ *
+ * A consumer is printed as "NAME acked REV pending N [behind R] [holding B
+ * bytes] [active] [(pattern P)] [invalidated at TIME: WHY]" or, with
+ * --json, as one object holding every field. pending is the events still
+ * to receive (those matching the pattern), ">=N" when it was counted over
+ * the first 10,000 revisions only; behind, shown when it differs, counts
+ * every revision after the cursor; holding, the bytes of its
+ * unacknowledged events when it is what keeps events past the retention
+ * limits.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -45,6 +55,7 @@ enum events_flag {
     EF_CONSUMER,
     EF_ACK,
     EF_PROGRESS,
+    EF_TAKEOVER,
     EF_COUNT
 };
 
@@ -54,6 +65,7 @@ static const ctl_flag_spec_t events_flags[EF_COUNT] = {
     [EF_CONSUMER] = {"--consumer", CTL_STR, "NAME", 0, 0},
     [EF_ACK] = {"--ack", CTL_BOOL, NULL, 0, 0},
     [EF_PROGRESS] = {"--progress", CTL_BOOL, NULL, 0, 0},
+    [EF_TAKEOVER] = {"--takeover", CTL_BOOL, NULL, 0, 0},
 };
 
 #define EF(f) CTL_F(f)
@@ -104,25 +116,50 @@ static cJSON *consumer_json(const Reel__V1__Consumer *c) {
     cJSON_AddStringToObject(o, "name", c->name);
     cJSON_AddNumberToObject(o, "acked_revision", (double)c->acked_revision);
     cJSON_AddNumberToObject(o, "pending", (double)c->pending);
+    cJSON_AddBoolToObject(o, "pending_exact", c->pending_exact);
+    cJSON_AddNumberToObject(o, "behind_revisions",
+                            (double)c->behind_revisions);
+    cJSON_AddNumberToObject(o, "holding_bytes", (double)c->holding_bytes);
     cJSON_AddBoolToObject(o, "active", c->active);
     cJSON_AddStringToObject(o, "subject_pattern", c->subject_pattern);
     cJSON_AddNumberToObject(o, "created_at_ms", (double)c->created_at_ms);
     cJSON_AddNumberToObject(o, "acked_at_ms", (double)c->acked_at_ms);
+    cJSON_AddBoolToObject(o, "invalidated", c->invalidated);
+    if (c->invalidated) {
+        cJSON_AddNumberToObject(o, "invalidated_at_ms",
+                                (double)c->invalidated_at_ms);
+        cJSON_AddStringToObject(o, "invalidated_reason",
+                                c->invalidated_reason);
+    }
     return o;
 }
 
-/* "c1 acked 17 pending 3 active (pattern kv.>)", or one JSON line. */
+/* "c1 acked 17 pending 3 behind 40 active (pattern kv.>)", or one JSON
+ * line. */
 static void print_consumer(const ctl_t *ctl, const Reel__V1__Consumer *c) {
+    char when[40];
+
     if (ctl->json) {
         ctl_print_json_line(consumer_json(c));
         return;
     }
-    printf("%s acked %llu pending %llu%s", c->name,
+    printf("%s acked %llu pending %s%llu", c->name,
            (unsigned long long)c->acked_revision,
-           (unsigned long long)c->pending, c->active ? " active" : "");
+           c->pending_exact || c->invalidated ? "" : ">=",
+           (unsigned long long)c->pending);
+    if (c->behind_revisions != c->pending && !c->invalidated)
+        printf(" behind %llu", (unsigned long long)c->behind_revisions);
+    if (c->holding_bytes > 0)
+        printf(" holding %llu bytes", (unsigned long long)c->holding_bytes);
+    if (c->active)
+        printf(" active");
     /* No pattern is every event. */
     if (*c->subject_pattern)
         printf(" (pattern %s)", c->subject_pattern);
+    if (c->invalidated)
+        printf(" invalidated at %s: %s",
+               ctl_iso_time(c->invalidated_at_ms, when, sizeof(when)),
+               c->invalidated_reason);
     printf("\n");
 }
 
@@ -240,11 +277,15 @@ static int events_tail(ctl_t *ctl, const ctl_args_t *a) {
     if (ctl_has(a, EF_ACK) && !ctl_has(a, EF_CONSUMER))
         return ctl_usage_error(a, "--ack needs --consumer (whose cursor to "
                                   "advance)");
+    if (ctl_has(a, EF_TAKEOVER) && !ctl_has(a, EF_CONSUMER))
+        return ctl_usage_error(a, "--takeover needs --consumer (whose "
+                                  "subscriber to replace)");
     req.from_revision = a->num[EF_FROM];
     if (ctl_has(a, EF_SUBJECT))
         req.subject_pattern = a->str[EF_SUBJECT];
     if (ctl_has(a, EF_CONSUMER))
         req.consumer = a->str[EF_CONSUMER];
+    req.takeover = ctl_has(a, EF_TAKEOVER);
     t.ctl = ctl;
     t.consumer = ctl_has(a, EF_ACK) ? a->str[EF_CONSUMER] : NULL;
     t.progress = ctl_has(a, EF_PROGRESS);
@@ -414,15 +455,16 @@ static int events_ack(ctl_t *ctl, const ctl_args_t *a) {
 static const ctl_command_t events_commands[] = {
     {"tail", {NULL}, 0,
      EF(EF_FROM) | EF(EF_SUBJECT) | EF(EF_CONSUMER) | EF(EF_ACK) |
-         EF(EF_PROGRESS),
+         EF(EF_PROGRESS) | EF(EF_TAKEOVER),
      0,
      "print every event after --from REV (default 0), then new ones as they\n"
      "      commit, one JSON line each, until the server ends the stream or\n"
      "      Ctrl-C (no deadline); --subject: only those matching, a.*.c or\n"
      "      kv.>; --consumer: a durable consumer, resumed after its acked\n"
      "      revision; --ack: acknowledge what was printed (in batches);\n"
-     "      --progress: print the idle PROGRESS events too; ends quietly\n"
-     "      once stdout's reader leaves (events tail | head -3)",
+     "      --progress: print the idle PROGRESS events too; --takeover:\n"
+     "      end the consumer's current subscriber and take its place; ends\n"
+     "      quietly once stdout's reader leaves (events tail | head -3)",
      events_tail},
     {"head", {NULL}, 0, 0, 0,
      "show the last committed revision and the oldest retained one (or\n"
@@ -430,7 +472,9 @@ static const ctl_command_t events_commands[] = {
      events_head},
     {"consumers", {NULL}, 0, 0, 0,
      "list durable consumers by name, one per line: acked revision,\n"
-     "      events pending, whether a subscriber is connected, pattern",
+     "      events pending (matching its pattern), revisions behind, bytes\n"
+     "      it holds past retention, whether a subscriber is connected,\n"
+     "      pattern, and when and why it was invalidated",
      events_consumers},
     {"rm-consumer", {"NAME"}, 1, 0, 0,
      "delete a durable consumer and its cursor", events_rm_consumer},

@@ -1,10 +1,14 @@
 /*
- * wal/wal.c: event records and subscriptions.
+ * wal/wal.c: event records, subscriptions, durable consumers, retention.
  *
  * Column family `wal`:
  *   'e' rev(8)   -> i64 ts_ms, u16 subject length, subject, event bytes
  *   'c' name     -> u64 acked, i64 created_at_ms, i64 acked_at_ms,
- *                   str pattern                       (durable consumers)
+ *                   str pattern, [i64 invalidated_at_ms, str reason]
+ *                   (durable consumers; the last two once invalidated)
+ *   "d"          -> empty: sorts after every consumer and before every
+ *                   event, so a scan of the consumers ends there instead
+ *                   of stepping over the tombstones of trimmed events
  *   "mbytes"     -> u64: the bytes of all 'e' records (for the size cap)
  *
  * Invariants
@@ -14,30 +18,58 @@
  *     revisions are gapless in the WAL as in the store.
  *   - The records of the last group are kept in memory until wal_publish
  *     hands them to live subscribers: the bytes are encoded once.
+ *   - A valid consumer's events (those after its acknowledged revision)
+ *     are all retained: a trim never goes past a valid consumer's cursor,
+ *     checked on the writer in the trim's own group, and a new consumer is
+ *     created only at a revision not yet trimmed (trimmed_to, on the
+ *     writer). A consumer whose events must go is invalidated in the same
+ *     group that trims them.
  *
  * Subscriptions follow the scheme of KV watches (kv/kv_watch.c): replay to
  * a snapshot, go live under the hub lock only if nothing newer was
- * published, drop back to replay when the sink is full.
+ * published, drop back to replay when the sink is full. A subscription
+ * ends only through its pump (sink.end, once): a replay that fails, a gap
+ * retention left, or a kick (its consumer taken over or invalidated,
+ * which asks the owner to pump through sink.wake).
  *
- * Retention: a thread trims, through the writer and in chunks so writes
- * never wait long, the oldest events that every durable consumer has
- * acknowledged (when there are consumers), and in any case those past the
- * age cap or beyond the size cap. The byte count is kept exactly: it is
- * updated on the writer thread with each group and each trim, and stored
- * in the same batches.
+ * Retention (like replication slots under Postgres's
+ * max_slot_wal_keep_size): a thread trims, through the writer and in
+ * chunks so writes never wait long, the oldest events past the age cap or
+ * beyond the size cap; acknowledgements alone trim nothing. It walks from
+ * the oldest event while the limits are exceeded. Reaching an event that
+ * a consumer has not acknowledged, it stops there (the consumer holds it),
+ * unless that consumer's unacknowledged events (all bytes from there to
+ * the head) take more than consumer_max_lag_bytes: then the consumer is
+ * invalidated, its record saying when and why, and the walk goes on. In
+ * the steady state the walk stops at once, at the consumer furthest
+ * behind, whose cursor the last trim reached. The byte count is kept
+ * exactly: it is updated on the writer thread with each group and each
+ * trim, and stored in the same batches. A trim that fails (reading the
+ * consumers, iterating) trims nothing; the trimmer logs each distinct
+ * failure once and retries every interval.
  *
- * Recovery: the byte count and the consumers are read back at start.
+ * Lock order: hub_mu, then a subscription's mu, then (inside sinks) the
+ * caller's own locks. trim_run_mu serializes trims; trim_mu guards the
+ * trimmer's sleep.
+ *
+ * Recovery: the byte count, the oldest event and the consumers are read
+ * back at start; an invalidated consumer stays invalidated until deleted.
  */
 #include "wal/wal.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/clock.h"
 #include "base/codec.h"
+#include "base/fault.h"
+#include "base/log.h"
 #include "base/pattern.h"
 #include "base/text.h"
 
@@ -49,14 +81,23 @@ typedef struct rec {
 
 #define REC_HDR 10 /* ts_ms, subject length */
 #define META_BYTES "mbytes"
+#define CONSUMERS_END "d"
 #define TRIM_CHUNK 5000
 #define CONSUMER_CHARS "A-Za-z0-9_.-"
 #define CONSUMER_MAX 128
 
+/* A consumer held by a subscription, under hub_mu. */
 typedef struct active {
     struct active *next;
     char name[CONSUMER_MAX + 1];
+    wal_sub_t *sub;
 } active_t;
+
+/* A consumer the last trim stopped at, with its unacknowledged bytes. */
+typedef struct holding {
+    char name[CONSUMER_MAX + 1];
+    uint64_t bytes;
+} holding_t;
 
 struct wal {
     store_t *store;
@@ -69,12 +110,18 @@ struct wal {
      * event trimmed since the last compaction. Raised by wal_trim once a
      * chunk committed. */
     _Atomic uint64_t floor;
+    /* Writer thread only: every event <= it is trimmed, or deleted by a
+     * group being written. (A trim whose group then fails leaves it a
+     * little ahead: a new consumer is refused a start that retention was
+     * about to trim anyway, until the next trim takes it.) */
+    uint64_t trimmed_to;
 
     pthread_t trimmer;
     int trimmer_started;
     pthread_mutex_t trim_mu;
-    pthread_cond_t trim_cv;
-    int stopping;
+    pthread_cond_t trim_cv; /* CLOCK_MONOTONIC */
+    int stopping, trim_soon;
+    pthread_mutex_t trim_run_mu;
 
     /* The last group's records: writer thread only. */
     rec_t *recs;
@@ -84,7 +131,9 @@ struct wal {
     pthread_mutex_t hub_mu;
     uint64_t last_published;
     wal_sub_t *subs;
-    active_t *active; /* consumers with a subscriber, under hub_mu */
+    active_t *active;   /* consumers with a subscriber, under hub_mu */
+    holding_t *holding; /* the last trim's verdict, under hub_mu */
+    size_t n_holding;
 };
 
 enum { SUB_REPLAY, SUB_LIVE };
@@ -93,12 +142,16 @@ struct wal_sub {
     wal_t *w;
     char *pattern;
     size_t pattern_len;
+    char *consumer; /* the durable consumer it holds, or NULL */
     wal_sink_t sink;
     void *arg;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     atomic_int live;
     int dead, pumping, phase;
+    int end_pending;  /* kicked: end with `why` at the next pump */
+    int ended;        /* sink.end was called (or is being called) */
+    reel_status_t why;
     uint64_t cursor; /* every event <= cursor was seen */
     wal_sub_t *prev, *next;
 };
@@ -110,13 +163,23 @@ static void rev_key(uint64_t rev, unsigned char out[9]) {
 
 static void *trimmer_main(void *arg);
 
+static reel_code_t apply_consumers_end(store_txn_t *txn, void *arg,
+                                       reel_status_t *st) {
+    (void)arg, (void)st;
+    store_txn_put(txn, STORE_CF_WAL, CONSUMERS_END, strlen(CONSUMERS_END),
+                  "", 0);
+    return REEL_OK;
+}
+
 reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
                        const wal_limits_t *limits, wal_t **out,
                        reel_status_t *st) {
     wal_t *w = calloc(1, sizeof(*w));
+    pthread_condattr_t ca;
     char *val = NULL;
     size_t vlen = 0;
     uint64_t head, oldest;
+    reel_code_t rc;
 
     *out = NULL;
     if (w == NULL)
@@ -132,19 +195,54 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
         w->lim.retention_age_ms = 7LL * 24 * 3600 * 1000;
     if (w->lim.trim_interval_ms <= 0)
         w->lim.trim_interval_ms = 1000;
+    if (w->lim.consumer_max_lag_bytes == 0)
+        w->lim.consumer_max_lag_bytes = (uint64_t)1 << 30;
     w->last_published = store_revision(store);
-    if (store_get(store, STORE_CF_WAL, META_BYTES, strlen(META_BYTES), &val,
-                  &vlen, NULL) == REEL_OK &&
-        vlen == 8)
+    /* Without its true byte count or oldest event, retention would trim
+     * the wrong events: refuse to start instead. */
+    rc = store_get(store, STORE_CF_WAL, META_BYTES, strlen(META_BYTES), &val,
+                   &vlen, st);
+    if (rc == REEL_OK && vlen != 8)
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "the WAL's byte count is malformed (%zu bytes)",
+                             vlen);
+    if (rc == REEL_OK)
         atomic_store(&w->bytes, reel_be64_get((unsigned char *)val));
     free(val);
-    wal_head(w, &head, &oldest); /* the one scan from "e" */
+    val = NULL;
+    if (rc == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        rc = REEL_OK;
+    }
+    if (rc == REEL_OK &&
+        (rc = store_get(store, STORE_CF_WAL, CONSUMERS_END,
+                        strlen(CONSUMERS_END), &val, &vlen, st)) ==
+            REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        rc = store_exec(store, apply_consumers_end, NULL, NULL, st);
+    }
+    free(val);
+    if (rc == REEL_OK)
+        rc = wal_head(w, &head, &oldest, st); /* the one scan from "e" */
+    if (rc != REEL_OK) {
+        free(w);
+        return rc;
+    }
     atomic_store(&w->floor, oldest);
+    w->trimmed_to = oldest ? oldest - 1 : head;
     pthread_mutex_init(&w->hub_mu, NULL);
     pthread_mutex_init(&w->trim_mu, NULL);
-    pthread_cond_init(&w->trim_cv, NULL);
-    if (pthread_create(&w->trimmer, NULL, trimmer_main, w) == 0)
-        w->trimmer_started = 1;
+    pthread_mutex_init(&w->trim_run_mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->trim_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&w->trimmer, NULL, trimmer_main, w) != 0) {
+        wal_destroy(w);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                               "cannot start the WAL's trimmer thread");
+    }
+    w->trimmer_started = 1;
     *out = w;
     return REEL_OK;
 }
@@ -169,22 +267,28 @@ void wal_destroy(wal_t *w) {
         w->active = a->next;
         free(a);
     }
+    free(w->holding);
     reel_wbuf_fini(&w->buf);
     free(w->recs);
     pthread_mutex_destroy(&w->hub_mu);
     pthread_mutex_destroy(&w->trim_mu);
+    pthread_mutex_destroy(&w->trim_run_mu);
     pthread_cond_destroy(&w->trim_cv);
     free(w);
 }
 
-void wal_head(wal_t *w, uint64_t *head, uint64_t *oldest) {
-    store_iter_t *it = store_iter_create(w->store, STORE_CF_WAL, NULL);
+reel_code_t wal_head(wal_t *w, uint64_t *head, uint64_t *oldest,
+                     reel_status_t *st) {
+    store_iter_t *it;
     unsigned char key[9];
+    reel_code_t rc;
 
+    /* The head first: an event trimmed after it is read cannot make the
+     * oldest look newer than the head. */
     *head = store_revision(w->store);
     *oldest = 0;
-    if (it == NULL)
-        return;
+    if ((it = store_iter_create(w->store, STORE_CF_WAL, NULL)) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     rev_key(atomic_load(&w->floor), key);
     store_iter_seek(it, key, sizeof(key));
     if (store_iter_valid(it)) {
@@ -193,7 +297,14 @@ void wal_head(wal_t *w, uint64_t *head, uint64_t *oldest) {
         if (klen == 9 && k[0] == 'e')
             *oldest = reel_be64_get((const unsigned char *)k + 1);
     }
+    rc = store_iter_status(it, st);
     store_iter_destroy(it);
+    if (rc != REEL_OK)
+        return reel_status_set(st, rc, "reading the oldest WAL event: %s",
+                               reel_status_message(st));
+    if (*oldest > *head)
+        *oldest = 0; /* committed after the head was read: none before */
+    return REEL_OK;
 }
 
 /* Writer thread: the new byte count, in the same batch. A group whose write
@@ -320,19 +431,29 @@ void wal_publish(wal_t *w, const store_change_t *changes, size_t n) {
     pthread_mutex_unlock(&w->hub_mu);
 }
 
-/* 0 means "from the oldest retained"; any other start must still be
- * retained: OUT_OF_RANGE naming the oldest retained revision otherwise. */
+/* 0 means "from the oldest retained"; any other start must be at most the
+ * head (INVALID_ARGUMENT naming it) and still retained (OUT_OF_RANGE
+ * naming the oldest retained revision). No arithmetic on the client's
+ * revision before it is known to be at most the head. */
 static reel_code_t wal_check_start(wal_t *w, uint64_t *from,
                                    reel_status_t *st) {
     uint64_t head, oldest, first;
+    reel_code_t rc;
 
-    wal_head(w, &head, &oldest);
+    if ((rc = wal_head(w, &head, &oldest, st)) != REEL_OK)
+        return rc;
+    if (*from > head)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "from_revision: %llu is past the head "
+                               "revision %llu",
+                               (unsigned long long)*from,
+                               (unsigned long long)head);
     first = oldest ? oldest : head + 1; /* nothing retained: only new ones */
     if (*from == 0) {
         *from = first - 1;
         return REEL_OK;
     }
-    if (*from + 1 < first)
+    if (*from < first - 1)
         return reel_status_set(st, REEL_OUT_OF_RANGE,
                                "from_revision: revision %llu is no longer "
                                "retained; the oldest retained revision is "
@@ -342,11 +463,11 @@ static reel_code_t wal_check_start(wal_t *w, uint64_t *from,
     return REEL_OK;
 }
 
-reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
-                           const char *pattern, const wal_sink_t *sink,
-                           void *arg, wal_sub_t **out, reel_status_t *st) {
+/* A subscription at cursor `from`, not yet linked anywhere. */
+static reel_code_t sub_new(wal_t *w, uint64_t from, const char *pattern,
+                           const wal_sink_t *sink, void *arg, wal_sub_t **out,
+                           reel_status_t *st) {
     size_t plen = pattern ? strlen(pattern) : 0;
-    uint64_t head, oldest;
     wal_sub_t *s;
     reel_code_t rc;
 
@@ -354,9 +475,6 @@ reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
     if (plen > 0 && (rc = reel_pattern_validate(pattern, plen,
                                                 "subject_pattern", st)) !=
                         REEL_OK)
-        return rc;
-    wal_head(w, &head, &oldest);
-    if ((rc = wal_check_start(w, &from_revision, st)) != REEL_OK)
         return rc;
     s = calloc(1, sizeof(*s));
     if (s == NULL || (s->pattern = strdup(pattern ? pattern : "")) == NULL) {
@@ -367,34 +485,72 @@ reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
     s->w = w;
     s->sink = *sink;
     s->arg = arg;
-    s->cursor = from_revision;
+    s->cursor = from;
     s->phase = SUB_REPLAY;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    pthread_mutex_lock(&w->hub_mu);
-    s->next = w->subs;
-    if (w->subs)
-        w->subs->prev = s;
-    w->subs = s;
-    pthread_mutex_unlock(&w->hub_mu);
     *out = s;
     return REEL_OK;
 }
 
+static void sub_free(wal_sub_t *s) {
+    if (s == NULL)
+        return;
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    reel_status_fini(&s->why);
+    free(s->consumer);
+    free(s->pattern);
+    free(s);
+}
+
+/* hub_mu held. */
+static void sub_link_locked(wal_t *w, wal_sub_t *s) {
+    s->next = w->subs;
+    if (w->subs)
+        w->subs->prev = s;
+    w->subs = s;
+}
+
+reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
+                           const char *pattern, const wal_sink_t *sink,
+                           void *arg, wal_sub_t **out, reel_status_t *st) {
+    reel_code_t rc;
+
+    /* The pattern is checked first: its error names what to fix. */
+    if ((rc = sub_new(w, 0, pattern, sink, arg, out, st)) != REEL_OK)
+        return rc;
+    if ((rc = wal_check_start(w, &from_revision, st)) != REEL_OK) {
+        sub_free(*out);
+        *out = NULL;
+        return rc;
+    }
+    (*out)->cursor = from_revision;
+    pthread_mutex_lock(&w->hub_mu);
+    sub_link_locked(w, *out);
+    pthread_mutex_unlock(&w->hub_mu);
+    return REEL_OK;
+}
+
 /* Replays to a fresh snapshot: 0 caught up to it, 1 the sink is full,
- * 2 events it needs were trimmed. */
-static int replay(wal_sub_t *s) {
+ * 2 events it needs were trimmed, 3 reading failed (why says what). */
+static int replay(wal_sub_t *s, reel_status_t *why) {
     store_snapshot_t *snap = NULL;
     store_iter_t *it;
     unsigned char key[9];
     int full = 0;
 
-    if (store_snapshot_create(s->w->store, &snap, NULL) != REEL_OK)
-        return 1;
+    if (store_snapshot_create(s->w->store, &snap, why) != REEL_OK) {
+        reel_status_set(why, why->code, "WAL replay: %s",
+                        reel_status_message(why));
+        return 3;
+    }
     it = store_iter_create(s->w->store, STORE_CF_WAL, snap);
     if (it == NULL) {
         store_snapshot_release(s->w->store, snap);
-        return 1;
+        reel_status_set(why, REEL_RESOURCE_EXHAUSTED,
+                        "WAL replay: out of memory");
+        return 3;
     }
     rev_key(s->cursor + 1, key);
     for (store_iter_seek(it, key, sizeof(key)); store_iter_valid(it);
@@ -414,13 +570,27 @@ static int replay(wal_sub_t *s) {
             full = 2; /* revisions are gapless: the rest was trimmed */
             break;
         }
-        if (rec_split(v, vlen, &subj, &slen, &bytes, &blen) == 0 &&
-            sub_matches(s, subj, slen) &&
+        if (rec_split(v, vlen, &subj, &slen, &bytes, &blen) != 0) {
+            /* Never skipped: the subscriber would miss it unawares. */
+            reel_status_set(why, REEL_DATA_LOSS,
+                            "WAL replay: the stored event of revision %llu "
+                            "is malformed",
+                            (unsigned long long)rev);
+            full = 3;
+            break;
+        }
+        if (sub_matches(s, subj, slen) &&
             s->sink.deliver(s->arg, bytes, blen, rev) != 0) {
             full = 1;
             break;
         }
         s->cursor = rev;
+    }
+    /* An iterator that stopped on an error is not the end of the WAL. */
+    if (full != 3 && store_iter_status(it, why) != REEL_OK) {
+        reel_status_set(why, why->code, "WAL replay: %s",
+                        reel_status_message(why));
+        full = 3;
     }
     /* Every revision has its event, in the same commit: a scan that ends
      * short of the snapshot's revision met a trimmed gap. */
@@ -433,23 +603,22 @@ static int replay(wal_sub_t *s) {
 
 void wal_sub_pump(wal_sub_t *s) {
     wal_t *w = s->w;
+    wal_sink_t sink = s->sink; /* s itself is not touched once unlocked */
+    void *arg = s->arg;
+    reel_status_t why = REEL_STATUS_INIT;
     uint64_t lost = 0;
-    int r = 0;
+    int r = 0, end = 0;
 
     pthread_mutex_lock(&s->mu);
-    if (s->dead || s->pumping || s->phase != SUB_REPLAY) {
+    if (s->pumping || s->ended) {
+        /* The pump running now ends it if it must: it checks after. */
         pthread_mutex_unlock(&s->mu);
         return;
     }
     s->pumping = 1;
     while (!s->dead && s->phase == SUB_REPLAY) {
-        if ((r = replay(s)) != 0) {
-            if (r == 2) {
-                s->dead = 1; /* nothing more will be delivered */
-                lost = s->cursor;
-            }
+        if ((r = replay(s, &why)) != 0)
             break;
-        }
         pthread_mutex_unlock(&s->mu);
         pthread_mutex_lock(&w->hub_mu);
         pthread_mutex_lock(&s->mu);
@@ -459,22 +628,36 @@ void wal_sub_pump(wal_sub_t *s) {
         }
         pthread_mutex_unlock(&w->hub_mu);
     }
+    if (s->end_pending) { /* a kick says more than what replay met */
+        reel_status_move(&why, &s->why);
+        end = 1;
+    } else if (r == 2) {
+        lost = s->cursor;
+        end = 1;
+    } else if (r == 3) {
+        end = 1;
+    }
+    if (end) {
+        s->dead = 1; /* nothing more will be delivered */
+        s->ended = 1;
+    }
     s->pumping = 0;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    if (r == 2) {
-        reel_status_t why = REEL_STATUS_INIT;
+    if (end && why.code == REEL_OK) {
         uint64_t head, oldest;
 
-        wal_head(w, &head, &oldest);
-        reel_status_set(&why, REEL_OUT_OF_RANGE,
-                        "the subscription fell behind retention: the last "
-                        "revision it received is %llu, the oldest retained "
-                        "is %llu",
-                        (unsigned long long)lost, (unsigned long long)oldest);
-        s->sink.end(s->arg, &why);
-        reel_status_fini(&why);
+        if (wal_head(w, &head, &oldest, &why) == REEL_OK)
+            reel_status_set(&why, REEL_OUT_OF_RANGE,
+                            "the subscription fell behind retention: the "
+                            "last revision it received is %llu, the oldest "
+                            "retained is %llu",
+                            (unsigned long long)lost,
+                            (unsigned long long)oldest);
     }
+    if (end)
+        sink.end(arg, &why);
+    reel_status_fini(&why);
 }
 
 int wal_sub_live(wal_sub_t *s) { return atomic_load(&s->live); }
@@ -488,7 +671,32 @@ uint64_t wal_sub_cursor(wal_sub_t *s) {
     return c;
 }
 
+/* hub_mu held: the consumer's holder, or NULL. */
+static active_t **active_find_locked(wal_t *w, const char *name) {
+    for (active_t **pp = &w->active; *pp != NULL; pp = &(*pp)->next)
+        if (strcmp((*pp)->name, name) == 0)
+            return pp;
+    return NULL;
+}
+
+/* hub_mu held: s ends with code and msg at its next pump, which its owner
+ * is asked (sink.wake) to run soon. */
+static void sub_kick_locked(wal_sub_t *s, reel_code_t code, const char *msg) {
+    pthread_mutex_lock(&s->mu);
+    if (!s->end_pending && !s->ended) {
+        s->dead = 1;
+        atomic_store(&s->live, 0);
+        s->end_pending = 1;
+        reel_status_set(&s->why, code, "%s", msg);
+        if (s->sink.wake != NULL)
+            s->sink.wake(s->arg);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 void wal_sub_destroy(wal_sub_t *s) {
+    active_t **pp;
+
     if (s == NULL)
         return;
     pthread_mutex_lock(&s->w->hub_mu);
@@ -498,6 +706,14 @@ void wal_sub_destroy(wal_sub_t *s) {
         s->w->subs = s->next;
     if (s->next)
         s->next->prev = s->prev;
+    /* Release its consumer, unless another subscriber took it over. */
+    if (s->consumer != NULL &&
+        (pp = active_find_locked(s->w, s->consumer)) != NULL &&
+        (*pp)->sub == s) {
+        active_t *a = *pp;
+        *pp = a->next;
+        free(a);
+    }
     pthread_mutex_lock(&s->mu);
     s->dead = 1;
     atomic_store(&s->live, 0);
@@ -507,18 +723,18 @@ void wal_sub_destroy(wal_sub_t *s) {
     while (s->pumping)
         pthread_cond_wait(&s->cv, &s->mu);
     pthread_mutex_unlock(&s->mu);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    free(s->pattern);
-    free(s);
+    sub_free(s);
 }
 
 /* ---- Durable consumers ---------------------------------------------------- */
 
+enum { OP_SUBSCRIBE, OP_ACK, OP_DELETE };
+
 typedef struct consumer_op {
+    wal_t *w;
     const char *name, *pattern;
     uint64_t revision;
-    int kind; /* 0 create-if-missing, 1 ack, 2 delete */
+    int kind;
     wal_consumer_t *out;
 } consumer_op_t;
 
@@ -526,9 +742,11 @@ static size_t consumer_key(const char *name, char *buf, size_t cap) {
     return (size_t)snprintf(buf, cap, "c%s", name);
 }
 
-static int consumer_decode(const char *name, const void *v, size_t len,
-                           wal_consumer_t *c) {
+static reel_code_t consumer_decode(const char *name, const void *v,
+                                   size_t len, wal_consumer_t *c,
+                                   reel_status_t *st) {
     reel_rbuf_t r;
+    int bad;
 
     memset(c, 0, sizeof(*c));
     reel_rbuf_init(&r, v, len);
@@ -536,12 +754,30 @@ static int consumer_decode(const char *name, const void *v, size_t len,
     c->created_at_ms = (int64_t)reel_rbuf_u64(&r);
     c->acked_at_ms = (int64_t)reel_rbuf_u64(&r);
     c->pattern = strdup(reel_rbuf_str(&r));
-    c->name = strdup(name);
-    if (reel_rbuf_ok(&r) != 0 || c->pattern == NULL || c->name == NULL) {
-        wal_consumer_fini(c);
-        return -1;
+    /* Records written before invalidation existed end here. */
+    if (reel_rbuf_ok(&r) == 0 && r.p < r.end) {
+        c->invalidated_at_ms = (int64_t)reel_rbuf_u64(&r);
+        c->invalidated_reason = strdup(reel_rbuf_str(&r));
+        if (c->invalidated_reason == NULL) {
+            wal_consumer_fini(c);
+            return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory reading consumer \"%s\"",
+                                   name);
+        }
     }
-    return 0;
+    bad = reel_rbuf_ok(&r) != 0 || r.p != r.end;
+    c->name = strdup(name);
+    if (bad || c->pattern == NULL || c->name == NULL) {
+        wal_consumer_fini(c);
+        return bad ? reel_status_set(st, REEL_DATA_LOSS,
+                                     "consumer \"%s\": stored record is "
+                                     "corrupt",
+                                     name)
+                   : reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                     "out of memory reading consumer \"%s\"",
+                                     name);
+    }
+    return REEL_OK;
 }
 
 void wal_consumer_fini(wal_consumer_t *c) {
@@ -549,25 +785,67 @@ void wal_consumer_fini(wal_consumer_t *c) {
         return;
     free(c->name);
     free(c->pattern);
+    free(c->invalidated_reason);
     memset(c, 0, sizeof(*c));
 }
 
-static void consumer_put(store_txn_t *txn, const char *key, size_t klen,
-                         const wal_consumer_t *c) {
+static reel_code_t consumer_put(store_txn_t *txn, const wal_consumer_t *c,
+                                reel_status_t *st) {
+    char key[CONSUMER_MAX + 2];
+    size_t klen = consumer_key(c->name, key, sizeof(key));
     reel_wbuf_t w = {0};
 
     reel_wbuf_u64(&w, c->acked);
     reel_wbuf_u64(&w, (uint64_t)c->created_at_ms);
     reel_wbuf_u64(&w, (uint64_t)c->acked_at_ms);
     reel_wbuf_str(&w, c->pattern);
-    if (reel_wbuf_done(&w) == 0)
-        store_txn_put(txn, STORE_CF_WAL, key, klen, w.p, w.len);
+    if (c->invalidated_at_ms != 0) {
+        reel_wbuf_u64(&w, (uint64_t)c->invalidated_at_ms);
+        reel_wbuf_str(&w, c->invalidated_reason);
+    }
+    if (reel_wbuf_done(&w) != 0)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                               "out of memory writing consumer \"%s\"",
+                               c->name);
+    store_txn_put(txn, STORE_CF_WAL, key, klen, w.p, w.len);
     reel_wbuf_fini(&w);
+    return REEL_OK;
+}
+
+/* "2026-11-22T06:10:00.123Z" */
+static const char *iso_time(int64_t ms, char *buf, size_t size) {
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    size_t n;
+
+    if (gmtime_r(&secs, &tm) == NULL ||
+        (n = strftime(buf, size, "%Y-%m-%dT%H:%M:%S", &tm)) == 0)
+        snprintf(buf, size, "%lld ms", (long long)ms);
+    else
+        snprintf(buf + n, size - n, ".%03dZ", (int)(ms % 1000));
+    return buf;
+}
+
+/* What subscribing or acknowledging as an invalidated consumer answers. */
+static reel_code_t invalidated_error(const wal_consumer_t *c, uint64_t oldest,
+                                     reel_status_t *st) {
+    char when[40];
+
+    return reel_status_set(
+        st, REEL_FAILED_PRECONDITION,
+        "consumer \"%s\" was invalidated at %s (%s); it had acknowledged "
+        "up to revision %llu, and the oldest retained revision is %llu. "
+        "Delete it (DeleteConsumer, or reelctl events rm-consumer %s) and "
+        "subscribe again to start over",
+        c->name, iso_time(c->invalidated_at_ms, when, sizeof(when)),
+        c->invalidated_reason ? c->invalidated_reason : "",
+        (unsigned long long)c->acked, (unsigned long long)oldest, c->name);
 }
 
 static reel_code_t apply_consumer(store_txn_t *txn, void *arg,
                                   reel_status_t *st) {
     consumer_op_t *op = arg;
+    wal_t *w = op->w;
     char key[CONSUMER_MAX + 2];
     size_t klen = consumer_key(op->name, key, sizeof(key));
     char *val = NULL;
@@ -581,48 +859,75 @@ static reel_code_t apply_consumer(store_txn_t *txn, void *arg,
         return rc;
     if (rc == REEL_NOT_FOUND) {
         reel_status_fini(st);
-        if (op->kind != 0)
+        if (op->kind != OP_SUBSCRIBE)
             return reel_status_set(st, REEL_NOT_FOUND,
                                    "consumer \"%s\" not found", op->name);
+        /* Checked here, on the writer, so no trim can come between the
+         * check and the cursor it lets in. */
+        if (op->revision > head)
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "from_revision: %llu is past the head "
+                                   "revision %llu",
+                                   (unsigned long long)op->revision,
+                                   (unsigned long long)head);
+        if (op->revision == 0)
+            op->revision = w->trimmed_to;
+        else if (op->revision < w->trimmed_to)
+            return reel_status_set(st, REEL_OUT_OF_RANGE,
+                                   "from_revision: revision %llu is no "
+                                   "longer retained; the oldest retained "
+                                   "revision is %llu",
+                                   (unsigned long long)op->revision,
+                                   (unsigned long long)w->trimmed_to + 1);
         memset(&c, 0, sizeof(c));
+        c.name = (char *)op->name;
+        c.pattern = (char *)(op->pattern ? op->pattern : "");
         c.acked = op->revision;
         c.created_at_ms = store_txn_now_ms(txn);
-        c.pattern = (char *)(op->pattern ? op->pattern : "");
-        consumer_put(txn, key, klen, &c);
-        c.name = (char *)op->name;
+        if ((rc = consumer_put(txn, &c, st)) != REEL_OK)
+            return rc;
         op->out->acked = c.acked;
         op->out->created_at_ms = c.created_at_ms;
         return REEL_OK;
     }
-    if (consumer_decode(op->name, val, vlen, &c) != 0) {
-        free(val);
-        return reel_status_set(st, REEL_DATA_LOSS,
-                               "consumer \"%s\": stored record is corrupt",
-                               op->name);
-    }
+    rc = consumer_decode(op->name, val, vlen, &c, st);
     free(val);
-    if (op->kind == 1) {
-        if (op->revision > head) {
+    if (rc != REEL_OK)
+        return rc;
+    if (c.invalidated_at_ms != 0 && op->kind != OP_DELETE) {
+        rc = invalidated_error(&c, w->trimmed_to + 1, st);
+        wal_consumer_fini(&c);
+        return rc;
+    }
+    if (op->kind == OP_ACK) {
+        if (op->revision > head)
             rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
                                  "revision: %llu is past the head revision "
                                  "%llu",
                                  (unsigned long long)op->revision,
                                  (unsigned long long)head);
-            wal_consumer_fini(&c);
-            return rc;
-        }
-        if (op->revision > c.acked) { /* never back */
+        else if (op->revision > c.acked) { /* never back */
             c.acked = op->revision;
             c.acked_at_ms = store_txn_now_ms(txn);
-            consumer_put(txn, key, klen, &c);
+            rc = consumer_put(txn, &c, st);
         }
-    } else if (op->kind == 2) {
+    } else if (op->kind == OP_DELETE) {
         store_txn_delete(txn, STORE_CF_WAL, key, klen);
     } else if (op->pattern != NULL && strcmp(op->pattern, c.pattern) != 0) {
-        free(c.pattern);
-        c.pattern = strdup(op->pattern);
-        if (c.pattern != NULL)
-            consumer_put(txn, key, klen, &c);
+        char *p = strdup(op->pattern);
+
+        if (p == NULL) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                 "out of memory");
+        } else {
+            free(c.pattern);
+            c.pattern = p;
+            rc = consumer_put(txn, &c, st);
+        }
+    }
+    if (rc != REEL_OK) {
+        wal_consumer_fini(&c);
+        return rc;
     }
     wal_consumer_fini(op->out);
     *op->out = c;
@@ -634,129 +939,174 @@ static reel_code_t check_consumer_name(const char *name, reel_status_t *st) {
                               CONSUMER_CHARS, st);
 }
 
-static int is_active(wal_t *w, const char *name) {
-    for (active_t *a = w->active; a != NULL; a = a->next)
-        if (strcmp(a->name, name) == 0)
-            return 1;
-    return 0;
+static reel_code_t busy_error(const char *name, reel_status_t *st) {
+    return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                           "consumer \"%s\" already has an active "
+                           "subscriber; subscribe with takeover to end it "
+                           "and take its place",
+                           name);
 }
 
-reel_code_t wal_consumer_attach(wal_t *w, const char *name,
-                                uint64_t from_revision, const char *pattern,
-                                uint64_t *start, reel_status_t *st) {
+reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
+                                   uint64_t from_revision,
+                                   const char *pattern, int takeover,
+                                   const wal_sink_t *sink, void *arg,
+                                   wal_sub_t **out, reel_status_t *st) {
     wal_consumer_t c = {0};
-    consumer_op_t op = {name, pattern, from_revision, 0, &c};
-    active_t *a;
+    consumer_op_t op = {w, name, pattern, from_revision, OP_SUBSCRIBE, &c};
+    wal_sub_t *s = NULL;
+    active_t *a = NULL, **pp;
     reel_code_t rc;
+    int busy;
 
+    *out = NULL;
     if ((rc = check_consumer_name(name, st)) != REEL_OK)
         return rc;
-    a = calloc(1, sizeof(*a));
-    if (a == NULL)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    /* The pattern is checked before the consumer is created or changed. */
+    if ((rc = sub_new(w, 0, pattern, sink, arg, &s, st)) != REEL_OK)
+        return rc;
+    if ((s->consumer = strdup(name)) == NULL ||
+        (a = calloc(1, sizeof(*a))) == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
     snprintf(a->name, sizeof(a->name), "%s", name);
+    a->sub = s;
     pthread_mutex_lock(&w->hub_mu);
-    if (is_active(w, name)) {
-        pthread_mutex_unlock(&w->hub_mu);
-        free(a);
-        return reel_status_set(st, REEL_FAILED_PRECONDITION,
-                               "consumer \"%s\" already has an active "
-                               "subscriber",
-                               name);
-    }
-    a->next = w->active;
-    w->active = a;
+    busy = !takeover && active_find_locked(w, name) != NULL;
     pthread_mutex_unlock(&w->hub_mu);
-    /* A new consumer starts where a plain subscription would, and only
-     * from a revision still retained (checked before it is created); an
-     * existing one resumes after its cursor whatever from_revision says. */
-    {
-        char key[CONSUMER_MAX + 2], *val = NULL;
-        size_t vlen = 0, klen = consumer_key(name, key, sizeof(key));
-        int exists = store_get(w->store, STORE_CF_WAL, key, klen, &val, &vlen,
-                               NULL) == REEL_OK;
-
-        free(val);
-        rc = exists ? REEL_OK : wal_check_start(w, &op.revision, st);
+    if (busy) {
+        rc = busy_error(name, st);
+        goto out;
     }
-    if (rc == REEL_OK)
-        rc = store_exec(w->store, apply_consumer, &op, NULL, st);
-    if (rc == REEL_OK)
-        *start = c.acked;
-    else
-        wal_consumer_detach(w, name);
+    if ((rc = store_exec(w->store, apply_consumer, &op, NULL, st)) !=
+        REEL_OK)
+        goto out;
+    s->cursor = c.acked;
+    pthread_mutex_lock(&w->hub_mu);
+    pp = active_find_locked(w, name);
+    if (pp != NULL && !takeover) { /* another one came meanwhile */
+        pthread_mutex_unlock(&w->hub_mu);
+        rc = busy_error(name, st);
+        goto out;
+    }
+    *out = s; /* before anything can wake it */
+    if (pp != NULL) {
+        char msg[CONSUMER_MAX + 96];
+
+        snprintf(msg, sizeof(msg),
+                 "consumer \"%s\" was taken over by another subscriber",
+                 name);
+        sub_kick_locked((*pp)->sub, REEL_ABORTED, msg);
+        (*pp)->sub = s;
+    } else {
+        a->next = w->active;
+        w->active = a;
+        a = NULL;
+    }
+    sub_link_locked(w, s);
+    s = NULL;
+    pthread_mutex_unlock(&w->hub_mu);
+out:
     wal_consumer_fini(&c);
+    free(a);
+    sub_free(s);
     return rc;
 }
 
-void wal_consumer_detach(wal_t *w, const char *name) {
+static int is_active(wal_t *w, const char *name) {
+    int r;
+
     pthread_mutex_lock(&w->hub_mu);
-    for (active_t **pp = &w->active; *pp != NULL; pp = &(*pp)->next) {
-        if (strcmp((*pp)->name, name) == 0) {
-            active_t *a = *pp;
-            *pp = a->next;
-            free(a);
-            break;
-        }
-    }
+    r = active_find_locked(w, name) != NULL;
     pthread_mutex_unlock(&w->hub_mu);
+    return r;
 }
+
+static reel_code_t count_pending(store_iter_t *it, wal_consumer_t *c,
+                                 uint64_t head, reel_status_t *st);
 
 reel_code_t wal_ack(wal_t *w, const char *name, uint64_t revision,
                     wal_consumer_t *out, reel_status_t *st) {
-    consumer_op_t op = {name, NULL, revision, 1, out};
+    consumer_op_t op = {w, name, NULL, revision, OP_ACK, out};
+    uint64_t head;
+    store_iter_t *it;
     reel_code_t rc;
 
     memset(out, 0, sizeof(*out));
     if ((rc = check_consumer_name(name, st)) != REEL_OK)
         return rc;
-    rc = store_exec(w->store, apply_consumer, &op, NULL, st);
-    if (rc == REEL_OK) {
-        pthread_mutex_lock(&w->hub_mu);
-        out->active = is_active(w, name);
-        pthread_mutex_unlock(&w->hub_mu);
-    }
+    if ((rc = store_exec(w->store, apply_consumer, &op, NULL, st)) !=
+        REEL_OK)
+        return rc;
+    out->active = is_active(w, name);
+    head = store_revision(w->store);
+    if ((it = store_iter_create(w->store, STORE_CF_WAL, NULL)) == NULL)
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    else
+        rc = count_pending(it, out, head, st);
+    store_iter_destroy(it);
+    /* The ack stands (acks are idempotent: retrying is safe); only the
+     * answer's count could not be made. */
+    if (rc != REEL_OK)
+        reel_status_set(st, rc,
+                        "consumer \"%s\" acknowledged up to revision %llu, "
+                        "but counting its pending events failed: %s",
+                        name, (unsigned long long)out->acked,
+                        reel_status_message(st));
     return rc;
 }
 
 reel_code_t wal_consumer_delete(wal_t *w, const char *name,
                                 reel_status_t *st) {
     wal_consumer_t c = {0};
-    consumer_op_t op = {name, NULL, 0, 2, &c};
+    consumer_op_t op = {w, name, NULL, 0, OP_DELETE, &c};
     reel_code_t rc;
-    int active;
 
     if ((rc = check_consumer_name(name, st)) != REEL_OK)
         return rc;
-    pthread_mutex_lock(&w->hub_mu);
-    active = is_active(w, name);
-    pthread_mutex_unlock(&w->hub_mu);
-    if (active)
+    if (is_active(w, name))
         return reel_status_set(st, REEL_FAILED_PRECONDITION,
                                "consumer \"%s\" has an active subscriber; "
                                "stop it first",
                                name);
     rc = store_exec(w->store, apply_consumer, &op, NULL, st);
     wal_consumer_fini(&c);
+    if (rc == REEL_OK) { /* what it held goes now, not at the next tick */
+        pthread_mutex_lock(&w->trim_mu);
+        w->trim_soon = 1;
+        pthread_cond_broadcast(&w->trim_cv);
+        pthread_mutex_unlock(&w->trim_mu);
+    }
     return rc;
 }
 
-reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
-                          const reel_page_t *page, wal_consumer_t **out,
-                          size_t *n, int *more, reel_status_t *st) {
-    store_iter_t *it = store_iter_create(w->store, STORE_CF_WAL, NULL);
+static void consumers_free(wal_consumer_t *cs, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        wal_consumer_fini(&cs[i]);
+    free(cs);
+}
+
+/*
+ * The consumer records through it, by name, after start_after (NULL or "":
+ * from the first), at most limit (0: no count limit) and no more than fit
+ * in page (NULL: no byte bound); *more (may be NULL) says whether more
+ * follow. Never a partial list: an error fails the whole read.
+ */
+static reel_code_t consumers_read(store_iter_t *it, const char *start_after,
+                                  size_t limit, const reel_page_t *page,
+                                  wal_consumer_t **out, size_t *n, int *more,
+                                  reel_status_t *st) {
     const char *after = start_after ? start_after : "";
-    size_t alen = strlen(after), cap = 0, used = 0;
-    wal_consumer_t *arr = NULL, c;
+    size_t alen = strlen(after), cnt = 0, cap = 0, used = 0;
     char seek[CONSUMER_MAX + 2] = "c";
-    reel_code_t rc;
+    wal_consumer_t *arr = NULL;
+    reel_code_t rc = REEL_OK;
 
     *out = NULL;
     *n = 0;
     if (more != NULL)
         *more = 0;
-    if (it == NULL)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     /* Seeking to a prefix of start_after is enough (a name is at most
      * CONSUMER_MAX bytes): the names up to it are skipped below. */
     if (alen > CONSUMER_MAX)
@@ -769,114 +1119,242 @@ reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
         const char *v = store_iter_value(it, &vlen);
         char name[CONSUMER_MAX + 1];
 
-        if (klen < 2 || k[0] != 'c' || klen - 1 > CONSUMER_MAX)
+        if (klen < 1 || k[0] != 'c')
             break;
+        if (klen < 2 || klen - 1 > CONSUMER_MAX) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "a stored consumer's key is malformed (%zu "
+                                 "bytes)",
+                                 klen);
+            break;
+        }
         memcpy(name, k + 1, klen - 1);
         name[klen - 1] = '\0';
         if (*after && strcmp(name, after) <= 0)
             continue;
-        if (consumer_decode(name, v, vlen, &c) != 0)
-            continue;
-        if ((limit > 0 && *n == limit) ||
-            !reel_page_take(page, *n, &used, &c)) {
-            wal_consumer_fini(&c);
-            if (more != NULL)
-                *more = 1;
-            break;
-        }
-        if (*n == cap) {
+        if (cnt == cap) {
             size_t nc = cap ? cap * 2 : 8;
             wal_consumer_t *na = realloc(arr, nc * sizeof(*na));
             if (na == NULL) {
-                wal_consumer_fini(&c);
+                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                     "out of memory listing consumers");
                 break;
             }
             arr = na;
             cap = nc;
         }
-        arr[(*n)++] = c;
+        if (REEL_FAULT("wal.consumers")) { /* e.g. a strdup that failed */
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                 "out of memory reading consumer \"%s\"",
+                                 name);
+            break;
+        }
+        if ((rc = consumer_decode(name, v, vlen, &arr[cnt], st)) != REEL_OK)
+            break;
+        if ((limit > 0 && cnt == limit) ||
+            !reel_page_take(page, cnt, &used, &arr[cnt])) {
+            wal_consumer_fini(&arr[cnt]);
+            if (more != NULL)
+                *more = 1;
+            break;
+        }
+        cnt++;
     }
-    rc = store_iter_status(it, st);
-    store_iter_destroy(it);
-    pthread_mutex_lock(&w->hub_mu);
-    for (size_t i = 0; i < *n; i++)
-        arr[i].active = is_active(w, arr[i].name);
-    pthread_mutex_unlock(&w->hub_mu);
+    if (rc == REEL_OK)
+        rc = store_iter_status(it, st);
+    if (rc != REEL_OK) {
+        consumers_free(arr, cnt);
+        if (more != NULL)
+            *more = 0;
+        return rc;
+    }
     *out = arr;
-    return rc;
+    *n = cnt;
+    return REEL_OK;
+}
+
+/* c's pending events up to head: all of them when unfiltered (revisions
+ * are gapless and a valid consumer's events are retained), else those
+ * matching among the first WAL_PENDING_SCAN_MAX revisions after acked. */
+static reel_code_t count_pending(store_iter_t *it, wal_consumer_t *c,
+                                 uint64_t head, reel_status_t *st) {
+    size_t plen = strlen(c->pattern);
+    unsigned char key[9];
+    uint64_t scanned = 0;
+
+    c->pending = 0;
+    c->pending_exact = 1;
+    if (c->invalidated_at_ms != 0 || c->acked >= head)
+        return REEL_OK;
+    if (plen == 0) {
+        c->pending = head - c->acked;
+        return REEL_OK;
+    }
+    rev_key(c->acked + 1, key);
+    for (store_iter_seek(it, key, sizeof(key)); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen, slen, blen;
+        const char *k = store_iter_key(it, &klen);
+        const unsigned char *v =
+            (const unsigned char *)store_iter_value(it, &vlen);
+        const char *subj;
+        const uint8_t *bytes;
+        uint64_t rev;
+
+        if (klen != 9 || k[0] != 'e' ||
+            (rev = reel_be64_get((const unsigned char *)k + 1)) > head)
+            break;
+        if (scanned == WAL_PENDING_SCAN_MAX) {
+            c->pending_exact = 0;
+            break;
+        }
+        scanned++;
+        if (rec_split(v, vlen, &subj, &slen, &bytes, &blen) != 0)
+            return reel_status_set(st, REEL_DATA_LOSS,
+                                   "the stored event of revision %llu is "
+                                   "malformed",
+                                   (unsigned long long)rev);
+        if (reel_pattern_match(c->pattern, plen, subj, slen))
+            c->pending++;
+    }
+    return store_iter_status(it, st);
+}
+
+reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
+                          const reel_page_t *page, wal_consumer_t **out,
+                          size_t *n, int *more, reel_status_t *st) {
+    uint64_t head = store_revision(w->store);
+    store_iter_t *it = store_iter_create(w->store, STORE_CF_WAL, NULL);
+    wal_consumer_t *cs = NULL;
+    size_t cnt = 0;
+    reel_code_t rc;
+
+    *out = NULL;
+    *n = 0;
+    if (more != NULL)
+        *more = 0;
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = consumers_read(it, start_after, limit, page, &cs, &cnt, more, st);
+    for (size_t i = 0; i < cnt && rc == REEL_OK; i++)
+        rc = count_pending(it, &cs[i], head, st);
+    store_iter_destroy(it);
+    if (rc != REEL_OK) {
+        consumers_free(cs, cnt);
+        return reel_status_set(st, rc, "listing consumers: %s",
+                               reel_status_message(st));
+    }
+    pthread_mutex_lock(&w->hub_mu);
+    for (size_t i = 0; i < cnt; i++) {
+        cs[i].active = active_find_locked(w, cs[i].name) != NULL;
+        for (size_t j = 0; j < w->n_holding; j++)
+            if (strcmp(w->holding[j].name, cs[i].name) == 0)
+                cs[i].holding_bytes = w->holding[j].bytes;
+    }
+    pthread_mutex_unlock(&w->hub_mu);
+    *out = cs;
+    *n = cnt;
+    return REEL_OK;
 }
 
 /* ---- Retention ------------------------------------------------------------ */
 
-typedef struct trim_op {
-    wal_t *w;
-    uint64_t upto; /* delete events with revision <= upto ... */
-    size_t done;   /* ... at most TRIM_CHUNK of them; how many it did */
-    uint64_t floor; /* where it ended: the WAL's floor once it commits */
-} trim_op_t;
+/* A consumer the plan invalidates, if its cursor has not moved since. */
+typedef struct doomed {
+    const wal_consumer_t *c; /* as the plan read it */
+    char *reason;
+    int64_t at_ms; /* set once apply_trim invalidated it */
+} doomed_t;
 
-/* Deletes blind: nothing in a group reads old events back, and an
- * indexed delete costs the writer several times as much. */
-static reel_code_t apply_trim(store_txn_t *txn, void *arg, reel_status_t *st) {
-    trim_op_t *op = arg;
-    store_iter_t *it = store_txn_iter(txn, STORE_CF_WAL);
-    uint64_t freed = 0, bytes, last = 0;
-    unsigned char key[9];
+typedef struct trim_plan {
+    uint64_t upto; /* trim the events <= upto (0: none) */
+    wal_consumer_t *cs;
+    size_t n;
+    doomed_t *doomed;
+    size_t n_doomed;
+    holding_t *holding;
+    size_t n_holding;
+} trim_plan_t;
 
-    if (it == NULL)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    op->done = 0;
-    rev_key(atomic_load(&op->w->floor), key);
-    for (store_iter_seek(it, key, sizeof(key));
-         store_iter_valid(it) && op->done < TRIM_CHUNK;
-         store_iter_next(it)) {
-        size_t klen, vlen;
-        const char *k = store_iter_key(it, &klen);
+static void trim_plan_fini(trim_plan_t *p) {
+    consumers_free(p->cs, p->n);
+    for (size_t i = 0; i < p->n_doomed; i++)
+        free(p->doomed[i].reason);
+    free(p->doomed);
+    free(p->holding);
+    memset(p, 0, sizeof(*p));
+}
 
-        if (klen != 9 || k[0] != 'e' ||
-            (last = reel_be64_get((const unsigned char *)k + 1)) > op->upto)
-            break;
-        store_iter_value(it, &vlen);
-        store_txn_delete_blind(txn, STORE_CF_WAL, k, klen);
-        freed += vlen;
-        op->done++;
-    }
-    store_iter_destroy(it);
-    bytes = atomic_load(&op->w->bytes);
-    if (op->done > 0) {
-        put_bytes(op->w, txn, bytes > freed ? bytes - freed : 0);
-        op->floor = op->done == TRIM_CHUNK ? last + 1 : op->upto + 1;
-    }
+static int by_acked(const void *a, const void *b) {
+    const wal_consumer_t *x = *(wal_consumer_t *const *)a;
+    const wal_consumer_t *y = *(wal_consumer_t *const *)b;
+
+    return x->acked < y->acked ? -1 : x->acked > y->acked;
+}
+
+static reel_code_t doom(trim_plan_t *p, const wal_consumer_t *c,
+                        reel_status_t *st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static reel_code_t doom(trim_plan_t *p, const wal_consumer_t *c,
+                        reel_status_t *st, const char *fmt, ...) {
+    doomed_t *d = &p->doomed[p->n_doomed];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vasprintf(&d->reason, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                               "out of memory invalidating consumer \"%s\"",
+                               c->name);
+    d->c = c;
+    p->n_doomed++;
     return REEL_OK;
 }
 
-/* The highest revision retention lets go of now (0: none). */
-static uint64_t trim_point(wal_t *w) {
+/*
+ * What retention trims now: walks from the oldest event while the limits
+ * are exceeded, and stops at the first event a valid consumer has not
+ * acknowledged unless that consumer's unacknowledged events take more
+ * than the cap (it is then doomed). Any read error: no plan, no trim.
+ */
+static reel_code_t trim_plan_make(wal_t *w, trim_plan_t *p,
+                                  reel_status_t *st) {
     int64_t too_old = reel_clock_now_ms() - w->lim.retention_age_ms;
-    uint64_t bytes = atomic_load(&w->bytes), cut = 0, head, oldest;
-    wal_consumer_t *cs = NULL;
-    store_iter_t *it;
+    uint64_t rest = atomic_load(&w->bytes), cap = w->lim.consumer_max_lag_bytes;
+    uint64_t head, oldest;
+    wal_consumer_t **order = NULL;
+    store_iter_t *it = NULL;
     unsigned char key[9];
-    size_t n = 0;
+    size_t nv = 0, ci = 0;
+    reel_code_t rc;
 
-    wal_head(w, &head, &oldest);
-    if (oldest == 0)
-        return 0;
-    if (wal_consumers(w, NULL, 0, NULL, &cs, &n, NULL, NULL) == REEL_OK &&
-        n > 0) {
-        uint64_t min = UINT64_MAX;
-        for (size_t i = 0; i < n; i++)
-            if (cs[i].acked < min)
-                min = cs[i].acked;
-        cut = min;
+    memset(p, 0, sizeof(*p));
+    if ((rc = wal_head(w, &head, &oldest, st)) != REEL_OK)
+        return rc;
+    if ((it = store_iter_create(w->store, STORE_CF_WAL, NULL)) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    if ((rc = consumers_read(it, NULL, 0, NULL, &p->cs, &p->n, NULL, st)) !=
+        REEL_OK) {
+        reel_status_set(st, rc, "reading the consumers: %s",
+                        reel_status_message(st));
+        goto out;
     }
-    for (size_t i = 0; i < n; i++)
-        wal_consumer_fini(&cs[i]);
-    free(cs);
-    /* The age and size caps: walk from the oldest while they are over. */
-    it = store_iter_create(w->store, STORE_CF_WAL, NULL);
-    if (it == NULL)
-        return cut;
+    order = calloc(p->n + 1, sizeof(*order));
+    p->doomed = calloc(p->n + 1, sizeof(*p->doomed));
+    p->holding = calloc(p->n + 1, sizeof(*p->holding));
+    if (order == NULL || p->doomed == NULL || p->holding == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < p->n; i++)
+        if (p->cs[i].invalidated_at_ms == 0)
+            order[nv++] = &p->cs[i];
+    qsort(order, nv, sizeof(*order), by_acked);
+    if (oldest == 0)
+        goto out;
     rev_key(oldest, key);
     for (store_iter_seek(it, key, sizeof(key)); store_iter_valid(it);
          store_iter_next(it)) {
@@ -885,59 +1363,270 @@ static uint64_t trim_point(wal_t *w) {
         const unsigned char *v =
             (const unsigned char *)store_iter_value(it, &vlen);
         uint64_t rev;
+        int held = 0;
 
-        if (klen != 9 || k[0] != 'e' || vlen < REC_HDR)
+        if (klen != 9 || k[0] != 'e')
             break;
         rev = reel_be64_get((const unsigned char *)k + 1);
-        if (bytes <= w->lim.retention_bytes &&
+        if (vlen < REC_HDR) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "the stored event of revision %llu is "
+                                 "malformed",
+                                 (unsigned long long)rev);
+            break;
+        }
+        /* Events only get newer and the rest only smaller: the first
+         * within both limits ends the walk. */
+        if (rest <= w->lim.retention_bytes &&
             (int64_t)reel_be64_get(v) >= too_old)
             break;
-        if (rev > cut)
-            cut = rev;
-        bytes -= vlen < bytes ? vlen : bytes;
+        /* The consumers that have not acknowledged rev, furthest behind
+         * first: `rest` is exactly what the first of them has pending. */
+        while (ci < nv && order[ci]->acked < rev && rc == REEL_OK) {
+            const wal_consumer_t *c = order[ci];
+
+            if (c->acked + 1 == rev && rest <= cap) {
+                held = 1;
+                break;
+            }
+            if (c->acked + 1 < rev)
+                rc = doom(p, c, st,
+                          "events after its acknowledged revision %llu "
+                          "were trimmed before it acknowledged them",
+                          (unsigned long long)c->acked);
+            else
+                rc = doom(p, c, st,
+                          "retention had to trim revision %llu, which it "
+                          "had not acknowledged, and its unacknowledged "
+                          "events took %llu bytes, more than the %llu a "
+                          "consumer may keep (--wal-consumer-max-lag-bytes)",
+                          (unsigned long long)rev, (unsigned long long)rest,
+                          (unsigned long long)cap);
+            ci++;
+        }
+        if (rc != REEL_OK)
+            break;
+        if (held) {
+            for (size_t j = ci; j < nv && order[j]->acked == rev - 1; j++) {
+                holding_t *h = &p->holding[p->n_holding++];
+
+                snprintf(h->name, sizeof(h->name), "%s", order[j]->name);
+                h->bytes = rest;
+            }
+            break;
+        }
+        p->upto = rev;
+        rest -= vlen < rest ? vlen : rest;
     }
+    if (rc == REEL_OK && (rc = store_iter_status(it, st)) != REEL_OK)
+        reel_status_set(st, rc, "reading the oldest events: %s",
+                        reel_status_message(st));
+out:
+    free(order);
     store_iter_destroy(it);
-    return cut > head ? head : cut;
+    if (rc != REEL_OK)
+        trim_plan_fini(p);
+    return rc;
+}
+
+typedef struct trim_op {
+    wal_t *w;
+    trim_plan_t *plan;
+    int first;      /* the first chunk also invalidates the doomed */
+    size_t done;    /* events this chunk deleted (at most TRIM_CHUNK) */
+    uint64_t floor; /* where it ended: the WAL's floor once it commits */
+} trim_op_t;
+
+static doomed_t *doomed_find(trim_plan_t *p, const char *name) {
+    for (size_t i = 0; i < p->n_doomed; i++)
+        if (strcmp(p->doomed[i].c->name, name) == 0)
+            return &p->doomed[i];
+    return NULL;
+}
+
+/*
+ * Invalidates the doomed and deletes a chunk of events up to the plan's
+ * upto, never past a valid consumer's cursor as this group sees the
+ * consumers (one created or advanced since the plan is safe). Deletes
+ * blind: nothing in a group reads old events back, and an indexed delete
+ * costs the writer several times as much. An error rolls all of it back.
+ */
+static reel_code_t apply_trim(store_txn_t *txn, void *arg, reel_status_t *st) {
+    trim_op_t *op = arg;
+    wal_t *w = op->w;
+    store_iter_t *it = store_txn_iter(txn, STORE_CF_WAL);
+    wal_consumer_t *cs = NULL;
+    size_t n = 0;
+    uint64_t upto = op->plan->upto, freed = 0, bytes, last = 0;
+    unsigned char key[9];
+    reel_code_t rc;
+
+    op->done = 0;
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    if ((rc = consumers_read(it, NULL, 0, NULL, &cs, &n, NULL, st)) !=
+        REEL_OK) {
+        reel_status_set(st, rc, "reading the consumers: %s",
+                        reel_status_message(st));
+        goto out;
+    }
+    for (size_t i = 0; i < n && rc == REEL_OK; i++) {
+        doomed_t *d = op->first ? doomed_find(op->plan, cs[i].name) : NULL;
+
+        if (cs[i].invalidated_at_ms != 0)
+            continue;
+        if (d != NULL && d->c->acked == cs[i].acked) {
+            /* at_ms counts only once this request commits: wal_trim
+             * reports nothing of a chunk that failed. */
+            d->at_ms = cs[i].invalidated_at_ms = store_txn_now_ms(txn);
+            if ((cs[i].invalidated_reason = strdup(d->reason)) == NULL)
+                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                     "out of memory");
+            else
+                rc = consumer_put(txn, &cs[i], st);
+            continue;
+        }
+        if (cs[i].acked < upto)
+            upto = cs[i].acked;
+    }
+    if (rc != REEL_OK)
+        goto out;
+    rev_key(atomic_load(&w->floor), key);
+    for (store_iter_seek(it, key, sizeof(key));
+         store_iter_valid(it) && op->done < TRIM_CHUNK;
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        uint64_t rev;
+
+        if (klen != 9 || k[0] != 'e' ||
+            (rev = reel_be64_get((const unsigned char *)k + 1)) > upto)
+            break;
+        store_iter_value(it, &vlen);
+        store_txn_delete_blind(txn, STORE_CF_WAL, k, klen);
+        freed += vlen;
+        last = rev;
+        op->done++;
+    }
+    if ((rc = store_iter_status(it, st)) != REEL_OK) {
+        reel_status_set(st, rc, "reading the events to trim: %s",
+                        reel_status_message(st));
+        goto out;
+    }
+    bytes = atomic_load(&w->bytes);
+    if (op->done > 0) {
+        put_bytes(w, txn, bytes > freed ? bytes - freed : 0);
+        op->floor = op->done == TRIM_CHUNK ? last + 1 : upto + 1;
+        if (last > w->trimmed_to)
+            w->trimmed_to = last;
+    }
+out:
+    consumers_free(cs, n);
+    store_iter_destroy(it);
+    return rc;
+}
+
+/* After the first chunk committed: says so, and ends their subscribers. */
+static void report_invalidated(wal_t *w, trim_plan_t *p) {
+    for (size_t i = 0; i < p->n_doomed; i++) {
+        doomed_t *d = &p->doomed[i];
+        wal_consumer_t c = *d->c;
+        reel_status_t why = REEL_STATUS_INIT;
+        active_t **pp;
+
+        if (d->at_ms == 0)
+            continue; /* it moved on meanwhile */
+        c.invalidated_at_ms = d->at_ms;
+        c.invalidated_reason = d->reason;
+        REEL_WARN("wal", "consumer \"%s\" (acknowledged up to revision %llu) "
+                         "invalidated: %s",
+                  c.name, (unsigned long long)c.acked, d->reason);
+        invalidated_error(&c, p->upto + 1, &why);
+        pthread_mutex_lock(&w->hub_mu);
+        if ((pp = active_find_locked(w, c.name)) != NULL)
+            sub_kick_locked((*pp)->sub, why.code, reel_status_message(&why));
+        pthread_mutex_unlock(&w->hub_mu);
+        reel_status_fini(&why);
+    }
 }
 
 reel_code_t wal_trim(wal_t *w, reel_status_t *st) {
-    uint64_t upto = trim_point(w);
-    trim_op_t op = {w, upto, TRIM_CHUNK, 0};
-    reel_code_t rc = REEL_OK;
+    trim_plan_t plan;
+    trim_op_t op = {w, &plan, 1, 0, 0};
+    reel_code_t rc;
 
+    pthread_mutex_lock(&w->trim_run_mu);
+    if ((rc = trim_plan_make(w, &plan, st)) != REEL_OK)
+        goto out;
     /* Chunks, each its own commit: writers interleave between them. The
      * floor moves only once a chunk committed: a group that fails leaves
      * its events in place. */
-    while (upto > 0 && op.done == TRIM_CHUNK) {
-        if ((rc = store_exec(w->store, apply_trim, &op, NULL, st)) != REEL_OK)
+    while (op.first ? plan.upto > 0 || plan.n_doomed > 0
+                    : op.done == TRIM_CHUNK) {
+        if ((rc = store_exec(w->store, apply_trim, &op, NULL, st)) !=
+            REEL_OK)
             break;
         if (op.done > 0)
             atomic_store(&w->floor, op.floor);
+        if (op.first)
+            report_invalidated(w, &plan);
+        op.first = 0;
     }
+    /* What ListConsumers shows as holding: the verdict of this walk. */
+    pthread_mutex_lock(&w->hub_mu);
+    free(w->holding);
+    w->holding = plan.holding;
+    w->n_holding = plan.n_holding;
+    plan.holding = NULL;
+    pthread_mutex_unlock(&w->hub_mu);
+    trim_plan_fini(&plan);
+out:
+    pthread_mutex_unlock(&w->trim_run_mu);
     return rc;
 }
 
 static void *trimmer_main(void *arg) {
     wal_t *w = arg;
+    reel_status_t st = REEL_STATUS_INIT;
+    char *failing = NULL; /* the failure last logged, until one succeeds */
 
     pthread_mutex_lock(&w->trim_mu);
     while (!w->stopping) {
-        struct timespec ts;
+        int64_t until = reel_clock_mono_ns() +
+                        w->lim.trim_interval_ms * 1000000LL;
+        struct timespec ts = {(time_t)(until / 1000000000LL),
+                              (long)(until % 1000000000LL)};
 
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += w->lim.trim_interval_ms / 1000;
-        ts.tv_nsec += (w->lim.trim_interval_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
+        while (!w->stopping && !w->trim_soon &&
+               pthread_cond_timedwait(&w->trim_cv, &w->trim_mu, &ts) !=
+                   ETIMEDOUT) {
         }
-        pthread_cond_timedwait(&w->trim_cv, &w->trim_mu, &ts);
         if (w->stopping)
             break;
+        w->trim_soon = 0;
         pthread_mutex_unlock(&w->trim_mu);
-        wal_trim(w, NULL);
+        if (wal_trim(w, &st) != REEL_OK) {
+            /* Once per distinct failure, not once a second forever. */
+            if (failing == NULL ||
+                strcmp(failing, reel_status_message(&st)) != 0) {
+                REEL_ERROR("wal",
+                           "trimming the WAL failed; its events stay in "
+                           "place and the trim is retried every %lld ms: "
+                           "%s",
+                           (long long)w->lim.trim_interval_ms,
+                           reel_status_message(&st));
+                free(failing);
+                failing = strdup(reel_status_message(&st));
+            }
+        } else if (failing != NULL) {
+            REEL_INFO("wal", "trimming the WAL works again");
+            free(failing);
+            failing = NULL;
+        }
+        reel_status_fini(&st);
         pthread_mutex_lock(&w->trim_mu);
     }
     pthread_mutex_unlock(&w->trim_mu);
+    free(failing);
     return NULL;
 }

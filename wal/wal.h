@@ -9,8 +9,10 @@
  * forwards the bytes as they are.
  *
  * Threading: wal_t is thread-safe. wal_before_commit and wal_publish run on
- * the store's writer thread. Sinks are called from the writer thread (live)
- * or the pumping thread (replay); calls for one subscription never overlap.
+ * the store's writer thread. Sinks' deliver and end are called from the
+ * writer thread (live) or the pumping thread (replay); calls for one
+ * subscription never overlap. wake may come from any thread that takes a
+ * consumer over or trims (under WAL locks).
  */
 #ifndef REEL_WAL_WAL_H
 #define REEL_WAL_WAL_H
@@ -30,13 +32,23 @@ typedef reel_code_t (*wal_encode_fn)(void *arg, const store_change_t *c,
                                      char **subject, uint8_t **bytes,
                                      size_t *len, reel_status_t *st);
 
+/*
+ * Retention: events are trimmed, oldest first, once they are past the age
+ * cap or beyond the size cap. A durable consumer keeps the events after
+ * its acknowledged revision from being trimmed while they take at most
+ * consumer_max_lag_bytes; when retention would trim an event it has not
+ * acknowledged and its unacknowledged events take more, it is invalidated
+ * (it can no longer subscribe or acknowledge) and trimming goes on.
+ */
 typedef struct wal_limits {
     uint64_t retention_bytes; /* 0 = 1 GiB */
     int64_t retention_age_ms; /* 0 = 7 days */
     int64_t trim_interval_ms; /* 0 = 1000 */
+    uint64_t consumer_max_lag_bytes; /* 0 = 1 GiB */
 } wal_limits_t;
 
-/* Starts the background trimmer. */
+/* Starts the background trimmer. Fails (and starts nothing) when the
+ * stored byte count or the oldest event cannot be read. */
 reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
                        const wal_limits_t *limits, wal_t **out,
                        reel_status_t *st);
@@ -52,8 +64,10 @@ reel_code_t wal_before_commit(void *arg, store_txn_t *txn,
 /* The publish step's share: pushes the group's events to live subscribers. */
 void wal_publish(wal_t *w, const store_change_t *changes, size_t n);
 
-/* The last committed revision, and the oldest stored event's (0: none). */
-void wal_head(wal_t *w, uint64_t *head, uint64_t *oldest);
+/* The last committed revision, and the oldest stored event's (0: none).
+ * INTERNAL when the oldest cannot be read. */
+reel_code_t wal_head(wal_t *w, uint64_t *head, uint64_t *oldest,
+                     reel_status_t *st);
 
 typedef struct wal_sink {
     /* 0 if taken, non-zero if full (pump again when there is room). */
@@ -61,62 +75,102 @@ typedef struct wal_sink {
                    uint64_t revision);
     /*
      * The subscription cannot go on: it fell behind retention, and events
-     * after the last one it received were trimmed (OUT_OF_RANGE). Called at
-     * most once, from wal_sub_pump, with no WAL lock held.
+     * after the last one it received were trimmed (OUT_OF_RANGE); reading
+     * the stored events failed (INTERNAL, DATA_LOSS, RESOURCE_EXHAUSTED,
+     * naming what failed); or its durable consumer was taken over by
+     * another subscriber (ABORTED) or invalidated (FAILED_PRECONDITION).
+     * Called at most once, from wal_sub_pump, with no WAL lock held.
      */
     void (*end)(void *arg, const reel_status_t *st);
+    /*
+     * The subscription must end (its consumer was taken over or
+     * invalidated): the owner should call wal_sub_pump soon, from its own
+     * thread, which calls end. Called with WAL locks held: it must not
+     * block nor call into the WAL. Only durable consumers' subscriptions
+     * call it.
+     */
+    void (*wake)(void *arg);
 } wal_sink_t;
 
 /*
  * Events with revision > from_revision whose subject matches pattern (""
  * matches all); from_revision 0 means from the oldest retained.
- * INVALID_ARGUMENT for a malformed pattern; OUT_OF_RANGE, naming the oldest
- * retained revision, when that far back is gone.
+ * INVALID_ARGUMENT for a malformed pattern or a from_revision past the
+ * head (naming the head); OUT_OF_RANGE, naming the oldest retained
+ * revision, when that far back is gone.
  */
 reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
                            const char *pattern, const wal_sink_t *sink,
                            void *arg, wal_sub_t **out, reel_status_t *st);
+/* Delivers what there is room for, or ends the subscription (sink.end).
+ * Calls for one subscription may overlap: one pumps, the others return. */
 void wal_sub_pump(wal_sub_t *s);
 /* ---- Durable consumers ----------------------------------------------------- */
+
+/* wal_consumers() counts the events pending for a filtered consumer over
+ * at most this many revisions after its cursor. */
+#define WAL_PENDING_SCAN_MAX 10000
 
 typedef struct wal_consumer {
     char *name, *pattern;
     uint64_t acked;
     int64_t created_at_ms, acked_at_ms;
     int active;
+    /* Invalidated by retention: when (0: valid) and why. */
+    int64_t invalidated_at_ms;
+    char *invalidated_reason;
+    /* Filled by wal_consumers() only: */
+    uint64_t pending;       /* events after acked matching the pattern ... */
+    int pending_exact;      /* ... all of them, or those of the first
+                               WAL_PENDING_SCAN_MAX revisions (0) */
+    uint64_t holding_bytes; /* when it is what keeps events past the
+                               retention limits, the bytes of the events
+                               after acked at the last trim; else 0 */
 } wal_consumer_t;
 
 void wal_consumer_fini(wal_consumer_t *c);
 
 /*
- * Attaches a subscriber to consumer `name` (creating it with its cursor at
- * from_revision). *start gets the revision to stream after. INVALID_ARGUMENT
- * for a bad name; FAILED_PRECONDITION while another subscriber is attached.
- * Blocks for one commit when it creates the consumer.
+ * Subscribes as durable consumer `name`: creates it with its cursor at
+ * from_revision (0: the oldest retained, less one) or resumes it after its
+ * acknowledged revision, and streams like wal_sub_create() from there. The
+ * subscription holds the consumer until wal_sub_destroy(). *out is set
+ * before the subscription can call sink.wake.
+ *
+ * INVALID_ARGUMENT for a bad name or pattern, or a new consumer's
+ * from_revision past the head; OUT_OF_RANGE for one no longer retained;
+ * FAILED_PRECONDITION when the consumer was invalidated, or while another
+ * subscriber holds it, unless takeover: that one then ends ABORTED.
+ * Blocks for one commit.
  */
-reel_code_t wal_consumer_attach(wal_t *w, const char *name,
-                                uint64_t from_revision, const char *pattern,
-                                uint64_t *start, reel_status_t *st);
-void wal_consumer_detach(wal_t *w, const char *name);
+reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
+                                   uint64_t from_revision,
+                                   const char *pattern, int takeover,
+                                   const wal_sink_t *sink, void *arg,
+                                   wal_sub_t **out, reel_status_t *st);
 
-/* Moves the cursor to revision (never back). Blocks for one commit. */
+/* Moves the cursor to revision (never back). INVALID_ARGUMENT past the
+ * head; FAILED_PRECONDITION when invalidated. Blocks for one commit. */
 reel_code_t wal_ack(wal_t *w, const char *name, uint64_t revision,
                     wal_consumer_t *out, reel_status_t *st);
 /*
  * Consumers by name after start_after ("" or NULL: from the first), at
  * most limit (0: no count limit) and, with a page budget (base/page.h;
  * NULL = none), no more than fit in it (at least one). *out is malloc'd
- * (wal_consumer_fini each, free the array); *more (NULL when neither
- * bound is given) says whether a next page exists, after the last name.
+ * (wal_consumer_fini each, free the array); *more (may be NULL) says
+ * whether a next page exists, after the last name. An error fails the
+ * whole list: never a partial one.
  */
 reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
                           const reel_page_t *page, wal_consumer_t **out,
                           size_t *n, int *more, reel_status_t *st);
-/* NOT_FOUND, or FAILED_PRECONDITION while a subscriber is attached. */
+/* NOT_FOUND, or FAILED_PRECONDITION while a subscriber holds it. What it
+ * kept from being trimmed goes at the next trim. */
 reel_code_t wal_consumer_delete(wal_t *w, const char *name,
                                 reel_status_t *st);
 
-/* Trims what retention allows now (the background thread does it too). */
+/* Trims what retention allows now (the background thread does it too).
+ * On an error nothing more is trimmed and the events stay in place. */
 reel_code_t wal_trim(wal_t *w, reel_status_t *st);
 
 /* True once the subscription has caught up and follows live. */

@@ -1,6 +1,9 @@
 /*
  * wal/wal_test.c: one record per committed change, in the change's commit;
- * subscriptions replay, filter, follow live and catch up after a stall.
+ * subscriptions replay, filter, follow live and catch up after a stall;
+ * cursors past the head; retention by the limits, durable consumers
+ * holding it up to their cap, then invalidated; takeover; read failures
+ * that end a subscription or stop a trim.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fault.h"
 #include "wal/wal.h"
 
 typedef struct fixture {
@@ -57,6 +61,18 @@ static int rm_entry(const char *p, const struct stat *sb, int fl,
     return remove(p);
 }
 
+/* Only the test trims: the background trimmer waits an hour. */
+static const wal_limits_t test_limits = {.trim_interval_ms = 3600000};
+
+/* A new wal over the same store, with these limits (interval as above). */
+static void reopen(fixture_t *f, wal_limits_t lim) {
+    lim.trim_interval_ms = test_limits.trim_interval_ms;
+    wal_destroy(f->wal);
+    f->wal = NULL;
+    assert_int_equal(wal_create(f->store, encode, f, &lim, &f->wal, NULL),
+                     REEL_OK);
+}
+
 static int setup(void **state) {
     fixture_t *f = calloc(1, sizeof(*f));
     const char *tmp = getenv("TEST_TMPDIR");
@@ -71,7 +87,8 @@ static int setup(void **state) {
     o.before_commit = before;
     o.before_commit_arg = f;
     if (store_open(&o, &f->store, NULL) != REEL_OK ||
-        wal_create(f->store, encode, f, NULL, &f->wal, NULL) != REEL_OK)
+        wal_create(f->store, encode, f, &test_limits, &f->wal, NULL) !=
+            REEL_OK)
         return -1;
     *state = f;
     return 0;
@@ -80,6 +97,8 @@ static int setup(void **state) {
 static int teardown(void **state) {
     fixture_t *f = *state;
 
+    reel_fault_reset();
+    wal_stop(f->wal);
     store_close(f->store);
     wal_destroy(f->wal);
     nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -111,6 +130,9 @@ typedef struct sink {
     char got[64][16];
     uint64_t revs[64];
     size_t n, limit;
+    reel_code_t ended; /* what end said, once */
+    int ends, wakes;
+    char why[512];
 } sink_t;
 
 static int deliver(void *arg, const uint8_t *b, size_t len, uint64_t rev) {
@@ -123,14 +145,62 @@ static int deliver(void *arg, const uint8_t *b, size_t len, uint64_t rev) {
     return 0;
 }
 
-static int ended;
-
 static void end(void *arg, const reel_status_t *st) {
-    (void)arg;
-    ended = st->code;
+    sink_t *s = arg;
+
+    s->ended = st->code;
+    s->ends++;
+    snprintf(s->why, sizeof(s->why), "%s", reel_status_message(st));
 }
 
-static const wal_sink_t ops = {deliver, end};
+static void wake(void *arg) {
+    ((sink_t *)arg)->wakes++;
+}
+
+static const wal_sink_t ops = {deliver, end, wake};
+
+static uint64_t oldest_of(fixture_t *f) {
+    uint64_t head, oldest;
+
+    assert_int_equal(wal_head(f->wal, &head, &oldest, NULL), REEL_OK);
+    return oldest;
+}
+
+/* Creates (or resumes) consumer name at from and lets it go. */
+static void make_consumer(fixture_t *f, const char *name, uint64_t from) {
+    sink_t s = {.limit = 0};
+    wal_sub_t *sub;
+
+    assert_int_equal(wal_consumer_subscribe(f->wal, name, from, "", 0, &ops,
+                                            &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_destroy(sub);
+}
+
+static void ack(fixture_t *f, const char *name, uint64_t rev) {
+    wal_consumer_t c;
+
+    assert_int_equal(wal_ack(f->wal, name, rev, &c, NULL), REEL_OK);
+    wal_consumer_fini(&c);
+}
+
+/* The consumer named name, from wal_consumers (the caller finis it). */
+static wal_consumer_t listed(fixture_t *f, const char *name) {
+    wal_consumer_t *cs, found = {0};
+    size_t n;
+
+    assert_int_equal(
+        wal_consumers(f->wal, NULL, 0, NULL, &cs, &n, NULL, NULL), REEL_OK);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(cs[i].name, name) == 0)
+            found = cs[i];
+        else
+            wal_consumer_fini(&cs[i]);
+    }
+    free(cs);
+    assert_non_null(found.name);
+    return found;
+}
 
 static void test_every_change_is_stored_once_in_its_commit(void **state) {
     fixture_t *f = *state;
@@ -145,7 +215,7 @@ static void test_every_change_is_stored_once_in_its_commit(void **state) {
     assert_int_equal(emit(f, 1, "d", 0), REEL_INTERNAL); /* group fails */
     f->fail_encode = 0;
     assert_int_equal(store_revision(f->store), 2);
-    wal_head(f->wal, &head, &oldest);
+    assert_int_equal(wal_head(f->wal, &head, &oldest, NULL), REEL_OK);
     assert_int_equal(head, 2);
     assert_int_equal(oldest, 1);
     assert_int_equal(wal_sub_create(f->wal, 0, "", &ops, &s, &sub, NULL),
@@ -191,31 +261,24 @@ static void test_a_subscriber_behind_retention_ends_out_of_range(
     void **state) {
     fixture_t *f = *state;
     sink_t s = {.limit = 1};
-    wal_consumer_t c;
-    uint64_t start, head, oldest;
     wal_sub_t *sub;
 
+    /* Room for one event (14 bytes each). */
+    reopen(f, (wal_limits_t){.retention_bytes = 14});
     for (int i = 0; i < 5; i++)
         assert_int_equal(emit(f, 1, "e", 0), REEL_OK);
     assert_int_equal(wal_sub_create(f->wal, 0, "", &ops, &s, &sub, NULL),
                      REEL_OK);
     wal_sub_pump(sub);
     assert_int_equal(s.n, 1); /* stalled after revision 1 */
-    /* A consumer acknowledges everything: the prefix goes. */
-    assert_int_equal(wal_consumer_attach(f->wal, "c1", 0, "", &start, NULL),
-                     REEL_OK);
-    assert_int_equal(wal_ack(f->wal, "c1", 4, &c, NULL), REEL_OK);
-    wal_consumer_fini(&c);
-    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
-    wal_head(f->wal, &head, &oldest);
-    assert_int_equal(oldest, 5);
-    ended = 0;
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK); /* 1..4 go */
+    assert_int_equal(oldest_of(f), 5);
     s.limit = 64;
     wal_sub_pump(sub);
-    assert_int_equal(ended, REEL_OUT_OF_RANGE);
+    assert_int_equal(s.ended, REEL_OUT_OF_RANGE);
+    assert_non_null(strstr(s.why, "received is 1, the oldest retained is 5"));
     assert_int_equal(s.n, 1); /* nothing after the gap was delivered */
     wal_sub_destroy(sub);
-    wal_consumer_detach(f->wal, "c1");
     /* Asking for a trimmed revision up front is refused too. */
     assert_int_equal(wal_sub_create(f->wal, 2, "", &ops, &s, &sub, NULL),
                      REEL_OUT_OF_RANGE);
@@ -236,12 +299,12 @@ static reel_code_t apply_emit_many(store_txn_t *txn, void *arg,
 
 /* Trims go in chunks of 5,000 events and remember where the last one
  * ended, so the next scan starts there: a full chunk, a partial one, and
- * a reopen must all leave the oldest event exactly where retention says. */
+ * a reopen must all leave the oldest event exactly where retention (here,
+ * a consumer holding it) says. */
 static void test_trims_in_chunks_keep_the_oldest_event_exact(void **state) {
     fixture_t *f = *state;
     sink_t s = {.limit = 1};
-    wal_consumer_t c;
-    uint64_t start, head, oldest;
+    uint64_t head, oldest;
     wal_sub_t *sub;
     int n = 6000;
 
@@ -249,22 +312,18 @@ static void test_trims_in_chunks_keep_the_oldest_event_exact(void **state) {
                      REEL_OK);
     assert_int_equal(store_exec(f->store, apply_emit_many, &n, NULL, NULL),
                      REEL_OK);
-    wal_head(f->wal, &head, &oldest);
+    assert_int_equal(wal_head(f->wal, &head, &oldest, NULL), REEL_OK);
     assert_int_equal(head, 12000);
     assert_int_equal(oldest, 1);
-    assert_int_equal(wal_consumer_attach(f->wal, "c1", 0, "", &start, NULL),
-                     REEL_OK);
-    assert_int_equal(wal_ack(f->wal, "c1", 11000, &c, NULL), REEL_OK);
-    wal_consumer_fini(&c);
+    /* Retention would trim everything; the consumer holds what follows
+     * its cursor. */
+    reopen(f, (wal_limits_t){.retention_bytes = 1});
+    make_consumer(f, "c1", 11000);
     assert_int_equal(wal_trim(f->wal, NULL), REEL_OK); /* 5000+5000+1000 */
-    wal_head(f->wal, &head, &oldest);
-    assert_int_equal(oldest, 11001);
-    assert_int_equal(wal_ack(f->wal, "c1", 11500, &c, NULL), REEL_OK);
-    wal_consumer_fini(&c);
+    assert_int_equal(oldest_of(f), 11001);
+    ack(f, "c1", 11500);
     assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
-    wal_head(f->wal, &head, &oldest);
-    assert_int_equal(oldest, 11501);
-    wal_consumer_detach(f->wal, "c1");
+    assert_int_equal(oldest_of(f), 11501);
     assert_int_equal(wal_sub_create(f->wal, 11499, "", &ops, &s, &sub, NULL),
                      REEL_OUT_OF_RANGE);
     assert_int_equal(wal_sub_create(f->wal, 11500, "", &ops, &s, &sub, NULL),
@@ -274,11 +333,8 @@ static void test_trims_in_chunks_keep_the_oldest_event_exact(void **state) {
     assert_int_equal(s.revs[0], 11501);
     wal_sub_destroy(sub);
     /* A new wal over the same store finds the oldest event again. */
-    wal_destroy(f->wal);
-    f->wal = NULL;
-    assert_int_equal(wal_create(f->store, encode, f, NULL, &f->wal, NULL),
-                     REEL_OK);
-    wal_head(f->wal, &head, &oldest);
+    reopen(f, (wal_limits_t){.retention_bytes = 1});
+    assert_int_equal(wal_head(f->wal, &head, &oldest, NULL), REEL_OK);
     assert_int_equal(head, 12000);
     assert_int_equal(oldest, 11501);
 }
@@ -317,15 +373,11 @@ static size_t consumer_pages(fixture_t *f, size_t limit,
 static void test_consumers_page_by_name_count_and_bytes(void **state) {
     fixture_t *f = *state;
     reel_page_t page = {250, consumer_100_bytes, NULL};
-    uint64_t start;
     char name[16], got[64];
 
     for (int i = 0; i < 5; i++) {
         snprintf(name, sizeof(name), "c%d", i);
-        assert_int_equal(wal_consumer_attach(f->wal, name, 0, "", &start,
-                                             NULL),
-                         REEL_OK);
-        wal_consumer_detach(f->wal, name);
+        make_consumer(f, name, 0);
     }
     /* By bytes: 100 each in 250, two a page. */
     assert_int_equal(consumer_pages(f, 0, &page, got, sizeof(got)), 3);
@@ -335,6 +387,345 @@ static void test_consumers_page_by_name_count_and_bytes(void **state) {
     assert_string_equal(got, "c0 c1 c2 c3 c4 ");
     assert_int_equal(consumer_pages(f, 4, NULL, got, sizeof(got)), 2);
     assert_string_equal(got, "c0 c1 c2 c3 c4 ");
+}
+
+/* A cursor past the head is refused naming the head, wherever a client
+ * gives one; the largest revision does not wrap around into "no longer
+ * retained" (which was false), even once the oldest events are gone. */
+static void test_a_cursor_past_the_head_is_invalid_argument(void **state) {
+    fixture_t *f = *state;
+    sink_t s = {.limit = 64};
+    reel_status_t st = REEL_STATUS_INIT;
+    wal_consumer_t c, *cs;
+    wal_sub_t *sub;
+    size_t n;
+
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(emit(f, 1, "e", 0), REEL_OK);
+    reopen(f, (wal_limits_t){.retention_bytes = 28}); /* keeps 4 and 5 */
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
+    assert_int_equal(oldest_of(f), 4);
+    const uint64_t bad[] = {6, 1005, UINT64_MAX};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        assert_int_equal(wal_sub_create(f->wal, bad[i], "", &ops, &s, &sub,
+                                        &st),
+                         REEL_INVALID_ARGUMENT);
+        assert_non_null(strstr(reel_status_message(&st),
+                               "from_revision"));
+        assert_non_null(strstr(reel_status_message(&st),
+                               "past the head revision 5"));
+        assert_int_equal(wal_consumer_subscribe(f->wal, "new", bad[i], "", 0,
+                                                &ops, &s, &sub, &st),
+                         REEL_INVALID_ARGUMENT);
+        assert_non_null(strstr(reel_status_message(&st),
+                               "past the head revision 5"));
+        assert_null(sub);
+    }
+    /* Nothing was created along the way. */
+    assert_int_equal(
+        wal_consumers(f->wal, NULL, 0, NULL, &cs, &n, NULL, NULL), REEL_OK);
+    assert_int_equal(n, 0);
+    free(cs);
+    /* The head itself is fine: only what comes next. */
+    assert_int_equal(wal_sub_create(f->wal, 5, "", &ops, &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_pump(sub);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(s.ends, 0);
+    wal_sub_destroy(sub);
+    make_consumer(f, "new", 5);
+    assert_int_equal(wal_ack(f->wal, "new", UINT64_MAX, &c, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st),
+                           "past the head revision 5"));
+    wal_consumer_fini(&c);
+    reel_status_fini(&st);
+}
+
+/* Acknowledgements trim nothing: a consumer that read and acknowledged
+ * everything leaves the history for everyone else, until the limits. */
+static void test_acks_do_not_trim_what_the_limits_keep(void **state) {
+    fixture_t *f = *state;
+    sink_t s = {.limit = 64};
+    wal_sub_t *sub;
+
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(emit(f, i % 2 + 1, "e", 0), REEL_OK);
+    make_consumer(f, "all", 0);
+    ack(f, "all", 5);
+    make_consumer(f, "odd", 0); /* a filtered one, acking PROGRESS */
+    ack(f, "odd", 5);
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
+    assert_int_equal(oldest_of(f), 1);
+    assert_int_equal(wal_sub_create(f->wal, 0, "", &ops, &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_pump(sub);
+    assert_int_equal(s.n, 5);
+    wal_sub_destroy(sub);
+}
+
+/*
+ * Events of 23 bytes (subject "t.1", 10-byte body). The limits keep two;
+ * a consumer may keep 10 (230 bytes). It holds what it has not
+ * acknowledged while that fits, then is invalidated, its subscriber ended,
+ * and the trim goes on; deleting it is the way back.
+ */
+static void test_a_consumer_holds_retention_up_to_its_cap_then_is_invalidated(
+    void **state) {
+    fixture_t *f = *state;
+    reel_status_t st = REEL_STATUS_INIT;
+    sink_t held = {.limit = 0};
+    wal_sub_t *sub;
+    wal_consumer_t c;
+
+    reopen(f, (wal_limits_t){.retention_bytes = 46,
+                             .consumer_max_lag_bytes = 230});
+    make_consumer(f, "slow", 0);
+    make_consumer(f, "fast", 0);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(emit(f, 1, "0123456789", 0), REEL_OK);
+    ack(f, "fast", 10);
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
+    assert_int_equal(oldest_of(f), 1); /* slow holds all ten */
+    c = listed(f, "slow");
+    assert_int_equal(c.holding_bytes, 230);
+    assert_int_equal(c.pending, 10);
+    assert_true(c.pending_exact);
+    assert_int_equal(c.invalidated_at_ms, 0);
+    wal_consumer_fini(&c);
+    c = listed(f, "fast");
+    assert_int_equal(c.holding_bytes, 0);
+    assert_int_equal(c.pending, 0);
+    wal_consumer_fini(&c);
+
+    /* It acknowledges 4: the limits take those at once, no more. */
+    ack(f, "slow", 4);
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
+    assert_int_equal(oldest_of(f), 5);
+    c = listed(f, "slow");
+    assert_int_equal(c.holding_bytes, 6 * 23);
+    wal_consumer_fini(&c);
+
+    /* Five more: it would keep 11 events, 253 bytes, over its 230. Its
+     * subscriber (stalled) is ended with the reason. */
+    assert_int_equal(wal_consumer_subscribe(f->wal, "slow", 0, "", 0, &ops,
+                                            &held, &sub, NULL),
+                     REEL_OK);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(emit(f, 1, "0123456789", 0), REEL_OK);
+    ack(f, "fast", 15);
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
+    assert_int_equal(oldest_of(f), 14); /* the limits alone: two events */
+    assert_int_equal(held.wakes, 1);
+    wal_sub_pump(sub);
+    assert_int_equal(held.ended, REEL_FAILED_PRECONDITION);
+    assert_non_null(strstr(held.why, "consumer \"slow\" was invalidated"));
+    wal_sub_destroy(sub);
+    c = listed(f, "slow");
+    assert_int_not_equal(c.invalidated_at_ms, 0);
+    assert_int_equal(c.acked, 4); /* how far it had got */
+    assert_non_null(strstr(c.invalidated_reason, "253 bytes"));
+    assert_non_null(strstr(c.invalidated_reason, "230"));
+    assert_int_equal(c.holding_bytes, 0);
+    assert_false(c.active);
+    wal_consumer_fini(&c);
+    c = listed(f, "fast"); /* untouched */
+    assert_int_equal(c.invalidated_at_ms, 0);
+    wal_consumer_fini(&c);
+
+    /* It can no longer subscribe nor acknowledge, and is told how to go
+     * on; the answer names its cursor and the oldest retained revision. */
+    assert_int_equal(wal_consumer_subscribe(f->wal, "slow", 0, "", 0, &ops,
+                                            &held, &sub, &st),
+                     REEL_FAILED_PRECONDITION);
+    assert_non_null(strstr(reel_status_message(&st),
+                           "acknowledged up to revision 4, and the oldest "
+                           "retained revision is 14"));
+    assert_non_null(strstr(reel_status_message(&st), "rm-consumer slow"));
+    assert_int_equal(wal_ack(f->wal, "slow", 12, &c, &st),
+                     REEL_FAILED_PRECONDITION);
+    wal_consumer_fini(&c);
+    /* Deleted and subscribed again: from the oldest retained. */
+    assert_int_equal(wal_consumer_delete(f->wal, "slow", NULL), REEL_OK);
+    held.limit = 64;
+    held.n = 0;
+    assert_int_equal(wal_consumer_subscribe(f->wal, "slow", 0, "", 0, &ops,
+                                            &held, &sub, NULL),
+                     REEL_OK);
+    wal_sub_pump(sub);
+    assert_int_equal(held.n, 2);
+    assert_int_equal(held.revs[0], 14);
+    wal_sub_destroy(sub);
+    reel_status_fini(&st);
+}
+
+/* Deleting the consumer that held events lets them go at the next trim. */
+static void test_deleting_a_consumer_releases_what_it_held(void **state) {
+    fixture_t *f = *state;
+
+    reopen(f, (wal_limits_t){.retention_bytes = 14});
+    make_consumer(f, "held", 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(emit(f, 1, "e", 0), REEL_OK);
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
+    assert_int_equal(oldest_of(f), 1);
+    assert_int_equal(wal_consumer_delete(f->wal, "held", NULL), REEL_OK);
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
+    assert_int_equal(oldest_of(f), 5);
+}
+
+/* A filtered consumer's pending is what matches its pattern, counted over
+ * at most WAL_PENDING_SCAN_MAX revisions after its cursor (then marked as
+ * a lower bound); an unfiltered one's is exact at any distance. */
+static void test_pending_counts_what_matches_within_a_bound(void **state) {
+    fixture_t *f = *state;
+    int n = WAL_PENDING_SCAN_MAX + 1;
+    wal_consumer_t c;
+    wal_sub_t *sub;
+    sink_t s = {.limit = 0};
+
+    make_consumer(f, "all", 0);
+    assert_int_equal(wal_consumer_subscribe(f->wal, "ones", 0, "t.1", 0, &ops,
+                                            &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_destroy(sub);
+    assert_int_equal(wal_consumer_subscribe(f->wal, "twos", 0, "t.2", 0, &ops,
+                                            &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_destroy(sub);
+    assert_int_equal(store_exec(f->store, apply_emit_many, &n, NULL, NULL),
+                     REEL_OK); /* all "t.1" */
+    c = listed(f, "all");
+    assert_int_equal(c.pending, n);
+    assert_true(c.pending_exact);
+    wal_consumer_fini(&c);
+    c = listed(f, "ones");
+    assert_int_equal(c.pending, WAL_PENDING_SCAN_MAX);
+    assert_false(c.pending_exact);
+    wal_consumer_fini(&c);
+    c = listed(f, "twos");
+    assert_int_equal(c.pending, 0);
+    assert_false(c.pending_exact);
+    wal_consumer_fini(&c);
+    ack(f, "twos", 1);
+    c = listed(f, "twos");
+    assert_int_equal(c.pending, 0);
+    assert_true(c.pending_exact);
+    wal_consumer_fini(&c);
+    assert_int_equal(wal_ack(f->wal, "ones", n - 2, &c, NULL), REEL_OK);
+    assert_int_equal(c.pending, 2);
+    assert_true(c.pending_exact);
+    wal_consumer_fini(&c);
+}
+
+/* A consumer list cut short (a read or allocation that failed) is an
+ * error, never a shorter list: the trim stops rather than delete what the
+ * missing consumer has not acknowledged. */
+static void test_a_partial_consumer_list_stops_the_trim(void **state) {
+    fixture_t *f = *state;
+    reel_status_t st = REEL_STATUS_INIT;
+    wal_consumer_t *cs = NULL;
+    size_t n = 99;
+
+    reopen(f, (wal_limits_t){.retention_bytes = 14});
+    make_consumer(f, "a", 0);
+    make_consumer(f, "b", 0);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(emit(f, 1, "e", 0), REEL_OK);
+    ack(f, "a", 5);
+    /* "b" is the second record read: it is the one lost. */
+    assert_int_equal(reel_fault_arm("wal.consumers", 1, 0), 0);
+    assert_int_equal(
+        wal_consumers(f->wal, NULL, 0, NULL, &cs, &n, NULL, &st),
+        REEL_RESOURCE_EXHAUSTED);
+    assert_null(cs);
+    assert_int_equal(n, 0);
+    assert_non_null(strstr(reel_status_message(&st), "\"b\""));
+    assert_int_equal(wal_trim(f->wal, &st), REEL_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(reel_status_message(&st), "consumers"));
+    assert_int_equal(oldest_of(f), 1);
+    reel_fault_reset();
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
+    assert_int_equal(oldest_of(f), 1); /* b holds them */
+    ack(f, "b", 5);
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK);
+    assert_int_equal(oldest_of(f), 5);
+    reel_status_fini(&st);
+}
+
+/* One subscriber per consumer; takeover ends the holder's subscription
+ * ABORTED (through its pump, woken) and takes its place. */
+static void test_takeover_ends_the_holder_and_takes_its_place(void **state) {
+    fixture_t *f = *state;
+    reel_status_t st = REEL_STATUS_INIT;
+    sink_t one = {.limit = 64}, two = {.limit = 64};
+    wal_sub_t *s1, *s2;
+    wal_consumer_t c;
+
+    assert_int_equal(emit(f, 1, "a", 0), REEL_OK);
+    assert_int_equal(wal_consumer_subscribe(f->wal, "solo", 0, "", 0, &ops,
+                                            &one, &s1, NULL),
+                     REEL_OK);
+    wal_sub_pump(s1);
+    assert_int_equal(one.n, 1);
+    assert_int_equal(wal_consumer_subscribe(f->wal, "solo", 0, "", 0, &ops,
+                                            &two, &s2, &st),
+                     REEL_FAILED_PRECONDITION);
+    assert_non_null(strstr(reel_status_message(&st), "takeover"));
+    assert_int_equal(wal_consumer_delete(f->wal, "solo", NULL),
+                     REEL_FAILED_PRECONDITION);
+    assert_int_equal(wal_consumer_subscribe(f->wal, "solo", 0, "", 1, &ops,
+                                            &two, &s2, NULL),
+                     REEL_OK);
+    assert_int_equal(one.wakes, 1);
+    assert_int_equal(one.ends, 0); /* ends in its own pump */
+    assert_int_equal(emit(f, 1, "b", 0), REEL_OK);
+    wal_sub_pump(s1);
+    assert_int_equal(one.ended, REEL_ABORTED);
+    assert_non_null(strstr(one.why, "\"solo\" was taken over"));
+    assert_int_equal(one.n, 1); /* nothing after the takeover */
+    wal_sub_pump(s1);
+    assert_int_equal(one.ends, 1);
+    wal_sub_pump(s2);
+    assert_int_equal(two.n, 2); /* nothing was acknowledged */
+    /* The old one going does not release what the new one holds. */
+    wal_sub_destroy(s1);
+    c = listed(f, "solo");
+    assert_true(c.active);
+    wal_consumer_fini(&c);
+    wal_sub_destroy(s2);
+    c = listed(f, "solo");
+    assert_false(c.active);
+    wal_consumer_fini(&c);
+    assert_int_equal(wal_consumer_delete(f->wal, "solo", NULL), REEL_OK);
+    reel_status_fini(&st);
+}
+
+/* A replay that cannot read ends the subscription with what failed,
+ * instead of waiting for a drain that never comes (or calling it a gap). */
+static void test_a_failed_replay_ends_the_subscription_with_its_error(
+    void **state) {
+    fixture_t *f = *state;
+    sink_t s = {.limit = 64}, t = {.limit = 64};
+    wal_sub_t *sub;
+
+    assert_int_equal(emit(f, 1, "a", 0), REEL_OK);
+    assert_int_equal(wal_sub_create(f->wal, 0, "", &ops, &s, &sub, NULL),
+                     REEL_OK);
+    assert_int_equal(reel_fault_arm("store.snapshot", 0, 1), 0);
+    wal_sub_pump(sub);
+    assert_int_equal(s.ended, REEL_INTERNAL);
+    assert_non_null(strstr(s.why, "WAL replay"));
+    assert_int_equal(s.n, 0);
+    wal_sub_destroy(sub);
+
+    assert_int_equal(wal_sub_create(f->wal, 0, "", &ops, &t, &sub, NULL),
+                     REEL_OK);
+    assert_int_equal(reel_fault_arm("store.iter", 0, 1), 0);
+    wal_sub_pump(sub);
+    assert_int_equal(t.ended, REEL_INTERNAL);
+    assert_non_null(strstr(t.why, "WAL replay: iterate"));
+    wal_sub_destroy(sub);
 }
 
 int main(void) {
@@ -351,6 +742,26 @@ int main(void) {
             teardown),
         cmocka_unit_test_setup_teardown(
             test_consumers_page_by_name_count_and_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_cursor_past_the_head_is_invalid_argument, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_acks_do_not_trim_what_the_limits_keep, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_consumer_holds_retention_up_to_its_cap_then_is_invalidated,
+            setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_deleting_a_consumer_releases_what_it_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_pending_counts_what_matches_within_a_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_partial_consumer_list_stops_the_trim, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_takeover_ends_the_holder_and_takes_its_place, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_failed_replay_ends_the_subscription_with_its_error, setup,
+            teardown),
     };
     return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
 }

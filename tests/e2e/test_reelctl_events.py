@@ -1,6 +1,7 @@
 """reelctl events against a real reeld: tail (JSON lines, bodies, subject
 filters, PROGRESS), head, durable consumers (ack batching, resume, busy,
-rm-consumer), ack, retention errors, usage errors."""
+rm-consumer, pending), ack, retention errors, usage errors. Retention and
+takeover from the command line: test_wal_retention.py."""
 import json
 import re
 import subprocess
@@ -263,28 +264,35 @@ def test_ack_command_moves_the_cursor_forward_only(reeld, tmp_path):
     ok(a, "events", "rm-consumer", "manual")
 
 
-def test_tail_from_a_trimmed_revision_is_out_of_range(reeld, tmp_path):
-    a = reeld.addr
-    for i in range(3):
-        ok(a, "kv", "set", "ns", f"k{i}", str(i))
-    with Tail(a, tmp_path / "c.out", "--consumer", "only", "--ack") as t:
-        t.lines(3)
-        consumer_when(a, "only", lambda c: c["acked_revision"] == 3, "acked 3")
-    ok(a, "kv", "set", "ns", "k3", "3")
-    # Every consumer acked 1..3: they are trimmed.
-    wait_for("1..3 trimmed", lambda: head(a)["oldest_revision"] == 4)
-    # From 0 means from the oldest retained; an explicit trimmed revision
-    # is OUT_OF_RANGE naming the oldest retained one.
-    with Tail(a, tmp_path / "zero.out") as t:
-        assert [e["revision"] for e in t.lines(1)] == [4]
-    r = reelctl(a, "events", "tail", "--from", "2")
-    assert r.returncode == 1 and r.stdout == ""
-    assert "OUT_OF_RANGE" in r.stderr and "4" in r.stderr, r.stderr
-    r = reelctl(a, "--json", "events", "tail", "--from", "1")
-    assert r.returncode == 1 and json.loads(r.stderr)["error"] == "OUT_OF_RANGE"
-    with Tail(a, tmp_path / "after.out", "--from", "3") as t:
-        assert [e["revision"] for e in t.lines(1)] == [4]
-    ok(a, "events", "rm-consumer", "only")
+def test_tail_from_a_trimmed_revision_is_out_of_range(tmp_path):
+    # Retention alone would keep nothing: a consumer holds what follows its
+    # cursor.
+    server = Reeld(str(tmp_path / "data"), extra=["--wal-retention-bytes", "1"]).start()
+    a = server.addr
+    try:
+        with Tail(a, tmp_path / "c.out", "--consumer", "only", "--ack") as t:
+            consumer_when(a, "only", lambda c: c["active"], "created")
+            for i in range(3):
+                ok(a, "kv", "set", "ns", f"k{i}", str(i))
+            t.lines(3)
+            consumer_when(a, "only", lambda c: c["acked_revision"] == 3, "acked 3")
+        ok(a, "kv", "set", "ns", "k3", "3")
+        # Acked 1..3 and past the limits: trimmed; 4 is held.
+        wait_for("1..3 trimmed", lambda: head(a)["oldest_revision"] == 4)
+        # From 0 means from the oldest retained; an explicit trimmed revision
+        # is OUT_OF_RANGE naming the oldest retained one.
+        with Tail(a, tmp_path / "zero.out") as t:
+            assert [e["revision"] for e in t.lines(1)] == [4]
+        r = reelctl(a, "events", "tail", "--from", "2")
+        assert r.returncode == 1 and r.stdout == ""
+        assert "OUT_OF_RANGE" in r.stderr and "4" in r.stderr, r.stderr
+        r = reelctl(a, "--json", "events", "tail", "--from", "1")
+        assert r.returncode == 1 and json.loads(r.stderr)["error"] == "OUT_OF_RANGE"
+        with Tail(a, tmp_path / "after.out", "--from", "3") as t:
+            assert [e["revision"] for e in t.lines(1)] == [4]
+        ok(a, "events", "rm-consumer", "only")
+    finally:
+        assert server.stop()[0] == 0
 
 
 def test_usage_errors(reeld):
