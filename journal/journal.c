@@ -1101,6 +1101,11 @@ reel_code_t journal_txn_get_run(store_txn_t *txn, const char *run_id,
     return load_run(txn, run_id, out, st);
 }
 
+static reel_code_t indexed_run(store_txn_t *txn, journal_t *j,
+                               const store_snapshot_t *snap,
+                               const char *run_id, run_t *out,
+                               reel_status_t *st);
+
 reel_code_t journal_txn_session_run(store_txn_t *txn, const char *app,
                                     const char *user, const char *session,
                                     run_t *out, reel_status_t *st) {
@@ -1129,14 +1134,18 @@ reel_code_t journal_txn_session_run(store_txn_t *txn, const char *app,
             continue;
         memcpy(id, k + base.len, JOURNAL_RUN_ID_LEN);
         id[JOURNAL_RUN_ID_LEN] = '\0';
-        if (load_run(txn, id, &r, NULL) != REEL_OK)
-            continue;
+        if ((rc = indexed_run(txn, NULL, NULL, id, &r, st)) != REEL_OK)
+            break;
         if (!run_status_terminal(r.status))
             memcpy(best, id, sizeof(best));
         run_fini(&r);
     }
+    if (rc == REEL_OK)
+        rc = store_iter_status(it, st);
     store_iter_destroy(it);
     free(base.p);
+    if (rc != REEL_OK)
+        return rc;
     if (best[0] == '\0')
         return reel_status_set(st, REEL_NOT_FOUND,
                                "session %s/%s/%s has no run that has not "
@@ -1197,6 +1206,26 @@ static reel_code_t get_run_at(journal_t *j, const store_snapshot_t *snap,
         rc = reel_status_set(st, REEL_DATA_LOSS,
                              "run %s: stored record is corrupt", run_id);
     free(val);
+    return rc;
+}
+
+/*
+ * A run an index ('s' or 'a') names, read through txn or at snap: the
+ * index and the record commit together, so a missing record is DATA_LOSS,
+ * never a run to pass over (a list would silently leave it out).
+ */
+static reel_code_t indexed_run(store_txn_t *txn, journal_t *j,
+                               const store_snapshot_t *snap,
+                               const char *run_id, run_t *out,
+                               reel_status_t *st) {
+    reel_code_t rc = txn != NULL ? load_run(txn, run_id, out, st)
+                                 : get_run_at(j, snap, run_id, out, st);
+
+    if (rc == REEL_NOT_FOUND)
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "run %s is in an index but its record is "
+                             "missing",
+                             run_id);
     return rc;
 }
 
@@ -1417,10 +1446,12 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         if (*after && strcmp(id, after) <= 0)
             continue;
         if (by_session) {
-            if (get_run_at(j, snap, id, &r, NULL) != REEL_OK)
-                continue;
+            if ((rc = indexed_run(NULL, j, snap, id, &r, st)) != REEL_OK)
+                goto out;
         } else if (run_decode(v, vlen, &r) != 0) {
-            continue;
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "run %s: stored record is corrupt", id);
+            goto out;
         }
         if (!run_matches(&r, f)) {
             run_fini(&r);
@@ -1496,8 +1527,8 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *app,
         id[JOURNAL_RUN_ID_LEN] = '\0';
         if (*after && strcmp(id, after) <= 0)
             continue;
-        if (get_run_at(j, snap, id, &r, NULL) != REEL_OK)
-            continue;
+        if ((rc = indexed_run(NULL, j, snap, id, &r, st)) != REEL_OK)
+            goto out;
         if ((app != NULL && *app && strcmp(r.app, app) != 0) ||
             (r.status != RUN_RUNNABLE &&
              !(r.status == RUN_RUNNING && r.lease_expires_at_ms <= now))) {

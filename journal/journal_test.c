@@ -743,6 +743,7 @@ static void expect_end(sink_t *s, reel_code_t code, const char *want) {
 typedef struct raw_put {
     const void *key, *val;
     size_t klen, vlen;
+    store_cf_t cf; /* 0: the journal's */
 } raw_put_t;
 
 static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
@@ -750,7 +751,8 @@ static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
     raw_put_t *p = arg;
 
     (void)st;
-    store_txn_put(txn, STORE_CF_JOURNAL, p->key, p->klen, p->val, p->vlen);
+    store_txn_put(txn, p->cf ? p->cf : STORE_CF_JOURNAL, p->key, p->klen,
+                  p->val, p->vlen);
     return REEL_OK;
 }
 
@@ -758,7 +760,7 @@ static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
  * journal's own checks, as storage damage would. */
 static void corrupt_entry(fixture_t *f, const char *id, uint64_t seq) {
     unsigned char key[1 + 26 + 8];
-    raw_put_t p = {key, "\x01", sizeof(key), 1};
+    raw_put_t p = {key, "\x01", sizeof(key), 1, 0};
     reel_status_t st = REEL_STATUS_INIT;
 
     key[0] = 'e';
@@ -766,6 +768,41 @@ static void corrupt_entry(fixture_t *f, const char *id, uint64_t seq) {
     reel_be64_put(key + 27, seq);
     if (store_exec(f->store, raw_put_apply, &p, NULL, &st) != REEL_OK)
         fail_msg("raw put: %s", reel_status_message(&st));
+}
+
+/* A run list never passes over a run it cannot read: a corrupt record, or
+ * an index entry whose record is gone, is DATA_LOSS naming the run. */
+static void test_run_lists_fail_on_a_corrupt_run_naming_it(void **state) {
+    fixture_t *f = *state;
+    unsigned char key[1 + 26];
+    raw_put_t p = {key, "\x01", sizeof(key), 1, STORE_CF_RUNS};
+    reel_status_t st = REEL_STATUS_INIT;
+    run_filter_t all = {0}, by_session = {0};
+    run_t *runs = NULL;
+    size_t n;
+    int more;
+    char id[27];
+
+    begin_ok(f, "inv", "w1", 1, id);
+    usleep(5 * 1000); /* its lease expires: it is recoverable */
+    key[0] = 'r';
+    memcpy(key + 1, id, 26);
+    assert_int_equal(store_exec(f->store, raw_put_apply, &p, NULL, &st),
+                     REEL_OK);
+    assert_int_equal(journal_list_runs(f->j, &all, &runs, &n, &more, &st),
+                     REEL_DATA_LOSS);
+    assert_non_null(strstr(reel_status_message(&st), id));
+    assert_null(runs);
+    by_session.app = "app", by_session.user = "u1", by_session.session = "s1";
+    assert_int_equal(
+        journal_list_runs(f->j, &by_session, &runs, &n, &more, &st),
+        REEL_DATA_LOSS);
+    assert_non_null(strstr(reel_status_message(&st), id));
+    assert_int_equal(journal_list_recoverable(f->j, NULL, NULL, 0, NULL,
+                                              &runs, &n, &more, &st),
+                     REEL_DATA_LOSS);
+    assert_non_null(strstr(reel_status_message(&st), id));
+    reel_status_fini(&st);
 }
 
 static void test_subscribing_past_the_last_seq_is_invalid_naming_it(
@@ -1126,6 +1163,7 @@ int main(void) {
         T(test_everything_acknowledged_survives_reopen),
         T(test_subscribing_past_the_last_seq_is_invalid_naming_it),
         T(test_a_corrupt_entry_ends_a_subscription_with_data_loss),
+        T(test_run_lists_fail_on_a_corrupt_run_naming_it),
         T(test_a_failed_snapshot_ends_a_subscription_instead_of_waiting),
         T(test_an_iterator_error_ends_a_subscription_with_internal),
         T(test_read_stops_at_the_byte_budget),
