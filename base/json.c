@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "base/text.h"
+
 #define ONES 0x0101010101010101ull
 #define HIGHS 0x8080808080808080ull
 /* Bit tricks on 8 bytes at once: non-zero iff some byte is 0 / below n
@@ -69,29 +71,11 @@ static int hex4(parser_t *ps, uint32_t *out) {
 
 /* One UTF-8 sequence starting at a byte >= 0x80. */
 static int utf8_seq(parser_t *ps) {
-    unsigned c = *ps->p;
-    size_t n;
-    uint32_t cp;
+    size_t n = reel_utf8_seq(ps->p, (size_t)(ps->end - ps->p));
 
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 1, cp = c & 0x1f;
-    else if (c >= 0xe0 && c <= 0xef)
-        n = 2, cp = c & 0x0f;
-    else if (c >= 0xf0 && c <= 0xf4)
-        n = 3, cp = c & 0x07;
-    else
+    if (n == 0)
         return fail(ps, "invalid UTF-8");
-    if ((size_t)(ps->end - ps->p) <= n)
-        return fail(ps, "invalid UTF-8");
-    for (size_t i = 1; i <= n; i++) {
-        if ((ps->p[i] & 0xc0) != 0x80)
-            return fail(ps, "invalid UTF-8");
-        cp = (cp << 6) | (ps->p[i] & 0x3f);
-    }
-    if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-        return fail(ps, "invalid UTF-8");
-    ps->p += n + 1;
+    ps->p += n;
     return 0;
 }
 

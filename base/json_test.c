@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "base/json.h"
+#include "base/text.h"
 
 static int ok(const char *s) { return reel_json_validate(s, strlen(s), NULL, NULL) == 0; }
 
@@ -102,12 +103,50 @@ static void test_special_bytes_are_seen_at_every_offset(void **state) {
     }
 }
 
+/*
+ * JSON strings and names share one UTF-8 decoder: for every lead byte and
+ * a spread of following bytes (the edges of the continuation range and
+ * of each lead's first continuation), a JSON string takes exactly the
+ * bytes reel_utf8_valid() takes, which reel_utf8_seq() starts to read.
+ */
+static void test_strings_take_exactly_the_utf8_names_take(void **state) {
+    static const unsigned char next[] = {0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90,
+                                         0x9f, 0xa0, 0xbf, 0xc0, 0xff};
+    const size_t nn = sizeof(next);
+    char doc[8];
+
+    (void)state;
+    for (unsigned lead = 0x80; lead <= 0xff; lead++)
+        for (size_t len = 1, count = 1; len <= 4; count *= nn, len++)
+            for (size_t k = 0; k < count; k++) {
+                unsigned char seq[4] = {(unsigned char)lead, next[k % nn],
+                                        next[k / nn % nn],
+                                        next[k / nn / nn]};
+                int name = reel_utf8_valid((const char *)seq, len);
+                size_t n = reel_utf8_seq(seq, len);
+
+                doc[0] = '"';
+                memcpy(doc + 1, seq, len);
+                doc[len + 1] = '"';
+                if ((reel_json_validate(doc, len + 2, NULL, NULL) == 0) !=
+                        name ||
+                    (name && n == 0))
+                    fail_msg("%02x %02x %02x %02x (%zu bytes): name %d, "
+                             "json %d, seq %zu",
+                             seq[0], seq[1], seq[2], seq[3], len, name,
+                             reel_json_validate(doc, len + 2, NULL, NULL) ==
+                                 0,
+                             n);
+            }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accepts_every_kind_of_value),
         cmocka_unit_test(test_refuses_what_rfc_8259_refuses),
         cmocka_unit_test(test_depth_is_bounded_and_the_error_located),
         cmocka_unit_test(test_special_bytes_are_seen_at_every_offset),
+        cmocka_unit_test(test_strings_take_exactly_the_utf8_names_take),
     };
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);
 }

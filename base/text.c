@@ -18,43 +18,51 @@ static int plain8(const unsigned char *p) {
     return ((v | (v - ONES)) & HIGHS) == 0;
 }
 
+size_t reel_utf8_seq(const unsigned char *p, size_t avail) {
+    unsigned c = p[0];
+    size_t n;
+    uint32_t cp;
+
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 1, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 2, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 3, cp = c & 0x07;
+    else
+        return 0;
+    if (avail <= n)
+        return 0;
+    for (size_t i = 1; i <= n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return n + 1;
+}
+
 int reel_utf8_valid(const char *s, size_t len) {
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
 
     while (p < end) {
-        unsigned c = *p;
         size_t n;
-        uint32_t cp;
 
         if (end - p >= 8 && plain8(p)) { /* the common case: ASCII */
             p += 8;
             continue;
         }
-        if (c == 0)
+        if (*p == 0)
             return 0;
-        if (c < 0x80) {
+        if (*p < 0x80) {
             p++;
             continue;
         }
-        if (c >= 0xc2 && c <= 0xdf)
-            n = 1, cp = c & 0x1f;
-        else if (c >= 0xe0 && c <= 0xef)
-            n = 2, cp = c & 0x0f;
-        else if (c >= 0xf0 && c <= 0xf4)
-            n = 3, cp = c & 0x07;
-        else
+        if ((n = reel_utf8_seq(p, (size_t)(end - p))) == 0)
             return 0;
-        if ((size_t)(end - p) <= n)
-            return 0;
-        for (size_t i = 1; i <= n; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-            return 0;
-        p += n + 1;
+        p += n;
     }
     return 1;
 }

@@ -11,6 +11,14 @@
 /* Strict UTF-8 (no overlongs, no surrogates, at most U+10FFFF), no NUL. */
 int reel_utf8_valid(const char *s, size_t len);
 
+/*
+ * The length (2-4) of the well-formed UTF-8 sequence that starts at p[0], a
+ * byte of 0x80 or more, and fits in p[0..avail); 0 if there is none
+ * (overlong, surrogate, past U+10FFFF, or cut short). The one decoder
+ * behind reel_utf8_valid() and the JSON validator's strings.
+ */
+size_t reel_utf8_seq(const unsigned char *p, size_t avail);
+
 /* OK, or INVALID_ARGUMENT naming field: 1..max bytes of valid UTF-8. */
 reel_code_t reel_check_name(const char *field, const char *s, size_t len,
                             size_t max, reel_status_t *st);
