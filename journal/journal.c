@@ -335,20 +335,20 @@ static void ulid_next(journal_t *j, int64_t now_ms, char out[27]) {
 
 /* ---- Validation ----------------------------------------------------------- */
 
-static reel_code_t check_id_field(const char *field, const char *id,
-                                  reel_status_t *st) {
-    return reel_check_charset(field, id, strlen(id), JOURNAL_RUN_ID_LEN,
-                              "0-9A-Z", st) != REEL_OK ||
-                   strlen(id) != JOURNAL_RUN_ID_LEN
-               ? reel_status_set(st, REEL_INVALID_ARGUMENT,
-                                 "%s: must be %d characters of [0-9A-Z] "
-                                 "(got \"%.40s\")",
-                                 field, JOURNAL_RUN_ID_LEN, id)
-               : REEL_OK;
+reel_code_t journal_check_run_id(const char *field, const char *id,
+                                 reel_status_t *st) {
+    if (strlen(id) != JOURNAL_RUN_ID_LEN ||
+        reel_check_charset(field, id, JOURNAL_RUN_ID_LEN, JOURNAL_RUN_ID_LEN,
+                           "0-9A-Z", NULL) != REEL_OK)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: must be %d characters of [0-9A-Z] "
+                               "(got \"%.40s\")",
+                               field, JOURNAL_RUN_ID_LEN, id);
+    return REEL_OK;
 }
 
 static reel_code_t check_run_id(const char *id, reel_status_t *st) {
-    return check_id_field("run_id", id, st);
+    return journal_check_run_id("run_id", id, st);
 }
 
 static reel_code_t check_name(const char *field, const char *s,
@@ -1409,7 +1409,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
     if ((int)f->status < RUN_STATUS_ANY || f->status > RUN_CANCELLED)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "status: unknown value %d", (int)f->status);
-    if (*after && (rc = check_id_field("start_after", after, st)) != REEL_OK)
+    if (*after && (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
         return rc;
     if (by_session) {
         const char *parts[4] = {f->app, f->user, f->session, ""};
@@ -1501,7 +1501,7 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *app,
         return rc;
     if (app != NULL && *app && (rc = check_name("app", app, st)) != REEL_OK)
         return rc;
-    if (*after && (rc = check_id_field("start_after", after, st)) != REEL_OK)
+    if (*after && (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
         return rc;
     seek = make_key('a', &after, 1, 0, 0);
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)

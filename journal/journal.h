@@ -88,6 +88,11 @@ typedef struct journal_entry {
 void run_fini(run_t *r);
 void journal_entry_fini(journal_entry_t *e);
 
+/* OK, or INVALID_ARGUMENT naming field: a run id is exactly
+ * JOURNAL_RUN_ID_LEN characters of [0-9A-Z]. */
+reel_code_t journal_check_run_id(const char *field, const char *id,
+                                 reel_status_t *st);
+
 typedef struct journal_limits {
     size_t max_payload; /* bytes of payload or result JSON; 0 = 1 MiB */
 } journal_limits_t;

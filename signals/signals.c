@@ -169,14 +169,7 @@ static reel_code_t check_payload(signals_t *s, const char *p,
 }
 
 static reel_code_t check_run_id(const char *id, reel_status_t *st) {
-    if (strlen(id) != JOURNAL_RUN_ID_LEN ||
-        reel_check_charset("run_id", id, strlen(id), JOURNAL_RUN_ID_LEN,
-                           "0-9A-Z", NULL) != REEL_OK)
-        return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "run_id: must be %d characters of [0-9A-Z] "
-                               "(got \"%.40s\")",
-                               JOURNAL_RUN_ID_LEN, id);
-    return REEL_OK;
+    return journal_check_run_id("run_id", id, st);
 }
 
 /* ---- Create -------------------------------------------------------------- */

@@ -606,6 +606,50 @@ static void test_list_pages_by_cursor_count_and_bytes(void **state) {
     free(payload);
 }
 
+/* Signals and the journal check a run id with one check: one message. */
+static void test_a_malformed_run_id_is_refused_like_the_journal_does(
+    void **state) {
+    fixture_t *f = *state;
+    const char *bad[] = {"", "0123456789ABCDEFGHJKMNPQRs",
+                         "0123456789ABCDEFGHJKMNPQR",
+                         "0123456789ABCDEFGHJKMNPQRST"};
+    signals_send_result_t s;
+    reel_status_t st = REEL_STATUS_INIT, js = REEL_STATUS_INIT;
+    journal_entry_t *es = NULL;
+    int64_t t = 1000;
+    size_t n;
+    int more;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        char want[128];
+
+        snprintf(want, sizeof(want),
+                 "run_id: must be 26 characters of [0-9A-Z] (got \"%s\")",
+                 bad[i]);
+        if (*bad[i]) { /* "" sends to a session */
+            assert_int_equal(send_sig(f, bad[i], "go", "", "", &s),
+                             REEL_INVALID_ARGUMENT);
+            assert_string_equal(reel_status_message(&s.status), want);
+            send_fini(&s);
+        }
+        assert_int_equal(signals_check_await(f->s, bad[i], "go", &t, &st),
+                         REEL_INVALID_ARGUMENT);
+        assert_string_equal(reel_status_message(&st), want);
+        assert_int_equal(
+            journal_read(f->j, bad[i], 0, 0, NULL, &es, &n, &more, &js),
+            REEL_INVALID_ARGUMENT);
+        assert_string_equal(reel_status_message(&js), want);
+        assert_int_equal(journal_check_run_id("run_id", bad[i], &js),
+                         REEL_INVALID_ARGUMENT);
+        assert_string_equal(reel_status_message(&js), want);
+    }
+    assert_int_equal(journal_check_run_id("x", "0123456789ABCDEFGHJKMNPQRS",
+                                          &js),
+                     REEL_OK);
+    reel_status_fini(&st);
+    reel_status_fini(&js);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -619,6 +663,7 @@ int main(void) {
         T(test_concurrent_awaiters_never_share_a_signal),
         T(test_waiters_are_woken_by_their_signals_only),
         T(test_a_claiming_waiter_gets_the_signal_from_the_send),
+        T(test_a_malformed_run_id_is_refused_like_the_journal_does),
     };
     return cmocka_run_group_tests_name("signals", tests, NULL, NULL);
 }
