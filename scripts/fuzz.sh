@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
 done
 [ ${#targets[@]} -gt 0 ] || targets=(fuzz_json fuzz_pattern fuzz_requests fuzz_records)
 
-PACKAGES=(clang libclang-rt-14-dev protobuf-c-compiler libprotobuf-c-dev librocksdb-dev uthash-dev)
+PACKAGES=(clang libclang-rt-14-dev protobuf-c-compiler libprotobuf-c-dev librocksdb-dev uthash-dev libcjson-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = "installed" ] || missing+=("$p")
@@ -68,7 +68,7 @@ failed=0
 for t in "${targets[@]}"; do
   echo "== $t: build"
   if ! clang "${cflags[@]}" "fuzz/$t.c" "${srcs[@]}" "$build/rocks_log.o" \
-       -o "$build/$t" -lrocksdb -lprotobuf-c -lpthread -lstdc++; then
+       -o "$build/$t" -lrocksdb -lprotobuf-c -lcjson -lpthread -lstdc++; then
     failed=$((failed + 1)); continue
   fi
   mkdir -p "fuzz/corpus/$t" "$build/new/$t"

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <uthash.h>
 
 #include "base/codec.h"
@@ -433,6 +434,25 @@ out:
     return rc;
 }
 
+/*
+ * The payload of the "signal" journal entry a consumption appends:
+ * {"name":...,"signal_id":...,"payload":...}, keys in that order, no
+ * spaces, the signal's payload as stored (JSON, already validated) or
+ * null. Free it with cJSON_free(); NULL if out of memory.
+ */
+static char *consumed_entry(const signal_t *g) {
+    cJSON *o = cJSON_CreateObject();
+    char *out = NULL;
+
+    if (o != NULL && cJSON_AddStringToObject(o, "name", g->name) != NULL &&
+        cJSON_AddStringToObject(o, "signal_id", g->signal_id) != NULL &&
+        cJSON_AddRawToObject(o, "payload",
+                             *g->payload ? g->payload : "null") != NULL)
+        out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return out;
+}
+
 static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
                                  reel_status_t *st) {
     run_t run = {0};
@@ -481,39 +501,9 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
         goto out; /* nothing pending: delivered = 0 */
 
     /* The journal entry first: its seq goes into the consumed record. */
-    if (asprintf(&payload, "{\"name\":\"%s\",\"signal_id\":", g.name) < 0) {
-        payload = NULL;
+    if ((payload = consumed_entry(&g)) == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
-    }
-    {
-        /* signal_id is UTF-8 without NUL, but may need JSON escaping. */
-        reel_wbuf_t p = {0};
-        reel_wbuf_raw(&p, payload, strlen(payload));
-        reel_wbuf_u8(&p, '"');
-        for (const char *c = g.signal_id; *c; c++) {
-            char esc[8];
-            if (*c == '"' || *c == '\\') {
-                reel_wbuf_u8(&p, '\\');
-                reel_wbuf_u8(&p, (uint8_t)*c);
-            } else if ((unsigned char)*c < 0x20) {
-                snprintf(esc, sizeof(esc), "\\u%04x", (unsigned char)*c);
-                reel_wbuf_raw(&p, esc, 6);
-            } else {
-                reel_wbuf_u8(&p, (uint8_t)*c);
-            }
-        }
-        reel_wbuf_raw(&p, "\",\"payload\":", 12);
-        reel_wbuf_raw(&p, *g.payload ? g.payload : "null",
-                      *g.payload ? strlen(g.payload) : 4);
-        reel_wbuf_raw(&p, "}", 2); /* with its NUL */
-        free(payload);
-        payload = NULL;
-        if (reel_wbuf_done(&p) != 0) {
-            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-            goto out;
-        }
-        payload = (char *)p.p;
     }
     op->wrote = 1;
     if ((rc = journal_txn_append(txn, &run, op->epoch, "signal", payload,
@@ -543,7 +533,7 @@ out:
     journal_entry_fini(&entry);
     run_fini(&run);
     free(pkey);
-    free(payload);
+    cJSON_free(payload);
     reel_wbuf_fini(&pfx);
     reel_wbuf_fini(&ck);
     reel_wbuf_fini(&qk);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json.h"
 #include "signals/signals.h"
 
 typedef struct fixture {
@@ -606,6 +607,44 @@ static void test_list_pages_by_cursor_count_and_bytes(void **state) {
     free(payload);
 }
 
+/*
+ * The "signal" journal entry is built by cJSON: keys in order, no spaces,
+ * the stored payload as it is; a signal_id's quote, backslash and control
+ * bytes escaped, other bytes as they are.
+ */
+static void test_a_consumed_signal_is_journaled_as_json(void **state) {
+    fixture_t *f = *state;
+    static const char sid[] = "a\"b\\c\x01\n\x7f/\xc3\xa9";
+    static const char want[] =
+        "{\"name\":\"go.x:1\",\"signal_id\":\"a\\\"b\\\\c\\u0001\\n\x7f/"
+        "\xc3\xa9\",\"payload\":{\"x\": [1, \"\\u00e9\"]}}";
+    signals_send_result_t s;
+    signals_consume_result_t c;
+    journal_entry_t *es;
+    size_t n;
+    int more;
+    char id[27];
+
+    begin(f, "inv", id);
+    assert_int_equal(
+        send_sig(f, id, "go.x:1", "{\"x\": [1, \"\\u00e9\"]}", sid, &s),
+        REEL_OK);
+    send_fini(&s);
+    assert_int_equal(consume(f, id, "go.x:1", 1, NULL, &c), REEL_OK);
+    assert_true(c.delivered);
+    assert_string_equal(c.signal.signal_id, sid);
+    consume_fini(&c);
+    assert_int_equal(journal_read(f->j, id, 0, 0, NULL, &es, &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(es[0].payload, want);
+    assert_int_equal(
+        reel_json_validate(es[0].payload, strlen(es[0].payload), NULL, NULL),
+        0);
+    journal_entry_fini(&es[0]);
+    free(es);
+}
+
 /* Signals and the journal check a run id with one check: one message. */
 static void test_a_malformed_run_id_is_refused_like_the_journal_does(
     void **state) {
@@ -663,6 +702,7 @@ int main(void) {
         T(test_concurrent_awaiters_never_share_a_signal),
         T(test_waiters_are_woken_by_their_signals_only),
         T(test_a_claiming_waiter_gets_the_signal_from_the_send),
+        T(test_a_consumed_signal_is_journaled_as_json),
         T(test_a_malformed_run_id_is_refused_like_the_journal_does),
     };
     return cmocka_run_group_tests_name("signals", tests, NULL, NULL);
