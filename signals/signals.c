@@ -103,7 +103,7 @@ static int rec_decode(const void *buf, size_t len, signal_t *g) {
     g->name = reel_rbuf_str(&r);
     g->payload = reel_rbuf_str(&r);
     g->signal_id = reel_rbuf_str(&r);
-    g->mem_ = copy;
+    g->priv_ = copy;
     if (reel_rbuf_ok(&r) != 0) {
         signal_fini(g);
         return -1;
@@ -114,7 +114,7 @@ static int rec_decode(const void *buf, size_t len, signal_t *g) {
 void signal_fini(signal_t *g) {
     if (g == NULL)
         return;
-    free(g->mem_);
+    free(g->priv_);
     memset(g, 0, sizeof(*g));
 }
 

@@ -38,7 +38,9 @@ typedef struct signal {
     const char *run_id, *name, *payload, *signal_id;
     uint64_t seq, revision, journal_seq;
     int64_t sent_at_ms, consumed_at_ms;
-    void *mem_;
+    /* Private to signals/: the one block the strings above point into,
+     * freed by signal_fini(). Never read or set it. */
+    void *priv_;
 } signal_t;
 
 void signal_fini(signal_t *s);
