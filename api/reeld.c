@@ -1,8 +1,8 @@
 /*
  * api/reeld.c: the reel server.
  *
- * Start-up: parse flags (each has an environment equivalent; a flag wins),
- * open the store, register the services, listen. Shutdown on SIGTERM or
+ * Start-up: parse flags (one table: each has an environment equivalent; a
+ * flag wins), open the store, register the services, listen. Shutdown on SIGTERM or
  * SIGINT: stop accepting calls and end open streams with UNAVAILABLE, let
  * in-flight calls finish (their writes commit), close the store, exit 0.
  * Signals are blocked in every thread and taken by the main thread with
@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
@@ -99,71 +100,91 @@ static void grpc_teardown(int rc) {
     }
 }
 
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: reeld [options]\n"
-            "\n"
-            "reel's server: a durable journal plus reactive key-value "
-            "runtime, over gRPC.\n"
-            "\n"
-            "options (environment variable in brackets; a flag wins):\n"
-            "  --data-dir DIR          where data lives [REEL_DATA_DIR] "
-            "(default ./reel-data)\n"
-            "  --listen HOST:PORT      address to serve on [REEL_LISTEN] "
-            "(default 127.0.0.1:7878)\n"
-            "  --log-level LEVEL       debug, info, warn or error "
-            "[REEL_LOG_LEVEL] (default info)\n"
-            "  --threads N             gRPC poller threads [REEL_THREADS] "
-            "(default 4)\n"
-            "  --max-message-bytes N   largest request accepted "
-            "[REEL_MAX_MESSAGE_BYTES] (default 4194304)\n"
-            "  --max-response-bytes N  largest response sent; pages stop "
-            "before it [REEL_MAX_RESPONSE_BYTES] (default 4194304)\n"
-            "  --write-queue N         writes queued before RESOURCE_EXHAUSTED "
-            "[REEL_WRITE_QUEUE] (default 4096)\n"
-            "  --keepalive-time D      ping each client connection this often "
-            "[REEL_KEEPALIVE_TIME] (default 30s)\n"
-            "  --keepalive-timeout D   a client that does not answer a ping "
-            "this long is gone: its calls end [REEL_KEEPALIVE_TIMEOUT] "
-            "(default 10s)\n"
-            "  --kv-max-namespace-bytes N  [REEL_KV_MAX_NAMESPACE_BYTES] "
-            "(default 256)\n"
-            "  --kv-max-key-bytes N    [REEL_KV_MAX_KEY_BYTES] (default 1024)\n"
-            "  --kv-max-value-bytes N  [REEL_KV_MAX_VALUE_BYTES] (default "
-            "1048576)\n"
-            "  --kv-history-keep N     versions kept per key, 0 = all "
-            "[REEL_KV_HISTORY_KEEP] (default 100)\n"
-            "  --journal-max-payload-bytes N  append payload and run result "
-            "[REEL_JOURNAL_MAX_PAYLOAD_BYTES] (default 1048576)\n"
-            "  --signal-max-wait-ms N  cap on AwaitSignal's timeout "
-            "[REEL_SIGNAL_MAX_WAIT_MS] (default 300000)\n"
-            "  --wal-retention-bytes N WAL events kept at most, in bytes "
-            "[REEL_WAL_RETENTION_BYTES] (default 1073741824)\n"
-            "  --wal-retention-age D   WAL events kept at most this long: "
-            "500ms, 30s, 10m, 2h, 7d [REEL_WAL_RETENTION_AGE] (default 7d)\n"
-            "  --wal-consumer-max-lag-bytes N  a durable consumer keeps events "
-            "past the retention limits while its unacknowledged events take "
-            "at most N bytes; past that it is invalidated "
-            "[REEL_WAL_CONSUMER_MAX_LAG_BYTES] (default 1073741824)\n"
-            "  -h, --help              show this help\n"
-            "  -V, --version           show the version\n");
-}
+/* ---- Flags -------------------------------------------------------------- */
 
-static int parse_size(const char *flag, const char *s, long long min,
-                      long long max, long long *out) {
-    char *end;
-    long long v;
+/*
+ * Every flag is one row: its name, its environment variable, its default,
+ * how it parses and its limits, its help, and where it goes in config_t.
+ * The same rows build getopt's options, read the environment (a flag
+ * wins), fill in the defaults, and print --help.
+ */
+typedef enum flag_kind {
+    FLAG_TEXT,     /* taken as it is */
+    FLAG_NUMBER,   /* a decimal integer in min..max */
+    FLAG_DURATION, /* 500ms, 30s, 10m, 2h, 7d or plain seconds, in ms, in
+                      min..max (max 0: any positive duration) */
+} flag_kind_t;
 
-    errno = 0;
-    v = strtoll(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-        fprintf(stderr, "reeld: %s: \"%s\" is not a number in %lld..%lld\n",
-                flag, s, min, max);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
+typedef struct flag {
+    const char *name; /* --name */
+    const char *env;
+    const char *arg; /* the value's placeholder in --help */
+    flag_kind_t kind;
+    const char *text_default; /* FLAG_TEXT */
+    long long def;            /* FLAG_NUMBER, FLAG_DURATION (ms) */
+    long long min, max;
+    size_t off, size; /* the field of config_t it sets (FIELD) */
+    const char *help; /* may be "" */
+} flag_t;
+
+#define FIELD(f) offsetof(config_t, f), sizeof(((config_t *)0)->f)
+
+static const flag_t flags[] = {
+    {"data-dir", "REEL_DATA_DIR", "DIR", FLAG_TEXT, "./reel-data", 0, 0, 0,
+     FIELD(data_dir), "where data lives"},
+    {"listen", "REEL_LISTEN", "HOST:PORT", FLAG_TEXT, "127.0.0.1:7878", 0, 0,
+     0, FIELD(listen), "address to serve on"},
+    {"log-level", "REEL_LOG_LEVEL", "LEVEL", FLAG_TEXT, "info", 0, 0, 0,
+     FIELD(log_level), "debug, info, warn or error"},
+    {"threads", "REEL_THREADS", "N", FLAG_NUMBER, NULL, 4, 1, 64,
+     FIELD(threads), "gRPC poller threads"},
+    {"max-message-bytes", "REEL_MAX_MESSAGE_BYTES", "N", FLAG_NUMBER, NULL,
+     4 << 20, 1024, INT_MAX, FIELD(max_message_bytes),
+     "largest request accepted"},
+    /* What a gRPC client receives by default. */
+    {"max-response-bytes", "REEL_MAX_RESPONSE_BYTES", "N", FLAG_NUMBER, NULL,
+     4 << 20, 1024, INT_MAX, FIELD(max_response_bytes),
+     "largest response sent; pages stop before it"},
+    {"write-queue", "REEL_WRITE_QUEUE", "N", FLAG_NUMBER, NULL, 4096, 1,
+     1 << 20, FIELD(write_queue), "writes queued before RESOURCE_EXHAUSTED"},
+    /* gRPC takes an int of ms. */
+    {"keepalive-time", "REEL_KEEPALIVE_TIME", "D", FLAG_DURATION, NULL,
+     30000, 10, 86400000, FIELD(keepalive_time_ms),
+     "ping each client connection this often"},
+    {"keepalive-timeout", "REEL_KEEPALIVE_TIMEOUT", "D", FLAG_DURATION, NULL,
+     10000, 10, 86400000, FIELD(keepalive_timeout_ms),
+     "a client that does not answer a ping this long is gone: its calls end"},
+    {"kv-max-namespace-bytes", "REEL_KV_MAX_NAMESPACE_BYTES", "N",
+     FLAG_NUMBER, NULL, KV_DEFAULT_MAX_NAMESPACE, 1, 65535,
+     FIELD(kv.max_namespace), ""},
+    {"kv-max-key-bytes", "REEL_KV_MAX_KEY_BYTES", "N", FLAG_NUMBER, NULL,
+     KV_DEFAULT_MAX_KEY, 1, 65535, FIELD(kv.max_key), ""},
+    {"kv-max-value-bytes", "REEL_KV_MAX_VALUE_BYTES", "N", FLAG_NUMBER, NULL,
+     KV_DEFAULT_MAX_VALUE, 2, 256 << 20, FIELD(kv.max_value), ""},
+    {"kv-history-keep", "REEL_KV_HISTORY_KEEP", "N", FLAG_NUMBER, NULL,
+     KV_DEFAULT_HISTORY_KEEP, 0, UINT32_MAX, FIELD(kv.history_keep),
+     "versions kept per key, 0 = all"},
+    {"journal-max-payload-bytes", "REEL_JOURNAL_MAX_PAYLOAD_BYTES", "N",
+     FLAG_NUMBER, NULL, JOURNAL_DEFAULT_MAX_PAYLOAD, 2, 256 << 20,
+     FIELD(journal.max_payload), "append payload and run result"},
+    {"signal-max-wait-ms", "REEL_SIGNAL_MAX_WAIT_MS", "N", FLAG_NUMBER, NULL,
+     SIGNALS_DEFAULT_MAX_WAIT_MS, 1, 86400000,
+     FIELD(signals.max_wait_ms), "cap on AwaitSignal's timeout"},
+    {"wal-retention-bytes", "REEL_WAL_RETENTION_BYTES", "N", FLAG_NUMBER,
+     NULL, 1LL << 30, 1, INT64_MAX, FIELD(wal.retention_bytes),
+     "WAL events kept at most, in bytes"},
+    {"wal-retention-age", "REEL_WAL_RETENTION_AGE", "D", FLAG_DURATION, NULL,
+     7LL * 86400000, 1, 0, FIELD(wal.retention_age_ms),
+     "WAL events kept at most this long: 500ms, 30s, 10m, 2h, 7d"},
+    {"wal-consumer-max-lag-bytes", "REEL_WAL_CONSUMER_MAX_LAG_BYTES", "N",
+     FLAG_NUMBER, NULL, 1LL << 30, 1, INT64_MAX,
+     FIELD(wal.consumer_max_lag_bytes),
+     "a durable consumer keeps events past the retention limits while its "
+     "unacknowledged events take at most N bytes; past that it is "
+     "invalidated"},
+};
+
+#define N_FLAGS (sizeof(flags) / sizeof(*flags))
 
 /* "500ms", "30s", "10m", "2h", "7d", or plain seconds; -1 if malformed. */
 static int64_t parse_duration_ms(const char *s) {
@@ -185,95 +206,133 @@ static int64_t parse_duration_ms(const char *s) {
     return -1;
 }
 
-/* A keepalive duration: 10ms to 24h (gRPC takes an int of ms); NULL keeps
- * the default (0). */
-static int parse_keepalive(const char *flag, const char *s, int *out) {
-    int64_t ms;
+/* ms as the largest unit that divides it ("30s", "24h", "7d"); days only
+ * past one. */
+static void format_duration(long long ms, char *out, size_t cap) {
+    if (ms % 86400000 == 0 && ms > 86400000)
+        snprintf(out, cap, "%lldd", ms / 86400000);
+    else if (ms % 3600000 == 0)
+        snprintf(out, cap, "%lldh", ms / 3600000);
+    else if (ms % 60000 == 0)
+        snprintf(out, cap, "%lldm", ms / 60000);
+    else if (ms % 1000 == 0)
+        snprintf(out, cap, "%llds", ms / 1000);
+    else
+        snprintf(out, cap, "%lldms", ms);
+}
 
-    *out = 0;
-    if (s == NULL)
+static size_t flag_index(const char *name) {
+    size_t i = 0;
+
+    while (i < N_FLAGS - 1 && strcmp(flags[i].name, name) != 0)
+        i++;
+    return i;
+}
+
+/* Stores v (in the flag's range, so never negative) into the field: every
+ * number in config_t is 4 or 8 bytes. */
+static void set_number(const flag_t *f, config_t *cfg, long long v) {
+    char *p = (char *)cfg + f->off;
+    uint32_t v32 = (uint32_t)v;
+    uint64_t v64 = (uint64_t)v;
+
+    if (f->size == sizeof(v32))
+        memcpy(p, &v32, sizeof(v32));
+    else if (f->size == sizeof(v64))
+        memcpy(p, &v64, sizeof(v64));
+}
+
+/* Parses s (from the flag or its variable) into cfg: 0, or -1 after
+ * saying why on stderr. */
+static int flag_set(const flag_t *f, const char *s, config_t *cfg) {
+    char lo[32], hi[32];
+    long long v = 0;
+    char *end;
+
+    switch (f->kind) {
+    case FLAG_TEXT:
+        memcpy((char *)cfg + f->off, &s, sizeof(s));
         return 0;
-    ms = parse_duration_ms(s);
-    if (ms < 10 || ms > 86400000) {
-        fprintf(stderr,
-                "reeld: %s: \"%s\" is not a duration from 10ms to 24h "
-                "(500ms, 30s, 10m, 2h)\n",
-                flag, s);
-        return -1;
+    case FLAG_NUMBER:
+        errno = 0;
+        v = strtoll(s, &end, 10);
+        if (errno != 0 || end == s || *end != '\0' || v < f->min ||
+            v > f->max) {
+            fprintf(stderr,
+                    "reeld: --%s: \"%s\" is not a number in %lld..%lld\n",
+                    f->name, s, f->min, f->max);
+            return -1;
+        }
+        break;
+    case FLAG_DURATION:
+        v = parse_duration_ms(s);
+        if (f->max == 0 && v <= 0) {
+            fprintf(stderr,
+                    "reeld: --%s: \"%s\" is not a positive duration (500ms, "
+                    "30s, 10m, 2h, 7d)\n",
+                    f->name, s);
+            return -1;
+        }
+        if (f->max != 0 && (v < f->min || v > f->max)) {
+            format_duration(f->min, lo, sizeof(lo));
+            format_duration(f->max, hi, sizeof(hi));
+            fprintf(stderr,
+                    "reeld: --%s: \"%s\" is not a duration from %s to %s "
+                    "(500ms, 30s, 10m, 2h)\n",
+                    f->name, s, lo, hi);
+            return -1;
+        }
+        break;
     }
-    *out = (int)ms;
+    set_number(f, cfg, v);
     return 0;
 }
 
+static void usage(FILE *out) {
+    fprintf(out, "usage: reeld [options]\n"
+                 "\n"
+                 "reel's server: a durable journal plus reactive key-value "
+                 "runtime, over gRPC.\n"
+                 "\n"
+                 "options (environment variable in brackets; a flag wins):\n");
+    for (size_t i = 0; i < N_FLAGS; i++) {
+        const flag_t *f = &flags[i];
+        char def[32];
+        int n = fprintf(out, "  --%s %s", f->name, f->arg);
+
+        if (f->kind == FLAG_TEXT)
+            snprintf(def, sizeof(def), "%s", f->text_default);
+        else if (f->kind == FLAG_DURATION)
+            format_duration(f->def, def, sizeof(def));
+        else
+            snprintf(def, sizeof(def), "%lld", f->def);
+        fprintf(out, "%*s%s%s[%s] (default %s)\n", n < 26 ? 26 - n : 2, "",
+                f->help, *f->help ? " " : "", f->env, def);
+    }
+    fprintf(out, "  -h, --help              show this help\n"
+                 "  -V, --version           show the version\n");
+}
+
 static int parse_config(int argc, char **argv, config_t *cfg) {
-    static const struct option opts[] = {
-        {"data-dir", required_argument, NULL, 'd'},
-        {"listen", required_argument, NULL, 'l'},
-        {"log-level", required_argument, NULL, 'L'},
-        {"threads", required_argument, NULL, 't'},
-        {"max-message-bytes", required_argument, NULL, 'm'},
-        {"max-response-bytes", required_argument, NULL, 'R'},
-        {"write-queue", required_argument, NULL, 'q'},
-        {"kv-max-namespace-bytes", required_argument, NULL, 'N'},
-        {"kv-max-key-bytes", required_argument, NULL, 'K'},
-        {"kv-max-value-bytes", required_argument, NULL, 'v'},
-        {"kv-history-keep", required_argument, NULL, 'H'},
-        {"journal-max-payload-bytes", required_argument, NULL, 'P'},
-        {"signal-max-wait-ms", required_argument, NULL, 'W'},
-        {"wal-retention-bytes", required_argument, NULL, 'B'},
-        {"wal-retention-age", required_argument, NULL, 'A'},
-        {"wal-consumer-max-lag-bytes", required_argument, NULL, 'C'},
-        {"keepalive-time", required_argument, NULL, 'k'},
-        {"keepalive-timeout", required_argument, NULL, 'T'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *threads = getenv("REEL_THREADS");
-    const char *maxmsg = getenv("REEL_MAX_MESSAGE_BYTES");
-    const char *maxresp = getenv("REEL_MAX_RESPONSE_BYTES");
-    const char *wq = getenv("REEL_WRITE_QUEUE");
-    const char *kv_ns = getenv("REEL_KV_MAX_NAMESPACE_BYTES");
-    const char *kv_key = getenv("REEL_KV_MAX_KEY_BYTES");
-    const char *kv_val = getenv("REEL_KV_MAX_VALUE_BYTES");
-    const char *kv_keep = getenv("REEL_KV_HISTORY_KEEP");
-    const char *j_payload = getenv("REEL_JOURNAL_MAX_PAYLOAD_BYTES");
-    const char *max_wait = getenv("REEL_SIGNAL_MAX_WAIT_MS");
-    const char *wal_bytes = getenv("REEL_WAL_RETENTION_BYTES");
-    const char *wal_age = getenv("REEL_WAL_RETENTION_AGE");
+    struct option opts[N_FLAGS + 3];
+    const char *given[N_FLAGS]; /* by flag, else by variable, else NULL */
     char why[512];
-    const char *wal_lag = getenv("REEL_WAL_CONSUMER_MAX_LAG_BYTES");
-    const char *ka_time = getenv("REEL_KEEPALIVE_TIME");
-    const char *ka_timeout = getenv("REEL_KEEPALIVE_TIMEOUT");
-    long long v;
     int c;
 
-    cfg->data_dir = getenv("REEL_DATA_DIR") ? getenv("REEL_DATA_DIR")
-                                            : "./reel-data";
-    cfg->listen = getenv("REEL_LISTEN") ? getenv("REEL_LISTEN")
-                                        : "127.0.0.1:7878";
-    cfg->log_level = getenv("REEL_LOG_LEVEL") ? getenv("REEL_LOG_LEVEL")
-                                              : "info";
+    for (size_t i = 0; i < N_FLAGS; i++) {
+        opts[i] = (struct option){flags[i].name, required_argument, NULL,
+                                  256 + (int)i};
+        given[i] = getenv(flags[i].env);
+    }
+    opts[N_FLAGS] = (struct option){"help", no_argument, NULL, 'h'};
+    opts[N_FLAGS + 1] = (struct option){"version", no_argument, NULL, 'V'};
+    opts[N_FLAGS + 2] = (struct option){NULL, 0, NULL, 0};
     while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+        if (c >= 256 && c < 256 + (int)N_FLAGS) {
+            given[c - 256] = optarg;
+            continue;
+        }
         switch (c) {
-        case 'd': cfg->data_dir = optarg; break;
-        case 'l': cfg->listen = optarg; break;
-        case 'L': cfg->log_level = optarg; break;
-        case 't': threads = optarg; break;
-        case 'm': maxmsg = optarg; break;
-        case 'R': maxresp = optarg; break;
-        case 'q': wq = optarg; break;
-        case 'N': kv_ns = optarg; break;
-        case 'K': kv_key = optarg; break;
-        case 'v': kv_val = optarg; break;
-        case 'H': kv_keep = optarg; break;
-        case 'P': j_payload = optarg; break;
-        case 'W': max_wait = optarg; break;
-        case 'B': wal_bytes = optarg; break;
-        case 'A': wal_age = optarg; break;
-        case 'C': wal_lag = optarg; break;
-        case 'k': ka_time = optarg; break;
-        case 'T': ka_timeout = optarg; break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("reeld %s\n", REEL_VERSION); exit(0);
         default: usage(stderr); return -1;
@@ -284,81 +343,20 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         usage(stderr);
         return -1;
     }
-    cfg->threads = 4;
-    if (threads != NULL) {
-        if (parse_size("--threads", threads, 1, 64, &v) != 0)
-            return -1;
-        cfg->threads = (int)v;
+    for (size_t i = 0; i < N_FLAGS; i++) {
+        const flag_t *f = &flags[i];
+
+        if (given[i] != NULL) {
+            if (flag_set(f, given[i], cfg) != 0)
+                return -1;
+        } else if (f->kind == FLAG_TEXT) {
+            flag_set(f, f->text_default, cfg);
+        } else {
+            set_number(f, cfg, f->def);
+        }
     }
-    cfg->max_message_bytes = 4u << 20;
-    if (maxmsg != NULL) {
-        if (parse_size("--max-message-bytes", maxmsg, 1024, INT_MAX, &v) != 0)
-            return -1;
-        cfg->max_message_bytes = (size_t)v;
-    }
-    /* What a gRPC client receives by default. */
-    cfg->max_response_bytes = 4u << 20;
-    if (maxresp != NULL) {
-        if (parse_size("--max-response-bytes", maxresp, 1024, INT_MAX, &v) !=
-            0)
-            return -1;
-        cfg->max_response_bytes = (size_t)v;
-    }
-    cfg->write_queue = 4096;
-    if (wq != NULL) {
-        if (parse_size("--write-queue", wq, 1, 1 << 20, &v) != 0)
-            return -1;
-        cfg->write_queue = (size_t)v;
-    }
-    cfg->kv = kv_limits_default();
-    if (kv_ns != NULL) {
-        if (parse_size("--kv-max-namespace-bytes", kv_ns, 1, 65535, &v) != 0)
-            return -1;
-        cfg->kv.max_namespace = (size_t)v;
-    }
-    if (kv_key != NULL) {
-        if (parse_size("--kv-max-key-bytes", kv_key, 1, 65535, &v) != 0)
-            return -1;
-        cfg->kv.max_key = (size_t)v;
-    }
-    if (kv_val != NULL) {
-        if (parse_size("--kv-max-value-bytes", kv_val, 2, 256 << 20, &v) != 0)
-            return -1;
-        cfg->kv.max_value = (size_t)v;
-    }
-    if (kv_keep != NULL) {
-        if (parse_size("--kv-history-keep", kv_keep, 0, UINT32_MAX, &v) != 0)
-            return -1;
-        cfg->kv.history_keep = (uint32_t)v;
-    }
-    cfg->journal.max_payload = JOURNAL_DEFAULT_MAX_PAYLOAD;
-    if (j_payload != NULL) {
-        if (parse_size("--journal-max-payload-bytes", j_payload, 2, 256 << 20,
-                       &v) != 0)
-            return -1;
-        cfg->journal.max_payload = (size_t)v;
-    }
+    /* Signals are journal entries once consumed: one payload limit. */
     cfg->signals.max_payload = cfg->journal.max_payload;
-    cfg->signals.max_wait_ms = SIGNALS_DEFAULT_MAX_WAIT_MS;
-    if (max_wait != NULL) {
-        if (parse_size("--signal-max-wait-ms", max_wait, 1, 86400000, &v) != 0)
-            return -1;
-        cfg->signals.max_wait_ms = v;
-    }
-    if (wal_bytes != NULL) {
-        if (parse_size("--wal-retention-bytes", wal_bytes, 1, INT64_MAX, &v) !=
-            0)
-            return -1;
-        cfg->wal.retention_bytes = (uint64_t)v;
-    }
-    if (wal_age != NULL &&
-        (cfg->wal.retention_age_ms = parse_duration_ms(wal_age)) <= 0) {
-        fprintf(stderr,
-                "reeld: --wal-retention-age: \"%s\" is not a positive "
-                "duration (500ms, 30s, 10m, 2h, 7d)\n",
-                wal_age);
-        return -1;
-    }
     /* One record of every kind must fit in a response, or a page of one
      * could not be sent. */
     if (api_check_response_budget(cfg->max_response_bytes, &cfg->kv,
@@ -367,19 +365,8 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         fprintf(stderr, "reeld: %s\n", why);
         return -1;
     }
-    if (wal_lag != NULL) {
-        if (parse_size("--wal-consumer-max-lag-bytes", wal_lag, 1, INT64_MAX,
-                       &v) != 0)
-            return -1;
-        cfg->wal.consumer_max_lag_bytes = (uint64_t)v;
-    }
-    if (parse_keepalive("--keepalive-time", ka_time,
-                        &cfg->keepalive_time_ms) != 0 ||
-        parse_keepalive("--keepalive-timeout", ka_timeout,
-                        &cfg->keepalive_timeout_ms) != 0)
-        return -1;
     /* A request must be able to carry the largest value or payload. */
-    if (maxmsg == NULL) {
+    if (given[flag_index("max-message-bytes")] == NULL) {
         size_t need = cfg->kv.max_value > cfg->journal.max_payload
                           ? cfg->kv.max_value
                           : cfg->journal.max_payload;

@@ -1,0 +1,124 @@
+"""reeld's flags, which come from one table: every flag in --help shows its
+environment variable and its default; a value comes from the flag, else
+the variable, else the default; a value out of range is refused (exit 2)
+naming the flag and the range, whichever way it came."""
+import re
+import subprocess
+
+import grpc
+import pytest
+
+from conftest import REELD, Reeld, unary
+from reel.v1 import admin_pb2
+
+# name: (variable, default as --help shows it, min, max) -- what README's
+# reeld section and the limits it documents promise.
+NUMBERS = {
+    "threads": ("REEL_THREADS", "4", 1, 64),
+    "max-message-bytes": ("REEL_MAX_MESSAGE_BYTES", "4194304", 1024, 2**31 - 1),
+    "max-response-bytes": ("REEL_MAX_RESPONSE_BYTES", "4194304", 1024, 2**31 - 1),
+    "write-queue": ("REEL_WRITE_QUEUE", "4096", 1, 1 << 20),
+    "kv-max-namespace-bytes": ("REEL_KV_MAX_NAMESPACE_BYTES", "256", 1, 65535),
+    "kv-max-key-bytes": ("REEL_KV_MAX_KEY_BYTES", "1024", 1, 65535),
+    "kv-max-value-bytes": ("REEL_KV_MAX_VALUE_BYTES", "1048576", 2, 256 << 20),
+    "kv-history-keep": ("REEL_KV_HISTORY_KEEP", "100", 0, 2**32 - 1),
+    "journal-max-payload-bytes": ("REEL_JOURNAL_MAX_PAYLOAD_BYTES", "1048576",
+                                  2, 256 << 20),
+    "signal-max-wait-ms": ("REEL_SIGNAL_MAX_WAIT_MS", "300000", 1, 86400000),
+    "wal-retention-bytes": ("REEL_WAL_RETENTION_BYTES", "1073741824", 1,
+                            2**63 - 1),
+    "wal-consumer-max-lag-bytes": ("REEL_WAL_CONSUMER_MAX_LAG_BYTES",
+                                   "1073741824", 1, 2**63 - 1),
+}
+DURATIONS = {
+    "keepalive-time": ("REEL_KEEPALIVE_TIME", "30s"),
+    "keepalive-timeout": ("REEL_KEEPALIVE_TIMEOUT", "10s"),
+    "wal-retention-age": ("REEL_WAL_RETENTION_AGE", "7d"),
+}
+TEXTS = {
+    "data-dir": ("REEL_DATA_DIR", "./reel-data"),
+    "listen": ("REEL_LISTEN", "127.0.0.1:7878"),
+    "log-level": ("REEL_LOG_LEVEL", "info"),
+}
+ROW = re.compile(r"^  --([a-z-]+) (\S+) +(.*?) ?\[(REEL_[A-Z_]+)\] \(default (\S+)\)$")
+
+
+def run(args, env=None):
+    """reeld with args; it must stop at its flags (the address is bad, so a
+    reeld that got past them exits 1, never serves)."""
+    base = {"PATH": "/usr/bin:/bin"}
+    return subprocess.run([REELD] + args + ["--listen", "999.999.999.999:1"],
+                          capture_output=True, text=True, timeout=10,
+                          env=dict(base, **(env or {})))
+
+
+def test_help_shows_every_flag_with_its_variable_and_default():
+    out = subprocess.run([REELD, "--help"], capture_output=True, text=True,
+                         timeout=10)
+    assert out.returncode == 0
+    rows = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("  --"):
+            m = ROW.match(line)
+            assert m, f"not a flag row: {line!r}"
+            rows[m.group(1)] = (m.group(4), m.group(5))
+    want = {k: (v[0], v[1]) for k, v in NUMBERS.items()}
+    want.update(DURATIONS)
+    want.update(TEXTS)
+    assert rows == want
+    assert "  -h, --help" in out.stdout and "  -V, --version" in out.stdout
+
+
+@pytest.mark.parametrize("name", sorted(NUMBERS))
+def test_a_number_out_of_range_is_refused_by_flag_and_by_variable(name):
+    var, _, lo, hi = NUMBERS[name]
+    for bad in (str(lo - 1), str(hi + 1), "12x", ""):
+        want = f'reeld: --{name}: "{bad}" is not a number in {lo}..{hi}\n'
+        for r in (run([f"--{name}", bad]), run([], {var: bad})):
+            assert r.returncode == 2, r.stderr
+            assert r.stderr == want
+    # In range, both ways, it passes the flags (and reeld stops at --listen).
+    for ok in (str(lo), str(hi)):
+        for r in (run([f"--{name}", ok]), run([], {var: ok})):
+            assert r.returncode in (1, 2), r.stderr
+            assert f"--{name}:" not in r.stderr
+
+
+def test_durations_are_refused_naming_their_range():
+    for name in ("keepalive-time", "keepalive-timeout"):
+        var = DURATIONS[name][0]
+        for bad in ("9ms", "25h", "2d", "0", "x", "1.5s"):
+            want = (f'reeld: --{name}: "{bad}" is not a duration from 10ms '
+                    f'to 24h (500ms, 30s, 10m, 2h)\n')
+            for r in (run([f"--{name}", bad]), run([], {var: bad})):
+                assert (r.returncode, r.stderr) == (2, want)
+        for ok in ("10ms", "24h", "1d", "90"):
+            assert f"--{name}:" not in run([f"--{name}", ok]).stderr
+    for bad in ("0", "-1s", "7w", "", "99999999999999999999d"):
+        want = (f'reeld: --wal-retention-age: "{bad}" is not a positive '
+                f'duration (500ms, 30s, 10m, 2h, 7d)\n')
+        for r in (run(["--wal-retention-age", bad]),
+                  run([], {"REEL_WAL_RETENTION_AGE": bad})):
+            assert (r.returncode, r.stderr) == (2, want)
+
+
+def test_a_flag_wins_over_its_variable_and_the_variable_over_the_default(
+        tmp_path, monkeypatch):
+    def max_wait(server):
+        with grpc.insecure_channel(server.addr) as ch:
+            st = unary(ch, "/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest,
+                       admin_pb2.GetStatusResponse)(admin_pb2.GetStatusRequest(),
+                                                    timeout=5)
+        code, _ = server.stop()
+        assert code == 0, server.log()
+        return st.signal_max_wait_ms
+
+    assert max_wait(Reeld(str(tmp_path / "a")).start()) == 300000
+    monkeypatch.setenv("REEL_SIGNAL_MAX_WAIT_MS", "1234")
+    assert max_wait(Reeld(str(tmp_path / "b")).start()) == 1234
+    assert max_wait(Reeld(str(tmp_path / "c"),
+                          extra=["--signal-max-wait-ms", "4321"]).start()) == 4321
+    # A variable a flag overrides is not even parsed.
+    monkeypatch.setenv("REEL_SIGNAL_MAX_WAIT_MS", "nonsense")
+    assert max_wait(Reeld(str(tmp_path / "d"),
+                          extra=["--signal-max-wait-ms", "77"]).start()) == 77
