@@ -60,25 +60,3 @@ int api_admin_register(rpc_server_t *srv, api_ctx_t *ctx) {
 
     return rpc_server_add_method(srv, &m);
 }
-
-void api_publish(void *arg, const store_change_t *changes, size_t n) {
-    api_ctx_t *ctx = arg;
-
-    if (ctx->kv != NULL)
-        kv_publish(ctx->kv, changes, n);
-    if (ctx->journal != NULL)
-        journal_publish(ctx->journal, changes, n);
-    if (ctx->signals != NULL)
-        signals_publish(ctx->signals, changes, n);
-    if (ctx->wal != NULL)
-        wal_publish(ctx->wal, changes, n);
-}
-
-reel_code_t api_before_commit(void *arg, store_txn_t *txn,
-                              const store_change_t *changes, size_t n,
-                              reel_status_t *st) {
-    api_ctx_t *ctx = arg;
-
-    return ctx->wal != NULL ? wal_before_commit(ctx->wal, txn, changes, n, st)
-                            : REEL_OK;
-}

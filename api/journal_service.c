@@ -579,3 +579,74 @@ int api_journal_register(rpc_server_t *srv, api_ctx_t *ctx) {
     }
     return 0;
 }
+
+/* ---- The module ------------------------------------------------------------ */
+
+/* A run's change as run.<run_id>.<STATUS>, an entry as
+ * journal.<run_id>.<kind>. */
+static reel_code_t journal_module_encode(const store_change_t *c,
+                                         char **subject, uint8_t **bytes,
+                                         size_t *len, reel_status_t *st) {
+    Reel__V1__Event ev = REEL__V1__EVENT__INIT;
+    Reel__V1__JournalEntry entry_pb;
+    api_run_pb_t run_pb = {0};
+    run_t run = {0};
+    journal_entry_t entry = {0};
+    int r = journal_change_decode(c, &run, &entry);
+    reel_code_t rc;
+
+    if (r == 1) {
+        ev.type = REEL__V1__EVENT__TYPE__RUN_CHANGED;
+        ev.body_case = REEL__V1__EVENT__BODY_RUN;
+        ev.run = &run_pb.msg;
+        rc = api_run_to_pb(&run, &run_pb) != 0
+                 ? reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory")
+                 : api_event_pack(c, &ev, subject, bytes, len, st,
+                                  "run.%s.%s", run.run_id,
+                                  run_status_name(run.status));
+    } else if (r == 2) {
+        api_entry_to_pb(&entry, &entry_pb);
+        ev.type = REEL__V1__EVENT__TYPE__JOURNAL_APPENDED;
+        ev.body_case = REEL__V1__EVENT__BODY_ENTRY;
+        ev.entry = &entry_pb;
+        rc = api_event_pack(c, &ev, subject, bytes, len, st, "journal.%s.%s",
+                            entry.run_id, entry.kind);
+    } else {
+        rc = api_change_unknown(c, r, st);
+    }
+    api_run_pb_fini(&run_pb);
+    run_fini(&run);
+    journal_entry_fini(&entry);
+    return rc;
+}
+
+static reel_code_t journal_module_start(api_ctx_t *ctx, reel_status_t *st) {
+    return journal_create(ctx->store, &ctx->limits.journal, &ctx->journal,
+                          st);
+}
+
+static void journal_module_destroy(api_ctx_t *ctx) {
+    journal_destroy(ctx->journal);
+    ctx->journal = NULL;
+}
+
+static void journal_module_publish(api_ctx_t *ctx,
+                                   const store_change_t *changes, size_t n) {
+    if (ctx->journal != NULL)
+        journal_publish(ctx->journal, changes, n);
+}
+
+static const char *const journal_subjects[] = {"journal", "run", NULL};
+
+const api_module_t api_journal_module = {
+    .name = "journal",
+    .id = JOURNAL_MODULE_ID,
+    .cfs = journal_cfs,
+    .subjects = journal_subjects,
+    .serve = api_journal_register,
+    .start = journal_module_start,
+    .destroy = journal_module_destroy,
+    .encode = journal_module_encode,
+    .publish = journal_module_publish,
+};

@@ -677,3 +677,57 @@ int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx) {
     }
     return 0;
 }
+
+/* ---- The module ------------------------------------------------------------ */
+
+/* kv.<namespace>.<key> with the transition and the values before and
+ * after. */
+static reel_code_t kv_module_encode(const store_change_t *c, char **subject,
+                                    uint8_t **bytes, size_t *len,
+                                    reel_status_t *st) {
+    Reel__V1__Event ev = REEL__V1__EVENT__INIT;
+    Reel__V1__ValueEvent value;
+    kv_event_t kv = {0};
+    int r = kv_change_decode(c, &kv);
+    reel_code_t rc;
+
+    if (r != 1)
+        return api_change_unknown(c, r, st);
+    api_value_event_to_pb(&kv, &value);
+    ev.type = REEL__V1__EVENT__TYPE__VALUE_CHANGED;
+    ev.body_case = REEL__V1__EVENT__BODY_VALUE;
+    ev.value = &value;
+    rc = api_event_pack(c, &ev, subject, bytes, len, st, "kv.%s.%s", kv.ns,
+                        kv.key);
+    kv_event_fini(&kv);
+    return rc;
+}
+
+static reel_code_t kv_module_start(api_ctx_t *ctx, reel_status_t *st) {
+    return kv_create(ctx->store, &ctx->limits.kv, &ctx->kv, st);
+}
+
+static void kv_module_destroy(api_ctx_t *ctx) {
+    kv_destroy(ctx->kv);
+    ctx->kv = NULL;
+}
+
+static void kv_module_publish(api_ctx_t *ctx, const store_change_t *changes,
+                              size_t n) {
+    if (ctx->kv != NULL)
+        kv_publish(ctx->kv, changes, n);
+}
+
+static const char *const kv_subjects[] = {"kv", NULL};
+
+const api_module_t api_kv_module = {
+    .name = "kv",
+    .id = KV_MODULE_ID,
+    .cfs = kv_cfs,
+    .subjects = kv_subjects,
+    .serve = api_kv_register,
+    .start = kv_module_start,
+    .destroy = kv_module_destroy,
+    .encode = kv_module_encode,
+    .publish = kv_module_publish,
+};

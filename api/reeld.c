@@ -2,9 +2,11 @@
  * api/reeld.c: the reel server.
  *
  * Start-up: parse flags (one table: each has an environment equivalent; a
- * flag wins), open the store, register the services, listen. Shutdown on SIGTERM or
- * SIGINT: stop accepting calls and end open streams with UNAVAILABLE, let
- * in-flight calls finish (their writes commit), close the store, exit 0.
+ * flag wins), open the store with every module's column families, start
+ * the modules (one table too: adding one is a line in it), listen.
+ * Shutdown on SIGTERM or SIGINT: stop accepting calls and end open streams
+ * with UNAVAILABLE, let in-flight calls finish (their writes commit), close
+ * the store, exit 0.
  * Signals are blocked in every thread and taken by the main thread with
  * sigwait(), so no handler runs inside library code.
  */
@@ -46,11 +48,21 @@ typedef struct config {
     size_t max_response_bytes;
     size_t write_queue;
     int keepalive_time_ms, keepalive_timeout_ms;
-    kv_limits_t kv;
-    journal_limits_t journal;
-    signals_limits_t signals;
-    wal_limits_t wal;
+    api_limits_t limits;
 } config_t;
+
+/*
+ * reeld's modules, in start order (stopped and freed in reverse): the
+ * store opens their column families, the server serves their services,
+ * and each committed group goes to their publish hooks in this order.
+ * Adding a module is one line here (see docs/architecture.md).
+ */
+static const api_module_t *const modules[] = {
+    &api_kv_module,
+    &api_journal_module,
+    &api_signals_module, /* after the journal: it reads and writes runs */
+    &api_wal_module,     /* last: it stores and sends every module's events */
+};
 
 /*
  * gRPC's final teardown, given at most GRPC_TEARDOWN_MS. When a socket write
@@ -156,29 +168,29 @@ static const flag_t flags[] = {
      "a client that does not answer a ping this long is gone: its calls end"},
     {"kv-max-namespace-bytes", "REEL_KV_MAX_NAMESPACE_BYTES", "N",
      FLAG_NUMBER, NULL, KV_DEFAULT_MAX_NAMESPACE, 1, 65535,
-     FIELD(kv.max_namespace), ""},
+     FIELD(limits.kv.max_namespace), ""},
     {"kv-max-key-bytes", "REEL_KV_MAX_KEY_BYTES", "N", FLAG_NUMBER, NULL,
-     KV_DEFAULT_MAX_KEY, 1, 65535, FIELD(kv.max_key), ""},
+     KV_DEFAULT_MAX_KEY, 1, 65535, FIELD(limits.kv.max_key), ""},
     {"kv-max-value-bytes", "REEL_KV_MAX_VALUE_BYTES", "N", FLAG_NUMBER, NULL,
-     KV_DEFAULT_MAX_VALUE, 2, 256 << 20, FIELD(kv.max_value), ""},
+     KV_DEFAULT_MAX_VALUE, 2, 256 << 20, FIELD(limits.kv.max_value), ""},
     {"kv-history-keep", "REEL_KV_HISTORY_KEEP", "N", FLAG_NUMBER, NULL,
-     KV_DEFAULT_HISTORY_KEEP, 0, UINT32_MAX, FIELD(kv.history_keep),
+     KV_DEFAULT_HISTORY_KEEP, 0, UINT32_MAX, FIELD(limits.kv.history_keep),
      "versions kept per key, 0 = all"},
     {"journal-max-payload-bytes", "REEL_JOURNAL_MAX_PAYLOAD_BYTES", "N",
      FLAG_NUMBER, NULL, JOURNAL_DEFAULT_MAX_PAYLOAD, 2, 256 << 20,
-     FIELD(journal.max_payload), "append payload and run result"},
+     FIELD(limits.journal.max_payload), "append payload and run result"},
     {"signal-max-wait-ms", "REEL_SIGNAL_MAX_WAIT_MS", "N", FLAG_NUMBER, NULL,
      SIGNALS_DEFAULT_MAX_WAIT_MS, 1, 86400000,
-     FIELD(signals.max_wait_ms), "cap on AwaitSignal's timeout"},
+     FIELD(limits.signals.max_wait_ms), "cap on AwaitSignal's timeout"},
     {"wal-retention-bytes", "REEL_WAL_RETENTION_BYTES", "N", FLAG_NUMBER,
-     NULL, 1LL << 30, 1, INT64_MAX, FIELD(wal.retention_bytes),
+     NULL, 1LL << 30, 1, INT64_MAX, FIELD(limits.wal.retention_bytes),
      "WAL events kept at most, in bytes"},
     {"wal-retention-age", "REEL_WAL_RETENTION_AGE", "D", FLAG_DURATION, NULL,
-     7LL * 86400000, 1, 0, FIELD(wal.retention_age_ms),
+     7LL * 86400000, 1, 0, FIELD(limits.wal.retention_age_ms),
      "WAL events kept at most this long: 500ms, 30s, 10m, 2h, 7d"},
     {"wal-consumer-max-lag-bytes", "REEL_WAL_CONSUMER_MAX_LAG_BYTES", "N",
      FLAG_NUMBER, NULL, 1LL << 30, 1, INT64_MAX,
-     FIELD(wal.consumer_max_lag_bytes),
+     FIELD(limits.wal.consumer_max_lag_bytes),
      "a durable consumer keeps events past the retention limits while its "
      "unacknowledged events take at most N bytes; past that it is "
      "invalidated"},
@@ -356,20 +368,21 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         }
     }
     /* Signals are journal entries once consumed: one payload limit. */
-    cfg->signals.max_payload = cfg->journal.max_payload;
+    cfg->limits.signals.max_payload = cfg->limits.journal.max_payload;
     /* One record of every kind must fit in a response, or a page of one
      * could not be sent. */
-    if (api_check_response_budget(cfg->max_response_bytes, &cfg->kv,
-                                  &cfg->journal, &cfg->signals, why,
-                                  sizeof(why)) != 0) {
+    if (api_check_response_budget(cfg->max_response_bytes, &cfg->limits.kv,
+                                  &cfg->limits.journal, &cfg->limits.signals,
+                                  why, sizeof(why)) != 0) {
         fprintf(stderr, "reeld: %s\n", why);
         return -1;
     }
     /* A request must be able to carry the largest value or payload. */
     if (given[flag_index("max-message-bytes")] == NULL) {
-        size_t need = cfg->kv.max_value > cfg->journal.max_payload
-                          ? cfg->kv.max_value
-                          : cfg->journal.max_payload;
+        size_t need =
+            cfg->limits.kv.max_value > cfg->limits.journal.max_payload
+                ? cfg->limits.kv.max_value
+                : cfg->limits.journal.max_payload;
         if (cfg->max_message_bytes < need + 65536)
             cfg->max_message_bytes = need + 65536;
     }
@@ -419,6 +432,14 @@ int main(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (api_modules_init(&ctx, modules, sizeof(modules) / sizeof(*modules),
+                         &st) != REEL_OK) {
+        fprintf(stderr, "reeld: the module table: %s\n",
+                reel_status_message(&st));
+        reel_status_fini(&st);
+        return 1;
+    }
+
     /* The port first: a bad --listen or a port in use fails before the
      * data dir is created or touched. Nothing is accepted until start. */
     reel_grpc_init();
@@ -432,10 +453,7 @@ int main(int argc, char **argv) {
     ctx.server = srv;
     if (srv == NULL || api_health_register(srv, &ctx) != 0 ||
         api_admin_register(srv, &ctx) != 0 ||
-        api_kv_register(srv, &ctx) != 0 ||
-        api_journal_register(srv, &ctx) != 0 ||
-        api_signals_register(srv, &ctx) != 0 ||
-        api_wal_register(srv, &ctx) != 0) {
+        api_modules_serve(srv, &ctx) != 0) {
         REEL_ERROR("reeld", "cannot set up the gRPC server");
         goto out;
     }
@@ -445,6 +463,7 @@ int main(int argc, char **argv) {
     }
 
     sopts.data_dir = cfg.data_dir;
+    sopts.cfs = ctx.modules.cfs;
     sopts.queue_capacity = cfg.write_queue;
     sopts.publish = api_publish;
     sopts.publish_arg = &ctx;
@@ -460,12 +479,9 @@ int main(int argc, char **argv) {
     if (realpath(cfg.data_dir, data_dir) == NULL)
         snprintf(data_dir, sizeof(data_dir), "%s", cfg.data_dir);
 
-    if (kv_create(store, &cfg.kv, &ctx.kv, &st) != REEL_OK ||
-        journal_create(store, &cfg.journal, &ctx.journal, &st) != REEL_OK ||
-        signals_create(store, ctx.journal, &cfg.signals, &ctx.signals, &st) !=
-            REEL_OK ||
-        wal_create(store, api_wal_encode, &ctx, &cfg.wal, &ctx.wal, &st) !=
-            REEL_OK ||
+    ctx.store = store;
+    ctx.limits = cfg.limits;
+    if (api_modules_start(&ctx, &st) != REEL_OK ||
         (ctx.timers = api_timers_create()) == NULL) {
         REEL_ERROR("reeld", "cannot start: %s",
                    st.code != REEL_OK ? reel_status_message(&st)
@@ -473,7 +489,6 @@ int main(int argc, char **argv) {
         goto out;
     }
 
-    ctx.store = store;
     ctx.data_dir = data_dir;
     ctx.started_at_ms = reel_clock_now_ms();
     ctx.max_response_bytes = cfg.max_response_bytes;
@@ -498,15 +513,12 @@ out:
     /* Stop the server first so no new writes arrive, then let the store
      * finish what is queued (completing those calls), then free the server. */
     rpc_server_stop(srv, SHUTDOWN_GRACE_MS);
-    wal_stop(ctx.wal); /* its trimmer writes through the store */
+    api_modules_stop(&ctx); /* the WAL's trimmer writes through the store */
     store_close(store);
     rpc_server_destroy(srv); /* frees every call, and so every watch */
     api_timers_destroy(ctx.timers);
     api_health_destroy(&ctx);
-    wal_destroy(ctx.wal);
-    signals_destroy(ctx.signals);
-    kv_destroy(ctx.kv);
-    journal_destroy(ctx.journal);
+    api_modules_destroy(&ctx);
     grpc_teardown(rc);
     reel_status_fini(&st);
     if (rc == 0)

@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "api/module.h"
 #include "api/rpc.h"
 #include "api/timer.h"
 #include "journal/journal.h"
@@ -18,13 +19,25 @@
 
 typedef struct api_health api_health_t;
 
+/* Each module's limits, from reeld's flags: its start hook reads them. */
+typedef struct api_limits {
+    kv_limits_t kv;
+    journal_limits_t journal;
+    signals_limits_t signals;
+    wal_limits_t wal;
+} api_limits_t;
+
 /* What handlers share. Owned by reeld's main; outlives the server. */
-typedef struct api_ctx {
+struct api_ctx {
+    api_modules_t modules; /* reeld's module table (api/module.h) */
+    api_limits_t limits;
     store_t *store;
+    /* Each module's state, made by its start hook: */
     kv_t *kv;
     journal_t *journal;
     signals_t *signals;
     wal_t *wal;
+
     api_timers_t *timers;
     api_health_t *health; /* made by api_health_register */
     rpc_server_t *server;
@@ -33,7 +46,13 @@ typedef struct api_ctx {
     /* The largest response a paged read builds (--max-response-bytes);
      * 0 = no byte bound. */
     size_t max_response_bytes;
-} api_ctx_t;
+};
+
+/* The modules reeld runs, each beside its service (api/<name>_service.c). */
+extern const api_module_t api_kv_module;
+extern const api_module_t api_journal_module;
+extern const api_module_t api_signals_module;
+extern const api_module_t api_wal_module;
 
 /*
  * Whether one element of every kind reeld sends (a KV event with value and
@@ -68,25 +87,9 @@ int api_signals_register(rpc_server_t *srv, api_ctx_t *ctx);
 /* reel.v1.Wal. Returns 0 or -1. */
 int api_wal_register(rpc_server_t *srv, api_ctx_t *ctx);
 
-/* The WAL's encoder: a committed change as its subject and reel.v1.Event. */
-reel_code_t api_wal_encode(void *arg, const store_change_t *c, char **subject,
-                           uint8_t **bytes, size_t *len, reel_status_t *st);
-
-/* The store's before_commit hook: the WAL stores each change's event in
- * the change's own commit. arg is the api_ctx_t. */
-reel_code_t api_before_commit(void *arg, store_txn_t *txn,
-                              const store_change_t *changes, size_t n,
-                              reel_status_t *st);
 
 /* reel.v1.KV. Returns 0 or -1. */
 int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx);
-
-/*
- * The store's one publish step: hands each committed group's changes to
- * every module that pushes them (KV watches, run subscriptions, signal
- * waiters, the WAL tail). Runs on the writer thread; arg is the api_ctx_t.
- */
-void api_publish(void *arg, const store_change_t *changes, size_t n);
 
 /* reel.v1.Admin: GetStatus. Returns 0 or -1. */
 int api_admin_register(rpc_server_t *srv, api_ctx_t *ctx);

@@ -434,3 +434,63 @@ int api_signals_register(rpc_server_t *srv, api_ctx_t *ctx) {
             return -1;
     return 0;
 }
+
+/* ---- The module ------------------------------------------------------------ */
+
+/* signal.<run_id>.<name>.<sent|consumed> */
+static reel_code_t signals_module_encode(const store_change_t *c,
+                                         char **subject, uint8_t **bytes,
+                                         size_t *len, reel_status_t *st) {
+    Reel__V1__Event ev = REEL__V1__EVENT__INIT;
+    Reel__V1__Signal signal_pb;
+    signal_t sig = {0};
+    int consumed = 0, r = signals_change_decode(c, &sig, &consumed);
+    reel_code_t rc;
+
+    if (r != 1)
+        return api_change_unknown(c, r, st);
+    api_signal_to_pb(&sig, &signal_pb);
+    ev.type = consumed ? REEL__V1__EVENT__TYPE__SIGNAL_CONSUMED
+                       : REEL__V1__EVENT__TYPE__SIGNAL_SENT;
+    ev.body_case = REEL__V1__EVENT__BODY_SIGNAL;
+    ev.signal = &signal_pb;
+    rc = api_event_pack(c, &ev, subject, bytes, len, st, "signal.%s.%s.%s",
+                        sig.run_id, sig.name, consumed ? "consumed" : "sent");
+    signal_fini(&sig);
+    return rc;
+}
+
+/* After the journal in reeld's table: it checks and writes runs. */
+static reel_code_t signals_module_start(api_ctx_t *ctx, reel_status_t *st) {
+    if (ctx->journal == NULL)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "module signals: the journal module must "
+                               "start before it");
+    return signals_create(ctx->store, ctx->journal, &ctx->limits.signals,
+                          &ctx->signals, st);
+}
+
+static void signals_module_destroy(api_ctx_t *ctx) {
+    signals_destroy(ctx->signals);
+    ctx->signals = NULL;
+}
+
+static void signals_module_publish(api_ctx_t *ctx,
+                                   const store_change_t *changes, size_t n) {
+    if (ctx->signals != NULL)
+        signals_publish(ctx->signals, changes, n);
+}
+
+static const char *const signals_subjects[] = {"signal", NULL};
+
+const api_module_t api_signals_module = {
+    .name = "signals",
+    .id = SIGNALS_MODULE_ID,
+    .cfs = signals_cfs,
+    .subjects = signals_subjects,
+    .serve = api_signals_register,
+    .start = signals_module_start,
+    .destroy = signals_module_destroy,
+    .encode = signals_module_encode,
+    .publish = signals_module_publish,
+};

@@ -1,6 +1,7 @@
 /*
- * api/wal_service.c: reel.v1.Wal, and the encoder that turns each committed
- * change into its stored reel.v1.Event.
+ * api/wal_service.c: reel.v1.Wal, and the WAL's module descriptor (it
+ * stores every module's events, each encoded by its own module: see
+ * api/publish.c).
  *
  * SubscribeEvents wires a WAL subscription to the call like WatchValue
  * (bounded queue, drain hook pumps, cleanup frees); SubscribeEventBatches
@@ -32,86 +33,6 @@
 #include "wal/wal.h"
 
 #define PROGRESS_MS 1000
-
-/* ---- The encoder (writer thread) ---------------------------------------- */
-
-/*
- * Subjects: kv.<namespace>.<key>, journal.<run_id>.<kind>,
- * run.<run_id>.<STATUS>, signal.<run_id>.<name>.<sent|consumed>. Each names
- * one thing: only the key, kind or name may hold '.', every other part is
- * one token in a fixed place, and the modules refuse names with an empty,
- * "*" or ">" token where they are written (reel_pattern_check_name,
- * KV_NAMESPACE_CHARS), so the names go in as they are.
- */
-
-reel_code_t api_wal_encode(void *arg, const store_change_t *c, char **subject,
-                           uint8_t **bytes, size_t *len, reel_status_t *st) {
-    Reel__V1__Event ev = REEL__V1__EVENT__INIT;
-    Reel__V1__ValueEvent value;
-    Reel__V1__JournalEntry entry_pb;
-    Reel__V1__Signal signal_pb;
-    api_run_pb_t run_pb = {0};
-    kv_event_t kv = {0};
-    run_t run = {0};
-    journal_entry_t entry = {0};
-    signal_t sig = {0};
-    int consumed = 0, r, n = -1;
-
-    (void)arg;
-    *subject = NULL;
-    *bytes = NULL;
-    ev.revision = c->revision;
-    ev.ts_ms = c->ts_ms;
-    if ((r = kv_change_decode(c, &kv)) == 1) {
-        api_value_event_to_pb(&kv, &value);
-        ev.type = REEL__V1__EVENT__TYPE__VALUE_CHANGED;
-        ev.body_case = REEL__V1__EVENT__BODY_VALUE;
-        ev.value = &value;
-        n = asprintf(subject, "kv.%s.%s", kv.ns, kv.key);
-    } else if (r == 0 && (r = journal_change_decode(c, &run, &entry)) == 1) {
-        if (api_run_to_pb(&run, &run_pb) == 0)
-            n = asprintf(subject, "run.%s.%s", run.run_id,
-                         run_status_name(run.status));
-        ev.type = REEL__V1__EVENT__TYPE__RUN_CHANGED;
-        ev.body_case = REEL__V1__EVENT__BODY_RUN;
-        ev.run = &run_pb.msg;
-    } else if (r == 2) {
-        api_entry_to_pb(&entry, &entry_pb);
-        ev.type = REEL__V1__EVENT__TYPE__JOURNAL_APPENDED;
-        ev.body_case = REEL__V1__EVENT__BODY_ENTRY;
-        ev.entry = &entry_pb;
-        n = asprintf(subject, "journal.%s.%s", entry.run_id, entry.kind);
-    } else if (r == 0 && (r = signals_change_decode(c, &sig, &consumed)) == 1) {
-        api_signal_to_pb(&sig, &signal_pb);
-        ev.type = consumed ? REEL__V1__EVENT__TYPE__SIGNAL_CONSUMED
-                           : REEL__V1__EVENT__TYPE__SIGNAL_SENT;
-        ev.body_case = REEL__V1__EVENT__BODY_SIGNAL;
-        ev.signal = &signal_pb;
-        n = asprintf(subject, "signal.%s.%s.%s", sig.run_id, sig.name,
-                     consumed ? "consumed" : "sent");
-    }
-    if (n >= 0) {
-        ev.subject = *subject;
-        API_PACK(reel__v1__event, &ev, bytes, len);
-    }
-    else
-        *subject = NULL; /* asprintf leaves it undefined on failure */
-    kv_event_fini(&kv);
-    api_run_pb_fini(&run_pb);
-    run_fini(&run);
-    journal_entry_fini(&entry);
-    signal_fini(&sig);
-    if (n < 0 || *bytes == NULL) {
-        free(*subject);
-        *subject = NULL;
-        return reel_status_set(st, r < 0 ? REEL_DATA_LOSS
-                                         : REEL_RESOURCE_EXHAUSTED,
-                               "cannot encode the WAL event of revision %llu "
-                               "(module %u)",
-                               (unsigned long long)c->revision, c->module);
-    }
-    return REEL_OK;
-}
 
 /* ---- GetHead ------------------------------------------------------------- */
 
@@ -526,3 +447,45 @@ int api_wal_register(rpc_server_t *srv, api_ctx_t *ctx) {
             return -1;
     return 0;
 }
+
+/* ---- The module ------------------------------------------------------------ */
+
+static reel_code_t wal_module_start(api_ctx_t *ctx, reel_status_t *st) {
+    return wal_create(ctx->store, api_wal_encode, ctx, &ctx->limits.wal,
+                      &ctx->wal, st);
+}
+
+static void wal_module_stop(api_ctx_t *ctx) {
+    wal_stop(ctx->wal); /* its trimmer writes through the store */
+}
+
+static void wal_module_destroy(api_ctx_t *ctx) {
+    wal_destroy(ctx->wal);
+    ctx->wal = NULL;
+}
+
+static reel_code_t wal_module_before_commit(api_ctx_t *ctx, store_txn_t *txn,
+                                            const store_change_t *changes,
+                                            size_t n, reel_status_t *st) {
+    return ctx->wal != NULL ? wal_before_commit(ctx->wal, txn, changes, n, st)
+                            : REEL_OK;
+}
+
+static void wal_module_publish(api_ctx_t *ctx, const store_change_t *changes,
+                               size_t n) {
+    if (ctx->wal != NULL)
+        wal_publish(ctx->wal, changes, n);
+}
+
+/* It emits no changes of its own: it stores everyone's (so it comes last
+ * in reeld's table, after the modules whose events it sends). */
+const api_module_t api_wal_module = {
+    .name = "wal",
+    .cfs = wal_cfs,
+    .serve = api_wal_register,
+    .start = wal_module_start,
+    .stop = wal_module_stop,
+    .destroy = wal_module_destroy,
+    .before_commit = wal_module_before_commit,
+    .publish = wal_module_publish,
+};

@@ -22,20 +22,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     c.len = size - 1;
     switch (data[0] % 5) {
     case 0:
-        c.module = STORE_MODULE_KV, c.type = 1;
+        c.module = KV_MODULE_ID, c.type = 1;
         if (kv_change_decode(&c, &ev) == 1)
             kv_event_fini(&ev);
         break;
     case 1:
-        c.module = STORE_MODULE_RUNS, c.type = 1;
+        c.module = JOURNAL_MODULE_ID, c.type = 1;
         journal_change_decode(&c, &run, &entry);
         break;
     case 2:
-        c.module = STORE_MODULE_JOURNAL, c.type = 2;
+        c.module = JOURNAL_MODULE_ID, c.type = 2;
         journal_change_decode(&c, &run, &entry);
         break;
     default:
-        c.module = STORE_MODULE_SIGNALS, c.type = data[0] % 5 == 3 ? 1 : 2;
+        c.module = SIGNALS_MODULE_ID, c.type = data[0] % 5 == 3 ? 1 : 2;
         if (signals_change_decode(&c, &sig, &consumed) == 1)
             signal_fini(&sig);
         break;

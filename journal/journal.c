@@ -64,6 +64,16 @@
 
 enum { CHANGE_RUN = 1, CHANGE_ENTRY = 2 };
 
+#define CF_RUNS "runs"
+#define CF_JOURNAL "journal"
+
+/* Both are read by key before most writes (a run, an idempotency key). */
+const store_cf_desc_t journal_cfs[] = {
+    {CF_RUNS, STORE_CF_LOOKUP},
+    {CF_JOURNAL, STORE_CF_LOOKUP},
+    {NULL, STORE_CF_PLAIN},
+};
+
 typedef struct sub_bucket {
     UT_hash_handle hh;
     journal_sub_t *head;
@@ -72,6 +82,7 @@ typedef struct sub_bucket {
 
 struct journal {
     store_t *store;
+    store_cf_t *cf_runs, *cf_journal;
     journal_limits_t lim;
     /* The ULID clock: writer thread only. */
     int64_t ulid_ms;
@@ -481,6 +492,7 @@ reel_code_t journal_validate(journal_req_t *req, size_t max_payload,
 reel_code_t journal_create(store_t *store, const journal_limits_t *limits,
                            journal_t **out, reel_status_t *st) {
     journal_t *j = calloc(1, sizeof(*j));
+    reel_code_t rc;
 
     *out = NULL;
     if (j == NULL)
@@ -490,6 +502,12 @@ reel_code_t journal_create(store_t *store, const journal_limits_t *limits,
         j->lim = *limits;
     if (j->lim.max_payload == 0)
         j->lim.max_payload = JOURNAL_DEFAULT_MAX_PAYLOAD;
+    if ((rc = store_cf_lookup(store, CF_RUNS, &j->cf_runs, st)) != REEL_OK ||
+        (rc = store_cf_lookup(store, CF_JOURNAL, &j->cf_journal, st)) !=
+            REEL_OK) {
+        free(j);
+        return rc;
+    }
     pthread_mutex_init(&j->hub_mu, NULL);
     j->last_published = store_revision(store);
     *out = j;
@@ -544,7 +562,8 @@ static void op_free(op_t *op) {
     free(op);
 }
 
-static reel_code_t load_run(store_txn_t *txn, const char *run_id, run_t *out,
+static reel_code_t load_run(journal_t *j, store_txn_t *txn,
+                            const char *run_id, run_t *out,
                             reel_status_t *st) {
     key_t_ k = run_key(run_id);
     char *val = NULL;
@@ -553,7 +572,7 @@ static reel_code_t load_run(store_txn_t *txn, const char *run_id, run_t *out,
 
     if (k.p == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    rc = store_txn_get(txn, STORE_CF_RUNS, k.p, k.len, &val, &vlen, st);
+    rc = store_txn_get(txn, j->cf_runs, k.p, k.len, &val, &vlen, st);
     free(k.p);
     if (rc == REEL_NOT_FOUND)
         return reel_status_set(st, REEL_NOT_FOUND, "run %s not found", run_id);
@@ -605,9 +624,9 @@ static reel_code_t check_lease(const run_t *r, uint64_t epoch,
 
 /* Writes the run, keeps the active index right, emits the change (if
  * emit), and decodes the stored run into *out (if not NULL). */
-static reel_code_t put_run_rec(store_txn_t *txn, const run_t *r,
-                               int was_active, int emit, run_t *out,
-                               reel_status_t *st) {
+static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
+                               const run_t *r, int was_active, int emit,
+                               run_t *out, reel_status_t *st) {
     reel_wbuf_t w = {0};
     key_t_ rk = run_key(r->run_id), ak = active_key(r->run_id);
     int active = r->status == RUN_RUNNABLE || r->status == RUN_RUNNING;
@@ -618,13 +637,13 @@ static reel_code_t put_run_rec(store_txn_t *txn, const run_t *r,
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    store_txn_put(txn, STORE_CF_RUNS, rk.p, rk.len, w.p, w.len);
+    store_txn_put(txn, j->cf_runs, rk.p, rk.len, w.p, w.len);
     if (active && !was_active)
-        store_txn_put(txn, STORE_CF_RUNS, ak.p, ak.len, "", 0);
+        store_txn_put(txn, j->cf_runs, ak.p, ak.len, "", 0);
     else if (!active && was_active)
-        store_txn_delete(txn, STORE_CF_RUNS, ak.p, ak.len);
+        store_txn_delete(txn, j->cf_runs, ak.p, ak.len);
     if (emit)
-        store_txn_emit(txn, STORE_MODULE_RUNS, CHANGE_RUN, w.p, w.len);
+        store_txn_emit(txn, JOURNAL_MODULE_ID, CHANGE_RUN, w.p, w.len);
     if (out != NULL) {
         run_fini(out);
         if (run_decode(w.p, w.len, out) != 0)
@@ -639,7 +658,7 @@ out:
 
 static reel_code_t put_run(op_t *op, store_txn_t *txn, const run_t *r,
                            int was_active, int emit, reel_status_t *st) {
-    return put_run_rec(txn, r, was_active, emit, &op->res.run, st);
+    return put_run_rec(op->j, txn, r, was_active, emit, &op->res.run, st);
 }
 
 static int is_active(const run_t *r) {
@@ -660,14 +679,14 @@ static reel_code_t apply_begin(op_t *op, store_txn_t *txn, int64_t now,
     ik = invocation_key(&probe);
     if (ik.p == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    rc = store_txn_get(txn, STORE_CF_RUNS, ik.p, ik.len, &val, &vlen, st);
+    rc = store_txn_get(txn, op->j->cf_runs, ik.p, ik.len, &val, &vlen, st);
     if (rc == REEL_OK) {
         char existing[JOURNAL_RUN_ID_LEN + 1];
 
         snprintf(existing, sizeof(existing), "%.*s", (int)vlen, val);
         free(val);
         free(ik.p);
-        if ((rc = load_run(txn, existing, &cur, st)) != REEL_OK)
+        if ((rc = load_run(op->j, txn, existing, &cur, st)) != REEL_OK)
             return rc == REEL_NOT_FOUND ? reel_status_set(st, REEL_DATA_LOSS,
                                                           "run %s is indexed "
                                                           "but missing",
@@ -729,15 +748,16 @@ static reel_code_t apply_begin(op_t *op, store_txn_t *txn, int64_t now,
         free(ik.p);
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     }
-    store_txn_put(txn, STORE_CF_RUNS, ik.p, ik.len, id, JOURNAL_RUN_ID_LEN);
-    store_txn_put(txn, STORE_CF_RUNS, sk.p, sk.len, "", 0);
+    store_txn_put(txn, op->j->cf_runs, ik.p, ik.len, id, JOURNAL_RUN_ID_LEN);
+    store_txn_put(txn, op->j->cf_runs, sk.p, sk.len, "", 0);
     free(ik.p);
     free(sk.p);
     return put_run(op, txn, &nr, 0, 1, st);
 }
 
 /* Writes the next entry of cur and bumps its next_seq (no lease check). */
-static reel_code_t append_core(store_txn_t *txn, const run_t *cur,
+static reel_code_t append_core(journal_t *j, store_txn_t *txn,
+                               const run_t *cur,
                                uint64_t epoch, const char *kind,
                                const char *payload, const char *idem,
                                int64_t now, journal_entry_t *out_entry,
@@ -764,9 +784,9 @@ static reel_code_t append_core(store_txn_t *txn, const run_t *cur,
         reel_wbuf_fini(&w);
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     }
-    store_txn_put(txn, STORE_CF_JOURNAL, ek.p, ek.len, w.p, w.len);
+    store_txn_put(txn, j->cf_journal, ek.p, ek.len, w.p, w.len);
     free(ek.p);
-    store_txn_emit(txn, STORE_MODULE_JOURNAL, CHANGE_ENTRY, w.p, w.len);
+    store_txn_emit(txn, JOURNAL_MODULE_ID, CHANGE_ENTRY, w.p, w.len);
     if (out_entry != NULL && entry_decode(w.p, w.len, out_entry) != 0)
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     reel_wbuf_fini(&w);
@@ -775,7 +795,7 @@ static reel_code_t append_core(store_txn_t *txn, const run_t *cur,
     nr = *cur;
     nr.next_seq = cur->next_seq + 1;
     nr.updated_at_ms = now;
-    return put_run_rec(txn, &nr, is_active(cur), 0, out_run, st);
+    return put_run_rec(j, txn, &nr, is_active(cur), 0, out_run, st);
 }
 
 /*
@@ -797,7 +817,7 @@ static reel_code_t apply_retry(op_t *op, store_txn_t *txn, const run_t *cur,
 
     if (ek.p == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    rc = store_txn_get(txn, STORE_CF_JOURNAL, ek.p, ek.len, &rec, &rlen, st);
+    rc = store_txn_get(txn, op->j->cf_journal, ek.p, ek.len, &rec, &rlen, st);
     free(ek.p);
     if (rc == REEL_OK && entry_decode(rec, rlen, e) != 0)
         rc = REEL_DATA_LOSS;
@@ -851,7 +871,7 @@ static reel_code_t apply_append(op_t *op, store_txn_t *txn, const run_t *cur,
         if (kk.p == NULL)
             return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
                                    "out of memory");
-        rc = store_txn_get(txn, STORE_CF_JOURNAL, kk.p, kk.len, &val, &vlen,
+        rc = store_txn_get(txn, op->j->cf_journal, kk.p, kk.len, &val, &vlen,
                            st);
         if (rc == REEL_OK && vlen == 8) {
             rc = apply_retry(op, txn, cur, idem,
@@ -870,11 +890,11 @@ static reel_code_t apply_append(op_t *op, store_txn_t *txn, const run_t *cur,
                              (unsigned long long)cur->next_seq);
         goto out;
     }
-    rc = append_core(txn, cur, q->lease_epoch, q->kind, q->payload, idem,
-                     now, &op->res.entry, &op->res.run, st);
+    rc = append_core(op->j, txn, cur, q->lease_epoch, q->kind, q->payload,
+                     idem, now, &op->res.entry, &op->res.run, st);
     if (rc == REEL_OK && *idem) {
         reel_be64_put(seqbuf, op->res.entry.seq);
-        store_txn_put(txn, STORE_CF_JOURNAL, kk.p, kk.len, seqbuf, 8);
+        store_txn_put(txn, op->j->cf_journal, kk.p, kk.len, seqbuf, 8);
     }
 out:
     free(val);
@@ -925,7 +945,7 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
 
     if (q->op == JOURNAL_BEGIN)
         return apply_begin(op, txn, now, st);
-    if ((rc = load_run(txn, q->run_id, &cur, st)) != REEL_OK)
+    if ((rc = load_run(op->j, txn, q->run_id, &cur, st)) != REEL_OK)
         return rc;
     nr = cur;
     switch (q->op) {
@@ -1091,14 +1111,15 @@ void journal_result_fini(journal_result_t *res) {
 
 /* ---- For other modules' apply functions ------------------------------------ */
 
-reel_code_t journal_txn_get_run(store_txn_t *txn, const char *run_id,
-                                run_t *out, reel_status_t *st) {
+reel_code_t journal_txn_get_run(journal_t *j, store_txn_t *txn,
+                                const char *run_id, run_t *out,
+                                reel_status_t *st) {
     reel_code_t rc;
 
     memset(out, 0, sizeof(*out));
     if ((rc = check_run_id(run_id, st)) != REEL_OK)
         return rc;
-    return load_run(txn, run_id, out, st);
+    return load_run(j, txn, run_id, out, st);
 }
 
 static reel_code_t indexed_run(store_txn_t *txn, journal_t *j,
@@ -1106,12 +1127,13 @@ static reel_code_t indexed_run(store_txn_t *txn, journal_t *j,
                                const char *run_id, run_t *out,
                                reel_status_t *st);
 
-reel_code_t journal_txn_session_run(store_txn_t *txn, const char *app,
-                                    const char *user, const char *session,
-                                    run_t *out, reel_status_t *st) {
+reel_code_t journal_txn_session_run(journal_t *j, store_txn_t *txn,
+                                    const char *app, const char *user,
+                                    const char *session, run_t *out,
+                                    reel_status_t *st) {
     const char *parts[4] = {app, user, session, ""};
     key_t_ base = make_key('s', parts, 4, 0, 0);
-    store_iter_t *it = base.p ? store_txn_iter(txn, STORE_CF_RUNS) : NULL;
+    store_iter_t *it = base.p ? store_txn_iter(txn, j->cf_runs) : NULL;
     char best[JOURNAL_RUN_ID_LEN + 1] = "";
     reel_code_t rc = REEL_OK;
 
@@ -1134,7 +1156,7 @@ reel_code_t journal_txn_session_run(store_txn_t *txn, const char *app,
             continue;
         memcpy(id, k + base.len, JOURNAL_RUN_ID_LEN);
         id[JOURNAL_RUN_ID_LEN] = '\0';
-        if ((rc = indexed_run(txn, NULL, NULL, id, &r, st)) != REEL_OK)
+        if ((rc = indexed_run(txn, j, NULL, id, &r, st)) != REEL_OK)
             break;
         if (!run_status_terminal(r.status))
             memcpy(best, id, sizeof(best));
@@ -1151,7 +1173,7 @@ reel_code_t journal_txn_session_run(store_txn_t *txn, const char *app,
                                "session %s/%s/%s has no run that has not "
                                "ended",
                                app, user, session);
-    rc = load_run(txn, best, out, st);
+    rc = load_run(j, txn, best, out, st);
     return rc;
 }
 
@@ -1160,18 +1182,19 @@ reel_code_t journal_check_lease(const run_t *r, uint64_t epoch,
     return check_lease(r, epoch, st);
 }
 
-reel_code_t journal_txn_put_run(store_txn_t *txn, const run_t *r,
-                                run_status_t prev, run_t *out,
+reel_code_t journal_txn_put_run(journal_t *j, store_txn_t *txn,
+                                const run_t *r, run_status_t prev, run_t *out,
                                 reel_status_t *st) {
-    return put_run_rec(txn, r, prev == RUN_RUNNABLE || prev == RUN_RUNNING, 1,
-                       out, st);
+    return put_run_rec(j, txn, r, prev == RUN_RUNNABLE || prev == RUN_RUNNING,
+                       1, out, st);
 }
 
-reel_code_t journal_txn_append(store_txn_t *txn, const run_t *r,
-                               uint64_t epoch, const char *kind,
-                               const char *payload, journal_entry_t *entry,
-                               run_t *run_out, reel_status_t *st) {
-    return append_core(txn, r, epoch, kind, payload, "",
+reel_code_t journal_txn_append(journal_t *j, store_txn_t *txn,
+                               const run_t *r, uint64_t epoch,
+                               const char *kind, const char *payload,
+                               journal_entry_t *entry, run_t *run_out,
+                               reel_status_t *st) {
+    return append_core(j, txn, r, epoch, kind, payload, "",
                        store_txn_now_ms(txn), entry, run_out, st);
 }
 
@@ -1194,7 +1217,7 @@ static reel_code_t get_run_at(journal_t *j, const store_snapshot_t *snap,
     memset(out, 0, sizeof(*out));
     if (k.p == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    rc = store_snapshot_get(j->store, snap, STORE_CF_RUNS, k.p, k.len, &val,
+    rc = store_snapshot_get(j->store, snap, j->cf_runs, k.p, k.len, &val,
                             &vlen, st);
     free(k.p);
     if (rc == REEL_NOT_FOUND)
@@ -1218,7 +1241,7 @@ static reel_code_t indexed_run(store_txn_t *txn, journal_t *j,
                                const store_snapshot_t *snap,
                                const char *run_id, run_t *out,
                                reel_status_t *st) {
-    reel_code_t rc = txn != NULL ? load_run(txn, run_id, out, st)
+    reel_code_t rc = txn != NULL ? load_run(j, txn, run_id, out, st)
                                  : get_run_at(j, snap, run_id, out, st);
 
     if (rc == REEL_NOT_FOUND)
@@ -1266,7 +1289,7 @@ static reel_code_t scan_entries(journal_t *j, const store_snapshot_t *snap,
     if (from_seq == UINT64_MAX)
         return REEL_OK;
     start = entry_key(run_id, from_seq + 1);
-    it = store_iter_create(j->store, STORE_CF_JOURNAL, snap);
+    it = store_iter_create(j->store, j->cf_journal, snap);
     if (start.p == NULL || it == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -1423,7 +1446,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
     }
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
         goto out;
-    it = store_iter_create(j->store, STORE_CF_RUNS, snap);
+    it = store_iter_create(j->store, j->cf_runs, snap);
     arr = calloc(limit, sizeof(*arr));
     if (base.p == NULL || seek.p == NULL || it == NULL || arr == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
@@ -1506,7 +1529,7 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *app,
     seek = make_key('a', &after, 1, 0, 0);
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
         goto out;
-    it = store_iter_create(j->store, STORE_CF_RUNS, snap);
+    it = store_iter_create(j->store, j->cf_runs, snap);
     arr = calloc(limit, sizeof(*arr));
     if (seek.p == NULL || it == NULL || arr == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
@@ -1668,9 +1691,9 @@ reel_code_t journal_sub_create(journal_t *j, const char *run_id,
 
 int journal_change_decode(const store_change_t *c, run_t *run,
                           journal_entry_t *entry) {
-    if (c->module == STORE_MODULE_RUNS && c->type == CHANGE_RUN)
+    if (c->module == JOURNAL_MODULE_ID && c->type == CHANGE_RUN)
         return run_decode(c->event, c->len, run) == 0 ? 1 : -1;
-    if (c->module == STORE_MODULE_JOURNAL && c->type == CHANGE_ENTRY)
+    if (c->module == JOURNAL_MODULE_ID && c->type == CHANGE_ENTRY)
         return entry_decode(c->event, c->len, entry) == 0 ? 2 : -1;
     return 0;
 }
@@ -1797,7 +1820,7 @@ void journal_publish(journal_t *j, const store_change_t *changes, size_t n) {
         journal_entry_t e;
         run_t r;
 
-        if (c->module == STORE_MODULE_JOURNAL && c->type == CHANGE_ENTRY) {
+        if (c->module == JOURNAL_MODULE_ID && c->type == CHANGE_ENTRY) {
             if (entry_decode(c->event, c->len, &e) != 0)
                 continue;
             HASH_FIND_STR(j->subs, e.run_id, b);
@@ -1818,7 +1841,7 @@ void journal_publish(journal_t *j, const store_change_t *changes, size_t n) {
                 pthread_mutex_unlock(&s->mu);
             }
             journal_entry_fini(&e);
-        } else if (c->module == STORE_MODULE_RUNS && c->type == CHANGE_RUN) {
+        } else if (c->module == JOURNAL_MODULE_ID && c->type == CHANGE_RUN) {
             if (run_decode(c->event, c->len, &r) != 0)
                 continue;
             if (run_status_terminal(r.status))

@@ -88,6 +88,15 @@ typedef struct journal_entry {
 void run_fini(run_t *r);
 void journal_entry_fini(journal_entry_t *e);
 
+/* The module field of the journal's changes (store_change_t), for runs and
+ * entries alike (their types differ): unique among reeld's modules, and in
+ * memory only (nothing stored carries it). */
+#define JOURNAL_MODULE_ID 2
+
+/* The journal's column families, for store_open(): "runs" and "journal"
+ * (both point lookups), ended by a NULL name. */
+extern const store_cf_desc_t journal_cfs[];
+
 /* OK, or INVALID_ARGUMENT naming field: a run id is exactly
  * JOURNAL_RUN_ID_LEN characters of [0-9A-Z]. */
 reel_code_t journal_check_run_id(const char *field, const char *id,
@@ -97,13 +106,15 @@ typedef struct journal_limits {
     size_t max_payload; /* bytes of payload or result JSON; 0 = 1 MiB */
 } journal_limits_t;
 
+/* The store must have been opened with journal_cfs (FAILED_PRECONDITION
+ * naming the family otherwise). */
 reel_code_t journal_create(store_t *store, const journal_limits_t *limits,
                            journal_t **out, reel_status_t *st);
 /* Subscriptions must all be destroyed first. Accepts NULL. */
 void journal_destroy(journal_t *j);
 
-/* For a RUNS change: 1 with *run filled; for a JOURNAL change: 2 with
- * *entry filled; 0 for another module's change; -1 if malformed. */
+/* For a run's change: 1 with *run filled; for an entry's: 2 with *entry
+ * filled; 0 for another module's change; -1 if malformed. */
 int journal_change_decode(const store_change_t *c, run_t *run,
                           journal_entry_t *entry);
 
@@ -218,30 +229,33 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *app,
 /* ---- Inside another module's apply function (writer thread only) --------- */
 
 /* The run as the transaction sees it: OK, NOT_FOUND, DATA_LOSS. */
-reel_code_t journal_txn_get_run(store_txn_t *txn, const char *run_id,
-                                run_t *out, reel_status_t *st);
+reel_code_t journal_txn_get_run(journal_t *j, store_txn_t *txn,
+                                const char *run_id, run_t *out,
+                                reel_status_t *st);
 
 /* The newest run of (app, user, session) that is not terminal. */
-reel_code_t journal_txn_session_run(store_txn_t *txn, const char *app,
-                                    const char *user, const char *session,
-                                    run_t *out, reel_status_t *st);
+reel_code_t journal_txn_session_run(journal_t *j, store_txn_t *txn,
+                                    const char *app, const char *user,
+                                    const char *session, run_t *out,
+                                    reel_status_t *st);
 
 /* OK, or FAILED_PRECONDITION unless epoch is r's current lease. */
 reel_code_t journal_check_lease(const run_t *r, uint64_t epoch,
                                 reel_status_t *st);
 
-/* Writes r (which had status prev) and emits its RUNS change; *out, if not
+/* Writes r (which had status prev) and emits its change; *out, if not
  * NULL, gets the stored run. */
-reel_code_t journal_txn_put_run(store_txn_t *txn, const run_t *r,
-                                run_status_t prev, run_t *out,
+reel_code_t journal_txn_put_run(journal_t *j, store_txn_t *txn,
+                                const run_t *r, run_status_t prev, run_t *out,
                                 reel_status_t *st);
 
 /* Appends the next entry of r (no lease check) and emits it; fills *entry
  * and *run_out (the run with next_seq advanced) when not NULL. */
-reel_code_t journal_txn_append(store_txn_t *txn, const run_t *r,
-                               uint64_t epoch, const char *kind,
-                               const char *payload, journal_entry_t *entry,
-                               run_t *run_out, reel_status_t *st);
+reel_code_t journal_txn_append(journal_t *j, store_txn_t *txn,
+                               const run_t *r, uint64_t epoch,
+                               const char *kind, const char *payload,
+                               journal_entry_t *entry, run_t *run_out,
+                               reel_status_t *st);
 
 /*
  * SuspendRun asks this, in its apply, whether a signal named `name` is

@@ -38,6 +38,7 @@ static void open_all(fixture_t *f) {
     reel_status_t st = REEL_STATUS_INIT;
 
     o.data_dir = f->dir;
+    o.cfs = (const store_cf_desc_t *const[]){journal_cfs, NULL};
     o.publish = publish;
     o.publish_arg = f;
     if (store_open(&o, &f->store, &st) != REEL_OK ||
@@ -743,7 +744,7 @@ static void expect_end(sink_t *s, reel_code_t code, const char *want) {
 typedef struct raw_put {
     const void *key, *val;
     size_t klen, vlen;
-    store_cf_t cf; /* 0: the journal's */
+    store_cf_t *cf;
 } raw_put_t;
 
 static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
@@ -751,16 +752,23 @@ static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
     raw_put_t *p = arg;
 
     (void)st;
-    store_txn_put(txn, p->cf ? p->cf : STORE_CF_JOURNAL, p->key, p->klen,
-                  p->val, p->vlen);
+    store_txn_put(txn, p->cf, p->key, p->klen, p->val, p->vlen);
     return REEL_OK;
+}
+
+/* The journal's column family `name` ("runs", "journal"). */
+static store_cf_t *cf_of(fixture_t *f, const char *name) {
+    store_cf_t *cf = NULL;
+
+    assert_int_equal(store_cf_lookup(f->store, name, &cf, NULL), REEL_OK);
+    return cf;
 }
 
 /* Overwrites entry seq of run id with bytes that do not decode, past the
  * journal's own checks, as storage damage would. */
 static void corrupt_entry(fixture_t *f, const char *id, uint64_t seq) {
     unsigned char key[1 + 26 + 8];
-    raw_put_t p = {key, "\x01", sizeof(key), 1, 0};
+    raw_put_t p = {key, "\x01", sizeof(key), 1, cf_of(f, "journal")};
     reel_status_t st = REEL_STATUS_INIT;
 
     key[0] = 'e';
@@ -775,7 +783,7 @@ static void corrupt_entry(fixture_t *f, const char *id, uint64_t seq) {
 static void test_run_lists_fail_on_a_corrupt_run_naming_it(void **state) {
     fixture_t *f = *state;
     unsigned char key[1 + 26];
-    raw_put_t p = {key, "\x01", sizeof(key), 1, STORE_CF_RUNS};
+    raw_put_t p = {key, "\x01", sizeof(key), 1, NULL};
     reel_status_t st = REEL_STATUS_INIT;
     run_filter_t all = {0}, by_session = {0};
     run_t *runs = NULL;
@@ -783,6 +791,7 @@ static void test_run_lists_fail_on_a_corrupt_run_naming_it(void **state) {
     int more;
     char id[27];
 
+    p.cf = cf_of(f, "runs");
     begin_ok(f, "inv", "w1", 1, id);
     usleep(5 * 1000); /* its lease expires: it is recoverable */
     key[0] = 'r';

@@ -61,6 +61,12 @@
 #define ENTRY_HDR 38 /* format..writer_len */
 #define EVENT_HDR 35 /* format..deleted */
 
+const store_cf_desc_t kv_cfs[] = {
+    {KV_CF, STORE_CF_LOOKUP}, /* read before every write, the key often new */
+    {KV_CF_HISTORY, STORE_CF_PLAIN},
+    {NULL, STORE_CF_PLAIN},
+};
+
 kv_limits_t kv_limits_default(void) {
     kv_limits_t l = {KV_DEFAULT_MAX_NAMESPACE, KV_DEFAULT_MAX_KEY,
                      KV_DEFAULT_MAX_VALUE, KV_DEFAULT_HISTORY_KEEP};
@@ -317,7 +323,7 @@ reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
     /* Refused by the rule but a valid name before it: readable if it holds
      * keys (only an older data dir can have them). */
     base_len = kv_key_encode(ns, len, "", 0, &base);
-    it = store_iter_create(kv->store, STORE_CF_KV, NULL);
+    it = store_iter_create(kv->store, kv->cf, NULL);
     if (base == NULL || it == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -431,7 +437,13 @@ reel_code_t kv_create(store_t *store, const kv_limits_t *limits, kv_t **out,
         kv->lim.max_key = KV_DEFAULT_MAX_KEY;
     if (kv->lim.max_value == 0)
         kv->lim.max_value = KV_DEFAULT_MAX_VALUE;
-    rc = store_get(store, STORE_CF_KV_HISTORY, KV_H_COMPACTED,
+    if ((rc = store_cf_lookup(store, KV_CF, &kv->cf, st)) != REEL_OK ||
+        (rc = store_cf_lookup(store, KV_CF_HISTORY, &kv->cf_history, st)) !=
+            REEL_OK) {
+        free(kv);
+        return rc;
+    }
+    rc = store_get(store, kv->cf_history, KV_H_COMPACTED,
                    strlen(KV_H_COMPACTED), &val, &vlen, st);
     if (rc == REEL_OK && vlen == 8)
         atomic_store(&kv->compacted, reel_be64_get((unsigned char *)val));
@@ -481,7 +493,7 @@ static reel_code_t trim_history(kv_op_t *op, store_txn_t *txn, uint64_t ver,
     vklen = ver_key(op->a.ns, op->a.ns_len, op->a.key, op->a.key_len, ver, &vk);
     if (vk == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    rc = store_txn_get(txn, STORE_CF_KV_HISTORY, vk, vklen, &val, &vlen, st);
+    rc = store_txn_get(txn, kv->cf_history, vk, vklen, &val, &vlen, st);
     if (rc == REEL_NOT_FOUND) {
         /* Already gone (history_keep was lowered, or never kept). */
         reel_status_fini(st);
@@ -498,8 +510,8 @@ static reel_code_t trim_history(kv_op_t *op, store_txn_t *txn, uint64_t ver,
     rev = reel_be64_get((unsigned char *)val);
     free(val);
     kv_rev_key(rev, rk);
-    store_txn_delete(txn, STORE_CF_KV_HISTORY, vk, vklen);
-    store_txn_delete_blind(txn, STORE_CF_KV_HISTORY, rk, sizeof(rk));
+    store_txn_delete(txn, kv->cf_history, vk, vklen);
+    store_txn_delete_blind(txn, kv->cf_history, rk, sizeof(rk));
     free(vk);
     if (rev > *trimmed)
         *trimmed = rev;
@@ -508,7 +520,7 @@ static reel_code_t trim_history(kv_op_t *op, store_txn_t *txn, uint64_t ver,
          * conservative (a resume is refused that could have worked). */
         atomic_store(&kv->compacted, rev);
         reel_be64_put(buf, rev);
-        store_txn_put(txn, STORE_CF_KV_HISTORY, KV_H_COMPACTED,
+        store_txn_put(txn, kv->cf_history, KV_H_COMPACTED,
                       strlen(KV_H_COMPACTED), buf, 8);
     }
     return REEL_OK;
@@ -527,7 +539,7 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
     kv_event_t ev;
     reel_code_t rc;
 
-    rc = store_txn_get(txn, STORE_CF_KV, op->ekey, op->ekey_len, &val, &vlen,
+    rc = store_txn_get(txn, kv->cf, op->ekey, op->ekey_len, &val, &vlen,
                        st);
     if (rc == REEL_OK) {
         if (kv_entry_decode(op->ekey, op->ekey_len, val, vlen, &cur) != 0 ||
@@ -605,14 +617,14 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    store_txn_put(txn, STORE_CF_KV, op->ekey, op->ekey_len, erec, elen);
+    store_txn_put(txn, kv->cf, op->ekey, op->ekey_len, erec, elen);
     kv_rev_key(rev, rk);
     /* No request reads an event by revision inside a transaction: blind. */
-    store_txn_put_blind(txn, STORE_CF_KV_HISTORY, rk, sizeof(rk), evrec,
+    store_txn_put_blind(txn, kv->cf_history, rk, sizeof(rk), evrec,
                         evlen);
     reel_be64_put(revbuf, rev);
-    store_txn_put(txn, STORE_CF_KV_HISTORY, vk, vklen, revbuf, 8);
-    store_txn_emit(txn, STORE_MODULE_KV, KV_CHANGE_EVENT, evrec, evlen);
+    store_txn_put(txn, kv->cf_history, vk, vklen, revbuf, 8);
+    store_txn_emit(txn, KV_MODULE_ID, KV_CHANGE_EVENT, evrec, evlen);
 
     if (kv_entry_decode(op->ekey, op->ekey_len, erec, elen, &op->res.entry) !=
         0) {
@@ -753,7 +765,7 @@ reel_code_t kv_get(kv_t *kv, const char *ns, size_t ns_len, const char *key,
     eklen = kv_key_encode(ns, ns_len, key, key_len, &ek);
     if (ek == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    rc = store_get(kv->store, STORE_CF_KV, ek, eklen, &val, &vlen, st);
+    rc = store_get(kv->store, kv->cf, ek, eklen, &val, &vlen, st);
     if (rc == REEL_OK) {
         if (kv_entry_decode(ek, eklen, val, vlen, entry) != 0)
             rc = reel_status_set(st, REEL_DATA_LOSS,
@@ -811,7 +823,7 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
         seek_len = kv_key_encode(a->ns, a->ns_len, a->prefix, a->prefix_len,
                                  &seek);
     arr = calloc(limit, sizeof(*arr));
-    it = store_iter_create(kv->store, STORE_CF_KV, NULL);
+    it = store_iter_create(kv->store, kv->cf, NULL);
     if (base == NULL || seek == NULL || arr == NULL || it == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -891,7 +903,7 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
     arr = calloc(limit, sizeof(*arr));
     if ((rc = store_snapshot_create(kv->store, &snap, st)) != REEL_OK)
         goto out;
-    it = store_iter_create(kv->store, STORE_CF_KV_HISTORY, snap);
+    it = store_iter_create(kv->store, kv->cf_history, snap);
     if (vk == NULL || arr == NULL || it == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -925,7 +937,7 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
         }
         rev = reel_be64_get((const unsigned char *)v);
         kv_rev_key(rev, rk);
-        rc = store_snapshot_get(kv->store, snap, STORE_CF_KV_HISTORY, rk,
+        rc = store_snapshot_get(kv->store, snap, kv->cf_history, rk,
                                 sizeof(rk), &evrec, &evlen, st);
         if (rc == REEL_NOT_FOUND)
             rc = reel_status_set(st, REEL_DATA_LOSS,

@@ -49,6 +49,14 @@ typedef struct kv_limits {
 /* The defaults above, history_keep included. */
 kv_limits_t kv_limits_default(void);
 
+/* The module field of KV's changes (store_change_t): unique among
+ * reeld's modules, and in memory only (nothing stored carries it). */
+#define KV_MODULE_ID 1
+
+/* KV's column families, for store_open(): "kv" (point lookups) and
+ * "kv_history", ended by a NULL name. */
+extern const store_cf_desc_t kv_cfs[];
+
 typedef struct kv_entry {
     const char *ns, *key, *value, *writer;
     size_t ns_len, key_len, value_len, writer_len;
@@ -83,8 +91,9 @@ void kv_entry_fini(kv_entry_t *e);
 void kv_event_fini(kv_event_t *ev);
 
 /*
- * Creates the KV module over an open store. The store's publish function
- * must hand KV changes to kv_publish().
+ * Creates the KV module over an open store, which must have been opened
+ * with kv_cfs (FAILED_PRECONDITION naming the family otherwise). The
+ * store's publish function must hand KV changes to kv_publish().
  */
 reel_code_t kv_create(store_t *store, const kv_limits_t *limits, kv_t **out,
                       reel_status_t *st);

@@ -9,6 +9,10 @@
 
 #include "kv/kv.h"
 
+/* Its column families (kv_cfs). */
+#define KV_CF "kv"
+#define KV_CF_HISTORY "kv_history"
+
 /* Event type of KV changes handed to the publish step. */
 #define KV_CHANGE_EVENT 1
 
@@ -22,6 +26,8 @@ typedef struct kv_bucket kv_bucket_t;
 
 struct kv {
     store_t *store;
+    store_cf_t *cf;         /* "kv": the current state of every key */
+    store_cf_t *cf_history; /* "kv_history" */
     kv_limits_t lim;
     /* The highest revision any trimmed history record had: a pattern watch
      * resuming below it may have lost events. Only grows. */

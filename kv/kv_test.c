@@ -46,6 +46,7 @@ static void open_all(fixture_t *f) {
     reel_status_t st = REEL_STATUS_INIT;
 
     o.data_dir = f->dir;
+    o.cfs = (const store_cf_desc_t *const[]){kv_cfs, NULL};
     o.publish = publish;
     o.publish_arg = f;
     if (store_open(&o, &f->store, &st) != REEL_OK)
@@ -565,7 +566,7 @@ static void test_bad_namespaces_are_invalid_on_every_entry_point(
 /* A raw write into a column family, past kv's own checks: a corrupt or
  * missing record as storage damage would leave it. val NULL deletes. */
 typedef struct raw_put {
-    store_cf_t cf;
+    store_cf_t *cf;
     const void *key, *val;
     size_t klen, vlen;
 } raw_put_t;
@@ -582,9 +583,17 @@ static reel_code_t raw_put_apply(store_txn_t *txn, void *arg,
     return REEL_OK;
 }
 
-static void raw_put(fixture_t *f, store_cf_t cf, const void *key, size_t klen,
-                    const void *val, size_t vlen) {
-    raw_put_t p = {cf, key, val, klen, vlen};
+/* kv's column family `name` ("kv", "kv_history"). */
+static store_cf_t *cf_of(fixture_t *f, const char *name) {
+    store_cf_t *cf = NULL;
+
+    assert_int_equal(store_cf_lookup(f->store, name, &cf, NULL), REEL_OK);
+    return cf;
+}
+
+static void raw_put(fixture_t *f, const char *cf, const void *key,
+                    size_t klen, const void *val, size_t vlen) {
+    raw_put_t p = {cf_of(f, cf), key, val, klen, vlen};
     reel_status_t st = REEL_STATUS_INIT;
 
     if (store_exec(f->store, raw_put_apply, &p, NULL, &st) != REEL_OK)
@@ -615,10 +624,10 @@ static void test_a_namespace_from_before_the_rule_is_read_only(
 
     /* A valid record, stored again under the old namespace by hand. */
     set_ok(f->kv, "c", "\"old\"");
-    assert_int_equal(store_get(f->store, STORE_CF_KV, "ns\0c", 4, &rec, &rlen,
-                               NULL),
+    assert_int_equal(store_get(f->store, cf_of(f, "kv"), "ns\0c", 4, &rec,
+                               &rlen, NULL),
                      REEL_OK);
-    raw_put(f, STORE_CF_KV, "a.b\0c", 5, rec, rlen);
+    raw_put(f, "kv", "a.b\0c", 5, rec, rlen);
     free(rec);
     rev = store_revision(f->store);
 
@@ -1214,7 +1223,7 @@ static void damage_history(fixture_t *f, uint64_t rev, int delete_it) {
 
     rk[0] = 'r';
     reel_be64_put(rk + 1, rev);
-    raw_put(f, STORE_CF_KV_HISTORY, rk, sizeof(rk),
+    raw_put(f, "kv_history", rk, sizeof(rk),
             delete_it ? NULL : "\x01garbage", 8);
 }
 
@@ -1371,7 +1380,7 @@ static void test_a_corrupt_entry_ends_a_snapshot_with_data_loss(void **state) {
     set_ok(f->kv, "p.a", "1");
     set_ok(f->kv, "p.b", "1");
     set_ok(f->kv, "p.c", "1");
-    raw_put(f, STORE_CF_KV, ekey, sizeof(ekey) - 1, "\x01", 1);
+    raw_put(f, "kv", ekey, sizeof(ekey) - 1, "\x01", 1);
     w = watch(f, "p.>", KV_WATCH_SNAPSHOT, 0, s, NULL, NULL);
     expect_end(s, REEL_DATA_LOSS, "the stored record of key \"p.b\" is "
                                   "corrupt");
@@ -1423,11 +1432,35 @@ static void test_an_unreadable_entry_ends_a_catch_up(void **state) {
     sink_free(s);
 }
 
+/* kv's column families come from the store, by name: a store opened
+ * without them cannot hold a kv, and says which one is missing. */
+static void test_create_needs_the_column_families_it_declares(void **state) {
+    fixture_t *f = *state;
+    static const store_cf_desc_t only_kv[] = {{"kv", STORE_CF_LOOKUP},
+                                              {NULL, STORE_CF_PLAIN}};
+    store_opts_t o = {0};
+    reel_status_t st = REEL_STATUS_INIT;
+    store_t *s = NULL;
+    kv_t *kv = (kv_t *)&o; /* must be reset */
+    char dir[600];
+
+    snprintf(dir, sizeof(dir), "%s/partial", f->dir);
+    o.data_dir = dir;
+    o.cfs = (const store_cf_desc_t *const[]){only_kv, NULL};
+    assert_int_equal(store_open(&o, &s, &st), REEL_OK);
+    assert_int_equal(kv_create(s, NULL, &kv, &st), REEL_FAILED_PRECONDITION);
+    assert_null(kv);
+    assert_non_null(strstr(reel_status_message(&st), "\"kv_history\""));
+    store_close(s);
+    reel_status_fini(&st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 #define T3(fn) cmocka_unit_test_setup_teardown(fn, setup_keep3, teardown)
         T(test_versions_grow_by_one_per_set_and_delete),
+        T(test_create_needs_the_column_families_it_declares),
         T(test_deleting_a_missing_key_writes_nothing),
         T(test_create_only_on_a_live_key_is_already_exists),
         T(test_stale_version_is_aborted_naming_the_current),

@@ -277,7 +277,7 @@ static void publish_list(kv_t *kv, kv_watch_t *w, kv_event_t *ev,
 }
 
 int kv_change_decode(const store_change_t *c, kv_event_t *ev) {
-    if (c->module != STORE_MODULE_KV || c->type != KV_CHANGE_EVENT)
+    if (c->module != KV_MODULE_ID || c->type != KV_CHANGE_EVENT)
         return 0;
     return kv_event_decode(c->event, c->len, ev) == 0 ? 1 : -1;
 }
@@ -291,7 +291,7 @@ void kv_publish(kv_t *kv, const store_change_t *changes, size_t n) {
         char *ek;
         size_t eklen;
 
-        if (c->module != STORE_MODULE_KV || c->type != KV_CHANGE_EVENT)
+        if (c->module != KV_MODULE_ID || c->type != KV_CHANGE_EVENT)
             continue;
         if (kv->exact == NULL && kv->patterns == NULL)
             continue;
@@ -326,7 +326,7 @@ static reel_code_t trimmed_for(kv_watch_t *w, uint64_t *trimmed,
         return REEL_OK;
     }
     *trimmed = 0;
-    rc = store_get(w->kv->store, STORE_CF_KV, w->ekey, w->ekey_len, &val,
+    rc = store_get(w->kv->store, w->kv->cf, w->ekey, w->ekey_len, &val,
                    &vlen, st);
     if (rc == REEL_NOT_FOUND) {
         reel_status_fini(st);
@@ -589,7 +589,7 @@ static int step_snapshot(kv_watch_t *w) {
     size_t base_len = w->ns_len + 1 + w->lit_len;
     int r = STEP_NEXT;
 
-    it = store_iter_create(w->kv->store, STORE_CF_KV, w->snap);
+    it = store_iter_create(w->kv->store, w->kv->cf, w->snap);
     if (it == NULL)
         return end_out_of_memory(w);
     if (w->snap_after != NULL)
@@ -682,7 +682,7 @@ static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
     if (pfx == NULL)
         return end_out_of_memory(w);
     seek = malloc(plen + 8);
-    it = store_iter_create(w->kv->store, STORE_CF_KV_HISTORY, snap);
+    it = store_iter_create(w->kv->store, w->kv->cf_history, snap);
     if (seek == NULL || it == NULL) {
         free(pfx);
         free(seek);
@@ -730,7 +730,7 @@ static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
         /* The index entry and its event commit and trim together, so at
          * one snapshot an entry without its event is lost data. */
         kv_rev_key(rev, rk);
-        rc = store_snapshot_get(w->kv->store, snap, STORE_CF_KV_HISTORY, rk,
+        rc = store_snapshot_get(w->kv->store, snap, w->kv->cf_history, rk,
                                 sizeof(rk), &evrec, &evlen, &st);
         if (rc == REEL_NOT_FOUND) {
             r = end_watch(w, REEL_DATA_LOSS,
@@ -838,7 +838,7 @@ static int step_history(kv_watch_t *w) {
          * watcher has seen. */
         r = walk_versions(w, snap, &next_version, w->cursor, 1, 0);
     } else if (w->cursor < head) {
-        store_iter_t *it = store_iter_create(w->kv->store, STORE_CF_KV_HISTORY,
+        store_iter_t *it = store_iter_create(w->kv->store, w->kv->cf_history,
                                              snap);
         unsigned char rk[9];
 

@@ -41,7 +41,14 @@
 #include "base/text.h"
 
 #define REC_FORMAT 1
+#define CF_SIGNALS "signals"
 enum { CHANGE_SENT = 1, CHANGE_CONSUMED = 2 };
+
+/* Read by key before most writes (the run's last seq, a signal_id). */
+const store_cf_desc_t signals_cfs[] = {
+    {CF_SIGNALS, STORE_CF_LOOKUP},
+    {NULL, STORE_CF_PLAIN},
+};
 
 typedef struct wait_bucket {
     UT_hash_handle hh;
@@ -62,6 +69,7 @@ struct signals_waiter {
 
 struct signals {
     store_t *store;
+    store_cf_t *cf;
     journal_t *journal;
     signals_limits_t lim;
     pthread_mutex_t mu; /* the waiter registry */
@@ -179,12 +187,12 @@ static int has_pending(void *arg, store_txn_t *txn, const char *run_id,
                        const char *name) {
     reel_wbuf_t w = {0};
     store_iter_t *it;
+    signals_t *s = arg;
     int found = 0;
 
-    (void)arg;
     if (pending_prefix(&w, run_id, name) != 0)
         return 0;
-    it = store_txn_iter(txn, STORE_CF_SIGNALS);
+    it = store_txn_iter(txn, s->cf);
     if (it != NULL) {
         size_t klen;
         const char *k;
@@ -204,6 +212,7 @@ reel_code_t signals_create(store_t *store, journal_t *j,
                            const signals_limits_t *limits, signals_t **out,
                            reel_status_t *st) {
     signals_t *s = calloc(1, sizeof(*s));
+    reel_code_t rc;
 
     *out = NULL;
     if (s == NULL)
@@ -216,6 +225,10 @@ reel_code_t signals_create(store_t *store, journal_t *j,
         s->lim.max_payload = JOURNAL_DEFAULT_MAX_PAYLOAD;
     if (s->lim.max_wait_ms <= 0)
         s->lim.max_wait_ms = SIGNALS_DEFAULT_MAX_WAIT_MS;
+    if ((rc = store_cf_lookup(store, CF_SIGNALS, &s->cf, st)) != REEL_OK) {
+        free(s);
+        return rc;
+    }
     pthread_mutex_init(&s->mu, NULL);
     journal_set_pending_check(j, has_pending, s);
     *out = s;
@@ -263,12 +276,12 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
 static op_t *claim_waiter(signals_t *s, const char *run_id, const char *name);
 static void op_free(op_t *op);
 
-static reel_code_t get_u64(store_txn_t *txn, const reel_wbuf_t *k,
-                           uint64_t *v, reel_status_t *st) {
+static reel_code_t get_u64(signals_t *s, store_txn_t *txn,
+                           const reel_wbuf_t *k, uint64_t *v,
+                           reel_status_t *st) {
     char *val = NULL;
     size_t vlen = 0;
-    reel_code_t rc = store_txn_get(txn, STORE_CF_SIGNALS, k->p, k->len, &val,
-                                   &vlen, st);
+    reel_code_t rc = store_txn_get(txn, s->cf, k->p, k->len, &val, &vlen, st);
 
     *v = 0;
     if (rc == REEL_OK && vlen >= 8)
@@ -282,9 +295,9 @@ static reel_code_t get_u64(store_txn_t *txn, const reel_wbuf_t *k,
 }
 
 /* The stored signal behind a dedup entry: pending or consumed. */
-static reel_code_t find_dup(store_txn_t *txn, const char *run_id,
-                            const char *val, size_t vlen, signal_t *out,
-                            reel_status_t *st) {
+static reel_code_t find_dup(signals_t *s, store_txn_t *txn,
+                            const char *run_id, const char *val, size_t vlen,
+                            signal_t *out, reel_status_t *st) {
     char name[JOURNAL_MAX_SIGNAL_NAME + 1];
     reel_wbuf_t pk = {0}, ck = {0};
     char *rec = NULL;
@@ -303,11 +316,10 @@ static reel_code_t find_dup(store_txn_t *txn, const char *run_id,
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     }
     /* 'p' key: run_id name 0 seq (make_key put the 0 before the empty b). */
-    rc = store_txn_get(txn, STORE_CF_SIGNALS, pk.p, pk.len, &rec, &rlen, st);
+    rc = store_txn_get(txn, s->cf, pk.p, pk.len, &rec, &rlen, st);
     if (rc == REEL_NOT_FOUND) {
         reel_status_fini(st);
-        rc = store_txn_get(txn, STORE_CF_SIGNALS, ck.p, ck.len, &rec, &rlen,
-                           st);
+        rc = store_txn_get(txn, s->cf, ck.p, ck.len, &rec, &rlen, st);
     }
     if (rc == REEL_OK && rec_decode(rec, rlen, out) != 0)
         rc = reel_status_set(st, REEL_DATA_LOSS, "signal record corrupt");
@@ -325,9 +337,10 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
     uint64_t last = 0;
     reel_code_t rc;
 
-    rc = *op->run_id ? journal_txn_get_run(txn, op->run_id, &run, st)
-                     : journal_txn_session_run(txn, op->app, op->user,
-                                               op->session, &run, st);
+    rc = *op->run_id
+             ? journal_txn_get_run(op->s->journal, txn, op->run_id, &run, st)
+             : journal_txn_session_run(op->s->journal, txn, op->app, op->user,
+                                       op->session, &run, st);
     if (rc != REEL_OK)
         return rc;
     if (run_status_terminal(run.status)) {
@@ -345,10 +358,10 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
             rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
             goto out;
         }
-        rc = store_txn_get(txn, STORE_CF_SIGNALS, dk.p, dk.len, &val, &vlen,
-                           st);
+        rc = store_txn_get(txn, op->s->cf, dk.p, dk.len, &val, &vlen, st);
         if (rc == REEL_OK) {
-            rc = find_dup(txn, run.run_id, val, vlen, &op->send.signal, st);
+            rc = find_dup(op->s, txn, run.run_id, val, vlen, &op->send.signal,
+                          st);
             free(val);
             op->send.duplicate = 1;
             goto out;
@@ -361,7 +374,7 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    if ((rc = get_u64(txn, &nk, &last, st)) != REEL_OK)
+    if ((rc = get_u64(op->s, txn, &nk, &last, st)) != REEL_OK)
         goto out;
     memset(&g, 0, sizeof(g));
     g.run_id = run.run_id;
@@ -382,9 +395,9 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    store_txn_put(txn, STORE_CF_SIGNALS, nk.p, nk.len, seqbuf, 8);
-    store_txn_put(txn, STORE_CF_SIGNALS, pk.p, pk.len, rec.p, rec.len);
-    store_txn_put(txn, STORE_CF_SIGNALS, qk.p, qk.len, op->name,
+    store_txn_put(txn, op->s->cf, nk.p, nk.len, seqbuf, 8);
+    store_txn_put(txn, op->s->cf, pk.p, pk.len, rec.p, rec.len);
+    store_txn_put(txn, op->s->cf, qk.p, qk.len, op->name,
                   strlen(op->name));
     if (*op->signal_id) {
         reel_wbuf_raw(&dv, seqbuf, 8);
@@ -393,9 +406,9 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
             rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
             goto out;
         }
-        store_txn_put(txn, STORE_CF_SIGNALS, dk.p, dk.len, dv.p, dv.len);
+        store_txn_put(txn, op->s->cf, dk.p, dk.len, dv.p, dv.len);
     }
-    store_txn_emit(txn, STORE_MODULE_SIGNALS, CHANGE_SENT, rec.p, rec.len);
+    store_txn_emit(txn, SIGNALS_MODULE_ID, CHANGE_SENT, rec.p, rec.len);
     if (rec_decode(rec.p, rec.len, &op->send.signal) != 0) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -405,8 +418,8 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
 
         woken.status = RUN_RUNNABLE;
         woken.updated_at_ms = store_txn_now_ms(txn);
-        if ((rc = journal_txn_put_run(txn, &woken, run.status, NULL, st)) !=
-            REEL_OK)
+        if ((rc = journal_txn_put_run(op->s->journal, txn, &woken,
+                                      run.status, NULL, st)) != REEL_OK)
             goto out;
         op->send.run_status = RUN_RUNNABLE;
     }
@@ -464,14 +477,15 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
     signal_t g = {0};
     reel_code_t rc;
 
-    if ((rc = journal_txn_get_run(txn, op->run_id, &run, st)) != REEL_OK)
+    if ((rc = journal_txn_get_run(op->s->journal, txn, op->run_id, &run,
+                                  st)) != REEL_OK)
         return rc;
     if ((rc = journal_check_lease(&run, op->epoch, st)) != REEL_OK)
         goto out;
     if (op->abandoned != NULL && atomic_load(op->abandoned))
         goto out; /* the awaiter is gone: leave the mailbox alone */
     if (pending_prefix(&pfx, run.run_id, op->name) != 0 ||
-        (it = store_txn_iter(txn, STORE_CF_SIGNALS)) == NULL) {
+        (it = store_txn_iter(txn, op->s->cf)) == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
@@ -506,8 +520,9 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
         goto out;
     }
     op->wrote = 1;
-    if ((rc = journal_txn_append(txn, &run, op->epoch, "signal", payload,
-                                 &entry, NULL, st)) != REEL_OK)
+    if ((rc = journal_txn_append(op->s->journal, txn, &run, op->epoch,
+                                 "signal", payload, &entry, NULL, st)) !=
+        REEL_OK)
         goto out;
     g.consumed_at_ms = store_txn_now_ms(txn);
     g.journal_seq = entry.seq;
@@ -518,10 +533,10 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    store_txn_delete(txn, STORE_CF_SIGNALS, pkey, pklen);
-    store_txn_delete(txn, STORE_CF_SIGNALS, qk.p, qk.len);
-    store_txn_put(txn, STORE_CF_SIGNALS, ck.p, ck.len, rec.p, rec.len);
-    store_txn_emit(txn, STORE_MODULE_SIGNALS, CHANGE_CONSUMED, rec.p, rec.len);
+    store_txn_delete(txn, op->s->cf, pkey, pklen);
+    store_txn_delete(txn, op->s->cf, qk.p, qk.len);
+    store_txn_put(txn, op->s->cf, ck.p, ck.len, rec.p, rec.len);
+    store_txn_emit(txn, SIGNALS_MODULE_ID, CHANGE_CONSUMED, rec.p, rec.len);
     if (rec_decode(rec.p, rec.len, &op->consume.signal) != 0) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -808,7 +823,7 @@ void signals_unwait(signals_t *s, signals_waiter_t *w) {
 
 int signals_change_decode(const store_change_t *c, signal_t *g,
                           int *consumed) {
-    if (c->module != STORE_MODULE_SIGNALS ||
+    if (c->module != SIGNALS_MODULE_ID ||
         (c->type != CHANGE_SENT && c->type != CHANGE_CONSUMED))
         return 0;
     *consumed = c->type == CHANGE_CONSUMED;
@@ -823,7 +838,7 @@ void signals_publish(signals_t *s, const store_change_t *changes, size_t n) {
         signal_t g;
         char key[JOURNAL_RUN_ID_LEN + JOURNAL_MAX_SIGNAL_NAME + 1];
 
-        if (c->module != STORE_MODULE_SIGNALS || c->type != CHANGE_SENT ||
+        if (c->module != SIGNALS_MODULE_ID || c->type != CHANGE_SENT ||
             rec_decode(c->event, c->len, &g) != 0)
             continue;
         snprintf(key, sizeof(key), "%s%s", g.run_id, g.name);
@@ -867,7 +882,7 @@ reel_code_t signals_list(signals_t *s, const signals_list_args_t *a,
     run_fini(&run);
     if ((rc = store_snapshot_create(s->store, &snap, st)) != REEL_OK)
         goto out;
-    it = store_iter_create(s->store, STORE_CF_SIGNALS, snap);
+    it = store_iter_create(s->store, s->cf, snap);
     arr = calloc(limit, sizeof(*arr));
     if (it == NULL || arr == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
@@ -916,7 +931,7 @@ reel_code_t signals_list(signals_t *s, const signals_list_args_t *a,
                 if (name && *name && strcmp(sname, name) != 0)
                     continue;
                 ok = make_key(&pk, 'p', run_id, sname, "", 1, seq) == 0 &&
-                     store_snapshot_get(s->store, snap, STORE_CF_SIGNALS,
+                     store_snapshot_get(s->store, snap, s->cf,
                                         pk.p, pk.len, &rec, &rlen,
                                         NULL) == REEL_OK &&
                      rec_decode(rec, rlen, &g) == 0;

@@ -45,12 +45,22 @@ typedef struct signal {
 
 void signal_fini(signal_t *s);
 
+/* The module field of the signals' changes (store_change_t): unique among
+ * reeld's modules, and in memory only (nothing stored carries it). */
+#define SIGNALS_MODULE_ID 3
+
+/* The signals' column family, for store_open(): "signals" (point
+ * lookups), ended by a NULL name. */
+extern const store_cf_desc_t signals_cfs[];
+
 typedef struct signals_limits {
     size_t max_payload;   /* 0 = 1 MiB */
     int64_t max_wait_ms;  /* cap on AwaitSignal's timeout; 0 = 5 minutes */
 } signals_limits_t;
 
-/* Also installs SuspendRun's pending-signal check on j. */
+/* Also installs SuspendRun's pending-signal check on j. The store must
+ * have been opened with signals_cfs and journal_cfs (FAILED_PRECONDITION
+ * naming the family otherwise). */
 reel_code_t signals_create(store_t *store, journal_t *j,
                            const signals_limits_t *limits, signals_t **out,
                            reel_status_t *st);

@@ -37,6 +37,7 @@ static void open_all(fixture_t *f) {
     reel_status_t st = REEL_STATUS_INIT;
 
     o.data_dir = f->dir;
+    o.cfs = (const store_cf_desc_t *const[]){journal_cfs, signals_cfs, NULL};
     o.publish = publish;
     o.publish_arg = f;
     if (store_open(&o, &f->store, &st) != REEL_OK ||

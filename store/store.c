@@ -16,8 +16,11 @@
  *   default       unused (RocksDB requires it)
  *   meta          "format"   -> decimal format version
  *                 "revision" -> uint64 big-endian: the last committed revision
- *   runs, journal, kv, kv_history, signals, wal: owned by their modules,
- *                 which document their own key encodings.
+ *   the rest      declared by the modules that own them (store_opts_t.cfs),
+ *                 which document their own key encodings; the store knows
+ *                 only each one's name and kind (the options it gets).
+ *                 A family on disk that nobody declares is opened with the
+ *                 plain options and left alone.
  *
  * The writer
  *   Callers push request pointers onto a bounded ring (mutex + condvar). The
@@ -62,6 +65,7 @@
 #include <rocksdb/c.h>
 
 #include "base/clock.h"
+#include "base/codec.h"
 #include "base/fault.h"
 #include "base/log.h"
 
@@ -74,14 +78,11 @@
 #define JOINED_KEEP ((size_t)1 << 20)
 #define STORE_MEMTABLE_BUDGET ((size_t)64 << 20)
 #define STORE_BLOCK_CACHE ((size_t)32 << 20)
-#define STORE_WAL_READAHEAD ((size_t)256 << 10) /* per WAL iterator */
+#define STORE_TAIL_READAHEAD ((size_t)256 << 10) /* per tail iterator */
 #define FORMAT_FILE "FORMAT"
 #define META_REVISION "revision"
 #define META_FORMAT "format"
-
-static const char *const cf_names[STORE_CF__COUNT] = {
-    "meta", "runs", "journal", "kv", "kv_history", "signals", "wal",
-};
+#define META_CF "meta"
 
 /* A change recorded during apply; its bytes live in the group arena. */
 typedef struct change_rec {
@@ -104,6 +105,13 @@ struct store_snapshot {
     uint64_t revision;
 };
 
+/* An open column family; the store's own "meta" is the first. */
+struct store_cf {
+    rocksdb_column_family_handle_t *h;
+    store_cf_kind_t kind;
+    char *name;
+};
+
 struct store_iter {
     rocksdb_iterator_t *it;
     rocksdb_readoptions_t *ro; /* owned when reading at a snapshot */
@@ -117,8 +125,10 @@ struct store {
     rocksdb_options_t *lookup_opts; /* dbopts + a memtable bloom filter */
     rocksdb_block_based_table_options_t *table;
     rocksdb_cache_t *cache;
-    rocksdb_column_family_handle_t *cf[STORE_CF__COUNT];
-    rocksdb_column_family_handle_t **other_cf; /* default + unknown ones */
+    store_cf_t *cfs; /* meta, then the declared ones */
+    size_t n_cfs;
+    store_cf_t *meta; /* cfs[0] */
+    rocksdb_column_family_handle_t **other_cf; /* default + undeclared ones */
     size_t n_other_cf;
     rocksdb_writeoptions_t *wopts;
     rocksdb_readoptions_t *ropts;
@@ -160,23 +170,22 @@ struct store {
     store_change_t *pub; /* publish view, cap_changes long */
 };
 
-const char *store_cf_name(store_cf_t cf) {
-    return (int)cf >= 0 && cf < STORE_CF__COUNT ? cf_names[cf] : "?";
+const char *store_cf_name(const store_cf_t *cf) {
+    return cf != NULL ? cf->name : "?";
 }
 
-static void put_be64(unsigned char *p, uint64_t v) {
-    for (int i = 7; i >= 0; i--) {
-        p[i] = (unsigned char)(v & 0xff);
-        v >>= 8;
-    }
-}
-
-static uint64_t get_be64(const unsigned char *p) {
-    uint64_t v = 0;
-
-    for (int i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
+reel_code_t store_cf_lookup(store_t *s, const char *name, store_cf_t **out,
+                            reel_status_t *st) {
+    for (size_t i = 1; i < s->n_cfs; i++)
+        if (strcmp(s->cfs[i].name, name) == 0) {
+            *out = &s->cfs[i];
+            return REEL_OK;
+        }
+    *out = NULL;
+    return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                           "column family \"%s\" was not declared when the "
+                           "store opened (store_opts_t.cfs)",
+                           name);
 }
 
 /* Moves a RocksDB error into st; RocksDB's errptr never leaves this file. */
@@ -370,11 +379,76 @@ static reel_code_t make_dir(const char *dir, reel_status_t *st) {
 
 /* ---- Open and close ----------------------------------------------------- */
 
-static int known_cf(const char *name) {
-    for (int i = 0; i < STORE_CF__COUNT; i++)
-        if (strcmp(name, cf_names[i]) == 0)
-            return i;
-    return -1;
+/*
+ * Checks the declared column families (before anything is touched) and
+ * counts them into *n: INVALID_ARGUMENT, naming the family, for an empty,
+ * over-long, reserved or repeated name, or an unknown kind.
+ */
+static reel_code_t check_cfs(const store_cf_desc_t *const *lists, size_t *n,
+                             reel_status_t *st) {
+    *n = 0;
+    for (size_t l = 0; lists != NULL && lists[l] != NULL; l++)
+        for (const store_cf_desc_t *d = lists[l]; d->name != NULL; d++) {
+            size_t len = strlen(d->name);
+
+            if (len == 0 || len > STORE_CF_NAME_MAX)
+                return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                       "column family \"%.80s\": a name is "
+                                       "1-%d bytes (got %zu)",
+                                       d->name, STORE_CF_NAME_MAX, len);
+            if (strcmp(d->name, META_CF) == 0 ||
+                strcmp(d->name, "default") == 0)
+                return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                       "column family \"%s\": the name is "
+                                       "the store's own",
+                                       d->name);
+            if (d->kind != STORE_CF_PLAIN && d->kind != STORE_CF_LOOKUP &&
+                d->kind != STORE_CF_TAIL)
+                return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                       "column family \"%s\": unknown kind "
+                                       "%d",
+                                       d->name, (int)d->kind);
+            for (size_t m = 0; m <= l; m++)
+                for (const store_cf_desc_t *e = lists[m];
+                     e->name != NULL && e != d; e++)
+                    if (strcmp(e->name, d->name) == 0)
+                        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                               "column family \"%s\" is "
+                                               "declared twice",
+                                               d->name);
+            (*n)++;
+        }
+    return REEL_OK;
+}
+
+/* Copies the n declarations into s->cfs, after the store's own meta. */
+static reel_code_t copy_cfs(store_t *s, const store_cf_desc_t *const *lists,
+                            size_t n, reel_status_t *st) {
+    if ((s->cfs = calloc(n + 1, sizeof(*s->cfs))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    s->meta = &s->cfs[0];
+    s->meta->kind = STORE_CF_PLAIN;
+    s->n_cfs = 1;
+    if ((s->meta->name = strdup(META_CF)) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (size_t l = 0; lists != NULL && lists[l] != NULL; l++)
+        for (const store_cf_desc_t *d = lists[l]; d->name != NULL; d++) {
+            store_cf_t *cf = &s->cfs[s->n_cfs];
+
+            cf->kind = d->kind;
+            if ((cf->name = strdup(d->name)) == NULL)
+                return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                       "out of memory");
+            s->n_cfs++;
+        }
+    return REEL_OK;
+}
+
+static int declared_cf(const store_t *s, const char *name) {
+    for (size_t i = 0; i < s->n_cfs; i++)
+        if (strcmp(name, s->cfs[i].name) == 0)
+            return 1;
+    return 0;
 }
 
 static reel_code_t open_db(store_t *s, int fresh, reel_status_t *st) {
@@ -392,24 +466,28 @@ static reel_code_t open_db(store_t *s, int fresh, reel_status_t *st) {
             return take_err(st, REEL_UNAVAILABLE, &err,
                             "cannot read the data dir's column families");
     }
-    /* Open every family that exists (RocksDB insists) plus ours. */
-    names = calloc(n_existing + STORE_CF__COUNT + 1, sizeof(*names));
-    cfopts = calloc(n_existing + STORE_CF__COUNT + 1, sizeof(*cfopts));
-    handles = calloc(n_existing + STORE_CF__COUNT + 1, sizeof(*handles));
+    /* Open every family that exists (RocksDB insists) plus the declared
+     * ones, which are created if missing. */
+    names = calloc(n_existing + s->n_cfs + 1, sizeof(*names));
+    cfopts = calloc(n_existing + s->n_cfs + 1, sizeof(*cfopts));
+    handles = calloc(n_existing + s->n_cfs + 1, sizeof(*handles));
     if (names == NULL || cfopts == NULL || handles == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    for (int i = 0; i < STORE_CF__COUNT; i++)
-        names[n++] = cf_names[i];
-    names[n++] = "default";
+    for (size_t i = 0; i < s->n_cfs; i++) {
+        names[n] = s->cfs[i].name;
+        cfopts[n++] = s->cfs[i].kind == STORE_CF_LOOKUP ? s->lookup_opts
+                                                        : s->dbopts;
+    }
+    names[n] = "default";
+    cfopts[n++] = s->dbopts;
     for (size_t i = 0; i < n_existing; i++)
-        if (known_cf(existing[i]) < 0 && strcmp(existing[i], "default") != 0)
-            names[n++] = existing[i];
-    for (size_t i = 0; i < n; i++)
-        cfopts[i] = s->dbopts;
-    cfopts[STORE_CF_RUNS] = cfopts[STORE_CF_JOURNAL] = s->lookup_opts;
-    cfopts[STORE_CF_KV] = cfopts[STORE_CF_SIGNALS] = s->lookup_opts;
+        if (!declared_cf(s, existing[i]) &&
+            strcmp(existing[i], "default") != 0) {
+            names[n] = existing[i];
+            cfopts[n++] = s->dbopts;
+        }
     s->db = rocksdb_open_column_families(s->dbopts, s->dir, (int)n, names,
                                          cfopts, handles, &err);
     if (err != NULL) {
@@ -425,16 +503,16 @@ static reel_code_t open_db(store_t *s, int fresh, reel_status_t *st) {
         s->db = NULL;
         goto out;
     }
-    for (int i = 0; i < STORE_CF__COUNT; i++)
-        s->cf[i] = handles[i];
-    n_other = n - STORE_CF__COUNT;
+    for (size_t i = 0; i < s->n_cfs; i++)
+        s->cfs[i].h = handles[i];
+    n_other = n - s->n_cfs;
     s->other_cf = calloc(n_other, sizeof(*s->other_cf));
     if (s->other_cf == NULL) {
-        for (size_t i = STORE_CF__COUNT; i < n; i++)
+        for (size_t i = s->n_cfs; i < n; i++)
             rocksdb_column_family_handle_destroy(handles[i]);
     } else {
         for (size_t i = 0; i < n_other; i++)
-            s->other_cf[i] = handles[STORE_CF__COUNT + i];
+            s->other_cf[i] = handles[s->n_cfs + i];
         s->n_other_cf = n_other;
     }
 out:
@@ -466,7 +544,7 @@ static reel_code_t load_meta(store_t *s, reel_status_t *st) {
     size_t vlen = 0;
     reel_code_t rc;
 
-    rc = store_get(s, STORE_CF_META, META_FORMAT, strlen(META_FORMAT), &val,
+    rc = store_get(s, s->meta, META_FORMAT, strlen(META_FORMAT), &val,
                    &vlen, st);
     if (rc == REEL_NOT_FOUND) {
         char body[16];
@@ -475,10 +553,10 @@ static reel_code_t load_meta(store_t *s, reel_status_t *st) {
         int n = snprintf(body, sizeof(body), "%d", STORE_FORMAT_VERSION);
 
         reel_status_fini(st);
-        put_be64(rev, 0);
-        rocksdb_writebatch_put_cf(wb, s->cf[STORE_CF_META], META_FORMAT,
+        reel_be64_put(rev, 0);
+        rocksdb_writebatch_put_cf(wb, s->meta->h, META_FORMAT,
                                   strlen(META_FORMAT), body, (size_t)n);
-        rocksdb_writebatch_put_cf(wb, s->cf[STORE_CF_META], META_REVISION,
+        rocksdb_writebatch_put_cf(wb, s->meta->h, META_REVISION,
                                   strlen(META_REVISION), (const char *)rev, 8);
         rocksdb_write(s->db, s->wopts, wb, &err);
         rocksdb_writebatch_destroy(wb);
@@ -501,7 +579,7 @@ static reel_code_t load_meta(store_t *s, reel_status_t *st) {
     }
     free(val);
     val = NULL;
-    rc = store_get(s, STORE_CF_META, META_REVISION, strlen(META_REVISION),
+    rc = store_get(s, s->meta, META_REVISION, strlen(META_REVISION),
                    &val, &vlen, st);
     if (rc != REEL_OK || vlen != 8) {
         free(val);
@@ -510,7 +588,7 @@ static reel_code_t load_meta(store_t *s, reel_status_t *st) {
                                "or malformed",
                                s->dir);
     }
-    atomic_store(&s->revision, get_be64((const unsigned char *)val));
+    atomic_store(&s->revision, reel_be64_get((const unsigned char *)val));
     free(val);
     return REEL_OK;
 }
@@ -536,12 +614,15 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
                        reel_status_t *st) {
     store_t *s = NULL;
     int fresh = 0;
+    size_t n_cfs = 0;
     reel_code_t rc;
 
     *out = NULL;
     if (opts == NULL || opts->data_dir == NULL)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "data dir: required");
+    if ((rc = check_cfs(opts->cfs, &n_cfs, st)) != REEL_OK)
+        return rc;
     if ((rc = make_dir(opts->data_dir, st)) != REEL_OK)
         return rc;
     if ((rc = format_check(opts->data_dir, &fresh, st)) != REEL_OK)
@@ -570,6 +651,8 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto fail;
     }
+    if ((rc = copy_cfs(s, opts->cfs, n_cfs, st)) != REEL_OK)
+        goto fail;
 
     s->dbopts = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(s->dbopts, 1);
@@ -644,8 +727,8 @@ static void flush_memtables(store_t *s) {
         return;
     fo = rocksdb_flushoptions_create();
     rocksdb_flushoptions_set_wait(fo, 1);
-    for (int i = 0; i < STORE_CF__COUNT && err == NULL; i++)
-        rocksdb_flush_cf(s->db, fo, s->cf[i], &err);
+    for (size_t i = 0; i < s->n_cfs && err == NULL; i++)
+        rocksdb_flush_cf(s->db, fo, s->cfs[i].h, &err);
     if (err != NULL) {
         REEL_WARN("store", "flushing memtables at close: %s (the next start "
                            "replays the log instead)",
@@ -671,9 +754,12 @@ void store_close(store_t *s) {
         rocksdb_writebatch_destroy(s->blind);
     free(s->joined);
     flush_memtables(s);
-    for (int i = 0; i < STORE_CF__COUNT; i++)
-        if (s->cf[i] != NULL)
-            rocksdb_column_family_handle_destroy(s->cf[i]);
+    for (size_t i = 0; i < s->n_cfs; i++) {
+        if (s->cfs[i].h != NULL)
+            rocksdb_column_family_handle_destroy(s->cfs[i].h);
+        free(s->cfs[i].name);
+    }
+    free(s->cfs);
     for (size_t i = 0; i < s->n_other_cf; i++)
         rocksdb_column_family_handle_destroy(s->other_cf[i]);
     free(s->other_cf);
@@ -1038,8 +1124,8 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
         fail_group(reqs, n, &werr);
         return n;
     }
-    put_be64(rev, txn.next_rev - 1);
-    rocksdb_writebatch_wi_put_cf(s->wb, s->cf[STORE_CF_META], META_REVISION,
+    reel_be64_put(rev, txn.next_rev - 1);
+    rocksdb_writebatch_wi_put_cf(s->wb, s->meta->h, META_REVISION,
                                  strlen(META_REVISION), (const char *)rev, 8);
     if ((s->fault != NULL && s->fault(s->fault_arg) != 0) ||
         REEL_FAULT("store.write"))
@@ -1105,7 +1191,7 @@ static void *writer_main(void *arg) {
 
 /* ---- Transactions ------------------------------------------------------- */
 
-reel_code_t store_txn_get(store_txn_t *txn, store_cf_t cf, const void *key,
+reel_code_t store_txn_get(store_txn_t *txn, store_cf_t *cf, const void *key,
                           size_t klen, char **val, size_t *vlen,
                           reel_status_t *st) {
     store_t *s = txn->store;
@@ -1114,37 +1200,37 @@ reel_code_t store_txn_get(store_txn_t *txn, store_cf_t cf, const void *key,
     if (REEL_FAULT("store.get"))
         return reel_status_set(st, REEL_INTERNAL, "read: injected fault");
     *val = rocksdb_writebatch_wi_get_from_batch_and_db_cf(
-        s->wb, s->db, s->ropts, s->cf[cf], key, klen, vlen, &err);
+        s->wb, s->db, s->ropts, cf->h, key, klen, vlen, &err);
     if (err != NULL)
         return take_err(st, REEL_INTERNAL, &err, "read");
     return *val != NULL ? REEL_OK : REEL_NOT_FOUND;
 }
 
-void store_txn_put(store_txn_t *txn, store_cf_t cf, const void *key,
+void store_txn_put(store_txn_t *txn, store_cf_t *cf, const void *key,
                    size_t klen, const void *val, size_t vlen) {
-    rocksdb_writebatch_wi_put_cf(txn->store->wb, txn->store->cf[cf], key, klen,
+    rocksdb_writebatch_wi_put_cf(txn->store->wb, cf->h, key, klen,
                                  val, vlen);
 }
 
-void store_txn_delete(store_txn_t *txn, store_cf_t cf, const void *key,
+void store_txn_delete(store_txn_t *txn, store_cf_t *cf, const void *key,
                       size_t klen) {
-    rocksdb_writebatch_wi_delete_cf(txn->store->wb, txn->store->cf[cf], key,
+    rocksdb_writebatch_wi_delete_cf(txn->store->wb, cf->h, key,
                                     klen);
 }
 
-void store_txn_put_blind(store_txn_t *txn, store_cf_t cf, const void *key,
+void store_txn_put_blind(store_txn_t *txn, store_cf_t *cf, const void *key,
                          size_t klen, const void *val, size_t vlen) {
-    rocksdb_writebatch_put_cf(txn->store->blind, txn->store->cf[cf], key, klen,
+    rocksdb_writebatch_put_cf(txn->store->blind, cf->h, key, klen,
                               val, vlen);
 }
 
-void store_txn_delete_blind(store_txn_t *txn, store_cf_t cf, const void *key,
+void store_txn_delete_blind(store_txn_t *txn, store_cf_t *cf, const void *key,
                             size_t klen) {
-    rocksdb_writebatch_delete_cf(txn->store->blind, txn->store->cf[cf], key,
+    rocksdb_writebatch_delete_cf(txn->store->blind, cf->h, key,
                                  klen);
 }
 
-uint64_t store_txn_emit(store_txn_t *txn, store_module_t module, uint32_t type,
+uint64_t store_txn_emit(store_txn_t *txn, uint32_t module, uint32_t type,
                         const void *event, size_t len) {
     store_t *s = txn->store;
     uint64_t rev = txn->next_rev++;
@@ -1160,7 +1246,7 @@ uint64_t store_txn_emit(store_txn_t *txn, store_module_t module, uint32_t type,
         memcpy(s->arena + s->arena_used, event, len);
     s->changes[s->n_changes++] = (change_rec_t){
         .revision = rev,
-        .module = (uint32_t)module,
+        .module = module,
         .type = type,
         .off = s->arena_used,
         .len = len,
@@ -1173,22 +1259,22 @@ uint64_t store_txn_next_revision(store_txn_t *txn) { return txn->next_rev; }
 
 int64_t store_txn_now_ms(store_txn_t *txn) { return txn->now_ms; }
 
-store_iter_t *store_txn_iter(store_txn_t *txn, store_cf_t cf) {
+store_iter_t *store_txn_iter(store_txn_t *txn, store_cf_t *cf) {
     store_t *s = txn->store;
     store_iter_t *it = calloc(1, sizeof(*it));
     rocksdb_iterator_t *base;
 
     if (it == NULL)
         return NULL;
-    base = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[cf]);
+    base = rocksdb_create_iterator_cf(s->db, s->ropts, cf->h);
     it->it = rocksdb_writebatch_wi_create_iterator_with_base_cf(s->wb, base,
-                                                                s->cf[cf]);
+                                                                cf->h);
     return it;
 }
 
 /* ---- Reads -------------------------------------------------------------- */
 
-reel_code_t store_get(store_t *s, store_cf_t cf, const void *key, size_t klen,
+reel_code_t store_get(store_t *s, store_cf_t *cf, const void *key, size_t klen,
                       char **val, size_t *vlen, reel_status_t *st) {
     char *err = NULL;
 
@@ -1196,7 +1282,7 @@ reel_code_t store_get(store_t *s, store_cf_t cf, const void *key, size_t klen,
     *val = NULL;
     if (REEL_FAULT("store.get"))
         return reel_status_set(st, REEL_INTERNAL, "read: injected fault");
-    *val = rocksdb_get_cf(s->db, s->ropts, s->cf[cf], key, klen, vlen, &err);
+    *val = rocksdb_get_cf(s->db, s->ropts, cf->h, key, klen, vlen, &err);
     if (err != NULL)
         return take_err(st, REEL_INTERNAL, &err, "read");
     return *val != NULL ? REEL_OK : REEL_NOT_FOUND;
@@ -1227,7 +1313,7 @@ reel_code_t store_snapshot_create(store_t *s, store_snapshot_t **out,
                              "reading the snapshot's revision: injected "
                              "fault");
     else
-        val = rocksdb_get_cf(s->db, ro, s->cf[STORE_CF_META], META_REVISION,
+        val = rocksdb_get_cf(s->db, ro, s->meta->h, META_REVISION,
                              strlen(META_REVISION), &vlen, &err);
     rocksdb_readoptions_destroy(ro);
     if (err != NULL)
@@ -1244,7 +1330,7 @@ reel_code_t store_snapshot_create(store_t *s, store_snapshot_t **out,
         free(snap);
         return rc;
     }
-    snap->revision = get_be64((const unsigned char *)val);
+    snap->revision = reel_be64_get((const unsigned char *)val);
     rocksdb_free(val);
     *out = snap;
     return REEL_OK;
@@ -1255,7 +1341,7 @@ uint64_t store_snapshot_revision(const store_snapshot_t *snap) {
 }
 
 reel_code_t store_snapshot_get(store_t *s, const store_snapshot_t *snap,
-                               store_cf_t cf, const void *key, size_t klen,
+                               store_cf_t *cf, const void *key, size_t klen,
                                char **val, size_t *vlen, reel_status_t *st) {
     rocksdb_readoptions_t *ro;
     char *err = NULL;
@@ -1268,7 +1354,7 @@ reel_code_t store_snapshot_get(store_t *s, const store_snapshot_t *snap,
         return reel_status_set(st, REEL_INTERNAL, "read: injected fault");
     ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_snapshot(ro, snap->snap);
-    *val = rocksdb_get_cf(s->db, ro, s->cf[cf], key, klen, vlen, &err);
+    *val = rocksdb_get_cf(s->db, ro, cf->h, key, klen, vlen, &err);
     rocksdb_readoptions_destroy(ro);
     if (err != NULL)
         return take_err(st, REEL_INTERNAL, &err, "read");
@@ -1282,31 +1368,31 @@ void store_snapshot_release(store_t *s, store_snapshot_t *snap) {
     free(snap);
 }
 
-store_iter_t *store_iter_create(store_t *s, store_cf_t cf,
+store_iter_t *store_iter_create(store_t *s, store_cf_t *cf,
                                 const store_snapshot_t *snap) {
     store_iter_t *it = calloc(1, sizeof(*it));
 
     if (it == NULL)
         return NULL;
     perf_off();
-    if (snap != NULL || cf == STORE_CF_WAL) {
+    if (snap != NULL || cf->kind == STORE_CF_TAIL) {
         it->ro = rocksdb_readoptions_create();
         if (snap != NULL)
             rocksdb_readoptions_set_snapshot(it->ro, snap->snap);
     }
-    if (cf == STORE_CF_WAL) {
-        /* WAL readers are tails: forward passes. Read ahead, and keep
-         * their blocks out of the cache the live keys use. A subscriber
-         * replays in rounds, each until its send queue is full and each on
-         * a new iterator (so that a stalled one pins nothing): the read
-         * ahead is sized to what a round uses, since a larger buffer is
-         * read, faulted in and dropped every round (with 1 MiB,
-         * `reel-bench tail` was 23-29% slower). */
+    if (cf->kind == STORE_CF_TAIL) {
+        /* Tails are read in forward passes: read ahead, and keep their
+         * blocks out of the cache the live keys use. A subscriber of the
+         * WAL (the tail reeld has) replays in rounds, each until its send
+         * queue is full and each on a new iterator (so that a stalled one
+         * pins nothing): the read ahead is sized to what a round uses,
+         * since a larger buffer is read, faulted in and dropped every
+         * round (with 1 MiB, `reel-bench tail` was 23-29% slower). */
         rocksdb_readoptions_set_fill_cache(it->ro, 0);
-        rocksdb_readoptions_set_readahead_size(it->ro, STORE_WAL_READAHEAD);
+        rocksdb_readoptions_set_readahead_size(it->ro, STORE_TAIL_READAHEAD);
     }
     it->it = rocksdb_create_iterator_cf(s->db, it->ro ? it->ro : s->ropts,
-                                        s->cf[cf]);
+                                        cf->h);
     return it;
 }
 

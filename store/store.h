@@ -2,8 +2,8 @@
  * store/store.h: reel's storage: one RocksDB, one writer thread, one global
  * revision.
  *
- * A store is one RocksDB database in a data dir, with a column family per
- * module. Reads go straight to RocksDB from any thread. Every mutation goes
+ * A store is one RocksDB database in a data dir, with the column families
+ * its modules declare. Reads go straight to RocksDB from any thread. Every mutation goes
  * through the single writer thread: a caller submits a request (an apply
  * function and its argument) to a bounded queue; the writer takes what is
  * queued as a group, runs each request's apply function in order against a
@@ -32,31 +32,41 @@
 /* The on-disk format this build reads and writes. */
 #define STORE_FORMAT_VERSION 1
 
-/* Column families, one per module's kind of record. */
-typedef enum store_cf {
-    STORE_CF_META = 0, /* store's own records: the last revision */
-    STORE_CF_RUNS,
-    STORE_CF_JOURNAL,
-    STORE_CF_KV,
-    STORE_CF_KV_HISTORY,
-    STORE_CF_SIGNALS,
-    STORE_CF_WAL,
-    STORE_CF__COUNT
-} store_cf_t;
+/* The longest column family name a module may declare. */
+#define STORE_CF_NAME_MAX 64
 
-/* The module a committed change belongs to. */
-typedef enum store_module {
-    STORE_MODULE_JOURNAL = 1,
-    STORE_MODULE_RUNS,
-    STORE_MODULE_KV,
-    STORE_MODULE_SIGNALS,
-} store_module_t;
+/*
+ * Column families. The store keeps one of its own, "meta"; every other one
+ * is declared by the module that owns it (store_opts_t.cfs) and reached
+ * through the handle store_cf_lookup() gives for its name. The store names
+ * no module: what it knows of a family is its name and its kind.
+ */
+typedef enum store_cf_kind {
+    /* The options every family gets: bloom filters in table files, LZ4,
+     * one memtable budget shared by all families. */
+    STORE_CF_PLAIN = 0,
+    /* Point lookups: read by key before most writes, where the key is
+     * often new (a first set, an idempotency key, a new run or signal). A
+     * bloom filter over the memtable answers "not there" without
+     * searching it. */
+    STORE_CF_LOOKUP,
+    /* A tail: read in long forward passes. Its iterators read ahead and
+     * keep their blocks out of the block cache the live keys use. */
+    STORE_CF_TAIL,
+} store_cf_kind_t;
+
+/* One column family a module declares. Lists of them end with a NULL name. */
+typedef struct store_cf_desc {
+    const char *name;
+    store_cf_kind_t kind;
+} store_cf_desc_t;
 
 typedef struct store store_t;
 typedef struct store_txn store_txn_t;
 typedef struct store_iter store_iter_t;
 typedef struct store_snapshot store_snapshot_t;
 typedef struct store_req store_req_t;
+typedef struct store_cf store_cf_t;
 
 /*
  * One committed change, as the publish function sees it. `event` points into
@@ -64,7 +74,7 @@ typedef struct store_req store_req_t;
  */
 typedef struct store_change {
     uint64_t revision;
-    uint32_t module; /* store_module_t */
+    uint32_t module; /* the emitting module's id: the store only carries it */
     uint32_t type;   /* the module's own event type */
     int64_t ts_ms;   /* the group's commit time */
     const void *event;
@@ -99,6 +109,15 @@ typedef void (*store_failed_fn)(void *arg, const reel_status_t *why);
 
 typedef struct store_opts {
     const char *data_dir;    /* required; created if missing */
+    /*
+     * The modules' column families: lists of descriptors, each ended by
+     * one with a NULL name, the lists themselves ended by NULL (NULL: no
+     * family but the store's own). A name is 1-STORE_CF_NAME_MAX bytes,
+     * declared once, and neither "meta" nor "default" (RocksDB's own).
+     * Families found in the data dir and declared by no list stay open,
+     * untouched. The descriptors are copied.
+     */
+    const store_cf_desc_t *const *cfs;
     size_t queue_capacity;   /* queued requests; 0 = 4096 */
     size_t max_group;        /* requests per commit group; 0 = 1024 */
     store_publish_fn publish; /* may be NULL */
@@ -112,10 +131,13 @@ typedef struct store_opts {
 } store_opts_t;
 
 /*
- * Opens (creating if needed) the store in opts->data_dir and starts the
- * writer. Refuses, without touching the directory, a data dir that is not a
- * reel data dir or was written by another format version, or one that
- * another process holds. On success *out must be closed with store_close().
+ * Opens (creating if needed) the store in opts->data_dir, with the column
+ * families opts->cfs declares (created if missing), and starts the writer.
+ * Refuses, without touching the directory, a data dir that is not a reel
+ * data dir or was written by another format version, or one that another
+ * process holds; and, before anything, a malformed declaration
+ * (INVALID_ARGUMENT naming the family). On success *out must be closed
+ * with store_close().
  */
 reel_code_t store_open(const store_opts_t *opts, store_t **out,
                        reel_status_t *st);
@@ -132,6 +154,18 @@ uint64_t store_revision(store_t *store);
 /* OK, or the sticky error (UNAVAILABLE) that stopped writes, copied into
  * st when st is not NULL. */
 reel_code_t store_health(store_t *store, reel_status_t *st);
+
+/*
+ * The handle of the column family `name`, in *out: valid until
+ * store_close(). FAILED_PRECONDITION, naming it, when no list given to
+ * store_open() declared it. Modules look their families up once, when
+ * they are created. Any thread.
+ */
+reel_code_t store_cf_lookup(store_t *store, const char *name,
+                            store_cf_t **out, reel_status_t *st);
+
+/* The column family's name, e.g. "kv_history". */
+const char *store_cf_name(const store_cf_t *cf);
 
 /* ---- Writer requests ---------------------------------------------------- */
 
@@ -182,12 +216,12 @@ reel_code_t store_exec(store_t *store, store_apply_fn apply, void *arg,
  * earlier writes). OK with *val (malloc'd, free() it) and *vlen, NOT_FOUND,
  * or INTERNAL.
  */
-reel_code_t store_txn_get(store_txn_t *txn, store_cf_t cf, const void *key,
+reel_code_t store_txn_get(store_txn_t *txn, store_cf_t *cf, const void *key,
                           size_t klen, char **val, size_t *vlen,
                           reel_status_t *st);
-void store_txn_put(store_txn_t *txn, store_cf_t cf, const void *key,
+void store_txn_put(store_txn_t *txn, store_cf_t *cf, const void *key,
                    size_t klen, const void *val, size_t vlen);
-void store_txn_delete(store_txn_t *txn, store_cf_t cf, const void *key,
+void store_txn_delete(store_txn_t *txn, store_cf_t *cf, const void *key,
                       size_t klen);
 
 /*
@@ -198,9 +232,9 @@ void store_txn_delete(store_txn_t *txn, store_cf_t cf, const void *key,
  * written only blind (puts and deletes) in that group, so its writes stay in
  * order.
  */
-void store_txn_put_blind(store_txn_t *txn, store_cf_t cf, const void *key,
+void store_txn_put_blind(store_txn_t *txn, store_cf_t *cf, const void *key,
                          size_t klen, const void *val, size_t vlen);
-void store_txn_delete_blind(store_txn_t *txn, store_cf_t cf, const void *key,
+void store_txn_delete_blind(store_txn_t *txn, store_cf_t *cf, const void *key,
                             size_t klen);
 
 /*
@@ -210,7 +244,7 @@ void store_txn_delete_blind(store_txn_t *txn, store_cf_t cf, const void *key,
  * made (out of memory) the request fails with RESOURCE_EXHAUSTED once its
  * apply returns, and nothing it wrote commits.
  */
-uint64_t store_txn_emit(store_txn_t *txn, store_module_t module, uint32_t type,
+uint64_t store_txn_emit(store_txn_t *txn, uint32_t module, uint32_t type,
                         const void *event, size_t len);
 
 /* The revision the next emit would get. */
@@ -220,12 +254,12 @@ uint64_t store_txn_next_revision(store_txn_t *txn);
 int64_t store_txn_now_ms(store_txn_t *txn);
 
 /* An iterator that sees the database plus the group's earlier writes. */
-store_iter_t *store_txn_iter(store_txn_t *txn, store_cf_t cf);
+store_iter_t *store_txn_iter(store_txn_t *txn, store_cf_t *cf);
 
 /* ---- Reads (any thread) -------------------------------------------------- */
 
 /* Reads key from committed state: OK, NOT_FOUND or INTERNAL. */
-reel_code_t store_get(store_t *store, store_cf_t cf, const void *key,
+reel_code_t store_get(store_t *store, store_cf_t *cf, const void *key,
                       size_t klen, char **val, size_t *vlen,
                       reel_status_t *st);
 
@@ -240,12 +274,12 @@ reel_code_t store_snapshot_create(store_t *store, store_snapshot_t **out,
 uint64_t store_snapshot_revision(const store_snapshot_t *snap);
 /* store_get() at snap. */
 reel_code_t store_snapshot_get(store_t *store, const store_snapshot_t *snap,
-                               store_cf_t cf, const void *key, size_t klen,
+                               store_cf_t *cf, const void *key, size_t klen,
                                char **val, size_t *vlen, reel_status_t *st);
 void store_snapshot_release(store_t *store, store_snapshot_t *snap);
 
 /* An iterator over committed state, at snap if not NULL. */
-store_iter_t *store_iter_create(store_t *store, store_cf_t cf,
+store_iter_t *store_iter_create(store_t *store, store_cf_t *cf,
                                 const store_snapshot_t *snap);
 void store_iter_seek(store_iter_t *it, const void *key, size_t klen);
 void store_iter_seek_first(store_iter_t *it);
@@ -257,8 +291,5 @@ const char *store_iter_value(store_iter_t *it, size_t *vlen);
 /* OK, or INTERNAL if the iteration stopped on an error. */
 reel_code_t store_iter_status(store_iter_t *it, reel_status_t *st);
 void store_iter_destroy(store_iter_t *it);
-
-/* The column family's name, e.g. "kv_history". */
-const char *store_cf_name(store_cf_t cf);
 
 #endif

@@ -60,19 +60,44 @@ static void record_publish(void *arg, const store_change_t *c, size_t n) {
     pthread_mutex_unlock(&f->mu);
 }
 
+/* The tests' column families, as a module would declare them. */
+#define TEST_MODULE 1
+static const store_cf_desc_t test_cfs[] = {
+    {"data", STORE_CF_LOOKUP},
+    {"tail", STORE_CF_TAIL},
+    {NULL, STORE_CF_PLAIN},
+};
+static const store_cf_desc_t *const test_cf_lists[] = {test_cfs, NULL};
+
+/* "data" of the open store: apply functions see only their txn. */
+static store_cf_t *data;
+
 static store_opts_t fixture_opts(fixture_t *f) {
     store_opts_t o = {0};
 
     o.data_dir = f->dir;
+    o.cfs = test_cf_lists;
     o.publish = record_publish;
     o.publish_arg = f;
     return o;
 }
 
+/* store_open into f->store, then finds "data" in it. */
+static reel_code_t open_with(fixture_t *f, const store_opts_t *o,
+                             reel_status_t *st) {
+    reel_code_t rc = store_open(o, &f->store, st);
+
+    data = NULL;
+    if (rc == REEL_OK)
+        assert_int_equal(store_cf_lookup(f->store, "data", &data, NULL),
+                         REEL_OK);
+    return rc;
+}
+
 static void open_store(fixture_t *f) {
     store_opts_t o = fixture_opts(f);
     reel_status_t st = REEL_STATUS_INIT;
-    reel_code_t rc = store_open(&o, &f->store, &st);
+    reel_code_t rc = open_with(f, &o, &st);
 
     if (rc != REEL_OK)
         fail_msg("store_open: %s", reel_status_message(&st));
@@ -121,10 +146,10 @@ static reel_code_t apply_put(store_txn_t *txn, void *arg, reel_status_t *st) {
     put_arg_t *a = arg;
 
     (void)st;
-    store_txn_put(txn, STORE_CF_KV, a->key, strlen(a->key), a->val,
+    store_txn_put(txn, data, a->key, strlen(a->key), a->val,
                   strlen(a->val));
     for (int i = 0; i < a->n_emit; i++)
-        store_txn_emit(txn, STORE_MODULE_KV, 1, a->key, strlen(a->key));
+        store_txn_emit(txn, TEST_MODULE, 1, a->key, strlen(a->key));
     return REEL_OK;
 }
 
@@ -141,7 +166,7 @@ static char *get_str(store_t *s, const char *key) {
     char *val = NULL;
     size_t vlen = 0;
 
-    if (store_get(s, STORE_CF_KV, key, strlen(key), &val, &vlen, NULL) !=
+    if (store_get(s, data, key, strlen(key), &val, &vlen, NULL) !=
         REEL_OK)
         return NULL;
     val = realloc(val, vlen + 1);
@@ -310,7 +335,7 @@ static reel_code_t apply_increment(store_txn_t *txn, void *arg,
     uint64_t n = 0;
     reel_code_t rc;
 
-    rc = store_txn_get(txn, STORE_CF_KV, "counter", 7, &val, &vlen, st);
+    rc = store_txn_get(txn, data, "counter", 7, &val, &vlen, st);
     if (rc == REEL_OK) {
         memcpy(buf, val, vlen < 31 ? vlen : 31);
         buf[vlen < 31 ? vlen : 31] = '\0';
@@ -322,10 +347,10 @@ static reel_code_t apply_increment(store_txn_t *txn, void *arg,
     n++;
     a->seen = n;
     snprintf(buf, sizeof(buf), "%llu", (unsigned long long)n);
-    store_txn_put(txn, STORE_CF_KV, "counter", 7, buf, strlen(buf));
+    store_txn_put(txn, data, "counter", 7, buf, strlen(buf));
     snprintf(key, sizeof(key), "w/%d/%d", a->thread, a->i);
-    store_txn_put(txn, STORE_CF_KV, key, strlen(key), buf, strlen(buf));
-    store_txn_emit(txn, STORE_MODULE_KV, 1, key, strlen(key));
+    store_txn_put(txn, data, key, strlen(key), buf, strlen(buf));
+    store_txn_emit(txn, TEST_MODULE, 1, key, strlen(key));
     return REEL_OK;
 }
 
@@ -450,7 +475,7 @@ static reel_code_t apply_read_a(store_txn_t *txn, void *arg,
     read_back_t *r = arg;
     char *val = NULL;
     size_t vlen = 0;
-    reel_code_t rc = store_txn_get(txn, STORE_CF_KV, "a", 1, &val, &vlen, st);
+    reel_code_t rc = store_txn_get(txn, data, "a", 1, &val, &vlen, st);
 
     if (rc != REEL_OK)
         return reel_status_set(st, REEL_NOT_FOUND, "a not visible");
@@ -477,16 +502,16 @@ static reel_code_t apply_blind(store_txn_t *txn, void *arg,
                                reel_status_t *st) {
     put_arg_t *a = arg;
 
-    store_txn_put_blind(txn, STORE_CF_KV, a->key, strlen(a->key), a->val,
+    store_txn_put_blind(txn, data, a->key, strlen(a->key), a->val,
                         strlen(a->val));
     if (strcmp(a->key, "y") == 0)
         return reel_status_set(st, REEL_ABORTED, "failed after a blind put");
     if (strcmp(a->key, "z") == 0) {
-        store_txn_delete_blind(txn, STORE_CF_KV, "z", 1);
-        store_txn_delete_blind(txn, STORE_CF_KV, "w", 1);
-        store_txn_put_blind(txn, STORE_CF_KV, "w", 1, "4", 1);
+        store_txn_delete_blind(txn, data, "z", 1);
+        store_txn_delete_blind(txn, data, "w", 1);
+        store_txn_put_blind(txn, data, "w", 1, "4", 1);
     }
-    store_txn_put(txn, STORE_CF_KV, "a", 1, a->val, strlen(a->val));
+    store_txn_put(txn, data, "a", 1, a->val, strlen(a->val));
     return REEL_OK;
 }
 
@@ -495,7 +520,7 @@ static reel_code_t apply_read_x(store_txn_t *txn, void *arg,
     read_back_t *r = arg;
     char *val = NULL;
     size_t vlen = 0;
-    reel_code_t rc = store_txn_get(txn, STORE_CF_KV, "x", 1, &val, &vlen, st);
+    reel_code_t rc = store_txn_get(txn, data, "x", 1, &val, &vlen, st);
 
     free(val);
     snprintf(r->got, sizeof(r->got), "%s", rc == REEL_OK ? "seen" : "unseen");
@@ -551,7 +576,7 @@ static void test_full_queue_is_resource_exhausted(void **state) {
 
     store_close(f->store);
     o.queue_capacity = 4;
-    assert_int_equal(store_open(&o, &f->store, &st), REEL_OK);
+    assert_int_equal(open_with(f, &o, &st), REEL_OK);
 
     gate_close(f->store, &g); /* the gate has left the queue */
     for (int i = 0; i < 4; i++) {
@@ -591,7 +616,7 @@ static void test_write_failure_is_sticky_and_nothing_is_acknowledged(
     store_close(f->store);
     o.fault = fault_on_zero;
     fault_countdown = 1; /* the second group fails */
-    assert_int_equal(store_open(&o, &f->store, &st), REEL_OK);
+    assert_int_equal(open_with(f, &o, &st), REEL_OK);
 
     put_sync(f->store, "first", "v", 1, NULL);
     assert_int_equal(store_exec(f->store, apply_put, &a, NULL, &st),
@@ -651,7 +676,7 @@ static void test_snapshot_reads_see_one_revision(void **state) {
     assert_int_equal(store_snapshot_revision(snap), 2);
     put_sync(f->store, "c", "3", 1, NULL);
 
-    it = store_iter_create(f->store, STORE_CF_KV, snap);
+    it = store_iter_create(f->store, data, snap);
     for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it))
         n++;
     assert_int_equal(store_iter_status(it, NULL), REEL_OK);
@@ -659,7 +684,7 @@ static void test_snapshot_reads_see_one_revision(void **state) {
     assert_int_equal(n, 2);
     store_snapshot_release(f->store, snap);
 
-    it = store_iter_create(f->store, STORE_CF_KV, NULL);
+    it = store_iter_create(f->store, data, NULL);
     n = 0;
     for (store_iter_seek(it, "b", 1); store_iter_valid(it); store_iter_next(it))
         n++;
@@ -735,12 +760,12 @@ static void test_read_and_iterator_faults_are_errors(void **state) {
     put_sync(f->store, "a", "1", 1, NULL);
     put_sync(f->store, "b", "2", 1, NULL);
     reel_fault_arm("store.get", 0, 1);
-    assert_int_equal(store_get(f->store, STORE_CF_KV, "a", 1, &val, &vlen,
+    assert_int_equal(store_get(f->store, data, "a", 1, &val, &vlen,
                                &st),
                      REEL_INTERNAL);
     assert_null(val);
     reel_fault_arm("store.iter", 1, 1); /* the first next() fails */
-    it = store_iter_create(f->store, STORE_CF_KV, NULL);
+    it = store_iter_create(f->store, data, NULL);
     for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it))
         n++;
     assert_int_equal(n, 1);
@@ -922,6 +947,182 @@ static void test_rocksdb_logs_to_reel_not_to_a_file_in_the_data_dir(
     assert_false(file_exists(f->dir, "LOG"));
 }
 
+/* ---- Declared column families ------------------------------------------- */
+
+static void test_declared_families_are_found_by_name_only(void **state) {
+    fixture_t *f = *state;
+    reel_status_t st = REEL_STATUS_INIT;
+    store_cf_t *cf = NULL;
+
+    assert_int_equal(store_cf_lookup(f->store, "tail", &cf, &st), REEL_OK);
+    assert_non_null(cf);
+    assert_string_equal(store_cf_name(cf), "tail");
+    assert_string_equal(store_cf_name(data), "data");
+    /* Not declared, and the store's own: neither is a module's to use. */
+    assert_int_equal(store_cf_lookup(f->store, "kv", &cf, &st),
+                     REEL_FAILED_PRECONDITION);
+    assert_null(cf);
+    assert_non_null(strstr(reel_status_message(&st), "\"kv\""));
+    assert_int_equal(store_cf_lookup(f->store, "meta", &cf, &st),
+                     REEL_FAILED_PRECONDITION);
+    reel_status_fini(&st);
+}
+
+/* A malformed declaration is refused before the data dir is touched. */
+static void test_malformed_declarations_are_refused_untouched(void **state) {
+    fixture_t *f = *state;
+    static const store_cf_desc_t again[] = {{"data", STORE_CF_PLAIN},
+                                            {NULL, STORE_CF_PLAIN}};
+    static const store_cf_desc_t meta[] = {{"meta", STORE_CF_PLAIN},
+                                           {NULL, STORE_CF_PLAIN}};
+    static const store_cf_desc_t deflt[] = {{"default", STORE_CF_PLAIN},
+                                            {NULL, STORE_CF_PLAIN}};
+    static const store_cf_desc_t empty[] = {{"", STORE_CF_PLAIN},
+                                            {NULL, STORE_CF_PLAIN}};
+    static const store_cf_desc_t kind[] = {{"odd", (store_cf_kind_t)7},
+                                           {NULL, STORE_CF_PLAIN}};
+    static const store_cf_desc_t twice[] = {{"x", STORE_CF_PLAIN},
+                                            {"x", STORE_CF_TAIL},
+                                            {NULL, STORE_CF_PLAIN}};
+    char long_name[STORE_CF_NAME_MAX + 2];
+    store_cf_desc_t too_long[] = {{long_name, STORE_CF_PLAIN},
+                                  {NULL, STORE_CF_PLAIN}};
+    const struct {
+        const store_cf_desc_t *const lists[3];
+        const char *why;
+    } cases[] = {
+        {{test_cfs, again, NULL}, "column family \"data\" is declared twice"},
+        {{twice, NULL}, "column family \"x\" is declared twice"},
+        {{meta, NULL}, "column family \"meta\": the name is the store's own"},
+        {{deflt, NULL}, "\"default\": the name is the store's own"},
+        {{empty, NULL}, "a name is 1-64 bytes (got 0)"},
+        {{too_long, NULL}, "a name is 1-64 bytes (got 65)"},
+        {{kind, NULL}, "column family \"odd\": unknown kind 7"},
+    };
+    store_opts_t o = fixture_opts(f);
+    reel_status_t st = REEL_STATUS_INIT;
+    char dir[600];
+    store_t *s = NULL;
+
+    memset(long_name, 'n', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    snprintf(dir, sizeof(dir), "%s/never", f->dir);
+    o.data_dir = dir;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        o.cfs = cases[i].lists;
+        assert_int_equal(store_open(&o, &s, &st), REEL_INVALID_ARGUMENT);
+        assert_null(s);
+        if (strstr(reel_status_message(&st), cases[i].why) == NULL)
+            fail_msg("case %zu: \"%s\" does not say \"%s\"", i,
+                     reel_status_message(&st), cases[i].why);
+        assert_false(file_exists(f->dir, "never"));
+    }
+    reel_status_fini(&st);
+}
+
+static reel_code_t apply_put_extra(store_txn_t *txn, void *arg,
+                                   reel_status_t *st) {
+    store_cf_t *extra = arg;
+
+    (void)st;
+    store_txn_put(txn, extra, "k", 1, "kept", 4);
+    return REEL_OK;
+}
+
+/* A family on disk that no module declares any more is opened, left
+ * alone, and found again by the next store that declares it. */
+static void test_an_undeclared_family_on_disk_is_kept(void **state) {
+    fixture_t *f = *state;
+    static const store_cf_desc_t more[] = {{"extra", STORE_CF_LOOKUP},
+                                           {NULL, STORE_CF_PLAIN}};
+    const store_cf_desc_t *const with_extra[] = {test_cfs, more, NULL};
+    store_opts_t o = fixture_opts(f);
+    reel_status_t st = REEL_STATUS_INIT;
+    store_cf_t *extra = NULL;
+    char *val = NULL;
+    size_t vlen = 0;
+
+    store_close(f->store);
+    o.cfs = with_extra;
+    assert_int_equal(open_with(f, &o, &st), REEL_OK);
+    assert_int_equal(store_cf_lookup(f->store, "extra", &extra, &st), REEL_OK);
+    assert_int_equal(store_exec(f->store, apply_put_extra, extra, NULL, &st),
+                     REEL_OK);
+    put_sync(f->store, "a", "1", 1, NULL);
+    reopen(f); /* declares data and tail only */
+    assert_int_equal(store_cf_lookup(f->store, "extra", &extra, &st),
+                     REEL_FAILED_PRECONDITION);
+    val = get_str(f->store, "a");
+    assert_string_equal(val, "1");
+    free(val);
+    put_sync(f->store, "b", "2", 1, NULL);
+    store_close(f->store);
+    assert_int_equal(open_with(f, &o, &st), REEL_OK);
+    assert_int_equal(store_cf_lookup(f->store, "extra", &extra, &st), REEL_OK);
+    assert_int_equal(store_get(f->store, extra, "k", 1, &val, &vlen, &st),
+                     REEL_OK);
+    assert_int_equal(vlen, 4);
+    assert_memory_equal(val, "kept", 4);
+    free(val);
+    assert_int_equal(store_revision(f->store), 2);
+    reel_status_fini(&st);
+}
+
+typedef struct tail_arg {
+    store_cf_t *cf;
+    int from, to;
+} tail_arg_t;
+
+static reel_code_t apply_put_tail(store_txn_t *txn, void *arg,
+                                  reel_status_t *st) {
+    tail_arg_t *a = arg;
+    char k[16];
+
+    (void)st;
+    for (int i = a->from; i < a->to; i++) {
+        snprintf(k, sizeof(k), "e%06d", i);
+        store_txn_put_blind(txn, a->cf, k, strlen(k), k, strlen(k));
+    }
+    return REEL_OK;
+}
+
+/* A tail family (read ahead, no cache fill) reads like any other, with
+ * and without a snapshot. */
+static void test_a_tail_family_iterates_in_order(void **state) {
+    fixture_t *f = *state;
+    tail_arg_t a = {NULL, 0, 3000};
+    store_snapshot_t *snap = NULL;
+    store_iter_t *it;
+    int n;
+
+    assert_int_equal(store_cf_lookup(f->store, "tail", &a.cf, NULL), REEL_OK);
+    assert_int_equal(store_exec(f->store, apply_put_tail, &a, NULL, NULL),
+                     REEL_OK);
+    assert_int_equal(store_snapshot_create(f->store, &snap, NULL), REEL_OK);
+    a.from = 3000;
+    a.to = 3100;
+    assert_int_equal(store_exec(f->store, apply_put_tail, &a, NULL, NULL),
+                     REEL_OK);
+    for (int pass = 0; pass < 2; pass++) {
+        it = store_iter_create(f->store, a.cf, pass == 0 ? snap : NULL);
+        n = 0;
+        for (store_iter_seek(it, "e", 1); store_iter_valid(it);
+             store_iter_next(it)) {
+            char want[16];
+            size_t klen;
+            const char *k = store_iter_key(it, &klen);
+
+            snprintf(want, sizeof(want), "e%06d", n++);
+            assert_int_equal(klen, strlen(want));
+            assert_memory_equal(k, want, klen);
+        }
+        assert_int_equal(store_iter_status(it, NULL), REEL_OK);
+        store_iter_destroy(it);
+        assert_int_equal(n, pass == 0 ? 3000 : 3100);
+    }
+    store_snapshot_release(f->store, snap);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
@@ -963,6 +1164,15 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_rocksdb_logs_to_reel_not_to_a_file_in_the_data_dir, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_declared_families_are_found_by_name_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_malformed_declarations_are_refused_untouched, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_undeclared_family_on_disk_is_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_tail_family_iterates_in_order,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

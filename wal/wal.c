@@ -85,6 +85,13 @@ typedef struct rec {
 #define TRIM_CHUNK 5000
 #define CONSUMER_CHARS "A-Za-z0-9_.-"
 #define CONSUMER_MAX 128
+#define CF_WAL "wal"
+
+/* Read in forward passes from a subscriber's position: a tail. */
+const store_cf_desc_t wal_cfs[] = {
+    {CF_WAL, STORE_CF_TAIL},
+    {NULL, STORE_CF_PLAIN},
+};
 
 /* A consumer held by a subscription, under hub_mu. */
 typedef struct active {
@@ -101,6 +108,7 @@ typedef struct holding {
 
 struct wal {
     store_t *store;
+    store_cf_t *cf;
     wal_encode_fn encode;
     void *encode_arg;
     wal_limits_t lim;
@@ -165,9 +173,10 @@ static void *trimmer_main(void *arg);
 
 static reel_code_t apply_consumers_end(store_txn_t *txn, void *arg,
                                        reel_status_t *st) {
-    (void)arg, (void)st;
-    store_txn_put(txn, STORE_CF_WAL, CONSUMERS_END, strlen(CONSUMERS_END),
-                  "", 0);
+    wal_t *w = arg;
+
+    (void)st;
+    store_txn_put(txn, w->cf, CONSUMERS_END, strlen(CONSUMERS_END), "", 0);
     return REEL_OK;
 }
 
@@ -198,10 +207,14 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
     if (w->lim.consumer_max_lag_bytes == 0)
         w->lim.consumer_max_lag_bytes = (uint64_t)1 << 30;
     w->last_published = store_revision(store);
+    if ((rc = store_cf_lookup(store, CF_WAL, &w->cf, st)) != REEL_OK) {
+        free(w);
+        return rc;
+    }
     /* Without its true byte count or oldest event, retention would trim
      * the wrong events: refuse to start instead. */
-    rc = store_get(store, STORE_CF_WAL, META_BYTES, strlen(META_BYTES), &val,
-                   &vlen, st);
+    rc = store_get(store, w->cf, META_BYTES, strlen(META_BYTES), &val, &vlen,
+                   st);
     if (rc == REEL_OK && vlen != 8)
         rc = reel_status_set(st, REEL_DATA_LOSS,
                              "the WAL's byte count is malformed (%zu bytes)",
@@ -215,11 +228,11 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
         rc = REEL_OK;
     }
     if (rc == REEL_OK &&
-        (rc = store_get(store, STORE_CF_WAL, CONSUMERS_END,
+        (rc = store_get(store, w->cf, CONSUMERS_END,
                         strlen(CONSUMERS_END), &val, &vlen, st)) ==
             REEL_NOT_FOUND) {
         reel_status_fini(st);
-        rc = store_exec(store, apply_consumers_end, NULL, NULL, st);
+        rc = store_exec(store, apply_consumers_end, w, NULL, st);
     }
     free(val);
     if (rc == REEL_OK)
@@ -287,7 +300,7 @@ reel_code_t wal_head(wal_t *w, uint64_t *head, uint64_t *oldest,
      * oldest look newer than the head. */
     *head = store_revision(w->store);
     *oldest = 0;
-    if ((it = store_iter_create(w->store, STORE_CF_WAL, NULL)) == NULL)
+    if ((it = store_iter_create(w->store, w->cf, NULL)) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     rev_key(atomic_load(&w->floor), key);
     store_iter_seek(it, key, sizeof(key));
@@ -314,7 +327,7 @@ static void put_bytes(wal_t *w, store_txn_t *txn, uint64_t bytes) {
 
     atomic_store(&w->bytes, bytes);
     reel_be64_put(b, bytes);
-    store_txn_put(txn, STORE_CF_WAL, META_BYTES, strlen(META_BYTES), b, 8);
+    store_txn_put(txn, w->cf, META_BYTES, strlen(META_BYTES), b, 8);
 }
 
 reel_code_t wal_before_commit(void *arg, store_txn_t *txn,
@@ -368,7 +381,7 @@ reel_code_t wal_before_commit(void *arg, store_txn_t *txn,
         unsigned char key[9];
 
         rev_key(w->recs[i].revision, key);
-        store_txn_put_blind(txn, STORE_CF_WAL, key, sizeof(key),
+        store_txn_put_blind(txn, w->cf, key, sizeof(key),
                             w->buf.p + w->recs[i].off, w->recs[i].len);
     }
     put_bytes(w, txn, atomic_load(&w->bytes) + w->buf.len);
@@ -545,7 +558,7 @@ static int replay(wal_sub_t *s, reel_status_t *why) {
                         reel_status_message(why));
         return 3;
     }
-    it = store_iter_create(s->w->store, STORE_CF_WAL, snap);
+    it = store_iter_create(s->w->store, s->w->cf, snap);
     if (it == NULL) {
         store_snapshot_release(s->w->store, snap);
         reel_status_set(why, REEL_RESOURCE_EXHAUSTED,
@@ -789,8 +802,8 @@ void wal_consumer_fini(wal_consumer_t *c) {
     memset(c, 0, sizeof(*c));
 }
 
-static reel_code_t consumer_put(store_txn_t *txn, const wal_consumer_t *c,
-                                reel_status_t *st) {
+static reel_code_t consumer_put(wal_t *wal, store_txn_t *txn,
+                                const wal_consumer_t *c, reel_status_t *st) {
     char key[CONSUMER_MAX + 2];
     size_t klen = consumer_key(c->name, key, sizeof(key));
     reel_wbuf_t w = {0};
@@ -807,7 +820,7 @@ static reel_code_t consumer_put(store_txn_t *txn, const wal_consumer_t *c,
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
                                "out of memory writing consumer \"%s\"",
                                c->name);
-    store_txn_put(txn, STORE_CF_WAL, key, klen, w.p, w.len);
+    store_txn_put(txn, wal->cf, key, klen, w.p, w.len);
     reel_wbuf_fini(&w);
     return REEL_OK;
 }
@@ -854,7 +867,7 @@ static reel_code_t apply_consumer(store_txn_t *txn, void *arg,
     uint64_t head = store_txn_next_revision(txn) - 1;
     reel_code_t rc;
 
-    rc = store_txn_get(txn, STORE_CF_WAL, key, klen, &val, &vlen, st);
+    rc = store_txn_get(txn, w->cf, key, klen, &val, &vlen, st);
     if (rc != REEL_OK && rc != REEL_NOT_FOUND)
         return rc;
     if (rc == REEL_NOT_FOUND) {
@@ -884,7 +897,7 @@ static reel_code_t apply_consumer(store_txn_t *txn, void *arg,
         c.pattern = (char *)(op->pattern ? op->pattern : "");
         c.acked = op->revision;
         c.created_at_ms = store_txn_now_ms(txn);
-        if ((rc = consumer_put(txn, &c, st)) != REEL_OK)
+        if ((rc = consumer_put(w, txn, &c, st)) != REEL_OK)
             return rc;
         op->out->acked = c.acked;
         op->out->created_at_ms = c.created_at_ms;
@@ -909,10 +922,10 @@ static reel_code_t apply_consumer(store_txn_t *txn, void *arg,
         else if (op->revision > c.acked) { /* never back */
             c.acked = op->revision;
             c.acked_at_ms = store_txn_now_ms(txn);
-            rc = consumer_put(txn, &c, st);
+            rc = consumer_put(w, txn, &c, st);
         }
     } else if (op->kind == OP_DELETE) {
-        store_txn_delete(txn, STORE_CF_WAL, key, klen);
+        store_txn_delete(txn, w->cf, key, klen);
     } else if (op->pattern != NULL && strcmp(op->pattern, c.pattern) != 0) {
         char *p = strdup(op->pattern);
 
@@ -922,7 +935,7 @@ static reel_code_t apply_consumer(store_txn_t *txn, void *arg,
         } else {
             free(c.pattern);
             c.pattern = p;
-            rc = consumer_put(txn, &c, st);
+            rc = consumer_put(w, txn, &c, st);
         }
     }
     if (rc != REEL_OK) {
@@ -1041,7 +1054,7 @@ reel_code_t wal_ack(wal_t *w, const char *name, uint64_t revision,
         return rc;
     out->active = is_active(w, name);
     head = store_revision(w->store);
-    if ((it = store_iter_create(w->store, STORE_CF_WAL, NULL)) == NULL)
+    if ((it = store_iter_create(w->store, w->cf, NULL)) == NULL)
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     else
         rc = count_pending(it, out, head, st);
@@ -1224,7 +1237,7 @@ reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
                           const reel_page_t *page, wal_consumer_t **out,
                           size_t *n, int *more, reel_status_t *st) {
     uint64_t head = store_revision(w->store);
-    store_iter_t *it = store_iter_create(w->store, STORE_CF_WAL, NULL);
+    store_iter_t *it = store_iter_create(w->store, w->cf, NULL);
     wal_consumer_t *cs = NULL;
     size_t cnt = 0;
     reel_code_t rc;
@@ -1334,7 +1347,7 @@ static reel_code_t trim_plan_make(wal_t *w, trim_plan_t *p,
     memset(p, 0, sizeof(*p));
     if ((rc = wal_head(w, &head, &oldest, st)) != REEL_OK)
         return rc;
-    if ((it = store_iter_create(w->store, STORE_CF_WAL, NULL)) == NULL)
+    if ((it = store_iter_create(w->store, w->cf, NULL)) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     if ((rc = consumers_read(it, NULL, 0, NULL, &p->cs, &p->n, NULL, st)) !=
         REEL_OK) {
@@ -1454,7 +1467,7 @@ static doomed_t *doomed_find(trim_plan_t *p, const char *name) {
 static reel_code_t apply_trim(store_txn_t *txn, void *arg, reel_status_t *st) {
     trim_op_t *op = arg;
     wal_t *w = op->w;
-    store_iter_t *it = store_txn_iter(txn, STORE_CF_WAL);
+    store_iter_t *it = store_txn_iter(txn, w->cf);
     wal_consumer_t *cs = NULL;
     size_t n = 0;
     uint64_t upto = op->plan->upto, freed = 0, bytes, last = 0;
@@ -1483,7 +1496,7 @@ static reel_code_t apply_trim(store_txn_t *txn, void *arg, reel_status_t *st) {
                 rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
                                      "out of memory");
             else
-                rc = consumer_put(txn, &cs[i], st);
+                rc = consumer_put(w, txn, &cs[i], st);
             continue;
         }
         if (cs[i].acked < upto)
@@ -1503,7 +1516,7 @@ static reel_code_t apply_trim(store_txn_t *txn, void *arg, reel_status_t *st) {
             (rev = reel_be64_get((const unsigned char *)k + 1)) > upto)
             break;
         store_iter_value(it, &vlen);
-        store_txn_delete_blind(txn, STORE_CF_WAL, k, klen);
+        store_txn_delete_blind(txn, w->cf, k, klen);
         freed += vlen;
         last = rev;
         op->done++;

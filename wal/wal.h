@@ -47,7 +47,12 @@ typedef struct wal_limits {
     uint64_t consumer_max_lag_bytes; /* 0 = 1 GiB */
 } wal_limits_t;
 
+/* The WAL's column family, for store_open(): "wal" (a tail), ended by a
+ * NULL name. The WAL emits no changes of its own: it has no module id. */
+extern const store_cf_desc_t wal_cfs[];
+
 /* Starts the background trimmer. Fails (and starts nothing) when the
+ * store was opened without wal_cfs (FAILED_PRECONDITION), or when the
  * stored byte count or the oldest event cannot be read. */
 reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
                        const wal_limits_t *limits, wal_t **out,

@@ -61,6 +61,15 @@ static int rm_entry(const char *p, const struct stat *sb, int fl,
     return remove(p);
 }
 
+/* The WAL's family, and one the test's changes write to (as a module's
+ * would), under module id 1. */
+#define TEST_MODULE 1
+static const store_cf_desc_t data_cfs[] = {{"data", STORE_CF_PLAIN},
+                                           {NULL, STORE_CF_PLAIN}};
+static const store_cf_desc_t *const test_cfs[] = {wal_cfs, data_cfs, NULL};
+/* "data" of the open store: apply functions see only their txn. */
+static store_cf_t *data;
+
 /* Only the test trims: the background trimmer waits an hour. */
 static const wal_limits_t test_limits = {.trim_interval_ms = 3600000};
 
@@ -82,11 +91,13 @@ static int setup(void **state) {
     if (mkdtemp(f->dir) == NULL)
         return -1;
     o.data_dir = f->dir;
+    o.cfs = test_cfs;
     o.publish = publish;
     o.publish_arg = f;
     o.before_commit = before;
     o.before_commit_arg = f;
     if (store_open(&o, &f->store, NULL) != REEL_OK ||
+        store_cf_lookup(f->store, "data", &data, NULL) != REEL_OK ||
         wal_create(f->store, encode, f, &test_limits, &f->wal, NULL) !=
             REEL_OK)
         return -1;
@@ -115,8 +126,8 @@ typedef struct emit_arg {
 static reel_code_t apply_emit(store_txn_t *txn, void *arg, reel_status_t *st) {
     emit_arg_t *a = arg;
 
-    store_txn_put(txn, STORE_CF_KV, a->body, strlen(a->body), "x", 1);
-    store_txn_emit(txn, STORE_MODULE_KV, a->type, a->body, strlen(a->body));
+    store_txn_put(txn, data, a->body, strlen(a->body), "x", 1);
+    store_txn_emit(txn, TEST_MODULE, a->type, a->body, strlen(a->body));
     return a->fail ? reel_status_set(st, REEL_ABORTED, "no") : REEL_OK;
 }
 
@@ -291,8 +302,8 @@ static reel_code_t apply_emit_many(store_txn_t *txn, void *arg,
         char k[16];
         int klen = snprintf(k, sizeof(k), "m%d", i);
 
-        store_txn_put(txn, STORE_CF_KV, k, (size_t)klen, "x", 1);
-        store_txn_emit(txn, STORE_MODULE_KV, 1, "m", 1);
+        store_txn_put(txn, data, k, (size_t)klen, "x", 1);
+        store_txn_emit(txn, TEST_MODULE, 1, "m", 1);
     }
     return REEL_OK;
 }
