@@ -33,7 +33,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "reel/v1/admin.pb-c.h"
 #include "base/version.h"
-#include "cli/client.h"
+#include "client/client.h"
 #include "cli/ctl.h"
 
 /* A top-level command: its own function, or a group of subcommands. */

@@ -1,9 +1,9 @@
 /*
- * cli/client.h: a small gRPC client on the C core, for reelctl and
+ * client/client.h: a small gRPC client on the C core, for reelctl and
  * reel-bench. Calls are blocking; one client is used by one thread.
  */
-#ifndef REEL_CLI_CLIENT_H
-#define REEL_CLI_CLIENT_H
+#ifndef REEL_CLIENT_CLIENT_H
+#define REEL_CLIENT_CLIENT_H
 
 #include <stddef.h>
 #include <stdint.h>

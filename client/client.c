@@ -1,7 +1,7 @@
 /*
- * cli/client.c: blocking unary and server-streaming calls on the C core.
+ * client/client.c: blocking unary and server-streaming calls on the C core.
  */
-#include "cli/client.h"
+#include "client/client.h"
 
 #include <stdlib.h>
 #include <string.h>
