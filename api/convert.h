@@ -29,7 +29,7 @@ typedef struct api_run_pb {
 int api_run_to_pb(const run_t *r, api_run_pb_t *pb);
 void api_run_pb_fini(api_run_pb_t *pb);
 
-/* ---- For the modules' WAL encoders (api/publish.c) ------------------------ */
+/* ---- For the modules' WAL encoders (api/publish.c) ----------------------- */
 
 /* A change its module's decoder did not take (decoded: what it answered):
  * DATA_LOSS when it did not decode (< 0), INTERNAL for a change type it

@@ -580,7 +580,7 @@ int api_journal_register(rpc_server_t *srv, api_ctx_t *ctx) {
     return 0;
 }
 
-/* ---- The module ------------------------------------------------------------ */
+/* ---- The module ---------------------------------------------------------- */
 
 /* A run's change as run.<run_id>.<STATUS>, an entry as
  * journal.<run_id>.<kind>. */

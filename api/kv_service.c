@@ -678,7 +678,7 @@ int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx) {
     return 0;
 }
 
-/* ---- The module ------------------------------------------------------------ */
+/* ---- The module ---------------------------------------------------------- */
 
 /* kv.<namespace>.<key> with the transition and the values before and
  * after. */

@@ -108,7 +108,7 @@ void api_modules_stop(api_ctx_t *ctx);
 /* Every module's destroy, in reverse order. */
 void api_modules_destroy(api_ctx_t *ctx);
 
-/* ---- The writer's hooks (api/publish.c) ------------------------------------ */
+/* ---- The writer's hooks (api/publish.c) ---------------------------------- */
 
 /* The store's before_commit hook (arg is the api_ctx_t): every module's
  * before_commit, in table order; the first error fails the group. */

@@ -18,7 +18,7 @@
 #include "api/services.h"
 #include "reel/v1/wal.pb-c.h"
 
-/* ---- Fake modules ----------------------------------------------------------- */
+/* ---- Fake modules -------------------------------------------------------- */
 
 static char calls[256]; /* the hooks that ran, in order */
 
@@ -107,7 +107,7 @@ static const api_module_t mod_c = {
     .name = "c", .before_commit = c_before, .publish = c_publish,
 };
 
-/* ---- Tests ------------------------------------------------------------------ */
+/* ---- Tests --------------------------------------------------------------- */
 
 static void test_the_table_gives_the_store_every_family(void **state) {
     const api_module_t *list[] = {&mod_a, &mod_c, &mod_b};

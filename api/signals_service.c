@@ -435,7 +435,7 @@ int api_signals_register(rpc_server_t *srv, api_ctx_t *ctx) {
     return 0;
 }
 
-/* ---- The module ------------------------------------------------------------ */
+/* ---- The module ---------------------------------------------------------- */
 
 /* signal.<run_id>.<name>.<sent|consumed> */
 static reel_code_t signals_module_encode(const store_change_t *c,

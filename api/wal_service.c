@@ -448,7 +448,7 @@ int api_wal_register(rpc_server_t *srv, api_ctx_t *ctx) {
     return 0;
 }
 
-/* ---- The module ------------------------------------------------------------ */
+/* ---- The module ---------------------------------------------------------- */
 
 static reel_code_t wal_module_start(api_ctx_t *ctx, reel_status_t *st) {
     return wal_create(ctx->store, api_wal_encode, ctx, &ctx->limits.wal,

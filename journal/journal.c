@@ -1432,7 +1432,8 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
     if ((int)f->status < RUN_STATUS_ANY || f->status > RUN_CANCELLED)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "status: unknown value %d", (int)f->status);
-    if (*after && (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
+    if (*after &&
+        (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
         return rc;
     if (by_session) {
         const char *parts[4] = {f->app, f->user, f->session, ""};
@@ -1524,7 +1525,8 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *app,
         return rc;
     if (app != NULL && *app && (rc = check_name("app", app, st)) != REEL_OK)
         return rc;
-    if (*after && (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
+    if (*after &&
+        (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
         return rc;
     seek = make_key('a', &after, 1, 0, 0);
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)

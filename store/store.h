@@ -3,14 +3,14 @@
  * revision.
  *
  * A store is one RocksDB database in a data dir, with the column families
- * its modules declare. Reads go straight to RocksDB from any thread. Every mutation goes
- * through the single writer thread: a caller submits a request (an apply
- * function and its argument) to a bounded queue; the writer takes what is
- * queued as a group, runs each request's apply function in order against a
- * transaction that sees the group's earlier writes, assigns each committed
- * change the next global revision, writes the group as one synced WriteBatch,
- * hands the group's changes to the publish function, and only then completes
- * the requests.
+ * its modules declare. Reads go straight to RocksDB from any thread. Every
+ * mutation goes through the single writer thread: a caller submits a
+ * request (an apply function and its argument) to a bounded queue; the
+ * writer takes what is queued as a group, runs each request's apply
+ * function in order against a transaction that sees the group's earlier
+ * writes, assigns each committed change the next global revision, writes
+ * the group as one synced WriteBatch, hands the group's changes to the
+ * publish function, and only then completes the requests.
  *
  * Threading: store_t is thread-safe. A store_txn_t exists only inside an
  * apply function, on the writer thread; it must not escape it. Apply, done
