@@ -11,7 +11,7 @@
  *                    EndRun, SuspendRun, ClaimRun, and what other modules'
  *                    applies call (signals)
  *   journal_read.c   GetRun, ReadJournal, ListRuns, ListRunsToRecover
- *   journal_sub.c    SubscribeRun and the publish step
+ *   journal_sub.c    SubscribeRun, on the feed, and the publish step
  *
  * Invariants
  *   - Every check (lease epoch, status, expected seq, idempotency) and the
@@ -80,6 +80,7 @@ reel_code_t journal_check_name(const char *field, const char *s,
 reel_code_t journal_create(store_t *store, const journal_limits_t *limits,
                            journal_t **out, reel_status_t *st) {
     journal_t *j = calloc(1, sizeof(*j));
+    reel_code_t rc;
 
     *out = NULL;
     if (j == NULL)
@@ -89,7 +90,10 @@ reel_code_t journal_create(store_t *store, const journal_limits_t *limits,
         j->lim = *limits;
     if (j->lim.max_payload == 0)
         j->lim.max_payload = JOURNAL_DEFAULT_MAX_PAYLOAD;
-    journal_hub_init(j, store_revision(store));
+    if ((rc = journal_hub_init(j, store_revision(store), st)) != REEL_OK) {
+        free(j);
+        return rc;
+    }
     *out = j;
     return REEL_OK;
 }

@@ -11,16 +11,14 @@
 #ifndef REEL_JOURNAL_JOURNAL_INT_H
 #define REEL_JOURNAL_JOURNAL_INT_H
 
-#include <pthread.h>
 #include <stdint.h>
 
 #include "base/codec.h"
+#include "feed/feed.h"
 #include "journal/journal.h"
 
 /* The event types of the journal's changes handed to the publish step. */
 enum { CHANGE_RUN = 1, CHANGE_ENTRY = 2 };
-
-typedef struct sub_bucket sub_bucket_t;
 
 struct journal {
     store_t *store;
@@ -30,10 +28,8 @@ struct journal {
     unsigned char ulid_rand[10];
     journal_pending_fn pending;
     void *pending_arg;
-    /* Subscriptions; lock order hub_mu before a subscription's mu. */
-    pthread_mutex_t hub_mu;
-    uint64_t last_published;
-    sub_bucket_t *subs;
+    /* Subscriptions, under their run_id. */
+    feed_hub_t *hub;
 };
 
 /* ---- Records and keys (journal_rec.c) ------------------------------------ */
@@ -99,7 +95,8 @@ reel_code_t journal_scan_entries(journal_t *j, const store_snapshot_t *snap,
 
 /* ---- Subscriptions (journal_sub.c) --------------------------------------- */
 
-void journal_hub_init(journal_t *j, uint64_t last_published);
+reel_code_t journal_hub_init(journal_t *j, uint64_t last_published,
+                             reel_status_t *st);
 void journal_hub_fini(journal_t *j);
 
 #endif

@@ -545,6 +545,7 @@ typedef struct sink {
     size_t n, limit, held;
     int ended;
     reel_status_t end; /* what the subscription ended with */
+    int wakes;         /* times the journal asked for a pump */
 } sink_t;
 
 static int sink_deliver(void *arg, journal_entry_t *e) {
@@ -572,6 +573,15 @@ static void sink_end(void *arg, const reel_status_t *st) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Under journal locks: only counts; the test pumps as an owner would. */
+static void sink_wake(void *arg) {
+    sink_t *s = arg;
+
+    pthread_mutex_lock(&s->mu);
+    s->wakes++;
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void sink_wait_end(sink_t *s) {
     struct timespec ts;
 
@@ -586,7 +596,7 @@ static void sink_wait_end(sink_t *s) {
 
 static void test_subscription_replays_then_follows_then_ends(void **state) {
     fixture_t *f = *state;
-    static const journal_sink_t ops = {sink_deliver, sink_end};
+    static const journal_sink_t ops = {sink_deliver, sink_end, NULL};
     sink_t s = {.limit = 3};
     journal_sub_t *sub;
     journal_result_t res;
@@ -625,6 +635,46 @@ static void test_subscription_replays_then_follows_then_ends(void **state) {
     pthread_cond_destroy(&s.cv);
 }
 
+static void test_a_change_publish_cannot_decode_is_read_from_storage(
+    void **state) {
+    fixture_t *f = *state;
+    static const journal_sink_t ops = {sink_deliver, sink_end, sink_wake};
+    sink_t s = {.limit = 100};
+    journal_sub_t *sub;
+    journal_result_t res;
+    char id[27];
+
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    begin_ok(f, "inv", "w1", 60000, id);
+    assert_int_equal(journal_sub_create(f->j, id, 0, &ops, &s, &sub, NULL),
+                     REEL_OK);
+    journal_sub_pump(sub);
+    /* The live copy of entry 1 cannot be made: the subscription may not
+     * pass it by; it drops out of live delivery and asks for a pump. */
+    reel_fault_arm("journal.publish", 0, 1);
+    assert_int_equal(append(f, id, 1, NULL, 0, &res), REEL_OK);
+    journal_result_fini(&res);
+    reel_fault_reset();
+    assert_int_equal(s.n, 0);
+    assert_int_equal(s.wakes, 1);
+    journal_sub_pump(sub); /* the owner, woken: entry 1 from storage */
+    assert_int_equal(s.n, 1);
+    assert_int_equal(append(f, id, 1, NULL, 0, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_int_equal(simple(f, JOURNAL_END, id, 1, NULL, &res), REEL_OK);
+    journal_result_fini(&res);
+    sink_wait_end(&s);
+    assert_int_equal(s.ended, 1);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.seqs[0], 1);
+    assert_int_equal(s.seqs[1], 2);
+    journal_sub_destroy(sub);
+    reel_status_fini(&s.end);
+    pthread_mutex_destroy(&s.mu);
+    pthread_cond_destroy(&s.cv);
+}
+
 /* The gRPC layer frees a call (and so its subscription) from whichever
  * thread finishes it last: ending must tolerate destruction inside end. */
 typedef struct self_destruct {
@@ -646,7 +696,7 @@ static void sd_end(void *arg, const reel_status_t *st) {
 
 static void test_a_subscription_may_be_destroyed_inside_end(void **state) {
     fixture_t *f = *state;
-    static const journal_sink_t ops = {sd_deliver, sd_end};
+    static const journal_sink_t ops = {sd_deliver, sd_end, NULL};
     self_destruct_t live = {0}, done = {0};
     journal_result_t res;
     char id[27];
@@ -808,7 +858,7 @@ static void test_run_lists_fail_on_a_corrupt_run_naming_it(void **state) {
 static void test_subscribing_past_the_last_seq_is_invalid_naming_it(
     void **state) {
     fixture_t *f = *state;
-    static const journal_sink_t ops = {sink_deliver, sink_end};
+    static const journal_sink_t ops = {sink_deliver, sink_end, NULL};
     reel_status_t st = REEL_STATUS_INIT;
     journal_entry_t *es;
     journal_result_t res;
@@ -855,7 +905,7 @@ static void test_subscribing_past_the_last_seq_is_invalid_naming_it(
 static void test_a_corrupt_entry_ends_a_subscription_with_data_loss(
     void **state) {
     fixture_t *f = *state;
-    static const journal_sink_t ops = {sink_deliver, sink_end};
+    static const journal_sink_t ops = {sink_deliver, sink_end, NULL};
     reel_status_t st = REEL_STATUS_INIT;
     journal_entry_t *es;
     journal_sub_t *sub;
@@ -885,7 +935,7 @@ static void test_a_corrupt_entry_ends_a_subscription_with_data_loss(
 static void test_a_failed_snapshot_ends_a_subscription_instead_of_waiting(
     void **state) {
     fixture_t *f = *state;
-    static const journal_sink_t ops = {sink_deliver, sink_end};
+    static const journal_sink_t ops = {sink_deliver, sink_end, NULL};
     journal_sub_t *sub;
     sink_t s;
     char id[27];
@@ -908,7 +958,7 @@ static void test_a_failed_snapshot_ends_a_subscription_instead_of_waiting(
 static void test_an_iterator_error_ends_a_subscription_with_internal(
     void **state) {
     fixture_t *f = *state;
-    static const journal_sink_t ops = {sink_deliver, sink_end};
+    static const journal_sink_t ops = {sink_deliver, sink_end, NULL};
     journal_sub_t *sub;
     sink_t s;
     char id[27], want[96];
@@ -1170,6 +1220,7 @@ int main(void) {
         T(test_list_runs_stops_at_the_byte_budget),
         T(test_recoverable_pages_by_cursor_count_and_bytes),
         T(test_recoverable_runs_filtered_by_app),
+        T(test_a_change_publish_cannot_decode_is_read_from_storage),
     };
     return cmocka_run_group_tests_name("journal", tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
  */
 #include "journal/journal_int.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
