@@ -257,6 +257,43 @@ static void test_subscriptions_filter_follow_and_catch_up(void **state) {
                      REEL_INVALID_ARGUMENT);
 }
 
+static void test_an_event_publish_cannot_read_is_read_from_storage(
+    void **state) {
+    fixture_t *f = *state;
+    sink_t s = {.limit = 64}, other = {.limit = 64};
+    wal_sub_t *sub, *osub;
+
+    assert_int_equal(wal_sub_create(f->wal, 0, "t.1", &ops, &s, &sub, NULL),
+                     REEL_OK);
+    assert_int_equal(wal_sub_create(f->wal, 0, "t.2", &ops, &other, &osub,
+                                    NULL),
+                     REEL_OK);
+    wal_sub_pump(sub);
+    wal_sub_pump(osub);
+    /* Its live copy cannot be read: no subscriber may pass it by; each
+     * drops out of live delivery and asks for a pump. */
+    reel_fault_arm("wal.publish", 0, 1);
+    assert_int_equal(emit(f, 1, "lost", 0), REEL_OK);
+    reel_fault_reset();
+    assert_int_equal(s.n, 0);
+    assert_int_equal(s.wakes, 1);
+    assert_int_equal(other.wakes, 1);
+    assert_false(wal_sub_live(sub));
+    wal_sub_pump(sub); /* the owners, woken */
+    wal_sub_pump(osub);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.got[0], "lost");
+    assert_true(wal_sub_live(sub));
+    assert_int_equal(emit(f, 2, "next", 0), REEL_OK);
+    assert_int_equal(other.n, 1);
+    assert_string_equal(other.got[0], "next");
+    /* The filtered-out event moved its cursor too. */
+    assert_int_equal(wal_sub_cursor(osub), other.revs[0]);
+    assert_int_equal(wal_sub_cursor(sub), other.revs[0]);
+    wal_sub_destroy(sub);
+    wal_sub_destroy(osub);
+}
+
 static void test_a_subscriber_behind_retention_ends_out_of_range(
     void **state) {
     fixture_t *f = *state;
@@ -734,6 +771,9 @@ int main(void) {
             test_every_change_is_stored_once_in_its_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_subscriptions_filter_follow_and_catch_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_event_publish_cannot_read_is_read_from_storage, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_a_subscriber_behind_retention_ends_out_of_range, setup,
             teardown),
