@@ -16,7 +16,8 @@ import pytest
 from reel.v1 import journal_pb2 as J
 from reel.v1 import kv_pb2 as K
 from reel.v1 import wal_pb2 as W
-from conftest import Reeld, stream, unary
+from conftest import stream, unary
+from test_cursors import faulty  # noqa: F401 (the fixture: a fresh reeld with faults armed)
 
 T = 10           # seconds to wait for one message
 DEADLINE = 60    # of each stream
@@ -24,26 +25,6 @@ NOW = K.WatchValueRequest.NOW
 BOOTSTRAP_DONE = K.ValueEvent.BOOTSTRAP_DONE
 PROGRESS = W.Event.PROGRESS
 KINDS = ["WatchValue", "WatchValueBatches", "WatchValues", "WatchValuesBatches"]
-
-
-@pytest.fixture
-def faulty(tmp_path, monkeypatch):
-    """Starts a fresh reeld with REEL_TEST_FAULTS=spec; yields a channel."""
-    started = []
-
-    def start(spec):
-        monkeypatch.setenv("REEL_TEST_FAULTS", spec)
-        server = Reeld(str(tmp_path / "data")).start()
-        monkeypatch.delenv("REEL_TEST_FAULTS")
-        ch = grpc.insecure_channel(server.addr)
-        started.append((server, ch))
-        return ch
-
-    yield start
-    for server, ch in started:
-        ch.close()
-        code, _ = server.stop()
-        assert code == 0, f"reeld exited {code} on SIGTERM:\n{server.log()}"
 
 
 class Reader:
