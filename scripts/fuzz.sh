@@ -44,7 +44,7 @@ protoc-c --proto_path=api --c_out="$build/gen" api/reel/v1/*.proto \
   api/grpc/health/v1/health.proto || exit 1
 
 srcs=()
-for f in base/*.c store/store.c kv/kv.c kv/kv_watch.c journal/journal.c \
+for f in base/*.c store/store.c feed/feed.c kv/kv.c kv/kv_watch.c journal/*.c \
          signals/signals.c api/wire.c "$build"/gen/reel/v1/*.pb-c.c \
          "$build"/gen/grpc/health/v1/*.pb-c.c; do
   case "$f" in *_test.c) ;; *) srcs+=("$f") ;; esac
