@@ -115,9 +115,9 @@ struct feed_sub {
     pthread_t end_thread; /* while ending */
     feed_sub_t *end_next; /* on the hub's ending list */
 
-    /* Registry links, under the hub's lock. */
-    int linked;
-    bucket_t *bucket; /* NULL: on the any list */
+    /* Registry links, under the hub's lock. Linked: in a bucket, or first
+     * or after another on the any list (no flag: it would cost a word). */
+    bucket_t *bucket;
     feed_sub_t *prev, *next;
 };
 
@@ -150,7 +150,6 @@ static int sub_link(feed_hub_t *h, feed_sub_t *s, const void *key,
     if (*head)
         (*head)->prev = s;
     *head = s;
-    s->linked = 1;
     return 0;
 }
 
@@ -158,8 +157,8 @@ static int sub_link(feed_hub_t *h, feed_sub_t *s, const void *key,
 static void sub_unlink(feed_hub_t *h, feed_sub_t *s) {
     feed_sub_t **head;
 
-    if (!s->linked)
-        return;
+    if (s->bucket == NULL && s->prev == NULL && h->any != s)
+        return; /* not linked */
     head = s->bucket != NULL ? &s->bucket->head : &h->any;
     if (s->prev)
         s->prev->next = s->next;
@@ -173,7 +172,6 @@ static void sub_unlink(feed_hub_t *h, feed_sub_t *s) {
     }
     s->bucket = NULL;
     s->prev = s->next = NULL;
-    s->linked = 0;
 }
 
 /* ---- Hubs ---------------------------------------------------------------- */

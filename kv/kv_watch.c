@@ -66,19 +66,20 @@ struct kv_watch {
     feed_sub_t *sub;
     char *ns, *key, *ekey; /* ekey = ns 0 key */
     size_t ns_len, key_len, ekey_len;
-    int pattern;
     size_t lit_len; /* the pattern's literal prefix */
     kv_watch_sink_t sink;
     void *arg;
+    unsigned char pattern;
 
-    /* Replay's state (the feed's replay and go_live calls). */
-    int phase, boot_sent;
+    /* Replay's state (the feed's replay and go_live calls). Small fields
+     * together: a shared stream holds 10,000 watches. */
+    unsigned char phase, boot_sent;
     uint64_t boot_rev;
     store_snapshot_t *snap;
     char *snap_after; /* last key sent in SNAPSHOT (encoded), or NULL */
     size_t snap_after_len;
     uint64_t next_version;
-    reel_status_t end_status;
+    reel_status_t *why; /* the replay's end status, during a replay call */
 };
 
 /* A live event, and the sinks' shared encoding of it. */
@@ -280,7 +281,6 @@ static char *dup_bytes(const char *s, size_t len) {
 static void watch_free(kv_watch_t *w) {
     if (w->snap != NULL)
         store_snapshot_release(w->kv->store, w->snap);
-    reel_status_fini(&w->end_status);
     free(w->snap_after);
     free(w->ns);
     free(w->key);
@@ -414,7 +414,8 @@ static int deliver(kv_watch_t *w, const kv_event_t *ev) {
     return r;
 }
 
-/* The watch cannot go on: the pump hands end_status to the sink's end. */
+/* The watch cannot go on: the replay says why, and the feed tells the
+ * sink's end. */
 static int end_watch(kv_watch_t *w, reel_code_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -422,14 +423,14 @@ static int end_watch(kv_watch_t *w, reel_code_t code, const char *fmt, ...) {
     va_list ap;
 
     va_start(ap, fmt);
-    reel_status_setv(&w->end_status, code, fmt, ap);
+    reel_status_setv(w->why, code, fmt, ap);
     va_end(ap);
     return STEP_END;
 }
 
 /* The same, with a status already made (moved from st). */
 static int end_with(kv_watch_t *w, reel_status_t *st) {
-    reel_status_move(&w->end_status, st);
+    reel_status_move(w->why, st);
     return STEP_END;
 }
 
@@ -809,6 +810,7 @@ static int step_history(kv_watch_t *w, uint64_t *cursor) {
 static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
     kv_watch_t *w = arg;
 
+    w->why = why; /* where the steps' end_* helpers write */
     for (;;) {
         int r;
 
@@ -829,10 +831,8 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
         }
         if (r == STEP_FULL)
             return FEED_FULL;
-        if (r == STEP_END) {
-            reel_status_move(why, &w->end_status);
+        if (r == STEP_END)
             return FEED_END;
-        }
     }
 }
 
