@@ -35,7 +35,8 @@ import traceback
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from reeltest import Reeld, binary, free_port, generate  # noqa: E402
+from reeltest import Reeld, free_port, generate  # noqa: E402
+from reeltest import binary as binary_path  # noqa: E402
 
 generate()
 
@@ -80,7 +81,7 @@ def one(msg):
 
 
 def reeld_path():
-    return binary("REELD", "api/reeld")
+    return binary_path("REELD", "api/reeld")
 
 
 # --------------------------------------------------------------------------
