@@ -293,6 +293,8 @@ typedef struct reel_consumer_stats {
                             not handed out again */
     uint64_t acks;       /* AckEvents calls that succeeded */
     uint64_t reconnects; /* streams opened after the first */
+    int streaming;       /* the current stream has delivered a message
+                            (events or a PROGRESS): the consumer is held */
 } reel_consumer_stats_t;
 
 /*

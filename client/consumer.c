@@ -172,6 +172,11 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
     char err[160];
     size_t n;
 
+    if (!k->got_message) {
+        pthread_mutex_lock(&k->stats_mu);
+        k->stats.streaming = 1;
+        pthread_mutex_unlock(&k->stats_mu);
+    }
     k->got_message = 1;
     if (client_batch_decode(msg, len, &k->batch, err, sizeof(err)) != 0 ||
         client_cursor_take(&k->cur, &k->batch, &skipped, err,
@@ -395,6 +400,9 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
         if (k->got_message) {
             k->held = 1;
             attempts = 0;
+            pthread_mutex_lock(&k->stats_mu);
+            k->stats.streaming = 0;
+            pthread_mutex_unlock(&k->stats_mu);
         }
         /* A failure on this side first: a stop meanwhile must not hide
          * it. */

@@ -838,6 +838,7 @@ int main(int argc, char **argv) {
     sink_config_set_t cfg = {0};
     reel_status_t st = REEL_STATUS_INIT;
     reel_client_t *client = NULL;
+    reel_client_opts_t copts = REEL_CLIENT_OPTS_INIT;
     reel_reply_t err = {0};
     reel_log_level_t level;
     const sink_config_t *one = NULL;
@@ -879,7 +880,9 @@ int main(int argc, char **argv) {
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (reel_client_create(a.reel, NULL, &client, &err) != 0) {
+    /* A sink (or a standby) comes back within 2 s of reel. */
+    copts.backoff_max_ms = 2000;
+    if (reel_client_create(a.reel, &copts, &client, &err) != 0) {
         fprintf(stderr, "reel-sink: --reel: %s\n",
                 err.details ? err.details : "");
         reel_reply_fini(&err);

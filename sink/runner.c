@@ -26,6 +26,8 @@
 #include "sink/state.h"
 
 #define PREPARE_RETRY_MS 1000
+#define ACK_INTERVAL_MS 250
+#define ACK_EVERY 500
 
 int64_t sink_now_ms(void) {
     struct timespec ts;
@@ -274,6 +276,10 @@ static void *consumer_main(void *arg) {
     co.from_revision = from;
     co.takeover = r->o.takeover;
     co.standby = 1;
+    /* Acks are cheap next to deliveries; acking often keeps what a crash
+     * sends again small. */
+    co.ack_interval_ms = ACK_INTERVAL_MS;
+    co.ack_every = ACK_EVERY;
     co.on_batch = on_batch;
     co.on_retry = on_retry;
     co.arg = r;
