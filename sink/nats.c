@@ -292,6 +292,9 @@ static int sync_stream(nats_engine_t *e) {
     e->stream_last = msg_revision(m);
     snprintf(e->prev_id, sizeof(e->prev_id), "%s", id);
     natsMsg_Destroy(m);
+    REEL_INFO("sink", "sink %s: stream %s holds this sink's events up to "
+              "revision %" PRIu64 "; publishing after it",
+              cfg->name, cfg->stream, e->stream_last);
     return 0;
 }
 
