@@ -8,8 +8,12 @@ PACKAGES=(
   bazel-bootstrap gcc g++ libc6-dev
   librocksdb-dev libgrpc-dev libabsl-dev libprotobuf-c-dev protobuf-c-compiler
   protobuf-compiler libcjson-dev libcmocka-dev uthash-dev
+  # reel-sink: HTTP, HMAC, NATS JetStream, its control endpoint
+  libcurl4-openssl-dev libssl-dev libnats-dev libmicrohttpd-dev
   # end-to-end tests: an independent gRPC client
   python3 python3-grpcio python3-protobuf python3-pytest
+  # end-to-end tests of reel-sink's NATS sinks
+  nats-server
   # fuzzing: libFuzzer from clang
   clang libclang-rt-14-dev
 )

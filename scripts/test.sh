@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart 2: runs every test: the cmocka unit tests (bazel test //...),
-# the end-to-end tests against a real reeld through Python's grpcio, the
+# the end-to-end tests against a real reeld through Python's grpcio (reel-sink's
+# among them, with their kill -9 cycles and a real nats-server), the
 # kill -9 crash test (tests/crash, 10 cycles), a smoke run of reel-bench, and
 # both again under AddressSanitizer + UndefinedBehaviorSanitizer, and a short
 # run of each libFuzzer target (scripts/fuzz.sh) against its committed corpus.
@@ -50,6 +51,7 @@ run_e2e() {
   echo "== e2e ($label): pytest tests/e2e"
   REELD="$bin/api/reeld" REELCTL="$bin/cli/reelctl" \
     REEL_CONSUMER_E2E="$bin/client/consumer_e2e" \
+    REEL_SINK="$bin/sink/reel-sink" REEL_NATS_DUMP="$bin/sink/nats_dump" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$xml" tests/e2e
   local rc=$?
   [ $rc -eq 0 ] || status=1
@@ -79,7 +81,7 @@ run_config() {
   grep -E '^//|Executed [0-9]+ out of' "$logs/bazel-$label.log" || true
   count_unit "$(bazel info "$@" bazel-testlogs 2>/dev/null)"
   if ! bazel build "$@" //api:reeld //cli:reelctl //client:consumer_e2e \
-      >"$logs/build-$label.log" 2>&1; then
+      //sink:reel-sink //sink:nats_dump >"$logs/build-$label.log" 2>&1; then
     status=1
     cat "$logs/build-$label.log"
     failed=$((failed + 1))
