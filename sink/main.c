@@ -389,20 +389,24 @@ static Reel__V1__Consumer *find_consumer(Reel__V1__ListConsumersResponse **pages
     return NULL;
 }
 
-static size_t write_mem(char *buf, size_t size, size_t n, void *arg) {
-    cJSON **out = arg;
-    static char acc[1 << 20];
-    static size_t used;
-    size_t len = size * n;
+/* An answer of at most 1 MiB, gathered by libcurl. */
+typedef struct buf {
+    char *p;
+    size_t n;
+} buf_t;
 
-    /* One small answer per process: accumulate, parse at the end. */
-    if (used + len >= sizeof(acc))
-        return 0;
-    memcpy(acc + used, buf, len);
-    used += len;
-    acc[used] = '\0';
-    cJSON_Delete(*out);
-    *out = cJSON_Parse(acc);
+static size_t write_mem(char *data, size_t size, size_t n, void *arg) {
+    buf_t *b = arg;
+    size_t len = size * n;
+    char *grown;
+
+    if (b->n + len > (1u << 20) || (grown = realloc(b->p, b->n + len + 1)) ==
+                                       NULL)
+        return 0; /* libcurl then fails the transfer */
+    memcpy(grown + b->n, data, len);
+    b->p = grown;
+    b->n += len;
+    b->p[b->n] = '\0';
     return len;
 }
 
@@ -410,6 +414,7 @@ static size_t write_mem(char *buf, size_t size, size_t n, void *arg) {
 static cJSON *fetch_live(const char *control, char *err, size_t cap) {
     CURL *e = curl_easy_init();
     cJSON *o = NULL;
+    buf_t b = {NULL, 0};
     char url[300];
     long status = 0;
     CURLcode cc;
@@ -423,10 +428,13 @@ static cJSON *fetch_live(const char *control, char *err, size_t cap) {
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 5000L);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_mem);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &o);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
     cc = curl_easy_perform(e);
     curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(e);
+    if (cc == CURLE_OK && b.p != NULL)
+        o = cJSON_Parse(b.p);
+    free(b.p);
     if (cc != CURLE_OK || status != 200 || o == NULL) {
         snprintf(err, cap, "control endpoint %s: %s", control,
                  cc != CURLE_OK ? curl_easy_strerror(cc) : "a bad answer");

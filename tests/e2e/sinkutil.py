@@ -93,7 +93,8 @@ class Receiver:
                 d = {"id": self.headers.get("webhook-id"),
                      "ts": self.headers.get("webhook-timestamp"),
                      "sig": self.headers.get("webhook-signature", ""),
-                     "body": body, "at": time.monotonic(), "path": self.path}
+                     "body": body, "at": time.monotonic(), "path": self.path,
+                     "auth": self.headers.get("Authorization")}
                 d["sig_ok"] = verify(rcv.secret, d["id"], d["ts"], body, d["sig"])
                 with rcv.lock:
                     rcv.arrivals += 1

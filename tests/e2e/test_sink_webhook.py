@@ -307,3 +307,35 @@ def test_help_version_and_usage_errors(tmp_path):
     assert run_cli("127.0.0.1:1", cfg, "replay", "s").returncode == 2
     assert run_cli("127.0.0.1:1", cfg, "enable", "nope").returncode == 2
     assert run_cli("127.0.0.1:1", cfg, "bogus").returncode == 2
+
+
+def test_status_adds_the_running_process_live_numbers_and_never_a_secret(
+        tmp_path, reeld, reel, receiver):
+    receiver.plan(lambda d: 503)
+    cfg = webhook_config(tmp_path / "c.json", "st", receiver.url, subjects=["kv.app.>"],
+                         retry_schedule_ms=[60000], headers={"Authorization": "Bearer tok-123"})
+    revs = [reel.set("app", f"k{i}") for i in range(3)]
+    sink = Sink(tmp_path, reeld.addr, cfg, "--control-listen", "127.0.0.1:0")
+    port = int(sink.wait_log(r"control endpoint on port (\d+)").group(1))
+    wait_for("a failed attempt", lambda: len(receiver.all()) >= 1)
+    wait_for("the failure in status", lambda: "failing 1" in run_cli(
+        reeld.addr, cfg, "status", "--control", f"127.0.0.1:{port}").stdout)
+    out = run_cli(reeld.addr, cfg, "status", "--control", f"127.0.0.1:{port}")
+    assert out.returncode == 0, out
+    line = out.stdout
+    assert line.startswith("st (webhook): cursor ")
+    assert f"head {reel.head()}" in line and "running" in line
+    assert f"last error: revision {revs[0]} (evt_{revs[0]}): HTTP 503" in line
+    st = json.loads(run_cli(reeld.addr, cfg, "status", "--json", "--control",
+                            f"127.0.0.1:{port}").stdout)
+    assert st["live"]["state"] == "running" and st["live"]["failing"] == 1
+    assert st["cursor"] < revs[0] and st["lag"] >= 3 and st["active"] is True
+    # The requests carried the extra header; nothing shows a secret.
+    assert receiver.all()[0]["sig_ok"] and receiver.all()[0]["auth"] == "Bearer tok-123"
+    shown = sink.log() + line + json.dumps(st)
+    for secret in (SECRET, SECRET[len("whsec_"):], OLD_SECRET[len("whsec_"):], "tok-123"):
+        assert secret not in shown
+    # Without the process, status still reads what reel holds.
+    assert sink.stop() == 0
+    out = run_cli(reeld.addr, cfg, "status", "--control", f"127.0.0.1:{port}")
+    assert out.returncode == 0 and "live numbers unavailable" in out.stdout, out
