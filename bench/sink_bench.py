@@ -192,15 +192,16 @@ class Bench:
 
     def nats(self, n, fmt="json"):
         port = free_port()
-        d = os.path.join(self.a.run_dir, "nats")
-        srv = self.spawn("nats-server", [self.a.nats_server, "-js", "-a", "127.0.0.1", "-p",
+        d = os.path.join(self.a.run_dir, "nats-" + fmt)
+        srv = self.spawn("nats-server-" + fmt, [self.a.nats_server, "-js", "-a", "127.0.0.1", "-p",
                                          str(port), "-sd", d])
         wait_port(port, srv, "nats-server")
         head = self.head()
         start = max(head - n, 0)
         name = "bench-nats-" + fmt
         p = self.sink(name, {"type": "nats", "servers": [f"nats://127.0.0.1:{port}"],
-                             "stream": "REELBENCH_" + fmt.upper(), "format": fmt, "from": start})
+                             "stream": "REELBENCH_" + fmt.upper(), "subject_prefix": "bench_" + fmt,
+                             "format": fmt, "from": start})
         wait_for("the first ack", lambda: self.acked("sink." + name) > start, 120)
         t1, a1 = time.monotonic(), self.acked("sink." + name)
         wait_for("every ack", lambda: self.acked("sink." + name) >= head, 600)
