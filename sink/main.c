@@ -36,6 +36,7 @@
 #include <curl/curl.h>
 
 #include "base/log.h"
+#include "base/text.h"
 #include "base/version.h"
 #include "client/client.h"
 #include "reel/v1/wal.pb-c.h"
@@ -250,6 +251,14 @@ static int parse_args(int argc, char **argv, args_t *a) {
     if (a->config == NULL) {
         fprintf(stderr, "reel-sink: --config FILE is required (or "
                 "REEL_SINK_CONFIG)\n");
+        return -1;
+    }
+    /* The records go to this KV namespace, which is one subject token. */
+    if (reel_check_charset("--state-namespace", a->state_ns,
+                           strlen(a->state_ns), 256, "A-Za-z0-9_:/-",
+                           NULL) != REEL_OK) {
+        fprintf(stderr, "reel-sink: --state-namespace: \"%s\" is not 1-256 "
+                "bytes of [A-Za-z0-9_:/-] (a KV namespace)\n", a->state_ns);
         return -1;
     }
     if (grace != NULL) {

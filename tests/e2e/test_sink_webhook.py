@@ -307,6 +307,8 @@ def test_help_version_and_usage_errors(tmp_path):
     assert run_cli("127.0.0.1:1", cfg, "replay", "s").returncode == 2
     assert run_cli("127.0.0.1:1", cfg, "enable", "nope").returncode == 2
     assert run_cli("127.0.0.1:1", cfg, "bogus").returncode == 2
+    out = run_cli("127.0.0.1:1", cfg, "check", "--state-namespace", "a.b")
+    assert out.returncode == 2 and "--state-namespace" in out.stderr
 
 
 def test_status_adds_the_running_process_live_numbers_and_never_a_secret(
