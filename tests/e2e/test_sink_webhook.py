@@ -341,3 +341,28 @@ def test_status_adds_the_running_process_live_numbers_and_never_a_secret(
     assert sink.stop() == 0
     out = run_cli(reeld.addr, cfg, "status", "--control", f"127.0.0.1:{port}")
     assert out.returncode == 0 and "live numbers unavailable" in out.stdout, out
+
+
+def test_redirects_are_not_followed(tmp_path, reeld, reel, receiver):
+    elsewhere = Receiver()
+    try:
+        first = {"done": False}
+
+        def plan(d):
+            if not first["done"]:
+                first["done"] = True
+                return 307, {"Location": elsewhere.url}
+            return 200
+        receiver.plan(plan)
+        cfg = webhook_config(tmp_path / "c.json", "rd", receiver.url, subjects=["kv.app.>"],
+                             retry_schedule_ms=[100])
+        rev = reel.set("app", "a")
+        sink = Sink(tmp_path, reeld.addr, cfg)
+        wait_for("the retry", lambda: len(receiver.delivered()) == 1)
+        assert sink.stop() == 0
+        assert [d["status"] for d in receiver.all()] == [307, 200]
+        assert elsewhere.all() == []
+        assert f"revision {rev} (evt_{rev}) attempt 1 failed: HTTP 307 (redirects are not " \
+               "followed)" in sink.log()
+    finally:
+        elsewhere.close()
