@@ -11,6 +11,7 @@
 #include "sink/config.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,7 +140,8 @@ static reel_code_t get_int(const ctx_t *c, const cJSON *o, const char *field,
     if (!cJSON_IsNumber(v))
         return bad(c, field, "must be a number");
     d = v->valuedouble;
-    if (d != (double)(int64_t)d || d < (double)min || d > (double)max)
+    /* The range first: casting a double outside int64 is undefined. */
+    if (!(d >= (double)min && d <= (double)max) || d != floor(d))
         return bad(c, field, "%.17g is not an integer from %lld to %lld", d,
                    (long long)min, (long long)max);
     *out = (int64_t)d;
@@ -342,7 +344,7 @@ static reel_code_t get_retry(const ctx_t *c, const cJSON *o,
         cJSON_ArrayForEach(e, v) {
             double d = cJSON_IsNumber(e) ? e->valuedouble : -1;
 
-            if (d != (double)(int64_t)d || d < 0 || d > (double)MAX_STEP_MS)
+            if (!(d >= 0 && d <= (double)MAX_STEP_MS) || d != floor(d))
                 return bad(c, "retry_schedule_ms", "step %zu is not an "
                            "integer from 0 to %lld", i,
                            (long long)MAX_STEP_MS);
@@ -377,8 +379,8 @@ static reel_code_t get_from(const ctx_t *c, const cJSON *o,
         return REEL_OK;
     }
     if (cJSON_IsNumber(v) && v->valuedouble >= 0 &&
-        v->valuedouble == (double)(uint64_t)v->valuedouble &&
-        v->valuedouble < 18446744073709551616.0) {
+        v->valuedouble < 18446744073709551616.0 &&
+        v->valuedouble == floor(v->valuedouble)) {
         s->from = SINK_FROM_REVISION;
         s->from_revision = (uint64_t)v->valuedouble;
         return REEL_OK;

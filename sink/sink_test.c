@@ -106,6 +106,19 @@ static void test_config_errors_name_the_sink_and_the_field(void **state) {
                    "\"servers\": [\"nats://h:1\"], \"stream\": \"S\", "
                    "\"subject_prefix\": \"a..b\"}]}",
                    "subject_prefix: \"a..b\" has an empty token");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"timeout_ms\": 1e30}]}",
+                   "sinks[0] \"b\": timeout_ms: 1e+30 is not an "
+                   "integer from 1 to 3600000");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"from\": 1e300}]}",
+                   "sinks[0] \"b\": from: must be");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"retry_schedule_ms\": [5, -1e300]}]}",
+                   "retry_schedule_ms: step 1 is not an integer");
     assert_refused("{\"sinks\": []}", "config: sinks: must be a non-empty");
     assert_refused("{\"sinks\": [", "config: not valid JSON");
     assert_refused("{\"sinks\": [{\"name\": \"d\", \"type\": \"webhook\", "
