@@ -120,13 +120,15 @@ static uint64_t msg_revision(natsMsg *m) {
     return strtoull(v, NULL, 10);
 }
 
-/* libnats' thread: JetStream answered a publish. */
+/* libnats' thread: JetStream answered a publish. One lock round per ack:
+ * the event is done and the frontier handed on together. */
 static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae,
                    void *arg) {
     nats_engine_t *e = arg;
     sink_runner_t *r = e->r;
     uint64_t rev = msg_revision(m), pos;
     sink_item_t *it;
+    int failed = 0;
 
     (void)js;
     pthread_mutex_lock(&r->mu);
@@ -138,23 +140,28 @@ static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae,
             it->state == SINK_ITEM_TAKEN) {
             sink_window_done(&r->win, pos);
             r->delivered++;
+            sink_runner_report_locked(r);
         }
     } else {
-        if (!atomic_exchange(&e->failed, 1))
+        if (!atomic_exchange(&e->failed, 1)) {
             snprintf(e->fail_msg, sizeof(e->fail_msg),
                      "publishing revision %" PRIu64 ": %s%s%s", rev,
                      natsStatus_GetText(pae != NULL ? pae->Err : NATS_ERR),
                      pae != NULL && pae->ErrText != NULL ? ": " : "",
                      pae != NULL && pae->ErrText != NULL ? pae->ErrText : "");
+            failed = 1;
+        }
         r->failed_attempts++;
     }
     pthread_mutex_unlock(&r->mu);
     natsMsg_Destroy(m);
-    sink_runner_report(r);
-    pthread_mutex_lock(&e->mu);
-    e->woken = 1;
-    pthread_cond_signal(&e->cv);
-    pthread_mutex_unlock(&e->mu);
+    /* Only a failure needs the engine: it starts over. */
+    if (failed) {
+        pthread_mutex_lock(&e->mu);
+        e->woken = 1;
+        pthread_cond_signal(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+    }
 }
 
 static void disconnect(nats_engine_t *e) {

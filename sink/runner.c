@@ -54,16 +54,19 @@ void sink_runner_error(sink_runner_t *r, const char *fmt, ...) {
     pthread_mutex_unlock(&r->mu);
 }
 
-void sink_runner_report(sink_runner_t *r) {
-    uint64_t f;
+void sink_runner_report_locked(sink_runner_t *r) {
+    uint64_t f = sink_window_advance(&r->win);
 
-    pthread_mutex_lock(&r->mu);
-    f = sink_window_advance(&r->win);
     pthread_cond_broadcast(&r->room);
     if (f > r->reported && r->consumer != NULL) {
         r->reported = f;
         reel_consumer_finish(r->consumer, f);
     }
+}
+
+void sink_runner_report(sink_runner_t *r) {
+    pthread_mutex_lock(&r->mu);
+    sink_runner_report_locked(r);
     pthread_mutex_unlock(&r->mu);
 }
 

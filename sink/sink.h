@@ -113,8 +113,10 @@ cJSON *sink_runner_status(sink_runner_t *r);
 
 /* ---- For the engines ------------------------------------------------------ */
 
-/* Hands the window's frontier to the consumer loop if it moved. Takes mu. */
+/* Hands the window's frontier to the consumer loop if it moved. Takes mu;
+ * _locked: the caller holds it. */
 void sink_runner_report(sink_runner_t *r);
+void sink_runner_report_locked(sink_runner_t *r);
 
 /* Records the last error (printf-style) for status; takes mu. */
 void sink_runner_error(sink_runner_t *r, const char *fmt, ...)

@@ -346,10 +346,10 @@ static void unit_done(webhook_t *w, unit_t *u, int dead) {
         r->delivered += u->n;
     if (u->failures > 0)
         r->failing--;
+    sink_runner_report_locked(r);
     pthread_mutex_unlock(&r->mu);
     unit_remove(w, u);
     unit_free(u);
-    sink_runner_report(r);
 }
 
 static int stopping(webhook_t *w) {
