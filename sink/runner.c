@@ -93,14 +93,12 @@ static int wants(const sink_runner_t *r, const char *s, size_t len) {
 static int on_batch(void *arg, const reel_event_t *evs, size_t n,
                     uint64_t *finished) {
     sink_runner_t *r = arg;
-    int pushed = 0;
 
     /* The engine says what is finished, through reel_consumer_finish. */
     *finished = 0;
     for (size_t i = 0; i < n; i++) {
         const reel_event_t *ev = &evs[i];
-        char *subject;
-        uint8_t *bytes;
+        uint8_t *block;
 
         if (!wants(r, ev->subject, ev->subject_len)) {
             pthread_mutex_lock(&r->mu);
@@ -114,41 +112,32 @@ static int on_batch(void *arg, const reel_event_t *evs, size_t n,
             pthread_mutex_unlock(&r->mu);
             continue;
         }
-        subject = malloc(ev->subject_len + 1);
-        bytes = malloc(ev->len ? ev->len : 1);
-        while (subject == NULL || bytes == NULL) {
+        /* One block: the event's bytes, then its subject. */
+        while ((block = malloc(ev->len + ev->subject_len + 1)) == NULL) {
             /* Out of memory: wait for the engine to free some, never
              * drop the event. */
             REEL_ERROR("sink", "sink %s: out of memory holding revision "
                        "%" PRIu64 "; waiting",
                        r->cfg->name, ev->revision);
             usleep(100000);
-            if (subject == NULL)
-                subject = malloc(ev->subject_len + 1);
-            if (bytes == NULL)
-                bytes = malloc(ev->len ? ev->len : 1);
         }
-        memcpy(subject, ev->subject, ev->subject_len);
-        subject[ev->subject_len] = '\0';
-        memcpy(bytes, ev->bytes, ev->len);
+        memcpy(block, ev->bytes, ev->len);
+        memcpy(block + ev->len, ev->subject, ev->subject_len);
+        block[ev->len + ev->subject_len] = '\0';
         pthread_mutex_lock(&r->mu);
         while (!r->stopping &&
                sink_window_full(&r->win, ev->len, r->cfg->queue_max_bytes))
             pthread_cond_wait(&r->room, &r->mu);
         if (r->stopping) {
             pthread_mutex_unlock(&r->mu);
-            free(subject);
-            free(bytes);
+            free(block);
             break;
         }
-        sink_window_push(&r->win, ev->revision, ev->type, subject, bytes,
-                         ev->len);
+        sink_window_push(&r->win, ev->revision, ev->type, block, ev->len);
         pthread_mutex_unlock(&r->mu);
-        pushed = 1;
         if (r->ops->wake != NULL)
             r->ops->wake(r->engine);
     }
-    (void)pushed;
     sink_runner_report(r);
     return 0;
 }

@@ -320,7 +320,11 @@ static void test_subject_escapes_what_nats_refuses(void **state) {
 /* ---- The window and its frontier ------------------------------------------------- */
 
 static void push(sink_window_t *w, uint64_t rev) {
-    sink_window_push(w, rev, 3, strdup("kv.a.b"), malloc(10), 10);
+    uint8_t *block = malloc(10 + 7);
+
+    memcpy(block + 10, "kv.a.b", 7);
+    sink_window_push(w, rev, 3, block, 10);
+    assert_string_equal(sink_window_at(w, w->tail - 1)->subject, "kv.a.b");
 }
 
 static void test_window_frontier_stops_at_the_first_event_not_done(

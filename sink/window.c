@@ -16,8 +16,7 @@ int sink_window_init(sink_window_t *w, size_t cap) {
 }
 
 static void item_free(sink_item_t *it) {
-    free(it->subject);
-    free(it->bytes);
+    free(it->bytes); /* the subject is in the same block */
     it->subject = NULL;
     it->bytes = NULL;
 }
@@ -38,13 +37,13 @@ int sink_window_full(const sink_window_t *w, size_t len, size_t max_bytes) {
 }
 
 void sink_window_push(sink_window_t *w, uint64_t revision, int type,
-                      char *subject, uint8_t *bytes, size_t len) {
+                      uint8_t *block, size_t len) {
     sink_item_t *it = &w->items[w->tail % w->cap];
 
     it->revision = revision;
     it->type = type;
-    it->subject = subject;
-    it->bytes = bytes;
+    it->bytes = block;
+    it->subject = (char *)block + len;
     it->len = len;
     it->state = SINK_ITEM_QUEUED;
     w->tail++;

@@ -36,8 +36,8 @@ typedef enum sink_item_state {
 typedef struct sink_item {
     uint64_t revision;
     int type;          /* reel.v1.Event.Type */
-    char *subject;     /* NUL-terminated copy */
-    uint8_t *bytes;    /* the stored reel.v1.Event */
+    char *subject;     /* NUL-terminated, inside the bytes' block */
+    uint8_t *bytes;    /* the stored reel.v1.Event, then the subject */
     size_t len;
     sink_item_state_t state;
 } sink_item_t;
@@ -58,10 +58,11 @@ void sink_window_fini(sink_window_t *w);
  * take the undone bytes past max_bytes (an empty window takes any one). */
 int sink_window_full(const sink_window_t *w, size_t len, size_t max_bytes);
 
-/* Pushes an event (the window takes subject and bytes, malloc'd). Its
- * revision must be above every earlier one. The caller checked room. */
+/* Pushes an event. block is one malloc'd block of len event bytes and then
+ * the NUL-terminated subject; the window takes it. Its revision must be
+ * above every earlier one. The caller checked room. */
 void sink_window_push(sink_window_t *w, uint64_t revision, int type,
-                      char *subject, uint8_t *bytes, size_t len);
+                      uint8_t *block, size_t len);
 
 /* A revision the sink passes over (filtered out): done at once. */
 void sink_window_pass(sink_window_t *w, uint64_t revision);
