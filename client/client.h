@@ -213,7 +213,8 @@ const char *reel_grpc_code_name(int code);
  *   Anything else stops the loop with that status: INVALID_ARGUMENT (a bad
  *     name or pattern, a from_revision past the head), FAILED_PRECONDITION
  *     at the first subscribe (another subscriber holds the consumer: see
- *     takeover) or for an invalidated consumer, ABORTED (another subscriber
+ *     takeover, and standby, which waits instead) or for an invalidated
+ *     consumer, ABORTED (another subscriber
  *     took the consumer over), OUT_OF_RANGE (what the consumer needs was
  *     trimmed), NOT_FOUND, RESOURCE_EXHAUSTED, INTERNAL, DATA_LOSS, ...
  *
