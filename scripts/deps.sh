@@ -10,6 +10,9 @@ PACKAGES=(
   protobuf-compiler libcjson-dev libcmocka-dev uthash-dev
   # end-to-end tests: an independent gRPC client
   python3 python3-grpcio python3-protobuf python3-pytest
+  # the Python client (clients/python): installed offline into a venv;
+  # openssl makes its TLS test's certificate
+  python3-venv python3-pip python3-setuptools python3-wheel openssl
   # fuzzing: libFuzzer from clang
   clang libclang-rt-14-dev
 )
