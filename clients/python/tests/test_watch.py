@@ -3,6 +3,7 @@ patterns, and resumption across reeld restarts (live and in the middle of
 the snapshot) without losing or repeating an event."""
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -231,3 +232,51 @@ async def test_async_watch_resumes_in_the_middle_of_its_snapshot(reeld):
         assert w.reconnects >= 1
         await w.close()
     _check_snapshot_resume(events, streams)
+
+
+def test_close_from_another_thread_ends_the_iteration_quietly(client):
+    w = client.kv.watch("app", "k", now=True)
+    got, failed = [], []
+
+    def consume():
+        try:
+            for ev in w:
+                got.append(ev)
+        except Exception as e:      # reported below
+            failed.append(e)
+
+    def wait_for(n):
+        end = time.monotonic() + 10
+        while len(got) < n:
+            assert time.monotonic() < end, f"the watch saw {len(got)} events, not {n}"
+            time.sleep(0.01)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    wait_for(1)                     # BOOTSTRAP_DONE: live from here
+    client.kv.put("app", "k", 1)
+    wait_for(2)
+    w.close()
+    t.join(10)
+    assert not t.is_alive() and failed == []
+    assert [e.type.name for e in got] == ["BOOTSTRAP_DONE", "PUT"]
+
+
+async def test_async_close_from_another_task_ends_the_iteration_quietly(reeld):
+    async with reel.aio.connect(reeld.addr) as c:
+        w = c.kv.watch("app", "k", now=True)
+        got = []
+
+        async def consume():
+            async for ev in w:
+                got.append(ev)
+
+        task = asyncio.create_task(consume())
+        while not got:                  # BOOTSTRAP_DONE: live from here
+            await asyncio.sleep(0.01)
+        await c.kv.put("app", "k", 1)
+        while len(got) < 2:
+            await asyncio.sleep(0.01)
+        await w.close()
+        await asyncio.wait_for(task, 10)
+        assert [e.type.name for e in got] == ["BOOTSTRAP_DONE", "PUT"]
