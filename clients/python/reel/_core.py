@@ -494,7 +494,13 @@ class Replay:
         for e in entries:
             if e.kind == STEP_KIND and e.idempotency_key.startswith("step:"):
                 p = e.payload
-                self.steps[int(p["n"])] = (p["step"], p.get("result"))
+                try:
+                    self.steps[int(p["n"])] = (str(p["step"]), p.get("result"))
+                except (KeyError, TypeError, ValueError):
+                    raise errors.ReplayMismatch(
+                        f"run {self.run_id}: journal entry {e.seq} has a step's key "
+                        f"({e.idempotency_key!r}) but not a step's payload: it was not "
+                        f"written by run.step") from None
             elif e.kind == SIGNAL_KIND:
                 sig = signal_from_entry(self.run_id, e)
                 self.outcomes.setdefault(sig.name, []).append(_Outcome(sig))

@@ -136,3 +136,13 @@ async def test_async_steps_and_waits_replay_on_resume(reeld):
         assert calls == [1, 2]
         await other.close()
         await resumed.close()
+
+
+def test_a_step_key_written_by_other_code_is_a_replay_mismatch(client):
+    run = client.runs.begin(*TUPLE, "order-5", owner="w")
+    run.append("step", {"not": "a step"}, key="step:0:charge")
+    again = client.runs.begin(*TUPLE, "order-5", owner="w")
+    with pytest.raises(reel.ReplayMismatch, match="entry 1 has a step's key"):
+        again.step("charge", _never)
+    run.close()
+    again.close()
