@@ -20,7 +20,7 @@
 #include "reel/v1/wal.pb-c.h"
 #include "bench/bench.h"
 #include "bench/etcd.pb-c.h"
-#include "cli/client.h"
+#include "client/client.h"
 
 typedef struct wstate {
     int etcd;

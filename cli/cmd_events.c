@@ -45,7 +45,7 @@
 #include <cjson/cJSON.h>
 
 #include "reel/v1/wal.pb-c.h"
-#include "cli/client.h"
+#include "client/client.h"
 #include "cli/ctl.h"
 
 /* The order here is the order of the usage text. */

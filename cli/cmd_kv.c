@@ -15,7 +15,7 @@
 #include <cjson/cJSON.h>
 
 #include "reel/v1/kv.pb-c.h"
-#include "cli/client.h"
+#include "client/client.h"
 #include "cli/ctl.h"
 
 /*

@@ -26,7 +26,7 @@
 #include <cjson/cJSON.h>
 
 #include "reel/v1/journal.pb-c.h"
-#include "cli/client.h"
+#include "client/client.h"
 #include "cli/ctl.h"
 
 /* The order here is the order of the usage text. */

@@ -32,7 +32,7 @@
 #include "reel/v1/admin.pb-c.h"
 #include "reel/v1/journal.pb-c.h"
 #include "reel/v1/signals.pb-c.h"
-#include "cli/client.h"
+#include "client/client.h"
 #include "cli/ctl.h"
 
 /* The order here is the order of the usage text. */

@@ -22,7 +22,7 @@
 #include "reel/v1/journal.pb-c.h"
 #include "reel/v1/kv.pb-c.h"
 #include "reel/v1/signals.pb-c.h"
-#include "cli/client.h"
+#include "client/client.h"
 
 #define EXIT_OK 0
 #define EXIT_FAIL 1

@@ -33,7 +33,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "reel/v1/admin.pb-c.h"
 #include "base/version.h"
-#include "cli/client.h"
+#include "client/client.h"
 #include "cli/ctl.h"
 
 /* A top-level command: its own function, or a group of subcommands. */
@@ -301,6 +301,7 @@ static int finish_output(int rc) {
 int main(int argc, char **argv) {
     const char *addr;
     char *target = NULL;
+    reel_reply_t err;
     ctl_t ctl = {0};
     int rc = EXIT_USAGE;
 
@@ -333,9 +334,10 @@ int main(int argc, char **argv) {
         if (target == NULL)
             return EXIT_USAGE;
         ctl.addr = target;
-        ctl.client = reel_client_create(ctl.addr);
-        if (ctl.client == NULL) {
-            fprintf(stderr, "reelctl: out of memory\n");
+        if (reel_client_create(ctl.addr, NULL, &ctl.client, &err) != 0) {
+            fprintf(stderr, "reelctl: %s\n",
+                    err.details ? err.details : "out of memory");
+            reel_reply_fini(&err);
             free(target);
             return EXIT_FAIL;
         }

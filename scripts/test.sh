@@ -51,6 +51,7 @@ run_e2e() {
   local label="$1" bin="$2" xml="$logs/e2e-$1.xml"
   echo "== e2e ($label): pytest tests/e2e"
   REELD="$bin/api/reeld" REELCTL="$bin/cli/reelctl" \
+    REEL_CONSUMER_E2E="$bin/client/consumer_e2e" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$xml" tests/e2e
   local rc=$?
   [ $rc -eq 0 ] || status=1
@@ -79,7 +80,8 @@ run_config() {
   fi
   grep -E '^//|Executed [0-9]+ out of' "$logs/bazel-$label.log" || true
   count_unit "$(bazel info "$@" bazel-testlogs 2>/dev/null)"
-  if ! bazel build "$@" //api:reeld //cli:reelctl >"$logs/build-$label.log" 2>&1; then
+  if ! bazel build "$@" //api:reeld //cli:reelctl //client:consumer_e2e \
+      >"$logs/build-$label.log" 2>&1; then
     status=1
     cat "$logs/build-$label.log"
     failed=$((failed + 1))

@@ -1,0 +1,711 @@
+/*
+ * client/client.c: blocking unary and server-streaming calls on gRPC's C
+ * core, and which of them are sent again.
+ *
+ * A client is one grpc_channel. Every call gets its own pluck completion
+ * queue, created for the call and drained and destroyed with it, so calls
+ * from many threads never see each other's events, and a stream's
+ * callbacks may make calls of their own. A call runs as three batches:
+ * send everything and receive the initial metadata (TAG_START); receive a
+ * message (TAG_RECV, once per message for a stream); receive the status
+ * (TAG_STATUS), which every call ends with, cancelled or not.
+ *
+ * The channel's own reconnection backoff is set from the client's backoff
+ * (initial and max) and its connect timeout, so a call made after a
+ * backoff wait finds the channel trying again rather than still waiting
+ * out gRPC's defaults (1 s growing to 120 s). Calls are fail-fast: while
+ * nothing listens, a call ends UNAVAILABLE at once instead of waiting for
+ * a connection, and the caller's policy decides what comes next.
+ *
+ * Deadlines are on the monotonic clock, so a change of the wall clock moves
+ * none. A retried unary call's attempts share the caller's deadline.
+ */
+#include "client/client.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+
+#include "api/grpc_init.h"
+#include "client/client_impl.h"
+
+struct reel_client {
+    grpc_channel *channel;
+    client_backoff_t backoff;
+    int64_t deadline_ms;
+    int max_attempts;
+};
+
+/* Defaults and limits of the options (client.h says the same). */
+#define DEFAULT_CONNECT_TIMEOUT_MS 20000
+#define MIN_CONNECT_TIMEOUT_MS 100 /* gRPC takes no less */
+#define DEFAULT_DEADLINE_MS 10000
+#define DEFAULT_BACKOFF_INITIAL_MS 100
+#define DEFAULT_BACKOFF_MAX_MS 10000
+#define DEFAULT_BACKOFF_MULTIPLIER 2.0
+#define MAX_BACKOFF_MULTIPLIER 10.0
+#define DEFAULT_BACKOFF_JITTER 0.2
+#define DEFAULT_MAX_ATTEMPTS 5
+#define MAX_MAX_ATTEMPTS 100
+#define DEFAULT_KEEPALIVE_TIMEOUT_MS 20000
+
+static const char *const code_names[] = {
+    "OK",                 "CANCELLED",         "UNKNOWN",
+    "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS",     "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION", "ABORTED",          "OUT_OF_RANGE",
+    "UNIMPLEMENTED",      "INTERNAL",          "UNAVAILABLE",
+    "DATA_LOSS",          "UNAUTHENTICATED",
+};
+
+const char *reel_grpc_code_name(int code) {
+    if (code < 0 || code >= (int)(sizeof(code_names) / sizeof(*code_names)))
+        return "UNKNOWN";
+    return code_names[code];
+}
+
+int client_reply_set(reel_reply_t *r, int code, const char *fmt, ...) {
+    va_list ap;
+
+    if (r == NULL)
+        return code;
+    reel_reply_fini(r);
+    r->code = code;
+    va_start(ap, fmt);
+    if (vasprintf(&r->details, fmt, ap) < 0)
+        r->details = NULL;
+    va_end(ap);
+    return code;
+}
+
+int64_t client_now_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void reel_reply_fini(reel_reply_t *r) {
+    if (r == NULL)
+        return;
+    free(r->details);
+    free(r->body);
+    memset(r, 0, sizeof(*r));
+}
+
+/* ---- Options and the channel --------------------------------------------- */
+
+/* Fills o from in (NULL: all defaults), each 0 with its default, and
+ * checks every limit. */
+static int opts_resolve(const reel_client_opts_t *in, reel_client_opts_t *o,
+                        reel_reply_t *err) {
+    static const reel_client_opts_t none = REEL_CLIENT_OPTS_INIT;
+
+    *o = in != NULL ? *in : none;
+    for (size_t i = 0; i < sizeof(o->reserved) / sizeof(*o->reserved); i++)
+        if (o->reserved[i] != NULL)
+            return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                    "reserved[%zu]: must be NULL (it is "
+                                    "for options of a later version)",
+                                    i);
+#define NOT_NEGATIVE(f)                                                      \
+    if (o->f < 0)                                                            \
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,                \
+                                #f ": %lld is negative (0 takes the "        \
+                                "default)",                                  \
+                                (long long)o->f);
+    NOT_NEGATIVE(connect_timeout_ms)
+    NOT_NEGATIVE(deadline_ms)
+    NOT_NEGATIVE(backoff_initial_ms)
+    NOT_NEGATIVE(backoff_max_ms)
+    NOT_NEGATIVE(max_attempts)
+    NOT_NEGATIVE(keepalive_time_ms)
+    NOT_NEGATIVE(keepalive_timeout_ms)
+#undef NOT_NEGATIVE
+    if (o->connect_timeout_ms == 0)
+        o->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
+    if (o->deadline_ms == 0)
+        o->deadline_ms = DEFAULT_DEADLINE_MS;
+    if (o->backoff_initial_ms == 0)
+        o->backoff_initial_ms = DEFAULT_BACKOFF_INITIAL_MS;
+    if (o->backoff_max_ms == 0)
+        o->backoff_max_ms = o->backoff_initial_ms > DEFAULT_BACKOFF_MAX_MS
+                                ? o->backoff_initial_ms
+                                : DEFAULT_BACKOFF_MAX_MS;
+    if (o->backoff_multiplier == 0)
+        o->backoff_multiplier = DEFAULT_BACKOFF_MULTIPLIER;
+    if (o->backoff_jitter == 0)
+        o->backoff_jitter = DEFAULT_BACKOFF_JITTER;
+    if (o->max_attempts == 0)
+        o->max_attempts = DEFAULT_MAX_ATTEMPTS;
+    if (o->keepalive_timeout_ms == 0)
+        o->keepalive_timeout_ms = DEFAULT_KEEPALIVE_TIMEOUT_MS;
+    /* gRPC takes its durations as int milliseconds. */
+    if (o->connect_timeout_ms < MIN_CONNECT_TIMEOUT_MS ||
+        o->connect_timeout_ms > INT_MAX)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "connect_timeout_ms: %lld is outside %d to "
+                                "%d",
+                                (long long)o->connect_timeout_ms,
+                                MIN_CONNECT_TIMEOUT_MS, INT_MAX);
+    if (o->backoff_max_ms > INT_MAX)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "backoff_max_ms: %lld exceeds the limit of "
+                                "%d",
+                                (long long)o->backoff_max_ms, INT_MAX);
+    if (o->backoff_max_ms < o->backoff_initial_ms)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "backoff_max_ms: %lld is below "
+                                "backoff_initial_ms (%lld)",
+                                (long long)o->backoff_max_ms,
+                                (long long)o->backoff_initial_ms);
+    /* Written so that NaN fails too. */
+    if (!(o->backoff_multiplier >= 1.0 &&
+          o->backoff_multiplier <= MAX_BACKOFF_MULTIPLIER))
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "backoff_multiplier: %g is outside 1 to %g",
+                                o->backoff_multiplier,
+                                MAX_BACKOFF_MULTIPLIER);
+    if (!(o->backoff_jitter >= 0.0 && o->backoff_jitter < 1.0))
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "backoff_jitter: %g is outside [0, 1)",
+                                o->backoff_jitter);
+    if (o->max_attempts > MAX_MAX_ATTEMPTS)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "max_attempts: %d exceeds the limit of %d",
+                                o->max_attempts, MAX_MAX_ATTEMPTS);
+    if (o->keepalive_time_ms > INT_MAX || o->keepalive_timeout_ms > INT_MAX)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "keepalive_%s_ms: %lld exceeds the limit of "
+                                "%d",
+                                o->keepalive_time_ms > INT_MAX ? "time"
+                                                               : "timeout",
+                                (long long)(o->keepalive_time_ms > INT_MAX
+                                                ? o->keepalive_time_ms
+                                                : o->keepalive_timeout_ms),
+                                INT_MAX);
+    if (o->max_receive_bytes > INT_MAX)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "max_receive_bytes: %zu exceeds the limit of "
+                                "%d",
+                                o->max_receive_bytes, INT_MAX);
+    return CLIENT_OK;
+}
+
+static grpc_arg int_arg(const char *key, int64_t v) {
+    return (grpc_arg){.type = GRPC_ARG_INTEGER,
+                      .key = (char *)key,
+                      .value.integer = (int)v};
+}
+
+int reel_client_create(const char *addr, const reel_client_opts_t *opts,
+                       reel_client_t **out, reel_reply_t *err) {
+    reel_client_opts_t o;
+    grpc_channel_credentials *creds;
+    grpc_channel_args chargs;
+    grpc_arg args[8];
+    reel_client_t *c = NULL;
+    int rc;
+
+    *out = NULL;
+    if (err != NULL)
+        memset(err, 0, sizeof(*err));
+    if (addr == NULL || *addr == '\0')
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "addr: empty (HOST:PORT expected)");
+    if ((rc = opts_resolve(opts, &o, err)) != CLIENT_OK)
+        return rc;
+    if ((c = calloc(1, sizeof(*c))) == NULL)
+        return client_reply_set(err, CLIENT_RESOURCE_EXHAUSTED,
+                                "out of memory");
+    c->backoff = (client_backoff_t){o.backoff_initial_ms, o.backoff_max_ms,
+                                    o.backoff_multiplier, o.backoff_jitter};
+    c->deadline_ms = o.deadline_ms;
+    c->max_attempts = o.max_attempts;
+    chargs.num_args = 0;
+    chargs.args = args;
+    /* gRPC's minimum reconnect backoff is its connect timeout. */
+    args[chargs.num_args++] =
+        int_arg(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, o.connect_timeout_ms);
+    args[chargs.num_args++] = int_arg(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+                                      o.backoff_initial_ms);
+    args[chargs.num_args++] =
+        int_arg(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, o.backoff_max_ms);
+    if (o.max_receive_bytes != 0)
+        args[chargs.num_args++] =
+            int_arg(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                    (int64_t)o.max_receive_bytes);
+    if (o.keepalive_time_ms != 0) {
+        args[chargs.num_args++] =
+            int_arg(GRPC_ARG_KEEPALIVE_TIME_MS, o.keepalive_time_ms);
+        args[chargs.num_args++] =
+            int_arg(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, o.keepalive_timeout_ms);
+        /* A quiet stream sends no data: let the pings go anyway. */
+        args[chargs.num_args++] =
+            int_arg(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    }
+    reel_grpc_init();
+    creds = grpc_insecure_credentials_create();
+    c->channel = grpc_channel_create(addr, creds, &chargs);
+    grpc_channel_credentials_release(creds);
+    *out = c;
+    return CLIENT_OK;
+}
+
+void reel_client_destroy(reel_client_t *c) {
+    if (c == NULL)
+        return;
+    grpc_channel_destroy(c->channel);
+    free(c);
+    grpc_shutdown();
+}
+
+const client_backoff_t *client_backoff_of(const reel_client_t *c) {
+    return &c->backoff;
+}
+
+int64_t client_deadline_ms(const reel_client_t *c) {
+    return c->deadline_ms;
+}
+
+/* ---- Cancelling from another thread -------------------------------------- */
+
+void client_cancel_init(client_cancel_t *k) {
+    pthread_condattr_t ca;
+
+    memset(k, 0, sizeof(*k));
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&k->cv, &ca);
+    pthread_condattr_destroy(&ca);
+}
+
+void client_cancel_fini(client_cancel_t *k) {
+    pthread_cond_destroy(&k->cv);
+    pthread_mutex_destroy(&k->mu);
+}
+
+void client_cancel_fire(client_cancel_t *k) {
+    pthread_mutex_lock(&k->mu);
+    k->fired = 1;
+    /* Under the lock: the stream clears call under it before the unref. */
+    if (k->call != NULL)
+        grpc_call_cancel(k->call, NULL);
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+}
+
+int client_cancel_fired(client_cancel_t *k) {
+    int f;
+
+    pthread_mutex_lock(&k->mu);
+    f = k->fired;
+    pthread_mutex_unlock(&k->mu);
+    return f;
+}
+
+int client_cancel_wait(client_cancel_t *k, int64_t ms) {
+    struct timespec until;
+    int f;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&k->mu);
+    while (!k->fired &&
+           pthread_cond_timedwait(&k->cv, &k->mu, &until) != ETIMEDOUT) {
+    }
+    f = k->fired;
+    pthread_mutex_unlock(&k->mu);
+    return f;
+}
+
+/* ---- Calls --------------------------------------------------------------- */
+
+#define TAG_START ((void *)1)
+#define TAG_RECV ((void *)2)
+#define TAG_STATUS ((void *)3)
+
+/* One call and its completion queue. */
+typedef struct call {
+    grpc_completion_queue *cq;
+    grpc_call *call;
+    grpc_metadata_array md_in;
+    client_cancel_t *cancel; /* registered in it while the call runs */
+} call_t;
+
+/* A deadline at_ms (client_now_ms's clock; INT64_MAX: none), as gRPC's. */
+static gpr_timespec deadline_at(int64_t at_ms) {
+    int64_t left;
+
+    if (at_ms == INT64_MAX)
+        return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    left = at_ms - client_now_ms();
+    return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                        gpr_time_from_millis(left > 0 ? left : 0,
+                                             GPR_TIMESPAN));
+}
+
+/* When a call of timeout_ms started now ends (INT64_MAX: never). */
+static int64_t end_of(int64_t timeout_ms) {
+    return timeout_ms > 0 ? client_now_ms() + timeout_ms : INT64_MAX;
+}
+
+static grpc_event pluck(call_t *k, void *tag, gpr_timespec until) {
+    return grpc_completion_queue_pluck(k->cq, tag, until, NULL);
+}
+
+static int bb_read(grpc_byte_buffer *bb, uint8_t **out, size_t *len) {
+    grpc_byte_buffer_reader r;
+    grpc_slice s;
+
+    *out = NULL;
+    *len = 0;
+    if (!grpc_byte_buffer_reader_init(&r, bb))
+        return -1;
+    s = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    *len = GRPC_SLICE_LENGTH(s);
+    *out = malloc(*len ? *len : 1);
+    if (*out != NULL)
+        memcpy(*out, GRPC_SLICE_START_PTR(s), *len);
+    grpc_slice_unref(s);
+    return *out ? 0 : -1;
+}
+
+static char *slice_dup(grpc_slice s) {
+    size_t n = GRPC_SLICE_LENGTH(s);
+    char *p = malloc(n + 1);
+
+    if (p != NULL) {
+        memcpy(p, GRPC_SLICE_START_PTR(s), n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+/* Frees what call_start made; the call must have received its status (or
+ * never started). */
+static void call_fini(call_t *k) {
+    if (k->cancel != NULL) {
+        pthread_mutex_lock(&k->cancel->mu);
+        k->cancel->call = NULL;
+        pthread_mutex_unlock(&k->cancel->mu);
+    }
+    if (k->call != NULL)
+        grpc_call_unref(k->call);
+    grpc_metadata_array_destroy(&k->md_in);
+    if (k->cq != NULL) {
+        grpc_completion_queue_shutdown(k->cq);
+        while (pluck(k, NULL, gpr_inf_future(GPR_CLOCK_REALTIME)).type !=
+               GRPC_QUEUE_SHUTDOWN) {
+        }
+        grpc_completion_queue_destroy(k->cq);
+    }
+}
+
+/*
+ * Starts a call, sends the request and waits for the initial metadata; the
+ * caller receives the rest. On failure (the call could not start, or
+ * cancel fired first) fills r and returns its code, with k finished.
+ */
+static int call_start(reel_client_t *c, call_t *k, const char *method,
+                      const void *req, size_t len, int64_t end_ms,
+                      client_cancel_t *cancel, reel_reply_t *r) {
+    grpc_slice path = grpc_slice_from_copied_string(method);
+    grpc_slice body = grpc_slice_from_copied_buffer(req, len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&body, 1);
+    grpc_call_error e;
+    grpc_op ops[4];
+    int rc = CLIENT_OK;
+
+    memset(k, 0, sizeof(*k));
+    grpc_metadata_array_init(&k->md_in);
+    k->cq = grpc_completion_queue_create_for_pluck(NULL);
+    k->call = grpc_channel_create_call(c->channel, NULL,
+                                       GRPC_PROPAGATE_DEFAULTS, k->cq, path,
+                                       NULL, deadline_at(end_ms), NULL);
+    grpc_slice_unref(path);
+    grpc_slice_unref(body);
+    if (k->call == NULL) {
+        rc = client_reply_set(r, CLIENT_INTERNAL,
+                              "gRPC could not create a call of %s", method);
+        goto out;
+    }
+    if (cancel != NULL) {
+        pthread_mutex_lock(&cancel->mu);
+        if (!cancel->fired) {
+            cancel->call = k->call;
+            k->cancel = cancel;
+        }
+        pthread_mutex_unlock(&cancel->mu);
+        if (k->cancel == NULL) {
+            rc = client_reply_set(r, CLIENT_CANCELLED,
+                                  "cancelled before it was sent");
+            goto out;
+        }
+    }
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &k->md_in;
+    if ((e = grpc_call_start_batch(k->call, ops, 4, TAG_START, NULL)) !=
+        GRPC_CALL_OK) {
+        rc = client_reply_set(r, CLIENT_INTERNAL,
+                              "gRPC refused to start %s (call error %d)",
+                              method, (int)e);
+        goto out;
+    }
+    pluck(k, TAG_START, gpr_inf_future(GPR_CLOCK_REALTIME));
+out:
+    grpc_byte_buffer_destroy(bb);
+    if (rc != CLIENT_OK) {
+        /* Never started: nothing to receive. */
+        call_fini(k);
+        memset(k, 0, sizeof(*k));
+    }
+    return rc;
+}
+
+/* Receives the status into r and frees the call; returns r->code. */
+static int call_finish(call_t *k, reel_reply_t *r) {
+    grpc_metadata_array trailing;
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_call_error e;
+    grpc_op op;
+
+    grpc_metadata_array_init(&trailing);
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op.data.recv_status_on_client.trailing_metadata = &trailing;
+    op.data.recv_status_on_client.status = &status;
+    op.data.recv_status_on_client.status_details = &details;
+    if ((e = grpc_call_start_batch(k->call, &op, 1, TAG_STATUS, NULL)) !=
+        GRPC_CALL_OK) {
+        client_reply_set(r, CLIENT_INTERNAL,
+                         "gRPC refused to receive the status (call error "
+                         "%d)",
+                         (int)e);
+        /* The call may still be in flight: cancel it so it ends. */
+        grpc_call_cancel(k->call, NULL);
+    } else {
+        pluck(k, TAG_STATUS, gpr_inf_future(GPR_CLOCK_REALTIME));
+        free(r->details);
+        r->code = (int)status;
+        r->details = slice_dup(details);
+    }
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&trailing);
+    call_fini(k);
+    return r->code;
+}
+
+/* Starts a receive of one message into *resp. 0, or -1 (r says why). */
+static int recv_start(call_t *k, grpc_byte_buffer **resp, reel_reply_t *r) {
+    grpc_call_error e;
+    grpc_op op;
+
+    *resp = NULL;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = resp;
+    if ((e = grpc_call_start_batch(k->call, &op, 1, TAG_RECV, NULL)) ==
+        GRPC_CALL_OK)
+        return 0;
+    client_reply_set(r, CLIENT_INTERNAL,
+                     "gRPC refused to receive a message (call error %d)",
+                     (int)e);
+    return -1;
+}
+
+/* One attempt of a unary call that must end by end_ms. */
+static int unary_once(reel_client_t *c, const char *method, const void *req,
+                      size_t len, int64_t end_ms, reel_reply_t *r) {
+    grpc_byte_buffer *resp = NULL;
+    int failed = 0, rc;
+    call_t k;
+
+    memset(r, 0, sizeof(*r));
+    if ((rc = call_start(c, &k, method, req, len, end_ms, NULL, r)) !=
+        CLIENT_OK)
+        return rc;
+    if (recv_start(&k, &resp, r) != 0) {
+        grpc_call_cancel(k.call, NULL);
+        failed = 1;
+    } else {
+        pluck(&k, TAG_RECV, gpr_inf_future(GPR_CLOCK_REALTIME));
+    }
+    if (resp != NULL) {
+        if (bb_read(resp, &r->body, &r->len) != 0)
+            failed = 2;
+        grpc_byte_buffer_destroy(resp);
+    }
+    if (failed != 0) {
+        /* What failed here says more than the status the call ends with. */
+        reel_reply_t st = {0};
+
+        call_finish(&k, &st);
+        reel_reply_fini(&st);
+        if (failed == 2)
+            client_reply_set(r, CLIENT_RESOURCE_EXHAUSTED,
+                             "out of memory reading the answer of %s",
+                             method);
+        return r->code;
+    }
+    rc = call_finish(&k, r);
+    if (rc == CLIENT_OK && r->body == NULL)
+        rc = client_reply_set(r, CLIENT_INTERNAL,
+                              "%s answered OK without a message", method);
+    return rc;
+}
+
+static int64_t unary_timeout(const reel_client_t *c, int64_t timeout_ms) {
+    return timeout_ms == REEL_TIMEOUT_DEFAULT ? c->deadline_ms : timeout_ms;
+}
+
+int reel_client_unary(reel_client_t *c, const char *method, const void *req,
+                      size_t len, int64_t timeout_ms, reel_reply_t *r) {
+    return unary_once(c, method, req, len,
+                      end_of(unary_timeout(c, timeout_ms)), r);
+}
+
+int reel_client_unary_retry(reel_client_t *c, const char *method,
+                            const void *req, size_t len, int64_t timeout_ms,
+                            reel_reply_t *r) {
+    int64_t end_ms = end_of(unary_timeout(c, timeout_ms));
+    uint64_t rng = client_rng_seed();
+    int rc;
+
+    for (unsigned attempt = 0;; attempt++) {
+        int64_t delay;
+        struct timespec ts;
+
+        rc = unary_once(c, method, req, len, end_ms, r);
+        if (rc != CLIENT_UNAVAILABLE || (int)attempt + 1 >= c->max_attempts)
+            return rc;
+        delay = client_backoff_delay(&c->backoff, attempt, &rng);
+        /* No attempt that could not finish before the deadline. */
+        if (end_ms != INT64_MAX && client_now_ms() + delay >= end_ms)
+            return rc;
+        ts.tv_sec = delay / 1000;
+        ts.tv_nsec = (delay % 1000) * 1000000;
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+        reel_reply_fini(r);
+    }
+}
+
+/*
+ * Waits for the stream's pending receive; every idle_ms without it, runs
+ * on_idle. Returns 0 once it completed, or on_idle's non-zero answer (the
+ * receive is then still pending).
+ */
+static int wait_recv(call_t *k, reel_idle_fn on_idle, int64_t idle_ms,
+                     void *arg) {
+    for (;;) {
+        gpr_timespec until = on_idle != NULL
+                                 ? deadline_at(client_now_ms() + idle_ms)
+                                 : gpr_inf_future(GPR_CLOCK_REALTIME);
+        grpc_event ev = pluck(k, TAG_RECV, until);
+        int stop;
+
+        if (ev.type != GRPC_QUEUE_TIMEOUT)
+            return 0;
+        if ((stop = on_idle(arg)) != 0)
+            return stop;
+    }
+}
+
+int client_stream(reel_client_t *c, const char *method, const void *req,
+                  size_t len, int64_t timeout_ms, reel_stream_fn on_msg,
+                  reel_idle_fn on_idle, int64_t idle_ms, void *arg,
+                  client_cancel_t *cancel, reel_reply_t *r) {
+    reel_reply_t failed = {0};
+    call_t k;
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    if (idle_ms <= 0)
+        on_idle = NULL;
+    if ((rc = call_start(c, &k, method, req, len, end_of(timeout_ms), cancel,
+                         r)) != CLIENT_OK)
+        return rc;
+    for (;;) {
+        grpc_byte_buffer *resp = NULL;
+        uint8_t *body;
+        size_t n;
+        int stop;
+
+        if (recv_start(&k, &resp, &failed) != 0) {
+            grpc_call_cancel(k.call, NULL);
+            break;
+        }
+        if (wait_recv(&k, on_idle, idle_ms, arg) != 0) {
+            /* Cancelled, the receive completes (a message or none). */
+            grpc_call_cancel(k.call, NULL);
+            pluck(&k, TAG_RECV, gpr_inf_future(GPR_CLOCK_REALTIME));
+            if (resp != NULL)
+                grpc_byte_buffer_destroy(resp);
+            break;
+        }
+        if (resp == NULL)
+            break; /* the stream ended: the status follows */
+        if (bb_read(resp, &body, &n) != 0) {
+            grpc_byte_buffer_destroy(resp);
+            grpc_call_cancel(k.call, NULL);
+            client_reply_set(&failed, CLIENT_RESOURCE_EXHAUSTED,
+                             "out of memory reading a message of %s",
+                             method);
+            break;
+        }
+        grpc_byte_buffer_destroy(resp);
+        stop = on_msg(arg, body, n);
+        free(body);
+        if (stop) {
+            grpc_call_cancel(k.call, NULL);
+            break;
+        }
+    }
+    rc = call_finish(&k, r);
+    if (failed.code != CLIENT_OK) {
+        /* The cancel's status would hide why. */
+        reel_reply_fini(r);
+        *r = failed;
+        rc = r->code;
+    }
+    return rc;
+}
+
+int reel_client_stream_idle(reel_client_t *c, const char *method,
+                            const void *req, size_t len, int64_t timeout_ms,
+                            reel_stream_fn on_msg, reel_idle_fn on_idle,
+                            int64_t idle_ms, void *arg, reel_reply_t *r) {
+    return client_stream(c, method, req, len, timeout_ms, on_msg, on_idle,
+                         idle_ms, arg, NULL, r);
+}
+
+int reel_client_stream(reel_client_t *c, const char *method, const void *req,
+                       size_t len, int64_t timeout_ms, reel_stream_fn on_msg,
+                       void *arg, reel_reply_t *r) {
+    return client_stream(c, method, req, len, timeout_ms, on_msg, NULL, 0,
+                         arg, NULL, r);
+}

@@ -1,0 +1,325 @@
+/*
+ * client/client.h: reel's C client library, on gRPC's C core.
+ *
+ * A reel_client_t is one channel to one reeld: an HTTP/2 connection that
+ * gRPC opens when the first call needs it and opens again, with the backoff
+ * of the options below, after it breaks. On it:
+ *
+ *   - unary calls with a deadline (reel_client_unary, reel_client_unary_retry);
+ *   - server streams, a callback per message (reel_client_stream,
+ *     reel_client_stream_idle);
+ *   - the durable WAL consumer loop (reel_consumer_*): subscribe as a named
+ *     consumer, hand batches of events to a callback, acknowledge what it
+ *     has finished, and resume after a disconnect or a reeld restart.
+ *
+ * Requests and answers are serialized protobuf (pack and unpack them with
+ * the reel.v1 protobuf-c code); a method is its full path,
+ * "/reel.v1.KV/GetValue".
+ *
+ * Errors: every call ends with a gRPC status code (grpc_status_code's
+ * values: 0 OK, 3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...; reel_grpc_code_name
+ * names them) and the server's message, in a reel_reply_t. What fails on
+ * this side uses the same codes: INVALID_ARGUMENT naming the option and its
+ * limit, RESOURCE_EXHAUSTED when out of memory, INTERNAL for a malformed
+ * answer.
+ *
+ * Retries. gRPC reconnects the channel by itself; the library decides which
+ * calls to send again. A call that failed UNAVAILABLE may or may not have
+ * reached the server, so sending it again is safe only when doing it twice
+ * does what doing it once does. reel_client_unary never sends a call twice:
+ * use it for writes. reel_client_unary_retry sends it again after
+ * UNAVAILABLE, with backoff, within its deadline and at most max_attempts
+ * times: use it for reads and for writes that are idempotent by
+ * construction (AckEvents: acks never move back; Append and SendSignal
+ * with an idempotency key or signal id, whose retry answers duplicate=true).
+ * Streams are never sent twice; the consumer loop subscribes again, which is
+ * safe because the server keeps the consumer's cursor.
+ *
+ * Threading: a reel_client_t is thread-safe. Any number of threads may call
+ * on one client at once; the calls share its connection, each waits on its
+ * own completion queue. Callbacks run on the thread that made the call. A
+ * reel_consumer_t runs on the one thread that calls reel_consumer_run;
+ * reel_consumer_stop and reel_consumer_stats may come from any thread.
+ *
+ * Lifetimes: what a callback receives is valid during the callback. A
+ * reel_reply_t's strings and body are the caller's (reel_reply_fini). A
+ * client must outlive its consumers and every call on it.
+ */
+#ifndef REEL_CLIENT_CLIENT_H
+#define REEL_CLIENT_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct reel_client reel_client_t;
+
+/* What a finished call returned. */
+typedef struct reel_reply {
+    int code;        /* grpc_status_code; 0 = OK */
+    char *details;   /* the status message, malloc'd (may be ""; NULL only
+                        when out of memory) */
+    uint8_t *body;   /* unary response bytes, malloc'd, or NULL */
+    size_t len;
+} reel_reply_t;
+
+/*
+ * Options of a client. Zero is each field's default, so
+ * `reel_client_opts_t o = REEL_CLIENT_OPTS_INIT;` then a field or two is
+ * the usual way to fill one.
+ */
+typedef struct reel_client_opts {
+    /* How long one connection attempt may take (gRPC's minimum connect
+     * timeout); at least 100. 0 = 20 000. */
+    int64_t connect_timeout_ms;
+    /* The deadline of a unary call given timeout_ms 0. 0 = 10 000. */
+    int64_t deadline_ms;
+    /*
+     * Backoff between attempts, of both unary_retry and the consumer loop,
+     * and between gRPC's connection attempts: the k-th wait (k = 0, 1, ...)
+     * is initial * multiplier^k capped at max, then spread by up to
+     * +-jitter of itself and capped at max again.
+     * 0 = 100 ms, 10 000 ms, 2.0 and 0.2.
+     */
+    int64_t backoff_initial_ms; /* at least 1 */
+    int64_t backoff_max_ms;     /* at least backoff_initial_ms */
+    double backoff_multiplier;  /* 1 to 10 */
+    double backoff_jitter;      /* in [0, 1) */
+    /* Attempts of a reel_client_unary_retry call, the first included;
+     * 1 to 100. 0 = 5. */
+    int max_attempts;
+    /*
+     * Keepalive pings while calls are open, to notice a server that is gone
+     * without closing the connection. 0 = none. Below 300 000 only for a
+     * connection whose calls receive a message more often than the pings
+     * go, such as a WAL subscription (a PROGRESS every second while idle):
+     * reeld, like any gRPC server by default, closes a quiet connection
+     * that pings more often (its calls end UNAVAILABLE, "Too many pings").
+     */
+    int64_t keepalive_time_ms;
+    int64_t keepalive_timeout_ms; /* 0 = 20 000 */
+    /* The largest message the client accepts: match reeld's
+     * --max-response-bytes. At most 2^31-1. 0 = 4 MiB (gRPC's default). */
+    size_t max_receive_bytes;
+    /* For what a later version adds (TLS credentials, a bearer token):
+     * must be zero. */
+    void *reserved[8];
+} reel_client_opts_t;
+
+#define REEL_CLIENT_OPTS_INIT {0}
+
+/* timeout_ms of a unary call: the client's deadline_ms, or none at all. */
+#define REEL_TIMEOUT_DEFAULT 0
+#define REEL_TIMEOUT_NONE (-1)
+
+/*
+ * A client of addr ("127.0.0.1:7878", "[::1]:7878", "dns:host:7878");
+ * opts NULL takes every default. It connects when the first call needs it,
+ * so an address nobody listens on is not an error here: calls answer
+ * UNAVAILABLE. Returns 0 and sets *out; or INVALID_ARGUMENT for an empty
+ * address or an option outside its limits (err says which and the limit),
+ * RESOURCE_EXHAUSTED when out of memory. err may be NULL; else it is filled
+ * on failure (release it with reel_reply_fini) and zeroed on success.
+ */
+int reel_client_create(const char *addr, const reel_client_opts_t *opts,
+                       reel_client_t **out, reel_reply_t *err);
+/* Every call on c must have returned. NULL is fine. */
+void reel_client_destroy(reel_client_t *c);
+
+/*
+ * Calls a unary method once: never sent again, whatever happens (use it
+ * for writes). timeout_ms > 0 is the call's deadline; REEL_TIMEOUT_DEFAULT
+ * (0) the client's; REEL_TIMEOUT_NONE (< 0) none. Fills *reply (release
+ * with reel_reply_fini) and returns reply->code; on OK, reply->body holds
+ * the answer (its len may be 0: an empty message).
+ */
+int reel_client_unary(reel_client_t *c, const char *method, const void *req,
+                      size_t len, int64_t timeout_ms, reel_reply_t *reply);
+
+/*
+ * reel_client_unary for reads and idempotent writes only: a call that ends
+ * UNAVAILABLE is sent again after a backoff wait, while its deadline
+ * (timeout_ms covers every attempt) leaves room for the wait, and at most
+ * the client's max_attempts times in all. The reply is the last attempt's.
+ */
+int reel_client_unary_retry(reel_client_t *c, const char *method,
+                            const void *req, size_t len, int64_t timeout_ms,
+                            reel_reply_t *reply);
+
+/*
+ * Calls a server-streaming method; on_msg runs for each message and may
+ * return non-zero to cancel the call. timeout_ms <= 0 means no deadline
+ * (a stream usually has none). Returns the final status code, CANCELLED
+ * after a cancel; reply->body stays NULL. Never sent twice.
+ */
+typedef int (*reel_stream_fn)(void *arg, const uint8_t *msg, size_t len);
+int reel_client_stream(reel_client_t *c, const char *method, const void *req,
+                       size_t len, int64_t timeout_ms, reel_stream_fn on_msg,
+                       void *arg, reel_reply_t *reply);
+
+/*
+ * reel_client_stream, and each time idle_ms (> 0) pass with no message,
+ * on_idle(arg) runs. on_msg and on_idle may make calls on c while the
+ * stream is open, and return non-zero to cancel it.
+ */
+typedef int (*reel_idle_fn)(void *arg);
+int reel_client_stream_idle(reel_client_t *c, const char *method,
+                            const void *req, size_t len, int64_t timeout_ms,
+                            reel_stream_fn on_msg, reel_idle_fn on_idle,
+                            int64_t idle_ms, void *arg, reel_reply_t *reply);
+
+/* Frees what reply holds and zeroes it. NULL is fine. */
+void reel_reply_fini(reel_reply_t *reply);
+
+/* "NOT_FOUND" for 5; "UNKNOWN" for a code outside gRPC's table. */
+const char *reel_grpc_code_name(int code);
+
+/* ---- The durable WAL consumer loop ---------------------------------------
+ *
+ * reel_consumer_run subscribes to Wal.SubscribeEventBatches as a durable
+ * consumer (the server keeps its cursor: a new name starts after
+ * from_revision, an existing one after its last acknowledged revision),
+ * hands each batch of events to the callback, and acknowledges
+ * (Wal.AckEvents) what the callback says it has finished: once ack_every
+ * events have come since the last ack, or ack_interval_ms passed, so at a
+ * bounded rate and never one ack per event.
+ *
+ * PROGRESS events never reach the callback: the server sends one when the
+ * subscriber is caught up, meaning every event up to its revision was sent
+ * or did not match the pattern. Once the callback has finished everything
+ * it was given, the loop acknowledges up to that revision, so a filtered
+ * consumer's cursor keeps moving past events it never receives.
+ *
+ * Delivery is at least once: events after the last acknowledged revision
+ * come again after a restart of the process. Within one run of the loop,
+ * the callback sees revisions strictly increasing, each once: after a
+ * reconnect the server sends again what came after the last ack, and the
+ * loop passes over what it already handed out (reel_consumer_stats counts
+ * them as skipped).
+ *
+ * How a stream ends decides what the loop does:
+ *
+ *   UNAVAILABLE (reeld gone, restarting, shutting down, the connection
+ *   broken), CANCELLED by anything but reel_consumer_stop,
+ *   DEADLINE_EXCEEDED, and OK (a stream the server ended without an error):
+ *     subscribe again after a backoff wait, with no bound unless
+ *     max_attempts is set; attempts count from the last stream that
+ *     delivered a message.
+ *   FAILED_PRECONDITION when subscribing again, because the server still
+ *     holds this loop's earlier stream (it notices a broken connection
+ *     within its keepalive time) or another subscriber took the consumer
+ *     meanwhile: as UNAVAILABLE, the loop waits for it to go. The loop
+ *     tells this from an invalidated consumer by asking AckEvents for
+ *     revision 0, which moves nothing.
+ *   Anything else stops the loop with that status: INVALID_ARGUMENT (a bad
+ *     name or pattern, a from_revision past the head), FAILED_PRECONDITION
+ *     at the first subscribe (another subscriber holds the consumer: see
+ *     takeover) or for an invalidated consumer, ABORTED (another subscriber
+ *     took the consumer over), OUT_OF_RANGE (what the consumer needs was
+ *     trimmed), NOT_FOUND, RESOURCE_EXHAUSTED, INTERNAL, DATA_LOSS, ...
+ *
+ * Acknowledging fails the same way: a retryable failure is tried again (at
+ * the next ack, or after the reconnect); any other stops the loop with it.
+ * However the loop ends, it first acknowledges what was finished; if that
+ * fails, the loop's status says so (the events come again).
+ */
+
+typedef struct reel_consumer reel_consumer_t;
+
+/* One event, as the server stored it. Valid during the callback. */
+typedef struct reel_event {
+    uint64_t revision;
+    int type;              /* reel.v1.Event.Type; never PROGRESS */
+    const char *subject;   /* not NUL-terminated: subject_len bytes */
+    size_t subject_len;
+    const uint8_t *bytes;  /* the whole reel.v1.Event (unpack it for the
+                              body) */
+    size_t len;
+} reel_event_t;
+
+/*
+ * A batch, revisions ascending (n >= 1). *finished comes set to the last
+ * event's revision: "all of it is finished". The callback may lower it to
+ * the revision up to which it has finished what it was given, this batch
+ * and the ones before; events it has not finished stay its own (they are
+ * not handed out again in this run) and are acknowledged once a later
+ * answer covers them. An answer below an earlier one changes nothing; one
+ * above the last event counts as the last event. Returns 0 to go on, or
+ * non-zero to end the loop (after acknowledging what was finished; the
+ * loop then returns 0).
+ */
+typedef int (*reel_batch_fn)(void *arg, const reel_event_t *events, size_t n,
+                             uint64_t *finished);
+
+/* Called before each backoff wait: why the stream ended, how long the loop
+ * waits. Useful for a log line. */
+typedef void (*reel_retry_fn)(void *arg, int code, const char *details,
+                              int64_t delay_ms);
+
+typedef struct reel_consumer_opts {
+    const char *consumer;        /* the name ([A-Za-z0-9_.-]{1,128}; the
+                                    server checks it) */
+    const char *subject_pattern; /* NULL or "" = every event */
+    uint64_t from_revision;      /* a new consumer starts after it; 0 = from
+                                    the oldest retained */
+    /* End the stream of whoever holds the consumer and take its place, at
+     * every subscribe: for a process that restarts before the server has
+     * noticed its predecessor is gone. The one taken over ends ABORTED. */
+    int takeover;
+    int64_t ack_interval_ms;     /* 0 = 1000; at most 3 600 000 */
+    uint32_t ack_every;          /* events between acks; 0 = 1000 */
+    /* Attempts in a row without a message before the loop gives up with the
+     * last status; 0 = no bound (until reel_consumer_stop). */
+    int max_attempts;
+    reel_batch_fn on_batch;      /* required */
+    reel_retry_fn on_retry;      /* may be NULL */
+    void *arg;                   /* for both */
+} reel_consumer_opts_t;
+
+#define REEL_CONSUMER_OPTS_INIT {0}
+
+/* How far a consumer loop got. */
+typedef struct reel_consumer_stats {
+    uint64_t delivered;  /* the last revision handed to the callback */
+    uint64_t finished;   /* ... and the last it said it had finished */
+    uint64_t acked;      /* the last revision the server acknowledged */
+    uint64_t events;     /* events handed to the callback */
+    uint64_t skipped;    /* events received again after a reconnect and
+                            not handed out again */
+    uint64_t acks;       /* AckEvents calls that succeeded */
+    uint64_t reconnects; /* streams opened after the first */
+} reel_consumer_stats_t;
+
+/*
+ * A consumer loop on client c (which must outlive it). The options' strings
+ * are copied. 0, or INVALID_ARGUMENT naming the option (no consumer name, no
+ * on_batch, an option outside its limits), RESOURCE_EXHAUSTED; err as in
+ * reel_client_create.
+ */
+int reel_consumer_create(reel_client_t *c, const reel_consumer_opts_t *opts,
+                         reel_consumer_t **out, reel_reply_t *err);
+
+/*
+ * Runs the loop on the calling thread until it stops: returns 0 after
+ * reel_consumer_stop or a callback that asked to end, with what was
+ * finished acknowledged; else the status that ended it, in *why (may be
+ * NULL; release it with reel_reply_fini). A consumer runs once: a second
+ * run answers FAILED_PRECONDITION (create another to go on).
+ */
+int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why);
+
+/*
+ * Asks the loop to end: it cancels the stream, wakes a backoff wait, lets
+ * a running callback finish, acknowledges what was finished and returns.
+ * Thread-safe; may come from the callback, before run (which then returns
+ * at once) and more than once. Not async-signal-safe: call it from a
+ * thread that takes signals with sigwait, not from a signal handler.
+ */
+void reel_consumer_stop(reel_consumer_t *k);
+
+/* A snapshot of the loop's counters. Thread-safe. */
+void reel_consumer_stats(reel_consumer_t *k, reel_consumer_stats_t *out);
+
+/* After run has returned (or if it never ran). NULL is fine. */
+void reel_consumer_destroy(reel_consumer_t *k);
+
+#endif

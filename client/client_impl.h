@@ -1,0 +1,64 @@
+/*
+ * client/client_impl.h: what client.c shares with consumer.c (private to
+ * client/).
+ */
+#ifndef REEL_CLIENT_CLIENT_IMPL_H
+#define REEL_CLIENT_CLIENT_IMPL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "client/backoff.h"
+#include "client/client.h"
+
+/* grpc_status_code values the library decides on. */
+#define CLIENT_OK 0
+#define CLIENT_CANCELLED 1
+#define CLIENT_INVALID_ARGUMENT 3
+#define CLIENT_DEADLINE_EXCEEDED 4
+#define CLIENT_RESOURCE_EXHAUSTED 8
+#define CLIENT_FAILED_PRECONDITION 9
+#define CLIENT_INTERNAL 13
+#define CLIENT_UNAVAILABLE 14
+
+/*
+ * A switch another thread flips to end a stream: the stream registers its
+ * call here while it runs, and client_cancel_fire cancels it (gRPC's
+ * grpc_call_cancel may come from any thread). Once fired it stays fired:
+ * a stream started afterwards ends CANCELLED before it is sent, and
+ * client_cancel_wait returns at once. The consumer's backoff waits on the
+ * same lock and condition.
+ */
+typedef struct client_cancel {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+    int fired;
+    void *call;        /* the grpc_call of the stream running, or NULL */
+} client_cancel_t;
+
+void client_cancel_init(client_cancel_t *k);
+void client_cancel_fini(client_cancel_t *k);
+void client_cancel_fire(client_cancel_t *k);
+int client_cancel_fired(client_cancel_t *k);
+/* Waits ms or until fired; 1 if fired. */
+int client_cancel_wait(client_cancel_t *k, int64_t ms);
+
+/* reel_client_stream_idle that k (may be NULL) can cancel too. */
+int client_stream(reel_client_t *c, const char *method, const void *req,
+                  size_t len, int64_t timeout_ms, reel_stream_fn on_msg,
+                  reel_idle_fn on_idle, int64_t idle_ms, void *arg,
+                  client_cancel_t *k, reel_reply_t *reply);
+
+/* The client's backoff and default deadline. */
+const client_backoff_t *client_backoff_of(const reel_client_t *c);
+int64_t client_deadline_ms(const reel_client_t *c);
+
+/* Sets reply (if not NULL) to code and a printf-style message; returns
+ * code. Out of memory leaves details NULL. */
+int client_reply_set(reel_reply_t *reply, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Milliseconds on the monotonic clock. */
+int64_t client_now_ms(void);
+
+#endif

@@ -1,0 +1,754 @@
+/*
+ * client/client_test.c: what the client library does without a server:
+ * the backoff schedule and its jitter, EventBatch decoding (unknown fields,
+ * malformed bytes), the consumer's bookkeeping (each revision handed out
+ * once, PROGRESS, when acks are due), the options' limits, and the retry
+ * bounds against an address where nothing listens.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "reel/v1/wal.pb-c.h"
+#include "client/backoff.h"
+#include "client/batch.h"
+#include "client/client.h"
+#include "client/client_impl.h"
+
+/* ---- Backoff ------------------------------------------------------------- */
+
+static void test_backoff_grows_by_the_multiplier_within_jitter_up_to_max(
+    void **state) {
+    client_backoff_t b = {100, 5000, 2.0, 0.2};
+    uint64_t rng = 42;
+
+    (void)state;
+    for (unsigned k = 0; k < 12; k++) {
+        double base = fmin(5000.0, 100.0 * pow(2.0, k));
+
+        for (int i = 0; i < 500; i++) {
+            int64_t d = client_backoff_delay(&b, k, &rng);
+
+            if ((double)d < floor(base * 0.8) ||
+                (double)d > fmin(5000.0, base * 1.2))
+                fail_msg("attempt %u: %lld outside [%g, %g]", k,
+                         (long long)d, base * 0.8, fmin(5000.0, base * 1.2));
+        }
+    }
+}
+
+static void test_backoff_jitter_spreads_the_waits_over_its_whole_range(
+    void **state) {
+    client_backoff_t b = {1000, 100000, 2.0, 0.2};
+    client_backoff_t fixed = {1000, 100000, 2.0, 0.0};
+    uint64_t rng = 7;
+    int64_t lo = INT64_MAX, hi = 0;
+
+    (void)state;
+    for (int i = 0; i < 2000; i++) {
+        int64_t d = client_backoff_delay(&b, 2, &rng); /* base 4000 */
+
+        lo = d < lo ? d : lo;
+        hi = d > hi ? d : hi;
+    }
+    /* Uniform over [3200, 4800]: 2000 draws come near both ends. */
+    assert_true(lo >= 3200 && lo < 3300);
+    assert_true(hi <= 4800 && hi > 4700);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(client_backoff_delay(&fixed, 2, &rng), 4000);
+}
+
+static void test_backoff_stays_at_max_however_many_attempts(void **state) {
+    client_backoff_t b = {1, 30000, 10.0, 0.5};
+    uint64_t rng = 3;
+
+    (void)state;
+    for (int i = 0; i < 100; i++) {
+        int64_t d = client_backoff_delay(&b, UINT32_MAX - (unsigned)i, &rng);
+
+        assert_true(d >= 15000 && d <= 30000);
+    }
+}
+
+static void test_rng_seeds_differ_and_draws_stay_in_the_unit_range(
+    void **state) {
+    uint64_t a = client_rng_seed(), b = client_rng_seed();
+
+    (void)state;
+    assert_true(a != 0 && b != 0 && a != b);
+    for (int i = 0; i < 10000; i++) {
+        double u = client_rng_unit(&a);
+
+        assert_true(u >= 0.0 && u < 1.0);
+    }
+}
+
+/* ---- EventBatch decoding ------------------------------------------------- */
+
+/* A batch of a value event at 7, a PROGRESS at 9 and a run event at 12. */
+static size_t sample_batch(uint8_t **out) {
+    Reel__V1__Event a = REEL__V1__EVENT__INIT, p = REEL__V1__EVENT__INIT,
+                    c = REEL__V1__EVENT__INIT;
+    Reel__V1__ValueEvent v = REEL__V1__VALUE_EVENT__INIT;
+    Reel__V1__EventBatch b = REEL__V1__EVENT_BATCH__INIT;
+    Reel__V1__Event *evs[] = {&a, &p, &c};
+    size_t n;
+
+    a.revision = 7;
+    a.subject = "kv.app.orders.1";
+    a.type = REEL__V1__EVENT__TYPE__VALUE_CHANGED;
+    a.ts_ms = 1700000000000;
+    v.value = "{\"qty\":2}";
+    a.body_case = REEL__V1__EVENT__BODY_VALUE;
+    a.value = &v;
+    p.revision = 9;
+    p.type = REEL__V1__EVENT__TYPE__PROGRESS;
+    c.revision = 12;
+    c.subject = "run.01J0000000000000000000000A.RUNNING";
+    c.type = REEL__V1__EVENT__TYPE__RUN_CHANGED;
+    b.n_events = 3;
+    b.events = evs;
+    n = reel__v1__event_batch__get_packed_size(&b);
+    *out = malloc(n);
+    assert_non_null(*out);
+    reel__v1__event_batch__pack(&b, *out);
+    return n;
+}
+
+static void test_batch_decode_splits_events_and_keeps_their_stored_bytes(
+    void **state) {
+    client_batch_t b = {0};
+    Reel__V1__Event *back;
+    uint8_t *msg;
+    size_t len = sample_batch(&msg);
+    char err[160];
+
+    (void)state;
+    assert_int_equal(client_batch_decode(msg, len, &b, err, sizeof(err)), 0);
+    assert_int_equal(b.n, 3);
+    assert_int_equal(b.events[0].revision, 7);
+    assert_int_equal(b.events[0].type, REEL__V1__EVENT__TYPE__VALUE_CHANGED);
+    assert_int_equal(b.events[0].subject_len, strlen("kv.app.orders.1"));
+    assert_memory_equal(b.events[0].subject, "kv.app.orders.1",
+                        b.events[0].subject_len);
+    assert_int_equal(b.events[1].type, CLIENT_EVENT_PROGRESS);
+    assert_int_equal(b.events[1].revision, 9);
+    assert_int_equal(b.events[1].subject_len, 0);
+    assert_int_equal(b.events[2].revision, 12);
+    /* The bytes are the event as stored: they unpack to all of it. */
+    back = reel__v1__event__unpack(NULL, b.events[0].len, b.events[0].bytes);
+    assert_non_null(back);
+    assert_int_equal(back->revision, 7);
+    assert_int_equal(back->ts_ms, 1700000000000);
+    assert_int_equal(back->body_case, REEL__V1__EVENT__BODY_VALUE);
+    assert_string_equal(back->value->value, "{\"qty\":2}");
+    reel__v1__event__free_unpacked(back, NULL);
+    /* A second batch replaces what the first left. */
+    assert_int_equal(client_batch_decode(msg, 0, &b, err, sizeof(err)), 0);
+    assert_int_equal(b.n, 0);
+    client_batch_fini(&b);
+    free(msg);
+}
+
+static void test_batch_decode_passes_over_fields_it_does_not_know(
+    void **state) {
+    /* An event: revision 5, an unknown varint (field 20), subject "a.b",
+     * an unknown fixed64 (21) and fixed32 (22), type 3, an unknown
+     * length-delimited field (23). Around it, unknown batch fields. */
+    static const uint8_t ev[] = {
+        0x08, 0x05,                         /* 1: 5 */
+        0xa0, 0x01, 0x96, 0x01,             /* 20: 150 */
+        0x12, 0x03, 'a',  '.',  'b',        /* 2: "a.b" */
+        0xa9, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, /* 21: fixed64 */
+        0xb5, 0x01, 1, 2, 3, 4,             /* 22: fixed32 */
+        0x18, 0x03,                         /* 3: VALUE_CHANGED */
+        0xba, 0x01, 0x02, 'x', 'y',         /* 23: "xy" */
+    };
+    uint8_t msg[128];
+    size_t n = 0;
+    client_batch_t b = {0};
+    char err[160];
+
+    (void)state;
+    msg[n++] = 0x10; /* batch field 2, a varint */
+    msg[n++] = 0x01;
+    msg[n++] = 0x0a; /* batch field 1: the event */
+    msg[n++] = (uint8_t)sizeof(ev);
+    memcpy(msg + n, ev, sizeof(ev));
+    n += sizeof(ev);
+    msg[n++] = 0x1a; /* batch field 3, bytes */
+    msg[n++] = 0x00;
+    assert_int_equal(client_batch_decode(msg, n, &b, err, sizeof(err)), 0);
+    assert_int_equal(b.n, 1);
+    assert_int_equal(b.events[0].revision, 5);
+    assert_int_equal(b.events[0].type, 3);
+    assert_int_equal(b.events[0].subject_len, 3);
+    assert_memory_equal(b.events[0].subject, "a.b", 3);
+    assert_ptr_equal(b.events[0].bytes, msg + 4);
+    assert_int_equal(b.events[0].len, sizeof(ev));
+    client_batch_fini(&b);
+}
+
+static void expect_malformed(const uint8_t *msg, size_t len,
+                             const char *what) {
+    client_batch_t b = {0};
+    char err[160] = "";
+
+    if (client_batch_decode(msg, len, &b, err, sizeof(err)) != -1)
+        fail_msg("%s: decoded", what);
+    if (strstr(err, "EventBatch") == NULL && strstr(err, "Event") == NULL)
+        fail_msg("%s: \"%s\" does not say what was malformed", what, err);
+    client_batch_fini(&b);
+}
+
+static void test_batch_decode_refuses_malformed_bytes_and_says_where(
+    void **state) {
+    static const uint8_t too_long[] = {0x0a, 0x05, 0x08, 0x01};
+    static const uint8_t long_varint[] = {0x0a, 0x0b, 0x08, 0xff, 0xff, 0xff,
+                                          0xff, 0xff, 0xff, 0xff, 0xff,
+                                          0xff, 0x02};
+    static const uint8_t group[] = {0x0b, 0x0c};
+    static const uint8_t events_as_varint[] = {0x08, 0x01};
+    static const uint8_t revision_as_bytes[] = {0x0a, 0x03, 0x0a, 0x01, 0x00};
+    static const uint8_t no_revision[] = {0x0a, 0x02, 0x18, 0x03};
+    static const uint8_t field_zero[] = {0x0a, 0x02, 0x00, 0x01};
+    static const uint8_t cut_fixed64[] = {0x0a, 0x04, 0x08, 0x01, 0x09, 0x01};
+    uint8_t *msg;
+    size_t len;
+    client_batch_t b = {0};
+    char err[160];
+
+    (void)state;
+    expect_malformed(too_long, sizeof(too_long), "a length past the end");
+    expect_malformed(long_varint, sizeof(long_varint),
+                     "a varint over 64 bits");
+    expect_malformed(group, sizeof(group), "a group");
+    expect_malformed(events_as_varint, sizeof(events_as_varint),
+                     "events as a varint");
+    expect_malformed(revision_as_bytes, sizeof(revision_as_bytes),
+                     "a revision as bytes");
+    expect_malformed(no_revision, sizeof(no_revision),
+                     "an event without a revision");
+    expect_malformed(field_zero, sizeof(field_zero), "field number 0");
+    expect_malformed(cut_fixed64, sizeof(cut_fixed64),
+                     "a cut fixed64 field");
+    /* Every prefix of a real batch decodes to whole events or is refused,
+     * and nothing is read past the prefix (ASan runs this too). */
+    len = sample_batch(&msg);
+    for (size_t cut = 0; cut < len; cut++) {
+        uint8_t *p = malloc(cut ? cut : 1);
+
+        memcpy(p, msg, cut);
+        if (client_batch_decode(p, cut, &b, err, sizeof(err)) == 0)
+            assert_true(b.n < 3);
+        free(p);
+    }
+    client_batch_fini(&b);
+    free(msg);
+}
+
+/* ---- The consumer's cursor ----------------------------------------------- */
+
+/* A batch of events (type 3) at the given revisions; PROGRESS for p. */
+static void fill(client_batch_t *b, const uint64_t *revs, const char *types,
+                 size_t n) {
+    static reel_event_t evs[16];
+
+    assert_true(n <= 16);
+    for (size_t i = 0; i < n; i++) {
+        memset(&evs[i], 0, sizeof(evs[i]));
+        evs[i].revision = revs[i];
+        evs[i].type = types != NULL && types[i] == 'p'
+                          ? CLIENT_EVENT_PROGRESS
+                          : 3;
+    }
+    b->events = evs;
+    b->n = n;
+    b->cap = 16;
+}
+
+static void test_cursor_hands_out_each_revision_once_across_a_reconnect(
+    void **state) {
+    client_cursor_t c;
+    client_batch_t b;
+    uint64_t skipped = 0;
+    char err[160];
+
+    (void)state;
+    client_cursor_init(&c, 0);
+    client_cursor_new_stream(&c);
+    fill(&b, (uint64_t[]){1, 2, 3}, NULL, 3);
+    assert_int_equal(client_cursor_take(&c, &b, &skipped, err, sizeof(err)),
+                     0);
+    assert_int_equal(b.n, 3);
+    client_cursor_finish(&c, 3, 2); /* 3 is not finished */
+    /* Acked up to 2; the server sends again from there. */
+    client_cursor_acked(&c, 2, 0);
+    client_cursor_new_stream(&c);
+    fill(&b, (uint64_t[]){3, 4, 5}, NULL, 3);
+    assert_int_equal(client_cursor_take(&c, &b, &skipped, err, sizeof(err)),
+                     0);
+    assert_int_equal(skipped, 1);
+    assert_int_equal(b.n, 2);
+    assert_int_equal(b.events[0].revision, 4);
+    assert_int_equal(b.events[1].revision, 5);
+}
+
+static void test_cursor_refuses_a_revision_that_falls_within_a_stream(
+    void **state) {
+    client_cursor_t c;
+    client_batch_t b;
+    uint64_t skipped = 0;
+    char err[160];
+
+    (void)state;
+    client_cursor_init(&c, 0);
+    client_cursor_new_stream(&c);
+    fill(&b, (uint64_t[]){5, 6}, NULL, 2);
+    assert_int_equal(client_cursor_take(&c, &b, &skipped, err, sizeof(err)),
+                     0);
+    client_cursor_finish(&c, 6, 6);
+    fill(&b, (uint64_t[]){6}, NULL, 1);
+    assert_int_equal(client_cursor_take(&c, &b, &skipped, err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "revision 6 after 6"));
+    /* A PROGRESS below the last event is not out of order: the server may
+     * queue a live event before it. */
+    fill(&b, (uint64_t[]){4, 8}, "pe", 2);
+    assert_int_equal(client_cursor_take(&c, &b, &skipped, err, sizeof(err)),
+                     0);
+    assert_int_equal(b.n, 1);
+}
+
+static void test_cursor_acks_progress_once_all_handed_out_is_finished(
+    void **state) {
+    client_cursor_t c;
+    client_batch_t b;
+    uint64_t skipped = 0;
+    char err[160];
+
+    (void)state;
+    client_cursor_init(&c, 0);
+    client_cursor_new_stream(&c);
+    assert_int_equal(client_cursor_ackable(&c), 0);
+    fill(&b, (uint64_t[]){3, 5, 9}, "eep", 3);
+    assert_int_equal(client_cursor_take(&c, &b, &skipped, err, sizeof(err)),
+                     0);
+    assert_int_equal(b.n, 2);
+    client_cursor_finish(&c, 5, 3);
+    /* 5 is handed out and not finished: the PROGRESS at 9 must wait. */
+    assert_int_equal(client_cursor_ackable(&c), 3);
+    client_cursor_finish(&c, 5, 5); /* the same events: changes nothing */
+    assert_int_equal(client_cursor_ackable(&c), 3);
+    fill(&b, (uint64_t[]){11}, NULL, 1);
+    assert_int_equal(client_cursor_take(&c, &b, &skipped, err, sizeof(err)),
+                     0);
+    client_cursor_finish(&c, 11, 11); /* covers 5 too */
+    assert_int_equal(client_cursor_ackable(&c), 11);
+    client_cursor_acked(&c, 11, 0);
+    assert_int_equal(client_cursor_ackable(&c), 0);
+    /* Idle: a PROGRESS alone moves the ack. */
+    fill(&b, (uint64_t[]){20}, "p", 1);
+    assert_int_equal(client_cursor_take(&c, &b, &skipped, err, sizeof(err)),
+                     0);
+    assert_int_equal(b.n, 0);
+    assert_int_equal(client_cursor_ackable(&c), 20);
+}
+
+static void test_cursor_answers_never_move_back_nor_past_the_last_event(
+    void **state) {
+    client_cursor_t c;
+
+    (void)state;
+    client_cursor_init(&c, 0);
+    client_cursor_finish(&c, 10, 20);
+    assert_int_equal(c.finished, 10);
+    client_cursor_finish(&c, 12, 5);
+    assert_int_equal(c.finished, 10);
+    assert_int_equal(c.delivered, 12);
+    assert_int_equal(client_cursor_ackable(&c), 10);
+    client_cursor_acked(&c, 10, 0);
+    client_cursor_acked(&c, 4, 0); /* an older answer arriving late */
+    assert_int_equal(c.acked, 10);
+}
+
+static void test_cursor_ack_is_due_by_count_or_by_time_never_per_event(
+    void **state) {
+    client_cursor_t c;
+    client_batch_t b;
+    uint64_t skipped = 0, rev = 0;
+    char err[160];
+
+    (void)state;
+    client_cursor_init(&c, 1000);
+    client_cursor_new_stream(&c);
+    for (int i = 0; i < 2; i++) {
+        rev++;
+        fill(&b, &rev, NULL, 1);
+        client_cursor_take(&c, &b, &skipped, err, sizeof(err));
+        client_cursor_finish(&c, rev, rev);
+        assert_false(client_cursor_ack_due(&c, 1010, 3, 500));
+    }
+    rev++;
+    fill(&b, &rev, NULL, 1);
+    client_cursor_take(&c, &b, &skipped, err, sizeof(err));
+    client_cursor_finish(&c, rev, rev);
+    assert_true(client_cursor_ack_due(&c, 1010, 3, 500)); /* 3 events */
+    client_cursor_acked(&c, rev, 1010);
+    assert_false(client_cursor_ack_due(&c, 5000, 3, 500)); /* nothing */
+    rev++;
+    fill(&b, &rev, NULL, 1);
+    client_cursor_take(&c, &b, &skipped, err, sizeof(err));
+    client_cursor_finish(&c, rev, rev);
+    assert_false(client_cursor_ack_due(&c, 1509, 3, 500));
+    assert_true(client_cursor_ack_due(&c, 1510, 3, 500)); /* 500 ms */
+}
+
+/* ---- Options ------------------------------------------------------------- */
+
+static void expect_refused(const reel_client_opts_t *o, const char *addr,
+                           const char *field) {
+    reel_client_t *c = (reel_client_t *)1;
+    reel_reply_t err;
+
+    assert_int_equal(reel_client_create(addr, o, &c, &err), 3);
+    assert_null(c);
+    assert_non_null(err.details);
+    if (strstr(err.details, field) == NULL)
+        fail_msg("\"%s\" does not name %s", err.details, field);
+    reel_reply_fini(&err);
+}
+
+static void test_client_options_outside_their_limits_name_the_field(
+    void **state) {
+    reel_client_opts_t o;
+    reel_client_t *c;
+    reel_reply_t err;
+    int x;
+
+    (void)state;
+#define BAD(field, value)                                                    \
+    do {                                                                     \
+        memset(&o, 0, sizeof(o));                                            \
+        o.field = value;                                                     \
+        expect_refused(&o, "127.0.0.1:1", #field);                           \
+    } while (0)
+    BAD(connect_timeout_ms, 50);
+    BAD(connect_timeout_ms, -1);
+    BAD(deadline_ms, -5);
+    BAD(backoff_multiplier, 0.5);
+    BAD(backoff_multiplier, NAN);
+    BAD(backoff_multiplier, 11.0);
+    BAD(backoff_jitter, 1.0);
+    BAD(backoff_jitter, -0.1);
+    BAD(max_attempts, 101);
+    BAD(max_receive_bytes, (size_t)1 << 31);
+    BAD(keepalive_time_ms, (int64_t)1 << 40);
+    BAD(reserved[3], &x);
+#undef BAD
+    memset(&o, 0, sizeof(o));
+    o.backoff_initial_ms = 500;
+    o.backoff_max_ms = 100;
+    expect_refused(&o, "127.0.0.1:1", "backoff_max_ms");
+    expect_refused(NULL, "", "addr");
+    expect_refused(NULL, NULL, "addr");
+    /* Nothing need listen: a client connects when a call needs it. */
+    assert_int_equal(reel_client_create("127.0.0.1:1", NULL, &c, &err), 0);
+    assert_non_null(c);
+    assert_null(err.details);
+    reel_client_destroy(c);
+}
+
+static int never(void *arg, const reel_event_t *ev, size_t n,
+                 uint64_t *finished) {
+    (void)arg;
+    (void)ev;
+    (void)n;
+    (void)finished;
+    fail_msg("no event can come");
+    return 1;
+}
+
+static void test_consumer_options_are_checked_naming_the_field(void **state) {
+    reel_consumer_opts_t o = REEL_CONSUMER_OPTS_INIT;
+    reel_consumer_t *k;
+    reel_client_t *c;
+    reel_reply_t err;
+
+    (void)state;
+    assert_int_equal(reel_client_create("127.0.0.1:1", NULL, &c, NULL), 0);
+    o.on_batch = never;
+    assert_int_equal(reel_consumer_create(c, &o, &k, &err), 3);
+    assert_non_null(strstr(err.details, "consumer"));
+    reel_reply_fini(&err);
+    o.consumer = "indexer";
+    o.on_batch = NULL;
+    assert_int_equal(reel_consumer_create(c, &o, &k, &err), 3);
+    assert_non_null(strstr(err.details, "on_batch"));
+    reel_reply_fini(&err);
+    o.on_batch = never;
+    o.ack_interval_ms = 3600001;
+    assert_int_equal(reel_consumer_create(c, &o, &k, &err), 3);
+    assert_non_null(strstr(err.details, "ack_interval_ms"));
+    reel_reply_fini(&err);
+    o.ack_interval_ms = 0;
+    o.max_attempts = -1;
+    assert_int_equal(reel_consumer_create(c, &o, &k, &err), 3);
+    assert_non_null(strstr(err.details, "max_attempts"));
+    reel_reply_fini(&err);
+    reel_client_destroy(c);
+}
+
+/* ---- Retries against an address where nothing listens -------------------- */
+
+/* A port bound and never listened on: connecting to it is refused. */
+static int refusing_port(int *fd) {
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t n = sizeof(a);
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(*fd >= 0);
+    assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &n), 0);
+    return ntohs(a.sin_port);
+}
+
+/* A client of a port nobody listens on, fd the port's socket. */
+static reel_client_t *client_of_nothing(int *fd, int max_attempts,
+                                        int64_t initial_ms, int64_t max_ms) {
+    reel_client_opts_t o = REEL_CLIENT_OPTS_INIT;
+    reel_client_t *c;
+    char addr[32];
+
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", refusing_port(fd));
+    o.backoff_initial_ms = initial_ms;
+    o.backoff_max_ms = max_ms;
+    o.backoff_multiplier = 2.0;
+    o.backoff_jitter = 0.25;
+    o.max_attempts = max_attempts;
+    assert_int_equal(reel_client_create(addr, &o, &c, NULL), 0);
+    return c;
+}
+
+static int64_t timed_call(reel_client_t *c, int retry, int64_t timeout_ms,
+                          int want) {
+    int64_t t0 = client_now_ms();
+    reel_reply_t r;
+    int rc = retry ? reel_client_unary_retry(c, "/reel.v1.Wal/GetHead", "",
+                                             0, timeout_ms, &r)
+                   : reel_client_unary(c, "/reel.v1.Wal/GetHead", "", 0,
+                                       timeout_ms, &r);
+
+    if (rc != want)
+        fail_msg("%s: %d, not %d (%s)", retry ? "retry" : "once", rc, want,
+                 r.details ? r.details : "");
+    reel_reply_fini(&r);
+    return client_now_ms() - t0;
+}
+
+static void test_unary_retry_waits_between_attempts_and_stops_at_the_bound(
+    void **state) {
+    int fd;
+    /* Waits of 300 to 500 ms, then 600 to 1000. */
+    reel_client_t *c = client_of_nothing(&fd, 3, 400, 2000);
+    int64_t took;
+
+    (void)state;
+    /* Sent once: no wait. */
+    took = timed_call(c, 0, 5000, 14);
+    if (took >= 300)
+        fail_msg("a call sent once took %lld ms", (long long)took);
+    /* Three attempts: two waits. */
+    took = timed_call(c, 1, 5000, 14);
+    if (took < 900 || took > 4000)
+        fail_msg("three attempts took %lld ms", (long long)took);
+    /* No wait that would pass the deadline. */
+    took = timed_call(c, 1, 100, 14);
+    if (took >= 300)
+        fail_msg("a 100 ms deadline took %lld ms", (long long)took);
+    reel_client_destroy(c);
+    close(fd);
+}
+
+typedef struct retries {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n;
+    int64_t delays[8];
+    int codes[8];
+    reel_consumer_t *k;
+    int rc;
+} retries_t;
+
+/* May run on another thread than the test's: records, asserts nothing. */
+static void count_retry(void *arg, int code, const char *details,
+                        int64_t delay_ms) {
+    retries_t *t = arg;
+
+    (void)details;
+    pthread_mutex_lock(&t->mu);
+    if (t->n < 8) {
+        t->delays[t->n] = delay_ms;
+        t->codes[t->n] = code;
+    }
+    t->n++;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void test_consumer_gives_up_after_max_attempts_with_the_status(
+    void **state) {
+    int fd;
+    reel_client_t *c = client_of_nothing(&fd, 5, 40, 1000);
+    reel_consumer_opts_t o = REEL_CONSUMER_OPTS_INIT;
+    retries_t t = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                   .cv = PTHREAD_COND_INITIALIZER};
+    reel_consumer_stats_t s;
+    reel_consumer_t *k;
+    reel_reply_t why;
+
+    (void)state;
+    o.consumer = "indexer";
+    o.on_batch = never;
+    o.on_retry = count_retry;
+    o.arg = &t;
+    o.max_attempts = 3;
+    assert_int_equal(reel_consumer_create(c, &o, &k, NULL), 0);
+    assert_int_equal(reel_consumer_run(k, &why), 14);
+    /* Three attempts, two waits between them, growing. */
+    assert_int_equal(t.n, 2);
+    assert_int_equal(t.codes[0], 14);
+    assert_true(t.delays[0] >= 30 && t.delays[0] <= 50);
+    assert_true(t.delays[1] >= 60 && t.delays[1] <= 100);
+    reel_consumer_stats(k, &s);
+    assert_int_equal(s.reconnects, 2);
+    assert_int_equal(s.events, 0);
+    reel_reply_fini(&why);
+    /* A loop runs once. */
+    assert_int_equal(reel_consumer_run(k, &why), 9);
+    assert_non_null(strstr(why.details, "indexer"));
+    reel_reply_fini(&why);
+    reel_consumer_destroy(k);
+    reel_client_destroy(c);
+    close(fd);
+}
+
+static void *run_thread(void *arg) {
+    retries_t *t = arg;
+
+    t->rc = reel_consumer_run(t->k, NULL);
+    return NULL;
+}
+
+static void test_consumer_stop_from_another_thread_ends_a_backoff_wait(
+    void **state) {
+    int fd;
+    /* Waits of a minute: only the stop can end the loop in time. */
+    reel_client_t *c = client_of_nothing(&fd, 5, 60000, 60000);
+    reel_consumer_opts_t o = REEL_CONSUMER_OPTS_INIT;
+    retries_t t = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                   .cv = PTHREAD_COND_INITIALIZER};
+    pthread_t th;
+    int64_t t0;
+
+    (void)state;
+    o.consumer = "indexer";
+    o.on_batch = never;
+    o.on_retry = count_retry;
+    o.arg = &t;
+    assert_int_equal(reel_consumer_create(c, &o, &t.k, NULL), 0);
+    t.rc = -1;
+    assert_int_equal(pthread_create(&th, NULL, run_thread, &t), 0);
+    pthread_mutex_lock(&t.mu);
+    while (t.n == 0)
+        pthread_cond_wait(&t.cv, &t.mu);
+    pthread_mutex_unlock(&t.mu);
+    t0 = client_now_ms();
+    reel_consumer_stop(t.k);
+    reel_consumer_stop(t.k); /* twice is fine */
+    pthread_join(th, NULL);
+    assert_true(client_now_ms() - t0 < 5000);
+    assert_int_equal(t.rc, 0);
+    assert_int_equal(t.n, 1);
+    assert_int_equal(t.codes[0], 14);
+    reel_consumer_destroy(t.k);
+    reel_client_destroy(c);
+    close(fd);
+}
+
+static void test_consumer_stopped_before_it_runs_returns_at_once(
+    void **state) {
+    int fd;
+    reel_client_t *c = client_of_nothing(&fd, 5, 40, 1000);
+    reel_consumer_opts_t o = REEL_CONSUMER_OPTS_INIT;
+    reel_consumer_stats_t s;
+    reel_consumer_t *k;
+
+    (void)state;
+    o.consumer = "indexer";
+    o.on_batch = never;
+    assert_int_equal(reel_consumer_create(c, &o, &k, NULL), 0);
+    reel_consumer_stop(k);
+    assert_int_equal(reel_consumer_run(k, NULL), 0);
+    reel_consumer_stats(k, &s);
+    assert_int_equal(s.reconnects, 0);
+    reel_consumer_destroy(k);
+    reel_consumer_destroy(NULL);
+    reel_client_destroy(c);
+    reel_client_destroy(NULL);
+    close(fd);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(
+            test_backoff_grows_by_the_multiplier_within_jitter_up_to_max),
+        cmocka_unit_test(
+            test_backoff_jitter_spreads_the_waits_over_its_whole_range),
+        cmocka_unit_test(test_backoff_stays_at_max_however_many_attempts),
+        cmocka_unit_test(
+            test_rng_seeds_differ_and_draws_stay_in_the_unit_range),
+        cmocka_unit_test(
+            test_batch_decode_splits_events_and_keeps_their_stored_bytes),
+        cmocka_unit_test(
+            test_batch_decode_passes_over_fields_it_does_not_know),
+        cmocka_unit_test(
+            test_batch_decode_refuses_malformed_bytes_and_says_where),
+        cmocka_unit_test(
+            test_cursor_hands_out_each_revision_once_across_a_reconnect),
+        cmocka_unit_test(
+            test_cursor_refuses_a_revision_that_falls_within_a_stream),
+        cmocka_unit_test(
+            test_cursor_acks_progress_once_all_handed_out_is_finished),
+        cmocka_unit_test(
+            test_cursor_answers_never_move_back_nor_past_the_last_event),
+        cmocka_unit_test(
+            test_cursor_ack_is_due_by_count_or_by_time_never_per_event),
+        cmocka_unit_test(
+            test_client_options_outside_their_limits_name_the_field),
+        cmocka_unit_test(test_consumer_options_are_checked_naming_the_field),
+        cmocka_unit_test(
+            test_unary_retry_waits_between_attempts_and_stops_at_the_bound),
+        cmocka_unit_test(
+            test_consumer_gives_up_after_max_attempts_with_the_status),
+        cmocka_unit_test(
+            test_consumer_stop_from_another_thread_ends_a_backoff_wait),
+        cmocka_unit_test(test_consumer_stopped_before_it_runs_returns_at_once),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,418 @@
+/*
+ * client/consumer.c: the durable WAL consumer loop (client.h says what it
+ * promises; this is how).
+ *
+ * One run is a sequence of streams. Each subscribes to
+ * Wal.SubscribeEventBatches as the consumer and goes on until the stream
+ * ends; between streams the loop waits a backoff delay (on the cancel
+ * switch's condition, so a stop wakes it) unless the end was final.
+ *
+ *   subscribe --> batches --> callback --> ack when due --> ...
+ *       ^                                                  | stream ends
+ *       +------------ backoff wait <-- retryable? ---------+
+ *                                          | no, or stopped
+ *                                          v
+ *                               ack what was finished, return
+ *
+ * The bookkeeping is in batch.c (client_cursor_t): the loop hands the
+ * callback only events above the last revision it handed out, so a
+ * stream that starts again from the server's cursor (the last ack) gives
+ * the callback nothing twice, and acknowledges only what the callback
+ * finished, or a PROGRESS revision once everything handed out is finished.
+ * The cursor lives for one run: a new process starts from the server's
+ * cursor, which is where at-least-once comes from.
+ *
+ * Stopping: reel_consumer_stop fires the cancel switch, which cancels the
+ * stream registered in it (or the next one before it is sent) and wakes a
+ * backoff wait. The receive then ends, the stream returns, the loop sees
+ * the switch and leaves through the final ack. A callback that is running
+ * finishes first; its answer counts.
+ *
+ * Which ends are retryable is client.h's table. One needs a question: a
+ * subscribe refused FAILED_PRECONDITION is either a consumer another
+ * stream holds (worth waiting for when it may be this loop's own earlier
+ * stream, not yet noticed gone) or an invalidated one (final). An
+ * AckEvents of revision 0, which moves nothing, tells them apart without
+ * reading the message: invalidated, it fails; else it says whether a
+ * subscriber is active.
+ *
+ * Threading: everything but stop and stats runs on the thread in
+ * reel_consumer_run; the cancel switch has its own lock, and stats_mu
+ * guards the counters reel_consumer_stats copies.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reel/v1/wal.pb-c.h"
+#include "client/batch.h"
+#include "client/client.h"
+#include "client/client_impl.h"
+
+#define DEFAULT_ACK_INTERVAL_MS 1000
+#define MAX_ACK_INTERVAL_MS 3600000
+#define DEFAULT_ACK_EVERY 1000
+
+struct reel_consumer {
+    reel_client_t *client;
+    reel_consumer_opts_t o; /* its strings point to name and pattern */
+    char *name, *pattern;
+    client_cancel_t cancel;
+    pthread_mutex_t stats_mu;
+    reel_consumer_stats_t stats;
+    int ran;
+    /* The run's state: the run's thread only. */
+    client_cursor_t cur;
+    client_batch_t batch;
+    int got_message;   /* this stream delivered a message */
+    int held;          /* a stream of this run delivered one */
+    int callback_done; /* the callback asked to end */
+    int ack_failed;    /* an ack failed for good (fail says why) */
+    reel_reply_t fail; /* what ended the stream from this side */
+};
+
+static void stats_update(reel_consumer_t *k, uint64_t events,
+                         uint64_t skipped, uint64_t acks) {
+    pthread_mutex_lock(&k->stats_mu);
+    k->stats.delivered = k->cur.delivered;
+    k->stats.finished = k->cur.finished;
+    k->stats.acked = k->cur.acked;
+    k->stats.events += events;
+    k->stats.skipped += skipped;
+    k->stats.acks += acks;
+    pthread_mutex_unlock(&k->stats_mu);
+}
+
+/* ---- Acknowledging ------------------------------------------------------- */
+
+/* AckEvents for revision; fills r. A consumer that is not found, or
+ * invalidated, answers an error, like any other. */
+static int ack_call(reel_consumer_t *k, uint64_t revision, reel_reply_t *r) {
+    Reel__V1__AckEventsRequest req = REEL__V1__ACK_EVENTS_REQUEST__INIT;
+    uint8_t *buf;
+    size_t len;
+    int rc;
+
+    req.consumer = k->name;
+    req.revision = revision;
+    len = reel__v1__ack_events_request__get_packed_size(&req);
+    if ((buf = malloc(len ? len : 1)) == NULL)
+        return client_reply_set(r, CLIENT_RESOURCE_EXHAUSTED,
+                                "out of memory");
+    reel__v1__ack_events_request__pack(&req, buf);
+    /* Acks are idempotent (the cursor never moves back): safe to resend. */
+    rc = reel_client_unary_retry(k->client, "/reel.v1.Wal/AckEvents", buf,
+                                 len, REEL_TIMEOUT_DEFAULT, r);
+    free(buf);
+    return rc;
+}
+
+/* Failures an ack may meet and get past at the next one. */
+static int ack_retryable(int code) {
+    return code == CLIENT_UNAVAILABLE || code == CLIENT_DEADLINE_EXCEEDED ||
+           code == CLIENT_RESOURCE_EXHAUSTED || code == CLIENT_CANCELLED;
+}
+
+/*
+ * Acknowledges what may be, if due (or force). 0 when done or put off
+ * (a retryable failure: the next one tries again); -1 when the ack failed
+ * for good, with k->fail saying why.
+ */
+static int ack_now(reel_consumer_t *k, int force) {
+    reel_reply_t r = {0};
+    uint64_t rev;
+    int64_t now = client_now_ms();
+
+    if (!force && !client_cursor_ack_due(&k->cur, now, k->o.ack_every,
+                                         k->o.ack_interval_ms))
+        return 0;
+    if ((rev = client_cursor_ackable(&k->cur)) == 0)
+        return 0;
+    if (ack_call(k, rev, &r) == CLIENT_OK) {
+        client_cursor_acked(&k->cur, rev, client_now_ms());
+        stats_update(k, 0, 0, 1);
+        reel_reply_fini(&r);
+        return 0;
+    }
+    if (!force && ack_retryable(r.code)) {
+        /* Not at every message while the server is away: at the next
+         * interval, or after the reconnect. */
+        k->cur.since_ack = 0;
+        k->cur.acked_at_ms = client_now_ms();
+        reel_reply_fini(&r);
+        return 0;
+    }
+    client_reply_set(&k->fail, r.code,
+                     "consumer \"%s\": acknowledging revision %llu: %s",
+                     k->name, (unsigned long long)rev,
+                     r.details ? r.details : "");
+    k->ack_failed = 1;
+    reel_reply_fini(&r);
+    return -1;
+}
+
+/* ---- One stream ---------------------------------------------------------- */
+
+static int on_message(void *arg, const uint8_t *msg, size_t len) {
+    reel_consumer_t *k = arg;
+    uint64_t skipped = 0, last, finished;
+    char err[160];
+    size_t n;
+
+    k->got_message = 1;
+    if (client_batch_decode(msg, len, &k->batch, err, sizeof(err)) != 0 ||
+        client_cursor_take(&k->cur, &k->batch, &skipped, err,
+                           sizeof(err)) != 0) {
+        client_reply_set(&k->fail, CLIENT_INTERNAL, "consumer \"%s\": %s",
+                         k->name, err);
+        return 1;
+    }
+    if ((n = k->batch.n) > 0) {
+        last = finished = k->batch.events[n - 1].revision;
+        if (k->o.on_batch(k->o.arg, k->batch.events, n, &finished) != 0)
+            k->callback_done = 1;
+        client_cursor_finish(&k->cur, last, finished);
+    }
+    stats_update(k, n, skipped, 0);
+    if (k->callback_done)
+        return 1;
+    return ack_now(k, 0) != 0;
+}
+
+static int on_idle(void *arg) {
+    return ack_now(arg, 0) != 0;
+}
+
+/* Streams that end like this are opened again. */
+static int stream_retryable(int code) {
+    return code == CLIENT_OK || code == CLIENT_UNAVAILABLE ||
+           code == CLIENT_CANCELLED || code == CLIENT_DEADLINE_EXCEEDED;
+}
+
+/*
+ * The subscribe was refused FAILED_PRECONDITION: the consumer is held by
+ * another stream (which may be this loop's last one, not yet noticed
+ * gone), or invalidated. An ack of revision 0 moves nothing and tells them
+ * apart: invalidated answers FAILED_PRECONDITION, else it says whether a
+ * subscriber is active. 1 if the loop should try again.
+ */
+static int busy_retry(reel_consumer_t *k) {
+    Reel__V1__AckEventsResponse *resp;
+    reel_reply_t r = {0};
+    int retry;
+
+    if (ack_call(k, 0, &r) != CLIENT_OK) {
+        retry = r.code != CLIENT_FAILED_PRECONDITION &&
+                ack_retryable(r.code);
+        reel_reply_fini(&r);
+        return retry;
+    }
+    resp = reel__v1__ack_events_response__unpack(NULL, r.len, r.body);
+    /* Held: only this loop's own stream is worth waiting for. Free now:
+     * the holder went meanwhile. */
+    retry = resp == NULL || resp->consumer == NULL || !resp->consumer->active
+                ? 1
+                : k->held;
+    reel__v1__ack_events_response__free_unpacked(resp, NULL);
+    reel_reply_fini(&r);
+    return retry;
+}
+
+/* ---- The loop ------------------------------------------------------------ */
+
+int reel_consumer_create(reel_client_t *c, const reel_consumer_opts_t *opts,
+                         reel_consumer_t **out, reel_reply_t *err) {
+    reel_consumer_t *k;
+
+    *out = NULL;
+    if (err != NULL)
+        memset(err, 0, sizeof(*err));
+    if (c == NULL || opts == NULL)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "%s: NULL", c == NULL ? "client" : "opts");
+    if (opts->consumer == NULL || *opts->consumer == '\0')
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "consumer: empty (a durable consumer needs "
+                                "a name)");
+    if (opts->on_batch == NULL)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "on_batch: NULL (the loop hands events to "
+                                "it)");
+    if (opts->ack_interval_ms < 0 ||
+        opts->ack_interval_ms > MAX_ACK_INTERVAL_MS)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "ack_interval_ms: %lld is outside 0 to %d",
+                                (long long)opts->ack_interval_ms,
+                                MAX_ACK_INTERVAL_MS);
+    if (opts->max_attempts < 0)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "max_attempts: %d is negative (0: no bound)",
+                                opts->max_attempts);
+    if ((k = calloc(1, sizeof(*k))) == NULL ||
+        (k->name = strdup(opts->consumer)) == NULL ||
+        (k->pattern = strdup(opts->subject_pattern ? opts->subject_pattern
+                                                   : "")) == NULL) {
+        if (k != NULL)
+            free(k->name);
+        free(k);
+        return client_reply_set(err, CLIENT_RESOURCE_EXHAUSTED,
+                                "out of memory");
+    }
+    k->client = c;
+    k->o = *opts;
+    k->o.consumer = k->name;
+    k->o.subject_pattern = k->pattern;
+    if (k->o.ack_interval_ms == 0)
+        k->o.ack_interval_ms = DEFAULT_ACK_INTERVAL_MS;
+    if (k->o.ack_every == 0)
+        k->o.ack_every = DEFAULT_ACK_EVERY;
+    client_cancel_init(&k->cancel);
+    pthread_mutex_init(&k->stats_mu, NULL);
+    *out = k;
+    return CLIENT_OK;
+}
+
+void reel_consumer_destroy(reel_consumer_t *k) {
+    if (k == NULL)
+        return;
+    client_batch_fini(&k->batch);
+    reel_reply_fini(&k->fail);
+    pthread_mutex_destroy(&k->stats_mu);
+    client_cancel_fini(&k->cancel);
+    free(k->pattern);
+    free(k->name);
+    free(k);
+}
+
+void reel_consumer_stop(reel_consumer_t *k) {
+    client_cancel_fire(&k->cancel);
+}
+
+void reel_consumer_stats(reel_consumer_t *k, reel_consumer_stats_t *out) {
+    pthread_mutex_lock(&k->stats_mu);
+    *out = k->stats;
+    pthread_mutex_unlock(&k->stats_mu);
+}
+
+/* The SubscribeEventsRequest every stream of the run sends. */
+static uint8_t *subscribe_request(reel_consumer_t *k, size_t *len) {
+    Reel__V1__SubscribeEventsRequest req =
+        REEL__V1__SUBSCRIBE_EVENTS_REQUEST__INIT;
+    uint8_t *buf;
+
+    req.from_revision = k->o.from_revision;
+    req.subject_pattern = k->pattern;
+    req.consumer = k->name;
+    req.takeover = k->o.takeover != 0;
+    *len = reel__v1__subscribe_events_request__get_packed_size(&req);
+    if ((buf = malloc(*len ? *len : 1)) != NULL)
+        reel__v1__subscribe_events_request__pack(&req, buf);
+    return buf;
+}
+
+/*
+ * The last ack, however the loop ended (end: how; OK for a stop). If it
+ * fails, the loop's status says so: an OK end becomes the ack's failure,
+ * another gets it added to its message.
+ */
+static void final_ack(reel_consumer_t *k, reel_reply_t *end) {
+    uint64_t rev = client_cursor_ackable(&k->cur);
+    char *was;
+
+    /* An ack that failed for good is why the loop ended: end says so. */
+    if (rev == 0 || k->ack_failed || ack_now(k, 1) == 0)
+        return;
+    was = end->details;
+    end->details = NULL;
+    client_reply_set(end, end->code == CLIENT_OK ? k->fail.code : end->code,
+                     "%s%s%s (events after revision %llu come again)",
+                     end->code == CLIENT_OK ? "" : (was ? was : ""),
+                     end->code == CLIENT_OK ? "" : "; and ",
+                     k->fail.details ? k->fail.details : "",
+                     (unsigned long long)k->cur.acked);
+    free(was);
+}
+
+int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
+    reel_reply_t end = {0}, r;
+    uint64_t rng = client_rng_seed();
+    unsigned attempts = 0, streams = 0;
+    uint8_t *req;
+    size_t len;
+    int code;
+
+    if (why != NULL)
+        memset(why, 0, sizeof(*why));
+    if (k->ran)
+        return client_reply_set(why, CLIENT_FAILED_PRECONDITION,
+                                "consumer \"%s\": this loop has run; create "
+                                "another to run again",
+                                k->name);
+    k->ran = 1;
+    client_cursor_init(&k->cur, client_now_ms());
+    if ((req = subscribe_request(k, &len)) == NULL) {
+        client_reply_set(&end, CLIENT_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    while (!client_cancel_fired(&k->cancel)) {
+        int64_t delay;
+        int retry;
+
+        if (streams++ > 0) {
+            pthread_mutex_lock(&k->stats_mu);
+            k->stats.reconnects++;
+            pthread_mutex_unlock(&k->stats_mu);
+        }
+        client_cursor_new_stream(&k->cur);
+        k->got_message = 0;
+        /* The stream has no deadline; it is acked on between messages
+         * too, every ack interval. */
+        client_stream(k->client, "/reel.v1.Wal/SubscribeEventBatches", req,
+                      len, 0, on_message, on_idle, k->o.ack_interval_ms, k,
+                      &k->cancel, &r);
+        if (k->got_message) {
+            k->held = 1;
+            attempts = 0;
+        }
+        /* A failure on this side first: a stop meanwhile must not hide
+         * it. */
+        if (k->fail.code != CLIENT_OK) {
+            reel_reply_fini(&r);
+            end = k->fail;
+            memset(&k->fail, 0, sizeof(k->fail));
+            break;
+        }
+        if (k->callback_done || client_cancel_fired(&k->cancel)) {
+            reel_reply_fini(&r);
+            break;
+        }
+        retry = stream_retryable(r.code) ||
+                (r.code == CLIENT_FAILED_PRECONDITION && !k->got_message &&
+                 busy_retry(k));
+        attempts++;
+        if (!retry ||
+            (k->o.max_attempts > 0 &&
+             attempts >= (unsigned)k->o.max_attempts)) {
+            end = r;
+            break;
+        }
+        delay = client_backoff_delay(client_backoff_of(k->client),
+                                     attempts - 1, &rng);
+        if (k->o.on_retry != NULL)
+            k->o.on_retry(k->o.arg, r.code, r.details ? r.details : "",
+                          delay);
+        reel_reply_fini(&r);
+        client_cancel_wait(&k->cancel, delay);
+    }
+out:
+    free(req);
+    final_ack(k, &end);
+    stats_update(k, 0, 0, 0);
+    code = end.code;
+    if (why != NULL)
+        *why = end;
+    else
+        reel_reply_fini(&end);
+    return code;
+}

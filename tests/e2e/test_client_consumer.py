@@ -1,0 +1,407 @@
+"""The C client library's durable consumer loop (client/client.h,
+reel_consumer_run) against real reeld processes, through the program
+client/consumer_e2e: every event once and in order, acknowledged at a
+bounded rate; reeld killed (or stopped) and restarted in the middle of the
+loop, which resumes and sees every event up to the head exactly once; a
+stop acknowledges what was finished and the rest comes again to the next
+run; non-retryable ends (a cursor past the head, a takeover, a busy or
+invalidated consumer) stop the loop with their status; a loop waits for the
+holder of its consumer after a restart; a bounded loop gives up.
+"""
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import grpc
+import pytest
+
+from reel.v1 import kv_pb2 as K
+from reel.v1 import wal_pb2 as W
+from conftest import ROOT, Reeld, free_port, stream, unary
+
+CONSUMER = os.environ.get("REEL_CONSUMER_E2E") or os.path.join(
+    ROOT, "bazel-bin", "client", "consumer_e2e")
+
+END = re.compile(r"^end (\w+) delivered=(\d+) finished=(\d+) acked=(\d+) events=(\d+) "
+                 r"skipped=(\d+) acks=(\d+) reconnects=(\d+): (.*)$")
+
+
+@pytest.fixture(autouse=True)
+def built():
+    if not os.path.exists(CONSUMER):
+        pytest.fail(f"{CONSUMER} not found: bazel build //client:consumer_e2e")
+
+
+def wait_for(what, cond, timeout=15.0):
+    t0 = time.monotonic()
+    while True:
+        got = cond()
+        if got:
+            return got
+        assert time.monotonic() - t0 < timeout, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+class Client:
+    """Python's grpcio: the writes, and the ground truth to compare with."""
+
+    def __init__(self, addr):
+        self.ch = grpc.insecure_channel(addr)
+        u = lambda m, req, resp: unary(self.ch, m, req, resp)
+        self.set_ = u("/reel.v1.KV/SetValue", K.SetValueRequest, K.SetValueResponse)
+        self.head = u("/reel.v1.Wal/GetHead", W.GetHeadRequest, W.GetHeadResponse)
+        self.list = u("/reel.v1.Wal/ListConsumers", W.ListConsumersRequest,
+                      W.ListConsumersResponse)
+        self.sub = stream(self.ch, "/reel.v1.Wal/SubscribeEvents",
+                          W.SubscribeEventsRequest, W.Event)
+
+    def set(self, ns, key, value="1"):
+        r = self.set_(K.SetValueRequest(namespace=ns, key=key, value=value), timeout=10)
+        return r.entry.revision
+
+    def consumer(self, name):
+        return {c.name: c for c in self.list(W.ListConsumersRequest()).consumers}.get(name)
+
+    def revisions(self, pattern):
+        """Every stored event matching pattern, up to the head."""
+        head = self.head(W.GetHeadRequest()).head_revision
+        got = []
+        call = self.sub(W.SubscribeEventsRequest(subject_pattern=pattern), timeout=30)
+        for ev in call:
+            if ev.type != W.Event.PROGRESS:
+                got.append(ev.revision)
+            if ev.revision >= head:
+                break
+        call.cancel()
+        return got
+
+    def close(self):
+        self.ch.close()
+
+
+class Consumer:
+    """client/consumer_e2e ARGS in the background, stdout to a file."""
+
+    def __init__(self, tmp_path, addr, name, *args):
+        self.path = str(tmp_path / f"consumer-{name}-{time.monotonic_ns()}.out")
+        self.out = open(self.path, "w")
+        self.proc = subprocess.Popen([CONSUMER, "--addr", addr, "--consumer", name] +
+                                     list(args), stdout=self.out,
+                                     stderr=subprocess.STDOUT)
+
+    def lines(self):
+        with open(self.path) as f:
+            return f.read().split("\n")[:-1]  # whole lines only
+
+    def events(self):
+        return [int(l.split()[1]) for l in self.lines() if l.startswith("event ")]
+
+    def retries(self):
+        return [l for l in self.lines() if l.startswith("retry ")]
+
+    def wait_event(self, revision, timeout=15.0):
+        def seen():
+            assert self.proc.poll() is None or revision in self.events(), \
+                f"consumer exited {self.proc.returncode}:\n" + "\n".join(self.lines())
+            return revision in self.events()
+        wait_for(f"event {revision}", seen, timeout)
+
+    def finish(self, sig=None, timeout=20.0):
+        """Signals it (if sig) and waits; returns (exit code, end fields)."""
+        if sig is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("consumer did not end:\n" + "\n".join(self.lines()))
+        self.out.close()
+        ends = [END.match(l) for l in self.lines() if l.startswith("end ")]
+        assert len(ends) == 1 and ends[0], "\n".join(self.lines())
+        m = ends[0]
+        end = {"code": m.group(1), "details": m.group(9)}
+        for i, k in enumerate(["delivered", "finished", "acked", "events", "skipped",
+                               "acks", "reconnects"]):
+            end[k] = int(m.group(i + 2))
+        return code, end
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.out.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A reeld that can be killed and started again on its port and data
+    dir; exits 0 on SIGTERM at the end."""
+    srv = Reeld(str(tmp_path / "data")).start()
+    clients = []
+
+    def client():
+        c = Client(srv.addr)
+        clients.append(c)
+        return c
+
+    srv.client = client
+    yield srv
+    for c in clients:
+        c.close()
+    if srv.proc.poll() is None:
+        code, _ = srv.stop()
+        assert code == 0, f"reeld exited {code} on SIGTERM:\n{srv.log()}"
+
+
+def strictly_rising(revs):
+    return all(a < b for a, b in zip(revs, revs[1:]))
+
+
+# ---- Every event once, in order ----------------------------------------------
+
+def test_every_matching_event_comes_once_in_order_and_acks_are_few(server, tmp_path):
+    c = server.client()
+    want = []
+    for i in range(300):
+        want.append(c.set("app", f"k{i}"))
+        if i % 3 == 0:
+            c.set("other", f"k{i}")  # not for this consumer
+    k = Consumer(tmp_path, server.addr, "indexer", "--subject", "kv.app.>",
+                 "--stop-at", str(want[-1]), "--ack-every", "100",
+                 "--ack-interval", "60000")
+    code, end = k.finish()  # --stop-at: the loop is stopped at the last one
+    assert code == 0, end
+    assert k.events() == want
+    assert all(l.split()[2:] == ["VALUE_CHANGED", f"kv.app.k{i}"]
+               for i, l in enumerate(l for l in k.lines() if l.startswith("event ")))
+    assert (end["code"], end["events"], end["skipped"], end["reconnects"]) == \
+        ("OK", 300, 0, 0)
+    # The stop acknowledged everything; by count, an ack per 100 at most.
+    assert end["acked"] == want[-1] == c.consumer("indexer").acked_revision
+    assert 1 <= end["acks"] <= 4, end
+    assert k.retries() == []
+
+
+# ---- reeld killed (or stopped) and restarted mid-loop ----------------------------
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["kill", "term"])
+def test_the_loop_resumes_after_a_reeld_restart_and_sees_every_event_once(
+        server, tmp_path, how):
+    c = server.client()
+    for i in range(200):
+        c.set("app", f"a{i}")
+    # No ack before the stop: after the restart the server sends
+    # everything again, and the loop must pass over what it handed out.
+    k = Consumer(tmp_path, server.addr, "sink", "--subject", "kv.app.>",
+                 "--ack-interval", "3600000", "--ack-every", "1000000",
+                 "--backoff-initial", "50", "--backoff-max", "400")
+    try:
+        k.wait_event(200)
+        # Writes flowing when reeld goes: the loop is in the middle.
+        stop = threading.Event()
+
+        def writer():
+            w = Client(server.addr)
+            try:
+                for i in range(100000):
+                    if stop.is_set():
+                        break
+                    w.set("app", f"b{i}")
+            except grpc.RpcError:
+                pass  # reeld went away
+            finally:
+                w.close()
+
+        t = threading.Thread(target=writer)
+        t.start()
+        wait_for("events while writing", lambda: len(k.events()) >= 250)
+        if how == signal.SIGKILL:
+            server.kill()
+        else:
+            assert server.stop(how)[0] == 0
+        stop.set()
+        t.join(30)
+        wait_for("the loop noticed", lambda: k.retries())
+        before = len(k.events())
+        server.start()
+        c = server.client()
+        last = 0
+        for i in range(100):
+            last = c.set("app", f"c{i}")
+        k.wait_event(last)
+        code, end = k.finish(signal.SIGTERM)
+    finally:
+        k.kill()
+    assert code == 0, end
+    got = k.events()
+    assert strictly_rising(got), got
+    # Everything the server stored, each once: none missed at the restart.
+    assert got == c.revisions("kv.app.>")
+    assert got[-1] == last
+    assert all(r.split()[1] in ("UNAVAILABLE", "CANCELLED") for r in k.retries()), \
+        k.retries()
+    assert end["reconnects"] >= 1
+    # Nothing was acknowledged before the stop, so the server sent again
+    # every event of the first stream: exactly those were passed over.
+    first_stream = [l for l in k.lines() if l.startswith(("event ", "retry "))]
+    first_stream = first_stream[:next(i for i, l in enumerate(first_stream)
+                                      if l.startswith("retry "))]
+    assert end["skipped"] == len(first_stream) <= before
+    # The stop acknowledged everything handed out.
+    assert end["acked"] == last == c.consumer("sink").acked_revision
+    assert end["acks"] == 1
+
+
+# ---- A stop acknowledges what was finished; the rest comes again ---------------
+
+def test_a_stop_acknowledges_what_was_finished_and_the_rest_comes_again(server, tmp_path):
+    c = server.client()
+    revs = [c.set("app", f"k{i}") for i in range(50)]
+    # The callback keeps the last 5 events unfinished.
+    k = Consumer(tmp_path, server.addr, "worker", "--unfinished", "5",
+                 "--stop-at", str(revs[-1]), "--ack-interval", "3600000")
+    code, end = k.finish()
+    assert code == 0, end
+    assert k.events() == revs
+    assert (end["delivered"], end["finished"], end["acked"]) == (revs[-1], revs[-6], revs[-6])
+    assert c.consumer("worker").acked_revision == revs[-6]
+    # The next run starts after the last ack: the unfinished, and only them.
+    again = Consumer(tmp_path, server.addr, "worker", "--stop-at", str(revs[-1]))
+    code, end = again.finish()
+    assert code == 0, end
+    assert again.events() == revs[-5:]
+    assert end["acked"] == revs[-1] == c.consumer("worker").acked_revision
+
+
+def test_a_stop_that_cannot_acknowledge_says_so(server, tmp_path):
+    c = server.client()
+    revs = [c.set("app", f"k{i}") for i in range(10)]
+    k = Consumer(tmp_path, server.addr, "late", "--ack-interval", "3600000",
+                 "--backoff-initial", "50", "--backoff-max", "200")
+    try:
+        k.wait_event(revs[-1])
+        server.kill()
+        wait_for("the loop noticed", lambda: k.retries())
+        code, end = k.finish(signal.SIGTERM)
+    finally:
+        k.kill()
+    # Finished, never acknowledged: the loop does not pretend it was.
+    assert code == 1 and end["code"] == "UNAVAILABLE", end
+    assert f'consumer "late": acknowledging revision {revs[-1]}: ' in end["details"], end
+    assert "(events after revision 0 come again)" in end["details"], end
+    assert (end["finished"], end["acked"], end["acks"]) == (revs[-1], 0, 0)
+    server.start()
+    assert server.client().consumer("late").acked_revision == 0
+
+
+# ---- Non-retryable ends stop the loop with their status -------------------------
+
+def test_a_cursor_past_the_head_stops_the_loop_with_invalid_argument(server, tmp_path):
+    c = server.client()
+    c.set("app", "k")
+    k = Consumer(tmp_path, server.addr, "new", "--from", "1000")
+    code, end = k.finish()
+    assert code == 1
+    assert end["code"] == "INVALID_ARGUMENT"
+    assert "from_revision: 1000 is past the head revision 1" in end["details"], end
+    assert k.retries() == [] and k.events() == []
+
+
+def test_a_takeover_stops_the_loop_it_took_over_with_aborted(server, tmp_path):
+    c = server.client()
+    first = c.set("app", "k0")
+    a = Consumer(tmp_path, server.addr, "shared")
+    b = None
+    try:
+        a.wait_event(first)
+        # Busy: a second loop without takeover stops at once.
+        busy = Consumer(tmp_path, server.addr, "shared")
+        code, end = busy.finish()
+        assert code == 1 and end["code"] == "FAILED_PRECONDITION", end
+        assert 'consumer "shared" already has an active subscriber' in end["details"]
+        assert busy.retries() == []
+        # With takeover, it ends the first loop and takes its place.
+        b = Consumer(tmp_path, server.addr, "shared", "--takeover")
+        code, end = a.finish()
+        assert code == 1 and end["code"] == "ABORTED", end
+        assert 'consumer "shared" was taken over' in end["details"]
+        assert a.retries() == []
+        rev = c.set("app", "k1")
+        b.wait_event(rev)
+        code, end = b.finish(signal.SIGTERM)
+        assert code == 0 and end["acked"] == rev, end
+    finally:
+        a.kill()
+        if b is not None:
+            b.kill()
+
+
+PAD = '"' + "x" * 500 + '"'  # events of ~600 bytes
+
+
+def test_an_invalidated_consumer_stops_the_loop_and_is_not_retried(tmp_path):
+    srv = Reeld(str(tmp_path / "data"), extra=["--wal-retention-bytes", "3000",
+                                                "--wal-consumer-max-lag-bytes", "8000"]).start()
+    c = Client(srv.addr)
+    try:
+        # A loop that finishes nothing, so it never acknowledges.
+        k = Consumer(tmp_path, srv.addr, "lag", "--unfinished", "1000000")
+        wait_for("lag created", lambda: c.consumer("lag") and c.consumer("lag").active)
+        for i in range(16):  # ~9,600 bytes unacknowledged: over its cap
+            c.set("n", f"a{i}", PAD)
+        code, end = k.finish(timeout=30)
+        assert code == 1 and end["code"] == "FAILED_PRECONDITION", end
+        assert 'consumer "lag" was invalidated' in end["details"], end
+        assert k.retries() == [] and end["acks"] == 0
+        # Subscribing again as it stops the same way, not retried.
+        again = Consumer(tmp_path, srv.addr, "lag")
+        code, end = again.finish()
+        assert code == 1 and end["code"] == "FAILED_PRECONDITION", end
+        assert 'consumer "lag" was invalidated' in end["details"], end
+        assert again.retries() == []
+    finally:
+        c.close()
+        assert srv.stop()[0] == 0
+
+
+# ---- Waiting for the holder after a restart ---------------------------------------
+
+def test_after_a_restart_the_loop_waits_for_the_holder_of_its_consumer(server, tmp_path):
+    c = server.client()
+    first = c.set("app", "k0")
+    # Waits of 1.6 to 2 s between attempts: room to take the consumer first.
+    k = Consumer(tmp_path, server.addr, "held", "--backoff-initial", "2000",
+                 "--backoff-max", "2000")
+    try:
+        k.wait_event(first)
+        server.kill()
+        wait_for("the loop noticed", lambda: k.retries(), timeout=10)
+        server.start()
+        c = server.client()
+        holder = c.sub(W.SubscribeEventsRequest(consumer="held"), timeout=60)
+        wait_for("held by another", lambda: c.consumer("held").active)
+        wait_for("the loop found it held",
+                 lambda: any(r.split()[1] == "FAILED_PRECONDITION" for r in k.retries()),
+                 timeout=10)
+        assert k.proc.poll() is None  # still trying, not stopped
+        holder.cancel()
+        rev = c.set("app", "k1")
+        k.wait_event(rev)
+        code, end = k.finish(signal.SIGTERM)
+    finally:
+        k.kill()
+    assert code == 0, end
+    assert k.events() == [first, rev]
+    assert end["acked"] == rev
+
+
+def test_a_bounded_loop_gives_up_where_nothing_listens(tmp_path):
+    k = Consumer(tmp_path, f"127.0.0.1:{free_port()}", "nobody", "--max-attempts", "3",
+                 "--backoff-initial", "20", "--backoff-max", "100")
+    code, end = k.finish()
+    assert code == 1 and end["code"] == "UNAVAILABLE", end
+    assert len(k.retries()) == 2 and end["reconnects"] == 2
