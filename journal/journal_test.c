@@ -8,17 +8,16 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/codec.h"
 #include "base/fault.h"
 #include "journal/journal.h"
+#include "testing/fixture.h"
 
 typedef struct fixture {
     char dir[512];
@@ -37,11 +36,10 @@ static void open_all(fixture_t *f) {
     store_opts_t o = {0};
     reel_status_t st = REEL_STATUS_INIT;
 
-    o.data_dir = f->dir;
     o.publish = publish;
     o.publish_arg = f;
-    if (store_open(&o, &f->store, &st) != REEL_OK ||
-        journal_create(f->store, NULL, &f->j, &st) != REEL_OK)
+    f->store = testing_store_open(f->dir, &o);
+    if (journal_create(f->store, NULL, &f->j, &st) != REEL_OK)
         fail_msg("open: %s", reel_status_message(&st));
 }
 
@@ -52,18 +50,10 @@ static void close_all(fixture_t *f) {
     f->j = NULL;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int fl,
-                    struct FTW *ftw) {
-    (void)sb, (void)fl, (void)ftw;
-    return remove(p);
-}
-
 static int setup(void **state) {
     fixture_t *f = calloc(1, sizeof(*f));
-    const char *tmp = getenv("TEST_TMPDIR");
 
-    snprintf(f->dir, sizeof(f->dir), "%s/journal-XXXXXX", tmp ? tmp : "/tmp");
-    if (mkdtemp(f->dir) == NULL)
+    if (testing_dir_make(f->dir, sizeof(f->dir), "journal") != 0)
         return -1;
     open_all(f);
     *state = f;
@@ -72,11 +62,12 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture_t *f = *state;
+    int rc;
 
     close_all(f);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rc = testing_dir_remove(f->dir);
     free(f);
-    return 0;
+    return rc;
 }
 
 /* ---- Helpers ------------------------------------------------------------ */
@@ -539,61 +530,49 @@ static void test_bad_input_is_invalid_and_writes_nothing(void **state) {
 }
 
 typedef struct sink {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    TESTING_SINK_HEAD; /* mu, n, limit, held, ended, end */
     uint64_t seqs[256];
-    size_t n, limit, held;
-    int ended;
-    reel_status_t end; /* what the subscription ended with */
 } sink_t;
 
 static int sink_deliver(void *arg, journal_entry_t *e) {
     sink_t *s = arg;
+    int full;
 
     pthread_mutex_lock(&s->mu);
-    if (s->held >= s->limit) {
-        pthread_mutex_unlock(&s->mu);
-        return 1;
+    full = testing_sink_hold(&s->sink, 256);
+    if (!full) {
+        s->seqs[s->n] = e->seq;
+        testing_sink_add(&s->sink);
     }
-    s->seqs[s->n++] = e->seq;
-    s->held++;
-    pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    return 0;
+    return full;
 }
 
 static void sink_end(void *arg, const reel_status_t *st) {
-    sink_t *s = arg;
-
-    pthread_mutex_lock(&s->mu);
-    s->ended = st->code == REEL_OK ? 1 : -1;
-    reel_status_copy(&s->end, st);
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
+    testing_sink_end(&((sink_t *)arg)->sink, st);
 }
 
 static void sink_wait_end(sink_t *s) {
-    struct timespec ts;
+    testing_sink_wait_end(&s->sink, TESTING_WAIT_MS);
+}
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 5;
-    pthread_mutex_lock(&s->mu);
-    while (!s->ended)
-        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0)
-            break;
-    pthread_mutex_unlock(&s->mu);
+static void sink_init(sink_t *s, size_t limit) {
+    testing_sink_init(&s->sink, limit);
+}
+
+static void sink_fini(sink_t *s) {
+    testing_sink_fini(&s->sink);
 }
 
 static void test_subscription_replays_then_follows_then_ends(void **state) {
     fixture_t *f = *state;
     static const journal_sink_t ops = {sink_deliver, sink_end};
-    sink_t s = {.limit = 3};
+    sink_t s;
     journal_sub_t *sub;
     journal_result_t res;
     char id[27];
 
-    pthread_mutex_init(&s.mu, NULL);
-    pthread_cond_init(&s.cv, NULL);
+    sink_init(&s, 3);
     begin_ok(f, "inv", "w1", 60000, id);
     for (int i = 0; i < 5; i++) {
         assert_int_equal(append(f, id, 1, NULL, 0, &res), REEL_OK);
@@ -621,8 +600,7 @@ static void test_subscription_replays_then_follows_then_ends(void **state) {
     for (size_t i = 0; i < s.n; i++)
         assert_int_equal(s.seqs[i], i + 2);
     journal_sub_destroy(sub);
-    pthread_mutex_destroy(&s.mu);
-    pthread_cond_destroy(&s.cv);
+    sink_fini(&s);
 }
 
 /* The gRPC layer frees a call (and so its subscription) from whichever
@@ -703,19 +681,6 @@ static void test_everything_acknowledged_survives_reopen(void **state) {
 }
 
 /* ---- Cursors and unreadable entries ------------------------------------- */
-
-static void sink_init(sink_t *s, size_t limit) {
-    memset(s, 0, sizeof(*s));
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    s->limit = limit;
-}
-
-static void sink_fini(sink_t *s) {
-    reel_status_fini(&s->end);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-}
 
 /* Begins a run with n entries (seqs 1..n) and copies its id out. */
 static void run_with_entries(fixture_t *f, int n, char id[27]) {

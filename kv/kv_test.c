@@ -13,16 +13,15 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/codec.h"
 #include "base/fault.h"
 #include "kv/kv.h"
+#include "testing/fixture.h"
 
 /* ---- Fixture ------------------------------------------------------------ */
 
@@ -45,11 +44,9 @@ static void open_all(fixture_t *f) {
     kv_limits_t lim = kv_limits_default();
     reel_status_t st = REEL_STATUS_INIT;
 
-    o.data_dir = f->dir;
     o.publish = publish;
     o.publish_arg = f;
-    if (store_open(&o, &f->store, &st) != REEL_OK)
-        fail_msg("store_open: %s", reel_status_message(&st));
+    f->store = testing_store_open(f->dir, &o);
     lim.history_keep = f->keep;
     if (kv_create(f->store, &lim, &f->kv, &st) != REEL_OK)
         fail_msg("kv_create: %s", reel_status_message(&st));
@@ -62,18 +59,10 @@ static void close_all(fixture_t *f) {
     f->kv = NULL;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int fl,
-                    struct FTW *ftw) {
-    (void)sb, (void)fl, (void)ftw;
-    return remove(p);
-}
-
 static int setup_keep(void **state, uint32_t keep) {
     fixture_t *f = calloc(1, sizeof(*f));
-    const char *tmp = getenv("TEST_TMPDIR");
 
-    snprintf(f->dir, sizeof(f->dir), "%s/kv-XXXXXX", tmp ? tmp : "/tmp");
-    if (mkdtemp(f->dir) == NULL)
+    if (testing_dir_make(f->dir, sizeof(f->dir), "kv") != 0)
         return -1;
     f->keep = keep;
     open_all(f);
@@ -86,11 +75,12 @@ static int setup_keep3(void **state) { return setup_keep(state, 3); }
 
 static int teardown(void **state) {
     fixture_t *f = *state;
+    int rc;
 
     close_all(f);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rc = testing_dir_remove(f->dir);
     free(f);
-    return 0;
+    return rc;
 }
 
 /* ---- Helpers ------------------------------------------------------------ */
@@ -138,20 +128,14 @@ typedef struct rec {
 } rec_t;
 
 typedef struct sink {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    TESTING_SINK_HEAD; /* mu, n, limit (events held before full), ended */
     rec_t recs[4096];
-    size_t n;
-    size_t limit; /* events held before the sink is full */
-    size_t held;
-    int ended;
-    reel_status_t end;
     struct group *group; /* deliver_group()'s shared state, or NULL */
 } sink_t;
 
 /* Call with s->mu held. */
 static void sink_record(sink_t *s, const kv_event_t *ev) {
-    rec_t *r = &s->recs[s->n++];
+    rec_t *r = &s->recs[s->n];
 
     r->type = ev->type;
     snprintf(r->key, sizeof(r->key), "%s", ev->key);
@@ -161,21 +145,19 @@ static void sink_record(sink_t *s, const kv_event_t *ev) {
     r->prev_version = ev->prev_version;
     r->revision = ev->revision;
     r->deleted = ev->deleted;
-    pthread_cond_broadcast(&s->cv);
+    testing_sink_add(&s->sink);
 }
 
 static int sink_deliver(void *arg, kv_event_t *ev) {
     sink_t *s = arg;
+    int full;
 
     pthread_mutex_lock(&s->mu);
-    if (s->held >= s->limit || s->n == 4096) {
-        pthread_mutex_unlock(&s->mu);
-        return 1;
-    }
-    s->held++;
-    sink_record(s, ev);
+    full = testing_sink_hold(&s->sink, 4096);
+    if (!full)
+        sink_record(s, ev);
     pthread_mutex_unlock(&s->mu);
-    return 0;
+    return full;
 }
 
 /* Grouped watches' shared sink: counts its calls; `full` refuses them. */
@@ -203,13 +185,7 @@ static int sink_deliver_group(void *const *args, size_t n, kv_event_t *ev) {
 }
 
 static void sink_end(void *arg, const reel_status_t *st) {
-    sink_t *s = arg;
-
-    pthread_mutex_lock(&s->mu);
-    s->ended = 1;
-    reel_status_copy(&s->end, st);
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
+    testing_sink_end(&((sink_t *)arg)->sink, st);
 }
 
 static const kv_watch_sink_t test_sink = {.deliver = sink_deliver,
@@ -219,31 +195,18 @@ static const kv_watch_sink_t test_sink = {.deliver = sink_deliver,
 static sink_t *sink_new(size_t limit) {
     sink_t *s = calloc(1, sizeof(*s));
 
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    s->limit = limit;
+    testing_sink_init(&s->sink, limit);
     return s;
 }
 
 static void sink_free(sink_t *s) {
-    reel_status_fini(&s->end);
+    testing_sink_fini(&s->sink);
     free(s);
 }
 
 /* Waits (up to 5 s) until the sink has n events; returns how many it has. */
 static size_t sink_wait(sink_t *s, size_t n) {
-    struct timespec ts;
-    size_t have;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 5;
-    pthread_mutex_lock(&s->mu);
-    while (s->n < n && !s->ended)
-        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0)
-            break;
-    have = s->n;
-    pthread_mutex_unlock(&s->mu);
-    return have;
+    return testing_sink_wait(&s->sink, n, TESTING_WAIT_MS);
 }
 
 static kv_watch_t *watch(fixture_t *f, const char *key, kv_watch_start_t start,

@@ -56,6 +56,7 @@
  * back at start; an invalidated consumer stays invalidated until deleted.
  */
 #include "wal/wal.h"
+#include "wal/wal_int.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -1629,4 +1630,18 @@ static void *trimmer_main(void *arg) {
     pthread_mutex_unlock(&w->trim_mu);
     free(failing);
     return NULL;
+}
+
+/* ---- The record decoders, for the fuzz target (wal_int.h) --------------- */
+
+int wal_record_split(const void *rec, size_t len, const char **subject,
+                     size_t *subject_len, const uint8_t **event,
+                     size_t *event_len) {
+    return rec_split(rec, len, subject, subject_len, event, event_len);
+}
+
+reel_code_t wal_consumer_record_decode(const char *name, const void *rec,
+                                       size_t len, wal_consumer_t *c,
+                                       reel_status_t *st) {
+    return consumer_decode(name, rec, len, c, st);
 }

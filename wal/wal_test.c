@@ -12,12 +12,12 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/fault.h"
+#include "testing/fixture.h"
 #include "wal/wal.h"
 
 typedef struct fixture {
@@ -55,12 +55,6 @@ static void publish(void *arg, const store_change_t *c, size_t n) {
         wal_publish(f->wal, c, n);
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int fl,
-                    struct FTW *ftw) {
-    (void)sb, (void)fl, (void)ftw;
-    return remove(p);
-}
-
 /* Only the test trims: the background trimmer waits an hour. */
 static const wal_limits_t test_limits = {.trim_interval_ms = 3600000};
 
@@ -75,20 +69,17 @@ static void reopen(fixture_t *f, wal_limits_t lim) {
 
 static int setup(void **state) {
     fixture_t *f = calloc(1, sizeof(*f));
-    const char *tmp = getenv("TEST_TMPDIR");
     store_opts_t o = {0};
 
-    snprintf(f->dir, sizeof(f->dir), "%s/wal-XXXXXX", tmp ? tmp : "/tmp");
-    if (mkdtemp(f->dir) == NULL)
+    if (testing_dir_make(f->dir, sizeof(f->dir), "wal") != 0)
         return -1;
-    o.data_dir = f->dir;
     o.publish = publish;
     o.publish_arg = f;
     o.before_commit = before;
     o.before_commit_arg = f;
-    if (store_open(&o, &f->store, NULL) != REEL_OK ||
-        wal_create(f->store, encode, f, &test_limits, &f->wal, NULL) !=
-            REEL_OK)
+    f->store = testing_store_open(f->dir, &o);
+    if (wal_create(f->store, encode, f, &test_limits, &f->wal, NULL) !=
+        REEL_OK)
         return -1;
     *state = f;
     return 0;
@@ -96,14 +87,15 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture_t *f = *state;
+    int rc;
 
     reel_fault_reset();
     wal_stop(f->wal);
     store_close(f->store);
     wal_destroy(f->wal);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rc = testing_dir_remove(f->dir);
     free(f);
-    return 0;
+    return rc;
 }
 
 typedef struct emit_arg {
