@@ -495,6 +495,22 @@ static void sub_drain(rpc_call_t *call, void *arg) {
     journal_sub_pump(sc->sub);
 }
 
+/* Poller thread, woken: a queue that still holds messages will drain, and
+ * its drain pumps; one that holds none has no drain coming. */
+static void sub_woken(rpc_call_t *call, void *arg) {
+    if (rpc_call_queued(call) == 0)
+        sub_drain(call, arg);
+}
+
+/* Under journal locks (the subscription fell out of live delivery): only
+ * posts. The call is alive: its cleanup destroys the subscription, which
+ * waits for them. */
+static void sub_wake(void *arg) {
+    sub_call_t *sc = arg;
+
+    rpc_call_wake(sc->call, sub_woken, sc);
+}
+
 static void sub_cleanup(void *arg) {
     sub_call_t *sc = arg;
 
@@ -502,7 +518,7 @@ static void sub_cleanup(void *arg) {
     free(sc);
 }
 
-static const journal_sink_t sub_sink = {sub_deliver, sub_end};
+static const journal_sink_t sub_sink = {sub_deliver, sub_end, sub_wake};
 
 static void j_subscribe_run(rpc_call_t *call, void *arg, const uint8_t *req,
                             size_t len) {

@@ -102,7 +102,7 @@ static void delete_done(void *arg, kv_write_result_t *res) {
         return;
     }
     out.existed = res->existed;
-    if (res->entry.mem_ != NULL) {
+    if (res->entry.version != 0) { /* the tombstone, new or already there */
         entry_to_pb(&res->entry, &entry);
         out.entry = &entry;
     }
@@ -215,7 +215,7 @@ static void kv_get_value(rpc_call_t *call, void *arg, const uint8_t *req,
         return;
     }
     out.found = rc == REEL_OK;
-    if (e.mem_ != NULL) {
+    if (e.version != 0) { /* live, or a tombstone */
         entry_to_pb(&e, &entry);
         out.entry = &entry;
     }
@@ -339,31 +339,33 @@ typedef struct watch_call {
     int batched; /* WatchValueBatches: events are ValueEventBatch.events */
 } watch_call_t;
 
-/* Encodes ev once into ev->wire, shared by every watcher it reaches. */
-static int watch_deliver_encode(kv_event_t *ev) {
+/* Encodes ev once into the cache kv shares among the watchers it reaches. */
+static int watch_deliver_encode(const kv_event_t *ev, kv_sink_cache_t *c) {
     Reel__V1__ValueEvent pb;
 
     api_value_event_to_pb(ev, &pb);
-    ev->wire_len = reel__v1__value_event__get_packed_size(&pb);
-    ev->wire = malloc(ev->wire_len ? ev->wire_len : 1);
-    if (ev->wire == NULL)
+    c->len = reel__v1__value_event__get_packed_size(&pb);
+    c->bytes = malloc(c->len ? c->len : 1);
+    if (c->bytes == NULL)
         return -1;
-    reel__v1__value_event__pack(&pb, ev->wire);
+    reel__v1__value_event__pack(&pb, c->bytes);
     return 0;
 }
 
 /* Writer or pump thread: encode once per event, share across watchers. */
-static int watch_deliver(void *arg, kv_event_t *ev) {
+static int watch_deliver(void *arg, const kv_event_t *ev,
+                         kv_sink_cache_t *cache) {
     watch_call_t *wc = arg;
 
-    if (ev->wire == NULL && watch_deliver_encode(ev) != 0)
+    if (cache->bytes == NULL && watch_deliver_encode(ev, cache) != 0)
         return 1;
     if (wc->batched)
-        return api_send_element(wc->call, NULL, 0, ev->wire, ev->wire_len) ==
-                       REEL_OK
+        return api_send_element(wc->call, NULL, 0, cache->bytes,
+                                cache->len) == REEL_OK
                    ? 0
                    : 1;
-    return rpc_call_send(wc->call, ev->wire, ev->wire_len) == REEL_OK ? 0 : 1;
+    return rpc_call_send(wc->call, cache->bytes, cache->len) == REEL_OK ? 0
+                                                                       : 1;
 }
 
 static void watch_end(void *arg, const reel_status_t *st) {
@@ -387,6 +389,21 @@ static void watch_drain(rpc_call_t *call, void *arg) {
     kv_watch_pump(wc->watch);
 }
 
+/* Poller thread, woken: a queue that still holds messages will drain, and
+ * its drain pumps; one that holds none has no drain coming. */
+static void watch_woken(rpc_call_t *call, void *arg) {
+    if (rpc_call_queued(call) == 0)
+        watch_drain(call, arg);
+}
+
+/* Under kv's locks (the watch fell out of live delivery): only posts. The
+ * call is alive: its cleanup destroys the watch, which waits for them. */
+static void watch_wake(void *arg) {
+    watch_call_t *wc = arg;
+
+    rpc_call_wake(wc->call, watch_woken, wc);
+}
+
 static void watch_cleanup(void *arg) {
     watch_call_t *wc = arg;
 
@@ -395,7 +412,8 @@ static void watch_cleanup(void *arg) {
 }
 
 static const kv_watch_sink_t watch_sink = {.deliver = watch_deliver,
-                                           .end = watch_end};
+                                           .end = watch_end,
+                                           .wake = watch_wake};
 
 static void watch_value_start(rpc_call_t *call, api_ctx_t *ctx,
                               const uint8_t *req, size_t len, int batched) {
@@ -479,13 +497,14 @@ struct multi_watch {
  * body. WatchValuesBatches sends it as one element of
  * WatchValuesEventBatch.events.
  */
-static int multi_deliver_group(void *const *args, size_t n, kv_event_t *ev) {
+static int multi_deliver_group(void *const *args, size_t n,
+                               const kv_event_t *ev, kv_sink_cache_t *cache) {
     multi_item_t *first = args[0];
     uint8_t small[256], *head = small;
     size_t cap = 24 + 5 * n, len = 0, packed = 0;
     int rc;
 
-    if (ev->wire == NULL && watch_deliver_encode(ev) != 0)
+    if (cache->bytes == NULL && watch_deliver_encode(ev, cache) != 0)
         return 1;
     if (cap > sizeof(small) && (head = malloc(cap)) == NULL)
         return 1;
@@ -503,20 +522,22 @@ static int multi_deliver_group(void *const *args, size_t n, kv_event_t *ev) {
                                        ((multi_item_t *)args[i])->index);
     }
     head[len++] = 0x12; /* field 2, length-delimited */
-    len += api_wire_put_varint(head + len, ev->wire_len);
+    len += api_wire_put_varint(head + len, cache->len);
     if (first->m->batched)
-        rc = api_send_element(first->m->call, head, len, ev->wire,
-                              ev->wire_len);
+        rc = api_send_element(first->m->call, head, len, cache->bytes,
+                              cache->len);
     else
-        rc = rpc_call_send2(first->m->call, head, len, ev->wire, ev->wire_len);
+        rc = rpc_call_send2(first->m->call, head, len, cache->bytes,
+                            cache->len);
     if (head != small)
         free(head);
     return rc == REEL_OK ? 0 : 1;
 }
 
 /* One watch's event: the same framing, for it alone. */
-static int multi_deliver(void *arg, kv_event_t *ev) {
-    return multi_deliver_group(&arg, 1, ev);
+static int multi_deliver(void *arg, const kv_event_t *ev,
+                         kv_sink_cache_t *cache) {
+    return multi_deliver_group(&arg, 1, ev, cache);
 }
 
 static void multi_cancel_all(multi_watch_t *m) {
@@ -554,6 +575,17 @@ static void multi_drain(rpc_call_t *call, void *arg) {
     atomic_store(&m->next, (start + k) % m->n);
 }
 
+/* Poller thread, woken: pumps as a drain does (no further than half the
+ * queue, so a full queue leaves it to the drain to come). */
+static void multi_woken(rpc_call_t *call, void *arg) { multi_drain(call, arg); }
+
+/* Under kv's locks: only posts (see watch_wake). */
+static void multi_wake(void *arg) {
+    multi_item_t *it = arg;
+
+    rpc_call_wake(it->m->call, multi_woken, it->m);
+}
+
 static void multi_cleanup(void *arg) {
     multi_watch_t *m = arg;
 
@@ -566,6 +598,7 @@ static const kv_watch_sink_t multi_sink = {
     .deliver = multi_deliver,
     .deliver_group = multi_deliver_group,
     .end = multi_end,
+    .wake = multi_wake,
 };
 
 static void watch_values_start(rpc_call_t *call, api_ctx_t *ctx,

@@ -926,9 +926,14 @@ int rpc_server_port(rpc_server_t *srv) { return srv->port; }
 size_t rpc_server_open_calls(rpc_server_t *srv) {
     size_t n = 0;
 
+    /* A call whose final status went out is over for its client, even
+     * while gRPC still holds it for a moment: not counted. */
     pthread_mutex_lock(&srv->mu);
-    for (rpc_call_t *c = srv->calls; c != NULL; c = c->next)
-        n++;
+    for (rpc_call_t *c = srv->calls; c != NULL; c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        n += !c->status_sent;
+        pthread_mutex_unlock(&c->mu);
+    }
     pthread_mutex_unlock(&srv->mu);
     return n;
 }

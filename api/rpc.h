@@ -92,7 +92,8 @@ reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st);
 /* Binds if needed, starts the pollers and begins accepting calls. */
 reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st);
 
-/* Calls in progress (streams included). Any thread. */
+/* Calls in progress (streams included): those whose final status has not
+ * gone out. Any thread. */
 size_t rpc_server_open_calls(rpc_server_t *srv);
 
 /* The port actually bound (useful with ":0"). */

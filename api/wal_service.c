@@ -13,9 +13,10 @@
  *
  * A durable consumer's subscription holds the consumer until the call is
  * freed (its cleanup destroys the subscription). When the WAL ends it
- * from outside (a takeover, or retention invalidating the consumer), it
- * asks for a pump through the call's wake, the same wake the ticks use (a
- * call has one): the pump then ends the call with the WAL's status.
+ * from outside (a takeover, or retention invalidating the consumer), or
+ * a subscription drops out of live delivery, it asks for a pump through
+ * the call's wake, the same wake the ticks use (a call has one): the pump
+ * then ends the call with the WAL's status, or catches up.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -112,9 +113,10 @@ static void tail_end(void *arg, const reel_status_t *st) {
 static void tail_wake(rpc_call_t *call, void *arg);
 
 /* Under WAL locks: the subscription must end (its consumer was taken over
- * or invalidated). Only posts to the call, whose wake pumps it. The call
- * is still allocated: its cleanup destroys the subscription, which waits
- * for the WAL locks held here; once finished, the call runs no wake. */
+ * or invalidated), or must catch up (it dropped out of live delivery).
+ * Only posts to the call, whose wake pumps it. The call is still
+ * allocated: its cleanup destroys the subscription, which waits for the
+ * WAL locks held here; once finished, the call runs no wake. */
 static void tail_wake_sink(void *arg) {
     tail_t *t = arg;
 

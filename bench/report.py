@@ -42,6 +42,11 @@ TAIL_EVENTS_PER_S = 300000
 BYTES_PER_WATCHER = 2048
 STALLED_GROWTH_KIB = 64 * 1024  # "flat RSS": rss_max - rss_start < 64 MiB
 RESTART_READY_MS = 1000
+# issue 20: reel-sink
+SINK_ORDERED_PER_S = 3000
+SINK_FAST_PER_S = 20000
+SINK_NATS_PER_S = 50000
+SINK_P99_US = 10000
 
 SET_C = 64         # the concurrency the targets name
 DBBENCH_T = 32     # the db_bench thread count the targets name
@@ -182,7 +187,7 @@ class Results:
         self.bench = {}
         for name in ("set-reel", "set-etcd", "get-reel", "append-reel", "watch-reel", "watch-reel-batched",
                      "watch-etcd", "watch-reel-shared", "watch-etcd-shared",
-                     "signal-reel", "tail-reel", "memory-reel", "restart-reel"):
+                     "signal-reel", "tail-reel", "memory-reel", "restart-reel", "sink-reel"):
             self.bench[name] = self._json(name + ".json")
         self.dbbench = {}      # threads -> {"ops_per_s", "micros_per_op"}
         self.rocksdb_version = None
@@ -508,6 +513,48 @@ def targets(R):
             f_int(ready), " (median start; slowest %s ms)" % f_int(rmax) if rmax is not None else "",
             f_int(R.value("restart-reel", "keys")), f_int(R.value("restart-reel", "entries"))),
             verdict(ready <= RESTART_READY_MS)))
+    return out
+
+
+def sink_targets(R):
+    """issue 20's targets: [(target, measured, verdict)]"""
+    out = []
+
+    def verdict(ok):
+        return "**PASS**" if ok else "**MISS**"
+
+    def rate(row):
+        r = R.row("sink-reel", row=row)
+        return (num(r.get("events_per_s")), r) if r else (None, None)
+
+    tail, _ = rate("WAL tail, SubscribeEventBatches")
+    beside = " (the WAL tail: %s events/s batched, same run)" % f_int(tail) if tail else ""
+    for t, rows, goal in (
+            ("webhook, ordered over keep-alive ≥ %s events/s" % f_int(SINK_ORDERED_PER_S),
+             ["webhook, ordered"], SINK_ORDERED_PER_S),
+            ("webhook, concurrent (64 in flight) or batched ≥ %s events/s" % f_int(SINK_FAST_PER_S),
+             ["webhook, concurrent 64", "webhook, batched 100"], SINK_FAST_PER_S),
+            ("NATS JetStream publish ≥ %s events/s" % f_int(SINK_NATS_PER_S),
+             ["nats (json), acknowledged by JetStream",
+              "nats (protobuf), acknowledged by JetStream"], SINK_NATS_PER_S)):
+        got = [(rate(r)[0], r) for r in rows if rate(r)[0] is not None]
+        if not got:
+            out.append((t, NOT_MEASURED, NOT_MEASURED))
+            continue
+        best = max(v for v, _ in got)
+        out.append((t, "; ".join("%s: %s events/s" % (r, f_int(v)) for v, r in got) + beside,
+                    verdict(best >= goal)))
+    lat = R.row("sink-reel", row="webhook, ordered: commit to receipt")
+    t = "webhook, ordered: commit to receipt p99 < %d ms at 1,000 events/s" % (SINK_P99_US // 1000)
+    if lat is None or num(lat.get("p99_us")) is None:
+        out.append((t, NOT_MEASURED, NOT_MEASURED))
+    else:
+        hi, lo = num(lat.get("p99_us")), num(lat.get("after_answer_p99_us"))
+        out.append((t, "p99 %s ms from the write sent (an upper bound), %s ms from its answer "
+                       "(a lower bound); %s events at %s/s" % (
+                           f_ms(hi), f_ms(lo) if lo is not None else "?", f_int(lat.get("events")),
+                           f_int(lat.get("rate"))),
+                    verdict(hi < SINK_P99_US)))
     return out
 
 
@@ -988,6 +1035,21 @@ def report(results_dir, out_dir):
                               ("messages", "messages", f_int), ("seconds", "seconds", f_num),
                               ("events_per_s", "events/s", f_int)], "Tail"))
     md.append(section_memory(R))
+    md.append("## Sinks (issue 20)\n")
+    md.append(table(["target", "measured", "verdict"], sink_targets(R), numeric=False))
+    md.append("")
+    md.append(section_single(R, "sink-reel", "### reel-sink, beside the WAL tail\n\n"
+                             "`bench/sink_bench.py` on a fresh reeld: `reel-bench tail` stores the events "
+                             "and reads them back (the WAL tail's own rate), then reel-sink delivers the "
+                             "last of them, a new durable consumer per row, to `bench/sink_receiver.c` "
+                             "(answers 200 at once; events/s from its first receipt to its last) or to a "
+                             "local `nats-server -js` (events/s of the sink's acknowledged cursor); last, "
+                             "an ordered sink while 4 clients write 1,000 events/s: each event from its "
+                             "write being sent (and from its answer) to its receipt.",
+                             [("row", "row", str), ("events", "events", f_int),
+                              ("seconds", "seconds", f_num), ("events_per_s", "events/s", f_int),
+                              ("p50_us", "p50 ms", f_ms), ("p99_us", "p99 ms", f_ms),
+                              ("after_answer_p99_us", "p99 ms from the answer", f_ms)], "Sinks"))
     md.append(section_single(R, "restart-reel", "## Restart: from start to serving health\n\n"
                              "reel-bench loads the data, stops reeld, starts it again and times "
                              "until `grpc.health.v1` answers SERVING.",

@@ -2,7 +2,9 @@
 # The benchmark suite of issue 7, in one run, side by side on the same disk:
 # RocksDB's own durable-write limit (db_bench fillrandom --sync=1), a fresh
 # reeld driven by reel-bench, and a single-node etcd (Debian's, default
-# durability) driven by the same reel-bench client.
+# durability) driven by the same reel-bench client; and issue 20's sink rows
+# (bench/sink_bench.py: reel-sink to a local receiver and to nats-server,
+# beside the WAL tail's own rate).
 #
 #   bench/run.sh                  # the full suite (well under 15 minutes)
 #   BENCH_QUICK=1 bench/run.sh    # 1 s per point, tiny sizes: to try the script
@@ -127,15 +129,18 @@ fi
 # --- 2. build ----------------------------------------------------------------
 cd "$ROOT"
 log "building (bazel build -c opt)"
-bazel build -c opt //api:reeld //cli:reelctl //bench:reel-bench >&2
+bazel build -c opt //api:reeld //cli:reelctl //bench:reel-bench //sink:reel-sink \
+  //bench:sink-receiver >&2
 BIN="$(bazel info -c opt bazel-bin 2>/dev/null)"
 REELD="$BIN/api/reeld"
 REELCTL="$BIN/cli/reelctl"
 REELBENCH="$BIN/bench/reel-bench"
-for b in "$REELD" "$REELCTL" "$REELBENCH"; do
+REELSINK="$BIN/sink/reel-sink"
+SINKRECEIVER="$BIN/bench/sink-receiver"
+for b in "$REELD" "$REELCTL" "$REELBENCH" "$REELSINK" "$SINKRECEIVER"; do
   [ -x "$b" ] || die "not built: $b"
 done
-for b in db_bench etcd etcdctl; do
+for b in db_bench etcd etcdctl nats-server; do
   command -v "$b" >/dev/null 2>&1 || die "$b not found (is its package installed?)"
 done
 RUN="$(mktemp -d "$BENCH/.run.XXXXXX")"
@@ -310,10 +315,12 @@ if [ "$QUICK" = 1 ]; then
   D_WRITE=1 D_WATCH=1 D_SIGNAL=1 D_DBBENCH=1
   WATCHERS=1,100 SIZE=20000 WATCHERS_SHARED=100
   MEMORY_SIZES=(--idle-watchers 1000 --writes 20000)
+  SINK_SIZES=(--events 20000 --ordered-events 5000 --latency-seconds 2)
 else
   D_WRITE=10 D_WATCH=5 D_SIGNAL=10 D_DBBENCH=10
   WATCHERS=1,100,1000,10000 SIZE=1000000 WATCHERS_SHARED=1000,10000
   MEMORY_SIZES=() # reel-bench's defaults: 10000 idle watchers; 100 stalled subscribers, 100000 writes
+  SINK_SIZES=(--events 200000 --ordered-events 30000 --latency-seconds 10)
 fi
 CONCURRENCY=1,8,64,256
 SHARED=100 # watchers per stream in the shared-stream watch rows
@@ -328,7 +335,8 @@ else
   note "bench/run.sh, started $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 fi
 note "paths are relative to the repository root; bench/.run.* is the run's temporary directory"
-record bazel build -c opt //api:reeld //cli:reelctl //bench:reel-bench
+record bazel build -c opt //api:reeld //cli:reelctl //bench:reel-bench //sink:reel-sink \
+  //bench:sink-receiver
 
 "$PY" "$BENCH/report.py" machine --run-dir "$RUN" --reeld "$REELD" \
   --reel-bench "$REELBENCH" --quick "$QUICK" --out "$RESULTS/machine.json"
@@ -407,6 +415,14 @@ else
 fi
 stop_pid "$REELD_PID" reeld-memory
 forget_pid "$REELD_PID"
+
+# sinks: reel-sink on its own fresh reeld (sink_bench.py starts it, and a
+# nats-server, and bench/sink_receiver.c): the WAL tail's own rate on the
+# events it stores, then reel-sink delivering them ordered, 64 in flight,
+# batched and to JetStream, and commit-to-receipt at 1,000 events/s
+step sink-reel 900 "$PY" "$BENCH/sink_bench.py" --reeld "$REELD" --reel-sink "$REELSINK" \
+  --receiver "$SINKRECEIVER" --reel-bench "$REELBENCH" --nats-server "$(command -v nats-server)" \
+  --run-dir "$RUN" --json "$RESULTS/sink-reel.json" "${SINK_SIZES[@]}"
 
 # restart: reel-bench loads, stops and restarts its own reeld on its own data
 # dir (reeld's output goes wherever reel-bench sends it)

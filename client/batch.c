@@ -222,6 +222,13 @@ void client_cursor_finish(client_cursor_t *c, uint64_t last,
         c->finished = answer;
 }
 
+void client_cursor_finish_async(client_cursor_t *c, uint64_t answer) {
+    if (answer > c->delivered)
+        answer = c->delivered;
+    if (answer > c->finished)
+        c->finished = answer;
+}
+
 uint64_t client_cursor_ackable(const client_cursor_t *c) {
     uint64_t r = c->finished >= c->delivered ? c->seen : c->finished;
 

@@ -78,6 +78,12 @@ int client_cursor_take(client_cursor_t *c, client_batch_t *b,
 void client_cursor_finish(client_cursor_t *c, uint64_t last,
                           uint64_t answer);
 
+/*
+ * reel_consumer_finish's answer: everything handed out up to answer is
+ * finished (an answer past delivered counts as delivered).
+ */
+void client_cursor_finish_async(client_cursor_t *c, uint64_t answer);
+
 /* The revision that may be acknowledged now (0: none above acked). */
 uint64_t client_cursor_ackable(const client_cursor_t *c);
 

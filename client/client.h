@@ -213,7 +213,8 @@ const char *reel_grpc_code_name(int code);
  *   Anything else stops the loop with that status: INVALID_ARGUMENT (a bad
  *     name or pattern, a from_revision past the head), FAILED_PRECONDITION
  *     at the first subscribe (another subscriber holds the consumer: see
- *     takeover) or for an invalidated consumer, ABORTED (another subscriber
+ *     takeover, and standby, which waits instead) or for an invalidated
+ *     consumer, ABORTED (another subscriber
  *     took the consumer over), OUT_OF_RANGE (what the consumer needs was
  *     trimmed), NOT_FOUND, RESOURCE_EXHAUSTED, INTERNAL, DATA_LOSS, ...
  *
@@ -270,6 +271,12 @@ typedef struct reel_consumer_opts {
     /* Attempts in a row without a message before the loop gives up with the
      * last status; 0 = no bound (until reel_consumer_stop). */
     int max_attempts;
+    /* Stand by: a subscribe refused FAILED_PRECONDITION because another
+     * subscriber holds the consumer is retried (with backoff, on_retry
+     * told) instead of ending the loop, so a second process with the same
+     * consumer takes over once the server finds the first gone. An
+     * invalidated consumer still ends the loop. */
+    int standby;
     reel_batch_fn on_batch;      /* required */
     reel_retry_fn on_retry;      /* may be NULL */
     void *arg;                   /* for both */
@@ -287,6 +294,8 @@ typedef struct reel_consumer_stats {
                             not handed out again */
     uint64_t acks;       /* AckEvents calls that succeeded */
     uint64_t reconnects; /* streams opened after the first */
+    int streaming;       /* the current stream has delivered a message
+                            (events or a PROGRESS): the consumer is held */
 } reel_consumer_stats_t;
 
 /*
@@ -315,6 +324,16 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why);
  * thread that takes signals with sigwait, not from a signal handler.
  */
 void reel_consumer_stop(reel_consumer_t *k);
+
+/*
+ * Says, from any thread, that every event handed out up to revision is
+ * finished: for a callback that hands its events to other threads and
+ * lowers *finished (to 0, say) instead of waiting for them. The loop takes
+ * the highest answer at its next message, idle tick or final ack;
+ * revisions above what was handed out count as the last one handed out.
+ * Thread-safe; may come after stop, before the loop returns.
+ */
+void reel_consumer_finish(reel_consumer_t *k, uint64_t revision);
 
 /* A snapshot of the loop's counters. Thread-safe. */
 void reel_consumer_stats(reel_consumer_t *k, reel_consumer_stats_t *out);

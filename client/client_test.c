@@ -385,6 +385,38 @@ static void test_cursor_answers_never_move_back_nor_past_the_last_event(
     assert_int_equal(c.acked, 10);
 }
 
+static void test_cursor_async_answers_finish_what_was_handed_out_only(
+    void **state) {
+    client_cursor_t c;
+    client_batch_t b;
+    uint64_t skipped = 0;
+    char err[160];
+
+    (void)state;
+    client_cursor_init(&c, 0);
+    client_cursor_new_stream(&c);
+    fill(&b, (uint64_t[]){3, 5, 7}, "eee", 3);
+    assert_int_equal(client_cursor_take(&c, &b, &skipped, err, sizeof(err)),
+                     0);
+    /* The callback hands its events to another thread: nothing finished. */
+    client_cursor_finish(&c, 7, 0);
+    assert_int_equal(client_cursor_ackable(&c), 0);
+    client_cursor_finish_async(&c, 4); /* 3 done, 5 not */
+    assert_int_equal(client_cursor_ackable(&c), 4);
+    client_cursor_finish_async(&c, 2); /* late and lower: changes nothing */
+    assert_int_equal(client_cursor_ackable(&c), 4);
+    /* A PROGRESS past 7 waits for 5 and 7. */
+    fill(&b, (uint64_t[]){12}, "p", 1);
+    assert_int_equal(client_cursor_take(&c, &b, &skipped, err, sizeof(err)),
+                     0);
+    assert_int_equal(client_cursor_ackable(&c), 4);
+    /* An answer past what was handed out counts as the last handed out;
+     * then the PROGRESS may go. */
+    client_cursor_finish_async(&c, 100);
+    assert_int_equal(c.finished, 7);
+    assert_int_equal(client_cursor_ackable(&c), 12);
+}
+
 static void test_cursor_ack_is_due_by_count_or_by_time_never_per_event(
     void **state) {
     client_cursor_t c;
@@ -736,6 +768,8 @@ int main(void) {
             test_cursor_acks_progress_once_all_handed_out_is_finished),
         cmocka_unit_test(
             test_cursor_answers_never_move_back_nor_past_the_last_event),
+        cmocka_unit_test(
+            test_cursor_async_answers_finish_what_was_handed_out_only),
         cmocka_unit_test(
             test_cursor_ack_is_due_by_count_or_by_time_never_per_event),
         cmocka_unit_test(

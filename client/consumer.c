@@ -61,6 +61,7 @@ struct reel_consumer {
     client_cancel_t cancel;
     pthread_mutex_t stats_mu;
     reel_consumer_stats_t stats;
+    uint64_t async_finished; /* reel_consumer_finish's answer (stats_mu) */
     int ran;
     /* The run's state: the run's thread only. */
     client_cursor_t cur;
@@ -82,6 +83,16 @@ static void stats_update(reel_consumer_t *k, uint64_t events,
     k->stats.skipped += skipped;
     k->stats.acks += acks;
     pthread_mutex_unlock(&k->stats_mu);
+}
+
+/* Takes reel_consumer_finish's answer into the run's cursor. */
+static void take_async_finished(reel_consumer_t *k) {
+    uint64_t v;
+
+    pthread_mutex_lock(&k->stats_mu);
+    v = k->async_finished;
+    pthread_mutex_unlock(&k->stats_mu);
+    client_cursor_finish_async(&k->cur, v);
 }
 
 /* ---- Acknowledging ------------------------------------------------------- */
@@ -124,6 +135,7 @@ static int ack_now(reel_consumer_t *k, int force) {
     uint64_t rev;
     int64_t now = client_now_ms();
 
+    take_async_finished(k);
     if (!force && !client_cursor_ack_due(&k->cur, now, k->o.ack_every,
                                          k->o.ack_interval_ms))
         return 0;
@@ -160,6 +172,11 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
     char err[160];
     size_t n;
 
+    if (!k->got_message) {
+        pthread_mutex_lock(&k->stats_mu);
+        k->stats.streaming = 1;
+        pthread_mutex_unlock(&k->stats_mu);
+    }
     k->got_message = 1;
     if (client_batch_decode(msg, len, &k->batch, err, sizeof(err)) != 0 ||
         client_cursor_take(&k->cur, &k->batch, &skipped, err,
@@ -213,7 +230,7 @@ static int busy_retry(reel_consumer_t *k) {
      * the holder went meanwhile. */
     retry = resp == NULL || resp->consumer == NULL || !resp->consumer->active
                 ? 1
-                : k->held;
+                : k->held || k->o.standby;
     reel__v1__ack_events_response__free_unpacked(resp, NULL);
     reel_reply_fini(&r);
     return retry;
@@ -289,6 +306,13 @@ void reel_consumer_stop(reel_consumer_t *k) {
     client_cancel_fire(&k->cancel);
 }
 
+void reel_consumer_finish(reel_consumer_t *k, uint64_t revision) {
+    pthread_mutex_lock(&k->stats_mu);
+    if (revision > k->async_finished)
+        k->async_finished = revision;
+    pthread_mutex_unlock(&k->stats_mu);
+}
+
 void reel_consumer_stats(reel_consumer_t *k, reel_consumer_stats_t *out) {
     pthread_mutex_lock(&k->stats_mu);
     *out = k->stats;
@@ -317,9 +341,11 @@ static uint8_t *subscribe_request(reel_consumer_t *k, size_t *len) {
  * another gets it added to its message.
  */
 static void final_ack(reel_consumer_t *k, reel_reply_t *end) {
-    uint64_t rev = client_cursor_ackable(&k->cur);
+    uint64_t rev;
     char *was;
 
+    take_async_finished(k);
+    rev = client_cursor_ackable(&k->cur);
     /* An ack that failed for good is why the loop ended: end says so. */
     if (rev == 0 || k->ack_failed || ack_now(k, 1) == 0)
         return;
@@ -374,6 +400,9 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
         if (k->got_message) {
             k->held = 1;
             attempts = 0;
+            pthread_mutex_lock(&k->stats_mu);
+            k->stats.streaming = 0;
+            pthread_mutex_unlock(&k->stats_mu);
         }
         /* A failure on this side first: a stop meanwhile must not hide
          * it. */

@@ -9,11 +9,14 @@
  * the write it guards.
  *
  * Threading: journal_t is thread-safe. Mutations go through the store's
- * writer; reads go straight to storage. Subscription sinks are called from
- * the writer thread (live entries) or from the thread that pumps (replay).
+ * writer; reads go straight to storage. Subscriptions follow the feed
+ * (feed/feed.h): their sinks are called from the writer thread (live
+ * entries) or from the thread that pumps (replay), never two at once.
  *
  * Ownership: run_t and journal_entry_t own their memory; free them with
  * run_fini() / journal_entry_fini(). All their strings are NUL-terminated.
+ * Their mem_ field is private to journal/ (the block the strings point
+ * into): never read it.
  */
 #ifndef REEL_JOURNAL_JOURNAL_H
 #define REEL_JOURNAL_JOURNAL_H
@@ -75,14 +78,14 @@ typedef struct run {
     const run_label_t *labels;
     size_t n_labels;
     int resumed;
-    void *mem_;
+    void *mem_; /* private: owns the strings and labels */
 } run_t;
 
 typedef struct journal_entry {
     const char *run_id, *kind, *payload, *idempotency_key;
     uint64_t seq, lease_epoch, revision;
     int64_t ts_ms;
-    void *mem_;
+    void *mem_; /* private: owns the strings */
 } journal_entry_t;
 
 void run_fini(run_t *r);
@@ -269,7 +272,8 @@ void journal_set_pending_check(journal_t *j, journal_pending_fn fn, void *arg);
 /* ---- Subscriptions ---------------------------------------------------------- */
 
 typedef struct journal_sink {
-    /* 0 if taken; non-zero if full (then pump again when there is room). */
+    /* 0 if taken; non-zero if full (then pump again when there is room, or
+     * when woken). */
     int (*deliver)(void *arg, journal_entry_t *e);
     /*
      * The subscription is over: OK once the run is terminal and every entry
@@ -280,6 +284,14 @@ typedef struct journal_sink {
      * held; it may destroy the subscription.
      */
     void (*end)(void *arg, const reel_status_t *st);
+    /*
+     * Optional: the subscription dropped out of live delivery (its sink
+     * was full or refused, or a change could not be decoded) and needs a
+     * journal_sub_pump() that a drain might never bring. Called from the
+     * publish step with journal locks held: it must not block nor call
+     * into the journal; the owner pumps soon from its own thread.
+     */
+    void (*wake)(void *arg);
 } journal_sink_t;
 
 /*
@@ -293,7 +305,8 @@ reel_code_t journal_sub_create(journal_t *j, const char *run_id,
                                void *arg, journal_sub_t **out,
                                reel_status_t *st);
 void journal_sub_pump(journal_sub_t *s);
-/* Cancels and frees; no pump may run or start concurrently. NULL ok. */
+/* Cancels and frees; waits for a pump or an end running on another thread
+ * (no pump may start after). NULL ok; may be called inside the sink's end. */
 void journal_sub_destroy(journal_sub_t *s);
 
 #endif

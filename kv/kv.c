@@ -290,7 +290,6 @@ void kv_event_fini(kv_event_t *ev) {
     if (ev == NULL)
         return;
     free(ev->mem_);
-    free(ev->wire);
     memset(ev, 0, sizeof(*ev));
 }
 
@@ -453,8 +452,10 @@ reel_code_t kv_create(store_t *store, const kv_limits_t *limits, kv_t **out,
         return rc;
     }
     reel_status_fini(st);
-    kv->last_published = store_revision(store);
-    kv_hub_init(kv);
+    if ((rc = kv_hub_init(kv, store_revision(store), st)) != REEL_OK) {
+        free(kv);
+        return rc;
+    }
     *out = kv;
     return REEL_OK;
 }

@@ -4,12 +4,15 @@
  * history and push watches.
  *
  * Threading: kv_t is thread-safe. Writes go through the store's single
- * writer; reads go straight to storage. Watch sinks are called from the
- * writer thread (live events, in the publish step) and from whichever
- * thread calls kv_watch_pump() (replay); calls for one watch never overlap.
+ * writer; reads go straight to storage. Watches follow the feed
+ * (feed/feed.h): their sinks are called from the writer thread (live
+ * events, in the publish step) and from whichever thread calls
+ * kv_watch_pump() (replay); calls for one watch never overlap.
  *
  * Ownership: kv_entry_t and kv_event_t own their memory; release with
  * kv_entry_fini() / kv_event_fini(). Every string in them is NUL-terminated.
+ * Their mem_ field is private to kv/ (the block the strings point into):
+ * never read it; a filled entry or event has a version, an empty one 0.
  */
 #ifndef REEL_KV_KV_H
 #define REEL_KV_KV_H
@@ -64,7 +67,7 @@ typedef struct kv_entry {
     uint64_t revision;
     int64_t updated_at_ms;
     int deleted;
-    char *mem_; /* owns the strings */
+    char *mem_; /* private: owns the strings */
 } kv_entry_t;
 
 typedef enum kv_event_type {
@@ -80,11 +83,7 @@ typedef struct kv_event {
     uint64_t version, prev_version, revision;
     int64_t ts_ms;
     int deleted;
-    /* A sink may cache its wire encoding here, to be shared by every
-     * watcher of the same event; freed with free() by kv_event_fini. */
-    void *wire;
-    size_t wire_len;
-    char *mem_;
+    char *mem_; /* private: owns the strings */
 } kv_event_t;
 
 void kv_entry_fini(kv_entry_t *e);
@@ -227,23 +226,37 @@ typedef struct kv_watch_args {
     void *group;
 } kv_watch_args_t;
 
+/*
+ * What a sink keeps with one event while kv hands it to the watches it
+ * reaches, so it encodes the event once for all of them (api/ packs a
+ * ValueEvent once for every watcher of a key). Empty for each new event;
+ * a sink that fills it sets bytes (malloc'd) and len, and kv frees bytes
+ * with free() once every watch has had the event. A replayed event goes
+ * to one watch, with a cache of its own.
+ */
+typedef struct kv_sink_cache {
+    void *bytes;
+    size_t len;
+} kv_sink_cache_t;
+
 typedef struct kv_watch_sink {
     /*
      * Takes one event: 0 if taken, non-zero if the sink is full and did not
      * take it. A full sink stops the push; the owner calls kv_watch_pump()
-     * when it has room, and the watch resumes from storage after the last
-     * event taken, so nothing is missed or repeated.
+     * when it has room (or when woken), and the watch resumes from storage
+     * after the last event taken, so nothing is missed or repeated.
      */
-    int (*deliver)(void *arg, kv_event_t *ev);
+    int (*deliver)(void *arg, const kv_event_t *ev, kv_sink_cache_t *cache);
     /*
      * Optional (used for grouped watches): takes one event for the n
      * watches whose sink_args are args[0..n-1], all of one group, in no
      * particular order.
      * 0 if taken for all of them, non-zero if full: then none took it, and
      * each resumes from storage as after a full deliver(). Called by the
-     * publish step with no watch's mutex held.
+     * publish step with no watch's lock held.
      */
-    int (*deliver_group)(void *const *args, size_t n, kv_event_t *ev);
+    int (*deliver_group)(void *const *args, size_t n, const kv_event_t *ev,
+                         kv_sink_cache_t *cache);
     /*
      * The watch cannot continue: it fell behind retained history
      * (OUT_OF_RANGE naming the last revision delivered), or a stored
@@ -251,9 +264,18 @@ typedef struct kv_watch_sink {
      * INTERNAL for a failed read, RESOURCE_EXHAUSTED out of memory; the
      * message names the key, version or revision). Called at most once,
      * with no kv lock held; the owner may call kv_watch_cancel() in it,
-     * and must still call kv_watch_destroy() later.
+     * and must still call kv_watch_destroy() later (it may do so in it).
      */
     void (*end)(void *arg, const reel_status_t *st);
+    /*
+     * Optional: the watch dropped out of live delivery (its sink was full
+     * or refused, or an event could not be decoded) and needs a
+     * kv_watch_pump() that a drain might never bring (a sink that refused
+     * with nothing queued has no drain coming). Called from the publish
+     * step with kv locks held: it must not block nor call into kv; the
+     * owner pumps soon from its own thread.
+     */
+    void (*wake)(void *arg);
 } kv_watch_sink_t;
 
 /*
@@ -276,12 +298,14 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *args,
  */
 void kv_watch_pump(kv_watch_t *w);
 
-/* Stops deliveries; idempotent, any thread, even inside a sink call. */
+/* Stops deliveries; idempotent, any thread, even inside the sink's end
+ * (not inside deliver, deliver_group or wake: kv locks are held there). */
 void kv_watch_cancel(kv_watch_t *w);
 
 /*
- * Cancels and frees. The caller guarantees no other thread is inside, or
- * will enter, kv_watch_pump() for w. Accepts NULL.
+ * Cancels and frees; waits for a pump or an end running on another
+ * thread. The caller guarantees no thread will enter kv_watch_pump() for
+ * w afterwards. Accepts NULL; may be called inside the sink's end.
  */
 void kv_watch_destroy(kv_watch_t *w);
 

@@ -4,9 +4,9 @@
 #ifndef REEL_KV_KV_INT_H
 #define REEL_KV_KV_INT_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 
+#include "feed/feed.h"
 #include "kv/kv.h"
 
 /* Its column families (kv_cfs). */
@@ -22,8 +22,6 @@
 #define KV_H_META 'm' /* "mcompacted"               -> rev(8) */
 #define KV_H_COMPACTED "mcompacted"
 
-typedef struct kv_bucket kv_bucket_t;
-
 struct kv {
     store_t *store;
     store_cf_t *cf;         /* "kv": the current state of every key */
@@ -33,16 +31,11 @@ struct kv {
      * resuming below it may have lost events. Only grows. */
     _Atomic uint64_t compacted;
 
-    /* The hub: registered watches, guarded by hub_mu. Lock order: hub_mu
-     * before a watch's mu. */
-    pthread_mutex_t hub_mu;
-    uint64_t last_published;  /* the highest revision handed to kv_publish */
-    kv_bucket_t *exact;       /* uthash: "ns\0key" -> watches of that key */
-    kv_watch_t *patterns;     /* pattern watches, doubly linked */
-    /* Publish's scratch for a group's watches due one event (hub_mu). */
-    kv_watch_t **run;
-    void **run_args;
-    size_t run_cap;
+    /* The watches: exact keys under "ns\0key", patterns under any key. */
+    feed_hub_t *hub;
+    /* Publish's scratch for a group's sink args (under the hub's lock). */
+    void **group_args;
+    size_t group_cap;
 };
 
 /* ---- Encodings (kv.c) ---------------------------------------------------- */
@@ -76,7 +69,7 @@ reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
 
 /* ---- The hub (kv_watch.c) ------------------------------------------------ */
 
-void kv_hub_init(kv_t *kv);
+reel_code_t kv_hub_init(kv_t *kv, uint64_t last_published, reel_status_t *st);
 void kv_hub_fini(kv_t *kv);
 
 #endif

@@ -13,16 +13,15 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/codec.h"
 #include "base/fault.h"
 #include "kv/kv.h"
+#include "testing/fixture.h"
 
 /* ---- Fixture ------------------------------------------------------------ */
 
@@ -45,12 +44,10 @@ static void open_all(fixture_t *f) {
     kv_limits_t lim = kv_limits_default();
     reel_status_t st = REEL_STATUS_INIT;
 
-    o.data_dir = f->dir;
     o.cfs = (const store_cf_desc_t *const[]){kv_cfs, NULL};
     o.publish = publish;
     o.publish_arg = f;
-    if (store_open(&o, &f->store, &st) != REEL_OK)
-        fail_msg("store_open: %s", reel_status_message(&st));
+    f->store = testing_store_open(f->dir, &o);
     lim.history_keep = f->keep;
     if (kv_create(f->store, &lim, &f->kv, &st) != REEL_OK)
         fail_msg("kv_create: %s", reel_status_message(&st));
@@ -63,18 +60,10 @@ static void close_all(fixture_t *f) {
     f->kv = NULL;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int fl,
-                    struct FTW *ftw) {
-    (void)sb, (void)fl, (void)ftw;
-    return remove(p);
-}
-
 static int setup_keep(void **state, uint32_t keep) {
     fixture_t *f = calloc(1, sizeof(*f));
-    const char *tmp = getenv("TEST_TMPDIR");
 
-    snprintf(f->dir, sizeof(f->dir), "%s/kv-XXXXXX", tmp ? tmp : "/tmp");
-    if (mkdtemp(f->dir) == NULL)
+    if (testing_dir_make(f->dir, sizeof(f->dir), "kv") != 0)
         return -1;
     f->keep = keep;
     open_all(f);
@@ -87,11 +76,12 @@ static int setup_keep3(void **state) { return setup_keep(state, 3); }
 
 static int teardown(void **state) {
     fixture_t *f = *state;
+    int rc;
 
     close_all(f);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rc = testing_dir_remove(f->dir);
     free(f);
-    return 0;
+    return rc;
 }
 
 /* ---- Helpers ------------------------------------------------------------ */
@@ -139,20 +129,15 @@ typedef struct rec {
 } rec_t;
 
 typedef struct sink {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    TESTING_SINK_HEAD; /* mu, n, limit (events held before full), ended */
     rec_t recs[4096];
-    size_t n;
-    size_t limit; /* events held before the sink is full */
-    size_t held;
-    int ended;
-    reel_status_t end;
+    int wakes; /* times kv asked for a pump (mu) */
     struct group *group; /* deliver_group()'s shared state, or NULL */
 } sink_t;
 
 /* Call with s->mu held. */
 static void sink_record(sink_t *s, const kv_event_t *ev) {
-    rec_t *r = &s->recs[s->n++];
+    rec_t *r = &s->recs[s->n];
 
     r->type = ev->type;
     snprintf(r->key, sizeof(r->key), "%s", ev->key);
@@ -162,21 +147,21 @@ static void sink_record(sink_t *s, const kv_event_t *ev) {
     r->prev_version = ev->prev_version;
     r->revision = ev->revision;
     r->deleted = ev->deleted;
-    pthread_cond_broadcast(&s->cv);
+    testing_sink_add(&s->sink);
 }
 
-static int sink_deliver(void *arg, kv_event_t *ev) {
+static int sink_deliver(void *arg, const kv_event_t *ev,
+                        kv_sink_cache_t *cache) {
     sink_t *s = arg;
+    int full;
 
+    (void)cache;
     pthread_mutex_lock(&s->mu);
-    if (s->held >= s->limit || s->n == 4096) {
-        pthread_mutex_unlock(&s->mu);
-        return 1;
-    }
-    s->held++;
-    sink_record(s, ev);
+    full = testing_sink_hold(&s->sink, 4096);
+    if (!full)
+        sink_record(s, ev);
     pthread_mutex_unlock(&s->mu);
-    return 0;
+    return full;
 }
 
 /* Grouped watches' shared sink: counts its calls; `full` refuses them. */
@@ -185,9 +170,11 @@ typedef struct group {
     size_t calls, watches; /* calls taken, and the watches they were for */
 } group_t;
 
-static int sink_deliver_group(void *const *args, size_t n, kv_event_t *ev) {
+static int sink_deliver_group(void *const *args, size_t n,
+                              const kv_event_t *ev, kv_sink_cache_t *cache) {
     group_t *g = ((sink_t *)args[0])->group;
 
+    (void)cache;
     if (g->full)
         return 1;
     g->calls++;
@@ -204,47 +191,38 @@ static int sink_deliver_group(void *const *args, size_t n, kv_event_t *ev) {
 }
 
 static void sink_end(void *arg, const reel_status_t *st) {
+    testing_sink_end(&((sink_t *)arg)->sink, st);
+}
+
+/* Under kv's locks: only counts; the test pumps as an owner would. */
+static void sink_wake(void *arg) {
     sink_t *s = arg;
 
     pthread_mutex_lock(&s->mu);
-    s->ended = 1;
-    reel_status_copy(&s->end, st);
-    pthread_cond_broadcast(&s->cv);
+    s->wakes++;
     pthread_mutex_unlock(&s->mu);
 }
 
 static const kv_watch_sink_t test_sink = {.deliver = sink_deliver,
                                           .deliver_group = sink_deliver_group,
-                                          .end = sink_end};
+                                          .end = sink_end,
+                                          .wake = sink_wake};
 
 static sink_t *sink_new(size_t limit) {
     sink_t *s = calloc(1, sizeof(*s));
 
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    s->limit = limit;
+    testing_sink_init(&s->sink, limit);
     return s;
 }
 
 static void sink_free(sink_t *s) {
-    reel_status_fini(&s->end);
+    testing_sink_fini(&s->sink);
     free(s);
 }
 
 /* Waits (up to 5 s) until the sink has n events; returns how many it has. */
 static size_t sink_wait(sink_t *s, size_t n) {
-    struct timespec ts;
-    size_t have;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 5;
-    pthread_mutex_lock(&s->mu);
-    while (s->n < n && !s->ended)
-        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0)
-            break;
-    have = s->n;
-    pthread_mutex_unlock(&s->mu);
-    return have;
+    return testing_sink_wait(&s->sink, n, TESTING_WAIT_MS);
 }
 
 static kv_watch_t *watch(fixture_t *f, const char *key, kv_watch_start_t start,
@@ -1455,6 +1433,40 @@ static void test_create_needs_the_column_families_it_declares(void **state) {
     reel_status_fini(&st);
 }
 
+static void test_an_event_publish_cannot_decode_is_read_from_storage(
+    void **state) {
+    fixture_t *f = *state;
+    sink_t *s = sink_new(100), *p = sink_new(100);
+    kv_watch_t *w, *wp;
+
+    w = watch(f, "k", KV_WATCH_NOW, 0, s, NULL, NULL);
+    wp = watch(f, "*", KV_WATCH_NOW, 0, p, NULL, NULL);
+    /* The live copy of version 1 cannot be made: neither watch may pass it
+     * by; both drop out of live delivery and ask for a pump. */
+    reel_fault_arm("kv.publish", 0, 1);
+    set_ok(f->kv, "k", "1");
+    reel_fault_reset();
+    assert_int_equal(s->n, 1);
+    assert_int_equal(p->n, 1);
+    assert_int_equal(s->wakes, 1);
+    assert_int_equal(p->wakes, 1);
+    /* The owners pump: each reads version 1 from storage, then is live. */
+    kv_watch_pump(w);
+    kv_watch_pump(wp);
+    set_ok(f->kv, "k", "2");
+    for (sink_t *x = s; x != NULL; x = x == s ? p : NULL) {
+        assert_int_equal(sink_wait(x, 3), 3);
+        assert_int_equal(x->recs[0].type, KV_EVENT_BOOTSTRAP_DONE);
+        assert_int_equal(x->recs[1].version, 1);
+        assert_string_equal(x->recs[1].value, "1");
+        assert_int_equal(x->recs[2].version, 2);
+    }
+    kv_watch_destroy(w);
+    kv_watch_destroy(wp);
+    sink_free(s);
+    sink_free(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1489,6 +1501,7 @@ int main(void) {
         T(test_a_corrupt_entry_ends_a_snapshot_with_data_loss),
         T(test_an_iterator_error_ends_a_replay_with_internal),
         T(test_an_unreadable_entry_ends_a_catch_up),
+        T(test_an_event_publish_cannot_decode_is_read_from_storage),
     };
     return cmocka_run_group_tests_name("kv", tests, NULL, NULL);
 }

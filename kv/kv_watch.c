@@ -1,51 +1,49 @@
 /*
- * kv/kv_watch.c: push watches, fed by the publish step, backed by storage.
+ * kv/kv_watch.c: push watches on the feed (feed/feed.h), backed by
+ * storage.
  *
- * A watch is in one phase at a time:
+ * The feed owns the handoff from replay to live, the registry and the
+ * locks (feed/feed.c says how and why); this file says what a KV watch
+ * replays and what it takes live. A watch replays in phases:
  *   SNAPSHOT   sending the matching live keys as of a store snapshot S
  *   VERSIONS   sending a key's retained versions after from_version (at S)
  *   BOOT_DONE  sending BOOTSTRAP_DONE(S)
- *   HISTORY    catching up from kv_history after `cursor`
- *   LIVE       receiving events from kv_publish() as they commit
- *   ENDED      done (fell behind retained history, or could not read it)
- * Every phase but LIVE is driven by kv_watch_pump(); LIVE is driven by the
- * writer thread. `cursor` is the revision up to which the watcher has seen
- * everything that matches it.
+ *   HISTORY    catching up from kv_history after the cursor, to a fresh
+ *              snapshot; the replay op returns "caught up" from here
+ * and then follows live. A FROM_REVISION watch starts in HISTORY and sends
+ * its BOOTSTRAP_DONE in go_live, inside the feed's critical section, so it
+ * names exactly the revision where live delivery begins. The cursor (the
+ * feed's) is the revision up to which the watcher has seen everything that
+ * matches it.
  *
- * The switch to LIVE is the delicate part. kv_publish() runs after each
- * commit and records the highest revision it handled (last_published) under
- * hub_mu. A catching-up watch scans storage up to a fresh snapshot S and
- * sets cursor = S; then, holding hub_mu, it goes LIVE only if
- * last_published <= cursor: every change already published was in storage
- * at S (so it was sent, or did not match), and every later one will be
- * published to it. Changes committed but not yet published may be in S too;
- * LIVE delivery skips revisions <= cursor, so none is sent twice.
+ * An exact key's watches sit under the key "ns\0key" in the hub; pattern
+ * watches are subscriptions of any key, and match filters for them. Watches
+ * of one group (kv_watch_args_t.group) created one after another sit next
+ * to each other, so publish hands an event to all of a group's adjacent
+ * live watches in one deliver_group() call, and a stream of many watches
+ * on one key carries the event once. Each event goes to the watches it
+ * reaches with one kv_sink_cache_t, so a sink encodes it once for all.
  *
- * Watches of one group (kv_watch_args_t.group) are linked next to each
- * other when created together; publish hands an event to all of a group's
- * adjacent LIVE watches in one deliver_group() call, so a stream of many
- * watches on one key carries the event once. A grouped watch that is not
- * LIVE (catching up) or not adjacent simply gets its own deliver().
- *
- * When the sink is full, a LIVE watch drops back to HISTORY without taking
- * the event; its owner pumps it when the sink drains, and it catches up from
- * storage. A stalled watcher therefore costs one bounded sink and no work
- * per write. If the history it needs was trimmed, it ends with OUT_OF_RANGE
- * naming the last revision it received.
+ * When the sink is full, a live watch drops back to HISTORY without taking
+ * the event and catches up from storage once its owner pumps it (the
+ * sink's drain, or its wake). A stalled watcher therefore costs one bounded
+ * sink and no work per write. If the history it needs was trimmed, it ends
+ * with OUT_OF_RANGE naming the last revision it received.
  *
  * A replay never skips what it cannot read: a corrupt or missing record
  * ends the watch with DATA_LOSS, a failed read or snapshot with its own
  * code (INTERNAL), out of memory with RESOURCE_EXHAUSTED, each naming the
- * key, version or revision. Only a full sink waits for a drain.
+ * key, version or revision. Only a full sink waits for a drain. An event
+ * publish cannot decode is handed to the feed as lost: every live watch
+ * catches up from storage, which reads it or ends naming it.
  *
  * Cursors given by the client are checked at creation: FROM_REVISION past
  * the head is INVALID_ARGUMENT (it would wait, silent, for revisions that
  * do not exist yet); FROM_VERSION past the current version replays nothing
  * and goes live, UINT64_MAX included. Every cursor + 1 is guarded.
  *
- * Locks: hub_mu (registry, last_published) before a watch's mu. deliver()
- * is called with the watch's mu held (and hub_mu, from publish);
- * deliver_group() with hub_mu only.
+ * The replay state below (phase, snapshot, versions) is touched only by
+ * the feed's replay and go_live calls, under the subscription's lock.
  */
 #include "kv/kv_int.h"
 
@@ -54,118 +52,51 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <uthash.h>
-
 #include "base/codec.h"
 #include "base/fault.h"
 #include "base/pattern.h"
 
-enum { PH_SNAPSHOT, PH_VERSIONS, PH_BOOT_DONE, PH_HISTORY, PH_LIVE, PH_ENDED };
+enum { PH_SNAPSHOT, PH_VERSIONS, PH_BOOT_DONE, PH_HISTORY };
 
 /* Step results. */
 enum { STEP_NEXT, STEP_FULL, STEP_END };
 
-struct kv_bucket {
-    UT_hash_handle hh;
-    kv_watch_t *head;
-    size_t klen;
-    char key[]; /* ns 0 key */
-};
-
 struct kv_watch {
     kv_t *kv;
+    feed_sub_t *sub;
     char *ns, *key, *ekey; /* ekey = ns 0 key */
     size_t ns_len, key_len, ekey_len;
-    int pattern;
     size_t lit_len; /* the pattern's literal prefix */
     kv_watch_sink_t sink;
     void *arg;
-    void *group;
+    unsigned char pattern;
 
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    atomic_int live;
-    int dead, pumping, phase, boot_sent;
-    uint64_t cursor;
+    /* Replay's state (the feed's replay and go_live calls). Small fields
+     * together: a shared stream holds 10,000 watches. */
+    unsigned char phase, boot_sent;
     uint64_t boot_rev;
     store_snapshot_t *snap;
     char *snap_after; /* last key sent in SNAPSHOT (encoded), or NULL */
     size_t snap_after_len;
     uint64_t next_version;
-    reel_status_t end_status;
-
-    /* Hub links, under hub_mu. */
-    int linked;
-    kv_bucket_t *bucket;
-    kv_watch_t *prev, *next;
+    reel_status_t *why; /* the replay's end status, during a replay call */
 };
+
+/* A live event, and the sinks' shared encoding of it. */
+typedef struct kv_item {
+    kv_event_t ev;
+    kv_sink_cache_t cache;
+} kv_item_t;
 
 /* ---- The hub ------------------------------------------------------------- */
 
-void kv_hub_init(kv_t *kv) { pthread_mutex_init(&kv->hub_mu, NULL); }
+reel_code_t kv_hub_init(kv_t *kv, uint64_t last_published, reel_status_t *st) {
+    return feed_hub_create(last_published, &kv->hub, st);
+}
 
 void kv_hub_fini(kv_t *kv) {
-    kv_bucket_t *b, *tmp;
-
-    HASH_ITER(hh, kv->exact, b, tmp) {
-        HASH_DEL(kv->exact, b);
-        free(b);
-    }
-    free(kv->run);
-    free(kv->run_args);
-    pthread_mutex_destroy(&kv->hub_mu);
-}
-
-/* Call with hub_mu held. */
-static int hub_link(kv_t *kv, kv_watch_t *w) {
-    kv_watch_t **head;
-
-    if (w->pattern) {
-        head = &kv->patterns;
-    } else {
-        kv_bucket_t *b;
-
-        HASH_FIND(hh, kv->exact, w->ekey, w->ekey_len, b);
-        if (b == NULL) {
-            b = calloc(1, sizeof(*b) + w->ekey_len);
-            if (b == NULL)
-                return -1;
-            memcpy(b->key, w->ekey, w->ekey_len);
-            b->klen = w->ekey_len;
-            HASH_ADD_KEYPTR(hh, kv->exact, b->key, b->klen, b);
-        }
-        w->bucket = b;
-        head = &b->head;
-    }
-    w->prev = NULL;
-    w->next = *head;
-    if (*head)
-        (*head)->prev = w;
-    *head = w;
-    w->linked = 1;
-    return 0;
-}
-
-/* Call with hub_mu held. Idempotent. */
-static void hub_unlink(kv_t *kv, kv_watch_t *w) {
-    kv_watch_t **head;
-
-    if (!w->linked)
-        return;
-    head = w->pattern ? &kv->patterns : &w->bucket->head;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        *head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    if (!w->pattern && w->bucket->head == NULL) {
-        HASH_DEL(kv->exact, w->bucket);
-        free(w->bucket);
-    }
-    w->bucket = NULL;
-    w->prev = w->next = NULL;
-    w->linked = 0;
+    feed_hub_destroy(kv->hub);
+    free(kv->group_args);
 }
 
 static int watch_matches(const kv_watch_t *w, const kv_event_t *ev) {
@@ -177,104 +108,82 @@ static int watch_matches(const kv_watch_t *w, const kv_event_t *ev) {
     return reel_pattern_match(w->key, w->key_len, ev->key, ev->key_len);
 }
 
-/* Call with hub_mu held: the writer thread's push to one watch. */
-static void deliver_live(kv_watch_t *w, kv_event_t *ev) {
-    if (!atomic_load(&w->live))
-        return;
-    pthread_mutex_lock(&w->mu);
-    if (w->phase == PH_LIVE && !w->dead && ev->revision > w->cursor) {
-        if (w->sink.deliver(w->arg, ev) == 0) {
-            w->cursor = ev->revision;
-        } else {
-            /* Full: stop pushing; the owner pumps us from storage later. */
-            atomic_store(&w->live, 0);
-            w->phase = PH_HISTORY;
-        }
-    }
-    pthread_mutex_unlock(&w->mu);
+static int replay(void *arg, uint64_t *cursor, reel_status_t *why);
+static int go_live(void *arg, uint64_t cursor);
+
+static int live_match(void *arg, const void *item) {
+    return watch_matches(arg, &((const kv_item_t *)item)->ev);
+}
+
+static int live_deliver(void *arg, void *item) {
+    kv_watch_t *w = arg;
+    kv_item_t *it = item;
+
+    return w->sink.deliver(w->arg, &it->ev, &it->cache) == 0 ? FEED_OK
+                                                             : FEED_FULL;
 }
 
 /*
- * Call with hub_mu held. While it is held a LIVE watch cannot change:
- * only publish moves it out of LIVE, and cancel needs hub_mu. So the
- * watches found due here are still due when their group's sink has taken
- * the event, and each is updated after it.
+ * The group's sink takes its own args: kv's scratch holds them, which only
+ * publish uses, under the hub's lock. Out of memory counts as full: each
+ * watch then catches up from storage on its own.
  */
-static int live_due(kv_watch_t *w, const kv_event_t *ev) {
-    int due;
+static int live_deliver_group(void *const *args, size_t n, void *item) {
+    kv_watch_t *first = args[0];
+    kv_t *kv = first->kv;
+    kv_item_t *it = item;
+    int r;
 
-    if (!atomic_load(&w->live))
-        return 0;
-    pthread_mutex_lock(&w->mu);
-    due = w->phase == PH_LIVE && !w->dead && ev->revision > w->cursor;
-    pthread_mutex_unlock(&w->mu);
-    return due;
-}
+    if (n > kv->group_cap) {
+        size_t cap = kv->group_cap ? kv->group_cap : 16;
+        void **g;
 
-static int run_reserve(kv_t *kv, size_t n) {
-    kv_watch_t **r;
-    void **a;
-    size_t cap = kv->run_cap ? kv->run_cap : 16;
-
-    if (n <= kv->run_cap)
-        return 0;
-    while (cap < n)
-        cap *= 2;
-    if ((r = realloc(kv->run, cap * sizeof(*r))) == NULL)
-        return -1;
-    kv->run = r;
-    if ((a = realloc(kv->run_args, cap * sizeof(*a))) == NULL)
-        return -1;
-    kv->run_args = a;
-    kv->run_cap = cap;
-    return 0;
-}
-
-/*
- * Call with hub_mu held: delivers ev to the watches of list w that match
- * it (all of them when !patterns), each adjacent run of one group's
- * watches in one deliver_group() call.
- */
-static void publish_list(kv_t *kv, kv_watch_t *w, kv_event_t *ev,
-                         int patterns) {
-    while (w != NULL) {
-        void *g = w->group;
-        size_t n = 0;
-        int full;
-
-        if (g == NULL || w->sink.deliver_group == NULL) {
-            if (!patterns || watch_matches(w, ev))
-                deliver_live(w, ev);
-            w = w->next;
-            continue;
-        }
-        for (; w != NULL && w->group == g; w = w->next) {
-            if ((patterns && !watch_matches(w, ev)) || !live_due(w, ev))
-                continue;
-            if (run_reserve(kv, n + 1) != 0) {
-                deliver_live(w, ev); /* out of memory: this one alone */
-                continue;
-            }
-            kv->run[n] = w;
-            kv->run_args[n++] = w->arg;
-        }
-        if (n == 0)
-            continue;
-        full = kv->run[0]->sink.deliver_group(kv->run_args, n, ev) != 0;
-        for (size_t i = 0; i < n; i++) {
-            kv_watch_t *x = kv->run[i];
-
-            pthread_mutex_lock(&x->mu);
-            if (!full) {
-                x->cursor = ev->revision;
-            } else {
-                atomic_store(&x->live, 0);
-                x->phase = PH_HISTORY;
-            }
-            pthread_mutex_unlock(&x->mu);
-        }
+        while (cap < n)
+            cap *= 2;
+        if ((g = realloc(kv->group_args, cap * sizeof(*g))) == NULL)
+            return FEED_FULL;
+        kv->group_args = g;
+        kv->group_cap = cap;
     }
+    for (size_t i = 0; i < n; i++)
+        kv->group_args[i] = ((kv_watch_t *)args[i])->arg;
+    r = first->sink.deliver_group(kv->group_args, n, &it->ev, &it->cache);
+    return r == 0 ? FEED_OK : FEED_FULL;
 }
+
+static void watch_end(void *arg, const reel_status_t *st) {
+    kv_watch_t *w = arg;
+
+    /* w may be freed inside: nothing of it is read after. */
+    w->sink.end(w->arg, st);
+}
+
+static void watch_wake(void *arg) {
+    kv_watch_t *w = arg;
+
+    if (w->sink.wake != NULL)
+        w->sink.wake(w->arg);
+}
+
+/* Watches that share a group's sink, and those on their own. */
+static const feed_ops_t grouped_ops = {
+    .replay = replay,
+    .go_live = go_live,
+    .match = live_match,
+    .deliver = live_deliver,
+    .deliver_group = live_deliver_group,
+    .end = watch_end,
+    .wake = watch_wake,
+};
+
+static const feed_ops_t single_ops = {
+    .replay = replay,
+    .go_live = go_live,
+    .match = live_match,
+    .deliver = live_deliver,
+    .end = watch_end,
+    .wake = watch_wake,
+};
 
 int kv_change_decode(const store_change_t *c, kv_event_t *ev) {
     if (c->module != KV_MODULE_ID || c->type != KV_CHANGE_EVENT)
@@ -282,34 +191,51 @@ int kv_change_decode(const store_change_t *c, kv_event_t *ev) {
     return kv_event_decode(c->event, c->len, ev) == 0 ? 1 : -1;
 }
 
+/* "ns\0key" of ev in buf when it fits, else malloc'd; NULL: out of memory. */
+static char *event_key(const kv_event_t *ev, char *buf, size_t cap,
+                       size_t *len) {
+    char *k = buf;
+
+    *len = ev->ns_len + 1 + ev->key_len;
+    if (*len > cap && (k = malloc(*len)) == NULL)
+        return NULL;
+    memcpy(k, ev->ns, ev->ns_len);
+    k[ev->ns_len] = '\0';
+    memcpy(k + ev->ns_len + 1, ev->key, ev->key_len);
+    return k;
+}
+
 void kv_publish(kv_t *kv, const store_change_t *changes, size_t n) {
-    pthread_mutex_lock(&kv->hub_mu);
+    feed_publish_begin(kv->hub);
     for (size_t i = 0; i < n; i++) {
         const store_change_t *c = &changes[i];
-        kv_bucket_t *b = NULL;
-        kv_event_t ev;
-        char *ek;
+        char buf[512], *ek;
         size_t eklen;
+        kv_item_t it;
 
-        if (c->module != KV_MODULE_ID || c->type != KV_CHANGE_EVENT)
+        if (c->module != KV_MODULE_ID || c->type != KV_CHANGE_EVENT ||
+            feed_hub_idle(kv->hub))
             continue;
-        if (kv->exact == NULL && kv->patterns == NULL)
+        /* The fault point stands in for an event that cannot be copied. */
+        if (REEL_FAULT("kv.publish") ||
+            kv_event_decode(c->event, c->len, &it.ev) != 0) {
+            feed_publish_lost(kv->hub, c->revision);
             continue;
-        if (kv_event_decode(c->event, c->len, &ev) != 0)
-            continue;
-        eklen = kv_key_encode(ev.ns, ev.ns_len, ev.key, ev.key_len, &ek);
-        if (ek != NULL) {
-            HASH_FIND(hh, kv->exact, ek, eklen, b);
-            free(ek);
         }
-        if (b != NULL)
-            publish_list(kv, b->head, &ev, 0);
-        publish_list(kv, kv->patterns, &ev, 1);
-        kv_event_fini(&ev);
+        if ((ek = event_key(&it.ev, buf, sizeof(buf), &eklen)) == NULL) {
+            kv_event_fini(&it.ev);
+            feed_publish_lost(kv->hub, c->revision);
+            continue;
+        }
+        it.cache.bytes = NULL;
+        it.cache.len = 0;
+        feed_publish(kv->hub, ek, eklen, it.ev.revision, &it);
+        if (ek != buf)
+            free(ek);
+        free(it.cache.bytes);
+        kv_event_fini(&it.ev);
     }
-    if (n > 0 && changes[n - 1].revision > kv->last_published)
-        kv->last_published = changes[n - 1].revision;
-    pthread_mutex_unlock(&kv->hub_mu);
+    feed_publish_end(kv->hub, n > 0 ? changes[n - 1].revision : 0);
 }
 
 /* ---- Creating ------------------------------------------------------------ */
@@ -355,9 +281,6 @@ static char *dup_bytes(const char *s, size_t len) {
 static void watch_free(kv_watch_t *w) {
     if (w->snap != NULL)
         store_snapshot_release(w->kv->store, w->snap);
-    reel_status_fini(&w->end_status);
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
     free(w->snap_after);
     free(w->ns);
     free(w->key);
@@ -369,6 +292,7 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
                             const kv_watch_sink_t *sink, void *sink_arg,
                             kv_watch_t **out, reel_status_t *st) {
     kv_watch_t *w;
+    feed_sub_args_t fa = {0};
     uint64_t trimmed = 0, head;
     reel_code_t rc;
 
@@ -384,12 +308,9 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
     w = calloc(1, sizeof(*w));
     if (w == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
     w->kv = kv;
     w->sink = *sink;
     w->arg = sink_arg;
-    w->group = a->group;
     w->ns = dup_bytes(a->ns, a->ns_len);
     w->key = dup_bytes(a->key, a->key_len);
     w->ns_len = a->ns_len;
@@ -410,9 +331,7 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
         w->phase = PH_SNAPSHOT;
         break;
     case KV_WATCH_NOW:
-        pthread_mutex_lock(&kv->hub_mu);
-        w->cursor = w->boot_rev = kv->last_published;
-        pthread_mutex_unlock(&kv->hub_mu);
+        fa.cursor = w->boot_rev = feed_hub_last_published(kv->hub);
         w->phase = PH_BOOT_DONE;
         break;
     case KV_WATCH_FROM_VERSION:
@@ -461,17 +380,22 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
                                  (unsigned long long)trimmed + 1);
             goto fail;
         }
-        w->cursor = a->from_revision;
+        fa.cursor = a->from_revision;
         w->phase = PH_HISTORY;
         break;
     }
-    pthread_mutex_lock(&kv->hub_mu);
-    rc = hub_link(kv, w) == 0 ? REEL_OK : REEL_RESOURCE_EXHAUSTED;
-    pthread_mutex_unlock(&kv->hub_mu);
-    if (rc != REEL_OK) {
-        reel_status_set(st, rc, "out of memory");
-        goto fail;
+    /* A grouped watch shares its group's sink only if the sink can take an
+     * event for many at once. */
+    fa.ops = a->group != NULL && sink->deliver_group != NULL ? &grouped_ops
+                                                             : &single_ops;
+    fa.arg = w;
+    if (!w->pattern) {
+        fa.key = w->ekey;
+        fa.key_len = w->ekey_len;
     }
+    fa.group = a->group;
+    if ((rc = feed_sub_create(kv->hub, &fa, &w->sub, st)) != REEL_OK)
+        goto fail;
     *out = w;
     return REEL_OK;
 fail:
@@ -479,13 +403,19 @@ fail:
     return rc;
 }
 
-/* ---- Pumping (w->mu held throughout, except where noted) ----------------- */
+/* ---- Replay (the subscription's lock held throughout) -------------------- */
 
-static int deliver(kv_watch_t *w, kv_event_t *ev) {
-    return w->sink.deliver(w->arg, ev);
+/* One replayed event, to this watch alone: its own cache. */
+static int deliver(kv_watch_t *w, const kv_event_t *ev) {
+    kv_sink_cache_t cache = {NULL, 0};
+    int r = w->sink.deliver(w->arg, ev, &cache);
+
+    free(cache.bytes);
+    return r;
 }
 
-/* The watch cannot go on: the pump hands end_status to the sink's end. */
+/* The watch cannot go on: the replay says why, and the feed tells the
+ * sink's end. */
 static int end_watch(kv_watch_t *w, reel_code_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -493,18 +423,14 @@ static int end_watch(kv_watch_t *w, reel_code_t code, const char *fmt, ...) {
     va_list ap;
 
     va_start(ap, fmt);
-    reel_status_setv(&w->end_status, code, fmt, ap);
+    reel_status_setv(w->why, code, fmt, ap);
     va_end(ap);
-    w->phase = PH_ENDED;
-    atomic_store(&w->live, 0);
     return STEP_END;
 }
 
 /* The same, with a status already made (moved from st). */
 static int end_with(kv_watch_t *w, reel_status_t *st) {
-    reel_status_move(&w->end_status, st);
-    w->phase = PH_ENDED;
-    atomic_store(&w->live, 0);
+    reel_status_move(w->why, st);
     return STEP_END;
 }
 
@@ -625,12 +551,10 @@ static int step_snapshot(kv_watch_t *w) {
         }
         entry_event(&e, &ev);
         if (deliver(w, &ev) != 0) {
-            free(ev.wire);
             kv_entry_fini(&e);
             r = STEP_FULL;
             break;
         }
-        free(ev.wire);
         kv_entry_fini(&e);
         after = dup_bytes(k, klen);
         if (after == NULL) {
@@ -666,13 +590,13 @@ static char *ver_prefix(kv_watch_t *w, size_t *len) {
 /*
  * Walks a key's version index at snap from version *next_version,
  * delivering the events with revision > after_rev. Advances *next_version
- * (and the cursor when track_cursor). With check_gap, the first version
+ * (and *cursor, when not NULL). With check_gap, the first version
  * found must be *next_version unless that is 1: otherwise history was
  * trimmed. A record it cannot read ends the watch.
  */
 static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
                          uint64_t *next_version, uint64_t after_rev,
-                         int track_cursor, int check_gap) {
+                         uint64_t *cursor, int check_gap) {
     reel_status_t st = REEL_STATUS_INIT;
     size_t plen = 0;
     char *pfx = ver_prefix(w, &plen), *seek;
@@ -764,8 +688,8 @@ static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
         }
         kv_event_fini(&ev);
         *next_version = ver + 1;
-        if (track_cursor)
-            w->cursor = rev;
+        if (cursor != NULL)
+            *cursor = rev;
     }
     if (r == STEP_NEXT && store_iter_status(it, &st) != REEL_OK)
         r = end_failed(w, &st, "key \"%s\": reading its history", w->key);
@@ -777,14 +701,14 @@ static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
 }
 
 static int step_versions(kv_watch_t *w) {
-    int r = walk_versions(w, w->snap, &w->next_version, 0, 0, 1);
+    int r = walk_versions(w, w->snap, &w->next_version, 0, NULL, 1);
 
     if (r == STEP_NEXT)
         w->phase = PH_BOOT_DONE;
     return r;
 }
 
-static int step_boot_done(kv_watch_t *w) {
+static int step_boot_done(kv_watch_t *w, uint64_t *cursor) {
     kv_event_t ev;
 
     memset(&ev, 0, sizeof(ev));
@@ -793,14 +717,11 @@ static int step_boot_done(kv_watch_t *w) {
     ev.key = w->key, ev.key_len = w->key_len;
     ev.value = ev.prev_value = ev.writer = "";
     ev.revision = w->boot_rev;
-    if (deliver(w, &ev) != 0) {
-        free(ev.wire);
+    if (deliver(w, &ev) != 0)
         return STEP_FULL;
-    }
-    free(ev.wire);
     w->boot_sent = 1;
-    if (w->boot_rev > w->cursor)
-        w->cursor = w->boot_rev;
+    if (w->boot_rev > *cursor)
+        *cursor = w->boot_rev;
     if (w->snap != NULL) {
         store_snapshot_release(w->kv->store, w->snap);
         w->snap = NULL;
@@ -809,8 +730,9 @@ static int step_boot_done(kv_watch_t *w) {
     return STEP_NEXT;
 }
 
-/* Catches up from storage to a fresh snapshot; cursor ends at its revision. */
-static int step_history(kv_watch_t *w) {
+/* Catches up from storage to a fresh snapshot; *cursor ends at its
+ * revision. */
+static int step_history(kv_watch_t *w, uint64_t *cursor) {
     reel_status_t st = REEL_STATUS_INIT;
     store_snapshot_t *snap;
     uint64_t trimmed = 0, head, next_version = 1;
@@ -818,17 +740,17 @@ static int step_history(kv_watch_t *w) {
 
     if (trimmed_for(w, &trimmed, &st) != REEL_OK)
         return end_with(w, &st);
-    if (w->cursor < trimmed)
+    if (*cursor < trimmed)
         return end_watch(w, REEL_OUT_OF_RANGE,
                          "the watch fell behind retained history: the last "
                          "revision it received is %llu, the oldest retained "
                          "is %llu",
-                         (unsigned long long)w->cursor,
+                         (unsigned long long)*cursor,
                          (unsigned long long)trimmed + 1);
     if (store_snapshot_create(w->kv->store, &snap, &st) != REEL_OK) {
         r = end_failed(w, &st, "watch of key \"%s\": catching up after "
                                "revision %llu",
-                       w->key, (unsigned long long)w->cursor);
+                       w->key, (unsigned long long)*cursor);
         reel_status_fini(&st);
         return r;
     }
@@ -836,8 +758,8 @@ static int step_history(kv_watch_t *w) {
     if (!w->pattern) {
         /* An exact key's own index is short: walk it, skipping what the
          * watcher has seen. */
-        r = walk_versions(w, snap, &next_version, w->cursor, 1, 0);
-    } else if (w->cursor < head) {
+        r = walk_versions(w, snap, &next_version, *cursor, cursor, 0);
+    } else if (*cursor < head) {
         store_iter_t *it = store_iter_create(w->kv->store, w->kv->cf_history,
                                              snap);
         unsigned char rk[9];
@@ -846,7 +768,7 @@ static int step_history(kv_watch_t *w) {
             store_snapshot_release(w->kv->store, snap);
             return end_out_of_memory(w);
         }
-        kv_rev_key(w->cursor + 1, rk); /* cursor < head: no wrap */
+        kv_rev_key(*cursor + 1, rk); /* cursor < head: no wrap */
         for (store_iter_seek(it, rk, sizeof(rk)); store_iter_valid(it);
              store_iter_next(it)) {
             size_t klen, vlen;
@@ -869,61 +791,29 @@ static int step_history(kv_watch_t *w) {
                 r = STEP_FULL;
                 break;
             }
-            w->cursor = ev.revision;
+            *cursor = ev.revision;
             kv_event_fini(&ev);
         }
         if (r == STEP_NEXT && store_iter_status(it, &st) != REEL_OK)
             r = end_failed(w, &st, "reading history after revision %llu",
-                           (unsigned long long)w->cursor);
+                           (unsigned long long)*cursor);
         store_iter_destroy(it);
     }
-    if (r == STEP_NEXT && head > w->cursor)
-        w->cursor = head;
+    if (r == STEP_NEXT && head > *cursor)
+        *cursor = head;
     store_snapshot_release(w->kv->store, snap);
     reel_status_fini(&st);
     return r;
 }
 
-/*
- * Goes LIVE if nothing was published past the cursor. Drops and retakes
- * w->mu to take hub_mu first. STEP_END here means "live" (stop pumping),
- * STEP_NEXT "scan again", STEP_FULL "sink full".
- */
-static int try_go_live(kv_watch_t *w) {
-    kv_t *kv = w->kv;
-    int r = STEP_NEXT;
+/* Replays what the watch owes, phase by phase, until caught up. */
+static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
+    kv_watch_t *w = arg;
 
-    pthread_mutex_unlock(&w->mu);
-    pthread_mutex_lock(&kv->hub_mu);
-    pthread_mutex_lock(&w->mu);
-    if (w->dead) {
-        r = STEP_END;
-    } else if (kv->last_published <= w->cursor) {
-        if (!w->boot_sent) {
-            w->boot_rev = w->cursor;
-            r = step_boot_done(w); /* phase becomes HISTORY on success */
-        }
-        if (r == STEP_NEXT) {
-            w->phase = PH_LIVE;
-            atomic_store(&w->live, 1);
-            r = STEP_END;
-        }
-    }
-    pthread_mutex_unlock(&kv->hub_mu);
-    return r;
-}
+    w->why = why; /* where the steps' end_* helpers write */
+    for (;;) {
+        int r;
 
-void kv_watch_pump(kv_watch_t *w) {
-    reel_status_t why = REEL_STATUS_INIT;
-    int r = STEP_NEXT;
-
-    pthread_mutex_lock(&w->mu);
-    if (w->dead || w->pumping || w->phase == PH_LIVE || w->phase == PH_ENDED) {
-        pthread_mutex_unlock(&w->mu);
-        return;
-    }
-    w->pumping = 1;
-    while (r == STEP_NEXT && !w->dead) {
         switch (w->phase) {
         case PH_SNAPSHOT:
             r = step_snapshot(w);
@@ -932,51 +822,44 @@ void kv_watch_pump(kv_watch_t *w) {
             r = step_versions(w);
             break;
         case PH_BOOT_DONE:
-            r = step_boot_done(w);
-            break;
-        case PH_HISTORY:
-            r = step_history(w);
-            if (r == STEP_NEXT)
-                r = try_go_live(w);
+            r = step_boot_done(w, cursor);
             break;
         default:
-            r = STEP_END;
+            r = step_history(w, cursor);
+            if (r == STEP_NEXT)
+                return FEED_OK;
         }
-    }
-    if (w->phase == PH_ENDED && !w->dead)
-        reel_status_move(&why, &w->end_status);
-    w->pumping = 0;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-
-    if (why.code != REEL_OK) {
-        pthread_mutex_lock(&w->kv->hub_mu);
-        hub_unlink(w->kv, w);
-        pthread_mutex_unlock(&w->kv->hub_mu);
-        w->sink.end(w->arg, &why);
-        reel_status_fini(&why);
+        if (r == STEP_FULL)
+            return FEED_FULL;
+        if (r == STEP_END)
+            return FEED_END;
     }
 }
 
+/*
+ * Under the hub's lock, where live begins: a watch that has not said
+ * BOOTSTRAP_DONE yet (FROM_REVISION) says it at the cursor, so the
+ * revision it names is exactly where live delivery takes over.
+ */
+static int go_live(void *arg, uint64_t cursor) {
+    kv_watch_t *w = arg;
+
+    if (w->boot_sent)
+        return FEED_OK;
+    w->boot_rev = cursor;
+    return step_boot_done(w, &cursor) == STEP_NEXT ? FEED_OK : FEED_FULL;
+}
+
+void kv_watch_pump(kv_watch_t *w) { feed_sub_pump(w->sub); }
+
 void kv_watch_cancel(kv_watch_t *w) {
-    if (w == NULL)
-        return;
-    pthread_mutex_lock(&w->kv->hub_mu);
-    hub_unlink(w->kv, w);
-    pthread_mutex_lock(&w->mu);
-    w->dead = 1;
-    atomic_store(&w->live, 0);
-    pthread_mutex_unlock(&w->mu);
-    pthread_mutex_unlock(&w->kv->hub_mu);
+    if (w != NULL)
+        feed_sub_cancel(w->sub);
 }
 
 void kv_watch_destroy(kv_watch_t *w) {
     if (w == NULL)
         return;
-    kv_watch_cancel(w);
-    pthread_mutex_lock(&w->mu);
-    while (w->pumping)
-        pthread_cond_wait(&w->cv, &w->mu);
-    pthread_mutex_unlock(&w->mu);
+    feed_sub_destroy(w->sub);
     watch_free(w);
 }

@@ -8,8 +8,15 @@ PACKAGES=(
   bazel-bootstrap gcc g++ libc6-dev
   librocksdb-dev libgrpc-dev libabsl-dev libprotobuf-c-dev protobuf-c-compiler
   protobuf-compiler libcjson-dev libcmocka-dev uthash-dev
+  # reel-sink: HTTP, HMAC, NATS JetStream, its control endpoint
+  libcurl4-openssl-dev libssl-dev libnats-dev libmicrohttpd-dev
   # end-to-end tests: an independent gRPC client
   python3 python3-grpcio python3-protobuf python3-pytest
+  # the Python client (clients/python): installed offline into a venv;
+  # openssl makes its TLS test's certificate
+  python3-venv python3-pip python3-setuptools python3-wheel openssl
+  # end-to-end tests of reel-sink's NATS sinks
+  nats-server
   # fuzzing: libFuzzer from clang
   clang libclang-rt-14-dev
 )

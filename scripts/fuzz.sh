@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds reel's libFuzzer targets (fuzz/*.c) with clang, under ASan + UBSan,
+# Builds reel's libFuzzer targets with Bazel (bazel build --config=fuzz:
+# clang, ASan + UBSan; the targets are the cc_binary rules of fuzz/BUILD)
 # and runs each one against its committed corpus (fuzz/corpus/<target>).
 #
 #   scripts/fuzz.sh                          every target, 20 s each
@@ -8,6 +9,8 @@
 #   scripts/fuzz.sh --merge                  also merge new inputs into the corpus
 #
 # Prints each target's final libFuzzer stats and "fuzz: N passed, N failed".
+# An input that fails is kept (the path is printed); replay it under gcc and
+# ASan with: bazel build --config=asan //fuzz:TARGET && bazel-bin/fuzz/TARGET FILE
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,74 +22,56 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --merge) merge=1; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_json fuzz_pattern fuzz_requests fuzz_records)
 
-PACKAGES=(clang libclang-rt-14-dev protobuf-c-compiler libprotobuf-c-dev librocksdb-dev uthash-dev libcjson-dev)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = "installed" ] || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  echo "fuzz: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || exit 1
+"$root/scripts/deps.sh" || exit 1
+
+work="$(mktemp -d)"
+keep=0
+trap '[ $keep -eq 1 ] || rm -rf "$work"' EXIT
+
+if [ ${#targets[@]} -eq 0 ]; then
+  if ! bazel query 'kind("cc_binary", //fuzz:all)' >"$work/targets" 2>"$work/query.log"; then
+    cat "$work/query.log"
+    echo "fuzz: 0 passed, 1 failed"
+    exit 1
+  fi
+  mapfile -t targets < <(sed "s|^//fuzz:||" "$work/targets" | sort)
 fi
 
-build="$(mktemp -d)"
-trap 'rm -rf "$build"' EXIT
-mkdir -p "$build/gen"
-protoc-c --proto_path=api --c_out="$build/gen" api/reel/v1/*.proto \
-  api/grpc/health/v1/health.proto || exit 1
-
-srcs=()
-for f in base/*.c store/store.c kv/kv.c kv/kv_watch.c journal/journal.c \
-         signals/signals.c api/wire.c "$build"/gen/reel/v1/*.pb-c.c \
-         "$build"/gen/grpc/health/v1/*.pb-c.c; do
-  case "$f" in *_test.c) ;; *) srcs+=("$f") ;; esac
-done
-cflags=(-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer
-        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-        -Wall -Wextra -Wno-unused-parameter -Werror -I. -I"$build/gen")
-
-# store's one C++ file (RocksDB's logger), compiled once for every target
-# (without UBSan's vptr check, whose runtime only a C++ link brings)
-if ! clang++ -std=c++17 -g -O1 -fno-omit-frame-pointer \
-     -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize=vptr \
-     -fno-sanitize-recover=all -Wall -Wextra -Werror -I. \
-     -c store/rocks_log.cc -o "$build/rocks_log.o"; then
+echo "== build: bazel build --config=fuzz ${targets[*]}"
+if ! bazel build --config=fuzz "${targets[@]/#///fuzz:}" >"$work/build.log" 2>&1; then
+  cat "$work/build.log"
   echo "fuzz: 0 passed, ${#targets[@]} failed"
   exit 1
 fi
+bin="$(bazel info --config=fuzz bazel-bin 2>/dev/null)/fuzz"
 
 passed=0
 failed=0
 for t in "${targets[@]}"; do
-  echo "== $t: build"
-  if ! clang "${cflags[@]}" "fuzz/$t.c" "${srcs[@]}" "$build/rocks_log.o" \
-       -o "$build/$t" -lrocksdb -lprotobuf-c -lcjson -lpthread -lstdc++; then
-    failed=$((failed + 1)); continue
-  fi
-  mkdir -p "fuzz/corpus/$t" "$build/new/$t"
+  mkdir -p "fuzz/corpus/$t" "$work/new/$t" "$work/artifacts"
   echo "== $t: ${seconds}s"
   # New inputs go to the scratch dir; the committed corpus seeds the run.
-  if ASAN_OPTIONS=detect_leaks=1 "$build/$t" -max_total_time="$seconds" \
+  if ASAN_OPTIONS=detect_leaks=1 "$bin/$t" -max_total_time="$seconds" \
        -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-       "$build/new/$t" "fuzz/corpus/$t" >"$build/$t.log" 2>&1; then
+       -artifact_prefix="$work/artifacts/$t-" \
+       "$work/new/$t" "fuzz/corpus/$t" >"$work/$t.log" 2>&1; then
     passed=$((passed + 1))
-    grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' "$build/$t.log" | sed "s/^/  /"
+    grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' "$work/$t.log" | sed "s/^/  /"
     if [ $merge -eq 1 ]; then
-      "$build/$t" -merge=1 "fuzz/corpus/$t" "$build/new/$t" >/dev/null 2>&1
+      "$bin/$t" -merge=1 "fuzz/corpus/$t" "$work/new/$t" >/dev/null 2>&1
     fi
   else
     failed=$((failed + 1))
-    tail -60 "$build/$t.log"
-    ls "$build"/crash-* "$build"/leak-* "$build"/timeout-* 2>/dev/null
+    keep=1
+    tail -60 "$work/$t.log"
+    ls "$work/artifacts/$t-"* 2>/dev/null | sed "s/^/  failing input: /"
   fi
 done
+[ $keep -eq 0 ] || echo "fuzz: the failing inputs are kept in $work/artifacts"
 echo "fuzz: $passed passed, $failed failed"
 [ $failed -eq 0 ]

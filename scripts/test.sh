@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Quickstart 2: runs every test: the cmocka unit tests (bazel test //...),
-# the end-to-end tests against a real reeld through Python's grpcio, the
-# kill -9 crash test (tests/crash, 10 cycles), a smoke run of reel-bench, and
+# the end-to-end tests against a real reeld through Python's grpcio (reel-sink's
+# among them, with their kill -9 cycles and a real nats-server), the
+# kill -9 crash test (tests/crash, 10 cycles), the Python client's tests
+# (clients/python, installed offline into a fresh venv), a smoke run of
+# reel-bench, and
 # both again under AddressSanitizer + UndefinedBehaviorSanitizer, and a short
 # run of each libFuzzer target (scripts/fuzz.sh) against its committed corpus.
 #
@@ -50,6 +53,7 @@ run_e2e() {
   echo "== e2e ($label): pytest tests/e2e"
   REELD="$bin/api/reeld" REELCTL="$bin/cli/reelctl" \
     REEL_CONSUMER_E2E="$bin/client/consumer_e2e" \
+    REEL_SINK="$bin/sink/reel-sink" REEL_NATS_DUMP="$bin/sink/nats_dump" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$xml" tests/e2e
   local rc=$?
   [ $rc -eq 0 ] || status=1
@@ -79,7 +83,7 @@ run_config() {
   grep -E '^//|Executed [0-9]+ out of' "$logs/bazel-$label.log" || true
   count_unit "$(bazel info "$@" bazel-testlogs 2>/dev/null)"
   if ! bazel build "$@" //api:reeld //cli:reelctl //client:consumer_e2e \
-      >"$logs/build-$label.log" 2>&1; then
+      //sink:reel-sink //sink:nats_dump >"$logs/build-$label.log" 2>&1; then
     status=1
     cat "$logs/build-$label.log"
     failed=$((failed + 1))
@@ -107,6 +111,46 @@ PY
   passed=$((passed + t - f - e - s))
   failed=$((failed + f + e))
 else
+  failed=$((failed + 1))
+fi
+
+# Adds the counts of a pytest --junitxml report to the totals (a missing
+# report is one failure: the runner did not get that far).
+count_junit() {
+  local xml="$1" t f e s
+  if [ ! -f "$xml" ]; then
+    failed=$((failed + 1))
+    return
+  fi
+  read -r t f e s < <(/usr/bin/python3 - "$xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+suites = [r] if r.tag == "testsuite" else list(r)
+g = lambda k: sum(int(x.get(k, 0)) for x in suites)
+print(g("tests"), g("failures"), g("errors"), g("skipped"))
+PY
+)
+  passed=$((passed + t - f - e - s))
+  failed=$((failed + f + e))
+}
+
+# The Python client as a user installs it: a venv on Debian's grpcio and
+# protobuf, pip offline from a copy of clients/python (the build leaves
+# nothing in the tree), then its tests against the default build's reeld.
+echo "== python client: pytest clients/python/tests"
+venv="$logs/venv"
+cp -r "$root/clients/python" "$logs/pyclient-src"
+if /usr/bin/python3 -m venv --system-site-packages "$venv" >"$logs/venv.log" 2>&1 &&
+   "$venv/bin/pip" install --no-build-isolation --no-index "$logs/pyclient-src" \
+     >>"$logs/venv.log" 2>&1; then
+  REELD="$(bazel info bazel-bin 2>/dev/null)/api/reeld" \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider --junitxml="$logs/pyclient.xml" \
+    clients/python/tests
+  [ $? -eq 0 ] || status=1
+  count_junit "$logs/pyclient.xml"
+else
+  status=1
+  cat "$logs/venv.log"
   failed=$((failed + 1))
 fi
 

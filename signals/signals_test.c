@@ -9,7 +9,6 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 
 #include "base/json.h"
 #include "signals/signals.h"
+#include "testing/fixture.h"
 
 typedef struct fixture {
     char dir[512];
@@ -36,12 +36,11 @@ static void open_all(fixture_t *f) {
     store_opts_t o = {0};
     reel_status_t st = REEL_STATUS_INIT;
 
-    o.data_dir = f->dir;
     o.cfs = (const store_cf_desc_t *const[]){journal_cfs, signals_cfs, NULL};
     o.publish = publish;
     o.publish_arg = f;
-    if (store_open(&o, &f->store, &st) != REEL_OK ||
-        journal_create(f->store, NULL, &f->j, &st) != REEL_OK ||
+    f->store = testing_store_open(f->dir, &o);
+    if (journal_create(f->store, NULL, &f->j, &st) != REEL_OK ||
         signals_create(f->store, f->j, NULL, &f->s, &st) != REEL_OK)
         fail_msg("open: %s", reel_status_message(&st));
 }
@@ -53,18 +52,10 @@ static void close_all(fixture_t *f) {
     f->s = NULL;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int fl,
-                    struct FTW *ftw) {
-    (void)sb, (void)fl, (void)ftw;
-    return remove(p);
-}
-
 static int setup(void **state) {
     fixture_t *f = calloc(1, sizeof(*f));
-    const char *tmp = getenv("TEST_TMPDIR");
 
-    snprintf(f->dir, sizeof(f->dir), "%s/signals-XXXXXX", tmp ? tmp : "/tmp");
-    if (mkdtemp(f->dir) == NULL)
+    if (testing_dir_make(f->dir, sizeof(f->dir), "signals") != 0)
         return -1;
     open_all(f);
     *state = f;
@@ -73,11 +64,12 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture_t *f = *state;
+    int rc;
 
     close_all(f);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rc = testing_dir_remove(f->dir);
     free(f);
-    return 0;
+    return rc;
 }
 
 /* ---- Synchronous wrappers ------------------------------------------------ */

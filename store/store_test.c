@@ -14,7 +14,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 #include "base/fault.h"
 #include "base/log.h"
 #include "store/store.h"
+#include "testing/fixture.h"
 
 /* ---- Fixtures ----------------------------------------------------------- */
 
@@ -36,14 +36,6 @@ typedef struct fixture {
     uint64_t *published;
     size_t n_published, cap_published;
 } fixture_t;
-
-static int rm_entry(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 static void record_publish(void *arg, const store_change_t *c, size_t n) {
     fixture_t *f = arg;
@@ -96,20 +88,16 @@ static reel_code_t open_with(fixture_t *f, const store_opts_t *o,
 
 static void open_store(fixture_t *f) {
     store_opts_t o = fixture_opts(f);
-    reel_status_t st = REEL_STATUS_INIT;
-    reel_code_t rc = open_with(f, &o, &st);
 
-    if (rc != REEL_OK)
-        fail_msg("store_open: %s", reel_status_message(&st));
-    reel_status_fini(&st);
+    f->store = testing_store_open(f->dir, &o);
+    data = NULL;
+    assert_int_equal(store_cf_lookup(f->store, "data", &data, NULL), REEL_OK);
 }
 
 static int setup(void **state) {
     fixture_t *f = calloc(1, sizeof(*f));
-    const char *tmp = getenv("TEST_TMPDIR");
 
-    snprintf(f->dir, sizeof(f->dir), "%s/store-XXXXXX", tmp ? tmp : "/tmp");
-    if (mkdtemp(f->dir) == NULL)
+    if (testing_dir_make(f->dir, sizeof(f->dir), "store") != 0)
         return -1;
     pthread_mutex_init(&f->mu, NULL);
     open_store(f);
@@ -119,13 +107,14 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     fixture_t *f = *state;
+    int rc;
 
     store_close(f->store);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rc = testing_dir_remove(f->dir);
     pthread_mutex_destroy(&f->mu);
     free(f->published);
     free(f);
-    return 0;
+    return rc;
 }
 
 static void reopen(fixture_t *f) {

@@ -25,9 +25,11 @@
  *     writer). A consumer whose events must go is invalidated in the same
  *     group that trims them.
  *
- * Subscriptions follow the scheme of KV watches (kv/kv_watch.c): replay to
- * a snapshot, go live under the hub lock only if nothing newer was
- * published, drop back to replay when the sink is full. A subscription
+ * Subscriptions are on the feed (feed/feed.h), which owns the handoff
+ * from replay to live and its locks: replay reads the stored events after
+ * the cursor to a snapshot, and every subscription takes every live event,
+ * dropping those its subject pattern refuses, so its cursor moves past
+ * them (a PROGRESS tick or an acknowledgement may name it). A subscription
  * ends only through its pump (sink.end, once): a replay that fails, a gap
  * retention left, or a kick (its consumer taken over or invalidated,
  * which asks the owner to pump through sink.wake).
@@ -48,14 +50,16 @@
  * consumers, iterating) trims nothing; the trimmer logs each distinct
  * failure once and retries every interval.
  *
- * Lock order: hub_mu, then a subscription's mu, then (inside sinks) the
- * caller's own locks. trim_run_mu serializes trims; trim_mu guards the
+ * Lock order: consumers_mu (which consumers have a subscriber, and what
+ * the last trim held), then the feed's locks (a kick), then (inside sinks)
+ * the caller's own locks. trim_run_mu serializes trims; trim_mu guards the
  * trimmer's sleep.
  *
  * Recovery: the byte count, the oldest event and the consumers are read
  * back at start; an invalidated consumer stays invalidated until deleted.
  */
 #include "wal/wal.h"
+#include "wal/wal_int.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -72,6 +76,7 @@
 #include "base/log.h"
 #include "base/pattern.h"
 #include "base/text.h"
+#include "feed/feed.h"
 
 typedef struct rec {
     uint64_t revision;
@@ -93,7 +98,7 @@ const store_cf_desc_t wal_cfs[] = {
     {NULL, STORE_CF_PLAIN},
 };
 
-/* A consumer held by a subscription, under hub_mu. */
+/* A consumer held by a subscription, under consumers_mu. */
 typedef struct active {
     struct active *next;
     char name[CONSUMER_MAX + 1];
@@ -136,33 +141,31 @@ struct wal {
     size_t n_recs, cap_recs;
     reel_wbuf_t buf;
 
-    pthread_mutex_t hub_mu;
-    uint64_t last_published;
-    wal_sub_t *subs;
-    active_t *active;   /* consumers with a subscriber, under hub_mu */
-    holding_t *holding; /* the last trim's verdict, under hub_mu */
+    feed_hub_t *hub; /* subscriptions, all of any key */
+    pthread_mutex_t consumers_mu;
+    active_t *active;   /* consumers with a subscriber, under consumers_mu */
+    holding_t *holding; /* the last trim's verdict, under consumers_mu */
     size_t n_holding;
 };
 
-enum { SUB_REPLAY, SUB_LIVE };
-
 struct wal_sub {
     wal_t *w;
+    feed_sub_t *sub; /* NULL until registered */
     char *pattern;
     size_t pattern_len;
     char *consumer; /* the durable consumer it holds, or NULL */
     wal_sink_t sink;
     void *arg;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    atomic_int live;
-    int dead, pumping, phase;
-    int end_pending;  /* kicked: end with `why` at the next pump */
-    int ended;        /* sink.end was called (or is being called) */
-    reel_status_t why;
-    uint64_t cursor; /* every event <= cursor was seen */
-    wal_sub_t *prev, *next;
 };
+
+/* A live event: its stored record, split. */
+typedef struct item {
+    const char *subj;
+    size_t slen;
+    const uint8_t *bytes;
+    size_t blen;
+    uint64_t revision;
+} item_t;
 
 static void rev_key(uint64_t rev, unsigned char out[9]) {
     out[0] = 'e';
@@ -206,7 +209,6 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
         w->lim.trim_interval_ms = 1000;
     if (w->lim.consumer_max_lag_bytes == 0)
         w->lim.consumer_max_lag_bytes = (uint64_t)1 << 30;
-    w->last_published = store_revision(store);
     if ((rc = store_cf_lookup(store, CF_WAL, &w->cf, st)) != REEL_OK) {
         free(w);
         return rc;
@@ -237,13 +239,15 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
     free(val);
     if (rc == REEL_OK)
         rc = wal_head(w, &head, &oldest, st); /* the one scan from "e" */
+    if (rc == REEL_OK)
+        rc = feed_hub_create(head, &w->hub, st);
     if (rc != REEL_OK) {
         free(w);
         return rc;
     }
     atomic_store(&w->floor, oldest);
     w->trimmed_to = oldest ? oldest - 1 : head;
-    pthread_mutex_init(&w->hub_mu, NULL);
+    pthread_mutex_init(&w->consumers_mu, NULL);
     pthread_mutex_init(&w->trim_mu, NULL);
     pthread_mutex_init(&w->trim_run_mu, NULL);
     pthread_condattr_init(&ca);
@@ -283,7 +287,8 @@ void wal_destroy(wal_t *w) {
     free(w->holding);
     reel_wbuf_fini(&w->buf);
     free(w->recs);
-    pthread_mutex_destroy(&w->hub_mu);
+    feed_hub_destroy(w->hub);
+    pthread_mutex_destroy(&w->consumers_mu);
     pthread_mutex_destroy(&w->trim_mu);
     pthread_mutex_destroy(&w->trim_run_mu);
     pthread_cond_destroy(&w->trim_cv);
@@ -411,37 +416,22 @@ static int sub_matches(const wal_sub_t *s, const char *subj, size_t slen) {
 }
 
 void wal_publish(wal_t *w, const store_change_t *changes, size_t n) {
-    pthread_mutex_lock(&w->hub_mu);
-    for (size_t i = 0; i < w->n_recs && w->subs != NULL; i++) {
-        const char *subj;
-        const uint8_t *bytes;
-        size_t slen, blen;
+    feed_publish_begin(w->hub);
+    for (size_t i = 0; i < w->n_recs && !feed_hub_idle(w->hub); i++) {
+        item_t it;
 
-        if (rec_split(w->buf.p + w->recs[i].off, w->recs[i].len, &subj, &slen,
-                      &bytes, &blen) != 0)
+        it.revision = w->recs[i].revision;
+        /* The fault point stands in for a record that cannot be read. */
+        if (REEL_FAULT("wal.publish") ||
+            rec_split(w->buf.p + w->recs[i].off, w->recs[i].len, &it.subj,
+                      &it.slen, &it.bytes, &it.blen) != 0) {
+            feed_publish_lost(w->hub, it.revision);
             continue;
-        for (wal_sub_t *s = w->subs; s != NULL; s = s->next) {
-            if (!atomic_load(&s->live))
-                continue;
-            pthread_mutex_lock(&s->mu);
-            if (s->phase == SUB_LIVE && !s->dead &&
-                w->recs[i].revision > s->cursor) {
-                if (!sub_matches(s, subj, slen) ||
-                    s->sink.deliver(s->arg, bytes, blen,
-                                    w->recs[i].revision) == 0) {
-                    s->cursor = w->recs[i].revision;
-                } else {
-                    atomic_store(&s->live, 0);
-                    s->phase = SUB_REPLAY;
-                }
-            }
-            pthread_mutex_unlock(&s->mu);
         }
+        feed_publish(w->hub, NULL, 0, it.revision, &it);
     }
-    if (n > 0 && changes[n - 1].revision > w->last_published)
-        w->last_published = changes[n - 1].revision;
+    feed_publish_end(w->hub, n > 0 ? changes[n - 1].revision : 0);
     w->n_recs = 0;
-    pthread_mutex_unlock(&w->hub_mu);
 }
 
 /* 0 means "from the oldest retained"; any other start must be at most the
@@ -476,8 +466,8 @@ static reel_code_t wal_check_start(wal_t *w, uint64_t *from,
     return REEL_OK;
 }
 
-/* A subscription at cursor `from`, not yet linked anywhere. */
-static reel_code_t sub_new(wal_t *w, uint64_t from, const char *pattern,
+/* A subscription, not yet registered anywhere. */
+static reel_code_t sub_new(wal_t *w, const char *pattern,
                            const wal_sink_t *sink, void *arg, wal_sub_t **out,
                            reel_status_t *st) {
     size_t plen = pattern ? strlen(pattern) : 0;
@@ -498,10 +488,6 @@ static reel_code_t sub_new(wal_t *w, uint64_t from, const char *pattern,
     s->w = w;
     s->sink = *sink;
     s->arg = arg;
-    s->cursor = from;
-    s->phase = SUB_REPLAY;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
     *out = s;
     return REEL_OK;
 }
@@ -509,20 +495,22 @@ static reel_code_t sub_new(wal_t *w, uint64_t from, const char *pattern,
 static void sub_free(wal_sub_t *s) {
     if (s == NULL)
         return;
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
-    reel_status_fini(&s->why);
     free(s->consumer);
     free(s->pattern);
     free(s);
 }
 
-/* hub_mu held. */
-static void sub_link_locked(wal_t *w, wal_sub_t *s) {
-    s->next = w->subs;
-    if (w->subs)
-        w->subs->prev = s;
-    w->subs = s;
+static const feed_ops_t sub_ops;
+
+/* Registers s with the feed, its cursor at from: it is pumped from then. */
+static reel_code_t sub_register(wal_sub_t *s, uint64_t from,
+                                reel_status_t *st) {
+    feed_sub_args_t fa = {0};
+
+    fa.ops = &sub_ops;
+    fa.arg = s;
+    fa.cursor = from;
+    return feed_sub_create(s->w->hub, &fa, &s->sub, st);
 }
 
 reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
@@ -531,23 +519,25 @@ reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
     reel_code_t rc;
 
     /* The pattern is checked first: its error names what to fix. */
-    if ((rc = sub_new(w, 0, pattern, sink, arg, out, st)) != REEL_OK)
+    if ((rc = sub_new(w, pattern, sink, arg, out, st)) != REEL_OK)
         return rc;
-    if ((rc = wal_check_start(w, &from_revision, st)) != REEL_OK) {
+    if ((rc = wal_check_start(w, &from_revision, st)) != REEL_OK ||
+        (rc = sub_register(*out, from_revision, st)) != REEL_OK) {
         sub_free(*out);
         *out = NULL;
         return rc;
     }
-    (*out)->cursor = from_revision;
-    pthread_mutex_lock(&w->hub_mu);
-    sub_link_locked(w, *out);
-    pthread_mutex_unlock(&w->hub_mu);
     return REEL_OK;
 }
 
-/* Replays to a fresh snapshot: 0 caught up to it, 1 the sink is full,
- * 2 events it needs were trimmed, 3 reading failed (why says what). */
-static int replay(wal_sub_t *s, reel_status_t *why) {
+/*
+ * Replays to a fresh snapshot: caught up (*cursor at its revision), full,
+ * or over, why saying so: events it needs were trimmed (OUT_OF_RANGE,
+ * naming the last revision it received and the oldest retained), or
+ * reading failed.
+ */
+static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
+    wal_sub_t *s = arg;
     store_snapshot_t *snap = NULL;
     store_iter_t *it;
     unsigned char key[9];
@@ -565,7 +555,7 @@ static int replay(wal_sub_t *s, reel_status_t *why) {
                         "WAL replay: out of memory");
         return 3;
     }
-    rev_key(s->cursor + 1, key);
+    rev_key(*cursor + 1, key);
     for (store_iter_seek(it, key, sizeof(key)); store_iter_valid(it);
          store_iter_next(it)) {
         size_t klen, vlen, slen, blen;
@@ -579,7 +569,7 @@ static int replay(wal_sub_t *s, reel_status_t *why) {
         if (klen != 9 || k[0] != 'e')
             break;
         rev = reel_be64_get((const unsigned char *)k + 1);
-        if (rev != s->cursor + 1) {
+        if (rev != *cursor + 1) {
             full = 2; /* revisions are gapless: the rest was trimmed */
             break;
         }
@@ -597,7 +587,7 @@ static int replay(wal_sub_t *s, reel_status_t *why) {
             full = 1;
             break;
         }
-        s->cursor = rev;
+        *cursor = rev;
     }
     /* An iterator that stopped on an error is not the end of the WAL. */
     if (full != 3 && store_iter_status(it, why) != REEL_OK) {
@@ -607,84 +597,63 @@ static int replay(wal_sub_t *s, reel_status_t *why) {
     }
     /* Every revision has its event, in the same commit: a scan that ends
      * short of the snapshot's revision met a trimmed gap. */
-    if (!full && s->cursor < store_snapshot_revision(snap))
+    if (!full && *cursor < store_snapshot_revision(snap))
         full = 2;
     store_iter_destroy(it);
     store_snapshot_release(s->w->store, snap);
-    return full;
-}
-
-void wal_sub_pump(wal_sub_t *s) {
-    wal_t *w = s->w;
-    wal_sink_t sink = s->sink; /* s itself is not touched once unlocked */
-    void *arg = s->arg;
-    reel_status_t why = REEL_STATUS_INIT;
-    uint64_t lost = 0;
-    int r = 0, end = 0;
-
-    pthread_mutex_lock(&s->mu);
-    if (s->pumping || s->ended) {
-        /* The pump running now ends it if it must: it checks after. */
-        pthread_mutex_unlock(&s->mu);
-        return;
-    }
-    s->pumping = 1;
-    while (!s->dead && s->phase == SUB_REPLAY) {
-        if ((r = replay(s, &why)) != 0)
-            break;
-        pthread_mutex_unlock(&s->mu);
-        pthread_mutex_lock(&w->hub_mu);
-        pthread_mutex_lock(&s->mu);
-        if (!s->dead && w->last_published <= s->cursor) {
-            s->phase = SUB_LIVE;
-            atomic_store(&s->live, 1);
-        }
-        pthread_mutex_unlock(&w->hub_mu);
-    }
-    if (s->end_pending) { /* a kick says more than what replay met */
-        reel_status_move(&why, &s->why);
-        end = 1;
-    } else if (r == 2) {
-        lost = s->cursor;
-        end = 1;
-    } else if (r == 3) {
-        end = 1;
-    }
-    if (end) {
-        s->dead = 1; /* nothing more will be delivered */
-        s->ended = 1;
-    }
-    s->pumping = 0;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    if (end && why.code == REEL_OK) {
+    if (full == 2) {
         uint64_t head, oldest;
 
-        if (wal_head(w, &head, &oldest, &why) == REEL_OK)
-            reel_status_set(&why, REEL_OUT_OF_RANGE,
+        if (wal_head(s->w, &head, &oldest, why) == REEL_OK)
+            reel_status_set(why, REEL_OUT_OF_RANGE,
                             "the subscription fell behind retention: the "
                             "last revision it received is %llu, the oldest "
                             "retained is %llu",
-                            (unsigned long long)lost,
+                            (unsigned long long)*cursor,
                             (unsigned long long)oldest);
     }
-    if (end)
-        sink.end(arg, &why);
-    reel_status_fini(&why);
+    return full == 0 ? FEED_OK : full == 1 ? FEED_FULL : FEED_END;
 }
 
-int wal_sub_live(wal_sub_t *s) { return atomic_load(&s->live); }
+static int live_deliver(void *arg, void *item) {
+    wal_sub_t *s = arg;
+    item_t *it = item;
 
-uint64_t wal_sub_cursor(wal_sub_t *s) {
-    uint64_t c;
-
-    pthread_mutex_lock(&s->mu);
-    c = s->cursor;
-    pthread_mutex_unlock(&s->mu);
-    return c;
+    if (!sub_matches(s, it->subj, it->slen))
+        return FEED_OK; /* filtered out: the cursor moves past it */
+    return s->sink.deliver(s->arg, it->bytes, it->blen, it->revision) == 0
+               ? FEED_OK
+               : FEED_FULL;
 }
 
-/* hub_mu held: the consumer's holder, or NULL. */
+static void sub_end(void *arg, const reel_status_t *st) {
+    wal_sub_t *s = arg;
+
+    /* s may be freed inside: nothing of it is read after. */
+    s->sink.end(s->arg, st);
+}
+
+static void sub_wake(void *arg) {
+    wal_sub_t *s = arg;
+
+    if (s->sink.wake != NULL)
+        s->sink.wake(s->arg);
+}
+
+static const feed_ops_t sub_ops = {
+    .replay = replay,
+    .deliver = live_deliver,
+    .end = sub_end,
+    .wake = sub_wake,
+};
+
+void wal_sub_pump(wal_sub_t *s) { feed_sub_pump(s->sub); }
+
+int wal_sub_live(wal_sub_t *s) { return feed_sub_live(s->sub); }
+
+uint64_t wal_sub_cursor(wal_sub_t *s) { return feed_sub_cursor(s->sub); }
+
+/* consumers_mu held: the consumer's holder, or NULL. */
 static active_t **active_find_locked(wal_t *w, const char *name) {
     for (active_t **pp = &w->active; *pp != NULL; pp = &(*pp)->next)
         if (strcmp((*pp)->name, name) == 0)
@@ -692,19 +661,10 @@ static active_t **active_find_locked(wal_t *w, const char *name) {
     return NULL;
 }
 
-/* hub_mu held: s ends with code and msg at its next pump, which its owner
- * is asked (sink.wake) to run soon. */
+/* consumers_mu held: s ends with code and msg at its next pump, which its
+ * owner is asked (sink.wake) to run soon. */
 static void sub_kick_locked(wal_sub_t *s, reel_code_t code, const char *msg) {
-    pthread_mutex_lock(&s->mu);
-    if (!s->end_pending && !s->ended) {
-        s->dead = 1;
-        atomic_store(&s->live, 0);
-        s->end_pending = 1;
-        reel_status_set(&s->why, code, "%s", msg);
-        if (s->sink.wake != NULL)
-            s->sink.wake(s->arg);
-    }
-    pthread_mutex_unlock(&s->mu);
+    feed_sub_kick(s->sub, code, msg);
 }
 
 void wal_sub_destroy(wal_sub_t *s) {
@@ -712,14 +672,10 @@ void wal_sub_destroy(wal_sub_t *s) {
 
     if (s == NULL)
         return;
-    pthread_mutex_lock(&s->w->hub_mu);
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        s->w->subs = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    /* Nothing more is delivered before the consumer goes to another. */
+    feed_sub_cancel(s->sub);
     /* Release its consumer, unless another subscriber took it over. */
+    pthread_mutex_lock(&s->w->consumers_mu);
     if (s->consumer != NULL &&
         (pp = active_find_locked(s->w, s->consumer)) != NULL &&
         (*pp)->sub == s) {
@@ -727,15 +683,8 @@ void wal_sub_destroy(wal_sub_t *s) {
         *pp = a->next;
         free(a);
     }
-    pthread_mutex_lock(&s->mu);
-    s->dead = 1;
-    atomic_store(&s->live, 0);
-    pthread_mutex_unlock(&s->mu);
-    pthread_mutex_unlock(&s->w->hub_mu);
-    pthread_mutex_lock(&s->mu);
-    while (s->pumping)
-        pthread_cond_wait(&s->cv, &s->mu);
-    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->w->consumers_mu);
+    feed_sub_destroy(s->sub);
     sub_free(s);
 }
 
@@ -976,7 +925,7 @@ reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
     if ((rc = check_consumer_name(name, st)) != REEL_OK)
         return rc;
     /* The pattern is checked before the consumer is created or changed. */
-    if ((rc = sub_new(w, 0, pattern, sink, arg, &s, st)) != REEL_OK)
+    if ((rc = sub_new(w, pattern, sink, arg, &s, st)) != REEL_OK)
         return rc;
     if ((s->consumer = strdup(name)) == NULL ||
         (a = calloc(1, sizeof(*a))) == NULL) {
@@ -985,9 +934,9 @@ reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
     }
     snprintf(a->name, sizeof(a->name), "%s", name);
     a->sub = s;
-    pthread_mutex_lock(&w->hub_mu);
+    pthread_mutex_lock(&w->consumers_mu);
     busy = !takeover && active_find_locked(w, name) != NULL;
-    pthread_mutex_unlock(&w->hub_mu);
+    pthread_mutex_unlock(&w->consumers_mu);
     if (busy) {
         rc = busy_error(name, st);
         goto out;
@@ -995,12 +944,15 @@ reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
     if ((rc = store_exec(w->store, apply_consumer, &op, NULL, st)) !=
         REEL_OK)
         goto out;
-    s->cursor = c.acked;
-    pthread_mutex_lock(&w->hub_mu);
+    pthread_mutex_lock(&w->consumers_mu);
     pp = active_find_locked(w, name);
     if (pp != NULL && !takeover) { /* another one came meanwhile */
-        pthread_mutex_unlock(&w->hub_mu);
+        pthread_mutex_unlock(&w->consumers_mu);
         rc = busy_error(name, st);
+        goto out;
+    }
+    if ((rc = sub_register(s, c.acked, st)) != REEL_OK) {
+        pthread_mutex_unlock(&w->consumers_mu);
         goto out;
     }
     *out = s; /* before anything can wake it */
@@ -1017,9 +969,8 @@ reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
         w->active = a;
         a = NULL;
     }
-    sub_link_locked(w, s);
     s = NULL;
-    pthread_mutex_unlock(&w->hub_mu);
+    pthread_mutex_unlock(&w->consumers_mu);
 out:
     wal_consumer_fini(&c);
     free(a);
@@ -1030,9 +981,9 @@ out:
 static int is_active(wal_t *w, const char *name) {
     int r;
 
-    pthread_mutex_lock(&w->hub_mu);
+    pthread_mutex_lock(&w->consumers_mu);
     r = active_find_locked(w, name) != NULL;
-    pthread_mutex_unlock(&w->hub_mu);
+    pthread_mutex_unlock(&w->consumers_mu);
     return r;
 }
 
@@ -1257,14 +1208,14 @@ reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
         return reel_status_set(st, rc, "listing consumers: %s",
                                reel_status_message(st));
     }
-    pthread_mutex_lock(&w->hub_mu);
+    pthread_mutex_lock(&w->consumers_mu);
     for (size_t i = 0; i < cnt; i++) {
         cs[i].active = active_find_locked(w, cs[i].name) != NULL;
         for (size_t j = 0; j < w->n_holding; j++)
             if (strcmp(w->holding[j].name, cs[i].name) == 0)
                 cs[i].holding_bytes = w->holding[j].bytes;
     }
-    pthread_mutex_unlock(&w->hub_mu);
+    pthread_mutex_unlock(&w->consumers_mu);
     *out = cs;
     *n = cnt;
     return REEL_OK;
@@ -1555,10 +1506,10 @@ static void report_invalidated(wal_t *w, trim_plan_t *p) {
                          "invalidated: %s",
                   c.name, (unsigned long long)c.acked, d->reason);
         invalidated_error(&c, p->upto + 1, &why);
-        pthread_mutex_lock(&w->hub_mu);
+        pthread_mutex_lock(&w->consumers_mu);
         if ((pp = active_find_locked(w, c.name)) != NULL)
             sub_kick_locked((*pp)->sub, why.code, reel_status_message(&why));
-        pthread_mutex_unlock(&w->hub_mu);
+        pthread_mutex_unlock(&w->consumers_mu);
         reel_status_fini(&why);
     }
 }
@@ -1586,12 +1537,12 @@ reel_code_t wal_trim(wal_t *w, reel_status_t *st) {
         op.first = 0;
     }
     /* What ListConsumers shows as holding: the verdict of this walk. */
-    pthread_mutex_lock(&w->hub_mu);
+    pthread_mutex_lock(&w->consumers_mu);
     free(w->holding);
     w->holding = plan.holding;
     w->n_holding = plan.n_holding;
     plan.holding = NULL;
-    pthread_mutex_unlock(&w->hub_mu);
+    pthread_mutex_unlock(&w->consumers_mu);
     trim_plan_fini(&plan);
 out:
     pthread_mutex_unlock(&w->trim_run_mu);
@@ -1642,4 +1593,18 @@ static void *trimmer_main(void *arg) {
     pthread_mutex_unlock(&w->trim_mu);
     free(failing);
     return NULL;
+}
+
+/* ---- The record decoders, for the fuzz target (wal_int.h) --------------- */
+
+int wal_record_split(const void *rec, size_t len, const char **subject,
+                     size_t *subject_len, const uint8_t **event,
+                     size_t *event_len) {
+    return rec_split(rec, len, subject, subject_len, event, event_len);
+}
+
+reel_code_t wal_consumer_record_decode(const char *name, const void *rec,
+                                       size_t len, wal_consumer_t *c,
+                                       reel_status_t *st) {
+    return consumer_decode(name, rec, len, c, st);
 }

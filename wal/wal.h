@@ -9,10 +9,11 @@
  * forwards the bytes as they are.
  *
  * Threading: wal_t is thread-safe. wal_before_commit and wal_publish run on
- * the store's writer thread. Sinks' deliver and end are called from the
- * writer thread (live) or the pumping thread (replay); calls for one
- * subscription never overlap. wake may come from any thread that takes a
- * consumer over or trims (under WAL locks).
+ * the store's writer thread. Subscriptions follow the feed (feed/feed.h):
+ * sinks' deliver and end are called from the writer thread (live) or the
+ * pumping thread (replay); calls for one subscription never overlap. wake
+ * may come from the writer thread, or any thread that takes a consumer
+ * over or trims (under WAL locks).
  */
 #ifndef REEL_WAL_WAL_H
 #define REEL_WAL_WAL_H
@@ -88,11 +89,12 @@ typedef struct wal_sink {
      */
     void (*end)(void *arg, const reel_status_t *st);
     /*
-     * The subscription must end (its consumer was taken over or
-     * invalidated): the owner should call wal_sub_pump soon, from its own
-     * thread, which calls end. Called with WAL locks held: it must not
-     * block nor call into the WAL. Only durable consumers' subscriptions
-     * call it.
+     * The subscription needs a pump: it must end (its consumer was taken
+     * over or invalidated), or it dropped out of live delivery (its sink
+     * was full or refused, or an event could not be read) and a drain
+     * might never come. The owner should call wal_sub_pump soon, from its
+     * own thread. Called with WAL locks held: it must not block nor call
+     * into the WAL. Optional.
      */
     void (*wake)(void *arg);
 } wal_sink_t;
@@ -183,7 +185,8 @@ int wal_sub_live(wal_sub_t *s);
 /* Every event up to this revision was delivered or did not match: a
  * durable consumer may acknowledge it. */
 uint64_t wal_sub_cursor(wal_sub_t *s);
-/* Cancels and frees; no pump may run or start concurrently. NULL ok. */
+/* Cancels and frees; waits for a pump or an end running on another thread
+ * (no pump may start after). NULL ok; may be called inside the sink's end. */
 void wal_sub_destroy(wal_sub_t *s);
 
 #endif

@@ -14,11 +14,11 @@ Standalone:  REELD=/path/to/reeld /usr/bin/python3 tests/crash/crash_test.py --c
              to keep the data dir and logs)
 Under pytest: /usr/bin/python3 -m pytest tests/crash   (10 cycles)
 
-Message classes are generated at import from api/*.proto with /usr/bin/protoc
-into a temp dir, as tests/e2e/conftest.py does; nothing generated is kept.
+reeld, its start and stop, and the message classes (generated at import from
+api/*.proto with /usr/bin/protoc into a temp dir; nothing generated is kept)
+come from tests/reeltest, which the end-to-end tests share.
 """
 import argparse
-import atexit
 import collections
 import faulthandler
 import json
@@ -26,8 +26,6 @@ import os
 import random
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,23 +33,15 @@ import time
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-_GEN = tempfile.mkdtemp(prefix="reel-crash-pb2-")
-atexit.register(shutil.rmtree, _GEN, True)
-subprocess.run(["/usr/bin/protoc", "--python_out=" + _GEN, "-Iapi"] +
-               [os.path.join("api/reel/v1", p)
-                for p in sorted(os.listdir(os.path.join(ROOT, "api/reel/v1")))
-                if p.endswith(".proto")],
-               cwd=ROOT, check=True)
-# The standard health service, as a top-level module (its package path,
-# grpc.health.v1, would collide with grpcio's own `grpc` package).
-subprocess.run(["/usr/bin/protoc", "--python_out=" + _GEN, "-Iapi/grpc/health/v1",
-                "api/grpc/health/v1/health.proto"], cwd=ROOT, check=True)
-sys.path.insert(0, _GEN)
+from reeltest import Reeld, free_port, generate  # noqa: E402
+from reeltest import binary as binary_path  # noqa: E402
+
+generate()
 
 import grpc  # noqa: E402
 
-import health_pb2 as H  # noqa: E402
 from reel.v1 import journal_pb2 as J  # noqa: E402
 from reel.v1 import kv_pb2 as K  # noqa: E402
 from reel.v1 import signals_pb2 as S  # noqa: E402
@@ -90,84 +80,12 @@ def one(msg):
     return "{" + " ".join(str(msg).split()) + "}" if msg is not None else "None"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def reeld_path():
-    return os.environ.get("REELD") or os.path.join(ROOT, "bazel-bin", "api", "reeld")
+    return binary_path("REELD", "api/reeld")
 
 
 # --------------------------------------------------------------------------
-# reeld and clients
-
-
-class Reeld:
-    """One reeld on a fixed data dir and port; start() waits for SERVING."""
-
-    def __init__(self, binary, data_dir, log_dir, port, extra=()):
-        self.binary, self.data_dir, self.log_dir = binary, data_dir, log_dir
-        self.port = port
-        self.addr = f"127.0.0.1:{port}"
-        self.extra = list(extra)
-        self.proc = None
-        self.log_path = None
-        self.starts = 0
-
-    def start(self, timeout=START_T):
-        self.starts += 1
-        self.log_path = os.path.join(self.log_dir, f"reeld-{self.starts:04d}.log")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "--data-dir", self.data_dir, "--listen", self.addr] + self.extra,
-                stdout=log, stderr=subprocess.STDOUT)
-        t0 = time.monotonic()
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"reeld exited with {self.proc.returncode}:\n{self.log()}")
-            # A fresh channel per probe: a reused one waits out its reconnect backoff.
-            ch = grpc.insecure_channel(self.addr)
-            try:
-                check = ch.unary_unary("/grpc.health.v1.Health/Check",
-                                       request_serializer=H.HealthCheckRequest.SerializeToString,
-                                       response_deserializer=H.HealthCheckResponse.FromString)
-                r = check(H.HealthCheckRequest(), timeout=0.5)
-                if r.status == H.HealthCheckResponse.SERVING:
-                    return time.monotonic() - t0
-            except grpc.RpcError:
-                pass
-            finally:
-                ch.close()
-            if time.monotonic() - t0 > timeout:
-                self.kill()
-                raise RuntimeError(f"reeld not serving after {timeout}s:\n{self.log()}")
-            time.sleep(0.01)
-
-    def kill(self):
-        """SIGKILL, and reap."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self, timeout=15.0):
-        """SIGTERM; returns the exit code (SIGKILL after timeout: returns None)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
-
-    def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")[-4000:]
-        except (OSError, TypeError):
-            return ""
+# clients
 
 
 UNARY = {
@@ -1144,7 +1062,7 @@ def run_crash_test(cycles=10, seed=None, window=(0.3, 1.5), keep=False, verbose=
     rng = random.Random(seed)
     tmp = tempfile.mkdtemp(prefix="reel-crash-")
     data = os.path.join(tmp, "data")
-    server = Reeld(binary, data, tmp, free_port(), extra=["--kv-history-keep", "0"])
+    server = Reeld(data, port=free_port(), extra=["--kv-history-keep", "0"], binary=binary)
     L = Ledger()
     roles = []
     for tid, role in enumerate(ROLES):
@@ -1166,7 +1084,7 @@ def run_crash_test(cycles=10, seed=None, window=(0.3, 1.5), keep=False, verbose=
 
     say(f"reeld {binary}, data {data}, port {server.port}, seed {seed}")
     try:
-        server.start()
+        server.start(timeout=START_T)
         make_consumers(server.addr, [PIN] + [r.name for r in roles if isinstance(r, WalRole)])
         for cycle in range(1, cycles + 1):
             ctx = Ctx(cycle)
@@ -1194,7 +1112,7 @@ def run_crash_test(cycles=10, seed=None, window=(0.3, 1.5), keep=False, verbose=
                 c.close()
             if hung:
                 break
-            up = server.start()
+            up = server.start(timeout=START_T).ready_after
             t0 = time.monotonic()
             v = Verifier(L, server.addr, cycle).run()
             checked, wal_checked, inflight_kv = v.checked, v.wal_checked, v.inflight_kv
@@ -1208,11 +1126,14 @@ def run_crash_test(cycles=10, seed=None, window=(0.3, 1.5), keep=False, verbose=
                 f"violations {len(L.violations)}")
             if L.errors:
                 break
-        stop_code = server.stop()
+        try:
+            stop_code, _ = server.stop(timeout=15.0)
+        except AssertionError:        # it did not exit, and was killed
+            stop_code = None
         if stop_code != 0:
-            say(f"note: reeld exited {stop_code} on SIGTERM at the end:\n{server.log()}")
+            say(f"note: reeld exited {stop_code} on SIGTERM at the end:\n{server.log(4000)}")
     except Exception:  # noqa: BLE001
-        L.error(done + 1, traceback.format_exc() + "\nreeld log:\n" + server.log())
+        L.error(done + 1, traceback.format_exc() + "\nreeld log:\n" + server.log(4000))
     finally:
         server.kill()
         if keep:

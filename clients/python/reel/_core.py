@@ -1,0 +1,668 @@
+"""What the synchronous and the asyncio clients share: connection settings,
+requests, and the state machines that make streams resumable and runs
+replayable. Nothing here does I/O; `reel.client` and `reel.aio` drive these
+objects with blocking and with awaiting calls, so each mechanism exists
+once.
+
+Watch resume (WatchCursor). reeld's watch has two parts: a replay (a
+snapshot of the matching keys, or the versions or revisions after a
+cursor), BOOTSTRAP_DONE with the revision S where live begins, then every
+later change in revision order. Once a watch has a revision cursor (after
+BOOTSTRAP_DONE, or from its first event when replaying by version or
+revision), a reconnect asks for FROM_REVISION cursor: reeld replays exactly
+the changes after it, so nothing is lost or repeated, and the new stream's
+BOOTSTRAP_DONE is swallowed (the caller saw one already). A snapshot has no
+such cursor: its entries come in key order, each with the revision that
+wrote it. A reconnect during a snapshot therefore takes a new snapshot and
+skips each (key, version) already yielded; a key yielded before whose
+version changed is yielded again (its newer state); a key yielded before
+that the new snapshot lacks was deleted meanwhile, and its DELETE (the last
+change at or before the new snapshot's revision) is read from the key's
+history and yielded before BOOTSTRAP_DONE. Only the snapshot phase keeps
+the yielded keys, and drops them at BOOTSTRAP_DONE.
+
+Tail resume (TailCursor). Without a consumer, a reconnect subscribes after
+the last revision the stream delivered (events or PROGRESS). With a durable
+consumer, reeld resumes after the consumer's acknowledged revision, so
+events up to what this process already delivered come again: they are
+skipped, and the caller sees each revision once, in order. A reconnect
+takes over the consumer: the subscriber it replaces is this process's own
+broken stream, which reeld may not have noticed yet. Acknowledgements
+(auto mode) cover what the caller has finished, which is every event
+before the one it holds: at most one AckEvents a second while events flow,
+one when the stream goes idle (a PROGRESS event), and one on close.
+
+Replay (Replay). A run's durable steps are journaled as kind "step" with
+the idempotency key "step:<n>:<name>" (n counts the handle's step calls
+from 0), so a resumed run finds step n's result by its position and name,
+and an append retried after a lost answer writes nothing twice. A signal
+that `wait_for_signal` consumes is journaled by reeld itself (kind
+"signal", in the same commit as the consumption); a wait that timed out is
+journaled by the client (kind "signal.timeout"), so the k-th wait for a
+name gets the k-th recorded outcome for that name on every replay.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import threading
+import time
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+
+import grpc
+
+from reel import errors
+from reel.types import (Entry, Event, EventType, JournalEntry, RunStatus, Signal, ValueEvent,
+                        encode_json)
+from reel.v1 import journal_pb2, kv_pb2, wal_pb2
+
+DEFAULT_ADDR = "127.0.0.1:7878"
+DEFAULT_PORT = 7878
+STEP_KIND = "step"
+SIGNAL_KIND = "signal"
+SIGNAL_TIMEOUT_KIND = "signal.timeout"
+# An idempotency key is at most 256 bytes; "step:<n>:" takes up to 26.
+STEP_NAME_MAX = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class TLS:
+    """TLS for the channel. Without `ca`, the system's roots verify the
+    server; `cert` and `key` (PEM) present a client certificate (mTLS);
+    `server_name` overrides the name checked against the certificate."""
+
+    ca: Optional[bytes] = None
+    cert: Optional[bytes] = None
+    key: Optional[bytes] = None
+    server_name: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How a client talks to reeld (see reel.connect)."""
+
+    target: str
+    token: Optional[str]
+    tls: Optional[TLS]
+    timeout: float
+    wait_for_ready: bool
+    retries: int
+    reconnect_timeout: Optional[float]
+    max_message_bytes: Optional[int]
+    options: Tuple[Tuple[str, Any], ...]
+
+    @property
+    def metadata(self) -> Tuple[Tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    def channel_options(self) -> List[Tuple[str, Any]]:
+        # A restarted reeld is found within a few seconds: gRPC's default
+        # reconnect backoff starts at 1 s and grows to 2 minutes.
+        opts = {"grpc.initial_reconnect_backoff_ms": 100,
+                "grpc.min_reconnect_backoff_ms": 100,
+                "grpc.max_reconnect_backoff_ms": 2000}
+        if self.max_message_bytes is not None:
+            opts["grpc.max_receive_message_length"] = self.max_message_bytes
+            opts["grpc.max_send_message_length"] = self.max_message_bytes
+        if self.tls is not None and self.tls.server_name:
+            opts["grpc.ssl_target_name_override"] = self.tls.server_name
+        opts.update(dict(self.options))
+        return list(opts.items())
+
+    def credentials(self) -> Optional[grpc.ChannelCredentials]:
+        if self.tls is None:
+            return None
+        return grpc.ssl_channel_credentials(root_certificates=self.tls.ca,
+                                            private_key=self.tls.key,
+                                            certificate_chain=self.tls.cert)
+
+
+def target(addr: Optional[str]) -> str:
+    """The gRPC target for addr (as reelctl reads it): None is $REEL_ADDR or
+    127.0.0.1:7878; a host without a port means port 7878; an IPv6 address
+    goes in brackets."""
+    addr = addr or os.environ.get("REEL_ADDR") or DEFAULT_ADDR
+    if "://" in addr or addr.startswith(("unix:", "dns:", "ipv4:", "ipv6:")):
+        return addr
+    if addr.startswith("["):
+        end = addr.find("]")
+        if end < 0:
+            raise ValueError(f"addr: {addr!r}: an IPv6 address needs its closing ]")
+        return addr if addr[end + 1:].startswith(":") else f"{addr}:{DEFAULT_PORT}"
+    if addr.count(":") > 1:
+        raise ValueError(f"addr: {addr!r}: put an IPv6 address in brackets ([::1]:7878)")
+    return addr if ":" in addr else f"{addr}:{DEFAULT_PORT}"
+
+
+def settings(addr, token, tls, timeout, wait_for_ready, retries, reconnect_timeout,
+             max_message_bytes, options) -> Settings:
+    if tls is True:
+        tls = TLS()
+    elif tls is False:
+        tls = None
+    elif tls is not None and not isinstance(tls, TLS):
+        raise TypeError("tls: pass True, False, None or reel.TLS(...)")
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout: must be positive seconds")
+    if retries < 0:
+        raise ValueError("retries: must be 0 or more")
+    return Settings(target(addr), token, tls, timeout, wait_for_ready, retries,
+                    reconnect_timeout, max_message_bytes, tuple(options or ()))
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry number `attempt` (0-based): 50 ms
+    doubling to 2 s, with jitter so clients that failed together do not
+    come back together."""
+    return min(2.0, 0.05 * (2 ** min(attempt, 6))) * random.uniform(0.5, 1.0)
+
+
+def conflict_pause(attempt: int) -> float:
+    """A short random pause between CAS attempts, growing with contention."""
+    return random.uniform(0, min(0.05, 0.001 * (2 ** min(attempt, 6))))
+
+
+def status_value(status) -> int:
+    """A RunStatus, or its name in any case, as the proto's number."""
+    if isinstance(status, str):
+        try:
+            return int(RunStatus[status.upper()])
+        except KeyError:
+            raise ValueError(f"status: unknown run status {status!r}") from None
+    return int(RunStatus(status))
+
+
+def unary_retryable(err: errors.ReelError) -> bool:
+    """Errors a call that is safe to repeat may be retried on: the server
+    went away or is restarting."""
+    return isinstance(err, errors.Unavailable)
+
+
+def stream_resumable(err: errors.ReelError) -> bool:
+    """Stream ends a resumable stream reconnects after: a lost connection
+    or a server shutting down (both UNAVAILABLE)."""
+    return isinstance(err, errors.Unavailable)
+
+
+class ReconnectClock:
+    """How long a stream has been failing to reconnect, against the
+    client's reconnect_timeout (None: forever)."""
+
+    def __init__(self, limit: Optional[float]):
+        self.limit = limit
+        self.since: Optional[float] = None
+        self.attempt = 0
+
+    def ok(self) -> None:
+        self.since = None
+        self.attempt = 0
+
+    def failed(self, err: errors.ReelError) -> float:
+        """The pause before the next attempt; raises err when the failures
+        have lasted past the limit."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        if self.limit is not None and now - self.since >= self.limit:
+            raise err
+        pause = backoff(self.attempt)
+        self.attempt += 1
+        if self.limit is not None:
+            pause = min(pause, max(0.0, self.since + self.limit - now))
+        return pause
+
+
+# ---- KV -------------------------------------------------------------------
+
+def set_request(namespace: str, key: str, value_json: str, create: bool,
+                if_version: Optional[int], writer: Optional[str]) -> kv_pb2.SetValueRequest:
+    if create and if_version is not None:
+        raise ValueError("put: give create=True or if_version=N, not both")
+    req = kv_pb2.SetValueRequest(namespace=namespace, key=key, value=value_json,
+                                 writer=writer or "")
+    if create:
+        req.precondition = kv_pb2.PRECONDITION_ABSENT
+    elif if_version is not None:
+        req.precondition = kv_pb2.PRECONDITION_VERSION
+        req.expected_version = if_version
+    return req
+
+
+def delete_request(namespace: str, key: str, if_version: Optional[int],
+                   writer: Optional[str]) -> kv_pb2.DeleteValueRequest:
+    req = kv_pb2.DeleteValueRequest(namespace=namespace, key=key, writer=writer or "")
+    if if_version is not None:
+        req.precondition = kv_pb2.PRECONDITION_VERSION
+        req.expected_version = if_version
+    return req
+
+
+class CasEntry:
+    """The entry `kv.cas` hands to its block: the value read and its
+    version. Assign `value` (or call `delete()`) to write on exit; leave it
+    alone to write nothing. After the write, `result` is the entry written
+    (the tombstone for a delete)."""
+
+    def __init__(self, namespace: str, key: str, read: Optional[Entry], version: int):
+        self.namespace = namespace
+        self.key = key
+        self.entry = read                 # the live entry read, or None
+        self.version = version            # its version; 0 missing, a tombstone's when deleted
+        self._value = read.value if read is not None else None
+        self._op: Optional[str] = None
+        self.result: Optional[Entry] = None
+
+    @property
+    def exists(self) -> bool:
+        return self.entry is not None
+
+    @property
+    def value(self) -> Any:
+        return self._value
+
+    @value.setter
+    def value(self, v: Any) -> None:
+        self._value = v
+        self._op = "put"
+
+    def delete(self) -> None:
+        self._op = "delete"
+
+    def __repr__(self) -> str:
+        return (f"CasEntry({self.namespace!r}, {self.key!r}, version={self.version}, "
+                f"value={self._value!r})")
+
+
+def read_version(resp: kv_pb2.GetValueResponse) -> Tuple[Optional[Entry], int]:
+    """(the live entry or None, the version a CAS must present)."""
+    if resp.found:
+        e = Entry._from_pb(resp.entry)
+        return e, e.version
+    return None, resp.entry.version if resp.HasField("entry") else 0
+
+
+_START = {
+    "snapshot": kv_pb2.WatchValueRequest.SNAPSHOT,
+    "now": kv_pb2.WatchValueRequest.NOW,
+    "version": kv_pb2.WatchValueRequest.FROM_VERSION,
+    "revision": kv_pb2.WatchValueRequest.FROM_REVISION,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Vanished:
+    """A key a resumed snapshot no longer holds: its DELETE at or before
+    `upto` (the new snapshot's revision) must be read from its history."""
+
+    key: str
+    version: int
+    upto: int
+
+
+class WatchCursor:
+    """One logical watch over any number of streams (see the module's
+    docstring). Not thread-safe: one iterator drives it."""
+
+    def __init__(self, namespace: str, key: str, *, from_revision: Optional[int],
+                 from_version: Optional[int], now: bool):
+        given = [n for n, v in (("from_revision", from_revision),
+                                ("from_version", from_version)) if v is not None]
+        if now:
+            given.append("now")
+        if len(given) > 1:
+            raise ValueError(f"watch: give one start, not {' and '.join(given)}")
+        self.namespace, self.key = namespace, key
+        self.mode = ("revision" if from_revision is not None else
+                     "version" if from_version is not None else "now" if now else "snapshot")
+        self.from_version = from_version or 0
+        self.revision = from_revision or 0
+        self.positioned = self.mode == "revision"
+        self.bootstrapped = False
+        self.streams = 0
+        self._yielded: Optional[Dict[str, int]] = {} if self.mode == "snapshot" else None
+        self._present: set = set()
+
+    @property
+    def resume_revision(self) -> Optional[int]:
+        return self.revision if self.positioned or self.bootstrapped else None
+
+    def request(self) -> kv_pb2.WatchValueRequest:
+        self.streams += 1
+        req = kv_pb2.WatchValueRequest(namespace=self.namespace, key=self.key)
+        if self.positioned or self.bootstrapped:
+            req.start = _START["revision"]
+            req.from_revision = self.revision
+        else:
+            req.start = _START[self.mode]
+            if self.mode == "version":
+                req.from_version = self.from_version
+            self._present = set()
+        return req
+
+    def feed(self, pb) -> List[Union[ValueEvent, Vanished]]:
+        """What to hand the caller for one event off the stream, in order."""
+        if pb.type == kv_pb2.ValueEvent.BOOTSTRAP_DONE:
+            first = not self.bootstrapped
+            self.revision = max(self.revision, pb.revision)
+            self.bootstrapped = True
+            if not first:
+                return []
+            out: List[Union[ValueEvent, Vanished]] = []
+            if self._yielded is not None:
+                if self.streams > 1:
+                    out = [Vanished(k, v, pb.revision) for k, v in sorted(self._yielded.items())
+                           if k not in self._present]
+                self._yielded = None
+                self._present = set()
+            out.append(ValueEvent._from_pb(pb))
+            return out
+        if not self.bootstrapped and self._yielded is not None:
+            self._present.add(pb.key)
+            if self._yielded.get(pb.key) == pb.version:
+                return []
+            self._yielded[pb.key] = pb.version
+            return [ValueEvent._from_pb(pb)]
+        if self.positioned and pb.revision <= self.revision:
+            return []
+        self.revision = pb.revision
+        self.positioned = True
+        return [ValueEvent._from_pb(pb)]
+
+    @staticmethod
+    def vanished_event(v: Vanished, history: Iterable[ValueEvent]) -> ValueEvent:
+        """The DELETE that removed v.key by v.upto, from its history after
+        the version already yielded; OutOfRange if that history is gone."""
+        last = None
+        for ev in history:
+            if ev.revision > v.upto:
+                break
+            last = ev
+        if last is None or last.type != EventType.DELETE:
+            raise errors.OutOfRange(
+                f"watch: key {v.key!r} was deleted while the watch reconnected during its "
+                f"snapshot, and its history after version {v.version} up to revision "
+                f"{v.upto} is no longer retained")
+        return last
+
+
+# ---- Journal --------------------------------------------------------------
+
+class FollowCursor:
+    """SubscribeRun over reconnects: resumes after the last seq delivered."""
+
+    def __init__(self, run_id: str, from_seq: int):
+        self.run_id = run_id
+        self.seq = from_seq
+
+    def request(self) -> journal_pb2.SubscribeRunRequest:
+        return journal_pb2.SubscribeRunRequest(run_id=self.run_id, from_seq=self.seq)
+
+    def feed(self, pb) -> Optional[JournalEntry]:
+        if pb.seq <= self.seq:
+            return None
+        self.seq = pb.seq
+        return JournalEntry._from_pb(pb)
+
+
+class Lease:
+    """A Run handle's view of its lease, on the monotonic clock: valid until
+    `ttl` after the last successful BeginRun, ClaimRun or Heartbeat was
+    *sent* (reeld counts from when it received it, which is later). Once lost
+    it stays lost. Thread-safe (the sync client's heartbeat thread and the
+    caller's thread share it)."""
+
+    def __init__(self, ttl: float, sent_at: float):
+        self.ttl = ttl
+        self._mu = threading.Lock()
+        self._deadline = sent_at + ttl
+        self._lost: Optional[errors.LeaseLost] = None
+        self._released: Optional[str] = None
+        self.lost_event = threading.Event()
+
+    @property
+    def deadline(self) -> float:
+        with self._mu:
+            return self._deadline
+
+    def renewed(self, sent_at: float) -> None:
+        with self._mu:
+            if self._lost is None:
+                self._deadline = max(self._deadline, sent_at + self.ttl)
+
+    def lose(self, err: errors.LeaseLost) -> errors.LeaseLost:
+        with self._mu:
+            if self._lost is None:
+                self._lost = err
+                self.lost_event.set()
+            return self._lost
+
+    def release(self, why: str) -> None:
+        """The handle holds no lease now (the run ended or was parked, or
+        was not RUNNING when the handle got it): why says so."""
+        with self._mu:
+            if self._released is None:
+                self._released = why
+
+    @property
+    def lost(self) -> Optional[errors.LeaseLost]:
+        with self._mu:
+            return self._lost
+
+    def check(self, run_id: str, epoch: int) -> None:
+        """Raises LeaseLost unless the lease is still this handle's."""
+        with self._mu:
+            if self._lost is None and self._released is not None:
+                self._lost = errors.LeaseLost(f"run {run_id}: this handle holds no lease: "
+                                              f"{self._released}", from_server=False)
+            if self._lost is None and time.monotonic() >= self._deadline:
+                self._lost = errors.LeaseLost(
+                    f"run {run_id}: the lease (epoch {epoch}) expired without a renewal "
+                    f"({self.ttl:g} s after the last heartbeat that reached reeld); "
+                    f"another worker may hold the run now", from_server=False)
+            if self._lost is not None:
+                self.lost_event.set()
+                raise self._lost
+
+    def until_expiry(self) -> float:
+        """Seconds until the lease expires unless renewed (<= 0: expired)."""
+        with self._mu:
+            return self._deadline - time.monotonic()
+
+
+@dataclasses.dataclass
+class _Outcome:
+    delivered: Optional[Signal]      # None: the wait timed out
+
+
+class Replay:
+    """What a run's journal says its durable steps and signal waits did
+    (see the module's docstring), and the positions the handle's calls have
+    reached. Loaded once, from the journal as it was when the handle first
+    needed it: after that only this handle writes to the run."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        self.loaded = False
+        self.steps: Dict[int, Tuple[str, Any]] = {}
+        self.outcomes: Dict[str, List[_Outcome]] = {}
+        self.step_n = 0
+        self.wait_n: Dict[str, int] = {}
+
+    def load(self, entries: Iterable[JournalEntry]) -> None:
+        for e in entries:
+            if e.kind == STEP_KIND and e.idempotency_key.startswith("step:"):
+                p = e.payload
+                try:
+                    self.steps[int(p["n"])] = (str(p["step"]), p.get("result"))
+                except (KeyError, TypeError, ValueError):
+                    raise errors.ReplayMismatch(
+                        f"run {self.run_id}: journal entry {e.seq} has a step's key "
+                        f"({e.idempotency_key!r}) but not a step's payload: it was not "
+                        f"written by run.step") from None
+            elif e.kind == SIGNAL_KIND:
+                sig = signal_from_entry(self.run_id, e)
+                self.outcomes.setdefault(sig.name, []).append(_Outcome(sig))
+            elif e.kind == SIGNAL_TIMEOUT_KIND:
+                self.outcomes.setdefault(e.payload["name"], []).append(_Outcome(None))
+        self.loaded = True
+
+    def next_step(self, name: str) -> int:
+        if not isinstance(name, str) or not name:
+            raise ValueError("step: name must be a non-empty string")
+        if len(name.encode()) > STEP_NAME_MAX:
+            raise ValueError(f"step: name is {len(name.encode())} bytes, at most "
+                             f"{STEP_NAME_MAX}")
+        n = self.step_n
+        self.step_n += 1
+        return n
+
+    def recorded_step(self, n: int, name: str) -> Tuple[bool, Any]:
+        """(True, result) if step n is journaled; ReplayMismatch if under
+        another name."""
+        if n not in self.steps:
+            return False, None
+        have, result = self.steps[n]
+        if have != name:
+            raise errors.ReplayMismatch(
+                f"run {self.run_id}: step {n} is {have!r} in the journal, but the code now "
+                f"calls {name!r} there: resume the run with the code that began it")
+        return True, result
+
+    def next_wait(self, name: str) -> Tuple[int, Optional[_Outcome]]:
+        n = self.wait_n.get(name, 0)
+        self.wait_n[name] = n + 1
+        got = self.outcomes.get(name, [])
+        return n, (got[n] if n < len(got) else None)
+
+
+def step_key(n: int, name: str) -> str:
+    return f"step:{n}:{name}"
+
+
+def step_payload(n: int, name: str, result: Any) -> Tuple[str, Any]:
+    """(the journal payload, the result as the journal will return it): a
+    step returns the JSON round trip of fn's result on its first run too, so
+    a resumed run sees exactly what the first one saw."""
+    text = encode_json({"step": name, "n": n, "result": result}, f"step {name!r}: result")
+    return text, json.loads(text)["result"]
+
+
+def timeout_key(name: str, n: int) -> str:
+    return f"signal.timeout:{n}:{name}"
+
+
+def signal_entry_for(entries: Iterable[JournalEntry], name: str) -> Optional[JournalEntry]:
+    for e in entries:
+        if e.kind == SIGNAL_KIND and e.payload.get("name") == name:
+            return e
+    return None
+
+
+def signal_from_entry(run_id: str, e: JournalEntry) -> Signal:
+    """The signal a "signal" journal entry records. reeld writes it as
+    {"name":N,"signal_id":"I","payload":P} with P as sent (null for none),
+    and escapes every quote inside I, so P's text is what follows the first
+    '","payload":' and is returned byte for byte."""
+    p = e.payload
+    text = e.payload_json
+    mark = '","payload":'
+    at = text.find(mark)
+    raw = text[at + len(mark):-1] if at >= 0 and text.endswith("}") else ""
+    if raw == "null":
+        raw = ""
+    return Signal(run_id, p["name"], raw, p.get("signal_id", ""), journal_seq=e.seq)
+
+
+# ---- The WAL tail ---------------------------------------------------------
+
+class TailCursor:
+    """One logical subscription over any number of streams (see the
+    module's docstring). Not thread-safe: one iterator drives it, and
+    `ack` is called from that iterator's thread or task."""
+
+    ACK_INTERVAL = 1.0
+
+    def __init__(self, pattern: str, consumer: Optional[str], from_revision: int,
+                 takeover: bool, ack: bool, progress: bool):
+        if ack and not consumer:
+            raise ValueError("tail: ack=True needs a consumer name (an anonymous tail "
+                             "keeps no cursor on the server)")
+        self.pattern = pattern or ""
+        self.consumer = consumer or ""
+        self.from_revision = from_revision
+        self.takeover = takeover
+        self.auto_ack = ack
+        self.progress = progress
+        self.last = from_revision if not consumer else 0   # delivered so far
+        self.held: Optional[int] = None    # the event the caller holds
+        self.done = 0                      # handled: may be acknowledged
+        self.acked = 0
+        self.acked_at = time.monotonic()
+        self.streams = 0
+        self.idle = False
+
+    def request(self) -> wal_pb2.SubscribeEventsRequest:
+        self.streams += 1
+        if self.consumer:
+            return wal_pb2.SubscribeEventsRequest(
+                from_revision=self.from_revision, subject_pattern=self.pattern,
+                consumer=self.consumer, takeover=self.takeover or self.streams > 1)
+        return wal_pb2.SubscribeEventsRequest(from_revision=self.last,
+                                              subject_pattern=self.pattern)
+
+    def release_held(self) -> None:
+        """The caller asked for the next event: the one it held is done."""
+        if self.held is not None:
+            self.done = max(self.done, self.held)
+            self.held = None
+
+    def feed(self, pb) -> Optional[Event]:
+        """The event to yield, or None (a repeat, or a PROGRESS not asked for)."""
+        if pb.type == wal_pb2.Event.PROGRESS:
+            # Everything up to it was delivered or did not match, and the
+            # caller has finished what was delivered (it is asking for more).
+            self.last = max(self.last, pb.revision)
+            if self.held is None:
+                self.done = max(self.done, pb.revision)
+            self.idle = True
+            if not self.progress:
+                return None
+            return Event._from_pb(pb)
+        if pb.revision <= self.last:
+            return None
+        self.last = pb.revision
+        self.idle = False
+        self.held = pb.revision
+        return Event._from_pb(pb)
+
+    def ack_due(self) -> bool:
+        if not (self.auto_ack and self.consumer) or self.done <= self.acked:
+            return False
+        return self.idle or time.monotonic() - self.acked_at >= self.ACK_INTERVAL
+
+    def ack_request(self, revision: Optional[int] = None) -> wal_pb2.AckEventsRequest:
+        return wal_pb2.AckEventsRequest(consumer=self.consumer,
+                                        revision=self.done if revision is None else revision)
+
+    def acked_to(self, revision: int) -> None:
+        self.acked = max(self.acked, revision)
+        self.done = max(self.done, revision)
+        self.acked_at = time.monotonic()
+        self.idle = False
+
+
+
+def labels_dict(labels: Optional[Dict[str, str]]) -> Dict[str, str]:
+    out = dict(labels or {})
+    for k, v in out.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError("labels: keys and values must be strings")
+    return out
+
+
+def ttl_ms(seconds: float, what: str = "ttl") -> int:
+    if seconds <= 0:
+        raise ValueError(f"{what}: must be positive seconds (reeld takes 1 ms to 24 h)")
+    return max(1, int(round(seconds * 1000)))

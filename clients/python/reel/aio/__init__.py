@@ -1,0 +1,826 @@
+"""The asyncio client: `reel.aio.connect(addr)`, on grpc.aio.
+
+The same names as the synchronous client (reel.client), awaited:
+`await client.kv.put(...)`, `async with client.kv.cas(...) as entry`,
+`async for ev in client.kv.watch(...)`, `await run.step(...)`. The same
+guarantees, retries and resumption hold (the state machines are shared, in
+reel._core). Create and use a client inside one running event loop; a Run
+handle heartbeats in a task of that loop. Functions handed to `update` and
+`step` may be plain or `async`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+import uuid
+from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Optional, Sequence, Tuple,
+                    Union)
+
+import grpc
+import grpc.aio
+
+from reel import _core, _rpc, errors
+from reel._core import TLS, CasEntry, Settings
+from reel._health import health_pb2
+from reel.client import _AWAIT_MARGIN, _status_name, default_owner
+from reel.types import (DELETE, Consumer, Entry, Event, Head, JournalEntry, RawJSON, RunInfo,
+                        RunStatus, SendResult, ServerStatus, Signal, ValueEvent, encode_json,
+                        encode_optional_json)
+from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2
+
+__all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch",
+           "Tail", "Follow"]
+
+
+def connect(addr: Optional[str] = None, *, token: Optional[str] = None,
+            tls: Union[bool, TLS, None] = None, timeout: Optional[float] = 30.0,
+            wait_for_ready: bool = True, retries: int = 5,
+            reconnect_timeout: Optional[float] = 60.0,
+            max_message_bytes: Optional[int] = None,
+            options: Sequence[Tuple[str, Any]] = ()) -> "Client":
+    """An asyncio client of the reeld at addr; the arguments are
+    reel.connect's. Use it as `async with reel.aio.connect(...) as client`
+    or close it with `await client.close()`."""
+    return Client(_core.settings(addr, token, tls, timeout, wait_for_ready, retries,
+                                 reconnect_timeout, max_message_bytes, options))
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class Client:
+    """A connection to one reeld, for one event loop."""
+
+    def __init__(self, settings: Settings):
+        self._s = settings
+        creds = settings.credentials()
+        opts = settings.channel_options()
+        self._channel = (grpc.aio.secure_channel(settings.target, creds, options=opts)
+                         if creds is not None else
+                         grpc.aio.insecure_channel(settings.target, options=opts))
+        self._rpc = _rpc.bind(self._channel)
+        self._cap: Optional[float] = None
+        self.kv = KV(self)
+        self.runs = Runs(self)
+        self.journal = Journal(self)
+        self.signals = Signals(self)
+        self.events = Events(self)
+
+    @property
+    def target(self) -> str:
+        return self._s.target
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def _call(self, service: str, method: str, req, *, safe: bool = False,
+                    lease: bool = False, timeout: Optional[float] = None):
+        fn = getattr(getattr(self._rpc, service), method)
+        deadline = timeout if timeout is not None else self._s.timeout
+        attempt = 0
+        while True:
+            try:
+                return await fn(req, timeout=deadline, metadata=self._s.metadata,
+                                wait_for_ready=self._s.wait_for_ready)
+            except grpc.RpcError as e:
+                err = errors.from_rpc_error(e, method=method, lease=lease)
+            if not (safe and _core.unary_retryable(err) and attempt < self._s.retries):
+                raise err
+            await asyncio.sleep(_core.backoff(attempt))
+            attempt += 1
+
+    def _stream(self, service: str, method: str, req):
+        fn = getattr(getattr(self._rpc, service), method)
+        return fn(req, metadata=self._s.metadata)
+
+    async def status(self) -> ServerStatus:
+        return ServerStatus._from_pb(
+            await self._call("admin", "GetStatus", admin_pb2.GetStatusRequest(), safe=True))
+
+    async def health(self, service: str = "") -> str:
+        resp = await self._call("health", "Check",
+                                health_pb2.HealthCheckRequest(service=service), safe=True)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    async def _signal_cap(self) -> float:
+        if self._cap is None:
+            self._cap = (await self.status()).signal_max_wait_ms / 1000.0 or 300.0
+        return self._cap
+
+
+class _Resumable:
+    """What watch, tail and follow share (see reel.client._Resumable)."""
+
+    def __init__(self, client: Client):
+        self._c = client
+        self._call = None
+        self._closed = False
+        self._stop = asyncio.Event()
+        self.reconnects = 0
+        self._it = self._run()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self._it.__anext__()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Ends the stream; the iterator then stops."""
+        self._closed = True
+        self._stop.set()
+        if self._call is not None:
+            self._call.cancel()
+        with contextlib.suppress(RuntimeError):   # being iterated in another task
+            await self._it.aclose()
+
+    async def _reconnect(self, clock: _core.ReconnectClock, err: errors.ReelError) -> bool:
+        pause = clock.failed(err)
+        self.reconnects += 1
+        try:
+            await asyncio.wait_for(self._stop.wait(), pause)
+            return False
+        except asyncio.TimeoutError:
+            return True
+
+    def _run(self):
+        raise NotImplementedError
+
+
+class Watch(_Resumable):
+    """See reel.client.Watch; iterate with `async for`."""
+
+    def __init__(self, client: Client, cursor: _core.WatchCursor, resume: bool):
+        self._cursor = cursor
+        self._resume = resume
+        super().__init__(client)
+
+    @property
+    def revision(self) -> Optional[int]:
+        return self._cursor.resume_revision
+
+    @property
+    def bootstrapped(self) -> bool:
+        return self._cursor.bootstrapped
+
+    async def _vanished(self, item: _core.Vanished) -> ValueEvent:
+        history = [ev async for ev in self._c.kv.history(self._cursor.namespace, item.key,
+                                                          from_version=item.version)
+                   if ev.revision <= item.upto]
+        return _core.WatchCursor.vanished_event(item, history)
+
+    async def _run(self) -> AsyncIterator[ValueEvent]:
+        clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
+        try:
+            while not self._closed:
+                try:
+                    self._call = self._c._stream("kv", "WatchValueBatches", self._cursor.request())
+                    async for batch in self._call:
+                        clock.ok()
+                        for pb in batch.events:
+                            for item in self._cursor.feed(pb):
+                                if isinstance(item, _core.Vanished):
+                                    item = await self._vanished(item)
+                                yield item
+                    return
+                except grpc.RpcError as e:
+                    if self._closed:
+                        return
+                    err = errors.from_rpc_error(e, method="WatchValueBatches")
+                    if not (self._resume and _core.stream_resumable(err)):
+                        raise err from None
+                    if not await self._reconnect(clock, err):
+                        return
+                except asyncio.CancelledError:
+                    if self._closed:
+                        return
+                    raise
+        finally:
+            if self._call is not None:
+                self._call.cancel()
+
+
+class KV:
+    """See reel.client.KV: the same calls, awaited."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    async def get(self, namespace: str, key: str, *, include_deleted: bool = False
+                  ) -> Optional[Entry]:
+        resp = await self._c._call("kv", "GetValue",
+                                   kv_pb2.GetValueRequest(namespace=namespace, key=key),
+                                   safe=True)
+        if resp.found:
+            return Entry._from_pb(resp.entry)
+        if include_deleted and resp.HasField("entry") and resp.entry.deleted:
+            return Entry._from_pb(resp.entry)
+        return None
+
+    async def put(self, namespace: str, key: str, value: Any, *, create: bool = False,
+                  if_version: Optional[int] = None, writer: Optional[str] = None) -> Entry:
+        req = _core.set_request(namespace, key, encode_json(value, "value"), create, if_version,
+                                writer)
+        return Entry._from_pb((await self._c._call("kv", "SetValue", req)).entry)
+
+    async def delete(self, namespace: str, key: str, *, if_version: Optional[int] = None,
+                     writer: Optional[str] = None) -> Optional[Entry]:
+        resp = await self._c._call("kv", "DeleteValue",
+                                   _core.delete_request(namespace, key, if_version, writer))
+        return Entry._from_pb(resp.entry) if resp.existed else None
+
+    async def list(self, namespace: str, prefix: str = "", *, start_after: str = "",
+                   include_deleted: bool = False, page_size: int = 0) -> AsyncIterator[Entry]:
+        req = kv_pb2.ListValuesRequest(namespace=namespace, prefix=prefix,
+                                       start_after=start_after, limit=page_size,
+                                       include_deleted=include_deleted)
+        while True:
+            resp = await self._c._call("kv", "ListValues", req, safe=True)
+            for e in resp.entries:
+                yield Entry._from_pb(e)
+            if not resp.more:
+                return
+            req.start_after = resp.next_start_after
+
+    async def history(self, namespace: str, key: str, *, from_version: int = 0,
+                      page_size: int = 0) -> AsyncIterator[ValueEvent]:
+        req = kv_pb2.ValueHistoryRequest(namespace=namespace, key=key,
+                                         from_version=from_version, limit=page_size)
+        while True:
+            resp = await self._c._call("kv", "ValueHistory", req, safe=True)
+            for e in resp.events:
+                yield ValueEvent._from_pb(e)
+            if not resp.more:
+                return
+            req.from_version = resp.next_from_version
+
+    async def _read(self, namespace: str, key: str) -> CasEntry:
+        resp = await self._c._call("kv", "GetValue",
+                                   kv_pb2.GetValueRequest(namespace=namespace, key=key),
+                                   safe=True)
+        read, version = _core.read_version(resp)
+        return CasEntry(namespace, key, read, version)
+
+    async def _write(self, entry: CasEntry, writer: Optional[str]) -> None:
+        if entry._op == "put":
+            entry.result = await self.put(entry.namespace, entry.key, entry.value,
+                                          if_version=entry.version, writer=writer)
+        elif entry._op == "delete":
+            entry.result = await self.delete(entry.namespace, entry.key,
+                                             if_version=entry.version, writer=writer)
+
+    @contextlib.asynccontextmanager
+    async def cas(self, namespace: str, key: str, *, writer: Optional[str] = None
+                  ) -> AsyncIterator[CasEntry]:
+        entry = await self._read(namespace, key)
+        yield entry
+        await self._write(entry, writer)
+
+    async def update(self, namespace: str, key: str,
+                     fn: Callable[[Any], Union[Any, Awaitable[Any]]], *, retries: int = 10,
+                     writer: Optional[str] = None) -> Optional[Entry]:
+        attempt = 0
+        while True:
+            entry = await self._read(namespace, key)
+            new = await _maybe_await(fn(entry.value))
+            if new is DELETE:
+                entry.delete()
+            else:
+                entry.value = new
+            try:
+                await self._write(entry, writer)
+                return entry.result
+            except errors.Conflict:
+                if attempt >= retries:
+                    raise
+            await asyncio.sleep(_core.conflict_pause(attempt))
+            attempt += 1
+
+    def watch(self, namespace: str, key: str, *, from_revision: Optional[int] = None,
+              from_version: Optional[int] = None, now: bool = False,
+              resume: bool = True) -> Watch:
+        cursor = _core.WatchCursor(namespace, key, from_revision=from_revision,
+                                   from_version=from_version, now=now)
+        return Watch(self._c, cursor, resume)
+
+
+class Follow(_Resumable):
+    """See reel.client.Follow; iterate with `async for`."""
+
+    def __init__(self, client: Client, cursor: _core.FollowCursor):
+        self._cursor = cursor
+        super().__init__(client)
+
+    @property
+    def seq(self) -> int:
+        return self._cursor.seq
+
+    async def _run(self) -> AsyncIterator[JournalEntry]:
+        clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
+        try:
+            while not self._closed:
+                try:
+                    self._call = self._c._stream("journal", "SubscribeRun",
+                                                 self._cursor.request())
+                    async for pb in self._call:
+                        clock.ok()
+                        e = self._cursor.feed(pb)
+                        if e is not None:
+                            yield e
+                    return
+                except grpc.RpcError as e:
+                    if self._closed:
+                        return
+                    err = errors.from_rpc_error(e, method="SubscribeRun")
+                    if not _core.stream_resumable(err):
+                        raise err from None
+                    if not await self._reconnect(clock, err):
+                        return
+                except asyncio.CancelledError:
+                    if self._closed:
+                        return
+                    raise
+        finally:
+            if self._call is not None:
+                self._call.cancel()
+
+
+class Journal:
+    """See reel.client.Journal."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    async def read(self, run_id: str, from_seq: int = 0, *, page_size: int = 0
+                   ) -> AsyncIterator[JournalEntry]:
+        req = journal_pb2.ReadJournalRequest(run_id=run_id, from_seq=from_seq, limit=page_size)
+        while True:
+            resp = await self._c._call("journal", "ReadJournal", req, safe=True)
+            for e in resp.entries:
+                yield JournalEntry._from_pb(e)
+            if not resp.more:
+                return
+            req.from_seq = resp.next_from_seq
+
+    def follow(self, run_id: str, from_seq: int = 0) -> Follow:
+        return Follow(self._c, _core.FollowCursor(run_id, from_seq))
+
+
+class Run:
+    """See reel.client.Run. Heartbeats run in a task of the loop that
+    created the handle; `await run.close()` (or `async with run`) stops it."""
+
+    def __init__(self, client: Client, info: RunInfo, ttl: float, sent_at: float,
+                 heartbeat: bool):
+        self._c = client
+        self.info = info
+        self.run_id = info.run_id
+        self.epoch = info.lease_epoch
+        self.owner = info.lease_owner
+        self.ttl = ttl
+        self._lease = _core.Lease(ttl, sent_at)
+        self._replay = _core.Replay(self.run_id)
+        self._replay_mu = asyncio.Lock()
+        self._wait_mu = asyncio.Lock()
+        self._last_seq = info.next_seq - 1
+        self._lost_event = asyncio.Event()
+        self._hb: Optional[asyncio.Task] = None
+        if info.status != RunStatus.RUNNING:
+            self._lease.release(f"the run is {_status_name(info.status)}")
+        elif heartbeat:
+            self._hb = asyncio.get_running_loop().create_task(
+                self._heartbeats(), name=f"reel-heartbeat-{self.run_id}")
+
+    async def __aenter__(self) -> "Run":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id!r}, epoch={self.epoch}, status={self.info.status!r})"
+
+    @property
+    def resumed(self) -> bool:
+        return self.info.resumed
+
+    @property
+    def lease_lost(self) -> Optional[errors.LeaseLost]:
+        return self._lease.lost
+
+    async def wait_lease_lost(self, timeout: Optional[float] = None) -> bool:
+        """Waits until the lease is lost (True) or timeout passes (False)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                self._check()
+            except errors.LeaseLost:
+                return True
+            wait = max(0.0, self._lease.until_expiry())
+            if end is not None:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                wait = min(wait, left)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._lost_event.wait(), wait)
+
+    async def close(self) -> None:
+        """Stops heartbeating (the run is left as it is)."""
+        task, self._hb = self._hb, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _lose(self, err: errors.LeaseLost) -> errors.LeaseLost:
+        got = self._lease.lose(err)
+        self._lost_event.set()
+        return got
+
+    async def _heartbeats(self) -> None:
+        interval = max(0.01, self.ttl / 3)
+        attempt = 0
+        while True:
+            await asyncio.sleep(interval if attempt == 0 else _core.backoff(attempt))
+            try:
+                self._lease.check(self.run_id, self.epoch)
+            except errors.LeaseLost as e:
+                self._lose(e)
+                return
+            sent = time.monotonic()
+            left = self._lease.deadline - sent
+            limit = left if self._c._s.timeout is None else min(left, self._c._s.timeout)
+            try:
+                info = RunInfo._from_pb(await self._c._call(
+                    "journal", "Heartbeat", journal_pb2.HeartbeatRequest(
+                        run_id=self.run_id, lease_epoch=self.epoch,
+                        lease_ttl_ms=_core.ttl_ms(self.ttl)),
+                    lease=True, timeout=max(0.001, limit)))
+            except errors.LeaseLost as e:
+                self._lose(e)
+                return
+            except (errors.Unavailable, errors.DeadlineExceeded):
+                attempt += 1
+                continue
+            except errors.ReelError as e:
+                self._lose(errors.LeaseLost(
+                    f"run {self.run_id}: a heartbeat failed, so the lease cannot be kept: {e}",
+                    method="Heartbeat", from_server=False))
+                return
+            attempt = 0
+            self._lease.renewed(sent)
+            self.info = info
+
+    def _check(self) -> None:
+        try:
+            self._lease.check(self.run_id, self.epoch)
+        except errors.LeaseLost as e:
+            raise self._lose(e) from None
+
+    async def _write(self, service: str, method: str, req, *, safe: bool = False,
+                     timeout: Optional[float] = None):
+        self._check()
+        try:
+            return await self._c._call(service, method, req, safe=safe, lease=True,
+                                       timeout=timeout)
+        except errors.LeaseLost as e:
+            raise self._lose(e) from None
+
+    def _saw(self, seq: int) -> None:
+        self._last_seq = max(self._last_seq, seq)
+
+    async def heartbeat(self) -> RunInfo:
+        sent = time.monotonic()
+        info = RunInfo._from_pb(await self._write(
+            "journal", "Heartbeat", journal_pb2.HeartbeatRequest(
+                run_id=self.run_id, lease_epoch=self.epoch,
+                lease_ttl_ms=_core.ttl_ms(self.ttl)), safe=True))
+        self._lease.renewed(sent)
+        self.info = info
+        return info
+
+    async def append(self, kind: str, payload: Any = None, *, key: Optional[str] = None,
+                     expected_seq: Optional[int] = None) -> JournalEntry:
+        req = journal_pb2.AppendRequest(run_id=self.run_id, lease_epoch=self.epoch, kind=kind,
+                                        payload=encode_json(payload, "payload"),
+                                        idempotency_key=key or "",
+                                        expected_seq=expected_seq or 0)
+        resp = await self._write("journal", "Append", req, safe=bool(key))
+        e = JournalEntry._from_pb(resp.entry, resp.duplicate)
+        self._saw(e.seq)
+        return e
+
+    def read(self, from_seq: int = 0, *, page_size: int = 0) -> AsyncIterator[JournalEntry]:
+        return self._c.journal.read(self.run_id, from_seq, page_size=page_size)
+
+    def follow(self, from_seq: int = 0) -> Follow:
+        return self._c.journal.follow(self.run_id, from_seq)
+
+    async def suspend(self, waiting_on: str) -> RunInfo:
+        info = RunInfo._from_pb(await self._write(
+            "journal", "SuspendRun", journal_pb2.SuspendRunRequest(
+                run_id=self.run_id, lease_epoch=self.epoch, waiting_on=waiting_on)))
+        self._lease.release(f"it suspended the run (WAITING on {waiting_on!r})")
+        self.info = info
+        await self.close()
+        return info
+
+    async def end(self, result: Any = None, *,
+                  status: Union[RunStatus, str] = RunStatus.COMPLETED) -> RunInfo:
+        info = RunInfo._from_pb(await self._write(
+            "journal", "EndRun", journal_pb2.EndRunRequest(
+                run_id=self.run_id, lease_epoch=self.epoch, status=_core.status_value(status),
+                result=encode_optional_json(result, "result"))))
+        self._lease.release(f"it ended the run ({_status_name(info.status)})")
+        self.info = info
+        await self.close()
+        return info
+
+    async def _ensure_replay(self) -> None:
+        async with self._replay_mu:
+            if not self._replay.loaded:
+                entries = [e async for e in self._c.journal.read(self.run_id)]
+                self._replay.load(entries)
+                if entries:
+                    self._saw(entries[-1].seq)
+
+    async def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """See reel.client.Run.step; fn may be a coroutine function. Steps
+        started together (asyncio.gather) take their positions in the
+        order they are called."""
+        n = self._replay.next_step(name)
+        await self._ensure_replay()
+        found, result = self._replay.recorded_step(n, name)
+        if found:
+            return result
+        self._check()
+        value = await _maybe_await(fn(*args, **kwargs))
+        text, result = _core.step_payload(n, name, value)
+        await self.append(_core.STEP_KIND, RawJSON(text), key=_core.step_key(n, name))
+        return result
+
+    async def wait_for_signal(self, name: str, timeout: Optional[float] = None
+                              ) -> Optional[Signal]:
+        """See reel.client.Run.wait_for_signal."""
+        await self._ensure_replay()
+        async with self._wait_mu:
+            n, outcome = self._replay.next_wait(name)
+            if outcome is not None:
+                return outcome.delivered
+            end = None if timeout is None else time.monotonic() + max(0.0, timeout)
+            cap = await self._c._signal_cap()
+            attempt = 0
+            while True:
+                left = None if end is None else max(0.0, end - time.monotonic())
+                wait = cap if left is None else min(cap, left)
+                floor = self._last_seq
+                req = signals_pb2.AwaitSignalRequest(run_id=self.run_id, name=name,
+                                                     lease_epoch=self.epoch,
+                                                     timeout_ms=int(wait * 1000))
+                try:
+                    resp = await self._write("signals", "AwaitSignal", req,
+                                             timeout=wait + (self._c._s.timeout or _AWAIT_MARGIN))
+                except (errors.Unavailable, errors.DeadlineExceeded):
+                    entries = [e async for e in self._c.journal.read(self.run_id, floor)]
+                    got = _core.signal_entry_for(entries, name)
+                    if got is not None:
+                        self._saw(got.seq)
+                        return _core.signal_from_entry(self.run_id, got)
+                    await asyncio.sleep(_core.backoff(attempt))
+                    attempt += 1
+                    continue
+                if resp.delivered:
+                    self._saw(resp.journal_seq)
+                    return Signal._from_pb(resp.signal)
+                if end is not None and time.monotonic() >= end:
+                    await self.append(_core.SIGNAL_TIMEOUT_KIND, {"name": name, "n": n},
+                                      key=_core.timeout_key(name, n))
+                    return None
+
+
+class Runs:
+    """See reel.client.Runs."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    async def begin(self, app: str, user: str, session: str, invocation_id: str, *,
+                    owner: Optional[str] = None, ttl: float = 30.0,
+                    labels: Optional[Dict[str, str]] = None, heartbeat: bool = True) -> Run:
+        req = journal_pb2.BeginRunRequest(app=app, user=user, session=session,
+                                          invocation_id=invocation_id,
+                                          lease_owner=owner or default_owner(),
+                                          lease_ttl_ms=_core.ttl_ms(ttl),
+                                          labels=_core.labels_dict(labels))
+        sent = time.monotonic()
+        info = RunInfo._from_pb(await self._c._call("journal", "BeginRun", req, safe=True))
+        return Run(self._c, info, ttl, sent, heartbeat)
+
+    async def claim(self, run_id: str, *, owner: Optional[str] = None, ttl: float = 30.0,
+                    heartbeat: bool = True) -> Run:
+        req = journal_pb2.ClaimRunRequest(run_id=run_id, lease_owner=owner or default_owner(),
+                                          lease_ttl_ms=_core.ttl_ms(ttl))
+        sent = time.monotonic()
+        info = RunInfo._from_pb(await self._c._call("journal", "ClaimRun", req))
+        return Run(self._c, info, ttl, sent, heartbeat)
+
+    async def get(self, run_id: str) -> RunInfo:
+        return RunInfo._from_pb(await self._c._call(
+            "journal", "GetRun", journal_pb2.GetRunRequest(run_id=run_id), safe=True))
+
+    async def list(self, app: str = "", user: str = "", session: str = "", *,
+                   status: Union[RunStatus, str, None] = None, page_size: int = 0
+                   ) -> AsyncIterator[RunInfo]:
+        req = journal_pb2.ListRunsRequest(app=app, user=user, session=session,
+                                          status=_core.status_value(status) if status else 0,
+                                          limit=page_size)
+        while True:
+            resp = await self._c._call("journal", "ListRuns", req, safe=True)
+            for r in resp.runs:
+                yield RunInfo._from_pb(r)
+            if not resp.more:
+                return
+            req.start_after = resp.next_start_after
+
+    async def recoverable(self, app: str = "", *, page_size: int = 0
+                          ) -> AsyncIterator[RunInfo]:
+        req = journal_pb2.ListRunsToRecoverRequest(app=app, limit=page_size)
+        while True:
+            resp = await self._c._call("journal", "ListRunsToRecover", req, safe=True)
+            for r in resp.runs:
+                yield RunInfo._from_pb(r)
+            if not resp.more:
+                return
+            req.start_after = resp.next_start_after
+
+
+class Signals:
+    """See reel.client.Signals."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    async def _send(self, req) -> SendResult:
+        if not req.signal_id:
+            req.signal_id = uuid.uuid4().hex
+        resp = await self._c._call("signals", "SendSignal", req, safe=True)
+        return SendResult(Signal._from_pb(resp.signal), resp.duplicate,
+                          RunStatus(resp.run_status) if resp.run_status else resp.run_status)
+
+    async def send(self, run_id: str, name: str, payload: Any = None, *,
+                   signal_id: Optional[str] = None) -> SendResult:
+        return await self._send(signals_pb2.SendSignalRequest(
+            run_id=run_id, name=name, payload=encode_optional_json(payload, "payload"),
+            signal_id=signal_id or ""))
+
+    async def send_to_session(self, app: str, user: str, session: str, name: str,
+                              payload: Any = None, *, signal_id: Optional[str] = None
+                              ) -> SendResult:
+        return await self._send(signals_pb2.SendSignalRequest(
+            app=app, user=user, session=session, name=name,
+            payload=encode_optional_json(payload, "payload"), signal_id=signal_id or ""))
+
+    async def wait(self, run_id: str, name: str, *, epoch: int, timeout: float = 0.0
+                   ) -> Optional[Signal]:
+        req = signals_pb2.AwaitSignalRequest(run_id=run_id, name=name, lease_epoch=epoch,
+                                             timeout_ms=int(max(0.0, timeout) * 1000))
+        limit = None if self._c._s.timeout is None else self._c._s.timeout + max(0.0, timeout)
+        resp = await self._c._call("signals", "AwaitSignal", req, lease=True, timeout=limit)
+        return Signal._from_pb(resp.signal) if resp.delivered else None
+
+    async def list(self, run_id: str, name: str = "", *, include_consumed: bool = False,
+                   page_size: int = 0) -> AsyncIterator[Signal]:
+        req = signals_pb2.ListSignalsRequest(run_id=run_id, name=name,
+                                             include_consumed=include_consumed,
+                                             limit=page_size)
+        while True:
+            resp = await self._c._call("signals", "ListSignals", req, safe=True)
+            for s in resp.signals:
+                yield Signal._from_pb(s)
+            if not resp.more:
+                return
+            req.after_seq = resp.next_after_seq
+            req.after_consumed = resp.next_after_consumed
+
+
+class Tail(_Resumable):
+    """See reel.client.Tail; iterate with `async for`, close with
+    `await tail.close()` (or `async with`)."""
+
+    def __init__(self, client: Client, cursor: _core.TailCursor):
+        self._cursor = cursor
+        super().__init__(client)
+
+    @property
+    def revision(self) -> int:
+        return self._cursor.last
+
+    @property
+    def acked(self) -> int:
+        return self._cursor.acked
+
+    async def ack(self, revision: Optional[int] = None) -> Consumer:
+        cur = self._cursor
+        if not cur.consumer:
+            raise ValueError("ack: this tail has no consumer")
+        rev = revision if revision is not None else max(cur.done, cur.held or 0)
+        resp = await self._c._call("wal", "AckEvents", cur.ack_request(rev), safe=True)
+        cur.acked_to(rev)
+        return Consumer._from_pb(resp.consumer)
+
+    async def close(self) -> None:
+        await super().close()
+        cur = self._cursor
+        if cur.auto_ack and cur.consumer and cur.done > cur.acked:
+            await self.ack(cur.done)
+
+    async def _auto_ack(self) -> None:
+        if self._cursor.ack_due():
+            await self.ack(self._cursor.done)
+
+    async def _run(self) -> AsyncIterator[Event]:
+        cur = self._cursor
+        clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
+        try:
+            while not self._closed:
+                try:
+                    self._call = self._c._stream("wal", "SubscribeEventBatches", cur.request())
+                    async for batch in self._call:
+                        clock.ok()
+                        for pb in batch.events:
+                            ev = cur.feed(pb)
+                            await self._auto_ack()
+                            if ev is None:
+                                continue
+                            yield ev
+                            cur.release_held()
+                            await self._auto_ack()
+                    return
+                except grpc.RpcError as e:
+                    if self._closed:
+                        return
+                    err = errors.from_rpc_error(e, method="SubscribeEventBatches")
+                    if not _core.stream_resumable(err):
+                        raise err from None
+                    if not await self._reconnect(clock, err):
+                        return
+                except asyncio.CancelledError:
+                    if self._closed:
+                        return
+                    raise
+        finally:
+            if self._call is not None:
+                self._call.cancel()
+
+
+class Events:
+    """See reel.client.Events."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    def tail(self, subjects: str = "", *, consumer: Optional[str] = None,
+             from_revision: int = 0, ack: Optional[bool] = None, takeover: bool = False,
+             progress: bool = False) -> Tail:
+        if ack is None:
+            ack = consumer is not None
+        return Tail(self._c, _core.TailCursor(subjects, consumer, from_revision, takeover, ack,
+                                              progress))
+
+    async def head(self) -> Head:
+        resp = await self._c._call("wal", "GetHead", wal_pb2.GetHeadRequest(), safe=True)
+        return Head(resp.head_revision, resp.oldest_revision)
+
+    async def ack(self, consumer: str, revision: int) -> Consumer:
+        resp = await self._c._call("wal", "AckEvents", wal_pb2.AckEventsRequest(
+            consumer=consumer, revision=revision), safe=True)
+        return Consumer._from_pb(resp.consumer)
+
+    async def consumers(self, *, page_size: int = 0) -> AsyncIterator[Consumer]:
+        req = wal_pb2.ListConsumersRequest(limit=page_size)
+        while True:
+            resp = await self._c._call("wal", "ListConsumers", req, safe=True)
+            for c in resp.consumers:
+                yield Consumer._from_pb(c)
+            if not resp.more:
+                return
+            req.start_after = resp.next_start_after
+
+    async def delete_consumer(self, name: str) -> None:
+        await self._c._call("wal", "DeleteConsumer", wal_pb2.DeleteConsumerRequest(name=name))

@@ -1,0 +1,959 @@
+"""The synchronous client: `reel.connect(addr)`.
+
+One Client holds one gRPC channel, thread-safe, shared by its parts:
+`client.kv`, `client.runs`, `client.journal`, `client.signals`,
+`client.events`. Iterators (watch, tail, follow, list pages) are
+single-consumer: iterate each from one thread. A Run handle's heartbeats
+run on a daemon thread of their own.
+
+Retries. Every call waits for the channel to connect, up to its deadline
+(`wait_for_ready`), so a request is never sent into a reeld that is not
+there. A call whose request went out and came back UNAVAILABLE is retried
+only when repeating it cannot write twice: reads, heartbeats, appends with
+an idempotency key, signal sends with a signal_id (one is made up when none
+is given), acknowledgements, BeginRun (which returns the run it created).
+Plain writes (put, delete, end, suspend, claim) raise Unavailable: whether
+they were applied is unknown, and only the caller knows whether to repeat
+them (`kv.update` re-reads; an idempotency key makes an append safe).
+Streams (watch, tail, follow) reconnect after UNAVAILABLE and resume where
+they were, for as long as `reconnect_timeout` allows.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+
+import grpc
+
+from reel import _core, _rpc, errors
+from reel._core import TLS, CasEntry, Settings
+from reel._health import health_pb2
+from reel.types import (DELETE, Consumer, Entry, Event, Head, JournalEntry, RawJSON, RunInfo,
+                        RunStatus, SendResult, ServerStatus, Signal, ValueEvent, encode_json,
+                        encode_optional_json)
+from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2
+
+__all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch",
+           "Tail", "Follow"]
+
+
+def connect(addr: Optional[str] = None, *, token: Optional[str] = None,
+            tls: Union[bool, TLS, None] = None, timeout: Optional[float] = 30.0,
+            wait_for_ready: bool = True, retries: int = 5,
+            reconnect_timeout: Optional[float] = 60.0,
+            max_message_bytes: Optional[int] = None,
+            options: Sequence[Tuple[str, Any]] = ()) -> "Client":
+    """A client of the reeld at addr (HOST[:PORT]; default $REEL_ADDR, else
+    127.0.0.1:7878; a host alone means port 7878).
+
+    token: sent as `authorization: Bearer <token>` on every call.
+    tls: True (system roots) or reel.TLS(ca=, cert=, key=, server_name=).
+    timeout: each unary call's deadline in seconds (None: none).
+    wait_for_ready: calls wait for the connection (up to their deadline)
+        instead of failing at once while reeld is unreachable.
+    retries: how often a call that is safe to repeat is retried after
+        UNAVAILABLE.
+    reconnect_timeout: how long a stream keeps reconnecting before it
+        raises Unavailable (None: forever).
+    max_message_bytes: the largest message sent or received (gRPC's default
+        is 4 MiB, which is reeld's default --max-response-bytes; raise both
+        together).
+    options: further gRPC channel options.
+
+    Connecting is lazy: nothing is sent until the first call."""
+    return Client(_core.settings(addr, token, tls, timeout, wait_for_ready, retries,
+                                 reconnect_timeout, max_message_bytes, options))
+
+
+# How much longer than the wait itself an AwaitSignal may take to answer
+# when the client has no deadline of its own.
+_AWAIT_MARGIN = 30.0
+
+
+def _status_name(status) -> str:
+    return status.name if isinstance(status, RunStatus) else str(status)
+
+
+def default_owner() -> str:
+    """A lease owner naming this process: host:pid:random."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Client:
+    """A connection to one reeld. Thread-safe. Close it (or use `with`)."""
+
+    def __init__(self, settings: Settings):
+        self._s = settings
+        creds = settings.credentials()
+        opts = settings.channel_options()
+        self._channel = (grpc.secure_channel(settings.target, creds, options=opts)
+                         if creds is not None else
+                         grpc.insecure_channel(settings.target, options=opts))
+        self._rpc = _rpc.bind(self._channel)
+        self._cap: Optional[float] = None
+        self.kv = KV(self)
+        self.runs = Runs(self)
+        self.journal = Journal(self)
+        self.signals = Signals(self)
+        self.events = Events(self)
+
+    @property
+    def target(self) -> str:
+        return self._s.target
+
+    def close(self) -> None:
+        """Closes the channel: open streams end, calls in flight fail."""
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, service: str, method: str, req, *, safe: bool = False,
+              lease: bool = False, timeout: Optional[float] = None):
+        """One unary call; retried after UNAVAILABLE only when safe."""
+        fn = getattr(getattr(self._rpc, service), method)
+        deadline = timeout if timeout is not None else self._s.timeout
+        attempt = 0
+        while True:
+            try:
+                return fn(req, timeout=deadline, metadata=self._s.metadata,
+                          wait_for_ready=self._s.wait_for_ready)
+            except grpc.RpcError as e:
+                err = errors.from_rpc_error(e, method=method, lease=lease)
+            if not (safe and _core.unary_retryable(err) and attempt < self._s.retries):
+                raise err
+            time.sleep(_core.backoff(attempt))
+            attempt += 1
+
+    def _stream(self, service: str, method: str, req):
+        fn = getattr(getattr(self._rpc, service), method)
+        return fn(req, metadata=self._s.metadata)
+
+    def status(self) -> ServerStatus:
+        """reeld's version, revision, data dir, writability and limits."""
+        return ServerStatus._from_pb(
+            self._call("admin", "GetStatus", admin_pb2.GetStatusRequest(), safe=True))
+
+    def health(self, service: str = "") -> str:
+        """The standard health check: "SERVING", "NOT_SERVING" (writes are
+        refused after a failed write), ... for the server or one service."""
+        resp = self._call("health", "Check", health_pb2.HealthCheckRequest(service=service),
+                          safe=True)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    def _signal_cap(self) -> float:
+        if self._cap is None:
+            self._cap = self.status().signal_max_wait_ms / 1000.0 or 300.0
+        return self._cap
+
+
+class _Resumable:
+    """What watch, tail and follow share: a stream that close() can cancel
+    from any thread, and a pause between reconnects that close() ends."""
+
+    def __init__(self, client: Client):
+        self._c = client
+        self._call = None
+        self._closed = False
+        self._stop = threading.Event()
+        self.reconnects = 0
+        self._it = self._run()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._it)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Ends the stream. Safe from any thread; the iterator then stops."""
+        self._closed = True
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        with contextlib.suppress(ValueError):   # running in another thread
+            self._it.close()
+
+    def _reconnect(self, clock: _core.ReconnectClock, err: errors.ReelError) -> bool:
+        """Waits before the next stream; False if closed meanwhile."""
+        pause = clock.failed(err)
+        self.reconnects += 1
+        return not self._stop.wait(pause)
+
+    def _run(self):
+        raise NotImplementedError
+
+
+class Watch(_Resumable):
+    """`kv.watch`'s iterator of ValueEvents: the replayed part, one
+    BOOTSTRAP_DONE, then every change as it commits, across reconnects and
+    reeld restarts without a gap or a repeat (see reel._core). `revision`
+    is where a new watch would resume (from_revision=), once known."""
+
+    def __init__(self, client: Client, cursor: _core.WatchCursor, resume: bool):
+        self._cursor = cursor
+        self._resume = resume
+        super().__init__(client)
+
+    @property
+    def revision(self) -> Optional[int]:
+        return self._cursor.resume_revision
+
+    @property
+    def bootstrapped(self) -> bool:
+        return self._cursor.bootstrapped
+
+    def _run(self) -> Iterator[ValueEvent]:
+        clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
+        try:
+            while not self._closed:
+                try:
+                    self._call = self._c._stream("kv", "WatchValueBatches", self._cursor.request())
+                    for batch in self._call:
+                        clock.ok()
+                        for pb in batch.events:
+                            for item in self._cursor.feed(pb):
+                                if isinstance(item, _core.Vanished):
+                                    item = _core.WatchCursor.vanished_event(
+                                        item, self._c.kv.history(self._cursor.namespace, item.key,
+                                                                 from_version=item.version))
+                                yield item
+                    return
+                except grpc.RpcError as e:
+                    if self._closed:
+                        return
+                    err = errors.from_rpc_error(e, method="WatchValueBatches")
+                    if not (self._resume and _core.stream_resumable(err)):
+                        raise err from None
+                    if not self._reconnect(clock, err):
+                        return
+        finally:
+            if self._call is not None:
+                self._call.cancel()
+
+
+class KV:
+    """Versioned JSON values in namespaces: `client.kv`."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    def get(self, namespace: str, key: str, *, include_deleted: bool = False) -> Optional[Entry]:
+        """The key's entry, or None when it is missing or deleted (with
+        include_deleted, a deleted key's tombstone). Retried: a read."""
+        resp = self._c._call("kv", "GetValue",
+                             kv_pb2.GetValueRequest(namespace=namespace, key=key), safe=True)
+        if resp.found:
+            return Entry._from_pb(resp.entry)
+        if include_deleted and resp.HasField("entry") and resp.entry.deleted:
+            return Entry._from_pb(resp.entry)
+        return None
+
+    def put(self, namespace: str, key: str, value: Any, *, create: bool = False,
+            if_version: Optional[int] = None, writer: Optional[str] = None) -> Entry:
+        """Sets the key to value (a Python object sent as JSON, or RawJSON)
+        once synced to disk, and returns the entry written (its version and
+        revision). create=True: only if the key is missing or deleted, else
+        AlreadyExists. if_version=N: only if its version is N (0: missing),
+        else Conflict naming the current version. Nothing is written when
+        a precondition fails. Not retried (see the module's docstring)."""
+        req = _core.set_request(namespace, key, encode_json(value, "value"), create, if_version,
+                                writer)
+        return Entry._from_pb(self._c._call("kv", "SetValue", req).entry)
+
+    def delete(self, namespace: str, key: str, *, if_version: Optional[int] = None,
+               writer: Optional[str] = None) -> Optional[Entry]:
+        """Deletes the key (a tombstone at version+1) and returns the
+        tombstone, or None when there was nothing to delete (nothing is
+        written). if_version=N: only if its version is N, else Conflict."""
+        resp = self._c._call("kv", "DeleteValue",
+                             _core.delete_request(namespace, key, if_version, writer))
+        return Entry._from_pb(resp.entry) if resp.existed else None
+
+    def list(self, namespace: str, prefix: str = "", *, start_after: str = "",
+             include_deleted: bool = False, page_size: int = 0) -> Iterator[Entry]:
+        """Every entry of the namespace whose key starts with prefix, in key
+        order, fetched page by page (page_size: reeld's limit per page, 0 for
+        its default) as the iteration goes."""
+        req = kv_pb2.ListValuesRequest(namespace=namespace, prefix=prefix,
+                                       start_after=start_after, limit=page_size,
+                                       include_deleted=include_deleted)
+        while True:
+            resp = self._c._call("kv", "ListValues", req, safe=True)
+            for e in resp.entries:
+                yield Entry._from_pb(e)
+            if not resp.more:
+                return
+            req.start_after = resp.next_start_after
+
+    def history(self, namespace: str, key: str, *, from_version: int = 0,
+                page_size: int = 0) -> Iterator[ValueEvent]:
+        """The key's retained versions after from_version, oldest first, each
+        a transition (value and previous value), page by page."""
+        req = kv_pb2.ValueHistoryRequest(namespace=namespace, key=key,
+                                         from_version=from_version, limit=page_size)
+        while True:
+            resp = self._c._call("kv", "ValueHistory", req, safe=True)
+            for e in resp.events:
+                yield ValueEvent._from_pb(e)
+            if not resp.more:
+                return
+            req.from_version = resp.next_from_version
+
+    def _read(self, namespace: str, key: str) -> CasEntry:
+        resp = self._c._call("kv", "GetValue",
+                             kv_pb2.GetValueRequest(namespace=namespace, key=key), safe=True)
+        read, version = _core.read_version(resp)
+        return CasEntry(namespace, key, read, version)
+
+    def _write(self, entry: CasEntry, writer: Optional[str]) -> None:
+        if entry._op == "put":
+            entry.result = self.put(entry.namespace, entry.key, entry.value,
+                                    if_version=entry.version, writer=writer)
+        elif entry._op == "delete":
+            entry.result = self.delete(entry.namespace, entry.key, if_version=entry.version,
+                                       writer=writer)
+
+    @contextlib.contextmanager
+    def cas(self, namespace: str, key: str, *, writer: Optional[str] = None
+            ) -> Iterator[CasEntry]:
+        """Reads the key and hands the block a CasEntry; on a clean exit,
+        writes what the block set (entry.value = ..., or entry.delete()) only
+        if the key still has the version read. Otherwise Conflict, whose
+        current_version is the key's version now, and nothing is written.
+        An exception in the block writes nothing."""
+        entry = self._read(namespace, key)
+        yield entry
+        self._write(entry, writer)
+
+    def update(self, namespace: str, key: str, fn: Callable[[Any], Any], *, retries: int = 10,
+               writer: Optional[str] = None) -> Optional[Entry]:
+        """Sets the key to fn(current value) (None when missing or deleted;
+        return reel.DELETE to delete it) as one compare-and-swap, re-reading
+        and calling fn again each time another writer got in between, up to
+        `retries` times; then the last Conflict is raised. No update is
+        lost: each write presents the version its fn saw. Returns the entry
+        written (the tombstone for a delete; None if there was nothing to
+        delete)."""
+        attempt = 0
+        while True:
+            entry = self._read(namespace, key)
+            new = fn(entry.value)
+            if new is DELETE:
+                entry.delete()
+            else:
+                entry.value = new
+            try:
+                self._write(entry, writer)
+                return entry.result
+            except errors.Conflict:
+                if attempt >= retries:
+                    raise
+            time.sleep(_core.conflict_pause(attempt))
+            attempt += 1
+
+    def watch(self, namespace: str, key: str, *, from_revision: Optional[int] = None,
+              from_version: Optional[int] = None, now: bool = False,
+              resume: bool = True) -> Watch:
+        """Watches an exact key or a pattern (`pipeline.*.raw`, `orders.>`).
+        Starts with the current value of every matching key, then one event
+        of type BOOTSTRAP_DONE, then each change as it commits; now=True
+        skips the snapshot, from_version=N (exact key) replays the versions
+        after N, from_revision=R every matching change after revision R.
+        Each event is a transition: value and version, and the ones before.
+        With resume (the default) a lost connection or a reeld restart is
+        bridged without losing or repeating an event; OutOfRange if the
+        history needed to bridge it was trimmed meanwhile."""
+        cursor = _core.WatchCursor(namespace, key, from_revision=from_revision,
+                                   from_version=from_version, now=now)
+        return Watch(self._c, cursor, resume)
+
+
+class Follow(_Resumable):
+    """`journal.follow`'s iterator of a run's entries after a seq: stored
+    ones, then new ones as they commit; it ends once the run has ended.
+    Reconnects resume after the last seq delivered."""
+
+    def __init__(self, client: Client, cursor: _core.FollowCursor):
+        self._cursor = cursor
+        super().__init__(client)
+
+    @property
+    def seq(self) -> int:
+        return self._cursor.seq
+
+    def _run(self) -> Iterator[JournalEntry]:
+        clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
+        try:
+            while not self._closed:
+                try:
+                    self._call = self._c._stream("journal", "SubscribeRun",
+                                                 self._cursor.request())
+                    for pb in self._call:
+                        clock.ok()
+                        e = self._cursor.feed(pb)
+                        if e is not None:
+                            yield e
+                    return
+                except grpc.RpcError as e:
+                    if self._closed:
+                        return
+                    err = errors.from_rpc_error(e, method="SubscribeRun")
+                    if not _core.stream_resumable(err):
+                        raise err from None
+                    if not self._reconnect(clock, err):
+                        return
+        finally:
+            if self._call is not None:
+                self._call.cancel()
+
+
+class Journal:
+    """Reading runs' journals: `client.journal`. Writing goes through a Run."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    def read(self, run_id: str, from_seq: int = 0, *, page_size: int = 0
+             ) -> Iterator[JournalEntry]:
+        """The run's entries after from_seq, in seq order, page by page."""
+        req = journal_pb2.ReadJournalRequest(run_id=run_id, from_seq=from_seq, limit=page_size)
+        while True:
+            resp = self._c._call("journal", "ReadJournal", req, safe=True)
+            for e in resp.entries:
+                yield JournalEntry._from_pb(e)
+            if not resp.more:
+                return
+            req.from_seq = resp.next_from_seq
+
+    def follow(self, run_id: str, from_seq: int = 0) -> Follow:
+        """The run's entries after from_seq, then new ones as they commit,
+        until the run ends (see Follow)."""
+        return Follow(self._c, _core.FollowCursor(run_id, from_seq))
+
+
+class Run:
+    """A run this worker holds the lease of (from `runs.begin` or
+    `runs.claim`). While it holds it, a daemon thread heartbeats every third
+    of the TTL. The handle stops writing the moment the lease is lost:
+    when reeld refuses its epoch (another worker claimed the run), or when
+    no heartbeat got through before the lease's TTL ran out; from then on
+    every write raises LeaseLost without reaching reeld. `end` and
+    `suspend` give the lease up. Use it from one thread at a time.
+
+    `step` and `wait_for_signal` are durable: their outcomes are journaled,
+    and a run resumed by another handle (another process, after a crash)
+    gets the same outcomes back without doing the work again."""
+
+    def __init__(self, client: Client, info: RunInfo, ttl: float, sent_at: float,
+                 heartbeat: bool):
+        self._c = client
+        self.info = info
+        self.run_id = info.run_id
+        self.epoch = info.lease_epoch
+        self.owner = info.lease_owner
+        self.ttl = ttl
+        self._lease = _core.Lease(ttl, sent_at)
+        self._replay = _core.Replay(self.run_id)
+        self._mu = threading.RLock()
+        self._last_seq = info.next_seq - 1
+        self._stop = threading.Event()
+        self._hb: Optional[threading.Thread] = None
+        if info.status != RunStatus.RUNNING:
+            self._lease.release(f"the run is {_status_name(info.status)}")
+        elif heartbeat:
+            self._hb = threading.Thread(target=self._heartbeats, daemon=True,
+                                        name=f"reel-heartbeat-{self.run_id}")
+            self._hb.start()
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Run({self.run_id!r}, epoch={self.epoch}, status={self.info.status!r})"
+
+    @property
+    def resumed(self) -> bool:
+        """BeginRun found the run already there: a resumed run."""
+        return self.info.resumed
+
+    @property
+    def lease_lost(self) -> Optional[errors.LeaseLost]:
+        """The LeaseLost the handle's writes raise, once the lease is gone."""
+        return self._lease.lost
+
+    def wait_lease_lost(self, timeout: Optional[float] = None) -> bool:
+        """Blocks until the lease is lost (True) or timeout passes (False)."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                self._lease.check(self.run_id, self.epoch)
+            except errors.LeaseLost:
+                return True
+            wait = max(0.0, self._lease.until_expiry())
+            if end is not None:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                wait = min(wait, left)
+            self._lease.lost_event.wait(wait)
+
+    def close(self) -> None:
+        """Stops heartbeating (the run is left as it is: a lease nobody
+        renews expires, and another worker can claim the run)."""
+        self._stop.set()
+        if self._hb is not None and self._hb is not threading.current_thread():
+            self._hb.join()
+
+    def _heartbeats(self) -> None:
+        interval = max(0.01, self.ttl / 3)
+        attempt = 0
+        while not self._stop.wait(interval if attempt == 0 else _core.backoff(attempt)):
+            try:
+                self._lease.check(self.run_id, self.epoch)
+            except errors.LeaseLost:
+                return
+            sent = time.monotonic()
+            left = self._lease.deadline - sent
+            limit = left if self._c._s.timeout is None else min(left, self._c._s.timeout)
+            try:
+                info = RunInfo._from_pb(self._c._call(
+                    "journal", "Heartbeat", journal_pb2.HeartbeatRequest(
+                        run_id=self.run_id, lease_epoch=self.epoch,
+                        lease_ttl_ms=_core.ttl_ms(self.ttl)),
+                    lease=True, timeout=max(0.001, limit)))
+            except errors.LeaseLost as e:
+                self._lease.lose(e)
+                return
+            except (errors.Unavailable, errors.DeadlineExceeded):
+                attempt += 1                # until the lease runs out
+                continue
+            except errors.ReelError as e:
+                self._lease.lose(errors.LeaseLost(
+                    f"run {self.run_id}: a heartbeat failed, so the lease cannot be kept: {e}",
+                    method="Heartbeat", from_server=False))
+                return
+            attempt = 0
+            self._lease.renewed(sent)
+            self.info = info
+
+    def _check(self) -> None:
+        self._lease.check(self.run_id, self.epoch)
+
+    def _write(self, service: str, method: str, req, *, safe: bool = False,
+               timeout: Optional[float] = None):
+        self._check()
+        try:
+            return self._c._call(service, method, req, safe=safe, lease=True, timeout=timeout)
+        except errors.LeaseLost as e:
+            raise self._lease.lose(e) from None
+
+    def _saw(self, seq: int) -> None:
+        with self._mu:
+            self._last_seq = max(self._last_seq, seq)
+
+    def heartbeat(self) -> RunInfo:
+        """Renews the lease now (the background thread does it anyway)."""
+        sent = time.monotonic()
+        info = RunInfo._from_pb(self._write("journal", "Heartbeat", journal_pb2.HeartbeatRequest(
+            run_id=self.run_id, lease_epoch=self.epoch, lease_ttl_ms=_core.ttl_ms(self.ttl)),
+            safe=True))
+        self._lease.renewed(sent)
+        self.info = info
+        return info
+
+    def append(self, kind: str, payload: Any = None, *, key: Optional[str] = None,
+               expected_seq: Optional[int] = None) -> JournalEntry:
+        """Appends an entry (payload: a Python object sent as JSON, or
+        RawJSON) under the lease, durable before it returns, and returns it
+        with its seq. With an idempotency key a retry writes nothing (the
+        original comes back with duplicate=True), so it is retried after
+        UNAVAILABLE; the key with another kind or payload is AlreadyExists.
+        expected_seq: only if the entry gets this seq, else Conflict."""
+        req = journal_pb2.AppendRequest(run_id=self.run_id, lease_epoch=self.epoch, kind=kind,
+                                        payload=encode_json(payload, "payload"),
+                                        idempotency_key=key or "",
+                                        expected_seq=expected_seq or 0)
+        resp = self._write("journal", "Append", req, safe=bool(key))
+        e = JournalEntry._from_pb(resp.entry, resp.duplicate)
+        self._saw(e.seq)
+        return e
+
+    def read(self, from_seq: int = 0, *, page_size: int = 0) -> Iterator[JournalEntry]:
+        """This run's journal after from_seq (see Journal.read)."""
+        return self._c.journal.read(self.run_id, from_seq, page_size=page_size)
+
+    def follow(self, from_seq: int = 0) -> Follow:
+        """This run's journal after from_seq, then live (see Journal.follow)."""
+        return self._c.journal.follow(self.run_id, from_seq)
+
+    def suspend(self, waiting_on: str) -> RunInfo:
+        """Parks the run (WAITING, no lease) until a signal named waiting_on
+        arrives, which makes it RUNNABLE for a worker to claim. The handle
+        gives the lease up: its writes raise LeaseLost from then on."""
+        info = RunInfo._from_pb(self._write("journal", "SuspendRun", journal_pb2.SuspendRunRequest(
+            run_id=self.run_id, lease_epoch=self.epoch, waiting_on=waiting_on)))
+        self._lease.release(f"it suspended the run (WAITING on {waiting_on!r})")
+        self.info = info
+        self.close()
+        return info
+
+    def end(self, result: Any = None, *, status: Union[RunStatus, str] = RunStatus.COMPLETED
+            ) -> RunInfo:
+        """Ends the run (COMPLETED, FAILED or CANCELLED) with an optional
+        result (a Python object sent as JSON, or RawJSON); the run takes no
+        more writes, and the handle gives the lease up."""
+        info = RunInfo._from_pb(self._write("journal", "EndRun", journal_pb2.EndRunRequest(
+            run_id=self.run_id, lease_epoch=self.epoch, status=_core.status_value(status),
+            result=encode_optional_json(result, "result"))))
+        self._lease.release(f"it ended the run ({_status_name(info.status)})")
+        self.info = info
+        self.close()
+        return info
+
+    def _ensure_replay(self) -> None:
+        with self._mu:
+            if not self._replay.loaded:
+                entries = list(self._c.journal.read(self.run_id))
+                self._replay.load(entries)
+                if entries:
+                    self._saw(entries[-1].seq)
+
+    def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A durable step: the first time the run reaches it, calls
+        fn(*args, **kwargs) and journals its result (JSON) under an
+        idempotency key made of the step's position and name; on a resumed
+        run, returns the journaled result without calling fn. Either way
+        it returns the result as JSON gives it back (tuples become lists),
+        so both runs see the same value. fn runs only while the lease is
+        held; if it raises, nothing is journaled and the exception
+        propagates (a resumed run calls fn again). A step fn may have run
+        without its result being journaled (a crash in between), so give
+        external effects their own idempotency (e.g. the step's key:
+        f"{run.run_id}/step:{n}:{name}"). ReplayMismatch if the journal
+        holds another step at this position."""
+        with self._mu:
+            n = self._replay.next_step(name)
+        self._ensure_replay()
+        found, result = self._replay.recorded_step(n, name)
+        if found:
+            return result
+        self._check()
+        value = fn(*args, **kwargs)
+        text, result = _core.step_payload(n, name, value)
+        self.append(_core.STEP_KIND, RawJSON(text), key=_core.step_key(n, name))
+        return result
+
+    def wait_for_signal(self, name: str, timeout: Optional[float] = None) -> Optional[Signal]:
+        """Consumes the oldest pending signal of this name, waiting for one
+        up to timeout seconds (None: for ever; longer than reeld's cap is
+        waited as several AwaitSignals), and returns it, or None on timeout.
+        Durable: the consumption is journaled by reeld in the same commit,
+        a timeout by the client, so a resumed run's k-th wait for a name
+        returns what the first run's k-th wait returned. A lost answer is
+        resolved from the journal, never by consuming a second signal. The
+        timeout is this process's clock, not a durable timer."""
+        with self._mu:
+            self._ensure_replay()
+            n, outcome = self._replay.next_wait(name)
+        if outcome is not None:
+            return outcome.delivered
+        end = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        cap = self._c._signal_cap()
+        attempt = 0
+        while True:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            wait = cap if left is None else min(cap, left)
+            floor = self._last_seq
+            req = signals_pb2.AwaitSignalRequest(run_id=self.run_id, name=name,
+                                                 lease_epoch=self.epoch,
+                                                 timeout_ms=int(wait * 1000))
+            try:
+                resp = self._write("signals", "AwaitSignal", req,
+                                   timeout=wait + (self._c._s.timeout or _AWAIT_MARGIN))
+            except (errors.Unavailable, errors.DeadlineExceeded):
+                got = _core.signal_entry_for(self._c.journal.read(self.run_id, floor), name)
+                if got is not None:
+                    self._saw(got.seq)
+                    return _core.signal_from_entry(self.run_id, got)
+                time.sleep(_core.backoff(attempt))
+                attempt += 1
+                continue
+            if resp.delivered:
+                self._saw(resp.journal_seq)
+                return Signal._from_pb(resp.signal)
+            if end is not None and time.monotonic() >= end:
+                self.append(_core.SIGNAL_TIMEOUT_KIND, {"name": name, "n": n},
+                            key=_core.timeout_key(name, n))
+                return None
+
+
+class Runs:
+    """Runs and their leases: `client.runs`."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    def begin(self, app: str, user: str, session: str, invocation_id: str, *,
+              owner: Optional[str] = None, ttl: float = 30.0,
+              labels: Optional[Dict[str, str]] = None, heartbeat: bool = True) -> Run:
+        """Begins the run named by (app, user, session, invocation_id), or
+        resumes it (run.resumed) if it exists: a restarted worker gets its
+        run back, with a new lease epoch. The lease (ttl seconds, owner
+        default host:pid:random) is heartbeated in the background unless
+        heartbeat=False. A run another worker holds is FailedPrecondition
+        naming the holder; a WAITING or ended run comes back as it is, with
+        a handle that holds no lease (its durable steps still replay).
+        Retried after UNAVAILABLE: beginning again returns the same run."""
+        req = journal_pb2.BeginRunRequest(app=app, user=user, session=session,
+                                          invocation_id=invocation_id,
+                                          lease_owner=owner or default_owner(),
+                                          lease_ttl_ms=_core.ttl_ms(ttl),
+                                          labels=_core.labels_dict(labels))
+        sent = time.monotonic()
+        info = RunInfo._from_pb(self._c._call("journal", "BeginRun", req, safe=True))
+        return Run(self._c, info, ttl, sent, heartbeat)
+
+    def claim(self, run_id: str, *, owner: Optional[str] = None, ttl: float = 30.0,
+              heartbeat: bool = True) -> Run:
+        """Takes a RUNNABLE run, or a RUNNING one whose lease expired, with
+        a new epoch: the previous holder is fenced off. Of concurrent
+        claimers exactly one wins; the others get FailedPrecondition."""
+        req = journal_pb2.ClaimRunRequest(run_id=run_id, lease_owner=owner or default_owner(),
+                                          lease_ttl_ms=_core.ttl_ms(ttl))
+        sent = time.monotonic()
+        info = RunInfo._from_pb(self._c._call("journal", "ClaimRun", req))
+        return Run(self._c, info, ttl, sent, heartbeat)
+
+    def get(self, run_id: str) -> RunInfo:
+        return RunInfo._from_pb(self._c._call("journal", "GetRun",
+                                              journal_pb2.GetRunRequest(run_id=run_id),
+                                              safe=True))
+
+    def list(self, app: str = "", user: str = "", session: str = "", *,
+             status: Union[RunStatus, str, None] = None, page_size: int = 0
+             ) -> Iterator[RunInfo]:
+        """Runs in creation order, filtered (user needs app, session needs
+        user), page by page."""
+        req = journal_pb2.ListRunsRequest(app=app, user=user, session=session,
+                                          status=_core.status_value(status) if status else 0,
+                                          limit=page_size)
+        while True:
+            resp = self._c._call("journal", "ListRuns", req, safe=True)
+            for r in resp.runs:
+                yield RunInfo._from_pb(r)
+            if not resp.more:
+                return
+            req.start_after = resp.next_start_after
+
+    def recoverable(self, app: str = "", *, page_size: int = 0) -> Iterator[RunInfo]:
+        """Runs that need a worker (RUNNABLE, or RUNNING with an expired
+        lease), of one app or all, oldest first: claim them."""
+        req = journal_pb2.ListRunsToRecoverRequest(app=app, limit=page_size)
+        while True:
+            resp = self._c._call("journal", "ListRunsToRecover", req, safe=True)
+            for r in resp.runs:
+                yield RunInfo._from_pb(r)
+            if not resp.more:
+                return
+            req.start_after = resp.next_start_after
+
+
+class Signals:
+    """Durable point-to-point signals to runs: `client.signals`."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    def _send(self, req) -> SendResult:
+        if not req.signal_id:
+            req.signal_id = uuid.uuid4().hex   # makes the send safe to retry
+        resp = self._c._call("signals", "SendSignal", req, safe=True)
+        return SendResult(Signal._from_pb(resp.signal), resp.duplicate,
+                          RunStatus(resp.run_status) if resp.run_status else resp.run_status)
+
+    def send(self, run_id: str, name: str, payload: Any = None, *,
+             signal_id: Optional[str] = None) -> SendResult:
+        """Stores a signal in the run's mailbox (delivered in send order per
+        name, each to exactly one awaiter) and wakes a run WAITING on it.
+        signal_id deduplicates (a resend is stored once, duplicate=True);
+        without one a random id is made, so a retry after UNAVAILABLE is
+        safe. payload: a Python object sent as JSON, RawJSON, or None."""
+        return self._send(signals_pb2.SendSignalRequest(
+            run_id=run_id, name=name, payload=encode_optional_json(payload, "payload"),
+            signal_id=signal_id or ""))
+
+    def send_to_session(self, app: str, user: str, session: str, name: str,
+                        payload: Any = None, *, signal_id: Optional[str] = None) -> SendResult:
+        """As send, to the session's newest run that has not ended."""
+        return self._send(signals_pb2.SendSignalRequest(
+            app=app, user=user, session=session, name=name,
+            payload=encode_optional_json(payload, "payload"), signal_id=signal_id or ""))
+
+    def wait(self, run_id: str, name: str, *, epoch: int, timeout: float = 0.0
+             ) -> Optional[Signal]:
+        """One AwaitSignal: consumes the oldest pending signal of the name
+        (journaling it in the run, in the same commit), waiting up to
+        timeout seconds (cut to reeld's cap), or None. The caller must hold
+        the run's lease (epoch). Not retried: a lost answer may have
+        consumed a signal; Run.wait_for_signal resolves that case."""
+        req = signals_pb2.AwaitSignalRequest(run_id=run_id, name=name, lease_epoch=epoch,
+                                             timeout_ms=int(max(0.0, timeout) * 1000))
+        limit = None if self._c._s.timeout is None else self._c._s.timeout + max(0.0, timeout)
+        resp = self._c._call("signals", "AwaitSignal", req, lease=True, timeout=limit)
+        return Signal._from_pb(resp.signal) if resp.delivered else None
+
+    def list(self, run_id: str, name: str = "", *, include_consumed: bool = False,
+             page_size: int = 0) -> Iterator[Signal]:
+        """The run's signals: pending first (in send order), then consumed."""
+        req = signals_pb2.ListSignalsRequest(run_id=run_id, name=name,
+                                             include_consumed=include_consumed,
+                                             limit=page_size)
+        while True:
+            resp = self._c._call("signals", "ListSignals", req, safe=True)
+            for s in resp.signals:
+                yield Signal._from_pb(s)
+            if not resp.more:
+                return
+            req.after_seq = resp.next_after_seq
+            req.after_consumed = resp.next_after_consumed
+
+
+class Tail(_Resumable):
+    """`events.tail`'s iterator of WAL events in revision order, across
+    reconnects and reeld restarts, each revision once (see reel._core).
+    With a consumer and ack=True, an event counts as handled once the
+    next one is asked for (or `ack()` is called), and handled events are
+    acknowledged: at most once a second while events flow, when the stream
+    is idle, and on close. A new process resumes after the last
+    acknowledgement, so events it had not acknowledged come again (at
+    least once)."""
+
+    def __init__(self, client: Client, cursor: _core.TailCursor):
+        self._cursor = cursor
+        super().__init__(client)
+
+    @property
+    def revision(self) -> int:
+        """The last revision delivered (events or PROGRESS)."""
+        return self._cursor.last
+
+    @property
+    def acked(self) -> int:
+        return self._cursor.acked
+
+    def ack(self, revision: Optional[int] = None) -> Consumer:
+        """Acknowledges everything up to revision (default: the event last
+        returned, and all before it) now. Retried: acks never move back."""
+        cur = self._cursor
+        if not cur.consumer:
+            raise ValueError("ack: this tail has no consumer")
+        rev = revision if revision is not None else max(cur.done, cur.held or 0)
+        resp = self._c._call("wal", "AckEvents", cur.ack_request(rev), safe=True)
+        cur.acked_to(rev)
+        return Consumer._from_pb(resp.consumer)
+
+    def close(self) -> None:
+        """Ends the stream and acknowledges (auto mode) what was handled."""
+        super().close()
+        cur = self._cursor
+        if cur.auto_ack and cur.consumer and cur.done > cur.acked:
+            self.ack(cur.done)
+
+    def _auto_ack(self) -> None:
+        if self._cursor.ack_due():
+            self.ack(self._cursor.done)
+
+    def _run(self) -> Iterator[Event]:
+        cur = self._cursor
+        clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
+        try:
+            while not self._closed:
+                try:
+                    self._call = self._c._stream("wal", "SubscribeEventBatches", cur.request())
+                    for batch in self._call:
+                        clock.ok()
+                        for pb in batch.events:
+                            ev = cur.feed(pb)
+                            self._auto_ack()
+                            if ev is None:
+                                continue
+                            yield ev
+                            cur.release_held()
+                            self._auto_ack()
+                    return
+                except grpc.RpcError as e:
+                    if self._closed:
+                        return
+                    err = errors.from_rpc_error(e, method="SubscribeEventBatches")
+                    if not _core.stream_resumable(err):
+                        raise err from None
+                    if not self._reconnect(clock, err):
+                        return
+        finally:
+            if self._call is not None:
+                self._call.cancel()
+
+
+class Events:
+    """The WAL tail: every committed change, in order: `client.events`."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    def tail(self, subjects: str = "", *, consumer: Optional[str] = None,
+             from_revision: int = 0, ack: Optional[bool] = None, takeover: bool = False,
+             progress: bool = False) -> Tail:
+        """Every event whose subject matches the pattern (`kv.app.>`,
+        `journal.*.step`; "" for all) after from_revision (0: the oldest
+        retained), then each new one as it commits. consumer: a durable
+        consumer whose cursor reeld keeps (a new one starts at
+        from_revision, an existing one after its last acknowledgement); ack
+        (default True with a consumer) acknowledges handled events
+        automatically. takeover: replace a subscriber reeld still thinks
+        holds the consumer (a crashed process's). progress: also yield the
+        PROGRESS events reeld sends while idle."""
+        if ack is None:
+            ack = consumer is not None
+        return Tail(self._c, _core.TailCursor(subjects, consumer, from_revision, takeover, ack,
+                                              progress))
+
+    def head(self) -> Head:
+        resp = self._c._call("wal", "GetHead", wal_pb2.GetHeadRequest(), safe=True)
+        return Head(resp.head_revision, resp.oldest_revision)
+
+    def ack(self, consumer: str, revision: int) -> Consumer:
+        resp = self._c._call("wal", "AckEvents", wal_pb2.AckEventsRequest(
+            consumer=consumer, revision=revision), safe=True)
+        return Consumer._from_pb(resp.consumer)
+
+    def consumers(self, *, page_size: int = 0) -> Iterator[Consumer]:
+        req = wal_pb2.ListConsumersRequest(limit=page_size)
+        while True:
+            resp = self._c._call("wal", "ListConsumers", req, safe=True)
+            for c in resp.consumers:
+                yield Consumer._from_pb(c)
+            if not resp.more:
+                return
+            req.start_after = resp.next_start_after
+
+    def delete_consumer(self, name: str) -> None:
+        self._c._call("wal", "DeleteConsumer", wal_pb2.DeleteConsumerRequest(name=name))

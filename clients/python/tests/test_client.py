@@ -1,0 +1,218 @@
+"""The client itself: addresses, errors named after gRPC codes carrying
+reeld's message, retries only where repeating cannot write twice (checked
+against a stand-in server that answers UNAVAILABLE), the token and TLS on
+the wire, and the committed message classes matching the protos."""
+import asyncio
+import os
+import subprocess
+import sys
+from concurrent import futures
+
+import grpc
+import pytest
+
+import reel
+import reel.aio
+from reel import _core
+from reel.v1 import admin_pb2, journal_pb2, kv_pb2
+
+from conftest import ROOT, free_port
+
+
+def test_addresses_are_read_as_reelctl_reads_them(monkeypatch):
+    assert _core.target("db1") == "db1:7878"
+    assert _core.target("db1:9000") == "db1:9000"
+    assert _core.target("[::1]") == "[::1]:7878"
+    assert _core.target("[::1]:9000") == "[::1]:9000"
+    with pytest.raises(ValueError, match="brackets"):
+        _core.target("::1")
+    monkeypatch.setenv("REEL_ADDR", "envhost")
+    assert _core.target(None) == "envhost:7878"
+    monkeypatch.delenv("REEL_ADDR")
+    assert _core.target(None) == "127.0.0.1:7878"
+    with pytest.raises(TypeError, match="tls"):
+        reel.connect("x", tls="yes")
+
+
+def test_health_status_and_errors_carry_the_servers_message(client):
+    assert client.health() == "SERVING"
+    st = client.status()
+    assert st.writable and st.signal_max_wait_ms == 300000
+    with pytest.raises(reel.NotFound) as err:
+        client.runs.get("01J00000000000000000000000")
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
+    assert "not found" in err.value.message
+    assert str(err.value).startswith("GetRun: NOT_FOUND: ")
+    with pytest.raises(reel.InvalidArgument, match="key"):
+        client.kv.put("app", "a..b", 1)
+    assert issubclass(reel.LeaseLost, reel.FailedPrecondition)
+    assert reel.Aborted is reel.Conflict
+
+
+def test_an_unreachable_server_is_unavailable_or_past_the_deadline():
+    addr = f"127.0.0.1:{free_port()}"
+    with reel.connect(addr, wait_for_ready=False, retries=0) as c:
+        with pytest.raises(reel.Unavailable):
+            c.kv.get("app", "k")
+    with reel.connect(addr, timeout=0.3) as c:                      # waits for it
+        with pytest.raises(reel.DeadlineExceeded):
+            c.kv.get("app", "k")
+
+
+class StandIn:
+    """A gRPC server answering a few of reeld's methods, UNAVAILABLE the
+    first `fail[method]` times, recording each call's metadata."""
+
+    def __init__(self, fail=(), tls=None):
+        self.fail = dict(fail)
+        self.calls = []
+        self.metadata = []
+        self.server = grpc.server(futures.ThreadPoolExecutor(4))
+        handlers = {
+            "reel.v1.KV": {
+                "GetValue": self._h("GetValue", kv_pb2.GetValueRequest,
+                                    kv_pb2.GetValueResponse(found=False)),
+                "SetValue": self._h("SetValue", kv_pb2.SetValueRequest,
+                                    kv_pb2.SetValueResponse(entry=kv_pb2.Entry(version=1))),
+            },
+            "reel.v1.Journal": {
+                "Append": self._h("Append", journal_pb2.AppendRequest, journal_pb2.AppendResponse(
+                    entry=journal_pb2.JournalEntry(seq=1))),
+                "BeginRun": self._h("BeginRun", journal_pb2.BeginRunRequest,
+                                    journal_pb2.Run(run_id="R", status=journal_pb2.Run.RUNNING,
+                                                    lease_epoch=1, next_seq=1)),
+            },
+            "reel.v1.Admin": {
+                "GetStatus": self._h("GetStatus", admin_pb2.GetStatusRequest,
+                                     admin_pb2.GetStatusResponse(version="stand-in")),
+            },
+        }
+        self.server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(s, m) for s, m in handlers.items()])
+        if tls is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            self.port = self.server.add_secure_port("127.0.0.1:0", tls)
+        self.addr = f"127.0.0.1:{self.port}"
+        self.server.start()
+
+    def _h(self, name, req_cls, resp):
+        def handle(request, context):
+            self.calls.append(name)
+            self.metadata.append(dict(context.invocation_metadata()))
+            if self.fail.get(name, 0) > 0:
+                self.fail[name] -= 1
+                context.abort(grpc.StatusCode.UNAVAILABLE, "stand-in going away")
+            return resp
+        return grpc.unary_unary_rpc_method_handler(
+            handle, request_deserializer=req_cls.FromString,
+            response_serializer=lambda m: m.SerializeToString())
+
+    def stop(self):
+        self.server.stop(None)
+
+
+def test_only_calls_that_cannot_write_twice_are_retried():
+    s = StandIn(fail={"GetValue": 2, "SetValue": 1, "Append": 2, "BeginRun": 1})
+    try:
+        with reel.connect(s.addr, retries=3) as c:
+            assert c.kv.get("app", "k") is None                       # a read: retried
+            assert s.calls.count("GetValue") == 3
+            with pytest.raises(reel.Unavailable, match="stand-in going away"):
+                c.kv.put("app", "k", 1)                               # a write: not retried
+            assert s.calls.count("SetValue") == 1
+            run = c.runs.begin("a", "u", "s", "i", heartbeat=False)   # returns the same run
+            assert s.calls.count("BeginRun") == 2
+            assert run.append("step", 1, key="k1").seq == 1           # idempotent: retried
+            assert s.calls.count("Append") == 3
+            s.fail["Append"] = 1
+            with pytest.raises(reel.Unavailable):
+                run.append("step", 2)                                 # no key: not retried
+            assert s.calls.count("Append") == 4
+        with reel.connect(s.addr, retries=1) as c:
+            s.fail["GetValue"] = 5
+            with pytest.raises(reel.Unavailable):
+                c.kv.get("app", "k")
+            assert s.calls.count("GetValue") == 3 + 2
+    finally:
+        s.stop()
+
+
+async def test_async_retries_match_the_sync_client():
+    s = StandIn(fail={"GetValue": 2, "SetValue": 1})
+    try:
+        async with reel.aio.connect(s.addr, retries=3) as c:
+            assert await c.kv.get("app", "k") is None
+            assert s.calls.count("GetValue") == 3
+            with pytest.raises(reel.Unavailable):
+                await c.kv.put("app", "k", 1)
+            assert s.calls.count("SetValue") == 1
+    finally:
+        s.stop()
+
+
+def _self_signed(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=reel-test",
+                    "-addext", "subjectAltName=DNS:reel-test"],
+                   check=True, capture_output=True)
+    return key.read_bytes(), cert.read_bytes()
+
+
+def test_token_and_tls_reach_the_server(tmp_path):
+    key, cert = _self_signed(tmp_path)
+    s = StandIn(tls=grpc.ssl_server_credentials([(key, cert)]))
+    try:
+        tls = reel.TLS(ca=cert, server_name="reel-test")
+        with reel.connect(s.addr, tls=tls, token="s3cret") as c:
+            assert c.status().version == "stand-in"
+        assert s.metadata[-1]["authorization"] == "Bearer s3cret"
+        # Without the CA the server's certificate is not trusted.
+        with reel.connect(s.addr, tls=True, wait_for_ready=False, retries=0) as c:
+            with pytest.raises(reel.Unavailable):
+                c.status()
+        assert len(s.calls) == 1
+
+        async def aio():
+            async with reel.aio.connect(s.addr, tls=tls, token="t2") as c:
+                return (await c.status()).version
+
+        assert asyncio.run(aio()) == "stand-in"
+        assert s.metadata[-1]["authorization"] == "Bearer t2"
+    finally:
+        s.stop()
+
+
+def test_the_committed_message_classes_match_the_protos():
+    gen = os.path.join(ROOT, "clients", "python", "gen_stubs.py")
+    r = subprocess.run([sys.executable, gen, "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    # And the installed package holds the same files as the source tree.
+    import reel.v1
+    installed = os.path.dirname(reel.v1.__file__)
+    for name in sorted(os.listdir(installed)):
+        if name.endswith("_pb2.py"):
+            with open(os.path.join(installed, name), "rb") as a, \
+                    open(os.path.join(ROOT, "clients", "python", "reel", "v1", name), "rb") as b:
+                assert a.read() == b.read(), f"installed reel/v1/{name} is stale: reinstall"
+
+
+def test_a_stale_message_class_is_found(tmp_path):
+    """gen_stubs.py --check fails naming a committed file that differs."""
+    import shutil
+    copy = tmp_path / "clients" / "python"
+    shutil.copytree(os.path.join(ROOT, "clients", "python"), copy,
+                    ignore=shutil.ignore_patterns("tests", "build", "*.egg-info", "__pycache__"))
+    os.symlink(os.path.join(ROOT, "api"), tmp_path / "api")
+    ok = subprocess.run([sys.executable, str(copy / "gen_stubs.py"), "--check"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    target = copy / "reel" / "v1" / "kv_pb2.py"
+    target.write_text(target.read_text() + "# edited\n")
+    (copy / "reel" / "v1" / "gone_pb2.py").write_text("")
+    r = subprocess.run([sys.executable, str(copy / "gen_stubs.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "reel/v1/kv_pb2.py: differs from what protoc generates" in r.stderr
+    assert "reel/v1/gone_pb2.py: no proto generates it" in r.stderr

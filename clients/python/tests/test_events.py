@@ -1,0 +1,153 @@
+"""events.tail, sync and async: each revision once, in order, across
+reconnects and reeld restarts; durable consumers acknowledged as events are
+handled (while busy, when idle, on close), and a new process resuming after
+the last acknowledgement."""
+import asyncio
+import threading
+import time
+
+import pytest
+
+import reel
+import reel.aio
+
+
+def _kv_writes(c, first, n):
+    return [c.kv.put("app", f"item.{i}", i).revision for i in range(first, first + n)]
+
+
+def _consumer(c, name):
+    return next((x for x in c.events.consumers() if x.name == name), None)
+
+
+def _acked(c, name):
+    """The consumer's acknowledged revision; 0 until its first subscriber
+    has reached reeld and created it."""
+    got = _consumer(c, name)
+    return got.acked_revision if got is not None else 0
+
+
+def test_tail_with_a_consumer_resumes_across_a_restart_each_revision_once(reeld, client):
+    revs = _kv_writes(client, 0, 10)
+    client.kv.put("other", "x", 1)                              # does not match
+    tail = client.events.tail("kv.app.>", consumer="indexer")
+    got = [next(tail) for _ in range(4)]
+    reeld.restart()
+    revs += _kv_writes(client, 10, 10)
+    while len(got) < 20:
+        got.append(next(tail))
+    assert [e.revision for e in got] == revs
+    assert [(e.type, e.subject, e.value.value) for e in got[:2]] == \
+        [(reel.WalEventType.VALUE_CHANGED, "kv.app.item.0", 0),
+         (reel.WalEventType.VALUE_CHANGED, "kv.app.item.1", 1)]
+    assert tail.reconnects >= 1
+    tail.close()
+    # The last event is still held by the caller: everything before it is
+    # acknowledged, and it comes again to the next subscriber.
+    assert tail.acked == revs[18]
+    assert _acked(client, "indexer") == revs[18]
+    with reel.connect(reeld.addr) as again:
+        with again.events.tail("kv.app.>", consumer="indexer") as t2:
+            assert next(t2).revision == revs[19]
+            t2.ack()
+        assert _acked(again, "indexer") == revs[19]
+
+
+def test_an_idle_tail_acknowledges_what_it_handled(reeld, client):
+    revs = _kv_writes(client, 0, 3)
+    tail = client.events.tail("kv.app.>", consumer="idle")
+    got = []
+
+    def consume():
+        for ev in tail:
+            got.append(ev.revision)
+            if len(got) == 4:
+                return
+
+    t = threading.Thread(target=consume)
+    t.start()
+    end = time.monotonic() + 10
+    while _acked(client, "idle") < revs[-1]:
+        assert time.monotonic() < end, "no acknowledgement while idle"
+        time.sleep(0.05)
+    revs += _kv_writes(client, 3, 1)
+    t.join(10)
+    assert got == revs
+    tail.close()
+
+
+def test_anonymous_tail_resumes_after_the_last_revision_and_manual_acks(reeld, client):
+    revs = _kv_writes(client, 0, 3)
+    with client.events.tail("kv.app.>", from_revision=revs[0]) as tail:
+        assert next(tail).revision == revs[1]
+        reeld.restart()
+        revs += _kv_writes(client, 3, 2)
+        assert [next(tail).revision for _ in range(3)] == revs[2:]
+        with pytest.raises(ValueError, match="no consumer"):
+            tail.ack()
+    with pytest.raises(ValueError, match="needs a consumer"):
+        client.events.tail("kv.>", ack=True)
+    with client.events.tail("kv.app.>", consumer="manual", ack=False) as tail:
+        assert [next(tail).revision for _ in range(2)] == revs[:2]
+    assert _acked(client, "manual") == 0 and _consumer(client, "manual") is not None
+    with client.events.tail("kv.app.>", consumer="manual", ack=False) as tail:
+        assert next(tail).revision == revs[0]
+        assert tail.ack().acked_revision == revs[0]
+    assert client.events.head().head_revision == revs[-1]
+    client.events.delete_consumer("manual")
+    assert [c.name for c in client.events.consumers()] == []
+
+
+def test_a_busy_consumer_is_refused_unless_taken_over(reeld, client):
+    _kv_writes(client, 0, 2)
+    first = client.events.tail("kv.>", consumer="solo")
+    next(first)
+    with pytest.raises(reel.FailedPrecondition, match="already has an active subscriber"):
+        next(client.events.tail("kv.>", consumer="solo"))
+    second = client.events.tail("kv.>", consumer="solo", takeover=True)
+    assert next(second).revision == 1
+    with pytest.raises(reel.Conflict, match="taken over"):
+        for _ in first:
+            pass
+    second.close()
+
+
+async def test_async_tail_with_a_consumer_resumes_across_a_restart(reeld):
+    loop = asyncio.get_running_loop()
+    async with reel.aio.connect(reeld.addr, reconnect_timeout=20) as c:
+        revs = [(await c.kv.put("app", f"item.{i}", i)).revision for i in range(10)]
+        tail = c.events.tail("kv.app.>", consumer="indexer")
+        got = [await tail.__anext__() for _ in range(4)]
+        await loop.run_in_executor(None, reeld.restart)
+        revs += [(await c.kv.put("app", f"item.{i}", i)).revision for i in range(10, 20)]
+        while len(got) < 20:
+            got.append(await tail.__anext__())
+        assert [e.revision for e in got] == revs
+        assert tail.reconnects >= 1
+        await tail.close()
+        assert tail.acked == revs[18]
+    async with reel.aio.connect(reeld.addr) as again:
+        async with again.events.tail("kv.app.>", consumer="indexer") as t2:
+            assert (await t2.__anext__()).revision == revs[19]
+            await t2.ack()
+        acked = [x.acked_revision async for x in again.events.consumers()]
+        assert acked == [revs[19]]
+
+
+async def test_async_idle_tail_acknowledges(reeld):
+    async with reel.aio.connect(reeld.addr) as c:
+        revs = [(await c.kv.put("app", f"item.{i}", i)).revision for i in range(3)]
+        tail = c.events.tail("kv.app.>", consumer="idle")
+
+        async def consume():
+            return [(await tail.__anext__()).revision for _ in range(4)]
+
+        task = asyncio.create_task(consume())
+        while True:
+            acked = [x.acked_revision async for x in c.events.consumers()]
+            if acked and acked[0] >= revs[-1]:
+                break
+            await asyncio.sleep(0.05)
+        revs.append((await c.kv.put("app", "item.3", 3)).revision)
+        assert await task == revs
+        await tail.close()

@@ -1,0 +1,97 @@
+"""examples/, run as a user runs them, against a real reeld: the reactive
+pipeline, the crash-proof agent killed with SIGKILL in the middle of a step
+and finished by a second worker without repeating a completed step, and
+the approval gate, approved and timed out."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import reel
+
+from conftest import EXAMPLES, python
+
+
+def _run(script, *args, timeout=60):
+    return subprocess.run([python(), os.path.join(EXAMPLES, script)] + list(args),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _wait_for_line(path, prefix, proc, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, f"worker exited {proc.returncode}: {proc.stderr.read()}"
+        if os.path.exists(path):
+            with open(path) as f:
+                if any(line.startswith(prefix) for line in f):
+                    return
+        time.sleep(0.02)
+    raise AssertionError(f"no {prefix!r} line in {path}")
+
+
+def test_reactive_pipeline(reeld, client):
+    r = _run("reactive_pipeline.py", "--addr", reeld.addr, "--docs", "4")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"doc0": 9, "doc1": 9, "doc2": 9, "doc3": 9}
+    clean = client.kv.get("demo", "pipeline.doc2.clean").value
+    assert clean["words"][:3] == ["document", "2", "says"]
+    assert client.kv.get("demo", "pipeline.summary").value == json.loads(r.stdout)
+
+
+def test_crash_proof_agent_killed_mid_run_is_finished_without_repeating_steps(
+        reeld, client, tmp_path):
+    effects = str(tmp_path / "effects.log")
+    first = subprocess.Popen([python(), os.path.join(EXAMPLES, "crash_proof_agent.py"), "work",
+                              "--addr", reeld.addr, "--order", "42", "--effects", effects,
+                              "--ttl", "1", "--pause-in", "ship"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_id = first.stdout.readline().strip()
+    _wait_for_line(effects, "ship-start", first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    first.stdout.close()
+    first.stderr.close()
+    second = _run("crash_proof_agent.py", "recover", "--addr", reeld.addr,
+                  "--effects", effects, "--ttl", "1", "--wait", "30")
+    assert second.returncode == 0, second.stderr
+    assert f"recovered {run_id} (order 42) at epoch 2" in second.stdout
+    with open(effects) as f:
+        lines = [line.split()[0] for line in f]
+    # reserve and charge ran once, in the first worker; ship was interrupted
+    # there and ran again in the second.
+    assert lines == ["reserve", "charge", "ship-start", "ship"]
+    info = client.runs.get(run_id)
+    assert info.status == reel.RunStatus.COMPLETED
+    assert info.result["charge"] == {"amount": 42, "ok": True}
+    steps = [(e.payload["step"], e.lease_epoch) for e in client.journal.read(run_id)]
+    assert steps == [("reserve", 1), ("charge", 1), ("ship", 2)]
+
+
+def test_approval_gate_approved(reeld, client):
+    req = subprocess.Popen([python(), os.path.join(EXAMPLES, "approval_gate.py"), "request",
+                            "--addr", reeld.addr, "--order", "7", "--timeout", "60"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_id = req.stdout.readline().strip()
+    ok = _run("approval_gate.py", "approve", "--addr", reeld.addr, "--order", "7",
+              "--by", "alice")
+    assert ok.returncode == 0, ok.stderr
+    assert f"to run {run_id}" in ok.stdout
+    out, err = req.communicate(timeout=60)
+    assert req.returncode == 0, err
+    assert "order 7: approved by alice, executed" in out
+    info = client.runs.get(run_id)
+    assert (info.status, info.result["approved_by"]) == (reel.RunStatus.COMPLETED, "alice")
+    assert [e.kind for e in client.journal.read(run_id)] == ["step", "signal", "step"]
+
+
+def test_approval_gate_times_out_and_cancels(reeld, client):
+    r = _run("approval_gate.py", "request", "--addr", reeld.addr, "--order", "8",
+             "--timeout", "0.5")
+    assert r.returncode == 3, r.stderr
+    run_id, msg = r.stdout.splitlines()
+    assert msg == "order 8: not approved, cancelled"
+    info = client.runs.get(run_id)
+    assert info.status == reel.RunStatus.CANCELLED
+    assert info.result["reason"] == "no approval within 0.5s"
+    assert [e.kind for e in client.journal.read(run_id)] == ["step", "signal.timeout"]

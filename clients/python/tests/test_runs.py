@@ -1,0 +1,201 @@
+"""Runs, leases and journals through the client, sync and async: begin,
+append, read, follow across a restart, suspend and claim, heartbeats, and
+a lost lease stopping every write."""
+import asyncio
+import time
+
+import pytest
+
+import reel
+import reel.aio
+
+
+def _wait_for(cond, timeout=10.0, what="condition"):
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_begin_append_read_and_end(client):
+    run = client.runs.begin("shop", "alice", "s1", "order-1", labels={"tier": "gold"})
+    with run:
+        assert (run.epoch, run.resumed, run.info.status) == (1, False, reel.RunStatus.RUNNING)
+        assert run.info.labels == {"tier": "gold"}
+        e1 = run.append("note", {"did": "start"})
+        e2 = run.append("charge", {"amount": 5}, key="charge-1")
+        again = run.append("charge", {"amount": 5}, key="charge-1")
+        assert (e1.seq, e2.seq, again.seq, again.duplicate) == (1, 2, 2, True)
+        with pytest.raises(reel.AlreadyExists, match="charge-1"):
+            run.append("charge", {"amount": 6}, key="charge-1")
+        with pytest.raises(reel.Conflict, match="expected seq 9"):
+            run.append("note", None, expected_seq=9)
+        with pytest.raises(reel.InvalidArgument, match="kind"):
+            run.append("Bad Kind", 1)
+        assert [(e.seq, e.kind, e.payload) for e in run.read()] == \
+            [(1, "note", {"did": "start"}), (2, "charge", {"amount": 5})]
+        assert [e.seq for e in client.journal.read(run.run_id, 1, page_size=1)] == [2]
+        info = run.end({"ok": True})
+        assert (info.status, info.result) == (reel.RunStatus.COMPLETED, {"ok": True})
+    assert client.runs.get(run.run_id).status == reel.RunStatus.COMPLETED
+    with pytest.raises(reel.LeaseLost, match="ended the run") as err:
+        run.append("late", 1)
+    assert err.value.from_server is False
+    assert [r.run_id for r in client.runs.list("shop", status="completed")] == [run.run_id]
+    with pytest.raises(reel.NotFound):
+        client.runs.get("01J00000000000000000000000")
+
+
+def test_a_lease_taken_by_another_worker_stops_the_handle_writing(client):
+    a = client.runs.begin("shop", "alice", "s1", "order-2", owner="worker-a", ttl=1.5)
+    a.append("step", {"n": 1})
+    # The same owner beginning the run again (a restarted worker) takes a
+    # new lease: the old handle is a zombie from then on.
+    b = client.runs.begin("shop", "alice", "s1", "order-2", owner="worker-a", ttl=30)
+    assert (b.resumed, b.epoch) == (True, 2)
+    assert a.wait_lease_lost(timeout=10), "the heartbeats did not notice the lost lease"
+    lost = a.lease_lost
+    assert isinstance(lost, reel.LeaseLost) and lost.from_server
+    assert "lease lost: current epoch 2" in lost.message
+    with pytest.raises(reel.LeaseLost) as err:
+        a.append("step", {"n": 2}, key="k2")
+    assert err.value is lost, "the handle went to reeld after it knew its lease was lost"
+    with pytest.raises(reel.LeaseLost):
+        a.end()
+    with pytest.raises(reel.LeaseLost):
+        a.step("charge", lambda: pytest.fail("a step ran without the lease"))
+    b.append("step", {"n": 2})
+    assert [(e.seq, e.lease_epoch) for e in client.journal.read(a.run_id)] == [(1, 1), (2, 2)]
+    a.close()
+    b.close()
+
+
+def test_a_refused_epoch_is_lease_lost_and_the_next_write_stays_home(client):
+    a = client.runs.begin("shop", "alice", "s1", "order-3", owner="worker-a", heartbeat=False)
+    client.runs.begin("shop", "alice", "s1", "order-3", owner="worker-a", heartbeat=False)
+    with pytest.raises(reel.LeaseLost) as first:
+        a.append("step", 1)
+    assert first.value.from_server and "epoch 2" in first.value.message
+    with pytest.raises(reel.LeaseLost) as second:
+        a.append("step", 2)
+    assert second.value is first.value
+    assert list(client.journal.read(a.run_id)) == []
+
+
+def test_a_lease_that_expires_unrenewed_stops_writes_though_reeld_would_take_them(client):
+    a = client.runs.begin("shop", "alice", "s1", "order-4", ttl=0.3, heartbeat=False)
+    assert a.wait_lease_lost(timeout=5)
+    with pytest.raises(reel.LeaseLost, match="expired without a renewal") as err:
+        a.append("step", 1)
+    assert err.value.from_server is False
+    # Nobody claimed it: reeld would still have taken the write. The client
+    # refused because it can no longer know it holds the run.
+    info = client.runs.get(a.run_id)
+    assert (info.status, info.lease_epoch, info.next_seq) == (reel.RunStatus.RUNNING, 1, 1)
+
+
+def test_heartbeats_keep_a_short_lease(client):
+    run = client.runs.begin("shop", "alice", "s1", "order-5", ttl=1.0)
+    first = run.info.lease_expires_at_ms
+    _wait_for(lambda: client.runs.get(run.run_id).lease_expires_at_ms > first + 2000,
+              what="renewals past twice the TTL")
+    assert run.lease_lost is None
+    assert run.append("step", 1).seq == 1
+    run.end()
+
+
+def test_claim_after_expiry_and_suspend_until_a_signal(client):
+    a = client.runs.begin("shop", "bob", "s1", "order-6", ttl=0.2, heartbeat=False)
+    _wait_for(lambda: a.run_id in [r.run_id for r in client.runs.recoverable("shop")],
+              what="the expired run to be recoverable")
+    b = client.runs.claim(a.run_id, owner="worker-b")
+    assert (b.epoch, b.owner) == (2, "worker-b")
+    with pytest.raises(reel.FailedPrecondition, match="leased to"):
+        client.runs.claim(a.run_id)
+    info = b.suspend("approve")
+    assert (info.status, info.waiting_on) == (reel.RunStatus.WAITING, "approve")
+    with pytest.raises(reel.LeaseLost, match="suspended"):
+        b.append("step", 1)
+    sent = client.signals.send(b.run_id, "approve", {"by": "carol"})
+    assert (sent.run_status, sent.duplicate) == (reel.RunStatus.RUNNABLE, False)
+    again = client.signals.send(b.run_id, "approve", {"by": "carol"},
+                                signal_id=sent.signal.signal_id)
+    assert again.duplicate and again.signal.seq == sent.signal.seq
+    c = client.runs.claim(b.run_id)
+    got = client.signals.wait(c.run_id, "approve", epoch=c.epoch, timeout=1)
+    assert got.payload == {"by": "carol"} and got.journal_seq == 1
+    assert client.signals.wait(c.run_id, "approve", epoch=c.epoch) is None
+    assert [s.consumed_at_ms > 0 for s in
+            client.signals.list(c.run_id, include_consumed=True)] == [True]
+    c.end(status="failed")
+    assert client.runs.get(c.run_id).status == reel.RunStatus.FAILED
+
+
+def test_follow_resumes_across_a_restart_and_ends_with_the_run(reeld, client):
+    run = client.runs.begin("shop", "alice", "s1", "order-7")
+    for i in range(3):
+        run.append("step", i)
+    f = run.follow()
+    assert [next(f).seq, next(f).seq] == [1, 2]
+    reeld.restart()
+    for i in range(3, 6):
+        run.append("step", i, key=f"s{i}")
+    run.end()
+    assert [e.seq for e in f] == [3, 4, 5, 6]
+    assert f.reconnects >= 1
+
+
+async def test_async_lease_lost_to_another_worker_stops_writes(reeld):
+    async with reel.aio.connect(reeld.addr) as c:
+        a = await c.runs.begin("shop", "alice", "s1", "order-8", owner="worker-a", ttl=1.5)
+        await a.append("step", {"n": 1})
+        b = await c.runs.begin("shop", "alice", "s1", "order-8", owner="worker-a")
+        assert b.epoch == 2
+        assert await a.wait_lease_lost(timeout=10)
+        lost = a.lease_lost
+        assert lost.from_server and "epoch 2" in lost.message
+        with pytest.raises(reel.LeaseLost) as err:
+            await a.append("step", {"n": 2})
+        assert err.value is lost
+
+        async def charge():
+            pytest.fail("a step ran without the lease")
+
+        with pytest.raises(reel.LeaseLost):
+            await a.step("charge", charge)
+        assert [(e.seq, e.lease_epoch) async for e in a.read()] == [(1, 1)]
+        await a.close()
+        await b.close()
+
+
+async def test_async_unrenewed_lease_expires_locally_and_heartbeats_keep_one(reeld):
+    async with reel.aio.connect(reeld.addr) as c:
+        a = await c.runs.begin("shop", "alice", "s1", "order-9", ttl=0.3, heartbeat=False)
+        assert await a.wait_lease_lost(timeout=5)
+        with pytest.raises(reel.LeaseLost, match="expired") as err:
+            await a.append("step", 1)
+        assert not err.value.from_server
+        assert (await c.runs.get(a.run_id)).next_seq == 1
+        kept = await c.runs.begin("shop", "alice", "s1", "order-10", ttl=1.0)
+        first = kept.info.lease_expires_at_ms
+        while (await c.runs.get(kept.run_id)).lease_expires_at_ms <= first + 2000:
+            await asyncio.sleep(0.01)
+        assert kept.lease_lost is None
+        assert (await kept.append("step", 1)).seq == 1
+        assert (await kept.end({"n": 1})).result == {"n": 1}
+
+
+async def test_async_follow_resumes_across_a_restart(reeld):
+    loop = asyncio.get_running_loop()
+    async with reel.aio.connect(reeld.addr, reconnect_timeout=20) as c:
+        run = await c.runs.begin("shop", "alice", "s1", "order-11")
+        for i in range(3):
+            await run.append("step", i)
+        f = run.follow()
+        assert [(await f.__anext__()).seq, (await f.__anext__()).seq] == [1, 2]
+        await loop.run_in_executor(None, reeld.restart)
+        for i in range(3, 6):
+            await run.append("step", i, key=f"s{i}")
+        await run.end()
+        assert [e.seq async for e in f] == [3, 4, 5, 6]
+        assert f.reconnects >= 1

@@ -1,0 +1,148 @@
+"""Durable steps and signal waits, sync and async: the first run does the
+work and journals it; a resumed run gets the same results back without
+doing it again, waits included, and a run whose code changed is stopped."""
+import asyncio
+
+import pytest
+
+import reel
+import reel.aio
+
+TUPLE = ("shop", "alice", "s1")
+
+
+def _never(*args):
+    pytest.fail(f"a journaled step ran again with {args}")
+
+
+def test_steps_and_waits_replay_on_resume_without_running_again(reeld, client):
+    calls = []
+
+    def charge(amount):
+        calls.append(("charge", amount))
+        return {"charged": amount, "as_tuple": (1, 2)}
+
+    run = client.runs.begin(*TUPLE, "order-1", owner="worker-a")
+    assert run.step("charge-card", charge, 42) == {"charged": 42, "as_tuple": [1, 2]}
+    assert run.step("ship", lambda: "shipped") == "shipped"
+    assert run.wait_for_signal("approve", timeout=0.1) is None       # timed out
+    run.close()                                                      # the worker dies here
+    assert calls == [("charge", 42)]
+    keys = [e.idempotency_key for e in client.journal.read(run.run_id)]
+    assert keys == ["step:0:charge-card", "step:1:ship", "signal.timeout:0:approve"]
+
+    client.signals.send(run.run_id, "approve", {"by": "bob"})
+    resumed = client.runs.begin(*TUPLE, "order-1", owner="worker-a")
+    assert resumed.resumed and resumed.epoch == 2
+    assert resumed.step("charge-card", _never, 42) == {"charged": 42, "as_tuple": [1, 2]}
+    assert resumed.step("ship", _never) == "shipped"
+    # The first run's wait timed out: so does the replayed one, though the
+    # signal is there now; the next wait gets it.
+    assert resumed.wait_for_signal("approve", timeout=0.1) is None
+    got = resumed.wait_for_signal("approve", timeout=5)
+    assert got.payload == {"by": "bob"} and got.journal_seq == 4
+    assert resumed.step("email", lambda: "sent") == "sent"
+    resumed.end({"done": True})
+    assert calls == [("charge", 42)]
+
+    # An ended run replays every step and wait, and holds no lease for more.
+    done = client.runs.begin(*TUPLE, "order-1")
+    assert done.info.status == reel.RunStatus.COMPLETED
+    assert done.step("charge-card", _never, 42)["charged"] == 42
+    assert done.step("ship", _never) == "shipped"
+    assert done.wait_for_signal("approve", timeout=0) is None
+    assert done.wait_for_signal("approve").payload == {"by": "bob"}
+    assert done.step("email", _never) == "sent"
+    with pytest.raises(reel.LeaseLost, match="COMPLETED"):
+        done.step("extra", lambda: 1)
+
+    # Code that changed under a journal is refused, not replayed wrongly.
+    other = client.runs.begin(*TUPLE, "order-1")
+    with pytest.raises(reel.ReplayMismatch, match="step 0 is 'charge-card'"):
+        other.step("refund", _never)
+
+
+def test_a_failing_step_journals_nothing_and_runs_again_on_resume(client):
+    run = client.runs.begin(*TUPLE, "order-2", owner="w")
+    with pytest.raises(ZeroDivisionError):
+        run.step("flaky", lambda: 1 / 0)
+    run.close()
+    assert list(client.journal.read(run.run_id)) == []
+    again = client.runs.begin(*TUPLE, "order-2", owner="w")
+    assert again.step("flaky", lambda: "ok") == "ok"
+    with pytest.raises(TypeError, match="step 'bad': result"):
+        again.step("bad", lambda: {1, 2})
+    with pytest.raises(ValueError, match="at most 200"):
+        again.step("x" * 201, lambda: 1)
+    again.end()
+
+
+def test_a_wait_that_spans_a_reeld_restart_consumes_exactly_one_signal(reeld, client):
+    import threading
+
+    run = client.runs.begin(*TUPLE, "order-3")
+    got = {}
+    t = threading.Thread(target=lambda: got.update(s=run.wait_for_signal("go", timeout=30)))
+    t.start()
+    _wait_until_awaiting(client)
+    reeld.restart()                      # ends the await UNAVAILABLE, consuming nothing
+    client.signals.send(run.run_id, "go", 1)
+    client.signals.send(run.run_id, "go", 2)
+    t.join(30)
+    assert got["s"].payload == 1
+    assert [s.payload for s in client.signals.list(run.run_id)] == [2]     # still pending
+    assert [e.kind for e in client.journal.read(run.run_id)] == ["signal"]
+    run.end()
+
+
+def _wait_until_awaiting(client, timeout=10.0):
+    """Until reeld has a call open (GetStatus does not count itself): the
+    await."""
+    import time
+    end = time.monotonic() + timeout
+    while client.status().open_calls < 1:
+        assert time.monotonic() < end, "the await never reached reeld"
+        time.sleep(0.01)
+
+
+async def test_async_steps_and_waits_replay_on_resume(reeld):
+    calls = []
+
+    async def charge(amount):
+        calls.append(amount)
+        await asyncio.sleep(0)
+        return {"charged": amount}
+
+    async with reel.aio.connect(reeld.addr) as c:
+        run = await c.runs.begin(*TUPLE, "order-4", owner="w")
+        # Steps started together take positions in call order.
+        a, b = await asyncio.gather(run.step("a", charge, 1), run.step("b", charge, 2))
+        assert (a, b) == ({"charged": 1}, {"charged": 2})
+        assert await run.step("sync-fn", lambda: [1]) == [1]
+        assert await run.wait_for_signal("approve", timeout=0.1) is None
+        await run.close()
+        await c.signals.send(run.run_id, "approve", "yes")
+
+        resumed = await c.runs.begin(*TUPLE, "order-4", owner="w")
+        assert resumed.epoch == 2
+        assert await resumed.step("a", _never, 1) == {"charged": 1}
+        assert await resumed.step("b", _never, 2) == {"charged": 2}
+        assert await resumed.step("sync-fn", _never) == [1]
+        assert await resumed.wait_for_signal("approve", timeout=0.1) is None
+        assert (await resumed.wait_for_signal("approve", timeout=5)).payload == "yes"
+        with pytest.raises(reel.ReplayMismatch):
+            other = await c.runs.begin(*TUPLE, "order-4", owner="w")
+            await other.step("renamed", _never)
+        assert calls == [1, 2]
+        await other.close()
+        await resumed.close()
+
+
+def test_a_step_key_written_by_other_code_is_a_replay_mismatch(client):
+    run = client.runs.begin(*TUPLE, "order-5", owner="w")
+    run.append("step", {"not": "a step"}, key="step:0:charge")
+    again = client.runs.begin(*TUPLE, "order-5", owner="w")
+    with pytest.raises(reel.ReplayMismatch, match="entry 1 has a step's key"):
+        again.step("charge", _never)
+    run.close()
+    again.close()

@@ -1,0 +1,282 @@
+"""kv.watch, sync and async: snapshot, BOOTSTRAP_DONE, transitions,
+patterns, and resumption across reeld restarts (live and in the middle of
+the snapshot) without losing or repeating an event."""
+import asyncio
+import threading
+import time
+
+import pytest
+
+import reel
+import reel.aio
+
+
+def _key_events(events):
+    return [(e.type.name, e.key, e.version) for e in events]
+
+
+def test_watch_pattern_snapshot_marker_then_live_transitions(client):
+    client.kv.put("app", "pipeline.a.raw", {"doc": "a"})
+    client.kv.put("app", "pipeline.b.raw", {"doc": "b"})
+    client.kv.put("app", "pipeline.a.clean", {"doc": "a"})
+    client.kv.put("app", "other", 1)
+    with client.kv.watch("app", "pipeline.*.raw") as w:
+        snap = [next(w), next(w)]
+        assert _key_events(snap) == [("PUT", "pipeline.a.raw", 1), ("PUT", "pipeline.b.raw", 1)]
+        assert w.revision is None and not w.bootstrapped
+        marker = next(w)
+        assert marker.bootstrap_done and marker.type == reel.EventType.BOOTSTRAP_DONE
+        assert w.bootstrapped and w.revision == marker.revision == 4
+        client.kv.put("app", "pipeline.a.clean", {"doc": "a2"})      # does not match
+        client.kv.put("app", "pipeline.a.raw", {"doc": "a2"})
+        client.kv.delete("app", "pipeline.b.raw")
+        put, delete = next(w), next(w)
+        assert (put.type, put.key, put.value, put.prev_value, put.version, put.prev_version) == \
+            (reel.EventType.PUT, "pipeline.a.raw", {"doc": "a2"}, {"doc": "a"}, 2, 1)
+        assert (delete.type, delete.deleted, delete.prev_value, delete.value) == \
+            (reel.EventType.DELETE, True, {"doc": "b"}, None)
+        assert w.revision == delete.revision == 7
+
+
+def test_watch_start_modes(client):
+    for v in range(3):
+        client.kv.put("app", "k", v)
+    with client.kv.watch("app", "k", now=True) as w:
+        assert next(w).bootstrap_done
+    with client.kv.watch("app", "k", from_version=1) as w:
+        assert [(e.type.name, e.version) for e in (next(w), next(w), next(w))] == \
+            [("PUT", 2), ("PUT", 3), ("BOOTSTRAP_DONE", 0)]
+    with client.kv.watch("app", "k", from_revision=2) as w:
+        assert next(w).version == 3 and next(w).bootstrap_done
+    with pytest.raises(ValueError, match="one start"):
+        client.kv.watch("app", "k", now=True, from_revision=1)
+    with pytest.raises(reel.InvalidArgument, match="past the head"):
+        next(iter(client.kv.watch("app", "k", from_revision=1000)))
+
+
+def _write_across_restart(reeld, key, seen_enough, restarted, stop, acked):
+    """Writes key 0, 1, 2, ... until stop; an answer lost to the restart
+    may or may not have committed, so only the acknowledged are recorded."""
+    with reel.connect(reeld.addr, timeout=5) as c:
+        i = 0
+        while not stop.is_set():
+            try:
+                acked.append((c.kv.put("app", key, i).version, i))
+            except reel.ReelError:
+                pass
+            i += 1
+            if i == 40:
+                seen_enough.wait(30)
+            if i == 60:
+                restarted.wait(30)
+
+
+def _check_no_loss_no_repeat(events, acked, final):
+    versions = [e.version for e in events]
+    assert versions == list(range(1, final + 1)), "lost or repeated events"
+    assert all(e.prev_version == e.version - 1 for e in events)
+    by_version = {e.version: e.value for e in events}
+    assert all(by_version[v] == i for v, i in acked)
+    values = [e.value for e in events]
+    assert values == sorted(values)
+
+
+def test_watch_resumes_across_a_reeld_restart_without_loss_or_repetition(reeld, client):
+    seen_enough, restarted, stop, acked = threading.Event(), threading.Event(), \
+        threading.Event(), []
+    w = client.kv.watch("app", "orders.>", now=True)
+    assert next(w).bootstrap_done
+    writer = threading.Thread(target=_write_across_restart,
+                              args=(reeld, "orders.1", seen_enough, restarted, stop, acked))
+    writer.start()
+    events = []
+    try:
+        for ev in w:
+            assert not ev.bootstrap_done, "a resumed watch repeats no BOOTSTRAP_DONE"
+            events.append(ev)
+            if len(events) == 20:
+                seen_enough.set()
+                reeld.restart()
+                restarted.set()
+            if len(events) == 120:
+                stop.set()
+                writer.join()
+                break
+        final = client.kv.get("app", "orders.1").version
+        while events[-1].version < final:
+            events.append(next(w))
+    finally:
+        stop.set()
+        seen_enough.set()
+        restarted.set()
+        writer.join()
+        w.close()
+    assert w.reconnects >= 1
+    _check_no_loss_no_repeat(events, acked, final)
+
+
+def _big_snapshot(c, n=48):
+    blob = "x" * (512 * 1024)
+    for i in range(n):
+        c.kv.put("big", f"k.{i:02d}", {"i": i, "pad": blob})
+
+
+def _check_snapshot_resume(events, streams):
+    """events: everything up to and including BOOTSTRAP_DONE; streams: how
+    many the watch had opened by then."""
+    assert streams >= 2, "the snapshot was not interrupted: make it larger"
+    keys = [(e.key, e.version) for e in events if not e.bootstrap_done]
+    assert len(keys) == len(set(keys)), "a (key, version) was yielded twice"
+    assert ("k.00", 1) in keys and ("k.00", 2) in keys        # changed after it was yielded
+    deletes = [e for e in events if e.type == reel.EventType.DELETE]
+    assert [(d.key, d.version, d.prev_version) for d in deletes] == [("k.01", 2, 1)]
+    assert ("k.47", 2) in keys and ("k.47", 1) not in keys    # not yielded before: newest only
+    assert ("k.99", 1) in keys                                # created meanwhile
+    assert events[-1].bootstrap_done and sum(e.bootstrap_done for e in events) == 1
+
+
+def test_watch_resumes_in_the_middle_of_its_snapshot(reeld):
+    with reel.connect(reeld.addr, max_message_bytes=8 << 20) as c:
+        _big_snapshot(c)
+        w = c.kv.watch("big", "k.>")
+        first = next(w)
+        assert (first.key, first.version) == ("k.00", 1)
+        _ = next(w)                                   # k.01, version 1
+        reeld.restart()
+        c.kv.put("big", "k.00", {"i": 0, "changed": True})
+        c.kv.delete("big", "k.01")
+        c.kv.put("big", "k.47", {"i": 47, "changed": True})
+        c.kv.put("big", "k.99", {"new": True})
+        events = [first, _]
+        for ev in w:
+            events.append(ev)
+            if ev.bootstrap_done:
+                break
+        streams = w._cursor.streams
+        assert w.reconnects >= 1
+        c.kv.put("big", "k.02", {"after": True})
+        live = next(w)
+        assert (live.key, live.version, live.prev_version) == ("k.02", 2, 1)
+        w.close()
+    _check_snapshot_resume(events, streams)
+
+
+async def test_async_watch_snapshot_marker_and_live(reeld):
+    async with reel.aio.connect(reeld.addr) as c:
+        await c.kv.put("app", "pipeline.a.raw", 1)
+        await c.kv.put("app", "pipeline.a.clean", 1)
+        async with c.kv.watch("app", "pipeline.*.raw") as w:
+            it = w.__aiter__()
+            assert _key_events([await it.__anext__()]) == [("PUT", "pipeline.a.raw", 1)]
+            marker = await it.__anext__()
+            assert marker.bootstrap_done and w.revision == 2
+            await c.kv.put("app", "pipeline.b.raw", 2)
+            ev = await it.__anext__()
+            assert (ev.key, ev.value, ev.prev_version) == ("pipeline.b.raw", 2, 0)
+
+
+async def test_async_watch_resumes_across_a_reeld_restart_without_loss_or_repetition(reeld):
+    seen_enough, restarted, stop, acked = threading.Event(), threading.Event(), \
+        threading.Event(), []
+    loop = asyncio.get_running_loop()
+    async with reel.aio.connect(reeld.addr, reconnect_timeout=20) as c:
+        w = c.kv.watch("app", "orders.>", now=True)
+        assert (await w.__anext__()).bootstrap_done
+        writer = threading.Thread(target=_write_across_restart,
+                                  args=(reeld, "orders.1", seen_enough, restarted, stop, acked))
+        writer.start()
+        events = []
+        try:
+            async for ev in w:
+                assert not ev.bootstrap_done
+                events.append(ev)
+                if len(events) == 20:
+                    seen_enough.set()
+                    await loop.run_in_executor(None, reeld.restart)
+                    restarted.set()
+                if len(events) == 120:
+                    stop.set()
+                    await loop.run_in_executor(None, writer.join)
+                    break
+            final = (await c.kv.get("app", "orders.1")).version
+            while events[-1].version < final:
+                events.append(await w.__anext__())
+        finally:
+            stop.set()
+            seen_enough.set()
+            restarted.set()
+            await loop.run_in_executor(None, writer.join)
+            await w.close()
+        assert w.reconnects >= 1
+    _check_no_loss_no_repeat(events, acked, final)
+
+
+async def test_async_watch_resumes_in_the_middle_of_its_snapshot(reeld):
+    loop = asyncio.get_running_loop()
+    async with reel.aio.connect(reeld.addr, max_message_bytes=8 << 20) as c:
+        with reel.connect(reeld.addr) as sc:
+            _big_snapshot(sc)
+        w = c.kv.watch("big", "k.>")
+        events = [await w.__anext__(), await w.__anext__()]
+        assert [(e.key, e.version) for e in events] == [("k.00", 1), ("k.01", 1)]
+        await loop.run_in_executor(None, reeld.restart)
+        await c.kv.put("big", "k.00", {"i": 0, "changed": True})
+        await c.kv.delete("big", "k.01")
+        await c.kv.put("big", "k.47", {"i": 47, "changed": True})
+        await c.kv.put("big", "k.99", {"new": True})
+        async for ev in w:
+            events.append(ev)
+            if ev.bootstrap_done:
+                break
+        streams = w._cursor.streams
+        assert w.reconnects >= 1
+        await w.close()
+    _check_snapshot_resume(events, streams)
+
+
+def test_close_from_another_thread_ends_the_iteration_quietly(client):
+    w = client.kv.watch("app", "k", now=True)
+    got, failed = [], []
+
+    def consume():
+        try:
+            for ev in w:
+                got.append(ev)
+        except Exception as e:      # reported below
+            failed.append(e)
+
+    def wait_for(n):
+        end = time.monotonic() + 10
+        while len(got) < n:
+            assert time.monotonic() < end, f"the watch saw {len(got)} events, not {n}"
+            time.sleep(0.01)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    wait_for(1)                     # BOOTSTRAP_DONE: live from here
+    client.kv.put("app", "k", 1)
+    wait_for(2)
+    w.close()
+    t.join(10)
+    assert not t.is_alive() and failed == []
+    assert [e.type.name for e in got] == ["BOOTSTRAP_DONE", "PUT"]
+
+
+async def test_async_close_from_another_task_ends_the_iteration_quietly(reeld):
+    async with reel.aio.connect(reeld.addr) as c:
+        w = c.kv.watch("app", "k", now=True)
+        got = []
+
+        async def consume():
+            async for ev in w:
+                got.append(ev)
+
+        task = asyncio.create_task(consume())
+        while not got:                  # BOOTSTRAP_DONE: live from here
+            await asyncio.sleep(0.01)
+        await c.kv.put("app", "k", 1)
+        while len(got) < 2:
+            await asyncio.sleep(0.01)
+        await w.close()
+        await asyncio.wait_for(task, 10)
+        assert [e.type.name for e in got] == ["BOOTSTRAP_DONE", "PUT"]

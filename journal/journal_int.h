@@ -1,0 +1,107 @@
+/*
+ * journal/journal_int.h: what the journal's files share. Private to
+ * journal/.
+ *
+ *   journal.c        the module: its design, create and destroy, names
+ *   journal_rec.c    records and keys: the column families' layout
+ *   journal_write.c  the writer's operations (and other modules' applies)
+ *   journal_read.c   reads, at one snapshot or through a transaction
+ *   journal_sub.c    subscriptions and the publish step
+ */
+#ifndef REEL_JOURNAL_JOURNAL_INT_H
+#define REEL_JOURNAL_JOURNAL_INT_H
+
+#include <stdint.h>
+
+#include "base/codec.h"
+#include "feed/feed.h"
+#include "journal/journal.h"
+
+/* The event types of the journal's changes handed to the publish step
+ * (both under JOURNAL_MODULE_ID). */
+enum { CHANGE_RUN = 1, CHANGE_ENTRY = 2 };
+
+/* Its column families (journal_cfs, in journal_rec.c). */
+#define JOURNAL_CF_RUNS "runs"
+#define JOURNAL_CF_JOURNAL "journal"
+
+struct journal {
+    store_t *store;
+    store_cf_t *cf_runs, *cf_journal;
+    journal_limits_t lim;
+    /* The ULID clock: writer thread only. */
+    int64_t ulid_ms;
+    unsigned char ulid_rand[10];
+    journal_pending_fn pending;
+    void *pending_arg;
+    /* Subscriptions, under their run_id. */
+    feed_hub_t *hub;
+};
+
+/* ---- Records and keys (journal_rec.c) ------------------------------------ */
+
+void journal_run_encode(const run_t *r, reel_wbuf_t *w);
+/* 0, or -1 if malformed (or out of memory). */
+int journal_run_decode(const void *buf, size_t len, run_t *r);
+void journal_entry_encode(const journal_entry_t *e, reel_wbuf_t *w);
+/* 0, -1 if malformed, -2 out of memory (not to be reported as corrupt). */
+int journal_entry_decode(const void *buf, size_t len, journal_entry_t *e);
+
+/* A key, malloc'd (free p); p is NULL when out of memory. */
+typedef struct journal_key {
+    char *p;
+    size_t len;
+} journal_key_t;
+
+/* tag, then the given strings each followed by a NUL except the last,
+ * then an optional 8-byte number. */
+journal_key_t journal_make_key(char tag, const char *const *parts, size_t n,
+                               int with_num, uint64_t num);
+journal_key_t journal_run_key(const char *run_id);
+journal_key_t journal_active_key(const char *run_id);
+journal_key_t journal_entry_key(const char *run_id, uint64_t seq);
+journal_key_t journal_idem_key(const char *run_id, const char *idem);
+journal_key_t journal_invocation_key(const run_t *r);
+journal_key_t journal_session_key(const run_t *r);
+
+/* ---- Names (journal.c): INVALID_ARGUMENT naming the field ---------------- */
+
+/* journal_check_run_id (journal.h) checks run ids. */
+reel_code_t journal_check_name(const char *field, const char *s,
+                               reel_status_t *st);
+
+/* ---- Reads (journal_read.c) ---------------------------------------------- */
+
+/* The run as txn sees it: OK, NOT_FOUND or DATA_LOSS, naming it. */
+reel_code_t journal_load_run(journal_t *j, store_txn_t *txn,
+                             const char *run_id, run_t *out,
+                             reel_status_t *st);
+/* The run at snap (NULL: now): OK, NOT_FOUND, DATA_LOSS or the read's
+ * error, naming it. */
+reel_code_t journal_get_run_at(journal_t *j, const store_snapshot_t *snap,
+                               const char *run_id, run_t *out,
+                               reel_status_t *st);
+/* A run an index names, through txn or (txn NULL) at snap: a missing
+ * record is DATA_LOSS, never a run to pass over. */
+reel_code_t journal_indexed_run(store_txn_t *txn, journal_t *j,
+                                const store_snapshot_t *snap,
+                                const char *run_id, run_t *out,
+                                reel_status_t *st);
+
+/* Entries of run_id after from_seq at snap, delivered to fn until it says
+ * stop. Returns how the scan ended: an entry it cannot read ends it with an
+ * error naming the entry's seq, never a skip. fn owns the entry it gets. */
+typedef int (*journal_entry_fn)(void *arg,
+                                journal_entry_t *e); /* 0 go on, 1 stop */
+reel_code_t journal_scan_entries(journal_t *j, const store_snapshot_t *snap,
+                                 const char *run_id, uint64_t from_seq,
+                                 journal_entry_fn fn, void *arg,
+                                 reel_status_t *st);
+
+/* ---- Subscriptions (journal_sub.c) --------------------------------------- */
+
+reel_code_t journal_hub_init(journal_t *j, uint64_t last_published,
+                             reel_status_t *st);
+void journal_hub_fini(journal_t *j);
+
+#endif

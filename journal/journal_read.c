@@ -1,0 +1,426 @@
+/*
+ * journal/journal_read.c: reads of runs and journals.
+ *
+ * Each read works at one store snapshot, so a page is consistent; other
+ * modules' applies read runs through their transaction instead
+ * (journal_load_run, journal_indexed_run). A read never passes over what
+ * it cannot read: a record that does not decode, or an index entry without
+ * its record, is DATA_LOSS naming the run or the seq. Pages stop at their
+ * count and at their byte budget (base/page.h), take at least one item,
+ * and say whether more follow.
+ */
+#include "journal/journal_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/codec.h"
+#include "base/fault.h"
+
+/* ---- Runs ---------------------------------------------------------------- */
+
+reel_code_t journal_load_run(journal_t *j, store_txn_t *txn,
+                             const char *run_id, run_t *out,
+                             reel_status_t *st) {
+    journal_key_t k = journal_run_key(run_id);
+    char *val = NULL;
+    size_t vlen = 0;
+    reel_code_t rc;
+
+    if (k.p == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = store_txn_get(txn, j->cf_runs, k.p, k.len, &val, &vlen, st);
+    free(k.p);
+    if (rc == REEL_NOT_FOUND)
+        return reel_status_set(st, REEL_NOT_FOUND, "run %s not found", run_id);
+    if (rc != REEL_OK)
+        return rc;
+    if (journal_run_decode(val, vlen, out) != 0)
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "run %s: stored record is corrupt", run_id);
+    free(val);
+    return rc;
+}
+
+reel_code_t journal_get_run_at(journal_t *j, const store_snapshot_t *snap,
+                               const char *run_id, run_t *out,
+                               reel_status_t *st) {
+    journal_key_t k = journal_run_key(run_id);
+    char *val = NULL;
+    size_t vlen = 0;
+    reel_code_t rc;
+
+    memset(out, 0, sizeof(*out));
+    if (k.p == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = store_snapshot_get(j->store, snap, j->cf_runs, k.p, k.len, &val,
+                            &vlen, st);
+    free(k.p);
+    if (rc == REEL_NOT_FOUND)
+        return reel_status_set(st, REEL_NOT_FOUND, "run %s not found", run_id);
+    if (rc != REEL_OK)
+        rc = reel_status_set(st, rc, "run %s: %s", run_id,
+                             reel_status_message(st));
+    else if (journal_run_decode(val, vlen, out) != 0)
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "run %s: stored record is corrupt", run_id);
+    free(val);
+    return rc;
+}
+
+/*
+ * A run an index ('s' or 'a') names, read through txn or at snap: the
+ * index and the record commit together, so a missing record is DATA_LOSS,
+ * never a run to pass over (a list would silently leave it out).
+ */
+reel_code_t journal_indexed_run(store_txn_t *txn, journal_t *j,
+                                const store_snapshot_t *snap,
+                                const char *run_id, run_t *out,
+                                reel_status_t *st) {
+    reel_code_t rc = txn != NULL ? journal_load_run(j, txn, run_id, out, st)
+                                 : journal_get_run_at(j, snap, run_id, out, st);
+
+    if (rc == REEL_NOT_FOUND)
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "run %s is in an index but its record is "
+                             "missing",
+                             run_id);
+    return rc;
+}
+
+reel_code_t journal_get_run(journal_t *j, const char *run_id, run_t *out,
+                            reel_status_t *st) {
+    reel_code_t rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((rc = journal_check_run_id("run_id", run_id, st)) != REEL_OK)
+        return rc;
+    return journal_get_run_at(j, NULL, run_id, out, st);
+}
+
+static reel_code_t check_limit(uint32_t *limit, reel_status_t *st) {
+    if (*limit == 0)
+        *limit = JOURNAL_LIST_DEFAULT;
+    if (*limit > JOURNAL_LIST_MAX)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "limit: at most %d (got %u)", JOURNAL_LIST_MAX,
+                               *limit);
+    return REEL_OK;
+}
+
+/* Entries of run_id after from_seq at snap, delivered to fn until it says
+ * stop or limit is reached. Returns how the scan ended: an entry it cannot
+ * read ends it with an error naming the entry's seq, never a skip. */
+typedef int (*journal_entry_fn)(void *arg,
+                                journal_entry_t *e); /* 0 go on, 1 stop */
+
+reel_code_t journal_scan_entries(journal_t *j, const store_snapshot_t *snap,
+                                 const char *run_id, uint64_t from_seq,
+                                 journal_entry_fn fn, void *arg,
+                                 reel_status_t *st) {
+    journal_key_t start = {NULL, 0};
+    store_iter_t *it = NULL;
+    uint64_t seq = from_seq;
+    reel_code_t rc = REEL_OK;
+
+    /* No seq follows the largest (and + 1 would wrap to the first). */
+    if (from_seq == UINT64_MAX)
+        return REEL_OK;
+    start = journal_entry_key(run_id, from_seq + 1);
+    it = store_iter_create(j->store, j->cf_journal, snap);
+    if (start.p == NULL || it == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (store_iter_seek(it, start.p, start.len); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        journal_entry_t e;
+        int drc;
+
+        if (klen != start.len || memcmp(k, start.p, start.len - 8) != 0)
+            break;
+        seq = reel_be64_get((const unsigned char *)k + klen - 8);
+        /* The fault point stands in for a corrupt record. */
+        drc = REEL_FAULT("journal.decode") ? -1
+                                           : journal_entry_decode(v, vlen, &e);
+        if (drc != 0) {
+            rc = reel_status_set(st, drc == -2 ? REEL_RESOURCE_EXHAUSTED
+                                               : REEL_DATA_LOSS,
+                                 "run %s: journal entry %llu %s", run_id,
+                                 (unsigned long long)seq,
+                                 drc == -2 ? "could not be read: out of memory"
+                                           : "is corrupt");
+            break;
+        }
+        if (fn(arg, &e) != 0)
+            break;
+    }
+    if (rc == REEL_OK && (rc = store_iter_status(it, st)) != REEL_OK)
+        rc = reel_status_set(st, rc, "run %s: reading the journal after seq "
+                                     "%llu: %s",
+                             run_id, (unsigned long long)seq,
+                             reel_status_message(st));
+out:
+    store_iter_destroy(it);
+    free(start.p);
+    return rc;
+}
+
+typedef struct collect {
+    journal_entry_t *arr;
+    size_t n, limit, used;
+    const reel_page_t *page;
+    int more;
+} collect_t;
+
+static int collect_entry(void *arg, journal_entry_t *e) {
+    collect_t *c = arg;
+
+    if (c->n == c->limit || !reel_page_take(c->page, c->n, &c->used, e)) {
+        c->more = 1;
+        journal_entry_fini(e);
+        return 1;
+    }
+    c->arr[c->n++] = *e;
+    return 0;
+}
+
+reel_code_t journal_read(journal_t *j, const char *run_id, uint64_t from_seq,
+                         uint32_t limit, const reel_page_t *page,
+                         journal_entry_t **out, size_t *n, int *more,
+                         reel_status_t *st) {
+    store_snapshot_t *snap = NULL;
+    collect_t c = {0};
+    run_t r;
+    reel_code_t rc;
+
+    *out = NULL;
+    *n = 0;
+    *more = 0;
+    if ((rc = journal_check_run_id("run_id", run_id, st)) != REEL_OK ||
+        (rc = check_limit(&limit, st)) != REEL_OK)
+        return rc;
+    if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
+        return rc;
+    if ((rc = journal_get_run_at(j, snap, run_id, &r, st)) != REEL_OK)
+        goto out;
+    run_fini(&r);
+    c.limit = limit;
+    c.page = page;
+    c.arr = calloc(limit, sizeof(*c.arr));
+    if (c.arr == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    /* A from_seq past the last entry reads an empty page: a read skips
+     * nothing, and its next_from_seq stays where the reader asked. */
+    rc = journal_scan_entries(j, snap, run_id, from_seq, collect_entry, &c, st);
+    if (rc != REEL_OK) {
+        for (size_t i = 0; i < c.n; i++)
+            journal_entry_fini(&c.arr[i]);
+        free(c.arr);
+        goto out;
+    }
+    *out = c.arr;
+    *n = c.n;
+    *more = c.more;
+out:
+    store_snapshot_release(j->store, snap);
+    return rc;
+}
+
+static int run_matches(const run_t *r, const run_filter_t *f) {
+    if (f->app && *f->app && strcmp(r->app, f->app) != 0)
+        return 0;
+    if (f->user && *f->user && strcmp(r->user, f->user) != 0)
+        return 0;
+    if (f->session && *f->session && strcmp(r->session, f->session) != 0)
+        return 0;
+    return f->status == RUN_STATUS_ANY || r->status == f->status;
+}
+
+reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
+                              run_t **out, size_t *n, int *more,
+                              reel_status_t *st) {
+    int by_session = f->app && *f->app && f->user && *f->user && f->session &&
+                     *f->session;
+    const char *after = f->start_after ? f->start_after : "";
+    uint32_t limit = f->limit;
+    store_snapshot_t *snap = NULL;
+    store_iter_t *it = NULL;
+    journal_key_t base, seek;
+    run_t *arr = NULL;
+    size_t used = 0;
+    reel_code_t rc;
+
+    *out = NULL;
+    *n = 0;
+    *more = 0;
+    if ((rc = check_limit(&limit, st)) != REEL_OK)
+        return rc;
+    if ((f->user && *f->user && !(f->app && *f->app)) ||
+        (f->session && *f->session && !(f->user && *f->user)))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: filtering by %s needs %s too",
+                               f->session && *f->session ? "session" : "user",
+                               f->session && *f->session ? "session" : "user",
+                               f->session && *f->session ? "user" : "app");
+    if ((int)f->status < RUN_STATUS_ANY || f->status > RUN_CANCELLED)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "status: unknown value %d", (int)f->status);
+    if (*after &&
+        (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
+        return rc;
+    if (by_session) {
+        const char *parts[4] = {f->app, f->user, f->session, ""};
+        const char *sparts[4] = {f->app, f->user, f->session, after};
+        base = journal_make_key('s', parts, 4, 0, 0);
+        seek = journal_make_key('s', sparts, 4, 0, 0);
+    } else {
+        const char *empty = "";
+        base = journal_make_key('r', &empty, 1, 0, 0);
+        seek = journal_make_key('r', &after, 1, 0, 0);
+    }
+    if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
+        goto out;
+    it = store_iter_create(j->store, j->cf_runs, snap);
+    arr = calloc(limit, sizeof(*arr));
+    if (base.p == NULL || seek.p == NULL || it == NULL || arr == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (store_iter_seek(it, seek.p, seek.len); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        char id[JOURNAL_RUN_ID_LEN + 1];
+        run_t r;
+
+        if (klen < base.len || memcmp(k, base.p, base.len) != 0)
+            break;
+        if (klen != base.len + JOURNAL_RUN_ID_LEN)
+            continue;
+        memcpy(id, k + base.len, JOURNAL_RUN_ID_LEN);
+        id[JOURNAL_RUN_ID_LEN] = '\0';
+        if (*after && strcmp(id, after) <= 0)
+            continue;
+        if (by_session) {
+            if ((rc = journal_indexed_run(NULL, j, snap, id, &r, st)) !=
+                REEL_OK)
+                goto out;
+        } else if (journal_run_decode(v, vlen, &r) != 0) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "run %s: stored record is corrupt", id);
+            goto out;
+        }
+        if (!run_matches(&r, f)) {
+            run_fini(&r);
+            continue;
+        }
+        if (*n == limit || !reel_page_take(f->page, *n, &used, &r)) {
+            run_fini(&r);
+            *more = 1;
+            break;
+        }
+        arr[(*n)++] = r;
+    }
+    rc = store_iter_status(it, st);
+out:
+    if (rc != REEL_OK) {
+        for (size_t i = 0; i < *n; i++)
+            run_fini(&arr[i]);
+        free(arr);
+        arr = NULL;
+        *n = 0;
+    }
+    *out = arr;
+    store_iter_destroy(it);
+    store_snapshot_release(j->store, snap);
+    free(base.p);
+    free(seek.p);
+    return rc;
+}
+
+reel_code_t journal_list_recoverable(journal_t *j, const char *app,
+                                     const char *start_after, uint32_t limit,
+                                     const reel_page_t *page, run_t **out,
+                                     size_t *n, int *more, reel_status_t *st) {
+    const char *after = start_after ? start_after : "";
+    int64_t now = reel_clock_now_ms();
+    store_snapshot_t *snap = NULL;
+    store_iter_t *it = NULL;
+    run_t *arr = NULL;
+    journal_key_t seek = {0};
+    size_t used = 0;
+    reel_code_t rc;
+
+    *out = NULL;
+    *n = 0;
+    *more = 0;
+    if ((rc = check_limit(&limit, st)) != REEL_OK)
+        return rc;
+    if (app != NULL && *app &&
+        (rc = journal_check_name("app", app, st)) != REEL_OK)
+        return rc;
+    if (*after &&
+        (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
+        return rc;
+    seek = journal_make_key('a', &after, 1, 0, 0);
+    if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
+        goto out;
+    it = store_iter_create(j->store, j->cf_runs, snap);
+    arr = calloc(limit, sizeof(*arr));
+    if (seek.p == NULL || it == NULL || arr == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (store_iter_seek(it, seek.p, seek.len); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen;
+        const char *k = store_iter_key(it, &klen);
+        char id[JOURNAL_RUN_ID_LEN + 1];
+        run_t r;
+
+        if (klen < 1 || k[0] != 'a')
+            break;
+        if (klen != 1 + JOURNAL_RUN_ID_LEN)
+            continue;
+        memcpy(id, k + 1, JOURNAL_RUN_ID_LEN);
+        id[JOURNAL_RUN_ID_LEN] = '\0';
+        if (*after && strcmp(id, after) <= 0)
+            continue;
+        if ((rc = journal_indexed_run(NULL, j, snap, id, &r, st)) != REEL_OK)
+            goto out;
+        if ((app != NULL && *app && strcmp(r.app, app) != 0) ||
+            (r.status != RUN_RUNNABLE &&
+             !(r.status == RUN_RUNNING && r.lease_expires_at_ms <= now))) {
+            run_fini(&r);
+            continue;
+        }
+        if (*n == limit || !reel_page_take(page, *n, &used, &r)) {
+            run_fini(&r);
+            *more = 1;
+            break;
+        }
+        arr[(*n)++] = r;
+    }
+    rc = store_iter_status(it, st);
+out:
+    if (rc != REEL_OK) {
+        for (size_t i = 0; i < *n; i++)
+            run_fini(&arr[i]);
+        free(arr);
+        arr = NULL;
+        *n = 0;
+    }
+    *out = arr;
+    store_iter_destroy(it);
+    store_snapshot_release(j->store, snap);
+    free(seek.p);
+    return rc;
+}

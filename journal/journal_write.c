@@ -1,0 +1,838 @@
+/*
+ * journal/journal_write.c: the writer's operations.
+ *
+ * journal_submit() validates a request (INVALID_ARGUMENT naming the field
+ * and the limit), copies it and queues it; its apply function runs on the
+ * store's writer thread, where each check and the write it guards happen
+ * together (journal.c lists the invariants), and its done callback answers
+ * once the group is durable. Other modules' applies (signals) reach runs
+ * and journals through the journal_txn_* functions at the end.
+ *
+ * run_ids are ULIDs made on the writer thread: 48 bits of milliseconds and
+ * 80 random bits, incremented within one millisecond, so they are unique
+ * and sort by creation.
+ */
+#include "journal/journal_int.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "base/clock.h"
+#include "base/json.h"
+#include "base/pattern.h"
+#include "base/text.h"
+
+/* ---- ULIDs --------------------------------------------------------------- */
+
+static const char crockford[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+static void ulid_next(journal_t *j, int64_t now_ms, char out[27]) {
+    unsigned char bytes[16];
+    int bit = 0;
+
+    if (now_ms > j->ulid_ms) {
+        j->ulid_ms = now_ms;
+        if (getrandom(j->ulid_rand, sizeof(j->ulid_rand), 0) !=
+            (ssize_t)sizeof(j->ulid_rand)) {
+            /* Fall back to the clock's nanoseconds: still unique per ms
+             * together with the increment below. */
+            uint64_t ns = (uint64_t)reel_clock_mono_ns();
+            for (int i = 0; i < 8; i++)
+                j->ulid_rand[2 + i] = (unsigned char)(ns >> (8 * i));
+        }
+    } else {
+        for (int i = 9; i >= 0 && ++j->ulid_rand[i] == 0; i--) {
+        }
+    }
+    for (int i = 0; i < 6; i++)
+        bytes[i] = (unsigned char)((uint64_t)j->ulid_ms >> (8 * (5 - i)));
+    memcpy(bytes + 6, j->ulid_rand, 10);
+    /* 128 bits as 26 base-32 digits: two leading zero bits, then 5 at a time. */
+    for (int c = 0; c < 26; c++) {
+        int v = 0;
+        for (int b = 0; b < 5; b++, bit++) {
+            int pos = bit - 2; /* the first two bits are padding */
+            v <<= 1;
+            if (pos >= 0)
+                v |= (bytes[pos / 8] >> (7 - pos % 8)) & 1;
+        }
+        out[c] = crockford[v];
+    }
+    out[26] = '\0';
+}
+
+/* ---- Validation ---------------------------------------------------------- */
+
+static reel_code_t check_ttl(int64_t *ttl, reel_status_t *st) {
+    if (*ttl == 0)
+        *ttl = JOURNAL_DEFAULT_TTL_MS;
+    if (*ttl < 1 || *ttl > JOURNAL_MAX_TTL_MS)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "lease_ttl_ms: must be 1-%d (got %lld)",
+                               JOURNAL_MAX_TTL_MS, (long long)*ttl);
+    return REEL_OK;
+}
+
+static reel_code_t check_json(const char *field, const char *s, size_t max,
+                              int allow_empty, reel_status_t *st) {
+    size_t len = strlen(s), off = 0;
+    const char *why = NULL;
+
+    if (len == 0 && allow_empty)
+        return REEL_OK;
+    if (len > max)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: %zu bytes exceeds the limit of %zu bytes",
+                               field, len, max);
+    if (reel_json_validate(s, len, &off, &why) != 0)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: not valid JSON: %s at byte %zu", field, why,
+                               off);
+    return REEL_OK;
+}
+
+static reel_code_t check_req(journal_t *j, journal_req_t *r,
+                             reel_status_t *st) {
+    reel_code_t rc = REEL_OK;
+
+    if (r->op != JOURNAL_BEGIN &&
+        (rc = journal_check_run_id("run_id", r->run_id ? r->run_id : "",
+                                   st)) != REEL_OK)
+        return rc;
+    switch (r->op) {
+    case JOURNAL_BEGIN:
+        if ((rc = journal_check_name("app", r->app, st)) ||
+            (rc = journal_check_name("user", r->user, st)) ||
+            (rc = journal_check_name("session", r->session, st)) ||
+            (rc = journal_check_name("invocation_id", r->invocation_id, st)) ||
+            (rc = journal_check_name("lease_owner", r->lease_owner, st)) ||
+            (rc = check_ttl(&r->lease_ttl_ms, st)))
+            return rc;
+        if (r->n_labels > JOURNAL_MAX_LABELS)
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "labels: at most %d (got %zu)",
+                                   JOURNAL_MAX_LABELS, r->n_labels);
+        for (size_t i = 0; i < r->n_labels; i++) {
+            const char *v = r->labels[i].value ? r->labels[i].value : "";
+            const char *key = r->labels[i].key ? r->labels[i].key : "";
+            if ((rc = reel_check_name("labels: key", key, strlen(key),
+                                      JOURNAL_MAX_LABEL_KEY, st)))
+                return rc;
+            if (strlen(v) > JOURNAL_MAX_LABEL_VALUE ||
+                !reel_utf8_valid(v, strlen(v)))
+                return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                       "labels: the value of \"%s\" must be "
+                                       "at most %d bytes of UTF-8",
+                                       key,
+                                       JOURNAL_MAX_LABEL_VALUE);
+        }
+        return REEL_OK;
+    case JOURNAL_HEARTBEAT:
+        return check_ttl(&r->lease_ttl_ms, st);
+    case JOURNAL_CLAIM:
+        if ((rc = journal_check_name("lease_owner", r->lease_owner, st)))
+            return rc;
+        return check_ttl(&r->lease_ttl_ms, st);
+    case JOURNAL_APPEND:
+        if (r->kind == NULL || r->payload == NULL)
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "kind and payload are required");
+        if ((rc = reel_check_charset("kind", r->kind, strlen(r->kind),
+                                     JOURNAL_MAX_KIND, JOURNAL_KIND_CHARS,
+                                     st)) ||
+            (rc = reel_pattern_check_name("kind", r->kind, strlen(r->kind),
+                                          st)))
+            return rc;
+        if (r->idempotency_key != NULL &&
+            (strlen(r->idempotency_key) > JOURNAL_MAX_IDEMPOTENCY ||
+             !reel_utf8_valid(r->idempotency_key, strlen(r->idempotency_key))))
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "idempotency_key: at most %d bytes of "
+                                   "UTF-8",
+                                   JOURNAL_MAX_IDEMPOTENCY);
+        return check_json("payload", r->payload, j->lim.max_payload, 0, st);
+    case JOURNAL_END:
+        if (!run_status_terminal(r->end_status))
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "status: must be COMPLETED, FAILED or "
+                                   "CANCELLED (got %s)",
+                                   run_status_name(r->end_status));
+        return check_json("result", r->result ? r->result : "",
+                          j->lim.max_payload, 1, st);
+    case JOURNAL_SUSPEND:
+        /* A name SendSignal refuses could never wake the run. */
+        if ((rc = reel_check_charset("waiting_on",
+                                     r->waiting_on ? r->waiting_on : "",
+                                     r->waiting_on ? strlen(r->waiting_on) : 0,
+                                     JOURNAL_MAX_SIGNAL_NAME,
+                                     JOURNAL_SIGNAL_CHARS, st)))
+            return rc;
+        return reel_pattern_check_name("waiting_on", r->waiting_on,
+                                       strlen(r->waiting_on), st);
+    }
+    return reel_status_set(st, REEL_INVALID_ARGUMENT, "unknown operation");
+}
+
+reel_code_t journal_validate(journal_req_t *req, size_t max_payload,
+                             reel_status_t *st) {
+    journal_t probe;
+
+    memset(&probe, 0, sizeof(probe));
+    probe.lim.max_payload = max_payload ? max_payload
+                                        : JOURNAL_DEFAULT_MAX_PAYLOAD;
+    return check_req(&probe, req, st);
+}
+
+/* ---- The writer side ----------------------------------------------------- */
+
+/* A queued mutation with deep copies of its strings. */
+typedef struct op {
+    store_req_t req;
+    journal_t *j;
+    journal_req_t r;
+    char **owned; /* every copied string, freed at the end */
+    size_t n_owned;
+    run_label_t *labels;
+    journal_done_fn done;
+    void *arg;
+    journal_result_t res;
+} op_t;
+
+static const char *own(op_t *op, const char *s) {
+    char *c;
+
+    if (s == NULL)
+        return NULL;
+    c = strdup(s);
+    if (c != NULL)
+        op->owned[op->n_owned++] = c;
+    return c;
+}
+
+static void op_free(op_t *op) {
+    for (size_t i = 0; i < op->n_owned; i++)
+        free(op->owned[i]);
+    free(op->owned);
+    free(op->labels);
+    journal_result_fini(&op->res);
+    free(op);
+}
+
+static void iso_time(int64_t ms, char *buf, size_t n) {
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    size_t k;
+
+    gmtime_r(&s, &tm);
+    k = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + k, n - k, ".%03dZ", (int)(ms % 1000));
+}
+
+/* FAILED_PRECONDITION unless the caller holds the run's current lease. */
+static reel_code_t check_lease(const run_t *r, uint64_t epoch,
+                               reel_status_t *st) {
+    if (run_status_terminal(r->status))
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "run %s is %s: it takes no more writes",
+                               r->run_id, run_status_name(r->status));
+    if (r->status == RUN_WAITING)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "run %s is WAITING on signal \"%s\" and holds "
+                               "no lease (current epoch %llu)",
+                               r->run_id, r->waiting_on,
+                               (unsigned long long)r->lease_epoch);
+    if (r->status == RUN_RUNNABLE)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "run %s is RUNNABLE and holds no lease "
+                               "(current epoch %llu): claim it first",
+                               r->run_id, (unsigned long long)r->lease_epoch);
+    if (epoch != r->lease_epoch)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "lease lost: current epoch %llu (yours is %llu, "
+                               "held by \"%s\")",
+                               (unsigned long long)r->lease_epoch,
+                               (unsigned long long)epoch, r->lease_owner);
+    return REEL_OK;
+}
+
+/* Writes the run, keeps the active index right, emits the change (if
+ * emit), and decodes the stored run into *out (if not NULL). */
+static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
+                               const run_t *r, int was_active, int emit,
+                               run_t *out, reel_status_t *st) {
+    reel_wbuf_t w = {0};
+    journal_key_t rk = journal_run_key(r->run_id),
+                  ak = journal_active_key(r->run_id);
+    int active = r->status == RUN_RUNNABLE || r->status == RUN_RUNNING;
+    reel_code_t rc = REEL_OK;
+
+    journal_run_encode(r, &w);
+    if (reel_wbuf_done(&w) != 0 || rk.p == NULL || ak.p == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    store_txn_put(txn, j->cf_runs, rk.p, rk.len, w.p, w.len);
+    if (active && !was_active)
+        store_txn_put(txn, j->cf_runs, ak.p, ak.len, "", 0);
+    else if (!active && was_active)
+        store_txn_delete(txn, j->cf_runs, ak.p, ak.len);
+    if (emit)
+        store_txn_emit(txn, JOURNAL_MODULE_ID, CHANGE_RUN, w.p, w.len);
+    if (out != NULL) {
+        run_fini(out);
+        if (journal_run_decode(w.p, w.len, out) != 0)
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+out:
+    reel_wbuf_fini(&w);
+    free(rk.p);
+    free(ak.p);
+    return rc;
+}
+
+static reel_code_t put_run(op_t *op, store_txn_t *txn, const run_t *r,
+                           int was_active, int emit, reel_status_t *st) {
+    return put_run_rec(op->j, txn, r, was_active, emit, &op->res.run, st);
+}
+
+static int is_active(const run_t *r) {
+    return r->status == RUN_RUNNABLE || r->status == RUN_RUNNING;
+}
+
+static reel_code_t apply_begin(op_t *op, store_txn_t *txn, int64_t now,
+                               reel_status_t *st) {
+    const journal_req_t *q = &op->r;
+    run_t probe = {0}, cur = {0}, nr;
+    journal_key_t ik, sk = {NULL, 0};
+    char *val = NULL, id[JOURNAL_RUN_ID_LEN + 1];
+    size_t vlen = 0;
+    reel_code_t rc;
+
+    probe.app = q->app, probe.user = q->user, probe.session = q->session;
+    probe.invocation_id = q->invocation_id;
+    ik = journal_invocation_key(&probe);
+    if (ik.p == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = store_txn_get(txn, op->j->cf_runs, ik.p, ik.len, &val, &vlen, st);
+    if (rc == REEL_OK) {
+        char existing[JOURNAL_RUN_ID_LEN + 1];
+
+        snprintf(existing, sizeof(existing), "%.*s", (int)vlen, val);
+        free(val);
+        free(ik.p);
+        if ((rc = journal_load_run(op->j, txn, existing, &cur, st)) != REEL_OK)
+            return rc == REEL_NOT_FOUND ? reel_status_set(st, REEL_DATA_LOSS,
+                                                          "run %s is indexed "
+                                                          "but missing",
+                                                          existing)
+                                        : rc;
+        if (run_status_terminal(cur.status) || cur.status == RUN_WAITING) {
+            /* Returned as it is: nothing to lease. */
+            run_fini(&op->res.run);
+            op->res.run = cur;
+            op->res.run.resumed = 1;
+            return REEL_OK;
+        }
+        if (cur.status == RUN_RUNNING && cur.lease_expires_at_ms > now &&
+            strcmp(cur.lease_owner, q->lease_owner) != 0) {
+            char until[40];
+
+            iso_time(cur.lease_expires_at_ms, until, sizeof(until));
+            rc = reel_status_set(st, REEL_FAILED_PRECONDITION,
+                                 "run %s is leased to \"%s\" until %s (epoch "
+                                 "%llu)",
+                                 cur.run_id, cur.lease_owner, until,
+                                 (unsigned long long)cur.lease_epoch);
+            run_fini(&cur);
+            return rc;
+        }
+        nr = cur;
+        nr.status = RUN_RUNNING;
+        nr.lease_owner = q->lease_owner;
+        nr.lease_epoch = cur.lease_epoch + 1;
+        nr.lease_expires_at_ms = now + q->lease_ttl_ms;
+        nr.updated_at_ms = now;
+        rc = put_run(op, txn, &nr, is_active(&cur), 1, st);
+        op->res.run.resumed = 1;
+        run_fini(&cur);
+        return rc;
+    }
+    if (rc != REEL_NOT_FOUND) {
+        free(ik.p);
+        return rc;
+    }
+    reel_status_fini(st);
+
+    ulid_next(op->j, now, id);
+    memset(&nr, 0, sizeof(nr));
+    nr.run_id = id;
+    nr.app = q->app, nr.user = q->user, nr.session = q->session;
+    nr.invocation_id = q->invocation_id;
+    nr.lease_owner = q->lease_owner;
+    nr.waiting_on = "", nr.result = "";
+    nr.status = RUN_RUNNING;
+    nr.next_seq = 1;
+    nr.lease_epoch = 1;
+    nr.lease_expires_at_ms = now + q->lease_ttl_ms;
+    nr.created_at_ms = nr.updated_at_ms = now;
+    nr.labels = q->labels;
+    nr.n_labels = q->n_labels;
+    sk = journal_session_key(&nr);
+    if (sk.p == NULL) {
+        free(ik.p);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    store_txn_put(txn, op->j->cf_runs, ik.p, ik.len, id, JOURNAL_RUN_ID_LEN);
+    store_txn_put(txn, op->j->cf_runs, sk.p, sk.len, "", 0);
+    free(ik.p);
+    free(sk.p);
+    return put_run(op, txn, &nr, 0, 1, st);
+}
+
+/* Writes the next entry of cur and bumps its next_seq (no lease check). */
+static reel_code_t append_core(journal_t *j, store_txn_t *txn,
+                               const run_t *cur,
+                               uint64_t epoch, const char *kind,
+                               const char *payload, const char *idem,
+                               int64_t now, journal_entry_t *out_entry,
+                               run_t *out_run, reel_status_t *st) {
+    journal_entry_t e;
+    reel_wbuf_t w = {0};
+    journal_key_t ek;
+    run_t nr;
+    reel_code_t rc = REEL_OK;
+
+    memset(&e, 0, sizeof(e));
+    e.run_id = cur->run_id;
+    e.seq = cur->next_seq;
+    e.lease_epoch = epoch;
+    e.revision = store_txn_next_revision(txn);
+    e.ts_ms = now;
+    e.kind = kind;
+    e.payload = payload;
+    e.idempotency_key = idem ? idem : "";
+    journal_entry_encode(&e, &w);
+    ek = journal_entry_key(cur->run_id, e.seq);
+    if (reel_wbuf_done(&w) != 0 || ek.p == NULL) {
+        free(ek.p);
+        reel_wbuf_fini(&w);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    store_txn_put(txn, j->cf_journal, ek.p, ek.len, w.p, w.len);
+    free(ek.p);
+    store_txn_emit(txn, JOURNAL_MODULE_ID, CHANGE_ENTRY, w.p, w.len);
+    if (out_entry != NULL && journal_entry_decode(w.p, w.len, out_entry) != 0)
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    reel_wbuf_fini(&w);
+    if (rc != REEL_OK)
+        return rc;
+    nr = *cur;
+    nr.next_seq = cur->next_seq + 1;
+    nr.updated_at_ms = now;
+    return put_run_rec(j, txn, &nr, is_active(cur), 0, out_run, st);
+}
+
+/*
+ * An append whose idempotency key already names entry seq: a retry. It
+ * gets the original entry (duplicate) if it carries the same kind and
+ * payload bytes; anything else is another write reusing the key, refused
+ * with ALREADY_EXISTS (not FAILED_PRECONDITION, which tells a worker it
+ * lost its lease) naming the key and the original seq.
+ */
+static reel_code_t apply_retry(op_t *op, store_txn_t *txn, const run_t *cur,
+                               const char *idem, uint64_t seq,
+                               reel_status_t *st) {
+    const journal_req_t *q = &op->r;
+    journal_entry_t *e = &op->res.entry;
+    journal_key_t ek = journal_entry_key(cur->run_id, seq);
+    char *rec = NULL;
+    size_t rlen = 0;
+    reel_code_t rc;
+
+    if (ek.p == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = store_txn_get(txn, op->j->cf_journal, ek.p, ek.len, &rec, &rlen, st);
+    free(ek.p);
+    if (rc == REEL_OK && journal_entry_decode(rec, rlen, e) != 0)
+        rc = REEL_DATA_LOSS;
+    free(rec);
+    if (rc == REEL_NOT_FOUND || rc == REEL_DATA_LOSS)
+        return reel_status_set(st, REEL_DATA_LOSS,
+                               "run %s: the entry of idempotency key \"%s\" "
+                               "(seq %llu) is missing or corrupt",
+                               cur->run_id, idem, (unsigned long long)seq);
+    if (rc != REEL_OK)
+        return rc;
+    if (strcmp(e->kind, q->kind) != 0)
+        rc = reel_status_set(st, REEL_ALREADY_EXISTS,
+                             "idempotency_key \"%s\" already names seq %llu "
+                             "of run %s, of kind \"%s\" (this append's is "
+                             "\"%s\"): a retry must repeat the original kind "
+                             "and payload",
+                             idem, (unsigned long long)seq, cur->run_id,
+                             e->kind, q->kind);
+    else if (strcmp(e->payload, q->payload) != 0)
+        rc = reel_status_set(st, REEL_ALREADY_EXISTS,
+                             "idempotency_key \"%s\" already names seq %llu "
+                             "of run %s, with another payload: a retry must "
+                             "repeat the original kind and payload",
+                             idem, (unsigned long long)seq, cur->run_id);
+    if (rc != REEL_OK) {
+        journal_entry_fini(e);
+        return rc;
+    }
+    op->res.duplicate = 1;
+    return REEL_OK;
+}
+
+static reel_code_t apply_append(op_t *op, store_txn_t *txn, const run_t *cur,
+                                int64_t now, reel_status_t *st) {
+    const journal_req_t *q = &op->r;
+    const char *idem = q->idempotency_key ? q->idempotency_key : "";
+    journal_key_t kk = {NULL, 0};
+    unsigned char seqbuf[8];
+    char *val = NULL;
+    size_t vlen = 0;
+    reel_code_t rc;
+
+    /* The lease before the key: a worker that lost its run must hear so at
+     * once, even when retrying an append that committed before it lost
+     * it. */
+    if ((rc = check_lease(cur, q->lease_epoch, st)) != REEL_OK)
+        return rc;
+    if (*idem) {
+        kk = journal_idem_key(cur->run_id, idem);
+        if (kk.p == NULL)
+            return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory");
+        rc = store_txn_get(txn, op->j->cf_journal, kk.p, kk.len, &val, &vlen,
+                           st);
+        if (rc == REEL_OK && vlen == 8) {
+            rc = apply_retry(op, txn, cur, idem,
+                             reel_be64_get((unsigned char *)val), st);
+            goto out;
+        }
+        if (rc != REEL_OK && rc != REEL_NOT_FOUND)
+            goto out;
+        reel_status_fini(st);
+    }
+    if (q->expected_seq != 0 && q->expected_seq != cur->next_seq) {
+        rc = reel_status_set(st, REEL_ABORTED,
+                             "expected seq %llu, but the next seq of run %s "
+                             "is %llu",
+                             (unsigned long long)q->expected_seq, cur->run_id,
+                             (unsigned long long)cur->next_seq);
+        goto out;
+    }
+    rc = append_core(op->j, txn, cur, q->lease_epoch, q->kind, q->payload,
+                     idem, now, &op->res.entry, &op->res.run, st);
+    if (rc == REEL_OK && *idem) {
+        reel_be64_put(seqbuf, op->res.entry.seq);
+        store_txn_put(txn, op->j->cf_journal, kk.p, kk.len, seqbuf, 8);
+    }
+out:
+    free(val);
+    free(kk.p);
+    return rc;
+}
+
+static reel_code_t apply_claim(op_t *op, store_txn_t *txn, const run_t *cur,
+                               int64_t now, reel_status_t *st) {
+    run_t nr = *cur;
+
+    if (cur->status == RUN_RUNNING && cur->lease_expires_at_ms > now) {
+        char until[40];
+
+        iso_time(cur->lease_expires_at_ms, until, sizeof(until));
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "run %s is leased to \"%s\" until %s (epoch "
+                               "%llu)",
+                               cur->run_id, cur->lease_owner, until,
+                               (unsigned long long)cur->lease_epoch);
+    }
+    if (cur->status != RUN_RUNNING && cur->status != RUN_RUNNABLE)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "run %s is %s%s%s%s: only a RUNNABLE run or a "
+                               "RUNNING one whose lease expired can be "
+                               "claimed",
+                               cur->run_id, run_status_name(cur->status),
+                               cur->status == RUN_WAITING ? " on signal \""
+                                                          : "",
+                               cur->status == RUN_WAITING ? cur->waiting_on
+                                                          : "",
+                               cur->status == RUN_WAITING ? "\"" : "");
+    nr.status = RUN_RUNNING;
+    nr.lease_owner = op->r.lease_owner;
+    nr.lease_epoch = cur->lease_epoch + 1;
+    nr.lease_expires_at_ms = now + op->r.lease_ttl_ms;
+    nr.waiting_on = "";
+    nr.updated_at_ms = now;
+    return put_run(op, txn, &nr, is_active(cur), 1, st);
+}
+
+static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
+    op_t *op = arg;
+    const journal_req_t *q = &op->r;
+    int64_t now = store_txn_now_ms(txn);
+    run_t cur = {0}, nr;
+    reel_code_t rc;
+
+    if (q->op == JOURNAL_BEGIN)
+        return apply_begin(op, txn, now, st);
+    if ((rc = journal_load_run(op->j, txn, q->run_id, &cur, st)) != REEL_OK)
+        return rc;
+    nr = cur;
+    switch (q->op) {
+    case JOURNAL_APPEND:
+        rc = apply_append(op, txn, &cur, now, st);
+        break;
+    case JOURNAL_CLAIM:
+        rc = apply_claim(op, txn, &cur, now, st);
+        break;
+    case JOURNAL_HEARTBEAT:
+        if ((rc = check_lease(&cur, q->lease_epoch, st)) != REEL_OK)
+            break;
+        nr.lease_expires_at_ms = now + q->lease_ttl_ms;
+        nr.updated_at_ms = now;
+        rc = put_run(op, txn, &nr, 1, 1, st);
+        break;
+    case JOURNAL_END:
+        if ((rc = check_lease(&cur, q->lease_epoch, st)) != REEL_OK)
+            break;
+        nr.status = q->end_status;
+        nr.result = q->result ? q->result : "";
+        nr.lease_owner = "";
+        nr.lease_expires_at_ms = 0;
+        nr.waiting_on = "";
+        nr.ended_at_ms = nr.updated_at_ms = now;
+        rc = put_run(op, txn, &nr, is_active(&cur), 1, st);
+        break;
+    case JOURNAL_SUSPEND:
+        if ((rc = check_lease(&cur, q->lease_epoch, st)) != REEL_OK)
+            break;
+        /* The signal may have come first: then there is nothing to wait
+         * for, and the run needs a worker at once. */
+        nr.status = op->j->pending != NULL &&
+                            op->j->pending(op->j->pending_arg, txn, cur.run_id,
+                                           q->waiting_on)
+                        ? RUN_RUNNABLE
+                        : RUN_WAITING;
+        nr.waiting_on = q->waiting_on;
+        nr.lease_owner = "";
+        nr.lease_expires_at_ms = 0;
+        nr.updated_at_ms = now;
+        rc = put_run(op, txn, &nr, is_active(&cur), 1, st);
+        break;
+    default:
+        rc = reel_status_set(st, REEL_INTERNAL, "unknown operation");
+    }
+    run_fini(&cur);
+    return rc;
+}
+
+static void op_done(store_req_t *req) {
+    op_t *op = (op_t *)req;
+
+    reel_status_move(&op->res.status, &req->status);
+    if (op->res.status.code != REEL_OK) {
+        run_fini(&op->res.run);
+        journal_entry_fini(&op->res.entry);
+    }
+    op->done(op->arg, &op->res);
+    op_free(op);
+}
+
+reel_code_t journal_submit(journal_t *j, const journal_req_t *req,
+                           journal_done_fn done, void *arg, reel_status_t *st) {
+    op_t *op = calloc(1, sizeof(*op));
+    reel_code_t rc;
+
+    if (op == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    op->r = *req;
+    if ((rc = check_req(j, &op->r, st)) != REEL_OK) {
+        free(op);
+        return rc;
+    }
+    op->owned = calloc(16 + 2 * op->r.n_labels, sizeof(char *));
+    op->labels = calloc(op->r.n_labels ? op->r.n_labels : 1,
+                        sizeof(run_label_t));
+    if (op->owned == NULL || op->labels == NULL) {
+        op_free(op);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    op->r.run_id = own(op, req->run_id);
+    op->r.app = own(op, req->app);
+    op->r.user = own(op, req->user);
+    op->r.session = own(op, req->session);
+    op->r.invocation_id = own(op, req->invocation_id);
+    op->r.lease_owner = own(op, req->lease_owner);
+    op->r.kind = own(op, req->kind);
+    op->r.payload = own(op, req->payload);
+    op->r.idempotency_key = own(op, req->idempotency_key);
+    op->r.result = own(op, req->result);
+    op->r.waiting_on = own(op, req->waiting_on);
+    for (size_t i = 0; i < req->n_labels; i++) {
+        op->labels[i].key = own(op, req->labels[i].key);
+        op->labels[i].value = own(op, req->labels[i].value
+                                          ? req->labels[i].value
+                                          : "");
+    }
+    op->r.labels = op->labels;
+    op->j = j;
+    op->done = done;
+    op->arg = arg;
+    op->req.apply = op_apply;
+    op->req.done = op_done;
+    op->req.arg = op;
+    if ((rc = store_submit(j->store, &op->req)) != REEL_OK) {
+        reel_status_move(st, &op->req.status);
+        op_free(op);
+        return rc;
+    }
+    return REEL_OK;
+}
+
+typedef struct sync_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    journal_result_t *res;
+} sync_wait_t;
+
+static void sync_done(void *arg, journal_result_t *res) {
+    sync_wait_t *w = arg;
+
+    pthread_mutex_lock(&w->mu);
+    *w->res = *res;
+    memset(res, 0, sizeof(*res));
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+reel_code_t journal_exec(journal_t *j, const journal_req_t *req,
+                         journal_result_t *res) {
+    sync_wait_t w = {.res = res};
+    reel_status_t st = REEL_STATUS_INIT;
+    reel_code_t rc;
+
+    memset(res, 0, sizeof(*res));
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    rc = journal_submit(j, req, sync_done, &w, &st);
+    if (rc == REEL_OK) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        rc = res->status.code;
+    } else {
+        reel_status_move(&res->status, &st);
+    }
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return rc;
+}
+
+void journal_result_fini(journal_result_t *res) {
+    if (res == NULL)
+        return;
+    reel_status_fini(&res->status);
+    run_fini(&res->run);
+    journal_entry_fini(&res->entry);
+}
+
+/* ---- For other modules' apply functions ---------------------------------- */
+
+reel_code_t journal_txn_get_run(journal_t *j, store_txn_t *txn,
+                                const char *run_id, run_t *out,
+                                reel_status_t *st) {
+    reel_code_t rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((rc = journal_check_run_id("run_id", run_id, st)) != REEL_OK)
+        return rc;
+    return journal_load_run(j, txn, run_id, out, st);
+}
+
+reel_code_t journal_txn_session_run(journal_t *j, store_txn_t *txn,
+                                    const char *app, const char *user,
+                                    const char *session, run_t *out,
+                                    reel_status_t *st) {
+    const char *parts[4] = {app, user, session, ""};
+    journal_key_t base = journal_make_key('s', parts, 4, 0, 0);
+    store_iter_t *it = base.p ? store_txn_iter(txn, j->cf_runs) : NULL;
+    char best[JOURNAL_RUN_ID_LEN + 1] = "";
+    reel_code_t rc = REEL_OK;
+
+    memset(out, 0, sizeof(*out));
+    if (it == NULL) {
+        free(base.p);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    /* Run ids sort by creation: the last live one is the newest. */
+    for (store_iter_seek(it, base.p, base.len); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen;
+        const char *k = store_iter_key(it, &klen);
+        char id[JOURNAL_RUN_ID_LEN + 1];
+        run_t r;
+
+        if (klen < base.len || memcmp(k, base.p, base.len) != 0)
+            break;
+        if (klen != base.len + JOURNAL_RUN_ID_LEN)
+            continue;
+        memcpy(id, k + base.len, JOURNAL_RUN_ID_LEN);
+        id[JOURNAL_RUN_ID_LEN] = '\0';
+        if ((rc = journal_indexed_run(txn, j, NULL, id, &r, st)) != REEL_OK)
+            break;
+        if (!run_status_terminal(r.status))
+            memcpy(best, id, sizeof(best));
+        run_fini(&r);
+    }
+    if (rc == REEL_OK)
+        rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    free(base.p);
+    if (rc != REEL_OK)
+        return rc;
+    if (best[0] == '\0')
+        return reel_status_set(st, REEL_NOT_FOUND,
+                               "session %s/%s/%s has no run that has not "
+                               "ended",
+                               app, user, session);
+    rc = journal_load_run(j, txn, best, out, st);
+    return rc;
+}
+
+reel_code_t journal_check_lease(const run_t *r, uint64_t epoch,
+                                reel_status_t *st) {
+    return check_lease(r, epoch, st);
+}
+
+reel_code_t journal_txn_put_run(journal_t *j, store_txn_t *txn,
+                                const run_t *r, run_status_t prev, run_t *out,
+                                reel_status_t *st) {
+    return put_run_rec(j, txn, r, prev == RUN_RUNNABLE || prev == RUN_RUNNING,
+                       1, out, st);
+}
+
+reel_code_t journal_txn_append(journal_t *j, store_txn_t *txn,
+                               const run_t *r, uint64_t epoch,
+                               const char *kind, const char *payload,
+                               journal_entry_t *entry, run_t *run_out,
+                               reel_status_t *st) {
+    return append_core(j, txn, r, epoch, kind, payload, "",
+                       store_txn_now_ms(txn), entry, run_out, st);
+}
+
+void journal_set_pending_check(journal_t *j, journal_pending_fn fn,
+                               void *arg) {
+    j->pending = fn;
+    j->pending_arg = arg;
+}

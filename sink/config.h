@@ -1,0 +1,118 @@
+/*
+ * sink/config.h: reel-sink's configuration file (private to sink/).
+ *
+ * A JSON object {"sinks": [ {...}, ... ]} read with cJSON; every key of a
+ * sink is listed in docs/sinks.md. Parsing checks everything a sink needs
+ * before anything starts: an unknown key, a missing url, a secret that is
+ * not whsec_ + base64, a bad pattern, a number outside its limits are
+ * INVALID_ARGUMENT naming the sink and the field
+ * (sinks[0] "billing": url: missing (a webhook sink needs one)), and
+ * reel-sink exits 2.
+ *
+ * Ownership: a sink_config_set_t owns everything it points to;
+ * sink_config_set_fini frees it. Pure; thread-safe on distinct sets.
+ */
+#ifndef REEL_SINK_CONFIG_H
+#define REEL_SINK_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+
+#define SINK_NAME_MAX 64
+#define SINK_SECRET_MAX 256 /* decoded bytes of one secret */
+#define SINK_SECRETS_MAX 16
+#define SINK_RETRY_STEPS_MAX 64
+
+typedef enum sink_type { SINK_WEBHOOK, SINK_NATS } sink_type_t;
+typedef enum sink_mode { SINK_ORDERED, SINK_CONCURRENT } sink_mode_t;
+typedef enum sink_from {
+    SINK_FROM_OLDEST,
+    SINK_FROM_NOW,
+    SINK_FROM_REVISION
+} sink_from_t;
+typedef enum sink_exhausted {
+    SINK_EXHAUSTED_DEAD_LETTER,
+    SINK_EXHAUSTED_BLOCK
+} sink_exhausted_t;
+
+typedef struct sink_secret {
+    uint8_t key[SINK_SECRET_MAX];
+    size_t len;
+} sink_secret_t;
+
+/* When to try again after a failed attempt (see sink/retry.h). */
+typedef struct sink_retry {
+    int64_t steps_ms[SINK_RETRY_STEPS_MAX]; /* delay before attempt 2, 3 .. */
+    size_t n_steps;
+    int64_t max_age_ms;      /* 0: the schedule alone bounds the attempts */
+    double jitter;           /* each delay spread by up to +-jitter */
+    int64_t retry_after_max_ms; /* cap on a receiver's Retry-After */
+} sink_retry_t;
+
+typedef struct sink_config {
+    char *name;
+    sink_type_t type;
+    char **subjects; /* patterns; an event matching any is delivered */
+    size_t n_subjects;
+    char **exclude;  /* patterns; an event matching any is not */
+    size_t n_exclude;
+    int deliver_own_records; /* kv.<state namespace>.> too */
+    sink_from_t from;
+    uint64_t from_revision;
+    size_t queue_max_events;
+    size_t queue_max_bytes;
+
+    /* webhook */
+    char *url;
+    sink_secret_t *secrets;
+    size_t n_secrets;
+    char **headers; /* "Name: value" */
+    size_t n_headers;
+    sink_mode_t mode;
+    int max_in_flight;
+    int batch_max_events;
+    size_t batch_max_bytes;
+    int64_t timeout_ms;
+    int64_t connect_timeout_ms;
+    sink_retry_t retry;
+    sink_exhausted_t on_exhausted;
+
+    /* nats */
+    char **servers;
+    size_t n_servers;
+    char *stream;
+    char *subject_prefix;
+    int max_pending;
+    int64_t duplicate_window_ms;
+    int format_protobuf; /* else JSON, the webhook's data object */
+} sink_config_t;
+
+typedef struct sink_config_set {
+    sink_config_t *sinks;
+    size_t n;
+} sink_config_set_t;
+
+/* Parses text[0..len). OK and *out filled, or INVALID_ARGUMENT naming the
+ * sink and the field (out is then empty). */
+reel_code_t sink_config_parse(const char *text, size_t len,
+                              sink_config_set_t *out, reel_status_t *st);
+
+/* Reads and parses path; a file that cannot be read is INVALID_ARGUMENT
+ * naming it and why. */
+reel_code_t sink_config_load(const char *path, sink_config_set_t *out,
+                             reel_status_t *st);
+
+/* The sink called name, or NULL. */
+const sink_config_t *sink_config_find(const sink_config_set_t *set,
+                                      const char *name);
+
+/* Frees what set holds and zeroes it. NULL is fine. */
+void sink_config_set_fini(sink_config_set_t *set);
+
+/* The default retry schedule (the Standard Webhooks one): 5 s, 5 min,
+ * 30 min, 2 h, 5 h, 10 h, 10 h after the first attempt. */
+void sink_retry_defaults(sink_retry_t *r);
+
+#endif

@@ -1,0 +1,99 @@
+/*
+ * sink/retry.c: the retry schedule and Retry-After; see retry.h.
+ */
+#include "sink/retry.h"
+
+#include <ctype.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t sink_rng_seed(void) {
+    struct timespec ts;
+    uint64_t x;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^
+        ((uint64_t)getpid() << 16) ^ (uint64_t)(uintptr_t)pthread_self();
+    return x ? x : 0x9e3779b97f4a7c15ULL;
+}
+
+double sink_rng_unit(uint64_t *rng) {
+    uint64_t x = *rng;
+
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *rng = x;
+    return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+
+int64_t sink_retry_next(const sink_retry_t *r, unsigned failures,
+                        int64_t first_ms, int64_t now_ms, int block,
+                        uint64_t *rng) {
+    int64_t base, wait;
+
+    if (failures == 0)
+        return 0;
+    if (failures <= r->n_steps)
+        base = r->steps_ms[failures - 1];
+    else if (block)
+        base = r->n_steps > 0 ? r->steps_ms[r->n_steps - 1] : 5000;
+    else
+        return -1;
+    wait = base + (int64_t)((double)base * r->jitter *
+                            (2.0 * sink_rng_unit(rng) - 1.0));
+    if (wait < 0)
+        wait = 0;
+    if (!block && r->max_age_ms > 0 && now_ms + wait - first_ms > r->max_age_ms)
+        return -1;
+    return wait;
+}
+
+int sink_retry_throttles(long http_status) {
+    return http_status == 429 || http_status == 502 || http_status == 503 ||
+           http_status == 504;
+}
+
+int sink_retry_after_parse(const char *value, int64_t now_unix_ms,
+                           int64_t cap_ms, int64_t *ms) {
+    const char *p = value;
+    struct tm tm;
+    int64_t v;
+    char *end;
+
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (isdigit((unsigned char)*p)) {
+        unsigned long long secs = strtoull(p, &end, 10);
+
+        while (*end == ' ' || *end == '\t')
+            end++;
+        if (*end != '\0')
+            return -1;
+        /* Seconds past the cap need not be multiplied (nor overflow). */
+        v = secs > (unsigned long long)cap_ms / 1000 + 1
+                ? cap_ms
+                : (int64_t)secs * 1000;
+    } else {
+        time_t t;
+
+        memset(&tm, 0, sizeof(tm));
+        end = strptime(p, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        if (end == NULL) {
+            return -1;
+        }
+        while (*end == ' ' || *end == '\t')
+            end++;
+        if (*end != '\0')
+            return -1;
+        t = timegm(&tm);
+        v = (int64_t)t * 1000 - now_unix_ms;
+        if (v < 0)
+            v = 0;
+    }
+    *ms = v > cap_ms ? cap_ms : v;
+    return 0;
+}

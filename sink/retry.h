@@ -1,0 +1,48 @@
+/*
+ * sink/retry.h: when a failed delivery is tried again (private to sink/).
+ *
+ * After the k-th failed attempt (k = 1, 2, ...) the next comes
+ * steps_ms[k-1] later, spread by up to +-jitter of itself so that many
+ * sinks that lost one receiver do not all come back at the same moment;
+ * after the last step there is no attempt left, and none either once the
+ * next one would start more than max_age_ms (when set) after the first.
+ * The default schedule is the Standard Webhooks one: immediately, then 5 s,
+ * 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about 27.6 hours in all).
+ *
+ * A receiver that answers 429, 502, 503 or 504 with Retry-After sets the
+ * wait itself (delta-seconds or an HTTP-date), capped at
+ * retry_after_max_ms. Pure functions: the caller keeps the random state.
+ */
+#ifndef REEL_SINK_RETRY_H
+#define REEL_SINK_RETRY_H
+
+#include <stdint.h>
+
+#include "sink/config.h"
+
+/*
+ * The wait (ms, >= 0) before the attempt after `failures` failed ones of a
+ * delivery first tried at first_ms, now being now_ms; -1 when none is
+ * left. block: the schedule never runs out (on_exhausted "block"): past
+ * its end every wait is its last step.
+ */
+int64_t sink_retry_next(const sink_retry_t *r, unsigned failures,
+                        int64_t first_ms, int64_t now_ms, int block,
+                        uint64_t *rng);
+
+/* Whether an HTTP status throttles the sink (429, 502, 503, 504). */
+int sink_retry_throttles(long http_status);
+
+/*
+ * A Retry-After value: delta-seconds ("120") or an HTTP-date
+ * ("Wed, 21 Oct 2015 07:28:00 GMT"), now_unix_ms being the time now. 0 and
+ * *ms (0 .. cap_ms), or -1 when it cannot be read.
+ */
+int sink_retry_after_parse(const char *value, int64_t now_unix_ms,
+                           int64_t cap_ms, int64_t *ms);
+
+/* A seed for the random state, and the next number in [0, 1). */
+uint64_t sink_rng_seed(void);
+double sink_rng_unit(uint64_t *rng);
+
+#endif

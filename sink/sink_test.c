@@ -1,0 +1,495 @@
+/*
+ * sink/sink_test.c: what reel-sink does without a server: configuration
+ * errors (naming the sink and the field), Standard Webhooks signatures
+ * (the spec's own test vector), the retry schedule and Retry-After, NATS
+ * subject escaping, the window's ack frontier, events as JSON.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+
+#include "reel/v1/wal.pb-c.h"
+#include "sink/config.h"
+#include "sink/event.h"
+#include "sink/retry.h"
+#include "sink/sign.h"
+#include "sink/subject.h"
+#include "sink/window.h"
+
+#define SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+/* Parses text; returns the code and leaves the message in msg. */
+static reel_code_t parse(const char *text, sink_config_set_t *set,
+                         char *msg, size_t cap) {
+    reel_status_t st = REEL_STATUS_INIT;
+    reel_code_t rc = sink_config_parse(text, strlen(text), set, &st);
+
+    snprintf(msg, cap, "%s", reel_status_message(&st));
+    reel_status_fini(&st);
+    return rc;
+}
+
+static void assert_refused(const char *text, const char *want) {
+    sink_config_set_t set;
+    char msg[600];
+
+    assert_int_equal(parse(text, &set, msg, sizeof(msg)),
+                     REEL_INVALID_ARGUMENT);
+    if (strstr(msg, want) == NULL)
+        fail_msg("message \"%s\" does not contain \"%s\"", msg, want);
+    assert_int_equal(set.n, 0);
+    assert_null(set.sinks);
+}
+
+/* ---- Configuration ------------------------------------------------------- */
+
+static void test_config_errors_name_the_sink_and_the_field(void **state) {
+    (void)state;
+    assert_refused("{\"sinks\": [{\"name\": \"billing\", \"type\": \"smtp\"}]}",
+                   "sinks[0] \"billing\": type: \"smtp\" is not a sink type");
+    assert_refused("{\"sinks\": [{\"name\": \"billing\", \"type\": "
+                   "\"webhook\", \"secrets\": [\"" SECRET "\"]}]}",
+                   "sinks[0] \"billing\": url: missing");
+    assert_refused("{\"sinks\": [{\"name\": \"ok\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"]},"
+                   " {\"name\": \"b2\", \"type\": \"webhook\", \"url\": "
+                   "\"http://x/\", \"secrets\": [\"whsec_not*base64\"]}]}",
+                   "sinks[1] \"b2\": secrets[0]: the part after \"whsec_\" "
+                   "is not base64");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"sk_live_1\"]}]}",
+                   "sinks[0] \"b\": secrets[0]: a secret is \"whsec_\"");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"subjects\": [\"run.>.x\"]}]}",
+                   "sinks[0] \"b\": subjects[0]: \"run.>.x\" is not a valid "
+                   "pattern");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secret\": [\"" SECRET "\"]}]}",
+                   "sinks[0] \"b\": secret: unknown key");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"nats\", "
+                   "\"servers\": [\"nats://h:4222\"]}]}",
+                   "sinks[0] \"b\": stream: missing");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"nats\", "
+                   "\"servers\": [\"nats://h:4222\"], \"stream\": \"S\", "
+                   "\"url\": \"http://x\"}]}",
+                   "sinks[0] \"b\": url: not a key of a nats sink");
+    assert_refused("{\"sinks\": [{\"name\": \"a b\", \"type\": \"nats\"}]}",
+                   "sinks[0]: name: \"a b\" is not 1-64 bytes");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"mode\": \"concurrent\", \"max_in_flight\": 0}]}",
+                   "sinks[0] \"b\": max_in_flight: 0 is not an integer from 1 "
+                   "to 1024");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"mode\": \"concurrent\", \"on_exhausted\": \"block\"}]}",
+                   "on_exhausted: \"block\" is only for mode \"ordered\"");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"from\": \"latest\"}]}",
+                   "sinks[0] \"b\": from: must be \"oldest\", \"now\"");
+    assert_refused("{\"sinks\": [{\"name\": \"n\", \"type\": \"nats\", "
+                   "\"servers\": [\"nats://h:1\"], \"stream\": \"S\"}, "
+                   "{\"name\": \"m\", \"type\": \"nats\", \"servers\": "
+                   "[\"nats://h:1\"], \"stream\": \"S\"}]}",
+                   "sinks[1] \"m\": stream: \"S\" on nats://h:1 is also "
+                   "sinks[0]'s");
+    assert_refused("{\"sinks\": [{\"name\": \"n\", \"type\": \"nats\", "
+                   "\"servers\": [\"nats://h:1\"], \"stream\": \"S\", "
+                   "\"subject_prefix\": \"a..b\"}]}",
+                   "subject_prefix: \"a..b\" has an empty token");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"timeout_ms\": 1e30}]}",
+                   "sinks[0] \"b\": timeout_ms: 1e+30 is not an "
+                   "integer from 1 to 3600000");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"from\": 1e300}]}",
+                   "sinks[0] \"b\": from: must be");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"retry_schedule_ms\": [5, -1e300]}]}",
+                   "retry_schedule_ms: step 1 is not an integer");
+    assert_refused("{\"sinks\": []}", "config: sinks: must be a non-empty");
+    assert_refused("{\"sinks\": [", "config: not valid JSON");
+    assert_refused("{\"sinks\": [{\"name\": \"d\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"]}, "
+                   "{\"name\": \"d\", \"type\": \"webhook\", \"url\": "
+                   "\"http://x/\", \"secrets\": [\"" SECRET "\"]}]}",
+                   "sinks[1] \"d\": name: also the name of sinks[0]");
+}
+
+static void test_config_messages_never_repeat_a_secret(void **state) {
+    sink_config_set_t set;
+    char msg[600];
+
+    (void)state;
+    assert_int_equal(parse("{\"sinks\": [{\"name\": \"b\", \"type\": "
+                           "\"webhook\", \"url\": \"http://x/\", \"secrets\": "
+                           "[\"whsec_TOPSECRET!\"]}]}",
+                           &set, msg, sizeof(msg)),
+                     REEL_INVALID_ARGUMENT);
+    assert_null(strstr(msg, "TOPSECRET"));
+}
+
+static void test_config_defaults(void **state) {
+    sink_config_set_t set;
+    char msg[600];
+    const sink_config_t *b, *n;
+
+    (void)state;
+    assert_int_equal(
+        parse("{\"sinks\": [{\"name\": \"billing\", \"type\": \"webhook\", "
+              "\"url\": \"https://example.com/hook\", \"secrets\": [\"" SECRET
+              "\", \"whsec_AAAA\"], \"subjects\": [\"run.>\", \"kv.shop.>\"],"
+              " \"from\": \"oldest\", \"mode\": \"ordered\", \"timeout_ms\": "
+              "15000}, {\"name\": \"fanout\", \"type\": \"nats\", "
+              "\"servers\": [\"nats://127.0.0.1:4222\"], \"stream\": "
+              "\"REEL\", \"subject_prefix\": \"reel\", \"subjects\": [\">\"],"
+              " \"from\": \"now\"}, {\"name\": \"r\", \"type\": \"nats\", "
+              "\"servers\": [\"nats://127.0.0.1:4222\"], \"stream\": \"R2\", "
+              "\"from\": 42}]}",
+              &set, msg, sizeof(msg)),
+        REEL_OK);
+    assert_int_equal(set.n, 3);
+    b = sink_config_find(&set, "billing");
+    n = sink_config_find(&set, "fanout");
+    assert_non_null(b);
+    assert_non_null(n);
+    assert_int_equal(b->type, SINK_WEBHOOK);
+    assert_int_equal(b->mode, SINK_ORDERED);
+    assert_int_equal(b->max_in_flight, 1);
+    assert_int_equal(b->batch_max_events, 1);
+    assert_int_equal(b->n_secrets, 2);
+    assert_int_equal(b->secrets[1].len, 3);
+    assert_int_equal(b->n_subjects, 2);
+    assert_int_equal(b->from, SINK_FROM_OLDEST);
+    assert_int_equal(b->timeout_ms, 15000);
+    assert_int_equal(b->retry.n_steps, 7);
+    assert_int_equal(b->retry.steps_ms[0], 5000);
+    assert_int_equal(b->retry.steps_ms[6], 36000000);
+    assert_int_equal(b->on_exhausted, SINK_EXHAUSTED_DEAD_LETTER);
+    assert_int_equal(n->type, SINK_NATS);
+    assert_int_equal(n->from, SINK_FROM_NOW);
+    assert_string_equal(n->subject_prefix, "reel");
+    assert_int_equal(sink_config_find(&set, "r")->from, SINK_FROM_REVISION);
+    assert_int_equal(sink_config_find(&set, "r")->from_revision, 42);
+    assert_string_equal(sink_config_find(&set, "r")->subject_prefix, "reel");
+    assert_null(sink_config_find(&set, "nope"));
+    sink_config_set_fini(&set);
+}
+
+/* ---- Signatures ----------------------------------------------------------- */
+
+static void test_sign_passes_the_standard_webhooks_test_vector(void **state) {
+    sink_secret_t k;
+    const char *why = NULL;
+    const char *body = "{\"test\": 2432232314}";
+    char *sig;
+
+    (void)state;
+    assert_int_equal(sink_secret_decode(SECRET, &k, &why), 0);
+    sig = sink_sign(&k, 1, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body,
+                    strlen(body));
+    assert_non_null(sig);
+    assert_string_equal(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    free(sig);
+}
+
+static void test_sign_lists_a_signature_for_every_secret(void **state) {
+    sink_secret_t k[2];
+    const char *why;
+    char *sig;
+
+    (void)state;
+    assert_int_equal(sink_secret_decode("whsec_AAAA", &k[0], &why), 0);
+    assert_int_equal(sink_secret_decode(SECRET, &k[1], &why), 0);
+    sig = sink_sign(k, 2, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
+                    "{\"test\": 2432232314}", 20);
+    assert_non_null(sig);
+    assert_non_null(strstr(sig, " v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
+    assert_int_equal(strncmp(sig, "v1,", 3), 0);
+    free(sig);
+    assert_int_equal(sink_secret_decode("whsec_", &k[0], &why), -1);
+    assert_int_equal(sink_secret_decode("whsec_AAA", &k[0], &why), -1);
+}
+
+/* ---- Retries ---------------------------------------------------------------- */
+
+static void test_retry_follows_the_schedule_within_its_jitter(void **state) {
+    sink_retry_t r;
+    uint64_t rng = 12345;
+
+    (void)state;
+    sink_retry_defaults(&r);
+    for (int i = 0; i < 200; i++) {
+        int64_t w1 = sink_retry_next(&r, 1, 0, 0, 0, &rng);
+        int64_t w2 = sink_retry_next(&r, 2, 0, 5000, 0, &rng);
+
+        assert_true(w1 >= 4000 && w1 <= 6000);
+        assert_true(w2 >= 240000 && w2 <= 360000);
+    }
+    /* After the 7th step no attempt is left: 8 attempts in all. */
+    assert_true(sink_retry_next(&r, 7, 0, 0, 0, &rng) >= 28800000);
+    assert_int_equal(sink_retry_next(&r, 8, 0, 0, 0, &rng), -1);
+    /* Block: the last step again and again. */
+    assert_true(sink_retry_next(&r, 30, 0, 0, 1, &rng) >= 28800000);
+    /* No jitter: exact. */
+    r.jitter = 0;
+    assert_int_equal(sink_retry_next(&r, 3, 0, 0, 0, &rng), 1800000);
+}
+
+static void test_retry_stops_at_max_age(void **state) {
+    sink_retry_t r;
+    uint64_t rng = 7;
+
+    (void)state;
+    sink_retry_defaults(&r);
+    r.jitter = 0;
+    r.max_age_ms = 60000;
+    assert_int_equal(sink_retry_next(&r, 1, 1000, 1000, 0, &rng), 5000);
+    /* The 5-minute step would start past a minute from the first try. */
+    assert_int_equal(sink_retry_next(&r, 2, 1000, 6000, 0, &rng), -1);
+}
+
+static void test_retry_after_takes_seconds_or_a_date_capped(void **state) {
+    int64_t ms = -1;
+    /* Wed, 21 Oct 2015 07:28:00 GMT */
+    int64_t now = 1445412480000LL - 30000;
+
+    (void)state;
+    assert_int_equal(sink_retry_after_parse("120", now, 600000, &ms), 0);
+    assert_int_equal(ms, 120000);
+    assert_int_equal(sink_retry_after_parse(" 7 ", now, 600000, &ms), 0);
+    assert_int_equal(ms, 7000);
+    assert_int_equal(sink_retry_after_parse("99999999999999999", now, 600000,
+                                            &ms),
+                     0);
+    assert_int_equal(ms, 600000);
+    assert_int_equal(sink_retry_after_parse("Wed, 21 Oct 2015 07:28:00 GMT",
+                                            now, 600000, &ms),
+                     0);
+    assert_int_equal(ms, 30000);
+    /* A date in the past: at once. */
+    assert_int_equal(sink_retry_after_parse("Wed, 21 Oct 2015 07:28:00 GMT",
+                                            now + 100000, 600000, &ms),
+                     0);
+    assert_int_equal(ms, 0);
+    assert_int_equal(sink_retry_after_parse("soon", now, 600000, &ms), -1);
+    assert_int_equal(sink_retry_after_parse("12s", now, 600000, &ms), -1);
+    assert_int_equal(sink_retry_after_parse("", now, 600000, &ms), -1);
+    assert_int_equal(sink_retry_after_parse("-5", now, 600000, &ms), -1);
+    assert_true(sink_retry_throttles(429) && sink_retry_throttles(503) &&
+                sink_retry_throttles(502) && sink_retry_throttles(504));
+    assert_false(sink_retry_throttles(500) || sink_retry_throttles(410));
+}
+
+/* ---- NATS subjects ------------------------------------------------------------- */
+
+static void check_subject(const char *in, size_t len, const char *want) {
+    char *got = sink_nats_subject("reel", in, len);
+
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_subject_escapes_what_nats_refuses(void **state) {
+    (void)state;
+    check_subject("kv.shop.orders.eu.1", 19, "reel.kv.shop.orders.eu.1");
+    check_subject("kv.shop.a b", 11, "reel.kv.shop.a%20b");
+    check_subject("kv.shop.tab\there", 16, "reel.kv.shop.tab%09here");
+    check_subject("kv.shop.100%", 12, "reel.kv.shop.100%25");
+    check_subject("kv.shop.line\nbreak\r", 19, "reel.kv.shop.line%0Abreak%0D");
+    check_subject("kv.shop.a*b.>x", 14, "reel.kv.shop.a*b.>x");
+    check_subject("kv.old.*.>", 10, "reel.kv.old.%2A.%3E");
+    check_subject("kv.old.a..b.", 12, "reel.kv.old.a.%00.b.%00");
+    check_subject("kv.caf\xc3\xa9.x", 10, "reel.kv.caf\xc3\xa9.x");
+    check_subject("kv.del\x7f", 7, "reel.kv.del%7F");
+}
+
+/* ---- The window and its frontier ------------------------------------------------- */
+
+static void push(sink_window_t *w, uint64_t rev) {
+    uint8_t *block = malloc(10 + 7);
+
+    memcpy(block + 10, "kv.a.b", 7);
+    sink_window_push(w, rev, 3, block, 10);
+    assert_string_equal(sink_window_at(w, w->tail - 1)->subject, "kv.a.b");
+}
+
+static void test_window_frontier_stops_at_the_first_event_not_done(
+    void **state) {
+    sink_window_t w;
+
+    (void)state;
+    assert_int_equal(sink_window_init(&w, 8), 0);
+    assert_int_equal(sink_window_advance(&w), 0);
+    push(&w, 3);
+    push(&w, 5);
+    sink_window_pass(&w, 6); /* filtered out */
+    push(&w, 9);
+    assert_int_equal(sink_window_advance(&w), 2);
+    /* Concurrent: 5 and 9 delivered before 3. */
+    sink_window_done(&w, 1);
+    sink_window_done(&w, 2);
+    assert_int_equal(sink_window_advance(&w), 2);
+    assert_int_equal(sink_window_count(&w), 3);
+    sink_window_done(&w, 0);
+    assert_int_equal(sink_window_advance(&w), 9);
+    assert_int_equal(sink_window_count(&w), 0);
+    /* Filtered revisions after everything is done move it on. */
+    sink_window_pass(&w, 14);
+    assert_int_equal(sink_window_advance(&w), 14);
+    push(&w, 20);
+    push(&w, 21);
+    sink_window_done(&w, 4);
+    assert_int_equal(sink_window_advance(&w), 19);
+    /* Done twice changes nothing. */
+    sink_window_done(&w, 4);
+    assert_int_equal(w.bytes, 10);
+    sink_window_fini(&w);
+}
+
+static void test_window_is_bounded_by_count_and_bytes(void **state) {
+    sink_window_t w;
+
+    (void)state;
+    assert_int_equal(sink_window_init(&w, 3), 0);
+    /* An empty window takes any one event, however large. */
+    assert_false(sink_window_full(&w, 1000, 100));
+    push(&w, 1);
+    assert_true(sink_window_full(&w, 95, 100));
+    assert_false(sink_window_full(&w, 90, 100));
+    push(&w, 2);
+    push(&w, 3);
+    assert_true(sink_window_full(&w, 1, 1000));
+    sink_window_done(&w, 1); /* done but held behind 1 */
+    assert_true(sink_window_full(&w, 1, 1000));
+    sink_window_done(&w, 0);
+    assert_int_equal(sink_window_advance(&w), 2);
+    assert_false(sink_window_full(&w, 1, 1000));
+    assert_int_equal(sink_window_find_after(&w, 2), 2);
+    assert_int_equal(sink_window_find_after(&w, 3), 3);
+    sink_window_fini(&w);
+}
+
+static void test_window_requeues_what_was_taken_and_not_done(void **state) {
+    sink_window_t w;
+
+    (void)state;
+    assert_int_equal(sink_window_init(&w, 8), 0);
+    push(&w, 1);
+    push(&w, 2);
+    push(&w, 3);
+    sink_window_at(&w, 0)->state = SINK_ITEM_TAKEN;
+    sink_window_at(&w, 1)->state = SINK_ITEM_TAKEN;
+    w.next = 2;
+    sink_window_done(&w, 1);
+    sink_window_requeue(&w);
+    assert_int_equal(w.next, 0);
+    assert_int_equal(sink_window_at(&w, 0)->state, SINK_ITEM_QUEUED);
+    assert_int_equal(sink_window_at(&w, 1)->state, SINK_ITEM_DONE);
+    assert_int_equal(sink_window_queued(&w), 3);
+    sink_window_fini(&w);
+}
+
+/* ---- Events as JSON ----------------------------------------------------------------- */
+
+static void test_event_data_keeps_stored_json_and_exact_numbers(
+    void **state) {
+    Reel__V1__Event ev = REEL__V1__EVENT__INIT;
+    Reel__V1__ValueEvent v = REEL__V1__VALUE_EVENT__INIT;
+    sink_item_t it = {0};
+    uint8_t buf[512];
+    size_t len;
+    char *data, *body;
+    cJSON *o;
+
+    (void)state;
+    v.type = REEL__V1__VALUE_EVENT__TYPE__PUT;
+    v.namespace_ = "shop";
+    v.key = "orders.1";
+    v.value = "{\"n\":9007199254740993}";
+    v.version = 2;
+    v.revision = 18446744073709551615ULL;
+    ev.revision = 18446744073709551615ULL;
+    ev.subject = "kv.shop.orders.1";
+    ev.type = REEL__V1__EVENT__TYPE__VALUE_CHANGED;
+    ev.ts_ms = 1614265330000;
+    ev.body_case = REEL__V1__EVENT__BODY_VALUE;
+    ev.value = &v;
+    it.len = reel__v1__event__pack(&ev, buf);
+    it.bytes = buf;
+    it.revision = ev.revision;
+    it.type = ev.type;
+    it.subject = "kv.shop.orders.1";
+    data = sink_event_data(&it, &len, NULL);
+    assert_non_null(data);
+    assert_non_null(strstr(data, "\"revision\":18446744073709551615"));
+    assert_non_null(strstr(data, "\"value\":{\"n\":9007199254740993}"));
+    assert_non_null(strstr(data, "\"type\":\"VALUE_CHANGED\""));
+    assert_null(strstr(data, "\"prev_value\":\"\""));
+    free(data);
+    body = sink_event_body(&it, &len);
+    o = cJSON_Parse(body);
+    assert_non_null(o);
+    assert_string_equal(cJSON_GetObjectItem(o, "type")->valuestring,
+                        "reel.value_changed");
+    assert_string_equal(cJSON_GetObjectItem(o, "timestamp")->valuestring,
+                        "2021-02-25T15:02:10.000Z");
+    assert_true(cJSON_IsObject(cJSON_GetObjectItem(o, "data")));
+    cJSON_Delete(o);
+    free(body);
+    /* Undecodable bytes are delivered, said so, not dropped. */
+    it.bytes = (uint8_t *)"\xff\xff\xff";
+    it.len = 3;
+    data = sink_event_data(&it, &len, NULL);
+    assert_non_null(strstr(data, "\"undecodable\":true"));
+    free(data);
+}
+
+static void test_event_batch_body_has_an_array_of_data(void **state) {
+    char *datas[2] = {"{\"revision\":1}", "{\"revision\":2}"};
+    size_t lens[2] = {14, 14}, len;
+    char *body = sink_event_wrap(3, 1614265330000, datas, lens, 2, 1, &len);
+
+    (void)state;
+    assert_non_null(body);
+    assert_string_equal(body, "{\"type\":\"reel.batch\",\"timestamp\":"
+                              "\"2021-02-25T15:02:10.000Z\",\"data\":"
+                              "[{\"revision\":1},{\"revision\":2}]}");
+    assert_int_equal(len, strlen(body));
+    free(body);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_errors_name_the_sink_and_the_field),
+        cmocka_unit_test(test_config_messages_never_repeat_a_secret),
+        cmocka_unit_test(test_config_defaults),
+        cmocka_unit_test(test_sign_passes_the_standard_webhooks_test_vector),
+        cmocka_unit_test(test_sign_lists_a_signature_for_every_secret),
+        cmocka_unit_test(test_retry_follows_the_schedule_within_its_jitter),
+        cmocka_unit_test(test_retry_stops_at_max_age),
+        cmocka_unit_test(test_retry_after_takes_seconds_or_a_date_capped),
+        cmocka_unit_test(test_subject_escapes_what_nats_refuses),
+        cmocka_unit_test(
+            test_window_frontier_stops_at_the_first_event_not_done),
+        cmocka_unit_test(test_window_is_bounded_by_count_and_bytes),
+        cmocka_unit_test(test_window_requeues_what_was_taken_and_not_done),
+        cmocka_unit_test(test_event_data_keeps_stored_json_and_exact_numbers),
+        cmocka_unit_test(test_event_batch_body_has_an_array_of_data),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,368 @@
+"""reel-sink's webhook sinks against real processes: a reeld, a reel-sink,
+and HTTP receivers (Python's http.server) that check every Standard
+Webhooks signature with their own implementation of the spec and can be
+told to fail.
+
+Ordered delivery of a mixed load through subject filters; a receiver that
+fails with 500 and recovers (every event, in order, each webhook-id the
+same on every retry); 429 with Retry-After; 410 disabling the sink
+durably until `reel-sink enable`; a receiver that never answers;
+dead letters recorded, listed and replayed; concurrent and batched modes;
+SIGTERM; bad configurations refused with exit 2.
+"""
+import json
+import signal
+import time
+
+import pytest
+
+from reel.v1 import kv_pb2 as K
+from sinkutil import (OLD_SECRET, SECRET, Receiver, Sink, check_built, no_sink_left,  # noqa: F401
+                      receiver, reel, run_cli, wait_for, webhook_config, write_config)
+
+
+@pytest.fixture(autouse=True)
+def built():
+    check_built()
+
+
+FAST = [100, 200, 300, 400, 500]  # retry waits for tests (ms)
+
+
+def test_ordered_mixed_load_through_filters_arrives_in_order_signed(
+        tmp_path, reeld, reel, receiver):
+    cfg = webhook_config(tmp_path / "c.json", "billing", receiver.url,
+                         subjects=["run.>", "kv.shop.>", "journal.*.step", "signal.>"])
+    for i in range(5):
+        reel.mixed(i)
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    for i in range(5, 10):
+        reel.mixed(i)
+    want = [r for r, s in reel.events()
+            if s.startswith(("run.", "kv.shop.", "signal.")) or
+            (s.startswith("journal.") and s.endswith(".step"))]
+    wait_for("every matching event", lambda: len(receiver.delivered()) >= len(want))
+    assert sink.stop() == 0
+    got = receiver.delivered()
+    assert [d["json"]["data"]["revision"] for d in got] == want
+    for d in got:
+        rev = d["json"]["data"]["revision"]
+        assert d["sig_ok"], d
+        assert d["id"] == f"evt_{rev}"
+        # Signed with every listed secret, so keys rotate.
+        assert len(d["sig"].split(" ")) == 2
+        assert abs(int(d["ts"]) - time.time()) < 60
+        data = d["json"]["data"]
+        assert d["json"]["type"].startswith("reel.")
+        assert data["subject"].split(".")[0] in ("run", "kv", "journal", "signal")
+        assert not data["subject"].startswith("kv.other.")
+    kinds = {d["json"]["type"] for d in got}
+    assert kinds == {"reel.run_changed", "reel.value_changed", "reel.journal_appended",
+                     "reel.signal_sent"}
+    # The stored JSON is embedded as stored.
+    kv = [d for d in got if d["json"]["type"] == "reel.value_changed"][0]
+    assert kv["json"]["data"]["value"]["value"] == {"qty": 0}
+    # The cursor is where the last delivered event is, or past it.
+    assert reel.acked("sink.billing") >= want[-1]
+
+
+def test_receiver_failing_then_recovering_gets_every_event_in_order(
+        tmp_path, reeld, reel, receiver):
+    fails = {"left": 12}
+
+    def plan(d):
+        if fails["left"] > 0:
+            fails["left"] -= 1
+            return 500
+        return 200
+    receiver.plan(plan)
+    cfg = webhook_config(tmp_path / "c.json", "s", receiver.url,
+                         subjects=["kv.app.>"], retry_schedule_ms=FAST * 4)
+    revs = [reel.set("app", f"k{i}") for i in range(8)]
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    wait_for("all 8", lambda: len(receiver.delivered()) >= 8)
+    assert sink.stop() == 0
+    assert receiver.delivered_revisions() == revs
+    by_id = {}
+    for d in receiver.all():
+        assert d["sig_ok"]
+        by_id.setdefault(d["id"], []).append(d["json"]["data"]["revision"])
+    # Retries carried the same webhook-id and the same event.
+    for i, rs in by_id.items():
+        assert set(rs) == {int(i[len("evt_"):])}
+    assert len(by_id[f"evt_{revs[0]}"]) > 1
+    assert "attempt 1 failed: HTTP 500" in sink.log()
+    assert "delivered after" in sink.log()
+
+
+def test_429_waits_for_retry_after(tmp_path, reeld, reel, receiver):
+    first = {"done": False}
+
+    def plan(d):
+        if not first["done"]:
+            first["done"] = True
+            return 429, {"Retry-After": "2"}
+        return 200
+    receiver.plan(plan)
+    cfg = webhook_config(tmp_path / "c.json", "s", receiver.url, subjects=["kv.app.>"],
+                         retry_schedule_ms=[100, 100])
+    rev = reel.set("app", "a")
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    wait_for("the retry", lambda: len(receiver.delivered()) == 1)
+    assert sink.stop() == 0
+    a, b = receiver.all()[:2]
+    assert a["status"] == 429 and b["status"] == 200
+    assert a["id"] == b["id"] == f"evt_{rev}"
+    # The schedule said 100 ms; the receiver said 2 s.
+    assert b["at"] - a["at"] >= 1.9
+    assert "Retry-After" in sink.log()
+
+
+def test_410_disables_the_sink_durably_until_enabled(tmp_path, reeld, reel, receiver):
+    gone = {"on": True}
+    receiver.plan(lambda d: 410 if gone["on"] else 200)
+    cfg = webhook_config(tmp_path / "c.json", "hook", receiver.url, subjects=["kv.app.>"])
+    r1 = reel.set("app", "a")
+    sink = Sink(tmp_path, reeld.addr, cfg, "--control-listen", "127.0.0.1:0")
+    sink.wait_log(r"sink hook: disabled: the receiver answered 410 Gone")
+    out = run_cli(reeld.addr, cfg, "status")
+    assert out.returncode == 0, out.stderr
+    assert "DISABLED" in out.stdout and "410" in out.stdout
+    status = json.loads(run_cli(reeld.addr, cfg, "status", "hook", "--json").stdout)
+    assert status["disabled"] is True
+    assert reel.get_(K.GetValueRequest(namespace="reel-sink", key="disabled.hook"),
+                     timeout=5).found
+    assert sink.stop() == 0
+    # Still disabled after a restart: nothing is sent.
+    n = len(receiver.all())
+    reel.set("app", "b")
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    sink.wait_log(r"sink hook: disabled")
+    time.sleep(1.0)
+    assert len(receiver.all()) == n
+    gone["on"] = False
+    out = run_cli(reeld.addr, cfg, "enable", "hook")
+    assert out.returncode == 0 and "enabled" in out.stdout, out
+    wait_for("both events", lambda: len(receiver.delivered()) == 2)
+    assert receiver.delivered_revisions()[0] == r1
+    assert sink.stop() == 0
+    assert "enabled again" in sink.log()
+    assert json.loads(run_cli(reeld.addr, cfg, "status", "hook", "--json").stdout)[
+        "disabled"] is False
+
+
+def test_a_receiver_that_never_answers_times_out_and_is_retried(
+        tmp_path, reeld, reel, receiver):
+    first = {"done": False}
+
+    def plan(d):
+        if not first["done"]:
+            first["done"] = True
+            return ("hang", 3)
+        return 200
+    receiver.plan(plan)
+    cfg = webhook_config(tmp_path / "c.json", "s", receiver.url, subjects=["kv.app.>"],
+                         timeout_ms=500, retry_schedule_ms=[100, 100])
+    rev = reel.set("app", "a")
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    sink.wait_log(r"attempt 1 failed: .*timed out")
+    # The hung request is answered only after the sink gave up on it; the
+    # retry is delivered.
+    wait_for("the retry", lambda: len(receiver.delivered()) >= 2)
+    assert {d["id"] for d in receiver.all()} == {f"evt_{rev}"}
+    assert sink.stop() == 0
+
+
+def test_dead_letters_are_recorded_listed_and_replayed(tmp_path, reeld, reel, receiver):
+    up = {"on": False}
+    receiver.plan(lambda d: 200 if up["on"] else 500)
+    cfg = webhook_config(tmp_path / "c.json", "dl", receiver.url, subjects=[">"],
+                         retry_schedule_ms=[50, 50])
+    revs = [reel.set("app", f"k{i}") for i in range(4)]
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    wait_for("4 dead letters", lambda: sink.log().count("is a dead letter") == 4)
+    # The cursor went past them: they are done (recorded), not lost.
+    wait_for("the cursor past them", lambda: (reel.acked("sink.dl") or 0) >= revs[-1])
+    out = run_cli(reeld.addr, cfg, "dead", "dl", "--json")
+    assert out.returncode == 0, out.stderr
+    dead = [json.loads(l) for l in out.stdout.splitlines()]
+    assert [d["revision"] for d in dead] == revs
+    for d in dead:
+        assert d["attempts"] == 3
+        assert d["last_error"] == "HTTP 500"
+        assert d["subject"].startswith("kv.app.")
+    # Its own records (kv.reel-sink.dead...) were never delivered.
+    assert all(not d["json"]["data"]["subject"].startswith("kv.reel-sink.")
+               for d in receiver.all())
+    assert "dead letters 4" in run_cli(reeld.addr, cfg, "status").stdout
+    up["on"] = True
+    out = run_cli(reeld.addr, cfg, "replay", "dl", "--revision", str(revs[1]))
+    assert out.returncode == 0, out
+    assert [r["json"]["data"]["revision"] for r in receiver.delivered()] == [revs[1]]
+    out = run_cli(reeld.addr, cfg, "replay", "dl", "--from", str(revs[2]), "--to", str(revs[3]))
+    assert out.returncode == 0, out
+    out = run_cli(reeld.addr, cfg, "replay", "dl", "--all")
+    assert out.returncode == 0 and "replayed 1 of 1" in out.stdout, out
+    assert sorted(receiver.delivered_revisions()) == revs
+    for d in receiver.delivered():
+        assert d["sig_ok"] and d["id"] == f"evt_{d['json']['data']['revision']}"
+    assert run_cli(reeld.addr, cfg, "dead", "dl").stdout == ""
+    assert run_cli(reeld.addr, cfg, "replay", "dl", "--revision", "1").returncode == 1
+    assert sink.stop() == 0
+
+
+def test_ordered_block_keeps_retrying_the_head(tmp_path, reeld, reel, receiver):
+    up = {"on": False}
+    receiver.plan(lambda d: 200 if up["on"] else 503)
+    cfg = webhook_config(tmp_path / "c.json", "b", receiver.url, subjects=["kv.app.>"],
+                         retry_schedule_ms=[50], on_exhausted="block")
+    revs = [reel.set("app", f"k{i}") for i in range(3)]
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    wait_for("several attempts", lambda: len(receiver.all()) >= 4)
+    assert {d["id"] for d in receiver.all()} == {f"evt_{revs[0]}"}
+    assert "dead letter" not in sink.log()
+    up["on"] = True
+    wait_for("all 3", lambda: len(receiver.delivered()) == 3, timeout=30)
+    assert receiver.delivered_revisions() == revs
+    assert sink.stop() == 0
+
+
+def test_concurrent_mode_delivers_all_and_acks_only_what_is_done(
+        tmp_path, reeld, reel, receiver):
+    seen = {}
+
+    def plan(d):
+        # Every third event fails twice before it goes.
+        rev = d["json"]["data"]["revision"]
+        seen[rev] = seen.get(rev, 0) + 1
+        return 500 if rev % 3 == 0 and seen[rev] <= 2 else 200
+    receiver.plan(plan)
+    cfg = webhook_config(tmp_path / "c.json", "c", receiver.url, subjects=["kv.app.>"],
+                         mode="concurrent", max_in_flight=8, retry_schedule_ms=FAST)
+    revs = [reel.set("app", f"k{i}") for i in range(60)]
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    wait_for("all 60", lambda: len(set(receiver.delivered_revisions())) == 60)
+    assert sorted(set(receiver.delivered_revisions())) == revs
+    wait_for("the ack", lambda: reel.acked("sink.c") >= revs[-1])
+    assert sink.stop() == 0
+
+
+def test_batches_carry_several_events_under_one_id(tmp_path, reeld, reel, receiver):
+    cfg = webhook_config(tmp_path / "c.json", "bt", receiver.url, subjects=["kv.app.>"],
+                         batch_max_events=10)
+    revs = [reel.set("app", f"k{i}") for i in range(35)]
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    wait_for("all 35", lambda: len(receiver.delivered_revisions()) >= 35)
+    assert sink.stop() == 0
+    assert receiver.delivered_revisions() == revs
+    for d in receiver.delivered():
+        data = d["json"]["data"]
+        assert d["json"]["type"] == "reel.batch" and isinstance(data, list)
+        assert 1 <= len(data) <= 10
+        assert d["id"] == f"evt_{data[0]['revision']}_{data[-1]['revision']}"
+        assert d["sig_ok"]
+    assert len(receiver.delivered()) < 35
+
+
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(
+        tmp_path, reeld, reel, receiver):
+    receiver.plan(lambda d: ("hang", 1.5))
+    cfg = webhook_config(tmp_path / "c.json", "t", receiver.url, subjects=["kv.app.>"])
+    rev = reel.set("app", "a")
+    reel.set("app", "b")
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    # The first request is on the wire; it is answered 1.5 s after it came.
+    wait_for("the request", lambda: receiver.arrivals == 1)
+    t0 = time.monotonic()
+    assert sink.stop() == 0
+    assert time.monotonic() - t0 < 5
+    assert [d["json"]["data"]["revision"] for d in receiver.delivered()] == [rev]
+    assert reel.acked("sink.t") == rev
+
+
+@pytest.mark.parametrize("sinks,want", [
+    ([{"name": "x", "type": "webhook", "secrets": [SECRET]}],
+     'sinks[0] "x": url: missing'),
+    ([{"name": "x", "type": "kafka"}], 'sinks[0] "x": type: "kafka" is not a sink type'),
+    ([{"name": "x", "type": "webhook", "url": "http://h/", "secrets": ["whsec_%%%"]}],
+     'sinks[0] "x": secrets[0]: the part after "whsec_" is not base64'),
+    ([{"name": "x", "type": "webhook", "url": "http://h/", "secrets": [SECRET],
+       "subjects": ["a.>.b"]}],
+     'sinks[0] "x": subjects[0]: "a.>.b" is not a valid pattern'),
+])
+def test_a_bad_config_is_refused_naming_sink_and_field(tmp_path, sinks, want):
+    cfg = write_config(tmp_path / "bad.json", sinks)
+    for cmd in ([], ["check"]):
+        out = run_cli("127.0.0.1:1", cfg, *cmd)
+        assert out.returncode == 2, out
+        assert want in out.stderr, out.stderr
+        assert "%%%" not in out.stderr
+
+
+def test_help_version_and_usage_errors(tmp_path):
+    out = run_cli("127.0.0.1:1", "x", "--help")
+    assert out.returncode == 0 and "reel-sink replay NAME" in out.stdout
+    assert "reel-sink" in run_cli("127.0.0.1:1", "x", "--version").stdout
+    cfg = webhook_config(tmp_path / "c.json", "s", "http://127.0.0.1:1/")
+    assert run_cli("127.0.0.1:1", cfg, "replay", "s").returncode == 2
+    assert run_cli("127.0.0.1:1", cfg, "enable", "nope").returncode == 2
+    assert run_cli("127.0.0.1:1", cfg, "bogus").returncode == 2
+    out = run_cli("127.0.0.1:1", cfg, "check", "--state-namespace", "a.b")
+    assert out.returncode == 2 and "--state-namespace" in out.stderr
+
+
+def test_status_adds_the_running_process_live_numbers_and_never_a_secret(
+        tmp_path, reeld, reel, receiver):
+    receiver.plan(lambda d: 503)
+    cfg = webhook_config(tmp_path / "c.json", "st", receiver.url, subjects=["kv.app.>"],
+                         retry_schedule_ms=[60000], headers={"Authorization": "Bearer tok-123"})
+    revs = [reel.set("app", f"k{i}") for i in range(3)]
+    sink = Sink(tmp_path, reeld.addr, cfg, "--control-listen", "127.0.0.1:0")
+    port = int(sink.wait_log(r"control endpoint on port (\d+)").group(1))
+    wait_for("a failed attempt", lambda: len(receiver.all()) >= 1)
+    wait_for("the failure in status", lambda: "failing 1" in run_cli(
+        reeld.addr, cfg, "status", "--control", f"127.0.0.1:{port}").stdout)
+    out = run_cli(reeld.addr, cfg, "status", "--control", f"127.0.0.1:{port}")
+    assert out.returncode == 0, out
+    line = out.stdout
+    assert line.startswith("st (webhook): cursor ")
+    assert f"head {reel.head()}" in line and "running" in line
+    assert f"last error: revision {revs[0]} (evt_{revs[0]}): HTTP 503" in line
+    st = json.loads(run_cli(reeld.addr, cfg, "status", "--json", "--control",
+                            f"127.0.0.1:{port}").stdout)
+    assert st["live"]["state"] == "running" and st["live"]["failing"] == 1
+    assert st["cursor"] < revs[0] and st["lag"] >= 3 and st["active"] is True
+    # The requests carried the extra header; nothing shows a secret.
+    assert receiver.all()[0]["sig_ok"] and receiver.all()[0]["auth"] == "Bearer tok-123"
+    shown = sink.log() + line + json.dumps(st)
+    for secret in (SECRET, SECRET[len("whsec_"):], OLD_SECRET[len("whsec_"):], "tok-123"):
+        assert secret not in shown
+    # Without the process, status still reads what reel holds.
+    assert sink.stop() == 0
+    out = run_cli(reeld.addr, cfg, "status", "--control", f"127.0.0.1:{port}")
+    assert out.returncode == 0 and "live numbers unavailable" in out.stdout, out
+
+
+def test_redirects_are_not_followed(tmp_path, reeld, reel, receiver):
+    elsewhere = Receiver()
+    try:
+        first = {"done": False}
+
+        def plan(d):
+            if not first["done"]:
+                first["done"] = True
+                return 307, {"Location": elsewhere.url}
+            return 200
+        receiver.plan(plan)
+        cfg = webhook_config(tmp_path / "c.json", "rd", receiver.url, subjects=["kv.app.>"],
+                             retry_schedule_ms=[100])
+        rev = reel.set("app", "a")
+        sink = Sink(tmp_path, reeld.addr, cfg)
+        wait_for("the retry", lambda: len(receiver.delivered()) == 1)
+        assert sink.stop() == 0
+        assert [d["status"] for d in receiver.all()] == [307, 200]
+        assert elsewhere.all() == []
+        assert f"revision {rev} (evt_{rev}) attempt 1 failed: HTTP 307 (redirects are not " \
+               "followed)" in sink.log()
+    finally:
+        elsewhere.close()

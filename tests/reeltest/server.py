@@ -1,0 +1,118 @@
+"""A reeld process for a test: started on a data dir and a port, waited for
+until it serves, stopped by a signal with its exit code, or killed."""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import grpc
+
+from reeltest import protos
+
+ROOT = protos.ROOT
+
+
+def binary(env, rel):
+    """The path in $env, or bazel-bin/rel of this tree (not checked)."""
+    return os.environ.get(env) or os.path.join(ROOT, "bazel-bin", rel)
+
+
+REELD = binary("REELD", "api/reeld")
+REELCTL = binary("REELCTL", "cli/reelctl")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Reeld:
+    """One reeld process. start() waits until health answers SERVING.
+
+    Its output goes to a log file beside the data dir, one per start
+    (log() reads the current one), so a restarted reeld keeps what the
+    previous one said."""
+
+    def __init__(self, data_dir, port=None, extra=(), binary=None):
+        self.binary = binary or REELD
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.extra = list(extra)
+        self.proc = None
+        self.log_path = None
+        self.ready_after = None   # seconds from exec to SERVING, once started
+
+    def start(self, wait=True, timeout=10.0):
+        """Starts reeld; with wait, returns once it serves (ready_after says
+        how long that took). A reeld that exits first, or does not serve
+        within timeout (it is killed then), is an AssertionError with its
+        log."""
+        protos.generate()
+        import health_pb2
+
+        self.log_path = os.path.join(os.path.dirname(self.data_dir),
+                                     f"reeld-{self.port}-{int(time.time()*1000)}.log")
+        log = open(self.log_path, "wb")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [self.binary, "--data-dir", self.data_dir, "--listen", self.addr] + self.extra,
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        if not wait:
+            return self
+        # A fresh channel per probe: a reused one would wait out its own
+        # reconnect backoff and measure the client, not the server.
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"reeld exited with {self.proc.returncode}:\n{self.log()}")
+            ch = grpc.insecure_channel(self.addr)
+            check = ch.unary_unary(
+                "/grpc.health.v1.Health/Check",
+                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=health_pb2.HealthCheckResponse.FromString)
+            try:
+                r = check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    self.ready_after = time.monotonic() - t0
+                    return self
+            except grpc.RpcError:
+                pass
+            finally:
+                ch.close()
+            if time.monotonic() - t0 > timeout:
+                self.kill()
+                raise AssertionError(f"reeld not serving after {timeout}s:\n{self.log()}")
+            time.sleep(0.01)
+
+    def log(self, tail=None):
+        """What the current reeld wrote (its last tail characters)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                text = f.read().decode(errors="replace")
+        except (OSError, TypeError):
+            return ""
+        return text[-tail:] if tail else text
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Signals reeld and returns (exit code, seconds it took). One that
+        does not exit within timeout is killed: an AssertionError."""
+        if self.proc is None or self.proc.poll() is not None:
+            return (self.proc.returncode if self.proc else None), 0.0
+        t0 = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"reeld did not exit within {timeout}s:\n{self.log()}")
+        return code, time.monotonic() - t0
+
+    def kill(self):
+        """SIGKILL, and reap."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
