@@ -25,6 +25,7 @@
 
 #include <grpc/grpc.h>
 
+#include "api/exposure.h"
 #include "api/grpc_init.h"
 #include "api/rpc.h"
 #include "api/services.h"
@@ -49,6 +50,9 @@ typedef struct config {
     size_t write_queue;
     int keepalive_time_ms, keepalive_timeout_ms;
     api_limits_t limits;
+    const char *auth; /* "none" or "token" */
+    const char *tls_cert, *tls_key, *tls_client_ca; /* "" = none */
+    int insecure;
 } config_t;
 
 /*
@@ -125,6 +129,7 @@ typedef enum flag_kind {
     FLAG_NUMBER,   /* a decimal integer in min..max */
     FLAG_DURATION, /* 500ms, 30s, 10m, 2h, 7d or plain seconds, in ms, in
                       min..max (max 0: any positive duration) */
+    FLAG_SWITCH,   /* no argument: on when given; its variable is 1/0 */
 } flag_kind_t;
 
 typedef struct flag {
@@ -194,6 +199,19 @@ static const flag_t flags[] = {
      "a durable consumer keeps events past the retention limits while its "
      "unacknowledged events take at most N bytes; past that it is "
      "invalidated"},
+    /* Security (docs/security.md). */
+    {"auth", "REEL_AUTH", "MODE", FLAG_TEXT, "none", 0, 0, 0, FIELD(auth),
+     "none, or token: every call needs a bearer token"},
+    {"tls-cert", "REEL_TLS_CERT", "FILE", FLAG_TEXT, "", 0, 0, 0,
+     FIELD(tls_cert), "serve TLS with this PEM certificate chain"},
+    {"tls-key", "REEL_TLS_KEY", "FILE", FLAG_TEXT, "", 0, 0, 0,
+     FIELD(tls_key), "the PEM private key of --tls-cert"},
+    {"tls-client-ca", "REEL_TLS_CLIENT_CA", "FILE", FLAG_TEXT, "", 0, 0, 0,
+     FIELD(tls_client_ca),
+     "require client certificates signed by this CA (mTLS)"},
+    {"insecure", "REEL_INSECURE", "", FLAG_SWITCH, NULL, 0, 0, 1,
+     FIELD(insecure),
+     "serve a non-loopback address without token auth or TLS"},
 };
 
 #define N_FLAGS (sizeof(flags) / sizeof(*flags))
@@ -265,6 +283,13 @@ static int flag_set(const flag_t *f, const char *s, config_t *cfg) {
     case FLAG_TEXT:
         memcpy((char *)cfg + f->off, &s, sizeof(s));
         return 0;
+    case FLAG_SWITCH:
+        if (strcmp(s, "1") != 0 && strcmp(s, "0") != 0) {
+            fprintf(stderr, "reeld: %s: \"%s\" is not 1 or 0\n", f->env, s);
+            return -1;
+        }
+        v = s[0] == '1';
+        break;
     case FLAG_NUMBER:
         errno = 0;
         v = strtoll(s, &end, 10);
@@ -313,7 +338,10 @@ static void usage(FILE *out) {
         int n = fprintf(out, "  --%s %s", f->name, f->arg);
 
         if (f->kind == FLAG_TEXT)
-            snprintf(def, sizeof(def), "%s", f->text_default);
+            snprintf(def, sizeof(def), "%s",
+                     *f->text_default ? f->text_default : "none");
+        else if (f->kind == FLAG_SWITCH)
+            snprintf(def, sizeof(def), "off");
         else if (f->kind == FLAG_DURATION)
             format_duration(f->def, def, sizeof(def));
         else
@@ -332,8 +360,11 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     int c;
 
     for (size_t i = 0; i < N_FLAGS; i++) {
-        opts[i] = (struct option){flags[i].name, required_argument, NULL,
-                                  256 + (int)i};
+        opts[i] = (struct option){flags[i].name,
+                                  flags[i].kind == FLAG_SWITCH
+                                      ? no_argument
+                                      : required_argument,
+                                  NULL, 256 + (int)i};
         given[i] = getenv(flags[i].env);
     }
     opts[N_FLAGS] = (struct option){"help", no_argument, NULL, 'h'};
@@ -341,7 +372,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     opts[N_FLAGS + 2] = (struct option){NULL, 0, NULL, 0};
     while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
         if (c >= 256 && c < 256 + (int)N_FLAGS) {
-            given[c - 256] = optarg;
+            given[c - 256] = flags[c - 256].kind == FLAG_SWITCH ? "1" : optarg;
             continue;
         }
         switch (c) {
@@ -386,6 +417,21 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         if (cfg->max_message_bytes < need + 65536)
             cfg->max_message_bytes = need + 65536;
     }
+    if (strcmp(cfg->auth, "none") != 0 && strcmp(cfg->auth, "token") != 0) {
+        fprintf(stderr, "reeld: --auth: \"%s\" is not none or token\n",
+                cfg->auth);
+        return -1;
+    }
+    if (!*cfg->tls_cert != !*cfg->tls_key) {
+        fprintf(stderr, "reeld: --tls-cert and --tls-key go together: "
+                        "give both or neither\n");
+        return -1;
+    }
+    if (*cfg->tls_client_ca && !*cfg->tls_cert) {
+        fprintf(stderr, "reeld: --tls-client-ca needs --tls-cert and "
+                        "--tls-key (mTLS is TLS first)\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -399,6 +445,7 @@ int main(int argc, char **argv) {
     store_t *store = NULL;
     rpc_server_t *srv = NULL;
     char data_dir[PATH_MAX];
+    char why[512];
     sigset_t sigs;
     int sig = 0, rc = 1;
     int64_t t0 = reel_clock_mono_ns();
@@ -461,6 +508,17 @@ int main(int argc, char **argv) {
         REEL_ERROR("reeld", "%s", reel_status_message(&st));
         goto out;
     }
+    if (api_check_exposure(cfg.listen, strcmp(cfg.auth, "token") == 0,
+                           *cfg.tls_cert != '\0', cfg.insecure, why,
+                           sizeof(why)) != 0) {
+        REEL_ERROR("reeld", "refusing to start: %s", why);
+        rc = 2;
+        goto out;
+    }
+    if (cfg.insecure &&
+        api_check_exposure(cfg.listen, strcmp(cfg.auth, "token") == 0,
+                           *cfg.tls_cert != '\0', 0, why, sizeof(why)) != 0)
+        REEL_WARN("reeld", "--insecure given: serving anyway (%s)", why);
 
     sopts.data_dir = cfg.data_dir;
     sopts.cfs = ctx.modules.cfs;
