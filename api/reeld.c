@@ -4,6 +4,7 @@
  * Start-up: parse flags (one table: each has an environment equivalent; a
  * flag wins), open the store with every module's column families, start
  * the modules (one table too: adding one is a line in it), listen.
+ * SIGHUP reloads the TLS certificates (new connections use them).
  * Shutdown on SIGTERM or SIGINT: stop accepting calls and end open streams
  * with UNAVAILABLE, let in-flight calls finish (their writes commit), close
  * the store, exit 0.
@@ -476,6 +477,7 @@ int main(int argc, char **argv) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP); /* reload the TLS certificates */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -496,6 +498,9 @@ int main(int argc, char **argv) {
     ropts.max_response_bytes = cfg.max_response_bytes;
     ropts.keepalive_time_ms = cfg.keepalive_time_ms;
     ropts.keepalive_timeout_ms = cfg.keepalive_timeout_ms;
+    ropts.tls_cert = cfg.tls_cert;
+    ropts.tls_key = cfg.tls_key;
+    ropts.tls_client_ca = cfg.tls_client_ca;
     srv = rpc_server_create(&ropts);
     ctx.server = srv;
     if (srv == NULL || api_health_register(srv, &ctx) != 0 ||
@@ -555,13 +560,37 @@ int main(int argc, char **argv) {
         goto out;
     }
     REEL_INFO("reeld",
-              "reeld %s serving on %s (data dir %s, revision %llu) after "
+              "reeld %s serving on %s%s%s (data dir %s, revision %llu) after "
               "%lld ms",
-              REEL_VERSION, cfg.listen, data_dir,
+              REEL_VERSION, cfg.listen,
+              !*cfg.tls_cert        ? ""
+              : *cfg.tls_client_ca ? " with mTLS"
+                                   : " with TLS",
+              strcmp(cfg.auth, "token") != 0 ? ""
+              : *cfg.tls_cert                ? " and token auth"
+                                             : " with token auth",
+              data_dir,
               (unsigned long long)store_revision(store),
               (long long)((reel_clock_mono_ns() - t0) / 1000000));
 
-    while (sigwait(&sigs, &sig) != 0) {
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            break;
+        if (!*cfg.tls_cert)
+            REEL_INFO("reeld", "received SIGHUP: no TLS to reload");
+        else if (rpc_server_reload_tls(srv, &st) != REEL_OK)
+            REEL_ERROR("reeld",
+                       "received SIGHUP: TLS not reloaded, the previous "
+                       "certificates still serve: %s",
+                       reel_status_message(&st));
+        else
+            REEL_INFO("reeld",
+                      "received SIGHUP: TLS certificates reloaded from %s "
+                      "(new connections use them)",
+                      cfg.tls_cert);
+        reel_status_fini(&st);
     }
     REEL_INFO("reeld", "received %s: shutting down",
               sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -75,6 +75,11 @@ typedef struct rpc_server_opts {
     int keepalive_time_ms;     /* ping a connection this often; 0 = 30000 */
     int keepalive_timeout_ms;  /* no answer this long: the peer is dead and
                                   its calls end; 0 = 10000 */
+    /* TLS: PEM files, NULL or "" for none. With tls_cert and tls_key the
+     * port serves TLS; tls_client_ca also requires (and verifies) client
+     * certificates signed by it (mTLS). Read at bind and again by
+     * rpc_server_reload_tls(). */
+    const char *tls_cert, *tls_key, *tls_client_ca;
 } rpc_server_opts_t;
 
 rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts);
@@ -88,6 +93,15 @@ int rpc_server_add_method(rpc_server_t *srv, const rpc_method_t *m);
  * method may be added. rpc_server_start() binds too if this was not called.
  */
 reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st);
+
+/*
+ * Reads the TLS files again (e.g. on SIGHUP) and checks them (each parses,
+ * the key matches the certificate); new connections then use them, and
+ * open ones keep theirs. On error (the file and why in st) the server goes
+ * on with what it had. FAILED_PRECONDITION when the server has no TLS.
+ * Any thread.
+ */
+reel_code_t rpc_server_reload_tls(rpc_server_t *srv, reel_status_t *st);
 
 /* Binds if needed, starts the pollers and begins accepting calls. */
 reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st);
