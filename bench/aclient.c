@@ -9,6 +9,7 @@
 #include "bench/aclient.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -404,6 +405,51 @@ static void *poller(void *arg) {
     return NULL;
 }
 
+/* Set once by ac_security() before any client exists, then only read. */
+static char *sec_ca;          /* PEM text, or NULL: plaintext */
+static const char *sec_token; /* or NULL */
+
+int ac_security(const char *ca_file, const char *token) {
+    FILE *f;
+    long n;
+
+    sec_token = token;
+    if (ca_file == NULL)
+        return token == NULL ? 0 : (fprintf(stderr, "reel-bench: --token "
+                                                    "needs --tls-ca\n"),
+                                    -1);
+    if ((f = fopen(ca_file, "rb")) == NULL ||
+        fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) <= 0 || n > (1 << 20) ||
+        fseek(f, 0, SEEK_SET) != 0 || (sec_ca = calloc(1, (size_t)n + 1)) ==
+                                          NULL ||
+        fread(sec_ca, 1, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "reel-bench: --tls-ca %s: cannot read a PEM file of "
+                        "1 byte to 1 MiB\n", ca_file);
+        if (f != NULL)
+            fclose(f);
+        return -1;
+    }
+    fclose(f);
+    return 0;
+}
+
+static grpc_channel_credentials *channel_creds(void) {
+    grpc_channel_credentials *ssl;
+    grpc_call_credentials *tok;
+    grpc_channel_credentials *both;
+
+    if (sec_ca == NULL)
+        return grpc_insecure_credentials_create();
+    ssl = grpc_ssl_credentials_create_ex(sec_ca, NULL, NULL, NULL);
+    if (sec_token == NULL)
+        return ssl;
+    tok = grpc_access_token_credentials_create(sec_token, NULL);
+    both = grpc_composite_channel_credentials_create(ssl, tok, NULL);
+    grpc_channel_credentials_release(ssl);
+    grpc_call_credentials_release(tok);
+    return both;
+}
+
 ac_t *ac_create(const char *addr, int connections, int threads) {
     ac_t *c = calloc(1, sizeof(*c));
     grpc_channel_credentials *creds;
@@ -425,7 +471,7 @@ ac_t *ac_create(const char *addr, int connections, int threads) {
         free(c);
         return NULL;
     }
-    creds = grpc_insecure_credentials_create();
+    creds = channel_creds();
     for (int i = 0; i < connections; i++) {
         /* Each channel its own connection: no subchannel sharing. */
         grpc_arg a[2];
