@@ -63,6 +63,7 @@ typedef struct config {
  * Adding a module is one line here (see docs/architecture.md).
  */
 static const api_module_t *const modules[] = {
+    &api_auth_module, /* first: tokens are checked from the first call */
     &api_kv_module,
     &api_journal_module,
     &api_signals_module, /* after the journal: it reads and writes runs */
@@ -501,6 +502,11 @@ int main(int argc, char **argv) {
     ropts.tls_cert = cfg.tls_cert;
     ropts.tls_key = cfg.tls_key;
     ropts.tls_client_ca = cfg.tls_client_ca;
+    ctx.auth_token = strcmp(cfg.auth, "token") == 0;
+    if (ctx.auth_token) {
+        ropts.authorize = api_authorize;
+        ropts.authorize_arg = &ctx;
+    }
     srv = rpc_server_create(&ropts);
     ctx.server = srv;
     if (srv == NULL || api_health_register(srv, &ctx) != 0 ||
@@ -544,6 +550,7 @@ int main(int argc, char **argv) {
 
     ctx.store = store;
     ctx.limits = cfg.limits;
+    ctx.data_dir = data_dir; /* the first admin token's file goes there */
     if (api_modules_start(&ctx, &st) != REEL_OK ||
         (ctx.timers = api_timers_create()) == NULL) {
         REEL_ERROR("reeld", "cannot start: %s",

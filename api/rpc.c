@@ -134,6 +134,11 @@ struct rpc_call {
     rpc_drain_fn drain_fn;
     void *drain_arg;
 
+    void *principal;   /* from the authorize hook; freed with the call */
+    int forced;        /* rpc_server_end_calls: finish with these */
+    reel_code_t forced_code;
+    char *forced_msg;
+
     rpc_call_t *prev, *next; /* srv->calls, under srv->mu */
 };
 
@@ -221,6 +226,8 @@ static void call_destroy(rpc_call_t *c) {
     grpc_call_unref(c->call);
     pthread_mutex_destroy(&c->mu);
     free(c->path);
+    free(c->principal);
+    free(c->forced_msg);
     free(c);
 }
 
@@ -533,6 +540,12 @@ void rpc_call_finish(rpc_call_t *c, reel_code_t code, const char *msg,
         pthread_mutex_unlock(&c->mu);
         return;
     }
+    if (c->forced) {
+        code = c->forced_code;
+        msg = c->forced_msg;
+        resp = NULL;
+        len = 0;
+    }
     c->finished = 1;
     c->code = (grpc_status_code)reel_code_grpc(code);
     c->details = grpc_slice_from_copied_string(msg ? msg
@@ -628,6 +641,72 @@ int64_t rpc_call_deadline_ns(rpc_call_t *c) { return c->deadline_ns; }
 
 const char *rpc_call_method(rpc_call_t *c) { return c->path; }
 
+const void *rpc_call_principal(rpc_call_t *c) { return c->principal; }
+
+const rpc_method_t *rpc_server_methods(rpc_server_t *srv, size_t *n) {
+    *n = (size_t)srv->n_methods;
+    return srv->methods;
+}
+
+size_t rpc_server_end_calls(rpc_server_t *srv, rpc_match_fn match, void *arg,
+                            reel_code_t code, const char *msg) {
+    rpc_call_t **hit = NULL;
+    size_t n = 0, cap = 0, ended = 0;
+
+    /* Take a reference on each matching call under the server's lock, so
+     * none is freed while its hook runs outside it. */
+    pthread_mutex_lock(&srv->mu);
+    for (rpc_call_t *c = srv->calls; c != NULL; c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        if (c->refs > 0 && !c->finished && !c->cancel_fired &&
+            c->cancel_fn != NULL && match(c->principal, arg)) {
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 16;
+                rpc_call_t **nl = realloc(hit, ncap * sizeof(*nl));
+
+                if (nl == NULL) {
+                    pthread_mutex_unlock(&c->mu);
+                    break;
+                }
+                hit = nl;
+                cap = ncap;
+            }
+            c->refs++;
+            hit[n++] = c;
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_unlock(&srv->mu);
+
+    for (size_t i = 0; i < n; i++) {
+        rpc_call_t *c = hit[i];
+        rpc_cancel_fn fn = NULL;
+        void *carg = NULL;
+        char *m = strdup(msg);
+
+        pthread_mutex_lock(&c->mu);
+        if (!c->finished && !c->cancel_fired && c->cancel_fn != NULL &&
+            m != NULL) {
+            c->cancel_fired = 1;
+            c->forced = 1;
+            c->forced_code = code;
+            c->forced_msg = m;
+            m = NULL;
+            fn = c->cancel_fn;
+            carg = c->cancel_arg;
+        }
+        pthread_mutex_unlock(&c->mu);
+        free(m);
+        if (fn != NULL) {
+            fn(c, carg, code);
+            ended++;
+        }
+        call_unref(c);
+    }
+    free(hit);
+    return ended;
+}
+
 /* ---- New calls ---------------------------------------------------------- */
 
 static int post_request(rpc_server_t *srv, int method);
@@ -641,6 +720,27 @@ static char *slice_to_str(grpc_slice s) {
         p[n] = '\0';
     }
     return p;
+}
+
+/* The authorize hook on the call's "authorization" metadata (the first,
+ * if a client sent several). */
+static reel_code_t authorize(rpc_server_t *srv, rpc_call_t *c,
+                             reel_status_t *st) {
+    const char *val = NULL;
+    size_t len = 0;
+
+    for (size_t i = 0; i < c->md.count; i++) {
+        grpc_slice k = c->md.metadata[i].key;
+
+        if (GRPC_SLICE_LENGTH(k) == 13 &&
+            memcmp(GRPC_SLICE_START_PTR(k), "authorization", 13) == 0) {
+            val = (const char *)GRPC_SLICE_START_PTR(c->md.metadata[i].value);
+            len = GRPC_SLICE_LENGTH(c->md.metadata[i].value);
+            break;
+        }
+    }
+    return srv->opts.authorize(srv->opts.authorize_arg, c->path, val, len,
+                               &c->principal, st);
 }
 
 static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
@@ -718,7 +818,11 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     }
     free(p);
 
-    if (c->method == NULL) {
+    if (c->method != NULL && srv->opts.authorize != NULL &&
+        authorize(srv, c, &bad) != REEL_OK) {
+        rpc_call_finish_status(c, &bad);
+        reel_status_fini(&bad);
+    } else if (c->method == NULL) {
         char msg[512];
 
         snprintf(msg, sizeof(msg), "unknown method %s", c->path);

@@ -10,6 +10,7 @@
  *   reelctl journal append|read|follow ...
  *   reelctl signal send|await|ls ...
  *   reelctl events tail|head|consumers|rm-consumer|ack ...
+ *   reelctl token create|ls|revoke ...
  *
  * This file holds main, the global flags, the top-level commands (health,
  * status, help) and the help text; each command group lives in its own
@@ -237,6 +238,9 @@ static const command_t commands[] = {
     {"events", "SUBCOMMAND",
      "every committed change, once, in commit order (subcommands below)",
      NULL, &ctl_events_group},
+    {"token", "SUBCOMMAND",
+     "bearer tokens for reeld --auth token (subcommands below)", NULL,
+     &ctl_token_group},
     {"help", "[CMD [SUB]]", "show this help, or a command's", cmd_help, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -238,3 +238,317 @@ def test_reelctl_speaks_tls_and_mtls(tmp_path, pki):
         assert half.returncode == 1 and "tls_cert_file and tls_key_file" in half.stderr
     finally:
         assert server.stop()[0] == 0
+
+
+# ---- Tokens and scopes -------------------------------------------------------
+
+import glob  # noqa: E402
+import re  # noqa: E402
+import stat  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from conftest import ROOT, stream  # noqa: E402
+from reel.v1 import journal_pb2, kv_pb2, signals_pb2, wal_pb2  # noqa: E402
+
+TOKEN_RE = re.compile(r"reel_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
+
+
+def md(tok):
+    return [("authorization", f"Bearer {tok}")]
+
+
+class Secured:
+    """A reeld with --auth token: its first admin token, and tokens made
+    through it (every one kept, so the log can be searched for them)."""
+
+    def __init__(self, tmp_path, extra=()):
+        self.data = tmp_path / "data"
+        self.server = Reeld(str(self.data), extra=["--auth", "token"] + list(extra))
+        self.server.start()
+        self.admin = (self.data / "admin.token").read_text().strip()
+        self.tokens = [self.admin]
+        self.ch = self.server.channel()
+
+    def call(self, path, req, resp_cls, tok=None, timeout=5):
+        f = unary(self.ch, path, type(req), resp_cls)
+        return f(req, metadata=md(tok) if tok else None, timeout=timeout)
+
+    def create(self, tenant="acme", scopes=("kv:read",), ttl_ms=0, name="t"):
+        r = self.call("/reel.v1.Admin/CreateToken",
+                      admin_pb2.CreateTokenRequest(tenant=tenant, scopes=list(scopes),
+                                                   name=name, ttl_ms=ttl_ms),
+                      admin_pb2.CreateTokenResponse, self.admin)
+        self.tokens.append(r.token)
+        return r.token, r.info.id
+
+    def revoke(self, tid):
+        return self.call("/reel.v1.Admin/RevokeToken",
+                         admin_pb2.RevokeTokenRequest(id=tid),
+                         admin_pb2.RevokeTokenResponse, self.admin)
+
+    def close(self):
+        self.ch.close()
+        code, _ = self.server.stop()
+        assert code == 0, self.server.log()
+        log = self.server.log()
+        for t in self.tokens:
+            assert t not in log
+            assert t.rsplit("_", 1)[1] not in log
+        assert not TOKEN_RE.search(log), "a token-shaped string in the log"
+
+
+@pytest.fixture
+def secured(tmp_path):
+    s = Secured(tmp_path)
+    yield s
+    s.close()
+
+
+def code_of(fn):
+    try:
+        fn()
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    return grpc.StatusCode.OK, ""
+
+
+def test_first_start_writes_an_admin_token_file_only_its_owner_reads(secured):
+    f = secured.data / "admin.token"
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert TOKEN_RE.fullmatch(secured.admin)
+    log = secured.server.log()
+    assert str(f) in log and "readable by its owner only" in log
+    # It works, and a restart makes no second one.
+    st = secured.call("/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
+                      admin_pb2.GetStatusResponse, secured.admin)
+    assert st.data_dir == str(secured.data)
+    assert secured.server.stop()[0] == 0
+    secured.server.start()
+    assert (secured.data / "admin.token").read_text().strip() == secured.admin
+    ls = secured.call("/reel.v1.Admin/ListTokens", admin_pb2.ListTokensRequest(),
+                      admin_pb2.ListTokensResponse, secured.admin)
+    assert [t.tenant for t in ls.tokens] == ["admin"]
+
+
+def test_no_bad_unknown_or_revoked_token_is_unauthenticated(secured):
+    get = lambda tok=None, raw=None: code_of(lambda: unary(  # noqa: E731
+        secured.ch, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
+        kv_pb2.GetValueResponse)(kv_pb2.GetValueRequest(namespace="n", key="k"),
+                                 metadata=raw if raw else (md(tok) if tok else None),
+                                 timeout=5))
+    tok, tid = secured.create(scopes=["kv:read"])
+    assert get(tok)[0] == grpc.StatusCode.OK
+    c, d = get()
+    assert c == grpc.StatusCode.UNAUTHENTICATED and "no token" in d
+    c, d = get(raw=[("authorization", "Basic abc")])
+    assert c == grpc.StatusCode.UNAUTHENTICATED and "Bearer" in d
+    c, d = get("reel_nonsense")
+    assert c == grpc.StatusCode.UNAUTHENTICATED and "not a reel token" in d
+    forged = tok[:-2] + ("A" if tok[-2] != "A" else "B") + tok[-1]
+    c, d = get(forged)
+    assert c == grpc.StatusCode.UNAUTHENTICATED and forged.rsplit("_", 1)[1] not in d
+    assert secured.revoke(tid).streams_ended == 0
+    c, d = get(tok)
+    assert c == grpc.StatusCode.UNAUTHENTICATED and "unknown or revoked" in d
+    # Health needs no token (probes).
+    import health_pb2
+    h = unary(secured.ch, "/grpc.health.v1.Health/Check",
+              health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse)
+    assert h(health_pb2.HealthCheckRequest(), timeout=5).status == \
+        health_pb2.HealthCheckResponse.SERVING
+
+
+def test_an_expired_token_is_unauthenticated(secured):
+    tok, _ = secured.create(scopes=["kv:read"], ttl_ms=300)
+    time.sleep(0.4)  # the TTL itself is what is tested
+    c, d = code_of(lambda: secured.call("/reel.v1.KV/GetValue",
+                                        kv_pb2.GetValueRequest(namespace="n", key="k"),
+                                        kv_pb2.GetValueResponse, tok))
+    assert c == grpc.StatusCode.UNAUTHENTICATED and "expired" in d
+
+
+def test_a_token_without_the_scope_is_denied_naming_it(secured):
+    tok, tid = secured.create(scopes=["kv:read"])
+    c, d = code_of(lambda: secured.call(
+        "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest(namespace="n", key="k", value="1"),
+        kv_pb2.SetValueResponse, tok))
+    assert c == grpc.StatusCode.PERMISSION_DENIED
+    assert "needs scope kv:write" in d and tid in d
+    # Status for any token, without the data dir.
+    st = secured.call("/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
+                      admin_pb2.GetStatusResponse, tok)
+    assert st.version and st.data_dir == ""
+    # Token methods are admin's.
+    c, d = code_of(lambda: secured.call("/reel.v1.Admin/ListTokens",
+                                        admin_pb2.ListTokensRequest(),
+                                        admin_pb2.ListTokensResponse, tok))
+    assert c == grpc.StatusCode.PERMISSION_DENIED and "needs scope admin" in d
+
+
+def test_bad_create_requests_name_the_field(secured):
+    for req, want in [
+        (admin_pb2.CreateTokenRequest(tenant="acme", scopes=["kv:nope"]), "scopes[0]"),
+        (admin_pb2.CreateTokenRequest(tenant="acme"), "scopes: empty"),
+        (admin_pb2.CreateTokenRequest(tenant="Acme!", scopes=["kv:read"]), "tenant"),
+        (admin_pb2.CreateTokenRequest(tenant="acme", scopes=["kv:read"], ttl_ms=-1),
+         "ttl_ms"),
+    ]:
+        c, d = code_of(lambda: secured.call("/reel.v1.Admin/CreateToken", req,
+                                            admin_pb2.CreateTokenResponse,
+                                            secured.admin))
+        assert c == grpc.StatusCode.INVALID_ARGUMENT and want in d, d
+    c, d = code_of(lambda: secured.revoke("0123456789abcdef"))
+    assert c == grpc.StatusCode.NOT_FOUND and "0123456789abcdef" in d
+
+
+# The generated matrix: every rpc of every service in api/reel/v1/*.proto.
+
+def every_rpc():
+    out = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "api/reel/v1/*.proto"))):
+        text = open(path).read()
+        for svc, body in re.findall(r"service (\w+) \{(.*?)\n\}", text, re.S):
+            for name, streaming in re.findall(
+                    r"rpc (\w+)\s*\(\s*\w+\s*\)\s*returns\s*\(\s*(stream\s+)?\w+",
+                    body):
+                out.append((f"/reel.v1.{svc}/{name}", bool(streaming)))
+    return out
+
+
+RPCS = every_rpc()
+ANY_TOKEN = {"/reel.v1.Admin/GetStatus"}
+
+
+def raw_call(ch, path, streaming, metadata, timeout=2):
+    """Calls path with an empty request; the status code (OK when a
+    stream's first message came) and details."""
+    ident = lambda b: b  # noqa: E731
+    try:
+        if streaming:
+            it = ch.unary_stream(path, request_serializer=ident,
+                                 response_deserializer=ident)(
+                b"", metadata=metadata, timeout=timeout)
+            next(it)
+            it.cancel()
+        else:
+            ch.unary_unary(path, request_serializer=ident,
+                           response_deserializer=ident)(
+                b"", metadata=metadata, timeout=timeout)
+    except StopIteration:
+        return grpc.StatusCode.OK, ""
+    except grpc.RpcError as e:
+        return e.code(), e.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+def test_the_matrix_every_rpc_refuses_what_it_must(secured):
+    assert len(RPCS) >= 30
+    revoked, rid = secured.create(scopes=["kv:read", "kv:write", "journal:read",
+                                          "journal:write", "signals:send",
+                                          "signals:await", "wal:read",
+                                          "wal:consume"])
+    secured.revoke(rid)
+    # A scope no current rpc needs: every scoped rpc must refuse it.
+    narrow, _ = secured.create(scopes=["workspace:read"])
+    bad = "reel_0123456789abcdef_" + "A" * 43
+    for path, streaming in RPCS:
+        for name, meta in [("no token", None), ("malformed", md("x")),
+                           ("unknown", md(bad)), ("revoked", md(revoked))]:
+            c, d = raw_call(secured.ch, path, streaming, meta)
+            assert c == grpc.StatusCode.UNAUTHENTICATED, (path, name, c, d)
+            assert "reel_" not in d.replace("reel_<id>_<secret>", "")
+        c, d = raw_call(secured.ch, path, streaming, md(narrow))
+        if path in ANY_TOKEN:
+            assert c == grpc.StatusCode.OK, (path, c, d)
+        else:
+            assert c == grpc.StatusCode.PERMISSION_DENIED, (path, c, d)
+            assert "needs scope " in d, (path, d)
+        # Every rpc has a row: the admin token is never denied.
+        c, d = raw_call(secured.ch, path, streaming, md(secured.admin), timeout=1)
+        assert c not in (grpc.StatusCode.PERMISSION_DENIED,
+                         grpc.StatusCode.UNAUTHENTICATED), (path, c, d)
+
+
+def test_revocation_ends_open_watch_subscription_and_await_within_a_second(secured):
+    tok, tid = secured.create(scopes=["kv:read", "wal:read", "journal:write",
+                                      "signals:await"])
+    run = secured.call("/reel.v1.Journal/BeginRun",
+                       journal_pb2.BeginRunRequest(app="a", user="u", session="s",
+                                                   invocation_id="i", lease_owner="w",
+                                                   lease_ttl_ms=60000),
+                       journal_pb2.Run, tok)
+    watch = stream(secured.ch, "/reel.v1.KV/WatchValue", kv_pb2.WatchValueRequest,
+                   kv_pb2.ValueEvent)(kv_pb2.WatchValueRequest(namespace="n", key="k"),
+                                      metadata=md(tok), timeout=30)
+    sub = stream(secured.ch, "/reel.v1.Wal/SubscribeEvents",
+                 wal_pb2.SubscribeEventsRequest, wal_pb2.Event)(
+        wal_pb2.SubscribeEventsRequest(), metadata=md(tok), timeout=30)
+    await_ = unary(secured.ch, "/reel.v1.Signals/AwaitSignal",
+                   signals_pb2.AwaitSignalRequest,
+                   signals_pb2.AwaitSignalResponse).future(
+        signals_pb2.AwaitSignalRequest(run_id=run.run_id, name="go",
+                                       lease_epoch=run.lease_epoch, timeout_ms=20000),
+        metadata=md(tok), timeout=30)
+    next(watch)  # BOOTSTRAP_DONE: the watch is open
+    next(sub)    # the BeginRun event: the subscription is open
+    # The await is parked once the server counts it among its open calls.
+    deadline = time.monotonic() + 5
+    while secured.call("/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
+                       admin_pb2.GetStatusResponse, secured.admin).open_calls < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    ended = secured.revoke(tid).streams_ended
+    assert ended == 3
+    for it in (watch, sub):
+        with pytest.raises(grpc.RpcError) as e:
+            for _ in it:
+                pass
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "revoked" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:
+        await_.result(timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_reelctl_token_create_ls_revoke(secured):
+    from conftest import REELCTL
+
+    def ctl(*args, tok=None):
+        env = {"PATH": "/usr/bin:/bin"}
+        if tok:
+            env["REEL_TOKEN"] = tok
+        return subprocess.run([REELCTL, "--addr", secured.server.addr] + list(args),
+                              capture_output=True, text=True, timeout=30, env=env)
+
+    r = ctl("--json", "token", "create", "--tenant", "acme", "--scope",
+            "kv:read,kv:write", "--name", "ci", "--ttl", "1h", tok=secured.admin)
+    assert r.returncode == 0, r.stderr
+    import json
+    made = json.loads(r.stdout)
+    secured.tokens.append(made["token"])
+    assert made["tenant"] == "acme" and made["scopes"] == ["kv:read", "kv:write"]
+    assert made["name"] == "ci" and made["expires"] is not None
+    assert made["token"] not in r.stderr
+    # The new token works through --token and REEL_TOKEN.
+    assert ctl("--token", made["token"], "kv", "set", "n", "k", "1").returncode == 0
+    got = ctl("kv", "get", "n", "k", tok=made["token"])
+    assert got.returncode == 0, got.stderr
+    # Text: the token alone on stdout.
+    r = ctl("token", "create", "--tenant", "acme", "--scope", "kv:read",
+            tok=secured.admin)
+    assert r.returncode == 0 and TOKEN_RE.fullmatch(r.stdout.strip())
+    secured.tokens.append(r.stdout.strip())
+    ls = ctl("--json", "token", "ls", "--tenant", "acme", tok=secured.admin)
+    ids = [json.loads(line)["id"] for line in ls.stdout.splitlines()]
+    assert made["id"] in ids and len(ids) == 2
+    assert "reel_" not in ls.stdout
+    rv = ctl("token", "revoke", made["id"], tok=secured.admin)
+    assert rv.returncode == 0 and made["id"] in rv.stdout
+    denied = ctl("kv", "get", "n", "k", tok=made["token"])
+    assert denied.returncode == 1 and "UNAUTHENTICATED" in denied.stderr
+    bad = ctl("token", "create", "--tenant", "acme", "--scope", "kv:read",
+              tok=made["token"])
+    assert bad.returncode == 1 and made["token"] not in bad.stderr
