@@ -10,10 +10,13 @@
 
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/services.h"
 #include "auth/auth.h"
+#include "testing/fixture.h"
 
 /* Every module reeld serves (keep in step with reeld.c's modules[]; the
  * e2e test_security.py matrix also calls every rpc of every .proto). */
@@ -67,10 +70,69 @@ static void test_every_row_names_a_real_scope_once(void **state) {
     assert_null(api_scope_rule("/reel.v1.KV/NoSuchMethod"));
 }
 
+/* Authorizes path with tok against ctx: the code, message into msg. */
+static reel_code_t authz(api_ctx_t *ctx, const char *path, const char *tok,
+                         char *msg, size_t cap) {
+    char val[256];
+    void *who = NULL;
+    reel_status_t st = REEL_STATUS_INIT;
+    reel_code_t rc;
+
+    snprintf(val, sizeof(val), "Bearer %s", tok);
+    rc = api_authorize(ctx, path, val, strlen(val), &who, &st);
+    snprintf(msg, cap, "%s", reel_status_message(&st));
+    reel_status_fini(&st);
+    free(who);
+    return rc;
+}
+
+static void test_a_token_of_a_tenant_not_served_is_refused_everywhere(
+    void **state) {
+    char dir[256], tok[AUTH_TOKEN_LEN + 1], adm[AUTH_TOKEN_LEN + 1], msg[256];
+    store_opts_t o = {0};
+    api_ctx_t ctx;
+    auth_info_t info;
+    reel_status_t st = REEL_STATUS_INIT;
+    size_t n;
+    const api_scope_rule_t *r = api_scope_rules(&n);
+
+    (void)state;
+    memset(&ctx, 0, sizeof(ctx));
+    assert_int_equal(testing_dir_make(dir, sizeof(dir), "authz"), 0);
+    o.cfs = (const store_cf_desc_t *const[]){auth_cfs, NULL};
+    ctx.store = testing_store_open(dir, &o);
+    assert_int_equal(auth_create(ctx.store, &ctx.auth, &st), REEL_OK);
+    /* As another version might have stored it. */
+    assert_int_equal(auth_token_create(ctx.auth, "acme", AUTH_SCOPE(ADMIN),
+                                       NULL, 0, tok, &info, &st),
+                     REEL_OK);
+    assert_int_equal(auth_token_create(ctx.auth, "admin", AUTH_SCOPE(ADMIN),
+                                       NULL, 0, adm, &info, &st),
+                     REEL_OK);
+    for (size_t i = 0; i < n; i++) {
+        if (r[i].rule == -2)
+            continue;
+        assert_int_equal(authz(&ctx, r[i].path, tok, msg, sizeof(msg)),
+                         REEL_PERMISSION_DENIED);
+        assert_non_null(strstr(msg, "tenant acme is not served"));
+        assert_int_equal(authz(&ctx, r[i].path, adm, msg, sizeof(msg)),
+                         REEL_OK);
+    }
+    /* Fails closed: a method without a row, even for admin. */
+    assert_int_equal(authz(&ctx, "/reel.v1.X/New", adm, msg, sizeof(msg)),
+                     REEL_PERMISSION_DENIED);
+    assert_non_null(strstr(msg, "has no scope"));
+    store_close(ctx.store);
+    auth_destroy(ctx.auth);
+    assert_int_equal(testing_dir_remove(dir), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_registered_method_has_a_scope),
         cmocka_unit_test(test_every_row_names_a_real_scope_once),
+        cmocka_unit_test(
+            test_a_token_of_a_tenant_not_served_is_refused_everywhere),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -274,7 +274,7 @@ class Secured:
         f = unary(self.ch, path, type(req), resp_cls)
         return f(req, metadata=md(tok) if tok else None, timeout=timeout)
 
-    def create(self, tenant="acme", scopes=("kv:read",), ttl_ms=0, name="t"):
+    def create(self, tenant="default", scopes=("kv:read",), ttl_ms=0, name="t"):
         r = self.call("/reel.v1.Admin/CreateToken",
                       admin_pb2.CreateTokenRequest(tenant=tenant, scopes=list(scopes),
                                                    name=name, ttl_ms=ttl_ms),
@@ -388,10 +388,13 @@ def test_a_token_without_the_scope_is_denied_naming_it(secured):
 
 def test_bad_create_requests_name_the_field(secured):
     for req, want in [
-        (admin_pb2.CreateTokenRequest(tenant="acme", scopes=["kv:nope"]), "scopes[0]"),
-        (admin_pb2.CreateTokenRequest(tenant="acme"), "scopes: empty"),
+        (admin_pb2.CreateTokenRequest(tenant="default", scopes=["kv:nope"]), "scopes[0]"),
+        (admin_pb2.CreateTokenRequest(tenant="default"), "scopes: empty"),
         (admin_pb2.CreateTokenRequest(tenant="Acme!", scopes=["kv:read"]), "tenant"),
-        (admin_pb2.CreateTokenRequest(tenant="acme", scopes=["kv:read"], ttl_ms=-1),
+        # Names are not kept apart per tenant yet: only default and admin.
+        (admin_pb2.CreateTokenRequest(tenant="acme", scopes=["kv:read"]),
+         "is not default or admin"),
+        (admin_pb2.CreateTokenRequest(tenant="default", scopes=["kv:read"], ttl_ms=-1),
          "ttl_ms"),
     ]:
         c, d = code_of(lambda: secured.call("/reel.v1.Admin/CreateToken", req,
@@ -523,13 +526,13 @@ def test_reelctl_token_create_ls_revoke(secured):
         return subprocess.run([REELCTL, "--addr", secured.server.addr] + list(args),
                               capture_output=True, text=True, timeout=30, env=env)
 
-    r = ctl("--json", "token", "create", "--tenant", "acme", "--scope",
+    r = ctl("--json", "token", "create", "--tenant", "default", "--scope",
             "kv:read,kv:write", "--name", "ci", "--ttl", "1h", tok=secured.admin)
     assert r.returncode == 0, r.stderr
     import json
     made = json.loads(r.stdout)
     secured.tokens.append(made["token"])
-    assert made["tenant"] == "acme" and made["scopes"] == ["kv:read", "kv:write"]
+    assert made["tenant"] == "default" and made["scopes"] == ["kv:read", "kv:write"]
     assert made["name"] == "ci" and made["expires"] is not None
     assert made["token"] not in r.stderr
     # The new token works through --token and REEL_TOKEN.
@@ -537,11 +540,11 @@ def test_reelctl_token_create_ls_revoke(secured):
     got = ctl("kv", "get", "n", "k", tok=made["token"])
     assert got.returncode == 0, got.stderr
     # Text: the token alone on stdout.
-    r = ctl("token", "create", "--tenant", "acme", "--scope", "kv:read",
+    r = ctl("token", "create", "--tenant", "default", "--scope", "kv:read",
             tok=secured.admin)
     assert r.returncode == 0 and TOKEN_RE.fullmatch(r.stdout.strip())
     secured.tokens.append(r.stdout.strip())
-    ls = ctl("--json", "token", "ls", "--tenant", "acme", tok=secured.admin)
+    ls = ctl("--json", "token", "ls", "--tenant", "default", tok=secured.admin)
     ids = [json.loads(line)["id"] for line in ls.stdout.splitlines()]
     assert made["id"] in ids and len(ids) == 2
     assert "reel_" not in ls.stdout
@@ -549,6 +552,6 @@ def test_reelctl_token_create_ls_revoke(secured):
     assert rv.returncode == 0 and made["id"] in rv.stdout
     denied = ctl("kv", "get", "n", "k", tok=made["token"])
     assert denied.returncode == 1 and "UNAUTHENTICATED" in denied.stderr
-    bad = ctl("token", "create", "--tenant", "acme", "--scope", "kv:read",
+    bad = ctl("token", "create", "--tenant", "default", "--scope", "kv:read",
               tok=made["token"])
     assert bad.returncode == 1 and made["token"] not in bad.stderr
