@@ -24,6 +24,15 @@
 
 #include "api/grpc_init.h"
 
+/* Set once by ac_security() before any client exists, then only read. */
+static char *sec_ca;          /* PEM text, or NULL: plaintext */
+static const char *sec_token; /* or NULL */
+/* "authorization: Bearer <token>", sent in each call's initial metadata as
+ * client/ does (cheaper than gRPC's call-credentials path); count 0 when
+ * there is no token. */
+static grpc_metadata sec_md;
+static size_t sec_md_count;
+
 #define MAX_METHODS 16
 
 enum { TAG_UNARY, TAG_OPEN, TAG_RECV, TAG_STATUS, TAG_SEND };
@@ -146,6 +155,8 @@ int ac_unary(ac_t *c, int method, const void *req, size_t len,
     grpc_metadata_array_init(&u->trailing);
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = sec_md_count;
+    ops[0].data.send_initial_metadata.metadata = &sec_md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = u->send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -252,6 +263,8 @@ ac_stream_t *ac_stream_open(ac_t *c, int method, const void *req, size_t len,
     s->send = s->sending = bb_from(req, len);
 
     memset(ops, 0, sizeof(ops));
+    ops[n].data.send_initial_metadata.count = sec_md_count;
+    ops[n].data.send_initial_metadata.metadata = &sec_md;
     ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = s->send;
@@ -405,10 +418,6 @@ static void *poller(void *arg) {
     return NULL;
 }
 
-/* Set once by ac_security() before any client exists, then only read. */
-static char *sec_ca;          /* PEM text, or NULL: plaintext */
-static const char *sec_token; /* or NULL */
-
 int ac_security(const char *ca_file, const char *token) {
     FILE *f;
     long n;
@@ -434,20 +443,20 @@ int ac_security(const char *ca_file, const char *token) {
 }
 
 static grpc_channel_credentials *channel_creds(void) {
-    grpc_channel_credentials *ssl;
-    grpc_call_credentials *tok;
-    grpc_channel_credentials *both;
+    if (sec_token != NULL && sec_md_count == 0) {
+        char *v = malloc(strlen(sec_token) + 8);
 
+        if (v != NULL) {
+            sprintf(v, "Bearer %s", sec_token);
+            sec_md.key = grpc_slice_from_static_string("authorization");
+            sec_md.value = grpc_slice_from_copied_string(v);
+            sec_md_count = 1;
+            free(v);
+        }
+    }
     if (sec_ca == NULL)
         return grpc_insecure_credentials_create();
-    ssl = grpc_ssl_credentials_create_ex(sec_ca, NULL, NULL, NULL);
-    if (sec_token == NULL)
-        return ssl;
-    tok = grpc_access_token_credentials_create(sec_token, NULL);
-    both = grpc_composite_channel_credentials_create(ssl, tok, NULL);
-    grpc_channel_credentials_release(ssl);
-    grpc_call_credentials_release(tok);
-    return both;
+    return grpc_ssl_credentials_create_ex(sec_ca, NULL, NULL, NULL);
 }
 
 ac_t *ac_create(const char *addr, int connections, int threads) {

@@ -25,8 +25,8 @@ typedef void (*ac_end_fn)(void *arg, int code, const char *details);
 
 /*
  * How every later ac_create() connects: TLS trusting ca_file's PEM (NULL:
- * plaintext) and a bearer token on every call (NULL: none; needs TLS, as
- * gRPC sends call credentials only over a secure channel). Call once,
+ * plaintext) and a bearer token on every call (NULL: none; with TLS only,
+ * as a token in plaintext is given away). Call once,
  * before any ac_create() (reel-bench's --tls-ca and --token); the files
  * are read here. 0, or -1 after saying why on stderr.
  */
