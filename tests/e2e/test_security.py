@@ -555,3 +555,34 @@ def test_reelctl_token_create_ls_revoke(secured):
     bad = ctl("token", "create", "--tenant", "default", "--scope", "kv:read",
               tok=made["token"])
     assert bad.returncode == 1 and made["token"] not in bad.stderr
+
+
+def test_reel_sink_reaches_a_tls_reeld_with_a_token_from_its_variables(tmp_path, pki):
+    from reeltest import binary
+    sink_bin = binary("REEL_SINK", "sink/reel-sink")
+    if not os.path.exists(sink_bin):
+        pytest.skip("reel-sink not built")
+    server = Reeld(str(tmp_path / "data"), creds=tls_creds(pki),
+                   extra=["--auth", "token", "--tls-cert", str(pki["server1.pem"]),
+                          "--tls-key", str(pki["server1.key"])]).start()
+    try:
+        tok = (tmp_path / "data" / "admin.token").read_text().strip()
+        cfg = tmp_path / "sinks.json"
+        cfg.write_text('{"sinks": [{"name": "hook", "type": "webhook", '
+                       '"url": "http://127.0.0.1:1/", '
+                       '"secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}]}')
+
+        def status(env):
+            return subprocess.run([sink_bin, "status", "--reel", server.addr,
+                                   "--config", str(cfg)], capture_output=True,
+                                  text=True, timeout=30,
+                                  env=dict({"PATH": "/usr/bin:/bin"}, **env))
+        ok = status({"REEL_TLS_CA": str(pki["ca1.pem"]), "REEL_TOKEN": tok})
+        assert ok.returncode == 0, ok.stderr
+        assert "hook" in ok.stdout
+        no_token = status({"REEL_TLS_CA": str(pki["ca1.pem"])})
+        assert no_token.returncode == 1 and "UNAUTHENTICATED" in no_token.stderr + no_token.stdout
+        assert tok not in ok.stdout + ok.stderr + no_token.stdout + no_token.stderr
+    finally:
+        assert server.stop()[0] == 0
+    assert tok not in server.log()
