@@ -14,7 +14,8 @@
  *
  * Revoking a token ends its open streams and long polls at once
  * (rpc_server_end_calls, UNAUTHENTICATED) so a revocation is never
- * outlived by a watch opened before it.
+ * outlived by a watch opened before it. Expiry likewise: a sweeper thread
+ * ends, once a second, the open streams of tokens whose time has passed.
  *
  * First start: with --auth token and no token stored, start creates an
  * admin token (tenant admin, scope admin) and writes it to
@@ -25,6 +26,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -425,15 +428,100 @@ static reel_code_t bootstrap(api_ctx_t *ctx, reel_status_t *st) {
     return REEL_OK;
 }
 
+/* ---- Expiry of open streams ------------------------------------------------- */
+
+#define SWEEP_MS 1000
+
+/* The thread that ends expired tokens' streams (ctx->auth_sweep). */
+struct api_auth_sweep {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+    int stop;          /* under mu */
+    pthread_t thread;
+    api_ctx_t *ctx;
+};
+
+static int expired(const void *principal, void *arg) {
+    const auth_principal_t *who = principal;
+    int64_t now = *(const int64_t *)arg;
+
+    return who != NULL && who->expires_ms != 0 && now >= who->expires_ms;
+}
+
+static void *sweeper(void *arg) {
+    struct api_auth_sweep *w = arg;
+    struct timespec ts;
+
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop) {
+        int64_t now;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += SWEEP_MS / 1000;
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        if (w->stop)
+            break;
+        pthread_mutex_unlock(&w->mu);
+        now = reel_clock_now_ms();
+        rpc_server_end_calls(w->ctx->server, expired, &now,
+                             REEL_UNAUTHENTICATED,
+                             "authorization: the token expired");
+        pthread_mutex_lock(&w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
 static reel_code_t auth_module_start(api_ctx_t *ctx, reel_status_t *st) {
+    struct api_auth_sweep *w;
+    pthread_condattr_t ca;
     reel_code_t rc;
 
     if ((rc = auth_create(ctx->store, &ctx->auth, st)) != REEL_OK)
         return rc;
-    return ctx->auth_token ? bootstrap(ctx, st) : REEL_OK;
+    if (!ctx->auth_token || ctx->server == NULL)
+        return REEL_OK;
+    if ((rc = bootstrap(ctx, st)) != REEL_OK)
+        return rc;
+    if ((w = calloc(1, sizeof(*w))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    w->ctx = ctx;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&w->thread, NULL, sweeper, w) != 0) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return reel_status_set(st, REEL_INTERNAL,
+                               "cannot start the token expiry thread");
+    }
+    ctx->auth_sweep = w;
+    return REEL_OK;
+}
+
+/* Joined before the server is destroyed (a stream the stop ended is
+ * never ended again: rpc_server_end_calls skips it). */
+static void auth_module_stop(api_ctx_t *ctx) {
+    struct api_auth_sweep *w = ctx->auth_sweep;
+
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+    ctx->auth_sweep = NULL;
 }
 
 static void auth_module_destroy(api_ctx_t *ctx) {
+    auth_module_stop(ctx);
     auth_destroy(ctx->auth);
     ctx->auth = NULL;
 }
@@ -443,5 +531,6 @@ const api_module_t api_auth_module = {
     .cfs = auth_cfs,
     .serve = auth_serve,
     .start = auth_module_start,
+    .stop = auth_module_stop,
     .destroy = auth_module_destroy,
 };

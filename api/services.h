@@ -50,6 +50,7 @@ struct api_ctx {
      * (--auth token). */
     struct auth *auth;
     int auth_token;
+    struct api_auth_sweep *auth_sweep; /* ends expired tokens' streams */
 };
 
 /* The modules reeld runs, each beside its service (api/<name>_service.c). */

@@ -516,6 +516,23 @@ def test_revocation_ends_open_watch_subscription_and_await_within_a_second(secur
     assert time.monotonic() - t0 < 1.0
 
 
+def test_an_expired_tokens_open_watch_ends_within_a_second_of_expiry(secured):
+    ttl = 1500
+    tok, _ = secured.create(scopes=["kv:read"], ttl_ms=ttl)
+    t0 = time.monotonic()
+    watch = stream(secured.ch, "/reel.v1.KV/WatchValue", kv_pb2.WatchValueRequest,
+                   kv_pb2.ValueEvent)(kv_pb2.WatchValueRequest(namespace="n", key="k"),
+                                      metadata=md(tok), timeout=30)
+    next(watch)
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in watch:
+            pass
+    took = time.monotonic() - t0
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "expired" in e.value.details()
+    assert ttl / 1000 - 0.1 <= took < ttl / 1000 + 1.5, took
+
+
 def test_reelctl_token_create_ls_revoke(secured):
     from conftest import REELCTL
 
