@@ -37,6 +37,7 @@
 #include "reel/v1/admin.pb-c.h"
 #include "api/reply.h"
 #include "api/services.h"
+#include "api/tenant.h"
 #include "auth/auth.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -100,18 +101,6 @@ const api_scope_rule_t *api_scope_rules(size_t *n) {
 
 /* ---- Every call ------------------------------------------------------------ */
 
-/*
- * The tenants this version serves: default (the data dir's names as they
- * are) and admin (everything). Names are not yet kept apart per tenant,
- * so a token of any other tenant could see default's data: such tokens
- * cannot be made, and one stored by another version is refused on every
- * call (fail closed).
- */
-static int tenant_served(const char *tenant) {
-    return strcmp(tenant, AUTH_DEFAULT_TENANT) == 0 ||
-           strcmp(tenant, AUTH_ADMIN_TENANT) == 0;
-}
-
 reel_code_t api_authorize(void *arg, const char *path, const char *val,
                           size_t len, void **principal, reel_status_t *st) {
     api_ctx_t *ctx = arg;
@@ -139,11 +128,16 @@ reel_code_t api_authorize(void *arg, const char *path, const char *val,
                                "%s has no scope in reeld's table: no token "
                                "may call it",
                                path);
-    if (!tenant_served(who.tenant))
+    /* Fail closed: a tenant with a prefix reaches only what keeps its
+     * names apart (api/tenant.h). */
+    if (strcmp(who.tenant, AUTH_DEFAULT_TENANT) != 0 &&
+        strcmp(who.tenant, AUTH_ADMIN_TENANT) != 0 &&
+        !api_tenant_keeps_apart(path))
         return reel_status_set(st, REEL_PERMISSION_DENIED,
-                               "token %s: tenant %s is not served by this "
-                               "version (only default and admin)",
-                               who.id, who.tenant);
+                               "%s does not keep tenants apart yet (only "
+                               "reel.v1.KV does): tenant %s of token %s "
+                               "cannot call it",
+                               path, who.tenant, who.id);
     if (r->rule >= 0 && !(who.scopes & ((auth_scopes_t)1 << r->rule)) &&
         !(who.scopes & AUTH_SCOPE(ADMIN)))
         return reel_status_set(st, REEL_PERMISSION_DENIED,
@@ -216,14 +210,6 @@ static void admin_create_token(rpc_call_t *call, void *arg, const uint8_t *req,
     if (ctx->auth == NULL) {
         reel_status_set(&st, REEL_FAILED_PRECONDITION,
                         "tokens need reeld --auth token");
-        goto out;
-    }
-    if (!tenant_served(in->tenant)) {
-        reel_status_set(&st, REEL_INVALID_ARGUMENT,
-                        "tenant: \"%.63s\" is not default or admin: names "
-                        "are not yet kept apart per tenant, so this version "
-                        "serves only those two (docs/security.md)",
-                        in->tenant);
         goto out;
     }
     /* A rare, small synced write: waited for on this poller thread. */

@@ -29,6 +29,7 @@
 #include "api/page.h"
 #include "api/reply.h"
 #include "api/services.h"
+#include "api/tenant.h"
 #include "reel/v1/wal.pb-c.h"
 #include "base/clock.h"
 #include "wal/wal.h"
@@ -74,6 +75,7 @@ typedef struct tail {
     api_timer_t *timer;
     int over;
     int batch; /* SubscribeEventBatches: events are EventBatch.events */
+    int hide_scoped; /* the default tenant's: other tenants' events skipped */
 } tail_t;
 
 /*
@@ -94,6 +96,9 @@ static int tail_deliver(void *arg, const uint8_t *bytes, size_t len,
     tail_t *t = arg;
 
     (void)revision;
+    /* Another tenant's event: taken, not sent (api/tenant.h). */
+    if (t->hide_scoped && api_tenant_event_is_scoped(bytes, len))
+        return 0;
     if (tail_send(t, bytes, len) != REEL_OK)
         return 1;
     atomic_fetch_add(&t->sent, 1);
@@ -235,6 +240,7 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
     t->ctx = ctx;
     t->call = call;
     t->batch = batch;
+    t->hide_scoped = api_tenant_hides_scoped(call);
     pthread_mutex_init(&t->mu, NULL);
     /* Before the subscription exists: once it does, a takeover may end
      * the call at any moment, and only the cleanup may free t. */

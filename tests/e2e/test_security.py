@@ -294,7 +294,7 @@ class Secured:
         log = self.server.log()
         for t in self.tokens:
             assert t not in log
-            assert t.rsplit("_", 1)[1] not in log
+            assert t[22:] not in log  # the secret alone
         assert not TOKEN_RE.search(log), "a token-shaped string in the log"
 
 
@@ -347,7 +347,7 @@ def test_no_bad_unknown_or_revoked_token_is_unauthenticated(secured):
     assert c == grpc.StatusCode.UNAUTHENTICATED and "not a reel token" in d
     forged = tok[:-2] + ("A" if tok[-2] != "A" else "B") + tok[-1]
     c, d = get(forged)
-    assert c == grpc.StatusCode.UNAUTHENTICATED and forged.rsplit("_", 1)[1] not in d
+    assert c == grpc.StatusCode.UNAUTHENTICATED and forged[22:] not in d
     assert secured.revoke(tid).streams_ended == 0
     c, d = get(tok)
     assert c == grpc.StatusCode.UNAUTHENTICATED and "unknown or revoked" in d
@@ -391,9 +391,8 @@ def test_bad_create_requests_name_the_field(secured):
         (admin_pb2.CreateTokenRequest(tenant="default", scopes=["kv:nope"]), "scopes[0]"),
         (admin_pb2.CreateTokenRequest(tenant="default"), "scopes: empty"),
         (admin_pb2.CreateTokenRequest(tenant="Acme!", scopes=["kv:read"]), "tenant"),
-        # Names are not kept apart per tenant yet: only default and admin.
-        (admin_pb2.CreateTokenRequest(tenant="acme", scopes=["kv:read"]),
-         "is not default or admin"),
+        (admin_pb2.CreateTokenRequest(tenant="a" * 64, scopes=["kv:read"]),
+         "tenant: 64 bytes, expected 1 to 63"),
         (admin_pb2.CreateTokenRequest(tenant="default", scopes=["kv:read"], ttl_ms=-1),
          "ttl_ms"),
     ]:
@@ -603,3 +602,210 @@ def test_reel_sink_reaches_a_tls_reeld_with_a_token_from_its_variables(tmp_path,
     finally:
         assert server.stop()[0] == 0
     assert tok not in server.log()
+
+
+# ---- Tenants -------------------------------------------------------------------
+
+KV_RW = ["kv:read", "kv:write"]
+
+
+def kv(secured, tok):
+    ch = secured.ch
+
+    class K:
+        def set(self, ns, key, value):
+            return unary(ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest,
+                         kv_pb2.SetValueResponse)(
+                kv_pb2.SetValueRequest(namespace=ns, key=key, value=value),
+                metadata=md(tok), timeout=5)
+
+        def get(self, ns, key):
+            return unary(ch, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
+                         kv_pb2.GetValueResponse)(
+                kv_pb2.GetValueRequest(namespace=ns, key=key),
+                metadata=md(tok), timeout=5)
+
+        def ls(self, ns):
+            return unary(ch, "/reel.v1.KV/ListValues", kv_pb2.ListValuesRequest,
+                         kv_pb2.ListValuesResponse)(
+                kv_pb2.ListValuesRequest(namespace=ns, include_deleted=True),
+                metadata=md(tok), timeout=5)
+
+        def history(self, ns, key):
+            return unary(ch, "/reel.v1.KV/ValueHistory",
+                         kv_pb2.ValueHistoryRequest, kv_pb2.ValueHistoryResponse)(
+                kv_pb2.ValueHistoryRequest(namespace=ns, key=key),
+                metadata=md(tok), timeout=5)
+
+        def delete(self, ns, key):
+            return unary(ch, "/reel.v1.KV/DeleteValue", kv_pb2.DeleteValueRequest,
+                         kv_pb2.DeleteValueResponse)(
+                kv_pb2.DeleteValueRequest(namespace=ns, key=key),
+                metadata=md(tok), timeout=5)
+
+        def watch(self, ns, key=">"):
+            return stream(ch, "/reel.v1.KV/WatchValue", kv_pb2.WatchValueRequest,
+                          kv_pb2.ValueEvent)(
+                kv_pb2.WatchValueRequest(namespace=ns, key=key),
+                metadata=md(tok), timeout=60)
+    return K()
+
+
+def test_tenants_use_the_same_names_without_meeting(secured):
+    a = kv(secured, secured.create("acme", KV_RW)[0])
+    b = kv(secured, secured.create("beta", KV_RW)[0])
+    d = kv(secured, secured.create("default", KV_RW)[0])
+    r = a.set("orders", "o1", '"acme"')
+    assert r.entry.namespace == "orders"          # never the stored prefix
+    b.set("orders", "o1", '"beta"')
+    d.set("orders", "o1", '"default"')
+    for who, want in ((a, "acme"), (b, "beta"), (d, "default")):
+        got = who.get("orders", "o1")
+        assert got.found and got.entry.value == f'"{want}"'
+        assert got.entry.namespace == "orders"
+        ls = who.ls("orders")
+        assert [(e.key, e.value) for e in ls.entries] == [("o1", f'"{want}"')]
+        h = who.history("orders", "o1")
+        assert [e.value for e in h.events] == [f'"{want}"']
+        assert all(e.namespace == "orders" for e in h.events)
+    # A key only beta has: acme's answer is that of a name nobody used.
+    b.set("orders", "only-beta", "1")
+    assert a.get("orders", "only-beta") == a.get("orders", "never-written")
+    assert not a.get("orders", "only-beta").found
+    assert a.delete("orders", "only-beta").existed is False
+    assert b.get("orders", "only-beta").found
+    # The admin tenant sees everything, as stored.
+    adm = kv(secured, secured.admin)
+    assert adm.get("::acme:orders", "o1").entry.value == '"acme"'
+    assert adm.get("orders", "o1").entry.value == '"default"'
+
+
+@pytest.mark.parametrize("ns", ["::beta:orders", "::acme:orders", "::", "::x"])
+def test_no_tenant_input_can_spell_a_tenant_prefix(secured, ns):
+    kv(secured, secured.create("beta", KV_RW)[0]).set("orders", "k", "1")
+    for tenant in ("acme", "default"):
+        k = kv(secured, secured.create(tenant, KV_RW)[0])
+        for op in (lambda: k.get(ns, "k"), lambda: k.set(ns, "k", "2"),
+                   lambda: k.ls(ns), lambda: next(k.watch(ns))):
+            c, d = code_of(op)
+            assert c == grpc.StatusCode.INVALID_ARGUMENT, (tenant, c, d)
+            assert 'starting with "::" are reserved' in d
+
+
+def test_a_tenants_namespace_limit_counts_its_prefix_and_says_so(secured):
+    k = kv(secured, secured.create("acme", KV_RW)[0])
+    c, d = code_of(lambda: k.set("n" * 256, "k", "1"))
+    assert c == grpc.StatusCode.INVALID_ARGUMENT
+    assert "must be 1-249 bytes for tenant acme (got 256)" in d
+    assert k.set("n" * 249, "k", "1").entry.namespace == "n" * 249
+
+
+def test_a_tenant_cannot_reach_what_does_not_keep_tenants_apart(secured):
+    tok, tid = secured.create("acme", ["kv:read", "kv:write", "journal:read",
+                                       "journal:write", "signals:send",
+                                       "signals:await", "wal:read", "wal:consume"])
+    for path, streaming in RPCS:
+        c, d = raw_call(secured.ch, path, streaming, md(tok), timeout=1)
+        if path.startswith("/reel.v1.KV/") or path == "/reel.v1.Admin/GetStatus":
+            assert c != grpc.StatusCode.PERMISSION_DENIED, (path, d)
+        else:
+            assert c == grpc.StatusCode.PERMISSION_DENIED, (path, c, d)
+            if not path.startswith("/reel.v1.Admin/"):
+                assert "does not keep tenants apart" in d and tid in d
+
+
+def test_the_matrix_other_tenants_resources_reveal_nothing(secured):
+    """Every KV rpc, called by tenant acme on names only beta has: the same
+    answer as for names nobody has."""
+    b = kv(secured, secured.create("beta", KV_RW)[0])
+    b.set("orders", "k", '"secret"')
+    b.set("orders", "k", '"secret2"')
+    a_tok = secured.create("acme", KV_RW)[0]
+    a = kv(secured, a_tok)
+    pairs = [
+        (lambda ns: a.get(ns, "k")),
+        (lambda ns: a.ls(ns)),
+        (lambda ns: a.history(ns, "k")),
+    ]
+    for op in pairs:
+        assert op("orders") == op("never-used")
+    # A watch of beta's namespace sees only acme's own bootstrap.
+    w = a.watch("orders")
+    first = next(w)
+    assert first.type == kv_pb2.ValueEvent.BOOTSTRAP_DONE
+    w.cancel()
+    # Writes land in acme's own namespace; beta's value is untouched.
+    r = a.set("orders", "k", '"acme"')
+    assert r.entry.version == 1 and r.prev_version == 0
+    assert b.get("orders", "k").entry.value == '"secret2"'
+    assert "secret" not in secured.server.log()
+
+
+def test_wal_and_watches_stay_within_a_tenant_under_mixed_concurrent_load(secured):
+    toks = {t: secured.create(t, KV_RW + ["wal:read"])[0]
+            for t in ("acme", "beta", "default")}
+    clients = {t: kv(secured, tok) for t, tok in toks.items()}
+    watches = {t: c.watch("orders") for t, c in clients.items()}
+    for w in watches.values():
+        assert next(w).type == kv_pb2.ValueEvent.BOOTSTRAP_DONE
+    default_wal = stream(secured.ch, "/reel.v1.Wal/SubscribeEvents",
+                         wal_pb2.SubscribeEventsRequest, wal_pb2.Event)(
+        wal_pb2.SubscribeEventsRequest(subject_pattern="kv.>"),
+        metadata=md(toks["default"]), timeout=60)
+    admin_wal = stream(secured.ch, "/reel.v1.Wal/SubscribeEvents",
+                       wal_pb2.SubscribeEventsRequest, wal_pb2.Event)(
+        wal_pb2.SubscribeEventsRequest(subject_pattern="kv.>"),
+        metadata=md(secured.admin), timeout=60)
+    N = 40
+    errors = []
+
+    def load(tenant):
+        try:
+            for i in range(N):
+                clients[tenant].set("orders", f"k{i % 5}", f'"{tenant}-{i}"')
+        except Exception as e:  # noqa: BLE001
+            errors.append((tenant, e))
+
+    threads = [threading.Thread(target=load, args=(t,)) for t in toks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for tenant, w in watches.items():
+        seen = []
+        for ev in w:
+            seen.append(ev)
+            if len(seen) == N:
+                break
+        assert all(ev.value.startswith(f'"{tenant}-') for ev in seen), tenant
+        assert all(ev.namespace == "orders" for ev in seen)
+        revs = [ev.revision for ev in seen]
+        assert revs == sorted(revs) and len(set(revs)) == N  # increasing
+        w.cancel()
+    # The default tenant's tail: its own N events only; admin's: all 3N.
+    got = []
+    for ev in default_wal:
+        if ev.type == wal_pb2.Event.VALUE_CHANGED:
+            got.append(ev)
+            if len(got) == N:
+                break
+    assert all(ev.value.value.startswith('"default-') for ev in got)
+    assert all(ev.subject.startswith("kv.orders.") for ev in got)
+    everything = []
+    for ev in admin_wal:
+        if ev.type == wal_pb2.Event.VALUE_CHANGED:
+            everything.append(ev)
+            if len(everything) == 3 * N:
+                break
+    tenants_seen = {ev.value.value.split("-")[0].strip('"') for ev in everything}
+    assert tenants_seen == {"acme", "beta", "default"}
+    # Nothing more for default: the next event it gets is one of its own.
+    clients["acme"].set("orders", "late", '"acme-late"')
+    clients["default"].set("orders", "late", '"default-late"')
+    for ev in default_wal:
+        if ev.type == wal_pb2.Event.VALUE_CHANGED:
+            assert ev.value.value == '"default-late"'
+            break
+    default_wal.cancel()
+    admin_wal.cancel()
