@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "api/services.h"
+#include "api/tenant.h"
 #include "auth/auth.h"
 #include "testing/fixture.h"
 
@@ -109,12 +110,14 @@ static void test_a_tenant_reaches_only_what_keeps_tenants_apart(
                                        NULL, 0, adm, &info, &st),
                      REEL_OK);
     for (size_t i = 0; i < n; i++) {
-        int apart = strncmp(r[i].path, "/reel.v1.KV/", 12) == 0 ||
-                    strcmp(r[i].path, "/reel.v1.Admin/GetStatus") == 0;
+        int apart = api_tenant_keeps_apart(r[i].path);
 
         if (r[i].rule == -2)
             continue;
         if (apart) {
+            assert_true(strncmp(r[i].path, "/reel.v1.KV/", 12) == 0 ||
+                        strncmp(r[i].path, "/reel.v1.Wal/", 13) == 0 ||
+                        strcmp(r[i].path, "/reel.v1.Admin/GetStatus") == 0);
             assert_int_equal(authz(&ctx, r[i].path, tok, msg, sizeof(msg)),
                              REEL_OK);
         } else {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "auth/auth.h"
+#include "reel/v1/wal.pb-c.h"
 
 const char *api_tenant_scoped(rpc_call_t *call) {
     const auth_principal_t *who = rpc_call_principal(call);
@@ -26,7 +27,99 @@ int api_tenant_hides_scoped(rpc_call_t *call) {
 
 int api_tenant_keeps_apart(const char *path) {
     return strncmp(path, "/reel.v1.KV/", 12) == 0 ||
-           strcmp(path, "/reel.v1.Admin/GetStatus") == 0;
+           strcmp(path, "/reel.v1.Admin/GetStatus") == 0 ||
+           strcmp(path, "/reel.v1.Wal/SubscribeEvents") == 0 ||
+           strcmp(path, "/reel.v1.Wal/SubscribeEventBatches") == 0 ||
+           strcmp(path, "/reel.v1.Wal/GetHead") == 0;
+}
+
+/* The call's prefix "::T:" into buf (at least 2 + 63 + 2 bytes), or NULL
+ * when its names get none. */
+static const char *prefix_of(rpc_call_t *call, char *buf, size_t cap) {
+    const char *t = api_tenant_scoped(call);
+
+    if (t == NULL)
+        return NULL;
+    snprintf(buf, cap, "%s%s:", API_TENANT_MARK, t);
+    return buf;
+}
+
+reel_code_t api_tenant_pattern_in(rpc_call_t *call, const char *pattern,
+                                  char **out, const char **out_pattern,
+                                  reel_status_t *st) {
+    char pre[AUTH_TENANT_MAX + 8];
+    const char *p = prefix_of(call, pre, sizeof(pre));
+    const char *dot1, *second, *dot2;
+    size_t slen, n;
+
+    *out = NULL;
+    *out_pattern = pattern;
+    if (p == NULL || (dot1 = strchr(pattern, '.')) == NULL)
+        return REEL_OK; /* "", ">", one token: filtered on delivery */
+    second = dot1 + 1;
+    dot2 = strchr(second, '.');
+    slen = dot2 ? (size_t)(dot2 - second) : strlen(second);
+    /* Only a literal namespace token, of kv or of any module, gets the
+     * prefix; wildcards are left to the filter on delivery. */
+    if ((dot1 - pattern != 2 || strncmp(pattern, "kv", 2) != 0) &&
+        (dot1 - pattern != 1 || pattern[0] != '*'))
+        return REEL_OK;
+    if ((slen == 1 && (second[0] == '*' || second[0] == '>')) || slen == 0)
+        return REEL_OK;
+    if (strncmp(second, API_TENANT_MARK, 2) == 0)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "subject_pattern: names starting with \"::\" "
+                               "are reserved for tenants");
+    n = strlen(pattern) + strlen(p) + 1;
+    if ((*out = malloc(n)) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    snprintf(*out, n, "%.*s%s%s", (int)(second - pattern), pattern, p, second);
+    *out_pattern = *out;
+    return REEL_OK;
+}
+
+int api_tenant_event_out(rpc_call_t *call, const uint8_t *bytes, size_t len,
+                         uint8_t **out, size_t *olen) {
+    char pre[AUTH_TENANT_MAX + 8];
+    const char *p = prefix_of(call, pre, sizeof(pre));
+    size_t plen = p ? strlen(p) : 0;
+    Reel__V1__Event *ev;
+    char *subject = NULL, *orig_subject, *orig_ns;
+    int rc = 0;
+
+    *out = NULL;
+    *olen = 0;
+    if (p == NULL ||
+        (ev = reel__v1__event__unpack(NULL, len, bytes)) == NULL)
+        return 0;
+    /* kv.<::T:namespace>.<key>: the tenant's own, and only then. */
+    if (ev->subject == NULL || strncmp(ev->subject, "kv.", 3) != 0 ||
+        strncmp(ev->subject + 3, p, plen) != 0 ||
+        ev->body_case != REEL__V1__EVENT__BODY_VALUE || ev->value == NULL) {
+        reel__v1__event__free_unpacked(ev, NULL);
+        return 0;
+    }
+    rc = -1;
+    if ((subject = malloc(strlen(ev->subject) + 1)) != NULL) {
+        snprintf(subject, strlen(ev->subject) + 1, "kv.%s",
+                 ev->subject + 3 + plen);
+        /* Point at the stripped forms to pack, then put back what
+         * free_unpacked owns. */
+        orig_subject = ev->subject;
+        orig_ns = ev->value->namespace_;
+        ev->subject = subject;
+        ev->value->namespace_ = (char *)api_tenant_name_out(call, orig_ns);
+        *olen = reel__v1__event__get_packed_size(ev);
+        if ((*out = malloc(*olen ? *olen : 1)) != NULL) {
+            reel__v1__event__pack(ev, *out);
+            rc = 1;
+        }
+        ev->subject = orig_subject;
+        ev->value->namespace_ = orig_ns;
+        free(subject);
+    }
+    reel__v1__event__free_unpacked(ev, NULL);
+    return rc;
 }
 
 static int is_admin_tenant(rpc_call_t *call) {

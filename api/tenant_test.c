@@ -68,12 +68,15 @@ static void test_malformed_bytes_are_no_tenants_and_read_in_bounds(void **s) {
     assert_int_equal(api_tenant_event_is_scoped(NULL, 0), 0);
 }
 
-static void test_only_kv_and_status_keep_tenants_apart(void **s) {
+static void test_kv_status_and_the_plain_wal_tail_keep_tenants_apart(void **s) {
     (void)s;
     assert_true(api_tenant_keeps_apart("/reel.v1.KV/SetValue"));
     assert_true(api_tenant_keeps_apart("/reel.v1.Admin/GetStatus"));
     assert_false(api_tenant_keeps_apart("/reel.v1.Journal/GetRun"));
-    assert_false(api_tenant_keeps_apart("/reel.v1.Wal/SubscribeEvents"));
+    assert_true(api_tenant_keeps_apart("/reel.v1.Wal/SubscribeEvents"));
+    assert_true(api_tenant_keeps_apart("/reel.v1.Wal/GetHead"));
+    assert_false(api_tenant_keeps_apart("/reel.v1.Wal/AckEvents"));
+    assert_false(api_tenant_keeps_apart("/reel.v1.Wal/ListConsumers"));
     assert_false(api_tenant_keeps_apart("/reel.v1.KVX/Get"));
     assert_false(api_tenant_keeps_apart("/reel.v1.Admin/CreateToken"));
 }
@@ -82,7 +85,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_tenants_events_are_told_by_their_second_token),
         cmocka_unit_test(test_malformed_bytes_are_no_tenants_and_read_in_bounds),
-        cmocka_unit_test(test_only_kv_and_status_keep_tenants_apart),
+        cmocka_unit_test(test_kv_status_and_the_plain_wal_tail_keep_tenants_apart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -706,7 +706,9 @@ def test_a_tenant_cannot_reach_what_does_not_keep_tenants_apart(secured):
                                        "signals:await", "wal:read", "wal:consume"])
     for path, streaming in RPCS:
         c, d = raw_call(secured.ch, path, streaming, md(tok), timeout=1)
-        if path.startswith("/reel.v1.KV/") or path == "/reel.v1.Admin/GetStatus":
+        if path.startswith("/reel.v1.KV/") or path in (
+                "/reel.v1.Admin/GetStatus", "/reel.v1.Wal/SubscribeEvents",
+                "/reel.v1.Wal/SubscribeEventBatches", "/reel.v1.Wal/GetHead"):
             assert c != grpc.StatusCode.PERMISSION_DENIED, (path, d)
         else:
             assert c == grpc.StatusCode.PERMISSION_DENIED, (path, c, d)
@@ -809,3 +811,45 @@ def test_wal_and_watches_stay_within_a_tenant_under_mixed_concurrent_load(secure
             break
     default_wal.cancel()
     admin_wal.cancel()
+
+
+def test_a_tenants_wal_tail_holds_its_own_kv_events_as_it_named_them(secured):
+    acme = secured.create("acme", KV_RW + ["wal:read"])[0]
+    beta = secured.create("beta", KV_RW + ["wal:read"])[0]
+    dflt = secured.create("default", KV_RW + ["wal:read"])[0]
+    tail = lambda tok, pattern="": stream(  # noqa: E731
+        secured.ch, "/reel.v1.Wal/SubscribeEvents", wal_pb2.SubscribeEventsRequest,
+        wal_pb2.Event)(wal_pb2.SubscribeEventsRequest(subject_pattern=pattern),
+                       metadata=md(tok), timeout=30)
+    kv(secured, dflt).set("orders", "k", '"default"')
+    kv(secured, beta).set("orders", "k", '"beta"')
+    kv(secured, acme).set("orders", "k", '"acme"')
+    kv(secured, acme).set("other", "k", '"acme-other"')
+    kv(secured, beta).set("orders", "k2", '"beta-2"')
+    kv(secured, acme).set("orders", "end", '"acme-end"')
+    for pattern, want in [("", ['"acme"', '"acme-other"', '"acme-end"']),
+                          (">", ['"acme"', '"acme-other"', '"acme-end"']),
+                          ("kv.>", ['"acme"', '"acme-other"', '"acme-end"']),
+                          ("kv.orders.>", ['"acme"', '"acme-end"']),
+                          ("*.orders.*", ['"acme"', '"acme-end"']),
+                          ("kv.*.k", ['"acme"', '"acme-other"'])]:
+        it = tail(acme, pattern)
+        got = []
+        for ev in it:
+            if ev.type == wal_pb2.Event.PROGRESS:
+                break
+            got.append(ev)
+        it.cancel()
+        assert [e.value.value for e in got] == want, pattern
+        for e in got:
+            assert "::" not in e.subject and e.subject.startswith("kv.")
+            assert e.value.namespace in ("orders", "other")
+            assert e.subject == f"kv.{e.value.namespace}.{e.value.key}"
+    # Refused: a durable consumer, and a namespace token spelling a prefix.
+    c, d = code_of(lambda: next(stream(
+        secured.ch, "/reel.v1.Wal/SubscribeEvents", wal_pb2.SubscribeEventsRequest,
+        wal_pb2.Event)(wal_pb2.SubscribeEventsRequest(consumer="c1"),
+                       metadata=md(acme), timeout=5)))
+    assert c == grpc.StatusCode.PERMISSION_DENIED and "consumer" in d
+    c, d = code_of(lambda: next(tail(acme, "kv.::beta:orders.>")))
+    assert c == grpc.StatusCode.INVALID_ARGUMENT and "reserved for tenants" in d
