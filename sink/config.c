@@ -37,7 +37,6 @@
 #define DEFAULT_QUEUE_BYTES (64u << 20)
 #define MAX_QUEUE_BYTES (1u << 30)
 #define MAX_STEP_MS (7LL * 24 * 3600 * 1000)
-#define DEFAULT_RETRY_AFTER_MAX_MS 600000
 #define DEFAULT_MAX_PENDING 4096
 #define MAX_PENDING 65536
 #define DEFAULT_DUP_WINDOW_MS 120000
@@ -65,17 +64,6 @@ static const char *const nats_only[] = {"servers", "stream",
                                         "subject_prefix", "max_pending",
                                         "duplicate_window_ms", "format",
                                         NULL};
-
-void sink_retry_defaults(sink_retry_t *r) {
-    static const int64_t steps[] = {5000,     300000,   1800000, 7200000,
-                                    18000000, 36000000, 36000000};
-
-    memset(r, 0, sizeof(*r));
-    memcpy(r->steps_ms, steps, sizeof(steps));
-    r->n_steps = sizeof(steps) / sizeof(steps[0]);
-    r->jitter = 0.2;
-    r->retry_after_max_ms = DEFAULT_RETRY_AFTER_MAX_MS;
-}
 
 /* ---- Checks -------------------------------------------------------------- */
 
