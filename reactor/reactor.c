@@ -128,9 +128,17 @@ static int on_batch(void *arg, const reel_event_t *evs, size_t n,
         pthread_mutex_lock(&r->mu);
         /* Stopping: nothing more counts as done, passed over or not, or a
          * later pass would cover an event dropped before it. */
-        while (!r->stopping && claimable &&
-               sink_window_full(&r->win, 0, SIZE_MAX))
-            pthread_cond_wait(&r->room, &r->mu);
+        if (!r->stopping && claimable &&
+            sink_window_full(&r->win, 0, SIZE_MAX)) {
+            /* Said once per stall: the worker is behind, and reel holds
+             * the rest. */
+            REEL_WARN("reactor", "queue full: %zu dispatches held "
+                      "(queue_max_runs); reading from reel waits until one "
+                      "is settled",
+                      sink_window_count(&r->win));
+            while (!r->stopping && sink_window_full(&r->win, 0, SIZE_MAX))
+                pthread_cond_wait(&r->room, &r->mu);
+        }
         if (r->stopping) {
             pthread_mutex_unlock(&r->mu);
             break;

@@ -496,7 +496,8 @@ def test_a_stuck_worker_keeps_memory_and_requests_bounded(tmp_path, reeld, reel,
     wait_for("4 requests on the wire", lambda: worker.active == 4)
     rss = {40: rx.rss_kib()}
     runs += [reel.claimable("shop", i) for i in range(40, 600)]
-    time.sleep(1)   # let the reactor read what it will (up to its queue)
+    # The reactor reads up to its queue, then waits; reel holds the rest.
+    rx.wait_log(r"queue full: 50 dispatches held \(queue_max_runs\)")
     rss[600] = rx.rss_kib()
     assert worker.max_active == 4, worker.max_active
     # Nothing was settled, so nothing past it is acknowledged: the first
