@@ -38,6 +38,12 @@ REEL_REACTOR = os.environ.get("REEL_REACTOR") or os.path.join(
 HAS_LEASE_EVENTS = "attempt" in J.Run.DESCRIPTOR.fields_by_name
 
 
+def did(run):
+    """A run's dispatch id: <run_id>:<epoch>:<attempt> (attempt 0 from a
+    reeld whose Run has no attempt yet)."""
+    return f"{run.run_id}:{run.lease_epoch}:{getattr(run, 'attempt', 0)}"
+
+
 def _sanitized():
     try:
         with open(REEL_REACTOR, "rb") as f:
@@ -325,16 +331,16 @@ def test_push_dispatch_retries_a_failing_worker_until_it_claims(tmp_path, reeld,
     by_id = {}
     for q in reqs:
         by_id.setdefault(q["id"], []).append(q)
-    assert set(by_id) == {f"{r.run_id}:{r.lease_epoch}:0" for r in runs}
+    assert set(by_id) == {did(r) for r in runs}
     for r in runs:
-        tries = by_id[f"{r.run_id}:{r.lease_epoch}:0"]
+        tries = by_id[did(r)]
         # Three 503s, then the claim: the same id and body on every retry.
         assert [q["status"] for q in tries] == [503, 503, 503, 200]
         assert len({q["body"] for q in tries}) == 1
         d = tries[0]["json"]["data"]
         assert tries[0]["json"]["type"] == "reel.run_claimable"
         assert (d["run_id"], d["app"], d["epoch"], d["attempt"], d["source"]) == \
-            (r.run_id, "shop", r.lease_epoch, 0, "event")
+            (r.run_id, "shop", r.lease_epoch, getattr(r, "attempt", 0), "event")
         assert d["revision"] > 0 and d["not_before_ms"] == 0
     assert not any(q["json"]["data"]["app"] == "other" for q in reqs)
     for o in others:
@@ -350,14 +356,14 @@ def test_a_dispatch_given_up_is_a_dead_letter_in_reel(tmp_path, reeld, reel, wor
                  sweep_interval_ms=0)
     rx = Reactor(tmp_path, reeld.addr, cfg)
     r = reel.claimable("shop", 1)
-    key = f"dead.{r.run_id}.{r.lease_epoch}.0"
+    key = "dead." + did(r).replace(":", ".")
 
     def dead():
         got = reel.get_value(K.GetValueRequest(namespace="reel-reactor", key=key), timeout=10)
         return got if got.found else None
     got = wait_for("the dead letter", dead)
     rec = json.loads(got.entry.value)
-    assert rec["id"] == f"{r.run_id}:{r.lease_epoch}:0"
+    assert rec["id"] == did(r)
     assert rec["attempts"] == 3 and rec["last_error"] == "HTTP 500"
     assert rec["request"]["data"]["run_id"] == r.run_id
     assert len(worker.all()) == 3
@@ -374,9 +380,35 @@ def test_the_sweep_dispatches_a_run_whose_lease_expired(tmp_path, reeld, reel, w
     got = worker.claimed()[r.run_id]
     assert got.lease_owner == "worker" and got.lease_epoch == r.lease_epoch + 1
     q = [q for q in worker.all() if q["status"] == 200][0]
-    assert q["json"]["data"]["source"] == "sweep" and q["sig_ok"]
-    assert q["id"] == f"{r.run_id}:{r.lease_epoch}:0"
-    rx.wait_log(r"sweep: run \w+ of app shop is claimable \(its lease expired")
+    assert q["sig_ok"] and q["id"] == did(r)
+    if not HAS_LEASE_EVENTS:
+        # No event says a lease expired: the sweep is what found it.
+        assert q["json"]["data"]["source"] == "sweep"
+        rx.wait_log(r"sweep: run \w+ of app shop is claimable \(its lease expired")
+    assert rx.stop() == 0
+
+
+def test_a_dispatch_given_up_comes_back_with_the_sweep(tmp_path, reeld, reel, worker):
+    check_built()
+    answers = []
+
+    def fail_until_given_up(req):
+        with worker.lock:
+            answers.append(req["json"]["data"]["source"])
+            n = len(answers)
+        return 500 if n <= 3 else "claim"
+    worker.plan(fail_until_given_up)
+    cfg = config(tmp_path, [app("shop", worker.url, retry_schedule_ms=[20, 20])],
+                 sweep_interval_ms=300)
+    rx = Reactor(tmp_path, reeld.addr, cfg)
+    r = reel.claimable("shop", 1)
+    wait_for("the claim after the sweep", lambda: r.run_id in worker.claimed())
+    # Three attempts from the event, a dead letter, then the sweep's.
+    assert answers[:4] == ["event", "event", "event", "sweep"], answers
+    assert worker.claimed()[r.run_id].lease_epoch == r.lease_epoch + 1
+    assert reel.get_value(K.GetValueRequest(namespace="reel-reactor",
+                                            key="dead." + did(r).replace(":", ".")),
+                          timeout=10).found
     assert rx.stop() == 0
 
 
@@ -511,8 +543,7 @@ def test_a_stuck_worker_keeps_memory_and_requests_bounded(tmp_path, reeld, reel,
         assert rss[600] - rss[40] < 8 * 1024, rss
     release.set()
     wait_for("every run dispatched once the worker answers",
-             lambda: {f"{r.run_id}:{r.lease_epoch}:0" for r in runs}
-             <= {q["id"] for q in worker.all()}, timeout=60)
+             lambda: {did(r) for r in runs} <= {q["id"] for q in worker.all()}, timeout=60)
     assert worker.max_active <= 4
     assert rx.stop() == 0
 
@@ -532,7 +563,7 @@ def test_a_lease_expiry_event_is_pushed_and_claimed_with_its_epoch(tmp_path, ree
     d = q["json"]["data"]
     assert d["source"] == "event" and d["reason"] == "LEASE_EXPIRED"
     assert d["epoch"] == r.lease_epoch and d["attempt"] == r.attempt
-    assert q["id"] == f"{r.run_id}:{r.lease_epoch}:{r.attempt}"
+    assert q["id"] == did(r)
     assert worker.claimed()[r.run_id].lease_epoch == r.lease_epoch + 1
     # The dead worker's epoch is fenced: a claim expecting it is refused.
     with pytest.raises(grpc.RpcError) as e:
