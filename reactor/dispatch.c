@@ -132,8 +132,7 @@ int reactor_run_scan(const uint8_t *b, size_t len, reactor_run_t *out) {
         }
     }
     if (rc < 0 || out->run_id_len == 0 ||
-        out->run_id_len > REACTOR_RUN_ID_MAX ||
-        out->reason_len > REACTOR_REASON_MAX)
+        out->run_id_len > REACTOR_RUN_ID_MAX)
         return -1;
     return 0;
 }
@@ -162,6 +161,8 @@ int reactor_event_scan(const uint8_t *b, size_t len, int *type,
         return -1;
     if (*type != REACTOR_RUN_CHANGED)
         *run = NULL;
+    else if (*run == NULL)
+        return -1; /* a run change without its run */
     return 0;
 }
 

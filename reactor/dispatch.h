@@ -31,7 +31,6 @@
 #include <uthash.h>
 
 #define REACTOR_RUN_ID_MAX 128
-#define REACTOR_REASON_MAX 64
 #define REACTOR_ID_MAX (REACTOR_RUN_ID_MAX + 48)
 
 /* reel.v1.Run.Status values the reactor looks at. */
@@ -60,7 +59,8 @@ typedef struct reactor_run {
 int reactor_run_scan(const uint8_t *b, size_t len, reactor_run_t *out);
 
 /* Reads a reel.v1.Event: its type, ts_ms and, for RUN_CHANGED, the run's
- * bytes (*run NULL otherwise). 0, or -1 when malformed. */
+ * bytes (*run NULL otherwise). 0, or -1 when malformed (a RUN_CHANGED
+ * event without a run included). */
 int reactor_event_scan(const uint8_t *b, size_t len, int *type,
                        int64_t *ts_ms, const uint8_t **run, size_t *run_len);
 

@@ -200,6 +200,19 @@ static void test_a_run_is_read_with_and_without_the_new_fields(void **state) {
     assert_int_equal(r.reason_len, 13);
     assert_memory_equal(r.reason, "BACKOFF_ENDED", 13);
 
+    {
+        /* A reason of any length is read (a later reeld may say more). */
+        char longer[201];
+        uint8_t big[512];
+        size_t m;
+
+        memset(longer, 'R', 200);
+        longer[200] = '\0';
+        m = pack_run(big, "shop", REACTOR_RUNNABLE, 7, 1, 1, 0, longer);
+        assert_int_equal(reactor_run_scan(big, m, &r), 0);
+        assert_int_equal(r.reason_len, 200);
+        assert_int_equal(reactor_run_scan(run, n, &r), 0);
+    }
     n = pack_event(ev, REACTOR_RUN_CHANGED, 1796290050112LL, run, n);
     assert_int_equal(reactor_event_scan(ev, n, &type, &ts, &rb, &rl), 0);
     assert_int_equal(type, REACTOR_RUN_CHANGED);
@@ -243,6 +256,10 @@ static void test_malformed_bytes_are_refused_never_read_past(void **state) {
     /* run_id as a varint is not a run. */
     assert_int_equal(reactor_run_scan((const uint8_t *)"\x08\x01", 2, &r), -1);
     assert_int_equal(reactor_event_scan((const uint8_t *)"\x5a\x7f", 2, &type,
+                                        &ts, &rb, &rl),
+                     -1);
+    /* RUN_CHANGED without its run. */
+    assert_int_equal(reactor_event_scan((const uint8_t *)"\x18\x02", 2, &type,
                                         &ts, &rb, &rl),
                      -1);
 }
