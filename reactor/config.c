@@ -3,7 +3,9 @@
  * config.h and docs/reactor.md for every key.
  *
  * Every check happens here, before anything starts, so a running reactor
- * never finds its configuration wrong. Unknown keys are refused (a typo
+ * never finds its configuration wrong; the checks themselves are the
+ * sink's (sink/conf.h), so both read numbers, secrets and retry
+ * schedules alike. Unknown keys are refused (a typo
  * such as "secret" for "secrets" would otherwise send unsigned requests).
  * Messages name the app by index and name, then the field:
  *   apps[1] "billing": max_in_flight: 0 is not an integer from 1 to 1024
@@ -20,18 +22,18 @@
 
 #include <cjson/cJSON.h>
 
+#include "sink/conf.h"
+
 #define DEFAULT_MAX_IN_FLIGHT 16
 #define MAX_IN_FLIGHT 1024
 #define DEFAULT_TIMEOUT_MS 10000
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define MAX_TIMEOUT_MS 3600000
-#define MAX_STEP_MS (24LL * 3600 * 1000)
 #define DEFAULT_SWEEP_MS 10000
 #define MIN_SWEEP_MS 100
 #define MAX_SWEEP_MS 3600000
 #define DEFAULT_QUEUE_RUNS 10000
 #define MAX_QUEUE_RUNS 1000000
-#define CONFIG_MAX_BYTES (16u << 20)
 
 static const char *const top_keys[] = {"apps", "sweep_interval_ms",
                                        "queue_max_runs", NULL};
@@ -55,38 +57,6 @@ static void retry_defaults(sink_retry_t *r) {
 
 /* ---- Checks -------------------------------------------------------------- */
 
-typedef struct ctx {
-    reel_status_t *st;
-    size_t index;
-    const char *name; /* the app's name once known, else NULL */
-} ctx_t;
-
-static reel_code_t bad(const ctx_t *c, const char *field, const char *fmt,
-                       ...) __attribute__((format(printf, 3, 4)));
-
-static reel_code_t bad(const ctx_t *c, const char *field, const char *fmt,
-                       ...) {
-    char why[512];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof(why), fmt, ap);
-    va_end(ap);
-    if (c->name != NULL)
-        return reel_status_set(c->st, REEL_INVALID_ARGUMENT,
-                               "apps[%zu] \"%s\": %s: %s", c->index, c->name,
-                               field, why);
-    return reel_status_set(c->st, REEL_INVALID_ARGUMENT, "apps[%zu]: %s: %s",
-                           c->index, field, why);
-}
-
-static int listed(const char *const *list, const char *key) {
-    for (size_t i = 0; list[i] != NULL; i++)
-        if (strcmp(list[i], key) == 0)
-            return 1;
-    return 0;
-}
-
 /* A number in [min, max] that is an integer; 0 or -1 (it is not). The
  * range is checked first: casting a double outside int64 is undefined. */
 static int as_int(const cJSON *v, int64_t min, int64_t max, int64_t *out) {
@@ -101,102 +71,8 @@ static int as_int(const cJSON *v, int64_t min, int64_t max, int64_t *out) {
     return 0;
 }
 
-/* An integer field in [min, max]; absent leaves *out as it is. */
-static reel_code_t get_int(const ctx_t *c, const cJSON *o, const char *field,
-                           int64_t min, int64_t max, int64_t *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
-
-    if (v == NULL || as_int(v, min, max, out) == 0)
-        return REEL_OK;
-    if (!cJSON_IsNumber(v))
-        return bad(c, field, "must be a number");
-    return bad(c, field, "%.17g is not an integer from %lld to %lld",
-               v->valuedouble, (long long)min, (long long)max);
-}
-
-static reel_code_t get_string(const ctx_t *c, const cJSON *o,
-                              const char *field, size_t max, char **out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
-
-    *out = NULL;
-    if (v == NULL)
-        return bad(c, field, "missing");
-    if (!cJSON_IsString(v) || v->valuestring[0] == '\0')
-        return bad(c, field, "must be a non-empty string");
-    if (strlen(v->valuestring) > max)
-        return bad(c, field, "%zu bytes exceed the limit of %zu",
-                   strlen(v->valuestring), max);
-    if ((*out = strdup(v->valuestring)) == NULL)
-        return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,
-                               "out of memory");
-    return REEL_OK;
-}
-
-static reel_code_t get_secrets(const ctx_t *c, const cJSON *o,
-                               reactor_app_t *a) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "secrets"), *e;
-    char field[32];
-    size_t i = 0;
-
-    if (v == NULL)
-        return bad(c, "secrets", "missing (every request is signed)");
-    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
-        return bad(c, "secrets", "must be a non-empty array of "
-                   "\"whsec_...\" strings");
-    if (cJSON_GetArraySize(v) > REACTOR_SECRETS_MAX)
-        return bad(c, "secrets", "%d entries exceed the limit of %d",
-                   cJSON_GetArraySize(v), REACTOR_SECRETS_MAX);
-    if ((a->secrets = calloc((size_t)cJSON_GetArraySize(v),
-                             sizeof(*a->secrets))) == NULL)
-        return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,
-                               "out of memory");
-    cJSON_ArrayForEach(e, v) {
-        const char *why = NULL;
-
-        snprintf(field, sizeof(field), "secrets[%zu]", i);
-        if (!cJSON_IsString(e))
-            return bad(c, field, "must be a \"whsec_...\" string");
-        if (sink_secret_decode(e->valuestring, &a->secrets[i], &why) != 0)
-            return bad(c, field, "%s", why);
-        a->n_secrets = ++i;
-    }
-    return REEL_OK;
-}
-
-static reel_code_t get_retry(const ctx_t *c, const cJSON *o,
-                             sink_retry_t *r) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "retry_schedule_ms");
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, "retry_jitter");
-    const cJSON *e;
-    size_t i = 0;
-
-    retry_defaults(r);
-    if (v != NULL) {
-        if (!cJSON_IsArray(v))
-            return bad(c, "retry_schedule_ms", "must be an array of "
-                       "milliseconds (the waits before attempt 2, 3, ...)");
-        if (cJSON_GetArraySize(v) > SINK_RETRY_STEPS_MAX)
-            return bad(c, "retry_schedule_ms", "%d steps exceed the limit "
-                       "of %d", cJSON_GetArraySize(v), SINK_RETRY_STEPS_MAX);
-        cJSON_ArrayForEach(e, v) {
-            if (as_int(e, 0, MAX_STEP_MS, &r->steps_ms[i]) != 0)
-                return bad(c, "retry_schedule_ms", "step %zu is not an "
-                           "integer from 0 to %lld", i,
-                           (long long)MAX_STEP_MS);
-            i++;
-        }
-        r->n_steps = i;
-    }
-    if (j != NULL) {
-        if (!cJSON_IsNumber(j) || !(j->valuedouble >= 0) ||
-            j->valuedouble > 0.5)
-            return bad(c, "retry_jitter", "must be a number from 0 to 0.5");
-        r->jitter = j->valuedouble;
-    }
-    return REEL_OK;
-}
-
-static reel_code_t parse_app(ctx_t *c, const cJSON *o, reactor_app_t *a) {
+static reel_code_t parse_app(sink_conf_ctx_t *c, const cJSON *o,
+                             reactor_app_t *a) {
     const cJSON *e;
     int64_t v;
     reel_code_t rc;
@@ -205,36 +81,45 @@ static reel_code_t parse_app(ctx_t *c, const cJSON *o, reactor_app_t *a) {
         return reel_status_set(c->st, REEL_INVALID_ARGUMENT,
                                "apps[%zu]: must be an object", c->index);
     /* The name first, so every message after names the app. */
-    if ((rc = get_string(c, o, "app", REACTOR_APP_MAX, &a->app)) != REEL_OK)
+    if ((rc = sink_conf_string(c, o, "app", 1, &a->app)) != REEL_OK)
         return rc;
+    if (strlen(a->app) > REACTOR_APP_MAX)
+        return sink_conf_bad(c, "app", "%zu bytes exceed the limit of %d",
+                             strlen(a->app), REACTOR_APP_MAX);
     c->name = a->app;
     cJSON_ArrayForEach(e, o) {
-        if (!listed(app_keys, e->string))
-            return bad(c, e->string, "unknown key (an app has app, url, "
-                       "secrets, max_in_flight, timeout_ms, "
-                       "connect_timeout_ms, retry_schedule_ms, "
-                       "retry_jitter)");
+        if (!sink_conf_listed(app_keys, e->string))
+            return sink_conf_bad(c, e->string,
+                                 "unknown key (an app has app, url, "
+                                 "secrets, max_in_flight, timeout_ms, "
+                                 "connect_timeout_ms, retry_schedule_ms, "
+                                 "retry_jitter)");
     }
-    if ((rc = get_string(c, o, "url", 8192, &a->url)) != REEL_OK)
+    if ((rc = sink_conf_string(c, o, "url", 1, &a->url)) != REEL_OK)
         return rc;
     if (strncmp(a->url, "http://", 7) != 0 &&
         strncmp(a->url, "https://", 8) != 0)
-        return bad(c, "url", "must start with http:// or https://");
-    if ((rc = get_secrets(c, o, a)) != REEL_OK)
+        return sink_conf_bad(c, "url", "must start with http:// or https://");
+    if ((rc = sink_conf_secrets(c, o,
+                                "missing (every request is signed "
+                                "with each of the app's secrets: "
+                                "[\"whsec_...\"])",
+                                &a->secrets, &a->n_secrets)) != REEL_OK)
         return rc;
     v = DEFAULT_MAX_IN_FLIGHT;
-    if ((rc = get_int(c, o, "max_in_flight", 1, MAX_IN_FLIGHT, &v)) !=
+    if ((rc = sink_conf_int(c, o, "max_in_flight", 1, MAX_IN_FLIGHT, &v)) !=
         REEL_OK)
         return rc;
     a->max_in_flight = (int)v;
     a->timeout_ms = DEFAULT_TIMEOUT_MS;
     a->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
-    if ((rc = get_int(c, o, "timeout_ms", 1, MAX_TIMEOUT_MS,
-                      &a->timeout_ms)) != REEL_OK ||
-        (rc = get_int(c, o, "connect_timeout_ms", 1, MAX_TIMEOUT_MS,
-                      &a->connect_timeout_ms)) != REEL_OK)
+    if ((rc = sink_conf_int(c, o, "timeout_ms", 1, MAX_TIMEOUT_MS,
+                            &a->timeout_ms)) != REEL_OK ||
+        (rc = sink_conf_int(c, o, "connect_timeout_ms", 1, MAX_TIMEOUT_MS,
+                            &a->connect_timeout_ms)) != REEL_OK)
         return rc;
-    return get_retry(c, o, &a->retry);
+    retry_defaults(&a->retry);
+    return sink_conf_retry(c, o, &a->retry);
 }
 
 /* ---- The file --------------------------------------------------------------- */
@@ -259,7 +144,7 @@ reel_code_t reactor_config_parse(const char *text, size_t len,
                                  reactor_config_t *out, reel_status_t *st) {
     cJSON *root = NULL;
     const cJSON *apps, *e;
-    ctx_t top = {st, 0, NULL};
+    sink_conf_ctx_t top = {st, "apps", 0, NULL};
     int64_t v;
     size_t n = 0;
     reel_code_t rc = REEL_OK;
@@ -276,7 +161,7 @@ reel_code_t reactor_config_parse(const char *text, size_t len,
         goto out;
     }
     cJSON_ArrayForEach(e, root) {
-        if (!listed(top_keys, e->string)) {
+        if (!sink_conf_listed(top_keys, e->string)) {
             rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
                                  "config: unknown key \"%.80s\" (it holds "
                                  "apps, sweep_interval_ms, queue_max_runs)",
@@ -324,7 +209,7 @@ reel_code_t reactor_config_parse(const char *text, size_t len,
     }
     out->n = n;
     for (size_t i = 0; i < n; i++) {
-        ctx_t c = top;
+        sink_conf_ctx_t c = top;
 
         c.index = i;
         if ((rc = parse_app(&c, cJSON_GetArrayItem(apps, (int)i),
@@ -332,7 +217,10 @@ reel_code_t reactor_config_parse(const char *text, size_t len,
             goto out;
         for (size_t j = 0; j < i; j++) {
             if (strcmp(out->apps[j].app, out->apps[i].app) == 0) {
-                rc = bad(&c, "app", "also apps[%zu] (one entry per app)", j);
+                rc = sink_conf_bad(&c, "app",
+                                   "also apps[%zu] (one entry "
+                                   "per app)",
+                                   j);
                 goto out;
             }
         }
@@ -346,31 +234,14 @@ out:
 
 reel_code_t reactor_config_load(const char *path, reactor_config_t *out,
                                 reel_status_t *st) {
-    FILE *f = fopen(path, "rb");
-    char *text = NULL;
-    size_t len = 0;
+    char *text;
+    size_t len;
     reel_code_t rc;
 
     memset(out, 0, sizeof(*out));
-    if (f == NULL)
-        return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "--config: cannot open %s: %s", path,
-                               strerror(errno));
-    if ((text = malloc(CONFIG_MAX_BYTES + 1)) == NULL) {
-        fclose(f);
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    }
-    len = fread(text, 1, CONFIG_MAX_BYTES + 1, f);
-    if (ferror(f))
-        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
-                             "--config: reading %s: %s", path,
-                             strerror(errno));
-    else if (len > CONFIG_MAX_BYTES)
-        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
-                             "--config: %s is over 16 MiB", path);
-    else
-        rc = reactor_config_parse(text, len, out, st);
-    fclose(f);
+    if ((rc = sink_conf_read_file(path, &text, &len, st)) != REEL_OK)
+        return rc;
+    rc = reactor_config_parse(text, len, out, st);
     free(text);
     return rc;
 }

@@ -29,7 +29,6 @@
 
 #define REACTOR_APP_MAX 256     /* bytes of an app name */
 #define REACTOR_APPS_MAX 256
-#define REACTOR_SECRETS_MAX 16
 
 typedef struct reactor_app {
     char *app;

@@ -48,7 +48,8 @@ static int next_field(const uint8_t **p, const uint8_t *end, field_t *f) {
 
     if (*p == end)
         return 1;
-    if (varint(p, end, &key) != 0 || (key >> 3) == 0 || (key >> 3) > UINT32_MAX)
+    if (varint(p, end, &key) != 0 || (key >> 3) == 0 ||
+        (key >> 3) > UINT32_MAX)
         return -1;
     f->num = (uint32_t)(key >> 3);
     f->wire = (int)(key & 7);
