@@ -126,6 +126,7 @@ typedef struct reactor_dispatch {
     CURL *easy;
     struct curl_slist *hdrs;
     char errbuf[CURL_ERROR_SIZE];
+    char retry_after[64];         /* the last answer's Retry-After */
     char last_error[256];
 } reactor_dispatch_t;
 

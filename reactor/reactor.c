@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -399,6 +400,27 @@ static void *sweep_main(void *arg) {
 
 /* ---- The engine ------------------------------------------------------------------ */
 
+/* Keeps a throttling worker's Retry-After. */
+static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
+    reactor_dispatch_t *d = arg;
+    size_t len = size * n;
+
+    if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
+        size_t i = 12, j = len;
+
+        while (i < j && (buf[i] == ' ' || buf[i] == '\t'))
+            i++;
+        while (j > i && (buf[j - 1] == '\r' || buf[j - 1] == '\n' ||
+                         buf[j - 1] == ' '))
+            j--;
+        if (j - i < sizeof(d->retry_after)) {
+            memcpy(d->retry_after, buf + i, j - i);
+            d->retry_after[j - i] = '\0';
+        }
+    }
+    return len;
+}
+
 /* Starts d's next attempt. 0, or -1 (out of memory: said, tried again). */
 static int start(reactor_t *r, reactor_dispatch_t *d) {
     const reactor_app_t *a = &r->cfg->apps[d->app];
@@ -418,6 +440,9 @@ static int start(reactor_t *r, reactor_dispatch_t *d) {
     if (sink_http_prepare(d->easy, &p, wall_ms() / 1000, &d->hdrs,
                           d->errbuf) != 0)
         goto oom;
+    d->retry_after[0] = '\0';
+    curl_easy_setopt(d->easy, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(d->easy, CURLOPT_HEADERDATA, d);
     curl_easy_setopt(d->easy, CURLOPT_PRIVATE, d);
     if (curl_multi_add_handle(r->multi, d->easy) != CURLM_OK)
         goto oom;
@@ -537,7 +562,7 @@ static void dead_letter(reactor_t *r, reactor_dispatch_t *d) {
 
 static void finished(reactor_t *r, reactor_dispatch_t *d, CURLcode cc) {
     const reactor_app_t *a = &r->cfg->apps[d->app];
-    int64_t now = now_ms(), wait;
+    int64_t now = now_ms(), wait, ra = -1;
     long status = 0;
 
     curl_multi_remove_handle(r->multi, d->easy);
@@ -586,11 +611,22 @@ static void finished(reactor_t *r, reactor_dispatch_t *d, CURLcode cc) {
         dead_letter(r, d);
         return;
     }
+    /* A throttling worker (429, 502, 503, 504) may ask for a longer wait,
+     * up to the schedule's retry_after_max_ms. */
+    if (cc == CURLE_OK && sink_retry_throttles(status) &&
+        d->retry_after[0] != '\0' &&
+        sink_retry_after_parse(d->retry_after, wall_ms(),
+                               a->retry.retry_after_max_ms, &ra) == 0 &&
+        ra > wait)
+        wait = ra;
+    else
+        ra = -1;
     d->next_ms = now + wait;
     REEL_WARN("reactor", "dispatch %s (app %s) attempt %u failed: %s; next "
-              "attempt in %.1f s",
+              "attempt in %.1f s%s",
               d->id, a->app, d->failures, d->last_error,
-              (double)wait / 1000.0);
+              (double)wait / 1000.0,
+              ra >= 0 ? " (the worker's Retry-After)" : "");
 }
 
 static void *engine_main(void *arg) {

@@ -123,7 +123,8 @@ class Reel:
 class Worker:
     """An HTTP worker on a free port. Each request is checked (signature,
     body) and recorded; `plan(fn)` decides what to do: fn(request) ->
-    "claim" (claim, then 200 or 409), an HTTP status, or ("hang", s)."""
+    "claim" (claim, then 200 or 409), an HTTP status, {"status": S,
+    "headers": {...}}, or ("hang", s)."""
 
     def __init__(self, reel, secret=SECRET, owner="worker"):
         self.reel, self.secret, self.owner = reel, secret, owner
@@ -158,11 +159,16 @@ class Worker:
                 finally:
                     with w.lock:
                         w.active -= 1
+                headers = {}
+                if isinstance(status, dict):
+                    status, headers = status["status"], status["headers"]
                 req["status"] = status
                 with w.lock:
                     w.requests.append(req)
                 try:
                     self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                 except OSError:
@@ -184,7 +190,7 @@ class Worker:
             time.sleep(what[1])
             return 200
         if what != "claim":
-            return what
+            return what   # a status, or a status with headers
         d = req["json"]["data"]
         try:
             run = self.reel.claim_raw(claim_request(d["run_id"], self.owner, d["epoch"]),
@@ -347,6 +353,26 @@ def test_push_dispatch_retries_a_failing_worker_until_it_claims(tmp_path, reeld,
         assert reel.get(J.GetRunRequest(run_id=o.run_id), timeout=10).status == J.Run.RUNNABLE
     assert rx.stop() == 0
     assert "consuming run.*.RUNNABLE as reactor" in rx.log()
+
+
+def test_a_throttling_workers_retry_after_is_honoured(tmp_path, reeld, reel, worker):
+    check_built()
+    seen = []
+
+    def throttle_once(req):
+        with worker.lock:
+            seen.append(req["at"])
+            n = len(seen)
+        return {"status": 503, "headers": {"Retry-After": "1"}} if n == 1 else "claim"
+    worker.plan(throttle_once)
+    # The schedule alone would try again after 50 ms.
+    cfg = config(tmp_path, [app("shop", worker.url)], sweep_interval_ms=0)
+    rx = Reactor(tmp_path, reeld.addr, cfg)
+    r = reel.claimable("shop", 1)
+    wait_for("the claim", lambda: r.run_id in worker.claimed())
+    assert len(seen) == 2 and seen[1] - seen[0] >= 0.9, seen
+    rx.wait_log(r"attempt 1 failed: HTTP 503; next attempt in 1\.0 s \(the worker's Retry-After\)")
+    assert rx.stop() == 0
 
 
 def test_a_dispatch_given_up_is_a_dead_letter_in_reel(tmp_path, reeld, reel, worker):
