@@ -36,6 +36,7 @@
 #define ACK_INTERVAL_MS 250
 #define ACK_EVERY 500
 #define SWEEP_PAGE 500
+#define HOLD_POLL_MS 200 /* how often a standby looks whether it holds */
 #define NO_POS UINT64_MAX
 
 struct reactor {
@@ -363,8 +364,14 @@ static int sweep_app(reactor_t *r, size_t app) {
     return 0;
 }
 
+/*
+ * The first sweep comes as soon as this process holds the consumer (at
+ * start, or when a standby takes over): runs that were claimable while no
+ * reactor ran are dispatched at once. Then one every sweep_interval_ms.
+ */
 static void *sweep_main(void *arg) {
     reactor_t *r = arg;
+    int64_t wait_ms = HOLD_POLL_MS;
 
     for (;;) {
         struct timespec until;
@@ -372,8 +379,8 @@ static void *sweep_main(void *arg) {
         int held = 0;
 
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += r->cfg->sweep_interval_ms / 1000;
-        until.tv_nsec += (r->cfg->sweep_interval_ms % 1000) * 1000000;
+        until.tv_sec += wait_ms / 1000;
+        until.tv_nsec += (wait_ms % 1000) * 1000000;
         if (until.tv_nsec >= 1000000000) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000;
@@ -393,8 +400,13 @@ static void *sweep_main(void *arg) {
             held = s.streaming;
         }
         pthread_mutex_unlock(&r->mu);
-        for (size_t i = 0; held && i < r->cfg->n; i++)
+        if (!held) {
+            wait_ms = HOLD_POLL_MS;
+            continue;
+        }
+        for (size_t i = 0; i < r->cfg->n; i++)
             (void)sweep_app(r, i);
+        wait_ms = r->cfg->sweep_interval_ms;
     }
 }
 

@@ -25,8 +25,8 @@
  * reactor killed at any moment loses no dispatch: the next one (or the
  * standby) receives the unsettled events again.
  *
- * The sweep thread, every sweep_interval_ms while this process holds the
- * consumer (a standby does not sweep), lists every configured app's
+ * The sweep thread, as soon as this process holds the consumer and then
+ * every sweep_interval_ms (a standby does not sweep), lists every app's
  * ListRunsToRecover and adds a dispatch for each claimable run not held
  * yet: the safety net for runs whose event was missed, and today's only
  * way to hear of a RUNNING run whose lease expired.

@@ -414,6 +414,24 @@ def test_the_sweep_dispatches_a_run_whose_lease_expired(tmp_path, reeld, reel, w
     assert rx.stop() == 0
 
 
+def test_the_first_sweep_comes_as_soon_as_the_reactor_holds_its_consumer(
+        tmp_path, reeld, reel, worker):
+    check_built()
+    r = reel.begin(J.BeginRunRequest(app="shop", user="u", session="s", invocation_id="i",
+                                     lease_owner="dead-worker", lease_ttl_ms=100), timeout=10)
+    wait_for("the lease to expire",
+             lambda: time.time() * 1000 > r.lease_expires_at_ms + 50)
+    # An hour between sweeps: only the first one, at start, can find it on
+    # a reeld that commits no event when a lease expires.
+    cfg = config(tmp_path, [app("shop", worker.url)], sweep_interval_ms=3600000)
+    rx = Reactor(tmp_path, reeld.addr, cfg)
+    wait_for("the claim", lambda: r.run_id in worker.claimed(), timeout=15)
+    assert worker.claimed()[r.run_id].lease_epoch == r.lease_epoch + 1
+    if not HAS_LEASE_EVENTS:
+        assert worker.all()[0]["json"]["data"]["source"] == "sweep"
+    assert rx.stop() == 0
+
+
 def test_a_dispatch_given_up_comes_back_with_the_sweep(tmp_path, reeld, reel, worker):
     check_built()
     answers = []
