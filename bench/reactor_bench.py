@@ -13,6 +13,13 @@ signal being sent to the worker's ClaimRun returning:
                                 signed POST, the worker's ClaimRun (another
                                 commit)
   signal acknowledged           SendSignal alone, for comparison
+  lease expiry -> run claimed   with issue 21's server side (Run has
+                                `attempt`): runs begun with a 200 ms lease
+                                and never heartbeated, from the lease's
+                                expiry (lease_expires_at_ms, reeld's
+                                clock, the same machine's) to the claim:
+                                reeld's timer, the LEASE_EXPIRED event, the
+                                push, the claim
 
 p50, p99 and max of each. The worker is Python's ThreadingHTTPServer and
 grpcio: its own share (a millisecond or so) is in the figures.
@@ -140,7 +147,7 @@ def main():
                               response_deserializer=S.SendSignalResponse.FromString)
         claim = ch.unary_unary("/reel.v1.Journal/ClaimRun", request_serializer=lambda b: b,
                                response_deserializer=J.Run.FromString)
-        claimed, lock, errors = {}, threading.Lock(), []
+        claimed, claimed_wall, lock, errors = {}, {}, threading.Lock(), []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -155,6 +162,7 @@ def main():
                     claim(raw, timeout=10)
                     with lock:
                         claimed.setdefault(d["run_id"], time.monotonic())
+                        claimed_wall.setdefault(d["run_id"], time.time() * 1000)
                 except grpc.RpcError as e:
                     status = 409 if e.code() == grpc.StatusCode.FAILED_PRECONDITION else 500
                     if status == 500:
@@ -210,6 +218,22 @@ def main():
                  "p50_ms": pct(push, 50), "p99_ms": pct(push, 99), "max_ms": max(push)},
                 {"row": "SendSignal acknowledged (for comparison)", "runs": len(runs),
                  "p50_ms": pct(sig, 50), "p99_ms": pct(sig, 99), "max_ms": max(sig)}]
+        if "attempt" in J.Run.DESCRIPTOR.fields_by_name:
+            n = min(200, len(runs))
+            log(f"measuring {n} lease expiries")
+            expiry = {}
+            for i in range(n):
+                r = begin(J.BeginRunRequest(app="bench", user="u", session=f"l{i}",
+                                            invocation_id=f"l{i}", lease_owner="doomed",
+                                            lease_ttl_ms=200), timeout=10)
+                expiry[r.run_id] = r.lease_expires_at_ms
+                time.sleep(0.02)
+            wait_for("every expired run claimed", lambda: set(expiry) <= set(claimed), 60)
+            lat = [claimed_wall[k] - v for k, v in expiry.items()]
+            rows.append({"row": "push: lease expiry -> run claimed", "runs": n,
+                         "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "max_ms": max(lat)})
+        else:
+            log("reeld's Run has no attempt (issue 21's server side): no lease-expiry row")
         for row in rows:
             log(f"{row['row']}: p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
                 f"max {row['max_ms']:.2f} ms over {row['runs']} runs")
