@@ -138,6 +138,8 @@ static int on_batch(void *arg, const reel_event_t *evs, size_t n,
                       "(queue_max_runs); reading from reel waits until one "
                       "is settled",
                       sink_window_count(&r->win));
+            /* This batch's dispatches go out while the callback waits. */
+            curl_multi_wakeup(r->multi);
             while (!r->stopping && sink_window_full(&r->win, 0, SIZE_MAX))
                 pthread_cond_wait(&r->room, &r->mu);
         }
@@ -488,16 +490,54 @@ static void settle(reactor_t *r, reactor_dispatch_t *d, int dead) {
     reactor_dispatch_free(d);
 }
 
+/* The packed SetValueRequest of d's dead letter at ns/key; 0, or -1 when
+ * out of memory. */
+static int dead_record(reactor_t *r, const reactor_dispatch_t *d,
+                       char *key, uint8_t **buf, size_t *len) {
+    Reel__V1__SetValueRequest req = REEL__V1__SET_VALUE_REQUEST__INIT;
+    cJSON *o = cJSON_CreateObject(), *body = cJSON_Parse(d->body);
+    char *text = NULL;
+    int rc = -1;
+
+    if (o == NULL || body == NULL ||
+        cJSON_AddStringToObject(o, "id", d->id) == NULL ||
+        cJSON_AddStringToObject(o, "app", r->cfg->apps[d->app].app) ==
+            NULL ||
+        cJSON_AddNumberToObject(o, "attempts", d->failures) == NULL ||
+        cJSON_AddNumberToObject(o, "first_attempt_ms",
+                                (double)d->first_wall_ms) == NULL ||
+        cJSON_AddNumberToObject(o, "last_attempt_ms",
+                                (double)d->last_wall_ms) == NULL ||
+        cJSON_AddStringToObject(o, "last_error", d->last_error) == NULL ||
+        !cJSON_AddItemToObject(o, "request", body))
+        goto out;
+    body = NULL; /* o's now */
+    if ((text = cJSON_PrintUnformatted(o)) == NULL)
+        goto out;
+    req.namespace_ = (char *)r->o.state_ns;
+    req.key = key;
+    req.value = text;
+    req.writer = "reel-reactor";
+    *len = reel__v1__set_value_request__get_packed_size(&req);
+    if ((*buf = malloc(*len)) == NULL)
+        goto out;
+    reel__v1__set_value_request__pack(&req, *buf);
+    rc = 0;
+out:
+    free(text);
+    cJSON_Delete(body);
+    cJSON_Delete(o);
+    return rc;
+}
+
 /*
  * Stores d as a dead letter, then settles it. A write reel refuses is
  * retried (reel may be restarting) until it is stored or the reactor
  * stops: a dispatch is never settled without its record.
  */
 static void dead_letter(reactor_t *r, reactor_dispatch_t *d) {
-    Reel__V1__SetValueRequest req = REEL__V1__SET_VALUE_REQUEST__INIT;
     const char *colon = strchr(d->id, ':');
-    cJSON *o = cJSON_CreateObject(), *body = cJSON_Parse(d->body);
-    char key[REACTOR_ID_MAX + 8], *text = NULL;
+    char key[REACTOR_ID_MAX + 8];
     uint8_t *buf = NULL;
     size_t len = 0;
 
@@ -506,35 +546,11 @@ static void dead_letter(reactor_t *r, reactor_dispatch_t *d) {
     for (char *c = key + 5 + (colon ? (size_t)(colon - d->id) : 0); *c; c++)
         if (*c == ':')
             *c = '.';
-    if (o != NULL && body != NULL) {
-        cJSON_AddStringToObject(o, "id", d->id);
-        cJSON_AddStringToObject(o, "app", r->cfg->apps[d->app].app);
-        cJSON_AddNumberToObject(o, "attempts", d->failures);
-        cJSON_AddNumberToObject(o, "first_attempt_ms",
-                                (double)d->first_wall_ms);
-        cJSON_AddNumberToObject(o, "last_attempt_ms",
-                                (double)d->last_wall_ms);
-        cJSON_AddStringToObject(o, "last_error", d->last_error);
-        cJSON_AddItemToObject(o, "request", body);
-        body = NULL;
-        text = cJSON_PrintUnformatted(o);
-    }
-    cJSON_Delete(o);
-    cJSON_Delete(body);
-    req.namespace_ = (char *)r->o.state_ns;
-    req.key = key;
-    req.value = text;
-    req.writer = "reel-reactor";
-    if (text != NULL) {
-        len = reel__v1__set_value_request__get_packed_size(&req);
-        if ((buf = malloc(len)) != NULL)
-            reel__v1__set_value_request__pack(&req, buf);
-    }
     for (;;) {
         reel_reply_t rep;
         int code;
 
-        if (buf == NULL) {
+        if (buf == NULL && dead_record(r, d, key, &buf, &len) != 0) {
             REEL_ERROR("reactor", "dispatch %s: out of memory building its "
                        "dead letter; trying again",
                        d->id);
@@ -555,7 +571,6 @@ static void dead_letter(reactor_t *r, reactor_dispatch_t *d) {
         }
         if (is_stopping(r)) {
             free(buf);
-            free(text);
             /* Not settled: its event comes again after the restart. */
             d->next_ms = INT64_MAX;
             return;
@@ -563,7 +578,6 @@ static void dead_letter(reactor_t *r, reactor_dispatch_t *d) {
         usleep(STATE_RETRY_MS * 1000);
     }
     free(buf);
-    free(text);
     REEL_ERROR("reactor", "dispatch %s (app %s) given up after %u attempts "
                "over %.1f s; last error: %s; dead letter %s/%s",
                d->id, r->cfg->apps[d->app].app, d->failures,
