@@ -561,6 +561,37 @@ def test_bad_configs_are_refused_naming_the_field(tmp_path, doc, want):
     assert p.returncode == 2 and "config: not a JSON object" in p.stderr
 
 
+@pytest.mark.parametrize("args, want", [
+    ([], "--config: missing"),
+    (["--config", "/nonexistent/reactor.json"], "--config: cannot open /nonexistent/reactor.json"),
+    (["--config", "{cfg}", "--stop-grace-ms", "-1"],
+     '--stop-grace-ms: "-1" is not an integer from 0 to 3600000'),
+    (["--config", "{cfg}", "--state-namespace", "a b"],
+     '--state-namespace: "a b" is not 1-256 bytes of [A-Za-z0-9_:/-]'),
+    (["--config", "{cfg}", "--consumer", "x/y"],
+     '--consumer: "x/y" is not 1-128 bytes of [A-Za-z0-9_.-]'),
+    (["--config", "{cfg}", "--log-level", "loud"], '--log-level: "loud" is not debug'),
+    (["--config", "{cfg}", "--nope"], 'unknown or incomplete flag "--nope"'),
+    (["--config", "{cfg}", "replay"], 'unknown command "replay"'),
+])
+def test_bad_flags_are_refused_naming_the_flag(tmp_path, args, want):
+    check_built()
+    cfg = config(tmp_path, [app("shop", "http://127.0.0.1:1/run")])
+    p = subprocess.run([REEL_REACTOR] + [a.replace("{cfg}", cfg) for a in args],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2, p
+    assert want in p.stderr, p.stderr
+
+
+def test_check_accepts_a_valid_configuration(tmp_path):
+    check_built()
+    cfg = config(tmp_path, [app("shop", "http://127.0.0.1:1/run"),
+                            app("billing", "https://example.com/run", max_in_flight=1)])
+    p = subprocess.run([REEL_REACTOR, "check", "--config", cfg],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and p.stdout.strip() == f"{cfg}: 2 apps, valid", p
+
+
 def test_a_stuck_worker_keeps_memory_and_requests_bounded(tmp_path, reeld, reel, worker):
     check_built()
     release = threading.Event()
