@@ -497,6 +497,29 @@ def test_kill_9_cycles_lose_no_dispatch(tmp_path, reeld, reel, worker):
     assert rx.stop() == 0
 
 
+def test_reeld_killed_and_restarted_while_the_reactor_runs_loses_nothing(tmp_path):
+    check_built()
+    server = Reeld(str(tmp_path / "data")).start()
+    r = Reel(server.addr)
+    worker = Worker(r)
+    cfg = config(tmp_path, [app("shop", worker.url)], sweep_interval_ms=0)
+    rx = Reactor(tmp_path, server.addr, cfg)
+    try:
+        first = [r.claimable("shop", i) for i in range(10)]
+        wait_for("the first 10 claimed", lambda: {x.run_id for x in first} <= set(worker.claimed()))
+        server.kill()  # kill -9
+        server = Reeld(str(tmp_path / "data"), port=server.port).start()
+        rest = [r.claimable("shop", i) for i in range(10, 20)]
+        wait_for("the rest claimed after the restart",
+                 lambda: {x.run_id for x in rest} <= set(worker.claimed()), timeout=60)
+        assert rx.stop() == 0
+        assert "subscribing again" in rx.log()
+    finally:
+        worker.close()
+        r.close()
+        server.stop()
+
+
 def test_a_standby_takes_over_when_the_active_reactor_dies(tmp_path):
     check_built()
     # The server finds a dead subscriber within keepalive time + timeout.
