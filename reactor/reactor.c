@@ -8,8 +8,9 @@
  * worker, moved on): settled as well, since only one claim can win. Any
  * other status (3xx included: redirects are not followed), a timeout, a
  * refused or reset connection: a failed attempt, tried again after the
- * app's retry schedule; when it runs out the dispatch becomes a dead
- * letter. The sweep brings a run that is still claimable back later.
+ * app's retry schedule (or a throttling worker's Retry-After, if later);
+ * when it runs out the dispatch becomes a dead letter. The sweep brings a
+ * run that is still claimable back later.
  */
 #include "reactor/reactor.h"
 
