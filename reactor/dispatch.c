@@ -361,3 +361,35 @@ void reactor_table_fini(reactor_table_t *t) {
     }
     memset(t, 0, sizeof(*t));
 }
+
+/* ---- Events held ------------------------------------------------------------------ */
+
+reactor_dispatch_t *reactor_hold(reactor_table_t *t, sink_window_t *w,
+                                 const reactor_run_t *r, size_t app,
+                                 uint64_t revision, int type, int64_t ts_ms,
+                                 int *added) {
+    /* The window's item owns a block; an empty subject is enough. */
+    uint8_t *block = calloc(1, 1);
+    reactor_dispatch_t *d;
+
+    *added = 0;
+    if (block == NULL)
+        return NULL;
+    if ((d = reactor_table_offer(t, r, app, w->tail, revision, ts_ms,
+                                 added)) == NULL) {
+        free(block);
+        return NULL;
+    }
+    sink_window_push(w, revision, type, block, 0);
+    /* The dispatch settles it; nothing takes it from the window's queue. */
+    sink_window_at(w, w->tail - 1)->state = SINK_ITEM_TAKEN;
+    w->next = w->tail;
+    return d;
+}
+
+void reactor_settle(reactor_table_t *t, sink_window_t *w,
+                    reactor_dispatch_t *d) {
+    for (size_t i = 0; i < d->n_pos; i++)
+        sink_window_done(w, d->pos[i]);
+    reactor_table_remove(t, d);
+}

@@ -30,6 +30,8 @@
 #include <curl/curl.h>
 #include <uthash.h>
 
+#include "sink/window.h"
+
 #define REACTOR_RUN_ID_MAX 128
 #define REACTOR_ID_MAX (REACTOR_RUN_ID_MAX + 48)
 
@@ -158,5 +160,30 @@ void reactor_dispatch_free(reactor_dispatch_t *d);
 
 /* Frees every dispatch. */
 void reactor_table_fini(reactor_table_t *t);
+
+/* ---- Events held, and what may be acknowledged -------------------------------
+ *
+ * An event that makes a run claimable holds a place in the window (its
+ * revision) until its dispatch is settled; others are passed over at once.
+ * The window's frontier (sink_window_advance) is then the highest revision
+ * below which every event is settled or passed over: what the consumer may
+ * acknowledge.
+ */
+
+/*
+ * Holds the event at revision (type, ts_ms) for run r: a window place, in
+ * the dispatch of its id (new or existing, see reactor_table_offer). The
+ * caller checked the window has room. NULL when out of memory (nothing
+ * changed).
+ */
+reactor_dispatch_t *reactor_hold(reactor_table_t *t, sink_window_t *w,
+                                 const reactor_run_t *r, size_t app,
+                                 uint64_t revision, int type, int64_t ts_ms,
+                                 int *added);
+
+/* d is settled: its window places are done and it leaves the table (the
+ * caller frees it). */
+void reactor_settle(reactor_table_t *t, sink_window_t *w,
+                    reactor_dispatch_t *d);
 
 #endif

@@ -114,7 +114,6 @@ static int on_batch(void *arg, const reel_event_t *evs, size_t n,
         reactor_run_t rr;
         int64_t ts = 0;
         int type, app = -1, claimable = 0, added;
-        uint8_t *block;
 
         if (reactor_event_scan(ev->bytes, ev->len, &type, &ts, &run,
                                &run_len) != 0 ||
@@ -153,14 +152,10 @@ static int on_batch(void *arg, const reel_event_t *evs, size_t n,
             pthread_mutex_unlock(&r->mu);
             continue;
         }
-        /* The window's item owns a block; an empty subject is enough. */
-        while ((block = calloc(1, 1)) == NULL ||
-               reactor_table_offer(&r->table, &rr, (size_t)app,
-                                   r->win.tail, ev->revision, ts,
-                                   &added) == NULL) {
+        while (reactor_hold(&r->table, &r->win, &rr, (size_t)app,
+                            ev->revision, ev->type, ts, &added) == NULL) {
             /* Out of memory: wait for the engine to free some, never drop
              * the event. */
-            free(block);
             pthread_mutex_unlock(&r->mu);
             REEL_ERROR("reactor", "out of memory holding the dispatch of "
                        "revision %" PRIu64 "; waiting",
@@ -172,10 +167,6 @@ static int on_batch(void *arg, const reel_event_t *evs, size_t n,
                 return 0;
             }
         }
-        sink_window_push(&r->win, ev->revision, ev->type, block, 0);
-        /* Engine-owned from here: nothing to take from the queue. */
-        sink_window_at(&r->win, r->win.tail - 1)->state = SINK_ITEM_TAKEN;
-        r->win.next = r->win.tail;
         if (added)
             r->dispatched++;
         pthread_mutex_unlock(&r->mu);
@@ -479,13 +470,11 @@ oom:
 /* Marks d's window places done, drops it and reports the frontier. */
 static void settle(reactor_t *r, reactor_dispatch_t *d, int dead) {
     pthread_mutex_lock(&r->mu);
-    for (size_t i = 0; i < d->n_pos; i++)
-        sink_window_done(&r->win, d->pos[i]);
+    reactor_settle(&r->table, &r->win, d);
     if (dead)
         r->dead_lettered++;
     else
         r->delivered++;
-    reactor_table_remove(&r->table, d);
     report_locked(r);
     pthread_mutex_unlock(&r->mu);
     reactor_dispatch_free(d);

@@ -2,7 +2,8 @@
  * reactor/reactor_test.c: what reel-reactor decides without a server:
  * configuration errors (naming the app and the field), runs read from
  * their wire bytes (with and without issue 21's fields), the claimable
- * rules, dispatch ids and bodies, and the table of dispatches.
+ * rules, dispatch ids and bodies, the table of dispatches, and what may be
+ * acknowledged.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include "reactor/config.h"
 #include "reactor/dispatch.h"
 #include "reel/v1/journal.pb-c.h"
+#include "sink/window.h"
 
 #define SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 #define APP(extra)                                                          \
@@ -376,6 +378,59 @@ static void test_one_dispatch_per_id_holding_every_event(void **state) {
     assert_int_equal(t.n, 0);
 }
 
+/* ---- What may be acknowledged ------------------------------------------------- */
+
+static void test_only_settled_events_are_acknowledged(void **state) {
+    uint8_t run[512];
+    reactor_table_t t = {0};
+    sink_window_t w;
+    reactor_run_t r;
+    reactor_dispatch_t *a, *b, *c;
+    size_t n;
+    int added;
+
+    (void)state;
+    assert_int_equal(sink_window_init(&w, 3), 0);
+    /* 5: run X at epoch 1; 6: another app's, passed over; 7: run Y; 8:
+     * run X at epoch 1 again (a replay): the same dispatch as 5. */
+    n = pack_run(run, "shop", REACTOR_RUNNABLE, 1, 0, 0, 0, "");
+    assert_int_equal(reactor_run_scan(run, n, &r), 0);
+    a = reactor_hold(&t, &w, &r, 0, 5, REACTOR_RUN_CHANGED, 1, &added);
+    assert_non_null(a);
+    assert_true(added);
+    sink_window_pass(&w, 6);
+    n = pack_run(run, "shop", REACTOR_RUNNABLE, 3, 0, 0, 0, "");
+    memcpy(run + 2, "02", 2); /* another run id, same length */
+    assert_int_equal(reactor_run_scan(run, n, &r), 0);
+    b = reactor_hold(&t, &w, &r, 0, 7, REACTOR_RUN_CHANGED, 1, &added);
+    assert_non_null(b);
+    assert_true(added);
+    n = pack_run(run, "shop", REACTOR_RUNNABLE, 1, 0, 0, 0, "");
+    assert_int_equal(reactor_run_scan(run, n, &r), 0);
+    c = reactor_hold(&t, &w, &r, 0, 8, REACTOR_RUN_CHANGED, 1, &added);
+    assert_ptr_equal(c, a);
+    assert_false(added);
+    /* Three places held: the window (cap 3) is full. */
+    assert_true(sink_window_full(&w, 0, SIZE_MAX));
+    assert_int_equal(sink_window_advance(&w), 4);
+    /* Y settles first: 5 still holds the frontier below it. */
+    reactor_settle(&t, &w, b);
+    reactor_dispatch_free(b);
+    assert_int_equal(sink_window_advance(&w), 4);
+    /* Places leave from the head only: the queue stays full behind X. */
+    assert_true(sink_window_full(&w, 0, SIZE_MAX));
+    /* X settles both of its events: everything up to 8 may be acked. */
+    reactor_settle(&t, &w, a);
+    reactor_dispatch_free(a);
+    assert_int_equal(sink_window_advance(&w), 8);
+    assert_false(sink_window_full(&w, 0, SIZE_MAX));
+    assert_int_equal(t.n, 0);
+    sink_window_pass(&w, 9);
+    assert_int_equal(sink_window_advance(&w), 9);
+    reactor_table_fini(&t);
+    sink_window_fini(&w);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_defaults),
@@ -385,6 +440,7 @@ int main(void) {
         cmocka_unit_test(test_claimable_follows_the_contract),
         cmocka_unit_test(test_the_id_and_body_name_the_run),
         cmocka_unit_test(test_one_dispatch_per_id_holding_every_event),
+        cmocka_unit_test(test_only_settled_events_are_acknowledged),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
