@@ -645,6 +645,14 @@ static void finished(reactor_t *r, reactor_dispatch_t *d, CURLcode cc) {
               ra >= 0 ? " (the worker's Retry-After)" : "");
 }
 
+/* Whether every app has max_in_flight requests on the wire. */
+static int all_busy(const reactor_t *r) {
+    for (size_t i = 0; i < r->cfg->n; i++)
+        if (r->app_in_flight[i] < r->cfg->apps[i].max_in_flight)
+            return 0;
+    return 1;
+}
+
 static void *engine_main(void *arg) {
     reactor_t *r = arg;
 
@@ -658,8 +666,11 @@ static void *engine_main(void *arg) {
         stop = r->stopping;
         deadline = r->stop_deadline_ms;
         /* The table only grows at its end while the lock is out, and only
-         * this thread removes: starting under the lock is enough. */
-        for (d = r->table.first; !stop && d != NULL; d = d->next) {
+         * this thread removes: starting under the lock is enough. With
+         * every app at its max_in_flight nothing can start: a request
+         * ending wakes the loop, so the table is not walked for nothing. */
+        for (d = all_busy(r) ? NULL : r->table.first; !stop && d != NULL;
+             d = d->next) {
             if (d->in_flight)
                 continue;
             if (d->next_ms > now) {
