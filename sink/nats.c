@@ -312,7 +312,7 @@ static int sync_stream(nats_engine_t *e) {
 static int publish_next(nats_engine_t *e) {
     sink_runner_t *r = e->r;
     const sink_config_t *cfg = e->cfg;
-    sink_item_t *it = NULL; /* set whenever pos != tail; gcc -O1 cannot tell */
+    sink_item_t *it = NULL;
     uint64_t pos;
     natsMsg *m = NULL;
     jsPubOptions po;
