@@ -54,6 +54,7 @@ run_e2e() {
   REELD="$bin/api/reeld" REELCTL="$bin/cli/reelctl" \
     REEL_CONSUMER_E2E="$bin/client/consumer_e2e" \
     REEL_SINK="$bin/sink/reel-sink" REEL_NATS_DUMP="$bin/sink/nats_dump" \
+    REEL_REACTOR="$bin/reactor/reel-reactor" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$xml" tests/e2e
   local rc=$?
   [ $rc -eq 0 ] || status=1
