@@ -84,7 +84,8 @@ run_config() {
   grep -E '^//|Executed [0-9]+ out of' "$logs/bazel-$label.log" || true
   count_unit "$(bazel info "$@" bazel-testlogs 2>/dev/null)"
   if ! bazel build "$@" //api:reeld //cli:reelctl //client:consumer_e2e \
-      //sink:reel-sink //sink:nats_dump >"$logs/build-$label.log" 2>&1; then
+      //sink:reel-sink //sink:nats_dump //reactor:reel-reactor \
+      >"$logs/build-$label.log" 2>&1; then
     status=1
     cat "$logs/build-$label.log"
     failed=$((failed + 1))
