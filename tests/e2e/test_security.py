@@ -853,3 +853,55 @@ def test_a_tenants_wal_tail_holds_its_own_kv_events_as_it_named_them(secured):
     assert c == grpc.StatusCode.PERMISSION_DENIED and "consumer" in d
     c, d = code_of(lambda: next(tail(acme, "kv.::beta:orders.>")))
     assert c == grpc.StatusCode.INVALID_ARGUMENT and "reserved for tenants" in d
+
+
+def test_reel_reactor_reaches_a_tls_reeld_with_a_token_from_its_variables(tmp_path, pki):
+    from reeltest import binary
+    bin_ = binary("REEL_REACTOR", "reactor/reel-reactor")
+    if not os.path.exists(bin_):
+        pytest.skip("reel-reactor not built")
+    server = Reeld(str(tmp_path / "data"), creds=tls_creds(pki),
+                   extra=["--auth", "token", "--tls-cert", str(pki["server1.pem"]),
+                          "--tls-key", str(pki["server1.key"])]).start()
+    procs = []
+    try:
+        admin = (tmp_path / "data" / "admin.token").read_text().strip()
+        s = Secured.__new__(Secured)  # only its token maker, on this server
+        s.ch, s.admin, s.tokens = server.channel(tls_creds(pki)), admin, [admin]
+        tok, _ = s.create("default", ["wal:read", "wal:consume", "journal:read",
+                                      "kv:read", "kv:write"])
+        cfg = tmp_path / "reactor.json"
+        cfg.write_text('{"apps": [{"app": "shop", "url": "http://127.0.0.1:1/", '
+                       '"secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}]}')
+
+        def start(env, name):
+            log = tmp_path / f"{name}.log"
+            with open(log, "wb") as f:
+                p = subprocess.Popen([bin_, "--reel", server.addr, "--config", str(cfg)],
+                                     stdout=f, stderr=subprocess.STDOUT,
+                                     env=dict({"PATH": "/usr/bin:/bin"}, **env))
+            procs.append(p)
+            return log
+
+        def wait_for_text(log, text):
+            end = time.monotonic() + 20
+            while text not in log.read_text(errors="replace"):
+                assert time.monotonic() < end, log.read_text(errors="replace")
+                time.sleep(0.05)
+
+        ok = start({"REEL_TLS_CA": str(pki["ca1.pem"]), "REEL_TOKEN": tok}, "ok")
+        wait_for_text(ok, "consuming run.*.RUNNABLE as reactor")
+        procs[0].terminate()
+        assert procs[0].wait(timeout=20) == 0
+        bad = start({"REEL_TLS_CA": str(pki["ca1.pem"])}, "bad")
+        wait_for_text(bad, "UNAUTHENTICATED")
+        for log in (ok, bad):
+            assert tok not in log.read_text(errors="replace")
+        s.ch.close()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert server.stop()[0] == 0
+    assert tok not in server.log()
