@@ -467,6 +467,13 @@ reel_code_t auth_token_create(auth_t *a, const char *tenant,
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "name: %zu bytes exceeds the limit of %d",
                                strlen(name), AUTH_NAME_MAX);
+    /* It goes into logs and listings: one line, nothing that steers a
+     * terminal. */
+    for (size_t i = 0; name[i] != '\0'; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "name: byte %zu is a control character",
+                                   i);
     if (ttl_ms < 0)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "ttl_ms: %lld is negative (0: never expires)",

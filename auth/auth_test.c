@@ -219,6 +219,12 @@ static void test_bad_tenants_scopes_and_names_name_the_field(void **s) {
                                        longname, 0, tok, &info, &st),
                      REEL_INVALID_ARGUMENT);
     assert_non_null(strstr(reel_status_message(&st), "name"));
+    assert_int_equal(auth_token_create(f->auth, "a", AUTH_SCOPE(KV_READ),
+                                       "ci\nINFO forged line", 0, tok, &info,
+                                       &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st),
+                           "name: byte 2 is a control character"));
     assert_int_equal(auth_scopes_parse("scope", "kv:read,kv:nope", &sc, &st),
                      REEL_INVALID_ARGUMENT);
     assert_non_null(strstr(reel_status_message(&st), "\"kv:nope\""));
