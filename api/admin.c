@@ -29,7 +29,8 @@ static void admin_get_status(rpc_call_t *call, void *arg, const uint8_t *req,
     out.version = REEL_VERSION;
     out.format_version = STORE_FORMAT_VERSION;
     out.revision = store_revision(ctx->store);
-    out.data_dir = (char *)ctx->data_dir;
+    /* Where the data lives is an admin's business (docs/security.md). */
+    out.data_dir = api_is_admin(call) ? (char *)ctx->data_dir : "";
     out.started_at_ms = ctx->started_at_ms;
     out.uptime_ms = reel_clock_now_ms() - ctx->started_at_ms;
     out.writable = store_health(ctx->store, &health) == REEL_OK;

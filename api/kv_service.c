@@ -10,6 +10,11 @@
  * memory. WatchValues puts many watches on one call. WatchValueBatches and
  * WatchValuesBatches are the same streams with each event framed as an
  * element of a repeated field, merged into the message still queued.
+ *
+ * Tenants (api/tenant.h): each handler turns the namespace a call gives
+ * into its stored form and every namespace it answers with back into the
+ * call's own; a watch of a tenant with a prefix encodes its events for
+ * itself instead of sharing kv's encoding with other watchers.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,6 +26,7 @@
 #include "api/page.h"
 #include "api/reply.h"
 #include "api/services.h"
+#include "api/tenant.h"
 #include "api/wire.h"
 #include "kv/kv.h"
 
@@ -37,6 +43,28 @@ static void entry_to_pb(const kv_entry_t *e, Reel__V1__Entry *pb) {
     pb->revision = e->revision;
     pb->updated_at_ms = e->updated_at_ms;
     pb->writer = (char *)e->writer;
+}
+
+/* entry_to_pb() with the namespace as the call's tenant sees it. */
+static void entry_to_pb_for(rpc_call_t *call, const kv_entry_t *e,
+                            Reel__V1__Entry *pb) {
+    entry_to_pb(e, pb);
+    pb->namespace_ = (char *)api_tenant_name_out(call, pb->namespace_);
+}
+
+/* The stored form of a request's namespace; *owned is what to free. On
+ * error the call is finished. */
+static int ns_in(rpc_call_t *call, api_ctx_t *ctx, const char *field,
+                 const char *ns, const char **out, char **owned) {
+    reel_status_t st = REEL_STATUS_INIT;
+
+    if (api_tenant_name_in(call, field, ns, ctx->limits.kv.max_namespace,
+                           owned, out, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        reel_status_fini(&st);
+        return -1;
+    }
+    return 0;
 }
 
 void api_value_event_to_pb(const kv_event_t *ev, Reel__V1__ValueEvent *pb) {
@@ -83,7 +111,7 @@ static void set_done(void *arg, kv_write_result_t *res) {
         rpc_call_finish_status(call, &res->status);
         return;
     }
-    entry_to_pb(&res->entry, &entry);
+    entry_to_pb_for(call, &res->entry, &entry);
     out.entry = &entry;
     out.prev_version = res->prev_version;
     API_PACK(reel__v1__set_value_response, &out, &buf, &len);
@@ -103,7 +131,7 @@ static void delete_done(void *arg, kv_write_result_t *res) {
     }
     out.existed = res->existed;
     if (res->entry.version != 0) { /* the tombstone, new or already there */
-        entry_to_pb(&res->entry, &entry);
+        entry_to_pb_for(call, &res->entry, &entry);
         out.entry = &entry;
     }
     API_PACK(reel__v1__delete_value_response, &out, &buf, &len);
@@ -125,12 +153,15 @@ static void kv_set_value(rpc_call_t *call, void *arg, const uint8_t *req,
     Reel__V1__SetValueRequest *in =
         reel__v1__set_value_request__unpack(NULL, len, req);
     kv_write_args_t a = {0};
+    char *owned = NULL;
 
     if (in == NULL) {
         api_bad_request(call, "SetValueRequest");
         return;
     }
-    a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);
+    if (ns_in(call, ctx, "namespace", in->namespace_, &a.ns, &owned) != 0)
+        goto out;
+    a.ns_len = strlen(a.ns);
     a.key = in->key, a.key_len = strlen(in->key);
     a.value = in->value, a.value_len = strlen(in->value);
     a.writer = in->writer, a.writer_len = strlen(in->writer);
@@ -140,6 +171,8 @@ static void kv_set_value(rpc_call_t *call, void *arg, const uint8_t *req,
                         "precondition: unknown value", NULL, 0);
     else
         submit(call, ctx->kv, &a, set_done);
+out:
+    free(owned);
     reel__v1__set_value_request__free_unpacked(in, NULL);
 }
 
@@ -149,13 +182,16 @@ static void kv_delete_value(rpc_call_t *call, void *arg, const uint8_t *req,
     Reel__V1__DeleteValueRequest *in =
         reel__v1__delete_value_request__unpack(NULL, len, req);
     kv_write_args_t a = {0};
+    char *owned = NULL;
 
     if (in == NULL) {
         api_bad_request(call, "DeleteValueRequest");
         return;
     }
     a.is_delete = 1;
-    a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);
+    if (ns_in(call, ctx, "namespace", in->namespace_, &a.ns, &owned) != 0)
+        goto out;
+    a.ns_len = strlen(a.ns);
     a.key = in->key, a.key_len = strlen(in->key);
     a.writer = in->writer, a.writer_len = strlen(in->writer);
     a.expected_version = in->expected_version;
@@ -164,6 +200,8 @@ static void kv_delete_value(rpc_call_t *call, void *arg, const uint8_t *req,
                         "precondition: unknown value", NULL, 0);
     else
         submit(call, ctx->kv, &a, delete_done);
+out:
+    free(owned);
     reel__v1__delete_value_request__free_unpacked(in, NULL);
 }
 
@@ -201,13 +239,19 @@ static void kv_get_value(rpc_call_t *call, void *arg, const uint8_t *req,
     reel_code_t rc;
     uint8_t *buf;
     size_t blen;
+    const char *ns;
+    char *owned = NULL;
 
     if (in == NULL) {
         api_bad_request(call, "GetValueRequest");
         return;
     }
-    rc = kv_get(ctx->kv, in->namespace_, strlen(in->namespace_), in->key,
-                strlen(in->key), &e, &st);
+    if (ns_in(call, ctx, "namespace", in->namespace_, &ns, &owned) != 0) {
+        reel__v1__get_value_request__free_unpacked(in, NULL);
+        return;
+    }
+    rc = kv_get(ctx->kv, ns, strlen(ns), in->key, strlen(in->key), &e, &st);
+    free(owned);
     reel__v1__get_value_request__free_unpacked(in, NULL);
     if (rc != REEL_OK && rc != REEL_NOT_FOUND) {
         rpc_call_finish_status(call, &st);
@@ -216,7 +260,7 @@ static void kv_get_value(rpc_call_t *call, void *arg, const uint8_t *req,
     }
     out.found = rc == REEL_OK;
     if (e.version != 0) { /* live, or a tombstone */
-        entry_to_pb(&e, &entry);
+        entry_to_pb_for(call, &e, &entry);
         out.entry = &entry;
     }
     API_PACK(reel__v1__get_value_response, &out, &buf, &blen);
@@ -239,12 +283,15 @@ static void kv_list_values(rpc_call_t *call, void *arg, const uint8_t *req,
     size_t n = 0, blen;
     uint8_t *buf = NULL;
     int more = 0;
+    char *owned = NULL;
 
     if (in == NULL) {
         api_bad_request(call, "ListValuesRequest");
         return;
     }
-    a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);
+    if (ns_in(call, ctx, "namespace", in->namespace_, &a.ns, &owned) != 0)
+        goto out;
+    a.ns_len = strlen(a.ns);
     a.prefix = in->prefix, a.prefix_len = strlen(in->prefix);
     a.start_after = in->start_after, a.start_after_len = strlen(in->start_after);
     a.limit = in->limit;
@@ -261,7 +308,7 @@ static void kv_list_values(rpc_call_t *call, void *arg, const uint8_t *req,
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        entry_to_pb(&es[i], &pbs[i]);
+        entry_to_pb_for(call, &es[i], &pbs[i]);
         ptrs[i] = &pbs[i];
     }
     out.n_entries = n;
@@ -276,6 +323,7 @@ out:
     free(es);
     free(pbs);
     free(ptrs);
+    free(owned);
     reel_status_fini(&st);
     reel__v1__list_values_request__free_unpacked(in, NULL);
 }
@@ -294,12 +342,16 @@ static void kv_value_history(rpc_call_t *call, void *arg, const uint8_t *req,
     size_t n = 0, blen;
     uint8_t *buf = NULL;
     int more = 0;
+    const char *ns;
+    char *owned = NULL;
 
     if (in == NULL) {
         api_bad_request(call, "ValueHistoryRequest");
         return;
     }
-    if (kv_history(ctx->kv, in->namespace_, strlen(in->namespace_), in->key,
+    if (ns_in(call, ctx, "namespace", in->namespace_, &ns, &owned) != 0)
+        goto out;
+    if (kv_history(ctx->kv, ns, strlen(ns), in->key,
                    strlen(in->key), in->from_version, in->limit, &page, &evs,
                    &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
@@ -313,6 +365,8 @@ static void kv_value_history(rpc_call_t *call, void *arg, const uint8_t *req,
     }
     for (size_t i = 0; i < n; i++) {
         api_value_event_to_pb(&evs[i], &pbs[i]);
+        pbs[i].namespace_ =
+            (char *)api_tenant_name_out(call, pbs[i].namespace_);
         ptrs[i] = &pbs[i];
     }
     out.n_events = n;
@@ -327,6 +381,7 @@ out:
     free(evs);
     free(pbs);
     free(ptrs);
+    free(owned);
     reel_status_fini(&st);
     reel__v1__value_history_request__free_unpacked(in, NULL);
 }
@@ -337,6 +392,7 @@ typedef struct watch_call {
     rpc_call_t *call;
     kv_watch_t *watch;
     int batched; /* WatchValueBatches: events are ValueEventBatch.events */
+    int scoped;  /* a tenant with a prefix: events encoded for this call */
 } watch_call_t;
 
 /* Encodes ev once into the cache kv shares among the watchers it reaches. */
@@ -352,20 +408,48 @@ static int watch_deliver_encode(const kv_event_t *ev, kv_sink_cache_t *c) {
     return 0;
 }
 
+/*
+ * A tenant's watch sees its namespace without its prefix: its own
+ * encoding, in *own (the caller frees own->bytes), instead of kv's shared
+ * one. Returns the encoding to send, or NULL out of memory.
+ */
+static const kv_sink_cache_t *encode_for(rpc_call_t *call, int scoped,
+                                         const kv_event_t *ev,
+                                         kv_sink_cache_t *cache,
+                                         kv_sink_cache_t *own) {
+    Reel__V1__ValueEvent pb;
+
+    if (!scoped) {
+        if (cache->bytes == NULL && watch_deliver_encode(ev, cache) != 0)
+            return NULL;
+        return cache;
+    }
+    api_value_event_to_pb(ev, &pb);
+    pb.namespace_ = (char *)api_tenant_name_out(call, pb.namespace_);
+    own->len = reel__v1__value_event__get_packed_size(&pb);
+    if ((own->bytes = malloc(own->len ? own->len : 1)) == NULL)
+        return NULL;
+    reel__v1__value_event__pack(&pb, own->bytes);
+    return own;
+}
+
 /* Writer or pump thread: encode once per event, share across watchers. */
 static int watch_deliver(void *arg, const kv_event_t *ev,
-                         kv_sink_cache_t *cache) {
+                         kv_sink_cache_t *shared) {
     watch_call_t *wc = arg;
+    kv_sink_cache_t own = {0};
+    const kv_sink_cache_t *cache =
+        encode_for(wc->call, wc->scoped, ev, shared, &own);
+    int rc;
 
-    if (cache->bytes == NULL && watch_deliver_encode(ev, cache) != 0)
+    if (cache == NULL)
         return 1;
-    if (wc->batched)
-        return api_send_element(wc->call, NULL, 0, cache->bytes,
-                                cache->len) == REEL_OK
-                   ? 0
-                   : 1;
-    return rpc_call_send(wc->call, cache->bytes, cache->len) == REEL_OK ? 0
-                                                                       : 1;
+    rc = wc->batched ? api_send_element(wc->call, NULL, 0, cache->bytes,
+                                        cache->len) != REEL_OK
+                     : rpc_call_send(wc->call, cache->bytes, cache->len) !=
+                           REEL_OK;
+    free(own.bytes);
+    return rc;
 }
 
 static void watch_end(void *arg, const reel_status_t *st) {
@@ -422,12 +506,15 @@ static void watch_value_start(rpc_call_t *call, api_ctx_t *ctx,
     reel_status_t st = REEL_STATUS_INIT;
     kv_watch_args_t a = {0};
     watch_call_t *wc;
+    char *owned = NULL;
 
     if (in == NULL) {
         api_bad_request(call, "WatchValueRequest");
         return;
     }
-    a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);
+    if (ns_in(call, ctx, "namespace", in->namespace_, &a.ns, &owned) != 0)
+        goto out;
+    a.ns_len = strlen(a.ns);
     a.key = in->key, a.key_len = strlen(in->key);
     a.start = (kv_watch_start_t)in->start;
     a.from_version = in->from_version;
@@ -439,6 +526,7 @@ static void watch_value_start(rpc_call_t *call, api_ctx_t *ctx,
     }
     wc->call = call;
     wc->batched = batched;
+    wc->scoped = api_tenant_scoped(call) != NULL;
     if (kv_watch_create(ctx->kv, &a, &watch_sink, wc, &wc->watch, &st) !=
         REEL_OK) {
         free(wc);
@@ -454,6 +542,7 @@ static void watch_value_start(rpc_call_t *call, api_ctx_t *ctx,
     kv_watch_pump(wc->watch);
     rpc_call_unref(call);
 out:
+    free(owned);
     reel_status_fini(&st);
     reel__v1__watch_value_request__free_unpacked(in, NULL);
 }
@@ -483,6 +572,7 @@ typedef struct multi_item {
 struct multi_watch {
     rpc_call_t *call;
     int batched; /* WatchValuesBatches */
+    int scoped;  /* a tenant with a prefix: events encoded for this call */
     size_t n;
     atomic_size_t next; /* where the next drain starts: no watch starves */
     multi_item_t items[];
@@ -498,16 +588,21 @@ struct multi_watch {
  * WatchValuesEventBatch.events.
  */
 static int multi_deliver_group(void *const *args, size_t n,
-                               const kv_event_t *ev, kv_sink_cache_t *cache) {
+                               const kv_event_t *ev, kv_sink_cache_t *shared) {
     multi_item_t *first = args[0];
     uint8_t small[256], *head = small;
     size_t cap = 24 + 5 * n, len = 0, packed = 0;
+    kv_sink_cache_t own = {0};
+    const kv_sink_cache_t *cache =
+        encode_for(first->m->call, first->m->scoped, ev, shared, &own);
     int rc;
 
-    if (cache->bytes == NULL && watch_deliver_encode(ev, cache) != 0)
+    if (cache == NULL)
         return 1;
-    if (cap > sizeof(small) && (head = malloc(cap)) == NULL)
+    if (cap > sizeof(small) && (head = malloc(cap)) == NULL) {
+        free(own.bytes);
         return 1;
+    }
     if (first->index > 0) {
         head[len++] = 0x08; /* field 1, varint */
         len += api_wire_put_varint(head + len, first->index);
@@ -531,6 +626,7 @@ static int multi_deliver_group(void *const *args, size_t n,
                             cache->len);
     if (head != small)
         free(head);
+    free(own.bytes);
     return rc == REEL_OK ? 0 : 1;
 }
 
@@ -607,6 +703,7 @@ static void watch_values_start(rpc_call_t *call, api_ctx_t *ctx,
         reel__v1__watch_values_request__unpack(NULL, len, req);
     reel_status_t st = REEL_STATUS_INIT;
     multi_watch_t *m = NULL;
+    reel_code_t rc;
 
     if (in == NULL) {
         api_bad_request(call, "WatchValuesRequest");
@@ -628,11 +725,18 @@ static void watch_values_start(rpc_call_t *call, api_ctx_t *ctx,
     }
     m->call = call;
     m->batched = batched;
+    m->scoped = api_tenant_scoped(call) != NULL;
     for (size_t i = 0; i < in->n_watches; i++) {
         const Reel__V1__WatchValueRequest *w = in->watches[i];
         kv_watch_args_t a = {0};
+        char field[48], *owned = NULL;
 
-        a.ns = w->namespace_, a.ns_len = strlen(w->namespace_);
+        snprintf(field, sizeof(field), "watches[%zu].namespace", i);
+        if (ns_in(call, ctx, field, w->namespace_, &a.ns, &owned) != 0) {
+            multi_cleanup(m);
+            goto out;
+        }
+        a.ns_len = strlen(a.ns);
         a.key = w->key, a.key_len = strlen(w->key);
         a.start = (kv_watch_start_t)w->start;
         a.from_version = w->from_version;
@@ -640,8 +744,10 @@ static void watch_values_start(rpc_call_t *call, api_ctx_t *ctx,
         a.group = in->coalesce ? m : NULL;
         m->items[i].m = m;
         m->items[i].index = (uint32_t)i;
-        if (kv_watch_create(ctx->kv, &a, &multi_sink, &m->items[i],
-                            &m->items[i].watch, &st) != REEL_OK) {
+        rc = kv_watch_create(ctx->kv, &a, &multi_sink, &m->items[i],
+                             &m->items[i].watch, &st);
+        free(owned);
+        if (rc != REEL_OK) {
             char msg[1024];
 
             snprintf(msg, sizeof(msg), "watches[%zu]: %s", i,

@@ -4,6 +4,7 @@
  * Start-up: parse flags (one table: each has an environment equivalent; a
  * flag wins), open the store with every module's column families, start
  * the modules (one table too: adding one is a line in it), listen.
+ * SIGHUP reloads the TLS certificates (new connections use them).
  * Shutdown on SIGTERM or SIGINT: stop accepting calls and end open streams
  * with UNAVAILABLE, let in-flight calls finish (their writes commit), close
  * the store, exit 0.
@@ -25,6 +26,7 @@
 
 #include <grpc/grpc.h>
 
+#include "api/exposure.h"
 #include "api/grpc_init.h"
 #include "api/rpc.h"
 #include "api/services.h"
@@ -49,6 +51,9 @@ typedef struct config {
     size_t write_queue;
     int keepalive_time_ms, keepalive_timeout_ms;
     api_limits_t limits;
+    const char *auth; /* "none" or "token" */
+    const char *tls_cert, *tls_key, *tls_client_ca; /* "" = none */
+    int insecure;
 } config_t;
 
 /*
@@ -58,6 +63,7 @@ typedef struct config {
  * Adding a module is one line here (see docs/architecture.md).
  */
 static const api_module_t *const modules[] = {
+    &api_auth_module, /* first: tokens are checked from the first call */
     &api_kv_module,
     &api_journal_module,
     &api_signals_module, /* after the journal: it reads and writes runs */
@@ -125,6 +131,7 @@ typedef enum flag_kind {
     FLAG_NUMBER,   /* a decimal integer in min..max */
     FLAG_DURATION, /* 500ms, 30s, 10m, 2h, 7d or plain seconds, in ms, in
                       min..max (max 0: any positive duration) */
+    FLAG_SWITCH,   /* no argument: on when given; its variable is 1/0 */
 } flag_kind_t;
 
 typedef struct flag {
@@ -194,6 +201,19 @@ static const flag_t flags[] = {
      "a durable consumer keeps events past the retention limits while its "
      "unacknowledged events take at most N bytes; past that it is "
      "invalidated"},
+    /* Security (docs/security.md). */
+    {"auth", "REEL_AUTH", "MODE", FLAG_TEXT, "none", 0, 0, 0, FIELD(auth),
+     "none, or token: every call needs a bearer token"},
+    {"tls-cert", "REEL_TLS_CERT", "FILE", FLAG_TEXT, "", 0, 0, 0,
+     FIELD(tls_cert), "serve TLS with this PEM certificate chain"},
+    {"tls-key", "REEL_TLS_KEY", "FILE", FLAG_TEXT, "", 0, 0, 0,
+     FIELD(tls_key), "the PEM private key of --tls-cert"},
+    {"tls-client-ca", "REEL_TLS_CLIENT_CA", "FILE", FLAG_TEXT, "", 0, 0, 0,
+     FIELD(tls_client_ca),
+     "require client certificates signed by this CA (mTLS)"},
+    {"insecure", "REEL_INSECURE", "", FLAG_SWITCH, NULL, 0, 0, 1,
+     FIELD(insecure),
+     "serve a non-loopback address without token auth or TLS"},
 };
 
 #define N_FLAGS (sizeof(flags) / sizeof(*flags))
@@ -265,6 +285,13 @@ static int flag_set(const flag_t *f, const char *s, config_t *cfg) {
     case FLAG_TEXT:
         memcpy((char *)cfg + f->off, &s, sizeof(s));
         return 0;
+    case FLAG_SWITCH:
+        if (strcmp(s, "1") != 0 && strcmp(s, "0") != 0) {
+            fprintf(stderr, "reeld: %s: \"%s\" is not 1 or 0\n", f->env, s);
+            return -1;
+        }
+        v = s[0] == '1';
+        break;
     case FLAG_NUMBER:
         errno = 0;
         v = strtoll(s, &end, 10);
@@ -313,7 +340,10 @@ static void usage(FILE *out) {
         int n = fprintf(out, "  --%s %s", f->name, f->arg);
 
         if (f->kind == FLAG_TEXT)
-            snprintf(def, sizeof(def), "%s", f->text_default);
+            snprintf(def, sizeof(def), "%s",
+                     *f->text_default ? f->text_default : "none");
+        else if (f->kind == FLAG_SWITCH)
+            snprintf(def, sizeof(def), "off");
         else if (f->kind == FLAG_DURATION)
             format_duration(f->def, def, sizeof(def));
         else
@@ -332,8 +362,11 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     int c;
 
     for (size_t i = 0; i < N_FLAGS; i++) {
-        opts[i] = (struct option){flags[i].name, required_argument, NULL,
-                                  256 + (int)i};
+        opts[i] = (struct option){flags[i].name,
+                                  flags[i].kind == FLAG_SWITCH
+                                      ? no_argument
+                                      : required_argument,
+                                  NULL, 256 + (int)i};
         given[i] = getenv(flags[i].env);
     }
     opts[N_FLAGS] = (struct option){"help", no_argument, NULL, 'h'};
@@ -341,7 +374,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     opts[N_FLAGS + 2] = (struct option){NULL, 0, NULL, 0};
     while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
         if (c >= 256 && c < 256 + (int)N_FLAGS) {
-            given[c - 256] = optarg;
+            given[c - 256] = flags[c - 256].kind == FLAG_SWITCH ? "1" : optarg;
             continue;
         }
         switch (c) {
@@ -386,6 +419,21 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         if (cfg->max_message_bytes < need + 65536)
             cfg->max_message_bytes = need + 65536;
     }
+    if (strcmp(cfg->auth, "none") != 0 && strcmp(cfg->auth, "token") != 0) {
+        fprintf(stderr, "reeld: --auth: \"%s\" is not none or token\n",
+                cfg->auth);
+        return -1;
+    }
+    if (!*cfg->tls_cert != !*cfg->tls_key) {
+        fprintf(stderr, "reeld: --tls-cert and --tls-key go together: "
+                        "give both or neither\n");
+        return -1;
+    }
+    if (*cfg->tls_client_ca && !*cfg->tls_cert) {
+        fprintf(stderr, "reeld: --tls-client-ca needs --tls-cert and "
+                        "--tls-key (mTLS is TLS first)\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -399,6 +447,7 @@ int main(int argc, char **argv) {
     store_t *store = NULL;
     rpc_server_t *srv = NULL;
     char data_dir[PATH_MAX];
+    char why[512];
     sigset_t sigs;
     int sig = 0, rc = 1;
     int64_t t0 = reel_clock_mono_ns();
@@ -429,6 +478,7 @@ int main(int argc, char **argv) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP); /* reload the TLS certificates */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -449,6 +499,14 @@ int main(int argc, char **argv) {
     ropts.max_response_bytes = cfg.max_response_bytes;
     ropts.keepalive_time_ms = cfg.keepalive_time_ms;
     ropts.keepalive_timeout_ms = cfg.keepalive_timeout_ms;
+    ropts.tls_cert = cfg.tls_cert;
+    ropts.tls_key = cfg.tls_key;
+    ropts.tls_client_ca = cfg.tls_client_ca;
+    ctx.auth_token = strcmp(cfg.auth, "token") == 0;
+    if (ctx.auth_token) {
+        ropts.authorize = api_authorize;
+        ropts.authorize_arg = &ctx;
+    }
     srv = rpc_server_create(&ropts);
     ctx.server = srv;
     if (srv == NULL || api_health_register(srv, &ctx) != 0 ||
@@ -461,6 +519,17 @@ int main(int argc, char **argv) {
         REEL_ERROR("reeld", "%s", reel_status_message(&st));
         goto out;
     }
+    if (api_check_exposure(cfg.listen, strcmp(cfg.auth, "token") == 0,
+                           *cfg.tls_cert != '\0', cfg.insecure, why,
+                           sizeof(why)) != 0) {
+        REEL_ERROR("reeld", "refusing to start: %s", why);
+        rc = 2;
+        goto out;
+    }
+    if (cfg.insecure &&
+        api_check_exposure(cfg.listen, strcmp(cfg.auth, "token") == 0,
+                           *cfg.tls_cert != '\0', 0, why, sizeof(why)) != 0)
+        REEL_WARN("reeld", "--insecure given: serving anyway (%s)", why);
 
     sopts.data_dir = cfg.data_dir;
     sopts.cfs = ctx.modules.cfs;
@@ -481,6 +550,7 @@ int main(int argc, char **argv) {
 
     ctx.store = store;
     ctx.limits = cfg.limits;
+    ctx.data_dir = data_dir; /* the first admin token's file goes there */
     if (api_modules_start(&ctx, &st) != REEL_OK ||
         (ctx.timers = api_timers_create()) == NULL) {
         REEL_ERROR("reeld", "cannot start: %s",
@@ -497,13 +567,37 @@ int main(int argc, char **argv) {
         goto out;
     }
     REEL_INFO("reeld",
-              "reeld %s serving on %s (data dir %s, revision %llu) after "
+              "reeld %s serving on %s%s%s (data dir %s, revision %llu) after "
               "%lld ms",
-              REEL_VERSION, cfg.listen, data_dir,
+              REEL_VERSION, cfg.listen,
+              !*cfg.tls_cert        ? ""
+              : *cfg.tls_client_ca ? " with mTLS"
+                                   : " with TLS",
+              strcmp(cfg.auth, "token") != 0 ? ""
+              : *cfg.tls_cert                ? " and token auth"
+                                             : " with token auth",
+              data_dir,
               (unsigned long long)store_revision(store),
               (long long)((reel_clock_mono_ns() - t0) / 1000000));
 
-    while (sigwait(&sigs, &sig) != 0) {
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            break;
+        if (!*cfg.tls_cert)
+            REEL_INFO("reeld", "received SIGHUP: no TLS to reload");
+        else if (rpc_server_reload_tls(srv, &st) != REEL_OK)
+            REEL_ERROR("reeld",
+                       "received SIGHUP: TLS not reloaded, the previous "
+                       "certificates still serve: %s",
+                       reel_status_message(&st));
+        else
+            REEL_INFO("reeld",
+                      "received SIGHUP: TLS certificates reloaded from %s "
+                      "(new connections use them)",
+                      cfg.tls_cert);
+        reel_status_fini(&st);
     }
     REEL_INFO("reeld", "received %s: shutting down",
               sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -22,6 +22,13 @@
  * send batch in flight. The last reference frees it. The server keeps every
  * live call in a list so stopping can end open streams.
  *
+ * TLS: the port's credentials take their certificates from a config
+ * fetcher, which gRPC calls at each new connection's handshake. The
+ * fetcher hands over a config rpc_server_reload_tls() prepared (checked
+ * with OpenSSL first, so a bad file on SIGHUP leaves the old certificates
+ * serving) or says "unchanged": reloading never drops the listener or an
+ * open connection.
+ *
  * Sending: messages wait in a bounded FIFO of byte buffers; at most one
  * SEND_MESSAGE batch is in flight. The first batch also carries the initial
  * metadata, and the status rides in the same batch as the last message when
@@ -29,6 +36,7 @@
  */
 #include "api/rpc.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -43,6 +51,11 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include "api/wire.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -55,6 +68,7 @@
 #define DEFAULT_KEEPALIVE_TIMEOUT_MS 10000
 #define REQUESTS_PER_METHOD 8
 #define MAX_METHODS 128
+#define TLS_FILE_MAX (1u << 20) /* a PEM file larger than this is refused */
 
 enum { TAG_NEW_CALL, TAG_CLOSE, TAG_SEND, TAG_SHUTDOWN, TAG_WAKE, TAG_PUMP };
 
@@ -120,6 +134,11 @@ struct rpc_call {
     rpc_drain_fn drain_fn;
     void *drain_arg;
 
+    void *principal;   /* from the authorize hook; freed with the call */
+    int forced;        /* rpc_server_end_calls: finish with these */
+    reel_code_t forced_code;
+    char *forced_msg;
+
     rpc_call_t *prev, *next; /* srv->calls, under srv->mu */
 };
 
@@ -143,6 +162,12 @@ struct rpc_server {
     atomic_int stopping;
     int shutdown_done;
     rpc_call_t *calls;
+
+    /* TLS (tls_cert set): the config the fetcher hands over next, or
+     * NULL when it has nothing new. */
+    char *tls_cert, *tls_key, *tls_client_ca;
+    pthread_mutex_t tls_mu;
+    grpc_ssl_server_certificate_config *tls_next;
 };
 
 /* ---- Calls -------------------------------------------------------------- */
@@ -201,6 +226,8 @@ static void call_destroy(rpc_call_t *c) {
     grpc_call_unref(c->call);
     pthread_mutex_destroy(&c->mu);
     free(c->path);
+    free(c->principal);
+    free(c->forced_msg);
     free(c);
 }
 
@@ -513,6 +540,12 @@ void rpc_call_finish(rpc_call_t *c, reel_code_t code, const char *msg,
         pthread_mutex_unlock(&c->mu);
         return;
     }
+    if (c->forced) {
+        code = c->forced_code;
+        msg = c->forced_msg;
+        resp = NULL;
+        len = 0;
+    }
     c->finished = 1;
     c->code = (grpc_status_code)reel_code_grpc(code);
     c->details = grpc_slice_from_copied_string(msg ? msg
@@ -608,6 +641,72 @@ int64_t rpc_call_deadline_ns(rpc_call_t *c) { return c->deadline_ns; }
 
 const char *rpc_call_method(rpc_call_t *c) { return c->path; }
 
+const void *rpc_call_principal(rpc_call_t *c) { return c->principal; }
+
+const rpc_method_t *rpc_server_methods(rpc_server_t *srv, size_t *n) {
+    *n = (size_t)srv->n_methods;
+    return srv->methods;
+}
+
+size_t rpc_server_end_calls(rpc_server_t *srv, rpc_match_fn match, void *arg,
+                            reel_code_t code, const char *msg) {
+    rpc_call_t **hit = NULL;
+    size_t n = 0, cap = 0, ended = 0;
+
+    /* Take a reference on each matching call under the server's lock, so
+     * none is freed while its hook runs outside it. */
+    pthread_mutex_lock(&srv->mu);
+    for (rpc_call_t *c = srv->calls; c != NULL; c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        if (c->refs > 0 && !c->finished && !c->cancel_fired &&
+            c->cancel_fn != NULL && match(c->principal, arg)) {
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 16;
+                rpc_call_t **nl = realloc(hit, ncap * sizeof(*nl));
+
+                if (nl == NULL) {
+                    pthread_mutex_unlock(&c->mu);
+                    break;
+                }
+                hit = nl;
+                cap = ncap;
+            }
+            c->refs++;
+            hit[n++] = c;
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_unlock(&srv->mu);
+
+    for (size_t i = 0; i < n; i++) {
+        rpc_call_t *c = hit[i];
+        rpc_cancel_fn fn = NULL;
+        void *carg = NULL;
+        char *m = strdup(msg);
+
+        pthread_mutex_lock(&c->mu);
+        if (!c->finished && !c->cancel_fired && c->cancel_fn != NULL &&
+            m != NULL) {
+            c->cancel_fired = 1;
+            c->forced = 1;
+            c->forced_code = code;
+            c->forced_msg = m;
+            m = NULL;
+            fn = c->cancel_fn;
+            carg = c->cancel_arg;
+        }
+        pthread_mutex_unlock(&c->mu);
+        free(m);
+        if (fn != NULL) {
+            fn(c, carg, code);
+            ended++;
+        }
+        call_unref(c);
+    }
+    free(hit);
+    return ended;
+}
+
 /* ---- New calls ---------------------------------------------------------- */
 
 static int post_request(rpc_server_t *srv, int method);
@@ -621,6 +720,27 @@ static char *slice_to_str(grpc_slice s) {
         p[n] = '\0';
     }
     return p;
+}
+
+/* The authorize hook on the call's "authorization" metadata (the first,
+ * if a client sent several). */
+static reel_code_t authorize(rpc_server_t *srv, rpc_call_t *c,
+                             reel_status_t *st) {
+    const char *val = NULL;
+    size_t len = 0;
+
+    for (size_t i = 0; i < c->md.count; i++) {
+        grpc_slice k = c->md.metadata[i].key;
+
+        if (GRPC_SLICE_LENGTH(k) == 13 &&
+            memcmp(GRPC_SLICE_START_PTR(k), "authorization", 13) == 0) {
+            val = (const char *)GRPC_SLICE_START_PTR(c->md.metadata[i].value);
+            len = GRPC_SLICE_LENGTH(c->md.metadata[i].value);
+            break;
+        }
+    }
+    return srv->opts.authorize(srv->opts.authorize_arg, c->path, val, len,
+                               &c->principal, st);
 }
 
 static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
@@ -698,7 +818,11 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     }
     free(p);
 
-    if (c->method == NULL) {
+    if (c->method != NULL && srv->opts.authorize != NULL &&
+        authorize(srv, c, &bad) != REEL_OK) {
+        rpc_call_finish_status(c, &bad);
+        reel_status_fini(&bad);
+    } else if (c->method == NULL) {
         char msg[512];
 
         snprintf(msg, sizeof(msg), "unknown method %s", c->path);
@@ -747,6 +871,203 @@ static int post_request(rpc_server_t *srv, int method) {
         return -1;
     }
     return 0;
+}
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+/* The whole of path, NUL-terminated, into *out (malloc'd). */
+static reel_code_t tls_read_file(const char *flag, const char *path,
+                                 char **out, reel_status_t *st) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0;
+    reel_code_t rc = REEL_OK;
+
+    *out = NULL;
+    if (f == NULL)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT, "%s %s: cannot open: %s",
+                               flag, path, strerror(errno));
+    if ((buf = malloc(TLS_FILE_MAX + 1)) == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    n = fread(buf, 1, TLS_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        rc = reel_status_set(st, REEL_INVALID_ARGUMENT, "%s %s: cannot read",
+                             flag, path);
+        goto out;
+    }
+    if (n > TLS_FILE_MAX) {
+        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                             "%s %s: larger than the limit of %u bytes", flag,
+                             path, TLS_FILE_MAX);
+        goto out;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    buf = NULL;
+out:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+/*
+ * Checks the PEM texts the way the handshake will use them, so a bad file
+ * is an error now (at start, or on SIGHUP) rather than at each client's
+ * handshake. The key itself never goes into a message.
+ */
+static reel_code_t tls_check(const rpc_server_t *srv, const char *cert,
+                             const char *key, const char *ca,
+                             reel_status_t *st) {
+    BIO *b = NULL;
+    X509 *x = NULL;
+    EVP_PKEY *k = NULL;
+    reel_code_t rc = REEL_OK;
+
+    b = BIO_new_mem_buf(cert, -1);
+    if (b == NULL || (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL) {
+        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                             "--tls-cert %s: no PEM certificate in it",
+                             srv->tls_cert);
+        goto out;
+    }
+    BIO_free(b);
+    b = BIO_new_mem_buf(key, -1);
+    if (b == NULL ||
+        (k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)) == NULL) {
+        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                             "--tls-key %s: no PEM private key in it (an "
+                             "encrypted key is not supported)",
+                             srv->tls_key);
+        goto out;
+    }
+    if (X509_check_private_key(x, k) != 1) {
+        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                             "--tls-key %s does not match the certificate of "
+                             "--tls-cert %s",
+                             srv->tls_key, srv->tls_cert);
+        goto out;
+    }
+    if (ca != NULL) {
+        X509 *c;
+
+        BIO_free(b);
+        b = BIO_new_mem_buf(ca, -1);
+        if (b == NULL || (c = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL) {
+            rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                 "--tls-client-ca %s: no PEM certificate in "
+                                 "it",
+                                 srv->tls_client_ca);
+            goto out;
+        }
+        X509_free(c);
+    }
+out:
+    ERR_clear_error();
+    EVP_PKEY_free(k);
+    X509_free(x);
+    BIO_free(b);
+    return rc;
+}
+
+/* Reads and checks the TLS files into a new config. */
+static reel_code_t tls_load(const rpc_server_t *srv,
+                            grpc_ssl_server_certificate_config **out,
+                            reel_status_t *st) {
+    char *cert = NULL, *key = NULL, *ca = NULL;
+    grpc_ssl_pem_key_cert_pair pair;
+    reel_code_t rc;
+
+    *out = NULL;
+    if ((rc = tls_read_file("--tls-cert", srv->tls_cert, &cert, st)) !=
+            REEL_OK ||
+        (rc = tls_read_file("--tls-key", srv->tls_key, &key, st)) != REEL_OK)
+        goto out;
+    if (srv->tls_client_ca != NULL &&
+        (rc = tls_read_file("--tls-client-ca", srv->tls_client_ca, &ca,
+                            st)) != REEL_OK)
+        goto out;
+    if ((rc = tls_check(srv, cert, key, ca, st)) != REEL_OK)
+        goto out;
+    pair.private_key = key;
+    pair.cert_chain = cert;
+    /* gRPC copies the texts. Its fetcher path asserts that a config has
+     * root certificates even when client certificates are not requested
+     * (and so never checked against them): the server's own chain stands
+     * in then. */
+    *out = grpc_ssl_server_certificate_config_create(ca ? ca : cert, &pair,
+                                                     1);
+    if (*out == NULL)
+        rc = reel_status_set(st, REEL_INTERNAL,
+                             "gRPC refused the TLS certificate config");
+out:
+    if (key != NULL) /* wipe the private key's copy */
+        memset(key, 0, strlen(key));
+    free(cert);
+    free(key);
+    free(ca);
+    return rc;
+}
+
+/* gRPC's config fetcher: at each new connection's handshake. */
+static grpc_ssl_certificate_config_reload_status
+tls_fetch(void *arg, grpc_ssl_server_certificate_config **config) {
+    rpc_server_t *srv = arg;
+    grpc_ssl_certificate_config_reload_status r =
+        GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+
+    pthread_mutex_lock(&srv->tls_mu);
+    if (srv->tls_next != NULL) {
+        *config = srv->tls_next; /* gRPC owns it now */
+        srv->tls_next = NULL;
+        r = GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+    }
+    pthread_mutex_unlock(&srv->tls_mu);
+    return r;
+}
+
+reel_code_t rpc_server_reload_tls(rpc_server_t *srv, reel_status_t *st) {
+    grpc_ssl_server_certificate_config *cfg;
+    reel_code_t rc;
+
+    if (srv->tls_cert == NULL)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "the server has no TLS (--tls-cert)");
+    if ((rc = tls_load(srv, &cfg, st)) != REEL_OK)
+        return rc;
+    pthread_mutex_lock(&srv->tls_mu);
+    if (srv->tls_next != NULL)
+        grpc_ssl_server_certificate_config_destroy(srv->tls_next);
+    srv->tls_next = cfg;
+    pthread_mutex_unlock(&srv->tls_mu);
+    return REEL_OK;
+}
+
+/* The port's credentials: insecure, or TLS through tls_fetch. */
+static reel_code_t server_creds(rpc_server_t *srv,
+                                grpc_server_credentials **out,
+                                reel_status_t *st) {
+    grpc_ssl_server_credentials_options *o;
+    reel_code_t rc;
+
+    *out = NULL;
+    if (srv->tls_cert == NULL) {
+        *out = grpc_insecure_server_credentials_create();
+        return REEL_OK;
+    }
+    if ((rc = rpc_server_reload_tls(srv, st)) != REEL_OK)
+        return rc;
+    o = grpc_ssl_server_credentials_create_options_using_config_fetcher(
+        srv->tls_client_ca != NULL
+            ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+            : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
+        tls_fetch, srv);
+    if (o == NULL || (*out = grpc_ssl_server_credentials_create_with_options(
+                          o)) == NULL)
+        return reel_status_set(st, REEL_INTERNAL,
+                               "gRPC refused the TLS credentials");
+    return REEL_OK;
 }
 
 /* ---- The server --------------------------------------------------------- */
@@ -812,6 +1133,14 @@ rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts) {
         srv->opts.keepalive_timeout_ms = DEFAULT_KEEPALIVE_TIMEOUT_MS;
     srv->listen = strdup(opts->listen ? opts->listen : "127.0.0.1:7878");
     srv->opts.listen = srv->listen;
+    if (opts->tls_cert != NULL && *opts->tls_cert) {
+        srv->tls_cert = strdup(opts->tls_cert);
+        srv->tls_key = strdup(opts->tls_key ? opts->tls_key : "");
+        if (opts->tls_client_ca != NULL && *opts->tls_client_ca)
+            srv->tls_client_ca = strdup(opts->tls_client_ca);
+    }
+    srv->opts.tls_cert = srv->opts.tls_key = srv->opts.tls_client_ca = NULL;
+    pthread_mutex_init(&srv->tls_mu, NULL);
     pthread_mutex_init(&srv->mu, NULL);
     {
         pthread_condattr_t ca;
@@ -836,6 +1165,7 @@ reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st) {
     grpc_arg args[6];
     grpc_channel_args chargs;
     grpc_server_credentials *creds;
+    reel_code_t rc;
 
     if (srv->bound)
         return REEL_OK;
@@ -883,7 +1213,8 @@ reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st) {
                                    srv->methods[i].path);
     }
     /* gRPC binds and listens here; it accepts nothing before start. */
-    creds = grpc_insecure_server_credentials_create();
+    if ((rc = server_creds(srv, &creds, st)) != REEL_OK)
+        return rc;
     srv->port = grpc_server_add_http2_port(srv->server, srv->listen, creds);
     grpc_server_credentials_release(creds);
     if (srv->port == 0)
@@ -1078,5 +1409,11 @@ void rpc_server_destroy(rpc_server_t *srv) {
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv->listen);
+    if (srv->tls_next != NULL)
+        grpc_ssl_server_certificate_config_destroy(srv->tls_next);
+    pthread_mutex_destroy(&srv->tls_mu);
+    free(srv->tls_cert);
+    free(srv->tls_key);
+    free(srv->tls_client_ca);
     free(srv);
 }

@@ -64,6 +64,18 @@ typedef struct rpc_method {
     const void *input;
 } rpc_method_t;
 
+/*
+ * Decides, once per call, before the request is decoded, whether it may
+ * run: path is the method, auth the "authorization" metadata value (NULL
+ * when none was sent; len bytes, not NUL-terminated). On OK it may set
+ * *principal (malloc'd; the call frees it): who is calling, for
+ * rpc_call_principal(). Any other code ends the call with st's message.
+ * Runs on a poller thread; must not block.
+ */
+typedef reel_code_t (*rpc_authorize_fn)(void *arg, const char *path,
+                                        const char *auth, size_t len,
+                                        void **principal, reel_status_t *st);
+
 typedef struct rpc_server_opts {
     const char *listen;        /* "127.0.0.1:7878" */
     int threads;               /* pollers; 0 = 4 */
@@ -75,6 +87,15 @@ typedef struct rpc_server_opts {
     int keepalive_time_ms;     /* ping a connection this often; 0 = 30000 */
     int keepalive_timeout_ms;  /* no answer this long: the peer is dead and
                                   its calls end; 0 = 10000 */
+    /* TLS: PEM files, NULL or "" for none. With tls_cert and tls_key the
+     * port serves TLS; tls_client_ca also requires (and verifies) client
+     * certificates signed by it (mTLS). Read at bind and again by
+     * rpc_server_reload_tls(). */
+    const char *tls_cert, *tls_key, *tls_client_ca;
+    /* Every call of a registered method passes it first; NULL lets every
+     * call through. */
+    rpc_authorize_fn authorize;
+    void *authorize_arg;
 } rpc_server_opts_t;
 
 rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts);
@@ -88,6 +109,15 @@ int rpc_server_add_method(rpc_server_t *srv, const rpc_method_t *m);
  * method may be added. rpc_server_start() binds too if this was not called.
  */
 reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st);
+
+/*
+ * Reads the TLS files again (e.g. on SIGHUP) and checks them (each parses,
+ * the key matches the certificate); new connections then use them, and
+ * open ones keep theirs. On error (the file and why in st) the server goes
+ * on with what it had. FAILED_PRECONDITION when the server has no TLS.
+ * Any thread.
+ */
+reel_code_t rpc_server_reload_tls(rpc_server_t *srv, reel_status_t *st);
 
 /* Binds if needed, starts the pollers and begins accepting calls. */
 reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st);
@@ -194,5 +224,24 @@ int64_t rpc_call_deadline_ns(rpc_call_t *call);
 
 /* The method path, e.g. "/reel.v1.KV/SetValue". */
 const char *rpc_call_method(rpc_call_t *call);
+
+/* What the authorize hook set for this call, or NULL. Valid while the
+ * call is. */
+const void *rpc_call_principal(rpc_call_t *call);
+
+/* The registered methods (n of them): valid until the server is
+ * destroyed. For checks over the whole table (every method has a scope). */
+const rpc_method_t *rpc_server_methods(rpc_server_t *srv, size_t *n);
+
+/*
+ * Ends every open call whose principal match(principal, arg) accepts and
+ * whose handler set a cancel hook (streams, long polls): the hook runs
+ * with code, and the call ends with code and msg whatever the hook says
+ * (e.g. UNAUTHENTICATED, "token revoked"). Returns how many. Any thread
+ * but a hook's; match runs under the server's lock and must not block.
+ */
+typedef int (*rpc_match_fn)(const void *principal, void *arg);
+size_t rpc_server_end_calls(rpc_server_t *srv, rpc_match_fn match, void *arg,
+                            reel_code_t code, const char *msg);
 
 #endif

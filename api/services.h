@@ -46,6 +46,11 @@ struct api_ctx {
     /* The largest response a paged read builds (--max-response-bytes);
      * 0 = no byte bound. */
     size_t max_response_bytes;
+    /* Tokens (api/auth_service.c): the table, and whether calls need one
+     * (--auth token). */
+    struct auth *auth;
+    int auth_token;
+    struct api_auth_sweep *auth_sweep; /* ends expired tokens' streams */
 };
 
 /* The modules reeld runs, each beside its service (api/<name>_service.c). */
@@ -90,6 +95,29 @@ int api_wal_register(rpc_server_t *srv, api_ctx_t *ctx);
 
 /* reel.v1.KV. Returns 0 or -1. */
 int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx);
+
+/* ---- Token auth (api/auth_service.c) ---- */
+
+extern const api_module_t api_auth_module;
+
+/* A row of the method-to-scope table: rule is a scope bit
+ * (auth_scope_bit_t), -1 for any valid token, -2 for no token. */
+typedef struct api_scope_rule {
+    const char *path;
+    int rule;
+} api_scope_rule_t;
+
+/* path's row, or NULL: no token may call it. */
+const api_scope_rule_t *api_scope_rule(const char *path);
+const api_scope_rule_t *api_scope_rules(size_t *n);
+
+/* rpc_authorize_fn (arg is the api_ctx_t) for reeld --auth token. */
+reel_code_t api_authorize(void *arg, const char *path, const char *auth,
+                          size_t len, void **principal, reel_status_t *st);
+
+/* Whether the call may see admin details: its token holds scope admin,
+ * or the server has no token auth. */
+int api_is_admin(rpc_call_t *call);
 
 /* reel.v1.Admin: GetStatus. Returns 0 or -1. */
 int api_admin_register(rpc_server_t *srv, api_ctx_t *ctx);

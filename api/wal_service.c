@@ -29,6 +29,7 @@
 #include "api/page.h"
 #include "api/reply.h"
 #include "api/services.h"
+#include "api/tenant.h"
 #include "reel/v1/wal.pb-c.h"
 #include "base/clock.h"
 #include "wal/wal.h"
@@ -74,6 +75,8 @@ typedef struct tail {
     api_timer_t *timer;
     int over;
     int batch; /* SubscribeEventBatches: events are EventBatch.events */
+    int hide_scoped; /* the default tenant's: other tenants' events skipped */
+    int scoped;      /* a tenant with a prefix: its own KV events only */
 } tail_t;
 
 /*
@@ -94,6 +97,26 @@ static int tail_deliver(void *arg, const uint8_t *bytes, size_t len,
     tail_t *t = arg;
 
     (void)revision;
+    /* Another tenant's event: taken, not sent (api/tenant.h). */
+    if (t->hide_scoped && api_tenant_event_is_scoped(bytes, len))
+        return 0;
+    if (t->scoped) {
+        uint8_t *own;
+        size_t olen;
+        int r = api_tenant_event_out(t->call, bytes, len, &own, &olen);
+        reel_code_t rc;
+
+        if (r == 0)
+            return 0;
+        if (r < 0)
+            return 1; /* out of memory: delivered again from storage */
+        rc = tail_send(t, own, olen);
+        free(own);
+        if (rc != REEL_OK)
+            return 1;
+        atomic_fetch_add(&t->sent, 1);
+        return 0;
+    }
     if (tail_send(t, bytes, len) != REEL_OK)
         return 1;
     atomic_fetch_add(&t->sent, 1);
@@ -215,10 +238,24 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
     reel_status_t st = REEL_STATUS_INIT;
     reel_code_t rc;
     tail_t *t;
+    const char *pattern;
+    char *pattern_owned = NULL;
 
     if (in == NULL) {
         api_bad_request(call, "SubscribeEventsRequest");
         return;
+    }
+    if (api_tenant_scoped(call) != NULL && *in->consumer) {
+        rpc_call_finish(call, REEL_PERMISSION_DENIED,
+                        "consumer: durable consumers do not keep tenants "
+                        "apart yet: subscribe without one",
+                        NULL, 0);
+        goto out;
+    }
+    if (api_tenant_pattern_in(call, in->subject_pattern, &pattern_owned,
+                              &pattern, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
     }
     if (in->takeover && !*in->consumer) {
         rpc_call_finish(call, REEL_INVALID_ARGUMENT,
@@ -235,6 +272,8 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
     t->ctx = ctx;
     t->call = call;
     t->batch = batch;
+    t->hide_scoped = api_tenant_hides_scoped(call);
+    t->scoped = api_tenant_scoped(call) != NULL;
     pthread_mutex_init(&t->mu, NULL);
     /* Before the subscription exists: once it does, a takeover may end
      * the call at any moment, and only the cleanup may free t. */
@@ -245,7 +284,7 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
                                     in->subject_pattern, in->takeover,
                                     &tail_sink, t, &t->sub, &st);
     else
-        rc = wal_sub_create(ctx->wal, in->from_revision, in->subject_pattern,
+        rc = wal_sub_create(ctx->wal, in->from_revision, pattern,
                             &tail_sink, t, &t->sub, &st);
     if (rc != REEL_OK) {
         rpc_call_finish_status(call, &st);
@@ -264,6 +303,7 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
     wal_sub_pump(t->sub);
     rpc_call_unref(call);
 out:
+    free(pattern_owned);
     reel_status_fini(&st);
     reel__v1__subscribe_events_request__free_unpacked(in, NULL);
 }

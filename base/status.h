@@ -31,7 +31,9 @@
     X(UNIMPLEMENTED, 12, "unimplemented")                       \
     X(INTERNAL, 13, "internal error")                           \
     X(UNAVAILABLE, 14, "unavailable")                           \
-    X(DATA_LOSS, 15, "data loss")
+    X(DATA_LOSS, 15, "data loss")                              \
+    X(PERMISSION_DENIED, 7, "permission denied")                \
+    X(UNAUTHENTICATED, 16, "unauthenticated")
 
 typedef enum reel_code {
 #define REEL_CODE_ENUM_(name, grpc, text) REEL_##name,

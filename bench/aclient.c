@@ -9,6 +9,7 @@
 #include "bench/aclient.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,15 @@
 #include <grpc/support/time.h>
 
 #include "api/grpc_init.h"
+
+/* Set once by ac_security() before any client exists, then only read. */
+static char *sec_ca;          /* PEM text, or NULL: plaintext */
+static const char *sec_token; /* or NULL */
+/* "authorization: Bearer <token>", sent in each call's initial metadata as
+ * client/ does (cheaper than gRPC's call-credentials path); count 0 when
+ * there is no token. */
+static grpc_metadata sec_md;
+static size_t sec_md_count;
 
 #define MAX_METHODS 16
 
@@ -145,6 +155,8 @@ int ac_unary(ac_t *c, int method, const void *req, size_t len,
     grpc_metadata_array_init(&u->trailing);
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = sec_md_count;
+    ops[0].data.send_initial_metadata.metadata = &sec_md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = u->send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -251,6 +263,8 @@ ac_stream_t *ac_stream_open(ac_t *c, int method, const void *req, size_t len,
     s->send = s->sending = bb_from(req, len);
 
     memset(ops, 0, sizeof(ops));
+    ops[n].data.send_initial_metadata.count = sec_md_count;
+    ops[n].data.send_initial_metadata.metadata = &sec_md;
     ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = s->send;
@@ -404,6 +418,47 @@ static void *poller(void *arg) {
     return NULL;
 }
 
+int ac_security(const char *ca_file, const char *token) {
+    FILE *f;
+    long n;
+
+    sec_token = token;
+    if (ca_file == NULL)
+        return token == NULL ? 0 : (fprintf(stderr, "reel-bench: --token "
+                                                    "needs --tls-ca\n"),
+                                    -1);
+    if ((f = fopen(ca_file, "rb")) == NULL ||
+        fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) <= 0 || n > (1 << 20) ||
+        fseek(f, 0, SEEK_SET) != 0 || (sec_ca = calloc(1, (size_t)n + 1)) ==
+                                          NULL ||
+        fread(sec_ca, 1, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "reel-bench: --tls-ca %s: cannot read a PEM file of "
+                        "1 byte to 1 MiB\n", ca_file);
+        if (f != NULL)
+            fclose(f);
+        return -1;
+    }
+    fclose(f);
+    return 0;
+}
+
+static grpc_channel_credentials *channel_creds(void) {
+    if (sec_token != NULL && sec_md_count == 0) {
+        char *v = malloc(strlen(sec_token) + 8);
+
+        if (v != NULL) {
+            sprintf(v, "Bearer %s", sec_token);
+            sec_md.key = grpc_slice_from_static_string("authorization");
+            sec_md.value = grpc_slice_from_copied_string(v);
+            sec_md_count = 1;
+            free(v);
+        }
+    }
+    if (sec_ca == NULL)
+        return grpc_insecure_credentials_create();
+    return grpc_ssl_credentials_create_ex(sec_ca, NULL, NULL, NULL);
+}
+
 ac_t *ac_create(const char *addr, int connections, int threads) {
     ac_t *c = calloc(1, sizeof(*c));
     grpc_channel_credentials *creds;
@@ -425,7 +480,7 @@ ac_t *ac_create(const char *addr, int connections, int threads) {
         free(c);
         return NULL;
     }
-    creds = grpc_insecure_credentials_create();
+    creds = channel_creds();
     for (int i = 0; i < connections; i++) {
         /* Each channel its own connection: no subchannel sharing. */
         grpc_arg a[2];

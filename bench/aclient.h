@@ -23,6 +23,15 @@ typedef void (*ac_msg_fn)(void *arg, const uint8_t *msg, size_t len);
 /* A stream ended with code and the server's message. */
 typedef void (*ac_end_fn)(void *arg, int code, const char *details);
 
+/*
+ * How every later ac_create() connects: TLS trusting ca_file's PEM (NULL:
+ * plaintext) and a bearer token on every call (NULL: none; with TLS only,
+ * as a token in plaintext is given away). Call once,
+ * before any ac_create() (reel-bench's --tls-ca and --token); the files
+ * are read here. 0, or -1 after saying why on stderr.
+ */
+int ac_security(const char *ca_file, const char *token);
+
 ac_t *ac_create(const char *addr, int connections, int threads);
 /* Cancels nothing: end your streams first. Stops the pollers. */
 void ac_destroy(ac_t *c);

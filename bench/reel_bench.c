@@ -39,6 +39,9 @@ static void usage(FILE *f) {
         "options:\n"
         "  --addr HOST:PORT      server (default 127.0.0.1:7878)\n"
         "  --target reel|etcd    set and watch also drive etcd (default reel)\n"
+        "  --tls-ca FILE         connect with TLS trusting this CA (reel)\n"
+        "  --token TOKEN         bearer token on every call, with --tls-ca\n"
+        "                        [REEL_TOKEN, read only with --tls-ca]\n"
         "  --duration S          seconds per point (default 10)\n"
         "  --concurrency LIST    requests in flight (default 1,8,64,256)\n"
         "  --value-bytes N       value size (default 256)\n"
@@ -222,12 +225,15 @@ int main(int argc, char **argv) {
         {"data-dir", required_argument, NULL, 'x'},
         {"keys", required_argument, NULL, 'k'},
         {"entries", required_argument, NULL, 'E'},
+        {"tls-ca", required_argument, NULL, 'L'},
+        {"token", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     bench_opts_t o;
     const char *cmd;
+    const char *tls_ca = NULL, *token = getenv("REEL_TOKEN");
     int c;
 
     memset(&o, 0, sizeof(o));
@@ -315,6 +321,8 @@ int main(int argc, char **argv) {
         case 'x': o.data_dir = optarg; break;
         case 'k': o.keys = parse_long("keys", optarg, 0); break;
         case 'E': o.entries = parse_long("entries", optarg, 0); break;
+        case 'L': tls_ca = optarg; break;
+        case 'K': token = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -324,6 +332,12 @@ int main(int argc, char **argv) {
                 argv[optind]);
         return 2;
     }
+    /* REEL_TOKEN applies only to a TLS run; --token without --tls-ca is
+     * refused by ac_security. */
+    if (tls_ca == NULL && token == getenv("REEL_TOKEN"))
+        token = NULL;
+    if (ac_security(tls_ca, token) != 0)
+        return 2;
     if (o.value_bytes > (1 << 20)) {
         fprintf(stderr, "reel-bench: --value-bytes: at most 1048576\n");
         return 2;

@@ -188,7 +188,8 @@ class Results:
         for name in ("set-reel", "set-etcd", "get-reel", "append-reel", "watch-reel", "watch-reel-batched",
                      "watch-etcd", "watch-reel-shared", "watch-etcd-shared",
                      "signal-reel", "tail-reel", "memory-reel", "restart-reel", "sink-reel",
-                     "reactor-reel"):
+                     "reactor-reel",
+                     "set-plain-reel", "set-tls-reel", "get-plain-reel", "get-tls-reel"):
             self.bench[name] = self._json(name + ".json")
         self.dbbench = {}      # threads -> {"ops_per_s", "micros_per_op"}
         self.rocksdb_version = None
@@ -781,6 +782,38 @@ def section_bound(R):
     return "\n".join(out)
 
 
+SECURITY_MAX_OVERHEAD = 15.0  # issue 23: TLS + token at most 15% slower
+
+
+def section_security(R):
+    """issue 23: set@64 and get@64 with TLS and token auth against plaintext
+    without auth, on two fresh reelds of the same run"""
+    out = ["## Security overhead (issue 23)\n",
+           "`set` and `get` at %d in flight on two fresh reelds in the same run: one plaintext "
+           "without auth, one with TLS (`--tls-cert`/`--tls-key`, ECDSA P-256) and "
+           "`--auth token` (every call carries a bearer token, checked by SHA-256 and a "
+           "constant-time compare). Same client, 4 connections.\n" % SET_C]
+    body = []
+    for bench in ("set", "get"):
+        a = R.row("%s-plain-reel" % bench, concurrency=SET_C)
+        b = R.row("%s-tls-reel" % bench, concurrency=SET_C)
+        if not a or not b:
+            body.append(["`%s`@%d" % (bench, SET_C), NOT_MEASURED, "", "", "", "", ""])
+            continue
+        pa, pb = num(a.get("ops_per_s")), num(b.get("ops_per_s"))
+        over = (pa - pb) / pa * 100 if pa and pb is not None else None
+        body.append(["`%s`@%d" % (bench, SET_C), f_int(pa), f_int(pb),
+                     "—" if over is None else "%.1f%%" % over,
+                     f_ms(a.get("p99_us")), f_ms(b.get("p99_us")),
+                     "—" if over is None else
+                     ("PASS" if over <= SECURITY_MAX_OVERHEAD else "MISS") +
+                     " (target ≤ %.0f%%)" % SECURITY_MAX_OVERHEAD])
+    out.append(table(["bench", "plaintext ops/s", "TLS + token ops/s", "throughput lost",
+                      "plaintext p99 ms", "TLS + token p99 ms", "verdict"], body))
+    out.append("")
+    return "\n".join(out)
+
+
 def section_watch(R):
     out = ["## Watch: commit-to-receipt latency\n",
            "The writer stamps each value; every watcher compares on receipt. `exact`: N watchers "
@@ -1019,6 +1052,7 @@ def report(results_dir, out_dir):
     md.append(section_writes(R))
     md.append(section_ratios(R))
     md.append(section_bound(R))
+    md.append(section_security(R))
     md.append(section_watch(R))
     md.append(section_single(R, "signal-reel", "## Signal: wake-up latency\n\n"
                              "A run awaits a signal; 2 ms later `SendSignal`; the await returns. "

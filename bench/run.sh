@@ -260,12 +260,15 @@ skip() { # NAME WHY: a step that cannot run
 # SERVING (reelctl health), fails after 10 s
 start_reeld() {
   local name="$1" dir="$2" addr="$3" i
-  record --bg "$REELD" --data-dir "$dir" --listen "$addr"
-  "$REELD" --data-dir "$dir" --listen "$addr" >"$RUN/$name.log" 2>&1 &
+  # REELD_EXTRA: more flags for reeld; HEALTH_EXTRA: for reelctl health
+  record --bg "$REELD" --data-dir "$dir" --listen "$addr" ${REELD_EXTRA[@]+"${REELD_EXTRA[@]}"}
+  "$REELD" --data-dir "$dir" --listen "$addr" ${REELD_EXTRA[@]+"${REELD_EXTRA[@]}"} \
+    >"$RUN/$name.log" 2>&1 &
   REELD_PID=$!
   SERVER_PIDS+=("$REELD_PID")
   for ((i = 0; i < 100; i++)); do
-    if "$REELCTL" --addr "$addr" --timeout 1s health >/dev/null 2>&1; then
+    if "$REELCTL" --addr "$addr" --timeout 1s ${HEALTH_EXTRA[@]+"${HEALTH_EXTRA[@]}"} \
+      health >/dev/null 2>&1; then
       log "$name serving on $addr (pid $REELD_PID)"
       return 0
     fi
@@ -408,6 +411,55 @@ stop_pid "$ETCD_PID" etcd
 forget_pid "$ETCD_PID"
 stop_pid "$MAIN_REELD_PID" reeld
 forget_pid "$MAIN_REELD_PID"
+
+# security (issue 23): set and get at 64 in flight on two fresh reelds, one
+# plaintext without auth and one with TLS and token auth (a test CA made
+# here; the token is the first admin token reeld writes into its data
+# dir), interleaved so that both see the same machine
+make_test_pki() { # DIR: ca.pem, server.pem, server.key (127.0.0.1)
+  local d="$1"
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$d/ca.key" -out "$d/ca.pem" -days 2 -subj "/CN=reel bench CA" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$d/server.key" -out "$d/server.csr" -subj "/CN=localhost" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$d/server.ext"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+    -CAcreateserial -out "$d/server.pem" -days 2 -extfile "$d/server.ext" 2>/dev/null
+}
+PLAIN_ADDR="127.0.0.1:$(free_port)"
+TLS_ADDR="127.0.0.1:$(free_port)"
+PKI="$RUN/pki"
+note "a test CA and a server certificate for 127.0.0.1 in $PKI (openssl, as docs/security.md shows)"
+if make_test_pki "$PKI" && start_reeld reeld-plain "$RUN/reel-plain" "$PLAIN_ADDR"; then
+  PLAIN_PID=$REELD_PID
+  REELD_EXTRA=(--auth token --tls-cert "$PKI/server.pem" --tls-key "$PKI/server.key")
+  HEALTH_EXTRA=(--tls-ca "$PKI/ca.pem")
+  tls_up=0
+  start_reeld reeld-tls "$RUN/reel-tls" "$TLS_ADDR" && tls_up=1
+  REELD_EXTRA=()
+  HEALTH_EXTRA=()
+  if [ "$tls_up" = 1 ]; then
+    TLS_PID=$REELD_PID
+    TOKEN="$(cat "$RUN/reel-tls/admin.token")"
+    for b in set get; do
+      step "$b-plain-reel" 120 "$REELBENCH" "$b" --addr "$PLAIN_ADDR" --pid "$PLAIN_PID" \
+        --duration "$D_WRITE" --concurrency 64 --json "$RESULTS/$b-plain-reel.json"
+      # The token goes by REEL_TOKEN, never on a command line.
+      REEL_TOKEN="$TOKEN" step "$b-tls-reel" 120 "$REELBENCH" "$b" --addr "$TLS_ADDR" \
+        --pid "$TLS_PID" --tls-ca "$PKI/ca.pem" --duration "$D_WRITE" --concurrency 64 \
+        --json "$RESULTS/$b-tls-reel.json"
+    done
+    stop_pid "$TLS_PID" reeld-tls
+    forget_pid "$TLS_PID"
+  else
+    skip set-tls-reel "its reeld is not serving"
+  fi
+  stop_pid "$PLAIN_PID" reeld-plain
+  forget_pid "$PLAIN_PID"
+else
+  skip set-plain-reel "its reeld is not serving"
+fi
 
 # memory: its own fresh reeld, so that the RSS is that of the test alone
 MEM_ADDR="127.0.0.1:$(free_port)"

@@ -2,12 +2,15 @@
  * cli/reelctl.c: reel's command-line client.
  *
  *   reelctl [--addr HOST[:PORT]] [--timeout DURATION] [--json] COMMAND [ARGS]
+ *           [--tls] [--tls-ca FILE] [--tls-cert FILE --tls-key FILE]
+ *           [--token TOKEN]
  *   reelctl help [COMMAND [SUBCOMMAND]], or --help anywhere on the line
  *   reelctl kv set|get|del|ls|history|watch ...
  *   reelctl run begin|get|ls|heartbeat|suspend|end|claim|recoverable ...
  *   reelctl journal append|read|follow ...
  *   reelctl signal send|await|ls ...
  *   reelctl events tail|head|consumers|rm-consumer|ack ...
+ *   reelctl token create|ls|revoke ...
  *
  * This file holds main, the global flags, the top-level commands (health,
  * status, help) and the help text; each command group lives in its own
@@ -23,6 +26,7 @@
  * write error is said and is exit 1.
  */
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +171,17 @@ static void usage(FILE *out) {
             "  --timeout DURATION   per-call deadline: 500ms, 5s, 1m, 1h "
             "(default 5s)\n"
             "  --json               print JSON instead of text\n"
+            "  --tls                connect with TLS, trusting the system's "
+            "roots [REEL_TLS=1]\n"
+            "  --tls-ca FILE        connect with TLS, trusting this CA's PEM "
+            "[REEL_TLS_CA]\n"
+            "  --tls-cert FILE      client certificate for mTLS, with "
+            "--tls-key [REEL_TLS_CERT]\n"
+            "  --tls-key FILE       its private key [REEL_TLS_KEY]\n"
+            "  --token TOKEN        bearer token for reeld --auth token "
+            "[REEL_TOKEN;\n"
+            "                       prefer the variable: a flag shows in "
+            "ps]\n"
             "  -h, --help           show this help, or a command's\n"
             "  -V, --version        show the version\n"
             "\nvalues: JSON text on the line, or - (standard input) or @FILE;"
@@ -223,6 +238,9 @@ static const command_t commands[] = {
     {"events", "SUBCOMMAND",
      "every committed change, once, in commit order (subcommands below)",
      NULL, &ctl_events_group},
+    {"token", "SUBCOMMAND",
+     "bearer tokens for reeld --auth token (subcommands below)", NULL,
+     &ctl_token_group},
     {"help", "[CMD [SUB]]", "show this help, or a command's", cmd_help, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -231,7 +249,20 @@ static const command_t commands[] = {
  * Takes the global flags out of argv wherever they are, leaving the command
  * and its own arguments in order. Returns the new argc, or -1.
  */
-static int take_global_flags(ctl_t *ctl, int argc, char **argv) {
+/* The global flags that take a value (besides --addr and --timeout) and
+ * where each goes in the client's options. */
+static const struct {
+    const char *name;
+    size_t off;
+} value_flags[] = {
+    {"--tls-ca", offsetof(reel_client_opts_t, tls_ca_file)},
+    {"--tls-cert", offsetof(reel_client_opts_t, tls_cert_file)},
+    {"--tls-key", offsetof(reel_client_opts_t, tls_key_file)},
+    {"--token", offsetof(reel_client_opts_t, token)},
+};
+
+static int take_global_flags(ctl_t *ctl, reel_client_opts_t *co, int argc,
+                             char **argv) {
     int out = 1;
 
     for (int i = 1; i < argc; i++) {
@@ -247,6 +278,10 @@ static int take_global_flags(ctl_t *ctl, int argc, char **argv) {
             ctl->json = 1;
             continue;
         }
+        if (strcmp(a, "--tls") == 0) {
+            co->tls = 1;
+            continue;
+        }
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             ctl->help = 1;
             continue;
@@ -260,6 +295,26 @@ static int take_global_flags(ctl_t *ctl, int argc, char **argv) {
         else if (strncmp(a, "--timeout", 9) == 0 &&
                  (a[9] == '\0' || a[9] == '='))
             flen = 9;
+        for (size_t k = 0; flen == 0 && k < sizeof(value_flags) /
+                                                sizeof(*value_flags); k++) {
+            size_t n = strlen(value_flags[k].name);
+
+            if (strncmp(a, value_flags[k].name, n) == 0 &&
+                (a[n] == '\0' || a[n] == '=')) {
+                if (a[n] == '=')
+                    val = a + n + 1;
+                else if (i + 1 < argc)
+                    val = argv[++i];
+                else {
+                    fprintf(stderr, "reelctl: %s needs a value\n", a);
+                    return -1;
+                }
+                memcpy((char *)co + value_flags[k].off, &val, sizeof(val));
+                flen = (size_t)-1;
+            }
+        }
+        if (flen == (size_t)-1)
+            continue;
         if (flen == 0) {
             argv[out++] = argv[i];
             continue;
@@ -286,6 +341,13 @@ static int take_global_flags(ctl_t *ctl, int argc, char **argv) {
     return out;
 }
 
+/* The variable's value, or NULL when unset or empty. */
+static const char *env_set(const char *name) {
+    const char *v = getenv(name);
+
+    return v != NULL && *v ? v : NULL;
+}
+
 /*
  * What main returns once the command ran: its status, unless stdout could
  * not be written (said; exit 1). A reader that left is not an error.
@@ -303,13 +365,20 @@ int main(int argc, char **argv) {
     char *target = NULL;
     reel_reply_t err;
     ctl_t ctl = {0};
+    reel_client_opts_t co = REEL_CLIENT_OPTS_INIT;
     int rc = EXIT_USAGE;
 
     signal(SIGPIPE, SIG_IGN);
     addr = getenv("REEL_ADDR") ? getenv("REEL_ADDR") : "127.0.0.1:7878";
     ctl.addr = addr;
     ctl.timeout_ms = 5000;
-    argc = take_global_flags(&ctl, argc, argv);
+    /* The variables first: a flag wins. */
+    co.tls = env_set("REEL_TLS") && strcmp(getenv("REEL_TLS"), "1") == 0;
+    co.tls_ca_file = env_set("REEL_TLS_CA");
+    co.tls_cert_file = env_set("REEL_TLS_CERT");
+    co.tls_key_file = env_set("REEL_TLS_KEY");
+    co.token = env_set("REEL_TOKEN");
+    argc = take_global_flags(&ctl, &co, argc, argv);
     if (argc < 0)
         return EXIT_USAGE;
     if (ctl.help || (argc >= 2 && strcmp(argv[1], "help") == 0)) {
@@ -334,7 +403,7 @@ int main(int argc, char **argv) {
         if (target == NULL)
             return EXIT_USAGE;
         ctl.addr = target;
-        if (reel_client_create(ctl.addr, NULL, &ctl.client, &err) != 0) {
+        if (reel_client_create(ctl.addr, &co, &ctl.client, &err) != 0) {
             fprintf(stderr, "reelctl: %s\n",
                     err.details ? err.details : "out of memory");
             reel_reply_fini(&err);

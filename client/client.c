@@ -41,6 +41,8 @@
 
 struct reel_client {
     grpc_channel *channel;
+    grpc_slice auth_value; /* "Bearer <token>", when has_token */
+    int has_token;
     client_backoff_t backoff;
     int64_t deadline_ms;
     int max_attempts;
@@ -58,6 +60,8 @@ struct reel_client {
 #define DEFAULT_MAX_ATTEMPTS 5
 #define MAX_MAX_ATTEMPTS 100
 #define DEFAULT_KEEPALIVE_TIMEOUT_MS 20000
+#define MAX_TOKEN_BYTES 4096
+#define MAX_PEM_BYTES (1 << 20)
 
 static const char *const code_names[] = {
     "OK",                 "CANCELLED",         "UNKNOWN",
@@ -202,6 +206,99 @@ static int opts_resolve(const reel_client_opts_t *in, reel_client_opts_t *o,
     return CLIENT_OK;
 }
 
+/* The whole of a PEM file (field names the option), NUL-terminated. */
+static int read_pem(const char *field, const char *path, char **out,
+                    reel_reply_t *err) {
+    FILE *f = fopen(path, "rb");
+    size_t n;
+    int rc = CLIENT_OK;
+
+    *out = NULL;
+    if (f == NULL)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "%s: cannot open %s: %s", field, path,
+                                strerror(errno));
+    if ((*out = malloc(MAX_PEM_BYTES + 1)) == NULL) {
+        rc = client_reply_set(err, CLIENT_RESOURCE_EXHAUSTED,
+                              "out of memory");
+        goto out;
+    }
+    n = fread(*out, 1, MAX_PEM_BYTES + 1, f);
+    if (ferror(f) || n > MAX_PEM_BYTES || n == 0) {
+        rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                              "%s: %s is %s", field, path,
+                              ferror(f)       ? "unreadable"
+                              : n == 0        ? "empty"
+                                              : "over the limit of 1 MiB");
+        free(*out);
+        *out = NULL;
+        goto out;
+    }
+    (*out)[n] = '\0';
+out:
+    fclose(f);
+    return rc;
+}
+
+/* The channel's credentials from the TLS options. */
+static int channel_creds(const reel_client_opts_t *o,
+                         grpc_channel_credentials **out, reel_reply_t *err) {
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    grpc_ssl_pem_key_cert_pair pair;
+    int rc = CLIENT_OK;
+
+    *out = NULL;
+    if (!o->tls && o->tls_ca_file == NULL && o->tls_cert_file == NULL &&
+        o->tls_key_file == NULL) {
+        *out = grpc_insecure_credentials_create();
+        return CLIENT_OK;
+    }
+    if ((o->tls_cert_file == NULL) != (o->tls_key_file == NULL))
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "tls_cert_file and tls_key_file go together: "
+                                "give both or neither");
+    if ((o->tls_ca_file != NULL &&
+         (rc = read_pem("tls_ca_file", o->tls_ca_file, &ca, err)) !=
+             CLIENT_OK) ||
+        (o->tls_cert_file != NULL &&
+         ((rc = read_pem("tls_cert_file", o->tls_cert_file, &cert, err)) !=
+              CLIENT_OK ||
+          (rc = read_pem("tls_key_file", o->tls_key_file, &key, err)) !=
+              CLIENT_OK)))
+        goto out;
+    pair.private_key = key;
+    pair.cert_chain = cert;
+    *out = grpc_ssl_credentials_create_ex(ca, cert ? &pair : NULL, NULL,
+                                          NULL);
+    if (*out == NULL)
+        rc = client_reply_set(err, CLIENT_INTERNAL,
+                              "gRPC refused the TLS credentials");
+out:
+    if (key != NULL)
+        memset(key, 0, strlen(key));
+    free(ca);
+    free(cert);
+    free(key);
+    return rc;
+}
+
+static int check_token(const char *t, reel_reply_t *err) {
+    size_t n = strlen(t);
+
+    if (n == 0 || n > MAX_TOKEN_BYTES)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "token: %zu bytes, expected 1 to %d", n,
+                                MAX_TOKEN_BYTES);
+    /* Never echo the token itself. */
+    for (size_t i = 0; i < n; i++)
+        if (t[i] <= ' ' || t[i] > '~')
+            return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                    "token: byte %zu is not printable ASCII "
+                                    "without spaces",
+                                    i);
+    return CLIENT_OK;
+}
+
 static grpc_arg int_arg(const char *key, int64_t v) {
     return (grpc_arg){.type = GRPC_ARG_INTEGER,
                       .key = (char *)key,
@@ -225,9 +322,27 @@ int reel_client_create(const char *addr, const reel_client_opts_t *opts,
                                 "addr: empty (HOST:PORT expected)");
     if ((rc = opts_resolve(opts, &o, err)) != CLIENT_OK)
         return rc;
-    if ((c = calloc(1, sizeof(*c))) == NULL)
+    if (o.token != NULL && (rc = check_token(o.token, err)) != CLIENT_OK)
+        return rc;
+    reel_grpc_init();
+    if ((rc = channel_creds(&o, &creds, err)) != CLIENT_OK) {
+        grpc_shutdown();
+        return rc;
+    }
+    if ((c = calloc(1, sizeof(*c))) == NULL) {
+        grpc_channel_credentials_release(creds);
+        grpc_shutdown();
         return client_reply_set(err, CLIENT_RESOURCE_EXHAUSTED,
                                 "out of memory");
+    }
+    if (o.token != NULL) {
+        size_t n = strlen(o.token);
+
+        c->auth_value = grpc_slice_malloc(7 + n);
+        memcpy(GRPC_SLICE_START_PTR(c->auth_value), "Bearer ", 7);
+        memcpy(GRPC_SLICE_START_PTR(c->auth_value) + 7, o.token, n);
+        c->has_token = 1;
+    }
     c->backoff = (client_backoff_t){o.backoff_initial_ms, o.backoff_max_ms,
                                     o.backoff_multiplier, o.backoff_jitter};
     c->deadline_ms = o.deadline_ms;
@@ -254,8 +369,6 @@ int reel_client_create(const char *addr, const reel_client_opts_t *opts,
         args[chargs.num_args++] =
             int_arg(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     }
-    reel_grpc_init();
-    creds = grpc_insecure_credentials_create();
     c->channel = grpc_channel_create(addr, creds, &chargs);
     grpc_channel_credentials_release(creds);
     *out = c;
@@ -266,6 +379,12 @@ void reel_client_destroy(reel_client_t *c) {
     if (c == NULL)
         return;
     grpc_channel_destroy(c->channel);
+    if (c->has_token) {
+        /* The token's copy: wiped before it is freed. */
+        memset(GRPC_SLICE_START_PTR(c->auth_value), 0,
+               GRPC_SLICE_LENGTH(c->auth_value));
+        grpc_slice_unref(c->auth_value);
+    }
     free(c);
     grpc_shutdown();
 }
@@ -432,6 +551,7 @@ static int call_start(reel_client_t *c, call_t *k, const char *method,
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&body, 1);
     grpc_call_error e;
     grpc_op ops[4];
+    grpc_metadata auth;
     int rc = CLIENT_OK;
 
     memset(k, 0, sizeof(*k));
@@ -462,6 +582,13 @@ static int call_start(reel_client_t *c, call_t *k, const char *method,
     }
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (c->has_token) {
+        memset(&auth, 0, sizeof(auth));
+        auth.key = grpc_slice_from_static_string("authorization");
+        auth.value = c->auth_value;
+        ops[0].data.send_initial_metadata.count = 1;
+        ops[0].data.send_initial_metadata.metadata = &auth;
+    }
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

@@ -100,9 +100,20 @@ typedef struct reel_client_opts {
     /* The largest message the client accepts: match reeld's
      * --max-response-bytes. At most 2^31-1. 0 = 4 MiB (gRPC's default). */
     size_t max_receive_bytes;
-    /* For what a later version adds (TLS credentials, a bearer token):
-     * must be zero. */
-    void *reserved[8];
+    /*
+     * TLS (docs/security.md): tls non-zero, or any file set, makes the
+     * channel TLS. tls_ca_file is the PEM of the CA that signed reeld's
+     * certificate (NULL: the system's roots); tls_cert_file and
+     * tls_key_file, together, are the client's certificate for mTLS. The
+     * files are read by reel_client_create.
+     */
+    int tls;
+    const char *tls_ca_file, *tls_cert_file, *tls_key_file;
+    /* A bearer token sent with every call (reeld --auth token), or NULL.
+     * Copied; printable ASCII without spaces, at most 4096 bytes. */
+    const char *token;
+    /* For what a later version adds: must be zero. */
+    void *reserved[4];
 } reel_client_opts_t;
 
 #define REEL_CLIENT_OPTS_INIT {0}

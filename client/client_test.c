@@ -490,7 +490,18 @@ static void test_client_options_outside_their_limits_name_the_field(
     BAD(max_receive_bytes, (size_t)1 << 31);
     BAD(keepalive_time_ms, (int64_t)1 << 40);
     BAD(reserved[3], &x);
+    BAD(tls_cert_file, "client.pem"); /* without tls_key_file */
+    BAD(tls_key_file, "client.key");
+    BAD(tls_ca_file, "no/such/ca.pem");
+    BAD(token, "");
+    BAD(token, "secret with space");
 #undef BAD
+    /* A refused token is never echoed. */
+    memset(&o, 0, sizeof(o));
+    o.token = "s3cret\n";
+    assert_int_equal(reel_client_create("127.0.0.1:1", &o, &c, &err), 3);
+    assert_null(strstr(err.details, "s3cret"));
+    reel_reply_fini(&err);
     memset(&o, 0, sizeof(o));
     o.backoff_initial_ms = 500;
     o.backoff_max_ms = 100;

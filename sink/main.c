@@ -110,6 +110,9 @@ static void usage(FILE *f) {
         "  --log-level LEVEL         debug, info, warn, error "
         "(REEL_SINK_LOG_LEVEL; default info)\n"
         "  --json                    status and dead: JSON\n"
+        "  reeld with TLS or --auth token: REEL_TLS=1 (system roots) or\n"
+        "  REEL_TLS_CA=FILE, REEL_TLS_CERT and REEL_TLS_KEY (mTLS),\n"
+        "  REEL_TOKEN (the bearer token; docs/security.md)\n"
         "  --help, --version\n"
         "\n"
         "Exit status: 0 done (run: stopped by a signal), 1 an error reel or "
@@ -899,8 +902,15 @@ int main(int argc, char **argv) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     /* A sink (or a standby) comes back within 2 s of reel. */
     copts.backoff_max_ms = 2000;
+    /* The same variables as reelctl's: a token never goes on a command
+     * line, where ps shows it. */
+    copts.tls = strcmp(env_or("REEL_TLS", "0"), "1") == 0;
+    copts.tls_ca_file = env_or("REEL_TLS_CA", NULL);
+    copts.tls_cert_file = env_or("REEL_TLS_CERT", NULL);
+    copts.tls_key_file = env_or("REEL_TLS_KEY", NULL);
+    copts.token = env_or("REEL_TOKEN", NULL);
     if (reel_client_create(a.reel, &copts, &client, &err) != 0) {
-        fprintf(stderr, "reel-sink: --reel: %s\n",
+        fprintf(stderr, "reel-sink: connecting to reel: %s\n",
                 err.details ? err.details : "");
         reel_reply_fini(&err);
         sink_config_set_fini(&cfg);

@@ -39,8 +39,14 @@ TEXTS = {
     "data-dir": ("REEL_DATA_DIR", "./reel-data"),
     "listen": ("REEL_LISTEN", "127.0.0.1:7878"),
     "log-level": ("REEL_LOG_LEVEL", "info"),
+    "auth": ("REEL_AUTH", "none"),
+    "tls-cert": ("REEL_TLS_CERT", "none"),
+    "tls-key": ("REEL_TLS_KEY", "none"),
+    "tls-client-ca": ("REEL_TLS_CLIENT_CA", "none"),
+    "insecure": ("REEL_INSECURE", "off"),
 }
-ROW = re.compile(r"^  --([a-z-]+) (\S+) +(.*?) ?\[(REEL_[A-Z_]+)\] \(default (\S+)\)$")
+# A switch (--insecure) has no placeholder.
+ROW = re.compile(r"^  --([a-z-]+) (\S*) +(.*?) ?\[(REEL_[A-Z_]+)\] \(default (\S+)\)$")
 
 
 def run(args, env=None):

@@ -35,8 +35,14 @@ class Reeld:
     (log() reads the current one), so a restarted reeld keeps what the
     previous one said."""
 
-    def __init__(self, data_dir, port=None, extra=(), binary=None):
+    def __init__(self, data_dir, port=None, extra=(), binary=None, creds=None,
+                 metadata=None):
+        """creds: grpc channel credentials when reeld serves TLS (start()
+        probes health through them); metadata: what each probe sends (an
+        authorization token under --auth token)."""
         self.binary = binary or REELD
+        self.creds = creds
+        self.metadata = metadata
         self.data_dir = data_dir
         self.port = port or free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -68,13 +74,14 @@ class Reeld:
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(f"reeld exited with {self.proc.returncode}:\n{self.log()}")
-            ch = grpc.insecure_channel(self.addr)
+            ch = self.channel()
             check = ch.unary_unary(
                 "/grpc.health.v1.Health/Check",
                 request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
                 response_deserializer=health_pb2.HealthCheckResponse.FromString)
             try:
-                r = check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                r = check(health_pb2.HealthCheckRequest(), timeout=0.5,
+                          metadata=self.metadata)
                 if r.status == health_pb2.HealthCheckResponse.SERVING:
                     self.ready_after = time.monotonic() - t0
                     return self
@@ -86,6 +93,14 @@ class Reeld:
                 self.kill()
                 raise AssertionError(f"reeld not serving after {timeout}s:\n{self.log()}")
             time.sleep(0.01)
+
+    def channel(self, creds=None):
+        """A new channel to this reeld: through creds, else the server's
+        own (TLS when it was given some), else plaintext."""
+        creds = creds or self.creds
+        if creds is not None:
+            return grpc.secure_channel(self.addr, creds)
+        return grpc.insecure_channel(self.addr)
 
     def log(self, tail=None):
         """What the current reeld wrote (its last tail characters)."""

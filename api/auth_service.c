@@ -1,0 +1,522 @@
+/*
+ * api/auth_service.c: token auth for every call, the method-to-scope
+ * table, and reel.v1.Admin's token methods, over the auth module.
+ *
+ * With reeld --auth token, rpc.c hands every call of a registered method
+ * to api_authorize() before its request is decoded: a public method
+ * (health) passes; any other needs a valid bearer token (UNAUTHENTICATED
+ * otherwise), and its row in the table below says which scope the token
+ * must hold (PERMISSION_DENIED naming it otherwise). The table fails
+ * closed: a method registered without a row is PERMISSION_DENIED for
+ * every token, and api/auth_test.c walks every registered method and
+ * fails when one has no row, so a new RPC cannot ship without deciding
+ * its scope. The admin scope holds every other scope.
+ *
+ * Revoking a token ends its open streams and long polls at once
+ * (rpc_server_end_calls, UNAUTHENTICATED) so a revocation is never
+ * outlived by a watch opened before it. Expiry likewise: a sweeper thread
+ * ends, once a second, the open streams of tokens whose time has passed.
+ *
+ * First start: with --auth token and no token stored, start creates an
+ * admin token (tenant admin, scope admin) and writes it to
+ * <data dir>/admin.token (mode 0600, written to a temporary file first and
+ * renamed, then synced); the log names the file, never the token. If the
+ * file cannot be written, the token is revoked again and reeld does not
+ * start, so nobody is left without a way in.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "reel/v1/admin.pb-c.h"
+#include "api/reply.h"
+#include "api/services.h"
+#include "api/tenant.h"
+#include "auth/auth.h"
+#include "base/clock.h"
+#include "base/log.h"
+
+/* ---- The method-to-scope table --------------------------------------------- */
+
+#define RULE_PUBLIC (-2) /* no token needed */
+#define RULE_ANY (-1)    /* any valid token */
+#define S(b) AUTH_SCOPE_BIT_##b
+
+static const api_scope_rule_t rules[] = {
+    {"/grpc.health.v1.Health/Check", RULE_PUBLIC},
+    {"/grpc.health.v1.Health/Watch", RULE_PUBLIC},
+    /* Status for any token; its details (the data dir) only for admin. */
+    {"/reel.v1.Admin/GetStatus", RULE_ANY},
+    {"/reel.v1.Admin/CreateToken", S(ADMIN)},
+    {"/reel.v1.Admin/ListTokens", S(ADMIN)},
+    {"/reel.v1.Admin/RevokeToken", S(ADMIN)},
+    {"/reel.v1.KV/SetValue", S(KV_WRITE)},
+    {"/reel.v1.KV/DeleteValue", S(KV_WRITE)},
+    {"/reel.v1.KV/GetValue", S(KV_READ)},
+    {"/reel.v1.KV/ListValues", S(KV_READ)},
+    {"/reel.v1.KV/ValueHistory", S(KV_READ)},
+    {"/reel.v1.KV/WatchValue", S(KV_READ)},
+    {"/reel.v1.KV/WatchValues", S(KV_READ)},
+    {"/reel.v1.KV/WatchValueBatches", S(KV_READ)},
+    {"/reel.v1.KV/WatchValuesBatches", S(KV_READ)},
+    {"/reel.v1.Journal/BeginRun", S(JOURNAL_WRITE)},
+    {"/reel.v1.Journal/Heartbeat", S(JOURNAL_WRITE)},
+    {"/reel.v1.Journal/Append", S(JOURNAL_WRITE)},
+    {"/reel.v1.Journal/EndRun", S(JOURNAL_WRITE)},
+    {"/reel.v1.Journal/SuspendRun", S(JOURNAL_WRITE)},
+    {"/reel.v1.Journal/ClaimRun", S(JOURNAL_WRITE)},
+    {"/reel.v1.Journal/ReadJournal", S(JOURNAL_READ)},
+    {"/reel.v1.Journal/SubscribeRun", S(JOURNAL_READ)},
+    {"/reel.v1.Journal/GetRun", S(JOURNAL_READ)},
+    {"/reel.v1.Journal/ListRuns", S(JOURNAL_READ)},
+    {"/reel.v1.Journal/ListRunsToRecover", S(JOURNAL_READ)},
+    {"/reel.v1.Signals/SendSignal", S(SIGNALS_SEND)},
+    {"/reel.v1.Signals/AwaitSignal", S(SIGNALS_AWAIT)},
+    {"/reel.v1.Signals/ListSignals", S(SIGNALS_AWAIT)},
+    {"/reel.v1.Wal/SubscribeEvents", S(WAL_READ)},
+    {"/reel.v1.Wal/SubscribeEventBatches", S(WAL_READ)},
+    {"/reel.v1.Wal/GetHead", S(WAL_READ)},
+    {"/reel.v1.Wal/AckEvents", S(WAL_CONSUME)},
+    {"/reel.v1.Wal/ListConsumers", S(WAL_CONSUME)},
+    {"/reel.v1.Wal/DeleteConsumer", S(WAL_CONSUME)},
+};
+
+const api_scope_rule_t *api_scope_rule(const char *path) {
+    for (size_t i = 0; i < sizeof(rules) / sizeof(*rules); i++)
+        if (strcmp(rules[i].path, path) == 0)
+            return &rules[i];
+    return NULL;
+}
+
+const api_scope_rule_t *api_scope_rules(size_t *n) {
+    *n = sizeof(rules) / sizeof(*rules);
+    return rules;
+}
+
+/* ---- Every call ------------------------------------------------------------ */
+
+reel_code_t api_authorize(void *arg, const char *path, const char *val,
+                          size_t len, void **principal, reel_status_t *st) {
+    api_ctx_t *ctx = arg;
+    const api_scope_rule_t *r = api_scope_rule(path);
+    auth_principal_t who, *copy;
+    const char *tok;
+    size_t tlen;
+    reel_code_t rc;
+
+    if (r != NULL && r->rule == RULE_PUBLIC)
+        return REEL_OK;
+    if (val == NULL)
+        return reel_status_set(st, REEL_UNAUTHENTICATED,
+                               "authorization: no token: send the metadata "
+                               "\"authorization: Bearer <token>\"");
+    if ((tok = auth_bearer(val, len, &tlen)) == NULL)
+        return reel_status_set(st, REEL_UNAUTHENTICATED,
+                               "authorization: not a Bearer credential "
+                               "(\"Bearer <token>\")");
+    if ((rc = auth_check(ctx->auth, tok, tlen, reel_clock_now_ms(), &who,
+                         st)) != REEL_OK)
+        return rc;
+    if (r == NULL)
+        return reel_status_set(st, REEL_PERMISSION_DENIED,
+                               "%s has no scope in reeld's table: no token "
+                               "may call it",
+                               path);
+    /* Fail closed: a tenant with a prefix reaches only what keeps its
+     * names apart (api/tenant.h). */
+    if (strcmp(who.tenant, AUTH_DEFAULT_TENANT) != 0 &&
+        strcmp(who.tenant, AUTH_ADMIN_TENANT) != 0 &&
+        !api_tenant_keeps_apart(path))
+        return reel_status_set(st, REEL_PERMISSION_DENIED,
+                               "%s does not keep tenants apart yet (only "
+                               "reel.v1.KV does): tenant %s of token %s "
+                               "cannot call it",
+                               path, who.tenant, who.id);
+    if (r->rule >= 0 && !(who.scopes & ((auth_scopes_t)1 << r->rule)) &&
+        !(who.scopes & AUTH_SCOPE(ADMIN)))
+        return reel_status_set(st, REEL_PERMISSION_DENIED,
+                               "%s needs scope %s, which token %s does not "
+                               "hold",
+                               path, auth_scope_name(r->rule), who.id);
+    if ((copy = malloc(sizeof(*copy))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    *copy = who;
+    *principal = copy;
+    return REEL_OK;
+}
+
+int api_is_admin(rpc_call_t *call) {
+    const auth_principal_t *who = rpc_call_principal(call);
+
+    /* Without --auth token there is no principal: everyone is. */
+    return who == NULL || (who->scopes & AUTH_SCOPE(ADMIN)) != 0;
+}
+
+/* ---- Admin's token methods --------------------------------------------------- */
+
+static void info_to_pb(const auth_info_t *in, Reel__V1__TokenInfo *pb,
+                       char **scopes) {
+    size_t n = 0;
+
+    reel__v1__token_info__init(pb);
+    pb->id = (char *)in->id;
+    pb->tenant = (char *)in->tenant;
+    pb->name = (char *)in->name;
+    pb->created_ms = in->created_ms;
+    pb->expires_ms = in->expires_ms;
+    for (int i = 0; i < AUTH_SCOPE__COUNT; i++)
+        if (in->scopes & ((auth_scopes_t)1 << i))
+            scopes[n++] = (char *)auth_scope_name((auth_scope_bit_t)i);
+    pb->scopes = scopes;
+    pb->n_scopes = n;
+}
+
+static void admin_create_token(rpc_call_t *call, void *arg, const uint8_t *req,
+                               size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__CreateTokenRequest *in =
+        reel__v1__create_token_request__unpack(NULL, len, req);
+    Reel__V1__CreateTokenResponse out = REEL__V1__CREATE_TOKEN_RESPONSE__INIT;
+    Reel__V1__TokenInfo info_pb;
+    char *scopes[AUTH_SCOPE__COUNT];
+    char tok[AUTH_TOKEN_LEN + 1];
+    reel_status_t st = REEL_STATUS_INIT;
+    auth_scopes_t sc = 0;
+    auth_info_t info;
+    uint8_t *buf;
+    size_t n;
+
+    if (in == NULL) {
+        api_bad_request(call, "CreateTokenRequest");
+        return;
+    }
+    for (size_t i = 0; i < in->n_scopes; i++) {
+        int bit = auth_scope_lookup(in->scopes[i], strlen(in->scopes[i]));
+
+        if (bit < 0) {
+            reel_status_set(&st, REEL_INVALID_ARGUMENT,
+                            "scopes[%zu]: \"%.64s\" is not a scope", i,
+                            in->scopes[i]);
+            goto out;
+        }
+        sc |= (auth_scopes_t)1 << bit;
+    }
+    if (ctx->auth == NULL) {
+        reel_status_set(&st, REEL_FAILED_PRECONDITION,
+                        "tokens need reeld --auth token");
+        goto out;
+    }
+    /* A rare, small synced write: waited for on this poller thread. */
+    if (auth_token_create(ctx->auth, in->tenant, sc, in->name, in->ttl_ms,
+                          tok, &info, &st) != REEL_OK)
+        goto out;
+    REEL_INFO("auth", "token %s created (tenant %s, name \"%s\")", info.id,
+              info.tenant, info.name);
+    info_to_pb(&info, &info_pb, scopes);
+    out.token = tok;
+    out.info = &info_pb;
+    API_PACK(reel__v1__create_token_response, &out, &buf, &n);
+    memset(tok, 0, sizeof(tok));
+    reel__v1__create_token_request__free_unpacked(in, NULL);
+    if (buf == NULL) {
+        api_finish_packed(call, NULL, 0);
+        return;
+    }
+    rpc_call_finish(call, REEL_OK, NULL, buf, n);
+    memset(buf, 0, n); /* the token's last copy here */
+    free(buf);
+    return;
+out:
+    reel__v1__create_token_request__free_unpacked(in, NULL);
+    rpc_call_finish_status(call, &st);
+    reel_status_fini(&st);
+}
+
+static void admin_list_tokens(rpc_call_t *call, void *arg, const uint8_t *req,
+                              size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__ListTokensRequest *in =
+        reel__v1__list_tokens_request__unpack(NULL, len, req);
+    Reel__V1__ListTokensResponse out = REEL__V1__LIST_TOKENS_RESPONSE__INIT;
+    Reel__V1__TokenInfo *infos = NULL, **ptrs = NULL;
+    char(*scopes)[AUTH_SCOPE__COUNT] = NULL;
+    reel_status_t st = REEL_STATUS_INIT;
+    auth_info_t *list = NULL;
+    size_t n = 0, k = 0, blen;
+    uint8_t *buf;
+
+    if (in == NULL) {
+        api_bad_request(call, "ListTokensRequest");
+        return;
+    }
+    if (ctx->auth == NULL) {
+        reel_status_set(&st, REEL_FAILED_PRECONDITION,
+                        "tokens need reeld --auth token");
+        goto out;
+    }
+    if (auth_token_list(ctx->auth, &list, &n, &st) != REEL_OK)
+        goto out;
+    infos = calloc(n ? n : 1, sizeof(*infos));
+    ptrs = calloc(n ? n : 1, sizeof(*ptrs));
+    scopes = calloc(n ? n : 1, sizeof(char *) * AUTH_SCOPE__COUNT);
+    if (infos == NULL || ptrs == NULL || scopes == NULL) {
+        reel_status_set(&st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (*in->tenant && strcmp(in->tenant, list[i].tenant) != 0)
+            continue;
+        info_to_pb(&list[i], &infos[k], (char **)scopes + i * AUTH_SCOPE__COUNT);
+        ptrs[k] = &infos[k];
+        k++;
+    }
+    out.tokens = ptrs;
+    out.n_tokens = k;
+    API_PACK(reel__v1__list_tokens_response, &out, &buf, &blen);
+    api_finish_packed(call, buf, blen);
+    goto done;
+out:
+    rpc_call_finish_status(call, &st);
+done:
+    reel_status_fini(&st);
+    free(scopes);
+    free(ptrs);
+    free(infos);
+    free(list);
+    reel__v1__list_tokens_request__free_unpacked(in, NULL);
+}
+
+static int same_token(const void *principal, void *arg) {
+    const auth_principal_t *who = principal;
+
+    return who != NULL && strcmp(who->id, arg) == 0;
+}
+
+static void admin_revoke_token(rpc_call_t *call, void *arg, const uint8_t *req,
+                               size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__RevokeTokenRequest *in =
+        reel__v1__revoke_token_request__unpack(NULL, len, req);
+    Reel__V1__RevokeTokenResponse out = REEL__V1__REVOKE_TOKEN_RESPONSE__INIT;
+    reel_status_t st = REEL_STATUS_INIT;
+    char msg[128];
+    uint8_t *buf;
+    size_t n;
+
+    if (in == NULL) {
+        api_bad_request(call, "RevokeTokenRequest");
+        return;
+    }
+    if (ctx->auth == NULL) {
+        reel_status_set(&st, REEL_FAILED_PRECONDITION,
+                        "tokens need reeld --auth token");
+        goto out;
+    }
+    if (auth_token_revoke(ctx->auth, in->id, &st) != REEL_OK)
+        goto out;
+    snprintf(msg, sizeof(msg), "authorization: token %s was revoked",
+             in->id);
+    out.streams_ended = rpc_server_end_calls(ctx->server, same_token, in->id,
+                                             REEL_UNAUTHENTICATED, msg);
+    REEL_INFO("auth", "token %s revoked (%llu open streams ended)", in->id,
+              (unsigned long long)out.streams_ended);
+    API_PACK(reel__v1__revoke_token_response, &out, &buf, &n);
+    reel__v1__revoke_token_request__free_unpacked(in, NULL);
+    api_finish_packed(call, buf, n);
+    return;
+out:
+    reel__v1__revoke_token_request__free_unpacked(in, NULL);
+    rpc_call_finish_status(call, &st);
+    reel_status_fini(&st);
+}
+
+static int auth_serve(rpc_server_t *srv, api_ctx_t *ctx) {
+    const rpc_method_t m[] = {
+        {"/reel.v1.Admin/CreateToken", RPC_UNARY, admin_create_token, ctx,
+         &reel__v1__create_token_request__descriptor},
+        {"/reel.v1.Admin/ListTokens", RPC_UNARY, admin_list_tokens, ctx,
+         &reel__v1__list_tokens_request__descriptor},
+        {"/reel.v1.Admin/RevokeToken", RPC_UNARY, admin_revoke_token, ctx,
+         &reel__v1__revoke_token_request__descriptor},
+    };
+
+    for (size_t i = 0; i < sizeof(m) / sizeof(*m); i++)
+        if (rpc_server_add_method(srv, &m[i]) != 0)
+            return -1;
+    return 0;
+}
+
+/* ---- The first admin token --------------------------------------------------- */
+
+static reel_code_t write_token_file(const char *path, const char *tok,
+                                    reel_status_t *st) {
+    char tmp[4096];
+    size_t n = strlen(tok);
+    int fd, ok;
+
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "data dir: path too long for admin.token");
+    unlink(tmp);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return reel_status_set(st, REEL_INTERNAL, "cannot create %s: %s",
+                               tmp, strerror(errno));
+    ok = fchmod(fd, 0600) == 0 && write(fd, tok, n) == (ssize_t)n &&
+         write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+
+        unlink(tmp);
+        return reel_status_set(st, REEL_INTERNAL, "cannot write %s: %s",
+                               path, strerror(e));
+    }
+    return REEL_OK;
+}
+
+static reel_code_t bootstrap(api_ctx_t *ctx, reel_status_t *st) {
+    char tok[AUTH_TOKEN_LEN + 1], path[4096];
+    auth_info_t info;
+    reel_status_t undo = REEL_STATUS_INIT;
+    reel_code_t rc;
+
+    if (auth_count(ctx->auth) > 0)
+        return REEL_OK;
+    if (snprintf(path, sizeof(path), "%s/admin.token", ctx->data_dir) >=
+        (int)sizeof(path))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "data dir: path too long for admin.token");
+    if ((rc = auth_token_create(ctx->auth, AUTH_ADMIN_TENANT,
+                                AUTH_SCOPE(ADMIN), "first admin", 0, tok,
+                                &info, st)) != REEL_OK)
+        return rc;
+    rc = write_token_file(path, tok, st);
+    memset(tok, 0, sizeof(tok));
+    if (rc != REEL_OK) {
+        if (auth_token_revoke(ctx->auth, info.id, &undo) != REEL_OK)
+            REEL_ERROR("auth", "the unwritten admin token %s: %s", info.id,
+                       reel_status_message(&undo));
+        reel_status_fini(&undo);
+        return rc;
+    }
+    REEL_INFO("auth",
+              "no token was stored: created admin token %s and wrote it to "
+              "%s (readable by its owner only); create others with reelctl "
+              "token create, then remove the file",
+              info.id, path);
+    return REEL_OK;
+}
+
+/* ---- Expiry of open streams ------------------------------------------------- */
+
+#define SWEEP_MS 1000
+
+/* The thread that ends expired tokens' streams (ctx->auth_sweep). */
+struct api_auth_sweep {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+    int stop;          /* under mu */
+    pthread_t thread;
+    api_ctx_t *ctx;
+};
+
+static int expired(const void *principal, void *arg) {
+    const auth_principal_t *who = principal;
+    int64_t now = *(const int64_t *)arg;
+
+    return who != NULL && who->expires_ms != 0 && now >= who->expires_ms;
+}
+
+static void *sweeper(void *arg) {
+    struct api_auth_sweep *w = arg;
+    struct timespec ts;
+
+    pthread_mutex_lock(&w->mu);
+    while (!w->stop) {
+        int64_t now;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += SWEEP_MS / 1000;
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        if (w->stop)
+            break;
+        pthread_mutex_unlock(&w->mu);
+        now = reel_clock_now_ms();
+        rpc_server_end_calls(w->ctx->server, expired, &now,
+                             REEL_UNAUTHENTICATED,
+                             "authorization: the token expired");
+        pthread_mutex_lock(&w->mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+static reel_code_t auth_module_start(api_ctx_t *ctx, reel_status_t *st) {
+    struct api_auth_sweep *w;
+    pthread_condattr_t ca;
+    reel_code_t rc;
+
+    if ((rc = auth_create(ctx->store, &ctx->auth, st)) != REEL_OK)
+        return rc;
+    if (!ctx->auth_token || ctx->server == NULL)
+        return REEL_OK;
+    if ((rc = bootstrap(ctx, st)) != REEL_OK)
+        return rc;
+    if ((w = calloc(1, sizeof(*w))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    w->ctx = ctx;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&w->thread, NULL, sweeper, w) != 0) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        free(w);
+        return reel_status_set(st, REEL_INTERNAL,
+                               "cannot start the token expiry thread");
+    }
+    ctx->auth_sweep = w;
+    return REEL_OK;
+}
+
+/* Joined before the server is destroyed (a stream the stop ended is
+ * never ended again: rpc_server_end_calls skips it). */
+static void auth_module_stop(api_ctx_t *ctx) {
+    struct api_auth_sweep *w = ctx->auth_sweep;
+
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+    ctx->auth_sweep = NULL;
+}
+
+static void auth_module_destroy(api_ctx_t *ctx) {
+    auth_module_stop(ctx);
+    auth_destroy(ctx->auth);
+    ctx->auth = NULL;
+}
+
+const api_module_t api_auth_module = {
+    .name = "auth",
+    .cfs = auth_cfs,
+    .serve = auth_serve,
+    .start = auth_module_start,
+    .stop = auth_module_stop,
+    .destroy = auth_module_destroy,
+};

@@ -1,0 +1,149 @@
+/*
+ * api/auth_test.c: the method-to-scope table covers every method reeld
+ * registers (a method without a row could be called by no token, so a new
+ * RPC must get its row before it merges), and names only real scopes.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/services.h"
+#include "api/tenant.h"
+#include "auth/auth.h"
+#include "testing/fixture.h"
+
+/* Every module reeld serves (keep in step with reeld.c's modules[]; the
+ * e2e test_security.py matrix also calls every rpc of every .proto). */
+static const api_module_t *const all[] = {
+    &api_auth_module, &api_kv_module, &api_journal_module,
+    &api_signals_module, &api_wal_module,
+};
+
+static void test_every_registered_method_has_a_scope(void **state) {
+    api_ctx_t ctx;
+    rpc_server_opts_t o = {0};
+    reel_status_t st = REEL_STATUS_INIT;
+    rpc_server_t *srv;
+    const rpc_method_t *m;
+    size_t n, missing = 0;
+
+    (void)state;
+    memset(&ctx, 0, sizeof(ctx));
+    o.listen = "127.0.0.1:0";
+    srv = rpc_server_create(&o);
+    assert_non_null(srv);
+    assert_int_equal(
+        api_modules_init(&ctx, all, sizeof(all) / sizeof(*all), &st),
+        REEL_OK);
+    assert_int_equal(api_health_register(srv, &ctx), 0);
+    assert_int_equal(api_admin_register(srv, &ctx), 0);
+    assert_int_equal(api_modules_serve(srv, &ctx), 0);
+    m = rpc_server_methods(srv, &n);
+    assert_true(n >= 30);
+    for (size_t i = 0; i < n; i++)
+        if (api_scope_rule(m[i].path) == NULL) {
+            print_error("%s has no row in api/auth_service.c's table\n",
+                        m[i].path);
+            missing++;
+        }
+    assert_int_equal(missing, 0);
+    rpc_server_destroy(srv);
+    api_health_destroy(&ctx);
+    api_modules_destroy(&ctx);
+}
+
+static void test_every_row_names_a_real_scope_once(void **state) {
+    size_t n;
+    const api_scope_rule_t *r = api_scope_rules(&n);
+
+    (void)state;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(r[i].rule >= -2 && r[i].rule < AUTH_SCOPE__COUNT);
+        assert_ptr_equal(api_scope_rule(r[i].path), &r[i]);
+    }
+    assert_null(api_scope_rule("/reel.v1.KV/NoSuchMethod"));
+}
+
+/* Authorizes path with tok against ctx: the code, message into msg. */
+static reel_code_t authz(api_ctx_t *ctx, const char *path, const char *tok,
+                         char *msg, size_t cap) {
+    char val[256];
+    void *who = NULL;
+    reel_status_t st = REEL_STATUS_INIT;
+    reel_code_t rc;
+
+    snprintf(val, sizeof(val), "Bearer %s", tok);
+    rc = api_authorize(ctx, path, val, strlen(val), &who, &st);
+    snprintf(msg, cap, "%s", reel_status_message(&st));
+    reel_status_fini(&st);
+    free(who);
+    return rc;
+}
+
+static void test_a_tenant_reaches_only_what_keeps_tenants_apart(
+    void **state) {
+    char dir[256], tok[AUTH_TOKEN_LEN + 1], adm[AUTH_TOKEN_LEN + 1], msg[256];
+    store_opts_t o = {0};
+    api_ctx_t ctx;
+    auth_info_t info;
+    reel_status_t st = REEL_STATUS_INIT;
+    size_t n;
+    const api_scope_rule_t *r = api_scope_rules(&n);
+
+    (void)state;
+    memset(&ctx, 0, sizeof(ctx));
+    assert_int_equal(testing_dir_make(dir, sizeof(dir), "authz"), 0);
+    o.cfs = (const store_cf_desc_t *const[]){auth_cfs, NULL};
+    ctx.store = testing_store_open(dir, &o);
+    assert_int_equal(auth_create(ctx.store, &ctx.auth, &st), REEL_OK);
+    assert_int_equal(auth_token_create(ctx.auth, "acme", AUTH_SCOPE(ADMIN),
+                                       NULL, 0, tok, &info, &st),
+                     REEL_OK);
+    assert_int_equal(auth_token_create(ctx.auth, "admin", AUTH_SCOPE(ADMIN),
+                                       NULL, 0, adm, &info, &st),
+                     REEL_OK);
+    for (size_t i = 0; i < n; i++) {
+        int apart = api_tenant_keeps_apart(r[i].path);
+
+        if (r[i].rule == -2)
+            continue;
+        if (apart) {
+            assert_true(strncmp(r[i].path, "/reel.v1.KV/", 12) == 0 ||
+                        strncmp(r[i].path, "/reel.v1.Wal/", 13) == 0 ||
+                        strcmp(r[i].path, "/reel.v1.Admin/GetStatus") == 0);
+            assert_int_equal(authz(&ctx, r[i].path, tok, msg, sizeof(msg)),
+                             REEL_OK);
+        } else {
+            assert_int_equal(authz(&ctx, r[i].path, tok, msg, sizeof(msg)),
+                             REEL_PERMISSION_DENIED);
+            assert_non_null(strstr(msg, "does not keep tenants apart"));
+            assert_non_null(strstr(msg, "tenant acme"));
+        }
+        assert_int_equal(authz(&ctx, r[i].path, adm, msg, sizeof(msg)),
+                         REEL_OK);
+    }
+    /* Fails closed: a method without a row, even for admin. */
+    assert_int_equal(authz(&ctx, "/reel.v1.X/New", adm, msg, sizeof(msg)),
+                     REEL_PERMISSION_DENIED);
+    assert_non_null(strstr(msg, "has no scope"));
+    store_close(ctx.store);
+    auth_destroy(ctx.auth);
+    assert_int_equal(testing_dir_remove(dir), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_registered_method_has_a_scope),
+        cmocka_unit_test(test_every_row_names_a_real_scope_once),
+        cmocka_unit_test(
+            test_a_tenant_reaches_only_what_keeps_tenants_apart),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
