@@ -122,4 +122,19 @@ int api_is_admin(rpc_call_t *call);
 /* reel.v1.Admin: GetStatus. Returns 0 or -1. */
 int api_admin_register(rpc_server_t *srv, api_ctx_t *ctx);
 
+/* ---- Tenants of runs (api/journal_service.c) ---- */
+
+/*
+ * OK when the call's tenant owns run run_id (api/tenant.h); NOT_FOUND,
+ * worded exactly as for a run that does not exist, when another tenant
+ * does; the lookup's error otherwise. Admin and calls without --auth
+ * token read nothing. A run's app never changes, so the check made before
+ * a write is queued still holds when the writer applies it.
+ */
+reel_code_t api_run_check(rpc_call_t *call, api_ctx_t *ctx,
+                          const char *run_id, reel_status_t *st);
+
+/* run_keep_fn (arg: the call) keeping the call's tenant's runs. */
+int api_run_keep(void *arg, const run_t *r);
+
 #endif

@@ -9,7 +9,8 @@
  *   'n' run_id                 -> seq(8)          (the run's last seq)
  *   signal record: u8 format (1), u64 seq, u64 revision, i64 sent_at_ms,
  *     i64 consumed_at_ms, u64 journal_seq, str run_id, name, payload,
- *     signal_id.
+ *     signal_id. A change (in memory only) is the record followed by str
+ *     app, the run's, so the WAL tells the run's tenant without a read.
  *
  * Invariants
  *   - A signal is in exactly one of 'p' (with its 'q') and 'c'. Consumption moves it and
@@ -111,12 +112,26 @@ static int rec_decode(const void *buf, size_t len, signal_t *g) {
     g->name = reel_rbuf_str(&r);
     g->payload = reel_rbuf_str(&r);
     g->signal_id = reel_rbuf_str(&r);
+    /* A change's record ends with the run's app; a stored one does not. */
+    g->app = r.p < r.end ? reel_rbuf_str(&r) : "";
     g->priv_ = copy;
     if (reel_rbuf_ok(&r) != 0) {
         signal_fini(g);
         return -1;
     }
     return 0;
+}
+
+/* Emits rec (stored already) as a change of type, followed by the run's
+ * app; rec keeps it (rec_decode reads it as the change's). */
+static reel_code_t emit_change(store_txn_t *txn, uint32_t type,
+                               reel_wbuf_t *rec, const char *app,
+                               reel_status_t *st) {
+    reel_wbuf_str(rec, app);
+    if (reel_wbuf_done(rec) != 0)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    store_txn_emit(txn, SIGNALS_MODULE_ID, type, rec->p, rec->len);
+    return REEL_OK;
 }
 
 void signal_fini(signal_t *g) {
@@ -408,7 +423,8 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
         }
         store_txn_put(txn, op->s->cf, dk.p, dk.len, dv.p, dv.len);
     }
-    store_txn_emit(txn, SIGNALS_MODULE_ID, CHANGE_SENT, rec.p, rec.len);
+    if ((rc = emit_change(txn, CHANGE_SENT, &rec, run.app, st)) != REEL_OK)
+        goto out;
     if (rec_decode(rec.p, rec.len, &op->send.signal) != 0) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -536,7 +552,9 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
     store_txn_delete(txn, op->s->cf, pkey, pklen);
     store_txn_delete(txn, op->s->cf, qk.p, qk.len);
     store_txn_put(txn, op->s->cf, ck.p, ck.len, rec.p, rec.len);
-    store_txn_emit(txn, SIGNALS_MODULE_ID, CHANGE_CONSUMED, rec.p, rec.len);
+    if ((rc = emit_change(txn, CHANGE_CONSUMED, &rec, run.app, st)) !=
+        REEL_OK)
+        goto out;
     if (rec_decode(rec.p, rec.len, &op->consume.signal) != 0) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
