@@ -11,6 +11,7 @@
 #ifndef REEL_JOURNAL_JOURNAL_INT_H
 #define REEL_JOURNAL_JOURNAL_INT_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "base/codec.h"
@@ -34,6 +35,11 @@ struct journal {
     unsigned char ulid_rand[10];
     journal_pending_fn pending;
     void *pending_arg;
+    timers_t *timers; /* NULL: nothing is scheduled */
+    uint64_t rng;     /* backoff jitter: writer thread only */
+    /* ClaimNextRun's waiters, a list per app (few apps per reeld). */
+    pthread_mutex_t waiters_mu;
+    journal_claim_waiter_t *waiters;
     /* Subscriptions, under their run_id. */
     feed_hub_t *hub;
 };
@@ -63,6 +69,11 @@ journal_key_t journal_entry_key(const char *run_id, uint64_t seq);
 journal_key_t journal_idem_key(const char *run_id, const char *idem);
 journal_key_t journal_invocation_key(const run_t *r);
 journal_key_t journal_session_key(const run_t *r);
+/* 'c' app 0 ready_ms(8) run_id: the claimable index. */
+journal_key_t journal_claimable_key(const char *app, int64_t ready_ms,
+                                    const char *run_id);
+/* 'c' app 0: the prefix of app's claimable runs. */
+journal_key_t journal_claimable_prefix(const char *app);
 
 /* ---- Names (journal.c): INVALID_ARGUMENT naming the field ---------------- */
 

@@ -417,9 +417,11 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
         run_t woken = run;
 
         woken.status = RUN_RUNNABLE;
+        woken.reason = RUN_REASON_SIGNAL;
+        woken.not_before_ms = 0;
         woken.updated_at_ms = store_txn_now_ms(txn);
-        if ((rc = journal_txn_put_run(op->s->journal, txn, &woken,
-                                      run.status, NULL, st)) != REEL_OK)
+        if ((rc = journal_txn_put_run(op->s->journal, txn, &woken, &run,
+                                      NULL, st)) != REEL_OK)
             goto out;
         op->send.run_status = RUN_RUNNABLE;
     }
