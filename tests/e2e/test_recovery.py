@@ -290,3 +290,23 @@ def test_bad_retry_flags_stop_reeld(tmp_path):
         r.start(wait=False)
         code = r.proc.wait(timeout=T)
         assert code == 2 and flag in r.log(), (flag, value, code, r.log())
+
+
+def test_reelctl_claim_next_and_resume(server):
+    s = server("--retry-max-attempts", "1")
+    run_id = reelctl(s.addr, "run", "begin", "shop", "u", "s", "i1", "--owner", "w1",
+                     "--ttl", "200ms", "-q").stdout.strip()
+    # Waits for the expiry (max attempts 1: the expiry without progress
+    # pauses it), then finds nothing: exit 0, nothing on stdout.
+    r = reelctl(s.addr, "run", "claim-next", "shop", "--owner", "w2", "--wait", "500ms", "-q")
+    assert r.returncode == 0 and r.stdout == "", (r.stdout, r.stderr)
+    r = reelctl(s.addr, "run", "get", run_id)
+    assert "PAUSED" in r.stdout and "MAX_ATTEMPTS" in r.stdout, r.stdout
+    r = reelctl(s.addr, "run", "resume", run_id)
+    assert r.returncode == 0 and "RUNNABLE" in r.stdout and "RESUMED" in r.stdout, r
+    r = reelctl(s.addr, "run", "claim-next", "shop", "--owner", "w2", "--wait", "30s", "-q")
+    assert r.returncode == 0 and r.stdout.split() == [run_id, "2"], (r.stdout, r.stderr)
+    r = reelctl(s.addr, "run", "resume", run_id)
+    assert r.returncode == 1 and "only a PAUSED run" in r.stderr, r.stderr
+    r = reelctl(s.addr, "run", "claim-next", "shop", "--owner", "w2", "--wait", "6m")
+    assert r.returncode == 2 and "--wait" in r.stderr, r.stderr
