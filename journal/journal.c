@@ -120,6 +120,7 @@ void journal_destroy(journal_t *j) {
     if (j == NULL)
         return;
     journal_hub_fini(j);
+    journal_hints_free(j);
     pthread_mutex_destroy(&j->waiters_mu);
     free(j);
 }

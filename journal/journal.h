@@ -33,6 +33,7 @@
 #ifndef REEL_JOURNAL_JOURNAL_H
 #define REEL_JOURNAL_JOURNAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -219,7 +220,7 @@ typedef struct journal_req {
     const journal_retry_t *retry;                /* BEGIN; NULL = default */
     /* CLAIM_NEXT: if set by the time it applies, nothing is claimed (the
      * waiter is gone). Must stay valid until done. */
-    const int *abandoned;
+    const atomic_int *abandoned;
 } journal_req_t;
 
 typedef struct journal_result {

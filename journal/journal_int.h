@@ -37,6 +37,10 @@ struct journal {
     void *pending_arg;
     timers_t *timers; /* NULL: nothing is scheduled */
     uint64_t rng;     /* backoff jitter: writer thread only */
+    /* Where each app's claimable index may start (writer thread only): no
+     * live key of app sorts before its hint, so a ClaimNextRun seeks there
+     * instead of over the tombstones of every run claimed before. */
+    struct claim_hint *hints;
     /* ClaimNextRun's waiters, a list per app (few apps per reeld). */
     pthread_mutex_t waiters_mu;
     journal_claim_waiter_t *waiters;
@@ -75,6 +79,9 @@ journal_key_t journal_claimable_key(const char *app, int64_t ready_ms,
 /* 'c' app 0: the prefix of app's claimable runs. */
 journal_key_t journal_claimable_prefix(const char *app);
 
+/* The claimable index's key past its app's prefix: ready_ms(8) run_id. */
+#define CLAIM_SUFFIX (8 + JOURNAL_RUN_ID_LEN)
+
 /* ---- Names (journal.c): INVALID_ARGUMENT naming the field ---------------- */
 
 /* journal_check_run_id (journal.h) checks run ids. */
@@ -110,6 +117,10 @@ reel_code_t journal_scan_entries(journal_t *j, const store_snapshot_t *snap,
                                  reel_status_t *st);
 
 /* ---- Subscriptions (journal_sub.c) --------------------------------------- */
+
+/* ---- The claimable index's hints (journal_write.c) ---------------------- */
+
+void journal_hints_free(journal_t *j);
 
 reel_code_t journal_hub_init(journal_t *j, uint64_t last_published,
                              reel_status_t *st);

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include <cjson/cJSON.h>
+#include <uthash.h>
 
 #include "base/clock.h"
 #include "base/json.h"
@@ -309,6 +310,56 @@ static int is_active(const run_t *r) {
     return r->status == RUN_RUNNABLE || r->status == RUN_RUNNING;
 }
 
+/* ---- The claimable index's hints ----------------------------------------- */
+
+/* An app's hint: no live key of its claimable index sorts before it
+ * (lowered by every insert before it, set to the key each ClaimNextRun
+ * finds, or past every key when it finds none). Writer thread only. A
+ * hint set in a request that is rolled back stays right: a claim sets it
+ * to the key it found, which the rollback keeps, and an insert only lowers
+ * it. One per app that ever had a claimable run: a few bytes each. */
+typedef struct claim_hint {
+    UT_hash_handle hh;
+    unsigned char suffix[CLAIM_SUFFIX];
+    char app[];
+} claim_hint_t;
+
+static claim_hint_t *hint_get(journal_t *j, const char *app) {
+    claim_hint_t *h;
+
+    HASH_FIND_STR(j->hints, app, h);
+    return h;
+}
+
+/* Sets (or, lower_only, lowers) app's hint; out of memory leaves no hint,
+ * which is a seek from the start. */
+static void hint_set(journal_t *j, const char *app,
+                     const unsigned char *suffix, int lower_only) {
+    claim_hint_t *h = hint_get(j, app);
+
+    if (h == NULL) {
+        if (lower_only) /* no hint: seeks start at the prefix already */
+            return;
+        h = calloc(1, sizeof(*h) + strlen(app) + 1);
+        if (h == NULL)
+            return;
+        strcpy(h->app, app);
+        HASH_ADD_STR(j->hints, app, h);
+    } else if (lower_only && memcmp(suffix, h->suffix, CLAIM_SUFFIX) >= 0) {
+        return;
+    }
+    memcpy(h->suffix, suffix, CLAIM_SUFFIX);
+}
+
+void journal_hints_free(journal_t *j) {
+    claim_hint_t *h, *tmp;
+
+    HASH_ITER(hh, j->hints, h, tmp) {
+        HASH_DEL(j->hints, h);
+        free(h);
+    }
+}
+
 /* Timer kinds (timers/): each carries the run's epoch it was set for. */
 enum { TIMER_LEASE = 'L', TIMER_BACKOFF = 'B', TIMER_SUSPEND = 'S' };
 
@@ -399,8 +450,11 @@ static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
         store_txn_delete(txn, j->cf_runs, ak.p, ak.len);
     if (ok.p != NULL)
         store_txn_delete(txn, j->cf_runs, ok.p, ok.len);
-    if (nk.p != NULL)
+    if (nk.p != NULL) {
         store_txn_put(txn, j->cf_runs, nk.p, nk.len, "", 0);
+        hint_set(j, r.app,
+                 (const unsigned char *)nk.p + nk.len - CLAIM_SUFFIX, 1);
+    }
     if ((rc = schedule_timers(j, txn, &r, prev, now, st)) != REEL_OK)
         goto out;
     if (emit)
@@ -755,29 +809,45 @@ static reel_code_t apply_claim(op_t *op, store_txn_t *txn, const run_t *cur,
 static reel_code_t apply_claim_next(op_t *op, store_txn_t *txn, int64_t now,
                                     reel_status_t *st) {
     journal_key_t pfx = journal_claimable_prefix(op->r.app);
+    claim_hint_t *h = hint_get(op->j, op->r.app);
+    static const unsigned char past_all[CLAIM_SUFFIX] = {
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    unsigned char *seek = NULL;
     store_iter_t *it = NULL;
     char id[JOURNAL_RUN_ID_LEN + 1] = "";
     run_t cur = {0};
+    int found_key = 0;
     reel_code_t rc = REEL_OK;
 
-    if (op->r.abandoned != NULL && *op->r.abandoned)
+    if (op->r.abandoned != NULL && atomic_load(op->r.abandoned))
         goto out;
-    if (pfx.p == NULL || (it = store_txn_iter(txn, op->j->cf_runs)) == NULL) {
+    if (pfx.p == NULL || (seek = malloc(pfx.len + CLAIM_SUFFIX)) == NULL ||
+        (it = store_txn_iter(txn, op->j->cf_runs)) == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    store_iter_seek(it, pfx.p, pfx.len);
+    memcpy(seek, pfx.p, pfx.len);
+    memset(seek + pfx.len, 0, CLAIM_SUFFIX);
+    if (h != NULL)
+        memcpy(seek + pfx.len, h->suffix, CLAIM_SUFFIX);
+    store_iter_seek(it, seek, pfx.len + CLAIM_SUFFIX);
     if (store_iter_valid(it)) {
         size_t klen;
         const char *k = store_iter_key(it, &klen);
 
-        if (klen == pfx.len + 8 + JOURNAL_RUN_ID_LEN &&
-            memcmp(k, pfx.p, pfx.len) == 0 &&
-            (int64_t)reel_be64_get((const unsigned char *)k + pfx.len) <= now) {
-            memcpy(id, k + pfx.len + 8, JOURNAL_RUN_ID_LEN);
-            id[JOURNAL_RUN_ID_LEN] = '\0';
+        if (klen == pfx.len + CLAIM_SUFFIX &&
+            memcmp(k, pfx.p, pfx.len) == 0) {
+            found_key = 1;
+            hint_set(op->j, op->r.app, (const unsigned char *)k + pfx.len, 0);
+            if ((int64_t)reel_be64_get((const unsigned char *)k + pfx.len) <=
+                now) {
+                memcpy(id, k + pfx.len + 8, JOURNAL_RUN_ID_LEN);
+                id[JOURNAL_RUN_ID_LEN] = '\0';
+            }
         }
     }
+    if (!found_key && store_iter_status(it, NULL) == REEL_OK)
+        hint_set(op->j, op->r.app, past_all, 0);
     if ((rc = store_iter_status(it, st)) != REEL_OK || id[0] == '\0')
         goto out;
     if ((rc = journal_indexed_run(txn, op->j, NULL, id, &cur, st)) !=
@@ -793,6 +863,7 @@ static reel_code_t apply_claim_next(op_t *op, store_txn_t *txn, int64_t now,
 out:
     run_fini(&cur);
     store_iter_destroy(it);
+    free(seek);
     free(pfx.p);
     return rc;
 }
