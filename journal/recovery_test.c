@@ -28,11 +28,33 @@ typedef struct fixture {
     timers_t *t;
     pthread_mutex_t mu;
     int wakes; /* ClaimNextRun wakes seen */
+    /* Each LEASE_EXPIRED change's backoff (not_before - its time), in
+     * commit order, as the publish step saw them. */
+    int64_t expiry_waits[16];
+    int n_expiries;
 } fixture_t;
 
 static void publish(void *arg, const store_change_t *c, size_t n) {
     fixture_t *f = arg;
 
+    for (size_t i = 0; i < n; i++) {
+        run_t r;
+        journal_entry_t e;
+
+        int kind = journal_change_decode(&c[i], &r, &e);
+
+        if (kind == 2)
+            journal_entry_fini(&e);
+        if (kind != 1)
+            continue;
+        pthread_mutex_lock(&f->mu);
+        if (strcmp(r.reason, RUN_REASON_LEASE_EXPIRED) == 0 &&
+            f->n_expiries < 16)
+            f->expiry_waits[f->n_expiries++] =
+                r.not_before_ms ? r.not_before_ms - r.updated_at_ms : 0;
+        pthread_mutex_unlock(&f->mu);
+        run_fini(&r);
+    }
     if (f->j != NULL)
         journal_publish(f->j, c, n);
 }
@@ -230,7 +252,6 @@ static void test_crash_loop_backs_off_then_pauses_until_resumed(
     for (int a = 1; a <= 3; a++) {
         assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
         assert_int_equal(r.attempt, a);
-        waits[a] = r.not_before_ms ? r.not_before_ms - r.updated_at_ms : 0;
         run_fini(&r);
         /* Until its backoff ends a claim is refused, naming until when. */
         for (;;) {
@@ -244,6 +265,11 @@ static void test_crash_loop_backs_off_then_pauses_until_resumed(
             nanosleep(&ts, NULL);
         }
     }
+    pthread_mutex_lock(&f->mu);
+    assert_int_equal(f->n_expiries, 3);
+    for (int a = 1; a <= 3; a++)
+        waits[a] = f->expiry_waits[a - 1];
+    pthread_mutex_unlock(&f->mu);
     assert_int_equal(waits[1], 0);
     /* initial 40 ms, then doubled; jitter takes at most a fifth. */
     assert_true(waits[2] >= 32 && waits[2] <= 40);
