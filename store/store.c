@@ -1281,12 +1281,13 @@ static void *writer_main(void *arg) {
         }
         pthread_mutex_unlock(&s->mu);
         due = atomic_load(&s->alarm_due);
-        if (due != INT64_MAX && reel_clock_now_ms() >= due &&
-            !atomic_load(&s->failed)) {
+        if (due != INT64_MAX && reel_clock_now_ms() >= due) {
             /* Disarmed before it runs: it arms again for what is left, and
-             * anyone arming meanwhile is kept. */
+             * anyone arming meanwhile is kept. A failed store takes no
+             * more writes: disarmed for good, or its wait would spin. */
             atomic_store(&s->alarm_due, INT64_MAX);
-            s->group[n++] = &s->alarm_req;
+            if (!atomic_load(&s->failed))
+                s->group[n++] = &s->alarm_req;
         }
         if (n == 0)
             continue;

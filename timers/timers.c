@@ -141,6 +141,12 @@ reel_code_t timers_schedule(timers_t *t, store_txn_t *txn, int64_t due_ms,
 
     if (due_ms < 0)
         due_ms = 0;
+    if (due_ms > TIMERS_MAX_DUE_MS) /* a caller's bug: ms were meant */
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "timer due time: %lld is past the year 9999 "
+                               "(%lld ms)",
+                               (long long)due_ms,
+                               (long long)TIMERS_MAX_DUE_MS);
     if ((rc = make_key(&k, due_ms, kind, id, idlen, st)) != REEL_OK) {
         reel_wbuf_fini(&k);
         return rc;
