@@ -61,6 +61,7 @@ static const api_module_t *const modules[] = {
     &api_kv_module,
     &api_journal_module,
     &api_signals_module, /* after the journal: it reads and writes runs */
+    &api_workspace_module,
     &api_wal_module,     /* last: it stores and sends every module's events */
 };
 
@@ -194,6 +195,17 @@ static const flag_t flags[] = {
      "a durable consumer keeps events past the retention limits while its "
      "unacknowledged events take at most N bytes; past that it is "
      "invalidated"},
+    {"workspace-max-artifact-bytes", "REEL_WORKSPACE_MAX_ARTIFACT_BYTES", "N",
+     FLAG_NUMBER, NULL, (long long)WS_DEFAULT_MAX_ARTIFACT, 1, INT64_MAX,
+     FIELD(limits.ws.max_artifact),
+     "largest artifact stored; a larger upload is refused as it passes it"},
+    {"workspace-versions-keep", "REEL_WORKSPACE_VERSIONS_KEEP", "N",
+     FLAG_NUMBER, NULL, WS_DEFAULT_VERSIONS_KEEP, 1, 1000000,
+     FIELD(limits.ws.versions_keep),
+     "versions per artifact whose bytes are kept"},
+    {"workspace-max-uploads", "REEL_WORKSPACE_MAX_UPLOADS", "N", FLAG_NUMBER,
+     NULL, WS_DEFAULT_MAX_UPLOADS, 1, 100000, FIELD(limits.ws.max_uploads),
+     "uploads at once (each holds a 1 MiB buffer)"},
 };
 
 #define N_FLAGS (sizeof(flags) / sizeof(*flags))

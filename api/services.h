@@ -16,6 +16,7 @@
 #include "signals/signals.h"
 #include "store/store.h"
 #include "wal/wal.h"
+#include "workspace/workspace.h"
 
 typedef struct api_health api_health_t;
 
@@ -25,6 +26,7 @@ typedef struct api_limits {
     journal_limits_t journal;
     signals_limits_t signals;
     wal_limits_t wal;
+    ws_limits_t ws;
 } api_limits_t;
 
 /* What handlers share. Owned by reeld's main; outlives the server. */
@@ -37,6 +39,7 @@ struct api_ctx {
     journal_t *journal;
     signals_t *signals;
     wal_t *wal;
+    ws_t *ws;
 
     api_timers_t *timers;
     api_health_t *health; /* made by api_health_register */
@@ -53,6 +56,7 @@ extern const api_module_t api_kv_module;
 extern const api_module_t api_journal_module;
 extern const api_module_t api_signals_module;
 extern const api_module_t api_wal_module;
+extern const api_module_t api_workspace_module;
 
 /*
  * Whether one element of every kind reeld sends (a KV event with value and

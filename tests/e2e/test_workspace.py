@@ -1,0 +1,438 @@
+"""reel.v1.Workspace end to end: artifacts streamed in and out of a real
+reeld through grpcio, their WAL events, the limits, and what a client that
+vanishes or a reeld killed mid-upload leaves behind."""
+import hashlib
+import os
+import threading
+import time
+
+import grpc
+import pytest
+
+from conftest import Reeld, unary
+from reel.v1 import kv_pb2, wal_pb2
+from reel.v1 import workspace_pb2 as P
+
+MiB = 1 << 20
+CHUNK = MiB
+W = "/reel.v1.Workspace/"
+
+
+class Client:
+    def __init__(self, channel):
+        self.ch = channel
+        self.put_call = channel.stream_unary(
+            W + "PutArtifact", request_serializer=P.PutArtifactRequest.SerializeToString,
+            response_deserializer=P.PutArtifactResponse.FromString)
+        self.get_call = channel.unary_stream(
+            W + "GetArtifact", request_serializer=P.GetArtifactRequest.SerializeToString,
+            response_deserializer=P.GetArtifactResponse.FromString)
+        self.stat = unary(channel, W + "StatArtifact", P.StatArtifactRequest,
+                          P.StatArtifactResponse)
+        self.list = unary(channel, W + "ListArtifacts", P.ListArtifactsRequest,
+                          P.ListArtifactsResponse)
+        self.delete = unary(channel, W + "DeleteArtifact", P.DeleteArtifactRequest,
+                            P.DeleteArtifactResponse)
+        self.usage = unary(channel, W + "GetWorkspaceUsage", P.GetWorkspaceUsageRequest,
+                           P.GetWorkspaceUsageResponse)
+        self.sub = channel.unary_stream(
+            "/reel.v1.Wal/SubscribeEvents",
+            request_serializer=wal_pb2.SubscribeEventsRequest.SerializeToString,
+            response_deserializer=wal_pb2.Event.FromString)
+
+    def put(self, ns, key, data, chunk=CHUNK, timeout=120, **header):
+        def gen():
+            yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace=ns, key=key, **header))
+            for i in range(0, len(data), chunk):
+                yield P.PutArtifactRequest(chunk=data[i:i + chunk])
+        return self.put_call(gen(), timeout=timeout).artifact
+
+    def get(self, ns, key, timeout=120, **kw):
+        """(record, bytes, sizes of the chunk messages)."""
+        it = self.get_call(P.GetArtifactRequest(namespace=ns, key=key, **kw), timeout=timeout)
+        first = next(it)
+        assert first.WhichOneof("part") == "artifact"
+        parts = [m.chunk for m in it]
+        for m in parts:
+            assert isinstance(m, bytes)
+        return first.artifact, b"".join(parts), [len(p) for p in parts]
+
+
+@pytest.fixture
+def ws(channel):
+    return Client(channel)
+
+
+def blob(n, seed=1):
+    """n pseudo-random bytes (not compressible, not all one value)."""
+    out = bytearray()
+    h = hashlib.sha256(str(seed).encode()).digest()
+    while len(out) < n:
+        h = hashlib.sha256(h).digest()
+        out += h * 64
+    return bytes(out[:n])
+
+
+def code_of(fn, *a, **kw):
+    with pytest.raises(grpc.RpcError) as e:
+        fn(*a, **kw)
+    return e.value.code(), e.value.details()
+
+
+# ---- Round trips ------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK, CHUNK + 1, 3 * CHUNK - 5])
+def test_round_trip_keeps_bytes_and_sha256(ws, size):
+    data = blob(size, seed=size)
+    rec = ws.put("docs", "a/b.bin", data, chunk=300_000, content_type="application/x-test",
+                 metadata={"who": "test"})
+    assert rec.version == 1 and rec.size == size
+    assert rec.sha256 == hashlib.sha256(data).digest()
+    assert rec.revision > 0 and rec.updated_at_ms > 0
+    got, body, sizes = ws.get("docs", "a/b.bin")
+    assert body == data
+    assert hashlib.sha256(body).digest() == rec.sha256
+    assert got.version == 1 and got.content_type == "application/x-test"
+    assert dict(got.metadata) == {"who": "test"}
+    assert all(s <= CHUNK for s in sizes)
+    st = ws.stat(P.StatArtifactRequest(namespace="docs", key="a/b.bin")).artifact
+    assert st == got
+
+
+def test_range_reads_at_chunk_boundaries(ws):
+    data = blob(3 * CHUNK + 17, seed=7)
+    ws.put("r", "f", data)
+    cases = [(0, 1), (CHUNK - 1, 2), (CHUNK, CHUNK), (CHUNK - 1, CHUNK + 2),
+             (2 * CHUNK, 0), (3 * CHUNK, 17), (3 * CHUNK + 16, 0), (len(data), 0),
+             (5, 10 * CHUNK)]
+    for off, length in cases:
+        _, body, _ = ws.get("r", "f", offset=off, length=length)
+        end = len(data) if length == 0 else min(len(data), off + length)
+        assert body == data[off:end], (off, length)
+    code, msg = code_of(lambda: ws.get("r", "f", offset=len(data) + 1))
+    assert code == grpc.StatusCode.OUT_OF_RANGE
+    assert "offset" in msg and str(len(data)) in msg
+
+
+@pytest.mark.slow
+def test_one_gib_round_trip(ws):
+    size = 1 << 30
+    piece = blob(16 * MiB, seed=3)
+    h = hashlib.sha256()
+
+    def gen():
+        yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="big", key="one.gib",
+                                                           has_size=True, size=size))
+        sent = 0
+        while sent < size:
+            for i in range(0, len(piece), CHUNK):
+                c = piece[i:i + CHUNK]
+                h.update(c)
+                yield P.PutArtifactRequest(chunk=c)
+            sent += len(piece)
+    rec = ws.put_call(gen(), timeout=600).artifact
+    assert rec.size == size and rec.sha256 == h.digest()
+    it = ws.get_call(P.GetArtifactRequest(namespace="big", key="one.gib"), timeout=600)
+    assert next(it).artifact.size == size
+    g = hashlib.sha256()
+    n = 0
+    for m in it:
+        g.update(m.chunk)
+        n += len(m.chunk)
+    assert n == size and g.digest() == rec.sha256
+
+
+# ---- Versions, preconditions, deletes ----------------------------------------
+
+def test_versions_keep_last_n_and_older_are_not_found(tmp_path):
+    server = Reeld(str(tmp_path / "data"), extra=["--workspace-versions-keep", "2"]).start()
+    try:
+        ch = grpc.insecure_channel(server.addr)
+        ws = Client(ch)
+        for v in (1, 2, 3):
+            assert ws.put("n", "k", blob(1000, seed=v)).version == v
+        assert ws.get("n", "k", version=3)[1] == blob(1000, seed=3)
+        assert ws.get("n", "k", version=2)[1] == blob(1000, seed=2)
+        code, msg = code_of(lambda: ws.get("n", "k", version=1))
+        assert code == grpc.StatusCode.NOT_FOUND
+        assert "version 1" in msg and "--workspace-versions-keep 2" in msg
+        ch.close()
+    finally:
+        assert server.stop()[0] == 0
+
+
+def test_if_version_race_one_wins_the_other_is_aborted(ws):
+    ws.put("race", "k", b"v1")
+    results = []
+
+    def put(seed):
+        try:
+            results.append(ws.put("race", "k", blob(2 * CHUNK, seed=seed),
+                                  precondition=kv_pb2.PRECONDITION_VERSION,
+                                  expected_version=1))
+        except grpc.RpcError as e:
+            results.append(e)
+    ts = [threading.Thread(target=put, args=(s,)) for s in (10, 11)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    ok = [r for r in results if not isinstance(r, grpc.RpcError)]
+    bad = [r for r in results if isinstance(r, grpc.RpcError)]
+    assert len(ok) == 1 and len(bad) == 1
+    assert ok[0].version == 2
+    assert bad[0].code() == grpc.StatusCode.ABORTED
+    assert "expected version 1, current version 2" in bad[0].details()
+    assert ws.get("race", "k")[0].sha256 == ok[0].sha256
+    # The loser left nothing staged.
+    assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 0)
+
+
+def test_absent_precondition_and_delete_tombstone(ws):
+    ws.put("d", "k", b"abc", precondition=kv_pb2.PRECONDITION_ABSENT)
+    code, msg = code_of(ws.put, "d", "k", b"x", precondition=kv_pb2.PRECONDITION_ABSENT)
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "current version 1" in msg
+    code, msg = code_of(ws.delete, P.DeleteArtifactRequest(
+        namespace="d", key="k", precondition=kv_pb2.PRECONDITION_VERSION, expected_version=5))
+    assert code == grpc.StatusCode.ABORTED and "expected version 5, current version 1" in msg
+    r = ws.delete(P.DeleteArtifactRequest(namespace="d", key="k"))
+    assert r.existed and r.artifact.deleted and r.artifact.version == 2
+    code, msg = code_of(lambda: ws.get("d", "k"))
+    assert code == grpc.StatusCode.NOT_FOUND and "deleted at version 2" in msg
+    code, _ = code_of(lambda: ws.get("d", "k", version=1))
+    assert code == grpc.StatusCode.NOT_FOUND
+    again = ws.delete(P.DeleteArtifactRequest(namespace="d", key="k"))
+    assert not again.existed and again.artifact.version == 2
+    # A put after the tombstone continues the count, create-only included.
+    assert ws.put("d", "k", b"new", precondition=kv_pb2.PRECONDITION_ABSENT).version == 3
+
+
+def test_delete_frees_the_bytes(ws):
+    base = ws.usage(P.GetWorkspaceUsageRequest()).chunk_bytes
+    ws.put("free", "big", blob(40 * MiB, seed=5))
+    full = ws.usage(P.GetWorkspaceUsageRequest()).chunk_bytes
+    assert full >= base + 40 * MiB
+    ws.delete(P.DeleteArtifactRequest(namespace="free", key="big"))
+    assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).chunk_bytes < base + 4 * MiB), \
+        ws.usage(P.GetWorkspaceUsageRequest())
+
+
+def test_list_by_prefix_with_paging(ws):
+    keys = ["a/1", "a/2", "a/3", "b/1"]
+    for k in keys:
+        ws.put("ls", k, k.encode())
+    ws.delete(P.DeleteArtifactRequest(namespace="ls", key="a/2"))
+    page = ws.list(P.ListArtifactsRequest(namespace="ls", prefix="a/", limit=1))
+    assert [a.key for a in page.artifacts] == ["a/1"] and page.more
+    rest = ws.list(P.ListArtifactsRequest(namespace="ls", prefix="a/",
+                                          start_after=page.next_start_after))
+    assert [a.key for a in rest.artifacts] == ["a/3"] and not rest.more
+    alls = ws.list(P.ListArtifactsRequest(namespace="ls", include_deleted=True))
+    assert [(a.key, a.deleted) for a in alls.artifacts] == [
+        ("a/1", False), ("a/2", True), ("a/3", False), ("b/1", False)]
+    code, msg = code_of(ws.list, P.ListArtifactsRequest(namespace="ls", limit=5000))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "limit" in msg and "1000" in msg
+
+
+# ---- Bad input ----------------------------------------------------------------
+
+def put_raw(ws, msgs, timeout=30):
+    return ws.put_call(iter(msgs), timeout=timeout)
+
+
+def test_chunks_before_the_header_are_refused(ws):
+    code, msg = code_of(put_raw, ws, [P.PutArtifactRequest(chunk=b"xx")])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "chunk" in msg and "header" in msg
+
+
+def test_a_header_twice_is_refused_and_leaves_nothing(ws):
+    h = P.PutArtifactRequest(header=P.ArtifactHeader(namespace="h", key="k"))
+    code, msg = code_of(put_raw, ws, [h, P.PutArtifactRequest(chunk=b"x"), h])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "header" in msg and "twice" in msg
+    assert code_of(ws.stat, P.StatArtifactRequest(namespace="h", key="k"))[0] == \
+        grpc.StatusCode.NOT_FOUND
+    assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 0)
+
+
+def test_no_header_at_all_is_refused(ws):
+    code, msg = code_of(put_raw, ws, [])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "header" in msg
+
+
+def test_oversized_is_refused_as_the_size_passes_the_limit(tmp_path):
+    limit = 3 * MiB
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--workspace-max-artifact-bytes", str(limit)]).start()
+    try:
+        ch = grpc.insecure_channel(server.addr)
+        ws = Client(ch)
+        # Declared: refused before any byte.
+        code, msg = code_of(put_raw, ws, [P.PutArtifactRequest(header=P.ArtifactHeader(
+            namespace="o", key="k", has_size=True, size=limit + 1))])
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "--workspace-max-artifact-bytes" in msg and str(limit) in msg
+        # Undeclared: refused at the chunk that passes it; the client's
+        # generator is not drained to the end.
+        sent = []
+
+        def gen():
+            yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="o", key="k"))
+            for i in range(64):
+                sent.append(i)
+                yield P.PutArtifactRequest(chunk=blob(CHUNK, seed=i))
+        code, msg = code_of(ws.put_call, gen(), timeout=60)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "--workspace-max-artifact-bytes" in msg and str(limit) in msg
+        assert len(sent) < 64
+        assert code_of(ws.stat, P.StatArtifactRequest(namespace="o", key="k"))[0] == \
+            grpc.StatusCode.NOT_FOUND
+        assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 0)
+        # A declared size that the stream does not match stores nothing.
+        code, msg = code_of(ws.put, "o", "k", b"abc", has_size=True, size=4)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "size" in msg and "4" in msg
+        ch.close()
+    finally:
+        assert server.stop()[0] == 0
+
+
+def test_sha256_mismatch_stores_nothing(ws):
+    code, msg = code_of(ws.put, "s", "k", b"hello", sha256=hashlib.sha256(b"other").digest())
+    assert code == grpc.StatusCode.DATA_LOSS and "sha256" in msg
+    assert hashlib.sha256(b"hello").hexdigest() in msg
+    assert code_of(ws.stat, P.StatArtifactRequest(namespace="s", key="k"))[0] == \
+        grpc.StatusCode.NOT_FOUND
+    good = ws.put("s", "k", b"hello", sha256=hashlib.sha256(b"hello").digest())
+    assert good.version == 1
+
+
+@pytest.mark.parametrize("ns,key,field", [
+    ("", "k", "namespace"), ("a.b", "k", "namespace"), ("n" * 300, "k", "namespace"),
+    ("n", "", "key"), ("n", "a//b", "key"), ("n", "a/*/b", "key"), ("n", "x.", "key"),
+    ("n", "/lead", "key"), ("n", "k" * 2000, "key"),
+])
+def test_bad_names_are_refused_naming_the_field(ws, ns, key, field):
+    code, msg = code_of(ws.put, ns, key, b"x")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and field in msg
+    code, msg = code_of(ws.stat, P.StatArtifactRequest(namespace=ns, key=key))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and field in msg
+
+
+def test_unknown_keys_are_not_found(ws):
+    for call in (lambda: ws.stat(P.StatArtifactRequest(namespace="u", key="nope")),
+                 lambda: ws.get("u", "nope")):
+        code, msg = code_of(call)
+        assert code == grpc.StatusCode.NOT_FOUND and "u/nope" in msg
+    r = ws.delete(P.DeleteArtifactRequest(namespace="u", key="nope"))
+    assert not r.existed
+
+
+def test_bad_metadata_and_chunk_limits(ws):
+    code, msg = code_of(ws.put, "m", "k", b"x", metadata={str(i): "v" for i in range(65)})
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "metadata" in msg and "64" in msg
+    code, msg = code_of(ws.put, "m", "k", b"x", content_type="t" * 300)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "content_type" in msg and "256" in msg
+    code, msg = code_of(ws.put, "m", "k", blob(CHUNK + 1), chunk=CHUNK + 1)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "chunk" in msg and str(CHUNK) in msg
+
+
+# ---- Interrupted uploads ---------------------------------------------------------
+
+def wait_for(cond, timeout=20):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def test_client_vanishing_mid_upload_leaves_nothing(ws):
+    base = ws.usage(P.GetWorkspaceUsageRequest()).chunk_bytes
+    sent = threading.Event()
+
+    def gen():
+        yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="v", key="k"))
+        for i in range(40):
+            yield P.PutArtifactRequest(chunk=blob(CHUNK, seed=i))
+        sent.set()
+        time.sleep(60)  # never ends on its own: the client cancels
+    fut = ws.put_call.future(gen(), timeout=120)
+    assert sent.wait(60)
+    assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 1)
+    fut.cancel()
+    assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 0)
+    assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).chunk_bytes < base + 4 * MiB), \
+        ws.usage(P.GetWorkspaceUsageRequest())
+    assert code_of(ws.stat, P.StatArtifactRequest(namespace="v", key="k"))[0] == \
+        grpc.StatusCode.NOT_FOUND
+    # The key takes a fresh put at version 1.
+    assert ws.put("v", "k", b"ok").version == 1
+
+
+def test_kill_9_mid_upload_reclaims_staged_chunks_and_keeps_finished(tmp_path):
+    data = str(tmp_path / "data")
+    server = Reeld(data).start()
+    ch = grpc.insecure_channel(server.addr)
+    ws = Client(ch)
+    done = blob(3 * MiB + 5, seed=99)
+    rec = ws.put("k9", "done", done)
+    streaming = threading.Event()
+
+    def gen():
+        yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="k9", key="half"))
+        for i in range(80):
+            yield P.PutArtifactRequest(chunk=blob(CHUNK, seed=1000 + i))
+        streaming.set()
+        time.sleep(120)
+    fut = ws.put_call.future(gen(), timeout=300)
+    assert streaming.wait(60)
+    # 80 MiB staged: past the chunk family's 16 MiB write buffer, so some
+    # of it reached files on disk before the kill.
+    staged = ws.usage(P.GetWorkspaceUsageRequest())
+    assert staged.staged_uploads == 1 and staged.chunk_bytes > 40 * MiB, staged
+    server.kill()
+    fut.cancel()
+    ch.close()
+
+    server = Reeld(data, port=server.port).start()
+    try:
+        ch = grpc.insecure_channel(server.addr)
+        ws = Client(ch)
+        after = ws.usage(P.GetWorkspaceUsageRequest())
+        assert after.staged_uploads == 0
+        assert after.chunk_bytes < 3 * MiB + 8 * MiB, after
+        assert "reclaimed 1 upload" in server.log()
+        assert code_of(ws.stat, P.StatArtifactRequest(namespace="k9", key="half"))[0] == \
+            grpc.StatusCode.NOT_FOUND
+        got, body, _ = ws.get("k9", "done")
+        assert body == done and got.sha256 == rec.sha256
+        assert [a.key for a in ws.list(P.ListArtifactsRequest(namespace="k9")).artifacts] == \
+            ["done"]
+        ch.close()
+    finally:
+        assert server.stop()[0] == 0
+
+
+# ---- WAL events --------------------------------------------------------------------
+
+def test_puts_and_deletes_are_wal_events_with_the_record_never_the_bytes(ws):
+    data = blob(2 * CHUNK + 3, seed=4)
+    a = ws.put("ev", "docs/report.pdf", data, content_type="application/pdf")
+    d = ws.delete(P.DeleteArtifactRequest(namespace="ev", key="docs/report.pdf")).artifact
+    events = []
+    for ev in ws.sub(wal_pb2.SubscribeEventsRequest(subject_pattern="artifact.ev.docs.>"),
+                     timeout=10):
+        if ev.type == wal_pb2.Event.PROGRESS:
+            continue
+        events.append(ev)
+        if ev.revision >= d.revision:
+            break
+    assert [e.subject for e in events] == ["artifact.ev.docs.report.pdf"] * 2
+    assert all(e.type == wal_pb2.Event.ARTIFACT_CHANGED for e in events)
+    assert [e.revision for e in events] == [a.revision, d.revision]
+    put_ev, del_ev = events[0].artifact, events[1].artifact
+    assert put_ev == a
+    assert put_ev.key == "docs/report.pdf" and put_ev.sha256 == hashlib.sha256(data).digest()
+    assert del_ev.deleted and del_ev.version == 2
+    # The record, never the bytes.
+    assert all(e.ByteSize() < 1024 for e in events)
