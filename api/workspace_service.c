@@ -14,6 +14,10 @@
  * GetArtifact streams the record, then one chunk at a time: the next chunk
  * is read only when the call's send queue has drained (its drain hook),
  * so a slow reader holds one chunk in reeld, never the file.
+ *
+ * WatchArtifacts wires a workspace watch (feed/) to the call as KV's
+ * WatchValue does: a full send queue drops the watch back to storage, and
+ * the drain hook pumps it again.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -599,6 +603,123 @@ static void ws_get_usage(rpc_call_t *call, void *arg, const uint8_t *req,
     api_finish_packed(call, buf, blen);
 }
 
+/* ---- WatchArtifacts ------------------------------------------------------------ */
+
+typedef struct watch_call {
+    rpc_call_t *call;
+    ws_watch_t *watch;
+} watch_call_t;
+
+/* Writer or pump thread. */
+static int watch_deliver(void *arg, ws_watch_kind_t kind, uint64_t revision,
+                         const ws_artifact_t *a) {
+    watch_call_t *wc = arg;
+    Reel__V1__ArtifactEvent ev = REEL__V1__ARTIFACT_EVENT__INIT;
+    artifact_pb_t pb = {0};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int full = 1;
+
+    ev.type = (Reel__V1__ArtifactEvent__Type)kind;
+    ev.revision = revision;
+    if (a == NULL || artifact_to_pb(a, &pb) == 0) {
+        if (a != NULL)
+            ev.artifact = &pb.msg;
+        API_PACK(reel__v1__artifact_event, &ev, &buf, &len);
+    }
+    /* Out of memory counts as full: the watch reads it again from
+     * storage on its next pump. */
+    if (buf != NULL)
+        full = rpc_call_send(wc->call, buf, len) != REEL_OK;
+    free(buf);
+    artifact_pb_fini(&pb);
+    return full;
+}
+
+static void watch_end(void *arg, const reel_status_t *st) {
+    watch_call_t *wc = arg;
+
+    ws_watch_cancel(wc->watch);
+    rpc_call_finish_status(wc->call, st);
+}
+
+static void watch_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
+    watch_call_t *wc = arg;
+
+    ws_watch_cancel(wc->watch);
+    api_finish_cancelled(call, why);
+}
+
+static void watch_drain(rpc_call_t *call, void *arg) {
+    watch_call_t *wc = arg;
+
+    (void)call;
+    ws_watch_pump(wc->watch);
+}
+
+/* A queue that still holds messages will drain, and its drain pumps. */
+static void watch_woken(rpc_call_t *call, void *arg) {
+    if (rpc_call_queued(call) == 0)
+        watch_drain(call, arg);
+}
+
+/* Under the feed's locks: only posts. */
+static void watch_wake(void *arg) {
+    watch_call_t *wc = arg;
+
+    rpc_call_wake(wc->call, watch_woken, wc);
+}
+
+static void watch_cleanup(void *arg) {
+    watch_call_t *wc = arg;
+
+    ws_watch_destroy(wc->watch);
+    free(wc);
+}
+
+static const ws_watch_sink_t watch_sink = {
+    .deliver = watch_deliver, .end = watch_end, .wake = watch_wake};
+
+static void ws_watch_artifacts(rpc_call_t *call, void *arg,
+                               const uint8_t *req, size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__WatchArtifactsRequest *in =
+        reel__v1__watch_artifacts_request__unpack(NULL, len, req);
+    reel_status_t st = REEL_STATUS_INIT;
+    ws_watch_args_t a = {0};
+    watch_call_t *wc;
+
+    if (in == NULL) {
+        api_bad_request(call, "WatchArtifactsRequest");
+        return;
+    }
+    if ((wc = calloc(1, sizeof(*wc))) == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
+                        0);
+        goto out;
+    }
+    wc->call = call;
+    a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);
+    a.prefix = in->prefix, a.prefix_len = strlen(in->prefix);
+    a.start = (ws_watch_start_t)in->start;
+    a.from_revision = in->from_revision;
+    if (ws_watch_create(ctx->ws, &a, &watch_sink, wc, &wc->watch, &st) !=
+        REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        free(wc);
+        goto out;
+    }
+    rpc_call_ref(call);
+    rpc_call_on_cleanup(call, watch_cleanup, wc);
+    rpc_call_on_drain(call, watch_drain, wc);
+    rpc_call_on_cancel(call, watch_cancel, wc);
+    ws_watch_pump(wc->watch);
+    rpc_call_unref(call);
+out:
+    reel_status_fini(&st);
+    reel__v1__watch_artifacts_request__free_unpacked(in, NULL);
+}
+
 static int api_workspace_register(rpc_server_t *srv, api_ctx_t *ctx) {
     static const struct {
         const char *path;
@@ -619,6 +740,8 @@ static int api_workspace_register(rpc_server_t *srv, api_ctx_t *ctx) {
          &reel__v1__delete_artifact_request__descriptor},
         {"/reel.v1.Workspace/GetWorkspaceUsage", RPC_UNARY, ws_get_usage,
          &reel__v1__get_workspace_usage_request__descriptor},
+        {"/reel.v1.Workspace/WatchArtifacts", RPC_SERVER_STREAM,
+         ws_watch_artifacts, &reel__v1__watch_artifacts_request__descriptor},
     };
 
     for (size_t i = 0; i < sizeof(methods) / sizeof(*methods); i++) {
@@ -675,6 +798,12 @@ static void ws_module_destroy(api_ctx_t *ctx) {
     ctx->ws = NULL;
 }
 
+static void ws_module_publish(api_ctx_t *ctx, const store_change_t *changes,
+                              size_t n) {
+    if (ctx->ws != NULL)
+        ws_publish(ctx->ws, changes, n);
+}
+
 static const char *const ws_subjects[] = {"artifact", NULL};
 
 const api_module_t api_workspace_module = {
@@ -687,4 +816,5 @@ const api_module_t api_workspace_module = {
     .stop = ws_module_stop,
     .destroy = ws_module_destroy,
     .encode = ws_module_encode,
+    .publish = ws_module_publish,
 };

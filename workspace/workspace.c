@@ -10,6 +10,12 @@
  *                                           (its bytes are kept)
  *              's' blob:u64              -> a staged upload's mark: its
  *                                           start time, ms (u64)
+ *              'h' revision:u64          -> the record a change wrote, for
+ *                                           watches that catch up (blind;
+ *                                           the last WS_HISTORY_WINDOW
+ *                                           revisions are kept)
+ *              'H'                       -> u64: history before this
+ *                                           revision is trimmed
  *   ws_chunks  (bulk)    blob:u64 index:u64 -> WS_CHUNK bytes (the last
  *                                           chunk of a blob may be shorter)
  *   Integers are big-endian. A record (codec.h): u8 format (1), u8 deleted,
@@ -69,10 +75,13 @@
 #include "base/clock.h"
 #include "base/codec.h"
 #include "base/log.h"
+#include "feed/feed.h"
 #include "base/pattern.h"
 #include "base/text.h"
 
 #define REC_FORMAT 1
+/* History is trimmed once this many revisions passed the last trim. */
+#define HISTORY_TRIM_EVERY 4096
 
 const store_cf_desc_t ws_cfs[] = {
     {"ws", STORE_CF_LOOKUP},
@@ -101,6 +110,9 @@ struct ws {
     int stopping;
     pthread_t reclaimer;
     int started;
+
+    feed_hub_t *hub;
+    uint64_t trimmed_at; /* writer thread: the revision of the last trim */
 };
 
 struct ws_upload {
@@ -508,6 +520,9 @@ reel_code_t ws_create(store_t *store, const ws_limits_t *limits, ws_t **out,
         goto fail;
     if ((rc = sweep(ws, st)) != REEL_OK)
         goto fail;
+    if ((rc = feed_hub_create(store_revision(store), &ws->hub, st)) !=
+        REEL_OK)
+        goto fail;
     if (pthread_create(&ws->reclaimer, NULL, reclaimer_main, ws) != 0) {
         rc = reel_status_set(st, REEL_INTERNAL,
                              "cannot start the workspace reclaimer thread");
@@ -541,6 +556,7 @@ void ws_destroy(ws_t *ws) {
         ws->head = r->next;
         free(r);
     }
+    feed_hub_destroy(ws->hub);
     pthread_mutex_destroy(&ws->mu);
     pthread_cond_destroy(&ws->cv);
     free(ws);
@@ -866,6 +882,9 @@ static reel_code_t check_precond(const ws_artifact_t *cur, int exists,
     return REEL_OK;
 }
 
+static void history_write(store_txn_t *txn, ws_t *ws, uint64_t rev,
+                          const reel_wbuf_t *w);
+
 /* Writes rec as the key's current record (and, for a version, retained);
  * emits it. */
 static reel_code_t commit_record(store_txn_t *txn, ws_upload_t *u,
@@ -889,6 +908,7 @@ static reel_code_t commit_record(store_txn_t *txn, ws_upload_t *u,
     if (vk != NULL)
         store_txn_put(txn, u->ws->cf, vk, vklen, w.p, w.len);
     store_txn_emit(txn, WS_MODULE_ID, type, w.p, w.len);
+    history_write(txn, u->ws, rec->revision, &w);
     if (rec_decode(w.p, w.len, &u->res.artifact) != 0)
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
 out:
@@ -896,6 +916,26 @@ out:
     free(ck);
     free(vk);
     return rc;
+}
+
+/* The history entry of the change at rev, and, every HISTORY_TRIM_EVERY
+ * revisions, a trim of what fell out of the window. */
+static void history_write(store_txn_t *txn, ws_t *ws, uint64_t rev,
+                          const reel_wbuf_t *w) {
+    unsigned char hk[9], lo[9], hi[9], tk[1] = {'H'}, tv[8];
+
+    hk[0] = 'h';
+    reel_be64_put(hk + 1, rev);
+    store_txn_put_blind(txn, ws->cf, hk, 9, w->p, w->len);
+    if (rev <= WS_HISTORY_WINDOW || rev - ws->trimmed_at < HISTORY_TRIM_EVERY)
+        return;
+    ws->trimmed_at = rev;
+    lo[0] = hi[0] = 'h';
+    reel_be64_put(lo + 1, 0);
+    reel_be64_put(hi + 1, rev - WS_HISTORY_WINDOW);
+    store_txn_delete_range_blind(txn, ws->cf, lo, 9, hi, 9);
+    reel_be64_put(tv, rev - WS_HISTORY_WINDOW);
+    store_txn_put(txn, ws->cf, tk, 1, tv, 8);
 }
 
 static reel_code_t put_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
@@ -1340,4 +1380,326 @@ out:
     }
     *items = out;
     return rc;
+}
+
+/* ---- Watches ------------------------------------------------------------------ */
+
+enum { PHASE_SNAPSHOT, PHASE_TAIL };
+
+struct ws_watch {
+    ws_t *ws;
+    feed_sub_t *sub;
+    const ws_watch_sink_t *sink;
+    void *arg;
+    char *ns, *prefix;
+    size_t ns_len, prefix_len;
+    int phase;
+    int marker; /* BOOTSTRAP_DONE is owed when it goes live */
+    store_snapshot_t *snap; /* the snapshot phase's */
+    unsigned char *last;    /* the last key the snapshot sent */
+    size_t last_len;
+};
+
+static int watch_matches(const ws_watch_t *w, const ws_artifact_t *a) {
+    return strlen(a->ns) == w->ns_len && memcmp(a->ns, w->ns, w->ns_len) == 0 &&
+           strncmp(a->key, w->prefix, w->prefix_len) == 0;
+}
+
+/* Sends the current records after w->last at w->snap. */
+static int watch_replay_snapshot(ws_watch_t *w, uint64_t *cursor,
+                                 reel_status_t *why) {
+    size_t blen;
+    unsigned char *base = rec_key('c', w->ns, w->ns_len, w->prefix,
+                                  w->prefix_len, 0, 0, &blen);
+    store_iter_t *it = store_iter_create(w->ws->store, w->ws->cf, w->snap);
+    int r = FEED_OK;
+
+    if (base == NULL || it == NULL) {
+        reel_status_set(why, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        r = FEED_END;
+        goto out;
+    }
+    if (w->last != NULL)
+        store_iter_seek(it, w->last, w->last_len);
+    else
+        store_iter_seek(it, base, blen);
+    for (; store_iter_valid(it); store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        ws_artifact_t a;
+        unsigned char *nl;
+
+        if (klen < blen || memcmp(k, base, blen) != 0)
+            break;
+        if (w->last != NULL && klen == w->last_len &&
+            memcmp(k, w->last, klen) == 0)
+            continue;
+        if (rec_decode(v, vlen, &a) != 0) {
+            reel_status_set(why, REEL_DATA_LOSS,
+                            "namespace %s: a record does not decode", w->ns);
+            r = FEED_END;
+            goto out;
+        }
+        if (!a.deleted &&
+            w->sink->deliver(w->arg, WS_WATCH_CURRENT, a.revision, &a) != 0) {
+            ws_artifact_fini(&a);
+            r = FEED_FULL;
+            goto out;
+        }
+        ws_artifact_fini(&a);
+        if ((nl = realloc(w->last, klen)) == NULL) {
+            reel_status_set(why, REEL_RESOURCE_EXHAUSTED, "out of memory");
+            r = FEED_END;
+            goto out;
+        }
+        memcpy(nl, k, klen);
+        w->last = nl;
+        w->last_len = klen;
+    }
+    if (store_iter_status(it, why) != REEL_OK) {
+        r = FEED_END;
+        goto out;
+    }
+    *cursor = store_snapshot_revision(w->snap);
+    store_snapshot_release(w->ws->store, w->snap);
+    w->snap = NULL;
+    w->phase = PHASE_TAIL;
+out:
+    store_iter_destroy(it);
+    free(base);
+    return r;
+}
+
+/* Sends the history after *cursor up to a snapshot taken now. */
+static int watch_replay_tail(ws_watch_t *w, uint64_t *cursor,
+                             reel_status_t *why) {
+    store_snapshot_t *snap = NULL;
+    store_iter_t *it = NULL;
+    unsigned char from[9], tk[1] = {'H'};
+    char *tv = NULL;
+    size_t tvlen;
+    uint64_t upto;
+    int r = FEED_OK;
+    reel_code_t rc;
+
+    if (store_snapshot_create(w->ws->store, &snap, why) != REEL_OK)
+        return FEED_END;
+    upto = store_snapshot_revision(snap);
+    rc = store_snapshot_get(w->ws->store, snap, w->ws->cf, tk, 1, &tv, &tvlen,
+                            why);
+    if (rc == REEL_OK && tvlen == 8 &&
+        *cursor + 1 < reel_be64_get((const unsigned char *)tv)) {
+        reel_status_set(why, REEL_OUT_OF_RANGE,
+                        "from_revision: %llu is past the workspace history "
+                        "(kept from revision %llu): watch from a snapshot",
+                        (unsigned long long)*cursor,
+                        (unsigned long long)reel_be64_get(
+                            (const unsigned char *)tv));
+        r = FEED_END;
+        goto out;
+    }
+    if (rc != REEL_OK && rc != REEL_NOT_FOUND) {
+        r = FEED_END;
+        goto out;
+    }
+    reel_status_fini(why);
+    if ((it = store_iter_create(w->ws->store, w->ws->cf, snap)) == NULL) {
+        reel_status_set(why, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        r = FEED_END;
+        goto out;
+    }
+    from[0] = 'h';
+    reel_be64_put(from + 1, *cursor + 1);
+    for (store_iter_seek(it, from, 9); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        uint64_t rev;
+        ws_artifact_t a;
+
+        if (klen != 9 || k[0] != 'h')
+            break;
+        rev = reel_be64_get((const unsigned char *)k + 1);
+        if (rev > upto)
+            break;
+        if (rec_decode(v, vlen, &a) != 0) {
+            reel_status_set(why, REEL_DATA_LOSS,
+                            "workspace history: revision %llu does not "
+                            "decode",
+                            (unsigned long long)rev);
+            r = FEED_END;
+            goto out;
+        }
+        if (watch_matches(w, &a) &&
+            w->sink->deliver(w->arg,
+                             a.deleted ? WS_WATCH_DELETE : WS_WATCH_PUT, rev,
+                             &a) != 0) {
+            ws_artifact_fini(&a);
+            *cursor = rev - 1;
+            r = FEED_FULL;
+            goto out;
+        }
+        ws_artifact_fini(&a);
+    }
+    if (store_iter_status(it, why) != REEL_OK) {
+        r = FEED_END;
+        goto out;
+    }
+    *cursor = upto;
+out:
+    free(tv);
+    store_iter_destroy(it);
+    store_snapshot_release(w->ws->store, snap);
+    return r;
+}
+
+static int watch_replay(void *arg, uint64_t *cursor, reel_status_t *why) {
+    ws_watch_t *w = arg;
+
+    if (w->phase == PHASE_SNAPSHOT)
+        return watch_replay_snapshot(w, cursor, why);
+    return watch_replay_tail(w, cursor, why);
+}
+
+static int watch_go_live(void *arg, uint64_t cursor) {
+    ws_watch_t *w = arg;
+
+    if (!w->marker)
+        return FEED_OK;
+    if (w->sink->deliver(w->arg, WS_WATCH_BOOTSTRAP_DONE, cursor, NULL) != 0)
+        return FEED_FULL;
+    w->marker = 0;
+    return FEED_OK;
+}
+
+static int watch_match(void *arg, const void *item) {
+    return watch_matches(arg, item);
+}
+
+static int watch_deliver(void *arg, void *item) {
+    ws_watch_t *w = arg;
+    ws_artifact_t *a = item;
+
+    return w->sink->deliver(w->arg, a->deleted ? WS_WATCH_DELETE
+                                               : WS_WATCH_PUT,
+                            a->revision, a) != 0
+               ? FEED_FULL
+               : FEED_OK;
+}
+
+static void watch_end(void *arg, const reel_status_t *st) {
+    ws_watch_t *w = arg;
+
+    w->sink->end(w->arg, st);
+}
+
+static void watch_wake(void *arg) {
+    ws_watch_t *w = arg;
+
+    if (w->sink->wake != NULL)
+        w->sink->wake(w->arg);
+}
+
+static const feed_ops_t watch_ops = {
+    .replay = watch_replay,
+    .go_live = watch_go_live,
+    .match = watch_match,
+    .deliver = watch_deliver,
+    .end = watch_end,
+    .wake = watch_wake,
+};
+
+reel_code_t ws_watch_create(ws_t *ws, const ws_watch_args_t *a,
+                            const ws_watch_sink_t *sink, void *arg,
+                            ws_watch_t **out, reel_status_t *st) {
+    feed_sub_args_t fa = {0};
+    ws_watch_t *w;
+    reel_code_t rc;
+
+    *out = NULL;
+    if ((rc = reel_check_charset("namespace", a->ns, a->ns_len,
+                                 ws->lim.max_namespace, WS_NAMESPACE_CHARS,
+                                 st)) != REEL_OK)
+        return rc;
+    if (a->prefix_len > ws->lim.max_key ||
+        !reel_utf8_valid(a->prefix, a->prefix_len))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "prefix: at most %zu bytes of UTF-8",
+                               ws->lim.max_key);
+    if (a->start != WS_WATCH_SNAPSHOT && a->start != WS_WATCH_NOW &&
+        a->start != WS_WATCH_FROM_REVISION)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "start: unknown value %d", (int)a->start);
+    if (a->start == WS_WATCH_FROM_REVISION &&
+        a->from_revision > store_revision(ws->store))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "from_revision: %llu is past the head %llu",
+                               (unsigned long long)a->from_revision,
+                               (unsigned long long)store_revision(ws->store));
+    if ((w = calloc(1, sizeof(*w))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    w->ws = ws;
+    w->sink = sink;
+    w->arg = arg;
+    w->ns = copy_str(a->ns, a->ns_len);
+    w->prefix = copy_str(a->prefix, a->prefix_len);
+    w->ns_len = a->ns_len;
+    w->prefix_len = a->prefix_len;
+    if (w->ns == NULL || w->prefix == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto fail;
+    }
+    w->phase = a->start == WS_WATCH_SNAPSHOT ? PHASE_SNAPSHOT : PHASE_TAIL;
+    w->marker = a->start != WS_WATCH_NOW;
+    if (w->phase == PHASE_SNAPSHOT &&
+        (rc = store_snapshot_create(ws->store, &w->snap, st)) != REEL_OK)
+        goto fail;
+    fa.ops = &watch_ops;
+    fa.arg = w;
+    fa.cursor = a->start == WS_WATCH_FROM_REVISION ? a->from_revision
+                : a->start == WS_WATCH_NOW         ? store_revision(ws->store)
+                                                   : 0;
+    if ((rc = feed_sub_create(ws->hub, &fa, &w->sub, st)) != REEL_OK)
+        goto fail;
+    *out = w;
+    return REEL_OK;
+fail:
+    ws_watch_destroy(w);
+    return rc;
+}
+
+void ws_watch_pump(ws_watch_t *w) { feed_sub_pump(w->sub); }
+
+void ws_watch_cancel(ws_watch_t *w) { feed_sub_cancel(w->sub); }
+
+void ws_watch_destroy(ws_watch_t *w) {
+    if (w == NULL)
+        return;
+    feed_sub_destroy(w->sub);
+    if (w->snap != NULL)
+        store_snapshot_release(w->ws->store, w->snap);
+    free(w->last);
+    free(w->ns);
+    free(w->prefix);
+    free(w);
+}
+
+void ws_publish(ws_t *ws, const store_change_t *changes, size_t n) {
+    feed_publish_begin(ws->hub);
+    for (size_t i = 0; i < n; i++) {
+        const store_change_t *c = &changes[i];
+        ws_artifact_t a;
+
+        if (c->module != WS_MODULE_ID || feed_hub_idle(ws->hub))
+            continue;
+        if (ws_change_decode(c, &a) != 1) {
+            feed_publish_lost(ws->hub, c->revision);
+            continue;
+        }
+        feed_publish(ws->hub, NULL, 0, c->revision, &a);
+        ws_artifact_fini(&a);
+    }
+    feed_publish_end(ws->hub, n > 0 ? changes[n - 1].revision : 0);
 }

@@ -222,6 +222,66 @@ reel_code_t ws_list(ws_t *ws, const char *ns, size_t ns_len,
                     const reel_page_t *page, ws_artifact_t **items, size_t *n,
                     int *more, reel_status_t *st);
 
+/* ---- Watches ---------------------------------------------------------------- */
+
+/*
+ * A watch of the artifacts of one namespace whose keys start with a
+ * prefix, on feed/: SNAPSHOT sends each live current record (kind
+ * SNAPSHOT), then BOOTSTRAP_DONE at the snapshot's revision, then every
+ * put and delete after it; NOW only what commits after its creation;
+ * FROM_REVISION every change after from_revision, then BOOTSTRAP_DONE
+ * once caught up, then live. Changes after a revision are read from the
+ * workspace's history, which keeps the last WS_HISTORY_WINDOW revisions:
+ * an older from_revision ends the watch OUT_OF_RANGE naming the oldest
+ * it can start from.
+ */
+#define WS_HISTORY_WINDOW ((uint64_t)1 << 20)
+
+typedef enum ws_watch_start {
+    WS_WATCH_SNAPSHOT = 0,
+    WS_WATCH_NOW = 1,
+    WS_WATCH_FROM_REVISION = 2,
+} ws_watch_start_t;
+
+typedef enum ws_watch_kind {
+    WS_WATCH_PUT = 1,
+    WS_WATCH_DELETE = 2,
+    WS_WATCH_CURRENT = 3,        /* a record the snapshot sends */
+    WS_WATCH_BOOTSTRAP_DONE = 4, /* no record; revision: live from here */
+} ws_watch_kind_t;
+
+typedef struct ws_watch ws_watch_t;
+
+/* Where a watch delivers; called as feed_ops_t says (feed/feed.h). */
+typedef struct ws_watch_sink {
+    /* 0 taken, 1 full (the watch waits for ws_watch_pump). a is NULL for
+     * BOOTSTRAP_DONE. */
+    int (*deliver)(void *arg, ws_watch_kind_t kind, uint64_t revision,
+                   const ws_artifact_t *a);
+    void (*end)(void *arg, const reel_status_t *st);
+    void (*wake)(void *arg); /* must only post a pump */
+} ws_watch_sink_t;
+
+typedef struct ws_watch_args {
+    const char *ns, *prefix;
+    size_t ns_len, prefix_len;
+    ws_watch_start_t start;
+    uint64_t from_revision;
+} ws_watch_args_t;
+
+/* INVALID_ARGUMENT naming the field; nothing is delivered before the
+ * first ws_watch_pump(). */
+reel_code_t ws_watch_create(ws_t *ws, const ws_watch_args_t *a,
+                            const ws_watch_sink_t *sink, void *arg,
+                            ws_watch_t **out, reel_status_t *st);
+void ws_watch_pump(ws_watch_t *w);
+void ws_watch_cancel(ws_watch_t *w);
+/* Accepts NULL. */
+void ws_watch_destroy(ws_watch_t *w);
+
+/* The store's publish step for its changes (writer thread). */
+void ws_publish(ws_t *ws, const store_change_t *changes, size_t n);
+
 /* The chunk family's bytes (files and memtables), and uploads staged. */
 void ws_usage(ws_t *ws, uint64_t *chunk_bytes, uint64_t *staged);
 
