@@ -4,6 +4,7 @@
  *   reelctl [--addr HOST[:PORT]] [--timeout DURATION] [--json] COMMAND [ARGS]
  *   reelctl help [COMMAND [SUBCOMMAND]], or --help anywhere on the line
  *   reelctl kv set|get|del|ls|history|watch ...
+ *   reelctl ws put|get|stat|ls|rm|watch ...
  *   reelctl run begin|get|ls|heartbeat|suspend|end|claim|recoverable ...
  *   reelctl journal append|read|follow ...
  *   reelctl signal send|await|ls ...
@@ -223,6 +224,9 @@ static const command_t commands[] = {
     {"events", "SUBCOMMAND",
      "every committed change, once, in commit order (subcommands below)",
      NULL, &ctl_events_group},
+    {"ws", "SUBCOMMAND",
+     "binary artifacts, streamed in chunks (subcommands below)", NULL,
+     &ctl_ws_group},
     {"help", "[CMD [SUB]]", "show this help, or a command's", cmd_help, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
