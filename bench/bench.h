@@ -46,6 +46,8 @@ typedef struct bench_opts {
     const char *json;
     int progress;      /* stderr is a terminal */
     int strict;        /* smoke: every watch event must arrive */
+    int sizes[BENCH_MAX_POINTS], n_sizes; /* ws: artifact sizes, MiB */
+    int slow_ms;       /* ws: the slow reader's pause per chunk */
 } bench_opts_t;
 
 /* A report: rows of name/value pairs, printed as a table and as JSON. */
@@ -123,5 +125,6 @@ int bench_signal(const bench_opts_t *o);
 int bench_tail(const bench_opts_t *o);
 int bench_memory(const bench_opts_t *o);
 int bench_restart(const bench_opts_t *o);
+int bench_ws(const bench_opts_t *o);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * bench/reel_bench.c: reel-bench, load and latency for reeld (and etcd).
  *
- *   reel-bench set|append|watch|signal|tail|memory|restart [options]
+ *   reel-bench set|append|watch|signal|tail|memory|restart|ws [options]
  *   reel-bench smoke --reeld PATH --data-dir DIR [--addr A]
  *
  * Each subcommand prints a table on stdout and, with --json FILE, writes
@@ -34,6 +34,8 @@ static void usage(FILE *f) {
         "  tail     one SubscribeEvents from revision 0: events/s; then batched\n"
         "  memory   reeld RSS per idle watcher; RSS with stalled subscribers\n"
         "  restart  time from start to serving with --keys and --entries\n"
+        "  ws       artifact upload and download MB/s per --sizes; with --pid,\n"
+        "           reeld's RSS while the largest goes to a slow reader\n"
         "  smoke    every command for a moment, on a reeld it starts\n"
         "\n"
         "options:\n"
@@ -70,7 +72,10 @@ static void usage(FILE *f) {
         "  --writes N            memory: writes meanwhile (default 100000)\n"
         "  --reeld PATH          restart, smoke: the reeld binary\n"
         "  --data-dir DIR        restart, smoke: a fresh data directory\n"
-        "  --keys N, --entries N restart (default 1000000 each)\n");
+        "  --keys N, --entries N restart (default 1000000 each)\n"
+        "  --sizes LIST          ws: artifact sizes in MiB (default 1,64)\n"
+        "  --slow-ms N           ws: the slow reader's pause per 1 MiB chunk\n"
+        "                        (default 20)\n");
 }
 
 static int parse_list(const char *s, int *out, int max) {
@@ -222,6 +227,8 @@ int main(int argc, char **argv) {
         {"data-dir", required_argument, NULL, 'x'},
         {"keys", required_argument, NULL, 'k'},
         {"entries", required_argument, NULL, 'E'},
+        {"sizes", required_argument, NULL, 'z'},
+        {"slow-ms", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -248,6 +255,8 @@ int main(int argc, char **argv) {
     o.per_stream = 1000;
     o.writes = 100000;
     o.keys = o.entries = 1000000;
+    o.n_sizes = parse_list("1,64", o.sizes, BENCH_MAX_POINTS);
+    o.slow_ms = 20;
     o.progress = isatty(2);
 
     if (argc < 2 || argv[1][0] == '-') {
@@ -315,6 +324,14 @@ int main(int argc, char **argv) {
         case 'x': o.data_dir = optarg; break;
         case 'k': o.keys = parse_long("keys", optarg, 0); break;
         case 'E': o.entries = parse_long("entries", optarg, 0); break;
+        case 'z':
+            if ((o.n_sizes = parse_list(optarg, o.sizes, BENCH_MAX_POINTS)) <
+                0) {
+                fprintf(stderr, "reel-bench: --sizes: a list like 1,64\n");
+                return 2;
+            }
+            break;
+        case 'L': o.slow_ms = (int)parse_range("slow-ms", optarg, 0, 10000); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -354,6 +371,8 @@ int main(int argc, char **argv) {
         return bench_tail(&o);
     if (strcmp(cmd, "memory") == 0)
         return bench_memory(&o);
+    if (strcmp(cmd, "ws") == 0)
+        return bench_ws(&o);
     if (strcmp(cmd, "restart") == 0)
         return bench_restart(&o);
     if (strcmp(cmd, "smoke") == 0)

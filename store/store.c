@@ -60,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rocksdb/c.h>
@@ -79,6 +80,9 @@
 #define STORE_MEMTABLE_BUDGET ((size_t)64 << 20)
 #define STORE_BLOCK_CACHE ((size_t)32 << 20)
 #define STORE_TAIL_READAHEAD ((size_t)256 << 10) /* per tail iterator */
+#define BULK_BUFFER ((size_t)16 << 20) /* a bulk family's memtable */
+#define BULK_MEMTABLES 4 /* RocksDB stops every write at this many */
+#define BULK_IMMUTABLE 2 /* a bulk put waits while this many are flushing */
 #define FORMAT_FILE "FORMAT"
 #define META_REVISION "revision"
 #define META_FORMAT "format"
@@ -670,6 +674,10 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     rocksdb_options_set_db_write_buffer_size(s->dbopts, STORE_MEMTABLE_BUDGET);
     rocksdb_options_set_write_buffer_size(s->dbopts, STORE_MEMTABLE_BUDGET / 4);
     rocksdb_options_set_paranoid_checks(s->dbopts, 1);
+    /* Table and blob files are written out a MiB at a time as they grow,
+     * not all at their end: a flush of a file's chunks never leaves a
+     * backlog of dirty pages that a KV commit's fsync would wait behind. */
+    rocksdb_options_set_bytes_per_sync(s->dbopts, (uint64_t)1 << 20);
     /* Bloom filters: a write reads its key first, and most keys written
      * are new, so most of those reads would otherwise search every table
      * file's index for nothing. Index and filter blocks stay with their
@@ -706,7 +714,16 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     rocksdb_block_based_options_set_block_cache(s->bulk_table, s->cache);
     rocksdb_options_set_block_based_table_factory(s->bulk_opts,
                                                   s->bulk_table);
-    rocksdb_options_set_write_buffer_size(s->bulk_opts, (size_t)16 << 20);
+    rocksdb_options_set_write_buffer_size(s->bulk_opts, BULK_BUFFER);
+    /* A write stop or slowdown in RocksDB holds every family's writes, the
+     * KV's synced commits too: the bulk family must never cause one.
+     * store_bulk_put waits itself while BULK_IMMUTABLE memtables wait for
+     * their flush, below BULK_MEMTABLES (the stop), and its table files
+     * (blob references, a few KiB each) may pile up in L0 far past the
+     * usual triggers. */
+    rocksdb_options_set_max_write_buffer_number(s->bulk_opts, BULK_MEMTABLES);
+    rocksdb_options_set_level0_slowdown_writes_trigger(s->bulk_opts, 200);
+    rocksdb_options_set_level0_stop_writes_trigger(s->bulk_opts, 400);
     rocksdb_options_set_enable_blob_files(s->bulk_opts, 1);
     rocksdb_options_set_min_blob_size(s->bulk_opts, 4096);
     rocksdb_options_set_blob_file_size(s->bulk_opts, (uint64_t)256 << 20);
@@ -1513,6 +1530,20 @@ reel_code_t store_bulk_put(store_t *s, store_cf_t *cf, const void *key,
     if (REEL_FAULT("store.bulk_put"))
         return reel_status_set(st, REEL_INTERNAL,
                                "write to %s: injected fault", cf->name);
+    /* The bulk writer waits for the flushes it caused, so that RocksDB
+     * never stops every family's writes for it (BULK_MEMTABLES). */
+    for (;;) {
+        uint64_t imm = 0;
+
+        if (rocksdb_property_int_cf(s->db, cf->h,
+                                    "rocksdb.num-immutable-mem-table",
+                                    &imm) != 0 ||
+            imm < BULK_IMMUTABLE)
+            break;
+        if ((rc = direct_refused(s, st)) != REEL_OK)
+            return rc;
+        nanosleep(&(struct timespec){0, 1000000L}, NULL);
+    }
     rocksdb_put_cf(s->db, s->bulk_wopts, cf->h, key, klen, val, vlen, &err);
     if (err != NULL)
         return take_err(st, REEL_INTERNAL, &err, "write to the bulk family");
