@@ -29,6 +29,10 @@ NUMBERS = {
                             2**63 - 1),
     "wal-consumer-max-lag-bytes": ("REEL_WAL_CONSUMER_MAX_LAG_BYTES",
                                    "1073741824", 1, 2**63 - 1),
+    "workspace-max-artifact-bytes": ("REEL_WORKSPACE_MAX_ARTIFACT_BYTES",
+                                     "5368709120", 1, 2**63 - 1),
+    "workspace-versions-keep": ("REEL_WORKSPACE_VERSIONS_KEEP", "1", 1, 1000000),
+    "workspace-max-uploads": ("REEL_WORKSPACE_MAX_UPLOADS", "64", 1, 100000),
 }
 DURATIONS = {
     "keepalive-time": ("REEL_KEEPALIVE_TIME", "30s"),
