@@ -39,6 +39,8 @@ typedef struct fixture {
 static void publish(void *arg, const store_change_t *c, size_t n) {
     fixture_t *f = arg;
 
+    if (f->ws != NULL)
+        ws_publish(f->ws, c, n);
     pthread_mutex_lock(&f->mu);
     for (size_t i = 0; i < n; i++) {
         ws_artifact_t a;
@@ -550,6 +552,95 @@ static void test_list_pages_by_prefix_and_skips_tombstones(void **state) {
     free(items);
 }
 
+/* ---- Watches ----------------------------------------------------------- */
+
+typedef struct wsink {
+    TESTING_SINK_HEAD;
+    int kinds[64];
+    uint64_t revs[64];
+    char keys[64][32];
+} wsink_t;
+
+static int wsink_deliver(void *arg, ws_watch_kind_t kind, uint64_t rev,
+                         const ws_artifact_t *a) {
+    wsink_t *s = arg;
+    int full;
+
+    pthread_mutex_lock(&s->mu);
+    full = testing_sink_hold(&s->sink, 64);
+    if (!full) {
+        s->kinds[s->n] = kind;
+        s->revs[s->n] = rev;
+        snprintf(s->keys[s->n], sizeof(s->keys[0]), "%s", a ? a->key : "");
+        testing_sink_add(&s->sink);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return full;
+}
+
+static void wsink_end(void *arg, const reel_status_t *st) {
+    testing_sink_end(&((wsink_t *)arg)->sink, st);
+}
+
+static const ws_watch_sink_t wsink_ops = {.deliver = wsink_deliver,
+                                          .end = wsink_end};
+
+static void test_watch_snapshot_marker_then_live_and_catch_up_from_history(
+    void **state) {
+    fixture_t *f = *state;
+    reel_status_t st = REEL_STATUS_INIT;
+    ws_watch_args_t a = {0};
+    ws_watch_t *w;
+    wsink_t s;
+    waiter_t wt;
+    uint64_t revs[6];
+
+    assert_int_equal(put(f, "n", "p/a", "1", 1, &wt), REEL_OK);
+    assert_int_equal(put(f, "n", "q/x", "1", 1, &wt), REEL_OK);
+    testing_sink_init(&s.sink, 2);
+    a.ns = "n", a.ns_len = 1;
+    a.prefix = "p/", a.prefix_len = 2;
+    assert_int_equal(ws_watch_create(f->ws, &a, &wsink_ops, &s, &w, &st),
+                     REEL_OK);
+    ws_watch_pump(w);
+    assert_true(testing_sink_wait(&s.sink, 2, TESTING_WAIT_MS) >= 2);
+    assert_int_equal(s.kinds[0], WS_WATCH_CURRENT);
+    assert_string_equal(s.keys[0], "p/a");
+    assert_int_equal(s.kinds[1], WS_WATCH_BOOTSTRAP_DONE);
+    /* Full at 2: the next puts find it out of live delivery, and it
+     * catches up from the history once it has room again. */
+    for (int i = 0; i < 6; i++) {
+        char key[16];
+
+        snprintf(key, sizeof(key), "p/k%d", i);
+        assert_int_equal(put(f, "n", key, "x", 1, &wt), REEL_OK);
+        revs[i] = wt.revision;
+        assert_int_equal(put(f, "n", "q/other", "x", 1, &wt), REEL_OK);
+    }
+    pthread_mutex_lock(&s.mu);
+    assert_int_equal(s.n, 2);
+    s.held = 0;
+    s.limit = 64;
+    pthread_mutex_unlock(&s.mu);
+    ws_watch_pump(w);
+    assert_true(testing_sink_wait(&s.sink, 8, TESTING_WAIT_MS) >= 8);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(s.kinds[2 + i], WS_WATCH_PUT);
+        assert_int_equal(s.revs[2 + i], revs[i]);
+    }
+    /* Live again: a delete arrives as it commits. */
+    waiter_init(&wt);
+    assert_int_equal(ws_delete_submit(f->ws, "n", 1, "p/a", 3,
+                                      WS_PRECOND_NONE, 0, on_done, &wt, &st),
+                     REEL_OK);
+    waiter_wait(&wt);
+    assert_true(testing_sink_wait(&s.sink, 9, TESTING_WAIT_MS) >= 9);
+    assert_int_equal(s.kinds[8], WS_WATCH_DELETE);
+    assert_string_equal(s.keys[8], "p/a");
+    ws_watch_destroy(w);
+    testing_sink_fini(&s.sink);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
@@ -579,6 +670,9 @@ int main(void) {
             test_restart_reclaims_what_a_crash_left_staged, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_list_pages_by_prefix_and_skips_tombstones, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_watch_snapshot_marker_then_live_and_catch_up_from_history,
+            setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
