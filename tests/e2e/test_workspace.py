@@ -580,3 +580,28 @@ def test_reelctl_ws_put_get_stat_ls_rm_watch(reeld, tmp_path):
 def reeltest_reelctl():
     from conftest import REELCTL
     return REELCTL
+
+
+# ---- Failures inside reeld -------------------------------------------------------------
+
+@pytest.mark.parametrize("point", ["store.bulk_sync", "store.bulk_put", "store.put_synced"])
+def test_a_failed_staging_write_fails_the_put_clearly_and_leaves_nothing(
+        tmp_path, monkeypatch, point):
+    monkeypatch.setenv("REEL_TEST_FAULTS", point + "*1")
+    server = Reeld(str(tmp_path / "data")).start()
+    monkeypatch.delenv("REEL_TEST_FAULTS")
+    try:
+        ch = grpc.insecure_channel(server.addr)
+        ws = Client(ch)
+        code, msg = code_of(ws.put, "f", "k", blob(3 * CHUNK, seed=2))
+        assert code == grpc.StatusCode.INTERNAL and "injected" in msg
+        assert code_of(ws.stat, P.StatArtifactRequest(namespace="f", key="k"))[0] == \
+            grpc.StatusCode.NOT_FOUND
+        assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 0)
+        # Not sticky: the next put goes through, at version 1.
+        data = blob(3 * CHUNK, seed=3)
+        assert ws.put("f", "k", data).version == 1
+        assert ws.get("f", "k")[1] == data
+        ch.close()
+    finally:
+        assert server.stop()[0] == 0
