@@ -186,6 +186,9 @@ static int smoke(bench_opts_t o) {
     failed += smoke_step("signal", bench_signal, &o);
     failed += smoke_step("tail", bench_tail, &o);
     failed += smoke_step("memory", bench_memory, &o);
+    o.n_sizes = parse_list("1,3", o.sizes, BENCH_MAX_POINTS);
+    o.slow_ms = 1;
+    failed += smoke_step("ws", bench_ws, &o);
     kill(pid, SIGTERM);
     waitpid(pid, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -196,7 +199,7 @@ static int smoke(bench_opts_t o) {
     snprintf(dir, sizeof(dir), "%s/restart", o.data_dir);
     o.data_dir = dir;
     failed += smoke_step("restart", bench_restart, &o);
-    printf("smoke: %d passed, %d failed\n", 9 - failed, failed);
+    printf("smoke: %d passed, %d failed\n", 11 - failed, failed);
     return failed ? 1 : 0;
 }
 
