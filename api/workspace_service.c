@@ -4,8 +4,11 @@
  * PutArtifact is client-streaming: the handler asks for one message at a
  * time (rpc_call_read) and asks for the next only once the last is stored,
  * so a client that sends faster than the disk takes is held back by
- * HTTP/2 flow control, and an upload holds one chunk buffer in reeld. The
- * header begins the upload; each chunk is written as it comes; the end of
+ * HTTP/2 flow control, and an upload holds one chunk buffer in reeld. Each
+ * message is stored by one of the workspace's workers (ws_run), not on the
+ * poller it arrived on: a chunk write may wait for a flush, and the pollers
+ * serve every other call. The header begins the upload; each chunk is
+ * written as it comes; the end of
  * the client's stream commits, and the answer goes from the writer thread
  * once the commit is synced. Any other end (a bad message, the client
  * gone, the server stopping) aborts the upload: nothing is visible and its
@@ -221,8 +224,22 @@ out:
 }
 
 static void put_read(rpc_call_t *call, void *arg, reel_code_t code,
-                     const uint8_t *msg, size_t len) {
-    put_t *p = arg;
+                     const uint8_t *msg, size_t len);
+
+/* The message (or end) put_read hands to a workspace worker. */
+typedef struct put_msg {
+    rpc_call_t *call;
+    put_t *p;
+    reel_code_t code;
+    int has_msg;
+    size_t len;
+    uint8_t bytes[];
+} put_msg_t;
+
+/* A workspace worker: stores one message, or commits at the end, then
+ * asks for the next. */
+static void put_handle(rpc_call_t *call, put_t *p, reel_code_t code,
+                       const uint8_t *msg, size_t len) {
     Reel__V1__PutArtifactRequest *in = NULL;
     reel_status_t st = REEL_STATUS_INIT;
     int reading = PUT_READING;
@@ -299,6 +316,48 @@ static void put_read(rpc_call_t *call, void *arg, reel_code_t code,
 out:
     if (in != NULL)
         reel__v1__put_artifact_request__free_unpacked(in, NULL);
+    reel_status_fini(&st);
+}
+
+static void put_work(void *arg) {
+    put_msg_t *m = arg;
+
+    put_handle(m->call, m->p, m->code, m->has_msg ? m->bytes : NULL, m->len);
+    rpc_call_unref(m->call);
+    free(m);
+}
+
+/*
+ * A poller thread: the next message arrived (or the end, or the call
+ * broke). Storing it waits on the disk, so a workspace worker does it
+ * (ws_run), and asks for the next message when done: one message per
+ * upload is in reeld at a time.
+ */
+static void put_read(rpc_call_t *call, void *arg, reel_code_t code,
+                     const uint8_t *msg, size_t len) {
+    put_t *p = arg;
+    reel_status_t st = REEL_STATUS_INIT;
+    put_msg_t *m = malloc(sizeof(*m) + (msg != NULL ? len : 0));
+
+    if (m == NULL) {
+        reel_status_set(&st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        put_fail(call, p, &st);
+        reel_status_fini(&st);
+        return;
+    }
+    m->call = call;
+    m->p = p;
+    m->code = code;
+    m->has_msg = msg != NULL;
+    m->len = msg != NULL ? len : 0;
+    if (msg != NULL && len > 0)
+        memcpy(m->bytes, msg, len);
+    rpc_call_ref(call);
+    if (ws_run(p->ctx->ws, put_work, m, &st) != REEL_OK) {
+        put_fail(call, p, &st);
+        rpc_call_unref(call);
+        free(m);
+    }
     reel_status_fini(&st);
 }
 

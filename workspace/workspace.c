@@ -107,13 +107,26 @@ struct ws {
     pthread_mutex_t mu; /* guards the reclaim queue and stop */
     pthread_cond_t cv;
     reclaim_t *head, *tail;
-    int stopping;
+    int stopping;         /* no more ws_run jobs; the workers drain */
+    int reclaim_stopping; /* the workers are gone: the reclaimer drains */
     pthread_t reclaimer;
     int started;
 
     feed_hub_t *hub;
     uint64_t trimmed_at; /* writer thread: the revision of the last trim */
+
+    /* ws_run's jobs, guarded by mu (signalled on jobs_cv). */
+    struct job *jobs_head, *jobs_tail;
+    pthread_cond_t jobs_cv;
+    pthread_t workers[WS_WORKERS];
+    int n_workers;
 };
+
+typedef struct job {
+    struct job *next;
+    void (*fn)(void *arg);
+    void *arg;
+} job_t;
 
 struct ws_upload {
     ws_t *ws;
@@ -394,7 +407,7 @@ static void *reclaimer_main(void *arg) {
     for (;;) {
         reclaim_t *r;
 
-        while (ws->head == NULL && !ws->stopping)
+        while (ws->head == NULL && !ws->reclaim_stopping)
             pthread_cond_wait(&ws->cv, &ws->mu);
         if (ws->head == NULL)
             break;
@@ -490,6 +503,57 @@ out:
     return rc;
 }
 
+/* ---- Workers ------------------------------------------------------------------ */
+
+static void *worker_main(void *arg) {
+    ws_t *ws = arg;
+
+    pthread_mutex_lock(&ws->mu);
+    for (;;) {
+        job_t *j;
+
+        while (ws->jobs_head == NULL && !ws->stopping)
+            pthread_cond_wait(&ws->jobs_cv, &ws->mu);
+        if ((j = ws->jobs_head) == NULL)
+            break;
+        ws->jobs_head = j->next;
+        if (ws->jobs_head == NULL)
+            ws->jobs_tail = NULL;
+        pthread_mutex_unlock(&ws->mu);
+        j->fn(j->arg);
+        free(j);
+        pthread_mutex_lock(&ws->mu);
+    }
+    pthread_mutex_unlock(&ws->mu);
+    return NULL;
+}
+
+reel_code_t ws_run(ws_t *ws, void (*fn)(void *arg), void *arg,
+                   reel_status_t *st) {
+    job_t *j = malloc(sizeof(*j));
+
+    if (j == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    j->next = NULL;
+    j->fn = fn;
+    j->arg = arg;
+    pthread_mutex_lock(&ws->mu);
+    if (ws->stopping) {
+        pthread_mutex_unlock(&ws->mu);
+        free(j);
+        return reel_status_set(st, REEL_UNAVAILABLE,
+                               "the workspace is stopping");
+    }
+    if (ws->jobs_tail)
+        ws->jobs_tail->next = j;
+    else
+        ws->jobs_head = j;
+    ws->jobs_tail = j;
+    pthread_cond_signal(&ws->jobs_cv);
+    pthread_mutex_unlock(&ws->mu);
+    return REEL_OK;
+}
+
 /* ---- Open and close ---------------------------------------------------------- */
 
 reel_code_t ws_create(store_t *store, const ws_limits_t *limits, ws_t **out,
@@ -514,6 +578,7 @@ reel_code_t ws_create(store_t *store, const ws_limits_t *limits, ws_t **out,
         ws->lim.max_key = WS_DEFAULT_MAX_KEY;
     pthread_mutex_init(&ws->mu, NULL);
     pthread_cond_init(&ws->cv, NULL);
+    pthread_cond_init(&ws->jobs_cv, NULL);
     if ((rc = store_cf_lookup(store, "ws", &ws->cf, st)) != REEL_OK ||
         (rc = store_cf_lookup(store, "ws_chunks", &ws->chunks, st)) !=
             REEL_OK)
@@ -529,6 +594,13 @@ reel_code_t ws_create(store_t *store, const ws_limits_t *limits, ws_t **out,
         goto fail;
     }
     ws->started = 1;
+    for (; ws->n_workers < WS_WORKERS; ws->n_workers++)
+        if (pthread_create(&ws->workers[ws->n_workers], NULL, worker_main,
+                           ws) != 0) {
+            rc = reel_status_set(st, REEL_INTERNAL,
+                                 "cannot start the workspace's workers");
+            goto fail;
+        }
     *out = ws;
     return REEL_OK;
 fail:
@@ -541,6 +613,14 @@ void ws_stop(ws_t *ws) {
         return;
     pthread_mutex_lock(&ws->mu);
     ws->stopping = 1;
+    pthread_cond_broadcast(&ws->jobs_cv);
+    pthread_mutex_unlock(&ws->mu);
+    /* The workers first: what they finish may queue reclaims. */
+    for (int i = 0; i < ws->n_workers; i++)
+        pthread_join(ws->workers[i], NULL);
+    ws->n_workers = 0;
+    pthread_mutex_lock(&ws->mu);
+    ws->reclaim_stopping = 1;
     pthread_cond_broadcast(&ws->cv);
     pthread_mutex_unlock(&ws->mu);
     pthread_join(ws->reclaimer, NULL);
@@ -559,6 +639,7 @@ void ws_destroy(ws_t *ws) {
     feed_hub_destroy(ws->hub);
     pthread_mutex_destroy(&ws->mu);
     pthread_cond_destroy(&ws->cv);
+    pthread_cond_destroy(&ws->jobs_cv);
     free(ws);
 }
 

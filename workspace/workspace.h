@@ -98,8 +98,19 @@ void ws_artifact_fini(ws_artifact_t *a);
 reel_code_t ws_create(store_t *store, const ws_limits_t *limits, ws_t **out,
                       reel_status_t *st);
 
-/* Lets the reclaimer finish what is queued, and stops it. Before the
- * store closes. Accepts NULL. */
+/*
+ * Runs fn(arg) on one of the workspace's WS_WORKERS threads, in the order
+ * given: for work that waits on the disk (an upload's chunk writes, its
+ * flush), so that it never holds a thread of the caller's (a gRPC
+ * poller). OK, or RESOURCE_EXHAUSTED (out of memory) or UNAVAILABLE
+ * (stopping), and fn never runs.
+ */
+#define WS_WORKERS 2
+reel_code_t ws_run(ws_t *ws, void (*fn)(void *arg), void *arg,
+                   reel_status_t *st);
+
+/* Lets the reclaimer and the workers finish what is queued, and stops
+ * them. Before the store closes. Accepts NULL. */
 void ws_stop(ws_t *ws);
 void ws_destroy(ws_t *ws);
 
