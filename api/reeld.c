@@ -381,11 +381,16 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     }
     /* Signals are journal entries once consumed: one payload limit. */
     cfg->limits.signals.max_payload = cfg->limits.journal.max_payload;
+    /* Artifact names follow the KV's limits. */
+    cfg->limits.ws.max_namespace = cfg->limits.kv.max_namespace;
+    cfg->limits.ws.max_key = cfg->limits.kv.max_key;
     /* One record of every kind must fit in a response, or a page of one
      * could not be sent. */
     if (api_check_response_budget(cfg->max_response_bytes, &cfg->limits.kv,
                                   &cfg->limits.journal, &cfg->limits.signals,
-                                  why, sizeof(why)) != 0) {
+                                  why, sizeof(why)) != 0 ||
+        api_workspace_check_budget(cfg->max_response_bytes, &cfg->limits.ws,
+                                   why, sizeof(why)) != 0) {
         fprintf(stderr, "reeld: %s\n", why);
         return -1;
     }

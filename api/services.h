@@ -69,6 +69,14 @@ int api_check_response_budget(size_t budget, const kv_limits_t *kv,
                               const signals_limits_t *signals, char *why,
                               size_t whylen);
 
+/*
+ * Whether the largest artifact record these limits allow (a Stat answer,
+ * a page of one, a watch message or a WAL event) fits in `budget` bytes:
+ * 0, or -1 with why (naming the flag) written into why[whylen].
+ */
+int api_workspace_check_budget(size_t budget, const ws_limits_t *lim,
+                               char *why, size_t whylen);
+
 /* grpc.health.v1.Health: Check and Watch. Returns 0 or -1. */
 int api_health_register(rpc_server_t *srv, api_ctx_t *ctx);
 

@@ -813,6 +813,30 @@ static int api_workspace_register(rpc_server_t *srv, api_ctx_t *ctx) {
     return 0;
 }
 
+int api_workspace_check_budget(size_t budget, const ws_limits_t *lim,
+                               char *why, size_t whylen) {
+    size_t ns = lim->max_namespace ? lim->max_namespace
+                                   : WS_DEFAULT_MAX_NAMESPACE;
+    size_t key = lim->max_key ? lim->max_key : WS_DEFAULT_MAX_KEY;
+    /* Each field's tag and length (at most 11 bytes), the strings, each
+     * metadata entry's framing, the digest; then, at most, the key again
+     * (a page's cursor, a WAL subject) and the reserve of a page. */
+    size_t record = 16 * 11 + ns + key + WS_MAX_CONTENT_TYPE +
+                    WS_MAX_METADATA_BYTES + WS_MAX_METADATA * 8 +
+                    WS_SHA256_LEN;
+    size_t need = record + key + ns + 16 + API_PAGE_RESERVE;
+
+    if (need <= budget)
+        return 0;
+    snprintf(why, whylen,
+             "--max-response-bytes %zu cannot hold one artifact record: "
+             "with --kv-max-namespace-bytes %zu and --kv-max-key-bytes %zu "
+             "and up to %d bytes of metadata, one can be %zu bytes encoded; "
+             "raise --max-response-bytes",
+             budget, ns, key, WS_MAX_METADATA_BYTES, need);
+    return -1;
+}
+
 /* ---- The module ---------------------------------------------------------------- */
 
 /* artifact.<namespace>.<key, '/' read as '.'> with the record. */

@@ -605,3 +605,16 @@ def test_a_failed_staging_write_fails_the_put_clearly_and_leaves_nothing(
         ch.close()
     finally:
         assert server.stop()[0] == 0
+
+
+def test_artifact_names_follow_the_kv_limits(tmp_path):
+    server = Reeld(str(tmp_path / "data"), extra=["--kv-max-key-bytes", "8"]).start()
+    try:
+        ch = grpc.insecure_channel(server.addr)
+        ws = Client(ch)
+        assert ws.put("n", "12345678", b"x").version == 1
+        code, msg = code_of(ws.put, "n", "123456789", b"x")
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "key" in msg and "8" in msg
+        ch.close()
+    finally:
+        assert server.stop()[0] == 0
