@@ -618,3 +618,32 @@ def test_artifact_names_follow_the_kv_limits(tmp_path):
         ch.close()
     finally:
         assert server.stop()[0] == 0
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_slow_reader_does_not_make_reeld_buffer_the_file(reeld, ws):
+    size = 160 * MiB
+    piece = blob(CHUNK, seed=12)
+
+    def gen():
+        yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="slow", key="big"))
+        for i in range(size // CHUNK):
+            yield P.PutArtifactRequest(chunk=piece)
+    ws.put_call(gen(), timeout=300)
+    base = rss_mib(reeld.proc.pid)
+    peak = base
+    n = 0
+    it = ws.get_call(P.GetArtifactRequest(namespace="slow", key="big"), timeout=300)
+    for m in it:
+        n += len(m.chunk)
+        peak = max(peak, rss_mib(reeld.proc.pid))
+        time.sleep(0.01)  # the slow reader itself, not a wait for a condition
+    assert n == size
+    assert peak - base < 64, f"reeld grew {peak - base:.1f} MiB streaming {size >> 20} MiB"
