@@ -48,6 +48,7 @@ typedef struct config {
     size_t max_response_bytes;
     size_t write_queue;
     int keepalive_time_ms, keepalive_timeout_ms;
+    uint64_t background_write_rate;
     api_limits_t limits;
 } config_t;
 
@@ -195,6 +196,11 @@ static const flag_t flags[] = {
      "a durable consumer keeps events past the retention limits while its "
      "unacknowledged events take at most N bytes; past that it is "
      "invalidated"},
+    {"background-write-rate", "REEL_BACKGROUND_WRITE_RATE", "N", FLAG_NUMBER,
+     NULL, 90000000, 0, INT64_MAX, FIELD(background_write_rate),
+     "bytes a second RocksDB's flushes and compactions (an artifact's "
+     "chunks among them) may write, 0 = no limit: keep it under the disk's "
+     "synced write rate so commits are not queued behind them"},
     {"workspace-max-artifact-bytes", "REEL_WORKSPACE_MAX_ARTIFACT_BYTES", "N",
      FLAG_NUMBER, NULL, (long long)WS_DEFAULT_MAX_ARTIFACT, 1, INT64_MAX,
      FIELD(limits.ws.max_artifact),
@@ -488,6 +494,7 @@ int main(int argc, char **argv) {
     sopts.before_commit_arg = &ctx;
     sopts.on_failure = api_store_failed;
     sopts.on_failure_arg = &ctx;
+    sopts.background_write_rate = cfg.background_write_rate;
     if (store_open(&sopts, &store, &st) != REEL_OK) {
         REEL_ERROR("reeld", "cannot open the store: %s",
                    reel_status_message(&st));

@@ -678,6 +678,17 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
      * not all at their end: a flush of a file's chunks never leaves a
      * backlog of dirty pages that a KV commit's fsync would wait behind. */
     rocksdb_options_set_bytes_per_sync(s->dbopts, (uint64_t)1 << 20);
+    if (opts->background_write_rate > 0) {
+        /* Measured (bench/ANALYSIS.md, "Workspace"): a 1 GiB upload at the
+         * disk's full rate made KV commits wait 5x longer; at 3/4 of it,
+         * 1.4x. Flushes go first, compactions after. The options keep the
+         * limiter; this reference is dropped. */
+        rocksdb_ratelimiter_t *rl = rocksdb_ratelimiter_create(
+            (int64_t)opts->background_write_rate, 100000, 10);
+
+        rocksdb_options_set_ratelimiter(s->dbopts, rl);
+        rocksdb_ratelimiter_destroy(rl);
+    }
     /* Bloom filters: a write reads its key first, and most keys written
      * are new, so most of those reads would otherwise search every table
      * file's index for nothing. Index and filter blocks stay with their

@@ -136,6 +136,11 @@ typedef struct store_opts {
     void *fault_arg;
     store_failed_fn on_failure; /* may be NULL */
     void *on_failure_arg;
+    /* RocksDB's flushes and compactions (table and blob files, a bulk
+     * family's chunks among them) write at most this many bytes a second;
+     * 0: no limit. Below the disk's own rate, synced commits keep their
+     * latency while bulk bytes are written. */
+    uint64_t background_write_rate;
 } store_opts_t;
 
 /*

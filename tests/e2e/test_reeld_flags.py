@@ -29,6 +29,7 @@ NUMBERS = {
                             2**63 - 1),
     "wal-consumer-max-lag-bytes": ("REEL_WAL_CONSUMER_MAX_LAG_BYTES",
                                    "1073741824", 1, 2**63 - 1),
+    "background-write-rate": ("REEL_BACKGROUND_WRITE_RATE", "90000000", 0, 2**63 - 1),
     "workspace-max-artifact-bytes": ("REEL_WORKSPACE_MAX_ARTIFACT_BYTES",
                                      "5368709120", 1, 2**63 - 1),
     "workspace-versions-keep": ("REEL_WORKSPACE_VERSIONS_KEEP", "1", 1, 1000000),
