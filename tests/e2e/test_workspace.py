@@ -628,6 +628,13 @@ def rss_mib(pid):
     raise AssertionError("no VmRSS")
 
 
+def sanitized_build():
+    """ASan's quarantine keeps freed memory: RSS bounds mean nothing there."""
+    from conftest import REELD
+    with open(REELD, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
 def test_a_slow_reader_does_not_make_reeld_buffer_the_file(reeld, ws):
     size = 160 * MiB
     piece = blob(CHUNK, seed=12)
@@ -646,4 +653,7 @@ def test_a_slow_reader_does_not_make_reeld_buffer_the_file(reeld, ws):
         peak = max(peak, rss_mib(reeld.proc.pid))
         time.sleep(0.01)  # the slow reader itself, not a wait for a condition
     assert n == size
+    if sanitized_build():
+        print("sanitizer build: RSS bound not checked")
+        return
     assert peak - base < 64, f"reeld grew {peak - base:.1f} MiB streaming {size >> 20} MiB"
