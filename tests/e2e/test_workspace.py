@@ -376,22 +376,25 @@ def test_kill_9_mid_upload_reclaims_staged_chunks_and_keeps_finished(tmp_path):
     ws = Client(ch)
     done = blob(3 * MiB + 5, seed=99)
     rec = ws.put("k9", "done", done)
-    streaming = threading.Event()
+    streaming = [threading.Event(), threading.Event()]
 
-    def gen():
-        yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="k9", key="half"))
-        for i in range(80):
-            yield P.PutArtifactRequest(chunk=blob(CHUNK, seed=1000 + i))
-        streaming.set()
+    def gen(i, mib):
+        yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="k9", key=f"half{i}"))
+        for c in range(mib):
+            yield P.PutArtifactRequest(chunk=blob(CHUNK, seed=1000 * (i + 1) + c))
+        streaming[i].set()
         time.sleep(120)
-    fut = ws.put_call.future(gen(), timeout=300)
-    assert streaming.wait(60)
-    # 80 MiB staged: past the chunk family's 16 MiB write buffer, so some
-    # of it reached files on disk before the kill.
+    # Two uploads under way: 60 and 30 MiB, past the chunk family's 16 MiB
+    # write buffer, so some of each reached files on disk before the kill.
+    futs = [ws.put_call.future(gen(0, 60), timeout=300),
+            ws.put_call.future(gen(1, 30), timeout=300)]
+    assert streaming[0].wait(60) and streaming[1].wait(60)
+    assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 2)
     staged = ws.usage(P.GetWorkspaceUsageRequest())
-    assert staged.staged_uploads == 1 and staged.chunk_bytes > 40 * MiB, staged
+    assert staged.chunk_bytes > 40 * MiB, staged
     server.kill()
-    fut.cancel()
+    for f in futs:
+        f.cancel()
     ch.close()
 
     server = Reeld(data, port=server.port).start()
@@ -401,9 +404,10 @@ def test_kill_9_mid_upload_reclaims_staged_chunks_and_keeps_finished(tmp_path):
         after = ws.usage(P.GetWorkspaceUsageRequest())
         assert after.staged_uploads == 0
         assert after.chunk_bytes < 3 * MiB + 8 * MiB, after
-        assert "reclaimed 1 upload" in server.log()
-        assert code_of(ws.stat, P.StatArtifactRequest(namespace="k9", key="half"))[0] == \
-            grpc.StatusCode.NOT_FOUND
+        assert "reclaimed 2 uploads" in server.log()
+        for key in ("half0", "half1"):
+            assert code_of(ws.stat, P.StatArtifactRequest(namespace="k9", key=key))[0] == \
+                grpc.StatusCode.NOT_FOUND
         got, body, _ = ws.get("k9", "done")
         assert body == done and got.sha256 == rec.sha256
         assert [a.key for a in ws.list(P.ListArtifactsRequest(namespace="k9")).artifacts] == \
