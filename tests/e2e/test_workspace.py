@@ -661,3 +661,38 @@ def test_a_slow_reader_does_not_make_reeld_buffer_the_file(reeld, ws):
         print("sanitizer build: RSS bound not checked")
         return
     assert peak - base < 64, f"reeld grew {peak - base:.1f} MiB streaming {size >> 20} MiB"
+
+
+def test_sigterm_during_an_upload_ends_it_and_reeld_exits_cleanly(tmp_path):
+    data = str(tmp_path / "data")
+    server = Reeld(data).start()
+    ch = grpc.insecure_channel(server.addr)
+    ws = Client(ch)
+    streaming = threading.Event()
+
+    def gen():
+        yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="t", key="k"))
+        for c in range(20):
+            yield P.PutArtifactRequest(chunk=blob(CHUNK, seed=c))
+        streaming.set()
+        time.sleep(60)
+    fut = ws.put_call.future(gen(), timeout=120)
+    assert streaming.wait(60)
+    assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 1)
+    code, took = server.stop()
+    assert code == 0, server.log()
+    assert took < 10
+    with pytest.raises(grpc.RpcError) as e:
+        fut.result()
+    assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+    ch.close()
+    server = Reeld(data, port=server.port).start()
+    try:
+        ch = grpc.insecure_channel(server.addr)
+        ws = Client(ch)
+        assert ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 0
+        assert code_of(ws.stat, P.StatArtifactRequest(namespace="t", key="k"))[0] == \
+            grpc.StatusCode.NOT_FOUND
+        ch.close()
+    finally:
+        assert server.stop()[0] == 0
