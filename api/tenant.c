@@ -43,8 +43,8 @@ int api_tenant_hides_scoped(rpc_call_t *call) {
 
 int api_tenant_keeps_apart(const char *path) {
     static const char *const services[] = {
-        "/reel.v1.KV/", "/reel.v1.Journal/", "/reel.v1.Signals/",
-        "/reel.v1.Wal/", NULL};
+        "/reel.v1.KV/",  "/reel.v1.Journal/",   "/reel.v1.Signals/",
+        "/reel.v1.Wal/", "/reel.v1.Workspace/", NULL};
 
     for (const char *const *p = services; *p != NULL; p++)
         if (strncmp(path, *p, strlen(*p)) == 0)
@@ -171,6 +171,9 @@ int api_tenant_event_out_as(const char *tenant, const uint8_t *bytes,
         name = &ev->value->namespace_;
     else if (ev->body_case == REEL__V1__EVENT__BODY_RUN && ev->run != NULL)
         name = &ev->run->app;
+    else if (ev->body_case == REEL__V1__EVENT__BODY_ARTIFACT &&
+             ev->artifact != NULL)
+        name = &ev->artifact->namespace_;
     rc = -1;
     if ((subject = malloc(strlen(ev->subject) + 1)) != NULL) {
         snprintf(subject, strlen(ev->subject) + 1, "%.*s.%s", (int)first,

@@ -82,6 +82,9 @@ static void test_every_service_but_the_token_methods_keeps_tenants_apart(
     assert_true(api_tenant_keeps_apart("/reel.v1.Wal/GetHead"));
     assert_true(api_tenant_keeps_apart("/reel.v1.Wal/AckEvents"));
     assert_true(api_tenant_keeps_apart("/reel.v1.Wal/ListConsumers"));
+    assert_true(api_tenant_keeps_apart("/reel.v1.Journal/ClaimNextRun"));
+    assert_true(api_tenant_keeps_apart("/reel.v1.Signals/CancelSignal"));
+    assert_true(api_tenant_keeps_apart("/reel.v1.Workspace/PutArtifact"));
     assert_false(api_tenant_keeps_apart("/reel.v1.KVX/Get"));
     assert_false(api_tenant_keeps_apart("/reel.v1.JournalX/GetRun"));
     assert_false(api_tenant_keeps_apart("/reel.v1.Admin/CreateToken"));

@@ -53,6 +53,14 @@ typedef enum store_cf_kind {
     /* A tail: read in long forward passes. Its iterators read ahead and
      * keep their blocks out of the block cache the live keys use. */
     STORE_CF_TAIL,
+    /*
+     * Bulk bytes (a file's chunks), written outside the writer with
+     * store_bulk_put() and read by range. Values of 4 KiB or more go to
+     * blob files (RocksDB's integrated BlobDB, garbage-collected), so
+     * compaction moves small references instead of rewriting the bytes;
+     * its own 16 MiB write buffer; no bloom filters.
+     */
+    STORE_CF_BULK,
 } store_cf_kind_t;
 
 /* One column family a module declares. Lists of them end with a NULL name. */
@@ -107,6 +115,18 @@ typedef int (*store_fault_fn)(void *arg);
  */
 typedef void (*store_failed_fn)(void *arg, const reel_status_t *why);
 
+/*
+ * The writer's alarm (durable timers, timers/): called on the writer
+ * thread as the last request of a group, once the time last given to
+ * store_wake_at() has come, with a transaction like an apply function's.
+ * It is disarmed before the call, so it must arm again (store_wake_at)
+ * for whatever is still to come. Its writes and changes commit with the
+ * group; an error rolls back its writes alone, is logged, and the alarm
+ * is armed again a second later (what it was to do is still stored).
+ */
+typedef reel_code_t (*store_alarm_fn)(void *arg, store_txn_t *txn,
+                                      reel_status_t *st);
+
 typedef struct store_opts {
     const char *data_dir;    /* required; created if missing */
     /*
@@ -128,6 +148,13 @@ typedef struct store_opts {
     void *fault_arg;
     store_failed_fn on_failure; /* may be NULL */
     void *on_failure_arg;
+    store_alarm_fn alarm; /* may be NULL: store_wake_at() then does nothing */
+    void *alarm_arg;
+    /* RocksDB's flushes and compactions (table and blob files, a bulk
+     * family's chunks among them) write at most this many bytes a second;
+     * 0: no limit. Below the disk's own rate, synced commits keep their
+     * latency while bulk bytes are written. */
+    uint64_t background_write_rate;
 } store_opts_t;
 
 /*
@@ -150,6 +177,17 @@ void store_close(store_t *store);
 
 /* The last committed revision (0 before any change). Any thread. */
 uint64_t store_revision(store_t *store);
+
+/*
+ * Arms the writer's alarm for wall-clock time due_ms, unless it is already
+ * armed for earlier: the alarm runs in the first group that starts at or
+ * after due_ms (a group of its own when nothing else is queued). Any
+ * thread; costs an atomic compare when it changes nothing. The writer
+ * waits for the earliest armed time in a timed wait on its queue, so an
+ * idle store does not spin and a busy one reads no clock it did not read
+ * already.
+ */
+void store_wake_at(store_t *store, int64_t due_ms);
 
 /* OK, or the sticky error (UNAVAILABLE) that stopped writes, copied into
  * st when st is not NULL. */
@@ -247,6 +285,14 @@ void store_txn_delete_blind(store_txn_t *txn, store_cf_t *cf, const void *key,
 uint64_t store_txn_emit(store_txn_t *txn, uint32_t module, uint32_t type,
                         const void *event, size_t len);
 
+/*
+ * A blind delete of every key in [begin, end) (a range tombstone: one
+ * record however many keys it covers). Same rules as the blind writes.
+ */
+void store_txn_delete_range_blind(store_txn_t *txn, store_cf_t *cf,
+                                  const void *begin, size_t blen,
+                                  const void *end, size_t elen);
+
 /* The revision the next emit would get. */
 uint64_t store_txn_next_revision(store_txn_t *txn);
 
@@ -291,5 +337,59 @@ const char *store_iter_value(store_iter_t *it, size_t *vlen);
 /* OK, or INTERNAL if the iteration stopped on an error. */
 reel_code_t store_iter_status(store_iter_t *it, reel_status_t *st);
 void store_iter_destroy(store_iter_t *it);
+
+/* ---- Writes outside the writer (any thread) ------------------------------ */
+
+/*
+ * For bytes too large to pass through the group commit (a file's chunks):
+ * each call writes at once, beside the writer, and commits nothing that
+ * carries a revision. The writer's commits go on meanwhile. All refuse
+ * with UNAVAILABLE once the store failed, and answer INTERNAL (naming the
+ * family) when RocksDB fails; a failure here does not fail the store.
+ */
+
+/*
+ * Writes key into a STORE_CF_BULK family without RocksDB's log: the bytes
+ * are not durable, and not in the log every synced commit must write out,
+ * until store_bulk_sync() of that family returns OK. A crash before it
+ * loses them; nothing else.
+ */
+reel_code_t store_bulk_put(store_t *store, store_cf_t *cf, const void *key,
+                           size_t klen, const void *val, size_t vlen,
+                           reel_status_t *st);
+
+/* Makes every store_bulk_put() into cf that returned before it durable:
+ * flushes the family's memtable to synced table and blob files. */
+reel_code_t store_bulk_sync(store_t *store, store_cf_t *cf, reel_status_t *st);
+
+/* Writes key -> val through RocksDB's log, synced before it returns. */
+reel_code_t store_put_synced(store_t *store, store_cf_t *cf, const void *key,
+                             size_t klen, const void *val, size_t vlen,
+                             reel_status_t *st);
+
+/*
+ * Deletes [begin, end) in range_cf and then, if key is not NULL, key in
+ * key_cf, as one logged write (not synced: what it deletes must be safe
+ * to delete again after a crash).
+ */
+reel_code_t store_delete_range(store_t *store, store_cf_t *range_cf,
+                               const void *begin, size_t blen,
+                               const void *end, size_t elen,
+                               store_cf_t *key_cf, const void *key,
+                               size_t klen, reel_status_t *st);
+
+/*
+ * Compacts [begin, end) of cf, so what deletes covered there gives its
+ * disk space back now rather than at some later compaction. Blocks for
+ * as long as the compaction takes: not on the writer.
+ */
+reel_code_t store_compact_range(store_t *store, store_cf_t *cf,
+                                const void *begin, size_t blen,
+                                const void *end, size_t elen,
+                                reel_status_t *st);
+
+/* The bytes cf holds on disk and in memory: the table and blob files its
+ * current tree uses, and its memtables, as RocksDB counts them. */
+uint64_t store_cf_bytes(store_t *store, store_cf_t *cf);
 
 #endif

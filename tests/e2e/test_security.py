@@ -250,6 +250,7 @@ import time  # noqa: E402
 
 from conftest import ROOT, stream  # noqa: E402
 from reel.v1 import journal_pb2, kv_pb2, signals_pb2, wal_pb2  # noqa: E402
+from reel.v1 import workspace_pb2  # noqa: E402
 
 TOKEN_RE = re.compile(r"reel_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 
@@ -451,8 +452,10 @@ def test_the_matrix_every_rpc_refuses_what_it_must(secured):
                                           "signals:await", "wal:read",
                                           "wal:consume"])
     secured.revoke(rid)
-    # A scope no current rpc needs: every scoped rpc must refuse it.
-    narrow, _ = secured.create(scopes=["workspace:read"])
+    # A scope the rpc does not need (every scope is some rpc's now): each
+    # scoped rpc must refuse it.
+    narrow_ws, _ = secured.create(scopes=["workspace:read"])
+    narrow_kv, _ = secured.create(scopes=["kv:read"])
     bad = "reel_0123456789abcdef_" + "A" * 43
     for path, streaming in RPCS:
         for name, meta in [("no token", None), ("malformed", md("x")),
@@ -460,6 +463,7 @@ def test_the_matrix_every_rpc_refuses_what_it_must(secured):
             c, d = raw_call(secured.ch, path, streaming, meta)
             assert c == grpc.StatusCode.UNAUTHENTICATED, (path, name, c, d)
             assert "reel_" not in d.replace("reel_<id>_<secret>", "")
+        narrow = narrow_kv if path.startswith("/reel.v1.Workspace/") else narrow_ws
         c, d = raw_call(secured.ch, path, streaming, md(narrow))
         if path in ANY_TOKEN:
             assert c == grpc.StatusCode.OK, (path, c, d)
@@ -984,6 +988,15 @@ def test_the_matrix_another_tenants_runs_signals_and_consumers_reveal_nothing(se
     rb = b.begin(app="shop-b", session="sb")
     b.append(rb, payload='{"secret": 1}')
     b.signal(rb.run_id, name="go")
+    # A second run of beta's, claimable (RUNNABLE: woken by its signal), and
+    # a scheduled signal it may cancel.
+    rb2 = b.begin(app="shop-b", session="sb", inv="i2")
+    b.u("/reel.v1.Journal/SuspendRun", journal_pb2.SuspendRunRequest(
+        run_id=rb2.run_id, lease_epoch=rb2.lease_epoch, waiting_on="wake"),
+        journal_pb2.Run)
+    b.signal(rb2.run_id, name="wake")
+    b.signal(rb.run_id, name="later", signal_id="sig-1",
+             deliver_at_ms=int(time.time() * 1000) + 3600_000)
     it = b.tail(consumer="beta-only")
     next(it)
     it.cancel()
@@ -1021,6 +1034,10 @@ def test_the_matrix_another_tenants_runs_signals_and_consumers_reveal_nothing(se
                                   lease_epoch=1),
         S + "ListSignals": by_run(S + "ListSignals", signals_pb2.ListSignalsRequest,
                                   signals_pb2.ListSignalsResponse),
+        S + "CancelSignal": by_run(S + "CancelSignal", signals_pb2.CancelSignalRequest,
+                                   signals_pb2.Signal, signal_id="sig-1"),
+        J + "ResumeRun": by_run(J + "ResumeRun", journal_pb2.ResumeRunRequest,
+                                journal_pb2.Run),
     }
     checked = set()
     for path, op in run_calls.items():
@@ -1045,6 +1062,9 @@ def test_the_matrix_another_tenants_runs_signals_and_consumers_reveal_nothing(se
             W + "DeleteConsumer", wal_pb2.DeleteConsumerRequest(name=v),
             wal_pb2.DeleteConsumerResponse),
         W + "ListConsumers": lambda v: a.consumers(start_after=v),
+        J + "ClaimNextRun": lambda v: a.u(
+            J + "ClaimNextRun", journal_pb2.ClaimNextRunRequest(
+                app=v, lease_owner="thief"), journal_pb2.ClaimNextRunResponse),
     }
     for path, op in named.items():
         theirs = code_of(lambda: op("beta-only" if path.startswith(W) else "shop-b"))
@@ -1072,12 +1092,94 @@ def test_the_matrix_another_tenants_runs_signals_and_consumers_reveal_nothing(se
     # Nothing of beta's moved.
     bb = b.u(J + "GetRun", journal_pb2.GetRunRequest(run_id=rb.run_id), journal_pb2.Run)
     assert (bb.status, bb.lease_owner, bb.next_seq) == (rb.status, "w", 2)
+    bb2 = b.u(J + "GetRun", journal_pb2.GetRunRequest(run_id=rb2.run_id),
+              journal_pb2.Run)
+    assert bb2.status == journal_pb2.Run.RUNNABLE
+    sigs = b.u(S + "ListSignals", signals_pb2.ListSignalsRequest(run_id=rb.run_id),
+               signals_pb2.ListSignalsResponse)
+    assert "later" in [g.name for g in sigs.signals]
     assert [(c.name, c.acked_revision) for c in b.consumers().consumers] == \
         [("beta-only", 0)]
     assert "secret" not in secured.server.log()
     every = {p for p, _ in RPCS if p.split("/")[1] in
              ("reel.v1.Journal", "reel.v1.Signals", "reel.v1.Wal")}
     assert every <= checked, every - checked
+
+
+def test_the_matrix_another_tenants_artifacts_reveal_nothing(secured):
+    """Every Workspace rpc, called by tenant acme on beta's namespace: the
+    same answer as for a namespace nobody has; acme's own artifacts of the
+    same names never meet beta's."""
+    WS = "/reel.v1.Workspace/"
+    scopes = ["workspace:read", "workspace:write", "wal:read"]
+    toks = {n: secured.create(n, scopes)[0] for n in ("acme", "beta")}
+
+    def put(tok, ns, key, data):
+        def gen():
+            yield workspace_pb2.PutArtifactRequest(
+                header=workspace_pb2.ArtifactHeader(namespace=ns, key=key))
+            yield workspace_pb2.PutArtifactRequest(chunk=data)
+        return secured.ch.stream_unary(
+            WS + "PutArtifact",
+            request_serializer=workspace_pb2.PutArtifactRequest.SerializeToString,
+            response_deserializer=workspace_pb2.PutArtifactResponse.FromString)(
+            gen(), metadata=md(tok), timeout=10).artifact
+
+    def u(tok, name, req, resp):
+        return unary(secured.ch, WS + name, type(req), resp)(
+            req, metadata=md(tok), timeout=10)
+
+    def first(tok, name, req, resp):
+        return first_or_code(stream(secured.ch, WS + name, type(req), resp)(
+            req, metadata=md(tok), timeout=5))
+
+    art = put(toks["beta"], "files", "a.txt", b"beta's secret bytes")
+    assert art.namespace == "files" and art.version == 1
+    A = toks["acme"]
+    calls = {
+        "GetArtifact": lambda ns: first(A, "GetArtifact", workspace_pb2.GetArtifactRequest(
+            namespace=ns, key="a.txt"), workspace_pb2.GetArtifactResponse),
+        "StatArtifact": lambda ns: u(A, "StatArtifact", workspace_pb2.StatArtifactRequest(
+            namespace=ns, key="a.txt"), workspace_pb2.StatArtifactResponse),
+        "ListArtifacts": lambda ns: u(A, "ListArtifacts", workspace_pb2.ListArtifactsRequest(
+            namespace=ns, include_deleted=True), workspace_pb2.ListArtifactsResponse),
+        "DeleteArtifact": lambda ns: u(A, "DeleteArtifact",
+                                       workspace_pb2.DeleteArtifactRequest(
+                                           namespace=ns, key="a.txt"),
+                                       workspace_pb2.DeleteArtifactResponse),
+        "WatchArtifacts": lambda ns: first(A, "WatchArtifacts",
+                                           workspace_pb2.WatchArtifactsRequest(
+                                               namespace=ns),
+                                           workspace_pb2.ArtifactEvent),
+    }
+    for name, op in calls.items():
+        theirs, nobodys = code_of(lambda: op("files")), code_of(lambda: op("nobody"))
+        if name in ("GetArtifact", "WatchArtifacts"):
+            theirs, nobodys = op("files"), op("nobody")
+        assert theirs[0] == nobodys[0], (name, theirs, nobodys)
+        assert str(theirs[1]).replace("files", "N") == \
+            str(nobodys[1]).replace("nobody", "N"), (name, theirs, nobodys)
+    assert len(calls["ListArtifacts"]("files").artifacts) == 0
+    # acme's own artifact of the same name; each reads back its own.
+    tail = stream(secured.ch, "/reel.v1.Wal/SubscribeEvents",
+                  wal_pb2.SubscribeEventsRequest, wal_pb2.Event)(
+        wal_pb2.SubscribeEventsRequest(subject_pattern="artifact.>"),
+        metadata=md(A), timeout=10)
+    mine = put(A, "files", "a.txt", b"acme's bytes")
+    assert mine.namespace == "files" and mine.version == 1
+    st = u(toks["beta"], "StatArtifact", workspace_pb2.StatArtifactRequest(
+        namespace="files", key="a.txt"), workspace_pb2.StatArtifactResponse)
+    assert st.artifact.size == len(b"beta's secret bytes")
+    ev = next(tail)
+    tail.cancel()
+    assert ev.subject == "artifact.files.a.txt" and ev.artifact.namespace == "files"
+    assert ev.artifact.size == len(b"acme's bytes")
+    c, d = code_of(lambda: u(A, "StatArtifact", workspace_pb2.StatArtifactRequest(
+        namespace="::beta:files", key="a.txt"), workspace_pb2.StatArtifactResponse))
+    assert c == grpc.StatusCode.INVALID_ARGUMENT and "reserved for tenants" in d
+    # GetWorkspaceUsage is the server's, as GetHead: it names nothing.
+    assert u(A, "GetWorkspaceUsage", workspace_pb2.GetWorkspaceUsageRequest(),
+             workspace_pb2.GetWorkspaceUsageResponse).chunk_bytes > 0
 
 
 def test_runs_signals_consumers_and_the_wal_stay_within_a_tenant_under_mixed_load(secured):
