@@ -979,6 +979,40 @@ def test_tenants_use_the_same_apps_runs_signals_and_consumers_without_meeting(se
     assert c == grpc.StatusCode.INVALID_ARGUMENT and "[A-Za-z0-9_.-]" in det
 
 
+def test_consumer_listings_page_through_a_tenants_own_names_only(secured):
+    """ListConsumers pages by name: the default tenant's page never holds a
+    tenant's consumer (they sort between digits and letters: "::"), and a
+    tenant's ends with its own names."""
+    a = Tenant(secured, secured.create("acme", ALL_SCOPES)[0])
+    b = Tenant(secured, secured.create("beta", ALL_SCOPES)[0])
+    d = Tenant(secured, secured.create("default", ALL_SCOPES)[0])
+    for t, names in ((d, ["0a", "1b", "x", "y"]), (a, ["m1", "m2", "m3"]),
+                     (b, ["0a", "n"])):
+        for name in names:
+            it = t.tail(consumer=name)
+            next(it)
+            it.cancel()
+
+    def pages(t, limit):
+        got, after = [], ""
+        for _ in range(20):
+            r = t.consumers(start_after=after, limit=limit)
+            got.append([c.name for c in r.consumers])
+            if not r.more:
+                return got
+            after = r.next_start_after
+        raise AssertionError(got)
+    for limit in (1, 2, 3, 100):
+        assert sum(pages(d, limit), []) == ["0a", "1b", "x", "y"], limit
+        assert sum(pages(a, limit), []) == ["m1", "m2", "m3"], limit
+        assert sum(pages(b, limit), []) == ["0a", "n"], limit
+    assert [len(p) for p in pages(a, 2)] == [2, 1]
+    adm = Tenant(secured, secured.admin)
+    assert [c.name for c in adm.consumers().consumers] == \
+        ["0a", "1b", "::acme:m1", "::acme:m2", "::acme:m3", "::beta:0a",
+         "::beta:n", "x", "y"]
+
+
 def test_the_matrix_another_tenants_runs_signals_and_consumers_reveal_nothing(secured):
     """Every rpc of Journal, Signals and Wal, called by tenant acme on what
     only beta has (its run, its session, its consumer), answers as for
