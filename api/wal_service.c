@@ -154,11 +154,20 @@ static int tail_deliver(void *arg, const uint8_t *bytes, size_t len,
 /* From a pump (which holds a call reference), with no WAL lock held. */
 static void tail_end(void *arg, const reel_status_t *st) {
     tail_t *t = arg;
+    reel_status_t own = REEL_STATUS_INIT;
 
     pthread_mutex_lock(&t->mu);
     t->over = 1;
     pthread_mutex_unlock(&t->mu);
-    rpc_call_finish_status(t->call, st);
+    if (!t->scoped) {
+        rpc_call_finish_status(t->call, st);
+        return;
+    }
+    /* A tenant's consumer is named in it as the tenant gave it. */
+    reel_status_set(&own, st->code, "%s", reel_status_message(st));
+    api_tenant_status_out(t->call, &own);
+    rpc_call_finish_status(t->call, &own);
+    reel_status_fini(&own);
 }
 
 static void tail_wake(rpc_call_t *call, void *arg);

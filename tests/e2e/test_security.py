@@ -1013,6 +1013,27 @@ def test_consumer_listings_page_through_a_tenants_own_names_only(secured):
          "::beta:n", "x", "y"]
 
 
+def test_a_tenants_consumer_errors_name_it_as_given(secured):
+    a = Tenant(secured, secured.create("acme", ALL_SCOPES)[0])
+    first = a.tail(consumer="worker")
+    next(first)
+    c, d = first_or_code(a.tail(consumer="worker", timeout=5))
+    assert c == grpc.StatusCode.FAILED_PRECONDITION
+    assert 'consumer "worker" already has an active subscriber' in d, d
+    second = a.st("/reel.v1.Wal/SubscribeEvents", wal_pb2.SubscribeEventsRequest(
+        consumer="worker", takeover=True), wal_pb2.Event, timeout=10)
+    next(second)
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in first:
+            pass
+    assert 'consumer "worker" was taken over' in e.value.details()
+    assert "::" not in e.value.details()
+    second.cancel()
+    c, d = code_of(lambda: a.u("/reel.v1.Wal/AckEvents", wal_pb2.AckEventsRequest(
+        consumer="nobody", revision=1), wal_pb2.AckEventsResponse))
+    assert "nobody" in d and "::" not in d, d
+
+
 def test_the_matrix_another_tenants_runs_signals_and_consumers_reveal_nothing(secured):
     """Every rpc of Journal, Signals and Wal, called by tenant acme on what
     only beta has (its run, its session, its consumer), answers as for
