@@ -1224,7 +1224,7 @@ static void test_listings_keep_only_the_runs_keep_keeps(void **state) {
     char ids[4][27];
 
     for (int i = 0; i < 4; i++) {
-        char inv[8];
+        char inv[16];
 
         snprintf(inv, sizeof(inv), "i%d", i);
         q.op = JOURNAL_BEGIN;
