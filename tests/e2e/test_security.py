@@ -1034,6 +1034,42 @@ def test_a_tenants_consumer_errors_name_it_as_given(secured):
     assert "nobody" in d and "::" not in d, d
 
 
+def runnable(t, app, inv):
+    """A run of t's in app, made RUNNABLE (claimable) by the signal it
+    waits on."""
+    r = t.begin(app=app, inv=inv)
+    t.u("/reel.v1.Journal/SuspendRun", journal_pb2.SuspendRunRequest(
+        run_id=r.run_id, lease_epoch=r.lease_epoch, waiting_on="go"),
+        journal_pb2.Run)
+    assert t.signal(r.run_id, name="go").run_status == journal_pb2.Run.RUNNABLE
+    return r
+
+
+def test_claim_next_run_claims_from_the_tenants_own_app(secured):
+    a = Tenant(secured, secured.create("acme", ALL_SCOPES)[0])
+    b = Tenant(secured, secured.create("beta", ALL_SCOPES)[0])
+
+    def claim(t, wait_ms=0):
+        return t.u("/reel.v1.Journal/ClaimNextRun", journal_pb2.ClaimNextRunRequest(
+            app="jobs", lease_owner="w2", wait_ms=wait_ms),
+            journal_pb2.ClaimNextRunResponse)
+    rb = runnable(b, "jobs", "b1")
+    # beta's claimable run in "jobs" is not acme's to claim, at once or
+    # by waiting; acme's own is, shown as it named the app.
+    assert not claim(a).found
+    got = {}
+    waiter = threading.Thread(target=lambda: got.update(r=claim(a, wait_ms=5000)))
+    waiter.start()
+    rb2 = runnable(b, "jobs", "b2")
+    ra = runnable(a, "jobs", "a1")
+    waiter.join()
+    assert got["r"].found and got["r"].run.run_id == ra.run_id
+    assert got["r"].run.app == "jobs" and got["r"].run.lease_owner == "w2"
+    claimed = {claim(b).run.run_id, claim(b).run.run_id}
+    assert claimed == {rb.run_id, rb2.run_id}
+    assert not claim(a).found and not claim(b).found
+
+
 def test_the_matrix_another_tenants_runs_signals_and_consumers_reveal_nothing(secured):
     """Every rpc of Journal, Signals and Wal, called by tenant acme on what
     only beta has (its run, its session, its consumer), answers as for
