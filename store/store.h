@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "metrics/metrics.h"
 
 /* The on-disk format this build reads and writes. */
 #define STORE_FORMAT_VERSION 1
@@ -128,6 +129,14 @@ typedef struct store_opts {
     void *fault_arg;
     store_failed_fn on_failure; /* may be NULL */
     void *on_failure_arg;
+    /*
+     * Where the store registers its metrics (NULL: none): commits, group
+     * sizes, commit latency, queue depth, revision, writes refused and
+     * the RocksDB properties that explain a stall (docs/operations.md).
+     * Registered under the store as owner and dropped by store_close(),
+     * so the registry must outlive the store.
+     */
+    metrics_registry_t *metrics;
 } store_opts_t;
 
 /*
