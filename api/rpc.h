@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "metrics/metrics.h"
 
 typedef struct rpc_server rpc_server_t;
 typedef struct rpc_call rpc_call_t;
@@ -75,6 +76,12 @@ typedef struct rpc_server_opts {
     int keepalive_time_ms;     /* ping a connection this often; 0 = 30000 */
     int keepalive_timeout_ms;  /* no answer this long: the peer is dead and
                                   its calls end; 0 = 10000 */
+    /* Where rpc_server_start() registers the calls' metrics (NULL: none):
+     * reel_rpc_requests_total{service,method,code} as each call ends,
+     * reel_rpc_duration_seconds{service,method} for unary calls,
+     * reel_rpc_open_calls and reel_stream_queue_bytes. Dropped by
+     * rpc_server_destroy(); the registry must outlive the server. */
+    metrics_registry_t *metrics;
 } rpc_server_opts_t;
 
 rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts);
