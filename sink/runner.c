@@ -54,6 +54,22 @@ void sink_runner_error(sink_runner_t *r, const char *fmt, ...) {
     pthread_mutex_unlock(&r->mu);
 }
 
+const char *sink_fail_label(sink_fail_t f) {
+    static const char *const labels[] = {
+#define SINK_FAIL_LABEL_(name, label) label,
+        SINK_FAIL_CLASSES(SINK_FAIL_LABEL_)
+#undef SINK_FAIL_LABEL_
+    };
+
+    return (unsigned)f < SINK_FAIL__COUNT ? labels[f] : "unknown";
+}
+
+void sink_runner_failed_locked(sink_runner_t *r, sink_fail_t f) {
+    r->failed_attempts++;
+    if ((unsigned)f < SINK_FAIL__COUNT)
+        r->failures[f]++;
+}
+
 void sink_runner_report_locked(sink_runner_t *r) {
     uint64_t f = sink_window_advance(&r->win);
 
