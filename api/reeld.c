@@ -236,7 +236,9 @@ static int64_t parse_duration_ms(const char *s) {
 /* ms as the largest unit that divides it ("30s", "24h", "7d"); days only
  * past one. */
 static void format_duration(long long ms, char *out, size_t cap) {
-    if (ms % 86400000 == 0 && ms > 86400000)
+    if (ms == 0)
+        snprintf(out, cap, "0");
+    else if (ms % 86400000 == 0 && ms > 86400000)
         snprintf(out, cap, "%lldd", ms / 86400000);
     else if (ms % 3600000 == 0)
         snprintf(out, cap, "%lldh", ms / 3600000);
@@ -328,7 +330,8 @@ static void usage(FILE *out) {
         int n = fprintf(out, "  --%s %s", f->name, f->arg);
 
         if (f->kind == FLAG_TEXT)
-            snprintf(def, sizeof(def), "%s", f->text_default);
+            snprintf(def, sizeof(def), "%s",
+                     *f->text_default ? f->text_default : "none");
         else if (f->kind == FLAG_DURATION)
             format_duration(f->def, def, sizeof(def));
         else

@@ -34,11 +34,13 @@ DURATIONS = {
     "keepalive-time": ("REEL_KEEPALIVE_TIME", "30s"),
     "keepalive-timeout": ("REEL_KEEPALIVE_TIMEOUT", "10s"),
     "wal-retention-age": ("REEL_WAL_RETENTION_AGE", "7d"),
+    "shutdown-delay": ("REEL_SHUTDOWN_DELAY", "0"),
 }
 TEXTS = {
     "data-dir": ("REEL_DATA_DIR", "./reel-data"),
     "listen": ("REEL_LISTEN", "127.0.0.1:7878"),
     "log-level": ("REEL_LOG_LEVEL", "info"),
+    "metrics-listen": ("REEL_METRICS_LISTEN", "none"),
 }
 ROW = re.compile(r"^  --([a-z-]+) (\S+) +(.*?) ?\[(REEL_[A-Z_]+)\] \(default (\S+)\)$")
 
