@@ -187,7 +187,8 @@ class Results:
         self.bench = {}
         for name in ("set-reel", "set-etcd", "get-reel", "append-reel", "watch-reel", "watch-reel-batched",
                      "watch-etcd", "watch-reel-shared", "watch-etcd-shared",
-                     "signal-reel", "tail-reel", "memory-reel", "restart-reel", "sink-reel"):
+                     "signal-reel", "tail-reel", "memory-reel", "restart-reel", "sink-reel",
+                     "metrics-reel"):
             self.bench[name] = self._json(name + ".json")
         self.dbbench = {}      # threads -> {"ops_per_s", "micros_per_op"}
         self.rocksdb_version = None
@@ -1050,6 +1051,18 @@ def report(results_dir, out_dir):
                               ("seconds", "seconds", f_num), ("events_per_s", "events/s", f_int),
                               ("p50_us", "p50 ms", f_ms), ("p99_us", "p99 ms", f_ms),
                               ("after_answer_p99_us", "p99 ms from the answer", f_ms)], "Sinks"))
+    md.append(section_single(R, "metrics-reel", "## Metrics: what /metrics costs writes (issue 24)\n\n"
+                             "`bench/metrics_bench.py`: `reel-bench set` at 64 in flight on a fresh reeld "
+                             "without metrics and on one with `--metrics-listen` whose `/metrics` is scraped "
+                             "every second, alternating the order each round; medians over the rounds. "
+                             "Target: at most 3% fewer writes/s with metrics.",
+                             [("row", "row", str), ("ops_per_s", "writes/s", f_int),
+                              ("rounds", "each round", str), ("p50_us", "p50 ms", f_ms),
+                              ("p99_us", "p99 ms", f_ms),
+                              ("server_cpu_us_per_op", "reeld CPU us/write", f_num),
+                              ("scrapes", "scrapes", f_int),
+                              ("pct", "writes/s difference %", f_num),
+                              ("cpu_pct", "CPU/write difference %", f_num)], "Metrics"))
     md.append(section_single(R, "restart-reel", "## Restart: from start to serving health\n\n"
                              "reel-bench loads the data, stops reeld, starts it again and times "
                              "until `grpc.health.v1` answers SERVING.",

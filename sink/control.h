@@ -12,7 +12,8 @@
  * These are the live numbers only the running process knows;
  * `reel-sink status` adds what reel holds (cursor, head, lag, dead
  * letters). Listen on loopback: it has no authentication. Secrets never
- * appear in it. A later issue serves Prometheus /metrics here too.
+ * appear in it. Prometheus /metrics has its own endpoint (--metrics-listen,
+ * sink/metrics.c).
  */
 #ifndef REEL_SINK_CONTROL_H
 #define REEL_SINK_CONTROL_H
