@@ -464,7 +464,9 @@ int main(int argc, char **argv) {
     if (*cfg.metrics_listen &&
         metrics_registry_create(&metrics, &st) != REEL_OK) {
         REEL_ERROR("reeld", "%s", reel_status_message(&st));
-        goto out;
+        reel_status_fini(&st);
+        api_modules_destroy(&ctx);
+        return 1; /* nothing started yet */
     }
     ctx.metrics = metrics;
 
