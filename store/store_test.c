@@ -658,7 +658,8 @@ static void test_metrics_count_commits_groups_and_the_sticky_failure(
     metrics_registry_t *r = NULL;
     async_req_t reqs[5], *ptrs[5];
     put_arg_t a = {"late", "v", 1};
-    char key[5][8];
+    store_stats_t stats;
+    char key[5][16];
     gate_t g;
 
     store_close(f->store);
@@ -690,6 +691,11 @@ static void test_metrics_count_commits_groups_and_the_sticky_failure(
                 2);
     assert_true(scrape_value(r, "reel_commit_group_size_sum") == 6);
     assert_true(scrape_value(r, "reel_commit_duration_seconds_count") == 2);
+    store_stats(f->store, &stats);
+    assert_int_equal(stats.commits, 2);
+    assert_int_equal(stats.requests, 6);
+    assert_true(stats.commit_ns > 0);
+    assert_int_equal(stats.queue_depth, 0);
     assert_true(scrape_value(r, "reel_revision") == 6);
     assert_true(scrape_value(r, "reel_rocksdb_memtable_bytes{cf=\"data\"}") >
                 0);
