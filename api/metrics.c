@@ -80,7 +80,8 @@ reel_code_t api_consumer_lags(api_ctx_t *ctx, wal_consumer_t **out,
         return REEL_OK;
     if ((rc = wal_consumer_cursors(ctx->wal, out, n, st)) != REEL_OK)
         return rc;
-    qsort(*out, *n, sizeof(**out), by_lag_desc);
+    if (*n > 1)
+        qsort(*out, *n, sizeof(**out), by_lag_desc);
     return REEL_OK;
 }
 
