@@ -103,6 +103,8 @@ def main():
     args = p.parse_args()
 
     runs = {False: [], True: []}
+    load_before = os.getloadavg()[0]
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for n in range(args.rounds):
         # off, on; then on, off: drift falls on both alike
         for metrics in ((False, True) if n % 2 == 0 else (True, False)):
@@ -132,9 +134,17 @@ def main():
                                  for (a, _), (b, _) in zip(runs[False], runs[True]))
     diff = {"row": "difference (metrics on vs off), median of the rounds' pairs",
             "pct": paired("ops_per_s"), "cpu_pct": paired("server_cpu_us_per_op")}
-    doc = {"tool": "metrics_bench.py", "bench": "metrics",
+    version = subprocess.run([args.reeld, "--version"], capture_output=True,
+                             text=True).stdout.split()[-1:] or ["?"]
+    doc = {"tool": "metrics_bench.py", "bench": "metrics", "version": version[0],
            "params": {"rounds": args.rounds, "duration_s": args.duration,
-                      "concurrency": 64, "value_bytes": 256, "scrape_interval_s": 1},
+                      "concurrency": 64, "value_bytes": 256, "scrape_interval_s": 1,
+                      "started": started,
+                      # what else ran: the machine's 1-minute load average
+                      # before and after (it has os.cpu_count() CPUs)
+                      "load_before": round(load_before, 1),
+                      "load_after": round(os.getloadavg()[0], 1),
+                      "cpus": os.cpu_count()},
            "rows": [off, on, diff]}
     with open(args.json, "w") as f:
         json.dump(doc, f, indent=1)

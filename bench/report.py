@@ -1054,8 +1054,11 @@ def report(results_dir, out_dir):
     md.append(section_single(R, "metrics-reel", "## Metrics: what /metrics costs writes (issue 24)\n\n"
                              "`bench/metrics_bench.py`: `reel-bench set` at 64 in flight on a fresh reeld "
                              "without metrics and on one with `--metrics-listen` whose `/metrics` is scraped "
-                             "every second, alternating the order each round; medians over the rounds. "
-                             "Target: at most 3% fewer writes/s with metrics.",
+                             "every second, alternating the order each round; medians over the rounds, and "
+                             "the difference as the median of each round's pair (its two runs back to "
+                             "back). Target: at most 3% fewer writes/s with metrics. The params give the "
+                             "machine's load average around the run: on a shared machine one run's "
+                             "writes/s moves by tens of percent.",
                              [("row", "row", str), ("ops_per_s", "writes/s", f_int),
                               ("rounds", "each round", str), ("p50_us", "p50 ms", f_ms),
                               ("p99_us", "p99 ms", f_ms),
