@@ -287,6 +287,30 @@ def test_a_bad_metrics_address_is_refused_naming_the_flag(tmp_path):
         assert not os.path.exists(tmp_path / "data")
 
 
+def documented_and_dashboarded(*ports):
+    """Every family the endpoints serve is in docs/operations.md, and every
+    metric the Grafana dashboard queries is one of them."""
+    from conftest import ROOT
+    served = set()
+    for p in ports:
+        for fam in text_string_to_metric_families(get(p, "/metrics")[1]):
+            served.add(fam.name if fam.type != "counter" else fam.name + "_total")
+    with open(os.path.join(ROOT, "docs", "operations.md")) as f:
+        doc = f.read()
+    missing = sorted(n for n in served if f"`{n}`" not in doc)
+    assert not missing, f"not in docs/operations.md: {missing}"
+    with open(os.path.join(ROOT, "docs", "grafana-reel.json")) as f:
+        dash = json.load(f)
+    import re
+    used = set()
+    for panel in dash["panels"]:
+        for t in panel["targets"]:
+            used |= set(re.findall(r"\b(reel_[a-z_]+)", t["expr"]))
+    base = {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
+    unknown = sorted(n for n in base if n not in served)
+    assert not unknown, f"the dashboard queries metrics nobody serves: {unknown}"
+
+
 def test_reel_sink_lag_grows_while_its_receiver_is_down_then_returns_to_0(
         tmp_path, served):
     check_built()
@@ -325,8 +349,30 @@ def test_reel_sink_lag_grows_while_its_receiver_is_down_then_returns_to_0(
         assert value(m, "reel_sink_delivery_seconds_count", sink="s") >= 21
         assert value(m, "reel_sink_dead_letters", sink="s") == 0
         assert sorted(receiver.delivered_revisions()) == receiver.delivered_revisions()
+        documented_and_dashboarded(served.metrics_port, port)
     finally:
         code = sink.stop()
         receiver.close()
         ch.close()
     assert code == 0, sink.log()
+
+
+def test_the_documented_alerts_are_valid_rules(tmp_path):
+    """docs/operations.md's alerting rules load in Prometheus (promtool
+    check rules), and query only metrics the docs name."""
+    from conftest import ROOT
+    import re
+    with open(os.path.join(ROOT, "docs", "operations.md")) as f:
+        doc = f.read()
+    block = re.search(r"```yaml\n(.*?)```", doc, re.S)
+    assert block, "no ```yaml block of alerting rules in docs/operations.md"
+    rules = tmp_path / "rules.yml"
+    rules.write_text(block.group(1))
+    if PROMTOOL is None:
+        pytest.fail("promtool not found: scripts/deps.sh installs Debian's prometheus")
+    r = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in set(re.findall(r"\b(reel_[a-z_]+)", block.group(1))):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert f"`{base}`" in doc, f"the alerts use {name}, which the docs do not name"
