@@ -6,7 +6,8 @@
  *
  *   GET /status   {"version", "sinks": [one object per sink: state,
  *                 in_flight, failing, held, delivered, dead_lettered,
- *                 acked_revision, disabled, last_error, ...]}
+ *                 failures (failed attempts by class, as /metrics has
+ *                 them), acked_revision, disabled, last_error, ...]}
  *   GET /healthz  "ok"
  *
  * These are the live numbers only the running process knows;

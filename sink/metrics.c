@@ -10,13 +10,17 @@
  * read from reel (GetHead, once per scrape, one attempt with a short
  * deadline, never retried: a scrape must not hang on reel). When reel does
  * not answer, the lag is computed from the last head read, and
- * reel_sink_reel_up says 0: the figure is never silently stale.
+ * reel_sink_reel_up says 0: the figure is never silently stale. A sink
+ * that is not streaming (starting, or standing by while another reel-sink
+ * holds its consumer) has no lag series: it does not know its cursor, and
+ * the process that holds the consumer reports it.
  *
  * Readiness: ready while every sink runs or stands by; not ready while one
  * is starting, stopping, disabled (410) or stopped for good.
  */
 #include "sink/metrics.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +58,7 @@ static void read_head(sink_metrics_t *m) {
     reel__v1__get_head_response__free_unpacked(resp, NULL);
 }
 
-/* One number of each runner, read under its lock. */
+/* One number of each runner, read under its lock; NAN: no series. */
 typedef double (*runner_fn)(sink_runner_t *r, const reel_consumer_stats_t *s,
                             uint64_t head);
 
@@ -71,7 +75,8 @@ static void each_runner(sink_metrics_t *m, metrics_emit_t *e, runner_fn fn,
             reel_consumer_stats(r->consumer, &s);
         v = fn(r, &s, head);
         pthread_mutex_unlock(&r->mu);
-        metrics_emit(e, l, v);
+        if (!isnan(v))
+            metrics_emit(e, l, v);
     }
 }
 
@@ -113,6 +118,8 @@ static double f_in_flight(sink_runner_t *r, const reel_consumer_stats_t *s,
 static double f_lag(sink_runner_t *r, const reel_consumer_stats_t *s,
                     uint64_t head) {
     (void)r;
+    if (!s->streaming)
+        return NAN;
     /* The consumer may have heard of a revision the last head read has
      * not: the larger is the head. */
     if (s->delivered > head)

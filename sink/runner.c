@@ -456,6 +456,13 @@ cJSON *sink_runner_status(sink_runner_t *r) {
     add_u64(o, "delivered", r->delivered);
     add_u64(o, "dead_lettered", r->dead_lettered);
     add_u64(o, "failed_attempts", r->failed_attempts);
+    {
+        cJSON *by = cJSON_AddObjectToObject(o, "failures");
+
+        for (int c = 0; c < SINK_FAIL__COUNT && by != NULL; c++)
+            if (r->failures[c] > 0)
+                add_u64(by, sink_fail_label((sink_fail_t)c), r->failures[c]);
+    }
     add_u64(o, "done_revision", r->reported);
     add_u64(o, "acked_revision", s.acked);
     add_u64(o, "received_revision", s.delivered);
