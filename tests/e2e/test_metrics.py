@@ -376,3 +376,34 @@ def test_the_documented_alerts_are_valid_rules(tmp_path):
     for name in set(re.findall(r"\b(reel_[a-z_]+)", block.group(1))):
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         assert f"`{base}`" in doc, f"the alerts use {name}, which the docs do not name"
+
+
+def test_a_standby_reel_sink_reports_no_lag_of_its_own(tmp_path, served):
+    """Two reel-sinks on one config: the one holding the consumer reports
+    the lag; the one standing by has no lag series (it does not know the
+    cursor) and is still ready (it takes over when the holder goes)."""
+    check_built()
+    receiver = Receiver()
+    ch = grpc.insecure_channel(served.addr)
+    set_value, _ = kv(ch)
+    cfg = webhook_config(tmp_path / "c.json", "s", receiver.url, subjects=["kv.app.>"])
+    p1, p2 = free_port(), free_port()
+    first = Sink(tmp_path, served.addr, cfg, "--metrics-listen", f"127.0.0.1:{p1}")
+    second = None
+    try:
+        set_value(K.SetValueRequest(namespace="app", key="k", value="1"), timeout=10)
+        wait_for("the first delivers", lambda: len(receiver.delivered()) >= 1)
+        wait_for("the first's lag 0", lambda: ready(p1) == 200 and value(
+            scrape(p1), "reel_sink_lag", sink="s") == 0)
+        second = Sink(tmp_path, served.addr, cfg, "--metrics-listen", f"127.0.0.1:{p2}")
+        second.wait_log(r"standing by")
+        assert ready(p2) == 200
+        m = scrape(p2)
+        assert value(m, "reel_sink_lag", sink="s") is None
+        assert value(m, "reel_sink_delivered_total", sink="s") == 0
+        assert value(scrape(p1), "reel_sink_lag", sink="s") == 0
+    finally:
+        codes = [s.stop() for s in (second, first) if s is not None]
+        receiver.close()
+        ch.close()
+    assert codes == [0] * len(codes)
