@@ -509,7 +509,7 @@ static void count_call(rpc_call_t *c, reel_code_t code) {
     if ((unsigned)code >= REEL_CODE__COUNT)
         code = REEL_INTERNAL;
     atomic_fetch_add_explicit(&srv->ended[m][code], 1, memory_order_relaxed);
-    if (c->method != NULL && c->method->kind == RPC_UNARY)
+    if (c->method != NULL && srv->duration[m] != NULL) /* unary, metrics on */
         metrics_histogram_observe(
             srv->duration[m],
             (double)(reel_clock_mono_ns() - c->started_ns) / 1e9);
