@@ -188,7 +188,7 @@ class Results:
         for name in ("set-reel", "set-etcd", "get-reel", "append-reel", "watch-reel", "watch-reel-batched",
                      "watch-etcd", "watch-reel-shared", "watch-etcd-shared",
                      "signal-reel", "tail-reel", "memory-reel", "restart-reel", "sink-reel",
-                     "metrics-reel"):
+                     "reactor-reel", "metrics-reel"):
             self.bench[name] = self._json(name + ".json")
         self.dbbench = {}      # threads -> {"ops_per_s", "micros_per_op"}
         self.rocksdb_version = None
@@ -1051,6 +1051,15 @@ def report(results_dir, out_dir):
                               ("seconds", "seconds", f_num), ("events_per_s", "events/s", f_int),
                               ("p50_us", "p50 ms", f_ms), ("p99_us", "p99 ms", f_ms),
                               ("after_answer_p99_us", "p99 ms from the answer", f_ms)], "Sinks"))
+    md.append(section_single(R, "reactor-reel", "## reel-reactor's push path (issue 21)\n\n"
+                             "`bench/reactor_bench.py` on a fresh reeld: waiting runs woken one at a "
+                             "time (SendSignal) at 100/s, each pushed by reel-reactor to a local worker "
+                             "that claims it with ClaimRun; from the signal sent to the claim returned, "
+                             "beside SendSignal alone; with issue 21's server side, also from a 200 ms "
+                             "lease's expiry to the claim.",
+                             [("row", "row", str), ("runs", "runs", f_int),
+                              ("p50_ms", "p50 ms", f_num), ("p99_ms", "p99 ms", f_num),
+                              ("max_ms", "max ms", f_num)], "Reactor"))
     md.append(section_single(R, "metrics-reel", "## Metrics: what /metrics costs writes (issue 24)\n\n"
                              "`bench/metrics_bench.py`: `reel-bench set` at 64 in flight on a fresh reeld "
                              "without metrics and on one with `--metrics-listen` whose `/metrics` is scraped "

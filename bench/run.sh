@@ -4,9 +4,10 @@
 # reeld driven by reel-bench, and a single-node etcd (Debian's, default
 # durability) driven by the same reel-bench client; issue 20's sink rows
 # (bench/sink_bench.py: reel-sink to a local receiver and to nats-server,
-# beside the WAL tail's own rate); and issue 24's cost of metrics
-# (bench/metrics_bench.py: set@64 with /metrics served and scraped, and
-# without, alternating).
+# beside the WAL tail's own rate); issue 21's push latency
+# (bench/reactor_bench.py: reel-reactor to a worker that claims the run);
+# and issue 24's cost of metrics (bench/metrics_bench.py: set@64 with
+# /metrics served and scraped, and without, alternating).
 #
 #   bench/run.sh                  # the full suite (well under 15 minutes)
 #   BENCH_QUICK=1 bench/run.sh    # 1 s per point, tiny sizes: to try the script
@@ -132,14 +133,15 @@ fi
 cd "$ROOT"
 log "building (bazel build -c opt)"
 bazel build -c opt //api:reeld //cli:reelctl //bench:reel-bench //sink:reel-sink \
-  //bench:sink-receiver >&2
+  //bench:sink-receiver //reactor:reel-reactor >&2
 BIN="$(bazel info -c opt bazel-bin 2>/dev/null)"
 REELD="$BIN/api/reeld"
 REELCTL="$BIN/cli/reelctl"
 REELBENCH="$BIN/bench/reel-bench"
 REELSINK="$BIN/sink/reel-sink"
 SINKRECEIVER="$BIN/bench/sink-receiver"
-for b in "$REELD" "$REELCTL" "$REELBENCH" "$REELSINK" "$SINKRECEIVER"; do
+REELREACTOR="$BIN/reactor/reel-reactor"
+for b in "$REELD" "$REELCTL" "$REELBENCH" "$REELSINK" "$SINKRECEIVER" "$REELREACTOR"; do
   [ -x "$b" ] || die "not built: $b"
 done
 for b in db_bench etcd etcdctl nats-server; do
@@ -318,11 +320,13 @@ if [ "$QUICK" = 1 ]; then
   WATCHERS=1,100 SIZE=20000 WATCHERS_SHARED=100
   MEMORY_SIZES=(--idle-watchers 1000 --writes 20000)
   SINK_SIZES=(--events 20000 --ordered-events 5000 --latency-seconds 2)
+  REACTOR_SIZES=(--runs 200)
 else
   D_WRITE=10 D_WATCH=5 D_SIGNAL=10 D_DBBENCH=10
   WATCHERS=1,100,1000,10000 SIZE=1000000 WATCHERS_SHARED=1000,10000
   MEMORY_SIZES=() # reel-bench's defaults: 10000 idle watchers; 100 stalled subscribers, 100000 writes
   SINK_SIZES=(--events 200000 --ordered-events 30000 --latency-seconds 10)
+  REACTOR_SIZES=(--runs 2000)
 fi
 CONCURRENCY=1,8,64,256
 SHARED=100 # watchers per stream in the shared-stream watch rows
@@ -425,6 +429,13 @@ forget_pid "$REELD_PID"
 step sink-reel 900 "$PY" "$BENCH/sink_bench.py" --reeld "$REELD" --reel-sink "$REELSINK" \
   --receiver "$SINKRECEIVER" --reel-bench "$REELBENCH" --nats-server "$(command -v nats-server)" \
   --run-dir "$RUN" --json "$RESULTS/sink-reel.json" "${SINK_SIZES[@]}"
+
+# reactor: reel-reactor's push path on its own fresh reeld (reactor_bench.py
+# starts both and a worker that claims with ClaimRun): signal sent -> run
+# claimed, p50/p99, at 100 runs/s
+step reactor-reel 300 "$PY" "$BENCH/reactor_bench.py" --reeld "$REELD" \
+  --reel-reactor "$REELREACTOR" --run-dir "$RUN" --json "$RESULTS/reactor-reel.json" \
+  "${REACTOR_SIZES[@]}"
 
 # metrics (issue 24): set@64 on a fresh reeld without metrics and on one
 # with --metrics-listen scraped every second, alternating, 5 rounds each

@@ -54,6 +54,7 @@ run_e2e() {
   REELD="$bin/api/reeld" REELCTL="$bin/cli/reelctl" \
     REEL_CONSUMER_E2E="$bin/client/consumer_e2e" \
     REEL_SINK="$bin/sink/reel-sink" REEL_NATS_DUMP="$bin/sink/nats_dump" \
+    REEL_REACTOR="$bin/reactor/reel-reactor" \
     /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$xml" tests/e2e
   local rc=$?
   [ $rc -eq 0 ] || status=1
@@ -83,7 +84,8 @@ run_config() {
   grep -E '^//|Executed [0-9]+ out of' "$logs/bazel-$label.log" || true
   count_unit "$(bazel info "$@" bazel-testlogs 2>/dev/null)"
   if ! bazel build "$@" //api:reeld //cli:reelctl //client:consumer_e2e \
-      //sink:reel-sink //sink:nats_dump >"$logs/build-$label.log" 2>&1; then
+      //sink:reel-sink //sink:nats_dump //reactor:reel-reactor \
+      >"$logs/build-$label.log" 2>&1; then
     status=1
     cat "$logs/build-$label.log"
     failed=$((failed + 1))

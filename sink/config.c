@@ -22,6 +22,7 @@
 
 #include "base/pattern.h"
 #include "base/text.h"
+#include "sink/conf.h"
 #include "sink/sign.h"
 
 #define DEFAULT_TIMEOUT_MS 15000
@@ -36,8 +37,6 @@
 #define MAX_QUEUE_EVENTS 1000000
 #define DEFAULT_QUEUE_BYTES (64u << 20)
 #define MAX_QUEUE_BYTES (1u << 30)
-#define MAX_STEP_MS (7LL * 24 * 3600 * 1000)
-#define DEFAULT_RETRY_AFTER_MAX_MS 600000
 #define DEFAULT_MAX_PENDING 4096
 #define MAX_PENDING 65536
 #define DEFAULT_DUP_WINDOW_MS 120000
@@ -66,138 +65,10 @@ static const char *const nats_only[] = {"servers", "stream",
                                         "duplicate_window_ms", "format",
                                         NULL};
 
-void sink_retry_defaults(sink_retry_t *r) {
-    static const int64_t steps[] = {5000,     300000,   1800000, 7200000,
-                                    18000000, 36000000, 36000000};
-
-    memset(r, 0, sizeof(*r));
-    memcpy(r->steps_ms, steps, sizeof(steps));
-    r->n_steps = sizeof(steps) / sizeof(steps[0]);
-    r->jitter = 0.2;
-    r->retry_after_max_ms = DEFAULT_RETRY_AFTER_MAX_MS;
-}
-
 /* ---- Checks -------------------------------------------------------------- */
 
-typedef struct ctx {
-    reel_status_t *st;
-    size_t index;
-    const char *name; /* the sink's name once known, else NULL */
-} ctx_t;
-
-static reel_code_t bad(const ctx_t *c, const char *field, const char *fmt,
-                       ...) __attribute__((format(printf, 3, 4)));
-
-static reel_code_t bad(const ctx_t *c, const char *field, const char *fmt,
-                       ...) {
-    char why[512];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof(why), fmt, ap);
-    va_end(ap);
-    if (c->name != NULL)
-        return reel_status_set(c->st, REEL_INVALID_ARGUMENT,
-                               "sinks[%zu] \"%s\": %s: %s", c->index, c->name,
-                               field, why);
-    return reel_status_set(c->st, REEL_INVALID_ARGUMENT, "sinks[%zu]: %s: %s",
-                           c->index, field, why);
-}
-
-static int listed(const char *const *list, const char *key) {
-    for (size_t i = 0; list[i] != NULL; i++)
-        if (strcmp(list[i], key) == 0)
-            return 1;
-    return 0;
-}
-
-static reel_code_t get_string(const ctx_t *c, const cJSON *o,
-                              const char *field, int required, char **out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
-
-    *out = NULL;
-    if (v == NULL) {
-        if (required)
-            return bad(c, field, "missing");
-        return REEL_OK;
-    }
-    if (!cJSON_IsString(v) || v->valuestring[0] == '\0')
-        return bad(c, field, "must be a non-empty string");
-    if ((*out = strdup(v->valuestring)) == NULL)
-        return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,
-                               "out of memory");
-    return REEL_OK;
-}
-
-/* An integer in [min, max]; absent leaves *out as it is. */
-static reel_code_t get_int(const ctx_t *c, const cJSON *o, const char *field,
-                           int64_t min, int64_t max, int64_t *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
-    double d;
-
-    if (v == NULL)
-        return REEL_OK;
-    if (!cJSON_IsNumber(v))
-        return bad(c, field, "must be a number");
-    d = v->valuedouble;
-    /* The range first: casting a double outside int64 is undefined. */
-    if (!(d >= (double)min && d <= (double)max) || d != floor(d))
-        return bad(c, field, "%.17g is not an integer from %lld to %lld", d,
-                   (long long)min, (long long)max);
-    *out = (int64_t)d;
-    return REEL_OK;
-}
-
-static reel_code_t get_bool(const ctx_t *c, const cJSON *o, const char *field,
-                            int *out) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
-
-    if (v == NULL)
-        return REEL_OK;
-    if (!cJSON_IsBool(v))
-        return bad(c, field, "must be true or false");
-    *out = cJSON_IsTrue(v);
-    return REEL_OK;
-}
-
-/* An array of non-empty strings, each checked by check (may be NULL). */
-static reel_code_t get_strings(const ctx_t *c, const cJSON *o,
-                               const char *field, size_t max, char ***out,
-                               size_t *n,
-                               reel_code_t (*check)(const ctx_t *,
-                                                    const char *,
-                                                    const char *)) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field), *e;
-    char fname[64];
-    size_t i = 0;
-    reel_code_t rc;
-
-    *out = NULL;
-    *n = 0;
-    if (v == NULL)
-        return REEL_OK;
-    if (!cJSON_IsArray(v))
-        return bad(c, field, "must be an array of strings");
-    if ((size_t)cJSON_GetArraySize(v) > max)
-        return bad(c, field, "%d entries exceed the limit of %zu",
-                   cJSON_GetArraySize(v), max);
-    if ((*out = calloc((size_t)cJSON_GetArraySize(v) + 1, sizeof(char *))) ==
-        NULL)
-        return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,
-                               "out of memory");
-    cJSON_ArrayForEach(e, v) {
-        snprintf(fname, sizeof(fname), "%s[%zu]", field, i);
-        if (!cJSON_IsString(e) || e->valuestring[0] == '\0')
-            return bad(c, fname, "must be a non-empty string");
-        if (check != NULL && (rc = check(c, fname, e->valuestring)) != REEL_OK)
-            return rc;
-        if (((*out)[i++] = strdup(e->valuestring)) == NULL)
-            return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,
-                                   "out of memory");
-        *n = i;
-    }
-    return REEL_OK;
-}
+/* Each sink is an object of the array "sinks" (sink/conf.h). */
+typedef sink_conf_ctx_t ctx_t;
 
 static reel_code_t check_pattern(const ctx_t *c, const char *field,
                                  const char *p) {
@@ -206,29 +77,19 @@ static reel_code_t check_pattern(const ctx_t *c, const char *field,
 
     if (reel_pattern_validate(p, strlen(p), field, &st) != REEL_OK) {
         /* The pattern check's message names the field already. */
-        rc = bad(c, field, "\"%s\" is not a valid pattern (%s)", p,
-                 reel_status_message(&st));
+        rc = sink_conf_bad(c, field, "\"%s\" is not a valid pattern (%s)", p,
+                           reel_status_message(&st));
         reel_status_fini(&st);
         return rc;
     }
     return REEL_OK;
 }
 
-static reel_code_t check_secret(const ctx_t *c, const char *field,
-                                const char *s) {
-    sink_secret_t k;
-    const char *why = NULL;
-
-    /* The secret itself is never repeated in a message. */
-    if (sink_secret_decode(s, &k, &why) != 0)
-        return bad(c, field, "%s", why);
-    return REEL_OK;
-}
-
 static reel_code_t check_server(const ctx_t *c, const char *field,
                                 const char *s) {
     if (strncmp(s, "nats://", 7) != 0 && strncmp(s, "tls://", 6) != 0)
-        return bad(c, field, "\"%s\" is not a nats:// or tls:// URL", s);
+        return sink_conf_bad(c, field, "\"%s\" is not a nats:// or tls:// URL",
+                             s);
     return REEL_OK;
 }
 
@@ -239,49 +100,23 @@ static reel_code_t check_prefix(const ctx_t *c, const char *field,
     size_t n = strlen(p), tok = 0;
 
     if (n > 256)
-        return bad(c, field, "%zu bytes exceed the limit of 256", n);
+        return sink_conf_bad(c, field, "%zu bytes exceed the limit of 256", n);
     for (size_t i = 0; i <= n; i++) {
         if (i == n || p[i] == '.') {
             if (i == tok)
-                return bad(c, field, "\"%s\" has an empty token", p);
+                return sink_conf_bad(c, field, "\"%s\" has an empty token", p);
             if (i - tok == 1 && (p[tok] == '*' || p[tok] == '>'))
-                return bad(c, field, "\"%s\" has a wildcard token", p);
+                return sink_conf_bad(c, field, "\"%s\" has a wildcard token",
+                                     p);
             tok = i + 1;
-        } else if ((unsigned char)p[i] <= 0x20 || (unsigned char)p[i] >= 0x7f) {
-            return bad(c, field,
-                       "\"%s\" has a byte outside printable ASCII at %zu", p,
-                       i);
+        } else if ((unsigned char)p[i] <= 0x20 ||
+                   (unsigned char)p[i] >= 0x7f) {
+            return sink_conf_bad(
+                c, field, "\"%s\" has a byte outside printable ASCII at %zu",
+                p, i);
         }
     }
     return REEL_OK;
-}
-
-static reel_code_t get_secrets(const ctx_t *c, const cJSON *o,
-                               sink_config_t *s) {
-    char **texts = NULL;
-    size_t n = 0;
-    reel_code_t rc;
-
-    rc = get_strings(c, o, "secrets", SINK_SECRETS_MAX, &texts, &n,
-                     check_secret);
-    if (rc == REEL_OK && n == 0)
-        rc = bad(c, "secrets", "missing (a webhook sink signs every request "
-                 "with each of its secrets: [\"whsec_...\"])");
-    if (rc == REEL_OK && (s->secrets = calloc(n, sizeof(*s->secrets))) == NULL)
-        rc = reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    for (size_t i = 0; rc == REEL_OK && i < n; i++) {
-        const char *why;
-
-        (void)sink_secret_decode(texts[i], &s->secrets[i], &why);
-        s->n_secrets++;
-    }
-    for (size_t i = 0; i < n; i++) {
-        /* Scrub the text: it is a credential. */
-        memset(texts[i], 0, strlen(texts[i]));
-        free(texts[i]);
-    }
-    free(texts);
-    return rc;
 }
 
 static reel_code_t get_headers(const ctx_t *c, const cJSON *o,
@@ -293,7 +128,7 @@ static reel_code_t get_headers(const ctx_t *c, const cJSON *o,
     if (v == NULL)
         return REEL_OK;
     if (!cJSON_IsObject(v))
-        return bad(c, "headers", "must be an object of strings");
+        return sink_conf_bad(c, "headers", "must be an object of strings");
     if ((s->headers = calloc((size_t)cJSON_GetArraySize(v) + 1,
                              sizeof(char *))) == NULL)
         return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,
@@ -303,64 +138,25 @@ static reel_code_t get_headers(const ctx_t *c, const cJSON *o,
 
         snprintf(fname, sizeof(fname), "headers.%.200s", e->string);
         if (!cJSON_IsString(e))
-            return bad(c, fname, "must be a string");
+            return sink_conf_bad(c, fname, "must be a string");
         if (reel_check_charset(fname, e->string, strlen(e->string), 128,
                                "A-Za-z0-9-_", NULL) != REEL_OK)
-            return bad(c, fname, "a header name is 1-128 bytes of "
-                       "[A-Za-z0-9-_]");
+            return sink_conf_bad(c, fname,
+                                 "a header name is 1-128 bytes of "
+                                 "[A-Za-z0-9-_]");
         if (strncasecmp(e->string, "webhook-", 8) == 0 ||
             strcasecmp(e->string, "content-type") == 0 ||
             strcasecmp(e->string, "content-length") == 0)
-            return bad(c, fname, "reel-sink sets this header itself");
+            return sink_conf_bad(c, fname,
+                                 "reel-sink sets this header itself");
         if (strpbrk(e->valuestring, "\r\n") != NULL)
-            return bad(c, fname, "a line break in a header value");
+            return sink_conf_bad(c, fname, "a line break in a header value");
         len = strlen(e->string) + strlen(e->valuestring) + 3;
         if ((s->headers[i] = malloc(len)) == NULL)
             return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,
                                    "out of memory");
         snprintf(s->headers[i], len, "%s: %s", e->string, e->valuestring);
         s->n_headers = ++i;
-    }
-    return REEL_OK;
-}
-
-static reel_code_t get_retry(const ctx_t *c, const cJSON *o,
-                             sink_retry_t *r) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "retry_schedule_ms");
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, "retry_jitter");
-    reel_code_t rc;
-
-    sink_retry_defaults(r);
-    if (v != NULL) {
-        const cJSON *e;
-        size_t i = 0;
-
-        if (!cJSON_IsArray(v))
-            return bad(c, "retry_schedule_ms", "must be an array of "
-                       "milliseconds (the waits before attempt 2, 3, ...)");
-        if (cJSON_GetArraySize(v) > SINK_RETRY_STEPS_MAX)
-            return bad(c, "retry_schedule_ms", "%d steps exceed the limit "
-                       "of %d", cJSON_GetArraySize(v), SINK_RETRY_STEPS_MAX);
-        cJSON_ArrayForEach(e, v) {
-            double d = cJSON_IsNumber(e) ? e->valuedouble : -1;
-
-            if (!(d >= 0 && d <= (double)MAX_STEP_MS) || d != floor(d))
-                return bad(c, "retry_schedule_ms", "step %zu is not an "
-                           "integer from 0 to %lld", i,
-                           (long long)MAX_STEP_MS);
-            r->steps_ms[i++] = (int64_t)d;
-        }
-        r->n_steps = i;
-    }
-    if ((rc = get_int(c, o, "max_age_ms", 0, 30LL * 24 * 3600 * 1000,
-                      &r->max_age_ms)) != REEL_OK ||
-        (rc = get_int(c, o, "retry_after_max_ms", 0, 24LL * 3600 * 1000,
-                      &r->retry_after_max_ms)) != REEL_OK)
-        return rc;
-    if (j != NULL) {
-        if (!cJSON_IsNumber(j) || j->valuedouble < 0 || j->valuedouble > 0.5)
-            return bad(c, "retry_jitter", "must be a number from 0 to 0.5");
-        r->jitter = j->valuedouble;
     }
     return REEL_OK;
 }
@@ -385,8 +181,9 @@ static reel_code_t get_from(const ctx_t *c, const cJSON *o,
         s->from_revision = (uint64_t)v->valuedouble;
         return REEL_OK;
     }
-    return bad(c, "from", "must be \"oldest\", \"now\" or a revision "
-               "(an integer >= 0)");
+    return sink_conf_bad(c, "from",
+                         "must be \"oldest\", \"now\" or a revision "
+                         "(an integer >= 0)");
 }
 
 /* One sink object. */
@@ -399,79 +196,89 @@ static reel_code_t parse_sink(const ctx_t *c0, const cJSON *o,
     reel_code_t rc;
 
     if (!cJSON_IsObject(o))
-        return bad(&c, "sink", "must be an object");
-    if ((rc = get_string(&c, o, "name", 1, &s->name)) != REEL_OK)
+        return sink_conf_bad(&c, "sink", "must be an object");
+    if ((rc = sink_conf_string(&c, o, "name", 1, &s->name)) != REEL_OK)
         return rc;
     if (reel_check_charset("name", s->name, strlen(s->name), SINK_NAME_MAX,
                            "A-Za-z0-9_-", NULL) != REEL_OK)
-        return bad(&c, "name", "\"%.80s\" is not 1-%d bytes of "
-                   "[A-Za-z0-9_-] (it names the consumer sink.<name> and "
-                   "the sink's records)",
-                   s->name, SINK_NAME_MAX);
+        return sink_conf_bad(
+            &c, "name",
+            "\"%.80s\" is not 1-%d bytes of "
+            "[A-Za-z0-9_-] (it names the consumer sink.<name> and "
+            "the sink's records)",
+            s->name, SINK_NAME_MAX);
     c.name = s->name;
     cJSON_ArrayForEach(e, o) {
-        if (!listed(known_keys, e->string))
-            return bad(&c, e->string, "unknown key (docs/sinks.md lists "
-                       "every key)");
+        if (!sink_conf_listed(known_keys, e->string))
+            return sink_conf_bad(&c, e->string,
+                                 "unknown key (docs/sinks.md lists "
+                                 "every key)");
     }
-    if ((rc = get_string(&c, o, "type", 1, &type)) != REEL_OK)
+    if ((rc = sink_conf_string(&c, o, "type", 1, &type)) != REEL_OK)
         return rc;
     if (strcmp(type, "webhook") == 0)
         s->type = SINK_WEBHOOK;
     else if (strcmp(type, "nats") == 0)
         s->type = SINK_NATS;
     else
-        rc = bad(&c, "type", "\"%.80s\" is not a sink type (webhook or "
-                 "nats)", type);
+        rc = sink_conf_bad(&c, "type",
+                           "\"%.80s\" is not a sink type (webhook or "
+                           "nats)",
+                           type);
     free(type);
     if (rc != REEL_OK)
         return rc;
     cJSON_ArrayForEach(e, o) {
-        if (listed(s->type == SINK_WEBHOOK ? nats_only : webhook_only,
-                   e->string))
-            return bad(&c, e->string, "not a key of a %s sink",
-                       s->type == SINK_WEBHOOK ? "webhook" : "nats");
+        if (sink_conf_listed(
+                s->type == SINK_WEBHOOK ? nats_only : webhook_only, e->string))
+            return sink_conf_bad(&c, e->string, "not a key of a %s sink",
+                                 s->type == SINK_WEBHOOK ? "webhook" : "nats");
     }
-    if ((rc = get_strings(&c, o, "subjects", 64, &s->subjects,
-                          &s->n_subjects, check_pattern)) != REEL_OK ||
-        (rc = get_strings(&c, o, "exclude", 64, &s->exclude, &s->n_exclude,
-                          check_pattern)) != REEL_OK ||
-        (rc = get_bool(&c, o, "deliver_own_records",
-                       &s->deliver_own_records)) != REEL_OK ||
+    if ((rc = sink_conf_strings(&c, o, "subjects", 64, &s->subjects,
+                                &s->n_subjects, check_pattern)) != REEL_OK ||
+        (rc = sink_conf_strings(&c, o, "exclude", 64, &s->exclude,
+                                &s->n_exclude, check_pattern)) != REEL_OK ||
+        (rc = sink_conf_bool(&c, o, "deliver_own_records",
+                             &s->deliver_own_records)) != REEL_OK ||
         (rc = get_from(&c, o, s)) != REEL_OK)
         return rc;
     if (cJSON_GetObjectItemCaseSensitive(o, "subjects") != NULL &&
         s->n_subjects == 0)
-        return bad(&c, "subjects", "empty (leave it out for every event: "
-                   "[\">\"])");
+        return sink_conf_bad(&c, "subjects",
+                             "empty (leave it out for every event: "
+                             "[\">\"])");
     v = DEFAULT_QUEUE_EVENTS;
-    if ((rc = get_int(&c, o, "queue_max_events", 1, MAX_QUEUE_EVENTS, &v)) !=
-        REEL_OK)
+    if ((rc = sink_conf_int(&c, o, "queue_max_events", 1, MAX_QUEUE_EVENTS,
+                            &v)) != REEL_OK)
         return rc;
     s->queue_max_events = (size_t)v;
     v = DEFAULT_QUEUE_BYTES;
-    if ((rc = get_int(&c, o, "queue_max_bytes", 1 << 20, MAX_QUEUE_BYTES,
-                      &v)) != REEL_OK)
+    if ((rc = sink_conf_int(&c, o, "queue_max_bytes", 1 << 20, MAX_QUEUE_BYTES,
+                            &v)) != REEL_OK)
         return rc;
     s->queue_max_bytes = (size_t)v;
 
     if (s->type == SINK_NATS) {
-        if ((rc = get_strings(&c, o, "servers", 32, &s->servers,
-                              &s->n_servers, check_server)) != REEL_OK)
+        if ((rc = sink_conf_strings(&c, o, "servers", 32, &s->servers,
+                                    &s->n_servers, check_server)) != REEL_OK)
             return rc;
         if (s->n_servers == 0)
-            return bad(&c, "servers", "missing (a nats sink needs one: "
-                       "[\"nats://127.0.0.1:4222\"])");
-        if ((rc = get_string(&c, o, "stream", 0, &s->stream)) != REEL_OK)
+            return sink_conf_bad(&c, "servers",
+                                 "missing (a nats sink needs one: "
+                                 "[\"nats://127.0.0.1:4222\"])");
+        if ((rc = sink_conf_string(&c, o, "stream", 0, &s->stream)) != REEL_OK)
             return rc;
         if (s->stream == NULL)
-            return bad(&c, "stream", "missing (a nats sink needs one)");
+            return sink_conf_bad(&c, "stream",
+                                 "missing (a nats sink needs one)");
         if (reel_check_charset("stream", s->stream, strlen(s->stream), 256,
                                "A-Za-z0-9_-", NULL) != REEL_OK)
-            return bad(&c, "stream", "\"%.80s\" is not 1-256 bytes of "
-                       "[A-Za-z0-9_-]", s->stream);
-        if ((rc = get_string(&c, o, "subject_prefix", 0,
-                             &s->subject_prefix)) != REEL_OK)
+            return sink_conf_bad(&c, "stream",
+                                 "\"%.80s\" is not 1-256 bytes of "
+                                 "[A-Za-z0-9_-]",
+                                 s->stream);
+        if ((rc = sink_conf_string(&c, o, "subject_prefix", 0,
+                                   &s->subject_prefix)) != REEL_OK)
             return rc;
         if (s->subject_prefix == NULL &&
             (s->subject_prefix = strdup("reel")) == NULL)
@@ -481,92 +288,101 @@ static reel_code_t parse_sink(const ctx_t *c0, const cJSON *o,
             REEL_OK)
             return rc;
         v = DEFAULT_MAX_PENDING;
-        if ((rc = get_int(&c, o, "max_pending", 1, MAX_PENDING, &v)) !=
+        if ((rc = sink_conf_int(&c, o, "max_pending", 1, MAX_PENDING, &v)) !=
             REEL_OK)
             return rc;
         s->max_pending = (int)v;
         s->duplicate_window_ms = DEFAULT_DUP_WINDOW_MS;
-        if ((rc = get_int(&c, o, "duplicate_window_ms", 1000,
-                          7LL * 24 * 3600 * 1000, &s->duplicate_window_ms)) !=
-            REEL_OK)
+        if ((rc = sink_conf_int(&c, o, "duplicate_window_ms", 1000,
+                                7LL * 24 * 3600 * 1000,
+                                &s->duplicate_window_ms)) != REEL_OK)
             return rc;
-        if ((rc = get_string(&c, o, "format", 0, &format)) != REEL_OK)
+        if ((rc = sink_conf_string(&c, o, "format", 0, &format)) != REEL_OK)
             return rc;
         if (format != NULL && strcmp(format, "protobuf") == 0)
             s->format_protobuf = 1;
         else if (format != NULL && strcmp(format, "json") != 0)
-            rc = bad(&c, "format", "\"%.80s\" is not json or protobuf",
-                     format);
+            rc = sink_conf_bad(&c, "format",
+                               "\"%.80s\" is not json or protobuf", format);
         free(format);
         return rc;
     }
 
     /* webhook */
-    if ((rc = get_string(&c, o, "url", 0, &s->url)) != REEL_OK)
+    if ((rc = sink_conf_string(&c, o, "url", 0, &s->url)) != REEL_OK)
         return rc;
     if (s->url == NULL)
-        return bad(&c, "url", "missing (a webhook sink needs one)");
+        return sink_conf_bad(&c, "url", "missing (a webhook sink needs one)");
     if (strncmp(s->url, "http://", 7) != 0 &&
         strncmp(s->url, "https://", 8) != 0)
-        return bad(&c, "url", "\"%.200s\" is not an http:// or https:// URL",
-                   s->url);
+        return sink_conf_bad(
+            &c, "url", "\"%.200s\" is not an http:// or https:// URL", s->url);
     if (strpbrk(s->url, " \t\r\n") != NULL)
-        return bad(&c, "url", "whitespace in the URL");
-    if ((rc = get_secrets(&c, o, s)) != REEL_OK ||
+        return sink_conf_bad(&c, "url", "whitespace in the URL");
+    if ((rc = sink_conf_secrets(&c, o,
+                                "missing (a webhook sink signs "
+                                "every request with each of its secrets: "
+                                "[\"whsec_...\"])",
+                                &s->secrets, &s->n_secrets)) != REEL_OK ||
         (rc = get_headers(&c, o, s)) != REEL_OK)
         return rc;
-    if ((rc = get_string(&c, o, "mode", 0, &mode)) != REEL_OK)
+    if ((rc = sink_conf_string(&c, o, "mode", 0, &mode)) != REEL_OK)
         return rc;
     s->mode = SINK_ORDERED;
     if (mode != NULL && strcmp(mode, "concurrent") == 0)
         s->mode = SINK_CONCURRENT;
     else if (mode != NULL && strcmp(mode, "ordered") != 0)
-        rc = bad(&c, "mode", "\"%.80s\" is not ordered or concurrent", mode);
+        rc = sink_conf_bad(&c, "mode",
+                           "\"%.80s\" is not ordered or concurrent", mode);
     free(mode);
     if (rc != REEL_OK)
         return rc;
     v = s->mode == SINK_ORDERED ? 1 : DEFAULT_MAX_IN_FLIGHT;
     if (s->mode == SINK_ORDERED &&
         cJSON_GetObjectItemCaseSensitive(o, "max_in_flight") != NULL)
-        return bad(&c, "max_in_flight", "only for mode \"concurrent\" "
-                   "(ordered sends one request at a time)");
-    if ((rc = get_int(&c, o, "max_in_flight", 1, MAX_IN_FLIGHT, &v)) !=
+        return sink_conf_bad(&c, "max_in_flight",
+                             "only for mode \"concurrent\" "
+                             "(ordered sends one request at a time)");
+    if ((rc = sink_conf_int(&c, o, "max_in_flight", 1, MAX_IN_FLIGHT, &v)) !=
         REEL_OK)
         return rc;
     s->max_in_flight = (int)v;
     v = 1;
-    if ((rc = get_int(&c, o, "batch_max_events", 1, MAX_BATCH_EVENTS, &v)) !=
-        REEL_OK)
+    if ((rc = sink_conf_int(&c, o, "batch_max_events", 1, MAX_BATCH_EVENTS,
+                            &v)) != REEL_OK)
         return rc;
     s->batch_max_events = (int)v;
     v = DEFAULT_BATCH_BYTES;
-    if ((rc = get_int(&c, o, "batch_max_bytes", 1024, MAX_BATCH_BYTES, &v)) !=
-        REEL_OK)
+    if ((rc = sink_conf_int(&c, o, "batch_max_bytes", 1024, MAX_BATCH_BYTES,
+                            &v)) != REEL_OK)
         return rc;
     s->batch_max_bytes = (size_t)v;
     s->timeout_ms = DEFAULT_TIMEOUT_MS;
-    if ((rc = get_int(&c, o, "timeout_ms", 1, MAX_TIMEOUT_MS,
-                      &s->timeout_ms)) != REEL_OK)
+    if ((rc = sink_conf_int(&c, o, "timeout_ms", 1, MAX_TIMEOUT_MS,
+                            &s->timeout_ms)) != REEL_OK)
         return rc;
     s->connect_timeout_ms = s->timeout_ms < DEFAULT_CONNECT_TIMEOUT_MS
                                 ? s->timeout_ms
                                 : DEFAULT_CONNECT_TIMEOUT_MS;
-    if ((rc = get_int(&c, o, "connect_timeout_ms", 1, MAX_TIMEOUT_MS,
-                      &s->connect_timeout_ms)) != REEL_OK ||
-        (rc = get_retry(&c, o, &s->retry)) != REEL_OK)
+    sink_retry_defaults(&s->retry);
+    if ((rc = sink_conf_int(&c, o, "connect_timeout_ms", 1, MAX_TIMEOUT_MS,
+                            &s->connect_timeout_ms)) != REEL_OK ||
+        (rc = sink_conf_retry(&c, o, &s->retry)) != REEL_OK)
         return rc;
-    if ((rc = get_string(&c, o, "on_exhausted", 0, &exhausted)) != REEL_OK)
+    if ((rc = sink_conf_string(&c, o, "on_exhausted", 0, &exhausted)) !=
+        REEL_OK)
         return rc;
     if (exhausted != NULL && strcmp(exhausted, "block") == 0)
         s->on_exhausted = SINK_EXHAUSTED_BLOCK;
     else if (exhausted != NULL && strcmp(exhausted, "dead_letter") != 0)
-        rc = bad(&c, "on_exhausted", "\"%.80s\" is not dead_letter or block",
-                 exhausted);
+        rc = sink_conf_bad(&c, "on_exhausted",
+                           "\"%.80s\" is not dead_letter or block", exhausted);
     free(exhausted);
     if (rc == REEL_OK && s->on_exhausted == SINK_EXHAUSTED_BLOCK &&
         s->mode != SINK_ORDERED)
-        rc = bad(&c, "on_exhausted", "\"block\" is only for mode "
-                 "\"ordered\"");
+        rc = sink_conf_bad(&c, "on_exhausted",
+                           "\"block\" is only for mode "
+                           "\"ordered\"");
     return rc;
 }
 
@@ -624,7 +440,8 @@ reel_code_t sink_config_parse(const char *text, size_t len,
             goto out;
         }
     }
-    if (!cJSON_IsArray(sinks) || (n = (size_t)cJSON_GetArraySize(sinks)) == 0) {
+    if (!cJSON_IsArray(sinks) ||
+        (n = (size_t)cJSON_GetArraySize(sinks)) == 0) {
         rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
                              "config: sinks: must be a non-empty array of "
                              "sinks");
@@ -643,7 +460,7 @@ reel_code_t sink_config_parse(const char *text, size_t len,
     }
     out->n = n;
     for (size_t i = 0; i < n; i++) {
-        ctx_t c = {st, i, NULL};
+        ctx_t c = {st, "sinks", i, NULL};
 
         if ((rc = parse_sink(&c, cJSON_GetArrayItem(sinks, (int)i),
                              &out->sinks[i])) != REEL_OK)
@@ -653,7 +470,8 @@ reel_code_t sink_config_parse(const char *text, size_t len,
 
             c.name = b->name;
             if (strcmp(a->name, b->name) == 0) {
-                rc = bad(&c, "name", "also the name of sinks[%zu]", j);
+                rc = sink_conf_bad(&c, "name", "also the name of sinks[%zu]",
+                                   j);
                 goto out;
             }
             /* Each NATS sink keeps its stream's order with the stream's
@@ -661,9 +479,10 @@ reel_code_t sink_config_parse(const char *text, size_t len,
             if (a->type == SINK_NATS && b->type == SINK_NATS &&
                 strcmp(a->stream, b->stream) == 0 &&
                 strcmp(a->servers[0], b->servers[0]) == 0) {
-                rc = bad(&c, "stream", "\"%s\" on %s is also sinks[%zu]'s "
-                         "(a stream takes one sink)",
-                         b->stream, b->servers[0], j);
+                rc = sink_conf_bad(&c, "stream",
+                                   "\"%s\" on %s is also sinks[%zu]'s "
+                                   "(a stream takes one sink)",
+                                   b->stream, b->servers[0], j);
                 goto out;
             }
         }
@@ -677,48 +496,13 @@ out:
 
 reel_code_t sink_config_load(const char *path, sink_config_set_t *out,
                              reel_status_t *st) {
-    FILE *f = fopen(path, "rb");
-    char *text = NULL;
-    size_t len = 0, cap = 0, got;
+    char *text;
+    size_t len;
     reel_code_t rc;
 
     memset(out, 0, sizeof(*out));
-    if (f == NULL)
-        return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "--config: cannot open %s: %s", path,
-                               strerror(errno));
-    for (;;) {
-        if (len == cap) {
-            char *t;
-
-            if (cap >= (16u << 20)) {
-                fclose(f);
-                free(text);
-                return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                                       "--config: %s is over 16 MiB", path);
-            }
-            cap = cap ? cap * 2 : 65536;
-            if ((t = realloc(text, cap)) == NULL) {
-                fclose(f);
-                free(text);
-                return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
-                                       "out of memory");
-            }
-            text = t;
-        }
-        if ((got = fread(text + len, 1, cap - len, f)) == 0)
-            break;
-        len += got;
-    }
-    if (ferror(f)) {
-        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
-                             "--config: reading %s: %s", path,
-                             strerror(errno));
-        fclose(f);
-        free(text);
+    if ((rc = sink_conf_read_file(path, &text, &len, st)) != REEL_OK)
         return rc;
-    }
-    fclose(f);
     rc = sink_config_parse(text, len, out, st);
     free(text);
     return rc;

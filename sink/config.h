@@ -19,11 +19,11 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "sink/retry.h"
+#include "sink/sign.h"
 
 #define SINK_NAME_MAX 64
-#define SINK_SECRET_MAX 256 /* decoded bytes of one secret */
 #define SINK_SECRETS_MAX 16
-#define SINK_RETRY_STEPS_MAX 64
 
 typedef enum sink_type { SINK_WEBHOOK, SINK_NATS } sink_type_t;
 typedef enum sink_mode { SINK_ORDERED, SINK_CONCURRENT } sink_mode_t;
@@ -36,20 +36,6 @@ typedef enum sink_exhausted {
     SINK_EXHAUSTED_DEAD_LETTER,
     SINK_EXHAUSTED_BLOCK
 } sink_exhausted_t;
-
-typedef struct sink_secret {
-    uint8_t key[SINK_SECRET_MAX];
-    size_t len;
-} sink_secret_t;
-
-/* When to try again after a failed attempt (see sink/retry.h). */
-typedef struct sink_retry {
-    int64_t steps_ms[SINK_RETRY_STEPS_MAX]; /* delay before attempt 2, 3 .. */
-    size_t n_steps;
-    int64_t max_age_ms;      /* 0: the schedule alone bounds the attempts */
-    double jitter;           /* each delay spread by up to +-jitter */
-    int64_t retry_after_max_ms; /* cap on a receiver's Retry-After */
-} sink_retry_t;
 
 typedef struct sink_config {
     char *name;
@@ -110,9 +96,5 @@ const sink_config_t *sink_config_find(const sink_config_set_t *set,
 
 /* Frees what set holds and zeroes it. NULL is fine. */
 void sink_config_set_fini(sink_config_set_t *set);
-
-/* The default retry schedule (the Standard Webhooks one): 5 s, 5 min,
- * 30 min, 2 h, 5 h, 10 h, 10 h after the first attempt. */
-void sink_retry_defaults(sink_retry_t *r);
 
 #endif

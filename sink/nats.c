@@ -312,7 +312,7 @@ static int sync_stream(nats_engine_t *e) {
 static int publish_next(nats_engine_t *e) {
     sink_runner_t *r = e->r;
     const sink_config_t *cfg = e->cfg;
-    sink_item_t *it;
+    sink_item_t *it = NULL;
     uint64_t pos;
     natsMsg *m = NULL;
     jsPubOptions po;
@@ -320,14 +320,13 @@ static int publish_next(nats_engine_t *e) {
     const char *body;
     size_t len;
     natsStatus s;
+    int found = 0;
 
     pthread_mutex_lock(&r->mu);
     for (;;) {
         pos = r->win.next;
-        if (pos == r->win.tail) {
-            pthread_mutex_unlock(&r->mu);
-            return 0;
-        }
+        if (pos == r->win.tail)
+            break;
         it = sink_window_at(&r->win, pos);
         if (it->state == SINK_ITEM_DONE) {
             r->win.next++;
@@ -337,9 +336,19 @@ static int publish_next(nats_engine_t *e) {
         if (it->revision <= e->stream_last) {
             sink_window_done(&r->win, pos);
             r->win.next++;
+            found = 1;
             continue;
         }
         break;
+    }
+    /* Events found in the stream are done like acknowledged ones: hand the
+     * frontier on now, or with nothing new to publish (the stream already
+     * holds everything) no ack would ever move the cursor in reel. */
+    if (found)
+        sink_runner_report_locked(r);
+    if (pos == r->win.tail) {
+        pthread_mutex_unlock(&r->mu);
+        return 0;
     }
     pthread_mutex_unlock(&r->mu);
     /* The item is the engine's until it is marked taken: read unlocked. */

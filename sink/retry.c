@@ -10,6 +10,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#define DEFAULT_RETRY_AFTER_MAX_MS 600000
+
+void sink_retry_defaults(sink_retry_t *r) {
+    static const int64_t steps[] = {5000,     300000,   1800000, 7200000,
+                                    18000000, 36000000, 36000000};
+
+    memset(r, 0, sizeof(*r));
+    memcpy(r->steps_ms, steps, sizeof(steps));
+    r->n_steps = sizeof(steps) / sizeof(steps[0]);
+    r->jitter = 0.2;
+    r->retry_after_max_ms = DEFAULT_RETRY_AFTER_MAX_MS;
+}
+
 uint64_t sink_rng_seed(void) {
     struct timespec ts;
     uint64_t x;

@@ -1,5 +1,6 @@
 /*
- * sink/retry.h: when a failed delivery is tried again (private to sink/).
+ * sink/retry.h: when a failed delivery is tried again (reel-sink's and
+ * reel-reactor's: part of //sink:http).
  *
  * After the k-th failed attempt (k = 1, 2, ...) the next comes
  * steps_ms[k-1] later, spread by up to +-jitter of itself so that many
@@ -18,7 +19,22 @@
 
 #include <stdint.h>
 
-#include "sink/config.h"
+#include <stddef.h>
+
+#define SINK_RETRY_STEPS_MAX 64
+
+/* When to try again after a failed attempt. */
+typedef struct sink_retry {
+    int64_t steps_ms[SINK_RETRY_STEPS_MAX]; /* delay before attempt 2, 3 .. */
+    size_t n_steps;
+    int64_t max_age_ms;      /* 0: the schedule alone bounds the attempts */
+    double jitter;           /* each delay spread by up to +-jitter */
+    int64_t retry_after_max_ms; /* cap on a receiver's Retry-After */
+} sink_retry_t;
+
+/* The default retry schedule (the Standard Webhooks one): 5 s, 5 min,
+ * 30 min, 2 h, 5 h, 10 h, 10 h after the first attempt. */
+void sink_retry_defaults(sink_retry_t *r);
 
 /*
  * The wait (ms, >= 0) before the attempt after `failures` failed ones of a

@@ -1,5 +1,6 @@
 /*
- * sink/sign.h: Standard Webhooks signatures (private to sink/).
+ * sink/sign.h: Standard Webhooks signatures (reel-sink's and
+ * reel-reactor's: part of //sink:http).
  *
  * A secret is "whsec_" followed by the base64 of its key bytes. A request
  * is signed over "<webhook-id>.<webhook-timestamp>.<body>" with
@@ -15,7 +16,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "sink/config.h"
+#define SINK_SECRET_MAX 256 /* decoded bytes of one secret */
+
+typedef struct sink_secret {
+    uint8_t key[SINK_SECRET_MAX];
+    size_t len;
+} sink_secret_t;
 
 /*
  * Decodes "whsec_<base64>" into s. 0, or -1 with *why saying what is wrong

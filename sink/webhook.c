@@ -47,6 +47,7 @@
 #include "base/log.h"
 #include "base/version.h"
 #include "sink/event.h"
+#include "sink/http.h"
 #include "sink/retry.h"
 #include "sink/sign.h"
 #include "sink/sink.h"
@@ -227,76 +228,31 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
     return len;
 }
 
-static size_t on_body(char *buf, size_t size, size_t n, void *arg) {
-    (void)buf;
-    (void)arg;
-    return size * n; /* the receiver's answer is not needed */
-}
-
 /* Starts u's next attempt. 0, or -1 (out of memory: said, retried at the
  * next turn). */
 static int start(webhook_t *w, unit_t *u) {
     const sink_config_t *cfg = w->cfg;
-    int64_t ts = sink_wall_ms() / 1000;
-    char line[256], *sig;
-    struct curl_slist *h = NULL, *t;
+    sink_http_post_t p = {0};
 
     if (u->easy == NULL && (u->easy = curl_easy_init()) == NULL)
         goto oom;
-    if ((sig = sink_sign(cfg->secrets, cfg->n_secrets, u->id, ts, u->body,
-                         u->len)) == NULL)
+    p.url = cfg->url;
+    p.secrets = cfg->secrets;
+    p.n_secrets = cfg->n_secrets;
+    p.headers = cfg->headers;
+    p.n_headers = cfg->n_headers;
+    p.user_agent = "reel-sink/" REEL_VERSION;
+    p.id = u->id;
+    p.body = u->body;
+    p.len = u->len;
+    p.timeout_ms = cfg->timeout_ms;
+    p.connect_timeout_ms = cfg->connect_timeout_ms;
+    if (sink_http_prepare(u->easy, &p, sink_wall_ms() / 1000, &u->hdrs,
+                          u->errbuf) != 0)
         goto oom;
-    curl_slist_free_all(u->hdrs);
-    u->hdrs = NULL;
-#define ADD(s)                                                               \
-    do {                                                                     \
-        if ((t = curl_slist_append(h, (s))) == NULL)                         \
-            goto oom_h;                                                      \
-        h = t;                                                               \
-    } while (0)
-    ADD("Content-Type: application/json");
-    snprintf(line, sizeof(line), "webhook-id: %s", u->id);
-    ADD(line);
-    snprintf(line, sizeof(line), "webhook-timestamp: %lld", (long long)ts);
-    ADD(line);
-    {
-        size_t need = strlen(sig) + 20;
-        char *hs = malloc(need);
-
-        if (hs == NULL)
-            goto oom_h;
-        snprintf(hs, need, "webhook-signature: %s", sig);
-        t = curl_slist_append(h, hs);
-        free(hs);
-        if (t == NULL)
-            goto oom_h;
-        h = t;
-    }
-    ADD("User-Agent: reel-sink/" REEL_VERSION);
-    ADD("Expect:"); /* no 100-continue round trip before larger bodies */
-    for (size_t i = 0; i < cfg->n_headers; i++)
-        ADD(cfg->headers[i]);
-#undef ADD
-    free(sig);
-    u->hdrs = h;
-    u->errbuf[0] = '\0';
     u->retry_after[0] = '\0';
-    curl_easy_setopt(u->easy, CURLOPT_URL, cfg->url);
-    curl_easy_setopt(u->easy, CURLOPT_POST, 1L);
-    curl_easy_setopt(u->easy, CURLOPT_POSTFIELDS, u->body);
-    curl_easy_setopt(u->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                     (curl_off_t)u->len);
-    curl_easy_setopt(u->easy, CURLOPT_HTTPHEADER, u->hdrs);
-    curl_easy_setopt(u->easy, CURLOPT_TIMEOUT_MS, (long)cfg->timeout_ms);
-    curl_easy_setopt(u->easy, CURLOPT_CONNECTTIMEOUT_MS,
-                     (long)cfg->connect_timeout_ms);
-    curl_easy_setopt(u->easy, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(u->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(u->easy, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(u->easy, CURLOPT_ERRORBUFFER, u->errbuf);
     curl_easy_setopt(u->easy, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(u->easy, CURLOPT_HEADERDATA, u);
-    curl_easy_setopt(u->easy, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(u->easy, CURLOPT_PRIVATE, u);
     if (curl_multi_add_handle(w->multi, u->easy) != CURLM_OK)
         goto oom;
@@ -310,9 +266,6 @@ static int start(webhook_t *w, unit_t *u) {
     w->r->in_flight++;
     pthread_mutex_unlock(&w->r->mu);
     return 0;
-oom_h:
-    curl_slist_free_all(h);
-    free(sig);
 oom:
     sink_runner_error(w->r, "out of memory starting a request");
     REEL_ERROR("sink", "sink %s: out of memory starting the request of "

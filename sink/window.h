@@ -1,6 +1,6 @@
 /*
  * sink/window.h: the events a sink holds, in revision order, and the
- * revision it may acknowledge (private to sink/).
+ * revision it may acknowledge (reel-sink's and reel-reactor's).
  *
  * A ring of items: the consumer loop's callback pushes each event it
  * receives at the tail; the engine takes them from `next` in order (alone

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, unary
+from reel.v1 import wal_pb2 as W
 from sinkutil import (NATS_DUMP, Sink, Writer, check_built, no_sink_left, reel,  # noqa: F401
                       wait_for, write_config)
 
@@ -117,6 +118,31 @@ def test_every_event_is_published_once_in_order(tmp_path, reeld, reel, nats):
     assert reel.acked("sink.fan") >= want[-1]
 
 
+def test_a_stream_that_already_holds_everything_moves_the_cursor(tmp_path, reeld, reel, nats):
+    """A sink that finds every event it is given already in the stream (its
+    predecessor published them and died before acknowledging in reel) must
+    still acknowledge them, with nothing new to publish. Made deterministic
+    by deleting the consumer: the next sink starts over from the oldest
+    event, all of them already in the stream."""
+    cfg = nats_config(tmp_path / "c.json", nats, subjects=["kv.>"])
+    for i in range(20):
+        reel.set("shop", f"k{i}")
+    want = [r for r, _ in reel.events("kv.>")]
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    wait_for("every event acknowledged", lambda: (reel.acked("sink.fan") or 0) >= want[-1])
+    assert sink.stop() == 0
+    delete = unary(reel.ch, "/reel.v1.Wal/DeleteConsumer", W.DeleteConsumerRequest,
+                   W.DeleteConsumerResponse)
+    delete(W.DeleteConsumerRequest(name="sink.fan"), timeout=10)
+    assert reel.acked("sink.fan") is None
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    sink.wait_log(r"holds this sink's events up to revision %d" % want[-1])
+    wait_for("the cursor moved past what the stream holds",
+             lambda: (reel.acked("sink.fan") or 0) >= want[-1], timeout=20)
+    assert sink.stop() == 0
+    check_exactly_once_in_order(nats.dump("REEL"), want)
+
+
 def test_20_kill9_cycles_leave_each_event_once_in_order(tmp_path, reeld, reel, nats):
     cfg = nats_config(tmp_path / "c.json", nats, subjects=["kv.load.>"], max_pending=256)
     w = Writer(reel)
@@ -135,8 +161,15 @@ def test_20_kill9_cycles_leave_each_event_once_in_order(tmp_path, reeld, reel, n
     assert w.n > 100
     want = [r for r, _ in reel.events("kv.load.>")]
     sink = Sink(tmp_path, reeld.addr, cfg, "--takeover")
-    wait_for("every event", lambda: reel.acked("sink.fan") is not None and
-             reel.acked("sink.fan") >= want[-1], timeout=60)
+    try:
+        wait_for("every event", lambda: reel.acked("sink.fan") is not None and
+                 reel.acked("sink.fan") >= want[-1], timeout=60)
+    except AssertionError as e:
+        rows = nats.dump("REEL")
+        raise AssertionError(
+            f"{e}: acked {reel.acked('sink.fan')}, want {want[-1]}, stream "
+            f"ends at {rows[-1] if rows else None}; reel-sink's log:\n"
+            f"{sink.log()}\nnats-server's log:\n{open(nats.log_path).read()[-4000:]}")
     assert sink.stop() == 0
     check_exactly_once_in_order(nats.dump("REEL"), want)
 

@@ -1,0 +1,263 @@
+/*
+ * sink/conf.c: the checks of one configuration object, shared by reel-sink
+ * and reel-reactor; see conf.h.
+ */
+#include "sink/conf.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_STEP_MS (7LL * 24 * 3600 * 1000)
+
+reel_code_t sink_conf_bad(const sink_conf_ctx_t *c, const char *field,
+                          const char *fmt, ...) {
+    char why[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    if (c->name != NULL)
+        return reel_status_set(c->st, REEL_INVALID_ARGUMENT,
+                               "%s[%zu] \"%s\": %s: %s", c->list, c->index,
+                               c->name, field, why);
+    return reel_status_set(c->st, REEL_INVALID_ARGUMENT, "%s[%zu]: %s: %s",
+                           c->list, c->index, field, why);
+}
+
+int sink_conf_listed(const char *const *list, const char *key) {
+    for (size_t i = 0; list[i] != NULL; i++)
+        if (strcmp(list[i], key) == 0)
+            return 1;
+    return 0;
+}
+
+reel_code_t sink_conf_string(const sink_conf_ctx_t *c, const cJSON *o,
+                             const char *field, int required, char **out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+
+    *out = NULL;
+    if (v == NULL) {
+        if (required)
+            return sink_conf_bad(c, field, "missing");
+        return REEL_OK;
+    }
+    if (!cJSON_IsString(v) || v->valuestring[0] == '\0')
+        return sink_conf_bad(c, field, "must be a non-empty string");
+    if ((*out = strdup(v->valuestring)) == NULL)
+        return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,
+                               "out of memory");
+    return REEL_OK;
+}
+
+reel_code_t sink_conf_int(const sink_conf_ctx_t *c, const cJSON *o,
+                          const char *field, int64_t min, int64_t max,
+                          int64_t *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+    double d;
+
+    if (v == NULL)
+        return REEL_OK;
+    if (!cJSON_IsNumber(v))
+        return sink_conf_bad(c, field, "must be a number");
+    d = v->valuedouble;
+    /* The range first: casting a double outside int64 is undefined. */
+    if (!(d >= (double)min && d <= (double)max) || d != floor(d))
+        return sink_conf_bad(c, field,
+                             "%.17g is not an integer from %lld "
+                             "to %lld",
+                             d, (long long)min, (long long)max);
+    *out = (int64_t)d;
+    return REEL_OK;
+}
+
+reel_code_t sink_conf_bool(const sink_conf_ctx_t *c, const cJSON *o,
+                           const char *field, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field);
+
+    if (v == NULL)
+        return REEL_OK;
+    if (!cJSON_IsBool(v))
+        return sink_conf_bad(c, field, "must be true or false");
+    *out = cJSON_IsTrue(v);
+    return REEL_OK;
+}
+
+reel_code_t sink_conf_strings(const sink_conf_ctx_t *c, const cJSON *o,
+                              const char *field, size_t max, char ***out,
+                              size_t *n,
+                              reel_code_t (*check)(const sink_conf_ctx_t *,
+                                                   const char *,
+                                                   const char *)) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, field), *e;
+    char fname[64];
+    size_t i = 0;
+    reel_code_t rc;
+
+    *out = NULL;
+    *n = 0;
+    if (v == NULL)
+        return REEL_OK;
+    if (!cJSON_IsArray(v))
+        return sink_conf_bad(c, field, "must be an array of strings");
+    if ((size_t)cJSON_GetArraySize(v) > max)
+        return sink_conf_bad(c, field, "%d entries exceed the limit of %zu",
+                             cJSON_GetArraySize(v), max);
+    if ((*out = calloc((size_t)cJSON_GetArraySize(v) + 1, sizeof(char *))) ==
+        NULL)
+        return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,
+                               "out of memory");
+    cJSON_ArrayForEach(e, v) {
+        snprintf(fname, sizeof(fname), "%s[%zu]", field, i);
+        if (!cJSON_IsString(e) || e->valuestring[0] == '\0')
+            return sink_conf_bad(c, fname, "must be a non-empty string");
+        if (check != NULL && (rc = check(c, fname, e->valuestring)) != REEL_OK)
+            return rc;
+        if (((*out)[i++] = strdup(e->valuestring)) == NULL)
+            return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory");
+        *n = i;
+    }
+    return REEL_OK;
+}
+
+static reel_code_t check_secret(const sink_conf_ctx_t *c, const char *field,
+                                const char *s) {
+    sink_secret_t k;
+    const char *why = NULL;
+
+    /* The secret itself is never repeated in a message. */
+    if (sink_secret_decode(s, &k, &why) != 0)
+        return sink_conf_bad(c, field, "%s", why);
+    return REEL_OK;
+}
+
+reel_code_t sink_conf_secrets(const sink_conf_ctx_t *c, const cJSON *o,
+                              const char *missing, sink_secret_t **out,
+                              size_t *count) {
+    char **texts = NULL;
+    size_t n = 0;
+    reel_code_t rc;
+
+    *out = NULL;
+    *count = 0;
+    rc = sink_conf_strings(c, o, "secrets", SINK_CONF_SECRETS_MAX, &texts, &n,
+                           check_secret);
+    if (rc == REEL_OK && n == 0)
+        rc = sink_conf_bad(c, "secrets", "%s", missing);
+    if (rc == REEL_OK && (*out = calloc(n, sizeof(**out))) == NULL)
+        rc = reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (size_t i = 0; rc == REEL_OK && i < n; i++) {
+        const char *why;
+
+        (void)sink_secret_decode(texts[i], &(*out)[i], &why);
+        (*count)++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* Scrub the text: it is a credential. */
+        memset(texts[i], 0, strlen(texts[i]));
+        free(texts[i]);
+    }
+    free(texts);
+    return rc;
+}
+
+reel_code_t sink_conf_retry(const sink_conf_ctx_t *c, const cJSON *o,
+                            sink_retry_t *r) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "retry_schedule_ms");
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, "retry_jitter");
+    reel_code_t rc;
+
+    if (v != NULL) {
+        const cJSON *e;
+        size_t i = 0;
+
+        if (!cJSON_IsArray(v))
+            return sink_conf_bad(c, "retry_schedule_ms",
+                                 "must be an array "
+                                 "of milliseconds (the waits before attempt "
+                                 "2, 3, ...)");
+        if (cJSON_GetArraySize(v) > SINK_RETRY_STEPS_MAX)
+            return sink_conf_bad(c, "retry_schedule_ms",
+                                 "%d steps exceed "
+                                 "the limit of %d",
+                                 cJSON_GetArraySize(v), SINK_RETRY_STEPS_MAX);
+        cJSON_ArrayForEach(e, v) {
+            double d = cJSON_IsNumber(e) ? e->valuedouble : -1;
+
+            if (!(d >= 0 && d <= (double)MAX_STEP_MS) || d != floor(d))
+                return sink_conf_bad(c, "retry_schedule_ms",
+                                     "step %zu is "
+                                     "not an integer from 0 to %lld",
+                                     i, (long long)MAX_STEP_MS);
+            r->steps_ms[i++] = (int64_t)d;
+        }
+        r->n_steps = i;
+    }
+    if ((rc = sink_conf_int(c, o, "max_age_ms", 0, 30LL * 24 * 3600 * 1000,
+                            &r->max_age_ms)) != REEL_OK ||
+        (rc = sink_conf_int(c, o, "retry_after_max_ms", 0, 24LL * 3600 * 1000,
+                            &r->retry_after_max_ms)) != REEL_OK)
+        return rc;
+    if (j != NULL) {
+        if (!cJSON_IsNumber(j) || j->valuedouble < 0 || j->valuedouble > 0.5)
+            return sink_conf_bad(c, "retry_jitter",
+                                 "must be a number from 0 "
+                                 "to 0.5");
+        r->jitter = j->valuedouble;
+    }
+    return REEL_OK;
+}
+
+reel_code_t sink_conf_read_file(const char *path, char **text, size_t *len,
+                                reel_status_t *st) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0, got;
+    reel_code_t rc = REEL_OK;
+
+    *text = NULL;
+    *len = 0;
+    if (f == NULL)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "--config: cannot open %s: %s", path,
+                               strerror(errno));
+    for (;;) {
+        if (n == cap) {
+            char *t;
+
+            if (cap >= SINK_CONF_FILE_MAX) {
+                rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                     "--config: %s is over 16 MiB", path);
+                goto out;
+            }
+            cap = cap ? cap * 2 : 65536;
+            if ((t = realloc(buf, cap)) == NULL) {
+                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                     "out of memory");
+                goto out;
+            }
+            buf = t;
+        }
+        if ((got = fread(buf + n, 1, cap - n, f)) == 0)
+            break;
+        n += got;
+    }
+    if (ferror(f))
+        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                             "--config: reading %s: %s", path,
+                             strerror(errno));
+out:
+    fclose(f);
+    if (rc != REEL_OK) {
+        free(buf);
+        return rc;
+    }
+    *text = buf;
+    *len = n;
+    return REEL_OK;
+}

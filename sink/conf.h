@@ -1,0 +1,88 @@
+/*
+ * sink/conf.h: reading one object of a JSON configuration file, shared by
+ * reel-sink's and reel-reactor's configurations (part of //sink:conf).
+ *
+ * Each object sits in a named array ("sinks", "apps"); every error names
+ * the object by index (and name, once read) and then the field:
+ *
+ *   sinks[0] "billing": secrets[0]: the part after "whsec_" is not base64
+ *
+ * and is INVALID_ARGUMENT (RESOURCE_EXHAUSTED when out of memory). Numbers
+ * are range-checked before any cast; secrets are described, never
+ * repeated, and their text is scrubbed once decoded. What a function
+ * allocates is the caller's, also on failure (free it with the object).
+ * Pure; thread-safe.
+ */
+#ifndef REEL_SINK_CONF_H
+#define REEL_SINK_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "base/status.h"
+#include "sink/retry.h"
+#include "sink/sign.h"
+
+#define SINK_CONF_SECRETS_MAX 16
+#define SINK_CONF_FILE_MAX (16u << 20)
+
+typedef struct sink_conf_ctx {
+    reel_status_t *st;
+    const char *list;   /* the array the object is in: "sinks", "apps" */
+    size_t index;
+    const char *name;   /* the object's name once known, else NULL */
+} sink_conf_ctx_t;
+
+/* Sets the error "<list>[<index>] "<name>": <field>: <why>" and returns
+ * INVALID_ARGUMENT. */
+reel_code_t sink_conf_bad(const sink_conf_ctx_t *c, const char *field,
+                          const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Whether key is in the NULL-terminated list. */
+int sink_conf_listed(const char *const *list, const char *key);
+
+/* A non-empty string, strdup'd into *out (NULL when absent and not
+ * required). */
+reel_code_t sink_conf_string(const sink_conf_ctx_t *c, const cJSON *o,
+                             const char *field, int required, char **out);
+
+/* An integer in [min, max]; absent leaves *out as it is. */
+reel_code_t sink_conf_int(const sink_conf_ctx_t *c, const cJSON *o,
+                          const char *field, int64_t min, int64_t max,
+                          int64_t *out);
+
+/* true or false; absent leaves *out as it is. */
+reel_code_t sink_conf_bool(const sink_conf_ctx_t *c, const cJSON *o,
+                           const char *field, int *out);
+
+/* An array of at most max non-empty strings, each checked by check (may be
+ * NULL), into a NULL-terminated malloc'd array (*out NULL when absent). */
+reel_code_t sink_conf_strings(const sink_conf_ctx_t *c, const cJSON *o,
+                              const char *field, size_t max, char ***out,
+                              size_t *n,
+                              reel_code_t (*check)(const sink_conf_ctx_t *,
+                                                   const char *,
+                                                   const char *));
+
+/* "secrets": 1 to SINK_CONF_SECRETS_MAX "whsec_..." strings, decoded into
+ * a malloc'd array; missing says what to write when there are none. */
+reel_code_t sink_conf_secrets(const sink_conf_ctx_t *c, const cJSON *o,
+                              const char *missing, sink_secret_t **out,
+                              size_t *n);
+
+/* The retry keys over the defaults already in *r: retry_schedule_ms (up to
+ * SINK_RETRY_STEPS_MAX waits of 0 to 7 days), retry_jitter (0 to 0.5),
+ * max_age_ms and retry_after_max_ms. */
+reel_code_t sink_conf_retry(const sink_conf_ctx_t *c, const cJSON *o,
+                            sink_retry_t *r);
+
+/* Reads a whole configuration file (at most SINK_CONF_FILE_MAX) into a
+ * malloc'd *text; one that cannot be read is INVALID_ARGUMENT
+ * "--config: ..." naming it and why. */
+reel_code_t sink_conf_read_file(const char *path, char **text, size_t *len,
+                                reel_status_t *st);
+
+#endif
