@@ -160,6 +160,17 @@ void store_close(store_t *store);
 /* The last committed revision (0 before any change). Any thread. */
 uint64_t store_revision(store_t *store);
 
+/* The writer's figures since the store opened (for status and metrics). */
+typedef struct store_stats {
+    uint64_t commits;        /* groups written and synced */
+    uint64_t requests;       /* requests those groups held */
+    uint64_t commit_ns;      /* time of their synced writes, summed */
+    size_t queue_depth;      /* requests queued now */
+} store_stats_t;
+
+/* Any thread. */
+void store_stats(store_t *store, store_stats_t *out);
+
 /* OK, or the sticky error (UNAVAILABLE) that stopped writes, copied into
  * st when st is not NULL. */
 reel_code_t store_health(store_t *store, reel_status_t *st);
