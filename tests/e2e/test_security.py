@@ -452,10 +452,13 @@ def test_the_matrix_every_rpc_refuses_what_it_must(secured):
                                           "signals:await", "wal:read",
                                           "wal:consume"])
     secured.revoke(rid)
-    # A scope the rpc does not need (every scope is some rpc's now): each
-    # scoped rpc must refuse it.
-    narrow_ws, _ = secured.create(scopes=["workspace:read"])
-    narrow_kv, _ = secured.create(scopes=["kv:read"])
+    # Tokens with one scope each: every scoped rpc must refuse the one whose
+    # scope it does not need (workspace:read's methods get wal:consume's).
+    narrow, _ = secured.create(scopes=["workspace:read"])
+    other, _ = secured.create(scopes=["wal:consume"])
+    reads_ws = {"/reel.v1.Workspace/" + m for m in
+                ("GetArtifact", "StatArtifact", "ListArtifacts", "WatchArtifacts",
+                 "GetWorkspaceUsage")}
     bad = "reel_0123456789abcdef_" + "A" * 43
     for path, streaming in RPCS:
         for name, meta in [("no token", None), ("malformed", md("x")),
@@ -463,8 +466,8 @@ def test_the_matrix_every_rpc_refuses_what_it_must(secured):
             c, d = raw_call(secured.ch, path, streaming, meta)
             assert c == grpc.StatusCode.UNAUTHENTICATED, (path, name, c, d)
             assert "reel_" not in d.replace("reel_<id>_<secret>", "")
-        narrow = narrow_kv if path.startswith("/reel.v1.Workspace/") else narrow_ws
-        c, d = raw_call(secured.ch, path, streaming, md(narrow))
+        c, d = raw_call(secured.ch, path, streaming,
+                        md(other if path in reads_ws else narrow))
         if path in ANY_TOKEN:
             assert c == grpc.StatusCode.OK, (path, c, d)
         else:
@@ -954,6 +957,16 @@ def test_tenants_use_the_same_apps_runs_signals_and_consumers_without_meeting(se
         assert cs.next_start_after == "worker" and not cs.more
     for it in tails.values():
         it.cancel()
+    # GetStatus, which any token may call, shows a tenant its own only.
+    for n, t in (("acme", a), ("beta", b), ("default", d)):
+        st = t.u("/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
+                 admin_pb2.GetStatusResponse)
+        assert [c.name for c in st.consumers] == ["worker"], (n, st.consumers)
+        assert st.consumer_count == 1, n
+    st = secured.call("/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
+                      admin_pb2.GetStatusResponse, secured.admin)
+    assert {c.name for c in st.consumers} == \
+        {"worker", "::acme:worker", "::beta:worker"} and st.consumer_count == 3
     # admin sees all three, as stored.
     adm = Tenant(secured, secured.admin)
     assert {c.name for c in adm.consumers().consumers} == \
