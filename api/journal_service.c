@@ -6,6 +6,8 @@
  * journal subscription to the call the same way WatchValue wires a KV watch
  * (see kv_service.c): bounded send queue, drain hook pumps, cleanup frees.
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,8 @@
 #include "api/page.h"
 #include "api/reply.h"
 #include "api/services.h"
+#include "api/timer.h"
+#include "base/clock.h"
 #include "journal/journal.h"
 
 /* ---- Conversions ---------------------------------------------------------- */
@@ -53,6 +57,9 @@ int api_run_to_pb(const run_t *r, api_run_pb_t *pb) {
     m->updated_at_ms = r->updated_at_ms;
     m->ended_at_ms = r->ended_at_ms;
     m->resumed = r->resumed;
+    m->attempt = r->attempt;
+    m->not_before_ms = r->not_before_ms;
+    m->reason = (char *)(r->reason ? r->reason : "");
     return 0;
 }
 
@@ -127,6 +134,7 @@ static void j_begin_run(rpc_call_t *call, void *arg, const uint8_t *req,
     Reel__V1__BeginRunRequest *in =
         reel__v1__begin_run_request__unpack(NULL, len, req);
     journal_req_t q = {0};
+    journal_retry_t retry;
     run_label_t *labels;
 
     if (in == NULL) {
@@ -148,6 +156,13 @@ static void j_begin_run(rpc_call_t *call, void *arg, const uint8_t *req,
         q.lease_ttl_ms = in->lease_ttl_ms;
         q.labels = labels;
         q.n_labels = in->n_labels;
+        if (in->retry != NULL) {
+            retry.initial_ms = in->retry->initial_interval_ms;
+            retry.multiplier = in->retry->multiplier;
+            retry.max_interval_ms = in->retry->max_interval_ms;
+            retry.max_attempts = in->retry->max_attempts;
+            q.retry = &retry;
+        }
         submit(call, arg, &q, run_done);
     }
     free(labels);
@@ -226,6 +241,7 @@ static void j_suspend_run(rpc_call_t *call, void *arg, const uint8_t *req,
     q.run_id = in->run_id;
     q.lease_epoch = in->lease_epoch;
     q.waiting_on = in->waiting_on;
+    q.timeout_ms = in->timeout_ms;
     submit(call, arg, &q, run_done);
     reel__v1__suspend_run_request__free_unpacked(in, NULL);
 }
@@ -244,8 +260,25 @@ static void j_claim_run(rpc_call_t *call, void *arg, const uint8_t *req,
     q.run_id = in->run_id;
     q.lease_owner = in->lease_owner;
     q.lease_ttl_ms = in->lease_ttl_ms;
+    q.expected_epoch = in->expected_epoch;
     submit(call, arg, &q, run_done);
     reel__v1__claim_run_request__free_unpacked(in, NULL);
+}
+
+static void j_resume_run(rpc_call_t *call, void *arg, const uint8_t *req,
+                         size_t len) {
+    Reel__V1__ResumeRunRequest *in =
+        reel__v1__resume_run_request__unpack(NULL, len, req);
+    journal_req_t q = {0};
+
+    if (in == NULL) {
+        api_bad_request(call, "ResumeRunRequest");
+        return;
+    }
+    q.op = JOURNAL_RESUME;
+    q.run_id = in->run_id;
+    submit(call, arg, &q, run_done);
+    reel__v1__resume_run_request__free_unpacked(in, NULL);
 }
 
 /* ---- Reads ---------------------------------------------------------------- */
@@ -555,6 +588,273 @@ out:
     reel__v1__subscribe_run_request__free_unpacked(in, NULL);
 }
 
+/* ---- ClaimNextRun ----------------------------------------------------------- */
+
+/*
+ * A long poll without polling, as AwaitSignal's (signals_service.c): the
+ * claimer registers as a waiter of its app, then queues one attempt to
+ * the writer (the oldest due run of the app's claimable index, claimed in
+ * the apply). When it finds nothing, the call waits. The publish step of
+ * any commit that makes a run of the app claimable wakes it (through
+ * rpc_call_wake, onto a poller thread) to try again; a claimer busy with
+ * an attempt then tries once more after it. Every claim happens in the
+ * writer, so each claimable run goes to exactly one claimer. A timer ends
+ * the call with found=false at wait_ms; a client that leaves sets
+ * `abandoned`, so an attempt still queued claims nothing.
+ *
+ * Locking: a claimer's state changes under its mutex; finishing the call
+ * and queueing attempts happen after it is released. Every queued attempt
+ * holds a call reference.
+ */
+typedef struct claimer {
+    api_ctx_t *ctx;
+    rpc_call_t *call;
+    char app[JOURNAL_MAX_NAME + 1];
+    char owner[JOURNAL_MAX_NAME + 1];
+    int64_t ttl_ms, wait_ms;
+    atomic_int abandoned;
+    journal_claim_waiter_t *waiter;
+    api_timer_t *timer;
+
+    pthread_mutex_t mu;
+    int inflight; /* an attempt is queued or applying */
+    int again;    /* a wake came while one was: try once more */
+    int timed_out;
+    int over; /* the call is (being) finished */
+} claimer_t;
+
+static void try_claim(claimer_t *cl);
+
+static void finish_claimed(rpc_call_t *call, const run_t *r) {
+    Reel__V1__ClaimNextRunResponse out =
+        REEL__V1__CLAIM_NEXT_RUN_RESPONSE__INIT;
+    api_run_pb_t pb = {0};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+
+    out.found = r != NULL;
+    if (r != NULL && api_run_to_pb(r, &pb) != 0) {
+        api_run_pb_fini(&pb);
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
+                        0);
+        return;
+    }
+    out.run = r != NULL ? &pb.msg : NULL;
+    API_PACK(reel__v1__claim_next_run_response, &out, &buf, &len);
+    api_run_pb_fini(&pb);
+    api_finish_packed(call, buf, len);
+}
+
+enum { CL_NONE, CL_ERROR, CL_FOUND, CL_EMPTY, CL_RETRY };
+
+/* Writer thread: one attempt's outcome. */
+static void claim_done(void *arg, journal_result_t *res) {
+    claimer_t *cl = arg;
+    int act = CL_NONE;
+
+    pthread_mutex_lock(&cl->mu);
+    cl->inflight = 0;
+    if (cl->over)
+        act = CL_NONE; /* already answered (cancelled, shut down) */
+    else if (res->status.code != REEL_OK)
+        act = CL_ERROR;
+    else if (res->found)
+        act = CL_FOUND;
+    else if (cl->again)
+        act = CL_RETRY;
+    else if (cl->timed_out || cl->wait_ms == 0)
+        act = CL_EMPTY;
+    if (act == CL_ERROR || act == CL_FOUND || act == CL_EMPTY)
+        cl->over = 1;
+    pthread_mutex_unlock(&cl->mu);
+
+    switch (act) {
+    case CL_ERROR:
+        rpc_call_finish_status(cl->call, &res->status);
+        break;
+    case CL_FOUND:
+        finish_claimed(cl->call, &res->run);
+        break;
+    case CL_EMPTY:
+        finish_claimed(cl->call, NULL);
+        break;
+    case CL_RETRY:
+        try_claim(cl);
+        break;
+    }
+    rpc_call_unref(cl->call); /* the attempt's reference */
+}
+
+static void try_claim(claimer_t *cl) {
+    reel_status_t st = REEL_STATUS_INIT;
+    journal_req_t q = {0};
+    int go;
+
+    pthread_mutex_lock(&cl->mu);
+    go = !cl->over && !cl->inflight;
+    if (cl->inflight)
+        cl->again = 1;
+    if (go) {
+        cl->inflight = 1;
+        cl->again = 0;
+    }
+    pthread_mutex_unlock(&cl->mu);
+    if (!go)
+        return;
+    q.op = JOURNAL_CLAIM_NEXT;
+    q.app = cl->app;
+    q.lease_owner = cl->owner;
+    q.lease_ttl_ms = cl->ttl_ms;
+    q.abandoned = &cl->abandoned;
+    rpc_call_ref(cl->call);
+    if (journal_submit(cl->ctx->journal, &q, claim_done, cl, &st) !=
+        REEL_OK) {
+        int finish;
+
+        pthread_mutex_lock(&cl->mu);
+        cl->inflight = 0;
+        finish = !cl->over;
+        cl->over = 1;
+        pthread_mutex_unlock(&cl->mu);
+        if (finish)
+            rpc_call_finish_status(cl->call, &st);
+        rpc_call_unref(cl->call);
+    }
+    reel_status_fini(&st);
+}
+
+/* Poller thread: a run became claimable, or the timer fired. */
+static void claimer_woken(rpc_call_t *call, void *arg) {
+    claimer_t *cl = arg;
+    int empty = 0;
+
+    pthread_mutex_lock(&cl->mu);
+    if (cl->over) {
+        pthread_mutex_unlock(&cl->mu);
+        return;
+    }
+    if (cl->timed_out && !cl->inflight) {
+        cl->over = 1;
+        empty = 1;
+    }
+    pthread_mutex_unlock(&cl->mu);
+    if (empty)
+        finish_claimed(call, NULL);
+    else
+        try_claim(cl);
+}
+
+/* Writer thread, under the journal's waiter lock: only post. */
+static void claimer_wake(void *arg) {
+    claimer_t *cl = arg;
+
+    rpc_call_wake(cl->call, claimer_woken, cl);
+}
+
+/* Timer thread. */
+static void claimer_timeout(void *arg) {
+    claimer_t *cl = arg;
+
+    pthread_mutex_lock(&cl->mu);
+    cl->timed_out = 1;
+    pthread_mutex_unlock(&cl->mu);
+    rpc_call_wake(cl->call, claimer_woken, cl);
+}
+
+static void claimer_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
+    claimer_t *cl = arg;
+    int finish;
+
+    atomic_store(&cl->abandoned, 1);
+    pthread_mutex_lock(&cl->mu);
+    finish = !cl->over;
+    cl->over = 1;
+    pthread_mutex_unlock(&cl->mu);
+    if (finish)
+        rpc_call_finish(call, why,
+                        why == REEL_UNAVAILABLE
+                            ? "the server is shutting down; nothing was "
+                              "claimed"
+                            : "the client went away",
+                        NULL, 0);
+}
+
+static void claimer_cleanup(void *arg) {
+    claimer_t *cl = arg;
+
+    journal_claim_unwait(cl->ctx->journal, cl->waiter);
+    api_timer_stop(cl->ctx->timers, cl->timer);
+    pthread_mutex_destroy(&cl->mu);
+    free(cl);
+}
+
+static void j_claim_next_run(rpc_call_t *call, void *arg, const uint8_t *req,
+                             size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__ClaimNextRunRequest *in =
+        reel__v1__claim_next_run_request__unpack(NULL, len, req);
+    reel_status_t st = REEL_STATUS_INIT;
+    journal_req_t q = {0};
+    claimer_t *cl;
+
+    if (in == NULL) {
+        api_bad_request(call, "ClaimNextRunRequest");
+        return;
+    }
+    q.op = JOURNAL_CLAIM_NEXT;
+    q.app = in->app;
+    q.lease_owner = in->lease_owner;
+    q.lease_ttl_ms = in->lease_ttl_ms;
+    if (in->wait_ms < 0 || in->wait_ms > JOURNAL_MAX_CLAIM_WAIT_MS) {
+        reel_status_set(&st, REEL_INVALID_ARGUMENT,
+                        "wait_ms: must be 0 (answer at once) to %d (got "
+                        "%lld)",
+                        JOURNAL_MAX_CLAIM_WAIT_MS, (long long)in->wait_ms);
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    /* Checked before registering: a bad app never waits. */
+    if (journal_validate(&q, 0, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    cl = calloc(1, sizeof(*cl));
+    if (cl == NULL) {
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
+                        0);
+        goto out;
+    }
+    cl->ctx = ctx;
+    cl->call = call;
+    snprintf(cl->app, sizeof(cl->app), "%s", in->app);
+    snprintf(cl->owner, sizeof(cl->owner), "%s", in->lease_owner);
+    cl->ttl_ms = q.lease_ttl_ms; /* defaulted by journal_validate */
+    cl->wait_ms = in->wait_ms;
+    pthread_mutex_init(&cl->mu, NULL);
+    /* Register before the first attempt, so no commit falls in between. */
+    cl->waiter = journal_claim_wait(ctx->journal, cl->app, claimer_wake, cl);
+    if (cl->waiter == NULL) {
+        pthread_mutex_destroy(&cl->mu);
+        free(cl);
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
+                        0);
+        goto out;
+    }
+    rpc_call_ref(call);
+    rpc_call_on_cleanup(call, claimer_cleanup, cl);
+    if (cl->wait_ms > 0)
+        cl->timer = api_timer_start(ctx->timers,
+                                    reel_clock_mono_ns() +
+                                        cl->wait_ms * 1000000,
+                                    claimer_timeout, cl);
+    rpc_call_on_cancel(call, claimer_cancel, cl);
+    try_claim(cl);
+    rpc_call_unref(call);
+out:
+    reel_status_fini(&st);
+    reel__v1__claim_next_run_request__free_unpacked(in, NULL);
+}
+
 int api_journal_register(rpc_server_t *srv, api_ctx_t *ctx) {
     static const struct {
         const char *path;
@@ -584,6 +884,10 @@ int api_journal_register(rpc_server_t *srv, api_ctx_t *ctx) {
          &reel__v1__list_runs_to_recover_request__descriptor},
         {"/reel.v1.Journal/ClaimRun", RPC_UNARY, j_claim_run,
          &reel__v1__claim_run_request__descriptor},
+        {"/reel.v1.Journal/ClaimNextRun", RPC_UNARY, j_claim_next_run,
+         &reel__v1__claim_next_run_request__descriptor},
+        {"/reel.v1.Journal/ResumeRun", RPC_UNARY, j_resume_run,
+         &reel__v1__resume_run_request__descriptor},
     };
 
     for (size_t i = 0; i < sizeof(methods) / sizeof(*methods); i++) {

@@ -66,14 +66,17 @@ static size_t run_bound(size_t max_payload) {
     size_t label = nested(str(JOURNAL_MAX_LABEL_KEY) +
                           str(JOURNAL_MAX_LABEL_VALUE));
 
-    return 8 * NUM + str(JOURNAL_RUN_ID_LEN) + 5 * str(JOURNAL_MAX_NAME) +
-           str(JOURNAL_MAX_SIGNAL_NAME) + str(max_payload) +
+    /* attempt and not_before_ms, and reason (at most "SIGNAL_TIMEOUT")
+     * since issue 21. */
+    return 10 * NUM + str(JOURNAL_RUN_ID_LEN) + 5 * str(JOURNAL_MAX_NAME) +
+           str(JOURNAL_MAX_SIGNAL_NAME) + str(max_payload) + str(16) +
            JOURNAL_MAX_LABELS * label;
 }
 
-/* reel.v1.Signal: five numeric fields, four strings. */
+/* reel.v1.Signal: seven numeric fields (scheduled and deliver_at_ms since
+ * issue 21), four strings. */
 static size_t signal_bound(size_t max_payload) {
-    return 5 * NUM + str(JOURNAL_RUN_ID_LEN) + str(JOURNAL_MAX_SIGNAL_NAME) +
+    return 7 * NUM + str(JOURNAL_RUN_ID_LEN) + str(JOURNAL_MAX_SIGNAL_NAME) +
            str(max_payload) + str(SIGNALS_MAX_ID);
 }
 

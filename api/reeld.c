@@ -50,6 +50,7 @@ typedef struct config {
     size_t max_response_bytes;
     size_t write_queue;
     int keepalive_time_ms, keepalive_timeout_ms;
+    const char *retry_multiplier; /* a decimal: parsed after the table */
     api_limits_t limits;
     const char *auth; /* "none" or "token" */
     const char *tls_cert, *tls_key, *tls_client_ca; /* "" = none */
@@ -67,6 +68,7 @@ static const api_module_t *const modules[] = {
     &api_kv_module,
     &api_journal_module,
     &api_signals_module, /* after the journal: it reads and writes runs */
+    &api_timers_module,  /* after those whose timers it fires */
     &api_wal_module,     /* last: it stores and sends every module's events */
 };
 
@@ -214,6 +216,22 @@ static const flag_t flags[] = {
     {"insecure", "REEL_INSECURE", "", FLAG_SWITCH, NULL, 0, 0, 1,
      FIELD(insecure),
      "serve a non-loopback address without token auth or TLS"},
+    /* A run's retry policy when BeginRun gives none (issue 21). */
+    {"retry-initial-interval", "REEL_RETRY_INITIAL_INTERVAL", "D",
+     FLAG_DURATION, NULL, JOURNAL_DEFAULT_RETRY_INITIAL_MS, 1,
+     JOURNAL_MAX_RETRY_INTERVAL_MS, FIELD(limits.journal.retry.initial_ms),
+     "backoff after a run's second lease expiry in a row without progress"},
+    {"retry-multiplier", "REEL_RETRY_MULTIPLIER", "X", FLAG_TEXT, "2", 0, 0,
+     0, FIELD(retry_multiplier),
+     "each further expiry without progress multiplies the backoff (1-1000)"},
+    {"retry-max-interval", "REEL_RETRY_MAX_INTERVAL", "D", FLAG_DURATION,
+     NULL, JOURNAL_DEFAULT_RETRY_MAX_INTERVAL_MS, 1,
+     JOURNAL_MAX_RETRY_INTERVAL_MS,
+     FIELD(limits.journal.retry.max_interval_ms), "longest backoff"},
+    {"retry-max-attempts", "REEL_RETRY_MAX_ATTEMPTS", "N", FLAG_NUMBER, NULL,
+     JOURNAL_DEFAULT_RETRY_MAX_ATTEMPTS, 1, JOURNAL_MAX_RETRY_ATTEMPTS,
+     FIELD(limits.journal.retry.max_attempts),
+     "claims before a run whose lease expires without progress is PAUSED"},
 };
 
 #define N_FLAGS (sizeof(flags) / sizeof(*flags))
@@ -400,6 +418,22 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
             set_number(f, cfg, f->def);
         }
     }
+    {
+        char *end;
+        double m;
+
+        errno = 0;
+        m = strtod(cfg->retry_multiplier, &end);
+        if (errno != 0 || end == cfg->retry_multiplier || *end != '\0' ||
+            !(m >= 1.0 && m <= JOURNAL_MAX_RETRY_MULTIPLIER)) {
+            fprintf(stderr,
+                    "reeld: --retry-multiplier: \"%s\" is not a number in "
+                    "1..%g\n",
+                    cfg->retry_multiplier, JOURNAL_MAX_RETRY_MULTIPLIER);
+            return -1;
+        }
+        cfg->limits.journal.retry.multiplier = m;
+    }
     /* Signals are journal entries once consumed: one payload limit. */
     cfg->limits.signals.max_payload = cfg->limits.journal.max_payload;
     /* One record of every kind must fit in a response, or a page of one
@@ -540,6 +574,8 @@ int main(int argc, char **argv) {
     sopts.before_commit_arg = &ctx;
     sopts.on_failure = api_store_failed;
     sopts.on_failure_arg = &ctx;
+    sopts.alarm = api_alarm;
+    sopts.alarm_arg = &ctx;
     if (store_open(&sopts, &store, &st) != REEL_OK) {
         REEL_ERROR("reeld", "cannot open the store: %s",
                    reel_status_message(&st));

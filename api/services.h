@@ -15,6 +15,7 @@
 #include "kv/kv.h"
 #include "signals/signals.h"
 #include "store/store.h"
+#include "timers/timers.h"
 #include "wal/wal.h"
 
 typedef struct api_health api_health_t;
@@ -37,6 +38,7 @@ struct api_ctx {
     journal_t *journal;
     signals_t *signals;
     wal_t *wal;
+    timers_t *durable_timers; /* timers/ (api_timers_t is the poll clock) */
 
     api_timers_t *timers;
     api_health_t *health; /* made by api_health_register */
@@ -58,6 +60,11 @@ extern const api_module_t api_kv_module;
 extern const api_module_t api_journal_module;
 extern const api_module_t api_signals_module;
 extern const api_module_t api_wal_module;
+extern const api_module_t api_timers_module;
+
+/* The store's alarm (store_alarm_fn; arg is the api_ctx_t): the timers
+ * module's, once it started. */
+reel_code_t api_alarm(void *arg, store_txn_t *txn, reel_status_t *st);
 
 /*
  * Whether one element of every kind reeld sends (a KV event with value and

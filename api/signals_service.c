@@ -42,6 +42,8 @@ void api_signal_to_pb(const signal_t *g, Reel__V1__Signal *m) {
     m->sent_at_ms = g->sent_at_ms;
     m->consumed_at_ms = g->consumed_at_ms;
     m->journal_seq = g->journal_seq;
+    m->scheduled = g->scheduled;
+    m->deliver_at_ms = g->deliver_at_ms;
 }
 
 /* ---- SendSignal ------------------------------------------------------------ */
@@ -83,10 +85,46 @@ static void s_send_signal(rpc_call_t *call, void *arg, const uint8_t *req,
     a.name = in->name;
     a.payload = in->payload;
     a.signal_id = in->signal_id;
+    a.deliver_at_ms = in->deliver_at_ms;
     if (signals_send(ctx->signals, &a, send_done, call, &st) != REEL_OK)
         rpc_call_finish_status(call, &st);
     reel_status_fini(&st);
     reel__v1__send_signal_request__free_unpacked(in, NULL);
+}
+
+/* ---- CancelSignal ---------------------------------------------------------- */
+
+static void cancel_done(void *arg, signals_send_result_t *res) {
+    rpc_call_t *call = arg;
+    Reel__V1__Signal sig;
+    uint8_t *buf;
+    size_t len;
+
+    if (res->status.code != REEL_OK) {
+        rpc_call_finish_status(call, &res->status);
+        return;
+    }
+    api_signal_to_pb(&res->signal, &sig);
+    API_PACK(reel__v1__signal, &sig, &buf, &len);
+    api_finish_packed(call, buf, len);
+}
+
+static void s_cancel_signal(rpc_call_t *call, void *arg, const uint8_t *req,
+                            size_t len) {
+    api_ctx_t *ctx = arg;
+    Reel__V1__CancelSignalRequest *in =
+        reel__v1__cancel_signal_request__unpack(NULL, len, req);
+    reel_status_t st = REEL_STATUS_INIT;
+
+    if (in == NULL) {
+        api_bad_request(call, "CancelSignalRequest");
+        return;
+    }
+    if (signals_cancel(ctx->signals, in->run_id, in->signal_id, cancel_done,
+                       call, &st) != REEL_OK)
+        rpc_call_finish_status(call, &st);
+    reel_status_fini(&st);
+    reel__v1__cancel_signal_request__free_unpacked(in, NULL);
 }
 
 /* ---- AwaitSignal ----------------------------------------------------------- */
@@ -427,6 +465,8 @@ int api_signals_register(rpc_server_t *srv, api_ctx_t *ctx) {
          &reel__v1__await_signal_request__descriptor},
         {"/reel.v1.Signals/ListSignals", RPC_UNARY, s_list_signals, ctx,
          &reel__v1__list_signals_request__descriptor},
+        {"/reel.v1.Signals/CancelSignal", RPC_UNARY, s_cancel_signal, ctx,
+         &reel__v1__cancel_signal_request__descriptor},
     };
 
     for (size_t i = 0; i < sizeof(ms) / sizeof(*ms); i++)

@@ -46,6 +46,9 @@ typedef struct bench_opts {
     const char *json;
     int progress;      /* stderr is a terminal */
     int strict;        /* smoke: every watch event must arrive */
+    int workers;       /* dispatch: ClaimNextRun workers */
+    long claim_runs;   /* dispatch: runs made claimable together */
+    long timers;       /* timers: delayed signals scheduled */
 } bench_opts_t;
 
 /* A report: rows of name/value pairs, printed as a table and as JSON. */
@@ -120,6 +123,10 @@ int bench_get(const bench_opts_t *o);
 int bench_append(const bench_opts_t *o);
 int bench_watch(const bench_opts_t *o);
 int bench_signal(const bench_opts_t *o);
+/* Issue 21 (bench/suite_recovery.c). */
+int bench_recovery(const bench_opts_t *o);
+int bench_dispatch(const bench_opts_t *o);
+int bench_timers(const bench_opts_t *o);
 int bench_tail(const bench_opts_t *o);
 int bench_memory(const bench_opts_t *o);
 int bench_restart(const bench_opts_t *o);

@@ -1,7 +1,8 @@
 /*
  * bench/reel_bench.c: reel-bench, load and latency for reeld (and etcd).
  *
- *   reel-bench set|append|watch|signal|tail|memory|restart [options]
+ *   reel-bench set|append|watch|signal|tail|memory|restart|recovery|
+ *              timers|dispatch [options]
  *   reel-bench smoke --reeld PATH --data-dir DIR [--addr A]
  *
  * Each subcommand prints a table on stdout and, with --json FILE, writes
@@ -34,6 +35,10 @@ static void usage(FILE *f) {
         "  tail     one SubscribeEvents from revision 0: events/s; then batched\n"
         "  memory   reeld RSS per idle watcher; RSS with stalled subscribers\n"
         "  restart  time from start to serving with --keys and --entries\n"
+        "  recovery lease expiry to the run claimed by a ClaimNextRun waiter\n"
+        "  timers   delayed signals' lateness with --timers scheduled, due\n"
+        "           at --rate a second; RSS per timer (with --pid)\n"
+        "  dispatch --workers in ClaimNextRun taking --claim-runs runs\n"
         "  smoke    every command for a moment, on a reeld it starts\n"
         "\n"
         "options:\n"
@@ -73,7 +78,10 @@ static void usage(FILE *f) {
         "  --writes N            memory: writes meanwhile (default 100000)\n"
         "  --reeld PATH          restart, smoke: the reeld binary\n"
         "  --data-dir DIR        restart, smoke: a fresh data directory\n"
-        "  --keys N, --entries N restart (default 1000000 each)\n");
+        "  --keys N, --entries N restart (default 1000000 each)\n"
+        "  --workers N           dispatch: ClaimNextRun workers (default 64)\n"
+        "  --claim-runs N        dispatch: claimable runs (default 20000)\n"
+        "  --timers N            timers: delayed signals (default 100000)\n");
 }
 
 static int parse_list(const char *s, int *out, int max) {
@@ -184,6 +192,13 @@ static int smoke(bench_opts_t o) {
     failed += smoke_step("signal", bench_signal, &o);
     failed += smoke_step("tail", bench_tail, &o);
     failed += smoke_step("memory", bench_memory, &o);
+    o.workers = 8;
+    o.claim_runs = 200;
+    o.timers = 300;
+    o.rate = 1000;
+    failed += smoke_step("recovery", bench_recovery, &o);
+    failed += smoke_step("dispatch", bench_dispatch, &o);
+    failed += smoke_step("timers", bench_timers, &o);
     kill(pid, SIGTERM);
     waitpid(pid, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -194,7 +209,7 @@ static int smoke(bench_opts_t o) {
     snprintf(dir, sizeof(dir), "%s/restart", o.data_dir);
     o.data_dir = dir;
     failed += smoke_step("restart", bench_restart, &o);
-    printf("smoke: %d passed, %d failed\n", 9 - failed, failed);
+    printf("smoke: %d passed, %d failed\n", 12 - failed, failed);
     return failed ? 1 : 0;
 }
 
@@ -227,6 +242,9 @@ int main(int argc, char **argv) {
         {"entries", required_argument, NULL, 'E'},
         {"tls-ca", required_argument, NULL, 'L'},
         {"token", required_argument, NULL, 'K'},
+        {"workers", required_argument, NULL, 'N'},
+        {"claim-runs", required_argument, NULL, 'O'},
+        {"timers", required_argument, NULL, 'Q'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -323,6 +341,9 @@ int main(int argc, char **argv) {
         case 'E': o.entries = parse_long("entries", optarg, 0); break;
         case 'L': tls_ca = optarg; break;
         case 'K': token = optarg; break;
+        case 'N': o.workers = (int)parse_range("workers", optarg, 1, 10000); break;
+        case 'O': o.claim_runs = parse_long("claim-runs", optarg, 1); break;
+        case 'Q': o.timers = parse_long("timers", optarg, 1); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -370,6 +391,12 @@ int main(int argc, char **argv) {
         return bench_memory(&o);
     if (strcmp(cmd, "restart") == 0)
         return bench_restart(&o);
+    if (strcmp(cmd, "recovery") == 0)
+        return bench_recovery(&o);
+    if (strcmp(cmd, "timers") == 0)
+        return bench_timers(&o);
+    if (strcmp(cmd, "dispatch") == 0)
+        return bench_dispatch(&o);
     if (strcmp(cmd, "smoke") == 0)
         return smoke(o);
     fprintf(stderr, "reel-bench: unknown command \"%s\"\n", cmd);

@@ -472,6 +472,26 @@ fi
 stop_pid "$REELD_PID" reeld-memory
 forget_pid "$REELD_PID"
 
+# recovery and timers (issue 21): their own fresh reeld. Lease expiry to the
+# run claimed by a waiting ClaimNextRun (p50/p99), 64 ClaimNextRun workers
+# taking runs made claimable together (runs/s), and the lateness of
+# delayed signals with TIMERS scheduled, due 5,000 a second, with reeld's
+# RSS per scheduled timer
+TIMERS_ADDR="127.0.0.1:$(free_port)"
+if [ "$QUICK" = 1 ]; then TIMERS_N=5000 CLAIM_RUNS=2000; else TIMERS_N=100000 CLAIM_RUNS=20000; fi
+if start_reeld reeld-timers "$RUN/reel-timers" "$TIMERS_ADDR"; then
+  step recovery-reel 120 "$REELBENCH" recovery --addr "$TIMERS_ADDR" --duration "$D_SIGNAL" \
+    --json "$RESULTS/recovery-reel.json"
+  step dispatch-reel 300 "$REELBENCH" dispatch --addr "$TIMERS_ADDR" --workers 64 \
+    --claim-runs "$CLAIM_RUNS" --json "$RESULTS/dispatch-reel.json"
+  step timers-reel 300 "$REELBENCH" timers --addr "$TIMERS_ADDR" --pid "$REELD_PID" \
+    --timers "$TIMERS_N" --rate 5000 --json "$RESULTS/timers-reel.json"
+else
+  skip recovery-reel "its reeld is not serving"
+fi
+stop_pid "$REELD_PID" reeld-timers
+forget_pid "$REELD_PID"
+
 # sinks: reel-sink on its own fresh reeld (sink_bench.py starts it, and a
 # nats-server, and bench/sink_receiver.c): the WAL tail's own rate on the
 # events it stores, then reel-sink delivering them ordered, 64 in flight,

@@ -34,6 +34,7 @@ enum run_flag {
     RF_OWNER,
     RF_EPOCH,
     RF_TTL,
+    RF_WAIT,
     RF_LABEL,
     RF_WAITING_ON,
     RF_APP,
@@ -54,11 +55,14 @@ enum run_flag {
 
 /* The server's bound on a lease (JOURNAL_MAX_TTL_MS): 24 hours. */
 #define RUN_MAX_TTL_MS 86400000
+/* The server's bound on ClaimNextRun's wait (JOURNAL_MAX_CLAIM_WAIT_MS). */
+#define RUN_MAX_WAIT_MS 300000
 
 static const ctl_flag_spec_t run_flags[RF_COUNT] = {
     [RF_OWNER] = {"--owner", CTL_STR, "NAME", 0, 0},
     [RF_EPOCH] = {"--epoch", CTL_NUM, "N", UINT64_MAX, 0},
     [RF_TTL] = {"--ttl", CTL_DURATION, "DURATION", RUN_MAX_TTL_MS, 0},
+    [RF_WAIT] = {"--wait", CTL_DURATION, "DURATION", RUN_MAX_WAIT_MS, 0},
     [RF_LABEL] = {"--label", CTL_STR, "K=V", 0, 1},
     [RF_WAITING_ON] = {"--waiting-on", CTL_STR, "SIGNAL_NAME", 0, 0},
     [RF_APP] = {"--app", CTL_STR, "APP", 0, 0},
@@ -150,6 +154,12 @@ static void print_run_line(const Reel__V1__Run *r, int listed) {
         printf(" (waiting on %s)", r->waiting_on);
     else if (is_terminal(r->status) && r->ended_at_ms != 0)
         printf(" (ended %s)", ctl_iso_time(r->ended_at_ms, t, sizeof(t)));
+    else if (r->status == REEL__V1__RUN__STATUS__RUNNABLE &&
+             r->not_before_ms > now_ms())
+        printf(" (backing off until %s)",
+               ctl_iso_time(r->not_before_ms, t, sizeof(t)));
+    if (*r->reason)
+        printf(" [%s, attempt %u]", r->reason, r->attempt);
     printf("%s\n", r->resumed ? " resumed" : "");
 }
 
@@ -454,6 +464,55 @@ static int run_claim(ctl_t *ctl, const ctl_args_t *a) {
 }
 
 /*
+ * ClaimNextRun: the app's oldest claimable run, leased to --owner, waiting
+ * up to --wait for one. The call's deadline is --timeout plus the wait.
+ * None within the wait: nothing on stdout, a note on stderr, exit 0 (a
+ * worker's loop just asks again). -q: "RUN_ID EPOCH".
+ */
+static int run_claim_next(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__ClaimNextRunRequest req = REEL__V1__CLAIM_NEXT_RUN_REQUEST__INIT;
+    Reel__V1__ClaimNextRunResponse *resp;
+    int64_t timeout_ms = ctl->timeout_ms;
+    int rc;
+
+    if ((rc = check_quiet(ctl, a)) != 0)
+        return rc;
+    req.app = a->pos[0];
+    req.lease_owner = a->str[RF_OWNER];
+    req.lease_ttl_ms = (int64_t)a->num[RF_TTL];
+    req.wait_ms = (int64_t)a->num[RF_WAIT];
+    ctl->timeout_ms += req.wait_ms;
+    resp = ctl_call(ctl, a, "ClaimNextRun", &req,
+                    &reel__v1__claim_next_run_response__descriptor, &rc);
+    ctl->timeout_ms = timeout_ms;
+    if (resp == NULL)
+        return rc;
+    if (!resp->found || resp->run == NULL) {
+        if (!ctl->json && !ctl_has(a, RF_QUIET))
+            ctl_hint("no run of this app was claimable (within --wait)");
+    } else if (ctl_has(a, RF_QUIET)) {
+        printf("%s %llu\n", resp->run->run_id,
+               (unsigned long long)resp->run->lease_epoch);
+    } else if (ctl->json) {
+        ctl_print_json_line(ctl_run_json(resp->run));
+    } else {
+        print_run_line(resp->run, 0);
+    }
+    reel__v1__claim_next_run_response__free_unpacked(resp, NULL);
+    return EXIT_OK;
+}
+
+static int run_resume(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__ResumeRunRequest req = REEL__V1__RESUME_RUN_REQUEST__INIT;
+    Reel__V1__Run *r;
+    int rc;
+
+    req.run_id = a->pos[0];
+    r = ctl_call(ctl, a, "ResumeRun", &req, &reel__v1__run__descriptor, &rc);
+    return r != NULL ? finish_run(ctl, r, 0, 0) : rc;
+}
+
+/*
  * Prints one page and says where the next one starts: a malloc'd cursor in
  * *next, or NULL when this was the last page or --limit asked for one.
  */
@@ -543,6 +602,13 @@ static const ctl_command_t run_commands[] = {
      "take a runnable run, or one whose lease expired, with a new epoch;\n"
      "      -q, --quiet: print the new epoch alone",
      run_claim},
+    {"claim-next", {"APP"}, 1,
+     RF(RF_OWNER) | RF(RF_TTL) | RF(RF_WAIT) | RF(RF_QUIET), RF(RF_OWNER),
+     "take APP's oldest claimable run with a new epoch, waiting up to\n"
+     "      --wait (at most 5m) for one; -q: print \"RUN_ID EPOCH\"",
+     run_claim_next},
+    {"resume", {"RUN_ID"}, 1, 0, 0,
+     "make a PAUSED run runnable again, its attempts reset", run_resume},
     {"recoverable", {NULL}, 0, RF(RF_APP) | RF(RF_LIMIT), 0,
      "list runs that need a worker: runnable, or with an expired lease;\n"
      "      --app: only APP's; --limit N: at most N",

@@ -805,6 +805,9 @@ cJSON *ctl_run_json(const Reel__V1__Run *r) {
     cJSON_AddNumberToObject(o, "updated_at_ms", (double)r->updated_at_ms);
     cJSON_AddNumberToObject(o, "ended_at_ms", (double)r->ended_at_ms);
     cJSON_AddBoolToObject(o, "resumed", r->resumed);
+    cJSON_AddNumberToObject(o, "attempt", (double)r->attempt);
+    cJSON_AddNumberToObject(o, "not_before_ms", (double)r->not_before_ms);
+    cJSON_AddStringToObject(o, "reason", r->reason);
     return o;
 }
 

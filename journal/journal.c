@@ -25,7 +25,13 @@
  *     (the entry record) for an append, a RUNS change (the run record) for
  *     the rest. A BeginRun that only returns an existing run, and a
  *     duplicate append, write nothing.
- *   - 'a' holds exactly the RUNNABLE and RUNNING runs.
+ *   - 'a' holds exactly the RUNNABLE and RUNNING runs; 'c' exactly the
+ *     RUNNABLE ones, under their app and the time they are claimable from.
+ *   - A RUNNING run has a lease timer at or before its expiry; a RUNNABLE
+ *     run backing off has a backoff timer at its not_before_ms; a WAITING
+ *     run with a timeout has one at its deadline. Each carries the epoch it
+ *     was set for, and does nothing if the run moved on: timers are
+ *     written with the record they follow, never deleted early.
  *
  * Recovery: nothing beyond RocksDB's own; the ULID clock restarts from the
  * wall clock, and ids made in the same millisecond as before a restart are
@@ -33,6 +39,7 @@
  */
 #include "journal/journal_int.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,11 +47,11 @@
 
 static const char *const status_names[] = {
     "STATUS_UNSPECIFIED", "RUNNABLE", "RUNNING",  "WAITING",
-    "COMPLETED",          "FAILED",   "CANCELLED",
+    "COMPLETED",          "FAILED",   "CANCELLED", "PAUSED",
 };
 
 const char *run_status_name(run_status_t s) {
-    return (int)s >= 0 && s <= RUN_CANCELLED ? status_names[s] : "UNKNOWN";
+    return (int)s >= 0 && s <= RUN_PAUSED ? status_names[s] : "UNKNOWN";
 }
 
 int run_status_terminal(run_status_t s) {
@@ -86,6 +93,17 @@ reel_code_t journal_create(store_t *store, const journal_limits_t *limits,
         j->lim = *limits;
     if (j->lim.max_payload == 0)
         j->lim.max_payload = JOURNAL_DEFAULT_MAX_PAYLOAD;
+    if (j->lim.retry.initial_ms <= 0)
+        j->lim.retry.initial_ms = JOURNAL_DEFAULT_RETRY_INITIAL_MS;
+    if (j->lim.retry.multiplier < 1.0)
+        j->lim.retry.multiplier = JOURNAL_DEFAULT_RETRY_MULTIPLIER;
+    if (j->lim.retry.max_interval_ms <= 0)
+        j->lim.retry.max_interval_ms = JOURNAL_DEFAULT_RETRY_MAX_INTERVAL_MS;
+    if (j->lim.retry.max_interval_ms < j->lim.retry.initial_ms)
+        j->lim.retry.max_interval_ms = j->lim.retry.initial_ms;
+    if (j->lim.retry.max_attempts == 0)
+        j->lim.retry.max_attempts = JOURNAL_DEFAULT_RETRY_MAX_ATTEMPTS;
+    pthread_mutex_init(&j->waiters_mu, NULL);
     if ((rc = store_cf_lookup(store, JOURNAL_CF_RUNS, &j->cf_runs, st)) !=
             REEL_OK ||
         (rc = store_cf_lookup(store, JOURNAL_CF_JOURNAL, &j->cf_journal,
@@ -102,5 +120,7 @@ void journal_destroy(journal_t *j) {
     if (j == NULL)
         return;
     journal_hub_fini(j);
+    journal_hints_free(j);
+    pthread_mutex_destroy(&j->waiters_mu);
     free(j);
 }

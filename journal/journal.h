@@ -8,6 +8,18 @@
  * every mutating call presents, checked in the single writer together with
  * the write it guards.
  *
+ * Recovery is automatic: every lease has a durable timer (timers/) at its
+ * expiry. When it fires and no heartbeat renewed the lease, the run
+ * becomes RUNNABLE with reason LEASE_EXPIRED in that commit, and the old
+ * epoch is fenced from then on. Each claim counts an attempt; from the
+ * second consecutive expiry without progress (no append between a claim
+ * and its expiry) the run is claimable only after a backoff (its retry
+ * policy), and a timer commits it RUNNABLE again (BACKOFF_ENDED) when
+ * the backoff ends; once it has used its attempts it is PAUSED until
+ * ResumeRun or EndRun. Claimable runs are indexed per app in due order,
+ * and ClaimNextRun's waiters are woken by the commit that makes one
+ * claimable.
+ *
  * Threading: journal_t is thread-safe. Mutations go through the store's
  * writer; reads go straight to storage. Subscriptions follow the feed
  * (feed/feed.h): their sinks are called from the writer thread (live
@@ -21,12 +33,14 @@
 #ifndef REEL_JOURNAL_JOURNAL_H
 #define REEL_JOURNAL_JOURNAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "base/page.h"
 #include "base/status.h"
 #include "store/store.h"
+#include "timers/timers.h"
 
 #define JOURNAL_MAX_NAME 256        /* app, user, session, invocation, owner */
 #define JOURNAL_MAX_KIND 64
@@ -38,9 +52,20 @@
 #define JOURNAL_DEFAULT_MAX_PAYLOAD (1u << 20)
 #define JOURNAL_DEFAULT_TTL_MS 30000
 #define JOURNAL_MAX_TTL_MS 86400000
+#define JOURNAL_MAX_SUSPEND_MS 31536000000LL /* SuspendRun.timeout_ms: 365 days */
 #define JOURNAL_LIST_DEFAULT 100
 #define JOURNAL_LIST_MAX 1000
 #define JOURNAL_RUN_ID_LEN 26
+/* The longest ClaimNextRun wait, and the latest retry interval accepted. */
+#define JOURNAL_MAX_CLAIM_WAIT_MS 300000
+#define JOURNAL_MAX_RETRY_INTERVAL_MS 86400000
+#define JOURNAL_MAX_RETRY_MULTIPLIER 1000.0
+#define JOURNAL_MAX_RETRY_ATTEMPTS 1000000
+/* Retry defaults (reeld's flags set its own). */
+#define JOURNAL_DEFAULT_RETRY_INITIAL_MS 1000
+#define JOURNAL_DEFAULT_RETRY_MULTIPLIER 2.0
+#define JOURNAL_DEFAULT_RETRY_MAX_INTERVAL_MS 300000
+#define JOURNAL_DEFAULT_RETRY_MAX_ATTEMPTS 10
 
 /* Allowed bytes, as reel_check_charset() reads them. Kinds and signal
  * names go into WAL subjects as '.'-tokens, so none of their tokens may be
@@ -59,7 +84,28 @@ typedef enum run_status {
     RUN_COMPLETED = 4,
     RUN_FAILED = 5,
     RUN_CANCELLED = 6,
+    RUN_PAUSED = 7, /* retries used up: until ResumeRun or EndRun */
 } run_status_t;
+
+/* Reasons a run last changed status (run_t.reason). */
+#define RUN_REASON_LEASE_EXPIRED "LEASE_EXPIRED"
+#define RUN_REASON_BACKOFF_ENDED "BACKOFF_ENDED"
+#define RUN_REASON_MAX_ATTEMPTS "MAX_ATTEMPTS"
+#define RUN_REASON_SIGNAL_TIMEOUT "SIGNAL_TIMEOUT"
+#define RUN_REASON_RESUMED "RESUMED"
+#define RUN_REASON_SIGNAL "SIGNAL"
+
+/* How a run that keeps losing its lease without progress is retried: the
+ * n-th consecutive expiry (n >= 2) waits initial * multiplier^(n-2),
+ * at most max_interval, less up to a fifth of it at random (jitter); an
+ * expiry without progress once the run has had max_attempts claims
+ * PAUSES it. A zero field takes reeld's default. */
+typedef struct journal_retry {
+    int64_t initial_ms;
+    double multiplier;
+    int64_t max_interval_ms;
+    uint32_t max_attempts;
+} journal_retry_t;
 
 /* "RUNNING" */
 const char *run_status_name(run_status_t s);
@@ -78,6 +124,19 @@ typedef struct run {
     const run_label_t *labels;
     size_t n_labels;
     int resumed;
+    /* Recovery: claims so far (ResumeRun resets), the time before which a
+     * RUNNABLE run is not claimable (0: at once), why it last changed
+     * status (RUN_REASON_*, or ""), its retry policy. */
+    uint32_t attempt;
+    int64_t not_before_ms;
+    const char *reason;
+    journal_retry_t retry;
+    /* Private to journal/: consecutive expiries without progress, whether
+     * this lease appended, the claimable index's time, the suspension's
+     * deadline (0: none). */
+    uint32_t failures_;
+    int progress_;
+    int64_t ready_ms_, wait_until_ms_;
     void *mem_; /* private: owns the strings and labels */
 } run_t;
 
@@ -107,6 +166,9 @@ reel_code_t journal_check_run_id(const char *field, const char *id,
 
 typedef struct journal_limits {
     size_t max_payload; /* bytes of payload or result JSON; 0 = 1 MiB */
+    /* A BeginRun's retry policy when it gives none; zeros: the
+     * JOURNAL_DEFAULT_RETRY_* values. */
+    journal_retry_t retry;
 } journal_limits_t;
 
 /* The store must have been opened with journal_cfs (FAILED_PRECONDITION
@@ -133,6 +195,8 @@ typedef enum journal_op {
     JOURNAL_END,
     JOURNAL_SUSPEND,
     JOURNAL_CLAIM,
+    JOURNAL_CLAIM_NEXT, /* the oldest claimable run of app */
+    JOURNAL_RESUME,     /* a PAUSED run: RUNNABLE, attempts reset */
 } journal_op_t;
 
 /* One mutation's arguments; which fields count depends on op. Strings are
@@ -151,6 +215,12 @@ typedef struct journal_req {
     run_status_t end_status;                            /* END */
     const char *result;                                 /* END; "" = none */
     const char *waiting_on;                             /* SUSPEND */
+    int64_t timeout_ms;                          /* SUSPEND; 0 = none */
+    uint64_t expected_epoch;                     /* CLAIM; 0 = any */
+    const journal_retry_t *retry;                /* BEGIN; NULL = default */
+    /* CLAIM_NEXT: if set by the time it applies, nothing is claimed (the
+     * waiter is gone). Must stay valid until done. */
+    const atomic_int *abandoned;
 } journal_req_t;
 
 typedef struct journal_result {
@@ -158,6 +228,7 @@ typedef struct journal_result {
     run_t run;             /* the run after the mutation (all ops) */
     journal_entry_t entry; /* APPEND */
     int duplicate;         /* APPEND: the idempotency key was seen */
+    int found;             /* CLAIM_NEXT: a run was claimed (in run) */
 } journal_result_t;
 
 /* Runs on the writer thread; res is freed after it returns. */
@@ -218,10 +289,11 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                               reel_status_t *st);
 
 /*
- * RUNNABLE runs, and RUNNING ones whose lease has expired, oldest first,
- * only app's when app is neither NULL nor "" (a worker serves one app),
- * after start_after (a run_id, or "" / NULL for the first page), bounded
- * as journal_read is; the next page starts after the last run's id.
+ * RUNNABLE runs (not backing off), and RUNNING ones whose lease has
+ * expired, oldest first, only app's when app is neither NULL nor "" (a
+ * worker serves one app), after start_after (a run_id, or "" / NULL for
+ * the first page), bounded as journal_read is; the next page starts after
+ * the last run's id.
  */
 reel_code_t journal_list_recoverable(journal_t *j, const char *app,
                                      const char *start_after, uint32_t limit,
@@ -246,10 +318,10 @@ reel_code_t journal_txn_session_run(journal_t *j, store_txn_t *txn,
 reel_code_t journal_check_lease(const run_t *r, uint64_t epoch,
                                 reel_status_t *st);
 
-/* Writes r (which had status prev) and emits its change; *out, if not
- * NULL, gets the stored run. */
+/* Writes r (which was prev before) and emits its change; *out, if not
+ * NULL, gets the stored run. Its indexes and timers follow. */
 reel_code_t journal_txn_put_run(journal_t *j, store_txn_t *txn,
-                                const run_t *r, run_status_t prev, run_t *out,
+                                const run_t *r, const run_t *prev, run_t *out,
                                 reel_status_t *st);
 
 /* Appends the next entry of r (no lease check) and emits it; fills *entry
@@ -268,6 +340,30 @@ reel_code_t journal_txn_append(journal_t *j, store_txn_t *txn,
 typedef int (*journal_pending_fn)(void *arg, store_txn_t *txn,
                                   const char *run_id, const char *name);
 void journal_set_pending_check(journal_t *j, journal_pending_fn fn, void *arg);
+
+/* ---- Timers and ClaimNextRun's waiters -------------------------------------- */
+
+/*
+ * Gives the journal its timers: lease expiries, backoffs and suspension
+ * timeouts are scheduled from then on, and fired through it. Before
+ * timers_arm(), once. Without it (tools, some tests) nothing expires.
+ */
+void journal_use_timers(journal_t *j, timers_t *t);
+
+typedef struct journal_claim_waiter journal_claim_waiter_t;
+
+/*
+ * Registers interest in app's claimable runs: wake(arg) runs on the
+ * writer thread, from the publish step, after each group that made a run
+ * of app claimable (under the registry's lock: it must only post). NULL
+ * if out of memory. Register before the first attempt, so no commit falls
+ * between the two.
+ */
+journal_claim_waiter_t *journal_claim_wait(journal_t *j, const char *app,
+                                           void (*wake)(void *arg),
+                                           void *arg);
+/* Unregisters and frees; wake is never called after. NULL ok. */
+void journal_claim_unwait(journal_t *j, journal_claim_waiter_t *w);
 
 /* ---- Subscriptions ---------------------------------------------------------- */
 

@@ -11,6 +11,7 @@
 #ifndef REEL_JOURNAL_JOURNAL_INT_H
 #define REEL_JOURNAL_JOURNAL_INT_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "base/codec.h"
@@ -34,6 +35,15 @@ struct journal {
     unsigned char ulid_rand[10];
     journal_pending_fn pending;
     void *pending_arg;
+    timers_t *timers; /* NULL: nothing is scheduled */
+    uint64_t rng;     /* backoff jitter: writer thread only */
+    /* Where each app's claimable index may start (writer thread only): no
+     * live key of app sorts before its hint, so a ClaimNextRun seeks there
+     * instead of over the tombstones of every run claimed before. */
+    struct claim_hint *hints;
+    /* ClaimNextRun's waiters, a list per app (few apps per reeld). */
+    pthread_mutex_t waiters_mu;
+    journal_claim_waiter_t *waiters;
     /* Subscriptions, under their run_id. */
     feed_hub_t *hub;
 };
@@ -63,6 +73,14 @@ journal_key_t journal_entry_key(const char *run_id, uint64_t seq);
 journal_key_t journal_idem_key(const char *run_id, const char *idem);
 journal_key_t journal_invocation_key(const run_t *r);
 journal_key_t journal_session_key(const run_t *r);
+/* 'c' app 0 ready_ms(8) run_id: the claimable index. */
+journal_key_t journal_claimable_key(const char *app, int64_t ready_ms,
+                                    const char *run_id);
+/* 'c' app 0: the prefix of app's claimable runs. */
+journal_key_t journal_claimable_prefix(const char *app);
+
+/* The claimable index's key past its app's prefix: ready_ms(8) run_id. */
+#define CLAIM_SUFFIX (8 + JOURNAL_RUN_ID_LEN)
 
 /* ---- Names (journal.c): INVALID_ARGUMENT naming the field ---------------- */
 
@@ -99,6 +117,10 @@ reel_code_t journal_scan_entries(journal_t *j, const store_snapshot_t *snap,
                                  reel_status_t *st);
 
 /* ---- Subscriptions (journal_sub.c) --------------------------------------- */
+
+/* ---- The claimable index's hints (journal_write.c) ---------------------- */
+
+void journal_hints_free(journal_t *j);
 
 reel_code_t journal_hub_init(journal_t *j, uint64_t last_published,
                              reel_status_t *st);

@@ -269,7 +269,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                                f->session && *f->session ? "session" : "user",
                                f->session && *f->session ? "session" : "user",
                                f->session && *f->session ? "user" : "app");
-    if ((int)f->status < RUN_STATUS_ANY || f->status > RUN_CANCELLED)
+    if ((int)f->status < RUN_STATUS_ANY || f->status > RUN_PAUSED)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "status: unknown value %d", (int)f->status);
     if (*after &&
@@ -397,6 +397,7 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *app,
         if ((rc = journal_indexed_run(NULL, j, snap, id, &r, st)) != REEL_OK)
             goto out;
         if ((app != NULL && *app && strcmp(r.app, app) != 0) ||
+            (r.status == RUN_RUNNABLE && r.not_before_ms > now) ||
             (r.status != RUN_RUNNABLE &&
              !(r.status == RUN_RUNNING && r.lease_expires_at_ms <= now))) {
             run_fini(&r);

@@ -6,11 +6,19 @@
  *   'i' app 0 user 0 session 0 inv     -> run_id     (BeginRun idempotency)
  *   's' app 0 user 0 session 0 run_id  -> ""         (runs of a session)
  *   'a' run_id                         -> ""         (RUNNABLE or RUNNING)
- *   run record: u8 format (1), u8 status, u32 n_labels, u64 next_seq,
+ *   'c' app 0 ready_ms(8) run_id       -> ""         (RUNNABLE, claimable
+ *                                        from ready_ms: ClaimNextRun's
+ *                                        index, oldest due first)
+ *   run record: u8 format (2), u8 status, u32 n_labels, u64 next_seq,
  *     u64 lease_epoch, i64 lease_expires_at_ms, i64 created_at_ms,
  *     i64 updated_at_ms, i64 ended_at_ms, str run_id, app, user, session,
  *     invocation_id, lease_owner, waiting_on, result, then n_labels x
- *     (str key, str value).
+ *     (str key, str value); then (format 2) u32 attempt, i64
+ *     not_before_ms, str reason, i64 retry initial_ms, u64 retry
+ *     multiplier (the double's bits), i64 retry max_interval_ms, u32 retry
+ *     max_attempts, u32 failures, u8 progress, i64 ready_ms, i64
+ *     wait_until_ms. A format 1 record (written before recovery existed)
+ *     reads with those zero: no attempts, reeld's retry defaults.
  *
  * Column family `journal`:
  *   'e' run_id seq(8)                  -> entry record
@@ -29,6 +37,7 @@
 #include <string.h>
 
 #define REC_FORMAT 1
+#define RUN_FORMAT 2 /* format 1 plus the recovery fields */
 #define RUN_HDR 52 /* format..ended_at_ms */
 
 /* Both are read by key before most writes (a run, an idempotency key). */
@@ -41,7 +50,9 @@ const store_cf_desc_t journal_cfs[] = {
 /* ---- Records ------------------------------------------------------------- */
 
 void journal_run_encode(const run_t *r, reel_wbuf_t *w) {
-    reel_wbuf_u8(w, REC_FORMAT);
+    uint64_t mult;
+
+    reel_wbuf_u8(w, RUN_FORMAT);
     reel_wbuf_u8(w, (uint8_t)r->status);
     reel_wbuf_u32(w, (uint32_t)r->n_labels);
     reel_wbuf_u64(w, r->next_seq);
@@ -62,6 +73,18 @@ void journal_run_encode(const run_t *r, reel_wbuf_t *w) {
         reel_wbuf_str(w, r->labels[i].key);
         reel_wbuf_str(w, r->labels[i].value);
     }
+    memcpy(&mult, &r->retry.multiplier, 8);
+    reel_wbuf_u32(w, r->attempt);
+    reel_wbuf_u64(w, (uint64_t)r->not_before_ms);
+    reel_wbuf_str(w, r->reason);
+    reel_wbuf_u64(w, (uint64_t)r->retry.initial_ms);
+    reel_wbuf_u64(w, mult);
+    reel_wbuf_u64(w, (uint64_t)r->retry.max_interval_ms);
+    reel_wbuf_u32(w, r->retry.max_attempts);
+    reel_wbuf_u32(w, r->failures_);
+    reel_wbuf_u8(w, r->progress_ ? 1 : 0);
+    reel_wbuf_u64(w, (uint64_t)r->ready_ms_);
+    reel_wbuf_u64(w, (uint64_t)r->wait_until_ms_);
 }
 
 /* Decodes into one block: the labels array, then a copy of the record. */
@@ -73,7 +96,7 @@ int journal_run_decode(const void *buf, size_t len, run_t *r) {
     char *block, *copy;
 
     memset(r, 0, sizeof(*r));
-    if (len < RUN_HDR || b[0] != REC_FORMAT)
+    if (len < RUN_HDR || (b[0] != REC_FORMAT && b[0] != RUN_FORMAT))
         return -1;
     n_labels = ((size_t)b[2] << 24) | ((size_t)b[3] << 16) |
                ((size_t)b[4] << 8) | b[5];
@@ -110,6 +133,23 @@ int journal_run_decode(const void *buf, size_t len, run_t *r) {
     }
     r->labels = labels;
     r->n_labels = n_labels;
+    r->reason = "";
+    if (b[0] == RUN_FORMAT) {
+        uint64_t mult;
+
+        r->attempt = reel_rbuf_u32(&rd);
+        r->not_before_ms = (int64_t)reel_rbuf_u64(&rd);
+        r->reason = reel_rbuf_str(&rd);
+        r->retry.initial_ms = (int64_t)reel_rbuf_u64(&rd);
+        mult = reel_rbuf_u64(&rd);
+        memcpy(&r->retry.multiplier, &mult, 8);
+        r->retry.max_interval_ms = (int64_t)reel_rbuf_u64(&rd);
+        r->retry.max_attempts = reel_rbuf_u32(&rd);
+        r->failures_ = reel_rbuf_u32(&rd);
+        r->progress_ = reel_rbuf_u8(&rd) != 0;
+        r->ready_ms_ = (int64_t)reel_rbuf_u64(&rd);
+        r->wait_until_ms_ = (int64_t)reel_rbuf_u64(&rd);
+    }
     r->mem_ = block;
     if (reel_rbuf_ok(&rd) != 0) {
         run_fini(r);
@@ -221,6 +261,32 @@ journal_key_t journal_idem_key(const char *run_id, const char *idem) {
 journal_key_t journal_invocation_key(const run_t *r) {
     const char *parts[4] = {r->app, r->user, r->session, r->invocation_id};
     return journal_make_key('i', parts, 4, 0, 0);
+}
+
+journal_key_t journal_claimable_key(const char *app, int64_t ready_ms,
+                                    const char *run_id) {
+    const char *parts[2] = {app, ""};
+    journal_key_t k = journal_make_key('c', parts, 2, 1, (uint64_t)ready_ms);
+    char *p;
+
+    if (k.p == NULL)
+        return k;
+    p = realloc(k.p, k.len + JOURNAL_RUN_ID_LEN);
+    if (p == NULL) {
+        free(k.p);
+        k.p = NULL;
+        return k;
+    }
+    memcpy(p + k.len, run_id, JOURNAL_RUN_ID_LEN);
+    k.p = p;
+    k.len += JOURNAL_RUN_ID_LEN;
+    return k;
+}
+
+journal_key_t journal_claimable_prefix(const char *app) {
+    const char *parts[2] = {app, ""};
+
+    return journal_make_key('c', parts, 2, 0, 0);
 }
 
 journal_key_t journal_session_key(const run_t *r) {

@@ -143,7 +143,88 @@ static const feed_ops_t sub_ops = {
     .wake = sub_wake,
 };
 
+/* ---- ClaimNextRun's waiters ---------------------------------------------- */
+
+struct journal_claim_waiter {
+    journal_claim_waiter_t *prev, *next;
+    void (*wake)(void *arg);
+    void *arg;
+    uint64_t woken; /* the last group (its last revision) that woke it */
+    char app[];
+};
+
+journal_claim_waiter_t *journal_claim_wait(journal_t *j, const char *app,
+                                           void (*wake)(void *arg),
+                                           void *arg) {
+    size_t len = strlen(app);
+    journal_claim_waiter_t *w = calloc(1, sizeof(*w) + len + 1);
+
+    if (w == NULL)
+        return NULL;
+    memcpy(w->app, app, len + 1);
+    w->wake = wake;
+    w->arg = arg;
+    pthread_mutex_lock(&j->waiters_mu);
+    w->next = j->waiters;
+    if (j->waiters != NULL)
+        j->waiters->prev = w;
+    j->waiters = w;
+    pthread_mutex_unlock(&j->waiters_mu);
+    return w;
+}
+
+void journal_claim_unwait(journal_t *j, journal_claim_waiter_t *w) {
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&j->waiters_mu);
+    if (w->prev != NULL)
+        w->prev->next = w->next;
+    else
+        j->waiters = w->next;
+    if (w->next != NULL)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&j->waiters_mu);
+    free(w);
+}
+
+/*
+ * Wakes the waiters of each app a run of which this group made claimable
+ * (RUNNABLE, due by the commit's time), each waiter once per group: its
+ * attempt then claims what is due, oldest first, and a busy waiter tries
+ * again. A change that does not decode wakes every waiter (an attempt
+ * that finds nothing costs one read; a missed wake costs a run).
+ */
+static void wake_claimers(journal_t *j, const store_change_t *changes,
+                          size_t n) {
+    uint64_t group = n > 0 ? changes[n - 1].revision : 0;
+
+    pthread_mutex_lock(&j->waiters_mu);
+    for (size_t i = 0; i < n && j->waiters != NULL; i++) {
+        const store_change_t *c = &changes[i];
+        const char *app = NULL;
+        run_t r = {0};
+        int bad;
+
+        if (c->module != JOURNAL_MODULE_ID || c->type != CHANGE_RUN)
+            continue;
+        bad = journal_run_decode(c->event, c->len, &r) != 0;
+        if (!bad && (r.status != RUN_RUNNABLE || r.not_before_ms > c->ts_ms)) {
+            run_fini(&r);
+            continue;
+        }
+        app = bad ? NULL : r.app;
+        for (journal_claim_waiter_t *w = j->waiters; w != NULL; w = w->next)
+            if (w->woken != group && (app == NULL || strcmp(w->app, app) == 0)) {
+                w->woken = group;
+                w->wake(w->arg);
+            }
+        run_fini(&r);
+    }
+    pthread_mutex_unlock(&j->waiters_mu);
+}
+
 void journal_publish(journal_t *j, const store_change_t *changes, size_t n) {
+    wake_claimers(j, changes, n);
     feed_publish_begin(j->hub);
     for (size_t i = 0; i < n && !feed_hub_idle(j->hub); i++) {
         const store_change_t *c = &changes[i];

@@ -21,6 +21,9 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+#include <uthash.h>
+
 #include "base/clock.h"
 #include "base/json.h"
 #include "base/pattern.h"
@@ -95,11 +98,41 @@ static reel_code_t check_json(const char *field, const char *s, size_t max,
     return REEL_OK;
 }
 
+static reel_code_t check_retry(const journal_retry_t *p, reel_status_t *st) {
+    if (p->initial_ms < 0 || p->initial_ms > JOURNAL_MAX_RETRY_INTERVAL_MS)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "retry.initial_interval_ms: must be 0 (the "
+                               "default) to %d (got %lld)",
+                               JOURNAL_MAX_RETRY_INTERVAL_MS,
+                               (long long)p->initial_ms);
+    if (p->max_interval_ms < 0 ||
+        p->max_interval_ms > JOURNAL_MAX_RETRY_INTERVAL_MS)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "retry.max_interval_ms: must be 0 (the "
+                               "default) to %d (got %lld)",
+                               JOURNAL_MAX_RETRY_INTERVAL_MS,
+                               (long long)p->max_interval_ms);
+    /* NaN fails both comparisons: refused too. */
+    if (!(p->multiplier == 0.0 ||
+          (p->multiplier >= 1.0 &&
+           p->multiplier <= JOURNAL_MAX_RETRY_MULTIPLIER)))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "retry.multiplier: must be 0 (the default) "
+                               "or 1 to %g (got %g)",
+                               JOURNAL_MAX_RETRY_MULTIPLIER, p->multiplier);
+    if (p->max_attempts > JOURNAL_MAX_RETRY_ATTEMPTS)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "retry.max_attempts: must be 0 (the default) "
+                               "to %d (got %u)",
+                               JOURNAL_MAX_RETRY_ATTEMPTS, p->max_attempts);
+    return REEL_OK;
+}
+
 static reel_code_t check_req(journal_t *j, journal_req_t *r,
                              reel_status_t *st) {
     reel_code_t rc = REEL_OK;
 
-    if (r->op != JOURNAL_BEGIN &&
+    if (r->op != JOURNAL_BEGIN && r->op != JOURNAL_CLAIM_NEXT &&
         (rc = journal_check_run_id("run_id", r->run_id ? r->run_id : "",
                                    st)) != REEL_OK)
         return rc;
@@ -130,13 +163,20 @@ static reel_code_t check_req(journal_t *j, journal_req_t *r,
                                        key,
                                        JOURNAL_MAX_LABEL_VALUE);
         }
-        return REEL_OK;
+        return r->retry != NULL ? check_retry(r->retry, st) : REEL_OK;
     case JOURNAL_HEARTBEAT:
         return check_ttl(&r->lease_ttl_ms, st);
     case JOURNAL_CLAIM:
         if ((rc = journal_check_name("lease_owner", r->lease_owner, st)))
             return rc;
         return check_ttl(&r->lease_ttl_ms, st);
+    case JOURNAL_CLAIM_NEXT:
+        if ((rc = journal_check_name("app", r->app, st)) ||
+            (rc = journal_check_name("lease_owner", r->lease_owner, st)))
+            return rc;
+        return check_ttl(&r->lease_ttl_ms, st);
+    case JOURNAL_RESUME:
+        return REEL_OK;
     case JOURNAL_APPEND:
         if (r->kind == NULL || r->payload == NULL)
             return reel_status_set(st, REEL_INVALID_ARGUMENT,
@@ -165,6 +205,12 @@ static reel_code_t check_req(journal_t *j, journal_req_t *r,
                           j->lim.max_payload, 1, st);
     case JOURNAL_SUSPEND:
         /* A name SendSignal refuses could never wake the run. */
+        if (r->timeout_ms < 0 || r->timeout_ms > JOURNAL_MAX_SUSPEND_MS)
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "timeout_ms: must be 0 (none) to %lld "
+                                   "(365 days) (got %lld)",
+                                   (long long)JOURNAL_MAX_SUSPEND_MS,
+                                   (long long)r->timeout_ms);
         if ((rc = reel_check_charset("waiting_on",
                                      r->waiting_on ? r->waiting_on : "",
                                      r->waiting_on ? strlen(r->waiting_on) : 0,
@@ -197,6 +243,7 @@ typedef struct op {
     char **owned; /* every copied string, freed at the end */
     size_t n_owned;
     run_label_t *labels;
+    journal_retry_t retry; /* BEGIN's, when given */
     journal_done_fn done;
     void *arg;
     journal_result_t res;
@@ -259,19 +306,140 @@ static reel_code_t check_lease(const run_t *r, uint64_t epoch,
     return REEL_OK;
 }
 
-/* Writes the run, keeps the active index right, emits the change (if
- * emit), and decodes the stored run into *out (if not NULL). */
+static int is_active(const run_t *r) {
+    return r->status == RUN_RUNNABLE || r->status == RUN_RUNNING;
+}
+
+/* ---- The claimable index's hints ----------------------------------------- */
+
+/* An app's hint: no live key of its claimable index sorts before it
+ * (lowered by every insert before it, set to the key each ClaimNextRun
+ * finds, or past every key when it finds none). Writer thread only. A
+ * hint set in a request that is rolled back stays right: a claim sets it
+ * to the key it found, which the rollback keeps, and an insert only lowers
+ * it. One per app that ever had a claimable run: a few bytes each. */
+typedef struct claim_hint {
+    UT_hash_handle hh;
+    unsigned char suffix[CLAIM_SUFFIX];
+    char app[];
+} claim_hint_t;
+
+static claim_hint_t *hint_get(journal_t *j, const char *app) {
+    claim_hint_t *h;
+
+    HASH_FIND_STR(j->hints, app, h);
+    return h;
+}
+
+/* Sets (or, lower_only, lowers) app's hint; out of memory leaves no hint,
+ * which is a seek from the start. */
+static void hint_set(journal_t *j, const char *app,
+                     const unsigned char *suffix, int lower_only) {
+    claim_hint_t *h = hint_get(j, app);
+
+    if (h == NULL) {
+        if (lower_only) /* no hint: seeks start at the prefix already */
+            return;
+        h = calloc(1, sizeof(*h) + strlen(app) + 1);
+        if (h == NULL)
+            return;
+        strcpy(h->app, app);
+        HASH_ADD_STR(j->hints, app, h);
+    } else if (lower_only && memcmp(suffix, h->suffix, CLAIM_SUFFIX) >= 0) {
+        return;
+    }
+    memcpy(h->suffix, suffix, CLAIM_SUFFIX);
+}
+
+void journal_hints_free(journal_t *j) {
+    claim_hint_t *h, *tmp;
+
+    HASH_ITER(hh, j->hints, h, tmp) {
+        HASH_DEL(j->hints, h);
+        free(h);
+    }
+}
+
+/* Timer kinds (timers/): each carries the run's epoch it was set for. */
+enum { TIMER_LEASE = 'L', TIMER_BACKOFF = 'B', TIMER_SUSPEND = 'S' };
+
+static reel_code_t schedule(journal_t *j, store_txn_t *txn, uint8_t kind,
+                            int64_t due_ms, const run_t *r,
+                            reel_status_t *st) {
+    unsigned char epoch[8];
+
+    if (j->timers == NULL)
+        return REEL_OK;
+    reel_be64_put(epoch, r->lease_epoch);
+    return timers_schedule(j->timers, txn, due_ms, kind, r->run_id,
+                           strlen(r->run_id), epoch, 8, st);
+}
+
+/*
+ * The timers r needs that prev did not have: a lease timer for a new
+ * lease or one that now ends sooner (a longer one is followed when the
+ * old timer fires and finds it renewed), a backoff timer for a new
+ * not_before_ms, a suspension timer for a new deadline.
+ */
+static reel_code_t schedule_timers(journal_t *j, store_txn_t *txn,
+                                   const run_t *r, const run_t *prev,
+                                   int64_t now, reel_status_t *st) {
+    int same_epoch = prev != NULL && prev->lease_epoch == r->lease_epoch;
+
+    if (r->status == RUN_RUNNING &&
+        !(same_epoch && prev->status == RUN_RUNNING &&
+          prev->lease_expires_at_ms <= r->lease_expires_at_ms))
+        return schedule(j, txn, TIMER_LEASE, r->lease_expires_at_ms, r, st);
+    if (r->status == RUN_RUNNABLE && r->not_before_ms > now &&
+        !(same_epoch && prev->status == RUN_RUNNABLE &&
+          prev->not_before_ms == r->not_before_ms))
+        return schedule(j, txn, TIMER_BACKOFF, r->not_before_ms, r, st);
+    if (r->status == RUN_WAITING && r->wait_until_ms_ > 0 &&
+        !(same_epoch && prev->status == RUN_WAITING &&
+          prev->wait_until_ms_ == r->wait_until_ms_))
+        return schedule(j, txn, TIMER_SUSPEND, r->wait_until_ms_, r, st);
+    return REEL_OK;
+}
+
+/*
+ * Writes the run (which was prev before; NULL: a new run), keeps the
+ * active and claimable indexes right, schedules the timers it needs,
+ * emits the change (if emit), and decodes the stored run into *out (if
+ * not NULL). A RUNNABLE run is claimable from its not_before_ms, else
+ * from when it became RUNNABLE.
+ */
 static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
-                               const run_t *r, int was_active, int emit,
-                               run_t *out, reel_status_t *st) {
+                               const run_t *r_in, const run_t *prev,
+                               int emit, run_t *out, reel_status_t *st) {
     reel_wbuf_t w = {0};
-    journal_key_t rk = journal_run_key(r->run_id),
-                  ak = journal_active_key(r->run_id);
-    int active = r->status == RUN_RUNNABLE || r->status == RUN_RUNNING;
+    run_t r = *r_in;
+    int64_t now = store_txn_now_ms(txn);
+    int was_active = prev != NULL && is_active(prev), active = is_active(&r);
+    int was_ready = prev != NULL && prev->status == RUN_RUNNABLE;
+    int ready = r.status == RUN_RUNNABLE;
+    int moved;
+    journal_key_t rk = journal_run_key(r.run_id),
+                  ak = journal_active_key(r.run_id), ok = {NULL, 0},
+                  nk = {NULL, 0};
     reel_code_t rc = REEL_OK;
 
-    journal_run_encode(r, &w);
-    if (reel_wbuf_done(&w) != 0 || rk.p == NULL || ak.p == NULL) {
+    r.ready_ms_ = !ready                ? 0
+                  : r.not_before_ms > 0 ? r.not_before_ms
+                  : was_ready           ? prev->ready_ms_
+                                        : now;
+    if (r.status != RUN_WAITING)
+        r.wait_until_ms_ = 0;
+    if (r.reason == NULL)
+        r.reason = "";
+    moved = !(was_ready && ready && prev->ready_ms_ == r.ready_ms_);
+    if (was_ready && moved)
+        ok = journal_claimable_key(prev->app, prev->ready_ms_, prev->run_id);
+    if (ready && moved)
+        nk = journal_claimable_key(r.app, r.ready_ms_, r.run_id);
+    journal_run_encode(&r, &w);
+    if (reel_wbuf_done(&w) != 0 || rk.p == NULL || ak.p == NULL ||
+        (was_ready && moved && ok.p == NULL) ||
+        (ready && moved && nk.p == NULL)) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
@@ -280,6 +448,15 @@ static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
         store_txn_put(txn, j->cf_runs, ak.p, ak.len, "", 0);
     else if (!active && was_active)
         store_txn_delete(txn, j->cf_runs, ak.p, ak.len);
+    if (ok.p != NULL)
+        store_txn_delete(txn, j->cf_runs, ok.p, ok.len);
+    if (nk.p != NULL) {
+        store_txn_put(txn, j->cf_runs, nk.p, nk.len, "", 0);
+        hint_set(j, r.app,
+                 (const unsigned char *)nk.p + nk.len - CLAIM_SUFFIX, 1);
+    }
+    if ((rc = schedule_timers(j, txn, &r, prev, now, st)) != REEL_OK)
+        goto out;
     if (emit)
         store_txn_emit(txn, JOURNAL_MODULE_ID, CHANGE_RUN, w.p, w.len);
     if (out != NULL) {
@@ -291,16 +468,44 @@ out:
     reel_wbuf_fini(&w);
     free(rk.p);
     free(ak.p);
+    free(ok.p);
+    free(nk.p);
     return rc;
 }
 
 static reel_code_t put_run(op_t *op, store_txn_t *txn, const run_t *r,
-                           int was_active, int emit, reel_status_t *st) {
-    return put_run_rec(op->j, txn, r, was_active, emit, &op->res.run, st);
+                           const run_t *prev, int emit, reel_status_t *st) {
+    return put_run_rec(op->j, txn, r, prev, emit, &op->res.run, st);
 }
 
-static int is_active(const run_t *r) {
-    return r->status == RUN_RUNNABLE || r->status == RUN_RUNNING;
+/* A RUNNABLE run backing off: FAILED_PRECONDITION naming until when. */
+static reel_code_t check_backoff(const run_t *r, int64_t now,
+                                 reel_status_t *st) {
+    char until[40];
+
+    if (r->status != RUN_RUNNABLE || r->not_before_ms <= now)
+        return REEL_OK;
+    iso_time(r->not_before_ms, until, sizeof(until));
+    return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                           "run %s is backing off after %u attempts: "
+                           "claimable from %s (not_before_ms %lld)",
+                           r->run_id, r->attempt, until,
+                           (long long)r->not_before_ms);
+}
+
+/* nr (a copy of cur) leased to owner: a new epoch, one more attempt. */
+static void lease_to(run_t *nr, const run_t *cur, const char *owner,
+                     int64_t ttl_ms, int64_t now) {
+    nr->status = RUN_RUNNING;
+    nr->lease_owner = owner;
+    nr->lease_epoch = cur->lease_epoch + 1;
+    nr->lease_expires_at_ms = now + ttl_ms;
+    nr->waiting_on = "";
+    nr->updated_at_ms = now;
+    nr->attempt = cur->attempt + 1;
+    nr->not_before_ms = 0;
+    nr->reason = "";
+    nr->progress_ = 0;
 }
 
 static reel_code_t apply_begin(op_t *op, store_txn_t *txn, int64_t now,
@@ -330,7 +535,8 @@ static reel_code_t apply_begin(op_t *op, store_txn_t *txn, int64_t now,
                                                           "but missing",
                                                           existing)
                                         : rc;
-        if (run_status_terminal(cur.status) || cur.status == RUN_WAITING) {
+        if (run_status_terminal(cur.status) || cur.status == RUN_WAITING ||
+            cur.status == RUN_PAUSED) {
             /* Returned as it is: nothing to lease. */
             run_fini(&op->res.run);
             op->res.run = cur;
@@ -350,13 +556,14 @@ static reel_code_t apply_begin(op_t *op, store_txn_t *txn, int64_t now,
             run_fini(&cur);
             return rc;
         }
+        /* A crash-looping worker that begins again waits like a claim. */
+        if ((rc = check_backoff(&cur, now, st)) != REEL_OK) {
+            run_fini(&cur);
+            return rc;
+        }
         nr = cur;
-        nr.status = RUN_RUNNING;
-        nr.lease_owner = q->lease_owner;
-        nr.lease_epoch = cur.lease_epoch + 1;
-        nr.lease_expires_at_ms = now + q->lease_ttl_ms;
-        nr.updated_at_ms = now;
-        rc = put_run(op, txn, &nr, is_active(&cur), 1, st);
+        lease_to(&nr, &cur, q->lease_owner, q->lease_ttl_ms, now);
+        rc = put_run(op, txn, &nr, &cur, 1, st);
         op->res.run.resumed = 1;
         run_fini(&cur);
         return rc;
@@ -381,6 +588,18 @@ static reel_code_t apply_begin(op_t *op, store_txn_t *txn, int64_t now,
     nr.created_at_ms = nr.updated_at_ms = now;
     nr.labels = q->labels;
     nr.n_labels = q->n_labels;
+    nr.attempt = 1;
+    nr.reason = "";
+    nr.retry = q->retry != NULL ? *q->retry : op->j->lim.retry;
+    /* Each field left 0 takes reeld's default. */
+    if (nr.retry.initial_ms == 0)
+        nr.retry.initial_ms = op->j->lim.retry.initial_ms;
+    if (nr.retry.multiplier == 0.0)
+        nr.retry.multiplier = op->j->lim.retry.multiplier;
+    if (nr.retry.max_interval_ms == 0)
+        nr.retry.max_interval_ms = op->j->lim.retry.max_interval_ms;
+    if (nr.retry.max_attempts == 0)
+        nr.retry.max_attempts = op->j->lim.retry.max_attempts;
     sk = journal_session_key(&nr);
     if (sk.p == NULL) {
         free(ik.p);
@@ -390,7 +609,7 @@ static reel_code_t apply_begin(op_t *op, store_txn_t *txn, int64_t now,
     store_txn_put(txn, op->j->cf_runs, sk.p, sk.len, "", 0);
     free(ik.p);
     free(sk.p);
-    return put_run(op, txn, &nr, 0, 1, st);
+    return put_run(op, txn, &nr, NULL, 1, st);
 }
 
 /* Writes the next entry of cur and bumps its next_seq (no lease check). */
@@ -433,7 +652,10 @@ static reel_code_t append_core(journal_t *j, store_txn_t *txn,
     nr = *cur;
     nr.next_seq = cur->next_seq + 1;
     nr.updated_at_ms = now;
-    return put_run_rec(j, txn, &nr, is_active(cur), 0, out_run, st);
+    /* Progress: the next expiry of this lease is not a crash loop. */
+    nr.progress_ = 1;
+    nr.failures_ = 0;
+    return put_run_rec(j, txn, &nr, cur, 0, out_run, st);
 }
 
 /*
@@ -543,7 +765,15 @@ out:
 static reel_code_t apply_claim(op_t *op, store_txn_t *txn, const run_t *cur,
                                int64_t now, reel_status_t *st) {
     run_t nr = *cur;
+    reel_code_t rc;
 
+    if (op->r.expected_epoch != 0 && op->r.expected_epoch != cur->lease_epoch)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "expected_epoch: run %s is at epoch %llu, "
+                               "not %llu (claimed by another)",
+                               cur->run_id,
+                               (unsigned long long)cur->lease_epoch,
+                               (unsigned long long)op->r.expected_epoch);
     if (cur->status == RUN_RUNNING && cur->lease_expires_at_ms > now) {
         char until[40];
 
@@ -565,13 +795,96 @@ static reel_code_t apply_claim(op_t *op, store_txn_t *txn, const run_t *cur,
                                cur->status == RUN_WAITING ? cur->waiting_on
                                                           : "",
                                cur->status == RUN_WAITING ? "\"" : "");
-    nr.status = RUN_RUNNING;
-    nr.lease_owner = op->r.lease_owner;
-    nr.lease_epoch = cur->lease_epoch + 1;
-    nr.lease_expires_at_ms = now + op->r.lease_ttl_ms;
-    nr.waiting_on = "";
+    if ((rc = check_backoff(cur, now, st)) != REEL_OK)
+        return rc;
+    lease_to(&nr, cur, op->r.lease_owner, op->r.lease_ttl_ms, now);
+    return put_run(op, txn, &nr, cur, 1, st);
+}
+
+/*
+ * ClaimNextRun's attempt: the first run in app's claimable index, if it is
+ * due, claimed as ClaimRun would (found = 0 when none is due, or when the
+ * waiter left before the attempt applied).
+ */
+static reel_code_t apply_claim_next(op_t *op, store_txn_t *txn, int64_t now,
+                                    reel_status_t *st) {
+    journal_key_t pfx = journal_claimable_prefix(op->r.app);
+    claim_hint_t *h = hint_get(op->j, op->r.app);
+    static const unsigned char past_all[CLAIM_SUFFIX] = {
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    unsigned char *seek = NULL;
+    store_iter_t *it = NULL;
+    char id[JOURNAL_RUN_ID_LEN + 1] = "";
+    run_t cur = {0};
+    int found_key = 0;
+    reel_code_t rc = REEL_OK;
+
+    if (op->r.abandoned != NULL && atomic_load(op->r.abandoned))
+        goto out;
+    if (pfx.p == NULL || (seek = malloc(pfx.len + CLAIM_SUFFIX)) == NULL ||
+        (it = store_txn_iter(txn, op->j->cf_runs)) == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    memcpy(seek, pfx.p, pfx.len);
+    memset(seek + pfx.len, 0, CLAIM_SUFFIX);
+    if (h != NULL)
+        memcpy(seek + pfx.len, h->suffix, CLAIM_SUFFIX);
+    store_iter_seek(it, seek, pfx.len + CLAIM_SUFFIX);
+    if (store_iter_valid(it)) {
+        size_t klen;
+        const char *k = store_iter_key(it, &klen);
+
+        if (klen == pfx.len + CLAIM_SUFFIX &&
+            memcmp(k, pfx.p, pfx.len) == 0) {
+            found_key = 1;
+            hint_set(op->j, op->r.app, (const unsigned char *)k + pfx.len, 0);
+            if ((int64_t)reel_be64_get((const unsigned char *)k + pfx.len) <=
+                now) {
+                memcpy(id, k + pfx.len + 8, JOURNAL_RUN_ID_LEN);
+                id[JOURNAL_RUN_ID_LEN] = '\0';
+            }
+        }
+    }
+    if (!found_key && store_iter_status(it, NULL) == REEL_OK)
+        hint_set(op->j, op->r.app, past_all, 0);
+    if ((rc = store_iter_status(it, st)) != REEL_OK || id[0] == '\0')
+        goto out;
+    if ((rc = journal_indexed_run(txn, op->j, NULL, id, &cur, st)) !=
+        REEL_OK)
+        goto out;
+    if (cur.status != RUN_RUNNABLE)
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "run %s is in app %s's claimable index but is "
+                             "%s",
+                             id, op->r.app, run_status_name(cur.status));
+    else if ((rc = apply_claim(op, txn, &cur, now, st)) == REEL_OK)
+        op->res.found = 1;
+out:
+    run_fini(&cur);
+    store_iter_destroy(it);
+    free(seek);
+    free(pfx.p);
+    return rc;
+}
+
+/* ResumeRun: a PAUSED run is RUNNABLE again, its attempts reset. */
+static reel_code_t apply_resume(op_t *op, store_txn_t *txn, const run_t *cur,
+                                int64_t now, reel_status_t *st) {
+    run_t nr = *cur;
+
+    if (cur->status != RUN_PAUSED)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "run %s is %s: only a PAUSED run can be "
+                               "resumed",
+                               cur->run_id, run_status_name(cur->status));
+    nr.status = RUN_RUNNABLE;
+    nr.reason = RUN_REASON_RESUMED;
+    nr.attempt = 0;
+    nr.failures_ = 0;
+    nr.not_before_ms = 0;
     nr.updated_at_ms = now;
-    return put_run(op, txn, &nr, is_active(cur), 1, st);
+    return put_run(op, txn, &nr, cur, 1, st);
 }
 
 static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
@@ -583,6 +896,8 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
 
     if (q->op == JOURNAL_BEGIN)
         return apply_begin(op, txn, now, st);
+    if (q->op == JOURNAL_CLAIM_NEXT)
+        return apply_claim_next(op, txn, now, st);
     if ((rc = journal_load_run(op->j, txn, q->run_id, &cur, st)) != REEL_OK)
         return rc;
     nr = cur;
@@ -593,15 +908,21 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
     case JOURNAL_CLAIM:
         rc = apply_claim(op, txn, &cur, now, st);
         break;
+    case JOURNAL_RESUME:
+        rc = apply_resume(op, txn, &cur, now, st);
+        break;
     case JOURNAL_HEARTBEAT:
         if ((rc = check_lease(&cur, q->lease_epoch, st)) != REEL_OK)
             break;
         nr.lease_expires_at_ms = now + q->lease_ttl_ms;
         nr.updated_at_ms = now;
-        rc = put_run(op, txn, &nr, 1, 1, st);
+        rc = put_run(op, txn, &nr, &cur, 1, st);
         break;
     case JOURNAL_END:
-        if ((rc = check_lease(&cur, q->lease_epoch, st)) != REEL_OK)
+        /* A PAUSED run holds no lease: the epoch it was paused at ends
+         * it. */
+        if (!(cur.status == RUN_PAUSED && q->lease_epoch == cur.lease_epoch) &&
+            (rc = check_lease(&cur, q->lease_epoch, st)) != REEL_OK)
             break;
         nr.status = q->end_status;
         nr.result = q->result ? q->result : "";
@@ -609,7 +930,8 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
         nr.lease_expires_at_ms = 0;
         nr.waiting_on = "";
         nr.ended_at_ms = nr.updated_at_ms = now;
-        rc = put_run(op, txn, &nr, is_active(&cur), 1, st);
+        nr.not_before_ms = 0;
+        rc = put_run(op, txn, &nr, &cur, 1, st);
         break;
     case JOURNAL_SUSPEND:
         if ((rc = check_lease(&cur, q->lease_epoch, st)) != REEL_OK)
@@ -625,7 +947,12 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
         nr.lease_owner = "";
         nr.lease_expires_at_ms = 0;
         nr.updated_at_ms = now;
-        rc = put_run(op, txn, &nr, is_active(&cur), 1, st);
+        nr.not_before_ms = 0;
+        nr.reason = nr.status == RUN_RUNNABLE ? RUN_REASON_SIGNAL : "";
+        nr.wait_until_ms_ = nr.status == RUN_WAITING && q->timeout_ms > 0
+                                ? now + q->timeout_ms
+                                : 0;
+        rc = put_run(op, txn, &nr, &cur, 1, st);
         break;
     default:
         rc = reel_status_set(st, REEL_INTERNAL, "unknown operation");
@@ -683,6 +1010,10 @@ reel_code_t journal_submit(journal_t *j, const journal_req_t *req,
                                           : "");
     }
     op->r.labels = op->labels;
+    if (req->retry != NULL) {
+        op->retry = *req->retry;
+        op->r.retry = &op->retry;
+    }
     op->j = j;
     op->done = done;
     op->arg = arg;
@@ -816,10 +1147,9 @@ reel_code_t journal_check_lease(const run_t *r, uint64_t epoch,
 }
 
 reel_code_t journal_txn_put_run(journal_t *j, store_txn_t *txn,
-                                const run_t *r, run_status_t prev, run_t *out,
+                                const run_t *r, const run_t *prev, run_t *out,
                                 reel_status_t *st) {
-    return put_run_rec(j, txn, r, prev == RUN_RUNNABLE || prev == RUN_RUNNING,
-                       1, out, st);
+    return put_run_rec(j, txn, r, prev, 1, out, st);
 }
 
 reel_code_t journal_txn_append(journal_t *j, store_txn_t *txn,
@@ -835,4 +1165,201 @@ void journal_set_pending_check(journal_t *j, journal_pending_fn fn,
                                void *arg) {
     j->pending = fn;
     j->pending_arg = arg;
+}
+
+/* ---- Timers: lease expiry, backoff, suspension timeout ------------------- */
+
+/* xorshift64*: the backoff's jitter needs spread, not secrecy. Writer
+ * thread only. */
+static uint64_t next_rand(journal_t *j) {
+    uint64_t x = j->rng;
+
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    j->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* The run's policy, each zero field (a record older than retry policies)
+ * taking the journal's default. */
+static journal_retry_t policy(const journal_t *j, const run_t *r) {
+    journal_retry_t p = r->retry;
+
+    if (p.initial_ms <= 0)
+        p.initial_ms = j->lim.retry.initial_ms;
+    if (p.multiplier < 1.0)
+        p.multiplier = j->lim.retry.multiplier;
+    if (p.max_interval_ms <= 0)
+        p.max_interval_ms = j->lim.retry.max_interval_ms;
+    if (p.max_attempts == 0)
+        p.max_attempts = j->lim.retry.max_attempts;
+    return p;
+}
+
+/* The wait after the failures-th consecutive expiry (failures >= 2):
+ * initial * multiplier^(failures-2), at most max_interval, less up to a
+ * fifth at random, so runs that crashed together spread out. */
+static int64_t backoff_ms(journal_t *j, const journal_retry_t *p,
+                          uint32_t failures) {
+    double v = (double)p->initial_ms;
+    int64_t ms;
+
+    for (uint32_t i = 2; i < failures && v < (double)p->max_interval_ms; i++)
+        v *= p->multiplier;
+    ms = v >= (double)p->max_interval_ms ? p->max_interval_ms : (int64_t)v;
+    if (ms >= 5)
+        ms -= (int64_t)(next_rand(j) % (uint64_t)(ms / 5 + 1));
+    return ms > 0 ? ms : 1;
+}
+
+/* The run a timer of ours names, in *r, with *live set when it is still at
+ * the epoch the timer was set for. A timer that is not ours, or names a
+ * run that is not there, is DATA_LOSS naming it. */
+static reel_code_t timer_run(journal_t *j, store_txn_t *txn, const char *id,
+                             size_t idlen, const void *val, size_t vlen,
+                             run_t *r, int *live, reel_status_t *st) {
+    char run_id[JOURNAL_RUN_ID_LEN + 1];
+    reel_code_t rc;
+
+    *live = 0;
+    memset(r, 0, sizeof(*r));
+    if (idlen != JOURNAL_RUN_ID_LEN || vlen != 8)
+        return reel_status_set(st, REEL_DATA_LOSS,
+                               "a journal timer is malformed (id of %zu "
+                               "bytes, value of %zu)",
+                               idlen, vlen);
+    memcpy(run_id, id, JOURNAL_RUN_ID_LEN);
+    run_id[JOURNAL_RUN_ID_LEN] = '\0';
+    if ((rc = journal_indexed_run(txn, j, NULL, run_id, r, st)) != REEL_OK)
+        return rc;
+    *live = r->lease_epoch == reel_be64_get((const unsigned char *)val);
+    return REEL_OK;
+}
+
+/*
+ * A lease's timer: if the lease was renewed, follow it; else the run
+ * becomes RUNNABLE (LEASE_EXPIRED), claimable at once after a lease that
+ * made progress or a first expiry, after a backoff from the second
+ * consecutive expiry without progress; PAUSED (MAX_ATTEMPTS) once an
+ * attempt without progress was its last.
+ */
+static reel_code_t fire_lease(void *arg, store_txn_t *txn, int64_t due_ms,
+                              const char *id, size_t idlen, const void *val,
+                              size_t vlen, reel_status_t *st) {
+    journal_t *j = arg;
+    int64_t now = store_txn_now_ms(txn);
+    journal_retry_t p;
+    run_t cur, nr;
+    int live;
+    reel_code_t rc;
+
+    (void)due_ms;
+    if ((rc = timer_run(j, txn, id, idlen, val, vlen, &cur, &live, st)) !=
+            REEL_OK ||
+        !live || cur.status != RUN_RUNNING)
+        goto out;
+    if (cur.lease_expires_at_ms > now) { /* renewed by a heartbeat */
+        rc = schedule(j, txn, TIMER_LEASE, cur.lease_expires_at_ms, &cur, st);
+        goto out;
+    }
+    p = policy(j, &cur);
+    nr = cur;
+    nr.failures_ = cur.progress_ ? 1 : cur.failures_ + 1;
+    nr.progress_ = 0;
+    nr.lease_owner = "";
+    nr.updated_at_ms = now;
+    nr.not_before_ms = 0;
+    if (!cur.progress_ && cur.attempt >= p.max_attempts) {
+        nr.status = RUN_PAUSED;
+        nr.reason = RUN_REASON_MAX_ATTEMPTS;
+    } else {
+        nr.status = RUN_RUNNABLE;
+        nr.reason = RUN_REASON_LEASE_EXPIRED;
+        if (nr.failures_ >= 2)
+            nr.not_before_ms = now + backoff_ms(j, &p, nr.failures_);
+    }
+    rc = put_run_rec(j, txn, &nr, &cur, 1, NULL, st);
+out:
+    run_fini(&cur);
+    return rc;
+}
+
+/* A backoff's end: the run says so in a commit of its own, which is what
+ * makes it claimable to waiters and push dispatchers. */
+static reel_code_t fire_backoff(void *arg, store_txn_t *txn, int64_t due_ms,
+                                const char *id, size_t idlen,
+                                const void *val, size_t vlen,
+                                reel_status_t *st) {
+    journal_t *j = arg;
+    run_t cur, nr;
+    int live;
+    reel_code_t rc;
+
+    if ((rc = timer_run(j, txn, id, idlen, val, vlen, &cur, &live, st)) ==
+            REEL_OK &&
+        live && cur.status == RUN_RUNNABLE && cur.not_before_ms == due_ms) {
+        nr = cur;
+        nr.reason = RUN_REASON_BACKOFF_ENDED;
+        nr.updated_at_ms = store_txn_now_ms(txn);
+        rc = put_run_rec(j, txn, &nr, &cur, 1, NULL, st);
+    }
+    run_fini(&cur);
+    return rc;
+}
+
+/*
+ * A suspension's deadline: the run gets the journal entry a delivered
+ * signal would, {"name":...,"signal_id":"","timed_out":true}, and becomes
+ * RUNNABLE (SIGNAL_TIMEOUT), in one commit.
+ */
+static reel_code_t fire_suspend(void *arg, store_txn_t *txn, int64_t due_ms,
+                                const char *id, size_t idlen,
+                                const void *val, size_t vlen,
+                                reel_status_t *st) {
+    journal_t *j = arg;
+    int64_t now = store_txn_now_ms(txn);
+    run_t cur, after = {0}, nr;
+    cJSON *o = NULL;
+    char *payload = NULL;
+    int live;
+    reel_code_t rc;
+
+    if ((rc = timer_run(j, txn, id, idlen, val, vlen, &cur, &live, st)) !=
+            REEL_OK ||
+        !live || cur.status != RUN_WAITING || cur.wait_until_ms_ != due_ms)
+        goto out;
+    if ((o = cJSON_CreateObject()) == NULL ||
+        cJSON_AddStringToObject(o, "name", cur.waiting_on) == NULL ||
+        cJSON_AddStringToObject(o, "signal_id", "") == NULL ||
+        cJSON_AddTrueToObject(o, "timed_out") == NULL ||
+        (payload = cJSON_PrintUnformatted(o)) == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if ((rc = append_core(j, txn, &cur, cur.lease_epoch, "signal", payload,
+                          "", now, NULL, &after, st)) != REEL_OK)
+        goto out;
+    nr = after;
+    nr.status = RUN_RUNNABLE;
+    nr.reason = RUN_REASON_SIGNAL_TIMEOUT;
+    nr.not_before_ms = 0;
+    nr.updated_at_ms = now;
+    rc = put_run_rec(j, txn, &nr, &after, 1, NULL, st);
+out:
+    cJSON_Delete(o);
+    cJSON_free(payload);
+    run_fini(&after);
+    run_fini(&cur);
+    return rc;
+}
+
+void journal_use_timers(journal_t *j, timers_t *t) {
+    if (getrandom(&j->rng, sizeof(j->rng), 0) != (ssize_t)sizeof(j->rng))
+        j->rng = (uint64_t)reel_clock_mono_ns();
+    j->rng |= 1; /* xorshift's one fixed point is 0 */
+    j->timers = t;
+    timers_register(t, TIMER_LEASE, fire_lease, j);
+    timers_register(t, TIMER_BACKOFF, fire_backoff, j);
+    timers_register(t, TIMER_SUSPEND, fire_suspend, j);
 }

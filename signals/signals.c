@@ -7,9 +7,22 @@
  *   'c' run_id seq(8)          -> signal record   (consumed)
  *   'd' run_id signal_id       -> seq(8) name     (dedup of signal_id)
  *   'n' run_id                 -> seq(8)          (the run's last seq)
- *   signal record: u8 format (1), u64 seq, u64 revision, i64 sent_at_ms,
+ *   'w' run_id seq(8)          -> signal record   (scheduled: sent with a
+ *                                                  future deliver_at_ms;
+ *                                                  its 'q' lists it)
+ *   signal record: u8 format (2), u64 seq, u64 revision, i64 sent_at_ms,
  *     i64 consumed_at_ms, u64 journal_seq, str run_id, name, payload,
- *     signal_id.
+ *     signal_id, then (format 2) u8 scheduled, i64 deliver_at_ms. A format
+ *     1 record reads as delivered when sent.
+ *
+ * Delayed signals: a send with a future deliver_at_ms stores the record
+ * under 'w' (and 'q', so it is listed, and 'd') and a durable timer
+ * (timers/, kind 'G', id run_id seq) at deliver_at_ms, and emits nothing.
+ * When the timer fires, the signal is delivered exactly as a send then:
+ * the next seq, 'p' and 'q' under it, a SENT change, a WAITING run woken;
+ * awaiters hear of it through the publish step's wake. CancelSignal
+ * deletes 'w', 'q' and 'd' while it is scheduled; the timer then finds
+ * nothing and does nothing.
  *
  * Invariants
  *   - A signal is in exactly one of 'p' (with its 'q') and 'c'. Consumption moves it and
@@ -35,12 +48,15 @@
 #include <cjson/cJSON.h>
 #include <uthash.h>
 
+#include "base/clock.h"
 #include "base/codec.h"
 #include "base/json.h"
 #include "base/pattern.h"
 #include "base/text.h"
 
 #define REC_FORMAT 1
+#define REC_FORMAT_2 2 /* format 1 plus scheduled and deliver_at_ms */
+#define TIMER_SIGNAL 'G'
 #define CF_SIGNALS "signals"
 enum { CHANGE_SENT = 1, CHANGE_CONSUMED = 2 };
 
@@ -74,12 +90,13 @@ struct signals {
     signals_limits_t lim;
     pthread_mutex_t mu; /* the waiter registry */
     wait_bucket_t *waits;
+    timers_t *timers; /* NULL: no delayed sends */
 };
 
 /* ---- Records and keys --------------------------------------------------- */
 
 static void rec_encode(const signal_t *g, reel_wbuf_t *w) {
-    reel_wbuf_u8(w, REC_FORMAT);
+    reel_wbuf_u8(w, REC_FORMAT_2);
     reel_wbuf_u64(w, g->seq);
     reel_wbuf_u64(w, g->revision);
     reel_wbuf_u64(w, (uint64_t)g->sent_at_ms);
@@ -89,6 +106,8 @@ static void rec_encode(const signal_t *g, reel_wbuf_t *w) {
     reel_wbuf_str(w, g->name);
     reel_wbuf_str(w, g->payload);
     reel_wbuf_str(w, g->signal_id);
+    reel_wbuf_u8(w, g->scheduled ? 1 : 0);
+    reel_wbuf_u64(w, (uint64_t)g->deliver_at_ms);
 }
 
 static int rec_decode(const void *buf, size_t len, signal_t *g) {
@@ -96,7 +115,9 @@ static int rec_decode(const void *buf, size_t len, signal_t *g) {
     char *copy;
 
     memset(g, 0, sizeof(*g));
-    if (len < 1 || ((const unsigned char *)buf)[0] != REC_FORMAT ||
+    if (len < 1 ||
+        (((const unsigned char *)buf)[0] != REC_FORMAT &&
+         ((const unsigned char *)buf)[0] != REC_FORMAT_2) ||
         (copy = malloc(len)) == NULL)
         return -1;
     memcpy(copy, buf, len);
@@ -111,6 +132,10 @@ static int rec_decode(const void *buf, size_t len, signal_t *g) {
     g->name = reel_rbuf_str(&r);
     g->payload = reel_rbuf_str(&r);
     g->signal_id = reel_rbuf_str(&r);
+    if (copy[0] == REC_FORMAT_2) {
+        g->scheduled = reel_rbuf_u8(&r) != 0;
+        g->deliver_at_ms = (int64_t)reel_rbuf_u64(&r);
+    }
     g->priv_ = copy;
     if (reel_rbuf_ok(&r) != 0) {
         signal_fini(g);
@@ -235,6 +260,15 @@ reel_code_t signals_create(store_t *store, journal_t *j,
     return REEL_OK;
 }
 
+static reel_code_t fire_signal(void *arg, store_txn_t *txn, int64_t due_ms,
+                               const char *id, size_t idlen, const void *val,
+                               size_t vlen, reel_status_t *st);
+
+void signals_use_timers(signals_t *s, timers_t *t) {
+    s->timers = t;
+    timers_register(t, TIMER_SIGNAL, fire_signal, s);
+}
+
 int64_t signals_max_wait_ms(const signals_t *s) {
     return s->lim.max_wait_ms;
 }
@@ -261,7 +295,9 @@ typedef struct op {
     const char *run_id, *app, *user, *session, *name, *payload, *signal_id;
     uint64_t epoch;
     const atomic_int *abandoned;
+    int64_t deliver_at_ms;
     int is_consume;
+    int is_cancel;
     int wrote;          /* consume: it has begun writing */
     struct op *direct;  /* send: the consume it does for a claiming waiter */
     signals_send_done_fn send_done;
@@ -321,11 +357,272 @@ static reel_code_t find_dup(signals_t *s, store_txn_t *txn,
         reel_status_fini(st);
         rc = store_txn_get(txn, s->cf, ck.p, ck.len, &rec, &rlen, st);
     }
+    if (rc == REEL_NOT_FOUND) { /* still scheduled */
+        reel_wbuf_t wk = {0};
+
+        reel_status_fini(st);
+        rc = make_key(&wk, 'w', run_id, NULL, NULL, 1, seq) != 0
+                 ? reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory")
+                 : store_txn_get(txn, s->cf, wk.p, wk.len, &rec, &rlen, st);
+        reel_wbuf_fini(&wk);
+    }
     if (rc == REEL_OK && rec_decode(rec, rlen, out) != 0)
         rc = reel_status_set(st, REEL_DATA_LOSS, "signal record corrupt");
     free(rec);
     reel_wbuf_fini(&pk);
     reel_wbuf_fini(&ck);
+    return rc;
+}
+
+/* ---- Delayed signals ------------------------------------------------------ */
+
+/* The timer id of run_id's scheduled signal seq: run_id seq(8). */
+static int timer_id(reel_wbuf_t *w, const char *run_id, uint64_t seq) {
+    reel_wbuf_raw(w, run_id, strlen(run_id));
+    reel_wbuf_u64(w, seq);
+    return reel_wbuf_done(w);
+}
+
+/* A send with a future deliver_at_ms: stored as scheduled under seq, with
+ * a timer at its time; nothing is emitted until it is delivered. */
+static reel_code_t schedule_send(op_t *op, store_txn_t *txn, const run_t *run,
+                                 uint64_t seq, const reel_wbuf_t *dk,
+                                 reel_status_t *st) {
+    reel_wbuf_t nk = {0}, wk = {0}, qk = {0}, rec = {0}, dv = {0}, tid = {0};
+    unsigned char seqbuf[8];
+    signal_t g;
+    reel_code_t rc = REEL_OK;
+
+    memset(&g, 0, sizeof(g));
+    g.run_id = run->run_id;
+    g.name = op->name;
+    g.payload = op->payload;
+    g.signal_id = op->signal_id;
+    g.seq = seq;
+    g.sent_at_ms = store_txn_now_ms(txn);
+    g.scheduled = 1;
+    g.deliver_at_ms = op->deliver_at_ms;
+    rec_encode(&g, &rec);
+    reel_be64_put(seqbuf, seq);
+    reel_wbuf_raw(&dv, seqbuf, 8);
+    reel_wbuf_raw(&dv, op->name, strlen(op->name));
+    if (reel_wbuf_done(&rec) != 0 || reel_wbuf_done(&dv) != 0 ||
+        make_key(&nk, 'n', run->run_id, NULL, NULL, 0, 0) != 0 ||
+        make_key(&wk, 'w', run->run_id, NULL, NULL, 1, seq) != 0 ||
+        make_key(&qk, 'q', run->run_id, NULL, NULL, 1, seq) != 0 ||
+        timer_id(&tid, run->run_id, seq) != 0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    store_txn_put(txn, op->s->cf, nk.p, nk.len, seqbuf, 8);
+    store_txn_put(txn, op->s->cf, wk.p, wk.len, rec.p, rec.len);
+    store_txn_put(txn, op->s->cf, qk.p, qk.len, op->name, strlen(op->name));
+    if (*op->signal_id)
+        store_txn_put(txn, op->s->cf, dk->p, dk->len, dv.p, dv.len);
+    if ((rc = timers_schedule(op->s->timers, txn, op->deliver_at_ms,
+                              TIMER_SIGNAL, (const char *)tid.p, tid.len, "",
+                              0, st)) != REEL_OK)
+        goto out;
+    op->send.run_status = run->status;
+    if (rec_decode(rec.p, rec.len, &op->send.signal) != 0)
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+out:
+    reel_wbuf_fini(&nk);
+    reel_wbuf_fini(&wk);
+    reel_wbuf_fini(&qk);
+    reel_wbuf_fini(&rec);
+    reel_wbuf_fini(&dv);
+    reel_wbuf_fini(&tid);
+    return rc;
+}
+
+/*
+ * A scheduled signal's time: delivered as a send now would be (the next
+ * seq, 'p', a SENT change, a WAITING run woken); awaiters hear of it from
+ * the publish step. Cancelled: nothing. To a run that has ended: dropped
+ * with its signal_id (a send then would have been refused).
+ */
+static reel_code_t fire_signal(void *arg, store_txn_t *txn, int64_t due_ms,
+                               const char *id, size_t idlen, const void *val,
+                               size_t vlen, reel_status_t *st) {
+    signals_t *s = arg;
+    char run_id[JOURNAL_RUN_ID_LEN + 1], *rec = NULL;
+    reel_wbuf_t wk = {0}, qk = {0}, nk = {0}, pk = {0}, nq = {0}, dk = {0},
+                out = {0}, dv = {0};
+    unsigned char seqbuf[8];
+    size_t rlen = 0;
+    uint64_t seq, last = 0;
+    signal_t g = {0}, d;
+    run_t run = {0};
+    reel_code_t rc;
+
+    (void)due_ms;
+    (void)val;
+    (void)vlen;
+    if (idlen != JOURNAL_RUN_ID_LEN + 8)
+        return reel_status_set(st, REEL_DATA_LOSS,
+                               "a delayed signal's timer is malformed (id of "
+                               "%zu bytes)",
+                               idlen);
+    memcpy(run_id, id, JOURNAL_RUN_ID_LEN);
+    run_id[JOURNAL_RUN_ID_LEN] = '\0';
+    seq = reel_be64_get((const unsigned char *)id + JOURNAL_RUN_ID_LEN);
+    if (make_key(&wk, 'w', run_id, NULL, NULL, 1, seq) != 0 ||
+        make_key(&qk, 'q', run_id, NULL, NULL, 1, seq) != 0 ||
+        make_key(&nk, 'n', run_id, NULL, NULL, 0, 0) != 0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    rc = store_txn_get(txn, s->cf, wk.p, wk.len, &rec, &rlen, st);
+    if (rc == REEL_NOT_FOUND) { /* cancelled */
+        reel_status_fini(st);
+        rc = REEL_OK;
+        goto out;
+    }
+    if (rc != REEL_OK)
+        goto out;
+    if (rec_decode(rec, rlen, &g) != 0) {
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "scheduled signal %llu of run %s is corrupt",
+                             (unsigned long long)seq, run_id);
+        goto out;
+    }
+    if ((rc = journal_txn_get_run(s->journal, txn, run_id, &run, st)) !=
+        REEL_OK)
+        goto out;
+    store_txn_delete(txn, s->cf, wk.p, wk.len);
+    store_txn_delete(txn, s->cf, qk.p, qk.len);
+    if (*g.signal_id &&
+        make_key(&dk, 'd', run_id, g.signal_id, NULL, 0, 0) != 0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if (run_status_terminal(run.status)) {
+        if (*g.signal_id)
+            store_txn_delete(txn, s->cf, dk.p, dk.len);
+        goto out;
+    }
+    if ((rc = get_u64(s, txn, &nk, &last, st)) != REEL_OK)
+        goto out;
+    d = g;
+    d.seq = last + 1;
+    d.scheduled = 0;
+    d.revision = store_txn_next_revision(txn);
+    d.sent_at_ms = store_txn_now_ms(txn);
+    rec_encode(&d, &out);
+    reel_be64_put(seqbuf, d.seq);
+    reel_wbuf_raw(&dv, seqbuf, 8);
+    reel_wbuf_raw(&dv, d.name, strlen(d.name));
+    if (reel_wbuf_done(&out) != 0 || reel_wbuf_done(&dv) != 0 ||
+        make_key(&pk, 'p', run_id, d.name, "", 1, d.seq) != 0 ||
+        make_key(&nq, 'q', run_id, NULL, NULL, 1, d.seq) != 0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    store_txn_put(txn, s->cf, nk.p, nk.len, seqbuf, 8);
+    store_txn_put(txn, s->cf, pk.p, pk.len, out.p, out.len);
+    store_txn_put(txn, s->cf, nq.p, nq.len, d.name, strlen(d.name));
+    if (*d.signal_id)
+        store_txn_put(txn, s->cf, dk.p, dk.len, dv.p, dv.len);
+    store_txn_emit(txn, SIGNALS_MODULE_ID, CHANGE_SENT, out.p, out.len);
+    if (run.status == RUN_WAITING && strcmp(run.waiting_on, d.name) == 0) {
+        run_t woken = run;
+
+        woken.status = RUN_RUNNABLE;
+        woken.reason = RUN_REASON_SIGNAL;
+        woken.not_before_ms = 0;
+        woken.updated_at_ms = store_txn_now_ms(txn);
+        rc = journal_txn_put_run(s->journal, txn, &woken, &run, NULL, st);
+    }
+out:
+    signal_fini(&g);
+    run_fini(&run);
+    free(rec);
+    reel_wbuf_fini(&wk);
+    reel_wbuf_fini(&qk);
+    reel_wbuf_fini(&nk);
+    reel_wbuf_fini(&pk);
+    reel_wbuf_fini(&nq);
+    reel_wbuf_fini(&dk);
+    reel_wbuf_fini(&out);
+    reel_wbuf_fini(&dv);
+    return rc;
+}
+
+/* CancelSignal: a scheduled signal's records and timer go; one that was
+ * delivered is FAILED_PRECONDITION. */
+static reel_code_t apply_cancel(op_t *op, store_txn_t *txn,
+                                reel_status_t *st) {
+    signals_t *s = op->s;
+    reel_wbuf_t dk = {0}, wk = {0}, qk = {0}, tid = {0};
+    char *val = NULL, *rec = NULL;
+    size_t vlen = 0, rlen = 0;
+    uint64_t seq;
+    run_t run = {0};
+    reel_code_t rc;
+
+    if ((rc = journal_txn_get_run(s->journal, txn, op->run_id, &run, st)) !=
+        REEL_OK)
+        return rc;
+    if (make_key(&dk, 'd', run.run_id, op->signal_id, NULL, 0, 0) != 0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    rc = store_txn_get(txn, s->cf, dk.p, dk.len, &val, &vlen, st);
+    if (rc == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        rc = reel_status_set(st, REEL_NOT_FOUND,
+                             "signal_id: run %s has no signal \"%s\"",
+                             run.run_id, op->signal_id);
+        goto out;
+    }
+    if (rc != REEL_OK)
+        goto out;
+    if (vlen < 8) {
+        rc = reel_status_set(st, REEL_DATA_LOSS, "signal index corrupt");
+        goto out;
+    }
+    seq = reel_be64_get((const unsigned char *)val);
+    if (make_key(&wk, 'w', run.run_id, NULL, NULL, 1, seq) != 0 ||
+        make_key(&qk, 'q', run.run_id, NULL, NULL, 1, seq) != 0 ||
+        timer_id(&tid, run.run_id, seq) != 0) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    rc = store_txn_get(txn, s->cf, wk.p, wk.len, &rec, &rlen, st);
+    if (rc == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        rc = reel_status_set(st, REEL_FAILED_PRECONDITION,
+                             "signal \"%s\" of run %s was already delivered "
+                             "(seq %llu): only a scheduled signal can be "
+                             "cancelled",
+                             op->signal_id, run.run_id,
+                             (unsigned long long)seq);
+        goto out;
+    }
+    if (rc != REEL_OK)
+        goto out;
+    if (rec_decode(rec, rlen, &op->send.signal) != 0) {
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "scheduled signal %llu of run %s is corrupt",
+                             (unsigned long long)seq, run.run_id);
+        goto out;
+    }
+    store_txn_delete(txn, s->cf, wk.p, wk.len);
+    store_txn_delete(txn, s->cf, qk.p, qk.len);
+    store_txn_delete(txn, s->cf, dk.p, dk.len);
+    rc = timers_cancel(s->timers, txn, op->send.signal.deliver_at_ms,
+                       TIMER_SIGNAL, (const char *)tid.p, tid.len, st);
+    op->send.run_status = run.status;
+out:
+    run_fini(&run);
+    free(val);
+    free(rec);
+    reel_wbuf_fini(&dk);
+    reel_wbuf_fini(&wk);
+    reel_wbuf_fini(&qk);
+    reel_wbuf_fini(&tid);
     return rc;
 }
 
@@ -376,6 +673,10 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
     }
     if ((rc = get_u64(op->s, txn, &nk, &last, st)) != REEL_OK)
         goto out;
+    if (op->deliver_at_ms > store_txn_now_ms(txn)) {
+        rc = schedule_send(op, txn, &run, last + 1, &dk, st);
+        goto out;
+    }
     memset(&g, 0, sizeof(g));
     g.run_id = run.run_id;
     g.name = op->name;
@@ -417,9 +718,11 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
         run_t woken = run;
 
         woken.status = RUN_RUNNABLE;
+        woken.reason = RUN_REASON_SIGNAL;
+        woken.not_before_ms = 0;
         woken.updated_at_ms = store_txn_now_ms(txn);
-        if ((rc = journal_txn_put_run(op->s->journal, txn, &woken,
-                                      run.status, NULL, st)) != REEL_OK)
+        if ((rc = journal_txn_put_run(op->s->journal, txn, &woken, &run,
+                                      NULL, st)) != REEL_OK)
             goto out;
         op->send.run_status = RUN_RUNNABLE;
     }
@@ -559,8 +862,9 @@ out:
 static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
     op_t *op = arg;
 
-    return op->is_consume ? apply_consume(op, txn, st)
-                          : apply_send(op, txn, st);
+    return op->is_consume  ? apply_consume(op, txn, st)
+           : op->is_cancel ? apply_cancel(op, txn, st)
+                           : apply_send(op, txn, st);
 }
 
 static void op_free(op_t *op) {
@@ -669,6 +973,16 @@ reel_code_t signals_send(signals_t *s, const signals_send_args_t *a,
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "signal_id: at most %d bytes (got %zu)",
                                SIGNALS_MAX_ID, strlen(a->signal_id));
+    if (a->deliver_at_ms < 0 ||
+        a->deliver_at_ms > reel_clock_now_ms() + SIGNALS_MAX_DELAY_MS)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "deliver_at_ms: must be 0 (now) or a time in "
+                               "ms since 1970 at most 365 days ahead (got "
+                               "%lld)",
+                               (long long)a->deliver_at_ms);
+    if (a->deliver_at_ms > 0 && s->timers == NULL)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "deliver_at_ms: this server has no timers");
     op = calloc(1, sizeof(*op));
     if (op == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
@@ -679,6 +993,36 @@ reel_code_t signals_send(signals_t *s, const signals_send_args_t *a,
     op->name = own(op, 4, a->name);
     op->payload = own(op, 5, a->payload);
     op->signal_id = own(op, 6, a->signal_id);
+    op->deliver_at_ms = a->deliver_at_ms;
+    op->send_done = done;
+    op->arg = arg;
+    return submit(s, op, st);
+}
+
+reel_code_t signals_cancel(signals_t *s, const char *run_id,
+                           const char *signal_id, signals_send_done_fn done,
+                           void *arg, reel_status_t *st) {
+    reel_code_t rc;
+    op_t *op;
+
+    if ((rc = check_run_id(run_id ? run_id : "", st)) != REEL_OK)
+        return rc;
+    if (signal_id == NULL || *signal_id == '\0' ||
+        strlen(signal_id) > SIGNALS_MAX_ID)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "signal_id: 1-%d bytes, the id the signal "
+                               "was sent with",
+                               SIGNALS_MAX_ID);
+    if ((op = calloc(1, sizeof(*op))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    op->is_cancel = 1;
+    op->run_id = own(op, 0, run_id);
+    op->app = own(op, 1, "");
+    op->user = own(op, 2, "");
+    op->session = own(op, 3, "");
+    op->name = own(op, 4, "");
+    op->payload = own(op, 5, "");
+    op->signal_id = own(op, 6, signal_id);
     op->send_done = done;
     op->arg = arg;
     return submit(s, op, st);
@@ -935,6 +1279,15 @@ reel_code_t signals_list(signals_t *s, const signals_list_args_t *a,
                                         pk.p, pk.len, &rec, &rlen,
                                         NULL) == REEL_OK &&
                      rec_decode(rec, rlen, &g) == 0;
+                if (!ok && rec == NULL) { /* scheduled, not yet 'p' */
+                    reel_wbuf_fini(&pk);
+                    ok = make_key(&pk, 'w', run_id, NULL, NULL, 1, seq) ==
+                             0 &&
+                         store_snapshot_get(s->store, snap, s->cf, pk.p,
+                                            pk.len, &rec, &rlen,
+                                            NULL) == REEL_OK &&
+                         rec_decode(rec, rlen, &g) == 0;
+                }
                 free(rec);
                 reel_wbuf_fini(&pk);
                 if (!ok)

@@ -25,8 +25,10 @@
 #include "base/status.h"
 #include "journal/journal.h"
 #include "store/store.h"
+#include "timers/timers.h"
 
 #define SIGNALS_MAX_ID 256
+#define SIGNALS_MAX_DELAY_MS 31536000000LL /* deliver_at_ms: 365 days ahead */
 #define SIGNALS_DEFAULT_MAX_WAIT_MS 300000
 #define SIGNALS_LIST_DEFAULT 100
 #define SIGNALS_LIST_MAX 1000
@@ -38,6 +40,10 @@ typedef struct signal {
     const char *run_id, *name, *payload, *signal_id;
     uint64_t seq, revision, journal_seq;
     int64_t sent_at_ms, consumed_at_ms;
+    /* Sent with a future deliver_at_ms and not delivered yet (its seq is
+     * the send's; delivery gives it the next seq, as a send then would). */
+    int scheduled;
+    int64_t deliver_at_ms; /* 0: delivered when sent */
     /* Private to signals/: the one block the strings above point into,
      * freed by signal_fini(). Never read or set it. */
     void *priv_;
@@ -67,6 +73,13 @@ reel_code_t signals_create(store_t *store, journal_t *j,
 /* Every waiter must be unregistered first. Accepts NULL. */
 void signals_destroy(signals_t *s);
 
+/*
+ * Gives the signals their timers: sends with a future deliver_at_ms are
+ * stored as scheduled and delivered by a timer. Before timers_arm(), once.
+ * Without it such a send is FAILED_PRECONDITION.
+ */
+void signals_use_timers(signals_t *s, timers_t *t);
+
 /* The cap on an await's timeout, in ms (limits->max_wait_ms, defaulted). */
 int64_t signals_max_wait_ms(const signals_t *s);
 
@@ -84,6 +97,9 @@ typedef struct signals_send_args {
     const char *run_id;                /* or "" and a session: */
     const char *app, *user, *session;
     const char *name, *payload, *signal_id;
+    /* 0 or past: now. Else stored as scheduled and delivered then, exactly
+     * as a send then would be; at most SIGNALS_MAX_DELAY_MS ahead. */
+    int64_t deliver_at_ms;
 } signals_send_args_t;
 
 typedef struct signals_send_result {
@@ -99,6 +115,15 @@ typedef void (*signals_send_done_fn)(void *arg, signals_send_result_t *res);
 reel_code_t signals_send(signals_t *s, const signals_send_args_t *a,
                          signals_send_done_fn done, void *arg,
                          reel_status_t *st);
+
+/*
+ * Cancels the scheduled signal signal_id of run_id (done gets it, as it
+ * was). NOT_FOUND for an unknown run or signal_id; FAILED_PRECONDITION
+ * for one already delivered. Its signal_id may be used again after.
+ */
+reel_code_t signals_cancel(signals_t *s, const char *run_id,
+                           const char *signal_id, signals_send_done_fn done,
+                           void *arg, reel_status_t *st);
 
 /* ---- Consume ---------------------------------------------------------------- */
 

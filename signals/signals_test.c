@@ -120,7 +120,7 @@ static void consumed(void *arg, signals_consume_result_t *res) {
 static reel_code_t send_sig(fixture_t *f, const char *run_id, const char *name,
                             const char *payload, const char *id,
                             signals_send_result_t *out) {
-    signals_send_args_t a = {run_id, "app", "u", "s", name, payload, id};
+    signals_send_args_t a = {run_id, "app", "u", "s", name, payload, id, 0};
     waitbox_t b;
     reel_code_t rc;
 

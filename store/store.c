@@ -35,6 +35,17 @@
  *   group's changes, and completes the requests. A group stops growing past
  *   GROUP_BYTES so one huge group cannot hold every caller back.
  *
+ * The alarm
+ *   A module may arm the writer's alarm for a wall-clock time
+ *   (store_wake_at; the earliest wins). With nothing queued the writer
+ *   waits on its queue's condition variable with a timeout at that time
+ *   (on the monotonic clock, so a wall-clock step cannot make it spin);
+ *   with requests queued it compares the time with the clock only while
+ *   the alarm is armed (a vDSO read, no system call). When the time has
+ *   come, the alarm function runs as one more request at the end of the
+ *   group, disarmed first, so what it writes commits and is published
+ *   like any request's, and it arms the alarm again for what is left.
+ *
  * Invariants
  *   - Revisions are assigned only on the writer thread, in apply order, and
  *     committed in the same batch as meta/revision: commit order equals
@@ -60,6 +71,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rocksdb/c.h>
@@ -142,6 +154,12 @@ struct store {
     void *fault_arg;
     store_failed_fn on_failure;
     void *on_failure_arg;
+    store_alarm_fn alarm;
+    void *alarm_arg;
+    /* The armed alarm's wall-clock ms, INT64_MAX when disarmed: lowered by
+     * store_wake_at (any thread), swapped back by the writer. */
+    _Atomic int64_t alarm_due;
+    store_req_t alarm_req; /* the writer's; in a group only while it runs */
 
     /* Guarded by mu. */
     pthread_mutex_t mu;
@@ -632,7 +650,16 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     if (s == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    {
+        pthread_condattr_t ca;
+
+        /* The writer's timed wait for the alarm is on the monotonic clock. */
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&s->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    atomic_store(&s->alarm_due, INT64_MAX);
     s->dir = strdup(opts->data_dir);
     s->cap = opts->queue_capacity ? opts->queue_capacity
                                   : DEFAULT_QUEUE_CAPACITY;
@@ -645,8 +672,11 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     s->fault_arg = opts->fault_arg;
     s->on_failure = opts->on_failure;
     s->on_failure_arg = opts->on_failure_arg;
+    s->alarm = opts->alarm;
+    s->alarm_arg = opts->alarm_arg;
     s->ring = calloc(s->cap, sizeof(*s->ring));
-    s->group = calloc(s->max_group, sizeof(*s->group));
+    /* One more slot: the alarm's request. */
+    s->group = calloc(s->max_group + 1, sizeof(*s->group));
     if (s->dir == NULL || s->ring == NULL || s->group == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto fail;
@@ -1163,17 +1193,84 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     return n;
 }
 
+/* ---- The alarm ---------------------------------------------------------- */
+
+void store_wake_at(store_t *s, int64_t due_ms) {
+    int64_t cur = atomic_load(&s->alarm_due);
+
+    if (s->alarm == NULL)
+        return;
+    while (due_ms < cur)
+        if (atomic_compare_exchange_weak(&s->alarm_due, &cur, due_ms)) {
+            /* The writer reads the time under mu before it waits: taking
+             * mu to signal means it cannot miss it. From the writer
+             * itself (an apply arming it) there is nobody to wake. */
+            if (!pthread_equal(pthread_self(), s->writer)) {
+                pthread_mutex_lock(&s->mu);
+                pthread_cond_signal(&s->cv);
+                pthread_mutex_unlock(&s->mu);
+            }
+            return;
+        }
+}
+
+static reel_code_t alarm_apply(store_txn_t *txn, void *arg,
+                               reel_status_t *st) {
+    store_t *s = arg;
+
+    return s->alarm(s->alarm_arg, txn, st);
+}
+
+/* What it was to do is still stored: log the failure and try again in a
+ * second (a failed store stops it for good). */
+static void alarm_done(store_req_t *req) {
+    store_t *s = req->arg;
+
+    if (req->status.code != REEL_OK && !atomic_load(&s->failed)) {
+        REEL_ERROR("store", "the alarm failed (retrying in 1 s): %s",
+                   reel_status_message(&req->status));
+        store_wake_at(s, reel_clock_now_ms() + 1000);
+    }
+    reel_status_fini(&req->status);
+}
+
+/* Mu held, nothing queued: waits for a request, a stop, or the alarm's
+ * time. 1 if the alarm's time has come. */
+static int writer_wait(store_t *s) {
+    for (;;) {
+        int64_t due = atomic_load(&s->alarm_due), now, ns;
+        struct timespec ts;
+
+        if (s->count > 0 || s->stopping)
+            return 0;
+        if (due == INT64_MAX) {
+            pthread_cond_wait(&s->cv, &s->mu);
+            continue;
+        }
+        now = reel_clock_now_ms();
+        if (now >= due)
+            return 1;
+        ns = reel_clock_mono_ns() + (due - now) * 1000000;
+        ts.tv_sec = (time_t)(ns / 1000000000);
+        ts.tv_nsec = (long)(ns % 1000000000);
+        pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+    }
+}
+
 static void *writer_main(void *arg) {
     store_t *s = arg;
 
     perf_off();
+    s->alarm_req.apply = alarm_apply;
+    s->alarm_req.done = alarm_done;
+    s->alarm_req.arg = s;
     for (;;) {
         size_t n = 0;
+        int64_t due;
 
         pthread_mutex_lock(&s->mu);
-        while (s->count == 0 && !s->stopping)
-            pthread_cond_wait(&s->cv, &s->mu);
-        if (s->count == 0) {
+        writer_wait(s);
+        if (s->count == 0 && s->stopping) {
             pthread_mutex_unlock(&s->mu);
             break;
         }
@@ -1183,6 +1280,17 @@ static void *writer_main(void *arg) {
             s->count--;
         }
         pthread_mutex_unlock(&s->mu);
+        due = atomic_load(&s->alarm_due);
+        if (due != INT64_MAX && reel_clock_now_ms() >= due) {
+            /* Disarmed before it runs: it arms again for what is left, and
+             * anyone arming meanwhile is kept. A failed store takes no
+             * more writes: disarmed for good, or its wait would spin. */
+            atomic_store(&s->alarm_due, INT64_MAX);
+            if (!atomic_load(&s->failed))
+                s->group[n++] = &s->alarm_req;
+        }
+        if (n == 0)
+            continue;
         for (size_t done = 0; done < n;)
             done += run_group(s, s->group + done, n - done);
     }

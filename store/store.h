@@ -107,6 +107,18 @@ typedef int (*store_fault_fn)(void *arg);
  */
 typedef void (*store_failed_fn)(void *arg, const reel_status_t *why);
 
+/*
+ * The writer's alarm (durable timers, timers/): called on the writer
+ * thread as the last request of a group, once the time last given to
+ * store_wake_at() has come, with a transaction like an apply function's.
+ * It is disarmed before the call, so it must arm again (store_wake_at)
+ * for whatever is still to come. Its writes and changes commit with the
+ * group; an error rolls back its writes alone, is logged, and the alarm
+ * is armed again a second later (what it was to do is still stored).
+ */
+typedef reel_code_t (*store_alarm_fn)(void *arg, store_txn_t *txn,
+                                      reel_status_t *st);
+
 typedef struct store_opts {
     const char *data_dir;    /* required; created if missing */
     /*
@@ -128,6 +140,8 @@ typedef struct store_opts {
     void *fault_arg;
     store_failed_fn on_failure; /* may be NULL */
     void *on_failure_arg;
+    store_alarm_fn alarm; /* may be NULL: store_wake_at() then does nothing */
+    void *alarm_arg;
 } store_opts_t;
 
 /*
@@ -150,6 +164,17 @@ void store_close(store_t *store);
 
 /* The last committed revision (0 before any change). Any thread. */
 uint64_t store_revision(store_t *store);
+
+/*
+ * Arms the writer's alarm for wall-clock time due_ms, unless it is already
+ * armed for earlier: the alarm runs in the first group that starts at or
+ * after due_ms (a group of its own when nothing else is queued). Any
+ * thread; costs an atomic compare when it changes nothing. The writer
+ * waits for the earliest armed time in a timed wait on its queue, so an
+ * idle store does not spin and a busy one reads no clock it did not read
+ * already.
+ */
+void store_wake_at(store_t *store, int64_t due_ms);
 
 /* OK, or the sticky error (UNAVAILABLE) that stopped writes, copied into
  * st when st is not NULL. */

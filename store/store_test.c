@@ -19,8 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/fault.h"
 #include "base/log.h"
 #include "store/store.h"
@@ -1112,6 +1114,101 @@ static void test_a_tail_family_iterates_in_order(void **state) {
     store_snapshot_release(f->store, snap);
 }
 
+
+/* ---- The alarm ------------------------------------------------------------ */
+
+typedef struct alarm_state {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+    int calls;
+    int64_t at_ms;  /* the group time of the last call */
+    int64_t due_ms; /* what it was armed for */
+    int rearm;      /* arm again, this far ahead, once */
+    store_t *store;
+} alarm_state_t;
+
+static reel_code_t count_alarm(void *arg, store_txn_t *txn,
+                               reel_status_t *st) {
+    alarm_state_t *a = arg;
+
+    (void)st;
+    /* Its write commits with the group like any request's. */
+    store_txn_put(txn, data, "alarm", 5, "1", 1);
+    pthread_mutex_lock(&a->mu);
+    a->calls++;
+    a->at_ms = store_txn_now_ms(txn);
+    if (a->rearm > 0) {
+        a->due_ms = a->at_ms + a->rearm;
+        store_wake_at(a->store, a->due_ms);
+        a->rearm = 0;
+    }
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    return REEL_OK;
+}
+
+static int wait_calls(alarm_state_t *a, int n) {
+    struct timespec ts;
+    int ok;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += 5;
+    pthread_mutex_lock(&a->mu);
+    while (a->calls < n &&
+           pthread_cond_timedwait(&a->cv, &a->mu, &ts) == 0) {
+    }
+    ok = a->calls >= n;
+    pthread_mutex_unlock(&a->mu);
+    return ok;
+}
+
+/* Armed from another thread while the writer is idle, the alarm runs at
+ * its time, not before, once; armed again from inside, it runs again;
+ * disarmed, it stays quiet while other groups commit. */
+static void test_the_alarm_runs_at_its_time_once_per_arming(void **state) {
+    fixture_t *f = *state;
+    alarm_state_t a = {.rearm = 30};
+    store_opts_t o = fixture_opts(f);
+    pthread_condattr_t ca;
+    put_arg_t put = {"k", "v", 1};
+    char *val = NULL;
+    size_t vlen = 0;
+
+    pthread_mutex_init(&a.mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&a.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    store_close(f->store);
+    o.alarm = count_alarm;
+    o.alarm_arg = &a;
+    f->store = testing_store_open(f->dir, &o);
+    assert_int_equal(store_cf_lookup(f->store, "data", &data, NULL), REEL_OK);
+    a.store = f->store;
+    a.due_ms = reel_clock_now_ms() + 50;
+    store_wake_at(f->store, a.due_ms);
+    store_wake_at(f->store, a.due_ms + 1000); /* later: changes nothing */
+    assert_true(wait_calls(&a, 2));
+    pthread_mutex_lock(&a.mu);
+    assert_true(a.at_ms >= a.due_ms); /* the second, rearmed one */
+    pthread_mutex_unlock(&a.mu);
+    /* Disarmed now: groups come and go and it does not run. */
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(store_exec(f->store, apply_put, &put, NULL, NULL),
+                         REEL_OK);
+    pthread_mutex_lock(&a.mu);
+    assert_int_equal(a.calls, 2);
+    pthread_mutex_unlock(&a.mu);
+    assert_int_equal(store_get(f->store, data, "alarm", 5, &val, &vlen, NULL),
+                     REEL_OK);
+    free(val);
+    store_close(f->store);
+    f->store = NULL;
+    open_store(f);
+    pthread_mutex_destroy(&a.mu);
+    pthread_cond_destroy(&a.cv);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
@@ -1162,6 +1259,8 @@ int main(void) {
             test_an_undeclared_family_on_disk_is_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_tail_family_iterates_in_order,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_the_alarm_runs_at_its_time_once_per_arming, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

@@ -515,15 +515,23 @@ def test_repeated_heartbeats_keep_a_short_lease_alive(jr):
     assert jr.append(a.run_id, 1, "{}").entry.seq == 1
 
 
-def test_heartbeat_after_expiry_is_allowed_while_nobody_claimed(jr):
+def test_heartbeat_after_expiry_is_refused_once_the_expiry_committed(jr):
+    # Issue 21: an expired lease is a commit (RUNNABLE, LEASE_EXPIRED), and
+    # from that commit on the old epoch is fenced: a heartbeat must claim.
     a = jr.begin("inv-1", owner="worker-a", ttl=200)
-    time.sleep(0.4)
+    deadline = time.monotonic() + 5
+    while jr.get(a.run_id).status != RUNNABLE and time.monotonic() < deadline:
+        time.sleep(0.01)
+    g = jr.get(a.run_id)
+    assert g.status == RUNNABLE and g.reason == "LEASE_EXPIRED", g
     assert a.run_id in [r.run_id for r in jr.recover().runs]
-    h = jr.heartbeat(a.run_id, 1, 30000)
-    assert h.lease_epoch == 1 and h.status == RUNNING and h.lease_owner == "worker-a"
-    assert h.lease_expires_at_ms > now_ms() + 20000
-    assert a.run_id not in [r.run_id for r in jr.recover().runs]
-    assert jr.append(a.run_id, 1, "{}").entry.lease_epoch == 1
+    e = rpc_error(jr.heartbeat, a.run_id, 1, 30000)
+    assert e.code() == PRECONDITION and "claim it first" in e.details(), fmt_err(e)
+    e = rpc_error(jr.append, a.run_id, 1, "{}")
+    assert e.code() == PRECONDITION, fmt_err(e)
+    c = jr.claim(a.run_id, "worker-a")
+    assert c.lease_epoch == 2 and c.attempt == 2
+    assert jr.append(a.run_id, 2, "{}").entry.lease_epoch == 2
 
 
 def test_heartbeat_errors(jr):
@@ -1007,7 +1015,8 @@ def test_claim_run_bad_input(jr):
         e = rpc_error(jr.claim, a.run_id, "worker-b", ttl)
         assert e.code() == INVALID and "lease_ttl_ms" in e.details(), fmt_err(e)
     g = jr.get(a.run_id)
-    assert (g.lease_owner, g.lease_epoch) == ("worker-a", 1)
+    # Expired by now: RUNNABLE (LEASE_EXPIRED), the epoch unchanged.
+    assert g.lease_epoch == 1 and g.status in (RUNNING, RUNNABLE), g
     t0 = now_ms()
     c = jr.claim(a.run_id, "worker-b")                  # ttl 0 = 30000
     assert (c.lease_owner, c.lease_epoch, c.status) == ("worker-b", 2, RUNNING)
@@ -1273,7 +1282,9 @@ def test_list_runs_to_recover_lists_only_runs_that_need_a_worker(jr):
     runs = jr.recover().runs
     assert [r.run_id for r in runs] == [short.run_id]
     r = runs[0]
-    assert r.status == RUNNING and r.lease_owner == "w" and r.lease_epoch == 1
+    # The expiry is a commit of its own (issue 21): RUNNABLE, no owner.
+    assert r.status == RUNNABLE and r.reason == "LEASE_EXPIRED", r
+    assert r.lease_owner == "" and r.lease_epoch == 1
     assert r.lease_expires_at_ms < now_ms()
     c = jr.claim(short.run_id, "rescuer", 30000)
     assert c.lease_epoch == 2

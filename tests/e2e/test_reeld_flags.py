@@ -29,11 +29,14 @@ NUMBERS = {
                             2**63 - 1),
     "wal-consumer-max-lag-bytes": ("REEL_WAL_CONSUMER_MAX_LAG_BYTES",
                                    "1073741824", 1, 2**63 - 1),
+    "retry-max-attempts": ("REEL_RETRY_MAX_ATTEMPTS", "10", 1, 1000000),
 }
 DURATIONS = {
     "keepalive-time": ("REEL_KEEPALIVE_TIME", "30s"),
     "keepalive-timeout": ("REEL_KEEPALIVE_TIMEOUT", "10s"),
     "wal-retention-age": ("REEL_WAL_RETENTION_AGE", "7d"),
+    "retry-initial-interval": ("REEL_RETRY_INITIAL_INTERVAL", "1s"),
+    "retry-max-interval": ("REEL_RETRY_MAX_INTERVAL", "5m"),
 }
 TEXTS = {
     "data-dir": ("REEL_DATA_DIR", "./reel-data"),
@@ -44,6 +47,7 @@ TEXTS = {
     "tls-key": ("REEL_TLS_KEY", "none"),
     "tls-client-ca": ("REEL_TLS_CLIENT_CA", "none"),
     "insecure": ("REEL_INSECURE", "off"),
+    "retry-multiplier": ("REEL_RETRY_MULTIPLIER", "2"),
 }
 # A switch (--insecure) has no placeholder.
 ROW = re.compile(r"^  --([a-z-]+) (\S*) +(.*?) ?\[(REEL_[A-Z_]+)\] \(default (\S+)\)$")

@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from reel.v1 import journal_pb2 as reel_dot_v1_dot_journal__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15reel/v1/signals.proto\x12\x07reel.v1\x1a\x15reel/v1/journal.proto\"\xaa\x01\n\x06Signal\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\t\x12\x11\n\tsignal_id\x18\x04 \x01(\t\x12\x0b\n\x03seq\x18\x05 \x01(\x04\x12\x10\n\x08revision\x18\x06 \x01(\x04\x12\x12\n\nsent_at_ms\x18\x07 \x01(\x03\x12\x16\n\x0e\x63onsumed_at_ms\x18\x08 \x01(\x03\x12\x13\n\x0bjournal_seq\x18\t \x01(\x04\"\x81\x01\n\x11SendSignalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x0f\n\x07session\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x0f\n\x07payload\x18\x06 \x01(\t\x12\x11\n\tsignal_id\x18\x07 \x01(\t\"\x83\x01\n\x12SendSignalResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x1f\n\x06signal\x18\x03 \x01(\x0b\x32\x0f.reel.v1.Signal\x12\'\n\nrun_status\x18\x04 \x01(\x0e\x32\x13.reel.v1.Run.Status\"[\n\x12\x41waitSignalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0blease_epoch\x18\x03 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x03\"^\n\x13\x41waitSignalResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x08\x12\x1f\n\x06signal\x18\x02 \x01(\x0b\x32\x0f.reel.v1.Signal\x12\x13\n\x0bjournal_seq\x18\x03 \x01(\x04\"\x86\x01\n\x12ListSignalsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10include_consumed\x18\x03 \x01(\x08\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x11\n\tafter_seq\x18\x05 \x01(\x04\x12\x16\n\x0e\x61\x66ter_consumed\x18\x06 \x01(\x08\"z\n\x13ListSignalsResponse\x12 \n\x07signals\x18\x01 \x03(\x0b\x32\x0f.reel.v1.Signal\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x16\n\x0enext_after_seq\x18\x03 \x01(\x04\x12\x1b\n\x13next_after_consumed\x18\x04 \x01(\x08\x32\xe4\x01\n\x07Signals\x12\x45\n\nSendSignal\x12\x1a.reel.v1.SendSignalRequest\x1a\x1b.reel.v1.SendSignalResponse\x12H\n\x0b\x41waitSignal\x12\x1b.reel.v1.AwaitSignalRequest\x1a\x1c.reel.v1.AwaitSignalResponse\x12H\n\x0bListSignals\x12\x1b.reel.v1.ListSignalsRequest\x1a\x1c.reel.v1.ListSignalsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15reel/v1/signals.proto\x12\x07reel.v1\x1a\x15reel/v1/journal.proto\"\xd4\x01\n\x06Signal\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\t\x12\x11\n\tsignal_id\x18\x04 \x01(\t\x12\x0b\n\x03seq\x18\x05 \x01(\x04\x12\x10\n\x08revision\x18\x06 \x01(\x04\x12\x12\n\nsent_at_ms\x18\x07 \x01(\x03\x12\x16\n\x0e\x63onsumed_at_ms\x18\x08 \x01(\x03\x12\x13\n\x0bjournal_seq\x18\t \x01(\x04\x12\x11\n\tscheduled\x18\n \x01(\x08\x12\x15\n\rdeliver_at_ms\x18\x0b \x01(\x03\"\x98\x01\n\x11SendSignalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\x12\x0c\n\x04user\x18\x03 \x01(\t\x12\x0f\n\x07session\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x0f\n\x07payload\x18\x06 \x01(\t\x12\x11\n\tsignal_id\x18\x07 \x01(\t\x12\x15\n\rdeliver_at_ms\x18\x08 \x01(\x03\"8\n\x13\x43\x61ncelSignalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tsignal_id\x18\x02 \x01(\t\"\x83\x01\n\x12SendSignalResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x12\x1f\n\x06signal\x18\x03 \x01(\x0b\x32\x0f.reel.v1.Signal\x12\'\n\nrun_status\x18\x04 \x01(\x0e\x32\x13.reel.v1.Run.Status\"[\n\x12\x41waitSignalRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0blease_epoch\x18\x03 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x03\"^\n\x13\x41waitSignalResponse\x12\x11\n\tdelivered\x18\x01 \x01(\x08\x12\x1f\n\x06signal\x18\x02 \x01(\x0b\x32\x0f.reel.v1.Signal\x12\x13\n\x0bjournal_seq\x18\x03 \x01(\x04\"\x86\x01\n\x12ListSignalsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x18\n\x10include_consumed\x18\x03 \x01(\x08\x12\r\n\x05limit\x18\x04 \x01(\r\x12\x11\n\tafter_seq\x18\x05 \x01(\x04\x12\x16\n\x0e\x61\x66ter_consumed\x18\x06 \x01(\x08\"z\n\x13ListSignalsResponse\x12 \n\x07signals\x18\x01 \x03(\x0b\x32\x0f.reel.v1.Signal\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12\x16\n\x0enext_after_seq\x18\x03 \x01(\x04\x12\x1b\n\x13next_after_consumed\x18\x04 \x01(\x08\x32\xa3\x02\n\x07Signals\x12\x45\n\nSendSignal\x12\x1a.reel.v1.SendSignalRequest\x1a\x1b.reel.v1.SendSignalResponse\x12H\n\x0b\x41waitSignal\x12\x1b.reel.v1.AwaitSignalRequest\x1a\x1c.reel.v1.AwaitSignalResponse\x12H\n\x0bListSignals\x12\x1b.reel.v1.ListSignalsRequest\x1a\x1c.reel.v1.ListSignalsResponse\x12=\n\x0c\x43\x61ncelSignal\x12\x1c.reel.v1.CancelSignalRequest\x1a\x0f.reel.v1.Signalb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'reel.v1.signals_pb2', globals())
@@ -22,19 +22,21 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   _SIGNAL._serialized_start=58
-  _SIGNAL._serialized_end=228
-  _SENDSIGNALREQUEST._serialized_start=231
-  _SENDSIGNALREQUEST._serialized_end=360
-  _SENDSIGNALRESPONSE._serialized_start=363
-  _SENDSIGNALRESPONSE._serialized_end=494
-  _AWAITSIGNALREQUEST._serialized_start=496
-  _AWAITSIGNALREQUEST._serialized_end=587
-  _AWAITSIGNALRESPONSE._serialized_start=589
-  _AWAITSIGNALRESPONSE._serialized_end=683
-  _LISTSIGNALSREQUEST._serialized_start=686
-  _LISTSIGNALSREQUEST._serialized_end=820
-  _LISTSIGNALSRESPONSE._serialized_start=822
-  _LISTSIGNALSRESPONSE._serialized_end=944
-  _SIGNALS._serialized_start=947
-  _SIGNALS._serialized_end=1175
+  _SIGNAL._serialized_end=270
+  _SENDSIGNALREQUEST._serialized_start=273
+  _SENDSIGNALREQUEST._serialized_end=425
+  _CANCELSIGNALREQUEST._serialized_start=427
+  _CANCELSIGNALREQUEST._serialized_end=483
+  _SENDSIGNALRESPONSE._serialized_start=486
+  _SENDSIGNALRESPONSE._serialized_end=617
+  _AWAITSIGNALREQUEST._serialized_start=619
+  _AWAITSIGNALREQUEST._serialized_end=710
+  _AWAITSIGNALRESPONSE._serialized_start=712
+  _AWAITSIGNALRESPONSE._serialized_end=806
+  _LISTSIGNALSREQUEST._serialized_start=809
+  _LISTSIGNALSREQUEST._serialized_end=943
+  _LISTSIGNALSRESPONSE._serialized_start=945
+  _LISTSIGNALSRESPONSE._serialized_end=1067
+  _SIGNALS._serialized_start=1070
+  _SIGNALS._serialized_end=1361
 # @@protoc_insertion_point(module_scope)

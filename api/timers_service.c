@@ -1,0 +1,51 @@
+/*
+ * api/timers_service.c: the timers module as reeld runs it.
+ *
+ * timers/ has no service of its own: its timers are what other modules
+ * schedule (lease expiries, backoffs, suspension timeouts, delayed
+ * signals). Its descriptor comes after those modules in reeld's table, so
+ * its start can hand them the timers (each registers its kinds) and only
+ * then arm the store's alarm for the earliest stored timer: timers that
+ * fell due while reeld was down fire in the first alarm, once, with every
+ * kind's owner there to fire them.
+ */
+#include "api/services.h"
+#include "timers/timers.h"
+
+reel_code_t api_alarm(void *arg, store_txn_t *txn, reel_status_t *st) {
+    api_ctx_t *ctx = arg;
+
+    /* Armed only by timers_arm() and the timers' own writes: never before
+     * the module started. */
+    return ctx->durable_timers != NULL
+               ? timers_alarm(ctx->durable_timers, txn, st)
+               : REEL_OK;
+}
+
+static reel_code_t timers_module_start(api_ctx_t *ctx, reel_status_t *st) {
+    timers_t *t = NULL;
+    reel_code_t rc;
+
+    if (ctx->journal == NULL || ctx->signals == NULL)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "module timers: the journal and signals "
+                               "modules must start before it");
+    if ((rc = timers_create(ctx->store, &t, st)) != REEL_OK)
+        return rc;
+    journal_use_timers(ctx->journal, t);
+    signals_use_timers(ctx->signals, t);
+    ctx->durable_timers = t;
+    return timers_arm(t, st);
+}
+
+static void timers_module_destroy(api_ctx_t *ctx) {
+    timers_destroy(ctx->durable_timers);
+    ctx->durable_timers = NULL;
+}
+
+const api_module_t api_timers_module = {
+    .name = "timers",
+    .cfs = timers_cfs,
+    .start = timers_module_start,
+    .destroy = timers_module_destroy,
+};

@@ -1,0 +1,516 @@
+/*
+ * journal/recovery_test.c: leases that expire through durable timers,
+ * retry backoff, PAUSED and ResumeRun, ClaimNextRun's index and wakes,
+ * suspension timeouts.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/clock.h"
+#include "journal/journal.h"
+#include "testing/fixture.h"
+#include "timers/timers.h"
+
+typedef struct fixture {
+    char dir[512];
+    store_t *store;
+    journal_t *j;
+    timers_t *t;
+    pthread_mutex_t mu;
+    int wakes; /* ClaimNextRun wakes seen */
+    /* Each LEASE_EXPIRED change's backoff (not_before - its time), in
+     * commit order, as the publish step saw them. */
+    int64_t expiry_waits[16];
+    int n_expiries;
+} fixture_t;
+
+static void publish(void *arg, const store_change_t *c, size_t n) {
+    fixture_t *f = arg;
+
+    for (size_t i = 0; i < n; i++) {
+        run_t r;
+        journal_entry_t e;
+
+        int kind = journal_change_decode(&c[i], &r, &e);
+
+        if (kind == 2)
+            journal_entry_fini(&e);
+        if (kind != 1)
+            continue;
+        pthread_mutex_lock(&f->mu);
+        if (strcmp(r.reason, RUN_REASON_LEASE_EXPIRED) == 0 &&
+            f->n_expiries < 16)
+            f->expiry_waits[f->n_expiries++] =
+                r.not_before_ms ? r.not_before_ms - r.updated_at_ms : 0;
+        pthread_mutex_unlock(&f->mu);
+        run_fini(&r);
+    }
+    if (f->j != NULL)
+        journal_publish(f->j, c, n);
+}
+
+static reel_code_t alarm(void *arg, store_txn_t *txn, reel_status_t *st) {
+    fixture_t *f = arg;
+
+    return f->t != NULL ? timers_alarm(f->t, txn, st) : REEL_OK;
+}
+
+static void open_all(fixture_t *f, const journal_limits_t *lim) {
+    store_opts_t o = {0};
+    reel_status_t st = REEL_STATUS_INIT;
+
+    o.cfs = (const store_cf_desc_t *const[]){journal_cfs, timers_cfs, NULL};
+    o.publish = publish;
+    o.publish_arg = f;
+    o.alarm = alarm;
+    o.alarm_arg = f;
+    f->store = testing_store_open(f->dir, &o);
+    if (journal_create(f->store, lim, &f->j, &st) != REEL_OK ||
+        timers_create(f->store, &f->t, &st) != REEL_OK)
+        fail_msg("open: %s", reel_status_message(&st));
+    journal_use_timers(f->j, f->t);
+    if (timers_arm(f->t, &st) != REEL_OK)
+        fail_msg("arm: %s", reel_status_message(&st));
+}
+
+static void close_all(fixture_t *f) {
+    store_close(f->store);
+    journal_destroy(f->j);
+    timers_destroy(f->t);
+    f->store = NULL;
+    f->j = NULL;
+    f->t = NULL;
+}
+
+static int setup(void **state) {
+    fixture_t *f = calloc(1, sizeof(*f));
+    /* Short backoffs, so a crash loop runs its course in a test. */
+    journal_limits_t lim = {.retry = {40, 2.0, 1000, 4}};
+
+    if (f == NULL || testing_dir_make(f->dir, sizeof(f->dir), "recovery") != 0)
+        return -1;
+    pthread_mutex_init(&f->mu, NULL);
+    open_all(f, &lim);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture_t *f = *state;
+    int rc;
+
+    close_all(f);
+    rc = testing_dir_remove(f->dir);
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+    return rc;
+}
+
+/* ---- Helpers ------------------------------------------------------------ */
+
+static void begin_ok(fixture_t *f, const char *app, const char *inv,
+                     int64_t ttl, char id[27]) {
+    journal_req_t q = {0};
+    journal_result_t res;
+
+    q.op = JOURNAL_BEGIN;
+    q.app = app, q.user = "u1", q.session = "s1";
+    q.invocation_id = inv;
+    q.lease_owner = "w1";
+    q.lease_ttl_ms = ttl;
+    if (journal_exec(f->j, &q, &res) != REEL_OK)
+        fail_msg("begin: %s", reel_status_message(&res.status));
+    snprintf(id, 27, "%s", res.run.run_id);
+    journal_result_fini(&res);
+}
+
+static reel_code_t op(fixture_t *f, journal_op_t kind, const char *id,
+                      uint64_t epoch, journal_result_t *res) {
+    journal_req_t q = {0};
+
+    q.op = kind;
+    q.run_id = id;
+    q.lease_epoch = epoch;
+    q.lease_owner = "w2";
+    q.lease_ttl_ms = 60;
+    q.kind = "step";
+    q.payload = "{}";
+    q.end_status = RUN_FAILED;
+    q.result = "";
+    return journal_exec(f->j, &q, res);
+}
+
+static run_t get(fixture_t *f, const char *id) {
+    reel_status_t st = REEL_STATUS_INIT;
+    run_t r;
+
+    if (journal_get_run(f->j, id, &r, &st) != REEL_OK)
+        fail_msg("get: %s", reel_status_message(&st));
+    return r;
+}
+
+/* Waits until the run has status s (committed), at most ms; *out gets it. */
+static int await_status(fixture_t *f, const char *id, run_status_t s,
+                        int64_t ms, run_t *out) {
+    int64_t end = reel_clock_mono_ns() + ms * 1000000;
+
+    for (;;) {
+        run_t r = get(f, id);
+        struct timespec ts = {0, 2 * 1000000};
+
+        if (r.status == s) {
+            *out = r;
+            return 1;
+        }
+        run_fini(&r);
+        if (reel_clock_mono_ns() > end)
+            return 0;
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void expect(reel_code_t got, reel_code_t want, journal_result_t *res,
+                   const char *needle) {
+    if (got != want)
+        fail_msg("got %s (%s), want %s", reel_code_name(got),
+                 reel_status_message(&res->status), reel_code_name(want));
+    if (needle && !strstr(reel_status_message(&res->status), needle))
+        fail_msg("\"%s\" lacks \"%s\"", reel_status_message(&res->status),
+                 needle);
+    journal_result_fini(res);
+}
+
+/* ---- Tests -------------------------------------------------------------- */
+
+/* An expired lease is a commit: RUNNABLE with LEASE_EXPIRED, and the old
+ * epoch is refused from then on, heartbeat included. */
+static void test_expired_lease_is_a_change_that_fences_the_epoch(
+    void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    char id[27];
+    run_t r;
+
+    begin_ok(f, "app", "i1", 50, id);
+    assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+    assert_string_equal(r.reason, RUN_REASON_LEASE_EXPIRED);
+    assert_int_equal(r.not_before_ms, 0); /* the first expiry: at once */
+    assert_int_equal(r.attempt, 1);
+    assert_true(r.updated_at_ms >= r.lease_expires_at_ms); /* not early */
+    run_fini(&r);
+    expect(op(f, JOURNAL_HEARTBEAT, id, 1, &res), REEL_FAILED_PRECONDITION,
+           &res, "claim it first");
+    expect(op(f, JOURNAL_APPEND, id, 1, &res), REEL_FAILED_PRECONDITION, &res,
+           NULL);
+}
+
+/* A heartbeat keeps the lease: the timer follows it instead of expiring. */
+static void test_heartbeats_keep_the_lease(void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    char id[27];
+    run_t r;
+
+    begin_ok(f, "app", "i1", 80, id);
+    for (int i = 0; i < 8; i++) {
+        struct timespec ts = {0, 30 * 1000000};
+        journal_req_t q = {0};
+
+        nanosleep(&ts, NULL);
+        q.op = JOURNAL_HEARTBEAT;
+        q.run_id = id;
+        q.lease_epoch = 1;
+        q.lease_ttl_ms = 80;
+        expect(journal_exec(f->j, &q, &res), REEL_OK, &res, NULL);
+    }
+    r = get(f, id);
+    assert_int_equal(r.status, RUN_RUNNING);
+    run_fini(&r);
+}
+
+/* Without progress the second expiry waits a backoff, which grows; the
+ * attempts run out into PAUSED; ResumeRun resets them; EndRun ends it. */
+static void test_crash_loop_backs_off_then_pauses_until_resumed(
+    void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    int64_t waits[4] = {0};
+    char id[27];
+    run_t r;
+
+    begin_ok(f, "app", "i1", 20, id); /* attempt 1 */
+    for (int a = 1; a <= 3; a++) {
+        assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+        assert_int_equal(r.attempt, a);
+        run_fini(&r);
+        /* Until its backoff ends a claim is refused, naming until when. */
+        for (;;) {
+            reel_code_t rc = op(f, JOURNAL_CLAIM, id, 0, &res);
+            if (rc == REEL_OK) {
+                journal_result_fini(&res);
+                break;
+            }
+            expect(rc, REEL_FAILED_PRECONDITION, &res, "backing off");
+            struct timespec ts = {0, 5 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    pthread_mutex_lock(&f->mu);
+    assert_int_equal(f->n_expiries, 3);
+    for (int a = 1; a <= 3; a++)
+        waits[a] = f->expiry_waits[a - 1];
+    pthread_mutex_unlock(&f->mu);
+    assert_int_equal(waits[1], 0);
+    /* initial 40 ms, then doubled; jitter takes at most a fifth. */
+    assert_true(waits[2] >= 32 && waits[2] <= 40);
+    assert_true(waits[3] >= 64 && waits[3] <= 80);
+    /* Attempt 4 of 4 dies too: PAUSED. */
+    assert_true(await_status(f, id, RUN_PAUSED, TESTING_WAIT_MS, &r));
+    assert_string_equal(r.reason, RUN_REASON_MAX_ATTEMPTS);
+    assert_int_equal(r.attempt, 4);
+    run_fini(&r);
+    expect(op(f, JOURNAL_CLAIM, id, 0, &res), REEL_FAILED_PRECONDITION, &res,
+           "PAUSED");
+    expect(op(f, JOURNAL_RESUME, id, 0, &res), REEL_OK, &res, NULL);
+    r = get(f, id);
+    assert_int_equal(r.status, RUN_RUNNABLE);
+    assert_int_equal(r.attempt, 0);
+    assert_string_equal(r.reason, RUN_REASON_RESUMED);
+    run_fini(&r);
+    expect(op(f, JOURNAL_RESUME, id, 0, &res), REEL_FAILED_PRECONDITION, &res,
+           "only a PAUSED run");
+}
+
+/* Progress resets the count: a lease that appended and then expired is
+ * claimable at once again. */
+static void test_progress_means_no_backoff(void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    char id[27];
+    run_t r;
+
+    begin_ok(f, "app", "i1", 20, id);
+    for (uint64_t epoch = 2; epoch <= 4; epoch++) {
+        assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+        assert_int_equal(r.not_before_ms, 0);
+        run_fini(&r);
+        expect(op(f, JOURNAL_CLAIM, id, 0, &res), REEL_OK, &res, NULL);
+        expect(op(f, JOURNAL_APPEND, id, epoch, &res), REEL_OK, &res, NULL);
+    }
+}
+
+/* ClaimNextRun takes the app's oldest claimable run, skips other apps and
+ * runs still leased, and finds nothing once they are all taken. */
+static void test_claim_next_takes_the_oldest_due_of_its_app(void **state) {
+    fixture_t *f = *state;
+    journal_req_t q = {0};
+    journal_result_t res;
+    char a[27], b[27], other[27], busy[27];
+    run_t r;
+
+    begin_ok(f, "app", "i1", 20, a);
+    assert_true(await_status(f, a, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+    run_fini(&r);
+    begin_ok(f, "app", "i2", 20, b);
+    begin_ok(f, "other", "i3", 20, other);
+    begin_ok(f, "app", "i4", 60000, busy);
+    assert_true(await_status(f, b, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+    run_fini(&r);
+    q.op = JOURNAL_CLAIM_NEXT;
+    q.app = "app";
+    q.lease_owner = "w9";
+    q.lease_ttl_ms = 60000;
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    assert_true(res.found);
+    assert_string_equal(res.run.run_id, a);
+    assert_int_equal(res.run.lease_epoch, 2);
+    assert_int_equal(res.run.attempt, 2);
+    journal_result_fini(&res);
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    assert_true(res.found);
+    assert_string_equal(res.run.run_id, b);
+    journal_result_fini(&res);
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    assert_false(res.found);
+    journal_result_fini(&res);
+    /* Without an app: INVALID_ARGUMENT naming it. */
+    q.app = "";
+    expect(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res, "app");
+}
+
+/* expected_epoch makes a claim a compare-and-swap. */
+static void test_claim_with_a_stale_expected_epoch_is_refused(void **state) {
+    fixture_t *f = *state;
+    journal_req_t q = {0};
+    journal_result_t res;
+    char id[27];
+    run_t r;
+
+    begin_ok(f, "app", "i1", 20, id);
+    assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+    run_fini(&r);
+    q.op = JOURNAL_CLAIM;
+    q.run_id = id;
+    q.lease_owner = "w2";
+    q.expected_epoch = 7;
+    expect(journal_exec(f->j, &q, &res), REEL_FAILED_PRECONDITION, &res,
+           "expected_epoch");
+    q.expected_epoch = 1;
+    expect(journal_exec(f->j, &q, &res), REEL_OK, &res, NULL);
+    expect(journal_exec(f->j, &q, &res), REEL_FAILED_PRECONDITION, &res,
+           "expected_epoch");
+}
+
+static void on_wake(void *arg) {
+    fixture_t *f = arg;
+
+    pthread_mutex_lock(&f->mu);
+    f->wakes++;
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* The commit that makes a run claimable wakes its app's waiters, and only
+ * theirs. */
+static void test_claimable_commit_wakes_the_apps_waiters(void **state) {
+    fixture_t *f = *state;
+    journal_claim_waiter_t *mine = journal_claim_wait(f->j, "app", on_wake, f);
+    char id[27];
+    run_t r;
+
+    assert_non_null(mine);
+    begin_ok(f, "other", "i1", 10, id);
+    assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+    run_fini(&r);
+    begin_ok(f, "app", "i2", 10, id);
+    assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+    run_fini(&r);
+    /* The wake comes from the publish step, just after the commit. */
+    for (int64_t end = reel_clock_mono_ns() + TESTING_WAIT_MS * 1000000LL;;) {
+        struct timespec ts = {0, 2 * 1000000};
+        int w;
+
+        pthread_mutex_lock(&f->mu);
+        w = f->wakes;
+        pthread_mutex_unlock(&f->mu);
+        if (w > 0 || reel_clock_mono_ns() > end)
+            break;
+        nanosleep(&ts, NULL);
+    }
+    /* Once: the other app's commit, earlier, woke nobody. */
+    pthread_mutex_lock(&f->mu);
+    assert_int_equal(f->wakes, 1);
+    pthread_mutex_unlock(&f->mu);
+    journal_claim_unwait(f->j, mine);
+}
+
+/* A suspension's timeout journals what a delivered signal would, with
+ * timed_out, and makes the run RUNNABLE, in one commit. */
+static void test_suspension_timeout_is_journaled(void **state) {
+    fixture_t *f = *state;
+    journal_req_t q = {0};
+    journal_result_t res;
+    journal_entry_t *es = NULL;
+    reel_status_t st = REEL_STATUS_INIT;
+    size_t n = 0;
+    int more = 0;
+    char id[27];
+    run_t r;
+
+    begin_ok(f, "app", "i1", 60000, id);
+    q.op = JOURNAL_SUSPEND;
+    q.run_id = id;
+    q.lease_epoch = 1;
+    q.waiting_on = "approval";
+    q.timeout_ms = 50;
+    expect(journal_exec(f->j, &q, &res), REEL_OK, &res, NULL);
+    assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+    assert_string_equal(r.reason, RUN_REASON_SIGNAL_TIMEOUT);
+    assert_int_equal(r.next_seq, 2);
+    run_fini(&r);
+    assert_int_equal(journal_read(f->j, id, 0, 0, NULL, &es, &n, &more, &st),
+                     REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(es[0].kind, "signal");
+    assert_string_equal(es[0].payload,
+                        "{\"name\":\"approval\",\"signal_id\":\"\","
+                        "\"timed_out\":true}");
+    journal_entry_fini(&es[0]);
+    free(es);
+    q.timeout_ms = -1;
+    expect(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+           "timeout_ms");
+}
+
+/* Leases that expire while the store is closed expire once at the next
+ * start. */
+static void test_lease_expires_after_a_restart(void **state) {
+    fixture_t *f = *state;
+    journal_limits_t lim = {.retry = {40, 2.0, 1000, 4}};
+    char id[27];
+    run_t r;
+
+    begin_ok(f, "app", "i1", 100, id);
+    close_all(f);
+    open_all(f, &lim);
+    assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+    assert_string_equal(r.reason, RUN_REASON_LEASE_EXPIRED);
+    run_fini(&r);
+}
+
+/* A bad retry policy is refused naming the field. */
+static void test_bad_retry_policy_is_refused(void **state) {
+    fixture_t *f = *state;
+    journal_retry_t p = {-1, 2.0, 1000, 3};
+    journal_req_t q = {0};
+    journal_result_t res;
+
+    q.op = JOURNAL_BEGIN;
+    q.app = "app", q.user = "u", q.session = "s", q.invocation_id = "i";
+    q.lease_owner = "w";
+    q.retry = &p;
+    expect(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+           "retry.initial_interval_ms");
+    p.initial_ms = 10;
+    p.multiplier = 0.5;
+    expect(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res,
+           "retry.multiplier");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_expired_lease_is_a_change_that_fences_the_epoch, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeats_keep_the_lease, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_crash_loop_backs_off_then_pauses_until_resumed, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_progress_means_no_backoff, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_claim_next_takes_the_oldest_due_of_its_app, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_claim_with_a_stale_expected_epoch_is_refused, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_claimable_commit_wakes_the_apps_waiters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_suspension_timeout_is_journaled,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_expires_after_a_restart,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_retry_policy_is_refused,
+                                        setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
