@@ -67,16 +67,84 @@ SIGNAL_TIMEOUT_KIND = "signal.timeout"
 STEP_NAME_MAX = 200
 
 
+# The largest PEM file read (as reelctl and the C client library).
+PEM_MAX_BYTES = 1 << 20
+# The longest token sent (as the C client library).
+TOKEN_MAX_BYTES = 4096
+
+PEM = Union[bytes, str, "os.PathLike[str]", None]
+
+
 @dataclasses.dataclass(frozen=True)
 class TLS:
     """TLS for the channel. Without `ca`, the system's roots verify the
-    server; `cert` and `key` (PEM) present a client certificate (mTLS);
-    `server_name` overrides the name checked against the certificate."""
+    server; `cert` and `key` present a client certificate (mTLS; give both
+    or neither); `server_name` overrides the name checked against the
+    server's certificate. Each of ca, cert, key is the PEM itself (bytes,
+    or a str starting with "-----BEGIN") or the path of a PEM file (a str
+    or a path), read when the client is created."""
 
-    ca: Optional[bytes] = None
-    cert: Optional[bytes] = None
-    key: Optional[bytes] = None
+    ca: PEM = None
+    cert: PEM = None
+    key: PEM = None
     server_name: Optional[str] = None
+
+    @classmethod
+    def from_env(cls) -> Optional["TLS"]:
+        """TLS as reelctl reads it from the environment: REEL_TLS_CA,
+        REEL_TLS_CERT and REEL_TLS_KEY (files), or REEL_TLS=1 for the
+        system's roots; None when none is set."""
+        flag = os.environ.get("REEL_TLS", "")
+        if flag not in ("", "0", "1"):
+            raise ValueError(f"REEL_TLS: {flag!r} is not 1 or 0")
+        files = {f: os.environ.get(v) or None for f, v in
+                 (("ca", "REEL_TLS_CA"), ("cert", "REEL_TLS_CERT"), ("key", "REEL_TLS_KEY"))}
+        if flag != "1" and not any(files.values()):
+            return None
+        return cls(**files)
+
+    def load(self) -> Tuple[Optional[bytes], Optional[bytes], Optional[bytes]]:
+        """(ca, cert, key) as PEM bytes, files read; ValueError naming the
+        field (and the file, never a key's content) for what is unusable."""
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls: cert and key go together: give both or neither")
+        return tuple(_pem(f"tls.{name}", getattr(self, name))
+                     for name in ("ca", "cert", "key"))
+
+
+def _pem(field: str, v: PEM) -> Optional[bytes]:
+    if v is None or isinstance(v, bytes):
+        if v is not None and not v:
+            raise ValueError(f"{field}: empty")
+        return v
+    if isinstance(v, str) and v.lstrip().startswith("-----BEGIN"):
+        return v.encode()
+    if not isinstance(v, (str, os.PathLike)):
+        raise TypeError(f"{field}: PEM bytes or a file's path, not {type(v).__name__}")
+    path = os.fspath(v)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(PEM_MAX_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{field}: cannot read {path}: {e.strerror}") from e
+    if not data or len(data) > PEM_MAX_BYTES:
+        raise ValueError(f"{field}: {path} is " +
+                         ("empty" if not data else f"over the limit of {PEM_MAX_BYTES} bytes"))
+    return data
+
+
+def check_token(token: str) -> str:
+    """The token, if it can go into a header: 1 to 4096 bytes of printable
+    ASCII without spaces. The message never repeats the token."""
+    if not isinstance(token, str):
+        raise TypeError(f"token: a str, not {type(token).__name__}")
+    raw = token.encode("utf-8", "surrogatepass")
+    if not 1 <= len(raw) <= TOKEN_MAX_BYTES:
+        raise ValueError(f"token: {len(raw)} bytes, expected 1 to {TOKEN_MAX_BYTES}")
+    for i, b in enumerate(raw):
+        if b <= 0x20 or b > 0x7E:
+            raise ValueError(f"token: byte {i} is not printable ASCII without spaces")
+    return token
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +152,10 @@ class Settings:
     """How a client talks to reeld (see reel.connect)."""
 
     target: str
-    token: Optional[str]
+    token: Optional[str] = dataclasses.field(repr=False)    # never in a log line
     tls: Optional[TLS]
+    pem: Tuple[Optional[bytes], Optional[bytes], Optional[bytes]] = \
+        dataclasses.field(repr=False)
     timeout: float
     wait_for_ready: bool
     retries: int
@@ -114,9 +184,9 @@ class Settings:
     def credentials(self) -> Optional[grpc.ChannelCredentials]:
         if self.tls is None:
             return None
-        return grpc.ssl_channel_credentials(root_certificates=self.tls.ca,
-                                            private_key=self.tls.key,
-                                            certificate_chain=self.tls.cert)
+        ca, cert, key = self.pem
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                            certificate_chain=cert)
 
 
 def target(addr: Optional[str]) -> str:
@@ -138,17 +208,27 @@ def target(addr: Optional[str]) -> str:
 
 def settings(addr, token, tls, timeout, wait_for_ready, retries, reconnect_timeout,
              max_message_bytes, options) -> Settings:
+    """The client's settings; as reelctl, a token not given is $REEL_TOKEN
+    and TLS not given comes from REEL_TLS_CA, REEL_TLS_CERT, REEL_TLS_KEY
+    and REEL_TLS=1 (tls=False and token="" turn them off)."""
+    if tls is None:
+        tls = TLS.from_env()
     if tls is True:
         tls = TLS()
     elif tls is False:
         tls = None
     elif tls is not None and not isinstance(tls, TLS):
         raise TypeError("tls: pass True, False, None or reel.TLS(...)")
+    if token is None:
+        token = os.environ.get("REEL_TOKEN") or None
+    if token:
+        check_token(token)
     if timeout is not None and timeout <= 0:
         raise ValueError("timeout: must be positive seconds")
     if retries < 0:
         raise ValueError("retries: must be 0 or more")
-    return Settings(target(addr), token, tls, timeout, wait_for_ready, retries,
+    pem = tls.load() if tls is not None else (None, None, None)
+    return Settings(target(addr), token or None, tls, pem, timeout, wait_for_ready, retries,
                     reconnect_timeout, max_message_bytes, tuple(options or ()))
 
 

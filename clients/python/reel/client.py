@@ -51,8 +51,13 @@ def connect(addr: Optional[str] = None, *, token: Optional[str] = None,
     """A client of the reeld at addr (HOST[:PORT]; default $REEL_ADDR, else
     127.0.0.1:7878; a host alone means port 7878).
 
-    token: sent as `authorization: Bearer <token>` on every call.
-    tls: True (system roots) or reel.TLS(ca=, cert=, key=, server_name=).
+    token: sent as `authorization: Bearer <token>` on every call (reeld
+        --auth token); default $REEL_TOKEN, "" for none.
+    tls: True (the system's roots verify reeld) or reel.TLS(ca=, cert=,
+        key=, server_name=) (PEM bytes or files; cert and key for mTLS);
+        default from REEL_TLS_CA, REEL_TLS_CERT, REEL_TLS_KEY and
+        REEL_TLS=1 as reelctl reads them; False for plaintext. Files are
+        read here: one that cannot be read is a ValueError naming it.
     timeout: each unary call's deadline in seconds (None: none).
     wait_for_ready: calls wait for the connection (up to their deadline)
         instead of failing at once while reeld is unreachable.
