@@ -13,8 +13,11 @@ session "order-<id>"), which reaches its newest open run: the approver
 needs no run id. A signal sent before the run waits is kept and delivered
 when it does; a signal is consumed once, and its delivery is journaled, so
 a restarted `request` finds the decision in the journal instead of waiting
-again. The timeout is AwaitSignal's (reeld's long poll, the client
-repeating it past reeld's cap); a durable timer comes with the timers issue.
+again. The wait holds the run (park=False): the timeout is AwaitSignal's
+(reeld's long poll, the client repeating it past reeld's cap) on this
+process's clock. A run that waits for days is better parked with the
+default park=True, reeld's timer keeping the timeout (see
+crash_proof_agent.py's worker, which resumes parked runs).
 """
 import argparse
 import asyncio
@@ -31,7 +34,7 @@ async def request(client, args):
     async with run:
         print(run.run_id, flush=True)
         plan = await run.step("prepare", lambda: {"order": args.order, "action": "refund"})
-        decision = await run.wait_for_signal("approve", timeout=args.timeout)
+        decision = await run.wait_for_signal("approve", timeout=args.timeout, park=False)
         if decision is None:
             await run.end({"order": args.order, "reason": f"no approval within {args.timeout:g}s"},
                           status=reel.RunStatus.CANCELLED)

@@ -44,6 +44,7 @@ name gets the k-th recorded outcome for that name on every replay.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import random
@@ -65,6 +66,14 @@ SIGNAL_KIND = "signal"
 SIGNAL_TIMEOUT_KIND = "signal.timeout"
 # An idempotency key is at most 256 bytes; "step:<n>:" takes up to 26.
 STEP_NAME_MAX = 200
+# run.sleep's n-th call waits for the signal of this name (and id) that it
+# sends to its own run, delivered by reeld's timer.
+SLEEP_PREFIX = "reel.sleep."
+# runs.submit parks the new run on this name, with the signal already
+# there, which makes it RUNNABLE for a worker at once.
+SUBMIT_SIGNAL = "reel.submit"
+# ClaimNextRun's wait_ms is at most 5 minutes; a longer wait is several.
+CLAIM_WAIT_MAX = 300.0
 
 
 # The largest PEM file read (as reelctl and the C client library).
@@ -568,6 +577,7 @@ class Replay:
         self.steps: Dict[int, Tuple[str, Any]] = {}
         self.outcomes: Dict[str, List[_Outcome]] = {}
         self.step_n = 0
+        self.sleep_n = 0
         self.wait_n: Dict[str, int] = {}
 
     def load(self, entries: Iterable[JournalEntry]) -> None:
@@ -581,6 +591,10 @@ class Replay:
                         f"run {self.run_id}: journal entry {e.seq} has a step's key "
                         f"({e.idempotency_key!r}) but not a step's payload: it was not "
                         f"written by run.step") from None
+            elif e.kind == SIGNAL_KIND and isinstance(e.payload, dict) and \
+                    e.payload.get("timed_out"):
+                # reeld's own record of a suspension's timeout (SuspendRun.timeout_ms).
+                self.outcomes.setdefault(e.payload.get("name", ""), []).append(_Outcome(None))
             elif e.kind == SIGNAL_KIND:
                 sig = signal_from_entry(self.run_id, e)
                 self.outcomes.setdefault(sig.name, []).append(_Outcome(sig))
@@ -609,6 +623,13 @@ class Replay:
                 f"run {self.run_id}: step {n} is {have!r} in the journal, but the code now "
                 f"calls {name!r} there: resume the run with the code that began it")
         return True, result
+
+    def next_sleep(self) -> Tuple[str, bool]:
+        """(the signal name of the handle's next sleep, whether the journal
+        shows it done)."""
+        name = f"{SLEEP_PREFIX}{self.sleep_n}"
+        self.sleep_n += 1
+        return name, bool(self.outcomes.get(name))
 
     def next_wait(self, name: str) -> Tuple[int, Optional[_Outcome]]:
         n = self.wait_n.get(name, 0)
@@ -732,6 +753,62 @@ class TailCursor:
         self.acked_at = time.monotonic()
         self.idle = False
 
+
+
+def deliver_at_ms(deliver_at, delay) -> int:
+    """SendSignal's deliver_at_ms: deliver_at is an aware datetime or Unix
+    seconds, delay seconds from now; neither is 0 (now)."""
+    if deliver_at is not None and delay is not None:
+        raise ValueError("send: give deliver_at or delay, not both")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+            raise ValueError("delay: must be seconds, 0 or more")
+        return int((time.time() + delay) * 1000) if delay > 0 else 0
+    if deliver_at is None:
+        return 0
+    if isinstance(deliver_at, datetime.datetime):
+        if deliver_at.tzinfo is None:
+            raise ValueError("deliver_at: give a datetime with its timezone (a naive one "
+                             "could mean any time)")
+        return int(deliver_at.timestamp() * 1000)
+    if isinstance(deliver_at, bool) or not isinstance(deliver_at, (int, float)):
+        raise TypeError("deliver_at: a datetime with a timezone, or Unix seconds")
+    return int(deliver_at * 1000)
+
+
+def timeout_ms(seconds: Optional[float], what: str) -> int:
+    """A durable timeout in whole ms, at least 1 (0 means none to reeld)."""
+    if seconds is None:
+        return 0
+    if seconds < 0:
+        raise ValueError(f"{what}: must be seconds, 0 or more")
+    return max(1, int(round(seconds * 1000)))
+
+
+def retry_pb(retry) -> Optional[journal_pb2.RetryPolicy]:
+    if retry is None:
+        return None
+    if not isinstance(retry, RetryPolicy):
+        raise TypeError("retry: pass reel.RetryPolicy(...)")
+    return journal_pb2.RetryPolicy(
+        initial_interval_ms=int(round((retry.initial_interval or 0) * 1000)),
+        multiplier=float(retry.multiplier or 0),
+        max_interval_ms=int(round((retry.max_interval or 0) * 1000)),
+        max_attempts=int(retry.max_attempts or 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How reeld retries a run whose leases keep expiring without progress
+    (runs.begin/submit's retry=): the first expiry is claimable at once, the
+    n-th in a row waits initial_interval * multiplier^(n-2) seconds, at
+    most max_interval, and an expiry once the run had max_attempts claims
+    makes it PAUSED (runs.resume). None takes reeld's --retry-* default."""
+
+    initial_interval: Optional[float] = None
+    multiplier: Optional[float] = None
+    max_interval: Optional[float] = None
+    max_attempts: Optional[int] = None
 
 
 def labels_dict(labels: Optional[Dict[str, str]]) -> Dict[str, str]:

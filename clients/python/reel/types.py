@@ -140,10 +140,11 @@ class RunStatus(enum.IntEnum):
     COMPLETED = 4    # terminal
     FAILED = 5       # terminal
     CANCELLED = 6    # terminal
+    PAUSED = 7       # retries exhausted: nobody's work until runs.resume or end
 
     @property
     def terminal(self) -> bool:
-        return self >= RunStatus.COMPLETED
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,9 @@ class RunInfo:
     updated_at_ms: int
     ended_at_ms: int
     resumed: bool                # BeginRun found an existing run
+    attempt: int = 0             # claims so far (BeginRun counts one); resume resets it
+    not_before_ms: int = 0       # a RUNNABLE run is claimable from then (backoff); 0 at once
+    reason: str = ""             # why it last changed status: LEASE_EXPIRED, SIGNAL, ...
 
     @cached_property
     def result(self) -> Any:
@@ -175,10 +179,10 @@ class RunInfo:
     @classmethod
     def _from_pb(cls, pb) -> "RunInfo":
         return cls(pb.run_id, pb.app, pb.user, pb.session, pb.invocation_id,
-                   RunStatus(pb.status) if 1 <= pb.status <= 6 else pb.status, pb.next_seq,
+                   RunStatus(pb.status) if 1 <= pb.status <= 7 else pb.status, pb.next_seq,
                    pb.lease_owner, pb.lease_epoch, pb.lease_expires_at_ms, pb.waiting_on,
                    dict(pb.labels), pb.result, pb.created_at_ms, pb.updated_at_ms,
-                   pb.ended_at_ms, pb.resumed)
+                   pb.ended_at_ms, pb.resumed, pb.attempt, pb.not_before_ms, pb.reason)
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,8 @@ class Signal:
     sent_at_ms: int = 0
     consumed_at_ms: int = 0  # 0 while pending
     journal_seq: int = 0     # the journal entry recording its delivery
+    scheduled: bool = False  # sent with a future deliver_at: not delivered yet
+    deliver_at_ms: int = 0   # when it is (or was) delivered; 0: when sent
 
     @cached_property
     def payload(self) -> Any:
@@ -228,7 +234,8 @@ class Signal:
     @classmethod
     def _from_pb(cls, pb) -> "Signal":
         return cls(pb.run_id, pb.name, pb.payload, pb.signal_id, pb.seq, pb.revision,
-                   pb.sent_at_ms, pb.consumed_at_ms, pb.journal_seq)
+                   pb.sent_at_ms, pb.consumed_at_ms, pb.journal_seq, pb.scheduled,
+                   pb.deliver_at_ms)
 
 
 @dataclass(frozen=True)

@@ -39,23 +39,33 @@ def test_reactive_pipeline(reeld, client):
     assert client.kv.get("demo", "pipeline.summary").value == json.loads(r.stdout)
 
 
+def _worker(reeld, effects, *extra):
+    return subprocess.Popen([python(), os.path.join(EXAMPLES, "crash_proof_agent.py"), "worker",
+                             "--addr", reeld.addr, "--effects", effects, "--ttl", "1"] +
+                            list(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
 def test_crash_proof_agent_killed_mid_run_is_finished_without_repeating_steps(
         reeld, client, tmp_path):
     effects = str(tmp_path / "effects.log")
-    first = subprocess.Popen([python(), os.path.join(EXAMPLES, "crash_proof_agent.py"), "work",
-                              "--addr", reeld.addr, "--order", "42", "--effects", effects,
-                              "--ttl", "1", "--pause-in", "ship"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run_id = first.stdout.readline().strip()
+    sub = _run("crash_proof_agent.py", "submit", "--addr", reeld.addr, "--order", "42")
+    assert sub.returncode == 0, sub.stderr
+    run_id = sub.stdout.strip()
+    assert client.runs.get(run_id).status == reel.RunStatus.RUNNABLE
+    first = _worker(reeld, effects, "--pause-in", "ship")
     _wait_for_line(effects, "ship-start", first)
+    # The second worker waits in claim_next while the first holds the run.
+    second = _worker(reeld, effects, "--runs", "1")
+    assert second.stdout.readline().startswith("worker ")
     first.send_signal(signal.SIGKILL)
     first.wait()
     first.stdout.close()
     first.stderr.close()
-    second = _run("crash_proof_agent.py", "recover", "--addr", reeld.addr,
-                  "--effects", effects, "--ttl", "1", "--wait", "30")
-    assert second.returncode == 0, second.stderr
-    assert f"recovered {run_id} (order 42) at epoch 2" in second.stdout
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    # Its lease was the first worker's epoch 2 (the submit's was 1).
+    assert f"finished {run_id} (order 42) at epoch 3" in out
     with open(effects) as f:
         lines = [line.split()[0] for line in f]
     # reserve and charge ran once, in the first worker; ship was interrupted
@@ -65,7 +75,7 @@ def test_crash_proof_agent_killed_mid_run_is_finished_without_repeating_steps(
     assert info.status == reel.RunStatus.COMPLETED
     assert info.result["charge"] == {"amount": 42, "ok": True}
     steps = [(e.payload["step"], e.lease_epoch) for e in client.journal.read(run_id)]
-    assert steps == [("reserve", 1), ("charge", 1), ("ship", 2)]
+    assert steps == [("reserve", 2), ("charge", 2), ("ship", 3)]
 
 
 def test_approval_gate_approved(reeld, client):

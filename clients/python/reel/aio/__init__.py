@@ -30,7 +30,7 @@ from reel.types import (DELETE, Consumer, Entry, Event, Head, JournalEntry, RawJ
                         encode_optional_json)
 from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2
 
-__all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch",
+__all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch", "Worker",
            "Tail", "Follow"]
 
 
@@ -72,6 +72,13 @@ class Client:
     @property
     def target(self) -> str:
         return self._s.target
+
+    def worker(self, app: str, fn: Callable[["Run"], Any], *, owner: Optional[str] = None,
+               concurrency: int = 1, ttl: float = 30.0, poll: float = 30.0,
+               on_error: str = "fail") -> "Worker":
+        """A worker for the app's runs: `await worker.run()` (see Worker)."""
+        return Worker(self, app, fn, owner=owner, concurrency=concurrency, ttl=ttl, poll=poll,
+                      on_error=on_error)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -532,10 +539,12 @@ class Run:
     def follow(self, from_seq: int = 0) -> Follow:
         return self._c.journal.follow(self.run_id, from_seq)
 
-    async def suspend(self, waiting_on: str) -> RunInfo:
+    async def suspend(self, waiting_on: str, *, timeout: Optional[float] = None) -> RunInfo:
+        """See reel.client.Run.suspend."""
         info = RunInfo._from_pb(await self._write(
             "journal", "SuspendRun", journal_pb2.SuspendRunRequest(
-                run_id=self.run_id, lease_epoch=self.epoch, waiting_on=waiting_on)))
+                run_id=self.run_id, lease_epoch=self.epoch, waiting_on=waiting_on,
+                timeout_ms=_core.timeout_ms(timeout, "timeout"))))
         self._lease.release(f"it suspended the run (WAITING on {waiting_on!r})")
         self.info = info
         await self.close()
@@ -575,43 +584,78 @@ class Run:
         await self.append(_core.STEP_KIND, RawJSON(text), key=_core.step_key(n, name))
         return result
 
-    async def wait_for_signal(self, name: str, timeout: Optional[float] = None
-                              ) -> Optional[Signal]:
-        """See reel.client.Run.wait_for_signal."""
+    async def wait_for_signal(self, name: str, timeout: Optional[float] = None, *,
+                              park: bool = True) -> Optional[Signal]:
+        """See reel.client.Run.wait_for_signal: park=True parks the run
+        (raising reel.Suspended) with reeld's timer for the timeout;
+        park=False waits in this task holding the lease."""
         await self._ensure_replay()
         async with self._wait_mu:
             n, outcome = self._replay.next_wait(name)
             if outcome is not None:
                 return outcome.delivered
-            end = None if timeout is None else time.monotonic() + max(0.0, timeout)
-            cap = await self._c._signal_cap()
-            attempt = 0
-            while True:
-                left = None if end is None else max(0.0, end - time.monotonic())
-                wait = cap if left is None else min(cap, left)
-                floor = self._last_seq
-                req = signals_pb2.AwaitSignalRequest(run_id=self.run_id, name=name,
-                                                     lease_epoch=self.epoch,
-                                                     timeout_ms=int(wait * 1000))
-                try:
-                    resp = await self._write("signals", "AwaitSignal", req,
-                                             timeout=wait + (self._c._s.timeout or _AWAIT_MARGIN))
-                except (errors.Unavailable, errors.DeadlineExceeded):
-                    entries = [e async for e in self._c.journal.read(self.run_id, floor)]
-                    got = _core.signal_entry_for(entries, name)
-                    if got is not None:
-                        self._saw(got.seq)
-                        return _core.signal_from_entry(self.run_id, got)
-                    await asyncio.sleep(_core.backoff(attempt))
-                    attempt += 1
-                    continue
-                if resp.delivered:
-                    self._saw(resp.journal_seq)
-                    return Signal._from_pb(resp.signal)
-                if end is not None and time.monotonic() >= end:
+            if not park or (timeout is not None and timeout <= 0):
+                return await self._block(name, n, timeout)
+            got = await self._block(name, n, 0.0, record_timeout=False)
+            if got is not None:
+                return got
+            await self._park(name, timeout)
+
+    async def sleep(self, seconds: float, *, park: bool = True) -> None:
+        """See reel.client.Run.sleep: a signal to this run delivered by
+        reeld's durable timer; parks the run (reel.Suspended) or, with
+        park=False, waits in this task holding the lease."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError("sleep: seconds must be a number, 0 or more")
+        await self._ensure_replay()
+        async with self._wait_mu:
+            name, done = self._replay.next_sleep()
+            if done:
+                return
+            self._check()
+            sent = await self._c.signals.send(self.run_id, name, None, signal_id=name,
+                                              delay=seconds)
+            if park and sent.signal.scheduled:
+                await self._park(name, None)
+            await self._block(name, -1, None, record_timeout=False)
+
+    async def _park(self, name: str, timeout: Optional[float]) -> None:
+        info = await self.suspend(name, timeout=timeout)
+        raise errors.Suspended(self.run_id, name, info)
+
+    async def _block(self, name: str, n: int, timeout: Optional[float], *,
+                     record_timeout: bool = True) -> Optional[Signal]:
+        """See reel.client.Run._block."""
+        end = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        cap = await self._c._signal_cap()
+        attempt = 0
+        while True:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            wait = cap if left is None else min(cap, left)
+            floor = self._last_seq
+            req = signals_pb2.AwaitSignalRequest(run_id=self.run_id, name=name,
+                                                 lease_epoch=self.epoch,
+                                                 timeout_ms=int(wait * 1000))
+            try:
+                resp = await self._write("signals", "AwaitSignal", req,
+                                         timeout=wait + (self._c._s.timeout or _AWAIT_MARGIN))
+            except (errors.Unavailable, errors.DeadlineExceeded):
+                entries = [e async for e in self._c.journal.read(self.run_id, floor)]
+                got = _core.signal_entry_for(entries, name)
+                if got is not None:
+                    self._saw(got.seq)
+                    return _core.signal_from_entry(self.run_id, got)
+                await asyncio.sleep(_core.backoff(attempt))
+                attempt += 1
+                continue
+            if resp.delivered:
+                self._saw(resp.journal_seq)
+                return Signal._from_pb(resp.signal)
+            if end is not None and time.monotonic() >= end:
+                if record_timeout:
                     await self.append(_core.SIGNAL_TIMEOUT_KIND, {"name": name, "n": n},
                                       key=_core.timeout_key(name, n))
-                    return None
+                return None
 
 
 class Runs:
@@ -622,23 +666,73 @@ class Runs:
 
     async def begin(self, app: str, user: str, session: str, invocation_id: str, *,
                     owner: Optional[str] = None, ttl: float = 30.0,
-                    labels: Optional[Dict[str, str]] = None, heartbeat: bool = True) -> Run:
+                    labels: Optional[Dict[str, str]] = None, heartbeat: bool = True,
+                    retry: Optional[_core.RetryPolicy] = None) -> Run:
         req = journal_pb2.BeginRunRequest(app=app, user=user, session=session,
                                           invocation_id=invocation_id,
                                           lease_owner=owner or default_owner(),
                                           lease_ttl_ms=_core.ttl_ms(ttl),
-                                          labels=_core.labels_dict(labels))
+                                          labels=_core.labels_dict(labels),
+                                          retry=_core.retry_pb(retry))
         sent = time.monotonic()
         info = RunInfo._from_pb(await self._c._call("journal", "BeginRun", req, safe=True))
         return Run(self._c, info, ttl, sent, heartbeat)
 
     async def claim(self, run_id: str, *, owner: Optional[str] = None, ttl: float = 30.0,
-                    heartbeat: bool = True) -> Run:
+                    heartbeat: bool = True, expected_epoch: Optional[int] = None) -> Run:
         req = journal_pb2.ClaimRunRequest(run_id=run_id, lease_owner=owner or default_owner(),
-                                          lease_ttl_ms=_core.ttl_ms(ttl))
+                                          lease_ttl_ms=_core.ttl_ms(ttl),
+                                          expected_epoch=expected_epoch or 0)
         sent = time.monotonic()
         info = RunInfo._from_pb(await self._c._call("journal", "ClaimRun", req))
         return Run(self._c, info, ttl, sent, heartbeat)
+
+    async def claim_next(self, app: str, *, owner: Optional[str] = None, ttl: float = 30.0,
+                         wait: Optional[float] = 30.0, heartbeat: bool = True
+                         ) -> Optional[Run]:
+        """See reel.client.Runs.claim_next. Cancelling the task while it
+        waits claims nothing (unless the claim was already applied: then
+        the run is claimable again after the lease's TTL)."""
+        if wait is not None and wait < 0:
+            raise ValueError("wait: must be seconds, 0 or more (None: for ever)")
+        owner = owner or default_owner()
+        end = None if wait is None else time.monotonic() + wait
+        while True:
+            left = _core.CLAIM_WAIT_MAX if end is None else \
+                min(_core.CLAIM_WAIT_MAX, max(0.0, end - time.monotonic()))
+            req = journal_pb2.ClaimNextRunRequest(app=app, lease_owner=owner,
+                                                  lease_ttl_ms=_core.ttl_ms(ttl),
+                                                  wait_ms=int(left * 1000))
+            sent = time.monotonic()
+            resp = await self._c._call("journal", "ClaimNextRun", req,
+                                       timeout=left + (self._c._s.timeout or _AWAIT_MARGIN))
+            if resp.found:
+                return Run(self._c, RunInfo._from_pb(resp.run), ttl, sent, heartbeat)
+            if end is not None and time.monotonic() >= end:
+                return None
+
+    async def resume(self, run_id: str) -> RunInfo:
+        """See reel.client.Runs.resume."""
+        return RunInfo._from_pb(await self._c._call(
+            "journal", "ResumeRun", journal_pb2.ResumeRunRequest(run_id=run_id)))
+
+    async def submit(self, app: str, user: str, session: str, invocation_id: str, *,
+                     labels: Optional[Dict[str, str]] = None,
+                     retry: Optional[_core.RetryPolicy] = None) -> RunInfo:
+        """See reel.client.Runs.submit."""
+        async for info in self.list(app, user, session):
+            if info.invocation_id == invocation_id:
+                return info
+        run = await self.begin(app, user, session, invocation_id, labels=labels, retry=retry,
+                               heartbeat=False, owner=f"submit:{default_owner()}", ttl=5.0)
+        if run.info.status != RunStatus.RUNNING:
+            return run.info
+        await self._c.signals.send(run.run_id, _core.SUBMIT_SIGNAL,
+                                   signal_id=_core.SUBMIT_SIGNAL)
+        try:
+            return await run.suspend(_core.SUBMIT_SIGNAL)
+        except errors.LeaseLost:
+            return await self.get(run.run_id)
 
     async def get(self, run_id: str) -> RunInfo:
         return RunInfo._from_pb(await self._c._call(
@@ -684,17 +778,27 @@ class Signals:
                           RunStatus(resp.run_status) if resp.run_status else resp.run_status)
 
     async def send(self, run_id: str, name: str, payload: Any = None, *,
-                   signal_id: Optional[str] = None) -> SendResult:
+                   signal_id: Optional[str] = None, deliver_at: Any = None,
+                   delay: Optional[float] = None) -> SendResult:
+        """See reel.client.Signals.send."""
         return await self._send(signals_pb2.SendSignalRequest(
             run_id=run_id, name=name, payload=encode_optional_json(payload, "payload"),
-            signal_id=signal_id or ""))
+            signal_id=signal_id or "", deliver_at_ms=_core.deliver_at_ms(deliver_at, delay)))
 
     async def send_to_session(self, app: str, user: str, session: str, name: str,
-                              payload: Any = None, *, signal_id: Optional[str] = None
+                              payload: Any = None, *, signal_id: Optional[str] = None,
+                              deliver_at: Any = None, delay: Optional[float] = None
                               ) -> SendResult:
         return await self._send(signals_pb2.SendSignalRequest(
             app=app, user=user, session=session, name=name,
-            payload=encode_optional_json(payload, "payload"), signal_id=signal_id or ""))
+            payload=encode_optional_json(payload, "payload"), signal_id=signal_id or "",
+            deliver_at_ms=_core.deliver_at_ms(deliver_at, delay)))
+
+    async def cancel(self, run_id: str, signal_id: str) -> Signal:
+        """See reel.client.Signals.cancel."""
+        return Signal._from_pb(await self._c._call(
+            "signals", "CancelSignal",
+            signals_pb2.CancelSignalRequest(run_id=run_id, signal_id=signal_id)))
 
     async def wait(self, run_id: str, name: str, *, epoch: int, timeout: float = 0.0
                    ) -> Optional[Signal]:
@@ -824,3 +928,116 @@ class Events:
 
     async def delete_consumer(self, name: str) -> None:
         await self._c._call("wal", "DeleteConsumer", wal_pb2.DeleteConsumerRequest(name=name))
+
+
+class Worker:
+    """See reel.client.Worker: `await worker.run(max_runs=None)` keeps
+    `concurrency` tasks each in a claim_next loop, calling fn(run) (plain
+    or async) per run, with the same outcomes. `stop()` cancels the loops
+    waiting in claim_next at once; runs in hand are finished first."""
+
+    def __init__(self, client: Client, app: str, fn: Callable[[Run], Any], *,
+                 owner: Optional[str], concurrency: int, ttl: float, poll: float,
+                 on_error: str):
+        if concurrency < 1:
+            raise ValueError("concurrency: at least 1")
+        if on_error not in ("fail", "retry"):
+            raise ValueError("on_error: 'fail' or 'retry'")
+        if poll <= 0:
+            raise ValueError("poll: must be positive seconds")
+        self._c = client
+        self.app = app
+        self.fn = fn
+        self.owner = owner or default_owner()
+        self.concurrency = concurrency
+        self.ttl = ttl
+        self.poll = poll
+        self.on_error = on_error
+        self._stopped = False
+        self._claims: set = set()
+        self._taken = 0
+        self._max: Optional[int] = None
+        self.completed = self.failed = self.parked = self.left = 0
+
+    def stop(self) -> None:
+        self._stopped = True
+        for t in list(self._claims):
+            t.cancel()
+
+    async def run(self, *, max_runs: Optional[int] = None) -> None:
+        self._max = max_runs
+        loops = [asyncio.ensure_future(self._loop()) for _ in range(self.concurrency)]
+        try:
+            await asyncio.gather(*loops)
+        except BaseException:
+            self.stop()
+            for t in loops:
+                t.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            raise
+
+    def _take(self) -> bool:
+        if self._stopped or (self._max is not None and self._taken >= self._max):
+            return False
+        self._taken += 1
+        return True
+
+    def _count(self, what: str) -> None:
+        setattr(self, what, getattr(self, what) + 1)
+        if self._max is not None and \
+                self.completed + self.failed + self.parked + self.left >= self._max:
+            self.stop()
+
+    async def _loop(self) -> None:
+        attempt = 0
+        while self._take():
+            claim = asyncio.ensure_future(self._c.runs.claim_next(
+                self.app, owner=self.owner, ttl=self.ttl, wait=self.poll))
+            self._claims.add(claim)
+            try:
+                run = await claim
+            except asyncio.CancelledError:
+                self._taken -= 1
+                if self._stopped:
+                    return
+                raise
+            except (errors.Unavailable, errors.DeadlineExceeded):
+                self._taken -= 1
+                await asyncio.sleep(_core.backoff(attempt))
+                attempt += 1
+                continue
+            except BaseException:
+                self._taken -= 1
+                raise
+            finally:
+                self._claims.discard(claim)
+            attempt = 0
+            if run is None:
+                self._taken -= 1
+                continue
+            self._count(await self._handle(run))
+
+    async def _handle(self, run: Run) -> str:
+        async with run:
+            try:
+                result = await _maybe_await(self.fn(run))
+            except errors.Suspended:
+                return "parked"
+            except (errors.LeaseLost, errors.Unavailable, errors.DeadlineExceeded):
+                return "left"
+            except Exception as e:
+                if self.on_error == "retry":
+                    return "left"
+                try:
+                    await run.end({"error": type(e).__name__, "message": str(e)},
+                                  status=RunStatus.FAILED)
+                except errors.ReelError:
+                    return "left"
+                return "failed"
+            if run.info.status != RunStatus.RUNNING:
+                return "parked" if run.info.status == RunStatus.WAITING else "completed"
+            try:
+                await run.end(result)
+            except errors.ReelError:
+                return "left"
+            return "completed"
