@@ -38,8 +38,13 @@ from 0), so a resumed run finds step n's result by its position and name,
 and an append retried after a lost answer writes nothing twice. A signal
 that `wait_for_signal` consumes is journaled by reeld itself (kind
 "signal", in the same commit as the consumption); a wait that timed out is
-journaled by the client (kind "signal.timeout"), so the k-th wait for a
-name gets the k-th recorded outcome for that name on every replay.
+journaled by the client (kind "signal.timeout"), or, for a parked wait, by
+reeld when SuspendRun's timeout fires (kind "signal" with "timed_out":
+true), so the k-th wait for a name gets the k-th recorded outcome for that
+name on every replay. The n-th run.sleep is a signal named and identified
+"reel.sleep.<n>" that the run sends itself for delivery by reeld's timer:
+its "signal" entry in the journal says the sleep is over, and its fixed id
+makes a resend after a crash return the original (and its time).
 """
 from __future__ import annotations
 
