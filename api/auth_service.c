@@ -88,6 +88,13 @@ static const api_scope_rule_t rules[] = {
     {"/reel.v1.Wal/AckEvents", S(WAL_CONSUME)},
     {"/reel.v1.Wal/ListConsumers", S(WAL_CONSUME)},
     {"/reel.v1.Wal/DeleteConsumer", S(WAL_CONSUME)},
+    {"/reel.v1.Workspace/PutArtifact", S(WORKSPACE_WRITE)},
+    {"/reel.v1.Workspace/DeleteArtifact", S(WORKSPACE_WRITE)},
+    {"/reel.v1.Workspace/GetArtifact", S(WORKSPACE_READ)},
+    {"/reel.v1.Workspace/StatArtifact", S(WORKSPACE_READ)},
+    {"/reel.v1.Workspace/ListArtifacts", S(WORKSPACE_READ)},
+    {"/reel.v1.Workspace/WatchArtifacts", S(WORKSPACE_READ)},
+    {"/reel.v1.Workspace/GetWorkspaceUsage", S(WORKSPACE_READ)},
 };
 
 const api_scope_rule_t *api_scope_rule(const char *path) {

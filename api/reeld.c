@@ -51,6 +51,7 @@ typedef struct config {
     size_t write_queue;
     int keepalive_time_ms, keepalive_timeout_ms;
     const char *retry_multiplier; /* a decimal: parsed after the table */
+    uint64_t background_write_rate;
     api_limits_t limits;
     const char *auth; /* "none" or "token" */
     const char *tls_cert, *tls_key, *tls_client_ca; /* "" = none */
@@ -69,6 +70,7 @@ static const api_module_t *const modules[] = {
     &api_journal_module,
     &api_signals_module, /* after the journal: it reads and writes runs */
     &api_timers_module,  /* after those whose timers it fires */
+    &api_workspace_module,
     &api_wal_module,     /* last: it stores and sends every module's events */
 };
 
@@ -232,6 +234,22 @@ static const flag_t flags[] = {
      JOURNAL_DEFAULT_RETRY_MAX_ATTEMPTS, 1, JOURNAL_MAX_RETRY_ATTEMPTS,
      FIELD(limits.journal.retry.max_attempts),
      "claims before a run whose lease expires without progress is PAUSED"},
+    {"background-write-rate", "REEL_BACKGROUND_WRITE_RATE", "N", FLAG_NUMBER,
+     NULL, 90000000, 0, INT64_MAX, FIELD(background_write_rate),
+     "bytes a second RocksDB's flushes and compactions (an artifact's "
+     "chunks among them) may write, 0 = no limit: keep it under the disk's "
+     "synced write rate so commits are not queued behind them"},
+    {"workspace-max-artifact-bytes", "REEL_WORKSPACE_MAX_ARTIFACT_BYTES", "N",
+     FLAG_NUMBER, NULL, (long long)WS_DEFAULT_MAX_ARTIFACT, 1, INT64_MAX,
+     FIELD(limits.ws.max_artifact),
+     "largest artifact stored; a larger upload is refused as it passes it"},
+    {"workspace-versions-keep", "REEL_WORKSPACE_VERSIONS_KEEP", "N",
+     FLAG_NUMBER, NULL, WS_DEFAULT_VERSIONS_KEEP, 1, 1000000,
+     FIELD(limits.ws.versions_keep),
+     "versions per artifact whose bytes are kept"},
+    {"workspace-max-uploads", "REEL_WORKSPACE_MAX_UPLOADS", "N", FLAG_NUMBER,
+     NULL, WS_DEFAULT_MAX_UPLOADS, 1, 100000, FIELD(limits.ws.max_uploads),
+     "uploads at once (each holds a 1 MiB buffer)"},
 };
 
 #define N_FLAGS (sizeof(flags) / sizeof(*flags))
@@ -436,11 +454,16 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     }
     /* Signals are journal entries once consumed: one payload limit. */
     cfg->limits.signals.max_payload = cfg->limits.journal.max_payload;
+    /* Artifact names follow the KV's limits. */
+    cfg->limits.ws.max_namespace = cfg->limits.kv.max_namespace;
+    cfg->limits.ws.max_key = cfg->limits.kv.max_key;
     /* One record of every kind must fit in a response, or a page of one
      * could not be sent. */
     if (api_check_response_budget(cfg->max_response_bytes, &cfg->limits.kv,
                                   &cfg->limits.journal, &cfg->limits.signals,
-                                  why, sizeof(why)) != 0) {
+                                  why, sizeof(why)) != 0 ||
+        api_workspace_check_budget(cfg->max_response_bytes, &cfg->limits.ws,
+                                   why, sizeof(why)) != 0) {
         fprintf(stderr, "reeld: %s\n", why);
         return -1;
     }
@@ -576,6 +599,7 @@ int main(int argc, char **argv) {
     sopts.on_failure_arg = &ctx;
     sopts.alarm = api_alarm;
     sopts.alarm_arg = &ctx;
+    sopts.background_write_rate = cfg.background_write_rate;
     if (store_open(&sopts, &store, &st) != REEL_OK) {
         REEL_ERROR("reeld", "cannot open the store: %s",
                    reel_status_message(&st));

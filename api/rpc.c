@@ -15,6 +15,9 @@
  *                   queued message (or the final status) goes out;
  *     TAG_PUMP      an empty batch rpc_call_send() posted to start a send
  *                   on a poller thread instead of its caller's;
+ *     TAG_RECV      the one outstanding RECV_MESSAGE of a client-streaming
+ *                   call (rpc_call_read) completed: its callback runs, and
+ *                   asks for the next message when it is ready for it;
  *     TAG_SHUTDOWN  grpc_server_shutdown_and_notify completed.
  *
  * A call is reference-counted under its own mutex: one reference for the
@@ -70,7 +73,15 @@
 #define MAX_METHODS 128
 #define TLS_FILE_MAX (1u << 20) /* a PEM file larger than this is refused */
 
-enum { TAG_NEW_CALL, TAG_CLOSE, TAG_SEND, TAG_SHUTDOWN, TAG_WAKE, TAG_PUMP };
+enum {
+    TAG_NEW_CALL,
+    TAG_CLOSE,
+    TAG_SEND,
+    TAG_SHUTDOWN,
+    TAG_WAKE,
+    TAG_PUMP,
+    TAG_RECV
+};
 
 typedef struct rpc_tag {
     int kind;
@@ -107,6 +118,7 @@ struct rpc_call {
     rpc_tag_t tag_send;
     rpc_tag_t tag_wake;
     rpc_tag_t tag_pump;
+    rpc_tag_t tag_recv;
     int close_cancelled; /* written by the RECV_CLOSE batch */
     int wake_pending;
     int pump_pending; /* an empty batch will start the next send */
@@ -133,6 +145,10 @@ struct rpc_call {
     void *cancel_arg;
     rpc_drain_fn drain_fn;
     void *drain_arg;
+    int read_pending; /* a RECV_MESSAGE batch is outstanding */
+    grpc_byte_buffer *recv_buf;
+    rpc_read_fn read_fn;
+    void *read_arg;
 
     void *principal;   /* from the authorize hook; freed with the call */
     int forced;        /* rpc_server_end_calls: finish with these */
@@ -222,6 +238,8 @@ static void call_destroy(rpc_call_t *c) {
         grpc_byte_buffer_destroy(c->inflight);
     if (c->has_details)
         grpc_slice_unref(c->details);
+    if (c->recv_buf != NULL)
+        grpc_byte_buffer_destroy(c->recv_buf);
     grpc_metadata_array_destroy(&c->md);
     grpc_call_unref(c->call);
     pthread_mutex_destroy(&c->mu);
@@ -628,6 +646,72 @@ static void on_wake(rpc_call_t *c) {
     call_unref(c);
 }
 
+reel_code_t rpc_call_read(rpc_call_t *c, rpc_read_fn fn, void *arg) {
+    grpc_op op;
+    reel_code_t rc = REEL_OK;
+
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_buf;
+    pthread_mutex_lock(&c->mu);
+    if (c->read_pending) {
+        rc = REEL_FAILED_PRECONDITION;
+    } else if (c->gone || c->finished) {
+        rc = REEL_CANCELLED;
+    } else {
+        c->read_fn = fn;
+        c->read_arg = arg;
+        c->read_pending = 1;
+        c->refs++;
+        if (grpc_call_start_batch(c->call, &op, 1, &c->tag_recv, NULL) !=
+            GRPC_CALL_OK) {
+            c->read_pending = 0;
+            c->refs--;
+            rc = REEL_CANCELLED;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static void on_recv(rpc_call_t *c, int success) {
+    grpc_byte_buffer *buf;
+    rpc_read_fn fn;
+    void *arg;
+
+    pthread_mutex_lock(&c->mu);
+    c->read_pending = 0;
+    buf = c->recv_buf;
+    c->recv_buf = NULL;
+    fn = c->read_fn;
+    arg = c->read_arg;
+    pthread_mutex_unlock(&c->mu);
+    if (!success) {
+        fn(c, arg, REEL_CANCELLED, NULL, 0);
+    } else if (buf == NULL) {
+        fn(c, arg, REEL_OK, NULL, 0);
+    } else {
+        grpc_byte_buffer_reader r;
+        grpc_slice body = grpc_empty_slice();
+
+        if (grpc_byte_buffer_reader_init(&r, buf)) {
+            body = grpc_byte_buffer_reader_readall(&r);
+            grpc_byte_buffer_reader_destroy(&r);
+            /* Never NULL for a message, even an empty one. */
+            fn(c, arg, REEL_OK,
+               GRPC_SLICE_LENGTH(body) ? GRPC_SLICE_START_PTR(body)
+                                       : (const uint8_t *)"",
+               GRPC_SLICE_LENGTH(body));
+            grpc_slice_unref(body);
+        } else {
+            fn(c, arg, REEL_CANCELLED, NULL, 0);
+        }
+    }
+    if (buf != NULL)
+        grpc_byte_buffer_destroy(buf);
+    call_unref(c);
+}
+
 int rpc_call_is_cancelled(rpc_call_t *c) {
     int r;
 
@@ -780,6 +864,7 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     c->tag_send = (rpc_tag_t){TAG_SEND, c};
     c->tag_wake = (rpc_tag_t){TAG_WAKE, c};
     c->tag_pump = (rpc_tag_t){TAG_PUMP, c};
+    c->tag_recv = (rpc_tag_t){TAG_RECV, c};
     if (p->method >= 0) {
         c->method = &srv->methods[p->method];
         c->path = strdup(c->method->path);
@@ -828,6 +913,9 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
         snprintf(msg, sizeof(msg), "unknown method %s", c->path);
         REEL_DEBUG("rpc", "%s", msg);
         rpc_call_finish(c, REEL_UNIMPLEMENTED, msg, NULL, 0);
+    } else if (c->method->kind == RPC_CLIENT_STREAM) {
+        /* Its messages are read one at a time (rpc_call_read). */
+        c->method->handler(c, c->method->ctx, NULL, 0);
     } else if (!have_body) {
         rpc_call_finish(c, REEL_INVALID_ARGUMENT,
                         "request: no request message was sent", NULL, 0);
@@ -860,7 +948,12 @@ static int post_request(rpc_server_t *srv, int method) {
     if (method >= 0)
         err = grpc_server_request_registered_call(
             srv->server, srv->registered[method], &p->call, &p->deadline,
-            &p->md, &p->payload, srv->cq, srv->cq, &p->tag);
+            &p->md,
+            /* gRPC insists: no payload pointer for a method that reads
+             * none at the start. */
+            srv->methods[method].kind == RPC_CLIENT_STREAM ? NULL
+                                                           : &p->payload,
+            srv->cq, srv->cq, &p->tag);
     else
         err = grpc_server_request_call(srv->server, &p->call, &p->details,
                                        &p->md, srv->cq, srv->cq, &p->tag);
@@ -1102,6 +1195,9 @@ static void *poller_main(void *arg) {
         case TAG_PUMP:
             on_pump(tag->ptr);
             break;
+        case TAG_RECV:
+            on_recv(tag->ptr, ev.success);
+            break;
         case TAG_SHUTDOWN:
             pthread_mutex_lock(&srv->mu);
             srv->shutdown_done = 1;
@@ -1206,7 +1302,10 @@ reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st) {
     for (int i = 0; i < srv->n_methods; i++) {
         srv->registered[i] = grpc_server_register_method(
             srv->server, srv->methods[i].path, NULL,
-            GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+            srv->methods[i].kind == RPC_CLIENT_STREAM
+                ? GRPC_SRM_PAYLOAD_NONE
+                : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+            0);
         if (srv->registered[i] == NULL)
             return reel_status_set(st, REEL_INTERNAL,
                                    "cannot register method %s",

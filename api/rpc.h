@@ -30,6 +30,10 @@ typedef struct rpc_call rpc_call_t;
 typedef enum rpc_kind {
     RPC_UNARY,
     RPC_SERVER_STREAM,
+    /* The client sends a stream of messages, the server one answer. The
+     * handler runs with no request (req NULL, len 0) and reads each
+     * message with rpc_call_read(). */
+    RPC_CLIENT_STREAM,
 } rpc_kind_t;
 
 /*
@@ -215,6 +219,27 @@ void rpc_call_on_drain(rpc_call_t *call, rpc_drain_fn fn, void *arg);
  */
 typedef void (*rpc_wake_fn)(rpc_call_t *call, void *arg);
 void rpc_call_wake(rpc_call_t *call, rpc_wake_fn fn, void *arg);
+
+/*
+ * The next message of a client-streaming call, or its end: code OK with
+ * msg and len (msg is valid only during the call; an empty message has
+ * len 0 and msg not NULL); OK with msg NULL when the client has sent its
+ * last message; CANCELLED when the call broke (the cancel hook runs too).
+ * Runs on a poller thread, outside the call's lock.
+ */
+typedef void (*rpc_read_fn)(rpc_call_t *call, void *arg, reel_code_t code,
+                            const uint8_t *msg, size_t len);
+
+/*
+ * Asks for the next message of a client-streaming call: fn runs once, when
+ * it arrives. At most one read is outstanding, and the next is asked for
+ * only after the handler has dealt with this one, so a client that sends
+ * faster than reeld stores is held back by HTTP/2 flow control and nothing
+ * piles up in reeld's memory. OK; FAILED_PRECONDITION when a read is
+ * already outstanding; CANCELLED when the call is over (fn never runs).
+ * Holds the call alive until fn has run.
+ */
+reel_code_t rpc_call_read(rpc_call_t *call, rpc_read_fn fn, void *arg);
 
 /* True once the client is gone or the server is stopping. */
 int rpc_call_is_cancelled(rpc_call_t *call);

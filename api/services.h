@@ -17,6 +17,7 @@
 #include "store/store.h"
 #include "timers/timers.h"
 #include "wal/wal.h"
+#include "workspace/workspace.h"
 
 typedef struct api_health api_health_t;
 
@@ -26,6 +27,7 @@ typedef struct api_limits {
     journal_limits_t journal;
     signals_limits_t signals;
     wal_limits_t wal;
+    ws_limits_t ws;
 } api_limits_t;
 
 /* What handlers share. Owned by reeld's main; outlives the server. */
@@ -39,6 +41,7 @@ struct api_ctx {
     signals_t *signals;
     wal_t *wal;
     timers_t *durable_timers; /* timers/ (api_timers_t is the poll clock) */
+    ws_t *ws;
 
     api_timers_t *timers;
     api_health_t *health; /* made by api_health_register */
@@ -65,6 +68,7 @@ extern const api_module_t api_timers_module;
 /* The store's alarm (store_alarm_fn; arg is the api_ctx_t): the timers
  * module's, once it started. */
 reel_code_t api_alarm(void *arg, store_txn_t *txn, reel_status_t *st);
+extern const api_module_t api_workspace_module;
 
 /*
  * Whether one element of every kind reeld sends (a KV event with value and
@@ -76,6 +80,14 @@ int api_check_response_budget(size_t budget, const kv_limits_t *kv,
                               const journal_limits_t *journal,
                               const signals_limits_t *signals, char *why,
                               size_t whylen);
+
+/*
+ * Whether the largest artifact record these limits allow (a Stat answer,
+ * a page of one, a watch message or a WAL event) fits in `budget` bytes:
+ * 0, or -1 with why (naming the flag) written into why[whylen].
+ */
+int api_workspace_check_budget(size_t budget, const ws_limits_t *lim,
+                               char *why, size_t whylen);
 
 /* grpc.health.v1.Health: Check and Watch. Returns 0 or -1. */
 int api_health_register(rpc_server_t *srv, api_ctx_t *ctx);

@@ -49,6 +49,8 @@ typedef struct bench_opts {
     int workers;       /* dispatch: ClaimNextRun workers */
     long claim_runs;   /* dispatch: runs made claimable together */
     long timers;       /* timers: delayed signals scheduled */
+    int sizes[BENCH_MAX_POINTS], n_sizes; /* ws: artifact sizes, MiB */
+    int slow_ms;       /* ws: the slow reader's pause per chunk */
 } bench_opts_t;
 
 /* A report: rows of name/value pairs, printed as a table and as JSON. */
@@ -130,5 +132,6 @@ int bench_timers(const bench_opts_t *o);
 int bench_tail(const bench_opts_t *o);
 int bench_memory(const bench_opts_t *o);
 int bench_restart(const bench_opts_t *o);
+int bench_ws(const bench_opts_t *o);
 
 #endif

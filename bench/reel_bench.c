@@ -2,7 +2,7 @@
  * bench/reel_bench.c: reel-bench, load and latency for reeld (and etcd).
  *
  *   reel-bench set|append|watch|signal|tail|memory|restart|recovery|
- *              timers|dispatch [options]
+ *              timers|dispatch|ws [options]
  *   reel-bench smoke --reeld PATH --data-dir DIR [--addr A]
  *
  * Each subcommand prints a table on stdout and, with --json FILE, writes
@@ -39,6 +39,8 @@ static void usage(FILE *f) {
         "  timers   delayed signals' lateness with --timers scheduled, due\n"
         "           at --rate a second; RSS per timer (with --pid)\n"
         "  dispatch --workers in ClaimNextRun taking --claim-runs runs\n"
+        "  ws       artifact upload and download MB/s per --sizes; with --pid,\n"
+        "           reeld's RSS while the largest goes to a slow reader\n"
         "  smoke    every command for a moment, on a reeld it starts\n"
         "\n"
         "options:\n"
@@ -81,7 +83,10 @@ static void usage(FILE *f) {
         "  --keys N, --entries N restart (default 1000000 each)\n"
         "  --workers N           dispatch: ClaimNextRun workers (default 64)\n"
         "  --claim-runs N        dispatch: claimable runs (default 20000)\n"
-        "  --timers N            timers: delayed signals (default 100000)\n");
+        "  --timers N            timers: delayed signals (default 100000)\n"
+        "  --sizes LIST          ws: artifact sizes in MiB (default 1,64)\n"
+        "  --slow-ms N           ws: the slow reader's pause per 1 MiB chunk\n"
+        "                        (default 20)\n");
 }
 
 static int parse_list(const char *s, int *out, int max) {
@@ -199,6 +204,9 @@ static int smoke(bench_opts_t o) {
     failed += smoke_step("recovery", bench_recovery, &o);
     failed += smoke_step("dispatch", bench_dispatch, &o);
     failed += smoke_step("timers", bench_timers, &o);
+    o.n_sizes = parse_list("1,3", o.sizes, BENCH_MAX_POINTS);
+    o.slow_ms = 1;
+    failed += smoke_step("ws", bench_ws, &o);
     kill(pid, SIGTERM);
     waitpid(pid, &status, 0);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -209,7 +217,7 @@ static int smoke(bench_opts_t o) {
     snprintf(dir, sizeof(dir), "%s/restart", o.data_dir);
     o.data_dir = dir;
     failed += smoke_step("restart", bench_restart, &o);
-    printf("smoke: %d passed, %d failed\n", 12 - failed, failed);
+    printf("smoke: %d passed, %d failed\n", 13 - failed, failed);
     return failed ? 1 : 0;
 }
 
@@ -240,11 +248,13 @@ int main(int argc, char **argv) {
         {"data-dir", required_argument, NULL, 'x'},
         {"keys", required_argument, NULL, 'k'},
         {"entries", required_argument, NULL, 'E'},
-        {"tls-ca", required_argument, NULL, 'L'},
-        {"token", required_argument, NULL, 'K'},
-        {"workers", required_argument, NULL, 'N'},
-        {"claim-runs", required_argument, NULL, 'O'},
-        {"timers", required_argument, NULL, 'Q'},
+        {"tls-ca", required_argument, NULL, 'G'},
+        {"token", required_argument, NULL, 'N'},
+        {"workers", required_argument, NULL, 'K'},
+        {"claim-runs", required_argument, NULL, 'L'},
+        {"timers", required_argument, NULL, 'M'},
+        {"sizes", required_argument, NULL, 'z'},
+        {"slow-ms", required_argument, NULL, 'Y'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -272,6 +282,8 @@ int main(int argc, char **argv) {
     o.per_stream = 1000;
     o.writes = 100000;
     o.keys = o.entries = 1000000;
+    o.n_sizes = parse_list("1,64", o.sizes, BENCH_MAX_POINTS);
+    o.slow_ms = 20;
     o.progress = isatty(2);
 
     if (argc < 2 || argv[1][0] == '-') {
@@ -339,11 +351,19 @@ int main(int argc, char **argv) {
         case 'x': o.data_dir = optarg; break;
         case 'k': o.keys = parse_long("keys", optarg, 0); break;
         case 'E': o.entries = parse_long("entries", optarg, 0); break;
-        case 'L': tls_ca = optarg; break;
-        case 'K': token = optarg; break;
-        case 'N': o.workers = (int)parse_range("workers", optarg, 1, 10000); break;
-        case 'O': o.claim_runs = parse_long("claim-runs", optarg, 1); break;
-        case 'Q': o.timers = parse_long("timers", optarg, 1); break;
+        case 'G': tls_ca = optarg; break;
+        case 'N': token = optarg; break;
+        case 'K': o.workers = (int)parse_range("workers", optarg, 1, 10000); break;
+        case 'L': o.claim_runs = parse_long("claim-runs", optarg, 1); break;
+        case 'M': o.timers = parse_long("timers", optarg, 1); break;
+        case 'z':
+            if ((o.n_sizes = parse_list(optarg, o.sizes, BENCH_MAX_POINTS)) <
+                0) {
+                fprintf(stderr, "reel-bench: --sizes: a list like 1,64\n");
+                return 2;
+            }
+            break;
+        case 'Y': o.slow_ms = (int)parse_range("slow-ms", optarg, 0, 10000); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -389,6 +409,8 @@ int main(int argc, char **argv) {
         return bench_tail(&o);
     if (strcmp(cmd, "memory") == 0)
         return bench_memory(&o);
+    if (strcmp(cmd, "ws") == 0)
+        return bench_ws(&o);
     if (strcmp(cmd, "restart") == 0)
         return bench_restart(&o);
     if (strcmp(cmd, "recovery") == 0)

@@ -189,8 +189,11 @@ class Results:
                      "watch-etcd", "watch-reel-shared", "watch-etcd-shared",
                      "signal-reel", "tail-reel", "memory-reel", "restart-reel", "sink-reel",
                      "reactor-reel",
-                     "set-plain-reel", "set-tls-reel", "get-plain-reel", "get-tls-reel"):
+                     "set-plain-reel", "set-tls-reel", "get-plain-reel", "get-tls-reel",
+                     "ws-reel", "ws-kv-alone", "ws-kv-upload"):
             self.bench[name] = self._json(name + ".json")
+        self.dd = {k: self._dd("dd-%s.txt" % k) for k in ("write", "read")}  # MB/s
+        self.ws_nats = self._jsonl("ws-nats.jsonl")
         self.dbbench = {}      # threads -> {"ops_per_s", "micros_per_op"}
         self.rocksdb_version = None
         self.dbbench_assertions = False
@@ -215,6 +218,27 @@ class Results:
             self.problems.append("%s: not a JSON object" % fn)
             return None
         return doc
+
+    def _dd(self, fn):
+        """MB/s (10^6 bytes a second) from dd's last line, or None."""
+        text = read_text(os.path.join(self.dir, fn))
+        mm = re.search(r"^(\d+) bytes .* copied, ([\d.]+) s", text or "", re.M)
+        if not mm or float(mm.group(2)) <= 0:
+            return None
+        return int(mm.group(1)) / float(mm.group(2)) / 1e6
+
+    def _jsonl(self, fn):
+        text = read_text(os.path.join(self.dir, fn))
+        rows = []
+        for line in (text or "").splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                self.problems.append("%s: a line that is not JSON" % fn)
+                continue
+            if isinstance(doc, dict):
+                rows.append(doc)
+        return rows
 
     def _dbbench(self, threads, path):
         text = read_text(path) or ""
@@ -858,6 +882,50 @@ def section_single(R, name, head, cols, what):
     cols = cols + [(k, k, f_num) for k in extra_columns(rows, keys)]
     body = [[fmt_any(fmt)(r.get(k)) for k, _, fmt in cols] for r in rows]
     return "%s\n\n%s\n\n%s\n" % (head, table([h for _, h, _ in cols], body), params_line(R.bench.get(name)))
+
+
+def section_workspace(R):
+    """Issue 22: artifact throughput beside dd and NATS's Object Store, KV
+    latency during an upload, RSS under a slow reader, and the targets."""
+    out = ["## Workspace (issue 22)\n",
+           "`reel-bench ws` on a fresh reeld: one `PutArtifact` (acknowledged once synced) and one "
+           "`GetArtifact` per size; `bench/nats_objstore.js` the same against `nats-server -js`'s "
+           "Object Store; `dd ... conv=fdatasync` and `iflag=direct` for the disk itself; KV set@8 "
+           "alone and while the largest upload runs. MB/s are 10^6 bytes a second.\n"]
+    reel = {num(r.get("mib")): r for r in R.rows("ws-reel") if "upload_mb_s" in r}
+    nats = {num(r.get("mib")): r for r in R.ws_nats}
+    sizes = sorted(k for k in set(reel) | set(nats) if k is not None)
+    if not sizes:
+        out.append("Workspace: %s.\n" % NOT_MEASURED)
+        return "\n".join(out)
+    body = [[f_int(m), f_num(reel.get(m, {}).get("upload_mb_s")), f_num(reel.get(m, {}).get("download_mb_s")),
+             f_num(nats.get(m, {}).get("upload_mb_s")), f_num(nats.get(m, {}).get("download_mb_s"))]
+            for m in sizes]
+    out.append(table(["MiB", "reel up MB/s", "reel down MB/s", "NATS up MB/s", "NATS down MB/s"], body))
+    out.append("\ndd: %s MB/s synced write, %s MB/s direct read.\n" % (f_num(R.dd.get("write")),
+                                                                     f_num(R.dd.get("read"))))
+    big = sizes[-1]
+    up, down = num(reel.get(big, {}).get("upload_mb_s")), num(reel.get(big, {}).get("download_mb_s"))
+    nup, ndown = num(nats.get(big, {}).get("upload_mb_s")), num(nats.get(big, {}).get("download_mb_s"))
+    alone, during = R.value("ws-kv-alone", "p99_us"), R.value("ws-kv-upload", "p99_us")
+    slow = next((r for r in R.rows("ws-reel") if "rss_growth_mib" in r), None)
+    growth = num(slow.get("rss_growth_mib")) if slow else None
+
+    def verdict(x, ok):
+        return "—" if x is None else ("PASS" if ok(x) else "MISS")
+    rows = [
+        ["upload >= 0.7x dd's synced write (%d MiB)" % big, f_ratio(ratio(up, R.dd.get("write"))),
+         verdict(ratio(up, R.dd.get("write")), lambda x: x >= 0.7)],
+        ["upload >= 2x NATS's Object Store", f_ratio(ratio(up, nup)), verdict(ratio(up, nup), lambda x: x >= 2)],
+        ["download >= 2x NATS's Object Store", f_ratio(ratio(down, ndown)),
+         verdict(ratio(down, ndown), lambda x: x >= 2)],
+        ["KV set@8 p99 during the upload <= 2x alone", f_ratio(ratio(during, alone)),
+         verdict(ratio(during, alone), lambda x: x <= 2)],
+        ["RSS growth to a slow reader < 64 MiB", "—" if growth is None else "%.1f MiB" % growth,
+         verdict(growth, lambda x: x < 64)],
+    ]
+    out.append(table(["target", "measured", "verdict"], rows, numeric=False))
+    return "\n".join(out) + "\n"
 
 
 def section_memory(R):

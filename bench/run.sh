@@ -322,12 +322,14 @@ if [ "$QUICK" = 1 ]; then
   MEMORY_SIZES=(--idle-watchers 1000 --writes 20000)
   SINK_SIZES=(--events 20000 --ordered-events 5000 --latency-seconds 2)
   REACTOR_SIZES=(--runs 200)
+  WS_SIZES=1,64 WS_BIG=64
 else
   D_WRITE=10 D_WATCH=5 D_SIGNAL=10 D_DBBENCH=10
   WATCHERS=1,100,1000,10000 SIZE=1000000 WATCHERS_SHARED=1000,10000
   MEMORY_SIZES=() # reel-bench's defaults: 10000 idle watchers; 100 stalled subscribers, 100000 writes
   SINK_SIZES=(--events 200000 --ordered-events 30000 --latency-seconds 10)
   REACTOR_SIZES=(--runs 2000)
+  WS_SIZES=1,64,1024 WS_BIG=1024
 fi
 CONCURRENCY=1,8,64,256
 SHARED=100 # watchers per stream in the shared-stream watch rows
@@ -512,6 +514,43 @@ step reactor-reel 300 "$PY" "$BENCH/reactor_bench.py" --reeld "$REELD" \
 step restart-reel 480 "$REELBENCH" restart --reeld "$REELD" --data-dir "$RUN/reel-restart" \
   --addr "127.0.0.1:$(free_port)" --keys "$SIZE" --entries "$SIZE" \
   --json "$RESULTS/restart-reel.json"
+
+# workspace (issue 22): artifacts on their own fresh reeld, beside the disk's
+# own synced sequential write and read (dd) and NATS JetStream's Object Store
+# (nats-server -js, driven by the `nats` npm client: bench/nats_objstore.js);
+# KV set@8 alone and while a WS_BIG MiB upload runs; reeld's RSS while the
+# largest artifact streams to a reader that pauses 20 ms per MiB.
+step dd-write 300 --out "$RESULTS/dd-write.txt" sh -c \
+  "dd if=/dev/zero of='$RUN/dd.bin' bs=1M count=$WS_BIG conv=fdatasync 2>&1"
+step dd-read 300 --out "$RESULTS/dd-read.txt" sh -c \
+  "dd if='$RUN/dd.bin' of=/dev/null bs=1M iflag=direct 2>&1; rm -f '$RUN/dd.bin'"
+WS_ADDR="127.0.0.1:$(free_port)"
+if start_reeld reeld-ws "$RUN/reel-ws" "$WS_ADDR"; then
+  step ws-reel 900 "$REELBENCH" ws --addr "$WS_ADDR" --pid "$REELD_PID" --sizes "$WS_SIZES" \
+    --json "$RESULTS/ws-reel.json"
+  step ws-kv-alone 120 "$REELBENCH" set --addr "$WS_ADDR" --concurrency 8 --duration "$D_WRITE" \
+    --json "$RESULTS/ws-kv-alone.json"
+  step ws-kv-upload 300 sh -c "'$REELBENCH' ws --addr '$WS_ADDR' --sizes $WS_BIG >'$RUN/ws-bg.txt' 2>&1 &
+    sleep 0.5; '$REELBENCH' set --addr '$WS_ADDR' --concurrency 8 --duration $D_WRITE \
+      --json '$RESULTS/ws-kv-upload.json'; wait"
+else
+  skip ws-reel "its reeld is not serving"
+fi
+stop_pid "$REELD_PID" reeld-ws
+forget_pid "$REELD_PID"
+NATS_PORT="$(free_port)"
+if command -v npm >/dev/null 2>&1 && (cd "$RUN" && npm install --no-audit --no-fund --silent nats@2 >&2); then
+  nats-server -js -p "$NATS_PORT" -sd "$RUN/nats-ws" >"$RUN/nats-ws.log" 2>&1 &
+  NATS_PID=$!
+  SERVER_PIDS+=("$NATS_PID")
+  sleep 1
+  step ws-nats 900 --out "$RESULTS/ws-nats.jsonl" env NODE_PATH="$RUN/node_modules" \
+    node "$BENCH/nats_objstore.js" "nats://127.0.0.1:$NATS_PORT" "$WS_SIZES"
+  stop_pid "$NATS_PID" nats-server
+  forget_pid "$NATS_PID"
+else
+  skip ws-nats "npm cannot install the nats client"
+fi
 
 # --- 6. the report ---------------------------------------------------------------
 note "finished $(date -u +%Y-%m-%dT%H:%M:%SZ), $SECONDS s after the start (install and build included)"

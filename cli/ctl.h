@@ -124,6 +124,7 @@ extern const ctl_group_t ctl_journal_group; /* cli/cmd_run.c */
 extern const ctl_group_t ctl_signal_group;  /* cli/cmd_signal.c */
 extern const ctl_group_t ctl_events_group;  /* cli/cmd_events.c */
 extern const ctl_group_t ctl_token_group;   /* cli/cmd_token.c */
+extern const ctl_group_t ctl_ws_group;      /* cli/cmd_ws.c */
 
 /* Runs "GROUP SUBCOMMAND ..." (argv[0] is the group's name). */
 int ctl_group_main(ctl_t *ctl, const ctl_group_t *g, int argc, char **argv);

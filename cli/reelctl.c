@@ -6,6 +6,7 @@
  *           [--token TOKEN]
  *   reelctl help [COMMAND [SUBCOMMAND]], or --help anywhere on the line
  *   reelctl kv set|get|del|ls|history|watch ...
+ *   reelctl ws put|get|stat|ls|rm|watch ...
  *   reelctl run begin|get|ls|heartbeat|suspend|end|claim|recoverable ...
  *   reelctl journal append|read|follow ...
  *   reelctl signal send|await|ls ...
@@ -241,6 +242,9 @@ static const command_t commands[] = {
     {"token", "SUBCOMMAND",
      "bearer tokens for reeld --auth token (subcommands below)", NULL,
      &ctl_token_group},
+    {"ws", "SUBCOMMAND",
+     "binary artifacts, streamed in chunks (subcommands below)", NULL,
+     &ctl_ws_group},
     {"help", "[CMD [SUB]]", "show this help, or a command's", cmd_help, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -822,6 +822,106 @@ int client_stream(reel_client_t *c, const char *method, const void *req,
     return rc;
 }
 
+/* One batch of ops on k's call, waited for: 1 if it succeeded. */
+static int batch(call_t *k, grpc_op *ops, size_t n, void *tag) {
+    if (grpc_call_start_batch(k->call, ops, n, tag, NULL) != GRPC_CALL_OK)
+        return 0;
+    return pluck(k, tag, gpr_inf_future(GPR_CLOCK_REALTIME)).success;
+}
+
+int reel_client_upload(reel_client_t *c, const char *method,
+                       int64_t timeout_ms, reel_next_fn next, void *arg,
+                       reel_reply_t *r) {
+    grpc_slice path = grpc_slice_from_copied_string(method);
+    grpc_byte_buffer *resp = NULL;
+    reel_reply_t failed = {0};
+    grpc_op ops[3];
+    call_t k;
+    int more = 1, rc;
+
+    memset(r, 0, sizeof(*r));
+    memset(&k, 0, sizeof(k));
+    grpc_metadata_array_init(&k.md_in);
+    k.cq = grpc_completion_queue_create_for_pluck(NULL);
+    k.call = grpc_channel_create_call(c->channel, NULL,
+                                      GRPC_PROPAGATE_DEFAULTS, k.cq, path,
+                                      NULL, deadline_at(end_of(timeout_ms)),
+                                      NULL);
+    grpc_slice_unref(path);
+    if (k.call == NULL) {
+        call_fini(&k);
+        return client_reply_set(r, CLIENT_INTERNAL,
+                                "gRPC could not create a call of %s",
+                                method);
+    }
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (!batch(&k, ops, 1, TAG_START))
+        more = 0; /* the status says why */
+    while (more) {
+        uint8_t *msg = NULL;
+        size_t len = 0;
+        int got = next(arg, &msg, &len);
+        grpc_slice body;
+        grpc_byte_buffer *bb;
+
+        if (got <= 0) {
+            free(msg);
+            if (got < 0) {
+                grpc_call_cancel(k.call, NULL);
+                client_reply_set(&failed, CLIENT_CANCELLED,
+                                 "the upload was given up");
+            }
+            break;
+        }
+        body = grpc_slice_from_copied_buffer((const char *)msg, len);
+        free(msg);
+        bb = grpc_raw_byte_buffer_create(&body, 1);
+        grpc_slice_unref(body);
+        memset(ops, 0, sizeof(ops));
+        ops[0].op = GRPC_OP_SEND_MESSAGE;
+        ops[0].data.send_message.send_message = bb;
+        /* A failed send: the server ended the call; its status says why. */
+        more = batch(&k, ops, 1, TAG_RECV);
+        grpc_byte_buffer_destroy(bb);
+        if (!more)
+            break;
+    }
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[1].data.recv_initial_metadata.recv_initial_metadata = &k.md_in;
+    ops[2].op = GRPC_OP_RECV_MESSAGE;
+    ops[2].data.recv_message.recv_message = &resp;
+    if (failed.code == CLIENT_OK)
+        batch(&k, ops, 3, TAG_RECV);
+    if (resp != NULL) {
+        if (bb_read(resp, &r->body, &r->len) != 0)
+            client_reply_set(&failed, CLIENT_RESOURCE_EXHAUSTED,
+                             "out of memory reading the answer of %s",
+                             method);
+        grpc_byte_buffer_destroy(resp);
+    }
+    {
+        uint8_t *body = r->body;
+        size_t blen = r->len;
+
+        r->body = NULL;
+        rc = call_finish(&k, r);
+        r->body = body;
+        r->len = blen;
+    }
+    if (failed.code != CLIENT_OK) {
+        reel_reply_fini(r);
+        *r = failed;
+        return r->code;
+    }
+    if (rc == CLIENT_OK && r->body == NULL)
+        rc = client_reply_set(r, CLIENT_INTERNAL,
+                              "%s answered OK without a message", method);
+    return rc;
+}
+
 int reel_client_stream_idle(reel_client_t *c, const char *method,
                             const void *req, size_t len, int64_t timeout_ms,
                             reel_stream_fn on_msg, reel_idle_fn on_idle,

@@ -178,6 +178,18 @@ int reel_client_stream_idle(reel_client_t *c, const char *method,
                             reel_stream_fn on_msg, reel_idle_fn on_idle,
                             int64_t idle_ms, void *arg, reel_reply_t *reply);
 
+/*
+ * Calls a client-streaming method: next(arg, &msg, &len) gives each
+ * message (malloc'd; the library frees it) and returns 1, or 0 after the
+ * last, or -1 to cancel the call. Each message is sent once the previous
+ * one left, so the server's flow control paces next. Returns the status
+ * code; on OK reply->body holds the answer. Never sent twice.
+ */
+typedef int (*reel_next_fn)(void *arg, uint8_t **msg, size_t *len);
+int reel_client_upload(reel_client_t *c, const char *method,
+                       int64_t timeout_ms, reel_next_fn next, void *arg,
+                       reel_reply_t *reply);
+
 /* Frees what reply holds and zeroes it. NULL is fine. */
 void reel_reply_fini(reel_reply_t *reply);
 

@@ -297,6 +297,14 @@ static reel_code_t check_lease(const run_t *r, uint64_t epoch,
                                "run %s is RUNNABLE and holds no lease "
                                "(current epoch %llu): claim it first",
                                r->run_id, (unsigned long long)r->lease_epoch);
+    /* Its epoch is the last holder's, whose lease expired: fenced. */
+    if (r->status == RUN_PAUSED)
+        return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                               "run %s is PAUSED after %u attempts and holds "
+                               "no lease (current epoch %llu): ResumeRun it, "
+                               "or EndRun it at that epoch",
+                               r->run_id, r->attempt,
+                               (unsigned long long)r->lease_epoch);
     if (epoch != r->lease_epoch)
         return reel_status_set(st, REEL_FAILED_PRECONDITION,
                                "lease lost: current epoch %llu (yours is %llu, "

@@ -278,6 +278,11 @@ static void test_crash_loop_backs_off_then_pauses_until_resumed(
     assert_true(await_status(f, id, RUN_PAUSED, TESTING_WAIT_MS, &r));
     assert_string_equal(r.reason, RUN_REASON_MAX_ATTEMPTS);
     assert_int_equal(r.attempt, 4);
+    /* The last holder's epoch is fenced, though it is still the run's. */
+    expect(op(f, JOURNAL_APPEND, id, r.lease_epoch, &res),
+           REEL_FAILED_PRECONDITION, &res, "PAUSED");
+    expect(op(f, JOURNAL_HEARTBEAT, id, r.lease_epoch, &res),
+           REEL_FAILED_PRECONDITION, &res, "PAUSED");
     run_fini(&r);
     expect(op(f, JOURNAL_CLAIM, id, 0, &res), REEL_FAILED_PRECONDITION, &res,
            "PAUSED");

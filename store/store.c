@@ -91,6 +91,9 @@
 #define STORE_MEMTABLE_BUDGET ((size_t)64 << 20)
 #define STORE_BLOCK_CACHE ((size_t)32 << 20)
 #define STORE_TAIL_READAHEAD ((size_t)256 << 10) /* per tail iterator */
+#define BULK_BUFFER ((size_t)16 << 20) /* a bulk family's memtable */
+#define BULK_MEMTABLES 4 /* RocksDB stops every write at this many */
+#define BULK_IMMUTABLE 2 /* a bulk put waits while this many are flushing */
 #define FORMAT_FILE "FORMAT"
 #define META_REVISION "revision"
 #define META_FORMAT "format"
@@ -135,6 +138,10 @@ struct store {
     rocksdb_t *db;
     rocksdb_options_t *dbopts;
     rocksdb_options_t *lookup_opts; /* dbopts + a memtable bloom filter */
+    rocksdb_options_t *bulk_opts;   /* STORE_CF_BULK: blob files */
+    rocksdb_block_based_table_options_t *bulk_table;
+    rocksdb_writeoptions_t *bulk_wopts; /* no log */
+    rocksdb_writeoptions_t *direct_wopts; /* logged, not synced */
     rocksdb_block_based_table_options_t *table;
     rocksdb_cache_t *cache;
     store_cf_t *cfs; /* meta, then the declared ones */
@@ -421,7 +428,7 @@ static reel_code_t check_cfs(const store_cf_desc_t *const *lists, size_t *n,
                                        "the store's own",
                                        d->name);
             if (d->kind != STORE_CF_PLAIN && d->kind != STORE_CF_LOOKUP &&
-                d->kind != STORE_CF_TAIL)
+                d->kind != STORE_CF_TAIL && d->kind != STORE_CF_BULK)
                 return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                        "column family \"%s\": unknown kind "
                                        "%d",
@@ -496,6 +503,7 @@ static reel_code_t open_db(store_t *s, int fresh, reel_status_t *st) {
     for (size_t i = 0; i < s->n_cfs; i++) {
         names[n] = s->cfs[i].name;
         cfopts[n++] = s->cfs[i].kind == STORE_CF_LOOKUP ? s->lookup_opts
+                      : s->cfs[i].kind == STORE_CF_BULK ? s->bulk_opts
                                                         : s->dbopts;
     }
     names[n] = "default";
@@ -695,6 +703,21 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     rocksdb_options_set_db_write_buffer_size(s->dbopts, STORE_MEMTABLE_BUDGET);
     rocksdb_options_set_write_buffer_size(s->dbopts, STORE_MEMTABLE_BUDGET / 4);
     rocksdb_options_set_paranoid_checks(s->dbopts, 1);
+    /* Table and blob files are written out a MiB at a time as they grow,
+     * not all at their end: a flush of a file's chunks never leaves a
+     * backlog of dirty pages that a KV commit's fsync would wait behind. */
+    rocksdb_options_set_bytes_per_sync(s->dbopts, (uint64_t)1 << 20);
+    if (opts->background_write_rate > 0) {
+        /* Measured (bench/ANALYSIS.md, "Workspace"): a 1 GiB upload at the
+         * disk's full rate made KV commits wait 5x longer; at 3/4 of it,
+         * 1.4x. Flushes go first, compactions after. The options keep the
+         * limiter; this reference is dropped. */
+        rocksdb_ratelimiter_t *rl = rocksdb_ratelimiter_create(
+            (int64_t)opts->background_write_rate, 100000, 10);
+
+        rocksdb_options_set_ratelimiter(s->dbopts, rl);
+        rocksdb_ratelimiter_destroy(rl);
+    }
     /* Bloom filters: a write reads its key first, and most keys written
      * are new, so most of those reads would otherwise search every table
      * file's index for nothing. Index and filter blocks stay with their
@@ -717,6 +740,38 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     s->lookup_opts = rocksdb_options_create_copy(s->dbopts);
     rocksdb_options_set_memtable_prefix_bloom_size_ratio(s->lookup_opts, 0.02);
     rocksdb_options_set_memtable_whole_key_filtering(s->lookup_opts, 1);
+    /*
+     * Bulk families (file chunks): values of 4 KiB and more go to blob
+     * files, so the LSM tree holds small references and compaction does
+     * not rewrite the bytes (measured: bench/ANALYSIS.md, "Workspace"); a
+     * blob file whose blobs are all deleted is dropped, and garbage
+     * collection rewrites the live rest of the oldest quarter. Its own
+     * 16 MiB write buffer (it still counts against the shared budget)
+     * and no bloom filters: chunks are read by range, never probed.
+     */
+    s->bulk_opts = rocksdb_options_create_copy(s->dbopts);
+    s->bulk_table = rocksdb_block_based_options_create();
+    rocksdb_block_based_options_set_block_cache(s->bulk_table, s->cache);
+    rocksdb_options_set_block_based_table_factory(s->bulk_opts,
+                                                  s->bulk_table);
+    rocksdb_options_set_write_buffer_size(s->bulk_opts, BULK_BUFFER);
+    /* A write stop or slowdown in RocksDB holds every family's writes, the
+     * KV's synced commits too: the bulk family must never cause one.
+     * store_bulk_put waits itself while BULK_IMMUTABLE memtables wait for
+     * their flush, below BULK_MEMTABLES (the stop), and its table files
+     * (blob references, a few KiB each) may pile up in L0 far past the
+     * usual triggers. */
+    rocksdb_options_set_max_write_buffer_number(s->bulk_opts, BULK_MEMTABLES);
+    rocksdb_options_set_level0_slowdown_writes_trigger(s->bulk_opts, 200);
+    rocksdb_options_set_level0_stop_writes_trigger(s->bulk_opts, 400);
+    rocksdb_options_set_enable_blob_files(s->bulk_opts, 1);
+    rocksdb_options_set_min_blob_size(s->bulk_opts, 4096);
+    rocksdb_options_set_blob_file_size(s->bulk_opts, (uint64_t)256 << 20);
+    rocksdb_options_set_enable_blob_gc(s->bulk_opts, 1);
+    rocksdb_options_set_compression(s->bulk_opts, rocksdb_no_compression);
+    s->bulk_wopts = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_disable_WAL(s->bulk_wopts, 1);
+    s->direct_wopts = rocksdb_writeoptions_create();
     s->wopts = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->wopts, 1);
     s->ropts = rocksdb_readoptions_create();
@@ -806,6 +861,14 @@ void store_close(store_t *s) {
         rocksdb_options_destroy(s->dbopts);
     if (s->lookup_opts != NULL)
         rocksdb_options_destroy(s->lookup_opts);
+    if (s->bulk_opts != NULL)
+        rocksdb_options_destroy(s->bulk_opts);
+    if (s->bulk_table != NULL)
+        rocksdb_block_based_options_destroy(s->bulk_table);
+    if (s->bulk_wopts != NULL)
+        rocksdb_writeoptions_destroy(s->bulk_wopts);
+    if (s->direct_wopts != NULL)
+        rocksdb_writeoptions_destroy(s->direct_wopts);
     if (s->table != NULL)
         rocksdb_block_based_options_destroy(s->table);
     if (s->cache != NULL)
@@ -1338,6 +1401,13 @@ void store_txn_delete_blind(store_txn_t *txn, store_cf_t *cf, const void *key,
                                  klen);
 }
 
+void store_txn_delete_range_blind(store_txn_t *txn, store_cf_t *cf,
+                                  const void *begin, size_t blen,
+                                  const void *end, size_t elen) {
+    rocksdb_writebatch_delete_range_cf(txn->store->blind, cf->h, begin, blen,
+                                       end, elen);
+}
+
 uint64_t store_txn_emit(store_txn_t *txn, uint32_t module, uint32_t type,
                         const void *event, size_t len) {
     store_t *s = txn->store;
@@ -1552,4 +1622,142 @@ void store_iter_destroy(store_iter_t *it) {
     if (it->ro != NULL)
         rocksdb_readoptions_destroy(it->ro);
     free(it);
+}
+
+/* ---- Writes outside the writer ------------------------------------------- */
+
+static reel_code_t direct_refused(store_t *s, reel_status_t *st) {
+    if (atomic_load(&s->failed))
+        return reel_status_set(st, REEL_UNAVAILABLE,
+                               "the store stopped accepting writes");
+    return REEL_OK;
+}
+
+reel_code_t store_bulk_put(store_t *s, store_cf_t *cf, const void *key,
+                           size_t klen, const void *val, size_t vlen,
+                           reel_status_t *st) {
+    char *err = NULL;
+    reel_code_t rc;
+
+    if ((rc = direct_refused(s, st)) != REEL_OK)
+        return rc;
+    if (cf->kind != STORE_CF_BULK)
+        return reel_status_set(st, REEL_INTERNAL,
+                               "column family %s: not a bulk family",
+                               cf->name);
+    if (REEL_FAULT("store.bulk_put"))
+        return reel_status_set(st, REEL_INTERNAL,
+                               "write to %s: injected fault", cf->name);
+    /* The bulk writer waits for the flushes it caused, so that RocksDB
+     * never stops every family's writes for it (BULK_MEMTABLES). */
+    for (;;) {
+        uint64_t imm = 0;
+
+        if (rocksdb_property_int_cf(s->db, cf->h,
+                                    "rocksdb.num-immutable-mem-table",
+                                    &imm) != 0 ||
+            imm < BULK_IMMUTABLE)
+            break;
+        if ((rc = direct_refused(s, st)) != REEL_OK)
+            return rc;
+        nanosleep(&(struct timespec){0, 1000000L}, NULL);
+    }
+    rocksdb_put_cf(s->db, s->bulk_wopts, cf->h, key, klen, val, vlen, &err);
+    if (err != NULL)
+        return take_err(st, REEL_INTERNAL, &err, "write to the bulk family");
+    return REEL_OK;
+}
+
+reel_code_t store_bulk_sync(store_t *s, store_cf_t *cf, reel_status_t *st) {
+    rocksdb_flushoptions_t *fo;
+    char *err = NULL;
+    reel_code_t rc;
+
+    if ((rc = direct_refused(s, st)) != REEL_OK)
+        return rc;
+    if (REEL_FAULT("store.bulk_sync"))
+        return reel_status_set(st, REEL_INTERNAL,
+                               "flush of %s: injected fault", cf->name);
+    /* A flush writes the memtable to table and blob files, syncs them and
+     * records them in the synced MANIFEST: from then on they survive a
+     * crash without the log. */
+    if ((fo = rocksdb_flushoptions_create()) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rocksdb_flushoptions_set_wait(fo, 1);
+    rocksdb_flush_cf(s->db, fo, cf->h, &err);
+    rocksdb_flushoptions_destroy(fo);
+    if (err != NULL)
+        return take_err(st, REEL_INTERNAL, &err, "flush of the bulk family");
+    return REEL_OK;
+}
+
+reel_code_t store_put_synced(store_t *s, store_cf_t *cf, const void *key,
+                             size_t klen, const void *val, size_t vlen,
+                             reel_status_t *st) {
+    char *err = NULL;
+    reel_code_t rc;
+
+    if ((rc = direct_refused(s, st)) != REEL_OK)
+        return rc;
+    if (REEL_FAULT("store.put_synced"))
+        return reel_status_set(st, REEL_INTERNAL,
+                               "write to %s: injected fault", cf->name);
+    rocksdb_put_cf(s->db, s->wopts, cf->h, key, klen, val, vlen, &err);
+    if (err != NULL)
+        return take_err(st, REEL_INTERNAL, &err, "synced write");
+    return REEL_OK;
+}
+
+reel_code_t store_delete_range(store_t *s, store_cf_t *range_cf,
+                               const void *begin, size_t blen,
+                               const void *end, size_t elen,
+                               store_cf_t *key_cf, const void *key,
+                               size_t klen, reel_status_t *st) {
+    rocksdb_writebatch_t *b;
+    char *err = NULL;
+    reel_code_t rc;
+
+    if ((rc = direct_refused(s, st)) != REEL_OK)
+        return rc;
+    if ((b = rocksdb_writebatch_create()) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rocksdb_writebatch_delete_range_cf(b, range_cf->h, begin, blen, end,
+                                       elen);
+    if (key != NULL)
+        rocksdb_writebatch_delete_cf(b, key_cf->h, key, klen);
+    rocksdb_write(s->db, s->direct_wopts, b, &err);
+    rocksdb_writebatch_destroy(b);
+    if (err != NULL)
+        return take_err(st, REEL_INTERNAL, &err, "range delete");
+    return REEL_OK;
+}
+
+reel_code_t store_compact_range(store_t *s, store_cf_t *cf, const void *begin,
+                                size_t blen, const void *end, size_t elen,
+                                reel_status_t *st) {
+    reel_code_t rc;
+
+    if ((rc = direct_refused(s, st)) != REEL_OK)
+        return rc;
+    rocksdb_compact_range_cf(s->db, cf->h, begin, blen, end, elen);
+    return REEL_OK;
+}
+
+static uint64_t cf_property(store_t *s, store_cf_t *cf, const char *name) {
+    char *v = rocksdb_property_value_cf(s->db, cf->h, name);
+    uint64_t n = 0;
+
+    if (v != NULL) {
+        n = strtoull(v, NULL, 10);
+        rocksdb_free(v);
+    }
+    return n;
+}
+
+uint64_t store_cf_bytes(store_t *s, store_cf_t *cf) {
+    /* The live files: those the current version of the tree uses. Files
+     * an older version still holds (an open read) are about to go. */
+    return cf_property(s, cf, "rocksdb.live-sst-files-size") +
+           cf_property(s, cf, "rocksdb.live-blob-file-size") +
+           cf_property(s, cf, "rocksdb.cur-size-all-mem-tables");
 }

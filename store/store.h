@@ -53,6 +53,14 @@ typedef enum store_cf_kind {
     /* A tail: read in long forward passes. Its iterators read ahead and
      * keep their blocks out of the block cache the live keys use. */
     STORE_CF_TAIL,
+    /*
+     * Bulk bytes (a file's chunks), written outside the writer with
+     * store_bulk_put() and read by range. Values of 4 KiB or more go to
+     * blob files (RocksDB's integrated BlobDB, garbage-collected), so
+     * compaction moves small references instead of rewriting the bytes;
+     * its own 16 MiB write buffer; no bloom filters.
+     */
+    STORE_CF_BULK,
 } store_cf_kind_t;
 
 /* One column family a module declares. Lists of them end with a NULL name. */
@@ -142,6 +150,11 @@ typedef struct store_opts {
     void *on_failure_arg;
     store_alarm_fn alarm; /* may be NULL: store_wake_at() then does nothing */
     void *alarm_arg;
+    /* RocksDB's flushes and compactions (table and blob files, a bulk
+     * family's chunks among them) write at most this many bytes a second;
+     * 0: no limit. Below the disk's own rate, synced commits keep their
+     * latency while bulk bytes are written. */
+    uint64_t background_write_rate;
 } store_opts_t;
 
 /*
@@ -272,6 +285,14 @@ void store_txn_delete_blind(store_txn_t *txn, store_cf_t *cf, const void *key,
 uint64_t store_txn_emit(store_txn_t *txn, uint32_t module, uint32_t type,
                         const void *event, size_t len);
 
+/*
+ * A blind delete of every key in [begin, end) (a range tombstone: one
+ * record however many keys it covers). Same rules as the blind writes.
+ */
+void store_txn_delete_range_blind(store_txn_t *txn, store_cf_t *cf,
+                                  const void *begin, size_t blen,
+                                  const void *end, size_t elen);
+
 /* The revision the next emit would get. */
 uint64_t store_txn_next_revision(store_txn_t *txn);
 
@@ -316,5 +337,59 @@ const char *store_iter_value(store_iter_t *it, size_t *vlen);
 /* OK, or INTERNAL if the iteration stopped on an error. */
 reel_code_t store_iter_status(store_iter_t *it, reel_status_t *st);
 void store_iter_destroy(store_iter_t *it);
+
+/* ---- Writes outside the writer (any thread) ------------------------------ */
+
+/*
+ * For bytes too large to pass through the group commit (a file's chunks):
+ * each call writes at once, beside the writer, and commits nothing that
+ * carries a revision. The writer's commits go on meanwhile. All refuse
+ * with UNAVAILABLE once the store failed, and answer INTERNAL (naming the
+ * family) when RocksDB fails; a failure here does not fail the store.
+ */
+
+/*
+ * Writes key into a STORE_CF_BULK family without RocksDB's log: the bytes
+ * are not durable, and not in the log every synced commit must write out,
+ * until store_bulk_sync() of that family returns OK. A crash before it
+ * loses them; nothing else.
+ */
+reel_code_t store_bulk_put(store_t *store, store_cf_t *cf, const void *key,
+                           size_t klen, const void *val, size_t vlen,
+                           reel_status_t *st);
+
+/* Makes every store_bulk_put() into cf that returned before it durable:
+ * flushes the family's memtable to synced table and blob files. */
+reel_code_t store_bulk_sync(store_t *store, store_cf_t *cf, reel_status_t *st);
+
+/* Writes key -> val through RocksDB's log, synced before it returns. */
+reel_code_t store_put_synced(store_t *store, store_cf_t *cf, const void *key,
+                             size_t klen, const void *val, size_t vlen,
+                             reel_status_t *st);
+
+/*
+ * Deletes [begin, end) in range_cf and then, if key is not NULL, key in
+ * key_cf, as one logged write (not synced: what it deletes must be safe
+ * to delete again after a crash).
+ */
+reel_code_t store_delete_range(store_t *store, store_cf_t *range_cf,
+                               const void *begin, size_t blen,
+                               const void *end, size_t elen,
+                               store_cf_t *key_cf, const void *key,
+                               size_t klen, reel_status_t *st);
+
+/*
+ * Compacts [begin, end) of cf, so what deletes covered there gives its
+ * disk space back now rather than at some later compaction. Blocks for
+ * as long as the compaction takes: not on the writer.
+ */
+reel_code_t store_compact_range(store_t *store, store_cf_t *cf,
+                                const void *begin, size_t blen,
+                                const void *end, size_t elen,
+                                reel_status_t *st);
+
+/* The bytes cf holds on disk and in memory: the table and blob files its
+ * current tree uses, and its memtables, as RocksDB counts them. */
+uint64_t store_cf_bytes(store_t *store, store_cf_t *cf);
 
 #endif

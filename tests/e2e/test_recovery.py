@@ -181,6 +181,9 @@ def test_crash_loop_backs_off_then_pauses_until_resumed(server):
     assert 320 <= waits[2] <= 400, waits   # doubled
     p = await_status(j, run.run_id, Run.PAUSED)
     assert p.status == Run.PAUSED and p.reason == "MAX_ATTEMPTS" and p.attempt == 4, p
+    # The last holder's epoch is still the run's, and fenced all the same.
+    e = rpc_error(j.append, run.run_id, p.lease_epoch, 1)
+    assert e.code() == PRECONDITION and "PAUSED" in e.details(), fmt(e)
     assert not j.next(wait=300).found      # a paused run is nobody's work
     r = j.resume(run.run_id)
     assert (r.status, r.attempt, r.reason) == (Run.RUNNABLE, 0, "RESUMED"), r

@@ -30,6 +30,11 @@ NUMBERS = {
     "wal-consumer-max-lag-bytes": ("REEL_WAL_CONSUMER_MAX_LAG_BYTES",
                                    "1073741824", 1, 2**63 - 1),
     "retry-max-attempts": ("REEL_RETRY_MAX_ATTEMPTS", "10", 1, 1000000),
+    "background-write-rate": ("REEL_BACKGROUND_WRITE_RATE", "90000000", 0, 2**63 - 1),
+    "workspace-max-artifact-bytes": ("REEL_WORKSPACE_MAX_ARTIFACT_BYTES",
+                                     "5368709120", 1, 2**63 - 1),
+    "workspace-versions-keep": ("REEL_WORKSPACE_VERSIONS_KEEP", "1", 1, 1000000),
+    "workspace-max-uploads": ("REEL_WORKSPACE_MAX_UPLOADS", "64", 1, 100000),
 }
 DURATIONS = {
     "keepalive-time": ("REEL_KEEPALIVE_TIME", "30s"),

@@ -1,0 +1,1786 @@
+/*
+ * workspace/workspace.c: artifacts: records, staged uploads, the commit,
+ * reads, deletes, and the reclaimer.
+ *
+ * Column families
+ *   ws         (lookup)  records and staging marks:
+ *              'c' ns \0 key             -> the current record (a version
+ *                                           or a tombstone)
+ *              'v' ns \0 key \0 ver:u64  -> a retained version's record
+ *                                           (its bytes are kept)
+ *              's' blob:u64              -> a staged upload's mark: its
+ *                                           start time, ms (u64)
+ *              'h' revision:u64          -> the record a change wrote, for
+ *                                           watches that catch up (blind;
+ *                                           the last WS_HISTORY_WINDOW
+ *                                           revisions are kept)
+ *              'H'                       -> u64: history before this
+ *                                           revision is trimmed
+ *   ws_chunks  (bulk)    blob:u64 index:u64 -> WS_CHUNK bytes (the last
+ *                                           chunk of a blob may be shorter)
+ *   Integers are big-endian. A record (codec.h): u8 format (1), u8 deleted,
+ *   u64 version, u64 size, 32 bytes SHA-256, u64 blob, u32 chunk size, u64
+ *   revision, u64 created ms, u64 updated ms, str ns, str key, str content
+ *   type, u32 n, n x (str key, str value). A change's event is its record.
+ *
+ * An upload
+ *   1. begin: a random 64-bit blob id (a collision with a live blob is
+ *      2^-64 per pair, and a begin refuses an id whose mark exists); its
+ *      mark 's' blob is written and synced first, so from here on a crash
+ *      leaves something the start-up sweep finds.
+ *   2. write: bytes fill a WS_CHUNK buffer (the one buffer an upload
+ *      holds); each full chunk goes to ws_chunks with store_bulk_put(),
+ *      beside the writer and outside RocksDB's log: a synced KV commit
+ *      never has to write a file's bytes out with it.
+ *   3. commit: the last chunk, the size and digest checks, then
+ *      store_bulk_sync() flushes ws_chunks to synced files, and only then
+ *      one request through the writer reads the current record, checks the
+ *      precondition, writes the new 'c' and 'v' records, deletes the mark,
+ *      prunes versions past versions_keep (their 'v' record, and their
+ *      chunks by a range tombstone) and emits the change: small, whatever
+ *      the file's size. Acknowledged means that commit was synced.
+ *   An upload that ends any other way (the client gone, a check failed,
+ *   the precondition failed) is aborted: the reclaimer deletes its chunks
+ *   with one range tombstone and its mark, then compacts the range so the
+ *   disk space comes back now.
+ *
+ * Deletes and old versions
+ *   The writer writes range tombstones over the blobs it drops (RocksDB's
+ *   DeleteRange: one record, however large the file), then the reclaimer
+ *   compacts each range. A compaction filter would have to ask the
+ *   records family, from RocksDB's compaction threads, whether each chunk
+ *   is still wanted; a range tombstone needs no such lookup, and a read at
+ *   an older snapshot (a download under way) still sees its bytes until
+ *   it ends.
+ *
+ * Recovery
+ *   A committed version's chunks were synced before its commit, so a
+ *   record never names bytes that are not there. A crash before the
+ *   commit leaves a mark and perhaps some chunks (those flushed when the
+ *   memtable filled): ws_create() deletes and compacts each marked blob
+ *   before reeld serves. A crash after the commit is the commit: the mark
+ *   went with it.
+ */
+#include "workspace/workspace.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <openssl/evp.h>
+
+#include "base/clock.h"
+#include "base/codec.h"
+#include "base/log.h"
+#include "feed/feed.h"
+#include "base/pattern.h"
+#include "base/text.h"
+
+#define REC_FORMAT 1
+/* History is trimmed once this many revisions passed the last trim. */
+#define HISTORY_TRIM_EVERY 4096
+
+const store_cf_desc_t ws_cfs[] = {
+    {"ws", STORE_CF_LOOKUP},
+    {"ws_chunks", STORE_CF_BULK},
+    {NULL, STORE_CF_PLAIN},
+};
+
+/* A blob whose chunks the reclaimer deletes (staged) or compacts. */
+typedef struct reclaim {
+    struct reclaim *next;
+    uint64_t blob;
+    int staged; /* delete its chunks and mark first */
+} reclaim_t;
+
+struct ws {
+    store_t *store;
+    store_cf_t *cf;     /* ws */
+    store_cf_t *chunks; /* ws_chunks */
+    ws_limits_t lim;
+    atomic_uint uploads;
+    atomic_ullong staged;
+
+    pthread_mutex_t mu; /* guards the reclaim queue and stop */
+    pthread_cond_t cv;
+    reclaim_t *head, *tail;
+    int stopping;         /* no more ws_run jobs; the workers drain */
+    int reclaim_stopping; /* the workers are gone: the reclaimer drains */
+    pthread_t reclaimer;
+    int started;
+
+    feed_hub_t *hub;
+    uint64_t trimmed_at; /* writer thread: the revision of the last trim */
+
+    /* ws_run's jobs, guarded by mu (signalled on jobs_cv). */
+    struct job *jobs_head, *jobs_tail;
+    pthread_cond_t jobs_cv;
+    pthread_t workers[WS_WORKERS];
+    int n_workers;
+};
+
+typedef struct job {
+    struct job *next;
+    void (*fn)(void *arg);
+    void *arg;
+} job_t;
+
+struct ws_upload {
+    ws_t *ws;
+    store_req_t req;
+    ws_done_fn done;
+    void *done_arg;
+    /* The header, copied: */
+    char *ns, *key, *content_type;
+    size_t ns_len, key_len, n_meta;
+    char **meta_keys, **meta_vals;
+    ws_precond_t precond;
+    uint64_t version;
+    int has_size, has_sha;
+    uint64_t size;
+    uint8_t sha[WS_SHA256_LEN];
+    /* The bytes: */
+    uint64_t blob;
+    uint64_t received, next_index;
+    unsigned char *buf;
+    size_t buf_len;
+    EVP_MD_CTX *md;
+    uint8_t digest[WS_SHA256_LEN];
+    /* Filled by the apply: */
+    ws_write_result_t res;
+    uint64_t *pruned;
+    size_t n_pruned, cap_pruned;
+    /* A delete (no bytes): */
+    int is_delete;
+};
+
+/* ---- Keys and records ------------------------------------------------------ */
+
+static void blob_key(unsigned char out[16], uint64_t blob, uint64_t index) {
+    reel_be64_put(out, blob);
+    reel_be64_put(out + 8, index);
+}
+
+static void mark_key(unsigned char out[9], uint64_t blob) {
+    out[0] = 's';
+    reel_be64_put(out + 1, blob);
+}
+
+/* t ns \0 key [\0 version]: malloc'd, NULL when out of memory. */
+static unsigned char *rec_key(char t, const char *ns, size_t ns_len,
+                              const char *key, size_t key_len, int with_ver,
+                              uint64_t ver, size_t *len) {
+    size_t n = 1 + ns_len + 1 + key_len + (with_ver ? 9 : 0);
+    unsigned char *k = malloc(n);
+
+    if (k == NULL)
+        return NULL;
+    k[0] = (unsigned char)t;
+    memcpy(k + 1, ns, ns_len);
+    k[1 + ns_len] = 0;
+    memcpy(k + 2 + ns_len, key, key_len);
+    if (with_ver) {
+        k[2 + ns_len + key_len] = 0;
+        reel_be64_put(k + 3 + ns_len + key_len, ver);
+    }
+    *len = n;
+    return k;
+}
+
+static int rec_encode(const ws_artifact_t *a, reel_wbuf_t *w) {
+    reel_wbuf_u8(w, REC_FORMAT);
+    reel_wbuf_u8(w, (uint8_t)(a->deleted != 0));
+    reel_wbuf_u64(w, a->version);
+    reel_wbuf_u64(w, a->size);
+    reel_wbuf_raw(w, a->sha256, WS_SHA256_LEN);
+    reel_wbuf_u64(w, a->blob_);
+    reel_wbuf_u32(w, a->chunk_size);
+    reel_wbuf_u64(w, a->revision);
+    reel_wbuf_u64(w, (uint64_t)a->created_at_ms);
+    reel_wbuf_u64(w, (uint64_t)a->updated_at_ms);
+    reel_wbuf_str(w, a->ns);
+    reel_wbuf_str(w, a->key);
+    reel_wbuf_str(w, a->content_type);
+    reel_wbuf_u32(w, (uint32_t)a->n_meta);
+    for (size_t i = 0; i < a->n_meta; i++) {
+        reel_wbuf_str(w, a->meta_keys[i]);
+        reel_wbuf_str(w, a->meta_vals[i]);
+    }
+    return reel_wbuf_done(w);
+}
+
+/* Decodes a copy of bytes into *a: 0, or -1 (malformed or out of memory)
+ * with *a zeroed. */
+static int rec_decode(const void *bytes, size_t len, ws_artifact_t *a) {
+    reel_rbuf_t r;
+    unsigned char *mem;
+    uint32_t n;
+    const unsigned char *sha;
+
+    memset(a, 0, sizeof(*a));
+    if ((mem = malloc(len ? len : 1)) == NULL)
+        return -1;
+    memcpy(mem, bytes, len);
+    reel_rbuf_init(&r, mem, len);
+    if (reel_rbuf_u8(&r) != REC_FORMAT) {
+        free(mem);
+        return -1;
+    }
+    a->deleted = reel_rbuf_u8(&r);
+    a->version = reel_rbuf_u64(&r);
+    a->size = reel_rbuf_u64(&r);
+    sha = r.p;
+    if (r.end - r.p < WS_SHA256_LEN) {
+        free(mem);
+        return -1;
+    }
+    memcpy(a->sha256, sha, WS_SHA256_LEN);
+    r.p += WS_SHA256_LEN;
+    a->blob_ = reel_rbuf_u64(&r);
+    a->chunk_size = reel_rbuf_u32(&r);
+    a->revision = reel_rbuf_u64(&r);
+    a->created_at_ms = (int64_t)reel_rbuf_u64(&r);
+    a->updated_at_ms = (int64_t)reel_rbuf_u64(&r);
+    a->ns = reel_rbuf_str(&r);
+    a->key = reel_rbuf_str(&r);
+    a->content_type = reel_rbuf_str(&r);
+    n = reel_rbuf_u32(&r);
+    /* Each entry takes at least 10 bytes: no count can outgrow the record. */
+    if (reel_rbuf_ok(&r) != 0 || n > (size_t)(r.end - r.p) / 10) {
+        free(mem);
+        memset(a, 0, sizeof(*a));
+        return -1;
+    }
+    if (n > 0) {
+        a->meta_keys = calloc(2 * (size_t)n, sizeof(char *));
+        if (a->meta_keys == NULL) {
+            free(mem);
+            memset(a, 0, sizeof(*a));
+            return -1;
+        }
+        a->meta_vals = a->meta_keys + n;
+        for (uint32_t i = 0; i < n; i++) {
+            a->meta_keys[i] = reel_rbuf_str(&r);
+            a->meta_vals[i] = reel_rbuf_str(&r);
+        }
+    }
+    a->n_meta = n;
+    a->mem_ = mem;
+    if (reel_rbuf_ok(&r) != 0 || (a->chunk_size == 0 && a->size > 0)) {
+        ws_artifact_fini(a);
+        return -1;
+    }
+    return 0;
+}
+
+void ws_artifact_fini(ws_artifact_t *a) {
+    if (a == NULL)
+        return;
+    free(a->meta_keys);
+    free(a->mem_);
+    memset(a, 0, sizeof(*a));
+}
+
+int ws_change_decode(const store_change_t *c, ws_artifact_t *a) {
+    memset(a, 0, sizeof(*a));
+    if (c->module != WS_MODULE_ID ||
+        (c->type != WS_EVENT_PUT && c->type != WS_EVENT_DELETE))
+        return 0;
+    return rec_decode(c->event, c->len, a) == 0 ? 1 : -1;
+}
+
+void ws_subject_key(const char *key, size_t key_len, char *out) {
+    for (size_t i = 0; i < key_len; i++)
+        out[i] = key[i] == '/' ? '.' : key[i];
+    out[key_len] = '\0';
+}
+
+/* ---- Validation ------------------------------------------------------------- */
+
+static reel_code_t check_names(const ws_limits_t *lim, const char *ns,
+                               size_t ns_len, const char *key, size_t key_len,
+                               reel_status_t *st) {
+    char *subj;
+    reel_code_t rc;
+
+    if ((rc = reel_check_charset("namespace", ns, ns_len, lim->max_namespace,
+                                 WS_NAMESPACE_CHARS, st)) != REEL_OK)
+        return rc;
+    if ((rc = reel_check_name("key", key, key_len, lim->max_key, st)) !=
+        REEL_OK)
+        return rc;
+    /* Each '/'- or '.'-separated part is a token of the WAL subject. */
+    if ((subj = malloc(key_len + 1)) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    ws_subject_key(key, key_len, subj);
+    rc = reel_pattern_check_name("key (its '/'- and '.'-separated parts)",
+                                 subj, key_len, st);
+    free(subj);
+    return rc;
+}
+
+static reel_code_t check_header(const ws_limits_t *lim, const ws_header_t *h,
+                                reel_status_t *st) {
+    size_t meta_bytes = 0, ct_len;
+    reel_code_t rc;
+
+    if ((rc = check_names(lim, h->ns, h->ns_len, h->key, h->key_len, st)) !=
+        REEL_OK)
+        return rc;
+    ct_len = h->content_type ? strlen(h->content_type) : 0;
+    if (ct_len > WS_MAX_CONTENT_TYPE)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "content_type: %zu bytes, at most %d",
+                               ct_len, WS_MAX_CONTENT_TYPE);
+    if (h->n_meta > WS_MAX_METADATA)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "metadata: %zu entries, at most %d", h->n_meta,
+                               WS_MAX_METADATA);
+    for (size_t i = 0; i < h->n_meta; i++) {
+        size_t kl = strlen(h->meta_keys[i]);
+
+        if (kl == 0)
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "metadata: an empty key");
+        meta_bytes += kl + strlen(h->meta_vals[i]);
+    }
+    if (meta_bytes > WS_MAX_METADATA_BYTES)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "metadata: %zu bytes of keys and values, at "
+                               "most %d",
+                               meta_bytes, WS_MAX_METADATA_BYTES);
+    if (h->precond != WS_PRECOND_NONE && h->precond != WS_PRECOND_ABSENT &&
+        h->precond != WS_PRECOND_VERSION)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "precondition: unknown value %d",
+                               (int)h->precond);
+    if (h->has_size && h->size > lim->max_artifact)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "size: %llu bytes, over "
+                               "--workspace-max-artifact-bytes %llu",
+                               (unsigned long long)h->size,
+                               (unsigned long long)lim->max_artifact);
+    return REEL_OK;
+}
+
+/* ---- The reclaimer ------------------------------------------------------------ */
+
+static void reclaim_one(ws_t *ws, const reclaim_t *r) {
+    unsigned char lo[16], hi[16], mk[9];
+    reel_status_t st = REEL_STATUS_INIT;
+
+    blob_key(lo, r->blob, 0);
+    blob_key(hi, r->blob + 1, 0);
+    if (r->staged) {
+        mark_key(mk, r->blob);
+        if (store_delete_range(ws->store, ws->chunks, lo, 16, hi, 16, ws->cf,
+                               mk, 9, &st) != REEL_OK) {
+            /* The mark stays: the next start's sweep deletes it again. */
+            REEL_WARN("workspace",
+                      "upload %016llx: its staged chunks stay until the "
+                      "next start: %s",
+                      (unsigned long long)r->blob, reel_status_message(&st));
+            reel_status_fini(&st);
+            return;
+        }
+        atomic_fetch_sub(&ws->staged, 1);
+    }
+    /* The last blob id is all ones: its range's end wraps to 0, so the
+     * compaction runs to the family's end instead. */
+    if (store_compact_range(ws->store, ws->chunks, lo, 16,
+                            r->blob == UINT64_MAX ? NULL : hi,
+                            r->blob == UINT64_MAX ? 0 : 16, &st) != REEL_OK) {
+        REEL_WARN("workspace", "compacting blob %016llx: %s (its space "
+                               "comes back at a later compaction)",
+                  (unsigned long long)r->blob, reel_status_message(&st));
+        reel_status_fini(&st);
+    }
+}
+
+static void *reclaimer_main(void *arg) {
+    ws_t *ws = arg;
+
+    pthread_mutex_lock(&ws->mu);
+    for (;;) {
+        reclaim_t *r;
+
+        while (ws->head == NULL && !ws->reclaim_stopping)
+            pthread_cond_wait(&ws->cv, &ws->mu);
+        if (ws->head == NULL)
+            break;
+        r = ws->head;
+        ws->head = r->next;
+        if (ws->head == NULL)
+            ws->tail = NULL;
+        pthread_mutex_unlock(&ws->mu);
+        reclaim_one(ws, r);
+        free(r);
+        pthread_mutex_lock(&ws->mu);
+    }
+    pthread_mutex_unlock(&ws->mu);
+    return NULL;
+}
+
+/*
+ * Queues a blob for the reclaimer; any thread, the writer's included (it
+ * only takes a mutex). Without memory for the node a staged blob keeps
+ * its mark (the next start reclaims it) and a committed delete's range
+ * tombstone frees the space at a later compaction: late, never wrong.
+ */
+static void reclaim_queue(ws_t *ws, uint64_t blob, int staged) {
+    reclaim_t *r = malloc(sizeof(*r));
+
+    if (r == NULL) {
+        REEL_WARN("workspace", "out of memory: blob %016llx is reclaimed "
+                               "later",
+                  (unsigned long long)blob);
+        return;
+    }
+    r->next = NULL;
+    r->blob = blob;
+    r->staged = staged;
+    pthread_mutex_lock(&ws->mu);
+    if (ws->tail)
+        ws->tail->next = r;
+    else
+        ws->head = r;
+    ws->tail = r;
+    pthread_cond_signal(&ws->cv);
+    pthread_mutex_unlock(&ws->mu);
+}
+
+/* Deletes and compacts every staged blob a crash left: at start, before
+ * anything is served. */
+static reel_code_t sweep(ws_t *ws, reel_status_t *st) {
+    store_iter_t *it = store_iter_create(ws->store, ws->cf, NULL);
+    unsigned char first = 's';
+    uint64_t *blobs = NULL;
+    size_t n = 0, cap = 0;
+    reel_code_t rc = REEL_OK;
+
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (store_iter_seek(it, &first, 1); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen;
+        const char *k = store_iter_key(it, &klen);
+
+        if (klen == 0 || k[0] != 's')
+            break;
+        if (klen != 9)
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            uint64_t *nb = realloc(blobs, ncap * sizeof(*nb));
+
+            if (nb == NULL) {
+                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                     "out of memory");
+                goto out;
+            }
+            blobs = nb;
+            cap = ncap;
+        }
+        blobs[n++] = reel_be64_get((const unsigned char *)k + 1);
+    }
+    if ((rc = store_iter_status(it, st)) != REEL_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        reclaim_t r = {NULL, blobs[i], 1};
+
+        atomic_fetch_add(&ws->staged, 1);
+        reclaim_one(ws, &r);
+    }
+    if (n > 0)
+        REEL_INFO("workspace", "reclaimed %zu upload%s a crash left staged",
+                  n, n == 1 ? "" : "s");
+out:
+    store_iter_destroy(it);
+    free(blobs);
+    return rc;
+}
+
+/* ---- Workers ------------------------------------------------------------------ */
+
+static void *worker_main(void *arg) {
+    ws_t *ws = arg;
+
+    pthread_mutex_lock(&ws->mu);
+    for (;;) {
+        job_t *j;
+
+        while (ws->jobs_head == NULL && !ws->stopping)
+            pthread_cond_wait(&ws->jobs_cv, &ws->mu);
+        if ((j = ws->jobs_head) == NULL)
+            break;
+        ws->jobs_head = j->next;
+        if (ws->jobs_head == NULL)
+            ws->jobs_tail = NULL;
+        pthread_mutex_unlock(&ws->mu);
+        j->fn(j->arg);
+        free(j);
+        pthread_mutex_lock(&ws->mu);
+    }
+    pthread_mutex_unlock(&ws->mu);
+    return NULL;
+}
+
+reel_code_t ws_run(ws_t *ws, void (*fn)(void *arg), void *arg,
+                   reel_status_t *st) {
+    job_t *j = malloc(sizeof(*j));
+
+    if (j == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    j->next = NULL;
+    j->fn = fn;
+    j->arg = arg;
+    pthread_mutex_lock(&ws->mu);
+    if (ws->stopping) {
+        pthread_mutex_unlock(&ws->mu);
+        free(j);
+        return reel_status_set(st, REEL_UNAVAILABLE,
+                               "the workspace is stopping");
+    }
+    if (ws->jobs_tail)
+        ws->jobs_tail->next = j;
+    else
+        ws->jobs_head = j;
+    ws->jobs_tail = j;
+    pthread_cond_signal(&ws->jobs_cv);
+    pthread_mutex_unlock(&ws->mu);
+    return REEL_OK;
+}
+
+/* ---- Open and close ---------------------------------------------------------- */
+
+reel_code_t ws_create(store_t *store, const ws_limits_t *limits, ws_t **out,
+                      reel_status_t *st) {
+    ws_t *ws;
+    reel_code_t rc;
+
+    *out = NULL;
+    if ((ws = calloc(1, sizeof(*ws))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    ws->store = store;
+    ws->lim = limits ? *limits : (ws_limits_t){0};
+    if (ws->lim.max_artifact == 0)
+        ws->lim.max_artifact = WS_DEFAULT_MAX_ARTIFACT;
+    if (ws->lim.versions_keep == 0)
+        ws->lim.versions_keep = WS_DEFAULT_VERSIONS_KEEP;
+    if (ws->lim.max_uploads == 0)
+        ws->lim.max_uploads = WS_DEFAULT_MAX_UPLOADS;
+    if (ws->lim.max_namespace == 0)
+        ws->lim.max_namespace = WS_DEFAULT_MAX_NAMESPACE;
+    if (ws->lim.max_key == 0)
+        ws->lim.max_key = WS_DEFAULT_MAX_KEY;
+    pthread_mutex_init(&ws->mu, NULL);
+    pthread_cond_init(&ws->cv, NULL);
+    pthread_cond_init(&ws->jobs_cv, NULL);
+    if ((rc = store_cf_lookup(store, "ws", &ws->cf, st)) != REEL_OK ||
+        (rc = store_cf_lookup(store, "ws_chunks", &ws->chunks, st)) !=
+            REEL_OK)
+        goto fail;
+    if ((rc = sweep(ws, st)) != REEL_OK)
+        goto fail;
+    if ((rc = feed_hub_create(store_revision(store), &ws->hub, st)) !=
+        REEL_OK)
+        goto fail;
+    if (pthread_create(&ws->reclaimer, NULL, reclaimer_main, ws) != 0) {
+        rc = reel_status_set(st, REEL_INTERNAL,
+                             "cannot start the workspace reclaimer thread");
+        goto fail;
+    }
+    ws->started = 1;
+    for (; ws->n_workers < WS_WORKERS; ws->n_workers++)
+        if (pthread_create(&ws->workers[ws->n_workers], NULL, worker_main,
+                           ws) != 0) {
+            rc = reel_status_set(st, REEL_INTERNAL,
+                                 "cannot start the workspace's workers");
+            goto fail;
+        }
+    *out = ws;
+    return REEL_OK;
+fail:
+    ws_destroy(ws);
+    return rc;
+}
+
+void ws_stop(ws_t *ws) {
+    if (ws == NULL || !ws->started)
+        return;
+    pthread_mutex_lock(&ws->mu);
+    ws->stopping = 1;
+    pthread_cond_broadcast(&ws->jobs_cv);
+    pthread_mutex_unlock(&ws->mu);
+    /* The workers first: what they finish may queue reclaims. */
+    for (int i = 0; i < ws->n_workers; i++)
+        pthread_join(ws->workers[i], NULL);
+    ws->n_workers = 0;
+    pthread_mutex_lock(&ws->mu);
+    ws->reclaim_stopping = 1;
+    pthread_cond_broadcast(&ws->cv);
+    pthread_mutex_unlock(&ws->mu);
+    pthread_join(ws->reclaimer, NULL);
+    ws->started = 0;
+}
+
+void ws_destroy(ws_t *ws) {
+    if (ws == NULL)
+        return;
+    ws_stop(ws);
+    while (ws->head != NULL) {
+        reclaim_t *r = ws->head;
+        ws->head = r->next;
+        free(r);
+    }
+    feed_hub_destroy(ws->hub);
+    pthread_mutex_destroy(&ws->mu);
+    pthread_cond_destroy(&ws->cv);
+    pthread_cond_destroy(&ws->jobs_cv);
+    free(ws);
+}
+
+void ws_usage(ws_t *ws, uint64_t *chunk_bytes, uint64_t *staged) {
+    *chunk_bytes = store_cf_bytes(ws->store, ws->chunks);
+    *staged = atomic_load(&ws->staged);
+}
+
+/* ---- Uploads ----------------------------------------------------------------- */
+
+static void upload_free(ws_upload_t *u) {
+    if (u == NULL)
+        return;
+    for (size_t i = 0; i < u->n_meta; i++) {
+        free(u->meta_keys[i]);
+        free(u->meta_vals[i]);
+    }
+    free(u->meta_keys);
+    free(u->meta_vals);
+    free(u->ns);
+    free(u->key);
+    free(u->content_type);
+    free(u->buf);
+    free(u->pruned);
+    if (u->md != NULL)
+        EVP_MD_CTX_free(u->md);
+    ws_artifact_fini(&u->res.artifact);
+    reel_status_fini(&u->res.status);
+    if (!u->is_delete)
+        atomic_fetch_sub(&u->ws->uploads, 1);
+    free(u);
+}
+
+static char *copy_str(const char *s, size_t n) {
+    char *p = malloc(n + 1);
+
+    if (p != NULL) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+reel_code_t ws_upload_begin(ws_t *ws, const ws_header_t *h, ws_upload_t **out,
+                            reel_status_t *st) {
+    ws_upload_t *u = NULL;
+    unsigned char mk[9], when[8];
+    char *val = NULL;
+    size_t vlen;
+    reel_code_t rc;
+
+    *out = NULL;
+    if ((rc = check_header(&ws->lim, h, st)) != REEL_OK)
+        return rc;
+    if (atomic_fetch_add(&ws->uploads, 1) >= ws->lim.max_uploads) {
+        atomic_fetch_sub(&ws->uploads, 1);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                               "uploads: %u under way, at most "
+                               "--workspace-max-uploads %u",
+                               ws->lim.max_uploads, ws->lim.max_uploads);
+    }
+    if ((u = calloc(1, sizeof(*u))) == NULL) {
+        atomic_fetch_sub(&ws->uploads, 1);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    u->ws = ws;
+    u->ns = copy_str(h->ns, h->ns_len);
+    u->key = copy_str(h->key, h->key_len);
+    u->content_type = copy_str(h->content_type ? h->content_type : "",
+                               h->content_type ? strlen(h->content_type) : 0);
+    u->ns_len = h->ns_len;
+    u->key_len = h->key_len;
+    u->precond = h->precond;
+    u->version = h->version;
+    u->has_size = h->has_size;
+    u->size = h->size;
+    if (h->sha256 != NULL) {
+        u->has_sha = 1;
+        memcpy(u->sha, h->sha256, WS_SHA256_LEN);
+    }
+    u->buf = malloc(WS_CHUNK);
+    u->md = EVP_MD_CTX_new();
+    if (h->n_meta > 0) {
+        u->meta_keys = calloc(h->n_meta, sizeof(char *));
+        u->meta_vals = calloc(h->n_meta, sizeof(char *));
+    }
+    if (u->ns == NULL || u->key == NULL || u->content_type == NULL ||
+        u->buf == NULL || u->md == NULL ||
+        (h->n_meta > 0 && (u->meta_keys == NULL || u->meta_vals == NULL)))
+        goto oom;
+    for (size_t i = 0; i < h->n_meta; i++, u->n_meta++) {
+        u->meta_keys[i] = strdup(h->meta_keys[i]);
+        u->meta_vals[i] = strdup(h->meta_vals[i]);
+        if (u->meta_keys[i] == NULL || u->meta_vals[i] == NULL) {
+            u->n_meta++;
+            goto oom;
+        }
+    }
+    if (EVP_DigestInit_ex(u->md, EVP_sha256(), NULL) != 1)
+        goto oom;
+    /* A fresh id: nonzero, with no mark (a live blob with it would be a
+     * 2^-64 coincidence; a staged one is refused here). */
+    do {
+        if (getrandom(&u->blob, sizeof(u->blob), 0) != sizeof(u->blob)) {
+            rc = reel_status_set(st, REEL_INTERNAL,
+                                 "cannot draw an upload id");
+            goto fail;
+        }
+        mark_key(mk, u->blob);
+        free(val);
+        val = NULL;
+        rc = u->blob == 0 ? REEL_OK
+                          : store_get(ws->store, ws->cf, mk, 9, &val, &vlen,
+                                      st);
+        if (rc != REEL_OK && rc != REEL_NOT_FOUND)
+            goto fail;
+    } while (rc == REEL_OK);
+    reel_status_fini(st);
+    reel_be64_put(when, (uint64_t)reel_clock_now_ms());
+    if ((rc = store_put_synced(ws->store, ws->cf, mk, 9, when, 8, st)) !=
+        REEL_OK)
+        goto fail;
+    atomic_fetch_add(&ws->staged, 1);
+    *out = u;
+    return REEL_OK;
+oom:
+    rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+fail:
+    free(val);
+    upload_free(u);
+    return rc;
+}
+
+/* Writes the buffered bytes as the next chunk. */
+static reel_code_t flush_chunk(ws_upload_t *u, reel_status_t *st) {
+    unsigned char k[16];
+
+    if (u->buf_len == 0)
+        return REEL_OK;
+    blob_key(k, u->blob, u->next_index);
+    if (store_bulk_put(u->ws->store, u->ws->chunks, k, 16, u->buf, u->buf_len,
+                       st) != REEL_OK)
+        return st->code;
+    u->next_index++;
+    u->buf_len = 0;
+    return REEL_OK;
+}
+
+reel_code_t ws_upload_write(ws_upload_t *u, const void *p, size_t n,
+                            reel_status_t *st) {
+    const unsigned char *b = p;
+    reel_code_t rc;
+
+    if (n > u->ws->lim.max_artifact - u->received)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "size: more than "
+                               "--workspace-max-artifact-bytes %llu bytes "
+                               "sent",
+                               (unsigned long long)u->ws->lim.max_artifact);
+    if (u->has_size && n > u->size - u->received)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "size: the header said %llu bytes; more were "
+                               "sent",
+                               (unsigned long long)u->size);
+    if (n > 0 && EVP_DigestUpdate(u->md, p, n) != 1)
+        return reel_status_set(st, REEL_INTERNAL, "SHA-256 failed");
+    u->received += n;
+    while (n > 0) {
+        size_t take = WS_CHUNK - u->buf_len;
+
+        if (take > n)
+            take = n;
+        memcpy(u->buf + u->buf_len, b, take);
+        u->buf_len += take;
+        b += take;
+        n -= take;
+        if (u->buf_len == WS_CHUNK && (rc = flush_chunk(u, st)) != REEL_OK)
+            return rc;
+    }
+    return REEL_OK;
+}
+
+void ws_upload_abort(ws_upload_t *u) {
+    if (u == NULL)
+        return;
+    reclaim_queue(u->ws, u->blob, 1);
+    upload_free(u);
+}
+
+static int hex(const uint8_t *p, char *out) {
+    for (int i = 0; i < WS_SHA256_LEN; i++)
+        sprintf(out + 2 * i, "%02x", p[i]);
+    return 2 * WS_SHA256_LEN;
+}
+
+/* The current record of u's key as txn sees it: OK, NOT_FOUND (a zeroed
+ * *cur), or an error. */
+static reel_code_t read_current(store_txn_t *txn, ws_t *ws, const char *ns,
+                                size_t ns_len, const char *key,
+                                size_t key_len, ws_artifact_t *cur,
+                                reel_status_t *st) {
+    unsigned char *k;
+    size_t klen, vlen;
+    char *val = NULL;
+    reel_code_t rc;
+
+    memset(cur, 0, sizeof(*cur));
+    if ((k = rec_key('c', ns, ns_len, key, key_len, 0, 0, &klen)) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = store_txn_get(txn, ws->cf, k, klen, &val, &vlen, st);
+    free(k);
+    if (rc == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        return REEL_NOT_FOUND;
+    }
+    if (rc != REEL_OK)
+        return rc;
+    if (rec_decode(val, vlen, cur) != 0)
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "artifact %s/%s: its record does not decode", ns,
+                             key);
+    free(val);
+    return rc;
+}
+
+/*
+ * Deletes retained versions of the key, oldest first, until `keep` are
+ * left, range-deleting their chunks; their blobs go to u->pruned.
+ */
+static reel_code_t prune(store_txn_t *txn, ws_upload_t *u, uint32_t keep,
+                         reel_status_t *st) {
+    ws_t *ws = u->ws;
+    size_t plen, total = 0;
+    /* 'v' ns \0 key \0: the key's versions, which end in 8 bytes. */
+    unsigned char *prefix =
+        rec_key('v', u->ns, u->ns_len, u->key, u->key_len, 1, 0, &plen);
+    store_iter_t *it = NULL;
+    reel_code_t rc = REEL_OK;
+
+    if (prefix == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    plen -= 8;
+    if ((it = store_txn_iter(txn, ws->cf)) == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (store_iter_seek(it, prefix, plen); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen;
+        const char *k = store_iter_key(it, &klen);
+
+        if (klen != plen + 8 || memcmp(k, prefix, plen) != 0)
+            break;
+        total++;
+    }
+    if ((rc = store_iter_status(it, st)) != REEL_OK)
+        goto out;
+    if (total <= keep)
+        goto out;
+    for (store_iter_seek(it, prefix, plen); store_iter_valid(it) &&
+                                            total > keep;
+         store_iter_next(it), total--) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        ws_artifact_t old;
+        unsigned char lo[16], hi[16];
+
+        if (klen != plen + 8 || memcmp(k, prefix, plen) != 0)
+            break;
+        if (rec_decode(v, vlen, &old) != 0) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "artifact %s/%s: a retained version's record "
+                                 "does not decode",
+                                 u->ns, u->key);
+            goto out;
+        }
+        if (u->n_pruned == u->cap_pruned) {
+            size_t ncap = u->cap_pruned ? 2 * u->cap_pruned : 4;
+            uint64_t *np = realloc(u->pruned, ncap * sizeof(*np));
+
+            if (np == NULL) {
+                ws_artifact_fini(&old);
+                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                     "out of memory");
+                goto out;
+            }
+            u->pruned = np;
+            u->cap_pruned = ncap;
+        }
+        u->pruned[u->n_pruned++] = old.blob_;
+        blob_key(lo, old.blob_, 0);
+        blob_key(hi, old.blob_ + 1, 0);
+        store_txn_delete_range_blind(txn, ws->chunks, lo, 16, hi, 16);
+        store_txn_delete(txn, ws->cf, k, klen);
+        ws_artifact_fini(&old);
+    }
+    rc = store_iter_status(it, st);
+out:
+    store_iter_destroy(it);
+    free(prefix);
+    return rc;
+}
+
+static reel_code_t check_precond(const ws_artifact_t *cur, int exists,
+                                 ws_precond_t p, uint64_t want, const char *ns,
+                                 const char *key, reel_status_t *st) {
+    uint64_t have = exists ? cur->version : 0;
+
+    if (p == WS_PRECOND_ABSENT && exists && !cur->deleted)
+        return reel_status_set(st, REEL_ALREADY_EXISTS,
+                               "artifact %s/%s already exists (current "
+                               "version %llu)",
+                               ns, key, (unsigned long long)have);
+    if (p == WS_PRECOND_VERSION && have != want)
+        return reel_status_set(st, REEL_ABORTED,
+                               "version conflict on artifact %s/%s: expected "
+                               "version %llu, current version %llu",
+                               ns, key, (unsigned long long)want,
+                               (unsigned long long)have);
+    return REEL_OK;
+}
+
+static void history_write(store_txn_t *txn, ws_t *ws, uint64_t rev,
+                          const reel_wbuf_t *w);
+
+/* Writes rec as the key's current record (and, for a version, retained);
+ * emits it. */
+static reel_code_t commit_record(store_txn_t *txn, ws_upload_t *u,
+                                 ws_artifact_t *rec, uint32_t type,
+                                 reel_status_t *st) {
+    reel_wbuf_t w = {0};
+    unsigned char *ck = NULL, *vk = NULL;
+    size_t cklen, vklen;
+    reel_code_t rc = REEL_OK;
+
+    if (rec_encode(rec, &w) != 0 ||
+        (ck = rec_key('c', u->ns, u->ns_len, u->key, u->key_len, 0, 0,
+                      &cklen)) == NULL ||
+        (!rec->deleted &&
+         (vk = rec_key('v', u->ns, u->ns_len, u->key, u->key_len, 1,
+                       rec->version, &vklen)) == NULL)) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    store_txn_put(txn, u->ws->cf, ck, cklen, w.p, w.len);
+    if (vk != NULL)
+        store_txn_put(txn, u->ws->cf, vk, vklen, w.p, w.len);
+    store_txn_emit(txn, WS_MODULE_ID, type, w.p, w.len);
+    history_write(txn, u->ws, rec->revision, &w);
+    if (rec_decode(w.p, w.len, &u->res.artifact) != 0)
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+out:
+    reel_wbuf_fini(&w);
+    free(ck);
+    free(vk);
+    return rc;
+}
+
+/* The history entry of the change at rev, and, every HISTORY_TRIM_EVERY
+ * revisions, a trim of what fell out of the window. */
+static void history_write(store_txn_t *txn, ws_t *ws, uint64_t rev,
+                          const reel_wbuf_t *w) {
+    unsigned char hk[9], lo[9], hi[9], tk[1] = {'H'}, tv[8];
+
+    hk[0] = 'h';
+    reel_be64_put(hk + 1, rev);
+    store_txn_put_blind(txn, ws->cf, hk, 9, w->p, w->len);
+    if (rev <= WS_HISTORY_WINDOW || rev - ws->trimmed_at < HISTORY_TRIM_EVERY)
+        return;
+    ws->trimmed_at = rev;
+    lo[0] = hi[0] = 'h';
+    reel_be64_put(lo + 1, 0);
+    reel_be64_put(hi + 1, rev - WS_HISTORY_WINDOW);
+    store_txn_delete_range_blind(txn, ws->cf, lo, 9, hi, 9);
+    reel_be64_put(tv, rev - WS_HISTORY_WINDOW);
+    store_txn_put(txn, ws->cf, tk, 1, tv, 8);
+}
+
+static reel_code_t put_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
+    ws_upload_t *u = arg;
+    ws_artifact_t cur, rec = {0};
+    unsigned char mk[9];
+    int exists;
+    reel_code_t rc;
+
+    u->n_pruned = 0;
+    ws_artifact_fini(&u->res.artifact);
+    rc = read_current(txn, u->ws, u->ns, u->ns_len, u->key, u->key_len, &cur,
+                      st);
+    if (rc != REEL_OK && rc != REEL_NOT_FOUND)
+        return rc;
+    exists = rc == REEL_OK;
+    if ((rc = check_precond(&cur, exists, u->precond, u->version, u->ns,
+                            u->key, st)) != REEL_OK)
+        goto out;
+    rec.ns = u->ns;
+    rec.key = u->key;
+    rec.content_type = u->content_type;
+    rec.version = (exists ? cur.version : 0) + 1;
+    rec.size = u->received;
+    memcpy(rec.sha256, u->digest, WS_SHA256_LEN);
+    rec.blob_ = u->blob;
+    rec.chunk_size = (uint32_t)WS_CHUNK;
+    rec.revision = store_txn_next_revision(txn);
+    rec.updated_at_ms = store_txn_now_ms(txn);
+    rec.created_at_ms =
+        exists && !cur.deleted ? cur.created_at_ms : rec.updated_at_ms;
+    rec.n_meta = u->n_meta;
+    rec.meta_keys = (const char **)u->meta_keys;
+    rec.meta_vals = (const char **)u->meta_vals;
+    if ((rc = commit_record(txn, u, &rec, WS_EVENT_PUT, st)) != REEL_OK)
+        goto out;
+    mark_key(mk, u->blob);
+    store_txn_delete(txn, u->ws->cf, mk, 9);
+    rc = prune(txn, u, u->ws->lim.versions_keep, st);
+out:
+    ws_artifact_fini(&cur);
+    return rc;
+}
+
+static void commit_done(store_req_t *req) {
+    ws_upload_t *u = req->arg;
+    ws_t *ws = u->ws;
+
+    reel_status_move(&u->res.status, &req->status);
+    if (u->res.status.code == REEL_OK) {
+        if (!u->is_delete)
+            atomic_fetch_sub(&ws->staged, 1);
+        for (size_t i = 0; i < u->n_pruned; i++)
+            reclaim_queue(ws, u->pruned[i], 0);
+    } else {
+        ws_artifact_fini(&u->res.artifact);
+        if (!u->is_delete)
+            reclaim_queue(ws, u->blob, 1);
+    }
+    u->done(u->done_arg, &u->res);
+    upload_free(u);
+}
+
+reel_code_t ws_upload_commit(ws_upload_t *u, ws_done_fn done, void *arg,
+                             reel_status_t *st) {
+    char have[2 * WS_SHA256_LEN + 1], want[2 * WS_SHA256_LEN + 1];
+    unsigned int dlen = 0;
+    reel_code_t rc;
+
+    if ((rc = flush_chunk(u, st)) != REEL_OK)
+        goto fail;
+    if (u->has_size && u->received != u->size) {
+        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                             "size: the header said %llu bytes, %llu were "
+                             "sent",
+                             (unsigned long long)u->size,
+                             (unsigned long long)u->received);
+        goto fail;
+    }
+    if (EVP_DigestFinal_ex(u->md, u->digest, &dlen) != 1 ||
+        dlen != WS_SHA256_LEN) {
+        rc = reel_status_set(st, REEL_INTERNAL, "SHA-256 failed");
+        goto fail;
+    }
+    if (u->has_sha && memcmp(u->sha, u->digest, WS_SHA256_LEN) != 0) {
+        hex(u->sha, want);
+        hex(u->digest, have);
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "sha256: the header said %s, the bytes received "
+                             "hash to %s; nothing was stored",
+                             want, have);
+        goto fail;
+    }
+    /* The bytes are durable before any record can name them. */
+    if (u->next_index > 0 &&
+        (rc = store_bulk_sync(u->ws->store, u->ws->chunks, st)) != REEL_OK)
+        goto fail;
+    u->done = done;
+    u->done_arg = arg;
+    u->req.apply = put_apply;
+    u->req.done = commit_done;
+    u->req.arg = u;
+    if ((rc = store_submit(u->ws->store, &u->req)) != REEL_OK) {
+        reel_status_move(st, &u->req.status);
+        goto fail;
+    }
+    return REEL_OK;
+fail:
+    ws_upload_abort(u);
+    return rc;
+}
+
+/* ---- Deletes ---------------------------------------------------------------- */
+
+static reel_code_t delete_apply(store_txn_t *txn, void *arg,
+                                reel_status_t *st) {
+    ws_upload_t *u = arg;
+    ws_artifact_t cur, rec = {0};
+    reel_code_t rc;
+
+    u->n_pruned = 0;
+    u->res.existed = 0;
+    ws_artifact_fini(&u->res.artifact);
+    rc = read_current(txn, u->ws, u->ns, u->ns_len, u->key, u->key_len, &cur,
+                      st);
+    if (rc != REEL_OK && rc != REEL_NOT_FOUND)
+        return rc;
+    if ((rc = check_precond(&cur, rc == REEL_OK, u->precond, u->version,
+                            u->ns, u->key, st)) != REEL_OK)
+        goto out;
+    if (cur.mem_ == NULL || cur.deleted) {
+        /* Nothing to delete: the tombstone there, if any, is the answer. */
+        if (cur.mem_ != NULL) {
+            u->res.artifact = cur;
+            memset(&cur, 0, sizeof(cur));
+        }
+        goto out;
+    }
+    u->res.existed = 1;
+    rec.ns = u->ns;
+    rec.key = u->key;
+    rec.content_type = "";
+    rec.deleted = 1;
+    rec.version = cur.version + 1;
+    rec.revision = store_txn_next_revision(txn);
+    rec.updated_at_ms = store_txn_now_ms(txn);
+    rec.created_at_ms = rec.updated_at_ms;
+    if ((rc = commit_record(txn, u, &rec, WS_EVENT_DELETE, st)) != REEL_OK)
+        goto out;
+    rc = prune(txn, u, 0, st);
+out:
+    ws_artifact_fini(&cur);
+    return rc;
+}
+
+reel_code_t ws_delete_submit(ws_t *ws, const char *ns, size_t ns_len,
+                             const char *key, size_t key_len,
+                             ws_precond_t precond, uint64_t version,
+                             ws_done_fn done, void *arg, reel_status_t *st) {
+    ws_upload_t *u;
+    reel_code_t rc;
+
+    if ((rc = check_names(&ws->lim, ns, ns_len, key, key_len, st)) != REEL_OK)
+        return rc;
+    if (precond != WS_PRECOND_NONE && precond != WS_PRECOND_VERSION)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "precondition: a delete takes NONE or VERSION");
+    if ((u = calloc(1, sizeof(*u))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    u->ws = ws;
+    u->is_delete = 1;
+    u->ns = copy_str(ns, ns_len);
+    u->key = copy_str(key, key_len);
+    u->ns_len = ns_len;
+    u->key_len = key_len;
+    u->precond = precond;
+    u->version = version;
+    u->done = done;
+    u->done_arg = arg;
+    if (u->ns == NULL || u->key == NULL) {
+        upload_free(u);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    u->req.apply = delete_apply;
+    u->req.done = commit_done;
+    u->req.arg = u;
+    if ((rc = store_submit(ws->store, &u->req)) != REEL_OK) {
+        reel_status_move(st, &u->req.status);
+        upload_free(u);
+    }
+    return rc;
+}
+
+/* ---- Reads ------------------------------------------------------------------ */
+
+struct ws_reader {
+    ws_t *ws;
+    store_snapshot_t *snap;
+    store_iter_t *it;
+    uint64_t blob, size, pos, end; /* bytes [pos, end) are still to go */
+    uint32_t chunk;
+    int started;
+    char what[96]; /* "artifact ns/key version N": in errors */
+};
+
+static reel_code_t get_record(ws_t *ws, const store_snapshot_t *snap,
+                              const char *ns, size_t ns_len, const char *key,
+                              size_t key_len, uint64_t version,
+                              ws_artifact_t *out, reel_status_t *st) {
+    unsigned char *k;
+    size_t klen, vlen;
+    char *val = NULL;
+    reel_code_t rc;
+
+    memset(out, 0, sizeof(*out));
+    if ((rc = check_names(&ws->lim, ns, ns_len, key, key_len, st)) != REEL_OK)
+        return rc;
+    if ((k = rec_key(version ? 'v' : 'c', ns, ns_len, key, key_len,
+                     version != 0, version, &klen)) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = snap ? store_snapshot_get(ws->store, snap, ws->cf, k, klen, &val,
+                                   &vlen, st)
+              : store_get(ws->store, ws->cf, k, klen, &val, &vlen, st);
+    free(k);
+    if (rc == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        if (version != 0)
+            return reel_status_set(st, REEL_NOT_FOUND,
+                                   "artifact %.*s/%.*s: version %llu is not "
+                                   "retained (--workspace-versions-keep %u "
+                                   "keeps the last versions' bytes)",
+                                   (int)ns_len, ns, (int)key_len, key,
+                                   (unsigned long long)version,
+                                   ws->lim.versions_keep);
+        return reel_status_set(st, REEL_NOT_FOUND,
+                               "artifact %.*s/%.*s not found", (int)ns_len,
+                               ns, (int)key_len, key);
+    }
+    if (rc != REEL_OK)
+        return rc;
+    if (rec_decode(val, vlen, out) != 0)
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "artifact %.*s/%.*s: its record does not decode",
+                             (int)ns_len, ns, (int)key_len, key);
+    else if (out->deleted)
+        rc = reel_status_set(st, REEL_NOT_FOUND,
+                             "artifact %.*s/%.*s not found: deleted at "
+                             "version %llu",
+                             (int)ns_len, ns, (int)key_len, key,
+                             (unsigned long long)out->version);
+    free(val);
+    return rc;
+}
+
+reel_code_t ws_stat(ws_t *ws, const char *ns, size_t ns_len, const char *key,
+                    size_t key_len, uint64_t version, ws_artifact_t *out,
+                    reel_status_t *st) {
+    return get_record(ws, NULL, ns, ns_len, key, key_len, version, out, st);
+}
+
+reel_code_t ws_read_open(ws_t *ws, const char *ns, size_t ns_len,
+                         const char *key, size_t key_len, uint64_t version,
+                         uint64_t offset, uint64_t length, ws_artifact_t *out,
+                         ws_reader_t **rp, reel_status_t *st) {
+    ws_reader_t *r;
+    reel_code_t rc;
+
+    *rp = NULL;
+    memset(out, 0, sizeof(*out));
+    if ((r = calloc(1, sizeof(*r))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    r->ws = ws;
+    if ((rc = store_snapshot_create(ws->store, &r->snap, st)) != REEL_OK)
+        goto fail;
+    if ((rc = get_record(ws, r->snap, ns, ns_len, key, key_len, version, out,
+                         st)) != REEL_OK)
+        goto fail;
+    if (offset > out->size) {
+        rc = reel_status_set(st, REEL_OUT_OF_RANGE,
+                             "offset: %llu, past the artifact's size %llu",
+                             (unsigned long long)offset,
+                             (unsigned long long)out->size);
+        goto fail;
+    }
+    r->blob = out->blob_;
+    r->size = out->size;
+    r->chunk = out->chunk_size;
+    r->pos = offset;
+    r->end = length == 0 || length > out->size - offset ? out->size
+                                                         : offset + length;
+    snprintf(r->what, sizeof(r->what), "artifact %.*s/%.*s version %llu",
+             (int)(ns_len > 32 ? 32 : ns_len), ns,
+             (int)(key_len > 32 ? 32 : key_len), key,
+             (unsigned long long)out->version);
+    if (r->pos < r->end &&
+        (r->it = store_iter_create(ws->store, ws->chunks, r->snap)) == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto fail;
+    }
+    *rp = r;
+    return REEL_OK;
+fail:
+    ws_artifact_fini(out);
+    ws_reader_destroy(r);
+    return rc;
+}
+
+reel_code_t ws_read_next(ws_reader_t *r, const void **p, size_t *n,
+                         reel_status_t *st) {
+    uint64_t index, skip, want;
+    unsigned char k[16];
+    size_t klen, vlen;
+    const char *key, *val;
+
+    *p = NULL;
+    *n = 0;
+    if (r->pos >= r->end)
+        return REEL_OK;
+    index = r->pos / r->chunk;
+    skip = r->pos % r->chunk;
+    blob_key(k, r->blob, index);
+    if (!r->started) {
+        store_iter_seek(r->it, k, 16);
+        r->started = 1;
+    } else {
+        store_iter_next(r->it);
+    }
+    if (!store_iter_valid(r->it)) {
+        if (store_iter_status(r->it, st) != REEL_OK)
+            return st->code;
+        return reel_status_set(st, REEL_DATA_LOSS,
+                               "%s: chunk %llu is missing", r->what,
+                               (unsigned long long)index);
+    }
+    key = store_iter_key(r->it, &klen);
+    val = store_iter_value(r->it, &vlen);
+    want = r->size - index * r->chunk;
+    if (want > r->chunk)
+        want = r->chunk;
+    if (klen != 16 || memcmp(key, k, 16) != 0)
+        return reel_status_set(st, REEL_DATA_LOSS,
+                               "%s: chunk %llu is missing", r->what,
+                               (unsigned long long)index);
+    if (vlen != want)
+        return reel_status_set(st, REEL_DATA_LOSS,
+                               "%s: chunk %llu holds %zu bytes, not %llu",
+                               r->what, (unsigned long long)index, vlen,
+                               (unsigned long long)want);
+    *p = val + skip;
+    *n = (size_t)(want - skip);
+    if (*n > r->end - r->pos)
+        *n = (size_t)(r->end - r->pos);
+    r->pos += *n;
+    return REEL_OK;
+}
+
+void ws_reader_destroy(ws_reader_t *r) {
+    if (r == NULL)
+        return;
+    store_iter_destroy(r->it);
+    if (r->snap != NULL)
+        store_snapshot_release(r->ws->store, r->snap);
+    free(r);
+}
+
+reel_code_t ws_list(ws_t *ws, const char *ns, size_t ns_len,
+                    const char *prefix, size_t prefix_len,
+                    const char *start_after, size_t start_after_len,
+                    uint32_t limit, int include_deleted,
+                    const reel_page_t *page, ws_artifact_t **items, size_t *n,
+                    int *more, reel_status_t *st) {
+    unsigned char *base = NULL, *seek = NULL;
+    size_t blen, slen, used = 0, cap;
+    store_iter_t *it = NULL;
+    ws_artifact_t *out = NULL;
+    reel_code_t rc = REEL_OK;
+
+    *items = NULL;
+    *n = 0;
+    *more = 0;
+    if ((rc = reel_check_charset("namespace", ns, ns_len, ws->lim.max_namespace,
+                                 WS_NAMESPACE_CHARS, st)) != REEL_OK)
+        return rc;
+    if (limit > WS_LIST_MAX)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "limit: %u, at most %d", limit, WS_LIST_MAX);
+    cap = limit ? limit : WS_LIST_DEFAULT;
+    /* 'c' ns \0 prefix: every key with the prefix sorts from here. */
+    base = rec_key('c', ns, ns_len, prefix, prefix_len, 0, 0, &blen);
+    seek = rec_key('c', ns, ns_len, start_after, start_after_len, 0, 0, &slen);
+    out = calloc(cap, sizeof(*out));
+    it = store_iter_create(ws->store, ws->cf, NULL);
+    if (base == NULL || seek == NULL || out == NULL || it == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if (start_after_len > 0 &&
+        (slen < blen || memcmp(seek, base, blen) < 0))
+        store_iter_seek(it, base, blen);
+    else
+        store_iter_seek(it, start_after_len ? seek : base,
+                        start_after_len ? slen : blen);
+    for (; store_iter_valid(it); store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        ws_artifact_t a;
+
+        if (klen < blen || memcmp(k, base, blen) != 0)
+            break;
+        if (start_after_len > 0 && klen == slen && memcmp(k, seek, slen) == 0)
+            continue;
+        if (rec_decode(v, vlen, &a) != 0) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "namespace %.*s: a record does not decode",
+                                 (int)ns_len, ns);
+            goto out;
+        }
+        if (a.deleted && !include_deleted) {
+            ws_artifact_fini(&a);
+            continue;
+        }
+        if (*n == cap || !reel_page_take(page, *n, &used, &a)) {
+            ws_artifact_fini(&a);
+            *more = 1;
+            break;
+        }
+        out[(*n)++] = a;
+    }
+    if (rc == REEL_OK)
+        rc = store_iter_status(it, st);
+out:
+    store_iter_destroy(it);
+    free(base);
+    free(seek);
+    if (rc != REEL_OK) {
+        for (size_t i = 0; i < *n; i++)
+            ws_artifact_fini(&out[i]);
+        free(out);
+        *n = 0;
+        out = NULL;
+    }
+    *items = out;
+    return rc;
+}
+
+/* ---- Watches ------------------------------------------------------------------ */
+
+enum { PHASE_SNAPSHOT, PHASE_TAIL };
+
+struct ws_watch {
+    ws_t *ws;
+    feed_sub_t *sub;
+    const ws_watch_sink_t *sink;
+    void *arg;
+    char *ns, *prefix;
+    size_t ns_len, prefix_len;
+    int phase;
+    int marker; /* BOOTSTRAP_DONE is owed when it goes live */
+    store_snapshot_t *snap; /* the snapshot phase's */
+    unsigned char *last;    /* the last key the snapshot sent */
+    size_t last_len;
+};
+
+static int watch_matches(const ws_watch_t *w, const ws_artifact_t *a) {
+    return strlen(a->ns) == w->ns_len && memcmp(a->ns, w->ns, w->ns_len) == 0 &&
+           strncmp(a->key, w->prefix, w->prefix_len) == 0;
+}
+
+/* Sends the current records after w->last at w->snap. */
+static int watch_replay_snapshot(ws_watch_t *w, uint64_t *cursor,
+                                 reel_status_t *why) {
+    size_t blen;
+    unsigned char *base = rec_key('c', w->ns, w->ns_len, w->prefix,
+                                  w->prefix_len, 0, 0, &blen);
+    store_iter_t *it = store_iter_create(w->ws->store, w->ws->cf, w->snap);
+    int r = FEED_OK;
+
+    if (base == NULL || it == NULL) {
+        reel_status_set(why, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        r = FEED_END;
+        goto out;
+    }
+    if (w->last != NULL)
+        store_iter_seek(it, w->last, w->last_len);
+    else
+        store_iter_seek(it, base, blen);
+    for (; store_iter_valid(it); store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        ws_artifact_t a;
+        unsigned char *nl;
+
+        if (klen < blen || memcmp(k, base, blen) != 0)
+            break;
+        if (w->last != NULL && klen == w->last_len &&
+            memcmp(k, w->last, klen) == 0)
+            continue;
+        if (rec_decode(v, vlen, &a) != 0) {
+            reel_status_set(why, REEL_DATA_LOSS,
+                            "namespace %s: a record does not decode", w->ns);
+            r = FEED_END;
+            goto out;
+        }
+        if (!a.deleted &&
+            w->sink->deliver(w->arg, WS_WATCH_CURRENT, a.revision, &a) != 0) {
+            ws_artifact_fini(&a);
+            r = FEED_FULL;
+            goto out;
+        }
+        ws_artifact_fini(&a);
+        if ((nl = realloc(w->last, klen)) == NULL) {
+            reel_status_set(why, REEL_RESOURCE_EXHAUSTED, "out of memory");
+            r = FEED_END;
+            goto out;
+        }
+        memcpy(nl, k, klen);
+        w->last = nl;
+        w->last_len = klen;
+    }
+    if (store_iter_status(it, why) != REEL_OK) {
+        r = FEED_END;
+        goto out;
+    }
+    *cursor = store_snapshot_revision(w->snap);
+    store_snapshot_release(w->ws->store, w->snap);
+    w->snap = NULL;
+    w->phase = PHASE_TAIL;
+out:
+    store_iter_destroy(it);
+    free(base);
+    return r;
+}
+
+/* Sends the history after *cursor up to a snapshot taken now. */
+static int watch_replay_tail(ws_watch_t *w, uint64_t *cursor,
+                             reel_status_t *why) {
+    store_snapshot_t *snap = NULL;
+    store_iter_t *it = NULL;
+    unsigned char from[9], tk[1] = {'H'};
+    char *tv = NULL;
+    size_t tvlen;
+    uint64_t upto;
+    int r = FEED_OK;
+    reel_code_t rc;
+
+    if (store_snapshot_create(w->ws->store, &snap, why) != REEL_OK)
+        return FEED_END;
+    upto = store_snapshot_revision(snap);
+    rc = store_snapshot_get(w->ws->store, snap, w->ws->cf, tk, 1, &tv, &tvlen,
+                            why);
+    if (rc == REEL_OK && tvlen == 8 &&
+        *cursor + 1 < reel_be64_get((const unsigned char *)tv)) {
+        reel_status_set(why, REEL_OUT_OF_RANGE,
+                        "from_revision: %llu is past the workspace history "
+                        "(kept from revision %llu): watch from a snapshot",
+                        (unsigned long long)*cursor,
+                        (unsigned long long)reel_be64_get(
+                            (const unsigned char *)tv));
+        r = FEED_END;
+        goto out;
+    }
+    if (rc != REEL_OK && rc != REEL_NOT_FOUND) {
+        r = FEED_END;
+        goto out;
+    }
+    reel_status_fini(why);
+    if ((it = store_iter_create(w->ws->store, w->ws->cf, snap)) == NULL) {
+        reel_status_set(why, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        r = FEED_END;
+        goto out;
+    }
+    from[0] = 'h';
+    reel_be64_put(from + 1, *cursor + 1);
+    for (store_iter_seek(it, from, 9); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        uint64_t rev;
+        ws_artifact_t a;
+
+        if (klen != 9 || k[0] != 'h')
+            break;
+        rev = reel_be64_get((const unsigned char *)k + 1);
+        if (rev > upto)
+            break;
+        if (rec_decode(v, vlen, &a) != 0) {
+            reel_status_set(why, REEL_DATA_LOSS,
+                            "workspace history: revision %llu does not "
+                            "decode",
+                            (unsigned long long)rev);
+            r = FEED_END;
+            goto out;
+        }
+        if (watch_matches(w, &a) &&
+            w->sink->deliver(w->arg,
+                             a.deleted ? WS_WATCH_DELETE : WS_WATCH_PUT, rev,
+                             &a) != 0) {
+            ws_artifact_fini(&a);
+            *cursor = rev - 1;
+            r = FEED_FULL;
+            goto out;
+        }
+        ws_artifact_fini(&a);
+    }
+    if (store_iter_status(it, why) != REEL_OK) {
+        r = FEED_END;
+        goto out;
+    }
+    *cursor = upto;
+out:
+    free(tv);
+    store_iter_destroy(it);
+    store_snapshot_release(w->ws->store, snap);
+    return r;
+}
+
+static int watch_replay(void *arg, uint64_t *cursor, reel_status_t *why) {
+    ws_watch_t *w = arg;
+
+    if (w->phase == PHASE_SNAPSHOT)
+        return watch_replay_snapshot(w, cursor, why);
+    return watch_replay_tail(w, cursor, why);
+}
+
+static int watch_go_live(void *arg, uint64_t cursor) {
+    ws_watch_t *w = arg;
+
+    if (!w->marker)
+        return FEED_OK;
+    if (w->sink->deliver(w->arg, WS_WATCH_BOOTSTRAP_DONE, cursor, NULL) != 0)
+        return FEED_FULL;
+    w->marker = 0;
+    return FEED_OK;
+}
+
+static int watch_match(void *arg, const void *item) {
+    return watch_matches(arg, item);
+}
+
+static int watch_deliver(void *arg, void *item) {
+    ws_watch_t *w = arg;
+    ws_artifact_t *a = item;
+
+    return w->sink->deliver(w->arg, a->deleted ? WS_WATCH_DELETE
+                                               : WS_WATCH_PUT,
+                            a->revision, a) != 0
+               ? FEED_FULL
+               : FEED_OK;
+}
+
+static void watch_end(void *arg, const reel_status_t *st) {
+    ws_watch_t *w = arg;
+
+    w->sink->end(w->arg, st);
+}
+
+static void watch_wake(void *arg) {
+    ws_watch_t *w = arg;
+
+    if (w->sink->wake != NULL)
+        w->sink->wake(w->arg);
+}
+
+static const feed_ops_t watch_ops = {
+    .replay = watch_replay,
+    .go_live = watch_go_live,
+    .match = watch_match,
+    .deliver = watch_deliver,
+    .end = watch_end,
+    .wake = watch_wake,
+};
+
+reel_code_t ws_watch_create(ws_t *ws, const ws_watch_args_t *a,
+                            const ws_watch_sink_t *sink, void *arg,
+                            ws_watch_t **out, reel_status_t *st) {
+    feed_sub_args_t fa = {0};
+    ws_watch_t *w;
+    reel_code_t rc;
+
+    *out = NULL;
+    if ((rc = reel_check_charset("namespace", a->ns, a->ns_len,
+                                 ws->lim.max_namespace, WS_NAMESPACE_CHARS,
+                                 st)) != REEL_OK)
+        return rc;
+    if (a->prefix_len > ws->lim.max_key ||
+        !reel_utf8_valid(a->prefix, a->prefix_len))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "prefix: at most %zu bytes of UTF-8",
+                               ws->lim.max_key);
+    if (a->start != WS_WATCH_SNAPSHOT && a->start != WS_WATCH_NOW &&
+        a->start != WS_WATCH_FROM_REVISION)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "start: unknown value %d", (int)a->start);
+    if (a->start == WS_WATCH_FROM_REVISION &&
+        a->from_revision > store_revision(ws->store))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "from_revision: %llu is past the head %llu",
+                               (unsigned long long)a->from_revision,
+                               (unsigned long long)store_revision(ws->store));
+    if ((w = calloc(1, sizeof(*w))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    w->ws = ws;
+    w->sink = sink;
+    w->arg = arg;
+    w->ns = copy_str(a->ns, a->ns_len);
+    w->prefix = copy_str(a->prefix, a->prefix_len);
+    w->ns_len = a->ns_len;
+    w->prefix_len = a->prefix_len;
+    if (w->ns == NULL || w->prefix == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto fail;
+    }
+    w->phase = a->start == WS_WATCH_SNAPSHOT ? PHASE_SNAPSHOT : PHASE_TAIL;
+    w->marker = a->start != WS_WATCH_NOW;
+    if (w->phase == PHASE_SNAPSHOT &&
+        (rc = store_snapshot_create(ws->store, &w->snap, st)) != REEL_OK)
+        goto fail;
+    fa.ops = &watch_ops;
+    fa.arg = w;
+    fa.cursor = a->start == WS_WATCH_FROM_REVISION ? a->from_revision
+                : a->start == WS_WATCH_NOW         ? store_revision(ws->store)
+                                                   : 0;
+    if ((rc = feed_sub_create(ws->hub, &fa, &w->sub, st)) != REEL_OK)
+        goto fail;
+    *out = w;
+    return REEL_OK;
+fail:
+    ws_watch_destroy(w);
+    return rc;
+}
+
+void ws_watch_pump(ws_watch_t *w) { feed_sub_pump(w->sub); }
+
+void ws_watch_cancel(ws_watch_t *w) { feed_sub_cancel(w->sub); }
+
+void ws_watch_destroy(ws_watch_t *w) {
+    if (w == NULL)
+        return;
+    feed_sub_destroy(w->sub);
+    if (w->snap != NULL)
+        store_snapshot_release(w->ws->store, w->snap);
+    free(w->last);
+    free(w->ns);
+    free(w->prefix);
+    free(w);
+}
+
+void ws_publish(ws_t *ws, const store_change_t *changes, size_t n) {
+    feed_publish_begin(ws->hub);
+    for (size_t i = 0; i < n; i++) {
+        const store_change_t *c = &changes[i];
+        ws_artifact_t a;
+
+        if (c->module != WS_MODULE_ID || feed_hub_idle(ws->hub))
+            continue;
+        if (ws_change_decode(c, &a) != 1) {
+            feed_publish_lost(ws->hub, c->revision);
+            continue;
+        }
+        feed_publish(ws->hub, NULL, 0, c->revision, &a);
+        ws_artifact_fini(&a);
+    }
+    feed_publish_end(ws->hub, n > 0 ? changes[n - 1].revision : 0);
+}
