@@ -19,27 +19,27 @@ clients/python/README.md.
 from reel import errors
 from reel._core import TLS, RetryPolicy
 from reel.client import (KV, Client, Events, Follow, Journal, Run, Runs, Signals, Tail, Watch,
-                         Worker, connect)
+                         Worker, Workspace, connect)
 from reel._core import CasEntry
 from reel.errors import (AlreadyExists, Cancelled, Conflict, DataLoss, DeadlineExceeded,
                          FailedPrecondition, Internal, InvalidArgument, LeaseLost, NotFound,
                          OutOfRange, PermissionDenied, ReelError, ReplayMismatch,
                          ResourceExhausted, Suspended, Unauthenticated, Unavailable,
                          Unimplemented, Unknown, Aborted)
-from reel.types import (DELETE, Consumer, Entry, Event, EventType, Head, JournalEntry, RawJSON,
-                        RunInfo, RunStatus, SendResult, ServerStatus, Signal, ValueEvent,
+from reel.types import (DELETE, Artifact, Consumer, Entry, Event, EventType, Head, JournalEntry,
+                        RawJSON, RunInfo, RunStatus, SendResult, ServerStatus, Signal, ValueEvent,
                         WalEventType)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch", "Tail",
-    "Follow", "Worker", "CasEntry", "TLS", "RetryPolicy", "errors",
+    "Follow", "Worker", "Workspace", "CasEntry", "TLS", "RetryPolicy", "errors",
     "ReelError", "Cancelled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
     "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Conflict",
     "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
     "Unauthenticated", "LeaseLost", "ReplayMismatch", "Suspended",
     "RawJSON", "DELETE", "Entry", "EventType", "ValueEvent", "RunStatus", "RunInfo",
-    "JournalEntry", "Signal", "SendResult", "WalEventType", "Event", "Consumer", "Head",
+    "JournalEntry", "Artifact", "Signal", "SendResult", "WalEventType", "Event", "Consumer", "Head",
     "ServerStatus",
 ]

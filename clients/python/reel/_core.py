@@ -50,19 +50,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import random
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import grpc
 
 from reel import errors
-from reel.types import (Entry, Event, EventType, JournalEntry, RunStatus, Signal, ValueEvent,
-                        encode_json)
-from reel.v1 import journal_pb2, kv_pb2, wal_pb2
+from reel.types import (Artifact, Entry, Event, EventType, JournalEntry, RunStatus, Signal,
+                        ValueEvent, encode_json)
+from reel.v1 import journal_pb2, kv_pb2, wal_pb2, workspace_pb2
 
 DEFAULT_ADDR = "127.0.0.1:7878"
 DEFAULT_PORT = 7878
@@ -816,11 +817,11 @@ class RetryPolicy:
     max_attempts: Optional[int] = None
 
 
-def labels_dict(labels: Optional[Dict[str, str]]) -> Dict[str, str]:
+def labels_dict(labels: Optional[Dict[str, str]], what: str = "labels") -> Dict[str, str]:
     out = dict(labels or {})
     for k, v in out.items():
         if not isinstance(k, str) or not isinstance(v, str):
-            raise TypeError("labels: keys and values must be strings")
+            raise TypeError(f"{what}: keys and values must be strings")
     return out
 
 
@@ -828,3 +829,195 @@ def ttl_ms(seconds: float, what: str = "ttl") -> int:
     if seconds <= 0:
         raise ValueError(f"{what}: must be positive seconds (reeld takes 1 ms to 24 h)")
     return max(1, int(round(seconds * 1000)))
+
+
+# ---- The workspace --------------------------------------------------------
+#
+# Upload turns what workspace.put takes into PutArtifact's messages: the
+# header, then chunks of at most 1 MiB (reeld's limit per message), hashing
+# what it sends. Bytes and text are known whole, so the header carries their
+# size and SHA-256 and reeld refuses to store anything else; a file's size is
+# declared when it is a regular file (reeld refuses one over its limit before
+# a byte); an iterator's bytes are checked against the record reeld returns.
+# Download keeps a GetArtifact's place: the record (whose version it pins),
+# the bytes received, the digest so far, so a stream that breaks is asked
+# again from the next byte of the same version.
+
+CHUNK_MAX = 1 << 20
+
+
+class Upload:
+    """One workspace.put: its header and its byte source (see above).
+    Not thread-safe."""
+
+    def __init__(self, namespace: str, key: str, data: Any, *, content_type: str,
+                 metadata: Optional[Dict[str, str]], create: bool,
+                 if_version: Optional[int], chunk_size: int):
+        if create and if_version is not None:
+            raise ValueError("put: give create=True or if_version=N, not both")
+        if not 1 <= chunk_size <= CHUNK_MAX:
+            raise ValueError(f"chunk_size: 1 to {CHUNK_MAX} bytes")
+        self.chunk_size = chunk_size
+        self.sha = hashlib.sha256()
+        self.sent = 0
+        self.whole: Optional[bytes] = None
+        self.file = None
+        self.owned = False
+        self.items = None
+        size = None
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+            content_type = content_type or "text/plain; charset=utf-8"
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            self.whole = bytes(data)
+            size = len(self.whole)
+        elif isinstance(data, os.PathLike):
+            self.file = open(data, "rb")
+            self.owned = True
+        elif hasattr(data, "read"):
+            self.file = data
+        elif hasattr(data, "__iter__") or hasattr(data, "__aiter__"):
+            self.items = data
+        else:
+            raise TypeError("data: bytes, str, a binary file, a path, or an iterator of bytes, "
+                            f"not {type(data).__name__}")
+        if self.file is not None:
+            size = _file_size(self.file)
+        meta = labels_dict(metadata, "metadata")
+        self.header = workspace_pb2.ArtifactHeader(namespace=namespace, key=key,
+                                                   content_type=content_type, metadata=meta)
+        if create:
+            self.header.precondition = kv_pb2.PRECONDITION_ABSENT
+        elif if_version is not None:
+            self.header.precondition = kv_pb2.PRECONDITION_VERSION
+            self.header.expected_version = if_version
+        if size is not None:
+            self.header.has_size = True
+            self.header.size = size
+        if self.whole is not None:
+            self.header.sha256 = hashlib.sha256(self.whole).digest()
+
+    def first(self) -> workspace_pb2.PutArtifactRequest:
+        return workspace_pb2.PutArtifactRequest(header=self.header)
+
+    def split(self, piece: Any) -> List[workspace_pb2.PutArtifactRequest]:
+        """One piece of the source as chunk messages, counted and hashed."""
+        if isinstance(piece, str) or not isinstance(piece, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data: the iterator gave a {type(piece).__name__}, not bytes")
+        piece = bytes(piece)
+        self.sha.update(piece)
+        self.sent += len(piece)
+        return [workspace_pb2.PutArtifactRequest(chunk=piece[i:i + self.chunk_size])
+                for i in range(0, len(piece), self.chunk_size)]
+
+    def messages(self) -> Iterator[workspace_pb2.PutArtifactRequest]:
+        """All of it, for a blocking caller."""
+        yield self.first()
+        if self.whole is not None:
+            yield from self.split(self.whole)
+        elif self.file is not None:
+            while True:
+                piece = self.file.read(self.chunk_size)
+                if not piece:
+                    break
+                yield from self.split(piece)
+        else:
+            for piece in self.items:
+                yield from self.split(piece)
+
+    def close(self) -> None:
+        if self.owned:
+            self.file.close()
+
+    def check(self, art: Artifact) -> Artifact:
+        """The stored record, if it holds what was sent: a mismatch (bytes
+        changed on the way, which reeld could not check) is DataLoss."""
+        if art.size != self.sent or art.sha256 != self.sha.hexdigest():
+            raise errors.DataLoss(
+                f"artifact {art.namespace}/{art.key} version {art.version} was stored with "
+                f"{art.size} bytes, sha256 {art.sha256}, but {self.sent} bytes with sha256 "
+                f"{self.sha.hexdigest()} were sent", method="PutArtifact")
+        return art
+
+
+def _file_size(f) -> Optional[int]:
+    """The bytes left in a regular file from its position, or None."""
+    try:
+        st = os.fstat(f.fileno())
+        import stat as _stat
+        if not _stat.S_ISREG(st.st_mode):
+            return None
+        return max(0, st.st_size - f.tell())
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class Download:
+    """One workspace.get across reconnects (see above). Not thread-safe."""
+
+    def __init__(self, namespace: str, key: str, version: int, offset: int, length: int):
+        if version < 0 or offset < 0 or length < 0:
+            raise ValueError("get: version, offset and length are 0 or more")
+        self.namespace, self.key = namespace, key
+        self.version, self.offset, self.length = version, offset, length
+        self.artifact: Optional[Artifact] = None
+        self.received = 0
+        self.sha = hashlib.sha256()
+
+    def request(self) -> workspace_pb2.GetArtifactRequest:
+        version = self.artifact.version if self.artifact is not None else self.version
+        length = self.length - self.received if self.length else 0
+        return workspace_pb2.GetArtifactRequest(namespace=self.namespace, key=self.key,
+                                                version=version,
+                                                offset=self.offset + self.received,
+                                                length=length)
+
+    @property
+    def whole(self) -> bool:
+        a = self.artifact
+        return a is not None and self.offset == 0 and \
+            (self.length == 0 or self.length >= a.size)
+
+    def feed(self, pb) -> Optional[bytes]:
+        if pb.WhichOneof("part") == "artifact":
+            if self.artifact is None:
+                self.artifact = Artifact._from_pb(pb.artifact)
+            return None
+        self.received += len(pb.chunk)
+        self.sha.update(pb.chunk)
+        return pb.chunk
+
+    def finish(self) -> Artifact:
+        """The record, once every byte asked for came and (for the whole
+        artifact) matches its SHA-256; DataLoss otherwise."""
+        a = self.artifact
+        if a is None:
+            raise errors.DataLoss(f"artifact {self.namespace}/{self.key}: the stream ended "
+                                  f"without its record", method="GetArtifact")
+        want = max(0, a.size - self.offset)
+        if self.length:
+            want = min(want, self.length)
+        if self.received != want:
+            raise errors.DataLoss(f"artifact {a.namespace}/{a.key} version {a.version}: "
+                                  f"{self.received} bytes came, {want} expected",
+                                  method="GetArtifact")
+        if self.whole and self.sha.hexdigest() != a.sha256:
+            raise errors.DataLoss(f"artifact {a.namespace}/{a.key} version {a.version}: the "
+                                  f"bytes' sha256 is {self.sha.hexdigest()}, the record's "
+                                  f"{a.sha256}", method="GetArtifact")
+        return a
+
+
+def list_artifacts_request(namespace: str, prefix: str, start_after: str,
+                           include_deleted: bool, page_size: int):
+    return workspace_pb2.ListArtifactsRequest(namespace=namespace, prefix=prefix,
+                                              start_after=start_after, limit=page_size,
+                                              include_deleted=include_deleted)
+
+
+def delete_artifact_request(namespace: str, key: str, if_version: Optional[int]):
+    req = workspace_pb2.DeleteArtifactRequest(namespace=namespace, key=key)
+    if if_version is not None:
+        req.precondition = kv_pb2.PRECONDITION_VERSION
+        req.expected_version = if_version
+    return req

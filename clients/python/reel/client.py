@@ -33,12 +33,13 @@ import grpc
 from reel import _core, _rpc, errors
 from reel._core import TLS, CasEntry, Settings
 from reel._health import health_pb2
-from reel.types import (DELETE, Consumer, Entry, Event, Head, JournalEntry, RawJSON, RunInfo,
-                        RunStatus, SendResult, ServerStatus, Signal, ValueEvent, encode_json,
-                        encode_optional_json)
-from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2
+from reel.types import (DELETE, Artifact, Consumer, Entry, Event, Head, JournalEntry, RawJSON,
+                        RunInfo, RunStatus, SendResult, ServerStatus, Signal, ValueEvent,
+                        encode_json, encode_optional_json)
+from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2, workspace_pb2
 
-__all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch", "Worker",
+__all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch",
+           "Worker", "Workspace",
            "Tail", "Follow"]
 
 
@@ -106,6 +107,7 @@ class Client:
         self.journal = Journal(self)
         self.signals = Signals(self)
         self.events = Events(self)
+        self.workspace = Workspace(self)
 
     @property
     def target(self) -> str:
@@ -1253,3 +1255,139 @@ class Worker:
             except errors.ReelError:
                 return "left"
             return "completed"
+
+
+class Workspace:
+    """Binary artifacts beside the KV, streamed in chunks: `client.workspace`.
+
+    An artifact is a namespace and a key ("reports/q3.pdf"); each put
+    writes the next version and each delete a tombstone, as KV values do.
+    Bytes travel in chunks of at most 1 MiB both ways, so neither side
+    holds an artifact in memory unless the caller asks for bytes."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    def put(self, namespace: str, key: str, data: Any, *, content_type: str = "",
+            metadata: Optional[Dict[str, str]] = None, create: bool = False,
+            if_version: Optional[int] = None, chunk_size: int = _core.CHUNK_MAX) -> Artifact:
+        """Stores data as the key's next version and returns its record
+        (version, size, sha256, ...) once the commit is synced. data: bytes,
+        str (sent as UTF-8; content_type defaults to text/plain), a binary
+        file object (read from its position) or a path (os.PathLike), or an
+        iterator of bytes; sent in chunks of chunk_size. Bytes and text go
+        with their size and SHA-256, which reeld checks; a regular file's
+        size goes too (reeld refuses one over its limit before a byte); an
+        iterator's bytes are checked against the record (DataLoss if reeld
+        stored others). create=True: only if the key is missing or deleted
+        (AlreadyExists); if_version=N: only at version N (Conflict). If
+        anything fails (the source raises: that exception; a refusal; a lost
+        connection) nothing of the upload is visible. Not retried: the
+        source cannot be read twice."""
+        up = _core.Upload(namespace, key, data, content_type=content_type, metadata=metadata,
+                          create=create, if_version=if_version, chunk_size=chunk_size)
+        raised: list = []
+
+        def messages():
+            try:
+                yield from up.messages()
+            except BaseException as e:      # gRPC cancels the upload; raised below
+                raised.append(e)
+                raise
+
+        fn = self._c._rpc.workspace.PutArtifact
+        try:
+            resp = fn(messages(), timeout=None, metadata=self._c._s.metadata,
+                      wait_for_ready=self._c._s.wait_for_ready)
+        except grpc.RpcError as e:
+            if raised:
+                raise raised[0] from None
+            raise errors.from_rpc_error(e, method="PutArtifact") from None
+        finally:
+            up.close()
+        return up.check(Artifact._from_pb(resp.artifact))
+
+    def get(self, namespace: str, key: str, *, out: Any = None, version: int = 0,
+            offset: int = 0, length: int = 0) -> Union[bytes, Artifact]:
+        """The artifact's bytes (the current version, or a retained
+        `version`; from `offset`, `length` bytes, 0 for all). Without out,
+        returns them as bytes; with out (a path, or a binary file object
+        with write()), streams them there a chunk at a time and returns the
+        record. A whole artifact is checked against its SHA-256 (DataLoss;
+        a path then is not written). A path is written whole or not at all
+        (a temporary file beside it, renamed at the end). A stream that
+        breaks (UNAVAILABLE) resumes from the next byte of the same
+        version. NotFound when missing, deleted, or the version is gone."""
+        dl = _core.Download(namespace, key, version, offset, length)
+        if out is None:
+            parts: list = []
+            self._download(dl, parts.append)
+            return b"".join(parts)
+        if isinstance(out, (str, os.PathLike)):
+            path = os.fspath(out)
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+            try:
+                with open(tmp, "wb") as f:
+                    art = self._download(dl, f.write)
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
+            return art
+        return self._download(dl, out.write)
+
+    def _download(self, dl: _core.Download, sink: Callable[[bytes], Any]) -> Artifact:
+        attempt = 0
+        while True:
+            call = self._c._stream("workspace", "GetArtifact", dl.request())
+            try:
+                for pb in call:
+                    chunk = dl.feed(pb)
+                    if chunk:
+                        sink(chunk)
+                        attempt = 0
+                return dl.finish()
+            except grpc.RpcError as e:
+                err = errors.from_rpc_error(e, method="GetArtifact")
+                if not (_core.unary_retryable(err) and attempt < self._c._s.retries):
+                    raise err from None
+            finally:
+                call.cancel()
+            time.sleep(_core.backoff(attempt))
+            attempt += 1
+
+    def stat(self, namespace: str, key: str, *, version: int = 0) -> Optional[Artifact]:
+        """The current record (or a retained version's), None when the key
+        is missing or deleted; NotFound for a version not retained."""
+        try:
+            resp = self._c._call("workspace", "StatArtifact", workspace_pb2.StatArtifactRequest(
+                namespace=namespace, key=key, version=version), safe=True)
+        except errors.NotFound:
+            if version:
+                raise
+            return None
+        return Artifact._from_pb(resp.artifact)
+
+    def list(self, namespace: str, prefix: str = "", *, start_after: str = "",
+             include_deleted: bool = False, page_size: int = 0) -> Iterator[Artifact]:
+        """The namespace's artifacts whose keys start with prefix, in key
+        order, page by page (with include_deleted, tombstones too)."""
+        req = _core.list_artifacts_request(namespace, prefix, start_after, include_deleted,
+                                           page_size)
+        while True:
+            resp = self._c._call("workspace", "ListArtifacts", req, safe=True)
+            for a in resp.artifacts:
+                yield Artifact._from_pb(a)
+            if not resp.more:
+                return
+            req.start_after = resp.next_start_after
+
+    def delete(self, namespace: str, key: str, *, if_version: Optional[int] = None
+               ) -> Optional[Artifact]:
+        """Deletes the key (a tombstone at version+1; every version's bytes
+        are freed) and returns the tombstone, or None when there was
+        nothing to delete. if_version=N: only at version N, else Conflict.
+        Not retried."""
+        resp = self._c._call("workspace", "DeleteArtifact",
+                             _core.delete_artifact_request(namespace, key, if_version))
+        return Artifact._from_pb(resp.artifact) if resp.existed else None

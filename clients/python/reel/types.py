@@ -239,6 +239,32 @@ class Signal:
 
 
 @dataclass(frozen=True)
+class Artifact:
+    """One version of a workspace artifact (or its tombstone), as reeld
+    stores it: the record, never the bytes. `sha256` is the hex digest
+    reeld computed ("" for a tombstone)."""
+
+    namespace: str
+    key: str
+    version: int
+    size: int                # bytes
+    sha256: str
+    content_type: str
+    metadata: Dict[str, str]
+    revision: int            # the revision of the change that wrote it
+    created_at_ms: int       # when the key was first put (since a tombstone)
+    updated_at_ms: int       # this version's commit time
+    deleted: bool            # a tombstone
+    chunk_size: int          # bytes per stored chunk
+
+    @classmethod
+    def _from_pb(cls, pb) -> "Artifact":
+        return cls(pb.namespace, pb.key, pb.version, pb.size, pb.sha256.hex(),
+                   pb.content_type, dict(pb.metadata), pb.revision, pb.created_at_ms,
+                   pb.updated_at_ms, pb.deleted, pb.chunk_size)
+
+
+@dataclass(frozen=True)
 class SendResult:
     """What SendSignal did: the stored signal (the original one when
     `duplicate`), and the run's status after the send."""

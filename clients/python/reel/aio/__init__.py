@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import time
 import uuid
 from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Optional, Sequence, Tuple,
@@ -25,12 +26,13 @@ from reel import _core, _rpc, errors
 from reel._core import TLS, CasEntry, Settings
 from reel._health import health_pb2
 from reel.client import _AWAIT_MARGIN, _status_name, default_owner
-from reel.types import (DELETE, Consumer, Entry, Event, Head, JournalEntry, RawJSON, RunInfo,
-                        RunStatus, SendResult, ServerStatus, Signal, ValueEvent, encode_json,
-                        encode_optional_json)
-from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2
+from reel.types import (DELETE, Artifact, Consumer, Entry, Event, Head, JournalEntry, RawJSON,
+                        RunInfo, RunStatus, SendResult, ServerStatus, Signal, ValueEvent,
+                        encode_json, encode_optional_json)
+from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2, workspace_pb2
 
-__all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch", "Worker",
+__all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch",
+           "Worker", "Workspace",
            "Tail", "Follow"]
 
 
@@ -68,6 +70,7 @@ class Client:
         self.journal = Journal(self)
         self.signals = Signals(self)
         self.events = Events(self)
+        self.workspace = Workspace(self)
 
     @property
     def target(self) -> str:
@@ -1041,3 +1044,144 @@ class Worker:
             except errors.ReelError:
                 return "left"
             return "completed"
+
+
+class Workspace:
+    """See reel.client.Workspace: the same calls, awaited. put also takes
+    an async iterator of bytes; a file (or path) is read in a thread, a
+    chunk at a time, and so is a path written by get."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    async def put(self, namespace: str, key: str, data: Any, *, content_type: str = "",
+                  metadata: Optional[Dict[str, str]] = None, create: bool = False,
+                  if_version: Optional[int] = None, chunk_size: int = _core.CHUNK_MAX
+                  ) -> Artifact:
+        up = _core.Upload(namespace, key, data, content_type=content_type, metadata=metadata,
+                          create=create, if_version=if_version, chunk_size=chunk_size)
+        raised: list = []
+        loop = asyncio.get_running_loop()
+
+        async def messages():
+            try:
+                yield up.first()
+                if up.whole is not None:
+                    for m in up.split(up.whole):
+                        yield m
+                elif up.file is not None:
+                    while True:
+                        piece = await loop.run_in_executor(None, up.file.read, up.chunk_size)
+                        if not piece:
+                            break
+                        for m in up.split(piece):
+                            yield m
+                elif hasattr(up.items, "__aiter__"):
+                    async for piece in up.items:
+                        for m in up.split(piece):
+                            yield m
+                else:
+                    for piece in up.items:
+                        for m in up.split(piece):
+                            yield m
+            except BaseException as e:      # the upload is cancelled; raised below
+                raised.append(e)
+                raise
+
+        call = self._c._rpc.workspace.PutArtifact(messages(), timeout=None,
+                                                  metadata=self._c._s.metadata,
+                                                  wait_for_ready=self._c._s.wait_for_ready)
+        try:
+            resp = await call
+        except grpc.RpcError as e:
+            if raised:
+                raise raised[0] from None
+            raise errors.from_rpc_error(e, method="PutArtifact") from None
+        except asyncio.CancelledError:
+            # grpc.aio cancels the call when the source raises: that error is
+            # the caller's; otherwise this task itself was cancelled.
+            call.cancel()
+            if raised:
+                raise raised[0] from None
+            raise
+        finally:
+            up.close()
+        if raised:          # the source failed but the call was not told in time
+            raise raised[0]
+        return up.check(Artifact._from_pb(resp.artifact))
+
+    async def get(self, namespace: str, key: str, *, out: Any = None, version: int = 0,
+                  offset: int = 0, length: int = 0) -> Union[bytes, Artifact]:
+        dl = _core.Download(namespace, key, version, offset, length)
+        if out is None:
+            parts: list = []
+            await self._download(dl, parts.append)
+            return b"".join(parts)
+        loop = asyncio.get_running_loop()
+        if isinstance(out, (str, os.PathLike)):
+            path = os.fspath(out)
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+            try:
+                f = open(tmp, "wb")
+                try:
+                    art = await self._download(
+                        dl, lambda b: loop.run_in_executor(None, f.write, b))
+                finally:
+                    f.close()
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
+            return art
+        return await self._download(dl, out.write)
+
+    async def _download(self, dl: _core.Download, sink: Callable[[bytes], Any]) -> Artifact:
+        attempt = 0
+        while True:
+            call = self._c._stream("workspace", "GetArtifact", dl.request())
+            try:
+                async for pb in call:
+                    chunk = dl.feed(pb)
+                    if chunk:
+                        await _maybe_await(sink(chunk))
+                        attempt = 0
+                return dl.finish()
+            except grpc.RpcError as e:
+                err = errors.from_rpc_error(e, method="GetArtifact")
+                if not (_core.unary_retryable(err) and attempt < self._c._s.retries):
+                    raise err from None
+            finally:
+                call.cancel()
+            await asyncio.sleep(_core.backoff(attempt))
+            attempt += 1
+
+    async def stat(self, namespace: str, key: str, *, version: int = 0) -> Optional[Artifact]:
+        try:
+            resp = await self._c._call("workspace", "StatArtifact",
+                                       workspace_pb2.StatArtifactRequest(
+                                           namespace=namespace, key=key, version=version),
+                                       safe=True)
+        except errors.NotFound:
+            if version:
+                raise
+            return None
+        return Artifact._from_pb(resp.artifact)
+
+    async def list(self, namespace: str, prefix: str = "", *, start_after: str = "",
+                   include_deleted: bool = False, page_size: int = 0
+                   ) -> AsyncIterator[Artifact]:
+        req = _core.list_artifacts_request(namespace, prefix, start_after, include_deleted,
+                                           page_size)
+        while True:
+            resp = await self._c._call("workspace", "ListArtifacts", req, safe=True)
+            for a in resp.artifacts:
+                yield Artifact._from_pb(a)
+            if not resp.more:
+                return
+            req.start_after = resp.next_start_after
+
+    async def delete(self, namespace: str, key: str, *, if_version: Optional[int] = None
+                     ) -> Optional[Artifact]:
+        resp = await self._c._call("workspace", "DeleteArtifact",
+                                   _core.delete_artifact_request(namespace, key, if_version))
+        return Artifact._from_pb(resp.artifact) if resp.existed else None

@@ -1,0 +1,198 @@
+"""client.workspace against a real reeld: put from bytes, text, files,
+paths and iterators (streamed in chunks); get as bytes, into a file object
+or a path, by range and version; stat, list, delete; preconditions; a
+source failing mid-upload leaves nothing; a download resumes across a
+reeld restart; a download whose bytes do not match its record is
+DataLoss. Sync and async."""
+import hashlib
+import io
+import os
+
+import pytest
+
+import reel
+import reel.aio
+from reel import _core
+from reel.v1 import workspace_pb2
+
+NS = "docs"
+MIB = 1 << 20
+
+
+def _data(n, seed=1):
+    out = bytearray()
+    block = hashlib.sha256(str(seed).encode()).digest()
+    while len(out) < n:
+        block = hashlib.sha256(block).digest()
+        out += block * 64
+    return bytes(out[:n])
+
+
+def test_put_from_every_source_and_get_it_back(client, tmp_path):
+    data = _data(3 * MIB + 123)
+    a = client.workspace.put(NS, "reports/q3.bin", data, content_type="application/pdf",
+                             metadata={"owner": "ana"})
+    assert (a.version, a.size, a.sha256) == (1, len(data), hashlib.sha256(data).hexdigest())
+    assert (a.content_type, a.metadata, a.deleted) == ("application/pdf", {"owner": "ana"}, False)
+    assert client.workspace.get(NS, "reports/q3.bin") == data
+
+    t = client.workspace.put(NS, "notes.txt", "héllo")
+    assert t.content_type == "text/plain; charset=utf-8"
+    assert client.workspace.get(NS, "notes.txt") == "héllo".encode()
+
+    path = tmp_path / "src.bin"
+    path.write_bytes(data)
+    assert client.workspace.put(NS, "from-path", path).sha256 == a.sha256
+    with open(path, "rb") as f:
+        f.seek(100)
+        assert client.workspace.put(NS, "from-file", f).size == len(data) - 100
+    assert client.workspace.get(NS, "from-file") == data[100:]
+    pieces = (data[i:i + 300_000] for i in range(0, len(data), 300_000))
+    it = client.workspace.put(NS, "from-iter", pieces, chunk_size=64 * 1024)
+    assert (it.size, it.sha256) == (len(data), a.sha256)
+
+    # Into a file object, into a path, a range, a retained version.
+    buf = io.BytesIO()
+    assert client.workspace.get(NS, "from-iter", out=buf).version == 1
+    assert buf.getvalue() == data
+    out = tmp_path / "out" / "copy.bin"
+    out.parent.mkdir()
+    assert client.workspace.get(NS, "from-path", out=out).size == len(data)
+    assert out.read_bytes() == data
+    assert os.listdir(out.parent) == ["copy.bin"]              # no temporary left
+    assert client.workspace.get(NS, "reports/q3.bin", offset=MIB - 5, length=10) == \
+        data[MIB - 5:MIB + 5]
+    v2 = client.workspace.put(NS, "notes.txt", b"v2")
+    assert v2.version == 2
+    assert client.workspace.stat(NS, "notes.txt").version == 2
+    with pytest.raises(reel.NotFound, match="versions-keep"):
+        client.workspace.get(NS, "notes.txt", version=1)
+
+
+def test_stat_list_delete_and_preconditions(client):
+    for k in ("a/1", "a/2", "b/1"):
+        client.workspace.put(NS, k, k.encode())
+    assert [x.key for x in client.workspace.list(NS, page_size=1)] == ["a/1", "a/2", "b/1"]
+    assert [x.key for x in client.workspace.list(NS, "a/")] == ["a/1", "a/2"]
+    with pytest.raises(reel.AlreadyExists):
+        client.workspace.put(NS, "a/1", b"again", create=True)
+    with pytest.raises(reel.Conflict) as err:
+        client.workspace.put(NS, "a/1", b"again", if_version=5)
+    assert err.value.current_version == 1
+    assert client.workspace.get(NS, "a/1") == b"a/1"              # nothing written
+    with pytest.raises(reel.Conflict):
+        client.workspace.delete(NS, "a/2", if_version=3)
+    tomb = client.workspace.delete(NS, "a/2", if_version=1)
+    assert (tomb.deleted, tomb.version) == (True, 2)
+    assert client.workspace.delete(NS, "a/2") is None
+    assert client.workspace.stat(NS, "a/2") is None
+    assert client.workspace.stat(NS, "never") is None
+    assert [x.key for x in client.workspace.list(NS)] == ["a/1", "b/1"]
+    assert [(x.key, x.deleted) for x in client.workspace.list(NS, "a/", include_deleted=True)] \
+        == [("a/1", False), ("a/2", True)]
+    assert client.workspace.put(NS, "a/2", b"back", create=True).version == 3
+    with pytest.raises(reel.NotFound, match="deleted"):
+        client.workspace.get(NS, "b/1") if client.workspace.delete(NS, "b/1") else None
+
+
+def test_a_source_that_fails_mid_upload_leaves_nothing(client, tmp_path):
+    def broken():
+        yield _data(2 * MIB)
+        raise RuntimeError("the source broke")
+
+    with pytest.raises(RuntimeError, match="the source broke"):
+        client.workspace.put(NS, "half", broken())
+    assert client.workspace.stat(NS, "half") is None
+    assert list(client.workspace.list(NS, include_deleted=True)) == []
+    # A path is written whole or not at all.
+    (tmp_path / "out").mkdir()
+    out = tmp_path / "out" / "missing.bin"
+    with pytest.raises(reel.NotFound):
+        client.workspace.get(NS, "half", out=out)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_bad_sources_are_refused_naming_the_argument(client):
+    with pytest.raises(TypeError, match="data: bytes, str"):
+        client.workspace.put(NS, "k", 42)
+    with pytest.raises(TypeError, match="the iterator gave a str"):
+        client.workspace.put(NS, "k", iter(["text"]))
+    assert client.workspace.stat(NS, "k") is None
+    with pytest.raises(ValueError, match="not both"):
+        client.workspace.put(NS, "k", b"x", create=True, if_version=1)
+    with pytest.raises(TypeError, match="metadata"):
+        client.workspace.put(NS, "k", b"x", metadata={"n": 1})
+    with pytest.raises(reel.InvalidArgument, match="key"):
+        client.workspace.put(NS, "a//b", b"x")
+
+
+def test_a_download_resumes_across_a_reeld_restart(reeld, client):
+    data = _data(12 * MIB, seed=2)
+    client.workspace.put(NS, "big", data)
+    got = bytearray()
+
+    def sink(chunk):
+        if not got:
+            reeld.restart()          # the stream breaks after its first chunk
+        got.extend(chunk)
+
+    streams = []
+    real = client._stream
+
+    def counting(service, method, req):
+        streams.append(req.offset)
+        return real(service, method, req)
+
+    client._stream = counting
+    art = client.workspace.get(NS, "big", out=type("Sink", (), {"write": staticmethod(sink)}))
+    assert art.version == 1 and bytes(got) == data
+    assert len(streams) >= 2 and streams[0] == 0 and 0 < streams[1] < len(data)
+
+
+def test_bytes_that_do_not_match_the_record_are_data_loss():
+    rec = workspace_pb2.Artifact(namespace=NS, key="k", version=1, size=3,
+                                 sha256=hashlib.sha256(b"abc").digest())
+    dl = _core.Download(NS, "k", 0, 0, 0)
+    dl.feed(workspace_pb2.GetArtifactResponse(artifact=rec))
+    dl.feed(workspace_pb2.GetArtifactResponse(chunk=b"abd"))
+    with pytest.raises(reel.DataLoss, match="sha256"):
+        dl.finish()
+    short = _core.Download(NS, "k", 0, 0, 0)
+    short.feed(workspace_pb2.GetArtifactResponse(artifact=rec))
+    short.feed(workspace_pb2.GetArtifactResponse(chunk=b"ab"))
+    with pytest.raises(reel.DataLoss, match="2 bytes came, 3 expected"):
+        short.finish()
+    # Resumed, it asks for the same version from the next byte.
+    assert (short.request().version, short.request().offset) == (1, 2)
+
+
+async def test_async_workspace(reeld, tmp_path):
+    data = _data(2 * MIB + 7, seed=3)
+    async with reel.aio.connect(reeld.addr) as c:
+        async def agen():
+            for i in range(0, len(data), 500_000):
+                yield data[i:i + 500_000]
+
+        a = await c.workspace.put(NS, "x", agen())
+        assert (a.size, a.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+        assert await c.workspace.get(NS, "x") == data
+        src = tmp_path / "src"
+        src.write_bytes(data)
+        assert (await c.workspace.put(NS, "x", src)).version == 2
+        out = tmp_path / "out"
+        assert (await c.workspace.get(NS, "x", out=out)).version == 2
+        assert out.read_bytes() == data
+        assert await c.workspace.get(NS, "x", offset=3, length=4) == data[3:7]
+        assert (await c.workspace.stat(NS, "x")).version == 2
+        assert [x.key async for x in c.workspace.list(NS)] == ["x"]
+
+        async def broken():
+            yield b"x" * 1000
+            raise RuntimeError("async source broke")
+
+        with pytest.raises(RuntimeError, match="async source broke"):
+            await c.workspace.put(NS, "half", broken())
+        assert await c.workspace.stat(NS, "half") is None
+        assert (await c.workspace.delete(NS, "x")).deleted
+        assert await c.workspace.stat(NS, "x") is None
+        assert await c.workspace.delete(NS, "x") is None
