@@ -1,7 +1,9 @@
 """examples/, run as a user runs them, against a real reeld: the reactive
 pipeline, the crash-proof agent killed with SIGKILL in the middle of a step
-and finished by a second worker without repeating a completed step, and
-the approval gate, approved and timed out."""
+and finished by a second worker without repeating a completed step, the
+approval gate, approved and timed out, and the workspace hand-off between
+two agents."""
+import hashlib
 import json
 import os
 import signal
@@ -105,3 +107,30 @@ def test_approval_gate_times_out_and_cancels(reeld, client):
     assert info.status == reel.RunStatus.CANCELLED
     assert info.result["reason"] == "no approval within 0.5s"
     assert [e.kind for e in client.journal.read(run_id)] == ["step", "signal.timeout"]
+
+
+def test_workspace_handoff_between_two_agents(reeld, client):
+    writer = subprocess.Popen([python(), os.path.join(EXAMPLES, "workspace_handoff.py"), "write",
+                               "--addr", reeld.addr, "--count", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writer ready"
+    for topic, size in (("tides", 5_000_000), ("moss", 1234)):
+        r = _run("workspace_handoff.py", "research", "--addr", reeld.addr, "--topic", topic,
+                 "--size", str(size))
+        assert r.returncode == 0, r.stderr
+    out, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0, err
+    summaries = [json.loads(line) for line in out.splitlines()]
+    assert [(s["topic"], s["bytes"]) for s in summaries] == \
+        [("tides", 5_000_000), ("moss", 1234)]
+    data = client.workspace.get("lab", "research/tides/data.bin")
+    assert len(data) == 5_000_000
+    assert summaries[0]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert summaries[0]["report_words"] == len("# tides The dataset holds 5000000 bytes "
+                                               "about tides.".split())
+    stored = json.loads(client.workspace.get("lab", "summaries/tides.json"))
+    assert stored == summaries[0]
+    run = client.runs.get(stored["from_run"])
+    assert run.status == reel.RunStatus.COMPLETED
+    assert [e.payload["step"] for e in client.journal.read(run.run_id)] == \
+        ["upload-data", "upload-report"]
