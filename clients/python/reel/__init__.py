@@ -1,5 +1,6 @@
 """reel for Python: the client of reeld (KV with compare-and-swap and
-watches, runs and journals with durable steps, signals, the event tail).
+watches, runs and journals with durable steps and sleeps, the worker
+helper, signals, the workspace, the event tail).
 
     import reel
 
