@@ -22,7 +22,7 @@ key, as `charge` does with the step's key).
 Each step's effect is one line appended to --effects, so a test can see
 what ran, and where: `--pause-in STEP` makes that step block after
 announcing itself (`<step>-start`), for the test to kill the process there.
-`--runs N` makes a worker stop after N runs.
+`--runs N` makes a worker stop once N runs ended there.
 """
 import argparse
 import os
@@ -78,6 +78,8 @@ def worker(client, args):
     w = client.worker(APP, agent, ttl=args.ttl, poll=1.0)
     print(f"worker {w.owner} ready", flush=True)
     w.run(max_runs=args.runs)
+    print(f"worker {w.owner} done: {w.completed} completed, {w.failed} failed, "
+          f"{w.parked} parked, {w.left} left", file=sys.stderr, flush=True)
     return 0
 
 
@@ -88,7 +90,7 @@ def main():
     ap.add_argument("--order", default="42")
     ap.add_argument("--effects", default="effects.log", help="where effects are recorded")
     ap.add_argument("--ttl", type=float, default=2.0, help="lease TTL in seconds")
-    ap.add_argument("--runs", type=int, default=None, help="worker: stop after N runs")
+    ap.add_argument("--runs", type=int, default=None, help="worker: stop once N runs ended")
     ap.add_argument("--pause-in", default=None, help="block inside this step (for tests)")
     args = ap.parse_args()
     with reel.connect(args.addr) as client:

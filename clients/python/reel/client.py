@@ -1139,7 +1139,8 @@ class Worker:
     The claim loop rides out reeld restarts (it retries after UNAVAILABLE
     with backoff). `stop()` (from any thread) ends the loops after the
     runs in hand; a loop waiting in claim_next notices within `poll`
-    seconds. Counters: `completed`, `failed`, `parked`, `left`."""
+    seconds. Counters: `completed`, `failed`, `parked`, `left`; run(max_runs=N)
+returns once N runs ended here."""
 
     def __init__(self, client: Client, app: str, fn: Callable[[Run], Any], *,
                  owner: Optional[str], concurrency: int, ttl: float, poll: float,
@@ -1160,7 +1161,7 @@ class Worker:
         self.on_error = on_error
         self._stop = threading.Event()
         self._mu = threading.Lock()
-        self._taken = 0
+        self._taken = 0                   # claims and runs in hand
         self._max: Optional[int] = None
         self.completed = self.failed = self.parked = self.left = 0
 
@@ -1168,8 +1169,9 @@ class Worker:
         self._stop.set()
 
     def run(self, *, max_runs: Optional[int] = None) -> None:
-        """Works until stop() (or, with max_runs, until that many runs were
-        taken and handled). Blocks; the loops run on their own threads and
+        """Works until stop() (or, with max_runs, until that many runs
+        ended here, completed or failed: a parked or left run comes back
+        and does not count). Blocks; the loops run on their own threads and
         this one waits for them. An exception other than the ones above
         escaping the claim loop (e.g. PermissionDenied) stops the worker and
         is raised here."""
@@ -1194,7 +1196,9 @@ class Worker:
 
     def _take(self) -> bool:
         with self._mu:
-            if self._stop.is_set() or (self._max is not None and self._taken >= self._max):
+            ended = self.completed + self.failed
+            if self._stop.is_set() or (self._max is not None and
+                                       ended + self._taken >= self._max):
                 return False
             self._taken += 1
             return True
@@ -1205,9 +1209,9 @@ class Worker:
 
     def _count(self, what: str) -> None:
         with self._mu:
+            self._taken -= 1
             setattr(self, what, getattr(self, what) + 1)
-            if self._max is not None and \
-                    self.completed + self.failed + self.parked + self.left >= self._max:
+            if self._max is not None and self.completed + self.failed >= self._max:
                 self._stop.set()
 
     def _loop(self) -> None:

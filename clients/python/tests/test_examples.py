@@ -43,7 +43,7 @@ def test_reactive_pipeline(reeld, client):
 
 def _worker(reeld, effects, *extra):
     return subprocess.Popen([python(), os.path.join(EXAMPLES, "crash_proof_agent.py"), "worker",
-                             "--addr", reeld.addr, "--effects", effects, "--ttl", "1"] +
+                             "--addr", reeld.addr, "--effects", effects, "--ttl", "2"] +
                             list(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -67,6 +67,7 @@ def test_crash_proof_agent_killed_mid_run_is_finished_without_repeating_steps(
     out, err = second.communicate(timeout=60)
     assert second.returncode == 0, err
     # Its lease was the first worker's epoch 2 (the submit's was 1).
+    assert "1 completed" in err, err
     assert f"finished {run_id} (order 42) at epoch 3" in out
     with open(effects) as f:
         lines = [line.split()[0] for line in f]

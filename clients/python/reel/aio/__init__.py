@@ -980,15 +980,16 @@ class Worker:
             raise
 
     def _take(self) -> bool:
-        if self._stopped or (self._max is not None and self._taken >= self._max):
+        if self._stopped or (self._max is not None and
+                             self.completed + self.failed + self._taken >= self._max):
             return False
         self._taken += 1
         return True
 
     def _count(self, what: str) -> None:
+        self._taken -= 1
         setattr(self, what, getattr(self, what) + 1)
-        if self._max is not None and \
-                self.completed + self.failed + self.parked + self.left >= self._max:
+        if self._max is not None and self.completed + self.failed >= self._max:
             self.stop()
 
     async def _loop(self) -> None:
