@@ -1,5 +1,12 @@
 /*
  * api/admin.c: reel.v1.Admin: what the server is and how it is doing.
+ *
+ * GetStatus carries the headline figures beside the identity: the
+ * writer's counters since start (a client takes two readings for rates),
+ * the write queue, open watches and subscriptions, the WAL's extent and
+ * the durable consumers furthest behind (at most STATUS_CONSUMERS_MAX, so
+ * the answer stays small whatever the number of consumers). A figure that
+ * cannot be read fails the call, naming it: never a status with a hole.
  */
 #include <stdlib.h>
 
@@ -8,14 +15,22 @@
 #include "base/clock.h"
 #include "base/version.h"
 
+#define STATUS_CONSUMERS_MAX 100
+
 static void admin_get_status(rpc_call_t *call, void *arg, const uint8_t *req,
                              size_t len) {
     api_ctx_t *ctx = arg;
     Reel__V1__GetStatusRequest *in =
         reel__v1__get_status_request__unpack(NULL, len, req);
     Reel__V1__GetStatusResponse out = REEL__V1__GET_STATUS_RESPONSE__INIT;
-    reel_status_t health = REEL_STATUS_INIT;
-    uint8_t *buf;
+    Reel__V1__ConsumerStatus cons[STATUS_CONSUMERS_MAX];
+    Reel__V1__ConsumerStatus *cons_p[STATUS_CONSUMERS_MAX];
+    reel_status_t health = REEL_STATUS_INIT, st = REEL_STATUS_INIT;
+    wal_consumer_t *cs = NULL;
+    size_t n_cs = 0;
+    store_stats_t stats;
+    uint64_t head = 0, oldest = 0;
+    uint8_t *buf = NULL;
     size_t n;
 
     if (in == NULL) {
@@ -41,18 +56,54 @@ static void admin_get_status(rpc_call_t *call, void *arg, const uint8_t *req,
     out.signal_max_wait_ms =
         ctx->signals != NULL ? signals_max_wait_ms(ctx->signals) : 0;
 
+    store_stats(ctx->store, &stats);
+    out.commits = stats.commits;
+    out.commit_requests = stats.requests;
+    out.commit_seconds = (double)stats.commit_ns / 1e9;
+    out.write_queue_depth = stats.queue_depth;
+    out.kv_watchers = ctx->kv != NULL ? kv_watchers(ctx->kv) : 0;
+    out.run_subscribers =
+        ctx->journal != NULL ? journal_subscribers(ctx->journal) : 0;
+    if (ctx->wal != NULL) {
+        out.wal_subscribers = wal_subscribers(ctx->wal);
+        out.wal_bytes = wal_bytes(ctx->wal);
+        if (wal_head(ctx->wal, &head, &oldest, &st) != REEL_OK)
+            goto out;
+        out.wal_oldest_revision = oldest;
+    }
+    if (api_consumer_lags(ctx, &cs, &n_cs, &st) != REEL_OK)
+        goto out;
+    /* After the consumers were read: no lag comes out negative. */
+    head = store_revision(ctx->store);
+    out.consumer_count = n_cs;
+    for (size_t i = 0; i < n_cs && i < STATUS_CONSUMERS_MAX; i++) {
+        reel__v1__consumer_status__init(&cons[i]);
+        cons[i].name = cs[i].name;
+        cons[i].acked_revision = cs[i].acked;
+        cons[i].lag = head > cs[i].acked ? head - cs[i].acked : 0;
+        cons[i].invalidated = cs[i].invalidated_at_ms != 0;
+        cons_p[i] = &cons[i];
+        out.n_consumers++;
+    }
+    out.consumers = cons_p;
+
     n = reel__v1__get_status_response__get_packed_size(&out);
     buf = malloc(n ? n : 1);
     if (buf == NULL) {
-        reel_status_fini(&health);
-        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
-                        0);
-        return;
+        reel_status_set(&st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
     }
     reel__v1__get_status_response__pack(&out, buf);
-    reel_status_fini(&health);
     rpc_call_finish(call, REEL_OK, NULL, buf, n);
+out:
+    if (st.code != REEL_OK)
+        rpc_call_finish_status(call, &st);
+    for (size_t i = 0; i < n_cs; i++)
+        wal_consumer_fini(&cs[i]);
+    free(cs);
     free(buf);
+    reel_status_fini(&st);
+    reel_status_fini(&health);
 }
 
 int api_admin_register(rpc_server_t *srv, api_ctx_t *ctx) {

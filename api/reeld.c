@@ -5,9 +5,13 @@
  * flag wins), open the store with every module's column families, start
  * the modules (one table too: adding one is a line in it), listen.
  * SIGHUP reloads the TLS certificates (new connections use them).
- * Shutdown on SIGTERM or SIGINT: stop accepting calls and end open streams
- * with UNAVAILABLE, let in-flight calls finish (their writes commit), close
- * the store, exit 0.
+ * Shutdown on SIGTERM or SIGINT: say not ready (/readyz, gRPC health), go
+ * on serving for --shutdown-delay so load balancers take the server out
+ * first, then stop accepting calls and end open streams with UNAVAILABLE,
+ * let in-flight calls finish (their writes commit), close the store, exit
+ * 0. With --metrics-listen, an HTTP endpoint serves /metrics, /healthz and
+ * /readyz from before the store opens until the calls are done
+ * (metrics/http.h).
  * Signals are blocked in every thread and taken by the main thread with
  * sigwait(), so no handler runs inside library code.
  */
@@ -35,6 +39,8 @@
 #include "base/log.h"
 #include "base/version.h"
 #include "journal/journal.h"
+#include "metrics/http.h"
+#include "metrics/metrics.h"
 #include "signals/signals.h"
 #include "store/store.h"
 
@@ -56,6 +62,8 @@ typedef struct config {
     const char *auth; /* "none" or "token" */
     const char *tls_cert, *tls_key, *tls_client_ca; /* "" = none */
     int insecure;
+    const char *metrics_listen; /* "": no metrics endpoint */
+    int64_t shutdown_delay_ms;
 } config_t;
 
 /*
@@ -250,6 +258,13 @@ static const flag_t flags[] = {
     {"workspace-max-uploads", "REEL_WORKSPACE_MAX_UPLOADS", "N", FLAG_NUMBER,
      NULL, WS_DEFAULT_MAX_UPLOADS, 1, 100000, FIELD(limits.ws.max_uploads),
      "uploads at once (each holds a 1 MiB buffer)"},
+    {"metrics-listen", "REEL_METRICS_LISTEN", "HOST:PORT", FLAG_TEXT, "", 0,
+     0, 0, FIELD(metrics_listen),
+     "serve /metrics, /healthz and /readyz over HTTP here (off if empty)"},
+    {"shutdown-delay", "REEL_SHUTDOWN_DELAY", "D", FLAG_DURATION, NULL, 0, 0,
+     600000, FIELD(shutdown_delay_ms),
+     "after SIGTERM, report not ready and keep serving this long before "
+     "stopping"},
 };
 
 #define N_FLAGS (sizeof(flags) / sizeof(*flags))
@@ -277,7 +292,9 @@ static int64_t parse_duration_ms(const char *s) {
 /* ms as the largest unit that divides it ("30s", "24h", "7d"); days only
  * past one. */
 static void format_duration(long long ms, char *out, size_t cap) {
-    if (ms % 86400000 == 0 && ms > 86400000)
+    if (ms == 0)
+        snprintf(out, cap, "0");
+    else if (ms % 86400000 == 0 && ms > 86400000)
         snprintf(out, cap, "%lldd", ms / 86400000);
     else if (ms % 3600000 == 0)
         snprintf(out, cap, "%lldh", ms / 3600000);
@@ -503,6 +520,8 @@ int main(int argc, char **argv) {
     api_ctx_t ctx = {0};
     store_t *store = NULL;
     rpc_server_t *srv = NULL;
+    metrics_registry_t *metrics = NULL;
+    metrics_http_t *http = NULL;
     char data_dir[PATH_MAX];
     char why[512];
     sigset_t sigs;
@@ -547,6 +566,16 @@ int main(int argc, char **argv) {
         return 1;
     }
 
+    /* Metrics only when served: without them nothing is counted. */
+    if (*cfg.metrics_listen &&
+        metrics_registry_create(&metrics, &st) != REEL_OK) {
+        REEL_ERROR("reeld", "%s", reel_status_message(&st));
+        reel_status_fini(&st);
+        api_modules_destroy(&ctx);
+        return 1; /* nothing started yet */
+    }
+    ctx.metrics = metrics;
+
     /* The port first: a bad --listen or a port in use fails before the
      * data dir is created or touched. Nothing is accepted until start. */
     reel_grpc_init();
@@ -564,6 +593,7 @@ int main(int argc, char **argv) {
         ropts.authorize = api_authorize;
         ropts.authorize_arg = &ctx;
     }
+    ropts.metrics = metrics;
     srv = rpc_server_create(&ropts);
     ctx.server = srv;
     if (srv == NULL || api_health_register(srv, &ctx) != 0 ||
@@ -587,6 +617,14 @@ int main(int argc, char **argv) {
         api_check_exposure(cfg.listen, strcmp(cfg.auth, "token") == 0,
                            *cfg.tls_cert != '\0', 0, why, sizeof(why)) != 0)
         REEL_WARN("reeld", "--insecure given: serving anyway (%s)", why);
+    /* Its port too, and from here on: /healthz answers and /readyz says
+     * "starting" while the store opens (a long RocksDB recovery). */
+    if (metrics != NULL &&
+        metrics_http_start("--metrics-listen", cfg.metrics_listen, metrics,
+                           api_ready, &ctx, &http, &st) != REEL_OK) {
+        REEL_ERROR("reeld", "%s", reel_status_message(&st));
+        goto out;
+    }
 
     sopts.data_dir = cfg.data_dir;
     sopts.cfs = ctx.modules.cfs;
@@ -600,6 +638,7 @@ int main(int argc, char **argv) {
     sopts.alarm = api_alarm;
     sopts.alarm_arg = &ctx;
     sopts.background_write_rate = cfg.background_write_rate;
+    sopts.metrics = metrics;
     if (store_open(&sopts, &store, &st) != REEL_OK) {
         REEL_ERROR("reeld", "cannot open the store: %s",
                    reel_status_message(&st));
@@ -622,10 +661,12 @@ int main(int argc, char **argv) {
     ctx.data_dir = data_dir;
     ctx.started_at_ms = reel_clock_now_ms();
     ctx.max_response_bytes = cfg.max_response_bytes;
-    if (rpc_server_start(srv, &st) != REEL_OK) {
+    if (api_metrics_register(&ctx, &st) != REEL_OK ||
+        rpc_server_start(srv, &st) != REEL_OK) {
         REEL_ERROR("reeld", "%s", reel_status_message(&st));
         goto out;
     }
+    atomic_store(&ctx.phase, API_SERVING);
     REEL_INFO("reeld",
               "reeld %s serving on %s%s%s (data dir %s, revision %llu) after "
               "%lld ms",
@@ -662,17 +703,33 @@ int main(int argc, char **argv) {
     REEL_INFO("reeld", "received %s: shutting down",
               sig == SIGTERM ? "SIGTERM" : "SIGINT");
     rc = 0;
+    atomic_store(&ctx.phase, API_STOPPING); /* /readyz: 503 */
     api_health_shutdown(&ctx); /* health watchers hear NOT_SERVING first */
+    if (cfg.shutdown_delay_ms > 0) {
+        struct timespec ts = {cfg.shutdown_delay_ms / 1000,
+                              (cfg.shutdown_delay_ms % 1000) * 1000000L};
+
+        REEL_INFO("reeld", "serving %lld ms more (--shutdown-delay)",
+                  (long long)cfg.shutdown_delay_ms);
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
 out:
+    atomic_store(&ctx.phase, API_STOPPING);
     /* Stop the server first so no new writes arrive, then let the store
      * finish what is queued (completing those calls), then free the server. */
     rpc_server_stop(srv, SHUTDOWN_GRACE_MS);
+    /* The endpoint answers until the calls are done; it stops before
+     * anything its scrapes and probes read (the modules, the store). */
+    metrics_http_stop(http);
+    api_metrics_drop(&ctx);
     api_modules_stop(&ctx); /* the WAL's trimmer writes through the store */
     store_close(store);
     rpc_server_destroy(srv); /* frees every call, and so every watch */
     api_timers_destroy(ctx.timers);
     api_health_destroy(&ctx);
     api_modules_destroy(&ctx);
+    metrics_registry_destroy(metrics); /* everyone dropped theirs */
     grpc_teardown(rc);
     reel_status_fini(&st);
     if (rc == 0)

@@ -36,6 +36,14 @@
  * SEND_MESSAGE batch is in flight. The first batch also carries the initial
  * metadata, and the status rides in the same batch as the last message when
  * the handler has already finished, so a unary answer is a single batch.
+ *
+ * Metrics: a call is counted once, by method and code, when its handler
+ * finishes it (the one place every call ends, unknown methods and refused
+ * requests included), in a per-server array of relaxed atomics; a unary
+ * call's time from arrival to finish goes to its method's histogram.
+ * Streams are counted when they end but not timed: their length is the
+ * client's choice, not the server's latency. Queued stream bytes are
+ * summed over the live calls when a scrape asks.
  */
 #include "api/rpc.h"
 
@@ -124,6 +132,7 @@ struct rpc_call {
     int pump_pending; /* an empty batch will start the next send */
     rpc_wake_fn wake_fn;
     void *wake_arg;
+    int64_t started_ns; /* arrival, on the monotonic clock */
 
     pthread_mutex_t mu;
     int refs;
@@ -184,6 +193,9 @@ struct rpc_server {
     char *tls_cert, *tls_key, *tls_client_ca;
     pthread_mutex_t tls_mu;
     grpc_ssl_server_certificate_config *tls_next;
+    /* Calls ended, by method (the last row: unknown methods) and code. */
+    _Atomic uint64_t ended[MAX_METHODS + 1][REEL_CODE__COUNT];
+    metrics_histogram_t *duration[MAX_METHODS]; /* unary methods only */
 };
 
 /* ---- Calls -------------------------------------------------------------- */
@@ -533,6 +545,20 @@ size_t rpc_call_queue_max(rpc_call_t *c) {
     return c->srv->opts.stream_queue_max;
 }
 
+/* Counts the call's end (its first finish only). */
+static void count_call(rpc_call_t *c, reel_code_t code) {
+    rpc_server_t *srv = c->srv;
+    int m = c->method != NULL ? (int)(c->method - srv->methods) : MAX_METHODS;
+
+    if ((unsigned)code >= REEL_CODE__COUNT)
+        code = REEL_INTERNAL;
+    atomic_fetch_add_explicit(&srv->ended[m][code], 1, memory_order_relaxed);
+    if (c->method != NULL && srv->duration[m] != NULL) /* unary, metrics on */
+        metrics_histogram_observe(
+            srv->duration[m],
+            (double)(reel_clock_mono_ns() - c->started_ns) / 1e9);
+}
+
 void rpc_call_finish(rpc_call_t *c, reel_code_t code, const char *msg,
                      const void *resp, size_t len) {
     size_t max = c->srv->opts.max_response_bytes;
@@ -565,6 +591,7 @@ void rpc_call_finish(rpc_call_t *c, reel_code_t code, const char *msg,
         len = 0;
     }
     c->finished = 1;
+    count_call(c, code);
     c->code = (grpc_status_code)reel_code_grpc(code);
     c->details = grpc_slice_from_copied_string(msg ? msg
                                                    : reel_code_text(code));
@@ -858,6 +885,7 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     c->srv = srv;
     c->call = p->call;
     c->md = p->md;
+    c->started_ns = reel_clock_mono_ns();
     pthread_mutex_init(&c->mu, NULL);
     c->refs = 2; /* the handler's and the RECV_CLOSE batch's */
     c->tag_close = (rpc_tag_t){TAG_CLOSE, c};
@@ -1325,10 +1353,113 @@ reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st) {
     return REEL_OK;
 }
 
+/* ---- Metrics ------------------------------------------------------------ */
+
+/* "/reel.v1.KV/SetValue" -> service "reel.v1.KV", method "SetValue". */
+static void split_path(const char *path, char *service, size_t scap,
+                       const char **method) {
+    const char *slash = strrchr(path, '/');
+    const char *start = path[0] == '/' ? path + 1 : path;
+
+    if (slash == NULL || slash < start) {
+        snprintf(service, scap, "unknown");
+        *method = path;
+        return;
+    }
+    snprintf(service, scap, "%.*s", (int)(slash - start), start);
+    *method = slash + 1;
+}
+
+static void m_requests(void *arg, metrics_emit_t *e) {
+    rpc_server_t *srv = arg;
+    char service[256];
+
+    for (int m = 0; m <= srv->n_methods; m++) {
+        const char *method = "unknown";
+        int row = m < srv->n_methods ? m : MAX_METHODS;
+
+        if (m < srv->n_methods)
+            split_path(srv->methods[m].path, service, sizeof(service),
+                       &method);
+        else
+            snprintf(service, sizeof(service), "unknown");
+        for (int code = 0; code < REEL_CODE__COUNT; code++) {
+            uint64_t n = atomic_load_explicit(&srv->ended[row][code],
+                                              memory_order_relaxed);
+            const char *l[] = {"service", service, "method", method,
+                               "code",    reel_code_name((reel_code_t)code),
+                               NULL};
+
+            /* OK always, so a rate has a series from the start; the
+             * other codes once they happened. */
+            if (n > 0 || code == REEL_OK)
+                metrics_emit(e, l, (double)n);
+        }
+    }
+}
+
+static double m_open_calls(void *arg) {
+    return (double)rpc_server_open_calls(arg);
+}
+
+static double m_stream_bytes(void *arg) {
+    rpc_server_t *srv = arg;
+    size_t n = 0;
+
+    pthread_mutex_lock(&srv->mu);
+    for (rpc_call_t *c = srv->calls; c != NULL; c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        n += c->qbytes;
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return (double)n;
+}
+
+static reel_code_t register_metrics(rpc_server_t *srv, reel_status_t *st) {
+    metrics_registry_t *r = srv->opts.metrics;
+    reel_code_t rc;
+
+    if (r == NULL)
+        return REEL_OK;
+    if ((rc = metrics_reg_collector(
+             r, srv, METRICS_COUNTER, "reel_rpc_requests_total",
+             "gRPC calls ended, by method and status code.", m_requests, srv,
+             st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, srv, METRICS_GAUGE, "reel_rpc_open_calls",
+                             "gRPC calls in progress (streams included).",
+                             NULL, m_open_calls, srv, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, srv, METRICS_GAUGE, "reel_stream_queue_bytes",
+                             "Bytes queued on server streams, not yet sent "
+                             "(a slow reader's backlog).",
+                             NULL, m_stream_bytes, srv, st)) != REEL_OK)
+        return rc;
+    for (int m = 0; m < srv->n_methods; m++) {
+        char service[256];
+        const char *method;
+        const char *l[] = {"service", service, "method", NULL, NULL};
+
+        if (srv->methods[m].kind != RPC_UNARY)
+            continue;
+        split_path(srv->methods[m].path, service, sizeof(service), &method);
+        l[3] = method;
+        if ((rc = metrics_reg_histogram(
+                 r, srv, "reel_rpc_duration_seconds",
+                 "Unary gRPC calls' time from arrival to answer.", l,
+                 metrics_buckets_seconds, metrics_buckets_seconds_n,
+                 &srv->duration[m], st)) != REEL_OK)
+            return rc;
+    }
+    return REEL_OK;
+}
+
 reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
     reel_code_t rc;
 
     if ((rc = rpc_server_bind(srv, st)) != REEL_OK)
+        return rc;
+    /* Before any call can end: the histograms are in place. */
+    if ((rc = register_metrics(srv, st)) != REEL_OK)
         return rc;
     grpc_server_start(srv->server);
     srv->started = 1;
@@ -1504,6 +1635,8 @@ void rpc_server_destroy(rpc_server_t *srv) {
             pthread_join(srv->threads[i], NULL);
         grpc_completion_queue_destroy(srv->cq);
     }
+    /* No poller is left to end a call. */
+    metrics_registry_drop(srv->opts.metrics, srv);
     free(srv->threads);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);

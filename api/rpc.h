@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "metrics/metrics.h"
 
 typedef struct rpc_server rpc_server_t;
 typedef struct rpc_call rpc_call_t;
@@ -100,6 +101,12 @@ typedef struct rpc_server_opts {
      * call through. */
     rpc_authorize_fn authorize;
     void *authorize_arg;
+    /* Where rpc_server_start() registers the calls' metrics (NULL: none):
+     * reel_rpc_requests_total{service,method,code} as each call ends,
+     * reel_rpc_duration_seconds{service,method} for unary calls,
+     * reel_rpc_open_calls and reel_stream_queue_bytes. Dropped by
+     * rpc_server_destroy(); the registry must outlive the server. */
+    metrics_registry_t *metrics;
 } rpc_server_opts_t;
 
 rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts);

@@ -6,6 +6,7 @@
 #ifndef REEL_API_SERVICES_H
 #define REEL_API_SERVICES_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "api/module.h"
@@ -13,6 +14,7 @@
 #include "api/timer.h"
 #include "journal/journal.h"
 #include "kv/kv.h"
+#include "metrics/metrics.h"
 #include "signals/signals.h"
 #include "store/store.h"
 #include "timers/timers.h"
@@ -56,7 +58,17 @@ struct api_ctx {
     struct auth *auth;
     int auth_token;
     struct api_auth_sweep *auth_sweep; /* ends expired tokens' streams */
+    /* Where every part registers its metrics (NULL: --metrics-listen not
+     * given), and where reeld is in its life, for /readyz. */
+    metrics_registry_t *metrics;
+    atomic_int phase; /* api_phase_t */
 };
+
+typedef enum api_phase {
+    API_STARTING = 0,
+    API_SERVING,
+    API_STOPPING,
+} api_phase_t;
 
 /* The modules reeld runs, each beside its service (api/<name>_service.c). */
 extern const api_module_t api_kv_module;
@@ -140,5 +152,21 @@ int api_is_admin(rpc_call_t *call);
 
 /* reel.v1.Admin: GetStatus. Returns 0 or -1. */
 int api_admin_register(rpc_server_t *srv, api_ctx_t *ctx);
+
+/* ---- Metrics and probes (api/metrics.c) ---------------------------------- */
+
+/* Registers reeld's own figures (watchers, subscribers, the WAL and its
+ * consumers) into ctx->metrics, once the modules started. OK when
+ * ctx->metrics is NULL. */
+reel_code_t api_metrics_register(api_ctx_t *ctx, reel_status_t *st);
+/* Drops them: before the modules they read stop. */
+void api_metrics_drop(api_ctx_t *ctx);
+/* /readyz (metrics_ready_fn; arg is the api_ctx_t): serving and writable. */
+int api_ready(void *arg, char *why, size_t cap);
+
+/* The durable consumers, furthest behind first (least acknowledged), in
+ * *out (wal_consumer_fini each, free the array). */
+reel_code_t api_consumer_lags(api_ctx_t *ctx, wal_consumer_t **out,
+                              size_t *n, reel_status_t *st);
 
 #endif

@@ -190,7 +190,7 @@ class Results:
                      "signal-reel", "tail-reel", "memory-reel", "restart-reel", "sink-reel",
                      "reactor-reel",
                      "set-plain-reel", "set-tls-reel", "get-plain-reel", "get-tls-reel",
-                     "ws-reel", "ws-kv-alone", "ws-kv-upload"):
+                     "ws-reel", "ws-kv-alone", "ws-kv-upload", "metrics-reel"):
             self.bench[name] = self._json(name + ".json")
         self.dd = {k: self._dd("dd-%s.txt" % k) for k in ("write", "read")}  # MB/s
         self.ws_nats = self._jsonl("ws-nats.jsonl")
@@ -1162,6 +1162,21 @@ def report(results_dir, out_dir):
                              [("row", "row", str), ("runs", "runs", f_int),
                               ("p50_ms", "p50 ms", f_num), ("p99_ms", "p99 ms", f_num),
                               ("max_ms", "max ms", f_num)], "Reactor"))
+    md.append(section_single(R, "metrics-reel", "## Metrics: what /metrics costs writes (issue 24)\n\n"
+                             "`bench/metrics_bench.py`: `reel-bench set` at 64 in flight on a fresh reeld "
+                             "without metrics and on one with `--metrics-listen` whose `/metrics` is scraped "
+                             "every second, alternating the order each round; medians over the rounds, and "
+                             "the difference as the median of each round's pair (its two runs back to "
+                             "back). Target: at most 3% fewer writes/s with metrics. The params give the "
+                             "machine's load average around the run: on a shared machine one run's "
+                             "writes/s moves by tens of percent.",
+                             [("row", "row", str), ("ops_per_s", "writes/s", f_int),
+                              ("rounds", "each round", str), ("p50_us", "p50 ms", f_ms),
+                              ("p99_us", "p99 ms", f_ms),
+                              ("server_cpu_us_per_op", "reeld CPU us/write", f_num),
+                              ("scrapes", "scrapes", f_int),
+                              ("pct", "writes/s difference %", f_num),
+                              ("cpu_pct", "CPU/write difference %", f_num)], "Metrics"))
     md.append(section_single(R, "restart-reel", "## Restart: from start to serving health\n\n"
                              "reel-bench loads the data, stops reeld, starts it again and times "
                              "until `grpc.health.v1` answers SERVING.",

@@ -2,10 +2,12 @@
 # The benchmark suite of issue 7, in one run, side by side on the same disk:
 # RocksDB's own durable-write limit (db_bench fillrandom --sync=1), a fresh
 # reeld driven by reel-bench, and a single-node etcd (Debian's, default
-# durability) driven by the same reel-bench client; and issue 20's sink rows
+# durability) driven by the same reel-bench client; issue 20's sink rows
 # (bench/sink_bench.py: reel-sink to a local receiver and to nats-server,
-# beside the WAL tail's own rate); and issue 21's push latency
-# (bench/reactor_bench.py: reel-reactor to a worker that claims the run).
+# beside the WAL tail's own rate); issue 21's push latency
+# (bench/reactor_bench.py: reel-reactor to a worker that claims the run);
+# and issue 24's cost of metrics (bench/metrics_bench.py: set@64 with
+# /metrics served and scraped, and without, alternating).
 #
 #   bench/run.sh                  # the full suite (well under 15 minutes)
 #   BENCH_QUICK=1 bench/run.sh    # 1 s per point, tiny sizes: to try the script
@@ -508,6 +510,12 @@ step sink-reel 900 "$PY" "$BENCH/sink_bench.py" --reeld "$REELD" --reel-sink "$R
 step reactor-reel 300 "$PY" "$BENCH/reactor_bench.py" --reeld "$REELD" \
   --reel-reactor "$REELREACTOR" --run-dir "$RUN" --json "$RESULTS/reactor-reel.json" \
   "${REACTOR_SIZES[@]}"
+
+# metrics (issue 24): set@64 on a fresh reeld without metrics and on one
+# with --metrics-listen scraped every second, alternating, 5 rounds each
+step metrics-reel 400 "$PY" "$BENCH/metrics_bench.py" --reeld "$REELD" --reelctl "$REELCTL" \
+  --reel-bench "$REELBENCH" --run-dir "$RUN" --duration "$D_WRITE" \
+  --json "$RESULTS/metrics-reel.json"
 
 # restart: reel-bench loads, stops and restarts its own reeld on its own data
 # dir (reeld's output goes wherever reel-bench sends it)

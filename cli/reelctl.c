@@ -28,6 +28,7 @@
  */
 #include <signal.h>
 #include <stddef.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,19 +114,67 @@ static int cmd_health(ctl_t *ctl, int argc, char **argv) {
     return rc;
 }
 
+/* Rates over this long unless --interval says otherwise. */
+#define STATUS_INTERVAL_MS 1000
+
+/* (now - then) per second over seconds; 0 when no time passed. */
+static double per_s(uint64_t now, uint64_t then, double seconds) {
+    return seconds > 0 && now >= then ? (double)(now - then) / seconds : 0;
+}
+
+/*
+ * status [--interval D]: two readings D apart give the rates (commits/s,
+ * the mean group size and commit time over D); with 0, one reading and
+ * the figures since reeld started.
+ */
 static int cmd_status(ctl_t *ctl, int argc, char **argv) {
     Reel__V1__GetStatusRequest req = REEL__V1__GET_STATUS_REQUEST__INIT;
-    Reel__V1__GetStatusResponse *s;
+    Reel__V1__GetStatusResponse *a = NULL, *s;
+    int64_t interval_ms = STATUS_INTERVAL_MS;
+    uint64_t commits, requests;
+    double seconds, commit_s;
     int rc;
 
+    if (argc == 3 && strcmp(argv[1], "--interval") == 0) {
+        interval_ms = ctl_parse_duration_ms(argv[2]);
+        if (interval_ms < 0 && strcmp(argv[2], "0") != 0) {
+            fprintf(stderr,
+                    "reelctl status: --interval: \"%s\" is not a duration "
+                    "(0, 500ms, 2s, 1m)\n",
+                    argv[2]);
+            return EXIT_USAGE;
+        }
+        if (strcmp(argv[2], "0") == 0)
+            interval_ms = 0;
+        argc -= 2;
+    }
     if (no_args("status", argc, argv) != 0)
         return EXIT_USAGE;
+    if (interval_ms > 0) {
+        struct timespec ts = {interval_ms / 1000,
+                              (interval_ms % 1000) * 1000000L};
+
+        a = ctl_unary(ctl, "status", "/reel.v1.Admin/GetStatus", &req,
+                      &reel__v1__get_status_response__descriptor, &rc);
+        if (a == NULL)
+            return rc;
+        nanosleep(&ts, NULL);
+    }
     s = ctl_unary(ctl, "status", "/reel.v1.Admin/GetStatus", &req,
                   &reel__v1__get_status_response__descriptor, &rc);
-    if (s == NULL)
+    if (s == NULL) {
+        if (a != NULL)
+            reel__v1__get_status_response__free_unpacked(a, NULL);
         return rc;
+    }
+    /* Over the interval, or since start. */
+    seconds = (double)(a ? s->uptime_ms - a->uptime_ms : s->uptime_ms) / 1000;
+    commits = s->commits - (a ? a->commits : 0);
+    requests = s->commit_requests - (a ? a->commit_requests : 0);
+    commit_s = s->commit_seconds - (a ? a->commit_seconds : 0);
     if (ctl->json) {
         cJSON *o = cJSON_CreateObject();
+        cJSON *cs = cJSON_CreateArray();
 
         cJSON_AddStringToObject(o, "version", s->version);
         cJSON_AddNumberToObject(o, "format_version", s->format_version);
@@ -136,18 +185,78 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
         cJSON_AddBoolToObject(o, "writable", s->writable);
         if (!s->writable)
             cJSON_AddStringToObject(o, "write_error", s->write_error);
+        cJSON_AddNumberToObject(o, "interval_ms", (double)interval_ms);
+        cJSON_AddNumberToObject(o, "commits", (double)s->commits);
+        cJSON_AddNumberToObject(o, "commits_per_s",
+                                per_s(commits, 0, seconds));
+        cJSON_AddNumberToObject(o, "mean_group_size",
+                                commits ? (double)requests / commits : 0);
+        cJSON_AddNumberToObject(o, "mean_commit_ms",
+                                commits ? commit_s * 1000 / commits : 0);
+        cJSON_AddNumberToObject(o, "write_queue_depth",
+                                (double)s->write_queue_depth);
+        cJSON_AddNumberToObject(o, "kv_watchers", (double)s->kv_watchers);
+        cJSON_AddNumberToObject(o, "run_subscribers",
+                                (double)s->run_subscribers);
+        cJSON_AddNumberToObject(o, "wal_subscribers",
+                                (double)s->wal_subscribers);
+        cJSON_AddNumberToObject(o, "wal_oldest_revision",
+                                (double)s->wal_oldest_revision);
+        cJSON_AddNumberToObject(o, "wal_bytes", (double)s->wal_bytes);
+        cJSON_AddNumberToObject(o, "open_calls", (double)s->open_calls);
+        cJSON_AddNumberToObject(o, "consumer_count",
+                                (double)s->consumer_count);
+        for (size_t i = 0; i < s->n_consumers; i++) {
+            cJSON *c = cJSON_CreateObject();
+
+            cJSON_AddStringToObject(c, "name", s->consumers[i]->name);
+            cJSON_AddNumberToObject(c, "acked_revision",
+                                    (double)s->consumers[i]->acked_revision);
+            cJSON_AddNumberToObject(c, "lag", (double)s->consumers[i]->lag);
+            cJSON_AddBoolToObject(c, "invalidated",
+                                  s->consumers[i]->invalidated);
+            cJSON_AddItemToArray(cs, c);
+        }
+        cJSON_AddItemToObject(o, "consumers", cs);
         ctl_print_json_line(o);
     } else {
-        printf("version:   %s\n", s->version);
-        printf("format:    %u\n", s->format_version);
-        printf("revision:  %llu\n", (unsigned long long)s->revision);
-        printf("data dir:  %s\n", s->data_dir);
-        printf("uptime:    %.1fs\n", (double)s->uptime_ms / 1000.0);
-        printf("writable:  %s%s%s\n", s->writable ? "yes" : "no",
+        printf("version:      %s\n", s->version);
+        printf("format:       %u\n", s->format_version);
+        printf("revision:     %llu\n", (unsigned long long)s->revision);
+        printf("data dir:     %s\n", s->data_dir);
+        printf("uptime:       %.1fs\n", (double)s->uptime_ms / 1000.0);
+        printf("writable:     %s%s%s\n", s->writable ? "yes" : "no",
                s->writable ? "" : ": ", s->writable ? "" : s->write_error);
+        printf("commits/s:    %.1f (%s)\n", per_s(commits, 0, seconds),
+               a ? "over the interval" : "since start");
+        printf("group size:   %.1f requests on average\n",
+               commits ? (double)requests / commits : 0);
+        printf("commit time:  %.3f ms on average\n",
+               commits ? commit_s * 1000 / commits : 0);
+        printf("write queue:  %llu\n",
+               (unsigned long long)s->write_queue_depth);
+        printf("watchers:     %llu KV, %llu runs\n",
+               (unsigned long long)s->kv_watchers,
+               (unsigned long long)s->run_subscribers);
+        printf("subscribers:  %llu\n",
+               (unsigned long long)s->wal_subscribers);
+        printf("WAL:          oldest revision %llu, %llu bytes\n",
+               (unsigned long long)s->wal_oldest_revision,
+               (unsigned long long)s->wal_bytes);
+        printf("consumers:    %llu%s\n",
+               (unsigned long long)s->consumer_count,
+               s->n_consumers < s->consumer_count ? " (furthest behind shown)"
+                                                 : "");
+        for (size_t i = 0; i < s->n_consumers; i++)
+            printf("  %-24s lag %llu (acked %llu)%s\n", s->consumers[i]->name,
+                   (unsigned long long)s->consumers[i]->lag,
+                   (unsigned long long)s->consumers[i]->acked_revision,
+                   s->consumers[i]->invalidated ? ", invalidated" : "");
     }
     rc = s->writable ? EXIT_OK : EXIT_FAIL;
     reel__v1__get_status_response__free_unpacked(s, NULL);
+    if (a != NULL)
+        reel__v1__get_status_response__free_unpacked(a, NULL);
     return rc;
 }
 
@@ -223,7 +332,9 @@ static int cmd_help(ctl_t *ctl, int argc, char **argv) {
 static const command_t commands[] = {
     {"health", "[SERVICE]", "check the server's health (exit 0 when SERVING)",
      cmd_health, NULL},
-    {"status", "", "show the server's version, revision and data dir",
+    {"status", "[--interval D]",
+     "show the server's version, revision, writer, watchers, WAL and "
+     "consumers' lag (rates over D, default 1s; 0: since start)",
      cmd_status, NULL},
     {"kv", "SUBCOMMAND", "versioned key-value state (subcommands below)",
      NULL, &ctl_kv_group},

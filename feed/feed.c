@@ -89,6 +89,7 @@ struct feed_hub {
     bucket_t *keys;     /* uthash: key -> its subscriptions */
     feed_sub_t *any;    /* subscriptions of any key */
     feed_sub_t *ending; /* deliveries that completed, ended at publish end */
+    size_t n_linked;    /* subscriptions registered (linked) now */
     /* Publish's scratch for a group's subscriptions due one item. */
     feed_sub_t **run;
     void **run_args;
@@ -150,6 +151,7 @@ static int sub_link(feed_hub_t *h, feed_sub_t *s, const void *key,
     if (*head)
         (*head)->prev = s;
     *head = s;
+    h->n_linked++;
     return 0;
 }
 
@@ -172,6 +174,7 @@ static void sub_unlink(feed_hub_t *h, feed_sub_t *s) {
     }
     s->bucket = NULL;
     s->prev = s->next = NULL;
+    h->n_linked--;
 }
 
 /* ---- Hubs ---------------------------------------------------------------- */
@@ -216,6 +219,15 @@ uint64_t feed_hub_last_published(feed_hub_t *h) {
     v = h->last_published;
     pthread_mutex_unlock(&h->mu);
     return v;
+}
+
+size_t feed_hub_subs(feed_hub_t *h) {
+    size_t n;
+
+    pthread_mutex_lock(&h->mu);
+    n = h->n_linked;
+    pthread_mutex_unlock(&h->mu);
+    return n;
 }
 
 int feed_hub_idle(const feed_hub_t *h) {

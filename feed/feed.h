@@ -114,6 +114,11 @@ void feed_hub_destroy(feed_hub_t *h);
  * feed_publish_begin() ... feed_publish_end(). */
 uint64_t feed_hub_last_published(feed_hub_t *h);
 
+/* Subscriptions registered and not yet ended or cancelled (a gauge for
+ * metrics). Any thread but the publisher's inside feed_publish_begin() ...
+ * feed_publish_end(). */
+size_t feed_hub_subs(feed_hub_t *h);
+
 /* ---- Publishing (one thread: the store's writer) ------------------------- */
 
 /* Takes the hub's lock, until feed_publish_end(). */

@@ -641,6 +641,29 @@ test_a_cancelled_subscription_gets_nothing_and_no_end(void **state) {
     sub_free(s);
 }
 
+static void test_the_hub_counts_registered_subscriptions(void **state) {
+    fake_t *f = *state;
+    sub_t *a = sub_new(f, 0, SIZE_MAX, 0, NULL);
+    sub_t *b = sub_new(f, 1, SIZE_MAX, 0, NULL);
+    sub_t *c = sub_new(f, ANY_ODD, SIZE_MAX, 0, NULL);
+
+    assert_int_equal(feed_hub_subs(f->hub), 3);
+    feed_sub_pump(a->fs);
+    commit(f, 0);
+    /* Ended (kicked, then pumped): no longer counted. */
+    feed_sub_kick(a->fs, REEL_ABORTED, "taken over");
+    assert_true(owner_pump_woken(a));
+    assert_int_equal(feed_hub_subs(f->hub), 2);
+    feed_sub_cancel(b->fs);
+    feed_sub_cancel(b->fs); /* idempotent: counted off once */
+    assert_int_equal(feed_hub_subs(f->hub), 1);
+    sub_free(c);
+    assert_int_equal(feed_hub_subs(f->hub), 0);
+    sub_free(a);
+    sub_free(b);
+    assert_int_equal(feed_hub_subs(f->hub), 0);
+}
+
 static void test_a_group_takes_a_live_item_once_for_all(void **state) {
     fake_t *f = *state;
     group_t g = {0};
@@ -764,6 +787,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_a_cancelled_subscription_gets_nothing_and_no_end, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_the_hub_counts_registered_subscriptions, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_group_takes_a_live_item_once_for_all, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_while_a_publish_runs,

@@ -178,6 +178,9 @@ reel_code_t journal_create(store_t *store, const journal_limits_t *limits,
 /* Subscriptions must all be destroyed first. Accepts NULL. */
 void journal_destroy(journal_t *j);
 
+/* Run subscriptions registered now (a gauge for metrics). Any thread. */
+size_t journal_subscribers(journal_t *j);
+
 /* For a run's change: 1 with *run filled; for an entry's: 2 with *entry
  * filled; 0 for another module's change; -1 if malformed. */
 int journal_change_decode(const store_change_t *c, run_t *run,

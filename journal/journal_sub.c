@@ -47,6 +47,8 @@ reel_code_t journal_hub_init(journal_t *j, uint64_t last_published,
 
 void journal_hub_fini(journal_t *j) { feed_hub_destroy(j->hub); }
 
+size_t journal_subscribers(journal_t *j) { return feed_hub_subs(j->hub); }
+
 /* ---- Replay -------------------------------------------------------------- */
 
 typedef struct replay_scan {

@@ -99,6 +99,9 @@ reel_code_t kv_create(store_t *store, const kv_limits_t *limits, kv_t **out,
 /* Watches must all be destroyed first. Accepts NULL. */
 void kv_destroy(kv_t *kv);
 
+/* Watches registered now (a gauge for metrics). Any thread. */
+size_t kv_watchers(kv_t *kv);
+
 /* 1 and *ev filled if c is a KV change, 0 if it is another module's, -1 if
  * malformed. */
 int kv_change_decode(const store_change_t *c, kv_event_t *ev);

@@ -90,6 +90,8 @@ typedef struct kv_item {
 
 /* ---- The hub ------------------------------------------------------------- */
 
+size_t kv_watchers(kv_t *kv) { return feed_hub_subs(kv->hub); }
+
 reel_code_t kv_hub_init(kv_t *kv, uint64_t last_published, reel_status_t *st) {
     return feed_hub_create(last_published, &kv->hub, st);
 }

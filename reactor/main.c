@@ -28,6 +28,8 @@
 #include "base/text.h"
 #include "base/version.h"
 #include "client/client.h"
+#include "metrics/http.h"
+#include "metrics/metrics.h"
 #include "reactor/config.h"
 #include "reactor/reactor.h"
 
@@ -42,6 +44,7 @@ typedef struct args {
     const char *state_ns;
     const char *consumer;
     const char *log_level;
+    const char *metrics_listen;
     int64_t grace_ms;
     int takeover;
 } args_t;
@@ -78,6 +81,10 @@ static void usage(FILE *f) {
         "10000)\n"
         "  --log-level LEVEL         debug, info, warn, error "
         "(REEL_REACTOR_LOG_LEVEL; default info)\n"
+        "  --metrics-listen H:P      serve Prometheus /metrics, /healthz "
+        "and /readyz there\n"
+        "                            (REEL_REACTOR_METRICS_LISTEN; "
+        "docs/operations.md)\n"
         "  --help, --version\n"
         "  reeld with TLS or --auth token: REEL_TLS=1 (system roots) or\n"
         "  REEL_TLS_CA=FILE, REEL_TLS_CERT and REEL_TLS_KEY (mTLS),\n"
@@ -104,6 +111,7 @@ static int parse_args(int argc, char **argv, args_t *a) {
         {"log-level", required_argument, NULL, 'l'},
         {"stop-grace-ms", required_argument, NULL, 'g'},
         {"takeover", no_argument, NULL, 't'},
+        {"metrics-listen", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -118,6 +126,7 @@ static int parse_args(int argc, char **argv, args_t *a) {
                          REACTOR_STATE_NAMESPACE);
     a->consumer = env_or("REEL_REACTOR_CONSUMER", REACTOR_CONSUMER);
     a->log_level = env_or("REEL_REACTOR_LOG_LEVEL", "info");
+    a->metrics_listen = env_or("REEL_REACTOR_METRICS_LISTEN", NULL);
     a->grace_ms = DEFAULT_GRACE_MS;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
@@ -129,6 +138,7 @@ static int parse_args(int argc, char **argv, args_t *a) {
         case 'l': a->log_level = optarg; break;
         case 'g': grace = optarg; break;
         case 't': a->takeover = 1; break;
+        case 'M': a->metrics_listen = optarg; break;
         case 'h': usage(stdout); return 1;
         case 'V': printf("reel-reactor %s\n", REEL_VERSION); return 1;
         default:
@@ -199,6 +209,8 @@ static int cmd_run(const args_t *a, const reactor_config_t *cfg,
     reel_status_t st = REEL_STATUS_INIT;
     reactor_opts_t o = {0};
     reactor_t *r = NULL;
+    metrics_registry_t *reg = NULL;
+    metrics_http_t *http = NULL;
     sigset_t set;
     int rc = 0;
 
@@ -211,8 +223,24 @@ static int cmd_run(const args_t *a, const reactor_config_t *cfg,
     o.grace_ms = a->grace_ms;
     o.takeover = a->takeover;
     o.on_fatal = on_fatal;
-    if (reactor_create(cfg, client, &o, &r, &st) != REEL_OK ||
-        reactor_start(r, &st) != REEL_OK) {
+    if (reactor_create(cfg, client, &o, &r, &st) != REEL_OK) {
+        REEL_ERROR("reactor", "%s", reel_status_message(&st));
+        rc = 1;
+        goto out;
+    }
+    if (a->metrics_listen != NULL &&
+        (metrics_registry_create(&reg, &st) != REEL_OK ||
+         reactor_metrics_register(r, reg, &st) != REEL_OK ||
+         metrics_http_start("--metrics-listen", a->metrics_listen, reg,
+                            reactor_ready, r, &http, &st) != REEL_OK)) {
+        REEL_ERROR("reactor", "%s", reel_status_message(&st));
+        rc = st.code == REEL_INVALID_ARGUMENT ? 2 : 1;
+        goto out;
+    }
+    if (http != NULL)
+        REEL_INFO("reactor", "metrics on %s (port %d)", a->metrics_listen,
+                  metrics_http_port(http));
+    if (reactor_start(r, &st) != REEL_OK) {
         REEL_ERROR("reactor", "%s", reel_status_message(&st));
         rc = 1;
         goto out;
@@ -238,6 +266,9 @@ static int cmd_run(const args_t *a, const reactor_config_t *cfg,
         }
     }
 out:
+    /* Scrapes read the reactor: the endpoint and its metrics go first. */
+    metrics_http_stop(http);
+    metrics_registry_destroy(reg);
     reactor_destroy(r);
     reel_status_fini(&st);
     if (atomic_load(&fatal_seen))

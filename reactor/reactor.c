@@ -15,6 +15,7 @@
 #include "reactor/reactor.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 #include "base/version.h"
 #include "reel/v1/journal.pb-c.h"
 #include "reel/v1/kv.pb-c.h"
+#include "reel/v1/wal.pb-c.h"
 #include "sink/http.h"
 #include "sink/retry.h"
 
@@ -56,6 +58,11 @@ struct reactor {
     uint64_t reported;
     reel_consumer_t *consumer; /* while the loop runs */
     uint64_t dispatched, delivered, dead_lettered, swept;
+    /* For metrics, counted by the engine without its lock: */
+    _Atomic uint64_t failed_attempts;
+    atomic_int wire;         /* requests on the wire (in_flight) */
+    _Atomic uint64_t head;   /* reel's head at the last scrape */
+    atomic_int reel_up;
 
     CURLM *multi;
     int in_flight;           /* engine only */
@@ -459,6 +466,7 @@ static int start(reactor_t *r, reactor_dispatch_t *d) {
     d->in_flight = 1;
     r->in_flight++;
     r->app_in_flight[d->app]++;
+    atomic_fetch_add_explicit(&r->wire, 1, memory_order_relaxed);
     return 0;
 oom:
     REEL_ERROR("reactor", "out of memory starting dispatch %s; trying again",
@@ -585,6 +593,7 @@ static void finished(reactor_t *r, reactor_dispatch_t *d, CURLcode cc) {
     d->in_flight = 0;
     r->in_flight--;
     r->app_in_flight[d->app]--;
+    atomic_fetch_sub_explicit(&r->wire, 1, memory_order_relaxed);
     d->last_wall_ms = wall_ms();
     if (cc == CURLE_OK)
         curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -614,6 +623,7 @@ static void finished(reactor_t *r, reactor_dispatch_t *d, CURLcode cc) {
     else
         snprintf(d->last_error, sizeof(d->last_error), "HTTP %ld", status);
     d->failures++;
+    atomic_fetch_add_explicit(&r->failed_attempts, 1, memory_order_relaxed);
     if (is_stopping(r)) {
         REEL_WARN("reactor", "dispatch %s attempt %u failed: %s; stopping, "
                   "so it comes again after the restart",
@@ -813,4 +823,153 @@ void reactor_destroy(reactor_t *r) {
     pthread_cond_destroy(&r->room);
     pthread_mutex_destroy(&r->mu);
     free(r);
+}
+
+/* ---- Metrics ------------------------------------------------------------------------- */
+
+static double m_read_locked(reactor_t *r, int what) {
+    switch (what) {
+    case 0:
+        return (double)r->dispatched;
+    case 1:
+        return (double)r->delivered;
+    case 2:
+        return (double)r->dead_lettered;
+    case 3:
+        return (double)r->swept;
+    default:
+        return (double)sink_window_count(&r->win);
+    }
+}
+
+static double m_locked(reactor_t *r, int what) {
+    double v;
+
+    pthread_mutex_lock(&r->mu);
+    v = m_read_locked(r, what);
+    pthread_mutex_unlock(&r->mu);
+    return v;
+}
+
+static double m_dispatched(void *arg) { return m_locked(arg, 0); }
+static double m_delivered(void *arg) { return m_locked(arg, 1); }
+static double m_dead(void *arg) { return m_locked(arg, 2); }
+static double m_swept(void *arg) { return m_locked(arg, 3); }
+static double m_held(void *arg) { return m_locked(arg, 4); }
+
+static double m_failed(void *arg) {
+    reactor_t *r = arg;
+
+    return (double)atomic_load_explicit(&r->failed_attempts,
+                                        memory_order_relaxed);
+}
+
+static double m_wire(void *arg) {
+    reactor_t *r = arg;
+
+    return (double)atomic_load_explicit(&r->wire, memory_order_relaxed);
+}
+
+static double m_reel_up(void *arg) {
+    reactor_t *r = arg;
+
+    return atomic_load(&r->reel_up) ? 1 : 0;
+}
+
+/* reel's head (one attempt, a short deadline: a scrape must not hang on
+ * reel), kept in r->head; reel_up says whether this one was read. */
+static void read_head(reactor_t *r) {
+    Reel__V1__GetHeadRequest req = REEL__V1__GET_HEAD_REQUEST__INIT;
+    Reel__V1__GetHeadResponse *resp = NULL;
+    reel_reply_t rep;
+    uint8_t buf[8];
+    size_t len = reel__v1__get_head_request__pack(&req, buf);
+
+    if (reel_client_unary(r->client, "/reel.v1.Wal/GetHead", buf, len, 1000,
+                          &rep) == 0)
+        resp = reel__v1__get_head_response__unpack(NULL, rep.len, rep.body);
+    reel_reply_fini(&rep);
+    atomic_store(&r->reel_up, resp != NULL);
+    if (resp == NULL)
+        return;
+    if (resp->head_revision > atomic_load(&r->head))
+        atomic_store(&r->head, resp->head_revision);
+    reel__v1__get_head_response__free_unpacked(resp, NULL);
+}
+
+/* Lag: no series while the consumer is not streaming (starting, or a
+ * standby: the holder reports it). */
+static void m_lag(void *arg, metrics_emit_t *e) {
+    reactor_t *r = arg;
+    reel_consumer_stats_t s = {0};
+    uint64_t head;
+
+    read_head(r);
+    head = atomic_load(&r->head);
+    pthread_mutex_lock(&r->mu);
+    if (r->consumer != NULL)
+        reel_consumer_stats(r->consumer, &s);
+    pthread_mutex_unlock(&r->mu);
+    if (!s.streaming)
+        return;
+    if (s.delivered > head)
+        head = s.delivered;
+    metrics_emit(e, NULL, head > s.acked ? (double)(head - s.acked) : 0);
+}
+
+reel_code_t reactor_metrics_register(reactor_t *r, metrics_registry_t *reg,
+                                     reel_status_t *st) {
+    reel_code_t rc;
+
+    if ((rc = metrics_reg_fn(reg, r, METRICS_COUNTER,
+                             "reel_reactor_dispatches_total",
+                             "Dispatches made (a run found claimable), from "
+                             "events and sweeps.",
+                             NULL, m_dispatched, r, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(reg, r, METRICS_COUNTER,
+                             "reel_reactor_swept_total",
+                             "Dispatches the sweep (ListRunsToRecover) made.",
+                             NULL, m_swept, r, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(reg, r, METRICS_COUNTER,
+                             "reel_reactor_delivered_total",
+                             "Dispatches a worker took (2xx or 409).", NULL,
+                             m_delivered, r, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(reg, r, METRICS_COUNTER,
+                             "reel_reactor_failures_total",
+                             "Failed dispatch attempts (another status, a "
+                             "timeout, no connection).",
+                             NULL, m_failed, r, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(reg, r, METRICS_GAUGE,
+                             "reel_reactor_dead_letters",
+                             "Dispatches this process gave up as dead "
+                             "letters since it started.",
+                             NULL, m_dead, r, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(reg, r, METRICS_GAUGE, "reel_reactor_in_flight",
+                             "Requests to workers on the wire.", NULL, m_wire,
+                             r, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(reg, r, METRICS_GAUGE, "reel_reactor_held_events",
+                             "Events held in the window, not yet settled.",
+                             NULL, m_held, r, st)) != REEL_OK ||
+        (rc = metrics_reg_collector(
+             reg, r, METRICS_GAUGE, "reel_reactor_lag",
+             "Revisions reel holds past the reactor's acknowledged one.",
+             m_lag, r, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(reg, r, METRICS_GAUGE, "reel_reactor_reel_up",
+                             "1 if reel answered the last scrape's head read "
+                             "(else reel_reactor_lag uses the last head read).",
+                             NULL, m_reel_up, r, st)) != REEL_OK)
+        metrics_registry_drop(reg, r);
+    return rc;
+}
+
+int reactor_ready(void *arg, char *why, size_t cap) {
+    reactor_t *r = arg;
+    const char *bad;
+
+    pthread_mutex_lock(&r->mu);
+    bad = r->stopping ? "stopping" : r->consumer == NULL ? "starting" : NULL;
+    pthread_mutex_unlock(&r->mu);
+    if (bad != NULL)
+        snprintf(why, cap, "%s", bad);
+    return bad == NULL;
 }

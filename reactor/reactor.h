@@ -43,6 +43,7 @@
 
 #include "base/status.h"
 #include "client/client.h"
+#include "metrics/metrics.h"
 #include "reactor/config.h"
 #include "reactor/dispatch.h"
 #include "sink/window.h"
@@ -72,5 +73,19 @@ reel_code_t reactor_start(reactor_t *r, reel_status_t *st);
  * settled and joins the threads. */
 void reactor_stop(reactor_t *r);
 void reactor_destroy(reactor_t *r);
+
+/*
+ * Registers the reactor's metrics into reg (--metrics-listen), read when
+ * scraped: dispatches, delivered, failed attempts, dead letters, in
+ * flight, held, and the lag (reel's head, read at each scrape, minus the
+ * consumer's acknowledged revision; no series while not streaming).
+ * Registered under r as owner: drop them (metrics_registry_drop) before
+ * reactor_destroy().
+ */
+reel_code_t reactor_metrics_register(reactor_t *r, metrics_registry_t *reg,
+                                     reel_status_t *st);
+/* /readyz (metrics_ready_fn; arg is the reactor_t): ready unless starting
+ * or stopping. */
+int reactor_ready(void *arg, char *why, size_t cap);
 
 #endif

@@ -17,6 +17,9 @@ PACKAGES=(
   python3-venv python3-pip python3-setuptools python3-wheel openssl
   # end-to-end tests of reel-sink's NATS sinks
   nats-server
+  # end-to-end tests of /metrics: two independent checks of the exposition
+  # (prometheus_client's text parser, and promtool from prometheus)
+  python3-prometheus-client prometheus
   # fuzzing: libFuzzer from clang
   clang libclang-rt-14-dev
 )

@@ -6,13 +6,15 @@
  *
  *   GET /status   {"version", "sinks": [one object per sink: state,
  *                 in_flight, failing, held, delivered, dead_lettered,
- *                 acked_revision, disabled, last_error, ...]}
+ *                 failures (failed attempts by class, as /metrics has
+ *                 them), acked_revision, disabled, last_error, ...]}
  *   GET /healthz  "ok"
  *
  * These are the live numbers only the running process knows;
  * `reel-sink status` adds what reel holds (cursor, head, lag, dead
  * letters). Listen on loopback: it has no authentication. Secrets never
- * appear in it. A later issue serves Prometheus /metrics here too.
+ * appear in it. Prometheus /metrics has its own endpoint (--metrics-listen,
+ * sink/metrics.c).
  */
 #ifndef REEL_SINK_CONTROL_H
 #define REEL_SINK_CONTROL_H

@@ -3,6 +3,7 @@
  * JetStream.
  *
  *   reel-sink [run] --reel HOST:PORT --config FILE [--control-listen A]
+ *             [--metrics-listen A]
  *   reel-sink status [NAME] --reel ... --config FILE [--control A] [--json]
  *   reel-sink dead NAME --reel ... --config FILE [--json]
  *   reel-sink replay NAME (--revision R | --from A --to B | --all) ...
@@ -39,10 +40,13 @@
 #include "base/text.h"
 #include "base/version.h"
 #include "client/client.h"
+#include "metrics/http.h"
+#include "metrics/metrics.h"
 #include "reel/v1/wal.pb-c.h"
 #include "sink/config.h"
 #include "sink/control.h"
 #include "sink/event.h"
+#include "sink/metrics.h"
 #include "sink/sign.h"
 #include "sink/sink.h"
 #include "sink/state.h"
@@ -56,6 +60,7 @@ typedef struct args {
     const char *reel;
     const char *config;
     const char *control_listen;
+    const char *metrics_listen;
     const char *control;
     const char *state_ns;
     const char *log_level;
@@ -95,6 +100,10 @@ static void usage(FILE *f) {
         "docs/sinks.md)\n"
         "  --control-listen H:P      serve GET /status and /healthz there "
         "(REEL_SINK_CONTROL_LISTEN)\n"
+        "  --metrics-listen H:P      serve Prometheus /metrics, /healthz "
+        "and /readyz there\n"
+        "                            (REEL_SINK_METRICS_LISTEN; "
+        "docs/operations.md)\n"
         "  --control H:P             status: the running reel-sink's "
         "control endpoint (REEL_SINK_CONTROL)\n"
         "  --state-namespace NS      KV namespace of dead letters and "
@@ -147,6 +156,7 @@ static int parse_args(int argc, char **argv, args_t *a) {
         {"config", required_argument, NULL, 'c'},
         {"control-listen", required_argument, NULL, 'L'},
         {"control", required_argument, NULL, 'C'},
+        {"metrics-listen", required_argument, NULL, 'M'},
         {"state-namespace", required_argument, NULL, 'n'},
         {"log-level", required_argument, NULL, 'l'},
         {"stop-grace-ms", required_argument, NULL, 'g'},
@@ -169,6 +179,7 @@ static int parse_args(int argc, char **argv, args_t *a) {
     a->config = env_or("REEL_SINK_CONFIG", NULL);
     a->control_listen = env_or("REEL_SINK_CONTROL_LISTEN", NULL);
     a->control = env_or("REEL_SINK_CONTROL", NULL);
+    a->metrics_listen = env_or("REEL_SINK_METRICS_LISTEN", NULL);
     a->state_ns = env_or("REEL_SINK_STATE_NAMESPACE", SINK_STATE_NAMESPACE);
     a->log_level = env_or("REEL_SINK_LOG_LEVEL", "info");
     opterr = 0;
@@ -178,6 +189,7 @@ static int parse_args(int argc, char **argv, args_t *a) {
         case 'c': a->config = optarg; break;
         case 'L': a->control_listen = optarg; break;
         case 'C': a->control = optarg; break;
+        case 'M': a->metrics_listen = optarg; break;
         case 'n': a->state_ns = optarg; break;
         case 'l': a->log_level = optarg; break;
         case 'g': grace = optarg; break;
@@ -292,6 +304,9 @@ static int cmd_run(const args_t *a, const sink_config_set_t *cfg,
                    reel_client_t *client) {
     sink_runner_t **runners = calloc(cfg->n, sizeof(*runners));
     sink_control_t *control = NULL;
+    metrics_registry_t *reg = NULL;
+    sink_metrics_t *metrics = NULL;
+    metrics_http_t *http = NULL;
     reel_status_t st = REEL_STATUS_INIT;
     sink_runner_opts_t o = {0};
     sigset_t set;
@@ -324,6 +339,26 @@ static int cmd_run(const args_t *a, const sink_config_set_t *cfg,
         rc = EXIT_USAGE;
         goto out;
     }
+    /* Before the runners start: their delivery histograms are set. */
+    if (a->metrics_listen != NULL &&
+        (metrics_registry_create(&reg, &st) != REEL_OK ||
+         sink_metrics_create(reg, runners, cfg->n, client, &metrics, &st) !=
+             REEL_OK)) {
+        REEL_ERROR("sink", "%s", reel_status_message(&st));
+        rc = 1;
+        goto out;
+    }
+    if (a->metrics_listen != NULL &&
+        metrics_http_start("--metrics-listen", a->metrics_listen, reg,
+                           sink_metrics_ready, metrics, &http, &st) !=
+            REEL_OK) {
+        REEL_ERROR("sink", "%s", reel_status_message(&st));
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    if (http != NULL)
+        REEL_INFO("sink", "metrics on %s (port %d)", a->metrics_listen,
+                  metrics_http_port(http));
     REEL_INFO("sink", "reel-sink %s: %zu sink%s on reel %s%s%s", REEL_VERSION,
               cfg->n, cfg->n == 1 ? "" : "s", a->reel,
               control != NULL ? ", control on " : "",
@@ -368,6 +403,10 @@ out:
     }
     for (size_t i = 0; i < cfg->n; i++)
         sink_runner_stop(runners[i]);
+    /* Scrapes read the runners: the endpoint goes before they do. */
+    metrics_http_stop(http);
+    sink_metrics_destroy(reg, metrics);
+    metrics_registry_destroy(reg);
     sink_control_stop(control);
     for (size_t i = 0; i < cfg->n; i++)
         sink_runner_destroy(runners[i]);

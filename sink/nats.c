@@ -151,7 +151,7 @@ static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae,
                      pae != NULL && pae->ErrText != NULL ? pae->ErrText : "");
             failed = 1;
         }
-        r->failed_attempts++;
+        sink_runner_failed_locked(r, SINK_FAIL_NATS);
     }
     pthread_mutex_unlock(&r->mu);
     natsMsg_Destroy(m);

@@ -54,6 +54,22 @@ void sink_runner_error(sink_runner_t *r, const char *fmt, ...) {
     pthread_mutex_unlock(&r->mu);
 }
 
+const char *sink_fail_label(sink_fail_t f) {
+    static const char *const labels[] = {
+#define SINK_FAIL_LABEL_(name, label) label,
+        SINK_FAIL_CLASSES(SINK_FAIL_LABEL_)
+#undef SINK_FAIL_LABEL_
+    };
+
+    return (unsigned)f < SINK_FAIL__COUNT ? labels[f] : "unknown";
+}
+
+void sink_runner_failed_locked(sink_runner_t *r, sink_fail_t f) {
+    r->failed_attempts++;
+    if ((unsigned)f < SINK_FAIL__COUNT)
+        r->failures[f]++;
+}
+
 void sink_runner_report_locked(sink_runner_t *r) {
     uint64_t f = sink_window_advance(&r->win);
 
@@ -440,6 +456,13 @@ cJSON *sink_runner_status(sink_runner_t *r) {
     add_u64(o, "delivered", r->delivered);
     add_u64(o, "dead_lettered", r->dead_lettered);
     add_u64(o, "failed_attempts", r->failed_attempts);
+    {
+        cJSON *by = cJSON_AddObjectToObject(o, "failures");
+
+        for (int c = 0; c < SINK_FAIL__COUNT && by != NULL; c++)
+            if (r->failures[c] > 0)
+                add_u64(by, sink_fail_label((sink_fail_t)c), r->failures[c]);
+    }
     add_u64(o, "done_revision", r->reported);
     add_u64(o, "acked_revision", s.acked);
     add_u64(o, "received_revision", s.delivered);

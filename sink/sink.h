@@ -36,10 +36,31 @@
 
 #include "base/status.h"
 #include "client/client.h"
+#include "metrics/metrics.h"
 #include "sink/config.h"
 #include "sink/window.h"
 
 typedef struct sink_runner sink_runner_t;
+
+/* Why a delivery attempt failed, as reel_sink_failures_total{class} says. */
+#define SINK_FAIL_CLASSES(X)                                             \
+    X(TIMEOUT, "timeout")     /* no answer within the timeout */         \
+    X(NETWORK, "network")     /* connect, TLS, reset: no HTTP answer */  \
+    X(REDIRECT, "http_3xx")   /* redirects are not followed */           \
+    X(THROTTLED, "http_429")  /* asked to wait */                        \
+    X(CLIENT, "http_4xx")     /* another 4xx (410 disables instead) */   \
+    X(SERVER, "http_5xx")     /* 5xx or another status */                \
+    X(NATS, "nats")           /* a JetStream publish not acknowledged */
+
+typedef enum sink_fail {
+#define SINK_FAIL_ENUM_(name, label) SINK_FAIL_##name,
+    SINK_FAIL_CLASSES(SINK_FAIL_ENUM_)
+#undef SINK_FAIL_ENUM_
+    SINK_FAIL__COUNT
+} sink_fail_t;
+
+/* "http_5xx" */
+const char *sink_fail_label(sink_fail_t f);
 
 typedef struct sink_engine_ops {
     const char *type;
@@ -85,10 +106,14 @@ struct sink_runner {
     uint64_t delivered;     /* events delivered since start */
     uint64_t dead_lettered; /* events recorded as dead letters */
     uint64_t failed_attempts;
+    uint64_t failures[SINK_FAIL__COUNT]; /* failed_attempts by class */
     char last_error[256];
     int64_t last_error_ms;  /* wall clock */
     int fatal;
     char fatal_msg[512];
+
+    /* A delivery's time, request to answer (NULL without metrics). */
+    metrics_histogram_t *m_delivery;
 
     reel_consumer_t *consumer; /* while the loop runs (mu) */
     const sink_engine_ops_t *ops;
@@ -117,6 +142,9 @@ cJSON *sink_runner_status(sink_runner_t *r);
  * _locked: the caller holds it. */
 void sink_runner_report(sink_runner_t *r);
 void sink_runner_report_locked(sink_runner_t *r);
+
+/* Counts a failed attempt of class f; _locked: the caller holds mu. */
+void sink_runner_failed_locked(sink_runner_t *r, sink_fail_t f);
 
 /* Records the last error (printf-style) for status; takes mu. */
 void sink_runner_error(sink_runner_t *r, const char *fmt, ...)

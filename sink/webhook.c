@@ -390,6 +390,14 @@ static void finished(webhook_t *w, unit_t *u, CURLcode cc) {
     char what[160];
 
     curl_easy_getinfo(u->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (cc == CURLE_OK) {
+        curl_off_t us = 0;
+
+        /* Answered (whatever the status): the receiver's time. */
+        if (curl_easy_getinfo(u->easy, CURLINFO_TOTAL_TIME_T, &us) ==
+            CURLE_OK)
+            metrics_histogram_observe(r->m_delivery, (double)us / 1e6);
+    }
     curl_multi_remove_handle(w->multi, u->easy);
     u->in_flight = 0;
     w->in_flight--;
@@ -426,7 +434,13 @@ static void finished(webhook_t *w, unit_t *u, CURLcode cc) {
         pthread_mutex_unlock(&r->mu);
     }
     pthread_mutex_lock(&r->mu);
-    r->failed_attempts++;
+    sink_runner_failed_locked(
+        r, cc == CURLE_OPERATION_TIMEDOUT ? SINK_FAIL_TIMEOUT
+           : cc != CURLE_OK               ? SINK_FAIL_NETWORK
+           : status >= 300 && status < 400 ? SINK_FAIL_REDIRECT
+           : status == 429                 ? SINK_FAIL_THROTTLED
+           : status >= 400 && status < 500 ? SINK_FAIL_CLIENT
+                                           : SINK_FAIL_SERVER);
     pthread_mutex_unlock(&r->mu);
     sink_runner_error(r, "%s: %s", what, u->last_error);
     if (stopping(w)) {

@@ -55,6 +55,13 @@
  *     own state after a failed sync is unknown, so we refuse rather than
  *     guess. A restart recovers from the RocksDB WAL.
  *
+ * Metrics
+ *   The writer counts each commit, its group's size and its synced write's
+ *   time into metrics it owns (relaxed atomics: nothing the writer waits
+ *   on). Queue depth, revision, the sticky failure and RocksDB's stall
+ *   properties are read when a scrape asks; store_close() drops them all
+ *   before the database closes.
+ *
  * Recovery
  *   RocksDB replays its WAL on open; every acknowledged group was synced, so
  *   it is there, and meta/revision comes back with it.
@@ -167,6 +174,9 @@ struct store {
      * store_wake_at (any thread), swapped back by the writer. */
     _Atomic int64_t alarm_due;
     store_req_t alarm_req; /* the writer's; in a group only while it runs */
+    metrics_registry_t *metrics;
+    metrics_histogram_t *m_group_size;
+    metrics_histogram_t *m_commit_seconds;
 
     /* Guarded by mu. */
     pthread_mutex_t mu;
@@ -181,8 +191,11 @@ struct store {
     pthread_t writer;
     int writer_started;
 
-    /* Writer thread only (read at close, after it stopped). */
-    uint64_t n_groups, n_grouped; /* commits, and the requests they held */
+    /* Commits, the requests they held and their writes' time: written by
+     * the writer alone (relaxed: nobody waits on them), read by stats. */
+    _Atomic uint64_t n_groups, n_grouped, commit_ns;
+
+    /* Writer thread only. */
     rocksdb_writebatch_wi_t *wb;
     rocksdb_writebatch_t *blind; /* the group's unindexed writes */
     char *joined;                /* wb + blind as one batch (write_group) */
@@ -636,6 +649,158 @@ static void perf_off(void) {
     }
 }
 
+/* ---- Metrics ------------------------------------------------------------ */
+
+void store_stats(store_t *s, store_stats_t *out) {
+    out->commits = atomic_load_explicit(&s->n_groups, memory_order_relaxed);
+    out->requests = atomic_load_explicit(&s->n_grouped, memory_order_relaxed);
+    out->commit_ns = atomic_load_explicit(&s->commit_ns, memory_order_relaxed);
+    pthread_mutex_lock(&s->mu);
+    out->queue_depth = s->count;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static double m_queue_depth(void *arg) {
+    store_stats_t stats;
+
+    store_stats(arg, &stats);
+    return (double)stats.queue_depth;
+}
+
+static double m_commits(void *arg) {
+    store_stats_t stats;
+
+    store_stats(arg, &stats);
+    return (double)stats.commits;
+}
+
+static double m_revision(void *arg) {
+    return (double)store_revision(arg);
+}
+
+static double m_refused(void *arg) {
+    store_t *s = arg;
+
+    return atomic_load(&s->failed) ? 1 : 0;
+}
+
+/* The RocksDB properties that explain a stall, per column family. */
+static const struct {
+    const char *metric, *property, *help;
+} rocks_cf_props[] = {
+    {"reel_rocksdb_pending_compaction_bytes",
+     "rocksdb.estimate-pending-compaction-bytes",
+     "Bytes RocksDB estimates compaction must rewrite; past its limits "
+     "writes slow down, then stop."},
+    {"reel_rocksdb_memtable_bytes", "rocksdb.cur-size-all-mem-tables",
+     "Bytes in memtables (active and unflushed immutable ones)."},
+    {"reel_rocksdb_live_sst_bytes", "rocksdb.live-sst-files-size",
+     "Bytes of the table files of the current version."},
+    {"reel_rocksdb_immutable_memtables", "rocksdb.num-immutable-mem-table",
+     "Memtables waiting to be flushed; many mean flushes lag writes."},
+};
+
+static void m_rocks_cf(void *arg, metrics_emit_t *e, size_t prop) {
+    store_t *s = arg;
+
+    for (size_t i = 0; i < s->n_cfs; i++) {
+        uint64_t v = 0;
+        const char *l[] = {"cf", s->cfs[i].name, NULL};
+
+        if (rocksdb_property_int_cf(s->db, s->cfs[i].h,
+                                    rocks_cf_props[prop].property, &v) != 0) {
+            reel_status_t why = REEL_STATUS_INIT;
+
+            reel_status_set(&why, REEL_INTERNAL,
+                            "RocksDB has no property %s for family %s",
+                            rocks_cf_props[prop].property, s->cfs[i].name);
+            metrics_emit_fail(e, &why);
+            reel_status_fini(&why);
+            return;
+        }
+        metrics_emit(e, l, (double)v);
+    }
+}
+
+static void m_rocks_pending(void *arg, metrics_emit_t *e) {
+    m_rocks_cf(arg, e, 0);
+}
+static void m_rocks_memtable(void *arg, metrics_emit_t *e) {
+    m_rocks_cf(arg, e, 1);
+}
+static void m_rocks_sst(void *arg, metrics_emit_t *e) {
+    m_rocks_cf(arg, e, 2);
+}
+static void m_rocks_immutable(void *arg, metrics_emit_t *e) {
+    m_rocks_cf(arg, e, 3);
+}
+
+/* A database-wide property; -1 if RocksDB cannot say (shown as such). */
+static double rocks_db_prop(store_t *s, const char *name) {
+    uint64_t v = 0;
+
+    return rocksdb_property_int(s->db, name, &v) == 0 ? (double)v : -1;
+}
+
+static double m_rocks_stopped(void *arg) {
+    return rocks_db_prop(arg, "rocksdb.is-write-stopped");
+}
+
+static double m_rocks_delayed(void *arg) {
+    return rocks_db_prop(arg, "rocksdb.actual-delayed-write-rate");
+}
+
+static reel_code_t register_metrics(store_t *s, reel_status_t *st) {
+    metrics_registry_t *r = s->metrics;
+    static const metrics_collect_fn rocks_fns[] = {
+        m_rocks_pending, m_rocks_memtable, m_rocks_sst, m_rocks_immutable};
+    reel_code_t rc;
+
+    if (r == NULL)
+        return REEL_OK;
+    if ((rc = metrics_reg_fn(r, s, METRICS_COUNTER, "reel_commits_total",
+                             "Commit groups written and synced.", NULL,
+                             m_commits, s, st)) != REEL_OK ||
+        (rc = metrics_reg_histogram(
+             r, s, "reel_commit_group_size",
+             "Requests per commit group (one synced write each).", NULL,
+             metrics_buckets_count, metrics_buckets_count_n,
+             &s->m_group_size, st)) != REEL_OK ||
+        (rc = metrics_reg_histogram(
+             r, s, "reel_commit_duration_seconds",
+             "Time of a commit group's synced write (RocksDB write + fsync).",
+             NULL, metrics_buckets_seconds, metrics_buckets_seconds_n,
+             &s->m_commit_seconds, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, s, METRICS_GAUGE, "reel_write_queue_depth",
+                             "Write requests queued for the writer.", NULL,
+                             m_queue_depth, s, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, s, METRICS_GAUGE, "reel_revision",
+                             "The last committed global revision.", NULL,
+                             m_revision, s, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, s, METRICS_GAUGE, "reel_writes_refused",
+                             "1 once a failed write or fsync stopped all "
+                             "writes (sticky until restart).",
+                             NULL, m_refused, s, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, s, METRICS_GAUGE, "reel_rocksdb_write_stopped",
+                             "1 while RocksDB stops writes (too many "
+                             "memtables, level-0 files or pending "
+                             "compaction bytes).",
+                             NULL, m_rocks_stopped, s, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, s, METRICS_GAUGE,
+                             "reel_rocksdb_delayed_write_rate_bytes",
+                             "The rate RocksDB slows writes to, in bytes/s "
+                             "(0: not delayed).",
+                             NULL, m_rocks_delayed, s, st)) != REEL_OK)
+        return rc;
+    for (size_t i = 0; i < sizeof(rocks_fns) / sizeof(*rocks_fns); i++)
+        if ((rc = metrics_reg_collector(r, s, METRICS_GAUGE,
+                                        rocks_cf_props[i].metric,
+                                        rocks_cf_props[i].help, rocks_fns[i],
+                                        s, st)) != REEL_OK)
+            return rc;
+    return REEL_OK;
+}
+
 reel_code_t store_open(const store_opts_t *opts, store_t **out,
                        reel_status_t *st) {
     store_t *s = NULL;
@@ -682,6 +847,7 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     s->on_failure_arg = opts->on_failure_arg;
     s->alarm = opts->alarm;
     s->alarm_arg = opts->alarm_arg;
+    s->metrics = opts->metrics;
     s->ring = calloc(s->cap, sizeof(*s->ring));
     /* One more slot: the alarm's request. */
     s->group = calloc(s->max_group + 1, sizeof(*s->group));
@@ -789,6 +955,8 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
         goto fail;
     }
     s->writer_started = 1;
+    if ((rc = register_metrics(s, st)) != REEL_OK)
+        goto fail;
     REEL_INFO("store", "opened %s at revision %llu%s", s->dir,
               (unsigned long long)atomic_load(&s->revision),
               fresh ? " (new)" : "");
@@ -833,6 +1001,9 @@ void store_close(store_t *s) {
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->writer, NULL);
     }
+    /* The writer is gone and the database still open: nothing registered
+     * can run after this. */
+    metrics_registry_drop(s->metrics, s);
     if (s->wb != NULL)
         rocksdb_writebatch_wi_destroy(s->wb);
     if (s->blind != NULL)
@@ -854,8 +1025,11 @@ void store_close(store_t *s) {
                   "closed %s at revision %llu (%llu commits since start, "
                   "%.1f requests each)",
                   s->dir, (unsigned long long)atomic_load(&s->revision),
-                  (unsigned long long)s->n_groups,
-                  s->n_groups ? (double)s->n_grouped / (double)s->n_groups : 0.0);
+                  (unsigned long long)atomic_load(&s->n_groups),
+                  atomic_load(&s->n_groups)
+                      ? (double)atomic_load(&s->n_grouped) /
+                            (double)atomic_load(&s->n_groups)
+                      : 0.0);
     }
     if (s->dbopts != NULL)
         rocksdb_options_destroy(s->dbopts);
@@ -1122,6 +1296,7 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     char *err = NULL;
     size_t batch_bytes = 0, blind_bytes = 0;
     unsigned char rev[8];
+    int64_t t0 = 0;
 
     if (atomic_load(&s->failed)) {
         pthread_mutex_lock(&s->mu);
@@ -1220,6 +1395,7 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     reel_be64_put(rev, txn.next_rev - 1);
     rocksdb_writebatch_wi_put_cf(s->wb, s->meta->h, META_REVISION,
                                  strlen(META_REVISION), (const char *)rev, 8);
+    t0 = reel_clock_mono_ns();
     if ((s->fault != NULL && s->fault(s->fault_arg) != 0) ||
         REEL_FAULT("store.write"))
         reel_status_set(&werr, REEL_UNAVAILABLE, "injected write fault");
@@ -1247,8 +1423,13 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
         return n;
     }
     atomic_store(&s->revision, txn.next_rev - 1);
-    s->n_groups++;
-    s->n_grouped += n;
+    t0 = reel_clock_mono_ns() - t0;
+    atomic_fetch_add_explicit(&s->n_groups, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->n_grouped, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->commit_ns, (uint64_t)t0,
+                              memory_order_relaxed);
+    metrics_histogram_observe(s->m_commit_seconds, (double)t0 / 1e9);
+    metrics_histogram_observe(s->m_group_size, (double)n);
 
     if (s->publish != NULL && s->n_changes > 0)
         s->publish(s->publish_arg, s->pub, s->n_changes);

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "metrics/metrics.h"
 
 /* The on-disk format this build reads and writes. */
 #define STORE_FORMAT_VERSION 1
@@ -155,6 +156,14 @@ typedef struct store_opts {
      * 0: no limit. Below the disk's own rate, synced commits keep their
      * latency while bulk bytes are written. */
     uint64_t background_write_rate;
+    /*
+     * Where the store registers its metrics (NULL: none): commits, group
+     * sizes, commit latency, queue depth, revision, writes refused and
+     * the RocksDB properties that explain a stall (docs/operations.md).
+     * Registered under the store as owner and dropped by store_close(),
+     * so the registry must outlive the store.
+     */
+    metrics_registry_t *metrics;
 } store_opts_t;
 
 /*
@@ -188,6 +197,16 @@ uint64_t store_revision(store_t *store);
  * already.
  */
 void store_wake_at(store_t *store, int64_t due_ms);
+/* The writer's figures since the store opened (for status and metrics). */
+typedef struct store_stats {
+    uint64_t commits;        /* groups written and synced */
+    uint64_t requests;       /* requests those groups held */
+    uint64_t commit_ns;      /* time of their synced writes, summed */
+    size_t queue_depth;      /* requests queued now */
+} store_stats_t;
+
+/* Any thread. */
+void store_stats(store_t *store, store_stats_t *out);
 
 /* OK, or the sticky error (UNAVAILABLE) that stopped writes, copied into
  * st when st is not NULL. */

@@ -634,6 +634,108 @@ static void test_write_failure_is_sticky_and_nothing_is_acknowledged(
     assert_int_equal(store_revision(f->store), 2);
 }
 
+/* The value of one series in the registry's exposition (fails if absent). */
+static double scrape_value(metrics_registry_t *r, const char *series) {
+    reel_status_t st = REEL_STATUS_INIT;
+    char *out = NULL, want[256], *p;
+    size_t len;
+    double v;
+
+    if (metrics_render(r, &out, &len, &st) != REEL_OK)
+        fail_msg("render: %s", reel_status_message(&st));
+    snprintf(want, sizeof(want), "\n%s ", series);
+    p = strstr(out, want);
+    if (p == NULL)
+        fail_msg("no series %s in:\n%s", series, out);
+    v = strtod(p + strlen(want), NULL);
+    free(out);
+    return v;
+}
+
+static void test_metrics_count_commits_groups_and_the_sticky_failure(
+    void **state) {
+    fixture_t *f = *state;
+    store_opts_t o = fixture_opts(f);
+    reel_status_t st = REEL_STATUS_INIT;
+    metrics_registry_t *r = NULL;
+    async_req_t reqs[5], *ptrs[5];
+    put_arg_t a = {"late", "v", 1};
+    store_stats_t stats;
+    char key[5][16];
+    gate_t g;
+
+    store_close(f->store);
+    assert_int_equal(metrics_registry_create(&r, NULL), REEL_OK);
+    o.metrics = r;
+    o.fault = fault_on_zero;
+    fault_countdown = 3; /* three groups commit, the fourth fails */
+    assert_int_equal(open_with(f, &o, &st), REEL_OK);
+    assert_true(scrape_value(r, "reel_commits_total") == 0);
+    assert_true(scrape_value(r, "reel_writes_refused") == 0);
+
+    put_sync(f->store, "one", "v", 1, NULL);
+    for (int i = 0; i < 5; i++) {
+        snprintf(key[i], sizeof(key[i]), "g%d", i);
+        async_init(&reqs[i], apply_put, key[i], "v", 1);
+        ptrs[i] = &reqs[i];
+    }
+    run_as_one_group(f->store, ptrs, 5); /* the gate's group, then these */
+    for (int i = 0; i < 5; i++)
+        reel_status_fini(&reqs[i].req.status);
+    /* one, the gate alone (it writes nothing: not a commit), the five */
+    assert_true(scrape_value(r, "reel_commits_total") == 2);
+    assert_true(scrape_value(r, "reel_commit_group_size_count") == 2);
+    assert_true(scrape_value(r, "reel_commit_group_size_bucket{le=\"1\"}") ==
+                1);
+    assert_true(scrape_value(r, "reel_commit_group_size_bucket{le=\"4\"}") ==
+                1);
+    assert_true(scrape_value(r, "reel_commit_group_size_bucket{le=\"8\"}") ==
+                2);
+    assert_true(scrape_value(r, "reel_commit_group_size_sum") == 6);
+    assert_true(scrape_value(r, "reel_commit_duration_seconds_count") == 2);
+    store_stats(f->store, &stats);
+    assert_int_equal(stats.commits, 2);
+    assert_int_equal(stats.requests, 6);
+    assert_true(stats.commit_ns > 0);
+    assert_int_equal(stats.queue_depth, 0);
+    assert_true(scrape_value(r, "reel_revision") == 6);
+    assert_true(scrape_value(r, "reel_rocksdb_memtable_bytes{cf=\"data\"}") >
+                0);
+    assert_true(scrape_value(r, "reel_rocksdb_write_stopped") == 0);
+
+    /* The queue's depth, while a gate holds the writer. */
+    gate_close(f->store, &g);
+    async_init(&reqs[0], apply_put, "queued", "v", 1);
+    assert_int_equal(store_submit(f->store, &reqs[0].req), REEL_OK);
+    assert_true(scrape_value(r, "reel_write_queue_depth") == 1);
+    gate_open(&g);
+    async_wait(&reqs[0]);
+    reel_status_fini(&reqs[0].req.status);
+    assert_true(scrape_value(r, "reel_write_queue_depth") == 0);
+    assert_true(scrape_value(r, "reel_commits_total") == 3);
+
+    /* The fourth group's write fails: refused, and not counted. */
+    assert_int_equal(store_exec(f->store, apply_put, &a, NULL, &st),
+                     REEL_UNAVAILABLE);
+    reel_status_fini(&st);
+    assert_true(scrape_value(r, "reel_writes_refused") == 1);
+    assert_true(scrape_value(r, "reel_commits_total") == 3);
+
+    /* Closing drops everything the store registered. */
+    store_close(f->store);
+    f->store = NULL;
+    {
+        char *out = NULL;
+        size_t len;
+
+        assert_int_equal(metrics_render(r, &out, &len, NULL), REEL_OK);
+        assert_string_equal(out, "");
+        free(out);
+    }
+    metrics_registry_destroy(r);
+    open_store(f);
+}
+
 static void test_reopen_sees_every_acknowledged_write(void **state) {
     fixture_t *f = *state;
     char key[32], val[32], *got;
@@ -1226,6 +1328,9 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_write_failure_is_sticky_and_nothing_is_acknowledged, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_metrics_count_commits_groups_and_the_sticky_failure, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
             test_reopen_sees_every_acknowledged_write, setup, teardown),

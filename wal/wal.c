@@ -1221,6 +1221,27 @@ reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
     return REEL_OK;
 }
 
+reel_code_t wal_consumer_cursors(wal_t *w, wal_consumer_t **out, size_t *n,
+                                 reel_status_t *st) {
+    store_iter_t *it = store_iter_create(w->store, w->cf, NULL);
+    reel_code_t rc;
+
+    *out = NULL;
+    *n = 0;
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = consumers_read(it, NULL, 0, NULL, out, n, NULL, st);
+    store_iter_destroy(it);
+    if (rc != REEL_OK)
+        return reel_status_set(st, rc, "listing consumers: %s",
+                               reel_status_message(st));
+    return REEL_OK;
+}
+
+size_t wal_subscribers(wal_t *w) { return feed_hub_subs(w->hub); }
+
+uint64_t wal_bytes(wal_t *w) { return atomic_load(&w->bytes); }
+
 /* ---- Retention ------------------------------------------------------------ */
 
 /* A consumer the plan invalidates, if its cursor has not moved since. */

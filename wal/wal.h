@@ -176,6 +176,19 @@ reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
 reel_code_t wal_consumer_delete(wal_t *w, const char *name,
                                 reel_status_t *st);
 
+/*
+ * Every consumer with its acknowledged revision, like wal_consumers() but
+ * without counting pending events or marking the active ones: cheap enough
+ * for every metrics scrape. Same ownership of *out.
+ */
+reel_code_t wal_consumer_cursors(wal_t *w, wal_consumer_t **out, size_t *n,
+                                 reel_status_t *st);
+
+/* Subscriptions registered now, and the bytes of the stored events (for
+ * metrics). Any thread. */
+size_t wal_subscribers(wal_t *w);
+uint64_t wal_bytes(wal_t *w);
+
 /* Trims what retention allows now (the background thread does it too).
  * On an error nothing more is trimmed and the events stay in place. */
 reel_code_t wal_trim(wal_t *w, reel_status_t *st);

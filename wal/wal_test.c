@@ -617,6 +617,39 @@ static void test_deleting_a_consumer_releases_what_it_held(void **state) {
 /* A filtered consumer's pending is what matches its pattern, counted over
  * at most WAL_PENDING_SCAN_MAX revisions after its cursor (then marked as
  * a lower bound); an unfiltered one's is exact at any distance. */
+static void test_cursors_subscribers_and_bytes_for_metrics(void **state) {
+    fixture_t *f = *state;
+    int n = 5;
+    wal_consumer_t *cs;
+    size_t cnt;
+    sink_t s = {.limit = 0};
+    wal_sub_t *sub;
+    uint64_t bytes0 = wal_bytes(f->wal);
+
+    make_consumer(f, "b", 0);
+    make_consumer(f, "a", 0);
+    assert_int_equal(store_exec(f->store, apply_emit_many, &n, NULL, NULL),
+                     REEL_OK);
+    assert_true(wal_bytes(f->wal) > bytes0);
+    ack(f, "b", 3);
+    assert_int_equal(wal_consumer_cursors(f->wal, &cs, &cnt, NULL), REEL_OK);
+    assert_int_equal(cnt, 2);
+    assert_string_equal(cs[0].name, "a");
+    assert_int_equal(cs[0].acked, 0);
+    assert_string_equal(cs[1].name, "b");
+    assert_int_equal(cs[1].acked, 3);
+    for (size_t i = 0; i < cnt; i++)
+        wal_consumer_fini(&cs[i]);
+    free(cs);
+
+    assert_int_equal(wal_subscribers(f->wal), 0);
+    assert_int_equal(wal_sub_create(f->wal, 0, "", &ops, &s, &sub, NULL),
+                     REEL_OK);
+    assert_int_equal(wal_subscribers(f->wal), 1);
+    wal_sub_destroy(sub);
+    assert_int_equal(wal_subscribers(f->wal), 0);
+}
+
 static void test_pending_counts_what_matches_within_a_bound(void **state) {
     fixture_t *f = *state;
     int n = WAL_PENDING_SCAN_MAX + 1;
@@ -795,6 +828,8 @@ int main(void) {
             setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_deleting_a_consumer_releases_what_it_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_cursors_subscribers_and_bytes_for_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_pending_counts_what_matches_within_a_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(

@@ -668,3 +668,37 @@ def test_a_lease_expiry_event_is_pushed_and_claimed_with_its_epoch(tmp_path, ree
         reel.claim_raw(claim_request(r.run_id, "late", r.lease_epoch), timeout=10)
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert rx.stop() == 0
+
+
+def test_metrics_count_dispatches_failures_and_lag(tmp_path, reeld, reel, worker):
+    """--metrics-listen: the exposition passes both independent checks
+    (test_metrics.scrape), and its figures follow what the worker saw:
+    every dispatch, every failed attempt, nothing in flight and no lag once
+    every run is claimed."""
+    from test_metrics import documented_and_dashboarded, ready, scrape, value
+    check_built()
+    tries = {}
+
+    def fail_twice(req):
+        with worker.lock:
+            tries[req["id"]] = tries.get(req["id"], 0) + 1
+            n = tries[req["id"]]
+        return 503 if n <= 2 else "claim"
+    worker.plan(fail_twice)
+    port = free_port()
+    cfg = config(tmp_path, [app("shop", worker.url)], sweep_interval_ms=0)
+    rx = Reactor(tmp_path, reeld.addr, cfg, "--metrics-listen", f"127.0.0.1:{port}")
+    wait_for("reel-reactor ready", lambda: ready(port) == 200)
+    assert value(scrape(port), "reel_reactor_dispatches_total") == 0
+    runs = [reel.claimable("shop", i) for i in range(4)]
+    wait_for("every run claimed", lambda: len(worker.claimed()) == 4)
+    wait_for("lag 0", lambda: value(scrape(port), "reel_reactor_lag") == 0)
+    m = scrape(port)
+    assert value(m, "reel_reactor_dispatches_total") == len(runs)
+    assert value(m, "reel_reactor_delivered_total") == len(runs)
+    assert value(m, "reel_reactor_failures_total") == 2 * len(runs)
+    assert value(m, "reel_reactor_dead_letters") == 0
+    assert value(m, "reel_reactor_in_flight") == 0
+    assert value(m, "reel_reactor_reel_up") == 1
+    documented_and_dashboarded(port, dashboard=False)
+    assert rx.stop() == 0

@@ -42,6 +42,7 @@ DURATIONS = {
     "wal-retention-age": ("REEL_WAL_RETENTION_AGE", "7d"),
     "retry-initial-interval": ("REEL_RETRY_INITIAL_INTERVAL", "1s"),
     "retry-max-interval": ("REEL_RETRY_MAX_INTERVAL", "5m"),
+    "shutdown-delay": ("REEL_SHUTDOWN_DELAY", "0"),
 }
 TEXTS = {
     "data-dir": ("REEL_DATA_DIR", "./reel-data"),
@@ -53,6 +54,7 @@ TEXTS = {
     "tls-client-ca": ("REEL_TLS_CLIENT_CA", "none"),
     "insecure": ("REEL_INSECURE", "off"),
     "retry-multiplier": ("REEL_RETRY_MULTIPLIER", "2"),
+    "metrics-listen": ("REEL_METRICS_LISTEN", "none"),
 }
 # A switch (--insecure) has no placeholder.
 ROW = re.compile(r"^  --([a-z-]+) (\S*) +(.*?) ?\[(REEL_[A-Z_]+)\] \(default (\S+)\)$")

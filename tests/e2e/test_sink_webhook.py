@@ -331,6 +331,7 @@ def test_status_adds_the_running_process_live_numbers_and_never_a_secret(
     st = json.loads(run_cli(reeld.addr, cfg, "status", "--json", "--control",
                             f"127.0.0.1:{port}").stdout)
     assert st["live"]["state"] == "running" and st["live"]["failing"] == 1
+    assert st["live"]["failures"] == {"http_5xx": st["live"]["failed_attempts"]}
     assert st["cursor"] < revs[0] and st["lag"] >= 3 and st["active"] is True
     # The requests carried the extra header; nothing shows a secret.
     assert receiver.all()[0]["sig_ok"] and receiver.all()[0]["auth"] == "Bearer tok-123"

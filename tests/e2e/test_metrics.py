@@ -1,0 +1,414 @@
+"""Observability: /metrics, /healthz and /readyz of reeld and reel-sink.
+
+Every scrape is checked by two parsers that are not reel's: Debian's
+python3-prometheus-client (text_string_to_metric_families) and
+`promtool check metrics` from Debian's prometheus package; the values are
+then checked against the load the test itself put on the server.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from reel.v1 import kv_pb2 as K
+from reel.v1 import wal_pb2 as W
+from conftest import Reeld, free_port, reelctl, stream, unary
+from sinkutil import Receiver, Sink, check_built, wait_for, webhook_config
+
+FAST = [100, 200, 300, 400, 500]  # retry waits for tests (ms)
+
+PROMTOOL = shutil.which("promtool")
+
+
+def get(port, path, timeout=5):
+    """(status, body) of GET http://127.0.0.1:port/path."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def ready(port):
+    """/readyz's status, or None while nothing listens yet."""
+    try:
+        return get(port, "/readyz")[0]
+    except urllib.error.URLError:
+        return None
+
+
+def scrape(port):
+    """The exposition, checked by both parsers, as {(name, labels): value}
+    with labels a sorted tuple of pairs (histograms' _bucket, _sum and
+    _count are samples of their own)."""
+    status, text = get(port, "/metrics")
+    assert status == 200, text
+    if PROMTOOL is None:
+        pytest.fail("promtool not found: scripts/deps.sh installs Debian's prometheus")
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=text,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"promtool: {r.stdout}{r.stderr}\n{text}"
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            key = (s.name, tuple(sorted(s.labels.items())))
+            assert key not in out, f"series {key} twice"
+            out[key] = s.value
+    return out
+
+
+def value(m, name, **labels):
+    return m.get((name, tuple(sorted(labels.items()))))
+
+
+@pytest.fixture
+def served(tmp_path):
+    port = free_port()
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--metrics-listen", f"127.0.0.1:{port}"]).start()
+    server.metrics_port = port
+    yield server
+    if server.proc.poll() is None:
+        code, _ = server.stop()
+        assert code == 0, server.log()
+
+
+def kv(ch):
+    return (unary(ch, "/reel.v1.KV/SetValue", K.SetValueRequest, K.SetValueResponse),
+            unary(ch, "/reel.v1.KV/GetValue", K.GetValueRequest, K.GetValueResponse))
+
+
+def test_scrapes_during_a_known_load_are_valid_and_count_it(served):
+    ch = grpc.insecure_channel(served.addr)
+    set_value, get_value = kv(ch)
+    port = served.metrics_port
+    before = scrape(port)
+    assert value(before, "reel_writes_refused") == 0
+    assert value(before, "reel_rpc_requests_total", service="reel.v1.KV",
+                 method="SetValue", code="OK") == 0
+    assert get(port, "/healthz") == (200, "ok\n")
+    assert get(port, "/readyz") == (200, "ready\n")
+
+    # Scrapes go on, every 50 ms, while the load runs: each must be valid.
+    stop, scrapes, errors = threading.Event(), [], []
+
+    def scraper():
+        while not stop.is_set():
+            try:
+                scrapes.append(scrape(port))
+            except BaseException as e:  # noqa: BLE001 (reported below)
+                errors.append(e)
+                return
+            time.sleep(0.05)
+    t = threading.Thread(target=scraper)
+    t.start()
+    # Writes in waves of 50 until at least three scrapes ran during them.
+    N, BAD = 0, 7
+    deadline = time.monotonic() + 60
+    while N < 300 or (len(scrapes) < 3 and not errors and time.monotonic() < deadline):
+        futs = [set_value.future(K.SetValueRequest(namespace="m", key=f"k{N + i}",
+                                                   value="1"), timeout=30)
+                for i in range(50)]
+        for f in futs:
+            f.result()
+        N += 50
+    for i in range(BAD):
+        with pytest.raises(grpc.RpcError) as e:
+            set_value(K.SetValueRequest(namespace="", key="k", value="1"), timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert get_value(K.GetValueRequest(namespace="m", key="k0"), timeout=10).found
+    stop.set()
+    t.join()
+    assert not errors, errors[0]
+    assert len(scrapes) >= 3
+
+    m = scrape(port)
+    kvreq = dict(service="reel.v1.KV", method="SetValue")
+    assert value(m, "reel_rpc_requests_total", code="OK", **kvreq) == N
+    assert value(m, "reel_rpc_requests_total", code="INVALID_ARGUMENT", **kvreq) == BAD
+    assert value(m, "reel_rpc_requests_total", service="reel.v1.KV",
+                 method="GetValue", code="OK") == 1
+    assert value(m, "reel_rpc_duration_seconds_count", **kvreq) == N + BAD
+    assert value(m, "reel_rpc_duration_seconds_bucket", le="+Inf", **kvreq) == N + BAD
+    # Every write committed once, in groups: the group sizes add up to the
+    # writes (plus the commits reeld makes itself, none of them requests).
+    assert value(m, "reel_revision") == N
+    commits = value(m, "reel_commits_total")
+    assert 1 <= commits <= N + 1
+    assert value(m, "reel_commit_group_size_count") == commits
+    assert N <= value(m, "reel_commit_group_size_sum") <= N + 1
+    assert value(m, "reel_commit_duration_seconds_count") == commits
+    assert value(m, "reel_commit_duration_seconds_sum") > 0
+    assert value(m, "reel_write_queue_depth") == 0
+    assert value(m, "reel_wal_oldest_revision") == 1
+    assert value(m, "reel_wal_bytes") > 0
+    assert value(m, "reel_rocksdb_memtable_bytes", cf="kv") > 0
+    assert value(m, "reel_rocksdb_write_stopped") == 0
+    # Counters never went back between scrapes.
+    series = lambda s: s.get(("reel_rpc_requests_total", tuple(sorted(
+        dict(code="OK", **kvreq).items()))), 0)
+    seen = [series(s) for s in scrapes] + [N]
+    assert seen == sorted(seen), seen
+
+    # reelctl status says the same through the Admin status RPC.
+    r = reelctl(served.addr, "status", "--interval", "0", "--json")
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["revision"] == N and st["commits"] == commits
+    assert st["write_queue_depth"] == 0 and st["wal_oldest_revision"] == 1
+    assert st["mean_group_size"] >= 1
+    ch.close()
+
+
+def test_consumer_lag_and_watchers_follow_the_clients(served):
+    ch = grpc.insecure_channel(served.addr)
+    set_value, _ = kv(ch)
+    for i in range(5):
+        set_value(K.SetValueRequest(namespace="w", key=f"k{i}", value="1"), timeout=10)
+    # Two durable consumers, each made by subscribing: one acknowledges
+    # nothing, the other revision 3.
+    sub = stream(ch, "/reel.v1.Wal/SubscribeEvents", W.SubscribeEventsRequest, W.Event)
+    ack = unary(ch, "/reel.v1.Wal/AckEvents", W.AckEventsRequest, W.AckEventsResponse)
+    for name in ("c-behind", "c-three"):
+        call = sub(W.SubscribeEventsRequest(consumer=name), timeout=30)
+        next(call)
+        call.cancel()
+    # The server lets a consumer go once it sees the stream gone.
+    wait_for("c-three free", lambda: _try_ack(ack, "c-three", 3))
+    w = stream(ch, "/reel.v1.KV/WatchValue", K.WatchValueRequest, K.ValueEvent)(
+        K.WatchValueRequest(namespace="w", key="k0"), timeout=30)
+    port = served.metrics_port
+    wait_for("the watch counted",
+             lambda: value(scrape(port), "reel_watchers", module="kv") == 1)
+    m = scrape(port)
+    head = int(value(m, "reel_revision"))
+    assert value(m, "reel_wal_consumer_lag", consumer="c-three") == head - 3
+    assert value(m, "reel_wal_consumer_lag", consumer="c-behind") == head
+    w.cancel()
+    wait_for("the watch gone",
+             lambda: value(scrape(port), "reel_watchers", module="kv") == 0)
+    r = reelctl(served.addr, "status", "--interval", "0")
+    assert r.returncode == 0 and "c-behind" in r.stdout and f"lag {head}" in r.stdout
+    ch.close()
+
+
+def _try_ack(ack, name, rev):
+    try:
+        ack(W.AckEventsRequest(consumer=name, revision=rev), timeout=5)
+        return True
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            return False
+        raise
+
+
+def test_readyz_turns_503_during_sigterm_shutdown(tmp_path):
+    port = free_port()
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--metrics-listen", f"127.0.0.1:{port}",
+                          "--shutdown-delay", "3s"]).start()
+    ch = grpc.insecure_channel(server.addr)
+    set_value, get_value = kv(ch)
+    try:
+        assert get(port, "/readyz") == (200, "ready\n")
+        set_value(K.SetValueRequest(namespace="s", key="k", value="1"), timeout=10)
+        server.proc.send_signal(signal.SIGTERM)
+        wait_for("/readyz 503", lambda: get(port, "/readyz")[0] == 503, timeout=10)
+        assert get(port, "/readyz") == (503, "shutting down\n")
+        assert get(port, "/healthz") == (200, "ok\n")
+        # Not ready, but still serving through the delay.
+        assert get_value(K.GetValueRequest(namespace="s", key="k"), timeout=5).found
+        assert server.proc.wait(timeout=15) == 0, server.log()
+    finally:
+        ch.close()
+        server.kill()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_readyz_turns_503_after_the_disk_fills(small_disk):
+    port = free_port()
+    server = Reeld(str(small_disk / "data"),
+                   extra=["--metrics-listen", f"127.0.0.1:{port}"]).start()
+    ch = grpc.insecure_channel(server.addr)
+    set_value, _ = kv(ch)
+    value_ = json.dumps("x" * 4000)
+    refused = None
+    try:
+        assert get(port, "/readyz")[0] == 200
+        for i in range(100000):
+            try:
+                set_value(K.SetValueRequest(namespace="d", key=f"k{i}", value=value_),
+                          timeout=30)
+            except grpc.RpcError as e:
+                refused = e
+                break
+        assert refused is not None, "the disk never filled"
+        status, body = get(port, "/readyz")
+        assert status == 503 and body.startswith("not writable:"), body
+        assert "space" in body.lower(), body
+        assert get(port, "/healthz") == (200, "ok\n")
+        m = scrape(port)
+        assert value(m, "reel_writes_refused") == 1
+        assert value(m, "reel_rpc_requests_total", service="reel.v1.KV",
+                     method="SetValue", code=refused.code().name) >= 1
+    finally:
+        ch.close()
+        code, _ = server.stop()
+    assert code == 0, server.log()
+
+
+def test_a_bad_metrics_address_is_refused_naming_the_flag(tmp_path):
+    for bad in ("nocolon", "127.0.0.1:99999", "no.such.host.invalid:9"):
+        server = Reeld(str(tmp_path / "data"), extra=["--metrics-listen", bad])
+        server.start(wait=False)
+        assert server.proc.wait(timeout=10) != 0
+        assert "--metrics-listen" in server.log(), server.log()
+        # Refused before the data dir was touched.
+        assert not os.path.exists(tmp_path / "data")
+
+
+def documented_and_dashboarded(*ports, dashboard=True):
+    """Every family the endpoints serve is in docs/operations.md; with
+    dashboard (the ports are a reeld's and a reel-sink's), every metric the
+    Grafana dashboard queries is one the docs name and, but reel-reactor's,
+    one these endpoints serve."""
+    from conftest import ROOT
+    served = set()
+    for p in ports:
+        for fam in text_string_to_metric_families(get(p, "/metrics")[1]):
+            served.add(fam.name if fam.type != "counter" else fam.name + "_total")
+    with open(os.path.join(ROOT, "docs", "operations.md")) as f:
+        doc = f.read()
+    missing = sorted(n for n in served if f"`{n}`" not in doc)
+    assert not missing, f"not in docs/operations.md: {missing}"
+    if not dashboard:
+        return
+    with open(os.path.join(ROOT, "docs", "grafana-reel.json")) as f:
+        dash = json.load(f)
+    import re
+    used = set()
+    for panel in dash["panels"]:
+        for t in panel["targets"]:
+            used |= set(re.findall(r"\b(reel_[a-z_]+)", t["expr"]))
+    base = {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
+    unknown = sorted(n for n in base if f"`{n}`" not in doc or (
+        not n.startswith("reel_reactor_") and n not in served))
+    assert not unknown, f"the dashboard queries metrics nobody serves: {unknown}"
+
+
+def test_reel_sink_lag_grows_while_its_receiver_is_down_then_returns_to_0(
+        tmp_path, served):
+    check_built()
+    receiver = Receiver()
+    down = {"on": True}
+    receiver.plan(lambda d: 503 if down["on"] else 200)
+    ch = grpc.insecure_channel(served.addr)
+    set_value, _ = kv(ch)
+    port = free_port()
+    cfg = webhook_config(tmp_path / "c.json", "s", receiver.url,
+                         subjects=["kv.app.>"], retry_schedule_ms=FAST * 4)
+    sink = Sink(tmp_path, served.addr, cfg, "--metrics-listen", f"127.0.0.1:{port}")
+    try:
+        wait_for("reel-sink ready", lambda: ready(port) == 200)
+        for i in range(20):
+            set_value(K.SetValueRequest(namespace="app", key=f"k{i}", value="1"),
+                      timeout=10)
+        # Receiver down: nothing delivered, the lag is every event written.
+        failing = {"sink": "s", "class": "http_5xx"}
+        wait_for("attempts failing", lambda: value(
+            scrape(port), "reel_sink_failures_total", **failing) >= 2)
+        m = scrape(port)
+        assert value(m, "reel_sink_lag", sink="s") >= 20
+        assert value(m, "reel_sink_delivered_total", sink="s") == 0
+        assert value(m, "reel_sink_reel_up") == 1
+        assert value(m, "reel_sink_disabled", sink="s") == 0
+        lag_down = value(m, "reel_sink_lag", sink="s")
+        set_value(K.SetValueRequest(namespace="app", key="more", value="1"), timeout=10)
+        assert value(scrape(port), "reel_sink_lag", sink="s") == lag_down + 1
+        # Receiver back: everything goes, and the lag returns to 0.
+        down["on"] = False
+        wait_for("lag 0", lambda: value(scrape(port), "reel_sink_lag", sink="s") == 0,
+                 timeout=60)
+        m = scrape(port)
+        assert value(m, "reel_sink_delivered_total", sink="s") == 21
+        assert value(m, "reel_sink_delivery_seconds_count", sink="s") >= 21
+        assert value(m, "reel_sink_dead_letters", sink="s") == 0
+        assert sorted(receiver.delivered_revisions()) == receiver.delivered_revisions()
+        documented_and_dashboarded(served.metrics_port, port)
+    finally:
+        code = sink.stop()
+        receiver.close()
+        ch.close()
+    assert code == 0, sink.log()
+
+
+def test_the_documented_alerts_are_valid_rules(tmp_path):
+    """docs/operations.md's alerting rules load in Prometheus (promtool
+    check rules), and query only metrics the docs name."""
+    from conftest import ROOT
+    import re
+    with open(os.path.join(ROOT, "docs", "operations.md")) as f:
+        doc = f.read()
+    block = re.search(r"```yaml\n(.*?)```", doc, re.S)
+    assert block, "no ```yaml block of alerting rules in docs/operations.md"
+    rules = tmp_path / "rules.yml"
+    rules.write_text(block.group(1))
+    if PROMTOOL is None:
+        pytest.fail("promtool not found: scripts/deps.sh installs Debian's prometheus")
+    r = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in set(re.findall(r"\b(reel_[a-z_]+)", block.group(1))):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert f"`{base}`" in doc, f"the alerts use {name}, which the docs do not name"
+
+
+def test_a_standby_reel_sink_reports_no_lag_of_its_own(tmp_path, served):
+    """Two reel-sinks on one config: the one holding the consumer reports
+    the lag; the one standing by has no lag series (it does not know the
+    cursor) and is still ready (it takes over when the holder goes)."""
+    check_built()
+    receiver = Receiver()
+    ch = grpc.insecure_channel(served.addr)
+    set_value, _ = kv(ch)
+    cfg = webhook_config(tmp_path / "c.json", "s", receiver.url, subjects=["kv.app.>"])
+    p1, p2 = free_port(), free_port()
+    first = Sink(tmp_path, served.addr, cfg, "--metrics-listen", f"127.0.0.1:{p1}")
+    second = None
+    try:
+        set_value(K.SetValueRequest(namespace="app", key="k", value="1"), timeout=10)
+        wait_for("the first delivers", lambda: len(receiver.delivered()) >= 1)
+        wait_for("the first's lag 0", lambda: ready(p1) == 200 and value(
+            scrape(p1), "reel_sink_lag", sink="s") == 0)
+        second = Sink(tmp_path, served.addr, cfg, "--metrics-listen", f"127.0.0.1:{p2}")
+        second.wait_log(r"standing by")
+        assert ready(p2) == 200
+        m = scrape(p2)
+        assert value(m, "reel_sink_lag", sink="s") is None
+        assert value(m, "reel_sink_delivered_total", sink="s") == 0
+        assert value(scrape(p1), "reel_sink_lag", sink="s") == 0
+    finally:
+        codes = [s.stop() for s in (second, first) if s is not None]
+        receiver.close()
+        ch.close()
+    assert codes == [0] * len(codes)
