@@ -27,9 +27,9 @@ from reel.errors import (AlreadyExists, Cancelled, Conflict, DataLoss, DeadlineE
                          OutOfRange, PermissionDenied, ReelError, ReplayMismatch,
                          ResourceExhausted, Suspended, Unauthenticated, Unavailable,
                          Unimplemented, Unknown, Aborted)
-from reel.types import (DELETE, Artifact, Consumer, Entry, Event, EventType, Head, JournalEntry,
-                        RawJSON, RunInfo, RunStatus, SendResult, ServerStatus, Signal, ValueEvent,
-                        WalEventType)
+from reel.types import (DELETE, Artifact, ArtifactEvent, ArtifactEventType, Consumer, Entry,
+                        Event, EventType, Head, JournalEntry, RawJSON, RunInfo, RunStatus,
+                        SendResult, ServerStatus, Signal, ValueEvent, WalEventType)
 
 __version__ = "0.1.0"
 
@@ -41,6 +41,7 @@ __all__ = [
     "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
     "Unauthenticated", "LeaseLost", "ReplayMismatch", "Suspended",
     "RawJSON", "DELETE", "Entry", "EventType", "ValueEvent", "RunStatus", "RunInfo",
-    "JournalEntry", "Artifact", "Signal", "SendResult", "WalEventType", "Event", "Consumer", "Head",
+    "JournalEntry", "Artifact", "ArtifactEvent", "ArtifactEventType", "Signal", "SendResult",
+    "WalEventType", "Event", "Consumer", "Head",
     "ServerStatus",
 ]

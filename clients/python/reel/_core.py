@@ -61,8 +61,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 import grpc
 
 from reel import errors
-from reel.types import (Artifact, Entry, Event, EventType, JournalEntry, RunStatus, Signal,
-                        ValueEvent, encode_json)
+from reel.types import (Artifact, ArtifactEvent, ArtifactEventType, Entry, Event, EventType,
+                        JournalEntry, RunStatus, Signal, ValueEvent, encode_json)
 from reel.v1 import journal_pb2, kv_pb2, wal_pb2, workspace_pb2
 
 DEFAULT_ADDR = "127.0.0.1:7878"
@@ -1021,3 +1021,73 @@ def delete_artifact_request(namespace: str, key: str, if_version: Optional[int])
         req.precondition = kv_pb2.PRECONDITION_VERSION
         req.expected_version = if_version
     return req
+
+
+class ArtifactWatchCursor:
+    """One logical workspace.watch over any number of WatchArtifacts
+    streams, as WatchCursor for the KV: once it has a revision (after
+    BOOTSTRAP_DONE, or from the start with from_revision, which now=True
+    is too, at the head read first) a reconnect asks for the changes after
+    it and swallows the new BOOTSTRAP_DONE. A snapshot interrupted is taken
+    again, skipping each (key, version) yielded; a key yielded that the new
+    snapshot lacks was deleted meanwhile, and its tombstone (from a list
+    with include_deleted) is yielded as a DELETE before BOOTSTRAP_DONE."""
+
+    def __init__(self, namespace: str, prefix: str, from_revision: Optional[int]):
+        self.namespace, self.prefix = namespace, prefix
+        self.revision = from_revision or 0
+        self.positioned = from_revision is not None
+        self.bootstrapped = False
+        self.streams = 0
+        self._yielded: Optional[Dict[str, int]] = None if self.positioned else {}
+        self._present: set = set()
+
+    def request(self) -> workspace_pb2.WatchArtifactsRequest:
+        self.streams += 1
+        req = workspace_pb2.WatchArtifactsRequest(namespace=self.namespace, prefix=self.prefix)
+        if self.positioned or self.bootstrapped:
+            req.start = workspace_pb2.WatchArtifactsRequest.START_FROM_REVISION
+            req.from_revision = self.revision
+        else:
+            req.start = workspace_pb2.WatchArtifactsRequest.START_SNAPSHOT
+            self._present = set()
+        return req
+
+    def feed(self, pb) -> List[Union[ArtifactEvent, str]]:
+        """What to hand the caller, in order; a str is a key whose DELETE
+        must be looked up (see the class)."""
+        if pb.type == workspace_pb2.ArtifactEvent.BOOTSTRAP_DONE:
+            first = not self.bootstrapped
+            self.revision = max(self.revision, pb.revision)
+            self.bootstrapped = True
+            if not first:
+                return []
+            out: List[Union[ArtifactEvent, str]] = []
+            if self._yielded is not None:
+                if self.streams > 1:
+                    out = sorted(k for k in self._yielded if k not in self._present)
+                self._yielded = None
+            out.append(ArtifactEvent._from_pb(pb))
+            return out
+        if pb.type == workspace_pb2.ArtifactEvent.CURRENT and self._yielded is not None:
+            key = pb.artifact.key
+            self._present.add(key)
+            if self._yielded.get(key) == pb.artifact.version:
+                return []
+            self._yielded[key] = pb.artifact.version
+            return [ArtifactEvent._from_pb(pb)]
+        if self.positioned and pb.revision <= self.revision:
+            return []
+        self.revision = pb.revision
+        self.positioned = True
+        return [ArtifactEvent._from_pb(pb)]
+
+    def vanished_event(self, key: str, records: Iterable[Artifact]) -> ArtifactEvent:
+        """The DELETE of a key the new snapshot lacks, from its tombstone."""
+        for a in records:
+            if a.key == key and a.deleted and a.revision <= self.revision:
+                return ArtifactEvent(ArtifactEventType.DELETE, a.revision, a)
+        raise errors.OutOfRange(
+            f"workspace watch: artifact {self.namespace}/{key} was deleted while the watch "
+            f"reconnected during its snapshot, and its tombstone up to revision "
+            f"{self.revision} is not there any more")

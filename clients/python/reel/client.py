@@ -33,13 +33,13 @@ import grpc
 from reel import _core, _rpc, errors
 from reel._core import TLS, CasEntry, Settings
 from reel._health import health_pb2
-from reel.types import (DELETE, Artifact, Consumer, Entry, Event, Head, JournalEntry, RawJSON,
-                        RunInfo, RunStatus, SendResult, ServerStatus, Signal, ValueEvent,
-                        encode_json, encode_optional_json)
+from reel.types import (DELETE, Artifact, ArtifactEvent, Consumer, Entry, Event, Head,
+                        JournalEntry, RawJSON, RunInfo, RunStatus, SendResult, ServerStatus,
+                        Signal, ValueEvent, encode_json, encode_optional_json)
 from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2, workspace_pb2
 
 __all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch",
-           "Worker", "Workspace",
+           "Worker", "Workspace", "ArtifactWatch",
            "Tail", "Follow"]
 
 
@@ -1261,6 +1261,50 @@ returns once N runs ended here."""
             return "completed"
 
 
+class ArtifactWatch(_Resumable):
+    """`workspace.watch`'s iterator of ArtifactEvents: the snapshot
+    (CURRENT), one BOOTSTRAP_DONE, then every put and delete as it
+    commits, across reconnects and reeld restarts without a gap or a
+    repeat (see reel._core.ArtifactWatchCursor)."""
+
+    def __init__(self, client: Client, cursor: _core.ArtifactWatchCursor):
+        self._cursor = cursor
+        super().__init__(client)
+
+    @property
+    def revision(self) -> Optional[int]:
+        """Where a new watch would resume (from_revision=), once known."""
+        c = self._cursor
+        return c.revision if c.positioned or c.bootstrapped else None
+
+    def _run(self) -> Iterator[ArtifactEvent]:
+        cur = self._cursor
+        clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
+        try:
+            while not self._closed:
+                try:
+                    self._call = self._c._stream("workspace", "WatchArtifacts", cur.request())
+                    for pb in self._call:
+                        clock.ok()
+                        for item in cur.feed(pb):
+                            if isinstance(item, str):
+                                item = cur.vanished_event(item, self._c.workspace.list(
+                                    cur.namespace, item, include_deleted=True))
+                            yield item
+                    return
+                except grpc.RpcError as e:
+                    if self._closed:
+                        return
+                    err = errors.from_rpc_error(e, method="WatchArtifacts")
+                    if not _core.stream_resumable(err):
+                        raise err from None
+                    if not self._reconnect(clock, err):
+                        return
+        finally:
+            if self._call is not None:
+                self._call.cancel()
+
+
 class Workspace:
     """Binary artifacts beside the KV, streamed in chunks: `client.workspace`.
 
@@ -1395,3 +1439,20 @@ class Workspace:
         resp = self._c._call("workspace", "DeleteArtifact",
                              _core.delete_artifact_request(namespace, key, if_version))
         return Artifact._from_pb(resp.artifact) if resp.existed else None
+
+    def watch(self, namespace: str, prefix: str = "", *, from_revision: Optional[int] = None,
+              now: bool = False) -> ArtifactWatch:
+        """The namespace's artifacts whose keys start with prefix: each live
+        one as it is (CURRENT), one BOOTSTRAP_DONE, then every put and
+        delete (the tombstone) as it commits; the records, never the bytes.
+        now=True: only what commits from now on (BOOTSTRAP_DONE first);
+        from_revision=R: every change after revision R first (reeld keeps
+        the last 1,048,576 revisions' history: OutOfRange before). Resumes
+        by itself after a lost connection or a reeld restart, without
+        losing or repeating an event."""
+        if now and from_revision is not None:
+            raise ValueError("watch: give from_revision or now, not both")
+        if now:
+            from_revision = self._c.status().revision
+        return ArtifactWatch(self._c, _core.ArtifactWatchCursor(namespace, prefix,
+                                                                from_revision))

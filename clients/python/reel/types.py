@@ -264,6 +264,38 @@ class Artifact:
                    pb.updated_at_ms, pb.deleted, pb.chunk_size)
 
 
+class ArtifactEventType(enum.IntEnum):
+    """What an artifact watch event is (reel.v1.ArtifactEvent.Type)."""
+
+    PUT = 1
+    DELETE = 2           # artifact is the tombstone
+    CURRENT = 3          # the snapshot: the artifact as it is
+    BOOTSTRAP_DONE = 4   # no artifact: live from `revision` on
+
+
+@dataclass(frozen=True)
+class ArtifactEvent:
+    """One event of `workspace.watch`: a put, a delete (the tombstone), an
+    artifact of the snapshot (CURRENT), or BOOTSTRAP_DONE (no artifact)."""
+
+    type: ArtifactEventType
+    revision: int
+    artifact: Optional[Artifact]
+
+    @property
+    def bootstrap_done(self) -> bool:
+        return self.type == ArtifactEventType.BOOTSTRAP_DONE
+
+    @property
+    def key(self) -> str:
+        return self.artifact.key if self.artifact is not None else ""
+
+    @classmethod
+    def _from_pb(cls, pb) -> "ArtifactEvent":
+        return cls(ArtifactEventType(pb.type) if 1 <= pb.type <= 4 else pb.type, pb.revision,
+                   Artifact._from_pb(pb.artifact) if pb.HasField("artifact") else None)
+
+
 @dataclass(frozen=True)
 class SendResult:
     """What SendSignal did: the stored signal (the original one when

@@ -196,3 +196,77 @@ async def test_async_workspace(reeld, tmp_path):
         assert (await c.workspace.delete(NS, "x")).deleted
         assert await c.workspace.stat(NS, "x") is None
         assert await c.workspace.delete(NS, "x") is None
+
+
+def _kinds(events):
+    return [(e.type.name, e.key, e.artifact.version if e.artifact else None) for e in events]
+
+
+def test_watch_snapshot_then_live_resumes_across_a_restart(reeld, client):
+    client.workspace.put(NS, "w/a", b"1")
+    client.workspace.put(NS, "w/b", b"2")
+    client.workspace.put(NS, "other", b"x")
+    with client.workspace.watch(NS, "w/") as w:
+        first = [next(w) for _ in range(3)]
+        assert _kinds(first) == [("CURRENT", "w/a", 1), ("CURRENT", "w/b", 1),
+                                 ("BOOTSTRAP_DONE", "", None)]
+        client.workspace.put(NS, "w/a", b"11")
+        ev = next(w)
+        assert _kinds([ev]) == [("PUT", "w/a", 2)] and ev.artifact.size == 2
+        reeld.restart()
+        client.workspace.delete(NS, "w/b")
+        client.workspace.put(NS, "w/c", b"3")
+        after = [next(w) for _ in range(2)]
+        assert _kinds(after) == [("DELETE", "w/b", 2), ("PUT", "w/c", 1)]
+        assert w.reconnects >= 1 and w.revision == after[-1].revision
+        resume_at = ev.revision
+    # Another watch from a revision gets what came after it, then goes live.
+    with client.workspace.watch(NS, "w/", from_revision=resume_at) as again:
+        got = [next(again) for _ in range(3)]
+        assert _kinds(got) == [("DELETE", "w/b", 2), ("PUT", "w/c", 1),
+                               ("BOOTSTRAP_DONE", "", None)]
+    with client.workspace.watch(NS, "w/", now=True) as live:
+        assert next(live).bootstrap_done
+        client.workspace.put(NS, "w/d", b"4")
+        assert _kinds([next(live)]) == [("PUT", "w/d", 1)]
+    with pytest.raises(ValueError, match="not both"):
+        client.workspace.watch(NS, now=True, from_revision=1)
+
+
+def test_a_watch_interrupted_in_its_snapshot_skips_what_it_gave_and_reports_deletes(client):
+    """The cursor alone: a second snapshot after a reconnect."""
+    def cur_ev(key, version, rev):
+        return workspace_pb2.ArtifactEvent(
+            type=workspace_pb2.ArtifactEvent.CURRENT, revision=rev,
+            artifact=workspace_pb2.Artifact(namespace=NS, key=key, version=version,
+                                            revision=rev))
+
+    done = workspace_pb2.ArtifactEvent(type=workspace_pb2.ArtifactEvent.BOOTSTRAP_DONE,
+                                       revision=9)
+    cur = _core.ArtifactWatchCursor(NS, "", None)
+    cur.request()
+    assert len(cur.feed(cur_ev("a", 1, 1))) == 1
+    assert len(cur.feed(cur_ev("b", 1, 2))) == 1
+    # The stream breaks; the new snapshot has a unchanged, b gone, c new.
+    assert cur.request().start == workspace_pb2.WatchArtifactsRequest.START_SNAPSHOT
+    assert cur.feed(cur_ev("a", 1, 1)) == []
+    assert [e.key for e in cur.feed(cur_ev("c", 1, 5))] == ["c"]
+    out = cur.feed(done)
+    assert out[0] == "b" and out[1].bootstrap_done
+    tomb = reel.Artifact(NS, "b", 2, 0, "", "", {}, 7, 0, 0, True, 0)
+    assert cur.vanished_event("b", [tomb]).type == reel.ArtifactEventType.DELETE
+    with pytest.raises(reel.OutOfRange):
+        cur.vanished_event("b", [])
+    assert cur.request().start == workspace_pb2.WatchArtifactsRequest.START_FROM_REVISION
+
+
+async def test_async_watch(reeld):
+    async with reel.aio.connect(reeld.addr) as c:
+        await c.workspace.put(NS, "a", b"1")
+        w = await c.workspace.watch(NS)
+        async with w:
+            it = w.__aiter__()
+            assert _kinds([await it.__anext__(), await it.__anext__()]) == \
+                [("CURRENT", "a", 1), ("BOOTSTRAP_DONE", "", None)]
+            await c.workspace.delete(NS, "a")
+            assert _kinds([await it.__anext__()]) == [("DELETE", "a", 2)]

@@ -26,13 +26,13 @@ from reel import _core, _rpc, errors
 from reel._core import TLS, CasEntry, Settings
 from reel._health import health_pb2
 from reel.client import _AWAIT_MARGIN, _status_name, default_owner
-from reel.types import (DELETE, Artifact, Consumer, Entry, Event, Head, JournalEntry, RawJSON,
-                        RunInfo, RunStatus, SendResult, ServerStatus, Signal, ValueEvent,
-                        encode_json, encode_optional_json)
+from reel.types import (DELETE, Artifact, ArtifactEvent, Consumer, Entry, Event, Head,
+                        JournalEntry, RawJSON, RunInfo, RunStatus, SendResult, ServerStatus,
+                        Signal, ValueEvent, encode_json, encode_optional_json)
 from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2, workspace_pb2
 
 __all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch",
-           "Worker", "Workspace",
+           "Worker", "Workspace", "ArtifactWatch",
            "Tail", "Follow"]
 
 
@@ -1047,6 +1047,51 @@ class Worker:
             return "completed"
 
 
+class ArtifactWatch(_Resumable):
+    """See reel.client.ArtifactWatch; iterate with `async for`."""
+
+    def __init__(self, client: Client, cursor: _core.ArtifactWatchCursor):
+        self._cursor = cursor
+        super().__init__(client)
+
+    @property
+    def revision(self) -> Optional[int]:
+        c = self._cursor
+        return c.revision if c.positioned or c.bootstrapped else None
+
+    async def _run(self) -> AsyncIterator[ArtifactEvent]:
+        cur = self._cursor
+        clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
+        try:
+            while not self._closed:
+                try:
+                    self._call = self._c._stream("workspace", "WatchArtifacts", cur.request())
+                    async for pb in self._call:
+                        clock.ok()
+                        for item in cur.feed(pb):
+                            if isinstance(item, str):
+                                records = [a async for a in self._c.workspace.list(
+                                    cur.namespace, item, include_deleted=True)]
+                                item = cur.vanished_event(item, records)
+                            yield item
+                    return
+                except grpc.RpcError as e:
+                    if self._closed:
+                        return
+                    err = errors.from_rpc_error(e, method="WatchArtifacts")
+                    if not _core.stream_resumable(err):
+                        raise err from None
+                    if not await self._reconnect(clock, err):
+                        return
+                except asyncio.CancelledError:
+                    if self._closed:
+                        return
+                    raise
+        finally:
+            if self._call is not None:
+                self._call.cancel()
+
+
 class Workspace:
     """See reel.client.Workspace: the same calls, awaited. put also takes
     an async iterator of bytes; a file (or path) is read in a thread, a
@@ -1186,3 +1231,14 @@ class Workspace:
         resp = await self._c._call("workspace", "DeleteArtifact",
                                    _core.delete_artifact_request(namespace, key, if_version))
         return Artifact._from_pb(resp.artifact) if resp.existed else None
+
+    async def watch(self, namespace: str, prefix: str = "", *,
+                    from_revision: Optional[int] = None, now: bool = False) -> ArtifactWatch:
+        """See reel.client.Workspace.watch (awaited: now=True reads the
+        head first); iterate the result with `async for`."""
+        if now and from_revision is not None:
+            raise ValueError("watch: give from_revision or now, not both")
+        if now:
+            from_revision = (await self._c.status()).revision
+        return ArtifactWatch(self._c, _core.ArtifactWatchCursor(namespace, prefix,
+                                                                from_revision))
