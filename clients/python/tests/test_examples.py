@@ -1,8 +1,8 @@
 """examples/, run as a user runs them, against a real reeld: the reactive
 pipeline, the crash-proof agent killed with SIGKILL in the middle of a step
 and finished by a second worker without repeating a completed step, the
-approval gate, approved and timed out, and the workspace hand-off between
-two agents."""
+approval gate (parked while it waits), approved and timed out by reeld's
+timer, and the workspace hand-off between two agents."""
 import hashlib
 import json
 import os
@@ -81,33 +81,54 @@ def test_crash_proof_agent_killed_mid_run_is_finished_without_repeating_steps(
     assert steps == [("reserve", 2), ("charge", 2), ("ship", 3)]
 
 
+def _gate(reeld, *args):
+    return subprocess.Popen([python(), os.path.join(EXAMPLES, "approval_gate.py")] + list(args) +
+                            ["--addr", reeld.addr],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_approval_gate_approved(reeld, client):
-    req = subprocess.Popen([python(), os.path.join(EXAMPLES, "approval_gate.py"), "request",
-                            "--addr", reeld.addr, "--order", "7", "--timeout", "60"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = _gate(reeld, "worker", "--runs", "1")
+    assert worker.stdout.readline().startswith("worker ")
+    req = _gate(reeld, "request", "--order", "7", "--timeout", "60")
     run_id = req.stdout.readline().strip()
+    # The run waits parked: no worker holds it.
+    end = time.monotonic() + 20
+    while client.runs.get(run_id).status != reel.RunStatus.WAITING:
+        assert time.monotonic() < end, "the gate never parked"
+        time.sleep(0.02)
+    assert client.runs.get(run_id).lease_owner == ""
     ok = _run("approval_gate.py", "approve", "--addr", reeld.addr, "--order", "7",
               "--by", "alice")
     assert ok.returncode == 0, ok.stderr
-    assert f"to run {run_id}" in ok.stdout
+    assert f"to run {run_id} (RUNNABLE)" in ok.stdout
     out, err = req.communicate(timeout=60)
     assert req.returncode == 0, err
-    assert "order 7: approved by alice, executed" in out
+    assert out.splitlines()[-1] == "order 7: approved by alice, executed"
+    assert worker.wait(timeout=30) == 0, worker.stderr.read()
+    worker.stdout.close()
+    worker.stderr.close()
     info = client.runs.get(run_id)
     assert (info.status, info.result["approved_by"]) == (reel.RunStatus.COMPLETED, "alice")
     assert [e.kind for e in client.journal.read(run_id)] == ["step", "signal", "step"]
 
 
-def test_approval_gate_times_out_and_cancels(reeld, client):
-    r = _run("approval_gate.py", "request", "--addr", reeld.addr, "--order", "8",
-             "--timeout", "0.5")
-    assert r.returncode == 3, r.stderr
-    run_id, msg = r.stdout.splitlines()
-    assert msg == "order 8: not approved, cancelled"
+def test_approval_gate_times_out_on_reelds_timer_and_cancels(reeld, client):
+    req = _gate(reeld, "request", "--order", "8", "--timeout", "0.5")
+    run_id = req.stdout.readline().strip()
+    worker = _gate(reeld, "worker", "--runs", "1")
+    out, err = req.communicate(timeout=60)
+    assert req.returncode == 3, err
+    assert out.splitlines()[-1] == "order 8: not approved, cancelled"
+    assert worker.wait(timeout=30) == 0, worker.stderr.read()
+    worker.stdout.close()
+    worker.stderr.close()
     info = client.runs.get(run_id)
     assert info.status == reel.RunStatus.CANCELLED
     assert info.result["reason"] == "no approval within 0.5s"
-    assert [e.kind for e in client.journal.read(run_id)] == ["step", "signal.timeout"]
+    entries = list(client.journal.read(run_id))
+    assert [e.kind for e in entries] == ["step", "signal"]
+    assert entries[1].payload == {"name": "approve", "signal_id": "", "timed_out": True}
 
 
 def test_workspace_handoff_between_two_agents(reeld, client):
