@@ -110,6 +110,60 @@ static void m_consumer_lag(void *arg, metrics_emit_t *e) {
     free(cs);
 }
 
+static double m_artifacts_bytes(void *arg) {
+    api_ctx_t *ctx = arg;
+    uint64_t bytes = 0, staged = 0;
+
+    if (ctx->ws != NULL)
+        ws_usage(ctx->ws, &bytes, &staged);
+    return (double)bytes;
+}
+
+static double m_uploads(void *arg) {
+    api_ctx_t *ctx = arg;
+    uint64_t bytes = 0, staged = 0;
+
+    if (ctx->ws != NULL)
+        ws_usage(ctx->ws, &bytes, &staged);
+    return (double)staged;
+}
+
+/* The figures modules keep themselves (runs per status, timers), whose
+ * counting starts with one scan on the writer, and the workspace's and
+ * the token check's. */
+static reel_code_t register_features(api_ctx_t *ctx, reel_status_t *st) {
+    metrics_registry_t *r = ctx->metrics;
+    reel_code_t rc;
+
+    if ((ctx->journal != NULL &&
+         (rc = journal_metrics_register(ctx->journal, r, st)) != REEL_OK) ||
+        (ctx->durable_timers != NULL &&
+         (rc = timers_metrics_register(ctx->durable_timers, r, st)) !=
+             REEL_OK))
+        return rc;
+    if ((rc = metrics_reg_fn(r, ctx, METRICS_GAUGE, "reel_artifacts_bytes",
+                             "Bytes of the workspace's chunk family: its "
+                             "table and blob files and memtables, staged "
+                             "uploads' chunks included until reclaimed.",
+                             NULL, m_artifacts_bytes, ctx, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, ctx, METRICS_GAUGE, "reel_workspace_uploads",
+                             "Workspace uploads staged: begun, neither "
+                             "committed nor aborted yet.",
+                             NULL, m_uploads, ctx, st)) != REEL_OK ||
+        (rc = metrics_reg_counter(
+             r, ctx, "reel_auth_failures_total",
+             "Calls refused by the token check (--auth token), by code.",
+             (const char *[]){"code", "UNAUTHENTICATED", NULL},
+             &ctx->m_auth_unauthenticated, st)) != REEL_OK ||
+        (rc = metrics_reg_counter(
+             r, ctx, "reel_auth_failures_total",
+             "Calls refused by the token check (--auth token), by code.",
+             (const char *[]){"code", "PERMISSION_DENIED", NULL},
+             &ctx->m_auth_denied, st)) != REEL_OK)
+        return rc;
+    return REEL_OK;
+}
+
 reel_code_t api_metrics_register(api_ctx_t *ctx, reel_status_t *st) {
     metrics_registry_t *r = ctx->metrics;
     reel_code_t rc;
@@ -139,12 +193,16 @@ reel_code_t api_metrics_register(api_ctx_t *ctx, reel_status_t *st) {
              r, ctx, METRICS_GAUGE, "reel_wal_consumer_lag",
              "Revisions a durable consumer has not acknowledged (the head "
              "minus its acknowledged revision).",
-             m_consumer_lag, ctx, st)) != REEL_OK)
+             m_consumer_lag, ctx, st)) != REEL_OK ||
+        (rc = register_features(ctx, st)) != REEL_OK)
         return rc;
     return REEL_OK;
 }
 
 void api_metrics_drop(api_ctx_t *ctx) {
+    /* The counters api_authorize updates go with the rest: no call is
+     * served any more. */
+    ctx->m_auth_unauthenticated = ctx->m_auth_denied = NULL;
     metrics_registry_drop(ctx->metrics, ctx);
 }
 
