@@ -4,8 +4,14 @@
  * The store, the gRPC server and each module register what they count
  * themselves (store/store.c, api/rpc.c); this file registers what only
  * reeld can see across modules: open watches and subscriptions per module,
- * the WAL's extent and every durable consumer's lag. Everything here is
- * read when a scrape asks, so none of it costs the write path anything.
+ * the WAL's extent and every durable consumer's lag, the workspace's
+ * bytes and staged uploads, and the token check's refusals. Everything
+ * here is read when a scrape asks, or counted by one relaxed add where a
+ * call is refused, so none of it costs the write path anything. The
+ * journal's runs per status and the timers stored are kept by those
+ * modules (journal_metrics_register, timers_metrics_register): counted
+ * once at start on the writer, then moved with each commit, since a scan
+ * per scrape of millions of runs is what a scrape must never cost.
  * Adding a figure is one metrics_reg_fn() line in api_metrics_register()
  * (a module that owns the figure may register it in its own start hook
  * instead, under its state as owner, and drop it in its stop hook).

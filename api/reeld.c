@@ -260,7 +260,8 @@ static const flag_t flags[] = {
      "uploads at once (each holds a 1 MiB buffer)"},
     {"metrics-listen", "REEL_METRICS_LISTEN", "HOST:PORT", FLAG_TEXT, "", 0,
      0, 0, FIELD(metrics_listen),
-     "serve /metrics, /healthz and /readyz over HTTP here (off if empty)"},
+     "serve /metrics, /healthz and /readyz over HTTP here (off if empty; "
+     "with --auth token, loopback only unless --insecure)"},
     {"shutdown-delay", "REEL_SHUTDOWN_DELAY", "D", FLAG_DURATION, NULL, 0, 0,
      600000, FIELD(shutdown_delay_ms),
      "after SIGTERM, report not ready and keep serving this long before "
