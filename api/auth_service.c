@@ -111,9 +111,9 @@ const api_scope_rule_t *api_scope_rules(size_t *n) {
 
 /* ---- Every call ------------------------------------------------------------ */
 
-reel_code_t api_authorize(void *arg, const char *path, const char *val,
-                          size_t len, void **principal, reel_status_t *st) {
-    api_ctx_t *ctx = arg;
+static reel_code_t authorize_call(api_ctx_t *ctx, const char *path,
+                                  const char *val, size_t len,
+                                  void **principal, reel_status_t *st) {
     const api_scope_rule_t *r = api_scope_rule(path);
     auth_principal_t who, *copy;
     const char *tok;
@@ -158,6 +158,19 @@ reel_code_t api_authorize(void *arg, const char *path, const char *val,
     *copy = who;
     *principal = copy;
     return REEL_OK;
+}
+
+reel_code_t api_authorize(void *arg, const char *path, const char *val,
+                          size_t len, void **principal, reel_status_t *st) {
+    api_ctx_t *ctx = arg;
+    reel_code_t rc = authorize_call(ctx, path, val, len, principal, st);
+
+    /* reel_auth_failures_total: one relaxed add, only on a refusal. */
+    if (rc == REEL_UNAUTHENTICATED)
+        metrics_counter_inc(ctx->m_auth_unauthenticated);
+    else if (rc == REEL_PERMISSION_DENIED)
+        metrics_counter_inc(ctx->m_auth_denied);
+    return rc;
 }
 
 int api_is_admin(rpc_call_t *call) {

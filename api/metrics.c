@@ -4,8 +4,14 @@
  * The store, the gRPC server and each module register what they count
  * themselves (store/store.c, api/rpc.c); this file registers what only
  * reeld can see across modules: open watches and subscriptions per module,
- * the WAL's extent and every durable consumer's lag. Everything here is
- * read when a scrape asks, so none of it costs the write path anything.
+ * the WAL's extent and every durable consumer's lag, the workspace's
+ * bytes and staged uploads, and the token check's refusals. Everything
+ * here is read when a scrape asks, or counted by one relaxed add where a
+ * call is refused, so none of it costs the write path anything. The
+ * journal's runs per status and the timers stored are kept by those
+ * modules (journal_metrics_register, timers_metrics_register): counted
+ * once at start on the writer, then moved with each commit, since a scan
+ * per scrape of millions of runs is what a scrape must never cost.
  * Adding a figure is one metrics_reg_fn() line in api_metrics_register()
  * (a module that owns the figure may register it in its own start hook
  * instead, under its state as owner, and drop it in its stop hook).
@@ -110,6 +116,60 @@ static void m_consumer_lag(void *arg, metrics_emit_t *e) {
     free(cs);
 }
 
+static double m_artifacts_bytes(void *arg) {
+    api_ctx_t *ctx = arg;
+    uint64_t bytes = 0, staged = 0;
+
+    if (ctx->ws != NULL)
+        ws_usage(ctx->ws, &bytes, &staged);
+    return (double)bytes;
+}
+
+static double m_uploads(void *arg) {
+    api_ctx_t *ctx = arg;
+    uint64_t bytes = 0, staged = 0;
+
+    if (ctx->ws != NULL)
+        ws_usage(ctx->ws, &bytes, &staged);
+    return (double)staged;
+}
+
+/* The figures modules keep themselves (runs per status, timers), whose
+ * counting starts with one scan on the writer, and the workspace's and
+ * the token check's. */
+static reel_code_t register_features(api_ctx_t *ctx, reel_status_t *st) {
+    metrics_registry_t *r = ctx->metrics;
+    reel_code_t rc;
+
+    if ((ctx->journal != NULL &&
+         (rc = journal_metrics_register(ctx->journal, r, st)) != REEL_OK) ||
+        (ctx->durable_timers != NULL &&
+         (rc = timers_metrics_register(ctx->durable_timers, r, st)) !=
+             REEL_OK))
+        return rc;
+    if ((rc = metrics_reg_fn(r, ctx, METRICS_GAUGE, "reel_artifacts_bytes",
+                             "Bytes of the workspace's chunk family: its "
+                             "table and blob files and memtables, staged "
+                             "uploads' chunks included until reclaimed.",
+                             NULL, m_artifacts_bytes, ctx, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, ctx, METRICS_GAUGE, "reel_workspace_uploads",
+                             "Workspace uploads staged: begun, neither "
+                             "committed nor aborted yet.",
+                             NULL, m_uploads, ctx, st)) != REEL_OK ||
+        (rc = metrics_reg_counter(
+             r, ctx, "reel_auth_failures_total",
+             "Calls refused by the token check (--auth token), by code.",
+             (const char *[]){"code", "UNAUTHENTICATED", NULL},
+             &ctx->m_auth_unauthenticated, st)) != REEL_OK ||
+        (rc = metrics_reg_counter(
+             r, ctx, "reel_auth_failures_total",
+             "Calls refused by the token check (--auth token), by code.",
+             (const char *[]){"code", "PERMISSION_DENIED", NULL},
+             &ctx->m_auth_denied, st)) != REEL_OK)
+        return rc;
+    return REEL_OK;
+}
+
 reel_code_t api_metrics_register(api_ctx_t *ctx, reel_status_t *st) {
     metrics_registry_t *r = ctx->metrics;
     reel_code_t rc;
@@ -139,12 +199,16 @@ reel_code_t api_metrics_register(api_ctx_t *ctx, reel_status_t *st) {
              r, ctx, METRICS_GAUGE, "reel_wal_consumer_lag",
              "Revisions a durable consumer has not acknowledged (the head "
              "minus its acknowledged revision).",
-             m_consumer_lag, ctx, st)) != REEL_OK)
+             m_consumer_lag, ctx, st)) != REEL_OK ||
+        (rc = register_features(ctx, st)) != REEL_OK)
         return rc;
     return REEL_OK;
 }
 
 void api_metrics_drop(api_ctx_t *ctx) {
+    /* The counters api_authorize updates go with the rest: no call is
+     * served any more. */
+    ctx->m_auth_unauthenticated = ctx->m_auth_denied = NULL;
     metrics_registry_drop(ctx->metrics, ctx);
 }
 

@@ -260,7 +260,8 @@ static const flag_t flags[] = {
      "uploads at once (each holds a 1 MiB buffer)"},
     {"metrics-listen", "REEL_METRICS_LISTEN", "HOST:PORT", FLAG_TEXT, "", 0,
      0, 0, FIELD(metrics_listen),
-     "serve /metrics, /healthz and /readyz over HTTP here (off if empty)"},
+     "serve /metrics, /healthz and /readyz over HTTP here (off if empty; "
+     "with --auth token, loopback only unless --insecure)"},
     {"shutdown-delay", "REEL_SHUTDOWN_DELAY", "D", FLAG_DURATION, NULL, 0, 0,
      600000, FIELD(shutdown_delay_ms),
      "after SIGTERM, report not ready and keep serving this long before "
@@ -617,6 +618,28 @@ int main(int argc, char **argv) {
         api_check_exposure(cfg.listen, strcmp(cfg.auth, "token") == 0,
                            *cfg.tls_cert != '\0', 0, why, sizeof(why)) != 0)
         REEL_WARN("reeld", "--insecure given: serving anyway (%s)", why);
+    /* /metrics has no authentication of its own (it carries no secrets,
+     * but a token server keeps even its counts to those it lets in): with
+     * --auth token it answers on loopback only, unless --insecure. */
+    if (metrics != NULL && ctx.auth_token &&
+        !api_listen_is_loopback(cfg.metrics_listen)) {
+        if (!cfg.insecure) {
+            REEL_ERROR("reeld",
+                       "refusing to start: --metrics-listen %s is not a "
+                       "loopback address, and /metrics has no "
+                       "authentication of its own: with --auth token bind "
+                       "it to loopback (127.0.0.1 or [::1]) and let "
+                       "Prometheus or an authenticating proxy reach it "
+                       "there, or add --insecure",
+                       cfg.metrics_listen);
+            rc = 2;
+            goto out;
+        }
+        REEL_WARN("reeld",
+                  "--insecure given: /metrics on %s answers anyone who "
+                  "reaches it",
+                  cfg.metrics_listen);
+    }
     /* Its port too, and from here on: /healthz answers and /readyz says
      * "starting" while the store opens (a long RocksDB recovery). */
     if (metrics != NULL &&

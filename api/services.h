@@ -62,6 +62,8 @@ struct api_ctx {
      * given), and where reeld is in its life, for /readyz. */
     metrics_registry_t *metrics;
     atomic_int phase; /* api_phase_t */
+    /* reel_auth_failures_total{code}, counted by api_authorize. */
+    metrics_counter_t *m_auth_unauthenticated, *m_auth_denied;
 };
 
 typedef enum api_phase {

@@ -1,24 +1,28 @@
 #!/usr/bin/env python3
-"""A crash-proof agent: kill it at any point, and another worker finishes
+"""A crash-proof agent: kill a worker at any point, and another finishes
 its run without repeating a completed step.
 
-    python3 examples/crash_proof_agent.py work --order 42      # begins and runs order 42
-    python3 examples/crash_proof_agent.py recover               # finishes orphaned runs
+    python3 examples/crash_proof_agent.py submit --order 42     # a run for order 42
+    python3 examples/crash_proof_agent.py worker                # runs orders until killed
 
-`work` begins the run of one order (app "agents", session "orders",
-invocation "order-<id>") and runs the workflow: reserve, charge, ship, each
-a durable step whose result is journaled. `recover` is a worker that
-lists the runs whose worker died (their lease expired without a
-heartbeat), claims each (the dead worker, were it only paused, is fenced
-off by the new lease epoch) and runs the same workflow: the steps already
-journaled return their recorded results without running, so the card is
-charged once; the step that was interrupted runs again (give such effects
-their own idempotency key, as `charge` does with the step's key).
+`submit` creates the run of one order (app "agents", session "orders",
+invocation "order-<id>") with `runs.submit`: RUNNABLE, for any worker.
+`worker` is the client's worker helper (`client.worker`): a `claim_next`
+loop (reeld's long poll, woken by the commit that makes a run claimable)
+calling the workflow for each run it gets and ending the run with its
+result. The workflow is reserve, charge, ship, each a durable step whose
+result is journaled. Kill a worker with SIGKILL mid-run: its lease runs
+out, reeld's timer makes the run claimable (the dead worker, were it only
+paused, is fenced off by the next epoch), and another worker waiting in
+`claim_next` gets it at once. The steps already journaled return their
+recorded results without running, so the card is charged once; the step
+that was interrupted runs again (give such effects their own idempotency
+key, as `charge` does with the step's key).
 
 Each step's effect is one line appended to --effects, so a test can see
 what ran, and where: `--pause-in STEP` makes that step block after
 announcing itself (`<step>-start`), for the test to kill the process there.
-(With the timers issue, `recover` becomes a `claim_next` loop.)
+`--runs N` makes a worker stop once N runs ended there.
 """
 import argparse
 import os
@@ -57,50 +61,40 @@ def workflow(run, order, effects, pause_in=None):
             "shipment": shipment}
 
 
-def work(client, args):
-    with client.runs.begin(APP, USER, SESSION, f"order-{args.order}", ttl=args.ttl) as run:
-        print(run.run_id, flush=True)
-        result = workflow(run, args.order, args.effects, args.pause_in)
-        run.end(result)
-    print(f"order {args.order} done by {run.owner}", flush=True)
+def submit(client, args):
+    info = client.runs.submit(APP, USER, SESSION, f"order-{args.order}")
+    print(info.run_id, flush=True)
+    return 0
 
 
-def recover(client, args):
-    """Claims and finishes orphaned runs until one is done or --wait passes
-    with none to take."""
-    deadline = time.monotonic() + args.wait
-    while time.monotonic() < deadline:
-        for info in client.runs.recoverable(APP):
-            try:
-                run = client.runs.claim(info.run_id, ttl=args.ttl)
-            except reel.FailedPrecondition:
-                continue                  # another worker was quicker
-            with run:
-                order = info.invocation_id.removeprefix("order-")
-                result = workflow(run, order, args.effects)
-                run.end(result)
-            print(f"recovered {run.run_id} (order {order}) at epoch {run.epoch}", flush=True)
-            return 0
-        time.sleep(0.2)                   # poll for expired leases
-    print("nothing to recover", file=sys.stderr)
-    return 1
+def worker(client, args):
+    """Runs orders until killed (or --runs are done)."""
+    def agent(run):
+        order = run.info.invocation_id.removeprefix("order-")
+        result = workflow(run, order, args.effects, args.pause_in)
+        print(f"finished {run.run_id} (order {order}) at epoch {run.epoch}", flush=True)
+        return result
+
+    w = client.worker(APP, agent, ttl=args.ttl, poll=1.0)
+    print(f"worker {w.owner} ready", flush=True)
+    w.run(max_runs=args.runs)
+    print(f"worker {w.owner} done: {w.completed} completed, {w.failed} failed, "
+          f"{w.parked} parked, {w.left} left", file=sys.stderr, flush=True)
+    return 0
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["work", "recover"])
+    ap.add_argument("mode", choices=["submit", "worker"])
     ap.add_argument("--addr", default=None, help="reeld (default $REEL_ADDR or 127.0.0.1:7878)")
     ap.add_argument("--order", default="42")
     ap.add_argument("--effects", default="effects.log", help="where effects are recorded")
     ap.add_argument("--ttl", type=float, default=2.0, help="lease TTL in seconds")
-    ap.add_argument("--wait", type=float, default=30.0, help="recover: how long to look")
+    ap.add_argument("--runs", type=int, default=None, help="worker: stop once N runs ended")
     ap.add_argument("--pause-in", default=None, help="block inside this step (for tests)")
     args = ap.parse_args()
     with reel.connect(args.addr) as client:
-        if args.mode == "work":
-            work(client, args)
-            return 0
-        return recover(client, args)
+        return (submit if args.mode == "submit" else worker)(client, args)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,7 @@ reel_code_t journal_create(store_t *store, const journal_limits_t *limits,
 void journal_destroy(journal_t *j) {
     if (j == NULL)
         return;
+    metrics_registry_drop(j->metrics, j);
     journal_hub_fini(j);
     journal_hints_free(j);
     pthread_mutex_destroy(&j->waiters_mu);

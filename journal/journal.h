@@ -190,6 +190,24 @@ size_t journal_subscribers(journal_t *j);
 int journal_change_decode(const store_change_t *c, run_t *run,
                           journal_entry_t *entry);
 
+/* The recovery reasons reel_runs_recovered_total counts. */
+#define JOURNAL_RECOVERY_REASONS 4
+
+/*
+ * Registers reel_runs{status} (runs stored per status: one scan of the
+ * runs now, on the writer, then counts moved by each committed status
+ * change) and reel_runs_recovered_total{reason} (LEASE_EXPIRED,
+ * BACKOFF_ENDED, SIGNAL_TIMEOUT, MAX_ATTEMPTS) under j as owner;
+ * journal_destroy() drops them. Once, after the store opened, not on the
+ * writer. A NULL registry: OK, nothing counted. OK, or the scan's error
+ * (DATA_LOSS naming a run whose record is cut short).
+ */
+reel_code_t journal_metrics_register(journal_t *j, metrics_registry_t *r,
+                                     reel_status_t *st);
+/* Runs stored with status s, as reel_runs counts them (0 before
+ * journal_metrics_register()). Any thread. */
+int64_t journal_runs_with_status(journal_t *j, run_status_t s);
+
 /* The publish step's share: call from the store's publish function. */
 void journal_publish(journal_t *j, const store_change_t *changes, size_t n);
 

@@ -12,6 +12,7 @@
 #define REEL_JOURNAL_JOURNAL_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "base/codec.h"
@@ -46,7 +47,23 @@ struct journal {
     journal_claim_waiter_t *waiters;
     /* Subscriptions, under their run_id. */
     feed_hub_t *hub;
+    /* Metrics (journal_metrics.c): runs per status and recoveries,
+     * counted once `counting` is set (writer thread only). */
+    metrics_registry_t *metrics;
+    int counting;
+    _Atomic int64_t runs_by_status[RUN_PAUSED + 1];
+    _Atomic int64_t recovered[JOURNAL_RECOVERY_REASONS];
 };
+
+/* ---- Metrics (journal_metrics.c; writer thread) -------------------------- */
+
+/* Moves reel_runs{status} for r, which was prev (NULL: new), when the
+ * write commits. */
+void journal_count_status(journal_t *j, store_txn_t *txn, const run_t *prev,
+                          const run_t *r);
+/* Counts one recovery of reason (RUN_REASON_*) when the write commits. */
+void journal_count_recovered(journal_t *j, store_txn_t *txn,
+                             const char *reason);
 
 /* ---- Records and keys (journal_rec.c) ------------------------------------ */
 

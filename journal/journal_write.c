@@ -465,6 +465,7 @@ static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
     }
     if ((rc = schedule_timers(j, txn, &r, prev, now, st)) != REEL_OK)
         goto out;
+    journal_count_status(j, txn, prev, &r);
     if (emit)
         store_txn_emit(txn, JOURNAL_MODULE_ID, CHANGE_RUN, w.p, w.len);
     if (out != NULL) {
@@ -1292,7 +1293,8 @@ static reel_code_t fire_lease(void *arg, store_txn_t *txn, int64_t due_ms,
         if (nr.failures_ >= 2)
             nr.not_before_ms = now + backoff_ms(j, &p, nr.failures_);
     }
-    rc = put_run_rec(j, txn, &nr, &cur, 1, NULL, st);
+    if ((rc = put_run_rec(j, txn, &nr, &cur, 1, NULL, st)) == REEL_OK)
+        journal_count_recovered(j, txn, nr.reason);
 out:
     run_fini(&cur);
     return rc;
@@ -1315,7 +1317,8 @@ static reel_code_t fire_backoff(void *arg, store_txn_t *txn, int64_t due_ms,
         nr = cur;
         nr.reason = RUN_REASON_BACKOFF_ENDED;
         nr.updated_at_ms = store_txn_now_ms(txn);
-        rc = put_run_rec(j, txn, &nr, &cur, 1, NULL, st);
+        if ((rc = put_run_rec(j, txn, &nr, &cur, 1, NULL, st)) == REEL_OK)
+            journal_count_recovered(j, txn, nr.reason);
     }
     run_fini(&cur);
     return rc;
@@ -1358,7 +1361,8 @@ static reel_code_t fire_suspend(void *arg, store_txn_t *txn, int64_t due_ms,
     nr.reason = RUN_REASON_SIGNAL_TIMEOUT;
     nr.not_before_ms = 0;
     nr.updated_at_ms = now;
-    rc = put_run_rec(j, txn, &nr, &after, 1, NULL, st);
+    if ((rc = put_run_rec(j, txn, &nr, &after, 1, NULL, st)) == REEL_OK)
+        journal_count_recovered(j, txn, nr.reason);
 out:
     cJSON_Delete(o);
     cJSON_free(payload);

@@ -296,6 +296,95 @@ static void test_crash_loop_backs_off_then_pauses_until_resumed(
            "only a PAUSED run");
 }
 
+static reel_code_t nothing(store_txn_t *txn, void *arg, reel_status_t *st) {
+    (void)txn;
+    (void)arg;
+    (void)st;
+    return REEL_OK;
+}
+
+/* The counts once every group before now has finished (the writer runs
+ * one group at a time: a request behind them is a barrier). */
+static int64_t runs_with(fixture_t *f, run_status_t s) {
+    reel_status_t st = REEL_STATUS_INIT;
+
+    if (store_exec(f->store, nothing, NULL, NULL, &st) != REEL_OK)
+        fail_msg("barrier: %s", reel_status_message(&st));
+    return journal_runs_with_status(f->j, s);
+}
+
+/* A recovery counter's rendered value, or -1. */
+static double recovered(metrics_registry_t *r, const char *reason) {
+    reel_status_t st = REEL_STATUS_INIT;
+    char *out = NULL, want[128], *p;
+    size_t len;
+    double v = -1;
+
+    if (metrics_render(r, &out, &len, &st) != REEL_OK)
+        fail_msg("render: %s", reel_status_message(&st));
+    snprintf(want, sizeof(want), "reel_runs_recovered_total{reason=\"%s\"} ",
+             reason);
+    if ((p = strstr(out, want)) != NULL)
+        v = strtod(p + strlen(want), NULL);
+    free(out);
+    return v;
+}
+
+/* reel_runs{status} counts what is stored: the seed finds the runs made
+ * before, each committed change moves them, a refused request does not;
+ * reel_runs_recovered_total counts each recovery that committed. */
+static void test_run_counts_follow_committed_changes(void **state) {
+    fixture_t *f = *state;
+    metrics_registry_t *reg = NULL;
+    reel_status_t st = REEL_STATUS_INIT;
+    journal_result_t res;
+    char keep[27], id[27];
+    run_t r;
+
+    begin_ok(f, "app", "keep", 600000, keep); /* RUNNING throughout */
+    assert_int_equal(metrics_registry_create(&reg, &st), REEL_OK);
+    assert_int_equal(journal_metrics_register(f->j, reg, &st), REEL_OK);
+    assert_int_equal(runs_with(f, RUN_RUNNING), 1);
+    begin_ok(f, "app", "i1", 20, id); /* attempt 1 of 4 */
+    assert_int_equal(runs_with(f, RUN_RUNNING), 2);
+    for (int a = 1; a <= 3; a++) {
+        assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+        run_fini(&r);
+        assert_int_equal(runs_with(f, RUN_RUNNABLE), 1);
+        assert_int_equal(runs_with(f, RUN_RUNNING), 1);
+        for (;;) {
+            reel_code_t rc = op(f, JOURNAL_CLAIM, id, 0, &res);
+
+            journal_result_fini(&res);
+            if (rc == REEL_OK)
+                break;
+            struct timespec ts = {0, 5 * 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    assert_true(await_status(f, id, RUN_PAUSED, TESTING_WAIT_MS, &r));
+    run_fini(&r);
+    assert_int_equal(runs_with(f, RUN_PAUSED), 1);
+    assert_int_equal(runs_with(f, RUN_RUNNING), 1);
+    assert_int_equal(runs_with(f, RUN_RUNNABLE), 0);
+    /* Refused: nothing moves. */
+    expect(op(f, JOURNAL_CLAIM, id, 0, &res), REEL_FAILED_PRECONDITION, &res,
+           "PAUSED");
+    assert_int_equal(runs_with(f, RUN_PAUSED), 1);
+    expect(op(f, JOURNAL_END, keep, 1, &res), REEL_OK, &res, NULL);
+    assert_int_equal(runs_with(f, RUN_RUNNING), 0);
+    assert_int_equal(runs_with(f, RUN_FAILED), 1);
+    assert_true(recovered(reg, RUN_REASON_LEASE_EXPIRED) == 3);
+    assert_true(recovered(reg, RUN_REASON_MAX_ATTEMPTS) == 1);
+    assert_true(recovered(reg, RUN_REASON_SIGNAL_TIMEOUT) == 0);
+    /* A backoff's end races its claim: counted only when it fired first. */
+    assert_true(recovered(reg, RUN_REASON_BACKOFF_ENDED) >= 0 &&
+                recovered(reg, RUN_REASON_BACKOFF_ENDED) <= 2);
+    close_all(f); /* drops the journal's figures */
+    metrics_registry_destroy(reg);
+    open_all(f, NULL);
+}
+
 /* Progress resets the count: a lease that appended and then expired is
  * claimable at once again. */
 static void test_progress_means_no_backoff(void **state) {
@@ -514,6 +603,8 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_expires_after_a_restart,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_run_counts_follow_committed_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_retry_policy_is_refused,
                                         setup, teardown),
     };

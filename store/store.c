@@ -122,6 +122,12 @@ struct store_txn {
     int emit_failed; /* an emit ran out of memory: the request fails */
 };
 
+/* A delta store_txn_count() holds back until its group is durable. */
+typedef struct count_rec {
+    _Atomic int64_t *counter;
+    int64_t delta;
+} count_rec_t;
+
 struct store_snapshot {
     const rocksdb_snapshot_t *snap;
     uint64_t revision;
@@ -206,6 +212,8 @@ struct store {
     char *arena;
     size_t arena_used, arena_cap;
     store_change_t *pub; /* publish view, cap_changes long */
+    count_rec_t *counts; /* the group's store_txn_count()s */
+    size_t n_counts, cap_counts;
 };
 
 const char *store_cf_name(const store_cf_t *cf) {
@@ -1058,6 +1066,7 @@ void store_close(store_t *s) {
     free(s->group);
     free(s->changes);
     free(s->pub);
+    free(s->counts);
     free(s->arena);
     free(s->dir);
     free(s);
@@ -1311,6 +1320,7 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     rocksdb_writebatch_clear(s->blind);
     s->n_changes = 0;
     s->arena_used = 0;
+    s->n_counts = 0;
     txn.store = s;
     txn.next_rev = atomic_load(&s->revision) + 1;
     txn.now_ms = reel_clock_now_ms();
@@ -1319,6 +1329,7 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
         store_req_t *req = reqs[i];
         uint64_t rev0 = txn.next_rev;
         size_t nch0 = s->n_changes, arena0 = s->arena_used;
+        size_t ncnt0 = s->n_counts;
         reel_code_t rc;
 
         rocksdb_writebatch_wi_set_save_point(s->wb);
@@ -1354,6 +1365,7 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
             txn.next_rev = rev0;
             s->n_changes = nch0;
             s->arena_used = arena0;
+            s->n_counts = ncnt0;
             continue;
         }
         if (txn.next_rev > rev0) {
@@ -1430,6 +1442,9 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
                               memory_order_relaxed);
     metrics_histogram_observe(s->m_commit_seconds, (double)t0 / 1e9);
     metrics_histogram_observe(s->m_group_size, (double)n);
+    for (size_t i = 0; i < s->n_counts; i++)
+        atomic_fetch_add_explicit(s->counts[i].counter, s->counts[i].delta,
+                                  memory_order_relaxed);
 
     if (s->publish != NULL && s->n_changes > 0)
         s->publish(s->publish_arg, s->pub, s->n_changes);
@@ -1612,6 +1627,26 @@ uint64_t store_txn_emit(store_txn_t *txn, uint32_t module, uint32_t type,
     };
     s->arena_used += len;
     return rev;
+}
+
+void store_txn_count(store_txn_t *txn, _Atomic int64_t *counter,
+                     int64_t delta) {
+    store_t *s = txn->store;
+
+    if (s->n_counts == s->cap_counts) {
+        size_t cap = s->cap_counts ? s->cap_counts * 2 : 256;
+        count_rec_t *c = realloc(s->counts, cap * sizeof(*c));
+
+        if (c == NULL) {
+            /* Like an event: a count that could not be kept fails the
+             * request rather than let the figure drift. */
+            txn->emit_failed = 1;
+            return;
+        }
+        s->counts = c;
+        s->cap_counts = cap;
+    }
+    s->counts[s->n_counts++] = (count_rec_t){counter, delta};
 }
 
 uint64_t store_txn_next_revision(store_txn_t *txn) { return txn->next_rev; }

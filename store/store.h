@@ -24,6 +24,7 @@
 #ifndef REEL_STORE_STORE_H
 #define REEL_STORE_STORE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -311,6 +312,17 @@ uint64_t store_txn_emit(store_txn_t *txn, uint32_t module, uint32_t type,
 void store_txn_delete_range_blind(store_txn_t *txn, store_cf_t *cf,
                                   const void *begin, size_t blen,
                                   const void *end, size_t elen);
+
+/*
+ * Adds delta to *counter once the group is written and synced, and never
+ * if this request fails (or the group does): a figure kept beside the
+ * data (runs per status, timers stored) moves with what commits, and only
+ * with it. Applied with one relaxed atomic add each, on the writer
+ * thread, before the publish step. Out of memory fails the request as an
+ * emit's does. counter must outlive the store's writer.
+ */
+void store_txn_count(store_txn_t *txn, _Atomic int64_t *counter,
+                     int64_t delta);
 
 /* The revision the next emit would get. */
 uint64_t store_txn_next_revision(store_txn_t *txn);

@@ -819,6 +819,54 @@ static void test_an_emit_out_of_memory_fails_its_request_alone(void **state) {
         reel_status_fini(&reqs[i]->req.status);
 }
 
+/* A count held by store_txn_count moves when its request commits, and
+ * only then: a failed request's, or a failed write's, never lands. */
+typedef struct count_arg {
+    _Atomic int64_t *counter;
+    int64_t delta;
+    int fail;
+} count_arg_t;
+
+static reel_code_t apply_count(store_txn_t *txn, void *arg,
+                               reel_status_t *st) {
+    count_arg_t *a = arg;
+
+    store_txn_put(txn, data, "n", 1, "x", 1);
+    store_txn_count(txn, a->counter, a->delta);
+    if (atomic_load(a->counter) != 0) /* not before the commit */
+        return reel_status_set(st, REEL_INTERNAL, "counted early");
+    if (a->fail)
+        return reel_status_set(st, REEL_ABORTED, "failed on purpose");
+    return REEL_OK;
+}
+
+static void test_a_count_moves_only_with_what_commits(void **state) {
+    fixture_t *f = *state;
+    _Atomic int64_t counter = 0;
+    count_arg_t ok = {&counter, 5, 0}, bad = {&counter, 7, 1};
+    reel_status_t st = REEL_STATUS_INIT;
+
+    assert_int_equal(store_exec(f->store, apply_count, &ok, NULL, &st),
+                     REEL_OK);
+    assert_int_equal(atomic_load(&counter), 5);
+    atomic_store(&counter, 0);
+    assert_int_equal(store_exec(f->store, apply_count, &bad, NULL, &st),
+                     REEL_ABORTED);
+    reel_status_fini(&st);
+    assert_int_equal(atomic_load(&counter), 0);
+    ok.delta = -2;
+    assert_int_equal(store_exec(f->store, apply_count, &ok, NULL, &st),
+                     REEL_OK);
+    assert_int_equal(atomic_load(&counter), -2);
+    atomic_store(&counter, 0);
+    reel_fault_arm("store.write", 0, 1); /* the write fails: sticky */
+    assert_int_not_equal(store_exec(f->store, apply_count, &ok, NULL, &st),
+                         REEL_OK);
+    reel_fault_reset();
+    reel_status_fini(&st);
+    assert_int_equal(atomic_load(&counter), 0);
+}
+
 /* A snapshot whose revision cannot be read is an error, never a snapshot
  * at revision 0. */
 static void test_a_snapshot_that_cannot_read_its_revision_fails(
@@ -1366,6 +1414,8 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_the_alarm_runs_at_its_time_once_per_arming, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_count_moves_only_with_what_commits, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

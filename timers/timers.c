@@ -31,6 +31,7 @@
  */
 #include "timers/timers.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,7 +57,18 @@ struct timers {
     store_cf_t *cf;
     kind_t kinds[N_KINDS];
     int64_t from_ms; /* writer thread only, once armed */
+    /* Metrics (timers_metrics_register): the timers stored, counted from
+     * one scan on the writer and then moved by each committed schedule,
+     * cancel and firing (store_txn_count); each firing's lateness. */
+    metrics_registry_t *metrics;
+    _Atomic int64_t scheduled;
+    metrics_histogram_t *m_lateness;
 };
+
+typedef struct seed {
+    timers_t *t;
+    metrics_registry_t *r;
+} seed_t;
 
 /* A due timer copied out of the iterator. */
 typedef struct due {
@@ -80,7 +92,12 @@ reel_code_t timers_create(store_t *store, timers_t **out, reel_status_t *st) {
     return REEL_OK;
 }
 
-void timers_destroy(timers_t *t) { free(t); }
+void timers_destroy(timers_t *t) {
+    if (t == NULL)
+        return;
+    metrics_registry_drop(t->metrics, t);
+    free(t);
+}
 
 void timers_register(timers_t *t, uint8_t kind, timers_fire_fn fn,
                      void *arg) {
@@ -133,6 +150,34 @@ static reel_code_t make_key(reel_wbuf_t *w, int64_t due_ms, uint8_t kind,
     return REEL_OK;
 }
 
+/*
+ * Counts a timer stored (delta 1) or deleted (-1) when that changes what
+ * is stored: a schedule that replaces a timer, or a cancel of one that is
+ * not there, counts nothing. Only with metrics on: the read is a point
+ * lookup through the group's batch.
+ */
+static reel_code_t count_key(timers_t *t, store_txn_t *txn,
+                             const reel_wbuf_t *k, int delta,
+                             reel_status_t *st) {
+    char *val = NULL;
+    size_t vlen;
+    reel_code_t rc;
+
+    if (t->metrics == NULL)
+        return REEL_OK;
+    rc = store_txn_get(txn, t->cf, k->p, k->len, &val, &vlen, st);
+    free(val);
+    if (rc == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        if (delta > 0)
+            store_txn_count(txn, &t->scheduled, 1);
+        return REEL_OK;
+    }
+    if (rc == REEL_OK && delta < 0)
+        store_txn_count(txn, &t->scheduled, -1);
+    return rc;
+}
+
 reel_code_t timers_schedule(timers_t *t, store_txn_t *txn, int64_t due_ms,
                             uint8_t kind, const char *id, size_t idlen,
                             const void *val, size_t vlen, reel_status_t *st) {
@@ -147,7 +192,8 @@ reel_code_t timers_schedule(timers_t *t, store_txn_t *txn, int64_t due_ms,
                                "(%lld ms)",
                                (long long)due_ms,
                                (long long)TIMERS_MAX_DUE_MS);
-    if ((rc = make_key(&k, due_ms, kind, id, idlen, st)) != REEL_OK) {
+    if ((rc = make_key(&k, due_ms, kind, id, idlen, st)) != REEL_OK ||
+        (rc = count_key(t, txn, &k, 1, st)) != REEL_OK) {
         reel_wbuf_fini(&k);
         return rc;
     }
@@ -169,7 +215,8 @@ reel_code_t timers_cancel(timers_t *t, store_txn_t *txn, int64_t due_ms,
 
     if (due_ms < 0)
         due_ms = 0;
-    if ((rc = make_key(&k, due_ms, kind, id, idlen, st)) == REEL_OK)
+    if ((rc = make_key(&k, due_ms, kind, id, idlen, st)) == REEL_OK &&
+        (rc = count_key(t, txn, &k, -1, st)) == REEL_OK)
         store_txn_delete(txn, t->cf, k.p, k.len);
     reel_wbuf_fini(&k);
     return rc;
@@ -243,6 +290,8 @@ reel_code_t timers_alarm(void *arg, store_txn_t *txn, reel_status_t *st) {
         const kind_t *kd = &t->kinds[(unsigned char)d->key[8]];
 
         store_txn_delete(txn, t->cf, d->key, d->klen);
+        if (t->metrics != NULL)
+            store_txn_count(txn, &t->scheduled, -1);
         rc = kd->fn(kd->arg, txn, key_due(d->key), d->key + KEY_HDR,
                     d->klen - KEY_HDR, d->val, d->vlen, st);
     }
@@ -250,6 +299,13 @@ reel_code_t timers_alarm(void *arg, store_txn_t *txn, reel_status_t *st) {
      * from_ms (which they lowered), past what was just deleted. */
     if (rc == REEL_OK && n > 0)
         rc = collect(t, txn, now, NULL, &n, &next, st);
+    /* Lateness once the firing stands (a rolled-back one fires again). */
+    for (size_t i = 0; rc == REEL_OK && i < TIMERS_FIRE_MAX &&
+                       dues[i].key != NULL;
+         i++)
+        metrics_histogram_observe(t->m_lateness,
+                                  (double)(now - key_due(dues[i].key)) /
+                                      1000.0);
     for (size_t i = 0; i < TIMERS_FIRE_MAX && dues[i].key != NULL; i++) {
         free(dues[i].key);
         free(dues[i].val);
@@ -278,4 +334,55 @@ reel_code_t timers_count(timers_t *t, uint64_t *n, reel_status_t *st) {
     rc = store_iter_status(it, st);
     store_iter_destroy(it);
     return rc;
+}
+
+/* The seed, on the writer: every timer stored as this request sees it
+ * (the group's earlier writes included), and from here on each change
+ * counts, so none is missed or counted twice. */
+static reel_code_t seed_apply(store_txn_t *txn, void *arg,
+                              reel_status_t *st) {
+    seed_t *sd = arg;
+    store_iter_t *it = store_txn_iter(txn, sd->t->cf);
+    int64_t n = 0;
+    reel_code_t rc;
+
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it))
+        n++;
+    if ((rc = store_iter_status(it, st)) == REEL_OK) {
+        atomic_store(&sd->t->scheduled, n);
+        sd->t->metrics = sd->r;
+    }
+    store_iter_destroy(it);
+    return rc;
+}
+
+static double m_scheduled(void *arg) {
+    timers_t *t = arg;
+
+    return (double)atomic_load_explicit(&t->scheduled, memory_order_relaxed);
+}
+
+reel_code_t timers_metrics_register(timers_t *t, metrics_registry_t *r,
+                                    reel_status_t *st) {
+    seed_t sd = {t, r};
+    reel_code_t rc;
+
+    if (r == NULL)
+        return REEL_OK;
+    /* The histogram before the seed: the writer reads its pointer. */
+    if ((rc = metrics_reg_histogram(
+             r, t, "reel_timer_lateness_seconds",
+             "A timer's firing time minus its due time.", NULL,
+             metrics_buckets_seconds, metrics_buckets_seconds_n,
+             &t->m_lateness, st)) != REEL_OK ||
+        (rc = store_exec(t->store, seed_apply, &sd, NULL, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, t, METRICS_GAUGE, "reel_timers_scheduled",
+                             "Durable timers stored, waiting to fire "
+                             "(leases, backoffs, suspension timeouts, "
+                             "delayed signals).",
+                             NULL, m_scheduled, t, st)) != REEL_OK)
+        return rc; /* what was registered goes in timers_destroy() */
+    return REEL_OK;
 }

@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "base/status.h"
+#include "metrics/metrics.h"
 #include "store/store.h"
 
 /* Due timers fired in one request: the in-memory window's bound. */
@@ -97,6 +98,17 @@ reel_code_t timers_cancel(timers_t *t, store_txn_t *txn, int64_t due_ms,
 /* The store's alarm function (store_alarm_fn; arg is the timers_t). */
 reel_code_t timers_alarm(void *arg, store_txn_t *txn, reel_status_t *st);
 
+/*
+ * Registers reel_timers_scheduled (the timers stored: one scan now, on
+ * the writer, then moved by each committed schedule, cancel and firing;
+ * a schedule and a cancel then read their key once to tell a new timer
+ * from a replaced one) and reel_timer_lateness_seconds (each firing's
+ * group time minus its due time) under t as owner; timers_destroy()
+ * drops them. Once, after timers_arm(), from a thread other than the
+ * writer. A NULL registry: OK, nothing counted. OK, or the scan's error.
+ */
+reel_code_t timers_metrics_register(timers_t *t, metrics_registry_t *r,
+                                    reel_status_t *st);
 /* Timers stored (a scan: for tests and tools). */
 reel_code_t timers_count(timers_t *t, uint64_t *n, reel_status_t *st);
 

@@ -288,6 +288,61 @@ static void test_failed_firing_is_retried(void **state) {
     assert_int_equal(stored(f), 0);
 }
 
+/* A figure of the rendered registry (the first line starting with
+ * `series `), or -1. */
+static double rendered(metrics_registry_t *r, const char *series) {
+    reel_status_t st = REEL_STATUS_INIT;
+    char *out = NULL, *p;
+    size_t len, n = strlen(series);
+    double v = -1;
+
+    if (metrics_render(r, &out, &len, &st) != REEL_OK)
+        fail_msg("render: %s", reel_status_message(&st));
+    for (p = out; p != NULL && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1
+                                                       : NULL)
+        if (strncmp(p, series, n) == 0 && p[n] == ' ') {
+            v = strtod(p + n + 1, NULL);
+            break;
+        }
+    free(out);
+    return v;
+}
+
+/* reel_timers_scheduled is what is stored: seeded from what was there,
+ * moved by schedules, replacements (no move), cancels of a timer and of
+ * none (no move), and firings (a failed firing moves nothing); every
+ * firing that stood is timed once in reel_timer_lateness_seconds. */
+static void test_the_scheduled_gauge_follows_what_is_stored(void **state) {
+    fixture_t *f = *state;
+    metrics_registry_t *r = NULL;
+    reel_status_t st = REEL_STATUS_INIT;
+    int64_t now = reel_clock_now_ms();
+    int64_t due[5] = {now + 100000, now + 100000, now + 100000, now + 100000,
+                      now + 100000};
+
+    assert_int_equal(metrics_registry_create(&r, &st), REEL_OK);
+    schedule(f, due, 0, 2, 0); /* before: the seed counts them */
+    assert_int_equal(timers_metrics_register(f->t, r, &st), REEL_OK);
+    assert_int_equal(rendered(r, "reel_timers_scheduled"), 2);
+    schedule(f, due, 1, 3, 0); /* 1 again (replaced), 2 and 3 new */
+    assert_int_equal(stored(f), 4);
+    assert_int_equal(rendered(r, "reel_timers_scheduled"), 4);
+    schedule(f, due, 3, 2, 1); /* cancel 3 (there) and 4 (never was) */
+    assert_int_equal(stored(f), 3);
+    assert_int_equal(rendered(r, "reel_timers_scheduled"), 3);
+    f->fail_next = 1; /* rolled back once, then fires */
+    due[4] = reel_clock_now_ms() + 20;
+    schedule(f, due, 4, 1, 0);
+    assert_true(wait_fired(f, 1, TESTING_WAIT_MS));
+    assert_int_equal(stored(f), 3);
+    assert_int_equal(rendered(r, "reel_timers_scheduled"), 3);
+    assert_int_equal(rendered(r, "reel_timer_lateness_seconds_count"), 1);
+    assert_true(rendered(r, "reel_timer_lateness_seconds_sum") >= 0);
+    close_all(f); /* drops its figures before the registry goes */
+    metrics_registry_destroy(r);
+    open_all(f);
+}
+
 /* An id past the limit is refused naming it, and nothing is stored. */
 static void test_long_id_is_refused(void **state) {
     fixture_t *f = *state;
@@ -315,6 +370,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_failed_firing_is_retried, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_the_scheduled_gauge_follows_what_is_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_id_is_refused, setup,
                                         teardown),
     };

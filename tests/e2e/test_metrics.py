@@ -412,3 +412,214 @@ def test_a_standby_reel_sink_reports_no_lag_of_its_own(tmp_path, served):
         receiver.close()
         ch.close()
     assert codes == [0] * len(codes)
+
+
+# ---- The figures of the features merged since: runs, recovery, timers,
+# ---- the workspace and token auth ----------------------------------------
+
+def journal(ch):
+    from reel.v1 import journal_pb2 as J
+
+    def m(name, req, resp):
+        return unary(ch, f"/reel.v1.Journal/{name}", req, resp)
+    return J, {
+        "begin": m("BeginRun", J.BeginRunRequest, J.Run),
+        "get": m("GetRun", J.GetRunRequest, J.Run),
+        "next": m("ClaimNextRun", J.ClaimNextRunRequest, J.ClaimNextRunResponse),
+        "suspend": m("SuspendRun", J.SuspendRunRequest, J.Run),
+        "end": m("EndRun", J.EndRunRequest, J.Run),
+    }
+
+
+def runs(m):
+    return {s: value(m, "reel_runs", status=s) for s in
+            ("RUNNABLE", "RUNNING", "WAITING", "COMPLETED", "FAILED", "CANCELLED", "PAUSED")}
+
+
+def recovered(m):
+    return {r: value(m, "reel_runs_recovered_total", reason=r) for r in
+            ("LEASE_EXPIRED", "BACKOFF_ENDED", "SIGNAL_TIMEOUT", "MAX_ATTEMPTS")}
+
+
+def await_run(get, J, run_id, status, within=10):
+    deadline = time.monotonic() + within
+    while True:
+        r = get(J.GetRunRequest(run_id=run_id), timeout=5)
+        if r.status == status or time.monotonic() > deadline:
+            return r
+        time.sleep(0.005)
+
+
+def test_runs_recovery_and_timers_follow_a_known_load(tmp_path):
+    """Runs made before a restart are counted at start (with their lease
+    timers); a crash loop of three attempts is two expiries, one backoff's
+    end and a pause; a suspension's timeout is counted; every timer that
+    fired is timed."""
+    data = str(tmp_path / "data")
+    retry = ["--retry-initial-interval", "200ms", "--retry-multiplier", "2",
+             "--retry-max-attempts", "3", "--retry-max-interval", "10s"]
+    first = Reeld(data, extra=retry).start()
+    ch = first.channel()
+    J, j = journal(ch)
+    keep = [j["begin"](J.BeginRunRequest(app="keep", user="u", session="s", invocation_id=f"k{i}",
+                                          lease_owner="w", lease_ttl_ms=600000), timeout=5)
+            for i in range(3)]
+    j["end"](J.EndRunRequest(run_id=keep[2].run_id, lease_epoch=keep[2].lease_epoch,
+                             status=J.Run.COMPLETED, result="{}"), timeout=5)
+    ch.close()
+    assert first.stop()[0] == 0
+
+    port = free_port()
+    server = Reeld(data, extra=retry + ["--metrics-listen", f"127.0.0.1:{port}"]).start()
+    try:
+        ch = server.channel()
+        J, j = journal(ch)
+        m = scrape(port)
+        # Counted from what is stored: 2 running, 1 completed; 3 lease
+        # timers wait (ending a run leaves its timer, which then fires as a
+        # no-op).
+        assert runs(m) == {"RUNNABLE": 0, "RUNNING": 2, "WAITING": 0, "COMPLETED": 1,
+                           "FAILED": 0, "CANCELLED": 0, "PAUSED": 0}, m
+        assert recovered(m) == {"LEASE_EXPIRED": 0, "BACKOFF_ENDED": 0,
+                                "SIGNAL_TIMEOUT": 0, "MAX_ATTEMPTS": 0}
+        assert value(m, "reel_timers_scheduled") == 3
+        fired0 = value(m, "reel_timer_lateness_seconds_count")
+        assert fired0 == 0
+
+        # A crash loop: attempt 1 expires (claimable at once), attempt 2
+        # expires into a 200 ms backoff whose end commits before a waiting
+        # claim gets it, attempt 3 of 3 expires into PAUSED.
+        run = j["begin"](J.BeginRunRequest(app="loop", user="u", session="s", invocation_id="l",
+                                           lease_owner="w1", lease_ttl_ms=100), timeout=5)
+        m = scrape(port)
+        assert runs(m)["RUNNING"] == 3 and value(m, "reel_timers_scheduled") == 4
+        for attempt in (1, 2):
+            r = await_run(j["get"], J, run.run_id, J.Run.RUNNABLE)
+            assert r.reason == "LEASE_EXPIRED", r
+            c = j["next"](J.ClaimNextRunRequest(app="loop", lease_owner=f"w{attempt + 1}",
+                                                lease_ttl_ms=100, wait_ms=5000), timeout=10)
+            assert c.found and c.run.attempt == attempt + 1, c
+        p = await_run(j["get"], J, run.run_id, J.Run.PAUSED)
+        assert p.status == J.Run.PAUSED and p.reason == "MAX_ATTEMPTS", p
+
+        # A suspension that times out: WAITING, then RUNNABLE.
+        s = j["begin"](J.BeginRunRequest(app="wait", user="u", session="s", invocation_id="w",
+                                         lease_owner="w", lease_ttl_ms=600000), timeout=5)
+        j["suspend"](J.SuspendRunRequest(run_id=s.run_id, lease_epoch=s.lease_epoch,
+                                         waiting_on="approval", timeout_ms=150), timeout=5)
+        assert runs(scrape(port))["WAITING"] == 1
+        r = await_run(j["get"], J, s.run_id, J.Run.RUNNABLE)
+        assert r.reason == "SIGNAL_TIMEOUT", r
+
+        # The timer that made the last change commits with it: a scrape
+        # after the run reads RUNNABLE sees every count.
+        m = scrape(port)
+        assert runs(m) == {"RUNNABLE": 1, "RUNNING": 2, "WAITING": 0, "COMPLETED": 1,
+                           "FAILED": 0, "CANCELLED": 0, "PAUSED": 1}, m
+        assert recovered(m) == {"LEASE_EXPIRED": 2, "BACKOFF_ENDED": 1,
+                                "SIGNAL_TIMEOUT": 1, "MAX_ATTEMPTS": 1}, m
+        # Fired: the loop's 3 leases and 1 backoff, the suspension's
+        # timeout; left: 4 leases of 600 s (the kept runs' and the
+        # suspended run's).
+        fired = value(m, "reel_timer_lateness_seconds_count")
+        assert fired == 5, m
+        assert value(m, "reel_timers_scheduled") == 4
+        assert value(m, "reel_timer_lateness_seconds_bucket", le="+Inf") == fired
+        # Lateness is small on an idle server: no firing waited seconds.
+        assert value(m, "reel_timer_lateness_seconds_sum") < fired * 1.0
+        documented_and_dashboarded(port, dashboard=False)
+        ch.close()
+    finally:
+        assert server.stop()[0] == 0, server.log()
+
+
+def test_workspace_uploads_and_artifact_bytes_follow_the_uploads(served):
+    from reel.v1 import workspace_pb2 as P
+    ch = grpc.insecure_channel(served.addr)
+    put = ch.stream_unary("/reel.v1.Workspace/PutArtifact",
+                          request_serializer=P.PutArtifactRequest.SerializeToString,
+                          response_deserializer=P.PutArtifactResponse.FromString)
+    port = served.metrics_port
+    m = scrape(port)
+    assert value(m, "reel_workspace_uploads") == 0
+    bytes0 = value(m, "reel_artifacts_bytes")
+    # An upload held open after its first chunk is staged until it ends.
+    gate = threading.Event()
+    sent = threading.Event()
+
+    def gen():
+        yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="m", key="held"))
+        for _ in range(4):
+            yield P.PutArtifactRequest(chunk=os.urandom(1 << 20))
+        sent.set()
+        gate.wait(30)
+        for _ in range(4):
+            yield P.PutArtifactRequest(chunk=os.urandom(1 << 20))
+    fut = put.future(gen(), timeout=60)
+    assert sent.wait(10)
+    wait_for("a staged upload", lambda: value(scrape(port), "reel_workspace_uploads") == 1, 10)
+    gate.set()
+    fut.result()
+    wait_for("no staged upload", lambda: value(scrape(port), "reel_workspace_uploads") == 0, 10)
+    # 8 MiB of random bytes committed: the chunk family holds them.
+    m = scrape(port)
+    assert value(m, "reel_artifacts_bytes") >= bytes0 + (8 << 20) * 0.9, m
+    ch.close()
+
+
+def test_auth_failures_are_counted_by_code_and_metrics_carry_no_secret(tmp_path):
+    from reel.v1 import admin_pb2
+    from test_security import Secured, md
+    port = free_port()
+    s = Secured(tmp_path, extra=["--metrics-listen", f"127.0.0.1:{port}"])
+    try:
+        m = scrape(port)
+        assert value(m, "reel_auth_failures_total", code="UNAUTHENTICATED") == 0
+        assert value(m, "reel_auth_failures_total", code="PERMISSION_DENIED") == 0
+        tok, _ = s.create(scopes=["kv:read"])
+        set_value, get_value = kv(s.ch)
+        for bad in (None, "reel_0000000000000000_" + "x" * 43, "garbage"):
+            with pytest.raises(grpc.RpcError) as e:
+                get_value(K.GetValueRequest(namespace="n", key="k"),
+                          metadata=md(bad) if bad else None, timeout=5)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as e:
+                set_value(K.SetValueRequest(namespace="n", key="k", value="1"),
+                          metadata=md(tok), timeout=5)
+            assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        get_value(K.GetValueRequest(namespace="n", key="k"), metadata=md(tok), timeout=5)
+        m = scrape(port)
+        assert value(m, "reel_auth_failures_total", code="UNAUTHENTICATED") == 3
+        assert value(m, "reel_auth_failures_total", code="PERMISSION_DENIED") == 2
+        text = get(port, "/metrics")[1]
+        for t in s.tokens:
+            assert t not in text and t[22:] not in text
+        assert "reel_" + "0" * 16 not in text
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "[::]"])
+def test_with_token_auth_metrics_off_loopback_needs_insecure(tmp_path, host):
+    port = free_port()
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--auth", "token", "--metrics-listen", f"{host}:{port}"])
+    server.start(wait=False)
+    assert server.proc.wait(timeout=10) == 2
+    log = server.log()
+    assert "--metrics-listen" in log and "loopback" in log and "--insecure" in log, log
+    assert not os.path.exists(tmp_path / "data")  # refused before the data dir
+    # --insecure serves it, and says so.
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--auth", "token", "--insecure", "--metrics-listen", f"{host}:{port}"])
+    server.start()
+    try:
+        assert get(port, "/healthz") == (200, "ok\n")
+        assert "/metrics on" in server.log() and "answers anyone" in server.log()
+    finally:
+        assert server.stop()[0] == 0, server.log()
+    # Without token auth nothing changes (the gRPC port's own rule holds).
+    server = Reeld(str(tmp_path / "data2"), extra=["--metrics-listen", f"{host}:{port}"])
+    server.start()
+    assert server.stop()[0] == 0, server.log()

@@ -1,5 +1,6 @@
 """reel for Python: the client of reeld (KV with compare-and-swap and
-watches, runs and journals with durable steps, signals, the event tail).
+watches, runs and journals with durable steps and sleeps, the worker
+helper, signals, the workspace, the event tail).
 
     import reel
 
@@ -17,29 +18,30 @@ Conflict for ABORTED, LeaseLost, Unavailable, ...). The whole API is in
 clients/python/README.md.
 """
 from reel import errors
-from reel._core import TLS
+from reel._core import TLS, RetryPolicy
 from reel.client import (KV, Client, Events, Follow, Journal, Run, Runs, Signals, Tail, Watch,
-                         connect)
+                         Worker, Workspace, connect)
 from reel._core import CasEntry
 from reel.errors import (AlreadyExists, Cancelled, Conflict, DataLoss, DeadlineExceeded,
                          FailedPrecondition, Internal, InvalidArgument, LeaseLost, NotFound,
                          OutOfRange, PermissionDenied, ReelError, ReplayMismatch,
-                         ResourceExhausted, Unauthenticated, Unavailable, Unimplemented, Unknown,
-                         Aborted)
-from reel.types import (DELETE, Consumer, Entry, Event, EventType, Head, JournalEntry, RawJSON,
-                        RunInfo, RunStatus, SendResult, ServerStatus, Signal, ValueEvent,
-                        WalEventType)
+                         ResourceExhausted, Suspended, Unauthenticated, Unavailable,
+                         Unimplemented, Unknown, Aborted)
+from reel.types import (DELETE, Artifact, ArtifactEvent, ArtifactEventType, Consumer, Entry,
+                        Event, EventType, Head, JournalEntry, RawJSON, RunInfo, RunStatus,
+                        SendResult, ServerStatus, Signal, ValueEvent, WalEventType)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch", "Tail",
-    "Follow", "CasEntry", "TLS", "errors",
+    "Follow", "Worker", "Workspace", "CasEntry", "TLS", "RetryPolicy", "errors",
     "ReelError", "Cancelled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
     "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Conflict",
     "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
-    "Unauthenticated", "LeaseLost", "ReplayMismatch",
+    "Unauthenticated", "LeaseLost", "ReplayMismatch", "Suspended",
     "RawJSON", "DELETE", "Entry", "EventType", "ValueEvent", "RunStatus", "RunInfo",
-    "JournalEntry", "Signal", "SendResult", "WalEventType", "Event", "Consumer", "Head",
+    "JournalEntry", "Artifact", "ArtifactEvent", "ArtifactEventType", "Signal", "SendResult",
+    "WalEventType", "Event", "Consumer", "Head",
     "ServerStatus",
 ]

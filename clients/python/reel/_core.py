@@ -38,25 +38,32 @@ from 0), so a resumed run finds step n's result by its position and name,
 and an append retried after a lost answer writes nothing twice. A signal
 that `wait_for_signal` consumes is journaled by reeld itself (kind
 "signal", in the same commit as the consumption); a wait that timed out is
-journaled by the client (kind "signal.timeout"), so the k-th wait for a
-name gets the k-th recorded outcome for that name on every replay.
+journaled by the client (kind "signal.timeout"), or, for a parked wait, by
+reeld when SuspendRun's timeout fires (kind "signal" with "timed_out":
+true), so the k-th wait for a name gets the k-th recorded outcome for that
+name on every replay. The n-th run.sleep is a signal named and identified
+"reel.sleep.<n>" that the run sends itself for delivery by reeld's timer:
+its "signal" entry in the journal says the sleep is over, and its fixed id
+makes a resend after a crash return the original (and its time).
 """
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import hashlib
 import json
 import os
 import random
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import grpc
 
 from reel import errors
-from reel.types import (Entry, Event, EventType, JournalEntry, RunStatus, Signal, ValueEvent,
-                        encode_json)
-from reel.v1 import journal_pb2, kv_pb2, wal_pb2
+from reel.types import (Artifact, ArtifactEvent, ArtifactEventType, Entry, Event, EventType,
+                        JournalEntry, RunStatus, Signal, ValueEvent, encode_json)
+from reel.v1 import journal_pb2, kv_pb2, wal_pb2, workspace_pb2
 
 DEFAULT_ADDR = "127.0.0.1:7878"
 DEFAULT_PORT = 7878
@@ -65,18 +72,94 @@ SIGNAL_KIND = "signal"
 SIGNAL_TIMEOUT_KIND = "signal.timeout"
 # An idempotency key is at most 256 bytes; "step:<n>:" takes up to 26.
 STEP_NAME_MAX = 200
+# run.sleep's n-th call waits for the signal of this name (and id) that it
+# sends to its own run, delivered by reeld's timer.
+SLEEP_PREFIX = "reel.sleep."
+# runs.submit parks the new run on this name, with the signal already
+# there, which makes it RUNNABLE for a worker at once.
+SUBMIT_SIGNAL = "reel.submit"
+# ClaimNextRun's wait_ms is at most 5 minutes; a longer wait is several.
+CLAIM_WAIT_MAX = 300.0
+
+
+# The largest PEM file read (as reelctl and the C client library).
+PEM_MAX_BYTES = 1 << 20
+# The longest token sent (as the C client library).
+TOKEN_MAX_BYTES = 4096
+
+PEM = Union[bytes, str, "os.PathLike[str]", None]
 
 
 @dataclasses.dataclass(frozen=True)
 class TLS:
     """TLS for the channel. Without `ca`, the system's roots verify the
-    server; `cert` and `key` (PEM) present a client certificate (mTLS);
-    `server_name` overrides the name checked against the certificate."""
+    server; `cert` and `key` present a client certificate (mTLS; give both
+    or neither); `server_name` overrides the name checked against the
+    server's certificate. Each of ca, cert, key is the PEM itself (bytes,
+    or a str starting with "-----BEGIN") or the path of a PEM file (a str
+    or a path), read when the client is created."""
 
-    ca: Optional[bytes] = None
-    cert: Optional[bytes] = None
-    key: Optional[bytes] = None
+    ca: PEM = None
+    cert: PEM = None
+    key: PEM = None
     server_name: Optional[str] = None
+
+    @classmethod
+    def from_env(cls) -> Optional["TLS"]:
+        """TLS as reelctl reads it from the environment: REEL_TLS_CA,
+        REEL_TLS_CERT and REEL_TLS_KEY (files), or REEL_TLS=1 for the
+        system's roots; None when none is set."""
+        flag = os.environ.get("REEL_TLS", "")
+        if flag not in ("", "0", "1"):
+            raise ValueError(f"REEL_TLS: {flag!r} is not 1 or 0")
+        files = {f: os.environ.get(v) or None for f, v in
+                 (("ca", "REEL_TLS_CA"), ("cert", "REEL_TLS_CERT"), ("key", "REEL_TLS_KEY"))}
+        if flag != "1" and not any(files.values()):
+            return None
+        return cls(**files)
+
+    def load(self) -> Tuple[Optional[bytes], Optional[bytes], Optional[bytes]]:
+        """(ca, cert, key) as PEM bytes, files read; ValueError naming the
+        field (and the file, never a key's content) for what is unusable."""
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls: cert and key go together: give both or neither")
+        return tuple(_pem(f"tls.{name}", getattr(self, name))
+                     for name in ("ca", "cert", "key"))
+
+
+def _pem(field: str, v: PEM) -> Optional[bytes]:
+    if v is None or isinstance(v, bytes):
+        if v is not None and not v:
+            raise ValueError(f"{field}: empty")
+        return v
+    if isinstance(v, str) and v.lstrip().startswith("-----BEGIN"):
+        return v.encode()
+    if not isinstance(v, (str, os.PathLike)):
+        raise TypeError(f"{field}: PEM bytes or a file's path, not {type(v).__name__}")
+    path = os.fspath(v)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(PEM_MAX_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{field}: cannot read {path}: {e.strerror}") from e
+    if not data or len(data) > PEM_MAX_BYTES:
+        raise ValueError(f"{field}: {path} is " +
+                         ("empty" if not data else f"over the limit of {PEM_MAX_BYTES} bytes"))
+    return data
+
+
+def check_token(token: str) -> str:
+    """The token, if it can go into a header: 1 to 4096 bytes of printable
+    ASCII without spaces. The message never repeats the token."""
+    if not isinstance(token, str):
+        raise TypeError(f"token: a str, not {type(token).__name__}")
+    raw = token.encode("utf-8", "surrogatepass")
+    if not 1 <= len(raw) <= TOKEN_MAX_BYTES:
+        raise ValueError(f"token: {len(raw)} bytes, expected 1 to {TOKEN_MAX_BYTES}")
+    for i, b in enumerate(raw):
+        if b <= 0x20 or b > 0x7E:
+            raise ValueError(f"token: byte {i} is not printable ASCII without spaces")
+    return token
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +167,10 @@ class Settings:
     """How a client talks to reeld (see reel.connect)."""
 
     target: str
-    token: Optional[str]
+    token: Optional[str] = dataclasses.field(repr=False)    # never in a log line
     tls: Optional[TLS]
+    pem: Tuple[Optional[bytes], Optional[bytes], Optional[bytes]] = \
+        dataclasses.field(repr=False)
     timeout: float
     wait_for_ready: bool
     retries: int
@@ -114,9 +199,9 @@ class Settings:
     def credentials(self) -> Optional[grpc.ChannelCredentials]:
         if self.tls is None:
             return None
-        return grpc.ssl_channel_credentials(root_certificates=self.tls.ca,
-                                            private_key=self.tls.key,
-                                            certificate_chain=self.tls.cert)
+        ca, cert, key = self.pem
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                            certificate_chain=cert)
 
 
 def target(addr: Optional[str]) -> str:
@@ -138,17 +223,27 @@ def target(addr: Optional[str]) -> str:
 
 def settings(addr, token, tls, timeout, wait_for_ready, retries, reconnect_timeout,
              max_message_bytes, options) -> Settings:
+    """The client's settings; as reelctl, a token not given is $REEL_TOKEN
+    and TLS not given comes from REEL_TLS_CA, REEL_TLS_CERT, REEL_TLS_KEY
+    and REEL_TLS=1 (tls=False and token="" turn them off)."""
+    if tls is None:
+        tls = TLS.from_env()
     if tls is True:
         tls = TLS()
     elif tls is False:
         tls = None
     elif tls is not None and not isinstance(tls, TLS):
         raise TypeError("tls: pass True, False, None or reel.TLS(...)")
+    if token is None:
+        token = os.environ.get("REEL_TOKEN") or None
+    if token:
+        check_token(token)
     if timeout is not None and timeout <= 0:
         raise ValueError("timeout: must be positive seconds")
     if retries < 0:
         raise ValueError("retries: must be 0 or more")
-    return Settings(target(addr), token, tls, timeout, wait_for_ready, retries,
+    pem = tls.load() if tls is not None else (None, None, None)
+    return Settings(target(addr), token or None, tls, pem, timeout, wait_for_ready, retries,
                     reconnect_timeout, max_message_bytes, tuple(options or ()))
 
 
@@ -488,6 +583,7 @@ class Replay:
         self.steps: Dict[int, Tuple[str, Any]] = {}
         self.outcomes: Dict[str, List[_Outcome]] = {}
         self.step_n = 0
+        self.sleep_n = 0
         self.wait_n: Dict[str, int] = {}
 
     def load(self, entries: Iterable[JournalEntry]) -> None:
@@ -501,6 +597,10 @@ class Replay:
                         f"run {self.run_id}: journal entry {e.seq} has a step's key "
                         f"({e.idempotency_key!r}) but not a step's payload: it was not "
                         f"written by run.step") from None
+            elif e.kind == SIGNAL_KIND and isinstance(e.payload, dict) and \
+                    e.payload.get("timed_out"):
+                # reeld's own record of a suspension's timeout (SuspendRun.timeout_ms).
+                self.outcomes.setdefault(e.payload.get("name", ""), []).append(_Outcome(None))
             elif e.kind == SIGNAL_KIND:
                 sig = signal_from_entry(self.run_id, e)
                 self.outcomes.setdefault(sig.name, []).append(_Outcome(sig))
@@ -529,6 +629,13 @@ class Replay:
                 f"run {self.run_id}: step {n} is {have!r} in the journal, but the code now "
                 f"calls {name!r} there: resume the run with the code that began it")
         return True, result
+
+    def next_sleep(self) -> Tuple[str, bool]:
+        """(the signal name of the handle's next sleep, whether the journal
+        shows it done)."""
+        name = f"{SLEEP_PREFIX}{self.sleep_n}"
+        self.sleep_n += 1
+        return name, bool(self.outcomes.get(name))
 
     def next_wait(self, name: str) -> Tuple[int, Optional[_Outcome]]:
         n = self.wait_n.get(name, 0)
@@ -654,11 +761,67 @@ class TailCursor:
 
 
 
-def labels_dict(labels: Optional[Dict[str, str]]) -> Dict[str, str]:
+def deliver_at_ms(deliver_at, delay) -> int:
+    """SendSignal's deliver_at_ms: deliver_at is an aware datetime or Unix
+    seconds, delay seconds from now; neither is 0 (now)."""
+    if deliver_at is not None and delay is not None:
+        raise ValueError("send: give deliver_at or delay, not both")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+            raise ValueError("delay: must be seconds, 0 or more")
+        return int((time.time() + delay) * 1000) if delay > 0 else 0
+    if deliver_at is None:
+        return 0
+    if isinstance(deliver_at, datetime.datetime):
+        if deliver_at.tzinfo is None:
+            raise ValueError("deliver_at: give a datetime with its timezone (a naive one "
+                             "could mean any time)")
+        return int(deliver_at.timestamp() * 1000)
+    if isinstance(deliver_at, bool) or not isinstance(deliver_at, (int, float)):
+        raise TypeError("deliver_at: a datetime with a timezone, or Unix seconds")
+    return int(deliver_at * 1000)
+
+
+def timeout_ms(seconds: Optional[float], what: str) -> int:
+    """A durable timeout in whole ms, at least 1 (0 means none to reeld)."""
+    if seconds is None:
+        return 0
+    if seconds < 0:
+        raise ValueError(f"{what}: must be seconds, 0 or more")
+    return max(1, int(round(seconds * 1000)))
+
+
+def retry_pb(retry) -> Optional[journal_pb2.RetryPolicy]:
+    if retry is None:
+        return None
+    if not isinstance(retry, RetryPolicy):
+        raise TypeError("retry: pass reel.RetryPolicy(...)")
+    return journal_pb2.RetryPolicy(
+        initial_interval_ms=int(round((retry.initial_interval or 0) * 1000)),
+        multiplier=float(retry.multiplier or 0),
+        max_interval_ms=int(round((retry.max_interval or 0) * 1000)),
+        max_attempts=int(retry.max_attempts or 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How reeld retries a run whose leases keep expiring without progress
+    (runs.begin/submit's retry=): the first expiry is claimable at once, the
+    n-th in a row waits initial_interval * multiplier^(n-2) seconds, at
+    most max_interval, and an expiry once the run had max_attempts claims
+    makes it PAUSED (runs.resume). None takes reeld's --retry-* default."""
+
+    initial_interval: Optional[float] = None
+    multiplier: Optional[float] = None
+    max_interval: Optional[float] = None
+    max_attempts: Optional[int] = None
+
+
+def labels_dict(labels: Optional[Dict[str, str]], what: str = "labels") -> Dict[str, str]:
     out = dict(labels or {})
     for k, v in out.items():
         if not isinstance(k, str) or not isinstance(v, str):
-            raise TypeError("labels: keys and values must be strings")
+            raise TypeError(f"{what}: keys and values must be strings")
     return out
 
 
@@ -666,3 +829,265 @@ def ttl_ms(seconds: float, what: str = "ttl") -> int:
     if seconds <= 0:
         raise ValueError(f"{what}: must be positive seconds (reeld takes 1 ms to 24 h)")
     return max(1, int(round(seconds * 1000)))
+
+
+# ---- The workspace --------------------------------------------------------
+#
+# Upload turns what workspace.put takes into PutArtifact's messages: the
+# header, then chunks of at most 1 MiB (reeld's limit per message), hashing
+# what it sends. Bytes and text are known whole, so the header carries their
+# size and SHA-256 and reeld refuses to store anything else; a file's size is
+# declared when it is a regular file (reeld refuses one over its limit before
+# a byte); an iterator's bytes are checked against the record reeld returns.
+# Download keeps a GetArtifact's place: the record (whose version it pins),
+# the bytes received, the digest so far, so a stream that breaks is asked
+# again from the next byte of the same version.
+
+CHUNK_MAX = 1 << 20
+
+
+class Upload:
+    """One workspace.put: its header and its byte source (see above).
+    Not thread-safe."""
+
+    def __init__(self, namespace: str, key: str, data: Any, *, content_type: str,
+                 metadata: Optional[Dict[str, str]], create: bool,
+                 if_version: Optional[int], chunk_size: int):
+        if create and if_version is not None:
+            raise ValueError("put: give create=True or if_version=N, not both")
+        if not 1 <= chunk_size <= CHUNK_MAX:
+            raise ValueError(f"chunk_size: 1 to {CHUNK_MAX} bytes")
+        self.chunk_size = chunk_size
+        self.sha = hashlib.sha256()
+        self.sent = 0
+        self.whole: Optional[bytes] = None
+        self.file = None
+        self.owned = False
+        self.items = None
+        size = None
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+            content_type = content_type or "text/plain; charset=utf-8"
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            self.whole = bytes(data)
+            size = len(self.whole)
+        elif isinstance(data, os.PathLike):
+            self.file = open(data, "rb")
+            self.owned = True
+        elif hasattr(data, "read"):
+            self.file = data
+        elif hasattr(data, "__iter__") or hasattr(data, "__aiter__"):
+            self.items = data
+        else:
+            raise TypeError("data: bytes, str, a binary file, a path, or an iterator of bytes, "
+                            f"not {type(data).__name__}")
+        if self.file is not None:
+            size = _file_size(self.file)
+        meta = labels_dict(metadata, "metadata")
+        self.header = workspace_pb2.ArtifactHeader(namespace=namespace, key=key,
+                                                   content_type=content_type, metadata=meta)
+        if create:
+            self.header.precondition = kv_pb2.PRECONDITION_ABSENT
+        elif if_version is not None:
+            self.header.precondition = kv_pb2.PRECONDITION_VERSION
+            self.header.expected_version = if_version
+        if size is not None:
+            self.header.has_size = True
+            self.header.size = size
+        if self.whole is not None:
+            self.header.sha256 = hashlib.sha256(self.whole).digest()
+
+    def first(self) -> workspace_pb2.PutArtifactRequest:
+        return workspace_pb2.PutArtifactRequest(header=self.header)
+
+    def split(self, piece: Any) -> List[workspace_pb2.PutArtifactRequest]:
+        """One piece of the source as chunk messages, counted and hashed."""
+        if isinstance(piece, str) or not isinstance(piece, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data: the iterator gave a {type(piece).__name__}, not bytes")
+        piece = bytes(piece)
+        self.sha.update(piece)
+        self.sent += len(piece)
+        return [workspace_pb2.PutArtifactRequest(chunk=piece[i:i + self.chunk_size])
+                for i in range(0, len(piece), self.chunk_size)]
+
+    def messages(self) -> Iterator[workspace_pb2.PutArtifactRequest]:
+        """All of it, for a blocking caller."""
+        yield self.first()
+        if self.whole is not None:
+            yield from self.split(self.whole)
+        elif self.file is not None:
+            while True:
+                piece = self.file.read(self.chunk_size)
+                if not piece:
+                    break
+                yield from self.split(piece)
+        else:
+            for piece in self.items:
+                yield from self.split(piece)
+
+    def close(self) -> None:
+        if self.owned:
+            self.file.close()
+
+    def check(self, art: Artifact) -> Artifact:
+        """The stored record, if it holds what was sent: a mismatch (bytes
+        changed on the way, which reeld could not check) is DataLoss."""
+        if art.size != self.sent or art.sha256 != self.sha.hexdigest():
+            raise errors.DataLoss(
+                f"artifact {art.namespace}/{art.key} version {art.version} was stored with "
+                f"{art.size} bytes, sha256 {art.sha256}, but {self.sent} bytes with sha256 "
+                f"{self.sha.hexdigest()} were sent", method="PutArtifact")
+        return art
+
+
+def _file_size(f) -> Optional[int]:
+    """The bytes left in a regular file from its position, or None."""
+    try:
+        st = os.fstat(f.fileno())
+        import stat as _stat
+        if not _stat.S_ISREG(st.st_mode):
+            return None
+        return max(0, st.st_size - f.tell())
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class Download:
+    """One workspace.get across reconnects (see above). Not thread-safe."""
+
+    def __init__(self, namespace: str, key: str, version: int, offset: int, length: int):
+        if version < 0 or offset < 0 or length < 0:
+            raise ValueError("get: version, offset and length are 0 or more")
+        self.namespace, self.key = namespace, key
+        self.version, self.offset, self.length = version, offset, length
+        self.artifact: Optional[Artifact] = None
+        self.received = 0
+        self.sha = hashlib.sha256()
+
+    def request(self) -> workspace_pb2.GetArtifactRequest:
+        version = self.artifact.version if self.artifact is not None else self.version
+        length = self.length - self.received if self.length else 0
+        return workspace_pb2.GetArtifactRequest(namespace=self.namespace, key=self.key,
+                                                version=version,
+                                                offset=self.offset + self.received,
+                                                length=length)
+
+    @property
+    def whole(self) -> bool:
+        a = self.artifact
+        return a is not None and self.offset == 0 and \
+            (self.length == 0 or self.length >= a.size)
+
+    def feed(self, pb) -> Optional[bytes]:
+        if pb.WhichOneof("part") == "artifact":
+            if self.artifact is None:
+                self.artifact = Artifact._from_pb(pb.artifact)
+            return None
+        self.received += len(pb.chunk)
+        self.sha.update(pb.chunk)
+        return pb.chunk
+
+    def finish(self) -> Artifact:
+        """The record, once every byte asked for came and (for the whole
+        artifact) matches its SHA-256; DataLoss otherwise."""
+        a = self.artifact
+        if a is None:
+            raise errors.DataLoss(f"artifact {self.namespace}/{self.key}: the stream ended "
+                                  f"without its record", method="GetArtifact")
+        want = max(0, a.size - self.offset)
+        if self.length:
+            want = min(want, self.length)
+        if self.received != want:
+            raise errors.DataLoss(f"artifact {a.namespace}/{a.key} version {a.version}: "
+                                  f"{self.received} bytes came, {want} expected",
+                                  method="GetArtifact")
+        if self.whole and self.sha.hexdigest() != a.sha256:
+            raise errors.DataLoss(f"artifact {a.namespace}/{a.key} version {a.version}: the "
+                                  f"bytes' sha256 is {self.sha.hexdigest()}, the record's "
+                                  f"{a.sha256}", method="GetArtifact")
+        return a
+
+
+def list_artifacts_request(namespace: str, prefix: str, start_after: str,
+                           include_deleted: bool, page_size: int):
+    return workspace_pb2.ListArtifactsRequest(namespace=namespace, prefix=prefix,
+                                              start_after=start_after, limit=page_size,
+                                              include_deleted=include_deleted)
+
+
+def delete_artifact_request(namespace: str, key: str, if_version: Optional[int]):
+    req = workspace_pb2.DeleteArtifactRequest(namespace=namespace, key=key)
+    if if_version is not None:
+        req.precondition = kv_pb2.PRECONDITION_VERSION
+        req.expected_version = if_version
+    return req
+
+
+class ArtifactWatchCursor:
+    """One logical workspace.watch over any number of WatchArtifacts
+    streams, as WatchCursor for the KV: once it has a revision (after
+    BOOTSTRAP_DONE, or from the start with from_revision, which now=True
+    is too, at the head read first) a reconnect asks for the changes after
+    it and swallows the new BOOTSTRAP_DONE. A snapshot interrupted is taken
+    again, skipping each (key, version) yielded; a key yielded that the new
+    snapshot lacks was deleted meanwhile, and its tombstone (from a list
+    with include_deleted) is yielded as a DELETE before BOOTSTRAP_DONE."""
+
+    def __init__(self, namespace: str, prefix: str, from_revision: Optional[int]):
+        self.namespace, self.prefix = namespace, prefix
+        self.revision = from_revision or 0
+        self.positioned = from_revision is not None
+        self.bootstrapped = False
+        self.streams = 0
+        self._yielded: Optional[Dict[str, int]] = None if self.positioned else {}
+        self._present: set = set()
+
+    def request(self) -> workspace_pb2.WatchArtifactsRequest:
+        self.streams += 1
+        req = workspace_pb2.WatchArtifactsRequest(namespace=self.namespace, prefix=self.prefix)
+        if self.positioned or self.bootstrapped:
+            req.start = workspace_pb2.WatchArtifactsRequest.START_FROM_REVISION
+            req.from_revision = self.revision
+        else:
+            req.start = workspace_pb2.WatchArtifactsRequest.START_SNAPSHOT
+            self._present = set()
+        return req
+
+    def feed(self, pb) -> List[Union[ArtifactEvent, str]]:
+        """What to hand the caller, in order; a str is a key whose DELETE
+        must be looked up (see the class)."""
+        if pb.type == workspace_pb2.ArtifactEvent.BOOTSTRAP_DONE:
+            first = not self.bootstrapped
+            self.revision = max(self.revision, pb.revision)
+            self.bootstrapped = True
+            if not first:
+                return []
+            out: List[Union[ArtifactEvent, str]] = []
+            if self._yielded is not None:
+                if self.streams > 1:
+                    out = sorted(k for k in self._yielded if k not in self._present)
+                self._yielded = None
+            out.append(ArtifactEvent._from_pb(pb))
+            return out
+        if pb.type == workspace_pb2.ArtifactEvent.CURRENT and self._yielded is not None:
+            key = pb.artifact.key
+            self._present.add(key)
+            if self._yielded.get(key) == pb.artifact.version:
+                return []
+            self._yielded[key] = pb.artifact.version
+            return [ArtifactEvent._from_pb(pb)]
+        if self.positioned and pb.revision <= self.revision:
+            return []
+        self.revision = pb.revision
+        self.positioned = True
+        return [ArtifactEvent._from_pb(pb)]
+
+    def vanished_event(self, key: str, records: Iterable[Artifact]) -> ArtifactEvent:
+        """The DELETE of a key the new snapshot lacks, from its tombstone."""
+        for a in records:
+            if a.key == key and a.deleted and a.revision <= self.revision:
+                return ArtifactEvent(ArtifactEventType.DELETE, a.revision, a)
+        raise errors.OutOfRange(
+            f"workspace watch: artifact {self.namespace}/{key} was deleted while the watch "
+            f"reconnected during its snapshot, and its tombstone up to revision "
+            f"{self.revision} is not there any more")

@@ -33,12 +33,13 @@ import grpc
 from reel import _core, _rpc, errors
 from reel._core import TLS, CasEntry, Settings
 from reel._health import health_pb2
-from reel.types import (DELETE, Consumer, Entry, Event, Head, JournalEntry, RawJSON, RunInfo,
-                        RunStatus, SendResult, ServerStatus, Signal, ValueEvent, encode_json,
-                        encode_optional_json)
-from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2
+from reel.types import (DELETE, Artifact, ArtifactEvent, Consumer, Entry, Event, Head,
+                        JournalEntry, RawJSON, RunInfo, RunStatus, SendResult, ServerStatus,
+                        Signal, ValueEvent, encode_json, encode_optional_json)
+from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2, workspace_pb2
 
 __all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch",
+           "Worker", "Workspace", "ArtifactWatch",
            "Tail", "Follow"]
 
 
@@ -51,8 +52,13 @@ def connect(addr: Optional[str] = None, *, token: Optional[str] = None,
     """A client of the reeld at addr (HOST[:PORT]; default $REEL_ADDR, else
     127.0.0.1:7878; a host alone means port 7878).
 
-    token: sent as `authorization: Bearer <token>` on every call.
-    tls: True (system roots) or reel.TLS(ca=, cert=, key=, server_name=).
+    token: sent as `authorization: Bearer <token>` on every call (reeld
+        --auth token); default $REEL_TOKEN, "" for none.
+    tls: True (the system's roots verify reeld) or reel.TLS(ca=, cert=,
+        key=, server_name=) (PEM bytes or files; cert and key for mTLS);
+        default from REEL_TLS_CA, REEL_TLS_CERT, REEL_TLS_KEY and
+        REEL_TLS=1 as reelctl reads them; False for plaintext. Files are
+        read here: one that cannot be read is a ValueError naming it.
     timeout: each unary call's deadline in seconds (None: none).
     wait_for_ready: calls wait for the connection (up to their deadline)
         instead of failing at once while reeld is unreachable.
@@ -101,10 +107,19 @@ class Client:
         self.journal = Journal(self)
         self.signals = Signals(self)
         self.events = Events(self)
+        self.workspace = Workspace(self)
 
     @property
     def target(self) -> str:
         return self._s.target
+
+    def worker(self, app: str, fn: Callable[["Run"], Any], *, owner: Optional[str] = None,
+               concurrency: int = 1, ttl: float = 30.0, poll: float = 2.0,
+               on_error: str = "fail") -> "Worker":
+        """A worker for the app's runs: `worker.run()` claims runs with
+        claim_next and calls fn(run) for each (see Worker)."""
+        return Worker(self, app, fn, owner=owner, concurrency=concurrency, ttl=ttl, poll=poll,
+                      on_error=on_error)
 
     def close(self) -> None:
         """Closes the channel: open streams end, calls in flight fail."""
@@ -605,12 +620,16 @@ class Run:
         """This run's journal after from_seq, then live (see Journal.follow)."""
         return self._c.journal.follow(self.run_id, from_seq)
 
-    def suspend(self, waiting_on: str) -> RunInfo:
+    def suspend(self, waiting_on: str, *, timeout: Optional[float] = None) -> RunInfo:
         """Parks the run (WAITING, no lease) until a signal named waiting_on
-        arrives, which makes it RUNNABLE for a worker to claim. The handle
+        arrives, which makes it RUNNABLE for a worker to claim (at once if
+        one is pending). timeout: seconds after which reeld's timer makes
+        it RUNNABLE anyway (reason SIGNAL_TIMEOUT), journaling a "signal"
+        entry with "timed_out": true; None waits for ever. The handle
         gives the lease up: its writes raise LeaseLost from then on."""
         info = RunInfo._from_pb(self._write("journal", "SuspendRun", journal_pb2.SuspendRunRequest(
-            run_id=self.run_id, lease_epoch=self.epoch, waiting_on=waiting_on)))
+            run_id=self.run_id, lease_epoch=self.epoch, waiting_on=waiting_on,
+            timeout_ms=_core.timeout_ms(timeout, "timeout"))))
         self._lease.release(f"it suspended the run (WAITING on {waiting_on!r})")
         self.info = info
         self.close()
@@ -662,20 +681,72 @@ class Run:
         self.append(_core.STEP_KIND, RawJSON(text), key=_core.step_key(n, name))
         return result
 
-    def wait_for_signal(self, name: str, timeout: Optional[float] = None) -> Optional[Signal]:
-        """Consumes the oldest pending signal of this name, waiting for one
-        up to timeout seconds (None: for ever; longer than reeld's cap is
-        waited as several AwaitSignals), and returns it, or None on timeout.
+    def wait_for_signal(self, name: str, timeout: Optional[float] = None, *,
+                        park: bool = True) -> Optional[Signal]:
+        """Consumes the oldest pending signal of this name and returns it,
+        or None once timeout seconds passed without one (None: no timeout).
         Durable: the consumption is journaled by reeld in the same commit,
-        a timeout by the client, so a resumed run's k-th wait for a name
-        returns what the first run's k-th wait returned. A lost answer is
-        resolved from the journal, never by consuming a second signal. The
-        timeout is this process's clock, not a durable timer."""
+        and so is a timeout, so a resumed run's k-th wait for a name
+        returns what the first run's k-th wait returned, at once.
+
+        park=True (the default): with no signal pending, the run is parked
+        (SuspendRun with timeout_ms: WAITING, the lease given up) and
+        `reel.Suspended` is raised to end the run's code; reeld makes the
+        run RUNNABLE when the signal arrives or its timer fires the timeout
+        (counted from the park), a worker claims it, and this call, reached
+        again by replay, returns the signal or None. The timeout is reeld's
+        timer, not this process's clock.
+
+        park=False: waits here holding the lease (heartbeats go on), as
+        AwaitSignals of up to reeld's cap; the timeout is this process's
+        clock, journaled by the client as a "signal.timeout" entry. A lost
+        answer is resolved from the journal, never by consuming a second
+        signal."""
         with self._mu:
             self._ensure_replay()
             n, outcome = self._replay.next_wait(name)
         if outcome is not None:
             return outcome.delivered
+        if not park or (timeout is not None and timeout <= 0):
+            return self._block(name, n, timeout)
+        got = self._block(name, n, 0.0, record_timeout=False)
+        if got is not None:
+            return got
+        self._park(name, timeout)
+
+    def sleep(self, seconds: float, *, park: bool = True) -> None:
+        """Sleeps on reeld's clock: sends this run a signal (named
+        reel.sleep.<n>, n counting the handle's sleeps) for delivery in
+        `seconds` by a durable timer, and waits for it. park=True (the
+        default): parks the run until then (`reel.Suspended` is raised; a
+        worker takes the run again when the timer fires); park=False:
+        waits here holding the lease. A resumed run whose journal shows
+        this sleep done returns at once, and one that crashed mid-sleep
+        wakes at the time first set (the signal's id is fixed, so sending
+        it again changes nothing)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError("sleep: seconds must be a number, 0 or more")
+        with self._mu:
+            self._ensure_replay()
+            name, done = self._replay.next_sleep()
+        if done:
+            return
+        self._check()
+        sent = self._c.signals.send(self.run_id, name, None, signal_id=name, delay=seconds)
+        if park and sent.signal.scheduled:
+            self._park(name, None)
+        self._block(name, -1, None, record_timeout=False)
+
+    def _park(self, name: str, timeout: Optional[float]) -> None:
+        info = self.suspend(name, timeout=timeout)
+        raise errors.Suspended(self.run_id, name, info)
+
+    def _block(self, name: str, n: int, timeout: Optional[float], *,
+               record_timeout: bool = True) -> Optional[Signal]:
+        """AwaitSignals holding the lease until a signal of the name is
+        consumed, or timeout (None: never) passes: then a "signal.timeout"
+        entry for the n-th wait is journaled (if record_timeout) and None
+        returned."""
         end = None if timeout is None else time.monotonic() + max(0.0, timeout)
         cap = self._c._signal_cap()
         attempt = 0
@@ -701,8 +772,9 @@ class Run:
                 self._saw(resp.journal_seq)
                 return Signal._from_pb(resp.signal)
             if end is not None and time.monotonic() >= end:
-                self.append(_core.SIGNAL_TIMEOUT_KIND, {"name": name, "n": n},
-                            key=_core.timeout_key(name, n))
+                if record_timeout:
+                    self.append(_core.SIGNAL_TIMEOUT_KIND, {"name": name, "n": n},
+                                key=_core.timeout_key(name, n))
                 return None
 
 
@@ -714,7 +786,8 @@ class Runs:
 
     def begin(self, app: str, user: str, session: str, invocation_id: str, *,
               owner: Optional[str] = None, ttl: float = 30.0,
-              labels: Optional[Dict[str, str]] = None, heartbeat: bool = True) -> Run:
+              labels: Optional[Dict[str, str]] = None, heartbeat: bool = True,
+              retry: Optional[_core.RetryPolicy] = None) -> Run:
         """Begins the run named by (app, user, session, invocation_id), or
         resumes it (run.resumed) if it exists: a restarted worker gets its
         run back, with a new lease epoch. The lease (ttl seconds, owner
@@ -722,26 +795,91 @@ class Runs:
         heartbeat=False. A run another worker holds is FailedPrecondition
         naming the holder; a WAITING or ended run comes back as it is, with
         a handle that holds no lease (its durable steps still replay).
-        Retried after UNAVAILABLE: beginning again returns the same run."""
+        retry (a reel.RetryPolicy) and labels are used only when the run is
+        created. Retried after UNAVAILABLE: beginning again returns the
+        same run."""
         req = journal_pb2.BeginRunRequest(app=app, user=user, session=session,
                                           invocation_id=invocation_id,
                                           lease_owner=owner or default_owner(),
                                           lease_ttl_ms=_core.ttl_ms(ttl),
-                                          labels=_core.labels_dict(labels))
+                                          labels=_core.labels_dict(labels),
+                                          retry=_core.retry_pb(retry))
         sent = time.monotonic()
         info = RunInfo._from_pb(self._c._call("journal", "BeginRun", req, safe=True))
         return Run(self._c, info, ttl, sent, heartbeat)
 
     def claim(self, run_id: str, *, owner: Optional[str] = None, ttl: float = 30.0,
-              heartbeat: bool = True) -> Run:
+              heartbeat: bool = True, expected_epoch: Optional[int] = None) -> Run:
         """Takes a RUNNABLE run, or a RUNNING one whose lease expired, with
         a new epoch: the previous holder is fenced off. Of concurrent
-        claimers exactly one wins; the others get FailedPrecondition."""
+        claimers exactly one wins; the others get FailedPrecondition.
+        expected_epoch: only if the run's epoch is still that one (a
+        compare-and-swap on the lease), else FailedPrecondition."""
         req = journal_pb2.ClaimRunRequest(run_id=run_id, lease_owner=owner or default_owner(),
-                                          lease_ttl_ms=_core.ttl_ms(ttl))
+                                          lease_ttl_ms=_core.ttl_ms(ttl),
+                                          expected_epoch=expected_epoch or 0)
         sent = time.monotonic()
         info = RunInfo._from_pb(self._c._call("journal", "ClaimRun", req))
         return Run(self._c, info, ttl, sent, heartbeat)
+
+    def claim_next(self, app: str, *, owner: Optional[str] = None, ttl: float = 30.0,
+                   wait: Optional[float] = 30.0, heartbeat: bool = True) -> Optional[Run]:
+        """The app's oldest claimable run (RUNNABLE and due: new, woken by
+        a signal or a timer, or whose worker's lease expired), leased to
+        this worker with a new epoch; or None when none became claimable
+        within `wait` seconds (None: wait for ever; 0: answer at once).
+        The wait is reeld's long poll, woken by the commit that makes a run
+        claimable; each claimable run goes to exactly one caller. Not
+        retried: a claim whose answer was lost holds its run until the
+        lease's TTL, then the run is claimable again."""
+        if wait is not None and wait < 0:
+            raise ValueError("wait: must be seconds, 0 or more (None: for ever)")
+        owner = owner or default_owner()
+        end = None if wait is None else time.monotonic() + wait
+        while True:
+            left = _core.CLAIM_WAIT_MAX if end is None else \
+                min(_core.CLAIM_WAIT_MAX, max(0.0, end - time.monotonic()))
+            req = journal_pb2.ClaimNextRunRequest(app=app, lease_owner=owner,
+                                                  lease_ttl_ms=_core.ttl_ms(ttl),
+                                                  wait_ms=int(left * 1000))
+            sent = time.monotonic()
+            resp = self._c._call("journal", "ClaimNextRun", req,
+                                 timeout=left + (self._c._s.timeout or _AWAIT_MARGIN))
+            if resp.found:
+                return Run(self._c, RunInfo._from_pb(resp.run), ttl, sent, heartbeat)
+            if end is not None and time.monotonic() >= end:
+                return None
+
+    def resume(self, run_id: str) -> RunInfo:
+        """Makes a PAUSED run (its retries exhausted) RUNNABLE again, its
+        attempts reset; FailedPrecondition for a run that is not PAUSED."""
+        return RunInfo._from_pb(self._c._call("journal", "ResumeRun",
+                                              journal_pb2.ResumeRunRequest(run_id=run_id)))
+
+    def submit(self, app: str, user: str, session: str, invocation_id: str, *,
+               labels: Optional[Dict[str, str]] = None,
+               retry: Optional[_core.RetryPolicy] = None) -> RunInfo:
+        """Creates the run for a worker to do and returns it RUNNABLE
+        (reason SIGNAL) for claim_next and the worker helper: begins it and
+        parks it at once on a "reel.submit" signal already sent (the
+        signal stays in the run's mailbox, unconsumed). Idempotent: a run
+        that exists comes back as it is, untouched; should two submits
+        race, the loser's BeginRun leases the run and it parks it again.
+        Retried after UNAVAILABLE."""
+        for info in self.list(app, user, session):
+            if info.invocation_id == invocation_id:
+                return info
+        # A short lease: should this process die before parking the run,
+        # its expiry makes the run claimable soon anyway.
+        run = self.begin(app, user, session, invocation_id, labels=labels, retry=retry,
+                         heartbeat=False, owner=f"submit:{default_owner()}", ttl=5.0)
+        if run.info.status != RunStatus.RUNNING:
+            return run.info
+        self._c.signals.send(run.run_id, _core.SUBMIT_SIGNAL, signal_id=_core.SUBMIT_SIGNAL)
+        try:
+            return run.suspend(_core.SUBMIT_SIGNAL)
+        except errors.LeaseLost:
+            return self.get(run.run_id)      # a worker has it already
 
     def get(self, run_id: str) -> RunInfo:
         return RunInfo._from_pb(self._c._call("journal", "GetRun",
@@ -791,22 +929,39 @@ class Signals:
                           RunStatus(resp.run_status) if resp.run_status else resp.run_status)
 
     def send(self, run_id: str, name: str, payload: Any = None, *,
-             signal_id: Optional[str] = None) -> SendResult:
+             signal_id: Optional[str] = None, deliver_at: Any = None,
+             delay: Optional[float] = None) -> SendResult:
         """Stores a signal in the run's mailbox (delivered in send order per
         name, each to exactly one awaiter) and wakes a run WAITING on it.
-        signal_id deduplicates (a resend is stored once, duplicate=True);
-        without one a random id is made, so a retry after UNAVAILABLE is
-        safe. payload: a Python object sent as JSON, RawJSON, or None."""
+        signal_id deduplicates (a resend is stored once, duplicate=True,
+        and the original comes back); without one a random id is made, so a
+        retry after UNAVAILABLE is safe. payload: a Python object sent as
+        JSON, RawJSON, or None. deliver_at (an aware datetime, or Unix
+        seconds) or delay (seconds from now): the signal is stored as
+        scheduled (`signal.scheduled`) and delivered then by reeld's
+        durable timer, exactly as if sent then; `cancel` removes it
+        before."""
         return self._send(signals_pb2.SendSignalRequest(
             run_id=run_id, name=name, payload=encode_optional_json(payload, "payload"),
-            signal_id=signal_id or ""))
+            signal_id=signal_id or "", deliver_at_ms=_core.deliver_at_ms(deliver_at, delay)))
 
     def send_to_session(self, app: str, user: str, session: str, name: str,
-                        payload: Any = None, *, signal_id: Optional[str] = None) -> SendResult:
+                        payload: Any = None, *, signal_id: Optional[str] = None,
+                        deliver_at: Any = None, delay: Optional[float] = None) -> SendResult:
         """As send, to the session's newest run that has not ended."""
         return self._send(signals_pb2.SendSignalRequest(
             app=app, user=user, session=session, name=name,
-            payload=encode_optional_json(payload, "payload"), signal_id=signal_id or ""))
+            payload=encode_optional_json(payload, "payload"), signal_id=signal_id or "",
+            deliver_at_ms=_core.deliver_at_ms(deliver_at, delay)))
+
+    def cancel(self, run_id: str, signal_id: str) -> Signal:
+        """Removes a scheduled signal before its delivery and returns it;
+        FailedPrecondition once it was delivered, NotFound for an id the
+        run has no signal of. Not retried (a lost answer may have removed
+        it: list the run's signals to know)."""
+        return Signal._from_pb(self._c._call("signals", "CancelSignal",
+                                             signals_pb2.CancelSignalRequest(
+                                                 run_id=run_id, signal_id=signal_id)))
 
     def wait(self, run_id: str, name: str, *, epoch: int, timeout: float = 0.0
              ) -> Optional[Signal]:
@@ -957,3 +1112,347 @@ class Events:
 
     def delete_consumer(self, name: str) -> None:
         self._c._call("wal", "DeleteConsumer", wal_pb2.DeleteConsumerRequest(name=name))
+
+
+class Worker:
+    """`client.worker(app, fn, owner=, concurrency=)`: runs the app's runs.
+
+    `run()` keeps `concurrency` threads each in a claim_next loop; for each
+    run claimed it calls fn(run) with the Run handle (heartbeating) and
+    ends the run COMPLETED with fn's return value (JSON) unless fn ended
+    or suspended it itself. The run's code replays: `run.step`,
+    `run.sleep` and `run.wait_for_signal` return what the journal holds,
+    so a run taken over from a dead worker (its lease expired) goes on
+    where it was. What fn raises decides the run's fate:
+
+    - `reel.Suspended` (run.sleep, run.wait_for_signal parked it): nothing
+      more; a worker takes it again when it is woken.
+    - `LeaseLost`: another worker has the run; this one lets it go.
+    - `Unavailable`, `DeadlineExceeded` (reeld unreachable for longer than
+      the client's retries): the run is left as it is; its lease expires
+      and a worker runs it again (reeld's retry policy: backoff, PAUSED
+      after max attempts).
+    - anything else: on_error="fail" (the default) ends the run FAILED with
+      {"error": the exception's class, "message": its text};
+      on_error="retry" leaves it like Unavailable.
+
+    The claim loop rides out reeld restarts (it retries after UNAVAILABLE
+    with backoff). `stop()` (from any thread) ends the loops after the
+    runs in hand; a loop waiting in claim_next notices within `poll`
+    seconds. Counters: `completed`, `failed`, `parked`, `left`; run(max_runs=N)
+returns once N runs ended here."""
+
+    def __init__(self, client: Client, app: str, fn: Callable[[Run], Any], *,
+                 owner: Optional[str], concurrency: int, ttl: float, poll: float,
+                 on_error: str):
+        if concurrency < 1:
+            raise ValueError("concurrency: at least 1")
+        if on_error not in ("fail", "retry"):
+            raise ValueError("on_error: 'fail' or 'retry'")
+        if poll <= 0:
+            raise ValueError("poll: must be positive seconds")
+        self._c = client
+        self.app = app
+        self.fn = fn
+        self.owner = owner or default_owner()
+        self.concurrency = concurrency
+        self.ttl = ttl
+        self.poll = poll
+        self.on_error = on_error
+        self._stop = threading.Event()
+        self._mu = threading.Lock()
+        self._taken = 0                   # claims and runs in hand
+        self._max: Optional[int] = None
+        self.completed = self.failed = self.parked = self.left = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, *, max_runs: Optional[int] = None) -> None:
+        """Works until stop() (or, with max_runs, until that many runs
+        ended here, completed or failed: a parked or left run comes back
+        and does not count). Blocks; the loops run on their own threads and
+        this one waits for them. An exception other than the ones above
+        escaping the claim loop (e.g. PermissionDenied) stops the worker and
+        is raised here."""
+        self._max = max_runs
+        errs = []
+
+        def loop():
+            try:
+                self._loop()
+            except BaseException as e:      # raised by run(), not lost
+                errs.append(e)
+                self._stop.set()
+
+        threads = [threading.Thread(target=loop, daemon=True, name=f"reel-worker-{i}")
+                   for i in range(self.concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errs:
+            raise errs[0]
+
+    def _take(self) -> bool:
+        with self._mu:
+            ended = self.completed + self.failed
+            if self._stop.is_set() or (self._max is not None and
+                                       ended + self._taken >= self._max):
+                return False
+            self._taken += 1
+            return True
+
+    def _untake(self) -> None:
+        with self._mu:
+            self._taken -= 1
+
+    def _count(self, what: str) -> None:
+        with self._mu:
+            self._taken -= 1
+            setattr(self, what, getattr(self, what) + 1)
+            if self._max is not None and self.completed + self.failed >= self._max:
+                self._stop.set()
+
+    def _loop(self) -> None:
+        attempt = 0
+        while self._take():
+            try:
+                run = self._c.runs.claim_next(self.app, owner=self.owner, ttl=self.ttl,
+                                              wait=self.poll)
+            except (errors.Unavailable, errors.DeadlineExceeded):
+                self._untake()
+                self._stop.wait(_core.backoff(attempt))
+                attempt += 1
+                continue
+            except BaseException:
+                self._untake()
+                raise
+            attempt = 0
+            if run is None:
+                self._untake()
+                continue
+            self._count(self._handle(run))
+
+    def _handle(self, run: Run) -> str:
+        """Runs fn on one run; what became of it (a counter's name)."""
+        with run:
+            try:
+                result = self.fn(run)
+            except errors.Suspended:
+                return "parked"
+            except (errors.LeaseLost, errors.Unavailable, errors.DeadlineExceeded):
+                return "left"
+            except Exception as e:
+                if self.on_error == "retry":
+                    return "left"
+                try:
+                    run.end({"error": type(e).__name__, "message": str(e)},
+                            status=RunStatus.FAILED)
+                except errors.ReelError:
+                    return "left"         # its lease expires; it is run again
+                return "failed"
+            if run.info.status != RunStatus.RUNNING:
+                return "parked" if run.info.status == RunStatus.WAITING else "completed"
+            try:
+                run.end(result)
+            except errors.ReelError:
+                return "left"
+            return "completed"
+
+
+class ArtifactWatch(_Resumable):
+    """`workspace.watch`'s iterator of ArtifactEvents: the snapshot
+    (CURRENT), one BOOTSTRAP_DONE, then every put and delete as it
+    commits, across reconnects and reeld restarts without a gap or a
+    repeat (see reel._core.ArtifactWatchCursor)."""
+
+    def __init__(self, client: Client, cursor: _core.ArtifactWatchCursor):
+        self._cursor = cursor
+        super().__init__(client)
+
+    @property
+    def revision(self) -> Optional[int]:
+        """Where a new watch would resume (from_revision=), once known."""
+        c = self._cursor
+        return c.revision if c.positioned or c.bootstrapped else None
+
+    def _run(self) -> Iterator[ArtifactEvent]:
+        cur = self._cursor
+        clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
+        try:
+            while not self._closed:
+                try:
+                    self._call = self._c._stream("workspace", "WatchArtifacts", cur.request())
+                    for pb in self._call:
+                        clock.ok()
+                        for item in cur.feed(pb):
+                            if isinstance(item, str):
+                                item = cur.vanished_event(item, self._c.workspace.list(
+                                    cur.namespace, item, include_deleted=True))
+                            yield item
+                    return
+                except grpc.RpcError as e:
+                    if self._closed:
+                        return
+                    err = errors.from_rpc_error(e, method="WatchArtifacts")
+                    if not _core.stream_resumable(err):
+                        raise err from None
+                    if not self._reconnect(clock, err):
+                        return
+        finally:
+            if self._call is not None:
+                self._call.cancel()
+
+
+class Workspace:
+    """Binary artifacts beside the KV, streamed in chunks: `client.workspace`.
+
+    An artifact is a namespace and a key ("reports/q3.pdf"); each put
+    writes the next version and each delete a tombstone, as KV values do.
+    Bytes travel in chunks of at most 1 MiB both ways, so neither side
+    holds an artifact in memory unless the caller asks for bytes."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    def put(self, namespace: str, key: str, data: Any, *, content_type: str = "",
+            metadata: Optional[Dict[str, str]] = None, create: bool = False,
+            if_version: Optional[int] = None, chunk_size: int = _core.CHUNK_MAX) -> Artifact:
+        """Stores data as the key's next version and returns its record
+        (version, size, sha256, ...) once the commit is synced. data: bytes,
+        str (sent as UTF-8; content_type defaults to text/plain), a binary
+        file object (read from its position) or a path (os.PathLike), or an
+        iterator of bytes; sent in chunks of chunk_size. Bytes and text go
+        with their size and SHA-256, which reeld checks; a regular file's
+        size goes too (reeld refuses one over its limit before a byte); an
+        iterator's bytes are checked against the record (DataLoss if reeld
+        stored others). create=True: only if the key is missing or deleted
+        (AlreadyExists); if_version=N: only at version N (Conflict). If
+        anything fails (the source raises: that exception; a refusal; a lost
+        connection) nothing of the upload is visible. Not retried: the
+        source cannot be read twice."""
+        up = _core.Upload(namespace, key, data, content_type=content_type, metadata=metadata,
+                          create=create, if_version=if_version, chunk_size=chunk_size)
+        raised: list = []
+
+        def messages():
+            try:
+                yield from up.messages()
+            except BaseException as e:      # gRPC cancels the upload; raised below
+                raised.append(e)
+                raise
+
+        fn = self._c._rpc.workspace.PutArtifact
+        try:
+            resp = fn(messages(), timeout=None, metadata=self._c._s.metadata,
+                      wait_for_ready=self._c._s.wait_for_ready)
+        except grpc.RpcError as e:
+            if raised:
+                raise raised[0] from None
+            raise errors.from_rpc_error(e, method="PutArtifact") from None
+        finally:
+            up.close()
+        return up.check(Artifact._from_pb(resp.artifact))
+
+    def get(self, namespace: str, key: str, *, out: Any = None, version: int = 0,
+            offset: int = 0, length: int = 0) -> Union[bytes, Artifact]:
+        """The artifact's bytes (the current version, or a retained
+        `version`; from `offset`, `length` bytes, 0 for all). Without out,
+        returns them as bytes; with out (a path, or a binary file object
+        with write()), streams them there a chunk at a time and returns the
+        record. A whole artifact is checked against its SHA-256 (DataLoss;
+        a path then is not written). A path is written whole or not at all
+        (a temporary file beside it, renamed at the end). A stream that
+        breaks (UNAVAILABLE) resumes from the next byte of the same
+        version. NotFound when missing, deleted, or the version is gone."""
+        dl = _core.Download(namespace, key, version, offset, length)
+        if out is None:
+            parts: list = []
+            self._download(dl, parts.append)
+            return b"".join(parts)
+        if isinstance(out, (str, os.PathLike)):
+            path = os.fspath(out)
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+            try:
+                with open(tmp, "wb") as f:
+                    art = self._download(dl, f.write)
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
+            return art
+        return self._download(dl, out.write)
+
+    def _download(self, dl: _core.Download, sink: Callable[[bytes], Any]) -> Artifact:
+        attempt = 0
+        while True:
+            call = self._c._stream("workspace", "GetArtifact", dl.request())
+            try:
+                for pb in call:
+                    chunk = dl.feed(pb)
+                    if chunk:
+                        sink(chunk)
+                        attempt = 0
+                return dl.finish()
+            except grpc.RpcError as e:
+                err = errors.from_rpc_error(e, method="GetArtifact")
+                if not (_core.unary_retryable(err) and attempt < self._c._s.retries):
+                    raise err from None
+            finally:
+                call.cancel()
+            time.sleep(_core.backoff(attempt))
+            attempt += 1
+
+    def stat(self, namespace: str, key: str, *, version: int = 0) -> Optional[Artifact]:
+        """The current record (or a retained version's), None when the key
+        is missing or deleted; NotFound for a version not retained."""
+        try:
+            resp = self._c._call("workspace", "StatArtifact", workspace_pb2.StatArtifactRequest(
+                namespace=namespace, key=key, version=version), safe=True)
+        except errors.NotFound:
+            if version:
+                raise
+            return None
+        return Artifact._from_pb(resp.artifact)
+
+    def list(self, namespace: str, prefix: str = "", *, start_after: str = "",
+             include_deleted: bool = False, page_size: int = 0) -> Iterator[Artifact]:
+        """The namespace's artifacts whose keys start with prefix, in key
+        order, page by page (with include_deleted, tombstones too)."""
+        req = _core.list_artifacts_request(namespace, prefix, start_after, include_deleted,
+                                           page_size)
+        while True:
+            resp = self._c._call("workspace", "ListArtifacts", req, safe=True)
+            for a in resp.artifacts:
+                yield Artifact._from_pb(a)
+            if not resp.more:
+                return
+            req.start_after = resp.next_start_after
+
+    def delete(self, namespace: str, key: str, *, if_version: Optional[int] = None
+               ) -> Optional[Artifact]:
+        """Deletes the key (a tombstone at version+1; every version's bytes
+        are freed) and returns the tombstone, or None when there was
+        nothing to delete. if_version=N: only at version N, else Conflict.
+        Not retried."""
+        resp = self._c._call("workspace", "DeleteArtifact",
+                             _core.delete_artifact_request(namespace, key, if_version))
+        return Artifact._from_pb(resp.artifact) if resp.existed else None
+
+    def watch(self, namespace: str, prefix: str = "", *, from_revision: Optional[int] = None,
+              now: bool = False) -> ArtifactWatch:
+        """The namespace's artifacts whose keys start with prefix: each live
+        one as it is (CURRENT), one BOOTSTRAP_DONE, then every put and
+        delete (the tombstone) as it commits; the records, never the bytes.
+        now=True: only what commits from now on (BOOTSTRAP_DONE first);
+        from_revision=R: every change after revision R first (reeld keeps
+        the last 1,048,576 revisions' history: OutOfRange before). Resumes
+        by itself after a lost connection or a reeld restart, without
+        losing or repeating an event."""
+        if now and from_revision is not None:
+            raise ValueError("watch: give from_revision or now, not both")
+        if now:
+            from_revision = self._c.status().revision
+        return ArtifactWatch(self._c, _core.ArtifactWatchCursor(namespace, prefix,
+                                                                from_revision))

@@ -28,7 +28,7 @@ __all__ = [
     "NotFound", "AlreadyExists", "PermissionDenied", "ResourceExhausted",
     "FailedPrecondition", "Conflict", "Aborted", "OutOfRange", "Unimplemented",
     "Internal", "Unavailable", "DataLoss", "Unauthenticated", "LeaseLost",
-    "ReplayMismatch", "from_rpc_error",
+    "ReplayMismatch", "Suspended", "from_rpc_error",
 ]
 
 
@@ -157,6 +157,23 @@ class ReplayMismatch(ReelError):
     differently (another step name at that position): the run's code is not
     the code that wrote the journal, and going on would repeat or skip
     work."""
+
+
+class Suspended(BaseException):
+    """Not an error: `run.sleep` or `run.wait_for_signal` parked the run
+    (WAITING, no lease) until reeld's timer fires or the signal arrives,
+    when a worker claims it again and the call returns from the journal.
+    The worker helper catches it and takes the next run; code that drives
+    a run itself lets it end the run's code. A BaseException, like
+    asyncio.CancelledError, so that `except Exception` in the run's code
+    does not swallow it. `run_id`, `waiting_on` (the signal name) and
+    `info` (the run as parked) say what happened."""
+
+    def __init__(self, run_id: str, waiting_on: str, info=None):
+        self.run_id = run_id
+        self.waiting_on = waiting_on
+        self.info = info
+        super().__init__(f"run {run_id} parked: WAITING on {waiting_on!r}")
 
 
 _BY_CODE = {cls.code: cls for cls in (

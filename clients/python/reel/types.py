@@ -140,10 +140,11 @@ class RunStatus(enum.IntEnum):
     COMPLETED = 4    # terminal
     FAILED = 5       # terminal
     CANCELLED = 6    # terminal
+    PAUSED = 7       # retries exhausted: nobody's work until runs.resume or end
 
     @property
     def terminal(self) -> bool:
-        return self >= RunStatus.COMPLETED
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,9 @@ class RunInfo:
     updated_at_ms: int
     ended_at_ms: int
     resumed: bool                # BeginRun found an existing run
+    attempt: int = 0             # claims so far (BeginRun counts one); resume resets it
+    not_before_ms: int = 0       # a RUNNABLE run is claimable from then (backoff); 0 at once
+    reason: str = ""             # why it last changed status: LEASE_EXPIRED, SIGNAL, ...
 
     @cached_property
     def result(self) -> Any:
@@ -175,10 +179,10 @@ class RunInfo:
     @classmethod
     def _from_pb(cls, pb) -> "RunInfo":
         return cls(pb.run_id, pb.app, pb.user, pb.session, pb.invocation_id,
-                   RunStatus(pb.status) if 1 <= pb.status <= 6 else pb.status, pb.next_seq,
+                   RunStatus(pb.status) if 1 <= pb.status <= 7 else pb.status, pb.next_seq,
                    pb.lease_owner, pb.lease_epoch, pb.lease_expires_at_ms, pb.waiting_on,
                    dict(pb.labels), pb.result, pb.created_at_ms, pb.updated_at_ms,
-                   pb.ended_at_ms, pb.resumed)
+                   pb.ended_at_ms, pb.resumed, pb.attempt, pb.not_before_ms, pb.reason)
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,8 @@ class Signal:
     sent_at_ms: int = 0
     consumed_at_ms: int = 0  # 0 while pending
     journal_seq: int = 0     # the journal entry recording its delivery
+    scheduled: bool = False  # sent with a future deliver_at: not delivered yet
+    deliver_at_ms: int = 0   # when it is (or was) delivered; 0: when sent
 
     @cached_property
     def payload(self) -> Any:
@@ -228,7 +234,66 @@ class Signal:
     @classmethod
     def _from_pb(cls, pb) -> "Signal":
         return cls(pb.run_id, pb.name, pb.payload, pb.signal_id, pb.seq, pb.revision,
-                   pb.sent_at_ms, pb.consumed_at_ms, pb.journal_seq)
+                   pb.sent_at_ms, pb.consumed_at_ms, pb.journal_seq, pb.scheduled,
+                   pb.deliver_at_ms)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One version of a workspace artifact (or its tombstone), as reeld
+    stores it: the record, never the bytes. `sha256` is the hex digest
+    reeld computed ("" for a tombstone)."""
+
+    namespace: str
+    key: str
+    version: int
+    size: int                # bytes
+    sha256: str
+    content_type: str
+    metadata: Dict[str, str]
+    revision: int            # the revision of the change that wrote it
+    created_at_ms: int       # when the key was first put (since a tombstone)
+    updated_at_ms: int       # this version's commit time
+    deleted: bool            # a tombstone
+    chunk_size: int          # bytes per stored chunk
+
+    @classmethod
+    def _from_pb(cls, pb) -> "Artifact":
+        return cls(pb.namespace, pb.key, pb.version, pb.size, pb.sha256.hex(),
+                   pb.content_type, dict(pb.metadata), pb.revision, pb.created_at_ms,
+                   pb.updated_at_ms, pb.deleted, pb.chunk_size)
+
+
+class ArtifactEventType(enum.IntEnum):
+    """What an artifact watch event is (reel.v1.ArtifactEvent.Type)."""
+
+    PUT = 1
+    DELETE = 2           # artifact is the tombstone
+    CURRENT = 3          # the snapshot: the artifact as it is
+    BOOTSTRAP_DONE = 4   # no artifact: live from `revision` on
+
+
+@dataclass(frozen=True)
+class ArtifactEvent:
+    """One event of `workspace.watch`: a put, a delete (the tombstone), an
+    artifact of the snapshot (CURRENT), or BOOTSTRAP_DONE (no artifact)."""
+
+    type: ArtifactEventType
+    revision: int
+    artifact: Optional[Artifact]
+
+    @property
+    def bootstrap_done(self) -> bool:
+        return self.type == ArtifactEventType.BOOTSTRAP_DONE
+
+    @property
+    def key(self) -> str:
+        return self.artifact.key if self.artifact is not None else ""
+
+    @classmethod
+    def _from_pb(cls, pb) -> "ArtifactEvent":
+        return cls(ArtifactEventType(pb.type) if 1 <= pb.type <= 4 else pb.type, pb.revision,
+                   Artifact._from_pb(pb.artifact) if pb.HasField("artifact") else None)
 
 
 @dataclass(frozen=True)

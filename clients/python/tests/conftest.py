@@ -59,8 +59,9 @@ def free_port():
 class Reeld:
     """One reeld process; start() returns once health answers SERVING."""
 
-    def __init__(self, data_dir, port=None, extra=()):
+    def __init__(self, data_dir, port=None, extra=(), tls=False):
         self.data_dir = data_dir
+        self.tls = tls          # what the health probe connects with
         self.port = port or free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.extra = list(extra)
@@ -80,7 +81,8 @@ class Reeld:
                 raise AssertionError(f"reeld exited with {self.proc.returncode}:\n{self.log()}")
             # A fresh client per probe: a reused channel would wait out its
             # own reconnect backoff.
-            with reel.connect(self.addr, timeout=0.5, wait_for_ready=False, retries=0) as c:
+            with reel.connect(self.addr, timeout=0.5, wait_for_ready=False, retries=0,
+                              tls=self.tls) as c:
                 try:
                     if c.health() == "SERVING":
                         return self

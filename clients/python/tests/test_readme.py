@@ -4,6 +4,8 @@ import os
 import re
 import subprocess
 
+import reel
+
 from conftest import ROOT, python
 
 
@@ -21,8 +23,11 @@ def test_the_readme_python_example_runs_as_written(reeld, client):
     r = subprocess.run([python(), "-c", blocks[0]], capture_output=True, text=True, timeout=60,
                        env={**os.environ, "REEL_ADDR": reeld.addr})
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == ["PUT pipeline.doc1.raw {'text': 'hello'}",
-                                     "BOOTSTRAP_DONE pipeline.*.raw None"]
+    assert r.stdout.splitlines() == ["PUT counter 1", "BOOTSTRAP_DONE counter None"]
     assert client.kv.get("app", "counter").value == 1
+    assert client.workspace.get("app", "docs/notes.txt") == b"large files too"
     run = next(client.runs.list("shop"))
+    assert run.status == reel.RunStatus.COMPLETED
     assert run.result == {"charged": {"amount": 42}}
+    assert [e.payload["name"] for e in client.journal.read(run.run_id)
+            if e.kind == "signal"] == ["reel.sleep.0"]

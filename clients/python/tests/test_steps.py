@@ -25,7 +25,7 @@ def test_steps_and_waits_replay_on_resume_without_running_again(reeld, client):
     run = client.runs.begin(*TUPLE, "order-1", owner="worker-a")
     assert run.step("charge-card", charge, 42) == {"charged": 42, "as_tuple": [1, 2]}
     assert run.step("ship", lambda: "shipped") == "shipped"
-    assert run.wait_for_signal("approve", timeout=0.1) is None       # timed out
+    assert run.wait_for_signal("approve", timeout=0.1, park=False) is None   # timed out
     run.close()                                                      # the worker dies here
     assert calls == [("charge", 42)]
     keys = [e.idempotency_key for e in client.journal.read(run.run_id)]
@@ -38,8 +38,8 @@ def test_steps_and_waits_replay_on_resume_without_running_again(reeld, client):
     assert resumed.step("ship", _never) == "shipped"
     # The first run's wait timed out: so does the replayed one, though the
     # signal is there now; the next wait gets it.
-    assert resumed.wait_for_signal("approve", timeout=0.1) is None
-    got = resumed.wait_for_signal("approve", timeout=5)
+    assert resumed.wait_for_signal("approve", timeout=0.1, park=False) is None
+    got = resumed.wait_for_signal("approve", timeout=5, park=False)
     assert got.payload == {"by": "bob"} and got.journal_seq == 4
     assert resumed.step("email", lambda: "sent") == "sent"
     resumed.end({"done": True})
@@ -82,7 +82,8 @@ def test_a_wait_that_spans_a_reeld_restart_consumes_exactly_one_signal(reeld, cl
 
     run = client.runs.begin(*TUPLE, "order-3")
     got = {}
-    t = threading.Thread(target=lambda: got.update(s=run.wait_for_signal("go", timeout=30)))
+    t = threading.Thread(
+        target=lambda: got.update(s=run.wait_for_signal("go", timeout=30, park=False)))
     t.start()
     _wait_until_awaiting(client)
     reeld.restart()                      # ends the await UNAVAILABLE, consuming nothing
@@ -119,7 +120,7 @@ async def test_async_steps_and_waits_replay_on_resume(reeld):
         a, b = await asyncio.gather(run.step("a", charge, 1), run.step("b", charge, 2))
         assert (a, b) == ({"charged": 1}, {"charged": 2})
         assert await run.step("sync-fn", lambda: [1]) == [1]
-        assert await run.wait_for_signal("approve", timeout=0.1) is None
+        assert await run.wait_for_signal("approve", timeout=0.1, park=False) is None
         await run.close()
         await c.signals.send(run.run_id, "approve", "yes")
 
@@ -128,8 +129,8 @@ async def test_async_steps_and_waits_replay_on_resume(reeld):
         assert await resumed.step("a", _never, 1) == {"charged": 1}
         assert await resumed.step("b", _never, 2) == {"charged": 2}
         assert await resumed.step("sync-fn", _never) == [1]
-        assert await resumed.wait_for_signal("approve", timeout=0.1) is None
-        assert (await resumed.wait_for_signal("approve", timeout=5)).payload == "yes"
+        assert await resumed.wait_for_signal("approve", timeout=0.1, park=False) is None
+        assert (await resumed.wait_for_signal("approve", timeout=5, park=False)).payload == "yes"
         with pytest.raises(reel.ReplayMismatch):
             other = await c.runs.begin(*TUPLE, "order-4", owner="w")
             await other.step("renamed", _never)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import time
 import uuid
 from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Optional, Sequence, Tuple,
@@ -25,12 +26,13 @@ from reel import _core, _rpc, errors
 from reel._core import TLS, CasEntry, Settings
 from reel._health import health_pb2
 from reel.client import _AWAIT_MARGIN, _status_name, default_owner
-from reel.types import (DELETE, Consumer, Entry, Event, Head, JournalEntry, RawJSON, RunInfo,
-                        RunStatus, SendResult, ServerStatus, Signal, ValueEvent, encode_json,
-                        encode_optional_json)
-from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2
+from reel.types import (DELETE, Artifact, ArtifactEvent, Consumer, Entry, Event, Head,
+                        JournalEntry, RawJSON, RunInfo, RunStatus, SendResult, ServerStatus,
+                        Signal, ValueEvent, encode_json, encode_optional_json)
+from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2, workspace_pb2
 
 __all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch",
+           "Worker", "Workspace", "ArtifactWatch",
            "Tail", "Follow"]
 
 
@@ -68,10 +70,18 @@ class Client:
         self.journal = Journal(self)
         self.signals = Signals(self)
         self.events = Events(self)
+        self.workspace = Workspace(self)
 
     @property
     def target(self) -> str:
         return self._s.target
+
+    def worker(self, app: str, fn: Callable[["Run"], Any], *, owner: Optional[str] = None,
+               concurrency: int = 1, ttl: float = 30.0, poll: float = 30.0,
+               on_error: str = "fail") -> "Worker":
+        """A worker for the app's runs: `await worker.run()` (see Worker)."""
+        return Worker(self, app, fn, owner=owner, concurrency=concurrency, ttl=ttl, poll=poll,
+                      on_error=on_error)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -532,10 +542,12 @@ class Run:
     def follow(self, from_seq: int = 0) -> Follow:
         return self._c.journal.follow(self.run_id, from_seq)
 
-    async def suspend(self, waiting_on: str) -> RunInfo:
+    async def suspend(self, waiting_on: str, *, timeout: Optional[float] = None) -> RunInfo:
+        """See reel.client.Run.suspend."""
         info = RunInfo._from_pb(await self._write(
             "journal", "SuspendRun", journal_pb2.SuspendRunRequest(
-                run_id=self.run_id, lease_epoch=self.epoch, waiting_on=waiting_on)))
+                run_id=self.run_id, lease_epoch=self.epoch, waiting_on=waiting_on,
+                timeout_ms=_core.timeout_ms(timeout, "timeout"))))
         self._lease.release(f"it suspended the run (WAITING on {waiting_on!r})")
         self.info = info
         await self.close()
@@ -575,43 +587,78 @@ class Run:
         await self.append(_core.STEP_KIND, RawJSON(text), key=_core.step_key(n, name))
         return result
 
-    async def wait_for_signal(self, name: str, timeout: Optional[float] = None
-                              ) -> Optional[Signal]:
-        """See reel.client.Run.wait_for_signal."""
+    async def wait_for_signal(self, name: str, timeout: Optional[float] = None, *,
+                              park: bool = True) -> Optional[Signal]:
+        """See reel.client.Run.wait_for_signal: park=True parks the run
+        (raising reel.Suspended) with reeld's timer for the timeout;
+        park=False waits in this task holding the lease."""
         await self._ensure_replay()
         async with self._wait_mu:
             n, outcome = self._replay.next_wait(name)
             if outcome is not None:
                 return outcome.delivered
-            end = None if timeout is None else time.monotonic() + max(0.0, timeout)
-            cap = await self._c._signal_cap()
-            attempt = 0
-            while True:
-                left = None if end is None else max(0.0, end - time.monotonic())
-                wait = cap if left is None else min(cap, left)
-                floor = self._last_seq
-                req = signals_pb2.AwaitSignalRequest(run_id=self.run_id, name=name,
-                                                     lease_epoch=self.epoch,
-                                                     timeout_ms=int(wait * 1000))
-                try:
-                    resp = await self._write("signals", "AwaitSignal", req,
-                                             timeout=wait + (self._c._s.timeout or _AWAIT_MARGIN))
-                except (errors.Unavailable, errors.DeadlineExceeded):
-                    entries = [e async for e in self._c.journal.read(self.run_id, floor)]
-                    got = _core.signal_entry_for(entries, name)
-                    if got is not None:
-                        self._saw(got.seq)
-                        return _core.signal_from_entry(self.run_id, got)
-                    await asyncio.sleep(_core.backoff(attempt))
-                    attempt += 1
-                    continue
-                if resp.delivered:
-                    self._saw(resp.journal_seq)
-                    return Signal._from_pb(resp.signal)
-                if end is not None and time.monotonic() >= end:
+            if not park or (timeout is not None and timeout <= 0):
+                return await self._block(name, n, timeout)
+            got = await self._block(name, n, 0.0, record_timeout=False)
+            if got is not None:
+                return got
+            await self._park(name, timeout)
+
+    async def sleep(self, seconds: float, *, park: bool = True) -> None:
+        """See reel.client.Run.sleep: a signal to this run delivered by
+        reeld's durable timer; parks the run (reel.Suspended) or, with
+        park=False, waits in this task holding the lease."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError("sleep: seconds must be a number, 0 or more")
+        await self._ensure_replay()
+        async with self._wait_mu:
+            name, done = self._replay.next_sleep()
+            if done:
+                return
+            self._check()
+            sent = await self._c.signals.send(self.run_id, name, None, signal_id=name,
+                                              delay=seconds)
+            if park and sent.signal.scheduled:
+                await self._park(name, None)
+            await self._block(name, -1, None, record_timeout=False)
+
+    async def _park(self, name: str, timeout: Optional[float]) -> None:
+        info = await self.suspend(name, timeout=timeout)
+        raise errors.Suspended(self.run_id, name, info)
+
+    async def _block(self, name: str, n: int, timeout: Optional[float], *,
+                     record_timeout: bool = True) -> Optional[Signal]:
+        """See reel.client.Run._block."""
+        end = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        cap = await self._c._signal_cap()
+        attempt = 0
+        while True:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            wait = cap if left is None else min(cap, left)
+            floor = self._last_seq
+            req = signals_pb2.AwaitSignalRequest(run_id=self.run_id, name=name,
+                                                 lease_epoch=self.epoch,
+                                                 timeout_ms=int(wait * 1000))
+            try:
+                resp = await self._write("signals", "AwaitSignal", req,
+                                         timeout=wait + (self._c._s.timeout or _AWAIT_MARGIN))
+            except (errors.Unavailable, errors.DeadlineExceeded):
+                entries = [e async for e in self._c.journal.read(self.run_id, floor)]
+                got = _core.signal_entry_for(entries, name)
+                if got is not None:
+                    self._saw(got.seq)
+                    return _core.signal_from_entry(self.run_id, got)
+                await asyncio.sleep(_core.backoff(attempt))
+                attempt += 1
+                continue
+            if resp.delivered:
+                self._saw(resp.journal_seq)
+                return Signal._from_pb(resp.signal)
+            if end is not None and time.monotonic() >= end:
+                if record_timeout:
                     await self.append(_core.SIGNAL_TIMEOUT_KIND, {"name": name, "n": n},
                                       key=_core.timeout_key(name, n))
-                    return None
+                return None
 
 
 class Runs:
@@ -622,23 +669,73 @@ class Runs:
 
     async def begin(self, app: str, user: str, session: str, invocation_id: str, *,
                     owner: Optional[str] = None, ttl: float = 30.0,
-                    labels: Optional[Dict[str, str]] = None, heartbeat: bool = True) -> Run:
+                    labels: Optional[Dict[str, str]] = None, heartbeat: bool = True,
+                    retry: Optional[_core.RetryPolicy] = None) -> Run:
         req = journal_pb2.BeginRunRequest(app=app, user=user, session=session,
                                           invocation_id=invocation_id,
                                           lease_owner=owner or default_owner(),
                                           lease_ttl_ms=_core.ttl_ms(ttl),
-                                          labels=_core.labels_dict(labels))
+                                          labels=_core.labels_dict(labels),
+                                          retry=_core.retry_pb(retry))
         sent = time.monotonic()
         info = RunInfo._from_pb(await self._c._call("journal", "BeginRun", req, safe=True))
         return Run(self._c, info, ttl, sent, heartbeat)
 
     async def claim(self, run_id: str, *, owner: Optional[str] = None, ttl: float = 30.0,
-                    heartbeat: bool = True) -> Run:
+                    heartbeat: bool = True, expected_epoch: Optional[int] = None) -> Run:
         req = journal_pb2.ClaimRunRequest(run_id=run_id, lease_owner=owner or default_owner(),
-                                          lease_ttl_ms=_core.ttl_ms(ttl))
+                                          lease_ttl_ms=_core.ttl_ms(ttl),
+                                          expected_epoch=expected_epoch or 0)
         sent = time.monotonic()
         info = RunInfo._from_pb(await self._c._call("journal", "ClaimRun", req))
         return Run(self._c, info, ttl, sent, heartbeat)
+
+    async def claim_next(self, app: str, *, owner: Optional[str] = None, ttl: float = 30.0,
+                         wait: Optional[float] = 30.0, heartbeat: bool = True
+                         ) -> Optional[Run]:
+        """See reel.client.Runs.claim_next. Cancelling the task while it
+        waits claims nothing (unless the claim was already applied: then
+        the run is claimable again after the lease's TTL)."""
+        if wait is not None and wait < 0:
+            raise ValueError("wait: must be seconds, 0 or more (None: for ever)")
+        owner = owner or default_owner()
+        end = None if wait is None else time.monotonic() + wait
+        while True:
+            left = _core.CLAIM_WAIT_MAX if end is None else \
+                min(_core.CLAIM_WAIT_MAX, max(0.0, end - time.monotonic()))
+            req = journal_pb2.ClaimNextRunRequest(app=app, lease_owner=owner,
+                                                  lease_ttl_ms=_core.ttl_ms(ttl),
+                                                  wait_ms=int(left * 1000))
+            sent = time.monotonic()
+            resp = await self._c._call("journal", "ClaimNextRun", req,
+                                       timeout=left + (self._c._s.timeout or _AWAIT_MARGIN))
+            if resp.found:
+                return Run(self._c, RunInfo._from_pb(resp.run), ttl, sent, heartbeat)
+            if end is not None and time.monotonic() >= end:
+                return None
+
+    async def resume(self, run_id: str) -> RunInfo:
+        """See reel.client.Runs.resume."""
+        return RunInfo._from_pb(await self._c._call(
+            "journal", "ResumeRun", journal_pb2.ResumeRunRequest(run_id=run_id)))
+
+    async def submit(self, app: str, user: str, session: str, invocation_id: str, *,
+                     labels: Optional[Dict[str, str]] = None,
+                     retry: Optional[_core.RetryPolicy] = None) -> RunInfo:
+        """See reel.client.Runs.submit."""
+        async for info in self.list(app, user, session):
+            if info.invocation_id == invocation_id:
+                return info
+        run = await self.begin(app, user, session, invocation_id, labels=labels, retry=retry,
+                               heartbeat=False, owner=f"submit:{default_owner()}", ttl=5.0)
+        if run.info.status != RunStatus.RUNNING:
+            return run.info
+        await self._c.signals.send(run.run_id, _core.SUBMIT_SIGNAL,
+                                   signal_id=_core.SUBMIT_SIGNAL)
+        try:
+            return await run.suspend(_core.SUBMIT_SIGNAL)
+        except errors.LeaseLost:
+            return await self.get(run.run_id)
 
     async def get(self, run_id: str) -> RunInfo:
         return RunInfo._from_pb(await self._c._call(
@@ -684,17 +781,27 @@ class Signals:
                           RunStatus(resp.run_status) if resp.run_status else resp.run_status)
 
     async def send(self, run_id: str, name: str, payload: Any = None, *,
-                   signal_id: Optional[str] = None) -> SendResult:
+                   signal_id: Optional[str] = None, deliver_at: Any = None,
+                   delay: Optional[float] = None) -> SendResult:
+        """See reel.client.Signals.send."""
         return await self._send(signals_pb2.SendSignalRequest(
             run_id=run_id, name=name, payload=encode_optional_json(payload, "payload"),
-            signal_id=signal_id or ""))
+            signal_id=signal_id or "", deliver_at_ms=_core.deliver_at_ms(deliver_at, delay)))
 
     async def send_to_session(self, app: str, user: str, session: str, name: str,
-                              payload: Any = None, *, signal_id: Optional[str] = None
+                              payload: Any = None, *, signal_id: Optional[str] = None,
+                              deliver_at: Any = None, delay: Optional[float] = None
                               ) -> SendResult:
         return await self._send(signals_pb2.SendSignalRequest(
             app=app, user=user, session=session, name=name,
-            payload=encode_optional_json(payload, "payload"), signal_id=signal_id or ""))
+            payload=encode_optional_json(payload, "payload"), signal_id=signal_id or "",
+            deliver_at_ms=_core.deliver_at_ms(deliver_at, delay)))
+
+    async def cancel(self, run_id: str, signal_id: str) -> Signal:
+        """See reel.client.Signals.cancel."""
+        return Signal._from_pb(await self._c._call(
+            "signals", "CancelSignal",
+            signals_pb2.CancelSignalRequest(run_id=run_id, signal_id=signal_id)))
 
     async def wait(self, run_id: str, name: str, *, epoch: int, timeout: float = 0.0
                    ) -> Optional[Signal]:
@@ -824,3 +931,314 @@ class Events:
 
     async def delete_consumer(self, name: str) -> None:
         await self._c._call("wal", "DeleteConsumer", wal_pb2.DeleteConsumerRequest(name=name))
+
+
+class Worker:
+    """See reel.client.Worker: `await worker.run(max_runs=None)` keeps
+    `concurrency` tasks each in a claim_next loop, calling fn(run) (plain
+    or async) per run, with the same outcomes. `stop()` cancels the loops
+    waiting in claim_next at once; runs in hand are finished first."""
+
+    def __init__(self, client: Client, app: str, fn: Callable[[Run], Any], *,
+                 owner: Optional[str], concurrency: int, ttl: float, poll: float,
+                 on_error: str):
+        if concurrency < 1:
+            raise ValueError("concurrency: at least 1")
+        if on_error not in ("fail", "retry"):
+            raise ValueError("on_error: 'fail' or 'retry'")
+        if poll <= 0:
+            raise ValueError("poll: must be positive seconds")
+        self._c = client
+        self.app = app
+        self.fn = fn
+        self.owner = owner or default_owner()
+        self.concurrency = concurrency
+        self.ttl = ttl
+        self.poll = poll
+        self.on_error = on_error
+        self._stopped = False
+        self._claims: set = set()
+        self._taken = 0
+        self._max: Optional[int] = None
+        self.completed = self.failed = self.parked = self.left = 0
+
+    def stop(self) -> None:
+        self._stopped = True
+        for t in list(self._claims):
+            t.cancel()
+
+    async def run(self, *, max_runs: Optional[int] = None) -> None:
+        self._max = max_runs
+        loops = [asyncio.ensure_future(self._loop()) for _ in range(self.concurrency)]
+        try:
+            await asyncio.gather(*loops)
+        except BaseException:
+            self.stop()
+            for t in loops:
+                t.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            raise
+
+    def _take(self) -> bool:
+        if self._stopped or (self._max is not None and
+                             self.completed + self.failed + self._taken >= self._max):
+            return False
+        self._taken += 1
+        return True
+
+    def _count(self, what: str) -> None:
+        self._taken -= 1
+        setattr(self, what, getattr(self, what) + 1)
+        if self._max is not None and self.completed + self.failed >= self._max:
+            self.stop()
+
+    async def _loop(self) -> None:
+        attempt = 0
+        while self._take():
+            claim = asyncio.ensure_future(self._c.runs.claim_next(
+                self.app, owner=self.owner, ttl=self.ttl, wait=self.poll))
+            self._claims.add(claim)
+            try:
+                run = await claim
+            except asyncio.CancelledError:
+                self._taken -= 1
+                if self._stopped:
+                    return
+                raise
+            except (errors.Unavailable, errors.DeadlineExceeded):
+                self._taken -= 1
+                await asyncio.sleep(_core.backoff(attempt))
+                attempt += 1
+                continue
+            except BaseException:
+                self._taken -= 1
+                raise
+            finally:
+                self._claims.discard(claim)
+            attempt = 0
+            if run is None:
+                self._taken -= 1
+                continue
+            self._count(await self._handle(run))
+
+    async def _handle(self, run: Run) -> str:
+        async with run:
+            try:
+                result = await _maybe_await(self.fn(run))
+            except errors.Suspended:
+                return "parked"
+            except (errors.LeaseLost, errors.Unavailable, errors.DeadlineExceeded):
+                return "left"
+            except Exception as e:
+                if self.on_error == "retry":
+                    return "left"
+                try:
+                    await run.end({"error": type(e).__name__, "message": str(e)},
+                                  status=RunStatus.FAILED)
+                except errors.ReelError:
+                    return "left"
+                return "failed"
+            if run.info.status != RunStatus.RUNNING:
+                return "parked" if run.info.status == RunStatus.WAITING else "completed"
+            try:
+                await run.end(result)
+            except errors.ReelError:
+                return "left"
+            return "completed"
+
+
+class ArtifactWatch(_Resumable):
+    """See reel.client.ArtifactWatch; iterate with `async for`."""
+
+    def __init__(self, client: Client, cursor: _core.ArtifactWatchCursor):
+        self._cursor = cursor
+        super().__init__(client)
+
+    @property
+    def revision(self) -> Optional[int]:
+        c = self._cursor
+        return c.revision if c.positioned or c.bootstrapped else None
+
+    async def _run(self) -> AsyncIterator[ArtifactEvent]:
+        cur = self._cursor
+        clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
+        try:
+            while not self._closed:
+                try:
+                    self._call = self._c._stream("workspace", "WatchArtifacts", cur.request())
+                    async for pb in self._call:
+                        clock.ok()
+                        for item in cur.feed(pb):
+                            if isinstance(item, str):
+                                records = [a async for a in self._c.workspace.list(
+                                    cur.namespace, item, include_deleted=True)]
+                                item = cur.vanished_event(item, records)
+                            yield item
+                    return
+                except grpc.RpcError as e:
+                    if self._closed:
+                        return
+                    err = errors.from_rpc_error(e, method="WatchArtifacts")
+                    if not _core.stream_resumable(err):
+                        raise err from None
+                    if not await self._reconnect(clock, err):
+                        return
+                except asyncio.CancelledError:
+                    if self._closed:
+                        return
+                    raise
+        finally:
+            if self._call is not None:
+                self._call.cancel()
+
+
+class Workspace:
+    """See reel.client.Workspace: the same calls, awaited. put also takes
+    an async iterator of bytes; a file (or path) is read in a thread, a
+    chunk at a time, and so is a path written by get."""
+
+    def __init__(self, client: Client):
+        self._c = client
+
+    async def put(self, namespace: str, key: str, data: Any, *, content_type: str = "",
+                  metadata: Optional[Dict[str, str]] = None, create: bool = False,
+                  if_version: Optional[int] = None, chunk_size: int = _core.CHUNK_MAX
+                  ) -> Artifact:
+        up = _core.Upload(namespace, key, data, content_type=content_type, metadata=metadata,
+                          create=create, if_version=if_version, chunk_size=chunk_size)
+        raised: list = []
+        loop = asyncio.get_running_loop()
+
+        async def messages():
+            try:
+                yield up.first()
+                if up.whole is not None:
+                    for m in up.split(up.whole):
+                        yield m
+                elif up.file is not None:
+                    while True:
+                        piece = await loop.run_in_executor(None, up.file.read, up.chunk_size)
+                        if not piece:
+                            break
+                        for m in up.split(piece):
+                            yield m
+                elif hasattr(up.items, "__aiter__"):
+                    async for piece in up.items:
+                        for m in up.split(piece):
+                            yield m
+                else:
+                    for piece in up.items:
+                        for m in up.split(piece):
+                            yield m
+            except BaseException as e:      # the upload is cancelled; raised below
+                raised.append(e)
+                raise
+
+        call = self._c._rpc.workspace.PutArtifact(messages(), timeout=None,
+                                                  metadata=self._c._s.metadata,
+                                                  wait_for_ready=self._c._s.wait_for_ready)
+        try:
+            resp = await call
+        except grpc.RpcError as e:
+            if raised:
+                raise raised[0] from None
+            raise errors.from_rpc_error(e, method="PutArtifact") from None
+        except asyncio.CancelledError:
+            # grpc.aio cancels the call when the source raises: that error is
+            # the caller's; otherwise this task itself was cancelled.
+            call.cancel()
+            if raised:
+                raise raised[0] from None
+            raise
+        finally:
+            up.close()
+        if raised:          # the source failed but the call was not told in time
+            raise raised[0]
+        return up.check(Artifact._from_pb(resp.artifact))
+
+    async def get(self, namespace: str, key: str, *, out: Any = None, version: int = 0,
+                  offset: int = 0, length: int = 0) -> Union[bytes, Artifact]:
+        dl = _core.Download(namespace, key, version, offset, length)
+        if out is None:
+            parts: list = []
+            await self._download(dl, parts.append)
+            return b"".join(parts)
+        loop = asyncio.get_running_loop()
+        if isinstance(out, (str, os.PathLike)):
+            path = os.fspath(out)
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+            try:
+                f = open(tmp, "wb")
+                try:
+                    art = await self._download(
+                        dl, lambda b: loop.run_in_executor(None, f.write, b))
+                finally:
+                    f.close()
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
+            return art
+        return await self._download(dl, out.write)
+
+    async def _download(self, dl: _core.Download, sink: Callable[[bytes], Any]) -> Artifact:
+        attempt = 0
+        while True:
+            call = self._c._stream("workspace", "GetArtifact", dl.request())
+            try:
+                async for pb in call:
+                    chunk = dl.feed(pb)
+                    if chunk:
+                        await _maybe_await(sink(chunk))
+                        attempt = 0
+                return dl.finish()
+            except grpc.RpcError as e:
+                err = errors.from_rpc_error(e, method="GetArtifact")
+                if not (_core.unary_retryable(err) and attempt < self._c._s.retries):
+                    raise err from None
+            finally:
+                call.cancel()
+            await asyncio.sleep(_core.backoff(attempt))
+            attempt += 1
+
+    async def stat(self, namespace: str, key: str, *, version: int = 0) -> Optional[Artifact]:
+        try:
+            resp = await self._c._call("workspace", "StatArtifact",
+                                       workspace_pb2.StatArtifactRequest(
+                                           namespace=namespace, key=key, version=version),
+                                       safe=True)
+        except errors.NotFound:
+            if version:
+                raise
+            return None
+        return Artifact._from_pb(resp.artifact)
+
+    async def list(self, namespace: str, prefix: str = "", *, start_after: str = "",
+                   include_deleted: bool = False, page_size: int = 0
+                   ) -> AsyncIterator[Artifact]:
+        req = _core.list_artifacts_request(namespace, prefix, start_after, include_deleted,
+                                           page_size)
+        while True:
+            resp = await self._c._call("workspace", "ListArtifacts", req, safe=True)
+            for a in resp.artifacts:
+                yield Artifact._from_pb(a)
+            if not resp.more:
+                return
+            req.start_after = resp.next_start_after
+
+    async def delete(self, namespace: str, key: str, *, if_version: Optional[int] = None
+                     ) -> Optional[Artifact]:
+        resp = await self._c._call("workspace", "DeleteArtifact",
+                                   _core.delete_artifact_request(namespace, key, if_version))
+        return Artifact._from_pb(resp.artifact) if resp.existed else None
+
+    async def watch(self, namespace: str, prefix: str = "", *,
+                    from_revision: Optional[int] = None, now: bool = False) -> ArtifactWatch:
+        """See reel.client.Workspace.watch (awaited: now=True reads the
+        head first); iterate the result with `async for`."""
+        if now and from_revision is not None:
+            raise ValueError("watch: give from_revision or now, not both")
+        if now:
+            from_revision = (await self._c.status()).revision
+        return ArtifactWatch(self._c, _core.ArtifactWatchCursor(namespace, prefix,
+                                                                from_revision))

@@ -1,0 +1,192 @@
+"""connect() against a reeld with TLS, mTLS and tokens (docs/security.md):
+a CA file and a client certificate as paths or PEM, the token from the
+argument or $REEL_TOKEN, TLS from REEL_TLS_* as reelctl reads them; no
+token is UNAUTHENTICATED, a token without the scope PERMISSION_DENIED
+naming it, an untrusted server or a missing client certificate fails the
+handshake; bad settings are refused naming the field before anything is
+sent."""
+import subprocess
+
+import pytest
+
+import reel
+import reel.aio
+from reel import _core
+from reel.v1 import admin_pb2
+
+from conftest import Reeld
+
+
+def _openssl(d, *args):
+    subprocess.run(["openssl"] + list(args), cwd=d, check=True, capture_output=True,
+                   timeout=30)
+
+
+def _ca(d, name):
+    _openssl(d, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+             "-subj", f"/CN=reel test {name}")
+
+
+def _cert(d, name, ca, server):
+    _openssl(d, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+    (d / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n" if server
+                                   else "extendedKeyUsage=clientAuth\n")
+    _openssl(d, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """ca1 signs the server and client1; ca2 signs nothing reeld trusts."""
+    d = tmp_path_factory.mktemp("pki")
+    _ca(d, "ca1")
+    _ca(d, "ca2")
+    _cert(d, "server", "ca1", True)
+    _cert(d, "client1", "ca1", False)
+    return d
+
+
+def _start(tmp_path, pki, *, mtls=False, auth=True):
+    extra = ["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")]
+    if mtls:
+        extra += ["--tls-client-ca", str(pki / "ca1.pem")]
+    if auth:
+        extra += ["--auth", "token"]
+    probe = reel.TLS(ca=pki / "ca1.pem", cert=pki / "client1.pem", key=pki / "client1.key")
+    return Reeld(str(tmp_path / "data"), extra=extra, tls=probe).start()
+
+
+@pytest.fixture
+def secure(tmp_path, pki, monkeypatch):
+    """reeld with TLS and tokens; no REEL_* of the caller's in the way.
+    Yields (server, its admin token)."""
+    for var in ("REEL_TOKEN", "REEL_TLS", "REEL_TLS_CA", "REEL_TLS_CERT", "REEL_TLS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    server = _start(tmp_path, pki)
+    with open(tmp_path / "data" / "admin.token") as f:
+        token = f.read().strip()
+    yield server, token
+    assert server.stop() == 0, server.log()
+
+
+def _token(client, scopes):
+    resp = client._call("admin", "CreateToken", admin_pb2.CreateTokenRequest(
+        tenant="default", scopes=scopes, name="py-test"))
+    return resp.token
+
+
+def test_tls_with_a_ca_file_and_a_token_serves_calls_and_streams(secure, pki):
+    server, admin = secure
+    with reel.connect(server.addr, tls=reel.TLS(ca=str(pki / "ca1.pem")), token=admin) as c:
+        c.kv.put("app", "k", {"n": 1})
+        assert c.kv.get("app", "k").value == {"n": 1}
+        with c.kv.watch("app", "k") as w:                 # a stream carries the token too
+            ev = next(w)
+            assert (ev.key, ev.value) == ("k", {"n": 1})
+        reader = _token(c, ["kv:read"])
+    # The token's scopes hold: a read-only token reads and cannot write.
+    with reel.connect(server.addr, tls=reel.TLS(ca=pki / "ca1.pem"), token=reader) as c:
+        assert c.kv.get("app", "k").version == 1
+        with pytest.raises(reel.PermissionDenied, match="kv:write"):
+            c.kv.put("app", "k", 2)
+    # No token: UNAUTHENTICATED with reeld's message, nothing written.
+    with reel.connect(server.addr, tls=reel.TLS(ca=pki / "ca1.pem"), token="") as c:
+        with pytest.raises(reel.Unauthenticated, match="no token"):
+            c.kv.put("app", "k", 3)
+        assert c.health() == "SERVING"                   # health needs no token
+    # A server whose CA is not trusted, or plaintext: the handshake fails.
+    for tls in (reel.TLS(ca=pki / "ca2.pem"), False):
+        with reel.connect(server.addr, tls=tls, token=admin, wait_for_ready=False,
+                          retries=0) as c:
+            with pytest.raises(reel.Unavailable):
+                c.kv.get("app", "k")
+
+
+def test_the_token_and_tls_come_from_the_environment_as_for_reelctl(secure, pki, monkeypatch):
+    server, admin = secure
+    monkeypatch.setenv("REEL_TOKEN", admin)
+    monkeypatch.setenv("REEL_TLS_CA", str(pki / "ca1.pem"))
+    monkeypatch.setenv("REEL_ADDR", server.addr)
+    with reel.connect() as c:
+        assert c.kv.put("app", "env", True).version == 1
+    # An argument wins over the variable.
+    with reel.connect(token="", wait_for_ready=False, retries=0) as c:
+        with pytest.raises(reel.Unauthenticated):
+            c.kv.get("app", "env")
+    monkeypatch.setenv("REEL_TLS", "yes")
+    with pytest.raises(ValueError, match="REEL_TLS: 'yes' is not 1 or 0"):
+        reel.connect()
+
+
+async def test_async_tls_and_token(secure, pki):
+    server, admin = secure
+    async with reel.aio.connect(server.addr, tls=reel.TLS(ca=pki / "ca1.pem"),
+                                token=admin) as c:
+        await c.kv.put("app", "a", [1])
+        assert (await c.kv.get("app", "a")).value == [1]
+        run = await c.runs.begin("app", "u", "s", "i1", ttl=5)
+        assert (await run.step("one", lambda: 1)) == 1
+        await run.end("ok")
+    async with reel.aio.connect(server.addr, tls=reel.TLS(ca=pki / "ca1.pem"),
+                                token="") as c:
+        with pytest.raises(reel.Unauthenticated):
+            await c.kv.get("app", "a")
+
+
+def _mtls_server(tmp_path, pki):
+    return _start(tmp_path, pki, mtls=True, auth=False)
+
+
+def test_mtls_needs_the_client_certificate(tmp_path, pki):
+    server = _mtls_server(tmp_path, pki)
+    try:
+        pem = reel.TLS(ca=(pki / "ca1.pem").read_bytes(),
+                       cert=(pki / "client1.pem").read_bytes(),
+                       key=(pki / "client1.key").read_bytes())
+        with reel.connect(server.addr, tls=pem) as c:
+            assert c.kv.put("app", "m", 1).version == 1
+        with reel.connect(server.addr, tls=reel.TLS(ca=pki / "ca1.pem"),
+                          wait_for_ready=False, retries=0) as c:
+            with pytest.raises(reel.Unavailable):
+                c.kv.get("app", "m")
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+async def test_async_mtls(tmp_path, pki):
+    server = _mtls_server(tmp_path, pki)
+    try:
+        tls = reel.TLS(ca=pki / "ca1.pem", cert=pki / "client1.pem", key=pki / "client1.key")
+        async with reel.aio.connect(server.addr, tls=tls) as c:
+            assert (await c.kv.put("app", "m", 2)).version == 1
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+def test_bad_tls_and_token_settings_are_refused_naming_the_field(tmp_path, pki, monkeypatch):
+    monkeypatch.delenv("REEL_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="cert and key go together"):
+        reel.connect("x", tls=reel.TLS(cert=pki / "client1.pem"))
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(ValueError, match=f"tls.ca: cannot read {missing}"):
+        reel.connect("x", tls=reel.TLS(ca=missing))
+    (tmp_path / "empty.pem").write_bytes(b"")
+    with pytest.raises(ValueError, match="tls.key: .*empty.pem is empty"):
+        reel.connect("x", tls=reel.TLS(cert=pki / "client1.pem", key=tmp_path / "empty.pem"))
+    with pytest.raises(ValueError, match="token: byte 3 is not printable") as e:
+        reel.connect("x", token="abc def-secret")
+    assert "secret" not in str(e.value)
+    with pytest.raises(ValueError, match="token: 4097 bytes, expected 1 to 4096"):
+        reel.connect("x", token="a" * 4097)
+    monkeypatch.setenv("REEL_TOKEN", "bad\ntoken")
+    with pytest.raises(ValueError, match="token: byte 3"):
+        reel.aio.connect("x")
+    # The token and the key never show in the settings' repr.
+    monkeypatch.setenv("REEL_TOKEN", "reel_0123_s3cret")
+    s = _core.settings("x", None, reel.TLS(ca=pki / "ca1.pem", cert=pki / "client1.pem",
+                                           key=pki / "client1.key"),
+                       30.0, True, 0, None, None, ())
+    assert s.token == "reel_0123_s3cret" and "s3cret" not in repr(s)
+    assert b"PRIVATE KEY" in s.pem[2] and "PRIVATE" not in repr(s)
