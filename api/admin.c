@@ -7,11 +7,14 @@
  * the durable consumers furthest behind (at most STATUS_CONSUMERS_MAX, so
  * the answer stays small whatever the number of consumers). A figure that
  * cannot be read fails the call, naming it: never a status with a hole.
+ * A tenant's call is shown its own consumers only, named as it gave them
+ * (api/tenant.h); the other figures are the server's and name nothing.
  */
 #include <stdlib.h>
 
 #include "reel/v1/admin.pb-c.h"
 #include "api/services.h"
+#include "api/tenant.h"
 #include "base/clock.h"
 #include "base/version.h"
 
@@ -75,14 +78,20 @@ static void admin_get_status(rpc_call_t *call, void *arg, const uint8_t *req,
         goto out;
     /* After the consumers were read: no lag comes out negative. */
     head = store_revision(ctx->store);
-    out.consumer_count = n_cs;
-    for (size_t i = 0; i < n_cs && i < STATUS_CONSUMERS_MAX; i++) {
-        reel__v1__consumer_status__init(&cons[i]);
-        cons[i].name = cs[i].name;
-        cons[i].acked_revision = cs[i].acked;
-        cons[i].lag = head > cs[i].acked ? head - cs[i].acked : 0;
-        cons[i].invalidated = cs[i].invalidated_at_ms != 0;
-        cons_p[i] = &cons[i];
+    for (size_t i = 0; i < n_cs; i++) {
+        size_t k = out.n_consumers;
+
+        if (!api_tenant_owns(call, cs[i].name))
+            continue;
+        out.consumer_count++;
+        if (k == STATUS_CONSUMERS_MAX)
+            continue;
+        reel__v1__consumer_status__init(&cons[k]);
+        cons[k].name = (char *)api_tenant_name_out(call, cs[i].name);
+        cons[k].acked_revision = cs[i].acked;
+        cons[k].lag = head > cs[i].acked ? head - cs[i].acked : 0;
+        cons[k].invalidated = cs[i].invalidated_at_ms != 0;
+        cons_p[k] = &cons[k];
         out.n_consumers++;
     }
     out.consumers = cons_p;

@@ -139,14 +139,13 @@ static reel_code_t authorize_call(api_ctx_t *ctx, const char *path,
                                "may call it",
                                path);
     /* Fail closed: a tenant with a prefix reaches only what keeps its
-     * names apart (api/tenant.h). */
+     * names apart (api/tenant.h); the token methods are admin's. */
     if (strcmp(who.tenant, AUTH_DEFAULT_TENANT) != 0 &&
         strcmp(who.tenant, AUTH_ADMIN_TENANT) != 0 &&
         !api_tenant_keeps_apart(path))
         return reel_status_set(st, REEL_PERMISSION_DENIED,
-                               "%s does not keep tenants apart yet (only "
-                               "reel.v1.KV does): tenant %s of token %s "
-                               "cannot call it",
+                               "%s is not a tenant's to call: tenant %s of "
+                               "token %s cannot call it",
                                path, who.tenant, who.id);
     if (r->rule >= 0 && !(who.scopes & ((auth_scopes_t)1 << r->rule)) &&
         !(who.scopes & AUTH_SCOPE(ADMIN)))

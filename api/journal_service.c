@@ -5,6 +5,12 @@
  * once durable; reads run on the poller thread. SubscribeRun wires a
  * journal subscription to the call the same way WatchValue wires a KV watch
  * (see kv_service.c): bounded send queue, drain hook pumps, cleanup frees.
+ *
+ * Tenants (api/tenant.h): a tenant's app is stored as "::T:app" and shown
+ * back as given; its runs are those of its apps. Every call naming a
+ * run_id first checks that the run is the caller's (api_run_check), and a
+ * listing skips other tenants' runs (api_run_keep): another tenant's run
+ * is answered as a missing one.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -18,6 +24,7 @@
 #include "api/page.h"
 #include "api/reply.h"
 #include "api/services.h"
+#include "api/tenant.h"
 #include "api/timer.h"
 #include "base/clock.h"
 #include "journal/journal.h"
@@ -80,12 +87,53 @@ void api_entry_to_pb(const journal_entry_t *e, Reel__V1__JournalEntry *m) {
     m->ts_ms = e->ts_ms;
 }
 
+/* ---- Tenants ------------------------------------------------------------ */
+
+reel_code_t api_run_check(rpc_call_t *call, api_ctx_t *ctx,
+                          const char *run_id, reel_status_t *st) {
+    run_t r;
+    reel_code_t rc;
+
+    if (api_tenant_sees_all(call))
+        return REEL_OK;
+    if ((rc = journal_get_run(ctx->journal, run_id, &r, st)) != REEL_OK)
+        return rc;
+    if (!api_tenant_owns(call, r.app))
+        rc = reel_status_set(st, REEL_NOT_FOUND, "run %s not found", run_id);
+    run_fini(&r);
+    return rc;
+}
+
+int api_run_keep(void *arg, const run_t *r) {
+    return api_tenant_owns(arg, r->app);
+}
+
+/* The call's app as stored, into *owned (or NULL: as given). */
+static reel_code_t app_in(rpc_call_t *call, const char *field,
+                          const char *app, char **owned, const char **out,
+                          reel_status_t *st) {
+    *owned = NULL;
+    *out = app;
+    if (app == NULL || *app == '\0')
+        return REEL_OK; /* "" = any: api_run_keep keeps the tenant's */
+    return api_tenant_name_in(call, field, app, JOURNAL_MAX_NAME, owned, out,
+                              st);
+}
+
+/* A run's message for the call: its app as the tenant gave it. */
+static int run_to_pb_for(rpc_call_t *call, const run_t *r, api_run_pb_t *pb) {
+    if (api_run_to_pb(r, pb) != 0)
+        return -1;
+    pb->msg.app = (char *)api_tenant_name_out(call, r->app);
+    return 0;
+}
+
 static void finish_run(rpc_call_t *call, const run_t *r) {
     api_run_pb_t pb = {0};
     uint8_t *buf = NULL;
     size_t len = 0;
 
-    if (api_run_to_pb(r, &pb) == 0)
+    if (run_to_pb_for(call, r, &pb) == 0)
         API_PACK(reel__v1__run, &pb.msg, &buf, &len);
     api_run_pb_fini(&pb);
     api_finish_packed(call, buf, len);
@@ -96,10 +144,12 @@ static void finish_run(rpc_call_t *call, const run_t *r) {
 static void run_done(void *arg, journal_result_t *res) {
     rpc_call_t *call = arg;
 
-    if (res->status.code != REEL_OK)
+    if (res->status.code != REEL_OK) {
+        api_tenant_status_out(call, &res->status);
         rpc_call_finish_status(call, &res->status);
-    else
+    } else {
         finish_run(call, &res->run);
+    }
 }
 
 static void append_done(void *arg, journal_result_t *res) {
@@ -120,11 +170,14 @@ static void append_done(void *arg, journal_result_t *res) {
     api_finish_packed(call, buf, len);
 }
 
+/* Queues q once the run it names (if any) is the caller's. */
 static void submit(rpc_call_t *call, api_ctx_t *ctx, const journal_req_t *q,
                    journal_done_fn done) {
     reel_status_t st = REEL_STATUS_INIT;
 
-    if (journal_submit(ctx->journal, q, done, call, &st) != REEL_OK)
+    if ((q->op != JOURNAL_BEGIN &&
+         api_run_check(call, ctx, q->run_id, &st) != REEL_OK) ||
+        journal_submit(ctx->journal, q, done, call, &st) != REEL_OK)
         rpc_call_finish_status(call, &st);
     reel_status_fini(&st);
 }
@@ -133,16 +186,21 @@ static void j_begin_run(rpc_call_t *call, void *arg, const uint8_t *req,
                         size_t len) {
     Reel__V1__BeginRunRequest *in =
         reel__v1__begin_run_request__unpack(NULL, len, req);
+    reel_status_t st = REEL_STATUS_INIT;
     journal_req_t q = {0};
     journal_retry_t retry;
     run_label_t *labels;
+    char *app_owned = NULL;
+    const char *app;
 
     if (in == NULL) {
         api_bad_request(call, "BeginRunRequest");
         return;
     }
     labels = calloc(in->n_labels ? in->n_labels : 1, sizeof(*labels));
-    if (labels == NULL) {
+    if (app_in(call, "app", in->app, &app_owned, &app, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+    } else if (labels == NULL) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     } else {
         for (size_t i = 0; i < in->n_labels; i++) {
@@ -150,7 +208,7 @@ static void j_begin_run(rpc_call_t *call, void *arg, const uint8_t *req,
             labels[i].value = in->labels[i]->value;
         }
         q.op = JOURNAL_BEGIN;
-        q.app = in->app, q.user = in->user, q.session = in->session;
+        q.app = app, q.user = in->user, q.session = in->session;
         q.invocation_id = in->invocation_id;
         q.lease_owner = in->lease_owner;
         q.lease_ttl_ms = in->lease_ttl_ms;
@@ -166,6 +224,8 @@ static void j_begin_run(rpc_call_t *call, void *arg, const uint8_t *req,
         submit(call, arg, &q, run_done);
     }
     free(labels);
+    free(app_owned);
+    reel_status_fini(&st);
     reel__v1__begin_run_request__free_unpacked(in, NULL);
 }
 
@@ -297,6 +357,10 @@ static void j_get_run(rpc_call_t *call, void *arg, const uint8_t *req,
     }
     if (journal_get_run(ctx->journal, in->run_id, &r, &st) != REEL_OK)
         rpc_call_finish_status(call, &st);
+    else if (!api_tenant_owns(call, r.app) &&
+             reel_status_set(&st, REEL_NOT_FOUND, "run %s not found",
+                             in->run_id) == REEL_NOT_FOUND)
+        rpc_call_finish_status(call, &st); /* worded as api_run_check's */
     else
         finish_run(call, &r);
     run_fini(&r);
@@ -325,14 +389,14 @@ static size_t entry_size(void *arg, const void *elem) {
 }
 
 /* Packs runs into a message whose repeated field is (n_field, field). */
-static int runs_to_pb(const run_t *runs, size_t n, api_run_pb_t **pbs_out,
-                      Reel__V1__Run ***ptrs_out) {
+static int runs_to_pb(rpc_call_t *call, const run_t *runs, size_t n,
+                      api_run_pb_t **pbs_out, Reel__V1__Run ***ptrs_out) {
     api_run_pb_t *pbs = calloc(n ? n : 1, sizeof(*pbs));
     Reel__V1__Run **ptrs = calloc(n ? n : 1, sizeof(*ptrs));
     int rc = pbs && ptrs ? 0 : -1;
 
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        rc = api_run_to_pb(&runs[i], &pbs[i]);
+        rc = run_to_pb_for(call, &runs[i], &pbs[i]);
         ptrs[i] = &pbs[i].msg;
     }
     *pbs_out = pbs;
@@ -366,20 +430,29 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
     run_t *runs = NULL;
     size_t n = 0, blen;
     uint8_t *buf = NULL;
+    char *app_owned = NULL;
     int more = 0;
 
     if (in == NULL) {
         api_bad_request(call, "ListRunsRequest");
         return;
     }
-    f.app = in->app, f.user = in->user, f.session = in->session;
+    if (app_in(call, "app", in->app, &app_owned, &f.app, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    if (!api_tenant_sees_all(call)) {
+        f.keep = api_run_keep;
+        f.keep_arg = call;
+    }
+    f.user = in->user, f.session = in->session;
     f.status = (run_status_t)in->status;
     f.start_after = in->start_after;
     f.limit = in->limit;
     f.page = &page;
     if (journal_list_runs(ctx->journal, &f, &runs, &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
-    } else if (runs_to_pb(runs, n, &pbs, &ptrs) != 0) {
+    } else if (runs_to_pb(call, runs, n, &pbs, &ptrs) != 0) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     } else {
         out.n_runs = n;
@@ -389,7 +462,9 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
         API_PACK(reel__v1__list_runs_response, &out, &buf, &blen);
         api_finish_packed(call, buf, blen);
     }
+out:
     free_runs(runs, n, pbs, ptrs);
+    free(app_owned);
     reel_status_fini(&st);
     reel__v1__list_runs_request__free_unpacked(in, NULL);
 }
@@ -408,17 +483,21 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
     run_t *runs = NULL;
     size_t n = 0, blen;
     uint8_t *buf = NULL;
+    char *app_owned = NULL;
+    const char *app;
     int more = 0;
 
     if (in == NULL) {
         api_bad_request(call, "ListRunsToRecoverRequest");
         return;
     }
-    if (journal_list_recoverable(ctx->journal, in->app, in->start_after,
-                                 in->limit, &page, &runs, &n, &more,
-                                 &st) != REEL_OK) {
+    if (app_in(call, "app", in->app, &app_owned, &app, &st) != REEL_OK ||
+        journal_list_recoverable_kept(
+            ctx->journal, app, api_tenant_sees_all(call) ? NULL : api_run_keep,
+            call, in->start_after, in->limit, &page, &runs, &n, &more,
+            &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
-    } else if (runs_to_pb(runs, n, &pbs, &ptrs) != 0) {
+    } else if (runs_to_pb(call, runs, n, &pbs, &ptrs) != 0) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     } else {
         out.n_runs = n;
@@ -429,6 +508,7 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
         api_finish_packed(call, buf, blen);
     }
     free_runs(runs, n, pbs, ptrs);
+    free(app_owned);
     reel_status_fini(&st);
     reel__v1__list_runs_to_recover_request__free_unpacked(in, NULL);
 }
@@ -451,7 +531,8 @@ static void j_read_journal(rpc_call_t *call, void *arg, const uint8_t *req,
         api_bad_request(call, "ReadJournalRequest");
         return;
     }
-    if (journal_read(ctx->journal, in->run_id, in->from_seq, in->limit, &page,
+    if (api_run_check(call, ctx, in->run_id, &st) != REEL_OK ||
+        journal_read(ctx->journal, in->run_id, in->from_seq, in->limit, &page,
                      &es, &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
         goto out;
@@ -565,6 +646,10 @@ static void j_subscribe_run(rpc_call_t *call, void *arg, const uint8_t *req,
         api_bad_request(call, "SubscribeRunRequest");
         return;
     }
+    if (api_run_check(call, ctx, in->run_id, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
     sc = calloc(1, sizeof(*sc));
     if (sc == NULL) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
@@ -633,7 +718,7 @@ static void finish_claimed(rpc_call_t *call, const run_t *r) {
     size_t len = 0;
 
     out.found = r != NULL;
-    if (r != NULL && api_run_to_pb(r, &pb) != 0) {
+    if (r != NULL && run_to_pb_for(call, r, &pb) != 0) {
         api_run_pb_fini(&pb);
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
                         0);
@@ -670,6 +755,7 @@ static void claim_done(void *arg, journal_result_t *res) {
 
     switch (act) {
     case CL_ERROR:
+        api_tenant_status_out(cl->call, &res->status);
         rpc_call_finish_status(cl->call, &res->status);
         break;
     case CL_FOUND:
@@ -796,13 +882,20 @@ static void j_claim_next_run(rpc_call_t *call, void *arg, const uint8_t *req,
     reel_status_t st = REEL_STATUS_INIT;
     journal_req_t q = {0};
     claimer_t *cl;
+    char *app_owned = NULL;
+    const char *app;
 
     if (in == NULL) {
         api_bad_request(call, "ClaimNextRunRequest");
         return;
     }
+    /* A tenant claims from its own app's index: ::T:app. */
+    if (app_in(call, "app", in->app, &app_owned, &app, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
     q.op = JOURNAL_CLAIM_NEXT;
-    q.app = in->app;
+    q.app = app;
     q.lease_owner = in->lease_owner;
     q.lease_ttl_ms = in->lease_ttl_ms;
     if (in->wait_ms < 0 || in->wait_ms > JOURNAL_MAX_CLAIM_WAIT_MS) {
@@ -826,7 +919,7 @@ static void j_claim_next_run(rpc_call_t *call, void *arg, const uint8_t *req,
     }
     cl->ctx = ctx;
     cl->call = call;
-    snprintf(cl->app, sizeof(cl->app), "%s", in->app);
+    snprintf(cl->app, sizeof(cl->app), "%s", app);
     snprintf(cl->owner, sizeof(cl->owner), "%s", in->lease_owner);
     cl->ttl_ms = q.lease_ttl_ms; /* defaulted by journal_validate */
     cl->wait_ms = in->wait_ms;
@@ -851,6 +944,7 @@ static void j_claim_next_run(rpc_call_t *call, void *arg, const uint8_t *req,
     try_claim(cl);
     rpc_call_unref(call);
 out:
+    free(app_owned);
     reel_status_fini(&st);
     reel__v1__claim_next_run_request__free_unpacked(in, NULL);
 }
@@ -903,7 +997,9 @@ int api_journal_register(rpc_server_t *srv, api_ctx_t *ctx) {
 /* ---- The module ---------------------------------------------------------- */
 
 /* A run's change as run.<run_id>.<STATUS>, an entry as
- * journal.<run_id>.<kind>. */
+ * journal.<run_id>.<kind>; a tenant's run_id token carries its prefix,
+ * run.::T:<run_id>.<STATUS> (api/tenant.h), told from the run's app,
+ * which an entry's change carries. */
 static reel_code_t journal_module_encode(const store_change_t *c,
                                          char **subject, uint8_t **bytes,
                                          size_t *len, reel_status_t *st) {
@@ -923,14 +1019,18 @@ static reel_code_t journal_module_encode(const store_change_t *c,
                  ? reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
                                    "out of memory")
                  : api_event_pack(c, &ev, subject, bytes, len, st,
-                                  "run.%s.%s", run.run_id,
+                                  "run.%.*s%s.%s",
+                                  (int)api_tenant_prefix_len(run.app),
+                                  run.app, run.run_id,
                                   run_status_name(run.status));
     } else if (r == 2) {
         api_entry_to_pb(&entry, &entry_pb);
         ev.type = REEL__V1__EVENT__TYPE__JOURNAL_APPENDED;
         ev.body_case = REEL__V1__EVENT__BODY_ENTRY;
         ev.entry = &entry_pb;
-        rc = api_event_pack(c, &ev, subject, bytes, len, st, "journal.%s.%s",
+        rc = api_event_pack(c, &ev, subject, bytes, len, st,
+                            "journal.%.*s%s.%s",
+                            (int)api_tenant_prefix_len(entry.app), entry.app,
                             entry.run_id, entry.kind);
     } else {
         rc = api_change_unknown(c, r, st);

@@ -18,7 +18,8 @@
  * "*" or ">" token where they are written (reel_pattern_check_name,
  * KV_NAMESPACE_CHARS), so the names go in as they are. The first token
  * says the module: each module's descriptor lists its own, and
- * api_wal_encode refuses a subject outside them.
+ * api_wal_encode refuses a subject outside them. A tenant's event has
+ * "::<tenant>:" in front of its second token (api/tenant.h).
  */
 #include <stdarg.h>
 #include <stdio.h>

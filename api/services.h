@@ -171,4 +171,19 @@ int api_ready(void *arg, char *why, size_t cap);
 reel_code_t api_consumer_lags(api_ctx_t *ctx, wal_consumer_t **out,
                               size_t *n, reel_status_t *st);
 
+/* ---- Tenants of runs (api/journal_service.c) ---- */
+
+/*
+ * OK when the call's tenant owns run run_id (api/tenant.h); NOT_FOUND,
+ * worded exactly as for a run that does not exist, when another tenant
+ * does; the lookup's error otherwise. Admin and calls without --auth
+ * token read nothing. A run's app never changes, so the check made before
+ * a write is queued still holds when the writer applies it.
+ */
+reel_code_t api_run_check(rpc_call_t *call, api_ctx_t *ctx,
+                          const char *run_id, reel_status_t *st);
+
+/* run_keep_fn (arg: the call) keeping the call's tenant's runs. */
+int api_run_keep(void *arg, const run_t *r);
+
 #endif

@@ -15,6 +15,10 @@
  * and queueing attempts happen after it is released. Every queued attempt
  * holds a call reference, so the awaiter (freed by the call's cleanup)
  * outlives it.
+ *
+ * Tenants: signals belong to their run, so every call checks that the run
+ * it names is the caller's (api_run_check: another tenant's run is a
+ * missing one); a send by session names the tenant's app as stored.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -26,6 +30,7 @@
 #include "api/page.h"
 #include "api/reply.h"
 #include "api/services.h"
+#include "api/tenant.h"
 #include "reel/v1/signals.pb-c.h"
 #include "api/timer.h"
 #include "base/clock.h"
@@ -56,6 +61,7 @@ static void send_done(void *arg, signals_send_result_t *res) {
     size_t len;
 
     if (res->status.code != REEL_OK) {
+        api_tenant_status_out(call, &res->status); /* names its app */
         rpc_call_finish_status(call, &res->status);
         return;
     }
@@ -75,19 +81,35 @@ static void s_send_signal(rpc_call_t *call, void *arg, const uint8_t *req,
         reel__v1__send_signal_request__unpack(NULL, len, req);
     reel_status_t st = REEL_STATUS_INIT;
     signals_send_args_t a;
+    char *app_owned = NULL;
+    const char *app = "";
 
     if (in == NULL) {
         api_bad_request(call, "SendSignalRequest");
         return;
     }
     a.run_id = in->run_id;
-    a.app = in->app, a.user = in->user, a.session = in->session;
+    a.user = in->user, a.session = in->session;
     a.name = in->name;
     a.payload = in->payload;
     a.signal_id = in->signal_id;
     a.deliver_at_ms = in->deliver_at_ms;
-    if (signals_send(ctx->signals, &a, send_done, call, &st) != REEL_OK)
+    /* By run_id: the run must be the caller's; by session: in its app. */
+    if ((*in->run_id ? api_run_check(call, ctx, in->run_id, &st)
+                     : *in->app ? api_tenant_name_in(call, "app", in->app,
+                                                     JOURNAL_MAX_NAME,
+                                                     &app_owned, &app, &st)
+                                : REEL_OK) != REEL_OK) {
         rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    a.app = app;
+    if (signals_send(ctx->signals, &a, send_done, call, &st) != REEL_OK) {
+        api_tenant_status_out(call, &st);
+        rpc_call_finish_status(call, &st);
+    }
+out:
+    free(app_owned);
     reel_status_fini(&st);
     reel__v1__send_signal_request__free_unpacked(in, NULL);
 }
@@ -120,7 +142,8 @@ static void s_cancel_signal(rpc_call_t *call, void *arg, const uint8_t *req,
         api_bad_request(call, "CancelSignalRequest");
         return;
     }
-    if (signals_cancel(ctx->signals, in->run_id, in->signal_id, cancel_done,
+    if (api_run_check(call, ctx, in->run_id, &st) != REEL_OK ||
+        signals_cancel(ctx->signals, in->run_id, in->signal_id, cancel_done,
                        call, &st) != REEL_OK)
         rpc_call_finish_status(call, &st);
     reel_status_fini(&st);
@@ -349,7 +372,8 @@ static void s_await_signal(rpc_call_t *call, void *arg, const uint8_t *req,
     }
     timeout_ms = in->timeout_ms;
     if (signals_check_await(ctx->signals, in->run_id, in->name, &timeout_ms,
-                            &st) != REEL_OK) {
+                            &st) != REEL_OK ||
+        api_run_check(call, ctx, in->run_id, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
         goto out;
     }
@@ -424,7 +448,8 @@ static void s_list_signals(rpc_call_t *call, void *arg, const uint8_t *req,
     a.after_seq = in->after_seq;
     a.after_consumed = in->after_consumed;
     a.page = &page;
-    if (signals_list(ctx->signals, &a, &gs, &n, &more, &st) != REEL_OK) {
+    if (api_run_check(call, ctx, in->run_id, &st) != REEL_OK ||
+        signals_list(ctx->signals, &a, &gs, &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
         goto out;
     }
@@ -477,7 +502,8 @@ int api_signals_register(rpc_server_t *srv, api_ctx_t *ctx) {
 
 /* ---- The module ---------------------------------------------------------- */
 
-/* signal.<run_id>.<name>.<sent|consumed> */
+/* signal.<run_id>.<name>.<sent|consumed>; a tenant's run_id token
+ * carries its prefix, told from the change's app (api/tenant.h). */
 static reel_code_t signals_module_encode(const store_change_t *c,
                                          char **subject, uint8_t **bytes,
                                          size_t *len, reel_status_t *st) {
@@ -494,7 +520,8 @@ static reel_code_t signals_module_encode(const store_change_t *c,
                        : REEL__V1__EVENT__TYPE__SIGNAL_SENT;
     ev.body_case = REEL__V1__EVENT__BODY_SIGNAL;
     ev.signal = &signal_pb;
-    rc = api_event_pack(c, &ev, subject, bytes, len, st, "signal.%s.%s.%s",
+    rc = api_event_pack(c, &ev, subject, bytes, len, st, "signal.%.*s%s.%s.%s",
+                        (int)api_tenant_prefix_len(sig.app), sig.app,
                         sig.run_id, sig.name, consumed ? "consumed" : "sent");
     signal_fini(&sig);
     return rc;

@@ -10,13 +10,29 @@
 #include "auth/auth.h"
 #include "reel/v1/wal.pb-c.h"
 
-const char *api_tenant_scoped(rpc_call_t *call) {
+static const char *prefix_as(const char *tenant, char *buf, size_t cap);
+
+/* The call's tenant; NULL without --auth token (it sees all). */
+static const char *tenant_of(rpc_call_t *call) {
     const auth_principal_t *who = rpc_call_principal(call);
 
-    if (who == NULL || strcmp(who->tenant, AUTH_DEFAULT_TENANT) == 0 ||
-        strcmp(who->tenant, AUTH_ADMIN_TENANT) == 0)
+    return who != NULL ? who->tenant : NULL;
+}
+
+/* The tenant when its names get a prefix, else NULL. */
+static const char *scoped_as(const char *tenant) {
+    if (tenant == NULL || strcmp(tenant, AUTH_DEFAULT_TENANT) == 0 ||
+        strcmp(tenant, AUTH_ADMIN_TENANT) == 0)
         return NULL;
-    return who->tenant;
+    return tenant;
+}
+
+static int sees_all_as(const char *tenant) {
+    return tenant == NULL || strcmp(tenant, AUTH_ADMIN_TENANT) == 0;
+}
+
+const char *api_tenant_scoped(rpc_call_t *call) {
+    return scoped_as(tenant_of(call));
 }
 
 int api_tenant_hides_scoped(rpc_call_t *call) {
@@ -26,17 +42,68 @@ int api_tenant_hides_scoped(rpc_call_t *call) {
 }
 
 int api_tenant_keeps_apart(const char *path) {
-    return strncmp(path, "/reel.v1.KV/", 12) == 0 ||
-           strcmp(path, "/reel.v1.Admin/GetStatus") == 0 ||
-           strcmp(path, "/reel.v1.Wal/SubscribeEvents") == 0 ||
-           strcmp(path, "/reel.v1.Wal/SubscribeEventBatches") == 0 ||
-           strcmp(path, "/reel.v1.Wal/GetHead") == 0;
+    static const char *const services[] = {
+        "/reel.v1.KV/",  "/reel.v1.Journal/",   "/reel.v1.Signals/",
+        "/reel.v1.Wal/", "/reel.v1.Workspace/", NULL};
+
+    for (const char *const *p = services; *p != NULL; p++)
+        if (strncmp(path, *p, strlen(*p)) == 0)
+            return 1;
+    return strcmp(path, "/reel.v1.Admin/GetStatus") == 0;
 }
 
-/* The call's prefix "::T:" into buf (at least 2 + 63 + 2 bytes), or NULL
- * when its names get none. */
-static const char *prefix_of(rpc_call_t *call, char *buf, size_t cap) {
-    const char *t = api_tenant_scoped(call);
+int api_tenant_sees_all(rpc_call_t *call) {
+    return sees_all_as(tenant_of(call));
+}
+
+size_t api_tenant_prefix_len(const char *stored) {
+    const char *end;
+
+    if (stored == NULL || strncmp(stored, API_TENANT_MARK, 2) != 0 ||
+        (end = strchr(stored + 2, ':')) == NULL)
+        return 0;
+    return (size_t)(end - stored) + 1;
+}
+
+int api_tenant_owns_as(const char *tenant, const char *stored) {
+    const char *t = scoped_as(tenant);
+    size_t tl;
+
+    if (sees_all_as(tenant))
+        return 1;
+    if (t == NULL)
+        return strncmp(stored, API_TENANT_MARK, 2) != 0;
+    tl = strlen(t);
+    return strncmp(stored, API_TENANT_MARK, 2) == 0 &&
+           strncmp(stored + 2, t, tl) == 0 && stored[2 + tl] == ':';
+}
+
+void api_tenant_status_out_as(const char *tenant, reel_status_t *st) {
+    char pre[AUTH_TENANT_MAX + 8];
+    const char *p = prefix_as(tenant, pre, sizeof(pre)), *msg, *hit;
+    size_t plen, n = 0;
+    char *out;
+
+    if (p == NULL || st == NULL || st->code == REEL_OK ||
+        strstr(msg = reel_status_message(st), p) == NULL)
+        return;
+    plen = strlen(p);
+    if ((out = malloc(strlen(msg) + 1)) == NULL)
+        return; /* the message keeps the prefix: still the caller's own */
+    while ((hit = strstr(msg, p)) != NULL) {
+        memcpy(out + n, msg, (size_t)(hit - msg));
+        n += (size_t)(hit - msg);
+        msg = hit + plen;
+    }
+    strcpy(out + n, msg);
+    reel_status_set(st, st->code, "%s", out);
+    free(out);
+}
+
+/* The tenant's prefix "::T:" into buf (at least 2 + 63 + 2 bytes), or
+ * NULL when its names get none. */
+static const char *prefix_as(const char *tenant, char *buf, size_t cap) {
+    const char *t = scoped_as(tenant);
 
     if (t == NULL)
         return NULL;
@@ -44,32 +111,32 @@ static const char *prefix_of(rpc_call_t *call, char *buf, size_t cap) {
     return buf;
 }
 
-reel_code_t api_tenant_pattern_in(rpc_call_t *call, const char *pattern,
-                                  char **out, const char **out_pattern,
-                                  reel_status_t *st) {
+reel_code_t api_tenant_pattern_in_as(const char *tenant, const char *pattern,
+                                     char **out, const char **out_pattern,
+                                     reel_status_t *st) {
     char pre[AUTH_TENANT_MAX + 8];
-    const char *p = prefix_of(call, pre, sizeof(pre));
+    const char *p = prefix_as(tenant, pre, sizeof(pre));
     const char *dot1, *second, *dot2;
     size_t slen, n;
 
     *out = NULL;
     *out_pattern = pattern;
-    if (p == NULL || (dot1 = strchr(pattern, '.')) == NULL)
+    if (sees_all_as(tenant) || (dot1 = strchr(pattern, '.')) == NULL)
         return REEL_OK; /* "", ">", one token: filtered on delivery */
     second = dot1 + 1;
     dot2 = strchr(second, '.');
     slen = dot2 ? (size_t)(dot2 - second) : strlen(second);
-    /* Only a literal namespace token, of kv or of any module, gets the
-     * prefix; wildcards are left to the filter on delivery. */
-    if ((dot1 - pattern != 2 || strncmp(pattern, "kv", 2) != 0) &&
-        (dot1 - pattern != 1 || pattern[0] != '*'))
-        return REEL_OK;
+    /* A literal second token (a namespace, a run_id) gets the prefix,
+     * whatever the first: every tenant event carries it there; wildcards
+     * are left to the filter on delivery. */
     if ((slen == 1 && (second[0] == '*' || second[0] == '>')) || slen == 0)
         return REEL_OK;
     if (strncmp(second, API_TENANT_MARK, 2) == 0)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "subject_pattern: names starting with \"::\" "
                                "are reserved for tenants");
+    if (p == NULL)
+        return REEL_OK; /* the default tenant's names are as given */
     n = strlen(pattern) + strlen(p) + 1;
     if ((*out = malloc(n)) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
@@ -78,13 +145,13 @@ reel_code_t api_tenant_pattern_in(rpc_call_t *call, const char *pattern,
     return REEL_OK;
 }
 
-int api_tenant_event_out(rpc_call_t *call, const uint8_t *bytes, size_t len,
-                         uint8_t **out, size_t *olen) {
+int api_tenant_event_out_as(const char *tenant, const uint8_t *bytes,
+                            size_t len, uint8_t **out, size_t *olen) {
     char pre[AUTH_TENANT_MAX + 8];
-    const char *p = prefix_of(call, pre, sizeof(pre));
-    size_t plen = p ? strlen(p) : 0;
+    const char *p = prefix_as(tenant, pre, sizeof(pre));
+    size_t plen = p ? strlen(p) : 0, first;
     Reel__V1__Event *ev;
-    char *subject = NULL, *orig_subject, *orig_ns;
+    char *subject = NULL, *orig_subject, *orig_name = NULL, **name = NULL;
     int rc = 0;
 
     *out = NULL;
@@ -92,52 +159,74 @@ int api_tenant_event_out(rpc_call_t *call, const uint8_t *bytes, size_t len,
     if (p == NULL ||
         (ev = reel__v1__event__unpack(NULL, len, bytes)) == NULL)
         return 0;
-    /* kv.<::T:namespace>.<key>: the tenant's own, and only then. */
-    if (ev->subject == NULL || strncmp(ev->subject, "kv.", 3) != 0 ||
-        strncmp(ev->subject + 3, p, plen) != 0 ||
-        ev->body_case != REEL__V1__EVENT__BODY_VALUE || ev->value == NULL) {
+    /* <module>.<::T:second>...: the tenant's own, and only then. */
+    first = ev->subject ? strcspn(ev->subject, ".") : 0;
+    if (ev->subject == NULL || ev->subject[first] != '.' ||
+        strncmp(ev->subject + first + 1, p, plen) != 0) {
         reel__v1__event__free_unpacked(ev, NULL);
         return 0;
     }
+    /* The body's own stored name, shown as the tenant gave it. */
+    if (ev->body_case == REEL__V1__EVENT__BODY_VALUE && ev->value != NULL)
+        name = &ev->value->namespace_;
+    else if (ev->body_case == REEL__V1__EVENT__BODY_RUN && ev->run != NULL)
+        name = &ev->run->app;
+    else if (ev->body_case == REEL__V1__EVENT__BODY_ARTIFACT &&
+             ev->artifact != NULL)
+        name = &ev->artifact->namespace_;
     rc = -1;
     if ((subject = malloc(strlen(ev->subject) + 1)) != NULL) {
-        snprintf(subject, strlen(ev->subject) + 1, "kv.%s",
-                 ev->subject + 3 + plen);
+        snprintf(subject, strlen(ev->subject) + 1, "%.*s.%s", (int)first,
+                 ev->subject, ev->subject + first + 1 + plen);
         /* Point at the stripped forms to pack, then put back what
          * free_unpacked owns. */
         orig_subject = ev->subject;
-        orig_ns = ev->value->namespace_;
         ev->subject = subject;
-        ev->value->namespace_ = (char *)api_tenant_name_out(call, orig_ns);
+        if (name != NULL) {
+            orig_name = *name;
+            *name = (char *)api_tenant_name_out_as(tenant, orig_name);
+        }
         *olen = reel__v1__event__get_packed_size(ev);
         if ((*out = malloc(*olen ? *olen : 1)) != NULL) {
             reel__v1__event__pack(ev, *out);
             rc = 1;
         }
         ev->subject = orig_subject;
-        ev->value->namespace_ = orig_ns;
+        if (name != NULL)
+            *name = orig_name;
         free(subject);
     }
     reel__v1__event__free_unpacked(ev, NULL);
     return rc;
 }
 
-static int is_admin_tenant(rpc_call_t *call) {
-    const auth_principal_t *who = rpc_call_principal(call);
+char *api_tenant_pattern_out_as(const char *tenant, const char *stored) {
+    char pre[AUTH_TENANT_MAX + 8];
+    const char *p = prefix_as(tenant, pre, sizeof(pre)), *dot;
+    size_t plen = p ? strlen(p) : 0;
+    char *out;
 
-    return who == NULL || strcmp(who->tenant, AUTH_ADMIN_TENANT) == 0;
+    if ((out = malloc(strlen(stored) + 1)) == NULL)
+        return NULL;
+    if (p != NULL && (dot = strchr(stored, '.')) != NULL &&
+        strncmp(dot + 1, p, plen) == 0)
+        snprintf(out, strlen(stored) + 1, "%.*s.%s", (int)(dot - stored),
+                 stored, dot + 1 + plen);
+    else
+        strcpy(out, stored);
+    return out;
 }
 
-reel_code_t api_tenant_name_in(rpc_call_t *call, const char *field,
-                               const char *name, size_t max, char **out,
-                               const char **out_name, reel_status_t *st) {
-    const char *t = api_tenant_scoped(call);
+reel_code_t api_tenant_name_in_as(const char *tenant, const char *field,
+                                  const char *name, size_t max, char **out,
+                                  const char **out_name, reel_status_t *st) {
+    const char *t = scoped_as(tenant);
     size_t n = strlen(name), pre;
 
     *out = NULL;
     *out_name = name;
     /* Without --auth token (no principal) or for admin: as given. */
-    if (is_admin_tenant(call))
+    if (sees_all_as(tenant))
         return REEL_OK;
     if (strncmp(name, API_TENANT_MARK, 2) == 0)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
@@ -159,8 +248,8 @@ reel_code_t api_tenant_name_in(rpc_call_t *call, const char *field,
     return REEL_OK;
 }
 
-const char *api_tenant_name_out(rpc_call_t *call, const char *stored) {
-    const char *t = api_tenant_scoped(call);
+const char *api_tenant_name_out_as(const char *tenant, const char *stored) {
+    const char *t = scoped_as(tenant);
     size_t tl;
 
     if (t == NULL || stored == NULL || strncmp(stored, API_TENANT_MARK, 2) != 0)
@@ -169,6 +258,43 @@ const char *api_tenant_name_out(rpc_call_t *call, const char *stored) {
     if (strncmp(stored + 2, t, tl) == 0 && stored[2 + tl] == ':')
         return stored + 2 + tl + 1;
     return stored;
+}
+
+/* ---- The call's tenant ---------------------------------------------------- */
+
+int api_tenant_owns(rpc_call_t *call, const char *stored) {
+    return api_tenant_owns_as(tenant_of(call), stored);
+}
+
+void api_tenant_status_out(rpc_call_t *call, reel_status_t *st) {
+    api_tenant_status_out_as(tenant_of(call), st);
+}
+
+reel_code_t api_tenant_pattern_in(rpc_call_t *call, const char *pattern,
+                                  char **out, const char **out_pattern,
+                                  reel_status_t *st) {
+    return api_tenant_pattern_in_as(tenant_of(call), pattern, out,
+                                    out_pattern, st);
+}
+
+int api_tenant_event_out(rpc_call_t *call, const uint8_t *bytes, size_t len,
+                         uint8_t **out, size_t *olen) {
+    return api_tenant_event_out_as(tenant_of(call), bytes, len, out, olen);
+}
+
+char *api_tenant_pattern_out(rpc_call_t *call, const char *stored) {
+    return api_tenant_pattern_out_as(tenant_of(call), stored);
+}
+
+reel_code_t api_tenant_name_in(rpc_call_t *call, const char *field,
+                               const char *name, size_t max, char **out,
+                               const char **out_name, reel_status_t *st) {
+    return api_tenant_name_in_as(tenant_of(call), field, name, max, out,
+                                 out_name, st);
+}
+
+const char *api_tenant_name_out(rpc_call_t *call, const char *stored) {
+    return api_tenant_name_out_as(tenant_of(call), stored);
 }
 
 /* Reads a varint at *p (< end): 0, or -1 if it does not fit. */

@@ -9,10 +9,20 @@
  * N as "::T:N" and reads it back as N. No tenant but admin may give a
  * name starting with "::", so no input can spell another tenant's prefix:
  * T is [a-z0-9-] and ends at the first ':' after "::", so a stored name
- * has one owner. This version keeps KV namespaces apart this way, and a
- * tenant's WAL tail holds its own KV events only (a durable consumer's
- * name is not kept apart yet: tenants subscribe without one); the other
- * services refuse other tenants (api_authorize).
+ * has one owner. What is kept apart this way: KV namespaces, apps (and so
+ * runs: a run is its app's tenant's, and every call naming a run_id
+ * checks it, answering another tenant's run as a missing one), and
+ * durable consumers' names. Signals belong to their run.
+ *
+ * WAL events: a tenant's event has "::T:" in front of its subject's
+ * second token (kv.::T:<ns>.<key>, run.::T:<run_id>.<STATUS>,
+ * journal.::T:<run_id>.<kind>, signal.::T:<run_id>.<name>.<sent|...>),
+ * so a tail tells an event's tenant from its subject alone: the default
+ * tenant's skips every event whose second token starts with "::", a
+ * tenant's keeps those with its own prefix and strips it (and the
+ * prefix of a namespace or app in the body). The encoders learn a run's
+ * app from the change itself (journal_entry_t.app, signal_t.app), never
+ * from a read. Admin sees the subjects as stored.
  *
  * Thread safety: pure functions of the call; any thread.
  */
@@ -46,8 +56,30 @@ reel_code_t api_tenant_name_in(rpc_call_t *call, const char *field,
 int api_tenant_hides_scoped(rpc_call_t *call);
 
 /* 1 if the method keeps tenants apart, so a tenant with a prefix may call
- * it (KV, and GetStatus, which names nothing of a tenant). */
+ * it (KV, Journal, Signals, Wal, and GetStatus, which names nothing of a
+ * tenant; not the token methods, which are admin's). */
 int api_tenant_keeps_apart(const char *path);
+
+/* 1 when the call sees every tenant's names as stored: admin, or no
+ * --auth token. Nothing of a name needs checking then. */
+int api_tenant_sees_all(rpc_call_t *call);
+
+/* 1 if a stored name (an app, a consumer) is the call's tenant's: for a
+ * tenant T it starts with "::T:", for default it has no "::" in front;
+ * admin owns every name. */
+int api_tenant_owns(rpc_call_t *call, const char *stored);
+
+/* The length of the tenant prefix "::T:" a stored name starts with, 0 if
+ * it starts with none (the default tenant's). */
+size_t api_tenant_prefix_len(const char *stored);
+
+/* A stored subject pattern as the call's tenant gave it (its prefix off
+ * the second token): malloc'd, NULL out of memory. */
+char *api_tenant_pattern_out(rpc_call_t *call, const char *stored);
+
+/* Takes the call's own prefix "::T:" out of st's message, so an error
+ * names the tenant's apps and consumers as it gave them. */
+void api_tenant_status_out(rpc_call_t *call, reel_status_t *st);
 
 /*
  * A WAL subscription's subject_pattern as stored, for a tenant with a
@@ -62,9 +94,9 @@ reel_code_t api_tenant_pattern_in(rpc_call_t *call, const char *pattern,
 
 /*
  * For a tenant with a prefix, a stored reel.v1.Event as it sees it: 1 with
- * *out (malloc'd) holding it, its subject and namespace without the
- * prefix; 0 when the event is not the tenant's (or does not decode);
- * -1 out of memory.
+ * *out (malloc'd) holding it, its subject's second token and the body's
+ * namespace or app without the prefix; 0 when the event is not the
+ * tenant's (or does not decode); -1 out of memory.
  */
 int api_tenant_event_out(rpc_call_t *call, const uint8_t *bytes, size_t len,
                          uint8_t **out, size_t *olen);
@@ -74,9 +106,27 @@ const char *api_tenant_name_out(rpc_call_t *call, const char *stored);
 
 /*
  * 1 if a stored reel.v1.Event (its bytes) names something of a tenant
- * with a prefix (its subject's second token, kv.<namespace>..., starts
- * with "::"), 0 if not or if the bytes hold no subject.
+ * with a prefix (its subject's second token, kv.<namespace>...,
+ * run.<run_id>..., starts with "::"), 0 if not or if the bytes hold no
+ * subject.
  */
 int api_tenant_event_is_scoped(const uint8_t *bytes, size_t len);
+
+/*
+ * The same for a tenant named directly (NULL: no --auth token, which sees
+ * all), so the mapping is tested without a call (tenant_test.c).
+ */
+int api_tenant_owns_as(const char *tenant, const char *stored);
+void api_tenant_status_out_as(const char *tenant, reel_status_t *st);
+reel_code_t api_tenant_pattern_in_as(const char *tenant, const char *pattern,
+                                     char **out, const char **out_pattern,
+                                     reel_status_t *st);
+int api_tenant_event_out_as(const char *tenant, const uint8_t *bytes,
+                            size_t len, uint8_t **out, size_t *olen);
+char *api_tenant_pattern_out_as(const char *tenant, const char *stored);
+reel_code_t api_tenant_name_in_as(const char *tenant, const char *field,
+                                  const char *name, size_t max, char **out,
+                                  const char **out_name, reel_status_t *st);
+const char *api_tenant_name_out_as(const char *tenant, const char *stored);
 
 #endif

@@ -31,7 +31,9 @@
 #include "api/services.h"
 #include "api/tenant.h"
 #include "reel/v1/wal.pb-c.h"
+#include "auth/auth.h"
 #include "base/clock.h"
+#include "base/text.h"
 #include "wal/wal.h"
 
 #define PROGRESS_MS 1000
@@ -61,6 +63,32 @@ static void w_get_head(rpc_call_t *call, void *arg, const uint8_t *req,
     }
     API_PACK(reel__v1__get_head_response, &out, &buf, &blen);
     api_finish_packed(call, buf, blen);
+}
+
+/* ---- Tenants -------------------------------------------------------------- */
+
+/*
+ * A durable consumer's name as stored (api/tenant.h): "::T:name" for a
+ * tenant T, as given otherwise. A caller that does not see every tenant
+ * gives a name of WAL_CONSUMER_CHARS (so no ':' and no other tenant's
+ * prefix), its limit counting the prefix.
+ */
+static reel_code_t consumer_in(rpc_call_t *call, const char *field,
+                               const char *name, char **owned,
+                               const char **out, reel_status_t *st) {
+    size_t pre;
+    reel_code_t rc;
+
+    *owned = NULL;
+    *out = name;
+    if (api_tenant_sees_all(call))
+        return REEL_OK;
+    if ((rc = api_tenant_name_in(call, field, name, WAL_CONSUMER_MAX, owned,
+                                 out, st)) != REEL_OK)
+        return rc;
+    pre = strlen(*out) - strlen(name);
+    return reel_check_charset(field, name, strlen(name),
+                              WAL_CONSUMER_MAX - pre, WAL_CONSUMER_CHARS, st);
 }
 
 /* ---- SubscribeEvents ------------------------------------------------------ */
@@ -126,11 +154,20 @@ static int tail_deliver(void *arg, const uint8_t *bytes, size_t len,
 /* From a pump (which holds a call reference), with no WAL lock held. */
 static void tail_end(void *arg, const reel_status_t *st) {
     tail_t *t = arg;
+    reel_status_t own = REEL_STATUS_INIT;
 
     pthread_mutex_lock(&t->mu);
     t->over = 1;
     pthread_mutex_unlock(&t->mu);
-    rpc_call_finish_status(t->call, st);
+    if (!t->scoped) {
+        rpc_call_finish_status(t->call, st);
+        return;
+    }
+    /* A tenant's consumer is named in it as the tenant gave it. */
+    reel_status_set(&own, st->code, "%s", reel_status_message(st));
+    api_tenant_status_out(t->call, &own);
+    rpc_call_finish_status(t->call, &own);
+    reel_status_fini(&own);
 }
 
 static void tail_wake(rpc_call_t *call, void *arg);
@@ -238,21 +275,17 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
     reel_status_t st = REEL_STATUS_INIT;
     reel_code_t rc;
     tail_t *t;
-    const char *pattern;
-    char *pattern_owned = NULL;
+    const char *pattern, *consumer = "";
+    char *pattern_owned = NULL, *consumer_owned = NULL;
 
     if (in == NULL) {
         api_bad_request(call, "SubscribeEventsRequest");
         return;
     }
-    if (api_tenant_scoped(call) != NULL && *in->consumer) {
-        rpc_call_finish(call, REEL_PERMISSION_DENIED,
-                        "consumer: durable consumers do not keep tenants "
-                        "apart yet: subscribe without one",
-                        NULL, 0);
-        goto out;
-    }
-    if (api_tenant_pattern_in(call, in->subject_pattern, &pattern_owned,
+    if ((*in->consumer &&
+         consumer_in(call, "consumer", in->consumer, &consumer_owned,
+                     &consumer, &st) != REEL_OK) ||
+        api_tenant_pattern_in(call, in->subject_pattern, &pattern_owned,
                               &pattern, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
         goto out;
@@ -280,13 +313,14 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
     rpc_call_ref(call);
     rpc_call_on_cleanup(call, tail_cleanup, t);
     if (*in->consumer)
-        rc = wal_consumer_subscribe(ctx->wal, in->consumer, in->from_revision,
-                                    in->subject_pattern, in->takeover,
-                                    &tail_sink, t, &t->sub, &st);
+        rc = wal_consumer_subscribe(ctx->wal, consumer, in->from_revision,
+                                    pattern, in->takeover, &tail_sink, t,
+                                    &t->sub, &st);
     else
         rc = wal_sub_create(ctx->wal, in->from_revision, pattern,
                             &tail_sink, t, &t->sub, &st);
     if (rc != REEL_OK) {
+        api_tenant_status_out(call, &st);
         rpc_call_finish_status(call, &st);
         rpc_call_unref(call);
         goto out;
@@ -304,6 +338,7 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
     rpc_call_unref(call);
 out:
     free(pattern_owned);
+    free(consumer_owned);
     reel_status_fini(&st);
     reel__v1__subscribe_events_request__free_unpacked(in, NULL);
 }
@@ -320,10 +355,16 @@ static void w_subscribe_event_batches(rpc_call_t *call, void *arg,
 
 /* ---- Consumers ------------------------------------------------------------ */
 
-static void consumer_to_pb(const wal_consumer_t *c, uint64_t head,
-                           Reel__V1__Consumer *m) {
+/* The pattern's owned copy, shown to a tenant as given, is *pattern_out
+ * (free it; NULL when none was needed or out of memory). */
+static void consumer_to_pb(rpc_call_t *call, const wal_consumer_t *c,
+                           uint64_t head, Reel__V1__Consumer *m,
+                           char **pattern_out) {
+    *pattern_out = NULL;
     reel__v1__consumer__init(m);
-    m->name = c->name ? c->name : "";
+    m->name = c->name == NULL ? ""
+              : call != NULL  ? (char *)api_tenant_name_out(call, c->name)
+                              : c->name;
     m->acked_revision = c->acked;
     m->pending = c->pending;
     m->pending_exact = c->pending_exact;
@@ -331,6 +372,10 @@ static void consumer_to_pb(const wal_consumer_t *c, uint64_t head,
     m->holding_bytes = c->holding_bytes;
     m->active = c->active;
     m->subject_pattern = c->pattern ? c->pattern : "";
+    if (call != NULL && c->pattern != NULL &&
+        api_tenant_scoped(call) != NULL &&
+        (*pattern_out = api_tenant_pattern_out(call, c->pattern)) != NULL)
+        m->subject_pattern = *pattern_out;
     m->created_at_ms = c->created_at_ms;
     m->acked_at_ms = c->acked_at_ms;
     m->invalidated = c->invalidated_at_ms != 0;
@@ -347,24 +392,31 @@ static void w_ack_events(rpc_call_t *call, void *arg, const uint8_t *req,
     Reel__V1__AckEventsResponse out = REEL__V1__ACK_EVENTS_RESPONSE__INIT;
     Reel__V1__Consumer cm;
     reel_status_t st = REEL_STATUS_INIT;
-    wal_consumer_t c;
+    wal_consumer_t c = {0};
     uint64_t head, oldest;
     uint8_t *buf;
     size_t blen;
+    char *name_owned = NULL, *pattern = NULL;
+    const char *name;
 
     if (in == NULL) {
         api_bad_request(call, "AckEventsRequest");
         return;
     }
-    if (wal_ack(ctx->wal, in->consumer, in->revision, &c, &st) != REEL_OK ||
+    if (consumer_in(call, "consumer", in->consumer, &name_owned, &name,
+                    &st) != REEL_OK ||
+        wal_ack(ctx->wal, name, in->revision, &c, &st) != REEL_OK ||
         wal_head(ctx->wal, &head, &oldest, &st) != REEL_OK) {
+        api_tenant_status_out(call, &st);
         rpc_call_finish_status(call, &st);
     } else {
-        consumer_to_pb(&c, head, &cm);
+        consumer_to_pb(call, &c, head, &cm, &pattern);
         out.consumer = &cm;
         API_PACK(reel__v1__ack_events_response, &out, &buf, &blen);
         api_finish_packed(call, buf, blen);
     }
+    free(pattern);
+    free(name_owned);
     wal_consumer_fini(&c);
     reel_status_fini(&st);
     reel__v1__ack_events_request__free_unpacked(in, NULL);
@@ -378,9 +430,11 @@ static void w_ack_events(rpc_call_t *call, void *arg, const uint8_t *req,
  * attached) is counted at its largest, with CONSUMER_SLACK to spare. */
 static size_t consumer_size(void *arg, const void *elem) {
     Reel__V1__Consumer pb;
+    char *pattern;
 
     (void)arg;
-    consumer_to_pb(elem, UINT64_MAX, &pb);
+    /* As stored: a tenant's name and pattern only shrink when shown. */
+    consumer_to_pb(NULL, elem, UINT64_MAX, &pb, &pattern);
     pb.pending = UINT64_MAX;
     pb.pending_exact = 1;
     pb.behind_revisions = UINT64_MAX;
@@ -388,6 +442,77 @@ static size_t consumer_size(void *arg, const void *elem) {
     pb.active = 1;
     return api_page_elem_size(reel__v1__consumer__get_packed_size(&pb)) +
            CONSUMER_SLACK;
+}
+
+/*
+ * A tenant's consumers are the names with its prefix, one run of the
+ * sorted names from "::T:": its page is cut at the first name past them.
+ * The default tenant's are the names without "::" in front, which sort
+ * before and after that run: its page is cut at the first tenant's name,
+ * and a page that would start there starts past every tenant's name
+ * instead (";" sorts right after ':').
+ */
+static reel_code_t list_own(rpc_call_t *call, api_ctx_t *ctx,
+                            const char *start_after, uint32_t limit,
+                            reel_page_t *page, wal_consumer_t **cs,
+                            size_t *n, size_t *shown, int *more,
+                            reel_status_t *st) {
+    char pre[AUTH_TENANT_MAX + 8], *after = NULL;
+    const char *t = api_tenant_scoped(call);
+    reel_code_t rc;
+    size_t i;
+
+    *shown = 0;
+    if (api_tenant_sees_all(call)) {
+        rc = wal_consumers(ctx->wal, start_after, limit, page, cs, n, more,
+                           st);
+        *shown = *n;
+        return rc;
+    }
+    if (t != NULL) {
+        snprintf(pre, sizeof(pre), "%s%s:", API_TENANT_MARK, t);
+        if ((after = malloc(strlen(pre) + strlen(start_after) + 1)) ==
+            NULL)
+            return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory");
+        strcpy(after, pre);
+        strcat(after, start_after);
+        rc = wal_consumers(ctx->wal, after, limit, page, cs, n, more, st);
+        free(after);
+        if (rc != REEL_OK)
+            return rc;
+        for (i = 0; i < *n && strncmp((*cs)[i].name, pre, strlen(pre)) == 0;
+             i++)
+            ;
+        if (i < *n)
+            *more = 0;
+        *shown = i;
+        return REEL_OK;
+    }
+    if (strncmp(start_after, API_TENANT_MARK, 2) == 0)
+        start_after = ";";
+    for (int pass = 0; pass < 2; pass++) {
+        if ((rc = wal_consumers(ctx->wal, start_after, limit, page, cs, n,
+                                more, st)) != REEL_OK)
+            return rc;
+        for (i = 0; i < *n &&
+                    strncmp((*cs)[i].name, API_TENANT_MARK, 2) != 0;
+             i++)
+            ;
+        if (i > 0 || *n == 0 || pass == 1) {
+            if (i < *n)
+                *more = 1;
+            *shown = i;
+            return REEL_OK;
+        }
+        for (i = 0; i < *n; i++)
+            wal_consumer_fini(&(*cs)[i]);
+        free(*cs);
+        *cs = NULL;
+        *n = 0;
+        start_after = ";";
+    }
+    return REEL_OK;
 }
 
 static void w_list_consumers(rpc_call_t *call, void *arg, const uint8_t *req,
@@ -402,39 +527,45 @@ static void w_list_consumers(rpc_call_t *call, void *arg, const uint8_t *req,
     Reel__V1__Consumer *pbs = NULL, **ptrs = NULL;
     wal_consumer_t *cs = NULL;
     uint64_t head, oldest;
-    size_t n = 0, blen;
+    size_t n = 0, shown = 0, blen;
     uint8_t *buf;
+    char **patterns = NULL;
     int more = 0;
 
     if (in == NULL) {
         api_bad_request(call, "ListConsumersRequest");
         return;
     }
-    if (wal_consumers(ctx->wal, in->start_after, in->limit, &page, &cs, &n,
-                      &more, &st) != REEL_OK ||
+    if (list_own(call, ctx, in->start_after, in->limit, &page, &cs, &n,
+                 &shown, &more, &st) != REEL_OK ||
         wal_head(ctx->wal, &head, &oldest, &st) != REEL_OK) {
+        api_tenant_status_out(call, &st);
         rpc_call_finish_status(call, &st);
         goto out;
     }
-    pbs = calloc(n ? n : 1, sizeof(*pbs));
-    ptrs = calloc(n ? n : 1, sizeof(*ptrs));
-    if (pbs == NULL || ptrs == NULL) {
+    pbs = calloc(shown ? shown : 1, sizeof(*pbs));
+    ptrs = calloc(shown ? shown : 1, sizeof(*ptrs));
+    patterns = calloc(shown ? shown : 1, sizeof(*patterns));
+    if (pbs == NULL || ptrs == NULL || patterns == NULL) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        consumer_to_pb(&cs[i], head, &pbs[i]);
+    for (size_t i = 0; i < shown; i++) {
+        consumer_to_pb(call, &cs[i], head, &pbs[i], &patterns[i]);
         ptrs[i] = &pbs[i];
     }
-    out.n_consumers = n;
+    out.n_consumers = shown;
     out.consumers = ptrs;
     out.more = more;
-    out.next_start_after = n > 0 ? cs[n - 1].name : "";
+    out.next_start_after = shown > 0 ? pbs[shown - 1].name : "";
     API_PACK(reel__v1__list_consumers_response, &out, &buf, &blen);
     api_finish_packed(call, buf, blen);
 out:
     for (size_t i = 0; i < n; i++)
         wal_consumer_fini(&cs[i]);
+    for (size_t i = 0; patterns != NULL && i < shown; i++)
+        free(patterns[i]);
+    free(patterns);
     free(cs);
     free(pbs);
     free(ptrs);
@@ -452,17 +583,23 @@ static void w_delete_consumer(rpc_call_t *call, void *arg, const uint8_t *req,
     reel_status_t st = REEL_STATUS_INIT;
     uint8_t *buf;
     size_t blen;
+    char *name_owned = NULL;
+    const char *name;
 
     if (in == NULL) {
         api_bad_request(call, "DeleteConsumerRequest");
         return;
     }
-    if (wal_consumer_delete(ctx->wal, in->name, &st) != REEL_OK) {
+    if (consumer_in(call, "name", in->name, &name_owned, &name, &st) !=
+            REEL_OK ||
+        wal_consumer_delete(ctx->wal, name, &st) != REEL_OK) {
+        api_tenant_status_out(call, &st);
         rpc_call_finish_status(call, &st);
     } else {
         API_PACK(reel__v1__delete_consumer_response, &out, &buf, &blen);
         api_finish_packed(call, buf, blen);
     }
+    free(name_owned);
     reel_status_fini(&st);
     reel__v1__delete_consumer_request__free_unpacked(in, NULL);
 }

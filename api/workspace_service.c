@@ -34,6 +34,7 @@
 #include "api/page.h"
 #include "api/reply.h"
 #include "api/services.h"
+#include "api/tenant.h"
 #include "api/wire.h"
 #include "workspace/workspace.h"
 
@@ -54,14 +55,16 @@ static void artifact_pb_fini(artifact_pb_t *pb) {
     pb->ptrs = NULL;
 }
 
-/* 0, or -1 if out of memory; artifact_pb_fini either way. */
-static int artifact_to_pb(const ws_artifact_t *a, artifact_pb_t *pb) {
+/* 0, or -1 if out of memory; artifact_pb_fini either way. For a call, the
+ * namespace is shown as its tenant gave it; NULL: as stored. */
+static int artifact_to_pb(rpc_call_t *call, const ws_artifact_t *a,
+                          artifact_pb_t *pb) {
     Reel__V1__Artifact *m = &pb->msg;
 
     reel__v1__artifact__init(m);
     pb->entries = NULL;
     pb->ptrs = NULL;
-    m->namespace_ = (char *)a->ns;
+    m->namespace_ = (char *)(call ? api_tenant_name_out(call, a->ns) : a->ns);
     m->key = (char *)a->key;
     m->version = a->version;
     m->size = a->size;
@@ -92,6 +95,17 @@ static int artifact_to_pb(const ws_artifact_t *a, artifact_pb_t *pb) {
     return 0;
 }
 
+/* A namespace as stored (api/tenant.h): a tenant's as ::<tenant>:<ns>,
+ * as the KV's; the limit counts the prefix. */
+static reel_code_t ns_in(rpc_call_t *call, api_ctx_t *ctx, const char *field,
+                         const char *ns, char **owned, const char **out,
+                         reel_status_t *st) {
+    size_t max = ctx->limits.ws.max_namespace ? ctx->limits.ws.max_namespace
+                                              : WS_DEFAULT_MAX_NAMESPACE;
+
+    return api_tenant_name_in(call, field, ns, max, owned, out, st);
+}
+
 static int precond_from_pb(Reel__V1__Precondition p, ws_precond_t *out) {
     switch (p) {
     case REEL__V1__PRECONDITION__PRECONDITION_NONE:
@@ -116,7 +130,7 @@ static void finish_artifact(rpc_call_t *call, const ws_artifact_t *a) {
     uint8_t *buf = NULL;
     size_t len = 0;
 
-    if (artifact_to_pb(a, &pb) == 0) {
+    if (artifact_to_pb(call, a, &pb) == 0) {
         out.artifact = &pb.msg;
         /* PutArtifactResponse has the same one field. */
         API_PACK(reel__v1__stat_artifact_response, &out, &buf, &len);
@@ -131,6 +145,7 @@ enum { PUT_READING, PUT_COMMITTING, PUT_ENDED };
 
 typedef struct put {
     api_ctx_t *ctx;
+    rpc_call_t *call; /* its tenant's namespace */
     ws_upload_t *u; /* owned by whoever runs put_read */
     atomic_int state;
 } put_t;
@@ -175,6 +190,8 @@ static void put_header(put_t *p, const Reel__V1__ArtifactHeader *h,
                        reel_status_t *st) {
     ws_header_t wh = {0};
     const char **keys = NULL, **vals = NULL;
+    char *ns_owned = NULL;
+    const char *ns;
 
     if (p->u != NULL) {
         reel_status_set(st, REEL_INVALID_ARGUMENT,
@@ -182,14 +199,17 @@ static void put_header(put_t *p, const Reel__V1__ArtifactHeader *h,
                         "header, first, then chunks");
         return;
     }
-    wh.ns = h->namespace_, wh.ns_len = strlen(h->namespace_);
+    if (ns_in(p->call, p->ctx, "header.namespace", h->namespace_, &ns_owned,
+              &ns, st) != REEL_OK)
+        return;
+    wh.ns = ns, wh.ns_len = strlen(ns);
     wh.key = h->key, wh.key_len = strlen(h->key);
     wh.content_type = h->content_type;
     if (precond_from_pb(h->precondition, &wh.precond) != 0) {
         reel_status_set(st, REEL_INVALID_ARGUMENT,
                         "header.precondition: unknown value %d",
                         (int)h->precondition);
-        return;
+        goto out;
     }
     wh.version = h->expected_version;
     wh.has_size = h->has_size;
@@ -199,7 +219,7 @@ static void put_header(put_t *p, const Reel__V1__ArtifactHeader *h,
                         "header.sha256: %zu bytes; a SHA-256 is %d bytes "
                         "(or empty: none)",
                         h->sha256.len, WS_SHA256_LEN);
-        return;
+        goto out;
     }
     wh.sha256 = h->sha256.len ? h->sha256.data : NULL;
     if (h->n_metadata > 0) {
@@ -219,6 +239,7 @@ static void put_header(put_t *p, const Reel__V1__ArtifactHeader *h,
     wh.meta_vals = vals;
     ws_upload_begin(p->ctx->ws, &wh, &p->u, st);
 out:
+    free(ns_owned);
     free(keys);
     free(vals);
 }
@@ -373,6 +394,7 @@ static void ws_put_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
         return;
     }
     p->ctx = arg;
+    p->call = call;
     atomic_init(&p->state, PUT_READING);
     rpc_call_on_cleanup(call, put_cleanup, p);
     rpc_call_on_cancel(call, put_cancel, p);
@@ -455,6 +477,8 @@ static void ws_get_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
     get_t *g = NULL;
     uint8_t *buf = NULL;
     size_t blen = 0;
+    char *ns_owned = NULL;
+    const char *ns;
 
     if (in == NULL) {
         api_bad_request(call, "GetArtifactRequest");
@@ -466,14 +490,16 @@ static void ws_get_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
         goto out;
     }
     pthread_mutex_init(&g->mu, NULL);
-    if (ws_read_open(ctx->ws, in->namespace_, strlen(in->namespace_), in->key,
-                     strlen(in->key), in->version, in->offset, in->length, &a,
-                     &g->r, &st) != REEL_OK) {
+    if (ns_in(call, ctx, "namespace", in->namespace_, &ns_owned, &ns,
+              &st) != REEL_OK ||
+        ws_read_open(ctx->ws, ns, strlen(ns), in->key, strlen(in->key),
+                     in->version, in->offset, in->length, &a, &g->r,
+                     &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
         get_cleanup(g);
         goto out;
     }
-    if (artifact_to_pb(&a, &pb) == 0) {
+    if (artifact_to_pb(call, &a, &pb) == 0) {
         first.part_case = REEL__V1__GET_ARTIFACT_RESPONSE__PART_ARTIFACT;
         first.artifact = &pb.msg;
         API_PACK(reel__v1__get_artifact_response, &first, &buf, &blen);
@@ -494,6 +520,7 @@ static void ws_get_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
     rpc_call_unref(call);
 out:
     free(buf);
+    free(ns_owned);
     artifact_pb_fini(&pb);
     ws_artifact_fini(&a);
     reel_status_fini(&st);
@@ -508,17 +535,22 @@ static void ws_stat_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
     Reel__V1__StatArtifactRequest *in =
         reel__v1__stat_artifact_request__unpack(NULL, len, req);
     reel_status_t st = REEL_STATUS_INIT;
-    ws_artifact_t a;
+    ws_artifact_t a = {0};
+    char *ns_owned = NULL;
+    const char *ns;
 
     if (in == NULL) {
         api_bad_request(call, "StatArtifactRequest");
         return;
     }
-    if (ws_stat(ctx->ws, in->namespace_, strlen(in->namespace_), in->key,
-                strlen(in->key), in->version, &a, &st) != REEL_OK)
+    if (ns_in(call, ctx, "namespace", in->namespace_, &ns_owned, &ns,
+              &st) != REEL_OK ||
+        ws_stat(ctx->ws, ns, strlen(ns), in->key, strlen(in->key),
+                in->version, &a, &st) != REEL_OK)
         rpc_call_finish_status(call, &st);
     else
         finish_artifact(call, &a);
+    free(ns_owned);
     ws_artifact_fini(&a);
     reel_status_fini(&st);
     reel__v1__stat_artifact_request__free_unpacked(in, NULL);
@@ -529,7 +561,7 @@ static size_t list_item_size(void *arg, const void *elem) {
     size_t n;
 
     (void)arg;
-    if (artifact_to_pb(elem, &pb) != 0) {
+    if (artifact_to_pb(NULL, elem, &pb) != 0) {
         artifact_pb_fini(&pb);
         return SIZE_MAX / 2; /* out of memory: ends the page */
     }
@@ -554,12 +586,16 @@ static void ws_list_artifacts(rpc_call_t *call, void *arg, const uint8_t *req,
     size_t n = 0, blen = 0;
     uint8_t *buf = NULL;
     int more = 0, oom = 0;
+    char *ns_owned = NULL;
+    const char *ns;
 
     if (in == NULL) {
         api_bad_request(call, "ListArtifactsRequest");
         return;
     }
-    if (ws_list(ctx->ws, in->namespace_, strlen(in->namespace_), in->prefix,
+    if (ns_in(call, ctx, "namespace", in->namespace_, &ns_owned, &ns,
+              &st) != REEL_OK ||
+        ws_list(ctx->ws, ns, strlen(ns), in->prefix,
                 strlen(in->prefix), in->start_after, strlen(in->start_after),
                 in->limit, in->include_deleted, &page, &items, &n, &more,
                 &st) != REEL_OK) {
@@ -570,7 +606,7 @@ static void ws_list_artifacts(rpc_call_t *call, void *arg, const uint8_t *req,
     ptrs = calloc(n ? n : 1, sizeof(*ptrs));
     oom = pbs == NULL || ptrs == NULL;
     for (size_t i = 0; !oom && i < n; i++) {
-        oom = artifact_to_pb(&items[i], &pbs[i]) != 0;
+        oom = artifact_to_pb(call, &items[i], &pbs[i]) != 0;
         ptrs[i] = &pbs[i].msg;
     }
     if (!oom) {
@@ -590,6 +626,7 @@ out:
     free(items);
     free(pbs);
     free(ptrs);
+    free(ns_owned);
     reel_status_fini(&st);
     reel__v1__list_artifacts_request__free_unpacked(in, NULL);
 }
@@ -607,7 +644,8 @@ static void delete_done(void *arg, ws_write_result_t *res) {
         return;
     }
     out.existed = res->existed;
-    if (res->artifact.version == 0 || artifact_to_pb(&res->artifact, &pb) == 0) {
+    if (res->artifact.version == 0 ||
+        artifact_to_pb(call, &res->artifact, &pb) == 0) {
         if (res->artifact.version != 0)
             out.artifact = &pb.msg;
         API_PACK(reel__v1__delete_artifact_response, &out, &buf, &len);
@@ -623,6 +661,8 @@ static void ws_delete_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
         reel__v1__delete_artifact_request__unpack(NULL, len, req);
     reel_status_t st = REEL_STATUS_INIT;
     ws_precond_t pc;
+    char *ns_owned = NULL;
+    const char *ns;
 
     if (in == NULL) {
         api_bad_request(call, "DeleteArtifactRequest");
@@ -632,12 +672,13 @@ static void ws_delete_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
         reel_status_set(&st, REEL_INVALID_ARGUMENT,
                         "precondition: unknown value %d",
                         (int)in->precondition);
-    else
-        ws_delete_submit(ctx->ws, in->namespace_, strlen(in->namespace_),
-                         in->key, strlen(in->key), pc, in->expected_version,
-                         delete_done, call, &st);
+    else if (ns_in(call, ctx, "namespace", in->namespace_, &ns_owned, &ns,
+                   &st) == REEL_OK)
+        ws_delete_submit(ctx->ws, ns, strlen(ns), in->key, strlen(in->key),
+                         pc, in->expected_version, delete_done, call, &st);
     if (st.code != REEL_OK)
         rpc_call_finish_status(call, &st);
+    free(ns_owned);
     reel_status_fini(&st);
     reel__v1__delete_artifact_request__free_unpacked(in, NULL);
 }
@@ -681,7 +722,7 @@ static int watch_deliver(void *arg, ws_watch_kind_t kind, uint64_t revision,
 
     ev.type = (Reel__V1__ArtifactEvent__Type)kind;
     ev.revision = revision;
-    if (a == NULL || artifact_to_pb(a, &pb) == 0) {
+    if (a == NULL || artifact_to_pb(wc->call, a, &pb) == 0) {
         if (a != NULL)
             ev.artifact = &pb.msg;
         API_PACK(reel__v1__artifact_event, &ev, &buf, &len);
@@ -747,10 +788,17 @@ static void ws_watch_artifacts(rpc_call_t *call, void *arg,
     reel_status_t st = REEL_STATUS_INIT;
     ws_watch_args_t a = {0};
     watch_call_t *wc;
+    char *ns_owned = NULL;
+    const char *ns;
 
     if (in == NULL) {
         api_bad_request(call, "WatchArtifactsRequest");
         return;
+    }
+    if (ns_in(call, ctx, "namespace", in->namespace_, &ns_owned, &ns, &st) !=
+        REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
     }
     if ((wc = calloc(1, sizeof(*wc))) == NULL) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
@@ -758,7 +806,7 @@ static void ws_watch_artifacts(rpc_call_t *call, void *arg,
         goto out;
     }
     wc->call = call;
-    a.ns = in->namespace_, a.ns_len = strlen(in->namespace_);
+    a.ns = ns, a.ns_len = strlen(ns);
     a.prefix = in->prefix, a.prefix_len = strlen(in->prefix);
     a.start = (ws_watch_start_t)in->start;
     a.from_revision = in->from_revision;
@@ -775,6 +823,7 @@ static void ws_watch_artifacts(rpc_call_t *call, void *arg,
     ws_watch_pump(wc->watch);
     rpc_call_unref(call);
 out:
+    free(ns_owned);
     reel_status_fini(&st);
     reel__v1__watch_artifacts_request__free_unpacked(in, NULL);
 }
@@ -852,7 +901,7 @@ static reel_code_t ws_module_encode(const store_change_t *c, char **subject,
 
     if (r != 1)
         return api_change_unknown(c, r, st);
-    if (artifact_to_pb(&a, &pb) != 0 ||
+    if (artifact_to_pb(NULL, &a, &pb) != 0 ||
         (skey = malloc(strlen(a.key) + 1)) == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;

@@ -142,6 +142,10 @@ typedef struct run {
 
 typedef struct journal_entry {
     const char *run_id, *kind, *payload, *idempotency_key;
+    /* The run's app, "" unless decoded from a change: an entry's change
+     * carries it (not stored with the entry) so the WAL tells the run's
+     * tenant without reading the run (api/tenant.h). */
+    const char *app;
     uint64_t seq, lease_epoch, revision;
     int64_t ts_ms;
     void *mem_; /* private: owns the strings */
@@ -295,8 +299,13 @@ reel_code_t journal_read(journal_t *j, const char *run_id, uint64_t from_seq,
                          journal_entry_t **out, size_t *n, int *more,
                          reel_status_t *st);
 
+/* 1 to keep run r in a listing, 0 to skip it (the api's tenant check). */
+typedef int (*run_keep_fn)(void *arg, const run_t *r);
+
 typedef struct run_filter {
     const char *app, *user, *session; /* "" or NULL = any */
+    run_keep_fn keep;                 /* NULL = every run; else its own */
+    void *keep_arg;
     run_status_t status;              /* RUN_STATUS_ANY = any */
     const char *start_after;          /* a run_id, or "" */
     uint32_t limit;                   /* 0 = default */
@@ -321,6 +330,16 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *app,
                                      const reel_page_t *page, run_t **out,
                                      size_t *n, int *more,
                                      reel_status_t *st);
+
+/* journal_list_recoverable of the runs keep keeps (skipped ones count
+ * toward nothing: neither limit nor page). */
+reel_code_t journal_list_recoverable_kept(journal_t *j, const char *app,
+                                          run_keep_fn keep, void *keep_arg,
+                                          const char *start_after,
+                                          uint32_t limit,
+                                          const reel_page_t *page,
+                                          run_t **out, size_t *n, int *more,
+                                          reel_status_t *st);
 
 /* ---- Inside another module's apply function (writer thread only) --------- */
 

@@ -240,6 +240,8 @@ static int run_matches(const run_t *r, const run_filter_t *f) {
         return 0;
     if (f->session && *f->session && strcmp(r->session, f->session) != 0)
         return 0;
+    if (f->keep != NULL && !f->keep(f->keep_arg, r))
+        return 0;
     return f->status == RUN_STATUS_ANY || r->status == f->status;
 }
 
@@ -350,6 +352,17 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *app,
                                      const char *start_after, uint32_t limit,
                                      const reel_page_t *page, run_t **out,
                                      size_t *n, int *more, reel_status_t *st) {
+    return journal_list_recoverable_kept(j, app, NULL, NULL, start_after,
+                                         limit, page, out, n, more, st);
+}
+
+reel_code_t journal_list_recoverable_kept(journal_t *j, const char *app,
+                                          run_keep_fn keep, void *keep_arg,
+                                          const char *start_after,
+                                          uint32_t limit,
+                                          const reel_page_t *page,
+                                          run_t **out, size_t *n, int *more,
+                                          reel_status_t *st) {
     const char *after = start_after ? start_after : "";
     int64_t now = reel_clock_now_ms();
     store_snapshot_t *snap = NULL;
@@ -397,6 +410,7 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *app,
         if ((rc = journal_indexed_run(NULL, j, snap, id, &r, st)) != REEL_OK)
             goto out;
         if ((app != NULL && *app && strcmp(r.app, app) != 0) ||
+            (keep != NULL && !keep(keep_arg, &r)) ||
             (r.status == RUN_RUNNABLE && r.not_before_ms > now) ||
             (r.status != RUN_RUNNABLE &&
              !(r.status == RUN_RUNNING && r.lease_expires_at_ms <= now))) {

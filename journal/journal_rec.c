@@ -25,6 +25,9 @@
  *   'k' run_id idempotency_key         -> seq(8)
  *   entry record: u8 format (1), u64 seq, u64 lease_epoch, u64 revision,
  *     i64 ts_ms, str run_id, kind, payload, idempotency_key.
+ *   An entry's change (CHANGE_ENTRY, in memory only) is the record
+ *   followed by str app, the run's: the WAL's encoder tells the run's
+ *   tenant from it without a read.
  *
  * A decoded run or entry owns one block its strings point into (mem_,
  * freed by run_fini() / journal_entry_fini()); a record that does not
@@ -192,6 +195,8 @@ int journal_entry_decode(const void *buf, size_t len, journal_entry_t *e) {
     e->kind = reel_rbuf_str(&rd);
     e->payload = reel_rbuf_str(&rd);
     e->idempotency_key = reel_rbuf_str(&rd);
+    /* A change's record ends with the run's app; a stored one does not. */
+    e->app = rd.p < rd.end ? reel_rbuf_str(&rd) : "";
     e->mem_ = copy;
     if (reel_rbuf_ok(&rd) != 0) {
         journal_entry_fini(e);

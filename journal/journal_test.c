@@ -23,10 +23,24 @@ typedef struct fixture {
     char dir[512];
     store_t *store;
     journal_t *j;
+    char entry_app[300]; /* the app the last entry's change carried */
+    int entry_changes;
 } fixture_t;
 
 static void publish(void *arg, const store_change_t *c, size_t n) {
     fixture_t *f = arg;
+
+    for (size_t i = 0; i < n; i++) {
+        run_t r = {0};
+        journal_entry_t e = {0};
+
+        if (journal_change_decode(&c[i], &r, &e) == 2) {
+            snprintf(f->entry_app, sizeof(f->entry_app), "%s", e.app);
+            f->entry_changes++;
+        }
+        run_fini(&r);
+        journal_entry_fini(&e);
+    }
 
     if (f->j != NULL)
         journal_publish(f->j, c, n);
@@ -1167,6 +1181,99 @@ static void test_recoverable_runs_filtered_by_app(void **state) {
     reel_status_fini(&st);
 }
 
+/* An entry's change carries its run's app (the WAL tells the run's tenant
+ * from it without a read); the stored entry does not. */
+static void test_an_entrys_change_carries_its_runs_app_and_its_record_not(
+    void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    journal_entry_t *es = NULL;
+    char id[27];
+    size_t n = 0;
+    int more = 0;
+
+    begin_ok(f, "inv-app", "w", 30000, id);
+    assert_int_equal(append(f, id, 1, NULL, 0, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_int_equal(f->entry_changes, 1);
+    assert_string_equal(f->entry_app, "app");
+    assert_int_equal(journal_read(f->j, id, 0, 10, NULL, &es, &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(es[0].app, "");
+    assert_string_equal(es[0].kind, "step");
+    journal_entry_fini(&es[0]);
+    free(es);
+}
+
+/* keep: only the runs whose app is "::acme:shop". */
+static int keep_acme(void *arg, const run_t *r) {
+    (void)arg;
+    return strcmp(r->app, "::acme:shop") == 0;
+}
+
+static void test_listings_keep_only_the_runs_keep_keeps(void **state) {
+    fixture_t *f = *state;
+    journal_req_t q = {0};
+    journal_result_t res;
+    run_filter_t filt = {0};
+    run_t *runs = NULL;
+    size_t n = 0;
+    int more = 0;
+    const char *apps[] = {"shop", "::acme:shop", "::beta:shop", "::acme:shop"};
+    char ids[4][27];
+
+    for (int i = 0; i < 4; i++) {
+        char inv[16];
+
+        snprintf(inv, sizeof(inv), "i%d", i);
+        q.op = JOURNAL_BEGIN;
+        q.app = apps[i], q.user = "u", q.session = "s";
+        q.invocation_id = inv;
+        q.lease_owner = "w";
+        q.lease_ttl_ms = 1; /* expires at once: recoverable */
+        assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+        snprintf(ids[i], 27, "%s", res.run.run_id);
+        journal_result_fini(&res);
+    }
+    usleep(5000);
+    /* A page of one: the skipped runs count toward no limit. */
+    filt.keep = keep_acme;
+    filt.limit = 1;
+    assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(runs[0].run_id, ids[1]);
+    assert_true(more);
+    run_fini(&runs[0]);
+    free(runs);
+    filt.start_after = ids[1];
+    assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(runs[0].run_id, ids[3]);
+    run_fini(&runs[0]);
+    free(runs);
+    assert_int_equal(journal_list_recoverable_kept(f->j, NULL, keep_acme, NULL,
+                                                   NULL, 0, NULL, &runs, &n,
+                                                   &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(runs[0].run_id, ids[1]);
+    assert_string_equal(runs[1].run_id, ids[3]);
+    for (size_t i = 0; i < n; i++)
+        run_fini(&runs[i]);
+    free(runs);
+    /* Without keep: every run. */
+    assert_int_equal(journal_list_recoverable(f->j, NULL, NULL, 0, NULL, &runs,
+                                              &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++)
+        run_fini(&runs[i]);
+    free(runs);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1193,6 +1300,8 @@ int main(void) {
         T(test_recoverable_pages_by_cursor_count_and_bytes),
         T(test_recoverable_runs_filtered_by_app),
         T(test_a_change_publish_cannot_decode_is_read_from_storage),
+        T(test_an_entrys_change_carries_its_runs_app_and_its_record_not),
+        T(test_listings_keep_only_the_runs_keep_keeps),
     };
     return cmocka_run_group_tests_name("journal", tests, NULL, NULL);
 }

@@ -652,6 +652,11 @@ static reel_code_t append_core(journal_t *j, store_txn_t *txn,
     }
     store_txn_put(txn, j->cf_journal, ek.p, ek.len, w.p, w.len);
     free(ek.p);
+    /* The change, not the stored record, carries the run's app (its
+     * tenant, for the WAL: journal_rec.c). */
+    reel_wbuf_str(&w, cur->app);
+    if (reel_wbuf_done(&w) != 0)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     store_txn_emit(txn, JOURNAL_MODULE_ID, CHANGE_ENTRY, w.p, w.len);
     if (out_entry != NULL && journal_entry_decode(w.p, w.len, out_entry) != 0)
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");

@@ -13,7 +13,9 @@
  *   signal record: u8 format (2), u64 seq, u64 revision, i64 sent_at_ms,
  *     i64 consumed_at_ms, u64 journal_seq, str run_id, name, payload,
  *     signal_id, then (format 2) u8 scheduled, i64 deliver_at_ms. A format
- *     1 record reads as delivered when sent.
+ *     1 record reads as delivered when sent. A change (in memory only) is
+ *     the record followed by str app, the run's, so the WAL tells the run's
+ *     tenant without a read.
  *
  * Delayed signals: a send with a future deliver_at_ms stores the record
  * under 'w' (and 'q', so it is listed, and 'd') and a durable timer
@@ -136,12 +138,26 @@ static int rec_decode(const void *buf, size_t len, signal_t *g) {
         g->scheduled = reel_rbuf_u8(&r) != 0;
         g->deliver_at_ms = (int64_t)reel_rbuf_u64(&r);
     }
+    /* A change's record ends with the run's app; a stored one does not. */
+    g->app = r.p < r.end ? reel_rbuf_str(&r) : "";
     g->priv_ = copy;
     if (reel_rbuf_ok(&r) != 0) {
         signal_fini(g);
         return -1;
     }
     return 0;
+}
+
+/* Emits rec (stored already) as a change of type, followed by the run's
+ * app; rec keeps it (rec_decode reads it as the change's). */
+static reel_code_t emit_change(store_txn_t *txn, uint32_t type,
+                               reel_wbuf_t *rec, const char *app,
+                               reel_status_t *st) {
+    reel_wbuf_str(rec, app);
+    if (reel_wbuf_done(rec) != 0)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    store_txn_emit(txn, SIGNALS_MODULE_ID, type, rec->p, rec->len);
+    return REEL_OK;
 }
 
 void signal_fini(signal_t *g) {
@@ -525,7 +541,8 @@ static reel_code_t fire_signal(void *arg, store_txn_t *txn, int64_t due_ms,
     store_txn_put(txn, s->cf, nq.p, nq.len, d.name, strlen(d.name));
     if (*d.signal_id)
         store_txn_put(txn, s->cf, dk.p, dk.len, dv.p, dv.len);
-    store_txn_emit(txn, SIGNALS_MODULE_ID, CHANGE_SENT, out.p, out.len);
+    if ((rc = emit_change(txn, CHANGE_SENT, &out, run.app, st)) != REEL_OK)
+        goto out;
     if (run.status == RUN_WAITING && strcmp(run.waiting_on, d.name) == 0) {
         run_t woken = run;
 
@@ -709,7 +726,8 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
         }
         store_txn_put(txn, op->s->cf, dk.p, dk.len, dv.p, dv.len);
     }
-    store_txn_emit(txn, SIGNALS_MODULE_ID, CHANGE_SENT, rec.p, rec.len);
+    if ((rc = emit_change(txn, CHANGE_SENT, &rec, run.app, st)) != REEL_OK)
+        goto out;
     if (rec_decode(rec.p, rec.len, &op->send.signal) != 0) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -839,7 +857,9 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
     store_txn_delete(txn, op->s->cf, pkey, pklen);
     store_txn_delete(txn, op->s->cf, qk.p, qk.len);
     store_txn_put(txn, op->s->cf, ck.p, ck.len, rec.p, rec.len);
-    store_txn_emit(txn, SIGNALS_MODULE_ID, CHANGE_CONSUMED, rec.p, rec.len);
+    if ((rc = emit_change(txn, CHANGE_CONSUMED, &rec, run.app, st)) !=
+        REEL_OK)
+        goto out;
     if (rec_decode(rec.p, rec.len, &op->consume.signal) != 0) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;

@@ -38,6 +38,9 @@ typedef struct signals_waiter signals_waiter_t;
 
 typedef struct signal {
     const char *run_id, *name, *payload, *signal_id;
+    /* The run's app, "" unless decoded from a change (which carries it so
+     * the WAL tells the run's tenant without reading the run). */
+    const char *app;
     uint64_t seq, revision, journal_seq;
     int64_t sent_at_ms, consumed_at_ms;
     /* Sent with a future deliver_at_ms and not delivered yet (its seq is

@@ -23,10 +23,28 @@ typedef struct fixture {
     store_t *store;
     journal_t *j;
     signals_t *s;
+    /* The app the signals' changes carried, by kind (under mu). */
+    pthread_mutex_t mu;
+    char change_app[2][64];
+    int changes[2];
 } fixture_t;
 
 static void publish(void *arg, const store_change_t *c, size_t n) {
     fixture_t *f = arg;
+
+    for (size_t i = 0; i < n; i++) {
+        signal_t g;
+        int consumed = 0;
+
+        if (signals_change_decode(&c[i], &g, &consumed) != 1)
+            continue;
+        pthread_mutex_lock(&f->mu);
+        snprintf(f->change_app[consumed], sizeof(f->change_app[0]), "%s",
+                 g.app);
+        f->changes[consumed]++;
+        pthread_mutex_unlock(&f->mu);
+        signal_fini(&g);
+    }
 
     if (f->s != NULL)
         signals_publish(f->s, c, n);
@@ -57,6 +75,7 @@ static int setup(void **state) {
 
     if (testing_dir_make(f->dir, sizeof(f->dir), "signals") != 0)
         return -1;
+    pthread_mutex_init(&f->mu, NULL);
     open_all(f);
     *state = f;
     return 0;
@@ -68,6 +87,7 @@ static int teardown(void **state) {
 
     close_all(f);
     rc = testing_dir_remove(f->dir);
+    pthread_mutex_destroy(&f->mu);
     free(f);
     return rc;
 }
@@ -176,6 +196,44 @@ static void begin(fixture_t *f, const char *inv, char id[27]) {
 }
 
 /* ---- Tests ---------------------------------------------------------------- */
+
+/* A send's and a consumption's changes carry the run's app (the WAL tells
+ * the run's tenant from it without a read); stored signals do not. */
+static void test_a_signals_changes_carry_its_runs_app_and_its_record_not(
+    void **state) {
+    fixture_t *f = *state;
+    signals_send_result_t sr;
+    signals_consume_result_t cr;
+    signals_list_args_t la = {0};
+    signal_t *list = NULL;
+    size_t n = 0;
+    int more = 0;
+    char id[27];
+
+    begin(f, "inv-app", id);
+    assert_int_equal(send_sig(f, id, "go", "{}", "", &sr), REEL_OK);
+    send_fini(&sr);
+    assert_int_equal(consume(f, id, "go", 1, NULL, &cr), REEL_OK);
+    assert_true(cr.delivered);
+    consume_fini(&cr);
+    /* A later commit: both earlier groups have been published. */
+    assert_int_equal(send_sig(f, id, "later", "{}", "", &sr), REEL_OK);
+    send_fini(&sr);
+    pthread_mutex_lock(&f->mu);
+    assert_true(f->changes[0] >= 1 && f->changes[1] == 1);
+    assert_string_equal(f->change_app[0], "app");
+    assert_string_equal(f->change_app[1], "app");
+    pthread_mutex_unlock(&f->mu);
+    la.run_id = id;
+    la.include_consumed = 1;
+    assert_int_equal(signals_list(f->s, &la, &list, &n, &more, NULL), REEL_OK);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(list[i].app, "");
+        signal_fini(&list[i]);
+    }
+    free(list);
+}
 
 static void test_signals_are_fifo_per_name_and_recorded_in_the_journal(
     void **state) {
@@ -696,6 +754,7 @@ int main(void) {
         T(test_waiters_are_woken_by_their_signals_only),
         T(test_a_claiming_waiter_gets_the_signal_from_the_send),
         T(test_a_consumed_signal_is_journaled_as_json),
+        T(test_a_signals_changes_carry_its_runs_app_and_its_record_not),
         T(test_a_malformed_run_id_is_refused_like_the_journal_does),
     };
     return cmocka_run_group_tests_name("signals", tests, NULL, NULL);

@@ -88,8 +88,9 @@ typedef struct rec {
 #define META_BYTES "mbytes"
 #define CONSUMERS_END "d"
 #define TRIM_CHUNK 5000
-#define CONSUMER_CHARS "A-Za-z0-9_.-"
-#define CONSUMER_MAX 128
+/* WAL_CONSUMER_CHARS and ':', for a tenant's "::T:name" (wal.h). */
+#define CONSUMER_CHARS "A-Za-z0-9_.:-"
+#define CONSUMER_MAX WAL_CONSUMER_MAX
 #define CF_WAL "wal"
 
 /* Read in forward passes from a subscriber's position: a tail. */

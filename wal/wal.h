@@ -114,6 +114,12 @@ reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
 void wal_sub_pump(wal_sub_t *s);
 /* ---- Durable consumers ----------------------------------------------------- */
 
+/* What a caller names a consumer: 1-WAL_CONSUMER_MAX bytes of
+ * WAL_CONSUMER_CHARS. The stored name may hold ':' too, so that api/ can
+ * keep a tenant's consumer T as "::T:name" (api/tenant.h). */
+#define WAL_CONSUMER_MAX 128
+#define WAL_CONSUMER_CHARS "A-Za-z0-9_.-"
+
 /* wal_consumers() counts the events pending for a filtered consumer over
  * at most this many revisions after its cursor. */
 #define WAL_PENDING_SCAN_MAX 10000

@@ -250,6 +250,7 @@ import time  # noqa: E402
 
 from conftest import ROOT, stream  # noqa: E402
 from reel.v1 import journal_pb2, kv_pb2, signals_pb2, wal_pb2  # noqa: E402
+from reel.v1 import workspace_pb2  # noqa: E402
 
 TOKEN_RE = re.compile(r"reel_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 
@@ -706,20 +707,20 @@ def test_a_tenants_namespace_limit_counts_its_prefix_and_says_so(secured):
     assert k.set("n" * 249, "k", "1").entry.namespace == "n" * 249
 
 
-def test_a_tenant_cannot_reach_what_does_not_keep_tenants_apart(secured):
-    tok, tid = secured.create("acme", ["kv:read", "kv:write", "journal:read",
-                                       "journal:write", "signals:send",
-                                       "signals:await", "wal:read", "wal:consume"])
+ALL_SCOPES = ["kv:read", "kv:write", "journal:read", "journal:write",
+              "signals:send", "signals:await", "wal:read", "wal:consume"]
+
+
+def test_a_tenant_reaches_every_service_but_the_token_methods(secured):
+    tok, tid = secured.create("acme", ALL_SCOPES + ["admin"])
     for path, streaming in RPCS:
         c, d = raw_call(secured.ch, path, streaming, md(tok), timeout=1)
-        if path.startswith("/reel.v1.KV/") or path in (
-                "/reel.v1.Admin/GetStatus", "/reel.v1.Wal/SubscribeEvents",
-                "/reel.v1.Wal/SubscribeEventBatches", "/reel.v1.Wal/GetHead"):
-            assert c != grpc.StatusCode.PERMISSION_DENIED, (path, d)
-        else:
+        if path.startswith("/reel.v1.Admin/") and path != "/reel.v1.Admin/GetStatus":
+            # Even with scope admin: tokens are the admin tenant's business.
             assert c == grpc.StatusCode.PERMISSION_DENIED, (path, c, d)
-            if not path.startswith("/reel.v1.Admin/"):
-                assert "does not keep tenants apart" in d and tid in d
+            assert "is not a tenant's to call" in d and tid in d
+        else:
+            assert c != grpc.StatusCode.PERMISSION_DENIED, (path, d)
 
 
 def test_the_matrix_other_tenants_resources_reveal_nothing(secured):
@@ -851,14 +852,509 @@ def test_a_tenants_wal_tail_holds_its_own_kv_events_as_it_named_them(secured):
             assert "::" not in e.subject and e.subject.startswith("kv.")
             assert e.value.namespace in ("orders", "other")
             assert e.subject == f"kv.{e.value.namespace}.{e.value.key}"
-    # Refused: a durable consumer, and a namespace token spelling a prefix.
-    c, d = code_of(lambda: next(stream(
-        secured.ch, "/reel.v1.Wal/SubscribeEvents", wal_pb2.SubscribeEventsRequest,
-        wal_pb2.Event)(wal_pb2.SubscribeEventsRequest(consumer="c1"),
-                       metadata=md(acme), timeout=5)))
-    assert c == grpc.StatusCode.PERMISSION_DENIED and "consumer" in d
+    # Refused: a namespace token spelling a prefix.
     c, d = code_of(lambda: next(tail(acme, "kv.::beta:orders.>")))
     assert c == grpc.StatusCode.INVALID_ARGUMENT and "reserved for tenants" in d
+
+
+class Tenant:
+    """Journal, signals and WAL calls with one token."""
+
+    def __init__(self, secured, tok):
+        self.s, self.tok = secured, tok
+
+    def u(self, path, req, resp):
+        return unary(self.s.ch, path, type(req), resp)(
+            req, metadata=md(self.tok), timeout=10)
+
+    def st(self, path, req, resp, timeout=30):
+        return stream(self.s.ch, path, type(req), resp)(
+            req, metadata=md(self.tok), timeout=timeout)
+
+    def begin(self, app="shop", user="u", session="s", inv="i1", owner="w"):
+        return self.u("/reel.v1.Journal/BeginRun", journal_pb2.BeginRunRequest(
+            app=app, user=user, session=session, invocation_id=inv,
+            lease_owner=owner), journal_pb2.Run)
+
+    def append(self, run, kind="step", payload="{}"):
+        return self.u("/reel.v1.Journal/Append", journal_pb2.AppendRequest(
+            run_id=run.run_id, lease_epoch=run.lease_epoch, kind=kind,
+            payload=payload), journal_pb2.AppendResponse)
+
+    def end(self, run):
+        return self.u("/reel.v1.Journal/EndRun", journal_pb2.EndRunRequest(
+            run_id=run.run_id, lease_epoch=run.lease_epoch,
+            status=journal_pb2.Run.COMPLETED), journal_pb2.Run)
+
+    def signal(self, run_id="", name="go", **kw):
+        return self.u("/reel.v1.Signals/SendSignal", signals_pb2.SendSignalRequest(
+            run_id=run_id, name=name, payload="{}", **kw),
+            signals_pb2.SendSignalResponse)
+
+    def runs(self, **kw):
+        return self.u("/reel.v1.Journal/ListRuns", journal_pb2.ListRunsRequest(**kw),
+                      journal_pb2.ListRunsResponse)
+
+    def consumers(self, **kw):
+        return self.u("/reel.v1.Wal/ListConsumers", wal_pb2.ListConsumersRequest(**kw),
+                      wal_pb2.ListConsumersResponse)
+
+    def tail(self, pattern="", consumer="", timeout=30):
+        return self.st("/reel.v1.Wal/SubscribeEvents", wal_pb2.SubscribeEventsRequest(
+            subject_pattern=pattern, consumer=consumer), wal_pb2.Event, timeout)
+
+
+def first_or_code(it):
+    """The first message of a stream, or the stream's error."""
+    try:
+        m = next(it)
+        it.cancel()
+        return grpc.StatusCode.OK, m
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+
+
+def test_tenants_use_the_same_apps_runs_signals_and_consumers_without_meeting(secured):
+    a = Tenant(secured, secured.create("acme", ALL_SCOPES)[0])
+    b = Tenant(secured, secured.create("beta", ALL_SCOPES)[0])
+    d = Tenant(secured, secured.create("default", ALL_SCOPES)[0])
+    runs = {}
+    for name, t in (("acme", a), ("beta", b), ("default", d)):
+        r = t.begin()                        # the same (app, user, session, inv)
+        assert not r.resumed and r.app == "shop" and r.next_seq == 1, name
+        t.append(r, payload=f'{{"who": "{name}"}}')
+        # A send by session finds the tenant's own run.
+        sent = t.signal(app="shop", user="u", session="s", name="go")
+        assert sent.signal.run_id == r.run_id
+        runs[name] = r
+    assert len({r.run_id for r in runs.values()}) == 3
+    for name, t in (("acme", a), ("beta", b), ("default", d)):
+        ls = t.runs(app="shop")
+        assert [r.run_id for r in ls.runs] == [runs[name].run_id]
+        assert [r.run_id for r in t.runs().runs] == [runs[name].run_id]
+        assert all(r.app == "shop" for r in ls.runs)
+        rec = t.u("/reel.v1.Journal/ListRunsToRecover",
+                  journal_pb2.ListRunsToRecoverRequest(),
+                  journal_pb2.ListRunsToRecoverResponse)
+        assert all(r.run_id == runs[name].run_id for r in rec.runs)
+        got = t.u("/reel.v1.Journal/ReadJournal", journal_pb2.ReadJournalRequest(
+            run_id=runs[name].run_id), journal_pb2.ReadJournalResponse)
+        assert [e.payload for e in got.entries] == [f'{{"who": "{name}"}}']
+        sigs = t.u("/reel.v1.Signals/ListSignals", signals_pb2.ListSignalsRequest(
+            run_id=runs[name].run_id), signals_pb2.ListSignalsResponse)
+        assert [g.name for g in sigs.signals] == ["go"]
+    # Durable consumers of the same name, attached at once, never busy.
+    tails = {n: t.tail(pattern="run.>", consumer="worker")
+             for n, t in (("acme", a), ("beta", b), ("default", d))}
+    for n, it in tails.items():
+        ev = next(it)
+        assert ev.subject == f"run.{runs[n].run_id}.RUNNING", (n, ev.subject)
+        assert ev.run.app == "shop"
+    for n, t in (("acme", a), ("beta", b), ("default", d)):
+        cs = t.consumers()
+        assert [(c.name, c.subject_pattern, c.active) for c in cs.consumers] == \
+            [("worker", "run.>", True)], n
+        assert cs.next_start_after == "worker" and not cs.more
+    for it in tails.values():
+        it.cancel()
+    # GetStatus, which any token may call, shows a tenant its own only.
+    for n, t in (("acme", a), ("beta", b), ("default", d)):
+        st = t.u("/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
+                 admin_pb2.GetStatusResponse)
+        assert [c.name for c in st.consumers] == ["worker"], (n, st.consumers)
+        assert st.consumer_count == 1, n
+    st = secured.call("/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
+                      admin_pb2.GetStatusResponse, secured.admin)
+    assert {c.name for c in st.consumers} == \
+        {"worker", "::acme:worker", "::beta:worker"} and st.consumer_count == 3
+    # admin sees all three, as stored.
+    adm = Tenant(secured, secured.admin)
+    assert {c.name for c in adm.consumers().consumers} == \
+        {"worker", "::acme:worker", "::beta:worker"}
+    assert {r.app for r in adm.runs().runs} == {"shop", "::acme:shop", "::beta:shop"}
+    # A tenant's app limit counts its prefix.
+    c, det = code_of(lambda: a.begin(app="x" * 256))
+    assert c == grpc.StatusCode.INVALID_ARGUMENT
+    assert "must be 1-249 bytes for tenant acme (got 256)" in det
+    # No input of acme or default spells beta's prefix.
+    for t in (a, d):
+        for op in (lambda: t.begin(app="::beta:shop"),
+                   lambda: t.runs(app="::beta:shop"),
+                   lambda: t.signal(app="::beta:shop", user="u", session="s"),
+                   lambda: next(t.tail(consumer="::beta:worker")),
+                   lambda: next(t.tail(pattern="run.::beta:x.>"))):
+            c, det = code_of(op)
+            assert c == grpc.StatusCode.INVALID_ARGUMENT, (c, det)
+            assert 'starting with "::" are reserved' in det, det
+        assert [c.name for c in t.consumers(start_after="::beta:").consumers] \
+            in ([], ["worker"])
+    c, det = code_of(lambda: next(a.tail(consumer="a:b")))
+    assert c == grpc.StatusCode.INVALID_ARGUMENT and "[A-Za-z0-9_.-]" in det
+
+
+def test_consumer_listings_page_through_a_tenants_own_names_only(secured):
+    """ListConsumers pages by name: the default tenant's page never holds a
+    tenant's consumer (they sort between digits and letters: "::"), and a
+    tenant's ends with its own names."""
+    a = Tenant(secured, secured.create("acme", ALL_SCOPES)[0])
+    b = Tenant(secured, secured.create("beta", ALL_SCOPES)[0])
+    d = Tenant(secured, secured.create("default", ALL_SCOPES)[0])
+    for t, names in ((d, ["0a", "1b", "x", "y"]), (a, ["m1", "m2", "m3"]),
+                     (b, ["0a", "n"])):
+        for name in names:
+            it = t.tail(consumer=name)
+            next(it)
+            it.cancel()
+
+    def pages(t, limit):
+        got, after = [], ""
+        for _ in range(20):
+            r = t.consumers(start_after=after, limit=limit)
+            got.append([c.name for c in r.consumers])
+            if not r.more:
+                return got
+            after = r.next_start_after
+        raise AssertionError(got)
+    for limit in (1, 2, 3, 100):
+        assert sum(pages(d, limit), []) == ["0a", "1b", "x", "y"], limit
+        assert sum(pages(a, limit), []) == ["m1", "m2", "m3"], limit
+        assert sum(pages(b, limit), []) == ["0a", "n"], limit
+    assert [len(p) for p in pages(a, 2)] == [2, 1]
+    adm = Tenant(secured, secured.admin)
+    assert [c.name for c in adm.consumers().consumers] == \
+        ["0a", "1b", "::acme:m1", "::acme:m2", "::acme:m3", "::beta:0a",
+         "::beta:n", "x", "y"]
+
+
+def test_a_tenants_consumer_errors_name_it_as_given(secured):
+    a = Tenant(secured, secured.create("acme", ALL_SCOPES)[0])
+    first = a.tail(consumer="worker")
+    next(first)
+    c, d = first_or_code(a.tail(consumer="worker", timeout=5))
+    assert c == grpc.StatusCode.FAILED_PRECONDITION
+    assert 'consumer "worker" already has an active subscriber' in d, d
+    second = a.st("/reel.v1.Wal/SubscribeEvents", wal_pb2.SubscribeEventsRequest(
+        consumer="worker", takeover=True), wal_pb2.Event, timeout=10)
+    next(second)
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in first:
+            pass
+    assert 'consumer "worker" was taken over' in e.value.details()
+    assert "::" not in e.value.details()
+    second.cancel()
+    c, d = code_of(lambda: a.u("/reel.v1.Wal/AckEvents", wal_pb2.AckEventsRequest(
+        consumer="nobody", revision=1), wal_pb2.AckEventsResponse))
+    assert "nobody" in d and "::" not in d, d
+
+
+def runnable(t, app, inv):
+    """A run of t's in app, made RUNNABLE (claimable) by the signal it
+    waits on."""
+    r = t.begin(app=app, inv=inv)
+    t.u("/reel.v1.Journal/SuspendRun", journal_pb2.SuspendRunRequest(
+        run_id=r.run_id, lease_epoch=r.lease_epoch, waiting_on="go"),
+        journal_pb2.Run)
+    assert t.signal(r.run_id, name="go").run_status == journal_pb2.Run.RUNNABLE
+    return r
+
+
+def test_claim_next_run_claims_from_the_tenants_own_app(secured):
+    a = Tenant(secured, secured.create("acme", ALL_SCOPES)[0])
+    b = Tenant(secured, secured.create("beta", ALL_SCOPES)[0])
+
+    def claim(t, wait_ms=0):
+        return t.u("/reel.v1.Journal/ClaimNextRun", journal_pb2.ClaimNextRunRequest(
+            app="jobs", lease_owner="w2", wait_ms=wait_ms),
+            journal_pb2.ClaimNextRunResponse)
+    rb = runnable(b, "jobs", "b1")
+    # beta's claimable run in "jobs" is not acme's to claim, at once or
+    # by waiting; acme's own is, shown as it named the app.
+    assert not claim(a).found
+    got = {}
+    waiter = threading.Thread(target=lambda: got.update(r=claim(a, wait_ms=5000)))
+    waiter.start()
+    rb2 = runnable(b, "jobs", "b2")
+    ra = runnable(a, "jobs", "a1")
+    waiter.join()
+    assert got["r"].found and got["r"].run.run_id == ra.run_id
+    assert got["r"].run.app == "jobs" and got["r"].run.lease_owner == "w2"
+    claimed = {claim(b).run.run_id, claim(b).run.run_id}
+    assert claimed == {rb.run_id, rb2.run_id}
+    assert not claim(a).found and not claim(b).found
+
+
+def test_the_matrix_another_tenants_runs_signals_and_consumers_reveal_nothing(secured):
+    """Every rpc of Journal, Signals and Wal, called by tenant acme on what
+    only beta has (its run, its session, its consumer), answers as for
+    what nobody has: the same code and the same words."""
+    b = Tenant(secured, secured.create("beta", ALL_SCOPES)[0])
+    a = Tenant(secured, secured.create("acme", ALL_SCOPES)[0])
+    rb = b.begin(app="shop-b", session="sb")
+    b.append(rb, payload='{"secret": 1}')
+    b.signal(rb.run_id, name="go")
+    # A second run of beta's, claimable (RUNNABLE: woken by its signal), and
+    # a scheduled signal it may cancel.
+    rb2 = b.begin(app="shop-b", session="sb", inv="i2")
+    b.u("/reel.v1.Journal/SuspendRun", journal_pb2.SuspendRunRequest(
+        run_id=rb2.run_id, lease_epoch=rb2.lease_epoch, waiting_on="wake"),
+        journal_pb2.Run)
+    b.signal(rb2.run_id, name="wake")
+    b.signal(rb.run_id, name="later", signal_id="sig-1",
+             deliver_at_ms=int(time.time() * 1000) + 3600_000)
+    it = b.tail(consumer="beta-only")
+    next(it)
+    it.cancel()
+    missing = "0" * len(rb.run_id)
+    J, S, W = "/reel.v1.Journal/", "/reel.v1.Signals/", "/reel.v1.Wal/"
+
+    def by_run(path, req_cls, resp_cls, **kw):
+        return lambda rid: a.u(path, req_cls(run_id=rid, **kw), resp_cls)
+
+    def by_run_stream(path, req_cls, resp_cls, **kw):
+        return lambda rid: first_or_code(a.st(path, req_cls(run_id=rid, **kw),
+                                              resp_cls, timeout=5))
+    run_calls = {
+        J + "Heartbeat": by_run(J + "Heartbeat", journal_pb2.HeartbeatRequest,
+                                journal_pb2.Run, lease_epoch=1),
+        J + "Append": by_run(J + "Append", journal_pb2.AppendRequest,
+                             journal_pb2.AppendResponse, lease_epoch=1,
+                             kind="step", payload="{}"),
+        J + "ReadJournal": by_run(J + "ReadJournal", journal_pb2.ReadJournalRequest,
+                                  journal_pb2.ReadJournalResponse),
+        J + "SubscribeRun": by_run_stream(J + "SubscribeRun",
+                                          journal_pb2.SubscribeRunRequest,
+                                          journal_pb2.JournalEntry),
+        J + "EndRun": by_run(J + "EndRun", journal_pb2.EndRunRequest, journal_pb2.Run,
+                             lease_epoch=1, status=journal_pb2.Run.CANCELLED),
+        J + "SuspendRun": by_run(J + "SuspendRun", journal_pb2.SuspendRunRequest,
+                                 journal_pb2.Run, lease_epoch=1, waiting_on="go"),
+        J + "GetRun": by_run(J + "GetRun", journal_pb2.GetRunRequest, journal_pb2.Run),
+        J + "ClaimRun": by_run(J + "ClaimRun", journal_pb2.ClaimRunRequest,
+                               journal_pb2.Run, lease_owner="thief"),
+        S + "SendSignal": by_run(S + "SendSignal", signals_pb2.SendSignalRequest,
+                                 signals_pb2.SendSignalResponse, name="go"),
+        S + "AwaitSignal": by_run(S + "AwaitSignal", signals_pb2.AwaitSignalRequest,
+                                  signals_pb2.AwaitSignalResponse, name="go",
+                                  lease_epoch=1),
+        S + "ListSignals": by_run(S + "ListSignals", signals_pb2.ListSignalsRequest,
+                                  signals_pb2.ListSignalsResponse),
+        S + "CancelSignal": by_run(S + "CancelSignal", signals_pb2.CancelSignalRequest,
+                                   signals_pb2.Signal, signal_id="sig-1"),
+        J + "ResumeRun": by_run(J + "ResumeRun", journal_pb2.ResumeRunRequest,
+                                journal_pb2.Run),
+    }
+    checked = set()
+    for path, op in run_calls.items():
+        theirs, nobodys = code_of(lambda: op(rb.run_id)), code_of(lambda: op(missing))
+        if path.endswith("SubscribeRun"):
+            theirs, nobodys = op(rb.run_id), op(missing)
+        assert theirs[0] == grpc.StatusCode.NOT_FOUND, (path, theirs)
+        assert theirs[0] == nobodys[0], (path, theirs, nobodys)
+        assert theirs[1].replace(rb.run_id, "ID") == nobodys[1].replace(missing, "ID"), \
+            (path, theirs, nobodys)
+        checked.add(path)
+    # Names: beta's session, app and consumer answer as nobody's.
+    named = {
+        S + "SendSignal": lambda v: a.signal(app=v, user="u", session="sb"),
+        J + "ListRuns": lambda v: a.runs(app=v),
+        J + "ListRunsToRecover": lambda v: a.u(
+            J + "ListRunsToRecover", journal_pb2.ListRunsToRecoverRequest(app=v),
+            journal_pb2.ListRunsToRecoverResponse),
+        W + "AckEvents": lambda v: a.u(W + "AckEvents", wal_pb2.AckEventsRequest(
+            consumer=v, revision=1), wal_pb2.AckEventsResponse),
+        W + "DeleteConsumer": lambda v: a.u(
+            W + "DeleteConsumer", wal_pb2.DeleteConsumerRequest(name=v),
+            wal_pb2.DeleteConsumerResponse),
+        W + "ListConsumers": lambda v: a.consumers(start_after=v),
+        J + "ClaimNextRun": lambda v: a.u(
+            J + "ClaimNextRun", journal_pb2.ClaimNextRunRequest(
+                app=v, lease_owner="thief"), journal_pb2.ClaimNextRunResponse),
+    }
+    for path, op in named.items():
+        theirs = code_of(lambda: op("beta-only" if path.startswith(W) else "shop-b"))
+        nobodys = code_of(lambda: op("nobody"))
+        assert theirs[0] == nobodys[0], (path, theirs, nobodys)
+        assert theirs[1].replace("beta-only", "N").replace("shop-b", "N") == \
+            nobodys[1].replace("nobody", "N"), (path, theirs, nobodys)
+        if theirs[0] == grpc.StatusCode.OK:
+            got = op("beta-only" if path.startswith(W) else "shop-b")
+            assert got == op("nobody") or path.endswith("ListConsumers"), path
+        checked.add(path)
+    assert len(a.runs().runs) == 0 and len(a.consumers().consumers) == 0
+    assert len(a.u(J + "ListRunsToRecover", journal_pb2.ListRunsToRecoverRequest(),
+                   journal_pb2.ListRunsToRecoverResponse).runs) == 0
+    # BeginRun with beta's names makes acme's own run; SubscribeEvents with
+    # beta's consumer name makes acme's own consumer, from the start.
+    ra = a.begin(app="shop-b", session="sb")
+    assert not ra.resumed and ra.run_id != rb.run_id and ra.app == "shop-b"
+    checked.add(J + "BeginRun")
+    it = a.tail(consumer="beta-only")
+    ev = next(it)
+    it.cancel()
+    assert ev.subject == f"run.{ra.run_id}.RUNNING"
+    checked |= {W + "SubscribeEvents", W + "SubscribeEventBatches", W + "GetHead"}
+    # Nothing of beta's moved.
+    bb = b.u(J + "GetRun", journal_pb2.GetRunRequest(run_id=rb.run_id), journal_pb2.Run)
+    assert (bb.status, bb.lease_owner, bb.next_seq) == (rb.status, "w", 2)
+    bb2 = b.u(J + "GetRun", journal_pb2.GetRunRequest(run_id=rb2.run_id),
+              journal_pb2.Run)
+    assert bb2.status == journal_pb2.Run.RUNNABLE
+    sigs = b.u(S + "ListSignals", signals_pb2.ListSignalsRequest(run_id=rb.run_id),
+               signals_pb2.ListSignalsResponse)
+    assert "later" in [g.name for g in sigs.signals]
+    assert [(c.name, c.acked_revision) for c in b.consumers().consumers] == \
+        [("beta-only", 0)]
+    assert "secret" not in secured.server.log()
+    every = {p for p, _ in RPCS if p.split("/")[1] in
+             ("reel.v1.Journal", "reel.v1.Signals", "reel.v1.Wal")}
+    assert every <= checked, every - checked
+
+
+def test_the_matrix_another_tenants_artifacts_reveal_nothing(secured):
+    """Every Workspace rpc, called by tenant acme on beta's namespace: the
+    same answer as for a namespace nobody has; acme's own artifacts of the
+    same names never meet beta's."""
+    WS = "/reel.v1.Workspace/"
+    scopes = ["workspace:read", "workspace:write", "wal:read"]
+    toks = {n: secured.create(n, scopes)[0] for n in ("acme", "beta")}
+
+    def put(tok, ns, key, data):
+        def gen():
+            yield workspace_pb2.PutArtifactRequest(
+                header=workspace_pb2.ArtifactHeader(namespace=ns, key=key))
+            yield workspace_pb2.PutArtifactRequest(chunk=data)
+        return secured.ch.stream_unary(
+            WS + "PutArtifact",
+            request_serializer=workspace_pb2.PutArtifactRequest.SerializeToString,
+            response_deserializer=workspace_pb2.PutArtifactResponse.FromString)(
+            gen(), metadata=md(tok), timeout=10).artifact
+
+    def u(tok, name, req, resp):
+        return unary(secured.ch, WS + name, type(req), resp)(
+            req, metadata=md(tok), timeout=10)
+
+    def first(tok, name, req, resp):
+        return first_or_code(stream(secured.ch, WS + name, type(req), resp)(
+            req, metadata=md(tok), timeout=5))
+
+    art = put(toks["beta"], "files", "a.txt", b"beta's secret bytes")
+    assert art.namespace == "files" and art.version == 1
+    A = toks["acme"]
+    calls = {
+        "GetArtifact": lambda ns: first(A, "GetArtifact", workspace_pb2.GetArtifactRequest(
+            namespace=ns, key="a.txt"), workspace_pb2.GetArtifactResponse),
+        "StatArtifact": lambda ns: u(A, "StatArtifact", workspace_pb2.StatArtifactRequest(
+            namespace=ns, key="a.txt"), workspace_pb2.StatArtifactResponse),
+        "ListArtifacts": lambda ns: u(A, "ListArtifacts", workspace_pb2.ListArtifactsRequest(
+            namespace=ns, include_deleted=True), workspace_pb2.ListArtifactsResponse),
+        "DeleteArtifact": lambda ns: u(A, "DeleteArtifact",
+                                       workspace_pb2.DeleteArtifactRequest(
+                                           namespace=ns, key="a.txt"),
+                                       workspace_pb2.DeleteArtifactResponse),
+        "WatchArtifacts": lambda ns: first(A, "WatchArtifacts",
+                                           workspace_pb2.WatchArtifactsRequest(
+                                               namespace=ns),
+                                           workspace_pb2.ArtifactEvent),
+    }
+    for name, op in calls.items():
+        theirs, nobodys = code_of(lambda: op("files")), code_of(lambda: op("nobody"))
+        if name in ("GetArtifact", "WatchArtifacts"):
+            theirs, nobodys = op("files"), op("nobody")
+        assert theirs[0] == nobodys[0], (name, theirs, nobodys)
+        assert str(theirs[1]).replace("files", "N") == \
+            str(nobodys[1]).replace("nobody", "N"), (name, theirs, nobodys)
+    assert len(calls["ListArtifacts"]("files").artifacts) == 0
+    # acme's own artifact of the same name; each reads back its own.
+    tail = stream(secured.ch, "/reel.v1.Wal/SubscribeEvents",
+                  wal_pb2.SubscribeEventsRequest, wal_pb2.Event)(
+        wal_pb2.SubscribeEventsRequest(subject_pattern="artifact.>"),
+        metadata=md(A), timeout=10)
+    mine = put(A, "files", "a.txt", b"acme's bytes")
+    assert mine.namespace == "files" and mine.version == 1
+    st = u(toks["beta"], "StatArtifact", workspace_pb2.StatArtifactRequest(
+        namespace="files", key="a.txt"), workspace_pb2.StatArtifactResponse)
+    assert st.artifact.size == len(b"beta's secret bytes")
+    ev = next(tail)
+    tail.cancel()
+    assert ev.subject == "artifact.files.a.txt" and ev.artifact.namespace == "files"
+    assert ev.artifact.size == len(b"acme's bytes")
+    c, d = code_of(lambda: u(A, "StatArtifact", workspace_pb2.StatArtifactRequest(
+        namespace="::beta:files", key="a.txt"), workspace_pb2.StatArtifactResponse))
+    assert c == grpc.StatusCode.INVALID_ARGUMENT and "reserved for tenants" in d
+    # GetWorkspaceUsage is the server's, as GetHead: it names nothing.
+    assert u(A, "GetWorkspaceUsage", workspace_pb2.GetWorkspaceUsageRequest(),
+             workspace_pb2.GetWorkspaceUsageResponse).chunk_bytes > 0
+
+
+def test_runs_signals_consumers_and_the_wal_stay_within_a_tenant_under_mixed_load(secured):
+    names = ("acme", "beta", "default")
+    ts = {n: Tenant(secured, secured.create(n, ALL_SCOPES + KV_RW)[0]) for n in names}
+    tails = {n: t.tail(pattern=">") for n, t in ts.items()}
+    durables = {n: t.tail(pattern="run.*.COMPLETED", consumer="worker")
+                for n, t in ts.items()}
+    admin_tail = Tenant(secured, secured.admin).tail(pattern=">")
+    M = 12
+    mine = {n: set() for n in names}
+    errors = []
+
+    def load(n):
+        t = ts[n]
+        try:
+            for i in range(M):
+                r = t.begin(app="shop", user="u", session=f"s{i % 3}", inv=f"i{i}")
+                mine[n].add(r.run_id)
+                t.append(r, payload=f'{{"t": "{n}"}}')
+                t.signal(r.run_id, name="go")
+                t.end(r)
+            kv(secured, t.tok).set("done", "k", f'"{n}"')
+        except Exception as e:  # noqa: BLE001
+            errors.append((n, e))
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in names]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    for n, it in tails.items():
+        seen = []
+        for ev in it:
+            if ev.type == wal_pb2.Event.PROGRESS:
+                continue
+            if ev.subject == "kv.done.k":
+                break
+            seen.append(ev)
+        it.cancel()
+        assert all("::" not in ev.subject for ev in seen), n
+        ids = {ev.subject.split(".")[1] for ev in seen}
+        assert ids == mine[n], n
+        runs = [ev.run for ev in seen if ev.type == wal_pb2.Event.RUN_CHANGED]
+        assert runs and all(r.app == "shop" for r in runs), n
+        entries = [ev.entry for ev in seen if ev.type == wal_pb2.Event.JOURNAL_APPENDED]
+        assert {e.payload for e in entries if e.kind == "step"} == {f'{{"t": "{n}"}}'}
+        sigs = [ev for ev in seen if ev.type == wal_pb2.Event.SIGNAL_SENT]
+        assert len(sigs) == M and all(ev.subject.endswith(".go.sent") for ev in sigs)
+        revs = [ev.revision for ev in seen]
+        assert revs == sorted(revs)
+    for n, it in durables.items():
+        done = set()
+        for ev in it:
+            if ev.type != wal_pb2.Event.RUN_CHANGED:
+                continue
+            assert ev.subject == f"run.{ev.run.run_id}.COMPLETED"
+            done.add(ev.run.run_id)
+            if len(done) == M:
+                break
+        assert done == mine[n], n
+        it.cancel()
+    everything = set()
+    for ev in admin_tail:
+        if ev.type == wal_pb2.Event.RUN_CHANGED and ev.subject.endswith("COMPLETED"):
+            everything.add(ev.run.run_id)
+            if len(everything) == 3 * M:
+                break
+    admin_tail.cancel()
+    assert everything == mine["acme"] | mine["beta"] | mine["default"]
 
 
 def test_reel_reactor_reaches_a_tls_reeld_with_a_token_from_its_variables(tmp_path, pki):
