@@ -189,17 +189,21 @@ def test_kill9_with_10000_pending_timers_each_fires_once_none_early(tmp_path):
     ch = grpc.insecure_channel(server.addr)
     api = Api(ch)
     runs = [api.begin(f"k{i}").run_id for i in range(10)]
-    base = now_ms() + 5000                   # past the 10,000 sends
-    futures, due = [], {}
+    base = now_ms() + 8000                   # past the 10,000 sends
+    pending, due = [], {}
     for i in range(n):
         at = base + (i * 7919) % 2000        # spread over 2 s, out of send order
         sid = f"s{i}"
         due[sid] = at
-        futures.append(api.send_.future(spb.SendSignalRequest(
+        pending.append(api.send_.future(spb.SendSignalRequest(
             run_id=runs[i % 10], name=f"n{i % 3}", deliver_at_ms=at, signal_id=sid),
             timeout=60))
-    for f in futures:
-        assert f.result().signal.scheduled
+        # At most 1,000 in flight: more than the write queue holds is
+        # RESOURCE_EXHAUSTED by design (a slow ASan build fills it).
+        if len(pending) == 1000:
+            assert all(f.result().signal.scheduled for f in pending)
+            pending = []
+    assert all(f.result().signal.scheduled for f in pending)
     assert now_ms() < base, "the sends took too long for the test to mean anything"
     # Kill it while some are due and most are not; restart after some more
     # have fallen due.
