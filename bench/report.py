@@ -4,6 +4,7 @@
     /usr/bin/python3 bench/report.py bench/results [--out-dir bench]
     /usr/bin/python3 bench/report.py machine --run-dir DIR --out FILE \\
         [--reeld PATH] [--reel-bench PATH] [--quick 0|1]
+    /usr/bin/python3 bench/report.py sequential bench/results
 
 The first form reads what bench/run.sh left in the results directory (the
 reel-bench JSON files, db_bench's output, commands.txt, machine.json) and
@@ -15,6 +16,9 @@ measured", never guessed.
 The second form (run by bench/run.sh at the start of a run) records the
 machine, the versions and the commit into machine.json, so that the report
 describes the machine that measured, wherever it is regenerated.
+
+The third form prints only the "Sequential writes" section (issue 19) to
+standard output, for a run of that section alone (BENCH_ONLY=sequential).
 
 Standard library only; gnuplot (Debian's gnuplot-nox) draws the chart.
 """
@@ -47,6 +51,12 @@ SINK_ORDERED_PER_S = 3000
 SINK_FAST_PER_S = 20000
 SINK_NATS_PER_S = 50000
 SINK_P99_US = 10000
+
+# issue 19: the sequential write path
+SEQ_P50_VS_FLOOR = 1.10       # set@1, append@1 p50 <= 1.10 x (get@1 p50 + db_bench@1 us/op)
+SEQ_P99_VS_FLOOR = 2.0        # their p99 <= 2 x the same floor
+SEQ_CPU_US = 80               # reeld CPU per set@1
+IDLE_PCT = 1.0                # an idle reeld under 1% of a core over 30 s
 
 SET_C = 64         # the concurrency the targets name
 DBBENCH_T = 32     # the db_bench thread count the targets name
@@ -190,7 +200,8 @@ class Results:
                      "signal-reel", "tail-reel", "memory-reel", "restart-reel", "sink-reel",
                      "reactor-reel",
                      "set-plain-reel", "set-tls-reel", "get-plain-reel", "get-tls-reel",
-                     "ws-reel", "ws-kv-alone", "ws-kv-upload", "metrics-reel"):
+                     "ws-reel", "ws-kv-alone", "ws-kv-upload", "metrics-reel",
+                     "seq-set-reel", "seq-append-reel", "seq-get-reel", "seq-idle-reel"):
             self.bench[name] = self._json(name + ".json")
         self.dd = {k: self._dd("dd-%s.txt" % k) for k in ("write", "read")}  # MB/s
         self.ws_nats = self._jsonl("ws-nats.jsonl")
@@ -736,6 +747,60 @@ def section_ratios(R):
     return "\n".join(out)
 
 
+def verdict(ok):
+    return "—" if ok is None else ("PASS" if ok else "MISS")
+
+
+def section_sequential(R):
+    """issue 19: set@1 and append@1 beside the floor, reeld's CPU per write, idle CPU"""
+    out = ["## Sequential writes (issue 19)\n",
+           "One client, one call in flight, on a fresh reeld of its own: each write waits for the "
+           "previous one to be durable, as a run appending its journal does. The floor is a call "
+           "that writes nothing (`get`@1 p50, on the same reeld) plus one durable RocksDB write "
+           "(`db_bench fillrandom --sync=1`, 1 thread, µs/op), both from this run. reeld's CPU is "
+           "its utime + stime from `/proc/PID/stat` over the row, divided by its writes; idle is "
+           "the same over 30 s with no client.\n"]
+    get50 = R.value("seq-get-reel", "p50_us", concurrency=1)
+    db = num(R.dbbench.get(1, {}).get("micros_per_op"))
+    floor = get50 + db if get50 is not None and db is not None else None
+    out.append("Floor: `get`@1 p50 %s ms + db_bench@1 %s ms = **%s ms**.\n" % (
+        f_ms(get50), f_ms(db), f_ms(floor)))
+    body = []
+    for name, label in (("seq-set-reel", "set"), ("seq-append-reel", "append")):
+        p50 = R.value(name, "p50_us", concurrency=1)
+        p99 = R.value(name, "p99_us", concurrency=1)
+        r50, r99 = ratio(p50, floor), ratio(p99, floor)
+        body.append(["%s@1" % label, f_ms(p50), f_ratio(r50),
+                     verdict(None if r50 is None else r50 <= SEQ_P50_VS_FLOOR), f_ms(p99),
+                     f_ratio(r99), verdict(None if r99 is None else r99 <= SEQ_P99_VS_FLOOR),
+                     f_int(R.value(name, "ops_per_s", concurrency=1)),
+                     f_us(R.value(name, "server_cpu_us_per_op", concurrency=1))])
+    out.append(table(["row", "p50 ms", "p50 / floor (≤ %.2f×)" % SEQ_P50_VS_FLOOR, "p50",
+                      "p99 ms", "p99 / floor (≤ %.0f×)" % SEQ_P99_VS_FLOOR, "p99", "ops/s",
+                      "reeld CPU µs/op"], body))
+    out.append("")
+    body = []
+    for c in (1, 64):
+        cpu = R.value("seq-set-reel", "server_cpu_us_per_op", concurrency=c)
+        mark = " (target ≤ %d µs)" % SEQ_CPU_US if c == 1 else ""
+        body.append(["reeld CPU per `set`@%d%s" % (c, mark), f_us(cpu) + " µs" if cpu is not None
+                     else NOT_MEASURED, verdict(None if cpu is None or c != 1 else cpu <= SEQ_CPU_US)])
+    dbcpu = num(R.dbbench.get(1, {}).get("cpu_us_per_op"))
+    body.append(["db_bench@1's own CPU per durable write (the sync's floor on this machine)",
+                 f_us(dbcpu) + " µs" if dbcpu is not None else NOT_MEASURED, ""])
+    idle = R.rows("seq-idle-reel")
+    pct = num(idle[0].get("pct_of_core")) if idle else None
+    secs = num(idle[0].get("seconds")) if idle else None
+    body.append(["idle reeld, %% of one core over %s s (target < %.0f%%)" % (
+                     f_int(secs) if secs is not None else "30", IDLE_PCT),
+                 "%.2f%%" % pct if pct is not None else NOT_MEASURED,
+                 verdict(None if pct is None else pct < IDLE_PCT)])
+    out.append(table(["figure", "measured", "verdict"], body, numeric=False))
+    out.append("\n_CPU per write cannot go below what the sync itself costs in the kernel; "
+               "db_bench@1's row above is that cost on this machine, measured in the same run._\n")
+    return "\n".join(out)
+
+
 def section_bound(R):
     """what the CPU measured in this run says about the set@64 targets"""
     cores = num(R.machine.get("cores"))
@@ -1119,6 +1184,7 @@ def report(results_dir, out_dir):
 
     md.append(section_writes(R))
     md.append(section_ratios(R))
+    md.append(section_sequential(R))
     md.append(section_bound(R))
     md.append(section_security(R))
     md.append(section_watch(R))
@@ -1228,6 +1294,11 @@ def main(argv):
         with open(o["out"], "w", encoding="utf-8") as f:
             json.dump(m, f, indent=2)
             f.write("\n")
+        return 0
+    if argv[0] == "sequential":
+        if len(argv) != 2 or not os.path.isdir(argv[1]):
+            usage()
+        sys.stdout.write(section_sequential(Results(argv[1])))
         return 0
     results_dir = argv[0]
     o = parse_opts(argv[1:], {"out_dir"})

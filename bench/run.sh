@@ -11,6 +11,9 @@
 #
 #   bench/run.sh                  # the full suite (well under 15 minutes)
 #   BENCH_QUICK=1 bench/run.sh    # 1 s per point, tiny sizes: to try the script
+#   BENCH_ONLY=sequential bench/run.sh   # db_bench@1 and the sequential
+#                                 # section alone, into bench/results/sequential/;
+#                                 # prints its report section
 #
 # On a fresh Debian bookworm machine it installs what is missing (apt-get, as
 # root or through sudo), builds with Bazel (-c opt), and writes:
@@ -31,9 +34,19 @@ COMMANDS="$RESULTS/commands.txt"
 PY=/usr/bin/python3
 QUICK="${BENCH_QUICK:-0}"
 [ "$QUICK" = 1 ] || QUICK=0
+ONLY="${BENCH_ONLY:-}"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+case "$ONLY" in
+  "" | sequential) ;;
+  *) die "BENCH_ONLY=$ONLY: the only section that runs alone is \"sequential\"" ;;
+esac
+# a section run alone keeps its results apart from the full run's
+if [ "$ONLY" = sequential ]; then
+  RESULTS="$BENCH/results/sequential"
+  COMMANDS="$RESULTS/commands.txt"
+fi
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then
@@ -337,6 +350,9 @@ CONCURRENCY=1,8,64,256
 SHARED=100 # watchers per stream in the shared-stream watch rows
 VALUE_BYTES=256
 DBBENCH_THREADS=(1 8 32)
+[ "$ONLY" = sequential ] && DBBENCH_THREADS=(1)
+IDLE_S=30
+[ "$QUICK" = 1 ] && IDLE_S=3
 
 mkdir -p "$RESULTS"
 rm -f "$RESULTS"/*.json "$RESULTS"/db_bench-*.txt "$COMMANDS"
@@ -371,6 +387,43 @@ for t in "${DBBENCH_THREADS[@]}"; do
     >"$RESULTS/db_bench-$t.cpu.json"
   rm -rf "$RUN/db_bench-$t"
 done
+
+# --- 3b. sequential (issue 19): one call in flight on a fresh reeld ----------
+# Its idle CPU over IDLE_S seconds with no client, then get@1 (the floor's
+# call that writes nothing), set@1 and @64 and append@1, each with reeld's
+# CPU per op; the report sets them beside db_bench@1 from above.
+proc_cpu_s() { # PID: utime + stime so far, in seconds (fields 14, 15)
+  sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($12 + $13) / hz}'
+}
+SEQ_ADDR="127.0.0.1:$(free_port)"
+if start_reeld reeld-seq "$RUN/reel-seq" "$SEQ_ADDR"; then
+  SEQ_PID="$REELD_PID"
+  settle
+  log "[$(date +%T)] idle-reel: reeld's CPU over ${IDLE_S} s with no client"
+  note "idle: reeld's utime + stime (/proc/$SEQ_PID/stat) before and after ${IDLE_S} s with no client"
+  c0="$(proc_cpu_s "$SEQ_PID")"
+  sleep "$IDLE_S"
+  c1="$(proc_cpu_s "$SEQ_PID")"
+  awk -v a="$c0" -v b="$c1" -v s="$IDLE_S" 'BEGIN { printf "{\"bench\": \"idle\", \"rows\": [{\"seconds\": %d, \"cpu_s\": %.3f, \"pct_of_core\": %.3f}]}\n", s, b - a, 100 * (b - a) / s }' \
+    >"$RESULTS/seq-idle-reel.json"
+  note "idle reeld: $(cat "$RESULTS/seq-idle-reel.json")"
+  step seq-get-reel 120 "$REELBENCH" get --addr "$SEQ_ADDR" --pid "$SEQ_PID" --duration "$D_WRITE" \
+    --concurrency 1 --json "$RESULTS/seq-get-reel.json"
+  step seq-set-reel 120 "$REELBENCH" set --addr "$SEQ_ADDR" --pid "$SEQ_PID" --target reel \
+    --duration "$D_WRITE" --concurrency 1,64 --value-bytes "$VALUE_BYTES" --json "$RESULTS/seq-set-reel.json"
+  step seq-append-reel 120 "$REELBENCH" append --addr "$SEQ_ADDR" --pid "$SEQ_PID" \
+    --duration "$D_WRITE" --concurrency 1 --value-bytes "$VALUE_BYTES" --json "$RESULTS/seq-append-reel.json"
+  stop_pid "$SEQ_PID" reeld-seq
+  forget_pid "$SEQ_PID"
+else
+  skip seq-set-reel "its reeld is not serving"
+fi
+if [ "$ONLY" = sequential ]; then
+  record "$PY" bench/report.py sequential bench/results/sequential
+  "$PY" "$BENCH/report.py" sequential "$RESULTS"
+  [ ${#FAILED[@]} -eq 0 ] || die "failed steps: ${FAILED[*]}"
+  exit 0
+fi
 
 # --- 4. the servers: a fresh reeld, a single-node etcd ---------------------------
 REEL_ADDR="127.0.0.1:$(free_port)"
