@@ -185,55 +185,63 @@ def test_bad_times_are_named(api):
 
 def test_kill9_with_10000_pending_timers_each_fires_once_none_early(tmp_path):
     n = 10000
-    server = Reeld(str(tmp_path / "data")).start()
-    ch = grpc.insecure_channel(server.addr)
-    api = Api(ch)
-    runs = [api.begin(f"k{i}").run_id for i in range(10)]
-    base = now_ms() + 8000                   # past the 10,000 sends
-    pending, due = [], {}
-    for i in range(n):
-        at = base + (i * 7919) % 2000        # spread over 2 s, out of send order
-        sid = f"s{i}"
-        due[sid] = at
-        pending.append(api.send_.future(spb.SendSignalRequest(
-            run_id=runs[i % 10], name=f"n{i % 3}", deliver_at_ms=at, signal_id=sid),
-            timeout=60))
-        # At most 1,000 in flight: more than the write queue holds is
-        # RESOURCE_EXHAUSTED by design (a slow ASan build fills it).
-        if len(pending) == 1000:
-            assert all(f.result().signal.scheduled for f in pending)
-            pending = []
-    assert all(f.result().signal.scheduled for f in pending)
-    assert now_ms() < base, "the sends took too long for the test to mean anything"
-    # Kill it while some are due and most are not; restart after some more
-    # have fallen due.
-    while now_ms() < base + 500:
-        time.sleep(0.01)
-    server.kill()
-    ch.close()
-    time.sleep(0.3)
-    server = Reeld(server.data_dir, port=server.port).start()
-    ch = grpc.insecure_channel(server.addr)
-    api = Api(ch)
-    seen = {}
-    events = api.events_(wpb.SubscribeEventsRequest(from_revision=0,
-                                                    subject_pattern="signal.>"), timeout=60)
-    for ev in events:
-        if ev.type != wpb.Event.SIGNAL_SENT:
-            continue
-        g = ev.signal
-        seen.setdefault(g.signal_id, []).append((ev.revision, g.sent_at_ms))
-        if len(seen) == n:
-            break
-    events.cancel()
-    assert len(seen) == n
-    twice = {k: v for k, v in seen.items() if len(v) > 1}
-    assert not twice, list(twice.items())[:3]
-    early = {k: (v[0][1], due[k]) for k, v in seen.items() if v[0][1] < due[k]}
-    assert not early, list(early.items())[:3]
-    # Each is pending once, delivered, in its run's mailbox.
-    total = sum(len(api.pending(r)) for r in runs)
-    assert total == n
-    ch.close()
-    code, _ = server.stop()
-    assert code == 0, server.log()
+    servers = []
+    try:
+        server = Reeld(str(tmp_path / "data")).start()
+        servers.append(server)
+        ch = grpc.insecure_channel(server.addr)
+        api = Api(ch)
+        runs = [api.begin(f"k{i}").run_id for i in range(10)]
+        base = now_ms() + 8000                   # past the 10,000 sends
+        pending, due = [], {}
+        for i in range(n):
+            at = base + (i * 7919) % 2000        # spread over 2 s, out of send order
+            sid = f"s{i}"
+            due[sid] = at
+            pending.append(api.send_.future(spb.SendSignalRequest(
+                run_id=runs[i % 10], name=f"n{i % 3}", deliver_at_ms=at, signal_id=sid),
+                timeout=60))
+            # At most 1,000 in flight: more than the write queue holds is
+            # RESOURCE_EXHAUSTED by design (a slow ASan build fills it).
+            if len(pending) == 1000:
+                assert all(f.result().signal.scheduled for f in pending)
+                pending = []
+        assert all(f.result().signal.scheduled for f in pending)
+        assert now_ms() < base, "the sends took too long for the test to mean anything"
+        # Kill it while some are due and most are not; restart after some more
+        # have fallen due.
+        while now_ms() < base + 500:
+            time.sleep(0.01)
+        server.kill()
+        ch.close()
+        time.sleep(0.3)
+        server = Reeld(server.data_dir, port=server.port).start()
+        servers.append(server)
+        ch = grpc.insecure_channel(server.addr)
+        api = Api(ch)
+        seen = {}
+        events = api.events_(wpb.SubscribeEventsRequest(from_revision=0,
+                                                        subject_pattern="signal.>"), timeout=60)
+        for ev in events:
+            if ev.type != wpb.Event.SIGNAL_SENT:
+                continue
+            g = ev.signal
+            seen.setdefault(g.signal_id, []).append((ev.revision, g.sent_at_ms))
+            if len(seen) == n:
+                break
+        events.cancel()
+        assert len(seen) == n
+        twice = {k: v for k, v in seen.items() if len(v) > 1}
+        assert not twice, list(twice.items())[:3]
+        early = {k: (v[0][1], due[k]) for k, v in seen.items() if v[0][1] < due[k]}
+        assert not early, list(early.items())[:3]
+        # Each is pending once, delivered, in its run's mailbox.
+        total = sum(len(api.pending(r)) for r in runs)
+        assert total == n
+        ch.close()
+        code, _ = server.stop()
+        assert code == 0, server.log()
+    finally:
+        for srv in servers:  # a failed assertion leaves no reeld behind
+            if srv.proc is not None and srv.proc.poll() is None:
+                srv.stop()
