@@ -565,9 +565,11 @@ step reactor-reel 300 "$PY" "$BENCH/reactor_bench.py" --reeld "$REELD" \
   "${REACTOR_SIZES[@]}"
 
 # metrics (issue 24): set@64 on a fresh reeld without metrics and on one
-# with --metrics-listen scraped every second, alternating, 5 rounds each
-step metrics-reel 400 "$PY" "$BENCH/metrics_bench.py" --reeld "$REELD" --reelctl "$REELCTL" \
-  --reel-bench "$REELBENCH" --run-dir "$RUN" --duration "$D_WRITE" \
+# with --metrics-listen scraped every second, alternating, 8 rounds each of
+# 8 s (single pairs move by tens of percent on this machine: more pairs,
+# not longer ones, steady the median)
+step metrics-reel 600 "$PY" "$BENCH/metrics_bench.py" --reeld "$REELD" --reelctl "$REELCTL" \
+  --reel-bench "$REELBENCH" --run-dir "$RUN" --rounds 8 --duration 8 \
   --json "$RESULTS/metrics-reel.json"
 
 # restart: reel-bench loads, stops and restarts its own reeld on its own data
