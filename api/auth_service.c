@@ -20,9 +20,10 @@
  * First start: with --auth token and no token stored, start creates an
  * admin token (tenant admin, scope admin) and writes it to
  * <data dir>/admin.token (mode 0600, written to a temporary file first and
- * renamed, then synced); the log names the file, never the token. If the
- * file cannot be written, the token is revoked again and reeld does not
- * start, so nobody is left without a way in.
+ * renamed, then synced) before the token is stored; the log names the
+ * file, never the token. If the file cannot be written, or the token
+ * cannot be stored after it, reeld does not start and no token is left
+ * stored without its file, so nobody is left without a way in.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -376,6 +377,31 @@ static int auth_serve(rpc_server_t *srv, api_ctx_t *ctx) {
 
 /* ---- The first admin token --------------------------------------------------- */
 
+/* The rename made durable before the token is stored: its directory
+ * synced. */
+static reel_code_t sync_dir_of(const char *path, reel_status_t *st) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    int fd, ok, e;
+
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    if (dir[0] == '\0')
+        snprintf(dir, sizeof(dir), "/");
+    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return reel_status_set(st, REEL_INTERNAL, "cannot open %s: %s", dir,
+                               strerror(errno));
+    ok = fsync(fd) == 0;
+    e = errno;
+    close(fd);
+    if (!ok)
+        return reel_status_set(st, REEL_INTERNAL, "cannot sync %s: %s", dir,
+                               strerror(e));
+    return REEL_OK;
+}
+
 static reel_code_t write_token_file(const char *path, const char *tok,
                                     reel_status_t *st) {
     char tmp[4096];
@@ -400,13 +426,12 @@ static reel_code_t write_token_file(const char *path, const char *tok,
         return reel_status_set(st, REEL_INTERNAL, "cannot write %s: %s",
                                path, strerror(e));
     }
-    return REEL_OK;
+    return sync_dir_of(path, st);
 }
 
 static reel_code_t bootstrap(api_ctx_t *ctx, reel_status_t *st) {
     char tok[AUTH_TOKEN_LEN + 1], path[4096];
     auth_info_t info;
-    reel_status_t undo = REEL_STATUS_INIT;
     reel_code_t rc;
 
     if (auth_count(ctx->auth) > 0)
@@ -415,19 +440,20 @@ static reel_code_t bootstrap(api_ctx_t *ctx, reel_status_t *st) {
         (int)sizeof(path))
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "data dir: path too long for admin.token");
-    if ((rc = auth_token_create(ctx->auth, AUTH_ADMIN_TENANT,
-                                AUTH_SCOPE(ADMIN), "first admin", 0, tok,
-                                &info, st)) != REEL_OK)
+    /* The file first, the token stored second: a token stored without
+     * its file would lock everyone out for good (the next start sees a
+     * token and makes none), while a file whose token was never stored
+     * is overwritten by the next start, which still finds no token. */
+    if ((rc = auth_token_new(tok, st)) != REEL_OK)
         return rc;
-    rc = write_token_file(path, tok, st);
+    if ((rc = write_token_file(path, tok, st)) == REEL_OK &&
+        (rc = auth_token_store(ctx->auth, AUTH_ADMIN_TENANT,
+                               AUTH_SCOPE(ADMIN), "first admin", 0, tok,
+                               &info, st)) != REEL_OK)
+        unlink(path);
     memset(tok, 0, sizeof(tok));
-    if (rc != REEL_OK) {
-        if (auth_token_revoke(ctx->auth, info.id, &undo) != REEL_OK)
-            REEL_ERROR("auth", "the unwritten admin token %s: %s", info.id,
-                       reel_status_message(&undo));
-        reel_status_fini(&undo);
+    if (rc != REEL_OK)
         return rc;
-    }
     REEL_INFO("auth",
               "no token was stored: created admin token %s and wrote it to "
               "%s (readable by its owner only); create others with reelctl "

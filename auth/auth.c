@@ -445,17 +445,44 @@ static reel_code_t apply_put(store_txn_t *txn, void *arg, reel_status_t *st) {
     return REEL_OK;
 }
 
-reel_code_t auth_token_create(auth_t *a, const char *tenant,
-                              auth_scopes_t scopes, const char *name,
-                              int64_t ttl_ms, char token[AUTH_TOKEN_LEN + 1],
-                              auth_info_t *info, reel_status_t *st) {
+reel_code_t auth_token_new(char token[AUTH_TOKEN_LEN + 1],
+                           reel_status_t *st) {
     unsigned char rnd[8 + 32];
-    entry_t *e = NULL;
+
+    token[0] = '\0';
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+        return reel_status_set(st, REEL_INTERNAL,
+                               "no random bytes for a token");
+    /* reel_<16 hex>_<43 base64url> */
+    memcpy(token, "reel_", 5);
+    to_hex(rnd, 8, token + 5);
+    token[5 + AUTH_ID_LEN] = '_';
+    for (int i = 0, bits = 0, acc = 0, o = 6 + AUTH_ID_LEN; i < 32; i++) {
+        acc = (acc << 8) | rnd[8 + i];
+        bits += 8;
+        while (bits >= 6) {
+            token[o++] = b64url[(acc >> (bits - 6)) & 63];
+            bits -= 6;
+        }
+        if (i == 31) /* 4 bits left, padded with two zero bits */
+            token[o++] = b64url[(acc << (6 - bits)) & 63];
+        acc &= (1 << bits) - 1;
+    }
+    token[AUTH_TOKEN_LEN] = '\0';
+    OPENSSL_cleanse(rnd, sizeof(rnd));
+    return REEL_OK;
+}
+
+reel_code_t auth_token_store(auth_t *a, const char *tenant,
+                             auth_scopes_t scopes, const char *name,
+                             int64_t ttl_ms, const char *token,
+                             auth_info_t *info, reel_status_t *st) {
+    char id[AUTH_ID_LEN + 1];
+    entry_t *e = NULL, *old;
     put_arg_t p;
     char *rec = NULL;
     reel_code_t rc;
 
-    token[0] = '\0';
     if ((rc = auth_check_tenant("tenant", tenant, st)) != REEL_OK)
         return rc;
     if (scopes == 0)
@@ -478,30 +505,20 @@ reel_code_t auth_token_create(auth_t *a, const char *tenant,
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "ttl_ms: %lld is negative (0: never expires)",
                                (long long)ttl_ms);
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-        return reel_status_set(st, REEL_INTERNAL,
-                               "no random bytes for a token");
-    if ((e = calloc(1, sizeof(*e))) == NULL) {
-        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
-    }
-    /* reel_<16 hex>_<43 base64url> */
-    memcpy(token, "reel_", 5);
-    to_hex(rnd, 8, token + 5);
-    token[5 + AUTH_ID_LEN] = '_';
-    for (int i = 0, bits = 0, acc = 0, o = 6 + AUTH_ID_LEN; i < 32; i++) {
-        acc = (acc << 8) | rnd[8 + i];
-        bits += 8;
-        while (bits >= 6) {
-            token[o++] = b64url[(acc >> (bits - 6)) & 63];
-            bits -= 6;
-        }
-        if (i == 31) /* 4 bits left, padded with two zero bits */
-            token[o++] = b64url[(acc << (6 - bits)) & 63];
-        acc &= (1 << bits) - 1;
-    }
-    token[AUTH_TOKEN_LEN] = '\0';
-    memcpy(e->id, token + 5, AUTH_ID_LEN);
+    if (token == NULL || auth_token_parse(token, strlen(token), id) != 0)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "token: not a reel token (reel_<id>_<secret>, "
+                               "%d bytes)",
+                               AUTH_TOKEN_LEN);
+    pthread_mutex_lock(&a->mu);
+    HASH_FIND_STR(a->by_id, id, old);
+    pthread_mutex_unlock(&a->mu);
+    if (old != NULL)
+        return reel_status_set(st, REEL_ALREADY_EXISTS,
+                               "token %s: already stored", id);
+    if ((e = calloc(1, sizeof(*e))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    memcpy(e->id, id, sizeof(e->id));
     sha256(token, AUTH_TOKEN_LEN, e->digest);
     memcpy(e->info.id, e->id, sizeof(e->id));
     snprintf(e->info.tenant, sizeof(e->info.tenant), "%s", tenant);
@@ -527,11 +544,22 @@ reel_code_t auth_token_create(auth_t *a, const char *tenant,
     pthread_mutex_unlock(&a->mu);
     e = NULL;
 out:
-    OPENSSL_cleanse(rnd, sizeof(rnd));
-    if (rc != REEL_OK)
-        OPENSSL_cleanse(token, AUTH_TOKEN_LEN + 1);
     free(rec);
     free(e);
+    return rc;
+}
+
+reel_code_t auth_token_create(auth_t *a, const char *tenant,
+                              auth_scopes_t scopes, const char *name,
+                              int64_t ttl_ms, char token[AUTH_TOKEN_LEN + 1],
+                              auth_info_t *info, reel_status_t *st) {
+    reel_code_t rc;
+
+    if ((rc = auth_token_new(token, st)) != REEL_OK)
+        return rc;
+    if ((rc = auth_token_store(a, tenant, scopes, name, ttl_ms, token, info,
+                               st)) != REEL_OK)
+        OPENSSL_cleanse(token, AUTH_TOKEN_LEN + 1);
     return rc;
 }
 

@@ -139,6 +139,19 @@ reel_code_t auth_token_create(auth_t *a, const char *tenant,
                               int64_t ttl_ms, char token[AUTH_TOKEN_LEN + 1],
                               auth_info_t *info, reel_status_t *st);
 
+/*
+ * The two halves of auth_token_create, for a caller that must put the
+ * token somewhere before it works (reeld's first admin token goes to a
+ * file first): auth_token_new makes a fresh random token's text, stored
+ * nowhere; auth_token_store stores a token made by auth_token_new (the
+ * same checks as auth_token_create; ALREADY_EXISTS if its id is stored).
+ */
+reel_code_t auth_token_new(char token[AUTH_TOKEN_LEN + 1], reel_status_t *st);
+reel_code_t auth_token_store(auth_t *a, const char *tenant,
+                             auth_scopes_t scopes, const char *name,
+                             int64_t ttl_ms, const char *token,
+                             auth_info_t *info, reel_status_t *st);
+
 /* Revokes (durably deletes) the token of id: NOT_FOUND naming the id. */
 reel_code_t auth_token_revoke(auth_t *a, const char *id, reel_status_t *st);
 

@@ -47,8 +47,9 @@ static void usage(FILE *f) {
         "  --addr HOST:PORT      server (default 127.0.0.1:7878)\n"
         "  --target reel|etcd    set and watch also drive etcd (default reel)\n"
         "  --tls-ca FILE         connect with TLS trusting this CA (reel)\n"
-        "  --token TOKEN         bearer token on every call, with --tls-ca\n"
-        "                        [REEL_TOKEN, read only with --tls-ca]\n"
+        "  --token TOKEN         bearer token on every call (plaintext\n"
+        "                        without --tls-ca) [REEL_TOKEN, read only\n"
+        "                        with --tls-ca]\n"
         "  --duration S          seconds per point (default 10)\n"
         "  --concurrency LIST    requests in flight (default 1,8,64,256)\n"
         "  --value-bytes N       value size (default 256)\n"
@@ -373,8 +374,9 @@ int main(int argc, char **argv) {
                 argv[optind]);
         return 2;
     }
-    /* REEL_TOKEN applies only to a TLS run; --token without --tls-ca is
-     * refused by ac_security. */
+    /* REEL_TOKEN applies only to a TLS run (a run against a plaintext
+     * reeld must not pick it up unasked); --token without --tls-ca sends
+     * it in plaintext, which reeld accepts on loopback. */
     if (tls_ca == NULL && token == getenv("REEL_TOKEN"))
         token = NULL;
     if (ac_security(tls_ca, token) != 0)

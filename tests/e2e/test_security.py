@@ -332,6 +332,39 @@ def test_first_start_writes_an_admin_token_file_only_its_owner_reads(secured):
     assert [t.tenant for t in ls.tokens] == ["admin"]
 
 
+def test_a_first_admin_token_that_cannot_be_written_is_not_stored(tmp_path):
+    """The file comes first: when it cannot be written reeld does not start
+    and stores no token, so the next start (the file's way cleared) makes
+    one and writes it; a stale file from a first start that never stored
+    its token is overwritten."""
+    data = tmp_path / "data"
+    plain = Reeld(str(data)).start()  # a data dir with no token yet
+    assert plain.stop()[0] == 0
+    (data / "admin.token" / "in-the-way").mkdir(parents=True)
+    r = subprocess.run([REELD, "--data-dir", str(data), "--listen",
+                        f"127.0.0.1:{free_port()}", "--auth", "token"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0, r.stderr
+    assert "admin.token" in r.stderr, r.stderr
+    assert not TOKEN_RE.search(r.stderr)
+    (data / "admin.token" / "in-the-way").rmdir()
+    (data / "admin.token").rmdir()
+    stale = "reel_" + "0" * 16 + "_" + "A" * 43
+    (data / "admin.token").write_text(stale + "\n")
+    s = Secured(tmp_path)
+    try:
+        assert s.admin != stale and TOKEN_RE.fullmatch(s.admin)
+        ls = s.call("/reel.v1.Admin/ListTokens", admin_pb2.ListTokensRequest(),
+                    admin_pb2.ListTokensResponse, s.admin)
+        assert len(ls.tokens) == 1 and ls.tokens[0].name == "first admin"
+        assert code_of(lambda: s.call("/reel.v1.Admin/GetStatus",
+                                      admin_pb2.GetStatusRequest(),
+                                      admin_pb2.GetStatusResponse, stale))[0] == \
+            grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        s.close()
+
+
 def test_no_bad_unknown_or_revoked_token_is_unauthenticated(secured):
     get = lambda tok=None, raw=None: code_of(lambda: unary(  # noqa: E731
         secured.ch, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
