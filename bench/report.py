@@ -5,6 +5,7 @@
     /usr/bin/python3 bench/report.py machine --run-dir DIR --out FILE \\
         [--reeld PATH] [--reel-bench PATH] [--quick 0|1]
     /usr/bin/python3 bench/report.py sequential bench/results
+    /usr/bin/python3 bench/report.py workspace bench/results/workspace
 
 The first form reads what bench/run.sh left in the results directory (the
 reel-bench JSON files, db_bench's output, commands.txt, machine.json) and
@@ -18,7 +19,8 @@ machine, the versions and the commit into machine.json, so that the report
 describes the machine that measured, wherever it is regenerated.
 
 The third form prints only the "Sequential writes" section (issue 19) to
-standard output, for a run of that section alone (BENCH_ONLY=sequential).
+standard output, for a run of that section alone (BENCH_ONLY=sequential);
+the fourth, the "Workspace" section (issue 22; BENCH_ONLY=workspace).
 
 Standard library only; gnuplot (Debian's gnuplot-nox) draws the chart.
 """
@@ -1228,6 +1230,7 @@ def report(results_dir, out_dir):
                              [("row", "row", str), ("runs", "runs", f_int),
                               ("p50_ms", "p50 ms", f_num), ("p99_ms", "p99 ms", f_num),
                               ("max_ms", "max ms", f_num)], "Reactor"))
+    md.append(section_workspace(R))
     md.append(section_single(R, "metrics-reel", "## Metrics: what /metrics costs writes (issue 24)\n\n"
                              "`bench/metrics_bench.py`: `reel-bench set` at 64 in flight on a fresh reeld "
                              "without metrics and on one with `--metrics-listen` whose `/metrics` is scraped "
@@ -1299,6 +1302,11 @@ def main(argv):
         if len(argv) != 2 or not os.path.isdir(argv[1]):
             usage()
         sys.stdout.write(section_sequential(Results(argv[1])))
+        return 0
+    if argv[0] == "workspace":
+        if len(argv) != 2 or not os.path.isdir(argv[1]):
+            usage()
+        sys.stdout.write(section_workspace(Results(argv[1])))
         return 0
     results_dir = argv[0]
     o = parse_opts(argv[1:], {"out_dir"})

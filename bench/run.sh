@@ -14,6 +14,9 @@
 #   BENCH_ONLY=sequential bench/run.sh   # db_bench@1 and the sequential
 #                                 # section alone, into bench/results/sequential/;
 #                                 # prints its report section
+#   BENCH_ONLY=workspace bench/run.sh    # the workspace section alone (dd,
+#                                 # reel, NATS's Object Store), into
+#                                 # bench/results/workspace/; prints its section
 #
 # On a fresh Debian bookworm machine it installs what is missing (apt-get, as
 # root or through sudo), builds with Bazel (-c opt), and writes:
@@ -39,12 +42,12 @@ ONLY="${BENCH_ONLY:-}"
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 case "$ONLY" in
-  "" | sequential) ;;
-  *) die "BENCH_ONLY=$ONLY: the only section that runs alone is \"sequential\"" ;;
+  "" | sequential | workspace) ;;
+  *) die "BENCH_ONLY=$ONLY: the sections that run alone are \"sequential\" and \"workspace\"" ;;
 esac
 # a section run alone keeps its results apart from the full run's
-if [ "$ONLY" = sequential ]; then
-  RESULTS="$BENCH/results/sequential"
+if [ -n "$ONLY" ]; then
+  RESULTS="$BENCH/results/$ONLY"
   COMMANDS="$RESULTS/commands.txt"
 fi
 
@@ -369,6 +372,53 @@ record bazel build -c opt //api:reeld //cli:reelctl //bench:reel-bench //sink:re
   --reel-bench "$REELBENCH" --quick "$QUICK" --out "$RESULTS/machine.json"
 log "run directory: $RUN ($(df -h --output=source,size,avail "$RUN" | tail -n 1 | tr -s ' '))"
 
+# workspace (issue 22): artifacts on their own fresh reeld, beside the disk's
+# own synced sequential write and read (dd) and NATS JetStream's Object Store
+# (nats-server -js, driven by the `nats` npm client: bench/nats_objstore.js);
+# KV set@8 alone and while a WS_BIG MiB upload runs; reeld's RSS while the
+# largest artifact streams to a reader that pauses 20 ms per MiB.
+workspace_section() {
+  step dd-write 300 --out "$RESULTS/dd-write.txt" sh -c \
+    "dd if=/dev/zero of='$RUN/dd.bin' bs=1M count=$WS_BIG conv=fdatasync 2>&1"
+  step dd-read 300 --out "$RESULTS/dd-read.txt" sh -c \
+    "dd if='$RUN/dd.bin' of=/dev/null bs=1M iflag=direct 2>&1; rm -f '$RUN/dd.bin'"
+  WS_ADDR="127.0.0.1:$(free_port)"
+  if start_reeld reeld-ws "$RUN/reel-ws" "$WS_ADDR"; then
+    step ws-reel 900 "$REELBENCH" ws --addr "$WS_ADDR" --pid "$REELD_PID" --sizes "$WS_SIZES" \
+      --json "$RESULTS/ws-reel.json"
+    step ws-kv-alone 120 "$REELBENCH" set --addr "$WS_ADDR" --concurrency 8 --duration "$D_WRITE" \
+      --json "$RESULTS/ws-kv-alone.json"
+    step ws-kv-upload 300 sh -c "'$REELBENCH' ws --addr '$WS_ADDR' --sizes $WS_BIG >'$RUN/ws-bg.txt' 2>&1 &
+      sleep 0.5; '$REELBENCH' set --addr '$WS_ADDR' --concurrency 8 --duration $D_WRITE \
+        --json '$RESULTS/ws-kv-upload.json'; wait"
+  else
+    skip ws-reel "its reeld is not serving"
+  fi
+  stop_pid "$REELD_PID" reeld-ws
+  forget_pid "$REELD_PID"
+  NATS_PORT="$(free_port)"
+  if command -v npm >/dev/null 2>&1 && (cd "$RUN" && npm install --no-audit --no-fund --silent nats@2 >&2); then
+    nats-server -js -p "$NATS_PORT" -sd "$RUN/nats-ws" >"$RUN/nats-ws.log" 2>&1 &
+    NATS_PID=$!
+    SERVER_PIDS+=("$NATS_PID")
+    sleep 1
+    step ws-nats 900 --out "$RESULTS/ws-nats.jsonl" env NODE_PATH="$RUN/node_modules" \
+      node "$BENCH/nats_objstore.js" "nats://127.0.0.1:$NATS_PORT" "$WS_SIZES"
+    stop_pid "$NATS_PID" nats-server
+    forget_pid "$NATS_PID"
+  else
+    skip ws-nats "npm cannot install the nats client"
+  fi
+}
+
+if [ "$ONLY" = workspace ]; then
+  workspace_section
+  record "$PY" bench/report.py workspace bench/results/workspace
+  "$PY" "$BENCH/report.py" workspace "$RESULTS"
+  [ ${#FAILED[@]} -eq 0 ] || die "failed steps: ${FAILED[*]}"
+  exit 0
+fi
+
 # --- 3. RocksDB's own limit: db_bench fillrandom --sync=1 -----------------------
 for t in "${DBBENCH_THREADS[@]}"; do
   out="$RESULTS/db_bench-$t.txt"
@@ -578,42 +628,7 @@ step restart-reel 480 "$REELBENCH" restart --reeld "$REELD" --data-dir "$RUN/ree
   --addr "127.0.0.1:$(free_port)" --keys "$SIZE" --entries "$SIZE" \
   --json "$RESULTS/restart-reel.json"
 
-# workspace (issue 22): artifacts on their own fresh reeld, beside the disk's
-# own synced sequential write and read (dd) and NATS JetStream's Object Store
-# (nats-server -js, driven by the `nats` npm client: bench/nats_objstore.js);
-# KV set@8 alone and while a WS_BIG MiB upload runs; reeld's RSS while the
-# largest artifact streams to a reader that pauses 20 ms per MiB.
-step dd-write 300 --out "$RESULTS/dd-write.txt" sh -c \
-  "dd if=/dev/zero of='$RUN/dd.bin' bs=1M count=$WS_BIG conv=fdatasync 2>&1"
-step dd-read 300 --out "$RESULTS/dd-read.txt" sh -c \
-  "dd if='$RUN/dd.bin' of=/dev/null bs=1M iflag=direct 2>&1; rm -f '$RUN/dd.bin'"
-WS_ADDR="127.0.0.1:$(free_port)"
-if start_reeld reeld-ws "$RUN/reel-ws" "$WS_ADDR"; then
-  step ws-reel 900 "$REELBENCH" ws --addr "$WS_ADDR" --pid "$REELD_PID" --sizes "$WS_SIZES" \
-    --json "$RESULTS/ws-reel.json"
-  step ws-kv-alone 120 "$REELBENCH" set --addr "$WS_ADDR" --concurrency 8 --duration "$D_WRITE" \
-    --json "$RESULTS/ws-kv-alone.json"
-  step ws-kv-upload 300 sh -c "'$REELBENCH' ws --addr '$WS_ADDR' --sizes $WS_BIG >'$RUN/ws-bg.txt' 2>&1 &
-    sleep 0.5; '$REELBENCH' set --addr '$WS_ADDR' --concurrency 8 --duration $D_WRITE \
-      --json '$RESULTS/ws-kv-upload.json'; wait"
-else
-  skip ws-reel "its reeld is not serving"
-fi
-stop_pid "$REELD_PID" reeld-ws
-forget_pid "$REELD_PID"
-NATS_PORT="$(free_port)"
-if command -v npm >/dev/null 2>&1 && (cd "$RUN" && npm install --no-audit --no-fund --silent nats@2 >&2); then
-  nats-server -js -p "$NATS_PORT" -sd "$RUN/nats-ws" >"$RUN/nats-ws.log" 2>&1 &
-  NATS_PID=$!
-  SERVER_PIDS+=("$NATS_PID")
-  sleep 1
-  step ws-nats 900 --out "$RESULTS/ws-nats.jsonl" env NODE_PATH="$RUN/node_modules" \
-    node "$BENCH/nats_objstore.js" "nats://127.0.0.1:$NATS_PORT" "$WS_SIZES"
-  stop_pid "$NATS_PID" nats-server
-  forget_pid "$NATS_PID"
-else
-  skip ws-nats "npm cannot install the nats client"
-fi
+workspace_section
 
 # --- 6. the report ---------------------------------------------------------------
 note "finished $(date -u +%Y-%m-%dT%H:%M:%SZ), $SECONDS s after the start (install and build included)"
