@@ -456,13 +456,6 @@ static int take_global_flags(ctl_t *ctl, reel_client_opts_t *co, int argc,
     return out;
 }
 
-/* The variable's value, or NULL when unset or empty. */
-static const char *env_set(const char *name) {
-    const char *v = getenv(name);
-
-    return v != NULL && *v ? v : NULL;
-}
-
 /*
  * What main returns once the command ran: its status, unless stdout could
  * not be written (said; exit 1). A reader that left is not an error.
@@ -488,11 +481,7 @@ int main(int argc, char **argv) {
     ctl.addr = addr;
     ctl.timeout_ms = 5000;
     /* The variables first: a flag wins. */
-    co.tls = env_set("REEL_TLS") && strcmp(getenv("REEL_TLS"), "1") == 0;
-    co.tls_ca_file = env_set("REEL_TLS_CA");
-    co.tls_cert_file = env_set("REEL_TLS_CERT");
-    co.tls_key_file = env_set("REEL_TLS_KEY");
-    co.token = env_set("REEL_TOKEN");
+    reel_client_opts_from_env(&co);
     argc = take_global_flags(&ctl, &co, argc, argv);
     if (argc < 0)
         return EXIT_USAGE;

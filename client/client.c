@@ -305,6 +305,27 @@ static grpc_arg int_arg(const char *key, int64_t v) {
                       .value.integer = (int)v};
 }
 
+static const char *env_set(const char *name) {
+    const char *v = getenv(name);
+
+    return v != NULL && *v != '\0' ? v : NULL;
+}
+
+void reel_client_opts_from_env(reel_client_opts_t *o) {
+    const char *v;
+
+    if ((v = env_set("REEL_TLS")) != NULL)
+        o->tls = strcmp(v, "1") == 0;
+    if ((v = env_set("REEL_TLS_CA")) != NULL)
+        o->tls_ca_file = v;
+    if ((v = env_set("REEL_TLS_CERT")) != NULL)
+        o->tls_cert_file = v;
+    if ((v = env_set("REEL_TLS_KEY")) != NULL)
+        o->tls_key_file = v;
+    if ((v = env_set("REEL_TOKEN")) != NULL)
+        o->token = v;
+}
+
 int reel_client_create(const char *addr, const reel_client_opts_t *opts,
                        reel_client_t **out, reel_reply_t *err) {
     reel_client_opts_t o;

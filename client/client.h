@@ -118,6 +118,16 @@ typedef struct reel_client_opts {
 
 #define REEL_CLIENT_OPTS_INIT {0}
 
+/*
+ * The connection's security from the environment, as reelctl, reel-sink
+ * and reel-reactor read it: REEL_TLS=1 sets tls; REEL_TLS_CA,
+ * REEL_TLS_CERT and REEL_TLS_KEY the files; REEL_TOKEN the token (a token
+ * never goes on a command line, where ps shows it). An unset or empty
+ * variable leaves its field as it was, so defaults come first and flags
+ * after. The strings are the environment's: valid until it changes.
+ */
+void reel_client_opts_from_env(reel_client_opts_t *o);
+
 /* timeout_ms of a unary call: the client's deadline_ms, or none at all. */
 #define REEL_TIMEOUT_DEFAULT 0
 #define REEL_TIMEOUT_NONE (-1)

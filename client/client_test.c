@@ -756,8 +756,38 @@ static void test_consumer_stopped_before_it_runs_returns_at_once(
     close(fd);
 }
 
+static void test_opts_from_env_sets_what_is_set_and_keeps_the_rest(void **st) {
+    reel_client_opts_t o = REEL_CLIENT_OPTS_INIT;
+
+    (void)st;
+    o.tls_ca_file = "default-ca.pem";
+    o.token = "flag-token";
+    setenv("REEL_TLS", "1", 1);
+    setenv("REEL_TLS_CA", "", 1); /* empty: as if unset */
+    setenv("REEL_TLS_CERT", "c.pem", 1);
+    setenv("REEL_TLS_KEY", "k.pem", 1);
+    unsetenv("REEL_TOKEN");
+    reel_client_opts_from_env(&o);
+    assert_int_equal(o.tls, 1);
+    assert_string_equal(o.tls_ca_file, "default-ca.pem");
+    assert_string_equal(o.tls_cert_file, "c.pem");
+    assert_string_equal(o.tls_key_file, "k.pem");
+    assert_string_equal(o.token, "flag-token");
+    setenv("REEL_TLS", "0", 1);
+    setenv("REEL_TOKEN", "env-token", 1);
+    reel_client_opts_from_env(&o);
+    assert_int_equal(o.tls, 0);
+    assert_string_equal(o.token, "env-token");
+    unsetenv("REEL_TLS");
+    unsetenv("REEL_TLS_CA");
+    unsetenv("REEL_TLS_CERT");
+    unsetenv("REEL_TLS_KEY");
+    unsetenv("REEL_TOKEN");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_opts_from_env_sets_what_is_set_and_keeps_the_rest),
         cmocka_unit_test(
             test_backoff_grows_by_the_multiplier_within_jitter_up_to_max),
         cmocka_unit_test(

@@ -318,13 +318,7 @@ int main(int argc, char **argv) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     /* A reactor (or a standby) comes back within 2 s of reel. */
     copts.backoff_max_ms = 2000;
-    /* reelctl's and reel-sink's variables: a token never goes on a
-     * command line, where ps shows it. */
-    copts.tls = strcmp(env_or("REEL_TLS", "0"), "1") == 0;
-    copts.tls_ca_file = env_or("REEL_TLS_CA", NULL);
-    copts.tls_cert_file = env_or("REEL_TLS_CERT", NULL);
-    copts.tls_key_file = env_or("REEL_TLS_KEY", NULL);
-    copts.token = env_or("REEL_TOKEN", NULL);
+    reel_client_opts_from_env(&copts); /* reelctl's variables */
     if (reel_client_create(a.reel, &copts, &client, &err) != 0) {
         fprintf(stderr, "reel-reactor: connecting to reel: %s\n",
                 err.details ? err.details : "");
