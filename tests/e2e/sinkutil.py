@@ -182,19 +182,23 @@ def no_sink_left():
         _LIVE.pop().kill()
 
 
-class Sink:
-    """One reel-sink process; its log goes to a file."""
+class Daemon:
+    """One reel-sink or reel-reactor process started with --reel and
+    --config; its log goes to a file. Whatever a test leaves running is
+    killed after it (the no_*_left fixtures)."""
 
-    def __init__(self, tmp_path, addr, config, *args, env=None):
-        self.log_path = str(tmp_path / f"reel-sink-{time.monotonic_ns()}.log")
+    name = "?"
+
+    def __init__(self, binary, tmp_path, addr, config, *args, env=None, live=None):
+        self.log_path = str(tmp_path / f"{self.name}-{time.monotonic_ns()}.log")
         self.addr = addr
         self.config = config
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [REEL_SINK, "--reel", addr, "--config", config] + list(args),
+            [binary, "--reel", addr, "--config", config] + list(args),
             stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
-        _LIVE.append(self)
+        (_LIVE if live is None else live).append(self)
 
     def log(self):
         with open(self.log_path, "rb") as f:
@@ -205,9 +209,9 @@ class Sink:
 
         def seen():
             assert self.proc.poll() is None or rx.search(self.log()), \
-                f"reel-sink exited {self.proc.returncode}:\n{self.log()}"
+                f"{self.name} exited {self.proc.returncode}:\n{self.log()}"
             return rx.search(self.log())
-        return wait_for(f"/{pattern}/ in reel-sink's log", seen, timeout)
+        return wait_for(f"/{pattern}/ in {self.name}'s log", seen, timeout)
 
     def stop(self, timeout=30.0):
         """SIGTERM; returns the exit code."""
@@ -218,7 +222,7 @@ class Sink:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"reel-sink did not stop within {timeout}s:\n{self.log()}")
+            raise AssertionError(f"{self.name} did not stop within {timeout}s:\n{self.log()}")
 
     def kill(self):
         if self.proc.poll() is None:
@@ -231,6 +235,15 @@ class Sink:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1])
         return 0
+
+
+class Sink(Daemon):
+    """One reel-sink process."""
+
+    name = "reel-sink"
+
+    def __init__(self, tmp_path, addr, config, *args, env=None):
+        super().__init__(REEL_SINK, tmp_path, addr, config, *args, env=env)
 
 
 def run_cli(addr, config, *args, timeout=60):

@@ -13,8 +13,6 @@ Binary: $REEL_REACTOR, or bazel-bin.
 """
 import json
 import os
-import re
-import signal
 import subprocess
 import threading
 import time
@@ -28,7 +26,7 @@ from reel.v1 import kv_pb2 as K
 from reel.v1 import signals_pb2 as S
 from reel.v1 import wal_pb2 as W
 from conftest import ROOT, Reeld, free_port, unary
-from sinkutil import SECRET, OLD_SECRET, verify, wait_for
+from sinkutil import SECRET, OLD_SECRET, Daemon, verify, wait_for
 
 REEL_REACTOR = os.environ.get("REEL_REACTOR") or os.path.join(
     ROOT, "bazel-bin", "reactor", "reel-reactor")
@@ -233,49 +231,13 @@ def no_reactor_left():
         _LIVE.pop().kill()
 
 
-class Reactor:
+class Reactor(Daemon):
+    """One reel-reactor process."""
+
+    name = "reel-reactor"
+
     def __init__(self, tmp_path, addr, config, *args):
-        self.log_path = str(tmp_path / f"reel-reactor-{time.monotonic_ns()}.log")
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([REEL_REACTOR, "--reel", addr, "--config", config]
-                                     + list(args), stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        _LIVE.append(self)
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def wait_log(self, pattern, timeout=30.0):
-        rx = re.compile(pattern)
-
-        def seen():
-            assert self.proc.poll() is None or rx.search(self.log()), \
-                f"reel-reactor exited {self.proc.returncode}:\n{self.log()}"
-            return rx.search(self.log())
-        return wait_for(f"/{pattern}/ in reel-reactor's log", seen, timeout)
-
-    def stop(self, timeout=30.0):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"reel-reactor did not stop:\n{self.log()}")
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+        super().__init__(REEL_REACTOR, tmp_path, addr, config, *args, live=_LIVE)
 
 
 def config(tmp_path, apps, **top):
