@@ -250,6 +250,43 @@ static void test_bearer_takes_the_scheme_in_any_case(void **s) {
     assert_null(auth_bearer("Bearer", 6, &n));
 }
 
+static void test_a_new_token_works_only_once_stored_and_only_once(void **s) {
+    fixture_t *f = *s;
+    reel_status_t st = REEL_STATUS_INIT;
+    char tok[AUTH_TOKEN_LEN + 1];
+    auth_info_t info;
+    auth_principal_t who;
+
+    assert_int_equal(auth_token_new(tok, &st), REEL_OK);
+    assert_int_equal(strlen(tok), AUTH_TOKEN_LEN);
+    /* Made, not stored: unknown, and nothing counted. */
+    assert_int_equal(check(f, tok, reel_clock_now_ms(), &who, NULL, 0),
+                     REEL_UNAUTHENTICATED);
+    assert_int_equal(auth_count(f->auth), 0);
+    assert_int_equal(auth_token_store(f->auth, "admin", AUTH_SCOPE(ADMIN),
+                                      "first", 0, tok, &info, &st),
+                     REEL_OK);
+    assert_int_equal(check(f, tok, reel_clock_now_ms(), &who, NULL, 0),
+                     REEL_OK);
+    assert_string_equal(who.tenant, "admin");
+    /* The same token again, and one that is not a token. */
+    assert_int_equal(auth_token_store(f->auth, "admin", AUTH_SCOPE(ADMIN),
+                                      "again", 0, tok, &info, &st),
+                     REEL_ALREADY_EXISTS);
+    reel_status_fini(&st);
+    assert_int_equal(auth_token_store(f->auth, "admin", AUTH_SCOPE(ADMIN),
+                                      "bad", 0, "reel_nonsense", &info, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "token"));
+    reel_status_fini(&st);
+    assert_int_equal(auth_count(f->auth), 1);
+    /* Stored durably: still there after a restart. */
+    close_all(f);
+    open_all(f);
+    assert_int_equal(check(f, tok, reel_clock_now_ms(), &who, NULL, 0),
+                     REEL_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
@@ -266,6 +303,9 @@ int main(void) {
             teardown),
         cmocka_unit_test_setup_teardown(
             test_bad_tenants_scopes_and_names_name_the_field, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_new_token_works_only_once_stored_and_only_once, setup,
             teardown),
         cmocka_unit_test(test_bearer_takes_the_scheme_in_any_case),
     };
