@@ -288,8 +288,19 @@ int main(int argc, char **argv) {
     sigset_t set;
     int rc;
 
+    /* Signals are taken by the main thread only (cmd_run's sigwait), and
+     * blocked first of all, so a SIGTERM that comes while reel-reactor is
+     * still starting is a clean stop too, not a death by the default
+     * action. The other commands are short: they take them as usual. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     if ((rc = parse_args(argc, argv, &a)) != 0)
         return rc > 0 ? 0 : EXIT_USAGE;
+    if (strcmp(a.cmd, "run") != 0)
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     if (reel_log_parse_level(a.log_level, &level) != 0) {
         fprintf(stderr, "reel-reactor: --log-level: \"%s\" is not debug, "
                 "info, warn or error\n", a.log_level);
@@ -307,14 +318,8 @@ int main(int argc, char **argv) {
         reactor_config_fini(&cfg);
         return 0;
     }
-    /* Signals are taken by the main thread only (cmd_run); SIGPIPE is for
-     * nobody: a closed socket is an error return. */
+    /* SIGPIPE is for nobody: a closed socket is an error return. */
     signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGUSR1);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     /* A reactor (or a standby) comes back within 2 s of reel. */
     copts.backoff_max_ms = 2000;
