@@ -194,7 +194,11 @@ record() { # [--bg] [--out FILE] CMD...: appends a command line to commands.txt
   line="${line//"$ROOT/"/}"
   printf '%s%s\n' "$line" "$suffix" >>"$COMMANDS"
 }
-note() { printf '# %s\n' "$*" >>"$COMMANDS"; }
+note() { # TEXT...: a comment line, its paths relative to the root as record's
+  local line="$*"
+  line="${line//"$BIN"/"$BIN_SHOWN"}"
+  printf '# %s\n' "${line//"$ROOT/"/}" >>"$COMMANDS"
+}
 
 # cpu_ticks: "BUSY TOTAL", the machine's CPU ticks so far (busy: all but
 # idle and iowait)
