@@ -128,6 +128,9 @@ struct rpc_call {
     rpc_tag_t tag_pump;
     rpc_tag_t tag_recv;
     int close_cancelled; /* written by the RECV_CLOSE batch */
+    /* The RECV_CLOSE_ON_SERVER op was started: on its own (close_posted),
+     * or in the status batch (close_in_send too; see close_post_locked). */
+    int close_posted, close_in_send;
     int wake_pending;
     int pump_pending; /* an empty batch will start the next send */
     rpc_wake_fn wake_fn;
@@ -271,9 +274,33 @@ static void call_unref(rpc_call_t *c) {
         call_destroy(c);
 }
 
+/*
+ * Starts the call's RECV_CLOSE_ON_SERVER batch on its own, unless a batch
+ * carries it already. Its completion (on_close) drops the reference the
+ * call was created with. A streaming call starts it at once; a unary call
+ * only when it waits for something (rpc_call_on_cancel): otherwise the op
+ * rides in the status batch (pump_locked), so that a unary call costs two
+ * completions instead of three. Call with c->mu held.
+ */
+static void close_post_locked(rpc_call_t *c) {
+    grpc_op op;
+
+    if (c->close_posted)
+        return;
+    c->close_posted = 1;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->close_cancelled;
+    if (grpc_call_start_batch(c->call, &op, 1, &c->tag_close, NULL) !=
+        GRPC_CALL_OK) {
+        REEL_WARN("rpc", "%s: cannot watch for the call's end", c->path);
+        c->refs--; /* no close batch will complete */
+    }
+}
+
 /* Starts the next send batch if none is in flight. Call with c->mu held. */
 static void pump_locked(rpc_call_t *c) {
-    grpc_op ops[3];
+    grpc_op ops[4];
     size_t n = 0;
     grpc_call_error err;
 
@@ -281,8 +308,10 @@ static void pump_locked(rpc_call_t *c) {
         return;
     if (c->gone) {
         queue_free_locked(c);
-        if (c->finished)
+        if (c->finished) {
             c->status_sent = 1;
+            close_post_locked(c); /* no status batch will carry it */
+        }
         return;
     }
     memset(ops, 0, sizeof(ops));
@@ -324,6 +353,11 @@ static void pump_locked(rpc_call_t *c) {
         ops[n].data.send_status_from_server.status = c->code;
         ops[n++].data.send_status_from_server.status_details = &c->details;
         c->status_sent = 1;
+        if (!c->close_posted) {
+            ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+            ops[n++].data.recv_close_on_server.cancelled = &c->close_cancelled;
+            c->close_posted = c->close_in_send = 1;
+        }
     }
     c->send_in_flight = 1;
     c->refs++;
@@ -332,6 +366,12 @@ static void pump_locked(rpc_call_t *c) {
         REEL_WARN("rpc", "%s: start_batch failed (%d)", c->path, (int)err);
         c->send_in_flight = 0;
         c->refs--;
+        if (c->close_in_send) { /* nor will the close: its reference */
+            c->close_in_send = 0;
+            c->refs--;
+        } else {
+            close_post_locked(c);
+        }
         if (c->inflight != NULL) {
             grpc_byte_buffer_destroy(c->inflight);
             c->inflight = NULL;
@@ -345,8 +385,13 @@ static void pump_locked(rpc_call_t *c) {
 static void on_send_done(rpc_call_t *c, int success) {
     rpc_drain_fn drain = NULL;
     void *drain_arg = NULL;
+    int closed;
 
     pthread_mutex_lock(&c->mu);
+    /* The status batch carried the close: the call is over (finished, so
+     * there is no cancel hook to run). */
+    closed = c->close_in_send;
+    c->close_in_send = 0;
     if (c->inflight != NULL) {
         grpc_byte_buffer_destroy(c->inflight);
         c->inflight = NULL;
@@ -363,6 +408,8 @@ static void on_send_done(rpc_call_t *c, int success) {
     pthread_mutex_unlock(&c->mu);
     if (drain != NULL)
         drain(c, drain_arg);
+    if (closed)
+        call_unref(c);
     call_unref(c);
 }
 
@@ -630,6 +677,8 @@ void rpc_call_on_cancel(rpc_call_t *c, rpc_cancel_fn fn, void *arg) {
     pthread_mutex_lock(&c->mu);
     c->cancel_fn = fn;
     c->cancel_arg = arg;
+    if (!c->status_sent)
+        close_post_locked(c); /* to hear of the client leaving */
     if (!c->finished && !c->cancel_fired) {
         if (c->gone)
             why = REEL_CANCELLED;
@@ -856,7 +905,6 @@ static reel_code_t authorize(rpc_server_t *srv, rpc_call_t *c,
 
 static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     rpc_call_t *c;
-    grpc_op op;
     grpc_slice body = grpc_empty_slice();
     reel_status_t bad = REEL_STATUS_INIT;
     int have_body = 0;
@@ -910,13 +958,10 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     srv->calls = c;
     pthread_mutex_unlock(&srv->mu);
 
-    memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    op.data.recv_close_on_server.cancelled = &c->close_cancelled;
-    if (grpc_call_start_batch(c->call, &op, 1, &c->tag_close, NULL) !=
-        GRPC_CALL_OK) {
-        REEL_WARN("rpc", "%s: cannot watch for the call's end", c->path);
-        c->refs--; /* no close batch will complete */
+    if (c->method != NULL && c->method->kind != RPC_UNARY) {
+        pthread_mutex_lock(&c->mu);
+        close_post_locked(c);
+        pthread_mutex_unlock(&c->mu);
     }
 
     if (p->payload != NULL) {

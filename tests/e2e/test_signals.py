@@ -12,6 +12,8 @@ import json
 import random
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -1136,3 +1138,64 @@ def test_malformed_requests_are_invalid_argument(channel, jr, sg):
         e = rpc_error(raw, b"\xff\xff\xff\xff", timeout=T)
         assert e.code() == INVALID, (method, fmt_err(e))
     assert sg.send(a.run_id, "x", "1").signal.seq == 1
+
+
+def test_unary_calls_however_they_end_leave_no_call_open(reeld, channel, jr, sg):
+    """A unary call hears of its end in the batch that sends its status; one
+    that waits (AwaitSignal) starts a close watch of its own to hear of a
+    client leaving. Every ending must free the call: answered, refused,
+    unknown method, cancelled while waiting, past its deadline while
+    waiting, woken by a signal, and a client killed while waiting."""
+    from reel.v1 import admin_pb2
+    status = unary(channel, "/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest,
+                   admin_pb2.GetStatusResponse)
+    unknown = channel.unary_unary("/reel.v1.Signals/NoSuchMethod")
+    assert status(admin_pb2.GetStatusRequest(), timeout=T).open_calls == 0
+    a = jr.begin()
+    for i in range(20):
+        sg.send(a.run_id, "x", j(i))
+        assert rpc_error(sg.send, UNKNOWN_ID, "x", "1").code() == NOT_FOUND
+        assert rpc_error(unknown, b"", timeout=T).code() == grpc.StatusCode.UNIMPLEMENTED
+    woken = sg.await_future(a.run_id, "w", 1, timeout_ms=20000)
+    cancelled = [sg.await_future(a.run_id, f"c{i}", 1, timeout_ms=20000) for i in range(5)]
+    late = [sg.await_future(a.run_id, f"d{i}", 1, timeout_ms=20000, deadline=0.3)
+            for i in range(5)]
+    import conftest
+    child = subprocess.Popen([sys.executable, "-c", AWAITER, reeld.addr, conftest._GEN, a.run_id],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "waiting"
+        time.sleep(0.3)
+        assert status(admin_pb2.GetStatusRequest(), timeout=T).open_calls >= 7  # woken, cancelled, child
+        for f in cancelled:
+            f.cancel()
+        sg.send(a.run_id, "w", j("wake"))
+        assert woken.result(timeout=T).signal.name == "w"
+        for f in late:
+            with pytest.raises(grpc.RpcError) as e:
+                f.result(timeout=T)
+            assert e.value.code() == DEADLINE
+    finally:
+        child.kill()  # SIGKILL: its AwaitSignal never says goodbye
+        child.wait()
+    deadline = time.monotonic() + 10
+    while (n := status(admin_pb2.GetStatusRequest(), timeout=T).open_calls) != 0:
+        assert time.monotonic() < deadline, f"{n} calls still open"
+        time.sleep(0.05)
+
+
+# A client that waits for a signal that never comes, until it is killed.
+AWAITER = """
+import sys, grpc
+sys.path.insert(0, sys.argv[2])
+from reel.v1 import signals_pb2 as spb
+ch = grpc.insecure_channel(sys.argv[1])
+call = ch.unary_unary("/reel.v1.Signals/AwaitSignal",
+                      request_serializer=spb.AwaitSignalRequest.SerializeToString,
+                      response_deserializer=spb.AwaitSignalResponse.FromString)
+f = call.future(spb.AwaitSignalRequest(run_id=sys.argv[3], name="never", lease_epoch=1,
+                                       timeout_ms=60000),
+                timeout=60)
+print("waiting", flush=True)
+sys.stdin.read()
+"""
