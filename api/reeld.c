@@ -57,7 +57,9 @@ typedef struct config {
     size_t write_queue;
     int keepalive_time_ms, keepalive_timeout_ms;
     const char *retry_multiplier; /* a decimal: parsed after the table */
-    uint64_t background_write_rate;
+    const char *background_write_rate; /* auto or a number: parsed after */
+    uint64_t background_rate;
+    int background_auto;
     api_limits_t limits;
     const char *auth; /* "none" or "token" */
     const char *tls_cert, *tls_key, *tls_client_ca; /* "" = none */
@@ -242,11 +244,12 @@ static const flag_t flags[] = {
      JOURNAL_DEFAULT_RETRY_MAX_ATTEMPTS, 1, JOURNAL_MAX_RETRY_ATTEMPTS,
      FIELD(limits.journal.retry.max_attempts),
      "claims before a run whose lease expires without progress is PAUSED"},
-    {"background-write-rate", "REEL_BACKGROUND_WRITE_RATE", "N", FLAG_NUMBER,
-     NULL, 90000000, 0, INT64_MAX, FIELD(background_write_rate),
+    {"background-write-rate", "REEL_BACKGROUND_WRITE_RATE", "RATE", FLAG_TEXT,
+     "auto", 0, 0, 0, FIELD(background_write_rate),
      "bytes a second RocksDB's flushes and compactions (an artifact's "
-     "chunks among them) may write, 0 = no limit: keep it under the disk's "
-     "synced write rate so commits are not queued behind them"},
+     "chunks among them) may write: auto = as fast as the disk goes, but "
+     "slower while an upload's writes make synced commits slower than "
+     "usual; a number = at most that many; 0 = no limit"},
     {"workspace-max-artifact-bytes", "REEL_WORKSPACE_MAX_ARTIFACT_BYTES", "N",
      FLAG_NUMBER, NULL, (long long)WS_DEFAULT_MAX_ARTIFACT, 1, INT64_MAX,
      FIELD(limits.ws.max_artifact),
@@ -470,6 +473,27 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         }
         cfg->limits.journal.retry.multiplier = m;
     }
+    if (strcmp(cfg->background_write_rate, "auto") == 0) {
+        cfg->background_auto = 1;
+        cfg->background_rate = 0;
+    } else {
+        const char *v = cfg->background_write_rate;
+        char *end;
+        unsigned long long n;
+
+        errno = 0;
+        n = strtoull(v, &end, 10);
+        if (errno != 0 || end == v || *end != '\0' || *v < '0' ||
+            *v > '9' || n > INT64_MAX) {
+            fprintf(stderr,
+                    "reeld: --background-write-rate: \"%s\" is not auto or "
+                    "a number of bytes a second in 0..%lld\n",
+                    v, (long long)INT64_MAX);
+            return -1;
+        }
+        cfg->background_auto = 0;
+        cfg->background_rate = n;
+    }
     /* Signals are journal entries once consumed: one payload limit. */
     cfg->limits.signals.max_payload = cfg->limits.journal.max_payload;
     /* Artifact names follow the KV's limits. */
@@ -660,7 +684,8 @@ int main(int argc, char **argv) {
     sopts.on_failure_arg = &ctx;
     sopts.alarm = api_alarm;
     sopts.alarm_arg = &ctx;
-    sopts.background_write_rate = cfg.background_write_rate;
+    sopts.background_write_rate = cfg.background_rate;
+    sopts.background_write_auto = cfg.background_auto;
     sopts.metrics = metrics;
     if (store_open(&sopts, &store, &st) != REEL_OK) {
         REEL_ERROR("reeld", "cannot open the store: %s",

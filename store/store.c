@@ -68,6 +68,7 @@
  */
 #include "store/store.h"
 #include "store/rocks_log.h"
+#include "store/rocks_rate.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -103,6 +104,11 @@
 #define STORE_WAL_MAX ((uint64_t)64 << 20) /* live WAL, all files */
 #define BULK_MEMTABLES 4 /* RocksDB stops every write at this many */
 #define BULK_IMMUTABLE 2 /* a bulk put waits while this many are flushing */
+
+/* The background write governor (govern()). */
+#define GOV_CEILING ((int64_t)4000000000) /* bytes a second: "no limit" */
+#define GOV_TICK_NS ((int64_t)100000000)  /* one decision per 100 ms */
+#define GOV_BULK_IDLE_NS ((int64_t)1000000000) /* bulk writers gone */
 #define FORMAT_FILE "FORMAT"
 #define META_REVISION "revision"
 #define META_FORMAT "format"
@@ -202,6 +208,18 @@ struct store {
     /* Commits, the requests they held and their writes' time: written by
      * the writer alone (relaxed: nobody waits on them), read by stats. */
     _Atomic uint64_t n_groups, n_grouped, commit_ns;
+
+    /* The background write rate (see govern()). */
+    rocksdb_ratelimiter_t *limiter; /* NULL: no limit */
+    int gov_auto;
+    _Atomic int64_t gov_last_ns;       /* the last tick */
+    _Atomic uint64_t gov_max_ns;       /* longest commit since then */
+    _Atomic int64_t bulk_last_ns;      /* a bulk writer's last step */
+    _Atomic int bulk_syncs;            /* store_bulk_sync()s under way */
+    pthread_mutex_t gov_mu;            /* the rest: one tick at a time */
+    store_gov_t gov;
+    _Atomic int64_t gov_rate_now;      /* gov.rate, for store_stats() */
+    uint64_t gov_groups0, gov_commit_ns0;
 
     /* Writer thread only. */
     rocksdb_writebatch_wi_t *wb;
@@ -665,6 +683,10 @@ void store_stats(store_t *s, store_stats_t *out) {
     out->commits = atomic_load_explicit(&s->n_groups, memory_order_relaxed);
     out->requests = atomic_load_explicit(&s->n_grouped, memory_order_relaxed);
     out->commit_ns = atomic_load_explicit(&s->commit_ns, memory_order_relaxed);
+    out->background_rate = s->limiter == NULL ? 0
+                           : atomic_load(&s->gov_rate_now) >= GOV_CEILING
+                               ? 0
+                               : atomic_load(&s->gov_rate_now);
     pthread_mutex_lock(&s->mu);
     out->queue_depth = s->count;
     pthread_mutex_unlock(&s->mu);
@@ -760,6 +782,13 @@ static double m_rocks_delayed(void *arg) {
     return rocks_db_prop(arg, "rocksdb.actual-delayed-write-rate");
 }
 
+static double m_background_rate(void *arg) {
+    store_stats_t st;
+
+    store_stats(arg, &st);
+    return (double)st.background_rate;
+}
+
 static reel_code_t register_metrics(store_t *s, reel_status_t *st) {
     metrics_registry_t *r = s->metrics;
     static const metrics_collect_fn rocks_fns[] = {
@@ -800,7 +829,14 @@ static reel_code_t register_metrics(store_t *s, reel_status_t *st) {
                              "reel_rocksdb_delayed_write_rate_bytes",
                              "The rate RocksDB slows writes to, in bytes/s "
                              "(0: not delayed).",
-                             NULL, m_rocks_delayed, s, st)) != REEL_OK)
+                             NULL, m_rocks_delayed, s, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, s, METRICS_GAUGE,
+                             "reel_background_write_rate_bytes",
+                             "The rate RocksDB's flushes and compactions may "
+                             "write at now, in bytes/s (0: no limit); with "
+                             "--background-write-rate auto it drops while "
+                             "an upload slows commits.",
+                             NULL, m_background_rate, s, st)) != REEL_OK)
         return rc;
     for (size_t i = 0; i < sizeof(rocks_fns) / sizeof(*rocks_fns); i++)
         if ((rc = metrics_reg_collector(r, s, METRICS_GAUGE,
@@ -833,6 +869,7 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     if (s == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->gov_mu, NULL);
     {
         pthread_condattr_t ca;
 
@@ -899,16 +936,25 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
      * not all at their end: a flush of a file's chunks never leaves a
      * backlog of dirty pages that a KV commit's fsync would wait behind. */
     rocksdb_options_set_bytes_per_sync(s->dbopts, (uint64_t)1 << 20);
-    if (opts->background_write_rate > 0) {
+    if (opts->background_write_rate > 0 || opts->background_write_auto) {
         /* Measured (bench/ANALYSIS.md, "Workspace"): a 1 GiB upload at the
          * disk's full rate made KV commits wait 5x longer; at 3/4 of it,
-         * 1.4x. Flushes go first, compactions after. The options keep the
-         * limiter; this reference is dropped. */
-        rocksdb_ratelimiter_t *rl = rocksdb_ratelimiter_create(
-            (int64_t)opts->background_write_rate, 100000, 10);
-
-        rocksdb_options_set_ratelimiter(s->dbopts, rl);
-        rocksdb_ratelimiter_destroy(rl);
+         * 1.4x, but a fixed rate is either too slow for the disk or too
+         * fast for the commits: with background_write_auto the rate
+         * follows the commits (govern()). Flushes go first, compactions
+         * after. */
+        s->gov_auto = opts->background_write_auto;
+        s->gov.ceiling = opts->background_write_rate > 0 &&
+                                 opts->background_write_rate <
+                                     (uint64_t)GOV_CEILING
+                             ? (int64_t)opts->background_write_rate
+                             : GOV_CEILING;
+        s->gov.rate = s->gov_auto && s->gov.ceiling > STORE_GOV_START
+                          ? STORE_GOV_START
+                          : s->gov.ceiling;
+        atomic_store(&s->gov_rate_now, s->gov.rate);
+        s->limiter = rocksdb_ratelimiter_create(s->gov.rate, 100000, 10);
+        rocksdb_options_set_ratelimiter(s->dbopts, s->limiter);
     }
     /* Bloom filters: a write reads its key first, and most keys written
      * are new, so most of those reads would otherwise search every table
@@ -1079,6 +1125,9 @@ void store_close(store_t *s) {
         rocksdb_readoptions_destroy(s->ropts);
     reel_status_fini(&s->failure);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->gov_mu);
+    if (s->limiter != NULL)
+        rocksdb_ratelimiter_destroy(s->limiter);
     pthread_cond_destroy(&s->cv);
     free(s->ring);
     free(s->group);
@@ -1313,6 +1362,78 @@ static int write_group(store_t *s, char **err) {
     return 0;
 }
 
+int64_t store_gov_next(store_gov_t *g, int bulk, uint64_t groups,
+                       double mean_ns, uint64_t max_ns) {
+    int64_t rate = g->rate;
+
+    if (!bulk) {
+        if (groups >= STORE_GOV_MIN_GROUPS)
+            g->usual_ns = mean_ns;
+        rate = g->ceiling;
+    } else if (groups < STORE_GOV_MIN_GROUPS) {
+        rate = rate > g->ceiling / 2 ? g->ceiling : rate * 2;
+    } else {
+        if (g->usual_ns <= 0 || mean_ns < g->usual_ns)
+            g->usual_ns = mean_ns;
+        else
+            g->usual_ns *= 1.01;
+        if (mean_ns > 1.5 * g->usual_ns || (double)max_ns > 4 * g->usual_ns)
+            rate = rate > STORE_GOV_START         ? STORE_GOV_START
+                   : rate / 2 < STORE_GOV_FLOOR ? STORE_GOV_FLOOR
+                                                : rate / 2;
+        else
+            rate = rate > g->ceiling / 5 * 4 ? g->ceiling : rate + rate / 4;
+    }
+    if (rate > g->ceiling)
+        rate = g->ceiling;
+    g->rate = rate;
+    return rate;
+}
+
+/*
+ * The background write governor (gov_auto): once a tick, sets the rate
+ * RocksDB's flushes and compactions may write at from what the writer's
+ * synced commits took meanwhile (store_gov_next() decides). A flush
+ * writing a file's chunks at the disk's speed queues every commit's fsync
+ * behind its own I/O, and a fixed rate is too fast for the commits on a
+ * slow disk and too slow for the disk when nobody commits. A bulk writer
+ * is at work while one writes, waits for its flushes or syncs, and for
+ * GOV_BULK_IDLE_NS after (its last memtable's flush). Called by the
+ * writer after each commit and by bulk writers as they go, so it runs
+ * while anything writes; any thread, one at a time.
+ */
+static void govern(store_t *s, int64_t now_ns) {
+    uint64_t groups, commit_ns, max_ns;
+    int64_t before;
+    int bulk;
+
+    if (!s->gov_auto ||
+        now_ns - atomic_load_explicit(&s->gov_last_ns,
+                                      memory_order_relaxed) < GOV_TICK_NS ||
+        pthread_mutex_trylock(&s->gov_mu) != 0)
+        return;
+    if (now_ns - atomic_load(&s->gov_last_ns) < GOV_TICK_NS) {
+        pthread_mutex_unlock(&s->gov_mu);
+        return;
+    }
+    atomic_store(&s->gov_last_ns, now_ns);
+    groups = atomic_load(&s->n_groups) - s->gov_groups0;
+    commit_ns = atomic_load(&s->commit_ns) - s->gov_commit_ns0;
+    s->gov_groups0 += groups;
+    s->gov_commit_ns0 += commit_ns;
+    max_ns = atomic_exchange(&s->gov_max_ns, 0);
+    bulk = atomic_load(&s->bulk_syncs) > 0 ||
+           now_ns - atomic_load(&s->bulk_last_ns) < GOV_BULK_IDLE_NS;
+    before = s->gov.rate;
+    if (store_gov_next(&s->gov, bulk, groups,
+                       groups ? (double)commit_ns / (double)groups : 0,
+                       max_ns) != before) {
+        store_ratelimiter_set_rate(s->limiter, s->gov.rate);
+        atomic_store(&s->gov_rate_now, s->gov.rate);
+    }
+    pthread_mutex_unlock(&s->gov_mu);
+}
+
 /*
  * Applies, commits and completes a prefix of reqs[0..n) as one commit group
  * and returns its length: all n, unless the batch passed GROUP_BYTES first.
@@ -1323,7 +1444,7 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     char *err = NULL;
     size_t batch_bytes = 0, blind_bytes = 0;
     unsigned char rev[8];
-    int64_t t0 = 0;
+    int64_t t0 = 0, t1;
 
     if (atomic_load(&s->failed)) {
         pthread_mutex_lock(&s->mu);
@@ -1453,11 +1574,19 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
         return n;
     }
     atomic_store(&s->revision, txn.next_rev - 1);
-    t0 = reel_clock_mono_ns() - t0;
+    t1 = reel_clock_mono_ns();
+    t0 = t1 - t0;
     atomic_fetch_add_explicit(&s->n_groups, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->n_grouped, n, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->commit_ns, (uint64_t)t0,
                               memory_order_relaxed);
+    if (s->gov_auto) {
+        if ((uint64_t)t0 > atomic_load_explicit(&s->gov_max_ns,
+                                                memory_order_relaxed))
+            atomic_store_explicit(&s->gov_max_ns, (uint64_t)t0,
+                                  memory_order_relaxed);
+        govern(s, t1);
+    }
     metrics_histogram_observe(s->m_commit_seconds, (double)t0 / 1e9);
     metrics_histogram_observe(s->m_group_size, (double)n);
     for (size_t i = 0; i < s->n_counts; i++)
@@ -1867,6 +1996,14 @@ static reel_code_t direct_refused(store_t *s, reel_status_t *st) {
     return REEL_OK;
 }
 
+/* A bulk writer is at work: the governor holds the rate down for it. */
+static void bulk_step(store_t *s) {
+    int64_t now = reel_clock_mono_ns();
+
+    atomic_store_explicit(&s->bulk_last_ns, now, memory_order_relaxed);
+    govern(s, now);
+}
+
 reel_code_t store_bulk_put(store_t *s, store_cf_t *cf, const void *key,
                            size_t klen, const void *val, size_t vlen,
                            reel_status_t *st) {
@@ -1894,8 +2031,10 @@ reel_code_t store_bulk_put(store_t *s, store_cf_t *cf, const void *key,
             break;
         if ((rc = direct_refused(s, st)) != REEL_OK)
             return rc;
+        bulk_step(s);
         nanosleep(&(struct timespec){0, 1000000L}, NULL);
     }
+    bulk_step(s);
     rocksdb_put_cf(s->db, s->bulk_wopts, cf->h, key, klen, val, vlen, &err);
     if (err != NULL)
         return take_err(st, REEL_INTERNAL, &err, "write to the bulk family");
@@ -1918,7 +2057,11 @@ reel_code_t store_bulk_sync(store_t *s, store_cf_t *cf, reel_status_t *st) {
     if ((fo = rocksdb_flushoptions_create()) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     rocksdb_flushoptions_set_wait(fo, 1);
+    atomic_fetch_add(&s->bulk_syncs, 1);
+    bulk_step(s);
     rocksdb_flush_cf(s->db, fo, cf->h, &err);
+    bulk_step(s);
+    atomic_fetch_sub(&s->bulk_syncs, 1);
     rocksdb_flushoptions_destroy(fo);
     if (err != NULL)
         return take_err(st, REEL_INTERNAL, &err, "flush of the bulk family");

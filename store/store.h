@@ -158,6 +158,14 @@ typedef struct store_opts {
      * latency while bulk bytes are written. */
     uint64_t background_write_rate;
     /*
+     * With background_write_auto, background_write_rate is only the
+     * ceiling (0: the disk's), and the rate follows the commits: it halves
+     * while the writer's synced commits take longer than they usually do
+     * (a flush or compaction is in their way) and grows back while they
+     * do not, or while nothing waits on them.
+     */
+    int background_write_auto;
+    /*
      * Where the store registers its metrics (NULL: none): commits, group
      * sizes, commit latency, queue depth, revision, writes refused and
      * the RocksDB properties that explain a stall (docs/operations.md).
@@ -204,10 +212,41 @@ typedef struct store_stats {
     uint64_t requests;       /* requests those groups held */
     uint64_t commit_ns;      /* time of their synced writes, summed */
     size_t queue_depth;      /* requests queued now */
+    int64_t background_rate; /* bytes a second flushes and compactions may
+                                write now; 0: no limit */
 } store_stats_t;
 
 /* Any thread. */
 void store_stats(store_t *store, store_stats_t *out);
+
+/*
+ * The background write rate that follows the commits
+ * (background_write_auto), as one decision a tick (store.c's govern()
+ * measures; this decides, and is here to be tested on its own).
+ */
+#define STORE_GOV_START ((int64_t)32000000) /* bytes a second */
+#define STORE_GOV_FLOOR ((int64_t)8000000)
+#define STORE_GOV_MIN_GROUPS 8
+
+typedef struct store_gov {
+    int64_t ceiling, rate; /* bytes a second */
+    double usual_ns;       /* a commit's usual time; 0: not known yet */
+} store_gov_t;
+
+/*
+ * The next rate, given the tick's commits (groups of them, mean_ns long
+ * on average, the longest max_ns) and whether a bulk writer was at work:
+ * without one, the ceiling (what is left is compaction, which the commits
+ * need done; the tick's mean, from STORE_GOV_MIN_GROUPS commits up, is
+ * then the usual time). With one: doubled while fewer commits than that
+ * came (nobody to protect); cut when the commits took half again as long
+ * as usual on average or one took four times as long (to STORE_GOV_START
+ * from above it, else halved, never under STORE_GOV_FLOOR); else a
+ * quarter more, up to the ceiling. "Usual" follows the lowest mean seen,
+ * drifting up 1% a tick so that it follows a load that changes.
+ */
+int64_t store_gov_next(store_gov_t *g, int bulk, uint64_t groups,
+                       double mean_ns, uint64_t max_ns);
 
 /* OK, or the sticky error (UNAVAILABLE) that stopped writes, copied into
  * st when st is not NULL. */

@@ -1421,8 +1421,135 @@ static void test_the_wal_stays_bounded_while_writes_go_on(void **state) {
     free(val);
 }
 
+static void test_the_background_rate_follows_the_commits(void **state) {
+    const int64_t ceil = 4000000000;
+    store_gov_t g = {ceil, STORE_GOV_START, 0};
+    int64_t r;
+
+    (void)state;
+    /* No bulk writer: the ceiling, and the tick's mean is the usual. */
+    assert_int_equal(store_gov_next(&g, 0, 20, 300e3, 400000), ceil);
+    assert_true(g.usual_ns == 300e3);
+    /* A bulk writer and commits half again as slow: from above the start,
+     * straight to it; then halved, never under the floor. */
+    assert_int_equal(store_gov_next(&g, 1, 20, 460e3, 600000),
+                     STORE_GOV_START);
+    assert_int_equal(store_gov_next(&g, 1, 20, 460e3, 600000),
+                     STORE_GOV_START / 2);
+    for (int i = 0; i < 10; i++)
+        r = store_gov_next(&g, 1, 20, 900e3, 1000000);
+    assert_int_equal(r, STORE_GOV_FLOOR);
+    /* The mean as usual but one commit four times as long: cut too. */
+    g.rate = STORE_GOV_START;
+    g.usual_ns = 300e3;
+    assert_int_equal(store_gov_next(&g, 1, 20, 300e3, 1300000),
+                     STORE_GOV_START / 2);
+    /* Commits as usual: a quarter more per tick. */
+    g.usual_ns = 300e3;
+    assert_int_equal(store_gov_next(&g, 1, 20, 300e3, 500000),
+                     STORE_GOV_START / 2 + STORE_GOV_START / 8);
+    /* Too few commits to judge by: doubled, up to the ceiling. */
+    g.rate = ceil / 4;
+    assert_int_equal(store_gov_next(&g, 1, 3, 5e6, 5000000), ceil / 2);
+    assert_int_equal(store_gov_next(&g, 1, 3, 5e6, 5000000), ceil);
+    assert_int_equal(store_gov_next(&g, 1, 0, 0, 0), ceil);
+    /* "Usual" follows a load that stays: up 1% a tick, so 1.2x the first
+     * usual is no longer slow after a while, and the rate grows back. */
+    g = (store_gov_t){ceil, STORE_GOV_FLOOR, 300e3};
+    for (int i = 0; i < 20; i++)
+        store_gov_next(&g, 1, 20, 360e3, 500000);
+    assert_true(g.usual_ns > 300e3 && g.usual_ns <= 360e3);
+    assert_true(g.rate > STORE_GOV_FLOOR * 10);
+    /* A lower ceiling holds, even for the start. */
+    g = (store_gov_t){STORE_GOV_FLOOR, STORE_GOV_FLOOR, 300e3};
+    assert_int_equal(store_gov_next(&g, 1, 2, 0, 0), STORE_GOV_FLOOR);
+    assert_int_equal(store_gov_next(&g, 1, 20, 300e3, 300000),
+                     STORE_GOV_FLOOR);
+}
+
+static const store_cf_desc_t bulk_cfs[] = {
+    {"data", STORE_CF_LOOKUP},
+    {"bulk", STORE_CF_BULK},
+    {NULL, STORE_CF_PLAIN},
+};
+static const store_cf_desc_t *const bulk_cf_lists[] = {bulk_cfs, NULL};
+
+static int64_t background_rate(store_t *s) {
+    store_stats_t st;
+
+    store_stats(s, &st);
+    return st.background_rate;
+}
+
+/* Commits until a tick ran: 0.25 s of writes. */
+static void commit_a_while(store_t *s) {
+    int64_t end = reel_clock_mono_ns() + 250000000;
+    char key[32];
+
+    for (int i = 0; reel_clock_mono_ns() < end; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        put_sync(s, key, "v", 0, NULL);
+    }
+}
+
+static void test_an_auto_background_rate_runs_free_without_bulk_writers(
+    void **state) {
+    fixture_t *f = *state;
+    store_opts_t o = fixture_opts(f);
+    reel_status_t st = REEL_STATUS_INIT;
+    store_cf_t *bulk;
+    char *chunk = calloc(1, 1 << 20);
+
+    assert_non_null(chunk);
+    store_close(f->store);
+    f->store = NULL;
+    assert_int_equal(testing_dir_remove(f->dir), 0);
+    assert_int_equal(testing_dir_make(f->dir, sizeof(f->dir), "store"), 0);
+    o.cfs = bulk_cf_lists;
+    o.background_write_auto = 1;
+    assert_int_equal(open_with(f, &o, &st), REEL_OK);
+    assert_int_equal(store_cf_lookup(f->store, "bulk", &bulk, NULL), REEL_OK);
+    /* It starts held, and goes free (0: no limit) once a tick sees no bulk
+     * writer. */
+    assert_int_equal(background_rate(f->store), STORE_GOV_START);
+    commit_a_while(f->store);
+    assert_int_equal(background_rate(f->store), 0);
+    /* While a bulk writer works and the commits go on, it is held within
+     * the floor and the ceiling. */
+    for (int i = 0; i < 8; i++) {
+        char key[16];
+
+        snprintf(key, sizeof(key), "c%d", i);
+        assert_int_equal(store_bulk_put(f->store, bulk, key, strlen(key),
+                                        chunk, 1 << 20, &st),
+                         REEL_OK);
+        commit_a_while(f->store);
+        assert_true(background_rate(f->store) == 0 ||
+                    background_rate(f->store) >= STORE_GOV_FLOOR);
+    }
+    assert_int_equal(store_bulk_sync(f->store, bulk, &st), REEL_OK);
+    /* A second after the last bulk step, the next tick frees it. */
+    sleep(1);
+    commit_a_while(f->store);
+    assert_int_equal(background_rate(f->store), 0);
+    free(chunk);
+
+    /* A fixed rate stays fixed. */
+    store_close(f->store);
+    f->store = NULL;
+    o.background_write_auto = 0;
+    o.background_write_rate = 50000000;
+    assert_int_equal(open_with(f, &o, &st), REEL_OK);
+    commit_a_while(f->store);
+    assert_int_equal(background_rate(f->store), 50000000);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_the_background_rate_follows_the_commits),
+        cmocka_unit_test_setup_teardown(
+            test_an_auto_background_rate_runs_free_without_bulk_writers, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_revisions_are_gapless_and_survive_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(

@@ -564,6 +564,17 @@ def test_workspace_uploads_and_artifact_bytes_follow_the_uploads(served):
     # 8 MiB of random bytes committed: the chunk family holds them.
     m = scrape(port)
     assert value(m, "reel_artifacts_bytes") >= bytes0 + (8 << 20) * 0.9, m
+    # The background write rate follows the commits (auto): held at 8 MB/s
+    # or more while the upload wrote, free (0) once a second has passed
+    # with no upload and a commit has run the next check.
+    rate = value(m, "reel_background_write_rate_bytes")
+    assert rate == 0 or rate >= 8e6, rate
+    time.sleep(1.2)
+    kv = unary(ch, "/reel.v1.KV/SetValue", K.SetValueRequest, K.SetValueResponse)
+    for i in range(3):
+        kv(K.SetValueRequest(namespace="m", key=f"tick{i}", value="1"), timeout=10)
+        time.sleep(0.11)
+    assert value(scrape(port), "reel_background_write_rate_bytes") == 0
     ch.close()
 
 

@@ -30,7 +30,6 @@ NUMBERS = {
     "wal-consumer-max-lag-bytes": ("REEL_WAL_CONSUMER_MAX_LAG_BYTES",
                                    "1073741824", 1, 2**63 - 1),
     "retry-max-attempts": ("REEL_RETRY_MAX_ATTEMPTS", "10", 1, 1000000),
-    "background-write-rate": ("REEL_BACKGROUND_WRITE_RATE", "90000000", 0, 2**63 - 1),
     "workspace-max-artifact-bytes": ("REEL_WORKSPACE_MAX_ARTIFACT_BYTES",
                                      "5368709120", 1, 2**63 - 1),
     "workspace-versions-keep": ("REEL_WORKSPACE_VERSIONS_KEEP", "1", 1, 1000000),
@@ -54,6 +53,7 @@ TEXTS = {
     "tls-client-ca": ("REEL_TLS_CLIENT_CA", "none"),
     "insecure": ("REEL_INSECURE", "off"),
     "retry-multiplier": ("REEL_RETRY_MULTIPLIER", "2"),
+    "background-write-rate": ("REEL_BACKGROUND_WRITE_RATE", "auto"),
     "metrics-listen": ("REEL_METRICS_LISTEN", "none"),
 }
 # A switch (--insecure) has no placeholder.
@@ -96,6 +96,19 @@ def test_a_number_out_of_range_is_refused_by_flag_and_by_variable(name):
             assert r.stderr == want
     # In range, both ways, it passes the flags (and reeld stops at --listen).
     for ok in (str(lo), str(hi)):
+        for r in (run([f"--{name}", ok]), run([], {var: ok})):
+            assert r.returncode in (1, 2), r.stderr
+            assert f"--{name}:" not in r.stderr
+
+
+def test_the_background_write_rate_is_auto_or_a_number():
+    name, var = "background-write-rate", "REEL_BACKGROUND_WRITE_RATE"
+    for bad in ("-1", str(2**63), "12x", "", "Auto", " 5", "0x10"):
+        want = (f'reeld: --{name}: "{bad}" is not auto or a number of bytes '
+                f'a second in 0..{2**63 - 1}\n')
+        for r in (run([f"--{name}", bad]), run([], {var: bad})):
+            assert (r.returncode, r.stderr) == (2, want)
+    for ok in ("auto", "0", "90000000", str(2**63 - 1)):
         for r in (run([f"--{name}", ok]), run([], {var: ok})):
             assert r.returncode in (1, 2), r.stderr
             assert f"--{name}:" not in r.stderr
