@@ -953,7 +953,11 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
                           ? STORE_GOV_START
                           : s->gov.ceiling;
         atomic_store(&s->gov_rate_now, s->gov.rate);
-        s->limiter = rocksdb_ratelimiter_create(s->gov.rate, 100000, 10);
+        /* Refilled every 10 ms, not RocksDB's 100: a flush writes what
+         * one refill grants at once, and at 8 MB/s a 100 ms grant is an
+         * 800 KB burst that commits wait behind (measured: p99 during an
+         * upload 2.5x alone with 100 ms, 1.4-1.7x with 10 ms). */
+        s->limiter = rocksdb_ratelimiter_create(s->gov.rate, 10000, 10);
         rocksdb_options_set_ratelimiter(s->dbopts, s->limiter);
     }
     /* Bloom filters: a write reads its key first, and most keys written
