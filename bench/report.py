@@ -957,7 +957,8 @@ def section_workspace(R):
     out = ["## Workspace (issue 22)\n",
            "`reel-bench ws` on a fresh reeld: one `PutArtifact` (acknowledged once synced) and one "
            "`GetArtifact` per size; `bench/nats_objstore.js` the same against `nats-server -js`'s "
-           "Object Store; `dd ... conv=fdatasync` and `iflag=direct` for the disk itself; KV set@8 "
+           "Object Store; `dd ... conv=fdatasync` (of random bytes, not zeros) and `iflag=direct` for the "
+           "disk itself; KV set@8 "
            "alone and while the largest upload runs. MB/s are 10^6 bytes a second.\n"]
     reel = {num(r.get("mib")): r for r in R.rows("ws-reel") if "upload_mb_s" in r}
     nats = {num(r.get("mib")): r for r in R.ws_nats}
