@@ -765,7 +765,15 @@ static void on_recv(rpc_call_t *c, int success) {
     if (!success) {
         fn(c, arg, REEL_CANCELLED, NULL, 0);
     } else if (buf == NULL) {
-        fn(c, arg, REEL_OK, NULL, 0);
+        /* No more messages: the client's graceful end of its stream, or a
+         * stream that broke (cancelled, past its deadline, its connection
+         * gone), which reads the same way. Only the first is an end: an
+         * upload the client abandoned must not be committed as if it were
+         * whole. */
+        fn(c, arg,
+           grpc_call_failed_before_recv_message(c->call) ? REEL_CANCELLED
+                                                         : REEL_OK,
+           NULL, 0);
     } else {
         grpc_byte_buffer_reader r;
         grpc_slice body = grpc_empty_slice();

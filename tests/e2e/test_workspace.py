@@ -369,6 +369,35 @@ def test_client_vanishing_mid_upload_leaves_nothing(ws):
     assert ws.put("v", "k", b"ok").version == 1
 
 
+def test_an_upload_the_client_abandons_is_never_committed(ws):
+    """A stream that breaks (the client cancels, or its deadline passes)
+    reads on the server like a stream that ended: no more messages. Only a
+    graceful end commits; an abandoned upload, however far it got, is
+    never visible, round after round."""
+    for i in range(30):
+        sent = threading.Event()
+
+        def gen():
+            yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="ab", key=f"k{i}"))
+            yield P.PutArtifactRequest(chunk=blob(CHUNK // 4, seed=i))
+            sent.set()
+            time.sleep(30)
+        if i % 3 == 2:  # past its deadline instead
+            fut = ws.put_call.future(gen(), timeout=0.3)
+            assert sent.wait(10)
+            with pytest.raises(grpc.RpcError):
+                fut.result()
+        else:
+            fut = ws.put_call.future(gen(), timeout=60)
+            assert sent.wait(10)
+            fut.cancel()
+    assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 0)
+    assert list(ws.list(P.ListArtifactsRequest(namespace="ab")).artifacts) == []
+    for i in range(30):
+        assert code_of(ws.stat, P.StatArtifactRequest(namespace="ab", key=f"k{i}"))[0] == \
+            grpc.StatusCode.NOT_FOUND
+
+
 def test_kill_9_mid_upload_reclaims_staged_chunks_and_keeps_finished(tmp_path):
     data = str(tmp_path / "data")
     server = Reeld(data).start()
@@ -415,6 +444,58 @@ def test_kill_9_mid_upload_reclaims_staged_chunks_and_keeps_finished(tmp_path):
         ch.close()
     finally:
         assert server.stop()[0] == 0
+
+
+def test_sigterm_with_downloads_and_uploads_open_stops_cleanly(tmp_path):
+    """A download's reader holds a snapshot of the database: a SIGTERM
+    while downloads stream (and uploads are under way) must end every call
+    and free it before the database closes, and exit 0, round after round."""
+    data = str(tmp_path / "data")
+    server = Reeld(data).start()
+    ch = grpc.insecure_channel(server.addr)
+    body = blob(8 * MiB, seed=5)
+    Client(ch).put("t", "big", body)
+    ch.close()
+    for round_ in range(10):
+        ch = grpc.insecure_channel(server.addr)
+        ws = Client(ch)
+        streams = []
+        for _ in range(4):
+            it = ws.get_call(P.GetArtifactRequest(namespace="t", key="big"), timeout=60)
+            assert next(it).WhichOneof("part") == "artifact"
+            next(it)  # one chunk, then it stops reading: a slow reader
+            streams.append(it)
+        started = threading.Event()
+
+        def gen():
+            yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="t", key="up"))
+            for c in range(3):
+                yield P.PutArtifactRequest(chunk=blob(CHUNK, seed=c))
+            started.set()
+            time.sleep(60)
+        up = ws.put_call.future(gen(), timeout=60)
+        assert started.wait(20)
+        if round_ % 2:
+            # The client leaves as the SIGTERM comes: its calls end on the
+            # server's pollers while reeld shuts down.
+            up.cancel()
+            for it in streams:
+                it.cancel()
+            ch.close()
+            time.sleep(0.002 * round_)
+        code, _ = server.stop()
+        assert code == 0, server.log()
+        assert "stopped cleanly" in server.log()
+        up.cancel()
+        for it in streams:
+            it.cancel()
+        ch.close()
+        server = Reeld(data, port=server.port).start()
+    ch = grpc.insecure_channel(server.addr)
+    got, back, _ = Client(ch).get("t", "big")
+    assert back == body
+    ch.close()
+    assert server.stop()[0] == 0
 
 
 # ---- WAL events --------------------------------------------------------------------
