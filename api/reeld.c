@@ -772,8 +772,13 @@ out:
     metrics_http_stop(http);
     api_metrics_drop(&ctx);
     api_modules_stop(&ctx); /* the WAL's trimmer writes through the store */
+    /* The writer completes what is queued (finishing those calls), then
+     * the server frees every call (and so every watch and reader, whose
+     * cleanups release snapshots: the database must still be open), and
+     * only then does the database close. */
+    store_stop(store);
+    rpc_server_destroy(srv);
     store_close(store);
-    rpc_server_destroy(srv); /* frees every call, and so every watch */
     api_timers_destroy(ctx.timers);
     api_health_destroy(&ctx);
     api_modules_destroy(&ctx);

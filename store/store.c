@@ -1067,16 +1067,21 @@ static void flush_memtables(store_t *s) {
     rocksdb_flushoptions_destroy(fo);
 }
 
+void store_stop(store_t *s) {
+    if (s == NULL || !s->writer_started)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->writer, NULL);
+    s->writer_started = 0;
+}
+
 void store_close(store_t *s) {
     if (s == NULL)
         return;
-    if (s->writer_started) {
-        pthread_mutex_lock(&s->mu);
-        s->stopping = 1;
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
-        pthread_join(s->writer, NULL);
-    }
+    store_stop(s);
     /* The writer is gone and the database still open: nothing registered
      * can run after this. */
     metrics_registry_drop(s->metrics, s);

@@ -188,8 +188,16 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
                        reel_status_t *st);
 
 /*
- * Stops accepting requests, lets the writer commit and complete everything
- * already queued, then closes RocksDB and frees the store. Accepts NULL.
+ * Stops accepting requests (UNAVAILABLE from then on) and lets the writer
+ * commit and complete everything already queued; reads still work. For a
+ * shutdown in which the calls those requests complete must be freed while
+ * the database is still open (their cleanups release snapshots and
+ * iterators). Idempotent; store_close() does it first. Accepts NULL.
+ */
+void store_stop(store_t *store);
+
+/*
+ * store_stop(), then closes RocksDB and frees the store. Accepts NULL.
  */
 void store_close(store_t *store);
 

@@ -774,18 +774,27 @@ fail:
 }
 
 /* Writes the buffered bytes as the next chunk. */
-static reel_code_t flush_chunk(ws_upload_t *u, reel_status_t *st) {
+/* Stores the next chunk, len bytes at p. */
+static reel_code_t put_chunk(ws_upload_t *u, const void *p, size_t len,
+                             reel_status_t *st) {
     unsigned char k[16];
+
+    blob_key(k, u->blob, u->next_index);
+    if (store_bulk_put(u->ws->store, u->ws->chunks, k, 16, p, len, st) !=
+        REEL_OK)
+        return st->code;
+    u->next_index++;
+    return REEL_OK;
+}
+
+static reel_code_t flush_chunk(ws_upload_t *u, reel_status_t *st) {
+    reel_code_t rc;
 
     if (u->buf_len == 0)
         return REEL_OK;
-    blob_key(k, u->blob, u->next_index);
-    if (store_bulk_put(u->ws->store, u->ws->chunks, k, 16, u->buf, u->buf_len,
-                       st) != REEL_OK)
-        return st->code;
-    u->next_index++;
-    u->buf_len = 0;
-    return REEL_OK;
+    if ((rc = put_chunk(u, u->buf, u->buf_len, st)) == REEL_OK)
+        u->buf_len = 0;
+    return rc;
 }
 
 reel_code_t ws_upload_write(ws_upload_t *u, const void *p, size_t n,
@@ -809,6 +818,16 @@ reel_code_t ws_upload_write(ws_upload_t *u, const void *p, size_t n,
     u->received += n;
     while (n > 0) {
         size_t take = WS_CHUNK - u->buf_len;
+
+        if (u->buf_len == 0 && n >= WS_CHUNK) {
+            /* A whole chunk where one starts (clients send chunks of
+             * WS_CHUNK): stored from where it is, not copied first. */
+            if ((rc = put_chunk(u, b, WS_CHUNK, st)) != REEL_OK)
+                return rc;
+            b += WS_CHUNK;
+            n -= WS_CHUNK;
+            continue;
+        }
 
         if (take > n)
             take = n;

@@ -259,28 +259,34 @@ static uint64_t staged(fixture_t *f) {
 static void test_put_then_read_returns_the_bytes_and_their_sha256(void **state) {
     fixture_t *f = *state;
     size_t sizes[] = {0, 1, WS_CHUNK, WS_CHUNK + 1, 2 * WS_CHUNK + 7};
+    /* Written in pieces smaller than a chunk (buffered), of a chunk (each
+     * stored from where it is) and of more (both in one write). */
+    size_t pieces[] = {300000, WS_CHUNK, 2 * WS_CHUNK + 3};
 
-    for (size_t i = 0; i < sizeof(sizes) / sizeof(*sizes); i++) {
-        unsigned char *p = bytes(sizes[i], (unsigned)i), *got;
+    for (size_t i = 0; i < 15; i++) {
+        size_t size = sizes[i % 5], piece = pieces[i / 5];
+        unsigned char *p = bytes(size, (unsigned)i), *got;
         uint8_t want[WS_SHA256_LEN];
         reel_status_t st = REEL_STATUS_INIT;
+        ws_header_t h;
         waiter_t w;
         size_t n;
         char key[32];
 
         snprintf(key, sizeof(key), "dir/file.%zu", i);
-        assert_int_equal(put(f, "n", key, p, sizes[i], &w), REEL_OK);
-        sha256(p, sizes[i], want);
+        h = header("n", key);
+        assert_int_equal(put_h(f, &h, p, size, piece, &w), REEL_OK);
+        sha256(p, size, want);
         assert_int_equal(w.version, 1);
-        assert_int_equal(w.size, sizes[i]);
+        assert_int_equal(w.size, size);
         assert_memory_equal(w.sha, want, WS_SHA256_LEN);
         assert_int_equal(read_all(f, key, 0, 0, 0, &got, &n, &st), REEL_OK);
-        assert_int_equal(n, sizes[i]);
+        assert_int_equal(n, size);
         assert_memory_equal(got, p, n);
         free(got);
         free(p);
     }
-    assert_int_equal(f->puts, 5);
+    assert_int_equal(f->puts, 15);
     assert_int_equal(staged(f), 0);
 }
 
