@@ -247,21 +247,25 @@ out:
 static void put_read(rpc_call_t *call, void *arg, reel_code_t code,
                      const uint8_t *msg, size_t len);
 
-/* The message (or end) put_read hands to a workspace worker. */
+/*
+ * The message (or end) put_read hands to a workspace worker, decoded
+ * there (the decoded copy is the only one made: a chunk is stored from
+ * it), or why it did not decode.
+ */
 typedef struct put_msg {
     rpc_call_t *call;
     put_t *p;
     reel_code_t code;
     int has_msg;
-    size_t len;
-    uint8_t bytes[];
+    Reel__V1__PutArtifactRequest *in; /* NULL: has_msg 0, or bad says */
+    reel_status_t bad;
 } put_msg_t;
 
 /* A workspace worker: stores one message, or commits at the end, then
  * asks for the next. */
 static void put_handle(rpc_call_t *call, put_t *p, reel_code_t code,
-                       const uint8_t *msg, size_t len) {
-    Reel__V1__PutArtifactRequest *in = NULL;
+                       int has_msg, const Reel__V1__PutArtifactRequest *in,
+                       const reel_status_t *bad) {
     reel_status_t st = REEL_STATUS_INIT;
     int reading = PUT_READING;
 
@@ -273,7 +277,7 @@ static void put_handle(rpc_call_t *call, put_t *p, reel_code_t code,
         api_finish_cancelled(call, REEL_CANCELLED);
         return;
     }
-    if (msg == NULL) { /* the client's last message: commit */
+    if (!has_msg) { /* the client's last message: commit */
         if (p->u == NULL) {
             reel_status_set(&st, REEL_INVALID_ARGUMENT,
                             "header: the stream ended before a header was "
@@ -291,16 +295,8 @@ static void put_handle(rpc_call_t *call, put_t *p, reel_code_t code,
         }
         goto out;
     }
-    if (api_wire_check(&reel__v1__put_artifact_request__descriptor, msg, len,
-                       &st) != REEL_OK) {
-        put_fail(call, p, &st);
-        goto out;
-    }
-    if ((in = reel__v1__put_artifact_request__unpack(NULL, len, msg)) ==
-        NULL) {
-        reel_status_set(&st, REEL_INVALID_ARGUMENT,
-                        "request: not a valid PutArtifactRequest message");
-        put_fail(call, p, &st);
+    if (in == NULL) {
+        put_fail(call, p, bad);
         goto out;
     }
     switch (in->part_case) {
@@ -335,17 +331,22 @@ static void put_handle(rpc_call_t *call, put_t *p, reel_code_t code,
         api_finish_cancelled(call, REEL_CANCELLED);
     }
 out:
-    if (in != NULL)
-        reel__v1__put_artifact_request__free_unpacked(in, NULL);
     reel_status_fini(&st);
+}
+
+static void put_msg_free(put_msg_t *m) {
+    if (m->in != NULL)
+        reel__v1__put_artifact_request__free_unpacked(m->in, NULL);
+    reel_status_fini(&m->bad);
+    free(m);
 }
 
 static void put_work(void *arg) {
     put_msg_t *m = arg;
 
-    put_handle(m->call, m->p, m->code, m->has_msg ? m->bytes : NULL, m->len);
+    put_handle(m->call, m->p, m->code, m->has_msg, m->in, &m->bad);
     rpc_call_unref(m->call);
-    free(m);
+    put_msg_free(m);
 }
 
 /*
@@ -358,7 +359,7 @@ static void put_read(rpc_call_t *call, void *arg, reel_code_t code,
                      const uint8_t *msg, size_t len) {
     put_t *p = arg;
     reel_status_t st = REEL_STATUS_INIT;
-    put_msg_t *m = malloc(sizeof(*m) + (msg != NULL ? len : 0));
+    put_msg_t *m = calloc(1, sizeof(*m));
 
     if (m == NULL) {
         reel_status_set(&st, REEL_RESOURCE_EXHAUSTED, "out of memory");
@@ -370,14 +371,18 @@ static void put_read(rpc_call_t *call, void *arg, reel_code_t code,
     m->p = p;
     m->code = code;
     m->has_msg = msg != NULL;
-    m->len = msg != NULL ? len : 0;
-    if (msg != NULL && len > 0)
-        memcpy(m->bytes, msg, len);
+    if (code == REEL_OK && msg != NULL &&
+        api_wire_check(&reel__v1__put_artifact_request__descriptor, msg, len,
+                       &m->bad) == REEL_OK &&
+        (m->in = reel__v1__put_artifact_request__unpack(NULL, len, msg)) ==
+            NULL)
+        reel_status_set(&m->bad, REEL_INVALID_ARGUMENT,
+                        "request: not a valid PutArtifactRequest message");
     rpc_call_ref(call);
     if (ws_run(p->ctx->ws, put_work, m, &st) != REEL_OK) {
         put_fail(call, p, &st);
         rpc_call_unref(call);
-        free(m);
+        put_msg_free(m);
     }
     reel_status_fini(&st);
 }

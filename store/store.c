@@ -1379,6 +1379,8 @@ int64_t store_gov_next(store_gov_t *g, int bulk, uint64_t groups,
         if (groups >= STORE_GOV_MIN_GROUPS)
             g->usual_ns = mean_ns;
         rate = g->ceiling;
+    } else if (!g->bulk) {
+        rate = STORE_GOV_START;
     } else if (groups < STORE_GOV_MIN_GROUPS) {
         rate = rate > g->ceiling / 2 ? g->ceiling : rate * 2;
     } else {
@@ -1396,6 +1398,7 @@ int64_t store_gov_next(store_gov_t *g, int bulk, uint64_t groups,
     if (rate > g->ceiling)
         rate = g->ceiling;
     g->rate = rate;
+    g->bulk = bulk;
     return rate;
 }
 

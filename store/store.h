@@ -239,6 +239,7 @@ void store_stats(store_t *store, store_stats_t *out);
 typedef struct store_gov {
     int64_t ceiling, rate; /* bytes a second */
     double usual_ns;       /* a commit's usual time; 0: not known yet */
+    int bulk;              /* the last tick had a bulk writer */
 } store_gov_t;
 
 /*
@@ -246,8 +247,10 @@ typedef struct store_gov {
  * on average, the longest max_ns) and whether a bulk writer was at work:
  * without one, the ceiling (what is left is compaction, which the commits
  * need done; the tick's mean, from STORE_GOV_MIN_GROUPS commits up, is
- * then the usual time). With one: doubled while fewer commits than that
- * came (nobody to protect); cut when the commits took half again as long
+ * then the usual time). The first tick with one: STORE_GOV_START, so
+ * that an upload never starts at the disk's full speed beside commits.
+ * Then: doubled while fewer than STORE_GOV_MIN_GROUPS commits came
+ * (nobody to protect); cut when the commits took half again as long
  * as usual on average or one took four times as long (to STORE_GOV_START
  * from above it, else halved, never under STORE_GOV_FLOOR); else a
  * quarter more, up to the ceiling. "Usual" follows the lowest mean seen,

@@ -1423,15 +1423,18 @@ static void test_the_wal_stays_bounded_while_writes_go_on(void **state) {
 
 static void test_the_background_rate_follows_the_commits(void **state) {
     const int64_t ceil = 4000000000;
-    store_gov_t g = {ceil, STORE_GOV_START, 0};
+    store_gov_t g = {ceil, STORE_GOV_START, 0, 0};
     int64_t r;
 
     (void)state;
     /* No bulk writer: the ceiling, and the tick's mean is the usual. */
     assert_int_equal(store_gov_next(&g, 0, 20, 300e3, 400000), ceil);
     assert_true(g.usual_ns == 300e3);
-    /* A bulk writer and commits half again as slow: from above the start,
-     * straight to it; then halved, never under the floor. */
+    /* A bulk writer starts: at the start rate, whatever the commits did. */
+    assert_int_equal(store_gov_next(&g, 1, 0, 0, 0), STORE_GOV_START);
+    /* Commits half again as slow: from above the start, straight to it;
+     * then halved, never under the floor. */
+    g.rate = ceil;
     assert_int_equal(store_gov_next(&g, 1, 20, 460e3, 600000),
                      STORE_GOV_START);
     assert_int_equal(store_gov_next(&g, 1, 20, 460e3, 600000),
@@ -1455,13 +1458,13 @@ static void test_the_background_rate_follows_the_commits(void **state) {
     assert_int_equal(store_gov_next(&g, 1, 0, 0, 0), ceil);
     /* "Usual" follows a load that stays: up 1% a tick, so 1.2x the first
      * usual is no longer slow after a while, and the rate grows back. */
-    g = (store_gov_t){ceil, STORE_GOV_FLOOR, 300e3};
+    g = (store_gov_t){ceil, STORE_GOV_FLOOR, 300e3, 1};
     for (int i = 0; i < 20; i++)
         store_gov_next(&g, 1, 20, 360e3, 500000);
     assert_true(g.usual_ns > 300e3 && g.usual_ns <= 360e3);
     assert_true(g.rate > STORE_GOV_FLOOR * 10);
     /* A lower ceiling holds, even for the start. */
-    g = (store_gov_t){STORE_GOV_FLOOR, STORE_GOV_FLOOR, 300e3};
+    g = (store_gov_t){STORE_GOV_FLOOR, STORE_GOV_FLOOR, 300e3, 0};
     assert_int_equal(store_gov_next(&g, 1, 2, 0, 0), STORE_GOV_FLOOR);
     assert_int_equal(store_gov_next(&g, 1, 20, 300e3, 300000),
                      STORE_GOV_FLOOR);
