@@ -1379,11 +1379,15 @@ int64_t store_gov_next(store_gov_t *g, int bulk, uint64_t groups,
         if (groups >= STORE_GOV_MIN_GROUPS)
             g->usual_ns = mean_ns;
         rate = g->ceiling;
-    } else if (!g->bulk) {
-        rate = STORE_GOV_START;
     } else if (groups < STORE_GOV_MIN_GROUPS) {
         rate = rate > g->ceiling / 2 ? g->ceiling : rate * 2;
     } else {
+        if (!g->bulk) {
+            /* An upload starts beside commits. */
+            g->rate = rate < STORE_GOV_START ? rate : STORE_GOV_START;
+            g->bulk = bulk;
+            return g->rate;
+        }
         if (g->usual_ns <= 0 || mean_ns < g->usual_ns)
             g->usual_ns = mean_ns;
         else

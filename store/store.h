@@ -247,10 +247,11 @@ typedef struct store_gov {
  * on average, the longest max_ns) and whether a bulk writer was at work:
  * without one, the ceiling (what is left is compaction, which the commits
  * need done; the tick's mean, from STORE_GOV_MIN_GROUPS commits up, is
- * then the usual time). The first tick with one: STORE_GOV_START, so
- * that an upload never starts at the disk's full speed beside commits.
- * Then: doubled while fewer than STORE_GOV_MIN_GROUPS commits came
- * (nobody to protect); cut when the commits took half again as long
+ * then the usual time). With one: doubled while fewer than
+ * STORE_GOV_MIN_GROUPS commits came (nobody to protect); at the first
+ * tick with it and commits, STORE_GOV_START (at most), so that an upload
+ * never starts at the disk's full speed beside commits; after that, cut
+ * when the commits took half again as long
  * as usual on average or one took four times as long (to STORE_GOV_START
  * from above it, else halved, never under STORE_GOV_FLOOR); else a
  * quarter more, up to the ceiling. "Usual" follows the lowest mean seen,

@@ -1430,8 +1430,12 @@ static void test_the_background_rate_follows_the_commits(void **state) {
     /* No bulk writer: the ceiling, and the tick's mean is the usual. */
     assert_int_equal(store_gov_next(&g, 0, 20, 300e3, 400000), ceil);
     assert_true(g.usual_ns == 300e3);
-    /* A bulk writer starts: at the start rate, whatever the commits did. */
-    assert_int_equal(store_gov_next(&g, 1, 0, 0, 0), STORE_GOV_START);
+    /* A bulk writer starts with nobody committing: it keeps the ceiling. */
+    assert_int_equal(store_gov_next(&g, 1, 0, 0, 0), ceil);
+    /* One starts beside commits: at the start rate, however fast they go. */
+    assert_int_equal(store_gov_next(&g, 0, 20, 300e3, 400000), ceil);
+    assert_int_equal(store_gov_next(&g, 1, 20, 300e3, 400000),
+                     STORE_GOV_START);
     /* Commits half again as slow: from above the start, straight to it;
      * then halved, never under the floor. */
     g.rate = ceil;
