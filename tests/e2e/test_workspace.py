@@ -79,6 +79,21 @@ def code_of(fn, *a, **kw):
     return e.value.code(), e.value.details()
 
 
+def held_upload(ws, ns, key, chunks, chunk=CHUNK, timeout=120, seed=0, hold=120):
+    """A PutArtifact that sends its header and `chunks` chunks, then holds
+    its stream open for `hold` seconds (it ends by a cancel, its deadline
+    or the server): (its future, an Event set once every chunk went out)."""
+    sent = threading.Event()
+
+    def gen():
+        yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace=ns, key=key))
+        for c in range(chunks):
+            yield P.PutArtifactRequest(chunk=blob(chunk, seed=seed + c))
+        sent.set()
+        time.sleep(hold)
+    return ws.put_call.future(gen(), timeout=timeout), sent
+
+
 # ---- Round trips ------------------------------------------------------------
 
 @pytest.mark.parametrize("size", [0, 1, CHUNK, CHUNK + 1, 3 * CHUNK - 5])
@@ -348,15 +363,7 @@ def wait_for(cond, timeout=20):
 
 def test_client_vanishing_mid_upload_leaves_nothing(ws):
     base = ws.usage(P.GetWorkspaceUsageRequest()).chunk_bytes
-    sent = threading.Event()
-
-    def gen():
-        yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="v", key="k"))
-        for i in range(40):
-            yield P.PutArtifactRequest(chunk=blob(CHUNK, seed=i))
-        sent.set()
-        time.sleep(60)  # never ends on its own: the client cancels
-    fut = ws.put_call.future(gen(), timeout=120)
+    fut, sent = held_upload(ws, "v", "k", 40)  # never ends on its own
     assert sent.wait(60)
     assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 1)
     fut.cancel()
@@ -375,21 +382,14 @@ def test_an_upload_the_client_abandons_is_never_committed(ws):
     graceful end commits; an abandoned upload, however far it got, is
     never visible, round after round."""
     for i in range(30):
-        sent = threading.Event()
-
-        def gen():
-            yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="ab", key=f"k{i}"))
-            yield P.PutArtifactRequest(chunk=blob(CHUNK // 4, seed=i))
-            sent.set()
-            time.sleep(30)
-        if i % 3 == 2:  # past its deadline instead
-            fut = ws.put_call.future(gen(), timeout=0.3)
-            assert sent.wait(10)
+        late = i % 3 == 2  # past its deadline instead of cancelled
+        fut, sent = held_upload(ws, "ab", f"k{i}", 1, chunk=CHUNK // 4,
+                                timeout=0.3 if late else 60, seed=i, hold=30)
+        assert sent.wait(10)
+        if late:
             with pytest.raises(grpc.RpcError):
                 fut.result()
         else:
-            fut = ws.put_call.future(gen(), timeout=60)
-            assert sent.wait(10)
             fut.cancel()
     assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 0)
     assert list(ws.list(P.ListArtifactsRequest(namespace="ab")).artifacts) == []
@@ -465,15 +465,7 @@ def test_sigterm_with_downloads_and_uploads_open_stops_cleanly(tmp_path):
             assert next(it).WhichOneof("part") == "artifact"
             next(it)  # one chunk, then it stops reading: a slow reader
             streams.append(it)
-        started = threading.Event()
-
-        def gen():
-            yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="t", key="up"))
-            for c in range(3):
-                yield P.PutArtifactRequest(chunk=blob(CHUNK, seed=c))
-            started.set()
-            time.sleep(60)
-        up = ws.put_call.future(gen(), timeout=60)
+        up, started = held_upload(ws, "t", "up", 3, timeout=60)
         assert started.wait(20)
         if round_ % 2:
             # The client leaves as the SIGTERM comes: its calls end on the
@@ -749,15 +741,7 @@ def test_sigterm_during_an_upload_ends_it_and_reeld_exits_cleanly(tmp_path):
     server = Reeld(data).start()
     ch = grpc.insecure_channel(server.addr)
     ws = Client(ch)
-    streaming = threading.Event()
-
-    def gen():
-        yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="t", key="k"))
-        for c in range(20):
-            yield P.PutArtifactRequest(chunk=blob(CHUNK, seed=c))
-        streaming.set()
-        time.sleep(60)
-    fut = ws.put_call.future(gen(), timeout=120)
+    fut, streaming = held_upload(ws, "t", "k", 20)
     assert streaming.wait(60)
     assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 1)
     code, took = server.stop()
