@@ -98,15 +98,37 @@ static const api_scope_rule_t rules[] = {
     {"/reel.v1.Workspace/GetWorkspaceUsage", S(WORKSPACE_READ)},
 };
 
+#define N_RULES (sizeof(rules) / sizeof(*rules))
+
+/* The rows by path, sorted once: every call looks its method up here. */
+static const api_scope_rule_t *by_path[N_RULES];
+static pthread_once_t by_path_once = PTHREAD_ONCE_INIT;
+
+static int rule_cmp(const void *a, const void *b) {
+    return strcmp((*(const api_scope_rule_t *const *)a)->path,
+                  (*(const api_scope_rule_t *const *)b)->path);
+}
+
+static int path_cmp(const void *path, const void *elem) {
+    return strcmp(path, (*(const api_scope_rule_t *const *)elem)->path);
+}
+
+static void sort_rules(void) {
+    for (size_t i = 0; i < N_RULES; i++)
+        by_path[i] = &rules[i];
+    qsort(by_path, N_RULES, sizeof(*by_path), rule_cmp);
+}
+
 const api_scope_rule_t *api_scope_rule(const char *path) {
-    for (size_t i = 0; i < sizeof(rules) / sizeof(*rules); i++)
-        if (strcmp(rules[i].path, path) == 0)
-            return &rules[i];
-    return NULL;
+    const api_scope_rule_t *const *r;
+
+    pthread_once(&by_path_once, sort_rules);
+    r = bsearch(path, by_path, N_RULES, sizeof(*by_path), path_cmp);
+    return r != NULL ? *r : NULL;
 }
 
 const api_scope_rule_t *api_scope_rules(size_t *n) {
-    *n = sizeof(rules) / sizeof(*rules);
+    *n = N_RULES;
     return rules;
 }
 

@@ -139,10 +139,21 @@ const char *auth_bearer(const char *value, size_t len, size_t *tlen) {
     return value + 7;
 }
 
+/* SHA-256 fetched from OpenSSL's provider once: EVP_sha256() would look
+ * it up again on every digest (a locked table walk in OpenSSL 3), and
+ * every call checks its token here. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void) {
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 static void sha256(const char *p, size_t n, unsigned char out[32]) {
     unsigned int olen = 32;
 
-    EVP_Digest(p, n, out, &olen, EVP_sha256(), NULL);
+    pthread_once(&sha256_once, sha256_fetch);
+    EVP_Digest(p, n, out, &olen, sha256_md ? sha256_md : EVP_sha256(), NULL);
 }
 
 static void to_hex(const unsigned char *p, size_t n, char *out) {

@@ -6,6 +6,7 @@
         [--reeld PATH] [--reel-bench PATH] [--quick 0|1]
     /usr/bin/python3 bench/report.py sequential bench/results
     /usr/bin/python3 bench/report.py workspace bench/results/workspace
+    /usr/bin/python3 bench/report.py security bench/results/security
 
 The first form reads what bench/run.sh left in the results directory (the
 reel-bench JSON files, db_bench's output, commands.txt, machine.json) and
@@ -20,7 +21,8 @@ describes the machine that measured, wherever it is regenerated.
 
 The third form prints only the "Sequential writes" section (issue 19) to
 standard output, for a run of that section alone (BENCH_ONLY=sequential);
-the fourth, the "Workspace" section (issue 22; BENCH_ONLY=workspace).
+the fourth, the "Workspace" section (issue 22; BENCH_ONLY=workspace); the
+fifth, the "Security overhead" section (issue 23; BENCH_ONLY=security).
 
 Standard library only; gnuplot (Debian's gnuplot-nox) draws the chart.
 """
@@ -33,6 +35,7 @@ import platform
 import re
 import shutil
 import subprocess
+import statistics
 import sys
 
 NOT_MEASURED = "not measured"
@@ -205,6 +208,13 @@ class Results:
                      "ws-reel", "ws-kv-alone", "ws-kv-upload", "metrics-reel",
                      "seq-set-reel", "seq-append-reel", "seq-get-reel", "seq-idle-reel"):
             self.bench[name] = self._json(name + ".json")
+        # the security section's rounds: set-plain-reel-1.json, ...
+        self.sec_rounds = 0
+        for fn in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            mm = re.fullmatch(r"((?:set|get)-(?:plain|tls)-reel-(\d+))\.json", fn)
+            if mm:
+                self.bench[mm.group(1)] = self._json(fn)
+                self.sec_rounds = max(self.sec_rounds, int(mm.group(2)))
         self.dd = {k: self._dd("dd-%s.txt" % k) for k in ("write", "read")}  # MB/s
         self.ws_nats = self._jsonl("ws-nats.jsonl")
         self.dbbench = {}      # threads -> {"ops_per_s", "micros_per_op"}
@@ -884,23 +894,36 @@ def section_security(R):
            "without auth, one with TLS (`--tls-cert`/`--tls-key`, ECDSA P-256) and "
            "`--auth token` (every call carries a bearer token, checked by SHA-256 and a "
            "constant-time compare). Same client, 4 connections.\n" % SET_C]
+    # Rounds alternate which reeld goes first (bench/run.sh); a result dir
+    # from before the rounds holds one pair without a number.
+    rounds = ["-%d" % i for i in range(1, R.sec_rounds + 1)] or [""]
     body = []
     for bench in ("set", "get"):
-        a = R.row("%s-plain-reel" % bench, concurrency=SET_C)
-        b = R.row("%s-tls-reel" % bench, concurrency=SET_C)
-        if not a or not b:
-            body.append(["`%s`@%d" % (bench, SET_C), NOT_MEASURED, "", "", "", "", ""])
+        pairs = []
+        for r in rounds:
+            a = R.row("%s-plain-reel%s" % (bench, r), concurrency=SET_C)
+            b = R.row("%s-tls-reel%s" % (bench, r), concurrency=SET_C)
+            if a and b and num(a.get("ops_per_s")) and num(b.get("ops_per_s")) is not None:
+                pairs.append((a, b))
+        if not pairs:
+            body.append(["`%s`@%d" % (bench, SET_C), NOT_MEASURED, "", "", "", "", "", ""])
             continue
-        pa, pb = num(a.get("ops_per_s")), num(b.get("ops_per_s"))
-        over = (pa - pb) / pa * 100 if pa and pb is not None else None
-        body.append(["`%s`@%d" % (bench, SET_C), f_int(pa), f_int(pb),
-                     "—" if over is None else "%.1f%%" % over,
-                     f_ms(a.get("p99_us")), f_ms(b.get("p99_us")),
-                     "—" if over is None else
+        med = lambda side, k: statistics.median(num(p[side].get(k)) or 0 for p in pairs)
+        pa, pb = med(0, "ops_per_s"), med(1, "ops_per_s")
+        over = (pa - pb) / pa * 100
+        each = ", ".join("%.1f%%" % ((num(a["ops_per_s"]) - num(b["ops_per_s"])) /
+                                      num(a["ops_per_s"]) * 100) for a, b in pairs)
+        body.append(["`%s`@%d" % (bench, SET_C), f_int(pa), f_int(pb), "%.1f%%" % over, each,
+                     f_ms(med(0, "p99_us")), f_ms(med(1, "p99_us")),
                      ("PASS" if over <= SECURITY_MAX_OVERHEAD else "MISS") +
                      " (target ≤ %.0f%%)" % SECURITY_MAX_OVERHEAD])
+    n = len(rounds)
+    if n > 1:
+        out.append("Medians of %d rounds; each round ran both reelds, the other one first "
+                   "every other round.\n" % n)
     out.append(table(["bench", "plaintext ops/s", "TLS + token ops/s", "throughput lost",
-                      "plaintext p99 ms", "TLS + token p99 ms", "verdict"], body))
+                      "lost in each round", "plaintext p99 ms", "TLS + token p99 ms", "verdict"],
+                     body))
     out.append("")
     return "\n".join(out)
 
@@ -1308,6 +1331,11 @@ def main(argv):
         if len(argv) != 2 or not os.path.isdir(argv[1]):
             usage()
         sys.stdout.write(section_workspace(Results(argv[1])))
+        return 0
+    if argv[0] == "security":
+        if len(argv) != 2 or not os.path.isdir(argv[1]):
+            usage()
+        sys.stdout.write(section_security(Results(argv[1])))
         return 0
     results_dir = argv[0]
     o = parse_opts(argv[1:], {"out_dir"})

@@ -17,6 +17,8 @@
 #   BENCH_ONLY=workspace bench/run.sh    # the workspace section alone (dd,
 #                                 # reel, NATS's Object Store), into
 #                                 # bench/results/workspace/; prints its section
+#   BENCH_ONLY=security bench/run.sh     # plaintext against TLS + token,
+#                                 # into bench/results/security/; prints its section
 #
 # On a fresh Debian bookworm machine it installs what is missing (apt-get, as
 # root or through sudo), builds with Bazel (-c opt), and writes:
@@ -42,8 +44,8 @@ ONLY="${BENCH_ONLY:-}"
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 case "$ONLY" in
-  "" | sequential | workspace) ;;
-  *) die "BENCH_ONLY=$ONLY: the sections that run alone are \"sequential\" and \"workspace\"" ;;
+  "" | sequential | workspace | security) ;;
+  *) die "BENCH_ONLY=$ONLY: the sections that run alone are \"sequential\", \"workspace\" and \"security\"" ;;
 esac
 # a section run alone keeps its results apart from the full run's
 if [ -n "$ONLY" ]; then
@@ -339,14 +341,14 @@ start_etcd() {
 # --- parameters ---------------------------------------------------------------
 if [ "$QUICK" = 1 ]; then
   log "BENCH_QUICK=1: 1 s per point, tiny sizes (figures are not meaningful)"
-  D_WRITE=1 D_WATCH=1 D_SIGNAL=1 D_DBBENCH=1
+  D_WRITE=1 D_WATCH=1 D_SIGNAL=1 D_DBBENCH=1 D_SEC=1 SEC_ROUNDS=1
   WATCHERS=1,100 SIZE=20000 WATCHERS_SHARED=100
   MEMORY_SIZES=(--idle-watchers 1000 --writes 20000)
   SINK_SIZES=(--events 20000 --ordered-events 5000 --latency-seconds 2)
   REACTOR_SIZES=(--runs 200)
   WS_SIZES=1,64 WS_BIG=64
 else
-  D_WRITE=10 D_WATCH=5 D_SIGNAL=10 D_DBBENCH=10
+  D_WRITE=10 D_WATCH=5 D_SIGNAL=10 D_DBBENCH=10 D_SEC=5 SEC_ROUNDS=3
   WATCHERS=1,100,1000,10000 SIZE=1000000 WATCHERS_SHARED=1000,10000
   MEMORY_SIZES=() # reel-bench's defaults: 10000 idle watchers; 100 stalled subscribers, 100000 writes
   SINK_SIZES=(--events 200000 --ordered-events 30000 --latency-seconds 10)
@@ -422,6 +424,77 @@ workspace_section() {
     skip ws-nats "npm cannot install the nats client"
   fi
 }
+
+make_test_pki() { # DIR: ca.pem, server.pem, server.key (127.0.0.1)
+  local d="$1"
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$d/ca.key" -out "$d/ca.pem" -days 2 -subj "/CN=reel bench CA" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$d/server.key" -out "$d/server.csr" -subj "/CN=localhost" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$d/server.ext"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+    -CAcreateserial -out "$d/server.pem" -days 2 -extfile "$d/server.ext" 2>/dev/null
+}
+
+# security (issue 23): set and get at 64 in flight on two fresh reelds, one
+# plaintext without auth and one with TLS and token auth (a test CA made
+# here; the token is the first admin token reeld writes into its data
+# dir), alternating so that both see the same machine
+security_section() {
+  PLAIN_ADDR="127.0.0.1:$(free_port)"
+  TLS_ADDR="127.0.0.1:$(free_port)"
+  PKI="$RUN/pki"
+  note "a test CA and a server certificate for 127.0.0.1 in $PKI (openssl, as docs/security.md shows)"
+  if make_test_pki "$PKI" && start_reeld reeld-plain "$RUN/reel-plain" "$PLAIN_ADDR"; then
+    PLAIN_PID=$REELD_PID
+    REELD_EXTRA=(--auth token --tls-cert "$PKI/server.pem" --tls-key "$PKI/server.key")
+    HEALTH_EXTRA=(--tls-ca "$PKI/ca.pem")
+    tls_up=0
+    start_reeld reeld-tls "$RUN/reel-tls" "$TLS_ADDR" && tls_up=1
+    REELD_EXTRA=()
+    HEALTH_EXTRA=()
+    if [ "$tls_up" = 1 ]; then
+      TLS_PID=$REELD_PID
+      TOKEN="$(cat "$RUN/reel-tls/admin.token")"
+      # SEC_ROUNDS rounds, each with the other reeld first, so the machine's
+      # drift falls on both sides; report.py takes the medians.
+      for i in $(seq 1 "$SEC_ROUNDS"); do
+        sides="plain tls"
+        [ $((i % 2)) = 0 ] && sides="tls plain"
+        for b in set get; do
+          for side in $sides; do
+            if [ "$side" = plain ]; then
+              step "$b-plain-reel-$i" 120 "$REELBENCH" "$b" --addr "$PLAIN_ADDR" --pid "$PLAIN_PID" \
+                --duration "$D_SEC" --concurrency 64 --json "$RESULTS/$b-plain-reel-$i.json"
+            else
+              # The token goes by REEL_TOKEN, never on a command line.
+              REEL_TOKEN="$TOKEN" step "$b-tls-reel-$i" 120 "$REELBENCH" "$b" --addr "$TLS_ADDR" \
+                --pid "$TLS_PID" --tls-ca "$PKI/ca.pem" --duration "$D_SEC" --concurrency 64 \
+                --json "$RESULTS/$b-tls-reel-$i.json"
+            fi
+          done
+        done
+      done
+      stop_pid "$TLS_PID" reeld-tls
+      forget_pid "$TLS_PID"
+    else
+      skip set-tls-reel "its reeld is not serving"
+    fi
+    stop_pid "$PLAIN_PID" reeld-plain
+    forget_pid "$PLAIN_PID"
+  else
+    skip set-plain-reel "its reeld is not serving"
+  fi
+}
+
+if [ "$ONLY" = security ]; then
+  security_section
+  record "$PY" bench/report.py security bench/results/security
+  "$PY" "$BENCH/report.py" security "$RESULTS"
+  [ ${#FAILED[@]} -eq 0 ] || die "failed steps: ${FAILED[*]}"
+  exit 0
+fi
 
 if [ "$ONLY" = workspace ]; then
   workspace_section
@@ -531,54 +604,7 @@ forget_pid "$ETCD_PID"
 stop_pid "$MAIN_REELD_PID" reeld
 forget_pid "$MAIN_REELD_PID"
 
-# security (issue 23): set and get at 64 in flight on two fresh reelds, one
-# plaintext without auth and one with TLS and token auth (a test CA made
-# here; the token is the first admin token reeld writes into its data
-# dir), interleaved so that both see the same machine
-make_test_pki() { # DIR: ca.pem, server.pem, server.key (127.0.0.1)
-  local d="$1"
-  mkdir -p "$d"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$d/ca.key" -out "$d/ca.pem" -days 2 -subj "/CN=reel bench CA" 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$d/server.key" -out "$d/server.csr" -subj "/CN=localhost" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$d/server.ext"
-  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
-    -CAcreateserial -out "$d/server.pem" -days 2 -extfile "$d/server.ext" 2>/dev/null
-}
-PLAIN_ADDR="127.0.0.1:$(free_port)"
-TLS_ADDR="127.0.0.1:$(free_port)"
-PKI="$RUN/pki"
-note "a test CA and a server certificate for 127.0.0.1 in $PKI (openssl, as docs/security.md shows)"
-if make_test_pki "$PKI" && start_reeld reeld-plain "$RUN/reel-plain" "$PLAIN_ADDR"; then
-  PLAIN_PID=$REELD_PID
-  REELD_EXTRA=(--auth token --tls-cert "$PKI/server.pem" --tls-key "$PKI/server.key")
-  HEALTH_EXTRA=(--tls-ca "$PKI/ca.pem")
-  tls_up=0
-  start_reeld reeld-tls "$RUN/reel-tls" "$TLS_ADDR" && tls_up=1
-  REELD_EXTRA=()
-  HEALTH_EXTRA=()
-  if [ "$tls_up" = 1 ]; then
-    TLS_PID=$REELD_PID
-    TOKEN="$(cat "$RUN/reel-tls/admin.token")"
-    for b in set get; do
-      step "$b-plain-reel" 120 "$REELBENCH" "$b" --addr "$PLAIN_ADDR" --pid "$PLAIN_PID" \
-        --duration "$D_WRITE" --concurrency 64 --json "$RESULTS/$b-plain-reel.json"
-      # The token goes by REEL_TOKEN, never on a command line.
-      REEL_TOKEN="$TOKEN" step "$b-tls-reel" 120 "$REELBENCH" "$b" --addr "$TLS_ADDR" \
-        --pid "$TLS_PID" --tls-ca "$PKI/ca.pem" --duration "$D_WRITE" --concurrency 64 \
-        --json "$RESULTS/$b-tls-reel.json"
-    done
-    stop_pid "$TLS_PID" reeld-tls
-    forget_pid "$TLS_PID"
-  else
-    skip set-tls-reel "its reeld is not serving"
-  fi
-  stop_pid "$PLAIN_PID" reeld-plain
-  forget_pid "$PLAIN_PID"
-else
-  skip set-plain-reel "its reeld is not serving"
-fi
+security_section
 
 # memory: its own fresh reeld, so that the RSS is that of the test alone
 MEM_ADDR="127.0.0.1:$(free_port)"
