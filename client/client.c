@@ -895,8 +895,14 @@ int reel_client_upload(reel_client_t *c, const char *method,
             }
             break;
         }
-        body = grpc_slice_from_copied_buffer((const char *)msg, len);
-        free(msg);
+        /* The message is gRPC's from here: sent from where next() packed
+         * it (a chunk of an artifact is 1 MiB: no copy), freed when sent. */
+        if (msg != NULL && len > 0) {
+            body = grpc_slice_new(msg, len, free);
+        } else {
+            free(msg);
+            body = grpc_empty_slice();
+        }
         bb = grpc_raw_byte_buffer_create(&body, 1);
         grpc_slice_unref(body);
         memset(ops, 0, sizeof(ops));
