@@ -25,14 +25,11 @@
  * cannot be stored after it, reeld does not start and no token is left
  * stored without its file, so nobody is left without a way in.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "reel/v1/admin.pb-c.h"
@@ -41,6 +38,7 @@
 #include "api/tenant.h"
 #include "auth/auth.h"
 #include "base/clock.h"
+#include "base/file.h"
 #include "base/log.h"
 
 /* ---- The method-to-scope table --------------------------------------------- */
@@ -399,58 +397,6 @@ static int auth_serve(rpc_server_t *srv, api_ctx_t *ctx) {
 
 /* ---- The first admin token --------------------------------------------------- */
 
-/* The rename made durable before the token is stored: its directory
- * synced. */
-static reel_code_t sync_dir_of(const char *path, reel_status_t *st) {
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    int fd, ok, e;
-
-    if (slash == NULL)
-        snprintf(dir, sizeof(dir), ".");
-    else
-        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-    if (dir[0] == '\0')
-        snprintf(dir, sizeof(dir), "/");
-    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-        return reel_status_set(st, REEL_INTERNAL, "cannot open %s: %s", dir,
-                               strerror(errno));
-    ok = fsync(fd) == 0;
-    e = errno;
-    close(fd);
-    if (!ok)
-        return reel_status_set(st, REEL_INTERNAL, "cannot sync %s: %s", dir,
-                               strerror(e));
-    return REEL_OK;
-}
-
-static reel_code_t write_token_file(const char *path, const char *tok,
-                                    reel_status_t *st) {
-    char tmp[4096];
-    size_t n = strlen(tok);
-    int fd, ok;
-
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-        return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "data dir: path too long for admin.token");
-    unlink(tmp);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return reel_status_set(st, REEL_INTERNAL, "cannot create %s: %s",
-                               tmp, strerror(errno));
-    ok = fchmod(fd, 0600) == 0 && write(fd, tok, n) == (ssize_t)n &&
-         write(fd, "\n", 1) == 1 && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-
-        unlink(tmp);
-        return reel_status_set(st, REEL_INTERNAL, "cannot write %s: %s",
-                               path, strerror(e));
-    }
-    return sync_dir_of(path, st);
-}
-
 static reel_code_t bootstrap(api_ctx_t *ctx, reel_status_t *st) {
     char tok[AUTH_TOKEN_LEN + 1], path[4096];
     auth_info_t info;
@@ -468,7 +414,10 @@ static reel_code_t bootstrap(api_ctx_t *ctx, reel_status_t *st) {
      * is overwritten by the next start, which still finds no token. */
     if ((rc = auth_token_new(tok, st)) != REEL_OK)
         return rc;
-    if ((rc = write_token_file(path, tok, st)) == REEL_OK &&
+    tok[AUTH_TOKEN_LEN] = '\n'; /* the file is the token and a newline */
+    rc = reel_file_replace(path, tok, AUTH_TOKEN_LEN + 1, 0600, st);
+    tok[AUTH_TOKEN_LEN] = '\0';
+    if (rc == REEL_OK &&
         (rc = auth_token_store(ctx->auth, AUTH_ADMIN_TENANT,
                                AUTH_SCOPE(ADMIN), "first admin", 0, tok,
                                &info, st)) != REEL_OK)

@@ -86,6 +86,7 @@
 
 #include "base/clock.h"
 #include "base/codec.h"
+#include "base/file.h"
 #include "base/fault.h"
 #include "base/log.h"
 
@@ -310,48 +311,13 @@ static int dir_is_empty(const char *dir, char *names, size_t cap) {
     return n == 0;
 }
 
-static reel_code_t fsync_path(const char *path, int flags, reel_status_t *st) {
-    int fd = open(path, flags);
-
-    if (fd < 0)
-        return reel_status_set(st, REEL_UNAVAILABLE, "open %s: %s", path,
-                               strerror(errno));
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        return reel_status_set(st, REEL_UNAVAILABLE, "fsync %s: %s", path,
-                               strerror(e));
-    }
-    close(fd);
-    return REEL_OK;
-}
-
 static reel_code_t format_write(const char *dir, reel_status_t *st) {
-    char tmp[4096], path[4096], body[64];
-    int fd, n;
-    reel_code_t rc;
+    char path[4096], body[64];
+    int n;
 
-    snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, FORMAT_FILE);
     snprintf(path, sizeof(path), "%s/%s", dir, FORMAT_FILE);
     n = snprintf(body, sizeof(body), "reel-format %d\n", STORE_FORMAT_VERSION);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return reel_status_set(st, REEL_UNAVAILABLE, "create %s: %s", tmp,
-                               strerror(errno));
-    if (write(fd, body, (size_t)n) != n || fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return reel_status_set(st, REEL_UNAVAILABLE, "write %s: %s", tmp,
-                               strerror(e));
-    }
-    close(fd);
-    if (rename(tmp, path) != 0)
-        return reel_status_set(st, REEL_UNAVAILABLE, "rename %s: %s", tmp,
-                               strerror(errno));
-    if ((rc = fsync_path(dir, O_RDONLY | O_DIRECTORY, st)) != REEL_OK)
-        return rc;
-    return REEL_OK;
+    return reel_file_replace(path, body, (size_t)n, 0644, st);
 }
 
 /*
