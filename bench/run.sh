@@ -488,20 +488,21 @@ security_section() {
   fi
 }
 
+# A section run alone (BENCH_ONLY): its report section printed, then the end.
+only_done() {
+  record "$PY" bench/report.py "$ONLY" "bench/results/$ONLY"
+  "$PY" "$BENCH/report.py" "$ONLY" "$RESULTS"
+  [ ${#FAILED[@]} -eq 0 ] || die "failed steps: ${FAILED[*]}"
+  exit 0
+}
+
 if [ "$ONLY" = security ]; then
   security_section
-  record "$PY" bench/report.py security bench/results/security
-  "$PY" "$BENCH/report.py" security "$RESULTS"
-  [ ${#FAILED[@]} -eq 0 ] || die "failed steps: ${FAILED[*]}"
-  exit 0
+  only_done
 fi
-
 if [ "$ONLY" = workspace ]; then
   workspace_section
-  record "$PY" bench/report.py workspace bench/results/workspace
-  "$PY" "$BENCH/report.py" workspace "$RESULTS"
-  [ ${#FAILED[@]} -eq 0 ] || die "failed steps: ${FAILED[*]}"
-  exit 0
+  only_done
 fi
 
 # --- 3. RocksDB's own limit: db_bench fillrandom --sync=1 -----------------------
@@ -554,10 +555,7 @@ else
   skip seq-set-reel "its reeld is not serving"
 fi
 if [ "$ONLY" = sequential ]; then
-  record "$PY" bench/report.py sequential bench/results/sequential
-  "$PY" "$BENCH/report.py" sequential "$RESULTS"
-  [ ${#FAILED[@]} -eq 0 ] || die "failed steps: ${FAILED[*]}"
-  exit 0
+  only_done
 fi
 
 # --- 4. the servers: a fresh reeld, a single-node etcd ---------------------------
