@@ -908,7 +908,9 @@ def section_security(R):
         if not pairs:
             body.append(["`%s`@%d" % (bench, SET_C), NOT_MEASURED, "", "", "", "", "", ""])
             continue
-        med = lambda side, k: statistics.median(num(p[side].get(k)) or 0 for p in pairs)
+        def med(side, k):
+            xs = [num(p[side].get(k)) for p in pairs if num(p[side].get(k)) is not None]
+            return statistics.median(xs) if xs else None
         pa, pb = med(0, "ops_per_s"), med(1, "ops_per_s")
         # The loss is judged within each round (its two reelds measured
         # back to back), then the median of the rounds: the medians of
