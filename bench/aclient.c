@@ -3,8 +3,11 @@
  *
  * Every tag on the completion queue is an ac_tag_t whose kind says what
  * completed: a whole unary call (one batch of six ops), a stream's opening
- * batch, one of its receives, a further send, or its status. A stream is reference-counted:
- * the opener's hold, the status batch, and the receive in flight.
+ * batch, one of its receives, a further send, or its status. A stream is
+ * reference-counted: the opener's hold, the status batch, and the receive
+ * in flight. The client keeps its live streams in a list so ac_destroy()
+ * can cancel them and wait for their last completion before it shuts the
+ * queue: a receive restarted on a shut queue is an assertion in gRPC.
  */
 #include "bench/aclient.h"
 
@@ -51,6 +54,10 @@ struct ac {
     grpc_completion_queue *cq;
     pthread_t *threads;
     int n_threads;
+    pthread_mutex_t mu; /* guards streams */
+    pthread_cond_t cv;  /* signalled, once closing, as streams' refs drop */
+    ac_stream_t *streams;
+    atomic_int closing; /* ac_destroy() has begun */
 };
 
 typedef struct unary {
@@ -71,6 +78,8 @@ typedef struct pending {
 
 struct ac_stream {
     ac_tag_t tag_open, tag_recv, tag_status, tag_send;
+    ac_t *ac;
+    ac_stream_t *prev, *next; /* in ac->streams */
     grpc_call *call;
     grpc_byte_buffer *send, *recv;
     /* ac_stream_send()'s messages, sent one at a time after the opening
@@ -86,6 +95,7 @@ struct ac_stream {
     void *arg;
     pthread_mutex_t mu;
     int refs;
+    int held; /* the opener has not released it */
 };
 
 int64_t ac_now_ns(void) {
@@ -198,14 +208,7 @@ static void on_unary(unary_t *u) {
 
 /* ---- Streams ------------------------------------------------------------- */
 
-static void stream_unref(ac_stream_t *s) {
-    int left;
-
-    pthread_mutex_lock(&s->mu);
-    left = --s->refs;
-    pthread_mutex_unlock(&s->mu);
-    if (left > 0)
-        return;
+static void stream_free(ac_stream_t *s) {
     if (s->send != NULL)
         grpc_byte_buffer_destroy(s->send);
     while (s->q_head != NULL) {
@@ -223,6 +226,41 @@ static void stream_unref(ac_stream_t *s) {
     free(s);
 }
 
+/* Call with ac->mu held. */
+static void stream_unlink(ac_stream_t *s) {
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        s->ac->streams = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+}
+
+static void stream_unref(ac_stream_t *s, int opener) {
+    ac_t *c = s->ac;
+    int left;
+
+    pthread_mutex_lock(&s->mu);
+    left = --s->refs;
+    if (opener)
+        s->held = 0;
+    pthread_mutex_unlock(&s->mu);
+    if (left > 0) {
+        /* ac_destroy() waits for the completions still due. */
+        if (atomic_load(&c->closing)) {
+            pthread_mutex_lock(&c->mu);
+            pthread_cond_broadcast(&c->cv);
+            pthread_mutex_unlock(&c->mu);
+        }
+        return;
+    }
+    pthread_mutex_lock(&c->mu);
+    stream_unlink(s);
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    stream_free(s);
+}
+
 static void start_recv(ac_stream_t *s) {
     grpc_op op;
 
@@ -234,7 +272,7 @@ static void start_recv(ac_stream_t *s) {
     pthread_mutex_unlock(&s->mu);
     if (grpc_call_start_batch(s->call, &op, 1, &s->tag_recv, NULL) !=
         GRPC_CALL_OK)
-        stream_unref(s);
+        stream_unref(s, 0);
 }
 
 ac_stream_t *ac_stream_open(ac_t *c, int method, const void *req, size_t len,
@@ -257,10 +295,18 @@ ac_stream_t *ac_stream_open(ac_t *c, int method, const void *req, size_t len,
     s->details = grpc_empty_slice();
     pthread_mutex_init(&s->mu, NULL);
     s->refs = 3; /* the opener, the opening batch, the status batch */
+    s->held = 1;
     grpc_metadata_array_init(&s->md);
     grpc_metadata_array_init(&s->trailing);
     s->call = new_call(c, method, gpr_inf_future(GPR_CLOCK_MONOTONIC));
     s->send = s->sending = bb_from(req, len);
+    s->ac = c;
+    pthread_mutex_lock(&c->mu);
+    s->next = c->streams;
+    if (c->streams != NULL)
+        c->streams->prev = s;
+    c->streams = s;
+    pthread_mutex_unlock(&c->mu);
 
     memset(ops, 0, sizeof(ops));
     ops[n].data.send_initial_metadata.count = sec_md_count;
@@ -334,7 +380,7 @@ static void on_open(ac_stream_t *s) {
     pthread_mutex_unlock(&s->mu);
     if (s->receive)
         start_recv(s);
-    stream_unref(s);
+    stream_unref(s, 0);
 }
 
 static void on_send(ac_stream_t *s) {
@@ -343,7 +389,7 @@ static void on_send(ac_stream_t *s) {
     s->sending = NULL;
     send_next_locked(s);
     pthread_mutex_unlock(&s->mu);
-    stream_unref(s);
+    stream_unref(s, 0);
 }
 
 static void on_recv(ac_stream_t *s) {
@@ -360,7 +406,7 @@ static void on_recv(ac_stream_t *s) {
         free(body);
         start_recv(s);
     }
-    stream_unref(s);
+    stream_unref(s, 0);
 }
 
 static void on_status(ac_stream_t *s) {
@@ -369,7 +415,7 @@ static void on_status(ac_stream_t *s) {
     if (s->on_end != NULL)
         s->on_end(s->arg, (int)s->status, details ? details : "");
     gpr_free(details);
-    stream_unref(s);
+    stream_unref(s, 0);
 }
 
 void ac_stream_cancel(ac_stream_t *s) {
@@ -379,7 +425,7 @@ void ac_stream_cancel(ac_stream_t *s) {
 
 void ac_stream_release(ac_stream_t *s) {
     if (s != NULL)
-        stream_unref(s);
+        stream_unref(s, 1);
 }
 
 /* ---- The client ---------------------------------------------------------- */
@@ -496,6 +542,8 @@ ac_t *ac_create(const char *addr, int connections, int threads) {
     }
     grpc_channel_credentials_release(creds);
     c->n_ch = connections;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
     c->cq = grpc_completion_queue_create_for_next(NULL);
     for (int i = 0; i < threads; i++)
         if (pthread_create(&c->threads[c->n_threads], NULL, poller, c) == 0)
@@ -515,12 +563,45 @@ int ac_method(ac_t *c, const char *path) {
 void ac_destroy(ac_t *c) {
     if (c == NULL)
         return;
+    /* Streams still open, or whose last completions are still queued, end
+     * first: their callbacks may start batches until then. One its opener
+     * never released is freed here once only that hold is left. */
+    pthread_mutex_lock(&c->mu);
+    atomic_store(&c->closing, 1);
+    for (ac_stream_t *s = c->streams; s != NULL; s = s->next)
+        grpc_call_cancel(s->call, NULL);
+    for (;;) {
+        ac_stream_t *s = c->streams, *busy = NULL;
+
+        while (s != NULL && busy == NULL) {
+            ac_stream_t *next = s->next;
+            int only_held;
+
+            /* At 0 refs stream_unref() is about to unlink and free it. */
+            pthread_mutex_lock(&s->mu);
+            only_held = s->refs == 1 && s->held;
+            pthread_mutex_unlock(&s->mu);
+            if (!only_held)
+                busy = s;
+            else {
+                stream_unlink(s);
+                stream_free(s);
+            }
+            s = next;
+        }
+        if (busy == NULL)
+            break;
+        pthread_cond_wait(&c->cv, &c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
     for (int i = 0; i < c->n_ch; i++)
         grpc_channel_destroy(c->ch[i]);
     grpc_completion_queue_shutdown(c->cq);
     for (int i = 0; i < c->n_threads; i++)
         pthread_join(c->threads[i], NULL);
     grpc_completion_queue_destroy(c->cq);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
     free(c->ch);
     free(c->threads);
     free(c);

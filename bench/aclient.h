@@ -33,7 +33,11 @@ typedef void (*ac_end_fn)(void *arg, int code, const char *details);
 int ac_security(const char *ca_file, const char *token);
 
 ac_t *ac_create(const char *addr, int connections, int threads);
-/* Cancels nothing: end your streams first. Stops the pollers. */
+/*
+ * Cancels the streams still open and waits for their last completions,
+ * then stops the pollers. A stream not yet released is freed here: do not
+ * release it after.
+ */
 void ac_destroy(ac_t *c);
 
 /* Registers a method path on every channel; returns its handle or -1. */
