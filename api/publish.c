@@ -1,8 +1,9 @@
 /*
  * api/publish.c: what happens to a committed group, in one place.
  *
- * The store calls two hooks on its writer thread for every group that
- * commits changes. Before the write, api_before_commit runs every module's
+ * The store calls two hooks on its writer (the writer thread, or a lone
+ * submitter running its own group: store.h) for every group that commits
+ * changes. Before the write, api_before_commit runs every module's
  * before_commit: the WAL adds each change's event to the group's own
  * batch, so a change and its event commit together; each event is encoded
  * by the module the change belongs to, found by its id (api_wal_encode).
@@ -50,12 +51,14 @@ reel_code_t api_before_commit(void *arg, store_txn_t *txn,
 void api_publish(void *arg, const store_change_t *changes, size_t n) {
     api_ctx_t *ctx = arg;
 
+    rpc_fanout_begin();
     for (size_t i = 0; i < ctx->modules.n; i++) {
         const api_module_t *m = ctx->modules.list[i];
 
         if (m->publish != NULL)
             m->publish(ctx, changes, n);
     }
+    rpc_fanout_end();
 }
 
 /* 1 if subject's first token is one of tokens. */

@@ -205,6 +205,13 @@ struct rpc_server {
 
 /* Set on the server's poller threads (see rpc_call_send). */
 static _Thread_local int on_poller;
+/* Sends a poller may still start itself inside rpc_fanout_begin/end; -1
+ * outside: no limit. */
+static _Thread_local int fanout_left = -1;
+
+void rpc_fanout_begin(void) { fanout_left = RPC_FANOUT_DIRECT; }
+
+void rpc_fanout_end(void) { fanout_left = -1; }
 
 static int64_t timespec_to_mono_ns(gpr_timespec t) {
     gpr_timespec now_rt, mono;
@@ -499,10 +506,13 @@ static reel_code_t append_locked(rpc_call_t *c, const void *data, size_t len) {
 /*
  * A message was queued: starts a send unless one is in flight (its
  * completion takes the queue) or pending. Off the pollers the caller is
- * usually the store's writer, publishing one change to many watchers: a
- * send started there would run the transport's write (a syscall per
- * stream) on the writer. So it posts an empty batch, which completes at
- * once and costs one queue post, and a poller starts the send.
+ * usually the store's writer thread, publishing one change to many
+ * watchers: a send started there would run the transport's write (a
+ * syscall per stream) on the writer. So it posts an empty batch, which
+ * completes at once and costs one queue post, and a poller starts the
+ * send. A poller publishing a group it committed itself (store.h: a lone
+ * submitter runs its own group) starts the first few sends and posts the
+ * rest, so a fan-out still spreads over the pollers (rpc_fanout_begin).
  */
 /*
  * Posts an empty batch that completes at once on a poller thread with tag,
@@ -522,8 +532,12 @@ static int post_locked(rpc_call_t *c, rpc_tag_t *tag, int *pending) {
 static void start_send_locked(rpc_call_t *c) {
     if (c->send_in_flight || c->pump_pending || c->status_sent)
         return;
-    if (on_poller || post_locked(c, &c->tag_pump, &c->pump_pending) != 0)
+    if ((on_poller && fanout_left != 0) ||
+        post_locked(c, &c->tag_pump, &c->pump_pending) != 0) {
+        if (on_poller && fanout_left > 0)
+            fanout_left--;
         pump_locked(c);
+    }
 }
 
 static reel_code_t send_locked(rpc_call_t *c, const void *head, size_t hlen,

@@ -177,6 +177,16 @@ reel_code_t rpc_call_send_merged(rpc_call_t *call, const void *head,
                                  size_t hlen, const void *body, size_t blen,
                                  size_t merge_max);
 
+/*
+ * Around sending one thing to many streams from one thread (api_publish):
+ * on a poller thread, the first RPC_FANOUT_DIRECT sends start at once on
+ * this thread and the rest are handed to the other pollers, so they go
+ * out in parallel; off the pollers every send is handed over anyway.
+ */
+#define RPC_FANOUT_DIRECT 4
+void rpc_fanout_begin(void);
+void rpc_fanout_end(void);
+
 /* Messages queued and not yet handed to gRPC. */
 size_t rpc_call_queued(rpc_call_t *call);
 

@@ -1,21 +1,31 @@
 /*
- * store/store.h: reel's storage: one RocksDB, one writer thread, one global
+ * store/store.h: reel's storage: one RocksDB, one writer, one global
  * revision.
  *
  * A store is one RocksDB database in a data dir, with the column families
  * its modules declare. Reads go straight to RocksDB from any thread. Every
- * mutation goes through the single writer thread: a caller submits a
- * request (an apply function and its argument) to a bounded queue; the
- * writer takes what is queued as a group, runs each request's apply
+ * mutation goes through the single writer: a caller submits a request (an
+ * apply function and its argument) to a bounded queue; the writer thread
+ * takes what is queued as a group, runs each request's apply
  * function in order against a transaction that sees the group's earlier
  * writes, assigns each committed change the next global revision, writes
  * the group as one synced WriteBatch, hands the group's changes to the
  * publish function, and only then completes the requests.
  *
+ * The writer is a role, held by one thread at a time: the writer thread,
+ * or, when that thread sleeps with nothing queued and the last group held
+ * one request (one caller writing at a time), the submitting thread
+ * itself, which then runs its request as a group inside store_submit()
+ * and spares it the writer's wake-up. Groups run one at a time, in
+ * submission order, whichever thread runs them. "The writer" below means
+ * whichever thread holds the role.
+ *
  * Threading: store_t is thread-safe. A store_txn_t exists only inside an
- * apply function, on the writer thread; it must not escape it. Apply, done
- * and publish functions run on the writer thread and must not block, nor
- * wait for another store request (that would deadlock the writer).
+ * apply function, on the writer; it must not escape it. Apply, done and
+ * publish functions run on the writer and must not block, nor wait for
+ * another store request (that would deadlock the writer). As done may run
+ * before store_submit() returns, a caller must not hold, while it
+ * submits, a lock that its done (or any apply or publish function) takes.
  *
  * Failure is sticky: once a write or fsync fails, the store answers every
  * later submit with UNAVAILABLE and never acknowledges a write that is not
@@ -91,12 +101,12 @@ typedef struct store_change {
     size_t len;
 } store_change_t;
 
-/* Called on the writer thread after each successful commit. */
+/* Called on the writer after each successful commit. */
 typedef void (*store_publish_fn)(void *arg, const store_change_t *changes,
                                  size_t n);
 
 /*
- * Called on the writer thread after a group's requests applied and before
+ * Called on the writer after a group's requests applied and before
  * its write, with the group's changes: what it writes through txn commits
  * in the same batch (the WAL stores its events this way). Returning an
  * error fails the whole group, which writes nothing.
@@ -112,7 +122,7 @@ typedef reel_code_t (*store_before_commit_fn)(void *arg, store_txn_t *txn,
 typedef int (*store_fault_fn)(void *arg);
 
 /*
- * Called once, on the writer thread, when the store stops accepting
+ * Called once, on the writer, when the store stops accepting
  * writes (why: the sticky error). It must not block or submit requests.
  */
 typedef void (*store_failed_fn)(void *arg, const reel_status_t *why);
@@ -219,6 +229,7 @@ typedef struct store_stats {
     uint64_t commits;        /* groups written and synced */
     uint64_t requests;       /* requests those groups held */
     uint64_t commit_ns;      /* time of their synced writes, summed */
+    uint64_t led;            /* groups a submitter ran (store_submit) */
     size_t queue_depth;      /* requests queued now */
     int64_t background_rate; /* bytes a second flushes and compactions may
                                 write now; 0: no limit */
@@ -279,14 +290,15 @@ const char *store_cf_name(const store_cf_t *cf);
 /* ---- Writer requests ---------------------------------------------------- */
 
 /*
- * Runs on the writer thread. Reads and writes go through txn. Returning a
+ * Runs on the writer. Reads and writes go through txn. Returning a
  * code other than OK (with st set) fails this request alone: everything it
  * wrote or emitted is rolled back and the rest of the group goes on.
  */
 typedef reel_code_t (*store_apply_fn)(store_txn_t *txn, void *arg,
                                       reel_status_t *st);
 
-/* Runs on the writer thread once the request's outcome is final. */
+/* Runs on the writer once the request's outcome is final: perhaps on the
+ * submitting thread, before store_submit() returns. */
 typedef void (*store_done_fn)(store_req_t *req);
 
 /*
@@ -304,7 +316,8 @@ struct store_req {
 };
 
 /*
- * Queues req. Returns OK and later calls req->done exactly once; or returns
+ * Queues req (or runs it at once, on this thread: see the top). Returns OK
+ * and calls req->done exactly once, later or already; or returns
  * RESOURCE_EXHAUSTED (queue full) or UNAVAILABLE (store failed or closing)
  * at once, with req->status set and done never called.
  */
@@ -313,12 +326,12 @@ reel_code_t store_submit(store_t *store, store_req_t *req);
 /*
  * Submits and waits: the synchronous form for tools and tests. On success
  * *last_revision (if not NULL) is the request's last revision, or 0.
- * Must not be called from the writer thread.
+ * Must not be called from the writer (an apply, done or publish function).
  */
 reel_code_t store_exec(store_t *store, store_apply_fn apply, void *arg,
                        uint64_t *last_revision, reel_status_t *st);
 
-/* ---- Inside an apply function (writer thread only) --------------------- */
+/* ---- Inside an apply function (on the writer only) ---------------------- */
 
 /*
  * Reads key as this transaction sees it (the database plus the group's

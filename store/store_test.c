@@ -179,7 +179,10 @@ typedef struct gate {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int entered, open;
+    store_t *store;
     store_req_t req;
+    pthread_t submitter;
+    reel_code_t submitted;
     int done;
 } gate_t;
 
@@ -206,14 +209,24 @@ static void gate_done(store_req_t *req) {
     pthread_mutex_unlock(&g->mu);
 }
 
+/* From a thread of its own: a lone submitter may run its request itself,
+ * and the gate holds whichever thread runs it. */
+static void *gate_submit(void *arg) {
+    gate_t *g = arg;
+
+    g->submitted = store_submit(g->store, &g->req);
+    return NULL;
+}
+
 static void gate_close(store_t *s, gate_t *g) {
     memset(g, 0, sizeof(*g));
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
+    g->store = s;
     g->req.apply = apply_gate;
     g->req.done = gate_done;
     g->req.arg = g;
-    assert_int_equal(store_submit(s, &g->req), REEL_OK);
+    assert_int_equal(pthread_create(&g->submitter, NULL, gate_submit, g), 0);
     pthread_mutex_lock(&g->mu);
     while (!g->entered)
         pthread_cond_wait(&g->cv, &g->mu);
@@ -227,6 +240,8 @@ static void gate_open(gate_t *g) {
     while (!g->done)
         pthread_cond_wait(&g->cv, &g->mu);
     pthread_mutex_unlock(&g->mu);
+    pthread_join(g->submitter, NULL);
+    assert_int_equal(g->submitted, REEL_OK);
     reel_status_fini(&g->req.status);
 }
 
@@ -1047,6 +1062,8 @@ static void test_close_completes_queued_writes(void **state) {
     pthread_cond_broadcast(&g.cv);
     pthread_mutex_unlock(&g.mu);
     reopen(f);
+    pthread_join(g.submitter, NULL);
+    assert_true(g.done);
     for (int i = 0; i < 16; i++) {
         assert_true(reqs[i].done);
         assert_int_equal(reqs[i].req.status.code, REEL_OK);
@@ -1359,6 +1376,211 @@ static void test_the_alarm_runs_at_its_time_once_per_arming(void **state) {
     pthread_cond_destroy(&a.cv);
 }
 
+/* ---- A lone submitter runs its own group -------------------------------- */
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    nanosleep(&ts, NULL);
+}
+
+typedef struct where {
+    pthread_t thread; /* the thread the apply ran on */
+    put_arg_t put;
+} where_t;
+
+static reel_code_t apply_put_where(store_txn_t *txn, void *arg,
+                                   reel_status_t *st) {
+    where_t *w = arg;
+
+    w->thread = pthread_self();
+    return apply_put(txn, &w->put, st);
+}
+
+/* One caller writing at a time: once the writer has seen a group of one,
+ * the caller's own thread runs each request (done before store_submit
+ * returns), revisions stay gapless, and every change is published once,
+ * in order. */
+static void test_a_lone_caller_runs_its_requests_on_its_own_thread(
+    void **state) {
+    fixture_t *f = *state;
+    store_stats_t before, after;
+    where_t w = {.put = {"lone", "v", 1}};
+    uint64_t rev = 0;
+
+    store_stats(f->store, &before);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(store_exec(f->store, apply_put_where, &w, &rev, NULL),
+                         REEL_OK);
+        assert_int_equal(rev, (uint64_t)i + 1);
+    }
+    store_stats(f->store, &after);
+    /* The first may have gone to the writer (no group of one yet). */
+    assert_true(after.led - before.led >= 19);
+    assert_true(pthread_equal(w.thread, pthread_self()));
+    assert_int_equal(after.commits - before.commits, 20);
+    pthread_mutex_lock(&f->mu);
+    assert_int_equal(f->n_published, 20);
+    for (size_t i = 0; i < f->n_published; i++)
+        assert_int_equal(f->published[i], i + 1);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* While a submitter runs a group (held by a gate), later requests queue:
+ * the writer thread runs them once it is done, as one group, after it. */
+static void test_requests_behind_a_submitters_group_go_to_the_writer(
+    void **state) {
+    fixture_t *f = *state;
+    where_t first = {.put = {"first", "1", 1}};
+    async_req_t reqs[8];
+    where_t wh[8];
+    store_stats_t before, after;
+    gate_t g;
+
+    /* A group of one, so the gate's submitter runs it itself. */
+    assert_int_equal(store_exec(f->store, apply_put_where, &first, NULL, NULL),
+                     REEL_OK);
+    store_stats(f->store, &before);
+    gate_close(f->store, &g);
+    for (int i = 0; i < 8; i++) {
+        async_init(&reqs[i], apply_put_where, "queued", "x", 1);
+        wh[i].put = reqs[i].put;
+        reqs[i].req.arg = &wh[i];
+        assert_int_equal(store_submit(f->store, &reqs[i].req), REEL_OK);
+        assert_false(reqs[i].done); /* queued, not run here */
+    }
+    gate_open(&g);
+    for (int i = 0; i < 8; i++) {
+        async_wait(&reqs[i]);
+        assert_int_equal(reqs[i].req.status.code, REEL_OK);
+        assert_int_equal(reqs[i].req.first_revision, 2 + (uint64_t)i);
+        assert_false(pthread_equal(wh[i].thread, pthread_self()));
+        assert_false(pthread_equal(wh[i].thread, g.submitter));
+    }
+    store_stats(f->store, &after);
+    /* The gate, which writes nothing (no commit), then the 8 as one. */
+    assert_int_equal(after.led - before.led, 1);
+    assert_int_equal(after.commits - before.commits, 1);
+    assert_int_equal(after.requests - before.requests, 8);
+}
+
+typedef struct nested {
+    store_t *store;
+    async_req_t inner;
+    int submitted_inside; /* store_submit() returned before inner ran */
+} nested_t;
+
+static void nested_done(store_req_t *req) {
+    nested_t *n = req->arg;
+
+    /* On the thread that runs the group: the request is queued for the
+     * writer, not run inside this one. */
+    assert_int_equal(store_submit(n->store, &n->inner.req), REEL_OK);
+    n->submitted_inside = !n->inner.done;
+}
+
+static reel_code_t apply_outer(store_txn_t *txn, void *arg,
+                               reel_status_t *st) {
+    put_arg_t outer = {"outer", "1", 1};
+
+    (void)arg;
+    return apply_put(txn, &outer, st);
+}
+
+static void test_a_submit_from_a_done_is_queued_not_nested(void **state) {
+    fixture_t *f = *state;
+    put_arg_t one = {"one", "1", 1};
+    nested_t n = {.store = f->store};
+    store_req_t outer = {.apply = apply_outer, .done = nested_done,
+                         .arg = &n};
+
+    assert_int_equal(store_exec(f->store, apply_put, &one, NULL, NULL),
+                     REEL_OK);
+    async_init(&n.inner, apply_put, "inner", "2", 1);
+    assert_int_equal(store_submit(f->store, &outer), REEL_OK);
+    async_wait(&n.inner);
+    assert_true(n.submitted_inside);
+    assert_int_equal(n.inner.req.status.code, REEL_OK);
+    assert_int_equal(outer.first_revision + 1, n.inner.req.first_revision);
+    reel_status_fini(&outer.status);
+}
+
+typedef struct stopper {
+    store_t *store;
+    atomic_int stopped;
+} stopper_t;
+
+static void *stop_main(void *arg) {
+    stopper_t *st = arg;
+
+    store_stop(st->store);
+    atomic_store(&st->stopped, 1);
+    return NULL;
+}
+
+/* A stop waits for the group a submitter is running, and a request that
+ * group queued meanwhile still commits. */
+static void test_stop_waits_for_a_submitters_group(void **state) {
+    fixture_t *f = *state;
+    put_arg_t one = {"one", "1", 1};
+    stopper_t st = {.store = f->store};
+    async_req_t queued;
+    pthread_t t;
+    gate_t g;
+
+    assert_int_equal(store_exec(f->store, apply_put, &one, NULL, NULL),
+                     REEL_OK);
+    gate_close(f->store, &g);
+    async_init(&queued, apply_put, "queued", "q", 1);
+    assert_int_equal(store_submit(f->store, &queued.req), REEL_OK);
+    assert_int_equal(pthread_create(&t, NULL, stop_main, &st), 0);
+    sleep_ms(100);
+    assert_false(atomic_load(&st.stopped));
+    gate_open(&g);
+    pthread_join(t, NULL);
+    assert_true(queued.done);
+    assert_int_equal(queued.req.status.code, REEL_OK);
+    assert_int_equal(store_revision(f->store), 2);
+}
+
+/* The alarm's time passes while a submitter holds the role: the writer
+ * thread runs it as soon as the submitter is done. */
+static void test_the_alarm_waits_for_a_submitters_group(void **state) {
+    fixture_t *f = *state;
+    alarm_state_t a = {0};
+    store_opts_t o = fixture_opts(f);
+    pthread_condattr_t ca;
+    put_arg_t one = {"one", "1", 1};
+    gate_t g;
+
+    pthread_mutex_init(&a.mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&a.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    store_close(f->store);
+    o.alarm = count_alarm;
+    o.alarm_arg = &a;
+    f->store = testing_store_open(f->dir, &o);
+    assert_int_equal(store_cf_lookup(f->store, "data", &data, NULL), REEL_OK);
+    a.store = f->store;
+    assert_int_equal(store_exec(f->store, apply_put, &one, NULL, NULL),
+                     REEL_OK);
+    gate_close(f->store, &g);
+    store_wake_at(f->store, reel_clock_now_ms() + 20);
+    sleep_ms(100);
+    pthread_mutex_lock(&a.mu);
+    assert_int_equal(a.calls, 0); /* not beside the running group */
+    pthread_mutex_unlock(&a.mu);
+    gate_open(&g);
+    assert_true(wait_calls(&a, 1));
+    store_close(f->store);
+    f->store = NULL;
+    open_store(f);
+    pthread_mutex_destroy(&a.mu);
+    pthread_cond_destroy(&a.cv);
+}
+
 /* The bytes of the RocksDB WAL files ("NNNNNN.log") in dir. */
 static uint64_t wal_bytes(const char *dir) {
     DIR *d = opendir(dir);
@@ -1553,6 +1775,18 @@ static void test_an_auto_background_rate_runs_free_without_bulk_writers(
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_a_lone_caller_runs_its_requests_on_its_own_thread, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_requests_behind_a_submitters_group_go_to_the_writer, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_submit_from_a_done_is_queued_not_nested, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_waits_for_a_submitters_group,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_the_alarm_waits_for_a_submitters_group, setup, teardown),
         cmocka_unit_test(test_the_background_rate_follows_the_commits),
         cmocka_unit_test_setup_teardown(
             test_an_auto_background_rate_runs_free_without_bulk_writers, setup,
