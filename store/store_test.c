@@ -1329,29 +1329,44 @@ static int wait_calls(alarm_state_t *a, int n) {
     return ok;
 }
 
+/* Reopens f's store with a's count_alarm as its alarm. */
+static void alarm_reopen(fixture_t *f, alarm_state_t *a) {
+    store_opts_t o = fixture_opts(f);
+    pthread_condattr_t ca;
+
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&a->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    store_close(f->store);
+    o.alarm = count_alarm;
+    o.alarm_arg = a;
+    f->store = testing_store_open(f->dir, &o);
+    assert_int_equal(store_cf_lookup(f->store, "data", &data, NULL), REEL_OK);
+    a->store = f->store;
+}
+
+/* Back to f's store without an alarm. */
+static void alarm_close(fixture_t *f, alarm_state_t *a) {
+    store_close(f->store);
+    f->store = NULL;
+    open_store(f);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+}
+
 /* Armed from another thread while the writer is idle, the alarm runs at
  * its time, not before, once; armed again from inside, it runs again;
  * disarmed, it stays quiet while other groups commit. */
 static void test_the_alarm_runs_at_its_time_once_per_arming(void **state) {
     fixture_t *f = *state;
     alarm_state_t a = {.rearm = 30};
-    store_opts_t o = fixture_opts(f);
-    pthread_condattr_t ca;
     put_arg_t put = {"k", "v", 1};
     char *val = NULL;
     size_t vlen = 0;
 
-    pthread_mutex_init(&a.mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&a.cv, &ca);
-    pthread_condattr_destroy(&ca);
-    store_close(f->store);
-    o.alarm = count_alarm;
-    o.alarm_arg = &a;
-    f->store = testing_store_open(f->dir, &o);
-    assert_int_equal(store_cf_lookup(f->store, "data", &data, NULL), REEL_OK);
-    a.store = f->store;
+    alarm_reopen(f, &a);
     a.due_ms = reel_clock_now_ms() + 50;
     store_wake_at(f->store, a.due_ms);
     store_wake_at(f->store, a.due_ms + 1000); /* later: changes nothing */
@@ -1369,11 +1384,7 @@ static void test_the_alarm_runs_at_its_time_once_per_arming(void **state) {
     assert_int_equal(store_get(f->store, data, "alarm", 5, &val, &vlen, NULL),
                      REEL_OK);
     free(val);
-    store_close(f->store);
-    f->store = NULL;
-    open_store(f);
-    pthread_mutex_destroy(&a.mu);
-    pthread_cond_destroy(&a.cv);
+    alarm_close(f, &a);
 }
 
 /* ---- A lone submitter runs its own group -------------------------------- */
@@ -1548,22 +1559,10 @@ static void test_stop_waits_for_a_submitters_group(void **state) {
 static void test_the_alarm_waits_for_a_submitters_group(void **state) {
     fixture_t *f = *state;
     alarm_state_t a = {0};
-    store_opts_t o = fixture_opts(f);
-    pthread_condattr_t ca;
     put_arg_t one = {"one", "1", 1};
     gate_t g;
 
-    pthread_mutex_init(&a.mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&a.cv, &ca);
-    pthread_condattr_destroy(&ca);
-    store_close(f->store);
-    o.alarm = count_alarm;
-    o.alarm_arg = &a;
-    f->store = testing_store_open(f->dir, &o);
-    assert_int_equal(store_cf_lookup(f->store, "data", &data, NULL), REEL_OK);
-    a.store = f->store;
+    alarm_reopen(f, &a);
     assert_int_equal(store_exec(f->store, apply_put, &one, NULL, NULL),
                      REEL_OK);
     gate_close(f->store, &g);
@@ -1574,11 +1573,7 @@ static void test_the_alarm_waits_for_a_submitters_group(void **state) {
     pthread_mutex_unlock(&a.mu);
     gate_open(&g);
     assert_true(wait_calls(&a, 1));
-    store_close(f->store);
-    f->store = NULL;
-    open_store(f);
-    pthread_mutex_destroy(&a.mu);
-    pthread_cond_destroy(&a.cv);
+    alarm_close(f, &a);
 }
 
 /* The bytes of the RocksDB WAL files ("NNNNNN.log") in dir. */
