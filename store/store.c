@@ -1144,6 +1144,7 @@ static _Thread_local int lead_here;
 
 reel_code_t store_submit(store_t *s, store_req_t *req) {
     reel_code_t rc = REEL_OK;
+    int64_t due;
 
     req->status.code = REEL_OK;
     req->status.msg = NULL;
@@ -1179,9 +1180,11 @@ reel_code_t store_submit(store_t *s, store_req_t *req) {
         lead_here = 0;
         pthread_mutex_lock(&s->mu);
         s->leading = 0;
-        /* The writer takes what came meanwhile, a stop, or its alarm. */
+        /* The writer takes what came meanwhile, a stop, or its alarm (the
+         * clock read only while the alarm is armed). */
+        due = atomic_load(&s->alarm_due);
         if (s->count > 0 || s->stopping ||
-            atomic_load(&s->alarm_due) <= reel_clock_now_ms())
+            (due != INT64_MAX && due <= reel_clock_now_ms()))
             pthread_cond_signal(&s->cv);
     } else {
         s->ring[(s->head + s->count) % s->cap] = req;
