@@ -660,6 +660,7 @@ void store_stats(store_t *s, store_stats_t *out) {
                                : atomic_load(&s->gov_rate_now);
     pthread_mutex_lock(&s->mu);
     out->queue_depth = s->count;
+    out->writer_idle = s->idle;
     pthread_mutex_unlock(&s->mu);
 }
 

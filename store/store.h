@@ -231,6 +231,7 @@ typedef struct store_stats {
     uint64_t commit_ns;      /* time of their synced writes, summed */
     uint64_t led;            /* groups a submitter ran (store_submit) */
     size_t queue_depth;      /* requests queued now */
+    int writer_idle;         /* the writer thread sleeps, waiting for work */
     int64_t background_rate; /* bytes a second flushes and compactions may
                                 write now; 0: no limit */
 } store_stats_t;

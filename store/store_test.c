@@ -1395,6 +1395,22 @@ static void sleep_ms(long ms) {
     nanosleep(&ts, NULL);
 }
 
+/* Waits (up to 5 s) for the writer thread to sleep. After a group of one,
+ * the next lone submit then runs on its caller's thread: without the wait
+ * a caller woken by done may come back before the writer has gone to
+ * sleep, on a busy machine every time, and its request queues instead. */
+static void wait_writer_idle(store_t *s) {
+    store_stats_t st;
+
+    for (int i = 0; i < 5000; i++) {
+        store_stats(s, &st);
+        if (st.writer_idle)
+            return;
+        sleep_ms(1);
+    }
+    fail_msg("the writer thread never went to sleep");
+}
+
 typedef struct where {
     pthread_t thread; /* the thread the apply ran on */
     put_arg_t put;
@@ -1421,6 +1437,7 @@ static void test_a_lone_caller_runs_its_requests_on_its_own_thread(
 
     store_stats(f->store, &before);
     for (int i = 0; i < 20; i++) {
+        wait_writer_idle(f->store);
         assert_int_equal(store_exec(f->store, apply_put_where, &w, &rev, NULL),
                          REEL_OK);
         assert_int_equal(rev, (uint64_t)i + 1);
@@ -1451,6 +1468,7 @@ static void test_requests_behind_a_submitters_group_go_to_the_writer(
     /* A group of one, so the gate's submitter runs it itself. */
     assert_int_equal(store_exec(f->store, apply_put_where, &first, NULL, NULL),
                      REEL_OK);
+    wait_writer_idle(f->store);
     store_stats(f->store, &before);
     gate_close(f->store, &g);
     for (int i = 0; i < 8; i++) {
@@ -1541,6 +1559,7 @@ static void test_stop_waits_for_a_submitters_group(void **state) {
 
     assert_int_equal(store_exec(f->store, apply_put, &one, NULL, NULL),
                      REEL_OK);
+    wait_writer_idle(f->store);
     gate_close(f->store, &g);
     async_init(&queued, apply_put, "queued", "q", 1);
     assert_int_equal(store_submit(f->store, &queued.req), REEL_OK);
@@ -1565,6 +1584,7 @@ static void test_the_alarm_waits_for_a_submitters_group(void **state) {
     alarm_reopen(f, &a);
     assert_int_equal(store_exec(f->store, apply_put, &one, NULL, NULL),
                      REEL_OK);
+    wait_writer_idle(f->store);
     gate_close(f->store, &g);
     store_wake_at(f->store, reel_clock_now_ms() + 20);
     sleep_ms(100);
