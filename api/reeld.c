@@ -687,6 +687,8 @@ int main(int argc, char **argv) {
     sopts.background_write_rate = cfg.background_rate;
     sopts.background_write_auto = cfg.background_auto;
     sopts.metrics = metrics;
+    /* One poller makes every submit: it must not run groups itself. */
+    sopts.writer_only = cfg.threads < 2;
     if (store_open(&sopts, &store, &st) != REEL_OK) {
         REEL_ERROR("reeld", "cannot open the store: %s",
                    reel_status_message(&st));

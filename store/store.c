@@ -201,6 +201,7 @@ struct store {
     int stopping;
     int idle;          /* the writer waits in writer_wait() */
     int leading;       /* a submitter runs a group in its place */
+    int writer_only;   /* never a submitter (store_opts.writer_only) */
     size_t last_group; /* requests in the last group run_group() ran */
     reel_status_t failure; /* set once, when failed becomes 1 */
 
@@ -856,6 +857,7 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     s->cap = opts->queue_capacity ? opts->queue_capacity
                                   : DEFAULT_QUEUE_CAPACITY;
     s->max_group = opts->max_group ? opts->max_group : DEFAULT_MAX_GROUP;
+    s->writer_only = opts->writer_only;
     s->publish = opts->publish;
     s->publish_arg = opts->publish_arg;
     s->before_commit = opts->before_commit;
@@ -1163,7 +1165,7 @@ reel_code_t store_submit(store_t *s, store_req_t *req) {
                              "retry later",
                              s->cap);
     } else if (s->idle && !s->leading && s->count == 0 &&
-               s->last_group == 1 && !lead_here) {
+               s->last_group == 1 && !lead_here && !s->writer_only) {
         /*
          * One call at a time (the last group held one request) and the
          * writer asleep: this thread runs the request as a group of its

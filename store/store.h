@@ -16,7 +16,7 @@
  * or, when that thread sleeps with nothing queued and the last group held
  * one request (one caller writing at a time), the submitting thread
  * itself, which then runs its request as a group inside store_submit()
- * and spares it the writer's wake-up. Groups run one at a time, in
+ * and spares it the writer's wake-up (unless store_opts.writer_only). Groups run one at a time, in
  * submission order, whichever thread runs them. "The writer" below means
  * whichever thread holds the role.
  *
@@ -183,6 +183,14 @@ typedef struct store_opts {
      * so the registry must outlive the store.
      */
     metrics_registry_t *metrics;
+    /*
+     * 1: only the writer thread runs groups, never a submitter. Set it
+     * when one thread makes every submit (reeld with a single poller):
+     * that thread, running a group, could take no new request meanwhile,
+     * so nothing would ever queue behind it and every request would be
+     * written alone, one sync each, however many were waiting.
+     */
+    int writer_only;
 } store_opts_t;
 
 /*

@@ -1454,6 +1454,30 @@ static void test_a_lone_caller_runs_its_requests_on_its_own_thread(
     pthread_mutex_unlock(&f->mu);
 }
 
+/* With writer_only (one thread makes every submit), the writer thread runs
+ * every group, even a lone caller's: that caller, running one, could take
+ * no new request meanwhile. */
+static void test_writer_only_keeps_every_group_on_the_writer(void **state) {
+    fixture_t *f = *state;
+    store_opts_t o = fixture_opts(f);
+    store_stats_t st;
+    where_t w = {.put = {"lone", "v", 1}};
+
+    store_close(f->store);
+    o.writer_only = 1;
+    f->store = testing_store_open(f->dir, &o);
+    assert_int_equal(store_cf_lookup(f->store, "data", &data, NULL), REEL_OK);
+    for (int i = 0; i < 10; i++) {
+        wait_writer_idle(f->store);
+        assert_int_equal(store_exec(f->store, apply_put_where, &w, NULL, NULL),
+                         REEL_OK);
+        assert_false(pthread_equal(w.thread, pthread_self()));
+    }
+    store_stats(f->store, &st);
+    assert_int_equal(st.led, 0);
+    assert_int_equal(st.commits, 10);
+}
+
 /* While a submitter runs a group (held by a gate), later requests queue:
  * the writer thread runs them once it is done, as one group, after it. */
 static void test_requests_behind_a_submitters_group_go_to_the_writer(
@@ -1793,6 +1817,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_a_lone_caller_runs_its_requests_on_its_own_thread, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_writer_only_keeps_every_group_on_the_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_requests_behind_a_submitters_group_go_to_the_writer, setup,
             teardown),

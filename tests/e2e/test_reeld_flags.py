@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from conftest import REELD, Reeld, unary
-from reel.v1 import admin_pb2
+from reel.v1 import admin_pb2, kv_pb2
 
 # name: (variable, default as --help shows it, min, max) -- what README's
 # reeld section and the limits it documents promise.
@@ -152,3 +152,38 @@ def test_a_flag_wins_over_its_variable_and_the_variable_over_the_default(
     monkeypatch.setenv("REEL_SIGNAL_MAX_WAIT_MS", "nonsense")
     assert max_wait(Reeld(str(tmp_path / "d"),
                           extra=["--signal-max-wait-ms", "77"]).start()) == 77
+
+
+CLOSED = re.compile(r"\((\d+) commits since start, [\d.]+ requests each, "
+                    r"(\d+) run by their submitter\)")
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_one_poller_never_runs_a_group_itself(tmp_path, threads):
+    """A lone caller's write may run on the poller that took it (the writer
+    is a role), but not with --threads 1: that poller makes every submit,
+    and while it ran a group it could take no request, so none would ever
+    queue behind it and 64 writes in flight would sync one by one. With
+    the default pollers, a caller writing one value at a time does run its
+    own groups."""
+    server = Reeld(str(tmp_path / "data"), extra=["--threads", str(threads)]).start()
+    with grpc.insecure_channel(server.addr) as ch:
+        set_ = unary(ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest,
+                     kv_pb2.SetValueResponse)
+        for i in range(30):
+            last = set_(kv_pb2.SetValueRequest(namespace="t", key=f"seq.{i}",
+                                               value='"v"'), timeout=10).entry.revision
+        calls = [set_.future(kv_pb2.SetValueRequest(namespace="t", key=f"many.{i}",
+                                                    value='"v"'), timeout=30)
+                 for i in range(64)]
+        revisions = {c.result().entry.revision for c in calls}
+    assert len(revisions) == 64 and min(revisions) > last
+    code, _ = server.stop()
+    assert code == 0, server.log()
+    m = CLOSED.search(server.log())
+    assert m, server.log()
+    led = int(m.group(2))
+    if threads == 1:
+        assert led == 0, server.log()
+    else:
+        assert led > 0, server.log()
