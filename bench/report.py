@@ -800,6 +800,14 @@ def section_sequential(R):
     dbcpu = num(R.dbbench.get(1, {}).get("cpu_us_per_op"))
     body.append(["db_bench@1's own CPU per durable write (the sync's floor on this machine)",
                  f_us(dbcpu) + " µs" if dbcpu is not None else NOT_MEASURED, ""])
+    getcpu = R.value("seq-get-reel", "server_cpu_us_per_op", concurrency=1)
+    body.append(["reeld CPU per `get`@1, a call that writes nothing",
+                 f_us(getcpu) + " µs" if getcpu is not None else NOT_MEASURED, ""])
+    setcpu = R.value("seq-set-reel", "server_cpu_us_per_op", concurrency=1)
+    cfloor = getcpu + dbcpu if getcpu is not None and dbcpu is not None else None
+    body.append(["the two together: a `set`@1's CPU before reel's own work; `set`@1 / it",
+                 "%s µs; %s" % (f_us(cfloor), f_ratio(ratio(setcpu, cfloor)))
+                 if cfloor is not None else NOT_MEASURED, ""])
     idle = R.rows("seq-idle-reel")
     pct = num(idle[0].get("pct_of_core")) if idle else None
     secs = num(idle[0].get("seconds")) if idle else None
@@ -808,8 +816,9 @@ def section_sequential(R):
                  "%.2f%%" % pct if pct is not None else NOT_MEASURED,
                  verdict(None if pct is None else pct < IDLE_PCT)])
     out.append(table(["figure", "measured", "verdict"], body, numeric=False))
-    out.append("\n_CPU per write cannot go below what the sync itself costs in the kernel; "
-               "db_bench@1's row above is that cost on this machine, measured in the same run._\n")
+    out.append("\n_CPU per write cannot go below what the sync itself costs in the kernel "
+               "(db_bench@1's row) plus what the call costs the server (`get`@1's row), both "
+               "measured on this machine in the same run._\n")
     return "\n".join(out)
 
 
