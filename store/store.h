@@ -16,9 +16,9 @@
  * or, when that thread sleeps with nothing queued and the last group held
  * one request (one caller writing at a time), the submitting thread
  * itself, which then runs its request as a group inside store_submit()
- * and spares it the writer's wake-up (unless store_opts.writer_only). Groups run one at a time, in
- * submission order, whichever thread runs them. "The writer" below means
- * whichever thread holds the role.
+ * and spares it the writer's wake-up (unless store_opts.writer_only).
+ * Groups run one at a time, in submission order, whichever thread runs
+ * them. "The writer" below means whichever thread holds the role.
  *
  * Threading: store_t is thread-safe. A store_txn_t exists only inside an
  * apply function, on the writer; it must not escape it. Apply, done and
