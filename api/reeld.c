@@ -249,7 +249,7 @@ static const flag_t flags[] = {
      "bytes a second RocksDB's flushes and compactions (an artifact's "
      "chunks among them) may write: auto = as fast as the disk goes, but "
      "slower while an upload's writes make synced commits slower than "
-     "usual; a number = at most that many; 0 = no limit"},
+     "usual; a number = at most that many, up to 4000000000; 0 = no limit"},
     {"workspace-max-artifact-bytes", "REEL_WORKSPACE_MAX_ARTIFACT_BYTES", "N",
      FLAG_NUMBER, NULL, (long long)WS_DEFAULT_MAX_ARTIFACT, 1, INT64_MAX,
      FIELD(limits.ws.max_artifact),
@@ -484,11 +484,11 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         errno = 0;
         n = strtoull(v, &end, 10);
         if (errno != 0 || end == v || *end != '\0' || *v < '0' ||
-            *v > '9' || n > INT64_MAX) {
+            *v > '9' || n > STORE_BACKGROUND_RATE_MAX) {
             fprintf(stderr,
                     "reeld: --background-write-rate: \"%s\" is not auto or "
-                    "a number of bytes a second in 0..%lld\n",
-                    v, (long long)INT64_MAX);
+                    "a number of bytes a second in 0..%llu (0: no limit)\n",
+                    v, (unsigned long long)STORE_BACKGROUND_RATE_MAX);
             return -1;
         }
         cfg->background_auto = 0;

@@ -107,7 +107,8 @@
 #define BULK_IMMUTABLE 2 /* a bulk put waits while this many are flushing */
 
 /* The background write governor (govern()). */
-#define GOV_CEILING ((int64_t)4000000000) /* bytes a second: "no limit" */
+/* Bytes a second: the limiter's rate for "no limit" under auto. */
+#define GOV_CEILING ((int64_t)STORE_BACKGROUND_RATE_MAX)
 #define GOV_TICK_NS ((int64_t)100000000)  /* one decision per 100 ms */
 #define GOV_BULK_IDLE_NS ((int64_t)1000000000) /* bulk writers gone */
 #define FORMAT_FILE "FORMAT"
@@ -218,6 +219,7 @@ struct store {
     /* The background write rate (see govern()). */
     rocksdb_ratelimiter_t *limiter; /* NULL: no limit */
     int gov_auto;
+    int gov_unlimited; /* auto without a ceiling: GOV_CEILING is no limit */
     _Atomic int64_t gov_last_ns;       /* the last tick */
     _Atomic uint64_t gov_max_ns;       /* longest commit since then */
     _Atomic int64_t bulk_last_ns;      /* a bulk writer's last step */
@@ -655,10 +657,13 @@ void store_stats(store_t *s, store_stats_t *out) {
     out->requests = atomic_load_explicit(&s->n_grouped, memory_order_relaxed);
     out->commit_ns = atomic_load_explicit(&s->commit_ns, memory_order_relaxed);
     out->led = atomic_load_explicit(&s->n_led, memory_order_relaxed);
-    out->background_rate = s->limiter == NULL ? 0
-                           : atomic_load(&s->gov_rate_now) >= GOV_CEILING
-                               ? 0
-                               : atomic_load(&s->gov_rate_now);
+    /* 0 is "no limit": no limiter, or auto at its open ceiling. A fixed
+     * rate is reported as it is, the largest one included. */
+    out->background_rate =
+        s->limiter == NULL ? 0
+        : s->gov_unlimited && atomic_load(&s->gov_rate_now) >= GOV_CEILING
+            ? 0
+            : atomic_load(&s->gov_rate_now);
     pthread_mutex_lock(&s->mu);
     out->queue_depth = s->count;
     out->writer_idle = s->idle;
@@ -918,6 +923,7 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
          * follows the commits (govern()). Flushes go first, compactions
          * after. */
         s->gov_auto = opts->background_write_auto;
+        s->gov_unlimited = s->gov_auto && opts->background_write_rate == 0;
         s->gov.ceiling = opts->background_write_rate > 0 &&
                                  opts->background_write_rate <
                                      (uint64_t)GOV_CEILING

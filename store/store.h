@@ -163,9 +163,10 @@ typedef struct store_opts {
     store_alarm_fn alarm; /* may be NULL: store_wake_at() then does nothing */
     void *alarm_arg;
     /* RocksDB's flushes and compactions (table and blob files, a bulk
-     * family's chunks among them) write at most this many bytes a second;
-     * 0: no limit. Below the disk's own rate, synced commits keep their
-     * latency while bulk bytes are written. */
+     * family's chunks among them) write at most this many bytes a second,
+     * up to STORE_BACKGROUND_RATE_MAX (more is held there); 0: no limit.
+     * Below the disk's own rate, synced commits keep their latency while
+     * bulk bytes are written. */
     uint64_t background_write_rate;
     /*
      * With background_write_auto, background_write_rate is only the
@@ -252,6 +253,7 @@ void store_stats(store_t *store, store_stats_t *out);
  * (background_write_auto), as one decision a tick (store.c's govern()
  * measures; this decides, and is here to be tested on its own).
  */
+#define STORE_BACKGROUND_RATE_MAX ((uint64_t)4000000000) /* bytes a second */
 #define STORE_GOV_START ((int64_t)32000000) /* bytes a second */
 #define STORE_GOV_FLOOR ((int64_t)8000000)
 #define STORE_GOV_MIN_GROUPS 8

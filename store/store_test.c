@@ -1810,6 +1810,14 @@ static void test_an_auto_background_rate_runs_free_without_bulk_writers(
     assert_int_equal(open_with(f, &o, &st), REEL_OK);
     commit_a_while(f->store);
     assert_int_equal(background_rate(f->store), 50000000);
+    /* The largest fixed rate is a limit too, not "no limit". */
+    store_close(f->store);
+    f->store = NULL;
+    o.background_write_rate = STORE_BACKGROUND_RATE_MAX;
+    assert_int_equal(open_with(f, &o, &st), REEL_OK);
+    commit_a_while(f->store);
+    assert_int_equal(background_rate(f->store),
+                     (int64_t)STORE_BACKGROUND_RATE_MAX);
 }
 
 int main(void) {
