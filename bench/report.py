@@ -62,6 +62,9 @@ SEQ_P50_VS_FLOOR = 1.10       # set@1, append@1 p50 <= 1.10 x (get@1 p50 + db_be
 SEQ_P99_VS_FLOOR = 2.0        # their p99 <= 2 x the same floor
 SEQ_CPU_US = 80               # reeld CPU per set@1
 IDLE_PCT = 1.0                # an idle reeld under 1% of a core over 30 s
+SEQ_CPU_VS_ETCD = 0.6         # reeld CPU per set@64 <= 0.6 x etcd's per Put@64
+SEQ_SET64_VS_ETCD = 1.25      # set@64 ops/s >= 1.25 x etcd's, same client
+SEQ_SET1_VS_ETCD = 1.2        # set@1 ops/s >= 1.2 x etcd's, same client
 
 SET_C = 64         # the concurrency the targets name
 DBBENCH_T = 32     # the db_bench thread count the targets name
@@ -819,6 +822,27 @@ def section_sequential(R):
     out.append("\n_CPU per write cannot go below what the sync itself costs in the kernel "
                "(db_bench@1's row) plus what the call costs the server (`get`@1's row), both "
                "measured on this machine in the same run._\n")
+    out.append("Against etcd, from the durable-write steps of this run (the same client, one "
+               "server after the other; the server's CPU from `/proc/PID/stat`):\n")
+    body = []
+    rs, es = R.row("set-reel", concurrency=SET_C) or {}, R.row("set-etcd", concurrency=SET_C) or {}
+    rc, ec = num(rs.get("server_cpu_us_per_op")), num(es.get("server_cpu_us_per_op"))
+    r = ratio(rc, ec)
+    body.append(["reeld's CPU per `set`@%d / etcd's per `Put`@%d (target ≤ %.1f×)" % (
+                     SET_C, SET_C, SEQ_CPU_VS_ETCD),
+                 "%s / %s µs = %s" % (f_us(rc), f_us(ec), f_ratio(r)) if r is not None
+                 else NOT_MEASURED,
+                 verdict(None if r is None else r <= SEQ_CPU_VS_ETCD)])
+    for c, want in ((SET_C, SEQ_SET64_VS_ETCD), (1, SEQ_SET1_VS_ETCD)):
+        ro = num((R.row("set-reel", concurrency=c) or {}).get("ops_per_s"))
+        eo = num((R.row("set-etcd", concurrency=c) or {}).get("ops_per_s"))
+        r = ratio(ro, eo)
+        body.append(["`set`@%d ops/s, reel / etcd (target ≥ %.2f×)" % (c, want),
+                     "%s / %s = %s" % (f_int(ro), f_int(eo), f_ratio(r)) if r is not None
+                     else NOT_MEASURED,
+                     verdict(None if r is None else r >= want)])
+    out.append(table(["figure", "measured", "verdict"], body, numeric=False))
+    out.append("")
     return "\n".join(out)
 
 
