@@ -66,9 +66,14 @@ def test_20_kill9_cycles_under_load_lose_nothing(tmp_path, reeld, reel, receiver
     sink = Sink(tmp_path, reeld.addr, cfg, "--takeover")
     wait_for("every event", lambda: {d["json"]["data"]["revision"]
                                      for d in receiver.delivered()} >= set(want), timeout=60)
-    # Every event may have been delivered before this sink even started:
-    # the graceful stop is checked once it runs.
+    # Every event may have been delivered before this sink even started,
+    # by one killed before it acknowledged them: this one delivers those
+    # again, then acknowledges up to the head (between messages, every
+    # ack interval). A stop before it has them acknowledges only what it
+    # did, so the graceful stop is checked once it has.
     sink.wait_log(r"reel-sink \S+: 1 sink on reel")
+    wait_for("the head acknowledged", lambda: (reel.acked("sink.k9") or 0) >= want[-1],
+             timeout=60)
     assert sink.stop() == 0
     dups = check_at_least_once_in_order(receiver, want)
     assert reel.acked("sink.k9") >= want[-1]
