@@ -197,11 +197,24 @@ reel_code_t api_authorize(void *arg, const char *path, const char *val,
 int api_is_admin(rpc_call_t *call) {
     const auth_principal_t *who = rpc_call_principal(call);
 
-    /* Without --auth token there is no principal: everyone is. */
-    return who == NULL || (who->scopes & AUTH_SCOPE(ADMIN)) != 0;
+    /* Without --auth token there is no principal: everyone is. With it,
+     * admin is the scope held by a token of the admin or the default
+     * tenant: a tenant with a prefix holding the scope is admin of its
+     * own names only (authorize_call), and sees nothing of the server's. */
+    return who == NULL || ((who->scopes & AUTH_SCOPE(ADMIN)) != 0 &&
+                           (strcmp(who->tenant, AUTH_ADMIN_TENANT) == 0 ||
+                            strcmp(who->tenant, AUTH_DEFAULT_TENANT) == 0));
 }
 
 /* ---- Admin's token methods --------------------------------------------------- */
+
+/* Without --auth token nobody's token is checked, so nobody may make,
+ * list or revoke one: a token planted then would be a working admin
+ * credential once auth is on, and would keep the first start with auth
+ * from writing admin.token for the operator. */
+#define NO_TOKENS                                                          \
+    "tokens need reeld --auth token: without it no call is checked, and " \
+    "no token may be created, listed or revoked"
 
 static void info_to_pb(const auth_info_t *in, Reel__V1__TokenInfo *pb,
                        char **scopes) {
@@ -250,9 +263,8 @@ static void admin_create_token(rpc_call_t *call, void *arg, const uint8_t *req,
         }
         sc |= (auth_scopes_t)1 << bit;
     }
-    if (ctx->auth == NULL) {
-        reel_status_set(&st, REEL_FAILED_PRECONDITION,
-                        "tokens need reeld --auth token");
+    if (!ctx->auth_token) {
+        reel_status_set(&st, REEL_FAILED_PRECONDITION, NO_TOKENS);
         goto out;
     }
     /* A rare, small synced write: waited for on this poller thread. */
@@ -298,9 +310,8 @@ static void admin_list_tokens(rpc_call_t *call, void *arg, const uint8_t *req,
         api_bad_request(call, "ListTokensRequest");
         return;
     }
-    if (ctx->auth == NULL) {
-        reel_status_set(&st, REEL_FAILED_PRECONDITION,
-                        "tokens need reeld --auth token");
+    if (!ctx->auth_token) {
+        reel_status_set(&st, REEL_FAILED_PRECONDITION, NO_TOKENS);
         goto out;
     }
     if (auth_token_list(ctx->auth, &list, &n, &st) != REEL_OK)
@@ -356,9 +367,8 @@ static void admin_revoke_token(rpc_call_t *call, void *arg, const uint8_t *req,
         api_bad_request(call, "RevokeTokenRequest");
         return;
     }
-    if (ctx->auth == NULL) {
-        reel_status_set(&st, REEL_FAILED_PRECONDITION,
-                        "tokens need reeld --auth token");
+    if (!ctx->auth_token) {
+        reel_status_set(&st, REEL_FAILED_PRECONDITION, NO_TOKENS);
         goto out;
     }
     if (auth_token_revoke(ctx->auth, in->id, &st) != REEL_OK)

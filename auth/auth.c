@@ -484,6 +484,30 @@ reel_code_t auth_token_new(char token[AUTH_TOKEN_LEN + 1],
     return REEL_OK;
 }
 
+/*
+ * Whether the UTF-8 text at p starts with a character that steers a
+ * terminal or the direction of the text around it: C0 controls, DEL, C1
+ * controls (U+0080-U+009F) and the bidirectional marks, embeddings,
+ * overrides and isolates (U+061C, U+200E-U+200F, U+202A-U+202E,
+ * U+2066-U+2069). p is NUL-terminated, so reading ahead stops there.
+ */
+static int name_steers(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+
+    if (p[0] < 0x20 || p[0] == 0x7f)
+        return 1;
+    if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+        return 1;
+    if (p[0] == 0xd8 && p[1] == 0x9c)
+        return 1;
+    if (p[0] == 0xe2 && p[1] == 0x80 &&
+        (p[2] == 0x8e || p[2] == 0x8f || (p[2] >= 0xaa && p[2] <= 0xae)))
+        return 1;
+    if (p[0] == 0xe2 && p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9)
+        return 1;
+    return 0;
+}
+
 reel_code_t auth_token_store(auth_t *a, const char *tenant,
                              auth_scopes_t scopes, const char *name,
                              int64_t ttl_ms, const char *token,
@@ -506,16 +530,19 @@ reel_code_t auth_token_store(auth_t *a, const char *tenant,
                                "name: %zu bytes exceeds the limit of %d",
                                strlen(name), AUTH_NAME_MAX);
     /* It goes into logs and listings: one line, nothing that steers a
-     * terminal. */
+     * terminal or turns the text around it. */
     for (size_t i = 0; name[i] != '\0'; i++)
-        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+        if (name_steers(name + i))
             return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                                   "name: byte %zu is a control character",
+                                   "name: byte %zu starts a control "
+                                   "character (C0, DEL, C1 or a "
+                                   "bidirectional control)",
                                    i);
-    if (ttl_ms < 0)
+    if (ttl_ms < 0 || ttl_ms > AUTH_TTL_MAX_MS)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "ttl_ms: %lld is negative (0: never expires)",
-                               (long long)ttl_ms);
+                               "ttl_ms: %lld is not in 0..%lld (100 years; "
+                               "0: never expires)",
+                               (long long)ttl_ms, (long long)AUTH_TTL_MAX_MS);
     if (token == NULL || auth_token_parse(token, strlen(token), id) != 0)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "token: not a reel token (reel_<id>_<secret>, "

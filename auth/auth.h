@@ -34,6 +34,8 @@ extern const store_cf_desc_t auth_cfs[];
 #define AUTH_TOKEN_LEN (5 + AUTH_ID_LEN + 1 + AUTH_SECRET_LEN)
 #define AUTH_TENANT_MAX 63
 #define AUTH_NAME_MAX 128
+/* The longest ttl a token takes: 100 years (36,525 days), in ms. */
+#define AUTH_TTL_MAX_MS 3155760000000LL
 /* The tenant whose names carry no prefix: a data dir from before tenants
  * is its data. */
 #define AUTH_DEFAULT_TENANT "default"

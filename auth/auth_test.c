@@ -159,6 +159,37 @@ static void test_an_expired_token_is_refused_after_its_ttl(void **s) {
     assert_int_equal(auth_is_live(f->auth, info.id, info.expires_ms), 0);
 }
 
+static void test_a_ttl_past_100_years_is_refused_and_the_longest_reopens(
+    void **s) {
+    fixture_t *f = *s;
+    char tok[AUTH_TOKEN_LEN + 1];
+    auth_info_t info;
+    auth_principal_t who;
+    reel_status_t st = REEL_STATUS_INIT;
+
+    /* created_ms + ttl_ms once overflowed: the record stored a negative
+     * expiry, the token was born expired, and the next open refused the
+     * whole data dir. */
+    assert_int_equal(auth_token_create(f->auth, "acme", AUTH_SCOPE(KV_READ),
+                                       NULL, INT64_MAX, tok, &info, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st),
+                           "ttl_ms: 9223372036854775807 is not in "
+                           "0..3155760000000"));
+    assert_int_equal(auth_token_create(f->auth, "acme", AUTH_SCOPE(KV_READ),
+                                       NULL, AUTH_TTL_MAX_MS + 1, tok, &info,
+                                       &st),
+                     REEL_INVALID_ARGUMENT);
+    make(f, "acme", AUTH_SCOPE(KV_READ), AUTH_TTL_MAX_MS, tok, &info);
+    assert_int_equal(info.expires_ms, info.created_ms + AUTH_TTL_MAX_MS);
+    close_all(f);
+    open_all(f);
+    assert_int_equal(check(f, tok, reel_clock_now_ms(), &who, NULL, 0),
+                     REEL_OK);
+    assert_int_equal(who.expires_ms, info.expires_ms);
+    reel_status_fini(&st);
+}
+
 static void test_revoked_tokens_fail_at_once_and_after_a_restart(void **s) {
     fixture_t *f = *s;
     char a[AUTH_TOKEN_LEN + 1], b[AUTH_TOKEN_LEN + 1];
@@ -224,7 +255,26 @@ static void test_bad_tenants_scopes_and_names_name_the_field(void **s) {
                                        &st),
                      REEL_INVALID_ARGUMENT);
     assert_non_null(strstr(reel_status_message(&st),
-                           "name: byte 2 is a control character"));
+                           "name: byte 2 starts a control character"));
+    /* C1 controls and bidirectional overrides steer a terminal, or turn
+     * the rest of a log line around, as well. */
+    assert_int_equal(auth_token_create(f->auth, "a", AUTH_SCOPE(KV_READ),
+                                       "ci\xc2\x85next", 0, tok, &info, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "name: byte 2 starts"));
+    assert_int_equal(auth_token_create(f->auth, "a", AUTH_SCOPE(KV_READ),
+                                       "abc\xe2\x80\xae" "cba", 0, tok, &info,
+                                       &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "name: byte 3 starts"));
+    assert_int_equal(auth_token_create(f->auth, "a", AUTH_SCOPE(KV_READ),
+                                       "\xe2\x81\xa6x", 0, tok, &info, &st),
+                     REEL_INVALID_ARGUMENT);
+    /* Other text outside ASCII is a name like any. */
+    assert_int_equal(auth_token_create(f->auth, "a", AUTH_SCOPE(KV_READ),
+                                       "caf\xc3\xa9 \xe2\x80\x94 \xe2\x9c\x93",
+                                       0, tok, &info, &st),
+                     REEL_OK);
     assert_int_equal(auth_scopes_parse("scope", "kv:read,kv:nope", &sc, &st),
                      REEL_INVALID_ARGUMENT);
     assert_non_null(strstr(reel_status_message(&st), "\"kv:nope\""));
@@ -233,7 +283,7 @@ static void test_bad_tenants_scopes_and_names_name_the_field(void **s) {
     assert_int_equal(auth_scopes_parse("scope", "kv:read,admin", &sc, &st),
                      REEL_OK);
     assert_int_equal(sc, AUTH_SCOPE(KV_READ) | AUTH_SCOPE(ADMIN));
-    assert_int_equal(auth_count(f->auth), 0);
+    assert_int_equal(auth_count(f->auth), 1); /* the one good name */
     reel_status_fini(&st);
 }
 
@@ -298,6 +348,9 @@ int main(void) {
             test_malformed_tokens_are_refused_without_echo, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_an_expired_token_is_refused_after_its_ttl, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_ttl_past_100_years_is_refused_and_the_longest_reopens,
+            setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_revoked_tokens_fail_at_once_and_after_a_restart, setup,
             teardown),

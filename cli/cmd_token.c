@@ -17,12 +17,15 @@
 #include "client/client.h"
 #include "cli/ctl.h"
 
+/* reeld's limit on a token's ttl (auth/auth.h AUTH_TTL_MAX_MS): 100 years. */
+#define TOKEN_TTL_MAX_MS 3155760000000ULL
+
 enum token_flag { TF_TENANT, TF_SCOPE, TF_TTL, TF_NAME, TF_COUNT };
 
 static const ctl_flag_spec_t token_flags[TF_COUNT] = {
     [TF_TENANT] = {"--tenant", CTL_STR, "TENANT", 0, 0},
     [TF_SCOPE] = {"--scope", CTL_STR, "SCOPE,...", 0, 0},
-    [TF_TTL] = {"--ttl", CTL_DURATION, "DURATION", 0, 0},
+    [TF_TTL] = {"--ttl", CTL_DURATION, "DURATION", TOKEN_TTL_MAX_MS, 0},
     [TF_NAME] = {"--name", CTL_STR, "NAME", 0, 0},
 };
 
@@ -62,15 +65,38 @@ static void info_text(const Reel__V1__TokenInfo *t) {
 static int token_create(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__CreateTokenRequest req = REEL__V1__CREATE_TOKEN_REQUEST__INIT;
     Reel__V1__CreateTokenResponse *r;
-    char *list = NULL, *scopes[32], *save = NULL;
+    char *list = NULL, *scopes[32], *s;
     size_t n = 0;
     int rc;
 
     if ((list = strdup(a->str[TF_SCOPE])) == NULL)
         return EXIT_FAIL;
-    for (char *s = strtok_r(list, ",", &save); s != NULL && n < 32;
-         s = strtok_r(NULL, ",", &save))
+    /* Every name between commas is sent: an empty one ("a,,b", a comma at
+     * either end) is a mistake to name, not to skip. */
+    for (s = list; *s != '\0';) {
+        char *comma = strchr(s, ',');
+
+        if (comma != NULL)
+            *comma = '\0';
+        if (*s == '\0' || (comma != NULL && comma[1] == '\0')) {
+            size_t empty = *s == '\0' ? n + 1 : n + 2;
+
+            free(list);
+            return ctl_usage_error(a, "--scope: scope %zu is empty (a "
+                                      "comma-separated list, e.g. "
+                                      "kv:read,kv:write)",
+                                   empty);
+        }
+        if (n == sizeof(scopes) / sizeof(*scopes)) {
+            free(list);
+            return ctl_usage_error(a, "--scope: more than %zu scopes",
+                                   sizeof(scopes) / sizeof(*scopes));
+        }
         scopes[n++] = s;
+        if (comma == NULL)
+            break;
+        s = comma + 1;
+    }
     if (n == 0) {
         free(list);
         return ctl_usage_error(a, "--scope: at least one scope, e.g. "

@@ -7,7 +7,7 @@ import subprocess
 import grpc
 import pytest
 
-from conftest import REELD, Reeld, free_port, unary
+from conftest import REELCTL, REELD, Reeld, free_port, unary
 from reel.v1 import admin_pb2
 
 
@@ -436,6 +436,85 @@ def test_bad_create_requests_name_the_field(secured):
         assert c == grpc.StatusCode.INVALID_ARGUMENT and want in d, d
     c, d = code_of(lambda: secured.revoke("0123456789abcdef"))
     assert c == grpc.StatusCode.NOT_FOUND and "0123456789abcdef" in d
+
+
+def test_a_ttl_past_100_years_is_refused_and_a_restart_still_starts(secured):
+    """created_ms + ttl_ms once overflowed: the token was born expired and
+    its record, with a negative expiry, kept reeld from ever starting again."""
+    for ttl in (2**63 - 1, 3155760000000 + 1):
+        c, d = code_of(lambda: secured.create(scopes=["kv:read"], ttl_ms=ttl))
+        assert c == grpc.StatusCode.INVALID_ARGUMENT, d
+        assert f"ttl_ms: {ttl} is not in 0..3155760000000" in d, d
+    tok, _ = secured.create(scopes=["kv:read"], ttl_ms=3155760000000)
+    get = lambda: secured.call(  # noqa: E731
+        "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest(namespace="n", key="k"),
+        kv_pb2.GetValueResponse, tok)
+    assert code_of(get)[0] == grpc.StatusCode.OK
+    assert secured.server.stop()[0] == 0
+    secured.server.start()
+    assert code_of(get)[0] == grpc.StatusCode.OK
+
+
+def test_without_auth_no_token_is_made_listed_or_revoked(tmp_path):
+    """A token planted while nothing is checked would be a working admin
+    credential once --auth token is on, and would keep that first start
+    from writing admin.token."""
+    data = tmp_path / "data"
+    plain = Reeld(str(data)).start()
+    try:
+        ch = plain.channel()
+        for path, req, resp in [
+            ("CreateToken", admin_pb2.CreateTokenRequest(tenant="admin", scopes=["admin"]),
+             admin_pb2.CreateTokenResponse),
+            ("ListTokens", admin_pb2.ListTokensRequest(), admin_pb2.ListTokensResponse),
+            ("RevokeToken", admin_pb2.RevokeTokenRequest(id="0123456789abcdef"),
+             admin_pb2.RevokeTokenResponse),
+        ]:
+            c, d = code_of(lambda: unary(ch, f"/reel.v1.Admin/{path}", type(req),
+                                         resp)(req, timeout=5))
+            assert c == grpc.StatusCode.FAILED_PRECONDITION, (path, c, d)
+            assert "tokens need reeld --auth token" in d, d
+        ch.close()
+        r = subprocess.run([REELCTL, "--addr", plain.addr, "token", "create",
+                            "--tenant", "admin", "--scope", "admin"],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode != 0 and "--auth token" in r.stderr, r.stderr
+        assert not TOKEN_RE.search(r.stdout)
+    finally:
+        assert plain.stop()[0] == 0
+    s = Secured(tmp_path)  # the same data dir: its first start with auth
+    try:
+        assert TOKEN_RE.fullmatch(s.admin)
+        ls = s.call("/reel.v1.Admin/ListTokens", admin_pb2.ListTokensRequest(),
+                    admin_pb2.ListTokensResponse, s.admin)
+        assert [t.name for t in ls.tokens] == ["first admin"]
+    finally:
+        s.close()
+
+
+def test_a_tenant_token_holding_admin_sees_no_data_dir(secured):
+    tok, _ = secured.create(tenant="acme", scopes=["admin"])
+    st = secured.call("/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
+                      admin_pb2.GetStatusResponse, tok)
+    assert st.version and st.data_dir == ""
+    for tenant in ("admin", "default"):
+        tok, _ = secured.create(tenant=tenant, scopes=["admin"])
+        st = secured.call("/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
+                          admin_pb2.GetStatusResponse, tok)
+        assert st.data_dir == str(secured.data), tenant
+
+
+@pytest.mark.parametrize("scopes, want", [
+    ("kv:read,,kv:write", "--scope: scope 2 is empty"),
+    (",kv:read", "--scope: scope 1 is empty"),
+    ("kv:read,", "--scope: scope 2 is empty"),
+])
+def test_reelctl_token_create_names_an_empty_scope(secured, scopes, want):
+    r = subprocess.run([REELCTL, "--addr", secured.server.addr, "--token",
+                        secured.admin, "token", "create", "--tenant", "acme",
+                        "--scope", scopes], capture_output=True, text=True,
+                       timeout=20)
+    assert r.returncode == 2 and want in r.stderr, (r.returncode, r.stderr)
 
 
 # The generated matrix: every rpc of every service in api/reel/v1/*.proto.
