@@ -66,6 +66,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "api/wire.h"
 #include "base/clock.h"
@@ -1100,6 +1101,79 @@ out:
     return rc;
 }
 
+/* t as "2020-01-02 00:00:00 UTC". */
+static void tls_time(const ASN1_TIME *t, char *buf, size_t cap) {
+    struct tm tm;
+
+    if (ASN1_TIME_to_tm(t, &tm) != 1 ||
+        strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+        snprintf(buf, cap, "(a date that does not read)");
+}
+
+/*
+ * OK when x is valid now; otherwise INVALID_ARGUMENT naming the file and
+ * the date: every handshake would fail on it.
+ */
+static reel_code_t tls_check_dates(const char *flag, const char *path,
+                                   const char *which, X509 *x,
+                                   reel_status_t *st) {
+    char when[64];
+
+    if (X509_cmp_current_time(X509_get0_notAfter(x)) <= 0) {
+        tls_time(X509_get0_notAfter(x), when, sizeof(when));
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s %s: %s expired (not after %s)", flag, path,
+                               which, when);
+    }
+    if (X509_cmp_current_time(X509_get0_notBefore(x)) >= 0) {
+        tls_time(X509_get0_notBefore(x), when, sizeof(when));
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s %s: %s is not valid yet (not before %s)",
+                               flag, path, which, when);
+    }
+    return REEL_OK;
+}
+
+/*
+ * The client CA file: one certificate or more, each a CA (a leaf there
+ * would make every client's certificate fail to verify), and at least one
+ * valid now.
+ */
+static reel_code_t tls_check_ca(const char *path, const char *ca,
+                                reel_status_t *st) {
+    BIO *b = BIO_new_mem_buf(ca, -1);
+    X509 *c;
+    int n = 0, live = 0;
+    reel_code_t rc = REEL_OK;
+
+    while (b != NULL && rc == REEL_OK &&
+           (c = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        n++;
+        if (X509_check_ca(c) == 0)
+            rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                 "--tls-client-ca %s: certificate %d is not "
+                                 "a CA's (no basicConstraints CA:TRUE): "
+                                 "give the CA that signs the clients' "
+                                 "certificates",
+                                 path, n);
+        else if (X509_cmp_current_time(X509_get0_notAfter(c)) > 0 &&
+                 X509_cmp_current_time(X509_get0_notBefore(c)) < 0)
+            live++;
+        X509_free(c);
+    }
+    if (rc == REEL_OK && n == 0)
+        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                             "--tls-client-ca %s: no PEM certificate in it",
+                             path);
+    else if (rc == REEL_OK && live == 0)
+        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                             "--tls-client-ca %s: no certificate in it is "
+                             "valid now (expired, or not valid yet)",
+                             path);
+    BIO_free(b);
+    return rc;
+}
+
 /*
  * Checks the PEM texts the way the handshake will use them, so a bad file
  * is an error now (at start, or on SIGHUP) rather than at each client's
@@ -1137,20 +1211,11 @@ static reel_code_t tls_check(const rpc_server_t *srv, const char *cert,
                              srv->tls_key, srv->tls_cert);
         goto out;
     }
-    if (ca != NULL) {
-        X509 *c;
-
-        BIO_free(b);
-        b = BIO_new_mem_buf(ca, -1);
-        if (b == NULL || (c = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL) {
-            rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
-                                 "--tls-client-ca %s: no PEM certificate in "
-                                 "it",
-                                 srv->tls_client_ca);
-            goto out;
-        }
-        X509_free(c);
-    }
+    if ((rc = tls_check_dates("--tls-cert", srv->tls_cert,
+                              "the certificate", x, st)) != REEL_OK)
+        goto out;
+    if (ca != NULL)
+        rc = tls_check_ca(srv->tls_client_ca, ca, st);
 out:
     ERR_clear_error();
     EVP_PKEY_free(k);

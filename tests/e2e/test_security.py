@@ -91,10 +91,31 @@ def make_cert(d, name, ca, server):
             "-extfile", ext.name, cwd=d)
 
 
+def make_expired(d, name, ca):
+    """A server certificate from ca valid for one day of 2020 only: `openssl
+    x509 -days` counts from now, `openssl ca` takes dates."""
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj",
+            f"/CN={name}", cwd=d)
+    (d / "index.txt").write_text("")
+    (d / f"{name}.cnf").write_text(
+        "[ca]\ndefault_ca = ca_default\n[ca_default]\ndatabase = index.txt\n"
+        "new_certs_dir = .\nserial = serial.txt\ndefault_md = sha256\n"
+        "policy = any\nunique_subject = no\n"
+        "[any]\ncommonName = supplied\n[ext]\n"
+        "subjectAltName = IP:127.0.0.1,DNS:localhost\n")
+    (d / "serial.txt").write_text("1000\n")
+    openssl("ca", "-batch", "-config", f"{name}.cnf", "-cert", f"{ca}.pem",
+            "-keyfile", f"{ca}.key", "-in", f"{name}.csr", "-out", f"{name}.pem",
+            "-startdate", "20200101000000Z", "-enddate", "20200102000000Z",
+            "-extensions", "ext", "-notext", cwd=d)
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """Two CAs; a server certificate from each; a client certificate from
-    each. Paths by name: pki["ca1.pem"]."""
+    each; a server certificate from ca1 that expired in 2020. Paths by
+    name: pki["ca1.pem"]."""
     d = tmp_path_factory.mktemp("pki")
     for ca in ("ca1", "ca2"):
         make_ca(d, ca)
@@ -102,6 +123,7 @@ def pki(tmp_path_factory):
     make_cert(d, "server2", "ca2", True)
     make_cert(d, "client1", "ca1", False)
     make_cert(d, "client2", "ca2", False)
+    make_expired(d, "expired", "ca1")
     return {p.name: p for p in d.iterdir()}
 
 
@@ -181,6 +203,15 @@ def test_sighup_reloads_the_certificates_without_dropping_connections(
         wait_log(server, "TLS not reloaded")
         assert "--tls-cert " + str(cert) + ": no PEM certificate" in server.log()
         assert status(server.addr, tls_creds(pki)).version
+        # An expired certificate, or a leaf as the client CA, would fail
+        # every new handshake: refused the same way.
+        shutil.copy(pki["expired.pem"], cert)
+        shutil.copy(pki["expired.key"], key)
+        server.proc.send_signal(signal.SIGHUP)
+        wait_log(server, "the certificate expired (not after 2020-01-02 "
+                 "00:00:00 UTC)")
+        assert server.log().count("TLS not reloaded") == 2
+        assert status(server.addr, tls_creds(pki)).version
         # The second CA's certificate: new connections get it.
         shutil.copy(pki["server2.pem"], cert)
         shutil.copy(pki["server2.key"], key)
@@ -200,12 +231,17 @@ def test_sighup_reloads_the_certificates_without_dropping_connections(
     (("server1.pem", "server2.key"), "does not match the certificate"),
     (("server1.key", "server1.key"), "no PEM certificate"),
     (("server1.pem", "nonexistent"), "cannot open"),
+    (("expired.pem", "expired.key"),
+     "expired.pem: the certificate expired (not after 2020-01-02 00:00:00 UTC)"),
+    (("server1.pem", "server1.key", "client1.pem"),
+     "client1.pem: certificate 1 is not a CA's"),
 ])
 def test_bad_tls_files_refuse_to_start_naming_the_file(tmp_path, pki, files, want):
-    cert, key = (str(pki.get(f, tmp_path / f)) for f in files)
+    cert, key = (str(pki.get(f, tmp_path / f)) for f in files[:2])
+    ca = ["--tls-client-ca", str(pki[files[2]])] if len(files) > 2 else []
     r = subprocess.run([REELD, "--data-dir", str(tmp_path / "d"), "--listen",
                         f"127.0.0.1:{free_port()}", "--tls-cert", cert,
-                        "--tls-key", key],
+                        "--tls-key", key] + ca,
                        capture_output=True, text=True, timeout=20)
     assert r.returncode == 1 and want in r.stderr, r.stderr
     assert "BEGIN" not in r.stderr
