@@ -394,6 +394,7 @@ static reel_code_t format_check(const char *dir, int *fresh,
 
 static reel_code_t make_dir(const char *dir, reel_status_t *st) {
     char path[4096];
+    struct stat sb;
     size_t len = strlen(dir);
 
     if (len == 0 || len >= sizeof(path))
@@ -410,9 +411,17 @@ static reel_code_t make_dir(const char *dir, reel_status_t *st) {
                                    strerror(errno));
         *p = '/';
     }
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+    /* The data dir itself is its owner's alone: its files hold every
+     * tenant's data in clear. One made before, or by someone else, is
+     * left as it is, with a warning when others may enter it. */
+    if (mkdir(path, 0700) != 0 && errno != EEXIST)
         return reel_status_set(st, REEL_UNAVAILABLE, "mkdir %s: %s", path,
                                strerror(errno));
+    if (stat(path, &sb) == 0 && (sb.st_mode & 0077) != 0)
+        REEL_WARN("store",
+                  "data dir %s: mode %04o lets others than its owner in, and "
+                  "its files hold every value in clear: chmod 700 it",
+                  path, (unsigned)(sb.st_mode & 07777));
     return REEL_OK;
 }
 

@@ -368,6 +368,20 @@ def test_first_start_writes_an_admin_token_file_only_its_owner_reads(secured):
     assert [t.tenant for t in ls.tokens] == ["admin"]
 
 
+def test_a_new_data_dir_is_its_owners_alone_and_an_open_one_is_warned_of(tmp_path):
+    """The files hold every tenant's values in clear."""
+    data = tmp_path / "data"
+    s = Reeld(str(data)).start()
+    assert s.stop()[0] == 0
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert "lets others" not in s.log()
+    data.chmod(0o755)
+    s.start()
+    assert s.stop()[0] == 0
+    assert f"data dir {data}: mode 0755 lets others than its owner in" in s.log()
+    assert stat.S_IMODE(data.stat().st_mode) == 0o755  # left as it is
+
+
 def test_a_first_admin_token_that_cannot_be_written_is_not_stored(tmp_path):
     """The file comes first: when it cannot be written reeld does not start
     and stores no token, so the next start (the file's way cleared) makes
