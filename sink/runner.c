@@ -185,7 +185,16 @@ static int is_stopping(sink_runner_t *r) {
     return s;
 }
 
-/* The head revision, for "from": "now". 0 and *head, or -1 (said). */
+static void fatal(sink_runner_t *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* gRPC's UNAUTHENTICATED and PERMISSION_DENIED: the token is wrong, and
+ * asking again will not make it right. */
+#define GRPC_CODE_PERMISSION_DENIED 7
+#define GRPC_CODE_UNAUTHENTICATED 16
+
+/* The head revision, for "from": "now". 0 and *head, -1 (said, to try
+ * again) or -2 (the token is refused: fatal). */
 static int get_head(sink_runner_t *r, uint64_t *head) {
     Reel__V1__GetHeadRequest req = REEL__V1__GET_HEAD_REQUEST__INIT;
     Reel__V1__GetHeadResponse *resp;
@@ -195,12 +204,20 @@ static int get_head(sink_runner_t *r, uint64_t *head) {
 
     if (reel_client_unary_retry(r->client, "/reel.v1.Wal/GetHead", buf, len,
                                 REEL_TIMEOUT_DEFAULT, &rep) != 0) {
-        REEL_WARN("sink", "sink %s: reading reel's head revision: %s: %s; "
-                  "trying again",
-                  r->cfg->name, reel_grpc_code_name(rep.code),
+        int refused = rep.code == GRPC_CODE_UNAUTHENTICATED ||
+                      rep.code == GRPC_CODE_PERMISSION_DENIED;
+
+        if (refused)
+            fatal(r, "reading reel's head revision: %s: %s",
+                  reel_grpc_code_name(rep.code),
                   rep.details ? rep.details : "");
+        else
+            REEL_WARN("sink", "sink %s: reading reel's head revision: %s: "
+                      "%s; trying again",
+                      r->cfg->name, reel_grpc_code_name(rep.code),
+                      rep.details ? rep.details : "");
         reel_reply_fini(&rep);
-        return -1;
+        return refused ? -2 : -1;
     }
     resp = reel__v1__get_head_response__unpack(NULL, rep.len, rep.body);
     reel_reply_fini(&rep);
@@ -212,21 +229,32 @@ static int get_head(sink_runner_t *r, uint64_t *head) {
 }
 
 /* Before subscribing: is the sink disabled, and where would a new consumer
- * start? Retried until reel answers or the sink stops. */
+ * start? Retried until reel answers or the sink stops; a refused token
+ * stops the sink, as it does the consumer's stream. */
 static int prepare(sink_runner_t *r, uint64_t *from) {
     for (;;) {
         reel_status_t st = REEL_STATUS_INIT;
         char *reason = NULL;
-        int disabled = 0, ok = 1;
+        int disabled = 0, ok = 1, h;
+        reel_code_t rc;
 
         if (is_stopping(r))
             return -1;
         *from = r->cfg->from == SINK_FROM_REVISION ? r->cfg->from_revision
                                                    : 0;
-        if (r->cfg->from == SINK_FROM_NOW && get_head(r, from) != 0)
+        if (r->cfg->from == SINK_FROM_NOW && (h = get_head(r, from)) != 0) {
+            if (h == -2)
+                return -1;
             ok = 0;
-        if (ok && sink_state_disabled(r->client, r->o.state_ns, r->cfg->name,
-                                      &disabled, &reason, &st) != REEL_OK) {
+        }
+        if (ok && (rc = sink_state_disabled(r->client, r->o.state_ns,
+                                            r->cfg->name, &disabled, &reason,
+                                            &st)) != REEL_OK) {
+            if (rc == REEL_UNAUTHENTICATED || rc == REEL_PERMISSION_DENIED) {
+                fatal(r, "%s", reel_status_message(&st));
+                reel_status_fini(&st);
+                return -1;
+            }
             REEL_WARN("sink", "sink %s: %s; trying again", r->cfg->name,
                       reel_status_message(&st));
             reel_status_fini(&st);
@@ -251,9 +279,6 @@ static int prepare(sink_runner_t *r, uint64_t *from) {
         usleep(PREPARE_RETRY_MS * 1000);
     }
 }
-
-static void fatal(sink_runner_t *r, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
 
 static void fatal(sink_runner_t *r, const char *fmt, ...) {
     va_list ap;

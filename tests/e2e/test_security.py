@@ -773,6 +773,34 @@ def test_reel_sink_reaches_a_tls_reeld_with_a_token_from_its_variables(tmp_path,
     assert tok not in server.log()
 
 
+@pytest.mark.parametrize("scopes, revoke, want", [
+    (["wal:read", "wal:consume", "kv:read", "kv:write"], True, "UNAUTHENTICATED"),
+    (["wal:read", "wal:consume"], False, "PERMISSION_DENIED"),
+])
+def test_reel_sink_run_stops_on_a_refused_token_instead_of_trying_forever(
+        secured, tmp_path, scopes, revoke, want):
+    """Asking again does not make a token right: reel-sink run stops (exit
+    1) naming the code, before and after it subscribes, like reel-reactor."""
+    from reeltest import binary
+    sink_bin = binary("REEL_SINK", "sink/reel-sink")
+    if not os.path.exists(sink_bin):
+        pytest.skip("reel-sink not built")
+    tok, tid = secured.create(scopes=scopes)
+    if revoke:
+        secured.revoke(tid)
+    cfg = tmp_path / "sinks.json"
+    cfg.write_text('{"sinks": [{"name": "hook", "type": "webhook", '
+                   '"url": "http://127.0.0.1:1/", "from": "now", '
+                   '"secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}]}')
+    r = subprocess.run([sink_bin, "run", "--reel", secured.server.addr,
+                        "--config", str(cfg)], capture_output=True, text=True,
+                       timeout=30, env={"PATH": "/usr/bin:/bin", "REEL_TOKEN": tok})
+    assert r.returncode == 1, r.stderr
+    assert "sink hook: stopped" in r.stderr and want in r.stderr, r.stderr
+    assert "trying again" not in r.stderr, r.stderr
+    assert tok not in r.stderr + r.stdout
+
+
 # ---- Tenants -------------------------------------------------------------------
 
 KV_RW = ["kv:read", "kv:write"]
