@@ -49,8 +49,10 @@ makes a resend after a crash return the original (and its time).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import datetime
 import hashlib
+import io
 import json
 import os
 import random
@@ -59,6 +61,7 @@ import time
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
 
 from reel import errors
 from reel.types import (Artifact, ArtifactEvent, ArtifactEventType, Entry, Event, EventType,
@@ -101,7 +104,7 @@ class TLS:
 
     ca: PEM = None
     cert: PEM = None
-    key: PEM = None
+    key: PEM = dataclasses.field(default=None, repr=False)   # never in a log line
     server_name: Optional[str] = None
 
     @classmethod
@@ -247,6 +250,90 @@ def settings(addr, token, tls, timeout, wait_for_ready, retries, reconnect_timeo
                     reconnect_timeout, max_message_bytes, tuple(options or ()))
 
 
+# ---- Requests -------------------------------------------------------------
+#
+# Every request is built with req_pb(), so an argument protobuf cannot take (a
+# key that is an int, text with a lone surrogate, a negative version) is a
+# TypeError or ValueError naming the argument, before anything is sent.
+
+# Request fields whose argument has another name.
+_ARG_NAMES = {"limit": "page_size", "lease_owner": "owner", "lease_ttl_ms": "ttl",
+              "wait_ms": "wait", "timeout_ms": "timeout", "lease_epoch": "epoch",
+              "subject_pattern": "subjects", "idempotency_key": "key"}
+
+_EXPECTED = {
+    FieldDescriptor.CPPTYPE_STRING: "a str",
+    FieldDescriptor.CPPTYPE_BOOL: "a bool",
+    FieldDescriptor.CPPTYPE_ENUM: "an int",
+    FieldDescriptor.CPPTYPE_INT32: "an int", FieldDescriptor.CPPTYPE_INT64: "an int",
+    FieldDescriptor.CPPTYPE_UINT32: "an int", FieldDescriptor.CPPTYPE_UINT64: "an int",
+    FieldDescriptor.CPPTYPE_FLOAT: "a number", FieldDescriptor.CPPTYPE_DOUBLE: "a number",
+}
+
+
+def _bad_field(cls, name: str, value: Any, err: Exception) -> Exception:
+    arg = _ARG_NAMES.get(name, name)
+    field = cls.DESCRIPTOR.fields_by_name.get(name)
+    if isinstance(err, UnicodeError):
+        where = f" (character {err.start})" if isinstance(err, UnicodeEncodeError) else ""
+        return ValueError(f"{arg}: not valid Unicode text: a lone surrogate{where} "
+                          f"cannot be sent as UTF-8")
+    if isinstance(err, TypeError):
+        if field is not None and field.type == FieldDescriptor.TYPE_BYTES:
+            expected = "bytes"
+        elif field is not None and field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
+            expected = f"a {field.message_type.name}"
+        else:
+            expected = _EXPECTED.get(field.cpp_type, "another type") if field else "another type"
+        return TypeError(f"{arg}: {expected}, not {type(value).__name__}")
+    return ValueError(f"{arg}: {value!r} cannot be sent: {err}")
+
+
+def req_pb(cls, **fields):
+    """cls(**fields); an argument protobuf refuses is a TypeError or a
+    ValueError naming it (see above)."""
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError) as e:
+        for name, value in fields.items():
+            try:
+                cls(**{name: value})
+            except (TypeError, ValueError) as one:
+                raise _bad_field(cls, name, value, one) from None
+        raise
+
+
+class checked:
+    """A reel.v1 module whose request classes build with req_pb: the
+    clients' `kv_pb2.SetValueRequest(namespace=ns, key=5)` is a TypeError
+    naming `key`. Everything else is the module's own."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name: str):
+        value = getattr(self._module, name)
+        if name.endswith("Request") and isinstance(value, type):
+            return functools.partial(req_pb, value)
+        return value
+
+
+def client_closed(method: str = "") -> errors.Cancelled:
+    """What a call on a closed client raises."""
+    return errors.Cancelled("client is closed", method=method)
+
+
+def failure_result(e: BaseException) -> Dict[str, str]:
+    """The result of a run the worker helper ends FAILED because its code
+    raised e: {"error": the class's name, "message": its text}, the text
+    made sendable (a lone surrogate escaped) whatever it holds."""
+    try:
+        message = str(e)
+    except Exception:                       # a broken __str__
+        message = f"<{type(e).__name__} whose str() failed>"
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return {"error": type(e).__name__, "message": message}
+
 def backoff(attempt: int) -> float:
     """Seconds to wait before retry number `attempt` (0-based): 50 ms
     doubling to 2 s, with jitter so clients that failed together do not
@@ -315,8 +402,8 @@ def set_request(namespace: str, key: str, value_json: str, create: bool,
                 if_version: Optional[int], writer: Optional[str]) -> kv_pb2.SetValueRequest:
     if create and if_version is not None:
         raise ValueError("put: give create=True or if_version=N, not both")
-    req = kv_pb2.SetValueRequest(namespace=namespace, key=key, value=value_json,
-                                 writer=writer or "")
+    req = req_pb(kv_pb2.SetValueRequest, namespace=namespace, key=key, value=value_json,
+                 writer=writer or "")
     if create:
         req.precondition = kv_pb2.PRECONDITION_ABSENT
     elif if_version is not None:
@@ -327,7 +414,7 @@ def set_request(namespace: str, key: str, value_json: str, create: bool,
 
 def delete_request(namespace: str, key: str, if_version: Optional[int],
                    writer: Optional[str]) -> kv_pb2.DeleteValueRequest:
-    req = kv_pb2.DeleteValueRequest(namespace=namespace, key=key, writer=writer or "")
+    req = req_pb(kv_pb2.DeleteValueRequest, namespace=namespace, key=key, writer=writer or "")
     if if_version is not None:
         req.precondition = kv_pb2.PRECONDITION_VERSION
         req.expected_version = if_version
@@ -408,6 +495,7 @@ class WatchCursor:
             given.append("now")
         if len(given) > 1:
             raise ValueError(f"watch: give one start, not {' and '.join(given)}")
+        req_pb(kv_pb2.WatchValueRequest, namespace=namespace, key=key)   # refused now
         self.namespace, self.key = namespace, key
         self.mode = ("revision" if from_revision is not None else
                      "version" if from_version is not None else "now" if now else "snapshot")
@@ -425,7 +513,7 @@ class WatchCursor:
 
     def request(self) -> kv_pb2.WatchValueRequest:
         self.streams += 1
-        req = kv_pb2.WatchValueRequest(namespace=self.namespace, key=self.key)
+        req = req_pb(kv_pb2.WatchValueRequest, namespace=self.namespace, key=self.key)
         if self.positioned or self.bootstrapped:
             req.start = _START["revision"]
             req.from_revision = self.revision
@@ -488,11 +576,12 @@ class FollowCursor:
     """SubscribeRun over reconnects: resumes after the last seq delivered."""
 
     def __init__(self, run_id: str, from_seq: int):
+        req_pb(journal_pb2.SubscribeRunRequest, run_id=run_id, from_seq=from_seq)
         self.run_id = run_id
         self.seq = from_seq
 
     def request(self) -> journal_pb2.SubscribeRunRequest:
-        return journal_pb2.SubscribeRunRequest(run_id=self.run_id, from_seq=self.seq)
+        return req_pb(journal_pb2.SubscribeRunRequest, run_id=self.run_id, from_seq=self.seq)
 
     def feed(self, pb) -> Optional[JournalEntry]:
         if pb.seq <= self.seq:
@@ -696,6 +785,8 @@ class TailCursor:
         if ack and not consumer:
             raise ValueError("tail: ack=True needs a consumer name (an anonymous tail "
                              "keeps no cursor on the server)")
+        req_pb(wal_pb2.SubscribeEventsRequest, from_revision=from_revision,
+               subject_pattern=pattern or "", consumer=consumer or "")
         self.pattern = pattern or ""
         self.consumer = consumer or ""
         self.from_revision = from_revision
@@ -713,11 +804,11 @@ class TailCursor:
     def request(self) -> wal_pb2.SubscribeEventsRequest:
         self.streams += 1
         if self.consumer:
-            return wal_pb2.SubscribeEventsRequest(
+            return req_pb(wal_pb2.SubscribeEventsRequest,
                 from_revision=self.from_revision, subject_pattern=self.pattern,
                 consumer=self.consumer, takeover=self.takeover or self.streams > 1)
-        return wal_pb2.SubscribeEventsRequest(from_revision=self.last,
-                                              subject_pattern=self.pattern)
+        return req_pb(wal_pb2.SubscribeEventsRequest, from_revision=self.last,
+                      subject_pattern=self.pattern)
 
     def release_held(self) -> None:
         """The caller asked for the next event: the one it held is done."""
@@ -750,8 +841,8 @@ class TailCursor:
         return self.idle or time.monotonic() - self.acked_at >= self.ACK_INTERVAL
 
     def ack_request(self, revision: Optional[int] = None) -> wal_pb2.AckEventsRequest:
-        return wal_pb2.AckEventsRequest(consumer=self.consumer,
-                                        revision=self.done if revision is None else revision)
+        return req_pb(wal_pb2.AckEventsRequest, consumer=self.consumer,
+                      revision=self.done if revision is None else revision)
 
     def acked_to(self, revision: int) -> None:
         self.acked = max(self.acked, revision)
@@ -844,6 +935,8 @@ def ttl_ms(seconds: float, what: str = "ttl") -> int:
 # again from the next byte of the same version.
 
 CHUNK_MAX = 1 << 20
+# What workspace.put's data may be, for the TypeError of anything else.
+DATA_KINDS = "bytes, a str, a binary file, a path (os.PathLike), or an iterable of bytes"
 
 
 class Upload:
@@ -874,18 +967,21 @@ class Upload:
         elif isinstance(data, os.PathLike):
             self.file = open(data, "rb")
             self.owned = True
+        elif isinstance(data, io.TextIOBase):
+            raise TypeError(f"data: a file opened in text mode; data must be {DATA_KINDS} "
+                            f"(open the file with 'rb')")
         elif hasattr(data, "read"):
             self.file = data
-        elif hasattr(data, "__iter__") or hasattr(data, "__aiter__"):
-            self.items = data
+        elif isinstance(data, (dict, set, frozenset)) or not (
+                hasattr(data, "__iter__") or hasattr(data, "__aiter__")):
+            raise TypeError(f"data: must be {DATA_KINDS}, not {type(data).__name__}")
         else:
-            raise TypeError("data: bytes, str, a binary file, a path, or an iterator of bytes, "
-                            f"not {type(data).__name__}")
+            self.items = data
         if self.file is not None:
             size = _file_size(self.file)
         meta = labels_dict(metadata, "metadata")
-        self.header = workspace_pb2.ArtifactHeader(namespace=namespace, key=key,
-                                                   content_type=content_type, metadata=meta)
+        self.header = req_pb(workspace_pb2.ArtifactHeader, namespace=namespace, key=key,
+                             content_type=content_type, metadata=meta)
         if create:
             self.header.precondition = kv_pb2.PRECONDITION_ABSENT
         elif if_version is not None:
@@ -903,7 +999,9 @@ class Upload:
     def split(self, piece: Any) -> List[workspace_pb2.PutArtifactRequest]:
         """One piece of the source as chunk messages, counted and hashed."""
         if isinstance(piece, str) or not isinstance(piece, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data: the iterator gave a {type(piece).__name__}, not bytes")
+            source = "the file's read()" if self.file is not None else "the iterator"
+            raise TypeError(f"data: {source} gave a {type(piece).__name__}, not bytes; "
+                            f"data must be {DATA_KINDS}")
         piece = bytes(piece)
         self.sha.update(piece)
         self.sent += len(piece)
@@ -963,14 +1061,15 @@ class Download:
         self.artifact: Optional[Artifact] = None
         self.received = 0
         self.sha = hashlib.sha256()
+        self.request()          # a bad argument is refused before the first stream
 
     def request(self) -> workspace_pb2.GetArtifactRequest:
         version = self.artifact.version if self.artifact is not None else self.version
         length = self.length - self.received if self.length else 0
-        return workspace_pb2.GetArtifactRequest(namespace=self.namespace, key=self.key,
-                                                version=version,
-                                                offset=self.offset + self.received,
-                                                length=length)
+        return req_pb(workspace_pb2.GetArtifactRequest, namespace=self.namespace, key=self.key,
+                      version=version,
+                      offset=self.offset + self.received,
+                      length=length)
 
     @property
     def whole(self) -> bool:
@@ -1010,13 +1109,13 @@ class Download:
 
 def list_artifacts_request(namespace: str, prefix: str, start_after: str,
                            include_deleted: bool, page_size: int):
-    return workspace_pb2.ListArtifactsRequest(namespace=namespace, prefix=prefix,
-                                              start_after=start_after, limit=page_size,
-                                              include_deleted=include_deleted)
+    return req_pb(workspace_pb2.ListArtifactsRequest, namespace=namespace, prefix=prefix,
+                  start_after=start_after, limit=page_size,
+                  include_deleted=include_deleted)
 
 
 def delete_artifact_request(namespace: str, key: str, if_version: Optional[int]):
-    req = workspace_pb2.DeleteArtifactRequest(namespace=namespace, key=key)
+    req = req_pb(workspace_pb2.DeleteArtifactRequest, namespace=namespace, key=key)
     if if_version is not None:
         req.precondition = kv_pb2.PRECONDITION_VERSION
         req.expected_version = if_version
@@ -1034,6 +1133,8 @@ class ArtifactWatchCursor:
     with include_deleted) is yielded as a DELETE before BOOTSTRAP_DONE."""
 
     def __init__(self, namespace: str, prefix: str, from_revision: Optional[int]):
+        req_pb(workspace_pb2.WatchArtifactsRequest, namespace=namespace, prefix=prefix,
+               from_revision=from_revision or 0)
         self.namespace, self.prefix = namespace, prefix
         self.revision = from_revision or 0
         self.positioned = from_revision is not None
@@ -1044,7 +1145,8 @@ class ArtifactWatchCursor:
 
     def request(self) -> workspace_pb2.WatchArtifactsRequest:
         self.streams += 1
-        req = workspace_pb2.WatchArtifactsRequest(namespace=self.namespace, prefix=self.prefix)
+        req = req_pb(workspace_pb2.WatchArtifactsRequest, namespace=self.namespace,
+                     prefix=self.prefix)
         if self.positioned or self.bootstrapped:
             req.start = workspace_pb2.WatchArtifactsRequest.START_FROM_REVISION
             req.from_revision = self.revision

@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import grpc
@@ -37,6 +38,12 @@ from reel.types import (DELETE, Artifact, ArtifactEvent, Consumer, Entry, Event,
                         JournalEntry, RawJSON, RunInfo, RunStatus, SendResult, ServerStatus,
                         Signal, ValueEvent, encode_json, encode_optional_json)
 from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2, workspace_pb2
+
+# Requests built through these name an argument protobuf refuses (a key
+# that is not a str, text with a lone surrogate) in a TypeError or
+# ValueError before anything is sent (see _core.req_pb).
+admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2, workspace_pb2 = map(
+    _core.checked, (admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2, workspace_pb2))
 
 __all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch",
            "Worker", "Workspace", "ArtifactWatch",
@@ -102,6 +109,9 @@ class Client:
                          grpc.insecure_channel(settings.target, options=opts))
         self._rpc = _rpc.bind(self._channel)
         self._cap: Optional[float] = None
+        self._closed = False
+        self._runs_mu = threading.Lock()
+        self._runs: "weakref.WeakSet[Run]" = weakref.WeakSet()   # heartbeating
         self.kv = KV(self)
         self.runs = Runs(self)
         self.journal = Journal(self)
@@ -122,8 +132,34 @@ class Client:
                       on_error=on_error)
 
     def close(self) -> None:
-        """Closes the channel: open streams end, calls in flight fail."""
+        """Closes the channel: Run handles stop heartbeating (quietly),
+        open streams and calls in flight end with `Cancelled`, and every
+        call from then on raises `Cancelled` ("client is closed")."""
+        self._closed = True
+        with self._runs_mu:
+            runs = list(self._runs)
+        for run in runs:
+            run._stop.set()
         self._channel.close()
+
+    def _error(self, e: grpc.RpcError, method: str, lease: bool = False) -> errors.ReelError:
+        """The ReelError for a failed call: Cancelled("client is closed")
+        once close() was called (the channel cancels what is in flight)."""
+        if self._closed:
+            return _core.client_closed(method)
+        return errors.from_rpc_error(e, method=method, lease=lease)
+
+    def _invoke(self, method: str, fn, *args, **kwargs):
+        """fn(*args, **kwargs), a gRPC call's start: on a closed client
+        Cancelled("client is closed"), not grpc's ValueError."""
+        if self._closed:
+            raise _core.client_closed(method)
+        try:
+            return fn(*args, **kwargs)
+        except ValueError:
+            if self._closed:        # closed meanwhile, by another thread
+                raise _core.client_closed(method) from None
+            raise
 
     def __enter__(self) -> "Client":
         return self
@@ -139,10 +175,11 @@ class Client:
         attempt = 0
         while True:
             try:
-                return fn(req, timeout=deadline, metadata=self._s.metadata,
-                          wait_for_ready=self._s.wait_for_ready)
+                return self._invoke(method, fn, req, timeout=deadline,
+                                    metadata=self._s.metadata,
+                                    wait_for_ready=self._s.wait_for_ready)
             except grpc.RpcError as e:
-                err = errors.from_rpc_error(e, method=method, lease=lease)
+                err = self._error(e, method, lease)
             if not (safe and _core.unary_retryable(err) and attempt < self._s.retries):
                 raise err
             time.sleep(_core.backoff(attempt))
@@ -150,7 +187,7 @@ class Client:
 
     def _stream(self, service: str, method: str, req):
         fn = getattr(getattr(self._rpc, service), method)
-        return fn(req, metadata=self._s.metadata)
+        return self._invoke(method, fn, req, metadata=self._s.metadata)
 
     def status(self) -> ServerStatus:
         """reeld's version, revision, data dir, writability and limits."""
@@ -252,7 +289,7 @@ class Watch(_Resumable):
                 except grpc.RpcError as e:
                     if self._closed:
                         return
-                    err = errors.from_rpc_error(e, method="WatchValueBatches")
+                    err = self._c._error(e, "WatchValueBatches")
                     if not (self._resume and _core.stream_resumable(err)):
                         raise err from None
                     if not self._reconnect(clock, err):
@@ -428,7 +465,7 @@ class Follow(_Resumable):
                 except grpc.RpcError as e:
                     if self._closed:
                         return
-                    err = errors.from_rpc_error(e, method="SubscribeRun")
+                    err = self._c._error(e, "SubscribeRun")
                     if not _core.stream_resumable(err):
                         raise err from None
                     if not self._reconnect(clock, err):
@@ -494,6 +531,8 @@ class Run:
         elif heartbeat:
             self._hb = threading.Thread(target=self._heartbeats, daemon=True,
                                         name=f"reel-heartbeat-{self.run_id}")
+            with client._runs_mu:
+                client._runs.add(self)      # client.close() stops the heartbeats
             self._hb.start()
 
     def __enter__(self) -> "Run":
@@ -562,6 +601,8 @@ class Run:
                 attempt += 1                # until the lease runs out
                 continue
             except errors.ReelError as e:
+                if self._c._closed:         # client.close(): stop, quietly
+                    return
                 self._lease.lose(errors.LeaseLost(
                     f"run {self.run_id}: a heartbeat failed, so the lease cannot be kept: {e}",
                     method="Heartbeat", from_server=False))
@@ -1058,7 +1099,7 @@ class Tail(_Resumable):
                 except grpc.RpcError as e:
                     if self._closed:
                         return
-                    err = errors.from_rpc_error(e, method="SubscribeEventBatches")
+                    err = self._c._error(e, "SubscribeEventBatches")
                     if not _core.stream_resumable(err):
                         raise err from None
                     if not self._reconnect(clock, err):
@@ -1239,6 +1280,9 @@ returns once N runs ended here."""
         with run:
             try:
                 result = self.fn(run)
+                if run.info.status == RunStatus.RUNNING:
+                    # A result that cannot be sent is fn's TypeError.
+                    result = RawJSON(encode_optional_json(result, "result"))
             except errors.Suspended:
                 return "parked"
             except (errors.LeaseLost, errors.Unavailable, errors.DeadlineExceeded):
@@ -1247,8 +1291,7 @@ returns once N runs ended here."""
                 if self.on_error == "retry":
                     return "left"
                 try:
-                    run.end({"error": type(e).__name__, "message": str(e)},
-                            status=RunStatus.FAILED)
+                    run.end(_core.failure_result(e), status=RunStatus.FAILED)
                 except errors.ReelError:
                     return "left"         # its lease expires; it is run again
                 return "failed"
@@ -1295,7 +1338,7 @@ class ArtifactWatch(_Resumable):
                 except grpc.RpcError as e:
                     if self._closed:
                         return
-                    err = errors.from_rpc_error(e, method="WatchArtifacts")
+                    err = self._c._error(e, "WatchArtifacts")
                     if not _core.stream_resumable(err):
                         raise err from None
                     if not self._reconnect(clock, err):
@@ -1345,12 +1388,13 @@ class Workspace:
 
         fn = self._c._rpc.workspace.PutArtifact
         try:
-            resp = fn(messages(), timeout=None, metadata=self._c._s.metadata,
-                      wait_for_ready=self._c._s.wait_for_ready)
+            resp = self._c._invoke("PutArtifact", fn, messages(), timeout=None,
+                                   metadata=self._c._s.metadata,
+                                   wait_for_ready=self._c._s.wait_for_ready)
         except grpc.RpcError as e:
             if raised:
                 raise raised[0] from None
-            raise errors.from_rpc_error(e, method="PutArtifact") from None
+            raise self._c._error(e, "PutArtifact") from None
         finally:
             up.close()
         return up.check(Artifact._from_pb(resp.artifact))
@@ -1385,24 +1429,28 @@ class Workspace:
         return self._download(dl, out.write)
 
     def _download(self, dl: _core.Download, sink: Callable[[bytes], Any]) -> Artifact:
-        attempt = 0
+        # As the other streams: after UNAVAILABLE (reeld down or restarting)
+        # it asks again, from the next byte of the same version, for up to
+        # reconnect_timeout of failures in a row; each chunk resets that.
+        clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
         while True:
-            call = self._c._stream("workspace", "GetArtifact", dl.request())
+            call = None
             try:
+                call = self._c._stream("workspace", "GetArtifact", dl.request())
                 for pb in call:
                     chunk = dl.feed(pb)
                     if chunk:
                         sink(chunk)
-                        attempt = 0
+                        clock.ok()
                 return dl.finish()
             except grpc.RpcError as e:
-                err = errors.from_rpc_error(e, method="GetArtifact")
-                if not (_core.unary_retryable(err) and attempt < self._c._s.retries):
+                err = self._c._error(e, "GetArtifact")
+                if not _core.stream_resumable(err):
                     raise err from None
             finally:
-                call.cancel()
-            time.sleep(_core.backoff(attempt))
-            attempt += 1
+                if call is not None:
+                    call.cancel()
+            time.sleep(clock.failed(err))
 
     def stat(self, namespace: str, key: str, *, version: int = 0) -> Optional[Artifact]:
         """The current record (or a retained version's), None when the key

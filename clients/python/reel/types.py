@@ -19,7 +19,8 @@ from typing import Any, Dict, Optional, Union
 
 __all__ = [
     "RawJSON", "Entry", "EventType", "ValueEvent", "RunStatus", "RunInfo",
-    "JournalEntry", "Signal", "SendResult", "WalEventType", "Event", "Consumer",
+    "JournalEntry", "Signal", "SendResult", "WalEventType", "Event", "Consumer", "Artifact",
+    "ArtifactEvent", "ArtifactEventType",
     "Head", "ServerStatus", "DELETE",
 ]
 
@@ -45,11 +46,23 @@ DELETE = _Delete()
 def encode_json(value: Any, what: str) -> str:
     """The JSON text for value; TypeError naming `what` if it has none."""
     if isinstance(value, RawJSON):
-        return value.text
-    try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{what}: cannot be sent as JSON: {e}") from None
+        text = value.text
+        if not isinstance(text, str):
+            raise TypeError(f"{what}: RawJSON holds a {type(text).__name__}, not a str")
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False,
+                              separators=(",", ":"))
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{what}: cannot be sent as JSON: {e}") from None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise TypeError(f"{what}: cannot be sent as JSON: a lone surrogate "
+                            f"({text[e.start]!r} at character {e.start}) is not UTF-8 "
+                            f"text") from None
+    return text
 
 
 def encode_optional_json(value: Any, what: str) -> str:
@@ -315,12 +328,15 @@ class WalEventType(enum.IntEnum):
     SIGNAL_SENT = 4
     SIGNAL_CONSUMED = 5
     PROGRESS = 6     # no body: caught up to `revision`
+    ARTIFACT_CHANGED = 7   # artifact: a workspace put, or a tombstone
 
 
 @dataclass(frozen=True)
 class Event:
     """One committed change from the WAL tail, with its module's record as
-    the body (one of entry, run, value, signal; none for PROGRESS)."""
+    the body (one of entry, run, value, signal, artifact; none for
+    PROGRESS). A type this client does not know (a newer reeld's) comes as
+    its number, its body as None."""
 
     revision: int
     subject: str
@@ -330,20 +346,24 @@ class Event:
     run: Optional[RunInfo] = None
     value: Optional[ValueEvent] = None
     signal: Optional[Signal] = None
+    artifact: Optional[Artifact] = None
 
     @property
-    def body(self) -> Union[JournalEntry, RunInfo, ValueEvent, Signal, None]:
-        return self.entry or self.run or self.value or self.signal
+    def body(self) -> Union[JournalEntry, RunInfo, ValueEvent, Signal, Artifact, None]:
+        return self.entry or self.run or self.value or self.signal or self.artifact
+
+    # The body's oneof field in reel.v1.Event: this record's field and type.
+    _BODIES = {"entry": JournalEntry, "run": RunInfo, "value": ValueEvent, "signal": Signal,
+               "artifact": Artifact}
 
     @classmethod
     def _from_pb(cls, pb) -> "Event":
         which = pb.WhichOneof("body")
-        return cls(pb.revision, pb.subject,
-                   WalEventType(pb.type) if 1 <= pb.type <= 6 else pb.type, pb.ts_ms,
-                   entry=JournalEntry._from_pb(pb.entry) if which == "entry" else None,
-                   run=RunInfo._from_pb(pb.run) if which == "run" else None,
-                   value=ValueEvent._from_pb(pb.value) if which == "value" else None,
-                   signal=Signal._from_pb(pb.signal) if which == "signal" else None)
+        known = pb.type in WalEventType._value2member_map_
+        body = {which: cls._BODIES[which]._from_pb(getattr(pb, which))} \
+            if which in cls._BODIES else {}
+        return cls(pb.revision, pb.subject, WalEventType(pb.type) if known else pb.type,
+                   pb.ts_ms, **body)
 
 
 @dataclass(frozen=True)

@@ -216,3 +216,79 @@ def test_a_stale_message_class_is_found(tmp_path):
     assert r.returncode == 1
     assert "reel/v1/kv_pb2.py: differs from what protoc generates" in r.stderr
     assert "reel/v1/gone_pb2.py: no proto generates it" in r.stderr
+
+
+def test_calls_and_streams_after_close_raise_cancelled_client_is_closed(reeld):
+    import threading
+    c = reel.connect(reeld.addr)
+    c.kv.put("app", "k", 1)
+    watch = c.kv.watch("app", "k", now=True)
+    got = []
+    t = threading.Thread(target=lambda: got.extend(_drain(watch)))
+    t.start()
+    tail = c.events.tail("kv.app.>", consumer="closer")
+    next(tail)
+    c.kv.put("app", "k", 2)
+    next(tail)                              # the first is handled: to acknowledge
+    c.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert isinstance(got[-1], reel.Cancelled) and "client is closed" in str(got[-1])
+    for call in (lambda: c.kv.get("app", "k"), lambda: next(c.kv.watch("app", "k")),
+                 lambda: c.workspace.get("ns", "x"), lambda: c.workspace.put("ns", "x", b"1"),
+                 c.status, tail.close):
+        with pytest.raises(reel.Cancelled, match="client is closed"):
+            call()
+
+
+def _drain(it):
+    out = []
+    try:
+        for ev in it:
+            out.append(ev)
+    except reel.ReelError as e:
+        out.append(e)
+    return out
+
+
+async def test_async_close_ends_a_watch_in_another_task_with_cancelled(reeld):
+    c = reel.aio.connect(reeld.addr)
+    watch = c.kv.watch("app", "k", now=True)
+    first = asyncio.Event()
+
+    async def consume():
+        async for _ in watch:
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(first.wait(), 10)
+    await c.close()
+    with pytest.raises(reel.Cancelled, match="client is closed"):
+        await asyncio.wait_for(task, 10)
+    with pytest.raises(reel.Cancelled, match="client is closed"):
+        await c.kv.get("app", "k")
+
+
+def test_misuse_is_refused_naming_the_argument(client):
+    with pytest.raises(TypeError, match="value: cannot be sent as JSON: a lone surrogate"):
+        client.kv.put("app", "b", "\ud800")
+    with pytest.raises(TypeError, match="^key: a str, not int$"):
+        client.kv.put("app", 5, 1)
+    with pytest.raises(TypeError, match="^namespace: a str, not int$"):
+        client.kv.get(7, "k")
+    with pytest.raises(ValueError, match="^key: not valid Unicode"):
+        client.kv.get("app", "\udcff")
+    with pytest.raises(TypeError, match="^key: a str, not int$"):
+        client.kv.watch("app", 5)
+    with pytest.raises(TypeError, match="^page_size: an int, not str$"):
+        list(client.kv.list("app", page_size="10"))
+    assert client.kv.get("app", "b") is None
+
+
+def test_the_async_worker_polls_as_the_sync_one_and_tls_hides_the_key():
+    import inspect
+    sync = inspect.signature(reel.Client.worker).parameters["poll"].default
+    assert inspect.signature(reel.aio.Client.worker).parameters["poll"].default == sync == 2.0
+    pem = b"-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n"
+    tls = reel.TLS(ca="ca.pem", cert=b"cert", key=pem)
+    assert "SECRET" not in repr(tls) and "key=" not in repr(tls) and "ca.pem" in repr(tls)

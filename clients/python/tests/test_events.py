@@ -151,3 +151,52 @@ async def test_async_idle_tail_acknowledges(reeld):
         revs.append((await c.kv.put("app", "item.3", 3)).revision)
         assert await task == revs
         await tail.close()
+
+
+def test_every_wal_event_type_and_body_of_the_proto_is_known():
+    from reel.v1 import wal_pb2
+    for name, number in wal_pb2.Event.Type.items():
+        if number:
+            assert reel.WalEventType[name] == number
+    bodies = [f.name for f in wal_pb2.Event.DESCRIPTOR.oneofs_by_name["body"].fields]
+    assert set(bodies) <= set(reel.Event.__dataclass_fields__)
+
+
+def _artifact_event(ev, version):
+    assert ev.type == reel.WalEventType.ARTIFACT_CHANGED
+    assert ev.type.name == "ARTIFACT_CHANGED" and ev.subject == "artifact.ws.docs.a.txt"
+    assert isinstance(ev.artifact, reel.Artifact) and ev.body is ev.artifact
+    assert (ev.artifact.key, ev.artifact.version, ev.artifact.size) == ("docs/a.txt", version, 5)
+
+
+def test_a_full_tail_names_every_type_and_carries_artifacts(client):
+    run = client.runs.begin("app", "u", "s", "tail-all")
+    run.append("note", 1)
+    client.signals.send(run.run_id, "go", 1)
+    client.kv.put("app", "k", 1)
+    art = client.workspace.put("ws", "docs/a.txt", b"hello")
+    run.end()
+    head = client.events.head().head_revision
+    with client.events.tail("", progress=True) as tail:
+        seen = []
+        for ev in tail:
+            seen.append(ev)
+            if ev.revision >= head:
+                break
+    assert all(isinstance(ev.type, reel.WalEventType) for ev in seen)
+    assert {ev.type.name for ev in seen} >= {"JOURNAL_APPENDED", "RUN_CHANGED",
+                                             "VALUE_CHANGED", "SIGNAL_SENT",
+                                             "ARTIFACT_CHANGED"}
+    (ev,) = [ev for ev in seen if ev.subject.startswith("artifact.")]
+    _artifact_event(ev, art.version)
+    assert ev.artifact.sha256 == art.sha256
+
+
+async def test_async_tail_carries_artifacts(reeld):
+    async with reel.aio.connect(reeld.addr) as c:
+        head = (await c.events.head()).head_revision
+        await c.workspace.put("ws", "docs/a.txt", b"hello")
+        tail = c.events.tail("artifact.>", from_revision=head)
+        async with tail:
+            ev = await tail.__anext__()
+        _artifact_event(ev, 1)

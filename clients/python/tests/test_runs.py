@@ -2,6 +2,7 @@
 append, read, follow across a restart, suspend and claim, heartbeats, and
 a lost lease stopping every write."""
 import asyncio
+import threading
 import time
 
 import pytest
@@ -201,3 +202,31 @@ async def test_async_follow_resumes_across_a_restart(reeld):
         await run.end()
         assert [e.seq async for e in f] == [3, 4, 5, 6]
         assert f.reconnects >= 1
+
+
+def test_closing_the_client_stops_heartbeats_quietly(reeld, monkeypatch):
+    died = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    c = reel.connect(reeld.addr)
+    run = c.runs.begin("shop", "alice", "s1", "close-1", ttl=0.3)
+    held = c.runs.begin("shop", "alice", "s1", "close-1b", ttl=30)
+    time.sleep(0.3)                 # a few heartbeats
+    c.close()
+    for hb in (run._hb, held._hb):
+        hb.join(5)
+        assert not hb.is_alive()
+    time.sleep(0.3)
+    assert died == [] and held.lease_lost is None
+    with pytest.raises(reel.Cancelled, match="client is closed"):
+        held.append("late", 1)
+
+
+async def test_async_closing_the_client_stops_heartbeats_quietly(reeld):
+    c = reel.aio.connect(reeld.addr)
+    run = await c.runs.begin("shop", "alice", "s1", "close-2", ttl=30)
+    hb = run._hb
+    await c.close()
+    await asyncio.sleep(0.3)
+    assert hb.done() and (hb.cancelled() or hb.exception() is None)
+    with pytest.raises(reel.Cancelled, match="client is closed"):
+        await run.append("late", 1)

@@ -257,3 +257,54 @@ async def test_async_worker_stop_cancels_the_waiting_claims_and_survives_a_resta
         w.stop()
         await asyncio.wait_for(task, 5)             # no claim left waiting
         assert w.completed == 2
+
+
+def _not_json(run):
+    if run.info.invocation_id == "dt":
+        return {"when": datetime.datetime(2024, 1, 2)}      # not JSON
+    return run.info.invocation_id
+
+
+def test_a_result_that_is_not_json_fails_that_run_and_the_worker_goes_on(client):
+    ids = {name: client.runs.submit(APP, "u", "nj", name).run_id
+           for name in ("before", "dt", "after")}
+    w = client.worker(APP, _not_json, owner="w", poll=0.5)
+    errs = []
+
+    def run():
+        try:
+            w.run(max_runs=3)
+        except BaseException as e:       # reported below
+            errs.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(30)
+    if t.is_alive():
+        w.stop()
+        t.join(10)
+    assert errs == [] and not t.is_alive()
+    assert (w.completed, w.failed, w.left) == (2, 1, 0)
+    failed = client.runs.get(ids["dt"])
+    assert failed.status == reel.RunStatus.FAILED and failed.lease_owner == ""
+    assert failed.result["error"] == "TypeError"
+    assert failed.result["message"].startswith("result: cannot be sent as JSON")
+    for name in ("before", "after"):
+        assert client.runs.get(ids[name]).result == name
+
+
+async def test_async_a_result_that_is_not_json_fails_that_run_and_the_worker_goes_on(reeld):
+    async with reel.aio.connect(reeld.addr) as c:
+        ids = {name: (await c.runs.submit(APP, "u", "anj", name)).run_id
+               for name in ("before", "dt", "after")}
+
+        async def fn(run):
+            return _not_json(run)
+
+        w = c.worker(APP, fn, owner="aw")
+        await asyncio.wait_for(w.run(max_runs=3), 30)
+        assert (w.completed, w.failed, w.left) == (2, 1, 0)
+        failed = await c.runs.get(ids["dt"])
+        assert failed.status == reel.RunStatus.FAILED
+        assert failed.result["message"].startswith("result: cannot be sent as JSON")
+        assert (await c.runs.get(ids["after"])).result == "after"

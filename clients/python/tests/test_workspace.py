@@ -112,11 +112,18 @@ def test_a_source_that_fails_mid_upload_leaves_nothing(client, tmp_path):
     assert list(out.parent.iterdir()) == []
 
 
-def test_bad_sources_are_refused_naming_the_argument(client):
-    with pytest.raises(TypeError, match="data: bytes, str"):
+def test_bad_sources_are_refused_naming_the_argument(client, tmp_path):
+    kinds = r"data must be bytes, a str, a binary file, a path \(os.PathLike\), or an iterable"
+    with pytest.raises(TypeError, match=r"data: must be bytes, a str, .* not int"):
         client.workspace.put(NS, "k", 42)
-    with pytest.raises(TypeError, match="the iterator gave a str"):
+    with pytest.raises(TypeError, match=r"data: must be bytes, a str, .* not dict"):
+        client.workspace.put(NS, "k", {"a": 1})
+    with pytest.raises(TypeError, match="the iterator gave a str, not bytes; " + kinds):
         client.workspace.put(NS, "k", iter(["text"]))
+    (tmp_path / "t.txt").write_text("text")
+    with open(tmp_path / "t.txt") as text:
+        with pytest.raises(TypeError, match="text mode; " + kinds):
+            client.workspace.put(NS, "k", text)
     assert client.workspace.stat(NS, "k") is None
     with pytest.raises(ValueError, match="not both"):
         client.workspace.put(NS, "k", b"x", create=True, if_version=1)
@@ -270,3 +277,44 @@ async def test_async_watch(reeld):
                 [("CURRENT", "a", 1), ("BOOTSTRAP_DONE", "", None)]
             await c.workspace.delete(NS, "a")
             assert _kinds([await it.__anext__()]) == [("DELETE", "a", 2)]
+
+
+def _download_while_reeld_is_down(reeld, get):
+    """Runs get() while reeld is down for 2.5 s; what it returned or raised."""
+    import threading
+    import time
+    got = []
+    reeld.stop()
+    t = threading.Thread(target=lambda: got.append(_outcome(get)))
+    t.start()
+    time.sleep(2.5)
+    reeld.start()
+    t.join(60)
+    assert not t.is_alive()
+    return got[0]
+
+
+def _outcome(fn):
+    try:
+        return fn()
+    except Exception as e:          # returned: the test shows it
+        return e
+
+
+def test_a_download_waits_for_a_reeld_that_is_down(reeld, client):
+    data = _data(3 * MIB, seed=4)
+    client.workspace.put(NS, "down", data)
+    assert _download_while_reeld_is_down(reeld, lambda: client.workspace.get(NS, "down")) == data
+
+
+async def test_async_a_download_waits_for_a_reeld_that_is_down(reeld):
+    import asyncio
+    data = _data(3 * MIB, seed=5)
+    async with reel.aio.connect(reeld.addr) as c:
+        await c.workspace.put(NS, "down", data)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, reeld.stop)
+        get = asyncio.ensure_future(c.workspace.get(NS, "down"))
+        await asyncio.sleep(2.5)
+        await loop.run_in_executor(None, reeld.start)
+        assert await asyncio.wait_for(get, 60) == data

@@ -16,6 +16,7 @@ import inspect
 import os
 import time
 import uuid
+import weakref
 from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Optional, Sequence, Tuple,
                     Union)
 
@@ -30,6 +31,12 @@ from reel.types import (DELETE, Artifact, ArtifactEvent, Consumer, Entry, Event,
                         JournalEntry, RawJSON, RunInfo, RunStatus, SendResult, ServerStatus,
                         Signal, ValueEvent, encode_json, encode_optional_json)
 from reel.v1 import admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2, workspace_pb2
+
+# Requests built through these name an argument protobuf refuses (a key
+# that is not a str, text with a lone surrogate) in a TypeError or
+# ValueError before anything is sent (see _core.req_pb).
+admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2, workspace_pb2 = map(
+    _core.checked, (admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2, workspace_pb2))
 
 __all__ = ["connect", "Client", "KV", "Runs", "Run", "Journal", "Signals", "Events", "Watch",
            "Worker", "Workspace", "ArtifactWatch",
@@ -65,6 +72,8 @@ class Client:
                          grpc.aio.insecure_channel(settings.target, options=opts))
         self._rpc = _rpc.bind(self._channel)
         self._cap: Optional[float] = None
+        self._closed = False
+        self._runs: "weakref.WeakSet[Run]" = weakref.WeakSet()   # heartbeating
         self.kv = KV(self)
         self.runs = Runs(self)
         self.journal = Journal(self)
@@ -77,14 +86,50 @@ class Client:
         return self._s.target
 
     def worker(self, app: str, fn: Callable[["Run"], Any], *, owner: Optional[str] = None,
-               concurrency: int = 1, ttl: float = 30.0, poll: float = 30.0,
+               concurrency: int = 1, ttl: float = 30.0, poll: float = 2.0,
                on_error: str = "fail") -> "Worker":
         """A worker for the app's runs: `await worker.run()` (see Worker)."""
         return Worker(self, app, fn, owner=owner, concurrency=concurrency, ttl=ttl, poll=poll,
                       on_error=on_error)
 
     async def close(self) -> None:
+        """Closes the channel: Run handles stop heartbeating (quietly),
+        open streams and calls in flight in other tasks end with
+        `reel.Cancelled`, and every call from then on raises it ("client
+        is closed"), as in the synchronous client."""
+        self._closed = True
+        tasks = []
+        for run in list(self._runs):
+            task, run._hb = run._hb, None
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                tasks.append(task)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._channel.close()
+
+    def _closed_under(self) -> bool:
+        """A CancelledError met in a call or a stream comes from close():
+        closing the channel cancels what is in flight in every task (and
+        grpc.aio may cancel the waiting task itself, so the task's own
+        cancellation count cannot tell the two apart)."""
+        return self._closed
+
+    def _error(self, e: grpc.RpcError, method: str, lease: bool = False) -> errors.ReelError:
+        if self._closed:
+            return _core.client_closed(method)
+        return errors.from_rpc_error(e, method=method, lease=lease)
+
+    def _invoke(self, method: str, fn, *args, **kwargs):
+        """fn(*args, **kwargs), a gRPC call's start: on a closed client
+        Cancelled("client is closed"), not grpc's UsageError."""
+        if self._closed:
+            raise _core.client_closed(method)
+        try:
+            return fn(*args, **kwargs)
+        except grpc.aio.UsageError:
+            if self._closed:
+                raise _core.client_closed(method) from None
+            raise
 
     async def __aenter__(self) -> "Client":
         return self
@@ -99,10 +144,15 @@ class Client:
         attempt = 0
         while True:
             try:
-                return await fn(req, timeout=deadline, metadata=self._s.metadata,
-                                wait_for_ready=self._s.wait_for_ready)
+                return await self._invoke(method, fn, req, timeout=deadline,
+                                          metadata=self._s.metadata,
+                                          wait_for_ready=self._s.wait_for_ready)
             except grpc.RpcError as e:
-                err = errors.from_rpc_error(e, method=method, lease=lease)
+                err = self._error(e, method, lease)
+            except (asyncio.CancelledError, grpc.aio.UsageError):
+                if self._closed_under():        # close() in another task
+                    raise _core.client_closed(method) from None
+                raise
             if not (safe and _core.unary_retryable(err) and attempt < self._s.retries):
                 raise err
             await asyncio.sleep(_core.backoff(attempt))
@@ -110,7 +160,7 @@ class Client:
 
     def _stream(self, service: str, method: str, req):
         fn = getattr(getattr(self._rpc, service), method)
-        return fn(req, metadata=self._s.metadata)
+        return self._invoke(method, fn, req, metadata=self._s.metadata)
 
     async def status(self) -> ServerStatus:
         return ServerStatus._from_pb(
@@ -175,6 +225,8 @@ class _Resumable:
 class Watch(_Resumable):
     """See reel.client.Watch; iterate with `async for`."""
 
+    _method = "WatchValueBatches"
+
     def __init__(self, client: Client, cursor: _core.WatchCursor, resume: bool):
         self._cursor = cursor
         self._resume = resume
@@ -211,7 +263,7 @@ class Watch(_Resumable):
                 except grpc.RpcError as e:
                     if self._closed:
                         return
-                    err = errors.from_rpc_error(e, method="WatchValueBatches")
+                    err = self._c._error(e, "WatchValueBatches")
                     if not (self._resume and _core.stream_resumable(err)):
                         raise err from None
                     if not await self._reconnect(clock, err):
@@ -219,6 +271,8 @@ class Watch(_Resumable):
                 except asyncio.CancelledError:
                     if self._closed:
                         return
+                    if self._c._closed_under():      # client.close(), in another task
+                        raise _core.client_closed(self._method) from None
                     raise
         finally:
             if self._call is not None:
@@ -332,6 +386,8 @@ class KV:
 class Follow(_Resumable):
     """See reel.client.Follow; iterate with `async for`."""
 
+    _method = "SubscribeRun"
+
     def __init__(self, client: Client, cursor: _core.FollowCursor):
         self._cursor = cursor
         super().__init__(client)
@@ -356,7 +412,7 @@ class Follow(_Resumable):
                 except grpc.RpcError as e:
                     if self._closed:
                         return
-                    err = errors.from_rpc_error(e, method="SubscribeRun")
+                    err = self._c._error(e, "SubscribeRun")
                     if not _core.stream_resumable(err):
                         raise err from None
                     if not await self._reconnect(clock, err):
@@ -364,6 +420,8 @@ class Follow(_Resumable):
                 except asyncio.CancelledError:
                     if self._closed:
                         return
+                    if self._c._closed_under():      # client.close(), in another task
+                        raise _core.client_closed(self._method) from None
                     raise
         finally:
             if self._call is not None:
@@ -415,6 +473,7 @@ class Run:
         elif heartbeat:
             self._hb = asyncio.get_running_loop().create_task(
                 self._heartbeats(), name=f"reel-heartbeat-{self.run_id}")
+            client._runs.add(self)          # client.close() stops the heartbeats
 
     async def __aenter__(self) -> "Run":
         return self
@@ -489,6 +548,8 @@ class Run:
                 attempt += 1
                 continue
             except errors.ReelError as e:
+                if self._c._closed:         # client.close(): stop, quietly
+                    return
                 self._lose(errors.LeaseLost(
                     f"run {self.run_id}: a heartbeat failed, so the lease cannot be kept: {e}",
                     method="Heartbeat", from_server=False))
@@ -830,6 +891,8 @@ class Tail(_Resumable):
     """See reel.client.Tail; iterate with `async for`, close with
     `await tail.close()` (or `async with`)."""
 
+    _method = "SubscribeEventBatches"
+
     def __init__(self, client: Client, cursor: _core.TailCursor):
         self._cursor = cursor
         super().__init__(client)
@@ -882,7 +945,7 @@ class Tail(_Resumable):
                 except grpc.RpcError as e:
                     if self._closed:
                         return
-                    err = errors.from_rpc_error(e, method="SubscribeEventBatches")
+                    err = self._c._error(e, "SubscribeEventBatches")
                     if not _core.stream_resumable(err):
                         raise err from None
                     if not await self._reconnect(clock, err):
@@ -890,6 +953,8 @@ class Tail(_Resumable):
                 except asyncio.CancelledError:
                     if self._closed:
                         return
+                    if self._c._closed_under():      # client.close(), in another task
+                        raise _core.client_closed(self._method) from None
                     raise
         finally:
             if self._call is not None:
@@ -1025,6 +1090,9 @@ class Worker:
         async with run:
             try:
                 result = await _maybe_await(self.fn(run))
+                if run.info.status == RunStatus.RUNNING:
+                    # A result that cannot be sent is fn's TypeError.
+                    result = RawJSON(encode_optional_json(result, "result"))
             except errors.Suspended:
                 return "parked"
             except (errors.LeaseLost, errors.Unavailable, errors.DeadlineExceeded):
@@ -1033,8 +1101,7 @@ class Worker:
                 if self.on_error == "retry":
                     return "left"
                 try:
-                    await run.end({"error": type(e).__name__, "message": str(e)},
-                                  status=RunStatus.FAILED)
+                    await run.end(_core.failure_result(e), status=RunStatus.FAILED)
                 except errors.ReelError:
                     return "left"
                 return "failed"
@@ -1049,6 +1116,8 @@ class Worker:
 
 class ArtifactWatch(_Resumable):
     """See reel.client.ArtifactWatch; iterate with `async for`."""
+
+    _method = "WatchArtifacts"
 
     def __init__(self, client: Client, cursor: _core.ArtifactWatchCursor):
         self._cursor = cursor
@@ -1078,7 +1147,7 @@ class ArtifactWatch(_Resumable):
                 except grpc.RpcError as e:
                     if self._closed:
                         return
-                    err = errors.from_rpc_error(e, method="WatchArtifacts")
+                    err = self._c._error(e, "WatchArtifacts")
                     if not _core.stream_resumable(err):
                         raise err from None
                     if not await self._reconnect(clock, err):
@@ -1086,6 +1155,8 @@ class ArtifactWatch(_Resumable):
                 except asyncio.CancelledError:
                     if self._closed:
                         return
+                    if self._c._closed_under():      # client.close(), in another task
+                        raise _core.client_closed(self._method) from None
                     raise
         finally:
             if self._call is not None:
@@ -1134,21 +1205,27 @@ class Workspace:
                 raised.append(e)
                 raise
 
-        call = self._c._rpc.workspace.PutArtifact(messages(), timeout=None,
-                                                  metadata=self._c._s.metadata,
-                                                  wait_for_ready=self._c._s.wait_for_ready)
+        try:
+            call = self._c._invoke("PutArtifact", self._c._rpc.workspace.PutArtifact,
+                                   messages(), timeout=None, metadata=self._c._s.metadata,
+                                   wait_for_ready=self._c._s.wait_for_ready)
+        except BaseException:
+            up.close()
+            raise
         try:
             resp = await call
         except grpc.RpcError as e:
             if raised:
                 raise raised[0] from None
-            raise errors.from_rpc_error(e, method="PutArtifact") from None
+            raise self._c._error(e, "PutArtifact") from None
         except asyncio.CancelledError:
             # grpc.aio cancels the call when the source raises: that error is
             # the caller's; otherwise this task itself was cancelled.
             call.cancel()
             if raised:
                 raise raised[0] from None
+            if self._c._closed_under():
+                raise _core.client_closed("PutArtifact") from None
             raise
         finally:
             up.close()
@@ -1182,24 +1259,30 @@ class Workspace:
         return await self._download(dl, out.write)
 
     async def _download(self, dl: _core.Download, sink: Callable[[bytes], Any]) -> Artifact:
-        attempt = 0
+        # See reel.client.Workspace._download: reconnects as the streams do.
+        clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
         while True:
-            call = self._c._stream("workspace", "GetArtifact", dl.request())
+            call = None
             try:
+                call = self._c._stream("workspace", "GetArtifact", dl.request())
                 async for pb in call:
                     chunk = dl.feed(pb)
                     if chunk:
                         await _maybe_await(sink(chunk))
-                        attempt = 0
+                        clock.ok()
                 return dl.finish()
             except grpc.RpcError as e:
-                err = errors.from_rpc_error(e, method="GetArtifact")
-                if not (_core.unary_retryable(err) and attempt < self._c._s.retries):
+                err = self._c._error(e, "GetArtifact")
+                if not _core.stream_resumable(err):
                     raise err from None
+            except asyncio.CancelledError:
+                if self._c._closed_under():
+                    raise _core.client_closed("GetArtifact") from None
+                raise
             finally:
-                call.cancel()
-            await asyncio.sleep(_core.backoff(attempt))
-            attempt += 1
+                if call is not None:
+                    call.cancel()
+            await asyncio.sleep(clock.failed(err))
 
     async def stat(self, namespace: str, key: str, *, version: int = 0) -> Optional[Artifact]:
         try:
