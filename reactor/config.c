@@ -22,6 +22,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/text.h"
 #include "sink/conf.h"
 
 #define DEFAULT_MAX_IN_FLIGHT 16
@@ -35,6 +36,7 @@
 #define DEFAULT_QUEUE_RUNS 10000
 #define MAX_QUEUE_RUNS 1000000
 
+static const char *const http_schemes[] = {"http", "https", NULL};
 static const char *const top_keys[] = {"apps", "sweep_interval_ms",
                                        "queue_max_runs", NULL};
 static const char *const app_keys[] = {
@@ -86,6 +88,9 @@ static reel_code_t parse_app(sink_conf_ctx_t *c, const cJSON *o,
     if (strlen(a->app) > REACTOR_APP_MAX)
         return sink_conf_bad(c, "app", "%zu bytes exceed the limit of %d",
                              strlen(a->app), REACTOR_APP_MAX);
+    /* reeld refuses such app names: this entry could never match a run. */
+    if (!reel_utf8_valid(a->app, strlen(a->app)))
+        return sink_conf_bad(c, "app", "not valid UTF-8");
     c->name = a->app;
     cJSON_ArrayForEach(e, o) {
         if (!sink_conf_listed(app_keys, e->string))
@@ -97,9 +102,8 @@ static reel_code_t parse_app(sink_conf_ctx_t *c, const cJSON *o,
     }
     if ((rc = sink_conf_string(c, o, "url", 1, &a->url)) != REEL_OK)
         return rc;
-    if (strncmp(a->url, "http://", 7) != 0 &&
-        strncmp(a->url, "https://", 8) != 0)
-        return sink_conf_bad(c, "url", "must start with http:// or https://");
+    if ((rc = sink_conf_url(c, "url", a->url, http_schemes)) != REEL_OK)
+        return rc;
     if ((rc = sink_conf_secrets(c, o,
                                 "missing (every request is signed "
                                 "with each of the app's secrets: "
@@ -150,14 +154,13 @@ reel_code_t reactor_config_parse(const char *text, size_t len,
     reel_code_t rc = REEL_OK;
 
     memset(out, 0, sizeof(*out));
-    if ((root = cJSON_ParseWithLength(text, len)) == NULL ||
-        !cJSON_IsObject(root)) {
+    if ((root = sink_conf_parse(text, len, st)) == NULL) {
+        rc = st->code;
+        goto out;
+    }
+    if (!cJSON_IsObject(root)) {
         rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
-                             "config: not a JSON object (near byte %zu)",
-                             cJSON_GetErrorPtr() != NULL &&
-                                     cJSON_GetErrorPtr() >= text
-                                 ? (size_t)(cJSON_GetErrorPtr() - text)
-                                 : (size_t)0);
+                             "config: not a JSON object");
         goto out;
     }
     cJSON_ArrayForEach(e, root) {

@@ -129,6 +129,7 @@ typedef struct reactor_dispatch {
     struct curl_slist *hdrs;
     char errbuf[CURL_ERROR_SIZE];
     char retry_after[64];         /* the last answer's Retry-After */
+    int headers_done;             /* the answer's headers ended */
     char last_error[256];
 } reactor_dispatch_t;
 

@@ -418,6 +418,14 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
     reactor_dispatch_t *d = arg;
     size_t len = size * n;
 
+    /* A status line starts a response (an interim one may come first);
+     * the empty line ends its headers. An answer cut off before that is
+     * no answer, whatever its status line said. */
+    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0)
+        d->headers_done = 0;
+    else if ((len == 2 && buf[0] == '\r' && buf[1] == '\n') ||
+             (len == 1 && buf[0] == '\n'))
+        d->headers_done = 1;
     if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
         size_t i = 12, j = len;
 
@@ -454,6 +462,7 @@ static int start(reactor_t *r, reactor_dispatch_t *d) {
                           d->errbuf) != 0)
         goto oom;
     d->retry_after[0] = '\0';
+    d->headers_done = 0;
     curl_easy_setopt(d->easy, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(d->easy, CURLOPT_HEADERDATA, d);
     curl_easy_setopt(d->easy, CURLOPT_PRIVATE, d);
@@ -595,6 +604,11 @@ static void finished(reactor_t *r, reactor_dispatch_t *d, CURLcode cc) {
     r->app_in_flight[d->app]--;
     atomic_fetch_sub_explicit(&r->wire, 1, memory_order_relaxed);
     d->last_wall_ms = wall_ms();
+    if (cc == CURLE_OK && !d->headers_done) {
+        cc = CURLE_PARTIAL_FILE;
+        snprintf(d->errbuf, sizeof(d->errbuf),
+                 "the answer ended inside its headers");
+    }
     if (cc == CURLE_OK)
         curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
     /* A dispatch waiting for its retry holds no handle (the multi handle

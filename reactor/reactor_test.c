@@ -78,7 +78,7 @@ static void test_config_errors_name_the_app_and_the_field(void **state) {
     assert_refused("{\"apps\": [{\"app\": \"shop\"}]}",
                    "apps[0] \"shop\": url: missing");
     assert_refused("{\"apps\": [{\"app\": \"shop\", \"url\": \"x\"}]}",
-                   "apps[0] \"shop\": url: must start with http://");
+                   "apps[0] \"shop\": url: not a URL");
     assert_refused("{\"apps\": [{\"app\": \"shop\", \"url\": \"http://x\"}]}",
                    "apps[0] \"shop\": secrets: missing");
     assert_refused("{\"apps\": [{\"app\": \"shop\", \"url\": \"http://x\", "
@@ -110,6 +110,26 @@ static void test_config_errors_name_the_app_and_the_field(void **state) {
                    "\"url\": \"http://x\", \"secrets\": [\"" SECRET "\"]}]}",
                    "config: queue_max_runs: must be an integer from 1 to "
                    "1000000");
+    /* A URL curl cannot use, a key given twice (cJSON finds the first and
+     * the other was ignored), text after the object, an app name reeld
+     * would refuse. */
+    assert_refused("{\"apps\": [{\"app\": \"shop\", \"url\": "
+                   "\"http://127.0.0.1:99999/\", \"secrets\": [\"" SECRET
+                   "\"]}]}",
+                   "apps[0] \"shop\": url: not a URL: Port number");
+    assert_refused("{\"apps\": [{\"app\": \"shop\", \"url\": "
+                   "\"http://h/\\r\\nX-Evil: 1\", \"secrets\": [\"" SECRET
+                   "\"]}]}",
+                   "url: a space or control character at byte 9");
+    assert_refused(APP(", \"max_in_flight\": 1, \"max_in_flight\": 5000"),
+                   "config: apps[0]: \"max_in_flight\" appears twice");
+    assert_refused("{\"sweep_interval_ms\": 1000, \"sweep_interval_ms\": 1, "
+                   "\"apps\": []}",
+                   "config: \"sweep_interval_ms\" appears twice");
+    assert_refused(APP("") " garbage", "config: more after the JSON value");
+    assert_refused("{\"apps\": [{\"app\": \"a\\u00ff\xff\", \"url\": "
+                   "\"http://x\", \"secrets\": [\"" SECRET "\"]}]}",
+                   "app: not valid UTF-8");
 }
 
 /* ---- Runs from their wire bytes ------------------------------------------- */

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 #define MAX_STEP_MS (7LL * 24 * 3600 * 1000)
 
 reel_code_t sink_conf_bad(const sink_conf_ctx_t *c, const char *field,
@@ -260,4 +262,158 @@ out:
     *text = buf;
     *len = n;
     return REEL_OK;
+}
+
+/* ---- The text, and URLs ---------------------------------------------------- */
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The first key an object in v repeats, with where (path) it is. */
+static reel_code_t unique_keys(const cJSON *v, char *path, size_t cap,
+                               reel_status_t *st) {
+    const cJSON *e;
+    const char **names = NULL;
+    size_t n = 0, used = strlen(path), i = 0;
+    reel_code_t rc = REEL_OK;
+
+    if (!cJSON_IsObject(v) && !cJSON_IsArray(v))
+        return REEL_OK;
+    if (cJSON_IsObject(v)) {
+        cJSON_ArrayForEach(e, v) n++;
+        if (n > 1 && (names = malloc(n * sizeof(*names))) == NULL)
+            return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory");
+        if (n > 1) {
+            cJSON_ArrayForEach(e, v) names[i++] = e->string ? e->string : "";
+            qsort(names, n, sizeof(*names), by_name);
+            for (i = 1; i < n && rc == REEL_OK; i++)
+                if (strcmp(names[i - 1], names[i]) == 0)
+                    rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                         "config: %s%s\"%.80s\" appears twice "
+                                         "(the first would be used, the "
+                                         "other ignored)",
+                                         path, *path ? ": " : "", names[i]);
+            free(names);
+        }
+    }
+    i = 0;
+    cJSON_ArrayForEach(e, v) {
+        if (rc != REEL_OK)
+            break;
+        if (cJSON_IsObject(v))
+            snprintf(path + used, cap - used, "%s%.80s", used ? "." : "",
+                     e->string ? e->string : "");
+        else
+            snprintf(path + used, cap - used, "[%zu]", i);
+        rc = unique_keys(e, path, cap, st);
+        path[used] = '\0';
+        i++;
+    }
+    return rc;
+}
+
+cJSON *sink_conf_parse(const char *text, size_t len, reel_status_t *st) {
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    char path[512] = "";
+
+    if (root == NULL) {
+        reel_status_set(st, REEL_INVALID_ARGUMENT,
+                        "config: not valid JSON (near byte %zu)",
+                        cJSON_GetErrorPtr() != NULL &&
+                                cJSON_GetErrorPtr() >= text
+                            ? (size_t)(cJSON_GetErrorPtr() - text)
+                            : (size_t)0);
+        return NULL;
+    }
+    while (end != NULL && end < text + len &&
+           (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+        end++;
+    if (end != NULL && end < text + len) {
+        reel_status_set(st, REEL_INVALID_ARGUMENT,
+                        "config: more after the JSON value (byte %zu): one "
+                        "object is the whole file",
+                        (size_t)(end - text));
+        cJSON_Delete(root);
+        return NULL;
+    }
+    if (unique_keys(root, path, sizeof(path), st) != REEL_OK) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+reel_code_t sink_conf_url(const sink_conf_ctx_t *c, const char *field,
+                          const char *url, const char *const *schemes) {
+    CURLU *h = curl_url();
+    CURLUcode uc;
+    char *scheme = NULL, *host = NULL;
+    reel_code_t rc = REEL_OK;
+
+    if (h == NULL)
+        return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,
+                               "out of memory");
+    for (const char *p = url; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+            rc = sink_conf_bad(c, field, "a space or control character at "
+                               "byte %zu (the URL is not repeated: it may "
+                               "hold a credential)",
+                               (size_t)(p - url));
+            goto out;
+        }
+    if ((uc = curl_url_set(h, CURLUPART_URL, url,
+                           CURLU_NON_SUPPORT_SCHEME)) != CURLUE_OK) {
+        rc = sink_conf_bad(c, field, "not a URL: %s (the URL is not "
+                           "repeated: it may hold a credential)",
+                           curl_url_strerror(uc));
+        goto out;
+    }
+    if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        !sink_conf_listed(schemes, scheme)) {
+        char want[128] = "";
+        size_t used = 0;
+
+        for (size_t i = 0; schemes[i] != NULL && used < sizeof(want); i++)
+            used += (size_t)snprintf(want + used, sizeof(want) - used,
+                                     "%s%s://", i ? " or " : "", schemes[i]);
+        rc = sink_conf_bad(c, field, "the scheme is %.20s://; it must be %s",
+                           scheme ? scheme : "(none)", want);
+        goto out;
+    }
+    if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        host == NULL || *host == '\0')
+        rc = sink_conf_bad(c, field, "no host after %s://", scheme);
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(h);
+    return rc;
+}
+
+char *sink_conf_url_public(const char *url) {
+    CURLU *h = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL, *out = NULL;
+    size_t n;
+
+    if (h != NULL &&
+        curl_url_set(h, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) ==
+            CURLUE_OK &&
+        curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        (void)curl_url_get(h, CURLUPART_PORT, &port, 0);
+        n = strlen(scheme) + strlen(host) + (port ? strlen(port) : 0) + 8;
+        if ((out = malloc(n)) != NULL)
+            snprintf(out, n, "%s://%s%s%s", scheme, host, port ? ":" : "",
+                     port ? port : "");
+    } else {
+        out = strdup("(a URL that does not parse)");
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(h);
+    return out;
 }

@@ -79,6 +79,28 @@ reel_code_t sink_conf_secrets(const sink_conf_ctx_t *c, const cJSON *o,
 reel_code_t sink_conf_retry(const sink_conf_ctx_t *c, const cJSON *o,
                             sink_retry_t *r);
 
+/*
+ * The configuration text as JSON: INVALID_ARGUMENT "config: ..." for text
+ * that is not JSON, anything but white space after the value, or an
+ * object that repeats a key (cJSON keeps both and finds the first, so a
+ * later value, such as an override appended to the file, would be
+ * ignored without a word; the message names the key and where).
+ */
+cJSON *sink_conf_parse(const char *text, size_t len, reel_status_t *st);
+
+/*
+ * A URL with one of the NULL-terminated schemes ("http", "https"), a host,
+ * and a port in 1-65535 if it names one, as libcurl reads it. The message
+ * never repeats the URL (it may hold a credential): it says what is wrong.
+ */
+reel_code_t sink_conf_url(const sink_conf_ctx_t *c, const char *field,
+                          const char *url, const char *const *schemes);
+
+/* url without what may be secret (user, password, path, query): the
+ * scheme, host and port, for a log line; malloc'd, NULL when out of
+ * memory. */
+char *sink_conf_url_public(const char *url);
+
 /* Reads a whole configuration file (at most SINK_CONF_FILE_MAX) into a
  * malloc'd *text; one that cannot be read is INVALID_ARGUMENT
  * "--config: ..." naming it and why. */

@@ -82,15 +82,23 @@ static reel_code_t check_pattern(const ctx_t *c, const char *field,
         reel_status_fini(&st);
         return rc;
     }
+    /* No subject has an empty token (reel refuses such names), so a
+     * pattern with one would never match: a mistake to say now. */
+    if (*p == '\0' || *p == '.' || p[strlen(p) - 1] == '.' ||
+        strstr(p, "..") != NULL)
+        return sink_conf_bad(c, field, "\"%.200s\" has an empty token (\"..\", "
+                             "or a leading or trailing \".\"): no subject "
+                             "has one, so it would never match",
+                             p);
     return REEL_OK;
 }
 
+static const char *const nats_schemes[] = {"nats", "tls", NULL};
+static const char *const http_schemes[] = {"http", "https", NULL};
+
 static reel_code_t check_server(const ctx_t *c, const char *field,
                                 const char *s) {
-    if (strncmp(s, "nats://", 7) != 0 && strncmp(s, "tls://", 6) != 0)
-        return sink_conf_bad(c, field, "\"%s\" is not a nats:// or tls:// URL",
-                             s);
-    return REEL_OK;
+    return sink_conf_url(c, field, s, nats_schemes);
 }
 
 /* A NATS subject prefix: tokens of printable ASCII, none empty or a
@@ -313,12 +321,8 @@ static reel_code_t parse_sink(const ctx_t *c0, const cJSON *o,
         return rc;
     if (s->url == NULL)
         return sink_conf_bad(&c, "url", "missing (a webhook sink needs one)");
-    if (strncmp(s->url, "http://", 7) != 0 &&
-        strncmp(s->url, "https://", 8) != 0)
-        return sink_conf_bad(
-            &c, "url", "\"%.200s\" is not an http:// or https:// URL", s->url);
-    if (strpbrk(s->url, " \t\r\n") != NULL)
-        return sink_conf_bad(&c, "url", "whitespace in the URL");
+    if ((rc = sink_conf_url(&c, "url", s->url, http_schemes)) != REEL_OK)
+        return rc;
     if ((rc = sink_conf_secrets(&c, o,
                                 "missing (a webhook sink signs "
                                 "every request with each of its secrets: "
@@ -418,18 +422,13 @@ void sink_config_set_fini(sink_config_set_t *set) {
 
 reel_code_t sink_config_parse(const char *text, size_t len,
                               sink_config_set_t *out, reel_status_t *st) {
-    cJSON *root = cJSON_ParseWithLength(text, len), *sinks, *e;
+    cJSON *root, *sinks, *e;
     reel_code_t rc = REEL_OK;
     size_t n;
 
     memset(out, 0, sizeof(*out));
-    if (root == NULL)
-        return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "config: not valid JSON (near byte %zu)",
-                               cJSON_GetErrorPtr() != NULL &&
-                                       cJSON_GetErrorPtr() >= text
-                                   ? (size_t)(cJSON_GetErrorPtr() - text)
-                                   : (size_t)0);
+    if ((root = sink_conf_parse(text, len, st)) == NULL)
+        return st->code;
     sinks = cJSON_GetObjectItemCaseSensitive(root, "sinks");
     cJSON_ArrayForEach(e, root) {
         if (strcmp(e->string != NULL ? e->string : "", "sinks") != 0) {
@@ -479,10 +478,13 @@ reel_code_t sink_config_parse(const char *text, size_t len,
             if (a->type == SINK_NATS && b->type == SINK_NATS &&
                 strcmp(a->stream, b->stream) == 0 &&
                 strcmp(a->servers[0], b->servers[0]) == 0) {
+                char *where = sink_conf_url_public(b->servers[0]);
+
                 rc = sink_conf_bad(&c, "stream",
                                    "\"%s\" on %s is also sinks[%zu]'s "
                                    "(a stream takes one sink)",
-                                   b->stream, b->servers[0], j);
+                                   b->stream, where ? where : "?", j);
+                free(where);
                 goto out;
             }
         }

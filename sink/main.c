@@ -37,6 +37,7 @@
 #include <curl/curl.h>
 
 #include "base/log.h"
+#include "base/pattern.h"
 #include "base/text.h"
 #include "base/version.h"
 #include "client/client.h"
@@ -583,6 +584,7 @@ static int cmd_status(const args_t *a, const sink_config_set_t *cfg,
         char *reason = NULL;
         cJSON *l, *o;
         uint64_t acked, lag;
+        int filtered;
 
         if (a->name != NULL && strcmp(a->name, s->name) != 0)
             continue;
@@ -603,6 +605,19 @@ static int cmd_status(const args_t *a, const sink_config_set_t *cfg,
                   ? head->head_revision - acked
                   : 0;
         l = live != NULL ? live_of(live, s->name) : NULL;
+        /* reel counts what matches the consumer's one pattern (all events
+         * without one); the sink's excludes, its other patterns and its
+         * own records in --state-namespace skip some of those: then the
+         * count is an upper bound. */
+        {
+            char own[300];
+
+            snprintf(own, sizeof(own), "kv.%s.x", a->state_ns);
+            filtered = s->n_subjects != 1 || s->n_exclude > 0 ||
+                       reel_pattern_match(s->subjects[0],
+                                          strlen(s->subjects[0]), own,
+                                          strlen(own));
+        }
         if (a->json) {
             char *text;
 
@@ -618,7 +633,9 @@ static int cmd_status(const args_t *a, const sink_config_set_t *cfg,
                                     head ? (double)head->head_revision : 0);
             cJSON_AddNumberToObject(o, "lag", (double)lag);
             cJSON_AddNumberToObject(o, "pending", c ? (double)c->pending : 0);
-            cJSON_AddBoolToObject(o, "pending_exact", c ? c->pending_exact : 1);
+            cJSON_AddBoolToObject(o, "pending_exact",
+                                  c ? c->pending_exact && !filtered : 1);
+            cJSON_AddBoolToObject(o, "pending_at_most", filtered);
             cJSON_AddBoolToObject(o, "active", c ? c->active : 0);
             cJSON_AddBoolToObject(o, "invalidated", c ? c->invalidated : 0);
             cJSON_AddBoolToObject(o, "disabled", disabled);
@@ -640,7 +657,7 @@ static int cmd_status(const args_t *a, const sink_config_set_t *cfg,
                    " (pending %s%" PRIu64 ")%s",
                    s->name, s->type == SINK_NATS ? "nats" : "webhook", acked,
                    head ? head->head_revision : 0, lag,
-                   c && !c->pending_exact ? ">=" : "",
+                   filtered ? "at most " : c && !c->pending_exact ? ">=" : "",
                    c ? c->pending : 0,
                    c == NULL ? " no consumer yet"
                    : c->invalidated ? " INVALIDATED"

@@ -40,6 +40,7 @@
 #include <nats/nats.h>
 
 #include "base/log.h"
+#include "sink/conf.h"
 #include "sink/event.h"
 #include "sink/retry.h"
 #include "sink/sink.h"
@@ -128,14 +129,19 @@ static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae,
     sink_runner_t *r = e->r;
     uint64_t rev = msg_revision(m), pos;
     sink_item_t *it;
-    int failed = 0;
+    int failed = 0, elsewhere;
 
     (void)js;
+    /* Stored, but in another stream: the sink's stream does not take the
+     * subject (another stream's subjects do). Not delivered. */
+    elsewhere = pa != NULL && pae == NULL &&
+                (pa->Stream == NULL || strcmp(pa->Stream, e->cfg->stream) != 0);
     pthread_mutex_lock(&r->mu);
     r->in_flight = r->in_flight > 0 ? r->in_flight - 1 : 0;
     pos = sink_window_find_after(&r->win, rev - 1);
     it = pos < r->win.tail ? sink_window_at(&r->win, pos) : NULL;
-    if (pa != NULL && pae == NULL) {
+    if (pa != NULL && pae == NULL && !elsewhere) {
+        r->failing = 0;
         if (it != NULL && it->revision == rev &&
             it->state == SINK_ITEM_TAKEN) {
             sink_window_done(&r->win, pos);
@@ -144,13 +150,25 @@ static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae,
         }
     } else {
         if (!atomic_exchange(&e->failed, 1)) {
-            snprintf(e->fail_msg, sizeof(e->fail_msg),
-                     "publishing revision %" PRIu64 ": %s%s%s", rev,
-                     natsStatus_GetText(pae != NULL ? pae->Err : NATS_ERR),
-                     pae != NULL && pae->ErrText != NULL ? ": " : "",
-                     pae != NULL && pae->ErrText != NULL ? pae->ErrText : "");
+            if (elsewhere)
+                snprintf(e->fail_msg, sizeof(e->fail_msg),
+                         "publishing revision %" PRIu64 ": JetStream stored "
+                         "it in stream %s, not in the sink's stream %s: "
+                         "stream %s must take the subjects %s.>, and no "
+                         "other stream",
+                         rev, pa->Stream ? pa->Stream : "(none)",
+                         e->cfg->stream, e->cfg->stream,
+                         e->cfg->subject_prefix);
+            else
+                snprintf(e->fail_msg, sizeof(e->fail_msg),
+                         "publishing revision %" PRIu64 ": %s%s%s", rev,
+                         natsStatus_GetText(pae != NULL ? pae->Err : NATS_ERR),
+                         pae != NULL && pae->ErrText != NULL ? ": " : "",
+                         pae != NULL && pae->ErrText != NULL ? pae->ErrText
+                                                             : "");
             failed = 1;
         }
+        r->failing = 1;
         sink_runner_failed_locked(r, SINK_FAIL_NATS);
     }
     pthread_mutex_unlock(&r->mu);
@@ -191,12 +209,16 @@ static int connect_js(nats_engine_t *e) {
         (s = natsOptions_SetReconnectWait(opts, 500)) != NATS_OK ||
         (s = natsOptions_SetTimeout(opts, 5000)) != NATS_OK ||
         (s = natsConnection_Connect(&e->nc, opts)) != NATS_OK) {
+        /* Without the URL's user, password or token: only where. */
+        char *where = sink_conf_url_public(cfg->servers[0]);
+
         natsOptions_Destroy(opts);
         sink_runner_error(e->r, "connecting to NATS: %s",
                           natsStatus_GetText(s));
         REEL_WARN("sink", "sink %s: connecting to NATS (%s%s): %s",
-                  cfg->name, cfg->servers[0], cfg->n_servers > 1 ? ", ..." : "",
-                  natsStatus_GetText(s));
+                  cfg->name, where ? where : "?",
+                  cfg->n_servers > 1 ? ", ..." : "", natsStatus_GetText(s));
+        free(where);
         e->nc = NULL;
         return -1;
     }
@@ -336,6 +358,7 @@ static int publish_next(nats_engine_t *e) {
         if (it->revision <= e->stream_last) {
             sink_window_done(&r->win, pos);
             r->win.next++;
+            r->delivered++;
             found = 1;
             continue;
         }
@@ -347,6 +370,8 @@ static int publish_next(nats_engine_t *e) {
     if (found)
         sink_runner_report_locked(r);
     if (pos == r->win.tail) {
+        if (r->in_flight == 0) /* caught up: nothing is failing */
+            r->failing = 0;
         pthread_mutex_unlock(&r->mu);
         return 0;
     }
@@ -408,13 +433,14 @@ out:
     free(data);
     return s == NATS_OK ? 1 : -1;
 fail:
-    if (!atomic_exchange(&e->failed, 1)) {
-        pthread_mutex_lock(&r->mu);
+    pthread_mutex_lock(&r->mu);
+    if (!atomic_exchange(&e->failed, 1))
         snprintf(e->fail_msg, sizeof(e->fail_msg),
                  "publishing revision %" PRIu64 ": %s", it->revision,
                  natsStatus_GetText(s));
-        pthread_mutex_unlock(&r->mu);
-    }
+    r->failing = 1;
+    sink_runner_failed_locked(r, SINK_FAIL_NATS);
+    pthread_mutex_unlock(&r->mu);
     natsMsg_Destroy(m);
     free(subject);
     free(data);
@@ -453,6 +479,7 @@ static void run(void *arg) {
 
     while (!stopping(e)) {
         char why[256];
+        uint64_t delivered;
 
         if (failures > 0) {
             int64_t ms = 100LL << (failures < 6 ? failures : 6);
@@ -461,22 +488,24 @@ static void run(void *arg) {
             if (stopping(e))
                 break;
         }
-        if (e->js == NULL && connect_js(e) != 0) {
-            failures++;
-            continue;
-        }
-        if (sync_stream(e) != 0) {
+        if ((e->js == NULL && connect_js(e) != 0) || sync_stream(e) != 0) {
+            /* Said in the log and the last error; counted, so status and
+             * reel_sink_failures_total show a sink that cannot reach
+             * its stream. */
+            pthread_mutex_lock(&r->mu);
+            r->failing = 1;
+            sink_runner_failed_locked(r, SINK_FAIL_NATS);
+            pthread_mutex_unlock(&r->mu);
             failures++;
             continue;
         }
         atomic_store(&e->failed, 0);
+        pthread_mutex_lock(&r->mu);
+        delivered = r->delivered;
+        pthread_mutex_unlock(&r->mu);
         while (!stopping(e) && !atomic_load(&e->failed)) {
-            int got = publish_next(e);
-
-            if (got == 0)
+            if (publish_next(e) == 0)
                 nap(e, 1000);
-            else if (got > 0)
-                failures = 0;
         }
         if (stopping(e))
             break;
@@ -486,6 +515,10 @@ static void run(void *arg) {
         snprintf(why, sizeof(why), "%s", e->fail_msg);
         sink_window_requeue(&r->win);
         r->in_flight = 0;
+        /* The backoff grows while nothing gets through: a publish that
+         * starts but is never acknowledged is no progress. */
+        if (r->delivered > delivered)
+            failures = 0;
         pthread_mutex_unlock(&r->mu);
         sink_runner_error(r, "%s", why);
         REEL_WARN("sink", "sink %s: %s; publishing again from what stream "

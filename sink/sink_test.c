@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "reel/v1/wal.pb-c.h"
+#include "sink/conf.h"
 #include "sink/config.h"
 #include "sink/event.h"
 #include "sink/retry.h"
@@ -126,6 +127,95 @@ static void test_config_errors_name_the_sink_and_the_field(void **state) {
                    "{\"name\": \"d\", \"type\": \"webhook\", \"url\": "
                    "\"http://x/\", \"secrets\": [\"" SECRET "\"]}]}",
                    "sinks[1] \"d\": name: also the name of sinks[0]");
+}
+
+#define WEBHOOK_WITH(url) \
+    "{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", \"url\": \"" url \
+    "\", \"secrets\": [\"" SECRET "\"]}]}"
+#define NATS_WITH(server) \
+    "{\"sinks\": [{\"name\": \"n\", \"type\": \"nats\", \"stream\": \"S\", " \
+    "\"servers\": [\"" server "\"]}]}"
+
+static void test_config_urls_need_a_host_and_a_port_in_range(void **state) {
+    (void)state;
+    assert_refused(WEBHOOK_WITH("http://"),
+                   "url: not a URL: No host part in the URL");
+    assert_refused(WEBHOOK_WITH("http://127.0.0.1:99999/"),
+                   "url: not a URL: Port number was not a decimal number "
+                   "between 0 and 65535");
+    assert_refused(WEBHOOK_WITH("http://h/a b"),
+                   "url: a space or control character at byte 10");
+    assert_refused(WEBHOOK_WITH("http://h/\\r\\nX-Evil: 1"),
+                   "url: a space or control character at byte 9");
+    assert_refused(WEBHOOK_WITH("ftp://h/x"),
+                   "url: the scheme is ftp://; it must be http:// or "
+                   "https://");
+    assert_refused(NATS_WITH("nats://"),
+                   "servers[0]: not a URL: No host part in the URL");
+    assert_refused(NATS_WITH("http://h:4222"),
+                   "servers[0]: the scheme is http://; it must be nats:// or "
+                   "tls://");
+}
+
+static void test_config_refuses_repeated_keys_and_trailing_text(void **state) {
+    (void)state;
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://a/\", \"url\": \"http://b/\", "
+                   "\"secrets\": [\"" SECRET "\"]}]}",
+                   "config: sinks[0]: \"url\" appears twice");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://a/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"headers\": {\"X-A\": \"1\", \"X-A\": \"2\"}}]}",
+                   "config: sinks[0].headers: \"X-A\" appears twice");
+    assert_refused("{\"sinks\": [], \"sinks\": []}",
+                   "config: \"sinks\" appears twice");
+    assert_refused(WEBHOOK_WITH("http://a/") " garbage",
+                   "config: more after the JSON value");
+}
+
+static void test_config_patterns_with_an_empty_token_never_match(
+    void **state) {
+    (void)state;
+    const char *bad[] = {"a..b", "a.", ".", ".a"};
+    char text[512], want[128];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        snprintf(text, sizeof(text),
+                 "{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                 "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                 "\"exclude\": [\"%s\"]}]}",
+                 bad[i]);
+        snprintf(want, sizeof(want), "exclude[0]: \"%s\" has an empty token",
+                 bad[i]);
+        assert_refused(text, want);
+    }
+}
+
+static void test_config_messages_never_repeat_a_url_credential(void **state) {
+    sink_config_set_t set;
+    char msg[600];
+    const char *texts[] = {
+        WEBHOOK_WITH("ftp://user:PASSWORD1@host/x?token=TOKEN1"),
+        WEBHOOK_WITH("https://user:PASSWORD1@host:99999/?token=TOKEN1"),
+        NATS_WITH("http://alice:PASSWORD1@h:4222"),
+        "{\"sinks\": [{\"name\": \"n\", \"type\": \"nats\", \"servers\": "
+        "[\"nats://alice:PASSWORD1@h:1\"], \"stream\": \"S\"}, {\"name\": "
+        "\"m\", \"type\": \"nats\", \"servers\": [\"nats://alice:PASSWORD1"
+        "@h:1\"], \"stream\": \"S\"}]}",
+    };
+    char *pub;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(texts) / sizeof(*texts); i++) {
+        assert_int_equal(parse(texts[i], &set, msg, sizeof(msg)),
+                         REEL_INVALID_ARGUMENT);
+        if (strstr(msg, "PASSWORD1") != NULL || strstr(msg, "TOKEN1") != NULL)
+            fail_msg("a credential in \"%s\"", msg);
+    }
+    assert_non_null(pub = sink_conf_url_public(
+                        "nats://alice:PASSWORD1@h.example:4222/x?t=TOKEN1"));
+    assert_string_equal(pub, "nats://h.example:4222");
+    free(pub);
 }
 
 static void test_config_messages_never_repeat_a_secret(void **state) {
@@ -475,6 +565,11 @@ static void test_event_batch_body_has_an_array_of_data(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_errors_name_the_sink_and_the_field),
+        cmocka_unit_test(test_config_urls_need_a_host_and_a_port_in_range),
+        cmocka_unit_test(test_config_refuses_repeated_keys_and_trailing_text),
+        cmocka_unit_test(
+            test_config_patterns_with_an_empty_token_never_match),
+        cmocka_unit_test(test_config_messages_never_repeat_a_url_credential),
         cmocka_unit_test(test_config_messages_never_repeat_a_secret),
         cmocka_unit_test(test_config_defaults),
         cmocka_unit_test(test_sign_passes_the_standard_webhooks_test_vector),

@@ -75,6 +75,7 @@ typedef struct unit {
     struct curl_slist *hdrs;
     char errbuf[CURL_ERROR_SIZE];
     char retry_after[64];
+    int headers_done; /* the answer's headers ended (on_header) */
     char last_error[256];
 } unit_t;
 
@@ -109,9 +110,16 @@ static void unit_free(unit_t *u) {
  * again at its next turn). Items in [next, tail) belong to the engine: the
  * callback only writes past tail, so they are read without the lock.
  */
+/* What sink_event_wrap puts around a batch's events: its head (with a
+ * 24-byte timestamp), the brackets and the closing brace. */
+#define BATCH_ENVELOPE                                                     \
+    (sizeof("{\"type\":\"reel.batch\",\"timestamp\":\"\",\"data\":[]}") - 1 + \
+     24)
+
 static unit_t *take(webhook_t *w) {
     sink_runner_t *r = w->r;
-    size_t max = (size_t)w->cfg->batch_max_events, n = 0, total = 0;
+    size_t max = (size_t)w->cfg->batch_max_events, n = 0,
+           total = BATCH_ENVELOPE;
     int batch = max > 1;
     uint64_t pos, tail, p;
     char **datas = NULL;
@@ -139,14 +147,16 @@ static unit_t *take(webhook_t *w) {
 
         if (d == NULL)
             goto oom;
-        if (n > 0 && total + len + 1 > w->cfg->batch_max_bytes) {
+        /* The whole body within batch_max_bytes, envelope and commas
+         * included; a first event larger than that goes alone. */
+        if (n > 0 && total + 1 + len > w->cfg->batch_max_bytes) {
             free(d);
             break;
         }
         datas[n] = d;
         lens[n] = len;
+        total += len + (n > 0);
         u->pos[n++] = p;
-        total += len + 1;
     }
     u->n = n;
     u->first_rev = sink_window_at(&r->win, pos)->revision;
@@ -212,6 +222,14 @@ static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
     unit_t *u = arg;
     size_t len = size * n;
 
+    /* A status line starts a response (an interim one may come first);
+     * the empty line ends its headers. An answer cut off before that is
+     * no answer, whatever its status line said. */
+    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0)
+        u->headers_done = 0;
+    else if ((len == 2 && buf[0] == '\r' && buf[1] == '\n') ||
+             (len == 1 && buf[0] == '\n'))
+        u->headers_done = 1;
     if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
         size_t i = 12, j = len;
 
@@ -251,6 +269,7 @@ static int start(webhook_t *w, unit_t *u) {
                           u->errbuf) != 0)
         goto oom;
     u->retry_after[0] = '\0';
+    u->headers_done = 0;
     curl_easy_setopt(u->easy, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(u->easy, CURLOPT_HEADERDATA, u);
     curl_easy_setopt(u->easy, CURLOPT_PRIVATE, u);
@@ -389,6 +408,11 @@ static void finished(webhook_t *w, unit_t *u, CURLcode cc) {
     int64_t now = sink_now_ms(), wait, ra = -1;
     char what[160];
 
+    if (cc == CURLE_OK && !u->headers_done) {
+        cc = CURLE_PARTIAL_FILE;
+        snprintf(u->errbuf, sizeof(u->errbuf),
+                 "the answer ended inside its headers");
+    }
     curl_easy_getinfo(u->easy, CURLINFO_RESPONSE_CODE, &status);
     if (cc == CURLE_OK) {
         curl_off_t us = 0;

@@ -513,7 +513,11 @@ def test_a_standby_takes_over_when_the_active_reactor_dies(tmp_path):
     ({"apps": []}, "config: apps: must be a non-empty array"),
     ({"apps": [{"app": "shop", "secrets": [SECRET]}]}, 'apps[0] "shop": url: missing'),
     ({"apps": [{"app": "shop", "url": "ftp://x", "secrets": [SECRET]}]},
-     'apps[0] "shop": url: must start with http:// or https://'),
+     'apps[0] "shop": url: the scheme is ftp://; it must be http:// or https://'),
+    ({"apps": [{"app": "shop", "url": "http://", "secrets": [SECRET]}]},
+     'apps[0] "shop": url: not a URL: No host part in the URL'),
+    ({"apps": [{"app": "shop", "url": "http://u:PASSW0RD@h:99999/", "secrets": [SECRET]}]},
+     'apps[0] "shop": url: not a URL: Port number'),
     ({"apps": [{"app": "shop", "url": "http://x"}]}, 'apps[0] "shop": secrets: missing'),
     ({"apps": [{"app": "shop", "url": "http://x", "secrets": ["whsec_!!"]}]},
      'apps[0] "shop": secrets[0]:'),
@@ -540,10 +544,16 @@ def test_bad_configs_are_refused_naming_the_field(tmp_path, doc, want):
         assert p.returncode == 2, p
         assert want in p.stderr, p.stderr
         assert SECRET not in p.stderr
-    path.write_text("{not json")
-    p = subprocess.run([REEL_REACTOR, "check", "--config", str(path)],
-                       capture_output=True, text=True, timeout=30)
-    assert p.returncode == 2 and "config: not a JSON object" in p.stderr
+        assert "PASSW0RD" not in p.stderr
+    for text, why in [("{not json", "config: not valid JSON"),
+                      ("[]", "config: not a JSON object"),
+                      ('{"apps": []} {"apps": []}', "config: more after the JSON value"),
+                      ('{"sweep_interval_ms": 1000, "sweep_interval_ms": 1, "apps": []}',
+                       'config: "sweep_interval_ms" appears twice')]:
+        path.write_text(text)
+        p = subprocess.run([REEL_REACTOR, "check", "--config", str(path)],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 2 and why in p.stderr, (text, p.stderr)
 
 
 @pytest.mark.parametrize("args, want", [

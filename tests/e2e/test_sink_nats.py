@@ -190,3 +190,52 @@ def test_a_nats_server_restart_loses_and_repeats_nothing(tmp_path, reeld, reel, 
     wait_for("the ack", lambda: reel.acked("sink.fan") >= want[-1], timeout=30)
     assert sink.stop() == 0
     check_exactly_once_in_order(nats.dump("REEL"), want)
+
+
+def test_a_stream_that_does_not_take_the_subjects_is_not_delivered_to(
+        tmp_path, reeld, reel, nats):
+    """Stream OTHER takes other.>, stream ARCHIVE takes reel.>: a sink
+    configured with stream OTHER and prefix reel has its messages stored in
+    ARCHIVE, and JetStream's ack names ARCHIVE. That is not delivered: the
+    cursor stays, status says failing, and the log says which stream took
+    them and what OTHER must take."""
+    import json
+    from sinkutil import run_cli
+    made = write_config(tmp_path / "made.json", [
+        {"name": "arch", "type": "nats", "servers": [nats.url], "stream": "ARCHIVE",
+         "subject_prefix": "reel"},
+        {"name": "oth", "type": "nats", "servers": [nats.url], "stream": "OTHER",
+         "subject_prefix": "other"}])
+    first = Sink(tmp_path, reeld.addr, made)  # reel is empty: streams only
+    first.wait_log(r"created JetStream stream ARCHIVE")
+    first.wait_log(r"created JetStream stream OTHER")
+    assert first.stop() == 0
+    for i in range(3):
+        reel.set("x", f"k{i}")
+    control = f"127.0.0.1:{free_port()}"
+    cfg = nats_config(tmp_path / "c.json", nats, name="o", stream="OTHER")
+    sink = Sink(tmp_path, reeld.addr, cfg, "--control-listen", control)
+    sink.wait_log(r"JetStream stored it in stream ARCHIVE, not in the sink's "
+                  r"stream OTHER: stream OTHER must take the subjects reel\.>")
+    live = json.loads(run_cli(reeld.addr, cfg, "status", "o", "--control", control,
+                              "--json").stdout)["live"]
+    assert live["failing"] == 1 and live["failures"]["nats"] >= 1, live
+    assert live["delivered"] == 0, live
+    time.sleep(1.5)  # the retries back off: a few, not one every 200 ms
+    assert sink.log().count("JetStream stored it in stream ARCHIVE") <= 6, sink.log()
+    assert sink.stop() == 0
+    assert (reel.acked("sink.o") or 0) == 0
+    assert nats.dump("OTHER") == []
+
+
+def test_a_nats_url_credential_never_reaches_the_log(tmp_path, reeld, reel):
+    """NATS is not listening: the sink says where it tries, without the
+    URL's user and password."""
+    port = free_port()
+    cfg = write_config(tmp_path / "c.json", [
+        {"name": "nc", "type": "nats", "stream": "S",
+         "servers": [f"nats://alice:S3CRETPW@127.0.0.1:{port}"]}])
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    sink.wait_log(r"connecting to NATS \(nats://127\.0\.0\.1:%d\)" % port)
+    assert sink.stop() == 0
+    assert "S3CRETPW" not in sink.log() and "alice" not in sink.log()

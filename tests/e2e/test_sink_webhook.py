@@ -264,6 +264,30 @@ def test_batches_carry_several_events_under_one_id(tmp_path, reeld, reel, receiv
     assert len(receiver.delivered()) < 35
 
 
+def test_a_batch_body_stays_within_batch_max_bytes(tmp_path, reeld, reel, receiver):
+    """The whole request body, envelope and commas included, is at most
+    batch_max_bytes (unless one event alone is larger)."""
+    revs = [reel.set("app", f"k{i}") for i in range(30)]
+    # Limits 40 bytes apart over more than one event's size: whatever the
+    # events' size, some limit is one the batch would fill to within the
+    # envelope's size (about 70 bytes), where leaving it out overflows.
+    for limit in range(1024, 1024 + 360, 40):
+        name = f"bb{limit}"
+        cfg = webhook_config(tmp_path / f"{name}.json", name, receiver.url,
+                             subjects=["kv.app.>"], batch_max_events=5,
+                             batch_max_bytes=limit)
+        before = len(receiver.delivered())
+        sink = Sink(tmp_path, reeld.addr, cfg)
+        wait_for("the ack", lambda: (reel.acked(f"sink.{name}") or 0) >= revs[-1])
+        assert sink.stop() == 0
+        mine = receiver.delivered()[before:]
+        assert [d["json"]["data"][i]["revision"] for d in mine
+                for i in range(len(d["json"]["data"]))] == revs
+        sizes = [len(d["body"]) for d in mine]
+        assert max(sizes) <= limit, (limit, sizes)
+        assert max(len(d["json"]["data"]) for d in mine) > 1, sizes
+
+
 def test_sigterm_finishes_the_request_in_flight_and_exits_0(
         tmp_path, reeld, reel, receiver):
     receiver.plan(lambda d: ("hang", 1.5))
@@ -367,3 +391,57 @@ def test_redirects_are_not_followed(tmp_path, reeld, reel, receiver):
                "followed)" in sink.log()
     finally:
         elsewhere.close()
+
+
+def test_an_answer_cut_off_inside_its_headers_is_a_failed_attempt(
+        tmp_path, reeld, reel):
+    """A receiver that dies while writing its headers ("HTTP/1.1 200 OK",
+    then the connection closes) has not answered: the attempt fails and the
+    event goes again, like an answer cut off in its body."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    got = []
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            data = b""
+            c.settimeout(5)
+            try:
+                while b"\r\n\r\n" not in data:
+                    data += c.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                n = int([ln.split(b":")[1] for ln in head.split(b"\r\n")
+                         if ln.lower().startswith(b"content-length:")][0])
+                while len(body) < n:
+                    body += c.recv(65536)
+                got.append(body)
+                if len(got) == 1:
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Len")
+                else:
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+                              b"Connection: close\r\n\r\n")
+            except (OSError, ValueError, IndexError):
+                pass
+            c.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/hook"
+    cfg = webhook_config(tmp_path / "c.json", "cut", url, subjects=["kv.cut.>"],
+                         retry_schedule_ms=FAST)
+    rev = reel.set("cut", "k")
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    try:
+        wait_for("the event acknowledged", lambda: (reel.acked("sink.cut") or 0) >= rev)
+        assert len(got) == 2, len(got)  # the cut answer did not count
+        assert got[0] == got[1]
+        assert "the answer ended inside its headers" in sink.log(), sink.log()
+        assert sink.stop() == 0
+    finally:
+        srv.close()
