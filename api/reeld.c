@@ -518,6 +518,11 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         if (cfg->max_message_bytes < need + 65536)
             cfg->max_message_bytes = need + 65536;
     }
+    if (api_workspace_check_request_budget(cfg->max_message_bytes, why,
+                                           sizeof(why)) != 0) {
+        fprintf(stderr, "reeld: %s\n", why);
+        return -1;
+    }
     if (strcmp(cfg->auth, "none") != 0 && strcmp(cfg->auth, "token") != 0) {
         fprintf(stderr, "reeld: --auth: \"%s\" is not none or token\n",
                 cfg->auth);

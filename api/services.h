@@ -95,13 +95,22 @@ int api_check_response_budget(size_t budget, const kv_limits_t *kv,
                               const signals_limits_t *signals, char *why,
                               size_t whylen);
 
+/* A chunk message's framing beyond its bytes: the oneof's tag and
+ * length, with room to spare. */
+#define WS_CHUNK_FRAMING 64
+
 /*
  * Whether the largest artifact record these limits allow (a Stat answer,
- * a page of one, a watch message or a WAL event) fits in `budget` bytes:
- * 0, or -1 with why (naming the flag) written into why[whylen].
+ * a page of one, a watch message or a WAL event) fits in `budget` bytes
+ * (--max-response-bytes; a download's chunks go in pieces within it): 0,
+ * or -1 with why (naming the flag) written into why[whylen].
  */
 int api_workspace_check_budget(size_t budget, const ws_limits_t *lim,
                                char *why, size_t whylen);
+
+/* The same for a request (--max-message-bytes): one upload chunk. */
+int api_workspace_check_request_budget(size_t budget, char *why,
+                                       size_t whylen);
 
 /* grpc.health.v1.Health: Check and Watch. Returns 0 or -1. */
 int api_health_register(rpc_server_t *srv, api_ctx_t *ctx);

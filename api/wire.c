@@ -5,6 +5,7 @@
  */
 #include "api/wire.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "base/text.h"
@@ -46,8 +47,11 @@ size_t api_wire_varint_size(uint64_t v) {
     return n;
 }
 
+/* path: the fields leading to this message ("header.metadata."), so a
+ * message names the field as the request spells it. */
 static reel_code_t walk(const ProtobufCMessageDescriptor *d, const uint8_t *p,
-                        const uint8_t *end, int depth, reel_status_t *st) {
+                        const uint8_t *end, int depth, char *path,
+                        size_t cap, reel_status_t *st) {
     if (depth > MAX_DEPTH)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "request: messages nested deeper than %d",
@@ -85,10 +89,16 @@ static reel_code_t walk(const ProtobufCMessageDescriptor *d, const uint8_t *p,
             (memchr(p, '\0', n) != NULL ||
              !reel_utf8_valid((const char *)p, n)))
             return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                                   "%s: must be valid UTF-8 without NUL bytes",
-                                   f->name);
+                                   "%s%s: must be valid UTF-8 without NUL "
+                                   "bytes",
+                                   path, f->name);
         if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE) {
-            reel_code_t rc = walk(f->descriptor, p, p + n, depth + 1, st);
+            size_t used = strlen(path);
+            reel_code_t rc;
+
+            snprintf(path + used, cap - used, "%s.", f->name);
+            rc = walk(f->descriptor, p, p + n, depth + 1, path, cap, st);
+            path[used] = '\0';
             if (rc != REEL_OK)
                 return rc;
         }
@@ -99,5 +109,7 @@ static reel_code_t walk(const ProtobufCMessageDescriptor *d, const uint8_t *p,
 
 reel_code_t api_wire_check(const ProtobufCMessageDescriptor *d,
                            const uint8_t *buf, size_t len, reel_status_t *st) {
-    return walk(d, buf, buf + len, 0, st);
+    char path[256] = "";
+
+    return walk(d, buf, buf + len, 0, path, sizeof(path), st);
 }

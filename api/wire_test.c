@@ -44,8 +44,9 @@ static void test_bad_strings_inside_map_entries_are_refused(void **state) {
     const uint8_t bad[] = {0x3a, 6, 0x0a, 1, 'k', 0x12, 1, 0xff};
 
     (void)state;
+    /* Named with the field it sits in, as the request spells it. */
     assert_int_equal(check(&reel__v1__begin_run_request__descriptor, bad,
-                           sizeof(bad), "value"),
+                           sizeof(bad), "labels.value: must be valid UTF-8"),
                      REEL_INVALID_ARGUMENT);
 }
 

@@ -504,6 +504,11 @@ static void ws_get_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
         get_cleanup(g);
         goto out;
     }
+    /* Each message within --max-response-bytes, a chunk in pieces when
+     * the budget is smaller than one. */
+    if (ctx->max_response_bytes < WS_CHUNK + WS_CHUNK_FRAMING)
+        ws_reader_set_piece(g->r,
+                            ctx->max_response_bytes - WS_CHUNK_FRAMING);
     if (artifact_to_pb(call, &a, &pb) == 0) {
         first.part_case = REEL__V1__GET_ARTIFACT_RESPONSE__PART_ARTIFACT;
         first.artifact = &pb.msg;
@@ -865,6 +870,18 @@ static int api_workspace_register(rpc_server_t *srv, api_ctx_t *ctx) {
             return -1;
     }
     return 0;
+}
+
+int api_workspace_check_request_budget(size_t budget, char *why,
+                                       size_t whylen) {
+    if (budget >= WS_CHUNK + WS_CHUNK_FRAMING)
+        return 0;
+    snprintf(why, whylen,
+             "--max-message-bytes %zu cannot carry one workspace chunk (%zu "
+             "bytes with its framing): an upload sends up to 1 MiB a "
+             "message; raise it to at least that",
+             budget, WS_CHUNK + WS_CHUNK_FRAMING);
+    return -1;
 }
 
 int api_workspace_check_budget(size_t budget, const ws_limits_t *lim,

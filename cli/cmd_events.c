@@ -97,6 +97,10 @@ static cJSON *event_json(const Reel__V1__Event *ev) {
         if (ev->signal != NULL)
             body = ctl_signal_json(ev->signal);
         break;
+    case REEL__V1__EVENT__BODY_ARTIFACT:
+        if (ev->artifact != NULL)
+            body = ctl_artifact_json(ev->artifact);
+        break;
     default:
         break;
     }

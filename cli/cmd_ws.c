@@ -66,7 +66,7 @@ static void hex(const uint8_t *p, size_t n, char *out) {
     out[2 * n] = '\0';
 }
 
-static cJSON *artifact_json(const Reel__V1__Artifact *a) {
+cJSON *ctl_artifact_json(const Reel__V1__Artifact *a) {
     char sha[65] = "";
     cJSON *o, *m;
 
@@ -112,7 +112,7 @@ static void print_artifact(const Reel__V1__Artifact *a) {
 
 static void say_artifact(const ctl_t *ctl, const Reel__V1__Artifact *a) {
     if (ctl->json)
-        ctl_print_json_line(artifact_json(a));
+        ctl_print_json_line(ctl_artifact_json(a));
     else if (a != NULL)
         print_artifact(a);
 }
@@ -297,11 +297,110 @@ out:
 typedef struct get_state {
     FILE *out;
     const char *path; /* NULL: stdout */
+    char *dest;       /* the regular file the temporary one replaces */
+    char *tmp;        /* the temporary file beside it; NULL: direct */
     EVP_MD_CTX *md;
     Reel__V1__Artifact *rec;
     uint64_t got;
     int failed;
 } get_state_t;
+
+/*
+ * Opens where -o points. A regular file (or a new one, or a symbolic
+ * link to one) is written whole or not at all: a temporary file beside
+ * it, renamed over it once the bytes are checked and synced; until then
+ * the file there is untouched, whatever fails. Anything else (a device
+ * such as /dev/null, a FIFO) is written to directly, and never removed.
+ * 0, or -1 (said).
+ */
+static int get_open(get_state_t *g) {
+    struct stat sb;
+    const char *slash;
+    int fd;
+
+    if (stat(g->path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        if (S_ISDIR(sb.st_mode)) {
+            fprintf(stderr, "reelctl: ws get: %s is a directory\n", g->path);
+            return -1;
+        }
+        if ((g->out = fopen(g->path, "wb")) == NULL) {
+            fprintf(stderr, "reelctl: ws get: cannot open %s: %s\n", g->path,
+                    strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    /* Through a symbolic link: the file it names is the one replaced. */
+    if ((g->dest = realpath(g->path, NULL)) == NULL &&
+        (errno != ENOENT || (g->dest = strdup(g->path)) == NULL)) {
+        fprintf(stderr, "reelctl: ws get: %s: %s\n", g->path,
+                strerror(errno));
+        return -1;
+    }
+    slash = strrchr(g->dest, '/');
+    if ((g->tmp = malloc(strlen(g->dest) + 24)) == NULL)
+        return -1;
+    sprintf(g->tmp, "%.*s.%s.reel-XXXXXX",
+            slash ? (int)(slash - g->dest + 1) : 0, g->dest,
+            slash ? slash + 1 : g->dest);
+    if ((fd = mkstemp(g->tmp)) < 0) {
+        fprintf(stderr, "reelctl: ws get: cannot create a file beside %s: "
+                        "%s\n",
+                g->path, strerror(errno));
+        free(g->tmp);
+        g->tmp = NULL;
+        return -1;
+    }
+    /* The mode the file had, or a new file's (0666 less the umask). */
+    if (stat(g->dest, &sb) == 0) {
+        (void)fchmod(fd, sb.st_mode & 07777);
+    } else {
+        mode_t um = umask(0);
+
+        umask(um);
+        (void)fchmod(fd, 0666 & ~um);
+    }
+    if ((g->out = fdopen(fd, "wb")) == NULL) {
+        close(fd);
+        unlink(g->tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* Ends the output: on success the temporary file takes the place of the
+ * destination; otherwise it is removed and the destination left as it
+ * was. 0, or -1 (said). */
+static int get_close(get_state_t *g, int ok) {
+    int rc = 0;
+
+    if (g->out == NULL || g->out == stdout)
+        return 0;
+    if (ok && g->tmp != NULL && fsync(fileno(g->out)) != 0) {
+        fprintf(stderr, "reelctl: ws get: writing %s: %s\n", g->path,
+                strerror(errno));
+        ok = 0;
+        rc = -1;
+    }
+    if (fclose(g->out) != 0 && ok) {
+        fprintf(stderr, "reelctl: ws get: writing %s: %s\n", g->path,
+                strerror(errno));
+        ok = 0;
+        rc = -1;
+    }
+    g->out = NULL;
+    if (g->tmp == NULL)
+        return rc;
+    if (ok && rename(g->tmp, g->dest) != 0) {
+        fprintf(stderr, "reelctl: ws get: cannot replace %s: %s\n", g->path,
+                strerror(errno));
+        ok = 0;
+        rc = -1;
+    }
+    if (!ok)
+        unlink(g->tmp); /* never a partial or wrong file, nor a stray one */
+    return rc;
+}
 
 static int get_msg(void *arg, const uint8_t *msg, size_t len) {
     get_state_t *g = arg;
@@ -354,11 +453,8 @@ static int ws_get(ctl_t *ctl, const ctl_args_t *a) {
         EVP_DigestInit_ex(g.md, EVP_sha256(), NULL) != 1 ||
         (buf = ctl_pack(&req, &len)) == NULL)
         goto out;
-    if (g.path != NULL && (g.out = fopen(g.path, "wb")) == NULL) {
-        fprintf(stderr, "reelctl: ws get: cannot create %s: %s\n", g.path,
-                strerror(errno));
+    if (g.path != NULL && get_open(&g) != 0)
         goto out;
-    }
     if (g.path == NULL)
         g.out = stdout;
     /* As put: no deadline on a download. */
@@ -370,7 +466,7 @@ static int ws_get(ctl_t *ctl, const ctl_args_t *a) {
         rc = ctl_report_error(ctl, "ws get", &r);
         goto out;
     }
-    if (fflush(g.out) != 0 || (g.path != NULL && fsync(fileno(g.out)) != 0)) {
+    if (fflush(g.out) != 0) {
         fprintf(stderr, "reelctl: ws get: writing %s: %s\n",
                 g.path ? g.path : "standard output", strerror(errno));
         goto out;
@@ -384,20 +480,20 @@ static int ws_get(ctl_t *ctl, const ctl_args_t *a) {
                 "record's size and SHA-256\n");
         goto out;
     }
+    if (get_close(&g, 1) != 0)
+        goto out;
     if (g.path != NULL) {
         if (ctl->json)
-            ctl_print_json_line(artifact_json(g.rec));
+            ctl_print_json_line(ctl_artifact_json(g.rec));
         else
             fprintf(stderr, "%s: %llu bytes\n", g.path,
                     (unsigned long long)g.got);
     }
     rc = EXIT_OK;
 out:
-    if (g.out != NULL && g.out != stdout) {
-        fclose(g.out);
-        if (rc != EXIT_OK)
-            unlink(g.path); /* never leave a partial or wrong file */
-    }
+    get_close(&g, 0);
+    free(g.dest);
+    free(g.tmp);
     if (g.rec != NULL)
         reel__v1__artifact__free_unpacked(g.rec, NULL);
     if (g.md != NULL)
@@ -481,7 +577,7 @@ static int ws_rm(ctl_t *ctl, const ctl_args_t *a) {
         cJSON *o = cJSON_CreateObject();
 
         cJSON_AddBoolToObject(o, "existed", resp->existed);
-        cJSON_AddItemToObject(o, "artifact", artifact_json(resp->artifact));
+        cJSON_AddItemToObject(o, "artifact", ctl_artifact_json(resp->artifact));
         ctl_print_json_line(o);
     } else if (resp->existed) {
         printf("deleted %s/%s (version %llu)\n", a->pos[0], a->pos[1],
@@ -526,7 +622,7 @@ static int watch_msg(void *arg, const uint8_t *msg, size_t len) {
 
         cJSON_AddStringToObject(o, "type", type);
         cJSON_AddNumberToObject(o, "revision", (double)ev->revision);
-        cJSON_AddItemToObject(o, "artifact", artifact_json(ev->artifact));
+        cJSON_AddItemToObject(o, "artifact", ctl_artifact_json(ev->artifact));
         ctl_print_json_line(o);
     } else {
         printf("%s ", type);

@@ -260,6 +260,9 @@ cJSON *ctl_run_json(const Reel__V1__Run *r);
 cJSON *ctl_journal_entry_json(const Reel__V1__JournalEntry *e);
 cJSON *ctl_value_event_json(const Reel__V1__ValueEvent *ev);
 cJSON *ctl_signal_json(const Reel__V1__Signal *s);
+/* An artifact's record (never its bytes); defined in cmd_ws.c. */
+struct Reel__V1__Artifact;
+cJSON *ctl_artifact_json(const struct Reel__V1__Artifact *a);
 
 /* The name of value in d ("RUNNING"), or "UNKNOWN". */
 const char *ctl_enum_name(const ProtobufCEnumDescriptor *d, int value);

@@ -378,7 +378,7 @@ static const struct {
 
 static int take_global_flags(ctl_t *ctl, reel_client_opts_t *co, int argc,
                              char **argv) {
-    int out = 1;
+    int out = 1, command = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = NULL;
@@ -401,7 +401,9 @@ static int take_global_flags(ctl_t *ctl, reel_client_opts_t *co, int argc,
             ctl->help = 1;
             continue;
         }
-        if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+        /* Before the command, reelctl's own version; after it, the
+         * command's flag (ws get and ws stat take --version N). */
+        if (!command && (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0)) {
             printf("reelctl %s\n", REEL_VERSION);
             exit(EXIT_OK);
         }
@@ -431,6 +433,8 @@ static int take_global_flags(ctl_t *ctl, reel_client_opts_t *co, int argc,
         if (flen == (size_t)-1)
             continue;
         if (flen == 0) {
+            if (a[0] != '-')
+                command = 1;
             argv[out++] = argv[i];
             continue;
         }

@@ -2166,6 +2166,13 @@ reel_code_t store_compact_range(store_t *s, store_cf_t *cf, const void *begin,
     return REEL_OK;
 }
 
+void store_manual_compactions(store_t *s, int allow) {
+    if (allow)
+        rocksdb_enable_manual_compaction(s->db);
+    else
+        rocksdb_disable_manual_compaction(s->db);
+}
+
 static uint64_t cf_property(store_t *s, store_cf_t *cf, const char *name) {
     char *v = rocksdb_property_value_cf(s->db, cf->h, name);
     uint64_t n = 0;

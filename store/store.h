@@ -494,6 +494,11 @@ reel_code_t store_compact_range(store_t *store, store_cf_t *cf,
                                 const void *end, size_t elen,
                                 reel_status_t *st);
 
+/* Stops (allow 0) or allows again (allow 1) the compactions
+ * store_compact_range runs: one under way returns soon after it is
+ * stopped, one started meanwhile returns at once. Calls nest. */
+void store_manual_compactions(store_t *store, int allow);
+
 /* The bytes cf holds on disk and in memory: the table and blob files its
  * current tree uses, and its memtables, as RocksDB counts them. */
 uint64_t store_cf_bytes(store_t *store, store_cf_t *cf);

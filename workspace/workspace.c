@@ -41,8 +41,9 @@
  *      the file's size. Acknowledged means that commit was synced.
  *   An upload that ends any other way (the client gone, a check failed,
  *   the precondition failed) is aborted: the reclaimer deletes its chunks
- *   with one range tombstone and its mark, then compacts the range so the
- *   disk space comes back now.
+ *   with one range tombstone and its mark, then compacts, once for all it
+ *   took that round, so the disk space comes back soon. Until its chunks
+ *   are deleted an aborted upload counts against max_uploads.
  *
  * Deletes and old versions
  *   The writer writes range tombstones over the blobs it drops (RocksDB's
@@ -57,8 +58,10 @@
  *   A committed version's chunks were synced before its commit, so a
  *   record never names bytes that are not there. A crash before the
  *   commit leaves a mark and perhaps some chunks (those flushed when the
- *   memtable filled): ws_create() deletes and compacts each marked blob
- *   before reeld serves. A crash after the commit is the commit: the mark
+ *   memtable filled): ws_create() deletes each marked blob before reeld
+ *   serves, and queues one compaction of them all for the reclaimer (a
+ *   stop does not wait for queued reclaims either: their marks stay, and
+ *   this finds them). A crash after the commit is the commit: the mark
  *   went with it.
  */
 #include "workspace/workspace.h"
@@ -89,10 +92,11 @@ const store_cf_desc_t ws_cfs[] = {
     {NULL, STORE_CF_PLAIN},
 };
 
-/* A blob whose chunks the reclaimer deletes (staged) or compacts. */
+/* Blobs [blob, last] whose chunks the reclaimer deletes (staged: one
+ * blob) or compacts. */
 typedef struct reclaim {
     struct reclaim *next;
-    uint64_t blob;
+    uint64_t blob, last;
     int staged; /* delete its chunks and mark first */
 } reclaim_t;
 
@@ -103,6 +107,7 @@ struct ws {
     ws_limits_t lim;
     atomic_uint uploads;
     atomic_ullong staged;
+    atomic_uint aborted; /* staged uploads queued for deletion */
 
     pthread_mutex_t mu; /* guards the reclaim queue and stop */
     pthread_cond_t cv;
@@ -345,6 +350,13 @@ static reel_code_t check_header(const ws_limits_t *lim, const ws_header_t *h,
         if (kl == 0)
             return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                    "metadata: an empty key");
+        /* A map holds each key once; which of two a reader saw would
+         * depend on how it decoded the record. */
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(h->meta_keys[j], h->meta_keys[i]) == 0)
+                return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                       "metadata: key \"%.64s\" given twice",
+                                       h->meta_keys[i]);
         meta_bytes += kl + strlen(h->meta_vals[i]);
     }
     if (meta_bytes > WS_MAX_METADATA_BYTES)
@@ -368,36 +380,86 @@ static reel_code_t check_header(const ws_limits_t *lim, const ws_header_t *h,
 
 /* ---- The reclaimer ------------------------------------------------------------ */
 
-static void reclaim_one(ws_t *ws, const reclaim_t *r) {
+/* Deletes a staged blob's chunks and its mark (one range tombstone, not
+ * synced: deleting again after a crash is harmless). 0, or -1 (said: the
+ * mark stays, and the next start's sweep deletes it again). */
+static int delete_staged(ws_t *ws, uint64_t blob) {
     unsigned char lo[16], hi[16], mk[9];
     reel_status_t st = REEL_STATUS_INIT;
 
-    blob_key(lo, r->blob, 0);
-    blob_key(hi, r->blob + 1, 0);
-    if (r->staged) {
-        mark_key(mk, r->blob);
-        if (store_delete_range(ws->store, ws->chunks, lo, 16, hi, 16, ws->cf,
-                               mk, 9, &st) != REEL_OK) {
-            /* The mark stays: the next start's sweep deletes it again. */
-            REEL_WARN("workspace",
-                      "upload %016llx: its staged chunks stay until the "
-                      "next start: %s",
-                      (unsigned long long)r->blob, reel_status_message(&st));
-            reel_status_fini(&st);
-            return;
-        }
-        atomic_fetch_sub(&ws->staged, 1);
+    blob_key(lo, blob, 0);
+    blob_key(hi, blob + 1, 0);
+    mark_key(mk, blob);
+    if (store_delete_range(ws->store, ws->chunks, lo, 16, hi, 16, ws->cf, mk,
+                           9, &st) != REEL_OK) {
+        REEL_WARN("workspace",
+                  "upload %016llx: its staged chunks stay until the next "
+                  "start: %s",
+                  (unsigned long long)blob, reel_status_message(&st));
+        reel_status_fini(&st);
+        return -1;
     }
+    return 0;
+}
+
+/* Compacts the chunks of blobs [first, last], so what deletes covered
+ * there gives its disk space back now. */
+static void compact_blobs(ws_t *ws, uint64_t first, uint64_t last) {
+    unsigned char lo[16], hi[16];
+    reel_status_t st = REEL_STATUS_INIT;
+
+    blob_key(lo, first, 0);
+    blob_key(hi, last + 1, 0);
     /* The last blob id is all ones: its range's end wraps to 0, so the
      * compaction runs to the family's end instead. */
     if (store_compact_range(ws->store, ws->chunks, lo, 16,
-                            r->blob == UINT64_MAX ? NULL : hi,
-                            r->blob == UINT64_MAX ? 0 : 16, &st) != REEL_OK) {
-        REEL_WARN("workspace", "compacting blob %016llx: %s (its space "
-                               "comes back at a later compaction)",
-                  (unsigned long long)r->blob, reel_status_message(&st));
+                            last == UINT64_MAX ? NULL : hi,
+                            last == UINT64_MAX ? 0 : 16, &st) != REEL_OK) {
+        REEL_WARN("workspace", "compacting blobs %016llx-%016llx: %s (their "
+                               "space comes back at a later compaction)",
+                  (unsigned long long)first, (unsigned long long)last,
+                  reel_status_message(&st));
         reel_status_fini(&st);
     }
+}
+
+/* A round of at most this many blobs compacts each one's range; a larger
+ * one compacts the span of them all, once (blob ids are random: the span
+ * is most of the family, which a compaction then rewrites). */
+#define RECLAIM_EACH_MAX 4
+
+/*
+ * What was queued since the last round, taken at once: every staged blob
+ * deleted first (small writes), then the compactions. One compaction per
+ * blob cost about a second each on a loaded machine: a client whose
+ * uploads were refused one after another queued them faster than that,
+ * and the queue (and the disk) grew.
+ */
+static void reclaim_batch(ws_t *ws, reclaim_t *batch) {
+    uint64_t first = UINT64_MAX, last = 0;
+    size_t n = 0;
+
+    for (reclaim_t *r = batch; r != NULL; r = r->next) {
+        r->staged = r->staged ? 1 : 0;
+        if (r->staged) {
+            atomic_fetch_sub(&ws->aborted, 1);
+            if (delete_staged(ws, r->blob) != 0) {
+                r->staged = -1; /* not deleted: nothing to compact */
+                continue;
+            }
+            atomic_fetch_sub(&ws->staged, 1);
+        }
+        first = r->blob < first ? r->blob : first;
+        last = r->last > last ? r->last : last;
+        n++;
+    }
+    if (n > RECLAIM_EACH_MAX) {
+        compact_blobs(ws, first, last);
+        return;
+    }
+    for (reclaim_t *r = batch; r != NULL; r = r->next)
+        if (r->staged >= 0)
+            compact_blobs(ws, r->blob, r->last);
 }
 
 static void *reclaimer_main(void *arg) {
@@ -405,19 +467,25 @@ static void *reclaimer_main(void *arg) {
 
     pthread_mutex_lock(&ws->mu);
     for (;;) {
-        reclaim_t *r;
+        reclaim_t *batch;
 
         while (ws->head == NULL && !ws->reclaim_stopping)
             pthread_cond_wait(&ws->cv, &ws->mu);
-        if (ws->head == NULL)
+        /* Stopping: what is still queued waits for the next start (a
+         * staged blob keeps its mark, which the sweep finds; a deleted
+         * one's range tombstone frees its space at a later compaction). */
+        if (ws->head == NULL || ws->reclaim_stopping)
             break;
-        r = ws->head;
-        ws->head = r->next;
-        if (ws->head == NULL)
-            ws->tail = NULL;
+        batch = ws->head;
+        ws->head = ws->tail = NULL;
         pthread_mutex_unlock(&ws->mu);
-        reclaim_one(ws, r);
-        free(r);
+        reclaim_batch(ws, batch);
+        while (batch != NULL) {
+            reclaim_t *next = batch->next;
+
+            free(batch);
+            batch = next;
+        }
         pthread_mutex_lock(&ws->mu);
     }
     pthread_mutex_unlock(&ws->mu);
@@ -430,7 +498,8 @@ static void *reclaimer_main(void *arg) {
  * its mark (the next start reclaims it) and a committed delete's range
  * tombstone frees the space at a later compaction: late, never wrong.
  */
-static void reclaim_queue(ws_t *ws, uint64_t blob, int staged) {
+static void reclaim_queue_range(ws_t *ws, uint64_t blob, uint64_t last,
+                                int staged) {
     reclaim_t *r = malloc(sizeof(*r));
 
     if (r == NULL) {
@@ -441,7 +510,10 @@ static void reclaim_queue(ws_t *ws, uint64_t blob, int staged) {
     }
     r->next = NULL;
     r->blob = blob;
+    r->last = last;
     r->staged = staged;
+    if (staged)
+        atomic_fetch_add(&ws->aborted, 1);
     pthread_mutex_lock(&ws->mu);
     if (ws->tail)
         ws->tail->next = r;
@@ -452,8 +524,13 @@ static void reclaim_queue(ws_t *ws, uint64_t blob, int staged) {
     pthread_mutex_unlock(&ws->mu);
 }
 
-/* Deletes and compacts every staged blob a crash left: at start, before
- * anything is served. */
+static void reclaim_queue(ws_t *ws, uint64_t blob, int staged) {
+    reclaim_queue_range(ws, blob, blob, staged);
+}
+
+/* Deletes every staged blob a crash (or a stop with reclaims queued)
+ * left: at start, before anything is served; their compaction is queued
+ * for the reclaimer, as one, and runs once reeld serves. */
 static reel_code_t sweep(ws_t *ws, reel_status_t *st) {
     store_iter_t *it = store_iter_create(ws->store, ws->cf, NULL);
     unsigned char first = 's';
@@ -488,15 +565,25 @@ static reel_code_t sweep(ws_t *ws, reel_status_t *st) {
     }
     if ((rc = store_iter_status(it, st)) != REEL_OK)
         goto out;
-    for (size_t i = 0; i < n; i++) {
-        reclaim_t r = {NULL, blobs[i], 1};
+    {
+        uint64_t first = UINT64_MAX, last = 0;
+        size_t deleted = 0;
 
-        atomic_fetch_add(&ws->staged, 1);
-        reclaim_one(ws, &r);
+        for (size_t i = 0; i < n; i++) {
+            if (delete_staged(ws, blobs[i]) != 0)
+                continue;
+            first = blobs[i] < first ? blobs[i] : first;
+            last = blobs[i] > last ? blobs[i] : last;
+            deleted++;
+        }
+        if (deleted > 0) {
+            reclaim_queue_range(ws, first, last, 0);
+            REEL_INFO("workspace",
+                      "deleted %zu upload%s a crash or a stop left staged; "
+                      "their space comes back at the compaction queued",
+                      deleted, deleted == 1 ? "" : "s");
+        }
     }
-    if (n > 0)
-        REEL_INFO("workspace", "reclaimed %zu upload%s a crash left staged",
-                  n, n == 1 ? "" : "s");
 out:
     store_iter_destroy(it);
     free(blobs);
@@ -623,7 +710,11 @@ void ws_stop(ws_t *ws) {
     ws->reclaim_stopping = 1;
     pthread_cond_broadcast(&ws->cv);
     pthread_mutex_unlock(&ws->mu);
+    /* A compaction under way would hold the stop for as long as it takes:
+     * stopped, its space comes back at a later compaction. */
+    store_manual_compactions(ws->store, 0);
     pthread_join(ws->reclaimer, NULL);
+    store_manual_compactions(ws->store, 1);
     ws->started = 0;
 }
 
@@ -694,12 +785,20 @@ reel_code_t ws_upload_begin(ws_t *ws, const ws_header_t *h, ws_upload_t **out,
     *out = NULL;
     if ((rc = check_header(&ws->lim, h, st)) != REEL_OK)
         return rc;
-    if (atomic_fetch_add(&ws->uploads, 1) >= ws->lim.max_uploads) {
+    /* Uploads that ended without a commit count until their staged
+     * chunks are deleted: a client whose uploads are refused one after
+     * another cannot stage more than the limit meanwhile. */
+    if (atomic_fetch_add(&ws->uploads, 1) + atomic_load(&ws->aborted) >=
+        ws->lim.max_uploads) {
+        unsigned aborted = atomic_load(&ws->aborted);
+
         atomic_fetch_sub(&ws->uploads, 1);
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
-                               "uploads: %u under way, at most "
+                               "uploads: %u under way and %u ended ones "
+                               "still being reclaimed, at most "
                                "--workspace-max-uploads %u",
-                               ws->lim.max_uploads, ws->lim.max_uploads);
+                               atomic_load(&ws->uploads), aborted,
+                               ws->lim.max_uploads);
     }
     if ((u = calloc(1, sizeof(*u))) == NULL) {
         atomic_fetch_sub(&ws->uploads, 1);
@@ -1238,6 +1337,8 @@ struct ws_reader {
     uint64_t blob, size, pos, end; /* bytes [pos, end) are still to go */
     uint32_t chunk;
     int started;
+    uint64_t at;   /* the chunk the iterator is on, once started */
+    size_t piece;  /* at most this many bytes a call (0: a chunk) */
     char what[96]; /* "artifact ns/key version N": in errors */
 };
 
@@ -1261,18 +1362,39 @@ static reel_code_t get_record(ws_t *ws, const store_snapshot_t *snap,
               : store_get(ws->store, ws->cf, k, klen, &val, &vlen, st);
     free(k);
     if (rc == REEL_NOT_FOUND) {
+        ws_artifact_t cur;
+
         reel_status_fini(st);
-        if (version != 0)
+        /* Which: a version never written, the tombstone's, or one no
+         * longer kept. The current record says. */
+        if (version == 0)
             return reel_status_set(st, REEL_NOT_FOUND,
+                                   "artifact %.*s/%.*s not found", (int)ns_len,
+                                   ns, (int)key_len, key);
+        /* Not found, or deleted (cur filled in, every version's bytes
+         * freed): that message says it. */
+        if (get_record(ws, snap, ns, ns_len, key, key_len, 0, &cur, st) !=
+            REEL_OK) {
+            ws_artifact_fini(&cur);
+            return st->code;
+        }
+        rc = version > cur.version
+                 ? reel_status_set(st, REEL_NOT_FOUND,
+                                   "artifact %.*s/%.*s: version %llu was "
+                                   "never written (the current version is "
+                                   "%llu)",
+                                   (int)ns_len, ns, (int)key_len, key,
+                                   (unsigned long long)version,
+                                   (unsigned long long)cur.version)
+                 : reel_status_set(st, REEL_NOT_FOUND,
                                    "artifact %.*s/%.*s: version %llu is not "
                                    "retained (--workspace-versions-keep %u "
                                    "keeps the last versions' bytes)",
                                    (int)ns_len, ns, (int)key_len, key,
                                    (unsigned long long)version,
                                    ws->lim.versions_keep);
-        return reel_status_set(st, REEL_NOT_FOUND,
-                               "artifact %.*s/%.*s not found", (int)ns_len,
-                               ns, (int)key_len, key);
+        ws_artifact_fini(&cur);
+        return rc;
     }
     if (rc != REEL_OK)
         return rc;
@@ -1357,12 +1479,14 @@ reel_code_t ws_read_next(ws_reader_t *r, const void **p, size_t *n,
     index = r->pos / r->chunk;
     skip = r->pos % r->chunk;
     blob_key(k, r->blob, index);
+    /* A chunk read in pieces stays where it is until its last. */
     if (!r->started) {
         store_iter_seek(r->it, k, 16);
         r->started = 1;
-    } else {
+    } else if (index != r->at) {
         store_iter_next(r->it);
     }
+    r->at = index;
     if (!store_iter_valid(r->it)) {
         if (store_iter_status(r->it, st) != REEL_OK)
             return st->code;
@@ -1388,8 +1512,14 @@ reel_code_t ws_read_next(ws_reader_t *r, const void **p, size_t *n,
     *n = (size_t)(want - skip);
     if (*n > r->end - r->pos)
         *n = (size_t)(r->end - r->pos);
+    if (r->piece > 0 && *n > r->piece)
+        *n = r->piece;
     r->pos += *n;
     return REEL_OK;
+}
+
+void ws_reader_set_piece(ws_reader_t *r, size_t max) {
+    r->piece = max;
 }
 
 void ws_reader_destroy(ws_reader_t *r) {
@@ -1399,6 +1529,14 @@ void ws_reader_destroy(ws_reader_t *r) {
     if (r->snap != NULL)
         store_snapshot_release(r->ws->store, r->snap);
     free(r);
+}
+
+/* Byte order, a prefix first. */
+static int key_cmp(const unsigned char *a, size_t alen, const unsigned char *b,
+                   size_t blen) {
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+
+    return c != 0 ? c : alen < blen ? -1 : alen > blen;
 }
 
 reel_code_t ws_list(ws_t *ws, const char *ns, size_t ns_len,
@@ -1432,12 +1570,12 @@ reel_code_t ws_list(ws_t *ws, const char *ns, size_t ns_len,
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    if (start_after_len > 0 &&
-        (slen < blen || memcmp(seek, base, blen) < 0))
-        store_iter_seek(it, base, blen);
+    /* From start_after, or from the prefix when start_after sorts before
+     * it; one past the prefix's keys leaves nothing to list. */
+    if (start_after_len > 0 && key_cmp(seek, slen, base, blen) >= 0)
+        store_iter_seek(it, seek, slen);
     else
-        store_iter_seek(it, start_after_len ? seek : base,
-                        start_after_len ? slen : blen);
+        store_iter_seek(it, base, blen);
     for (; store_iter_valid(it); store_iter_next(it)) {
         size_t klen, vlen;
         const char *k = store_iter_key(it, &klen);
