@@ -37,6 +37,7 @@
 #include "base/clock.h"
 #include "base/fault.h"
 #include "base/log.h"
+#include "base/text.h"
 #include "base/version.h"
 #include "journal/journal.h"
 #include "metrics/http.h"
@@ -50,6 +51,7 @@
 typedef struct config {
     const char *data_dir;
     const char *listen;
+    char listen_checked[512]; /* what --listen gave, with its port */
     const char *log_level;
     int threads;
     size_t max_message_bytes;
@@ -523,6 +525,20 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         fprintf(stderr, "reeld: %s\n", why);
         return -1;
     }
+    /* A port past 65535 was taken modulo 65536 by the resolver, and a
+     * host alone meant port 443: refused, or the default port. */
+    {
+        reel_status_t st = REEL_STATUS_INIT;
+
+        if (reel_addr_check("--listen", cfg->listen, "7878", 1,
+                            cfg->listen_checked, sizeof(cfg->listen_checked),
+                            &st) != REEL_OK) {
+            fprintf(stderr, "reeld: %s\n", reel_status_message(&st));
+            reel_status_fini(&st);
+            return -1;
+        }
+        cfg->listen = cfg->listen_checked;
+    }
     if (strcmp(cfg->auth, "none") != 0 && strcmp(cfg->auth, "token") != 0) {
         fprintf(stderr, "reeld: --auth: \"%s\" is not none or token\n",
                 cfg->auth);
@@ -543,6 +559,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
 
 int main(int argc, char **argv) {
     config_t cfg = {0};
+    char bound[520];
     store_opts_t sopts = {0};
     rpc_server_opts_t ropts = {0};
     reel_status_t st = REEL_STATUS_INIT;
@@ -722,10 +739,20 @@ int main(int argc, char **argv) {
         goto out;
     }
     atomic_store(&ctx.phase, API_SERVING);
+    /* Port 0 asked for any free one: say which. */
+    {
+        size_t n = strlen(cfg.listen);
+
+        snprintf(bound, sizeof(bound), "%s", cfg.listen);
+        if (n >= 2 && strcmp(cfg.listen + n - 2, ":0") == 0 &&
+            rpc_server_port(srv) > 0)
+            snprintf(bound, sizeof(bound), "%.*s:%d", (int)(n - 2),
+                     cfg.listen, rpc_server_port(srv));
+    }
     REEL_INFO("reeld",
               "reeld %s serving on %s%s%s (data dir %s, revision %llu) after "
               "%lld ms",
-              REEL_VERSION, cfg.listen,
+              REEL_VERSION, bound,
               !*cfg.tls_cert        ? ""
               : *cfg.tls_client_ca ? " with mTLS"
                                    : " with TLS",

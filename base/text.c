@@ -1,6 +1,7 @@
 #include "base/text.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #define ONES 0x0101010101010101ull
@@ -107,4 +108,67 @@ reel_code_t reel_check_charset(const char *field, const char *s, size_t len,
                                    "%s: byte %zu is not in [%s]", field, i,
                                    allowed);
     return REEL_OK;
+}
+
+/* ---- Addresses -------------------------------------------------------------- */
+
+/* Decimal digits only, in [min, 65535]. */
+static int is_port(const char *s, unsigned min) {
+    unsigned long v = 0;
+
+    if (*s == '\0' || strlen(s) > 5)
+        return 0;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return 0;
+        v = v * 10 + (unsigned long)(*s - '0');
+    }
+    return v >= min && v <= 65535;
+}
+
+reel_code_t reel_addr_check(const char *flag, const char *addr,
+                            const char *default_port, int port0, char *out,
+                            size_t cap, reel_status_t *st) {
+    const char *close, *colon;
+    unsigned min = port0 ? 0 : 1;
+
+    if (strncmp(addr, "unix:", 5) == 0 || strstr(addr, "://") != NULL) {
+        if (strlen(addr) >= cap)
+            goto bad;
+        memcpy(out, addr, strlen(addr) + 1);
+        return REEL_OK;
+    }
+    if (addr[0] == '[') {
+        close = strchr(addr, ']');
+        if (close == NULL || close == addr + 1 ||
+            (close[1] != '\0' &&
+             (close[1] != ':' || !is_port(close + 2, min))))
+            goto bad;
+    } else {
+        colon = strchr(addr, ':');
+        if (colon != NULL && strchr(colon + 1, ':') != NULL)
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "%s: \"%.200s\": write an IPv6 address in "
+                                   "brackets, [::1] or [::1]:%s",
+                                   flag, addr, default_port);
+        if (*addr == '\0' || colon == addr ||
+            (colon != NULL && !is_port(colon + 1, min)))
+            goto bad;
+        close = colon != NULL ? colon - 1 : NULL;
+    }
+    if (close != NULL && close[1] == ':') {
+        if (strlen(addr) >= cap)
+            goto bad;
+        memcpy(out, addr, strlen(addr) + 1);
+        return REEL_OK;
+    }
+    /* A host alone: the default port, not port 0 nor a scheme's. */
+    if ((size_t)snprintf(out, cap, "%s:%s", addr, default_port) >= cap)
+        goto bad;
+    return REEL_OK;
+bad:
+    return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                           "%s: \"%.200s\" is not HOST, HOST:PORT or "
+                           "[IPv6]:PORT (port %u-65535; without one, %s)",
+                           flag, addr, min, default_port);
 }

@@ -29,4 +29,16 @@ reel_code_t reel_check_charset(const char *field, const char *s, size_t len,
                                size_t max, const char *allowed,
                                reel_status_t *st);
 
+/*
+ * A HOST:PORT as reel's programs take them (reeld --listen, reelctl
+ * --addr, reel-sink's and reel-reactor's --reel): HOST, HOST:PORT or
+ * [IPv6]:PORT, PORT in decimal from 1 to 65535 (from 0 with port0: a
+ * listener's "any free port"). A HOST alone takes default_port; gRPC's own
+ * target forms (unix:..., dns:///...) pass as given. OK with the address
+ * to use in out[cap], or INVALID_ARGUMENT naming flag and the forms.
+ */
+reel_code_t reel_addr_check(const char *flag, const char *addr,
+                            const char *default_port, int port0, char *out,
+                            size_t cap, reel_status_t *st);
+
 #endif

@@ -49,9 +49,64 @@ static void test_utf8_refuses_bad_bytes_at_every_offset(void **state) {
     assert_true(reel_utf8_valid("", 0));
 }
 
+static void test_addresses_take_a_port_in_range_or_the_default(
+    void **state) {
+    const struct {
+        const char *in;
+        int port0;
+        const char *out; /* NULL: refused */
+    } cases[] = {
+        {"127.0.0.1:7000", 0, "127.0.0.1:7000"},
+        {"127.0.0.1", 0, "127.0.0.1:7878"},
+        {"localhost", 0, "localhost:7878"},
+        {"[::1]", 0, "[::1]:7878"},
+        {"[::1]:9", 0, "[::1]:9"},
+        {"127.0.0.1:0", 1, "127.0.0.1:0"},
+        {"unix:/run/reel.sock", 0, "unix:/run/reel.sock"},
+        {"dns:///h:1", 0, "dns:///h:1"},
+        /* A resolver took 99999 modulo 65536, 4294967297 as 1, and a
+         * host with an empty port as port 443. */
+        {"127.0.0.1:99999", 1, NULL},
+        {"127.0.0.1:65536", 1, NULL},
+        {"127.0.0.1:4294967297", 1, NULL},
+        {"127.0.0.1:", 1, NULL},
+        {"127.0.0.1:0", 0, NULL},
+        {"127.0.0.1:-1", 1, NULL},
+        {"127.0.0.1:+5", 1, NULL},
+        {"127.0.0.1:0x10", 1, NULL},
+        {":7878", 1, NULL},
+        {"", 1, NULL},
+        {"[::1]:", 1, NULL},
+        {"[]:1", 1, NULL},
+        {"[::1]x", 1, NULL},
+        {"::1", 1, NULL},
+    };
+    char out[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        reel_status_t st = REEL_STATUS_INIT;
+        reel_code_t rc = reel_addr_check("--listen", cases[i].in, "7878",
+                                         cases[i].port0, out, sizeof(out),
+                                         &st);
+
+        if (cases[i].out == NULL) {
+            if (rc != REEL_INVALID_ARGUMENT ||
+                strstr(reel_status_message(&st), "--listen: ") == NULL)
+                fail_msg("\"%s\" was not refused naming the flag",
+                         cases[i].in);
+        } else if (rc != REEL_OK || strcmp(out, cases[i].out) != 0) {
+            fail_msg("\"%s\": %s, \"%s\"", cases[i].in,
+                     reel_status_message(&st), out);
+        }
+        reel_status_fini(&st);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_utf8_refuses_bad_bytes_at_every_offset),
+        cmocka_unit_test(test_addresses_take_a_port_in_range_or_the_default),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "base/json.h"
+#include "base/text.h"
 
 /* ---- Parsing ------------------------------------------------------------- */
 
@@ -190,12 +191,6 @@ const char *ctl_format_duration(int64_t ms, char *buf, size_t size) {
 }
 
 /* Whether s is a port: 1-65535 in digits. */
-static int is_port(const char *s) {
-    uint64_t v;
-
-    return ctl_parse_u64(s, 65535, &v) == 0 && v > 0;
-}
-
 /* A malloc'd copy of s, or NULL said. */
 static char *dup_or_say(const char *s) {
     char *d = strdup(s);
@@ -206,44 +201,16 @@ static char *dup_or_say(const char *s) {
 }
 
 char *ctl_resolve_addr(const char *flag, const char *addr) {
-    char with_port[512];
-    const char *close, *colon;
+    char out[512];
+    reel_status_t st = REEL_STATUS_INIT;
 
-    /* gRPC's own target forms (unix:/run/reel.sock, dns:///h:p) as given. */
-    if (strncmp(addr, "unix:", 5) == 0 || strstr(addr, "://") != NULL)
-        return dup_or_say(addr);
-    if (addr[0] == '[') {
-        close = strchr(addr, ']');
-        if (close == NULL || close == addr + 1 ||
-            (close[1] != '\0' && (close[1] != ':' || !is_port(close + 2))))
-            goto bad;
-    } else {
-        colon = strchr(addr, ':');
-        if (colon != NULL && strchr(colon + 1, ':') != NULL) {
-            fprintf(stderr,
-                    "reelctl: %s: \"%s\": write an IPv6 address in brackets, "
-                    "[::1] or [::1]:%s\n",
-                    flag, addr, CTL_DEFAULT_PORT);
-            return NULL;
-        }
-        if (*addr == '\0' || colon == addr ||
-            (colon != NULL && !is_port(colon + 1)))
-            goto bad;
-        close = colon != NULL ? colon - 1 : NULL;
+    if (reel_addr_check(flag, addr, CTL_DEFAULT_PORT, 0, out, sizeof(out),
+                        &st) != REEL_OK) {
+        fprintf(stderr, "reelctl: %s\n", reel_status_message(&st));
+        reel_status_fini(&st);
+        return NULL;
     }
-    if (close != NULL && close[1] == ':')
-        return dup_or_say(addr);
-    /* A host alone: reeld's default port, not port 0. */
-    if ((size_t)snprintf(with_port, sizeof(with_port), "%s:%s", addr,
-                         CTL_DEFAULT_PORT) >= sizeof(with_port))
-        goto bad;
-    return dup_or_say(with_port);
-bad:
-    fprintf(stderr,
-            "reelctl: %s: \"%s\" is not HOST, HOST:PORT or [IPv6]:PORT (port "
-            "1-65535; without one, %s)\n",
-            flag, addr, CTL_DEFAULT_PORT);
-    return NULL;
+    return dup_or_say(out);
 }
 
 int ctl_parse_u64(const char *s, uint64_t max, uint64_t *out) {

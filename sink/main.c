@@ -56,6 +56,7 @@
 #define DEFAULT_GRACE_MS 10000
 
 typedef struct args {
+    char reel_checked[512]; /* --reel with its port */
     const char *cmd;
     const char *name;
     const char *reel;
@@ -270,6 +271,17 @@ static int parse_args(int argc, char **argv, args_t *a) {
         return -1;
     }
     /* The records go to this KV namespace, which is one subject token. */
+    {
+        reel_status_t st = REEL_STATUS_INIT;
+
+        if (reel_addr_check("--reel", a->reel, "7878", 0, a->reel_checked,
+                            sizeof(a->reel_checked), &st) != REEL_OK) {
+            fprintf(stderr, "reel-sink: %s\n", reel_status_message(&st));
+            reel_status_fini(&st);
+            return -1;
+        }
+        a->reel = a->reel_checked;
+    }
     if (reel_check_charset("--state-namespace", a->state_ns,
                            strlen(a->state_ns), 256, "A-Za-z0-9_:/-",
                            NULL) != REEL_OK) {

@@ -567,6 +567,10 @@ def test_bad_configs_are_refused_naming_the_field(tmp_path, doc, want):
      '--consumer: "x/y" is not 1-128 bytes of [A-Za-z0-9_.-]'),
     (["--config", "{cfg}", "--log-level", "loud"], '--log-level: "loud" is not debug'),
     (["--config", "{cfg}", "--nope"], 'unknown or incomplete flag "--nope"'),
+    (["--config", "{cfg}", "--reel", "127.0.0.1:99999"],
+     '--reel: "127.0.0.1:99999" is not HOST, HOST:PORT or [IPv6]:PORT (port 1-65535'),
+    (["--config", "{cfg}", "--reel", "127.0.0.1:"],
+     '--reel: "127.0.0.1:" is not HOST, HOST:PORT'),
     (["--config", "{cfg}", "replay"], 'unknown command "replay"'),
 ])
 def test_bad_flags_are_refused_naming_the_flag(tmp_path, args, want):

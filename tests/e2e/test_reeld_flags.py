@@ -133,6 +133,21 @@ def test_durations_are_refused_naming_their_range():
             assert (r.returncode, r.stderr) == (2, want)
 
 
+@pytest.mark.parametrize("listen", ["127.0.0.1:99999", "127.0.0.1:65536",
+                                    "127.0.0.1:4294967297", "127.0.0.1:",
+                                    "[::1]:70000", "127.0.0.1:-1"])
+def test_a_listen_port_out_of_range_is_refused(tmp_path, listen):
+    """A resolver took 99999 modulo 65536 (and served there while the log
+    said 99999), 4294967297 as port 1, and an empty port as 443."""
+    r = subprocess.run([REELD, "--data-dir", str(tmp_path / "d"), "--listen", listen],
+                       capture_output=True, text=True, timeout=10,
+                       env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2, r.stderr
+    assert f'reeld: --listen: "{listen}" is not HOST, HOST:PORT or [IPv6]:PORT ' \
+        '(port 0-65535; without one, 7878)' in r.stderr, r.stderr
+    assert not (tmp_path / "d").exists()
+
+
 def test_a_flag_wins_over_its_variable_and_the_variable_over_the_default(
         tmp_path, monkeypatch):
     def max_wait(server):

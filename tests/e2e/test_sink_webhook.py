@@ -333,6 +333,11 @@ def test_help_version_and_usage_errors(tmp_path):
     assert run_cli("127.0.0.1:1", cfg, "bogus").returncode == 2
     out = run_cli("127.0.0.1:1", cfg, "check", "--state-namespace", "a.b")
     assert out.returncode == 2 and "--state-namespace" in out.stderr
+    # A port past 65535 was taken modulo 65536: another reeld, perhaps.
+    for bad in ("127.0.0.1:99999", "127.0.0.1:"):
+        out = run_cli(bad, cfg, "status")
+        assert out.returncode == 2, out
+        assert f'--reel: "{bad}" is not HOST, HOST:PORT' in out.stderr, out.stderr
 
 
 def test_status_adds_the_running_process_live_numbers_and_never_a_secret(

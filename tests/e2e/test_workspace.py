@@ -457,19 +457,25 @@ def test_refused_uploads_cannot_pile_up_staged_bytes_nor_hold_a_stop(tmp_path):
     data = str(tmp_path / "data")
     server = Reeld(data, extra=["--workspace-max-uploads", "4"]).start()
     ch = grpc.insecure_channel(server.addr)
-    ws = Client(ch)
-    body = blob(MiB, seed=5)
-    wrong = hashlib.sha256(b"not the body").digest()
-    codes, most = {}, 0
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 4:
-        c, _ = code_of(ws.put, "rf", "k", body, sha256=wrong)
-        codes[c] = codes.get(c, 0) + 1
-        most = max(most, ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads)
-    assert codes.get(grpc.StatusCode.DATA_LOSS, 0) > 0, codes
-    assert set(codes) <= {grpc.StatusCode.DATA_LOSS, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
-    assert most <= 5, (most, codes)  # the limit, and the upload being refused
-    ch.close()
+    try:
+        ws = Client(ch)
+        body = blob(MiB, seed=5)
+        wrong = hashlib.sha256(b"not the body").digest()
+        codes, most = {}, 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 4:
+            c, _ = code_of(ws.put, "rf", "k", body, sha256=wrong)
+            codes[c] = codes.get(c, 0) + 1
+            most = max(most, ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads)
+        assert codes.get(grpc.StatusCode.DATA_LOSS, 0) > 0, codes
+        assert set(codes) <= {grpc.StatusCode.DATA_LOSS,
+                              grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+        assert most <= 5, (most, codes)  # the limit, and the upload being refused
+    except BaseException:
+        server.kill()
+        raise
+    finally:
+        ch.close()
     code, took = server.stop()
     assert code == 0 and took < 10, (code, took)
     t0 = time.monotonic()
