@@ -175,6 +175,10 @@ class Suspended(BaseException):
         self.info = info
         super().__init__(f"run {run_id} parked: WAITING on {waiting_on!r}")
 
+    def __reduce__(self):
+        # Across processes (a pool running runs' code) as it was made.
+        return (type(self), (self.run_id, self.waiting_on, self.info))
+
 
 _BY_CODE = {cls.code: cls for cls in (
     Cancelled, Unknown, InvalidArgument, DeadlineExceeded, NotFound, AlreadyExists,

@@ -292,3 +292,14 @@ def test_the_async_worker_polls_as_the_sync_one_and_tls_hides_the_key():
     pem = b"-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n"
     tls = reel.TLS(ca="ca.pem", cert=b"cert", key=pem)
     assert "SECRET" not in repr(tls) and "key=" not in repr(tls) and "ca.pem" in repr(tls)
+
+
+def test_errors_and_suspended_cross_a_process_boundary():
+    """Raised in a process pool's worker, every exception comes back whole:
+    pickled and unpickled with its fields."""
+    import pickle
+    s = pickle.loads(pickle.dumps(reel.Suspended("r1", "approve", info=None)))
+    assert (s.run_id, s.waiting_on, s.info) == ("r1", "approve", None)
+    assert str(s) == "run r1 parked: WAITING on 'approve'"
+    e = pickle.loads(pickle.dumps(reel.NotFound("gone", method="GetValue")))
+    assert isinstance(e, reel.NotFound) and "gone" in str(e)
