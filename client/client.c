@@ -475,6 +475,67 @@ int client_cancel_wait(client_cancel_t *k, int64_t ms) {
     return f;
 }
 
+/* The longest a reconnect wait goes without looking at its cancel. */
+#define RECONNECT_STEP_MS 50
+
+int client_reconnect_wait(reel_client_t *c, client_cancel_t *k,
+                          int64_t min_ms, int64_t ms) {
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    int64_t start = client_now_ms();
+    int fired = 0;
+
+    grpc_channel_reset_connect_backoff(c->channel);
+    for (;;) {
+        int64_t waited = client_now_ms() - start, step;
+        grpc_connectivity_state s;
+
+        if (k != NULL && client_cancel_fired(k)) {
+            fired = 1;
+            break;
+        }
+        if (waited >= ms)
+            break;
+        s = grpc_channel_check_connectivity_state(c->channel, 1);
+        if (s == GRPC_CHANNEL_READY && waited >= min_ms)
+            break;
+        step = ms - waited < RECONNECT_STEP_MS ? ms - waited
+                                                : RECONNECT_STEP_MS;
+        if (s == GRPC_CHANNEL_READY || cq == NULL) {
+            struct timespec ts = {0, step * 1000000};
+
+            if (k != NULL) {
+                if (client_cancel_wait(k, step)) {
+                    fired = 1;
+                    break;
+                }
+                continue;
+            }
+            while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+            }
+            continue;
+        }
+        /* Until the state changes or the step ends: waiting on the queue
+         * is what polls the channel's connection attempt. */
+        grpc_channel_watch_connectivity_state(
+            c->channel, s,
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                         gpr_time_from_millis(step, GPR_TIMESPAN)),
+            cq, NULL);
+        (void)grpc_completion_queue_next(
+            cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    }
+    if (cq != NULL) {
+        grpc_completion_queue_shutdown(cq);
+        while (grpc_completion_queue_next(cq,
+                                          gpr_inf_future(GPR_CLOCK_MONOTONIC),
+                                          NULL)
+                   .type != GRPC_QUEUE_SHUTDOWN) {
+        }
+        grpc_completion_queue_destroy(cq);
+    }
+    return fired;
+}
+
 /* ---- Calls --------------------------------------------------------------- */
 
 #define TAG_START ((void *)1)
@@ -745,7 +806,6 @@ int reel_client_unary_retry(reel_client_t *c, const char *method,
 
     for (unsigned attempt = 0;; attempt++) {
         int64_t delay;
-        struct timespec ts;
 
         rc = unary_once(c, method, req, len, end_ms, r);
         if (rc != CLIENT_UNAVAILABLE || (int)attempt + 1 >= c->max_attempts)
@@ -754,10 +814,7 @@ int reel_client_unary_retry(reel_client_t *c, const char *method,
         /* No attempt that could not finish before the deadline. */
         if (end_ms != INT64_MAX && client_now_ms() + delay >= end_ms)
             return rc;
-        ts.tv_sec = delay / 1000;
-        ts.tv_nsec = (delay % 1000) * 1000000;
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
+        client_reconnect_wait(c, NULL, delay / 4, delay);
         reel_reply_fini(r);
     }
 }

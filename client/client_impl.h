@@ -43,6 +43,17 @@ int client_cancel_fired(client_cancel_t *k);
 /* Waits ms or until fired; 1 if fired. */
 int client_cancel_wait(client_cancel_t *k, int64_t ms);
 
+/*
+ * The wait before trying again after UNAVAILABLE (reeld away, or
+ * restarting): the channel's connect backoff (grown while reeld was away)
+ * is reset, the channel asked to connect, and its state watched on a
+ * completion queue (which polls it: between calls nothing else does but
+ * gRPC's backup poller, every 5 s) until it is ready, k (may be NULL)
+ * fires, or ms pass; it returns no sooner than min_ms. 1 if k fired.
+ */
+int client_reconnect_wait(reel_client_t *c, client_cancel_t *k,
+                          int64_t min_ms, int64_t ms);
+
 /* reel_client_stream_idle that k (may be NULL) can cancel too. */
 int client_stream(reel_client_t *c, const char *method, const void *req,
                   size_t len, int64_t timeout_ms, reel_stream_fn on_msg,

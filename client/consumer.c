@@ -431,8 +431,13 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
         if (k->o.on_retry != NULL)
             k->o.on_retry(k->o.arg, r.code, r.details ? r.details : "",
                           delay);
+        /* After UNAVAILABLE (reeld away, restarting), as soon as the
+         * channel is back; after anything else, the whole delay. */
+        if (r.code == CLIENT_UNAVAILABLE)
+            client_reconnect_wait(k->client, &k->cancel, delay / 4, delay);
+        else
+            client_cancel_wait(&k->cancel, delay);
         reel_reply_fini(&r);
-        client_cancel_wait(&k->cancel, delay);
     }
 out:
     free(req);

@@ -482,6 +482,36 @@ def test_reeld_killed_and_restarted_while_the_reactor_runs_loses_nothing(tmp_pat
         server.stop()
 
 
+def test_the_reactor_resumes_within_seconds_of_reeld_coming_back(tmp_path):
+    """Between calls nothing polled the client's channel but gRPC's backup
+    poller, every 5 s, so after reeld had been away 3 s the reactor
+    resumed 6-12 s after it was back; the retry now waits on the channel
+    itself, reconnecting at once."""
+    check_built()
+    server = Reeld(str(tmp_path / "data")).start()
+    r = Reel(server.addr)
+    worker = Worker(r)
+    cfg = config(tmp_path, [app("shop", worker.url)], sweep_interval_ms=0)
+    rx = Reactor(tmp_path, server.addr, cfg)
+    try:
+        first = r.claimable("shop", 0)
+        wait_for("the first claimed", lambda: first.run_id in worker.claimed())
+        server.kill()  # kill -9
+        time.sleep(3)  # the reactor's retries back off meanwhile
+        server = Reeld(str(tmp_path / "data"), port=server.port).start()
+        t0 = time.monotonic()
+        second = r.claimable("shop", 1)
+        wait_for("the second claimed", lambda: second.run_id in worker.claimed(),
+                 timeout=30)
+        took = time.monotonic() - t0
+        assert took < 4, f"claimed {took:.1f} s after reeld was back"
+        assert rx.stop() == 0
+    finally:
+        worker.close()
+        r.close()
+        server.stop()
+
+
 def test_a_standby_takes_over_when_the_active_reactor_dies(tmp_path):
     check_built()
     # The server finds a dead subscriber within keepalive time + timeout.
