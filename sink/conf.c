@@ -314,10 +314,37 @@ static reel_code_t unique_keys(const cJSON *v, char *path, size_t cap,
     return rc;
 }
 
+/* The offset of the first NUL a JSON string of text would hold (a raw
+ * byte, or the escape \u0000), or -1. cJSON would end the string there:
+ * "http://h/a\u0000 b" would read as "http://h/a". */
+static long first_nul(const char *text, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '\0')
+            return (long)i;
+        if (text[i] != '\\')
+            continue;
+        if (i + 5 < len && text[i + 1] == 'u' &&
+            memcmp(text + i + 2, "0000", 4) == 0)
+            return (long)i;
+        i++; /* the escaped character, a backslash included */
+    }
+    return -1;
+}
+
 cJSON *sink_conf_parse(const char *text, size_t len, reel_status_t *st) {
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    cJSON *root;
     char path[512] = "";
+    long nul = first_nul(text, len);
+
+    if (nul >= 0) {
+        reel_status_set(st, REEL_INVALID_ARGUMENT,
+                        "config: a NUL character at byte %ld (a string "
+                        "would end there)",
+                        nul);
+        return NULL;
+    }
+    root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
 
     if (root == NULL) {
         reel_status_set(st, REEL_INVALID_ARGUMENT,
@@ -350,7 +377,7 @@ reel_code_t sink_conf_url(const sink_conf_ctx_t *c, const char *field,
                           const char *url, const char *const *schemes) {
     CURLU *h = curl_url();
     CURLUcode uc;
-    char *scheme = NULL, *host = NULL;
+    char *scheme = NULL, *host = NULL, *port = NULL;
     reel_code_t rc = REEL_OK;
 
     if (h == NULL)
@@ -384,9 +411,15 @@ reel_code_t sink_conf_url(const sink_conf_ctx_t *c, const char *field,
         goto out;
     }
     if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        host == NULL || *host == '\0')
+        host == NULL || *host == '\0') {
         rc = sink_conf_bad(c, field, "no host after %s://", scheme);
+        goto out;
+    }
+    if (curl_url_get(h, CURLUPART_PORT, &port, 0) == CURLUE_OK &&
+        port != NULL && strtol(port, NULL, 10) == 0)
+        rc = sink_conf_bad(c, field, "port 0: a port is 1 to 65535");
 out:
+    curl_free(port);
     curl_free(scheme);
     curl_free(host);
     curl_url_cleanup(h);

@@ -150,6 +150,10 @@ static void test_config_urls_need_a_host_and_a_port_in_range(void **state) {
     assert_refused(WEBHOOK_WITH("ftp://h/x"),
                    "url: the scheme is ftp://; it must be http:// or "
                    "https://");
+    assert_refused(WEBHOOK_WITH("http://127.0.0.1:0/x"),
+                   "url: port 0: a port is 1 to 65535");
+    assert_refused(NATS_WITH("nats://u:pw@h:0"),
+                   "servers[0]: port 0: a port is 1 to 65535");
     assert_refused(NATS_WITH("nats://"),
                    "servers[0]: not a URL: No host part in the URL");
     assert_refused(NATS_WITH("http://h:4222"),
@@ -169,6 +173,20 @@ static void test_config_refuses_repeated_keys_and_trailing_text(void **state) {
                    "config: sinks[0].headers: \"X-A\" appears twice");
     assert_refused("{\"sinks\": [], \"sinks\": []}",
                    "config: \"sinks\" appears twice");
+    /* cJSON would end the string at the NUL: "http://a/x\u0000 b" read
+     * as "http://a/x". */
+    assert_refused(WEBHOOK_WITH("http://a/x\\u0000 b"),
+                   "config: a NUL character at byte");
+    /* An escaped backslash before "u0000" is text, not a NUL. */
+    {
+        sink_config_set_t set;
+        char msg[600];
+
+        assert_int_equal(parse(WEBHOOK_WITH("http://a/x?q=\\\\u0000"), &set,
+                               msg, sizeof(msg)),
+                         REEL_OK);
+        sink_config_set_fini(&set);
+    }
     assert_refused(WEBHOOK_WITH("http://a/") " garbage",
                    "config: more after the JSON value");
 }
