@@ -692,8 +692,9 @@ static const ctl_command_t ws_commands[] = {
      CTL_F(WF_OUT) | CTL_F(WF_VERSION) | CTL_F(WF_OFFSET) | CTL_F(WF_LENGTH),
      0,
      "write KEY's bytes to standard output or -o FILE, checking their\n"
-     "      SHA-256; --version N: a retained older version; --offset N and\n"
-     "      --length N: a range",
+     "      SHA-256; FILE is replaced only once they check (a failed get\n"
+     "      leaves it as it was; a device or FIFO is written to); --version\n"
+     "      N: a retained older version; --offset N and --length N: a range",
      ws_get},
     {"stat", {"NAMESPACE", "KEY"}, 2, CTL_F(WF_VERSION), 0,
      "print KEY's record: version, size, SHA-256, content type", ws_stat},

@@ -30,6 +30,7 @@
 #include <curl/curl.h>
 #include <uthash.h>
 
+#include "sink/http.h"
 #include "sink/window.h"
 
 #define REACTOR_RUN_ID_MAX 128
@@ -128,8 +129,7 @@ typedef struct reactor_dispatch {
     CURL *easy;
     struct curl_slist *hdrs;
     char errbuf[CURL_ERROR_SIZE];
-    char retry_after[64];         /* the last answer's Retry-After */
-    int headers_done;             /* the answer's headers ended */
+    sink_http_answer_t ans;       /* the last answer's headers */
     char last_error[256];
 } reactor_dispatch_t;
 

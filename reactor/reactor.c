@@ -413,35 +413,6 @@ static void *sweep_main(void *arg) {
 
 /* ---- The engine ------------------------------------------------------------------ */
 
-/* Keeps a throttling worker's Retry-After. */
-static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
-    reactor_dispatch_t *d = arg;
-    size_t len = size * n;
-
-    /* A status line starts a response (an interim one may come first);
-     * the empty line ends its headers. An answer cut off before that is
-     * no answer, whatever its status line said. */
-    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0)
-        d->headers_done = 0;
-    else if ((len == 2 && buf[0] == '\r' && buf[1] == '\n') ||
-             (len == 1 && buf[0] == '\n'))
-        d->headers_done = 1;
-    if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
-        size_t i = 12, j = len;
-
-        while (i < j && (buf[i] == ' ' || buf[i] == '\t'))
-            i++;
-        while (j > i && (buf[j - 1] == '\r' || buf[j - 1] == '\n' ||
-                         buf[j - 1] == ' '))
-            j--;
-        if (j - i < sizeof(d->retry_after)) {
-            memcpy(d->retry_after, buf + i, j - i);
-            d->retry_after[j - i] = '\0';
-        }
-    }
-    return len;
-}
-
 /* Starts d's next attempt. 0, or -1 (out of memory: said, tried again). */
 static int start(reactor_t *r, reactor_dispatch_t *d) {
     const reactor_app_t *a = &r->cfg->apps[d->app];
@@ -459,12 +430,8 @@ static int start(reactor_t *r, reactor_dispatch_t *d) {
     p.timeout_ms = a->timeout_ms;
     p.connect_timeout_ms = a->connect_timeout_ms;
     if (sink_http_prepare(d->easy, &p, wall_ms() / 1000, &d->hdrs,
-                          d->errbuf) != 0)
+                          d->errbuf, &d->ans) != 0)
         goto oom;
-    d->retry_after[0] = '\0';
-    d->headers_done = 0;
-    curl_easy_setopt(d->easy, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(d->easy, CURLOPT_HEADERDATA, d);
     curl_easy_setopt(d->easy, CURLOPT_PRIVATE, d);
     if (curl_multi_add_handle(r->multi, d->easy) != CURLM_OK)
         goto oom;
@@ -604,11 +571,7 @@ static void finished(reactor_t *r, reactor_dispatch_t *d, CURLcode cc) {
     r->app_in_flight[d->app]--;
     atomic_fetch_sub_explicit(&r->wire, 1, memory_order_relaxed);
     d->last_wall_ms = wall_ms();
-    if (cc == CURLE_OK && !d->headers_done) {
-        cc = CURLE_PARTIAL_FILE;
-        snprintf(d->errbuf, sizeof(d->errbuf),
-                 "the answer ended inside its headers");
-    }
+    cc = sink_http_result(&d->ans, cc, d->errbuf);
     if (cc == CURLE_OK)
         curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
     /* A dispatch waiting for its retry holds no handle (the multi handle
@@ -654,8 +617,8 @@ static void finished(reactor_t *r, reactor_dispatch_t *d, CURLcode cc) {
     /* A throttling worker (429, 502, 503, 504) may ask for a longer wait,
      * up to the schedule's retry_after_max_ms. */
     if (cc == CURLE_OK && sink_retry_throttles(status) &&
-        d->retry_after[0] != '\0' &&
-        sink_retry_after_parse(d->retry_after, wall_ms(),
+        d->ans.retry_after[0] != '\0' &&
+        sink_retry_after_parse(d->ans.retry_after, wall_ms(),
                                a->retry.retry_after_max_ms, &ra) == 0 &&
         ra > wait)
         wait = ra;

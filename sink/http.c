@@ -7,11 +7,48 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static size_t discard(char *buf, size_t size, size_t n, void *arg) {
     (void)buf;
     (void)arg;
     return size * n; /* the receiver's answer is not needed */
+}
+
+/* libcurl's header callback: each line of the answer's headers. A status
+ * line starts a response (an interim one may come first); the empty line
+ * ends its headers. */
+static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
+    sink_http_answer_t *a = arg;
+    size_t len = size * n;
+
+    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0)
+        a->headers_done = 0;
+    else if ((len == 2 && buf[0] == '\r' && buf[1] == '\n') ||
+             (len == 1 && buf[0] == '\n'))
+        a->headers_done = 1;
+    if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
+        size_t i = 12, j = len;
+
+        while (i < j && (buf[i] == ' ' || buf[i] == '\t'))
+            i++;
+        while (j > i && (buf[j - 1] == '\r' || buf[j - 1] == '\n' ||
+                         buf[j - 1] == ' '))
+            j--;
+        if (j - i < sizeof(a->retry_after)) {
+            memcpy(a->retry_after, buf + i, j - i);
+            a->retry_after[j - i] = '\0';
+        }
+    }
+    return len;
+}
+
+CURLcode sink_http_result(const sink_http_answer_t *ans, CURLcode cc,
+                          char *errbuf) {
+    if (cc != CURLE_OK || ans->headers_done)
+        return cc;
+    snprintf(errbuf, CURL_ERROR_SIZE, "the answer ended inside its headers");
+    return CURLE_PARTIAL_FILE;
 }
 
 /* Appends line to *h; -1 when out of memory. */
@@ -25,7 +62,8 @@ static int add(struct curl_slist **h, const char *line) {
 }
 
 int sink_http_prepare(CURL *easy, const sink_http_post_t *p, int64_t unix_s,
-                      struct curl_slist **hdrs, char *errbuf) {
+                      struct curl_slist **hdrs, char *errbuf,
+                      sink_http_answer_t *ans) {
     struct curl_slist *h = NULL;
     char line[256], *sig = NULL, *hs = NULL;
     size_t need;
@@ -71,6 +109,9 @@ int sink_http_prepare(CURL *easy, const sink_http_post_t *p, int64_t unix_s,
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, discard);
+    memset(ans, 0, sizeof(*ans));
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(easy, CURLOPT_HEADERDATA, ans);
     rc = 0;
 out:
     curl_slist_free_all(h);

@@ -37,15 +37,30 @@ typedef struct sink_http_post {
     int64_t connect_timeout_ms;
 } sink_http_post_t;
 
+/* What an attempt's answer said in its headers. */
+typedef struct sink_http_answer {
+    char retry_after[64]; /* its Retry-After value; "" when none */
+    int headers_done;     /* the empty line that ends them arrived */
+} sink_http_answer_t;
+
 /*
- * Sets easy up for one attempt of p, signed at unix_s. The header list
- * replaces *hdrs (the old one is freed); the caller frees the last with
+ * Sets easy up for one attempt of p, signed at unix_s, its answer's
+ * headers read into *ans (cleared here). The header list replaces *hdrs
+ * (the old one is freed); the caller frees the last with
  * curl_slist_free_all once the transfer is over. errbuf (CURL_ERROR_SIZE
  * bytes) receives libcurl's error text. The caller adds its own
- * CURLOPT_PRIVATE and header callback. 0, or -1 when out of memory (*hdrs
- * then unchanged).
+ * CURLOPT_PRIVATE. 0, or -1 when out of memory (*hdrs then unchanged).
  */
 int sink_http_prepare(CURL *easy, const sink_http_post_t *p, int64_t unix_s,
-                      struct curl_slist **hdrs, char *errbuf);
+                      struct curl_slist **hdrs, char *errbuf,
+                      sink_http_answer_t *ans);
+
+/*
+ * The transfer's result as an attempt's: cc, or CURLE_PARTIAL_FILE with
+ * errbuf saying so when the connection closed inside the answer's
+ * headers (a status line and a close is no answer, whatever it said).
+ */
+CURLcode sink_http_result(const sink_http_answer_t *ans, CURLcode cc,
+                          char *errbuf);
 
 #endif

@@ -74,8 +74,7 @@ typedef struct unit {
     CURL *easy;
     struct curl_slist *hdrs;
     char errbuf[CURL_ERROR_SIZE];
-    char retry_after[64];
-    int headers_done; /* the answer's headers ended (on_header) */
+    sink_http_answer_t ans; /* the last answer's headers */
     char last_error[256];
 } unit_t;
 
@@ -218,34 +217,6 @@ static void unit_remove(webhook_t *w, unit_t *u) {
 
 /* ---- One request ------------------------------------------------------------ */
 
-static size_t on_header(char *buf, size_t size, size_t n, void *arg) {
-    unit_t *u = arg;
-    size_t len = size * n;
-
-    /* A status line starts a response (an interim one may come first);
-     * the empty line ends its headers. An answer cut off before that is
-     * no answer, whatever its status line said. */
-    if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0)
-        u->headers_done = 0;
-    else if ((len == 2 && buf[0] == '\r' && buf[1] == '\n') ||
-             (len == 1 && buf[0] == '\n'))
-        u->headers_done = 1;
-    if (len > 12 && strncasecmp(buf, "retry-after:", 12) == 0) {
-        size_t i = 12, j = len;
-
-        while (i < j && (buf[i] == ' ' || buf[i] == '\t'))
-            i++;
-        while (j > i && (buf[j - 1] == '\r' || buf[j - 1] == '\n' ||
-                         buf[j - 1] == ' '))
-            j--;
-        if (j - i < sizeof(u->retry_after)) {
-            memcpy(u->retry_after, buf + i, j - i);
-            u->retry_after[j - i] = '\0';
-        }
-    }
-    return len;
-}
-
 /* Starts u's next attempt. 0, or -1 (out of memory: said, retried at the
  * next turn). */
 static int start(webhook_t *w, unit_t *u) {
@@ -266,12 +237,8 @@ static int start(webhook_t *w, unit_t *u) {
     p.timeout_ms = cfg->timeout_ms;
     p.connect_timeout_ms = cfg->connect_timeout_ms;
     if (sink_http_prepare(u->easy, &p, sink_wall_ms() / 1000, &u->hdrs,
-                          u->errbuf) != 0)
+                          u->errbuf, &u->ans) != 0)
         goto oom;
-    u->retry_after[0] = '\0';
-    u->headers_done = 0;
-    curl_easy_setopt(u->easy, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(u->easy, CURLOPT_HEADERDATA, u);
     curl_easy_setopt(u->easy, CURLOPT_PRIVATE, u);
     if (curl_multi_add_handle(w->multi, u->easy) != CURLM_OK)
         goto oom;
@@ -408,11 +375,7 @@ static void finished(webhook_t *w, unit_t *u, CURLcode cc) {
     int64_t now = sink_now_ms(), wait, ra = -1;
     char what[160];
 
-    if (cc == CURLE_OK && !u->headers_done) {
-        cc = CURLE_PARTIAL_FILE;
-        snprintf(u->errbuf, sizeof(u->errbuf),
-                 "the answer ended inside its headers");
-    }
+    cc = sink_http_result(&u->ans, cc, u->errbuf);
     curl_easy_getinfo(u->easy, CURLINFO_RESPONSE_CODE, &status);
     if (cc == CURLE_OK) {
         curl_off_t us = 0;
@@ -477,8 +440,8 @@ static void finished(webhook_t *w, unit_t *u, CURLcode cc) {
                            cfg->on_exhausted == SINK_EXHAUSTED_BLOCK,
                            &w->rng);
     if (cc == CURLE_OK && sink_retry_throttles(status)) {
-        if (u->retry_after[0] != '\0' &&
-            sink_retry_after_parse(u->retry_after, sink_wall_ms(),
+        if (u->ans.retry_after[0] != '\0' &&
+            sink_retry_after_parse(u->ans.retry_after, sink_wall_ms(),
                                    cfg->retry.retry_after_max_ms, &ra) == 0 &&
             wait >= 0 && ra > wait)
             wait = ra;

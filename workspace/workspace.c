@@ -97,7 +97,8 @@ const store_cf_desc_t ws_cfs[] = {
 typedef struct reclaim {
     struct reclaim *next;
     uint64_t blob, last;
-    int staged; /* delete its chunks and mark first */
+    int staged; /* 1: delete its chunks and mark first (-1 once that
+                 * failed: nothing to compact) */
 } reclaim_t;
 
 struct ws {
@@ -440,7 +441,6 @@ static void reclaim_batch(ws_t *ws, reclaim_t *batch) {
     size_t n = 0;
 
     for (reclaim_t *r = batch; r != NULL; r = r->next) {
-        r->staged = r->staged ? 1 : 0;
         if (r->staged) {
             atomic_fetch_sub(&ws->aborted, 1);
             if (delete_staged(ws, r->blob) != 0) {
