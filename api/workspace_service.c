@@ -401,11 +401,17 @@ static void ws_put_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
     p->ctx = arg;
     p->call = call;
     atomic_init(&p->state, PUT_READING);
+    /* Held while the hooks go in, as the other streams do: a client that
+     * already left fires put_cancel at once, which finishes the call, and
+     * without this reference the call's cleanup freed p before the state
+     * below was read (ASan: heap-use-after-free, an abandoned upload). */
+    rpc_call_ref(call);
     rpc_call_on_cleanup(call, put_cleanup, p);
     rpc_call_on_cancel(call, put_cancel, p);
     if (atomic_load(&p->state) == PUT_READING &&
         rpc_call_read(call, put_read, p) != REEL_OK)
         api_finish_cancelled(call, REEL_CANCELLED);
+    rpc_call_unref(call);
 }
 
 /* ---- GetArtifact ---------------------------------------------------------------- */
