@@ -188,9 +188,15 @@ class Settings:
     def channel_options(self) -> List[Tuple[str, Any]]:
         # A restarted reeld is found within a few seconds: gRPC's default
         # reconnect backoff starts at 1 s and grows to 2 minutes.
+        # gRPC's own retries are off: with them, a server-streaming call
+        # started while the channel is in TRANSIENT_FAILURE after a lost
+        # connection neither fails nor starts, ever (grpcio 1.51), so a
+        # watch or download begun while reeld was down hung after it came
+        # back. The client retries itself: safe calls, and streams resume.
         opts = {"grpc.initial_reconnect_backoff_ms": 100,
                 "grpc.min_reconnect_backoff_ms": 100,
-                "grpc.max_reconnect_backoff_ms": 2000}
+                "grpc.max_reconnect_backoff_ms": 2000,
+                "grpc.enable_retries": 0}
         if self.max_message_bytes is not None:
             opts["grpc.max_receive_message_length"] = self.max_message_bytes
             opts["grpc.max_send_message_length"] = self.max_message_bytes

@@ -234,6 +234,33 @@ async def test_async_watch_resumes_in_the_middle_of_its_snapshot(reeld):
     _check_snapshot_resume(events, streams)
 
 
+def test_a_watch_begun_while_reeld_is_down_starts_once_it_is_back(reeld, client):
+    # With gRPC's own retries on, this stream neither failed nor started,
+    # even long after reeld was back.
+    client.kv.put("app", "k", 1)
+    reeld.stop()
+    got = []
+
+    def consume():
+        with client.kv.watch("app", "k") as w:
+            for ev in w:
+                got.append((ev.type.name, ev.version))
+                if len(got) == 3:
+                    return
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    time.sleep(2.5)
+    reeld.start()
+    end = time.monotonic() + 30
+    while len(got) < 2 and time.monotonic() < end:
+        time.sleep(0.05)
+    assert got == [("PUT", 1), ("BOOTSTRAP_DONE", 0)]
+    client.kv.put("app", "k", 2)
+    t.join(30)
+    assert got == [("PUT", 1), ("BOOTSTRAP_DONE", 0), ("PUT", 2)]
+
+
 def test_close_from_another_thread_ends_the_iteration_quietly(client):
     w = client.kv.watch("app", "k", now=True)
     got, failed = [], []
