@@ -352,6 +352,15 @@ def conflict_pause(attempt: int) -> float:
     return random.uniform(0, min(0.05, 0.001 * (2 ** min(attempt, 6))))
 
 
+def ended_as(info, status) -> bool:
+    """Whether a run already ended with this status: then run.end() on its
+    handle (a replay of a finished script, or a second end) returns the
+    run as it ended instead of failing on a lease it cannot hold."""
+    want = status_value(status)
+    return info.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED) and \
+        int(info.status) == want
+
+
 def status_value(status) -> int:
     """A RunStatus, or its name in any case, as the proto's number."""
     if isinstance(status, str):

@@ -680,7 +680,13 @@ class Run:
             ) -> RunInfo:
         """Ends the run (COMPLETED, FAILED or CANCELLED) with an optional
         result (a Python object sent as JSON, or RawJSON); the run takes no
-        more writes, and the handle gives the lease up."""
+        more writes, and the handle gives the lease up. On a run that has
+        already ended with this status (begin() of a finished run, whose
+        steps replay, or end() twice) it writes nothing and returns the run
+        as it ended, its first result kept; another status is LeaseLost."""
+        if _core.ended_as(self.info, status):
+            self.close()
+            return self.info
         info = RunInfo._from_pb(self._write("journal", "EndRun", journal_pb2.EndRunRequest(
             run_id=self.run_id, lease_epoch=self.epoch, status=_core.status_value(status),
             result=encode_optional_json(result, "result"))))

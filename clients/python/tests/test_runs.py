@@ -47,6 +47,37 @@ def test_begin_append_read_and_end(client):
         client.runs.get("01J00000000000000000000000")
 
 
+def test_a_finished_script_run_again_replays_and_ends_as_it_ended(client):
+    calls = []
+
+    def script():
+        with client.runs.begin("shop", "alice", "s1", "order-again") as run:
+            charge = run.step("charge", lambda: calls.append(1) or {"n": len(calls)})
+            return run, run.end({"charged": charge})
+
+    run, first = script()
+    again_run, again = script()         # a finished run: its step replays
+    assert calls == [1] and again_run.resumed is True
+    assert (again.status, again.result, again.ended_at_ms) == \
+        (reel.RunStatus.COMPLETED, {"charged": {"n": 1}}, first.ended_at_ms)
+    assert run.end({"charged": "other"}).result == {"charged": {"n": 1}}   # kept, not rewritten
+    with pytest.raises(reel.LeaseLost, match="COMPLETED"):
+        again_run.end(status="failed")
+    assert client.runs.get(run.run_id).result == {"charged": {"n": 1}}
+
+
+async def test_async_a_finished_run_ends_as_it_ended(reeld):
+    async with reel.aio.connect(reeld.addr) as c:
+        async with await c.runs.begin("shop", "bob", "s1", "order-again") as run:
+            first = await run.end({"ok": 1})
+        async with await c.runs.begin("shop", "bob", "s1", "order-again") as run:
+            again = await run.end({"ok": 2})
+        assert (again.status, again.result) == (reel.RunStatus.COMPLETED, {"ok": 1})
+        assert again.ended_at_ms == first.ended_at_ms
+        with pytest.raises(reel.LeaseLost, match="COMPLETED"):
+            await run.end(status="cancelled")
+
+
 def test_a_lease_taken_by_another_worker_stops_the_handle_writing(client):
     a = client.runs.begin("shop", "alice", "s1", "order-2", owner="worker-a", ttl=1.5)
     a.append("step", {"n": 1})

@@ -616,6 +616,9 @@ class Run:
 
     async def end(self, result: Any = None, *,
                   status: Union[RunStatus, str] = RunStatus.COMPLETED) -> RunInfo:
+        if _core.ended_as(self.info, status):
+            await self.close()
+            return self.info
         info = RunInfo._from_pb(await self._write(
             "journal", "EndRun", journal_pb2.EndRunRequest(
                 run_id=self.run_id, lease_epoch=self.epoch, status=_core.status_value(status),
