@@ -103,7 +103,8 @@ static void s_send_signal(rpc_call_t *call, void *arg, const uint8_t *req,
         rpc_call_finish_status(call, &st);
         goto out;
     }
-    a.app = app;
+    /* With run_id, app is only looked at to refuse it beside the run. */
+    a.app = *in->run_id ? in->app : app;
     if (signals_send(ctx->signals, &a, send_done, call, &st) != REEL_OK) {
         api_tenant_status_out(call, &st);
         rpc_call_finish_status(call, &st);

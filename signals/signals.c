@@ -969,6 +969,14 @@ reel_code_t signals_send(signals_t *s, const signals_send_args_t *a,
     if (*run_id) {
         if ((rc = check_run_id(run_id, st)) != REEL_OK)
             return rc;
+        /* Both would leave one of them ignored: the caller that thinks it
+         * routes by session would not learn it signalled another run. */
+        if ((a->app != NULL && *a->app) || (a->user != NULL && *a->user) ||
+            (a->session != NULL && *a->session))
+            return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                                   "run_id and app/user/session: give "
+                                   "run_id, or app, user and session, not "
+                                   "both");
     } else {
         const char *f[3] = {"app", "user", "session"};
         const char *v[3] = {a->app, a->user, a->session};

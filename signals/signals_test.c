@@ -140,7 +140,9 @@ static void consumed(void *arg, signals_consume_result_t *res) {
 static reel_code_t send_sig(fixture_t *f, const char *run_id, const char *name,
                             const char *payload, const char *id,
                             signals_send_result_t *out) {
-    signals_send_args_t a = {run_id, "app", "u", "s", name, payload, id, 0};
+    int by_run = run_id != NULL && *run_id;
+    signals_send_args_t a = {run_id, by_run ? "" : "app", by_run ? "" : "u",
+                             by_run ? "" : "s", name, payload, id, 0};
     waitbox_t b;
     reel_code_t rc;
 
@@ -389,6 +391,16 @@ static void test_ended_runs_and_bad_input_are_refused(void **state) {
                      REEL_INVALID_ARGUMENT);
     assert_non_null(strstr(reel_status_message(&s.status), "payload"));
     send_fini(&s);
+    {
+        /* A run and a session both: which one is meant is not clear. */
+        signals_send_args_t both = {id, "", "", "s", "go", "", "", 0};
+        reel_status_t st = REEL_STATUS_INIT;
+
+        assert_int_equal(signals_send(f->s, &both, sent, NULL, &st),
+                         REEL_INVALID_ARGUMENT);
+        assert_non_null(strstr(reel_status_message(&st), "not both"));
+        reel_status_fini(&st);
+    }
     assert_int_equal(signals_check_await(f->s, id, "go", &t, NULL),
                      REEL_INVALID_ARGUMENT);
     t = 999999999;

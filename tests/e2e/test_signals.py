@@ -1020,6 +1020,17 @@ def test_send_by_session_routes_to_the_newest_non_terminal_run(jr, sg):
     assert before == after
 
 
+@pytest.mark.parametrize("extra", [{"app": "zz", "user": "u", "session": "s"},
+                                   {"app": "zz"}, {"user": "u"}, {"session": "s"}])
+def test_a_run_id_beside_a_session_is_invalid_and_stores_nothing(jr, sg, extra):
+    # Both used to send to the run and ignore the session without a word.
+    run = jr.begin("inv-both", app="shop", user="alice", session="s1")
+    e = rpc_error(sg.send, run.run_id, "hello", j(1), **extra)
+    assert e.code() == INVALID, fmt_err(e)
+    assert "run_id" in e.details() and "not both" in e.details()
+    assert sg.list(run.run_id, include_consumed=True) == []
+
+
 def test_send_to_a_terminal_run_is_failed_precondition_and_stores_nothing(jr, sg):
     runs = {}
     for st in (COMPLETED, FAILED, CANCELLED):
