@@ -178,6 +178,10 @@ static int literal(parser_t *ps, const char *word, size_t n) {
 }
 
 /* A scalar, or the opening of a container (pushed on the stack). */
+#define JSON_TEXT_(n) #n
+#define JSON_TEXT(n) JSON_TEXT_(n)
+#define JSON_DEPTH_TEXT JSON_TEXT(REEL_JSON_MAX_DEPTH)
+
 static int value_start(parser_t *ps, uint8_t *stack, size_t *depth) {
     if (ps->p >= ps->end)
         return fail(ps, "expected a value");
@@ -185,7 +189,7 @@ static int value_start(parser_t *ps, uint8_t *stack, size_t *depth) {
     case '{':
     case '[':
         if (*depth == REEL_JSON_MAX_DEPTH)
-            return fail(ps, "nested too deeply");
+            return fail(ps, "nested deeper than " JSON_DEPTH_TEXT " levels");
         if (*ps->p == '{')
             stack[*depth / 8] |= (uint8_t)(1u << (*depth % 8));
         else

@@ -59,7 +59,7 @@ static void test_depth_is_bounded_and_the_error_located(void **state) {
     deep[0] = '[';
     deep[2 * n + 1] = ']';
     assert_int_equal(reel_json_validate(deep, 2 * n + 2, &off, &why), -1);
-    assert_string_equal(why, "nested too deeply");
+    assert_string_equal(why, "nested deeper than 512 levels");
     assert_int_equal(off, n);
     free(deep);
     assert_int_equal(reel_json_validate("[1, 2, x]", 9, &off, &why), -1);
