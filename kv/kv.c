@@ -936,6 +936,18 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
                                  (int)key_len, key, (unsigned long long)ver);
             goto out;
         }
+        /* Versions after from_version that were trimmed: a page starting
+         * later would skip them without a word (a watch from that version
+         * refuses the same way). From 0 means the oldest retained. */
+        if (*n == 0 && from_version > 0 && ver > from_version + 1) {
+            rc = reel_status_set(st, REEL_OUT_OF_RANGE,
+                                 "from_version: version %llu is no longer "
+                                 "retained; the oldest retained version is "
+                                 "%llu",
+                                 (unsigned long long)from_version + 1,
+                                 (unsigned long long)ver);
+            goto out;
+        }
         rev = reel_be64_get((const unsigned char *)v);
         kv_rev_key(rev, rk);
         rc = store_snapshot_get(kv->store, snap, kv->cf_history, rk,

@@ -196,9 +196,10 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *args, kv_entry_t **out,
  * DELETE events with their previous values; bounded by limit and page as
  * kv_list is. Same array conventions. A from_version at or past the
  * current version (UINT64_MAX included) is an empty page, not an error: a
- * read skips nothing, and the next page after the last one is empty too. A
- * history record that is missing or corrupt is DATA_LOSS naming the
- * version.
+ * read skips nothing, and the next page after the last one is empty too.
+ * From a version whose successor was trimmed (from_version > 0): OUT_OF_RANGE
+ * naming the oldest retained version, as a watch from it. A history record
+ * that is missing or corrupt is DATA_LOSS naming the version.
  */
 reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
                        const char *key, size_t key_len, uint64_t from_version,

@@ -737,6 +737,24 @@ static void test_history_keeps_the_last_n_versions(void **state) {
         kv_event_fini(&evs[i]);
     free(evs);
 
+    /* Versions 3-7 were trimmed: from 2 is refused, not a page from 8;
+     * from 7 (the next one retained) is a page. */
+    assert_int_equal(kv_history(f->kv, "ns", 2, "k", 1, 2, 0, NULL, &evs, &n,
+                                &more, &st),
+                     REEL_OUT_OF_RANGE);
+    assert_int_equal(n, 0);
+    assert_non_null(strstr(reel_status_message(&st),
+                           "version 3 is no longer retained; the oldest "
+                           "retained version is 8"));
+    reel_status_fini(&st);
+    assert_int_equal(kv_history(f->kv, "ns", 2, "k", 1, 7, 0, NULL, &evs, &n,
+                                &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++)
+        kv_event_fini(&evs[i]);
+    free(evs);
+
     /* Revision 1 is long gone for this key. */
     assert_null(watch(f, "k", KV_WATCH_FROM_REVISION, 0, s, &rc, &st));
     assert_int_equal(rc, REEL_OUT_OF_RANGE);

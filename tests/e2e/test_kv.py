@@ -710,6 +710,15 @@ def test_history_keep_three_trims_history_and_old_revisions(tmp_path):
         w = kv.watch("app", "h", start=FROM_REVISION, from_revision=6)
         e = w.expect_error()
         assert e.code() == grpc.StatusCode.OUT_OF_RANGE, fmt(e)
+        # History from a version whose successors were trimmed (3-7) is
+        # refused as the watch from it is, not answered with 8-10.
+        for frm in (2, 6):
+            with pytest.raises(grpc.RpcError) as err:
+                kv.history("app", "h", from_version=frm)
+            assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE, fmt(err.value)
+            assert f"version {frm + 1} is no longer retained; the oldest retained version " \
+                "is 8" in err.value.details()
+        assert [e.version for e in kv.history("app", "h", from_version=7).events] == [8, 9, 10]
         # From 7 on, everything after is retained.
         w = kv.watch("app", "h", start=FROM_REVISION, from_revision=7)
         evs, boot = w.until_bootstrap()
