@@ -56,6 +56,7 @@ typedef struct config {
     int threads;
     size_t max_message_bytes;
     size_t max_response_bytes;
+    size_t stream_queue_total;
     size_t write_queue;
     int keepalive_time_ms, keepalive_timeout_ms;
     const char *retry_multiplier; /* a decimal: parsed after the table */
@@ -180,6 +181,11 @@ static const flag_t flags[] = {
     {"max-response-bytes", "REEL_MAX_RESPONSE_BYTES", "N", FLAG_NUMBER, NULL,
      4 << 20, 1024, INT_MAX, FIELD(max_response_bytes),
      "largest response sent; pages stop before it"},
+    {"max-stream-backlog-bytes", "REEL_MAX_STREAM_BACKLOG_BYTES", "N",
+     FLAG_NUMBER, NULL, 256 << 20, 1 << 20, INT64_MAX,
+     FIELD(stream_queue_total),
+     "bytes queued for slow stream readers, all streams together (each "
+     "keeps one message); past it they catch up from storage"},
     {"write-queue", "REEL_WRITE_QUEUE", "N", FLAG_NUMBER, NULL, 4096, 1,
      1 << 20, FIELD(write_queue), "writes queued before RESOURCE_EXHAUSTED"},
     /* gRPC takes an int of ms. */
@@ -630,6 +636,7 @@ int main(int argc, char **argv) {
     ropts.threads = cfg.threads;
     ropts.max_message_bytes = cfg.max_message_bytes;
     ropts.max_response_bytes = cfg.max_response_bytes;
+    ropts.stream_queue_total = cfg.stream_queue_total;
     ropts.keepalive_time_ms = cfg.keepalive_time_ms;
     ropts.keepalive_timeout_ms = cfg.keepalive_timeout_ms;
     ropts.tls_cert = cfg.tls_cert;

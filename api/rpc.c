@@ -76,6 +76,7 @@
 #define DEFAULT_MAX_MESSAGE (4u << 20)
 #define DEFAULT_STREAM_QUEUE 256
 #define DEFAULT_STREAM_BYTES (4u << 20)
+#define DEFAULT_STREAM_TOTAL ((size_t)256 << 20)
 #define DEFAULT_KEEPALIVE_TIME_MS 30000
 #define DEFAULT_KEEPALIVE_TIMEOUT_MS 10000
 #define REQUESTS_PER_METHOD 8
@@ -191,6 +192,9 @@ struct rpc_server {
     atomic_int stopping;
     int shutdown_done;
     rpc_call_t *calls;
+    /* Bytes queued on every call's stream (each call's qbytes, summed):
+     * many stalled readers together stay within stream_queue_total. */
+    _Atomic size_t queued;
 
     /* TLS (tls_cert set): the config the fetcher hands over next, or
      * NULL when it has nothing new. */
@@ -239,6 +243,7 @@ static void queue_free_locked(rpc_call_t *c) {
     }
     c->qtail = NULL;
     c->qlen = 0;
+    atomic_fetch_sub_explicit(&c->srv->queued, c->qbytes, memory_order_relaxed);
     c->qbytes = 0;
 }
 
@@ -331,6 +336,8 @@ static void pump_locked(rpc_call_t *c) {
             c->qtail = NULL;
         c->qlen--;
         c->qbytes -= m->len;
+        atomic_fetch_sub_explicit(&c->srv->queued, m->len,
+                                  memory_order_relaxed);
         GRPC_SLICE_SET_LENGTH(m->s, m->len);
         c->inflight = grpc_raw_byte_buffer_create(&m->s, 1);
         grpc_slice_unref(m->s);
@@ -497,6 +504,7 @@ static reel_code_t append2_locked(rpc_call_t *c, const void *head,
         memcpy(GRPC_SLICE_START_PTR(m->s) + m->len + hlen, body, blen);
     m->len += len;
     c->qbytes += len;
+    atomic_fetch_add_explicit(&c->srv->queued, len, memory_order_relaxed);
     return REEL_OK;
 }
 
@@ -552,8 +560,13 @@ static reel_code_t send_locked(rpc_call_t *c, const void *head, size_t hlen,
 
     if (c->gone || c->finished)
         return REEL_CANCELLED;
+    /* Full as for one call's own limits: the caller catches up from
+     * storage once this call's queue drains. */
     if ((!merges && c->qlen >= c->srv->opts.stream_queue_max) ||
-        (c->qlen > 0 && c->qbytes + len > c->srv->opts.stream_queue_bytes))
+        (c->qlen > 0 &&
+         (c->qbytes + len > c->srv->opts.stream_queue_bytes ||
+          atomic_load_explicit(&c->srv->queued, memory_order_relaxed) + len >
+              c->srv->opts.stream_queue_total)))
         return REEL_RESOURCE_EXHAUSTED;
     if ((rc = append2_locked(c, head, hlen, body, blen, merge_max)) ==
         REEL_OK)
@@ -1383,6 +1396,8 @@ rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts) {
         srv->opts.stream_queue_max = DEFAULT_STREAM_QUEUE;
     if (srv->opts.stream_queue_bytes == 0)
         srv->opts.stream_queue_bytes = DEFAULT_STREAM_BYTES;
+    if (srv->opts.stream_queue_total == 0)
+        srv->opts.stream_queue_total = DEFAULT_STREAM_TOTAL;
     if (srv->opts.keepalive_time_ms <= 0)
         srv->opts.keepalive_time_ms = DEFAULT_KEEPALIVE_TIME_MS;
     if (srv->opts.keepalive_timeout_ms <= 0)
@@ -1536,16 +1551,8 @@ static double m_open_calls(void *arg) {
 
 static double m_stream_bytes(void *arg) {
     rpc_server_t *srv = arg;
-    size_t n = 0;
 
-    pthread_mutex_lock(&srv->mu);
-    for (rpc_call_t *c = srv->calls; c != NULL; c = c->next) {
-        pthread_mutex_lock(&c->mu);
-        n += c->qbytes;
-        pthread_mutex_unlock(&c->mu);
-    }
-    pthread_mutex_unlock(&srv->mu);
-    return (double)n;
+    return (double)atomic_load_explicit(&srv->queued, memory_order_relaxed);
 }
 
 static reel_code_t register_metrics(rpc_server_t *srv, reel_status_t *st) {

@@ -88,6 +88,8 @@ typedef struct rpc_server_opts {
     size_t stream_queue_max;   /* messages queued per call; 0 = 256 */
     size_t stream_queue_bytes; /* bytes queued per call; 0 = 4 MiB (one
                                   message is always allowed) */
+    size_t stream_queue_total; /* bytes queued on all calls together; 0 =
+                                  256 MiB (still one message per call) */
     size_t max_response_bytes; /* largest unary answer; 0 = no limit */
     int keepalive_time_ms;     /* ping a connection this often; 0 = 30000 */
     int keepalive_timeout_ms;  /* no answer this long: the peer is dead and
