@@ -23,7 +23,7 @@
 
 #include <microhttpd.h>
 
-#define HTTP_CONNECTIONS 32
+#define HTTP_CONNECTIONS 256
 #define HTTP_TIMEOUT_S 10
 #define HOST_MAX 255
 

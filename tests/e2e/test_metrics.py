@@ -675,3 +675,17 @@ def test_stalled_streams_together_stay_within_the_backlog_cap(tmp_path):
             ch.close()
         code, _ = server.stop()
         assert code == 0, server.log()
+
+
+def test_idle_connections_do_not_shut_healthz_out(served):
+    """32 connections that sent nothing, reopened as they timed out, held
+    every slot of the metrics port: probes of /healthz timed out."""
+    import socket
+    idle = [socket.create_connection(("127.0.0.1", served.metrics_port)) for _ in range(64)]
+    try:
+        time.sleep(0.3)
+        for _ in range(3):
+            assert get(served.metrics_port, "/healthz", timeout=3) == (200, "ok\n")
+    finally:
+        for s in idle:
+            s.close()
