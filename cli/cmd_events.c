@@ -11,10 +11,16 @@
  * bounds only the acks); it ends when the server ends it: exit 0 if it
  * ended OK, 1 with its error; or when stdout's reader leaves (`events
  * tail | head -1`), noticed at the next write or, idle, within
- * CTL_IDLE_MS: exit 0, after acknowledging what was written.
+ * CTL_IDLE_MS: exit 0, after acknowledging what the reader took; or after
+ * --count N events: exit 0 once the reader took them (or left).
  *
- * --ack acknowledges what tail printed for --consumer, in batches: once 100
- * events are unacknowledged, or once 500 ms passed since the last ack
+ * --ack acknowledges for --consumer what stdout's reader took, in batches:
+ * a line written to a pipe counts once it left the pipe (FIONREAD), so
+ * lines waiting in it when the reader quits come again next time; to a
+ * file or a terminal, once written. A reader that reads ahead and quits
+ * (`head -5` takes a bufferful) took more than it used: --count N prints
+ * N events and ends. Acks go once 100 events are unacknowledged, or once
+ * 500 ms passed since the last ack
  * (looked at on each message and every CTL_IDLE_MS without one), and the
  * last one printed when the stream ends. Killed (Ctrl-C), tail may leave up to
  * a batch unacknowledged: the consumer gets those again (at least once).
@@ -40,7 +46,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -56,6 +65,7 @@ enum events_flag {
     EF_ACK,
     EF_PROGRESS,
     EF_TAKEOVER,
+    EF_MAX_EVENTS,
     EF_COUNT
 };
 
@@ -66,6 +76,7 @@ static const ctl_flag_spec_t events_flags[EF_COUNT] = {
     [EF_ACK] = {"--ack", CTL_BOOL, NULL, 0, 0},
     [EF_PROGRESS] = {"--progress", CTL_BOOL, NULL, 0, 0},
     [EF_TAKEOVER] = {"--takeover", CTL_BOOL, NULL, 0, 0},
+    [EF_MAX_EVENTS] = {"--count", CTL_NUM, "N", UINT64_MAX, 0},
 };
 
 #define EF(f) CTL_F(f)
@@ -169,16 +180,32 @@ static void print_consumer(const ctl_t *ctl, const Reel__V1__Consumer *c) {
 
 /* ---- tail ---------------------------------------------------------------- */
 
+/* A revision printed (or a PROGRESS passed) and where its line ends in
+ * what tail wrote: the reader has it once it took that many bytes. */
+typedef struct tail_mark {
+    uint64_t end;
+    uint64_t revision;
+} tail_mark_t;
+
 typedef struct tail {
     ctl_t *ctl;
     const char *consumer; /* --ack: whose cursor to advance; else NULL */
     int progress;         /* --progress: print PROGRESS events too */
+    uint64_t max_events;  /* --count: end after printing this many; 0 none */
+    uint64_t events;      /* events printed */
     uint64_t printed;     /* the revision of the last event printed */
-    unsigned unacked;     /* events printed since the last ack */
+    int fifo;             /* stdout is a pipe: lines wait in its buffer */
+    uint64_t written;     /* bytes written to stdout */
+    tail_mark_t *marks;   /* --ack: revisions the reader may not have yet */
+    size_t n_marks, cap_marks;
+    uint64_t taken;       /* the last revision the reader has taken */
+    uint64_t acked;       /* the last revision acknowledged */
+    unsigned unacked;     /* revisions taken since the last ack */
     int64_t acked_at_ms;  /* monotonic: the last ack, or the start */
     int ack_failed;       /* said why; no more acks */
     int failed;           /* we cancelled: the reason is already printed */
     int gone;             /* we cancelled: stdout's reader left */
+    int done;             /* we cancelled: --count events were printed */
 } tail_t;
 
 static int64_t mono_ms(void) {
@@ -188,14 +215,61 @@ static int64_t mono_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Acknowledges everything printed so far; EXIT_FAIL (said) if it failed. */
+/*
+ * What the reader has taken: every line whose bytes left stdout's pipe (a
+ * pipe's FIONREAD counts what is still in it, from either end), or every
+ * line written when stdout is a file or a terminal. A line still in the
+ * pipe when its reader leaves was never read, so it is never acknowledged.
+ */
+static void tail_take(tail_t *t) {
+    uint64_t read = t->written;
+    size_t i = 0;
+    int unread = 0;
+
+    if (t->fifo && ioctl(STDOUT_FILENO, FIONREAD, &unread) == 0 && unread > 0)
+        read -= (uint64_t)unread < read ? (uint64_t)unread : read;
+    while (i < t->n_marks && t->marks[i].end <= read) {
+        t->taken = t->marks[i].revision;
+        t->unacked++;
+        i++;
+    }
+    memmove(t->marks, t->marks + i, (t->n_marks - i) * sizeof(*t->marks));
+    t->n_marks -= i;
+}
+
+/* Notes a revision as passed once the bytes written so far are read; -1
+ * (said) out of memory. */
+static int tail_mark(tail_t *t, uint64_t revision) {
+    if (t->consumer == NULL)
+        return 0;
+    if (t->n_marks > 0 && t->marks[t->n_marks - 1].end == t->written) {
+        t->marks[t->n_marks - 1].revision = revision; /* same place */
+        return 0;
+    }
+    if (t->n_marks == t->cap_marks) {
+        size_t cap = t->cap_marks ? 2 * t->cap_marks : 64;
+        tail_mark_t *m = realloc(t->marks, cap * sizeof(*m));
+
+        if (m == NULL) {
+            fprintf(stderr, "reelctl: out of memory\n");
+            return -1;
+        }
+        t->marks = m;
+        t->cap_marks = cap;
+    }
+    t->marks[t->n_marks].end = t->written;
+    t->marks[t->n_marks++].revision = revision;
+    return 0;
+}
+
+/* Acknowledges what the reader has taken; EXIT_FAIL (said) if it failed. */
 static int tail_ack(tail_t *t) {
     Reel__V1__AckEventsRequest req = REEL__V1__ACK_EVENTS_REQUEST__INIT;
     Reel__V1__AckEventsResponse *resp;
     int rc;
 
     req.consumer = (char *)t->consumer;
-    req.revision = t->printed;
+    req.revision = t->taken;
     resp = ctl_unary(t->ctl, "events tail: ack", "/reel.v1.Wal/AckEvents",
                      &req, &reel__v1__ack_events_response__descriptor, &rc);
     if (resp == NULL) {
@@ -203,6 +277,7 @@ static int tail_ack(tail_t *t) {
         return rc;
     }
     reel__v1__ack_events_response__free_unpacked(resp, NULL);
+    t->acked = t->taken;
     t->unacked = 0;
     t->acked_at_ms = mono_ms();
     return EXIT_OK;
@@ -210,7 +285,10 @@ static int tail_ack(tail_t *t) {
 
 /* Acks when a batch is due; non-zero (and t->failed) if the ack failed. */
 static int tail_maybe_ack(tail_t *t) {
-    if (t->consumer == NULL || t->unacked == 0 || t->ack_failed)
+    if (t->consumer == NULL || t->ack_failed)
+        return 0;
+    tail_take(t);
+    if (t->taken <= t->acked)
         return 0;
     if (t->unacked < ACK_EVERY_EVENTS &&
         mono_ms() - t->acked_at_ms < ACK_EVERY_MS)
@@ -223,22 +301,45 @@ static int tail_maybe_ack(tail_t *t) {
 }
 
 static int tail_event(tail_t *t, const Reel__V1__Event *ev) {
+    int progress = ev->type == REEL__V1__EVENT__TYPE__PROGRESS;
     int out;
 
-    if (ev->type != REEL__V1__EVENT__TYPE__PROGRESS || t->progress) {
-        ctl_print_json_line(event_json(ev));
-        if ((out = ctl_flush()) != 0) {
+    if (!progress || t->progress) {
+        cJSON *o = event_json(ev);
+        char *line = o != NULL ? cJSON_PrintUnformatted(o) : NULL;
+
+        cJSON_Delete(o);
+        if (line == NULL) {
+            fprintf(stderr, "reelctl: out of memory\n");
+            t->failed = 1;
+            return 1;
+        }
+        printf("%s\n", line);
+        out = ctl_flush();
+        if (out == 0)
+            t->written += strlen(line) + 1;
+        free(line);
+        if (out != 0) {
             t->gone = out > 0;
             t->failed = out < 0;
             return 1;
         }
+        if (!progress)
+            t->events++;
     }
     /* A PROGRESS revision is safe to acknowledge too: everything up to it
      * was sent (and printed) or did not match the filter, which keeps a
      * filtered consumer's cursor moving. */
     if (ev->revision > t->printed) {
         t->printed = ev->revision;
-        t->unacked++;
+        if (tail_mark(t, ev->revision) != 0) {
+            t->failed = 1;
+            return 1;
+        }
+    }
+    if (t->max_events > 0 && t->events == t->max_events) {
+        t->done = 1;
+        return 1;
     }
     return tail_maybe_ack(t);
 }
@@ -284,6 +385,8 @@ static int events_tail(ctl_t *ctl, const ctl_args_t *a) {
     if (ctl_has(a, EF_TAKEOVER) && !ctl_has(a, EF_CONSUMER))
         return ctl_usage_error(a, "--takeover needs --consumer (whose "
                                   "subscriber to replace)");
+    if (ctl_has(a, EF_MAX_EVENTS) && a->num[EF_MAX_EVENTS] == 0)
+        return ctl_usage_error(a, "--count must be 1 or more");
     req.from_revision = a->num[EF_FROM];
     if (ctl_has(a, EF_SUBJECT))
         req.subject_pattern = a->str[EF_SUBJECT];
@@ -293,6 +396,12 @@ static int events_tail(ctl_t *ctl, const ctl_args_t *a) {
     t.ctl = ctl;
     t.consumer = ctl_has(a, EF_ACK) ? a->str[EF_CONSUMER] : NULL;
     t.progress = ctl_has(a, EF_PROGRESS);
+    t.max_events = ctl_has(a, EF_MAX_EVENTS) ? a->num[EF_MAX_EVENTS] : 0;
+    {
+        struct stat sb;
+
+        t.fifo = fstat(STDOUT_FILENO, &sb) == 0 && S_ISFIFO(sb.st_mode);
+    }
     t.acked_at_ms = mono_ms();
     if ((buf = ctl_pack(&req, &len)) == NULL)
         goto out;
@@ -302,17 +411,30 @@ static int events_tail(ctl_t *ctl, const ctl_args_t *a) {
                             &t, &r);
     if (t.failed)
         rc = EXIT_FAIL;
-    else if (t.gone)
+    else if (t.gone || t.done)
         rc = EXIT_OK; /* `events tail | head`: the reader had what it wanted */
     else if (r.code != 0)
         rc = ctl_report_error(ctl, "events tail", &r);
     else
         rc = EXIT_OK;
-    /* What was printed was handled, however the stream ended. */
-    if (t.consumer != NULL && t.unacked > 0 && !t.ack_failed &&
-        tail_ack(&t) != EXIT_OK)
-        rc = EXIT_FAIL;
+    /* What the reader took was handled, however the stream ended. Lines
+     * still in the pipe are waited for while the reader is there: once
+     * it takes them they are acknowledged, once it leaves they are not. */
+    if (t.consumer != NULL && !t.ack_failed) {
+        tail_take(&t);
+        while (t.fifo && !t.gone && !t.failed && t.n_marks > 0 &&
+               !ctl_stdout_gone()) {
+            struct timespec ts = {0, 10 * 1000000};
+
+            nanosleep(&ts, NULL);
+            tail_take(&t);
+        }
+        tail_take(&t);
+        if (t.taken > t.acked && tail_ack(&t) != EXIT_OK)
+            rc = EXIT_FAIL;
+    }
 out:
+    free(t.marks);
     reel_reply_fini(&r);
     free(buf);
     return rc;
@@ -459,14 +581,17 @@ static int events_ack(ctl_t *ctl, const ctl_args_t *a) {
 static const ctl_command_t events_commands[] = {
     {"tail", {NULL}, 0,
      EF(EF_FROM) | EF(EF_SUBJECT) | EF(EF_CONSUMER) | EF(EF_ACK) |
-         EF(EF_PROGRESS) | EF(EF_TAKEOVER),
+         EF(EF_PROGRESS) | EF(EF_TAKEOVER) | EF(EF_MAX_EVENTS),
      0,
      "print every event after --from REV (default 0), then new ones as they\n"
      "      commit, one JSON line each, until the server ends the stream or\n"
      "      Ctrl-C (no deadline); --subject: only those matching, a.*.c or\n"
      "      kv.>; --consumer: a durable consumer, resumed after its acked\n"
-     "      revision; --ack: acknowledge what was printed (in batches);\n"
-     "      --progress: print the idle PROGRESS events too; --takeover:\n"
+     "      revision; --ack: acknowledge what stdout's reader took, in\n"
+     "      batches (a pipe's reader that reads ahead, as head does, takes\n"
+     "      more than it prints: use --count); --count N: end after N events\n"
+     "      (PROGRESS not counted); --progress: print the idle PROGRESS\n"
+     "      events too; --takeover:\n"
      "      end the consumer's current subscriber and take its place; ends\n"
      "      quietly once stdout's reader leaves (events tail | head -3)",
      events_tail},

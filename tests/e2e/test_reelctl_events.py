@@ -5,6 +5,7 @@ takeover from the command line: test_wal_retention.py."""
 import json
 import re
 import subprocess
+import sys
 import time
 
 from conftest import REELCTL, Reeld, reelctl
@@ -229,6 +230,43 @@ def test_durable_consumer_acks_what_it_printed_and_resumes_after_it(reeld, tmp_p
     assert ok(a, "events", "consumers") == ""
     r = reelctl(a, "events", "rm-consumer", "c1")
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr, r.stderr
+
+
+def test_ack_through_a_pipe_counts_only_what_the_reader_took(reeld):
+    """`tail --ack | head -5` acknowledged what reelctl wrote into the pipe,
+    not what the reader took: lines still in it when the reader left were
+    never seen again."""
+    a = reeld.addr
+    for i in range(200):
+        ok(a, "kv", "set", "ns", f"k{i}", str(i))
+    # A reader that takes exactly 7 lines, one read() at a time, then
+    # leaves: the rest of what was written waits in the pipe, unread.
+    reader = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os\nn = 0\nbuf = b''\n"
+         "while n < 7:\n    c = os.read(0, 1)\n    buf += c\n    n += c == b'\\n'\n"
+         "print(buf.decode(), end='')"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    tail = subprocess.Popen([REELCTL, "--addr", a, "events", "tail", "--consumer", "p1",
+                             "--ack"], stdout=reader.stdin, stderr=subprocess.PIPE)
+    reader.stdin.close()
+    reader.stdin = None         # ours is closed: only reelctl writes to it
+    out, _ = reader.communicate(timeout=30)
+    assert [json.loads(x)["revision"] for x in out.decode().splitlines()] == list(range(1, 8))
+    assert tail.wait(timeout=30) == 0, tail.stderr.read()
+    assert consumers(a)["p1"]["acked_revision"] == 7
+
+    # --count: exactly N, acknowledged, and the next run goes on after them.
+    r = reelctl(a, "events", "tail", "--consumer", "p1", "--ack", "--count", "5")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(x)["revision"] for x in r.stdout.splitlines()] == [8, 9, 10, 11, 12]
+    assert consumers(a)["p1"]["acked_revision"] == 12
+    r = subprocess.run(f"'{REELCTL}' --addr {a} events tail --consumer p1 --ack --count 5 "
+                       "| head -5", shell=True, capture_output=True, text=True, timeout=30)
+    assert [json.loads(x)["revision"] for x in r.stdout.splitlines()] == [13, 14, 15, 16, 17]
+    assert consumers(a)["p1"]["acked_revision"] == 17
+    r = reelctl(a, "events", "tail", "--count", "0")
+    assert r.returncode == 2 and "--count must be 1 or more" in r.stderr, r.stderr
 
 
 def test_ack_batches_a_busy_stream(reeld, tmp_path):

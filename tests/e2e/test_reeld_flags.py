@@ -18,6 +18,8 @@ NUMBERS = {
     "max-message-bytes": ("REEL_MAX_MESSAGE_BYTES", "4194304", 1024, 2**31 - 1),
     "max-response-bytes": ("REEL_MAX_RESPONSE_BYTES", "4194304", 1024, 2**31 - 1),
     "write-queue": ("REEL_WRITE_QUEUE", "4096", 1, 1 << 20),
+    "max-stream-backlog-bytes": ("REEL_MAX_STREAM_BACKLOG_BYTES", "268435456", 1 << 20,
+                                 2**63 - 1),
     "kv-max-namespace-bytes": ("REEL_KV_MAX_NAMESPACE_BYTES", "256", 1, 65535),
     "kv-max-key-bytes": ("REEL_KV_MAX_KEY_BYTES", "1024", 1, 65535),
     "kv-max-value-bytes": ("REEL_KV_MAX_VALUE_BYTES", "1048576", 2, 256 << 20),
