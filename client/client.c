@@ -625,9 +625,22 @@ static void call_fini(call_t *k) {
  * caller receives the rest. On failure (the call could not start, or
  * cancel fired first) fills r and returns its code, with k finished.
  */
-static int call_start(reel_client_t *c, call_t *k, const char *method,
-                      const void *req, size_t len, int64_t end_ms,
-                      client_cancel_t *cancel, reel_reply_t *r) {
+static int wait_tag(call_t *k, void *tag, reel_idle_fn on_idle,
+                    int64_t idle_ms, void *arg);
+static int call_finish(call_t *k, reel_reply_t *r);
+
+/*
+ * Starts k's call: the request sent, the server's initial metadata
+ * received. A server sends that with its first message, so a stream that
+ * has nothing to say yet (a watch of what comes next) waits here: with
+ * on_idle, it runs every idle_ms meanwhile, and its non-zero answer
+ * cancels the call: CLIENT_CANCELLED, r set. Whatever it returns but
+ * CLIENT_OK, the call is over and freed.
+ */
+static int call_start_idle(reel_client_t *c, call_t *k, const char *method,
+                           const void *req, size_t len, int64_t end_ms,
+                           client_cancel_t *cancel, reel_idle_fn on_idle,
+                           int64_t idle_ms, void *arg, reel_reply_t *r) {
     grpc_slice path = grpc_slice_from_copied_string(method);
     grpc_slice body = grpc_slice_from_copied_buffer(req, len);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&body, 1);
@@ -683,7 +696,19 @@ static int call_start(reel_client_t *c, call_t *k, const char *method,
                               method, (int)e);
         goto out;
     }
-    pluck(k, TAG_START, gpr_inf_future(GPR_CLOCK_REALTIME));
+    if (wait_tag(k, TAG_START, on_idle, idle_ms, arg) != 0) {
+        reel_reply_t ended = {0};
+
+        grpc_call_cancel(k->call, NULL);
+        pluck(k, TAG_START, gpr_inf_future(GPR_CLOCK_REALTIME));
+        (void)call_finish(k, &ended); /* its status, and the call freed */
+        reel_reply_fini(&ended);
+        memset(k, 0, sizeof(*k));
+        grpc_byte_buffer_destroy(bb);
+        return client_reply_set(r, CLIENT_CANCELLED,
+                                "%s: ended before its first message",
+                                method);
+    }
 out:
     grpc_byte_buffer_destroy(bb);
     if (rc != CLIENT_OK) {
@@ -692,6 +717,13 @@ out:
         memset(k, 0, sizeof(*k));
     }
     return rc;
+}
+
+static int call_start(reel_client_t *c, call_t *k, const char *method,
+                      const void *req, size_t len, int64_t end_ms,
+                      client_cancel_t *cancel, reel_reply_t *r) {
+    return call_start_idle(c, k, method, req, len, end_ms, cancel, NULL, 0,
+                           NULL, r);
 }
 
 /* Receives the status into r and frees the call; returns r->code. */
@@ -820,17 +852,17 @@ int reel_client_unary_retry(reel_client_t *c, const char *method,
 }
 
 /*
- * Waits for the stream's pending receive; every idle_ms without it, runs
- * on_idle. Returns 0 once it completed, or on_idle's non-zero answer (the
- * receive is then still pending).
+ * Waits for the batch of tag; every idle_ms without it, runs on_idle.
+ * Returns 0 once it completed, or on_idle's non-zero answer (the batch is
+ * then still pending).
  */
-static int wait_recv(call_t *k, reel_idle_fn on_idle, int64_t idle_ms,
-                     void *arg) {
+static int wait_tag(call_t *k, void *tag, reel_idle_fn on_idle,
+                    int64_t idle_ms, void *arg) {
     for (;;) {
         gpr_timespec until = on_idle != NULL
                                  ? deadline_at(client_now_ms() + idle_ms)
                                  : gpr_inf_future(GPR_CLOCK_REALTIME);
-        grpc_event ev = pluck(k, TAG_RECV, until);
+        grpc_event ev = pluck(k, tag, until);
         int stop;
 
         if (ev.type != GRPC_QUEUE_TIMEOUT)
@@ -851,8 +883,8 @@ int client_stream(reel_client_t *c, const char *method, const void *req,
     memset(r, 0, sizeof(*r));
     if (idle_ms <= 0)
         on_idle = NULL;
-    if ((rc = call_start(c, &k, method, req, len, end_of(timeout_ms), cancel,
-                         r)) != CLIENT_OK)
+    if ((rc = call_start_idle(c, &k, method, req, len, end_of(timeout_ms),
+                              cancel, on_idle, idle_ms, arg, r)) != CLIENT_OK)
         return rc;
     for (;;) {
         grpc_byte_buffer *resp = NULL;
@@ -864,7 +896,7 @@ int client_stream(reel_client_t *c, const char *method, const void *req,
             grpc_call_cancel(k.call, NULL);
             break;
         }
-        if (wait_recv(&k, on_idle, idle_ms, arg) != 0) {
+        if (wait_tag(&k, TAG_RECV, on_idle, idle_ms, arg) != 0) {
             /* Cancelled, the receive completes (a message or none). */
             grpc_call_cancel(k.call, NULL);
             pluck(&k, TAG_RECV, gpr_inf_future(GPR_CLOCK_REALTIME));

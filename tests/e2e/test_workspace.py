@@ -938,3 +938,17 @@ def test_sigterm_during_an_upload_ends_it_and_reeld_exits_cleanly(tmp_path):
         ch.close()
     finally:
         assert server.stop()[0] == 0
+
+
+@pytest.mark.parametrize("cmd", [("ws", "watch", "proj", "--now"),
+                                 ("events", "tail", "--subject", "artifact.none.>"),
+                                 ("journal", "follow", "01J00000000000000000000000")])
+def test_reelctl_streams_with_nothing_to_say_end_with_their_reader(reeld, cmd):
+    """`ws watch --now | head -0` hung: the server says nothing until the
+    first change, and reelctl waited for it without looking at its reader."""
+    import shlex
+    import subprocess
+    p = subprocess.run(f"'{reeltest_reelctl()}' --addr {reeld.addr} {shlex.join(cmd)} | head -c 0; "
+                       "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
+                       capture_output=True, text=True, timeout=20)
+    assert p.stdout.strip() in ("0", "1"), (p.stdout, p.stderr)
