@@ -303,6 +303,7 @@ typedef struct get_state {
     Reel__V1__Artifact *rec;
     uint64_t got;
     int failed;
+    int gone; /* stdout's reader left (ws get | head -c N): exit 0 */
 } get_state_t;
 
 /*
@@ -419,9 +420,14 @@ static int get_msg(void *arg, const uint8_t *msg, size_t len) {
         m->artifact = NULL;
     } else if (m->part_case == REEL__V1__GET_ARTIFACT_RESPONSE__PART_CHUNK) {
         if (fwrite(m->chunk.data, 1, m->chunk.len, g->out) != m->chunk.len) {
-            fprintf(stderr, "reelctl: ws get: writing %s: %s\n",
-                    g->path ? g->path : "standard output", strerror(errno));
-            g->failed = 1;
+            if (g->path == NULL && (errno == EPIPE || ctl_stdout_gone())) {
+                g->gone = 1; /* the reader had what it wanted */
+            } else {
+                fprintf(stderr, "reelctl: ws get: writing %s: %s\n",
+                        g->path ? g->path : "standard output",
+                        strerror(errno));
+                g->failed = 1;
+            }
             stop = 1;
         }
         EVP_DigestUpdate(g->md, m->chunk.data, m->chunk.len);
@@ -462,11 +468,19 @@ static int ws_get(ctl_t *ctl, const ctl_args_t *a) {
                        0, get_msg, &g, &r);
     if (g.failed)
         goto out;
+    if (g.gone) {
+        rc = EXIT_OK;
+        goto out;
+    }
     if (r.code != 0) {
         rc = ctl_report_error(ctl, "ws get", &r);
         goto out;
     }
     if (fflush(g.out) != 0) {
+        if (g.path == NULL && (errno == EPIPE || ctl_stdout_gone())) {
+            rc = EXIT_OK;
+            goto out;
+        }
         fprintf(stderr, "reelctl: ws get: writing %s: %s\n",
                 g.path ? g.path : "standard output", strerror(errno));
         goto out;

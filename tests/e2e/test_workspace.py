@@ -952,3 +952,17 @@ def test_reelctl_streams_with_nothing_to_say_end_with_their_reader(reeld, cmd):
                        "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
                        capture_output=True, text=True, timeout=20)
     assert p.stdout.strip() in ("0", "1"), (p.stdout, p.stderr)
+
+
+def test_reelctl_ws_get_ends_quietly_when_its_reader_leaves(reeld, tmp_path):
+    import subprocess
+    src = tmp_path / "big.bin"
+    src.write_bytes(blob(3 * CHUNK, seed=12))
+    r = subprocess.run([reeltest_reelctl(), "--addr", reeld.addr, "ws", "put", "proj", "big",
+                        str(src)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    p = subprocess.run(f"'{reeltest_reelctl()}' --addr {reeld.addr} ws get proj big | head -c 10"
+                       " | wc -c; echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
+                       capture_output=True, text=True, timeout=60)
+    assert p.stdout.split() == ["10", "0"], (p.stdout, p.stderr)
+    assert p.stderr == ""
