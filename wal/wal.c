@@ -480,6 +480,14 @@ static reel_code_t sub_new(wal_t *w, const char *pattern,
                                                 "subject_pattern", st)) !=
                         REEL_OK)
         return rc;
+    /* Every subject's tokens are names that cannot be empty: a pattern
+     * with one ("kv..app", ".kv") would wait for nothing, forever. */
+    if (plen > 0 && (pattern[0] == '.' || pattern[plen - 1] == '.' ||
+                     strstr(pattern, "..") != NULL))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "subject_pattern: a token may not be empty "
+                               "(\"..\", or a leading or trailing \".\"): "
+                               "no subject has one");
     s = calloc(1, sizeof(*s));
     if (s == NULL || (s->pattern = strdup(pattern ? pattern : "")) == NULL) {
         free(s);
