@@ -79,11 +79,11 @@ static const char *event_type_name(const Reel__V1__ValueEvent *ev) {
 /* "key = VALUE (version 3)", or "key (deleted, version 3)" */
 static void print_entry(const Reel__V1__Entry *e) {
     if (e->deleted) {
-        printf("%s (deleted, version %llu)\n", e->key,
+        printf("%s (deleted, version %llu)\n", ctl_name(e->key),
                (unsigned long long)e->version);
         return;
     }
-    printf("%s = ", e->key);
+    printf("%s = ", ctl_name(e->key));
     ctl_put_value(e->value);
     printf(" (version %llu)\n", (unsigned long long)e->version);
 }
@@ -119,13 +119,13 @@ static void print_history_event(const Reel__V1__ValueEvent *ev) {
 static void print_watch_event(const Reel__V1__ValueEvent *ev,
                               const char *watched) {
     if (watched != NULL)
-        printf("[%s] ", watched);
+        printf("[%s] ", ctl_name(watched));
     if (ev->type == REEL__V1__VALUE_EVENT__TYPE__BOOTSTRAP_DONE) {
         printf("BOOTSTRAP_DONE rev %llu\n", (unsigned long long)ev->revision);
         return;
     }
     printf("%s %s/%s v%llu rev %llu", event_type_name(ev), ev->namespace_,
-           ev->key, (unsigned long long)ev->version,
+           ctl_name(ev->key), (unsigned long long)ev->version,
            (unsigned long long)ev->revision);
     if (ev->type == REEL__V1__VALUE_EVENT__TYPE__PUT) {
         printf(": ");

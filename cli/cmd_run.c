@@ -144,10 +144,11 @@ static void print_run_line(const Reel__V1__Run *r, int listed) {
 
     printf("%s%s %s", listed ? "" : "run ", r->run_id, status_name(r->status));
     if (listed)
-        printf(" %s/%s/%s/%s", r->app, r->user, r->session, r->invocation_id);
+        printf(" %s/%s/%s/%s", ctl_name(r->app), ctl_name(r->user),
+               ctl_name(r->session), ctl_name(r->invocation_id));
     printf(" epoch %llu", (unsigned long long)r->lease_epoch);
     if (r->status == REEL__V1__RUN__STATUS__RUNNING)
-        printf(" (owner %s, lease %s %s)", r->lease_owner,
+        printf(" (owner %s, lease %s %s)", ctl_name(r->lease_owner),
                r->lease_expires_at_ms < now_ms() ? "expired" : "until",
                ctl_iso_time(r->lease_expires_at_ms, t, sizeof(t)));
     else if (r->status == REEL__V1__RUN__STATUS__WAITING)
@@ -168,13 +169,14 @@ static void print_run_details(const Reel__V1__Run *r) {
     char t[40];
 
     print_run_line(r, 0);
-    printf("  name:      %s/%s/%s/%s\n", r->app, r->user, r->session,
-           r->invocation_id);
+    printf("  name:      %s/%s/%s/%s\n", ctl_name(r->app), ctl_name(r->user),
+           ctl_name(r->session), ctl_name(r->invocation_id));
     printf("  next seq:  %llu\n", (unsigned long long)r->next_seq);
     if (r->n_labels > 0) {
         printf("  labels:   ");
         for (size_t i = 0; i < r->n_labels; i++)
-            printf(" %s=%s", r->labels[i]->key, r->labels[i]->value);
+            printf(" %s=%s", ctl_name(r->labels[i]->key),
+                   ctl_name(r->labels[i]->value));
         printf("\n");
     }
     if (*r->result) {

@@ -97,16 +97,16 @@ static void print_artifact(const Reel__V1__Artifact *a) {
     char sha[65] = "";
 
     if (a->deleted) {
-        printf("%s (deleted, version %llu) rev %llu\n", a->key,
+        printf("%s (deleted, version %llu) rev %llu\n", ctl_name(a->key),
                (unsigned long long)a->version,
                (unsigned long long)a->revision);
         return;
     }
     if (a->sha256.len == 32)
         hex(a->sha256.data, 32, sha);
-    printf("%s v%llu %llu bytes sha256 %s%s%s rev %llu\n", a->key,
+    printf("%s v%llu %llu bytes sha256 %s%s%s rev %llu\n", ctl_name(a->key),
            (unsigned long long)a->version, (unsigned long long)a->size, sha,
-           *a->content_type ? " " : "", a->content_type,
+           *a->content_type ? " " : "", ctl_name(a->content_type),
            (unsigned long long)a->revision);
 }
 

@@ -690,6 +690,47 @@ void ctl_put_value(const char *text) {
     cJSON_Delete(str);
 }
 
+/* C0, DEL, or the second byte of a C1 (U+0080-U+009F: C2 80..C2 9F). */
+static size_t control_len(const unsigned char *p) {
+    if (*p < 0x20 || *p == 0x7f)
+        return 1;
+    if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+        return 2;
+    return 0;
+}
+
+const char *ctl_name(const char *s) {
+    static char *ring[8];
+    static size_t next;
+    const unsigned char *p;
+    size_t extra = 0, k;
+    char *out, *o;
+
+    if (s == NULL)
+        return "";
+    for (p = (const unsigned char *)s; *p != '\0'; p += k ? k : 1)
+        if ((k = control_len(p)) != 0)
+            extra += 4 * k - k;
+    if (extra == 0)
+        return s;
+    if ((out = malloc(strlen(s) + extra + 1)) == NULL)
+        return "(out of memory)";
+    o = out;
+    for (p = (const unsigned char *)s; *p != '\0';) {
+        if ((k = control_len(p)) == 0) {
+            *o++ = (char)*p++;
+            continue;
+        }
+        for (size_t i = 0; i < k; i++, p++)
+            o += sprintf(o, "\\x%02x", *p);
+    }
+    *o = '\0';
+    free(ring[next]);
+    ring[next] = out;
+    next = (next + 1) % 8;
+    return out;
+}
+
 int ctl_flush(void) {
     if (fflush(stdout) == 0 && !ferror(stdout))
         return 0;

@@ -228,6 +228,14 @@ cJSON *ctl_json_value(const char *text);
 void ctl_put_value(const char *text);
 
 /*
+ * A name (a key, an app, an owner) as text output shows it: s itself, or,
+ * when it holds a control character (C0, DEL or C1: a line break would
+ * forge a line, an escape sequence would drive the terminal), a copy with
+ * each as \xNN. The copy lives until 8 later calls: enough for one line.
+ */
+const char *ctl_name(const char *s);
+
+/*
  * Flushes stdout, so a pipe's reader sees a streamed line at once. 0 if
  * it went out; 1 if the reader is gone (EPIPE: a stream should end
  * quietly, as `| head` means); -1 on any other write error, said.

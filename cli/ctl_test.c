@@ -177,8 +177,21 @@ static void test_values_come_from_files_without_their_last_newline(
                      EXIT_USAGE);
 }
 
+static void test_names_never_break_a_line_nor_drive_the_terminal(void **state) {
+    const char *plain = "orders/é.k";
+
+    (void)state;
+    assert_ptr_equal(ctl_name(plain), plain); /* nothing to escape: no copy */
+    assert_string_equal(ctl_name("nl\nfake = 1"), "nl\\x0afake = 1");
+    assert_string_equal(ctl_name("esc\x1b[31mred\r"), "esc\\x1b[31mred\\x0d");
+    assert_string_equal(ctl_name("del\x7f c1\xc2\x9b"), "del\\x7f c1\\xc2\\x9b");
+    assert_string_equal(ctl_name("\xc2\xa0nbsp"), "\xc2\xa0nbsp"); /* U+00A0 */
+    assert_string_equal(ctl_name(NULL), "");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_names_never_break_a_line_nor_drive_the_terminal),
         cmocka_unit_test(test_durations_take_every_unit_and_refuse_the_rest),
         cmocka_unit_test(test_durations_print_as_the_limits_are_written),
         cmocka_unit_test(test_addr_without_a_port_gets_the_default_port),

@@ -268,3 +268,20 @@ def test_watch_ends_when_its_reader_leaves(reeld):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_text_output_escapes_control_characters_in_names(reeld):
+    """A key with a line break forged a line of `kv ls`, and one with an
+    escape sequence drove the terminal; --json was always safe."""
+    a = reeld.addr
+    ok(a, "kv", "set", "app", 'nl\nfake = {"admin":true} (version 9)', "1")
+    ok(a, "kv", "set", "app", "esc\x1b[31mred", "2")
+    out = ok(a, "kv", "ls", "app")
+    assert out.splitlines() == ["esc\\x1b[31mred = 2 (version 1)",
+                                'nl\\x0afake = {"admin":true} (version 9) = 1 (version 1)']
+    ok(a, "run", "begin", "shop", "u\n01AAAAAAAAAAAAAAAAAAAAAAAA COMPLETED x/y/z", "s", "i",
+       "--owner", "w")
+    lines = ok(a, "run", "ls").splitlines()
+    assert len(lines) == 1 and "u\\x0a01AAAA" in lines[0], lines
+    keys = [json.loads(x)["key"] for x in ok(a, "--json", "kv", "ls", "app").splitlines()]
+    assert keys == ["esc\x1b[31mred", 'nl\nfake = {"admin":true} (version 9)']
