@@ -116,6 +116,8 @@ static int cmd_health(ctl_t *ctl, int argc, char **argv) {
 
 /* Rates over this long unless --interval says otherwise. */
 #define STATUS_INTERVAL_MS 1000
+/* The longest --interval: a rate is not read over hours. */
+#define STATUS_INTERVAL_MAX_MS (60 * 60 * 1000)
 
 /* (now - then) per second over seconds; 0 when no time passed. */
 static double per_s(uint64_t now, uint64_t then, double seconds) {
@@ -135,12 +137,18 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
     double seconds, commit_s;
     int rc;
 
+    if (argc == 2 && strcmp(argv[1], "--interval") == 0) {
+        fprintf(stderr, "reelctl status: --interval needs a value (0, "
+                        "500ms, 2s, 1m)\n");
+        return EXIT_USAGE;
+    }
     if (argc == 3 && strcmp(argv[1], "--interval") == 0) {
         interval_ms = ctl_parse_duration_ms(argv[2]);
-        if (interval_ms < 0 && strcmp(argv[2], "0") != 0) {
+        if ((interval_ms < 0 && strcmp(argv[2], "0") != 0) ||
+            interval_ms > STATUS_INTERVAL_MAX_MS) {
             fprintf(stderr,
                     "reelctl status: --interval: \"%s\" is not a duration "
-                    "(0, 500ms, 2s, 1m)\n",
+                    "of 0 to 1h (0, 500ms, 2s, 1m)\n",
                     argv[2]);
             return EXIT_USAGE;
         }

@@ -198,6 +198,12 @@ def test_consumer_lag_and_watchers_follow_the_clients(served):
              lambda: value(scrape(port), "reel_watchers", module="kv") == 0)
     r = reelctl(served.addr, "status", "--interval", "0")
     assert r.returncode == 0 and "c-behind" in r.stdout and f"lag {head}" in r.stdout
+    # An interval past an hour (99999d slept for good) or none at all is
+    # refused at once.
+    for args, says in ((("--interval", "1d"), "0 to 1h"),
+                       (("--interval",), "--interval needs a value")):
+        r = reelctl(served.addr, "status", *args, timeout=5)
+        assert r.returncode == 2 and says in r.stderr, (args, r.stderr)
     ch.close()
 
 
