@@ -19,7 +19,8 @@
  *
  * Global flags may appear anywhere on the line. Exit status: 0 on success,
  * 1 when the server answered with an error (or is unreachable, or not
- * serving, or signal await got no signal), 2 for a usage error.
+ * serving, or signal await got no signal, or a file named on the line
+ * cannot be read), 2 for a usage error.
  *
  * SIGPIPE is ignored: a write to a pipe whose reader left fails with
  * EPIPE instead of killing reelctl, so a stream (`events tail | head -1`)
@@ -112,6 +113,34 @@ static int cmd_health(ctl_t *ctl, int argc, char **argv) {
         printf("%s\n", status);
     }
     return rc;
+}
+
+/*
+ * The client library names its options as fields (tls_ca_file: ...);
+ * reelctl's user gave them as flags or variables: the message with the
+ * flag's name instead (a static buffer).
+ */
+static const char *client_option_flag(const char *details) {
+    static const char *const map[][2] = {
+        {"tls_ca_file", "--tls-ca (REEL_TLS_CA)"},
+        {"tls_cert_file", "--tls-cert (REEL_TLS_CERT)"},
+        {"tls_key_file", "--tls-key (REEL_TLS_KEY)"},
+        {"token", "--token (REEL_TOKEN)"},
+    };
+    static char buf[1024];
+
+    for (size_t i = 0; i < sizeof(map) / sizeof(*map); i++) {
+        size_t n = strlen(map[i][0]);
+
+        if (strncmp(details, map[i][0], n) == 0 && details[n] == ':') {
+            snprintf(buf, sizeof(buf), "%s%s", map[i][1], details + n);
+            return buf;
+        }
+    }
+    if (strncmp(details, "tls_cert_file and tls_key_file", 30) == 0)
+        return "--tls-cert and --tls-key (REEL_TLS_CERT, REEL_TLS_KEY) go "
+               "together: give both or neither";
+    return details;
 }
 
 /* Rates over this long unless --interval says otherwise. */
@@ -306,7 +335,8 @@ static void usage(FILE *out) {
             "\nstored JSON is printed byte for byte, each on one line.\n"
             "durations: 250ms, 30s, 5m, 2h, 1d, or plain milliseconds.\n"
             "\nexit status: 0 success, 1 the server answered with an error "
-            "or is unreachable (or signal await got none), 2 usage error\n");
+            "or is unreachable (or signal await got none, or a file named "
+            "on the line cannot be read), 2 usage error\n");
 }
 
 /*
@@ -521,7 +551,8 @@ int main(int argc, char **argv) {
         ctl.addr = target;
         if (reel_client_create(ctl.addr, &co, &ctl.client, &err) != 0) {
             fprintf(stderr, "reelctl: %s\n",
-                    err.details ? err.details : "out of memory");
+                    err.details ? client_option_flag(err.details)
+                                : "out of memory");
             reel_reply_fini(&err);
             free(target);
             return EXIT_FAIL;

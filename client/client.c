@@ -235,6 +235,14 @@ static int read_pem(const char *field, const char *path, char **out,
         goto out;
     }
     (*out)[n] = '\0';
+    /* gRPC would log an SSL error and call the server unreachable. */
+    if (strstr(*out, "-----BEGIN ") == NULL) {
+        rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                              "%s: %s is not PEM (no -----BEGIN line)", field,
+                              path);
+        free(*out);
+        *out = NULL;
+    }
 out:
     fclose(f);
     return rc;

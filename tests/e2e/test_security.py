@@ -271,7 +271,18 @@ def test_reelctl_speaks_tls_and_mtls(tmp_path, pki):
         plain = ctl("health")
         assert plain.returncode == 1
         half = ctl("--tls-cert", str(pki["client1.pem"]), "health")
-        assert half.returncode == 1 and "tls_cert_file and tls_key_file" in half.stderr
+        assert half.returncode == 1 and "--tls-cert and --tls-key" in half.stderr
+        # A CA that is not PEM is named, not left to gRPC's "unreachable".
+        not_pem = ctl("--tls-ca", str(pki["client1.key"]) + ".nope", "health")
+        assert not_pem.returncode == 1 and "--tls-ca (REEL_TLS_CA): " in not_pem.stderr
+        junk = pki["ca1.pem"].parent / "junk.pem"
+        junk.write_text("hello\n")
+        not_pem = ctl("--tls-ca", str(junk), "health")
+        assert not_pem.returncode == 1, not_pem.stderr
+        assert not_pem.stderr == f"reelctl: --tls-ca (REEL_TLS_CA): {junk} is not PEM " \
+                                 "(no -----BEGIN line)\n"
+        bad_token = ctl("--token", "has space", "health")
+        assert bad_token.returncode == 1 and "--token (REEL_TOKEN): " in bad_token.stderr
     finally:
         assert server.stop()[0] == 0
 
