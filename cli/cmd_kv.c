@@ -301,7 +301,7 @@ static int kv_ls_page(ctl_t *ctl, const ctl_args_t *a,
     } else if (ctl_has(a, KF_LIMIT) && !ctl_has(a, KF_ALL)) {
         if (!ctl->json)
             ctl_hint("more keys: --start-after %s, or --all",
-                    resp->next_start_after);
+                     ctl_name(resp->next_start_after));
     } else if (*resp->next_start_after == '\0' ||
                strcmp(resp->next_start_after, req->start_after) == 0) {
         /* Following it would ask for the same page forever. */

@@ -122,7 +122,7 @@ static int token_create(ctl_t *ctl, const ctl_args_t *a) {
     } else {
         printf("%s\n", r->token);
         ctl_hint("token %s created: it is shown this once (reel keeps only "
-                 "its hash)\n",
+                 "its hash)",
                  r->info ? r->info->id : "");
     }
     memset(r->token, 0, strlen(r->token));

@@ -559,6 +559,10 @@ static int ws_ls(ctl_t *ctl, const ctl_args_t *a) {
         for (size_t i = 0; i < resp->n_artifacts; i++)
             say_artifact(ctl, resp->artifacts[i]);
         more = resp->more && !ctl_has(a, WF_LIMIT);
+        /* One page asked for: say how to go on, as kv ls does. */
+        if (resp->more && ctl_has(a, WF_LIMIT) && !ctl->json)
+            ctl_hint("more artifacts: --start-after %s",
+                     ctl_name(resp->next_start_after));
         free(after);
         after = strdup(resp->next_start_after);
         reel__v1__list_artifacts_response__free_unpacked(resp, NULL);

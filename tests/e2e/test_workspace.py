@@ -966,3 +966,20 @@ def test_reelctl_ws_get_ends_quietly_when_its_reader_leaves(reeld, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert p.stdout.split() == ["10", "0"], (p.stdout, p.stderr)
     assert p.stderr == ""
+
+
+def test_reelctl_ws_ls_limit_says_how_to_go_on(reeld, tmp_path):
+    import subprocess
+    src = tmp_path / "one.bin"
+    src.write_bytes(b"x")
+    for k in ("a", "b", "c"):
+        r = subprocess.run([reeltest_reelctl(), "--addr", reeld.addr, "ws", "put", "proj", k,
+                            str(src)], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+    r = subprocess.run([reeltest_reelctl(), "--addr", reeld.addr, "ws", "ls", "proj",
+                        "--limit", "2"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and [x.split()[0] for x in r.stdout.splitlines()] == ["a", "b"]
+    assert r.stderr == "reelctl: more artifacts: --start-after b\n"
+    r = subprocess.run([reeltest_reelctl(), "--addr", reeld.addr, "ws", "ls", "proj",
+                        "--start-after", "b"], capture_output=True, text=True, timeout=30)
+    assert [x.split()[0] for x in r.stdout.splitlines()] == ["c"] and r.stderr == ""
