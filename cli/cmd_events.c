@@ -21,8 +21,8 @@
  * (`head -5` takes a bufferful) took more than it used: --count N prints
  * N events and ends. Acks go once 100 events are unacknowledged, or once
  * 500 ms passed since the last ack
- * (looked at on each message and every CTL_IDLE_MS without one), and the
- * last one printed when the stream ends. Killed (Ctrl-C), tail may leave up to
+ * (looked at on each message and every CTL_IDLE_MS without one), and what
+ * the reader took when the stream ends. Killed (Ctrl-C), tail may leave up to
  * a batch unacknowledged: the consumer gets those again (at least once).
  * A PROGRESS event's revision is acknowledged like an event's: the server
  * sends it once everything up to it was sent or filtered out. An
