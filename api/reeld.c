@@ -795,12 +795,22 @@ int main(int argc, char **argv) {
     atomic_store(&ctx.phase, API_STOPPING); /* /readyz: 503 */
     api_health_shutdown(&ctx); /* health watchers hear NOT_SERVING first */
     if (cfg.shutdown_delay_ms > 0) {
-        struct timespec ts = {cfg.shutdown_delay_ms / 1000,
-                              (cfg.shutdown_delay_ms % 1000) * 1000000L};
+        int64_t end = reel_clock_mono_ns() + cfg.shutdown_delay_ms * 1000000;
 
-        REEL_INFO("reeld", "serving %lld ms more (--shutdown-delay)",
+        REEL_INFO("reeld",
+                  "serving %lld ms more (--shutdown-delay; another SIGTERM "
+                  "or SIGINT stops at once)",
                   (long long)cfg.shutdown_delay_ms);
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        /* The operator who asked twice does not wait it out. */
+        for (int64_t left; (left = end - reel_clock_mono_ns()) > 0;) {
+            struct timespec ts = {left / 1000000000, left % 1000000000};
+            int again = sigtimedwait(&sigs, NULL, &ts);
+
+            if (again == SIGTERM || again == SIGINT) {
+                REEL_INFO("reeld", "received %s again: stopping now",
+                          again == SIGTERM ? "SIGTERM" : "SIGINT");
+                break;
+            }
         }
     }
 out:

@@ -510,6 +510,11 @@ static reel_code_t open_db(store_t *s, int fresh, reel_status_t *st) {
     if (!fresh) {
         existing = rocksdb_list_column_families(s->dbopts, s->dir, &n_existing,
                                                 &err);
+        /* A MANIFEST or CURRENT file that does not read is a
+         * corrupted data dir as much as a bad table file is. */
+        if (err != NULL && strstr(err, "Corruption") != NULL)
+            return take_err(st, REEL_DATA_LOSS, &err,
+                            "the data dir is corrupted; refusing to open it");
         if (err != NULL)
             return take_err(st, REEL_UNAVAILABLE, &err,
                             "cannot read the data dir's column families");

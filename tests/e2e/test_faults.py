@@ -190,7 +190,15 @@ def test_a_corrupted_data_dir_is_refused_untouched(tmp_path):
     server = Reeld(data).start(wait=False)
     assert server.proc.wait(timeout=15) == 1
     log = server.log()
-    assert "corrupt" in log.lower(), log
+    # The wording durability.md gives, whichever file it is.
+    assert "the data dir is corrupted; refusing to open it" in log, log
+    assert data_files(data) == before
+    with open(os.path.join(data, "CURRENT"), "w") as f:
+        f.write("garbage\n")
+    before = data_files(data)
+    server = Reeld(data).start(wait=False)
+    assert server.proc.wait(timeout=15) == 1
+    assert "the data dir is corrupted; refusing to open it" in server.log(), server.log()
     assert data_files(data) == before
 
 

@@ -239,6 +239,25 @@ def test_readyz_turns_503_during_sigterm_shutdown(tmp_path):
         server.kill()
 
 
+@pytest.mark.parametrize("again", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_cuts_the_shutdown_delay_short(tmp_path, again):
+    """Only SIGKILL ended a long --shutdown-delay: an operator who asked
+    twice waited it out (10 minutes at the most)."""
+    server = Reeld(str(tmp_path / "data"), extra=["--shutdown-delay", "10m"]).start()
+    try:
+        server.proc.send_signal(signal.SIGTERM)
+        wait_for("the delay", lambda: "serving 600000 ms more" in server.log(), timeout=10)
+        time.sleep(0.3)
+        assert server.proc.poll() is None       # the first one waits
+        t0 = time.monotonic()
+        server.proc.send_signal(again)
+        assert server.proc.wait(timeout=15) == 0, server.log()
+        assert time.monotonic() - t0 < 10
+        assert "again: stopping now" in server.log()
+    finally:
+        server.kill()
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     mnt = tmp_path / "mnt"
