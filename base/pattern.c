@@ -43,6 +43,19 @@ int reel_pattern_has_wildcard(const char *p, size_t len) {
     return 0;
 }
 
+int reel_pattern_has_empty_token(const char *p, size_t len) {
+    size_t pos = 0;
+    const char *tok;
+    size_t tlen;
+
+    while (pos <= len) {
+        next_token(p, len, &pos, &tok, &tlen);
+        if (tlen == 0)
+            return 1;
+    }
+    return 0;
+}
+
 reel_code_t reel_pattern_check_name(const char *field, const char *s,
                                     size_t len, reel_status_t *st) {
     size_t pos = 0;

@@ -22,6 +22,10 @@
 /* True if p has a "*" token or a last ">" token. */
 int reel_pattern_has_wildcard(const char *p, size_t len);
 
+/* True if p has an empty token ("..", or a leading or trailing "."; "" is
+ * one empty token): no subject has one, so such a pattern never matches. */
+int reel_pattern_has_empty_token(const char *p, size_t len);
+
 /*
  * OK, or INVALID_ARGUMENT naming `field`: s is a name that goes into WAL
  * subjects as one or more tokens (a KV key, a journal kind, a signal name),

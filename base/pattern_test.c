@@ -85,6 +85,11 @@ static void test_wildcard_detection_and_literal_prefix(void **state) {
     assert_true(reel_pattern_has_wildcard("a.*", 3));
     assert_true(reel_pattern_has_wildcard("a.>", 3));
     assert_false(reel_pattern_has_wildcard("a.b", 3));
+    assert_true(reel_pattern_has_empty_token("", 0));
+    assert_true(reel_pattern_has_empty_token(".a", 2));
+    assert_true(reel_pattern_has_empty_token("a.", 2));
+    assert_true(reel_pattern_has_empty_token("a..b", 4));
+    assert_false(reel_pattern_has_empty_token("a.*.>", 5));
     assert_false(reel_pattern_has_wildcard("a*.b>", 5));
     assert_int_equal(reel_pattern_literal_prefix("orders.eu.>", 11), 10);
     assert_int_equal(reel_pattern_literal_prefix("a.*.c", 5), 2);

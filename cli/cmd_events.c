@@ -233,6 +233,8 @@ static void tail_take(tail_t *t) {
         t->unacked++;
         i++;
     }
+    if (i == 0)
+        return; /* the reader took none since: nothing moves */
     memmove(t->marks, t->marks + i, (t->n_marks - i) * sizeof(*t->marks));
     t->n_marks -= i;
 }

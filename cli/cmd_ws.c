@@ -420,7 +420,7 @@ static int get_msg(void *arg, const uint8_t *msg, size_t len) {
         m->artifact = NULL;
     } else if (m->part_case == REEL__V1__GET_ARTIFACT_RESPONSE__PART_CHUNK) {
         if (fwrite(m->chunk.data, 1, m->chunk.len, g->out) != m->chunk.len) {
-            if (g->path == NULL && (errno == EPIPE || ctl_stdout_gone())) {
+            if (g->path == NULL && ctl_reader_left()) {
                 g->gone = 1; /* the reader had what it wanted */
             } else {
                 fprintf(stderr, "reelctl: ws get: writing %s: %s\n",
@@ -477,7 +477,7 @@ static int ws_get(ctl_t *ctl, const ctl_args_t *a) {
         goto out;
     }
     if (fflush(g.out) != 0) {
-        if (g.path == NULL && (errno == EPIPE || ctl_stdout_gone())) {
+        if (g.path == NULL && ctl_reader_left()) {
             rc = EXIT_OK;
             goto out;
         }

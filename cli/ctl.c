@@ -710,7 +710,7 @@ const char *ctl_name(const char *s) {
         return "";
     for (p = (const unsigned char *)s; *p != '\0'; p += k ? k : 1)
         if ((k = control_len(p)) != 0)
-            extra += 4 * k - k;
+            extra += 3 * k; /* each byte becomes four */
     if (extra == 0)
         return s;
     if ((out = malloc(strlen(s) + extra + 1)) == NULL)
@@ -734,10 +734,14 @@ const char *ctl_name(const char *s) {
 int ctl_flush(void) {
     if (fflush(stdout) == 0 && !ferror(stdout))
         return 0;
-    if (errno == EPIPE || ctl_stdout_gone())
+    if (ctl_reader_left())
         return 1;
     fprintf(stderr, "reelctl: writing output: %s\n", strerror(errno));
     return -1;
+}
+
+int ctl_reader_left(void) {
+    return errno == EPIPE || ctl_stdout_gone();
 }
 
 int ctl_stdout_gone(void) {

@@ -248,6 +248,10 @@ int ctl_flush(void);
  */
 int ctl_stdout_gone(void);
 
+/* After a write to stdout failed: 1 if its reader left (EPIPE, or a pipe
+ * without a reader), which ends a command quietly with exit 0. */
+int ctl_reader_left(void);
+
 /* How often an idle stream looks at ctl_stdout_gone(). */
 #define CTL_IDLE_MS 200
 

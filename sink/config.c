@@ -84,8 +84,7 @@ static reel_code_t check_pattern(const ctx_t *c, const char *field,
     }
     /* No subject has an empty token (reel refuses such names), so a
      * pattern with one would never match: a mistake to say now. */
-    if (*p == '\0' || *p == '.' || p[strlen(p) - 1] == '.' ||
-        strstr(p, "..") != NULL)
+    if (reel_pattern_has_empty_token(p, strlen(p)))
         return sink_conf_bad(c, field, "\"%.200s\" has an empty token (\"..\", "
                              "or a leading or trailing \".\"): no subject "
                              "has one, so it would never match",

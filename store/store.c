@@ -499,6 +499,22 @@ static int declared_cf(const store_t *s, const char *name) {
     return 0;
 }
 
+/*
+ * Why RocksDB would not open the data dir: another process holds it, or a
+ * file of it (a table, the MANIFEST, CURRENT) is corrupted, which is
+ * refused as such whichever file it is; else `otherwise`.
+ */
+static reel_code_t open_failed(reel_status_t *st, char **err,
+                               const char *otherwise) {
+    if (strstr(*err, "lock") != NULL || strstr(*err, "LOCK") != NULL)
+        return take_err(st, REEL_UNAVAILABLE, err,
+                        "the data dir is in use by another process");
+    if (strstr(*err, "Corruption") != NULL)
+        return take_err(st, REEL_DATA_LOSS, err,
+                        "the data dir is corrupted; refusing to open it");
+    return take_err(st, REEL_UNAVAILABLE, err, otherwise);
+}
+
 static reel_code_t open_db(store_t *s, int fresh, reel_status_t *st) {
     char **existing = NULL, *err = NULL;
     size_t n_existing = 0, n = 0, n_other = 0;
@@ -510,14 +526,9 @@ static reel_code_t open_db(store_t *s, int fresh, reel_status_t *st) {
     if (!fresh) {
         existing = rocksdb_list_column_families(s->dbopts, s->dir, &n_existing,
                                                 &err);
-        /* A MANIFEST or CURRENT file that does not read is a
-         * corrupted data dir as much as a bad table file is. */
-        if (err != NULL && strstr(err, "Corruption") != NULL)
-            return take_err(st, REEL_DATA_LOSS, &err,
-                            "the data dir is corrupted; refusing to open it");
         if (err != NULL)
-            return take_err(st, REEL_UNAVAILABLE, &err,
-                            "cannot read the data dir's column families");
+            return open_failed(st, &err,
+                               "cannot read the data dir's column families");
     }
     /* Open every family that exists (RocksDB insists) plus the declared
      * ones, which are created if missing. */
@@ -545,15 +556,7 @@ static reel_code_t open_db(store_t *s, int fresh, reel_status_t *st) {
     s->db = rocksdb_open_column_families(s->dbopts, s->dir, (int)n, names,
                                          cfopts, handles, &err);
     if (err != NULL) {
-        if (strstr(err, "lock") != NULL || strstr(err, "LOCK") != NULL)
-            rc = take_err(st, REEL_UNAVAILABLE, &err,
-                          "the data dir is in use by another process");
-        else if (strstr(err, "Corruption") != NULL)
-            rc = take_err(st, REEL_DATA_LOSS, &err,
-                          "the data dir is corrupted; refusing to open it");
-        else
-            rc = take_err(st, REEL_UNAVAILABLE, &err,
-                          "cannot open the data dir");
+        rc = open_failed(st, &err, "cannot open the data dir");
         s->db = NULL;
         goto out;
     }

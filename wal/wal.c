@@ -482,8 +482,7 @@ static reel_code_t sub_new(wal_t *w, const char *pattern,
         return rc;
     /* Every subject's tokens are names that cannot be empty: a pattern
      * with one ("kv..app", ".kv") would wait for nothing, forever. */
-    if (plen > 0 && (pattern[0] == '.' || pattern[plen - 1] == '.' ||
-                     strstr(pattern, "..") != NULL))
+    if (plen > 0 && reel_pattern_has_empty_token(pattern, plen))
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "subject_pattern: a token may not be empty "
                                "(\"..\", or a leading or trailing \".\"): "

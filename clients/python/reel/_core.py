@@ -189,10 +189,11 @@ class Settings:
         # A restarted reeld is found within a few seconds: gRPC's default
         # reconnect backoff starts at 1 s and grows to 2 minutes.
         # gRPC's own retries are off: with them, a server-streaming call
-        # started while the channel is in TRANSIENT_FAILURE after a lost
-        # connection neither fails nor starts, ever (grpcio 1.51), so a
-        # watch or download begun while reeld was down hung after it came
-        # back. The client retries itself: safe calls, and streams resume.
+        # started while the channel is in TRANSIENT_FAILURE after reeld's
+        # GOAWAY (a clean stop) neither fails nor starts, ever (grpcio
+        # 1.51), so a watch or download begun while reeld was down hung
+        # after it came back. The client retries itself: safe calls, and
+        # streams resume.
         opts = {"grpc.initial_reconnect_backoff_ms": 100,
                 "grpc.min_reconnect_backoff_ms": 100,
                 "grpc.max_reconnect_backoff_ms": 2000,
@@ -357,8 +358,7 @@ def ended_as(info, status) -> bool:
     handle (a replay of a finished script, or a second end) returns the
     run as it ended instead of failing on a lease it cannot hold."""
     want = status_value(status)
-    return info.status in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED) and \
-        int(info.status) == want
+    return int(info.status) == want and RunStatus(want).terminal
 
 
 def status_value(status) -> int:
