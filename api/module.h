@@ -16,8 +16,8 @@
  * families and its id, in its header) and its publish step; only the
  * encoder, which speaks protobuf, lives in api/.
  *
- * Threading: descriptors are constant. serve, start, stop and destroy
- * run on reeld's main thread; encode, before_commit and publish on the
+ * Threading: descriptors are constant. serve, start, ready, stop and
+ * destroy run on reeld's main thread; encode, before_commit and publish on the
  * store's writer thread, where they must not block.
  */
 #ifndef REEL_API_MODULE_H
@@ -55,6 +55,11 @@ typedef struct api_module {
      * field of ctx. Modules start in table order, so one may use what an
      * earlier one made. NULL if none. */
     reel_code_t (*start)(api_ctx_t *ctx, reel_status_t *st);
+    /* Begins what commits changes of its own accord (the timers that fell
+     * due while reeld was down), once every module has started: no change
+     * may commit before the WAL, last in the table, stores its event.
+     * Table order. NULL if none. */
+    reel_code_t (*ready)(api_ctx_t *ctx, reel_status_t *st);
     /* Stops its background work, before the store closes. NULL if none. */
     void (*stop)(api_ctx_t *ctx);
     /* Frees its state, once the server is destroyed; its state may never
@@ -100,8 +105,9 @@ reel_code_t api_modules_init(api_ctx_t *ctx, const api_module_t *const *list,
 
 /* Every module's serve, in table order: 0, or -1 at the first failure. */
 int api_modules_serve(rpc_server_t *srv, api_ctx_t *ctx);
-/* Every module's start, in table order, up to the first failure (its
- * code, st set); api_modules_destroy frees what started. */
+/* Every module's start, in table order, then every module's ready, each
+ * up to the first failure (its code, st set); api_modules_destroy frees
+ * what started. */
 reel_code_t api_modules_start(api_ctx_t *ctx, reel_status_t *st);
 /* Every module's stop, in reverse order. */
 void api_modules_stop(api_ctx_t *ctx);

@@ -107,6 +107,31 @@ static const api_module_t mod_c = {
     .name = "c", .before_commit = c_before, .publish = c_publish,
 };
 
+static reel_code_t s_start(api_ctx_t *ctx, reel_status_t *st) {
+    (void)ctx, (void)st;
+    note("s");
+    return REEL_OK;
+}
+
+static reel_code_t t_start(api_ctx_t *ctx, reel_status_t *st) {
+    (void)ctx, (void)st;
+    note("t");
+    return REEL_OK;
+}
+
+static reel_code_t s_ready(api_ctx_t *ctx, reel_status_t *st) {
+    (void)ctx, (void)st;
+    note("S");
+    return REEL_OK;
+}
+
+/* A module that would commit a change as soon as it may (as the timers
+ * do): its ready must come after every module's start. */
+static const api_module_t mod_s = {
+    .name = "s", .start = s_start, .ready = s_ready,
+};
+static const api_module_t mod_t = {.name = "t", .start = t_start};
+
 /* ---- Tests --------------------------------------------------------------- */
 
 static void test_the_table_gives_the_store_every_family(void **state) {
@@ -286,6 +311,40 @@ static void test_the_writers_hooks_go_through_the_table_in_order(
     reel_status_fini(&st);
 }
 
+static void test_ready_comes_after_every_modules_start(void **state) {
+    const api_module_t *list[] = {&mod_s, &mod_t};
+    api_ctx_t ctx = {0};
+    reel_status_t st = REEL_STATUS_INIT;
+
+    (void)state;
+    assert_int_equal(api_modules_init(&ctx, list, 2, &st), REEL_OK);
+    calls[0] = '\0';
+    assert_int_equal(api_modules_start(&ctx, &st), REEL_OK);
+    assert_string_equal(calls, "stS");
+    /* reeld's timers arm in ready, not start: timers that fell due while
+     * it was down commit only once the WAL (last) has started. */
+    assert_non_null(api_timers_module.ready);
+}
+
+/* Until the WAL has started, a group with changes is refused (it would
+ * commit revisions without events: holes in the WAL for good); one
+ * without changes goes through. */
+static void test_no_change_commits_before_the_wal_started(void **state) {
+    api_ctx_t ctx = {0};
+    reel_status_t st = REEL_STATUS_INIT;
+    store_change_t c = {.revision = 12, .module = 1};
+
+    (void)state;
+    assert_int_equal(api_wal_module.before_commit(&ctx, NULL, &c, 1, &st),
+                     REEL_INTERNAL);
+    assert_non_null(strstr(reel_status_message(&st), "revision 12"));
+    assert_non_null(
+        strstr(reel_status_message(&st), "before the WAL started"));
+    reel_status_fini(&st);
+    assert_int_equal(api_wal_module.before_commit(&ctx, NULL, &c, 0, &st),
+                     REEL_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_the_table_gives_the_store_every_family),
@@ -293,6 +352,8 @@ int main(void) {
         cmocka_unit_test(test_the_wal_encoder_dispatches_by_module_id),
         cmocka_unit_test(test_reelds_modules_make_a_valid_table),
         cmocka_unit_test(test_the_writers_hooks_go_through_the_table_in_order),
+        cmocka_unit_test(test_ready_comes_after_every_modules_start),
+        cmocka_unit_test(test_no_change_commits_before_the_wal_started),
     };
     return cmocka_run_group_tests_name("module", tests, NULL, NULL);
 }

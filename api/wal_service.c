@@ -646,8 +646,16 @@ static void wal_module_destroy(api_ctx_t *ctx) {
 static reel_code_t wal_module_before_commit(api_ctx_t *ctx, store_txn_t *txn,
                                             const store_change_t *changes,
                                             size_t n, reel_status_t *st) {
-    return ctx->wal != NULL ? wal_before_commit(ctx->wal, txn, changes, n, st)
-                            : REEL_OK;
+    /* A change committed without its event would be a hole in the WAL
+     * for good: refused, so that the group fails instead. Before the WAL
+     * starts nothing may commit a change (api_module_t.ready). */
+    if (ctx->wal == NULL)
+        return n == 0 ? REEL_OK
+                      : reel_status_set(st, REEL_INTERNAL,
+                                        "a change (revision %llu) was "
+                                        "committed before the WAL started",
+                                        (unsigned long long)changes[0].revision);
+    return wal_before_commit(ctx->wal, txn, changes, n, st);
 }
 
 static void wal_module_publish(api_ctx_t *ctx, const store_change_t *changes,

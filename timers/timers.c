@@ -57,6 +57,12 @@ struct timers {
     store_cf_t *cf;
     kind_t kinds[N_KINDS];
     int64_t from_ms; /* writer thread only, once armed */
+    /* Firings that committed (store_txn_count), and what that count will
+     * be once the last one commits: a firing whose group failed after it
+     * returned (the WAL refusing the group) rolled back, and its timers,
+     * stored again, lie before from_ms. Writer thread. */
+    _Atomic int64_t firings;
+    int64_t firings_expected;
     /* Metrics (timers_metrics_register): the timers stored, counted from
      * one scan on the writer and then moved by each committed schedule,
      * cancel and firing (store_txn_count); each firing's lateness. */
@@ -284,6 +290,12 @@ reel_code_t timers_alarm(void *arg, store_txn_t *txn, reel_status_t *st) {
 
     if (dues == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    if (atomic_load_explicit(&t->firings, memory_order_relaxed) !=
+        t->firings_expected) {
+        t->from_ms = 0; /* the last firing rolled back after it returned */
+        t->firings_expected =
+            atomic_load_explicit(&t->firings, memory_order_relaxed);
+    }
     rc = collect(t, txn, now, dues, &n, &next, st);
     for (size_t i = 0; rc == REEL_OK && i < n; i++) {
         const due_t *d = &dues[i];
@@ -317,6 +329,8 @@ reel_code_t timers_alarm(void *arg, store_txn_t *txn, reel_status_t *st) {
         return rc;
     }
     t->from_ms = next != INT64_MAX ? next : now;
+    store_txn_count(txn, &t->firings, 1);
+    t->firings_expected++;
     if (next != INT64_MAX)
         store_wake_at(t->store, next);
     return REEL_OK;

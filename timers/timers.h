@@ -78,7 +78,8 @@ void timers_register(timers_t *t, uint8_t kind, timers_fire_fn fn,
 /*
  * Reads the earliest stored timer and arms the store's alarm for it: after
  * a restart, timers that fell due while reeld was down fire at once, each
- * once. OK, or the read's error.
+ * once, so call it only when every consumer of their changes (the WAL's
+ * events) is in place. OK, or the read's error.
  */
 reel_code_t timers_arm(timers_t *t, reel_status_t *st);
 

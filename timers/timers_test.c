@@ -33,6 +33,7 @@ typedef struct fixture {
     size_t n_fired;
     int early;     /* fired before its due time */
     int fail_next; /* the next fire fails (then it is retried) */
+    int fail_commit; /* the next group with a change fails after its applies */
     size_t max_batch;
 } fixture_t;
 
@@ -66,10 +67,28 @@ static reel_code_t fire(void *arg, store_txn_t *txn, int64_t due_ms,
     }
     if (store_txn_now_ms(txn) < due_ms)
         f->early = 1;
+    store_txn_emit(txn, 1, 1, "f", 1); /* so that before_commit runs */
     f->n_fired++;
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
     return REEL_OK;
+}
+
+/* What the WAL does before a group commits: here it may refuse it, after
+ * every apply in it (the firing's among them) has returned OK. */
+static reel_code_t before_commit(void *arg, store_txn_t *txn,
+                                 const store_change_t *c, size_t n,
+                                 reel_status_t *st) {
+    fixture_t *f = arg;
+    int fail;
+
+    (void)txn, (void)c, (void)n;
+    pthread_mutex_lock(&f->mu);
+    fail = f->fail_commit;
+    f->fail_commit = 0;
+    pthread_mutex_unlock(&f->mu);
+    return fail ? reel_status_set(st, REEL_INTERNAL, "injected at commit")
+                : REEL_OK;
 }
 
 static void open_all(fixture_t *f) {
@@ -79,6 +98,8 @@ static void open_all(fixture_t *f) {
     o.cfs = (const store_cf_desc_t *const[]){timers_cfs, NULL};
     o.alarm = alarm;
     o.alarm_arg = f;
+    o.before_commit = before_commit;
+    o.before_commit_arg = f;
     f->store = testing_store_open(f->dir, &o);
     if (timers_create(f->store, &f->t, &st) != REEL_OK)
         fail_msg("timers_create: %s", reel_status_message(&st));
@@ -288,6 +309,23 @@ static void test_failed_firing_is_retried(void **state) {
     assert_int_equal(stored(f), 0);
 }
 
+/* A firing whose group fails after the firing returned (the WAL refusing
+ * the group, say) rolled back: its timers are stored again and due, and
+ * the retry must find them, not look only past them. */
+static void test_a_firing_rolled_back_at_commit_is_retried(void **state) {
+    fixture_t *f = *state;
+    /* Past due when scheduled: the firing runs later than their time, so
+     * a retry that looked only from its time on would pass over them. */
+    int64_t due[2] = {reel_clock_now_ms() - 50, reel_clock_now_ms() - 40};
+
+    f->fail_commit = 1;
+    schedule(f, due, 0, 2, 0);
+    assert_true(wait_fired(f, 4, TESTING_WAIT_MS)); /* rolled back, again */
+    assert_int_equal(f->fired[0], 2);
+    assert_int_equal(f->fired[1], 2);
+    assert_int_equal(stored(f), 0);
+}
+
 /* A figure of the rendered registry (the first line starting with
  * `series `), or -1. */
 static double rendered(metrics_registry_t *r, const char *series) {
@@ -370,6 +408,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_failed_firing_is_retried, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_firing_rolled_back_at_commit_is_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_the_scheduled_gauge_follows_what_is_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_id_is_refused, setup,

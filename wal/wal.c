@@ -541,8 +541,10 @@ reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
 /*
  * Replays to a fresh snapshot: caught up (*cursor at its revision), full,
  * or over, why saying so: events it needs were trimmed (OUT_OF_RANGE,
- * naming the last revision it received and the oldest retained), or
- * reading failed.
+ * naming the last revision it received and the oldest retained), events
+ * past the oldest retained are missing (DATA_LOSS, naming them: a data dir
+ * written by a reeld that committed timers' changes before its WAL had
+ * started), or reading failed.
  */
 static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
     wal_sub_t *s = arg;
@@ -550,6 +552,7 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
     store_iter_t *it;
     unsigned char key[9];
     int full = 0;
+    uint64_t upto; /* the snapshot's revision, or the event after a gap */
 
     if (store_snapshot_create(s->w->store, &snap, why) != REEL_OK) {
         reel_status_set(why, why->code, "WAL replay: %s",
@@ -563,6 +566,7 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
                         "WAL replay: out of memory");
         return 3;
     }
+    upto = store_snapshot_revision(snap);
     rev_key(*cursor + 1, key);
     for (store_iter_seek(it, key, sizeof(key)); store_iter_valid(it);
          store_iter_next(it)) {
@@ -579,6 +583,7 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
         rev = reel_be64_get((const unsigned char *)k + 1);
         if (rev != *cursor + 1) {
             full = 2; /* revisions are gapless: the rest was trimmed */
+            upto = rev - 1;
             break;
         }
         if (rec_split(v, vlen, &subj, &slen, &bytes, &blen) != 0) {
@@ -612,7 +617,18 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
     if (full == 2) {
         uint64_t head, oldest;
 
-        if (wal_head(s->w, &head, &oldest, why) == REEL_OK)
+        /* Trims take the oldest events first: one missing past the oldest
+         * still retained was never stored. */
+        if (wal_head(s->w, &head, &oldest, why) == REEL_OK && oldest != 0 &&
+            *cursor + 1 >= oldest)
+            reel_status_set(why, REEL_DATA_LOSS,
+                            "the WAL has no event for revisions %llu to %llu "
+                            "(committed without one, not trimmed): "
+                            "from_revision %llu goes on after them",
+                            (unsigned long long)*cursor + 1,
+                            (unsigned long long)upto,
+                            (unsigned long long)upto);
+        else if (why->code == REEL_OK)
             reel_status_set(why, REEL_OUT_OF_RANGE,
                             "the subscription fell behind retention: the "
                             "last revision it received is %llu, the oldest "

@@ -324,6 +324,55 @@ static void test_a_subscriber_behind_retention_ends_out_of_range(
                      REEL_OUT_OF_RANGE);
 }
 
+/* A revision whose event was never stored (a data dir written by a reeld
+ * that fired timers before its WAL started) is not a trim: the subscriber
+ * hears DATA_LOSS naming the revisions and where to go on, not that it
+ * fell behind retention. */
+static void test_a_revision_without_its_event_is_data_loss_not_a_trim(
+    void **state) {
+    fixture_t *f = *state;
+    wal_t *w = f->wal;
+    sink_t s = {.limit = 64}, t = {.limit = 64}, u = {.limit = 64};
+    wal_sub_t *sub;
+
+    assert_int_equal(emit(f, 1, "a", 0), REEL_OK);
+    assert_int_equal(emit(f, 1, "b", 0), REEL_OK);
+    f->wal = NULL; /* the old hole: committed, no event */
+    assert_int_equal(emit(f, 1, "c", 0), REEL_OK);
+    assert_int_equal(emit(f, 1, "d", 0), REEL_OK);
+    f->wal = w;
+    assert_int_equal(emit(f, 1, "e", 0), REEL_OK);
+
+    assert_int_equal(wal_sub_create(f->wal, 0, "", &ops, &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_pump(sub);
+    assert_int_equal(s.n, 2); /* a and b, then the end: nothing skipped */
+    assert_int_equal(s.ended, REEL_DATA_LOSS);
+    assert_non_null(strstr(s.why, "no event for revisions 3 to 4"));
+    assert_non_null(strstr(s.why, "from_revision 4 goes on"));
+    wal_sub_destroy(sub);
+
+    assert_int_equal(wal_sub_create(f->wal, 4, "", &ops, &t, &sub, NULL),
+                     REEL_OK);
+    wal_sub_pump(sub);
+    assert_int_equal(t.n, 1);
+    assert_int_equal(t.revs[0], 5);
+    assert_int_equal(t.ends, 0);
+    wal_sub_destroy(sub);
+
+    /* At the tail too. */
+    f->wal = NULL;
+    assert_int_equal(emit(f, 1, "f", 0), REEL_OK);
+    f->wal = w;
+    assert_int_equal(wal_sub_create(f->wal, 5, "", &ops, &u, &sub, NULL),
+                     REEL_OK);
+    wal_sub_pump(sub);
+    assert_int_equal(u.n, 0);
+    assert_int_equal(u.ended, REEL_DATA_LOSS);
+    assert_non_null(strstr(u.why, "no event for revisions 6 to 6"));
+    wal_sub_destroy(sub);
+}
+
 static reel_code_t apply_emit_many(store_txn_t *txn, void *arg,
                                    reel_status_t *st) {
     (void)st;
@@ -812,6 +861,9 @@ int main(void) {
             teardown),
         cmocka_unit_test_setup_teardown(
             test_a_subscriber_behind_retention_ends_out_of_range, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_revision_without_its_event_is_data_loss_not_a_trim, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
             test_trims_in_chunks_keep_the_oldest_event_exact, setup,

@@ -245,3 +245,49 @@ def test_kill9_with_10000_pending_timers_each_fires_once_none_early(tmp_path):
         for srv in servers:  # a failed assertion leaves no reeld behind
             if srv.proc is not None and srv.proc.poll() is None:
                 srv.stop()
+
+
+
+def test_timers_due_at_a_restart_commit_with_their_wal_events(tmp_path, monkeypatch):
+    """Timers that fell due while reeld was down fire at its start. They
+    used to fire as soon as the timers module started, while the modules
+    after it (the workspace reclaiming staged uploads, then the WAL) were
+    still starting: their commits got revisions and no WAL event, holes
+    that ended every replay across them for good. The fault point slows
+    each module's start by 0.3 s, as recovery work on a large data dir
+    would: every revision must still have its event."""
+    data = str(tmp_path / "data")
+    server = Reeld(data).start()
+    try:
+        ch = grpc.insecure_channel(server.addr)
+        api = Api(ch)
+        run = api.begin("r", ttl=1000)             # its lease expires while down
+        at = now_ms() + 300
+        for k in range(20):
+            assert api.send(run.run_id, "go", at, sid=f"s{k}").signal.scheduled
+        ch.close()
+        server.kill()
+        time.sleep(1.3)                            # the signals and the lease fall due
+        monkeypatch.setenv("REEL_TEST_FAULTS", "api.module_start_slow*0")
+        server = Reeld(data, port=server.port).start(timeout=20)
+        ch = grpc.insecure_channel(server.addr)
+        api = Api(ch)
+        deadline = time.time() + T
+        while (api.get(run.run_id).status != Run.RUNNABLE or
+               sum(not g.scheduled for g in api.pending(run.run_id)) < 20):
+            assert time.time() < deadline, (api.get(run.run_id), server.log())
+            time.sleep(0.05)
+        head = unary(ch, "/reel.v1.Wal/GetHead", wpb.GetHeadRequest,
+                     wpb.GetHeadResponse)(wpb.GetHeadRequest(), timeout=T).head_revision
+        revs = []
+        for ev in api.events_(wpb.SubscribeEventsRequest(from_revision=0), timeout=T):
+            revs.append(ev.revision)
+            if ev.revision >= head:
+                break
+        assert revs == list(range(1, head + 1)), (head, revs[-5:])
+        ch.close()
+        code, _ = server.stop()
+        assert code == 0, server.log()
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            server.stop()
