@@ -523,7 +523,11 @@ int main(int argc, char **argv) {
     ctl.addr = addr;
     ctl.timeout_ms = 5000;
     /* The variables first: a flag wins. */
-    reel_client_opts_from_env(&co);
+    if (reel_client_opts_from_env(&co, &err) != 0) {
+        fprintf(stderr, "reelctl: %s\n", err.details ? err.details : "");
+        reel_reply_fini(&err);
+        return EXIT_USAGE;
+    }
     argc = take_global_flags(&ctl, &co, argc, argv);
     if (argc < 0)
         return EXIT_USAGE;

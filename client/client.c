@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <grpc/byte_buffer.h>
@@ -35,6 +36,10 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/time.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "api/grpc_init.h"
 #include "client/client_impl.h"
@@ -248,6 +253,60 @@ out:
     return rc;
 }
 
+/*
+ * What gRPC would only log (and then call the server unreachable): a CA
+ * file with no certificate OpenSSL can read, a certificate file likewise,
+ * a key that does not read or is not the certificate's.
+ */
+static int check_pems(const reel_client_opts_t *o, const char *ca,
+                      const char *cert, const char *key, reel_reply_t *err) {
+    BIO *b;
+    X509 *x = NULL;
+    EVP_PKEY *k = NULL;
+    int rc = CLIENT_OK;
+
+    if (ca != NULL && (b = BIO_new_mem_buf(ca, -1)) != NULL) {
+        x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+        BIO_free(b);
+        if (x == NULL)
+            rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                  "tls_ca_file: %s holds no certificate "
+                                  "that reads",
+                                  o->tls_ca_file);
+        X509_free(x);
+        x = NULL;
+    }
+    if (rc == CLIENT_OK && cert != NULL &&
+        (b = BIO_new_mem_buf(cert, -1)) != NULL) {
+        x = PEM_read_bio_X509(b, NULL, NULL, NULL);
+        BIO_free(b);
+        if (x == NULL)
+            rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                  "tls_cert_file: %s holds no certificate "
+                                  "that reads",
+                                  o->tls_cert_file);
+    }
+    if (rc == CLIENT_OK && key != NULL &&
+        (b = BIO_new_mem_buf(key, -1)) != NULL) {
+        k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+        BIO_free(b);
+        if (k == NULL)
+            rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                  "tls_key_file: %s holds no private key "
+                                  "that reads (without a passphrase)",
+                                  o->tls_key_file);
+        else if (x != NULL && X509_check_private_key(x, k) != 1)
+            rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                  "tls_key_file: %s is not the key of "
+                                  "tls_cert_file %s",
+                                  o->tls_key_file, o->tls_cert_file);
+    }
+    EVP_PKEY_free(k);
+    X509_free(x);
+    ERR_clear_error();
+    return rc;
+}
+
 /* The channel's credentials from the TLS options. */
 static int channel_creds(const reel_client_opts_t *o,
                          grpc_channel_credentials **out, reel_reply_t *err) {
@@ -272,7 +331,8 @@ static int channel_creds(const reel_client_opts_t *o,
          ((rc = read_pem("tls_cert_file", o->tls_cert_file, &cert, err)) !=
               CLIENT_OK ||
           (rc = read_pem("tls_key_file", o->tls_key_file, &key, err)) !=
-              CLIENT_OK)))
+              CLIENT_OK)) ||
+        (rc = check_pems(o, ca, cert, key, err)) != CLIENT_OK)
         goto out;
     pair.private_key = key;
     pair.cert_chain = cert;
@@ -319,11 +379,28 @@ static const char *env_set(const char *name) {
     return v != NULL && *v != '\0' ? v : NULL;
 }
 
-void reel_client_opts_from_env(reel_client_opts_t *o) {
+int reel_client_opts_from_env(reel_client_opts_t *o, reel_reply_t *err) {
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
     const char *v;
 
-    if ((v = env_set("REEL_TLS")) != NULL)
-        o->tls = strcmp(v, "1") == 0;
+    if ((v = env_set("REEL_TLS")) != NULL) {
+        int tls = -1;
+
+        for (size_t i = 0; i < sizeof(yes) / sizeof(*yes); i++) {
+            if (strcasecmp(v, yes[i]) == 0)
+                tls = 1;
+            if (strcasecmp(v, no[i]) == 0)
+                tls = 0;
+        }
+        /* Read as "off", a typo would send the token in the clear. */
+        if (tls < 0)
+            return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                    "REEL_TLS: \"%.32s\" is not 1, true, "
+                                    "yes, on, 0, false, no or off",
+                                    v);
+        o->tls = tls;
+    }
     if ((v = env_set("REEL_TLS_CA")) != NULL)
         o->tls_ca_file = v;
     if ((v = env_set("REEL_TLS_CERT")) != NULL)
@@ -332,6 +409,7 @@ void reel_client_opts_from_env(reel_client_opts_t *o) {
         o->tls_key_file = v;
     if ((v = env_set("REEL_TOKEN")) != NULL)
         o->token = v;
+    return CLIENT_OK;
 }
 
 int reel_client_create(const char *addr, const reel_client_opts_t *opts,
@@ -637,6 +715,20 @@ static int wait_tag(call_t *k, void *tag, reel_idle_fn on_idle,
                     int64_t idle_ms, void *arg);
 static int call_finish(call_t *k, reel_reply_t *r);
 
+/* op sends the call's initial metadata: the token, if the client has one
+ * (auth is its storage, to outlive the batch's start). */
+static void initial_metadata(const reel_client_t *c, grpc_op *op,
+                             grpc_metadata *auth) {
+    op->op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (c->has_token) {
+        memset(auth, 0, sizeof(*auth));
+        auth->key = grpc_slice_from_static_string("authorization");
+        auth->value = c->auth_value;
+        op->data.send_initial_metadata.count = 1;
+        op->data.send_initial_metadata.metadata = auth;
+    }
+}
+
 /*
  * Starts k's call: the request sent, the server's initial metadata
  * received. A server sends that with its first message, so a stream that
@@ -684,14 +776,7 @@ static int call_start_idle(reel_client_t *c, call_t *k, const char *method,
         }
     }
     memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (c->has_token) {
-        memset(&auth, 0, sizeof(auth));
-        auth.key = grpc_slice_from_static_string("authorization");
-        auth.value = c->auth_value;
-        ops[0].data.send_initial_metadata.count = 1;
-        ops[0].data.send_initial_metadata.metadata = &auth;
-    }
+    initial_metadata(c, &ops[0], &auth);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = bb;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -954,6 +1039,7 @@ int reel_client_upload(reel_client_t *c, const char *method,
     grpc_byte_buffer *resp = NULL;
     reel_reply_t failed = {0};
     grpc_op ops[3];
+    grpc_metadata auth;
     call_t k;
     int more = 1, rc;
 
@@ -973,7 +1059,7 @@ int reel_client_upload(reel_client_t *c, const char *method,
                                 method);
     }
     memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    initial_metadata(c, &ops[0], &auth);
     if (!batch(&k, ops, 1, TAG_START))
         more = 0; /* the status says why */
     while (more) {

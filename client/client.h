@@ -120,13 +120,16 @@ typedef struct reel_client_opts {
 
 /*
  * The connection's security from the environment, as reelctl, reel-sink
- * and reel-reactor read it: REEL_TLS=1 sets tls; REEL_TLS_CA,
- * REEL_TLS_CERT and REEL_TLS_KEY the files; REEL_TOKEN the token (a token
- * never goes on a command line, where ps shows it). An unset or empty
- * variable leaves its field as it was, so defaults come first and flags
- * after. The strings are the environment's: valid until it changes.
+ * and reel-reactor read it: REEL_TLS sets tls (1, true, yes or on; 0,
+ * false, no or off; any case); REEL_TLS_CA, REEL_TLS_CERT and
+ * REEL_TLS_KEY the files; REEL_TOKEN the token (a token never goes on a
+ * command line, where ps shows it). An unset or empty variable leaves its
+ * field as it was, so defaults come first and flags after. The strings are
+ * the environment's: valid until it changes. CLIENT_OK, or
+ * CLIENT_INVALID_ARGUMENT (err set, o unchanged) for a REEL_TLS of any
+ * other value, which is never guessed to mean off.
  */
-void reel_client_opts_from_env(reel_client_opts_t *o);
+int reel_client_opts_from_env(reel_client_opts_t *o, reel_reply_t *err);
 
 /* timeout_ms of a unary call: the client's deadline_ms, or none at all. */
 #define REEL_TIMEOUT_DEFAULT 0

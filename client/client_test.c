@@ -758,6 +758,7 @@ static void test_consumer_stopped_before_it_runs_returns_at_once(
 
 static void test_opts_from_env_sets_what_is_set_and_keeps_the_rest(void **st) {
     reel_client_opts_t o = REEL_CLIENT_OPTS_INIT;
+    reel_reply_t err = {0};
 
     (void)st;
     o.tls_ca_file = "default-ca.pem";
@@ -767,7 +768,7 @@ static void test_opts_from_env_sets_what_is_set_and_keeps_the_rest(void **st) {
     setenv("REEL_TLS_CERT", "c.pem", 1);
     setenv("REEL_TLS_KEY", "k.pem", 1);
     unsetenv("REEL_TOKEN");
-    reel_client_opts_from_env(&o);
+    assert_int_equal(reel_client_opts_from_env(&o, &err), 0);
     assert_int_equal(o.tls, 1);
     assert_string_equal(o.tls_ca_file, "default-ca.pem");
     assert_string_equal(o.tls_cert_file, "c.pem");
@@ -775,9 +776,24 @@ static void test_opts_from_env_sets_what_is_set_and_keeps_the_rest(void **st) {
     assert_string_equal(o.token, "flag-token");
     setenv("REEL_TLS", "0", 1);
     setenv("REEL_TOKEN", "env-token", 1);
-    reel_client_opts_from_env(&o);
+    assert_int_equal(reel_client_opts_from_env(&o, &err), 0);
     assert_int_equal(o.tls, 0);
     assert_string_equal(o.token, "env-token");
+    /* The words too, in any case; anything else is refused, not read as
+     * off (which would send the token in the clear). */
+    setenv("REEL_TLS", "True", 1);
+    assert_int_equal(reel_client_opts_from_env(&o, &err), 0);
+    assert_int_equal(o.tls, 1);
+    setenv("REEL_TLS", "off", 1);
+    assert_int_equal(reel_client_opts_from_env(&o, &err), 0);
+    assert_int_equal(o.tls, 0);
+    o.tls = 1;
+    setenv("REEL_TLS", "ture", 1);
+    assert_int_equal(reel_client_opts_from_env(&o, &err),
+                     CLIENT_INVALID_ARGUMENT);
+    assert_int_equal(o.tls, 1);
+    assert_non_null(strstr(err.details, "REEL_TLS: \"ture\""));
+    reel_reply_fini(&err);
     unsetenv("REEL_TLS");
     unsetenv("REEL_TLS_CA");
     unsetenv("REEL_TLS_CERT");

@@ -975,8 +975,8 @@ int main(int argc, char **argv) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     /* A sink (or a standby) comes back within 2 s of reel. */
     copts.backoff_max_ms = 2000;
-    reel_client_opts_from_env(&copts); /* reelctl's variables */
-    if (reel_client_create(a.reel, &copts, &client, &err) != 0) {
+    if (reel_client_opts_from_env(&copts, &err) != 0 || /* reelctl's */
+        reel_client_create(a.reel, &copts, &client, &err) != 0) {
         fprintf(stderr, "reel-sink: connecting to reel: %s\n",
                 err.details ? err.details : "");
         reel_reply_fini(&err);

@@ -283,6 +283,27 @@ def test_reelctl_speaks_tls_and_mtls(tmp_path, pki):
                                  "(no -----BEGIN line)\n"
         bad_token = ctl("--token", "has space", "health")
         assert bad_token.returncode == 1 and "--token (REEL_TOKEN): " in bad_token.stderr
+        # PEM in form only: named too, not left to gRPC's log and an
+        # "unreachable" server.
+        fake = pki["ca1.pem"].parent / "fake.pem"
+        fake.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+        r = ctl("--tls-ca", str(fake), "health")
+        assert r.returncode == 1 and "--tls-ca (REEL_TLS_CA): " in r.stderr \
+            and "holds no certificate that reads" in r.stderr, r.stderr
+        r = ctl("--tls-ca", str(pki["ca1.pem"]), "--tls-cert", str(pki["client1.pem"]),
+                "--tls-key", str(pki["server1.key"]), "health")
+        assert r.returncode == 1 and "--tls-key (REEL_TLS_KEY): " in r.stderr \
+            and "is not the key of" in r.stderr, r.stderr
+        r = ctl("--tls-ca", str(pki["ca1.pem"]), "--tls-cert", str(pki["client1.pem"]),
+                "--tls-key", str(pki["client1.pem"]), "health")
+        assert r.returncode == 1 and "holds no private key" in r.stderr, r.stderr
+        # REEL_TLS in words; a value it does not know is refused, never
+        # read as off (the token would go in the clear).
+        assert ctl("health", env={"REEL_TLS": "TRUE", "REEL_TLS_CA": str(pki["ca1.pem"]),
+                                  "REEL_TLS_CERT": str(pki["client1.pem"]),
+                                  "REEL_TLS_KEY": str(pki["client1.key"])}).returncode == 0
+        r = ctl("health", env={"REEL_TLS": "ture"})
+        assert r.returncode == 2 and "REEL_TLS: \"ture\" is not 1, true" in r.stderr, r.stderr
     finally:
         assert server.stop()[0] == 0
 
@@ -752,6 +773,35 @@ def test_reelctl_token_create_ls_revoke(secured):
               tok=made["token"])
     assert bad.returncode == 1 and made["token"] not in bad.stderr
 
+
+
+def test_reelctl_ws_uploads_and_reads_with_a_token(secured, tmp_path):
+    """Every reelctl call carries the token, the upload (a client-streaming
+    call of its own in the C client) among them: it used to go without, so
+    `ws put` was UNAUTHENTICATED under --auth token."""
+    from conftest import REELCTL
+    tok, _ = secured.create(tenant="acme", scopes=("workspace:read", "workspace:write"))
+    src = tmp_path / "in.bin"
+    src.write_bytes(os.urandom(300_000))
+
+    def ctl(*args):
+        return subprocess.run([REELCTL, "--addr", secured.server.addr] + list(args),
+                              capture_output=True, text=True, timeout=30,
+                              env={"PATH": "/usr/bin:/bin", "REEL_TOKEN": tok})
+
+    put = ctl("ws", "put", "docs", "a/b.bin", str(src))
+    assert put.returncode == 0, put.stderr
+    out = tmp_path / "out.bin"
+    got = ctl("ws", "get", "docs", "a/b.bin", "-o", str(out))
+    assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == src.read_bytes()
+    assert "a/b.bin" in ctl("ws", "ls", "docs").stdout
+    assert ctl("ws", "rm", "docs", "a/b.bin").returncode == 0
+    # Without the token the upload is refused, and says so.
+    bare = subprocess.run([REELCTL, "--addr", secured.server.addr, "ws", "put", "docs",
+                           "c", str(src)], capture_output=True, text=True, timeout=30,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert bare.returncode == 1 and "UNAUTHENTICATED" in bare.stderr, bare.stderr
 
 def test_reel_sink_reaches_a_tls_reeld_with_a_token_from_its_variables(tmp_path, pki):
     from reeltest import binary
