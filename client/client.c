@@ -167,6 +167,11 @@ static int opts_resolve(const reel_client_opts_t *in, reel_client_opts_t *o,
                                 "%d",
                                 (long long)o->connect_timeout_ms,
                                 MIN_CONNECT_TIMEOUT_MS, INT_MAX);
+    if (o->backoff_initial_ms > INT_MAX)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "backoff_initial_ms: %lld exceeds the limit "
+                                "of %d",
+                                (long long)o->backoff_initial_ms, INT_MAX);
     if (o->backoff_max_ms > INT_MAX)
         return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
                                 "backoff_max_ms: %lld exceeds the limit of "
@@ -650,7 +655,11 @@ static gpr_timespec deadline_at(int64_t at_ms) {
 
 /* When a call of timeout_ms started now ends (INT64_MAX: never). */
 static int64_t end_of(int64_t timeout_ms) {
-    return timeout_ms > 0 ? client_now_ms() + timeout_ms : INT64_MAX;
+    int64_t now = client_now_ms();
+
+    /* One past what a clock can reach is never, not an overflow. */
+    return timeout_ms > 0 && timeout_ms < INT64_MAX - now ? now + timeout_ms
+                                                          : INT64_MAX;
 }
 
 static grpc_event pluck(call_t *k, void *tag, gpr_timespec until) {
@@ -741,15 +750,23 @@ static int call_start_idle(reel_client_t *c, call_t *k, const char *method,
                            const void *req, size_t len, int64_t end_ms,
                            client_cancel_t *cancel, reel_idle_fn on_idle,
                            int64_t idle_ms, void *arg, reel_reply_t *r) {
-    grpc_slice path = grpc_slice_from_copied_string(method);
-    grpc_slice body = grpc_slice_from_copied_buffer(req, len);
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&body, 1);
+    grpc_slice path, body;
+    grpc_byte_buffer *bb;
     grpc_call_error e;
     grpc_op ops[4];
     grpc_metadata auth;
     int rc = CLIENT_OK;
 
     memset(k, 0, sizeof(*k));
+    if (method == NULL || method[0] != '/' || (req == NULL && len > 0))
+        return client_reply_set(r, CLIENT_INVALID_ARGUMENT,
+                                method == NULL || method[0] != '/'
+                                    ? "method: a path such as "
+                                      "/reel.v1.KV/GetValue"
+                                    : "req: NULL with a length");
+    path = grpc_slice_from_copied_string(method);
+    body = grpc_slice_from_copied_buffer(req, len);
+    bb = grpc_raw_byte_buffer_create(&body, 1);
     grpc_metadata_array_init(&k->md_in);
     k->cq = grpc_completion_queue_create_for_pluck(NULL);
     k->call = grpc_channel_create_call(c->channel, NULL,
@@ -953,7 +970,7 @@ static int wait_tag(call_t *k, void *tag, reel_idle_fn on_idle,
                     int64_t idle_ms, void *arg) {
     for (;;) {
         gpr_timespec until = on_idle != NULL
-                                 ? deadline_at(client_now_ms() + idle_ms)
+                                 ? deadline_at(end_of(idle_ms))
                                  : gpr_inf_future(GPR_CLOCK_REALTIME);
         grpc_event ev = pluck(k, tag, until);
         int stop;
@@ -974,6 +991,9 @@ int client_stream(reel_client_t *c, const char *method, const void *req,
     int rc;
 
     memset(r, 0, sizeof(*r));
+    if (on_msg == NULL)
+        return client_reply_set(r, CLIENT_INVALID_ARGUMENT,
+                                "on_msg: a stream needs one");
     if (idle_ms <= 0)
         on_idle = NULL;
     if ((rc = call_start_idle(c, &k, method, req, len, end_of(timeout_ms),
@@ -1035,7 +1055,7 @@ static int batch(call_t *k, grpc_op *ops, size_t n, void *tag) {
 int reel_client_upload(reel_client_t *c, const char *method,
                        int64_t timeout_ms, reel_next_fn next, void *arg,
                        reel_reply_t *r) {
-    grpc_slice path = grpc_slice_from_copied_string(method);
+    grpc_slice path;
     grpc_byte_buffer *resp = NULL;
     reel_reply_t failed = {0};
     grpc_op ops[3];
@@ -1044,6 +1064,13 @@ int reel_client_upload(reel_client_t *c, const char *method,
     int more = 1, rc;
 
     memset(r, 0, sizeof(*r));
+    if (method == NULL || method[0] != '/' || next == NULL)
+        return client_reply_set(r, CLIENT_INVALID_ARGUMENT,
+                                next == NULL ? "next: an upload needs one"
+                                             : "method: a path such as "
+                                               "/reel.v1.Workspace/"
+                                               "PutArtifact");
+    path = grpc_slice_from_copied_string(method);
     memset(&k, 0, sizeof(k));
     grpc_metadata_array_init(&k.md_in);
     k.cq = grpc_completion_queue_create_for_pluck(NULL);

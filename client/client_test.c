@@ -506,6 +506,10 @@ static void test_client_options_outside_their_limits_name_the_field(
     o.backoff_initial_ms = 500;
     o.backoff_max_ms = 100;
     expect_refused(&o, "127.0.0.1:1", "backoff_max_ms");
+    /* Named as given, not as the maximum it would have set. */
+    memset(&o, 0, sizeof(o));
+    o.backoff_initial_ms = (int64_t)1 << 31;
+    expect_refused(&o, "127.0.0.1:1", "backoff_initial_ms");
     expect_refused(NULL, "", "addr");
     expect_refused(NULL, NULL, "addr");
     /* Nothing need listen: a client connects when a call needs it. */
@@ -623,8 +627,54 @@ static void test_unary_retry_waits_between_attempts_and_stops_at_the_bound(
     took = timed_call(c, 1, 100, 14);
     if (took >= 300)
         fail_msg("a 100 ms deadline took %lld ms", (long long)took);
+    /* A timeout past any clock is no deadline, not an overflow that ends
+     * the retries at once. */
+    took = timed_call(c, 1, INT64_MAX, 14);
+    if (took < 900)
+        fail_msg("three attempts with no deadline took %lld ms",
+                 (long long)took);
     reel_client_destroy(c);
     close(fd);
+}
+
+static int no_msg(void *arg, const uint8_t *msg, size_t len) {
+    (void)arg, (void)msg, (void)len;
+    return 1;
+}
+
+/* A call's own arguments are checked before anything is sent. */
+static void test_calls_name_a_missing_argument(void **state) {
+    reel_client_t *c;
+    reel_reply_t r;
+
+    (void)state;
+    assert_int_equal(reel_client_create("127.0.0.1:1", NULL, &c, &r), 0);
+    assert_int_equal(reel_client_unary(c, NULL, "", 0, 100, &r), 3);
+    assert_non_null(strstr(r.details, "method: "));
+    reel_reply_fini(&r);
+    assert_int_equal(reel_client_unary(c, "GetHead", "", 0, 100, &r), 3);
+    assert_non_null(strstr(r.details, "method: "));
+    reel_reply_fini(&r);
+    assert_int_equal(reel_client_unary(c, "/reel.v1.Wal/GetHead", NULL, 4,
+                                       100, &r),
+                     3);
+    assert_non_null(strstr(r.details, "req: "));
+    reel_reply_fini(&r);
+    assert_int_equal(reel_client_stream(c, "/reel.v1.Wal/SubscribeEvents", "",
+                                        0, 100, NULL, NULL, &r),
+                     3);
+    assert_non_null(strstr(r.details, "on_msg: "));
+    reel_reply_fini(&r);
+    assert_int_equal(reel_client_stream(c, NULL, "", 0, 100, no_msg, NULL,
+                                        &r),
+                     3);
+    reel_reply_fini(&r);
+    assert_int_equal(reel_client_upload(c, "/reel.v1.Workspace/PutArtifact",
+                                        100, NULL, NULL, &r),
+                     3);
+    assert_non_null(strstr(r.details, "next: "));
+    reel_reply_fini(&r);
+    reel_client_destroy(c);
 }
 
 typedef struct retries {
@@ -804,6 +854,7 @@ static void test_opts_from_env_sets_what_is_set_and_keeps_the_rest(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_opts_from_env_sets_what_is_set_and_keeps_the_rest),
+        cmocka_unit_test(test_calls_name_a_missing_argument),
         cmocka_unit_test(
             test_backoff_grows_by_the_multiplier_within_jitter_up_to_max),
         cmocka_unit_test(

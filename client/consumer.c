@@ -62,6 +62,7 @@ struct reel_consumer {
     pthread_mutex_t stats_mu;
     reel_consumer_stats_t stats;
     uint64_t async_finished; /* reel_consumer_finish's answer (stats_mu) */
+    uint64_t handed;         /* the last revision handed out (stats_mu) */
     int ran;
     /* The run's state: the run's thread only. */
     client_cursor_t cur;
@@ -187,6 +188,9 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
     }
     if ((n = k->batch.n) > 0) {
         last = finished = k->batch.events[n - 1].revision;
+        pthread_mutex_lock(&k->stats_mu);
+        k->handed = last;
+        pthread_mutex_unlock(&k->stats_mu);
         if (k->o.on_batch(k->o.arg, k->batch.events, n, &finished) != 0)
             k->callback_done = 1;
         client_cursor_finish(&k->cur, last, finished);
@@ -308,6 +312,9 @@ void reel_consumer_stop(reel_consumer_t *k) {
 
 void reel_consumer_finish(reel_consumer_t *k, uint64_t revision) {
     pthread_mutex_lock(&k->stats_mu);
+    /* What was handed out when it is said, not what comes later. */
+    if (revision > k->handed)
+        revision = k->handed;
     if (revision > k->async_finished)
         k->async_finished = revision;
     pthread_mutex_unlock(&k->stats_mu);

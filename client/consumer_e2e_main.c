@@ -6,7 +6,7 @@
  *   consumer_e2e --addr HOST:PORT --consumer NAME [--subject PATTERN]
  *                [--from REV] [--takeover] [--stop-at REV] [--unfinished N]
  *                [--ack-interval MS] [--ack-every N] [--max-attempts N]
- *                [--backoff-initial MS] [--backoff-max MS]
+ *                [--backoff-initial MS] [--backoff-max MS] [--finish-ahead]
  *
  * Prints one line per event, retry and end, each flushed at once:
  *   event REV TYPE SUBJECT
@@ -20,7 +20,10 @@
  * an event at or past REV was handed out, the callback sends SIGTERM to
  * the process, so the stop comes from that thread while the loop runs.
  * --unfinished N: the callback says it finished everything but the last N
- * events it was handed, which then stay unacknowledged.
+ * events it was handed, which then stay unacknowledged. --finish-ahead:
+ * the callback finishes nothing itself (*finished = 0), and at its first
+ * batch calls reel_consumer_finish with UINT64_MAX, which covers only what
+ * was handed out by then.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -40,6 +43,8 @@ typedef struct run {
     uint64_t *revs; /* every revision handed out, for --unfinished */
     size_t n, cap;
     int stop_sent;
+    int finish_ahead;
+    reel_consumer_t *k;
 } run_t;
 
 static void usage(void) {
@@ -47,7 +52,8 @@ static void usage(void) {
             "usage: consumer_e2e --addr HOST:PORT --consumer NAME "
             "[--subject PATTERN] [--from REV] [--takeover] [--stop-at REV] "
             "[--unfinished N] [--ack-interval MS] [--ack-every N] "
-            "[--max-attempts N] [--backoff-initial MS] [--backoff-max MS]\n");
+            "[--max-attempts N] [--backoff-initial MS] [--backoff-max MS] "
+            "[--finish-ahead]\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out) {
@@ -91,6 +97,11 @@ static int on_batch(void *arg, const reel_event_t *ev, size_t n,
     if (r->unfinished > 0)
         *finished = r->n > r->unfinished ? r->revs[r->n - 1 - r->unfinished]
                                          : 0;
+    if (r->finish_ahead) {
+        *finished = 0;
+        if (r->n == n) /* the first batch */
+            reel_consumer_finish(r->k, UINT64_MAX);
+    }
     if (r->stop_at > 0 && !r->stop_sent && ev[n - 1].revision >= r->stop_at) {
         r->stop_sent = 1;
         kill(getpid(), SIGTERM);
@@ -143,6 +154,10 @@ int main(int argc, char **argv) {
 
         if (strcmp(f, "--takeover") == 0) {
             o.takeover = 1;
+            continue;
+        }
+        if (strcmp(f, "--finish-ahead") == 0) {
+            run.finish_ahead = 1;
             continue;
         }
         if (v == NULL) {
@@ -201,7 +216,7 @@ int main(int argc, char **argv) {
         rc = 1;
         goto out;
     }
-    st.k = k;
+    st.k = run.k = k;
     if (pthread_create(&th, NULL, signal_main, &st) != 0) {
         fprintf(stderr, "consumer_e2e: cannot start the signal thread\n");
         rc = 1;

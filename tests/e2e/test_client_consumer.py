@@ -277,6 +277,27 @@ def test_a_stop_acknowledges_what_was_finished_and_the_rest_comes_again(server, 
     assert end["acked"] == revs[-1] == c.consumer("worker").acked_revision
 
 
+
+def test_finish_covers_what_was_handed_out_when_it_was_said(server, tmp_path):
+    """reel_consumer_finish(UINT64_MAX) at the first batch finishes that
+    batch, not every batch after it: those stay unacknowledged (it used to
+    stay in force and acknowledge each later batch as it came)."""
+    c = server.client()
+    first = c.set("app", "k0")
+    k = Consumer(tmp_path, server.addr, "ahead", "--finish-ahead",
+                 "--ack-interval", "100")
+    try:
+        k.wait_event(first)
+        revs = [c.set("app", f"k{i}") for i in range(1, 10)]
+        k.wait_event(revs[-1])
+        time.sleep(0.5)                      # acks are due every 100 ms
+        code, end = k.finish(signal.SIGTERM)
+    finally:
+        k.kill()
+    assert code == 0, end
+    assert (end["delivered"], end["finished"], end["acked"]) == (revs[-1], first, first), end
+    assert c.consumer("ahead").acked_revision == first
+
 def test_a_stop_that_cannot_acknowledge_says_so(server, tmp_path):
     c = server.client()
     revs = [c.set("app", f"k{i}") for i in range(10)]
