@@ -739,6 +739,27 @@ static void initial_metadata(const reel_client_t *c, grpc_op *op,
 }
 
 /*
+ * A channel that failed to connect tries again only when something polls
+ * it, and between calls nothing does but gRPC's backup poller (every 5 s):
+ * a call soon after reeld is back would still fail, for seconds. So a call
+ * on a channel in TRANSIENT_FAILURE first has it try at once and polls it
+ * for up to PROBE_MS (within the call's own deadline): back, the call goes
+ * through; still away, it fails as before, that much later.
+ */
+#define PROBE_MS 250
+
+static void probe(reel_client_t *c, int64_t end_ms) {
+    int64_t left;
+
+    if (grpc_channel_check_connectivity_state(c->channel, 0) !=
+        GRPC_CHANNEL_TRANSIENT_FAILURE)
+        return;
+    left = end_ms == INT64_MAX ? PROBE_MS : end_ms - client_now_ms();
+    if (left > 0)
+        client_reconnect_wait(c, NULL, 0, left < PROBE_MS ? left : PROBE_MS);
+}
+
+/*
  * Starts k's call: the request sent, the server's initial metadata
  * received. A server sends that with its first message, so a stream that
  * has nothing to say yet (a watch of what comes next) waits here: with
@@ -764,6 +785,7 @@ static int call_start_idle(reel_client_t *c, call_t *k, const char *method,
                                     ? "method: a path such as "
                                       "/reel.v1.KV/GetValue"
                                     : "req: NULL with a length");
+    probe(c, end_ms);
     path = grpc_slice_from_copied_string(method);
     body = grpc_slice_from_copied_buffer(req, len);
     bb = grpc_raw_byte_buffer_create(&body, 1);
@@ -1070,6 +1092,7 @@ int reel_client_upload(reel_client_t *c, const char *method,
                                              : "method: a path such as "
                                                "/reel.v1.Workspace/"
                                                "PutArtifact");
+    probe(c, end_of(timeout_ms));
     path = grpc_slice_from_copied_string(method);
     memset(&k, 0, sizeof(k));
     grpc_metadata_array_init(&k.md_in);

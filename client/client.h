@@ -3,7 +3,10 @@
  *
  * A reel_client_t is one channel to one reeld: an HTTP/2 connection that
  * gRPC opens when the first call needs it and opens again, with the backoff
- * of the options below, after it breaks. On it:
+ * of the options below, after it breaks; a call made while it is broken
+ * first has it try again at once, and waits up to 250 ms (within its
+ * deadline) for it, so a call soon after reeld is back goes through. On
+ * it:
  *
  *   - unary calls with a deadline (reel_client_unary, reel_client_unary_retry);
  *   - server streams, a callback per message (reel_client_stream,

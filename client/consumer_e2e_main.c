@@ -7,6 +7,7 @@
  *                [--from REV] [--takeover] [--stop-at REV] [--unfinished N]
  *                [--ack-interval MS] [--ack-every N] [--max-attempts N]
  *                [--backoff-initial MS] [--backoff-max MS] [--finish-ahead]
+ *   consumer_e2e --addr HOST:PORT --heads SECONDS
  *
  * Prints one line per event, retry and end, each flushed at once:
  *   event REV TYPE SUBJECT
@@ -24,6 +25,10 @@
  * the callback finishes nothing itself (*finished = 0), and at its first
  * batch calls reel_consumer_finish with UINT64_MAX, which covers only what
  * was handed out by then.
+ *
+ * --heads SECONDS runs no consumer: one reel_client_unary GetHead every 50
+ * ms on one client for that long, printing "head ok MS" or "head fail MS
+ * CODE" (MS since the start) for each, then exits 0.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -32,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "reel/v1/wal.pb-c.h"
@@ -45,6 +51,7 @@ typedef struct run {
     int stop_sent;
     int finish_ahead;
     reel_consumer_t *k;
+    uint64_t heads; /* seconds of GetHead calls instead of a consumer */
 } run_t;
 
 static void usage(void) {
@@ -53,7 +60,8 @@ static void usage(void) {
             "[--subject PATTERN] [--from REV] [--takeover] [--stop-at REV] "
             "[--unfinished N] [--ack-interval MS] [--ack-every N] "
             "[--max-attempts N] [--backoff-initial MS] [--backoff-max MS] "
-            "[--finish-ahead]\n");
+            "[--finish-ahead]\n"
+            "       consumer_e2e --addr HOST:PORT --heads SECONDS\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out) {
@@ -106,6 +114,41 @@ static int on_batch(void *arg, const reel_event_t *ev, size_t n,
         r->stop_sent = 1;
         kill(getpid(), SIGTERM);
     }
+    return 0;
+}
+
+/* --heads: what a program calling once in a while sees across a restart
+ * of reeld. */
+static int heads(const char *addr, const reel_client_opts_t *co,
+                 uint64_t seconds) {
+    reel_client_t *c;
+    reel_reply_t r;
+    struct timespec t0, t;
+    int64_t ms = 0;
+
+    if (reel_client_create(addr, co, &c, &r) != 0) {
+        printf("end %s: %s\n", reel_grpc_code_name(r.code),
+               r.details ? r.details : "");
+        reel_reply_fini(&r);
+        return 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (ms < (int64_t)seconds * 1000) {
+        struct timespec pause = {0, 50 * 1000000L};
+        int rc = reel_client_unary(c, "/reel.v1.Wal/GetHead", "", 0, 1000, &r);
+
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        ms = (t.tv_sec - t0.tv_sec) * 1000 +
+             (t.tv_nsec - t0.tv_nsec) / 1000000;
+        if (rc == 0)
+            printf("head ok %" PRId64 "\n", ms);
+        else
+            printf("head fail %" PRId64 " %s\n", ms, reel_grpc_code_name(rc));
+        fflush(stdout);
+        reel_reply_fini(&r);
+        nanosleep(&pause, NULL);
+    }
+    reel_client_destroy(c);
     return 0;
 }
 
@@ -190,6 +233,8 @@ int main(int argc, char **argv) {
             co.backoff_initial_ms = (int64_t)n;
         else if (strcmp(f, "--backoff-max") == 0)
             co.backoff_max_ms = (int64_t)n;
+        else if (strcmp(f, "--heads") == 0)
+            run.heads = n;
         else {
             usage();
             return 2;
@@ -199,6 +244,8 @@ int main(int argc, char **argv) {
         usage();
         return 2;
     }
+    if (run.heads > 0)
+        return heads(addr, &co, run.heads);
     /* Blocked in every thread (gRPC's included, so block them first): only
      * the signal thread takes them. */
     sigemptyset(&st.set);

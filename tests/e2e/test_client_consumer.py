@@ -298,6 +298,34 @@ def test_finish_covers_what_was_handed_out_when_it_was_said(server, tmp_path):
     assert (end["delivered"], end["finished"], end["acked"]) == (revs[-1], first, first), end
     assert c.consumer("ahead").acked_revision == first
 
+
+def test_a_unary_call_goes_through_soon_after_reeld_is_back(server, tmp_path):
+    """reel_client_unary on a long-lived client, once every 50 ms, across a
+    kill -9 and restart of reeld: the channel, left in TRANSIENT_FAILURE,
+    used to try again only when gRPC's backup poller ran (every 5 s), so
+    calls kept failing for 8 s after reeld was back."""
+    path = tmp_path / "heads.out"
+    with open(path, "w") as out:
+        proc = subprocess.Popen([CONSUMER, "--addr", server.addr, "--heads", "6"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    t0 = time.monotonic()
+    try:
+        time.sleep(0.8)
+        server.kill()
+        time.sleep(1.0)                      # calls fail meanwhile
+        server.start()
+        back = (time.monotonic() - t0) * 1000
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = path.read_text().split("\n")
+    heads = [l.split() for l in lines if l.startswith("head ")]
+    assert any(h[1] == "fail" for h in heads), heads[:5]
+    after = [int(h[2]) for h in heads if h[1] == "ok" and int(h[2]) > back]
+    assert after, (back, heads[-5:])
+    assert after[0] - back < 1500, (back, after[0])
+
 def test_a_stop_that_cannot_acknowledge_says_so(server, tmp_path):
     c = server.client()
     revs = [c.set("app", f"k{i}") for i in range(10)]
