@@ -639,6 +639,7 @@ typedef struct call {
     grpc_call *call;
     grpc_metadata_array md_in;
     client_cancel_t *cancel; /* registered in it while the call runs */
+    int ok;                  /* the last batch waited for succeeded */
 } call_t;
 
 /* A deadline at_ms (client_now_ms's clock; INT64_MAX: none), as gRPC's. */
@@ -997,8 +998,10 @@ static int wait_tag(call_t *k, void *tag, reel_idle_fn on_idle,
         grpc_event ev = pluck(k, tag, until);
         int stop;
 
-        if (ev.type != GRPC_QUEUE_TIMEOUT)
+        if (ev.type != GRPC_QUEUE_TIMEOUT) {
+            k->ok = ev.success;
             return 0;
+        }
         if ((stop = on_idle(arg)) != 0)
             return stop;
     }
@@ -1007,12 +1010,14 @@ static int wait_tag(call_t *k, void *tag, reel_idle_fn on_idle,
 int client_stream(reel_client_t *c, const char *method, const void *req,
                   size_t len, int64_t timeout_ms, reel_stream_fn on_msg,
                   reel_idle_fn on_idle, int64_t idle_ms, void *arg,
-                  client_cancel_t *cancel, reel_reply_t *r) {
+                  client_cancel_t *cancel, int *started, reel_reply_t *r) {
     reel_reply_t failed = {0};
     call_t k;
     int rc;
 
     memset(r, 0, sizeof(*r));
+    if (started != NULL)
+        *started = 0;
     if (on_msg == NULL)
         return client_reply_set(r, CLIENT_INVALID_ARGUMENT,
                                 "on_msg: a stream needs one");
@@ -1021,6 +1026,8 @@ int client_stream(reel_client_t *c, const char *method, const void *req,
     if ((rc = call_start_idle(c, &k, method, req, len, end_of(timeout_ms),
                               cancel, on_idle, idle_ms, arg, r)) != CLIENT_OK)
         return rc;
+    if (started != NULL)
+        *started = k.ok;
     for (;;) {
         grpc_byte_buffer *resp = NULL;
         uint8_t *body;
@@ -1187,12 +1194,12 @@ int reel_client_stream_idle(reel_client_t *c, const char *method,
                             reel_stream_fn on_msg, reel_idle_fn on_idle,
                             int64_t idle_ms, void *arg, reel_reply_t *r) {
     return client_stream(c, method, req, len, timeout_ms, on_msg, on_idle,
-                         idle_ms, arg, NULL, r);
+                         idle_ms, arg, NULL, NULL, r);
 }
 
 int reel_client_stream(reel_client_t *c, const char *method, const void *req,
                        size_t len, int64_t timeout_ms, reel_stream_fn on_msg,
                        void *arg, reel_reply_t *r) {
     return client_stream(c, method, req, len, timeout_ms, on_msg, NULL, 0,
-                         arg, NULL, r);
+                         arg, NULL, NULL, r);
 }

@@ -245,8 +245,10 @@ const char *reel_grpc_code_name(int code);
  *     delivered a message.
  *   FAILED_PRECONDITION when subscribing again, because the server still
  *     holds this loop's earlier stream (it notices a broken connection
- *     within its keepalive time) or another subscriber took the consumer
- *     meanwhile: as UNAVAILABLE, the loop waits for it to go. The loop
+ *     within its keepalive time; any earlier stream whose request went
+ *     out, whether or not it delivered anything) or another subscriber
+ *     took the consumer meanwhile: as UNAVAILABLE, the loop waits for it
+ *     to go. The loop
  *     tells this from an invalidated consumer by asking AckEvents for
  *     revision 0, which moves nothing.
  *   Anything else stops the loop with that status: INVALID_ARGUMENT (a bad

@@ -54,11 +54,13 @@ int client_cancel_wait(client_cancel_t *k, int64_t ms);
 int client_reconnect_wait(reel_client_t *c, client_cancel_t *k,
                           int64_t min_ms, int64_t ms);
 
-/* reel_client_stream_idle that k (may be NULL) can cancel too. */
+/* reel_client_stream_idle that k (may be NULL) can cancel too. *started
+ * (may be NULL) is 1 if the request went out on a connection (the server
+ * may have taken the call, whatever came back), 0 if it never left. */
 int client_stream(reel_client_t *c, const char *method, const void *req,
                   size_t len, int64_t timeout_ms, reel_stream_fn on_msg,
                   reel_idle_fn on_idle, int64_t idle_ms, void *arg,
-                  client_cancel_t *k, reel_reply_t *reply);
+                  client_cancel_t *k, int *started, reel_reply_t *reply);
 
 /* The client's backoff and default deadline. */
 const client_backoff_t *client_backoff_of(const reel_client_t *c);

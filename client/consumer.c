@@ -68,7 +68,7 @@ struct reel_consumer {
     client_cursor_t cur;
     client_batch_t batch;
     int got_message;   /* this stream delivered a message */
-    int held;          /* a stream of this run delivered one */
+    int held;          /* reeld may hold a stream of this run */
     int callback_done; /* the callback asked to end */
     int ack_failed;    /* an ack failed for good (fail says why) */
     reel_reply_t fail; /* what ended the stream from this side */
@@ -390,7 +390,7 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
     }
     while (!client_cancel_fired(&k->cancel)) {
         int64_t delay;
-        int retry;
+        int retry, started;
 
         if (streams++ > 0) {
             pthread_mutex_lock(&k->stats_mu);
@@ -403,7 +403,11 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
          * too, every ack interval. */
         client_stream(k->client, "/reel.v1.Wal/SubscribeEventBatches", req,
                       len, 0, on_message, on_idle, k->o.ack_interval_ms, k,
-                      &k->cancel, &r);
+                      &k->cancel, &started, &r);
+        /* Sent, then lost rather than refused: reeld may hold the
+         * consumer for this stream a while yet, messages or not. */
+        if (started && stream_retryable(r.code))
+            k->held = 1;
         if (k->got_message) {
             k->held = 1;
             attempts = 0;

@@ -7,6 +7,7 @@
  *                [--from REV] [--takeover] [--stop-at REV] [--unfinished N]
  *                [--ack-interval MS] [--ack-every N] [--max-attempts N]
  *                [--backoff-initial MS] [--backoff-max MS] [--finish-ahead]
+ *                [--keepalive MS]
  *   consumer_e2e --addr HOST:PORT --heads SECONDS
  *
  * Prints one line per event, retry and end, each flushed at once:
@@ -60,7 +61,7 @@ static void usage(void) {
             "[--subject PATTERN] [--from REV] [--takeover] [--stop-at REV] "
             "[--unfinished N] [--ack-interval MS] [--ack-every N] "
             "[--max-attempts N] [--backoff-initial MS] [--backoff-max MS] "
-            "[--finish-ahead]\n"
+            "[--finish-ahead] [--keepalive MS]\n"
             "       consumer_e2e --addr HOST:PORT --heads SECONDS\n");
 }
 
@@ -235,6 +236,8 @@ int main(int argc, char **argv) {
             co.backoff_max_ms = (int64_t)n;
         else if (strcmp(f, "--heads") == 0)
             run.heads = n;
+        else if (strcmp(f, "--keepalive") == 0)
+            co.keepalive_time_ms = co.keepalive_timeout_ms = (int64_t)n;
         else {
             usage();
             return 2;

@@ -326,6 +326,88 @@ def test_a_unary_call_goes_through_soon_after_reeld_is_back(server, tmp_path):
     assert after, (back, heads[-5:])
     assert after[0] - back < 1500, (back, after[0])
 
+
+class Blackhole:
+    """A TCP proxy to reeld whose first connection goes silent after
+    after_s, both ways, its sockets left open: a partition neither side
+    sees closed. Later connections are forwarded."""
+
+    def __init__(self, target_port, after_s):
+        import socket
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        self.keep, self.target, self.after = [], target_port, after_s
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def pump(self, a, b, deadline):
+        import socket
+        try:
+            while True:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return
+                    a.settimeout(left)
+                try:
+                    d = a.recv(65536)
+                except socket.timeout:
+                    return
+                if not d:
+                    b.shutdown(socket.SHUT_WR)
+                    return
+                b.sendall(d)
+        except OSError:
+            pass
+
+    def accept(self):
+        import socket
+        n = 0
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            n += 1
+            s = socket.create_connection(("127.0.0.1", self.target))
+            self.keep += [c, s]
+            dl = time.monotonic() + self.after if n == 1 else None
+            threading.Thread(target=self.pump, args=(c, s, dl), daemon=True).start()
+            threading.Thread(target=self.pump, args=(s, c, dl), daemon=True).start()
+
+    def close(self):
+        self.ls.close()
+        for x in self.keep:
+            x.close()
+
+
+def test_a_stream_lost_before_its_first_message_is_waited_for_not_fatal(tmp_path):
+    """The consumer's first stream is cut (silently) before reeld sent it
+    anything; keepalive tells the loop, which subscribes again while reeld
+    still holds the consumer for the lost stream: FAILED_PRECONDITION. The
+    loop used to stop there (it waited only for a stream that had
+    delivered a message); a stream whose request went out and was lost,
+    not refused, may be the holder too, and the loop waits for it."""
+    srv = Reeld(str(tmp_path / "data"),
+                extra=["--keepalive-time", "2s", "--keepalive-timeout", "1s"]).start()
+    proxy = Blackhole(srv.port, 0.3)
+    k = Consumer(tmp_path, f"127.0.0.1:{proxy.port}", "cut", "--keepalive", "500",
+                 "--backoff-max", "500")
+    try:
+        wait_for("a retry after the cut", lambda: k.retries(), timeout=20)
+        c = Client(srv.addr)
+        rev = c.set("app", "after")
+        k.wait_event(rev, timeout=30)
+        c.close()
+        code, end = k.finish(signal.SIGTERM)
+    finally:
+        k.kill()
+        proxy.close()
+        srv.stop()
+    assert code == 0, (end, k.lines())
+    assert any("FAILED_PRECONDITION" in r for r in k.retries()), k.lines()
+
 def test_a_stop_that_cannot_acknowledge_says_so(server, tmp_path):
     c = server.client()
     revs = [c.set("app", f"k{i}") for i in range(10)]
