@@ -339,13 +339,17 @@ static void set_number(const flag_t *f, config_t *cfg, long long v) {
         memcpy(p, &v64, sizeof(v64));
 }
 
-/* Parses s (from the flag or its variable) into cfg: 0, or -1 after
- * saying why on stderr. */
-static int flag_set(const flag_t *f, const char *s, config_t *cfg) {
-    char lo[32], hi[32];
+/* Parses s (from the flag, or its variable if env) into cfg: 0, or -1
+ * after saying why on stderr, naming what was set. */
+static int flag_set(const flag_t *f, const char *s, int env, config_t *cfg) {
+    char lo[32], hi[32], name[96];
     long long v = 0;
     char *end;
 
+    if (env)
+        snprintf(name, sizeof(name), "%s (--%s)", f->env, f->name);
+    else
+        snprintf(name, sizeof(name), "--%s", f->name);
     switch (f->kind) {
     case FLAG_TEXT:
         memcpy((char *)cfg + f->off, &s, sizeof(s));
@@ -363,8 +367,8 @@ static int flag_set(const flag_t *f, const char *s, config_t *cfg) {
         if (errno != 0 || end == s || *end != '\0' || v < f->min ||
             v > f->max) {
             fprintf(stderr,
-                    "reeld: --%s: \"%s\" is not a number in %lld..%lld\n",
-                    f->name, s, f->min, f->max);
+                    "reeld: %s: \"%s\" is not a number in %lld..%lld\n",
+                    name, s, f->min, f->max);
             return -1;
         }
         break;
@@ -372,18 +376,18 @@ static int flag_set(const flag_t *f, const char *s, config_t *cfg) {
         v = parse_duration_ms(s);
         if (f->max == 0 && v <= 0) {
             fprintf(stderr,
-                    "reeld: --%s: \"%s\" is not a positive duration (500ms, "
+                    "reeld: %s: \"%s\" is not a positive duration (500ms, "
                     "30s, 10m, 2h, 7d)\n",
-                    f->name, s);
+                    name, s);
             return -1;
         }
         if (f->max != 0 && (v < f->min || v > f->max)) {
             format_duration(f->min, lo, sizeof(lo));
             format_duration(f->max, hi, sizeof(hi));
             fprintf(stderr,
-                    "reeld: --%s: \"%s\" is not a duration from %s to %s "
-                    "(500ms, 30s, 10m, 2h)\n",
-                    f->name, s, lo, hi);
+                    "reeld: %s: \"%s\" is not a duration from %s to %s "
+                    "(a number and ms, s, m, h or d)\n",
+                    name, s, lo, hi);
             return -1;
         }
         break;
@@ -423,6 +427,7 @@ static void usage(FILE *out) {
 static int parse_config(int argc, char **argv, config_t *cfg) {
     struct option opts[N_FLAGS + 3];
     const char *given[N_FLAGS]; /* by flag, else by variable, else NULL */
+    int env[N_FLAGS];           /* given by its variable */
     char why[512];
     int c;
 
@@ -433,6 +438,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
                                       : required_argument,
                                   NULL, 256 + (int)i};
         given[i] = getenv(flags[i].env);
+        env[i] = given[i] != NULL;
     }
     opts[N_FLAGS] = (struct option){"help", no_argument, NULL, 'h'};
     opts[N_FLAGS + 1] = (struct option){"version", no_argument, NULL, 'V'};
@@ -440,6 +446,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
         if (c >= 256 && c < 256 + (int)N_FLAGS) {
             given[c - 256] = flags[c - 256].kind == FLAG_SWITCH ? "1" : optarg;
+            env[c - 256] = 0;
             continue;
         }
         switch (c) {
@@ -457,10 +464,10 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         const flag_t *f = &flags[i];
 
         if (given[i] != NULL) {
-            if (flag_set(f, given[i], cfg) != 0)
+            if (flag_set(f, given[i], env[i], cfg) != 0)
                 return -1;
         } else if (f->kind == FLAG_TEXT) {
-            flag_set(f, f->text_default, cfg);
+            flag_set(f, f->text_default, 0, cfg);
         } else {
             set_number(f, cfg, f->def);
         }

@@ -363,9 +363,9 @@ static int kv_history_page(ctl_t *ctl, const ctl_args_t *a,
     }
     if (!resp->more) {
         /* done */
-    } else if (ctl_has(a, KF_LIMIT)) {
+    } else if (ctl_has(a, KF_LIMIT) && !ctl_has(a, KF_ALL)) {
         if (!ctl->json)
-            ctl_hint("more history: --from-version %llu",
+            ctl_hint("more history: --from-version %llu, or --all",
                      (unsigned long long)resp->next_from_version);
     } else if (resp->next_from_version <= req->from_version) {
         /* Following it would ask for the same page forever. */
@@ -582,9 +582,10 @@ static const ctl_command_t kv_commands[] = {
      "      --deleted: tombstones too",
      kv_ls},
     {"history", {"NAMESPACE", "KEY"}, 2,
-     CTL_F(KF_FROM_VERSION) | CTL_F(KF_LIMIT), 0,
+     CTL_F(KF_FROM_VERSION) | CTL_F(KF_LIMIT) | CTL_F(KF_ALL), 0,
      "show KEY's retained versions after --from-version N\n"
-     "      --limit N: one page of at most N",
+     "      --limit N: one page of at most N (--all: every page, N at a "
+     "time)",
      kv_history},
     {"watch", {"NAMESPACE", "KEY_OR_PATTERN..."}, 2,
      CTL_F(KF_FROM_VERSION) | CTL_F(KF_FROM_REVISION) | CTL_F(KF_NOW), 0,

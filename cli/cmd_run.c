@@ -532,10 +532,10 @@ static int run_recoverable_page(ctl_t *ctl, const ctl_args_t *a,
     print_runs(ctl, resp->runs, resp->n_runs);
     if (!resp->more) {
         /* done */
-    } else if (ctl_has(a, RF_LIMIT)) {
+    } else if (ctl_has(a, RF_LIMIT) && !ctl_has(a, RF_ALL)) {
         if (!ctl->json)
-            ctl_hint("more runs need a worker: leave out --limit to list "
-                     "them all");
+            ctl_hint("more runs need a worker: --start-after %s, or --all",
+                     resp->next_start_after);
     } else if (*resp->next_start_after == '\0' ||
                strcmp(resp->next_start_after, req->start_after) == 0) {
         /* Following it would ask for the same page forever. */
@@ -559,6 +559,8 @@ static int run_recoverable(ctl_t *ctl, const ctl_args_t *a) {
     req.limit = (uint32_t)a->num[RF_LIMIT];
     if (ctl_has(a, RF_APP))
         req.app = a->str[RF_APP];
+    if (ctl_has(a, RF_START_AFTER))
+        req.start_after = a->str[RF_START_AFTER];
     for (;;) {
         rc = run_recoverable_page(ctl, a, &req, &next);
         free(cursor);
@@ -611,9 +613,11 @@ static const ctl_command_t run_commands[] = {
      run_claim_next},
     {"resume", {"RUN_ID"}, 1, 0, 0,
      "make a PAUSED run runnable again, its attempts reset", run_resume},
-    {"recoverable", {NULL}, 0, RF(RF_APP) | RF(RF_LIMIT), 0,
+    {"recoverable", {NULL}, 0,
+     RF(RF_APP) | RF(RF_LIMIT) | RF(RF_START_AFTER) | RF(RF_ALL), 0,
      "list runs that need a worker: runnable, or with an expired lease;\n"
-     "      --app: only APP's; --limit N: at most N",
+     "      --app: only APP's; --limit N: one page of at most N (--all:\n"
+     "      every page, N at a time)",
      run_recoverable},
     {NULL, {NULL}, 0, 0, 0, NULL, NULL},
 };

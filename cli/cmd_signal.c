@@ -46,6 +46,7 @@ enum signal_flag {
     SF_NAME,
     SF_CONSUMED,
     SF_LIMIT,
+    SF_ALL,
     SF_QUIET,
     SF_COUNT
 };
@@ -61,6 +62,7 @@ static const ctl_flag_spec_t signal_flags[SF_COUNT] = {
     [SF_NAME] = {"--name", CTL_STR, "NAME", 0, 0},
     [SF_CONSUMED] = {"--consumed", CTL_BOOL, NULL, 0, 0},
     [SF_LIMIT] = {"--limit", CTL_NUM, "N", UINT32_MAX, 0},
+    [SF_ALL] = {"--all", CTL_BOOL, NULL, 0, 0},
     [SF_QUIET] = {"--quiet", CTL_BOOL, NULL, 0, 0, "-q"},
 };
 
@@ -326,10 +328,10 @@ static int signal_ls_page(ctl_t *ctl, const ctl_args_t *a,
     }
     if (!resp->more) {
         /* done */
-    } else if (ctl_has(a, SF_LIMIT)) {
+    } else if (ctl_has(a, SF_LIMIT) && !ctl_has(a, SF_ALL)) {
         if (!ctl->json)
             ctl_hint("showing the first %zu; there are more (leave out "
-                     "--limit to list them all)",
+                     "--limit, or add --all, to list them all)",
                      resp->n_signals);
     } else if (resp->n_signals == 0) {
         /* Following it would ask for the same page forever. */
@@ -380,9 +382,11 @@ static const ctl_command_t signal_commands[] = {
      "if\n"
      "      none came",
      signal_await},
-    {"ls", {"RUN_ID"}, 1, SF(SF_NAME) | SF(SF_CONSUMED) | SF(SF_LIMIT), 0,
+    {"ls", {"RUN_ID"}, 1,
+     SF(SF_NAME) | SF(SF_CONSUMED) | SF(SF_LIMIT) | SF(SF_ALL), 0,
      "list the run's pending signals in send order, one per line;\n"
-     "      --consumed: then the consumed ones too; --limit: at most N",
+     "      --consumed: then the consumed ones too; --limit N: one page of\n"
+     "      at most N (--all: every page, N at a time)",
      signal_ls},
     {NULL, {NULL}, 0, 0, 0, NULL, NULL},
 };

@@ -35,6 +35,7 @@ enum ws_flag {
     WF_OFFSET,
     WF_LENGTH,
     WF_LIMIT,
+    WF_ALL,
     WF_START_AFTER,
     WF_DELETED,
     WF_NOW,
@@ -52,6 +53,7 @@ static const ctl_flag_spec_t ws_flags[WF_COUNT] = {
     [WF_OFFSET] = {"--offset", CTL_NUM, "N", UINT64_MAX, 0},
     [WF_LENGTH] = {"--length", CTL_NUM, "N", UINT64_MAX, 0},
     [WF_LIMIT] = {"--limit", CTL_NUM, "N", 1000, 0},
+    [WF_ALL] = {"--all", CTL_BOOL, NULL, 0, 0},
     [WF_START_AFTER] = {"--start-after", CTL_STR, "KEY", 0, 0},
     [WF_DELETED] = {"--deleted", CTL_BOOL, NULL, 0, 0},
     [WF_NOW] = {"--now", CTL_BOOL, NULL, 0, 0},
@@ -558,10 +560,10 @@ static int ws_ls(ctl_t *ctl, const ctl_args_t *a) {
             break;
         for (size_t i = 0; i < resp->n_artifacts; i++)
             say_artifact(ctl, resp->artifacts[i]);
-        more = resp->more && !ctl_has(a, WF_LIMIT);
+        more = resp->more && (!ctl_has(a, WF_LIMIT) || ctl_has(a, WF_ALL));
         /* One page asked for: say how to go on, as kv ls does. */
-        if (resp->more && ctl_has(a, WF_LIMIT) && !ctl->json)
-            ctl_hint("more artifacts: --start-after %s",
+        if (resp->more && !more && !ctl->json)
+            ctl_hint("more artifacts: --start-after %s, or --all",
                      ctl_name(resp->next_start_after));
         free(after);
         after = strdup(resp->next_start_after);
@@ -717,9 +719,13 @@ static const ctl_command_t ws_commands[] = {
     {"stat", {"NAMESPACE", "KEY"}, 2, CTL_F(WF_VERSION), 0,
      "print KEY's record: version, size, SHA-256, content type", ws_stat},
     {"ls", {"NAMESPACE", "PREFIX"}, 1,
-     CTL_F(WF_LIMIT) | CTL_F(WF_START_AFTER) | CTL_F(WF_DELETED), 0,
+     CTL_F(WF_LIMIT) | CTL_F(WF_ALL) | CTL_F(WF_START_AFTER) |
+         CTL_F(WF_DELETED),
+     0,
      "list artifacts in key order, every page\n"
-     "      --limit N: one page of at most N; --deleted: tombstones too",
+     "      --limit N: one page of at most N (--all: every page, N at a "
+     "time);\n"
+     "      --deleted: tombstones too",
      ws_ls},
     {"rm", {"NAMESPACE", "KEY"}, 2, CTL_F(WF_IF_VERSION), 0,
      "delete KEY (a tombstone; every version's bytes are freed)", ws_rm},

@@ -550,7 +550,17 @@ int ctl_report_error(const ctl_t *ctl, const char *what,
     } else {
         fprintf(stderr, "reelctl: %s: %s: %s\n", what,
                 reel_grpc_code_name(r->code), details);
-        if (r->code == 14 /* UNAVAILABLE */ && strstr(details, "connect"))
+        if (r->code == 14 /* UNAVAILABLE */ && strstr(details, "andshake"))
+            fprintf(stderr,
+                    "reelctl: no TLS handshake with %s: does reeld serve "
+                    "TLS there, and does --tls-ca hold its CA?\n",
+                    ctl->addr);
+        else if (r->code == 14 && strstr(details, "Socket closed"))
+            fprintf(stderr,
+                    "reelctl: %s closed the connection: if reeld serves TLS "
+                    "there, give --tls-ca (or REEL_TLS=1)\n",
+                    ctl->addr);
+        else if (r->code == 14 && strstr(details, "connect"))
             fprintf(stderr, "reelctl: is reeld running on %s?\n", ctl->addr);
         if (r->code == 3 /* INVALID_ARGUMENT */ && ctl->typed_json != NULL &&
             bare_word(ctl->typed_json)) {

@@ -241,6 +241,8 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
                                 (double)s->wal_oldest_revision);
         cJSON_AddNumberToObject(o, "wal_bytes", (double)s->wal_bytes);
         cJSON_AddNumberToObject(o, "open_calls", (double)s->open_calls);
+        cJSON_AddNumberToObject(o, "signal_max_wait_ms",
+                                (double)s->signal_max_wait_ms);
         cJSON_AddNumberToObject(o, "consumer_count",
                                 (double)s->consumer_count);
         for (size_t i = 0; i < s->n_consumers; i++) {
@@ -277,6 +279,9 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
                (unsigned long long)s->run_subscribers);
         printf("subscribers:  %llu\n",
                (unsigned long long)s->wal_subscribers);
+        printf("open calls:   %llu\n", (unsigned long long)s->open_calls);
+        printf("signal wait:  at most %.3gs\n",
+               (double)s->signal_max_wait_ms / 1000.0);
         printf("WAL:          oldest revision %llu, %llu bytes\n",
                (unsigned long long)s->wal_oldest_revision,
                (unsigned long long)s->wal_bytes);

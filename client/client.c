@@ -389,6 +389,8 @@ int reel_client_opts_from_env(reel_client_opts_t *o, reel_reply_t *err) {
     static const char *const no[] = {"0", "false", "no", "off"};
     const char *v;
 
+    if (err != NULL)
+        memset(err, 0, sizeof(*err));
     if ((v = env_set("REEL_TLS")) != NULL) {
         int tls = -1;
 

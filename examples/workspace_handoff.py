@@ -10,7 +10,8 @@ dataset it generates into the workspace (`research/<topic>/data.bin`, in
 chunks: never whole in memory), writes a short report beside it, and hands
 both off by putting `handoff.<topic>` in the KV: each file's key, version
 and SHA-256. Each upload is a durable step, so a research run that is
-resumed after a crash does not upload again. `write` (asyncio) watches
+resumed after a crash does not upload again (run again at once, it waits
+the few seconds until the crashed worker's lease runs out). `write` (asyncio) watches
 `handoff.*`: for each hand-off it streams the dataset to a local file at
 the version named (a later put cannot change what it reads), checks its
 SHA-256 against the hand-off, reads the report, and writes its summary to
@@ -43,9 +44,26 @@ def dataset(topic, size):
         yield piece
 
 
+def begin(client, topic, ttl=5.0):
+    """The topic's run, begun or resumed. A run whose worker crashed is
+    still leased to it until its lease (ttl seconds, heartbeated while the
+    worker lives) runs out: wait for that rather than fail."""
+    import time
+    deadline = time.monotonic() + 3 * ttl
+    while True:
+        try:
+            return client.runs.begin(APP, USER, topic, "research", ttl=ttl)
+        except reel.FailedPrecondition as e:
+            if time.monotonic() > deadline:
+                raise
+            print(f"waiting for the lease of a stopped worker to run out ({e})",
+                  file=sys.stderr, flush=True)
+            time.sleep(1.0)
+
+
 def research(client, args):
     topic = args.topic
-    with client.runs.begin(APP, USER, topic, "research") as run:
+    with begin(client, topic) as run:
         def upload_data():
             a = client.workspace.put(NS, f"research/{topic}/data.bin", dataset(topic, args.size),
                                      content_type="application/octet-stream",

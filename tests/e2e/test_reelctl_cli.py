@@ -101,3 +101,39 @@ def test_timeout_takes_hours_and_refuses_what_is_not_a_duration(reeld):
     for t in ("0", "-1s", "1w", "+5s", " 5s", "0x10s", "nan", "inf", "5 s", "s"):
         r = reelctl(reeld.addr, "--timeout", t, "health")
         assert r.returncode == 2 and "--timeout" in r.stderr, (t, r.stderr)
+
+
+def test_every_paged_list_takes_all_with_limit(reeld, tmp_path):
+    """--limit N prints one page and says how to go on; with --all, every
+    page, N at a time: kv ls and history, run ls and recoverable, signal
+    ls, ws ls (events consumers always lists every page)."""
+    def ctl(*args):
+        r = reelctl(reeld.addr, *args)
+        assert r.returncode == 0, (args, r.stderr)
+        return r
+
+    for v in range(3):
+        ctl("kv", "set", "pg", "k", str(v))
+        ctl("kv", "set", "pg", f"k{v}", "1")
+    runs = [ctl("run", "begin", "pgapp", "u", "s", f"i{i}", "--owner", "w", "--ttl", "1s",
+                "-q").stdout.strip() for i in range(3)]
+    for i in range(3):
+        ctl("signal", "send", runs[0], "go", str(i))
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    for k in ("a", "b", "c"):
+        ctl("ws", "put", "pgws", k, str(src))
+    import time
+    time.sleep(1.5)                          # the leases expire: recoverable
+
+    for cmd, n in ((["kv", "ls", "pg"], 4), (["kv", "history", "pg", "k"], 3),
+                   (["run", "ls", "--app", "pgapp"], 3),
+                   (["run", "recoverable", "--app", "pgapp"], 3),
+                   (["signal", "ls", runs[0]], 3), (["ws", "ls", "pgws"], 3)):
+        one = ctl(*cmd, "--limit", "1")
+        assert len(one.stdout.splitlines()) == 1, (cmd, one.stdout)
+        assert "--all" in one.stderr, (cmd, one.stderr)
+        every = ctl(*cmd, "--limit", "1", "--all")
+        assert len(every.stdout.splitlines()) == n, (cmd, every.stdout)
+        assert every.stderr == "", (cmd, every.stderr)
+        assert every.stdout == ctl(*cmd).stdout, cmd

@@ -270,6 +270,7 @@ def test_reelctl_speaks_tls_and_mtls(tmp_path, pki):
         assert no_cert.returncode == 1
         plain = ctl("health")
         assert plain.returncode == 1
+        assert "if reeld serves TLS there, give --tls-ca" in plain.stderr, plain.stderr
         half = ctl("--tls-cert", str(pki["client1.pem"]), "health")
         assert half.returncode == 1 and "--tls-cert and --tls-key" in half.stderr
         # A CA that is not PEM is named, not left to gRPC's "unreachable".

@@ -324,6 +324,10 @@ def test_reelctl_health_exit_codes(reeld):
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr
     r = reelctl(reeld.addr, "status", "--json")
     assert r.returncode == 0 and '"format_version":1' in r.stdout
+    # Every field of GetStatus: the await cap too (5m by default).
+    assert '"signal_max_wait_ms":300000' in r.stdout, r.stdout
+    r = reelctl(reeld.addr, "status")
+    assert "signal wait:  at most 300s" in r.stdout, r.stdout
     r = reelctl(reeld.addr, "frobnicate")
     assert r.returncode == 2
     assert reeld.stop()[0] == 0

@@ -979,7 +979,7 @@ def test_reelctl_ws_ls_limit_says_how_to_go_on(reeld, tmp_path):
     r = subprocess.run([reeltest_reelctl(), "--addr", reeld.addr, "ws", "ls", "proj",
                         "--limit", "2"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and [x.split()[0] for x in r.stdout.splitlines()] == ["a", "b"]
-    assert r.stderr == "reelctl: more artifacts: --start-after b\n"
+    assert r.stderr == "reelctl: more artifacts: --start-after b, or --all\n"
     r = subprocess.run([reeltest_reelctl(), "--addr", reeld.addr, "ws", "ls", "proj",
                         "--start-after", "b"], capture_output=True, text=True, timeout=30)
     assert [x.split()[0] for x in r.stdout.splitlines()] == ["c"] and r.stderr == ""

@@ -39,6 +39,11 @@ def test_reactive_pipeline(reeld, client):
     clean = client.kv.get("demo", "pipeline.doc2.clean").value
     assert clean["words"][:3] == ["document", "2", "says"]
     assert client.kv.get("demo", "pipeline.summary").value == json.loads(r.stdout)
+    # Again with fewer documents, in the same namespace: it ends once this
+    # run's are counted (it used to wait for a count it had passed).
+    again = _run("reactive_pipeline.py", "--addr", reeld.addr, "--docs", "2", timeout=30)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == {"doc0": 9, "doc1": 9, "doc2": 9, "doc3": 9}
 
 
 def _worker(reeld, effects, *extra):
@@ -156,3 +161,24 @@ def test_workspace_handoff_between_two_agents(reeld, client):
     assert run.status == reel.RunStatus.COMPLETED
     assert [e.payload["step"] for e in client.journal.read(run.run_id)] == \
         ["upload-data", "upload-report"]
+
+
+def test_workspace_handoff_research_run_again_after_a_crash(reeld, client):
+    """A research worker killed in the middle of its upload, run again at
+    once: it waits for the dead worker's lease to run out, resumes the same
+    run and finishes it (it used to fail FailedPrecondition: leased)."""
+    args = [python(), os.path.join(EXAMPLES, "workspace_handoff.py"), "research",
+            "--addr", reeld.addr, "--topic", "storms", "--size", "400000000"]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not list(client.runs.list(app="handoff")):
+        assert time.monotonic() < deadline and first.poll() is None, first.stderr.read()
+        time.sleep(0.05)
+    time.sleep(0.5)                                # in the middle of the upload
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    r = subprocess.run(args[:-1] + ["2000"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "handed off storms" in r.stdout
+    runs = list(client.runs.list(app="handoff"))
+    assert len(runs) == 1 and runs[0].status == reel.RunStatus.COMPLETED
