@@ -145,6 +145,10 @@ struct wal {
     feed_hub_t *hub; /* subscriptions, all of any key */
     pthread_mutex_t consumers_mu;
     active_t *active;   /* consumers with a subscriber, under consumers_mu */
+    /* Subscribes whose record the writer has read or made, not yet
+     * registered in active (sub NULL): a delete meanwhile must wait for
+     * them as for an active one. Under consumers_mu. */
+    active_t *reserved;
     holding_t *holding; /* the last trim's verdict, under consumers_mu */
     size_t n_holding;
 };
@@ -722,6 +726,9 @@ typedef struct consumer_op {
     uint64_t revision;
     int kind;
     wal_consumer_t *out;
+    active_t *reserve; /* OP_SUBSCRIBE: linked into w->reserved once it
+                          applied (under consumers_mu), unlinked by the
+                          subscribe */
 } consumer_op_t;
 
 static size_t consumer_key(const char *name, char *buf, size_t cap) {
@@ -828,9 +835,62 @@ static reel_code_t invalidated_error(const wal_consumer_t *c, uint64_t oldest,
         (unsigned long long)c->acked, (unsigned long long)oldest, c->name);
 }
 
+static active_t **reserved_find_locked(wal_t *w, const active_t *r) {
+    for (active_t **pp = &w->reserved; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == r)
+            return pp;
+    return NULL;
+}
+
+static int reserved_name_locked(wal_t *w, const char *name) {
+    for (active_t *r = w->reserved; r != NULL; r = r->next)
+        if (strcmp(r->name, name) == 0)
+            return 1;
+    return 0;
+}
+
+static reel_code_t apply_consumer_op(store_txn_t *txn, consumer_op_t *op,
+                                     reel_status_t *st);
+
+/*
+ * Writer thread. A delete is refused while the consumer has a subscriber,
+ * or a subscribe is between its apply and its registration: checked here,
+ * in commit order with the subscribes' applies, so that no subscribe ends
+ * up holding a consumer a delete took away (a check before the delete was
+ * queued let one through).
+ */
 static reel_code_t apply_consumer(store_txn_t *txn, void *arg,
                                   reel_status_t *st) {
     consumer_op_t *op = arg;
+    wal_t *w = op->w;
+    reel_code_t rc;
+    int busy = 0;
+
+    if (op->kind == OP_DELETE) {
+        pthread_mutex_lock(&w->consumers_mu);
+        busy = active_find_locked(w, op->name) != NULL ||
+               reserved_name_locked(w, op->name);
+        pthread_mutex_unlock(&w->consumers_mu);
+        if (busy)
+            return reel_status_set(st, REEL_FAILED_PRECONDITION,
+                                   "consumer \"%s\" has an active "
+                                   "subscriber; stop it first",
+                                   op->name);
+    }
+    rc = apply_consumer_op(txn, op, st);
+    if (rc == REEL_OK && op->kind == OP_SUBSCRIBE && op->reserve != NULL) {
+        pthread_mutex_lock(&w->consumers_mu);
+        if (reserved_find_locked(w, op->reserve) == NULL) {
+            op->reserve->next = w->reserved;
+            w->reserved = op->reserve;
+        }
+        pthread_mutex_unlock(&w->consumers_mu);
+    }
+    return rc;
+}
+
+static reel_code_t apply_consumer_op(store_txn_t *txn, consumer_op_t *op,
+                                     reel_status_t *st) {
     wal_t *w = op->w;
     char key[CONSUMER_MAX + 2];
     size_t klen = consumer_key(op->name, key, sizeof(key));
@@ -939,7 +999,9 @@ reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
                                    const wal_sink_t *sink, void *arg,
                                    wal_sub_t **out, reel_status_t *st) {
     wal_consumer_t c = {0};
-    consumer_op_t op = {w, name, pattern, from_revision, OP_SUBSCRIBE, &c};
+    active_t reserve = {0};
+    consumer_op_t op = {w,  name, pattern, from_revision, OP_SUBSCRIBE,
+                        &c, &reserve};
     wal_sub_t *s = NULL;
     active_t *a = NULL, **pp;
     reel_code_t rc;
@@ -957,6 +1019,7 @@ reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
         goto out;
     }
     snprintf(a->name, sizeof(a->name), "%s", name);
+    snprintf(reserve.name, sizeof(reserve.name), "%s", name);
     a->sub = s;
     pthread_mutex_lock(&w->consumers_mu);
     busy = !takeover && active_find_locked(w, name) != NULL;
@@ -965,10 +1028,18 @@ reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
         rc = busy_error(name, st);
         goto out;
     }
-    if ((rc = store_exec(w->store, apply_consumer, &op, NULL, st)) !=
-        REEL_OK)
-        goto out;
+    rc = store_exec(w->store, apply_consumer, &op, NULL, st);
+    /* A test's slow subscriber: a delete meanwhile must wait for it. */
+    if (REEL_FAULT("wal.subscribe_pause"))
+        nanosleep(&(struct timespec){0, 200 * 1000000L}, NULL);
     pthread_mutex_lock(&w->consumers_mu);
+    /* From here it is active, or not at all: no gap for a delete. */
+    if ((pp = reserved_find_locked(w, &reserve)) != NULL)
+        *pp = reserve.next;
+    if (rc != REEL_OK) {
+        pthread_mutex_unlock(&w->consumers_mu);
+        goto out;
+    }
     pp = active_find_locked(w, name);
     if (pp != NULL && !takeover) { /* another one came meanwhile */
         pthread_mutex_unlock(&w->consumers_mu);
@@ -1016,7 +1087,7 @@ static reel_code_t count_pending(store_iter_t *it, wal_consumer_t *c,
 
 reel_code_t wal_ack(wal_t *w, const char *name, uint64_t revision,
                     wal_consumer_t *out, reel_status_t *st) {
-    consumer_op_t op = {w, name, NULL, revision, OP_ACK, out};
+    consumer_op_t op = {w, name, NULL, revision, OP_ACK, out, NULL};
     uint64_t head;
     store_iter_t *it;
     reel_code_t rc;
@@ -1048,16 +1119,12 @@ reel_code_t wal_ack(wal_t *w, const char *name, uint64_t revision,
 reel_code_t wal_consumer_delete(wal_t *w, const char *name,
                                 reel_status_t *st) {
     wal_consumer_t c = {0};
-    consumer_op_t op = {w, name, NULL, 0, OP_DELETE, &c};
+    consumer_op_t op = {w, name, NULL, 0, OP_DELETE, &c, NULL};
     reel_code_t rc;
 
     if ((rc = check_consumer_name(name, st)) != REEL_OK)
         return rc;
-    if (is_active(w, name))
-        return reel_status_set(st, REEL_FAILED_PRECONDITION,
-                               "consumer \"%s\" has an active subscriber; "
-                               "stop it first",
-                               name);
+    /* Whether it has a subscriber is asked on the writer (apply_consumer). */
     rc = store_exec(w->store, apply_consumer, &op, NULL, st);
     wal_consumer_fini(&c);
     if (rc == REEL_OK) { /* what it held goes now, not at the next tick */

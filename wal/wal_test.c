@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -663,6 +665,52 @@ static void test_deleting_a_consumer_releases_what_it_held(void **state) {
     assert_int_equal(oldest_of(f), 5);
 }
 
+typedef struct late_sub {
+    fixture_t *f;
+    sink_t sink;
+    wal_sub_t *sub;
+    reel_code_t rc;
+} late_sub_t;
+
+static void *subscribe_main(void *arg) {
+    late_sub_t *l = arg;
+
+    l->rc = wal_consumer_subscribe(l->f->wal, "raced", 0, "", 0, &ops,
+                                   &l->sink, &l->sub, NULL);
+    return NULL;
+}
+
+/* A delete that comes while a subscribe of the same consumer is between
+ * its write and its registration waits for it, as for any subscriber: it
+ * used to check before it was queued, and both succeeded (a subscriber
+ * streaming for a consumer that no longer existed). */
+static void test_a_delete_during_a_subscribe_is_refused_not_half_done(
+    void **state) {
+    fixture_t *f = *state;
+    late_sub_t l = {.f = f, .sink = {.limit = 0}};
+    reel_status_t st = REEL_STATUS_INIT;
+    wal_consumer_t c;
+    pthread_t th;
+
+    make_consumer(f, "raced", 0);
+    assert_int_equal(reel_fault_arm("wal.subscribe_pause", 0, 1), 0);
+    assert_int_equal(pthread_create(&th, NULL, subscribe_main, &l), 0);
+    while (reel_fault_fired("wal.subscribe_pause") == 0)
+        sched_yield();
+    assert_int_equal(wal_consumer_delete(f->wal, "raced", &st),
+                     REEL_FAILED_PRECONDITION);
+    assert_non_null(strstr(reel_status_message(&st), "active subscriber"));
+    reel_status_fini(&st);
+    pthread_join(th, NULL);
+    assert_int_equal(l.rc, REEL_OK);
+    c = listed(f, "raced"); /* still there, and its subscriber acks */
+    assert_true(c.active);
+    wal_consumer_fini(&c);
+    wal_sub_destroy(l.sub);
+    /* Once it is gone, the delete goes through. */
+    assert_int_equal(wal_consumer_delete(f->wal, "raced", NULL), REEL_OK);
+}
+
 /* A filtered consumer's pending is what matches its pattern, counted over
  * at most WAL_PENDING_SCAN_MAX revisions after its cursor (then marked as
  * a lower bound); an unfiltered one's is exact at any distance. */
@@ -880,6 +928,9 @@ int main(void) {
             setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_deleting_a_consumer_releases_what_it_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_delete_during_a_subscribe_is_refused_not_half_done, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_cursors_subscribers_and_bytes_for_metrics, setup, teardown),
         cmocka_unit_test_setup_teardown(
