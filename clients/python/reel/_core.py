@@ -110,14 +110,17 @@ class TLS:
     @classmethod
     def from_env(cls) -> Optional["TLS"]:
         """TLS as reelctl reads it from the environment: REEL_TLS_CA,
-        REEL_TLS_CERT and REEL_TLS_KEY (files), or REEL_TLS=1 for the
-        system's roots; None when none is set."""
-        flag = os.environ.get("REEL_TLS", "")
-        if flag not in ("", "0", "1"):
-            raise ValueError(f"REEL_TLS: {flag!r} is not 1 or 0")
+        REEL_TLS_CERT and REEL_TLS_KEY (files), or REEL_TLS=1 (true, yes,
+        on; any case) for the system's roots; None when none is set. Any
+        other REEL_TLS is a ValueError, never read as off."""
+        flag = os.environ.get("REEL_TLS", "").lower()
+        on = flag in ("1", "true", "yes", "on")
+        if not on and flag not in ("", "0", "false", "no", "off"):
+            raise ValueError(f"REEL_TLS: {os.environ['REEL_TLS']!r} is not 1, true, yes, "
+                             "on, 0, false, no or off")
         files = {f: os.environ.get(v) or None for f, v in
                  (("ca", "REEL_TLS_CA"), ("cert", "REEL_TLS_CERT"), ("key", "REEL_TLS_KEY"))}
-        if flag != "1" and not any(files.values()):
+        if not on and not any(files.values()):
             return None
         return cls(**files)
 

@@ -115,9 +115,13 @@ def test_the_token_and_tls_come_from_the_environment_as_for_reelctl(secure, pki,
     with reel.connect(token="", wait_for_ready=False, retries=0) as c:
         with pytest.raises(reel.Unauthenticated):
             c.kv.get("app", "env")
-    monkeypatch.setenv("REEL_TLS", "yes")
-    with pytest.raises(ValueError, match="REEL_TLS: 'yes' is not 1 or 0"):
+    monkeypatch.setenv("REEL_TLS", "ture")
+    with pytest.raises(ValueError, match="REEL_TLS: 'ture' is not 1, true, yes, on"):
         reel.connect()
+    # The words reelctl takes, in any case.
+    monkeypatch.setenv("REEL_TLS", "Yes")
+    with reel.connect() as c:
+        assert c.kv.get("app", "env").value is True
 
 
 async def test_async_tls_and_token(secure, pki):
