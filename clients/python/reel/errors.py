@@ -186,6 +186,11 @@ _BY_CODE = {cls.code: cls for cls in (
     Unimplemented, Internal, Unavailable, DataLoss, Unauthenticated)}
 
 
+# What grpcio says of a call this process cancelled (or whose channel it
+# closed).
+_LOCAL_CANCELS = frozenset(("Locally cancelled by application!", "Channel closed!"))
+
+
 def from_rpc_error(err: grpc.RpcError, *, method: str = "", lease: bool = False) -> ReelError:
     """The ReelError for a failed gRPC call (grpc.RpcError or
     grpc.aio.AioRpcError). With lease=True (a write under a run's lease),
@@ -196,5 +201,11 @@ def from_rpc_error(err: grpc.RpcError, *, method: str = "", lease: bool = False)
     message = details or (code.name if code is not None else "unknown error")
     if lease and code == grpc.StatusCode.FAILED_PRECONDITION:
         return LeaseLost(message, method=method, from_server=True)
+    # Not cancelled by this process (grpcio words those): a reeld shutting
+    # down cancels what is still in flight. As UNAVAILABLE: the server went
+    # away, and whether the call took effect is unknown.
+    if code == grpc.StatusCode.CANCELLED and details not in _LOCAL_CANCELS:
+        return Unavailable(f"cancelled by the server ({message}): it is going away",
+                           method=method)
     cls = _BY_CODE.get(code, Unknown)
     return cls(message, method=method)

@@ -63,8 +63,10 @@ class StandIn:
     """A gRPC server answering a few of reeld's methods, UNAVAILABLE the
     first `fail[method]` times, recording each call's metadata."""
 
-    def __init__(self, fail=(), tls=None):
+    def __init__(self, fail=(), tls=None, code=grpc.StatusCode.UNAVAILABLE,
+                 details="stand-in going away"):
         self.fail = dict(fail)
+        self.code, self.details = code, details
         self.calls = []
         self.metadata = []
         self.server = grpc.server(futures.ThreadPoolExecutor(4))
@@ -102,7 +104,7 @@ class StandIn:
             self.metadata.append(dict(context.invocation_metadata()))
             if self.fail.get(name, 0) > 0:
                 self.fail[name] -= 1
-                context.abort(grpc.StatusCode.UNAVAILABLE, "stand-in going away")
+                context.abort(self.code, self.details)
             return resp
         return grpc.unary_unary_rpc_method_handler(
             handle, request_deserializer=req_cls.FromString,
@@ -134,6 +136,26 @@ def test_only_calls_that_cannot_write_twice_are_retried():
             with pytest.raises(reel.Unavailable):
                 c.kv.get("app", "k")
             assert s.calls.count("GetValue") == 3 + 2
+    finally:
+        s.stop()
+
+
+def test_a_call_the_server_cancels_is_retried_as_unavailable():
+    """A reeld shutting down cancels the calls still in flight (CANCELLED,
+    "CANCELLED"): that is the server going away, as UNAVAILABLE, not this
+    process cancelling; safe calls are retried, and a run's code sees
+    Unavailable, never Cancelled (a worker failed its run for good on it)."""
+    s = StandIn(fail={"GetValue": 2, "SetValue": 1, "Append": 1},
+                code=grpc.StatusCode.CANCELLED, details="CANCELLED")
+    try:
+        with reel.connect(s.addr, retries=3) as c:
+            assert c.kv.get("app", "k") is None
+            assert s.calls.count("GetValue") == 3
+            with pytest.raises(reel.Unavailable, match="cancelled by the server"):
+                c.kv.put("app", "k", 1)
+            run = c.runs.begin("a", "u", "s", "i", heartbeat=False)
+            assert run.append("step", 1, key="k1").seq == 1
+            assert s.calls.count("Append") == 2
     finally:
         s.stop()
 
