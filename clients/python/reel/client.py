@@ -1236,8 +1236,14 @@ returns once N runs ended here."""
                    for i in range(self.concurrency)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.join()
+        except BaseException:
+            # Ctrl-C (KeyboardInterrupt) in run(): no new claims, as after
+            # stop(); a run in hand ends as its code does.
+            self._stop.set()
+            raise
         if errs:
             raise errs[0]
 

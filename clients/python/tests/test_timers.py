@@ -308,3 +308,38 @@ async def test_async_a_result_that_is_not_json_fails_that_run_and_the_worker_goe
         assert failed.status == reel.RunStatus.FAILED
         assert failed.result["message"].startswith("result: cannot be sent as JSON")
         assert (await c.runs.get(ids["after"])).result == "after"
+
+
+
+_CTRL_C = """
+import os, signal, sys, threading, time
+import reel
+c = reel.connect(sys.argv[1])
+done = []
+w = c.worker("timers-int", lambda run: done.append(run.run_id) or "ok", concurrency=2, poll=0.3)
+threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+try:
+    w.run()
+except KeyboardInterrupt:
+    pass
+time.sleep(0.8)
+for i in range(3):
+    c.runs.submit("timers-int", "u", "s", f"after{i}")
+time.sleep(1.5)
+print(len(done), w.completed,
+      len([t for t in threading.enumerate() if t.name.startswith("reel-worker")]))
+c.close()
+"""
+
+
+def test_ctrl_c_in_worker_run_stops_its_claims(reeld):
+    """KeyboardInterrupt in Worker.run() (Ctrl-C) stops the worker as
+    stop() does: its loops used to go on claiming in the background."""
+    import os
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", _CTRL_C, reeld.addr], capture_output=True,
+                       text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0", "0", "0"], r.stdout
