@@ -725,6 +725,13 @@ class Replay:
         self.step_n += 1
         return n
 
+    def step_failed(self, n: int) -> None:
+        """Step n's fn raised (nothing journaled): its position is given
+        back if no step took one since, so that code retrying the step
+        takes the same position, in the first run and on replay."""
+        if self.step_n == n + 1:
+            self.step_n = n
+
     def recorded_step(self, n: int, name: str) -> Tuple[bool, Any]:
         """(True, result) if step n is journaled; ReplayMismatch if under
         another name."""
@@ -749,6 +756,13 @@ class Replay:
         self.wait_n[name] = n + 1
         got = self.outcomes.get(name, [])
         return n, (got[n] if n < len(got) else None)
+
+    def wait_abandoned(self, name: str, n: int) -> None:
+        """The n-th wait for name was given up before it had an answer
+        (its task cancelled): the next wait for name is the n-th again, and
+        finds in the journal whatever the abandoned one consumed."""
+        if self.wait_n.get(name) == n + 1:
+            self.wait_n[name] = n
 
 
 def step_key(n: int, name: str) -> str:

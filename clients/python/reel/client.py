@@ -711,7 +711,10 @@ class Run:
         it returns the result as JSON gives it back (tuples become lists),
         so both runs see the same value. fn runs only while the lease is
         held; if it raises, nothing is journaled and the exception
-        propagates (a resumed run calls fn again). A step fn may have run
+        propagates (a resumed run calls fn again), and the step gives its
+        position back when no other step took one since: code that calls
+        the step again after a failure (a retry) takes the same position,
+        on its first run and on replay. A step fn may have run
         without its result being journaled (a crash in between), so give
         external effects their own idempotency (e.g. the step's key:
         f"{run.run_id}/step:{n}:{name}"). ReplayMismatch if the journal
@@ -723,7 +726,12 @@ class Run:
         if found:
             return result
         self._check()
-        value = fn(*args, **kwargs)
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException:
+            with self._mu:
+                self._replay.step_failed(n)
+            raise
         text, result = _core.step_payload(n, name, value)
         self.append(_core.STEP_KIND, RawJSON(text), key=_core.step_key(n, name))
         return result

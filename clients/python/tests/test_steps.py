@@ -77,6 +77,65 @@ def test_a_failing_step_journals_nothing_and_runs_again_on_resume(client):
     again.end()
 
 
+
+def _flaky_then(value, fails):
+    left = [fails]
+
+    def fn():
+        if left[0] > 0:
+            left[0] -= 1
+            raise TimeoutError("flaky")
+        return value
+    return fn
+
+
+def _script(run, calls):
+    """A run's code that retries a flaky step, as agents do."""
+    fetch = _flaky_then("page", 2)
+
+    def counted():
+        calls.append("fetch")
+        return fetch()
+    for _ in range(5):
+        try:
+            got = run.step("fetch", counted)
+            break
+        except TimeoutError:
+            continue
+    return got, run.step("charge", lambda: calls.append("charge") or 7)
+
+
+def test_a_step_retried_after_a_failure_takes_the_same_position(client):
+    """A step whose fn raised gives its position back: the retry is step 0
+    again, so a resumed run replays it (it used to take position 2, and the
+    resumed run ran fetch a third time, wrote a stray step 0, then failed
+    ReplayMismatch for good)."""
+    run = client.runs.begin(*TUPLE, "order-retry", owner="w")
+    calls = []
+    assert _script(run, calls) == ("page", 7)
+    assert calls == ["fetch", "fetch", "fetch", "charge"]
+    run.close()                                   # a crash: not ended
+    keys = [e.idempotency_key for e in client.journal.read(run.run_id)]
+    assert keys == ["step:0:fetch", "step:1:charge"]
+    again = client.runs.begin(*TUPLE, "order-retry", owner="w")
+    calls = []
+    assert _script(again, calls) == ("page", 7)
+    assert calls == []                            # all replayed
+    again.end()
+
+
+async def test_async_a_step_retried_after_a_failure_takes_the_same_position(reeld):
+    async with reel.aio.connect(reeld.addr) as c:
+        run = await c.runs.begin(*TUPLE, "order-aretry", owner="w")
+        fetch = _flaky_then("page", 1)
+        with pytest.raises(TimeoutError):
+            await run.step("fetch", fetch)
+        assert await run.step("fetch", fetch) == "page"
+        assert await run.step("charge", lambda: 7) == 7
+        keys = [e.idempotency_key async for e in c.journal.read(run.run_id)]
+        assert keys == ["step:0:fetch", "step:1:charge"]
+        await run.end()
+
 def test_a_wait_that_spans_a_reeld_restart_consumes_exactly_one_signal(reeld, client):
     import threading
 

@@ -465,6 +465,9 @@ class Run:
         self._replay = _core.Replay(self.run_id)
         self._replay_mu = asyncio.Lock()
         self._wait_mu = asyncio.Lock()
+        # name -> the journal's last seq before a wait for it was given up:
+        # what that wait may have consumed is after it.
+        self._abandoned: Dict[str, int] = {}
         self._last_seq = info.next_seq - 1
         self._lost_event = asyncio.Event()
         self._hb: Optional[asyncio.Task] = None
@@ -646,7 +649,11 @@ class Run:
         if found:
             return result
         self._check()
-        value = await _maybe_await(fn(*args, **kwargs))
+        try:
+            value = await _maybe_await(fn(*args, **kwargs))
+        except BaseException:
+            self._replay.step_failed(n)
+            raise
         text, result = _core.step_payload(n, name, value)
         await self.append(_core.STEP_KIND, RawJSON(text), key=_core.step_key(n, name))
         return result
@@ -661,9 +668,24 @@ class Run:
             n, outcome = self._replay.next_wait(name)
             if outcome is not None:
                 return outcome.delivered
-            if not park or (timeout is not None and timeout <= 0):
-                return await self._block(name, n, timeout)
-            got = await self._block(name, n, 0.0, record_timeout=False)
+            if name in self._abandoned:
+                entries = [e async for e in
+                           self._c.journal.read(self.run_id, self._abandoned.pop(name))]
+                got = _core.signal_entry_for(entries, name)
+                if got is not None:
+                    self._saw(got.seq)
+                    return _core.signal_from_entry(self.run_id, got)
+            floor = self._last_seq
+            try:
+                if not park or (timeout is not None and timeout <= 0):
+                    return await self._block(name, n, timeout)
+                got = await self._block(name, n, 0.0, record_timeout=False)
+            except asyncio.CancelledError:
+                # Given up (asyncio.wait_for, a cancel): the next wait is
+                # this one again, and finds what it may have consumed.
+                self._replay.wait_abandoned(name, n)
+                self._abandoned[name] = floor
+                raise
             if got is not None:
                 return got
             await self._park(name, timeout)
