@@ -169,19 +169,30 @@ static void put_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
         api_finish_cancelled(call, why);
 }
 
+/* Ends the call with st, whose message names the tenant's namespaces as
+ * it gave them (the store's names carry its prefix). */
+static void finish_status(rpc_call_t *call, const reel_status_t *st) {
+    reel_status_t own = REEL_STATUS_INIT;
+
+    reel_status_set(&own, st->code, "%s", reel_status_message(st));
+    api_tenant_status_out(call, &own);
+    rpc_call_finish_status(call, &own);
+    reel_status_fini(&own);
+}
+
 /* Ends the upload with st's error. */
 static void put_fail(rpc_call_t *call, put_t *p, const reel_status_t *st) {
     atomic_store(&p->state, PUT_ENDED);
     ws_upload_abort(p->u);
     p->u = NULL;
-    rpc_call_finish_status(call, st);
+    finish_status(call, st);
 }
 
 static void put_done(void *arg, ws_write_result_t *res) {
     rpc_call_t *call = arg;
 
     if (res->status.code != REEL_OK)
-        rpc_call_finish_status(call, &res->status);
+        finish_status(call, &res->status);
     else
         finish_artifact(call, &res->artifact);
 }
@@ -289,7 +300,7 @@ static void put_handle(rpc_call_t *call, put_t *p, reel_code_t code,
 
             p->u = NULL;
             if (ws_upload_commit(u, put_done, call, &st) != REEL_OK)
-                rpc_call_finish_status(call, &st);
+                finish_status(call, &st);
         } else {
             put_fail(call, p, &st);
         }
@@ -471,7 +482,7 @@ static void get_drain(rpc_call_t *call, void *arg) {
     }
     pthread_mutex_unlock(&g->mu);
     if (end)
-        rpc_call_finish_status(call, &st);
+        finish_status(call, &st);
     reel_status_fini(&st);
 }
 
@@ -506,7 +517,7 @@ static void ws_get_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
         ws_read_open(ctx->ws, ns, strlen(ns), in->key, strlen(in->key),
                      in->version, in->offset, in->length, &a, &g->r,
                      &st) != REEL_OK) {
-        rpc_call_finish_status(call, &st);
+        finish_status(call, &st);
         get_cleanup(g);
         goto out;
     }
@@ -563,7 +574,7 @@ static void ws_stat_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
               &st) != REEL_OK ||
         ws_stat(ctx->ws, ns, strlen(ns), in->key, strlen(in->key),
                 in->version, &a, &st) != REEL_OK)
-        rpc_call_finish_status(call, &st);
+        finish_status(call, &st);
     else
         finish_artifact(call, &a);
     free(ns_owned);
@@ -615,7 +626,7 @@ static void ws_list_artifacts(rpc_call_t *call, void *arg, const uint8_t *req,
                 strlen(in->prefix), in->start_after, strlen(in->start_after),
                 in->limit, in->include_deleted, &page, &items, &n, &more,
                 &st) != REEL_OK) {
-        rpc_call_finish_status(call, &st);
+        finish_status(call, &st);
         goto out;
     }
     pbs = calloc(n ? n : 1, sizeof(*pbs));
@@ -656,7 +667,7 @@ static void delete_done(void *arg, ws_write_result_t *res) {
     size_t len = 0;
 
     if (res->status.code != REEL_OK) {
-        rpc_call_finish_status(call, &res->status);
+        finish_status(call, &res->status);
         return;
     }
     out.existed = res->existed;
@@ -693,7 +704,7 @@ static void ws_delete_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
         ws_delete_submit(ctx->ws, ns, strlen(ns), in->key, strlen(in->key),
                          pc, in->expected_version, delete_done, call, &st);
     if (st.code != REEL_OK)
-        rpc_call_finish_status(call, &st);
+        finish_status(call, &st);
     free(ns_owned);
     reel_status_fini(&st);
     reel__v1__delete_artifact_request__free_unpacked(in, NULL);
@@ -756,7 +767,7 @@ static void watch_end(void *arg, const reel_status_t *st) {
     watch_call_t *wc = arg;
 
     ws_watch_cancel(wc->watch);
-    rpc_call_finish_status(wc->call, st);
+    finish_status(wc->call, st);
 }
 
 static void watch_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
@@ -813,7 +824,7 @@ static void ws_watch_artifacts(rpc_call_t *call, void *arg,
     }
     if (ns_in(call, ctx, "namespace", in->namespace_, &ns_owned, &ns, &st) !=
         REEL_OK) {
-        rpc_call_finish_status(call, &st);
+        finish_status(call, &st);
         goto out;
     }
     if ((wc = calloc(1, sizeof(*wc))) == NULL) {
@@ -828,7 +839,7 @@ static void ws_watch_artifacts(rpc_call_t *call, void *arg,
     a.from_revision = in->from_revision;
     if (ws_watch_create(ctx->ws, &a, &watch_sink, wc, &wc->watch, &st) !=
         REEL_OK) {
-        rpc_call_finish_status(call, &st);
+        finish_status(call, &st);
         free(wc);
         goto out;
     }

@@ -797,6 +797,15 @@ def test_reelctl_ws_uploads_and_reads_with_a_token(secured, tmp_path):
     assert got.returncode == 0, got.stderr
     assert out.read_bytes() == src.read_bytes()
     assert "a/b.bin" in ctl("ws", "ls", "docs").stdout
+    # Errors name the tenant's namespace as it gave it, never the stored
+    # prefix.
+    again = ctl("ws", "put", "--create", "docs", "a/b.bin", str(src))
+    assert again.returncode == 1 and "artifact docs/a/b.bin already exists" in again.stderr, \
+        again.stderr
+    stale = ctl("ws", "rm", "--if-version", "9", "docs", "a/b.bin")
+    missing = ctl("ws", "stat", "docs", "nope")
+    for r in (again, stale, missing):
+        assert r.returncode == 1 and "::" not in r.stderr and "acme" not in r.stderr, r.stderr
     assert ctl("ws", "rm", "docs", "a/b.bin").returncode == 0
     # Without the token the upload is refused, and says so.
     bare = subprocess.run([REELCTL, "--addr", secured.server.addr, "ws", "put", "docs",
