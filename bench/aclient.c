@@ -28,8 +28,9 @@
 #include "api/grpc_init.h"
 
 /* Set once by ac_security() before any client exists, then only read. */
-static char *sec_ca;          /* PEM text, or NULL: plaintext */
-static const char *sec_token; /* or NULL */
+static char *sec_ca;            /* PEM text, or NULL: plaintext */
+static const char *sec_ca_file; /* its file, or NULL */
+static const char *sec_token;   /* or NULL */
 /* "authorization: Bearer <token>", sent in each call's initial metadata as
  * client/ does (cheaper than gRPC's call-credentials path); count 0 when
  * there is no token. */
@@ -469,6 +470,7 @@ int ac_security(const char *ca_file, const char *token) {
     long n;
 
     sec_token = token;
+    sec_ca_file = ca_file;
     if (ca_file == NULL)
         return 0; /* plaintext: a token is sent as is (loopback) */
     if ((f = fopen(ca_file, "rb")) == NULL ||
@@ -484,6 +486,11 @@ int ac_security(const char *ca_file, const char *token) {
     }
     fclose(f);
     return 0;
+}
+
+void ac_client_opts(reel_client_opts_t *o) {
+    o->tls_ca_file = sec_ca_file;
+    o->token = sec_token;
 }
 
 static grpc_channel_credentials *channel_creds(void) {

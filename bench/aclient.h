@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "client/client.h"
+
 typedef struct ac ac_t;
 typedef struct ac_stream ac_stream_t;
 
@@ -31,6 +33,10 @@ typedef void (*ac_end_fn)(void *arg, int code, const char *details);
  * are read here. 0, or -1 after saying why on stderr.
  */
 int ac_security(const char *ca_file, const char *token);
+
+/* The same CA file and token as C client options (o's other fields as
+ * they were), for the suites on client/ (ws). */
+void ac_client_opts(reel_client_opts_t *o);
 
 ac_t *ac_create(const char *addr, int connections, int threads);
 /*

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "reel/v1/workspace.pb-c.h"
+#include "bench/aclient.h"
 #include "bench/bench.h"
 #include "client/client.h"
 
@@ -123,8 +124,12 @@ int bench_ws(const bench_opts_t *o) {
     char key[64];
     int rc = 0, biggest = 0;
 
-    if (chunk == NULL || reel_client_create(o->addr, NULL, &c, &r) != 0) {
-        fprintf(stderr, "reel-bench ws: cannot make a client\n");
+    reel_client_opts_t co = REEL_CLIENT_OPTS_INIT;
+
+    ac_client_opts(&co); /* --tls-ca and --token, as the other suites */
+    if (chunk == NULL || reel_client_create(o->addr, &co, &c, &r) != 0) {
+        fprintf(stderr, "reel-bench ws: cannot make a client: %s\n",
+                r.details ? r.details : "out of memory");
         free(chunk);
         return 1;
     }

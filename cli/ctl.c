@@ -558,7 +558,8 @@ int ctl_report_error(const ctl_t *ctl, const char *what,
         else if (r->code == 14 && strstr(details, "Socket closed"))
             fprintf(stderr,
                     "reelctl: %s closed the connection: if reeld serves TLS "
-                    "there, give --tls-ca (or REEL_TLS=1)\n",
+                    "there, give --tls-ca (or REEL_TLS=1), and --tls-cert "
+                    "and --tls-key if it asks for a client certificate\n",
                     ctl->addr);
         else if (r->code == 14 && strstr(details, "connect"))
             fprintf(stderr, "reelctl: is reeld running on %s?\n", ctl->addr);

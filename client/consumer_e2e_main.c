@@ -10,7 +10,8 @@
  *                [--keepalive MS]
  *   consumer_e2e --addr HOST:PORT --heads SECONDS
  *
- * Prints one line per event, retry and end, each flushed at once:
+ * TLS and a token come from reelctl's variables (REEL_TLS_CA, REEL_TOKEN,
+ * ...). Prints one line per event, retry and end, each flushed at once:
  *   event REV TYPE SUBJECT
  *   retry CODE DELAY_MS DETAILS
  *   end CODE delivered=D finished=F acked=A events=E skipped=S acks=N
@@ -245,6 +246,13 @@ int main(int argc, char **argv) {
     }
     if (addr == NULL) {
         usage();
+        return 2;
+    }
+    /* TLS and the token as reelctl reads them (REEL_TLS_CA, REEL_TOKEN...). */
+    if (reel_client_opts_from_env(&co, &why) != 0) {
+        printf("end %s: %s\n", reel_grpc_code_name(why.code),
+               why.details ? why.details : "");
+        reel_reply_fini(&why);
         return 2;
     }
     if (run.heads > 0)

@@ -209,6 +209,22 @@ static void on_retry(void *arg, int code, const char *details,
                   (double)delay_ms / 1000.0);
 }
 
+/* gRPC's UNAUTHENTICATED and PERMISSION_DENIED: the token is refused (a
+ * scope missing), and asking again will not make it right. */
+static int token_refused(int code) {
+    return code == 7 || code == 16;
+}
+
+/* Stops the reactor for good over a refused token, naming what it was
+ * doing: the process exits 1, as when the consumer is refused. */
+static void stop_refused(reactor_t *r, const char *what, int code,
+                         const char *details) {
+    REEL_ERROR("reactor", "stopped: %s: %s: %s", what,
+               reel_grpc_code_name(code), details ? details : "");
+    if (r->o.on_fatal != NULL)
+        r->o.on_fatal(r->o.arg);
+}
+
 static void *consumer_main(void *arg) {
     reactor_t *r = arg;
     reel_consumer_opts_t co = REEL_CONSUMER_OPTS_INIT;
@@ -337,6 +353,11 @@ static int sweep_app(reactor_t *r, size_t app) {
                                        "/reel.v1.Journal/ListRunsToRecover",
                                        buf, len, REEL_TIMEOUT_DEFAULT, &rep);
         free(buf);
+        if (code != 0 && token_refused(code)) {
+            stop_refused(r, "sweep: ListRunsToRecover", code, rep.details);
+            reel_reply_fini(&rep);
+            return -1;
+        }
         if (code != 0) {
             REEL_WARN("reactor", "sweep of app %s: ListRunsToRecover: %s: "
                       "%s; the next sweep tries again",
@@ -536,6 +557,13 @@ static void dead_letter(reactor_t *r, reactor_dispatch_t *d) {
             if (code == 0) {
                 reel_reply_fini(&rep);
                 break;
+            }
+            if (token_refused(code)) {
+                stop_refused(r, "storing a dead letter", code, rep.details);
+                reel_reply_fini(&rep);
+                free(buf);
+                d->next_ms = INT64_MAX; /* not settled: comes again */
+                return;
             }
             REEL_ERROR("reactor", "dispatch %s: storing its dead letter "
                        "%s/%s: %s: %s; trying again",

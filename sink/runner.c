@@ -185,8 +185,6 @@ static int is_stopping(sink_runner_t *r) {
     return s;
 }
 
-static void fatal(sink_runner_t *r, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
 
 /* gRPC's UNAUTHENTICATED and PERMISSION_DENIED: the token is wrong, and
  * asking again will not make it right. */
@@ -208,7 +206,7 @@ static int get_head(sink_runner_t *r, uint64_t *head) {
                       rep.code == GRPC_CODE_PERMISSION_DENIED;
 
         if (refused)
-            fatal(r, "reading reel's head revision: %s: %s",
+            sink_runner_fatal(r, "reading reel's head revision: %s: %s",
                   reel_grpc_code_name(rep.code),
                   rep.details ? rep.details : "");
         else
@@ -251,7 +249,7 @@ static int prepare(sink_runner_t *r, uint64_t *from) {
                                             r->cfg->name, &disabled, &reason,
                                             &st)) != REEL_OK) {
             if (rc == REEL_UNAUTHENTICATED || rc == REEL_PERMISSION_DENIED) {
-                fatal(r, "%s", reel_status_message(&st));
+                sink_runner_fatal(r, "%s", reel_status_message(&st));
                 reel_status_fini(&st);
                 return -1;
             }
@@ -280,7 +278,7 @@ static int prepare(sink_runner_t *r, uint64_t *from) {
     }
 }
 
-static void fatal(sink_runner_t *r, const char *fmt, ...) {
+void sink_runner_fatal(sink_runner_t *r, const char *fmt, ...) {
     va_list ap;
 
     pthread_mutex_lock(&r->mu);
@@ -317,7 +315,7 @@ static void *consumer_main(void *arg) {
     co.on_retry = on_retry;
     co.arg = r;
     if (reel_consumer_create(r->client, &co, &k, &why) != 0) {
-        fatal(r, "%s: %s", reel_grpc_code_name(why.code),
+        sink_runner_fatal(r, "%s: %s", reel_grpc_code_name(why.code),
               why.details ? why.details : "");
         reel_reply_fini(&why);
         return NULL;
@@ -341,7 +339,7 @@ static void *consumer_main(void *arg) {
     r->consumer = NULL;
     pthread_mutex_unlock(&r->mu);
     if (code != 0)
-        fatal(r, "consumer %s: %s: %s", r->consumer_name,
+        sink_runner_fatal(r, "consumer %s: %s: %s", r->consumer_name,
               reel_grpc_code_name(code), why.details ? why.details : "");
     else {
         reel_consumer_stats_t s;

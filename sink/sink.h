@@ -146,6 +146,11 @@ void sink_runner_report_locked(sink_runner_t *r);
 /* Counts a failed attempt of class f; _locked: the caller holds mu. */
 void sink_runner_failed_locked(sink_runner_t *r, sink_fail_t f);
 
+/* Stops the sink for good (a refused token: asking again will not make it
+ * right), naming why; the process exits 1. Takes mu. */
+void sink_runner_fatal(sink_runner_t *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* Records the last error (printf-style) for status; takes mu. */
 void sink_runner_error(sink_runner_t *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -300,10 +300,18 @@ static int stopping(webhook_t *w) {
     return s;
 }
 
+/* The token is refused (UNAUTHENTICATED, or PERMISSION_DENIED: kv:write
+ * missing): trying again would never store anything. */
+static int token_refused(const reel_status_t *st) {
+    return st->code == REEL_UNAUTHENTICATED ||
+           st->code == REEL_PERMISSION_DENIED;
+}
+
 /*
  * Stores every event of u as a dead letter, then counts them done. A
  * write reel refuses is retried (reel may be restarting) until it is
  * stored or the sink stops: an event is never done without its record.
+ * A refused token stops the sink (as at its start).
  */
 static void dead_letter(webhook_t *w, unit_t *u) {
     sink_runner_t *r = w->r;
@@ -318,6 +326,14 @@ static void dead_letter(webhook_t *w, unit_t *u) {
                                    u->failures, u->first_wall_ms,
                                    u->last_wall_ms, u->last_error,
                                    &st) != REEL_OK) {
+            if (token_refused(&st)) {
+                /* Not done: it comes again once the token is right. */
+                sink_runner_fatal(r, "storing the dead letter of revision "
+                                  "%" PRIu64 ": %s", it->revision,
+                                  reel_status_message(&st));
+                reel_status_fini(&st);
+                return;
+            }
             REEL_ERROR("sink", "sink %s: storing the dead letter of revision "
                        "%" PRIu64 ": %s; trying again",
                        w->cfg->name, it->revision, reel_status_message(&st));
@@ -352,12 +368,19 @@ static void disable(webhook_t *w, unit_t *u) {
     pthread_mutex_unlock(&r->mu);
     while (sink_state_disable(r->client, r->o.state_ns, w->cfg->name, reason,
                               410, u->first_rev, &st) != REEL_OK) {
+        if (token_refused(&st)) {
+            sink_runner_fatal(r, "recording that it is disabled: %s",
+                              reel_status_message(&st));
+            reel_status_fini(&st);
+            return;
+        }
         REEL_ERROR("sink", "sink %s: recording that it is disabled: %s; "
                    "trying again",
                    w->cfg->name, reel_status_message(&st));
         reel_status_fini(&st);
+        /* Not recorded: the next run delivers it again and hears 410. */
         if (stopping(w))
-            break;
+            return;
         usleep(STATE_RETRY_MS * 1000);
     }
     REEL_ERROR("sink", "sink %s: disabled: %s; it delivers nothing until "

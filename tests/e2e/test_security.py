@@ -872,6 +872,31 @@ def test_reel_sink_run_stops_on_a_refused_token_instead_of_trying_forever(
     assert tok not in r.stderr + r.stdout
 
 
+
+def test_reel_sink_stops_when_its_token_cannot_store_a_dead_letter(secured, tmp_path):
+    """A token without kv:write subscribes fine, but a dead letter cannot be
+    stored: the sink stops naming the scope (it used to try again every
+    second, for ever, delivering nothing more)."""
+    from reeltest import binary
+    sink_bin = binary("REEL_SINK", "sink/reel-sink")
+    if not os.path.exists(sink_bin):
+        pytest.skip("reel-sink not built")
+    writer, _ = secured.create(scopes=["kv:read", "kv:write"])
+    kv(secured, writer).set("orders", "o1", "1")
+    tok, _ = secured.create(scopes=["wal:read", "wal:consume", "kv:read"])
+    cfg = tmp_path / "sinks.json"
+    cfg.write_text('{"sinks": [{"name": "hook", "type": "webhook", '
+                   '"url": "http://127.0.0.1:1/", "from": "oldest", '
+                   '"retry_schedule_ms": [50], "subjects": ["kv.orders.>"], '
+                   '"secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}]}')
+    r = subprocess.run([sink_bin, "run", "--reel", secured.server.addr,
+                        "--config", str(cfg)], capture_output=True, text=True,
+                       timeout=30, env={"PATH": "/usr/bin:/bin", "REEL_TOKEN": tok})
+    assert r.returncode == 1, r.stderr
+    assert "sink hook: stopped: storing the dead letter of revision" in r.stderr, r.stderr
+    assert "PERMISSION_DENIED" in r.stderr and "kv:write" in r.stderr, r.stderr
+    assert "trying again" not in r.stderr, r.stderr
+
 # ---- Tenants -------------------------------------------------------------------
 
 KV_RW = ["kv:read", "kv:write"]
@@ -1668,3 +1693,70 @@ def test_reel_reactor_reaches_a_tls_reeld_with_a_token_from_its_variables(tmp_pa
                 p.wait()
         assert server.stop()[0] == 0
     assert tok not in server.log()
+
+
+@pytest.mark.parametrize("scopes, want", [
+    # Without journal:read its sweep is refused.
+    (["wal:read", "wal:consume", "kv:read", "kv:write"],
+     "stopped: sweep: ListRunsToRecover: PERMISSION_DENIED"),
+    # Without kv:write a dead letter cannot be stored.
+    (["wal:read", "wal:consume", "journal:read", "kv:read"],
+     "stopped: storing a dead letter: PERMISSION_DENIED"),
+])
+def test_reel_reactor_stops_when_its_token_is_refused_later(secured, tmp_path, scopes, want):
+    """A scope missing for what the reactor does after it subscribed stops
+    it (exit 1) naming the call: it used to try again every second, for
+    ever, and a dead letter it could not store held every app's dispatch."""
+    from reeltest import binary
+    bin_ = binary("REEL_REACTOR", "reactor/reel-reactor")
+    if not os.path.exists(bin_):
+        pytest.skip("reel-reactor not built")
+    tok, _ = secured.create(scopes=scopes)
+    worker, _ = secured.create(scopes=["journal:read", "journal:write"])
+    cfg = tmp_path / "reactor.json"
+    cfg.write_text('{"apps": [{"app": "shop", "url": "http://127.0.0.1:1/", '
+                   '"retry_schedule_ms": [50], '
+                   '"secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}], '
+                   '"sweep_interval_ms": 1000}')
+    p = subprocess.Popen([bin_, "--reel", secured.server.addr, "--config", str(cfg)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={"PATH": "/usr/bin:/bin", "REEL_TOKEN": tok})
+    try:
+        time.sleep(0.5)
+        secured.call("/reel.v1.Journal/BeginRun", journal_pb2.BeginRunRequest(
+            app="shop", user="u", session="s", invocation_id="i1", lease_owner="w",
+            lease_ttl_ms=100), journal_pb2.Run, worker)
+        out, _ = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 1, out
+    assert want in out, out
+    assert tok not in out
+
+
+def test_reel_bench_ws_reaches_a_tls_reeld_with_a_token(tmp_path, pki):
+    """reel-bench ws took neither --tls-ca nor --token (its client was made
+    with no options), while every other command did."""
+    from reeltest import binary
+    bin_ = binary("REEL_BENCH", "bench/reel-bench")
+    if not os.path.exists(bin_):
+        pytest.skip("reel-bench not built")
+    server = Reeld(str(tmp_path / "data"), creds=tls_creds(pki),
+                   extra=["--auth", "token", "--tls-cert", str(pki["server1.pem"]),
+                          "--tls-key", str(pki["server1.key"])]).start()
+    try:
+        admin = (tmp_path / "data" / "admin.token").read_text().strip()
+        s = Secured.__new__(Secured)  # only its token maker, on this server
+        s.ch, s.admin, s.tokens = server.channel(tls_creds(pki)), admin, [admin]
+        tok, _ = s.create("acme", ["workspace:read", "workspace:write", "kv:read",
+                                   "kv:write"])
+        r = subprocess.run([bin_, "ws", "--addr", server.addr, "--tls-ca", str(pki["ca1.pem"]),
+                            "--token", tok, "--sizes", "1"], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert tok not in r.stdout + r.stderr
+        s.ch.close()
+    finally:
+        assert server.stop()[0] == 0
