@@ -880,6 +880,12 @@ class TailCursor:
         self.acked = max(self.acked, revision)
         self.done = max(self.done, revision)
         self.acked_at = time.monotonic()
+
+    def ack_put_off(self) -> None:
+        """An automatic ack failed because reeld is away: the next is due
+        an interval later (the stream reconnects meanwhile; what was not
+        acked comes again at worst)."""
+        self.acked_at = time.monotonic()
         self.idle = False
 
 

@@ -1090,7 +1090,12 @@ class Tail(_Resumable):
 
     def _auto_ack(self) -> None:
         if self._cursor.ack_due():
-            self.ack(self._cursor.done)
+            try:
+                self.ack(self._cursor.done)
+            except (errors.Unavailable, errors.DeadlineExceeded):
+                # reeld away longer than a call's timeout: the tail rides
+                # it out as its stream does, and acks once reeld is back.
+                self._cursor.ack_put_off()
 
     def _run(self) -> Iterator[Event]:
         cur = self._cursor

@@ -200,3 +200,25 @@ async def test_async_tail_carries_artifacts(reeld):
         async with tail:
             ev = await tail.__anext__()
         _artifact_event(ev, 1)
+
+
+def test_a_tails_automatic_ack_rides_out_an_outage_longer_than_a_call(reeld):
+    """The tail acknowledges by itself between events; with reeld away for
+    longer than a call's timeout, that ack used to raise DeadlineExceeded
+    out of the tail (streams ride out reconnect_timeout). It is put off
+    until reeld is back."""
+    with reel.connect(reeld.addr, timeout=1.0, reconnect_timeout=30.0) as c:
+        revs = _kv_writes(c, 0, 3)
+        tail = c.events.tail("kv.app.>", consumer="outage")
+        it = iter(tail)
+        assert [next(it).revision for _ in range(2)] == revs[:2]
+        time.sleep(1.2)                               # an ack is due
+        reeld.stop()
+        back = threading.Timer(2.5, reeld.start)
+        back.start()
+        assert next(it).revision == revs[2]
+        back.join()
+        more = _kv_writes(c, 3, 1)
+        assert next(it).revision == more[0]
+        tail.close()
+        assert _acked(c, "outage") == revs[2]

@@ -947,7 +947,11 @@ class Tail(_Resumable):
 
     async def _auto_ack(self) -> None:
         if self._cursor.ack_due():
-            await self.ack(self._cursor.done)
+            try:
+                await self.ack(self._cursor.done)
+            except (errors.Unavailable, errors.DeadlineExceeded):
+                # As the sync tail: acked once reeld is back.
+                self._cursor.ack_put_off()
 
     async def _run(self) -> AsyncIterator[Event]:
         cur = self._cursor
