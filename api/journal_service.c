@@ -705,12 +705,16 @@ typedef struct claimer {
     int inflight; /* an attempt is queued or applying */
     int again;    /* a wake came while one was: try once more */
     int timed_out;
-    int over; /* the call is (being) finished */
+    int over;           /* the call is (being) finished */
+    int64_t arrived_ms; /* reeld's clock when the call came */
 } claimer_t;
 
 static void try_claim(claimer_t *cl);
 
-static void finish_claimed(rpc_call_t *call, const run_t *r) {
+/* r claimed (NULL: none) for a call that arrived at arrived_ms (reeld's
+ * clock); the answer says how long after its arrival the lease began. */
+static void finish_claimed(rpc_call_t *call, const run_t *r, int64_t ttl_ms,
+                           int64_t arrived_ms) {
     Reel__V1__ClaimNextRunResponse out =
         REEL__V1__CLAIM_NEXT_RUN_RESPONSE__INIT;
     api_run_pb_t pb = {0};
@@ -718,6 +722,8 @@ static void finish_claimed(rpc_call_t *call, const run_t *r) {
     size_t len = 0;
 
     out.found = r != NULL;
+    if (r != NULL && r->lease_expires_at_ms - ttl_ms > arrived_ms)
+        out.waited_ms = r->lease_expires_at_ms - ttl_ms - arrived_ms;
     if (r != NULL && run_to_pb_for(call, r, &pb) != 0) {
         api_run_pb_fini(&pb);
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL,
@@ -759,10 +765,10 @@ static void claim_done(void *arg, journal_result_t *res) {
         rpc_call_finish_status(cl->call, &res->status);
         break;
     case CL_FOUND:
-        finish_claimed(cl->call, &res->run);
+        finish_claimed(cl->call, &res->run, cl->ttl_ms, cl->arrived_ms);
         break;
     case CL_EMPTY:
-        finish_claimed(cl->call, NULL);
+        finish_claimed(cl->call, NULL, 0, 0);
         break;
     case CL_RETRY:
         try_claim(cl);
@@ -825,7 +831,7 @@ static void claimer_woken(rpc_call_t *call, void *arg) {
     }
     pthread_mutex_unlock(&cl->mu);
     if (empty)
-        finish_claimed(call, NULL);
+        finish_claimed(call, NULL, 0, 0);
     else
         try_claim(cl);
 }
@@ -923,6 +929,7 @@ static void j_claim_next_run(rpc_call_t *call, void *arg, const uint8_t *req,
     snprintf(cl->owner, sizeof(cl->owner), "%s", in->lease_owner);
     cl->ttl_ms = q.lease_ttl_ms; /* defaulted by journal_validate */
     cl->wait_ms = in->wait_ms;
+    cl->arrived_ms = reel_clock_now_ms();
     pthread_mutex_init(&cl->mu, NULL);
     /* Register before the first attempt, so no commit falls in between. */
     cl->waiter = journal_claim_wait(ctx->journal, cl->app, claimer_wake, cl);

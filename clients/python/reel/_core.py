@@ -374,6 +374,13 @@ def status_value(status) -> int:
     return int(RunStatus(status))
 
 
+def claimed_at(sent: float, waited_ms: int) -> float:
+    """When a long-polled claim's lease began, on this process's monotonic
+    clock: the request's send plus reeld's wait before it claimed (the
+    request arrived no sooner than it was sent), never in the future."""
+    return min(time.monotonic(), sent + max(0, waited_ms) / 1000.0)
+
+
 def unary_retryable(err: errors.ReelError) -> bool:
     """Errors a call that is safe to repeat may be retried on: the server
     went away or is restarting."""

@@ -261,3 +261,18 @@ async def test_async_closing_the_client_stops_heartbeats_quietly(reeld):
     assert hb.done() and (hb.cancelled() or hb.exception() is None)
     with pytest.raises(reel.Cancelled, match="client is closed"):
         await run.append("late", 1)
+
+
+def test_a_run_claimed_late_in_a_long_poll_holds_its_whole_lease(client):
+    """claim_next(wait=...) times the lease from the claim (reeld says how
+    long after the request's arrival it came), not from the request's send:
+    a run claimed 3 s into the poll with a 2 s lease used to be LeaseLost at
+    once, locally, while reeld held it for the caller."""
+    import threading
+    import time
+    threading.Timer(3.0, lambda: client.runs.submit("lateapp", "u", "s", "i1")).start()
+    run = client.runs.claim_next("lateapp", ttl=2.0, wait=10, heartbeat=False)
+    assert run is not None
+    assert run.append("note", {"x": 1}).seq >= 1      # not LeaseLost
+    assert run.step("s", lambda: 1) == 1
+    run.end()

@@ -796,7 +796,8 @@ class Runs:
             resp = await self._c._call("journal", "ClaimNextRun", req,
                                        timeout=left + (self._c._s.timeout or _AWAIT_MARGIN))
             if resp.found:
-                return Run(self._c, RunInfo._from_pb(resp.run), ttl, sent, heartbeat)
+                return Run(self._c, RunInfo._from_pb(resp.run), ttl,
+                           _core.claimed_at(sent, resp.waited_ms), heartbeat)
             if end is not None and time.monotonic() >= end:
                 return None
 
