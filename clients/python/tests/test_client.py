@@ -291,6 +291,35 @@ async def test_async_close_ends_a_watch_in_another_task_with_cancelled(reeld):
         await c.kv.get("app", "k")
 
 
+async def test_async_close_ends_tails_and_follows_that_delivered_in_other_tasks(reeld):
+    """grpc.aio's channel close cancels only calls it finds in a task's top
+    frame, not the ones inside the library's iterators: a tail or follow
+    that had delivered something went on waiting for ever after close()."""
+    c = reel.aio.connect(reeld.addr)
+    await c.kv.put("app", "k", 1)
+    run = await c.runs.begin("a", "u", "s", "follow-close", heartbeat=False)
+    await run.append("note", 1)
+    streams = {"tail": c.events.tail("kv.app.>"), "follow": run.follow()}
+    got = {name: asyncio.Event() for name in streams}
+
+    async def consume(name):
+        async for _ in streams[name]:
+            got[name].set()
+
+    tasks = {name: asyncio.create_task(consume(name)) for name in streams}
+    for e in got.values():
+        await asyncio.wait_for(e.wait(), 10)
+    await c.close()
+    # Waited for, not cancelled on a timeout (a cancel would end them too).
+    done, pending = await asyncio.wait(tasks.values(), timeout=10)
+    for task in pending:
+        task.cancel()
+    assert not pending, [n for n, t in tasks.items() if t in pending]
+    for task in done:
+        with pytest.raises(reel.Cancelled, match="client is closed"):
+            task.result()
+
+
 def test_misuse_is_refused_naming_the_argument(client):
     with pytest.raises(TypeError, match="value: cannot be sent as JSON: a lone surrogate"):
         client.kv.put("app", "b", "\ud800")

@@ -74,6 +74,9 @@ class Client:
         self._cap: Optional[float] = None
         self._closed = False
         self._runs: "weakref.WeakSet[Run]" = weakref.WeakSet()   # heartbeating
+        # Open watches, tails and follows: close() cancels their calls
+        # itself (grpc.aio's channel close finds only a task's top frame).
+        self._streams: "weakref.WeakSet[_Resumable]" = weakref.WeakSet()
         self.kv = KV(self)
         self.runs = Runs(self)
         self.journal = Journal(self)
@@ -105,6 +108,9 @@ class Client:
                 task.cancel()
                 tasks.append(task)
         await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in list(self._streams):
+            if stream._call is not None:
+                stream._call.cancel()
         await self._channel.close()
 
     def _closed_under(self) -> bool:
@@ -187,6 +193,7 @@ class _Resumable:
         self._stop = asyncio.Event()
         self.reconnects = 0
         self._it = self._run()
+        client._streams.add(self)
 
     def __aiter__(self):
         return self
