@@ -258,6 +258,15 @@ out:
     return rc;
 }
 
+/* The first certificate of PEM text, or NULL. */
+static X509 *first_cert(const char *pem) {
+    BIO *b = BIO_new_mem_buf(pem, -1);
+    X509 *x = b != NULL ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+
+    BIO_free(b);
+    return x;
+}
+
 /*
  * What gRPC would only log (and then call the server unreachable): a CA
  * file with no certificate OpenSSL can read, a certificate file likewise,
@@ -270,27 +279,18 @@ static int check_pems(const reel_client_opts_t *o, const char *ca,
     EVP_PKEY *k = NULL;
     int rc = CLIENT_OK;
 
-    if (ca != NULL && (b = BIO_new_mem_buf(ca, -1)) != NULL) {
-        x = PEM_read_bio_X509(b, NULL, NULL, NULL);
-        BIO_free(b);
-        if (x == NULL)
-            rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT,
-                                  "tls_ca_file: %s holds no certificate "
-                                  "that reads",
-                                  o->tls_ca_file);
-        X509_free(x);
-        x = NULL;
-    }
-    if (rc == CLIENT_OK && cert != NULL &&
-        (b = BIO_new_mem_buf(cert, -1)) != NULL) {
-        x = PEM_read_bio_X509(b, NULL, NULL, NULL);
-        BIO_free(b);
-        if (x == NULL)
-            rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT,
-                                  "tls_cert_file: %s holds no certificate "
-                                  "that reads",
-                                  o->tls_cert_file);
-    }
+    if (ca != NULL && (x = first_cert(ca)) == NULL)
+        rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                              "tls_ca_file: %s holds no certificate that "
+                              "reads",
+                              o->tls_ca_file);
+    X509_free(x);
+    x = NULL;
+    if (rc == CLIENT_OK && cert != NULL && (x = first_cert(cert)) == NULL)
+        rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                              "tls_cert_file: %s holds no certificate that "
+                              "reads",
+                              o->tls_cert_file);
     if (rc == CLIENT_OK && key != NULL &&
         (b = BIO_new_mem_buf(key, -1)) != NULL) {
         k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
