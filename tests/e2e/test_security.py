@@ -368,6 +368,18 @@ class Secured:
         assert not TOKEN_RE.search(log), "a token-shaped string in the log"
 
 
+def tls_token_reeld(tmp_path, pki):
+    """A reeld serving TLS with --auth token, and a Secured that makes
+    tokens on it with its first admin token (close its ch when done)."""
+    server = Reeld(str(tmp_path / "data"), creds=tls_creds(pki),
+                   extra=["--auth", "token", "--tls-cert", str(pki["server1.pem"]),
+                          "--tls-key", str(pki["server1.key"])]).start()
+    admin = (tmp_path / "data" / "admin.token").read_text().strip()
+    s = Secured.__new__(Secured)  # only its token maker, on this server
+    s.ch, s.admin, s.tokens = server.channel(tls_creds(pki)), admin, [admin]
+    return server, s
+
+
 @pytest.fixture
 def secured(tmp_path):
     s = Secured(tmp_path)
@@ -813,16 +825,15 @@ def test_reelctl_ws_uploads_and_reads_with_a_token(secured, tmp_path):
                           env={"PATH": "/usr/bin:/bin"})
     assert bare.returncode == 1 and "UNAUTHENTICATED" in bare.stderr, bare.stderr
 
+
 def test_reel_sink_reaches_a_tls_reeld_with_a_token_from_its_variables(tmp_path, pki):
     from reeltest import binary
     sink_bin = binary("REEL_SINK", "sink/reel-sink")
     if not os.path.exists(sink_bin):
         pytest.skip("reel-sink not built")
-    server = Reeld(str(tmp_path / "data"), creds=tls_creds(pki),
-                   extra=["--auth", "token", "--tls-cert", str(pki["server1.pem"]),
-                          "--tls-key", str(pki["server1.key"])]).start()
+    server, s = tls_token_reeld(tmp_path, pki)
     try:
-        tok = (tmp_path / "data" / "admin.token").read_text().strip()
+        tok = s.admin
         cfg = tmp_path / "sinks.json"
         cfg.write_text('{"sinks": [{"name": "hook", "type": "webhook", '
                        '"url": "http://127.0.0.1:1/", '
@@ -840,6 +851,7 @@ def test_reel_sink_reaches_a_tls_reeld_with_a_token_from_its_variables(tmp_path,
         assert no_token.returncode == 1 and "UNAUTHENTICATED" in no_token.stderr + no_token.stdout
         assert tok not in ok.stdout + ok.stderr + no_token.stdout + no_token.stderr
     finally:
+        s.ch.close()
         assert server.stop()[0] == 0
     assert tok not in server.log()
 
@@ -1648,14 +1660,9 @@ def test_reel_reactor_reaches_a_tls_reeld_with_a_token_from_its_variables(tmp_pa
     bin_ = binary("REEL_REACTOR", "reactor/reel-reactor")
     if not os.path.exists(bin_):
         pytest.skip("reel-reactor not built")
-    server = Reeld(str(tmp_path / "data"), creds=tls_creds(pki),
-                   extra=["--auth", "token", "--tls-cert", str(pki["server1.pem"]),
-                          "--tls-key", str(pki["server1.key"])]).start()
+    server, s = tls_token_reeld(tmp_path, pki)
     procs = []
     try:
-        admin = (tmp_path / "data" / "admin.token").read_text().strip()
-        s = Secured.__new__(Secured)  # only its token maker, on this server
-        s.ch, s.admin, s.tokens = server.channel(tls_creds(pki)), admin, [admin]
         tok, _ = s.create("default", ["wal:read", "wal:consume", "journal:read",
                                       "kv:read", "kv:write"])
         cfg = tmp_path / "reactor.json"
@@ -1743,13 +1750,8 @@ def test_reel_bench_ws_reaches_a_tls_reeld_with_a_token(tmp_path, pki):
     bin_ = binary("REEL_BENCH", "bench/reel-bench")
     if not os.path.exists(bin_):
         pytest.skip("reel-bench not built")
-    server = Reeld(str(tmp_path / "data"), creds=tls_creds(pki),
-                   extra=["--auth", "token", "--tls-cert", str(pki["server1.pem"]),
-                          "--tls-key", str(pki["server1.key"])]).start()
+    server, s = tls_token_reeld(tmp_path, pki)
     try:
-        admin = (tmp_path / "data" / "admin.token").read_text().strip()
-        s = Secured.__new__(Secured)  # only its token maker, on this server
-        s.ch, s.admin, s.tokens = server.channel(tls_creds(pki)), admin, [admin]
         tok, _ = s.create("acme", ["workspace:read", "workspace:write", "kv:read",
                                    "kv:write"])
         r = subprocess.run([bin_, "ws", "--addr", server.addr, "--tls-ca", str(pki["ca1.pem"]),
