@@ -54,6 +54,7 @@ import datetime
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import threading
@@ -251,8 +252,10 @@ def settings(addr, token, tls, timeout, wait_for_ready, retries, reconnect_timeo
         token = os.environ.get("REEL_TOKEN") or None
     if token:
         check_token(token)
-    if timeout is not None and timeout <= 0:
-        raise ValueError("timeout: must be positive seconds")
+    if timeout is not None:
+        seconds(timeout, "timeout", positive=True)
+    if reconnect_timeout is not None:
+        seconds(reconnect_timeout, "reconnect_timeout")
     if retries < 0:
         raise ValueError("retries: must be 0 or more")
     pem = tls.load() if tls is not None else (None, None, None)
@@ -269,7 +272,15 @@ def settings(addr, token, tls, timeout, wait_for_ready, retries, reconnect_timeo
 # Request fields whose argument has another name.
 _ARG_NAMES = {"limit": "page_size", "lease_owner": "owner", "lease_ttl_ms": "ttl",
               "wait_ms": "wait", "timeout_ms": "timeout", "lease_epoch": "epoch",
-              "subject_pattern": "subjects", "idempotency_key": "key"}
+              "subject_pattern": "subjects", "idempotency_key": "key",
+              "expected_version": "if_version"}
+
+# Fields a request cannot go without: None for one of them is a TypeError
+# (protobuf would send it empty, and reeld name it only by its length). In a
+# list or a watch, the others are filters, and None is no filter.
+_NAMES = frozenset(("namespace", "key", "app", "run_id", "name", "user", "session",
+                    "invocation_id"))
+_SCOPES = frozenset(("namespace", "run_id"))
 
 _EXPECTED = {
     FieldDescriptor.CPPTYPE_STRING: "a str",
@@ -301,7 +312,16 @@ def _bad_field(cls, name: str, value: Any, err: Exception) -> Exception:
 
 def req_pb(cls, **fields):
     """cls(**fields); an argument protobuf refuses is a TypeError or a
-    ValueError naming it (see above)."""
+    ValueError naming it (see above), and so is None for a name and a bool
+    for a number (which protobuf would take as 0 or 1)."""
+    names = _SCOPES if cls.DESCRIPTOR.name.startswith(("List", "Watch")) else _NAMES
+    for name, value in fields.items():
+        if value is None and name in names:
+            raise TypeError(f"{_ARG_NAMES.get(name, name)}: a str, not None")
+        if isinstance(value, bool):
+            field = cls.DESCRIPTOR.fields_by_name.get(name)
+            if field is not None and field.cpp_type != FieldDescriptor.CPPTYPE_BOOL:
+                raise _bad_field(cls, name, value, TypeError())
     try:
         return cls(**fields)
     except (TypeError, ValueError) as e:
@@ -423,27 +443,28 @@ class ReconnectClock:
 
 # ---- KV -------------------------------------------------------------------
 
+def precondition(create: bool, if_version: Optional[int]) -> Dict[str, int]:
+    """A write's precondition fields: create=True (the key must be missing)
+    or if_version=N (its version must be N), for req_pb to check."""
+    if create:
+        return {"precondition": kv_pb2.PRECONDITION_ABSENT}
+    if if_version is None:
+        return {}
+    return {"precondition": kv_pb2.PRECONDITION_VERSION, "expected_version": if_version}
+
+
 def set_request(namespace: str, key: str, value_json: str, create: bool,
                 if_version: Optional[int], writer: Optional[str]) -> kv_pb2.SetValueRequest:
     if create and if_version is not None:
         raise ValueError("put: give create=True or if_version=N, not both")
-    req = req_pb(kv_pb2.SetValueRequest, namespace=namespace, key=key, value=value_json,
-                 writer=writer or "")
-    if create:
-        req.precondition = kv_pb2.PRECONDITION_ABSENT
-    elif if_version is not None:
-        req.precondition = kv_pb2.PRECONDITION_VERSION
-        req.expected_version = if_version
-    return req
+    return req_pb(kv_pb2.SetValueRequest, namespace=namespace, key=key, value=value_json,
+                  writer=writer or "", **precondition(create, if_version))
 
 
 def delete_request(namespace: str, key: str, if_version: Optional[int],
                    writer: Optional[str]) -> kv_pb2.DeleteValueRequest:
-    req = req_pb(kv_pb2.DeleteValueRequest, namespace=namespace, key=key, writer=writer or "")
-    if if_version is not None:
-        req.precondition = kv_pb2.PRECONDITION_VERSION
-        req.expected_version = if_version
-    return req
+    return req_pb(kv_pb2.DeleteValueRequest, namespace=namespace, key=key, writer=writer or "",
+                  **precondition(False, if_version))
 
 
 class CasEntry:
@@ -897,14 +918,25 @@ class TailCursor:
 
 
 
+def seconds(value: Any, what: str, *, positive: bool = False) -> float:
+    """A duration argument in seconds: a finite int or float, 0 or more
+    (more than 0 if positive); anything else is a TypeError or ValueError
+    naming it (None, a bool, NaN and infinity included)."""
+    more = "more than 0" if positive else "0 or more"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what}: seconds as a number, {more}; not {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{what}: seconds as a finite number, {more}; not {value!r}")
+    return float(value)
+
+
 def deliver_at_ms(deliver_at, delay) -> int:
     """SendSignal's deliver_at_ms: deliver_at is an aware datetime or Unix
     seconds, delay seconds from now; neither is 0 (now)."""
     if deliver_at is not None and delay is not None:
         raise ValueError("send: give deliver_at or delay, not both")
     if delay is not None:
-        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
-            raise ValueError("delay: must be seconds, 0 or more")
+        delay = seconds(delay, "delay")
         return int((time.time() + delay) * 1000) if delay > 0 else 0
     if deliver_at is None:
         return 0
@@ -915,16 +947,16 @@ def deliver_at_ms(deliver_at, delay) -> int:
         return int(deliver_at.timestamp() * 1000)
     if isinstance(deliver_at, bool) or not isinstance(deliver_at, (int, float)):
         raise TypeError("deliver_at: a datetime with a timezone, or Unix seconds")
+    if not math.isfinite(deliver_at):
+        raise ValueError(f"deliver_at: Unix seconds as a finite number, not {deliver_at!r}")
     return int(deliver_at * 1000)
 
 
-def timeout_ms(seconds: Optional[float], what: str) -> int:
+def timeout_ms(value: Optional[float], what: str) -> int:
     """A durable timeout in whole ms, at least 1 (0 means none to reeld)."""
-    if seconds is None:
+    if value is None:
         return 0
-    if seconds < 0:
-        raise ValueError(f"{what}: must be seconds, 0 or more")
-    return max(1, int(round(seconds * 1000)))
+    return max(1, int(round(seconds(value, what) * 1000)))
 
 
 def retry_pb(retry) -> Optional[journal_pb2.RetryPolicy]:
@@ -961,10 +993,9 @@ def labels_dict(labels: Optional[Dict[str, str]], what: str = "labels") -> Dict[
     return out
 
 
-def ttl_ms(seconds: float, what: str = "ttl") -> int:
-    if seconds <= 0:
-        raise ValueError(f"{what}: must be positive seconds (reeld takes 1 ms to 24 h)")
-    return max(1, int(round(seconds * 1000)))
+def ttl_ms(value: float, what: str = "ttl") -> int:
+    """A lease's TTL in whole ms (reeld takes 1 ms to 24 h)."""
+    return max(1, int(round(seconds(value, what, positive=True) * 1000)))
 
 
 # ---- The workspace --------------------------------------------------------
@@ -1026,12 +1057,8 @@ class Upload:
             size = _file_size(self.file)
         meta = labels_dict(metadata, "metadata")
         self.header = req_pb(workspace_pb2.ArtifactHeader, namespace=namespace, key=key,
-                             content_type=content_type, metadata=meta)
-        if create:
-            self.header.precondition = kv_pb2.PRECONDITION_ABSENT
-        elif if_version is not None:
-            self.header.precondition = kv_pb2.PRECONDITION_VERSION
-            self.header.expected_version = if_version
+                             content_type=content_type, metadata=meta,
+                             **precondition(create, if_version))
         if size is not None:
             self.header.has_size = True
             self.header.size = size
@@ -1160,11 +1187,8 @@ def list_artifacts_request(namespace: str, prefix: str, start_after: str,
 
 
 def delete_artifact_request(namespace: str, key: str, if_version: Optional[int]):
-    req = req_pb(workspace_pb2.DeleteArtifactRequest, namespace=namespace, key=key)
-    if if_version is not None:
-        req.precondition = kv_pb2.PRECONDITION_VERSION
-        req.expected_version = if_version
-    return req
+    return req_pb(workspace_pb2.DeleteArtifactRequest, namespace=namespace, key=key,
+                  **precondition(False, if_version))
 
 
 class ArtifactWatchCursor:

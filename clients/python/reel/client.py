@@ -101,6 +101,9 @@ class Client:
     """A connection to one reeld. Thread-safe. Close it (or use `with`)."""
 
     def __init__(self, settings: Settings):
+        if not isinstance(settings, Settings):
+            raise TypeError(f"Client: use reel.connect(addr, token=..., tls=...), which makes "
+                            f"its settings; not Client({type(settings).__name__})")
         self._s = settings
         creds = settings.credentials()
         opts = settings.channel_options()
@@ -779,8 +782,7 @@ class Run:
         this sleep done returns at once, and one that crashed mid-sleep
         wakes at the time first set (the signal's id is fixed, so sending
         it again changes nothing)."""
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-            raise ValueError("sleep: seconds must be a number, 0 or more")
+        seconds = _core.seconds(seconds, "sleep")
         with self._mu:
             self._ensure_replay()
             name, done = self._replay.next_sleep()
@@ -887,8 +889,8 @@ class Runs:
         claimable; each claimable run goes to exactly one caller. Not
         retried: a claim whose answer was lost holds its run until the
         lease's TTL, then the run is claimable again."""
-        if wait is not None and wait < 0:
-            raise ValueError("wait: must be seconds, 0 or more (None: for ever)")
+        if wait is not None:
+            wait = _core.seconds(wait, "wait (None: for ever)")
         owner = owner or default_owner()
         end = None if wait is None else time.monotonic() + wait
         while True:
@@ -1212,8 +1214,8 @@ returns once N runs ended here."""
             raise ValueError("concurrency: at least 1")
         if on_error not in ("fail", "retry"):
             raise ValueError("on_error: 'fail' or 'retry'")
-        if poll <= 0:
-            raise ValueError("poll: must be positive seconds")
+        poll = _core.seconds(poll, "poll", positive=True)
+        _core.ttl_ms(ttl)
         self._c = client
         self.app = app
         self.fn = fn

@@ -336,6 +336,39 @@ def test_misuse_is_refused_naming_the_argument(client):
     assert client.kv.get("app", "b") is None
 
 
+def test_none_bools_and_durations_that_are_not_numbers_are_refused(client):
+    """None for a name, a bool for a version, and a duration that is None,
+    NaN, infinite or not positive: each names its argument before anything
+    is sent (before, None went out as an empty key, True as version 1, and
+    sleep(nan) slept)."""
+    with pytest.raises(TypeError, match="^key: a str, not None$"):
+        client.kv.put("app", None, 1)
+    with pytest.raises(TypeError, match="^namespace: a str, not None$"):
+        client.kv.get(None, "k")
+    with pytest.raises(TypeError, match="^if_version: an int, not bool$"):
+        client.kv.put("app", "k", 1, if_version=True)
+    with pytest.raises(ValueError, match="^if_version: -1 cannot be sent"):
+        client.kv.delete("app", "k", if_version=-1)
+    with pytest.raises(TypeError, match="^key: a str, not None$"):
+        client.workspace.put("app", None, b"x")
+    with pytest.raises(TypeError, match="^ttl: seconds as a number, more than 0; not NoneType$"):
+        client.runs.begin("app", "u", "s", "i", ttl=None)
+    with pytest.raises(ValueError, match="^ttl: seconds as a finite number, more than 0; not 0$"):
+        client.worker("app", lambda run: None, ttl=0)
+    with pytest.raises(ValueError, match="^delay: seconds as a finite number, 0 or more; not inf$"):
+        client.signals.send("r", "go", delay=float("inf"))
+    run = client.runs.begin("app", "u", "s", "sleeper", heartbeat=False)
+    for bad in (float("nan"), float("inf"), -1):
+        with pytest.raises(ValueError, match=f"^sleep: seconds as a finite number, 0 or more; not {bad!r}$"):
+            run.sleep(bad)
+    assert list(run.read()) == []
+    assert client.kv.get("app", "k") is None
+    with pytest.raises(TypeError, match=r"^Client: use reel.connect\(addr"):
+        reel.Client(client.target)
+    with pytest.raises(TypeError, match=r"^Client: use reel.aio.connect\(addr"):
+        reel.aio.Client(client.target)
+
+
 def test_the_async_worker_polls_as_the_sync_one_and_tls_hides_the_key():
     import inspect
     sync = inspect.signature(reel.Client.worker).parameters["poll"].default

@@ -64,6 +64,9 @@ class Client:
     """A connection to one reeld, for one event loop."""
 
     def __init__(self, settings: Settings):
+        if not isinstance(settings, Settings):
+            raise TypeError(f"Client: use reel.aio.connect(addr, token=..., tls=...), which makes "
+                            f"its settings; not Client({type(settings).__name__})")
         self._s = settings
         creds = settings.credentials()
         opts = settings.channel_options()
@@ -701,8 +704,7 @@ class Run:
         """See reel.client.Run.sleep: a signal to this run delivered by
         reeld's durable timer; parks the run (reel.Suspended) or, with
         park=False, waits in this task holding the lease."""
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
-            raise ValueError("sleep: seconds must be a number, 0 or more")
+        seconds = _core.seconds(seconds, "sleep")
         await self._ensure_replay()
         async with self._wait_mu:
             name, done = self._replay.next_sleep()
@@ -789,8 +791,8 @@ class Runs:
         """See reel.client.Runs.claim_next. Cancelling the task while it
         waits claims nothing (unless the claim was already applied: then
         the run is claimable again after the lease's TTL)."""
-        if wait is not None and wait < 0:
-            raise ValueError("wait: must be seconds, 0 or more (None: for ever)")
+        if wait is not None:
+            wait = _core.seconds(wait, "wait (None: for ever)")
         owner = owner or default_owner()
         end = None if wait is None else time.monotonic() + wait
         while True:
@@ -1048,8 +1050,8 @@ class Worker:
             raise ValueError("concurrency: at least 1")
         if on_error not in ("fail", "retry"):
             raise ValueError("on_error: 'fail' or 'retry'")
-        if poll <= 0:
-            raise ValueError("poll: must be positive seconds")
+        poll = _core.seconds(poll, "poll", positive=True)
+        _core.ttl_ms(ttl)
         self._c = client
         self.app = app
         self.fn = fn
