@@ -339,24 +339,29 @@ static void set_number(const flag_t *f, config_t *cfg, long long v) {
         memcpy(p, &v64, sizeof(v64));
 }
 
-/* Parses s (from the flag, or its variable if env) into cfg: 0, or -1
- * after saying why on stderr, naming what was set. */
-static int flag_set(const flag_t *f, const char *s, int env, config_t *cfg) {
-    char lo[32], hi[32], name[96];
+/* How each flag was given, for errors about its value: "--listen", or
+ * "REEL_LISTEN (--listen)" when its variable set it (parse_config). */
+static char labels[N_FLAGS][80];
+
+static const char *flag_label(const char *name) {
+    return labels[flag_index(name)];
+}
+
+/* Parses s (from the flag, or its variable) into cfg: 0, or -1 after
+ * saying why on stderr, naming what was set. */
+static int flag_set(const flag_t *f, const char *s, config_t *cfg) {
+    const char *name = labels[f - flags];
+    char lo[32], hi[32];
     long long v = 0;
     char *end;
 
-    if (env)
-        snprintf(name, sizeof(name), "%s (--%s)", f->env, f->name);
-    else
-        snprintf(name, sizeof(name), "--%s", f->name);
     switch (f->kind) {
     case FLAG_TEXT:
         memcpy((char *)cfg + f->off, &s, sizeof(s));
         return 0;
     case FLAG_SWITCH:
         if (strcmp(s, "1") != 0 && strcmp(s, "0") != 0) {
-            fprintf(stderr, "reeld: %s: \"%s\" is not 1 or 0\n", f->env, s);
+            fprintf(stderr, "reeld: %s: \"%s\" is not 1 or 0\n", name, s);
             return -1;
         }
         v = s[0] == '1';
@@ -463,11 +468,16 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     for (size_t i = 0; i < N_FLAGS; i++) {
         const flag_t *f = &flags[i];
 
+        if (env[i])
+            snprintf(labels[i], sizeof(labels[i]), "%s (--%s)", f->env,
+                     f->name);
+        else
+            snprintf(labels[i], sizeof(labels[i]), "--%s", f->name);
         if (given[i] != NULL) {
-            if (flag_set(f, given[i], env[i], cfg) != 0)
+            if (flag_set(f, given[i], cfg) != 0)
                 return -1;
         } else if (f->kind == FLAG_TEXT) {
-            flag_set(f, f->text_default, 0, cfg);
+            flag_set(f, f->text_default, cfg);
         } else {
             set_number(f, cfg, f->def);
         }
@@ -480,10 +490,9 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         m = strtod(cfg->retry_multiplier, &end);
         if (errno != 0 || end == cfg->retry_multiplier || *end != '\0' ||
             !(m >= 1.0 && m <= JOURNAL_MAX_RETRY_MULTIPLIER)) {
-            fprintf(stderr,
-                    "reeld: --retry-multiplier: \"%s\" is not a number in "
-                    "1..%g\n",
-                    cfg->retry_multiplier, JOURNAL_MAX_RETRY_MULTIPLIER);
+            fprintf(stderr, "reeld: %s: \"%s\" is not a number in 1..%g\n",
+                    flag_label("retry-multiplier"), cfg->retry_multiplier,
+                    JOURNAL_MAX_RETRY_MULTIPLIER);
             return -1;
         }
         cfg->limits.journal.retry.multiplier = m;
@@ -501,9 +510,10 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         if (errno != 0 || end == v || *end != '\0' || *v < '0' ||
             *v > '9' || n > STORE_BACKGROUND_RATE_MAX) {
             fprintf(stderr,
-                    "reeld: --background-write-rate: \"%s\" is not auto or "
-                    "a number of bytes a second in 0..%llu (0: no limit)\n",
-                    v, (unsigned long long)STORE_BACKGROUND_RATE_MAX);
+                    "reeld: %s: \"%s\" is not auto or a number of bytes a "
+                    "second in 0..%llu (0: no limit)\n",
+                    flag_label("background-write-rate"), v,
+                    (unsigned long long)STORE_BACKGROUND_RATE_MAX);
             return -1;
         }
         cfg->background_auto = 0;
@@ -543,7 +553,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     {
         reel_status_t st = REEL_STATUS_INIT;
 
-        if (reel_addr_check("--listen", cfg->listen, "7878", 1,
+        if (reel_addr_check(flag_label("listen"), cfg->listen, "7878", 1,
                             cfg->listen_checked, sizeof(cfg->listen_checked),
                             &st) != REEL_OK) {
             fprintf(stderr, "reeld: %s\n", reel_status_message(&st));
@@ -553,8 +563,8 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         cfg->listen = cfg->listen_checked;
     }
     if (strcmp(cfg->auth, "none") != 0 && strcmp(cfg->auth, "token") != 0) {
-        fprintf(stderr, "reeld: --auth: \"%s\" is not none or token\n",
-                cfg->auth);
+        fprintf(stderr, "reeld: %s: \"%s\" is not none or token\n",
+                flag_label("auth"), cfg->auth);
         return -1;
     }
     if (!*cfg->tls_cert != !*cfg->tls_key) {
@@ -592,9 +602,8 @@ int main(int argc, char **argv) {
         return 2;
     if (reel_log_parse_level(cfg.log_level, &level) != 0) {
         fprintf(stderr,
-                "reeld: --log-level: \"%s\" is not one of debug, info, warn, "
-                "error\n",
-                cfg.log_level);
+                "reeld: %s: \"%s\" is not one of debug, info, warn, error\n",
+                flag_label("log-level"), cfg.log_level);
         return 2;
     }
     reel_log_set_level(level);
@@ -703,7 +712,7 @@ int main(int argc, char **argv) {
     /* Its port too, and from here on: /healthz answers and /readyz says
      * "starting" while the store opens (a long RocksDB recovery). */
     if (metrics != NULL &&
-        metrics_http_start("--metrics-listen", cfg.metrics_listen, metrics,
+        metrics_http_start(flag_label("metrics-listen"), cfg.metrics_listen, metrics,
                            api_ready, &ctx, &http, &st) != REEL_OK) {
         REEL_ERROR("reeld", "%s", reel_status_message(&st));
         goto out;

@@ -111,12 +111,39 @@ def test_the_background_write_rate_is_auto_or_a_number():
                 "0x10"):
         want = (f'reeld: --{name}: "{bad}" is not auto or a number of bytes '
                 f'a second in 0..4000000000 (0: no limit)\n')
-        for r in (run([f"--{name}", bad]), run([], {var: bad})):
-            assert (r.returncode, r.stderr) == (2, want)
+        by_var = want.replace(f"--{name}:", f"{var} (--{name}):")
+        for r, w in ((run([f"--{name}", bad]), want), (run([], {var: bad}), by_var)):
+            assert (r.returncode, r.stderr) == (2, w)
     for ok in ("auto", "0", "90000000", "4000000000"):
         for r in (run([f"--{name}", ok]), run([], {var: ok})):
             assert r.returncode in (1, 2), r.stderr
             assert f"--{name}:" not in r.stderr
+
+
+@pytest.mark.parametrize("name,var,bad,says", [
+    ("auth", "REEL_AUTH", "tokn", "is not none or token"),
+    ("log-level", "REEL_LOG_LEVEL", "loud", "is not one of debug, info, warn, error"),
+    ("retry-multiplier", "REEL_RETRY_MULTIPLIER", "0.5", "is not a number in 1..1000"),
+    ("insecure", "REEL_INSECURE", "yes", "is not 1 or 0"),
+])
+def test_a_value_from_a_variable_is_refused_naming_the_variable(name, var, bad, says):
+    """Text flags named only the flag when their variable set them, so an
+    operator looked for a --auth nobody had typed."""
+    r = run([], {var: bad})
+    assert r.returncode == 2, r.stderr
+    assert f'reeld: {var} (--{name}): "{bad}" {says}' in r.stderr
+    if name != "insecure":                  # a switch takes no value on the command line
+        r = run([f"--{name}", bad])
+        assert r.returncode == 2 and f'reeld: --{name}: "{bad}" {says}' in r.stderr
+
+
+def test_a_listen_address_from_its_variable_is_refused_naming_it(tmp_path):
+    r = subprocess.run([REELD, "--data-dir", str(tmp_path / "d")], capture_output=True,
+                       text=True, timeout=10,
+                       env={"PATH": "/usr/bin:/bin", "REEL_LISTEN": "127.0.0.1:99999"})
+    assert r.returncode == 2, r.stderr
+    assert 'reeld: REEL_LISTEN (--listen): "127.0.0.1:99999" is not' in r.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def test_durations_are_refused_naming_their_range():
