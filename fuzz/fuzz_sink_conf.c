@@ -1,7 +1,8 @@
 /* fuzz/fuzz_sink_conf.c: the configuration text as JSON (sink_conf_parse,
  * reel-sink's and reel-reactor's first step) on any bytes. Properties: a
- * text that parses holds no NUL byte, no object in it repeats a key, and
- * it is refused with a byte after it; one that does not is
+ * text that parses holds no NUL byte and no \u escape cJSON would read as
+ * one, no object in it repeats a key, and it is refused with a byte after
+ * it; one that does not is
  * INVALID_ARGUMENT (or RESOURCE_EXHAUSTED) with a "config: " message. */
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +24,28 @@ static int repeats_a_key(const cJSON *v) {
                     return 1;
         if (repeats_a_key(e))
             return 1;
+    }
+    return 0;
+}
+
+/* Whether text holds a \u escape without four hex digits, or \u0000. */
+static int nul_escape(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i + 1 < n; i++) {
+        size_t hex = 0;
+
+        if (p[i] != '\\')
+            continue;
+        if (p[i + 1] != 'u') {
+            i++;
+            continue;
+        }
+        while (hex < 4 && i + 2 + hex < n &&
+               strchr("0123456789abcdefABCDEF", p[i + 2 + hex]) != NULL &&
+               p[i + 2 + hex] != '\0')
+            hex++;
+        if (hex < 4 || memcmp(p + i + 2, "0000", 4) == 0)
+            return 1;
+        i += 5;
     }
     return 0;
 }
@@ -49,7 +72,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
     if ((root = parse((const char *)data, size)) == NULL)
         return 0;
-    if (memchr(data, 0, size) != NULL || repeats_a_key(root))
+    if (memchr(data, 0, size) != NULL || nul_escape(data, size) ||
+        repeats_a_key(root))
         abort();
     cJSON_Delete(root);
     if ((more = malloc(size + 1)) == NULL)

@@ -4,6 +4,7 @@
  */
 #include "sink/conf.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -314,19 +315,39 @@ static reel_code_t unique_keys(const cJSON *v, char *path, size_t cap,
     return rc;
 }
 
-/* The offset of the first NUL a JSON string of text would hold (a raw
- * byte, or the escape \u0000), or -1. cJSON would end the string there:
- * "http://h/a\u0000 b" would read as "http://h/a". */
-static long first_nul(const char *text, size_t len) {
+/*
+ * The offset of the first thing that would put a NUL into a JSON string of
+ * text, or -1, with *what naming it: a raw NUL byte, the escape \u0000, or
+ * a \u escape without four hex digits (cJSON reads one as a NUL). cJSON
+ * would end the string there: "http://h/a\u0000 b" reads as "http://h/a".
+ */
+static long first_nul(const char *text, size_t len, const char **what) {
     for (size_t i = 0; i < len; i++) {
-        if (text[i] == '\0')
+        size_t hex = 0;
+
+        if (text[i] == '\0') {
+            *what = "a NUL character";
             return (long)i;
-        if (text[i] != '\\')
+        }
+        if (text[i] != '\\' || i + 1 >= len)
             continue;
-        if (i + 5 < len && text[i + 1] == 'u' &&
-            memcmp(text + i + 2, "0000", 4) == 0)
+        if (text[i + 1] != 'u') {
+            if (text[i + 1] != '\0')
+                i++; /* the escaped character, a backslash included */
+            continue;
+        }
+        while (hex < 4 && i + 2 + hex < len &&
+               isxdigit((unsigned char)text[i + 2 + hex]))
+            hex++;
+        if (hex < 4) {
+            *what = "a \\u escape without four hex digits";
             return (long)i;
-        i++; /* the escaped character, a backslash included */
+        }
+        if (memcmp(text + i + 2, "0000", 4) == 0) {
+            *what = "a NUL character";
+            return (long)i;
+        }
+        i += 5;
     }
     return -1;
 }
@@ -335,13 +356,13 @@ cJSON *sink_conf_parse(const char *text, size_t len, reel_status_t *st) {
     const char *end = NULL;
     cJSON *root;
     char path[512] = "";
-    long nul = first_nul(text, len);
+    const char *what = NULL;
+    long nul = first_nul(text, len, &what);
 
     if (nul >= 0) {
         reel_status_set(st, REEL_INVALID_ARGUMENT,
-                        "config: a NUL character at byte %ld (a string "
-                        "would end there)",
-                        nul);
+                        "config: %s at byte %ld (a string would end there)",
+                        what, nul);
         return NULL;
     }
     root = cJSON_ParseWithLengthOpts(text, len, &end, 0);

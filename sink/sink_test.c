@@ -177,6 +177,24 @@ static void test_config_refuses_repeated_keys_and_trailing_text(void **state) {
      * as "http://a/x". */
     assert_refused(WEBHOOK_WITH("http://a/x\\u0000 b"),
                    "config: a NUL character at byte");
+    /* cJSON reads a \u escape without four hex digits as a NUL too: the
+     * url would be "http://h/hook" (fuzz_sink_conf found it). */
+    assert_refused(WEBHOOK_WITH("http://h/hook\\uqqqq/ignored"),
+                   "config: a \\u escape without four hex digits at byte");
+    assert_refused(WEBHOOK_WITH("http://h/hook\\u00zz"),
+                   "config: a \\u escape without four hex digits at byte");
+    assert_refused(WEBHOOK_WITH("http://h/hook\\u12"),
+                   "config: a \\u escape without four hex digits at byte");
+    /* A raw NUL right after a backslash is a NUL, not an escape. */
+    {
+        static const char text[] = "{\"sinks\": \"\\\0\"}";
+        reel_status_t st = REEL_STATUS_INIT;
+
+        assert_null(sink_conf_parse(text, sizeof(text) - 1, &st));
+        assert_non_null(strstr(reel_status_message(&st),
+                               "a NUL character at byte 12"));
+        reel_status_fini(&st);
+    }
     /* An escaped backslash before "u0000" is text, not a NUL. */
     {
         sink_config_set_t set;
