@@ -428,6 +428,12 @@ reel_code_t sink_config_parse(const char *text, size_t len,
     memset(out, 0, sizeof(*out));
     if ((root = sink_conf_parse(text, len, st)) == NULL)
         return st->code;
+    if (!cJSON_IsObject(root)) {
+        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                             "config: not a JSON object (one object with "
+                             "\"sinks\")");
+        goto out;
+    }
     sinks = cJSON_GetObjectItemCaseSensitive(root, "sinks");
     cJSON_ArrayForEach(e, root) {
         if (strcmp(e->string != NULL ? e->string : "", "sinks") != 0) {

@@ -195,6 +195,11 @@ static void test_config_refuses_repeated_keys_and_trailing_text(void **state) {
                                "a NUL character at byte 12"));
         reel_status_fini(&st);
     }
+    /* The file is one object: an array was "sinks: must be a non-empty
+     * array", or 'unknown key ""'. */
+    assert_refused("[]", "config: not a JSON object (one object with \"sinks\")");
+    assert_refused("[{\"sinks\": []}]", "config: not a JSON object");
+    assert_refused("\"sinks\"", "config: not a JSON object");
     /* An escaped backslash before "u0000" is text, not a NUL. */
     {
         sink_config_set_t set;
