@@ -69,7 +69,6 @@
 #include "store/store.h"
 #include "store/rocks_log.h"
 #include "store/rocks_rate.h"
-#include "store/rocks_sst.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -105,7 +104,7 @@
 #define STORE_WAL_RECYCLE 4 /* obsolete WAL files kept for reuse */
 #define STORE_WAL_MAX ((uint64_t)64 << 20) /* live WAL, all files */
 #define BULK_MEMTABLES 4 /* RocksDB stops every write at this many */
-#define STAGING_DIR "staging" /* bulk files being written, in the data dir */
+#define BULK_IMMUTABLE 2 /* a bulk put waits while this many are flushing */
 
 /* The background write governor (govern()). */
 /* Bytes a second: the limiter's rate for "no limit" under auto. */
@@ -164,6 +163,7 @@ struct store {
     rocksdb_options_t *lookup_opts; /* dbopts + a memtable bloom filter */
     rocksdb_options_t *bulk_opts;   /* STORE_CF_BULK: blob files */
     rocksdb_block_based_table_options_t *bulk_table;
+    rocksdb_writeoptions_t *bulk_wopts; /* no log */
     rocksdb_writeoptions_t *direct_wopts; /* logged, not synced */
     rocksdb_block_based_table_options_t *table;
     rocksdb_cache_t *cache;
@@ -223,10 +223,7 @@ struct store {
     _Atomic int64_t gov_last_ns;       /* the last tick */
     _Atomic uint64_t gov_max_ns;       /* longest commit since then */
     _Atomic int64_t bulk_last_ns;      /* a bulk writer's last step */
-    _Atomic int bulk_ingests;          /* bulk files being ingested */
-    _Atomic uint64_t bulk_staged;      /* bytes in bulk files not ingested */
-    _Atomic uint64_t bulk_seq;         /* the next bulk file's name */
-    rocksdb_ingestexternalfileoptions_t *ingest_opts; /* move the file in */
+    _Atomic int bulk_syncs;            /* store_bulk_sync()s under way */
     pthread_mutex_t gov_mu;            /* the rest: one tick at a time */
     store_gov_t gov;
     _Atomic int64_t gov_rate_now;      /* gov.rate, for store_stats() */
@@ -582,54 +579,6 @@ out:
     free(cfopts);
     free(handles);
     return rc;
-}
-
-/* 1 if name is a bulk file's: 16 hex digits and ".sst". */
-static int staging_name(const char *name) {
-    size_t i = 0;
-
-    while (i < 16 && ((name[i] >= '0' && name[i] <= '9') ||
-                      (name[i] >= 'a' && name[i] <= 'f')))
-        i++;
-    return i == 16 && strcmp(name + 16, ".sst") == 0;
-}
-
-/*
- * Makes the staging dir, or empties it of the bulk files a crash or a stop
- * left unfinished (store_bulk_file_open()); run once RocksDB's lock on the
- * data dir is held, so never under another reeld. Only names of its own
- * are deleted.
- */
-static reel_code_t staging_clear(store_t *s, reel_status_t *st) {
-    char path[4096], file[4096 + 300];
-    struct dirent *e;
-    int n = 0;
-    DIR *d;
-
-    snprintf(path, sizeof(path), "%s/%s", s->dir, STAGING_DIR);
-    if (mkdir(path, 0700) != 0 && errno != EEXIST)
-        return reel_status_set(st, REEL_UNAVAILABLE, "mkdir %s: %s", path,
-                               strerror(errno));
-    if ((d = opendir(path)) == NULL)
-        return reel_status_set(st, REEL_UNAVAILABLE, "read %s: %s", path,
-                               strerror(errno));
-    while ((e = readdir(d)) != NULL) {
-        if (!staging_name(e->d_name))
-            continue;
-        snprintf(file, sizeof(file), "%s/%s", path, e->d_name);
-        if (unlink(file) != 0 && errno != ENOENT) {
-            reel_status_set(st, REEL_UNAVAILABLE, "delete %s: %s", file,
-                            strerror(errno));
-            closedir(d);
-            return st->code;
-        }
-        n++;
-    }
-    closedir(d);
-    if (n > 0)
-        REEL_INFO("store", "deleted %d unfinished bulk file%s in %s", n,
-                  n == 1 ? "" : "s", path);
-    return REEL_OK;
 }
 
 /* A decimal version from an unterminated value; -1 if malformed. */
@@ -1042,9 +991,6 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     s->bulk_opts = rocksdb_options_create_copy(s->dbopts);
     s->bulk_table = rocksdb_block_based_options_create();
     rocksdb_block_based_options_set_block_cache(s->bulk_table, s->cache);
-    /* XXH3 (4) instead of CRC-32C: Debian's portable librocksdb computes
-     * CRC-32C a byte at a time, the larger part of writing a bulk file. */
-    rocksdb_block_based_options_set_checksum(s->bulk_table, 4);
     rocksdb_options_set_block_based_table_factory(s->bulk_opts,
                                                   s->bulk_table);
     rocksdb_options_set_write_buffer_size(s->bulk_opts, BULK_BUFFER);
@@ -1062,8 +1008,8 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     rocksdb_options_set_blob_file_size(s->bulk_opts, (uint64_t)256 << 20);
     rocksdb_options_set_enable_blob_gc(s->bulk_opts, 1);
     rocksdb_options_set_compression(s->bulk_opts, rocksdb_no_compression);
-    s->ingest_opts = rocksdb_ingestexternalfileoptions_create();
-    rocksdb_ingestexternalfileoptions_set_move_files(s->ingest_opts, 1);
+    s->bulk_wopts = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_disable_WAL(s->bulk_wopts, 1);
     s->direct_wopts = rocksdb_writeoptions_create();
     s->wopts = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->wopts, 1);
@@ -1072,8 +1018,6 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     if ((rc = open_db(s, fresh, st)) != REEL_OK)
         goto fail;
     if ((rc = load_meta(s, st)) != REEL_OK)
-        goto fail;
-    if ((rc = staging_clear(s, st)) != REEL_OK)
         goto fail;
 
     s->wb = rocksdb_writebatch_wi_create(0, 1);
@@ -1174,8 +1118,8 @@ void store_close(store_t *s) {
         rocksdb_options_destroy(s->bulk_opts);
     if (s->bulk_table != NULL)
         rocksdb_block_based_options_destroy(s->bulk_table);
-    if (s->ingest_opts != NULL)
-        rocksdb_ingestexternalfileoptions_destroy(s->ingest_opts);
+    if (s->bulk_wopts != NULL)
+        rocksdb_writeoptions_destroy(s->bulk_wopts);
     if (s->direct_wopts != NULL)
         rocksdb_writeoptions_destroy(s->direct_wopts);
     if (s->table != NULL)
@@ -1523,7 +1467,7 @@ static void govern(store_t *s, int64_t now_ns) {
     s->gov_groups0 += groups;
     s->gov_commit_ns0 += commit_ns;
     max_ns = atomic_exchange(&s->gov_max_ns, 0);
-    bulk = atomic_load(&s->bulk_ingests) > 0 ||
+    bulk = atomic_load(&s->bulk_syncs) > 0 ||
            now_ns - atomic_load(&s->bulk_last_ns) < GOV_BULK_IDLE_NS;
     before = s->gov.rate;
     if (store_gov_next(&s->gov, bulk, groups,
@@ -2114,107 +2058,68 @@ static void bulk_step(store_t *s) {
     govern(s, now);
 }
 
-struct store_bulk_file {
-    store_t *s;
-    store_cf_t *cf;
-    store_sst_t *sst;
-    uint64_t bytes; /* values put: counted in s->bulk_staged */
-    size_t n;       /* records put */
-    char path[];
-};
-
-reel_code_t store_bulk_file_open(store_t *s, store_cf_t *cf,
-                                 store_bulk_file_t **out, reel_status_t *st) {
-    store_bulk_file_t *f;
-    size_t cap = strlen(s->dir) + sizeof(STAGING_DIR) + 24;
+reel_code_t store_bulk_put(store_t *s, store_cf_t *cf, const void *key,
+                           size_t klen, const void *val, size_t vlen,
+                           reel_status_t *st) {
     char *err = NULL;
     reel_code_t rc;
 
-    *out = NULL;
     if ((rc = direct_refused(s, st)) != REEL_OK)
         return rc;
     if (cf->kind != STORE_CF_BULK)
         return reel_status_set(st, REEL_INTERNAL,
                                "column family %s: not a bulk family",
                                cf->name);
-    if ((f = calloc(1, sizeof(*f) + cap)) == NULL)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    f->s = s;
-    f->cf = cf;
-    /* Unique while this store is open; the next open deletes them all. */
-    snprintf(f->path, cap, "%s/%s/%016llx.sst", s->dir, STAGING_DIR,
-             (unsigned long long)atomic_fetch_add(&s->bulk_seq, 1));
-    if ((f->sst = store_sst_open(s->bulk_opts, f->path, &err)) == NULL) {
-        free(f);
-        return take_err(st, REEL_INTERNAL, &err, "create a bulk file");
+    if (REEL_FAULT("store.bulk_put"))
+        return reel_status_set(st, REEL_INTERNAL,
+                               "write to %s: injected fault", cf->name);
+    /* The bulk writer waits for the flushes it caused, so that RocksDB
+     * never stops every family's writes for it (BULK_MEMTABLES). */
+    for (;;) {
+        uint64_t imm = 0;
+
+        if (rocksdb_property_int_cf(s->db, cf->h,
+                                    "rocksdb.num-immutable-mem-table",
+                                    &imm) != 0 ||
+            imm < BULK_IMMUTABLE)
+            break;
+        if ((rc = direct_refused(s, st)) != REEL_OK)
+            return rc;
+        bulk_step(s);
+        nanosleep(&(struct timespec){0, 1000000L}, NULL);
     }
-    *out = f;
+    bulk_step(s);
+    rocksdb_put_cf(s->db, s->bulk_wopts, cf->h, key, klen, val, vlen, &err);
+    if (err != NULL)
+        return take_err(st, REEL_INTERNAL, &err, "write to the bulk family");
     return REEL_OK;
 }
 
-reel_code_t store_bulk_file_put(store_bulk_file_t *f, const void *key,
-                                size_t klen, const void *val, size_t vlen,
-                                reel_status_t *st) {
+reel_code_t store_bulk_sync(store_t *s, store_cf_t *cf, reel_status_t *st) {
+    rocksdb_flushoptions_t *fo;
     char *err = NULL;
     reel_code_t rc;
 
-    if ((rc = direct_refused(f->s, st)) != REEL_OK)
-        return rc;
-    if (REEL_FAULT("store.bulk_put"))
-        return reel_status_set(st, REEL_INTERNAL,
-                               "write to %s: injected fault", f->cf->name);
-    bulk_step(f->s);
-    if (store_sst_put(f->sst, key, klen, val, vlen, &err) != 0)
-        return take_err(st, REEL_INTERNAL, &err, "write to a bulk file");
-    f->bytes += vlen;
-    f->n++;
-    atomic_fetch_add(&f->s->bulk_staged, vlen);
-    return REEL_OK;
-}
-
-void store_bulk_file_discard(store_bulk_file_t *f) {
-    if (f == NULL)
-        return;
-    store_sst_destroy(f->sst);
-    if (unlink(f->path) != 0 && errno != ENOENT)
-        REEL_WARN("store", "delete %s: %s (the next start deletes it)",
-                  f->path, strerror(errno));
-    atomic_fetch_sub(&f->s->bulk_staged, f->bytes);
-    free(f);
-}
-
-reel_code_t store_bulk_file_ingest(store_bulk_file_t *f, reel_status_t *st) {
-    store_t *s = f->s;
-    const char *files[1] = {f->path};
-    char *err = NULL;
-    reel_code_t rc = REEL_OK;
-
     if ((rc = direct_refused(s, st)) != REEL_OK)
-        goto out;
-    if (REEL_FAULT("store.bulk_sync")) {
-        rc = reel_status_set(st, REEL_INTERNAL,
-                             "ingest into %s: injected fault", f->cf->name);
-        goto out;
-    }
-    if (f->n == 0) /* RocksDB makes no empty table file */
-        goto out;
-    atomic_fetch_add(&s->bulk_ingests, 1);
+        return rc;
+    if (REEL_FAULT("store.bulk_sync"))
+        return reel_status_set(st, REEL_INTERNAL,
+                               "flush of %s: injected fault", cf->name);
+    /* A flush writes the memtable to table and blob files, syncs them and
+     * records them in the synced MANIFEST: from then on they survive a
+     * crash without the log. */
+    if ((fo = rocksdb_flushoptions_create()) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rocksdb_flushoptions_set_wait(fo, 1);
+    atomic_fetch_add(&s->bulk_syncs, 1);
     bulk_step(s);
-    /* The file is synced as it ends; the ingest links it into the data dir
-     * and records it in the synced MANIFEST, at a sequence number past
-     * every write before it. */
-    if (store_sst_finish(f->sst, &err) != 0)
-        rc = take_err(st, REEL_INTERNAL, &err, "finish a bulk file");
-    else
-        rocksdb_ingest_external_file_cf(s->db, f->cf->h, files, 1,
-                                        s->ingest_opts, &err);
-    if (rc == REEL_OK && err != NULL)
-        rc = take_err(st, REEL_INTERNAL, &err, "ingest a bulk file");
+    rocksdb_flush_cf(s->db, fo, cf->h, &err);
     bulk_step(s);
-    atomic_fetch_sub(&s->bulk_ingests, 1);
-out:
-    store_bulk_file_discard(f); /* moved into the database if it went in */
-    return rc;
+    atomic_fetch_sub(&s->bulk_syncs, 1);
+    rocksdb_flushoptions_destroy(fo);
+    if (err != NULL)
+        return take_err(st, REEL_INTERNAL, &err, "flush of the bulk family");
+    return REEL_OK;
 }
 
 reel_code_t store_put_synced(store_t *s, store_cf_t *cf, const void *key,
@@ -2292,6 +2197,5 @@ uint64_t store_cf_bytes(store_t *s, store_cf_t *cf) {
      * an older version still holds (an open read) are about to go. */
     return cf_property(s, cf, "rocksdb.live-sst-files-size") +
            cf_property(s, cf, "rocksdb.live-blob-file-size") +
-           cf_property(s, cf, "rocksdb.cur-size-all-mem-tables") +
-           (cf->kind == STORE_CF_BULK ? atomic_load(&s->bulk_staged) : 0);
+           cf_property(s, cf, "rocksdb.cur-size-all-mem-tables");
 }

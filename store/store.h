@@ -66,12 +66,11 @@ typedef enum store_cf_kind {
      * keep their blocks out of the block cache the live keys use. */
     STORE_CF_TAIL,
     /*
-     * Bulk bytes (a file's chunks), written outside the writer as table
-     * files of their own (store_bulk_file_open()) and read by range. Data
-     * dirs from before held them in blob files (RocksDB's integrated
-     * BlobDB), which are still read and garbage-collected, and values of
-     * 4 KiB or more that a compaction rewrites go there; its own 16 MiB
-     * write buffer; no bloom filters.
+     * Bulk bytes (a file's chunks), written outside the writer with
+     * store_bulk_put() and read by range. Values of 4 KiB or more go to
+     * blob files (RocksDB's integrated BlobDB, garbage-collected), so
+     * compaction moves small references instead of rewriting the bytes;
+     * its own 16 MiB write buffer; no bloom filters.
      */
     STORE_CF_BULK,
 } store_cf_kind_t;
@@ -456,25 +455,18 @@ void store_iter_destroy(store_iter_t *it);
  */
 
 /*
- * A bulk file: records for a STORE_CF_BULK family written into a table
- * file of their own in the data dir's staging dir, outside the memtable,
- * RocksDB's log and the writer, and made durable and part of the family at
- * once by store_bulk_file_ingest(). Keys must ascend within a file. Until
- * then nothing is visible, and a crash leaves only the file, which the next
- * store_open() deletes. One thread at a time per file.
+ * Writes key into a STORE_CF_BULK family without RocksDB's log: the bytes
+ * are not durable, and not in the log every synced commit must write out,
+ * until store_bulk_sync() of that family returns OK. A crash before it
+ * loses them; nothing else.
  */
-typedef struct store_bulk_file store_bulk_file_t;
+reel_code_t store_bulk_put(store_t *store, store_cf_t *cf, const void *key,
+                           size_t klen, const void *val, size_t vlen,
+                           reel_status_t *st);
 
-reel_code_t store_bulk_file_open(store_t *store, store_cf_t *cf,
-                                 store_bulk_file_t **out, reel_status_t *st);
-reel_code_t store_bulk_file_put(store_bulk_file_t *f, const void *key,
-                                size_t klen, const void *val, size_t vlen,
-                                reel_status_t *st);
-/* Syncs the file and ingests it into its family (a file with no records
- * adds nothing); frees f either way, deleting what did not go in. */
-reel_code_t store_bulk_file_ingest(store_bulk_file_t *f, reel_status_t *st);
-/* Deletes the file unfinished and frees f; NULL is fine. */
-void store_bulk_file_discard(store_bulk_file_t *f);
+/* Makes every store_bulk_put() into cf that returned before it durable:
+ * flushes the family's memtable to synced table and blob files. */
+reel_code_t store_bulk_sync(store_t *store, store_cf_t *cf, reel_status_t *st);
 
 /* Writes key -> val through RocksDB's log, synced before it returns. */
 reel_code_t store_put_synced(store_t *store, store_cf_t *cf, const void *key,

@@ -1766,7 +1766,6 @@ static void test_an_auto_background_rate_runs_free_without_bulk_writers(
     store_opts_t o = fixture_opts(f);
     reel_status_t st = REEL_STATUS_INIT;
     store_cf_t *bulk;
-    store_bulk_file_t *file;
     char *chunk = calloc(1, 1 << 20);
 
     assert_non_null(chunk);
@@ -1785,20 +1784,18 @@ static void test_an_auto_background_rate_runs_free_without_bulk_writers(
     assert_int_equal(background_rate(f->store), 0);
     /* While a bulk writer works and the commits go on, it is held within
      * the floor and the ceiling. */
-    assert_int_equal(store_bulk_file_open(f->store, bulk, &file, &st),
-                     REEL_OK);
     for (int i = 0; i < 8; i++) {
         char key[16];
 
         snprintf(key, sizeof(key), "c%d", i);
-        assert_int_equal(store_bulk_file_put(file, key, strlen(key), chunk,
-                                             1 << 20, &st),
+        assert_int_equal(store_bulk_put(f->store, bulk, key, strlen(key),
+                                        chunk, 1 << 20, &st),
                          REEL_OK);
         commit_a_while(f->store);
         assert_true(background_rate(f->store) == 0 ||
                     background_rate(f->store) >= STORE_GOV_FLOOR);
     }
-    assert_int_equal(store_bulk_file_ingest(file, &st), REEL_OK);
+    assert_int_equal(store_bulk_sync(f->store, bulk, &st), REEL_OK);
     /* A second after the last bulk step, the next tick frees it. */
     sleep(1);
     commit_a_while(f->store);
@@ -1823,95 +1820,10 @@ static void test_an_auto_background_rate_runs_free_without_bulk_writers(
                      (int64_t)STORE_BACKGROUND_RATE_MAX);
 }
 
-static int dir_has(const char *dir, const char *name) {
-    char path[4096];
-
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    return access(path, F_OK) == 0;
-}
-
-static void test_a_bulk_file_is_visible_once_ingested_and_gone_if_not(
-    void **state) {
-    fixture_t *f = *state;
-    store_opts_t o = fixture_opts(f);
-    reel_status_t st = REEL_STATUS_INIT;
-    store_bulk_file_t *a, *b, *c;
-    store_cf_t *bulk;
-    char val[8192], *got = NULL, path[4096];
-    size_t glen = 0;
-    FILE *mine;
-
-    memset(val, 'v', sizeof(val));
-    store_close(f->store);
-    f->store = NULL;
-    assert_int_equal(testing_dir_remove(f->dir), 0);
-    assert_int_equal(testing_dir_make(f->dir, sizeof(f->dir), "store"), 0);
-    o.cfs = bulk_cf_lists;
-    assert_int_equal(open_with(f, &o, &st), REEL_OK);
-    assert_int_equal(store_cf_lookup(f->store, "bulk", &bulk, NULL), REEL_OK);
-
-    /* Written, counted as staged, invisible until ingested. */
-    assert_int_equal(store_bulk_file_open(f->store, bulk, &a, &st), REEL_OK);
-    assert_int_equal(store_bulk_file_put(a, "k1", 2, val, sizeof(val), &st),
-                     REEL_OK);
-    assert_int_equal(store_bulk_file_put(a, "k2", 2, val, 10, &st), REEL_OK);
-    assert_true(store_cf_bytes(f->store, bulk) >= sizeof(val));
-    assert_int_equal(store_get(f->store, bulk, "k1", 2, &got, &glen, &st),
-                     REEL_NOT_FOUND);
-    reel_status_fini(&st);
-    assert_int_equal(store_bulk_file_ingest(a, &st), REEL_OK);
-    assert_int_equal(store_get(f->store, bulk, "k1", 2, &got, &glen, &st),
-                     REEL_OK);
-    assert_int_equal(glen, sizeof(val));
-    assert_memory_equal(got, val, sizeof(val));
-    free(got);
-
-    /* Discarded: nothing of it stays, and an empty file ingests nothing. */
-    assert_int_equal(store_bulk_file_open(f->store, bulk, &b, &st), REEL_OK);
-    assert_int_equal(store_bulk_file_put(b, "k3", 2, val, 100, &st), REEL_OK);
-    store_bulk_file_discard(b);
-    assert_int_equal(store_bulk_file_open(f->store, bulk, &b, &st), REEL_OK);
-    assert_int_equal(store_bulk_file_ingest(b, &st), REEL_OK);
-    assert_int_equal(store_get(f->store, bulk, "k3", 2, &got, &glen, &st),
-                     REEL_NOT_FOUND);
-    reel_status_fini(&st);
-
-    /* A file left unfinished (a crash) is deleted by the next open, and
-     * nothing else in the staging dir is. */
-    assert_int_equal(store_bulk_file_open(f->store, bulk, &c, &st), REEL_OK);
-    assert_int_equal(store_bulk_file_put(c, "k4", 2, val, 100, &st), REEL_OK);
-    assert_true(dir_has(f->dir, "staging/0000000000000003.sst"));
-    snprintf(path, sizeof(path), "%s/staging/0000000000000abc.sst", f->dir);
-    assert_non_null(mine = fopen(path, "w"));
-    fputs("half a table file", mine);
-    fclose(mine);
-    snprintf(path, sizeof(path), "%s/staging/notes.txt", f->dir);
-    assert_non_null(mine = fopen(path, "w"));
-    fclose(mine);
-    store_bulk_file_discard(c);
-    assert_false(dir_has(f->dir, "staging/0000000000000003.sst"));
-    store_close(f->store);
-    f->store = NULL;
-    assert_int_equal(open_with(f, &o, &st), REEL_OK);
-    assert_false(dir_has(f->dir, "staging/0000000000000abc.sst"));
-    assert_true(dir_has(f->dir, "staging/notes.txt"));
-    assert_int_equal(store_cf_lookup(f->store, "bulk", &bulk, NULL), REEL_OK);
-    assert_int_equal(store_get(f->store, bulk, "k2", 2, &got, &glen, &st),
-                     REEL_OK);
-    assert_int_equal(glen, 10);
-    free(got);
-    assert_int_equal(store_get(f->store, bulk, "k4", 2, &got, &glen, &st),
-                     REEL_NOT_FOUND);
-    reel_status_fini(&st);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_a_lone_caller_runs_its_requests_on_its_own_thread, setup,
-            teardown),
-        cmocka_unit_test_setup_teardown(
-            test_a_bulk_file_is_visible_once_ingested_and_gone_if_not, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
             test_writer_only_keeps_every_group_on_the_writer, setup, teardown),

@@ -29,14 +29,12 @@
  *      mark 's' blob is written and synced first, so from here on a crash
  *      leaves something the start-up sweep finds.
  *   2. write: bytes fill a WS_CHUNK buffer (the one buffer an upload
- *      holds); each full chunk goes to the upload's own bulk file (a table
- *      file for ws_chunks, store_bulk_file_put()), beside the writer and
- *      outside RocksDB's memtables and log: a synced KV commit never has
- *      to write a file's bytes out with it, and the bytes are written once.
+ *      holds); each full chunk goes to ws_chunks with store_bulk_put(),
+ *      beside the writer and outside RocksDB's log: a synced KV commit
+ *      never has to write a file's bytes out with it.
  *   3. commit: the last chunk, the size and digest checks, then
- *      store_bulk_file_ingest() syncs the file and moves it into ws_chunks,
- *      and only then one request through the writer reads the current
- *      record, checks the
+ *      store_bulk_sync() flushes ws_chunks to synced files, and only then
+ *      one request through the writer reads the current record, checks the
  *      precondition, writes the new 'c' and 'v' records, deletes the mark,
  *      prunes versions past versions_keep (their 'v' record, and their
  *      chunks by a range tombstone) and emits the change: small, whatever
@@ -59,8 +57,8 @@
  * Recovery
  *   A committed version's chunks were synced before its commit, so a
  *   record never names bytes that are not there. A crash before the
- *   commit leaves a mark, and its bulk file (which store_open() deletes)
- *   or its chunks ingested: ws_create() deletes each marked blob before reeld
+ *   commit leaves a mark and perhaps some chunks (those flushed when the
+ *   memtable filled): ws_create() deletes each marked blob before reeld
  *   serves, and queues one compaction of them all for the reclaimer (a
  *   stop does not wait for queued reclaims either: their marks stay, and
  *   this finds them). A crash after the commit is the commit: the mark
@@ -153,7 +151,6 @@ struct ws_upload {
     /* The bytes: */
     uint64_t blob;
     uint64_t received, next_index;
-    store_bulk_file_t *file; /* the chunks so far, once there is one */
     unsigned char *buf;
     size_t buf_len;
     EVP_MD_CTX *md;
@@ -756,7 +753,6 @@ static void upload_free(ws_upload_t *u) {
     free(u->ns);
     free(u->key);
     free(u->content_type);
-    store_bulk_file_discard(u->file);
     free(u->buf);
     free(u->pruned);
     if (u->md != NULL)
@@ -883,11 +879,8 @@ static reel_code_t put_chunk(ws_upload_t *u, const void *p, size_t len,
     unsigned char k[16];
 
     blob_key(k, u->blob, u->next_index);
-    if (u->file == NULL &&
-        store_bulk_file_open(u->ws->store, u->ws->chunks, &u->file, st) !=
-            REEL_OK)
-        return st->code;
-    if (store_bulk_file_put(u->file, k, 16, p, len, st) != REEL_OK)
+    if (store_bulk_put(u->ws->store, u->ws->chunks, k, 16, p, len, st) !=
+        REEL_OK)
         return st->code;
     u->next_index++;
     return REEL_OK;
@@ -1236,12 +1229,9 @@ reel_code_t ws_upload_commit(ws_upload_t *u, ws_done_fn done, void *arg,
         goto fail;
     }
     /* The bytes are durable before any record can name them. */
-    if (u->file != NULL) {
-        rc = store_bulk_file_ingest(u->file, st);
-        u->file = NULL;
-        if (rc != REEL_OK)
-            goto fail;
-    }
+    if (u->next_index > 0 &&
+        (rc = store_bulk_sync(u->ws->store, u->ws->chunks, st)) != REEL_OK)
+        goto fail;
     u->done = done;
     u->done_arg = arg;
     u->req.apply = put_apply;
