@@ -37,6 +37,19 @@
  * metadata, and the status rides in the same batch as the last message when
  * the handler has already finished, so a unary answer is a single batch.
  *
+ * Room: every stream's queued and in-flight bytes count against one total
+ * (stream_queue_total). A call with a drain hook (a stream that can catch
+ * up from storage) gets no byte past it while others hold some: a send is
+ * refused, and one refused with nothing queued or in flight waits in the
+ * server's room list until other sends complete, then its drain runs. So
+ * stalled readers, however many, hold at most the total between them; a
+ * call without a drain hook may take one message past it. So that readers
+ * that stopped cannot keep the others waiting for ever, while calls wait
+ * for room a stream whose last message has been in flight (unread) for a
+ * keepalive interval and its timeout together (what a connection that
+ * answers nothing is given) is cancelled with RESOURCE_EXHAUSTED
+ * (room_evict, run by one poller about once a second).
+ *
  * Metrics: a call is counted once, by method and code, when its handler
  * finishes it (the one place every call ends, unknown methods and refused
  * requests included), in a per-server array of relaxed atomics; a unary
@@ -153,6 +166,12 @@ struct rpc_call {
     msg_t *qhead, *qtail;
     size_t qlen, qbytes;
     grpc_byte_buffer *inflight;
+    size_t inflight_len; /* counted in srv->queued until its send is done */
+    int64_t inflight_ns; /* when that send started (monotonic) */
+    /* In srv's room list (which holds a reference); woken from it (its
+     * next pump runs the drain). */
+    int room_wait, room_woken;
+    rpc_call_t *room_next;
     rpc_cleanup_fn cleanup_fn;
     void *cleanup_arg;
     rpc_cancel_fn cancel_fn;
@@ -192,9 +211,14 @@ struct rpc_server {
     atomic_int stopping;
     int shutdown_done;
     rpc_call_t *calls;
-    /* Bytes queued on every call's stream (each call's qbytes, summed):
-     * many stalled readers together stay within stream_queue_total. */
+    /* Bytes queued or in flight on every call's stream: many stalled
+     * readers together stay within stream_queue_total (see "Room"). */
     _Atomic size_t queued;
+    /* Calls waiting for room, oldest first (see "Room"). */
+    pthread_mutex_t room_mu;
+    rpc_call_t *room_head, *room_tail;
+    _Atomic int room_n;
+    atomic_int keeper; /* a poller runs room_evict() */
 
     /* TLS (tls_cert set): the config the fetcher hands over next, or
      * NULL when it has nothing new. */
@@ -245,6 +269,138 @@ static void queue_free_locked(rpc_call_t *c) {
     c->qlen = 0;
     atomic_fetch_sub_explicit(&c->srv->queued, c->qbytes, memory_order_relaxed);
     c->qbytes = 0;
+}
+
+static void inflight_free_locked(rpc_call_t *c) {
+    if (c->inflight != NULL) {
+        grpc_byte_buffer_destroy(c->inflight);
+        c->inflight = NULL;
+    }
+    atomic_fetch_sub_explicit(&c->srv->queued, c->inflight_len,
+                              memory_order_relaxed);
+    c->inflight_len = 0;
+}
+
+/* Puts c in the room list (see "Room"), unless it is there. */
+static void room_wait_locked(rpc_call_t *c) {
+    rpc_server_t *srv = c->srv;
+
+    if (c->room_wait)
+        return;
+    c->room_wait = 1;
+    c->refs++; /* the list's */
+    pthread_mutex_lock(&srv->room_mu);
+    c->room_next = NULL;
+    if (srv->room_tail != NULL)
+        srv->room_tail->room_next = c;
+    else
+        srv->room_head = c;
+    srv->room_tail = c;
+    atomic_fetch_add(&srv->room_n, 1);
+    pthread_mutex_unlock(&srv->room_mu);
+}
+
+/* Takes c out of the room list if it is there: 1 if it was (its
+ * reference is then the caller's). */
+static int room_take(rpc_server_t *srv, rpc_call_t *c) {
+    rpc_call_t **pp, *prev = NULL;
+    int found = 0;
+
+    pthread_mutex_lock(&srv->room_mu);
+    for (pp = &srv->room_head; *pp != NULL; prev = *pp, pp = &(*pp)->room_next)
+        if (*pp == c) {
+            *pp = c->room_next;
+            if (srv->room_tail == c)
+                srv->room_tail = prev;
+            atomic_fetch_sub(&srv->room_n, 1);
+            found = 1;
+            break;
+        }
+    pthread_mutex_unlock(&srv->room_mu);
+    return found;
+}
+
+static void call_unref(rpc_call_t *c);
+static int post_locked(rpc_call_t *c, rpc_tag_t *tag, int *pending);
+
+/* Bytes were freed: wakes the oldest calls waiting for room, a few per
+ * completion, while the total is under its bound. Outside every call's
+ * lock. */
+#define ROOM_WAKE_MAX 4
+static void room_wake(rpc_server_t *srv) {
+    for (int i = 0; i < ROOM_WAKE_MAX && atomic_load(&srv->room_n) > 0;
+         i++) {
+        rpc_call_t *c;
+
+        if (atomic_load_explicit(&srv->queued, memory_order_relaxed) >=
+            srv->opts.stream_queue_total)
+            return;
+        pthread_mutex_lock(&srv->room_mu);
+        if ((c = srv->room_head) != NULL) {
+            srv->room_head = c->room_next;
+            if (srv->room_head == NULL)
+                srv->room_tail = NULL;
+            atomic_fetch_sub(&srv->room_n, 1);
+        }
+        pthread_mutex_unlock(&srv->room_mu);
+        if (c == NULL)
+            return;
+        pthread_mutex_lock(&c->mu);
+        c->room_wait = 0;
+        c->room_woken = 1;
+        if (!c->finished && !c->gone && !c->pump_pending)
+            post_locked(c, &c->tag_pump, &c->pump_pending);
+        pthread_mutex_unlock(&c->mu);
+        call_unref(c); /* the list's */
+    }
+}
+
+/*
+ * While calls wait for room (what they would send does not fit in what is
+ * left): cancels (at most a few
+ * at a time) the streams whose last message has been in flight for the
+ * keepalive time and timeout together, whose readers took none of it. The
+ * cancel fails their send, which frees its bytes and wakes the waiting
+ * (room_wake).
+ */
+#define ROOM_EVICT_MAX 16
+static void room_evict(rpc_server_t *srv) {
+    grpc_call *hit[ROOM_EVICT_MAX];
+    int64_t now = reel_clock_mono_ns();
+    int64_t stall_ms = (int64_t)srv->opts.keepalive_time_ms +
+                       srv->opts.keepalive_timeout_ms;
+    char why[320];
+    int n = 0;
+
+    if (atomic_load(&srv->room_n) == 0)
+        return;
+    pthread_mutex_lock(&srv->mu);
+    for (rpc_call_t *c = srv->calls; c != NULL && n < ROOM_EVICT_MAX;
+         c = c->next) {
+        pthread_mutex_lock(&c->mu);
+        if (c->send_in_flight && c->inflight_len > 0 && !c->gone &&
+            now - c->inflight_ns > stall_ms * 1000000) {
+            grpc_call_ref(c->call);
+            hit[n++] = c->call;
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    pthread_mutex_unlock(&srv->mu);
+    snprintf(why, sizeof(why),
+             "this stream read nothing of its last message for %lld ms "
+             "while the streams' send budget (--max-stream-backlog-bytes) "
+             "was spent and others waited: reconnect and resume from the "
+             "last position received",
+             (long long)stall_ms);
+    for (int i = 0; i < n; i++) {
+        grpc_call_cancel_with_status(hit[i], GRPC_STATUS_RESOURCE_EXHAUSTED,
+                                     why, NULL);
+        grpc_call_unref(hit[i]);
+    }
+    if (n > 0)
+        REEL_WARN("rpc", "cancelled %d stream%s whose readers took nothing "
+                         "for %lld ms while others waited for room",
+                  n, n == 1 ? "" : "s", (long long)stall_ms);
 }
 
 static void call_destroy(rpc_call_t *c) {
@@ -336,8 +492,8 @@ static void pump_locked(rpc_call_t *c) {
             c->qtail = NULL;
         c->qlen--;
         c->qbytes -= m->len;
-        atomic_fetch_sub_explicit(&c->srv->queued, m->len,
-                                  memory_order_relaxed);
+        c->inflight_len = m->len; /* still counted in srv->queued */
+        c->inflight_ns = reel_clock_mono_ns();
         GRPC_SLICE_SET_LENGTH(m->s, m->len);
         c->inflight = grpc_raw_byte_buffer_create(&m->s, 1);
         grpc_slice_unref(m->s);
@@ -387,10 +543,7 @@ static void pump_locked(rpc_call_t *c) {
         } else {
             close_post_locked(c);
         }
-        if (c->inflight != NULL) {
-            grpc_byte_buffer_destroy(c->inflight);
-            c->inflight = NULL;
-        }
+        inflight_free_locked(c);
         c->gone = 1;
         c->status_sent = 1;
         queue_free_locked(c);
@@ -407,10 +560,7 @@ static void on_send_done(rpc_call_t *c, int success) {
      * there is no cancel hook to run). */
     closed = c->close_in_send;
     c->close_in_send = 0;
-    if (c->inflight != NULL) {
-        grpc_byte_buffer_destroy(c->inflight);
-        c->inflight = NULL;
-    }
+    inflight_free_locked(c);
     c->send_in_flight = 0;
     if (!success)
         c->gone = 1;
@@ -423,6 +573,7 @@ static void on_send_done(rpc_call_t *c, int success) {
     pthread_mutex_unlock(&c->mu);
     if (drain != NULL)
         drain(c, drain_arg);
+    room_wake(c->srv);
     if (closed)
         call_unref(c);
     call_unref(c);
@@ -558,16 +709,26 @@ static reel_code_t send_locked(rpc_call_t *c, const void *head, size_t hlen,
                  c->qtail->len + len <= c->qtail->merge_max;
     reel_code_t rc;
 
+    size_t total = atomic_load_explicit(&c->srv->queued, memory_order_relaxed);
+    int over = total > 0 && total + len > c->srv->opts.stream_queue_total;
+
     if (c->gone || c->finished)
         return REEL_CANCELLED;
-    /* Full as for one call's own limits: the caller catches up from
-     * storage once this call's queue drains. */
+    /* Full as for one call's own limits, or the total: the caller catches
+     * up from storage once this call's queue drains. One message of a call
+     * with nothing queued may pass the call's own byte limit; the total
+     * only for a call without a drain hook, which has no way to wait. */
     if ((!merges && c->qlen >= c->srv->opts.stream_queue_max) ||
         (c->qlen > 0 &&
-         (c->qbytes + len > c->srv->opts.stream_queue_bytes ||
-          atomic_load_explicit(&c->srv->queued, memory_order_relaxed) + len >
-              c->srv->opts.stream_queue_total)))
+         (c->qbytes + len > c->srv->opts.stream_queue_bytes || over)))
         return REEL_RESOURCE_EXHAUSTED;
+    if (over && c->drain_fn != NULL) {
+        /* Nothing queued: with nothing in flight either, no drain is
+         * coming, so it waits for room. */
+        if (!c->send_in_flight)
+            room_wait_locked(c);
+        return REEL_RESOURCE_EXHAUSTED;
+    }
     if ((rc = append2_locked(c, head, hlen, body, blen, merge_max)) ==
         REEL_OK)
         start_send_locked(c);
@@ -600,10 +761,24 @@ reel_code_t rpc_call_send_merged(rpc_call_t *c, const void *head, size_t hlen,
 }
 
 static void on_pump(rpc_call_t *c) {
+    rpc_drain_fn drain = NULL;
+    void *drain_arg = NULL;
+
     pthread_mutex_lock(&c->mu);
     c->pump_pending = 0;
     pump_locked(c);
+    /* Woken from the room list: the drain it waited for. */
+    if (c->room_woken) {
+        c->room_woken = 0;
+        if (!c->send_in_flight && c->qhead == NULL && !c->finished &&
+            !c->gone && c->drain_fn != NULL) {
+            drain = c->drain_fn;
+            drain_arg = c->drain_arg;
+        }
+    }
     pthread_mutex_unlock(&c->mu);
+    if (drain != NULL)
+        drain(c, drain_arg);
     call_unref(c);
 }
 
@@ -611,7 +786,8 @@ size_t rpc_call_queued(rpc_call_t *c) {
     size_t n;
 
     pthread_mutex_lock(&c->mu);
-    n = c->qlen;
+    n = c->room_wait ? c->srv->opts.stream_queue_max
+                     : c->qlen + (c->send_in_flight ? 1 : 0);
     pthread_mutex_unlock(&c->mu);
     return n;
 }
@@ -638,6 +814,7 @@ void rpc_call_finish(rpc_call_t *c, reel_code_t code, const char *msg,
                      const void *resp, size_t len) {
     size_t max = c->srv->opts.max_response_bytes;
     char why[256];
+    int waiting;
 
     /* Paged reads stop before the budget and reeld refuses limits under
      * which one record could not fit, so only a record stored under
@@ -676,7 +853,15 @@ void rpc_call_finish(rpc_call_t *c, reel_code_t code, const char *msg,
         (resp != NULL || (c->method && c->method->kind == RPC_UNARY)))
         append_locked(c, resp ? resp : "", resp ? len : 0);
     pump_locked(c);
+    waiting = c->room_wait;
     pthread_mutex_unlock(&c->mu);
+    /* Nothing more will be sent: out of the room list. */
+    if (waiting && room_take(c->srv, c)) {
+        pthread_mutex_lock(&c->mu);
+        c->room_wait = 0;
+        pthread_mutex_unlock(&c->mu);
+        call_unref(c);
+    }
     call_unref(c);
 }
 
@@ -1340,15 +1525,26 @@ static reel_code_t server_creds(rpc_server_t *srv,
 
 static void *poller_main(void *arg) {
     rpc_server_t *srv = arg;
+    /* One poller wakes about once a second to evict stalled streams. */
+    int keeper = atomic_exchange(&srv->keeper, 1) == 0;
+    int64_t next_evict = reel_clock_mono_ns();
 
     on_poller = 1;
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(
-            srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+            srv->cq,
+            keeper ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                  gpr_time_from_millis(1000, GPR_TIMESPAN))
+                   : gpr_inf_future(GPR_CLOCK_MONOTONIC),
+            NULL);
         rpc_tag_t *tag;
 
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
+        if (keeper && reel_clock_mono_ns() >= next_evict) {
+            next_evict = reel_clock_mono_ns() + 1000000000LL;
+            room_evict(srv);
+        }
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
         tag = ev.tag;
@@ -1413,6 +1609,7 @@ rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts) {
     srv->opts.tls_cert = srv->opts.tls_key = srv->opts.tls_client_ca = NULL;
     pthread_mutex_init(&srv->tls_mu, NULL);
     pthread_mutex_init(&srv->mu, NULL);
+    pthread_mutex_init(&srv->room_mu, NULL);
     {
         pthread_condattr_t ca;
 
@@ -1778,6 +1975,7 @@ void rpc_server_destroy(rpc_server_t *srv) {
     metrics_registry_drop(srv->opts.metrics, srv);
     free(srv->threads);
     pthread_mutex_destroy(&srv->mu);
+    pthread_mutex_destroy(&srv->room_mu);
     pthread_cond_destroy(&srv->cv);
     free(srv->listen);
     if (srv->tls_next != NULL)

@@ -157,8 +157,12 @@ void rpc_server_destroy(rpc_server_t *srv);
 
 /*
  * Queues one message on a streaming call. OK; RESOURCE_EXHAUSTED when the
- * call's queue is full (by count or by bytes) (the caller decides what to do: drop to storage, or
- * end the stream); CANCELLED when the call is already over.
+ * call's queue is full (by count or by bytes), or when all streams' queued
+ * and in-flight bytes together are at the server's total and this call
+ * has a drain hook (the caller decides what to do: drop to storage, or end
+ * the stream; the drain runs when the queue drains or, for a call with
+ * nothing queued or in flight, once other sends make room); CANCELLED when
+ * the call is already over.
  */
 reel_code_t rpc_call_send(rpc_call_t *call, const void *msg, size_t len);
 
@@ -189,7 +193,11 @@ reel_code_t rpc_call_send_merged(rpc_call_t *call, const void *head,
 void rpc_fanout_begin(void);
 void rpc_fanout_end(void);
 
-/* Messages queued and not yet handed to gRPC. */
+/*
+ * Messages queued and not yet sent, the one in flight included: 0 means no
+ * drain is coming. A call waiting for room (rpc_call_send) counts as full,
+ * the queue's bound: its drain runs once other sends make room.
+ */
 size_t rpc_call_queued(rpc_call_t *call);
 
 /* The per-call queue bound rpc_call_send() enforces. */

@@ -431,11 +431,20 @@ typedef struct get {
     pthread_mutex_t mu;
     ws_reader_t *r;
     int ended;
+    /* What is sent next, once there is room (a send refused for room is
+     * tried again at the next drain): the record, then each piece the
+     * reader holds, behind its field's tag and length. */
+    uint8_t *record;
+    size_t record_len;
+    const void *piece;
+    size_t piece_len, hlen;
+    uint8_t head[11];
 } get_t;
 
 static void get_cleanup(void *arg) {
     get_t *g = arg;
 
+    free(g->record);
     ws_reader_destroy(g->r);
     pthread_mutex_destroy(&g->mu);
     free(g);
@@ -450,14 +459,12 @@ static void get_cancel(rpc_call_t *call, void *arg, reel_code_t why) {
     api_finish_cancelled(call, why);
 }
 
-/* The last message went out: send the next chunk, or end the stream. */
+/* The last message went out (or there is room again): send the next one,
+ * or end the stream. */
 static void get_drain(rpc_call_t *call, void *arg) {
     get_t *g = arg;
     reel_status_t st = REEL_STATUS_INIT;
-    const void *p;
-    size_t n;
-    uint8_t head[11];
-    size_t hlen = 0;
+    reel_code_t rc;
     int end = 0;
 
     pthread_mutex_lock(&g->mu);
@@ -465,19 +472,43 @@ static void get_drain(rpc_call_t *call, void *arg) {
         pthread_mutex_unlock(&g->mu);
         return;
     }
-    if (ws_read_next(g->r, &p, &n, &st) != REEL_OK || n == 0) {
-        g->ended = end = 1;
-    } else {
-        uint64_t v = n;
+    if (g->record != NULL) {
+        if ((rc = rpc_call_send(call, g->record, g->record_len)) == REEL_OK) {
+            free(g->record);
+            g->record = NULL;
+        } else if (rc != REEL_RESOURCE_EXHAUSTED) {
+            g->ended = 1; /* the call is over */
+        }
+        pthread_mutex_unlock(&g->mu);
+        return;
+    }
+    if (g->piece == NULL) {
+        const void *p;
+        size_t n;
 
-        /* GetArtifactResponse.chunk (field 2, bytes): tag, length, bytes,
-         * sent straight from the chunk the reader holds. */
-        head[hlen++] = 0x12;
-        do {
-            head[hlen++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-            v >>= 7;
-        } while (v != 0);
-        if (rpc_call_send2(call, head, hlen, p, n) != REEL_OK)
+        if (ws_read_next(g->r, &p, &n, &st) != REEL_OK || n == 0) {
+            g->ended = end = 1;
+        } else {
+            uint64_t v = n;
+
+            /* GetArtifactResponse.chunk (field 2, bytes): tag, length,
+             * bytes, sent straight from the chunk the reader holds. */
+            g->hlen = 0;
+            g->head[g->hlen++] = 0x12;
+            do {
+                g->head[g->hlen++] =
+                    (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+                v >>= 7;
+            } while (v != 0);
+            g->piece = p;
+            g->piece_len = n;
+        }
+    }
+    if (!end) {
+        rc = rpc_call_send2(call, g->head, g->hlen, g->piece, g->piece_len);
+        if (rc == REEL_OK)
+            g->piece = NULL;
+        else if (rc != REEL_RESOURCE_EXHAUSTED)
             g->ended = 1; /* the call is over */
     }
     pthread_mutex_unlock(&g->mu);
@@ -538,12 +569,15 @@ static void ws_get_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
         goto out;
     }
     rpc_call_ref(call);
+    g->record = buf;
+    g->record_len = blen;
+    buf = NULL;
     rpc_call_on_cleanup(call, get_cleanup, g);
     rpc_call_on_drain(call, get_drain, g);
     rpc_call_on_cancel(call, get_cancel, g);
-    /* Its completion drains the queue, and the drain sends the first
-     * chunk. */
-    rpc_call_send(call, buf, blen);
+    /* The record now; its completion drains the queue, and the drain
+     * sends the first chunk. */
+    get_drain(call, g);
     rpc_call_unref(call);
 out:
     free(buf);

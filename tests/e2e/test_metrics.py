@@ -702,6 +702,67 @@ def test_stalled_streams_together_stay_within_the_backlog_cap(tmp_path):
         assert code == 0, server.log()
 
 
+def test_stalled_streams_of_large_messages_stay_within_the_cap_and_others_go_on(tmp_path):
+    """A stream could always hold one message past the cap, and one more in
+    flight that was not counted: 1,200 stalled watches of a 1 MiB value
+    held 2.4 GB of queue (3.8 GB of RSS) with a 16 MiB cap. Now queued and
+    in-flight bytes together stay within the cap; a stream refused for
+    room waits for it, and a stream whose reader took nothing for the
+    keepalive time and timeout while others waited is cancelled, so
+    readers that stopped cannot keep the others out."""
+    port = free_port()
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--metrics-listen", f"127.0.0.1:{port}",
+                          "--max-stream-backlog-bytes", str(1 << 20),
+                          "--keepalive-time", "1s", "--keepalive-timeout", "1s"]).start()
+    big = json.dumps("v" * 300000)
+    # No BDP probing: the stalled clients' windows stay at 64 KiB, so a
+    # message past that stays in flight on reeld's side.
+    opts = [("grpc.http2.bdp_probe", 0), ("grpc.use_local_subchannel_pool", 1)]
+    chans = [grpc.insecure_channel(server.addr, options=opts) for _ in range(4)]
+    try:
+        set_value, _ = kv(chans[0])
+        set_value(K.SetValueRequest(namespace="m", key="big", value=big))
+        watch = [stream(ch, "/reel.v1.KV/WatchValue", K.WatchValueRequest, K.ValueEvent)
+                 for ch in chans]
+        every = K.WatchValueRequest(namespace="m", key="big",
+                                    start=K.WatchValueRequest.FROM_VERSION, from_version=0)
+        stalled = [watch[i % 4](every, timeout=120) for i in range(8)]
+        for _ in range(4):
+            set_value(K.SetValueRequest(namespace="m", key="big", value=big))
+        time.sleep(1)
+        queued = value(scrape(port), "reel_stream_queue_bytes")
+        # The cap, and at most one message past it (the first one taken).
+        assert queued <= (1 << 20) + 700000, queued
+        # A reader that reads: its watch catches up from storage as room
+        # comes back (the stalled streams are cancelled after 2 s).
+        got = []
+        for ev in watch[0](every, timeout=60):
+            if ev.type == K.ValueEvent.PUT:
+                got.append(ev.version)
+                if len(got) == 5:
+                    break
+        assert got == [1, 2, 3, 4, 5]
+        ended = 0
+        for call in stalled:
+            try:
+                for i, _ in enumerate(call):
+                    if i == 5:              # a stream never cancelled: all five came
+                        break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                assert "read nothing of its last message" in e.details()
+                ended += 1
+            call.cancel()
+        assert ended > 0
+        assert "whose readers took nothing" in server.log()
+    finally:
+        for ch in chans:
+            ch.close()
+        code, _ = server.stop()
+        assert code == 0, server.log()
+
+
 def test_idle_connections_do_not_shut_healthz_out(served):
     """32 connections that sent nothing, reopened as they timed out, held
     every slot of the metrics port: probes of /healthz timed out."""
