@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <grpc/grpc.h>
@@ -165,6 +166,9 @@ typedef struct flag {
 
 #define FIELD(f) offsetof(config_t, f), sizeof(((config_t *)0)->f)
 
+/* The smallest fixed --background-write-rate: a MiB a second. */
+#define BACKGROUND_RATE_MIN ((uint64_t)1 << 20)
+
 static const flag_t flags[] = {
     {"data-dir", "REEL_DATA_DIR", "DIR", FLAG_TEXT, "./reel-data", 0, 0, 0,
      FIELD(data_dir), "where data lives"},
@@ -257,7 +261,8 @@ static const flag_t flags[] = {
      "bytes a second RocksDB's flushes and compactions (an artifact's "
      "chunks among them) may write: auto = as fast as the disk goes, but "
      "slower while an upload's writes make synced commits slower than "
-     "usual; a number = at most that many, up to 4000000000; 0 = no limit"},
+     "usual; a number = at most that many, 1048576 to 4000000000; 0 = no "
+     "limit"},
     {"workspace-max-artifact-bytes", "REEL_WORKSPACE_MAX_ARTIFACT_BYTES", "N",
      FLAG_NUMBER, NULL, (long long)WS_DEFAULT_MAX_ARTIFACT, 1, INT64_MAX,
      FIELD(limits.ws.max_artifact),
@@ -281,7 +286,8 @@ static const flag_t flags[] = {
 
 #define N_FLAGS (sizeof(flags) / sizeof(*flags))
 
-/* "500ms", "30s", "10m", "2h", "7d", or plain seconds; -1 if malformed. */
+/* "500ms", "30s", "10m", "2h", "7d", or plain seconds, 0 with or without
+ * a unit; -1 if malformed. */
 static int64_t parse_duration_ms(const char *s) {
     static const struct {
         const char *unit;
@@ -293,7 +299,7 @@ static int64_t parse_duration_ms(const char *s) {
 
     errno = 0;
     v = strtoll(s, &end, 10);
-    if (errno != 0 || end == s || v <= 0)
+    if (errno != 0 || end == s || v < 0 || *s < '0' || *s > '9')
         return -1;
     for (size_t i = 0; i < sizeof(units) / sizeof(*units); i++)
         if (strcmp(end, units[i].unit) == 0)
@@ -507,12 +513,16 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
 
         errno = 0;
         n = strtoull(v, &end, 10);
+        /* Under a MiB a second a flush of one memtable takes minutes,
+         * and a stop waits for it (1 B/s never stopped). */
         if (errno != 0 || end == v || *end != '\0' || *v < '0' ||
-            *v > '9' || n > STORE_BACKGROUND_RATE_MAX) {
+            *v > '9' || n > STORE_BACKGROUND_RATE_MAX ||
+            (n > 0 && n < BACKGROUND_RATE_MIN)) {
             fprintf(stderr,
                     "reeld: %s: \"%s\" is not auto or a number of bytes a "
-                    "second in 0..%llu (0: no limit)\n",
+                    "second: 0 (no limit) or %llu..%llu\n",
                     flag_label("background-write-rate"), v,
+                    (unsigned long long)BACKGROUND_RATE_MIN,
                     (unsigned long long)STORE_BACKGROUND_RATE_MAX);
             return -1;
         }
@@ -580,6 +590,25 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     return 0;
 }
 
+/*
+ * Every connection and stream costs a descriptor, and gRPC 1.51 stops
+ * accepting for good after accept() fails for want of one: the soft limit
+ * goes up to the hard one, as servers usually do.
+ */
+static void raise_open_files(void) {
+    struct rlimit rl;
+    rlim_t was;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    REEL_DEBUG("reeld", "open files limit raised from %llu to %llu",
+               (unsigned long long)was, (unsigned long long)rl.rlim_max);
+}
+
 int main(int argc, char **argv) {
     config_t cfg = {0};
     char bound[520];
@@ -619,6 +648,7 @@ int main(int argc, char **argv) {
                   getenv("REEL_TEST_FAULTS"));
     }
 
+    raise_open_files();
     /* Before any thread starts, so every thread inherits the mask. */
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
@@ -709,13 +739,27 @@ int main(int argc, char **argv) {
                   "reaches it",
                   cfg.metrics_listen);
     }
+    /* Without auth, /metrics off loopback answers anyone who reaches it
+     * (consumer names, call counts): allowed, but said. */
+    if (metrics != NULL && !ctx.auth_token &&
+        !api_listen_is_loopback(cfg.metrics_listen))
+        REEL_WARN("reeld",
+                  "/metrics on %s answers anyone who reaches it (it has no "
+                  "authentication of its own): bind --metrics-listen to "
+                  "loopback unless that is meant",
+                  cfg.metrics_listen);
     /* Its port too, and from here on: /healthz answers and /readyz says
      * "starting" while the store opens (a long RocksDB recovery). */
-    if (metrics != NULL &&
-        metrics_http_start(flag_label("metrics-listen"), cfg.metrics_listen, metrics,
-                           api_ready, &ctx, &http, &st) != REEL_OK) {
-        REEL_ERROR("reeld", "%s", reel_status_message(&st));
-        goto out;
+    if (metrics != NULL) {
+        if (metrics_http_start(flag_label("metrics-listen"),
+                               cfg.metrics_listen, metrics, api_ready, &ctx,
+                               &http, &st) != REEL_OK) {
+            REEL_ERROR("reeld", "%s", reel_status_message(&st));
+            rc = st.code == REEL_INVALID_ARGUMENT ? 2 : 1; /* as --listen */
+            goto out;
+        }
+        REEL_INFO("reeld", "/metrics, /healthz and /readyz on port %d (%s)",
+                  metrics_http_port(http), cfg.metrics_listen);
     }
 
     sopts.data_dir = cfg.data_dir;

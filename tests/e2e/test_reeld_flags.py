@@ -107,14 +107,16 @@ def test_a_number_out_of_range_is_refused_by_flag_and_by_variable(name):
 
 def test_the_background_write_rate_is_auto_or_a_number():
     name, var = "background-write-rate", "REEL_BACKGROUND_WRITE_RATE"
+    # Under a MiB a second a flush takes minutes, and a stop waited for it
+    # (1 B/s never stopped).
     for bad in ("-1", "4000000001", str(2**63), "12x", "", "Auto", " 5",
-                "0x10"):
+                "0x10", "1", "1048575"):
         want = (f'reeld: --{name}: "{bad}" is not auto or a number of bytes '
-                f'a second in 0..4000000000 (0: no limit)\n')
+                f'a second: 0 (no limit) or 1048576..4000000000\n')
         by_var = want.replace(f"--{name}:", f"{var} (--{name}):")
         for r, w in ((run([f"--{name}", bad]), want), (run([], {var: bad}), by_var)):
             assert (r.returncode, r.stderr) == (2, w)
-    for ok in ("auto", "0", "90000000", "4000000000"):
+    for ok in ("auto", "0", "1048576", "90000000", "4000000000"):
         for r in (run([f"--{name}", ok]), run([], {var: ok})):
             assert r.returncode in (1, 2), r.stderr
             assert f"--{name}:" not in r.stderr
@@ -144,6 +146,14 @@ def test_a_listen_address_from_its_variable_is_refused_naming_it(tmp_path):
     assert r.returncode == 2, r.stderr
     assert 'reeld: REEL_LISTEN (--listen): "127.0.0.1:99999" is not' in r.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_a_duration_whose_range_starts_at_0_takes_0():
+    """--shutdown-delay 0 (its default) was refused as 'not a duration from
+    0 to 10m'."""
+    for zero in ("0", "0s", "0ms"):
+        for r in (run(["--shutdown-delay", zero]), run([], {"REEL_SHUTDOWN_DELAY": zero})):
+            assert "shutdown-delay" not in r.stderr, r.stderr
 
 
 def test_durations_are_refused_naming_their_range():
@@ -237,3 +247,28 @@ def test_one_poller_never_runs_a_group_itself(tmp_path, threads):
         assert led == 0, server.log()
     else:
         assert led > 0, server.log()
+
+
+def test_the_open_files_limit_is_raised_to_its_hard_limit(tmp_path):
+    """gRPC 1.51 stops accepting for good once accept() fails for want of a
+    descriptor, so reeld takes the hard limit instead of a low soft one."""
+    import resource
+    from conftest import free_port
+
+    def low():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+    port = free_port()
+    proc = subprocess.Popen([REELD, "--data-dir", str(tmp_path / "d"),
+                             "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=low)
+    try:
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(ch).result(timeout=30)
+        ch.close()
+        with open(f"/proc/{proc.pid}/limits") as f:
+            row = next(line for line in f if line.startswith("Max open files"))
+        assert row.split()[3:5] == ["4096", "4096"], row
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
