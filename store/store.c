@@ -318,6 +318,49 @@ static int dir_is_empty(const char *dir, char *names, size_t cap) {
     return n == 0;
 }
 
+static int ends_with(const char *s, const char *tail) {
+    size_t n = strlen(s), t = strlen(tail);
+
+    return n >= t && strcmp(s + n - t, tail) == 0;
+}
+
+/*
+ * 1 if dir holds only what a first start leaves when it stops (a crash)
+ * before RocksDB wrote CURRENT: the FORMAT marker, RocksDB's identity,
+ * lock, info logs, first MANIFEST and options, and empty logs. No data
+ * can be there: nothing is written before the database exists. With
+ * clean, deletes the empty logs (RocksDB makes no database beside one).
+ */
+static int creation_leftovers_only(const char *dir, int clean) {
+    char path[4096];
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    struct stat sb;
+    int only = 1;
+
+    if (d == NULL)
+        return 0;
+    while (only && (e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+
+        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0 ||
+            strcmp(n, FORMAT_FILE) == 0 ||
+            strcmp(n, FORMAT_FILE ".tmp") == 0 ||
+            strcmp(n, "IDENTITY") == 0 || strcmp(n, "LOCK") == 0 ||
+            strcmp(n, "LOG") == 0 || strncmp(n, "LOG.old.", 8) == 0 ||
+            strcmp(n, "MANIFEST-000001") == 0 ||
+            strncmp(n, "OPTIONS-", 8) == 0 || ends_with(n, ".dbtmp"))
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, n);
+        only = ends_with(n, ".log") && stat(path, &sb) == 0 &&
+               S_ISREG(sb.st_mode) && sb.st_size == 0;
+        if (only && clean && unlink(path) != 0)
+            only = 0;
+    }
+    closedir(d);
+    return only;
+}
+
 static reel_code_t format_write(const char *dir, reel_status_t *st) {
     char path[4096], body[64];
     int n;
@@ -366,8 +409,11 @@ static reel_code_t format_check(const char *dir, int *fresh,
                 "data dir %s is not empty and is not a reel data dir (no %s "
                 "file; it holds %s): reel makes its data only in a new or "
                 "empty directory; refusing to touch it (choose another "
-                "--data-dir)",
-                dir, FORMAT_FILE, names);
+                "--data-dir%s)",
+                dir, FORMAT_FILE, names,
+                path_exists(dir, "lost+found")
+                    ? ", such as a subdirectory of this filesystem"
+                    : "");
         *fresh = 1;
         return format_write(dir, st);
     }
@@ -389,6 +435,15 @@ static reel_code_t format_check(const char *dir, int *fresh,
             dir, version, STORE_FORMAT_VERSION);
     if (no_database(dir))
         *fresh = 1;
+    else if (!path_exists(dir, "CURRENT") &&
+             creation_leftovers_only(dir, 0) &&
+             creation_leftovers_only(dir, 1)) {
+        REEL_WARN("store", "data dir %s: its first start stopped before the "
+                           "database was made (no CURRENT, no data): making "
+                           "it again",
+                  dir);
+        *fresh = 1;
+    }
     return REEL_OK;
 }
 
@@ -1056,9 +1111,16 @@ static void flush_memtables(store_t *s) {
     for (size_t i = 0; i < s->n_cfs && err == NULL; i++)
         rocksdb_flush_cf(s->db, fo, s->cfs[i].h, &err);
     if (err != NULL) {
-        REEL_WARN("store", "flushing memtables at close: %s (the next start "
-                           "replays the log instead)",
-                  err);
+        struct stat sb;
+
+        if (stat(s->dir, &sb) != 0)
+            REEL_ERROR("store", "flushing memtables at close: %s: the data "
+                                "dir %s is gone (%s), and what it held with it",
+                       err, s->dir, strerror(errno));
+        else
+            REEL_WARN("store", "flushing memtables at close: %s (the next "
+                               "start replays the log instead)",
+                      err);
         rocksdb_free(err);
     }
     rocksdb_flushoptions_destroy(fo);

@@ -977,6 +977,42 @@ static void test_refuses_a_data_dir_of_another_format(void **state) {
     reel_status_fini(&st);
 }
 
+/* A first start killed before RocksDB wrote CURRENT left FORMAT,
+ * IDENTITY, LOCK and MANIFEST-000001, and every later start was refused
+ * ("CURRENT: No such file"): such a dir is made again. One with data in
+ * it and no CURRENT is still refused. */
+static void test_a_first_start_cut_short_is_made_again(void **state) {
+    fixture_t *f = *state;
+    store_opts_t o = fixture_opts(f);
+    reel_status_t st = REEL_STATUS_INIT;
+    char dir[600], format[64];
+    store_t *s = NULL;
+
+    snprintf(format, sizeof(format), "reel-format %d\n", STORE_FORMAT_VERSION);
+    snprintf(dir, sizeof(dir), "%s/cut", f->dir);
+    mkdir(dir, 0700);
+    write_file(dir, "FORMAT", format);
+    write_file(dir, "IDENTITY", "4a2b\n");
+    write_file(dir, "LOCK", "");
+    write_file(dir, "MANIFEST-000001", "");
+    write_file(dir, "000003.log", "");
+    o.data_dir = dir;
+    assert_int_equal(store_open(&o, &s, &st), REEL_OK);
+    assert_int_equal(store_revision(s), 0);
+    store_close(s);
+    assert_true(file_exists(dir, "CURRENT"));
+
+    snprintf(dir, sizeof(dir), "%s/cut-with-data", f->dir);
+    mkdir(dir, 0700);
+    write_file(dir, "FORMAT", format);
+    write_file(dir, "IDENTITY", "4a2b\n");
+    write_file(dir, "000009.sst", "a table\n");
+    assert_int_not_equal(store_open(&o, &s, &st), REEL_OK);
+    assert_null(s);
+    assert_true(file_exists(dir, "000009.sst"));
+    reel_status_fini(&st);
+}
+
 static int count_files(const char *dir) {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -1825,6 +1861,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_a_lone_caller_runs_its_requests_on_its_own_thread, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_first_start_cut_short_is_made_again, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_writer_only_keeps_every_group_on_the_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(
