@@ -7,7 +7,11 @@
  * runs one internal polling thread: scrapes are rare (seconds apart) and
  * a render takes the registry's lock anyway, so more threads would buy
  * nothing. Connections are bounded and time out, so a client that opens
- * many and sends nothing cannot hold the endpoint.
+ * many and sends nothing cannot hold the endpoint; and since a byte now
+ * and then restarts libmicrohttpd's idle timeout, a reaper thread shuts
+ * the socket of any connection that has not completed a request's
+ * headers within HTTP_HEADERS_S of its start or its last request, so
+ * many that trickle cannot hold it either.
  */
 #include "metrics/http.h"
 
@@ -17,15 +21,27 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
 
+#include "base/clock.h"
+
 #define HTTP_CONNECTIONS 256
 #define HTTP_TIMEOUT_S 10
+#define HTTP_HEADERS_S 10
 #define HOST_MAX 255
+
+/* A connection, from libmicrohttpd's start notice to its close notice. */
+typedef struct conn_slot {
+    int used;
+    int fd;
+    int64_t since_ns; /* its start, or its last request's headers */
+} conn_slot_t;
 
 struct metrics_http {
     struct MHD_Daemon *d;
@@ -34,7 +50,73 @@ struct metrics_http {
     metrics_registry_t *reg;
     metrics_ready_fn ready;
     void *arg;
+    /* The reaper (see above). */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stopping, reaping;
+    pthread_t reaper;
+    conn_slot_t slots[HTTP_CONNECTIONS + 8];
 };
+
+/* libmicrohttpd's thread: a connection starts or ends. It calls the close
+ * notice before it closes the socket, so a slot in use names an open
+ * socket while the reaper holds mu. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **ctx,
+                          enum MHD_ConnectionNotificationCode what) {
+    metrics_http_t *h = cls;
+    const union MHD_ConnectionInfo *info;
+
+    pthread_mutex_lock(&h->mu);
+    if (what == MHD_CONNECTION_NOTIFY_STARTED) {
+        info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *ctx = NULL;
+        for (size_t i = 0; info != NULL && i < HTTP_CONNECTIONS + 8; i++)
+            if (!h->slots[i].used) {
+                h->slots[i] = (conn_slot_t){1, info->connect_fd,
+                                            reel_clock_mono_ns()};
+                *ctx = &h->slots[i];
+                break;
+            }
+    } else if (*ctx != NULL) {
+        ((conn_slot_t *)*ctx)->used = 0;
+        *ctx = NULL;
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* A request's headers are in: the connection's clock starts again. */
+static void headers_in(metrics_http_t *h, struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    pthread_mutex_lock(&h->mu);
+    if (info != NULL && info->socket_context != NULL)
+        ((conn_slot_t *)info->socket_context)->since_ns = reel_clock_mono_ns();
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void *reaper_main(void *arg) {
+    metrics_http_t *h = arg;
+    struct timespec t;
+
+    pthread_mutex_lock(&h->mu);
+    while (!h->stopping) {
+        int64_t now = reel_clock_mono_ns();
+
+        for (size_t i = 0; i < HTTP_CONNECTIONS + 8; i++)
+            if (h->slots[i].used &&
+                now - h->slots[i].since_ns >
+                    (int64_t)HTTP_HEADERS_S * 1000000000) {
+                shutdown(h->slots[i].fd, SHUT_RDWR);
+                h->slots[i].since_ns = now; /* once; it closes soon */
+            }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        t.tv_sec += 1;
+        pthread_cond_timedwait(&h->cv, &h->mu, &t);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned code,
                              const char *type, char *body, size_t len) {
@@ -71,6 +153,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
     (void)version;
     (void)upload;
     (void)state;
+    headers_in(h, c);
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         *upload_len = 0;
         return reply_text(c, MHD_HTTP_METHOD_NOT_ALLOWED,
@@ -195,21 +278,42 @@ reel_code_t metrics_http_start(const char *field, const char *listen,
     h->reg = reg;
     h->ready = ready;
     h->arg = arg;
+    pthread_mutex_init(&h->mu, NULL);
+    {
+        pthread_condattr_t ca;
+
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&h->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     if ((rc = listen_on(field, listen, &h->fd, &h->port, st)) != REEL_OK)
         goto out;
     h->d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL, 0, NULL, NULL, handle,
         h, MHD_OPTION_LISTEN_SOCKET, h->fd, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)HTTP_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)HTTP_TIMEOUT_S, MHD_OPTION_END);
-    if (h->d == NULL)
+        (unsigned)HTTP_TIMEOUT_S, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, h, MHD_OPTION_END);
+    if (h->d == NULL) {
         rc = reel_status_set(st, REEL_UNAVAILABLE,
                              "%s: cannot start the HTTP server on %s", field,
                              listen);
+    } else if (pthread_create(&h->reaper, NULL, reaper_main, h) != 0) {
+        MHD_stop_daemon(h->d); /* closes h->fd */
+        h->fd = -1;
+        rc = reel_status_set(st, REEL_UNAVAILABLE,
+                             "%s: cannot start the HTTP server's reaper",
+                             field);
+    } else {
+        h->reaping = 1;
+    }
 out:
     if (rc != REEL_OK) {
         if (h->fd >= 0)
             close(h->fd);
+        pthread_cond_destroy(&h->cv);
+        pthread_mutex_destroy(&h->mu);
         free(h);
         return rc;
     }
@@ -222,8 +326,17 @@ int metrics_http_port(const metrics_http_t *h) { return h->port; }
 void metrics_http_stop(metrics_http_t *h) {
     if (h == NULL)
         return;
+    if (h->reaping) {
+        pthread_mutex_lock(&h->mu);
+        h->stopping = 1;
+        pthread_cond_signal(&h->cv);
+        pthread_mutex_unlock(&h->mu);
+        pthread_join(h->reaper, NULL);
+    }
     MHD_stop_daemon(h->d);
     /* A socket given by MHD_OPTION_LISTEN_SOCKET is closed by
      * MHD_stop_daemon. */
+    pthread_cond_destroy(&h->cv);
+    pthread_mutex_destroy(&h->mu);
     free(h);
 }

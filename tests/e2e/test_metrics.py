@@ -763,6 +763,46 @@ def test_stalled_streams_of_large_messages_stay_within_the_cap_and_others_go_on(
         assert code == 0, server.log()
 
 
+def test_connections_that_trickle_headers_do_not_shut_healthz_out(served):
+    """300 connections each sending a header byte a second held every slot
+    for as long as they went on (a byte restarts the idle timeout), so an
+    orchestrator's liveness probe failed and restarted reeld. A connection
+    that has not finished its request's headers 10 s after it opened is
+    shut."""
+    import socket
+    port = served.metrics_port
+    socks, stop = [], threading.Event()
+    for _ in range(300):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        socks.append(s)
+
+    def trickle():
+        while not stop.wait(0.5):
+            for s in socks:
+                try:
+                    s.send(b"X")
+                except OSError:
+                    pass
+    t = threading.Thread(target=trickle)
+    t.start()
+    try:
+        ok, t0 = None, time.monotonic()
+        while ok is None and time.monotonic() - t0 < 25:
+            try:
+                if get(port, "/healthz", timeout=2) == (200, "ok\n"):
+                    ok = time.monotonic() - t0
+            except OSError:
+                pass
+        assert ok is not None, "no /healthz answer in 25 s"
+        print(f"/healthz answered after {ok:.1f} s")
+    finally:
+        stop.set()
+        t.join()
+        for s in socks:
+            s.close()
+
+
 def test_idle_connections_do_not_shut_healthz_out(served):
     """32 connections that sent nothing, reopened as they timed out, held
     every slot of the metrics port: probes of /healthz timed out."""
