@@ -3,6 +3,7 @@ tokens with scopes, revocation of open streams, and what never shows in a
 log."""
 import os
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -62,7 +63,7 @@ def test_a_bad_switch_variable_is_refused(tmp_path):
     r = subprocess.run([REELD, "--data-dir", str(tmp_path / "d")],
                        capture_output=True, text=True, timeout=10,
                        env={"PATH": "/usr/bin:/bin", "REEL_INSECURE": "yes"})
-    assert (r.returncode, r.stderr) == (2, 'reeld: REEL_INSECURE: "yes" is not 1 or 0\n')
+    assert (r.returncode, r.stderr) == (2, 'reeld: REEL_INSECURE (--insecure): "yes" is not 1 or 0\n')
 
 
 # ---- TLS and mTLS -----------------------------------------------------------
@@ -156,6 +157,33 @@ def test_tls_serves_a_client_trusting_its_ca_and_no_other(tmp_path, pki):
             grpc.StatusCode.UNAVAILABLE
         assert refused(server.addr) == grpc.StatusCode.UNAVAILABLE
         assert "with TLS" in server.log()
+    finally:
+        assert server.stop()[0] == 0
+
+
+def test_failed_handshakes_are_logged_in_reels_format_at_a_bounded_rate(tmp_path, pki):
+    """Each plaintext connection to a TLS port wrote a gRPC line of its own
+    ("E1205 ... Handshake failed"), in gRPC's format and without limit."""
+    import socket
+    server = Reeld(str(tmp_path / "data"), creds=tls_creds(pki),
+                   extra=["--tls-cert", str(pki["server1.pem"]),
+                          "--tls-key", str(pki["server1.key"])]).start()
+    try:
+        host, port = server.addr.rsplit(":", 1)
+        t0 = time.monotonic()
+        for _ in range(200):
+            with socket.create_connection((host, int(port))) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.recv(100)
+        took = time.monotonic() - t0
+        time.sleep(0.5)
+        lines = server.log().splitlines()
+        grpc_lines = [line for line in lines if " grpc: " in line]
+        assert grpc_lines, lines[-5:]
+        assert all(" WARN grpc: " in line or " INFO grpc: " in line for line in grpc_lines)
+        assert not [line for line in lines if line[:1] in ("E", "I", "W") and line[1:5].isdigit()]
+        assert len(grpc_lines) <= 10 * (int(took) + 2), (len(grpc_lines), took)
+        assert status(server.addr, tls_creds(pki)).version
     finally:
         assert server.stop()[0] == 0
 
@@ -315,7 +343,6 @@ import glob  # noqa: E402
 import re  # noqa: E402
 import stat  # noqa: E402
 import threading  # noqa: E402
-import time  # noqa: E402
 
 from conftest import ROOT, stream  # noqa: E402
 from reel.v1 import journal_pb2, kv_pb2, signals_pb2, wal_pb2  # noqa: E402
