@@ -61,6 +61,7 @@
 #include "api/rpc.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -218,7 +219,8 @@ struct rpc_server {
     pthread_mutex_t room_mu;
     rpc_call_t *room_head, *room_tail;
     _Atomic int room_n;
-    atomic_int keeper; /* a poller runs room_evict() */
+    atomic_int keeper; /* a poller runs room_evict() and trim_after() */
+    size_t queued_peak; /* the keeper's: the highest total since a trim */
 
     /* TLS (tls_cert set): the config the fetcher hands over next, or
      * NULL when it has nothing new. */
@@ -401,6 +403,24 @@ static void room_evict(rpc_server_t *srv) {
         REEL_WARN("rpc", "cancelled %d stream%s whose readers took nothing "
                          "for %lld ms while others waited for room",
                   n, n == 1 ? "" : "s", (long long)stall_ms);
+}
+
+/*
+ * The keeper's, once a second: once the streams' total fell to an eighth
+ * of a peak of 32 MiB or more, hands the freed memory back to the system.
+ * glibc keeps what its threads' arenas freed (a burst of stalled streams
+ * left 2.6 GB resident, idle, until malloc_trim).
+ */
+#define TRIM_PEAK ((size_t)32 << 20)
+static void trim_after(rpc_server_t *srv) {
+    size_t q = atomic_load_explicit(&srv->queued, memory_order_relaxed);
+
+    if (q > srv->queued_peak)
+        srv->queued_peak = q;
+    if (srv->queued_peak >= TRIM_PEAK && q < srv->queued_peak / 8) {
+        malloc_trim(0);
+        srv->queued_peak = q;
+    }
 }
 
 static void call_destroy(rpc_call_t *c) {
@@ -1544,6 +1564,7 @@ static void *poller_main(void *arg) {
         if (keeper && reel_clock_mono_ns() >= next_evict) {
             next_evict = reel_clock_mono_ns() + 1000000000LL;
             room_evict(srv);
+            trim_after(srv);
         }
         if (ev.type != GRPC_OP_COMPLETE)
             continue;
