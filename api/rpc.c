@@ -38,12 +38,14 @@
  * the handler has already finished, so a unary answer is a single batch.
  *
  * Room: every stream's queued and in-flight bytes count against one total
- * (stream_queue_total). A call with a drain hook (a stream that can catch
- * up from storage) gets no byte past it while others hold some: a send is
- * refused, and one refused with nothing queued or in flight waits in the
- * server's room list until other sends complete, then its drain runs. So
- * stalled readers, however many, hold at most the total between them; a
- * call without a drain hook may take one message past it. So that readers
+ * (stream_queue_total). A message behind others on its call is refused
+ * once the total passes half of it; a call's first message (nothing queued
+ * or in flight: a reader keeping up) may use the other half. A call with a
+ * drain hook (a stream that can catch up from storage) gets no byte past
+ * the total while others hold some: it waits in the server's room list
+ * until other sends complete, then its drain runs. So stalled readers,
+ * however many, hold at most the total between them; a call without a
+ * drain hook may take one message past it. So that readers
  * that stopped cannot keep the others waiting for ever, while calls wait
  * for room a stream whose last message has been in flight (unread) for a
  * keepalive interval and its timeout together (what a connection that
@@ -215,9 +217,9 @@ struct rpc_server {
     /* Bytes queued or in flight on every call's stream: many stalled
      * readers together stay within stream_queue_total (see "Room"). */
     _Atomic size_t queued;
-    /* Calls waiting for room, oldest first (see "Room"). */
+    /* Calls waiting for room, newest first (see "Room"). */
     pthread_mutex_t room_mu;
-    rpc_call_t *room_head, *room_tail;
+    rpc_call_t *room_head;
     _Atomic int room_n;
     atomic_int keeper; /* a poller runs room_evict() and trim_after() */
     size_t queued_peak; /* the keeper's: the highest total since a trim */
@@ -292,12 +294,8 @@ static void room_wait_locked(rpc_call_t *c) {
     c->room_wait = 1;
     c->refs++; /* the list's */
     pthread_mutex_lock(&srv->room_mu);
-    c->room_next = NULL;
-    if (srv->room_tail != NULL)
-        srv->room_tail->room_next = c;
-    else
-        srv->room_head = c;
-    srv->room_tail = c;
+    c->room_next = srv->room_head;
+    srv->room_head = c;
     atomic_fetch_add(&srv->room_n, 1);
     pthread_mutex_unlock(&srv->room_mu);
 }
@@ -305,15 +303,13 @@ static void room_wait_locked(rpc_call_t *c) {
 /* Takes c out of the room list if it is there: 1 if it was (its
  * reference is then the caller's). */
 static int room_take(rpc_server_t *srv, rpc_call_t *c) {
-    rpc_call_t **pp, *prev = NULL;
+    rpc_call_t **pp;
     int found = 0;
 
     pthread_mutex_lock(&srv->room_mu);
-    for (pp = &srv->room_head; *pp != NULL; prev = *pp, pp = &(*pp)->room_next)
+    for (pp = &srv->room_head; *pp != NULL; pp = &(*pp)->room_next)
         if (*pp == c) {
             *pp = c->room_next;
-            if (srv->room_tail == c)
-                srv->room_tail = prev;
             atomic_fetch_sub(&srv->room_n, 1);
             found = 1;
             break;
@@ -325,9 +321,13 @@ static int room_take(rpc_server_t *srv, rpc_call_t *c) {
 static void call_unref(rpc_call_t *c);
 static int post_locked(rpc_call_t *c, rpc_tag_t *tag, int *pending);
 
-/* Bytes were freed: wakes the oldest calls waiting for room, a few per
- * completion, while the total is under its bound. Outside every call's
- * lock. */
+/*
+ * Bytes were freed: wakes the calls waiting for room, a few per completion,
+ * while the total is under its bound, the newest first: a reader that
+ * keeps reading waits again after each message, so it goes before streams
+ * that have waited long (most often readers that stopped: the stalled
+ * hold what there is until room_evict ends them).
+ */
 #define ROOM_WAKE_MAX 4
 static void room_wake(rpc_server_t *srv) {
     for (int i = 0; i < ROOM_WAKE_MAX && atomic_load(&srv->room_n) > 0;
@@ -340,8 +340,6 @@ static void room_wake(rpc_server_t *srv) {
         pthread_mutex_lock(&srv->room_mu);
         if ((c = srv->room_head) != NULL) {
             srv->room_head = c->room_next;
-            if (srv->room_head == NULL)
-                srv->room_tail = NULL;
             atomic_fetch_sub(&srv->room_n, 1);
         }
         pthread_mutex_unlock(&srv->room_mu);
@@ -720,6 +718,35 @@ static void start_send_locked(rpc_call_t *c) {
     }
 }
 
+/*
+ * Whether c may queue len more bytes now (see "Room"): OK, or
+ * RESOURCE_EXHAUSTED, when a call with nothing queued or in flight also
+ * waits in the room list.
+ */
+static reel_code_t room_locked(rpc_call_t *c, size_t len, int merges) {
+    size_t total = atomic_load_explicit(&c->srv->queued, memory_order_relaxed);
+    size_t cap = c->srv->opts.stream_queue_total;
+    int idle = c->qlen == 0 && !c->send_in_flight;
+
+    /* A message behind others (queued or in flight) only while the total
+     * is under half its bound, and within the call's own limits: else the
+     * caller catches up from storage once this call's queue drains. */
+    if ((!merges && c->qlen >= c->srv->opts.stream_queue_max) ||
+        (c->qlen > 0 && c->qbytes + len > c->srv->opts.stream_queue_bytes) ||
+        (!idle && total + len > cap / 2))
+        return REEL_RESOURCE_EXHAUSTED;
+    /* The first, within the bound (or alone): a reader that keeps up always
+     * finds the half that queued messages cannot take. A call without a
+     * drain hook, which has no way to wait, may pass it. One with a hook
+     * and nothing queued or in flight has no drain coming: it waits for
+     * room. */
+    if (idle && total > 0 && total + len > cap && c->drain_fn != NULL) {
+        room_wait_locked(c);
+        return REEL_RESOURCE_EXHAUSTED;
+    }
+    return REEL_OK;
+}
+
 static reel_code_t send_locked(rpc_call_t *c, const void *head, size_t hlen,
                                const void *body, size_t blen,
                                size_t merge_max) {
@@ -729,30 +756,23 @@ static reel_code_t send_locked(rpc_call_t *c, const void *head, size_t hlen,
                  c->qtail->len + len <= c->qtail->merge_max;
     reel_code_t rc;
 
-    size_t total = atomic_load_explicit(&c->srv->queued, memory_order_relaxed);
-    int over = total > 0 && total + len > c->srv->opts.stream_queue_total;
-
     if (c->gone || c->finished)
         return REEL_CANCELLED;
-    /* Full as for one call's own limits, or the total: the caller catches
-     * up from storage once this call's queue drains. One message of a call
-     * with nothing queued may pass the call's own byte limit; the total
-     * only for a call without a drain hook, which has no way to wait. */
-    if ((!merges && c->qlen >= c->srv->opts.stream_queue_max) ||
-        (c->qlen > 0 &&
-         (c->qbytes + len > c->srv->opts.stream_queue_bytes || over)))
-        return REEL_RESOURCE_EXHAUSTED;
-    if (over && c->drain_fn != NULL) {
-        /* Nothing queued: with nothing in flight either, no drain is
-         * coming, so it waits for room. */
-        if (!c->send_in_flight)
-            room_wait_locked(c);
-        return REEL_RESOURCE_EXHAUSTED;
-    }
+    if ((rc = room_locked(c, len, merges)) != REEL_OK)
+        return rc;
     if ((rc = append2_locked(c, head, hlen, body, blen, merge_max)) ==
         REEL_OK)
         start_send_locked(c);
     return rc;
+}
+
+int rpc_call_room(rpc_call_t *c, size_t len) {
+    int ok;
+
+    pthread_mutex_lock(&c->mu);
+    ok = c->gone || c->finished || room_locked(c, len, 0) == REEL_OK;
+    pthread_mutex_unlock(&c->mu);
+    return ok;
 }
 
 reel_code_t rpc_call_send2(rpc_call_t *c, const void *head, size_t hlen,

@@ -166,6 +166,15 @@ void rpc_server_destroy(rpc_server_t *srv);
  */
 reel_code_t rpc_call_send(rpc_call_t *call, const void *msg, size_t len);
 
+/*
+ * Whether a message of len bytes would be queued now (1), as
+ * rpc_call_send() decides; 0 when it would be refused, and then, as for a
+ * refused send, the call's drain runs once there is room. For a stream
+ * that should not fetch what it would send (a file's next chunk) before
+ * it can. 1 once the call is over (the send will say CANCELLED).
+ */
+int rpc_call_room(rpc_call_t *call, size_t len);
+
 /* rpc_call_send() of head followed by body, as one message (one copy). */
 reel_code_t rpc_call_send2(rpc_call_t *call, const void *head, size_t hlen,
                            const void *body, size_t blen);

@@ -486,6 +486,12 @@ static void get_drain(rpc_call_t *call, void *arg) {
         const void *p;
         size_t n;
 
+        /* Nothing is read before there is room to send it: a reader
+         * waiting for room holds none of the file. */
+        if (!rpc_call_room(call, WS_CHUNK + WS_CHUNK_FRAMING)) {
+            pthread_mutex_unlock(&g->mu);
+            return;
+        }
         if (ws_read_next(g->r, &p, &n, &st) != REEL_OK || n == 0) {
             g->ended = end = 1;
         } else {
@@ -506,10 +512,12 @@ static void get_drain(rpc_call_t *call, void *arg) {
     }
     if (!end) {
         rc = rpc_call_send2(call, g->head, g->hlen, g->piece, g->piece_len);
-        if (rc == REEL_OK)
+        if (rc == REEL_OK) {
             g->piece = NULL;
-        else if (rc != REEL_RESOURCE_EXHAUSTED)
+            ws_read_release(g->r); /* sent: the bytes are the call's now */
+        } else if (rc != REEL_RESOURCE_EXHAUSTED) {
             g->ended = 1; /* the call is over */
+        }
     }
     pthread_mutex_unlock(&g->mu);
     if (end)

@@ -1479,6 +1479,13 @@ reel_code_t ws_read_next(ws_reader_t *r, const void **p, size_t *n,
     index = r->pos / r->chunk;
     skip = r->pos % r->chunk;
     blob_key(k, r->blob, index);
+    if (r->it == NULL) { /* released between chunks */
+        if ((r->it = store_iter_create(r->ws->store, r->ws->chunks,
+                                       r->snap)) == NULL)
+            return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory");
+        r->started = 0;
+    }
     /* A chunk read in pieces stays where it is until its last. */
     if (!r->started) {
         store_iter_seek(r->it, k, 16);
@@ -1516,6 +1523,13 @@ reel_code_t ws_read_next(ws_reader_t *r, const void **p, size_t *n,
         *n = r->piece;
     r->pos += *n;
     return REEL_OK;
+}
+
+void ws_read_release(ws_reader_t *r) {
+    if (r->it != NULL && r->started && r->pos % r->chunk == 0) {
+        store_iter_destroy(r->it);
+        r->it = NULL;
+    }
 }
 
 void ws_reader_set_piece(ws_reader_t *r, size_t max) {

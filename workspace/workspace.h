@@ -217,6 +217,11 @@ reel_code_t ws_read_open(ws_t *ws, const char *ns, size_t ns_len,
  */
 reel_code_t ws_read_next(ws_reader_t *r, const void **p, size_t *n,
                          reel_status_t *st);
+/* Lets go of the chunk the last ws_read_next() gave once all of it was
+ * read (a reader between chunks then holds none of the file's bytes; the
+ * next read finds its place again). */
+void ws_read_release(ws_reader_t *r);
+
 /* Caps what one ws_read_next() gives at max bytes (0: one chunk), for a
  * message budget below a chunk. */
 void ws_reader_set_piece(ws_reader_t *r, size_t max);
