@@ -432,7 +432,10 @@ static void usage(FILE *out) {
                 f->help, *f->help ? " " : "", f->env, def);
     }
     fprintf(out, "  -h, --help              show this help\n"
-                 "  -V, --version           show the version\n");
+                 "  -V, --version           show the version\n"
+                 "\n"
+                 "durations (D): 500ms, 30s, 10m, 2h, 7d; a bare number "
+                 "is seconds\n");
 }
 
 static int parse_config(int argc, char **argv, config_t *cfg) {

@@ -129,6 +129,8 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code,
         return MHD_NO; /* libmicrohttpd closes the connection */
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    if (code == MHD_HTTP_METHOD_NOT_ALLOWED) /* RFC 9110: say which */
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
     rc = MHD_queue_response(c, code, r);
     MHD_destroy_response(r);
     return rc;

@@ -1106,6 +1106,10 @@ static void flush_memtables(store_t *s) {
 
     if (s->db == NULL || atomic_load(&s->failed))
         return;
+    /* A stop writes at the disk's speed: a memtable budget at a low
+     * --background-write-rate would hold it for minutes. */
+    if (s->limiter != NULL)
+        store_ratelimiter_set_rate(s->limiter, GOV_CEILING);
     fo = rocksdb_flushoptions_create();
     rocksdb_flushoptions_set_wait(fo, 1);
     for (size_t i = 0; i < s->n_cfs && err == NULL; i++)

@@ -272,3 +272,22 @@ def test_the_open_files_limit_is_raised_to_its_hard_limit(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+def test_a_stop_at_the_lowest_background_rate_is_prompt(tmp_path):
+    """A stop writes its memtables out through the background rate limit:
+    at 1 B/s it never ended, and at the lowest rate taken (a MiB a second)
+    8 MiB of writes took 8 s. A stop now writes at the disk's speed."""
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--background-write-rate", str(1 << 20)]).start()
+    ch = grpc.insecure_channel(server.addr)
+    set_value = unary(ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest,
+                      kv_pb2.SetValueResponse)
+    import base64
+    import os
+    for i in range(16):  # random text: LZ4 leaves most of it
+        value = '"' + base64.b64encode(os.urandom(375000)).decode() + '"'
+        set_value(kv_pb2.SetValueRequest(namespace="n", key=f"k{i}", value=value))
+    ch.close()
+    code, took = server.stop(timeout=30)
+    assert code == 0 and took < 4, (code, took)
