@@ -363,11 +363,10 @@ static void room_wake(rpc_server_t *srv) {
 
 /*
  * While calls wait for room (what they would send does not fit in what is
- * left): cancels (at most a few
- * at a time) the streams whose last message has been in flight for the
- * keepalive time and timeout together, whose readers took none of it. The
- * cancel fails their send, which frees its bytes and wakes the waiting
- * (room_wake).
+ * left): cancels, a few at a time, the streams whose last message has been
+ * in flight for the keepalive time and timeout together, whose readers
+ * took none of it. The cancel fails their send, which frees its bytes and
+ * wakes the waiting (room_wake).
  */
 #define ROOM_EVICT_MAX 16
 static void room_evict(rpc_server_t *srv) {
@@ -1576,10 +1575,10 @@ static reel_code_t server_creds(rpc_server_t *srv,
 /* ---- The server --------------------------------------------------------- */
 
 /*
- * The keeper: once a second, room_evict() and trim_after(). A thread of its
- * own, not a poller with a deadline: a poller's finite deadline changed
- * how gRPC polls and cost set@64 about a tenth more CPU per call
- * (measured: bench/ANALYSIS.md).
+ * The keeper: once a second, room_evict(), room_wake() and trim_after(). A
+ * thread of its own, not a poller with a deadline: a poller's finite
+ * deadline changed how gRPC polls and cost set@64 about a tenth more CPU
+ * per call (measured: bench/ANALYSIS.md).
  */
 static void *keeper_main(void *arg) {
     rpc_server_t *srv = arg;
@@ -1594,6 +1593,7 @@ static void *keeper_main(void *arg) {
             break;
         pthread_mutex_unlock(&srv->keeper_mu);
         room_evict(srv);
+        room_wake(srv); /* room freed where no send completed (a finish) */
         trim_after(srv);
         pthread_mutex_lock(&srv->keeper_mu);
     }
