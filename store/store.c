@@ -581,9 +581,13 @@ static reel_code_t open_db(store_t *s, int fresh, reel_status_t *st) {
     if (!fresh) {
         existing = rocksdb_list_column_families(s->dbopts, s->dir, &n_existing,
                                                 &err);
-        if (err != NULL)
+        if (err != NULL) {
+            /* It returns an array (malloc(0)) even when it fails. */
+            if (existing != NULL)
+                rocksdb_list_column_families_destroy(existing, n_existing);
             return open_failed(st, &err,
                                "cannot read the data dir's column families");
+        }
     }
     /* Open every family that exists (RocksDB insists) plus the declared
      * ones, which are created if missing. */
