@@ -471,8 +471,7 @@ static void *sweeper(void *arg) {
     while (!w->stop) {
         int64_t now;
 
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += SWEEP_MS / 1000;
+        ts = reel_clock_mono_after(SWEEP_MS);
         pthread_cond_timedwait(&w->cv, &w->mu, &ts);
         if (w->stop)
             break;
@@ -489,7 +488,6 @@ static void *sweeper(void *arg) {
 
 static reel_code_t auth_module_start(api_ctx_t *ctx, reel_status_t *st) {
     struct api_auth_sweep *w;
-    pthread_condattr_t ca;
     reel_code_t rc;
 
     if ((rc = auth_create(ctx->store, &ctx->auth, st)) != REEL_OK)
@@ -502,10 +500,7 @@ static reel_code_t auth_module_start(api_ctx_t *ctx, reel_status_t *st) {
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     w->ctx = ctx;
     pthread_mutex_init(&w->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    reel_cond_init_mono(&w->cv);
     if (pthread_create(&w->thread, NULL, sweeper, w) != 0) {
         pthread_cond_destroy(&w->cv);
         pthread_mutex_destroy(&w->mu);

@@ -1586,8 +1586,7 @@ static void *keeper_main(void *arg) {
 
     pthread_mutex_lock(&srv->keeper_mu);
     while (!srv->keeper_stop) {
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        t.tv_sec += 1;
+        t = reel_clock_mono_after(1000);
         pthread_cond_timedwait(&srv->keeper_cv, &srv->keeper_mu, &t);
         if (srv->keeper_stop)
             break;
@@ -1689,22 +1688,8 @@ rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts) {
     pthread_mutex_init(&srv->mu, NULL);
     pthread_mutex_init(&srv->room_mu, NULL);
     pthread_mutex_init(&srv->keeper_mu, NULL);
-    {
-        pthread_condattr_t ka;
-
-        pthread_condattr_init(&ka);
-        pthread_condattr_setclock(&ka, CLOCK_MONOTONIC);
-        pthread_cond_init(&srv->keeper_cv, &ka);
-        pthread_condattr_destroy(&ka);
-    }
-    {
-        pthread_condattr_t ca;
-
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&srv->cv, &ca);
-        pthread_condattr_destroy(&ca);
-    }
+    reel_cond_init_mono(&srv->keeper_cv);
+    reel_cond_init_mono(&srv->cv);
     srv->shutdown_tag = (rpc_tag_t){TAG_SHUTDOWN, srv};
     return srv;
 }
@@ -1932,13 +1917,7 @@ static int wait_shutdown(rpc_server_t *srv, int ms) {
 
     /* srv->cv waits on CLOCK_MONOTONIC: a wall-clock step cannot stretch
      * or cut the wait. */
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    ts = reel_clock_mono_after(ms);
     pthread_mutex_lock(&srv->mu);
     while (!srv->shutdown_done)
         if (pthread_cond_timedwait(&srv->cv, &srv->mu, &ts) != 0)

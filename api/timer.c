@@ -51,10 +51,7 @@ static void *timer_main(void *arg) {
             continue;
         }
         if (tm->deadline_ns > now) {
-            struct timespec ts = {
-                (time_t)(tm->deadline_ns / 1000000000LL),
-                (long)(tm->deadline_ns % 1000000000LL),
-            };
+            struct timespec ts = reel_clock_mono_at(tm->deadline_ns);
             pthread_cond_timedwait(&t->cv, &t->mu, &ts);
             continue;
         }
@@ -72,15 +69,11 @@ static void *timer_main(void *arg) {
 
 api_timers_t *api_timers_create(void) {
     api_timers_t *t = calloc(1, sizeof(*t));
-    pthread_condattr_t ca;
 
     if (t == NULL)
         return NULL;
     pthread_mutex_init(&t->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    reel_cond_init_mono(&t->cv);
     if (pthread_create(&t->thread, NULL, timer_main, t) != 0) {
         pthread_mutex_destroy(&t->mu);
         pthread_cond_destroy(&t->cv);

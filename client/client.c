@@ -42,6 +42,7 @@
 #include <openssl/x509.h>
 
 #include "api/grpc_init.h"
+#include "base/clock.h"
 #include "client/client_impl.h"
 
 struct reel_client {
@@ -514,14 +515,9 @@ int64_t client_deadline_ms(const reel_client_t *c) {
 /* ---- Cancelling from another thread -------------------------------------- */
 
 void client_cancel_init(client_cancel_t *k) {
-    pthread_condattr_t ca;
-
     memset(k, 0, sizeof(*k));
     pthread_mutex_init(&k->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&k->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    reel_cond_init_mono(&k->cv);
 }
 
 void client_cancel_fini(client_cancel_t *k) {
@@ -552,13 +548,7 @@ int client_cancel_wait(client_cancel_t *k, int64_t ms) {
     struct timespec until;
     int f;
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    until = reel_clock_mono_after(ms);
     pthread_mutex_lock(&k->mu);
     while (!k->fired &&
            pthread_cond_timedwait(&k->cv, &k->mu, &until) != ETIMEDOUT) {

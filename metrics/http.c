@@ -110,8 +110,7 @@ static void *reaper_main(void *arg) {
                 shutdown(h->slots[i].fd, SHUT_RDWR);
                 h->slots[i].since_ns = now; /* once; it closes soon */
             }
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        t.tv_sec += 1;
+        t = reel_clock_mono_after(1000);
         pthread_cond_timedwait(&h->cv, &h->mu, &t);
     }
     pthread_mutex_unlock(&h->mu);
@@ -281,14 +280,7 @@ reel_code_t metrics_http_start(const char *field, const char *listen,
     h->ready = ready;
     h->arg = arg;
     pthread_mutex_init(&h->mu, NULL);
-    {
-        pthread_condattr_t ca;
-
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&h->cv, &ca);
-        pthread_condattr_destroy(&ca);
-    }
+    reel_cond_init_mono(&h->cv);
     if ((rc = listen_on(field, listen, &h->fd, &h->port, st)) != REEL_OK)
         goto out;
     h->d = MHD_start_daemon(

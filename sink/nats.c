@@ -39,6 +39,7 @@
 
 #include <nats/nats.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "sink/conf.h"
 #include "sink/event.h"
@@ -78,13 +79,7 @@ static int stopping(nats_engine_t *e) {
 static void nap(nats_engine_t *e, int64_t ms) {
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    ts = reel_clock_mono_after(ms);
     pthread_mutex_lock(&e->mu);
     while (!e->woken &&
            pthread_cond_timedwait(&e->cv, &e->mu, &ts) == 0)
@@ -540,7 +535,6 @@ static void wake(void *arg) {
 
 static reel_code_t create(sink_runner_t *r, void **out, reel_status_t *st) {
     nats_engine_t *e = calloc(1, sizeof(*e));
-    pthread_condattr_t ca;
 
     *out = NULL;
     if (e == NULL)
@@ -550,10 +544,7 @@ static reel_code_t create(sink_runner_t *r, void **out, reel_status_t *st) {
     e->cfg = r->cfg;
     e->rng = sink_rng_seed();
     pthread_mutex_init(&e->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&e->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    reel_cond_init_mono(&e->cv);
     *out = e;
     return REEL_OK;
 }

@@ -924,15 +924,8 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->gov_mu, NULL);
-    {
-        pthread_condattr_t ca;
-
-        /* The writer's timed wait for the alarm is on the monotonic clock. */
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&s->cv, &ca);
-        pthread_condattr_destroy(&ca);
-    }
+    /* The writer's timed wait for the alarm is on the monotonic clock. */
+    reel_cond_init_mono(&s->cv);
     atomic_store(&s->alarm_due, INT64_MAX);
     s->dir = strdup(opts->data_dir);
     s->cap = opts->queue_capacity ? opts->queue_capacity
@@ -1760,7 +1753,7 @@ static void alarm_done(store_req_t *req) {
  * time. 1 if the alarm's time has come. */
 static int writer_wait(store_t *s) {
     for (;;) {
-        int64_t due = atomic_load(&s->alarm_due), now, ns;
+        int64_t due = atomic_load(&s->alarm_due), now;
         struct timespec ts;
 
         /* While a submitter leads, nothing is taken: it signals when it
@@ -1778,9 +1771,7 @@ static int writer_wait(store_t *s) {
             pthread_cond_wait(&s->cv, &s->mu);
             continue;
         }
-        ns = reel_clock_mono_ns() + (due - now) * 1000000;
-        ts.tv_sec = (time_t)(ns / 1000000000);
-        ts.tv_nsec = (long)(ns % 1000000000);
+        ts = reel_clock_mono_after(due - now);
         pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     }
 }

@@ -1354,8 +1354,7 @@ static int wait_calls(alarm_state_t *a, int n) {
     struct timespec ts;
     int ok;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += 5;
+    ts = reel_clock_mono_after(5000);
     pthread_mutex_lock(&a->mu);
     while (a->calls < n &&
            pthread_cond_timedwait(&a->cv, &a->mu, &ts) == 0) {
@@ -1368,13 +1367,9 @@ static int wait_calls(alarm_state_t *a, int n) {
 /* Reopens f's store with a's count_alarm as its alarm. */
 static void alarm_reopen(fixture_t *f, alarm_state_t *a) {
     store_opts_t o = fixture_opts(f);
-    pthread_condattr_t ca;
 
     pthread_mutex_init(&a->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&a->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    reel_cond_init_mono(&a->cv);
     store_close(f->store);
     o.alarm = count_alarm;
     o.alarm_arg = a;

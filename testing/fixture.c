@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/clock.h"
+
 /* ---- Data dirs ----------------------------------------------------------- */
 
 int testing_dir_make(char *dir, size_t size, const char *prefix) {
@@ -86,14 +88,9 @@ store_t *testing_store_open(const char *dir, const store_opts_t *opts) {
 /* ---- Sinks ---------------------------------------------------------------- */
 
 void testing_sink_init(testing_sink_t *s, size_t limit) {
-    pthread_condattr_t ca;
-
     memset(s, 0, sizeof(*s));
     pthread_mutex_init(&s->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    reel_cond_init_mono(&s->cv);
     s->limit = limit;
     s->end = (reel_status_t)REEL_STATUS_INIT;
 }
@@ -127,21 +124,8 @@ void testing_sink_end(testing_sink_t *s, const reel_status_t *st) {
 }
 
 /* The monotonic time timeout_ms from now. */
-static struct timespec deadline_after(int timeout_ms) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += timeout_ms / 1000;
-    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 size_t testing_sink_wait(testing_sink_t *s, size_t n, int timeout_ms) {
-    struct timespec until = deadline_after(timeout_ms);
+    struct timespec until = reel_clock_mono_after(timeout_ms);
     size_t have;
 
     pthread_mutex_lock(&s->mu);
@@ -154,7 +138,7 @@ size_t testing_sink_wait(testing_sink_t *s, size_t n, int timeout_ms) {
 }
 
 int testing_sink_wait_end(testing_sink_t *s, int timeout_ms) {
-    struct timespec until = deadline_after(timeout_ms);
+    struct timespec until = reel_clock_mono_after(timeout_ms);
     int ended;
 
     pthread_mutex_lock(&s->mu);

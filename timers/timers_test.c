@@ -117,15 +117,11 @@ static void close_all(fixture_t *f) {
 
 static int setup(void **state) {
     fixture_t *f = calloc(1, sizeof(*f));
-    pthread_condattr_t ca;
 
     if (f == NULL || testing_dir_make(f->dir, sizeof(f->dir), "timers") != 0)
         return -1;
     pthread_mutex_init(&f->mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&f->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    reel_cond_init_mono(&f->cv);
     open_all(f);
     *state = f;
     return 0;
@@ -192,8 +188,7 @@ static int wait_fired(fixture_t *f, size_t n, int64_t ms) {
 
     pthread_mutex_lock(&f->mu);
     while (f->n_fired < n) {
-        struct timespec ts = {(time_t)(end / 1000000000),
-                              (long)(end % 1000000000)};
+        struct timespec ts = reel_clock_mono_at(end);
         if (pthread_cond_timedwait(&f->cv, &f->mu, &ts) != 0)
             break;
     }

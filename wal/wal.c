@@ -192,7 +192,6 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
                        const wal_limits_t *limits, wal_t **out,
                        reel_status_t *st) {
     wal_t *w = calloc(1, sizeof(*w));
-    pthread_condattr_t ca;
     char *val = NULL;
     size_t vlen = 0;
     uint64_t head, oldest;
@@ -255,10 +254,7 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
     pthread_mutex_init(&w->consumers_mu, NULL);
     pthread_mutex_init(&w->trim_mu, NULL);
     pthread_mutex_init(&w->trim_run_mu, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->trim_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    reel_cond_init_mono(&w->trim_cv);
     if (pthread_create(&w->trimmer, NULL, trimmer_main, w) != 0) {
         wal_destroy(w);
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
@@ -1668,10 +1664,7 @@ static void *trimmer_main(void *arg) {
 
     pthread_mutex_lock(&w->trim_mu);
     while (!w->stopping) {
-        int64_t until = reel_clock_mono_ns() +
-                        w->lim.trim_interval_ms * 1000000LL;
-        struct timespec ts = {(time_t)(until / 1000000000LL),
-                              (long)(until % 1000000000LL)};
+        struct timespec ts = reel_clock_mono_after(w->lim.trim_interval_ms);
 
         while (!w->stopping && !w->trim_soon &&
                pthread_cond_timedwait(&w->trim_cv, &w->trim_mu, &ts) !=
