@@ -397,6 +397,8 @@ static void room_evict(rpc_server_t *srv) {
         pthread_mutex_unlock(&c->mu);
     }
     pthread_mutex_unlock(&srv->mu);
+    /* reel's clients resume a stream ended with "read nothing of its last
+     * message" (client/client_impl.h, clients/python's _core.py): keep it. */
     snprintf(why, sizeof(why),
              "this stream read nothing of its last message for %lld ms "
              "while the streams' send budget (--max-stream-backlog-bytes) "

@@ -21,6 +21,10 @@
 #define CLIENT_INTERNAL 13
 #define CLIENT_UNAVAILABLE 14
 
+/* In the status message of a stream reeld cancelled for a reader that
+ * took nothing while others waited for room (api/rpc.c): resumable. */
+#define CLIENT_EVICTED "read nothing of its last message"
+
 /*
  * A switch another thread flips to end a stream: the stream registers its
  * call here while it runs, and client_cancel_fire cancels it (gRPC's

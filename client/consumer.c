@@ -205,10 +205,20 @@ static int on_idle(void *arg) {
     return ack_now(arg, 0) != 0;
 }
 
-/* Streams that end like this are opened again. */
-static int stream_retryable(int code) {
-    return code == CLIENT_OK || code == CLIENT_UNAVAILABLE ||
-           code == CLIENT_CANCELLED || code == CLIENT_DEADLINE_EXCEEDED;
+/*
+ * Streams that end like this are opened again: lost, ended by the server,
+ * or cancelled by reeld because this side read nothing of its last message
+ * for a while when other streams waited for room (api/rpc.c, the stream
+ * budget: a callback that takes its time, a sink whose receiver is down).
+ * That one says so in its status message, which is how it is told from a
+ * RESOURCE_EXHAUSTED that refuses the subscribe itself.
+ */
+static int stream_retryable(const reel_reply_t *r) {
+    return r->code == CLIENT_OK || r->code == CLIENT_UNAVAILABLE ||
+           r->code == CLIENT_CANCELLED ||
+           r->code == CLIENT_DEADLINE_EXCEEDED ||
+           (r->code == CLIENT_RESOURCE_EXHAUSTED && r->details != NULL &&
+            strstr(r->details, CLIENT_EVICTED) != NULL);
 }
 
 /*
@@ -406,7 +416,7 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
                       &k->cancel, &started, &r);
         /* Sent, then lost rather than refused: reeld may hold the
          * consumer for this stream a while yet, messages or not. */
-        if (started && stream_retryable(r.code))
+        if (started && stream_retryable(&r))
             k->held = 1;
         if (k->got_message) {
             k->held = 1;
@@ -427,7 +437,7 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
             reel_reply_fini(&r);
             break;
         }
-        retry = stream_retryable(r.code) ||
+        retry = stream_retryable(&r) ||
                 (r.code == CLIENT_FAILED_PRECONDITION && !k->got_message &&
                  busy_retry(k));
         attempts++;

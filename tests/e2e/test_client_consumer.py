@@ -8,6 +8,7 @@ run; non-retryable ends (a cursor past the head, a takeover, a busy or
 invalidated consumer) stop the loop with their status; a loop waits for the
 holder of its consumer after a restart; a bounded loop gives up.
 """
+import json
 import os
 import re
 import signal
@@ -536,3 +537,66 @@ def test_a_bounded_loop_gives_up_where_nothing_listens(tmp_path):
     code, end = k.finish()
     assert code == 1 and end["code"] == "UNAVAILABLE", end
     assert len(k.retries()) == 2 and end["reconnects"] == 2
+
+
+def test_a_loop_whose_callback_stalls_while_others_wait_for_room_resumes(tmp_path):
+    """reeld cancels a stream whose reader took nothing of its last message
+    for the keepalive time and timeout while other streams wait for room
+    (RESOURCE_EXHAUSTED, "... resume from the last position received"). The
+    loop ended there (a reel-sink whose receiver was down for 40 s, under
+    load, exited); it now subscribes again, as after a lost connection, and
+    every event comes once, in order. The callback stalls on its stdout: a
+    pipe nobody reads until the stall is long past."""
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--max-stream-backlog-bytes", str(1 << 20),
+                          "--keepalive-time", "1s", "--keepalive-timeout", "6s"]).start()
+    opts = [("grpc.http2.bdp_probe", 0), ("grpc.use_local_subchannel_pool", 1)]
+    chans = [grpc.insecure_channel(server.addr, options=opts) for _ in range(4)]
+    stalled = []
+    proc = subprocess.Popen([CONSUMER, "--addr", server.addr, "--consumer", "c"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        set_ = unary(chans[0], "/reel.v1.KV/SetValue", K.SetValueRequest, K.SetValueResponse)
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(32) as ex:
+            # Enough lines to fill the pipe: the callback blocks in its print.
+            list(ex.map(lambda i: set_(K.SetValueRequest(namespace="s", key=f"k{i}",
+                                                         value="1"), timeout=30),
+                        range(3000)))
+        big = json.dumps("v" * 300000)
+        for _ in range(30):
+            set_(K.SetValueRequest(namespace="m", key="big", value=big), timeout=30)
+        # Watchers that never read spend the budget; more keep coming, so
+        # streams wait for room while the loop's own stream is stalled.
+        watch = [stream(ch, "/reel.v1.KV/WatchValue", K.WatchValueRequest, K.ValueEvent)
+                 for ch in chans]
+        every = K.WatchValueRequest(namespace="m", key="big",
+                                    start=K.WatchValueRequest.FROM_VERSION, from_version=0)
+        stalled += [watch[i % 4](every, timeout=120) for i in range(8)]
+        time.sleep(10)
+        assert proc.poll() is None, "the loop ended while its callback stalled"
+        for c in stalled:   # gone: what they held is room again
+            c.cancel()
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(
+            l.decode().rstrip("\n") for l in proc.stdout), daemon=True)
+        reader.start()
+        t0 = time.monotonic()
+        while (sum(l.startswith("event ") for l in lines) < 3030 and proc.poll() is None
+               and time.monotonic() - t0 < 60):
+            time.sleep(0.1)
+        assert proc.poll() is None, "\n".join(lines[-5:])
+        revs = [int(l.split()[1]) for l in lines if l.startswith("event ")]
+        assert revs == list(range(1, 3031)), (len(revs), revs[-3:], lines[-3:])
+        retries = [l for l in lines if l.startswith("retry ")]
+        assert any(l.startswith("retry RESOURCE_EXHAUSTED") and
+                   "read nothing of its last message" in l for l in retries), retries
+    finally:
+        proc.kill()
+        proc.wait()
+        for c in stalled:
+            c.cancel()
+        for ch in chans:
+            ch.close()
+        code, _ = server.stop()
+        assert code == 0, server.log()

@@ -407,10 +407,19 @@ def unary_retryable(err: errors.ReelError) -> bool:
     return isinstance(err, errors.Unavailable)
 
 
+# In the message of a stream reeld cancelled because its reader took nothing
+# of the last message sent for a while, when other streams waited for room
+# (the stream budget, --max-stream-backlog-bytes): resumable.
+EVICTED = "read nothing of its last message"
+
+
 def stream_resumable(err: errors.ReelError) -> bool:
     """Stream ends a resumable stream reconnects after: a lost connection
-    or a server shutting down (both UNAVAILABLE)."""
-    return isinstance(err, errors.Unavailable)
+    or a server shutting down (both UNAVAILABLE), or reeld cancelling a
+    stream this side read too slowly while others waited for room (an
+    iteration that took its time over each item)."""
+    return isinstance(err, errors.Unavailable) or (
+        isinstance(err, errors.ResourceExhausted) and EVICTED in err.message)
 
 
 class ReconnectClock:

@@ -307,3 +307,59 @@ async def test_async_close_from_another_task_ends_the_iteration_quietly(reeld):
         await w.close()
         await asyncio.wait_for(task, 10)
         assert [e.type.name for e in got] == ["BOOTSTRAP_DONE", "PUT"]
+
+
+def test_a_watch_read_slowly_while_others_wait_for_room_resumes(tmp_path):
+    """reeld cancels a stream whose reader took nothing of its last message
+    for the keepalive time and timeout while other streams wait for room
+    (RESOURCE_EXHAUSTED, "... resume from the last position received"). A
+    watch iterated slowly (a pause over one item) raised it; it now resumes
+    where it was, like after a lost connection: every version once, in
+    order."""
+    import grpc
+    from conftest import Reeld
+    from reel.v1 import kv_pb2
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--max-stream-backlog-bytes", str(1 << 20),
+                          "--keepalive-time", "1s", "--keepalive-timeout", "3s"]).start()
+    # Readers that never read, on channels without BDP (their windows stay
+    # at 64 KiB): they spend the budget and then wait for room.
+    opts = [("grpc.http2.bdp_probe", 0), ("grpc.use_local_subchannel_pool", 1)]
+    chans = [grpc.insecure_channel(server.addr, options=opts) for _ in range(2)]
+    stalled = []
+    big = "v" * 300000
+    try:
+        with reel.connect(server.addr, reconnect_timeout=20) as c:
+            c.kv.put("m", "big", big)
+            w = c.kv.watch("m", "big", now=True)
+            assert next(w).bootstrap_done
+            c.kv.put("m", "big", big)
+            first = next(w)
+            assert first.version == 2
+            for _ in range(40):
+                c.kv.put("m", "big", big)
+            watch = [ch.unary_stream("/reel.v1.KV/WatchValue",
+                                     request_serializer=lambda m: m.SerializeToString(),
+                                     response_deserializer=kv_pb2.ValueEvent.FromString)
+                     for ch in chans]
+            every = kv_pb2.WatchValueRequest(namespace="m", key="big",
+                                             start=kv_pb2.WatchValueRequest.FROM_VERSION,
+                                             from_version=0)
+            stalled = [watch[i % 2](every, timeout=120) for i in range(8)]
+            time.sleep(9)           # the pause over the first item
+            for s in stalled:       # gone: what they held is room again
+                s.cancel()
+            versions = [first.version]
+            for ev in w:
+                versions.append(ev.version)
+                if ev.version == 42:
+                    break
+            assert versions == list(range(2, 43))
+            assert w.reconnects >= 1, "the watch was not cancelled: nothing was tested"
+            w.close()
+    finally:
+        for s in stalled:
+            s.cancel()
+        for ch in chans:
+            ch.close()
+        assert server.stop() == 0
