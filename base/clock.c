@@ -2,11 +2,102 @@
 
 #include <time.h>
 
-int64_t reel_clock_now_ms(void) {
+#include "base/log.h"
+
+/* A gap this large is logged: the wall clock stepped. */
+#define STEP_NS 1000000000LL
+
+static pthread_mutex_t clock_mu = PTHREAD_MUTEX_INITIALIZER;
+static int64_t clock_t_ns;    /* reel's time at the last reading (0: none) */
+static int64_t clock_boot_ns; /* the boot clock then */
+static int64_t clock_gap;     /* the wall clock's lead then */
+static int clock_stepped;     /* a gap of STEP_NS or more is being closed */
+
+static int64_t read_ns(clockid_t id) {
     struct timespec ts;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int64_t reel_clock_boot_ns(void) {
+    return read_ns(CLOCK_BOOTTIME);
+}
+
+int64_t reel_clock_advance(int64_t t_ns, int64_t boot_ns, int64_t boot_now_ns,
+                           int64_t wall_ns) {
+    int64_t elapsed = boot_now_ns - boot_ns, gap, most;
+
+    if (elapsed < 0)
+        elapsed = 0;
+    t_ns += elapsed;
+    gap = wall_ns - t_ns;
+    most = elapsed / 10; /* a tenth faster or slower at most */
+    if (gap > most)
+        gap = most;
+    else if (gap < -most)
+        gap = -most;
+    return t_ns + gap;
+}
+
+/* Reads reel's clock. Call with clock_mu held. */
+static int64_t now_locked(void) {
+    int64_t wall = read_ns(CLOCK_REALTIME), boot = read_ns(CLOCK_BOOTTIME);
+    int64_t gap;
+
+    if (clock_t_ns == 0)
+        clock_t_ns = wall;
+    else
+        clock_t_ns = reel_clock_advance(clock_t_ns, clock_boot_ns, boot, wall);
+    clock_boot_ns = boot;
+    gap = clock_gap = wall - clock_t_ns;
+    if (!clock_stepped && (gap >= STEP_NS || gap <= -STEP_NS)) {
+        clock_stepped = 1;
+        REEL_WARN("clock",
+                  "the system clock is %s reel's by %.3f s (a step: NTP, a "
+                  "date set by hand, a VM resumed); reel's clock runs a "
+                  "tenth %s until it has caught up (about %.0f s), so "
+                  "leases, timers and timestamps keep their pace",
+                  gap > 0 ? "ahead of" : "behind", (double)(gap < 0 ? -gap : gap) / 1e9,
+                  gap > 0 ? "faster" : "slower",
+                  (double)(gap < 0 ? -gap : gap) / 1e8);
+    } else if (clock_stepped && gap < STEP_NS / 100 && gap > -STEP_NS / 100) {
+        clock_stepped = 0;
+        REEL_INFO("clock", "reel's clock has caught up with the system clock");
+    }
+    return clock_t_ns;
+}
+
+int64_t reel_clock_now_ns(void) {
+    int64_t t;
+
+    pthread_mutex_lock(&clock_mu);
+    t = now_locked();
+    pthread_mutex_unlock(&clock_mu);
+    return t;
+}
+
+int64_t reel_clock_now_ms(void) {
+    return reel_clock_now_ns() / 1000000;
+}
+
+int64_t reel_clock_gap_ns(void) {
+    int64_t gap;
+
+    pthread_mutex_lock(&clock_mu);
+    now_locked();
+    gap = clock_gap;
+    pthread_mutex_unlock(&clock_mu);
+    return gap;
+}
+
+void reel_clock_start_at(int64_t at_ns) {
+    pthread_mutex_lock(&clock_mu);
+    if (at_ns > now_locked()) {
+        clock_t_ns = at_ns;
+        now_locked();
+    }
+    pthread_mutex_unlock(&clock_mu);
 }
 
 int64_t reel_clock_mono_ns(void) {

@@ -26,6 +26,7 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/version.h"
 #include "reel/v1/journal.pb-c.h"
@@ -400,13 +401,7 @@ static void *sweep_main(void *arg) {
         reel_consumer_stats_t s = {0};
         int held = 0;
 
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += wait_ms / 1000;
-        until.tv_nsec += (wait_ms % 1000) * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
+        until = reel_clock_mono_after(wait_ms);
         pthread_mutex_lock(&r->mu);
         while (!r->stopping &&
                pthread_cond_timedwait(&r->tick, &r->mu, &until) == 0)
@@ -458,7 +453,7 @@ static int start(reactor_t *r, reactor_dispatch_t *d) {
         goto oom;
     if (d->first_ms == 0) {
         d->first_ms = now_ms();
-        d->first_wall_ms = wall_ms();
+        d->first_wall_ms = reel_clock_now_ms(); /* never goes back */
     }
     d->in_flight = 1;
     r->in_flight++;
@@ -598,7 +593,7 @@ static void finished(reactor_t *r, reactor_dispatch_t *d, CURLcode cc) {
     r->in_flight--;
     r->app_in_flight[d->app]--;
     atomic_fetch_sub_explicit(&r->wire, 1, memory_order_relaxed);
-    d->last_wall_ms = wall_ms();
+    d->last_wall_ms = reel_clock_now_ms();
     cc = sink_http_result(&d->ans, cc, d->errbuf);
     if (cc == CURLE_OK)
         curl_easy_getinfo(d->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -762,7 +757,7 @@ reel_code_t reactor_create(const reactor_config_t *cfg, reel_client_t *c,
     r->rng = sink_rng_seed();
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->room, NULL);
-    pthread_cond_init(&r->tick, NULL);
+    reel_cond_init_mono(&r->tick); /* its sleep must not follow the wall clock */
     *out = r;
     return REEL_OK;
 }

@@ -20,6 +20,8 @@ PACKAGES=(
   # end-to-end tests of /metrics: two independent checks of the exposition
   # (prometheus_client's text parser, and promtool from prometheus)
   python3-prometheus-client prometheus
+  # end-to-end tests of reel's clock: the wall clock stepped under reeld
+  faketime
   # fuzzing: libFuzzer from clang
   clang libclang-rt-14-dev
 )

@@ -114,6 +114,13 @@
 #define FORMAT_FILE "FORMAT"
 #define META_REVISION "revision"
 #define META_FORMAT "format"
+/* reel's clock at the group's commit (base/clock.h), the boot clock then
+ * and the boot's id: where a restart takes reel's clock up again. */
+#define META_CLOCK "clock"
+#define BOOT_ID_LEN 36
+/* A last commit further ahead of the system clock than this is not waited
+ * for: reel's clock starts from the system clock (times may go back). */
+#define CLOCK_AHEAD_MAX_NS (24LL * 3600 * 1000000000LL)
 #define META_CF "meta"
 
 /* A change recorded during apply; its bytes live in the group arena. */
@@ -158,6 +165,7 @@ struct store_iter {
 
 struct store {
     char *dir;
+    char boot_id[BOOT_ID_LEN + 1]; /* this boot's, or "" */
     rocksdb_t *db;
     rocksdb_options_t *dbopts;
     rocksdb_options_t *lookup_opts; /* dbopts + a memtable bloom filter */
@@ -709,6 +717,62 @@ static reel_code_t load_meta(store_t *s, reel_status_t *st) {
     return REEL_OK;
 }
 
+/* The boot's id (/proc/sys/kernel/random/boot_id) into s->boot_id. */
+static void read_boot_id(store_t *s) {
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+
+    s->boot_id[0] = '\0';
+    if (f == NULL)
+        return;
+    if (fgets(s->boot_id, sizeof(s->boot_id), f) == NULL ||
+        strlen(s->boot_id) != BOOT_ID_LEN)
+        s->boot_id[0] = '\0';
+    fclose(f);
+}
+
+/*
+ * Takes reel's clock up where the last commit left it, so that its times
+ * never go back and leases and timers keep their length across a restart
+ * whatever the system clock did meanwhile: on the same boot, the last
+ * commit's time plus the boot clock's elapsed time (exact, suspends
+ * included); after a reboot, no earlier than the last commit. The clock
+ * then closes any gap to the system clock a tenth at a time (base/clock.h).
+ */
+static void resume_clock(store_t *s) {
+    reel_status_t st = REEL_STATUS_INIT;
+    char *val = NULL;
+    size_t vlen = 0;
+    int64_t t, boot, at, wall;
+
+    read_boot_id(s);
+    if (store_get(s, s->meta, META_CLOCK, strlen(META_CLOCK), &val, &vlen,
+                  &st) != REEL_OK ||
+        vlen < 16) {
+        reel_status_fini(&st);
+        free(val);
+        return; /* a fresh data dir, or one from before the record */
+    }
+    t = (int64_t)reel_be64_get((const unsigned char *)val);
+    boot = (int64_t)reel_be64_get((const unsigned char *)val + 8);
+    at = t;
+    if (s->boot_id[0] != '\0' && vlen == 16 + BOOT_ID_LEN &&
+        memcmp(val + 16, s->boot_id, BOOT_ID_LEN) == 0 &&
+        reel_clock_boot_ns() >= boot)
+        at = t + (reel_clock_boot_ns() - boot);
+    free(val);
+    wall = reel_clock_now_ns();
+    if (at - wall > CLOCK_AHEAD_MAX_NS) {
+        REEL_WARN("store",
+                  "data dir %s: its last commit is %.0f s ahead of the "
+                  "system clock, more than a day: reel's clock starts from "
+                  "the system clock, and times recorded from now on may be "
+                  "earlier than those already stored",
+                  s->dir, (double)(at - wall) / 1e9);
+        return;
+    }
+    reel_clock_start_at(at);
+}
+
 static void *writer_main(void *arg);
 
 /*
@@ -1071,6 +1135,7 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
         goto fail;
     if ((rc = load_meta(s, st)) != REEL_OK)
         goto fail;
+    resume_clock(s);
 
     s->wb = rocksdb_writebatch_wi_create(0, 1);
     s->blind = rocksdb_writebatch_create();
@@ -1551,8 +1616,8 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     reel_status_t werr = REEL_STATUS_INIT;
     char *err = NULL;
     size_t batch_bytes = 0, blind_bytes = 0;
-    unsigned char rev[8];
-    int64_t t0 = 0, t1;
+    unsigned char rev[8], clk[16 + BOOT_ID_LEN];
+    int64_t t0 = 0, t1, now_ns;
 
     s->last_group = n;
     if (atomic_load(&s->failed)) {
@@ -1571,7 +1636,8 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     s->n_counts = 0;
     txn.store = s;
     txn.next_rev = atomic_load(&s->revision) + 1;
-    txn.now_ms = reel_clock_now_ms();
+    now_ns = reel_clock_now_ns();
+    txn.now_ms = now_ns / 1000000;
 
     for (size_t i = 0; i < n; i++) {
         store_req_t *req = reqs[i];
@@ -1655,6 +1721,12 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     reel_be64_put(rev, txn.next_rev - 1);
     rocksdb_writebatch_wi_put_cf(s->wb, s->meta->h, META_REVISION,
                                  strlen(META_REVISION), (const char *)rev, 8);
+    reel_be64_put(clk, (uint64_t)now_ns);
+    reel_be64_put(clk + 8, (uint64_t)reel_clock_boot_ns());
+    memcpy(clk + 16, s->boot_id, BOOT_ID_LEN);
+    rocksdb_writebatch_wi_put_cf(s->wb, s->meta->h, META_CLOCK,
+                                 strlen(META_CLOCK), (const char *)clk,
+                                 s->boot_id[0] ? 16 + BOOT_ID_LEN : 16);
     t0 = reel_clock_mono_ns();
     if ((s->fault != NULL && s->fault(s->fault_arg) != 0) ||
         REEL_FAULT("store.write"))
@@ -1771,7 +1843,9 @@ static int writer_wait(store_t *s) {
             pthread_cond_wait(&s->cv, &s->mu);
             continue;
         }
-        ts = reel_clock_mono_after(due - now);
+        /* due is wall-clock time: wake at least once a second, so that a
+         * step of the wall clock (NTP, a VM resumed) moves the alarm too. */
+        ts = reel_clock_mono_after(due - now < 1000 ? due - now : 1000);
         pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     }
 }

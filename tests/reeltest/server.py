@@ -36,10 +36,11 @@ class Reeld:
     previous one said."""
 
     def __init__(self, data_dir, port=None, extra=(), binary=None, creds=None,
-                 metadata=None):
+                 metadata=None, env=None):
         """creds: grpc channel credentials when reeld serves TLS (start()
         probes health through them); metadata: what each probe sends (an
-        authorization token under --auth token)."""
+        authorization token under --auth token); env: variables added to
+        reeld's environment."""
         self.binary = binary or REELD
         self.creds = creds
         self.metadata = metadata
@@ -47,6 +48,7 @@ class Reeld:
         self.port = port or free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.extra = list(extra)
+        self.env = dict(env or {})
         self.proc = None
         self.log_path = None
         self.ready_after = None   # seconds from exec to SERVING, once started
@@ -65,7 +67,8 @@ class Reeld:
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             [self.binary, "--data-dir", self.data_dir, "--listen", self.addr] + self.extra,
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env} if self.env else None)
         log.close()
         if not wait:
             return self
