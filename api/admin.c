@@ -45,7 +45,7 @@ static void admin_get_status(rpc_call_t *call, void *arg, const uint8_t *req,
     reel__v1__get_status_request__free_unpacked(in, NULL);
 
     out.version = REEL_VERSION;
-    out.format_version = STORE_FORMAT_VERSION;
+    out.format_version = (uint32_t)store_format_opened(ctx->store);
     out.revision = store_revision(ctx->store);
     /* Where the data lives is an admin's business (docs/security.md). */
     out.data_dir = api_is_admin(call) ? (char *)ctx->data_dir : "";

@@ -792,7 +792,9 @@ int main(int argc, char **argv) {
     ctx.store = store;
     ctx.limits = cfg.limits;
     ctx.data_dir = data_dir; /* the first admin token's file goes there */
+    /* Every module brought its records up to the format: say so on disk. */
     if (api_modules_start(&ctx, &st) != REEL_OK ||
+        store_format_upgrade(store, &st) != REEL_OK ||
         (ctx.timers = api_timers_create()) == NULL) {
         REEL_ERROR("reeld", "cannot start: %s",
                    st.code != REEL_OK ? reel_status_message(&st)

@@ -38,6 +38,9 @@ static reel_code_t timers_module_start(api_ctx_t *ctx, reel_status_t *st) {
     journal_use_timers(ctx->journal, t);
     signals_use_timers(ctx->signals, t);
     ctx->durable_timers = t;
+    /* Before format 2, runs could lack their index entries and timers. */
+    if (store_format_opened(ctx->store) < 2)
+        return journal_upgrade(ctx->journal, st);
     return REEL_OK;
 }
 

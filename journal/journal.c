@@ -33,9 +33,11 @@
  *     was set for, and does nothing if the run moved on: timers are
  *     written with the record they follow, never deleted early.
  *
- * Recovery: nothing beyond RocksDB's own; the ULID clock restarts from the
- * wall clock, and ids made in the same millisecond as before a restart are
- * still distinct by their random bits.
+ * Recovery: nothing beyond RocksDB's own; the ULID clock restarts from
+ * reel's clock, which takes up where the last commit left it (base/clock.h),
+ * so ids sort in creation order across restarts; ids made in the same
+ * millisecond as before a restart are still distinct by their random bits.
+ * A data dir of store format 1 is brought up to 2 by journal_upgrade().
  */
 #include "journal/journal_int.h"
 

@@ -25,6 +25,7 @@
 #include <uthash.h>
 
 #include "base/clock.h"
+#include "base/log.h"
 #include "base/json.h"
 #include "base/pattern.h"
 #include "base/text.h"
@@ -1369,6 +1370,78 @@ out:
     run_fini(&after);
     run_fini(&cur);
     return rc;
+}
+
+static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
+                                 reel_status_t *st) {
+    journal_t *j = arg;
+    store_iter_t *it = store_txn_iter(txn, j->cf_runs);
+    reel_code_t rc = REEL_OK;
+    size_t n = 0;
+
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (store_iter_seek(it, "a", 1); rc == REEL_OK && store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        char id[JOURNAL_RUN_ID_LEN + 1], *val = NULL;
+        journal_key_t rk, ck = {NULL, 0};
+        run_t r = {0};
+
+        if (klen == 0 || k[0] != 'a')
+            break;
+        if (klen != 1 + JOURNAL_RUN_ID_LEN)
+            continue;
+        memcpy(id, k + 1, JOURNAL_RUN_ID_LEN);
+        id[JOURNAL_RUN_ID_LEN] = '\0';
+        rk = journal_run_key(id);
+        if (rk.p == NULL) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+            break;
+        }
+        rc = store_txn_get(txn, j->cf_runs, rk.p, rk.len, &val, &vlen, st);
+        free(rk.p);
+        if (rc == REEL_NOT_FOUND) { /* an index entry left without its run */
+            reel_status_fini(st);
+            rc = REEL_OK;
+            continue;
+        }
+        if (rc != REEL_OK)
+            break;
+        if (journal_run_decode(val, vlen, &r) != 0) {
+            free(val);
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "run %s: the stored record is corrupt", id);
+            break;
+        }
+        free(val);
+        if (r.status == RUN_RUNNABLE) {
+            ck = journal_claimable_key(r.app, r.ready_ms_, r.run_id);
+            if (ck.p == NULL)
+                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                     "out of memory");
+            else
+                store_txn_put(txn, j->cf_runs, ck.p, ck.len, "", 0);
+            free(ck.p);
+        } else if (r.status == RUN_RUNNING) {
+            rc = schedule(j, txn, TIMER_LEASE, r.lease_expires_at_ms, &r, st);
+        }
+        run_fini(&r);
+        n++;
+    }
+    if (rc == REEL_OK)
+        rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    if (rc == REEL_OK && n > 0)
+        REEL_INFO("journal", "indexed %zu active runs for the new format "
+                             "(claimable runs, lease timers)",
+                  n);
+    return rc;
+}
+
+reel_code_t journal_upgrade(journal_t *j, reel_status_t *st) {
+    return store_exec(j->store, upgrade_apply, j, NULL, st);
 }
 
 void journal_use_timers(journal_t *j, timers_t *t) {

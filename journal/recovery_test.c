@@ -580,11 +580,51 @@ static void test_bad_retry_policy_is_refused(void **state) {
            "retry.multiplier");
 }
 
+/*
+ * A data dir from before the durable timers holds RUNNING runs without a
+ * lease timer: their leases never expired. journal_upgrade() (format 1 to
+ * 2) gives them one, and the expiry then happens as for any run.
+ */
+static void test_an_upgrade_gives_old_runs_their_lease_timers(void **state) {
+    fixture_t *f = *state;
+    journal_limits_t lim = {.retry = {40, 2.0, 1000, 4}};
+    store_opts_t o = {0};
+    reel_status_t st = REEL_STATUS_INIT;
+    char id[27];
+    run_t r;
+
+    close_all(f);
+    /* A journal without timers: what such a data dir holds. */
+    o.cfs = (const store_cf_desc_t *const[]){journal_cfs, timers_cfs, NULL};
+    f->store = testing_store_open(f->dir, &o);
+    if (journal_create(f->store, &lim, &f->j, &st) != REEL_OK)
+        fail_msg("open: %s", reel_status_message(&st));
+    begin_ok(f, "shop", "old", 50, id);
+    store_close(f->store);
+    journal_destroy(f->j);
+    f->store = NULL;
+    f->j = NULL;
+
+    open_all(f, &lim);
+    assert_false(await_status(f, id, RUN_RUNNABLE, 400, &r));
+    assert_int_equal(journal_upgrade(f->j, &st), REEL_OK);
+    assert_true(await_status(f, id, RUN_RUNNABLE, 5000, &r));
+    assert_string_equal(r.reason, RUN_REASON_LEASE_EXPIRED);
+    run_fini(&r);
+    /* Twice is harmless: the run is not RUNNING any more. */
+    assert_int_equal(journal_upgrade(f->j, &st), REEL_OK);
+    r = get(f, id);
+    assert_int_equal(r.status, RUN_RUNNABLE);
+    run_fini(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
             test_expired_lease_is_a_change_that_fences_the_epoch, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_upgrade_gives_old_runs_their_lease_timers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeats_keep_the_lease, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

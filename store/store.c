@@ -166,6 +166,7 @@ struct store_iter {
 struct store {
     char *dir;
     char boot_id[BOOT_ID_LEN + 1]; /* this boot's, or "" */
+    int format; /* the data dir's at open (store_format_opened) */
     rocksdb_t *db;
     rocksdb_options_t *dbopts;
     rocksdb_options_t *lookup_opts; /* dbopts + a memtable bloom filter */
@@ -386,13 +387,14 @@ static reel_code_t format_write(const char *dir, reel_status_t *st) {
  * format) is FAILED_PRECONDITION and left untouched: RocksDB, opened on a
  * directory, deletes files that look like its own.
  */
-static reel_code_t format_check(const char *dir, int *fresh,
+static reel_code_t format_check(const char *dir, int *fresh, int *version_out,
                                 reel_status_t *st) {
     char path[4096], buf[128];
     int fd, version = 0;
     ssize_t n;
 
     *fresh = 0;
+    *version_out = STORE_FORMAT_VERSION;
     snprintf(path, sizeof(path), "%s/%s", dir, FORMAT_FILE);
     fd = open(path, O_RDONLY);
     if (fd < 0) {
@@ -435,12 +437,21 @@ static reel_code_t format_check(const char *dir, int *fresh,
                                "data dir %s: %s is unreadable (\"%.40s\"); "
                                "refusing to open it",
                                dir, FORMAT_FILE, buf);
-    if (version != STORE_FORMAT_VERSION)
+    if (version > STORE_FORMAT_VERSION)
+        return reel_status_set(
+            st, REEL_FAILED_PRECONDITION,
+            "data dir %s was written by a newer reel (format %d; this reeld "
+            "reads formats %d to %d): run that reel or a newer one, or "
+            "restore a backup taken before it upgraded the data dir; "
+            "refusing to open it",
+            dir, version, STORE_FORMAT_OLDEST, STORE_FORMAT_VERSION);
+    if (version < STORE_FORMAT_OLDEST)
         return reel_status_set(
             st, REEL_FAILED_PRECONDITION,
             "data dir %s was written by reel format %d; this reeld reads "
-            "format %d; refusing to open it",
-            dir, version, STORE_FORMAT_VERSION);
+            "formats %d to %d; refusing to open it",
+            dir, version, STORE_FORMAT_OLDEST, STORE_FORMAT_VERSION);
+    *version_out = version;
     if (no_database(dir))
         *fresh = 1;
     else if (!path_exists(dir, "CURRENT") &&
@@ -667,6 +678,7 @@ static reel_code_t load_meta(store_t *s, reel_status_t *st) {
     char *val = NULL, *err = NULL;
     size_t vlen = 0;
     reel_code_t rc;
+    int v;
 
     rc = store_get(s, s->meta, META_FORMAT, strlen(META_FORMAT), &val,
                    &vlen, st);
@@ -692,15 +704,20 @@ static reel_code_t load_meta(store_t *s, reel_status_t *st) {
     }
     if (rc != REEL_OK)
         return rc;
-    if (parse_version(val, vlen) != STORE_FORMAT_VERSION) {
+    v = parse_version(val, vlen);
+    if (v < STORE_FORMAT_OLDEST || v > STORE_FORMAT_VERSION) {
         rc = reel_status_set(st, REEL_FAILED_PRECONDITION,
-                             "data dir %s: stored format %.*s does not match "
-                             "this reeld's format %d; refusing to open it",
+                             "data dir %s: stored format %.*s is not one "
+                             "this reeld reads (%d to %d); refusing to open "
+                             "it",
                              s->dir, (int)(vlen > 16 ? 16 : vlen), val,
-                             STORE_FORMAT_VERSION);
+                             STORE_FORMAT_OLDEST, STORE_FORMAT_VERSION);
         free(val);
         return rc;
     }
+    /* The older of the two marks: an upgrade stopped between them. */
+    if (v < s->format)
+        s->format = (int)v;
     free(val);
     val = NULL;
     rc = store_get(s, s->meta, META_REVISION, strlen(META_REVISION),
@@ -771,6 +788,32 @@ static void resume_clock(store_t *s) {
         return;
     }
     reel_clock_start_at(at);
+}
+
+int store_format_opened(const store_t *s) { return s->format; }
+
+reel_code_t store_format_upgrade(store_t *s, reel_status_t *st) {
+    char body[16], *err = NULL;
+    int n, from = s->format;
+    reel_code_t rc;
+
+    if (from == STORE_FORMAT_VERSION)
+        return REEL_OK;
+    n = snprintf(body, sizeof(body), "%d", STORE_FORMAT_VERSION);
+    rocksdb_put_cf(s->db, s->wopts, s->meta->h, META_FORMAT,
+                   strlen(META_FORMAT), body, (size_t)n, &err);
+    if (err != NULL)
+        return take_err(st, REEL_UNAVAILABLE, &err,
+                        "cannot mark the data dir with its new format");
+    if ((rc = format_write(s->dir, st)) != REEL_OK)
+        return rc;
+    s->format = STORE_FORMAT_VERSION;
+    REEL_INFO("store",
+              "data dir %s upgraded from format %d to %d: reelds older than "
+              "this one refuse it from now on (going back takes a backup "
+              "made before this start)",
+              s->dir, from, STORE_FORMAT_VERSION);
+    return REEL_OK;
 }
 
 static void *writer_main(void *arg);
@@ -968,7 +1011,7 @@ static reel_code_t register_metrics(store_t *s, reel_status_t *st) {
 reel_code_t store_open(const store_opts_t *opts, store_t **out,
                        reel_status_t *st) {
     store_t *s = NULL;
-    int fresh = 0;
+    int fresh = 0, format = STORE_FORMAT_VERSION;
     size_t n_cfs = 0;
     reel_code_t rc;
 
@@ -980,12 +1023,13 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
         return rc;
     if ((rc = make_dir(opts->data_dir, st)) != REEL_OK)
         return rc;
-    if ((rc = format_check(opts->data_dir, &fresh, st)) != REEL_OK)
+    if ((rc = format_check(opts->data_dir, &fresh, &format, st)) != REEL_OK)
         return rc;
 
     s = calloc(1, sizeof(*s));
     if (s == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    s->format = format;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->gov_mu, NULL);
     /* The writer's timed wait for the alarm is on the monotonic clock. */

@@ -41,8 +41,17 @@
 #include "base/status.h"
 #include "metrics/metrics.h"
 
-/* The on-disk format this build reads and writes. */
-#define STORE_FORMAT_VERSION 1
+/*
+ * The on-disk format this build writes. It also opens the formats from
+ * STORE_FORMAT_OLDEST on, and store_format_upgrade() marks such a data dir
+ * with this one once the modules have brought their records up to it:
+ * reelds older than the format then refuse it instead of misreading it.
+ *   1  the records up to 2026-12-05
+ *   2  the same records (a format 1 dir is upgraded by relabelling it):
+ *      the version older reelds refuse, and reel's clock (meta/clock)
+ */
+#define STORE_FORMAT_VERSION 2
+#define STORE_FORMAT_OLDEST 1
 
 /* The longest column family name a module may declare. */
 #define STORE_CF_NAME_MAX 64
@@ -205,6 +214,18 @@ typedef struct store_opts {
  */
 reel_code_t store_open(const store_opts_t *opts, store_t **out,
                        reel_status_t *st);
+
+/* The format the data dir had when it was opened: STORE_FORMAT_VERSION, or
+ * an older one to upgrade (modules read it to bring their records up). */
+int store_format_opened(const store_t *s);
+
+/*
+ * Marks an older data dir with STORE_FORMAT_VERSION, synced: meta/format,
+ * then the FORMAT file (a crash between leaves FORMAT old, and the next
+ * start upgrades again). Call once every module has started. Nothing to do
+ * for a data dir already at the version.
+ */
+reel_code_t store_format_upgrade(store_t *s, reel_status_t *st);
 
 /*
  * Stops accepting requests (UNAVAILABLE from then on) and lets the writer

@@ -10,6 +10,7 @@ import pytest
 
 import health_pb2
 from reel.v1 import admin_pb2
+from reel.v1 import kv_pb2
 from conftest import REELD, Reeld, free_port, reelctl, stream, unary
 
 
@@ -74,7 +75,7 @@ def test_oversized_request_is_resource_exhausted(channel):
 def test_status_reports_version_format_and_data_dir(reeld, channel):
     r = status(channel)(admin_pb2.GetStatusRequest(), timeout=5)
     assert r.version
-    assert r.format_version == 1
+    assert r.format_version == 2
     assert r.revision == 0
     assert os.path.samefile(r.data_dir, reeld.data_dir)
     assert r.writable
@@ -204,8 +205,42 @@ def test_data_dir_of_another_format_is_refused_untouched(tmp_path):
     before = sorted(os.listdir(data))
     server = Reeld(str(data)).start(wait=False)
     assert server.proc.wait(timeout=10) == 1
-    assert "format 99" in server.log()
+    assert "format 99" in server.log() and "written by a newer reel" in server.log()
     assert sorted(os.listdir(data)) == before
+
+
+def test_a_data_dir_of_the_older_format_is_upgraded_and_keeps_its_data(tmp_path):
+    """Format 1 (every data dir before the format was raised) opens, keeps
+    every record, and is marked format 2 once reeld has started, so that
+    reelds of format 1, which check the FORMAT file before anything,
+    refuse it rather than misread what this one wrote."""
+    data = tmp_path / "data"
+    a = Reeld(str(data)).start()
+    ch = a.channel()
+    setv = unary(ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest, kv_pb2.SetValueResponse)
+    setv(kv_pb2.SetValueRequest(namespace="ns", key="k", value='{"a":1}'), timeout=5)
+    ch.close()
+    assert a.stop()[0] == 0
+    (data / "FORMAT").write_text("reel-format 1\n")
+    b = Reeld(str(data)).start()
+    try:
+        assert "upgraded from format 1 to 2" in b.log(), b.log()
+        assert (data / "FORMAT").read_text() == "reel-format 2\n"
+        ch = b.channel()
+        r = status(ch)(admin_pb2.GetStatusRequest(), timeout=5)
+        assert r.format_version == 2
+        got = unary(ch, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
+                    kv_pb2.GetValueResponse)(kv_pb2.GetValueRequest(namespace="ns", key="k"),
+                                             timeout=5)
+        assert got.found and got.entry.value == '{"a":1}' and got.entry.version == 1
+        ch.close()
+    finally:
+        assert b.stop()[0] == 0
+    c = Reeld(str(data)).start()             # once: nothing left to upgrade
+    try:
+        assert "upgraded" not in c.log(), c.log()
+    finally:
+        assert c.stop()[0] == 0
 
 
 def test_listen_address_in_use_fails_with_a_message(reeld, tmp_path):
@@ -271,7 +306,7 @@ def test_an_empty_directory_becomes_a_data_dir(tmp_path):
     data.mkdir()
     a = Reeld(str(data)).start()
     assert a.stop()[0] == 0
-    assert (data / "FORMAT").read_text() == "reel-format 1\n"
+    assert (data / "FORMAT").read_text() == "reel-format 2\n"
 
 
 def test_environment_variables_configure_reeld(tmp_path):
@@ -323,7 +358,7 @@ def test_reelctl_health_exit_codes(reeld):
     r = reelctl(reeld.addr, "health", "reel.v1.Nope")
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr
     r = reelctl(reeld.addr, "status", "--json")
-    assert r.returncode == 0 and '"format_version":1' in r.stdout
+    assert r.returncode == 0 and '"format_version":2' in r.stdout
     # Every field of GetStatus: the await cap too (5m by default).
     assert '"signal_max_wait_ms":300000' in r.stdout, r.stdout
     r = reelctl(reeld.addr, "status")
