@@ -41,6 +41,8 @@ class Stepped:
                # libfaketime 0.9.10 otherwise ends every timed wait on a
                # monotonic condition variable at once.
                "FAKETIME_FORCE_MONOTONIC_FIX": "0"}
+        if "ASAN_OPTIONS" in os.environ:    # a sanitizer build: preloaded after it
+            env["ASAN_OPTIONS"] = os.environ["ASAN_OPTIONS"] + ":verify_asan_link_order=0"
         self.server = Reeld(data or str(tmp_path / "data"), env=env).start()
         self.ch = grpc.insecure_channel(self.server.addr)
         u = lambda m, a, b: unary(self.ch, m, a, b)
