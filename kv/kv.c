@@ -20,7 +20,10 @@
  *                                  change, in revision order
  *   'v' ns 0 key 0 version(8)   -> rev(8): a key's retained versions
  *   "mcompacted"                -> rev(8): the highest revision ever
- *                                  trimmed from history (for patterns)
+ *                                  trimmed from history (a pattern watch
+ *                                  resuming past it has nothing to look up;
+ *                                  one before it reads the trimmed revision
+ *                                  of each key it matches)
  *   event record: u8 format (1), u8 type, u64 version, u64 prev_version,
  *                 u64 revision, i64 ts_ms, u8 deleted, then u32-length-
  *                 prefixed ns, key, writer, value, prev_value.

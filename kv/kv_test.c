@@ -1158,6 +1158,64 @@ static void test_stalled_watcher_past_retention_ends_naming_its_revision(
     sink_free(s);
 }
 
+/*
+ * A busy key trims its history at every write. A pattern watch that never
+ * matches it was refused any revision before that key's last trim, in any
+ * namespace (one counter written 100 times a second left every pattern
+ * watcher a second to resume in); now only the trims of keys it matches
+ * count, from resume and from a stalled watcher's catch-up alike.
+ */
+static void test_a_busy_key_elsewhere_does_not_end_pattern_watches(
+    void **state) {
+    fixture_t *f = *state; /* history_keep = 3 */
+    kv_write_result_t res;
+    sink_t *s = sink_new(100), *slow = sink_new(1);
+    kv_watch_t *w, *ws;
+    reel_status_t st = REEL_STATUS_INIT;
+    reel_code_t rc;
+    uint64_t before;
+
+    set_ok(f->kv, "orders.0", "0");
+    before = store_revision(f->store);
+    ws = watch(f, "orders.>", KV_WATCH_NOW, 0, slow, NULL, NULL);
+    assert_int_equal(sink_wait(slow, 1), 1); /* BOOTSTRAP_DONE; then full */
+    set_ok(f->kv, "orders.1", "1");
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(set_full(f->kv, "other", "hot", "1", KV_PRECOND_NONE,
+                                  0, &res),
+                         REEL_OK);
+        kv_write_result_fini(&res);
+        set_ok(f->kv, "elsewhere", "1"); /* same namespace, not matched */
+    }
+    /* Resumed from before: orders.1 comes, then BOOTSTRAP_DONE. */
+    w = watch(f, "orders.>", KV_WATCH_FROM_REVISION, before, s, &rc, &st);
+    assert_int_equal(rc, REEL_OK);
+    assert_int_equal(sink_wait(s, 2), 2);
+    assert_string_equal(s->recs[0].key, "orders.1");
+    assert_int_equal(s->recs[1].type, KV_EVENT_BOOTSTRAP_DONE);
+    kv_watch_destroy(w);
+    /* The stalled one catches up from storage. */
+    pthread_mutex_lock(&slow->mu);
+    slow->held = 0;
+    slow->limit = 100;
+    pthread_mutex_unlock(&slow->mu);
+    kv_watch_pump(ws);
+    assert_int_equal(sink_wait(slow, 2), 2);
+    assert_false(slow->ended);
+    assert_string_equal(slow->recs[1].key, "orders.1");
+    kv_watch_destroy(ws);
+    /* A key it matches, trimmed: refused, naming the oldest retained. */
+    for (int i = 0; i < 5; i++)
+        set_ok(f->kv, "orders.1", "2");
+    s->n = 0;
+    w = watch(f, "orders.>", KV_WATCH_FROM_REVISION, before, s, &rc, &st);
+    assert_int_equal(rc, REEL_OUT_OF_RANGE);
+    assert_null(w);
+    reel_status_fini(&st);
+    sink_free(s);
+    sink_free(slow);
+}
+
 static void test_from_version_replays_then_goes_live(void **state) {
     fixture_t *f = *state;
     sink_t *s = sink_new(100);
@@ -1501,6 +1559,7 @@ int main(void) {
         T(test_a_namespace_from_before_the_rule_is_read_only),
         T(test_list_pages_in_key_order_with_prefix),
         T3(test_history_keeps_the_last_n_versions),
+        T3(test_a_busy_key_elsewhere_does_not_end_pattern_watches),
         T(test_list_stops_at_the_byte_budget),
         T(test_history_stops_at_the_byte_budget),
         T(test_watch_sees_every_transition_with_prev),

@@ -242,16 +242,65 @@ void kv_publish(kv_t *kv, const store_change_t *changes, size_t n) {
 
 /* ---- Creating ------------------------------------------------------------ */
 
-/* The highest trimmed revision that could hide a change this watch needs. */
-static reel_code_t trimmed_for(kv_watch_t *w, uint64_t *trimmed,
-                               reel_status_t *st) {
+/*
+ * The highest trimmed revision among the keys pattern watch w matches:
+ * their records, under the pattern's literal prefix, each keep their own
+ * (a tombstone too). Read from committed state after the caller's snapshot
+ * was taken, so it covers every trim that snapshot lacks.
+ */
+static reel_code_t pattern_trimmed(kv_watch_t *w, uint64_t *trimmed,
+                                   reel_status_t *st) {
+    size_t base_len = w->ns_len + 1 + w->lit_len;
+    store_iter_t *it = store_iter_create(w->kv->store, w->kv->cf, NULL);
+    reel_code_t rc = REEL_OK;
+
+    *trimmed = 0;
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (store_iter_seek(it, w->ekey, base_len); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        uint64_t t;
+
+        if (klen < base_len || memcmp(k, w->ekey, base_len) != 0)
+            break;
+        if (!reel_pattern_match(w->key, w->key_len, k + w->ns_len + 1,
+                                klen - w->ns_len - 1))
+            continue;
+        if (kv_entry_trimmed(v, vlen, &t) != 0) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "key \"%.*s\": stored record is corrupt",
+                                 (int)(klen - w->ns_len - 1),
+                                 k + w->ns_len + 1);
+            break;
+        }
+        if (t > *trimmed)
+            *trimmed = t;
+    }
+    if (rc == REEL_OK)
+        rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    return rc;
+}
+
+/*
+ * The highest trimmed revision that could hide a change after cursor this
+ * watch needs. For a pattern, the highest ever trimmed anywhere when that
+ * is not past cursor (nothing to look up); else the highest among the
+ * keys it matches, so that a busy key elsewhere, whose history is trimmed
+ * at every write, does not end the pattern watches that never see it.
+ */
+static reel_code_t trimmed_for(kv_watch_t *w, uint64_t cursor,
+                               uint64_t *trimmed, reel_status_t *st) {
     char *val = NULL;
     size_t vlen = 0;
     reel_code_t rc;
 
     if (w->pattern) {
         *trimmed = atomic_load(&w->kv->compacted);
-        return REEL_OK;
+        return *trimmed <= cursor ? REEL_OK : pattern_trimmed(w, trimmed, st);
     }
     *trimmed = 0;
     rc = store_get(w->kv->store, w->kv->cf, w->ekey, w->ekey_len, &val,
@@ -370,7 +419,7 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
                                  (unsigned long long)head);
             goto fail;
         }
-        if ((rc = trimmed_for(w, &trimmed, st)) != REEL_OK)
+        if ((rc = trimmed_for(w, a->from_revision, &trimmed, st)) != REEL_OK)
             goto fail;
         if (a->from_revision < trimmed) {
             rc = reel_status_set(st, REEL_OUT_OF_RANGE,
@@ -740,21 +789,27 @@ static int step_history(kv_watch_t *w, uint64_t *cursor) {
     uint64_t trimmed = 0, head, next_version = 1;
     int r = STEP_NEXT;
 
-    if (trimmed_for(w, &trimmed, &st) != REEL_OK)
-        return end_with(w, &st);
-    if (*cursor < trimmed)
-        return end_watch(w, REEL_OUT_OF_RANGE,
-                         "the watch fell behind retained history: the last "
-                         "revision it received is %llu, the oldest retained "
-                         "is %llu",
-                         (unsigned long long)*cursor,
-                         (unsigned long long)trimmed + 1);
     if (store_snapshot_create(w->kv->store, &snap, &st) != REEL_OK) {
         r = end_failed(w, &st, "watch of key \"%s\": catching up after "
                                "revision %llu",
                        w->key, (unsigned long long)*cursor);
         reel_status_fini(&st);
         return r;
+    }
+    /* After the snapshot: a trim it lacks is counted (a trim raises what
+     * it reads before its commit), so nothing it misses goes unsaid. */
+    if (trimmed_for(w, *cursor, &trimmed, &st) != REEL_OK) {
+        store_snapshot_release(w->kv->store, snap);
+        return end_with(w, &st);
+    }
+    if (*cursor < trimmed) {
+        store_snapshot_release(w->kv->store, snap);
+        return end_watch(w, REEL_OUT_OF_RANGE,
+                         "the watch fell behind retained history: the last "
+                         "revision it received is %llu, the oldest retained "
+                         "is %llu",
+                         (unsigned long long)*cursor,
+                         (unsigned long long)trimmed + 1);
     }
     head = store_snapshot_revision(snap);
     if (!w->pattern) {
