@@ -85,6 +85,24 @@ struct signals_waiter {
     size_t klen;
 };
 
+/*
+ * Where a mailbox's pending signals of one name begin: the 'p' key of the
+ * last one consumed. Consuming deletes keys at the front of the name's
+ * range, and until RocksDB compacts them away a seek from the prefix steps
+ * over every one (draining 30,000 signals went from 0.8 ms to 5.5 ms a
+ * consume, on the writer). Every signal still pending there sorts at or
+ * after the hint: consumption takes the lowest seq, and a send or a
+ * scheduled delivery takes a seq above all before it. A consume rolled
+ * back leaves its key, at the hint, where the next seek finds it. Writer
+ * thread only; at most CONSUME_HINTS_MAX, then forgotten all at once.
+ */
+#define CONSUME_HINTS_MAX 4096
+typedef struct consume_hint {
+    UT_hash_handle hh;
+    size_t klen;
+    char key[]; /* the pending prefix, then the seq (8) */
+} consume_hint_t;
+
 struct signals {
     store_t *store;
     store_cf_t *cf;
@@ -93,6 +111,8 @@ struct signals {
     pthread_mutex_t mu; /* the waiter registry */
     wait_bucket_t *waits;
     timers_t *timers; /* NULL: no delayed sends */
+    consume_hint_t *hints; /* by pending prefix; the writer's */
+    size_t n_hints;
 };
 
 /* ---- Records and keys --------------------------------------------------- */
@@ -289,6 +309,49 @@ int64_t signals_max_wait_ms(const signals_t *s) {
     return s->lim.max_wait_ms;
 }
 
+static void hints_clear(signals_t *s) {
+    consume_hint_t *h, *tmp;
+
+    HASH_ITER(hh, s->hints, h, tmp) {
+        HASH_DEL(s->hints, h);
+        free(h);
+    }
+    s->n_hints = 0;
+}
+
+/* Where the seek for pfx's first pending signal starts: the hint's key, or
+ * the prefix itself. */
+static void hint_seek(signals_t *s, store_iter_t *it, const reel_wbuf_t *pfx) {
+    consume_hint_t *h;
+
+    HASH_FIND(hh, s->hints, pfx->p, pfx->len, h);
+    if (h != NULL)
+        store_iter_seek(it, h->key, h->klen);
+    else
+        store_iter_seek(it, pfx->p, pfx->len);
+}
+
+/* Remembers key (pfx, then a seq), the pending key just consumed. */
+static void hint_set(signals_t *s, const reel_wbuf_t *pfx, const char *key,
+                     size_t klen) {
+    consume_hint_t *h;
+
+    HASH_FIND(hh, s->hints, pfx->p, pfx->len, h);
+    if (h == NULL) {
+        if (s->n_hints >= CONSUME_HINTS_MAX)
+            hints_clear(s);
+        if ((h = malloc(sizeof(*h) + klen)) == NULL)
+            return; /* no hint: a seek from the prefix */
+        memcpy(h->key, key, klen);
+        h->klen = klen;
+        HASH_ADD(hh, s->hints, key, pfx->len, h);
+        s->n_hints++;
+        return;
+    }
+    if (klen == h->klen)
+        memcpy(h->key, key, klen);
+}
+
 void signals_destroy(signals_t *s) {
     wait_bucket_t *b, *tmp;
 
@@ -298,6 +361,7 @@ void signals_destroy(signals_t *s) {
         HASH_DEL(s->waits, b);
         free(b);
     }
+    hints_clear(s);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -810,7 +874,7 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    store_iter_seek(it, pfx.p, pfx.len);
+    hint_seek(op->s, it, &pfx);
     if (store_iter_valid(it)) {
         size_t klen, vlen;
         const char *k = store_iter_key(it, &klen);
@@ -821,6 +885,7 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
             if (pkey != NULL) {
                 memcpy(pkey, k, klen);
                 pklen = klen;
+                hint_set(op->s, &pfx, pkey, pklen);
             }
             if (rec_decode(v, vlen, &g) != 0 || pkey == NULL) {
                 rc = reel_status_set(st, REEL_DATA_LOSS,
