@@ -37,7 +37,8 @@
  * bytes] [active] [(pattern P)] [invalidated at TIME: WHY]" or, with
  * --json, as one object holding every field. pending is the events still
  * to receive (those matching the pattern), ">=N" when it was counted over
- * the first 10,000 revisions only; behind, shown when it differs, counts
+ * the first 10,000 revisions only (or past the 100,000 events one listing
+ * reads for all its consumers); behind, shown when it differs, counts
  * every revision after the cursor; holding, the bytes of its
  * unacknowledged events when it is what keeps events past the retention
  * limits.

@@ -1079,7 +1079,8 @@ static int is_active(wal_t *w, const char *name) {
 }
 
 static reel_code_t count_pending(store_iter_t *it, wal_consumer_t *c,
-                                 uint64_t head, reel_status_t *st);
+                                 uint64_t head, uint64_t *budget,
+                                 reel_status_t *st);
 
 reel_code_t wal_ack(wal_t *w, const char *name, uint64_t revision,
                     wal_consumer_t *out, reel_status_t *st) {
@@ -1098,8 +1099,11 @@ reel_code_t wal_ack(wal_t *w, const char *name, uint64_t revision,
     head = store_revision(w->store);
     if ((it = store_iter_create(w->store, w->cf, NULL)) == NULL)
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    else
-        rc = count_pending(it, out, head, st);
+    else {
+        uint64_t budget = WAL_PENDING_SCAN_MAX;
+
+        rc = count_pending(it, out, head, &budget, st);
+    }
     store_iter_destroy(it);
     /* The ack stands (acks are idempotent: retrying is safe); only the
      * answer's count could not be made. */
@@ -1226,9 +1230,11 @@ static reel_code_t consumers_read(store_iter_t *it, const char *start_after,
 
 /* c's pending events up to head: all of them when unfiltered (revisions
  * are gapless and a valid consumer's events are retained), else those
- * matching among the first WAL_PENDING_SCAN_MAX revisions after acked. */
+ * matching among the first WAL_PENDING_SCAN_MAX revisions after acked,
+ * and among no more than *budget (lowered by what was read). */
 static reel_code_t count_pending(store_iter_t *it, wal_consumer_t *c,
-                                 uint64_t head, reel_status_t *st) {
+                                 uint64_t head, uint64_t *budget,
+                                 reel_status_t *st) {
     size_t plen = strlen(c->pattern);
     unsigned char key[9];
     uint64_t scanned = 0;
@@ -1255,11 +1261,12 @@ static reel_code_t count_pending(store_iter_t *it, wal_consumer_t *c,
         if (klen != 9 || k[0] != 'e' ||
             (rev = reel_be64_get((const unsigned char *)k + 1)) > head)
             break;
-        if (scanned == WAL_PENDING_SCAN_MAX) {
+        if (scanned == WAL_PENDING_SCAN_MAX || *budget == 0) {
             c->pending_exact = 0;
             break;
         }
         scanned++;
+        (*budget)--;
         if (rec_split(v, vlen, &subj, &slen, &bytes, &blen) != 0)
             return reel_status_set(st, REEL_DATA_LOSS,
                                    "the stored event of revision %llu is "
@@ -1278,6 +1285,7 @@ reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
     store_iter_t *it = store_iter_create(w->store, w->cf, NULL);
     wal_consumer_t *cs = NULL;
     size_t cnt = 0;
+    uint64_t budget = WAL_PENDING_SCAN_PAGE;
     reel_code_t rc;
 
     *out = NULL;
@@ -1288,7 +1296,7 @@ reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     rc = consumers_read(it, start_after, limit, page, &cs, &cnt, more, st);
     for (size_t i = 0; i < cnt && rc == REEL_OK; i++)
-        rc = count_pending(it, &cs[i], head, st);
+        rc = count_pending(it, &cs[i], head, &budget, st);
     store_iter_destroy(it);
     if (rc != REEL_OK) {
         consumers_free(cs, cnt);

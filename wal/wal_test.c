@@ -747,6 +747,52 @@ static void test_cursors_subscribers_and_bytes_for_metrics(void **state) {
     assert_int_equal(wal_subscribers(f->wal), 0);
 }
 
+/* One listing reads at most WAL_PENDING_SCAN_PAGE events for all its
+ * consumers together (1,000 consumers far behind read 10 million: 5 s);
+ * those past it say a lower bound, and a page that starts at them counts
+ * them. */
+static void test_one_listing_reads_a_bounded_number_of_events(void **state) {
+    fixture_t *f = *state;
+    int n = WAL_PENDING_SCAN_MAX + 1;
+    int over = WAL_PENDING_SCAN_PAGE / WAL_PENDING_SCAN_MAX;
+    wal_consumer_t *cs;
+    size_t cnt;
+    sink_t s = {.limit = 0};
+    wal_sub_t *sub;
+    char name[16];
+
+    for (int i = 0; i < over + 2; i++) {
+        snprintf(name, sizeof(name), "f%02d", i);
+        assert_int_equal(wal_consumer_subscribe(f->wal, name, 0, "t.1", 0,
+                                                &ops, &s, &sub, NULL),
+                         REEL_OK);
+        wal_sub_destroy(sub);
+    }
+    assert_int_equal(store_exec(f->store, apply_emit_many, &n, NULL, NULL),
+                     REEL_OK);
+    assert_int_equal(wal_consumers(f->wal, NULL, 0, NULL, &cs, &cnt, NULL,
+                                   NULL),
+                     REEL_OK);
+    assert_int_equal(cnt, over + 2);
+    for (size_t i = 0; i < cnt; i++) {
+        assert_int_equal(cs[i].pending,
+                         (int)i < over ? WAL_PENDING_SCAN_MAX : 0);
+        assert_false(cs[i].pending_exact);
+        wal_consumer_fini(&cs[i]);
+    }
+    free(cs);
+    snprintf(name, sizeof(name), "f%02d", over - 1);
+    assert_int_equal(wal_consumers(f->wal, name, 0, NULL, &cs, &cnt, NULL,
+                                   NULL),
+                     REEL_OK);
+    assert_int_equal(cnt, 2);
+    for (size_t i = 0; i < cnt; i++) {
+        assert_int_equal(cs[i].pending, WAL_PENDING_SCAN_MAX);
+        wal_consumer_fini(&cs[i]);
+    }
+    free(cs);
+}
+
 static void test_pending_counts_what_matches_within_a_bound(void **state) {
     fixture_t *f = *state;
     int n = WAL_PENDING_SCAN_MAX + 1;
@@ -933,6 +979,8 @@ int main(void) {
             teardown),
         cmocka_unit_test_setup_teardown(
             test_cursors_subscribers_and_bytes_for_metrics, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_one_listing_reads_a_bounded_number_of_events, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_pending_counts_what_matches_within_a_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(
