@@ -6,6 +6,10 @@
 
 /* A gap this large is logged: the wall clock stepped. */
 #define STEP_NS 1000000000LL
+/* A gap larger than this is taken at once: a clock that was a day or more
+ * wrong (a host booted in 1970, without a battery-backed clock) would take
+ * ten times as long to catch up, with every timestamp that far off. */
+#define JUMP_NS (24LL * 3600 * 1000000000LL)
 
 static pthread_mutex_t clock_mu = PTHREAD_MUTEX_INITIALIZER;
 static int64_t clock_t_ns;    /* reel's time at the last reading (0: none) */
@@ -32,6 +36,8 @@ int64_t reel_clock_advance(int64_t t_ns, int64_t boot_ns, int64_t boot_now_ns,
         elapsed = 0;
     t_ns += elapsed;
     gap = wall_ns - t_ns;
+    if (gap > JUMP_NS || gap < -JUMP_NS)
+        return wall_ns;
     most = elapsed / 10; /* a tenth faster or slower at most */
     if (gap > most)
         gap = most;
@@ -45,10 +51,19 @@ static int64_t now_locked(void) {
     int64_t wall = read_ns(CLOCK_REALTIME), boot = read_ns(CLOCK_BOOTTIME);
     int64_t gap;
 
-    if (clock_t_ns == 0)
+    if (clock_t_ns == 0) {
         clock_t_ns = wall;
-    else
+    } else {
+        int64_t was = clock_t_ns + (boot - clock_boot_ns);
+
         clock_t_ns = reel_clock_advance(clock_t_ns, clock_boot_ns, boot, wall);
+        if (clock_t_ns == wall && (wall - was > JUMP_NS || was - wall > JUMP_NS))
+            REEL_WARN("clock",
+                      "the system clock stepped by %.0f s, more than a day: "
+                      "reel's clock follows it at once (leases and timers "
+                      "due in between fire now, and times may go back)",
+                      (double)(wall - was) / 1e9);
+    }
     clock_boot_ns = boot;
     gap = clock_gap = wall - clock_t_ns;
     if (!clock_stepped && (gap >= STEP_NS || gap <= -STEP_NS)) {
@@ -89,6 +104,14 @@ int64_t reel_clock_gap_ns(void) {
     gap = clock_gap;
     pthread_mutex_unlock(&clock_mu);
     return gap;
+}
+
+void reel_clock_set(int64_t at_ns) {
+    pthread_mutex_lock(&clock_mu);
+    now_locked();
+    clock_t_ns = at_ns;
+    now_locked();
+    pthread_mutex_unlock(&clock_mu);
 }
 
 void reel_clock_start_at(int64_t at_ns) {

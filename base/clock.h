@@ -9,7 +9,9 @@
  * clock) it closes the gap by running at most a tenth faster or slower, as
  * a leap smear does. So a lease of 15 s lasts between 13.6 and 16.7 s
  * whatever the wall clock does meanwhile, no timer fires early or hours
- * late because the wall clock jumped, and reel's times never go back.
+ * late because the wall clock jumped, and reel's times never go back. A
+ * gap of more than a day (a host booted with its clock in 1970) is taken
+ * at once, and said.
  */
 #ifndef REEL_BASE_CLOCK_H
 #define REEL_BASE_CLOCK_H
@@ -36,6 +38,11 @@ int64_t reel_clock_gap_ns(void);
  * behind the clock's present one is ignored.
  */
 void reel_clock_start_at(int64_t at_ns);
+
+/* Sets reel's clock to at_ns, behind its present reading too: a process
+ * taking up its own time on the same boot (store/), before anything has
+ * recorded a time. */
+void reel_clock_set(int64_t at_ns);
 
 /* CLOCK_BOOTTIME nanoseconds: elapsed time that counts suspends. */
 int64_t reel_clock_boot_ns(void);

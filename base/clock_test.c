@@ -78,6 +78,18 @@ static void test_the_gap_closes_and_then_it_follows(void **state) {
     }
 }
 
+/* A gap of more than a day is taken at once (a clock that was that wrong
+ * would take ten times as long to catch up). */
+static void test_a_gap_of_more_than_a_day_is_taken_at_once(void **state) {
+    int64_t wall = T0 + 3 * 86400 * S;
+
+    (void)state;
+    assert_int_equal(reel_clock_advance(T0, 0, S, wall + S), wall + S);
+    assert_int_equal(reel_clock_advance(wall, 0, S, T0 + S), T0 + S);
+    /* A day at most: smeared. */
+    assert_true(reel_clock_advance(T0, 0, S, T0 + 86400 * S) < T0 + 2 * S);
+}
+
 /* A boot clock read out of order moves nothing back. */
 static void test_a_boot_clock_out_of_order_moves_nothing_back(void **state) {
     (void)state;
@@ -107,6 +119,7 @@ int main(void) {
         cmocka_unit_test(test_a_forward_step_runs_at_most_a_tenth_faster),
         cmocka_unit_test(test_a_backward_step_runs_at_most_a_tenth_slower),
         cmocka_unit_test(test_the_gap_closes_and_then_it_follows),
+        cmocka_unit_test(test_a_gap_of_more_than_a_day_is_taken_at_once),
         cmocka_unit_test(test_a_boot_clock_out_of_order_moves_nothing_back),
         cmocka_unit_test(test_start_at_moves_forward_only),
     };

@@ -760,6 +760,7 @@ static void resume_clock(store_t *s) {
     char *val = NULL;
     size_t vlen = 0;
     int64_t t, boot, at, wall;
+    int same_boot;
 
     read_boot_id(s);
     if (store_get(s, s->meta, META_CLOCK, strlen(META_CLOCK), &val, &vlen,
@@ -772,9 +773,10 @@ static void resume_clock(store_t *s) {
     t = (int64_t)reel_be64_get((const unsigned char *)val);
     boot = (int64_t)reel_be64_get((const unsigned char *)val + 8);
     at = t;
-    if (s->boot_id[0] != '\0' && vlen == 16 + BOOT_ID_LEN &&
-        memcmp(val + 16, s->boot_id, BOOT_ID_LEN) == 0 &&
-        reel_clock_boot_ns() >= boot)
+    same_boot = s->boot_id[0] != '\0' && vlen == 16 + BOOT_ID_LEN &&
+                memcmp(val + 16, s->boot_id, BOOT_ID_LEN) == 0 &&
+                reel_clock_boot_ns() >= boot;
+    if (same_boot)
         at = t + (reel_clock_boot_ns() - boot);
     free(val);
     wall = reel_clock_now_ns();
@@ -787,7 +789,14 @@ static void resume_clock(store_t *s) {
                   s->dir, (double)(at - wall) / 1e9);
         return;
     }
-    reel_clock_start_at(at);
+    /* The same boot: exactly where it was, behind the system clock too
+     * (a restart is no step), unless more than a day behind (base/clock.c
+     * would take that gap at once anyway); else never before the last
+     * commit. */
+    if (same_boot && wall - at <= CLOCK_AHEAD_MAX_NS)
+        reel_clock_set(at);
+    else
+        reel_clock_start_at(at);
 }
 
 int store_format_opened(const store_t *s) { return s->format; }

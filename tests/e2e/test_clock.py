@@ -122,9 +122,9 @@ def test_a_step_back_does_not_hold_a_dead_workers_lease(tmp_path):
         r.stop()
 
 
-def test_a_restart_after_the_clock_was_a_day_ahead_keeps_lease_lengths(tmp_path):
+def test_a_restart_after_the_clock_was_hours_ahead_keeps_lease_lengths(tmp_path):
     data = str(tmp_path / "data")
-    r = Stepped(tmp_path, "+86400", data=data)
+    r = Stepped(tmp_path, "+43200", data=data)
     try:
         first = r.run("first", 4000)
         stamped = r.now_ms()
@@ -139,5 +139,33 @@ def test_a_restart_after_the_clock_was_a_day_ahead_keeps_lease_lengths(tmp_path)
         assert r.now_ms() >= stamped               # times never go back
         second = r.run("second", 4000)
         assert second.run_id > first.run_id        # ids sort in creation order
+    finally:
+        r.stop()
+
+
+def test_a_restart_after_the_clock_was_behind_does_not_fire_timers_early(tmp_path):
+    """The same boot: reel's clock takes up exactly where it was (the boot
+    clock says how long reeld was down), behind the system clock too, and
+    closes the gap a tenth at a time. A restart with the clock set right
+    after it was an hour behind fired everything due in that hour at once."""
+    data = str(tmp_path / "data")
+    r = Stepped(tmp_path, "-3600", data=data)
+    try:
+        run = r.run("waits", 3600_000)
+        r.send(S.SendSignalRequest(run_id=run.run_id, name="wake", payload="{}",
+                                   signal_id="in-30-min", deliver_at_ms=r.now_ms() + 1800_000),
+               timeout=10)
+        stamped = r.now_ms()
+    finally:
+        r.stop()
+    r = Stepped(tmp_path, "+0", data=data)      # the clock set right
+    try:
+        time.sleep(3)
+        sigs = r.signals(S.ListSignalsRequest(run_id=run.run_id, include_consumed=True),
+                         timeout=10).signals
+        assert [s.scheduled for s in sigs] == [True], sigs
+        now = r.now_ms()
+        assert stamped <= now < stamped + 60_000   # taken up, not jumped an hour
+        assert "the system clock is ahead of reel's by" in r.server.log()
     finally:
         r.stop()
