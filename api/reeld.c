@@ -35,6 +35,7 @@
 #include "api/grpc_init.h"
 #include "api/rpc.h"
 #include "api/services.h"
+#include "api/tenant.h"
 #include "base/clock.h"
 #include "base/fault.h"
 #include "base/log.h"
@@ -793,7 +794,9 @@ int main(int argc, char **argv) {
     ctx.limits = cfg.limits;
     ctx.data_dir = data_dir; /* the first admin token's file goes there */
     /* Every module brought its records up to the format: say so on disk. */
-    if (api_modules_start(&ctx, &st) != REEL_OK ||
+    if ((store_format_opened(store) < 2 &&
+         api_tenant_check_upgrade(store, data_dir, &st) != REEL_OK) ||
+        api_modules_start(&ctx, &st) != REEL_OK ||
         store_format_upgrade(store, &st) != REEL_OK ||
         (ctx.timers = api_timers_create()) == NULL) {
         REEL_ERROR("reeld", "cannot start: %s",

@@ -353,3 +353,66 @@ int api_tenant_event_is_scoped(const uint8_t *bytes, size_t len) {
     }
     return 0;
 }
+
+/* Where each kind of name a tenant keeps apart is stored: its column
+ * family and the tag its keys start with (the modules' key layouts). */
+static const struct {
+    const char *cf, *tag, *what;
+} stored_names[] = {
+    {"kv", "", "KV namespace"},              /* ns 0 key (kv/kv.c) */
+    {"runs", "i", "app"},                    /* 'i' app 0 ... (journal) */
+    {"wal", "c", "durable consumer"},        /* 'c' name (wal/wal.c) */
+    {"ws", "c", "workspace namespace"},      /* 'c' ns 0 key (workspace) */
+};
+
+reel_code_t api_tenant_check_upgrade(store_t *store, const char *dir,
+                                     reel_status_t *st) {
+    for (size_t i = 0; i < sizeof(stored_names) / sizeof(*stored_names);
+         i++) {
+        char seek[8];
+        size_t tl = strlen(stored_names[i].tag), klen = 0;
+        store_cf_t *cf;
+        store_iter_t *it;
+        const char *k = NULL;
+        char name[80];
+        reel_code_t rc;
+
+        if (store_cf_lookup(store, stored_names[i].cf, &cf, st) != REEL_OK) {
+            reel_status_fini(st); /* a module this reeld does not have */
+            continue;
+        }
+        if ((it = store_iter_create(store, cf, NULL)) == NULL)
+            return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory");
+        snprintf(seek, sizeof(seek), "%s%s", stored_names[i].tag,
+                 API_TENANT_MARK);
+        store_iter_seek(it, seek, strlen(seek));
+        if (store_iter_valid(it))
+            k = store_iter_key(it, &klen);
+        if (k != NULL && klen >= strlen(seek) &&
+            memcmp(k, seek, strlen(seek)) == 0) {
+            size_t n = 0;
+
+            while (tl + n < klen && n < sizeof(name) - 1 && k[tl + n] != '\0')
+                n++;
+            memcpy(name, k + tl, n);
+            name[n] = '\0';
+            store_iter_destroy(it);
+            return reel_status_set(
+                st, REEL_FAILED_PRECONDITION,
+                "data dir %s was written before tenants (format 1) and holds "
+                "the %s \"%s\": names starting with \"::\" are tenants' "
+                "since format 2 (\"::T:name\" is tenant T's), so it would "
+                "become another tenant's. Move that data to a name without "
+                "\"::\" with the reeld that wrote it (the data dir is "
+                "unchanged; that reeld still opens it), then start this one "
+                "again",
+                dir, stored_names[i].what, name);
+        }
+        rc = store_iter_status(it, st);
+        store_iter_destroy(it);
+        if (rc != REEL_OK)
+            return rc;
+    }
+    return REEL_OK;
+}

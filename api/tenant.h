@@ -34,6 +34,7 @@
 
 #include "api/rpc.h"
 #include "base/status.h"
+#include "store/store.h"
 
 #define API_TENANT_MARK "::"
 
@@ -72,6 +73,18 @@ int api_tenant_owns(rpc_call_t *call, const char *stored);
 /* The length of the tenant prefix "::T:" a stored name starts with, 0 if
  * it starts with none (the default tenant's). */
 size_t api_tenant_prefix_len(const char *stored);
+
+/*
+ * For a data dir of store format 1, before any module starts: builds
+ * before tenants took any name, "::acme:orders" among them, and such a
+ * name would now be tenant acme's (readable and writable by it) and out of
+ * the default tenant's reach. FAILED_PRECONDITION naming the first such KV
+ * namespace, app, durable consumer or workspace namespace, and what to do;
+ * the dir is left as it is (format 1), so the reeld that wrote it still
+ * opens it.
+ */
+reel_code_t api_tenant_check_upgrade(store_t *store, const char *dir,
+                                     reel_status_t *st);
 
 /* A stored subject pattern as the call's tenant gave it (its prefix off
  * the second token): malloc'd, NULL out of memory. */

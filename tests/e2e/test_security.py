@@ -1789,3 +1789,27 @@ def test_reel_bench_ws_reaches_a_tls_reeld_with_a_token(tmp_path, pki):
         s.ch.close()
     finally:
         assert server.stop()[0] == 0
+
+
+def test_a_format_1_dir_holding_a_name_with_the_tenant_mark_is_not_upgraded(tmp_path):
+    """Builds before tenants took any name, "::acme:orders" among them; a
+    newer reeld would hand it to tenant acme (read, overwritten, its events
+    tailed) and keep the default tenant out. Such a dir of format 1 is
+    refused at start, naming the name and what to do, and left as it was
+    (so the reeld that wrote it still opens it)."""
+    s = Secured(tmp_path)
+    s.call("/reel.v1.KV/SetValue",
+           kv_pb2.SetValueRequest(namespace="::acme:orders", key="secret", value='"v"'),
+           kv_pb2.SetValueResponse, s.admin)
+    s.close()
+    (s.data / "FORMAT").write_text("reel-format 1\n")     # as a build before tenants left it
+    again = Reeld(str(s.data), extra=["--auth", "token"]).start(wait=False)
+    try:
+        assert again.proc.wait(timeout=20) == 1
+    finally:
+        if again.proc.poll() is None:
+            again.kill()
+    log = again.log()
+    assert 'holds the KV namespace "::acme:orders"' in log, log
+    assert "written before tenants" in log
+    assert (s.data / "FORMAT").read_text() == "reel-format 1\n"
