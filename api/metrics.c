@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "api/services.h"
+#include "base/clock.h"
 
 static double m_kv_watchers(void *arg) {
     api_ctx_t *ctx = arg;
@@ -116,6 +117,11 @@ static void m_consumer_lag(void *arg, metrics_emit_t *e) {
     free(cs);
 }
 
+static double m_clock_gap(void *arg) {
+    (void)arg;
+    return (double)reel_clock_gap_ns() / 1e9;
+}
+
 static double m_artifacts_bytes(void *arg) {
     api_ctx_t *ctx = arg;
     uint64_t bytes = 0, staged = 0;
@@ -195,6 +201,11 @@ reel_code_t api_metrics_register(api_ctx_t *ctx, reel_status_t *st) {
         (rc = metrics_reg_fn(r, ctx, METRICS_GAUGE, "reel_wal_bytes",
                              "Bytes of the WAL events kept.", NULL,
                              m_wal_bytes, ctx, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, ctx, METRICS_GAUGE, "reel_clock_gap_seconds",
+                             "How far the system clock is ahead of reel's "
+                             "(negative: behind): non-zero while reel's "
+                             "clock closes the gap a step opened.",
+                             NULL, m_clock_gap, ctx, st)) != REEL_OK ||
         (rc = metrics_reg_collector(
              r, ctx, METRICS_GAUGE, "reel_wal_consumer_lag",
              "Revisions a durable consumer has not acknowledged (the head "

@@ -12,6 +12,7 @@ kept leases a day.
 import glob
 import os
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -19,7 +20,7 @@ import pytest
 from reel.v1 import journal_pb2 as J
 from reel.v1 import signals_pb2 as S
 from reel.v1 import kv_pb2 as K
-from conftest import Reeld, unary
+from conftest import Reeld, free_port, unary
 
 FAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
 
@@ -33,7 +34,7 @@ def have_faketime():
 class Stepped:
     """A reeld whose wall clock is offset by what a control file says."""
 
-    def __init__(self, tmp_path, offset="+0", data=None):
+    def __init__(self, tmp_path, offset="+0", data=None, extra=()):
         self.ctl = str(tmp_path / f"faketime-{time.monotonic_ns()}.ctl")
         self.step(offset)
         env = {"LD_PRELOAD": FAKETIME[0], "FAKETIME_TIMESTAMP_FILE": self.ctl,
@@ -43,7 +44,7 @@ class Stepped:
                "FAKETIME_FORCE_MONOTONIC_FIX": "0"}
         if "ASAN_OPTIONS" in os.environ:    # a sanitizer build: preloaded after it
             env["ASAN_OPTIONS"] = os.environ["ASAN_OPTIONS"] + ":verify_asan_link_order=0"
-        self.server = Reeld(data or str(tmp_path / "data"), env=env).start()
+        self.server = Reeld(data or str(tmp_path / "data"), env=env, extra=extra).start()
         self.ch = grpc.insecure_channel(self.server.addr)
         u = lambda m, a, b: unary(self.ch, m, a, b)
         self.begin = u("/reel.v1.Journal/BeginRun", J.BeginRunRequest, J.Run)
@@ -76,7 +77,8 @@ class Stepped:
 
 
 def test_a_step_forward_neither_expires_healthy_leases_nor_fires_timers_early(tmp_path):
-    r = Stepped(tmp_path)
+    port = free_port()
+    r = Stepped(tmp_path, extra=["--metrics-listen", f"127.0.0.1:{port}"])
     try:
         runs = [r.run(f"healthy-{i}", 6000) for i in range(5)]
         later = r.run("later", 3600_000)
@@ -100,6 +102,10 @@ def test_a_step_forward_neither_expires_healthy_leases_nor_fires_timers_early(tm
         # reel's clock went on at most a tenth faster than real time.
         assert r.now_ms() - reel_before <= 1.1 * (8 + 3) * 1000, (t0, r.now_ms())
         assert "the system clock is ahead of reel's by" in r.server.log()
+        gap = [l for l in urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                                 timeout=5).read().decode().splitlines()
+               if l.startswith("reel_clock_gap_seconds ")]
+        assert len(gap) == 1 and 7000 < float(gap[0].split()[1]) < 7200, gap
     finally:
         r.stop()
 
