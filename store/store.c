@@ -16,6 +16,10 @@
  *   default       unused (RocksDB requires it)
  *   meta          "format"   -> decimal format version
  *                 "revision" -> uint64 big-endian: the last committed revision
+ *                 "clock"    -> reel's clock at that commit, the boot clock
+ *                               then (ns, uint64 big-endian each) and the
+ *                               boot's id (36 bytes, absent if unknown):
+ *                               where a restart takes the clock up
  *   the rest      declared by the modules that own them (store_opts_t.cfs),
  *                 which document their own key encodings; the store knows
  *                 only each one's name and kind (the options it gets).
@@ -1896,8 +1900,9 @@ static int writer_wait(store_t *s) {
             pthread_cond_wait(&s->cv, &s->mu);
             continue;
         }
-        /* due is wall-clock time: wake at least once a second, so that a
-         * step of the wall clock (NTP, a VM resumed) moves the alarm too. */
+        /* due is on reel's clock, which runs up to a tenth faster than
+         * the monotonic one while it closes a step's gap (or jumps, past a
+         * day): wake at least once a second to look again. */
         ts = reel_clock_mono_after(due - now < 1000 ? due - now : 1000);
         pthread_cond_timedwait(&s->cv, &s->mu, &ts);
     }
