@@ -185,7 +185,7 @@ def test_restart_on_the_same_data_dir(tmp_path):
     b = Reeld(data).start()
     try:
         ch = grpc.insecure_channel(b.addr)
-        assert status(ch)(admin_pb2.GetStatusRequest(), timeout=5).format_version == 1
+        assert status(ch)(admin_pb2.GetStatusRequest(), timeout=5).format_version == 2
         ch.close()
     finally:
         assert b.stop()[0] == 0
