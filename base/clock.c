@@ -17,6 +17,14 @@ static int64_t clock_boot_ns; /* the boot clock then */
 static int64_t clock_gap;     /* the wall clock's lead then */
 static int clock_stepped;     /* a gap of STEP_NS or more is being closed */
 
+/* What a reading has to say, logged once clock_mu is let go (a log line
+ * is a write to stderr: not under the lock every reading takes). */
+typedef struct clock_news {
+    int what; /* 0 nothing, else one of the NEWS_ below */
+    int64_t ns;
+} clock_news_t;
+enum { NEWS_JUMPED = 1, NEWS_GAP, NEWS_CAUGHT_UP };
+
 static int64_t read_ns(clockid_t id) {
     struct timespec ts;
 
@@ -46,8 +54,8 @@ int64_t reel_clock_advance(int64_t t_ns, int64_t boot_ns, int64_t boot_now_ns,
     return t_ns + gap;
 }
 
-/* Reads reel's clock. Call with clock_mu held. */
-static int64_t now_locked(void) {
+/* Reads reel's clock; *news gets what to log. Call with clock_mu held. */
+static int64_t now_locked(clock_news_t *news) {
     int64_t wall = read_ns(CLOCK_REALTIME), boot = read_ns(CLOCK_BOOTTIME);
     int64_t gap;
 
@@ -58,37 +66,49 @@ static int64_t now_locked(void) {
 
         clock_t_ns = reel_clock_advance(clock_t_ns, clock_boot_ns, boot, wall);
         if (clock_t_ns == wall && (wall - was > JUMP_NS || was - wall > JUMP_NS))
-            REEL_WARN("clock",
-                      "the system clock stepped by %.0f s, more than a day: "
-                      "reel's clock follows it at once (leases and timers "
-                      "due in between fire now, and times may go back)",
-                      (double)(wall - was) / 1e9);
+            *news = (clock_news_t){NEWS_JUMPED, wall - was};
     }
     clock_boot_ns = boot;
     gap = clock_gap = wall - clock_t_ns;
     if (!clock_stepped && (gap >= STEP_NS || gap <= -STEP_NS)) {
         clock_stepped = 1;
+        *news = (clock_news_t){NEWS_GAP, gap};
+    } else if (clock_stepped && gap < STEP_NS / 100 && gap > -STEP_NS / 100) {
+        clock_stepped = 0;
+        *news = (clock_news_t){NEWS_CAUGHT_UP, 0};
+    }
+    return clock_t_ns;
+}
+
+static void news_log(const clock_news_t *n) {
+    double s = (double)(n->ns < 0 ? -n->ns : n->ns) / 1e9;
+
+    if (n->what == NEWS_JUMPED)
+        REEL_WARN("clock",
+                  "the system clock stepped by %.0f s, more than a day: "
+                  "reel's clock follows it at once (leases and timers due "
+                  "in between fire now, and times may go back)",
+                  (double)n->ns / 1e9);
+    else if (n->what == NEWS_GAP)
         REEL_WARN("clock",
                   "the system clock is %s reel's by %.3f s (a step: NTP, a "
                   "date set by hand, a VM resumed); reel's clock runs a "
                   "tenth %s until it has caught up (about %.0f s), so "
                   "leases, timers and timestamps keep their pace",
-                  gap > 0 ? "ahead of" : "behind", (double)(gap < 0 ? -gap : gap) / 1e9,
-                  gap > 0 ? "faster" : "slower",
-                  (double)(gap < 0 ? -gap : gap) / 1e8);
-    } else if (clock_stepped && gap < STEP_NS / 100 && gap > -STEP_NS / 100) {
-        clock_stepped = 0;
+                  n->ns > 0 ? "ahead of" : "behind", s,
+                  n->ns > 0 ? "faster" : "slower", s * 10);
+    else if (n->what == NEWS_CAUGHT_UP)
         REEL_INFO("clock", "reel's clock has caught up with the system clock");
-    }
-    return clock_t_ns;
 }
 
 int64_t reel_clock_now_ns(void) {
+    clock_news_t news = {0};
     int64_t t;
 
     pthread_mutex_lock(&clock_mu);
-    t = now_locked();
+    t = now_locked(&news);
     pthread_mutex_unlock(&clock_mu);
+    news_log(&news);
     return t;
 }
 
@@ -97,30 +117,38 @@ int64_t reel_clock_now_ms(void) {
 }
 
 int64_t reel_clock_gap_ns(void) {
+    clock_news_t news = {0};
     int64_t gap;
 
     pthread_mutex_lock(&clock_mu);
-    now_locked();
+    now_locked(&news);
     gap = clock_gap;
     pthread_mutex_unlock(&clock_mu);
+    news_log(&news);
     return gap;
 }
 
-void reel_clock_set(int64_t at_ns) {
+/* Moves reel's clock to at_ns: always, or (forward_only) if ahead. */
+static void clock_move(int64_t at_ns, int forward_only) {
+    clock_news_t news = {0};
+
     pthread_mutex_lock(&clock_mu);
-    now_locked();
-    clock_t_ns = at_ns;
-    now_locked();
+    /* Read first: the boot clock's reading is where the next one counts
+     * from. */
+    if (at_ns > now_locked(&news) || !forward_only) {
+        clock_t_ns = at_ns;
+        now_locked(&news);
+    }
     pthread_mutex_unlock(&clock_mu);
+    news_log(&news);
+}
+
+void reel_clock_set(int64_t at_ns) {
+    clock_move(at_ns, 0);
 }
 
 void reel_clock_start_at(int64_t at_ns) {
-    pthread_mutex_lock(&clock_mu);
-    if (at_ns > now_locked()) {
-        clock_t_ns = at_ns;
-        now_locked();
-    }
-    pthread_mutex_unlock(&clock_mu);
+    clock_move(at_ns, 1);
 }
 
 int64_t reel_clock_mono_ns(void) {

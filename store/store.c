@@ -765,14 +765,24 @@ static void resume_clock(store_t *s) {
     size_t vlen = 0;
     int64_t t, boot, at, wall;
     int same_boot;
+    reel_code_t rc;
 
     read_boot_id(s);
-    if (store_get(s, s->meta, META_CLOCK, strlen(META_CLOCK), &val, &vlen,
-                  &st) != REEL_OK ||
-        vlen < 16) {
+    rc = store_get(s, s->meta, META_CLOCK, strlen(META_CLOCK), &val, &vlen,
+                   &st);
+    if (rc != REEL_OK || vlen < 16) {
+        /* None: a fresh data dir, or one from before the record. */
+        if (rc != REEL_NOT_FOUND)
+            REEL_WARN("store",
+                      "data dir %s: reel's clock at the last commit is "
+                      "unreadable (%s): it starts from the system clock, and "
+                      "times recorded from now on may be earlier than those "
+                      "already stored",
+                      s->dir, rc != REEL_OK ? reel_status_message(&st)
+                                            : "the record is too short");
         reel_status_fini(&st);
         free(val);
-        return; /* a fresh data dir, or one from before the record */
+        return;
     }
     t = (int64_t)reel_be64_get((const unsigned char *)val);
     boot = (int64_t)reel_be64_get((const unsigned char *)val + 8);
