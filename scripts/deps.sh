@@ -11,7 +11,7 @@ PACKAGES=(
   # reel-sink: HTTP, HMAC, NATS JetStream, its control endpoint
   libcurl4-openssl-dev libssl-dev libnats-dev libmicrohttpd-dev
   # end-to-end tests: an independent gRPC client
-  python3 python3-grpcio python3-protobuf python3-pytest
+  python3 python3-grpcio python3-protobuf python3-pytest python3-pytest-timeout
   # the Python client (clients/python): installed offline into a venv;
   # openssl makes its TLS test's certificate
   python3-venv python3-pip python3-setuptools python3-wheel openssl

@@ -252,16 +252,15 @@ def test_one_poller_never_runs_a_group_itself(tmp_path, threads):
 def test_the_open_files_limit_is_raised_to_its_hard_limit(tmp_path):
     """gRPC 1.51 stops accepting for good once accept() fails for want of a
     descriptor, so reeld takes the hard limit instead of a low soft one."""
-    import resource
     from conftest import free_port
 
-    def low():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+    # prlimit sets the limits and execs reeld: a preexec_fn would run Python
+    # in a child forked from this threaded process, which can deadlock.
     port = free_port()
-    proc = subprocess.Popen([REELD, "--data-dir", str(tmp_path / "d"),
+    proc = subprocess.Popen(["prlimit", "--nofile=256:4096", "--", REELD,
+                             "--data-dir", str(tmp_path / "d"),
                              "--listen", f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=low)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         ch = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(ch).result(timeout=30)
