@@ -573,7 +573,14 @@ def test_a_loop_whose_callback_stalls_while_others_wait_for_room_resumes(tmp_pat
         every = K.WatchValueRequest(namespace="m", key="big",
                                     start=K.WatchValueRequest.FROM_VERSION, from_version=0)
         stalled += [watch[i % 4](every, timeout=120) for i in range(8)]
-        time.sleep(10)
+        # The loop's stall may start seconds after theirs (a loaded machine
+        # prints slowly), and once they are cancelled nobody waits for room:
+        # two more come every 2 s for 20 s, so someone always waits.
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 20:
+            assert proc.poll() is None, "the loop ended while its callback stalled"
+            time.sleep(2)
+            stalled += [watch[i % 4](every, timeout=120) for i in range(2)]
         assert proc.poll() is None, "the loop ended while its callback stalled"
         for c in stalled:   # gone: what they held is room again
             c.cancel()
@@ -590,7 +597,8 @@ def test_a_loop_whose_callback_stalls_while_others_wait_for_room_resumes(tmp_pat
         assert revs == list(range(1, 3031)), (len(revs), revs[-3:], lines[-3:])
         retries = [l for l in lines if l.startswith("retry ")]
         assert any(l.startswith("retry RESOURCE_EXHAUSTED") and
-                   "read nothing of its last message" in l for l in retries), retries
+                   "read nothing of its last message" in l for l in retries), \
+            (retries, [l for l in server.log().splitlines() if "cancelled" in l])
     finally:
         proc.kill()
         proc.wait()
