@@ -1268,6 +1268,61 @@ static void test_from_revision_resumes_after_reopen_without_gap(
 }
 
 
+/* An exact key's catch-up starts at the first version after the cursor,
+ * found by searching its index: from every cursor, with other keys'
+ * revisions in between and the oldest versions trimmed, it sends exactly
+ * the versions after it. */
+static void test_from_revision_on_a_long_history_sends_exactly_what_follows(
+    void **state) {
+    fixture_t *f = *state;
+    uint64_t revs[301], head;
+    int nv = 0, oldest;
+
+    for (int i = 1; i <= 300; i++) {
+        set_ok(f->kv, "k", "1");
+        revs[++nv] = store_revision(f->store);
+        for (int j = 0; j < i % 4; j++) /* gaps of 0 to 3 revisions */
+            set_ok(f->kv, "other", "1");
+    }
+    head = store_revision(f->store);
+    oldest = nv - KV_DEFAULT_HISTORY_KEEP + 1; /* versions before: trimmed */
+    for (uint64_t c = 0; c <= head; c++) {
+        sink_t *s = sink_new(4096);
+        reel_status_t st = REEL_STATUS_INIT;
+        reel_code_t rc;
+        kv_watch_t *w = watch(f, "k", KV_WATCH_FROM_REVISION, c, s, &rc, &st);
+        int first = oldest;
+        size_t want;
+
+        if (c < revs[oldest - 1]) { /* trimmed */
+            assert_int_equal(rc, REEL_OUT_OF_RANGE);
+            assert_null(w);
+            reel_status_fini(&st);
+            sink_free(s);
+            continue;
+        }
+        if (rc != REEL_OK)
+            fail_msg("from revision %llu: %s", (unsigned long long)c,
+                     reel_status_message(&st));
+        reel_status_fini(&st);
+
+        while (first <= nv && revs[first] <= c)
+            first++;
+        want = (size_t)(nv - first + 1) + 1; /* and BOOTSTRAP_DONE */
+        if (sink_wait(s, want) != want)
+            fail_msg("from revision %llu: %zu events, want %zu",
+                     (unsigned long long)c, s->n, want);
+        for (size_t i = 0; i + 1 < want; i++) {
+            assert_int_equal(s->recs[i].version, (uint64_t)first + i);
+            assert_int_equal(s->recs[i].revision, revs[first + i]);
+        }
+        assert_int_equal(s->recs[want - 1].type, KV_EVENT_BOOTSTRAP_DONE);
+        assert_int_equal(s->n, want);
+        kv_watch_destroy(w);
+        sink_free(s);
+    }
+}
+
 /* ---- Cursors and unreadable records -------------------------------------- */
 
 /* Overwrites the history record of revision rev with bytes that do not
@@ -1571,6 +1626,7 @@ int main(void) {
         T3(test_stalled_watcher_past_retention_ends_naming_its_revision),
         T(test_from_version_replays_then_goes_live),
         T(test_from_revision_resumes_after_reopen_without_gap),
+        T(test_from_revision_on_a_long_history_sends_exactly_what_follows),
         T(test_from_revision_past_the_head_is_invalid_naming_it),
         T(test_from_version_at_uint64_max_does_not_wrap),
         T(test_a_corrupt_history_record_ends_every_replay_with_data_loss),

@@ -639,6 +639,61 @@ static char *ver_prefix(kv_watch_t *w, size_t *len) {
 }
 
 /*
+ * The revision of the first version at or after x in a key's index (seek
+ * holds its prefix, plen bytes), or UINT64_MAX when there is none or its
+ * entry is corrupt: a walk started there says what is wrong.
+ */
+static uint64_t rev_at_version(store_iter_t *it, char *seek, size_t plen,
+                               uint64_t x) {
+    size_t klen, vlen;
+    const char *k, *v;
+
+    reel_be64_put((unsigned char *)seek + plen, x);
+    store_iter_seek(it, seek, plen + 8);
+    if (!store_iter_valid(it))
+        return UINT64_MAX;
+    k = store_iter_key(it, &klen);
+    v = store_iter_value(it, &vlen);
+    if (klen != plen + 8 || memcmp(k, seek, plen) != 0 || vlen != 8)
+        return UINT64_MAX;
+    return reel_be64_get((const unsigned char *)v);
+}
+
+/*
+ * The lowest version from `from` on that may hold an event after
+ * after_rev. A key's versions and their revisions grow together, so a
+ * search doubling its step, then halving it, finds it in O(log n) seeks,
+ * where walking from `from` read every version the watcher had seen: a
+ * hot key keeps 100,000s of them with unlimited history, and each catch-up
+ * of its watches would read them all.
+ */
+static uint64_t first_version_after(store_iter_t *it, char *seek, size_t plen,
+                                    uint64_t from, uint64_t after_rev) {
+    uint64_t lo = from, hi, step = 1;
+
+    if (rev_at_version(it, seek, plen, lo) > after_rev)
+        return lo;
+    for (;;) { /* every version up to lo is at or before after_rev */
+        hi = step > UINT64_MAX - lo ? UINT64_MAX : lo + step;
+        if (rev_at_version(it, seek, plen, hi) > after_rev ||
+            hi == UINT64_MAX)
+            break;
+        lo = hi;
+        if (step < (UINT64_C(1) << 62))
+            step *= 2;
+    }
+    while (hi - lo > 1) { /* lo is seen, hi may not be */
+        uint64_t mid = lo + (hi - lo) / 2;
+
+        if (rev_at_version(it, seek, plen, mid) > after_rev)
+            hi = mid;
+        else
+            lo = mid;
+    }
+    return hi;
+}
+
+/*
  * Walks a key's version index at snap from version *next_version,
  * delivering the events with revision > after_rev. Advances *next_version
  * (and *cursor, when not NULL). With check_gap, the first version
@@ -665,6 +720,9 @@ static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
         return end_out_of_memory(w);
     }
     memcpy(seek, pfx, plen);
+    if (after_rev > 0 && !check_gap)
+        *next_version = first_version_after(it, seek, plen, *next_version,
+                                            after_rev);
     reel_be64_put((unsigned char *)seek + plen, *next_version);
     for (store_iter_seek(it, seek, plen + 8); store_iter_valid(it);
          store_iter_next(it)) {
@@ -813,8 +871,8 @@ static int step_history(kv_watch_t *w, uint64_t *cursor) {
     }
     head = store_snapshot_revision(snap);
     if (!w->pattern) {
-        /* An exact key's own index is short: walk it, skipping what the
-         * watcher has seen. */
+        /* An exact key's own index: walk it from the first version the
+         * watcher has not seen. */
         r = walk_versions(w, snap, &next_version, *cursor, cursor, 0);
     } else if (*cursor < head) {
         store_iter_t *it = store_iter_create(w->kv->store, w->kv->cf_history,
