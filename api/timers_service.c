@@ -44,11 +44,12 @@ static reel_code_t timers_module_start(api_ctx_t *ctx, reel_status_t *st) {
 static reel_code_t timers_module_ready(api_ctx_t *ctx, reel_status_t *st) {
     reel_code_t rc;
 
-    /* Before format 2, runs could lack their index entries and timers.
-     * Here, once every module (the WAL last) has started: a lease timer
-     * it sets may be due at once, and its firing has a WAL event. */
-    if (store_format_opened(ctx->store) < 2 &&
-        (rc = journal_upgrade(ctx->journal, st)) != REEL_OK)
+    /* Before format 3, runs could lack index entries and timers. Here,
+     * once every module (the WAL last) has started: a lease timer it sets
+     * may be due at once, and its firing has a WAL event. */
+    if (store_format_opened(ctx->store) < STORE_FORMAT_VERSION &&
+        (rc = journal_upgrade(ctx->journal, store_format_opened(ctx->store),
+                              st)) != REEL_OK)
         return rc;
     return timers_arm(ctx->durable_timers, st);
 }

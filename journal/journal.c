@@ -25,7 +25,8 @@
  *     (the entry record) for an append, a RUNS change (the run record) for
  *     the rest. A BeginRun that only returns an existing run, and a
  *     duplicate append, write nothing.
- *   - 'a' holds exactly the RUNNABLE and RUNNING runs; 'c' exactly the
+ *   - 'a' holds exactly the RUNNABLE and RUNNING runs, and so does 'A'
+ *     under their app; 'c' exactly the
  *     RUNNABLE ones, under their app and the time they are claimable from.
  *   - A RUNNING run has a lease timer at or before its expiry; a RUNNABLE
  *     run backing off has a backoff timer at its not_before_ms; a WAITING
@@ -37,7 +38,8 @@
  * reel's clock, which takes up where the last commit left it (base/clock.h),
  * so ids sort in creation order across restarts; ids made in the same
  * millisecond as before a restart are still distinct by their random bits.
- * A data dir of store format 1 is brought up to 2 by journal_upgrade().
+ * A data dir of an older store format is brought up to this one by
+ * journal_upgrade().
  */
 #include "journal/journal_int.h"
 

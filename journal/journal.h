@@ -391,15 +391,17 @@ void journal_set_pending_check(journal_t *j, journal_pending_fn fn, void *arg);
 void journal_use_timers(journal_t *j, timers_t *t);
 
 /*
- * Brings a data dir of store format 1 up to format 2 (store/store.h):
- * those written before the durable timers (2026-12-03) hold RUNNABLE runs
- * with no claimable entry ('c': ClaimNextRun never found them) and
- * RUNNING runs with no lease timer (their leases never expired). Puts both
- * for every active run, in one request on the writer; what was there
- * already is written again the same (a lease timer twice fires once: the
- * second finds the run moved on). After journal_use_timers().
+ * Brings the runs of a data dir of store format `from` up to this build's
+ * (store/store.h), in one request on the writer; what was there already
+ * is written again the same. After journal_use_timers().
+ *   from 1: dirs written before the durable timers (2026-12-03) hold
+ *     RUNNABLE runs with no claimable entry ('c': ClaimNextRun never found
+ *     them) and RUNNING runs with no lease timer (their leases never
+ *     expired): puts both for every active run (a lease timer twice fires
+ *     once: the second finds the run moved on).
+ *   from 1 or 2: puts every active run in the index by app ('A').
  */
-reel_code_t journal_upgrade(journal_t *j, reel_status_t *st);
+reel_code_t journal_upgrade(journal_t *j, int from, reel_status_t *st);
 
 typedef struct journal_claim_waiter journal_claim_waiter_t;
 

@@ -86,6 +86,8 @@ journal_key_t journal_make_key(char tag, const char *const *parts, size_t n,
                                int with_num, uint64_t num);
 journal_key_t journal_run_key(const char *run_id);
 journal_key_t journal_active_key(const char *run_id);
+/* 'A' app 0 run_id: the active index by app. */
+journal_key_t journal_app_active_key(const char *app, const char *run_id);
 journal_key_t journal_entry_key(const char *run_id, uint64_t seq);
 journal_key_t journal_idem_key(const char *run_id, const char *idem);
 journal_key_t journal_invocation_key(const run_t *r);

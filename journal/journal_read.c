@@ -70,7 +70,7 @@ reel_code_t journal_get_run_at(journal_t *j, const store_snapshot_t *snap,
 }
 
 /*
- * A run an index ('s' or 'a') names, read through txn or at snap: the
+ * A run an index ('s', 'a' or 'A') names, read through txn or at snap: the
  * index and the record commit together, so a missing record is DATA_LOSS,
  * never a run to pass over (a list would silently leave it out).
  */
@@ -364,11 +364,12 @@ reel_code_t journal_list_recoverable_kept(journal_t *j, const char *app,
                                           run_t **out, size_t *n, int *more,
                                           reel_status_t *st) {
     const char *after = start_after ? start_after : "";
+    int by_app = app != NULL && *app;
     int64_t now = reel_clock_now_ms();
     store_snapshot_t *snap = NULL;
     store_iter_t *it = NULL;
     run_t *arr = NULL;
-    journal_key_t seek = {0};
+    journal_key_t seek = {0}, base = {0};
     size_t used = 0;
     reel_code_t rc;
 
@@ -383,12 +384,19 @@ reel_code_t journal_list_recoverable_kept(journal_t *j, const char *app,
     if (*after &&
         (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
         return rc;
-    seek = journal_make_key('a', &after, 1, 0, 0);
+    /* One app's: its own index ('A' app 0 run_id), not every app's. */
+    if (by_app) {
+        seek = journal_app_active_key(app, after);
+        base = journal_app_active_key(app, "");
+    } else {
+        seek = journal_make_key('a', &after, 1, 0, 0);
+        base = journal_make_key('a', NULL, 0, 0, 0);
+    }
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
         goto out;
     it = store_iter_create(j->store, j->cf_runs, snap);
     arr = calloc(limit, sizeof(*arr));
-    if (seek.p == NULL || it == NULL || arr == NULL) {
+    if (seek.p == NULL || base.p == NULL || it == NULL || arr == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
@@ -399,17 +407,17 @@ reel_code_t journal_list_recoverable_kept(journal_t *j, const char *app,
         char id[JOURNAL_RUN_ID_LEN + 1];
         run_t r;
 
-        if (klen < 1 || k[0] != 'a')
+        if (klen < base.len || memcmp(k, base.p, base.len) != 0)
             break;
-        if (klen != 1 + JOURNAL_RUN_ID_LEN)
+        if (klen != base.len + JOURNAL_RUN_ID_LEN)
             continue;
-        memcpy(id, k + 1, JOURNAL_RUN_ID_LEN);
+        memcpy(id, k + base.len, JOURNAL_RUN_ID_LEN);
         id[JOURNAL_RUN_ID_LEN] = '\0';
         if (*after && strcmp(id, after) <= 0)
             continue;
         if ((rc = journal_indexed_run(NULL, j, snap, id, &r, st)) != REEL_OK)
             goto out;
-        if ((app != NULL && *app && strcmp(r.app, app) != 0) ||
+        if ((by_app && strcmp(r.app, app) != 0) ||
             (keep != NULL && !keep(keep_arg, &r)) ||
             (r.status == RUN_RUNNABLE && r.not_before_ms > now) ||
             (r.status != RUN_RUNNABLE &&
@@ -437,5 +445,6 @@ out:
     store_iter_destroy(it);
     store_snapshot_release(j->store, snap);
     free(seek.p);
+    free(base.p);
     return rc;
 }

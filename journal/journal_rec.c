@@ -6,6 +6,9 @@
  *   'i' app 0 user 0 session 0 inv     -> run_id     (BeginRun idempotency)
  *   's' app 0 user 0 session 0 run_id  -> ""         (runs of a session)
  *   'a' run_id                         -> ""         (RUNNABLE or RUNNING)
+ *   'A' app 0 run_id                   -> ""         (the same, by app:
+ *                                        ListRunsToRecover of one app;
+ *                                        since store format 3)
  *   'c' app 0 ready_ms(8) run_id       -> ""         (RUNNABLE, claimable
  *                                        from ready_ms: ClaimNextRun's
  *                                        index, oldest due first)
@@ -247,6 +250,12 @@ journal_key_t journal_run_key(const char *run_id) {
 
 journal_key_t journal_active_key(const char *run_id) {
     return journal_make_key('a', &run_id, 1, 0, 0);
+}
+
+journal_key_t journal_app_active_key(const char *app, const char *run_id) {
+    const char *parts[2] = {app, run_id};
+
+    return journal_make_key('A', parts, 2, 0, 0);
 }
 
 journal_key_t journal_entry_key(const char *run_id, uint64_t seq) {

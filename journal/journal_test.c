@@ -1181,6 +1181,71 @@ static void test_recoverable_runs_filtered_by_app(void **state) {
     reel_status_fini(&st);
 }
 
+/* One app's recoverable runs come from its own index ('A'): an app whose
+ * name another's begins with is apart, an ended run leaves it, and pages
+ * go on from their cursor in run id order. */
+static void test_recoverable_runs_of_an_app_come_from_its_index(void **state) {
+    fixture_t *f = *state;
+    const char *apps[3] = {"a", "ab", "b"};
+    char ids[15][27], inv[16], after[27] = "";
+    journal_req_t q = {0};
+    journal_result_t res;
+    run_t *runs;
+    size_t n, got = 0;
+    int more;
+
+    q.op = JOURNAL_BEGIN;
+    q.user = "u1", q.session = "s1", q.lease_owner = "w1";
+    q.lease_ttl_ms = 10;
+    for (int i = 0; i < 15; i++) { /* a, ab, b, a, ab, b, ... */
+        snprintf(inv, sizeof(inv), "inv-%d", i);
+        q.app = apps[i % 3], q.invocation_id = inv;
+        assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+        snprintf(ids[i], 27, "%s", res.run.run_id);
+        journal_result_fini(&res);
+    }
+    assert_int_equal(simple(f, JOURNAL_END, ids[3], 1, NULL, &res), REEL_OK);
+    journal_result_fini(&res);
+    usleep(30 * 1000); /* the others' leases expire */
+
+    /* "a": runs 0, 6, 9, 12 (3 ended), two at a time. */
+    for (int page = 0; page < 3; page++) {
+        assert_int_equal(journal_list_recoverable(f->j, "a", after, 2, NULL,
+                                                  &runs, &n, &more, NULL),
+                         REEL_OK);
+        for (size_t i = 0; i < n; i++, got++) {
+            int want = got == 0 ? 0 : 3 + 3 * (int)got;
+
+            assert_string_equal(runs[i].run_id, ids[want]);
+            assert_string_equal(runs[i].app, "a");
+            snprintf(after, sizeof(after), "%s", runs[i].run_id);
+            run_fini(&runs[i]);
+        }
+        free(runs);
+        if (page < 2)
+            assert_int_equal(n, 2);
+        else
+            assert_int_equal(n, 0);
+    }
+    assert_int_equal(got, 4);
+    assert_int_equal(journal_list_recoverable(f->j, "ab", NULL, 0, NULL,
+                                              &runs, &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 5);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(runs[i].run_id, ids[1 + 3 * i]);
+        run_fini(&runs[i]);
+    }
+    free(runs);
+    assert_int_equal(journal_list_recoverable(f->j, NULL, NULL, 0, NULL,
+                                              &runs, &n, &more, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 14);
+    for (size_t i = 0; i < n; i++)
+        run_fini(&runs[i]);
+    free(runs);
+}
+
 /* An entry's change carries its run's app (the WAL tells the run's tenant
  * from it without a read); the stored entry does not. */
 static void test_an_entrys_change_carries_its_runs_app_and_its_record_not(
@@ -1299,6 +1364,7 @@ int main(void) {
         T(test_list_runs_stops_at_the_byte_budget),
         T(test_recoverable_pages_by_cursor_count_and_bytes),
         T(test_recoverable_runs_filtered_by_app),
+        T(test_recoverable_runs_of_an_app_come_from_its_index),
         T(test_a_change_publish_cannot_decode_is_read_from_storage),
         T(test_an_entrys_change_carries_its_runs_app_and_its_record_not),
         T(test_listings_keep_only_the_runs_keep_keeps),

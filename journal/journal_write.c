@@ -428,8 +428,9 @@ static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
     int ready = r.status == RUN_RUNNABLE;
     int moved;
     journal_key_t rk = journal_run_key(r.run_id),
-                  ak = journal_active_key(r.run_id), ok = {NULL, 0},
-                  nk = {NULL, 0};
+                  ak = journal_active_key(r.run_id),
+                  aak = journal_app_active_key(r.app, r.run_id),
+                  ok = {NULL, 0}, nk = {NULL, 0};
     reel_code_t rc = REEL_OK;
 
     r.ready_ms_ = !ready                ? 0
@@ -447,16 +448,19 @@ static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
         nk = journal_claimable_key(r.app, r.ready_ms_, r.run_id);
     journal_run_encode(&r, &w);
     if (reel_wbuf_done(&w) != 0 || rk.p == NULL || ak.p == NULL ||
-        (was_ready && moved && ok.p == NULL) ||
+        aak.p == NULL || (was_ready && moved && ok.p == NULL) ||
         (ready && moved && nk.p == NULL)) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
     store_txn_put(txn, j->cf_runs, rk.p, rk.len, w.p, w.len);
-    if (active && !was_active)
+    if (active && !was_active) {
         store_txn_put(txn, j->cf_runs, ak.p, ak.len, "", 0);
-    else if (!active && was_active)
+        store_txn_put(txn, j->cf_runs, aak.p, aak.len, "", 0);
+    } else if (!active && was_active) {
         store_txn_delete(txn, j->cf_runs, ak.p, ak.len);
+        store_txn_delete(txn, j->cf_runs, aak.p, aak.len);
+    }
     if (ok.p != NULL)
         store_txn_delete(txn, j->cf_runs, ok.p, ok.len);
     if (nk.p != NULL) {
@@ -478,6 +482,7 @@ out:
     reel_wbuf_fini(&w);
     free(rk.p);
     free(ak.p);
+    free(aak.p);
     free(ok.p);
     free(nk.p);
     return rc;
@@ -1372,9 +1377,15 @@ out:
     return rc;
 }
 
+typedef struct upgrade {
+    journal_t *j;
+    int from; /* the data dir's store format */
+} upgrade_t;
+
 static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
                                  reel_status_t *st) {
-    journal_t *j = arg;
+    upgrade_t *u = arg;
+    journal_t *j = u->j;
     store_iter_t *it = store_txn_iter(txn, j->cf_runs);
     reel_code_t rc = REEL_OK;
     size_t n = 0;
@@ -1386,7 +1397,7 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
         size_t klen, vlen;
         const char *k = store_iter_key(it, &klen);
         char id[JOURNAL_RUN_ID_LEN + 1], *val = NULL;
-        journal_key_t rk, ck = {NULL, 0};
+        journal_key_t rk, ck = {NULL, 0}, ak;
         run_t r = {0};
 
         if (klen == 0 || k[0] != 'a')
@@ -1416,7 +1427,16 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
             break;
         }
         free(val);
-        if (r.status == RUN_RUNNABLE) {
+        if (u->from < 3) { /* the active index by app */
+            ak = journal_app_active_key(r.app, r.run_id);
+            if (ak.p == NULL)
+                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                     "out of memory");
+            else
+                store_txn_put(txn, j->cf_runs, ak.p, ak.len, "", 0);
+            free(ak.p);
+        }
+        if (rc == REEL_OK && u->from < 2 && r.status == RUN_RUNNABLE) {
             ck = journal_claimable_key(r.app, r.ready_ms_, r.run_id);
             if (ck.p == NULL)
                 rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
@@ -1424,7 +1444,7 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
             else
                 store_txn_put(txn, j->cf_runs, ck.p, ck.len, "", 0);
             free(ck.p);
-        } else if (r.status == RUN_RUNNING) {
+        } else if (rc == REEL_OK && u->from < 2 && r.status == RUN_RUNNING) {
             rc = schedule(j, txn, TIMER_LEASE, r.lease_expires_at_ms, &r, st);
         }
         run_fini(&r);
@@ -1435,13 +1455,17 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
     store_iter_destroy(it);
     if (rc == REEL_OK && n > 0)
         REEL_INFO("journal", "indexed %zu active runs for the new format "
-                             "(claimable runs, lease timers)",
-                  n);
+                             "(%s)",
+                  n,
+                  u->from < 2 ? "by app, claimable runs, lease timers"
+                              : "by app");
     return rc;
 }
 
-reel_code_t journal_upgrade(journal_t *j, reel_status_t *st) {
-    return store_exec(j->store, upgrade_apply, j, NULL, st);
+reel_code_t journal_upgrade(journal_t *j, int from, reel_status_t *st) {
+    upgrade_t u = {j, from};
+
+    return store_exec(j->store, upgrade_apply, &u, NULL, st);
 }
 
 void journal_use_timers(journal_t *j, timers_t *t) {

@@ -607,15 +607,95 @@ static void test_an_upgrade_gives_old_runs_their_lease_timers(void **state) {
 
     open_all(f, &lim);
     assert_false(await_status(f, id, RUN_RUNNABLE, 400, &r));
-    assert_int_equal(journal_upgrade(f->j, &st), REEL_OK);
+    assert_int_equal(journal_upgrade(f->j, 1, &st), REEL_OK);
     assert_true(await_status(f, id, RUN_RUNNABLE, 5000, &r));
     assert_string_equal(r.reason, RUN_REASON_LEASE_EXPIRED);
     run_fini(&r);
     /* Twice is harmless: the run is not RUNNING any more. */
-    assert_int_equal(journal_upgrade(f->j, &st), REEL_OK);
+    assert_int_equal(journal_upgrade(f->j, 1, &st), REEL_OK);
     r = get(f, id);
     assert_int_equal(r.status, RUN_RUNNABLE);
     run_fini(&r);
+}
+
+/* Deletes every key of the runs column family that starts with tag: the
+ * index a data dir of an older format lacks. */
+static reel_code_t drop_index(store_txn_t *txn, void *arg,
+                              reel_status_t *st) {
+    fixture_t *f = arg;
+    store_cf_t *cf = NULL;
+    store_iter_t *it;
+    reel_code_t rc;
+
+    if ((rc = store_cf_lookup(f->store, "runs", &cf, st)) != REEL_OK)
+        return rc;
+    it = store_txn_iter(txn, cf);
+    assert_non_null(it);
+    for (store_iter_seek(it, "A", 1); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen;
+        const char *k = store_iter_key(it, &klen);
+
+        if (k[0] != 'A')
+            break;
+        store_txn_delete(txn, cf, k, klen);
+    }
+    rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    return rc;
+}
+
+/*
+ * A data dir of format 2 has no index of active runs by app, which one
+ * app's ListRunsToRecover reads: journal_upgrade() from 2 makes it.
+ */
+static void test_an_upgrade_from_format_2_indexes_active_runs_by_app(
+    void **state) {
+    fixture_t *f = *state;
+    reel_status_t st = REEL_STATUS_INIT;
+    char id[27], other[27];
+    run_t *runs;
+    size_t n;
+    int more;
+
+    begin_ok(f, "shop", "old", 50, id);
+    begin_ok(f, "mail", "old", 60000, other);
+    for (int i = 0; i < 500; i++) { /* shop's lease ends: recoverable */
+        assert_int_equal(journal_list_recoverable(f->j, NULL, NULL, 0, NULL,
+                                                  &runs, &n, &more, &st),
+                         REEL_OK);
+        for (size_t k = 0; k < n; k++)
+            run_fini(&runs[k]);
+        free(runs);
+        if (n == 1)
+            break;
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    }
+    assert_int_equal(n, 1);
+    if (store_exec(f->store, drop_index, f, NULL, &st) != REEL_OK)
+        fail_msg("drop: %s", reel_status_message(&st));
+    assert_int_equal(journal_list_recoverable(f->j, "shop", NULL, 0, NULL,
+                                              &runs, &n, &more, &st),
+                     REEL_OK);
+    assert_int_equal(n, 0); /* what a format 2 dir would list */
+    free(runs);
+
+    assert_int_equal(journal_upgrade(f->j, 2, &st), REEL_OK);
+    assert_int_equal(journal_list_recoverable(f->j, "shop", NULL, 0, NULL,
+                                              &runs, &n, &more, &st),
+                     REEL_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(runs[0].run_id, id);
+    run_fini(&runs[0]);
+    free(runs);
+    /* Only the index: mail's RUNNING run keeps its one lease timer and
+     * is not recoverable before its lease ends. */
+    assert_int_equal(journal_list_recoverable(f->j, "mail", NULL, 0, NULL,
+                                              &runs, &n, &more, &st),
+                     REEL_OK);
+    assert_int_equal(n, 0);
+    free(runs);
+    reel_status_fini(&st);
 }
 
 int main(void) {
@@ -625,6 +705,9 @@ int main(void) {
             teardown),
         cmocka_unit_test_setup_teardown(
             test_an_upgrade_gives_old_runs_their_lease_timers, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_upgrade_from_format_2_indexes_active_runs_by_app, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(test_heartbeats_keep_the_lease, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

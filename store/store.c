@@ -3,7 +3,7 @@
  * revision.
  *
  * Data dir layout
- *   FORMAT        "reel-format 1\n": written (and fsynced) before RocksDB
+ *   FORMAT        "reel-format N\n" (STORE_FORMAT_VERSION): written (and fsynced) before RocksDB
  *                 creates anything, checked before RocksDB opens anything,
  *                 so a foreign or newer data dir is refused untouched.
  *                 Written only into a new or empty directory: a directory

@@ -49,8 +49,10 @@
  *   1  the records up to 2026-12-05
  *   2  the same records (a format 1 dir is upgraded by relabelling it):
  *      the version older reelds refuse, and reel's clock (meta/clock)
+ *   3  the journal's index of active runs by app (journal_upgrade() makes
+ *      it for an older dir)
  */
-#define STORE_FORMAT_VERSION 2
+#define STORE_FORMAT_VERSION 3
 #define STORE_FORMAT_OLDEST 1
 
 /* The longest column family name a module may declare. */
