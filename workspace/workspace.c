@@ -24,14 +24,14 @@
  *   type, u32 n, n x (str key, str value). A change's event is its record.
  *
  * An upload
- *   1. begin: a random 64-bit blob id (a collision with a live blob is
- *      2^-64 per pair, and a begin refuses an id whose mark exists); its
- *      mark 's' blob is written and synced first, so from here on a crash
- *      leaves something the start-up sweep finds.
+ *   1. begin: a random 64-bit blob id (a collision with another blob is
+ *      2^-64 per pair, and a begin refuses an id whose mark exists).
  *   2. write: bytes fill a WS_CHUNK buffer (the one buffer an upload
  *      holds); each full chunk goes to ws_chunks with store_bulk_put(),
  *      beside the writer and outside RocksDB's log: a synced KV commit
- *      never has to write a file's bytes out with it.
+ *      never has to write a file's bytes out with it. Before the first,
+ *      its mark 's' blob is written and synced, so from then on a crash
+ *      leaves something the start-up sweep finds.
  *   3. commit: the last chunk, the size and digest checks, then
  *      store_bulk_sync() flushes ws_chunks to synced files, and only then
  *      one request through the writer reads the current record, checks the
@@ -39,6 +39,9 @@
  *      prunes versions past versions_keep (their 'v' record, and their
  *      chunks by a range tombstone) and emits the change: small, whatever
  *      the file's size. Acknowledged means that commit was synced.
+ *      An artifact of at most WS_INLINE_MAX bytes stored no chunk before
+ *      its commit: its one chunk is written by that commit, in the same
+ *      synced batch as its record (no mark, no flush: one sync in all).
  *   An upload that ends any other way (the client gone, a check failed,
  *   the precondition failed) is aborted: the reclaimer deletes its chunks
  *   with one range tombstone and its mark, then compacts, once for all it
@@ -153,6 +156,8 @@ struct ws_upload {
     uint64_t received, next_index;
     unsigned char *buf;
     size_t buf_len;
+    int marked; /* its mark is stored: chunks may be */
+    int inline_; /* its bytes commit with its record (WS_INLINE_MAX) */
     EVP_MD_CTX *md;
     uint8_t digest[WS_SHA256_LEN];
     /* Filled by the apply: */
@@ -777,7 +782,7 @@ static char *copy_str(const char *s, size_t n) {
 reel_code_t ws_upload_begin(ws_t *ws, const ws_header_t *h, ws_upload_t **out,
                             reel_status_t *st) {
     ws_upload_t *u = NULL;
-    unsigned char mk[9], when[8];
+    unsigned char mk[9];
     char *val = NULL;
     size_t vlen;
     reel_code_t rc;
@@ -857,10 +862,6 @@ reel_code_t ws_upload_begin(ws_t *ws, const ws_header_t *h, ws_upload_t **out,
             goto fail;
     } while (rc == REEL_OK);
     reel_status_fini(st);
-    reel_be64_put(when, (uint64_t)reel_clock_now_ms());
-    if ((rc = store_put_synced(ws->store, ws->cf, mk, 9, when, 8, st)) !=
-        REEL_OK)
-        goto fail;
     atomic_fetch_add(&ws->staged, 1);
     *out = u;
     return REEL_OK;
@@ -872,11 +873,22 @@ fail:
     return rc;
 }
 
-/* Writes the buffered bytes as the next chunk. */
-/* Stores the next chunk, len bytes at p. */
+/* Stores the next chunk, len bytes at p; the upload's mark first, synced,
+ * so a crash from here on leaves something the start-up sweep finds. */
 static reel_code_t put_chunk(ws_upload_t *u, const void *p, size_t len,
                              reel_status_t *st) {
     unsigned char k[16];
+
+    if (!u->marked) {
+        unsigned char mk[9], when[8];
+
+        mark_key(mk, u->blob);
+        reel_be64_put(when, (uint64_t)reel_clock_now_ms());
+        if (store_put_synced(u->ws->store, u->ws->cf, mk, 9, when, 8, st) !=
+            REEL_OK)
+            return st->code;
+        u->marked = 1;
+    }
 
     blob_key(k, u->blob, u->next_index);
     if (store_bulk_put(u->ws->store, u->ws->chunks, k, 16, p, len, st) !=
@@ -1171,8 +1183,16 @@ static reel_code_t put_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
     rec.meta_vals = (const char **)u->meta_vals;
     if ((rc = commit_record(txn, u, &rec, WS_EVENT_PUT, st)) != REEL_OK)
         goto out;
-    mark_key(mk, u->blob);
-    store_txn_delete(txn, u->ws->cf, mk, 9);
+    if (u->inline_) { /* in this commit's synced batch, with its record */
+        unsigned char k[16];
+
+        blob_key(k, u->blob, 0);
+        store_txn_put_blind(txn, u->ws->chunks, k, 16, u->buf, u->buf_len);
+    }
+    if (u->marked) {
+        mark_key(mk, u->blob);
+        store_txn_delete(txn, u->ws->cf, mk, 9);
+    }
     rc = prune(txn, u, u->ws->lim.versions_keep, st);
 out:
     ws_artifact_fini(&cur);
@@ -1204,7 +1224,12 @@ reel_code_t ws_upload_commit(ws_upload_t *u, ws_done_fn done, void *arg,
     unsigned int dlen = 0;
     reel_code_t rc;
 
-    if ((rc = flush_chunk(u, st)) != REEL_OK)
+    /* A small artifact's one chunk goes with its record, in the commit's
+     * synced batch: no mark, no flush of the bulk family (a file and
+     * several syncs for a few bytes). The others' last chunk joins them. */
+    if (u->next_index == 0 && u->buf_len > 0 && u->buf_len <= WS_INLINE_MAX)
+        u->inline_ = 1;
+    else if ((rc = flush_chunk(u, st)) != REEL_OK)
         goto fail;
     if (u->has_size && u->received != u->size) {
         rc = reel_status_set(st, REEL_INVALID_ARGUMENT,

@@ -27,6 +27,8 @@
 
 /* Stored chunk size, and the largest chunk a client may send at once. */
 #define WS_CHUNK ((size_t)1 << 20)
+/* An artifact of at most this many bytes commits them with its record. */
+#define WS_INLINE_MAX ((size_t)64 << 10)
 #define WS_DEFAULT_MAX_ARTIFACT ((uint64_t)5 << 30)
 #define WS_DEFAULT_VERSIONS_KEEP 1
 #define WS_DEFAULT_MAX_UPLOADS 64

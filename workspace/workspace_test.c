@@ -491,6 +491,40 @@ static void test_a_failed_chunk_sync_stores_nothing(void **state) {
     free(p);
 }
 
+/* An artifact of at most WS_INLINE_MAX bytes commits its one chunk with
+ * its record: no flush of the bulk family (here, one that would fail),
+ * and it is there after a restart, read from RocksDB's log. One byte more
+ * takes the flush. */
+static void test_a_small_artifact_commits_its_bytes_with_its_record(
+    void **state) {
+    fixture_t *f = *state;
+    unsigned char *p = bytes(WS_INLINE_MAX + 1, 4), *got;
+    reel_status_t st = REEL_STATUS_INIT;
+    size_t n;
+    waiter_t w;
+
+    reel_fault_arm("store.bulk_sync", 0, 1000);
+    assert_int_equal(put(f, "n", "small", p, WS_INLINE_MAX, &w), REEL_OK);
+    assert_int_equal(put(f, "n", "one", p, 1, &w), REEL_OK);
+    assert_int_equal(put(f, "n", "big", p, WS_INLINE_MAX + 1, &w),
+                     REEL_INTERNAL);
+    assert_non_null(strstr(w.msg, "injected"));
+    reel_fault_reset();
+    close_all(f);
+    open_all(f);
+    assert_int_equal(read_all(f, "small", 0, 0, 0, &got, &n, &st), REEL_OK);
+    assert_int_equal(n, WS_INLINE_MAX);
+    assert_memory_equal(got, p, n);
+    free(got);
+    assert_int_equal(read_all(f, "one", 0, 0, 0, &got, &n, &st), REEL_OK);
+    assert_int_equal(n, 1);
+    assert_memory_equal(got, p, 1);
+    free(got);
+    assert_int_equal(staged(f), 0);
+    reel_status_fini(&st);
+    free(p);
+}
+
 static void test_restart_reclaims_what_a_crash_left_staged(void **state) {
     fixture_t *f = *state;
     reel_status_t st = REEL_STATUS_INIT;
@@ -706,6 +740,9 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_restart_reclaims_what_a_crash_left_staged, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_small_artifact_commits_its_bytes_with_its_record, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_list_pages_by_prefix_and_skips_tombstones, setup, teardown),
         cmocka_unit_test_setup_teardown(

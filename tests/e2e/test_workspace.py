@@ -405,6 +405,8 @@ def test_kill_9_mid_upload_reclaims_staged_chunks_and_keeps_finished(tmp_path):
     ws = Client(ch)
     done = blob(3 * MiB + 5, seed=99)
     rec = ws.put("k9", "done", done)
+    tiny = blob(10000, seed=98)     # committed with its record, in the log
+    trec = ws.put("k9", "tiny", tiny)
     streaming = [threading.Event(), threading.Event()]
 
     def gen(i, mib):
@@ -442,8 +444,10 @@ def test_kill_9_mid_upload_reclaims_staged_chunks_and_keeps_finished(tmp_path):
                 grpc.StatusCode.NOT_FOUND
         got, body, _ = ws.get("k9", "done")
         assert body == done and got.sha256 == rec.sha256
+        got, body, _ = ws.get("k9", "tiny")
+        assert body == tiny and got.sha256 == trec.sha256
         assert [a.key for a in ws.list(P.ListArtifactsRequest(namespace="k9")).artifacts] == \
-            ["done"]
+            ["done", "tiny"]
         ch.close()
     finally:
         assert server.stop()[0] == 0
