@@ -408,6 +408,99 @@ static int flag_set(const flag_t *f, const char *s, config_t *cfg) {
     return 0;
 }
 
+/*
+ * The REEL_ variables that are not reeld's but may share its environment:
+ * its clients' (reelctl, the C and Python clients), reel-sink's and
+ * reel-reactor's, and reel's test and benchmark tools'. A name ending in
+ * '*' is a prefix.
+ */
+static const char *const other_vars[] = {
+    "REEL_ADDR",  "REEL_TOKEN",    "REEL_TLS",          "REEL_TLS_CA",
+    "REEL_SINK*", "REEL_REACTOR*", "REEL_BENCH*",       "REEL_NATS_DUMP",
+    "REEL_CONSUMER_E2E", "REEL_TEST_FAULTS",
+};
+
+/* Edits (insert, delete, replace) from a to b, both shorter than 64. */
+static size_t edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b), row[64], prev, cur;
+
+    if (la >= 64 || lb >= 64)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        prev = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            cur = row[j];
+            row[j] = a[i - 1] == b[j - 1] ? prev : 1 + prev;
+            if (row[j - 1] + 1 < row[j])
+                row[j] = row[j - 1] + 1;
+            if (cur + 1 < row[j])
+                row[j] = cur + 1;
+            prev = cur;
+        }
+    }
+    return row[lb];
+}
+
+/*
+ * Warns of each REEL_ variable set that no reel program reads, naming the
+ * closest of reeld's when one is three edits away or less (REEL_LISTNE,
+ * REEL_SIGNAL_MAX_WAIT):
+ * a misspelled variable is otherwise ignored without a word, and reeld
+ * runs on a default the operator thought was changed. Names only, never
+ * values: a variable may hold a secret.
+ */
+static void warn_unknown_variables(void) {
+    extern char **environ;
+
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t len = eq != NULL ? (size_t)(eq - *e) : strlen(*e), best = 4;
+        const char *near = NULL;
+        char name[64];
+        int known = 0;
+
+        if (strncmp(*e, "REEL_", 5) != 0)
+            continue;
+        if (len >= sizeof(name)) {
+            REEL_WARN("reeld", "%.40s...: not a variable reel reads", *e);
+            continue;
+        }
+        memcpy(name, *e, len);
+        name[len] = '\0';
+        for (size_t i = 0; i < N_FLAGS && !known; i++)
+            known = strcmp(name, flags[i].env) == 0;
+        for (size_t i = 0; i < sizeof(other_vars) / sizeof(*other_vars) &&
+                           !known;
+             i++) {
+            size_t n = strlen(other_vars[i]);
+
+            known = other_vars[i][n - 1] == '*'
+                        ? strncmp(name, other_vars[i], n - 1) == 0
+                        : strcmp(name, other_vars[i]) == 0;
+        }
+        if (known)
+            continue;
+        for (size_t i = 0; i < N_FLAGS; i++) {
+            size_t d = edit_distance(name, flags[i].env);
+
+            if (d < best) {
+                best = d;
+                near = flags[i].env;
+            }
+        }
+        if (near != NULL)
+            REEL_WARN("reeld", "%s: not a variable reel reads; did you mean "
+                               "%s? (ignored)",
+                      name, near);
+        else
+            REEL_WARN("reeld", "%s: not a variable reel reads (ignored)",
+                      name);
+    }
+}
+
 static void usage(FILE *out) {
     fprintf(out, "usage: reeld [options]\n"
                  "\n"
@@ -640,6 +733,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     reel_log_set_level(level);
+    warn_unknown_variables();
     if (getenv("REEL_TEST_FAULTS") != NULL && *getenv("REEL_TEST_FAULTS")) {
         if (reel_fault_arm_spec(getenv("REEL_TEST_FAULTS"), &st) != REEL_OK) {
             fprintf(stderr, "reeld: REEL_TEST_FAULTS: %s\n",

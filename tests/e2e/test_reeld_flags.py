@@ -214,6 +214,27 @@ def test_a_flag_wins_over_its_variable_and_the_variable_over_the_default(
                           extra=["--signal-max-wait-ms", "77"]).start()) == 77
 
 
+def test_a_misspelled_variable_is_warned_of_naming_the_closest(tmp_path, monkeypatch):
+    """A REEL_ variable no reel program reads was ignored without a word, so
+    reeld ran on the default the operator meant to change. It is still
+    ignored, but said, with reeld's own variable it is closest to; the
+    variables of reel's clients, reel-sink and reel-reactor are not; and no
+    value is ever written out (one may hold a secret)."""
+    monkeypatch.setenv("REEL_SIGNAL_MAX_WAIT", "1234")
+    monkeypatch.setenv("REEL_TOTALLY_UNKNOWN", "s3cret-value")
+    monkeypatch.setenv("REEL_TOKEN", "t0ken-value")
+    monkeypatch.setenv("REEL_SINK_CONFIG", "sink.json")
+    server = Reeld(str(tmp_path / "d")).start()
+    code, _ = server.stop()
+    log = server.log()
+    assert code == 0, log
+    assert ("REEL_SIGNAL_MAX_WAIT: not a variable reel reads; did you mean "
+            "REEL_SIGNAL_MAX_WAIT_MS? (ignored)") in log, log
+    assert "REEL_TOTALLY_UNKNOWN: not a variable reel reads (ignored)" in log, log
+    assert "REEL_TOKEN" not in log and "REEL_SINK_CONFIG" not in log, log
+    assert "s3cret-value" not in log and "t0ken-value" not in log and "1234" not in log
+
+
 CLOSED = re.compile(r"\((\d+) commits since start, [\d.]+ requests each, "
                     r"(\d+) run by their submitter\)")
 
