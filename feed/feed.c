@@ -79,6 +79,7 @@ enum { PH_REPLAY, PH_LIVE, PH_ENDED };
 typedef struct bucket {
     UT_hash_handle hh;
     feed_sub_t *head;
+    int indexed; /* in the hub's index, not its keys */
     size_t klen;
     char key[];
 } bucket_t;
@@ -87,7 +88,8 @@ struct feed_hub {
     pthread_mutex_t mu;
     uint64_t last_published;
     bucket_t *keys;     /* uthash: key -> its subscriptions */
-    feed_sub_t *any;    /* subscriptions of any key */
+    bucket_t *index;    /* uthash: index key -> subscriptions of any key */
+    feed_sub_t *any;    /* subscriptions of any key, not indexed */
     feed_sub_t *ending; /* deliveries that completed, ended at publish end */
     size_t n_linked;    /* subscriptions registered (linked) now */
     /* Publish's scratch for a group's subscriptions due one item. */
@@ -125,22 +127,26 @@ struct feed_sub {
 /* ---- The registry (hub lock held) ---------------------------------------- */
 
 static int sub_link(feed_hub_t *h, feed_sub_t *s, const void *key,
-                    size_t klen) {
+                    size_t klen, const void *index, size_t ilen) {
     feed_sub_t **head;
 
-    if (key == NULL) {
+    if (key == NULL && index == NULL) {
         head = &h->any;
     } else {
-        bucket_t *b;
+        int indexed = key == NULL;
+        bucket_t *b, **table = indexed ? &h->index : &h->keys;
 
-        HASH_FIND(hh, h->keys, key, klen, b);
+        if (indexed)
+            key = index, klen = ilen;
+        HASH_FIND(hh, *table, key, klen, b);
         if (b == NULL) {
             b = calloc(1, sizeof(*b) + (klen ? klen : 1));
             if (b == NULL)
                 return -1;
             memcpy(b->key, key, klen);
             b->klen = klen;
-            HASH_ADD_KEYPTR(hh, h->keys, b->key, b->klen, b);
+            b->indexed = indexed;
+            HASH_ADD_KEYPTR(hh, *table, b->key, b->klen, b);
         }
         s->bucket = b;
         head = &b->head;
@@ -169,7 +175,10 @@ static void sub_unlink(feed_hub_t *h, feed_sub_t *s) {
     if (s->next)
         s->next->prev = s->prev;
     if (s->bucket != NULL && s->bucket->head == NULL) {
-        HASH_DEL(h->keys, s->bucket);
+        if (s->bucket->indexed)
+            HASH_DEL(h->index, s->bucket);
+        else
+            HASH_DEL(h->keys, s->bucket);
         free(s->bucket);
     }
     s->bucket = NULL;
@@ -204,6 +213,10 @@ void feed_hub_destroy(feed_hub_t *h) {
         HASH_DEL(h->keys, b);
         free(b);
     }
+    HASH_ITER(hh, h->index, b, tmp) {
+        HASH_DEL(h->index, b);
+        free(b);
+    }
     free(h->run);
     free(h->run_args);
     pthread_mutex_destroy(&h->mu);
@@ -231,7 +244,7 @@ size_t feed_hub_subs(feed_hub_t *h) {
 }
 
 int feed_hub_idle(const feed_hub_t *h) {
-    return h->keys == NULL && h->any == NULL;
+    return h->keys == NULL && h->index == NULL && h->any == NULL;
 }
 
 /* ---- Ending and freeing -------------------------------------------------- */
@@ -393,17 +406,28 @@ static void publish_list(feed_hub_t *h, feed_sub_t *s, uint64_t rev, void *item,
 
 void feed_publish_begin(feed_hub_t *h) { pthread_mutex_lock(&h->mu); }
 
-void feed_publish(feed_hub_t *h, const void *key, size_t key_len,
-                  uint64_t revision, void *item) {
-    if (key != NULL && h->keys != NULL) {
-        bucket_t *b;
+void feed_publish_indexed(feed_hub_t *h, const void *key, size_t key_len,
+                          const feed_index_t *index, size_t n_index,
+                          uint64_t revision, void *item) {
+    bucket_t *b;
 
+    if (key != NULL && h->keys != NULL) {
         HASH_FIND(hh, h->keys, key, key_len, b);
         if (b != NULL)
             publish_list(h, b->head, revision, item, 0);
     }
+    for (size_t i = 0; i < n_index && h->index != NULL; i++) {
+        HASH_FIND(hh, h->index, index[i].key, index[i].len, b);
+        if (b != NULL)
+            publish_list(h, b->head, revision, item, 1);
+    }
     if (h->any != NULL)
         publish_list(h, h->any, revision, item, 1);
+}
+
+void feed_publish(feed_hub_t *h, const void *key, size_t key_len,
+                  uint64_t revision, void *item) {
+    feed_publish_indexed(h, key, key_len, NULL, 0, revision, item);
 }
 
 static void lose_list(feed_sub_t *s, uint64_t rev) {
@@ -421,6 +445,7 @@ void feed_publish_lost(feed_hub_t *h, uint64_t revision) {
     bucket_t *b, *tmp;
 
     HASH_ITER(hh, h->keys, b, tmp) { lose_list(b->head, revision); }
+    HASH_ITER(hh, h->index, b, tmp) { lose_list(b->head, revision); }
     lose_list(h->any, revision);
 }
 
@@ -466,7 +491,7 @@ reel_code_t feed_sub_create(feed_hub_t *h, const feed_sub_args_t *a,
     s->refs = 1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_lock(&h->mu);
-    rc = sub_link(h, s, a->key, a->key_len);
+    rc = sub_link(h, s, a->key, a->key_len, a->index, a->index_len);
     pthread_mutex_unlock(&h->mu);
     if (rc != 0) {
         sub_free(s);

@@ -137,6 +137,23 @@ int feed_hub_idle(const feed_hub_t *h);
 void feed_publish(feed_hub_t *h, const void *key, size_t key_len,
                   uint64_t revision, void *item);
 
+/* An index key of an item (feed_publish_indexed). */
+typedef struct feed_index {
+    const void *key;
+    size_t len;
+} feed_index_t;
+
+/*
+ * feed_publish(), and also to the indexed subscriptions under each of the
+ * n_index distinct index keys, as match decides: a module indexes its
+ * subscriptions of many keys (a pattern's namespace and literal first
+ * token, say) so that an item is matched only against those it might
+ * concern, not against every one.
+ */
+void feed_publish_indexed(feed_hub_t *h, const void *key, size_t key_len,
+                          const feed_index_t *index, size_t n_index,
+                          uint64_t revision, void *item);
+
 /*
  * The item committed at revision could not be made (decoded, or keyed):
  * since the feed cannot tell whom it concerns, every live subscription that
@@ -161,6 +178,11 @@ typedef struct feed_sub_args {
      * key, as match decides. */
     const void *key;
     size_t key_len;
+    /* With key NULL: when set (copied), only items published with this
+     * index key (feed_publish_indexed) reach it, as match decides; NULL:
+     * every item does. */
+    const void *index;
+    size_t index_len;
     /* Subscriptions created one after another with the same non-NULL group
      * sit next to each other under their key, and take an item they are
      * all due in one deliver_group(). NULL: on its own. */

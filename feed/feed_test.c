@@ -26,6 +26,7 @@
 
 #define LOG_MAX 1000000
 #define ANY_ODD (-1) /* a subscription of any key whose key is odd */
+#define ENDS_IN_3 (-3) /* of any key ending in 3, indexed under 3 */
 
 typedef struct fake {
     pthread_mutex_t mu; /* the log */
@@ -61,11 +62,15 @@ typedef struct sub {
     reel_status_t end;
     int destroy_in_end;
     atomic_int destroyed; /* feed_sub_destroy returned */
+    atomic_int matches;   /* match calls */
+    int index;            /* ENDS_IN_3's index key */
 } sub_t;
 
 /* ---- The fake module ----------------------------------------------------- */
 
 static int concerns(const sub_t *s, int key) {
+    if (s->key == ENDS_IN_3)
+        return key % 10 == 3;
     return s->key == ANY_ODD ? key % 2 != 0 : key == s->key;
 }
 
@@ -143,7 +148,10 @@ static int op_go_live(void *arg, uint64_t cursor) {
 }
 
 static int op_match(void *arg, const void *item) {
-    return concerns(arg, ((const item_t *)item)->key);
+    sub_t *s = arg;
+
+    atomic_fetch_add(&s->matches, 1);
+    return concerns(s, ((const item_t *)item)->key);
 }
 
 static int op_deliver(void *arg, void *item) {
@@ -220,10 +228,15 @@ static item_t commit_only(fake_t *f, int key) {
     return it;
 }
 
+/* Every item is published under its key and indexed by its last digit. */
 static void publish(fake_t *f, item_t *it) {
+    int digit = it->key % 10;
+    feed_index_t idx = {&digit, sizeof(digit)};
+
     feed_publish_begin(f->hub);
     if (!feed_hub_idle(f->hub))
-        feed_publish(f->hub, &it->key, sizeof(it->key), it->rev, it);
+        feed_publish_indexed(f->hub, &it->key, sizeof(it->key), &idx, 1,
+                             it->rev, it);
     feed_publish_end(f->hub, it->rev);
 }
 
@@ -262,7 +275,11 @@ static sub_t *sub_new(fake_t *f, int key, size_t limit, uint64_t cursor,
     pthread_mutex_init(&s->mu, NULL);
     a.ops = &ops;
     a.arg = s;
-    if (key != ANY_ODD) {
+    if (key == ENDS_IN_3) {
+        s->index = 3;
+        a.index = &s->index;
+        a.index_len = sizeof(s->index);
+    } else if (key != ANY_ODD) {
         a.key = &s->key;
         a.key_len = sizeof(s->key);
     }
@@ -664,6 +681,34 @@ static void test_the_hub_counts_registered_subscriptions(void **state) {
     assert_int_equal(feed_hub_subs(f->hub), 0);
 }
 
+/* A subscription of any key under an index key is matched only against
+ * the items published with it, and still gets each of them once, a lost
+ * one included (read from storage); one without an index sees them all. */
+static void test_an_indexed_subscription_sees_only_its_index(void **state) {
+    fake_t *f = *state;
+    sub_t *s = sub_new(f, ENDS_IN_3, SIZE_MAX, 0, NULL);
+    sub_t *u = sub_new(f, ANY_ODD, SIZE_MAX, 0, NULL);
+    uint64_t head = 0;
+
+    feed_sub_pump(s->fs);
+    feed_sub_pump(u->fs);
+    for (int k = 0; k < 100; k++)
+        head = commit(f, k);
+    assert_int_equal(atomic_load(&s->matches), 10); /* 3, 13, ..., 93 */
+    assert_int_equal(atomic_load(&u->matches), 100);
+    head = commit_lost(f, 13);
+    assert_true(owner_pump_woken(s));
+    assert_true(owner_pump_woken(u));
+    head = commit(f, 23);
+    assert_exactly_once(f, s, 0, head);
+    assert_exactly_once(f, u, 0, head);
+    assert_int_equal(feed_hub_subs(f->hub), 2);
+    sub_free(s);
+    assert_int_equal(feed_hub_subs(f->hub), 1);
+    sub_free(u);
+    assert_true(feed_hub_idle(f->hub));
+}
+
 static void test_a_group_takes_a_live_item_once_for_all(void **state) {
     fake_t *f = *state;
     group_t g = {0};
@@ -781,6 +826,9 @@ int main(void) {
             test_a_failed_replay_ends_once_naming_what_it_met, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_complete_delivery_ends_once_with_ok_after_publish, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_indexed_subscription_sees_only_its_index, setup,
             teardown),
         cmocka_unit_test_setup_teardown(test_a_kick_ends_at_the_next_pump_once,
                                         setup, teardown),

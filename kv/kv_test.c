@@ -907,28 +907,54 @@ static void test_watch_sees_every_transition_with_prev(void **state) {
 
 static void test_patterns_match_exactly_what_they_should(void **state) {
     fixture_t *f = *state;
-    sink_t *star = sink_new(100), *gt = sink_new(100);
-    kv_watch_t *w1, *w2;
+    sink_t *star = sink_new(100), *gt = sink_new(100), *first = sink_new(100),
+           *all = sink_new(100);
+    kv_watch_t *w1, *w2, *w3, *w4;
+    kv_write_result_t res;
     const char *keys[] = {"a.b.c", "a.c", "a.b.x.c", "a.x.c", "orders",
                           "orders.1", "orders.eu.2", "orders/3", "a/b.c"};
 
+    /* Watches are indexed by namespace and literal first token: these
+     * sit under "a", "orders", and the namespace alone (two of them). */
     w1 = watch(f, "a.*.c", KV_WATCH_NOW, 0, star, NULL, NULL);
     w2 = watch(f, "orders.>", KV_WATCH_NOW, 0, gt, NULL, NULL);
+    w3 = watch(f, "*.c", KV_WATCH_NOW, 0, first, NULL, NULL);
+    w4 = watch(f, ">", KV_WATCH_NOW, 0, all, NULL, NULL);
+    /* Another namespace's keys reach none of them. */
+    for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++) {
+        assert_int_equal(set_full(f->kv, "other", keys[i], "1",
+                                  KV_PRECOND_NONE, 0, &res),
+                         REEL_OK);
+        kv_write_result_fini(&res);
+    }
     for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++)
         set_ok(f->kv, keys[i], "1");
     set_ok(f->kv, "zzz", "1"); /* a marker: everything before it is in */
     assert_int_equal(sink_wait(star, 3), 3);
     assert_int_equal(sink_wait(gt, 3), 3);
+    assert_int_equal(sink_wait(first, 3), 3);
+    assert_int_equal(sink_wait(all, 11), 11);
     kv_watch_destroy(w1);
     kv_watch_destroy(w2);
+    kv_watch_destroy(w3);
+    kv_watch_destroy(w4);
     assert_int_equal(star->n, 3);
     assert_string_equal(star->recs[1].key, "a.b.c");
     assert_string_equal(star->recs[2].key, "a.x.c");
     assert_int_equal(gt->n, 3);
     assert_string_equal(gt->recs[1].key, "orders.1");
     assert_string_equal(gt->recs[2].key, "orders.eu.2");
+    assert_int_equal(first->n, 3);
+    assert_string_equal(first->recs[1].key, "a.c");
+    assert_string_equal(first->recs[2].key, "a/b.c");
+    assert_int_equal(all->n, 11);
+    for (size_t i = 0; i < sizeof(keys) / sizeof(*keys); i++)
+        assert_string_equal(all->recs[1 + i].key, keys[i]);
+    assert_string_equal(all->recs[10].key, "zzz");
     sink_free(star);
     sink_free(gt);
+    sink_free(first);
+    sink_free(all);
 }
 
 static void test_malformed_watch_patterns_are_invalid(void **state) {
