@@ -112,7 +112,7 @@ struct feed_sub {
     int phase;
     int refs; /* the owner's, and one across each end call */
     unsigned cancelled : 1, pumping : 1, end_claimed : 1, ending : 1,
-        waited : 1;
+        waited : 1, indexed : 1;
     uint64_t cursor;
     reel_status_t why;    /* ENDED, end not yet claimed: what end says */
     pthread_t end_thread; /* while ending */
@@ -148,6 +148,7 @@ static int sub_link(feed_hub_t *h, feed_sub_t *s, const void *key,
             b->indexed = indexed;
             HASH_ADD_KEYPTR(hh, *table, b->key, b->klen, b);
         }
+        s->indexed = indexed;
         s->bucket = b;
         head = &b->head;
     }
@@ -293,7 +294,17 @@ static void end_done(feed_sub_t *s) {
 
 /* s->mu held: full, or its item lost: back to replay, and its owner asked
  * to pump (a sink that refused with nothing queued has no drain coming). */
-static void drop_locked(feed_sub_t *s) {
+/*
+ * A live subscription that cannot take the item at rev drops back to
+ * replay. An indexed one was offered every item before rev that could
+ * concern it, the rest concern it not: its cursor moves to rev - 1, as
+ * if it had declined them (a WAL filter's replay would otherwise start
+ * from the last event it matched, and end OUT_OF_RANGE once the events
+ * after it were trimmed, though it needed none of them).
+ */
+static void drop_locked(feed_sub_t *s, uint64_t rev) {
+    if (s->indexed && rev - 1 > s->cursor)
+        s->cursor = rev - 1;
     s->phase = PH_REPLAY;
     atomic_store(&s->live, 0);
     if (s->ops->wake != NULL)
@@ -316,7 +327,7 @@ static void deliver_live(feed_hub_t *h, feed_sub_t *s, uint64_t rev,
         if (r == FEED_OK) {
             s->cursor = rev;
         } else if (r == FEED_FULL) {
-            drop_locked(s);
+            drop_locked(s, rev);
         } else {
             /* Complete: it ends (OK) once the hub's lock is released. */
             s->cursor = rev;
@@ -398,7 +409,7 @@ static void publish_list(feed_hub_t *h, feed_sub_t *s, uint64_t rev, void *item,
             if (r == FEED_OK)
                 x->cursor = rev;
             else
-                drop_locked(x);
+                drop_locked(x, rev);
             pthread_mutex_unlock(&x->mu);
         }
     }
@@ -436,7 +447,7 @@ static void lose_list(feed_sub_t *s, uint64_t rev) {
             continue;
         pthread_mutex_lock(&s->mu);
         if (s->phase == PH_LIVE && !s->cancelled && rev > s->cursor)
-            drop_locked(s);
+            drop_locked(s, rev);
         pthread_mutex_unlock(&s->mu);
     }
 }
@@ -597,11 +608,18 @@ void feed_sub_kick(feed_sub_t *s, reel_code_t code, const char *msg) {
 int feed_sub_live(feed_sub_t *s) { return atomic_load(&s->live); }
 
 uint64_t feed_sub_cursor(feed_sub_t *s) {
+    feed_hub_t *h = s->hub;
     uint64_t c;
 
+    /* A live indexed subscription was offered everything published that
+     * could concern it: the rest concern it not (drop_locked). */
+    pthread_mutex_lock(&h->mu);
     pthread_mutex_lock(&s->mu);
     c = s->cursor;
+    if (s->indexed && s->phase == PH_LIVE && h->last_published > c)
+        c = h->last_published;
     pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&h->mu);
     return c;
 }
 

@@ -223,7 +223,8 @@ void feed_sub_kick(feed_sub_t *s, reel_code_t code, const char *msg);
 /* True while live. Any thread. */
 int feed_sub_live(feed_sub_t *s);
 
-/* Everything up to this revision was delivered or did not concern it. */
+/* Everything up to this revision was delivered or did not concern it.
+ * Takes the hub's lock: any thread, not from inside an operation. */
 uint64_t feed_sub_cursor(feed_sub_t *s);
 
 /*

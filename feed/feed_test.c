@@ -696,6 +696,8 @@ static void test_an_indexed_subscription_sees_only_its_index(void **state) {
         head = commit(f, k);
     assert_int_equal(atomic_load(&s->matches), 10); /* 3, 13, ..., 93 */
     assert_int_equal(atomic_load(&u->matches), 100);
+    /* Live, it has seen all that concerns it: the rest concern it not. */
+    assert_int_equal(feed_sub_cursor(s->fs), head);
     head = commit_lost(f, 13);
     assert_true(owner_pump_woken(s));
     assert_true(owner_pump_woken(u));

@@ -326,6 +326,38 @@ static void test_a_subscriber_behind_retention_ends_out_of_range(
                      REEL_OUT_OF_RANGE);
 }
 
+/* A filter's subscription is offered only the events under its index
+ * (feed_publish_indexed): live, its cursor is the head all the same, and
+ * one that fills after a stretch of other events resumes after them even
+ * once they are trimmed, since it needed none of them. */
+static void test_a_filtered_subscriber_resumes_past_trimmed_events_of_others(
+    void **state) {
+    fixture_t *f = *state;
+    sink_t s = {.limit = 1};
+    wal_sub_t *sub;
+
+    reopen(f, (wal_limits_t){.retention_bytes = 14}); /* one event */
+    assert_int_equal(wal_sub_create(f->wal, 0, "t.1", &ops, &s, &sub, NULL),
+                     REEL_OK);
+    wal_sub_pump(sub);
+    assert_true(wal_sub_live(sub));
+    assert_int_equal(emit(f, 1, "a", 0), REEL_OK); /* taken: now full */
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(emit(f, 2, "o", 0), REEL_OK);
+    assert_int_equal(wal_sub_cursor(sub), store_revision(f->store));
+    assert_int_equal(emit(f, 1, "b", 0), REEL_OK); /* no room: replay */
+    assert_false(wal_sub_live(sub));
+    assert_int_equal(wal_trim(f->wal, NULL), REEL_OK); /* up to "b" go */
+    assert_int_equal(oldest_of(f), store_revision(f->store));
+    s.limit = 64;
+    wal_sub_pump(sub);
+    assert_int_equal(s.ends, 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.got[1], "b");
+    assert_true(wal_sub_live(sub));
+    wal_sub_destroy(sub);
+}
+
 /* A revision whose event was never stored (a data dir written by a reeld
  * that fired timers before its WAL started) is not a trim: the subscriber
  * hears DATA_LOSS naming the revisions and where to go on, not that it
@@ -953,6 +985,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_an_event_publish_cannot_read_is_read_from_storage, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_filtered_subscriber_resumes_past_trimmed_events_of_others,
+            setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_subscriber_behind_retention_ends_out_of_range, setup,
             teardown),
