@@ -292,15 +292,15 @@ static void end_done(feed_sub_t *s) {
 
 /* ---- Publishing ---------------------------------------------------------- */
 
-/* s->mu held: full, or its item lost: back to replay, and its owner asked
- * to pump (a sink that refused with nothing queued has no drain coming). */
 /*
- * A live subscription that cannot take the item at rev drops back to
- * replay. An indexed one was offered every item before rev that could
- * concern it, the rest concern it not: its cursor moves to rev - 1, as
- * if it had declined them (a WAL filter's replay would otherwise start
- * from the last event it matched, and end OUT_OF_RANGE once the events
- * after it were trimmed, though it needed none of them).
+ * s->mu held: full at the item of rev, or that item lost: back to replay,
+ * and its owner asked to pump (a sink that refused with nothing queued
+ * has no drain coming). An indexed subscription was offered every item
+ * before rev that could concern it, and the rest concern it not: its
+ * cursor moves to rev - 1, as if it had declined them (a WAL filter's
+ * replay would otherwise start from the last event it matched, and end
+ * OUT_OF_RANGE once the events after it were trimmed, though it needed
+ * none of them).
  */
 static void drop_locked(feed_sub_t *s, uint64_t rev) {
     if (s->indexed && rev - 1 > s->cursor)
