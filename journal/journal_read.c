@@ -250,6 +250,11 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                               reel_status_t *st) {
     int by_session = f->app && *f->app && f->user && *f->user && f->session &&
                      *f->session;
+    /* An app's RUNNABLE or RUNNING runs: its active index ('A'), in the
+     * same run id order, not every run. */
+    int by_active_app = !by_session && f->app && *f->app &&
+                        (f->status == RUN_RUNNABLE ||
+                         f->status == RUN_RUNNING);
     const char *after = f->start_after ? f->start_after : "";
     uint32_t limit = f->limit;
     store_snapshot_t *snap = NULL;
@@ -282,6 +287,9 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         const char *sparts[4] = {f->app, f->user, f->session, after};
         base = journal_make_key('s', parts, 4, 0, 0);
         seek = journal_make_key('s', sparts, 4, 0, 0);
+    } else if (by_active_app) {
+        base = journal_app_active_key(f->app, "");
+        seek = journal_app_active_key(f->app, after);
     } else {
         const char *empty = "";
         base = journal_make_key('r', &empty, 1, 0, 0);
@@ -311,7 +319,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         id[JOURNAL_RUN_ID_LEN] = '\0';
         if (*after && strcmp(id, after) <= 0)
             continue;
-        if (by_session) {
+        if (by_session || by_active_app) {
             if ((rc = journal_indexed_run(NULL, j, snap, id, &r, st)) !=
                 REEL_OK)
                 goto out;

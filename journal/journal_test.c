@@ -1244,6 +1244,45 @@ static void test_recoverable_runs_of_an_app_come_from_its_index(void **state) {
     for (size_t i = 0; i < n; i++)
         run_fini(&runs[i]);
     free(runs);
+
+    /* ListRuns of an app's RUNNING runs reads the same index, pages the
+     * same way; its ended ones come from the records. */
+    {
+        run_filter_t filt = {0};
+
+        filt.app = "a";
+        filt.status = RUN_RUNNING;
+        filt.limit = 3;
+        assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more,
+                                           NULL),
+                         REEL_OK);
+        assert_int_equal(n, 3);
+        assert_true(more);
+        assert_string_equal(runs[0].run_id, ids[0]);
+        assert_string_equal(runs[2].run_id, ids[9]);
+        filt.start_after = ids[9];
+        for (size_t i = 0; i < n; i++)
+            run_fini(&runs[i]);
+        free(runs);
+        assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more,
+                                           NULL),
+                         REEL_OK);
+        assert_int_equal(n, 1);
+        assert_false(more);
+        assert_string_equal(runs[0].run_id, ids[12]);
+        run_fini(&runs[0]);
+        free(runs);
+        filt.start_after = NULL;
+        filt.status = RUN_COMPLETED;
+        filt.limit = 0;
+        assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more,
+                                           NULL),
+                         REEL_OK);
+        assert_int_equal(n, 1);
+        assert_string_equal(runs[0].run_id, ids[3]);
+        run_fini(&runs[0]);
+        free(runs);
+    }
 }
 
 /* An entry's change carries its run's app (the WAL tells the run's tenant
