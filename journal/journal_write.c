@@ -1382,6 +1382,17 @@ typedef struct upgrade {
     int from; /* the data dir's store format */
 } upgrade_t;
 
+/* Puts index entry k (freed here); out of memory when k could not be
+ * made. */
+static reel_code_t put_index(store_txn_t *txn, store_cf_t *cf,
+                             journal_key_t k, reel_status_t *st) {
+    if (k.p == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    store_txn_put(txn, cf, k.p, k.len, "", 0);
+    free(k.p);
+    return REEL_OK;
+}
+
 static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
                                  reel_status_t *st) {
     upgrade_t *u = arg;
@@ -1397,7 +1408,7 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
         size_t klen, vlen;
         const char *k = store_iter_key(it, &klen);
         char id[JOURNAL_RUN_ID_LEN + 1], *val = NULL;
-        journal_key_t rk, ck = {NULL, 0}, ak;
+        journal_key_t rk;
         run_t r = {0};
 
         if (klen == 0 || k[0] != 'a')
@@ -1427,23 +1438,14 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
             break;
         }
         free(val);
-        if (u->from < 3) { /* the active index by app */
-            ak = journal_app_active_key(r.app, r.run_id);
-            if (ak.p == NULL)
-                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
-                                     "out of memory");
-            else
-                store_txn_put(txn, j->cf_runs, ak.p, ak.len, "", 0);
-            free(ak.p);
-        }
+        if (u->from < 3) /* the active index by app */
+            rc = put_index(txn, j->cf_runs,
+                           journal_app_active_key(r.app, r.run_id), st);
         if (rc == REEL_OK && u->from < 2 && r.status == RUN_RUNNABLE) {
-            ck = journal_claimable_key(r.app, r.ready_ms_, r.run_id);
-            if (ck.p == NULL)
-                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
-                                     "out of memory");
-            else
-                store_txn_put(txn, j->cf_runs, ck.p, ck.len, "", 0);
-            free(ck.p);
+            rc = put_index(txn, j->cf_runs,
+                           journal_claimable_key(r.app, r.ready_ms_,
+                                                 r.run_id),
+                           st);
         } else if (rc == REEL_OK && u->from < 2 && r.status == RUN_RUNNING) {
             rc = schedule(j, txn, TIMER_LEASE, r.lease_expires_at_ms, &r, st);
         }
