@@ -250,11 +250,11 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                               reel_status_t *st) {
     int by_session = f->app && *f->app && f->user && *f->user && f->session &&
                      *f->session;
-    /* An app's RUNNABLE or RUNNING runs: its active index ('A'), in the
-     * same run id order, not every run. */
-    int by_active_app = !by_session && f->app && *f->app &&
-                        (f->status == RUN_RUNNABLE ||
-                         f->status == RUN_RUNNING);
+    /* RUNNABLE or RUNNING runs: the active index ('a', or an app's 'A'),
+     * in the same run id order, not every run. */
+    int by_active = !by_session && (f->status == RUN_RUNNABLE ||
+                                    f->status == RUN_RUNNING);
+    int by_active_app = by_active && f->app && *f->app;
     const char *after = f->start_after ? f->start_after : "";
     uint32_t limit = f->limit;
     store_snapshot_t *snap = NULL;
@@ -290,6 +290,10 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
     } else if (by_active_app) {
         base = journal_app_active_key(f->app, "");
         seek = journal_app_active_key(f->app, after);
+    } else if (by_active) {
+        const char *empty = "";
+        base = journal_make_key('a', &empty, 1, 0, 0);
+        seek = journal_make_key('a', &after, 1, 0, 0);
     } else {
         const char *empty = "";
         base = journal_make_key('r', &empty, 1, 0, 0);
@@ -319,7 +323,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         id[JOURNAL_RUN_ID_LEN] = '\0';
         if (*after && strcmp(id, after) <= 0)
             continue;
-        if (by_session || by_active_app) {
+        if (by_session || by_active) {
             if ((rc = journal_indexed_run(NULL, j, snap, id, &r, st)) !=
                 REEL_OK)
                 goto out;

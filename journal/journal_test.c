@@ -1282,6 +1282,19 @@ static void test_recoverable_runs_of_an_app_come_from_its_index(void **state) {
         assert_string_equal(runs[0].run_id, ids[3]);
         run_fini(&runs[0]);
         free(runs);
+        filt.app = NULL; /* every app's RUNNING runs: the active index */
+        filt.status = RUN_RUNNING;
+        assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more,
+                                           NULL),
+                         REEL_OK);
+        assert_int_equal(n, 14);
+        for (size_t i = 0, k = 0; i < n; i++, k++) {
+            if (k == 3)
+                k++; /* ended */
+            assert_string_equal(runs[i].run_id, ids[k]);
+            run_fini(&runs[i]);
+        }
+        free(runs);
     }
 }
 
