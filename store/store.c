@@ -1187,7 +1187,7 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     rocksdb_options_set_level0_slowdown_writes_trigger(s->bulk_opts, 200);
     rocksdb_options_set_level0_stop_writes_trigger(s->bulk_opts, 400);
     rocksdb_options_set_enable_blob_files(s->bulk_opts, 1);
-    rocksdb_options_set_min_blob_size(s->bulk_opts, 4096);
+    rocksdb_options_set_min_blob_size(s->bulk_opts, STORE_BULK_MIN_BLOB);
     rocksdb_options_set_blob_file_size(s->bulk_opts, (uint64_t)256 << 20);
     rocksdb_options_set_enable_blob_gc(s->bulk_opts, 1);
     rocksdb_options_set_compression(s->bulk_opts, rocksdb_no_compression);

@@ -58,6 +58,10 @@
 /* The longest column family name a module may declare. */
 #define STORE_CF_NAME_MAX 64
 
+/* A bulk family's values of this many bytes and more go to blob files;
+ * smaller ones stay in its table files. */
+#define STORE_BULK_MIN_BLOB 4096
+
 /*
  * Column families. The store keeps one of its own, "meta"; every other one
  * is declared by the module that owns it (store_opts_t.cfs) and reached

@@ -27,8 +27,13 @@
 
 /* Stored chunk size, and the largest chunk a client may send at once. */
 #define WS_CHUNK ((size_t)1 << 20)
-/* An artifact of at most this many bytes commits them with its record. */
-#define WS_INLINE_MAX ((size_t)64 << 10)
+/*
+ * An artifact of at most this many bytes commits them with its record.
+ * Below the chunk family's blob size: a larger one would share a blob file
+ * with the chunks of uploads staged meanwhile, and keep it, all of their
+ * bytes, on disk after they were reclaimed.
+ */
+#define WS_INLINE_MAX ((size_t)STORE_BULK_MIN_BLOB - 1)
 #define WS_DEFAULT_MAX_ARTIFACT ((uint64_t)5 << 30)
 #define WS_DEFAULT_VERSIONS_KEEP 1
 #define WS_DEFAULT_MAX_UPLOADS 64

@@ -405,7 +405,7 @@ def test_kill_9_mid_upload_reclaims_staged_chunks_and_keeps_finished(tmp_path):
     ws = Client(ch)
     done = blob(3 * MiB + 5, seed=99)
     rec = ws.put("k9", "done", done)
-    tiny = blob(10000, seed=98)     # committed with its record, in the log
+    tiny = blob(2000, seed=98)      # committed with its record, in the log
     trec = ws.put("k9", "tiny", tiny)
     streaming = [threading.Event(), threading.Event()]
 
