@@ -141,3 +141,17 @@ size_t reel_pattern_literal_prefix(const char *p, size_t len) {
     }
     return prefix;
 }
+
+size_t reel_pattern_literal_head(const char *p, size_t len, size_t n) {
+    size_t pos = 0, head = 0;
+    const char *tok;
+    size_t tlen;
+
+    while (n-- > 0 && pos <= len) {
+        next_token(p, len, &pos, &tok, &tlen);
+        if (is_tok(tok, tlen, '*') || is_tok(tok, tlen, '>'))
+            break;
+        head = (size_t)(tok - p) + tlen;
+    }
+    return head;
+}

@@ -55,4 +55,14 @@ int reel_pattern_match(const char *p, size_t plen, const char *subject,
  */
 size_t reel_pattern_literal_prefix(const char *p, size_t len);
 
+/*
+ * The length of p's first n tokens, without the '.' after them (all of p
+ * when it has fewer), stopping before its first "*" or ">" token: 0 when
+ * the first is one. Subscriptions of many subjects are indexed under this
+ * head of their pattern, and an event is looked up under the heads of its
+ * subject (which has no such token): "kv.orders" of "kv.orders.>" and of
+ * "kv.orders.1" with n = 2.
+ */
+size_t reel_pattern_literal_head(const char *p, size_t len, size_t n);
+
 #endif

@@ -97,6 +97,26 @@ static void test_wildcard_detection_and_literal_prefix(void **state) {
     assert_int_equal(reel_pattern_literal_prefix("a.b", 3), 3);
 }
 
+static size_t head(const char *p, size_t n) {
+    return reel_pattern_literal_head(p, strlen(p), n);
+}
+
+static void test_literal_heads_index_patterns_and_subjects(void **state) {
+    (void)state;
+    assert_int_equal(head("kv.orders.>", 2), 9);
+    assert_int_equal(head("kv.orders.1", 2), 9);
+    assert_int_equal(head("kv.orders.1", 1), 2);
+    assert_int_equal(head("kv.*.x", 2), 2);
+    assert_int_equal(head("kv.>", 2), 2);
+    assert_int_equal(head("*.x", 2), 0);
+    assert_int_equal(head(">", 1), 0);
+    assert_int_equal(head("kv", 2), 2);    /* fewer tokens than asked */
+    assert_int_equal(head("a.", 2), 2);    /* an empty last token */
+    assert_int_equal(head("a*.b>", 2), 5); /* wildcards only as tokens */
+    assert_int_equal(head("", 1), 0);
+    assert_int_equal(head("a.b", 0), 0);
+}
+
 static reel_code_t check_name(const char *s) {
     return reel_pattern_check_name("name", s, strlen(s), NULL);
 }
@@ -134,6 +154,7 @@ int main(void) {
         cmocka_unit_test(test_literal_tokens_match_themselves_only),
         cmocka_unit_test(test_malformed_patterns_are_invalid),
         cmocka_unit_test(test_wildcard_detection_and_literal_prefix),
+        cmocka_unit_test(test_literal_heads_index_patterns_and_subjects),
         cmocka_unit_test(test_names_in_subjects_have_no_empty_or_wildcard_token),
     };
     return cmocka_run_group_tests_name("pattern", tests, NULL, NULL);

@@ -202,19 +202,11 @@ int kv_change_decode(const store_change_t *c, kv_event_t *ev) {
  * other namespaces or other first tokens (10,000 of them halved the rate
  * of writes none of them matched).
  */
-static size_t first_token_len(const char *key, size_t len) {
-    const char *dot = memchr(key, '.', len);
-
-    return dot != NULL ? (size_t)(dot - key) : len;
-}
-
 static size_t pattern_index_len(size_t ns_len, const char *pattern,
                                 size_t len) {
-    size_t t = first_token_len(pattern, len);
+    size_t t = reel_pattern_literal_head(pattern, len, 1);
 
-    if (t == 1 && (pattern[0] == '*' || pattern[0] == '>'))
-        return ns_len;
-    return ns_len + 1 + t;
+    return t > 0 ? ns_len + 1 + t : ns_len;
 }
 
 /* "ns\0key" of ev in buf when it fits, else malloc'd; NULL: out of memory. */
@@ -258,7 +250,7 @@ void kv_publish(kv_t *kv, const store_change_t *changes, size_t n) {
         it.cache.len = 0;
         idx[0].key = idx[1].key = ek;
         idx[0].len = it.ev.ns_len + 1 +
-                     first_token_len(it.ev.key, it.ev.key_len);
+                     reel_pattern_literal_head(it.ev.key, it.ev.key_len, 1);
         idx[1].len = it.ev.ns_len;
         feed_publish_indexed(kv->hub, ek, eklen, idx, 2, it.ev.revision,
                              &it);

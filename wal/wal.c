@@ -418,29 +418,7 @@ static int rec_split(const unsigned char *p, size_t len, const char **subj,
  * subject's first token and first two: not against every filter (1,000
  * of them cost every write the matching of each). A pattern whose first
  * token is a wildcard, and no pattern, match against every event.
- * Returns the index key's length, 0 for none.
  */
-static size_t token_end(const char *s, size_t len, size_t from) {
-    const char *dot = memchr(s + from, '.', len - from);
-
-    return dot != NULL ? (size_t)(dot - s) : len;
-}
-
-static int literal(const char *tok, size_t len) {
-    return !(len == 1 && (tok[0] == '*' || tok[0] == '>'));
-}
-
-static size_t pattern_index_len(const char *p, size_t len) {
-    size_t t1, t2;
-
-    if (len == 0 || !literal(p, t1 = token_end(p, len, 0)))
-        return 0;
-    if (t1 == len)
-        return t1;
-    t2 = token_end(p, len, t1 + 1);
-    return literal(p + t1 + 1, t2 - t1 - 1) ? t2 : t1;
-}
-
 static int sub_matches(const wal_sub_t *s, const char *subj, size_t slen) {
     return s->pattern_len == 0 ||
            reel_pattern_match(s->pattern, s->pattern_len, subj, slen);
@@ -461,12 +439,11 @@ void wal_publish(wal_t *w, const store_change_t *changes, size_t n) {
             continue;
         }
         idx[0].key = idx[1].key = it.subj;
-        idx[0].len = token_end(it.subj, it.slen, 0);
-        idx[1].len = idx[0].len < it.slen
-                         ? token_end(it.subj, it.slen, idx[0].len + 1)
-                         : 0;
-        feed_publish_indexed(w->hub, NULL, 0, idx, idx[1].len > 0 ? 2 : 1,
-                             it.revision, &it);
+        idx[0].len = reel_pattern_literal_head(it.subj, it.slen, 1);
+        idx[1].len = reel_pattern_literal_head(it.subj, it.slen, 2);
+        feed_publish_indexed(w->hub, NULL, 0, idx,
+                             idx[1].len > idx[0].len ? 2 : 1, it.revision,
+                             &it);
     }
     feed_publish_end(w->hub, n > 0 ? changes[n - 1].revision : 0);
     w->n_recs = 0;
@@ -555,7 +532,8 @@ static reel_code_t sub_register(wal_sub_t *s, uint64_t from,
     fa.ops = &sub_ops;
     fa.arg = s;
     fa.cursor = from;
-    if ((fa.index_len = pattern_index_len(s->pattern, s->pattern_len)) > 0)
+    fa.index_len = reel_pattern_literal_head(s->pattern, s->pattern_len, 2);
+    if (fa.index_len > 0)
         fa.index = s->pattern;
     return feed_sub_create(s->w->hub, &fa, &s->sub, st);
 }
