@@ -245,6 +245,23 @@ static int run_matches(const run_t *r, const run_filter_t *f) {
     return f->status == RUN_STATUS_ANY || r->status == f->status;
 }
 
+/*
+ * The bounds of a walk of the active runs in run id order: the base every
+ * key of the index starts with, and the key to seek to for the first run
+ * after `after` ("" for the first of all). One app's runs ("" or NULL for
+ * every app's) have their own index ('A' app 0 run_id), not every app's.
+ */
+static void active_keys(const char *app, const char *after,
+                        journal_key_t *base, journal_key_t *seek) {
+    if (app != NULL && *app) {
+        *base = journal_app_active_key(app, "");
+        *seek = journal_app_active_key(app, after);
+    } else {
+        *base = journal_active_key("");
+        *seek = journal_active_key(after);
+    }
+}
+
 reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                               run_t **out, size_t *n, int *more,
                               reel_status_t *st) {
@@ -254,7 +271,6 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
      * in the same run id order, not every run. */
     int by_active = !by_session && (f->status == RUN_RUNNABLE ||
                                     f->status == RUN_RUNNING);
-    int by_active_app = by_active && f->app && *f->app;
     const char *after = f->start_after ? f->start_after : "";
     uint32_t limit = f->limit;
     store_snapshot_t *snap = NULL;
@@ -287,17 +303,11 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         const char *sparts[4] = {f->app, f->user, f->session, after};
         base = journal_make_key('s', parts, 4, 0, 0);
         seek = journal_make_key('s', sparts, 4, 0, 0);
-    } else if (by_active_app) {
-        base = journal_app_active_key(f->app, "");
-        seek = journal_app_active_key(f->app, after);
     } else if (by_active) {
-        const char *empty = "";
-        base = journal_make_key('a', &empty, 1, 0, 0);
-        seek = journal_make_key('a', &after, 1, 0, 0);
+        active_keys(f->app, after, &base, &seek);
     } else {
-        const char *empty = "";
-        base = journal_make_key('r', &empty, 1, 0, 0);
-        seek = journal_make_key('r', &after, 1, 0, 0);
+        base = journal_run_key("");
+        seek = journal_run_key(after);
     }
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
         goto out;
@@ -396,14 +406,7 @@ reel_code_t journal_list_recoverable_kept(journal_t *j, const char *app,
     if (*after &&
         (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
         return rc;
-    /* One app's: its own index ('A' app 0 run_id), not every app's. */
-    if (by_app) {
-        seek = journal_app_active_key(app, after);
-        base = journal_app_active_key(app, "");
-    } else {
-        seek = journal_make_key('a', &after, 1, 0, 0);
-        base = journal_make_key('a', NULL, 0, 0, 0);
-    }
+    active_keys(app, after, &base, &seek);
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
         goto out;
     it = store_iter_create(j->store, j->cf_runs, snap);
