@@ -1181,6 +1181,34 @@ static void test_recoverable_runs_filtered_by_app(void **state) {
     reel_status_fini(&st);
 }
 
+/* Checks that runs[0..n) are the runs ids[want[0]], ids[want[1]], ... in
+ * that order, nwant of them, and frees them. */
+static void expect_runs(run_t *runs, size_t n, char (*ids)[27],
+                        const int *want, size_t nwant) {
+    assert_int_equal(n, nwant);
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(runs[i].run_id, ids[want[i]]);
+        run_fini(&runs[i]);
+    }
+    free(runs);
+}
+
+/* ListRuns of app's runs with status, after a cursor, at most limit. */
+static size_t list_status(fixture_t *f, const char *app, run_status_t status,
+                          const char *after, uint32_t limit, run_t **runs,
+                          int *more) {
+    run_filter_t filt = {0};
+    size_t n;
+
+    filt.app = app;
+    filt.status = status;
+    filt.start_after = after;
+    filt.limit = limit;
+    assert_int_equal(journal_list_runs(f->j, &filt, runs, &n, more, NULL),
+                     REEL_OK);
+    return n;
+}
+
 /* One app's recoverable runs come from its own index ('A'): an app whose
  * name another's begins with is apart, an ended run leaves it, and pages
  * go on from their cursor in run id order. */
@@ -1213,89 +1241,40 @@ static void test_recoverable_runs_of_an_app_come_from_its_index(void **state) {
         assert_int_equal(journal_list_recoverable(f->j, "a", after, 2, NULL,
                                                   &runs, &n, &more, NULL),
                          REEL_OK);
+        assert_int_equal(n, page < 2 ? 2 : 0);
         for (size_t i = 0; i < n; i++, got++) {
-            int want = got == 0 ? 0 : 3 + 3 * (int)got;
-
-            assert_string_equal(runs[i].run_id, ids[want]);
             assert_string_equal(runs[i].app, "a");
             snprintf(after, sizeof(after), "%s", runs[i].run_id);
-            run_fini(&runs[i]);
         }
-        free(runs);
-        if (page < 2)
-            assert_int_equal(n, 2);
-        else
-            assert_int_equal(n, 0);
+        expect_runs(runs, n, ids, (const int[]){0, 6, 9, 12} + 2 * page, n);
     }
     assert_int_equal(got, 4);
     assert_int_equal(journal_list_recoverable(f->j, "ab", NULL, 0, NULL,
                                               &runs, &n, &more, NULL),
                      REEL_OK);
-    assert_int_equal(n, 5);
-    for (size_t i = 0; i < n; i++) {
-        assert_string_equal(runs[i].run_id, ids[1 + 3 * i]);
-        run_fini(&runs[i]);
-    }
-    free(runs);
+    expect_runs(runs, n, ids, (const int[]){1, 4, 7, 10, 13}, 5);
     assert_int_equal(journal_list_recoverable(f->j, NULL, NULL, 0, NULL,
                                               &runs, &n, &more, NULL),
                      REEL_OK);
-    assert_int_equal(n, 14);
-    for (size_t i = 0; i < n; i++)
-        run_fini(&runs[i]);
-    free(runs);
+    expect_runs(runs, n, ids,
+                (const int[]){0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14},
+                14);
 
     /* ListRuns of an app's RUNNING runs reads the same index, pages the
      * same way; its ended ones come from the records. */
-    {
-        run_filter_t filt = {0};
-
-        filt.app = "a";
-        filt.status = RUN_RUNNING;
-        filt.limit = 3;
-        assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more,
-                                           NULL),
-                         REEL_OK);
-        assert_int_equal(n, 3);
-        assert_true(more);
-        assert_string_equal(runs[0].run_id, ids[0]);
-        assert_string_equal(runs[2].run_id, ids[9]);
-        filt.start_after = ids[9];
-        for (size_t i = 0; i < n; i++)
-            run_fini(&runs[i]);
-        free(runs);
-        assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more,
-                                           NULL),
-                         REEL_OK);
-        assert_int_equal(n, 1);
-        assert_false(more);
-        assert_string_equal(runs[0].run_id, ids[12]);
-        run_fini(&runs[0]);
-        free(runs);
-        filt.start_after = NULL;
-        filt.status = RUN_COMPLETED;
-        filt.limit = 0;
-        assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more,
-                                           NULL),
-                         REEL_OK);
-        assert_int_equal(n, 1);
-        assert_string_equal(runs[0].run_id, ids[3]);
-        run_fini(&runs[0]);
-        free(runs);
-        filt.app = NULL; /* every app's RUNNING runs: the active index */
-        filt.status = RUN_RUNNING;
-        assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more,
-                                           NULL),
-                         REEL_OK);
-        assert_int_equal(n, 14);
-        for (size_t i = 0, k = 0; i < n; i++, k++) {
-            if (k == 3)
-                k++; /* ended */
-            assert_string_equal(runs[i].run_id, ids[k]);
-            run_fini(&runs[i]);
-        }
-        free(runs);
-    }
+    n = list_status(f, "a", RUN_RUNNING, NULL, 3, &runs, &more);
+    assert_true(more);
+    expect_runs(runs, n, ids, (const int[]){0, 6, 9}, 3);
+    n = list_status(f, "a", RUN_RUNNING, ids[9], 3, &runs, &more);
+    assert_false(more);
+    expect_runs(runs, n, ids, (const int[]){12}, 1);
+    n = list_status(f, "a", RUN_COMPLETED, NULL, 0, &runs, &more);
+    expect_runs(runs, n, ids, (const int[]){3}, 1);
+    /* Every app's RUNNING runs: the active index. */
+    n = list_status(f, NULL, RUN_RUNNING, NULL, 0, &runs, &more);
+    expect_runs(runs, n, ids,
+                (const int[]){0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14},
+                14);
 }
 
 /* An entry's change carries its run's app (the WAL tells the run's tenant
