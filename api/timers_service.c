@@ -44,7 +44,7 @@ static reel_code_t timers_module_start(api_ctx_t *ctx, reel_status_t *st) {
 static reel_code_t timers_module_ready(api_ctx_t *ctx, reel_status_t *st) {
     reel_code_t rc;
 
-    /* Before format 3, runs could lack index entries and timers. Here,
+    /* Before format 4, runs could lack index entries and timers. Here,
      * once every module (the WAL last) has started: a lease timer it sets
      * may be due at once, and its firing has a WAL event. */
     if (store_format_opened(ctx->store) < STORE_FORMAT_VERSION &&

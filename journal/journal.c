@@ -25,7 +25,8 @@
  *     (the entry record) for an append, a RUNS change (the run record) for
  *     the rest. A BeginRun that only returns an existing run, and a
  *     duplicate append, write nothing.
- *   - 'a' holds exactly the RUNNABLE and RUNNING runs, and so does 'A'
+ *   - 'p' holds every run under its app, from the write that begins it;
+ *     'a' exactly the RUNNABLE and RUNNING runs, and so does 'A'
  *     under their app; 'c' exactly the
  *     RUNNABLE ones, under their app and the time they are claimable from.
  *   - A RUNNING run has a lease timer at or before its expiry; a RUNNABLE

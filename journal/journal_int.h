@@ -88,6 +88,9 @@ journal_key_t journal_run_key(const char *run_id);
 journal_key_t journal_active_key(const char *run_id);
 /* 'A' app 0 run_id: the active index by app. */
 journal_key_t journal_app_active_key(const char *app, const char *run_id);
+/* 'p' app 0 run_id: every run by app, written when the run begins (runs
+ * are never deleted, so it is never removed). */
+journal_key_t journal_app_run_key(const char *app, const char *run_id);
 journal_key_t journal_entry_key(const char *run_id, uint64_t seq);
 journal_key_t journal_idem_key(const char *run_id, const char *idem);
 journal_key_t journal_invocation_key(const run_t *r);

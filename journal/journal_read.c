@@ -70,9 +70,10 @@ reel_code_t journal_get_run_at(journal_t *j, const store_snapshot_t *snap,
 }
 
 /*
- * A run an index ('s', 'a' or 'A') names, read through txn or at snap: the
- * index and the record commit together, so a missing record is DATA_LOSS,
- * never a run to pass over (a list would silently leave it out).
+ * A run an index ('s', 'a', 'A' or 'p') names, read through txn or at
+ * snap: the index and the record commit together, so a missing record is
+ * DATA_LOSS, never a run to pass over (a list would silently leave it
+ * out).
  */
 reel_code_t journal_indexed_run(store_txn_t *txn, journal_t *j,
                                 const store_snapshot_t *snap,
@@ -271,6 +272,8 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
      * in the same run id order, not every run. */
     int by_active = !by_session && (f->status == RUN_RUNNABLE ||
                                     f->status == RUN_RUNNING);
+    /* Any other status of one app: that app's runs ('p'), not every run. */
+    int by_app = !by_session && !by_active && f->app && *f->app;
     const char *after = f->start_after ? f->start_after : "";
     uint32_t limit = f->limit;
     store_snapshot_t *snap = NULL;
@@ -305,6 +308,9 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         seek = journal_make_key('s', sparts, 4, 0, 0);
     } else if (by_active) {
         active_keys(f->app, after, &base, &seek);
+    } else if (by_app) {
+        base = journal_app_run_key(f->app, "");
+        seek = journal_app_run_key(f->app, after);
     } else {
         base = journal_run_key("");
         seek = journal_run_key(after);
@@ -333,7 +339,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         id[JOURNAL_RUN_ID_LEN] = '\0';
         if (*after && strcmp(id, after) <= 0)
             continue;
-        if (by_session || by_active) {
+        if (by_session || by_active || by_app) {
             if ((rc = journal_indexed_run(NULL, j, snap, id, &r, st)) !=
                 REEL_OK)
                 goto out;

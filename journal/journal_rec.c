@@ -9,6 +9,9 @@
  *   'A' app 0 run_id                   -> ""         (the same, by app:
  *                                        ListRunsToRecover of one app;
  *                                        since store format 3)
+ *   'p' app 0 run_id                   -> ""         (every run by app:
+ *                                        ListRuns of one app; since
+ *                                        store format 4)
  *   'c' app 0 ready_ms(8) run_id       -> ""         (RUNNABLE, claimable
  *                                        from ready_ms: ClaimNextRun's
  *                                        index, oldest due first)
@@ -256,6 +259,12 @@ journal_key_t journal_app_active_key(const char *app, const char *run_id) {
     const char *parts[2] = {app, run_id};
 
     return journal_make_key('A', parts, 2, 0, 0);
+}
+
+journal_key_t journal_app_run_key(const char *app, const char *run_id) {
+    const char *parts[2] = {app, run_id};
+
+    return journal_make_key('p', parts, 2, 0, 0);
 }
 
 journal_key_t journal_entry_key(const char *run_id, uint64_t seq) {

@@ -1211,7 +1211,8 @@ static size_t list_status(fixture_t *f, const char *app, run_status_t status,
 
 /* One app's recoverable runs come from its own index ('A'): an app whose
  * name another's begins with is apart, an ended run leaves it, and pages
- * go on from their cursor in run id order. */
+ * go on from their cursor in run id order. ListRuns of one app reads the
+ * same index, or the app's index of every run ('p'). */
 static void test_recoverable_runs_of_an_app_come_from_its_index(void **state) {
     fixture_t *f = *state;
     const char *apps[3] = {"a", "ab", "b"};
@@ -1270,6 +1271,17 @@ static void test_recoverable_runs_of_an_app_come_from_its_index(void **state) {
     expect_runs(runs, n, ids, (const int[]){12}, 1);
     n = list_status(f, "a", RUN_COMPLETED, NULL, 0, &runs, &more);
     expect_runs(runs, n, ids, (const int[]){3}, 1);
+    /* An app's runs of any status: its own index of every run ('p'). */
+    n = list_status(f, "a", RUN_STATUS_ANY, NULL, 2, &runs, &more);
+    assert_true(more);
+    expect_runs(runs, n, ids, (const int[]){0, 3}, 2);
+    n = list_status(f, "a", RUN_STATUS_ANY, ids[3], 0, &runs, &more);
+    assert_false(more);
+    expect_runs(runs, n, ids, (const int[]){6, 9, 12}, 3);
+    n = list_status(f, "ab", RUN_STATUS_ANY, NULL, 0, &runs, &more);
+    expect_runs(runs, n, ids, (const int[]){1, 4, 7, 10, 13}, 5);
+    n = list_status(f, "abc", RUN_STATUS_ANY, NULL, 0, &runs, &more);
+    expect_runs(runs, n, ids, NULL, 0);
     /* Every app's RUNNING runs: the active index. */
     n = list_status(f, NULL, RUN_RUNNING, NULL, 0, &runs, &more);
     expect_runs(runs, n, ids,

@@ -523,6 +523,17 @@ static void lease_to(run_t *nr, const run_t *cur, const char *owner,
     nr->progress_ = 0;
 }
 
+/* Puts index entry k (freed here); out of memory when k could not be
+ * made. */
+static reel_code_t put_index(store_txn_t *txn, store_cf_t *cf,
+                             journal_key_t k, reel_status_t *st) {
+    if (k.p == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    store_txn_put(txn, cf, k.p, k.len, "", 0);
+    free(k.p);
+    return REEL_OK;
+}
+
 static reel_code_t apply_begin(op_t *op, store_txn_t *txn, int64_t now,
                                reel_status_t *st) {
     const journal_req_t *q = &op->r;
@@ -624,6 +635,9 @@ static reel_code_t apply_begin(op_t *op, store_txn_t *txn, int64_t now,
     store_txn_put(txn, op->j->cf_runs, sk.p, sk.len, "", 0);
     free(ik.p);
     free(sk.p);
+    if ((rc = put_index(txn, op->j->cf_runs, journal_app_run_key(nr.app, id),
+                        st)) != REEL_OK)
+        return rc;
     return put_run(op, txn, &nr, NULL, 1, st);
 }
 
@@ -1382,26 +1396,57 @@ typedef struct upgrade {
     int from; /* the data dir's store format */
 } upgrade_t;
 
-/* Puts index entry k (freed here); out of memory when k could not be
- * made. */
-static reel_code_t put_index(store_txn_t *txn, store_cf_t *cf,
-                             journal_key_t k, reel_status_t *st) {
-    if (k.p == NULL)
+/* From format 3 or older: every run, by its app ('p'). */
+static reel_code_t upgrade_runs_by_app(journal_t *j, store_txn_t *txn,
+                                       reel_status_t *st) {
+    store_iter_t *it = store_txn_iter(txn, j->cf_runs);
+    reel_code_t rc = REEL_OK;
+    size_t n = 0;
+
+    if (it == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    store_txn_put(txn, cf, k.p, k.len, "", 0);
-    free(k.p);
-    return REEL_OK;
+    for (store_iter_seek(it, "r", 1); rc == REEL_OK && store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        run_t r = {0};
+
+        if (klen == 0 || k[0] != 'r')
+            break;
+        if (klen != 1 + JOURNAL_RUN_ID_LEN)
+            continue;
+        if (journal_run_decode(v, vlen, &r) != 0)
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "run %.*s: the stored record is corrupt",
+                                 JOURNAL_RUN_ID_LEN, k + 1);
+        else
+            rc = put_index(txn, j->cf_runs,
+                           journal_app_run_key(r.app, r.run_id), st);
+        run_fini(&r);
+        n++;
+    }
+    if (rc == REEL_OK)
+        rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    if (rc == REEL_OK && n > 0)
+        REEL_INFO("journal", "indexed %zu runs by app for the new format", n);
+    return rc;
 }
 
 static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
                                  reel_status_t *st) {
     upgrade_t *u = arg;
     journal_t *j = u->j;
-    store_iter_t *it = store_txn_iter(txn, j->cf_runs);
+    store_iter_t *it;
     reel_code_t rc = REEL_OK;
     size_t n = 0;
 
-    if (it == NULL)
+    if (u->from < 4 && (rc = upgrade_runs_by_app(j, txn, st)) != REEL_OK)
+        return rc;
+    if (u->from >= 3)
+        return REEL_OK;
+    if ((it = store_txn_iter(txn, j->cf_runs)) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     for (store_iter_seek(it, "a", 1); rc == REEL_OK && store_iter_valid(it);
          store_iter_next(it)) {
@@ -1438,9 +1483,9 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
             break;
         }
         free(val);
-        if (u->from < 3) /* the active index by app */
-            rc = put_index(txn, j->cf_runs,
-                           journal_app_active_key(r.app, r.run_id), st);
+        /* The active index by app. */
+        rc = put_index(txn, j->cf_runs,
+                       journal_app_active_key(r.app, r.run_id), st);
         if (rc == REEL_OK && u->from < 2 && r.status == RUN_RUNNABLE) {
             rc = put_index(txn, j->cf_runs,
                            journal_claimable_key(r.app, r.ready_ms_,

@@ -618,31 +618,64 @@ static void test_an_upgrade_gives_old_runs_their_lease_timers(void **state) {
     run_fini(&r);
 }
 
+typedef struct drop {
+    fixture_t *f;
+    char tag;
+} drop_t;
+
 /* Deletes every key of the runs column family that starts with tag: the
  * index a data dir of an older format lacks. */
-static reel_code_t drop_index(store_txn_t *txn, void *arg,
+static reel_code_t drop_apply(store_txn_t *txn, void *arg,
                               reel_status_t *st) {
-    fixture_t *f = arg;
+    drop_t *d = arg;
     store_cf_t *cf = NULL;
     store_iter_t *it;
     reel_code_t rc;
 
-    if ((rc = store_cf_lookup(f->store, "runs", &cf, st)) != REEL_OK)
+    if ((rc = store_cf_lookup(d->f->store, "runs", &cf, st)) != REEL_OK)
         return rc;
     it = store_txn_iter(txn, cf);
     assert_non_null(it);
-    for (store_iter_seek(it, "A", 1); store_iter_valid(it);
+    for (store_iter_seek(it, &d->tag, 1); store_iter_valid(it);
          store_iter_next(it)) {
         size_t klen;
         const char *k = store_iter_key(it, &klen);
 
-        if (k[0] != 'A')
+        if (k[0] != d->tag)
             break;
         store_txn_delete(txn, cf, k, klen);
     }
     rc = store_iter_status(it, st);
     store_iter_destroy(it);
     return rc;
+}
+
+static void drop_index(fixture_t *f, char tag) {
+    reel_status_t st = REEL_STATUS_INIT;
+    drop_t d = {f, tag};
+
+    if (store_exec(f->store, drop_apply, &d, NULL, &st) != REEL_OK)
+        fail_msg("drop: %s", reel_status_message(&st));
+}
+
+/* ListRuns of app's runs of any status: their ids, in order, in ids. */
+static size_t list_app(fixture_t *f, const char *app, char ids[][27],
+                       size_t cap) {
+    run_filter_t filt = {0};
+    run_t *runs;
+    size_t n;
+    int more;
+
+    filt.app = app;
+    assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more, NULL),
+                     REEL_OK);
+    assert_true(n <= cap);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(ids[i], 27, "%s", runs[i].run_id);
+        run_fini(&runs[i]);
+    }
+    free(runs);
+    return n;
 }
 
 /*
@@ -672,8 +705,7 @@ static void test_an_upgrade_from_format_2_indexes_active_runs_by_app(
         nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
     }
     assert_int_equal(n, 1);
-    if (store_exec(f->store, drop_index, f, NULL, &st) != REEL_OK)
-        fail_msg("drop: %s", reel_status_message(&st));
+    drop_index(f, 'A');
     assert_int_equal(journal_list_recoverable(f->j, "shop", NULL, 0, NULL,
                                               &runs, &n, &more, &st),
                      REEL_OK);
@@ -698,6 +730,35 @@ static void test_an_upgrade_from_format_2_indexes_active_runs_by_app(
     reel_status_fini(&st);
 }
 
+/*
+ * A data dir of format 3 has no index of every run by app, which ListRuns
+ * of one app reads: journal_upgrade() from 3 makes it, for runs ended as
+ * well as active ones.
+ */
+static void test_an_upgrade_from_format_3_indexes_every_run_by_app(
+    void **state) {
+    fixture_t *f = *state;
+    reel_status_t st = REEL_STATUS_INIT;
+    char shop[2][27], mail[27], got[4][27];
+    journal_result_t res;
+
+    begin_ok(f, "shop", "old-1", 60000, shop[0]);
+    begin_ok(f, "mail", "old-2", 60000, mail);
+    begin_ok(f, "shop", "old-3", 60000, shop[1]);
+    expect(op(f, JOURNAL_END, shop[0], 1, &res), REEL_OK, &res, NULL);
+    assert_int_equal(list_app(f, "shop", got, 4), 2);
+    drop_index(f, 'p');
+    assert_int_equal(list_app(f, "shop", got, 4), 0); /* as format 3 lists */
+
+    assert_int_equal(journal_upgrade(f->j, 3, &st), REEL_OK);
+    assert_int_equal(list_app(f, "shop", got, 4), 2);
+    assert_string_equal(got[0], shop[0]);
+    assert_string_equal(got[1], shop[1]);
+    assert_int_equal(list_app(f, "mail", got, 4), 1);
+    assert_string_equal(got[0], mail);
+    reel_status_fini(&st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
@@ -707,6 +768,9 @@ int main(void) {
             test_an_upgrade_gives_old_runs_their_lease_timers, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_an_upgrade_from_format_2_indexes_active_runs_by_app, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_upgrade_from_format_3_indexes_every_run_by_app, setup,
             teardown),
         cmocka_unit_test_setup_teardown(test_heartbeats_keep_the_lease, setup,
                                         teardown),

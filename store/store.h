@@ -52,7 +52,7 @@
  *   3  the journal's index of active runs by app (journal_upgrade() makes
  *      it for an older dir)
  */
-#define STORE_FORMAT_VERSION 3
+#define STORE_FORMAT_VERSION 4
 #define STORE_FORMAT_OLDEST 1
 
 /* The longest column family name a module may declare. */

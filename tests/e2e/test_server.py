@@ -10,6 +10,7 @@ import pytest
 
 import health_pb2
 from reel.v1 import admin_pb2
+from reel.v1 import journal_pb2
 from reel.v1 import kv_pb2
 from conftest import REELD, Reeld, free_port, reelctl, stream, unary
 
@@ -75,7 +76,7 @@ def test_oversized_request_is_resource_exhausted(channel):
 def test_status_reports_version_format_and_data_dir(reeld, channel):
     r = status(channel)(admin_pb2.GetStatusRequest(), timeout=5)
     assert r.version
-    assert r.format_version == 3
+    assert r.format_version == 4
     assert r.revision == 0
     assert os.path.samefile(r.data_dir, reeld.data_dir)
     assert r.writable
@@ -185,7 +186,7 @@ def test_restart_on_the_same_data_dir(tmp_path):
     b = Reeld(data).start()
     try:
         ch = grpc.insecure_channel(b.addr)
-        assert status(ch)(admin_pb2.GetStatusRequest(), timeout=5).format_version == 3
+        assert status(ch)(admin_pb2.GetStatusRequest(), timeout=5).format_version == 4
         ch.close()
     finally:
         assert b.stop()[0] == 0
@@ -209,28 +210,35 @@ def test_data_dir_of_another_format_is_refused_untouched(tmp_path):
     assert sorted(os.listdir(data)) == before
 
 
-@pytest.mark.parametrize("older", [1, 2])
+@pytest.mark.parametrize("older", [1, 2, 3])
 def test_a_data_dir_of_an_older_format_is_upgraded_and_keeps_its_data(tmp_path, older):
-    """Formats 1 (every data dir before the format was raised) and 2
-    (before the index of active runs by app) open, keep every record, and
-    are marked format 3 once reeld has started, so that older reelds,
-    which check the FORMAT file before anything, refuse the dir rather
-    than misread what this one wrote."""
+    """Formats 1 (every data dir before the format was raised), 2 (before
+    the index of active runs by app) and 3 (before the index of every run
+    by app) open, keep every record, and are marked format 4 once reeld
+    has started, so that older reelds, which check the FORMAT file before
+    anything, refuse the dir rather than misread what this one wrote."""
     data = tmp_path / "data"
     a = Reeld(str(data)).start()
     ch = a.channel()
     setv = unary(ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest, kv_pb2.SetValueResponse)
     setv(kv_pb2.SetValueRequest(namespace="ns", key="k", value='{"a":1}'), timeout=5)
+    begin = unary(ch, "/reel.v1.Journal/BeginRun", journal_pb2.BeginRunRequest, journal_pb2.Run)
+    run = begin(journal_pb2.BeginRunRequest(app="shop", user="u", session="s",
+                                            invocation_id="i1", lease_owner="w"), timeout=5)
     ch.close()
     assert a.stop()[0] == 0
     (data / "FORMAT").write_text(f"reel-format {older}\n")
     b = Reeld(str(data)).start()
     try:
-        assert f"upgraded from format {older} to 3" in b.log(), b.log()
-        assert (data / "FORMAT").read_text() == "reel-format 3\n"
+        assert f"upgraded from format {older} to 4" in b.log(), b.log()
+        assert (data / "FORMAT").read_text() == "reel-format 4\n"
         ch = b.channel()
         r = status(ch)(admin_pb2.GetStatusRequest(), timeout=5)
-        assert r.format_version == 3
+        assert r.format_version == 4
+        runs = unary(ch, "/reel.v1.Journal/ListRuns", journal_pb2.ListRunsRequest,
+                     journal_pb2.ListRunsResponse)(journal_pb2.ListRunsRequest(app="shop"),
+                                                   timeout=5).runs
+        assert [x.run_id for x in runs] == [run.run_id]
         got = unary(ch, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
                     kv_pb2.GetValueResponse)(kv_pb2.GetValueRequest(namespace="ns", key="k"),
                                              timeout=5)
@@ -308,7 +316,7 @@ def test_an_empty_directory_becomes_a_data_dir(tmp_path):
     data.mkdir()
     a = Reeld(str(data)).start()
     assert a.stop()[0] == 0
-    assert (data / "FORMAT").read_text() == "reel-format 3\n"
+    assert (data / "FORMAT").read_text() == "reel-format 4\n"
 
 
 def test_environment_variables_configure_reeld(tmp_path):
@@ -360,7 +368,7 @@ def test_reelctl_health_exit_codes(reeld):
     r = reelctl(reeld.addr, "health", "reel.v1.Nope")
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr
     r = reelctl(reeld.addr, "status", "--json")
-    assert r.returncode == 0 and '"format_version":3' in r.stdout
+    assert r.returncode == 0 and '"format_version":4' in r.stdout
     # Every field of GetStatus: the await cap too (5m by default).
     assert '"signal_max_wait_ms":300000' in r.stdout, r.stdout
     r = reelctl(reeld.addr, "status")
