@@ -846,6 +846,14 @@ static reel_code_t kv_module_start(api_ctx_t *ctx, reel_status_t *st) {
     return kv_create(ctx->store, &ctx->limits.kv, &ctx->kv, st);
 }
 
+/* Once every module has started; emits no change. */
+static reel_code_t kv_module_ready(api_ctx_t *ctx, reel_status_t *st) {
+    return kv_upgrade(ctx->kv, store_format_opened(ctx->store), st);
+}
+
+/* Its purge writes through the store. */
+static void kv_module_stop(api_ctx_t *ctx) { kv_stop(ctx->kv); }
+
 static void kv_module_destroy(api_ctx_t *ctx) {
     kv_destroy(ctx->kv);
     ctx->kv = NULL;
@@ -866,6 +874,8 @@ const api_module_t api_kv_module = {
     .subjects = kv_subjects,
     .serve = api_kv_register,
     .start = kv_module_start,
+    .ready = kv_module_ready,
+    .stop = kv_module_stop,
     .destroy = kv_module_destroy,
     .encode = kv_module_encode,
     .publish = kv_module_publish,

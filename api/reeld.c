@@ -210,6 +210,11 @@ static const flag_t flags[] = {
     {"kv-history-keep", "REEL_KV_HISTORY_KEEP", "N", FLAG_NUMBER, NULL,
      KV_DEFAULT_HISTORY_KEEP, 0, UINT32_MAX, FIELD(limits.kv.history_keep),
      "versions kept per key, 0 = all"},
+    {"kv-deleted-history-age", "REEL_KV_DELETED_HISTORY_AGE", "D",
+     FLAG_DURATION, NULL, KV_DEFAULT_DELETED_HISTORY_MS, 0,
+     3650LL * 86400000, FIELD(limits.kv.deleted_history_ms),
+     "a deleted key's history is kept this long, then purged (its tombstone "
+     "stays, so its version goes on counting); 0 = for ever"},
     {"journal-max-payload-bytes", "REEL_JOURNAL_MAX_PAYLOAD_BYTES", "N",
      FLAG_NUMBER, NULL, JOURNAL_DEFAULT_MAX_PAYLOAD, 2, 256 << 20,
      FIELD(limits.journal.max_payload), "append payload and run result"},

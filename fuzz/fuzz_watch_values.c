@@ -31,6 +31,7 @@ static void publish(void *arg, const store_change_t *c, size_t n) {
 }
 
 static void close_all(void) {
+    kv_stop(kv);
     store_close(store);
     kv_destroy(kv);
     testing_dir_remove(dir);

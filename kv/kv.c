@@ -72,7 +72,8 @@ const store_cf_desc_t kv_cfs[] = {
 
 kv_limits_t kv_limits_default(void) {
     kv_limits_t l = {KV_DEFAULT_MAX_NAMESPACE, KV_DEFAULT_MAX_KEY,
-                     KV_DEFAULT_MAX_VALUE, KV_DEFAULT_HISTORY_KEEP};
+                     KV_DEFAULT_MAX_VALUE, KV_DEFAULT_HISTORY_KEEP,
+                     KV_DEFAULT_DELETED_HISTORY_MS, 0};
     return l;
 }
 
@@ -248,6 +249,11 @@ int kv_entry_trimmed(const void *buf, size_t len, uint64_t *trimmed) {
         return -1;
     *trimmed = reel_be64_get(b + 25);
     return 0;
+}
+
+void kv_entry_set_trimmed(void *buf, size_t len, uint64_t trimmed) {
+    if (len >= ENTRY_HDR)
+        reel_be64_put((unsigned char *)buf + 25, trimmed);
 }
 
 int kv_entry_decode(const char *k, size_t klen, const void *buf, size_t len,
@@ -459,6 +465,10 @@ reel_code_t kv_create(store_t *store, const kv_limits_t *limits, kv_t **out,
         free(kv);
         return rc;
     }
+    if ((rc = kv_purger_start(kv, st)) != REEL_OK) {
+        kv_destroy(kv);
+        return rc;
+    }
     *out = kv;
     return REEL_OK;
 }
@@ -466,6 +476,7 @@ reel_code_t kv_create(store_t *store, const kv_limits_t *limits, kv_t **out,
 void kv_destroy(kv_t *kv) {
     if (kv == NULL)
         return;
+    kv_purger_fini(kv);
     kv_hub_fini(kv);
     free(kv);
 }
@@ -490,7 +501,7 @@ static reel_code_t trim_history(kv_op_t *op, store_txn_t *txn, uint64_t ver,
     kv_t *kv = op->kv;
     char *vk = NULL, *val = NULL;
     size_t vklen, vlen = 0;
-    unsigned char rk[9], buf[8];
+    unsigned char rk[9];
     uint64_t rev;
     reel_code_t rc;
 
@@ -519,15 +530,7 @@ static reel_code_t trim_history(kv_op_t *op, store_txn_t *txn, uint64_t ver,
     free(vk);
     if (rev > *trimmed)
         *trimmed = rev;
-    if (rev > atomic_load(&kv->compacted)) {
-        /* Raised before the commit: if the group fails this is merely
-         * conservative (a resume is refused that could have worked). */
-        atomic_store(&kv->compacted, rev);
-        reel_be64_put(buf, rev);
-        store_txn_put(txn, kv->cf_history, KV_H_COMPACTED,
-                      strlen(KV_H_COMPACTED), buf, 8);
-    }
-    return REEL_OK;
+    return kv_raise_compacted(kv, txn, rev);
 }
 
 static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
@@ -628,6 +631,17 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
                         evlen);
     reel_be64_put(revbuf, rev);
     store_txn_put(txn, kv->cf_history, vk, vklen, revbuf, 8);
+    if (a->is_delete) { /* its history is purged once old enough */
+        free(vk);
+        vklen = kv_deleted_key(ev.ts_ms, a->ns, a->ns_len, a->key,
+                               a->key_len, &vk);
+        if (vk == NULL) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        reel_be64_put(revbuf, version);
+        store_txn_put(txn, kv->cf_history, vk, vklen, revbuf, 8);
+    }
     store_txn_emit(txn, KV_MODULE_ID, KV_CHANGE_EVENT, evrec, evlen);
 
     if (kv_entry_decode(op->ekey, op->ekey_len, erec, elen, &op->res.entry) !=
@@ -879,6 +893,49 @@ out:
     return rc;
 }
 
+/*
+ * No version after from_version is retained: an empty page when there is
+ * none (from_version is the current one or past it), OUT_OF_RANGE when
+ * they were all purged (a deleted key's history, kv_purge.c), never an
+ * empty page that would pass over them.
+ */
+static reel_code_t check_none_retained(kv_t *kv, store_snapshot_t *snap,
+                                       const char *ns, size_t ns_len,
+                                       const char *key, size_t key_len,
+                                       uint64_t from_version,
+                                       reel_status_t *st) {
+    char *ekey = NULL, *val = NULL;
+    size_t eklen = kv_key_encode(ns, ns_len, key, key_len, &ekey), vlen = 0;
+    kv_entry_t e = {0};
+    reel_code_t rc;
+
+    if (ekey == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = store_snapshot_get(kv->store, snap, kv->cf, ekey, eklen, &val, &vlen,
+                            st);
+    if (rc == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        rc = REEL_OK;
+    } else if (rc == REEL_OK &&
+               kv_entry_decode(ekey, eklen, val, vlen, &e) != 0) {
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "key \"%.*s\": stored record is corrupt",
+                             (int)key_len, key);
+    } else if (rc == REEL_OK && e.version > from_version) {
+        rc = reel_status_set(st, REEL_OUT_OF_RANGE,
+                             "from_version: version %llu is no longer "
+                             "retained; none of the key's history is%s",
+                             (unsigned long long)from_version + 1,
+                             e.deleted ? " (it was deleted, and its history "
+                                         "purged once old enough)"
+                                       : "");
+    }
+    kv_entry_fini(&e);
+    free(val);
+    free(ekey);
+    return rc;
+}
+
 reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
                        const char *key, size_t key_len, uint64_t from_version,
                        uint32_t limit, const reel_page_t *page,
@@ -984,6 +1041,9 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
         (*n)++;
     }
     rc = store_iter_status(it, st);
+    if (rc == REEL_OK && *n == 0 && from_version > 0)
+        rc = check_none_retained(kv, snap, ns, ns_len, key, key_len,
+                                 from_version, st);
 out:
     if (rc != REEL_OK) {
         for (size_t i = 0; i < *n; i++)

@@ -28,6 +28,7 @@
 #define KV_DEFAULT_MAX_KEY 1024
 #define KV_DEFAULT_MAX_VALUE (1u << 20)
 #define KV_DEFAULT_HISTORY_KEEP 100
+#define KV_DEFAULT_DELETED_HISTORY_MS (7LL * 24 * 3600 * 1000)
 #define KV_MAX_WRITER 256
 #define KV_LIST_DEFAULT 100
 #define KV_LIST_MAX 1000
@@ -47,9 +48,16 @@ typedef struct kv_limits {
     size_t max_key;        /* bytes; 0 = default */
     size_t max_value;      /* bytes; 0 = default */
     uint32_t history_keep; /* versions kept per key; 0 = all */
+    /* A deleted key's history (its retained versions, the delete's own
+     * event among them) is kept this long after the delete, then purged;
+     * its tombstone stays, so a later set goes on from its version.
+     * 0 = kept for ever. */
+    int64_t deleted_history_ms;
+    int64_t purge_interval_ms; /* how often to look; 0 = a tenth of that,
+                                  within 100 ms and a minute */
 } kv_limits_t;
 
-/* The defaults above, history_keep included. */
+/* The defaults above, history_keep and deleted_history_ms included. */
 kv_limits_t kv_limits_default(void);
 
 /* The module field of KV's changes (store_change_t): unique among
@@ -96,8 +104,26 @@ void kv_event_fini(kv_event_t *ev);
  */
 reel_code_t kv_create(store_t *store, const kv_limits_t *limits, kv_t **out,
                       reel_status_t *st);
+/* Stops the purge of deleted keys' history, which writes through the store:
+ * before the store closes. Idempotent; kv_destroy does it too. */
+void kv_stop(kv_t *kv);
 /* Watches must all be destroyed first. Accepts NULL. */
 void kv_destroy(kv_t *kv);
+
+/*
+ * Purges, now, the history of the keys deleted deleted_history_ms or more
+ * before now_ms and not written since (kv/kv_purge.c), in commits of a
+ * batch of keys each; *purged counts them. The module's own thread calls
+ * it every purge interval. An error stops at the batch that failed, which
+ * stays in place (nothing is skipped).
+ */
+reel_code_t kv_purge_deleted(kv_t *kv, int64_t now_ms, size_t *purged,
+                             reel_status_t *st);
+
+/* Brings what a data dir of an older store format (from) lacks up to date:
+ * from 1 to 3, every tombstone gets its purge entry, at its own time. Not
+ * from the writer thread. */
+reel_code_t kv_upgrade(kv_t *kv, int from, reel_status_t *st);
 
 /* Watches registered now (a gauge for metrics). Any thread. */
 size_t kv_watchers(kv_t *kv);

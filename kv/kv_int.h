@@ -4,6 +4,7 @@
 #ifndef REEL_KV_KV_INT_H
 #define REEL_KV_KV_INT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "feed/feed.h"
@@ -20,6 +21,8 @@
 #define KV_H_REV 'r'  /* 'r' rev(8)                 -> event record */
 #define KV_H_VER 'v'  /* 'v' ns 0 key 0 version(8)  -> rev(8) */
 #define KV_H_META 'm' /* "mcompacted"               -> rev(8) */
+/* 'd' ts_ms(8) ns 0 key -> version(8): a delete, to purge (kv_purge.c) */
+#define KV_H_DELETED 'd'
 #define KV_H_COMPACTED "mcompacted"
 
 struct kv {
@@ -36,6 +39,14 @@ struct kv {
     /* Publish's scratch for a group's sink args (under the hub's lock). */
     void **group_args;
     size_t group_cap;
+
+    /* The purge of deleted keys' history (kv_purge.c). */
+    pthread_t purger;
+    pthread_mutex_t purge_mu;
+    pthread_cond_t purge_cv;
+    _Atomic int purge_stopping;
+    int purger_started; /* purger runs */
+    int purge_sync;     /* purge_mu and purge_cv exist */
 };
 
 /* ---- Encodings (kv.c) ---------------------------------------------------- */
@@ -68,6 +79,21 @@ reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
                                     reel_status_t *st);
 
 /* ---- The hub (kv_watch.c) ------------------------------------------------ */
+
+/* Sets the `trimmed` of the entry record buf (valid, as kv_entry_trimmed
+ * reads it). */
+void kv_entry_set_trimmed(void *buf, size_t len, uint64_t trimmed);
+
+/* 'd' ts_ms ns 0 key: malloc'd into *buf (NULL when out of memory);
+ * returns the length. */
+size_t kv_deleted_key(int64_t ts_ms, const char *ns, size_t ns_len,
+                      const char *key, size_t key_len, char **buf);
+/* Raises kv->compacted, and "mcompacted" in txn, to rev if it is higher. */
+reel_code_t kv_raise_compacted(kv_t *kv, store_txn_t *txn, uint64_t rev);
+/* Starts the purge thread (none when deleted history is kept for ever);
+ * kv_purger_fini stops it and frees what start made. */
+reel_code_t kv_purger_start(kv_t *kv, reel_status_t *st);
+void kv_purger_fini(kv_t *kv);
 
 reel_code_t kv_hub_init(kv_t *kv, uint64_t last_published, reel_status_t *st);
 void kv_hub_fini(kv_t *kv);

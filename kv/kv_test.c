@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "base/clock.h"
 #include "base/codec.h"
 #include "base/fault.h"
 #include "kv/kv.h"
@@ -30,6 +32,7 @@ typedef struct fixture {
     store_t *store;
     kv_t *kv;
     uint32_t keep;
+    int64_t deleted_ms; /* deleted_history_ms, when not 0 */
 } fixture_t;
 
 static void publish(void *arg, const store_change_t *c, size_t n) {
@@ -49,11 +52,16 @@ static void open_all(fixture_t *f) {
     o.publish_arg = f;
     f->store = testing_store_open(f->dir, &o);
     lim.history_keep = f->keep;
+    if (f->deleted_ms != 0) {
+        lim.deleted_history_ms = f->deleted_ms;
+        lim.purge_interval_ms = 10;
+    }
     if (kv_create(f->store, &lim, &f->kv, &st) != REEL_OK)
         fail_msg("kv_create: %s", reel_status_message(&st));
 }
 
 static void close_all(fixture_t *f) {
+    kv_stop(f->kv);
     store_close(f->store);
     kv_destroy(f->kv);
     f->store = NULL;
@@ -73,6 +81,20 @@ static int setup_keep(void **state, uint32_t keep) {
 
 static int setup(void **state) { return setup_keep(state, 100); }
 static int setup_keep3(void **state) { return setup_keep(state, 3); }
+
+/* A deleted key's history is purged 100 ms after its delete, looked for
+ * every 10 ms. */
+static int setup_purge(void **state) {
+    fixture_t *f = calloc(1, sizeof(*f));
+
+    if (testing_dir_make(f->dir, sizeof(f->dir), "kv") != 0)
+        return -1;
+    f->keep = 100;
+    f->deleted_ms = 100;
+    open_all(f);
+    *state = f;
+    return 0;
+}
 
 static int teardown(void **state) {
     fixture_t *f = *state;
@@ -1624,6 +1646,178 @@ static void test_an_event_publish_cannot_decode_is_read_from_storage(
     sink_free(p);
 }
 
+/* ---- Purging deleted keys' history --------------------------------------- */
+
+/* The keys of "kv_history" that start with tag: their count, and the
+ * first one in first (when not NULL). */
+static size_t history_keys(fixture_t *f, char tag, char *first, size_t cap,
+                           size_t *first_len) {
+    store_iter_t *it = store_iter_create(f->store, cf_of(f, "kv_history"),
+                                         NULL);
+    size_t n = 0;
+
+    assert_non_null(it);
+    for (store_iter_seek(it, &tag, 1); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen;
+        const char *k = store_iter_key(it, &klen);
+
+        if (k[0] != tag)
+            break;
+        if (n++ == 0 && first != NULL) {
+            assert_true(klen <= cap);
+            memcpy(first, k, klen);
+            *first_len = klen;
+        }
+    }
+    assert_int_equal(store_iter_status(it, NULL), REEL_OK);
+    store_iter_destroy(it);
+    return n;
+}
+
+static size_t history_len(fixture_t *f, const char *key, uint64_t from,
+                          reel_code_t want) {
+    kv_event_t *evs = NULL;
+    size_t n = 0;
+    int more;
+
+    assert_int_equal(kv_history(f->kv, "ns", 2, key, strlen(key), from, 0,
+                                NULL, &evs, &n, &more, NULL),
+                     want);
+    for (size_t i = 0; i < n; i++)
+        kv_event_fini(&evs[i]);
+    free(evs);
+    return n;
+}
+
+static size_t purge_at(fixture_t *f, int64_t now_ms) {
+    reel_status_t st = REEL_STATUS_INIT;
+    size_t purged = 0;
+
+    if (kv_purge_deleted(f->kv, now_ms, &purged, &st) != REEL_OK)
+        fail_msg("purge: %s", reel_status_message(&st));
+    return purged;
+}
+
+#define DAY_MS (24LL * 3600 * 1000)
+
+/*
+ * A key deleted longer ago than deleted_history_ms loses its history, the
+ * delete's event and every value before it, and keeps its tombstone: get
+ * still names its version, a later set goes on from it, and a watch or a
+ * history read that needs what went ends with OUT_OF_RANGE. A key set
+ * again after its delete, and one deleted too recently, keep theirs.
+ */
+static void test_a_deleted_keys_history_is_purged_its_tombstone_kept(
+    void **state) {
+    fixture_t *f = *state;
+    kv_write_result_t res;
+    reel_status_t st = REEL_STATUS_INIT;
+    sink_t *s = sink_new(100), *s2 = sink_new(100);
+    kv_entry_t e;
+    kv_watch_t *w;
+    reel_code_t rc;
+    uint64_t del_rev;
+    size_t events;
+
+    set_ok(f->kv, "k", "1");
+    set_ok(f->kv, "k", "2");
+    set_ok(f->kv, "k", "3");
+    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
+    del_rev = res.entry.revision;
+    kv_write_result_fini(&res);
+    set_ok(f->kv, "again", "1");
+    assert_int_equal(del(f->kv, "again", &res), REEL_OK);
+    kv_write_result_fini(&res);
+    set_ok(f->kv, "again", "3"); /* set since its delete: kept */
+    assert_int_equal(history_keys(f, 'd', NULL, 0, NULL), 2);
+    events = history_keys(f, 'r', NULL, 0, NULL);
+    assert_int_equal(events, 7);
+
+    assert_int_equal(purge_at(f, reel_clock_now_ms() + 1 * DAY_MS), 0);
+    assert_int_equal(history_len(f, "k", 0, REEL_OK), 4);
+    assert_int_equal(purge_at(f, reel_clock_now_ms() + 8 * DAY_MS), 1);
+    assert_int_equal(history_keys(f, 'd', NULL, 0, NULL), 0);
+    assert_int_equal(history_keys(f, 'r', NULL, 0, NULL), events - 4);
+    assert_int_equal(history_len(f, "k", 0, REEL_OK), 0);
+    history_len(f, "k", 2, REEL_OUT_OF_RANGE);
+    assert_int_equal(history_len(f, "k", 4, REEL_OK), 0); /* none after 4 */
+    assert_int_equal(history_len(f, "again", 0, REEL_OK), 3);
+
+    assert_int_equal(kv_get(f->kv, "ns", 2, "k", 1, &e, NULL), REEL_NOT_FOUND);
+    assert_true(e.deleted);
+    assert_int_equal(e.version, 4);
+    kv_entry_fini(&e);
+    /* What went cannot be replayed: ended, not skipped. */
+    assert_null(watch(f, "k", KV_WATCH_FROM_REVISION, 1, s, &rc, &st));
+    assert_int_equal(rc, REEL_OUT_OF_RANGE);
+    reel_status_fini(&st);
+    assert_null(watch(f, "*", KV_WATCH_FROM_REVISION, 1, s, &rc, &st));
+    assert_int_equal(rc, REEL_OUT_OF_RANGE);
+    reel_status_fini(&st);
+    w = watch(f, "k", KV_WATCH_FROM_VERSION, 2, s2, NULL, &st);
+    expect_end(s2, REEL_OUT_OF_RANGE,
+               "version 3 is no longer retained; none of the key's history "
+               "is (it was deleted");
+    kv_watch_destroy(w);
+    w = watch(f, "k", KV_WATCH_FROM_REVISION, del_rev, s, NULL, &st);
+    assert_non_null(w);
+    kv_watch_destroy(w);
+
+    assert_int_equal(set_ok(f->kv, "k", "5"), 5); /* never reused */
+    assert_int_equal(history_len(f, "k", 0, REEL_OK), 1);
+    assert_int_equal(purge_at(f, reel_clock_now_ms() + 8 * DAY_MS), 0);
+    sink_free(s);
+    sink_free(s2);
+}
+
+/* The module's own thread purges, once the age has passed. */
+static void test_the_purge_runs_of_its_own_accord(void **state) {
+    fixture_t *f = *state;
+    kv_write_result_t res;
+    int i;
+
+    set_ok(f->kv, "k", "1");
+    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
+    kv_write_result_fini(&res);
+    for (i = 0; i < TESTING_WAIT_MS / 10; i++) {
+        if (history_len(f, "k", 0, REEL_OK) == 0)
+            break;
+        usleep(10 * 1000);
+    }
+    assert_int_equal(history_len(f, "k", 0, REEL_OK), 0);
+    assert_int_equal(history_keys(f, 'd', NULL, 0, NULL), 0);
+}
+
+/* A data dir of format 3 has tombstones without purge entries:
+ * kv_upgrade() from 3 writes them, at the tombstone's own time. */
+static void test_an_upgrade_indexes_the_tombstones_of_an_older_dir(
+    void **state) {
+    fixture_t *f = *state;
+    kv_write_result_t res;
+    reel_status_t st = REEL_STATUS_INIT;
+    char dk[64];
+    size_t dklen = 0;
+
+    set_ok(f->kv, "k", "1");
+    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
+    kv_write_result_fini(&res);
+    set_ok(f->kv, "live", "1");
+    assert_int_equal(history_keys(f, 'd', dk, sizeof(dk), &dklen), 1);
+    raw_put(f, "kv_history", dk, dklen, NULL, 0); /* as format 3 left it */
+    assert_int_equal(purge_at(f, reel_clock_now_ms() + 8 * DAY_MS), 0);
+
+    assert_int_equal(kv_upgrade(f->kv, 4, &st), REEL_OK); /* nothing to do */
+    assert_int_equal(history_keys(f, 'd', NULL, 0, NULL), 0);
+    assert_int_equal(kv_upgrade(f->kv, 3, &st), REEL_OK);
+    assert_int_equal(history_keys(f, 'd', NULL, 0, NULL), 1);
+    assert_int_equal(purge_at(f, reel_clock_now_ms() + 1 * DAY_MS), 0);
+    assert_int_equal(purge_at(f, reel_clock_now_ms() + 8 * DAY_MS), 1);
+    assert_int_equal(history_len(f, "k", 0, REEL_OK), 0);
+    assert_int_equal(history_len(f, "live", 0, REEL_OK), 1);
+    reel_status_fini(&st);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1640,6 +1834,10 @@ int main(void) {
         T(test_a_namespace_from_before_the_rule_is_read_only),
         T(test_list_pages_in_key_order_with_prefix),
         T3(test_history_keeps_the_last_n_versions),
+        T(test_a_deleted_keys_history_is_purged_its_tombstone_kept),
+        T(test_an_upgrade_indexes_the_tombstones_of_an_older_dir),
+        cmocka_unit_test_setup_teardown(test_the_purge_runs_of_its_own_accord,
+                                        setup_purge, teardown),
         T3(test_a_busy_key_elsewhere_does_not_end_pattern_watches),
         T(test_list_stops_at_the_byte_budget),
         T(test_history_stops_at_the_byte_budget),

@@ -732,6 +732,52 @@ def test_history_keep_three_trims_history_and_old_revisions(tmp_path):
         assert code == 0, server.log()
 
 
+def test_a_deleted_keys_history_is_purged_once_old_enough(tmp_path):
+    """A delete keeps the key's history (its values, under a key nobody can
+    read) for --kv-deleted-history-age, then reel purges it: across a
+    restart, since the delete is indexed with its time. The tombstone
+    stays, so the version goes on counting, and what went is OUT_OF_RANGE
+    for a history read or a watch that needs it, never skipped."""
+    data = str(tmp_path / "data")
+    a = Reeld(data).start()                  # the default: 7 days
+    ch = grpc.insecure_channel(a.addr)
+    try:
+        kv = KV(ch)
+        for i in range(1, 4):
+            kv.set("app", "gone", j(i))
+        kv.delete("app", "gone")
+        kv.set("app", "kept", j(1))
+        kv.delete("app", "kept")
+        kv.set("app", "kept", j(3))          # set again: not a tombstone
+        assert [e.version for e in kv.history("app", "gone").events] == [1, 2, 3, 4]
+    finally:
+        ch.close()
+        assert a.stop()[0] == 0, a.log()
+    b = Reeld(data, extra=["--kv-deleted-history-age", "1s"]).start()
+    ch = grpc.insecure_channel(b.addr)
+    try:
+        kv = KV(ch)
+        deadline = time.monotonic() + T
+        while kv.history("app", "gone").events and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(kv.history("app", "gone").events) == []
+        g = kv.get("app", "gone")
+        assert not g.found and g.entry.deleted and g.entry.version == 4
+        with pytest.raises(grpc.RpcError) as err:
+            kv.history("app", "gone", from_version=1)
+        assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE, fmt(err.value)
+        assert "version 2 is no longer retained; none of the key's history is (it " \
+            "was deleted, and its history purged once old enough)" in err.value.details()
+        w = kv.watch("app", "gone", start=FROM_REVISION, from_revision=1)
+        assert w.expect_error().code() == grpc.StatusCode.OUT_OF_RANGE
+        assert [e.version for e in kv.history("app", "kept").events] == [1, 2, 3]
+        assert kv.set("app", "gone", j(5)).entry.version == 5
+        assert [e.version for e in kv.history("app", "gone").events] == [5]
+    finally:
+        ch.close()
+        assert b.stop()[0] == 0, b.log()
+
+
 def test_history_keep_zero_keeps_everything(tmp_path):
     server = Reeld(str(tmp_path / "data"), extra=["--kv-history-keep", "0"]).start()
     ch = grpc.insecure_channel(server.addr)

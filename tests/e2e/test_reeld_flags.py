@@ -41,6 +41,7 @@ DURATIONS = {
     "keepalive-time": ("REEL_KEEPALIVE_TIME", "30s"),
     "keepalive-timeout": ("REEL_KEEPALIVE_TIMEOUT", "10s"),
     "wal-retention-age": ("REEL_WAL_RETENTION_AGE", "7d"),
+    "kv-deleted-history-age": ("REEL_KV_DELETED_HISTORY_AGE", "7d"),
     "retry-initial-interval": ("REEL_RETRY_INITIAL_INTERVAL", "1s"),
     "retry-max-interval": ("REEL_RETRY_MAX_INTERVAL", "5m"),
     "shutdown-delay": ("REEL_SHUTDOWN_DELAY", "0"),
@@ -154,6 +155,9 @@ def test_a_duration_whose_range_starts_at_0_takes_0():
     for zero in ("0", "0s", "0ms"):
         for r in (run(["--shutdown-delay", zero]), run([], {"REEL_SHUTDOWN_DELAY": zero})):
             assert "shutdown-delay" not in r.stderr, r.stderr
+        # 0: a deleted key's history is kept for ever.
+        assert "kv-deleted-history-age" not in \
+            run(["--kv-deleted-history-age", zero]).stderr
 
 
 def test_durations_are_refused_naming_their_range():
@@ -167,6 +171,11 @@ def test_durations_are_refused_naming_their_range():
                 assert (r.returncode, r.stderr) == (2, w)
         for ok in ("10ms", "24h", "1d", "90"):
             assert f"--{name}:" not in run([f"--{name}", ok]).stderr
+    for bad in ("-1s", "3651d", "x", ""):
+        want = ('reeld: --kv-deleted-history-age: "%s" is not a duration from 0 '
+                'to 3650d (a number and ms, s, m, h or d)\n' % bad)
+        r = run(["--kv-deleted-history-age", bad])
+        assert (r.returncode, r.stderr) == (2, want)
     for bad in ("0", "-1s", "7w", "", "99999999999999999999d"):
         want = (f'reeld: --wal-retention-age: "{bad}" is not a positive '
                 f'duration (500ms, 30s, 10m, 2h, 7d)\n')

@@ -1,0 +1,419 @@
+/*
+ * kv/kv_purge.c: a deleted key's history, purged once it is old enough.
+ *
+ * A delete writes a tombstone and keeps the key's history: up to
+ * history_keep versions, the last value among them. Without a purge a
+ * workload that writes keys and deletes them would keep every value it
+ * ever wrote, under keys nobody can read. So every delete also writes
+ * 'd' ts_ms(8) ns 0 key -> version(8) in "kv_history", in its commit, and
+ * a thread of the module's own looks, every purge interval, for the
+ * entries older than deleted_history_ms. For each, in one commit per batch:
+ *   - if the key is still the tombstone of that version, every retained
+ *     version of it ('v' entries and their 'r' events, the delete's own
+ *     among them) is deleted, and its record's `trimmed` becomes the
+ *     highest revision deleted, as a trim leaves it: a watch or a
+ *     ValueHistory that needs them ends with OUT_OF_RANGE, never skips;
+ *   - if it is not (set again, or deleted again later, which wrote its own
+ *     entry), nothing of the key is touched;
+ *   - the entry itself is deleted.
+ * The tombstone record stays, so a later set goes on counting from its
+ * version: a version is never reused. A purge is not a change: it has no
+ * revision and no WAL event (the WAL keeps its own copy of every event
+ * under its own retention).
+ *
+ * A purge that fails (a corrupt record, a failed commit) is logged once per
+ * distinct failure and retried at the next interval; it never skips the
+ * entry it could not purge.
+ *
+ * Data dirs of formats 1 to 3 have tombstones without entries:
+ * kv_upgrade() writes them, with the tombstone's own time.
+ */
+#include "kv/kv_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/codec.h"
+#include "base/log.h"
+
+/* Entries purged in one commit, at most. */
+#define PURGE_BATCH 128
+
+size_t kv_deleted_key(int64_t ts_ms, const char *ns, size_t ns_len,
+                      const char *key, size_t key_len, char **buf) {
+    size_t n = 1 + 8 + ns_len + 1 + key_len;
+    char *b = malloc(n);
+
+    *buf = b;
+    if (b == NULL)
+        return 0;
+    b[0] = KV_H_DELETED;
+    reel_be64_put((unsigned char *)b + 1, (uint64_t)ts_ms);
+    memcpy(b + 9, ns, ns_len);
+    b[9 + ns_len] = '\0';
+    memcpy(b + 10 + ns_len, key, key_len);
+    return n;
+}
+
+reel_code_t kv_raise_compacted(kv_t *kv, store_txn_t *txn, uint64_t rev) {
+    unsigned char buf[8];
+
+    if (rev <= atomic_load(&kv->compacted))
+        return REEL_OK;
+    /* Raised before the commit: if the group fails this is merely
+     * conservative (a resume is refused that could have worked). */
+    atomic_store(&kv->compacted, rev);
+    reel_be64_put(buf, rev);
+    store_txn_put(txn, kv->cf_history, KV_H_COMPACTED, strlen(KV_H_COMPACTED),
+                  buf, 8);
+    return REEL_OK;
+}
+
+/* One 'd' entry, as the purger read it. */
+typedef struct purge_item {
+    char *dkey; /* the entry's key */
+    size_t dkey_len;
+    uint64_t version; /* of the tombstone it was written for */
+} purge_item_t;
+
+typedef struct purge {
+    kv_t *kv;
+    purge_item_t items[PURGE_BATCH];
+    size_t n;
+    size_t purged; /* keys whose history went, in the commit */
+} purge_t;
+
+/* The key of "ns\0key" (not NUL-terminated), for messages. */
+static int key_of(const char *ekey, size_t ekey_len, const char **key) {
+    size_t ns_len = strnlen(ekey, ekey_len);
+
+    *key = ekey + ns_len + (ns_len < ekey_len);
+    return (int)(ekey_len - (size_t)(*key - ekey));
+}
+
+/* Deletes every retained version of the key ekey ("ns\0key") names; the
+ * highest revision deleted goes to *top. */
+static reel_code_t purge_versions(kv_t *kv, store_txn_t *txn,
+                                  const char *ekey, size_t ekey_len,
+                                  uint64_t *top, reel_status_t *st) {
+    size_t plen = 1 + ekey_len + 1;
+    char *prefix = malloc(plen);
+    store_iter_t *it = store_txn_iter(txn, kv->cf_history);
+    reel_code_t rc = REEL_OK;
+
+    if (prefix == NULL || it == NULL) {
+        free(prefix);
+        store_iter_destroy(it);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    prefix[0] = KV_H_VER;
+    memcpy(prefix + 1, ekey, ekey_len);
+    prefix[1 + ekey_len] = '\0';
+    for (store_iter_seek(it, prefix, plen); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        unsigned char rk[9];
+        uint64_t rev;
+
+        if (klen != plen + 8 || memcmp(k, prefix, plen) != 0)
+            break;
+        if (vlen != 8) {
+            const char *key;
+            int key_len = key_of(ekey, ekey_len, &key);
+
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "key \"%.*s\": kv history index is corrupt",
+                                 key_len, key);
+            break;
+        }
+        rev = reel_be64_get((const unsigned char *)v);
+        kv_rev_key(rev, rk);
+        store_txn_delete(txn, kv->cf_history, k, klen);
+        store_txn_delete_blind(txn, kv->cf_history, rk, sizeof(rk));
+        if (rev > *top)
+            *top = rev;
+    }
+    if (rc == REEL_OK)
+        rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    free(prefix);
+    return rc;
+}
+
+/* Purges the history item names if its key is still that tombstone. */
+static reel_code_t purge_one(kv_t *kv, store_txn_t *txn,
+                             const purge_item_t *item, size_t *purged,
+                             reel_status_t *st) {
+    const char *ekey = item->dkey + 9;
+    size_t ekey_len = item->dkey_len - 9;
+    char *val = NULL;
+    size_t vlen = 0;
+    uint64_t trimmed, top = 0;
+    kv_entry_t e = {0};
+    reel_code_t rc;
+
+    store_txn_delete(txn, kv->cf_history, item->dkey, item->dkey_len);
+    rc = store_txn_get(txn, kv->cf, ekey, ekey_len, &val, &vlen, st);
+    if (rc == REEL_NOT_FOUND) { /* nothing left to purge */
+        reel_status_fini(st);
+        return REEL_OK;
+    }
+    if (rc != REEL_OK)
+        return rc;
+    if (kv_entry_decode(ekey, ekey_len, val, vlen, &e) != 0 ||
+        kv_entry_trimmed(val, vlen, &trimmed) != 0) {
+        const char *key;
+        int key_len = key_of(ekey, ekey_len, &key);
+
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "key \"%.*s\": stored record is corrupt", key_len,
+                             key);
+        goto out;
+    }
+    if (!e.deleted || e.version != item->version)
+        goto out; /* set or deleted again since: not this entry's to purge */
+    if ((rc = purge_versions(kv, txn, ekey, ekey_len, &top, st)) != REEL_OK)
+        goto out;
+    if (top > trimmed) {
+        kv_entry_set_trimmed(val, vlen, top);
+        store_txn_put(txn, kv->cf, ekey, ekey_len, val, vlen);
+        kv_raise_compacted(kv, txn, top);
+    }
+    (*purged)++;
+out:
+    kv_entry_fini(&e);
+    free(val);
+    return rc;
+}
+
+static reel_code_t purge_apply(store_txn_t *txn, void *arg,
+                               reel_status_t *st) {
+    purge_t *p = arg;
+    reel_code_t rc = REEL_OK;
+
+    p->purged = 0;
+    for (size_t i = 0; i < p->n && rc == REEL_OK; i++)
+        rc = purge_one(p->kv, txn, &p->items[i], &p->purged, st);
+    return rc;
+}
+
+static void purge_clear(purge_t *p) {
+    for (size_t i = 0; i < p->n; i++)
+        free(p->items[i].dkey);
+    p->n = 0;
+}
+
+/* Reads the next batch of entries written before cutoff_ms into p. */
+static reel_code_t purge_collect(kv_t *kv, int64_t cutoff_ms, purge_t *p,
+                                 reel_status_t *st) {
+    store_iter_t *it = store_iter_create(kv->store, kv->cf_history, NULL);
+    const char start = KV_H_DELETED;
+    reel_code_t rc = REEL_OK;
+
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (store_iter_seek(it, &start, 1);
+         store_iter_valid(it) && p->n < PURGE_BATCH; store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        purge_item_t *item = &p->items[p->n];
+
+        if (klen == 0 || k[0] != KV_H_DELETED)
+            break;
+        if (klen < 9 + 3 || vlen != 8 || memchr(k + 9, '\0', klen - 9) == NULL) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "a deleted key's purge entry is corrupt "
+                                 "(%zu bytes)",
+                                 klen);
+            break;
+        }
+        if ((int64_t)reel_be64_get((const unsigned char *)k + 1) > cutoff_ms)
+            break;
+        if ((item->dkey = malloc(klen)) == NULL) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+            break;
+        }
+        memcpy(item->dkey, k, klen);
+        item->dkey_len = klen;
+        item->version = reel_be64_get((const unsigned char *)v);
+        p->n++;
+    }
+    if (rc == REEL_OK)
+        rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    return rc;
+}
+
+reel_code_t kv_purge_deleted(kv_t *kv, int64_t now_ms, size_t *purged,
+                             reel_status_t *st) {
+    purge_t *p;
+    reel_code_t rc = REEL_OK;
+    int full = 1;
+
+    *purged = 0;
+    if (kv->lim.deleted_history_ms <= 0)
+        return REEL_OK;
+    if ((p = calloc(1, sizeof(*p))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    p->kv = kv;
+    /* A full batch may have more behind it; a stop waits for none. */
+    while (rc == REEL_OK && full && !atomic_load(&kv->purge_stopping)) {
+        rc = purge_collect(kv, now_ms - kv->lim.deleted_history_ms, p, st);
+        full = p->n == PURGE_BATCH;
+        if (rc == REEL_OK && p->n > 0 &&
+            (rc = store_exec(kv->store, purge_apply, p, NULL, st)) == REEL_OK)
+            *purged += p->purged;
+        purge_clear(p);
+    }
+    free(p);
+    return rc;
+}
+
+static void *purger_main(void *arg) {
+    kv_t *kv = arg;
+    reel_status_t st = REEL_STATUS_INIT;
+    char *failing = NULL; /* the failure last logged, until one succeeds */
+
+    pthread_mutex_lock(&kv->purge_mu);
+    while (!atomic_load(&kv->purge_stopping)) {
+        struct timespec ts = reel_clock_mono_after(kv->lim.purge_interval_ms);
+        size_t purged = 0;
+
+        while (!atomic_load(&kv->purge_stopping) &&
+               pthread_cond_timedwait(&kv->purge_cv, &kv->purge_mu, &ts) !=
+                   ETIMEDOUT) {
+        }
+        if (atomic_load(&kv->purge_stopping))
+            break;
+        pthread_mutex_unlock(&kv->purge_mu);
+        if (kv_purge_deleted(kv, reel_clock_now_ms(), &purged, &st) !=
+            REEL_OK) {
+            /* Once per distinct failure, not once an interval forever. */
+            if (failing == NULL ||
+                strcmp(failing, reel_status_message(&st)) != 0) {
+                REEL_ERROR("kv",
+                           "purging deleted keys' history failed; it stays "
+                           "in place and the purge is retried every %lld "
+                           "ms: %s",
+                           (long long)kv->lim.purge_interval_ms,
+                           reel_status_message(&st));
+                free(failing);
+                failing = strdup(reel_status_message(&st));
+            }
+        } else if (failing != NULL) {
+            REEL_INFO("kv", "purging deleted keys' history works again");
+            free(failing);
+            failing = NULL;
+        }
+        if (purged > 0)
+            REEL_DEBUG("kv", "purged the history of %zu deleted keys",
+                       purged);
+        reel_status_fini(&st);
+        pthread_mutex_lock(&kv->purge_mu);
+    }
+    pthread_mutex_unlock(&kv->purge_mu);
+    free(failing);
+    return NULL;
+}
+
+reel_code_t kv_purger_start(kv_t *kv, reel_status_t *st) {
+    if (kv->lim.purge_interval_ms <= 0) {
+        /* A tenth of the age, within 100 ms and a minute. */
+        int64_t i = kv->lim.deleted_history_ms / 10;
+
+        kv->lim.purge_interval_ms = i < 100 ? 100 : i > 60000 ? 60000 : i;
+    }
+    pthread_mutex_init(&kv->purge_mu, NULL);
+    reel_cond_init_mono(&kv->purge_cv);
+    kv->purge_sync = 1;
+    if (kv->lim.deleted_history_ms <= 0)
+        return REEL_OK; /* kept for ever: nothing to do */
+    if (pthread_create(&kv->purger, NULL, purger_main, kv) != 0)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                               "cannot start the KV's purge thread");
+    kv->purger_started = 1;
+    return REEL_OK;
+}
+
+void kv_stop(kv_t *kv) {
+    if (kv == NULL || !kv->purge_sync)
+        return;
+    pthread_mutex_lock(&kv->purge_mu);
+    atomic_store(&kv->purge_stopping, 1);
+    pthread_cond_broadcast(&kv->purge_cv);
+    pthread_mutex_unlock(&kv->purge_mu);
+    if (kv->purger_started)
+        pthread_join(kv->purger, NULL);
+    kv->purger_started = 0;
+}
+
+void kv_purger_fini(kv_t *kv) {
+    kv_stop(kv);
+    if (!kv->purge_sync)
+        return;
+    pthread_mutex_destroy(&kv->purge_mu);
+    pthread_cond_destroy(&kv->purge_cv);
+    kv->purge_sync = 0;
+}
+
+/* ---- Upgrade ------------------------------------------------------------- */
+
+/* Every tombstone of a format 1 to 3 dir gets its entry. */
+static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
+                                 reel_status_t *st) {
+    kv_t *kv = arg;
+    store_iter_t *it = store_txn_iter(txn, kv->cf);
+    reel_code_t rc = REEL_OK;
+    size_t n = 0;
+
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (store_iter_seek(it, "", 0); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen, dlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        unsigned char ver[8];
+        kv_entry_t e;
+        char *dk;
+
+        if (kv_entry_decode(k, klen, v, vlen, &e) != 0) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "a KV record is corrupt (key of %zu bytes)",
+                                 klen);
+            break;
+        }
+        if (e.deleted) {
+            dlen = kv_deleted_key(e.updated_at_ms, e.ns, e.ns_len, e.key,
+                                  e.key_len, &dk);
+            if (dk == NULL) {
+                kv_entry_fini(&e);
+                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                     "out of memory");
+                break;
+            }
+            reel_be64_put(ver, e.version);
+            store_txn_put(txn, kv->cf_history, dk, dlen, ver, 8);
+            free(dk);
+            n++;
+        }
+        kv_entry_fini(&e);
+    }
+    if (rc == REEL_OK)
+        rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    if (rc == REEL_OK && n > 0)
+        REEL_INFO("kv", "indexed %zu deleted keys for the new format", n);
+    return rc;
+}
+
+reel_code_t kv_upgrade(kv_t *kv, int from, reel_status_t *st) {
+    if (from >= 4)
+        return REEL_OK;
+    return store_exec(kv->store, upgrade_apply, kv, NULL, st);
+}
