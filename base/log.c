@@ -4,6 +4,7 @@
 #include "base/log.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -70,4 +71,20 @@ void reel_log(reel_log_level_t level, const char *module, const char *fmt,
     if (write(STDERR_FILENO, line, n) < 0) {
         /* Nowhere left to report a failing stderr. */
     }
+}
+
+void reel_log_retried(char **last, const char *module, const char *what,
+                      const char *then, const char *failure) {
+    if (failure == NULL) {
+        if (*last != NULL)
+            reel_log(REEL_LOG_INFO, module, "%s works again", what);
+        free(*last);
+        *last = NULL;
+        return;
+    }
+    if (*last != NULL && strcmp(*last, failure) == 0)
+        return;
+    reel_log(REEL_LOG_ERROR, module, "%s failed; %s: %s", what, then, failure);
+    free(*last);
+    *last = strdup(failure);
 }

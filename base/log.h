@@ -31,4 +31,15 @@ void reel_log(reel_log_level_t level, const char *module, const char *fmt, ...)
 #define REEL_WARN(mod, ...) reel_log(REEL_LOG_WARN, mod, __VA_ARGS__)
 #define REEL_ERROR(mod, ...) reel_log(REEL_LOG_ERROR, mod, __VA_ARGS__)
 
+/*
+ * For background work retried at intervals (a trim, a purge): logs a
+ * failure, "<what> failed; <then>: <message>" at ERROR, the first time and
+ * whenever its message changes, not at every retry; and "<what> works
+ * again" at INFO on the first success after one (failure NULL). *last is
+ * the failure last logged (malloc'd, NULL for none): start it NULL and
+ * free() it at the end.
+ */
+void reel_log_retried(char **last, const char *module, const char *what,
+                      const char *then, const char *failure);
+
 #endif

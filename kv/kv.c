@@ -893,46 +893,39 @@ out:
     return rc;
 }
 
-/*
- * No version after from_version is retained: an empty page when there is
- * none (from_version is the current one or past it), OUT_OF_RANGE when
- * they were all purged (a deleted key's history, kv_purge.c), never an
- * empty page that would pass over them.
- */
-static reel_code_t check_none_retained(kv_t *kv, store_snapshot_t *snap,
-                                       const char *ns, size_t ns_len,
-                                       const char *key, size_t key_len,
-                                       uint64_t from_version,
-                                       reel_status_t *st) {
-    char *ekey = NULL, *val = NULL;
-    size_t eklen = kv_key_encode(ns, ns_len, key, key_len, &ekey), vlen = 0;
+reel_code_t kv_check_none_retained(kv_t *kv, const store_snapshot_t *snap,
+                                   const char *ekey, size_t eklen,
+                                   uint64_t first, reel_status_t *st) {
+    const char *key = ekey + strnlen(ekey, eklen) + 1;
+    int key_len = (int)(eklen - (size_t)(key - ekey));
+    char *val = NULL;
+    size_t vlen = 0;
     kv_entry_t e = {0};
     reel_code_t rc;
 
-    if (ekey == NULL)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     rc = store_snapshot_get(kv->store, snap, kv->cf, ekey, eklen, &val, &vlen,
                             st);
     if (rc == REEL_NOT_FOUND) {
         reel_status_fini(st);
         rc = REEL_OK;
-    } else if (rc == REEL_OK &&
-               kv_entry_decode(ekey, eklen, val, vlen, &e) != 0) {
+    } else if (rc != REEL_OK) {
+        rc = reel_status_set(st, rc, "key \"%.*s\": reading its record: %s",
+                             key_len, key, reel_status_message(st));
+    } else if (kv_entry_decode(ekey, eklen, val, vlen, &e) != 0) {
         rc = reel_status_set(st, REEL_DATA_LOSS,
                              "key \"%.*s\": stored record is corrupt",
-                             (int)key_len, key);
-    } else if (rc == REEL_OK && e.version > from_version) {
+                             key_len, key);
+    } else if (e.version >= first) {
         rc = reel_status_set(st, REEL_OUT_OF_RANGE,
                              "from_version: version %llu is no longer "
                              "retained; none of the key's history is%s",
-                             (unsigned long long)from_version + 1,
+                             (unsigned long long)first,
                              e.deleted ? " (it was deleted, and its history "
                                          "purged once old enough)"
                                        : "");
     }
     kv_entry_fini(&e);
     free(val);
-    free(ekey);
     return rc;
 }
 
@@ -1041,9 +1034,16 @@ reel_code_t kv_history(kv_t *kv, const char *ns, size_t ns_len,
         (*n)++;
     }
     rc = store_iter_status(it, st);
-    if (rc == REEL_OK && *n == 0 && from_version > 0)
-        rc = check_none_retained(kv, snap, ns, ns_len, key, key_len,
-                                 from_version, st);
+    if (rc == REEL_OK && *n == 0 && from_version > 0) {
+        char *ekey = NULL;
+        size_t eklen = kv_key_encode(ns, ns_len, key, key_len, &ekey);
+
+        rc = ekey == NULL ? reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                            "out of memory")
+                          : kv_check_none_retained(kv, snap, ekey, eklen,
+                                                   from_version + 1, st);
+        free(ekey);
+    }
 out:
     if (rc != REEL_OK) {
         for (size_t i = 0; i < *n; i++)

@@ -84,6 +84,17 @@ reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
  * reads it). */
 void kv_entry_set_trimmed(void *buf, size_t len, uint64_t trimmed);
 
+/*
+ * OK when the key ekey ("ns\0key") names has no version from first on at
+ * snap (first is past its current one); OUT_OF_RANGE naming first when it
+ * has, though none is retained (a deleted key whose history was purged,
+ * kv_purge.c): a read or a watch from there must end, not pass over them.
+ * DATA_LOSS for a corrupt record, the store's code for a failed read.
+ */
+reel_code_t kv_check_none_retained(kv_t *kv, const store_snapshot_t *snap,
+                                   const char *ekey, size_t eklen,
+                                   uint64_t first, reel_status_t *st);
+
 /* 'd' ts_ms ns 0 key: malloc'd into *buf (NULL when out of memory);
  * returns the length. */
 size_t kv_deleted_key(int64_t ts_ms, const char *ns, size_t ns_len,

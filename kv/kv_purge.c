@@ -31,6 +31,7 @@
 #include "kv/kv_int.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -278,7 +279,11 @@ static void *purger_main(void *arg) {
     kv_t *kv = arg;
     reel_status_t st = REEL_STATUS_INIT;
     char *failing = NULL; /* the failure last logged, until one succeeds */
+    char then[96];
 
+    snprintf(then, sizeof(then),
+             "it stays in place and the purge is retried every %lld ms",
+             (long long)kv->lim.purge_interval_ms);
     pthread_mutex_lock(&kv->purge_mu);
     while (!atomic_load(&kv->purge_stopping)) {
         struct timespec ts = reel_clock_mono_after(kv->lim.purge_interval_ms);
@@ -291,25 +296,11 @@ static void *purger_main(void *arg) {
         if (atomic_load(&kv->purge_stopping))
             break;
         pthread_mutex_unlock(&kv->purge_mu);
-        if (kv_purge_deleted(kv, reel_clock_now_ms(), &purged, &st) !=
-            REEL_OK) {
-            /* Once per distinct failure, not once an interval forever. */
-            if (failing == NULL ||
-                strcmp(failing, reel_status_message(&st)) != 0) {
-                REEL_ERROR("kv",
-                           "purging deleted keys' history failed; it stays "
-                           "in place and the purge is retried every %lld "
-                           "ms: %s",
-                           (long long)kv->lim.purge_interval_ms,
-                           reel_status_message(&st));
-                free(failing);
-                failing = strdup(reel_status_message(&st));
-            }
-        } else if (failing != NULL) {
-            REEL_INFO("kv", "purging deleted keys' history works again");
-            free(failing);
-            failing = NULL;
-        }
+        reel_log_retried(&failing, "kv", "purging deleted keys' history", then,
+                         kv_purge_deleted(kv, reel_clock_now_ms(), &purged,
+                                          &st) != REEL_OK
+                             ? reel_status_message(&st)
+                             : NULL);
         if (purged > 0)
             REEL_DEBUG("kv", "purged the history of %zu deleted keys",
                        purged);

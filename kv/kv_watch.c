@@ -719,46 +719,6 @@ static uint64_t first_version_after(store_iter_t *it, char *seek, size_t plen,
 }
 
 /*
- * No version from next_version on is retained: nothing to replay when the
- * key has none (next_version is past its current one), OUT_OF_RANGE when
- * they were all purged (a deleted key's history, kv_purge.c), so that the
- * watch never passes over them.
- */
-static int check_none_retained(kv_watch_t *w, const store_snapshot_t *snap,
-                               uint64_t next_version) {
-    reel_status_t st = REEL_STATUS_INIT;
-    char *val = NULL;
-    size_t vlen = 0;
-    kv_entry_t e = {0};
-    reel_code_t rc;
-    int r = STEP_NEXT;
-
-    rc = store_snapshot_get(w->kv->store, snap, w->kv->cf, w->ekey,
-                            w->ekey_len, &val, &vlen, &st);
-    if (rc == REEL_NOT_FOUND)
-        goto out;
-    if (rc != REEL_OK) {
-        r = end_failed(w, &st, "key \"%s\": reading its record", w->key);
-    } else if (kv_entry_decode(w->ekey, w->ekey_len, val, vlen, &e) != 0) {
-        r = end_watch(w, REEL_DATA_LOSS, "key \"%s\": stored record is corrupt",
-                      w->key);
-    } else if (e.version >= next_version) {
-        r = end_watch(w, REEL_OUT_OF_RANGE,
-                      "from_version: version %llu is no longer retained; "
-                      "none of the key's history is%s",
-                      (unsigned long long)next_version,
-                      e.deleted ? " (it was deleted, and its history purged "
-                                  "once old enough)"
-                                : "");
-    }
-out:
-    kv_entry_fini(&e);
-    free(val);
-    reel_status_fini(&st);
-    return r;
-}
-
-/*
  * Walks a key's version index at snap from version *next_version,
  * delivering the events with revision > after_rev. Advances *next_version
  * (and *cursor, when not NULL). With check_gap, the first version
@@ -867,8 +827,11 @@ static int walk_versions(kv_watch_t *w, const store_snapshot_t *snap,
     }
     if (r == STEP_NEXT && store_iter_status(it, &st) != REEL_OK)
         r = end_failed(w, &st, "key \"%s\": reading its history", w->key);
-    if (r == STEP_NEXT && first && check_gap && *next_version > 1)
-        r = check_none_retained(w, snap, *next_version);
+    /* None found: fine when the key has none, not when they were purged. */
+    if (r == STEP_NEXT && first && check_gap && *next_version > 1 &&
+        kv_check_none_retained(w->kv, snap, w->ekey, w->ekey_len,
+                               *next_version, &st) != REEL_OK)
+        r = end_watch(w, st.code, "%s", reel_status_message(&st));
     store_iter_destroy(it);
     reel_status_fini(&st);
     free(seek);

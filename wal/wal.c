@@ -1686,7 +1686,11 @@ static void *trimmer_main(void *arg) {
     wal_t *w = arg;
     reel_status_t st = REEL_STATUS_INIT;
     char *failing = NULL; /* the failure last logged, until one succeeds */
+    char then[96];
 
+    snprintf(then, sizeof(then),
+             "its events stay in place and the trim is retried every %lld ms",
+             (long long)w->lim.trim_interval_ms);
     pthread_mutex_lock(&w->trim_mu);
     while (!w->stopping) {
         struct timespec ts = reel_clock_mono_after(w->lim.trim_interval_ms);
@@ -1699,24 +1703,9 @@ static void *trimmer_main(void *arg) {
             break;
         w->trim_soon = 0;
         pthread_mutex_unlock(&w->trim_mu);
-        if (wal_trim(w, &st) != REEL_OK) {
-            /* Once per distinct failure, not once a second forever. */
-            if (failing == NULL ||
-                strcmp(failing, reel_status_message(&st)) != 0) {
-                REEL_ERROR("wal",
-                           "trimming the WAL failed; its events stay in "
-                           "place and the trim is retried every %lld ms: "
-                           "%s",
-                           (long long)w->lim.trim_interval_ms,
-                           reel_status_message(&st));
-                free(failing);
-                failing = strdup(reel_status_message(&st));
-            }
-        } else if (failing != NULL) {
-            REEL_INFO("wal", "trimming the WAL works again");
-            free(failing);
-            failing = NULL;
-        }
+        reel_log_retried(&failing, "wal", "trimming the WAL", then,
+                         wal_trim(w, &st) != REEL_OK ? reel_status_message(&st)
+                                                     : NULL);
         reel_status_fini(&st);
         pthread_mutex_lock(&w->trim_mu);
     }
