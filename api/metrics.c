@@ -35,6 +35,12 @@ static double m_kv_watchers(void *arg) {
     return ctx->kv != NULL ? (double)kv_watchers(ctx->kv) : 0;
 }
 
+static double m_kv_purged(void *arg) {
+    api_ctx_t *ctx = arg;
+
+    return ctx->kv != NULL ? (double)kv_purged_keys(ctx->kv) : 0;
+}
+
 static double m_run_subscribers(void *arg) {
     api_ctx_t *ctx = arg;
 
@@ -201,6 +207,11 @@ reel_code_t api_metrics_register(api_ctx_t *ctx, reel_status_t *st) {
         (rc = metrics_reg_fn(r, ctx, METRICS_GAUGE, "reel_wal_bytes",
                              "Bytes of the WAL events kept.", NULL,
                              m_wal_bytes, ctx, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, ctx, METRICS_COUNTER,
+                             "reel_kv_deleted_keys_purged_total",
+                             "Deleted keys whose history was purged "
+                             "(--kv-deleted-history-age), since start.",
+                             NULL, m_kv_purged, ctx, st)) != REEL_OK ||
         (rc = metrics_reg_fn(r, ctx, METRICS_GAUGE, "reel_clock_gap_seconds",
                              "How far the system clock is ahead of reel's "
                              "(negative: behind): non-zero while reel's "

@@ -120,6 +120,9 @@ void kv_destroy(kv_t *kv);
 reel_code_t kv_purge_deleted(kv_t *kv, int64_t now_ms, size_t *purged,
                              reel_status_t *st);
 
+/* Deleted keys whose history this kv purged since it was created. */
+uint64_t kv_purged_keys(kv_t *kv);
+
 /* Brings what a data dir of an older store format (from) lacks up to date:
  * from 1 to 3, every tombstone gets its purge entry, at its own time. Not
  * from the writer thread. */

@@ -45,6 +45,7 @@ struct kv {
     pthread_mutex_t purge_mu;
     pthread_cond_t purge_cv;
     _Atomic int purge_stopping;
+    _Atomic uint64_t purged; /* keys whose history went, since start */
     int purger_started; /* purger runs */
     int purge_sync;     /* purge_mu and purge_cv exist */
 };

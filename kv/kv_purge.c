@@ -267,12 +267,19 @@ reel_code_t kv_purge_deleted(kv_t *kv, int64_t now_ms, size_t *purged,
         rc = purge_collect(kv, now_ms - kv->lim.deleted_history_ms, p, st);
         full = p->n == PURGE_BATCH;
         if (rc == REEL_OK && p->n > 0 &&
-            (rc = store_exec(kv->store, purge_apply, p, NULL, st)) == REEL_OK)
+            (rc = store_exec(kv->store, purge_apply, p, NULL, st)) == REEL_OK) {
             *purged += p->purged;
+            atomic_fetch_add_explicit(&kv->purged, p->purged,
+                                      memory_order_relaxed);
+        }
         purge_clear(p);
     }
     free(p);
     return rc;
+}
+
+uint64_t kv_purged_keys(kv_t *kv) {
+    return atomic_load_explicit(&kv->purged, memory_order_relaxed);
 }
 
 static void *purger_main(void *arg) {

@@ -558,6 +558,31 @@ def test_runs_recovery_and_timers_follow_a_known_load(tmp_path):
         assert server.stop()[0] == 0, server.log()
 
 
+def test_deleted_keys_whose_history_was_purged_are_counted(tmp_path):
+    port = free_port()
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--metrics-listen", f"127.0.0.1:{port}",
+                          "--kv-deleted-history-age", "1s"]).start()
+    ch = grpc.insecure_channel(server.addr)
+    try:
+        assert value(scrape(port), "reel_kv_deleted_keys_purged_total") == 0
+        setv = unary(ch, "/reel.v1.KV/SetValue", K.SetValueRequest, K.SetValueResponse)
+        delv = unary(ch, "/reel.v1.KV/DeleteValue", K.DeleteValueRequest,
+                     K.DeleteValueResponse)
+        for k in ("a", "b"):
+            setv(K.SetValueRequest(namespace="m", key=k, value="1"), timeout=10)
+            delv(K.DeleteValueRequest(namespace="m", key=k), timeout=10)
+        setv(K.SetValueRequest(namespace="m", key="b", value="2"), timeout=10)  # kept
+        wait_for("a purge", lambda: value(scrape(port),
+                                          "reel_kv_deleted_keys_purged_total") == 1, 10)
+        time.sleep(0.5)  # b's stale entry goes without counting
+        assert value(scrape(port), "reel_kv_deleted_keys_purged_total") == 1
+        documented_and_dashboarded(port, dashboard=False)
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0, server.log()
+
+
 def test_workspace_uploads_and_artifact_bytes_follow_the_uploads(served):
     from reel.v1 import workspace_pb2 as P
     ch = grpc.insecure_channel(served.addr)
