@@ -14,6 +14,8 @@
 #include <grpc/grpc.h>
 #include <grpc/support/log.h>
 
+#include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 
@@ -32,6 +34,12 @@ extern "C" {
  */
 #define LINES_PER_S 10
 
+static std::atomic<void (*)(const char *)> listener_lost{nullptr};
+
+void reel_grpc_on_listener_lost(void (*fn)(const char *message)) {
+    listener_lost.store(fn);
+}
+
 static void log_line(gpr_log_func_args *a) {
     static std::mutex mu;
     static int64_t second = 0;
@@ -42,6 +50,14 @@ static void log_line(gpr_log_func_args *a) {
     const char *file = a->file != nullptr ? a->file : "";
     const char *slash = strrchr(file, '/');
 
+    /* Before the rate limit: this line must never be dropped. */
+    if (a->message != nullptr && strstr(a->message, "Failed accept4") &&
+        strstr(file, "tcp_server") != nullptr) {
+        void (*fn)(const char *) = listener_lost.exchange(nullptr);
+
+        if (fn != nullptr)
+            fn(a->message);
+    }
     {
         std::lock_guard<std::mutex> hold(mu);
         if (now != second) {
@@ -56,12 +72,16 @@ static void log_line(gpr_log_func_args *a) {
         said = dropped;
         dropped = 0;
     }
+    char dropped_note[64] = "";
+
+    if (said > 0)
+        snprintf(dropped_note, sizeof(dropped_note),
+                 " [%ld lines dropped before it]", said);
     reel_log(a->severity == GPR_LOG_SEVERITY_ERROR  ? REEL_LOG_WARN
              : a->severity == GPR_LOG_SEVERITY_INFO ? REEL_LOG_INFO
                                                     : REEL_LOG_DEBUG,
-             "grpc", "%s (%s:%d)%s%ld%s", a->message,
-             slash != nullptr ? slash + 1 : file, a->line,
-             said ? " [" : "", said, said ? " lines dropped before it]" : "");
+             "grpc", "%s (%s:%d)%s", a->message,
+             slash != nullptr ? slash + 1 : file, a->line, dropped_note);
 }
 
 void reel_grpc_init(void) {

@@ -13,6 +13,16 @@ extern "C" {
 
 void reel_grpc_init(void);
 
+/*
+ * Calls fn once, on a gRPC thread, with gRPC's message, when gRPC says it
+ * gave up accepting on a listening socket: gRPC 1.51 closes the listener
+ * for good when accept() fails with anything but EINTR or EAGAIN (EMFILE
+ * at the open files limit, ENFILE, ENOMEM...), and only logs it. Call
+ * before the server starts; fn must be async-signal-safe in spirit (set a
+ * flag, send a signal), not block.
+ */
+void reel_grpc_on_listener_lost(void (*fn)(const char *message));
+
 #ifdef __cplusplus
 }
 #endif

@@ -711,6 +711,23 @@ static void raise_open_files(void) {
                (unsigned long long)was, (unsigned long long)rl.rlim_max);
 }
 
+/*
+ * That failure, if it comes anyway (a client holding as many connections
+ * as the hard limit allows): gRPC closes its listener and says so only in
+ * a log line (grpc_init.h). A reeld that no new client can reach, still
+ * answering ready to the ones it has, would be a silent outage; it stops
+ * instead, with its reason and a failure status, so that its supervisor
+ * starts it again. The hook records the message and wakes main's sigwait.
+ */
+static char listener_lost_why[256];
+static atomic_int listener_lost;
+
+static void on_listener_lost(const char *message) {
+    snprintf(listener_lost_why, sizeof(listener_lost_why), "%s", message);
+    atomic_store(&listener_lost, 1);
+    kill(getpid(), SIGUSR2);
+}
+
 int main(int argc, char **argv) {
     config_t cfg = {0};
     char bound[520];
@@ -756,7 +773,8 @@ int main(int argc, char **argv) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP); /* reload the TLS certificates */
+    sigaddset(&sigs, SIGHUP);  /* reload the TLS certificates */
+    sigaddset(&sigs, SIGUSR2); /* the listener was lost */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -781,6 +799,7 @@ int main(int argc, char **argv) {
     /* The port first: a bad --listen or a port in use fails before the
      * data dir is created or touched. Nothing is accepted until start. */
     reel_grpc_init();
+    reel_grpc_on_listener_lost(on_listener_lost);
     ropts.listen = cfg.listen;
     ropts.threads = cfg.threads;
     ropts.max_message_bytes = cfg.max_message_bytes;
@@ -940,6 +959,10 @@ int main(int argc, char **argv) {
     for (;;) {
         if (sigwait(&sigs, &sig) != 0)
             continue;
+        if (sig == SIGUSR2 && !atomic_load(&listener_lost)) {
+            REEL_INFO("reeld", "received SIGUSR2: ignored");
+            continue;
+        }
         if (sig != SIGHUP)
             break;
         if (!*cfg.tls_cert)
@@ -956,11 +979,25 @@ int main(int argc, char **argv) {
                       cfg.tls_cert);
         reel_status_fini(&st);
     }
+    atomic_store(&ctx.phase, API_STOPPING); /* /readyz: 503 */
+    api_health_shutdown(&ctx); /* health watchers hear NOT_SERVING first */
+    if (sig == SIGUSR2) {
+        struct rlimit rl = {0, 0};
+
+        getrlimit(RLIMIT_NOFILE, &rl);
+        REEL_ERROR("reeld",
+                   "stopping: gRPC stopped accepting connections on %s for "
+                   "good (\"%s\"; gRPC 1.51 does not retry), so no new "
+                   "client could reach this reeld; restart it. Each "
+                   "connection takes a file descriptor: the open files limit "
+                   "is %llu",
+                   bound, listener_lost_why,
+                   (unsigned long long)rl.rlim_cur);
+        goto out; /* rc stays 1: a failure, for the supervisor */
+    }
     REEL_INFO("reeld", "received %s: shutting down",
               sig == SIGTERM ? "SIGTERM" : "SIGINT");
     rc = 0;
-    atomic_store(&ctx.phase, API_STOPPING); /* /readyz: 503 */
-    api_health_shutdown(&ctx); /* health watchers hear NOT_SERVING first */
     if (cfg.shutdown_delay_ms > 0) {
         int64_t end = reel_clock_mono_ns() + cfg.shutdown_delay_ms * 1000000;
 

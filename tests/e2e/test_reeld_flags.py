@@ -303,6 +303,58 @@ def test_the_open_files_limit_is_raised_to_its_hard_limit(tmp_path):
         assert proc.wait(timeout=30) == 0
 
 
+def test_a_listener_gRPC_gave_up_stops_reeld_with_its_reason(tmp_path):
+    """At the hard open files limit, accept() fails with EMFILE and gRPC
+    1.51 closes its listener for good, saying so only in a log line: reeld
+    served on, unreachable by any new client, and /readyz said ready. It
+    now stops with a failure status and its reason, for its supervisor to
+    restart it; the acknowledged data is intact."""
+    import socket
+    from conftest import free_port
+
+    port = free_port()
+    log = tmp_path / "reeld.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["prlimit", "--nofile=64:64", "--", REELD,
+                                 "--data-dir", str(tmp_path / "d"),
+                                 "--listen", f"127.0.0.1:{port}"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    socks = []
+    try:
+        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(ch).result(timeout=30)
+        unary(ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest,
+              kv_pb2.SetValueResponse)(kv_pb2.SetValueRequest(
+                  namespace="n", key="k", value="1"), timeout=10)
+        ch.close()
+        for _ in range(100):  # more connections than descriptors
+            try:
+                socks.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            except OSError:
+                break
+        assert proc.wait(timeout=30) == 1
+    finally:
+        for s in socks:
+            s.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "stopping: gRPC stopped accepting connections on 127.0.0.1:" in text, text
+    assert "Failed accept4: Too many open files" in text, text
+    assert "the open files limit is 64" in text, text
+    server = Reeld(str(tmp_path / "d")).start()  # restarted: the data is there
+    ch = grpc.insecure_channel(server.addr)
+    try:
+        got = unary(ch, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
+                    kv_pb2.GetValueResponse)(kv_pb2.GetValueRequest(
+                        namespace="n", key="k"), timeout=10)
+        assert got.found and got.entry.value == "1"
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0
+
+
 def test_a_stop_at_the_lowest_background_rate_is_prompt(tmp_path):
     """A stop writes its memtables out through the background rate limit:
     at 1 B/s it never ended, and at the lowest rate taken (a MiB a second)
