@@ -24,6 +24,9 @@
  *                                  resuming past it has nothing to look up;
  *                                  one before it reads the trimmed revision
  *                                  of each key it matches)
+ *   'd' ts_ms(8) ns 0 key       -> version(8): a delete, whose history is
+ *                                  purged once older than
+ *                                  deleted_history_ms (kv_purge.c)
  *   event record: u8 format (1), u8 type, u64 version, u64 prev_version,
  *                 u64 revision, i64 ts_ms, u8 deleted, then u32-length-
  *                 prefixed ns, key, writer, value, prev_value.
@@ -33,8 +36,9 @@
  *     is versions [oldest retained .. current] and the event of version v
  *     holds the value of v-1 as its prev_value.
  *   - Every change writes, in one apply (so in one commit): the new state,
- *     its event record, its version index entry, and, when the key has more
- *     than history_keep versions, the removal of the oldest one. The event
+ *     its event record, its version index entry, a delete its 'd' entry,
+ *     and, when the key has more than history_keep versions, the removal
+ *     of the oldest one. The event
  *     record is also what the publish step receives, byte for byte.
  *   - Apply functions run on the writer thread only, so a precondition
  *     check and the write it guards cannot interleave with another write.

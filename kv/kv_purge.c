@@ -226,7 +226,8 @@ static reel_code_t purge_collect(kv_t *kv, int64_t cutoff_ms, purge_t *p,
 
         if (klen == 0 || k[0] != KV_H_DELETED)
             break;
-        if (klen < 9 + 3 || vlen != 8 || memchr(k + 9, '\0', klen - 9) == NULL) {
+        if (klen < 9 + 3 || vlen != 8 ||
+            memchr(k + 9, '\0', klen - 9) == NULL) {
             rc = reel_status_set(st, REEL_DATA_LOSS,
                                  "a deleted key's purge entry is corrupt "
                                  "(%zu bytes)",
