@@ -26,6 +26,7 @@
 #include "api/services.h"
 #include "api/tenant.h"
 #include "api/timer.h"
+#include "auth/auth.h"
 #include "base/clock.h"
 #include "journal/journal.h"
 
@@ -431,6 +432,7 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
     size_t n = 0, blen;
     uint8_t *buf = NULL;
     char *app_owned = NULL;
+    char tenant_apps[AUTH_TENANT_MAX + 8];
     int more = 0;
 
     if (in == NULL) {
@@ -444,6 +446,12 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
     if (!api_tenant_sees_all(call)) {
         f.keep = api_run_keep;
         f.keep_arg = call;
+    }
+    /* A tenant's apps share a prefix: their indexes, not every run. */
+    if (api_tenant_scoped(call) != NULL && !(f.app && *f.app)) {
+        snprintf(tenant_apps, sizeof(tenant_apps), "%s%s:", API_TENANT_MARK,
+                 api_tenant_scoped(call));
+        f.app_prefix = tenant_apps;
     }
     f.user = in->user, f.session = in->session;
     f.status = (run_status_t)in->status;

@@ -304,6 +304,10 @@ typedef int (*run_keep_fn)(void *arg, const run_t *r);
 
 typedef struct run_filter {
     const char *app, *user, *session; /* "" or NULL = any */
+    /* Without an app: only apps whose names start with it (a tenant's
+     * "::T:"); "" or NULL = any. A filter, like keep, that lets the
+     * listing read those apps' indexes instead of every run. */
+    const char *app_prefix;
     run_keep_fn keep;                 /* NULL = every run; else its own */
     void *keep_arg;
     run_status_t status;              /* RUN_STATUS_ANY = any */

@@ -237,6 +237,9 @@ out:
 static int run_matches(const run_t *r, const run_filter_t *f) {
     if (f->app && *f->app && strcmp(r->app, f->app) != 0)
         return 0;
+    if (f->app_prefix && *f->app_prefix &&
+        strncmp(r->app, f->app_prefix, strlen(f->app_prefix)) != 0)
+        return 0;
     if (f->user && *f->user && strcmp(r->user, f->user) != 0)
         return 0;
     if (f->session && *f->session && strcmp(r->session, f->session) != 0)
@@ -263,6 +266,159 @@ static void active_keys(const char *app, const char *after,
     }
 }
 
+/* ---- One page of the runs of many apps ----------------------------------- */
+
+/* Apps merged at most; past that a listing reads every run instead. */
+#define MERGE_APPS_MAX 64
+
+/* One app's place in a merge of its index (tag 'p' or 'A'). */
+typedef struct app_head {
+    char *app;
+    char id[JOURNAL_RUN_ID_LEN + 1]; /* its next run, "" when none is left */
+} app_head_t;
+
+/* h's first run after `after` ("" for its first) in its index, at it. */
+static reel_code_t head_next(store_iter_t *it, char tag, app_head_t *h,
+                             const char *after, reel_status_t *st) {
+    const char *parts[2] = {h->app, after};
+    journal_key_t seek = journal_make_key(tag, parts, 2, 0, 0);
+    size_t base_len = seek.len - strlen(after);
+
+    h->id[0] = '\0';
+    if (seek.p == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (store_iter_seek(it, seek.p, seek.len); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen;
+        const char *k = store_iter_key(it, &klen);
+
+        if (klen < base_len || memcmp(k, seek.p, base_len) != 0)
+            break;
+        if (klen != base_len + JOURNAL_RUN_ID_LEN ||
+            (*after && memcmp(k + base_len, after, JOURNAL_RUN_ID_LEN) <= 0))
+            continue; /* `after` itself */
+        memcpy(h->id, k + base_len, JOURNAL_RUN_ID_LEN);
+        h->id[JOURNAL_RUN_ID_LEN] = '\0';
+        break;
+    }
+    free(seek.p);
+    return store_iter_status(it, st);
+}
+
+/*
+ * The apps with an entry in index tag whose names start with prefix, into
+ * heads; *n of them, or MERGE_APPS_MAX + 1 when there are more.
+ */
+static reel_code_t prefix_apps(store_iter_t *it, char tag,
+                               const char *prefix, app_head_t *heads,
+                               size_t *n, reel_status_t *st) {
+    size_t plen = strlen(prefix);
+    char first[1 + JOURNAL_MAX_NAME + 1];
+
+    *n = 0;
+    if (plen > JOURNAL_MAX_NAME)
+        return REEL_OK; /* no app's name is that long */
+    first[0] = tag;
+    memcpy(first + 1, prefix, plen);
+    for (store_iter_seek(it, first, 1 + plen); store_iter_valid(it);) {
+        size_t klen, alen;
+        const char *k = store_iter_key(it, &klen);
+        const char *nul;
+        char *past;
+
+        if (klen < 1 + plen || k[0] != tag ||
+            memcmp(k + 1, prefix, plen) != 0)
+            break;
+        if ((nul = memchr(k + 1, '\0', klen - 1)) == NULL)
+            return reel_status_set(st, REEL_DATA_LOSS,
+                                   "an index entry of runs by app is "
+                                   "corrupt");
+        alen = (size_t)(nul - k - 1);
+        if (*n == MERGE_APPS_MAX) {
+            (*n)++;
+            break;
+        }
+        if ((heads[*n].app = strndup(k + 1, alen)) == NULL ||
+            (past = malloc(alen + 2)) == NULL)
+            return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory");
+        /* Past every entry of this app: "app\x01" sorts after "app\0...". */
+        past[0] = tag;
+        memcpy(past + 1, heads[*n].app, alen);
+        past[1 + alen] = '\x01';
+        (*n)++;
+        store_iter_seek(it, past, alen + 2);
+        free(past);
+    }
+    return store_iter_status(it, st);
+}
+
+/*
+ * ListRuns without an app, of the apps under f->app_prefix: each app's
+ * index ('p' every run, 'A' its active ones) is in run id order, so a page
+ * merges the apps' next runs and reads only theirs. *merged = 0, and
+ * nothing else done, when there are more than MERGE_APPS_MAX apps.
+ */
+static reel_code_t list_merged(journal_t *j, const run_filter_t *f,
+                               char tag, uint32_t limit, run_t *arr,
+                               size_t *n, int *more, int *merged,
+                               reel_status_t *st) {
+    const char *after = f->start_after ? f->start_after : "";
+    app_head_t heads[MERGE_APPS_MAX + 1];
+    store_snapshot_t *snap = NULL;
+    store_iter_t *it = NULL;
+    size_t napps = 0, used = 0;
+    reel_code_t rc;
+
+    *merged = 0;
+    memset(heads, 0, sizeof(heads));
+    if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
+        return rc;
+    if ((it = store_iter_create(j->store, j->cf_runs, snap)) == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    rc = prefix_apps(it, tag, f->app_prefix, heads, &napps, st);
+    if (rc != REEL_OK || napps > MERGE_APPS_MAX)
+        goto out;
+    *merged = 1;
+    for (size_t i = 0; i < napps && rc == REEL_OK; i++)
+        rc = head_next(it, tag, &heads[i], after, st);
+    while (rc == REEL_OK) {
+        app_head_t *min = NULL;
+        run_t r = {0};
+
+        for (size_t i = 0; i < napps; i++)
+            if (heads[i].id[0] &&
+                (min == NULL || strcmp(heads[i].id, min->id) < 0))
+                min = &heads[i];
+        if (min == NULL)
+            break;
+        if ((rc = journal_indexed_run(NULL, j, snap, min->id, &r, st)) !=
+                REEL_OK ||
+            (rc = head_next(it, tag, min, r.run_id, st)) != REEL_OK) {
+            run_fini(&r);
+            break;
+        }
+        if (!run_matches(&r, f)) {
+            run_fini(&r);
+            continue;
+        }
+        if (*n == limit || !reel_page_take(f->page, *n, &used, &r)) {
+            run_fini(&r);
+            *more = 1;
+            break;
+        }
+        arr[(*n)++] = r;
+    }
+out:
+    for (size_t i = 0; i < MERGE_APPS_MAX; i++)
+        free(heads[i].app);
+    store_iter_destroy(it);
+    store_snapshot_release(j->store, snap);
+    return rc;
+}
+
 reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                               run_t **out, size_t *n, int *more,
                               reel_status_t *st) {
@@ -274,11 +430,14 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                                     f->status == RUN_RUNNING);
     /* Any other status of one app: that app's runs ('p'), not every run. */
     int by_app = !by_session && !by_active && f->app && *f->app;
+    /* No app, but only apps under a prefix (a tenant's): their indexes. */
+    int by_prefix = !by_session && !(f->app && *f->app) && f->app_prefix &&
+                    *f->app_prefix;
     const char *after = f->start_after ? f->start_after : "";
     uint32_t limit = f->limit;
     store_snapshot_t *snap = NULL;
     store_iter_t *it = NULL;
-    journal_key_t base, seek;
+    journal_key_t base = {NULL, 0}, seek = {NULL, 0};
     run_t *arr = NULL;
     size_t used = 0;
     reel_code_t rc;
@@ -301,6 +460,18 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
     if (*after &&
         (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
         return rc;
+    if (by_prefix) {
+        int merged = 0;
+
+        if ((arr = calloc(limit, sizeof(*arr))) == NULL)
+            return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory");
+        rc = list_merged(j, f, by_active ? 'A' : 'p', limit, arr, n, more,
+                         &merged, st);
+        if (rc != REEL_OK || merged)
+            goto out;
+        /* More apps than a merge takes: every run, filtered. */
+    }
     if (by_session) {
         const char *parts[4] = {f->app, f->user, f->session, ""};
         const char *sparts[4] = {f->app, f->user, f->session, after};
@@ -318,7 +489,8 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
         goto out;
     it = store_iter_create(j->store, j->cf_runs, snap);
-    arr = calloc(limit, sizeof(*arr));
+    if (arr == NULL)
+        arr = calloc(limit, sizeof(*arr));
     if (base.p == NULL || seek.p == NULL || it == NULL || arr == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;

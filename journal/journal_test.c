@@ -1289,6 +1289,91 @@ static void test_recoverable_runs_of_an_app_come_from_its_index(void **state) {
                 14);
 }
 
+/* ListRuns of a prefix's apps (a tenant's), page by page, equals ListRuns
+ * of every run filtered by that prefix: the merge of the apps' indexes
+ * keeps run id order across apps, paging, statuses, and past the apps a
+ * merge takes. */
+static void expect_prefix_pages(fixture_t *f, const char *prefix,
+                                run_status_t status, uint32_t limit) {
+    run_filter_t all = {0}, filt = {0};
+    run_t *want, *runs;
+    size_t nwant, n, got = 0;
+    int more;
+    char after[27] = "";
+
+    all.status = status;
+    all.limit = 1000;
+    assert_int_equal(journal_list_runs(f->j, &all, &want, &nwant, &more,
+                                       NULL),
+                     REEL_OK);
+    filt.app_prefix = prefix;
+    filt.status = status;
+    filt.limit = limit;
+    do {
+        filt.start_after = after;
+        assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more,
+                                           NULL),
+                         REEL_OK);
+        for (size_t i = 0; i < n; i++) {
+            while (got < nwant &&
+                   strncmp(want[got].app, prefix, strlen(prefix)) != 0)
+                got++;
+            assert_true(got < nwant);
+            assert_string_equal(runs[i].run_id, want[got].run_id);
+            got++;
+            snprintf(after, sizeof(after), "%s", runs[i].run_id);
+            run_fini(&runs[i]);
+        }
+        free(runs);
+    } while (more);
+    while (got < nwant && strncmp(want[got].app, prefix, strlen(prefix)) != 0)
+        got++;
+    assert_int_equal(got, nwant); /* none of the prefix's left out */
+    for (size_t i = 0; i < nwant; i++)
+        run_fini(&want[i]);
+    free(want);
+}
+
+static void test_runs_of_a_tenants_apps_merge_their_indexes(void **state) {
+    fixture_t *f = *state;
+    const char *apps[5] = {"::t:a", "::t:b", "::u:a", "x", "::t:ab"};
+    char inv[16], app[16], id[27];
+    journal_req_t q = {0};
+    journal_result_t res;
+
+    q.op = JOURNAL_BEGIN;
+    q.user = "u1", q.session = "s1", q.lease_owner = "w1";
+    q.lease_ttl_ms = 60000;
+    for (int i = 0; i < 25; i++) {
+        snprintf(inv, sizeof(inv), "inv-%d", i);
+        q.app = apps[i % 5], q.invocation_id = inv;
+        assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+        snprintf(id, sizeof(id), "%s", res.run.run_id);
+        journal_result_fini(&res);
+        if (i % 3 == 0) {
+            assert_int_equal(simple(f, JOURNAL_END, id, 1, NULL, &res),
+                             REEL_OK);
+            journal_result_fini(&res);
+        }
+    }
+    expect_prefix_pages(f, "::t:", RUN_STATUS_ANY, 2);
+    expect_prefix_pages(f, "::t:", RUN_STATUS_ANY, 100);
+    expect_prefix_pages(f, "::t:", RUN_RUNNING, 3);
+    expect_prefix_pages(f, "::t:", RUN_COMPLETED, 1);
+    expect_prefix_pages(f, "::u:", RUN_STATUS_ANY, 2);
+    expect_prefix_pages(f, "::none:", RUN_STATUS_ANY, 2);
+    /* More apps than a merge takes: every run is read, same answer. */
+    for (int i = 0; i < 70; i++) {
+        snprintf(inv, sizeof(inv), "many-%d", i);
+        snprintf(app, sizeof(app), "::m:%d", i);
+        q.app = app, q.invocation_id = inv;
+        assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+        journal_result_fini(&res);
+    }
+    expect_prefix_pages(f, "::m:", RUN_STATUS_ANY, 7);
+    expect_prefix_pages(f, "::t:", RUN_STATUS_ANY, 2);
+}
+
 /* An entry's change carries its run's app (the WAL tells the run's tenant
  * from it without a read); the stored entry does not. */
 static void test_an_entrys_change_carries_its_runs_app_and_its_record_not(
@@ -1408,6 +1493,7 @@ int main(void) {
         T(test_recoverable_pages_by_cursor_count_and_bytes),
         T(test_recoverable_runs_filtered_by_app),
         T(test_recoverable_runs_of_an_app_come_from_its_index),
+        T(test_runs_of_a_tenants_apps_merge_their_indexes),
         T(test_a_change_publish_cannot_decode_is_read_from_storage),
         T(test_an_entrys_change_carries_its_runs_app_and_its_record_not),
         T(test_listings_keep_only_the_runs_keep_keeps),
