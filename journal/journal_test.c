@@ -1337,7 +1337,7 @@ static void expect_prefix_pages(fixture_t *f, const char *prefix,
 static void test_runs_of_a_tenants_apps_merge_their_indexes(void **state) {
     fixture_t *f = *state;
     const char *apps[5] = {"::t:a", "::t:b", "::u:a", "x", "::t:ab"};
-    char inv[16], app[16], id[27];
+    char inv[24], app[24], id[27];
     journal_req_t q = {0};
     journal_result_t res;
 
