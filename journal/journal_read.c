@@ -266,6 +266,25 @@ static void active_keys(const char *app, const char *after,
     }
 }
 
+/*
+ * Offers run r (owned) to a listing's page: 1 to go on; 0 when the page is
+ * full (r freed, *more set). A run f does not match is freed and passed.
+ */
+static int offer(const run_filter_t *f, uint32_t limit, run_t *arr,
+                 size_t *n, size_t *used, int *more, run_t *r) {
+    if (!run_matches(r, f)) {
+        run_fini(r);
+        return 1;
+    }
+    if (*n == limit || !reel_page_take(f->page, *n, used, r)) {
+        run_fini(r);
+        *more = 1;
+        return 0;
+    }
+    arr[(*n)++] = *r;
+    return 1;
+}
+
 /* ---- One page of the runs of many apps ----------------------------------- */
 
 /* Apps merged at most; past that a listing reads every run instead. */
@@ -400,16 +419,8 @@ static reel_code_t list_merged(journal_t *j, const run_filter_t *f,
             run_fini(&r);
             break;
         }
-        if (!run_matches(&r, f)) {
-            run_fini(&r);
-            continue;
-        }
-        if (*n == limit || !reel_page_take(f->page, *n, &used, &r)) {
-            run_fini(&r);
-            *more = 1;
+        if (!offer(f, limit, arr, n, &used, more, &r))
             break;
-        }
-        arr[(*n)++] = r;
     }
 out:
     for (size_t i = 0; i < MERGE_APPS_MAX; i++)
@@ -520,16 +531,8 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                                  "run %s: stored record is corrupt", id);
             goto out;
         }
-        if (!run_matches(&r, f)) {
-            run_fini(&r);
-            continue;
-        }
-        if (*n == limit || !reel_page_take(f->page, *n, &used, &r)) {
-            run_fini(&r);
-            *more = 1;
+        if (!offer(f, limit, arr, n, &used, more, &r))
             break;
-        }
-        arr[(*n)++] = r;
     }
     rc = store_iter_status(it, st);
 out:
