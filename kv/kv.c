@@ -534,7 +534,8 @@ static reel_code_t trim_history(kv_op_t *op, store_txn_t *txn, uint64_t ver,
     free(vk);
     if (rev > *trimmed)
         *trimmed = rev;
-    return kv_raise_compacted(kv, txn, rev);
+    kv_raise_compacted(kv, txn, rev);
+    return REEL_OK;
 }
 
 static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {

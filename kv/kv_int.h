@@ -101,7 +101,7 @@ reel_code_t kv_check_none_retained(kv_t *kv, const store_snapshot_t *snap,
 size_t kv_deleted_key(int64_t ts_ms, const char *ns, size_t ns_len,
                       const char *key, size_t key_len, char **buf);
 /* Raises kv->compacted, and "mcompacted" in txn, to rev if it is higher. */
-reel_code_t kv_raise_compacted(kv_t *kv, store_txn_t *txn, uint64_t rev);
+void kv_raise_compacted(kv_t *kv, store_txn_t *txn, uint64_t rev);
 /* Starts the purge thread (none when deleted history is kept for ever);
  * kv_purger_fini stops it and frees what start made. */
 reel_code_t kv_purger_start(kv_t *kv, reel_status_t *st);

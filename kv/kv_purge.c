@@ -58,18 +58,17 @@ size_t kv_deleted_key(int64_t ts_ms, const char *ns, size_t ns_len,
     return n;
 }
 
-reel_code_t kv_raise_compacted(kv_t *kv, store_txn_t *txn, uint64_t rev) {
+void kv_raise_compacted(kv_t *kv, store_txn_t *txn, uint64_t rev) {
     unsigned char buf[8];
 
     if (rev <= atomic_load(&kv->compacted))
-        return REEL_OK;
+        return;
     /* Raised before the commit: if the group fails this is merely
      * conservative (a resume is refused that could have worked). */
     atomic_store(&kv->compacted, rev);
     reel_be64_put(buf, rev);
     store_txn_put(txn, kv->cf_history, KV_H_COMPACTED, strlen(KV_H_COMPACTED),
                   buf, 8);
-    return REEL_OK;
 }
 
 /* One 'd' entry, as the purger read it. */
