@@ -2,8 +2,11 @@
  * kv/kv.c: versioned live state: validation, records, writes and reads.
  *
  * Column family `kv`: the current state of every key ever written.
- *   key    ns 0x00 key             (NUL is refused in names, so this sorts
- *                                   by namespace, then key)
+ *   key    ns 0x00 key             a live key (NUL is refused in names, so
+ *                                  this sorts by namespace, then key)
+ *          0x00 ns 0x00 key        a deleted one, its tombstone (KV_TOMB):
+ *                                  apart from the live keys, which a
+ *                                  listing walks alone (since format 5)
  *   value  u8  format (1)
  *          u64 version             grows by one per set and per delete
  *          u64 revision            of the change that wrote this state
@@ -106,6 +109,17 @@ size_t kv_key_encode(const char *ns, size_t ns_len, const char *key,
     b[ns_len] = '\0';
     memcpy(b + ns_len + 1, key, key_len);
     return ns_len + 1 + key_len;
+}
+
+size_t kv_tomb_key(const char *ekey, size_t eklen, char **buf) {
+    char *b = malloc(1 + eklen);
+
+    *buf = b;
+    if (b == NULL)
+        return 0;
+    b[0] = KV_TOMB;
+    memcpy(b + 1, ekey, eklen);
+    return 1 + eklen;
 }
 
 void kv_rev_key(uint64_t rev, unsigned char out[9]) {
@@ -323,7 +337,7 @@ reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
                                     reel_status_t *st) {
     store_iter_t *it = NULL;
     char *base = NULL;
-    size_t base_len, klen;
+    size_t klen;
     const char *k;
     reel_code_t rc;
 
@@ -333,26 +347,34 @@ reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
             REEL_OK)
         return rc;
     /* Refused by the rule but a valid name before it: readable if it holds
-     * keys (only an older data dir can have them). */
-    base_len = kv_key_encode(ns, len, "", 0, &base);
+     * keys, live or deleted (only an older data dir can have them). */
+    base = malloc(len + 2); /* KV_TOMB ns 0: a tombstone's; past KV_TOMB,
+                               a live key's */
     it = store_iter_create(kv->store, kv->cf, NULL);
     if (base == NULL || it == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    store_iter_seek(it, base, base_len);
-    if (store_iter_valid(it)) {
-        k = store_iter_key(it, &klen);
-        if (klen >= base_len && memcmp(k, base, base_len) == 0) {
-            reel_status_fini(st);
-            rc = REEL_OK;
-        }
-    } else {
-        /* Not held (rc and st still say why), unless the store failed. */
-        reel_code_t irc = store_iter_status(it, st);
+    base[0] = KV_TOMB;
+    memcpy(base + 1, ns, len);
+    base[len + 1] = '\0';
+    for (size_t tomb = 0; tomb < 2; tomb++) {
+        const char *b = base + 1 - tomb;
+        size_t blen = len + 1 + tomb;
+        reel_code_t irc;
 
-        if (irc != REEL_OK)
-            rc = irc;
+        store_iter_seek(it, b, blen);
+        if (store_iter_valid(it)) {
+            k = store_iter_key(it, &klen);
+            if (klen >= blen && memcmp(k, b, blen) == 0) {
+                reel_status_fini(st);
+                rc = REEL_OK;
+                break;
+            }
+        } else if ((irc = store_iter_status(it, st)) != REEL_OK) {
+            rc = irc; /* the store failed; else not held, as rc says */
+            break;
+        }
     }
 out:
     store_iter_destroy(it);
@@ -538,6 +560,37 @@ static reel_code_t trim_history(kv_op_t *op, store_txn_t *txn, uint64_t ver,
     return REEL_OK;
 }
 
+/*
+ * Writes a key's new record where it belongs (its tombstone's key when
+ * deleted), and removes the one it had in the other place (found: it had
+ * one; tomb: it was a tombstone).
+ */
+static reel_code_t put_entry(kv_t *kv, store_txn_t *txn, const char *ekey,
+                             size_t eklen, int found, int tomb, int deleted,
+                             const void *rec, size_t len, reel_status_t *st) {
+    char *tk = NULL;
+    size_t tklen;
+
+    if (!deleted && !tomb) { /* the usual set: live, and live before */
+        store_txn_put(txn, kv->cf, ekey, eklen, rec, len);
+        return REEL_OK;
+    }
+    if ((tklen = kv_tomb_key(ekey, eklen, &tk)) == 0)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    if (deleted)
+        store_txn_put(txn, kv->cf, tk, tklen, rec, len);
+    else
+        store_txn_put(txn, kv->cf, ekey, eklen, rec, len);
+    if (found && tomb != deleted) {
+        if (tomb)
+            store_txn_delete(txn, kv->cf, tk, tklen);
+        else
+            store_txn_delete(txn, kv->cf, ekey, eklen);
+    }
+    free(tk);
+    return REEL_OK;
+}
+
 static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
     kv_op_t *op = arg;
     kv_t *kv = op->kv;
@@ -547,12 +600,12 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
     size_t vlen = 0, vklen, elen = 0, evlen = 0;
     unsigned char *erec = NULL, *evrec = NULL, rk[9], revbuf[8];
     uint64_t cur_version = 0, trimmed = 0, version, rev;
-    int found = 0, live = 0;
+    int found = 0, live = 0, tomb = 0;
     kv_event_t ev;
     reel_code_t rc;
 
-    rc = store_txn_get(txn, kv->cf, op->ekey, op->ekey_len, &val, &vlen,
-                       st);
+    rc = kv_entry_read(kv, txn, NULL, op->ekey, op->ekey_len, &val, &vlen,
+                       &tomb, st);
     if (rc == REEL_OK) {
         if (kv_entry_decode(op->ekey, op->ekey_len, val, vlen, &cur) != 0 ||
             kv_entry_trimmed(val, vlen, &trimmed) != 0) {
@@ -562,8 +615,16 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
                                    a->key);
         }
         free(val);
+        if (cur.deleted != tomb) {
+            kv_entry_fini(&cur);
+            return reel_status_set(st, REEL_DATA_LOSS,
+                                   "key \"%s\": stored record is corrupt (%s "
+                                   "stored as %s)",
+                                   a->key, tomb ? "a live key" : "a tombstone",
+                                   tomb ? "a tombstone" : "a live key");
+        }
         found = 1;
-        live = !cur.deleted;
+        live = !tomb;
         cur_version = cur.version;
     } else if (rc == REEL_NOT_FOUND) {
         reel_status_fini(st);
@@ -629,7 +690,9 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    store_txn_put(txn, kv->cf, op->ekey, op->ekey_len, erec, elen);
+    if ((rc = put_entry(kv, txn, op->ekey, op->ekey_len, found, tomb,
+                        a->is_delete, erec, elen, st)) != REEL_OK)
+        goto out;
     kv_rev_key(rev, rk);
     /* No request reads an event by revision inside a transaction: blind. */
     store_txn_put_blind(txn, kv->cf_history, rk, sizeof(rk), evrec,
@@ -774,10 +837,57 @@ void kv_write_result_fini(kv_write_result_t *res) {
 
 /* ---- Reads ---------------------------------------------------------------- */
 
+static reel_code_t get_at(kv_t *kv, store_txn_t *txn,
+                          const store_snapshot_t *snap, const char *k,
+                          size_t klen, char **val, size_t *vlen,
+                          reel_status_t *st) {
+    if (txn != NULL)
+        return store_txn_get(txn, kv->cf, k, klen, val, vlen, st);
+    return store_snapshot_get(kv->store, snap, kv->cf, k, klen, val, vlen, st);
+}
+
+reel_code_t kv_entry_read(kv_t *kv, store_txn_t *txn,
+                          const store_snapshot_t *snap, const char *ekey,
+                          size_t eklen, char **val, size_t *vlen, int *tomb,
+                          reel_status_t *st) {
+    store_snapshot_t *own = NULL;
+    char *tk = NULL;
+    size_t tklen;
+    reel_code_t rc;
+
+    *tomb = 0;
+    rc = get_at(kv, txn, snap, ekey, eklen, val, vlen, st);
+    if (rc != REEL_NOT_FOUND)
+        return rc;
+    reel_status_fini(st);
+    if (txn == NULL && snap == NULL) {
+        /* Not live a moment ago: both places again, at one snapshot. */
+        if ((rc = store_snapshot_create(kv->store, &own, st)) != REEL_OK)
+            return rc;
+        snap = own;
+        rc = get_at(kv, NULL, snap, ekey, eklen, val, vlen, st);
+        if (rc != REEL_NOT_FOUND)
+            goto out;
+        reel_status_fini(st);
+    }
+    tklen = kv_tomb_key(ekey, eklen, &tk);
+    if (tk == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    rc = get_at(kv, txn, snap, tk, tklen, val, vlen, st);
+    *tomb = rc == REEL_OK;
+out:
+    free(tk);
+    store_snapshot_release(kv->store, own);
+    return rc;
+}
+
 reel_code_t kv_get(kv_t *kv, const char *ns, size_t ns_len, const char *key,
                    size_t key_len, kv_entry_t *entry, reel_status_t *st) {
     char *ek = NULL, *val = NULL;
     size_t eklen, vlen = 0;
+    int tomb;
     reel_code_t rc;
 
     memset(entry, 0, sizeof(*entry));
@@ -788,7 +898,7 @@ reel_code_t kv_get(kv_t *kv, const char *ns, size_t ns_len, const char *key,
     eklen = kv_key_encode(ns, ns_len, key, key_len, &ek);
     if (ek == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    rc = store_get(kv->store, kv->cf, ek, eklen, &val, &vlen, st);
+    rc = kv_entry_read(kv, NULL, NULL, ek, eklen, &val, &vlen, &tomb, st);
     if (rc == REEL_OK) {
         if (kv_entry_decode(ek, eklen, val, vlen, entry) != 0)
             rc = reel_status_set(st, REEL_DATA_LOSS,
@@ -812,13 +922,42 @@ static reel_code_t check_limit(uint32_t *limit, reel_status_t *st) {
     return REEL_OK;
 }
 
+/* One of the places a listing walks: the live keys (skip 0), or the
+ * tombstones (skip 1, past KV_TOMB). */
+typedef struct list_src {
+    store_iter_t *it;
+    size_t skip;
+} list_src_t;
+
+/* The key src is at, past its place's byte, while it starts with base. */
+static const char *src_key(list_src_t *src, const char *base, size_t base_len,
+                           size_t *klen) {
+    const char *k;
+
+    if (src->it == NULL || !store_iter_valid(src->it))
+        return NULL;
+    k = store_iter_key(src->it, klen);
+    if (*klen < src->skip + base_len ||
+        memcmp(k + src->skip, base, base_len) != 0)
+        return NULL;
+    *klen -= src->skip;
+    return k + src->skip;
+}
+
+static int key_less(const char *a, size_t alen, const char *b, size_t blen) {
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+
+    return c < 0 || (c == 0 && alen < blen);
+}
+
 reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
                     size_t *n, int *more, reel_status_t *st) {
     uint32_t limit = a->limit;
-    char *base = NULL, *seek = NULL;
-    size_t base_len, seek_len, used = 0;
+    char *base = NULL, *seek = NULL, *tseek = NULL;
+    size_t base_len, seek_len, tseek_len = 0, used = 0;
     kv_entry_t *arr = NULL;
-    store_iter_t *it = NULL;
+    list_src_t src[2] = {{NULL, 0}, {NULL, 1}};
+    store_snapshot_t *snap = NULL;
     reel_code_t rc;
 
     *out = NULL;
@@ -846,29 +985,52 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
         seek_len = kv_key_encode(a->ns, a->ns_len, a->prefix, a->prefix_len,
                                  &seek);
     arr = calloc(limit, sizeof(*arr));
-    it = store_iter_create(kv->store, kv->cf, NULL);
-    if (base == NULL || seek == NULL || arr == NULL || it == NULL) {
+    if (base == NULL || seek == NULL || arr == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    for (store_iter_seek(it, seek, seek_len); store_iter_valid(it);
-         store_iter_next(it)) {
-        size_t klen, vlen;
-        const char *k = store_iter_key(it, &klen);
-        const char *v = store_iter_value(it, &vlen);
+    /* The deleted keys too: both places merged in key order, at one
+     * snapshot, so that a key moving between them is seen once. */
+    if (a->include_deleted) {
+        if ((rc = store_snapshot_create(kv->store, &snap, st)) != REEL_OK)
+            goto out;
+        tseek_len = kv_tomb_key(seek, seek_len, &tseek);
+        src[1].it = store_iter_create(kv->store, kv->cf, snap);
+        if (tseek == NULL || src[1].it == NULL) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
+        store_iter_seek(src[1].it, tseek, tseek_len);
+    }
+    if ((src[0].it = store_iter_create(kv->store, kv->cf, snap)) == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    store_iter_seek(src[0].it, seek, seek_len);
+    for (;;) {
+        size_t klen, l1 = 0, vlen;
+        const char *k = src_key(&src[0], base, base_len, &klen);
+        const char *k1 = src_key(&src[1], base, base_len, &l1);
+        list_src_t *s = &src[0];
+        const char *v;
 
-        if (klen < base_len || memcmp(k, base, base_len) != 0)
+        if (k1 != NULL && (k == NULL || key_less(k1, l1, k, klen)))
+            s = &src[1], k = k1, klen = l1;
+        if (k == NULL)
             break;
         if (a->start_after_len > 0 && klen == a->ns_len + 1 + a->start_after_len &&
-            memcmp(k + a->ns_len + 1, a->start_after, a->start_after_len) == 0)
+            memcmp(k + a->ns_len + 1, a->start_after, a->start_after_len) == 0) {
+            store_iter_next(s->it);
             continue;
-        if (!a->include_deleted && vlen > 33 && ((const unsigned char *)v)[33])
-            continue;
+        }
         if (*n == limit) {
             *more = 1;
             break;
         }
-        if (kv_entry_decode(k, klen, v, vlen, &arr[*n]) != 0) {
+        v = store_iter_value(s->it, &vlen);
+        if (kv_entry_decode(k, klen, v, vlen, &arr[*n]) != 0 ||
+            arr[*n].deleted != (int)s->skip) {
+            kv_entry_fini(&arr[*n]);
             rc = reel_status_set(st, REEL_DATA_LOSS,
                                  "a stored record of namespace \"%.*s\" is "
                                  "corrupt",
@@ -881,8 +1043,11 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
             break;
         }
         (*n)++;
+        store_iter_next(s->it);
     }
-    rc = store_iter_status(it, st);
+    rc = store_iter_status(src[0].it, st);
+    if (rc == REEL_OK && src[1].it != NULL)
+        rc = store_iter_status(src[1].it, st);
 out:
     if (rc != REEL_OK) {
         for (size_t i = 0; i < *n; i++)
@@ -892,9 +1057,12 @@ out:
         *n = 0;
     }
     *out = arr;
-    store_iter_destroy(it);
+    store_iter_destroy(src[0].it);
+    store_iter_destroy(src[1].it);
+    store_snapshot_release(kv->store, snap);
     free(base);
     free(seek);
+    free(tseek);
     return rc;
 }
 
@@ -906,10 +1074,10 @@ reel_code_t kv_check_none_retained(kv_t *kv, const store_snapshot_t *snap,
     char *val = NULL;
     size_t vlen = 0;
     kv_entry_t e = {0};
+    int tomb;
     reel_code_t rc;
 
-    rc = store_snapshot_get(kv->store, snap, kv->cf, ekey, eklen, &val, &vlen,
-                            st);
+    rc = kv_entry_read(kv, NULL, snap, ekey, eklen, &val, &vlen, &tomb, st);
     if (rc == REEL_NOT_FOUND) {
         reel_status_fini(st);
         rc = REEL_OK;

@@ -124,8 +124,11 @@ reel_code_t kv_purge_deleted(kv_t *kv, int64_t now_ms, size_t *purged,
 uint64_t kv_purged_keys(kv_t *kv);
 
 /* Brings what a data dir of an older store format (from) lacks up to date:
- * from 1 to 3, every tombstone gets its purge entry, at its own time. Not
- * from the writer thread. */
+ * from 1 to 4, every tombstone moves apart from the live keys, so that a
+ * listing does not walk them; from 1 to 3, it also gets its purge entry, at
+ * its own time. In commits of a batch of tombstones each: a dir whose
+ * upgrade stopped half way (reeld killed) still says its old format, and
+ * the next start goes on. Not from the writer thread. */
 reel_code_t kv_upgrade(kv_t *kv, int from, reel_status_t *st);
 
 /* Watches registered now (a gauge for metrics). Any thread. */

@@ -17,6 +17,14 @@
 /* Event type of KV changes handed to the publish step. */
 #define KV_CHANGE_EVENT 1
 
+/*
+ * A tombstone's key in "kv": KV_TOMB ns 0 key (since format 5). No
+ * namespace is empty, so no live key (ns 0 key) starts with a NUL: a
+ * listing of live keys never walks the deleted ones. A key is in one place
+ * or the other, never both.
+ */
+#define KV_TOMB '\0'
+
 /* kv_history key prefixes. */
 #define KV_H_REV 'r'  /* 'r' rev(8)                 -> event record */
 #define KV_H_VER 'v'  /* 'v' ns 0 key 0 version(8)  -> rev(8) */
@@ -55,6 +63,20 @@ struct kv {
 /* "ns\0key" into buf (malloc'd); returns its length. */
 size_t kv_key_encode(const char *ns, size_t ns_len, const char *key,
                      size_t key_len, char **buf);
+/* KV_TOMB ekey into buf (malloc'd; NULL when out of memory); returns its
+ * length. */
+size_t kv_tomb_key(const char *ekey, size_t eklen, char **buf);
+/*
+ * The record of key ekey ("ns\0key") into *val (malloc'd): live, or its
+ * tombstone (*tomb = 1). In txn when it is not NULL; else at snap, or, when
+ * snap is NULL too, in committed state, both places read at one snapshot
+ * (a set or a delete moves a key between them). OK, NOT_FOUND (never
+ * written) or the store's code.
+ */
+reel_code_t kv_entry_read(kv_t *kv, store_txn_t *txn,
+                          const store_snapshot_t *snap, const char *ekey,
+                          size_t eklen, char **val, size_t *vlen, int *tomb,
+                          reel_status_t *st);
 /* 'r' + rev */
 void kv_rev_key(uint64_t rev, unsigned char out[9]);
 

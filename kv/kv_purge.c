@@ -26,7 +26,9 @@
  * entry it could not purge.
  *
  * Data dirs of formats 1 to 3 have tombstones without entries:
- * kv_upgrade() writes them, with the tombstone's own time.
+ * kv_upgrade() writes them, with the tombstone's own time. Dirs of formats
+ * 1 to 4 keep their tombstones among the live keys: it moves them apart
+ * (KV_TOMB, kv_int.h).
  */
 #include "kv/kv_int.h"
 
@@ -154,10 +156,13 @@ static reel_code_t purge_one(kv_t *kv, store_txn_t *txn,
     size_t vlen = 0;
     uint64_t trimmed, top = 0;
     kv_entry_t e = {0};
+    char *tk = NULL;
+    size_t tklen;
+    int tomb;
     reel_code_t rc;
 
     store_txn_delete(txn, kv->cf_history, item->dkey, item->dkey_len);
-    rc = store_txn_get(txn, kv->cf, ekey, ekey_len, &val, &vlen, st);
+    rc = kv_entry_read(kv, txn, NULL, ekey, ekey_len, &val, &vlen, &tomb, st);
     if (rc == REEL_NOT_FOUND) { /* nothing left to purge */
         reel_status_fini(st);
         return REEL_OK;
@@ -174,19 +179,24 @@ static reel_code_t purge_one(kv_t *kv, store_txn_t *txn,
                              key);
         goto out;
     }
-    if (!e.deleted || e.version != item->version)
+    if (!tomb || e.version != item->version)
         goto out; /* set or deleted again since: not this entry's to purge */
     if ((rc = purge_versions(kv, txn, ekey, ekey_len, &top, st)) != REEL_OK)
         goto out;
     if (top > trimmed) {
+        if ((tklen = kv_tomb_key(ekey, ekey_len, &tk)) == 0) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+            goto out;
+        }
         kv_entry_set_trimmed(val, vlen, top);
-        store_txn_put(txn, kv->cf, ekey, ekey_len, val, vlen);
+        store_txn_put(txn, kv->cf, tk, tklen, val, vlen);
         kv_raise_compacted(kv, txn, top);
     }
     (*purged)++;
 out:
     kv_entry_fini(&e);
     free(val);
+    free(tk);
     return rc;
 }
 
@@ -361,57 +371,116 @@ void kv_purger_fini(kv_t *kv) {
 
 /* ---- Upgrade ------------------------------------------------------------- */
 
-/* Every tombstone of a format 1 to 3 dir gets its entry. */
+/* Tombstones an upgrade moves (and indexes) per commit, at most. */
+#define UPGRADE_BATCH 4096
+
+typedef struct upgrade {
+    kv_t *kv;
+    int from;
+    char *after; /* the last key walked; NULL before the first */
+    size_t after_len;
+    size_t moved; /* in the last commit */
+    int done;     /* the walk has reached the end */
+} upgrade_t;
+
+/* A tombstone of an older dir moves to its own place; from before
+ * format 4 it also gets its purge entry, at its own time. */
+static reel_code_t upgrade_one(upgrade_t *u, store_txn_t *txn, const char *k,
+                               size_t klen, const char *v, size_t vlen,
+                               const kv_entry_t *e, reel_status_t *st) {
+    kv_t *kv = u->kv;
+    unsigned char ver[8];
+    char *tk = NULL, *dk = NULL;
+    size_t tklen = kv_tomb_key(k, klen, &tk), dlen = 0;
+
+    if (u->from < 4)
+        dlen = kv_deleted_key(e->updated_at_ms, e->ns, e->ns_len, e->key,
+                              e->key_len, &dk);
+    if (tk == NULL || (u->from < 4 && dk == NULL)) {
+        free(tk);
+        free(dk);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    store_txn_put(txn, kv->cf, tk, tklen, v, vlen);
+    store_txn_delete(txn, kv->cf, k, klen);
+    if (dk != NULL) {
+        reel_be64_put(ver, e->version);
+        store_txn_put(txn, kv->cf_history, dk, dlen, ver, 8);
+    }
+    free(tk);
+    free(dk);
+    u->moved++;
+    return REEL_OK;
+}
+
+/* The next batch of the walk over the live keys, from where the last
+ * stopped. */
 static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
                                  reel_status_t *st) {
-    kv_t *kv = arg;
-    store_iter_t *it = store_txn_iter(txn, kv->cf);
+    upgrade_t *u = arg;
+    store_iter_t *it = store_iter_create(u->kv->store, u->kv->cf, NULL);
+    const char first = KV_TOMB + 1; /* past every tombstone */
     reel_code_t rc = REEL_OK;
-    size_t n = 0;
+    char *after;
 
+    u->moved = 0;
     if (it == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    for (store_iter_seek(it, "", 0); store_iter_valid(it);
+    if (u->after == NULL)
+        store_iter_seek(it, &first, 1);
+    else
+        store_iter_seek(it, u->after, u->after_len);
+    for (; store_iter_valid(it) && u->moved < UPGRADE_BATCH;
          store_iter_next(it)) {
-        size_t klen, vlen, dlen;
+        size_t klen, vlen;
         const char *k = store_iter_key(it, &klen);
         const char *v = store_iter_value(it, &vlen);
-        unsigned char ver[8];
         kv_entry_t e;
-        char *dk;
 
+        if (u->after != NULL && klen == u->after_len &&
+            memcmp(k, u->after, klen) == 0)
+            continue; /* walked by the last batch, and live */
         if (kv_entry_decode(k, klen, v, vlen, &e) != 0) {
             rc = reel_status_set(st, REEL_DATA_LOSS,
                                  "a KV record is corrupt (key of %zu bytes)",
                                  klen);
             break;
         }
-        if (e.deleted) {
-            dlen = kv_deleted_key(e.updated_at_ms, e.ns, e.ns_len, e.key,
-                                  e.key_len, &dk);
-            if (dk == NULL) {
-                kv_entry_fini(&e);
-                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
-                                     "out of memory");
-                break;
-            }
-            reel_be64_put(ver, e.version);
-            store_txn_put(txn, kv->cf_history, dk, dlen, ver, 8);
-            free(dk);
-            n++;
-        }
+        if (e.deleted)
+            rc = upgrade_one(u, txn, k, klen, v, vlen, &e, st);
         kv_entry_fini(&e);
+        if (rc != REEL_OK)
+            break;
+        if ((after = malloc(klen)) == NULL) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+            break;
+        }
+        memcpy(after, k, klen);
+        free(u->after);
+        u->after = after;
+        u->after_len = klen;
     }
-    if (rc == REEL_OK)
-        rc = store_iter_status(it, st);
+    if (rc == REEL_OK && (rc = store_iter_status(it, st)) == REEL_OK)
+        u->done = !store_iter_valid(it);
     store_iter_destroy(it);
-    if (rc == REEL_OK && n > 0)
-        REEL_INFO("kv", "indexed %zu deleted keys for the new format", n);
     return rc;
 }
 
 reel_code_t kv_upgrade(kv_t *kv, int from, reel_status_t *st) {
-    if (from >= 4)
+    upgrade_t u = {.kv = kv, .from = from};
+    size_t moved = 0;
+    reel_code_t rc = REEL_OK;
+
+    if (from >= 5)
         return REEL_OK;
-    return store_exec(kv->store, upgrade_apply, kv, NULL, st);
+    while (rc == REEL_OK && !u.done) {
+        rc = store_exec(kv->store, upgrade_apply, &u, NULL, st);
+        moved += u.moved;
+    }
+    free(u.after);
+    if (rc == REEL_OK && moved > 0)
+        REEL_INFO("kv", "moved %zu tombstones apart from the live keys%s for "
+                  "the new format",
+                  moved, from < 4 ? ", each with its purge entry," : "");
+    return rc;
 }

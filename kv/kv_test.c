@@ -1789,6 +1789,241 @@ static void test_the_purge_runs_of_its_own_accord(void **state) {
     assert_int_equal(history_keys(f, 'd', NULL, 0, NULL), 0);
 }
 
+/* Records of namespace "ns" in "kv": the live keys' (tomb 0), or the
+ * tombstones' (tomb 1, under KV_TOMB). */
+static size_t kv_records(fixture_t *f, int tomb) {
+    store_iter_t *it = store_iter_create(f->store, cf_of(f, "kv"), NULL);
+    const char *base = tomb ? "\0ns" : "ns";
+    size_t blen = tomb ? 4 : 3, n = 0, klen; /* the NUL after ns too */
+
+    assert_non_null(it);
+    for (store_iter_seek(it, base, blen); store_iter_valid(it);
+         store_iter_next(it)) {
+        const char *k = store_iter_key(it, &klen);
+
+        if (klen < blen || memcmp(k, base, blen) != 0)
+            break;
+        n++;
+    }
+    assert_int_equal(store_iter_status(it, NULL), REEL_OK);
+    store_iter_destroy(it);
+    return n;
+}
+
+/* Puts key's tombstone back among the live keys, where data dirs of
+ * formats 1 to 4 keep it. */
+static void as_older_format(fixture_t *f, const char *key) {
+    char ek[64], tk[65], *rec = NULL;
+    size_t eklen = 3 + strlen(key), rlen = 0;
+
+    assert_true(eklen < sizeof(ek));
+    memcpy(ek, "ns", 3);
+    memcpy(ek + 3, key, eklen - 3);
+    tk[0] = '\0';
+    memcpy(tk + 1, ek, eklen);
+    assert_int_equal(store_get(f->store, cf_of(f, "kv"), tk, eklen + 1, &rec,
+                               &rlen, NULL),
+                     REEL_OK);
+    raw_put(f, "kv", ek, eklen, rec, rlen);
+    raw_put(f, "kv", tk, eklen + 1, NULL, 0);
+    free(rec);
+}
+
+/* Lists namespace "ns" into keys ("a,b-,c": b deleted); returns *more. */
+static int list_keys(fixture_t *f, int deleted, const char *after,
+                     uint32_t limit, char *keys, size_t cap) {
+    kv_list_args_t a = {0};
+    kv_entry_t *out;
+    size_t n, off = 0;
+    int more;
+
+    a.ns = "ns", a.ns_len = 2, a.prefix = "";
+    a.start_after = after, a.start_after_len = after ? strlen(after) : 0;
+    a.limit = limit;
+    a.include_deleted = deleted;
+    assert_int_equal(kv_list(f->kv, &a, &out, &n, &more, NULL), REEL_OK);
+    keys[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        off += (size_t)snprintf(keys + off, cap - off, "%s%s%s",
+                                i ? "," : "", out[i].key,
+                                out[i].deleted ? "-" : "");
+        assert_true(off < cap);
+        kv_entry_fini(&out[i]);
+    }
+    free(out);
+    return more;
+}
+
+/*
+ * Deleted keys sit apart from the live ones: a listing of live keys never
+ * reads them (a corrupt record among them does not stop it), and one with
+ * the deleted merges both in key order, pages and start_after included. A
+ * key moves between the two places as it is deleted and set again, and
+ * keeps counting its versions.
+ */
+static void test_a_listing_walks_no_tombstones(void **state) {
+    fixture_t *f = *state;
+    kv_list_args_t a = {0};
+    kv_write_result_t res;
+    kv_entry_t *out, e;
+    reel_status_t st = REEL_STATUS_INIT;
+    const char *keys[] = {"a", "b", "c", "d", "e"};
+    char got[128];
+    size_t n;
+    int more;
+
+    for (int i = 0; i < 5; i++)
+        set_ok(f->kv, keys[i], "1");
+    assert_int_equal(del(f->kv, "b", &res), REEL_OK);
+    kv_write_result_fini(&res);
+    assert_int_equal(del(f->kv, "d", &res), REEL_OK);
+    kv_write_result_fini(&res);
+    assert_int_equal(kv_records(f, 0), 3);
+    assert_int_equal(kv_records(f, 1), 2);
+
+    raw_put(f, "kv", "\0ns\0zz", 6, "\x01", 1); /* a corrupt tombstone */
+    assert_false(list_keys(f, 0, NULL, 0, got, sizeof(got)));
+    assert_string_equal(got, "a,c,e");
+    a.ns = "ns", a.ns_len = 2, a.prefix = "", a.include_deleted = 1;
+    assert_int_equal(kv_list(f->kv, &a, &out, &n, &more, &st),
+                     REEL_DATA_LOSS);
+    assert_non_null(strstr(reel_status_message(&st), "corrupt"));
+    reel_status_fini(&st);
+    raw_put(f, "kv", "\0ns\0zz", 6, NULL, 0);
+
+    assert_false(list_keys(f, 1, NULL, 0, got, sizeof(got)));
+    assert_string_equal(got, "a,b-,c,d-,e");
+    assert_true(list_keys(f, 1, NULL, 2, got, sizeof(got)));
+    assert_string_equal(got, "a,b-");
+    assert_true(list_keys(f, 1, "b", 2, got, sizeof(got)));
+    assert_string_equal(got, "c,d-");
+    assert_false(list_keys(f, 1, "d", 2, got, sizeof(got)));
+    assert_string_equal(got, "e");
+    assert_false(list_keys(f, 0, "b", 0, got, sizeof(got)));
+    assert_string_equal(got, "c,e");
+
+    assert_int_equal(kv_get(f->kv, "ns", 2, "d", 1, &e, NULL), REEL_NOT_FOUND);
+    assert_true(e.deleted);
+    assert_int_equal(e.version, 2);
+    kv_entry_fini(&e);
+    assert_int_equal(set_ok(f->kv, "b", "3"), 3); /* back to the live keys */
+    assert_int_equal(kv_records(f, 0), 4);
+    assert_int_equal(kv_records(f, 1), 1);
+    assert_false(list_keys(f, 0, NULL, 0, got, sizeof(got)));
+    assert_string_equal(got, "a,b,c,e");
+    assert_int_equal(set_full(f->kv, "ns", "d", "1", KV_PRECOND_ABSENT, 0,
+                              &res),
+                     REEL_OK); /* absent: a tombstone is */
+    assert_int_equal(res.entry.version, 3);
+    assert_int_equal(res.prev_version, 2);
+    kv_write_result_fini(&res);
+    assert_int_equal(del(f->kv, "d", &res), REEL_OK);
+    assert_int_equal(res.entry.version, 4);
+    kv_write_result_fini(&res);
+    assert_int_equal(del(f->kv, "d", &res), REEL_OK); /* writes nothing */
+    assert_false(res.existed);
+    kv_write_result_fini(&res);
+    assert_int_equal(kv_records(f, 0), 4);
+    assert_int_equal(kv_records(f, 1), 1);
+    assert_false(list_keys(f, 1, NULL, 0, got, sizeof(got)));
+    assert_string_equal(got, "a,b,c,d-,e");
+}
+
+/* A record stored in the place the other kind belongs is corrupt: a write
+ * to its key fails with DATA_LOSS and writes nothing. */
+static void test_a_tombstone_among_the_live_keys_is_data_loss(void **state) {
+    fixture_t *f = *state;
+    kv_write_result_t res;
+    uint64_t rev;
+
+    set_ok(f->kv, "k", "1");
+    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
+    kv_write_result_fini(&res);
+    as_older_format(f, "k"); /* never upgraded */
+    rev = store_revision(f->store);
+    assert_int_equal(set_full(f->kv, "ns", "k", "2", KV_PRECOND_NONE, 0, &res),
+                     REEL_DATA_LOSS);
+    assert_non_null(strstr(reel_status_message(&res.status),
+                           "a tombstone stored as a live key"));
+    kv_write_result_fini(&res);
+    assert_int_equal(store_revision(f->store), rev);
+}
+
+/* Tombstones among the live keys, as a format 4 dir holds them, written in
+ * one commit (the upgrade moves them in batches of 4096). */
+typedef struct older {
+    store_cf_t *cf;
+    const char *rec;
+    size_t rlen, n;
+} older_t;
+
+static reel_code_t older_apply(store_txn_t *txn, void *arg,
+                               reel_status_t *st) {
+    older_t *o = arg;
+    char k[32];
+
+    (void)st;
+    for (size_t i = 0; i < o->n; i++) {
+        int len = snprintf(k, sizeof(k), "ns%cold.%05zu", '\0', i);
+
+        store_txn_put(txn, o->cf, k, (size_t)len, o->rec, o->rlen);
+    }
+    return REEL_OK;
+}
+
+/*
+ * A format 4 dir keeps its tombstones among the live keys: kv_upgrade()
+ * from 4 moves every one apart, over several commits, and leaves the live
+ * keys and the purge entries as they were. Each moved key still reads as
+ * deleted at its version and goes on from it when set again.
+ */
+static void test_an_upgrade_moves_the_tombstones_of_an_older_dir(
+    void **state) {
+    fixture_t *f = *state;
+    kv_write_result_t res;
+    reel_status_t st = REEL_STATUS_INIT;
+    char *rec = NULL, got[64];
+    older_t o = {cf_of(f, "kv"), NULL, 0, 10000};
+    kv_entry_t e;
+    size_t dels;
+
+    set_ok(f->kv, "a", "1");
+    set_ok(f->kv, "gone", "1");
+    set_ok(f->kv, "gone", "2");
+    assert_int_equal(del(f->kv, "gone", &res), REEL_OK);
+    kv_write_result_fini(&res);
+    set_ok(f->kv, "z", "1");
+    assert_int_equal(store_get(f->store, o.cf, "\0ns\0gone", 8, &rec,
+                               &o.rlen, NULL),
+                     REEL_OK);
+    o.rec = rec;
+    assert_int_equal(store_exec(f->store, older_apply, &o, NULL, &st),
+                     REEL_OK);
+    as_older_format(f, "gone");
+    dels = history_keys(f, 'd', NULL, 0, NULL);
+    assert_int_equal(kv_records(f, 0), 10003);
+    assert_int_equal(kv_records(f, 1), 0);
+
+    assert_int_equal(kv_upgrade(f->kv, 4, &st), REEL_OK);
+    assert_int_equal(kv_records(f, 0), 2);
+    assert_int_equal(kv_records(f, 1), 10001);
+    assert_int_equal(history_keys(f, 'd', NULL, 0, NULL), dels);
+    assert_false(list_keys(f, 0, NULL, 0, got, sizeof(got)));
+    assert_string_equal(got, "a,z");
+    assert_int_equal(kv_get(f->kv, "ns", 2, "old.09999", 9, &e, NULL),
+                     REEL_NOT_FOUND);
+    assert_true(e.deleted);
+    assert_int_equal(e.version, 3);
+    kv_entry_fini(&e);
+    assert_int_equal(set_ok(f->kv, "gone", "4"), 4);
+    assert_int_equal(set_ok(f->kv, "old.00000", "4"), 4);
+    assert_int_equal(kv_upgrade(f->kv, 4, &st), REEL_OK); /* none left */
+    assert_int_equal(kv_records(f, 0), 4);
+    assert_int_equal(kv_records(f, 1), 9999);
+    free(rec);
+    reel_status_fini(&st);
+}
+
 /* A data dir of format 3 has tombstones without purge entries:
  * kv_upgrade() from 3 writes them, at the tombstone's own time. */
 static void test_an_upgrade_indexes_the_tombstones_of_an_older_dir(
@@ -1805,12 +2040,15 @@ static void test_an_upgrade_indexes_the_tombstones_of_an_older_dir(
     set_ok(f->kv, "live", "1");
     assert_int_equal(history_keys(f, 'd', dk, sizeof(dk), &dklen), 1);
     raw_put(f, "kv_history", dk, dklen, NULL, 0); /* as format 3 left it */
+    as_older_format(f, "k");
     assert_int_equal(purge_at(f, reel_clock_now_ms() + 8 * DAY_MS), 0);
 
-    assert_int_equal(kv_upgrade(f->kv, 4, &st), REEL_OK); /* nothing to do */
+    assert_int_equal(kv_upgrade(f->kv, 5, &st), REEL_OK); /* nothing to do */
     assert_int_equal(history_keys(f, 'd', NULL, 0, NULL), 0);
     assert_int_equal(kv_upgrade(f->kv, 3, &st), REEL_OK);
     assert_int_equal(history_keys(f, 'd', NULL, 0, NULL), 1);
+    assert_int_equal(kv_records(f, 0), 1);
+    assert_int_equal(kv_records(f, 1), 1);
     assert_int_equal(purge_at(f, reel_clock_now_ms() + 1 * DAY_MS), 0);
     assert_int_equal(purge_at(f, reel_clock_now_ms() + 8 * DAY_MS), 1);
     assert_int_equal(history_len(f, "k", 0, REEL_OK), 0);
@@ -1836,6 +2074,9 @@ int main(void) {
         T3(test_history_keeps_the_last_n_versions),
         T(test_a_deleted_keys_history_is_purged_its_tombstone_kept),
         T(test_an_upgrade_indexes_the_tombstones_of_an_older_dir),
+        T(test_a_listing_walks_no_tombstones),
+        T(test_a_tombstone_among_the_live_keys_is_data_loss),
+        T(test_an_upgrade_moves_the_tombstones_of_an_older_dir),
         cmocka_unit_test_setup_teardown(test_the_purge_runs_of_its_own_accord,
                                         setup_purge, teardown),
         T3(test_a_busy_key_elsewhere_does_not_end_pattern_watches),

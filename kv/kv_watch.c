@@ -267,43 +267,61 @@ void kv_publish(kv_t *kv, const store_change_t *changes, size_t n) {
 /*
  * The highest trimmed revision among the keys pattern watch w matches:
  * their records, under the pattern's literal prefix, each keep their own
- * (a tombstone too). Read from committed state after the caller's snapshot
- * was taken, so it covers every trim that snapshot lacks.
+ * (a tombstone too, in its own place: skip 1 past KV_TOMB). Read from
+ * committed state, at one snapshot taken after the caller's, so it covers
+ * every trim that snapshot lacks and sees a key that moves once.
  */
 static reel_code_t pattern_trimmed(kv_watch_t *w, uint64_t *trimmed,
                                    reel_status_t *st) {
-    size_t base_len = w->ns_len + 1 + w->lit_len;
-    store_iter_t *it = store_iter_create(w->kv->store, w->kv->cf, NULL);
-    reel_code_t rc = REEL_OK;
+    size_t base_len = 1 + w->ns_len + 1 + w->lit_len;
+    store_snapshot_t *snap = NULL;
+    store_iter_t *it = NULL;
+    char *base = NULL;
+    reel_code_t rc;
 
     *trimmed = 0;
-    if (it == NULL)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    for (store_iter_seek(it, w->ekey, base_len); store_iter_valid(it);
-         store_iter_next(it)) {
-        size_t klen, vlen;
-        const char *k = store_iter_key(it, &klen);
-        const char *v = store_iter_value(it, &vlen);
-        uint64_t t;
-
-        if (klen < base_len || memcmp(k, w->ekey, base_len) != 0)
-            break;
-        if (!reel_pattern_match(w->key, w->key_len, k + w->ns_len + 1,
-                                klen - w->ns_len - 1))
-            continue;
-        if (kv_entry_trimmed(v, vlen, &t) != 0) {
-            rc = reel_status_set(st, REEL_DATA_LOSS,
-                                 "key \"%.*s\": stored record is corrupt",
-                                 (int)(klen - w->ns_len - 1),
-                                 k + w->ns_len + 1);
-            break;
-        }
-        if (t > *trimmed)
-            *trimmed = t;
+    if ((rc = store_snapshot_create(w->kv->store, &snap, st)) != REEL_OK)
+        return rc;
+    kv_tomb_key(w->ekey, base_len - 1, &base);
+    it = store_iter_create(w->kv->store, w->kv->cf, snap);
+    if (base == NULL || it == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
     }
-    if (rc == REEL_OK)
-        rc = store_iter_status(it, st);
+    for (size_t skip = 0; skip < 2 && rc == REEL_OK; skip++) {
+        const char *b = base + 1 - skip;
+        size_t blen = base_len - 1 + skip;
+
+        for (store_iter_seek(it, b, blen); store_iter_valid(it);
+             store_iter_next(it)) {
+            size_t klen, vlen;
+            const char *k = store_iter_key(it, &klen);
+            const char *v = store_iter_value(it, &vlen);
+            uint64_t t;
+
+            if (klen < blen || memcmp(k, b, blen) != 0)
+                break;
+            k += skip, klen -= skip;
+            if (!reel_pattern_match(w->key, w->key_len, k + w->ns_len + 1,
+                                    klen - w->ns_len - 1))
+                continue;
+            if (kv_entry_trimmed(v, vlen, &t) != 0) {
+                rc = reel_status_set(st, REEL_DATA_LOSS,
+                                     "key \"%.*s\": stored record is corrupt",
+                                     (int)(klen - w->ns_len - 1),
+                                     k + w->ns_len + 1);
+                break;
+            }
+            if (t > *trimmed)
+                *trimmed = t;
+        }
+        if (rc == REEL_OK)
+            rc = store_iter_status(it, st);
+    }
+out:
     store_iter_destroy(it);
+    store_snapshot_release(w->kv->store, snap);
+    free(base);
     return rc;
 }
 
@@ -318,6 +336,7 @@ static reel_code_t trimmed_for(kv_watch_t *w, uint64_t cursor,
                                uint64_t *trimmed, reel_status_t *st) {
     char *val = NULL;
     size_t vlen = 0;
+    int tomb;
     reel_code_t rc;
 
     if (w->pattern) {
@@ -325,8 +344,8 @@ static reel_code_t trimmed_for(kv_watch_t *w, uint64_t cursor,
         return *trimmed <= cursor ? REEL_OK : pattern_trimmed(w, trimmed, st);
     }
     *trimmed = 0;
-    rc = store_get(w->kv->store, w->kv->cf, w->ekey, w->ekey_len, &val,
-                   &vlen, st);
+    rc = kv_entry_read(w->kv, NULL, NULL, w->ekey, w->ekey_len, &val, &vlen,
+                       &tomb, st);
     if (rc == REEL_NOT_FOUND) {
         reel_status_fini(st);
         return REEL_OK;
@@ -620,8 +639,8 @@ static int step_snapshot(kv_watch_t *w) {
                                 k + w->ns_len + 1);
             break;
         }
-        if (e.deleted || (w->pattern && !reel_pattern_match(w->key, w->key_len,
-                                                            e.key, e.key_len))) {
+        if (w->pattern &&
+            !reel_pattern_match(w->key, w->key_len, e.key, e.key_len)) {
             kv_entry_fini(&e);
             continue;
         }

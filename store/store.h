@@ -51,8 +51,11 @@
  *      the version older reelds refuse, and reel's clock (meta/clock)
  *   3  the journal's index of active runs by app (journal_upgrade() makes
  *      it for an older dir)
+ *   4  the journal's index of every run by app, and the KV's purge entries
+ *      of deleted keys (journal_upgrade(), kv_upgrade())
+ *   5  the KV's tombstones apart from its live keys (kv_upgrade())
  */
-#define STORE_FORMAT_VERSION 4
+#define STORE_FORMAT_VERSION 5
 #define STORE_FORMAT_OLDEST 1
 
 /* The longest column family name a module may declare. */

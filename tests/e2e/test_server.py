@@ -14,6 +14,9 @@ from reel.v1 import journal_pb2
 from reel.v1 import kv_pb2
 from conftest import REELD, Reeld, free_port, reelctl, stream, unary
 
+# The data dir format this reeld writes (store/store.h).
+FORMAT = 5
+
 
 def check(channel):
     return unary(channel, "/grpc.health.v1.Health/Check",
@@ -76,7 +79,7 @@ def test_oversized_request_is_resource_exhausted(channel):
 def test_status_reports_version_format_and_data_dir(reeld, channel):
     r = status(channel)(admin_pb2.GetStatusRequest(), timeout=5)
     assert r.version
-    assert r.format_version == 4
+    assert r.format_version == FORMAT
     assert r.revision == 0
     assert os.path.samefile(r.data_dir, reeld.data_dir)
     assert r.writable
@@ -186,7 +189,7 @@ def test_restart_on_the_same_data_dir(tmp_path):
     b = Reeld(data).start()
     try:
         ch = grpc.insecure_channel(b.addr)
-        assert status(ch)(admin_pb2.GetStatusRequest(), timeout=5).format_version == 4
+        assert status(ch)(admin_pb2.GetStatusRequest(), timeout=5).format_version == FORMAT
         ch.close()
     finally:
         assert b.stop()[0] == 0
@@ -210,18 +213,23 @@ def test_data_dir_of_another_format_is_refused_untouched(tmp_path):
     assert sorted(os.listdir(data)) == before
 
 
-@pytest.mark.parametrize("older", [1, 2, 3])
+@pytest.mark.parametrize("older", [1, 2, 3, 4])
 def test_a_data_dir_of_an_older_format_is_upgraded_and_keeps_its_data(tmp_path, older):
     """Formats 1 (every data dir before the format was raised), 2 (before
-    the index of active runs by app) and 3 (before the index of every run
-    by app) open, keep every record, and are marked format 4 once reeld
-    has started, so that older reelds, which check the FORMAT file before
-    anything, refuse the dir rather than misread what this one wrote."""
+    the index of active runs by app), 3 (before the index of every run by
+    app) and 4 (before the KV's tombstones were kept apart) open, keep
+    every record, and are marked with this one once reeld has started, so
+    that older reelds, which check the FORMAT file before anything, refuse
+    the dir rather than misread what this one wrote."""
     data = tmp_path / "data"
     a = Reeld(str(data)).start()
     ch = a.channel()
     setv = unary(ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest, kv_pb2.SetValueResponse)
     setv(kv_pb2.SetValueRequest(namespace="ns", key="k", value='{"a":1}'), timeout=5)
+    setv(kv_pb2.SetValueRequest(namespace="ns", key="gone", value="1"), timeout=5)
+    unary(ch, "/reel.v1.KV/DeleteValue", kv_pb2.DeleteValueRequest,
+          kv_pb2.DeleteValueResponse)(kv_pb2.DeleteValueRequest(namespace="ns", key="gone"),
+                                      timeout=5)
     begin = unary(ch, "/reel.v1.Journal/BeginRun", journal_pb2.BeginRunRequest, journal_pb2.Run)
     run = begin(journal_pb2.BeginRunRequest(app="shop", user="u", session="s",
                                             invocation_id="i1", lease_owner="w"), timeout=5)
@@ -230,11 +238,11 @@ def test_a_data_dir_of_an_older_format_is_upgraded_and_keeps_its_data(tmp_path, 
     (data / "FORMAT").write_text(f"reel-format {older}\n")
     b = Reeld(str(data)).start()
     try:
-        assert f"upgraded from format {older} to 4" in b.log(), b.log()
-        assert (data / "FORMAT").read_text() == "reel-format 4\n"
+        assert f"upgraded from format {older} to {FORMAT}" in b.log(), b.log()
+        assert (data / "FORMAT").read_text() == f"reel-format {FORMAT}\n"
         ch = b.channel()
         r = status(ch)(admin_pb2.GetStatusRequest(), timeout=5)
-        assert r.format_version == 4
+        assert r.format_version == FORMAT
         runs = unary(ch, "/reel.v1.Journal/ListRuns", journal_pb2.ListRunsRequest,
                      journal_pb2.ListRunsResponse)(journal_pb2.ListRunsRequest(app="shop"),
                                                    timeout=5).runs
@@ -243,6 +251,17 @@ def test_a_data_dir_of_an_older_format_is_upgraded_and_keeps_its_data(tmp_path, 
                     kv_pb2.GetValueResponse)(kv_pb2.GetValueRequest(namespace="ns", key="k"),
                                              timeout=5)
         assert got.found and got.entry.value == '{"a":1}' and got.entry.version == 1
+        listed = unary(ch, "/reel.v1.KV/ListValues", kv_pb2.ListValuesRequest,
+                       kv_pb2.ListValuesResponse)
+        assert [e.key for e in listed(kv_pb2.ListValuesRequest(namespace="ns"),
+                                      timeout=5).entries] == ["k"]
+        assert [(e.key, e.deleted, e.version) for e in listed(
+            kv_pb2.ListValuesRequest(namespace="ns", include_deleted=True),
+            timeout=5).entries] == [("gone", True, 2), ("k", False, 1)]
+        setv = unary(ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest,
+                     kv_pb2.SetValueResponse)
+        assert setv(kv_pb2.SetValueRequest(namespace="ns", key="gone", value="3"),
+                    timeout=5).entry.version == 3
         ch.close()
     finally:
         assert b.stop()[0] == 0
@@ -316,7 +335,7 @@ def test_an_empty_directory_becomes_a_data_dir(tmp_path):
     data.mkdir()
     a = Reeld(str(data)).start()
     assert a.stop()[0] == 0
-    assert (data / "FORMAT").read_text() == "reel-format 4\n"
+    assert (data / "FORMAT").read_text() == f"reel-format {FORMAT}\n"
 
 
 def test_environment_variables_configure_reeld(tmp_path):
@@ -368,7 +387,7 @@ def test_reelctl_health_exit_codes(reeld):
     r = reelctl(reeld.addr, "health", "reel.v1.Nope")
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr
     r = reelctl(reeld.addr, "status", "--json")
-    assert r.returncode == 0 and '"format_version":4' in r.stdout
+    assert r.returncode == 0 and f'"format_version":{FORMAT}' in r.stdout
     # Every field of GetStatus: the await cap too (5m by default).
     assert '"signal_max_wait_ms":300000' in r.stdout, r.stdout
     r = reelctl(reeld.addr, "status")
