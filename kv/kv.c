@@ -337,8 +337,6 @@ reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
                                     reel_status_t *st) {
     store_iter_t *it = NULL;
     char *base = NULL;
-    size_t klen;
-    const char *k;
     reel_code_t rc;
 
     rc = check_namespace(&kv->lim, ns, len, st);
@@ -350,11 +348,8 @@ reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
      * keys, live or deleted (only an older data dir can have them). */
     base = malloc(len + 2); /* KV_TOMB ns 0: a tombstone's; past KV_TOMB,
                                a live key's */
-    it = store_iter_create(kv->store, kv->cf, NULL);
-    if (base == NULL || it == NULL) {
-        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
-    }
+    if (base == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     base[0] = KV_TOMB;
     memcpy(base + 1, ns, len);
     base[len + 1] = '\0';
@@ -363,20 +358,23 @@ reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
         size_t blen = len + 1 + tomb;
         reel_code_t irc;
 
+        store_iter_destroy(it);
+        if ((it = kv_iter_prefix(kv, NULL, b, blen)) == NULL) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                 "out of memory");
+            break;
+        }
         store_iter_seek(it, b, blen);
-        if (store_iter_valid(it)) {
-            k = store_iter_key(it, &klen);
-            if (klen >= blen && memcmp(k, b, blen) == 0) {
-                reel_status_fini(st);
-                rc = REEL_OK;
-                break;
-            }
-        } else if ((irc = store_iter_status(it, st)) != REEL_OK) {
+        if (store_iter_valid(it)) { /* a key within the bound: held */
+            reel_status_fini(st);
+            rc = REEL_OK;
+            break;
+        }
+        if ((irc = store_iter_status(it, st)) != REEL_OK) {
             rc = irc; /* the store failed; else not held, as rc says */
             break;
         }
     }
-out:
     store_iter_destroy(it);
     free(base);
     return rc;
@@ -837,6 +835,21 @@ void kv_write_result_fini(kv_write_result_t *res) {
 
 /* ---- Reads ---------------------------------------------------------------- */
 
+store_iter_t *kv_iter_prefix(kv_t *kv, const store_snapshot_t *snap,
+                             const char *prefix, size_t len) {
+    char *end = malloc(len ? len : 1);
+    size_t elen;
+    store_iter_t *it;
+
+    if (end == NULL)
+        return NULL;
+    elen = store_prefix_end(prefix, len, end);
+    it = store_iter_create_below(kv->store, kv->cf, snap,
+                                 elen > 0 ? end : NULL, elen);
+    free(end);
+    return it;
+}
+
 static reel_code_t get_at(kv_t *kv, store_txn_t *txn,
                           const store_snapshot_t *snap, const char *k,
                           size_t klen, char **val, size_t *vlen,
@@ -953,8 +966,8 @@ static int key_less(const char *a, size_t alen, const char *b, size_t blen) {
 reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
                     size_t *n, int *more, reel_status_t *st) {
     uint32_t limit = a->limit;
-    char *base = NULL, *seek = NULL, *tseek = NULL;
-    size_t base_len, seek_len, tseek_len = 0, used = 0;
+    char *base = NULL, *seek = NULL, *tseek = NULL, *tbase = NULL;
+    size_t base_len, seek_len, tseek_len = 0, tbase_len, used = 0;
     kv_entry_t *arr = NULL;
     list_src_t src[2] = {{NULL, 0}, {NULL, 1}};
     store_snapshot_t *snap = NULL;
@@ -995,14 +1008,16 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
         if ((rc = store_snapshot_create(kv->store, &snap, st)) != REEL_OK)
             goto out;
         tseek_len = kv_tomb_key(seek, seek_len, &tseek);
-        src[1].it = store_iter_create(kv->store, kv->cf, snap);
-        if (tseek == NULL || src[1].it == NULL) {
+        tbase_len = kv_tomb_key(base, base_len, &tbase);
+        if (tseek != NULL && tbase != NULL)
+            src[1].it = kv_iter_prefix(kv, snap, tbase, tbase_len);
+        if (src[1].it == NULL) {
             rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
             goto out;
         }
         store_iter_seek(src[1].it, tseek, tseek_len);
     }
-    if ((src[0].it = store_iter_create(kv->store, kv->cf, snap)) == NULL) {
+    if ((src[0].it = kv_iter_prefix(kv, snap, base, base_len)) == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
@@ -1018,8 +1033,10 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
             s = &src[1], k = k1, klen = l1;
         if (k == NULL)
             break;
-        if (a->start_after_len > 0 && klen == a->ns_len + 1 + a->start_after_len &&
-            memcmp(k + a->ns_len + 1, a->start_after, a->start_after_len) == 0) {
+        if (a->start_after_len > 0 &&
+            klen == a->ns_len + 1 + a->start_after_len &&
+            memcmp(k + a->ns_len + 1, a->start_after, a->start_after_len) ==
+                0) {
             store_iter_next(s->it);
             continue;
         }
@@ -1063,6 +1080,7 @@ out:
     free(base);
     free(seek);
     free(tseek);
+    free(tbase);
     return rc;
 }
 

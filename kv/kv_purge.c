@@ -292,6 +292,27 @@ uint64_t kv_purged_keys(kv_t *kv) {
     return atomic_load_explicit(&kv->purged, memory_order_relaxed);
 }
 
+/*
+ * After an upgrade moved tombstones (kv_upgrade), the live keys' range
+ * holds a delete for each, which every listing would step over until a
+ * compaction dropped them: compacted once, now, on this thread and not
+ * the start's (a large KV takes a while).
+ */
+static void compact_moved(kv_t *kv) {
+    reel_status_t st = REEL_STATUS_INIT;
+    int64_t t0 = reel_clock_mono_ns();
+
+    if (store_compact_range(kv->store, kv->cf, NULL, 0, NULL, 0, &st) !=
+        REEL_OK)
+        REEL_WARN("kv", "compacting after the upgrade: %s (a later "
+                        "compaction drops the moved tombstones' deletes)",
+                  reel_status_message(&st));
+    else if (!atomic_load(&kv->purge_stopping)) /* else cut short */
+        REEL_INFO("kv", "compacted the keys after the upgrade in %lld ms",
+                  (long long)((reel_clock_mono_ns() - t0) / 1000000));
+    reel_status_fini(&st);
+}
+
 static void *purger_main(void *arg) {
     kv_t *kv = arg;
     reel_status_t st = REEL_STATUS_INIT;
@@ -306,12 +327,22 @@ static void *purger_main(void *arg) {
         struct timespec ts = reel_clock_mono_after(kv->lim.purge_interval_ms);
         size_t purged = 0;
 
-        while (!atomic_load(&kv->purge_stopping) &&
-               pthread_cond_timedwait(&kv->purge_cv, &kv->purge_mu, &ts) !=
+        while (!atomic_load(&kv->purge_stopping) && !kv->compact_moved &&
+               (kv->lim.deleted_history_ms > 0
+                    ? pthread_cond_timedwait(&kv->purge_cv, &kv->purge_mu,
+                                             &ts)
+                    : pthread_cond_wait(&kv->purge_cv, &kv->purge_mu)) !=
                    ETIMEDOUT) {
         }
         if (atomic_load(&kv->purge_stopping))
             break;
+        if (kv->compact_moved) {
+            kv->compact_moved = 0;
+            pthread_mutex_unlock(&kv->purge_mu);
+            compact_moved(kv);
+            pthread_mutex_lock(&kv->purge_mu);
+            continue;
+        }
         pthread_mutex_unlock(&kv->purge_mu);
         reel_log_retried(&failing, "kv", "purging deleted keys' history", then,
                          kv_purge_deleted(kv, reel_clock_now_ms(), &purged,
@@ -329,6 +360,17 @@ static void *purger_main(void *arg) {
     return NULL;
 }
 
+/* Starts the thread, if it is not running. */
+static reel_code_t purger_run(kv_t *kv, reel_status_t *st) {
+    if (kv->purger_started)
+        return REEL_OK;
+    if (pthread_create(&kv->purger, NULL, purger_main, kv) != 0)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                               "cannot start the KV's purge thread");
+    kv->purger_started = 1;
+    return REEL_OK;
+}
+
 reel_code_t kv_purger_start(kv_t *kv, reel_status_t *st) {
     if (kv->lim.purge_interval_ms <= 0) {
         /* A tenth of the age, within 100 ms and a minute. */
@@ -339,13 +381,7 @@ reel_code_t kv_purger_start(kv_t *kv, reel_status_t *st) {
     pthread_mutex_init(&kv->purge_mu, NULL);
     reel_cond_init_mono(&kv->purge_cv);
     kv->purge_sync = 1;
-    if (kv->lim.deleted_history_ms <= 0)
-        return REEL_OK; /* kept for ever: nothing to do */
-    if (pthread_create(&kv->purger, NULL, purger_main, kv) != 0)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
-                               "cannot start the KV's purge thread");
-    kv->purger_started = 1;
-    return REEL_OK;
+    return kv->lim.deleted_history_ms > 0 ? purger_run(kv, st) : REEL_OK;
 }
 
 void kv_stop(kv_t *kv) {
@@ -355,8 +391,13 @@ void kv_stop(kv_t *kv) {
     atomic_store(&kv->purge_stopping, 1);
     pthread_cond_broadcast(&kv->purge_cv);
     pthread_mutex_unlock(&kv->purge_mu);
-    if (kv->purger_started)
+    if (kv->purger_started) {
+        /* A compaction under way would hold the stop for as long as it
+         * takes: stopped, a later one drops the deletes. */
+        store_manual_compactions(kv->store, 0);
         pthread_join(kv->purger, NULL);
+        store_manual_compactions(kv->store, 1);
+    }
     kv->purger_started = 0;
 }
 
@@ -478,9 +519,14 @@ reel_code_t kv_upgrade(kv_t *kv, int from, reel_status_t *st) {
         moved += u.moved;
     }
     free(u.after);
-    if (rc == REEL_OK && moved > 0)
-        REEL_INFO("kv", "moved %zu tombstones apart from the live keys%s for "
-                  "the new format",
-                  moved, from < 4 ? ", each with its purge entry," : "");
-    return rc;
+    if (rc != REEL_OK || moved == 0)
+        return rc;
+    REEL_INFO("kv", "moved %zu tombstones apart from the live keys%s for "
+              "the new format",
+              moved, from < 4 ? ", each with its purge entry," : "");
+    pthread_mutex_lock(&kv->purge_mu);
+    kv->compact_moved = 1;
+    pthread_cond_broadcast(&kv->purge_cv);
+    pthread_mutex_unlock(&kv->purge_mu);
+    return purger_run(kv, st);
 }

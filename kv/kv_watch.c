@@ -282,16 +282,20 @@ static reel_code_t pattern_trimmed(kv_watch_t *w, uint64_t *trimmed,
     *trimmed = 0;
     if ((rc = store_snapshot_create(w->kv->store, &snap, st)) != REEL_OK)
         return rc;
-    kv_tomb_key(w->ekey, base_len - 1, &base);
-    it = store_iter_create(w->kv->store, w->kv->cf, snap);
-    if (base == NULL || it == NULL) {
-        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
+    if (kv_tomb_key(w->ekey, base_len - 1, &base) == 0) {
+        store_snapshot_release(w->kv->store, snap);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     }
     for (size_t skip = 0; skip < 2 && rc == REEL_OK; skip++) {
         const char *b = base + 1 - skip;
         size_t blen = base_len - 1 + skip;
 
+        store_iter_destroy(it);
+        if ((it = kv_iter_prefix(w->kv, snap, b, blen)) == NULL) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                 "out of memory");
+            break;
+        }
         for (store_iter_seek(it, b, blen); store_iter_valid(it);
              store_iter_next(it)) {
             size_t klen, vlen;
@@ -318,7 +322,6 @@ static reel_code_t pattern_trimmed(kv_watch_t *w, uint64_t *trimmed,
         if (rc == REEL_OK)
             rc = store_iter_status(it, st);
     }
-out:
     store_iter_destroy(it);
     store_snapshot_release(w->kv->store, snap);
     free(base);
@@ -610,7 +613,7 @@ static int step_snapshot(kv_watch_t *w) {
     size_t base_len = w->ns_len + 1 + w->lit_len;
     int r = STEP_NEXT;
 
-    it = store_iter_create(w->kv->store, w->kv->cf, w->snap);
+    it = kv_iter_prefix(w->kv, w->snap, w->ekey, base_len);
     if (it == NULL)
         return end_out_of_memory(w);
     if (w->snap_after != NULL)

@@ -164,6 +164,7 @@ struct store_cf {
 struct store_iter {
     rocksdb_iterator_t *it;
     rocksdb_readoptions_t *ro; /* owned when reading at a snapshot */
+    char *upper;               /* its upper bound (the options point here) */
     int failed; /* an injected fault: invalid from here on, status INTERNAL */
 };
 
@@ -1162,6 +1163,16 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     s->lookup_opts = rocksdb_options_create_copy(s->dbopts);
     rocksdb_options_set_memtable_prefix_bloom_size_ratio(s->lookup_opts, 0.02);
     rocksdb_options_set_memtable_whole_key_filtering(s->lookup_opts, 1);
+    /*
+     * Their keys come and go (a KV key deleted, a run's index entry of its
+     * active days, a delivered signal), and an iterator steps over every
+     * deleted key still in the tree, one by one, until a compaction drops
+     * it. A file where 2,048 of any 4,096 entries in a row are deletes is
+     * compacted soon instead, so deletes do not pile up in front of what a
+     * listing reads.
+     */
+    rocksdb_options_add_compact_on_deletion_collector_factory(
+        s->lookup_opts, STORE_DELETES_WINDOW, STORE_DELETES_TRIGGER);
     /*
      * Bulk families (file chunks): values of 4 KiB and more go to blob
      * files, so the LSM tree holds small references and compaction does
@@ -2168,15 +2179,28 @@ void store_snapshot_release(store_t *s, store_snapshot_t *snap) {
 
 store_iter_t *store_iter_create(store_t *s, store_cf_t *cf,
                                 const store_snapshot_t *snap) {
+    return store_iter_create_below(s, cf, snap, NULL, 0);
+}
+
+store_iter_t *store_iter_create_below(store_t *s, store_cf_t *cf,
+                                      const store_snapshot_t *snap,
+                                      const void *upper, size_t ulen) {
     store_iter_t *it = calloc(1, sizeof(*it));
 
     if (it == NULL)
         return NULL;
     perf_off();
-    if (snap != NULL || cf->kind == STORE_CF_TAIL) {
-        it->ro = rocksdb_readoptions_create();
+    if (snap != NULL || cf->kind == STORE_CF_TAIL || upper != NULL) {
+        if ((it->ro = rocksdb_readoptions_create()) == NULL)
+            goto fail;
         if (snap != NULL)
             rocksdb_readoptions_set_snapshot(it->ro, snap->snap);
+    }
+    if (upper != NULL) {
+        if ((it->upper = malloc(ulen ? ulen : 1)) == NULL)
+            goto fail;
+        memcpy(it->upper, upper, ulen);
+        rocksdb_readoptions_set_iterate_upper_bound(it->ro, it->upper, ulen);
     }
     if (cf->kind == STORE_CF_TAIL) {
         /* Tails are read in forward passes: read ahead, and keep their
@@ -2192,6 +2216,23 @@ store_iter_t *store_iter_create(store_t *s, store_cf_t *cf,
     it->it = rocksdb_create_iterator_cf(s->db, it->ro ? it->ro : s->ropts,
                                         cf->h);
     return it;
+fail:
+    if (it->ro != NULL)
+        rocksdb_readoptions_destroy(it->ro);
+    free(it);
+    return NULL;
+}
+
+size_t store_prefix_end(const void *prefix, size_t len, char *out) {
+    const unsigned char *p = prefix;
+
+    while (len > 0 && p[len - 1] == 0xff)
+        len--;
+    if (len == 0)
+        return 0;
+    memcpy(out, p, len);
+    out[len - 1] = (char)(p[len - 1] + 1);
+    return len;
 }
 
 void store_iter_seek(store_iter_t *it, const void *key, size_t klen) {
@@ -2241,6 +2282,7 @@ void store_iter_destroy(store_iter_t *it) {
     rocksdb_iter_destroy(it->it);
     if (it->ro != NULL)
         rocksdb_readoptions_destroy(it->ro);
+    free(it->upper);
     free(it);
 }
 

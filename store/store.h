@@ -56,6 +56,11 @@
  *   5  the KV's tombstones apart from its live keys (kv_upgrade())
  */
 #define STORE_FORMAT_VERSION 5
+
+/* A file of a STORE_CF_LOOKUP family holding this many deletes among any
+ * window of entries in a row is compacted soon (store.c). */
+#define STORE_DELETES_WINDOW 4096
+#define STORE_DELETES_TRIGGER 2048
 #define STORE_FORMAT_OLDEST 1
 
 /* The longest column family name a module may declare. */
@@ -463,6 +468,20 @@ void store_snapshot_release(store_t *store, store_snapshot_t *snap);
 /* An iterator over committed state, at snap if not NULL. */
 store_iter_t *store_iter_create(store_t *store, store_cf_t *cf,
                                 const store_snapshot_t *snap);
+/*
+ * The same, over the keys below upper only (copied): a walk of a prefix
+ * ends at the first key past it, instead of stepping past every deleted
+ * key after the prefix that the tree still holds on its way to the next
+ * live one.
+ */
+store_iter_t *store_iter_create_below(store_t *store, store_cf_t *cf,
+                                      const store_snapshot_t *snap,
+                                      const void *upper, size_t ulen);
+/* The least key above every key starting with prefix, into out (room for
+ * len bytes): prefix with its last byte below 0xff raised by one and what
+ * follows dropped. Returns its length; 0 when there is none (an empty
+ * prefix, or all 0xff). */
+size_t store_prefix_end(const void *prefix, size_t len, char *out);
 void store_iter_seek(store_iter_t *it, const void *key, size_t klen);
 void store_iter_seek_first(store_iter_t *it);
 int store_iter_valid(store_iter_t *it);

@@ -800,6 +800,43 @@ static void test_snapshot_reads_see_one_revision(void **state) {
     assert_int_equal(n, 2);
 }
 
+/* A bounded iterator ends at the end of its prefix, at a snapshot too;
+ * store_prefix_end gives that end, and none for a prefix of all 0xff. */
+static void test_an_iterator_below_a_bound_ends_at_its_prefix(void **state) {
+    fixture_t *f = *state;
+    store_snapshot_t *snap;
+    store_iter_t *it;
+    char end[4];
+    int n = 0;
+
+    assert_int_equal(store_prefix_end("ab", 2, end), 2);
+    assert_memory_equal(end, "ac", 2);
+    assert_int_equal(store_prefix_end("a\xff\xff", 3, end), 1);
+    assert_memory_equal(end, "b", 1);
+    assert_int_equal(store_prefix_end("\xff", 1, end), 0);
+    assert_int_equal(store_prefix_end("", 0, end), 0);
+
+    put_sync(f->store, "a1", "1", 1, NULL);
+    put_sync(f->store, "a2", "2", 1, NULL);
+    assert_int_equal(store_snapshot_create(f->store, &snap, NULL), REEL_OK);
+    put_sync(f->store, "a3", "3", 1, NULL);
+    put_sync(f->store, "b1", "4", 1, NULL);
+    assert_int_equal(store_prefix_end("a", 1, end), 1);
+    it = store_iter_create_below(f->store, data, snap, end, 1);
+    for (store_iter_seek(it, "a", 1); store_iter_valid(it); store_iter_next(it))
+        n++;
+    assert_int_equal(store_iter_status(it, NULL), REEL_OK);
+    store_iter_destroy(it);
+    store_snapshot_release(f->store, snap);
+    assert_int_equal(n, 2);
+    it = store_iter_create_below(f->store, data, NULL, end, 1);
+    n = 0;
+    for (store_iter_seek(it, "a", 1); store_iter_valid(it); store_iter_next(it))
+        n++;
+    store_iter_destroy(it);
+    assert_int_equal(n, 3);
+}
+
 /* An emit that cannot record its change fails its request, and only it:
  * no change is committed without the event the publish step (and the WAL)
  * need, and revisions stay gapless. */
@@ -1953,6 +1990,9 @@ int main(void) {
             test_read_and_iterator_faults_are_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_reads_see_one_revision,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_iterator_below_a_bound_ends_at_its_prefix, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_refuses_a_data_dir_of_another_format, setup, teardown),
         cmocka_unit_test_setup_teardown(
