@@ -1004,6 +1004,11 @@ static reel_code_t ws_module_start(api_ctx_t *ctx, reel_status_t *st) {
     return ws_create(ctx->store, &ctx->limits.ws, &ctx->ws, st);
 }
 
+/* Once every module has started; emits no change. */
+static reel_code_t ws_module_ready(api_ctx_t *ctx, reel_status_t *st) {
+    return ws_upgrade(ctx->ws, store_format_opened(ctx->store), st);
+}
+
 static void ws_module_stop(api_ctx_t *ctx) { ws_stop(ctx->ws); }
 
 static void ws_module_destroy(api_ctx_t *ctx) {
@@ -1026,6 +1031,7 @@ const api_module_t api_workspace_module = {
     .subjects = ws_subjects,
     .serve = api_workspace_register,
     .start = ws_module_start,
+    .ready = ws_module_ready,
     .stop = ws_module_stop,
     .destroy = ws_module_destroy,
     .encode = ws_module_encode,

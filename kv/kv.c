@@ -359,7 +359,8 @@ reel_code_t kv_check_read_namespace(kv_t *kv, const char *ns, size_t len,
         reel_code_t irc;
 
         store_iter_destroy(it);
-        if ((it = kv_iter_prefix(kv, NULL, b, blen)) == NULL) {
+        it = store_iter_prefix(kv->store, kv->cf, NULL, b, blen);
+        if (it == NULL) {
             rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
                                  "out of memory");
             break;
@@ -835,64 +836,20 @@ void kv_write_result_fini(kv_write_result_t *res) {
 
 /* ---- Reads ---------------------------------------------------------------- */
 
-store_iter_t *kv_iter_prefix(kv_t *kv, const store_snapshot_t *snap,
-                             const char *prefix, size_t len) {
-    char *end = malloc(len ? len : 1);
-    size_t elen;
-    store_iter_t *it;
-
-    if (end == NULL)
-        return NULL;
-    elen = store_prefix_end(prefix, len, end);
-    it = store_iter_create_below(kv->store, kv->cf, snap,
-                                 elen > 0 ? end : NULL, elen);
-    free(end);
-    return it;
-}
-
-static reel_code_t get_at(kv_t *kv, store_txn_t *txn,
-                          const store_snapshot_t *snap, const char *k,
-                          size_t klen, char **val, size_t *vlen,
-                          reel_status_t *st) {
-    if (txn != NULL)
-        return store_txn_get(txn, kv->cf, k, klen, val, vlen, st);
-    return store_snapshot_get(kv->store, snap, kv->cf, k, klen, val, vlen, st);
-}
-
 reel_code_t kv_entry_read(kv_t *kv, store_txn_t *txn,
                           const store_snapshot_t *snap, const char *ekey,
                           size_t eklen, char **val, size_t *vlen, int *tomb,
                           reel_status_t *st) {
-    store_snapshot_t *own = NULL;
     char *tk = NULL;
-    size_t tklen;
+    size_t tklen = kv_tomb_key(ekey, eklen, &tk);
     reel_code_t rc;
 
     *tomb = 0;
-    rc = get_at(kv, txn, snap, ekey, eklen, val, vlen, st);
-    if (rc != REEL_NOT_FOUND)
-        return rc;
-    reel_status_fini(st);
-    if (txn == NULL && snap == NULL) {
-        /* Not live a moment ago: both places again, at one snapshot. */
-        if ((rc = store_snapshot_create(kv->store, &own, st)) != REEL_OK)
-            return rc;
-        snap = own;
-        rc = get_at(kv, NULL, snap, ekey, eklen, val, vlen, st);
-        if (rc != REEL_NOT_FOUND)
-            goto out;
-        reel_status_fini(st);
-    }
-    tklen = kv_tomb_key(ekey, eklen, &tk);
-    if (tk == NULL) {
-        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
-    }
-    rc = get_at(kv, txn, snap, tk, tklen, val, vlen, st);
-    *tomb = rc == REEL_OK;
-out:
+    if (tk == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rc = store_get_first(kv->store, txn, snap, kv->cf, ekey, eklen, tk, tklen,
+                         val, vlen, tomb, st);
     free(tk);
-    store_snapshot_release(kv->store, own);
     return rc;
 }
 
@@ -935,41 +892,13 @@ static reel_code_t check_limit(uint32_t *limit, reel_status_t *st) {
     return REEL_OK;
 }
 
-/* One of the places a listing walks: the live keys (skip 0), or the
- * tombstones (skip 1, past KV_TOMB). */
-typedef struct list_src {
-    store_iter_t *it;
-    size_t skip;
-} list_src_t;
-
-/* The key src is at, past its place's byte, while it starts with base. */
-static const char *src_key(list_src_t *src, const char *base, size_t base_len,
-                           size_t *klen) {
-    const char *k;
-
-    if (src->it == NULL || !store_iter_valid(src->it))
-        return NULL;
-    k = store_iter_key(src->it, klen);
-    if (*klen < src->skip + base_len ||
-        memcmp(k + src->skip, base, base_len) != 0)
-        return NULL;
-    *klen -= src->skip;
-    return k + src->skip;
-}
-
-static int key_less(const char *a, size_t alen, const char *b, size_t blen) {
-    int c = memcmp(a, b, alen < blen ? alen : blen);
-
-    return c < 0 || (c == 0 && alen < blen);
-}
-
 reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
                     size_t *n, int *more, reel_status_t *st) {
     uint32_t limit = a->limit;
     char *base = NULL, *seek = NULL, *tseek = NULL, *tbase = NULL;
     size_t base_len, seek_len, tseek_len = 0, tbase_len, used = 0;
     kv_entry_t *arr = NULL;
-    list_src_t src[2] = {{NULL, 0}, {NULL, 1}};
+    store_merge_t m = {{NULL, NULL}, {NULL, NULL}, {0, 0}, {0, 1}};
     store_snapshot_t *snap = NULL;
     reel_code_t rc;
 
@@ -1010,43 +939,43 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
         tseek_len = kv_tomb_key(seek, seek_len, &tseek);
         tbase_len = kv_tomb_key(base, base_len, &tbase);
         if (tseek != NULL && tbase != NULL)
-            src[1].it = kv_iter_prefix(kv, snap, tbase, tbase_len);
-        if (src[1].it == NULL) {
+            m.it[1] = store_iter_prefix(kv->store, kv->cf, snap, tbase,
+                                        tbase_len);
+        if (m.it[1] == NULL) {
             rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
             goto out;
         }
-        store_iter_seek(src[1].it, tseek, tseek_len);
+        store_iter_seek(m.it[1], tseek, tseek_len);
+        m.base[1] = tbase, m.base_len[1] = tbase_len;
     }
-    if ((src[0].it = kv_iter_prefix(kv, snap, base, base_len)) == NULL) {
+    m.it[0] = store_iter_prefix(kv->store, kv->cf, snap, base, base_len);
+    if (m.it[0] == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    store_iter_seek(src[0].it, seek, seek_len);
+    store_iter_seek(m.it[0], seek, seek_len);
+    m.base[0] = base, m.base_len[0] = base_len;
     for (;;) {
-        size_t klen, l1 = 0, vlen;
-        const char *k = src_key(&src[0], base, base_len, &klen);
-        const char *k1 = src_key(&src[1], base, base_len, &l1);
-        list_src_t *s = &src[0];
+        size_t klen, vlen;
         const char *v;
+        int place;
+        const char *k = store_merge_key(&m, &klen, &v, &vlen, &place);
 
-        if (k1 != NULL && (k == NULL || key_less(k1, l1, k, klen)))
-            s = &src[1], k = k1, klen = l1;
         if (k == NULL)
             break;
         if (a->start_after_len > 0 &&
             klen == a->ns_len + 1 + a->start_after_len &&
             memcmp(k + a->ns_len + 1, a->start_after, a->start_after_len) ==
                 0) {
-            store_iter_next(s->it);
+            store_iter_next(m.it[place]);
             continue;
         }
         if (*n == limit) {
             *more = 1;
             break;
         }
-        v = store_iter_value(s->it, &vlen);
         if (kv_entry_decode(k, klen, v, vlen, &arr[*n]) != 0 ||
-            arr[*n].deleted != (int)s->skip) {
+            arr[*n].deleted != place) {
             kv_entry_fini(&arr[*n]);
             rc = reel_status_set(st, REEL_DATA_LOSS,
                                  "a stored record of namespace \"%.*s\" is "
@@ -1060,11 +989,9 @@ reel_code_t kv_list(kv_t *kv, const kv_list_args_t *a, kv_entry_t **out,
             break;
         }
         (*n)++;
-        store_iter_next(s->it);
+        store_iter_next(m.it[place]);
     }
-    rc = store_iter_status(src[0].it, st);
-    if (rc == REEL_OK && src[1].it != NULL)
-        rc = store_iter_status(src[1].it, st);
+    rc = store_merge_status(&m, st);
 out:
     if (rc != REEL_OK) {
         for (size_t i = 0; i < *n; i++)
@@ -1074,8 +1001,8 @@ out:
         *n = 0;
     }
     *out = arr;
-    store_iter_destroy(src[0].it);
-    store_iter_destroy(src[1].it);
+    store_iter_destroy(m.it[0]);
+    store_iter_destroy(m.it[1]);
     store_snapshot_release(kv->store, snap);
     free(base);
     free(seek);

@@ -78,11 +78,6 @@ reel_code_t kv_entry_read(kv_t *kv, store_txn_t *txn,
                           const store_snapshot_t *snap, const char *ekey,
                           size_t eklen, char **val, size_t *vlen, int *tomb,
                           reel_status_t *st);
-/* An iterator over kv's keys that start with prefix, at snap (NULL: now),
- * bounded so that it never steps past them (store_iter_create_below);
- * NULL when out of memory. It still needs a seek. */
-store_iter_t *kv_iter_prefix(kv_t *kv, const store_snapshot_t *snap,
-                             const char *prefix, size_t len);
 /* 'r' + rev */
 void kv_rev_key(uint64_t rev, unsigned char out[9]);
 

@@ -291,7 +291,8 @@ static reel_code_t pattern_trimmed(kv_watch_t *w, uint64_t *trimmed,
         size_t blen = base_len - 1 + skip;
 
         store_iter_destroy(it);
-        if ((it = kv_iter_prefix(w->kv, snap, b, blen)) == NULL) {
+        it = store_iter_prefix(w->kv->store, w->kv->cf, snap, b, blen);
+        if (it == NULL) {
             rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
                                  "out of memory");
             break;
@@ -613,7 +614,8 @@ static int step_snapshot(kv_watch_t *w) {
     size_t base_len = w->ns_len + 1 + w->lit_len;
     int r = STEP_NEXT;
 
-    it = kv_iter_prefix(w->kv, w->snap, w->ekey, base_len);
+    it = store_iter_prefix(w->kv->store, w->kv->cf, w->snap, w->ekey,
+                           base_len);
     if (it == NULL)
         return end_out_of_memory(w);
     if (w->snap_after != NULL)

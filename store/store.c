@@ -2223,6 +2223,89 @@ fail:
     return NULL;
 }
 
+store_iter_t *store_iter_prefix(store_t *s, store_cf_t *cf,
+                                const store_snapshot_t *snap,
+                                const void *prefix, size_t len) {
+    char *end = malloc(len ? len : 1);
+    size_t elen;
+    store_iter_t *it;
+
+    if (end == NULL)
+        return NULL;
+    elen = store_prefix_end(prefix, len, end);
+    it = store_iter_create_below(s, cf, snap, elen > 0 ? end : NULL, elen);
+    free(end);
+    return it;
+}
+
+reel_code_t store_get_first(store_t *s, store_txn_t *txn,
+                            const store_snapshot_t *snap, store_cf_t *cf,
+                            const void *k0, size_t l0, const void *k1,
+                            size_t l1, char **val, size_t *vlen, int *which,
+                            reel_status_t *st) {
+    store_snapshot_t *own = NULL;
+    reel_code_t rc;
+
+    *which = 0;
+    for (int i = 0; i < 2; i++) {
+        const void *k = i ? k1 : k0;
+        size_t l = i ? l1 : l0;
+
+        rc = txn != NULL
+                 ? store_txn_get(txn, cf, k, l, val, vlen, st)
+                 : store_snapshot_get(s, snap, cf, k, l, val, vlen, st);
+        *which = i;
+        if (rc != REEL_NOT_FOUND)
+            break;
+        reel_status_fini(st);
+        if (i == 0 && txn == NULL && snap == NULL) {
+            /* Not at k0 a moment ago: both again, at one snapshot. */
+            if ((rc = store_snapshot_create(s, &own, st)) != REEL_OK)
+                return rc;
+            snap = own;
+            i = -1;
+        }
+    }
+    store_snapshot_release(s, own);
+    return rc;
+}
+
+const char *store_merge_key(store_merge_t *m, size_t *klen, const char **val,
+                            size_t *vlen, int *place) {
+    const char *best = NULL;
+
+    for (int i = 0; i < 2; i++) {
+        store_iter_t *it = m->it[i];
+        const char *k;
+        size_t l;
+
+        if (it == NULL || !store_iter_valid(it))
+            continue;
+        k = store_iter_key(it, &l);
+        if (l < m->base_len[i] || memcmp(k, m->base[i], m->base_len[i]) != 0)
+            continue;
+        k += m->skip[i], l -= m->skip[i];
+        if (best != NULL) {
+            int c = memcmp(k, best, l < *klen ? l : *klen);
+
+            if (c > 0 || (c == 0 && l >= *klen))
+                continue;
+        }
+        best = k, *klen = l, *place = i;
+        *val = store_iter_value(it, vlen);
+    }
+    return best;
+}
+
+reel_code_t store_merge_status(store_merge_t *m, reel_status_t *st) {
+    reel_code_t rc = REEL_OK;
+
+    for (int i = 0; i < 2 && rc == REEL_OK; i++)
+        if (m->it[i] != NULL)
+            rc = store_iter_status(m->it[i], st);
+    return rc;
+}
+
 size_t store_prefix_end(const void *prefix, size_t len, char *out) {
     const unsigned char *p = prefix;
 

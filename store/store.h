@@ -477,6 +477,45 @@ store_iter_t *store_iter_create(store_t *store, store_cf_t *cf,
 store_iter_t *store_iter_create_below(store_t *store, store_cf_t *cf,
                                       const store_snapshot_t *snap,
                                       const void *upper, size_t ulen);
+/*
+ * Reads the first of two keys of cf that exists (*which: 0 or 1) into *val
+ * (malloc'd): in txn when it is not NULL; else at snap; else in committed
+ * state, both read at one snapshot, so that a record a commit moves from
+ * one key to the other is found once. OK, NOT_FOUND (neither) or INTERNAL.
+ */
+reel_code_t store_get_first(store_t *store, store_txn_t *txn,
+                            const store_snapshot_t *snap, store_cf_t *cf,
+                            const void *k0, size_t l0, const void *k1,
+                            size_t l1, char **val, size_t *vlen, int *which,
+                            reel_status_t *st);
+
+/*
+ * A walk of two places of one family merged in key order: place i holds
+ * the keys that start with base[i], compared past their first skip[i]
+ * bytes, where the two places differ (a module keeping its deleted records
+ * apart from its live ones; a key is in one place at most). The iterators
+ * it[i] are the caller's, seeked, and moved on with store_iter_next() past
+ * the key taken; it[1] may be NULL (one place).
+ */
+typedef struct store_merge {
+    store_iter_t *it[2];
+    const char *base[2];
+    size_t base_len[2], skip[2];
+} store_merge_t;
+
+/* The smaller current key of the two places, past its head, with its
+ * value and place (0 or 1); NULL when both are past their base. */
+const char *store_merge_key(store_merge_t *m, size_t *klen, const char **val,
+                            size_t *vlen, int *place);
+/* OK, or the first iterator's error. */
+reel_code_t store_merge_status(store_merge_t *m, reel_status_t *st);
+
+/* store_iter_create_below() over the keys that start with prefix: NULL
+ * when out of memory. It still needs a seek. */
+store_iter_t *store_iter_prefix(store_t *store, store_cf_t *cf,
+                                const store_snapshot_t *snap,
+                                const void *prefix, size_t len);
+
 /* The least key above every key starting with prefix, into out (room for
  * len bytes): prefix with its last byte below 0xff raised by one and what
  * follows dropped. Returns its length; 0 when there is none (an empty

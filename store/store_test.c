@@ -837,6 +837,53 @@ static void test_an_iterator_below_a_bound_ends_at_its_prefix(void **state) {
     assert_int_equal(n, 3);
 }
 
+/* store_get_first reads the first of two keys that exists; store_merge
+ * walks two places in key order past their heads. */
+static void test_two_places_read_as_one(void **state) {
+    fixture_t *f = *state;
+    store_merge_t m = {{NULL, NULL}, {"L:", "T:"}, {2, 2}, {2, 2}};
+    const char *k, *v;
+    char *val = NULL, got[32] = "";
+    size_t vlen, klen;
+    int which, place;
+
+    put_sync(f->store, "L:a", "1", 1, NULL);
+    put_sync(f->store, "T:b", "2", 1, NULL);
+    put_sync(f->store, "L:c", "3", 1, NULL);
+    put_sync(f->store, "T:d", "4", 1, NULL);
+    put_sync(f->store, "U:e", "5", 1, NULL);
+    assert_int_equal(store_get_first(f->store, NULL, NULL, data, "L:b", 3,
+                                     "T:b", 3, &val, &vlen, &which, NULL),
+                     REEL_OK);
+    assert_int_equal(which, 1);
+    assert_memory_equal(val, "2", 1);
+    free(val);
+    assert_int_equal(store_get_first(f->store, NULL, NULL, data, "L:a", 3,
+                                     "T:a", 3, &val, &vlen, &which, NULL),
+                     REEL_OK);
+    assert_int_equal(which, 0);
+    free(val);
+    assert_int_equal(store_get_first(f->store, NULL, NULL, data, "L:x", 3,
+                                     "T:x", 3, &val, &vlen, &which, NULL),
+                     REEL_NOT_FOUND);
+
+    m.it[0] = store_iter_prefix(f->store, data, NULL, "L:", 2);
+    m.it[1] = store_iter_prefix(f->store, data, NULL, "T:", 2);
+    store_iter_seek(m.it[0], "L:", 2);
+    store_iter_seek(m.it[1], "T:", 2);
+    while ((k = store_merge_key(&m, &klen, &v, &vlen, &place)) != NULL) {
+        size_t n = strlen(got);
+
+        snprintf(got + n, sizeof(got) - n, "%.*s%d%.*s ", (int)klen, k, place,
+                 (int)vlen, v);
+        store_iter_next(m.it[place]);
+    }
+    assert_int_equal(store_merge_status(&m, NULL), REEL_OK);
+    assert_string_equal(got, "a01 b12 c03 d14 ");
+    store_iter_destroy(m.it[0]);
+    store_iter_destroy(m.it[1]);
+}
+
 /* An emit that cannot record its change fails its request, and only it:
  * no change is committed without the event the publish step (and the WAL)
  * need, and revisions stay gapless. */
@@ -1993,6 +2040,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_an_iterator_below_a_bound_ends_at_its_prefix, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(test_two_places_read_as_one, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(
             test_refuses_a_data_dir_of_another_format, setup, teardown),
         cmocka_unit_test_setup_teardown(

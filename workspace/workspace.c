@@ -4,8 +4,14 @@
  *
  * Column families
  *   ws         (lookup)  records and staging marks:
- *              'c' ns \0 key             -> the current record (a version
- *                                           or a tombstone)
+ *              'c' ns \0 key             -> the current record of a
+ *                                           live artifact
+ *              't' ns \0 key             -> the current record of a
+ *                                           deleted one, its tombstone:
+ *                                           apart, so that a listing of
+ *                                           live artifacts never walks
+ *                                           them (since store format 5; a
+ *                                           key is in one place only)
  *              'v' ns \0 key \0 ver:u64  -> a retained version's record
  *                                           (its bytes are kept)
  *              's' blob:u64              -> a staged upload's mark: its
@@ -700,6 +706,65 @@ fail:
     return rc;
 }
 
+/* Every tombstone among the live records ('c') of an older dir moves to
+ * its own place ('t'), in one commit. */
+static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
+                                 reel_status_t *st) {
+    ws_t *ws = arg;
+    const char live = 'c';
+    store_iter_t *it = store_iter_prefix(ws->store, ws->cf, NULL, &live, 1);
+    reel_code_t rc = REEL_OK;
+    size_t n = 0;
+
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (store_iter_seek(it, &live, 1); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        ws_artifact_t a;
+        char *tk;
+
+        if (rec_decode(v, vlen, &a) != 0) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "an artifact's record does not decode (key "
+                                 "of %zu bytes)",
+                                 klen);
+            break;
+        }
+        if (a.deleted) {
+            if ((tk = malloc(klen)) == NULL) {
+                ws_artifact_fini(&a);
+                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                     "out of memory");
+                break;
+            }
+            memcpy(tk, k, klen);
+            tk[0] = 't';
+            store_txn_put(txn, ws->cf, tk, klen, v, vlen);
+            store_txn_delete(txn, ws->cf, k, klen);
+            free(tk);
+            n++;
+        }
+        ws_artifact_fini(&a);
+    }
+    if (rc == REEL_OK)
+        rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    if (rc == REEL_OK && n > 0)
+        REEL_INFO("workspace", "moved %zu deleted artifacts' records apart "
+                               "from the live ones for the new format",
+                  n);
+    return rc;
+}
+
+reel_code_t ws_upgrade(ws_t *ws, int from, reel_status_t *st) {
+    if (from >= 5)
+        return REEL_OK;
+    return store_exec(ws->store, upgrade_apply, ws, NULL, st);
+}
+
 void ws_stop(ws_t *ws) {
     if (ws == NULL || !ws->started)
         return;
@@ -965,22 +1030,40 @@ static int hex(const uint8_t *p, char *out) {
     return 2 * WS_SHA256_LEN;
 }
 
+/* The current record of a key, live ('c') or deleted ('t'), into *val:
+ * in txn, else at snap (NULL: now), as store_get_first reads it. */
+static reel_code_t read_either(ws_t *ws, store_txn_t *txn,
+                               const store_snapshot_t *snap, const char *ns,
+                               size_t ns_len, const char *key, size_t key_len,
+                               char **val, size_t *vlen, reel_status_t *st) {
+    unsigned char *ck = rec_key('c', ns, ns_len, key, key_len, 0, 0, vlen);
+    unsigned char *tk = rec_key('t', ns, ns_len, key, key_len, 0, 0, vlen);
+    int which;
+    reel_code_t rc;
+
+    if (ck == NULL || tk == NULL)
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    else
+        rc = store_get_first(ws->store, txn, snap, ws->cf, ck, *vlen, tk,
+                             *vlen, val, vlen, &which, st);
+    free(ck);
+    free(tk);
+    return rc;
+}
+
 /* The current record of u's key as txn sees it: OK, NOT_FOUND (a zeroed
  * *cur), or an error. */
 static reel_code_t read_current(store_txn_t *txn, ws_t *ws, const char *ns,
                                 size_t ns_len, const char *key,
                                 size_t key_len, ws_artifact_t *cur,
                                 reel_status_t *st) {
-    unsigned char *k;
-    size_t klen, vlen;
+    size_t vlen;
     char *val = NULL;
     reel_code_t rc;
 
     memset(cur, 0, sizeof(*cur));
-    if ((k = rec_key('c', ns, ns_len, key, key_len, 0, 0, &klen)) == NULL)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    rc = store_txn_get(txn, ws->cf, k, klen, &val, &vlen, st);
-    free(k);
+    rc = read_either(ws, txn, NULL, ns, ns_len, key, key_len, &val, &vlen,
+                     st);
     if (rc == REEL_NOT_FOUND) {
         reel_status_fini(st);
         return REEL_NOT_FOUND;
@@ -1096,19 +1179,25 @@ static reel_code_t check_precond(const ws_artifact_t *cur, int exists,
 static void history_write(store_txn_t *txn, ws_t *ws, uint64_t rev,
                           const reel_wbuf_t *w);
 
-/* Writes rec as the key's current record (and, for a version, retained);
- * emits it. */
+/* Writes rec as the key's current record, in its place ('t' when
+ * deleted, else 'c'), and removes the one in the other place if prev (the
+ * key's record before, or NULL) was there; for a version also its retained
+ * record. Emits it. */
 static reel_code_t commit_record(store_txn_t *txn, ws_upload_t *u,
+                                 const ws_artifact_t *prev,
                                  ws_artifact_t *rec, uint32_t type,
                                  reel_status_t *st) {
     reel_wbuf_t w = {0};
-    unsigned char *ck = NULL, *vk = NULL;
+    unsigned char *ck = NULL, *ok = NULL, *vk = NULL;
     size_t cklen, vklen;
     reel_code_t rc = REEL_OK;
 
     if (rec_encode(rec, &w) != 0 ||
-        (ck = rec_key('c', u->ns, u->ns_len, u->key, u->key_len, 0, 0,
-                      &cklen)) == NULL ||
+        (ck = rec_key(rec->deleted ? 't' : 'c', u->ns, u->ns_len, u->key,
+                      u->key_len, 0, 0, &cklen)) == NULL ||
+        (prev != NULL && !prev->deleted != !rec->deleted &&
+         (ok = rec_key(prev->deleted ? 't' : 'c', u->ns, u->ns_len, u->key,
+                       u->key_len, 0, 0, &cklen)) == NULL) ||
         (!rec->deleted &&
          (vk = rec_key('v', u->ns, u->ns_len, u->key, u->key_len, 1,
                        rec->version, &vklen)) == NULL)) {
@@ -1116,6 +1205,8 @@ static reel_code_t commit_record(store_txn_t *txn, ws_upload_t *u,
         goto out;
     }
     store_txn_put(txn, u->ws->cf, ck, cklen, w.p, w.len);
+    if (ok != NULL) /* the same length: only the tag differs */
+        store_txn_delete(txn, u->ws->cf, ok, cklen);
     if (vk != NULL)
         store_txn_put(txn, u->ws->cf, vk, vklen, w.p, w.len);
     store_txn_emit(txn, WS_MODULE_ID, type, w.p, w.len);
@@ -1125,6 +1216,7 @@ static reel_code_t commit_record(store_txn_t *txn, ws_upload_t *u,
 out:
     reel_wbuf_fini(&w);
     free(ck);
+    free(ok);
     free(vk);
     return rc;
 }
@@ -1181,7 +1273,8 @@ static reel_code_t put_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
     rec.n_meta = u->n_meta;
     rec.meta_keys = (const char **)u->meta_keys;
     rec.meta_vals = (const char **)u->meta_vals;
-    if ((rc = commit_record(txn, u, &rec, WS_EVENT_PUT, st)) != REEL_OK)
+    if ((rc = commit_record(txn, u, exists ? &cur : NULL, &rec, WS_EVENT_PUT,
+                            st)) != REEL_OK)
         goto out;
     if (u->inline_) { /* in this commit's synced batch, with its record */
         unsigned char k[16];
@@ -1307,7 +1400,8 @@ static reel_code_t delete_apply(store_txn_t *txn, void *arg,
     rec.revision = store_txn_next_revision(txn);
     rec.updated_at_ms = store_txn_now_ms(txn);
     rec.created_at_ms = rec.updated_at_ms;
-    if ((rc = commit_record(txn, u, &rec, WS_EVENT_DELETE, st)) != REEL_OK)
+    if ((rc = commit_record(txn, u, &cur, &rec, WS_EVENT_DELETE, st)) !=
+        REEL_OK)
         goto out;
     rc = prune(txn, u, 0, st);
 out:
@@ -1379,13 +1473,18 @@ static reel_code_t get_record(ws_t *ws, const store_snapshot_t *snap,
     memset(out, 0, sizeof(*out));
     if ((rc = check_names(&ws->lim, ns, ns_len, key, key_len, st)) != REEL_OK)
         return rc;
-    if ((k = rec_key(version ? 'v' : 'c', ns, ns_len, key, key_len,
-                     version != 0, version, &klen)) == NULL)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    rc = snap ? store_snapshot_get(ws->store, snap, ws->cf, k, klen, &val,
-                                   &vlen, st)
-              : store_get(ws->store, ws->cf, k, klen, &val, &vlen, st);
-    free(k);
+    if (version == 0) {
+        rc = read_either(ws, NULL, snap, ns, ns_len, key, key_len, &val,
+                         &vlen, st);
+    } else {
+        if ((k = rec_key('v', ns, ns_len, key, key_len, 1, version, &klen)) ==
+            NULL)
+            return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory");
+        rc = store_snapshot_get(ws->store, snap, ws->cf, k, klen, &val, &vlen,
+                                st);
+        free(k);
+    }
     if (rc == REEL_NOT_FOUND) {
         ws_artifact_t cur;
 
@@ -1584,11 +1683,13 @@ reel_code_t ws_list(ws_t *ws, const char *ns, size_t ns_len,
                     uint32_t limit, int include_deleted,
                     const reel_page_t *page, ws_artifact_t **items, size_t *n,
                     int *more, reel_status_t *st) {
-    unsigned char *base = NULL, *seek = NULL;
-    size_t blen, slen, used = 0, cap;
-    store_iter_t *it = NULL;
+    unsigned char *base = NULL, *seek = NULL, *tbase = NULL;
+    size_t blen = 0, slen = 0, used = 0, cap;
+    store_merge_t m = {{NULL, NULL}, {NULL, NULL}, {0, 0}, {0, 0}};
+    store_snapshot_t *snap = NULL;
     ws_artifact_t *out = NULL;
     reel_code_t rc = REEL_OK;
+    int from;
 
     *items = NULL;
     *n = 0;
@@ -1600,40 +1701,60 @@ reel_code_t ws_list(ws_t *ws, const char *ns, size_t ns_len,
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "limit: %u, at most %d", limit, WS_LIST_MAX);
     cap = limit ? limit : WS_LIST_DEFAULT;
-    /* 'c' ns \0 prefix: every key with the prefix sorts from here. */
+    /* 'c' ns \0 prefix: every key with the prefix sorts from here; the
+     * tombstones, with include_deleted, from 't' ns \0 prefix, merged in
+     * key order at one snapshot (a key moves between the two). */
     base = rec_key('c', ns, ns_len, prefix, prefix_len, 0, 0, &blen);
     seek = rec_key('c', ns, ns_len, start_after, start_after_len, 0, 0, &slen);
+    tbase = rec_key('t', ns, ns_len, prefix, prefix_len, 0, 0, &blen);
     out = calloc(cap, sizeof(*out));
-    it = store_iter_create(ws->store, ws->cf, NULL);
-    if (base == NULL || seek == NULL || out == NULL || it == NULL) {
-        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    if (base == NULL || seek == NULL || tbase == NULL || out == NULL ||
+        (include_deleted &&
+         (rc = store_snapshot_create(ws->store, &snap, st)) != REEL_OK)) {
+        if (rc == REEL_OK)
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                 "out of memory");
         goto out;
     }
     /* From start_after, or from the prefix when start_after sorts before
      * it; one past the prefix's keys leaves nothing to list. */
-    if (start_after_len > 0 && key_cmp(seek, slen, base, blen) >= 0)
-        store_iter_seek(it, seek, slen);
-    else
-        store_iter_seek(it, base, blen);
-    for (; store_iter_valid(it); store_iter_next(it)) {
+    from = start_after_len > 0 && key_cmp(seek, slen, base, blen) >= 0;
+    for (int i = 0; i < 1 + include_deleted; i++) {
+        unsigned char *b = i ? tbase : base;
+
+        m.base[i] = (const char *)b, m.base_len[i] = blen, m.skip[i] = 1;
+        m.it[i] = store_iter_prefix(ws->store, ws->cf, snap, b, blen);
+        if (m.it[i] == NULL) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                 "out of memory");
+            goto out;
+        }
+        seek[0] = i ? 't' : 'c';
+        if (from)
+            store_iter_seek(m.it[i], seek, slen);
+        else
+            store_iter_seek(m.it[i], b, blen);
+    }
+    for (;;) {
         size_t klen, vlen;
-        const char *k = store_iter_key(it, &klen);
-        const char *v = store_iter_value(it, &vlen);
+        const char *v;
+        int place;
+        const char *k = store_merge_key(&m, &klen, &v, &vlen, &place);
         ws_artifact_t a;
 
-        if (klen < blen || memcmp(k, base, blen) != 0)
+        if (k == NULL)
             break;
-        if (start_after_len > 0 && klen == slen && memcmp(k, seek, slen) == 0)
+        if (start_after_len > 0 && klen == slen - 1 &&
+            memcmp(k, seek + 1, klen) == 0) {
+            store_iter_next(m.it[place]);
             continue;
-        if (rec_decode(v, vlen, &a) != 0) {
+        }
+        if (rec_decode(v, vlen, &a) != 0 || a.deleted != place) {
+            ws_artifact_fini(&a);
             rc = reel_status_set(st, REEL_DATA_LOSS,
                                  "namespace %.*s: a record does not decode",
                                  (int)ns_len, ns);
             goto out;
-        }
-        if (a.deleted && !include_deleted) {
-            ws_artifact_fini(&a);
-            continue;
         }
         if (*n == cap || !reel_page_take(page, *n, &used, &a)) {
             ws_artifact_fini(&a);
@@ -1641,12 +1762,15 @@ reel_code_t ws_list(ws_t *ws, const char *ns, size_t ns_len,
             break;
         }
         out[(*n)++] = a;
+        store_iter_next(m.it[place]);
     }
-    if (rc == REEL_OK)
-        rc = store_iter_status(it, st);
+    rc = store_merge_status(&m, st);
 out:
-    store_iter_destroy(it);
+    store_iter_destroy(m.it[0]);
+    store_iter_destroy(m.it[1]);
+    store_snapshot_release(ws->store, snap);
     free(base);
+    free(tbase);
     free(seek);
     if (rc != REEL_OK) {
         for (size_t i = 0; i < *n; i++)
@@ -1688,7 +1812,9 @@ static int watch_replay_snapshot(ws_watch_t *w, uint64_t *cursor,
     size_t blen;
     unsigned char *base = rec_key('c', w->ns, w->ns_len, w->prefix,
                                   w->prefix_len, 0, 0, &blen);
-    store_iter_t *it = store_iter_create(w->ws->store, w->ws->cf, w->snap);
+    store_iter_t *it =
+        base ? store_iter_prefix(w->ws->store, w->ws->cf, w->snap, base, blen)
+             : NULL;
     int r = FEED_OK;
 
     if (base == NULL || it == NULL) {

@@ -118,6 +118,10 @@ reel_code_t ws_run(ws_t *ws, void (*fn)(void *arg), void *arg,
 
 /* Lets the reclaimer and the workers finish what is queued, and stops
  * them. Before the store closes. Accepts NULL. */
+/* Brings a data dir of an older store format (from) up to date: before
+ * format 5 a deleted artifact's record sat among the live ones; it moves to
+ * its own place, in one commit. Not from the writer thread. */
+reel_code_t ws_upgrade(ws_t *ws, int from, reel_status_t *st);
 void ws_stop(ws_t *ws);
 void ws_destroy(ws_t *ws);
 

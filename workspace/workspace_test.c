@@ -624,6 +624,149 @@ static void test_list_pages_by_prefix_and_skips_tombstones(void **state) {
     }
 }
 
+/* Keys "ws" holds with tag t ('c' live records, 't' tombstones). */
+static size_t records(fixture_t *f, char t) {
+    store_cf_t *cf = NULL;
+    store_iter_t *it;
+    size_t n = 0, klen;
+
+    assert_int_equal(store_cf_lookup(f->store, "ws", &cf, NULL), REEL_OK);
+    it = store_iter_create(f->store, cf, NULL);
+    for (store_iter_seek(it, &t, 1); store_iter_valid(it);
+         store_iter_next(it)) {
+        if (store_iter_key(it, &klen)[0] != t)
+            break;
+        n++;
+    }
+    assert_int_equal(store_iter_status(it, NULL), REEL_OK);
+    store_iter_destroy(it);
+    return n;
+}
+
+/* Lists namespace "n" as "a/1,a/2-" (a/2 deleted); returns more. */
+static int list_keys(fixture_t *f, const char *after, uint32_t limit,
+                     int deleted, char *got, size_t cap) {
+    ws_artifact_t *items;
+    size_t n, off = 0;
+    int more;
+
+    assert_int_equal(ws_list(f->ws, "n", 1, "", 0, after, strlen(after),
+                             limit, deleted, NULL, &items, &n, &more, NULL),
+                     REEL_OK);
+    got[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        off += (size_t)snprintf(got + off, cap - off, "%s%s%s", i ? "," : "",
+                                items[i].key, items[i].deleted ? "-" : "");
+        assert_true(off < cap);
+        ws_artifact_fini(&items[i]);
+    }
+    free(items);
+    return more;
+}
+
+static void delete_ok(fixture_t *f, const char *key) {
+    reel_status_t st = REEL_STATUS_INIT;
+    waiter_t w;
+
+    waiter_init(&w);
+    assert_int_equal(ws_delete_submit(f->ws, "n", 1, key, strlen(key),
+                                      WS_PRECOND_NONE, 0, on_done, &w, &st),
+                     REEL_OK);
+    waiter_wait(&w);
+    assert_int_equal(w.code, REEL_OK);
+}
+
+/*
+ * Deleted artifacts' records sit apart from the live ones ('t', not 'c'):
+ * a listing with include_deleted merges both in key order, pages and
+ * start_after included, and a key moves back when it is put again.
+ */
+static void test_tombstones_are_kept_apart_and_listed_merged(void **state) {
+    fixture_t *f = *state;
+    const char *keys[] = {"a/1", "a/2", "a/3", "b/1"};
+    char got[64];
+    waiter_t w;
+
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(put(f, "n", keys[i], "x", 1, &w), REEL_OK);
+    delete_ok(f, "a/2");
+    delete_ok(f, "b/1");
+    assert_int_equal(records(f, 'c'), 2);
+    assert_int_equal(records(f, 't'), 2);
+    assert_false(list_keys(f, "", 0, 0, got, sizeof(got)));
+    assert_string_equal(got, "a/1,a/3");
+    assert_false(list_keys(f, "", 0, 1, got, sizeof(got)));
+    assert_string_equal(got, "a/1,a/2-,a/3,b/1-");
+    assert_true(list_keys(f, "a/1", 2, 1, got, sizeof(got)));
+    assert_string_equal(got, "a/2-,a/3");
+    assert_false(list_keys(f, "a/3", 2, 1, got, sizeof(got)));
+    assert_string_equal(got, "b/1-");
+
+    assert_int_equal(put(f, "n", "a/2", "y", 1, &w), REEL_OK);
+    assert_int_equal(w.version, 3); /* on from the tombstone's */
+    assert_int_equal(records(f, 'c'), 3);
+    assert_int_equal(records(f, 't'), 1);
+    assert_false(list_keys(f, "", 0, 0, got, sizeof(got)));
+    assert_string_equal(got, "a/1,a/2,a/3");
+}
+
+typedef struct raw {
+    store_cf_t *cf;
+    const char *key, *val; /* val NULL deletes */
+    size_t klen, vlen;
+} raw_t;
+
+static reel_code_t raw_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
+    raw_t *r = arg;
+
+    (void)st;
+    if (r->val == NULL)
+        store_txn_delete(txn, r->cf, r->key, r->klen);
+    else
+        store_txn_put(txn, r->cf, r->key, r->klen, r->val, r->vlen);
+    return REEL_OK;
+}
+
+/* A format 4 dir keeps a deleted artifact's record among the live ones:
+ * ws_upgrade() from 4 moves it apart, and it still reads as deleted at its
+ * version. */
+static void test_an_upgrade_moves_the_tombstones_of_an_older_dir(
+    void **state) {
+    fixture_t *f = *state;
+    raw_t r = {NULL, "t" "n\0k", NULL, 4, 0};
+    reel_status_t st = REEL_STATUS_INIT;
+    ws_artifact_t a;
+    char *rec = NULL, got[64];
+    waiter_t w;
+
+    assert_int_equal(put(f, "n", "k", "abc", 3, &w), REEL_OK);
+    assert_int_equal(put(f, "n", "live", "abc", 3, &w), REEL_OK);
+    delete_ok(f, "k");
+    assert_int_equal(store_cf_lookup(f->store, "ws", &r.cf, NULL), REEL_OK);
+    assert_int_equal(store_get(f->store, r.cf, r.key, r.klen, &rec, &r.vlen,
+                               NULL),
+                     REEL_OK);
+    assert_int_equal(store_exec(f->store, raw_apply, &r, NULL, &st), REEL_OK);
+    r.key = "c" "n\0k", r.val = rec; /* where format 4 kept it */
+    assert_int_equal(store_exec(f->store, raw_apply, &r, NULL, &st), REEL_OK);
+    assert_int_equal(records(f, 't'), 0);
+
+    assert_int_equal(ws_upgrade(f->ws, 5, &st), REEL_OK); /* nothing to do */
+    assert_int_equal(records(f, 't'), 0);
+    assert_int_equal(ws_upgrade(f->ws, 4, &st), REEL_OK);
+    assert_int_equal(records(f, 'c'), 1);
+    assert_int_equal(records(f, 't'), 1);
+    assert_false(list_keys(f, "", 0, 0, got, sizeof(got)));
+    assert_string_equal(got, "live");
+    assert_int_equal(ws_stat(f->ws, "n", 1, "k", 1, 0, &a, &st),
+                     REEL_NOT_FOUND);
+    assert_true(a.deleted);
+    assert_int_equal(a.version, 2);
+    ws_artifact_fini(&a);
+    reel_status_fini(&st);
+    free(rec);
+}
+
 /* ---- Watches ----------------------------------------------------------- */
 
 typedef struct wsink {
@@ -745,6 +888,11 @@ int main(void) {
             teardown),
         cmocka_unit_test_setup_teardown(
             test_list_pages_by_prefix_and_skips_tombstones, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_tombstones_are_kept_apart_and_listed_merged, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_upgrade_moves_the_tombstones_of_an_older_dir, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_watch_snapshot_marker_then_live_and_catch_up_from_history,
             setup, teardown),
