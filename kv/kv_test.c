@@ -142,6 +142,14 @@ static reel_code_t del(kv_t *kv, const char *key, kv_write_result_t *res) {
     return kv_write(kv, &a, res);
 }
 
+static void del_ok(fixture_t *f, const char *key) {
+    kv_write_result_t res;
+
+    if (del(f->kv, key, &res) != REEL_OK)
+        fail_msg("delete %s: %s", key, reel_status_message(&res.status));
+    kv_write_result_fini(&res);
+}
+
 /* A copy of one event, as a test sees it. */
 typedef struct rec {
     kv_event_type_t type;
@@ -311,8 +319,7 @@ static void test_deleting_a_missing_key_writes_nothing(void **state) {
     assert_false(res.existed);
     kv_write_result_fini(&res);
     set_ok(f->kv, "k", "1");
-    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
-    kv_write_result_fini(&res);
+    del_ok(f, "k");
     rev = store_revision(f->store);
     assert_int_equal(del(f->kv, "k", &res), REEL_OK);
     assert_false(res.existed);
@@ -337,8 +344,7 @@ static void test_create_only_on_a_live_key_is_already_exists(void **state) {
     assert_int_equal(store_revision(f->store), rev);
     kv_write_result_fini(&res);
     /* After a delete, create-only works again. */
-    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
-    kv_write_result_fini(&res);
+    del_ok(f, "k");
     assert_int_equal(set_full(f->kv, "ns", "k", "3", KV_PRECOND_ABSENT, 0, &res),
                      REEL_OK);
     assert_int_equal(res.entry.version, 3);
@@ -897,15 +903,13 @@ static void test_watch_sees_every_transition_with_prev(void **state) {
     fixture_t *f = *state;
     sink_t *s = sink_new(1000);
     kv_watch_t *w;
-    kv_write_result_t res;
 
     w = watch(f, "k", KV_WATCH_NOW, 0, s, NULL, NULL);
     assert_int_equal(sink_wait(s, 1), 1);
     assert_int_equal(s->recs[0].type, KV_EVENT_BOOTSTRAP_DONE);
     set_ok(f->kv, "k", "\"a\"");
     set_ok(f->kv, "k", "\"b\"");
-    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
-    kv_write_result_fini(&res);
+    del_ok(f, "k");
     set_ok(f->kv, "k", "\"c\"");
     set_ok(f->kv, "other", "1");
     assert_int_equal(sink_wait(s, 5), 5);
@@ -1727,8 +1731,7 @@ static void test_a_deleted_keys_history_is_purged_its_tombstone_kept(
     del_rev = res.entry.revision;
     kv_write_result_fini(&res);
     set_ok(f->kv, "again", "1");
-    assert_int_equal(del(f->kv, "again", &res), REEL_OK);
-    kv_write_result_fini(&res);
+    del_ok(f, "again");
     set_ok(f->kv, "again", "3"); /* set since its delete: kept */
     assert_int_equal(history_keys(f, 'd', NULL, 0, NULL), 2);
     events = history_keys(f, 'r', NULL, 0, NULL);
@@ -1774,12 +1777,10 @@ static void test_a_deleted_keys_history_is_purged_its_tombstone_kept(
 /* The module's own thread purges, once the age has passed. */
 static void test_the_purge_runs_of_its_own_accord(void **state) {
     fixture_t *f = *state;
-    kv_write_result_t res;
     int i;
 
     set_ok(f->kv, "k", "1");
-    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
-    kv_write_result_fini(&res);
+    del_ok(f, "k");
     for (i = 0; i < TESTING_WAIT_MS / 10; i++) {
         if (history_len(f, "k", 0, REEL_OK) == 0)
             break;
@@ -1874,10 +1875,8 @@ static void test_a_listing_walks_no_tombstones(void **state) {
 
     for (int i = 0; i < 5; i++)
         set_ok(f->kv, keys[i], "1");
-    assert_int_equal(del(f->kv, "b", &res), REEL_OK);
-    kv_write_result_fini(&res);
-    assert_int_equal(del(f->kv, "d", &res), REEL_OK);
-    kv_write_result_fini(&res);
+    del_ok(f, "b");
+    del_ok(f, "d");
     assert_int_equal(kv_records(f, 0), 3);
     assert_int_equal(kv_records(f, 1), 2);
 
@@ -1937,8 +1936,7 @@ static void test_a_tombstone_among_the_live_keys_is_data_loss(void **state) {
     uint64_t rev;
 
     set_ok(f->kv, "k", "1");
-    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
-    kv_write_result_fini(&res);
+    del_ok(f, "k");
     as_older_format(f, "k"); /* never upgraded */
     rev = store_revision(f->store);
     assert_int_equal(set_full(f->kv, "ns", "k", "2", KV_PRECOND_NONE, 0, &res),
@@ -1980,7 +1978,6 @@ static reel_code_t older_apply(store_txn_t *txn, void *arg,
 static void test_an_upgrade_moves_the_tombstones_of_an_older_dir(
     void **state) {
     fixture_t *f = *state;
-    kv_write_result_t res;
     reel_status_t st = REEL_STATUS_INIT;
     char *rec = NULL, got[64];
     older_t o = {cf_of(f, "kv"), NULL, 0, 10000};
@@ -1990,8 +1987,7 @@ static void test_an_upgrade_moves_the_tombstones_of_an_older_dir(
     set_ok(f->kv, "a", "1");
     set_ok(f->kv, "gone", "1");
     set_ok(f->kv, "gone", "2");
-    assert_int_equal(del(f->kv, "gone", &res), REEL_OK);
-    kv_write_result_fini(&res);
+    del_ok(f, "gone");
     set_ok(f->kv, "z", "1");
     assert_int_equal(store_get(f->store, o.cf, "\0ns\0gone", 8, &rec,
                                &o.rlen, NULL),
@@ -2029,14 +2025,12 @@ static void test_an_upgrade_moves_the_tombstones_of_an_older_dir(
 static void test_an_upgrade_indexes_the_tombstones_of_an_older_dir(
     void **state) {
     fixture_t *f = *state;
-    kv_write_result_t res;
     reel_status_t st = REEL_STATUS_INIT;
     char dk[64];
     size_t dklen = 0;
 
     set_ok(f->kv, "k", "1");
-    assert_int_equal(del(f->kv, "k", &res), REEL_OK);
-    kv_write_result_fini(&res);
+    del_ok(f, "k");
     set_ok(f->kv, "live", "1");
     assert_int_equal(history_keys(f, 'd', dk, sizeof(dk), &dklen), 1);
     raw_put(f, "kv_history", dk, dklen, NULL, 0); /* as format 3 left it */
