@@ -1386,6 +1386,38 @@ static reel_code_t tls_check_dates(const char *flag, const char *path,
 }
 
 /*
+ * Every PEM block of a certificate file reads as a certificate: a good
+ * first one and a damaged second (a chain cut short, two files run
+ * together) would pass a check of the first alone and fail at clients'
+ * handshakes. Text outside the blocks is fine, as OpenSSL reads it.
+ */
+static reel_code_t tls_check_blocks(const char *flag, const char *path,
+                                    const char *pem, reel_status_t *st) {
+    BIO *b = BIO_new_mem_buf(pem, -1);
+    X509 *c;
+    unsigned long e;
+    int n = 0;
+
+    if (b == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    ERR_clear_error();
+    while ((c = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        n++;
+        X509_free(c);
+    }
+    e = ERR_peek_last_error();
+    BIO_free(b);
+    ERR_clear_error();
+    if (e == 0 || (ERR_GET_LIB(e) == ERR_LIB_PEM &&
+                   ERR_GET_REASON(e) == PEM_R_NO_START_LINE))
+        return REEL_OK; /* the end: no further block */
+    return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                           "%s %s: PEM block %d is not a valid certificate "
+                           "(%d read before it)",
+                           flag, path, n + 1, n);
+}
+
+/*
  * The client CA file: one certificate or more, each a CA (a leaf there
  * would make every client's certificate fail to verify), and at least one
  * valid now.
@@ -1395,7 +1427,7 @@ static reel_code_t tls_check_ca(const char *path, const char *ca,
     BIO *b = BIO_new_mem_buf(ca, -1);
     X509 *c;
     int n = 0, live = 0;
-    reel_code_t rc = REEL_OK;
+    reel_code_t rc = tls_check_blocks("--tls-client-ca", path, ca, st);
 
     while (b != NULL && rc == REEL_OK &&
            (c = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
@@ -1436,8 +1468,11 @@ static reel_code_t tls_check(const rpc_server_t *srv, const char *cert,
     BIO *b = NULL;
     X509 *x = NULL;
     EVP_PKEY *k = NULL;
-    reel_code_t rc = REEL_OK;
+    reel_code_t rc;
 
+    if ((rc = tls_check_blocks("--tls-cert", srv->tls_cert, cert, st)) !=
+        REEL_OK)
+        return rc;
     b = BIO_new_mem_buf(cert, -1);
     if (b == NULL || (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL) {
         rc = reel_status_set(st, REEL_INVALID_ARGUMENT,

@@ -499,7 +499,10 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
     }
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
         goto out;
-    it = store_iter_create(j->store, j->cf_runs, snap);
+    /* Bounded: the deletes an ended run leaves in an index past base are
+     * never stepped over. */
+    if (base.p != NULL)
+        it = store_iter_prefix(j->store, j->cf_runs, snap, base.p, base.len);
     if (arr == NULL)
         arr = calloc(limit, sizeof(*arr));
     if (base.p == NULL || seek.p == NULL || it == NULL || arr == NULL) {
@@ -590,7 +593,8 @@ reel_code_t journal_list_recoverable_kept(journal_t *j, const char *app,
     active_keys(app, after, &base, &seek);
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
         goto out;
-    it = store_iter_create(j->store, j->cf_runs, snap);
+    if (base.p != NULL)
+        it = store_iter_prefix(j->store, j->cf_runs, snap, base.p, base.len);
     arr = calloc(limit, sizeof(*arr));
     if (seek.p == NULL || base.p == NULL || it == NULL || arr == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");

@@ -275,6 +275,44 @@ def test_bad_tls_files_refuse_to_start_naming_the_file(tmp_path, pki, files, wan
     assert "BEGIN" not in r.stderr
 
 
+# A PEM block whose body is no certificate: a chain cut short, two files
+# run together.
+DAMAGED = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+
+
+def test_a_certificate_file_with_a_damaged_block_is_refused(tmp_path, pki):
+    """A good first certificate does not carry a damaged one after it: at
+    start, for the server's chain and the client CA file, and on SIGHUP,
+    which keeps the certificates that serve."""
+    import shutil
+    import signal
+    cert, key, ca = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.write_text(pki["server1.pem"].read_text() + DAMAGED)
+    shutil.copy(pki["server1.key"], key)
+    ca.write_text(pki["ca1.pem"].read_text() + DAMAGED)
+    for extra, flag, path in (([], "--tls-cert", cert),
+                              (["--tls-client-ca", str(ca)], "--tls-client-ca", ca)):
+        if flag == "--tls-client-ca":
+            shutil.copy(pki["server1.pem"], cert)
+        r = subprocess.run([REELD, "--data-dir", str(tmp_path / "d"), "--listen",
+                            f"127.0.0.1:{free_port()}", "--tls-cert", str(cert),
+                            "--tls-key", str(key)] + extra,
+                           capture_output=True, text=True, timeout=20)
+        want = f"{flag} {path}: PEM block 2 is not a valid certificate (1 read before it)"
+        assert r.returncode == 1 and want in r.stderr, r.stderr
+    server = Reeld(str(tmp_path / "data"), creds=tls_creds(pki),
+                   extra=["--tls-cert", str(cert), "--tls-key", str(key)]).start()
+    try:
+        cert.write_text(pki["server2.pem"].read_text() + DAMAGED)
+        shutil.copy(pki["server2.key"], key)
+        server.proc.send_signal(signal.SIGHUP)
+        wait_log(server, "TLS not reloaded")
+        assert "PEM block 2 is not a valid certificate" in server.log()
+        assert status(server.addr, tls_creds(pki)).version   # ca1's still
+    finally:
+        assert server.stop()[0] == 0
+
+
 def test_reelctl_speaks_tls_and_mtls(tmp_path, pki):
     from conftest import REELCTL
     server = Reeld(str(tmp_path / "data"), creds=tls_creds(pki, client="client1"),
