@@ -233,6 +233,9 @@ static const flag_t flags[] = {
      "a durable consumer keeps events past the retention limits while its "
      "unacknowledged events take at most N bytes; past that it is "
      "invalidated"},
+    {"wal-max-consumers", "REEL_WAL_MAX_CONSUMERS", "N", FLAG_NUMBER, NULL,
+     WAL_DEFAULT_MAX_CONSUMERS, 1, 1000000, FIELD(limits.wal.max_consumers),
+     "durable consumers at most: creating one more is refused"},
     /* Security (docs/security.md). */
     {"auth", "REEL_AUTH", "MODE", FLAG_TEXT, "none", 0, 0, 0, FIELD(auth),
      "none, or token: every call needs a bearer token"},

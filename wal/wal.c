@@ -10,6 +10,8 @@
  *                   event, so a scan of the consumers ends there instead
  *                   of stepping over the tombstones of trimmed events
  *   "mbytes"     -> u64: the bytes of all 'e' records (for the size cap)
+ *   "mconsumers" -> u64: how many 'c' records there are (for the count
+ *                   cap; counted once at start where it is missing)
  *
  * Invariants
  *   - wal_before_commit runs on the writer after a group's applies: every
@@ -86,6 +88,7 @@ typedef struct rec {
 
 #define REC_HDR 10 /* ts_ms, subject length */
 #define META_BYTES "mbytes"
+#define META_CONSUMERS "mconsumers"
 #define CONSUMERS_END "d"
 #define TRIM_CHUNK 5000
 /* WAL_CONSUMER_CHARS and ':', for a tenant's "::T:name" (wal.h). */
@@ -179,6 +182,33 @@ static void rev_key(uint64_t rev, unsigned char out[9]) {
 
 static void *trimmer_main(void *arg);
 
+/* The consumers' count as txn sees it ("mconsumers"). */
+static reel_code_t consumer_count(wal_t *w, store_txn_t *txn, uint64_t *n,
+                                  reel_status_t *st) {
+    char *val = NULL;
+    size_t vlen = 0;
+    reel_code_t rc;
+
+    rc = store_txn_get(txn, w->cf, META_CONSUMERS, strlen(META_CONSUMERS),
+                       &val, &vlen, st);
+    if (rc == REEL_OK && vlen != 8)
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "the WAL's consumer count is malformed (%zu "
+                             "bytes)",
+                             vlen);
+    if (rc == REEL_OK)
+        *n = reel_be64_get((unsigned char *)val);
+    free(val);
+    return rc;
+}
+
+static void consumer_count_put(wal_t *w, store_txn_t *txn, uint64_t n) {
+    unsigned char b[8];
+
+    reel_be64_put(b, n);
+    store_txn_put(txn, w->cf, META_CONSUMERS, strlen(META_CONSUMERS), b, 8);
+}
+
 static reel_code_t apply_consumers_end(store_txn_t *txn, void *arg,
                                        reel_status_t *st) {
     wal_t *w = arg;
@@ -186,6 +216,26 @@ static reel_code_t apply_consumers_end(store_txn_t *txn, void *arg,
     (void)st;
     store_txn_put(txn, w->cf, CONSUMERS_END, strlen(CONSUMERS_END), "", 0);
     return REEL_OK;
+}
+
+/* A data dir from before the count: the consumers, counted once. */
+static reel_code_t apply_count_consumers(store_txn_t *txn, void *arg,
+                                         reel_status_t *st) {
+    wal_t *w = arg;
+    const char c = 'c';
+    store_iter_t *it = store_iter_prefix(w->store, w->cf, NULL, &c, 1);
+    uint64_t n = 0;
+    reel_code_t rc;
+
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (store_iter_seek(it, &c, 1); store_iter_valid(it); store_iter_next(it))
+        n++;
+    rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    if (rc == REEL_OK)
+        consumer_count_put(w, txn, n);
+    return rc;
 }
 
 reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
@@ -213,6 +263,8 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
         w->lim.trim_interval_ms = 1000;
     if (w->lim.consumer_max_lag_bytes == 0)
         w->lim.consumer_max_lag_bytes = (uint64_t)1 << 30;
+    if (w->lim.max_consumers == 0)
+        w->lim.max_consumers = WAL_DEFAULT_MAX_CONSUMERS;
     if ((rc = store_cf_lookup(store, CF_WAL, &w->cf, st)) != REEL_OK) {
         free(w);
         return rc;
@@ -239,6 +291,14 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
             REEL_NOT_FOUND) {
         reel_status_fini(st);
         rc = store_exec(store, apply_consumers_end, w, NULL, st);
+    }
+    free(val);
+    val = NULL;
+    if (rc == REEL_OK &&
+        (rc = store_get(store, w->cf, META_CONSUMERS, strlen(META_CONSUMERS),
+                        &val, &vlen, st)) == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        rc = store_exec(store, apply_count_consumers, w, NULL, st);
     }
     free(val);
     if (rc == REEL_OK)
@@ -910,7 +970,7 @@ static reel_code_t apply_consumer_op(store_txn_t *txn, consumer_op_t *op,
     char *val = NULL;
     size_t vlen = 0;
     wal_consumer_t c;
-    uint64_t head = store_txn_next_revision(txn) - 1;
+    uint64_t head = store_txn_next_revision(txn) - 1, count = 0;
     reel_code_t rc;
 
     rc = store_txn_get(txn, w->cf, key, klen, &val, &vlen, st);
@@ -921,6 +981,16 @@ static reel_code_t apply_consumer_op(store_txn_t *txn, consumer_op_t *op,
         if (op->kind != OP_SUBSCRIBE)
             return reel_status_set(st, REEL_NOT_FOUND,
                                    "consumer \"%s\" not found", op->name);
+        if ((rc = consumer_count(w, txn, &count, st)) != REEL_OK)
+            return rc;
+        if (count >= w->lim.max_consumers)
+            return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "consumer \"%s\": there are %llu durable "
+                                   "consumers, at most %u "
+                                   "(--wal-max-consumers); delete one no "
+                                   "longer used first",
+                                   op->name, (unsigned long long)count,
+                                   w->lim.max_consumers);
         /* Checked here, on the writer, so no trim can come between the
          * check and the cursor it lets in. */
         if (op->revision > head)
@@ -945,6 +1015,7 @@ static reel_code_t apply_consumer_op(store_txn_t *txn, consumer_op_t *op,
         c.created_at_ms = store_txn_now_ms(txn);
         if ((rc = consumer_put(w, txn, &c, st)) != REEL_OK)
             return rc;
+        consumer_count_put(w, txn, count + 1);
         op->out->acked = c.acked;
         op->out->created_at_ms = c.created_at_ms;
         return REEL_OK;
@@ -971,7 +1042,10 @@ static reel_code_t apply_consumer_op(store_txn_t *txn, consumer_op_t *op,
             rc = consumer_put(w, txn, &c, st);
         }
     } else if (op->kind == OP_DELETE) {
-        store_txn_delete(txn, w->cf, key, klen);
+        if ((rc = consumer_count(w, txn, &count, st)) == REEL_OK) {
+            store_txn_delete(txn, w->cf, key, klen);
+            consumer_count_put(w, txn, count > 0 ? count - 1 : 0);
+        }
     } else if (op->pattern != NULL && strcmp(op->pattern, c.pattern) != 0) {
         char *p = strdup(op->pattern);
 

@@ -46,7 +46,12 @@ typedef struct wal_limits {
     int64_t retention_age_ms; /* 0 = 7 days */
     int64_t trim_interval_ms; /* 0 = 1000 */
     uint64_t consumer_max_lag_bytes; /* 0 = 1 GiB */
+    /* Durable consumers at most: a new one past it is RESOURCE_EXHAUSTED
+     * (every trim and listing reads them all). 0 = the default. */
+    uint32_t max_consumers;
 } wal_limits_t;
+
+#define WAL_DEFAULT_MAX_CONSUMERS 10000
 
 /* The WAL's column family, for store_open(): "wal" (a tail), ended by a
  * NULL name. The WAL emits no changes of its own: it has no module id. */

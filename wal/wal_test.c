@@ -697,6 +697,69 @@ static void test_deleting_a_consumer_releases_what_it_held(void **state) {
     assert_int_equal(oldest_of(f), 5);
 }
 
+static reel_code_t subscribe(fixture_t *f, const char *name,
+                             reel_status_t *st) {
+    sink_t s = {.limit = 0};
+    wal_sub_t *sub = NULL;
+    reel_code_t rc =
+        wal_consumer_subscribe(f->wal, name, 0, "", 0, &ops, &s, &sub, st);
+
+    wal_sub_destroy(sub);
+    return rc;
+}
+
+static reel_code_t apply_forget_count(store_txn_t *txn, void *arg,
+                                      reel_status_t *st) {
+    store_cf_t *cf = NULL;
+
+    if (store_cf_lookup(((fixture_t *)arg)->store, "wal", &cf, st) != REEL_OK)
+        return st->code;
+    store_txn_delete(txn, cf, "mconsumers", 10);
+    return REEL_OK;
+}
+
+/*
+ * Durable consumers are capped in number: a new one past max_consumers is
+ * RESOURCE_EXHAUSTED naming the cap and writes nothing; an existing one
+ * still subscribes, and a delete makes room. The count survives a reopen,
+ * and a data dir without it (from before it) is counted at start.
+ */
+static void test_consumers_are_capped_in_number(void **state) {
+    fixture_t *f = *state;
+    reel_status_t st = REEL_STATUS_INIT;
+    wal_limits_t lim = {.max_consumers = 2};
+    wal_consumer_t *cs;
+    size_t n;
+
+    reopen(f, lim);
+    make_consumer(f, "a", 0);
+    make_consumer(f, "b", 0);
+    assert_int_equal(subscribe(f, "c", &st), REEL_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(reel_status_message(&st),
+                           "there are 2 durable consumers, at most 2 "
+                           "(--wal-max-consumers)"));
+    reel_status_fini(&st);
+    assert_int_equal(subscribe(f, "a", NULL), REEL_OK);
+    assert_int_equal(wal_consumers(f->wal, NULL, 0, NULL, &cs, &n, NULL, NULL),
+                     REEL_OK);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++)
+        wal_consumer_fini(&cs[i]);
+    free(cs);
+    assert_int_equal(wal_consumer_delete(f->wal, "a", NULL), REEL_OK);
+    assert_int_equal(subscribe(f, "c", NULL), REEL_OK);
+
+    reopen(f, lim);
+    assert_int_equal(subscribe(f, "d", NULL), REEL_RESOURCE_EXHAUSTED);
+    assert_int_equal(store_exec(f->store, apply_forget_count, f, NULL, &st),
+                     REEL_OK);
+    reopen(f, lim); /* counted again: b and c */
+    assert_int_equal(subscribe(f, "d", NULL), REEL_RESOURCE_EXHAUSTED);
+    assert_int_equal(wal_consumer_delete(f->wal, "b", NULL), REEL_OK);
+    assert_int_equal(subscribe(f, "d", NULL), REEL_OK);
+    assert_int_equal(subscribe(f, "e", NULL), REEL_RESOURCE_EXHAUSTED);
+}
+
 typedef struct late_sub {
     fixture_t *f;
     sink_t sink;
@@ -1009,6 +1072,8 @@ int main(void) {
             setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_deleting_a_consumer_releases_what_it_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumers_are_capped_in_number,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_delete_during_a_subscribe_is_refused_not_half_done, setup,
             teardown),

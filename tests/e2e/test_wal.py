@@ -299,6 +299,30 @@ def test_one_active_subscriber_per_consumer(channel, client):
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_durable_consumers_are_capped_in_number(tmp_path):
+    server, ch, c = start_with_consumers(tmp_path, "--wal-max-consumers", "2")
+    try:
+        c.set(K.SetValueRequest(namespace="n", key="k", value="1"))
+        assert read_n(c, 1, "one") == [1] and read_n(c, 1, "two") == [1]
+        call = c.sub(W.SubscribeEventsRequest(consumer="three"), timeout=5)
+        with pytest.raises(grpc.RpcError) as e:
+            next(call)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "at most 2 (--wal-max-consumers)" in e.value.details()
+        assert read_n(c, 1, "one") == [1]   # an existing one still subscribes
+        assert [x.name for x in c.consumers(W.ListConsumersRequest()).consumers] == \
+            ["one", "two"]
+        deadline = time.monotonic() + 5     # the last subscriber's end
+        while any(x.active for x in c.consumers(W.ListConsumersRequest()).consumers):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        c.rm(W.DeleteConsumerRequest(name="one"))
+        assert read_n(c, 1, "three") == [1]
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0
+
+
 def test_consumer_input_is_checked(channel, client):
     c = add_consumer_calls(client, channel)
     for bad in ("has space", "x" * 129):
