@@ -417,6 +417,23 @@ static void free_runs(run_t *runs, size_t n, api_run_pb_t *pbs,
     free(ptrs);
 }
 
+/*
+ * Scopes a listing of runs to the caller's tenant: only its runs (keep),
+ * and, without an app, only its apps' indexes (they share the prefix
+ * "::T:", into buf).
+ */
+static void scope_runs(rpc_call_t *call, run_filter_t *f, char *buf,
+                       size_t cap) {
+    if (!api_tenant_sees_all(call)) {
+        f->keep = api_run_keep;
+        f->keep_arg = call;
+    }
+    if (api_tenant_scoped(call) != NULL && !(f->app && *f->app)) {
+        snprintf(buf, cap, "%s%s:", API_TENANT_MARK, api_tenant_scoped(call));
+        f->app_prefix = buf;
+    }
+}
+
 static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
                         size_t len) {
     api_ctx_t *ctx = arg;
@@ -443,16 +460,7 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
         rpc_call_finish_status(call, &st);
         goto out;
     }
-    if (!api_tenant_sees_all(call)) {
-        f.keep = api_run_keep;
-        f.keep_arg = call;
-    }
-    /* A tenant's apps share a prefix: their indexes, not every run. */
-    if (api_tenant_scoped(call) != NULL && !(f.app && *f.app)) {
-        snprintf(tenant_apps, sizeof(tenant_apps), "%s%s:", API_TENANT_MARK,
-                 api_tenant_scoped(call));
-        f.app_prefix = tenant_apps;
-    }
+    scope_runs(call, &f, tenant_apps, sizeof(tenant_apps));
     f.user = in->user, f.session = in->session;
     f.status = (run_status_t)in->status;
     f.start_after = in->start_after;
@@ -491,19 +499,24 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
     run_t *runs = NULL;
     size_t n = 0, blen;
     uint8_t *buf = NULL;
-    char *app_owned = NULL;
-    const char *app;
+    char *app_owned = NULL, tenant_apps[AUTH_TENANT_MAX + 8];
+    run_filter_t f = {0};
     int more = 0;
 
     if (in == NULL) {
         api_bad_request(call, "ListRunsToRecoverRequest");
         return;
     }
-    if (app_in(call, "app", in->app, &app_owned, &app, &st) != REEL_OK ||
-        journal_list_recoverable_kept(
-            ctx->journal, app, api_tenant_sees_all(call) ? NULL : api_run_keep,
-            call, in->start_after, in->limit, &page, &runs, &n, &more,
-            &st) != REEL_OK) {
+    if (app_in(call, "app", in->app, &app_owned, &f.app, &st) != REEL_OK) {
+        rpc_call_finish_status(call, &st);
+        goto out;
+    }
+    scope_runs(call, &f, tenant_apps, sizeof(tenant_apps));
+    f.start_after = in->start_after;
+    f.limit = in->limit;
+    f.page = &page;
+    if (journal_list_recoverable_kept(ctx->journal, &f, &runs, &n, &more,
+                                      &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
     } else if (runs_to_pb(call, runs, n, &pbs, &ptrs) != 0) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
@@ -515,6 +528,7 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
         API_PACK(reel__v1__list_runs_to_recover_response, &out, &buf, &blen);
         api_finish_packed(call, buf, blen);
     }
+out:
     free_runs(runs, n, pbs, ptrs);
     free(app_owned);
     reel_status_fini(&st);

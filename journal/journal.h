@@ -335,13 +335,11 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *app,
                                      size_t *n, int *more,
                                      reel_status_t *st);
 
-/* journal_list_recoverable of the runs keep keeps (skipped ones count
- * toward nothing: neither limit nor page). */
-reel_code_t journal_list_recoverable_kept(journal_t *j, const char *app,
-                                          run_keep_fn keep, void *keep_arg,
-                                          const char *start_after,
-                                          uint32_t limit,
-                                          const reel_page_t *page,
+/* journal_list_recoverable of the runs f also matches: its app, or with
+ * none its app_prefix (whose apps' indexes a page merges, as ListRuns
+ * does), and keep (skipped runs count toward neither limit nor page); its
+ * user, session and status are ignored. */
+reel_code_t journal_list_recoverable_kept(journal_t *j, const run_filter_t *f,
                                           run_t **out, size_t *n, int *more,
                                           reel_status_t *st);
 

@@ -558,20 +558,40 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *app,
                                      const char *start_after, uint32_t limit,
                                      const reel_page_t *page, run_t **out,
                                      size_t *n, int *more, reel_status_t *st) {
-    return journal_list_recoverable_kept(j, app, NULL, NULL, start_after,
-                                         limit, page, out, n, more, st);
+    run_filter_t f = {0};
+
+    f.app = app;
+    f.start_after = start_after;
+    f.limit = limit;
+    f.page = page;
+    return journal_list_recoverable_kept(j, &f, out, n, more, st);
 }
 
-reel_code_t journal_list_recoverable_kept(journal_t *j, const char *app,
-                                          run_keep_fn keep, void *keep_arg,
-                                          const char *start_after,
-                                          uint32_t limit,
-                                          const reel_page_t *page,
+/* What makes a run recoverable, before the caller's own keep. */
+typedef struct recover_keep {
+    run_keep_fn keep;
+    void *arg;
+    int64_t now;
+} recover_keep_t;
+
+static int recoverable(void *arg, const run_t *r) {
+    const recover_keep_t *k = arg;
+
+    if (r->status == RUN_RUNNABLE ? r->not_before_ms > k->now
+                                  : !(r->status == RUN_RUNNING &&
+                                      r->lease_expires_at_ms <= k->now))
+        return 0;
+    return k->keep == NULL || k->keep(k->arg, r);
+}
+
+reel_code_t journal_list_recoverable_kept(journal_t *j, const run_filter_t *f,
                                           run_t **out, size_t *n, int *more,
                                           reel_status_t *st) {
-    const char *after = start_after ? start_after : "";
-    int by_app = app != NULL && *app;
-    int64_t now = reel_clock_now_ms();
+    const char *app = f->app;
+    const char *after = f->start_after ? f->start_after : "";
+    uint32_t limit = f->limit;
+    recover_keep_t k = {f->keep, f->keep_arg, reel_clock_now_ms()};
+    run_filter_t g = {0};
     store_snapshot_t *snap = NULL;
     store_iter_t *it = NULL;
     run_t *arr = NULL;
@@ -590,47 +610,50 @@ reel_code_t journal_list_recoverable_kept(journal_t *j, const char *app,
     if (*after &&
         (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
         return rc;
+    g.app = app;
+    g.app_prefix = f->app_prefix;
+    g.keep = recoverable;
+    g.keep_arg = &k;
+    g.start_after = after;
+    g.page = f->page;
+    if ((arr = calloc(limit, sizeof(*arr))) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    if (!(app && *app) && f->app_prefix && *f->app_prefix) {
+        /* A tenant's apps: their active indexes merged, not every run. */
+        int merged = 0;
+
+        rc = list_merged(j, &g, 'A', limit, arr, n, more, &merged, st);
+        if (rc != REEL_OK || merged)
+            goto out;
+    }
     active_keys(app, after, &base, &seek);
     if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
         goto out;
     if (base.p != NULL)
         it = store_iter_prefix(j->store, j->cf_runs, snap, base.p, base.len);
-    arr = calloc(limit, sizeof(*arr));
-    if (seek.p == NULL || base.p == NULL || it == NULL || arr == NULL) {
+    if (seek.p == NULL || base.p == NULL || it == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
     for (store_iter_seek(it, seek.p, seek.len); store_iter_valid(it);
          store_iter_next(it)) {
         size_t klen;
-        const char *k = store_iter_key(it, &klen);
+        const char *key = store_iter_key(it, &klen);
         char id[JOURNAL_RUN_ID_LEN + 1];
         run_t r;
 
-        if (klen < base.len || memcmp(k, base.p, base.len) != 0)
+        if (klen < base.len || memcmp(key, base.p, base.len) != 0)
             break;
         if (klen != base.len + JOURNAL_RUN_ID_LEN)
             continue;
-        memcpy(id, k + base.len, JOURNAL_RUN_ID_LEN);
+        memcpy(id, key + base.len, JOURNAL_RUN_ID_LEN);
         id[JOURNAL_RUN_ID_LEN] = '\0';
         if (*after && strcmp(id, after) <= 0)
             continue;
         if ((rc = journal_indexed_run(NULL, j, snap, id, &r, st)) != REEL_OK)
             goto out;
-        if ((by_app && strcmp(r.app, app) != 0) ||
-            (keep != NULL && !keep(keep_arg, &r)) ||
-            (r.status == RUN_RUNNABLE && r.not_before_ms > now) ||
-            (r.status != RUN_RUNNABLE &&
-             !(r.status == RUN_RUNNING && r.lease_expires_at_ms <= now))) {
-            run_fini(&r);
-            continue;
-        }
-        if (*n == limit || !reel_page_take(page, *n, &used, &r)) {
-            run_fini(&r);
-            *more = 1;
+        if (!offer(&g, limit, arr, n, &used, more, &r))
             break;
-        }
-        arr[(*n)++] = r;
     }
     rc = store_iter_status(it, st);
 out:

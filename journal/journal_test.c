@@ -1292,27 +1292,32 @@ static void test_recoverable_runs_of_an_app_come_from_its_index(void **state) {
 /* ListRuns of a prefix's apps (a tenant's), page by page, equals ListRuns
  * of every run filtered by that prefix: the merge of the apps' indexes
  * keeps run id order across apps, paging, statuses, and past the apps a
- * merge takes. */
+ * merge takes. The same for ListRunsToRecover (status < 0). */
 static void expect_prefix_pages(fixture_t *f, const char *prefix,
-                                run_status_t status, uint32_t limit) {
+                                int status, uint32_t limit) {
     run_filter_t all = {0}, filt = {0};
     run_t *want, *runs;
     size_t nwant, n, got = 0;
-    int more;
+    int more, recover = status < 0;
     char after[27] = "";
 
-    all.status = status;
+    all.status = recover ? RUN_STATUS_ANY : (run_status_t)status;
     all.limit = 1000;
-    assert_int_equal(journal_list_runs(f->j, &all, &want, &nwant, &more,
-                                       NULL),
+    assert_int_equal(recover ? journal_list_recoverable_kept(f->j, &all,
+                                                             &want, &nwant,
+                                                             &more, NULL)
+                             : journal_list_runs(f->j, &all, &want, &nwant,
+                                                 &more, NULL),
                      REEL_OK);
     filt.app_prefix = prefix;
-    filt.status = status;
+    filt.status = all.status;
     filt.limit = limit;
     do {
         filt.start_after = after;
-        assert_int_equal(journal_list_runs(f->j, &filt, &runs, &n, &more,
-                                           NULL),
+        assert_int_equal(recover ? journal_list_recoverable_kept(
+                                       f->j, &filt, &runs, &n, &more, NULL)
+                                 : journal_list_runs(f->j, &filt, &runs, &n,
+                                                     &more, NULL),
                          REEL_OK);
         for (size_t i = 0; i < n; i++) {
             while (got < nwant &&
@@ -1343,10 +1348,10 @@ static void test_runs_of_a_tenants_apps_merge_their_indexes(void **state) {
 
     q.op = JOURNAL_BEGIN;
     q.user = "u1", q.session = "s1", q.lease_owner = "w1";
-    q.lease_ttl_ms = 60000;
     for (int i = 0; i < 25; i++) {
         snprintf(inv, sizeof(inv), "inv-%d", i);
         q.app = apps[i % 5], q.invocation_id = inv;
+        q.lease_ttl_ms = i % 2 ? 1 : 60000; /* 1: recoverable at once */
         assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
         snprintf(id, sizeof(id), "%s", res.run.run_id);
         journal_result_fini(&res);
@@ -1362,16 +1367,24 @@ static void test_runs_of_a_tenants_apps_merge_their_indexes(void **state) {
     expect_prefix_pages(f, "::t:", RUN_COMPLETED, 1);
     expect_prefix_pages(f, "::u:", RUN_STATUS_ANY, 2);
     expect_prefix_pages(f, "::none:", RUN_STATUS_ANY, 2);
+    usleep(5000); /* the 1 ms leases expired */
+    expect_prefix_pages(f, "::t:", -1, 1);
+    expect_prefix_pages(f, "::t:", -1, 100);
+    expect_prefix_pages(f, "::u:", -1, 2);
+    expect_prefix_pages(f, "::none:", -1, 2);
     /* More apps than a merge takes: every run is read, same answer. */
     for (int i = 0; i < 70; i++) {
         snprintf(inv, sizeof(inv), "many-%d", i);
         snprintf(app, sizeof(app), "::m:%d", i);
         q.app = app, q.invocation_id = inv;
+        q.lease_ttl_ms = i % 2 ? 1 : 60000;
         assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
         journal_result_fini(&res);
     }
     expect_prefix_pages(f, "::m:", RUN_STATUS_ANY, 7);
     expect_prefix_pages(f, "::t:", RUN_STATUS_ANY, 2);
+    usleep(5000);
+    expect_prefix_pages(f, "::m:", -1, 7);
 }
 
 /* An entry's change carries its run's app (the WAL tells the run's tenant
@@ -1447,8 +1460,9 @@ static void test_listings_keep_only_the_runs_keep_keeps(void **state) {
     assert_string_equal(runs[0].run_id, ids[3]);
     run_fini(&runs[0]);
     free(runs);
-    assert_int_equal(journal_list_recoverable_kept(f->j, NULL, keep_acme, NULL,
-                                                   NULL, 0, NULL, &runs, &n,
+    filt.start_after = NULL;
+    filt.limit = 0;
+    assert_int_equal(journal_list_recoverable_kept(f->j, &filt, &runs, &n,
                                                    &more, NULL),
                      REEL_OK);
     assert_int_equal(n, 2);
