@@ -209,25 +209,29 @@ static void consumer_count_put(wal_t *w, store_txn_t *txn, uint64_t n) {
     store_txn_put(txn, w->cf, META_CONSUMERS, strlen(META_CONSUMERS), b, 8);
 }
 
-static reel_code_t apply_consumers_end(store_txn_t *txn, void *arg,
-                                       reel_status_t *st) {
-    wal_t *w = arg;
+/*
+ * What a data dir may lack, in one commit: the end mark of the consumers
+ * (a new dir) and their count (a dir from before it: counted once).
+ */
+typedef struct wal_meta {
+    wal_t *w;
+    int end, count; /* missing */
+} wal_meta_t;
 
-    (void)st;
-    store_txn_put(txn, w->cf, CONSUMERS_END, strlen(CONSUMERS_END), "", 0);
-    return REEL_OK;
-}
-
-/* A data dir from before the count: the consumers, counted once. */
-static reel_code_t apply_count_consumers(store_txn_t *txn, void *arg,
-                                         reel_status_t *st) {
-    wal_t *w = arg;
+static reel_code_t apply_meta(store_txn_t *txn, void *arg, reel_status_t *st) {
+    wal_meta_t *m = arg;
+    wal_t *w = m->w;
     const char c = 'c';
-    store_iter_t *it = store_iter_prefix(w->store, w->cf, NULL, &c, 1);
+    store_iter_t *it;
     uint64_t n = 0;
     reel_code_t rc;
 
-    if (it == NULL)
+    if (m->end)
+        store_txn_put(txn, w->cf, CONSUMERS_END, strlen(CONSUMERS_END), "",
+                      0);
+    if (!m->count)
+        return REEL_OK;
+    if ((it = store_iter_prefix(w->store, w->cf, NULL, &c, 1)) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     for (store_iter_seek(it, &c, 1); store_iter_valid(it); store_iter_next(it))
         n++;
@@ -236,6 +240,21 @@ static reel_code_t apply_count_consumers(store_txn_t *txn, void *arg,
     if (rc == REEL_OK)
         consumer_count_put(w, txn, n);
     return rc;
+}
+
+/* Whether key is missing from the WAL's family: 1, 0, or -1 (st says). */
+static int meta_missing(wal_t *w, const char *key, reel_status_t *st) {
+    char *val = NULL;
+    size_t vlen = 0;
+    reel_code_t rc = store_get(w->store, w->cf, key, strlen(key), &val, &vlen,
+                               st);
+
+    free(val);
+    if (rc == REEL_NOT_FOUND) {
+        reel_status_fini(st);
+        return 1;
+    }
+    return rc == REEL_OK ? 0 : -1;
 }
 
 reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
@@ -285,22 +304,16 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
         reel_status_fini(st);
         rc = REEL_OK;
     }
-    if (rc == REEL_OK &&
-        (rc = store_get(store, w->cf, CONSUMERS_END,
-                        strlen(CONSUMERS_END), &val, &vlen, st)) ==
-            REEL_NOT_FOUND) {
-        reel_status_fini(st);
-        rc = store_exec(store, apply_consumers_end, w, NULL, st);
+    if (rc == REEL_OK) {
+        wal_meta_t m = {w, meta_missing(w, CONSUMERS_END, st), 0};
+
+        if (m.end >= 0)
+            m.count = meta_missing(w, META_CONSUMERS, st);
+        if (m.end < 0 || m.count < 0)
+            rc = st->code;
+        else if (m.end || m.count)
+            rc = store_exec(store, apply_meta, &m, NULL, st);
     }
-    free(val);
-    val = NULL;
-    if (rc == REEL_OK &&
-        (rc = store_get(store, w->cf, META_CONSUMERS, strlen(META_CONSUMERS),
-                        &val, &vlen, st)) == REEL_NOT_FOUND) {
-        reel_status_fini(st);
-        rc = store_exec(store, apply_count_consumers, w, NULL, st);
-    }
-    free(val);
     if (rc == REEL_OK)
         rc = wal_head(w, &head, &oldest, st); /* the one scan from "e" */
     if (rc == REEL_OK)
