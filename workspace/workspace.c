@@ -1036,16 +1036,17 @@ static reel_code_t read_either(ws_t *ws, store_txn_t *txn,
                                const store_snapshot_t *snap, const char *ns,
                                size_t ns_len, const char *key, size_t key_len,
                                char **val, size_t *vlen, reel_status_t *st) {
-    unsigned char *ck = rec_key('c', ns, ns_len, key, key_len, 0, 0, vlen);
-    unsigned char *tk = rec_key('t', ns, ns_len, key, key_len, 0, 0, vlen);
+    size_t klen; /* the two keys differ only in their tag */
+    unsigned char *ck = rec_key('c', ns, ns_len, key, key_len, 0, 0, &klen);
+    unsigned char *tk = rec_key('t', ns, ns_len, key, key_len, 0, 0, &klen);
     int which;
     reel_code_t rc;
 
     if (ck == NULL || tk == NULL)
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     else
-        rc = store_get_first(ws->store, txn, snap, ws->cf, ck, *vlen, tk,
-                             *vlen, val, vlen, &which, st);
+        rc = store_get_first(ws->store, txn, snap, ws->cf, ck, klen, tk, klen,
+                             val, vlen, &which, st);
     free(ck);
     free(tk);
     return rc;
