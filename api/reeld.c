@@ -236,6 +236,10 @@ static const flag_t flags[] = {
     {"wal-max-consumers", "REEL_WAL_MAX_CONSUMERS", "N", FLAG_NUMBER, NULL,
      WAL_DEFAULT_MAX_CONSUMERS, 1, 1000000, FIELD(limits.wal.max_consumers),
      "durable consumers at most: creating one more is refused"},
+    {"wal-max-consumers-per-tenant", "REEL_WAL_MAX_CONSUMERS_PER_TENANT", "N",
+     FLAG_NUMBER, NULL, WAL_DEFAULT_MAX_TENANT_CONSUMERS, 1, 1000000,
+     FIELD(limits.wal.max_tenant_consumers),
+     "durable consumers of one tenant (not default's or admin's) at most"},
     /* Security (docs/security.md). */
     {"auth", "REEL_AUTH", "MODE", FLAG_TEXT, "none", 0, 0, 0, FIELD(auth),
      "none, or token: every call needs a bearer token"},

@@ -630,6 +630,8 @@ int api_wal_register(rpc_server_t *srv, api_ctx_t *ctx) {
 /* ---- The module ---------------------------------------------------------- */
 
 static reel_code_t wal_module_start(api_ctx_t *ctx, reel_status_t *st) {
+    /* A tenant's consumers are capped apart: they share its prefix. */
+    ctx->limits.wal.consumer_scope = api_tenant_prefix_len;
     return wal_create(ctx->store, api_wal_encode, ctx, &ctx->limits.wal,
                       &ctx->wal, st);
 }

@@ -11,7 +11,8 @@
  *                   of stepping over the tombstones of trimmed events
  *   "mbytes"     -> u64: the bytes of all 'e' records (for the size cap)
  *   "mconsumers" -> u64: how many 'c' records there are (for the count
- *                   cap; counted once at start where it is missing)
+ *                   cap; counted once at start where it is missing).
+ *                   A tenant's own cap counts its 'c' records instead.
  *
  * Invariants
  *   - wal_before_commit runs on the writer after a group's applies: every
@@ -181,6 +182,7 @@ static void rev_key(uint64_t rev, unsigned char out[9]) {
 }
 
 static void *trimmer_main(void *arg);
+static size_t consumer_key(const char *name, char *buf, size_t cap);
 
 /* The consumers' count as txn sees it ("mconsumers"). */
 static reel_code_t consumer_count(wal_t *w, store_txn_t *txn, uint64_t *n,
@@ -199,6 +201,48 @@ static reel_code_t consumer_count(wal_t *w, store_txn_t *txn, uint64_t *n,
     if (rc == REEL_OK)
         *n = reel_be64_get((unsigned char *)val);
     free(val);
+    return rc;
+}
+
+/*
+ * OK when name's tenant (its scope prefix) has fewer than
+ * max_tenant_consumers consumers, as txn sees them: counted by walking
+ * the tenant's 'c' records, at most the cap of them (a create is rare; a
+ * count record per tenant would need every tenant's counted at start).
+ */
+static reel_code_t tenant_room(wal_t *w, store_txn_t *txn, const char *name,
+                               reel_status_t *st) {
+    size_t plen = w->lim.consumer_scope ? w->lim.consumer_scope(name) : 0;
+    char key[CONSUMER_MAX + 2];
+    size_t klen, n = 0, kl;
+    store_iter_t *it;
+    const char *k;
+    reel_code_t rc;
+
+    if (plen == 0)
+        return REEL_OK;
+    klen = consumer_key(name, key, sizeof(key));
+    if (klen > plen + 1)
+        klen = plen + 1; /* 'c' and the prefix */
+    if ((it = store_txn_iter(txn, w->cf)) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (store_iter_seek(it, key, klen);
+         store_iter_valid(it) && n < w->lim.max_tenant_consumers;
+         store_iter_next(it)) {
+        k = store_iter_key(it, &kl);
+        if (kl < klen || memcmp(k, key, klen) != 0)
+            break;
+        n++;
+    }
+    rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    if (rc == REEL_OK && n >= w->lim.max_tenant_consumers)
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                             "consumer \"%s\": its tenant has %zu durable "
+                             "consumers, at most %u "
+                             "(--wal-max-consumers-per-tenant); delete one "
+                             "no longer used first",
+                             name, n, w->lim.max_tenant_consumers);
     return rc;
 }
 
@@ -284,6 +328,8 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
         w->lim.consumer_max_lag_bytes = (uint64_t)1 << 30;
     if (w->lim.max_consumers == 0)
         w->lim.max_consumers = WAL_DEFAULT_MAX_CONSUMERS;
+    if (w->lim.max_tenant_consumers == 0)
+        w->lim.max_tenant_consumers = WAL_DEFAULT_MAX_TENANT_CONSUMERS;
     if ((rc = store_cf_lookup(store, CF_WAL, &w->cf, st)) != REEL_OK) {
         free(w);
         return rc;
@@ -1004,6 +1050,8 @@ static reel_code_t apply_consumer_op(store_txn_t *txn, consumer_op_t *op,
                                    "longer used first",
                                    op->name, (unsigned long long)count,
                                    w->lim.max_consumers);
+        if ((rc = tenant_room(w, txn, op->name, st)) != REEL_OK)
+            return rc;
         /* Checked here, on the writer, so no trim can come between the
          * check and the cursor it lets in. */
         if (op->revision > head)

@@ -49,9 +49,17 @@ typedef struct wal_limits {
     /* Durable consumers at most: a new one past it is RESOURCE_EXHAUSTED
      * (every trim and listing reads them all). 0 = the default. */
     uint32_t max_consumers;
+    /* Durable consumers of one tenant at most, so one tenant cannot take
+     * the whole of max_consumers: a tenant's are those whose names start
+     * with the same tenant prefix, of the length consumer_scope gives
+     * (0: the name has none, and only max_consumers applies; NULL: no
+     * name has one). 0 = the default. */
+    uint32_t max_tenant_consumers;
+    size_t (*consumer_scope)(const char *name);
 } wal_limits_t;
 
 #define WAL_DEFAULT_MAX_CONSUMERS 10000
+#define WAL_DEFAULT_MAX_TENANT_CONSUMERS 1000
 
 /* The WAL's column family, for store_open(): "wal" (a tail), ended by a
  * NULL name. The WAL emits no changes of its own: it has no module id. */

@@ -760,6 +760,56 @@ static void test_consumers_are_capped_in_number(void **state) {
     assert_int_equal(subscribe(f, "e", NULL), REEL_RESOURCE_EXHAUSTED);
 }
 
+/* A name's tenant prefix "::T:" as reeld's is told (api/tenant.h). */
+static size_t tenant_scope(const char *name) {
+    const char *end;
+
+    if (strncmp(name, "::", 2) != 0 || (end = strchr(name + 2, ':')) == NULL)
+        return 0;
+    return (size_t)(end - name) + 1;
+}
+
+/*
+ * A tenant's consumers are capped apart (max_tenant_consumers), so one
+ * tenant cannot take every consumer: past its cap a new one of that
+ * tenant is RESOURCE_EXHAUSTED naming the flag, while other tenants
+ * (even one whose name extends it) and names without a tenant still get
+ * theirs, up to the global cap; its existing ones still subscribe, and a
+ * delete makes room.
+ */
+static void test_each_tenants_consumers_are_capped(void **state) {
+    fixture_t *f = *state;
+    reel_status_t st = REEL_STATUS_INIT;
+    wal_limits_t lim = {.max_consumers = 5, .max_tenant_consumers = 2,
+                        .consumer_scope = tenant_scope};
+
+    reopen(f, lim);
+    make_consumer(f, "::a:x", 0);
+    make_consumer(f, "::a:y", 0);
+    assert_int_equal(subscribe(f, "::a:z", &st), REEL_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(reel_status_message(&st),
+                           "consumer \"::a:z\": its tenant has 2 durable "
+                           "consumers, at most 2 "
+                           "(--wal-max-consumers-per-tenant)"));
+    reel_status_fini(&st);
+    assert_int_equal(subscribe(f, "::a:y", NULL), REEL_OK);
+    assert_int_equal(subscribe(f, "::ab:x", NULL), REEL_OK);
+    assert_int_equal(subscribe(f, "::b:x", NULL), REEL_OK);
+    assert_int_equal(subscribe(f, "plain", NULL), REEL_OK);
+    assert_int_equal(subscribe(f, "::c:x", &st), REEL_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(reel_status_message(&st), "at most 5 "
+                                                     "(--wal-max-consumers)"));
+    reel_status_fini(&st);
+    assert_int_equal(wal_consumer_delete(f->wal, "::a:x", NULL), REEL_OK);
+    assert_int_equal(subscribe(f, "::a:z", NULL), REEL_OK);
+    assert_int_equal(subscribe(f, "::a:w", NULL), REEL_RESOURCE_EXHAUSTED);
+
+    lim.max_tenant_consumers = 3; /* a reopen with a larger cap */
+    reopen(f, lim);
+    assert_int_equal(wal_consumer_delete(f->wal, "plain", NULL), REEL_OK);
+    assert_int_equal(subscribe(f, "::a:w", NULL), REEL_OK);
+}
+
 typedef struct late_sub {
     fixture_t *f;
     sink_t sink;
@@ -1072,6 +1122,8 @@ int main(void) {
             setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_deleting_a_consumer_releases_what_it_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_each_tenants_consumers_are_capped,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumers_are_capped_in_number,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(

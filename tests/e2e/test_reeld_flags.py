@@ -32,6 +32,8 @@ NUMBERS = {
     "wal-consumer-max-lag-bytes": ("REEL_WAL_CONSUMER_MAX_LAG_BYTES",
                                    "1073741824", 1, 2**63 - 1),
     "wal-max-consumers": ("REEL_WAL_MAX_CONSUMERS", "10000", 1, 1000000),
+    "wal-max-consumers-per-tenant": ("REEL_WAL_MAX_CONSUMERS_PER_TENANT", "1000",
+                                     1, 1000000),
     "retry-max-attempts": ("REEL_RETRY_MAX_ATTEMPTS", "10", 1, 1000000),
     "workspace-max-artifact-bytes": ("REEL_WORKSPACE_MAX_ARTIFACT_BYTES",
                                      "5368709120", 1, 2**63 - 1),

@@ -1410,6 +1410,39 @@ def test_a_tenants_consumer_errors_name_it_as_given(secured):
     assert "nobody" in d and "::" not in d, d
 
 
+def test_one_tenant_cannot_take_every_durable_consumer(tmp_path):
+    s = Secured(tmp_path, extra=["--wal-max-consumers", "4",
+                                 "--wal-max-consumers-per-tenant", "2"])
+    try:
+        a = Tenant(s, s.create("acme", ALL_SCOPES)[0])
+        b = Tenant(s, s.create("beta", ALL_SCOPES)[0])
+        d = Tenant(s, s.create("default", ALL_SCOPES)[0])
+        for name in ("one", "two"):
+            assert first_or_code(a.tail(consumer=name))[0] == grpc.StatusCode.OK
+        c, det = first_or_code(a.tail(consumer="three", timeout=5))
+        assert c == grpc.StatusCode.RESOURCE_EXHAUSTED, (c, det)
+        assert ('consumer "three": its tenant has 2 durable consumers, at most 2 '
+                "(--wal-max-consumers-per-tenant)") in det, det
+        assert "::" not in det
+        # Another tenant still gets its own, and the default tenant (the
+        # operator's) is held by the global cap only.
+        assert first_or_code(b.tail(consumer="one"))[0] == grpc.StatusCode.OK
+        assert first_or_code(d.tail(consumer="x"))[0] == grpc.StatusCode.OK
+        c, det = first_or_code(d.tail(consumer="y", timeout=5))
+        assert c == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "at most 4 (--wal-max-consumers)" in det, det
+        assert [x.name for x in a.consumers().consumers] == ["one", "two"]
+        deadline = time.monotonic() + 5  # the subscribers' ends
+        while any(x.active for x in a.consumers().consumers):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        a.u("/reel.v1.Wal/DeleteConsumer", wal_pb2.DeleteConsumerRequest(
+            name="one"), wal_pb2.DeleteConsumerResponse)
+        assert first_or_code(a.tail(consumer="three"))[0] == grpc.StatusCode.OK
+    finally:
+        s.close()
+
+
 def runnable(t, app, inv):
     """A run of t's in app, made RUNNABLE (claimable) by the signal it
     waits on."""
