@@ -287,6 +287,10 @@ static const flag_t flags[] = {
     {"workspace-max-uploads", "REEL_WORKSPACE_MAX_UPLOADS", "N", FLAG_NUMBER,
      NULL, WS_DEFAULT_MAX_UPLOADS, 1, 100000, FIELD(limits.ws.max_uploads),
      "uploads at once (each holds a 1 MiB buffer)"},
+    {"workspace-upload-idle-timeout", "REEL_WORKSPACE_UPLOAD_IDLE_TIMEOUT",
+     "D", FLAG_DURATION, NULL, API_DEFAULT_UPLOAD_IDLE_MS, 100, 86400000,
+     FIELD(limits.upload_idle_ms),
+     "an upload whose client sends nothing this long is ended"},
     {"metrics-listen", "REEL_METRICS_LISTEN", "HOST:PORT", FLAG_TEXT, "", 0,
      0, 0, FIELD(metrics_listen),
      "serve /metrics, /healthz and /readyz over HTTP here (off if empty; "

@@ -30,7 +30,13 @@ typedef struct api_limits {
     signals_limits_t signals;
     wal_limits_t wal;
     ws_limits_t ws;
+    /* PutArtifact: the longest reeld waits for a client's next message
+     * before it ends the upload (0 = API_DEFAULT_UPLOAD_IDLE_MS), so an
+     * upload that sends nothing cannot hold one of max_uploads. */
+    int64_t upload_idle_ms;
 } api_limits_t;
+
+#define API_DEFAULT_UPLOAD_IDLE_MS 60000
 
 /* What handlers share. Owned by reeld's main; outlives the server. */
 struct api_ctx {

@@ -35,7 +35,9 @@
 #include "api/reply.h"
 #include "api/services.h"
 #include "api/tenant.h"
+#include "api/timer.h"
 #include "api/wire.h"
+#include "base/clock.h"
 #include "workspace/workspace.h"
 
 /* ---- Conversions ----------------------------------------------------------- */
@@ -148,6 +150,9 @@ typedef struct put {
     rpc_call_t *call; /* its tenant's namespace */
     ws_upload_t *u; /* owned by whoever runs put_read */
     atomic_int state;
+    /* Armed while a read waits on the client (put_wait), stopped when it
+     * completes: the thread that reads owns it, as it owns u. */
+    api_timer_t *idle;
 } put_t;
 
 static void put_cleanup(void *arg) {
@@ -155,6 +160,8 @@ static void put_cleanup(void *arg) {
 
     /* No hook runs any more: an upload still here was never ended. */
     ws_upload_abort(p->u);
+    if (p->idle != NULL) /* every read has completed: not running */
+        api_timer_stop(p->ctx->timers, p->idle);
     free(p);
 }
 
@@ -258,6 +265,49 @@ out:
 static void put_read(rpc_call_t *call, void *arg, reel_code_t code,
                      const uint8_t *msg, size_t len);
 
+/* The timer thread: the client sent nothing for upload_idle_ms while
+ * reeld waited. Ended as put_cancel ends it: the outstanding read then
+ * fails, and its handler aborts the upload. */
+static void put_idle(void *arg) {
+    put_t *p = arg;
+    int reading = PUT_READING;
+    long long ms = (long long)p->ctx->limits.upload_idle_ms;
+    char msg[160];
+
+    if (ms <= 0)
+        ms = API_DEFAULT_UPLOAD_IDLE_MS;
+    if (ms % 1000 == 0)
+        snprintf(msg, sizeof(msg), "upload: the client sent nothing for "
+                 "%lld s (--workspace-upload-idle-timeout)", ms / 1000);
+    else
+        snprintf(msg, sizeof(msg), "upload: the client sent nothing for "
+                 "%lld ms (--workspace-upload-idle-timeout)", ms);
+    if (atomic_compare_exchange_strong(&p->state, &reading, PUT_ENDED))
+        rpc_call_finish(p->call, REEL_DEADLINE_EXCEEDED, msg, NULL, 0);
+}
+
+/*
+ * Asks for the client's next message, with the idle timer armed while it
+ * waits. 0, or -1 when the call is over (then nothing is armed).
+ */
+static int put_wait(rpc_call_t *call, put_t *p) {
+    int64_t ms = p->ctx->limits.upload_idle_ms;
+
+    if (ms <= 0)
+        ms = API_DEFAULT_UPLOAD_IDLE_MS;
+    /* Out of memory arms nothing: the upload then waits as the client's
+     * keepalive allows, as before there was a timer. */
+    p->idle = api_timer_start(p->ctx->timers,
+                              reel_clock_mono_ns() + ms * 1000000, put_idle,
+                              p);
+    if (rpc_call_read(call, put_read, p) == REEL_OK)
+        return 0;
+    if (p->idle != NULL)
+        api_timer_stop(p->ctx->timers, p->idle);
+    p->idle = NULL;
+    return -1;
+}
+
 /*
  * The message (or end) put_read hands to a workspace worker, decoded
  * there (the decoded copy is the only one made: a chunk is stored from
@@ -335,7 +385,7 @@ static void put_handle(rpc_call_t *call, put_t *p, reel_code_t code,
         put_fail(call, p, &st);
         goto out;
     }
-    if (rpc_call_read(call, put_read, p) != REEL_OK) {
+    if (put_wait(call, p) != 0) {
         atomic_store(&p->state, PUT_ENDED);
         ws_upload_abort(p->u);
         p->u = NULL;
@@ -370,8 +420,13 @@ static void put_read(rpc_call_t *call, void *arg, reel_code_t code,
                      const uint8_t *msg, size_t len) {
     put_t *p = arg;
     reel_status_t st = REEL_STATUS_INIT;
-    put_msg_t *m = calloc(1, sizeof(*m));
+    put_msg_t *m;
 
+    if (p->idle != NULL) { /* waits for put_idle if it runs */
+        api_timer_stop(p->ctx->timers, p->idle);
+        p->idle = NULL;
+    }
+    m = calloc(1, sizeof(*m));
     if (m == NULL) {
         reel_status_set(&st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         put_fail(call, p, &st);
@@ -419,8 +474,7 @@ static void ws_put_artifact(rpc_call_t *call, void *arg, const uint8_t *req,
     rpc_call_ref(call);
     rpc_call_on_cleanup(call, put_cleanup, p);
     rpc_call_on_cancel(call, put_cancel, p);
-    if (atomic_load(&p->state) == PUT_READING &&
-        rpc_call_read(call, put_read, p) != REEL_OK)
+    if (atomic_load(&p->state) == PUT_READING && put_wait(call, p) != 0)
         api_finish_cancelled(call, REEL_CANCELLED);
     rpc_call_unref(call);
 }

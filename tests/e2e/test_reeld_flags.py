@@ -48,6 +48,7 @@ DURATIONS = {
     "retry-initial-interval": ("REEL_RETRY_INITIAL_INTERVAL", "1s"),
     "retry-max-interval": ("REEL_RETRY_MAX_INTERVAL", "5m"),
     "shutdown-delay": ("REEL_SHUTDOWN_DELAY", "0"),
+    "workspace-upload-idle-timeout": ("REEL_WORKSPACE_UPLOAD_IDLE_TIMEOUT", "1m"),
 }
 TEXTS = {
     "data-dir": ("REEL_DATA_DIR", "./reel-data"),

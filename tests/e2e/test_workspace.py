@@ -496,6 +496,47 @@ def test_refused_uploads_cannot_pile_up_staged_bytes_nor_hold_a_stop(tmp_path):
         assert server.stop()[0] == 0
 
 
+def test_an_upload_that_sends_nothing_is_ended_and_frees_its_place(tmp_path):
+    """An upload whose client sends nothing for
+    --workspace-upload-idle-timeout is ended (DEADLINE_EXCEEDED naming the
+    flag) and leaves nothing, so idle uploads cannot hold every one of
+    --workspace-max-uploads; one that sends slowly but steadily, each
+    message within the timeout, is kept and stored whole."""
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--workspace-max-uploads", "1",
+                          "--workspace-upload-idle-timeout", "800ms"]).start()
+    ch = grpc.insecure_channel(server.addr)
+    try:
+        ws = Client(ch)
+        t0 = time.monotonic()
+        idle, sent = held_upload(ws, "idle", "k", 1, chunk=1000, hold=30)
+        assert sent.wait(10)
+        with pytest.raises(grpc.RpcError) as e:
+            idle.result(timeout=20)
+        took = time.monotonic() - t0
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e.value
+        assert e.value.details() == ("upload: the client sent nothing for 800 ms "
+                                     "(--workspace-upload-idle-timeout)"), e.value.details()
+        assert 0.7 < took < 10, took
+        assert code_of(ws.stat, P.StatArtifactRequest(namespace="idle", key="k"))[0] == \
+            grpc.StatusCode.NOT_FOUND
+        # Its place is free once its staged chunk is reclaimed.
+        assert wait_for(lambda: ws.usage(P.GetWorkspaceUsageRequest()).staged_uploads == 0)
+        body = blob(5 * 1000, seed=9)
+
+        def slow():
+            yield P.PutArtifactRequest(header=P.ArtifactHeader(namespace="slow", key="k"))
+            for i in range(0, len(body), 1000):
+                time.sleep(0.3)  # 1.5 s in all, 0.3 s between messages
+                yield P.PutArtifactRequest(chunk=body[i:i + 1000])
+        a = ws.put_call(slow(), timeout=30).artifact
+        assert a.size == len(body)
+        assert ws.get("slow", "k")[1] == body
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0
+
+
 def test_a_response_budget_below_a_chunk_sends_chunks_in_pieces(tmp_path):
     """--max-response-bytes under 1 MiB: a download's messages stay within
     it (a client that receives no more gets every byte), ranges too."""
