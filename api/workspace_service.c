@@ -1055,6 +1055,9 @@ out:
 }
 
 static reel_code_t ws_module_start(api_ctx_t *ctx, reel_status_t *st) {
+    /* A tenant's uploads are capped apart: its namespaces share its
+     * prefix. */
+    ctx->limits.ws.ns_scope = api_tenant_prefix_len;
     return ws_create(ctx->store, &ctx->limits.ws, &ctx->ws, st);
 }
 

@@ -110,6 +110,14 @@ typedef struct reclaim {
                  * failed: nothing to compact) */
 } reclaim_t;
 
+/* A tenant's uploads under way (ws.tenants). */
+typedef struct tenant_uploads {
+    struct tenant_uploads *next;
+    uint32_t n;
+    size_t len;
+    char prefix[]; /* the namespaces' tenant prefix, len bytes */
+} tenant_uploads_t;
+
 struct ws {
     store_t *store;
     store_cf_t *cf;     /* ws */
@@ -118,6 +126,10 @@ struct ws {
     atomic_uint uploads;
     atomic_ullong staged;
     atomic_uint aborted; /* staged uploads queued for deletion */
+    /* The tenants with uploads under way, one entry each while it has
+     * one at least (so at most max_uploads entries). */
+    pthread_mutex_t tenants_mu;
+    tenant_uploads_t *tenants;
 
     pthread_mutex_t mu; /* guards the reclaim queue and stop */
     pthread_cond_t cv;
@@ -145,6 +157,7 @@ typedef struct job {
 
 struct ws_upload {
     ws_t *ws;
+    tenant_uploads_t *tenant; /* counted there, or NULL */
     store_req_t req;
     ws_done_fn done;
     void *done_arg;
@@ -670,6 +683,9 @@ reel_code_t ws_create(store_t *store, const ws_limits_t *limits, ws_t **out,
         ws->lim.versions_keep = WS_DEFAULT_VERSIONS_KEEP;
     if (ws->lim.max_uploads == 0)
         ws->lim.max_uploads = WS_DEFAULT_MAX_UPLOADS;
+    if (ws->lim.max_tenant_uploads == 0)
+        ws->lim.max_tenant_uploads = WS_DEFAULT_MAX_TENANT_UPLOADS;
+    pthread_mutex_init(&ws->tenants_mu, NULL);
     if (ws->lim.max_namespace == 0)
         ws->lim.max_namespace = WS_DEFAULT_MAX_NAMESPACE;
     if (ws->lim.max_key == 0)
@@ -799,6 +815,7 @@ void ws_destroy(ws_t *ws) {
     }
     feed_hub_destroy(ws->hub);
     pthread_mutex_destroy(&ws->mu);
+    pthread_mutex_destroy(&ws->tenants_mu);
     pthread_cond_destroy(&ws->cv);
     pthread_cond_destroy(&ws->jobs_cv);
     free(ws);
@@ -810,6 +827,8 @@ void ws_usage(ws_t *ws, uint64_t *chunk_bytes, uint64_t *staged) {
 }
 
 /* ---- Uploads ----------------------------------------------------------------- */
+
+static void tenant_leave(ws_t *ws, tenant_uploads_t *t);
 
 static void upload_free(ws_upload_t *u) {
     if (u == NULL)
@@ -831,7 +850,58 @@ static void upload_free(ws_upload_t *u) {
     reel_status_fini(&u->res.status);
     if (!u->is_delete)
         atomic_fetch_sub(&u->ws->uploads, 1);
+    tenant_leave(u->ws, u->tenant);
     free(u);
+}
+
+/* Counts an upload of ns against its tenant's cap into *out (NULL: ns
+ * has no tenant). RESOURCE_EXHAUSTED when the tenant has
+ * max_tenant_uploads under way. */
+static reel_code_t tenant_enter(ws_t *ws, const char *ns,
+                                tenant_uploads_t **out, reel_status_t *st) {
+    size_t len = ws->lim.ns_scope ? ws->lim.ns_scope(ns) : 0;
+    tenant_uploads_t *t;
+    reel_code_t rc = REEL_OK;
+
+    *out = NULL;
+    if (len == 0)
+        return REEL_OK;
+    pthread_mutex_lock(&ws->tenants_mu);
+    for (t = ws->tenants; t != NULL; t = t->next)
+        if (t->len == len && memcmp(t->prefix, ns, len) == 0)
+            break;
+    if (t == NULL && (t = calloc(1, sizeof(*t) + len)) != NULL) {
+        memcpy(t->prefix, ns, len);
+        t->len = len;
+        t->next = ws->tenants;
+        ws->tenants = t;
+    }
+    if (t == NULL)
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    else if (t->n >= ws->lim.max_tenant_uploads)
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                             "uploads: its tenant has %u under way, at most "
+                             "--workspace-max-uploads-per-tenant %u",
+                             t->n, ws->lim.max_tenant_uploads);
+    else
+        t->n++, *out = t;
+    pthread_mutex_unlock(&ws->tenants_mu);
+    return rc;
+}
+
+static void tenant_leave(ws_t *ws, tenant_uploads_t *t) {
+    tenant_uploads_t **pp;
+
+    if (t == NULL)
+        return;
+    pthread_mutex_lock(&ws->tenants_mu);
+    if (--t->n == 0) {
+        for (pp = &ws->tenants; *pp != t; pp = &(*pp)->next)
+            ;
+        *pp = t->next;
+        free(t);
+    }
+    pthread_mutex_unlock(&ws->tenants_mu);
 }
 
 static char *copy_str(const char *s, size_t n) {
@@ -899,6 +969,8 @@ reel_code_t ws_upload_begin(ws_t *ws, const ws_header_t *h, ws_upload_t **out,
         u->buf == NULL || u->md == NULL ||
         (h->n_meta > 0 && (u->meta_keys == NULL || u->meta_vals == NULL)))
         goto oom;
+    if ((rc = tenant_enter(ws, u->ns, &u->tenant, st)) != REEL_OK)
+        goto fail;
     for (size_t i = 0; i < h->n_meta; i++, u->n_meta++) {
         u->meta_keys[i] = strdup(h->meta_keys[i]);
         u->meta_vals[i] = strdup(h->meta_vals[i]);

@@ -37,6 +37,7 @@
 #define WS_DEFAULT_MAX_ARTIFACT ((uint64_t)5 << 30)
 #define WS_DEFAULT_VERSIONS_KEEP 1
 #define WS_DEFAULT_MAX_UPLOADS 64
+#define WS_DEFAULT_MAX_TENANT_UPLOADS 16
 #define WS_DEFAULT_MAX_NAMESPACE 256
 #define WS_DEFAULT_MAX_KEY 1024
 #define WS_MAX_CONTENT_TYPE 256
@@ -66,6 +67,13 @@ typedef struct ws_limits {
     uint32_t max_uploads;   /* uploads at once; 0 = default */
     size_t max_namespace;   /* bytes; 0 = default */
     size_t max_key;         /* bytes; 0 = default */
+    /* Uploads of one tenant at once, so one tenant cannot take every
+     * place of max_uploads: a tenant's are those whose namespaces start
+     * with the same prefix, of the length ns_scope gives (0: none, and
+     * only max_uploads applies; NULL: no namespace has one). 0 = default.
+     */
+    uint32_t max_tenant_uploads;
+    size_t (*ns_scope)(const char *ns);
 } ws_limits_t;
 
 typedef enum ws_precond {

@@ -434,6 +434,57 @@ static void test_size_past_the_limit_is_refused_as_it_passes(void **state) {
     free(p);
 }
 
+/* A namespace's tenant prefix "::T:" as reeld's is told (api/tenant.h). */
+static size_t tenant_scope(const char *ns) {
+    const char *end;
+
+    if (strncmp(ns, "::", 2) != 0 || (end = strchr(ns + 2, ':')) == NULL)
+        return 0;
+    return (size_t)(end - ns) + 1;
+}
+
+/*
+ * A tenant's uploads under way are capped apart (max_tenant_uploads), so
+ * one tenant cannot take every place: past its cap its next upload is
+ * RESOURCE_EXHAUSTED naming the flag, while another tenant's (even one
+ * whose name extends it) and a namespace without a tenant still begin;
+ * an upload that ends gives its place back.
+ */
+static void test_a_tenants_uploads_are_capped_apart(void **state) {
+    fixture_t *f = *state;
+    reel_status_t st = REEL_STATUS_INIT;
+    ws_upload_t *a[3], *other[3];
+    ws_header_t h;
+
+    close_all(f);
+    f->lim.max_tenant_uploads = 2;
+    f->lim.ns_scope = tenant_scope;
+    open_all(f);
+    h = header("::a:n", "k");
+    assert_int_equal(ws_upload_begin(f->ws, &h, &a[0], &st), REEL_OK);
+    h = header("::a:m", "k");
+    assert_int_equal(ws_upload_begin(f->ws, &h, &a[1], &st), REEL_OK);
+    assert_int_equal(ws_upload_begin(f->ws, &h, &a[2], &st),
+                     REEL_RESOURCE_EXHAUSTED);
+    assert_string_equal(reel_status_message(&st),
+                        "uploads: its tenant has 2 under way, at most "
+                        "--workspace-max-uploads-per-tenant 2");
+    reel_status_fini(&st);
+    h = header("::ab:n", "k");
+    assert_int_equal(ws_upload_begin(f->ws, &h, &other[0], &st), REEL_OK);
+    h = header("::b:n", "k");
+    assert_int_equal(ws_upload_begin(f->ws, &h, &other[1], &st), REEL_OK);
+    h = header("n", "k");
+    assert_int_equal(ws_upload_begin(f->ws, &h, &other[2], &st), REEL_OK);
+    ws_upload_abort(a[0]);
+    h = header("::a:n", "k2");
+    assert_int_equal(ws_upload_begin(f->ws, &h, &a[0], &st), REEL_OK);
+    for (int i = 0; i < 2; i++)
+        ws_upload_abort(a[i]);
+    for (int i = 0; i < 3; i++)
+        ws_upload_abort(other[i]);
+}
+
 static void test_bad_names_name_the_field(void **state) {
     fixture_t *f = *state;
     const char *keys[] = {"", "a//b", "a/>/b", "a.", ".a", "a/*"};
@@ -874,6 +925,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_size_past_the_limit_is_refused_as_it_passes, setup_small,
             teardown),
+        cmocka_unit_test_setup_teardown(test_a_tenants_uploads_are_capped_apart,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_names_name_the_field, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

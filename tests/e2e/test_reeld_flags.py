@@ -39,6 +39,8 @@ NUMBERS = {
                                      "5368709120", 1, 2**63 - 1),
     "workspace-versions-keep": ("REEL_WORKSPACE_VERSIONS_KEEP", "1", 1, 1000000),
     "workspace-max-uploads": ("REEL_WORKSPACE_MAX_UPLOADS", "64", 1, 100000),
+    "workspace-max-uploads-per-tenant": ("REEL_WORKSPACE_MAX_UPLOADS_PER_TENANT",
+                                         "16", 1, 100000),
 }
 DURATIONS = {
     "keepalive-time": ("REEL_KEEPALIVE_TIME", "30s"),

@@ -1443,6 +1443,49 @@ def test_one_tenant_cannot_take_every_durable_consumer(tmp_path):
         s.close()
 
 
+def test_one_tenant_cannot_take_every_upload_place(tmp_path):
+    s = Secured(tmp_path, extra=["--workspace-max-uploads-per-tenant", "1"])
+    put = s.ch.stream_unary(
+        "/reel.v1.Workspace/PutArtifact",
+        request_serializer=workspace_pb2.PutArtifactRequest.SerializeToString,
+        response_deserializer=workspace_pb2.PutArtifactResponse.FromString)
+    release = threading.Event()
+
+    def upload(tok, key, hold=False):
+        def gen():
+            yield workspace_pb2.PutArtifactRequest(
+                header=workspace_pb2.ArtifactHeader(namespace="docs", key=key))
+            yield workspace_pb2.PutArtifactRequest(chunk=b"x" * 10)
+            if hold:
+                release.wait(30)
+        return put.future(gen(), metadata=md(tok), timeout=30)
+
+    try:
+        acme = s.create("acme", ["workspace:read", "workspace:write"])[0]
+        beta = s.create("beta", ["workspace:read", "workspace:write"])[0]
+        held = upload(acme, "held", hold=True)
+        deadline = time.monotonic() + 10  # until the held one has begun
+        while True:
+            second = upload(acme, "second")
+            try:
+                second.result()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+                continue
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                assert e.details() == ("uploads: its tenant has 1 under way, at "
+                                       "most --workspace-max-uploads-per-tenant 1")
+                break
+        assert upload(beta, "b").result().artifact.size == 10
+        release.set()
+        assert held.result().artifact.size == 10
+        assert upload(acme, "third").result().artifact.size == 10
+    finally:
+        release.set()
+        s.close()
+
+
 def runnable(t, app, inv):
     """A run of t's in app, made RUNNABLE (claimable) by the signal it
     waits on."""
