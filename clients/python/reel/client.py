@@ -145,12 +145,15 @@ class Client:
             run._stop.set()
         self._channel.close()
 
-    def _error(self, e: grpc.RpcError, method: str, lease: bool = False) -> errors.ReelError:
+    def _error(self, e: grpc.RpcError, method: str, lease: bool = False,
+               req=None) -> errors.ReelError:
         """The ReelError for a failed call: Cancelled("client is closed")
         once close() was called (the channel cancels what is in flight)."""
         if self._closed:
             return _core.client_closed(method)
-        return errors.from_rpc_error(e, method=method, lease=lease)
+        return errors.from_rpc_error(
+            e, method=method, lease=lease,
+            request_size=req.ByteSize() if req is not None else None)
 
     def _invoke(self, method: str, fn, *args, **kwargs):
         """fn(*args, **kwargs), a gRPC call's start: on a closed client
@@ -182,7 +185,7 @@ class Client:
                                     metadata=self._s.metadata,
                                     wait_for_ready=self._s.wait_for_ready)
             except grpc.RpcError as e:
-                err = self._error(e, method, lease)
+                err = self._error(e, method, lease, req)
             if not (safe and _core.unary_retryable(err) and attempt < self._s.retries):
                 raise err
             time.sleep(_core.backoff(attempt))

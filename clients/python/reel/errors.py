@@ -191,14 +191,51 @@ _BY_CODE = {cls.code: cls for cls in (
 _LOCAL_CANCELS = frozenset(("Locally cancelled by application!", "Channel closed!"))
 
 
-def from_rpc_error(err: grpc.RpcError, *, method: str = "", lease: bool = False) -> ReelError:
+# What gRPC says of a message over a size limit: reeld's receive limit
+# (its --max-message-bytes), this client's own receive limit, or this
+# client's send limit (max_message_bytes).
+_TOO_LARGE = re.compile(r"^(Received|Sent) message larger than max \((\d+) vs\. (\d+)\)$")
+
+
+def _too_large(details: str, request_size: Optional[int],
+               method: str) -> Optional[ReelError]:
+    """A clear error for a message over a size limit, or None (not one, or
+    the request's size is not known): a request over reeld's or this
+    client's limit is InvalidArgument, as any other input over a limit; an
+    answer over this client's, ResourceExhausted."""
+    m = _TOO_LARGE.match(details or "")
+    if m is None or request_size is None:
+        return None
+    size, limit = m.group(2), m.group(3)
+    if int(size) != request_size:
+        return ResourceExhausted(f"answer: {size} bytes, more than this client takes "
+                                 f"in one message (max_message_bytes), at most {limit}",
+                                 method=method)
+    whose = ("more than this client sends in one message (max_message_bytes)"
+             if m.group(1) == "Sent"
+             else "more than reeld takes in one message (its --max-message-bytes)")
+    return InvalidArgument(f"request: {size} bytes, {whose}, at most {limit}; values "
+                           f"and payloads have smaller limits of their own (1 MiB "
+                           f"by default): store large data as a workspace artifact",
+                           method=method)
+
+
+def from_rpc_error(err: grpc.RpcError, *, method: str = "", lease: bool = False,
+                   request_size: Optional[int] = None) -> ReelError:
     """The ReelError for a failed gRPC call (grpc.RpcError or
     grpc.aio.AioRpcError). With lease=True (a write under a run's lease),
     FAILED_PRECONDITION is LeaseLost: reeld answers it there only when the
-    epoch presented is not the run's current lease."""
+    epoch presented is not the run's current lease. request_size (the
+    serialized request's bytes) tells a request over a message size limit,
+    InvalidArgument as any other input over a limit, from an answer over
+    this client's."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
     message = details or (code.name if code is not None else "unknown error")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        big = _too_large(details, request_size, method)
+        if big is not None:
+            return big
     if lease and code == grpc.StatusCode.FAILED_PRECONDITION:
         return LeaseLost(message, method=method, from_server=True)
     # Not cancelled by this process (grpcio words those): a reeld shutting

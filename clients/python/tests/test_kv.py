@@ -2,6 +2,7 @@
 raw JSON, preconditions and their exceptions, tombstones, paging, history,
 cas and update under concurrent writers."""
 import asyncio
+import re
 import threading
 
 import pytest
@@ -41,6 +42,37 @@ def test_values_that_are_not_json_are_refused_before_sending(client):
         client.kv.put("app", "k", float("nan"))
     with pytest.raises(reel.InvalidArgument, match="value"):
         client.kv.put("app", "k", reel.RawJSON("{not json"))
+    assert client.kv.get("app", "k") is None
+
+
+def test_a_value_over_any_message_limit_is_an_invalid_argument_saying_so(client, reeld):
+    """Past reeld's 1 MiB value rule, a value also passes gRPC's message
+    limits: reeld's (4 MiB), or a client's own max_message_bytes. Each is
+    InvalidArgument saying whose limit it is, like the value rule, not
+    gRPC's bare RESOURCE_EXHAUSTED; an answer over the client's own limit
+    says it is the answer."""
+    with pytest.raises(reel.InvalidArgument, match="value: 2097154 bytes exceeds"):
+        client.kv.put("app", "k", "x" * (2 << 20))
+    with pytest.raises(reel.InvalidArgument) as e:
+        client.kv.put("app", "k", "x" * (5 << 20))
+    assert re.match(r"SetValue: INVALID_ARGUMENT: request: 52428\d\d bytes, more than "
+                    r"reeld takes in one message \(its --max-message-bytes\), at most "
+                    r"4194304; .*workspace artifact$", str(e.value)), str(e.value)
+    client.kv.put("app", "big", "x" * 200000)
+    with reel.connect(reeld.addr, max_message_bytes=100000) as small:
+        with pytest.raises(reel.InvalidArgument, match=r"request: 150\d\d\d bytes, more "
+                           r"than this client sends in one message \(max_message_bytes\), "
+                           r"at most 100000"):
+            small.kv.put("app", "k", "x" * 150000)
+        with pytest.raises(reel.ResourceExhausted, match=r"answer: 2000\d\d bytes, more "
+                           r"than this client takes in one message"):
+            small.kv.get("app", "big")
+
+    async def main():
+        async with reel.aio.connect(reeld.addr) as a:
+            with pytest.raises(reel.InvalidArgument, match=r"request: 52428\d\d bytes, more than reeld"):
+                await a.kv.put("app", "k", "x" * (5 << 20))
+    asyncio.run(main())
     assert client.kv.get("app", "k") is None
 
 

@@ -54,9 +54,13 @@ def test_watch_start_modes(client):
         next(iter(client.kv.watch("app", "k", from_revision=1000)))
 
 
-def _write_across_restart(reeld, key, seen_enough, restarted, stop, acked):
+def _write_across_restart(reeld, key, seen_enough, restarted, stop, acked, resumed):
     """Writes key 0, 1, 2, ... until stop; an answer lost to the restart
-    may or may not have committed, so only the acknowledged are recorded."""
+    may or may not have committed, so only the acknowledged are recorded.
+    After the restart it writes up to version 100 and waits there for the
+    watch to take its 90th event: a watch that resumes after more versions than
+    --kv-history-keep (100) is OUT_OF_RANGE by design, and on a fast disk
+    the writer's channel reconnected and wrote them first."""
     with reel.connect(reeld.addr, timeout=5) as c:
         i = 0
         while not stop.is_set():
@@ -69,6 +73,8 @@ def _write_across_restart(reeld, key, seen_enough, restarted, stop, acked):
                 seen_enough.wait(30)
             if i == 60:
                 restarted.wait(30)
+            if acked and acked[-1][0] == 100:
+                resumed.wait(30)
 
 
 def _check_no_loss_no_repeat(events, acked, final):
@@ -84,10 +90,12 @@ def _check_no_loss_no_repeat(events, acked, final):
 def test_watch_resumes_across_a_reeld_restart_without_loss_or_repetition(reeld, client):
     seen_enough, restarted, stop, acked = threading.Event(), threading.Event(), \
         threading.Event(), []
+    resumed = threading.Event()
     w = client.kv.watch("app", "orders.>", now=True)
     assert next(w).bootstrap_done
     writer = threading.Thread(target=_write_across_restart,
-                              args=(reeld, "orders.1", seen_enough, restarted, stop, acked))
+                              args=(reeld, "orders.1", seen_enough, restarted, stop, acked,
+                                    resumed))
     writer.start()
     events = []
     try:
@@ -98,6 +106,8 @@ def test_watch_resumes_across_a_reeld_restart_without_loss_or_repetition(reeld, 
                 seen_enough.set()
                 reeld.restart()
                 restarted.set()
+            if len(events) == 90:
+                resumed.set()
             if len(events) == 120:
                 stop.set()
                 writer.join()
@@ -109,6 +119,7 @@ def test_watch_resumes_across_a_reeld_restart_without_loss_or_repetition(reeld, 
         stop.set()
         seen_enough.set()
         restarted.set()
+        resumed.set()
         writer.join()
         w.close()
     assert w.reconnects >= 1
@@ -178,12 +189,14 @@ async def test_async_watch_snapshot_marker_and_live(reeld):
 async def test_async_watch_resumes_across_a_reeld_restart_without_loss_or_repetition(reeld):
     seen_enough, restarted, stop, acked = threading.Event(), threading.Event(), \
         threading.Event(), []
+    resumed = threading.Event()
     loop = asyncio.get_running_loop()
     async with reel.aio.connect(reeld.addr, reconnect_timeout=20) as c:
         w = c.kv.watch("app", "orders.>", now=True)
         assert (await w.__anext__()).bootstrap_done
         writer = threading.Thread(target=_write_across_restart,
-                                  args=(reeld, "orders.1", seen_enough, restarted, stop, acked))
+                                  args=(reeld, "orders.1", seen_enough, restarted, stop, acked,
+                                    resumed))
         writer.start()
         events = []
         try:
@@ -194,6 +207,8 @@ async def test_async_watch_resumes_across_a_reeld_restart_without_loss_or_repeti
                     seen_enough.set()
                     await loop.run_in_executor(None, reeld.restart)
                     restarted.set()
+                if len(events) == 90:
+                    resumed.set()
                 if len(events) == 120:
                     stop.set()
                     await loop.run_in_executor(None, writer.join)
@@ -205,6 +220,7 @@ async def test_async_watch_resumes_across_a_reeld_restart_without_loss_or_repeti
             stop.set()
             seen_enough.set()
             restarted.set()
+            resumed.set()
             await loop.run_in_executor(None, writer.join)
             await w.close()
         assert w.reconnects >= 1

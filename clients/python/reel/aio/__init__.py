@@ -123,10 +123,13 @@ class Client:
         cancellation count cannot tell the two apart)."""
         return self._closed
 
-    def _error(self, e: grpc.RpcError, method: str, lease: bool = False) -> errors.ReelError:
+    def _error(self, e: grpc.RpcError, method: str, lease: bool = False,
+               req=None) -> errors.ReelError:
         if self._closed:
             return _core.client_closed(method)
-        return errors.from_rpc_error(e, method=method, lease=lease)
+        return errors.from_rpc_error(
+            e, method=method, lease=lease,
+            request_size=req.ByteSize() if req is not None else None)
 
     def _invoke(self, method: str, fn, *args, **kwargs):
         """fn(*args, **kwargs), a gRPC call's start: on a closed client
@@ -157,7 +160,7 @@ class Client:
                                           metadata=self._s.metadata,
                                           wait_for_ready=self._s.wait_for_ready)
             except grpc.RpcError as e:
-                err = self._error(e, method, lease)
+                err = self._error(e, method, lease, req)
             except (asyncio.CancelledError, grpc.aio.UsageError):
                 if self._closed_under():        # close() in another task
                     raise _core.client_closed(method) from None
