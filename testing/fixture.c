@@ -149,3 +149,11 @@ int testing_sink_wait_end(testing_sink_t *s, int timeout_ms) {
     pthread_mutex_unlock(&s->mu);
     return ended;
 }
+
+size_t testing_tenant_scope(const char *name) {
+    const char *end;
+
+    if (strncmp(name, "::", 2) != 0 || (end = strchr(name + 2, ':')) == NULL)
+        return 0;
+    return (size_t)(end - name) + 1;
+}

@@ -76,6 +76,15 @@ int testing_dir_remove(const char *dir);
  */
 store_t *testing_store_open(const char *dir, const store_opts_t *opts);
 
+/* ---- Tenants -------------------------------------------------------------- */
+
+/*
+ * The length of the tenant prefix "::T:" a stored name starts with, 0 for
+ * none: reeld's rule (api/tenant.h), for modules' tests of what they cap
+ * or keep per tenant without linking the API.
+ */
+size_t testing_tenant_scope(const char *name);
+
 /* ---- Sinks ---------------------------------------------------------------- */
 
 #define TESTING_SINK_FIELDS_                                                 \

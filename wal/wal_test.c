@@ -760,15 +760,6 @@ static void test_consumers_are_capped_in_number(void **state) {
     assert_int_equal(subscribe(f, "e", NULL), REEL_RESOURCE_EXHAUSTED);
 }
 
-/* A name's tenant prefix "::T:" as reeld's is told (api/tenant.h). */
-static size_t tenant_scope(const char *name) {
-    const char *end;
-
-    if (strncmp(name, "::", 2) != 0 || (end = strchr(name + 2, ':')) == NULL)
-        return 0;
-    return (size_t)(end - name) + 1;
-}
-
 /*
  * A tenant's consumers are capped apart (max_tenant_consumers), so one
  * tenant cannot take every consumer: past its cap a new one of that
@@ -781,7 +772,7 @@ static void test_each_tenants_consumers_are_capped(void **state) {
     fixture_t *f = *state;
     reel_status_t st = REEL_STATUS_INIT;
     wal_limits_t lim = {.max_consumers = 5, .max_tenant_consumers = 2,
-                        .consumer_scope = tenant_scope};
+                        .consumer_scope = testing_tenant_scope};
 
     reopen(f, lim);
     make_consumer(f, "::a:x", 0);

@@ -434,15 +434,6 @@ static void test_size_past_the_limit_is_refused_as_it_passes(void **state) {
     free(p);
 }
 
-/* A namespace's tenant prefix "::T:" as reeld's is told (api/tenant.h). */
-static size_t tenant_scope(const char *ns) {
-    const char *end;
-
-    if (strncmp(ns, "::", 2) != 0 || (end = strchr(ns + 2, ':')) == NULL)
-        return 0;
-    return (size_t)(end - ns) + 1;
-}
-
 /*
  * A tenant's uploads under way are capped apart (max_tenant_uploads), so
  * one tenant cannot take every place: past its cap its next upload is
@@ -458,7 +449,7 @@ static void test_a_tenants_uploads_are_capped_apart(void **state) {
 
     close_all(f);
     f->lim.max_tenant_uploads = 2;
-    f->lim.ns_scope = tenant_scope;
+    f->lim.ns_scope = testing_tenant_scope;
     open_all(f);
     h = header("::a:n", "k");
     assert_int_equal(ws_upload_begin(f->ws, &h, &a[0], &st), REEL_OK);
