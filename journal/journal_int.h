@@ -91,6 +91,16 @@ journal_key_t journal_app_active_key(const char *app, const char *run_id);
 /* 'p' app 0 run_id: every run by app, written when the run begins (runs
  * are never deleted, so it is never removed). */
 journal_key_t journal_app_run_key(const char *app, const char *run_id);
+/* 'x' S 0 run_id: every run by status (S = '0' + status). */
+journal_key_t journal_status_key(run_status_t s, const char *run_id);
+/* 'X' S app 0 run_id: the same by app. Its "app" part, S and the app's
+ * name, is what journal_status_app() writes: the part an index walk by
+ * app (tag 'X') takes for the app. */
+journal_key_t journal_app_status_key(run_status_t s, const char *app,
+                                     const char *run_id);
+#define JOURNAL_STATUS_APP_MAX (JOURNAL_MAX_NAME + 2)
+void journal_status_app(run_status_t s, const char *app,
+                        char out[JOURNAL_STATUS_APP_MAX]);
 journal_key_t journal_entry_key(const char *run_id, uint64_t seq);
 journal_key_t journal_idem_key(const char *run_id, const char *idem);
 journal_key_t journal_invocation_key(const run_t *r);

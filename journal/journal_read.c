@@ -290,7 +290,8 @@ static int offer(const run_filter_t *f, uint32_t limit, run_t *arr,
 /* Apps merged at most; past that a listing reads every run instead. */
 #define MERGE_APPS_MAX 64
 
-/* One app's place in a merge of its index (tag 'p' or 'A'). */
+/* One app's place in a merge of its index (tag 'p', 'A', or 'X' whose
+ * "app" is the status byte and the app's name). */
 typedef struct app_head {
     char *app;
     char id[JOURNAL_RUN_ID_LEN + 1]; /* its next run, "" when none is left */
@@ -373,14 +374,15 @@ static reel_code_t prefix_apps(store_iter_t *it, char tag,
 }
 
 /*
- * ListRuns without an app, of the apps under f->app_prefix: each app's
- * index ('p' every run, 'A' its active ones) is in run id order, so a page
- * merges the apps' next runs and reads only theirs. *merged = 0, and
+ * ListRuns without an app, of the apps under prefix (f->app_prefix, with
+ * the status byte in front for 'X'): each app's index ('p' every run,
+ * 'A' its active ones, 'X' those of a status) is in run id order, so a
+ * page merges the apps' next runs and reads only theirs. *merged = 0, and
  * nothing else done, when there are more than MERGE_APPS_MAX apps.
  */
 static reel_code_t list_merged(journal_t *j, const run_filter_t *f,
-                               char tag, uint32_t limit, run_t *arr,
-                               size_t *n, int *more, int *merged,
+                               char tag, const char *prefix, uint32_t limit,
+                               run_t *arr, size_t *n, int *more, int *merged,
                                reel_status_t *st) {
     const char *after = f->start_after ? f->start_after : "";
     app_head_t heads[MERGE_APPS_MAX + 1];
@@ -397,7 +399,7 @@ static reel_code_t list_merged(journal_t *j, const run_filter_t *f,
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    rc = prefix_apps(it, tag, f->app_prefix, heads, &napps, st);
+    rc = prefix_apps(it, tag, prefix, heads, &napps, st);
     if (rc != REEL_OK || napps > MERGE_APPS_MAX)
         goto out;
     *merged = 1;
@@ -435,12 +437,11 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                               reel_status_t *st) {
     int by_session = f->app && *f->app && f->user && *f->user && f->session &&
                      *f->session;
-    /* RUNNABLE or RUNNING runs: the active index ('a', or an app's 'A'),
-     * in the same run id order, not every run. */
-    int by_active = !by_session && (f->status == RUN_RUNNABLE ||
-                                    f->status == RUN_RUNNING);
-    /* Any other status of one app: that app's runs ('p'), not every run. */
-    int by_app = !by_session && !by_active && f->app && *f->app;
+    /* One status: the status index ('x', or an app's 'X'), in the same
+     * run id order, not every run. */
+    int by_status = !by_session && f->status != RUN_STATUS_ANY;
+    /* Every status of one app: that app's runs ('p'), not every run. */
+    int by_app = !by_session && !by_status && f->app && *f->app;
     /* No app, but only apps under a prefix (a tenant's): their indexes. */
     int by_prefix = !by_session && !(f->app && *f->app) && f->app_prefix &&
                     *f->app_prefix;
@@ -472,12 +473,16 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
         return rc;
     if (by_prefix) {
+        char sa[JOURNAL_STATUS_APP_MAX];
         int merged = 0;
 
         if ((arr = calloc(limit, sizeof(*arr))) == NULL)
             return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
                                    "out of memory");
-        rc = list_merged(j, f, by_active ? 'A' : 'p', limit, arr, n, more,
+        /* 'X' S app: its apps are "S app" under "S prefix". */
+        journal_status_app(f->status, f->app_prefix, sa);
+        rc = list_merged(j, f, by_status ? 'X' : 'p',
+                         by_status ? sa : f->app_prefix, limit, arr, n, more,
                          &merged, st);
         if (rc != REEL_OK || merged)
             goto out;
@@ -488,8 +493,12 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         const char *sparts[4] = {f->app, f->user, f->session, after};
         base = journal_make_key('s', parts, 4, 0, 0);
         seek = journal_make_key('s', sparts, 4, 0, 0);
-    } else if (by_active) {
-        active_keys(f->app, after, &base, &seek);
+    } else if (by_status && f->app && *f->app) {
+        base = journal_app_status_key(f->status, f->app, "");
+        seek = journal_app_status_key(f->status, f->app, after);
+    } else if (by_status) {
+        base = journal_status_key(f->status, "");
+        seek = journal_status_key(f->status, after);
     } else if (by_app) {
         base = journal_app_run_key(f->app, "");
         seek = journal_app_run_key(f->app, after);
@@ -525,7 +534,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         id[JOURNAL_RUN_ID_LEN] = '\0';
         if (*after && strcmp(id, after) <= 0)
             continue;
-        if (by_session || by_active || by_app) {
+        if (by_session || by_status || by_app) {
             if ((rc = journal_indexed_run(NULL, j, snap, id, &r, st)) !=
                 REEL_OK)
                 goto out;
@@ -622,7 +631,8 @@ reel_code_t journal_list_recoverable_kept(journal_t *j, const run_filter_t *f,
         /* A tenant's apps: their active indexes merged, not every run. */
         int merged = 0;
 
-        rc = list_merged(j, &g, 'A', limit, arr, n, more, &merged, st);
+        rc = list_merged(j, &g, 'A', g.app_prefix, limit, arr, n, more,
+                         &merged, st);
         if (rc != REEL_OK || merged)
             goto out;
     }

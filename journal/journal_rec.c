@@ -12,6 +12,11 @@
  *   'p' app 0 run_id                   -> ""         (every run by app:
  *                                        ListRuns of one app; since
  *                                        store format 4)
+ *   'x' S 0 run_id                     -> ""         (every run by status:
+ *                                        ListRuns by status; since store
+ *                                        format 6)
+ *   'X' S app 0 run_id                 -> ""         (the same, by app)
+ *     S is one byte, '0' + the run's status
  *   'c' app 0 ready_ms(8) run_id       -> ""         (RUNNABLE, claimable
  *                                        from ready_ms: ClaimNextRun's
  *                                        index, oldest due first)
@@ -265,6 +270,35 @@ journal_key_t journal_app_run_key(const char *app, const char *run_id) {
     const char *parts[2] = {app, run_id};
 
     return journal_make_key('p', parts, 2, 0, 0);
+}
+
+/* The first part of a status key: its status byte. */
+static void status_part(run_status_t s, char out[2]) {
+    out[0] = (char)('0' + (int)s);
+    out[1] = '\0';
+}
+
+journal_key_t journal_status_key(run_status_t s, const char *run_id) {
+    char sp[2];
+    const char *parts[2] = {sp, run_id};
+
+    status_part(s, sp);
+    return journal_make_key('x', parts, 2, 0, 0);
+}
+
+void journal_status_app(run_status_t s, const char *app,
+                        char out[JOURNAL_STATUS_APP_MAX]) {
+    status_part(s, out);
+    snprintf(out + 1, JOURNAL_STATUS_APP_MAX - 1, "%s", app);
+}
+
+journal_key_t journal_app_status_key(run_status_t s, const char *app,
+                                     const char *run_id) {
+    char sa[JOURNAL_STATUS_APP_MAX];
+    const char *parts[2] = {sa, run_id};
+
+    journal_status_app(s, app, sa);
+    return journal_make_key('X', parts, 2, 0, 0);
 }
 
 journal_key_t journal_entry_key(const char *run_id, uint64_t seq) {

@@ -1211,8 +1211,8 @@ static size_t list_status(fixture_t *f, const char *app, run_status_t status,
 
 /* One app's recoverable runs come from its own index ('A'): an app whose
  * name another's begins with is apart, an ended run leaves it, and pages
- * go on from their cursor in run id order. ListRuns of one app reads the
- * same index, or the app's index of every run ('p'). */
+ * go on from their cursor in run id order. ListRuns of one app reads its
+ * index by status ('X'), or its index of every run ('p'). */
 static void test_recoverable_runs_of_an_app_come_from_its_index(void **state) {
     fixture_t *f = *state;
     const char *apps[3] = {"a", "ab", "b"};
@@ -1261,8 +1261,8 @@ static void test_recoverable_runs_of_an_app_come_from_its_index(void **state) {
                 (const int[]){0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14},
                 14);
 
-    /* ListRuns of an app's RUNNING runs reads the same index, pages the
-     * same way; its ended ones come from the records. */
+    /* ListRuns of an app's RUNNING runs (its status index) pages the same
+     * way, and so do its ended ones. */
     n = list_status(f, "a", RUN_RUNNING, NULL, 3, &runs, &more);
     assert_true(more);
     expect_runs(runs, n, ids, (const int[]){0, 6, 9}, 3);
@@ -1282,17 +1282,25 @@ static void test_recoverable_runs_of_an_app_come_from_its_index(void **state) {
     expect_runs(runs, n, ids, (const int[]){1, 4, 7, 10, 13}, 5);
     n = list_status(f, "abc", RUN_STATUS_ANY, NULL, 0, &runs, &more);
     expect_runs(runs, n, ids, NULL, 0);
-    /* Every app's RUNNING runs: the active index. */
+    /* Every app's RUNNING runs: the status index. */
     n = list_status(f, NULL, RUN_RUNNING, NULL, 0, &runs, &more);
     expect_runs(runs, n, ids,
                 (const int[]){0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14},
                 14);
 }
 
+/* Whether want (a run of every run's listing) is one a listing of prefix
+ * and status (RUN_STATUS_ANY, or < 0 for ListRunsToRecover's) shows. */
+static int wanted(const run_t *want, const char *prefix, int status) {
+    return strncmp(want->app, prefix, strlen(prefix)) == 0 &&
+           (status <= 0 || (int)want->status == status);
+}
+
 /* ListRuns of a prefix's apps (a tenant's), page by page, equals ListRuns
- * of every run filtered by that prefix: the merge of the apps' indexes
- * keeps run id order across apps, paging, statuses, and past the apps a
- * merge takes. The same for ListRunsToRecover (status < 0). */
+ * of every run (the records, no index) filtered by that prefix and
+ * status: the merge of the apps' indexes keeps run id order across apps,
+ * paging, statuses, and past the apps a merge takes. The same for
+ * ListRunsToRecover (status < 0). */
 static void expect_prefix_pages(fixture_t *f, const char *prefix,
                                 int status, uint32_t limit) {
     run_filter_t all = {0}, filt = {0};
@@ -1301,16 +1309,23 @@ static void expect_prefix_pages(fixture_t *f, const char *prefix,
     int more, recover = status < 0;
     char after[27] = "";
 
-    all.status = recover ? RUN_STATUS_ANY : (run_status_t)status;
+    all.status = RUN_STATUS_ANY;
     all.limit = 1000;
-    assert_int_equal(recover ? journal_list_recoverable_kept(f->j, &all,
-                                                             &want, &nwant,
-                                                             &more, NULL)
-                             : journal_list_runs(f->j, &all, &want, &nwant,
-                                                 &more, NULL),
-                     REEL_OK);
+    want = NULL, nwant = 0;
+    do { /* every page of every run */
+        all.start_after = nwant ? want[nwant - 1].run_id : "";
+        assert_int_equal(recover ? journal_list_recoverable_kept(
+                                       f->j, &all, &runs, &n, &more, NULL)
+                                 : journal_list_runs(f->j, &all, &runs, &n,
+                                                     &more, NULL),
+                         REEL_OK);
+        assert_non_null(want = realloc(want, (nwant + n + 1) * sizeof(*want)));
+        memcpy(want + nwant, runs, n * sizeof(*runs));
+        nwant += n;
+        free(runs);
+    } while (more);
     filt.app_prefix = prefix;
-    filt.status = all.status;
+    filt.status = recover ? RUN_STATUS_ANY : (run_status_t)status;
     filt.limit = limit;
     do {
         filt.start_after = after;
@@ -1320,8 +1335,7 @@ static void expect_prefix_pages(fixture_t *f, const char *prefix,
                                                      &more, NULL),
                          REEL_OK);
         for (size_t i = 0; i < n; i++) {
-            while (got < nwant &&
-                   strncmp(want[got].app, prefix, strlen(prefix)) != 0)
+            while (got < nwant && !wanted(&want[got], prefix, status))
                 got++;
             assert_true(got < nwant);
             assert_string_equal(runs[i].run_id, want[got].run_id);
@@ -1331,7 +1345,7 @@ static void expect_prefix_pages(fixture_t *f, const char *prefix,
         }
         free(runs);
     } while (more);
-    while (got < nwant && strncmp(want[got].app, prefix, strlen(prefix)) != 0)
+    while (got < nwant && !wanted(&want[got], prefix, status))
         got++;
     assert_int_equal(got, nwant); /* none of the prefix's left out */
     for (size_t i = 0; i < nwant; i++)
@@ -1385,6 +1399,143 @@ static void test_runs_of_a_tenants_apps_merge_their_indexes(void **state) {
     expect_prefix_pages(f, "::t:", RUN_STATUS_ANY, 2);
     usleep(5000);
     expect_prefix_pages(f, "::m:", -1, 7);
+}
+
+/* Counts the BEGINs a test submitted without waiting for each. */
+typedef struct begun {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t n, failed;
+} begun_t;
+
+static void begun_done(void *arg, journal_result_t *res) {
+    begun_t *b = arg;
+
+    pthread_mutex_lock(&b->mu);
+    b->n++;
+    b->failed += res->status.code != REEL_OK;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* n more RUNNING runs of app, submitted 500 at a time (they commit in
+ * groups, not one synced write each). */
+static void begin_many(fixture_t *f, const char *app, int n) {
+    begun_t b = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    journal_req_t q = {0};
+    char inv[32];
+
+    q.op = JOURNAL_BEGIN;
+    q.app = app, q.user = "u", q.session = "s", q.lease_owner = "w";
+    q.lease_ttl_ms = 60000;
+    for (int i = 0; i < n; i++) {
+        snprintf(inv, sizeof(inv), "many-%d", i);
+        q.invocation_id = inv;
+        assert_int_equal(journal_submit(f->j, &q, begun_done, &b, NULL),
+                         REEL_OK);
+        pthread_mutex_lock(&b.mu);
+        while (i + 1 - (int)b.n >= 500 || (i + 1 == n && (int)b.n < n))
+            pthread_cond_wait(&b.cv, &b.mu);
+        pthread_mutex_unlock(&b.mu);
+    }
+    assert_int_equal(b.failed, 0);
+}
+
+static reel_code_t drop_status_indexes(store_txn_t *txn, void *arg,
+                                       reel_status_t *st) {
+    store_cf_t *cf;
+
+    if (store_cf_lookup(((fixture_t *)arg)->store, "runs", &cf,
+                        st) != REEL_OK)
+        return st->code;
+    store_txn_delete_range_blind(txn, cf, "x", 1, "y", 1);
+    store_txn_delete_range_blind(txn, cf, "X", 1, "Y", 1);
+    return REEL_OK;
+}
+
+/* Every listing by status (of every app, of one, of a prefix's apps)
+ * against the records. */
+static void expect_status_pages(fixture_t *f) {
+    for (int s = RUN_RUNNABLE; s <= RUN_PAUSED; s++) {
+        expect_prefix_pages(f, "", s, 3);
+        expect_prefix_pages(f, "::t:", s, 2);
+        expect_prefix_pages(f, "::t:a", s, 100);
+        expect_prefix_pages(f, "x", s, 4);
+    }
+}
+
+/*
+ * ListRuns by status reads the status indexes ('x', and 'X' by app), not
+ * every run: each status's pages equal the records filtered by status,
+ * for every app, one app's prefix and a tenant's apps, and a run that
+ * changes status moves between them. A data dir of format 5 gets the
+ * indexes from journal_upgrade(), in batches past the first.
+ */
+static void test_runs_list_by_status_from_their_index(void **state) {
+    fixture_t *f = *state;
+    const char *apps[4] = {"::t:a", "::t:b", "x", "xy"};
+    const run_status_t ends[3] = {RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED};
+    char ids[40][27], inv[16];
+    journal_req_t q = {0};
+    journal_result_t res;
+    run_t *runs;
+    size_t n;
+    int more;
+
+    for (int i = 0; i < 40; i++) {
+        snprintf(inv, sizeof(inv), "inv-%d", i);
+        q = (journal_req_t){0};
+        q.op = JOURNAL_BEGIN;
+        q.app = apps[i % 4], q.user = "u", q.session = "s";
+        q.invocation_id = inv, q.lease_owner = "w", q.lease_ttl_ms = 60000;
+        assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+        snprintf(ids[i], 27, "%s", res.run.run_id);
+        journal_result_fini(&res);
+        q = (journal_req_t){0};
+        q.run_id = ids[i], q.lease_epoch = 1;
+        if (i % 5 == 1) { /* WAITING */
+            q.op = JOURNAL_SUSPEND, q.waiting_on = "go";
+        } else if (i % 5 >= 2) {
+            q.op = JOURNAL_END, q.end_status = ends[i % 5 - 2];
+        } else {
+            continue; /* RUNNING */
+        }
+        assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+        journal_result_fini(&res);
+    }
+    expect_status_pages(f);
+    n = list_status(f, NULL, RUN_WAITING, NULL, 0, &runs, &more);
+    expect_runs(runs, n, ids, (const int[]){1, 6, 11, 16, 21, 26, 31, 36}, 8);
+    /* A status change moves the run: RUNNING 5 ends FAILED. */
+    q = (journal_req_t){0};
+    q.op = JOURNAL_END, q.run_id = ids[5], q.lease_epoch = 1;
+    q.end_status = RUN_FAILED;
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    journal_result_fini(&res);
+    n = list_status(f, NULL, RUN_RUNNING, NULL, 0, &runs, &more);
+    expect_runs(runs, n, ids, (const int[]){0, 10, 15, 20, 25, 30, 35}, 7);
+    n = list_status(f, "::t:b", RUN_FAILED, NULL, 0, &runs, &more);
+    expect_runs(runs, n, ids, (const int[]){5, 13, 33}, 3);
+    n = list_status(f, "::t:c", RUN_FAILED, NULL, 0, &runs, &more);
+    expect_runs(runs, n, ids, NULL, 0);
+    expect_status_pages(f);
+
+    /* A dir of format 5: no status indexes until the upgrade makes them,
+     * over more runs than one of its commits takes. */
+    begin_many(f, "::t:many", 4200);
+    assert_int_equal(store_exec(f->store, drop_status_indexes, f, NULL, NULL),
+                     REEL_OK);
+    n = list_status(f, NULL, RUN_WAITING, NULL, 0, &runs, &more);
+    expect_runs(runs, n, ids, NULL, 0);
+    assert_int_equal(journal_upgrade(f->j, 5, NULL), REEL_OK);
+    expect_status_pages(f);
+    n = list_status(f, NULL, RUN_RUNNING, NULL, 1000, &runs, &more);
+    assert_int_equal(n, 1000);
+    assert_true(more);
+    for (size_t i = 0; i < n; i++)
+        run_fini(&runs[i]);
+    free(runs);
+    expect_prefix_pages(f, "::t:many", RUN_RUNNING, 1000);
 }
 
 /* An entry's change carries its run's app (the WAL tells the run's tenant
@@ -1508,6 +1659,7 @@ int main(void) {
         T(test_recoverable_runs_filtered_by_app),
         T(test_recoverable_runs_of_an_app_come_from_its_index),
         T(test_runs_of_a_tenants_apps_merge_their_indexes),
+        T(test_runs_list_by_status_from_their_index),
         T(test_a_change_publish_cannot_decode_is_read_from_storage),
         T(test_an_entrys_change_carries_its_runs_app_and_its_record_not),
         T(test_listings_keep_only_the_runs_keep_keeps),

@@ -427,10 +427,11 @@ static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
     int was_ready = prev != NULL && prev->status == RUN_RUNNABLE;
     int ready = r.status == RUN_RUNNABLE;
     int moved;
+    int restatus = prev == NULL || prev->status != r_in->status;
     journal_key_t rk = journal_run_key(r.run_id),
                   ak = journal_active_key(r.run_id),
                   aak = journal_app_active_key(r.app, r.run_id),
-                  ok = {NULL, 0}, nk = {NULL, 0};
+                  ok = {NULL, 0}, nk = {NULL, 0}, sk[4] = {{NULL, 0}};
     reel_code_t rc = REEL_OK;
 
     r.ready_ms_ = !ready                ? 0
@@ -446,14 +447,31 @@ static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
         ok = journal_claimable_key(prev->app, prev->ready_ms_, prev->run_id);
     if (ready && moved)
         nk = journal_claimable_key(r.app, r.ready_ms_, r.run_id);
+    /* The status indexes: the new status's entries, the old one's gone. */
+    if (restatus) {
+        sk[0] = journal_status_key(r.status, r.run_id);
+        sk[1] = journal_app_status_key(r.status, r.app, r.run_id);
+    }
+    if (restatus && prev != NULL) {
+        sk[2] = journal_status_key(prev->status, prev->run_id);
+        sk[3] = journal_app_status_key(prev->status, prev->app, prev->run_id);
+    }
     journal_run_encode(&r, &w);
     if (reel_wbuf_done(&w) != 0 || rk.p == NULL || ak.p == NULL ||
         aak.p == NULL || (was_ready && moved && ok.p == NULL) ||
-        (ready && moved && nk.p == NULL)) {
+        (ready && moved && nk.p == NULL) ||
+        (restatus && (sk[0].p == NULL || sk[1].p == NULL)) ||
+        (restatus && prev != NULL && (sk[2].p == NULL || sk[3].p == NULL))) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
     store_txn_put(txn, j->cf_runs, rk.p, rk.len, w.p, w.len);
+    for (int i = 2; i < 4; i++)
+        if (sk[i].p != NULL)
+            store_txn_delete(txn, j->cf_runs, sk[i].p, sk[i].len);
+    for (int i = 0; i < 2; i++)
+        if (sk[i].p != NULL)
+            store_txn_put(txn, j->cf_runs, sk[i].p, sk[i].len, "", 0);
     if (active && !was_active) {
         store_txn_put(txn, j->cf_runs, ak.p, ak.len, "", 0);
         store_txn_put(txn, j->cf_runs, aak.p, aak.len, "", 0);
@@ -485,6 +503,8 @@ out:
     free(aak.p);
     free(ok.p);
     free(nk.p);
+    for (int i = 0; i < 4; i++)
+        free(sk[i].p);
     return rc;
 }
 
@@ -1509,10 +1529,88 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
     return rc;
 }
 
+/* Runs a commit of the status indexes' upgrade takes. */
+#define UPGRADE_BATCH 4096
+
+/* The status indexes' upgrade: where the walk over the runs is. */
+typedef struct status_walk {
+    journal_t *j;
+    char after[JOURNAL_RUN_ID_LEN + 1]; /* the last run indexed, or "" */
+    size_t n;                           /* runs indexed by this batch */
+    int done;
+} status_walk_t;
+
+/* From format 5 or older: the next batch of runs, by status ('x' and
+ * 'X'), from where the last batch stopped. */
+static reel_code_t upgrade_status_apply(store_txn_t *txn, void *arg,
+                                        reel_status_t *st) {
+    status_walk_t *u = arg;
+    journal_t *j = u->j;
+    journal_key_t seek = journal_run_key(u->after);
+    store_iter_t *it = store_txn_iter(txn, j->cf_runs);
+    reel_code_t rc = REEL_OK;
+
+    u->n = 0;
+    if (it == NULL || seek.p == NULL) {
+        store_iter_destroy(it);
+        free(seek.p);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    for (store_iter_seek(it, seek.p, seek.len);
+         rc == REEL_OK && store_iter_valid(it) && u->n < UPGRADE_BATCH;
+         store_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = store_iter_key(it, &klen);
+        const char *v = store_iter_value(it, &vlen);
+        run_t r = {0};
+
+        if (klen == 0 || k[0] != 'r')
+            break;
+        if (klen != 1 + JOURNAL_RUN_ID_LEN ||
+            (u->after[0] && memcmp(k + 1, u->after, JOURNAL_RUN_ID_LEN) == 0))
+            continue;
+        if (journal_run_decode(v, vlen, &r) != 0) {
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "run %.*s: the stored record is corrupt",
+                                 JOURNAL_RUN_ID_LEN, k + 1);
+        } else {
+            rc = put_index(txn, j->cf_runs,
+                           journal_status_key(r.status, r.run_id), st);
+            if (rc == REEL_OK)
+                rc = put_index(txn, j->cf_runs,
+                               journal_app_status_key(r.status, r.app,
+                                                      r.run_id),
+                               st);
+        }
+        run_fini(&r);
+        memcpy(u->after, k + 1, JOURNAL_RUN_ID_LEN);
+        u->n++;
+    }
+    if (rc == REEL_OK && (rc = store_iter_status(it, st)) == REEL_OK)
+        u->done = !store_iter_valid(it) || u->n < UPGRADE_BATCH;
+    store_iter_destroy(it);
+    free(seek.p);
+    return rc;
+}
+
 reel_code_t journal_upgrade(journal_t *j, int from, reel_status_t *st) {
     upgrade_t u = {j, from};
+    status_walk_t w = {.j = j};
+    size_t n = 0;
+    reel_code_t rc = store_exec(j->store, upgrade_apply, &u, NULL, st);
 
-    return store_exec(j->store, upgrade_apply, &u, NULL, st);
+    if (rc != REEL_OK || from >= 6)
+        return rc;
+    /* In batches, each its own commit: a crash part way leaves the
+     * format as it was, and the next start writes them all again. */
+    while (rc == REEL_OK && !w.done) {
+        rc = store_exec(j->store, upgrade_status_apply, &w, NULL, st);
+        n += w.n;
+    }
+    if (rc == REEL_OK && n > 0)
+        REEL_INFO("journal", "indexed %zu runs by status for the new format",
+                  n);
+    return rc;
 }
 
 void journal_use_timers(journal_t *j, timers_t *t) {

@@ -15,7 +15,7 @@ from reel.v1 import kv_pb2
 from conftest import REELD, Reeld, free_port, reelctl, stream, unary
 
 # The data dir format this reeld writes (store/store.h).
-FORMAT = 5
+FORMAT = 6
 
 
 def check(channel):
@@ -213,11 +213,12 @@ def test_data_dir_of_another_format_is_refused_untouched(tmp_path):
     assert sorted(os.listdir(data)) == before
 
 
-@pytest.mark.parametrize("older", [1, 2, 3, 4])
+@pytest.mark.parametrize("older", [1, 2, 3, 4, 5])
 def test_a_data_dir_of_an_older_format_is_upgraded_and_keeps_its_data(tmp_path, older):
     """Formats 1 (every data dir before the format was raised), 2 (before
     the index of active runs by app), 3 (before the index of every run by
-    app) and 4 (before the KV's tombstones were kept apart) open, keep
+    app), 4 (before the KV's tombstones were kept apart) and 5 (before the
+    indexes of runs by status) open, keep
     every record, and are marked with this one once reeld has started, so
     that older reelds, which check the FORMAT file before anything, refuse
     the dir rather than misread what this one wrote."""
@@ -247,6 +248,12 @@ def test_a_data_dir_of_an_older_format_is_upgraded_and_keeps_its_data(tmp_path, 
                      journal_pb2.ListRunsResponse)(journal_pb2.ListRunsRequest(app="shop"),
                                                    timeout=5).runs
         assert [x.run_id for x in runs] == [run.run_id]
+        for st, want in ((journal_pb2.Run.RUNNING, [run.run_id]),
+                         (journal_pb2.Run.COMPLETED, [])):
+            assert [x.run_id for x in unary(
+                ch, "/reel.v1.Journal/ListRuns", journal_pb2.ListRunsRequest,
+                journal_pb2.ListRunsResponse)(journal_pb2.ListRunsRequest(status=st),
+                                              timeout=5).runs] == want
         got = unary(ch, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
                     kv_pb2.GetValueResponse)(kv_pb2.GetValueRequest(namespace="ns", key="k"),
                                              timeout=5)
