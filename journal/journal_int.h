@@ -91,7 +91,8 @@ journal_key_t journal_app_active_key(const char *app, const char *run_id);
 /* 'p' app 0 run_id: every run by app, written when the run begins (runs
  * are never deleted, so it is never removed). */
 journal_key_t journal_app_run_key(const char *app, const char *run_id);
-/* 'x' S 0 run_id: every run by status (S = '0' + status). */
+/* 'x' S 0 run_id: every run not RUNNABLE or RUNNING (those the active
+ * index has) by status (S = '0' + status). */
 journal_key_t journal_status_key(run_status_t s, const char *run_id);
 /* 'X' S app 0 run_id: the same by app. Its "app" part, S and the app's
  * name, is what journal_status_app() writes: the part an index walk by

@@ -437,11 +437,15 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                               reel_status_t *st) {
     int by_session = f->app && *f->app && f->user && *f->user && f->session &&
                      *f->session;
-    /* One status: the status index ('x', or an app's 'X'), in the same
-     * run id order, not every run. */
-    int by_status = !by_session && f->status != RUN_STATUS_ANY;
+    /* RUNNABLE or RUNNING runs: the active index ('a', or an app's 'A');
+     * another status: the status index ('x', or an app's 'X'); both in
+     * the same run id order, not every run. */
+    int by_active = !by_session && (f->status == RUN_RUNNABLE ||
+                                    f->status == RUN_RUNNING);
+    int by_status = !by_session && !by_active && f->status != RUN_STATUS_ANY;
     /* Every status of one app: that app's runs ('p'), not every run. */
-    int by_app = !by_session && !by_status && f->app && *f->app;
+    int by_app = !by_session && !by_active && !by_status && f->app &&
+                 *f->app;
     /* No app, but only apps under a prefix (a tenant's): their indexes. */
     int by_prefix = !by_session && !(f->app && *f->app) && f->app_prefix &&
                     *f->app_prefix;
@@ -481,7 +485,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                                    "out of memory");
         /* 'X' S app: its apps are "S app" under "S prefix". */
         journal_status_app(f->status, f->app_prefix, sa);
-        rc = list_merged(j, f, by_status ? 'X' : 'p',
+        rc = list_merged(j, f, by_active ? 'A' : by_status ? 'X' : 'p',
                          by_status ? sa : f->app_prefix, limit, arr, n, more,
                          &merged, st);
         if (rc != REEL_OK || merged)
@@ -493,6 +497,8 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         const char *sparts[4] = {f->app, f->user, f->session, after};
         base = journal_make_key('s', parts, 4, 0, 0);
         seek = journal_make_key('s', sparts, 4, 0, 0);
+    } else if (by_active) {
+        active_keys(f->app, after, &base, &seek);
     } else if (by_status && f->app && *f->app) {
         base = journal_app_status_key(f->status, f->app, "");
         seek = journal_app_status_key(f->status, f->app, after);
@@ -534,7 +540,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         id[JOURNAL_RUN_ID_LEN] = '\0';
         if (*after && strcmp(id, after) <= 0)
             continue;
-        if (by_session || by_status || by_app) {
+        if (by_session || by_active || by_status || by_app) {
             if ((rc = journal_indexed_run(NULL, j, snap, id, &r, st)) !=
                 REEL_OK)
                 goto out;

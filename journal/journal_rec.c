@@ -12,7 +12,8 @@
  *   'p' app 0 run_id                   -> ""         (every run by app:
  *                                        ListRuns of one app; since
  *                                        store format 4)
- *   'x' S 0 run_id                     -> ""         (every run by status:
+ *   'x' S 0 run_id                     -> ""         (every run not
+ *                                        RUNNABLE or RUNNING, by status:
  *                                        ListRuns by status; since store
  *                                        format 6)
  *   'X' S app 0 run_id                 -> ""         (the same, by app)

@@ -427,7 +427,10 @@ static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
     int was_ready = prev != NULL && prev->status == RUN_RUNNABLE;
     int ready = r.status == RUN_RUNNABLE;
     int moved;
+    /* The status indexes hold the runs the active index does not. */
     int restatus = prev == NULL || prev->status != r_in->status;
+    int indexed = restatus && !is_active(r_in);
+    int was_indexed = restatus && prev != NULL && !is_active(prev);
     journal_key_t rk = journal_run_key(r.run_id),
                   ak = journal_active_key(r.run_id),
                   aak = journal_app_active_key(r.app, r.run_id),
@@ -448,11 +451,11 @@ static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
     if (ready && moved)
         nk = journal_claimable_key(r.app, r.ready_ms_, r.run_id);
     /* The status indexes: the new status's entries, the old one's gone. */
-    if (restatus) {
+    if (indexed) {
         sk[0] = journal_status_key(r.status, r.run_id);
         sk[1] = journal_app_status_key(r.status, r.app, r.run_id);
     }
-    if (restatus && prev != NULL) {
+    if (was_indexed) {
         sk[2] = journal_status_key(prev->status, prev->run_id);
         sk[3] = journal_app_status_key(prev->status, prev->app, prev->run_id);
     }
@@ -460,18 +463,19 @@ static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
     if (reel_wbuf_done(&w) != 0 || rk.p == NULL || ak.p == NULL ||
         aak.p == NULL || (was_ready && moved && ok.p == NULL) ||
         (ready && moved && nk.p == NULL) ||
-        (restatus && (sk[0].p == NULL || sk[1].p == NULL)) ||
-        (restatus && prev != NULL && (sk[2].p == NULL || sk[3].p == NULL))) {
+        (indexed && (sk[0].p == NULL || sk[1].p == NULL)) ||
+        (was_indexed && (sk[2].p == NULL || sk[3].p == NULL))) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
     store_txn_put(txn, j->cf_runs, rk.p, rk.len, w.p, w.len);
+    /* Blind: only listings read them, from snapshots. */
     for (int i = 2; i < 4; i++)
         if (sk[i].p != NULL)
-            store_txn_delete(txn, j->cf_runs, sk[i].p, sk[i].len);
+            store_txn_delete_blind(txn, j->cf_runs, sk[i].p, sk[i].len);
     for (int i = 0; i < 2; i++)
         if (sk[i].p != NULL)
-            store_txn_put(txn, j->cf_runs, sk[i].p, sk[i].len, "", 0);
+            store_txn_put_blind(txn, j->cf_runs, sk[i].p, sk[i].len, "", 0);
     if (active && !was_active) {
         store_txn_put(txn, j->cf_runs, ak.p, ak.len, "", 0);
         store_txn_put(txn, j->cf_runs, aak.p, aak.len, "", 0);
@@ -1535,13 +1539,15 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
 /* The status indexes' upgrade: where the walk over the runs is. */
 typedef struct status_walk {
     journal_t *j;
-    char after[JOURNAL_RUN_ID_LEN + 1]; /* the last run indexed, or "" */
-    size_t n;                           /* runs indexed by this batch */
+    char after[JOURNAL_RUN_ID_LEN + 1]; /* the last run walked, or "" */
+    size_t n;                           /* runs walked by this batch */
+    size_t indexed;                     /* by every batch */
     int done;
 } status_walk_t;
 
 /* From format 5 or older: the next batch of runs, by status ('x' and
- * 'X'), from where the last batch stopped. */
+ * 'X', those not RUNNABLE or RUNNING), from where the last batch
+ * stopped. */
 static reel_code_t upgrade_status_apply(store_txn_t *txn, void *arg,
                                         reel_status_t *st) {
     status_walk_t *u = arg;
@@ -1573,7 +1579,8 @@ static reel_code_t upgrade_status_apply(store_txn_t *txn, void *arg,
             rc = reel_status_set(st, REEL_DATA_LOSS,
                                  "run %.*s: the stored record is corrupt",
                                  JOURNAL_RUN_ID_LEN, k + 1);
-        } else {
+        } else if (!is_active(&r)) { /* the active index has the others */
+            u->indexed++;
             rc = put_index(txn, j->cf_runs,
                            journal_status_key(r.status, r.run_id), st);
             if (rc == REEL_OK)
@@ -1596,20 +1603,17 @@ static reel_code_t upgrade_status_apply(store_txn_t *txn, void *arg,
 reel_code_t journal_upgrade(journal_t *j, int from, reel_status_t *st) {
     upgrade_t u = {j, from};
     status_walk_t w = {.j = j};
-    size_t n = 0;
     reel_code_t rc = store_exec(j->store, upgrade_apply, &u, NULL, st);
 
     if (rc != REEL_OK || from >= 6)
         return rc;
     /* In batches, each its own commit: a crash part way leaves the
      * format as it was, and the next start writes them all again. */
-    while (rc == REEL_OK && !w.done) {
+    while (rc == REEL_OK && !w.done)
         rc = store_exec(j->store, upgrade_status_apply, &w, NULL, st);
-        n += w.n;
-    }
-    if (rc == REEL_OK && n > 0)
+    if (rc == REEL_OK && w.indexed > 0)
         REEL_INFO("journal", "indexed %zu runs by status for the new format",
-                  n);
+                  w.indexed);
     return rc;
 }
 
