@@ -549,13 +549,27 @@ static void lease_to(run_t *nr, const run_t *cur, const char *owner,
 
 /* Puts index entry k (freed here); out of memory when k could not be
  * made. */
-static reel_code_t put_index(store_txn_t *txn, store_cf_t *cf,
-                             journal_key_t k, reel_status_t *st) {
+static reel_code_t put_key(store_txn_t *txn, store_cf_t *cf,
+                           journal_key_t k, int blind, reel_status_t *st) {
     if (k.p == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    store_txn_put(txn, cf, k.p, k.len, "", 0);
+    if (blind)
+        store_txn_put_blind(txn, cf, k.p, k.len, "", 0);
+    else
+        store_txn_put(txn, cf, k.p, k.len, "", 0);
     free(k.p);
     return REEL_OK;
+}
+
+static reel_code_t put_index(store_txn_t *txn, store_cf_t *cf,
+                             journal_key_t k, reel_status_t *st) {
+    return put_key(txn, cf, k, 0, st);
+}
+
+/* For a key only ever written blind (the status indexes). */
+static reel_code_t put_index_blind(store_txn_t *txn, store_cf_t *cf,
+                                   journal_key_t k, reel_status_t *st) {
+    return put_key(txn, cf, k, 1, st);
 }
 
 static reel_code_t apply_begin(op_t *op, store_txn_t *txn, int64_t now,
@@ -1581,13 +1595,15 @@ static reel_code_t upgrade_status_apply(store_txn_t *txn, void *arg,
                                  JOURNAL_RUN_ID_LEN, k + 1);
         } else if (!is_active(&r)) { /* the active index has the others */
             u->indexed++;
-            rc = put_index(txn, j->cf_runs,
-                           journal_status_key(r.status, r.run_id), st);
+            /* Blind, as put_run_rec writes them: a key is written only
+             * blind in a group, so its writes stay in order. */
+            rc = put_index_blind(txn, j->cf_runs,
+                                 journal_status_key(r.status, r.run_id), st);
             if (rc == REEL_OK)
-                rc = put_index(txn, j->cf_runs,
-                               journal_app_status_key(r.status, r.app,
-                                                      r.run_id),
-                               st);
+                rc = put_index_blind(txn, j->cf_runs,
+                                     journal_app_status_key(r.status, r.app,
+                                                            r.run_id),
+                                     st);
         }
         run_fini(&r);
         memcpy(u->after, k + 1, JOURNAL_RUN_ID_LEN);
