@@ -1434,44 +1434,6 @@ typedef struct upgrade {
     int from; /* the data dir's store format */
 } upgrade_t;
 
-/* From format 3 or older: every run, by its app ('p'). */
-static reel_code_t upgrade_runs_by_app(journal_t *j, store_txn_t *txn,
-                                       reel_status_t *st) {
-    store_iter_t *it = store_txn_iter(txn, j->cf_runs);
-    reel_code_t rc = REEL_OK;
-    size_t n = 0;
-
-    if (it == NULL)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    for (store_iter_seek(it, "r", 1); rc == REEL_OK && store_iter_valid(it);
-         store_iter_next(it)) {
-        size_t klen, vlen;
-        const char *k = store_iter_key(it, &klen);
-        const char *v = store_iter_value(it, &vlen);
-        run_t r = {0};
-
-        if (klen == 0 || k[0] != 'r')
-            break;
-        if (klen != 1 + JOURNAL_RUN_ID_LEN)
-            continue;
-        if (journal_run_decode(v, vlen, &r) != 0)
-            rc = reel_status_set(st, REEL_DATA_LOSS,
-                                 "run %.*s: the stored record is corrupt",
-                                 JOURNAL_RUN_ID_LEN, k + 1);
-        else
-            rc = put_index(txn, j->cf_runs,
-                           journal_app_run_key(r.app, r.run_id), st);
-        run_fini(&r);
-        n++;
-    }
-    if (rc == REEL_OK)
-        rc = store_iter_status(it, st);
-    store_iter_destroy(it);
-    if (rc == REEL_OK && n > 0)
-        REEL_INFO("journal", "indexed %zu runs by app for the new format", n);
-    return rc;
-}
-
 static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
                                  reel_status_t *st) {
     upgrade_t *u = arg;
@@ -1480,8 +1442,6 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
     reel_code_t rc = REEL_OK;
     size_t n = 0;
 
-    if (u->from < 4 && (rc = upgrade_runs_by_app(j, txn, st)) != REEL_OK)
-        return rc;
     if (u->from >= 3)
         return REEL_OK;
     if ((it = store_txn_iter(txn, j->cf_runs)) == NULL)
@@ -1547,24 +1507,50 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
     return rc;
 }
 
-/* Runs a commit of the status indexes' upgrade takes. */
+/* Runs a commit of the upgrade's walk over every run takes. */
 #define UPGRADE_BATCH 4096
 
-/* The status indexes' upgrade: where the walk over the runs is. */
-typedef struct status_walk {
+/* The walk over every run of an upgrade from format 5 or older. */
+typedef struct run_walk {
     journal_t *j;
+    int from;                           /* the data dir's store format */
     char after[JOURNAL_RUN_ID_LEN + 1]; /* the last run walked, or "" */
     size_t n;                           /* runs walked by this batch */
-    size_t indexed;                     /* by every batch */
+    size_t walked, indexed;             /* by every batch; by status */
     int done;
-} status_walk_t;
+} run_walk_t;
 
-/* From format 5 or older: the next batch of runs, by status ('x' and
- * 'X', those not RUNNABLE or RUNNING), from where the last batch
+/* What a run lacks from older formats: from 3 or older its entry in the
+ * index of every run by app ('p'); from 5 or older, when it is neither
+ * RUNNABLE nor RUNNING, its entries by status ('x' and 'X'). */
+static reel_code_t upgrade_run(run_walk_t *u, store_txn_t *txn,
+                               const run_t *r, reel_status_t *st) {
+    journal_t *j = u->j;
+    reel_code_t rc = REEL_OK;
+
+    if (u->from < 4)
+        rc = put_index(txn, j->cf_runs, journal_app_run_key(r->app, r->run_id),
+                       st);
+    if (rc != REEL_OK || is_active(r)) /* the active index has those */
+        return rc;
+    u->indexed++;
+    /* Blind, as put_run_rec writes them: a key is written only blind in a
+     * group, so its writes stay in order. */
+    rc = put_index_blind(txn, j->cf_runs,
+                         journal_status_key(r->status, r->run_id), st);
+    if (rc == REEL_OK)
+        rc = put_index_blind(txn, j->cf_runs,
+                             journal_app_status_key(r->status, r->app,
+                                                    r->run_id),
+                             st);
+    return rc;
+}
+
+/* The next batch of the walk over every run, from where the last batch
  * stopped. */
-static reel_code_t upgrade_status_apply(store_txn_t *txn, void *arg,
-                                        reel_status_t *st) {
-    status_walk_t *u = arg;
+static reel_code_t upgrade_runs_apply(store_txn_t *txn, void *arg,
+                                      reel_status_t *st) {
+    run_walk_t *u = arg;
     journal_t *j = u->j;
     journal_key_t seek = journal_run_key(u->after);
     store_iter_t *it = store_txn_iter(txn, j->cf_runs);
@@ -1589,22 +1575,12 @@ static reel_code_t upgrade_status_apply(store_txn_t *txn, void *arg,
         if (klen != 1 + JOURNAL_RUN_ID_LEN ||
             (u->after[0] && memcmp(k + 1, u->after, JOURNAL_RUN_ID_LEN) == 0))
             continue;
-        if (journal_run_decode(v, vlen, &r) != 0) {
+        if (journal_run_decode(v, vlen, &r) != 0)
             rc = reel_status_set(st, REEL_DATA_LOSS,
                                  "run %.*s: the stored record is corrupt",
                                  JOURNAL_RUN_ID_LEN, k + 1);
-        } else if (!is_active(&r)) { /* the active index has the others */
-            u->indexed++;
-            /* Blind, as put_run_rec writes them: a key is written only
-             * blind in a group, so its writes stay in order. */
-            rc = put_index_blind(txn, j->cf_runs,
-                                 journal_status_key(r.status, r.run_id), st);
-            if (rc == REEL_OK)
-                rc = put_index_blind(txn, j->cf_runs,
-                                     journal_app_status_key(r.status, r.app,
-                                                            r.run_id),
-                                     st);
-        }
+        else
+            rc = upgrade_run(u, txn, &r, st);
         run_fini(&r);
         memcpy(u->after, k + 1, JOURNAL_RUN_ID_LEN);
         u->n++;
@@ -1618,15 +1594,20 @@ static reel_code_t upgrade_status_apply(store_txn_t *txn, void *arg,
 
 reel_code_t journal_upgrade(journal_t *j, int from, reel_status_t *st) {
     upgrade_t u = {j, from};
-    status_walk_t w = {.j = j};
+    run_walk_t w = {.j = j, .from = from};
     reel_code_t rc = store_exec(j->store, upgrade_apply, &u, NULL, st);
 
     if (rc != REEL_OK || from >= 6)
         return rc;
     /* In batches, each its own commit: a crash part way leaves the
      * format as it was, and the next start writes them all again. */
-    while (rc == REEL_OK && !w.done)
-        rc = store_exec(j->store, upgrade_status_apply, &w, NULL, st);
+    while (rc == REEL_OK && !w.done) {
+        rc = store_exec(j->store, upgrade_runs_apply, &w, NULL, st);
+        w.walked += w.n;
+    }
+    if (rc == REEL_OK && from < 4 && w.walked > 0)
+        REEL_INFO("journal", "indexed %zu runs by app for the new format",
+                  w.walked);
     if (rc == REEL_OK && w.indexed > 0)
         REEL_INFO("journal", "indexed %zu runs by status for the new format",
                   w.indexed);
