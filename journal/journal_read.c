@@ -287,8 +287,9 @@ static int offer(const run_filter_t *f, uint32_t limit, run_t *arr,
 
 /* ---- One page of the runs of many apps ----------------------------------- */
 
-/* Apps merged at most; past that a listing reads every run instead. */
-#define MERGE_APPS_MAX 64
+/* Apps merged at most; past that a listing reads every run instead. A
+ * page costs two seeks per app, then a pass over the apps per run. */
+#define MERGE_APPS_MAX 1024
 
 /* One app's place in a merge of its index (tag 'p', 'A', or 'X' whose
  * "app" is the status byte and the app's name). */
@@ -385,16 +386,19 @@ static reel_code_t list_merged(journal_t *j, const run_filter_t *f,
                                run_t *arr, size_t *n, int *more, int *merged,
                                reel_status_t *st) {
     const char *after = f->start_after ? f->start_after : "";
-    app_head_t heads[MERGE_APPS_MAX + 1];
+    app_head_t *heads = calloc(MERGE_APPS_MAX + 1, sizeof(*heads));
     store_snapshot_t *snap = NULL;
     store_iter_t *it = NULL;
     size_t napps = 0, used = 0;
     reel_code_t rc;
 
     *merged = 0;
-    memset(heads, 0, sizeof(heads));
-    if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK)
+    if (heads == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    if ((rc = store_snapshot_create(j->store, &snap, st)) != REEL_OK) {
+        free(heads);
         return rc;
+    }
     if ((it = store_iter_create(j->store, j->cf_runs, snap)) == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -427,6 +431,7 @@ static reel_code_t list_merged(journal_t *j, const run_filter_t *f,
 out:
     for (size_t i = 0; i < MERGE_APPS_MAX; i++)
         free(heads[i].app);
+    free(heads);
     store_iter_destroy(it);
     store_snapshot_release(j->store, snap);
     return rc;

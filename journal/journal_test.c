@@ -1386,8 +1386,9 @@ static void test_runs_of_a_tenants_apps_merge_their_indexes(void **state) {
     expect_prefix_pages(f, "::t:", -1, 100);
     expect_prefix_pages(f, "::u:", -1, 2);
     expect_prefix_pages(f, "::none:", -1, 2);
-    /* More apps than a merge takes: every run is read, same answer. */
-    for (int i = 0; i < 70; i++) {
+    /* More apps than a merge takes (::m:, 1,030 of them): every run is
+     * read, same answer; ::m:1 (141 apps) is merged. */
+    for (int i = 0; i < 1030; i++) {
         snprintf(inv, sizeof(inv), "many-%d", i);
         snprintf(app, sizeof(app), "::m:%d", i);
         q.app = app, q.invocation_id = inv;
@@ -1395,10 +1396,13 @@ static void test_runs_of_a_tenants_apps_merge_their_indexes(void **state) {
         assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
         journal_result_fini(&res);
     }
-    expect_prefix_pages(f, "::m:", RUN_STATUS_ANY, 7);
+    expect_prefix_pages(f, "::m:", RUN_STATUS_ANY, 70);
+    expect_prefix_pages(f, "::m:1", RUN_STATUS_ANY, 7);
+    expect_prefix_pages(f, "::m:1", RUN_RUNNING, 7);
     expect_prefix_pages(f, "::t:", RUN_STATUS_ANY, 2);
     usleep(5000);
-    expect_prefix_pages(f, "::m:", -1, 7);
+    expect_prefix_pages(f, "::m:", -1, 70);
+    expect_prefix_pages(f, "::m:1", -1, 7);
 }
 
 /* Counts the requests a test submitted without waiting for each, and
