@@ -98,6 +98,31 @@ int client_reply_set(reel_reply_t *r, int code, const char *fmt, ...) {
     return code;
 }
 
+void client_reply_sized(reel_reply_t *r, size_t request_len) {
+    unsigned long long size, max;
+    int end = 0;
+
+    if (r->code != CLIENT_RESOURCE_EXHAUSTED || r->details == NULL ||
+        sscanf(r->details, "Received message larger than max (%llu vs. "
+                           "%llu)%n",
+               &size, &max, &end) != 2 ||
+        r->details[end] != '\0')
+        return;
+    if (size == request_len)
+        client_reply_set(r, CLIENT_INVALID_ARGUMENT,
+                         "request: %llu bytes, more than reeld takes in one "
+                         "message (its --max-message-bytes), at most %llu; "
+                         "values and payloads have smaller limits of their "
+                         "own (1 MiB by default): store large data as a "
+                         "workspace artifact",
+                         size, max);
+    else
+        client_reply_set(r, CLIENT_RESOURCE_EXHAUSTED,
+                         "answer: %llu bytes, more than this client takes "
+                         "in one message (max_receive_bytes), at most %llu",
+                         size, max);
+}
+
 int64_t client_now_ms(void) {
     struct timespec ts;
 
@@ -938,6 +963,8 @@ static int unary_once(reel_client_t *c, const char *method, const void *req,
         return r->code;
     }
     rc = call_finish(&k, r);
+    client_reply_sized(r, len);
+    rc = r->code;
     if (rc == CLIENT_OK && r->body == NULL)
         rc = client_reply_set(r, CLIENT_INTERNAL,
                               "%s answered OK without a message", method);

@@ -642,6 +642,51 @@ static int no_msg(void *arg, const uint8_t *msg, size_t len) {
     return 1;
 }
 
+/* gRPC's bare size error made clear: the request's own size is reeld's
+ * refusal of it (INVALID_ARGUMENT, like any input over a limit), another
+ * size is the answer over this client's limit; anything else stays. */
+static void test_a_message_past_a_size_limit_says_whose(void **state) {
+    const char *keep[] = {
+        "Received message larger than max (10 vs. 4)x",
+        "Received message larger than max (ten vs. 4)",
+        "queue full",
+    };
+    reel_reply_t r = {0};
+
+    (void)state;
+    client_reply_set(&r, CLIENT_RESOURCE_EXHAUSTED,
+                     "Received message larger than max (5242894 vs. "
+                     "4194304)");
+    client_reply_sized(&r, 5242894);
+    assert_int_equal(r.code, CLIENT_INVALID_ARGUMENT);
+    assert_string_equal(r.details,
+                        "request: 5242894 bytes, more than reeld takes in "
+                        "one message (its --max-message-bytes), at most "
+                        "4194304; values and payloads have smaller limits "
+                        "of their own (1 MiB by default): store large data "
+                        "as a workspace artifact");
+    client_reply_set(&r, CLIENT_RESOURCE_EXHAUSTED,
+                     "Received message larger than max (200032 vs. "
+                     "100000)");
+    client_reply_sized(&r, 40);
+    assert_int_equal(r.code, CLIENT_RESOURCE_EXHAUSTED);
+    assert_string_equal(r.details,
+                        "answer: 200032 bytes, more than this client takes "
+                        "in one message (max_receive_bytes), at most "
+                        "100000");
+    for (size_t i = 0; i < sizeof(keep) / sizeof(*keep); i++) {
+        client_reply_set(&r, CLIENT_RESOURCE_EXHAUSTED, "%s", keep[i]);
+        client_reply_sized(&r, 10);
+        assert_int_equal(r.code, CLIENT_RESOURCE_EXHAUSTED);
+        assert_string_equal(r.details, keep[i]);
+    }
+    client_reply_set(&r, CLIENT_INVALID_ARGUMENT,
+                     "Received message larger than max (10 vs. 4)");
+    client_reply_sized(&r, 10);
+    assert_int_equal(r.code, CLIENT_INVALID_ARGUMENT);
+    reel_reply_fini(&r);
+}
+
 /* A call's own arguments are checked before anything is sent. */
 static void test_calls_name_a_missing_argument(void **state) {
     reel_client_t *c;
@@ -854,6 +899,7 @@ static void test_opts_from_env_sets_what_is_set_and_keeps_the_rest(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_opts_from_env_sets_what_is_set_and_keeps_the_rest),
+        cmocka_unit_test(test_a_message_past_a_size_limit_says_whose),
         cmocka_unit_test(test_calls_name_a_missing_argument),
         cmocka_unit_test(
             test_backoff_grows_by_the_multiplier_within_jitter_up_to_max),

@@ -55,6 +55,20 @@ def test_bad_value_is_reported_with_the_field(reeld):
     assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "value" in r.stderr
 
 
+def test_a_value_past_reelds_message_limit_says_whose_limit(reeld, tmp_path):
+    """A 5 MiB value passes reeld's message limit (4 MiB) before its value
+    rule (1 MiB): reelctl says so as INVALID_ARGUMENT naming the limit, not
+    gRPC's bare 'Received message larger than max'."""
+    big = tmp_path / "big.json"
+    big.write_text('"' + "x" * (5 << 20) + '"')
+    r = reelctl(reeld.addr, "kv", "set", "app", "k", f"@{big}")
+    assert r.returncode == 1, r.stderr
+    assert re.match(r"reelctl: kv set: INVALID_ARGUMENT: request: 52428\d\d bytes, more "
+                    r"than reeld takes in one message \(its --max-message-bytes\), at "
+                    r"most 4194304; .*workspace artifact\n$", r.stderr), r.stderr
+    assert reelctl(reeld.addr, "kv", "get", "app", "k").returncode == 1
+
+
 def test_watch_prints_one_line_per_event_until_interrupted(reeld, tmp_path):
     out = open(tmp_path / "watch.out", "w")
     proc = subprocess.Popen([REELCTL, "--addr", reeld.addr, "--json", "kv", "watch", "app", "orders.>"],
