@@ -274,8 +274,6 @@ static void put_idle(void *arg) {
     long long ms = (long long)p->ctx->limits.upload_idle_ms;
     char msg[160];
 
-    if (ms <= 0)
-        ms = API_DEFAULT_UPLOAD_IDLE_MS;
     if (ms % 1000 == 0)
         snprintf(msg, sizeof(msg), "upload: the client sent nothing for "
                  "%lld s (--workspace-upload-idle-timeout)", ms / 1000);
@@ -293,8 +291,6 @@ static void put_idle(void *arg) {
 static int put_wait(rpc_call_t *call, put_t *p) {
     int64_t ms = p->ctx->limits.upload_idle_ms;
 
-    if (ms <= 0)
-        ms = API_DEFAULT_UPLOAD_IDLE_MS;
     /* Out of memory arms nothing: the upload then waits as the client's
      * keepalive allows, as before there was a timer. */
     p->idle = api_timer_start(p->ctx->timers,
@@ -1058,6 +1054,8 @@ static reel_code_t ws_module_start(api_ctx_t *ctx, reel_status_t *st) {
     /* A tenant's uploads are capped apart: its namespaces share its
      * prefix. */
     ctx->limits.ws.ns_scope = api_tenant_prefix_len;
+    if (ctx->limits.upload_idle_ms <= 0)
+        ctx->limits.upload_idle_ms = API_DEFAULT_UPLOAD_IDLE_MS;
     return ws_create(ctx->store, &ctx->limits.ws, &ctx->ws, st);
 }
 

@@ -962,7 +962,7 @@ static int unary_once(reel_client_t *c, const char *method, const void *req,
                              method);
         return r->code;
     }
-    rc = call_finish(&k, r);
+    call_finish(&k, r);
     client_reply_sized(r, len);
     rc = r->code;
     if (rc == CLIENT_OK && r->body == NULL)

@@ -646,44 +646,42 @@ static int no_msg(void *arg, const uint8_t *msg, size_t len) {
  * refusal of it (INVALID_ARGUMENT, like any input over a limit), another
  * size is the answer over this client's limit; anything else stays. */
 static void test_a_message_past_a_size_limit_says_whose(void **state) {
-    const char *keep[] = {
-        "Received message larger than max (10 vs. 4)x",
-        "Received message larger than max (ten vs. 4)",
-        "queue full",
+    static const struct {
+        const char *details;
+        size_t request_len;
+        int code;         /* the reply's before, and after when want is NULL */
+        const char *want; /* NULL: the reply as it was */
+    } cases[] = {
+        {"Received message larger than max (5242894 vs. 4194304)", 5242894,
+         CLIENT_INVALID_ARGUMENT,
+         "request: 5242894 bytes, more than reeld takes in one message (its "
+         "--max-message-bytes), at most 4194304; values and payloads have "
+         "smaller limits of their own (1 MiB by default): store large data "
+         "as a workspace artifact"},
+        {"Received message larger than max (200032 vs. 100000)", 40,
+         CLIENT_RESOURCE_EXHAUSTED, /* the answer's */
+         "answer: 200032 bytes, more than this client takes in one message "
+         "(max_receive_bytes), at most 100000"},
+        {"Received message larger than max (10 vs. 4)x", 10,
+         CLIENT_RESOURCE_EXHAUSTED, NULL},
+        {"Received message larger than max (ten vs. 4)", 10,
+         CLIENT_RESOURCE_EXHAUSTED, NULL},
+        {"queue full", 10, CLIENT_RESOURCE_EXHAUSTED, NULL},
+        {"Received message larger than max (10 vs. 4)", 10,
+         CLIENT_INVALID_ARGUMENT, NULL}, /* not RESOURCE_EXHAUSTED */
     };
     reel_reply_t r = {0};
 
     (void)state;
-    client_reply_set(&r, CLIENT_RESOURCE_EXHAUSTED,
-                     "Received message larger than max (5242894 vs. "
-                     "4194304)");
-    client_reply_sized(&r, 5242894);
-    assert_int_equal(r.code, CLIENT_INVALID_ARGUMENT);
-    assert_string_equal(r.details,
-                        "request: 5242894 bytes, more than reeld takes in "
-                        "one message (its --max-message-bytes), at most "
-                        "4194304; values and payloads have smaller limits "
-                        "of their own (1 MiB by default): store large data "
-                        "as a workspace artifact");
-    client_reply_set(&r, CLIENT_RESOURCE_EXHAUSTED,
-                     "Received message larger than max (200032 vs. "
-                     "100000)");
-    client_reply_sized(&r, 40);
-    assert_int_equal(r.code, CLIENT_RESOURCE_EXHAUSTED);
-    assert_string_equal(r.details,
-                        "answer: 200032 bytes, more than this client takes "
-                        "in one message (max_receive_bytes), at most "
-                        "100000");
-    for (size_t i = 0; i < sizeof(keep) / sizeof(*keep); i++) {
-        client_reply_set(&r, CLIENT_RESOURCE_EXHAUSTED, "%s", keep[i]);
-        client_reply_sized(&r, 10);
-        assert_int_equal(r.code, CLIENT_RESOURCE_EXHAUSTED);
-        assert_string_equal(r.details, keep[i]);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        client_reply_set(&r, cases[i].want ? CLIENT_RESOURCE_EXHAUSTED
+                                           : cases[i].code,
+                         "%s", cases[i].details);
+        client_reply_sized(&r, cases[i].request_len);
+        assert_int_equal(r.code, cases[i].code);
+        assert_string_equal(r.details,
+                            cases[i].want ? cases[i].want : cases[i].details);
     }
-    client_reply_set(&r, CLIENT_INVALID_ARGUMENT,
-                     "Received message larger than max (10 vs. 4)");
-    client_reply_sized(&r, 10);
-    assert_int_equal(r.code, CLIENT_INVALID_ARGUMENT);
     reel_reply_fini(&r);
 }
 

@@ -207,6 +207,8 @@ def _too_large(details: str, request_size: Optional[int],
     if m is None or request_size is None:
         return None
     size, limit = m.group(2), m.group(3)
+    if int(size) != request_size and m.group(1) == "Sent":
+        return None
     if int(size) != request_size:
         return ResourceExhausted(f"answer: {size} bytes, more than this client takes "
                                  f"in one message (max_message_bytes), at most {limit}",
