@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -539,6 +540,16 @@ def test_a_bounded_loop_gives_up_where_nothing_listens(tmp_path):
     assert len(k.retries()) == 2 and end["reconnects"] == 2
 
 
+def subscribe_ends(port):
+    """How many Wal.SubscribeEventBatches calls reeld has ended, whatever
+    their code (its /metrics)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                  timeout=10).read().decode()
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+               if l.startswith("reel_rpc_requests_total{") and
+               'method="SubscribeEventBatches"' in l)
+
+
 def test_a_loop_whose_callback_stalls_while_others_wait_for_room_resumes(tmp_path):
     """reeld cancels a stream whose reader took nothing of its last message
     for the keepalive time and timeout while other streams wait for room
@@ -546,15 +557,23 @@ def test_a_loop_whose_callback_stalls_while_others_wait_for_room_resumes(tmp_pat
     loop ended there (a reel-sink whose receiver was down for 40 s, under
     load, exited); it now subscribes again, as after a lost connection, and
     every event comes once, in order. The callback stalls on its stdout: a
-    pipe nobody reads until the stall is long past."""
+    pipe nobody reads until the loop's stream has ended."""
+    mport = free_port()
     server = Reeld(str(tmp_path / "data"),
                    extra=["--max-stream-backlog-bytes", str(1 << 20),
-                          "--keepalive-time", "1s", "--keepalive-timeout", "6s"]).start()
+                          "--keepalive-time", "1s", "--keepalive-timeout", "6s",
+                          "--metrics-listen", f"127.0.0.1:{mport}"]).start()
     opts = [("grpc.http2.bdp_probe", 0), ("grpc.use_local_subchannel_pool", 1)]
     chans = [grpc.insecure_channel(server.addr, options=opts) for _ in range(4)]
     stalled = []
+    # While its callback blocks, nothing but gRPC's backup poller reads the
+    # loop's connection and answers reeld's pings: every 5 s by default, a
+    # sixth of reeld's default keepalive time and timeout (40 s), but close
+    # to this test's 7 s, so a late poll let keepalive drop the connection
+    # before the eviction came. Keep the default's proportion.
+    env = dict(os.environ, GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS="1000")
     proc = subprocess.Popen([CONSUMER, "--addr", server.addr, "--consumer", "c"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         set_ = unary(chans[0], "/reel.v1.KV/SetValue", K.SetValueRequest, K.SetValueResponse)
         import concurrent.futures
@@ -564,8 +583,10 @@ def test_a_loop_whose_callback_stalls_while_others_wait_for_room_resumes(tmp_pat
                                                          value="1"), timeout=30),
                         range(3000)))
         big = json.dumps("v" * 300000)
+        sets = 3000
         for _ in range(30):
             set_(K.SetValueRequest(namespace="m", key="big", value=big), timeout=30)
+            sets += 1
         # Watchers that never read spend the budget; more keep coming, so
         # streams wait for room while the loop's own stream is stalled.
         watch = [stream(ch, "/reel.v1.KV/WatchValue", K.WatchValueRequest, K.ValueEvent)
@@ -573,14 +594,18 @@ def test_a_loop_whose_callback_stalls_while_others_wait_for_room_resumes(tmp_pat
         every = K.WatchValueRequest(namespace="m", key="big",
                                     start=K.WatchValueRequest.FROM_VERSION, from_version=0)
         stalled += [watch[i % 4](every, timeout=120) for i in range(8)]
-        # The loop's stall may start seconds after theirs (a loaded machine
-        # prints slowly), and once they are cancelled nobody waits for room:
-        # two more come every 2 s for 20 s, so someone always waits.
+        # The loop's stream stalls once its client's window is full, which
+        # may be seconds after the watchers (a loaded machine prints
+        # slowly), and once they are cancelled nobody waits for room: two
+        # more come every 2 s, and one more big value for the loop, until
+        # reeld has ended the loop's stream (at most 60 s).
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 20:
+        while subscribe_ends(mport) == 0 and time.monotonic() - t0 < 60:
             assert proc.poll() is None, "the loop ended while its callback stalled"
             time.sleep(2)
             stalled += [watch[i % 4](every, timeout=120) for i in range(2)]
+            set_(K.SetValueRequest(namespace="m", key="big", value=big), timeout=30)
+            sets += 1
         assert proc.poll() is None, "the loop ended while its callback stalled"
         for c in stalled:   # gone: what they held is room again
             c.cancel()
@@ -589,12 +614,12 @@ def test_a_loop_whose_callback_stalls_while_others_wait_for_room_resumes(tmp_pat
             l.decode().rstrip("\n") for l in proc.stdout), daemon=True)
         reader.start()
         t0 = time.monotonic()
-        while (sum(l.startswith("event ") for l in lines) < 3030 and proc.poll() is None
+        while (sum(l.startswith("event ") for l in lines) < sets and proc.poll() is None
                and time.monotonic() - t0 < 60):
             time.sleep(0.1)
         assert proc.poll() is None, "\n".join(lines[-5:])
         revs = [int(l.split()[1]) for l in lines if l.startswith("event ")]
-        assert revs == list(range(1, 3031)), (len(revs), revs[-3:], lines[-3:])
+        assert revs == list(range(1, sets + 1)), (len(revs), revs[-3:], lines[-3:])
         retries = [l for l in lines if l.startswith("retry ")]
         assert any(l.startswith("retry RESOURCE_EXHAUSTED") and
                    "read nothing of its last message" in l for l in retries), \
