@@ -419,18 +419,23 @@ static void free_runs(run_t *runs, size_t n, api_run_pb_t *pbs,
 
 /*
  * Scopes a listing of runs to the caller's tenant: only its runs (keep),
- * and, without an app, only its apps' indexes (they share the prefix
- * "::T:", into buf).
+ * and, without an app, only its apps' indexes: a tenant's share the
+ * prefix "::T:" (into buf); the default tenant's are every app but those
+ * under "::".
  */
 static void scope_runs(rpc_call_t *call, run_filter_t *f, char *buf,
                        size_t cap) {
-    if (!api_tenant_sees_all(call)) {
-        f->keep = api_run_keep;
-        f->keep_arg = call;
-    }
-    if (api_tenant_scoped(call) != NULL && !(f->app && *f->app)) {
+    if (api_tenant_sees_all(call))
+        return;
+    f->keep = api_run_keep;
+    f->keep_arg = call;
+    if (f->app && *f->app)
+        return;
+    if (api_tenant_scoped(call) != NULL) {
         snprintf(buf, cap, "%s%s:", API_TENANT_MARK, api_tenant_scoped(call));
         f->app_prefix = buf;
+    } else {
+        f->app_exclude = API_TENANT_MARK;
     }
 }
 

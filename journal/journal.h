@@ -308,6 +308,10 @@ typedef struct run_filter {
      * "::T:"); "" or NULL = any. A filter, like keep, that lets the
      * listing read those apps' indexes instead of every run. */
     const char *app_prefix;
+    /* Without an app: not the apps whose names start with it (the default
+     * tenant leaves out every tenant's "::"); "" or NULL = none. A filter
+     * that lets the listing read the other apps' indexes. */
+    const char *app_exclude;
     run_keep_fn keep;                 /* NULL = every run; else its own */
     void *keep_arg;
     run_status_t status;              /* RUN_STATUS_ANY = any */
@@ -336,8 +340,8 @@ reel_code_t journal_list_recoverable(journal_t *j, const char *app,
                                      reel_status_t *st);
 
 /* journal_list_recoverable of the runs f also matches: its app, or with
- * none its app_prefix (whose apps' indexes a page merges, as ListRuns
- * does), and keep (skipped runs count toward neither limit nor page); its
+ * none its app_prefix and app_exclude (whose apps' indexes a page merges,
+ * as ListRuns does), and keep (skipped runs count toward neither limit nor page); its
  * user, session and status are ignored. */
 reel_code_t journal_list_recoverable_kept(journal_t *j, const run_filter_t *f,
                                           run_t **out, size_t *n, int *more,

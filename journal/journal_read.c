@@ -240,6 +240,9 @@ static int run_matches(const run_t *r, const run_filter_t *f) {
     if (f->app_prefix && *f->app_prefix &&
         strncmp(r->app, f->app_prefix, strlen(f->app_prefix)) != 0)
         return 0;
+    if (f->app_exclude && *f->app_exclude &&
+        strncmp(r->app, f->app_exclude, strlen(f->app_exclude)) == 0)
+        return 0;
     if (f->user && *f->user && strcmp(r->user, f->user) != 0)
         return 0;
     if (f->session && *f->session && strcmp(r->session, f->session) != 0)
@@ -327,13 +330,17 @@ static reel_code_t head_next(store_iter_t *it, char tag, app_head_t *h,
 }
 
 /*
- * The apps with an entry in index tag whose names start with prefix, into
- * heads; *n of them, or MERGE_APPS_MAX + 1 when there are more.
+ * The apps with an entry in index tag whose names start with prefix and
+ * not with skip (NULL: none; it starts with prefix), into heads; *n of
+ * them, or MERGE_APPS_MAX + 1 when there are more. The skipped apps are
+ * stepped over at once, not read.
  */
 static reel_code_t prefix_apps(store_iter_t *it, char tag,
-                               const char *prefix, app_head_t *heads,
-                               size_t *n, reel_status_t *st) {
+                               const char *prefix, const char *skip,
+                               app_head_t *heads, size_t *n,
+                               reel_status_t *st) {
     size_t plen = strlen(prefix);
+    size_t slen = skip != NULL ? strlen(skip) : 0;
     char first[1 + JOURNAL_MAX_NAME + 1];
 
     *n = 0;
@@ -355,6 +362,16 @@ static reel_code_t prefix_apps(store_iter_t *it, char tag,
                                    "an index entry of runs by app is "
                                    "corrupt");
         alen = (size_t)(nul - k - 1);
+        if (slen > plen && slen <= JOURNAL_MAX_NAME && alen >= slen &&
+            (unsigned char)skip[slen - 1] != 0xff &&
+            memcmp(k + 1, skip, slen) == 0) {
+            /* Past every app under skip: its last byte one higher. */
+            first[0] = tag;
+            memcpy(first + 1, skip, slen);
+            first[slen]++;
+            store_iter_seek(it, first, 1 + slen);
+            continue;
+        }
         if (*n == MERGE_APPS_MAX) {
             (*n)++;
             break;
@@ -376,14 +393,16 @@ static reel_code_t prefix_apps(store_iter_t *it, char tag,
 
 /*
  * ListRuns without an app, of the apps under prefix (f->app_prefix, with
- * the status byte in front for 'X'): each app's index ('p' every run,
- * 'A' its active ones, 'X' those of a status) is in run id order, so a
- * page merges the apps' next runs and reads only theirs. *merged = 0, and
+ * the status byte in front for 'X') but not under skip (f->app_exclude,
+ * the same way; NULL: none): each app's index ('p' every run, 'A' its
+ * active ones, 'X' those of a status) is in run id order, so a page
+ * merges the apps' next runs and reads only theirs. *merged = 0, and
  * nothing else done, when there are more than MERGE_APPS_MAX apps.
  */
 static reel_code_t list_merged(journal_t *j, const run_filter_t *f,
-                               char tag, const char *prefix, uint32_t limit,
-                               run_t *arr, size_t *n, int *more, int *merged,
+                               char tag, const char *prefix,
+                               const char *skip, uint32_t limit, run_t *arr,
+                               size_t *n, int *more, int *merged,
                                reel_status_t *st) {
     const char *after = f->start_after ? f->start_after : "";
     app_head_t *heads = calloc(MERGE_APPS_MAX + 1, sizeof(*heads));
@@ -403,7 +422,7 @@ static reel_code_t list_merged(journal_t *j, const run_filter_t *f,
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
-    rc = prefix_apps(it, tag, prefix, heads, &napps, st);
+    rc = prefix_apps(it, tag, prefix, skip, heads, &napps, st);
     if (rc != REEL_OK || napps > MERGE_APPS_MAX)
         goto out;
     *merged = 1;
@@ -451,9 +470,11 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
     /* Every status of one app: that app's runs ('p'), not every run. */
     int by_app = !by_session && !by_active && !by_status && f->app &&
                  *f->app;
-    /* No app, but only apps under a prefix (a tenant's): their indexes. */
-    int by_prefix = !by_session && !(f->app && *f->app) && f->app_prefix &&
-                    *f->app_prefix;
+    /* No app, but only apps under a prefix (a tenant's), or not under one
+     * (the default tenant's): their indexes. */
+    int by_prefix = !by_session && !(f->app && *f->app) &&
+                    ((f->app_prefix && *f->app_prefix) ||
+                     (f->app_exclude && *f->app_exclude));
     const char *after = f->start_after ? f->start_after : "";
     uint32_t limit = f->limit;
     store_snapshot_t *snap = NULL;
@@ -482,17 +503,24 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         (rc = journal_check_run_id("start_after", after, st)) != REEL_OK)
         return rc;
     if (by_prefix) {
-        char sa[JOURNAL_STATUS_APP_MAX];
+        const char *pre = f->app_prefix ? f->app_prefix : "";
+        const char *skip = f->app_exclude && *f->app_exclude
+                               ? f->app_exclude
+                               : NULL;
+        char sa[JOURNAL_STATUS_APP_MAX], ss[JOURNAL_STATUS_APP_MAX];
         int merged = 0;
 
         if ((arr = calloc(limit, sizeof(*arr))) == NULL)
             return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
                                    "out of memory");
         /* 'X' S app: its apps are "S app" under "S prefix". */
-        journal_status_app(f->status, f->app_prefix, sa);
+        journal_status_app(f->status, pre, sa);
+        if (skip != NULL)
+            journal_status_app(f->status, skip, ss);
         rc = list_merged(j, f, by_active ? 'A' : by_status ? 'X' : 'p',
-                         by_status ? sa : f->app_prefix, limit, arr, n, more,
-                         &merged, st);
+                         by_status ? sa : pre,
+                         by_status && skip != NULL ? ss : skip, limit, arr,
+                         n, more, &merged, st);
         if (rc != REEL_OK || merged)
             goto out;
         /* More apps than a merge takes: every run, filtered. */
@@ -632,18 +660,23 @@ reel_code_t journal_list_recoverable_kept(journal_t *j, const run_filter_t *f,
         return rc;
     g.app = app;
     g.app_prefix = f->app_prefix;
+    g.app_exclude = f->app_exclude;
     g.keep = recoverable;
     g.keep_arg = &k;
     g.start_after = after;
     g.page = f->page;
     if ((arr = calloc(limit, sizeof(*arr))) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    if (!(app && *app) && f->app_prefix && *f->app_prefix) {
-        /* A tenant's apps: their active indexes merged, not every run. */
+    if (!(app && *app) && ((f->app_prefix && *f->app_prefix) ||
+                           (f->app_exclude && *f->app_exclude))) {
+        /* A tenant's apps (or the default tenant's, every app but the
+         * tenants'): their active indexes merged, not every run. */
         int merged = 0;
 
-        rc = list_merged(j, &g, 'A', g.app_prefix, limit, arr, n, more,
-                         &merged, st);
+        rc = list_merged(j, &g, 'A', g.app_prefix ? g.app_prefix : "",
+                         g.app_exclude && *g.app_exclude ? g.app_exclude
+                                                         : NULL,
+                         limit, arr, n, more, &merged, st);
         if (rc != REEL_OK || merged)
             goto out;
     }

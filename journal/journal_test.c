@@ -1291,15 +1291,20 @@ static void test_recoverable_runs_of_an_app_come_from_its_index(void **state) {
 
 /* Whether want (a run of every run's listing) is one a listing of prefix
  * and status (RUN_STATUS_ANY, or < 0 for ListRunsToRecover's) shows. */
+/* prefix: the apps under it; "!" and a prefix: the apps not under it. */
 static int wanted(const run_t *want, const char *prefix, int status) {
-    return strncmp(want->app, prefix, strlen(prefix)) == 0 &&
+    int out = prefix[0] == '!';
+
+    return (strncmp(want->app, prefix + out, strlen(prefix + out)) == 0) !=
+               out &&
            (status <= 0 || (int)want->status == status);
 }
 
-/* ListRuns of a prefix's apps (a tenant's), page by page, equals ListRuns
- * of every run (the records, no index) filtered by that prefix and
- * status: the merge of the apps' indexes keeps run id order across apps,
- * paging, statuses, and past the apps a merge takes. The same for
+/* ListRuns of a prefix's apps (a tenant's), or of the apps not under it
+ * ("!" prefix: the default tenant's), page by page, equals ListRuns of
+ * every run (the records, no index) filtered by that prefix and status:
+ * the merge of the apps' indexes keeps run id order across apps, paging,
+ * statuses, and past the apps a merge takes. The same for
  * ListRunsToRecover (status < 0). */
 static void expect_prefix_pages(fixture_t *f, const char *prefix,
                                 int status, uint32_t limit) {
@@ -1324,7 +1329,10 @@ static void expect_prefix_pages(fixture_t *f, const char *prefix,
         nwant += n;
         free(runs);
     } while (more);
-    filt.app_prefix = prefix;
+    if (prefix[0] == '!')
+        filt.app_exclude = prefix + 1;
+    else
+        filt.app_prefix = prefix;
     filt.status = recover ? RUN_STATUS_ANY : (run_status_t)status;
     filt.limit = limit;
     do {
@@ -1351,6 +1359,59 @@ static void expect_prefix_pages(fixture_t *f, const char *prefix,
     for (size_t i = 0; i < nwant; i++)
         run_fini(&want[i]);
     free(want);
+}
+
+/* Overwrites run arg's record with bytes no run decodes from. */
+typedef struct spoil {
+    fixture_t *f;
+    const char *run_id;
+} spoil_t;
+
+static reel_code_t spoil_run(store_txn_t *txn, void *arg, reel_status_t *st) {
+    spoil_t *sp = arg;
+    char key[1 + 26];
+    store_cf_t *cf;
+
+    if (store_cf_lookup(sp->f->store, "runs", &cf, st) != REEL_OK)
+        return st->code;
+    key[0] = 'r';
+    memcpy(key + 1, sp->run_id, 26);
+    store_txn_put_blind(txn, cf, key, sizeof(key), "\xff", 1);
+    return REEL_OK;
+}
+
+/* A listing of the apps outside "::" (its status, or none; recoverable
+ * runs with status -1; every run of every app with status < -1), every
+ * page: OK or what failed. */
+static reel_code_t list_outside(fixture_t *f, int status) {
+    run_filter_t filt = {0};
+    run_t *runs;
+    size_t n;
+    int more;
+    reel_code_t rc;
+
+    char after[27] = "";
+
+    filt.app_exclude = status < -1 ? NULL : "::"; /* < -1: every run */
+    filt.status = status < 0 ? RUN_STATUS_ANY : (run_status_t)status;
+    filt.limit = status < -1 ? 1000 : 3;
+    if (status < -1)
+        status = RUN_STATUS_ANY;
+    do {
+        filt.start_after = after;
+        rc = status < 0 ? journal_list_recoverable_kept(f->j, &filt, &runs,
+                                                        &n, &more, NULL)
+                        : journal_list_runs(f->j, &filt, &runs, &n, &more,
+                                            NULL);
+        if (rc != REEL_OK)
+            return rc;
+        for (size_t i = 0; i < n; i++) {
+            snprintf(after, sizeof(after), "%s", runs[i].run_id);
+            run_fini(&runs[i]);
+        }
+        free(runs);
+    } while (more);
+    return REEL_OK;
 }
 
 static void test_runs_of_a_tenants_apps_merge_their_indexes(void **state) {
@@ -1381,13 +1442,18 @@ static void test_runs_of_a_tenants_apps_merge_their_indexes(void **state) {
     expect_prefix_pages(f, "::t:", RUN_COMPLETED, 1);
     expect_prefix_pages(f, "::u:", RUN_STATUS_ANY, 2);
     expect_prefix_pages(f, "::none:", RUN_STATUS_ANY, 2);
+    expect_prefix_pages(f, "!::", RUN_STATUS_ANY, 1);
+    expect_prefix_pages(f, "!::", RUN_RUNNING, 2);
+    expect_prefix_pages(f, "!::", RUN_COMPLETED, 100);
     usleep(5000); /* the 1 ms leases expired */
     expect_prefix_pages(f, "::t:", -1, 1);
     expect_prefix_pages(f, "::t:", -1, 100);
     expect_prefix_pages(f, "::u:", -1, 2);
     expect_prefix_pages(f, "::none:", -1, 2);
+    expect_prefix_pages(f, "!::", -1, 1);
     /* More apps than a merge takes (::m:, 1,030 of them): every run is
-     * read, same answer; ::m:1 (141 apps) is merged. */
+     * read, same answer; ::m:1 (141 apps) is merged, and so are the apps
+     * outside "::" (x, then y and z after them), which step over them. */
     for (int i = 0; i < 1030; i++) {
         snprintf(inv, sizeof(inv), "many-%d", i);
         snprintf(app, sizeof(app), "::m:%d", i);
@@ -1400,9 +1466,35 @@ static void test_runs_of_a_tenants_apps_merge_their_indexes(void **state) {
     expect_prefix_pages(f, "::m:1", RUN_STATUS_ANY, 7);
     expect_prefix_pages(f, "::m:1", RUN_RUNNING, 7);
     expect_prefix_pages(f, "::t:", RUN_STATUS_ANY, 2);
+    for (int i = 0; i < 6; i++) {
+        snprintf(inv, sizeof(inv), "late-%d", i);
+        q.app = i % 2 ? "y" : "z", q.invocation_id = inv;
+        q.lease_ttl_ms = i % 3 ? 1 : 60000;
+        assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+        journal_result_fini(&res);
+    }
+    expect_prefix_pages(f, "!::", RUN_STATUS_ANY, 2);
+    expect_prefix_pages(f, "!::", RUN_RUNNING, 3);
+    expect_prefix_pages(f, "!::", RUN_COMPLETED, 1);
+    expect_prefix_pages(f, "!::m:", RUN_STATUS_ANY, 50);
     usleep(5000);
     expect_prefix_pages(f, "::m:", -1, 70);
     expect_prefix_pages(f, "::m:1", -1, 7);
+    expect_prefix_pages(f, "!::", -1, 2);
+
+    /* The apps outside "::" step over the 1,030 under it, not read them:
+     * with a tenant's run unreadable (an active one: in every index it
+     * is in), they list as before, and a walk of every run fails on it. */
+    q.app = "::m:7", q.invocation_id = "spoiled", q.lease_ttl_ms = 1;
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    assert_int_equal(store_exec(f->store, spoil_run,
+                                &(spoil_t){f, res.run.run_id}, NULL, NULL),
+                     REEL_OK);
+    journal_result_fini(&res);
+    usleep(5000);
+    for (int s = -1; s <= RUN_PAUSED; s++)
+        assert_int_equal(list_outside(f, s), REEL_OK);
+    assert_int_equal(list_outside(f, RUN_STATUS_ANY - 100), REEL_DATA_LOSS);
 }
 
 /* Counts the requests a test submitted without waiting for each, and
@@ -1490,6 +1582,8 @@ static void expect_status_pages(fixture_t *f) {
         expect_prefix_pages(f, "::t:", s, 2);
         expect_prefix_pages(f, "::t:a", s, 100);
         expect_prefix_pages(f, "x", s, 4);
+        expect_prefix_pages(f, "!::", s, 3); /* the default tenant's */
+        expect_prefix_pages(f, "!::t:a", s, 2);
     }
 }
 
@@ -1497,7 +1591,8 @@ static void expect_status_pages(fixture_t *f) {
  * ListRuns by status reads an index, not every run (RUNNABLE and RUNNING
  * the active one, the others the status indexes, 'x', and 'X' by app):
  * each status's pages equal the records filtered by status,
- * for every app, one app's prefix and a tenant's apps, and a run that
+ * for every app, one app's prefix, a tenant's apps and the apps outside
+ * a prefix (the default tenant's), and a run that
  * changes status moves between them. A data dir of format 5 gets the
  * indexes from journal_upgrade(), in batches past the first.
  */

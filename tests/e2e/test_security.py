@@ -1296,6 +1296,11 @@ def test_tenants_use_the_same_apps_runs_signals_and_consumers_without_meeting(se
         assert [r.run_id for r in ls.runs] == [runs[name].run_id]
         assert [r.run_id for r in t.runs().runs] == [runs[name].run_id]
         assert all(r.app == "shop" for r in ls.runs)
+        # By status, without an app: its own apps' indexes (the default
+        # tenant's: every app outside the tenants').
+        assert [r.run_id for r in t.runs(status=journal_pb2.Run.RUNNING).runs] == \
+            [runs[name].run_id], name
+        assert list(t.runs(status=journal_pb2.Run.FAILED).runs) == [], name
         rec = t.u("/reel.v1.Journal/ListRunsToRecover",
                   journal_pb2.ListRunsToRecoverRequest(),
                   journal_pb2.ListRunsToRecoverResponse)
@@ -1335,6 +1340,15 @@ def test_tenants_use_the_same_apps_runs_signals_and_consumers_without_meeting(se
     assert {c.name for c in adm.consumers().consumers} == \
         {"worker", "::acme:worker", "::beta:worker"}
     assert {r.app for r in adm.runs().runs} == {"shop", "::acme:shop", "::beta:shop"}
+    # An ended run of each: each lists its own by that status.
+    for n, t in (("acme", a), ("beta", b), ("default", d)):
+        t.u("/reel.v1.Journal/EndRun", journal_pb2.EndRunRequest(
+            run_id=runs[n].run_id, lease_epoch=runs[n].lease_epoch,
+            status=journal_pb2.Run.FAILED), journal_pb2.Run)
+    for n, t in (("acme", a), ("beta", b), ("default", d)):
+        assert [r.run_id for r in t.runs(status=journal_pb2.Run.FAILED).runs] == \
+            [runs[n].run_id], n
+        assert list(t.runs(status=journal_pb2.Run.RUNNING).runs) == [], n
     # A tenant's app limit counts its prefix.
     c, det = code_of(lambda: a.begin(app="x" * 256))
     assert c == grpc.StatusCode.INVALID_ARGUMENT
