@@ -66,7 +66,7 @@ static reel_code_t seed_apply(store_txn_t *txn, void *arg,
                               reel_status_t *st) {
     journal_t *j = arg;
     int64_t n[RUN_PAUSED + 1] = {0};
-    store_iter_t *it = store_txn_iter(txn, j->cf_runs);
+    store_iter_t *it = store_txn_iter_prefix(txn, j->cf_runs, "r", 1);
     reel_code_t rc;
 
     if (it == NULL)

@@ -894,7 +894,8 @@ static reel_code_t apply_claim_next(op_t *op, store_txn_t *txn, int64_t now,
     if (op->r.abandoned != NULL && atomic_load(op->r.abandoned))
         goto out;
     if (pfx.p == NULL || (seek = malloc(pfx.len + CLAIM_SUFFIX)) == NULL ||
-        (it = store_txn_iter(txn, op->j->cf_runs)) == NULL) {
+        (it = store_txn_iter_prefix(txn, op->j->cf_runs, pfx.p, pfx.len)) ==
+            NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
@@ -1169,7 +1170,9 @@ reel_code_t journal_txn_session_run(journal_t *j, store_txn_t *txn,
                                     reel_status_t *st) {
     const char *parts[4] = {app, user, session, ""};
     journal_key_t base = journal_make_key('s', parts, 4, 0, 0);
-    store_iter_t *it = base.p ? store_txn_iter(txn, j->cf_runs) : NULL;
+    store_iter_t *it =
+        base.p ? store_txn_iter_prefix(txn, j->cf_runs, base.p, base.len)
+               : NULL;
     char best[JOURNAL_RUN_ID_LEN + 1] = "";
     reel_code_t rc = REEL_OK;
 
@@ -1444,7 +1447,7 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
 
     if (u->from >= 3)
         return REEL_OK;
-    if ((it = store_txn_iter(txn, j->cf_runs)) == NULL)
+    if ((it = store_txn_iter_prefix(txn, j->cf_runs, "a", 1)) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     for (store_iter_seek(it, "a", 1); rc == REEL_OK && store_iter_valid(it);
          store_iter_next(it)) {

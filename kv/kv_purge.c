@@ -102,17 +102,19 @@ static reel_code_t purge_versions(kv_t *kv, store_txn_t *txn,
                                   uint64_t *top, reel_status_t *st) {
     size_t plen = 1 + ekey_len + 1;
     char *prefix = malloc(plen);
-    store_iter_t *it = store_txn_iter(txn, kv->cf_history);
+    store_iter_t *it = NULL;
     reel_code_t rc = REEL_OK;
 
+    if (prefix != NULL) {
+        prefix[0] = KV_H_VER;
+        memcpy(prefix + 1, ekey, ekey_len);
+        prefix[1 + ekey_len] = '\0';
+        it = store_txn_iter_prefix(txn, kv->cf_history, prefix, plen);
+    }
     if (prefix == NULL || it == NULL) {
         free(prefix);
-        store_iter_destroy(it);
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     }
-    prefix[0] = KV_H_VER;
-    memcpy(prefix + 1, ekey, ekey_len);
-    prefix[1 + ekey_len] = '\0';
     for (store_iter_seek(it, prefix, plen); store_iter_valid(it);
          store_iter_next(it)) {
         size_t klen, vlen;

@@ -253,7 +253,7 @@ static int has_pending(void *arg, store_txn_t *txn, const char *run_id,
 
     if (pending_prefix(&w, run_id, name) != 0)
         return 0;
-    it = store_txn_iter(txn, s->cf);
+    it = store_txn_iter_prefix(txn, s->cf, w.p, w.len);
     if (it != NULL) {
         size_t klen;
         const char *k;
@@ -870,7 +870,8 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
     if (op->abandoned != NULL && atomic_load(op->abandoned))
         goto out; /* the awaiter is gone: leave the mailbox alone */
     if (pending_prefix(&pfx, run.run_id, op->name) != 0 ||
-        (it = store_txn_iter(txn, op->s->cf)) == NULL) {
+        (it = store_txn_iter_prefix(txn, op->s->cf, pfx.p, pfx.len)) ==
+            NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }

@@ -2069,13 +2069,32 @@ uint64_t store_txn_next_revision(store_txn_t *txn) { return txn->next_rev; }
 int64_t store_txn_now_ms(store_txn_t *txn) { return txn->now_ms; }
 
 store_iter_t *store_txn_iter(store_txn_t *txn, store_cf_t *cf) {
+    return store_txn_iter_prefix(txn, cf, NULL, 0);
+}
+
+store_iter_t *store_txn_iter_prefix(store_txn_t *txn, store_cf_t *cf,
+                                    const void *prefix, size_t len) {
     store_t *s = txn->store;
     store_iter_t *it = calloc(1, sizeof(*it));
     rocksdb_iterator_t *base;
+    size_t elen;
 
     if (it == NULL)
         return NULL;
-    base = rocksdb_create_iterator_cf(s->db, s->ropts, cf->h);
+    if (prefix != NULL && len > 0) {
+        if ((it->upper = malloc(len)) == NULL ||
+            (it->ro = rocksdb_readoptions_create()) == NULL) {
+            free(it->upper);
+            free(it);
+            return NULL;
+        }
+        /* All 0xff: no end; the walk's own check stops it. */
+        if ((elen = store_prefix_end(prefix, len, it->upper)) > 0)
+            rocksdb_readoptions_set_iterate_upper_bound(it->ro, it->upper,
+                                                        elen);
+    }
+    base = rocksdb_create_iterator_cf(s->db, it->ro ? it->ro : s->ropts,
+                                      cf->h);
     it->it = rocksdb_writebatch_wi_create_iterator_with_base_cf(s->wb, base,
                                                                 cf->h);
     return it;

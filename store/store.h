@@ -444,6 +444,13 @@ int64_t store_txn_now_ms(store_txn_t *txn);
 /* An iterator that sees the database plus the group's earlier writes. */
 store_iter_t *store_txn_iter(store_txn_t *txn, store_cf_t *cf);
 
+/* store_txn_iter() for a walk of the keys that start with prefix: its read
+ * of the database stops at the prefix's end, so it never steps over the
+ * deletes past it (the group's own writes past it may still show: stop at
+ * the first key without the prefix). NULL when out of memory. */
+store_iter_t *store_txn_iter_prefix(store_txn_t *txn, store_cf_t *cf,
+                                    const void *prefix, size_t len);
+
 /* ---- Reads (any thread) -------------------------------------------------- */
 
 /* Reads key from committed state: OK, NOT_FOUND or INTERNAL. */

@@ -837,6 +837,53 @@ static void test_an_iterator_below_a_bound_ends_at_its_prefix(void **state) {
     assert_int_equal(n, 3);
 }
 
+/* In a request: a walk of a prefix sees the committed keys and the
+ * group's own in order, and the database's keys past the prefix never. */
+static reel_code_t apply_prefix_walk(store_txn_t *txn, void *arg,
+                                     reel_status_t *st) {
+    char *seen = arg;
+    store_iter_t *it;
+
+    store_txn_put(txn, data, "a4", 2, "5", 1);
+    store_txn_put(txn, data, "a0", 2, "6", 1);
+    store_txn_delete(txn, data, "a2", 2);
+    if ((it = store_txn_iter_prefix(txn, data, "a", 1)) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    for (store_iter_seek(it, "a", 1); store_iter_valid(it);
+         store_iter_next(it)) {
+        size_t klen;
+        const char *k = store_iter_key(it, &klen);
+
+        if (klen != 2)
+            return reel_status_set(st, REEL_INTERNAL, "key of %zu bytes",
+                                   klen);
+        strncat(seen, k, 2);
+    }
+    store_iter_destroy(it);
+    /* A prefix of all 0xff has no end: its walk reads on. */
+    if ((it = store_txn_iter_prefix(txn, data, "\xff", 1)) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    store_iter_seek(it, "\xff", 1);
+    if (store_iter_valid(it))
+        strcat(seen, "!");
+    store_iter_destroy(it);
+    return REEL_OK;
+}
+
+static void test_a_requests_prefix_walk_ends_at_its_prefix(void **state) {
+    fixture_t *f = *state;
+    char seen[64] = "";
+
+    put_sync(f->store, "a1", "1", 1, NULL);
+    put_sync(f->store, "a2", "2", 1, NULL);
+    put_sync(f->store, "a3", "3", 1, NULL);
+    put_sync(f->store, "b1", "4", 1, NULL);
+    put_sync(f->store, "\xff\x01", "7", 1, NULL);
+    assert_int_equal(store_exec(f->store, apply_prefix_walk, seen, NULL, NULL),
+                     REEL_OK);
+    assert_string_equal(seen, "a0a1a3a4!");
+}
+
 /* store_get_first reads the first of two keys that exists; store_merge
  * walks two places in key order past their heads. */
 static void test_two_places_read_as_one(void **state) {
@@ -2040,6 +2087,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_an_iterator_below_a_bound_ends_at_its_prefix, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_requests_prefix_walk_ends_at_its_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_places_read_as_one, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

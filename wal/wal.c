@@ -224,7 +224,7 @@ static reel_code_t tenant_room(wal_t *w, store_txn_t *txn, const char *name,
     klen = consumer_key(name, key, sizeof(key));
     if (klen > plen + 1)
         klen = plen + 1; /* 'c' and the prefix */
-    if ((it = store_txn_iter(txn, w->cf)) == NULL)
+    if ((it = store_txn_iter_prefix(txn, w->cf, key, klen)) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     for (store_iter_seek(it, key, klen);
          store_iter_valid(it) && n < w->lim.max_tenant_consumers;

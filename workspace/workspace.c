@@ -1168,7 +1168,7 @@ static reel_code_t prune(store_txn_t *txn, ws_upload_t *u, uint32_t keep,
     if (prefix == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     plen -= 8;
-    if ((it = store_txn_iter(txn, ws->cf)) == NULL) {
+    if ((it = store_txn_iter_prefix(txn, ws->cf, prefix, plen)) == NULL) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
