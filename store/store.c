@@ -1177,8 +1177,13 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
      * Bulk families (file chunks): values of 4 KiB and more go to blob
      * files, so the LSM tree holds small references and compaction does
      * not rewrite the bytes (measured: bench/ANALYSIS.md, "Workspace"); a
-     * blob file whose blobs are all deleted is dropped, and garbage
-     * collection rewrites the live rest of the oldest quarter. Its own
+     * blob file whose blobs are all deleted is dropped. RocksDB's garbage
+     * collection stays off: on, every compaction rewrote the live blobs
+     * of the oldest quarter of the files, and compactions come by
+     * themselves (once a snapshot that held a new file's sequence numbers
+     * goes, a download's say, each of them is compacted again), so a
+     * download of a new artifact rewrote all of it. store_bulk_collect()
+     * runs it on purpose, when garbage is worth it. Its own
      * 16 MiB write buffer (it still counts against the shared budget)
      * and no bloom filters: chunks are read by range, never probed.
      */
@@ -1200,7 +1205,7 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     rocksdb_options_set_enable_blob_files(s->bulk_opts, 1);
     rocksdb_options_set_min_blob_size(s->bulk_opts, STORE_BULK_MIN_BLOB);
     rocksdb_options_set_blob_file_size(s->bulk_opts, (uint64_t)256 << 20);
-    rocksdb_options_set_enable_blob_gc(s->bulk_opts, 1);
+    rocksdb_options_set_enable_blob_gc(s->bulk_opts, 0);
     rocksdb_options_set_compression(s->bulk_opts, rocksdb_no_compression);
     s->bulk_wopts = rocksdb_writeoptions_create();
     rocksdb_writeoptions_disable_WAL(s->bulk_wopts, 1);
@@ -2537,6 +2542,50 @@ static uint64_t cf_property(store_t *s, store_cf_t *cf, const char *name) {
         rocksdb_free(v);
     }
     return n;
+}
+
+reel_code_t store_bulk_collect(store_t *s, store_cf_t *cf, int *ran,
+                               reel_status_t *st) {
+    static const char *const keys[2] = {"enable_blob_garbage_collection",
+                                        "blob_garbage_collection_age_cutoff"};
+    static const char *const on[2] = {"true", "1.0"};
+    static const char *const off[2] = {"false", "0.25"};
+    uint64_t garbage, size;
+    rocksdb_compactoptions_t *co;
+    char *err = NULL;
+    reel_code_t rc;
+
+    *ran = 0;
+    if (cf->kind != STORE_CF_BULK)
+        return reel_status_set(st, REEL_INTERNAL,
+                               "column family %s: not a bulk family",
+                               cf->name);
+    if ((rc = direct_refused(s, st)) != REEL_OK)
+        return rc;
+    garbage = cf_property(s, cf, "rocksdb.live-blob-file-garbage-size");
+    size = cf_property(s, cf, "rocksdb.live-blob-file-size");
+    /* Live bytes at most twice the garbage: the rewrite frees at least
+     * half what it writes, and garbage stays under a third of the files. */
+    if (garbage == 0 || garbage < size / 3)
+        return REEL_OK;
+    if ((co = rocksdb_compactoptions_create()) == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    /* The last level too (by default a compaction of a range leaves it
+     * when no filter would change it), and beside the automatic ones. */
+    rocksdb_compactoptions_set_bottommost_level_compaction(co, 2 /* kForce */);
+    rocksdb_compactoptions_set_exclusive_manual_compaction(co, 0);
+    rocksdb_set_options_cf(s->db, cf->h, 2, keys, on, &err);
+    if (err != NULL) {
+        rocksdb_compactoptions_destroy(co);
+        return take_err(st, REEL_INTERNAL, &err, "blob collection on");
+    }
+    *ran = 1;
+    rocksdb_compact_range_cf_opt(s->db, cf->h, co, NULL, 0, NULL, 0);
+    rocksdb_compactoptions_destroy(co);
+    rocksdb_set_options_cf(s->db, cf->h, 2, keys, off, &err);
+    if (err != NULL)
+        return take_err(st, REEL_INTERNAL, &err, "blob collection off");
+    return REEL_OK;
 }
 
 uint64_t store_cf_bytes(store_t *s, store_cf_t *cf) {

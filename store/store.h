@@ -595,6 +595,18 @@ reel_code_t store_compact_range(store_t *store, store_cf_t *cf,
  * stopped, one started meanwhile returns at once. Calls nest. */
 void store_manual_compactions(store_t *store, int allow);
 
+/*
+ * When the garbage in bulk family cf's blob files (the bytes of deleted
+ * values in files still holding live ones: chunks flushed beside those of
+ * another upload) is a third of those files' size or more, rewrites
+ * their live values (RocksDB's blob garbage collection, on for one
+ * compaction of the whole family), so the files go; else nothing. The
+ * rewrite is at most twice the garbage it frees. *ran says whether it
+ * ran. Blocks; not on the writer.
+ */
+reel_code_t store_bulk_collect(store_t *store, store_cf_t *cf, int *ran,
+                               reel_status_t *st);
+
 /* The bytes cf holds on disk and in memory: the table and blob files its
  * current tree uses, and its memtables, as RocksDB counts them. */
 uint64_t store_cf_bytes(store_t *store, store_cf_t *cf);

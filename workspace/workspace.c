@@ -460,6 +460,21 @@ static void compact_blobs(ws_t *ws, uint64_t first, uint64_t last) {
  * uploads were refused one after another queued them faster than that,
  * and the queue (and the disk) grew.
  */
+/* After a round's compactions: the blob files that still hold deleted
+ * chunks beside live ones (uploads flushed together) are rewritten once
+ * their garbage is worth it (store_bulk_collect). */
+static void collect_garbage(ws_t *ws) {
+    reel_status_t st = REEL_STATUS_INIT;
+    int ran;
+
+    if (store_bulk_collect(ws->store, ws->chunks, &ran, &st) != REEL_OK) {
+        REEL_WARN("workspace", "collecting the chunks' garbage: %s (tried "
+                               "again after the next delete)",
+                  reel_status_message(&st));
+        reel_status_fini(&st);
+    }
+}
+
 static void reclaim_batch(ws_t *ws, reclaim_t *batch) {
     uint64_t first = UINT64_MAX, last = 0;
     size_t n = 0;
@@ -479,11 +494,13 @@ static void reclaim_batch(ws_t *ws, reclaim_t *batch) {
     }
     if (n > RECLAIM_EACH_MAX) {
         compact_blobs(ws, first, last);
-        return;
+    } else {
+        for (reclaim_t *r = batch; r != NULL; r = r->next)
+            if (r->staged >= 0)
+                compact_blobs(ws, r->blob, r->last);
     }
-    for (reclaim_t *r = batch; r != NULL; r = r->next)
-        if (r->staged >= 0)
-            compact_blobs(ws, r->blob, r->last);
+    if (n > 0)
+        collect_garbage(ws);
 }
 
 static void *reclaimer_main(void *arg) {

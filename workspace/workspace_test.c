@@ -407,6 +407,66 @@ static void test_delete_writes_a_tombstone_and_frees_every_version(
     assert_int_equal(f->deletes, 1);
 }
 
+/*
+ * Two uploads under way together share blob files (their chunks flushed
+ * from the same memtables): deleting one leaves its chunks as garbage
+ * beside the other's, which the reclaimer collects once it is half of
+ * those files, by rewriting the live ones. The other reads back whole.
+ */
+static void test_deleted_chunks_beside_live_ones_are_collected(void **state) {
+    fixture_t *f = *state;
+    reel_status_t st = REEL_STATUS_INIT;
+    enum { N = 8 };
+    unsigned char *pa = bytes(N * WS_CHUNK, 3), *pb = bytes(N * WS_CHUNK, 4);
+    ws_header_t ha = header("n", "a"), hb = header("n", "b");
+    ws_upload_t *ua, *ub;
+    unsigned char *got;
+    size_t n;
+    uint64_t bytes_now = 0, st_n;
+    waiter_t wa, wb, w;
+
+    assert_int_equal(ws_upload_begin(f->ws, &ha, &ua, &st), REEL_OK);
+    assert_int_equal(ws_upload_begin(f->ws, &hb, &ub, &st), REEL_OK);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(ws_upload_write(ua, pa + (size_t)i * WS_CHUNK,
+                                         WS_CHUNK, &st),
+                         REEL_OK);
+        assert_int_equal(ws_upload_write(ub, pb + (size_t)i * WS_CHUNK,
+                                         WS_CHUNK, &st),
+                         REEL_OK);
+    }
+    waiter_init(&wa);
+    waiter_init(&wb);
+    assert_int_equal(ws_upload_commit(ua, on_done, &wa, &st), REEL_OK);
+    waiter_wait(&wa);
+    assert_int_equal(ws_upload_commit(ub, on_done, &wb, &st), REEL_OK);
+    waiter_wait(&wb);
+    assert_int_equal(wa.code, REEL_OK);
+    assert_int_equal(wb.code, REEL_OK);
+    ws_usage(f->ws, &bytes_now, &st_n);
+    assert_true(bytes_now >= 2 * N * WS_CHUNK);
+
+    waiter_init(&w);
+    assert_int_equal(ws_delete_submit(f->ws, "n", 1, "a", 1, WS_PRECOND_NONE,
+                                      0, on_done, &w, &st),
+                     REEL_OK);
+    waiter_wait(&w);
+    assert_int_equal(w.code, REEL_OK);
+    for (int i = 0; i < 3000; i++) { /* 30 s at most */
+        ws_usage(f->ws, &bytes_now, &st_n);
+        if (bytes_now < N * WS_CHUNK + WS_CHUNK)
+            break;
+        usleep(10000);
+    }
+    assert_true(bytes_now < N * WS_CHUNK + WS_CHUNK);
+    assert_int_equal(read_all(f, "b", 0, 0, 0, &got, &n, &st), REEL_OK);
+    assert_int_equal(n, N * WS_CHUNK);
+    assert_memory_equal(got, pb, n);
+    free(got);
+    free(pa);
+    free(pb);
+}
+
 static void test_size_past_the_limit_is_refused_as_it_passes(void **state) {
     fixture_t *f = *state;
     reel_status_t st = REEL_STATUS_INIT;
@@ -912,6 +972,9 @@ int main(void) {
             test_preconditions_refuse_and_store_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_delete_writes_a_tombstone_and_frees_every_version, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_deleted_chunks_beside_live_ones_are_collected, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
             test_size_past_the_limit_is_refused_as_it_passes, setup_small,
