@@ -10,6 +10,7 @@
  */
 #include "sink/config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -419,6 +420,67 @@ void sink_config_set_fini(sink_config_set_t *set) {
     memset(set, 0, sizeof(*set));
 }
 
+/*
+ * The NATS server url names, as "host:port" into out: the scheme and any
+ * user part dropped, the host in lower case, the loopback's names as one
+ * ("localhost", 127.0.0.1, ::1), the port 4222 when none is given.
+ */
+static void server_key(const char *url, char *out, size_t cap) {
+    const char *p = strstr(url, "://"), *end, *at, *colon;
+    char host[256];
+    size_t n;
+    const char *port = "4222";
+
+    p = p != NULL ? p + 3 : url;
+    end = p + strcspn(p, "/?#");
+    if ((at = memchr(p, '@', (size_t)(end - p))) != NULL) {
+        const char *more;
+
+        while ((more = memchr(at + 1, '@', (size_t)(end - at - 1))) != NULL)
+            at = more;
+        p = at + 1;
+    }
+    if (*p == '[') { /* [v6]:port */
+        const char *close = memchr(p, ']', (size_t)(end - p));
+
+        n = close != NULL ? (size_t)(close - p - 1) : (size_t)(end - p - 1);
+        colon = close != NULL && close + 1 < end && close[1] == ':' ? close + 1
+                                                                   : NULL;
+        p++;
+    } else {
+        colon = memchr(p, ':', (size_t)(end - p));
+        n = (size_t)((colon != NULL ? colon : end) - p);
+    }
+    if (n >= sizeof(host))
+        n = sizeof(host) - 1;
+    for (size_t i = 0; i < n; i++)
+        host[i] = (char)tolower((unsigned char)p[i]);
+    host[n] = '\0';
+    if (colon != NULL && colon + 1 < end)
+        port = colon + 1;
+    if (strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0 ||
+        strncmp(host, "127.", 4) == 0)
+        snprintf(host, sizeof(host), "loopback");
+    snprintf(out, cap, "%s:%.*s", host,
+             (int)(colon != NULL && colon + 1 < end ? end - port : 4), port);
+}
+
+/* Whether the two sinks name a server in common (in any order, spelled
+ * either way server_key() makes one). */
+static int share_a_server(const sink_config_t *a, const sink_config_t *b) {
+    char ka[300], kb[300];
+
+    for (size_t i = 0; i < a->n_servers; i++) {
+        server_key(a->servers[i], ka, sizeof(ka));
+        for (size_t j = 0; j < b->n_servers; j++) {
+            server_key(b->servers[j], kb, sizeof(kb));
+            if (strcmp(ka, kb) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
 reel_code_t sink_config_parse(const char *text, size_t len,
                               sink_config_set_t *out, reel_status_t *st) {
     cJSON *root, *sinks, *e;
@@ -479,10 +541,10 @@ reel_code_t sink_config_parse(const char *text, size_t len,
                 goto out;
             }
             /* Each NATS sink keeps its stream's order with the stream's
-             * last message id, so two sinks cannot share a stream. */
+             * last message id, so two sinks cannot share a stream: one
+             * whose servers share one with the other's is refused. */
             if (a->type == SINK_NATS && b->type == SINK_NATS &&
-                strcmp(a->stream, b->stream) == 0 &&
-                strcmp(a->servers[0], b->servers[0]) == 0) {
+                strcmp(a->stream, b->stream) == 0 && share_a_server(a, b)) {
                 char *where = sink_conf_url_public(b->servers[0]);
 
                 rc = sink_conf_bad(&c, "stream",

@@ -132,17 +132,23 @@ static void usage(FILE *f) {
         "configuration error.\n");
 }
 
-static int parse_u64(const char *flag, const char *s, uint64_t *out) {
+/* s as an integer >= 0; else -1, said naming flag and what it is. */
+static int parse_u64_as(const char *flag, const char *what, const char *s,
+                        uint64_t *out) {
     char *end;
 
     errno = 0;
     if (s == NULL || *s == '\0' || *s == '-' ||
         (*out = strtoull(s, &end, 10), errno != 0) || *end != '\0') {
-        fprintf(stderr, "reel-sink: %s: \"%s\" is not a revision (an "
-                "integer >= 0)\n", flag, s ? s : "");
+        fprintf(stderr, "reel-sink: %s: \"%s\" is not %s (an integer >= "
+                "0)\n", flag, s ? s : "", what);
         return -1;
     }
     return 0;
+}
+
+static int parse_u64(const char *flag, const char *s, uint64_t *out) {
+    return parse_u64_as(flag, "a revision", s, out);
 }
 
 static const char *env_or(const char *name, const char *dflt) {
@@ -173,6 +179,8 @@ static int parse_args(int argc, char **argv, args_t *a) {
         {NULL, 0, NULL, 0},
     };
     const char *grace = env_or("REEL_SINK_STOP_GRACE_MS", NULL);
+    const char *grace_from = grace != NULL ? "REEL_SINK_STOP_GRACE_MS"
+                                           : "--stop-grace-ms";
     uint64_t g;
     int c;
 
@@ -194,7 +202,7 @@ static int parse_args(int argc, char **argv, args_t *a) {
         case 'M': a->metrics_listen = optarg; break;
         case 'n': a->state_ns = optarg; break;
         case 'l': a->log_level = optarg; break;
-        case 'g': grace = optarg; break;
+        case 'g': grace = optarg, grace_from = "--stop-grace-ms"; break;
         case 't': a->takeover = 1; break;
         case 'j': a->json = 1; break;
         case 'R':
@@ -290,9 +298,12 @@ static int parse_args(int argc, char **argv, args_t *a) {
         return -1;
     }
     if (grace != NULL) {
-        if (parse_u64("--stop-grace-ms", grace, &g) != 0 ||
-            g > 3600000) {
-            fprintf(stderr, "reel-sink: --stop-grace-ms: at most 3600000\n");
+        if (parse_u64_as(grace_from, "a number of milliseconds", grace,
+                         &g) != 0)
+            return -1;
+        if (g > 3600000) {
+            fprintf(stderr, "reel-sink: %s: %" PRIu64 " ms, at most 3600000 "
+                    "(an hour)\n", grace_from, g);
             return -1;
         }
         a->grace_ms = (int64_t)g;

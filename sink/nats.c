@@ -88,6 +88,17 @@ static void nap(nats_engine_t *e, int64_t ms) {
     pthread_mutex_unlock(&e->mu);
 }
 
+/* A backoff: ms whole, whatever events come meanwhile (each wakes a nap);
+ * only a stop ends it early. */
+static void back_off(nats_engine_t *e, int64_t ms) {
+    int64_t until = reel_clock_mono_ns() + ms * 1000000;
+    int64_t left;
+
+    while (!stopping(e) &&
+           (left = (until - reel_clock_mono_ns()) / 1000000) > 0)
+        nap(e, left);
+}
+
 /* A header value: the subject with control bytes and '%' as %XX. */
 static void header_escape(const char *s, char *out, size_t cap) {
     static const char hex[] = "0123456789ABCDEF";
@@ -273,7 +284,8 @@ static int sync_stream(nats_engine_t *e) {
     jsErrCode jerr = 0;
     natsMsg *m = NULL;
     const char *id = NULL;
-    uint64_t last;
+    char want[96];
+    uint64_t last, msgs;
     natsStatus s;
     size_t nlen = strlen(cfg->name);
 
@@ -286,10 +298,13 @@ static int sync_stream(nats_engine_t *e) {
         return -1;
     }
     last = si->State.LastSeq;
+    msgs = si->State.Msgs;
     jsStreamInfo_Destroy(si);
     e->prev_id[0] = '\0';
     e->stream_last = 0;
-    if (last == 0)
+    /* Empty: new, or every message expired (max_age) or purged. The sink
+     * publishes from its cursor: what reel has not had acknowledged. */
+    if (last == 0 || msgs == 0)
         return 0;
     if ((s = js_GetMsg(&m, e->js, cfg->stream, last, NULL, &jerr)) !=
         NATS_OK) {
@@ -300,9 +315,12 @@ static int sync_stream(nats_engine_t *e) {
                   cfg->name, cfg->stream, natsStatus_GetText(s));
         return -1;
     }
+    /* This sink's own: its id is exactly "<sink>-<revision>" (another
+     * sink's name may start with "<sink>-"). */
+    snprintf(want, sizeof(want), "%s-%" PRIu64, cfg->name, msg_revision(m));
     if (natsMsgHeader_Get(m, "Nats-Msg-Id", &id) != NATS_OK || id == NULL ||
         strncmp(id, cfg->name, nlen) != 0 || id[nlen] != '-' ||
-        msg_revision(m) == 0) {
+        msg_revision(m) == 0 || strcmp(id, want) != 0) {
         sink_runner_error(e->r, "NATS stream %s's last message is not this "
                           "sink's: a stream takes one sink's messages",
                           cfg->stream);
@@ -479,7 +497,7 @@ static void run(void *arg) {
         if (failures > 0) {
             int64_t ms = 100LL << (failures < 6 ? failures : 6);
 
-            nap(e, ms < BACKOFF_MAX_MS ? ms : BACKOFF_MAX_MS);
+            back_off(e, ms < BACKOFF_MAX_MS ? ms : BACKOFF_MAX_MS);
             if (stopping(e))
                 break;
         }

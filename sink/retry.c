@@ -65,6 +65,17 @@ int64_t sink_retry_next(const sink_retry_t *r, unsigned failures,
     return wait;
 }
 
+int64_t sink_retry_with_after(const sink_retry_t *r, int64_t wait,
+                              int64_t after_ms, int64_t first_ms,
+                              int64_t now_ms, int block) {
+    if (wait < 0 || after_ms <= wait)
+        return wait;
+    if (!block && r->max_age_ms > 0 &&
+        now_ms + after_ms - first_ms > r->max_age_ms)
+        return -1;
+    return after_ms;
+}
+
 int sink_retry_throttles(long http_status) {
     return http_status == 429 || http_status == 502 || http_status == 503 ||
            http_status == 504;

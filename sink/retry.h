@@ -46,6 +46,16 @@ int64_t sink_retry_next(const sink_retry_t *r, unsigned failures,
                         int64_t first_ms, int64_t now_ms, int block,
                         uint64_t *rng);
 
+/*
+ * The wait sink_retry_next() gave (-1: none left) with the receiver's
+ * Retry-After (after_ms, -1 when none), which may only lengthen it: the
+ * longer of the two, or -1 when that would start the attempt more than
+ * max_age_ms after the first (unless block).
+ */
+int64_t sink_retry_with_after(const sink_retry_t *r, int64_t wait,
+                              int64_t after_ms, int64_t first_ms,
+                              int64_t now_ms, int block);
+
 /* Whether an HTTP status throttles the sink (429, 502, 503, 504). */
 int sink_retry_throttles(long http_status);
 

@@ -103,6 +103,19 @@ static void test_config_errors_name_the_sink_and_the_field(void **state) {
                    "[\"nats://h:1\"], \"stream\": \"S\"}]}",
                    "sinks[1] \"m\": stream: \"S\" on nats://h:1 is also "
                    "sinks[0]'s");
+    /* The same server spelled another way, or second in the list. */
+    assert_refused("{\"sinks\": [{\"name\": \"n\", \"type\": \"nats\", "
+                   "\"servers\": [\"nats://127.0.0.1:4222\"], \"stream\": "
+                   "\"S\"}, {\"name\": \"m\", \"type\": \"nats\", "
+                   "\"servers\": [\"nats://u:p@LOCALHOST\"], \"stream\": "
+                   "\"S\"}]}",
+                   "sinks[1] \"m\": stream: \"S\" on nats://");
+    assert_refused("{\"sinks\": [{\"name\": \"n\", \"type\": \"nats\", "
+                   "\"servers\": [\"nats://a:1\", \"nats://b:2\"], "
+                   "\"stream\": \"S\"}, {\"name\": \"m\", \"type\": "
+                   "\"nats\", \"servers\": [\"nats://c:3\", \"nats://B:2\"], "
+                   "\"stream\": \"S\"}]}",
+                   "is also sinks[0]'s");
     assert_refused("{\"sinks\": [{\"name\": \"n\", \"type\": \"nats\", "
                    "\"servers\": [\"nats://h:1\"], \"stream\": \"S\", "
                    "\"subject_prefix\": \"a..b\"}]}",
@@ -272,6 +285,23 @@ static void test_config_messages_never_repeat_a_secret(void **state) {
     assert_null(strstr(msg, "TOPSECRET"));
 }
 
+/* Two NATS sinks may name one stream on servers they do not share. */
+static void test_config_one_stream_name_on_two_servers(void **state) {
+    sink_config_set_t set;
+    char msg[256];
+
+    (void)state;
+    assert_int_equal(parse("{\"sinks\": [{\"name\": \"n\", \"type\": "
+                           "\"nats\", \"servers\": [\"nats://a:4222\"], "
+                           "\"stream\": \"S\"}, {\"name\": \"m\", "
+                           "\"type\": \"nats\", \"servers\": "
+                           "[\"nats://a:4223\", \"nats://b\"], \"stream\": "
+                           "\"S\"}]}",
+                           &set, msg, sizeof(msg)),
+                     REEL_OK);
+    sink_config_set_fini(&set);
+}
+
 static void test_config_defaults(void **state) {
     sink_config_set_t set;
     char msg[600];
@@ -390,6 +420,24 @@ static void test_retry_stops_at_max_age(void **state) {
     assert_int_equal(sink_retry_next(&r, 1, 1000, 1000, 0, &rng), 5000);
     /* The 5-minute step would start past a minute from the first try. */
     assert_int_equal(sink_retry_next(&r, 2, 1000, 6000, 0, &rng), -1);
+}
+
+/* A receiver's Retry-After only lengthens the wait, and counts against
+ * max_age_ms like the schedule (but for "block"). */
+static void test_retry_after_cannot_pass_max_age(void **state) {
+    sink_retry_t r;
+
+    (void)state;
+    sink_retry_defaults(&r);
+    r.max_age_ms = 3000;
+    assert_int_equal(sink_retry_with_after(&r, 100, -1, 0, 0, 0), 100);
+    assert_int_equal(sink_retry_with_after(&r, 100, 50, 0, 0, 0), 100);
+    assert_int_equal(sink_retry_with_after(&r, 100, 2000, 0, 500, 0), 2000);
+    assert_int_equal(sink_retry_with_after(&r, 100, 6000, 0, 0, 0), -1);
+    assert_int_equal(sink_retry_with_after(&r, 100, 6000, 0, 0, 1), 6000);
+    assert_int_equal(sink_retry_with_after(&r, -1, 6000, 0, 0, 0), -1);
+    r.max_age_ms = 0; /* the schedule alone */
+    assert_int_equal(sink_retry_with_after(&r, 100, 6000, 0, 0, 0), 6000);
 }
 
 static void test_retry_after_takes_seconds_or_a_date_capped(void **state) {
@@ -612,12 +660,14 @@ int main(void) {
             test_config_patterns_with_an_empty_token_never_match),
         cmocka_unit_test(test_config_messages_never_repeat_a_url_credential),
         cmocka_unit_test(test_config_messages_never_repeat_a_secret),
+        cmocka_unit_test(test_config_one_stream_name_on_two_servers),
         cmocka_unit_test(test_config_defaults),
         cmocka_unit_test(test_sign_passes_the_standard_webhooks_test_vector),
         cmocka_unit_test(test_sign_lists_a_signature_for_every_secret),
         cmocka_unit_test(test_retry_follows_the_schedule_within_its_jitter),
         cmocka_unit_test(test_retry_stops_at_max_age),
         cmocka_unit_test(test_retry_after_takes_seconds_or_a_date_capped),
+        cmocka_unit_test(test_retry_after_cannot_pass_max_age),
         cmocka_unit_test(test_subject_escapes_what_nats_refuses),
         cmocka_unit_test(
             test_window_frontier_stops_at_the_first_event_not_done),

@@ -465,9 +465,10 @@ static void finished(webhook_t *w, unit_t *u, CURLcode cc) {
     if (cc == CURLE_OK && sink_retry_throttles(status)) {
         if (u->ans.retry_after[0] != '\0' &&
             sink_retry_after_parse(u->ans.retry_after, sink_wall_ms(),
-                                   cfg->retry.retry_after_max_ms, &ra) == 0 &&
-            wait >= 0 && ra > wait)
-            wait = ra;
+                                   cfg->retry.retry_after_max_ms, &ra) == 0)
+            wait = sink_retry_with_after(
+                &cfg->retry, wait, ra, u->first_ms, now,
+                cfg->on_exhausted == SINK_EXHAUSTED_BLOCK);
         if (wait >= 0 && now + wait > w->paused_until_ms)
             w->paused_until_ms = now + wait;
     }

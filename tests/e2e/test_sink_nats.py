@@ -62,6 +62,20 @@ class Nats:
             self.proc.terminate()
             self.proc.wait(timeout=20)
 
+    def request(self, subject, payload=b""):
+        """One request over NATS's text protocol: the reply's payload."""
+        with socket.create_connection(("127.0.0.1", self.port), 10) as so:
+            f = so.makefile("rb")
+            f.readline()  # INFO
+            so.sendall(b'CONNECT {"verbose":false}\r\nSUB _INBOX.t 1\r\n' +
+                       f"PUB {subject} _INBOX.t {len(payload)}\r\n".encode() +
+                       payload + b"\r\nPING\r\n")
+            while True:
+                line = f.readline()
+                assert line and not line.startswith(b"-ERR"), line
+                if line.startswith(b"MSG"):
+                    return f.read(int(line.split()[-1]) + 2)[:-2]
+
     def dump(self, stream):
         """[(seq, subject, msg id, revision)] of every message in stream."""
         out = subprocess.run([NATS_DUMP, self.url, stream], capture_output=True,
@@ -141,6 +155,49 @@ def test_a_stream_that_already_holds_everything_moves_the_cursor(tmp_path, reeld
              lambda: (reel.acked("sink.fan") or 0) >= want[-1], timeout=20)
     assert sink.stop() == 0
     check_exactly_once_in_order(nats.dump("REEL"), want)
+
+
+def test_another_sinks_messages_are_not_taken_for_ones_own_by_name(tmp_path, reeld, reel, nats):
+    """A sink named "fan" on a stream whose last message is from a sink named
+    "fan-v2" (its id "fan-v2-<rev>" starts with "fan-"): not its own, so it
+    publishes nothing and acknowledges nothing (it took them for its own
+    and skipped every event before them)."""
+    for i in range(10):
+        reel.set("other", f"k{i}")
+    for i in range(5):
+        reel.set("a", f"k{i}")
+    v2 = Sink(tmp_path, reeld.addr, nats_config(tmp_path / "v2.json", nats, name="fan-v2",
+                                               subjects=["kv.a.>"]))
+    wait_for("fan-v2's events", lambda: len(nats.dump("REEL")) == 5)
+    assert v2.stop() == 0
+    sink = Sink(tmp_path, reeld.addr, nats_config(tmp_path / "c.json", nats))
+    sink.wait_log(r"was not published by this sink")
+    assert sink.stop() == 0
+    assert [r[2] for r in nats.dump("REEL")] == [f"fan-v2-{r}" for r in range(11, 16)]
+    assert not reel.acked("sink.fan")
+
+
+def test_a_purged_stream_takes_the_events_after_the_cursor(tmp_path, reeld, reel, nats):
+    """A stream emptied while the sink was away (purged, or every message
+    past its max_age) holds nothing to resume from: the sink publishes
+    from its cursor instead of failing to read a last message that is
+    gone."""
+    cfg = nats_config(tmp_path / "c.json", nats)
+    for i in range(3):
+        reel.set("shop", f"k{i}")
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    wait_for("the first events acknowledged", lambda: (reel.acked("sink.fan") or 0) >= 3)
+    assert sink.stop() == 0
+    assert b'"success":true' in nats.request("$JS.API.STREAM.PURGE.REEL")
+    assert nats.dump("REEL") == []
+    for i in range(3, 6):
+        reel.set("shop", f"k{i}")
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    wait_for("the events after the cursor", lambda: len(nats.dump("REEL")) >= 3)
+    wait_for("acknowledged", lambda: (reel.acked("sink.fan") or 0) >= 6)
+    assert sink.stop() == 0
+    check_exactly_once_in_order(nats.dump("REEL"), [4, 5, 6])
+    assert "Not Found" not in sink.log()
 
 
 def test_20_kill9_cycles_leave_each_event_once_in_order(tmp_path, reeld, reel, nats):
