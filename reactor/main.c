@@ -246,7 +246,9 @@ static int cmd_run(const args_t *a, const reactor_config_t *cfg,
          metrics_http_start("--metrics-listen", a->metrics_listen, reg,
                             reactor_ready, r, &http, &st) != REEL_OK)) {
         REEL_ERROR("reactor", "%s", reel_status_message(&st));
-        rc = st.code == REEL_INVALID_ARGUMENT ? 2 : 1;
+        /* A bad or taken address is the operator's to change, as in
+         * reel-sink: a supervisor reads 1 as "stopped for good". */
+        rc = 2;
         goto out;
     }
     if (http != NULL)

@@ -58,6 +58,9 @@ struct reactor {
     int64_t stop_deadline_ms; /* monotonic */
     uint64_t reported;
     reel_consumer_t *consumer; /* while the loop runs */
+    /* The last retry's gRPC code, until the next batch says the stream is
+     * back (-1: none since): the consumer loop's thread only. */
+    int retried;
     uint64_t dispatched, delivered, dead_lettered, swept;
     /* For metrics, counted by the engine without its lock: */
     _Atomic uint64_t failed_attempts;
@@ -113,6 +116,19 @@ static int on_batch(void *arg, const reel_event_t *evs, size_t n,
     reactor_t *r = arg;
     int woke = 0;
 
+    /* The stream is back: say so, so that the log tells a standby that
+     * took the consumer over, and a reactor cut off that came back, from
+     * one still waiting. */
+    if (r->retried >= 0 && n > 0) {
+        REEL_INFO("reactor", "consumer %s: %s; events from revision "
+                  "%" PRIu64,
+                  r->o.consumer,
+                  r->retried == 9 ? "taken over from its holder, no longer "
+                                    "standing by"
+                                  : "subscribed again",
+                  evs[0].revision);
+        r->retried = -1;
+    }
     /* Settled dispatches say what is finished, through the frontier. */
     *finished = 0;
     for (size_t i = 0; i < n; i++) {
@@ -198,6 +214,7 @@ static void on_retry(void *arg, int code, const char *details,
                      int64_t delay_ms) {
     reactor_t *r = arg;
 
+    r->retried = code;
     if (code == 9) /* FAILED_PRECONDITION: held by another subscriber */
         REEL_INFO("reactor", "consumer %s is held by another subscriber "
                   "(another reel-reactor, or one the server has not yet "
@@ -750,6 +767,7 @@ reel_code_t reactor_create(const reactor_config_t *cfg, reel_client_t *c,
     r->cfg = cfg;
     r->client = c;
     r->o = *o;
+    r->retried = -1;
     if (r->o.state_ns == NULL)
         r->o.state_ns = REACTOR_STATE_NAMESPACE;
     if (r->o.consumer == NULL)

@@ -13,6 +13,7 @@ Binary: $REEL_REACTOR, or bazel-bin.
 """
 import json
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -476,6 +477,7 @@ def test_reeld_killed_and_restarted_while_the_reactor_runs_loses_nothing(tmp_pat
                  lambda: {x.run_id for x in rest} <= set(worker.claimed()), timeout=60)
         assert rx.stop() == 0
         assert "subscribing again" in rx.log()
+        assert "consumer reactor: subscribed again; events from revision" in rx.log()
     finally:
         worker.close()
         r.close()
@@ -533,6 +535,8 @@ def test_a_standby_takes_over_when_the_active_reactor_dies(tmp_path):
                  lambda: {x.run_id for x in rest} <= set(worker.claimed()), timeout=60)
         assert standby.stop() == 0
         assert "consuming run.*.RUNNABLE as reactor" in standby.log()
+        assert "consumer reactor: taken over from its holder, no longer standing by" \
+            in standby.log()
     finally:
         worker.close()
         r.close()
@@ -610,6 +614,23 @@ def test_bad_flags_are_refused_naming_the_flag(tmp_path, args, want):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2, p
     assert want in p.stderr, p.stderr
+
+
+def test_a_metrics_address_in_use_is_a_configuration_error(tmp_path, reeld):
+    """A --metrics-listen port another process holds is the operator's to
+    change: exit 2, not 1 (which says the consumer stopped for good, so a
+    supervisor would not start it again)."""
+    check_built()
+    cfg = config(tmp_path, [app("shop", "http://127.0.0.1:1/run")])
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        addr = "127.0.0.1:%d" % held.getsockname()[1]
+        p = subprocess.run([REEL_REACTOR, "--reel", reeld.addr, "--config", cfg,
+                            "--metrics-listen", addr],
+                           capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2, p
+    assert "--metrics-listen" in p.stderr and addr in p.stderr, p.stderr
 
 
 def test_check_accepts_a_valid_configuration(tmp_path):
