@@ -159,6 +159,25 @@ static reel_code_t get_headers(const ctx_t *c, const cJSON *o,
                                  "reel-sink sets this header itself");
         if (strpbrk(e->valuestring, "\r\n") != NULL)
             return sink_conf_bad(c, fname, "a line break in a header value");
+        /* HTTP takes visible bytes, spaces and tabs in a value (RFC 9110,
+         * field-value): no other control byte. */
+        for (const unsigned char *b = (const unsigned char *)e->valuestring;
+             *b != '\0'; b++)
+            if ((*b < 0x20 && *b != '\t') || *b == 0x7f)
+                return sink_conf_bad(c, fname,
+                                     "a control byte (0x%02x) in a header "
+                                     "value",
+                                     *b);
+        /* Names are one whatever their case: a second would be sent
+         * beside the first. */
+        for (size_t j = 0; j < i; j++)
+            if (strncasecmp(s->headers[j], e->string, strlen(e->string)) ==
+                    0 &&
+                s->headers[j][strlen(e->string)] == ':')
+                return sink_conf_bad(c, fname,
+                                     "also a header above, in another case "
+                                     "(header names are one whatever their "
+                                     "case)");
         len = strlen(e->string) + strlen(e->valuestring) + 3;
         if ((s->headers[i] = malloc(len)) == NULL)
             return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,

@@ -184,6 +184,14 @@ static void test_config_refuses_repeated_keys_and_trailing_text(void **state) {
                    "\"url\": \"http://a/\", \"secrets\": [\"" SECRET "\"], "
                    "\"headers\": {\"X-A\": \"1\", \"X-A\": \"2\"}}]}",
                    "config: sinks[0].headers: \"X-A\" appears twice");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://a/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"headers\": {\"X-A\": \"1\", \"x-a\": \"2\"}}]}",
+                   "headers.x-a: also a header above, in another case");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://a/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"headers\": {\"X-A\": \"a\\u0001b\"}}]}",
+                   "headers.X-A: a control byte (0x01) in a header value");
     assert_refused("{\"sinks\": [], \"sinks\": []}",
                    "config: \"sinks\" appears twice");
     /* cJSON would end the string at the NUL: "http://a/x\u0000 b" read
