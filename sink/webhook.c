@@ -523,7 +523,9 @@ static void run(void *arg) {
         unit_t *u;
 
         pthread_mutex_lock(&r->mu);
-        stop = r->stopping;
+        /* Stopped for good (fatal): no request starts, as when stopping;
+         * the process is on its way out. */
+        stop = r->stopping || r->fatal;
         deadline = r->stop_deadline_ms;
         disabled = r->disabled;
         pthread_mutex_unlock(&r->mu);
