@@ -57,7 +57,10 @@
  * Deletes and old versions
  *   The writer writes range tombstones over the blobs it drops (RocksDB's
  *   DeleteRange: one record, however large the file), then the reclaimer
- *   compacts each range. A compaction filter would have to ask the
+ *   compacts each range: a blob file left with no live chunk goes. One
+ *   holding another upload's chunks too keeps the deleted ones until they
+ *   are a third of such files (store_bulk_collect() then rewrites the
+ *   live ones). A compaction filter would have to ask the
  *   records family, from RocksDB's compaction threads, whether each chunk
  *   is still wanted; a range tombstone needs no such lookup, and a read at
  *   an older snapshot (a download under way) still sees its bytes until
@@ -453,13 +456,6 @@ static void compact_blobs(ws_t *ws, uint64_t first, uint64_t last) {
  * is most of the family, which a compaction then rewrites). */
 #define RECLAIM_EACH_MAX 4
 
-/*
- * What was queued since the last round, taken at once: every staged blob
- * deleted first (small writes), then the compactions. One compaction per
- * blob cost about a second each on a loaded machine: a client whose
- * uploads were refused one after another queued them faster than that,
- * and the queue (and the disk) grew.
- */
 /* After a round's compactions: the blob files that still hold deleted
  * chunks beside live ones (uploads flushed together) are rewritten once
  * their garbage is worth it (store_bulk_collect). */
@@ -472,9 +468,20 @@ static void collect_garbage(ws_t *ws) {
                                "again after the next delete)",
                   reel_status_message(&st));
         reel_status_fini(&st);
+    } else if (ran) {
+        REEL_INFO("workspace", "rewrote the live chunks of the blob files "
+                               "that held deleted ones beside them");
     }
 }
 
+/*
+ * What was queued since the last round, taken at once: every staged blob
+ * deleted first (small writes), then the compactions, then the garbage
+ * they left beside live chunks, when worth it. One compaction per
+ * blob cost about a second each on a loaded machine: a client whose
+ * uploads were refused one after another queued them faster than that,
+ * and the queue (and the disk) grew.
+ */
 static void reclaim_batch(ws_t *ws, reclaim_t *batch) {
     uint64_t first = UINT64_MAX, last = 0;
     size_t n = 0;
