@@ -961,18 +961,28 @@ def test_reel_sink_stops_when_its_token_cannot_store_a_dead_letter(secured, tmp_
     writer, _ = secured.create(scopes=["kv:read", "kv:write"])
     kv(secured, writer).set("orders", "o1", "1")
     tok, _ = secured.create(scopes=["wal:read", "wal:consume", "kv:read"])
+    from sinkutil import Receiver
+    rx = Receiver()
+    rx.plan(lambda d: 500)
     cfg = tmp_path / "sinks.json"
     cfg.write_text('{"sinks": [{"name": "hook", "type": "webhook", '
-                   '"url": "http://127.0.0.1:1/", "from": "oldest", '
+                   '"url": "%s", "from": "oldest", '
                    '"retry_schedule_ms": [50], "subjects": ["kv.orders.>"], '
-                   '"secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}]}')
-    r = subprocess.run([sink_bin, "run", "--reel", secured.server.addr,
-                        "--config", str(cfg)], capture_output=True, text=True,
-                       timeout=30, env={"PATH": "/usr/bin:/bin", "REEL_TOKEN": tok})
+                   '"secrets": ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}]}' % rx.url)
+    try:
+        r = subprocess.run([sink_bin, "run", "--reel", secured.server.addr,
+                            "--config", str(cfg)], capture_output=True, text=True,
+                           timeout=30, env={"PATH": "/usr/bin:/bin", "REEL_TOKEN": tok})
+        time.sleep(0.5)
+        asked = len(rx.all())
+    finally:
+        rx.close()
     assert r.returncode == 1, r.stderr
     assert "sink hook: stopped: storing the dead letter of revision" in r.stderr, r.stderr
     assert "PERMISSION_DENIED" in r.stderr and "kv:write" in r.stderr, r.stderr
     assert "trying again" not in r.stderr, r.stderr
+    # The schedule allows 2 attempts; none starts once the sink has stopped.
+    assert asked == 2 and "attempt 3" not in r.stderr, (asked, r.stderr)
 
 # ---- Tenants -------------------------------------------------------------------
 

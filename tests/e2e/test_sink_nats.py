@@ -200,6 +200,25 @@ def test_a_purged_stream_takes_the_events_after_the_cursor(tmp_path, reeld, reel
     assert "Not Found" not in sink.log()
 
 
+def test_nats_down_is_tried_again_with_backoff_whatever_events_come(tmp_path, reeld, reel):
+    """With NATS unreachable the sink tries again after 0.2 s, doubling up
+    to 5 s. Each event coming in woke that wait, so under load it tried
+    (and logged) once per event."""
+    cfg = write_config(tmp_path / "c.json", [{
+        "name": "fan", "type": "nats", "servers": [f"nats://127.0.0.1:{free_port()}"],
+        "stream": "REEL"}])
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    sink.wait_log(r"connecting to NATS")
+    t0, n = time.monotonic(), 0
+    while time.monotonic() - t0 < 6:
+        reel.set("shop", f"k{n}")
+        n += 1
+        time.sleep(0.01)
+    tries = sink.log().count("connecting to NATS")
+    assert sink.stop() == 0
+    assert n > 100 and tries <= 10, (n, tries)
+
+
 def test_20_kill9_cycles_leave_each_event_once_in_order(tmp_path, reeld, reel, nats):
     cfg = nats_config(tmp_path / "c.json", nats, subjects=["kv.load.>"], max_pending=256)
     w = Writer(reel)
