@@ -447,6 +447,33 @@ out:
     return rc;
 }
 
+void sink_conf_url_endpoint(const char *url, const char *dflt_port,
+                            char *out, size_t cap) {
+    CURLU *h = curl_url();
+    char *host = NULL, *port = NULL;
+
+    if (h == NULL ||
+        curl_url_set(h, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) !=
+            CURLUE_OK ||
+        curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        snprintf(out, cap, "%s", url);
+    } else {
+        (void)curl_url_get(h, CURLUPART_PORT, &port, 0);
+        for (char *p = host; *p != '\0'; p++)
+            *p = (char)tolower((unsigned char)*p);
+        snprintf(out, cap, "%s:%s",
+                 strcmp(host, "localhost") == 0 ||
+                         strcmp(host, "[::1]") == 0 ||
+                         strncmp(host, "127.", 4) == 0
+                     ? "loopback"
+                     : host,
+                 port != NULL ? port : dflt_port);
+    }
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(h);
+}
+
 char *sink_conf_url_public(const char *url) {
     CURLU *h = curl_url();
     char *scheme = NULL, *host = NULL, *port = NULL, *out = NULL;

@@ -101,6 +101,13 @@ reel_code_t sink_conf_url(const sink_conf_ctx_t *c, const char *field,
  * memory. */
 char *sink_conf_url_public(const char *url);
 
+/* The server url names, as "host:port" into out, for telling two urls of
+ * one server apart from two servers: the host in lower case, the
+ * loopback's names as one ("localhost", 127.x.y.z, ::1 are "loopback"),
+ * dflt_port when none is given; the url itself when it does not parse. */
+void sink_conf_url_endpoint(const char *url, const char *dflt_port,
+                            char *out, size_t cap);
+
 /* Reads a whole configuration file (at most SINK_CONF_FILE_MAX) into a
  * malloc'd *text; one that cannot be read is INVALID_ARGUMENT
  * "--config: ..." naming it and why. */

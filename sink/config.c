@@ -10,7 +10,6 @@
  */
 #include "sink/config.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -439,65 +438,20 @@ void sink_config_set_fini(sink_config_set_t *set) {
     memset(set, 0, sizeof(*set));
 }
 
-/*
- * The NATS server url names, as "host:port" into out: the scheme and any
- * user part dropped, the host in lower case, the loopback's names as one
- * ("localhost", 127.0.0.1, ::1), the port 4222 when none is given.
- */
-static void server_key(const char *url, char *out, size_t cap) {
-    const char *p = strstr(url, "://"), *end, *at, *colon;
-    char host[256];
-    size_t n;
-    const char *port = "4222";
-
-    p = p != NULL ? p + 3 : url;
-    end = p + strcspn(p, "/?#");
-    if ((at = memchr(p, '@', (size_t)(end - p))) != NULL) {
-        const char *more;
-
-        while ((more = memchr(at + 1, '@', (size_t)(end - at - 1))) != NULL)
-            at = more;
-        p = at + 1;
-    }
-    if (*p == '[') { /* [v6]:port */
-        const char *close = memchr(p, ']', (size_t)(end - p));
-
-        n = close != NULL ? (size_t)(close - p - 1) : (size_t)(end - p - 1);
-        colon = close != NULL && close + 1 < end && close[1] == ':' ? close + 1
-                                                                   : NULL;
-        p++;
-    } else {
-        colon = memchr(p, ':', (size_t)(end - p));
-        n = (size_t)((colon != NULL ? colon : end) - p);
-    }
-    if (n >= sizeof(host))
-        n = sizeof(host) - 1;
-    for (size_t i = 0; i < n; i++)
-        host[i] = (char)tolower((unsigned char)p[i]);
-    host[n] = '\0';
-    if (colon != NULL && colon + 1 < end)
-        port = colon + 1;
-    if (strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0 ||
-        strncmp(host, "127.", 4) == 0)
-        snprintf(host, sizeof(host), "loopback");
-    snprintf(out, cap, "%s:%.*s", host,
-             (int)(colon != NULL && colon + 1 < end ? end - port : 4), port);
-}
-
-/* Whether the two sinks name a server in common (in any order, spelled
- * either way server_key() makes one). */
+/* The index in b's servers of one a names too (in any order, spelled
+ * either way sink_conf_url_endpoint() makes one), or -1. */
 static int share_a_server(const sink_config_t *a, const sink_config_t *b) {
     char ka[300], kb[300];
 
     for (size_t i = 0; i < a->n_servers; i++) {
-        server_key(a->servers[i], ka, sizeof(ka));
+        sink_conf_url_endpoint(a->servers[i], "4222", ka, sizeof(ka));
         for (size_t j = 0; j < b->n_servers; j++) {
-            server_key(b->servers[j], kb, sizeof(kb));
+            sink_conf_url_endpoint(b->servers[j], "4222", kb, sizeof(kb));
             if (strcmp(ka, kb) == 0)
-                return 1;
+                return (int)j;
         }
     }
-    return 0;
+    return -1;
 }
 
 reel_code_t sink_config_parse(const char *text, size_t len,
@@ -552,6 +506,7 @@ reel_code_t sink_config_parse(const char *text, size_t len,
             goto out;
         for (size_t j = 0; j < i; j++) {
             const sink_config_t *a = &out->sinks[j], *b = &out->sinks[i];
+            int shared;
 
             c.name = b->name;
             if (strcmp(a->name, b->name) == 0) {
@@ -563,8 +518,9 @@ reel_code_t sink_config_parse(const char *text, size_t len,
              * last message id, so two sinks cannot share a stream: one
              * whose servers share one with the other's is refused. */
             if (a->type == SINK_NATS && b->type == SINK_NATS &&
-                strcmp(a->stream, b->stream) == 0 && share_a_server(a, b)) {
-                char *where = sink_conf_url_public(b->servers[0]);
+                strcmp(a->stream, b->stream) == 0 &&
+                (shared = share_a_server(a, b)) >= 0) {
+                char *where = sink_conf_url_public(b->servers[shared]);
 
                 rc = sink_conf_bad(&c, "stream",
                                    "\"%s\" on %s is also sinks[%zu]'s "
