@@ -6,7 +6,9 @@
  * Exactly once and in order in the stream. Every message carries
  * Nats-Msg-Id <sink>-<revision> and the header Reel-Revision, and is
  * published expecting the stream's last message id to be the previous
- * message's (ExpectLastMsgId). JetStream stores messages in the order one
+ * message's (ExpectLastMsgId), the first into an empty stream expecting
+ * its last sequence (purged and expired streams keep theirs). JetStream
+ * stores messages in the order one
  * connection sends them, and refuses one whose predecessor is not the
  * stream's last, so the stream always holds the sink's events as a prefix
  * of their revision order, without a gap. When a publish fails (an error,
@@ -62,6 +64,7 @@ typedef struct nats_engine {
     atomic_int failed;  /* a publish failed: start over */
     char fail_msg[256]; /* under runner.mu */
     uint64_t stream_last; /* the stream's last revision when last synced */
+    uint64_t stream_seq;  /* its last sequence then (kept by an emptied one) */
     char prev_id[96];   /* the id the next publish expects ("" none) */
     uint64_t rng;
 } nats_engine_t;
@@ -302,10 +305,18 @@ static int sync_stream(nats_engine_t *e) {
     jsStreamInfo_Destroy(si);
     e->prev_id[0] = '\0';
     e->stream_last = 0;
+    e->stream_seq = last;
     /* Empty: new, or every message expired (max_age) or purged. The sink
-     * publishes from its cursor: what reel has not had acknowledged. */
-    if (last == 0 || msgs == 0)
+     * publishes from its cursor: what reel has not had acknowledged. Its
+     * first publish expects the stream's last sequence to be this one, so
+     * a message another publisher got in since (a second sink started at
+     * the same moment) fails it, and the next sync says whose it is. */
+    if (last == 0 || msgs == 0) {
+        REEL_INFO("sink", "sink %s: stream %s is empty (last sequence %"
+                  PRIu64 "); publishing from the consumer's cursor",
+                  cfg->name, cfg->stream, last);
         return 0;
+    }
     if ((s = js_GetMsg(&m, e->js, cfg->stream, last, NULL, &jerr)) !=
         NATS_OK) {
         sink_runner_error(e->r, "reading NATS stream %s's last message: %s",
@@ -351,7 +362,7 @@ static int publish_next(nats_engine_t *e) {
     uint64_t pos;
     natsMsg *m = NULL;
     jsPubOptions po;
-    char id[96], rev[24], hdr[1024], *subject = NULL, *data = NULL;
+    char id[96], rev[24], seq[24], hdr[1024], *subject = NULL, *data = NULL;
     const char *body;
     size_t len;
     natsStatus s;
@@ -417,8 +428,15 @@ static int publish_next(nats_engine_t *e) {
     jsPubOptions_Init(&po);
     po.MsgId = id;
     po.MaxWait = ACK_WAIT_MS;
-    if (e->prev_id[0] != '\0')
+    if (e->prev_id[0] != '\0') {
         po.ExpectLastMsgId = e->prev_id;
+    } else {
+        /* libnats leaves ExpectLastSeq 0 out; an empty new stream's is 0. */
+        snprintf(seq, sizeof(seq), "%" PRIu64, e->stream_seq);
+        if ((s = natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", seq)) !=
+            NATS_OK)
+            goto fail;
+    }
     pthread_mutex_lock(&r->mu);
     it->state = SINK_ITEM_TAKEN;
     r->win.next = pos + 1;

@@ -62,14 +62,21 @@ class Nats:
             self.proc.terminate()
             self.proc.wait(timeout=20)
 
-    def request(self, subject, payload=b""):
-        """One request over NATS's text protocol: the reply's payload."""
+    def request(self, subject, payload=b"", headers=None):
+        """One request over NATS's text protocol (with headers, if given):
+        the reply's payload."""
+        if headers:
+            hdr = "NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            hdr = (hdr + "\r\n").encode()
+            pub = (f"HPUB {subject} _INBOX.t {len(hdr)} {len(hdr) + len(payload)}\r\n"
+                   .encode() + hdr)
+        else:
+            pub = f"PUB {subject} _INBOX.t {len(payload)}\r\n".encode()
         with socket.create_connection(("127.0.0.1", self.port), 10) as so:
             f = so.makefile("rb")
             f.readline()  # INFO
-            so.sendall(b'CONNECT {"verbose":false}\r\nSUB _INBOX.t 1\r\n' +
-                       f"PUB {subject} _INBOX.t {len(payload)}\r\n".encode() +
-                       payload + b"\r\nPING\r\n")
+            so.sendall(b'CONNECT {"verbose":false,"headers":true}\r\nSUB _INBOX.t 1\r\n' +
+                       pub + payload + b"\r\nPING\r\n")
             while True:
                 line = f.readline()
                 assert line and not line.startswith(b"-ERR"), line
@@ -174,6 +181,25 @@ def test_another_sinks_messages_are_not_taken_for_ones_own_by_name(tmp_path, ree
     sink.wait_log(r"was not published by this sink")
     assert sink.stop() == 0
     assert [r[2] for r in nats.dump("REEL")] == [f"fan-v2-{r}" for r in range(11, 16)]
+    assert not reel.acked("sink.fan")
+
+
+def test_a_message_another_publisher_got_in_first_stops_the_sink(tmp_path, reeld, reel, nats):
+    """Two sinks on one stream from two processes, started at the same
+    moment, both find it empty. The first one's message must stop the
+    second instead of landing beside it: here the sink finds the stream
+    empty, then another publisher gets a message in before the sink's
+    first event. That publish expects the stream's last sequence as it
+    found it, fails, and the sink says whose message the last one is."""
+    sink = Sink(tmp_path, reeld.addr, nats_config(tmp_path / "c.json", nats,
+                                                  subjects=["kv.a.>"]))
+    sink.wait_log(r"stream REEL is empty \(last sequence 0\)")
+    ack = nats.request("reel.kv.a.k", b"{}", {"Nats-Msg-Id": "other-1", "Reel-Revision": "1"})
+    assert b'"seq":1' in ack, ack
+    reel.set("a", "k0")
+    sink.wait_log(r"was not published by this sink")
+    assert sink.stop() == 0
+    assert [r[2] for r in nats.dump("REEL")] == ["other-1"]
     assert not reel.acked("sink.fan")
 
 
