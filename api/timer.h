@@ -1,7 +1,8 @@
 /*
  * api/timer.h: one thread that calls functions at deadlines (the C core has
- * no alarm API). Timers are kept sorted; adding and cancelling are O(n) in
- * the number armed, which long polls keep small. Thread-safe.
+ * no alarm API). Timers are kept in a heap: arming and disarming are
+ * O(log n) in the number armed (every open WAL tail keeps one armed).
+ * Timers of one deadline run in the order they were armed. Thread-safe.
  */
 #ifndef REEL_API_TIMER_H
 #define REEL_API_TIMER_H
