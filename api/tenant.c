@@ -145,6 +145,73 @@ reel_code_t api_tenant_pattern_in_as(const char *tenant, const char *pattern,
     return REEL_OK;
 }
 
+/* Reads a varint at *p (< end): 0, or -1 if it does not fit. */
+static int varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+    *v = 0;
+    for (int shift = 0; *p < end && shift < 64; shift += 7) {
+        uint8_t b = *(*p)++;
+
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return 0;
+    }
+    return -1;
+}
+
+/* The stored Event's subject (field 2), read from its bytes without
+ * decoding the rest: 0, or -1 when it has none or the bytes are bad. */
+static int raw_subject(const uint8_t *bytes, size_t len, const char **s,
+                       size_t *slen) {
+    const uint8_t *p = bytes, *end = bytes + len;
+
+    while (p < end) {
+        uint64_t key, v;
+
+        if (varint(&p, end, &key) != 0)
+            return -1;
+        switch (key & 7) {
+        case 0:
+            if (varint(&p, end, &v) != 0)
+                return -1;
+            break;
+        case 1:
+            if (end - p < 8)
+                return -1;
+            p += 8;
+            break;
+        case 5:
+            if (end - p < 4)
+                return -1;
+            p += 4;
+            break;
+        case 2:
+            if (varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
+                return -1;
+            if ((key >> 3) == 2) {
+                *s = (const char *)p;
+                *slen = (size_t)v;
+                return 0;
+            }
+            p += v;
+            break;
+        default:
+            return -1;
+        }
+    }
+    return -1;
+}
+
+/* 1 when a subject's second token starts with prefix (plen bytes): the
+ * token is kv.<namespace>.<key>'s namespace, never a key's own dots and
+ * colons. */
+static int second_token_starts(const char *s, size_t slen, const char *prefix,
+                               size_t plen) {
+    const char *dot = memchr(s, '.', slen);
+
+    return dot != NULL && (size_t)(dot - s) + 1 + plen <= slen &&
+           memcmp(dot + 1, prefix, plen) == 0;
+}
+
 int api_tenant_event_out_as(const char *tenant, const uint8_t *bytes,
                             size_t len, uint8_t **out, size_t *olen) {
     char pre[AUTH_TENANT_MAX + 8];
@@ -152,11 +219,16 @@ int api_tenant_event_out_as(const char *tenant, const uint8_t *bytes,
     size_t plen = p ? strlen(p) : 0, first;
     Reel__V1__Event *ev;
     char *subject = NULL, *orig_subject, *orig_name = NULL, **name = NULL;
+    const char *raw;
+    size_t rawlen;
     int rc = 0;
 
     *out = NULL;
     *olen = 0;
-    if (p == NULL ||
+    /* Most events a tenant's tail is offered are other tenants': told
+     * apart by the subject's bytes, without decoding the event. */
+    if (p == NULL || raw_subject(bytes, len, &raw, &rawlen) != 0 ||
+        !second_token_starts(raw, rawlen, p, plen) ||
         (ev = reel__v1__event__unpack(NULL, len, bytes)) == NULL)
         return 0;
     /* <module>.<::T:second>...: the tenant's own, and only then. */
@@ -297,61 +369,12 @@ const char *api_tenant_name_out(rpc_call_t *call, const char *stored) {
     return api_tenant_name_out_as(tenant_of(call), stored);
 }
 
-/* Reads a varint at *p (< end): 0, or -1 if it does not fit. */
-static int varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
-    *v = 0;
-    for (int shift = 0; *p < end && shift < 64; shift += 7) {
-        uint8_t b = *(*p)++;
-
-        *v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80))
-            return 0;
-    }
-    return -1;
-}
-
 int api_tenant_event_is_scoped(const uint8_t *bytes, size_t len) {
-    const uint8_t *p = bytes, *end = bytes + len;
+    const char *s;
+    size_t slen;
 
-    while (p < end) {
-        uint64_t key, v;
-
-        if (varint(&p, end, &key) != 0)
-            return 0;
-        switch (key & 7) {
-        case 0:
-            if (varint(&p, end, &v) != 0)
-                return 0;
-            break;
-        case 1:
-            if (end - p < 8)
-                return 0;
-            p += 8;
-            break;
-        case 5:
-            if (end - p < 4)
-                return 0;
-            p += 4;
-            break;
-        case 2:
-            if (varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
-                return 0;
-            if ((key >> 3) == 2) { /* subject */
-                const char *s = (const char *)p;
-                const char *dot = memchr(s, '.', (size_t)v);
-
-                /* The second token: kv.<namespace>.<key>; a key's own
-                 * dots and colons never count. */
-                return dot != NULL && (size_t)(dot - s) + 3 <= (size_t)v &&
-                       dot[1] == ':' && dot[2] == ':';
-            }
-            p += v;
-            break;
-        default:
-            return 0;
-        }
-    }
-    return 0;
+    return raw_subject(bytes, len, &s, &slen) == 0 &&
+           second_token_starts(s, slen, API_TENANT_MARK, 2);
 }
 
 /* Where each kind of name a tenant keeps apart is stored: its column
