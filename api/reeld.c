@@ -60,6 +60,7 @@ typedef struct config {
     size_t max_response_bytes;
     size_t stream_queue_total;
     size_t write_queue;
+    size_t write_queue_bytes;
     int keepalive_time_ms, keepalive_timeout_ms;
     const char *retry_multiplier; /* a decimal: parsed after the table */
     const char *background_write_rate; /* auto or a number: parsed after */
@@ -193,6 +194,10 @@ static const flag_t flags[] = {
      "keeps one message); past it they catch up from storage"},
     {"write-queue", "REEL_WRITE_QUEUE", "N", FLAG_NUMBER, NULL, 4096, 1,
      1 << 20, FIELD(write_queue), "writes queued before RESOURCE_EXHAUSTED"},
+    {"write-queue-bytes", "REEL_WRITE_QUEUE_BYTES", "N", FLAG_NUMBER, NULL,
+     64 << 20, 1 << 20, INT64_MAX, FIELD(write_queue_bytes),
+     "bytes the queued writes may hold together before RESOURCE_EXHAUSTED "
+     "(one write is always queued)"},
     /* gRPC takes an int of ms. */
     {"keepalive-time", "REEL_KEEPALIVE_TIME", "D", FLAG_DURATION, NULL,
      30000, 10, 86400000, FIELD(keepalive_time_ms),
@@ -903,6 +908,7 @@ int main(int argc, char **argv) {
     sopts.data_dir = cfg.data_dir;
     sopts.cfs = ctx.modules.cfs;
     sopts.queue_capacity = cfg.write_queue;
+    sopts.queue_bytes = cfg.write_queue_bytes;
     sopts.publish = api_publish;
     sopts.publish_arg = &ctx;
     sopts.before_commit = api_before_commit;

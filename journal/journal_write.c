@@ -256,8 +256,10 @@ static const char *own(op_t *op, const char *s) {
     if (s == NULL)
         return NULL;
     c = strdup(s);
-    if (c != NULL)
+    if (c != NULL) {
         op->owned[op->n_owned++] = c;
+        op->req.bytes += strlen(c) + 1; /* what it holds while queued */
+    }
     return c;
 }
 

@@ -1002,6 +1002,8 @@ static void op_done(store_req_t *req) {
 
 static const char *own(op_t *op, int i, const char *s) {
     op->strs[i] = strdup(s ? s : "");
+    if (op->strs[i] != NULL) /* what it holds while queued */
+        op->req.bytes += strlen(op->strs[i]) + 1;
     return op->strs[i];
 }
 

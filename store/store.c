@@ -95,6 +95,7 @@
 #include "base/log.h"
 
 #define DEFAULT_QUEUE_CAPACITY 4096
+#define DEFAULT_QUEUE_BYTES ((size_t)64 << 20)
 #define DEFAULT_MAX_GROUP 1024
 #define GROUP_BYTES (32u << 20)
 /* A RocksDB WriteBatch starts with a sequence number and a record count. */
@@ -213,6 +214,7 @@ struct store {
     pthread_cond_t cv;
     store_req_t **ring;
     size_t cap, head, count;
+    size_t bytes, bytes_cap; /* what the queued requests hold; its budget */
     int stopping;
     int idle;          /* the writer waits in writer_wait() */
     int leading;       /* a submitter runs a group in its place */
@@ -873,6 +875,7 @@ void store_stats(store_t *s, store_stats_t *out) {
             : atomic_load(&s->gov_rate_now);
     pthread_mutex_lock(&s->mu);
     out->queue_depth = s->count;
+    out->queue_bytes = s->bytes;
     out->writer_idle = s->idle;
     pthread_mutex_unlock(&s->mu);
 }
@@ -1062,6 +1065,8 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     s->dir = strdup(opts->data_dir);
     s->cap = opts->queue_capacity ? opts->queue_capacity
                                   : DEFAULT_QUEUE_CAPACITY;
+    s->bytes_cap = opts->queue_bytes ? opts->queue_bytes
+                                     : DEFAULT_QUEUE_BYTES;
     s->max_group = opts->max_group ? opts->max_group : DEFAULT_MAX_GROUP;
     s->writer_only = opts->writer_only;
     s->publish = opts->publish;
@@ -1398,6 +1403,14 @@ reel_code_t store_submit(store_t *s, store_req_t *req) {
                              "write queue is full (%zu requests waiting); "
                              "retry later",
                              s->cap);
+    } else if (s->count > 0 && s->bytes + req->bytes > s->bytes_cap) {
+        /* One large writer cannot queue gigabytes, nor make everyone
+         * else's writes wait behind them for the disk's time. */
+        rc = reel_status_set(&req->status, REEL_RESOURCE_EXHAUSTED,
+                             "write queue is full (%zu bytes waiting in %zu "
+                             "requests, at most %zu; this one holds %zu); "
+                             "retry later",
+                             s->bytes, s->count, s->bytes_cap, req->bytes);
     } else if (s->idle && !s->leading && s->count == 0 &&
                s->last_group == 1 && !lead_here && !s->writer_only) {
         /*
@@ -1426,6 +1439,7 @@ reel_code_t store_submit(store_t *s, store_req_t *req) {
     } else {
         s->ring[(s->head + s->count) % s->cap] = req;
         s->count++;
+        s->bytes += req->bytes;
         if (s->count == 1 && !s->leading)
             pthread_cond_signal(&s->cv);
     }
@@ -1957,6 +1971,7 @@ static void *writer_main(void *arg) {
             s->group[n++] = s->ring[s->head];
             s->head = (s->head + 1) % s->cap;
             s->count--;
+            s->bytes -= s->group[n - 1]->bytes;
         }
         pthread_mutex_unlock(&s->mu);
         due = atomic_load(&s->alarm_due);

@@ -175,6 +175,10 @@ typedef struct store_opts {
      */
     const store_cf_desc_t *const *cfs;
     size_t queue_capacity;   /* queued requests; 0 = 4096 */
+    /* Bytes the queued requests may hold together (store_req_t.bytes);
+     * 0 = 64 MiB. A request is always taken when none is queued, however
+     * large: the budget bounds the queue's memory, not a request's size. */
+    size_t queue_bytes;
     size_t max_group;        /* requests per commit group; 0 = 1024 */
     store_publish_fn publish; /* may be NULL */
     void *publish_arg;
@@ -276,6 +280,7 @@ typedef struct store_stats {
     uint64_t commit_ns;      /* time of their synced writes, summed */
     uint64_t led;            /* groups a submitter ran (store_submit) */
     size_t queue_depth;      /* requests queued now */
+    size_t queue_bytes;      /* the bytes they hold (store_req_t.bytes) */
     int writer_idle;         /* the writer thread sleeps, waiting for work */
     int64_t background_rate; /* bytes a second flushes and compactions may
                                 write now; 0: no limit */
@@ -356,6 +361,9 @@ struct store_req {
     store_apply_fn apply;
     store_done_fn done;
     void *arg;
+    /* What it holds while queued (its module's copy of the request): the
+     * queue's memory is bounded by these (store_opts_t.queue_bytes). */
+    size_t bytes;
     /* Outcome, valid in done: */
     reel_status_t status;    /* OK, the apply error, or UNAVAILABLE */
     uint64_t first_revision; /* 0 if the request committed no change */
@@ -365,7 +373,8 @@ struct store_req {
 /*
  * Queues req (or runs it at once, on this thread: see the top). Returns OK
  * and calls req->done exactly once, later or already; or returns
- * RESOURCE_EXHAUSTED (queue full) or UNAVAILABLE (store failed or closing)
+ * RESOURCE_EXHAUSTED (queue full: of requests, or of their bytes) or
+ * UNAVAILABLE (store failed or closing)
  * at once, with req->status set and done never called.
  */
 reel_code_t store_submit(store_t *store, store_req_t *req);

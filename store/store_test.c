@@ -604,6 +604,64 @@ static void test_full_queue_is_resource_exhausted(void **state) {
     assert_int_equal(store_revision(f->store), 4);
 }
 
+/* The queue's bytes are bounded too: a request that would take the queued
+ * ones past queue_bytes is refused, naming what waits and the budget, and
+ * one request is taken whatever its size when none is queued. */
+static void test_queue_bytes_over_budget_are_resource_exhausted(void **state) {
+    fixture_t *f = *state;
+    store_opts_t o = fixture_opts(f);
+    async_req_t big, r[3], over;
+    reel_status_t st = REEL_STATUS_INIT;
+    store_stats_t stats;
+    gate_t g;
+
+    store_close(f->store);
+    o.queue_bytes = 1000;
+    assert_int_equal(open_with(f, &o, &st), REEL_OK);
+
+    gate_close(f->store, &g); /* the gate has left the queue */
+    async_init(&big, apply_put, "big", "v", 1);
+    big.req.bytes = 5000; /* alone in the queue: taken */
+    assert_int_equal(store_submit(f->store, &big.req), REEL_OK);
+    async_init(&over, apply_put, "over", "v", 1);
+    over.req.bytes = 1;
+    assert_int_equal(store_submit(f->store, &over.req),
+                     REEL_RESOURCE_EXHAUSTED);
+    reel_status_fini(&over.req.status);
+    gate_open(&g);
+    async_wait(&big);
+    assert_int_equal(big.req.status.code, REEL_OK);
+
+    gate_close(f->store, &g);
+    for (int i = 0; i < 2; i++) {
+        async_init(&r[i], apply_put, i ? "b" : "a", "v", 1);
+        r[i].req.bytes = 400;
+        assert_int_equal(store_submit(f->store, &r[i].req), REEL_OK);
+    }
+    store_stats(f->store, &stats);
+    assert_int_equal(stats.queue_bytes, 800);
+    async_init(&over, apply_put, "over", "v", 1);
+    over.req.bytes = 201;
+    assert_int_equal(store_submit(f->store, &over.req),
+                     REEL_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(reel_status_message(&over.req.status),
+                           "write queue is full (800 bytes waiting in 2 "
+                           "requests, at most 1000; this one holds 201)"));
+    reel_status_fini(&over.req.status);
+    async_init(&r[2], apply_put, "c", "v", 1);
+    r[2].req.bytes = 200; /* exactly to the budget */
+    assert_int_equal(store_submit(f->store, &r[2].req), REEL_OK);
+    gate_open(&g);
+    for (int i = 0; i < 3; i++) {
+        async_wait(&r[i]);
+        assert_int_equal(r[i].req.status.code, REEL_OK);
+    }
+    store_stats(f->store, &stats);
+    assert_int_equal(stats.queue_bytes, 0);
+    assert_null(get_str(f->store, "over"));
+    assert_int_equal(store_revision(f->store), 4);
+}
+
 static int fault_countdown;
 
 static int fault_on_zero(void *arg) {
@@ -2066,6 +2124,9 @@ int main(void) {
             test_blind_writes_commit_with_their_group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_queue_is_resource_exhausted,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_queue_bytes_over_budget_are_resource_exhausted, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_write_failure_is_sticky_and_nothing_is_acknowledged, setup,
             teardown),

@@ -1732,3 +1732,49 @@ def test_never_reading_watchers_keep_server_memory_bounded_and_writes_flowing(re
     # Writers were never hurt: the server still takes writes and reads.
     kv.set("rss", "after", j(1))
     assert kv.get("rss", "after").found
+
+
+def test_large_writes_past_the_queue_byte_budget_are_refused_and_leave_nothing(tmp_path):
+    """--write-queue-bytes bounds what queued writes hold: 48 writes of
+    256 KB at once against a 1 MiB budget (queued, at most 4 of them) are
+    partly refused with RESOURCE_EXHAUSTED naming the bytes waiting and the
+    budget; each refused one wrote nothing, each accepted one reads back,
+    and a small write after them goes through at once."""
+    server = Reeld(str(tmp_path / "data"), extra=["--write-queue-bytes", "1048576"]).start()
+    ch = grpc.insecure_channel(server.addr, options=[
+        ("grpc.max_send_message_length", 8 << 20)])
+    try:
+        set_value = unary(ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest,
+                          kv_pb2.SetValueResponse)
+        get_value = unary(ch, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
+                          kv_pb2.GetValueResponse)
+        big = '"' + "x" * (256 << 10) + '"'
+        refused = []
+        for attempt in range(5):  # the writer may keep up with one burst
+            futures = [(f"k{attempt}-{i}", set_value.future(kv_pb2.SetValueRequest(
+                namespace="big", key=f"k{attempt}-{i}", value=big), timeout=60))
+                for i in range(48)]
+            ok = []
+            for key, fut in futures:
+                try:
+                    fut.result()
+                    ok.append(key)
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                    assert re.search(r"write queue is full \(\d+ bytes waiting in \d+ "
+                                     r"requests, at most 1048576; this one holds \d+\)",
+                                     e.details()), e.details()
+                    refused.append(key)
+            for key in ok:
+                assert get_value(kv_pb2.GetValueRequest(namespace="big", key=key),
+                                 timeout=10).entry.value == big
+            if refused:
+                break
+        assert refused, "no write was refused in 5 bursts of 48 x 256 KB"
+        for key in refused:
+            assert not get_value(kv_pb2.GetValueRequest(namespace="big", key=key),
+                                 timeout=10).found
+        set_value(kv_pb2.SetValueRequest(namespace="small", key="k", value="1"), timeout=10)
+    finally:
+        ch.close()
+        server.stop()

@@ -407,6 +407,18 @@ def unary_retryable(err: errors.ReelError) -> bool:
     return isinstance(err, errors.Unavailable)
 
 
+# How reeld refuses a write its queue has no room for (--write-queue, or
+# --write-queue-bytes): refused before anything was written.
+QUEUE_FULL = "write queue is full"
+
+
+def queue_full(err: errors.ReelError) -> bool:
+    """A write reeld refused unqueued: nothing was written, so any call,
+    a write that is not safe to repeat included, may be sent again after a
+    backoff."""
+    return isinstance(err, errors.ResourceExhausted) and err.message.startswith(QUEUE_FULL)
+
+
 # In the message of a stream reeld cancelled because its reader took nothing
 # of the last message sent for a while, when other streams waited for room
 # (the stream budget, --max-stream-backlog-bytes): resumable.

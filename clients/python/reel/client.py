@@ -175,7 +175,8 @@ class Client:
 
     def _call(self, service: str, method: str, req, *, safe: bool = False,
               lease: bool = False, timeout: Optional[float] = None):
-        """One unary call; retried after UNAVAILABLE only when safe."""
+        """One unary call; retried after UNAVAILABLE only when safe, and
+        after a full write queue always (nothing was written)."""
         fn = getattr(getattr(self._rpc, service), method)
         deadline = timeout if timeout is not None else self._s.timeout
         attempt = 0
@@ -186,7 +187,8 @@ class Client:
                                     wait_for_ready=self._s.wait_for_ready)
             except grpc.RpcError as e:
                 err = self._error(e, method, lease, req)
-            if not (safe and _core.unary_retryable(err) and attempt < self._s.retries):
+            if not ((safe and _core.unary_retryable(err)) or _core.queue_full(err)) \
+                    or attempt >= self._s.retries:
                 raise err
             time.sleep(_core.backoff(attempt))
             attempt += 1

@@ -160,6 +160,43 @@ def test_a_call_the_server_cancels_is_retried_as_unavailable():
         s.stop()
 
 
+def test_a_write_the_full_queue_refused_is_sent_again():
+    """reeld refuses a write its queue has no room for before writing
+    anything (RESOURCE_EXHAUSTED "write queue is full ..."): any write, one
+    not safe to repeat included, is sent again after a backoff, up to
+    `retries`; another RESOURCE_EXHAUSTED is not retried."""
+    full = "write queue is full (67108864 bytes waiting in 64 requests, at most 67108864; " \
+           "this one holds 1048640); retry later"
+    s = StandIn(fail={"SetValue": 2, "Append": 1},
+                code=grpc.StatusCode.RESOURCE_EXHAUSTED, details=full)
+    try:
+        with reel.connect(s.addr, retries=3) as c:
+            assert c.kv.put("app", "k", 1).version == 1
+            assert s.calls.count("SetValue") == 3
+            run = c.runs.begin("a", "u", "s", "i", heartbeat=False)
+            assert run.append("step", 2).seq == 1                     # no key: retried too
+            assert s.calls.count("Append") == 2
+            s.fail["SetValue"] = 5
+            with pytest.raises(reel.ResourceExhausted, match="write queue is full"):
+                c.kv.put("app", "k", 1)
+            assert s.calls.count("SetValue") == 3 + 4
+        s.fail["SetValue"], s.details = 1, "some other limit"
+        with reel.connect(s.addr, retries=3) as c:
+            with pytest.raises(reel.ResourceExhausted, match="some other limit"):
+                c.kv.put("app", "k", 1)
+            assert s.calls.count("SetValue") == 7 + 1
+
+        async def aio():
+            s.fail["SetValue"], s.details = 2, full
+            async with reel.aio.connect(s.addr, retries=3) as c:
+                return (await c.kv.put("app", "k", 1)).version
+
+        assert asyncio.run(aio()) == 1
+        assert s.calls.count("SetValue") == 8 + 3
+    finally:
+        s.stop()
+
+
 async def test_async_retries_match_the_sync_client():
     s = StandIn(fail={"GetValue": 2, "SetValue": 1})
     try:

@@ -165,7 +165,8 @@ class Client:
                 if self._closed_under():        # close() in another task
                     raise _core.client_closed(method) from None
                 raise
-            if not (safe and _core.unary_retryable(err) and attempt < self._s.retries):
+            if not ((safe and _core.unary_retryable(err)) or _core.queue_full(err)) \
+                    or attempt >= self._s.retries:
                 raise err
             await asyncio.sleep(_core.backoff(attempt))
             attempt += 1
