@@ -48,55 +48,150 @@
 #define S(b) AUTH_SCOPE_BIT_##b
 
 static const api_scope_rule_t rules[] = {
-    {"/grpc.health.v1.Health/Check", RULE_PUBLIC},
-    {"/grpc.health.v1.Health/Watch", RULE_PUBLIC},
+    {"/grpc.health.v1.Health/Check", RULE_PUBLIC, 0},
+    {"/grpc.health.v1.Health/Watch", RULE_PUBLIC, 0},
     /* Status for any token; its details (the data dir) only for admin. */
-    {"/reel.v1.Admin/GetStatus", RULE_ANY},
-    {"/reel.v1.Admin/CreateToken", S(ADMIN)},
-    {"/reel.v1.Admin/ListTokens", S(ADMIN)},
-    {"/reel.v1.Admin/RevokeToken", S(ADMIN)},
-    {"/reel.v1.KV/SetValue", S(KV_WRITE)},
-    {"/reel.v1.KV/DeleteValue", S(KV_WRITE)},
-    {"/reel.v1.KV/GetValue", S(KV_READ)},
-    {"/reel.v1.KV/ListValues", S(KV_READ)},
-    {"/reel.v1.KV/ValueHistory", S(KV_READ)},
-    {"/reel.v1.KV/WatchValue", S(KV_READ)},
-    {"/reel.v1.KV/WatchValues", S(KV_READ)},
-    {"/reel.v1.KV/WatchValueBatches", S(KV_READ)},
-    {"/reel.v1.KV/WatchValuesBatches", S(KV_READ)},
-    {"/reel.v1.Journal/BeginRun", S(JOURNAL_WRITE)},
-    {"/reel.v1.Journal/Heartbeat", S(JOURNAL_WRITE)},
-    {"/reel.v1.Journal/Append", S(JOURNAL_WRITE)},
-    {"/reel.v1.Journal/EndRun", S(JOURNAL_WRITE)},
-    {"/reel.v1.Journal/SuspendRun", S(JOURNAL_WRITE)},
-    {"/reel.v1.Journal/ClaimRun", S(JOURNAL_WRITE)},
-    {"/reel.v1.Journal/ClaimNextRun", S(JOURNAL_WRITE)},
-    {"/reel.v1.Journal/ResumeRun", S(JOURNAL_WRITE)},
-    {"/reel.v1.Journal/ReadJournal", S(JOURNAL_READ)},
-    {"/reel.v1.Journal/SubscribeRun", S(JOURNAL_READ)},
-    {"/reel.v1.Journal/GetRun", S(JOURNAL_READ)},
-    {"/reel.v1.Journal/ListRuns", S(JOURNAL_READ)},
-    {"/reel.v1.Journal/ListRunsToRecover", S(JOURNAL_READ)},
-    {"/reel.v1.Signals/SendSignal", S(SIGNALS_SEND)},
-    {"/reel.v1.Signals/CancelSignal", S(SIGNALS_SEND)},
-    {"/reel.v1.Signals/AwaitSignal", S(SIGNALS_AWAIT)},
-    {"/reel.v1.Signals/ListSignals", S(SIGNALS_AWAIT)},
-    {"/reel.v1.Wal/SubscribeEvents", S(WAL_READ)},
-    {"/reel.v1.Wal/SubscribeEventBatches", S(WAL_READ)},
-    {"/reel.v1.Wal/GetHead", S(WAL_READ)},
-    {"/reel.v1.Wal/AckEvents", S(WAL_CONSUME)},
-    {"/reel.v1.Wal/ListConsumers", S(WAL_CONSUME)},
-    {"/reel.v1.Wal/DeleteConsumer", S(WAL_CONSUME)},
-    {"/reel.v1.Workspace/PutArtifact", S(WORKSPACE_WRITE)},
-    {"/reel.v1.Workspace/DeleteArtifact", S(WORKSPACE_WRITE)},
-    {"/reel.v1.Workspace/GetArtifact", S(WORKSPACE_READ)},
-    {"/reel.v1.Workspace/StatArtifact", S(WORKSPACE_READ)},
-    {"/reel.v1.Workspace/ListArtifacts", S(WORKSPACE_READ)},
-    {"/reel.v1.Workspace/WatchArtifacts", S(WORKSPACE_READ)},
-    {"/reel.v1.Workspace/GetWorkspaceUsage", S(WORKSPACE_READ)},
+    {"/reel.v1.Admin/GetStatus", RULE_ANY, 0},
+    {"/reel.v1.Admin/CreateToken", S(ADMIN), 0},
+    {"/reel.v1.Admin/ListTokens", S(ADMIN), 0},
+    {"/reel.v1.Admin/RevokeToken", S(ADMIN), 0},
+    {"/reel.v1.KV/SetValue", S(KV_WRITE), 1},
+    {"/reel.v1.KV/DeleteValue", S(KV_WRITE), 1},
+    {"/reel.v1.KV/GetValue", S(KV_READ), 0},
+    {"/reel.v1.KV/ListValues", S(KV_READ), 0},
+    {"/reel.v1.KV/ValueHistory", S(KV_READ), 0},
+    {"/reel.v1.KV/WatchValue", S(KV_READ), 0},
+    {"/reel.v1.KV/WatchValues", S(KV_READ), 0},
+    {"/reel.v1.KV/WatchValueBatches", S(KV_READ), 0},
+    {"/reel.v1.KV/WatchValuesBatches", S(KV_READ), 0},
+    {"/reel.v1.Journal/BeginRun", S(JOURNAL_WRITE), 1},
+    {"/reel.v1.Journal/Heartbeat", S(JOURNAL_WRITE), 1},
+    {"/reel.v1.Journal/Append", S(JOURNAL_WRITE), 1},
+    {"/reel.v1.Journal/EndRun", S(JOURNAL_WRITE), 1},
+    {"/reel.v1.Journal/SuspendRun", S(JOURNAL_WRITE), 1},
+    {"/reel.v1.Journal/ClaimRun", S(JOURNAL_WRITE), 1},
+    {"/reel.v1.Journal/ClaimNextRun", S(JOURNAL_WRITE), 0},
+    {"/reel.v1.Journal/ResumeRun", S(JOURNAL_WRITE), 1},
+    {"/reel.v1.Journal/ReadJournal", S(JOURNAL_READ), 0},
+    {"/reel.v1.Journal/SubscribeRun", S(JOURNAL_READ), 0},
+    {"/reel.v1.Journal/GetRun", S(JOURNAL_READ), 0},
+    {"/reel.v1.Journal/ListRuns", S(JOURNAL_READ), 0},
+    {"/reel.v1.Journal/ListRunsToRecover", S(JOURNAL_READ), 0},
+    {"/reel.v1.Signals/SendSignal", S(SIGNALS_SEND), 1},
+    {"/reel.v1.Signals/CancelSignal", S(SIGNALS_SEND), 1},
+    {"/reel.v1.Signals/AwaitSignal", S(SIGNALS_AWAIT), 0},
+    {"/reel.v1.Signals/ListSignals", S(SIGNALS_AWAIT), 0},
+    {"/reel.v1.Wal/SubscribeEvents", S(WAL_READ), 0},
+    {"/reel.v1.Wal/SubscribeEventBatches", S(WAL_READ), 0},
+    {"/reel.v1.Wal/GetHead", S(WAL_READ), 0},
+    {"/reel.v1.Wal/AckEvents", S(WAL_CONSUME), 1},
+    {"/reel.v1.Wal/ListConsumers", S(WAL_CONSUME), 0},
+    {"/reel.v1.Wal/DeleteConsumer", S(WAL_CONSUME), 1},
+    {"/reel.v1.Workspace/PutArtifact", S(WORKSPACE_WRITE), 0},
+    {"/reel.v1.Workspace/DeleteArtifact", S(WORKSPACE_WRITE), 1},
+    {"/reel.v1.Workspace/GetArtifact", S(WORKSPACE_READ), 0},
+    {"/reel.v1.Workspace/StatArtifact", S(WORKSPACE_READ), 0},
+    {"/reel.v1.Workspace/ListArtifacts", S(WORKSPACE_READ), 0},
+    {"/reel.v1.Workspace/WatchArtifacts", S(WORKSPACE_READ), 0},
+    {"/reel.v1.Workspace/GetWorkspaceUsage", S(WORKSPACE_READ), 0},
 };
 
 #define N_RULES (sizeof(rules) / sizeof(*rules))
+
+/* ---- Each tenant's writes in flight ----------------------------------------- */
+
+typedef struct tenant_load {
+    struct tenant_load *next;
+    size_t writes; /* unary writes in flight (under the table's mu) */
+    char tenant[AUTH_TENANT_MAX + 1];
+} tenant_load_t;
+
+#define LOAD_BUCKETS 64
+
+struct api_tenant_writes {
+    pthread_mutex_t mu;
+    size_t max;
+    tenant_load_t *buckets[LOAD_BUCKETS];
+};
+
+/* What api_authorize leaves on a call: who calls, and the place it holds
+ * among its tenant's writes in flight. */
+typedef struct call_principal {
+    auth_principal_t who; /* first: rpc_call_principal() is read as it */
+    tenant_load_t *load;  /* NULL: it holds none */
+} call_principal_t;
+
+struct api_tenant_writes *api_tenant_writes_create(size_t max) {
+    struct api_tenant_writes *w = calloc(1, sizeof(*w));
+
+    if (w == NULL)
+        return NULL;
+    pthread_mutex_init(&w->mu, NULL);
+    w->max = max;
+    return w;
+}
+
+void api_tenant_writes_destroy(struct api_tenant_writes *w) {
+    if (w == NULL)
+        return;
+    for (size_t i = 0; i < LOAD_BUCKETS; i++)
+        while (w->buckets[i] != NULL) {
+            tenant_load_t *l = w->buckets[i];
+
+            w->buckets[i] = l->next;
+            free(l);
+        }
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
+/* One of tenant's places: its entry (kept while reeld runs: tenants are
+ * the tokens' few), or NULL with st set when it holds max already. */
+static tenant_load_t *load_take(struct api_tenant_writes *w,
+                                const char *tenant, reel_status_t *st) {
+    size_t h = 5381;
+    tenant_load_t *l;
+
+    for (const char *c = tenant; *c; c++)
+        h = h * 33 + (unsigned char)*c;
+    pthread_mutex_lock(&w->mu);
+    for (l = w->buckets[h % LOAD_BUCKETS]; l; l = l->next)
+        if (strcmp(l->tenant, tenant) == 0)
+            break;
+    if (l == NULL && (l = calloc(1, sizeof(*l))) != NULL) {
+        snprintf(l->tenant, sizeof(l->tenant), "%s", tenant);
+        l->next = w->buckets[h % LOAD_BUCKETS];
+        w->buckets[h % LOAD_BUCKETS] = l;
+    }
+    if (l == NULL) {
+        reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    } else if (l->writes >= w->max) {
+        /* Worded as the store's full queue: refused before anything was
+         * written, and retried as it is. */
+        reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                        "write queue is full for tenant %s (%zu of its "
+                        "writes in flight, at most %zu: "
+                        "--write-queue-per-tenant); retry later",
+                        tenant, l->writes, w->max);
+        l = NULL;
+    } else {
+        l->writes++;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return l;
+}
+
+void api_principal_free(void *arg, void *principal) {
+    api_ctx_t *ctx = arg;
+    call_principal_t *p = principal;
+
+    if (p->load != NULL) {
+        pthread_mutex_lock(&ctx->tenant_writes->mu);
+        p->load->writes--;
+        pthread_mutex_unlock(&ctx->tenant_writes->mu);
+    }
+    free(p);
+}
 
 /* The rows by path, sorted once: every call looks its method up here. */
 static const api_scope_rule_t *by_path[N_RULES];
@@ -136,7 +231,8 @@ static reel_code_t authorize_call(api_ctx_t *ctx, const char *path,
                                   const char *val, size_t len,
                                   void **principal, reel_status_t *st) {
     const api_scope_rule_t *r = api_scope_rule(path);
-    auth_principal_t who, *copy;
+    auth_principal_t who;
+    call_principal_t *copy;
     const char *tok;
     size_t tlen;
     reel_code_t rc;
@@ -174,9 +270,19 @@ static reel_code_t authorize_call(api_ctx_t *ctx, const char *path,
                                "%s needs scope %s, which token %s does not "
                                "hold",
                                path, auth_scope_name(r->rule), who.id);
-    if ((copy = malloc(sizeof(*copy))) == NULL)
+    if ((copy = calloc(1, sizeof(*copy))) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    *copy = who;
+    copy->who = who;
+    /* A tenant's write takes one of its places, given back when its call
+     * is freed (api_principal_free); the operator's are not counted. */
+    if (r->write && ctx->tenant_writes != NULL &&
+        strcmp(who.tenant, AUTH_DEFAULT_TENANT) != 0 &&
+        strcmp(who.tenant, AUTH_ADMIN_TENANT) != 0 &&
+        (copy->load = load_take(ctx->tenant_writes, who.tenant, st)) ==
+            NULL) {
+        free(copy);
+        return st->code;
+    }
     *principal = copy;
     return REEL_OK;
 }

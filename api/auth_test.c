@@ -139,12 +139,104 @@ static void test_a_tenant_reaches_only_what_keeps_tenants_apart(
     assert_int_equal(testing_dir_remove(dir), 0);
 }
 
+/* A tenant's unary writes in flight are at most --write-queue-per-tenant:
+ * past it RESOURCE_EXHAUSTED, worded as a full write queue; a call freed
+ * gives its place back; reads, other tenants and the operator's tenants
+ * are not counted. */
+static void test_a_tenants_writes_in_flight_are_capped(void **state) {
+    char dir[256], acme[AUTH_TOKEN_LEN + 1], beta[AUTH_TOKEN_LEN + 1];
+    char adm[AUTH_TOKEN_LEN + 1], val[256];
+    store_opts_t o = {0};
+    api_ctx_t ctx;
+    auth_info_t info;
+    reel_status_t st = REEL_STATUS_INIT;
+    void *held[2] = {NULL, NULL}, *who;
+    const char *set = "/reel.v1.KV/SetValue";
+
+    (void)state;
+    memset(&ctx, 0, sizeof(ctx));
+    assert_int_equal(testing_dir_make(dir, sizeof(dir), "writes"), 0);
+    o.cfs = (const store_cf_desc_t *const[]){auth_cfs, NULL};
+    ctx.store = testing_store_open(dir, &o);
+    assert_int_equal(auth_create(ctx.store, &ctx.auth, &st), REEL_OK);
+    assert_non_null(ctx.tenant_writes = api_tenant_writes_create(2));
+    assert_int_equal(auth_token_create(ctx.auth, "acme", AUTH_SCOPE(ADMIN),
+                                       NULL, 0, acme, &info, &st), REEL_OK);
+    assert_int_equal(auth_token_create(ctx.auth, "beta", AUTH_SCOPE(ADMIN),
+                                       NULL, 0, beta, &info, &st), REEL_OK);
+    assert_int_equal(auth_token_create(ctx.auth, "admin", AUTH_SCOPE(ADMIN),
+                                       NULL, 0, adm, &info, &st), REEL_OK);
+    snprintf(val, sizeof(val), "Bearer %s", acme);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(api_authorize(&ctx, set, val, strlen(val), &held[i],
+                                       &st), REEL_OK);
+    who = NULL;
+    assert_int_equal(api_authorize(&ctx, "/reel.v1.Journal/Append", val,
+                                   strlen(val), &who, &st),
+                     REEL_RESOURCE_EXHAUSTED);
+    assert_null(who);
+    assert_string_equal(reel_status_message(&st),
+                        "write queue is full for tenant acme (2 of its writes "
+                        "in flight, at most 2: --write-queue-per-tenant); "
+                        "retry later");
+    reel_status_fini(&st);
+    /* Not counted: a read, a long poll, another tenant, admin. */
+    for (int i = 0; i < 3; i++) {
+        char msg[256];
+
+        assert_int_equal(authz(&ctx, "/reel.v1.KV/GetValue", acme, msg,
+                               sizeof(msg)), REEL_OK);
+        assert_int_equal(authz(&ctx, "/reel.v1.Journal/ClaimNextRun", acme,
+                               msg, sizeof(msg)), REEL_OK);
+        assert_int_equal(authz(&ctx, set, adm, msg, sizeof(msg)), REEL_OK);
+    }
+    who = NULL;
+    snprintf(val, sizeof(val), "Bearer %s", beta);
+    assert_int_equal(api_authorize(&ctx, set, val, strlen(val), &who, &st),
+                     REEL_OK);
+    api_principal_free(&ctx, who);
+    /* A call freed gives its place back. */
+    api_principal_free(&ctx, held[0]);
+    snprintf(val, sizeof(val), "Bearer %s", acme);
+    assert_int_equal(api_authorize(&ctx, set, val, strlen(val), &held[0],
+                                   &st), REEL_OK);
+    api_principal_free(&ctx, held[0]);
+    api_principal_free(&ctx, held[1]);
+    api_tenant_writes_destroy(ctx.tenant_writes);
+    store_close(ctx.store);
+    auth_destroy(ctx.auth);
+    assert_int_equal(testing_dir_remove(dir), 0);
+}
+
+/* Only unary calls that queue a write at once are counted: never a
+ * stream, a long poll or a read. */
+static void test_only_writes_are_counted_as_writes(void **state) {
+    size_t n;
+    const api_scope_rule_t *r = api_scope_rules(&n);
+
+    (void)state;
+    for (size_t i = 0; i < n; i++) {
+        if (!r[i].write)
+            continue;
+        assert_true(r[i].rule == AUTH_SCOPE_BIT_KV_WRITE ||
+                    r[i].rule == AUTH_SCOPE_BIT_JOURNAL_WRITE ||
+                    r[i].rule == AUTH_SCOPE_BIT_SIGNALS_SEND ||
+                    r[i].rule == AUTH_SCOPE_BIT_WAL_CONSUME ||
+                    r[i].rule == AUTH_SCOPE_BIT_WORKSPACE_WRITE);
+        assert_null(strstr(r[i].path, "ClaimNextRun"));
+        assert_null(strstr(r[i].path, "PutArtifact"));
+        assert_null(strstr(r[i].path, "/List"));
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_registered_method_has_a_scope),
         cmocka_unit_test(test_every_row_names_a_real_scope_once),
         cmocka_unit_test(
             test_a_tenant_reaches_only_what_keeps_tenants_apart),
+        cmocka_unit_test(test_a_tenants_writes_in_flight_are_capped),
+        cmocka_unit_test(test_only_writes_are_counted_as_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

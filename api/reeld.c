@@ -61,6 +61,7 @@ typedef struct config {
     size_t stream_queue_total;
     size_t write_queue;
     size_t write_queue_bytes;
+    size_t write_queue_per_tenant;
     int keepalive_time_ms, keepalive_timeout_ms;
     const char *retry_multiplier; /* a decimal: parsed after the table */
     const char *background_write_rate; /* auto or a number: parsed after */
@@ -198,6 +199,10 @@ static const flag_t flags[] = {
      64 << 20, 1 << 20, INT64_MAX, FIELD(write_queue_bytes),
      "bytes the queued writes may hold together before RESOURCE_EXHAUSTED "
      "(one write is always queued)"},
+    {"write-queue-per-tenant", "REEL_WRITE_QUEUE_PER_TENANT", "N",
+     FLAG_NUMBER, NULL, 1024, 1, 1 << 20, FIELD(write_queue_per_tenant),
+     "writes of one tenant (not default's or admin's) in flight at once, "
+     "under --auth token"},
     /* gRPC takes an int of ms. */
     {"keepalive-time", "REEL_KEEPALIVE_TIME", "D", FLAG_DURATION, NULL,
      30000, 10, 86400000, FIELD(keepalive_time_ms),
@@ -835,6 +840,14 @@ int main(int argc, char **argv) {
     if (ctx.auth_token) {
         ropts.authorize = api_authorize;
         ropts.authorize_arg = &ctx;
+        ropts.principal_free = api_principal_free;
+        if ((ctx.tenant_writes = api_tenant_writes_create(
+                 cfg.write_queue_per_tenant)) == NULL) {
+            REEL_ERROR("reeld", "out of memory");
+            api_modules_destroy(&ctx);
+            metrics_registry_destroy(metrics);
+            return 1; /* nothing started yet */
+        }
     }
     ropts.metrics = metrics;
     srv = rpc_server_create(&ropts);
@@ -1055,6 +1068,7 @@ out:
      * only then does the database close. */
     store_stop(store);
     rpc_server_destroy(srv);
+    api_tenant_writes_destroy(ctx.tenant_writes); /* after the calls */
     store_close(store);
     api_timers_destroy(ctx.timers);
     api_health_destroy(&ctx);

@@ -459,7 +459,10 @@ static void call_destroy(rpc_call_t *c) {
     grpc_call_unref(c->call);
     pthread_mutex_destroy(&c->mu);
     free(c->path);
-    free(c->principal);
+    if (c->principal != NULL && c->srv->opts.principal_free != NULL)
+        c->srv->opts.principal_free(c->srv->opts.authorize_arg, c->principal);
+    else
+        free(c->principal);
     free(c->forced_msg);
     free(c);
 }

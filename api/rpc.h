@@ -103,6 +103,9 @@ typedef struct rpc_server_opts {
      * call through. */
     rpc_authorize_fn authorize;
     void *authorize_arg;
+    /* Frees what authorize set in *principal, when its call is freed (arg:
+     * authorize_arg); NULL: free(). */
+    void (*principal_free)(void *arg, void *principal);
     /* Where rpc_server_start() registers the calls' metrics (NULL: none):
      * reel_rpc_requests_total{service,method,code} as each call ends,
      * reel_rpc_duration_seconds{service,method} for unary calls,

@@ -64,6 +64,7 @@ struct api_ctx {
     struct auth *auth;
     int auth_token;
     struct api_auth_sweep *auth_sweep; /* ends expired tokens' streams */
+    struct api_tenant_writes *tenant_writes; /* NULL: not counted */
     /* Where every part registers its metrics (NULL: --metrics-listen not
      * given), and where reeld is in its life, for /readyz. */
     metrics_registry_t *metrics;
@@ -149,10 +150,13 @@ int api_kv_register(rpc_server_t *srv, api_ctx_t *ctx);
 extern const api_module_t api_auth_module;
 
 /* A row of the method-to-scope table: rule is a scope bit
- * (auth_scope_bit_t), -1 for any valid token, -2 for no token. */
+ * (auth_scope_bit_t), -1 for any valid token, -2 for no token. write: 1
+ * for a unary call that queues a write at once, counted among its
+ * tenant's writes in flight (--write-queue-per-tenant). */
 typedef struct api_scope_rule {
     const char *path;
     int rule;
+    int write;
 } api_scope_rule_t;
 
 /* path's row, or NULL: no token may call it. */
@@ -162,6 +166,18 @@ const api_scope_rule_t *api_scope_rules(size_t *n);
 /* rpc_authorize_fn (arg is the api_ctx_t) for reeld --auth token. */
 reel_code_t api_authorize(void *arg, const char *path, const char *auth,
                           size_t len, void **principal, reel_status_t *st);
+/* Frees what api_authorize set (rpc_server_opts_t.principal_free): the
+ * call's place among its tenant's writes in flight goes back. */
+void api_principal_free(void *arg, void *principal);
+
+/*
+ * Each tenant's unary writes in flight (not default's or admin's), at
+ * most max each: one tenant cannot fill the write queue every tenant
+ * shares. NULL when out of memory. Destroyed after the server, whose calls
+ * hold places in it.
+ */
+struct api_tenant_writes *api_tenant_writes_create(size_t max);
+void api_tenant_writes_destroy(struct api_tenant_writes *w);
 
 /* Whether the call may see admin details: its token holds scope admin,
  * or the server has no token auth. */

@@ -1951,3 +1951,49 @@ def test_a_format_1_dir_holding_a_name_with_the_tenant_mark_is_not_upgraded(tmp_
     assert 'holds the KV namespace "::acme:orders"' in log, log
     assert "written before tenants" in log
     assert (s.data / "FORMAT").read_text() == "reel-format 1\n"
+
+
+def test_one_tenants_writes_in_flight_are_capped_and_others_still_write(tmp_path):
+    """--write-queue-per-tenant: a tenant's bursts of concurrent writes get
+    RESOURCE_EXHAUSTED past its cap, worded as a full write queue (nothing
+    of them written), while another tenant's and the admin's writes go
+    through; once the burst is over the tenant writes again."""
+    s = Secured(tmp_path, extra=["--write-queue-per-tenant", "2"])
+    try:
+        a, _ = s.create("acme", ("kv:read", "kv:write"))
+        b, _ = s.create("beta", ("kv:read", "kv:write"))
+        set_value = unary(s.ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest,
+                          kv_pb2.SetValueResponse)
+        get_value = unary(s.ch, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
+                          kv_pb2.GetValueResponse)
+        value = '"' + "x" * 65536 + '"'
+        refused = []
+        for burst in range(10):  # reeld may take one burst as it comes
+            futures = [(f"k{burst}-{i}", set_value.future(kv_pb2.SetValueRequest(
+                namespace="a", key=f"k{burst}-{i}", value=value), metadata=md(a), timeout=60))
+                for i in range(64)]
+            theirs = set_value(kv_pb2.SetValueRequest(namespace="b", key=f"k{burst}",
+                                                      value="1"), metadata=md(b), timeout=30)
+            assert theirs.entry.version == 1
+            ours = set_value(kv_pb2.SetValueRequest(namespace="adm", key=f"k{burst}",
+                                                    value="1"), metadata=md(s.admin), timeout=30)
+            assert ours.entry.version == 1
+            for key, fut in futures:
+                try:
+                    fut.result()
+                except grpc.RpcError as e:
+                    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                    assert e.details() == (
+                        "write queue is full for tenant acme (2 of its writes in flight, at "
+                        "most 2: --write-queue-per-tenant); retry later"), e.details()
+                    refused.append(key)
+            if refused:
+                break
+        assert refused, "no write of 10 bursts of 64 was refused"
+        for key in refused:
+            assert not get_value(kv_pb2.GetValueRequest(namespace="a", key=key),
+                                 metadata=md(a), timeout=10).found
+        assert set_value(kv_pb2.SetValueRequest(namespace="a", key="after", value="1"),
+                         metadata=md(a), timeout=30).entry.version == 1
+    finally:
+        s.close()
