@@ -248,6 +248,7 @@ typedef struct load {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int active;
+    size_t slot_cap; /* a request's buffer: its value and the rest */
 } load_t;
 
 typedef struct slot {
@@ -256,7 +257,10 @@ typedef struct slot {
     uint8_t buf[];
 } slot_t;
 
+/* A request's buffer: the value (--value-bytes, up to 1 MiB) and room for
+ * the rest of the request. */
 #define SLOT_CAP (64u << 10)
+#define SLOT_ROOM 4096u
 
 static int issue(slot_t *s);
 
@@ -296,7 +300,7 @@ static int issue(slot_t *s) {
     i = atomic_fetch_add(&l->next, 1);
     if (l->total > 0 && i >= l->total)
         return 1;
-    len = l->make(l->ctx, i, s->buf, SLOT_CAP);
+    len = l->make(l->ctx, i, s->buf, l->slot_cap);
     s->t0 = ac_now_ns();
     return ac_unary(l->ac, l->method, s->buf, len, 60000, slot_done, s);
 }
@@ -315,6 +319,9 @@ void bench_load(const bench_opts_t *o, ac_t *ac, int method, int concurrency,
     l.make = make;
     l.ctx = ctx;
     l.lat = lat;
+    l.slot_cap = (size_t)o->value_bytes + SLOT_ROOM > SLOT_CAP
+                     ? (size_t)o->value_bytes + SLOT_ROOM
+                     : SLOT_CAP;
     atomic_init(&l.next, 0);
     atomic_init(&l.ok, 0);
     atomic_init(&l.errors, 0);
@@ -326,7 +333,7 @@ void bench_load(const bench_opts_t *o, ac_t *ac, int method, int concurrency,
 
     pthread_mutex_lock(&l.mu);
     for (int i = 0; i < concurrency; i++) {
-        slot_t *s = malloc(sizeof(*s) + SLOT_CAP);
+        slot_t *s = malloc(sizeof(*s) + l.slot_cap);
 
         if (s == NULL)
             break;
