@@ -98,40 +98,44 @@ static const api_scope_rule_t rules[] = {
 
 #define N_RULES (sizeof(rules) / sizeof(*rules))
 
-/* ---- Each tenant's writes in flight ----------------------------------------- */
+/* ---- Each tenant's calls open, and writes in flight ------------------------ */
 
 typedef struct tenant_load {
     struct tenant_load *next;
-    size_t writes; /* unary writes in flight (under the table's mu) */
+    size_t calls;  /* calls open (under the table's mu) */
+    size_t writes; /* of them, unary writes in flight */
     char tenant[AUTH_TENANT_MAX + 1];
 } tenant_load_t;
 
 #define LOAD_BUCKETS 64
 
-struct api_tenant_writes {
+struct api_tenant_calls {
     pthread_mutex_t mu;
-    size_t max;
+    size_t max_calls, max_writes;
     tenant_load_t *buckets[LOAD_BUCKETS];
 };
 
-/* What api_authorize leaves on a call: who calls, and the place it holds
- * among its tenant's writes in flight. */
+/* What api_authorize leaves on a call: who calls, and the places it holds
+ * among its tenant's calls (and writes). */
 typedef struct call_principal {
     auth_principal_t who; /* first: rpc_call_principal() is read as it */
     tenant_load_t *load;  /* NULL: it holds none */
+    int write;            /* it holds one of load's writes too */
 } call_principal_t;
 
-struct api_tenant_writes *api_tenant_writes_create(size_t max) {
-    struct api_tenant_writes *w = calloc(1, sizeof(*w));
+struct api_tenant_calls *api_tenant_calls_create(size_t max_calls,
+                                                 size_t max_writes) {
+    struct api_tenant_calls *w = calloc(1, sizeof(*w));
 
     if (w == NULL)
         return NULL;
     pthread_mutex_init(&w->mu, NULL);
-    w->max = max;
+    w->max_calls = max_calls;
+    w->max_writes = max_writes;
     return w;
 }
 
-void api_tenant_writes_destroy(struct api_tenant_writes *w) {
+void api_tenant_calls_destroy(struct api_tenant_calls *w) {
     if (w == NULL)
         return;
     for (size_t i = 0; i < LOAD_BUCKETS; i++)
@@ -145,10 +149,12 @@ void api_tenant_writes_destroy(struct api_tenant_writes *w) {
     free(w);
 }
 
-/* One of tenant's places: its entry (kept while reeld runs: tenants are
- * the tokens' few), or NULL with st set when it holds max already. */
-static tenant_load_t *load_take(struct api_tenant_writes *w,
-                                const char *tenant, reel_status_t *st) {
+/* A place among tenant's calls (and writes, for a write): its entry (kept
+ * while reeld runs: tenants are the tokens' few), or NULL with st set
+ * when it holds the most it may. */
+static tenant_load_t *load_take(struct api_tenant_calls *w,
+                                const char *tenant, int write,
+                                reel_status_t *st) {
     size_t h = 5381;
     tenant_load_t *l;
 
@@ -165,17 +171,27 @@ static tenant_load_t *load_take(struct api_tenant_writes *w,
     }
     if (l == NULL) {
         reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    } else if (l->writes >= w->max) {
+    } else if (l->calls >= w->max_calls) {
+        /* Each open call costs reeld memory: streams and long polls. */
+        reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                        "tenant %s has %zu calls open, at most %zu "
+                        "(--max-calls-per-tenant): end streams or long "
+                        "polls it no longer reads (one WatchValues stream "
+                        "holds up to 10,000 watches)",
+                        tenant, l->calls, w->max_calls);
+        l = NULL;
+    } else if (write && l->writes >= w->max_writes) {
         /* Worded as the store's full queue: refused before anything was
          * written, and retried as it is. */
         reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
                         "write queue is full for tenant %s (%zu of its "
                         "writes in flight, at most %zu: "
                         "--write-queue-per-tenant); retry later",
-                        tenant, l->writes, w->max);
+                        tenant, l->writes, w->max_writes);
         l = NULL;
     } else {
-        l->writes++;
+        l->calls++;
+        l->writes += write != 0;
     }
     pthread_mutex_unlock(&w->mu);
     return l;
@@ -186,9 +202,10 @@ void api_principal_free(void *arg, void *principal) {
     call_principal_t *p = principal;
 
     if (p->load != NULL) {
-        pthread_mutex_lock(&ctx->tenant_writes->mu);
-        p->load->writes--;
-        pthread_mutex_unlock(&ctx->tenant_writes->mu);
+        pthread_mutex_lock(&ctx->tenant_calls->mu);
+        p->load->calls--;
+        p->load->writes -= p->write != 0;
+        pthread_mutex_unlock(&ctx->tenant_calls->mu);
     }
     free(p);
 }
@@ -273,15 +290,18 @@ static reel_code_t authorize_call(api_ctx_t *ctx, const char *path,
     if ((copy = calloc(1, sizeof(*copy))) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     copy->who = who;
-    /* A tenant's write takes one of its places, given back when its call
-     * is freed (api_principal_free); the operator's are not counted. */
-    if (r->write && ctx->tenant_writes != NULL &&
+    /* A tenant's call takes one of its places (a write one more), given
+     * back when the call is freed (api_principal_free); the operator's
+     * tenants are not counted. */
+    if (ctx->tenant_calls != NULL &&
         strcmp(who.tenant, AUTH_DEFAULT_TENANT) != 0 &&
-        strcmp(who.tenant, AUTH_ADMIN_TENANT) != 0 &&
-        (copy->load = load_take(ctx->tenant_writes, who.tenant, st)) ==
-            NULL) {
-        free(copy);
-        return st->code;
+        strcmp(who.tenant, AUTH_ADMIN_TENANT) != 0) {
+        copy->write = r->write;
+        if ((copy->load = load_take(ctx->tenant_calls, who.tenant, r->write,
+                                    st)) == NULL) {
+            free(copy);
+            return st->code;
+        }
     }
     *principal = copy;
     return REEL_OK;

@@ -159,7 +159,7 @@ static void test_a_tenants_writes_in_flight_are_capped(void **state) {
     o.cfs = (const store_cf_desc_t *const[]){auth_cfs, NULL};
     ctx.store = testing_store_open(dir, &o);
     assert_int_equal(auth_create(ctx.store, &ctx.auth, &st), REEL_OK);
-    assert_non_null(ctx.tenant_writes = api_tenant_writes_create(2));
+    assert_non_null(ctx.tenant_calls = api_tenant_calls_create(1000, 2));
     assert_int_equal(auth_token_create(ctx.auth, "acme", AUTH_SCOPE(ADMIN),
                                        NULL, 0, acme, &info, &st), REEL_OK);
     assert_int_equal(auth_token_create(ctx.auth, "beta", AUTH_SCOPE(ADMIN),
@@ -202,7 +202,59 @@ static void test_a_tenants_writes_in_flight_are_capped(void **state) {
                                    &st), REEL_OK);
     api_principal_free(&ctx, held[0]);
     api_principal_free(&ctx, held[1]);
-    api_tenant_writes_destroy(ctx.tenant_writes);
+    api_tenant_calls_destroy(ctx.tenant_calls);
+    store_close(ctx.store);
+    auth_destroy(ctx.auth);
+    assert_int_equal(testing_dir_remove(dir), 0);
+}
+
+/* A tenant's calls open, streams and long polls included, are at most
+ * --max-calls-per-tenant; a freed call gives its place back; the admin
+ * tenant is not counted. */
+static void test_a_tenants_open_calls_are_capped(void **state) {
+    char dir[256], acme[AUTH_TOKEN_LEN + 1], adm[AUTH_TOKEN_LEN + 1];
+    char val[256], msg[256];
+    store_opts_t o = {0};
+    api_ctx_t ctx;
+    auth_info_t info;
+    reel_status_t st = REEL_STATUS_INIT;
+    void *held[3] = {NULL, NULL, NULL}, *who = NULL;
+    const char *paths[3] = {"/reel.v1.KV/WatchValue",
+                            "/reel.v1.Wal/SubscribeEvents",
+                            "/reel.v1.Signals/AwaitSignal"};
+
+    (void)state;
+    memset(&ctx, 0, sizeof(ctx));
+    assert_int_equal(testing_dir_make(dir, sizeof(dir), "calls"), 0);
+    o.cfs = (const store_cf_desc_t *const[]){auth_cfs, NULL};
+    ctx.store = testing_store_open(dir, &o);
+    assert_int_equal(auth_create(ctx.store, &ctx.auth, &st), REEL_OK);
+    assert_non_null(ctx.tenant_calls = api_tenant_calls_create(3, 1024));
+    assert_int_equal(auth_token_create(ctx.auth, "acme", AUTH_SCOPE(ADMIN),
+                                       NULL, 0, acme, &info, &st), REEL_OK);
+    assert_int_equal(auth_token_create(ctx.auth, "admin", AUTH_SCOPE(ADMIN),
+                                       NULL, 0, adm, &info, &st), REEL_OK);
+    snprintf(val, sizeof(val), "Bearer %s", acme);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(api_authorize(&ctx, paths[i], val, strlen(val),
+                                       &held[i], &st), REEL_OK);
+    assert_int_equal(api_authorize(&ctx, "/reel.v1.KV/GetValue", val,
+                                   strlen(val), &who, &st),
+                     REEL_RESOURCE_EXHAUSTED);
+    assert_null(who);
+    assert_non_null(strstr(reel_status_message(&st),
+                           "tenant acme has 3 calls open, at most 3 "
+                           "(--max-calls-per-tenant)"));
+    reel_status_fini(&st);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(authz(&ctx, paths[0], adm, msg, sizeof(msg)),
+                         REEL_OK);
+    api_principal_free(&ctx, held[1]);
+    assert_int_equal(api_authorize(&ctx, "/reel.v1.KV/SetValue", val,
+                                   strlen(val), &held[1], &st), REEL_OK);
+    for (int i = 0; i < 3; i++)
+        api_principal_free(&ctx, held[i]);
+    api_tenant_calls_destroy(ctx.tenant_calls);
     store_close(ctx.store);
     auth_destroy(ctx.auth);
     assert_int_equal(testing_dir_remove(dir), 0);
@@ -236,6 +288,7 @@ int main(void) {
         cmocka_unit_test(
             test_a_tenant_reaches_only_what_keeps_tenants_apart),
         cmocka_unit_test(test_a_tenants_writes_in_flight_are_capped),
+        cmocka_unit_test(test_a_tenants_open_calls_are_capped),
         cmocka_unit_test(test_only_writes_are_counted_as_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -62,6 +62,7 @@ typedef struct config {
     size_t write_queue;
     size_t write_queue_bytes;
     size_t write_queue_per_tenant;
+    size_t max_calls_per_tenant;
     int keepalive_time_ms, keepalive_timeout_ms;
     const char *retry_multiplier; /* a decimal: parsed after the table */
     const char *background_write_rate; /* auto or a number: parsed after */
@@ -203,6 +204,10 @@ static const flag_t flags[] = {
      FLAG_NUMBER, NULL, 1024, 1, 1 << 20, FIELD(write_queue_per_tenant),
      "writes of one tenant (not default's or admin's) in flight at once, "
      "under --auth token"},
+    {"max-calls-per-tenant", "REEL_MAX_CALLS_PER_TENANT", "N", FLAG_NUMBER,
+     NULL, 10000, 1, 1000000, FIELD(max_calls_per_tenant),
+     "calls of one tenant (not default's or admin's) open at once, streams "
+     "and long polls included, under --auth token"},
     /* gRPC takes an int of ms. */
     {"keepalive-time", "REEL_KEEPALIVE_TIME", "D", FLAG_DURATION, NULL,
      30000, 10, 86400000, FIELD(keepalive_time_ms),
@@ -841,8 +846,9 @@ int main(int argc, char **argv) {
         ropts.authorize = api_authorize;
         ropts.authorize_arg = &ctx;
         ropts.principal_free = api_principal_free;
-        if ((ctx.tenant_writes = api_tenant_writes_create(
-                 cfg.write_queue_per_tenant)) == NULL) {
+        if ((ctx.tenant_calls = api_tenant_calls_create(
+                 cfg.max_calls_per_tenant, cfg.write_queue_per_tenant)) ==
+            NULL) {
             REEL_ERROR("reeld", "out of memory");
             api_modules_destroy(&ctx);
             metrics_registry_destroy(metrics);
@@ -1068,7 +1074,7 @@ out:
      * only then does the database close. */
     store_stop(store);
     rpc_server_destroy(srv);
-    api_tenant_writes_destroy(ctx.tenant_writes); /* after the calls */
+    api_tenant_calls_destroy(ctx.tenant_calls); /* after the calls */
     store_close(store);
     api_timers_destroy(ctx.timers);
     api_health_destroy(&ctx);

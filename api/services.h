@@ -64,7 +64,7 @@ struct api_ctx {
     struct auth *auth;
     int auth_token;
     struct api_auth_sweep *auth_sweep; /* ends expired tokens' streams */
-    struct api_tenant_writes *tenant_writes; /* NULL: not counted */
+    struct api_tenant_calls *tenant_calls; /* NULL: not counted */
     /* Where every part registers its metrics (NULL: --metrics-listen not
      * given), and where reeld is in its life, for /readyz. */
     metrics_registry_t *metrics;
@@ -171,13 +171,15 @@ reel_code_t api_authorize(void *arg, const char *path, const char *auth,
 void api_principal_free(void *arg, void *principal);
 
 /*
- * Each tenant's unary writes in flight (not default's or admin's), at
- * most max each: one tenant cannot fill the write queue every tenant
- * shares. NULL when out of memory. Destroyed after the server, whose calls
- * hold places in it.
+ * Each tenant's calls open (not default's or admin's), at most max_calls
+ * each, and of them unary writes in flight, at most max_writes: one tenant
+ * cannot fill reeld's memory with idle streams, nor the write queue every
+ * tenant shares. NULL when out of memory. Destroyed after the server, whose
+ * calls hold places in it.
  */
-struct api_tenant_writes *api_tenant_writes_create(size_t max);
-void api_tenant_writes_destroy(struct api_tenant_writes *w);
+struct api_tenant_calls *api_tenant_calls_create(size_t max_calls,
+                                                 size_t max_writes);
+void api_tenant_calls_destroy(struct api_tenant_calls *w);
 
 /* Whether the call may see admin details: its token holds scope admin,
  * or the server has no token auth. */

@@ -20,6 +20,7 @@ NUMBERS = {
     "write-queue": ("REEL_WRITE_QUEUE", "4096", 1, 1 << 20),
     "write-queue-bytes": ("REEL_WRITE_QUEUE_BYTES", "67108864", 1 << 20, 2**63 - 1),
     "write-queue-per-tenant": ("REEL_WRITE_QUEUE_PER_TENANT", "1024", 1, 1 << 20),
+    "max-calls-per-tenant": ("REEL_MAX_CALLS_PER_TENANT", "10000", 1, 1000000),
     "max-stream-backlog-bytes": ("REEL_MAX_STREAM_BACKLOG_BYTES", "268435456", 1 << 20,
                                  2**63 - 1),
     "kv-max-namespace-bytes": ("REEL_KV_MAX_NAMESPACE_BYTES", "256", 1, 65535),

@@ -1997,3 +1997,50 @@ def test_one_tenants_writes_in_flight_are_capped_and_others_still_write(tmp_path
                          metadata=md(a), timeout=30).entry.version == 1
     finally:
         s.close()
+
+
+def test_one_tenants_open_calls_are_capped_and_a_closed_one_gives_its_place_back(tmp_path):
+    """--max-calls-per-tenant: a tenant holding that many streams open gets
+    RESOURCE_EXHAUSTED for its next call, naming the flag; another tenant
+    and admin are served meanwhile; once a stream is closed the tenant's
+    next call goes through."""
+    s = Secured(tmp_path, extra=["--max-calls-per-tenant", "3"])
+    watch = stream(s.ch, "/reel.v1.KV/WatchValue", kv_pb2.WatchValueRequest,
+                   kv_pb2.ValueEvent)
+    get_value = unary(s.ch, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
+                      kv_pb2.GetValueResponse)
+    streams = []
+    try:
+        a, _ = s.create("acme", ("kv:read", "kv:write"))
+        b, _ = s.create("beta", ("kv:read", "kv:write"))
+        for i in range(3):
+            w = watch(kv_pb2.WatchValueRequest(namespace="a", key=f"k{i}"), metadata=md(a),
+                      timeout=60)
+            streams.append(w)
+            next(w)  # the watch is open: its BOOTSTRAP_DONE came
+        with pytest.raises(grpc.RpcError) as e:
+            get_value(kv_pb2.GetValueRequest(namespace="a", key="k"), metadata=md(a), timeout=10)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert e.value.details().startswith(
+            "tenant acme has 3 calls open, at most 3 (--max-calls-per-tenant)"), e.value.details()
+        for tok in (b, s.admin):
+            assert not get_value(kv_pb2.GetValueRequest(namespace="b", key="k"),
+                                 metadata=md(tok), timeout=10).found
+        streams.pop().cancel()
+
+        def served():
+            try:
+                get_value(kv_pb2.GetValueRequest(namespace="a", key="k"), metadata=md(a),
+                          timeout=10)
+                return True
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                return False
+        deadline = time.monotonic() + 10
+        while not served():
+            assert time.monotonic() < deadline, "the closed stream's place never came back"
+            time.sleep(0.05)
+    finally:
+        for w in streams:
+            w.cancel()
+        s.close()
