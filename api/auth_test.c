@@ -87,28 +87,48 @@ static reel_code_t authz(api_ctx_t *ctx, const char *path, const char *tok,
     return rc;
 }
 
+/* ctx with an empty token table in a fresh dir (name), nothing else. */
+static void ctx_open(api_ctx_t *ctx, char *dir, size_t cap, const char *name) {
+    store_opts_t o = {0};
+    reel_status_t st = REEL_STATUS_INIT;
+
+    memset(ctx, 0, sizeof(*ctx));
+    assert_int_equal(testing_dir_make(dir, cap, name), 0);
+    o.cfs = (const store_cf_desc_t *const[]){auth_cfs, NULL};
+    ctx->store = testing_store_open(dir, &o);
+    assert_int_equal(auth_create(ctx->store, &ctx->auth, &st), REEL_OK);
+}
+
+static void ctx_close(api_ctx_t *ctx, const char *dir) {
+    api_tenant_calls_destroy(ctx->tenant_calls);
+    store_close(ctx->store);
+    auth_destroy(ctx->auth);
+    assert_int_equal(testing_dir_remove(dir), 0);
+}
+
+/* A token of tenant holding scope admin (of its own names, for a tenant
+ * other than default and admin) into tok. */
+static void make_token(api_ctx_t *ctx, const char *tenant,
+                       char tok[AUTH_TOKEN_LEN + 1]) {
+    auth_info_t info;
+    reel_status_t st = REEL_STATUS_INIT;
+
+    assert_int_equal(auth_token_create(ctx->auth, tenant, AUTH_SCOPE(ADMIN),
+                                       NULL, 0, tok, &info, &st),
+                     REEL_OK);
+}
+
 static void test_a_tenant_reaches_only_what_keeps_tenants_apart(
     void **state) {
     char dir[256], tok[AUTH_TOKEN_LEN + 1], adm[AUTH_TOKEN_LEN + 1], msg[256];
-    store_opts_t o = {0};
     api_ctx_t ctx;
-    auth_info_t info;
-    reel_status_t st = REEL_STATUS_INIT;
     size_t n;
     const api_scope_rule_t *r = api_scope_rules(&n);
 
     (void)state;
-    memset(&ctx, 0, sizeof(ctx));
-    assert_int_equal(testing_dir_make(dir, sizeof(dir), "authz"), 0);
-    o.cfs = (const store_cf_desc_t *const[]){auth_cfs, NULL};
-    ctx.store = testing_store_open(dir, &o);
-    assert_int_equal(auth_create(ctx.store, &ctx.auth, &st), REEL_OK);
-    assert_int_equal(auth_token_create(ctx.auth, "acme", AUTH_SCOPE(ADMIN),
-                                       NULL, 0, tok, &info, &st),
-                     REEL_OK);
-    assert_int_equal(auth_token_create(ctx.auth, "admin", AUTH_SCOPE(ADMIN),
-                                       NULL, 0, adm, &info, &st),
-                     REEL_OK);
+    ctx_open(&ctx, dir, sizeof(dir), "authz");
+    make_token(&ctx, "acme", tok);
+    make_token(&ctx, "admin", adm);
     for (size_t i = 0; i < n; i++) {
         int apart = api_tenant_keeps_apart(r[i].path);
 
@@ -134,9 +154,7 @@ static void test_a_tenant_reaches_only_what_keeps_tenants_apart(
     assert_int_equal(authz(&ctx, "/reel.v1.X/New", adm, msg, sizeof(msg)),
                      REEL_PERMISSION_DENIED);
     assert_non_null(strstr(msg, "has no scope"));
-    store_close(ctx.store);
-    auth_destroy(ctx.auth);
-    assert_int_equal(testing_dir_remove(dir), 0);
+    ctx_close(&ctx, dir);
 }
 
 /* A tenant's unary writes in flight are at most --write-queue-per-tenant:
@@ -146,26 +164,17 @@ static void test_a_tenant_reaches_only_what_keeps_tenants_apart(
 static void test_a_tenants_writes_in_flight_are_capped(void **state) {
     char dir[256], acme[AUTH_TOKEN_LEN + 1], beta[AUTH_TOKEN_LEN + 1];
     char adm[AUTH_TOKEN_LEN + 1], val[256];
-    store_opts_t o = {0};
     api_ctx_t ctx;
-    auth_info_t info;
     reel_status_t st = REEL_STATUS_INIT;
     void *held[2] = {NULL, NULL}, *who;
     const char *set = "/reel.v1.KV/SetValue";
 
     (void)state;
-    memset(&ctx, 0, sizeof(ctx));
-    assert_int_equal(testing_dir_make(dir, sizeof(dir), "writes"), 0);
-    o.cfs = (const store_cf_desc_t *const[]){auth_cfs, NULL};
-    ctx.store = testing_store_open(dir, &o);
-    assert_int_equal(auth_create(ctx.store, &ctx.auth, &st), REEL_OK);
+    ctx_open(&ctx, dir, sizeof(dir), "writes");
     assert_non_null(ctx.tenant_calls = api_tenant_calls_create(1000, 2));
-    assert_int_equal(auth_token_create(ctx.auth, "acme", AUTH_SCOPE(ADMIN),
-                                       NULL, 0, acme, &info, &st), REEL_OK);
-    assert_int_equal(auth_token_create(ctx.auth, "beta", AUTH_SCOPE(ADMIN),
-                                       NULL, 0, beta, &info, &st), REEL_OK);
-    assert_int_equal(auth_token_create(ctx.auth, "admin", AUTH_SCOPE(ADMIN),
-                                       NULL, 0, adm, &info, &st), REEL_OK);
+    make_token(&ctx, "acme", acme);
+    make_token(&ctx, "beta", beta);
+    make_token(&ctx, "admin", adm);
     snprintf(val, sizeof(val), "Bearer %s", acme);
     for (int i = 0; i < 2; i++)
         assert_int_equal(api_authorize(&ctx, set, val, strlen(val), &held[i],
@@ -202,10 +211,7 @@ static void test_a_tenants_writes_in_flight_are_capped(void **state) {
                                    &st), REEL_OK);
     api_principal_free(&ctx, held[0]);
     api_principal_free(&ctx, held[1]);
-    api_tenant_calls_destroy(ctx.tenant_calls);
-    store_close(ctx.store);
-    auth_destroy(ctx.auth);
-    assert_int_equal(testing_dir_remove(dir), 0);
+    ctx_close(&ctx, dir);
 }
 
 /* A tenant's calls open, streams and long polls included, are at most
@@ -214,9 +220,7 @@ static void test_a_tenants_writes_in_flight_are_capped(void **state) {
 static void test_a_tenants_open_calls_are_capped(void **state) {
     char dir[256], acme[AUTH_TOKEN_LEN + 1], adm[AUTH_TOKEN_LEN + 1];
     char val[256], msg[256];
-    store_opts_t o = {0};
     api_ctx_t ctx;
-    auth_info_t info;
     reel_status_t st = REEL_STATUS_INIT;
     void *held[3] = {NULL, NULL, NULL}, *who = NULL;
     const char *paths[3] = {"/reel.v1.KV/WatchValue",
@@ -224,16 +228,10 @@ static void test_a_tenants_open_calls_are_capped(void **state) {
                             "/reel.v1.Signals/AwaitSignal"};
 
     (void)state;
-    memset(&ctx, 0, sizeof(ctx));
-    assert_int_equal(testing_dir_make(dir, sizeof(dir), "calls"), 0);
-    o.cfs = (const store_cf_desc_t *const[]){auth_cfs, NULL};
-    ctx.store = testing_store_open(dir, &o);
-    assert_int_equal(auth_create(ctx.store, &ctx.auth, &st), REEL_OK);
+    ctx_open(&ctx, dir, sizeof(dir), "calls");
     assert_non_null(ctx.tenant_calls = api_tenant_calls_create(3, 1024));
-    assert_int_equal(auth_token_create(ctx.auth, "acme", AUTH_SCOPE(ADMIN),
-                                       NULL, 0, acme, &info, &st), REEL_OK);
-    assert_int_equal(auth_token_create(ctx.auth, "admin", AUTH_SCOPE(ADMIN),
-                                       NULL, 0, adm, &info, &st), REEL_OK);
+    make_token(&ctx, "acme", acme);
+    make_token(&ctx, "admin", adm);
     snprintf(val, sizeof(val), "Bearer %s", acme);
     for (int i = 0; i < 3; i++)
         assert_int_equal(api_authorize(&ctx, paths[i], val, strlen(val),
@@ -254,10 +252,7 @@ static void test_a_tenants_open_calls_are_capped(void **state) {
                                    strlen(val), &held[1], &st), REEL_OK);
     for (int i = 0; i < 3; i++)
         api_principal_free(&ctx, held[i]);
-    api_tenant_calls_destroy(ctx.tenant_calls);
-    store_close(ctx.store);
-    auth_destroy(ctx.auth);
-    assert_int_equal(testing_dir_remove(dir), 0);
+    ctx_close(&ctx, dir);
 }
 
 /* Only unary calls that queue a write at once are counted: never a

@@ -887,6 +887,13 @@ static double m_queue_depth(void *arg) {
     return (double)stats.queue_depth;
 }
 
+static double m_queue_bytes(void *arg) {
+    store_stats_t stats;
+
+    store_stats(arg, &stats);
+    return (double)stats.queue_bytes;
+}
+
 static double m_commits(void *arg) {
     store_stats_t stats;
 
@@ -1001,6 +1008,9 @@ static reel_code_t register_metrics(store_t *s, reel_status_t *st) {
         (rc = metrics_reg_fn(r, s, METRICS_GAUGE, "reel_write_queue_depth",
                              "Write requests queued for the writer.", NULL,
                              m_queue_depth, s, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, s, METRICS_GAUGE, "reel_write_queue_bytes",
+                             "Bytes the queued write requests hold.", NULL,
+                             m_queue_bytes, s, st)) != REEL_OK ||
         (rc = metrics_reg_fn(r, s, METRICS_GAUGE, "reel_revision",
                              "The last committed global revision.", NULL,
                              m_revision, s, st)) != REEL_OK ||

@@ -776,15 +776,18 @@ static void test_metrics_count_commits_groups_and_the_sticky_failure(
                 0);
     assert_true(scrape_value(r, "reel_rocksdb_write_stopped") == 0);
 
-    /* The queue's depth, while a gate holds the writer. */
+    /* The queue's depth and bytes, while a gate holds the writer. */
     gate_close(f->store, &g);
     async_init(&reqs[0], apply_put, "queued", "v", 1);
+    reqs[0].req.bytes = 123;
     assert_int_equal(store_submit(f->store, &reqs[0].req), REEL_OK);
     assert_true(scrape_value(r, "reel_write_queue_depth") == 1);
+    assert_true(scrape_value(r, "reel_write_queue_bytes") == 123);
     gate_open(&g);
     async_wait(&reqs[0]);
     reel_status_fini(&reqs[0].req.status);
     assert_true(scrape_value(r, "reel_write_queue_depth") == 0);
+    assert_true(scrape_value(r, "reel_write_queue_bytes") == 0);
     assert_true(scrape_value(r, "reel_commits_total") == 3);
 
     /* The fourth group's write fails: refused, and not counted. */

@@ -149,6 +149,7 @@ def test_scrapes_during_a_known_load_are_valid_and_count_it(served):
     assert value(m, "reel_commit_duration_seconds_count") == commits
     assert value(m, "reel_commit_duration_seconds_sum") > 0
     assert value(m, "reel_write_queue_depth") == 0
+    assert value(m, "reel_write_queue_bytes") == 0
     assert value(m, "reel_wal_oldest_revision") == 1
     assert value(m, "reel_wal_bytes") > 0
     assert value(m, "reel_rocksdb_memtable_bytes", cf="kv") > 0
