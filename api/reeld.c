@@ -181,7 +181,8 @@ static const flag_t flags[] = {
     {"log-level", "REEL_LOG_LEVEL", "LEVEL", FLAG_TEXT, "info", 0, 0, 0,
      FIELD(log_level), "debug, info, warn or error"},
     {"threads", "REEL_THREADS", "N", FLAG_NUMBER, NULL, 4, 1, 64,
-     FIELD(threads), "gRPC poller threads"},
+     FIELD(threads), "gRPC poller threads for unary calls (as many more "
+                     "serve streams)"},
     {"max-message-bytes", "REEL_MAX_MESSAGE_BYTES", "N", FLAG_NUMBER, NULL,
      4 << 20, 1024, INT_MAX, FIELD(max_message_bytes),
      "largest request accepted"},

@@ -2,7 +2,17 @@
  * api/rpc.c: the gRPC server machinery on the C core API.
  *
  * Design
- *   One completion queue, polled by `threads` threads. Every tag on it is an
+ *   Completion queues: a main one, polled by `threads` threads, for unary
+ *   calls, and `threads` stream queues, one poller each, for streams. A
+ *   call's batches all complete on the queue whose request it matched: a
+ *   unary method's requests wait on the main queue, a streaming method's
+ *   are spread over the stream queues. Each completion costs a pass over
+ *   every tag outstanding on its queue (see "Handoff"), and an open stream
+ *   always has some: on queues of their own, N open streams cost unary
+ *   calls nothing and each other N / threads. The main queue stays shared
+ *   by its threads: a poller takes the completions it caused itself
+ *   without waking another, which a queue per thread lost (set@1 p50 a
+ *   third slower, measured: bench/ANALYSIS.md). Every tag on a queue is an
  *   rpc_tag_t whose kind says what completed:
  *     TAG_NEW_CALL  an outstanding request (pending_t) matched a call: the
  *                   poller re-posts a request for the same method, builds an
@@ -13,8 +23,8 @@
  *                   runs;
  *     TAG_SEND      the call's one in-flight send batch completed: the next
  *                   queued message (or the final status) goes out;
- *     TAG_PUMP      an empty batch rpc_call_send() posted to start a send
- *                   on a poller thread instead of its caller's;
+ *     TAG_HANDOFF   the empty batch that hands calls from other threads
+ *                   to a poller (see "Handoff") completed;
  *     TAG_RECV      the one outstanding RECV_MESSAGE of a client-streaming
  *                   call (rpc_call_read) completed: its callback runs, and
  *                   asks for the next message when it is ready for it;
@@ -104,8 +114,7 @@ enum {
     TAG_CLOSE,
     TAG_SEND,
     TAG_SHUTDOWN,
-    TAG_WAKE,
-    TAG_PUMP,
+    TAG_HANDOFF,
     TAG_RECV
 };
 
@@ -114,9 +123,12 @@ typedef struct rpc_tag {
     void *ptr;
 } rpc_tag_t;
 
+typedef struct pollq pollq_t;
+
 /* One outstanding request for a new call. */
 typedef struct pending {
     rpc_tag_t tag;
+    pollq_t *q; /* the queue it waits on, which the call will be bound to */
     int method; /* index into srv->methods, or -1 for unknown methods */
     grpc_call *call;
     gpr_timespec deadline;
@@ -135,6 +147,7 @@ typedef struct msg {
 
 struct rpc_call {
     rpc_server_t *srv;
+    pollq_t *q; /* every batch of the call completes there */
     const rpc_method_t *method; /* NULL for an unknown method */
     char *path;
     grpc_call *call;
@@ -142,15 +155,17 @@ struct rpc_call {
     grpc_metadata_array md;
     rpc_tag_t tag_close;
     rpc_tag_t tag_send;
-    rpc_tag_t tag_wake;
-    rpc_tag_t tag_pump;
     rpc_tag_t tag_recv;
     int close_cancelled; /* written by the RECV_CLOSE batch */
     /* The RECV_CLOSE_ON_SERVER op was started: on its own (close_posted),
      * or in the status batch (close_in_send too; see close_post_locked). */
     int close_posted, close_in_send;
-    int wake_pending;
-    int pump_pending; /* an empty batch will start the next send */
+    int wake_pending; /* a poller will run wake_fn */
+    int pump_pending; /* a poller will start the next send */
+    /* Handed to the pollers (see "Handoff"): listed, or the call whose
+     * empty batch is out; the handoff holds a reference. */
+    int in_handoff;
+    rpc_call_t *handoff_next; /* under the handoff's mu */
     rpc_wake_fn wake_fn;
     void *wake_arg;
     int64_t started_ns; /* arrival, on the monotonic clock */
@@ -196,17 +211,37 @@ struct rpc_call {
     rpc_call_t *prev, *next; /* srv->calls, under srv->mu */
 };
 
+/*
+ * Calls other threads hand to the pollers (see "Handoff"): a list, and at
+ * most one empty batch out, on posted_on, for all of them.
+ */
+typedef struct handoff {
+    pthread_mutex_t mu;
+    rpc_call_t *head, *tail;
+    rpc_call_t *posted_on; /* NULL: no batch out, and the list is empty */
+    rpc_tag_t tag;
+} handoff_t;
+
+/* A completion queue and the calls handed to its pollers. */
+struct pollq {
+    rpc_server_t *srv;
+    grpc_completion_queue *cq;
+    handoff_t handoff;
+    int pollers; /* started */
+};
+
 struct rpc_server {
     rpc_server_opts_t opts;
     char *listen;
     grpc_server *server;
-    grpc_completion_queue *cq;
+    pollq_t *qs; /* the main queue, then opts.threads stream queues */
+    int n_qs;
+    pthread_t *threads; /* opts.threads on qs[0], then one per stream queue */
     rpc_method_t methods[MAX_METHODS];
     void *registered[MAX_METHODS];
     int n_methods;
     int port;
-    pthread_t *threads;
-    int n_threads;
+    int n_threads; /* pollers started */
     int bound;   /* the port is bound (calls wait in the backlog) */
     int started; /* accepting calls */
     rpc_tag_t shutdown_tag;
@@ -325,7 +360,7 @@ static int room_take(rpc_server_t *srv, rpc_call_t *c) {
 }
 
 static void call_unref(rpc_call_t *c);
-static int post_locked(rpc_call_t *c, rpc_tag_t *tag, int *pending);
+static int handoff_locked(rpc_call_t *c, int *flag);
 
 /*
  * Bytes were freed: wakes the calls waiting for room, a few per completion,
@@ -355,7 +390,7 @@ static void room_wake(rpc_server_t *srv) {
         c->room_wait = 0;
         c->room_woken = 1;
         if (!c->finished && !c->gone && !c->pump_pending)
-            post_locked(c, &c->tag_pump, &c->pump_pending);
+            handoff_locked(c, &c->pump_pending);
         pthread_mutex_unlock(&c->mu);
         call_unref(c); /* the list's */
     }
@@ -702,32 +737,17 @@ static reel_code_t append_locked(rpc_call_t *c, const void *data, size_t len) {
  * completion takes the queue) or pending. Off the pollers the caller is
  * usually the store's writer thread, publishing one change to many
  * watchers: a send started there would run the transport's write (a
- * syscall per stream) on the writer. So it posts an empty batch, which
- * completes at once and costs one queue post, and a poller starts the
- * send. A poller publishing a group it committed itself (store.h: a lone
- * submitter runs its own group) starts the first few sends and posts the
- * rest, so a fan-out still spreads over the pollers (rpc_fanout_begin).
+ * syscall per stream) on the writer. So it hands the call to the pollers
+ * (see "Handoff"), and a poller starts the send. A poller publishing a
+ * group it committed itself (store.h: a lone submitter runs its own group)
+ * starts the first few sends and hands over the rest, so a fan-out still
+ * spreads over the pollers (rpc_fanout_begin).
  */
-/*
- * Posts an empty batch that completes at once on a poller thread with tag,
- * holding a call reference until then; *pending marks it outstanding.
- * -1 (and nothing posted) if gRPC refuses it.
- */
-static int post_locked(rpc_call_t *c, rpc_tag_t *tag, int *pending) {
-    *pending = 1;
-    c->refs++;
-    if (grpc_call_start_batch(c->call, NULL, 0, tag, NULL) == GRPC_CALL_OK)
-        return 0;
-    *pending = 0;
-    c->refs--;
-    return -1;
-}
-
 static void start_send_locked(rpc_call_t *c) {
     if (c->send_in_flight || c->pump_pending || c->status_sent)
         return;
     if ((on_poller && fanout_left != 0) ||
-        post_locked(c, &c->tag_pump, &c->pump_pending) != 0) {
+        handoff_locked(c, &c->pump_pending) != 0) {
         if (on_poller && fanout_left > 0)
             fanout_left--;
         pump_locked(c);
@@ -816,6 +836,145 @@ reel_code_t rpc_call_send_merged(rpc_call_t *c, const void *head, size_t hlen,
     return rc;
 }
 
+/* ---- Handoff ------------------------------------------------------------
+ *
+ * Other threads (the writer publishing to watchers, the keeper) hand calls
+ * to the pollers to start a send (pump_pending) or run a wake hook
+ * (wake_pending). A call is listed once, whatever it waits for, and one
+ * empty batch at a time is out for the whole list, on the call that
+ * started it. Its completion takes up to HANDOFF_CHUNK calls, posts the
+ * next batch for the rest (so another poller takes them in parallel) and
+ * runs what each asked for.
+ *
+ * Why not an empty batch per call: Debian's gRPC is built with its debug
+ * checks, which look each completed tag up in a list of every tag
+ * outstanding on the queue, under the queue's lock. With a stream per
+ * watcher that is one pass over every open stream per watcher per write:
+ * 20,000 watchers of one key cost the writer about 340 ms per write
+ * (bench/ANALYSIS.md). Listed, a watcher costs the writer a push.
+ */
+#define HANDOFF_CHUNK 64
+
+/* Starts the batch for the handoff on c (listed or not: c's reference in
+ * the handoff is then the batch's). */
+static int handoff_post_locked(rpc_call_t *c) {
+    return grpc_call_start_batch(c->call, NULL, 0, &c->q->handoff.tag,
+                                 NULL) == GRPC_CALL_OK
+               ? 0
+               : -1;
+}
+
+/*
+ * Hands c to a poller to act on *flag (c's pump_pending or wake_pending):
+ * sets it and lists c unless it is handed over already. -1 when gRPC
+ * refused the batch (then *flag is clear and nothing is handed over).
+ */
+static int handoff_locked(rpc_call_t *c, int *flag) {
+    handoff_t *h = &c->q->handoff;
+    int post;
+
+    *flag = 1;
+    if (c->in_handoff)
+        return 0;
+    c->in_handoff = 1;
+    c->refs++;
+    pthread_mutex_lock(&h->mu);
+    if ((post = h->posted_on == NULL)) {
+        h->posted_on = c;
+    } else {
+        c->handoff_next = NULL;
+        if (h->tail != NULL)
+            h->tail->handoff_next = c;
+        else
+            h->head = c;
+        h->tail = c;
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (!post || handoff_post_locked(c) == 0)
+        return 0;
+    /* Calls listed meanwhile wait for the keeper (handoff_kick). */
+    pthread_mutex_lock(&h->mu);
+    h->posted_on = NULL;
+    pthread_mutex_unlock(&h->mu);
+    c->in_handoff = 0;
+    c->refs--;
+    *flag = 0;
+    return -1;
+}
+
+/* Under h->mu: takes the list's head, or NULL. */
+static rpc_call_t *handoff_pop(handoff_t *h) {
+    rpc_call_t *c = h->head;
+
+    if (c != NULL && (h->head = c->handoff_next) == NULL)
+        h->tail = NULL;
+    return c;
+}
+
+/* Starts the batch for the listed calls if none is out; -1 when gRPC
+ * refused it. No call lock held. */
+static int handoff_kick(pollq_t *q) {
+    handoff_t *h = &q->handoff;
+    rpc_call_t *c;
+    int rc;
+
+    pthread_mutex_lock(&h->mu);
+    if (h->posted_on != NULL || (c = handoff_pop(h)) == NULL) {
+        pthread_mutex_unlock(&h->mu);
+        return 0;
+    }
+    h->posted_on = c;
+    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_lock(&c->mu);
+    rc = handoff_post_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    if (rc != 0) { /* back at the head, for the keeper's next try */
+        pthread_mutex_lock(&h->mu);
+        h->posted_on = NULL;
+        if ((c->handoff_next = h->head) == NULL)
+            h->tail = c;
+        h->head = c;
+        pthread_mutex_unlock(&h->mu);
+    }
+    return rc;
+}
+
+static void on_pump(rpc_call_t *c);
+static void on_wake(rpc_call_t *c);
+
+/* What c was handed over for; then the handoff's reference goes. */
+static void handoff_run(rpc_call_t *c) {
+    int pump, wake;
+
+    pthread_mutex_lock(&c->mu);
+    c->in_handoff = 0;
+    pump = c->pump_pending;
+    wake = c->wake_pending;
+    pthread_mutex_unlock(&c->mu);
+    if (pump)
+        on_pump(c);
+    if (wake)
+        on_wake(c);
+    call_unref(c);
+}
+
+static void on_handoff(pollq_t *q) {
+    handoff_t *h = &q->handoff;
+    rpc_call_t *take[HANDOFF_CHUNK];
+    int n = 0;
+
+    pthread_mutex_lock(&h->mu);
+    take[n++] = h->posted_on;
+    h->posted_on = NULL;
+    while (n < HANDOFF_CHUNK && (take[n] = handoff_pop(h)) != NULL)
+        n++;
+    pthread_mutex_unlock(&h->mu);
+    /* A refused batch leaves the rest to the keeper. */
+    (void)handoff_kick(q);
+    for (int i = 0; i < n; i++)
+        handoff_run(take[i]);
+}
+
 static void on_pump(rpc_call_t *c) {
     rpc_drain_fn drain = NULL;
     void *drain_arg = NULL;
@@ -835,7 +994,6 @@ static void on_pump(rpc_call_t *c) {
     pthread_mutex_unlock(&c->mu);
     if (drain != NULL)
         drain(c, drain_arg);
-    call_unref(c);
 }
 
 size_t rpc_call_queued(rpc_call_t *c) {
@@ -973,7 +1131,7 @@ void rpc_call_wake(rpc_call_t *c, rpc_wake_fn fn, void *arg) {
     c->wake_fn = fn;
     c->wake_arg = arg;
     if (!c->finished && !c->wake_pending)
-        post_locked(c, &c->tag_wake, &c->wake_pending);
+        handoff_locked(c, &c->wake_pending);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -988,7 +1146,6 @@ static void on_wake(rpc_call_t *c) {
     pthread_mutex_unlock(&c->mu);
     if (fn != NULL)
         fn(c, arg);
-    call_unref(c);
 }
 
 reel_code_t rpc_call_read(rpc_call_t *c, rpc_read_fn fn, void *arg) {
@@ -1146,7 +1303,7 @@ size_t rpc_server_end_calls(rpc_server_t *srv, rpc_match_fn match, void *arg,
 
 /* ---- New calls ---------------------------------------------------------- */
 
-static int post_request(rpc_server_t *srv, int method);
+static int post_request(pollq_t *q, int method);
 
 static char *slice_to_str(grpc_slice s) {
     size_t n = GRPC_SLICE_LENGTH(s);
@@ -1193,7 +1350,7 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
         free(p);
         return;
     }
-    post_request(srv, p->method);
+    post_request(p->q, p->method);
 
     c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -1208,6 +1365,7 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
         return;
     }
     c->srv = srv;
+    c->q = p->q;
     c->call = p->call;
     c->md = p->md;
     c->started_ns = reel_clock_mono_ns();
@@ -1215,8 +1373,6 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     c->refs = 2; /* the handler's and the RECV_CLOSE batch's */
     c->tag_close = (rpc_tag_t){TAG_CLOSE, c};
     c->tag_send = (rpc_tag_t){TAG_SEND, c};
-    c->tag_wake = (rpc_tag_t){TAG_WAKE, c};
-    c->tag_pump = (rpc_tag_t){TAG_PUMP, c};
     c->tag_recv = (rpc_tag_t){TAG_RECV, c};
     if (p->method >= 0) {
         c->method = &srv->methods[p->method];
@@ -1282,7 +1438,8 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
         grpc_slice_unref(body);
 }
 
-static int post_request(rpc_server_t *srv, int method) {
+static int post_request(pollq_t *q, int method) {
+    rpc_server_t *srv = q->srv;
     pending_t *p;
     grpc_call_error err;
 
@@ -1292,6 +1449,7 @@ static int post_request(rpc_server_t *srv, int method) {
     if (p == NULL)
         return -1;
     p->tag = (rpc_tag_t){TAG_NEW_CALL, p};
+    p->q = q;
     p->method = method;
     grpc_metadata_array_init(&p->md);
     grpc_call_details_init(&p->details);
@@ -1303,10 +1461,10 @@ static int post_request(rpc_server_t *srv, int method) {
              * none at the start. */
             srv->methods[method].kind == RPC_CLIENT_STREAM ? NULL
                                                            : &p->payload,
-            srv->cq, srv->cq, &p->tag);
+            q->cq, q->cq, &p->tag);
     else
         err = grpc_server_request_call(srv->server, &p->call, &p->details,
-                                       &p->md, srv->cq, srv->cq, &p->tag);
+                                       &p->md, q->cq, q->cq, &p->tag);
     if (err != GRPC_CALL_OK) {
         grpc_metadata_array_destroy(&p->md);
         grpc_call_details_destroy(&p->details);
@@ -1633,6 +1791,8 @@ static void *keeper_main(void *arg) {
         pthread_mutex_unlock(&srv->keeper_mu);
         room_evict(srv);
         room_wake(srv); /* room freed where no send completed (a finish) */
+        for (int i = 0; i < srv->n_qs; i++) /* after a refused batch */
+            (void)handoff_kick(&srv->qs[i]);
         trim_after(srv);
         pthread_mutex_lock(&srv->keeper_mu);
     }
@@ -1652,12 +1812,13 @@ static void keeper_stop(rpc_server_t *srv) {
 }
 
 static void *poller_main(void *arg) {
-    rpc_server_t *srv = arg;
+    pollq_t *q = arg;
+    rpc_server_t *srv = q->srv;
 
     on_poller = 1;
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(
-            srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+            q->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
         rpc_tag_t *tag;
 
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
@@ -1675,11 +1836,8 @@ static void *poller_main(void *arg) {
         case TAG_SEND:
             on_send_done(tag->ptr, ev.success);
             break;
-        case TAG_WAKE:
-            on_wake(tag->ptr);
-            break;
-        case TAG_PUMP:
-            on_pump(tag->ptr);
+        case TAG_HANDOFF:
+            on_handoff(tag->ptr);
             break;
         case TAG_RECV:
             on_recv(tag->ptr, ev.success);
@@ -1703,6 +1861,23 @@ rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts) {
     srv->opts = *opts;
     if (srv->opts.threads <= 0)
         srv->opts.threads = DEFAULT_THREADS;
+    if ((srv->qs = calloc((size_t)srv->opts.threads + 1, sizeof(*srv->qs))) ==
+        NULL) {
+        free(srv);
+        return NULL;
+    }
+    srv->n_qs = 1 + srv->opts.threads;
+    if ((srv->threads = calloc((size_t)srv->opts.threads * 2,
+                               sizeof(*srv->threads))) == NULL) {
+        free(srv->qs);
+        free(srv);
+        return NULL;
+    }
+    for (int i = 0; i < srv->n_qs; i++) {
+        srv->qs[i].srv = srv;
+        pthread_mutex_init(&srv->qs[i].handoff.mu, NULL);
+        srv->qs[i].handoff.tag = (rpc_tag_t){TAG_HANDOFF, &srv->qs[i]};
+    }
     if (srv->opts.max_message_bytes == 0)
         srv->opts.max_message_bytes = DEFAULT_MAX_MESSAGE;
     if (srv->opts.stream_queue_max == 0)
@@ -1780,9 +1955,17 @@ reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st) {
     chargs.num_args = 6;
     chargs.args = args;
 
-    srv->cq = grpc_completion_queue_create_for_next(NULL);
     srv->server = grpc_server_create(&chargs, NULL);
-    grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+    for (int i = 0; i < srv->n_qs; i++) {
+        grpc_completion_queue_attributes attr = {
+            GRPC_CQ_CURRENT_VERSION, GRPC_CQ_NEXT,
+            i == 0 ? GRPC_CQ_DEFAULT_POLLING : GRPC_CQ_NON_POLLING, NULL};
+
+        srv->qs[i].cq = grpc_completion_queue_create(
+            grpc_completion_queue_factory_lookup(&attr), &attr, NULL);
+        grpc_server_register_completion_queue(srv->server, srv->qs[i].cq,
+                                              NULL);
+    }
     for (int i = 0; i < srv->n_methods; i++) {
         srv->registered[i] = grpc_server_register_method(
             srv->server, srv->methods[i].path, NULL,
@@ -1912,20 +2095,31 @@ reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
     grpc_server_start(srv->server);
     srv->started = 1;
 
-    for (int i = 0; i < srv->n_methods; i++)
-        for (int k = 0; k < REQUESTS_PER_METHOD; k++)
-            post_request(srv, i);
-    for (int k = 0; k < REQUESTS_PER_METHOD; k++)
-        post_request(srv, -1);
+    /* A stream's requests: REQUESTS_PER_METHOD in all, at least one on
+     * each stream queue. */
+    for (int i = 0; i < srv->n_methods; i++) {
+        int streams = srv->methods[i].kind != RPC_UNARY;
+        int n = streams && srv->n_qs - 1 > REQUESTS_PER_METHOD
+                    ? srv->n_qs - 1
+                    : REQUESTS_PER_METHOD;
 
-    srv->threads = calloc((size_t)srv->opts.threads, sizeof(pthread_t));
-    if (srv->threads == NULL)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    for (int i = 0; i < srv->opts.threads; i++) {
-        if (pthread_create(&srv->threads[i], NULL, poller_main, srv) != 0)
+        for (int k = 0; k < n; k++)
+            post_request(streams ? &srv->qs[1 + k % (srv->n_qs - 1)]
+                                 : &srv->qs[0],
+                         i);
+    }
+    for (int k = 0; k < REQUESTS_PER_METHOD; k++)
+        post_request(&srv->qs[0], -1);
+    for (int i = 0; i < srv->opts.threads * 2; i++) {
+        pollq_t *q = &srv->qs[i < srv->opts.threads
+                                  ? 0
+                                  : 1 + i - srv->opts.threads];
+
+        if (pthread_create(&srv->threads[i], NULL, poller_main, q) != 0)
             return reel_status_set(st, REEL_INTERNAL,
                                    "cannot start poller threads");
         srv->n_threads++;
+        q->pollers++;
     }
     if (pthread_create(&srv->keeper, NULL, keeper_main, srv) != 0)
         return reel_status_set(st, REEL_INTERNAL,
@@ -1976,7 +2170,8 @@ void rpc_server_stop(rpc_server_t *srv, int grace_ms) {
         return;
     pthread_mutex_lock(&srv->mu);
     atomic_store(&srv->stopping, 1);
-    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->shutdown_tag);
+    grpc_server_shutdown_and_notify(srv->server, srv->qs[0].cq,
+                                    &srv->shutdown_tag);
     /* Take a reference on every live call so none is freed under us. */
     for (rpc_call_t *c = srv->calls; c != NULL; c = c->next) {
         pthread_mutex_lock(&c->mu);
@@ -2053,11 +2248,12 @@ void rpc_server_destroy(rpc_server_t *srv) {
         else if (!srv->started && srv->bound) {
             /* gRPC insists its listeners are shut down before destroy;
              * no poller runs, so take the shutdown tag here. */
-            grpc_server_shutdown_and_notify(srv->server, srv->cq,
+            grpc_server_shutdown_and_notify(srv->server, srv->qs[0].cq,
                                             &srv->shutdown_tag);
             for (;;) {
                 grpc_event ev = grpc_completion_queue_next(
-                    srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+                    srv->qs[0].cq, gpr_inf_future(GPR_CLOCK_MONOTONIC),
+                    NULL);
                 if (ev.type != GRPC_OP_COMPLETE ||
                     ev.tag == &srv->shutdown_tag)
                     break;
@@ -2065,13 +2261,17 @@ void rpc_server_destroy(rpc_server_t *srv) {
         }
         grpc_server_destroy(srv->server);
     }
-    if (srv->cq != NULL) {
-        grpc_completion_queue_shutdown(srv->cq);
-        if (srv->n_threads == 0) {
-            /* Never started pollers: drain here. */
+    for (int i = 0; i < srv->n_qs; i++) {
+        pollq_t *q = &srv->qs[i];
+
+        if (q->cq == NULL)
+            continue;
+        grpc_completion_queue_shutdown(q->cq);
+        if (q->pollers == 0) {
+            /* No poller started on it: drain here. */
             for (;;) {
                 grpc_event ev = grpc_completion_queue_next(
-                    srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+                    q->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
                 if (ev.type == GRPC_QUEUE_SHUTDOWN)
                     break;
                 if (ev.type == GRPC_OP_COMPLETE &&
@@ -2079,12 +2279,17 @@ void rpc_server_destroy(rpc_server_t *srv) {
                     on_new_call(srv, ((rpc_tag_t *)ev.tag)->ptr, 0);
             }
         }
-        for (int i = 0; i < srv->n_threads; i++)
-            pthread_join(srv->threads[i], NULL);
-        grpc_completion_queue_destroy(srv->cq);
+    }
+    for (int i = 0; i < srv->n_threads; i++)
+        pthread_join(srv->threads[i], NULL);
+    for (int i = 0; i < srv->n_qs; i++) {
+        if (srv->qs[i].cq != NULL)
+            grpc_completion_queue_destroy(srv->qs[i].cq);
+        pthread_mutex_destroy(&srv->qs[i].handoff.mu);
     }
     /* No poller is left to end a call. */
     metrics_registry_drop(srv->opts.metrics, srv);
+    free(srv->qs);
     free(srv->threads);
     pthread_mutex_destroy(&srv->mu);
     pthread_mutex_destroy(&srv->room_mu);

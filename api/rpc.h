@@ -1,7 +1,8 @@
 /*
  * api/rpc.h: reel's gRPC server on the C core API (private to api/).
  *
- * A server owns one completion queue polled by a small pool of threads, a
+ * A server owns its completion queues (one for unary calls polled by a
+ * small pool of threads, and as many more for streams, a thread each), a
  * table of registered methods, and every live call. Handlers receive the
  * request bytes on a poller thread and answer with rpc_call_finish(), now or
  * later from any thread (e.g. the store's writer thread once a write has
@@ -83,7 +84,7 @@ typedef reel_code_t (*rpc_authorize_fn)(void *arg, const char *path,
 
 typedef struct rpc_server_opts {
     const char *listen;        /* "127.0.0.1:7878" */
-    int threads;               /* pollers; 0 = 4 */
+    int threads; /* unary pollers, and as many stream queues; 0 = 4 */
     size_t max_message_bytes;  /* per request; 0 = 4 MiB */
     size_t stream_queue_max;   /* messages queued per call; 0 = 256 */
     size_t stream_queue_bytes; /* bytes queued per call; 0 = 4 MiB (one

@@ -283,3 +283,31 @@ def test_cancelling_a_shared_stream_releases_every_watch(reeld, chan):
     set_value("c", "k7", {"ok": True})
     r2.until(lambda r: len(r.puts(0)) == 1)
     r2.call.cancel()
+
+
+def test_a_change_reaches_each_of_300_streams_watching_its_key(reeld):
+    """One write to a key that 300 WatchValue streams watch reaches every
+    one, in order: the writer hands the calls to the pollers as one list
+    that one batch at a time drains (api/rpc.c, "Handoff"), several chunks
+    of it for one write."""
+    chans = [grpc.insecure_channel(reeld.addr) for _ in range(3)]
+    try:
+        call = lambda ch: stream(ch, "/reel.v1.KV/WatchValue", kv_pb2.WatchValueRequest,
+                                 kv_pb2.ValueEvent)(W("fan", "hot"), timeout=60)
+        calls = [call(chans[i % 3]) for i in range(300)]
+        for c in calls:  # each is live once it has said so
+            assert next(c).type == BOOTSTRAP_DONE
+        put = setter(chans[0])
+        put("fan", "hot", 1)
+        for i, c in enumerate(calls):
+            ev = next(c)
+            assert (ev.type, json.loads(ev.value), ev.version) == (PUT, 1, 1), i
+        put("fan", "hot", 2)
+        put("fan", "hot", 3)
+        for i, c in enumerate(calls):
+            got = [next(c) for _ in range(2)]
+            assert [(json.loads(e.value), e.version) for e in got] == [(2, 2), (3, 3)], i
+            c.cancel()
+    finally:
+        for ch in chans:
+            ch.close()
