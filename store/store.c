@@ -71,6 +71,7 @@
  *   it is there, and meta/revision comes back with it.
  */
 #include "store/store.h"
+#include "store/rocks_crc.h"
 #include "store/rocks_log.h"
 #include "store/rocks_rate.h"
 
@@ -1245,9 +1246,9 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     s->writer_started = 1;
     if ((rc = register_metrics(s, st)) != REEL_OK)
         goto fail;
-    REEL_INFO("store", "opened %s at revision %llu%s", s->dir,
-              (unsigned long long)atomic_load(&s->revision),
-              fresh ? " (new)" : "");
+    REEL_INFO("store", "opened %s at revision %llu%s, checksums by %s",
+              s->dir, (unsigned long long)atomic_load(&s->revision),
+              fresh ? " (new)" : "", store_crc32c_engine());
     *out = s;
     return REEL_OK;
 fail:

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -22,9 +23,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <rocksdb/c.h>
+
 #include "base/clock.h"
 #include "base/fault.h"
 #include "base/log.h"
+#include "store/rocks_crc.h"
 #include "store/store.h"
 #include "testing/fixture.h"
 
@@ -2092,6 +2096,70 @@ static void test_an_auto_background_rate_runs_free_without_bulk_writers(
                      (int64_t)STORE_BACKGROUND_RATE_MAX);
 }
 
+/* ---- RocksDB's checksums ------------------------------------------------ */
+
+typedef uint32_t (*extend_fn)(uint32_t crc, const char *buf, size_t size);
+
+#define EXTEND_SYMBOL "_ZN7rocksdb6crc32c6ExtendEjPKcm"
+
+/* librocksdb's own Extend: dlsym on the library's handle looks in the
+ * library first, where the process's lookup order finds reel's. */
+static extend_fn rocksdb_own_extend(void) {
+    Dl_info info;
+    void *lib;
+    extend_fn fn;
+
+    assert_true(dladdr((void *)rocksdb_open, &info) != 0);
+    lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    assert_non_null(lib);
+    fn = (extend_fn)dlsym(lib, EXTEND_SYMBOL);
+    dlclose(lib);
+    assert_non_null(fn);
+    return fn;
+}
+
+static void test_rocksdb_checksums_with_the_cpus_crc32c(void **state) {
+    extend_fn bound, own;
+    char zeros[32], ones[32], buf[512 + 8];
+    uint32_t seed = 12345;
+
+    (void)state;
+    if (!__builtin_cpu_supports("sse4.2"))
+        skip();
+    assert_string_equal(store_crc32c_engine(), "sse4.2");
+    /* What RocksDB's calls bind to is reel's, not the library's own. */
+    bound = (extend_fn)dlsym(RTLD_DEFAULT, EXTEND_SYMBOL);
+    own = rocksdb_own_extend();
+    assert_non_null(bound);
+    assert_true(bound != own);
+
+    /* CRC-32C's check value, and RFC 3720's B.4 examples. */
+    memset(zeros, 0, sizeof(zeros));
+    memset(ones, 0xff, sizeof(ones));
+    assert_int_equal(bound(0, "123456789", 9), 0xE3069283u);
+    assert_int_equal(bound(0, zeros, 32), 0x8A9136AAu);
+    assert_int_equal(bound(0, ones, 32), 0x62A8AB43u);
+
+    /* The library's own values, at every length and alignment, and in
+     * pieces (a record's CRC is extended over its header then its body). */
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        seed = seed * 1103515245u + 12345u;
+        buf[i] = (char)(seed >> 16);
+    }
+    for (size_t off = 0; off < 8; off++)
+        for (size_t len = 0; len <= 512; len++) {
+            size_t cut = len / 3;
+            uint32_t want = own(0, buf + off, len);
+
+            assert_int_equal(bound(0, buf + off, len), want);
+            assert_int_equal(bound(bound(0, buf + off, cut), buf + off + cut,
+                                   len - cut),
+                             want);
+            assert_int_equal(bound(0x1234567u, buf + off, len),
+                             own(0x1234567u, buf + off, len));
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(
@@ -2183,6 +2251,7 @@ int main(void) {
             test_a_count_moves_only_with_what_commits, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_the_wal_stays_bounded_while_writes_go_on, setup, teardown),
+        cmocka_unit_test(test_rocksdb_checksums_with_the_cpus_crc32c),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
