@@ -975,32 +975,56 @@ static int64_t unary_timeout(const reel_client_t *c, int64_t timeout_ms) {
     return timeout_ms == REEL_TIMEOUT_DEFAULT ? c->deadline_ms : timeout_ms;
 }
 
-int reel_client_unary(reel_client_t *c, const char *method, const void *req,
-                      size_t len, int64_t timeout_ms, reel_reply_t *r) {
-    return unary_once(c, method, req, len,
-                      end_of(unary_timeout(c, timeout_ms)), r);
+/* How reeld refuses a write its queue has no room for (--write-queue,
+ * --write-queue-bytes, a tenant's share): before anything was written. */
+#define QUEUE_FULL "write queue is full"
+
+static int refused_unqueued(const reel_reply_t *r) {
+    return r->code == CLIENT_RESOURCE_EXHAUSTED && r->details != NULL &&
+           strncmp(r->details, QUEUE_FULL, strlen(QUEUE_FULL)) == 0;
 }
 
-int reel_client_unary_retry(reel_client_t *c, const char *method,
-                            const void *req, size_t len, int64_t timeout_ms,
-                            reel_reply_t *r) {
+/*
+ * Sends a unary call until it is answered with anything but a refusal to
+ * send it again on: a full write queue's always (nothing was written), and
+ * UNAVAILABLE when unavailable_too (the call may have been applied). Waits
+ * a backoff between attempts, within the deadline and max_attempts.
+ */
+static int unary_attempts(reel_client_t *c, const char *method,
+                          const void *req, size_t len, int64_t timeout_ms,
+                          int unavailable_too, reel_reply_t *r) {
     int64_t end_ms = end_of(unary_timeout(c, timeout_ms));
     uint64_t rng = client_rng_seed();
     int rc;
 
     for (unsigned attempt = 0;; attempt++) {
         int64_t delay;
+        int busy;
 
         rc = unary_once(c, method, req, len, end_ms, r);
-        if (rc != CLIENT_UNAVAILABLE || (int)attempt + 1 >= c->max_attempts)
+        busy = refused_unqueued(r);
+        if ((!busy && !(unavailable_too && rc == CLIENT_UNAVAILABLE)) ||
+            (int)attempt + 1 >= c->max_attempts)
             return rc;
         delay = client_backoff_delay(&c->backoff, attempt, &rng);
         /* No attempt that could not finish before the deadline. */
         if (end_ms != INT64_MAX && client_now_ms() + delay >= end_ms)
             return rc;
-        client_reconnect_wait(c, NULL, delay / 4, delay);
+        /* A busy server is up: the whole wait, not until it is ready. */
+        client_reconnect_wait(c, NULL, busy ? delay : delay / 4, delay);
         reel_reply_fini(r);
     }
+}
+
+int reel_client_unary(reel_client_t *c, const char *method, const void *req,
+                      size_t len, int64_t timeout_ms, reel_reply_t *r) {
+    return unary_attempts(c, method, req, len, timeout_ms, 0, r);
+}
+
+int reel_client_unary_retry(reel_client_t *c, const char *method,
+                            const void *req, size_t len, int64_t timeout_ms,
+                            reel_reply_t *r) {
+    return unary_attempts(c, method, req, len, timeout_ms, 1, r);
 }
 
 /*

@@ -29,8 +29,10 @@
  * Retries. gRPC reconnects the channel by itself; the library decides which
  * calls to send again. A call that failed UNAVAILABLE may or may not have
  * reached the server, so sending it again is safe only when doing it twice
- * does what doing it once does. reel_client_unary never sends a call twice:
- * use it for writes. reel_client_unary_retry sends it again after
+ * does what doing it once does. reel_client_unary never sends a call twice
+ * that may have been applied: use it for writes (it sends again only a
+ * call reeld refused for its full write queue, which wrote nothing).
+ * reel_client_unary_retry sends it again after
  * UNAVAILABLE, with backoff, within its deadline and at most max_attempts
  * times: use it for reads and for writes that are idempotent by
  * construction (AckEvents: acks never move back; Append and SendSignal
@@ -87,8 +89,8 @@ typedef struct reel_client_opts {
     int64_t backoff_max_ms;     /* at least backoff_initial_ms */
     double backoff_multiplier;  /* 1 to 10 */
     double backoff_jitter;      /* in [0, 1) */
-    /* Attempts of a reel_client_unary_retry call, the first included;
-     * 1 to 100. 0 = 5. */
+    /* Attempts of a unary call, the first included (reel_client_unary's
+     * only after a full write queue); 1 to 100. 0 = 5. */
     int max_attempts;
     /*
      * Keepalive pings while calls are open, to notice a server that is gone
@@ -153,20 +155,24 @@ int reel_client_create(const char *addr, const reel_client_opts_t *opts,
 void reel_client_destroy(reel_client_t *c);
 
 /*
- * Calls a unary method once: never sent again, whatever happens (use it
- * for writes). timeout_ms > 0 is the call's deadline; REEL_TIMEOUT_DEFAULT
- * (0) the client's; REEL_TIMEOUT_NONE (< 0) none. Fills *reply (release
- * with reel_reply_fini) and returns reply->code; on OK, reply->body holds
- * the answer (its len may be 0: an empty message).
+ * Calls a unary method once: never sent again once it may have been
+ * applied (use it for writes). Only reeld's refusal of a call its write
+ * queue has no room for (RESOURCE_EXHAUSTED "write queue is full ...",
+ * refused before anything was written) is sent again, after a backoff
+ * wait, while the deadline leaves room for the wait and at most the
+ * client's max_attempts times in all. timeout_ms > 0 is the call's
+ * deadline, every attempt included; REEL_TIMEOUT_DEFAULT (0) the client's;
+ * REEL_TIMEOUT_NONE (< 0) none. Fills *reply (release with
+ * reel_reply_fini) and returns reply->code; on OK, reply->body holds the
+ * answer (its len may be 0: an empty message).
  */
 int reel_client_unary(reel_client_t *c, const char *method, const void *req,
                       size_t len, int64_t timeout_ms, reel_reply_t *reply);
 
 /*
  * reel_client_unary for reads and idempotent writes only: a call that ends
- * UNAVAILABLE is sent again after a backoff wait, while its deadline
- * (timeout_ms covers every attempt) leaves room for the wait, and at most
- * the client's max_attempts times in all. The reply is the last attempt's.
+ * UNAVAILABLE is sent again too, the same way. The reply is the last
+ * attempt's.
  */
 int reel_client_unary_retry(reel_client_t *c, const char *method,
                             const void *req, size_t len, int64_t timeout_ms,

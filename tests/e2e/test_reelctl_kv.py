@@ -299,3 +299,74 @@ def test_text_output_escapes_control_characters_in_names(reeld):
     assert len(lines) == 1 and "u\\x0a01AAAA" in lines[0], lines
     keys = [json.loads(x)["key"] for x in ok(a, "--json", "kv", "ls", "app").splitlines()]
     assert keys == ["esc\x1b[31mred", 'nl\nfake = {"admin":true} (version 9)']
+
+
+class RefusingKV:
+    """A stand-in for reeld's KV SetValue: answers each call with the next
+    status of `answers` (None: OK), the last one for ever after, and counts
+    the calls. reeld's own full queue cannot be made to refuse on cue."""
+
+    def __init__(self, answers):
+        import threading
+        from concurrent import futures
+
+        import grpc
+        from reel.v1 import kv_pb2
+
+        self.answers, self.calls, self.lock = list(answers), 0, threading.Lock()
+
+        def set_value(req, context):
+            with self.lock:
+                answer = self.answers[min(self.calls, len(self.answers) - 1)]
+                self.calls += 1
+            if answer is not None:
+                context.abort(*answer)
+            return kv_pb2.SetValueResponse(entry=kv_pb2.Entry(
+                namespace=req.namespace, key=req.key, value=req.value, version=1,
+                revision=1))
+
+        handler = grpc.method_handlers_generic_handler("reel.v1.KV", {
+            "SetValue": grpc.unary_unary_rpc_method_handler(
+                set_value, request_deserializer=kv_pb2.SetValueRequest.FromString,
+                response_serializer=kv_pb2.SetValueResponse.SerializeToString)})
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        self.addr = f"127.0.0.1:{self.port}"
+
+    def close(self):
+        self.server.stop(0)
+
+
+def test_a_write_refused_for_a_full_write_queue_is_sent_again():
+    """reeld refuses a write its queue has no room for before writing
+    anything ("write queue is full ...; retry later"), so reelctl sends it
+    again after a backoff, as the Python client does, instead of failing a
+    script that met a busy server. A queue that stays full fails once the
+    attempts (5) are spent, with reeld's message; any other refusal, and
+    UNAVAILABLE (the write may have been applied), is never sent again."""
+    import grpc
+
+    full = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "write queue is full (4096 requests waiting); retry later")
+    tenant_full = (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                   "write queue is full for tenant acme (2 of its writes in flight, at "
+                   "most 2: --write-queue-per-tenant); retry later")
+    cases = [
+        ([full, tenant_full, None], 0, 3, "version 1"),
+        ([full], 1, 5, "RESOURCE_EXHAUSTED: write queue is full (4096 requests waiting)"),
+        ([(grpc.StatusCode.RESOURCE_EXHAUSTED, "tenant acme has 3 calls open, at most 3 "
+           "(--max-calls-per-tenant)"), None], 1, 1, "tenant acme has 3 calls open"),
+        ([(grpc.StatusCode.UNAVAILABLE, "the server is shutting down"), None], 1, 1,
+         "the server is shutting down"),
+    ]
+    for answers, code, calls, said in cases:
+        kv = RefusingKV(answers)
+        try:
+            r = reelctl(kv.addr, "kv", "set", "app", "k", "1")
+            assert r.returncode == code, (answers, r.stdout, r.stderr)
+            assert said in (r.stdout if code == 0 else r.stderr), (answers, r.stdout, r.stderr)
+            assert kv.calls == calls, (answers, kv.calls)
+        finally:
+            kv.close()
