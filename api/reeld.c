@@ -61,6 +61,7 @@ typedef struct config {
     size_t stream_queue_total;
     size_t write_queue;
     size_t write_queue_bytes;
+    uint64_t min_free_disk_bytes;
     size_t write_queue_per_tenant;
     size_t max_calls_per_tenant;
     int keepalive_time_ms, keepalive_timeout_ms;
@@ -201,6 +202,10 @@ static const flag_t flags[] = {
      64 << 20, 1 << 20, INT64_MAX, FIELD(write_queue_bytes),
      "bytes the queued writes may hold together before RESOURCE_EXHAUSTED "
      "(one write is always queued)"},
+    {"min-free-disk-bytes", "REEL_MIN_FREE_DISK_BYTES", "N", FLAG_NUMBER,
+     NULL, 256 << 20, 0, INT64_MAX, FIELD(min_free_disk_bytes),
+     "bytes kept free on the data dir's disk: below it, writes that add "
+     "data get RESOURCE_EXHAUSTED until space is freed (0: none)"},
     {"write-queue-per-tenant", "REEL_WRITE_QUEUE_PER_TENANT", "N",
      FLAG_NUMBER, NULL, 1024, 1, 1 << 20, FIELD(write_queue_per_tenant),
      "writes of one tenant (not default's or admin's) in flight at once, "
@@ -929,6 +934,7 @@ int main(int argc, char **argv) {
     sopts.cfs = ctx.modules.cfs;
     sopts.queue_capacity = cfg.write_queue;
     sopts.queue_bytes = cfg.write_queue_bytes;
+    sopts.min_free_bytes = cfg.min_free_disk_bytes;
     sopts.publish = api_publish;
     sopts.publish_arg = &ctx;
     sopts.before_commit = api_before_commit;

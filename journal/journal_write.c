@@ -1095,6 +1095,9 @@ reel_code_t journal_submit(journal_t *j, const journal_req_t *req,
     op->req.apply = op_apply;
     op->req.done = op_done;
     op->req.arg = op;
+    /* New runs and entries add data; the rest change a run's record and
+     * go on on a full disk, so that runs can still end. */
+    op->req.grows = req->op == JOURNAL_BEGIN || req->op == JOURNAL_APPEND;
     if ((rc = store_submit(j->store, &op->req)) != REEL_OK) {
         reel_status_move(st, &op->req.status);
         op_free(op);

@@ -773,6 +773,7 @@ reel_code_t kv_write_submit(kv_t *kv, const kv_write_args_t *args,
     op->req.apply = op_apply;
     op->req.done = op_done;
     op->req.arg = op;
+    op->req.grows = !args->is_delete;
     op->req.bytes = sizeof(*op) + len[0] + len[1] + len[2] + len[3] +
                     op->ekey_len; /* what it holds while queued */
     if ((rc = store_submit(kv->store, &op->req)) != REEL_OK) {

@@ -1092,6 +1092,7 @@ reel_code_t signals_send(signals_t *s, const signals_send_args_t *a,
     op->deliver_at_ms = a->deliver_at_ms;
     op->send_done = done;
     op->arg = arg;
+    op->req.grows = 1; /* a new signal stored */
     return submit(s, op, st);
 }
 

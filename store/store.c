@@ -84,6 +84,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -225,6 +226,13 @@ struct store {
 
     atomic_int failed;
     _Atomic uint64_t revision;
+
+    /* The data dir's free space (disk_room()): the floor, the last look
+     * and what it saw. */
+    uint64_t min_free;
+    _Atomic int64_t disk_checked_ns;
+    _Atomic uint64_t disk_free;
+    atomic_int disk_low;
     pthread_t writer;
     int writer_started;
 
@@ -1080,6 +1088,7 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
                                      : DEFAULT_QUEUE_BYTES;
     s->max_group = opts->max_group ? opts->max_group : DEFAULT_MAX_GROUP;
     s->writer_only = opts->writer_only;
+    s->min_free = opts->min_free_bytes;
     s->publish = opts->publish;
     s->publish_arg = opts->publish_arg;
     s->before_commit = opts->before_commit;
@@ -1388,6 +1397,60 @@ reel_code_t store_health(store_t *s, reel_status_t *st) {
     return rc;
 }
 
+/* ---- The disk's free space ------------------------------------------------ */
+
+/* How long an answer of statvfs() stands before the next look. */
+#define DISK_CHECK_NS (100 * 1000000LL)
+
+/*
+ * OK while the data dir's filesystem has min_free bytes free or more;
+ * else RESOURCE_EXHAUSTED, before anything is written. It looks again at
+ * most every DISK_CHECK_NS, from whichever thread asks, so writes resume
+ * by themselves once space is freed. A failed statvfs() keeps the last
+ * answer: a full disk is still caught by the write that fails.
+ */
+static reel_code_t disk_room(store_t *s, reel_status_t *st) {
+    int64_t now, last;
+    struct statvfs v;
+    uint64_t avail;
+    int low;
+
+    if (s->min_free == 0)
+        return REEL_OK;
+    now = reel_clock_mono_ns();
+    last = atomic_load_explicit(&s->disk_checked_ns, memory_order_relaxed);
+    if ((last == 0 || now - last >= DISK_CHECK_NS) &&
+        atomic_compare_exchange_strong(&s->disk_checked_ns, &last, now) &&
+        statvfs(s->dir, &v) == 0) {
+        avail = (uint64_t)v.f_bavail * v.f_frsize;
+        low = avail < s->min_free;
+        atomic_store(&s->disk_free, avail);
+        if (atomic_exchange(&s->disk_low, low) != low) {
+            if (low)
+                REEL_WARN("store",
+                          "the data dir's disk has %llu bytes free, less "
+                          "than the %llu kept free: writes that add data "
+                          "are refused until space is freed",
+                          (unsigned long long)avail,
+                          (unsigned long long)s->min_free);
+            else
+                REEL_INFO("store",
+                          "the data dir's disk has %llu bytes free again: "
+                          "writes are accepted",
+                          (unsigned long long)avail);
+        }
+    }
+    if (!atomic_load(&s->disk_low))
+        return REEL_OK;
+    return reel_status_set(
+        st, REEL_RESOURCE_EXHAUSTED,
+        "the data dir's disk has %llu bytes free, less than the %llu kept "
+        "free (--min-free-disk-bytes): writes that add data are refused "
+        "until space is freed; reads and deletes go on",
+        (unsigned long long)atomic_load(&s->disk_free),
+        (unsigned long long)s->min_free);
+}
+
 /* ---- Submitting --------------------------------------------------------- */
 
 static size_t run_group(store_t *s, store_req_t **reqs, size_t n);
@@ -1402,6 +1465,8 @@ reel_code_t store_submit(store_t *s, store_req_t *req) {
     req->status.code = REEL_OK;
     req->status.msg = NULL;
     req->first_revision = req->last_revision = 0;
+    if (req->grows && (rc = disk_room(s, &req->status)) != REEL_OK)
+        return rc;
     pthread_mutex_lock(&s->mu);
     if (atomic_load(&s->failed)) {
         reel_status_copy(&req->status, &s->failure);
@@ -2442,7 +2507,8 @@ reel_code_t store_bulk_put(store_t *s, store_cf_t *cf, const void *key,
     char *err = NULL;
     reel_code_t rc;
 
-    if ((rc = direct_refused(s, st)) != REEL_OK)
+    if ((rc = direct_refused(s, st)) != REEL_OK ||
+        (rc = disk_room(s, st)) != REEL_OK)
         return rc;
     if (cf->kind != STORE_CF_BULK)
         return reel_status_set(st, REEL_INTERNAL,

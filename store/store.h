@@ -220,6 +220,15 @@ typedef struct store_opts {
      * written alone, one sync each, however many were waiting.
      */
     int writer_only;
+    /*
+     * Bytes kept free on the data dir's filesystem (0: no floor). Below
+     * it, a request that adds data (store_req_t.grows) and a bulk write
+     * are refused with RESOURCE_EXHAUSTED before anything is written,
+     * until space is freed; other requests (deletes, the modules' own
+     * writes) go on. So a filling disk stops what fills it, with a clear
+     * answer, well before a failed write stops every write.
+     */
+    uint64_t min_free_bytes;
 } store_opts_t;
 
 /*
@@ -364,6 +373,9 @@ struct store_req {
     /* What it holds while queued (its module's copy of the request): the
      * queue's memory is bounded by these (store_opts_t.queue_bytes). */
     size_t bytes;
+    /* 1: a client's write that adds data, refused while the disk is below
+     * store_opts_t.min_free_bytes; 0: a delete or the modules' own. */
+    int grows;
     /* Outcome, valid in done: */
     reel_status_t status;    /* OK, the apply error, or UNAVAILABLE */
     uint64_t first_revision; /* 0 if the request committed no change */
@@ -373,8 +385,9 @@ struct store_req {
 /*
  * Queues req (or runs it at once, on this thread: see the top). Returns OK
  * and calls req->done exactly once, later or already; or returns
- * RESOURCE_EXHAUSTED (queue full: of requests, or of their bytes) or
- * UNAVAILABLE (store failed or closing)
+ * RESOURCE_EXHAUSTED (queue full: of requests, or of their bytes; or the
+ * disk below min_free_bytes, for a request that grows) or UNAVAILABLE
+ * (store failed or closing)
  * at once, with req->status set and done never called.
  */
 reel_code_t store_submit(store_t *store, store_req_t *req);
@@ -563,7 +576,8 @@ void store_iter_destroy(store_iter_t *it);
  * Writes key into a STORE_CF_BULK family without RocksDB's log: the bytes
  * are not durable, and not in the log every synced commit must write out,
  * until store_bulk_sync() of that family returns OK. A crash before it
- * loses them; nothing else.
+ * loses them; nothing else. RESOURCE_EXHAUSTED while the disk is below
+ * store_opts_t.min_free_bytes.
  */
 reel_code_t store_bulk_put(store_t *store, store_cf_t *cf, const void *key,
                            size_t klen, const void *val, size_t vlen,

@@ -608,6 +608,48 @@ static void test_full_queue_is_resource_exhausted(void **state) {
     assert_int_equal(store_revision(f->store), 4);
 }
 
+/* Below min_free_bytes on the data dir's disk, a request that adds data is
+ * refused before anything is written, naming the free bytes and the floor;
+ * one that does not (a delete, a module's own) goes on. */
+static void test_a_disk_below_its_floor_refuses_what_grows(void **state) {
+    fixture_t *f = *state;
+    store_opts_t o = fixture_opts(f);
+    async_req_t grow, other;
+    reel_status_t st = REEL_STATUS_INIT;
+    char *val;
+
+    store_close(f->store);
+    o.min_free_bytes = UINT64_MAX / 2; /* more than any disk has */
+    assert_int_equal(open_with(f, &o, &st), REEL_OK);
+    async_init(&grow, apply_put, "g", "v", 1);
+    grow.req.grows = 1;
+    assert_int_equal(store_submit(f->store, &grow.req),
+                     REEL_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(reel_status_message(&grow.req.status),
+                           " bytes free, less than the 9223372036854775807 "
+                           "kept free (--min-free-disk-bytes)"));
+    reel_status_fini(&grow.req.status);
+    async_init(&other, apply_put, "o", "v", 1);
+    assert_int_equal(store_submit(f->store, &other.req), REEL_OK);
+    async_wait(&other);
+    assert_int_equal(other.req.status.code, REEL_OK);
+    assert_null(get_str(f->store, "g"));
+
+    /* A floor the disk is above: taken. */
+    store_close(f->store);
+    o.min_free_bytes = 1;
+    assert_int_equal(open_with(f, &o, &st), REEL_OK);
+    async_init(&grow, apply_put, "g", "v", 1);
+    grow.req.grows = 1;
+    assert_int_equal(store_submit(f->store, &grow.req), REEL_OK);
+    async_wait(&grow);
+    assert_int_equal(grow.req.status.code, REEL_OK);
+    val = get_str(f->store, "g");
+    assert_non_null(val);
+    assert_string_equal(val, "v");
+    free(val);
+}
+
 /* The queue's bytes are bounded too: a request that would take the queued
  * ones past queue_bytes is refused, naming what waits and the budget, and
  * one request is taken whatever its size when none is queued. */
@@ -2251,6 +2293,8 @@ int main(void) {
             test_a_count_moves_only_with_what_commits, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_the_wal_stays_bounded_while_writes_go_on, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_disk_below_its_floor_refuses_what_grows, setup, teardown),
         cmocka_unit_test(test_rocksdb_checksums_with_the_cpus_crc32c),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);

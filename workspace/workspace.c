@@ -1452,6 +1452,7 @@ reel_code_t ws_upload_commit(ws_upload_t *u, ws_done_fn done, void *arg,
     u->req.apply = put_apply;
     u->req.done = commit_done;
     u->req.arg = u;
+    u->req.grows = 1;
     if ((rc = store_submit(u->ws->store, &u->req)) != REEL_OK) {
         reel_status_move(st, &u->req.status);
         goto fail;

@@ -3,6 +3,7 @@ import collections
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,8 +69,10 @@ def health_calls(ch):
 
 
 def test_a_full_disk_refuses_writes_keeps_reads_and_loses_nothing(small_disk):
+    """With no floor of free space kept, the write that meets the full disk
+    fails and stops every write (fail-stop) until a restart."""
     data = str(small_disk / "data")
-    server = Reeld(data).start()
+    server = Reeld(data, extra=["--min-free-disk-bytes", "0"]).start()
     ch = grpc.insecure_channel(server.addr)
     set_value, get_value = kv_calls(ch)
     check, watch = health_calls(ch)
@@ -152,6 +155,90 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_loses_nothing(small_disk):
         assert missing == [], f"{len(missing)} acknowledged writes lost, e.g. {missing[:3]}"
         assert set_value(K.SetValueRequest(namespace="d", key="after", value="1"),
                          timeout=10).entry.version == 1
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0
+
+
+def test_a_disk_below_its_floor_refuses_new_data_until_space_is_freed(small_disk):
+    """--min-free-disk-bytes: as the disk fills, writes that add data get
+    RESOURCE_EXHAUSTED naming the free bytes and the flag, before any write
+    fails. Nothing is half-written, the store never stops: reads, deletes
+    and health go on, an upload is refused too, and once space is freed
+    writes are taken again without a restart."""
+    data = str(small_disk / "data")
+    server = Reeld(data, extra=["--min-free-disk-bytes", str(16 << 20)]).start()
+    ch = grpc.insecure_channel(server.addr)
+    set_value, get_value = kv_calls(ch)
+    delete_value = unary(ch, "/reel.v1.KV/DeleteValue", K.DeleteValueRequest,
+                         K.DeleteValueResponse)
+    check = health_calls(ch)[0]
+    acked, refused = {}, None
+    value = json.dumps("x" * 1000)
+    try:
+        pending = collections.deque()
+        for i in range(200000):
+            req = K.SetValueRequest(namespace="d", key=f"k{i}", value=value)
+            pending.append((req.key, set_value.future(req, timeout=30)))
+            if len(pending) >= 32:
+                key, fut = pending.popleft()
+                try:
+                    acked[key] = fut.result().entry.version
+                except grpc.RpcError as e:
+                    refused = e
+                    break
+        for key, fut in pending:
+            try:
+                acked[key] = fut.result().entry.version
+            except grpc.RpcError as e:
+                refused = refused or e
+        assert refused is not None, "the disk never reached its floor"
+        why = f"{refused.details()}; log:\n" + server.log()[-4000:]
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, why
+        assert re.fullmatch(
+            r"the data dir's disk has \d+ bytes free, less than the 16777216 kept free "
+            r"\(--min-free-disk-bytes\): writes that add data are refused until space is "
+            r"freed; reads and deletes go on", refused.details()), why
+        assert len(acked) > 100, why
+        # The floor came before the disk's end: the store never failed.
+        st = status(ch)
+        assert st.writable, st.write_error
+        assert check(H.HealthCheckRequest(), timeout=10).status == \
+            H.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as e:
+            set_value(K.SetValueRequest(namespace="d", key="after", value="1"), timeout=10)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert not get_value(K.GetValueRequest(namespace="d", key="after"), timeout=10).found
+        some = next(iter(acked))
+        assert get_value(K.GetValueRequest(namespace="d", key=some), timeout=10).found
+        assert delete_value(K.DeleteValueRequest(namespace="d", key=some),
+                            timeout=10).entry.version == 2
+        acked.pop(some)
+        blob = small_disk.parent / "blob"
+        blob.write_bytes(os.urandom(3 << 20))
+        r = reelctl(server.addr, "ws", "put", "w", "f", str(blob))
+        assert r.returncode == 1 and "--min-free-disk-bytes" in r.stderr, r
+        # Space freed: writes are taken again, no restart.
+        subprocess.run(["mount", "-o", "remount,size=512m", str(small_disk)], check=True)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                got = set_value(K.SetValueRequest(namespace="d", key="after", value="1"),
+                                timeout=10)
+                break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                assert time.monotonic() < deadline, "writes still refused 10 s after"
+                time.sleep(0.05)
+        assert got.entry.version == 1
+        r = reelctl(server.addr, "ws", "put", "w", "f", str(blob))
+        assert r.returncode == 0, r
+        missing = [k for k in acked
+                   if not get_value(K.GetValueRequest(namespace="d", key=k), timeout=10).found]
+        assert missing == [], f"{len(missing)} acknowledged writes missing, e.g. {missing[:3]}"
+        log = server.log()
+        assert "writes that add data are refused until space is freed" in log
+        assert "bytes free again: writes are accepted" in log
     finally:
         ch.close()
         assert server.stop()[0] == 0
