@@ -273,8 +273,9 @@ def small_disk(tmp_path):
 
 def test_readyz_turns_503_after_the_disk_fills(small_disk):
     port = free_port()
-    server = Reeld(str(small_disk / "data"),
-                   extra=["--metrics-listen", f"127.0.0.1:{port}"]).start()
+    server = Reeld(str(small_disk / "data"),  # no floor: the disk's end fails a write
+                   extra=["--metrics-listen", f"127.0.0.1:{port}",
+                          "--min-free-disk-bytes", "0"]).start()
     ch = grpc.insecure_channel(server.addr)
     set_value, _ = kv(ch)
     value_ = json.dumps("x" * 4000)
