@@ -27,6 +27,18 @@
 #include <stdint.h>
 #include <string.h>
 
+uint32_t store_crc32c_bitwise(uint32_t crc, const void *buf, size_t size) {
+    const uint8_t *p = (const uint8_t *)buf;
+
+    crc = ~crc;
+    while (size-- > 0) {
+        crc ^= *p++;
+        for (int k = 0; k < 8; k++)
+            crc = (crc >> 1) ^ (0x82F63B78u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
 #if defined(__x86_64__)
 #include <nmmintrin.h>
 
@@ -54,11 +66,21 @@ extend_sse42(uint32_t crc, const char *buf, size_t size) {
     return (uint32_t)l ^ 0xffffffffu;
 }
 
+static uint32_t extend_bitwise(uint32_t crc, const char *buf, size_t size) {
+    return store_crc32c_bitwise(crc, buf, size);
+}
+
 static extend_fn choose(void) {
+    extend_fn own;
+
+    /* The first call may come from a library's constructor, before the
+     * CPU's features are known to __builtin_cpu_supports. */
+    __builtin_cpu_init();
     if (__builtin_cpu_supports("sse4.2"))
         return extend_sse42;
     /* The next definition after this one: librocksdb's. */
-    return (extend_fn)dlsym(RTLD_NEXT, EXTEND_SYMBOL);
+    own = (extend_fn)dlsym(RTLD_NEXT, EXTEND_SYMBOL);
+    return own != NULL ? own : extend_bitwise;
 }
 
 static extend_fn chosen(void) {
@@ -80,7 +102,11 @@ uint32_t Extend(uint32_t crc, const char *buf, size_t size) {
 } // namespace rocksdb
 
 const char *store_crc32c_engine(void) {
-    return chosen() == extend_sse42 ? "sse4.2" : "rocksdb";
+    extend_fn fn = chosen();
+
+    return fn == extend_sse42 ? "sse4.2"
+           : fn == extend_bitwise ? "reel's bitwise loop"
+                                  : "rocksdb";
 }
 
 #else

@@ -2199,6 +2199,7 @@ static void test_rocksdb_checksums_with_the_cpus_crc32c(void **state) {
                              want);
             assert_int_equal(bound(0x1234567u, buf + off, len),
                              own(0x1234567u, buf + off, len));
+            assert_int_equal(store_crc32c_bitwise(0, buf + off, len), want);
         }
 }
 
