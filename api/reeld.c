@@ -64,6 +64,7 @@ typedef struct config {
     uint64_t min_free_disk_bytes;
     size_t write_queue_per_tenant;
     size_t max_calls_per_tenant;
+    size_t max_calls;
     int keepalive_time_ms, keepalive_timeout_ms;
     const char *retry_multiplier; /* a decimal: parsed after the table */
     const char *background_write_rate; /* auto or a number: parsed after */
@@ -210,6 +211,10 @@ static const flag_t flags[] = {
      FLAG_NUMBER, NULL, 1024, 1, 1 << 20, FIELD(write_queue_per_tenant),
      "writes of one tenant (not default's or admin's) in flight at once, "
      "under --auth token"},
+    {"max-calls", "REEL_MAX_CALLS", "N", FLAG_NUMBER, NULL, 100000, 1,
+     100000000, FIELD(max_calls),
+     "calls open at once, all clients together, streams and long polls "
+     "included (health checks are always served)"},
     {"max-calls-per-tenant", "REEL_MAX_CALLS_PER_TENANT", "N", FLAG_NUMBER,
      NULL, 10000, 1, 1000000, FIELD(max_calls_per_tenant),
      "calls of one tenant (not default's or admin's) open at once, streams "
@@ -841,6 +846,7 @@ int main(int argc, char **argv) {
     ropts.threads = cfg.threads;
     ropts.max_message_bytes = cfg.max_message_bytes;
     ropts.max_response_bytes = cfg.max_response_bytes;
+    ropts.max_calls = cfg.max_calls;
     ropts.stream_queue_total = cfg.stream_queue_total;
     ropts.keepalive_time_ms = cfg.keepalive_time_ms;
     ropts.keepalive_timeout_ms = cfg.keepalive_timeout_ms;

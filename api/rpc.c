@@ -260,6 +260,7 @@ struct rpc_server {
     atomic_int stopping;
     int shutdown_done;
     rpc_call_t *calls;
+    size_t n_calls; /* in calls */
     /* Bytes queued or in flight on every call's stream: many stalled
      * readers together stay within stream_queue_total (see "Room"). */
     _Atomic size_t queued;
@@ -490,6 +491,7 @@ static void call_destroy(rpc_call_t *c) {
         srv->calls = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    srv->n_calls--;
     pthread_mutex_unlock(&srv->mu);
 
     queue_free_locked(c);
@@ -1349,11 +1351,16 @@ static reel_code_t authorize(rpc_server_t *srv, rpc_call_t *c,
                                &c->principal, st);
 }
 
+/* Served past max_calls: an orchestrator's probe must not read a busy
+ * server as a dead one. */
+#define HEALTH_CHECK "/grpc.health.v1.Health/Check"
+
 static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     rpc_call_t *c;
     grpc_slice body = grpc_empty_slice();
     reel_status_t bad = REEL_STATUS_INIT;
     int have_body = 0;
+    size_t open_calls;
 
     if (!success) {
         /* The server is shutting down: the request was never matched. */
@@ -1401,6 +1408,7 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     if (srv->calls)
         srv->calls->prev = c;
     srv->calls = c;
+    open_calls = srv->n_calls++; /* besides this one */
     pthread_mutex_unlock(&srv->mu);
 
     if (c->method != NULL && c->method->kind != RPC_UNARY) {
@@ -1421,8 +1429,17 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
     }
     free(p);
 
-    if (c->method != NULL && srv->opts.authorize != NULL &&
-        authorize(srv, c, &bad) != REEL_OK) {
+    if (srv->opts.max_calls > 0 && open_calls >= srv->opts.max_calls &&
+        (c->path == NULL || strcmp(c->path, HEALTH_CHECK) != 0)) {
+        char msg[256];
+
+        snprintf(msg, sizeof(msg),
+                 "reeld has %zu calls open, at most %zu (--max-calls): end "
+                 "streams or long polls no longer read",
+                 open_calls, srv->opts.max_calls);
+        rpc_call_finish(c, REEL_RESOURCE_EXHAUSTED, msg, NULL, 0);
+    } else if (c->method != NULL && srv->opts.authorize != NULL &&
+               authorize(srv, c, &bad) != REEL_OK) {
         rpc_call_finish_status(c, &bad);
         reel_status_fini(&bad);
     } else if (c->method == NULL) {

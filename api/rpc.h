@@ -92,6 +92,11 @@ typedef struct rpc_server_opts {
     size_t stream_queue_total; /* bytes queued on all calls together; 0 =
                                   256 MiB (still one message per call) */
     size_t max_response_bytes; /* largest unary answer; 0 = no limit */
+    /* Calls open at once, every client's together (each holds memory
+     * while it lasts: streams, long polls); a new call past it ends
+     * RESOURCE_EXHAUSTED at once, naming --max-calls. Health's Check is
+     * always served. 0 = no limit. */
+    size_t max_calls;
     int keepalive_time_ms;     /* ping a connection this often; 0 = 30000 */
     int keepalive_timeout_ms;  /* no answer this long: the peer is dead and
                                   its calls end; 0 = 10000 */

@@ -21,6 +21,7 @@ NUMBERS = {
     "write-queue-bytes": ("REEL_WRITE_QUEUE_BYTES", "67108864", 1 << 20, 2**63 - 1),
     "min-free-disk-bytes": ("REEL_MIN_FREE_DISK_BYTES", "268435456", 0, 2**63 - 1),
     "write-queue-per-tenant": ("REEL_WRITE_QUEUE_PER_TENANT", "1024", 1, 1 << 20),
+    "max-calls": ("REEL_MAX_CALLS", "100000", 1, 100000000),
     "max-calls-per-tenant": ("REEL_MAX_CALLS_PER_TENANT", "10000", 1, 1000000),
     "max-stream-backlog-bytes": ("REEL_MAX_STREAM_BACKLOG_BYTES", "268435456", 1 << 20,
                                  2**63 - 1),

@@ -404,3 +404,53 @@ def test_reelctl_health_exit_codes(reeld):
     assert reeld.stop()[0] == 0
     r = reelctl(reeld.addr, "health", "--timeout", "2s")
     assert r.returncode == 1 and "UNAVAILABLE" in r.stderr
+
+
+def test_open_calls_are_capped_for_everyone_and_health_is_still_served(tmp_path):
+    """--max-calls: every client's open calls together, without auth too
+    (each idle stream holds memory while it lasts: one client could open
+    streams without end on one connection). Past it a new call, from any
+    client, is RESOURCE_EXHAUSTED naming the flag; health checks are still
+    answered; once a stream is closed its place comes back."""
+    server = Reeld(str(tmp_path / "data"), extra=["--max-calls", "3"]).start()
+    ch = grpc.insecure_channel(server.addr)
+    other = grpc.insecure_channel(server.addr, options=[("grpc.use_local_subchannel_pool", 1)])
+    watch = stream(ch, "/reel.v1.KV/WatchValue", kv_pb2.WatchValueRequest, kv_pb2.ValueEvent)
+    get_value = unary(other, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
+                      kv_pb2.GetValueResponse)
+    check = unary(other, "/grpc.health.v1.Health/Check", health_pb2.HealthCheckRequest,
+                  health_pb2.HealthCheckResponse)
+    streams = []
+    try:
+        for i in range(3):
+            w = watch(kv_pb2.WatchValueRequest(namespace="a", key=f"k{i}"), timeout=60)
+            streams.append(w)
+            next(w)  # the watch is open: its BOOTSTRAP_DONE came
+        with pytest.raises(grpc.RpcError) as e:
+            get_value(kv_pb2.GetValueRequest(namespace="a", key="k"), timeout=10)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert e.value.details() == ("reeld has 3 calls open, at most 3 (--max-calls): end "
+                                     "streams or long polls no longer read"), e.value.details()
+        r = reelctl(server.addr, "kv", "get", "a", "k")
+        assert r.returncode == 1 and "--max-calls" in r.stderr, r
+        assert check(health_pb2.HealthCheckRequest(), timeout=10).status == \
+            health_pb2.HealthCheckResponse.SERVING
+        streams.pop().cancel()
+
+        def served():
+            try:
+                get_value(kv_pb2.GetValueRequest(namespace="a", key="k"), timeout=10)
+                return True
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+                return False
+        deadline = time.monotonic() + 10
+        while not served():
+            assert time.monotonic() < deadline, "the closed stream's place never came back"
+            time.sleep(0.05)
+    finally:
+        for w in streams:
+            w.cancel()
+        ch.close()
+        other.close()
+        assert server.stop()[0] == 0
