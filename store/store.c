@@ -1465,7 +1465,9 @@ reel_code_t store_submit(store_t *s, store_req_t *req) {
     req->status.code = REEL_OK;
     req->status.msg = NULL;
     req->first_revision = req->last_revision = 0;
-    if (req->grows && (rc = disk_room(s, &req->status)) != REEL_OK)
+    /* A failed store says so below, before any disk's floor. */
+    if (req->grows && !atomic_load(&s->failed) &&
+        (rc = disk_room(s, &req->status)) != REEL_OK)
         return rc;
     pthread_mutex_lock(&s->mu);
     if (atomic_load(&s->failed)) {

@@ -1193,6 +1193,55 @@ def test_wal_and_watches_stay_within_a_tenant_under_mixed_concurrent_load(secure
     admin_wal.cancel()
 
 
+def test_a_change_reaches_each_watcher_of_its_key_named_as_its_tenant_sees_it(secured):
+    """reeld encodes an event once for every watcher of its key, and once
+    more for the watchers that see it through a tenant (the namespace
+    without the tenant's prefix): each tenant watcher, on WatchValue and
+    on WatchValues, gets the tenant's name, admin the stored one, and
+    another tenant's watch of the same name nothing."""
+    acme_tok = secured.create("acme", KV_RW)[0]
+    acme, beta = kv(secured, acme_tok), kv(secured, secured.create("beta", KV_RW)[0])
+    admin = kv(secured, secured.admin)
+    watches = [acme.watch("orders", "k") for _ in range(3)]
+    many = stream(secured.ch, "/reel.v1.KV/WatchValues", kv_pb2.WatchValuesRequest,
+                  kv_pb2.WatchValuesEvent)(
+        kv_pb2.WatchValuesRequest(watches=[
+            kv_pb2.WatchValueRequest(namespace="orders", key="k"),
+            kv_pb2.WatchValueRequest(namespace="orders", key="*")]),
+        metadata=md(acme_tok), timeout=60)
+    theirs = beta.watch("orders", "k")
+    stored = admin.watch("::acme:orders", "k")
+    for w in watches + [theirs, stored]:
+        assert next(w).type == kv_pb2.ValueEvent.BOOTSTRAP_DONE
+    booted = set()
+    while booted != {0, 1}:
+        ev = next(many)
+        assert ev.event.type == kv_pb2.ValueEvent.BOOTSTRAP_DONE
+        booted.update([ev.watch] + list(ev.also))
+    for i in range(3):
+        acme.set("orders", "k", f'"v{i}"')
+    for w in watches:
+        got = [next(w) for _ in range(3)]
+        assert [(e.namespace, e.key, e.value) for e in got] == \
+            [("orders", "k", f'"v{i}"') for i in range(3)]
+        w.cancel()
+    seen = []
+    while len(seen) < 6:
+        ev = next(many)
+        for index in [ev.watch] + list(ev.also):
+            seen.append((index, ev.event.namespace, ev.event.value))
+    assert sorted(seen) == sorted((w, "orders", f'"v{i}"') for w in (0, 1) for i in range(3))
+    many.cancel()
+    got = [next(stored) for _ in range(3)]
+    assert [(e.namespace, e.value) for e in got] == \
+        [("::acme:orders", f'"v{i}"') for i in range(3)]
+    stored.cancel()
+    beta.set("orders", "k", '"beta"')
+    ev = next(theirs)
+    assert (ev.namespace, ev.value) == ("orders", '"beta"')
+    theirs.cancel()
+
+
 def test_a_tenants_wal_tail_holds_its_own_kv_events_as_it_named_them(secured):
     acme = secured.create("acme", KV_RW + ["wal:read"])[0]
     beta = secured.create("beta", KV_RW + ["wal:read"])[0]
