@@ -914,6 +914,24 @@ static double m_revision(void *arg) {
     return (double)store_revision(arg);
 }
 
+static void disk_look(store_t *s);
+
+static double m_disk_free(void *arg) {
+    store_t *s = arg;
+
+    disk_look(s);
+    return (double)atomic_load(&s->disk_free);
+}
+
+static double m_disk_low(void *arg) {
+    store_t *s = arg;
+
+    if (s->min_free == 0)
+        return 0;
+    disk_look(s);
+    return atomic_load(&s->disk_low) ? 1 : 0;
+}
+
 static double m_refused(void *arg) {
     store_t *s = arg;
 
@@ -1023,6 +1041,15 @@ static reel_code_t register_metrics(store_t *s, reel_status_t *st) {
         (rc = metrics_reg_fn(r, s, METRICS_GAUGE, "reel_revision",
                              "The last committed global revision.", NULL,
                              m_revision, s, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, s, METRICS_GAUGE, "reel_disk_free_bytes",
+                             "Bytes free on the data dir's filesystem (for "
+                             "reel's user; looked at most every 100 ms).",
+                             NULL, m_disk_free, s, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, s, METRICS_GAUGE, "reel_disk_low",
+                             "1 while the data dir's disk is below "
+                             "--min-free-disk-bytes: writes that add data "
+                             "are refused until space is freed.",
+                             NULL, m_disk_low, s, st)) != REEL_OK ||
         (rc = metrics_reg_fn(r, s, METRICS_GAUGE, "reel_writes_refused",
                              "1 once a failed write or fsync stopped all "
                              "writes (sticky until restart).",
@@ -1403,20 +1430,17 @@ reel_code_t store_health(store_t *s, reel_status_t *st) {
 #define DISK_CHECK_NS (100 * 1000000LL)
 
 /*
- * OK while the data dir's filesystem has min_free bytes free or more;
- * else RESOURCE_EXHAUSTED, before anything is written. It looks again at
- * most every DISK_CHECK_NS, from whichever thread asks, so writes resume
- * by themselves once space is freed. A failed statvfs() keeps the last
- * answer: a full disk is still caught by the write that fails.
+ * Looks at the data dir's free space again if the last look is older than
+ * DISK_CHECK_NS (from whichever thread asks first), and logs a turn below
+ * or above min_free. A failed statvfs() keeps the last answer: a full disk
+ * is still caught by the write that fails.
  */
-static reel_code_t disk_room(store_t *s, reel_status_t *st) {
+static void disk_look(store_t *s) {
     int64_t now, last;
     struct statvfs v;
     uint64_t avail;
     int low;
 
-    if (s->min_free == 0)
-        return REEL_OK;
     now = reel_clock_mono_ns();
     last = atomic_load_explicit(&s->disk_checked_ns, memory_order_relaxed);
     if ((last == 0 || now - last >= DISK_CHECK_NS) &&
@@ -1440,6 +1464,15 @@ static reel_code_t disk_room(store_t *s, reel_status_t *st) {
                           (unsigned long long)avail);
         }
     }
+}
+
+/* OK while the data dir's filesystem has min_free bytes free or more
+ * (or no floor is set); else RESOURCE_EXHAUSTED, before anything is
+ * written. Writes resume by themselves once space is freed. */
+static reel_code_t disk_room(store_t *s, reel_status_t *st) {
+    if (s->min_free == 0)
+        return REEL_OK;
+    disk_look(s);
     if (!atomic_load(&s->disk_low))
         return REEL_OK;
     return reel_status_set(

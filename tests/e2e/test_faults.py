@@ -166,8 +166,19 @@ def test_a_disk_below_its_floor_refuses_new_data_until_space_is_freed(small_disk
     fails. Nothing is half-written, the store never stops: reads, deletes
     and health go on, an upload is refused too, and once space is freed
     writes are taken again without a restart."""
+    from conftest import free_port
+
     data = str(small_disk / "data")
-    server = Reeld(data, extra=["--min-free-disk-bytes", str(16 << 20)]).start()
+    port = free_port()
+    server = Reeld(data, extra=["--min-free-disk-bytes", str(16 << 20),
+                                "--metrics-listen", f"127.0.0.1:{port}"]).start()
+
+    def gauge(name):
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return float(next(line.split()[1] for line in text.splitlines()
+                          if line.startswith(name + " ")))
     ch = grpc.insecure_channel(server.addr)
     set_value, get_value = kv_calls(ch)
     delete_value = unary(ch, "/reel.v1.KV/DeleteValue", K.DeleteValueRequest,
@@ -203,6 +214,9 @@ def test_a_disk_below_its_floor_refuses_new_data_until_space_is_freed(small_disk
         # The floor came before the disk's end: the store never failed.
         st = status(ch)
         assert st.writable, st.write_error
+        assert gauge("reel_disk_low") == 1
+        assert gauge("reel_disk_free_bytes") < 16 << 20
+        assert gauge("reel_writes_refused") == 0
         assert check(H.HealthCheckRequest(), timeout=10).status == \
             H.HealthCheckResponse.SERVING
         with pytest.raises(grpc.RpcError) as e:
@@ -231,6 +245,8 @@ def test_a_disk_below_its_floor_refuses_new_data_until_space_is_freed(small_disk
                 assert time.monotonic() < deadline, "writes still refused 10 s after"
                 time.sleep(0.05)
         assert got.entry.version == 1
+        assert gauge("reel_disk_low") == 0
+        assert gauge("reel_disk_free_bytes") > 400 << 20
         r = reelctl(server.addr, "ws", "put", "w", "f", str(blob))
         assert r.returncode == 0, r
         missing = [k for k in acked
