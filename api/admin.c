@@ -64,6 +64,10 @@ static void admin_get_status(rpc_call_t *call, void *arg, const uint8_t *req,
     out.commit_requests = stats.requests;
     out.commit_seconds = (double)stats.commit_ns / 1e9;
     out.write_queue_depth = stats.queue_depth;
+    if (api_is_admin(call)) {
+        out.disk_free_bytes = stats.disk_free;
+        out.disk_low = stats.disk_low != 0;
+    }
     out.kv_watchers = ctx->kv != NULL ? kv_watchers(ctx->kv) : 0;
     out.run_subscribers =
         ctx->journal != NULL ? journal_subscribers(ctx->journal) : 0;

@@ -220,6 +220,9 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
         cJSON_AddNumberToObject(o, "started_at_ms", (double)s->started_at_ms);
         cJSON_AddNumberToObject(o, "uptime_ms", (double)s->uptime_ms);
         cJSON_AddBoolToObject(o, "writable", s->writable);
+        cJSON_AddNumberToObject(o, "disk_free_bytes",
+                                (double)s->disk_free_bytes);
+        cJSON_AddBoolToObject(o, "disk_low", s->disk_low);
         if (!s->writable)
             cJSON_AddStringToObject(o, "write_error", s->write_error);
         cJSON_AddNumberToObject(o, "interval_ms", (double)interval_ms);
@@ -266,6 +269,12 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
         printf("uptime:       %.1fs\n", (double)s->uptime_ms / 1000.0);
         printf("writable:     %s%s%s\n", s->writable ? "yes" : "no",
                s->writable ? "" : ": ", s->writable ? "" : s->write_error);
+        if (s->disk_free_bytes > 0 || s->disk_low)
+            printf("disk:         %.1f MiB free%s\n",
+                   (double)s->disk_free_bytes / (1 << 20),
+                   s->disk_low ? ", below --min-free-disk-bytes: writes "
+                                 "that add data are refused"
+                               : "");
         printf("commits/s:    %.1f (%s)\n", per_s(commits, 0, seconds),
                a ? "over the interval" : "since start");
         printf("group size:   %.1f requests on average\n",

@@ -870,6 +870,8 @@ static void perf_off(void) {
 
 /* ---- Metrics ------------------------------------------------------------ */
 
+static void disk_look(store_t *s);
+
 void store_stats(store_t *s, store_stats_t *out) {
     out->commits = atomic_load_explicit(&s->n_groups, memory_order_relaxed);
     out->requests = atomic_load_explicit(&s->n_grouped, memory_order_relaxed);
@@ -882,6 +884,9 @@ void store_stats(store_t *s, store_stats_t *out) {
         : s->gov_unlimited && atomic_load(&s->gov_rate_now) >= GOV_CEILING
             ? 0
             : atomic_load(&s->gov_rate_now);
+    disk_look(s);
+    out->disk_free = atomic_load(&s->disk_free);
+    out->disk_low = s->min_free > 0 && atomic_load(&s->disk_low);
     pthread_mutex_lock(&s->mu);
     out->queue_depth = s->count;
     out->queue_bytes = s->bytes;
@@ -913,8 +918,6 @@ static double m_commits(void *arg) {
 static double m_revision(void *arg) {
     return (double)store_revision(arg);
 }
-
-static void disk_look(store_t *s);
 
 static double m_disk_free(void *arg) {
     store_t *s = arg;

@@ -293,6 +293,8 @@ typedef struct store_stats {
     int writer_idle;         /* the writer thread sleeps, waiting for work */
     int64_t background_rate; /* bytes a second flushes and compactions may
                                 write now; 0: no limit */
+    uint64_t disk_free;      /* bytes free on the data dir's filesystem */
+    int disk_low;            /* below store_opts_t.min_free_bytes */
 } store_stats_t;
 
 /* Any thread. */

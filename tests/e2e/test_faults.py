@@ -216,6 +216,11 @@ def test_a_disk_below_its_floor_refuses_new_data_until_space_is_freed(small_disk
         assert st.writable, st.write_error
         assert gauge("reel_disk_low") == 1
         assert gauge("reel_disk_free_bytes") < 16 << 20
+        assert st.disk_low and 0 < st.disk_free_bytes < 16 << 20, st
+        r = reelctl(server.addr, "status")
+        assert r.returncode == 0 and re.search(
+            r"\ndisk: +\d+\.\d MiB free, below --min-free-disk-bytes: writes that add "
+            r"data are refused\n", r.stdout), r
         assert gauge("reel_writes_refused") == 0
         assert check(H.HealthCheckRequest(), timeout=10).status == \
             H.HealthCheckResponse.SERVING
@@ -247,6 +252,8 @@ def test_a_disk_below_its_floor_refuses_new_data_until_space_is_freed(small_disk
         assert got.entry.version == 1
         assert gauge("reel_disk_low") == 0
         assert gauge("reel_disk_free_bytes") > 400 << 20
+        st = status(ch)
+        assert not st.disk_low and st.disk_free_bytes > 400 << 20, st
         r = reelctl(server.addr, "ws", "put", "w", "f", str(blob))
         assert r.returncode == 0, r
         missing = [k for k in acked

@@ -412,10 +412,13 @@ class ServerStatus:
     write_error: str
     open_calls: int
     signal_max_wait_ms: int
+    # The data dir's disk (admin only: 0 and False for a tenant's token).
+    disk_free_bytes: int = 0
+    disk_low: bool = False  # below --min-free-disk-bytes: writes that add data refused
 
     @classmethod
     def _from_pb(cls, pb) -> "ServerStatus":
         return cls(pb.version, pb.format_version, pb.revision, pb.data_dir, pb.started_at_ms,
                    pb.uptime_ms, pb.writable, pb.write_error, pb.open_calls,
-                   pb.signal_max_wait_ms)
+                   pb.signal_max_wait_ms, pb.disk_free_bytes, pb.disk_low)
 

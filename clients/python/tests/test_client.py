@@ -38,6 +38,7 @@ def test_health_status_and_errors_carry_the_servers_message(client):
     assert client.health() == "SERVING"
     st = client.status()
     assert st.writable and st.signal_max_wait_ms == 300000
+    assert st.disk_free_bytes > 0 and not st.disk_low
     with pytest.raises(reel.NotFound) as err:
         client.runs.get("01J00000000000000000000000")
     assert err.value.code == grpc.StatusCode.NOT_FOUND
