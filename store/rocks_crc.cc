@@ -4,10 +4,10 @@
  * RocksDB checksums every WAL record and every blob record with CRC-32C,
  * through one function, rocksdb::crc32c::Extend. Debian builds librocksdb
  * portable, without SSE4.2, so that function computes in software: about
- * 1.1 GB/s on the CPU it was measured on, where the CRC32 instruction
- * does 3 to 5.
- * Every byte of an artifact passes through it twice, when the flush writes
- * its blob and when a download reads it back.
+ * 1.1 GB/s on the CPU it was measured on, where the CRC32 instruction does
+ * 3 to 5. Every byte of an artifact passes through it twice, when the
+ * flush writes its blob and when a download reads it back
+ * (bench/ANALYSIS.md, "Workspace").
  *
  * This file defines that same function, which replaces the library's for
  * the whole process: librocksdb calls Extend through its procedure linkage
