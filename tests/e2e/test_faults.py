@@ -68,6 +68,30 @@ def health_calls(ch):
                    H.HealthCheckResponse))
 
 
+def fill(set_value):
+    """Writes 1 KB values, 32 in flight, until one is refused: ({key:
+    version} of those acknowledged, the refusal), or (..., None)."""
+    acked, refused = {}, None
+    value = json.dumps("x" * 1000)
+    pending = collections.deque()
+    for i in range(200000):
+        req = K.SetValueRequest(namespace="d", key=f"k{i}", value=value)
+        pending.append((req.key, set_value.future(req, timeout=30)))
+        if len(pending) >= 32:
+            key, fut = pending.popleft()
+            try:
+                acked[key] = fut.result().entry.version
+            except grpc.RpcError as e:
+                refused = e
+                break
+    for key, fut in pending:
+        try:
+            acked[key] = fut.result().entry.version
+        except grpc.RpcError as e:
+            refused = refused or e
+    return acked, refused
+
+
 def test_a_full_disk_refuses_writes_keeps_reads_and_loses_nothing(small_disk):
     """With no floor of free space kept, the write that meets the full disk
     fails and stops every write (fail-stop) until a restart."""
@@ -88,25 +112,8 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_loses_nothing(small_disk):
         except grpc.RpcError:
             pass  # cancelled at the end
     threading.Thread(target=listen, daemon=True).start()
-    acked, refused = {}, None
-    value = json.dumps("x" * 1000)
     try:
-        pending = collections.deque()
-        for i in range(200000):
-            req = K.SetValueRequest(namespace="d", key=f"k{i}", value=value)
-            pending.append((req.key, set_value.future(req, timeout=30)))
-            if len(pending) >= 32:
-                key, fut = pending.popleft()
-                try:
-                    acked[key] = fut.result().entry.version
-                except grpc.RpcError as e:
-                    refused = e
-                    break
-        for key, fut in pending:
-            try:
-                acked[key] = fut.result().entry.version
-            except grpc.RpcError as e:
-                refused = refused or e
+        acked, refused = fill(set_value)
         assert refused is not None, "the disk never filled"
         print(f"disk full after {len(acked)} acknowledged writes: "
               f"{refused.code().name}: {refused.details()}")
@@ -184,25 +191,8 @@ def test_a_disk_below_its_floor_refuses_new_data_until_space_is_freed(small_disk
     delete_value = unary(ch, "/reel.v1.KV/DeleteValue", K.DeleteValueRequest,
                          K.DeleteValueResponse)
     check = health_calls(ch)[0]
-    acked, refused = {}, None
-    value = json.dumps("x" * 1000)
     try:
-        pending = collections.deque()
-        for i in range(200000):
-            req = K.SetValueRequest(namespace="d", key=f"k{i}", value=value)
-            pending.append((req.key, set_value.future(req, timeout=30)))
-            if len(pending) >= 32:
-                key, fut = pending.popleft()
-                try:
-                    acked[key] = fut.result().entry.version
-                except grpc.RpcError as e:
-                    refused = e
-                    break
-        for key, fut in pending:
-            try:
-                acked[key] = fut.result().entry.version
-            except grpc.RpcError as e:
-                refused = refused or e
+        acked, refused = fill(set_value)
         assert refused is not None, "the disk never reached its floor"
         why = f"{refused.details()}; log:\n" + server.log()[-4000:]
         assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, why
