@@ -26,8 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/accept.h"
 #include "api/services.h"
 #include "base/clock.h"
+
+static double m_connections_refused(void *arg) {
+    (void)arg;
+    return (double)api_accept_refused();
+}
 
 static double m_kv_watchers(void *arg) {
     api_ctx_t *ctx = arg;
@@ -212,6 +218,13 @@ reel_code_t api_metrics_register(api_ctx_t *ctx, reel_status_t *st) {
                              "Deleted keys whose history was purged "
                              "(--kv-deleted-history-age), since start.",
                              NULL, m_kv_purged, ctx, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, ctx, METRICS_COUNTER,
+                             "reel_connections_refused_total",
+                             "Connections closed as soon as accepted: fewer "
+                             "than reeld's reserve of file descriptors were "
+                             "free (since start).",
+                             NULL, m_connections_refused, ctx, st)) !=
+            REEL_OK ||
         (rc = metrics_reg_fn(r, ctx, METRICS_GAUGE, "reel_clock_gap_seconds",
                              "How far the system clock is ahead of reel's "
                              "(negative: behind): non-zero while reel's "

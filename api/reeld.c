@@ -31,6 +31,7 @@
 
 #include <grpc/grpc.h>
 
+#include "api/accept.h"
 #include "api/exposure.h"
 #include "api/grpc_init.h"
 #include "api/rpc.h"
@@ -735,9 +736,10 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
 }
 
 /*
- * Every connection and stream costs a descriptor, and gRPC 1.51 stops
- * accepting for good after accept() fails for want of one: the soft limit
- * goes up to the hard one, as servers usually do.
+ * Every connection costs a descriptor: the soft limit goes up to the hard
+ * one, as servers usually do. Connections then stop at a reserve below it
+ * (api/accept.h), so that clients holding connections can neither take
+ * the descriptors reeld's own files need nor make gRPC close its listener.
  */
 static void raise_open_files(void) {
     struct rlimit rl;
@@ -754,9 +756,9 @@ static void raise_open_files(void) {
 }
 
 /*
- * That failure, if it comes anyway (a client holding as many connections
- * as the hard limit allows): gRPC closes its listener and says so only in
- * a log line (grpc_init.h). A reeld that no new client can reach, still
+ * gRPC closes its listener for good after accept() fails with an error it
+ * does not retry (lack of descriptors no longer reaches it: api/accept.h)
+ * and says so only in a log line (grpc_init.h). A reeld that no new client can reach, still
  * answering ready to the ones it has, would be a silent outage; it stops
  * instead, with its reason and a failure status, so that its supervisor
  * starts it again. The hook records the message and wakes main's sigwait.
@@ -811,6 +813,14 @@ int main(int argc, char **argv) {
     }
 
     raise_open_files();
+    {
+        long reserve = api_accept_arm(0, 0);
+
+        REEL_DEBUG("reeld",
+                   "connections are refused while fewer than %ld file "
+                   "descriptors are free",
+                   reserve);
+    }
     /* Before any thread starts, so every thread inherits the mask. */
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
@@ -1036,17 +1046,11 @@ int main(int argc, char **argv) {
     atomic_store(&ctx.phase, API_STOPPING); /* /readyz: 503 */
     api_health_shutdown(&ctx); /* health watchers hear NOT_SERVING first */
     if (sig == SIGUSR2) {
-        struct rlimit rl = {0, 0};
-
-        getrlimit(RLIMIT_NOFILE, &rl);
         REEL_ERROR("reeld",
                    "stopping: gRPC stopped accepting connections on %s for "
                    "good (\"%s\"; gRPC 1.51 does not retry), so no new "
-                   "client could reach this reeld; restart it. Each "
-                   "connection takes a file descriptor: the open files limit "
-                   "is %llu",
-                   bound, listener_lost_why,
-                   (unsigned long long)rl.rlim_cur);
+                   "client could reach this reeld; restart it",
+                   bound, listener_lost_why);
         goto out; /* rc stays 1: a failure, for the supervisor */
     }
     REEL_INFO("reeld", "received %s: shutting down",

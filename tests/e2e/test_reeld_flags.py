@@ -314,46 +314,138 @@ def test_the_open_files_limit_is_raised_to_its_hard_limit(tmp_path):
         assert proc.wait(timeout=30) == 0
 
 
-def test_a_listener_gRPC_gave_up_stops_reeld_with_its_reason(tmp_path):
-    """At the hard open files limit, accept() fails with EMFILE and gRPC
-    1.51 closes its listener for good, saying so only in a log line: reeld
-    served on, unreachable by any new client, and /readyz said ready. It
-    now stops with a failure status and its reason, for its supervisor to
-    restart it; the acknowledged data is intact."""
+def test_connections_at_the_open_files_limit_are_refused_and_reeld_serves_on(tmp_path):
+    """A client that holds connections until the open files limit made
+    accept() fail with EMFILE, and gRPC 1.51 then closed its listener for
+    good: reeld stopped, and a stranger who can reach the port could stop
+    it again after every restart. Connections beyond a reserve of
+    descriptors are now closed as soon as accepted: reeld serves on, its
+    clients' calls and its own files keep their descriptors, new clients
+    get a quick UNAVAILABLE, and once the connections go, new clients are
+    served again."""
     import socket
+    import urllib.request
     from conftest import free_port
 
-    port = free_port()
+    port, mport = free_port(), free_port()
     log = tmp_path / "reeld.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(["prlimit", "--nofile=64:64", "--", REELD,
+        proc = subprocess.Popen(["prlimit", "--nofile=256:256", "--", REELD,
                                  "--data-dir", str(tmp_path / "d"),
-                                 "--listen", f"127.0.0.1:{port}"],
+                                 "--listen", f"127.0.0.1:{port}",
+                                 "--metrics-listen", f"127.0.0.1:{mport}"],
                                 stdout=out, stderr=subprocess.STDOUT)
     socks = []
+    ch = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
-        ch = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(ch).result(timeout=30)
-        unary(ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest,
-              kv_pb2.SetValueResponse)(kv_pb2.SetValueRequest(
-                  namespace="n", key="k", value="1"), timeout=10)
-        ch.close()
-        for _ in range(100):  # more connections than descriptors
+        set_value = unary(ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest,
+                          kv_pb2.SetValueResponse)
+        set_value(kv_pb2.SetValueRequest(namespace="n", key="k", value="1"),
+                  timeout=10)
+        for _ in range(400):  # more connections than descriptors
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        # The server closes the ones past its reserve; wait until it has
+        # taken them all from its queue.
+        closed = 0
+        for s in socks:
+            s.settimeout(0.5)
             try:
-                socks.append(socket.create_connection(("127.0.0.1", port), timeout=2))
-            except OSError:
-                break
-        assert proc.wait(timeout=30) == 1
+                if s.recv(1) == b"":
+                    closed += 1
+            except ConnectionResetError:
+                closed += 1
+            except socket.timeout:
+                pass
+        assert 100 < closed < 400, closed
+        assert proc.poll() is None, "reeld stopped"
+        # The client connected before goes on, writes included.
+        for i in range(50):
+            set_value(kv_pb2.SetValueRequest(namespace="n", key=f"k{i}",
+                                             value=str(i)), timeout=10)
+        # A new client is refused at once, not left hanging.
+        own = [("grpc.use_local_subchannel_pool", 1)]  # not ch's connection
+        late = grpc.insecure_channel(f"127.0.0.1:{port}", options=own)
+        with pytest.raises(grpc.RpcError) as e:
+            unary(late, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
+                  kv_pb2.GetValueResponse)(kv_pb2.GetValueRequest(
+                      namespace="n", key="k"), timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+        late.close()
+        for s in socks:
+            s.close()
+        socks = []
+        # The descriptors come back: new clients are served.
+        again = grpc.insecure_channel(f"127.0.0.1:{port}", options=own)
+        grpc.channel_ready_future(again).result(timeout=30)
+        got = unary(again, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
+                    kv_pb2.GetValueResponse)(kv_pb2.GetValueRequest(
+                        namespace="n", key="k49"), timeout=10)
+        assert got.found and got.entry.value == "49"
+        again.close()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics",
+                                      timeout=10).read().decode()
+        refused = [float(l.split()[1]) for l in text.splitlines()
+                   if l.startswith("reel_connections_refused_total ")]
+        assert refused and refused[0] >= closed, (refused, closed)
+        assert proc.poll() is None, "reeld stopped"
     finally:
         for s in socks:
             s.close()
+        ch.close()
+        if proc.poll() is None:
+            proc.terminate()
+    assert proc.wait(timeout=30) == 0
+    text = log.read_text()
+    assert "refusing connections: fewer than 32 of the 256 file descriptors" in text, text
+    assert "Failed accept4" not in text, text
+
+
+def test_a_listener_gRPC_gave_up_stops_reeld_with_its_reason(tmp_path):
+    """gRPC 1.51 closes its listener for good when accept() fails with an
+    error it does not retry, saying so only in a log line: reeld served
+    on, unreachable by any new client, and /readyz said ready. It now
+    stops with a failure status and its reason, for its supervisor to
+    restart it; the acknowledged data is intact. (The lack of descriptors
+    no longer gets there, above; a fault stands for the rest.)"""
+    import os
+    import socket
+    from conftest import free_port
+
+    server = Reeld(str(tmp_path / "d")).start()
+    ch = grpc.insecure_channel(server.addr)
+    unary(ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest,
+          kv_pb2.SetValueResponse)(kv_pb2.SetValueRequest(
+              namespace="n", key="k", value="1"), timeout=10)
+    ch.close()
+    assert server.stop()[0] == 0
+    port = free_port()
+    log = tmp_path / "reeld.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([REELD, "--data-dir", str(tmp_path / "d"),
+                                 "--listen", f"127.0.0.1:{port}"],
+                                stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, REEL_TEST_FAULTS="api.accept"))
+    sock = None
+    try:
+        for _ in range(300):
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+                break
+            except OSError:
+                import time
+                time.sleep(0.1)
+        assert sock is not None
+        assert proc.wait(timeout=30) == 1
+    finally:
+        if sock is not None:
+            sock.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     text = log.read_text()
     assert "stopping: gRPC stopped accepting connections on 127.0.0.1:" in text, text
-    assert "Failed accept4: Too many open files" in text, text
-    assert "the open files limit is 64" in text, text
+    assert "Failed accept4: No buffer space available" in text, text
     server = Reeld(str(tmp_path / "d")).start()  # restarted: the data is there
     ch = grpc.insecure_channel(server.addr)
     try:

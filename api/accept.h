@@ -1,0 +1,45 @@
+/*
+ * api/accept.h: reeld's accept4(), which keeps descriptors for reeld's own
+ * files and never lets gRPC see EMFILE.
+ *
+ * gRPC 1.51 closes a listening socket for good when accept4() fails with
+ * anything but EAGAIN, ECONNABORTED or EINTR, EMFILE included, and only
+ * logs it: any client that can reach the port and holds connections open
+ * until the open files limit would take reeld off the network (and its
+ * RocksDB could then not open the file a flush writes). api/accept.c
+ * defines accept4() itself, which replaces libc's for the whole process
+ * (gRPC's and libmicrohttpd's calls go through their procedure linkage
+ * tables, bound to the program's own definition first), and once armed:
+ *
+ *   - a connection accepted while fewer than the reserve of descriptors
+ *     are free is closed at once (the client sees its connection reset
+ *     and retries, as from a server at its connection limit);
+ *   - when accept4() fails for want of a descriptor (EMFILE, ENFILE), one
+ *     descriptor kept aside for that is closed, the waiting connection is
+ *     accepted and closed, and the descriptor is taken back (the way
+ *     libuv and nginx shed load); the caller sees EAGAIN and goes on
+ *     listening.
+ *
+ * Before api_accept_arm() it is libc's accept4(), unchanged.
+ */
+#ifndef REEL_API_ACCEPT_H
+#define REEL_API_ACCEPT_H
+
+#include <stdint.h>
+
+/* The reserve for an open files limit: an eighth of it, at least 32 (but
+ * at most half the limit) and at most 1,024. */
+long api_accept_reserve_for(long limit);
+
+/*
+ * Arms the check with the process's soft open files limit (read now: call
+ * it after raising the limit) and api_accept_reserve_for() of it, or with
+ * limit and reserve when limit > 0 (the unit tests). Opens the descriptor
+ * kept aside. Returns the reserve.
+ */
+long api_accept_arm(long limit, long reserve);
+
+/* Connections closed as soon as accepted, since start. */
+uint64_t api_accept_refused(void);
+
+#endif
