@@ -209,7 +209,8 @@ class Results:
                      "reactor-reel",
                      "set-plain-reel", "set-tls-reel", "get-plain-reel", "get-tls-reel",
                      "ws-reel", "ws-kv-alone", "ws-kv-upload", "metrics-reel",
-                     "seq-set-reel", "seq-append-reel", "seq-get-reel", "seq-idle-reel"):
+                     "seq-set-reel", "seq-append-reel", "seq-get-reel", "seq-idle-reel",
+                     "disk-gap"):
             self.bench[name] = self._json(name + ".json")
         # the security section's rounds: set-plain-reel-1.json, ...
         self.sec_rounds = 0
@@ -766,6 +767,41 @@ def verdict(ok):
     return "—" if ok is None else ("PASS" if ok else "MISS")
 
 
+def disk_gap_rows(R):
+    """The disk alone (bench/disk_gap.py): its synced writes back to back, and
+    with get@1's p50 between them, beside set@1's tail."""
+    rows = R.rows("disk-gap")
+    if not rows:
+        return []
+    out = ["The disk alone, without reel (`bench/disk_gap.py`: a write of %s bytes and "
+           "`fdatasync`, over and over, into a file written beforehand): back to back, and "
+           "with a pause between writes as long as `get`@1's p50, the least time a client "
+           "with one call in flight takes to send its next write. The pause is busy-waited, "
+           "so the CPU does not sleep either.\n" % f_int(num(rows[0].get("bytes")))]
+    body = []
+    for r in rows:
+        gap = num(r.get("gap_us"))
+        body.append(["back to back" if not gap else "%s µs pause" % f_int(gap),
+                     f_int(num(r.get("count"))), f_ms(num(r.get("p50_us"))),
+                     f_ms(num(r.get("p90_us"))), f_ms(num(r.get("p99_us"))),
+                     f_ms(num(r.get("p999_us")))])
+    out.append(table(["disk alone", "writes", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms"], body))
+    paused = [r for r in rows if num(r.get("gap_us"))]
+    p99 = num(paused[-1].get("p99_us")) if paused else None
+    body = []
+    for name, label in (("seq-set-reel", "set"), ("seq-append-reel", "append")):
+        mine = R.value(name, "p99_us", concurrency=1)
+        body.append(["`%s`@1 p99 / the paused disk's p99" % label,
+                     "%s / %s ms = %s" % (f_ms(mine), f_ms(p99), f_ratio(ratio(mine, p99)))
+                     if mine is not None and p99 is not None else NOT_MEASURED])
+    out.append("")
+    out.append(table(["figure", "measured"], body, numeric=False))
+    out.append("\n_The issue's p99 target is 2× a floor made of p50s; this disk's own p99 for a "
+               "writer that pauses as a sequential client must is the row above, in the same "
+               "run._\n")
+    return out
+
+
 def section_sequential(R):
     """issue 19: set@1 and append@1 beside the floor, reeld's CPU per write, idle CPU"""
     out = ["## Sequential writes (issue 19)\n",
@@ -794,6 +830,7 @@ def section_sequential(R):
                       "p99 ms", "p99 / floor (≤ %.0f×)" % SEQ_P99_VS_FLOOR, "p99", "ops/s",
                       "reeld CPU µs/op"], body))
     out.append("")
+    out.extend(disk_gap_rows(R))
     body = []
     for c in (1, 64):
         cpu = R.value("seq-set-reel", "server_cpu_us_per_op", concurrency=c)

@@ -362,6 +362,8 @@ DBBENCH_THREADS=(1 8 32)
 [ "$ONLY" = sequential ] && DBBENCH_THREADS=(1)
 IDLE_S=30
 [ "$QUICK" = 1 ] && IDLE_S=3
+GAP_COUNT=20000 # disk-gap: synced writes per pause
+[ "$QUICK" = 1 ] && GAP_COUNT=500
 
 mkdir -p "$RESULTS"
 rm -f "$RESULTS"/*.json "$RESULTS"/db_bench-*.txt "$COMMANDS"
@@ -553,6 +555,17 @@ if start_reeld reeld-seq "$RUN/reel-seq" "$SEQ_ADDR"; then
   forget_pid "$SEQ_PID"
 else
   skip seq-set-reel "its reeld is not serving"
+fi
+# The disk alone, for a writer that pauses between its synced writes as a
+# sequential client must: back to back, and with get@1's p50 between them
+# (the least time the client's next write can take to arrive).
+SEQ_GAP="$("$PY" -c 'import json, sys
+print(round(json.load(open(sys.argv[1]))["rows"][0]["p50_us"]))' "$RESULTS/seq-get-reel.json" 2>/dev/null || true)"
+if [ -n "$SEQ_GAP" ]; then
+  step disk-gap 300 "$PY" "$BENCH/disk_gap.py" --dir "$RUN" --gap-us "0,$SEQ_GAP" \
+    --count "$GAP_COUNT" --json "$RESULTS/disk-gap.json"
+else
+  skip disk-gap "no get@1 p50 to pause for"
 fi
 if [ "$ONLY" = sequential ]; then
   only_done
