@@ -40,6 +40,7 @@ typedef int (*accept4_fn)(int sock, struct sockaddr *addr, socklen_t *len,
 static atomic_long armed_limit;   /* 0: not armed, libc's accept4 as is */
 static atomic_long armed_reserve;
 static atomic_ullong refused;
+static atomic_int inner = -1;     /* api_accept_set_inner() */
 static atomic_llong said_at_s;    /* when the last line went out */
 static atomic_ullong said_refused; /* refused as of that line */
 
@@ -97,6 +98,8 @@ long api_accept_arm(long limit, long reserve) {
     atomic_store(&armed_limit, limit);
     return reserve;
 }
+
+void api_accept_set_inner(int sock) { atomic_store(&inner, sock); }
 
 uint64_t api_accept_refused(void) {
     return atomic_load_explicit(&refused, memory_order_relaxed);
@@ -163,6 +166,8 @@ int accept4(int sock, struct sockaddr *addr, socklen_t *len, int flags) {
         return -1;
     }
     reserve = atomic_load_explicit(&armed_reserve, memory_order_relaxed);
+    if (sock == atomic_load_explicit(&inner, memory_order_relaxed))
+        reserve /= 2;
     for (;;) {
         int fd;
 

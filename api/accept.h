@@ -39,6 +39,14 @@ long api_accept_reserve_for(long limit);
  */
 long api_accept_arm(long limit, long reserve);
 
+/*
+ * Makes sock (a listening socket; -1: none) an inner one: its connections
+ * may use the first half of the reserve. reeld's metrics endpoint is, so
+ * that /metrics still answers while gRPC connections are refused; it takes
+ * a bounded number of connections of its own.
+ */
+void api_accept_set_inner(int sock);
+
 /* Connections closed as soon as accepted, since start. */
 uint64_t api_accept_refused(void);
 

@@ -161,6 +161,46 @@ static void test_at_emfile_the_waiting_connection_is_shed(void **state) {
     close(l);
 }
 
+/* The metrics endpoint's socket may go halfway into the reserve. */
+static void test_an_inner_listener_uses_half_the_reserve(void **state) {
+    struct sockaddr_in at;
+    int l = listener(&at), c[4], fds[2], probe;
+    uint64_t before;
+
+    (void)state;
+    for (int i = 0; i < 4; i++)
+        c[i] = client(&at);
+    api_accept_arm(1 << 20, 4);
+    before = api_accept_refused();
+    probe = next_fd();
+    api_accept_arm(probe + 4, 4); /* an outer listener: nothing fits */
+    api_accept_set_inner(l);      /* an inner one: two fit */
+    fds[0] = accept_one(l);
+    fds[1] = accept_one(l);
+    assert_int_equal(fds[0], probe);
+    assert_int_equal(fds[1], probe + 1);
+    errno = 0;
+    assert_int_equal(accept_one(l), -1);
+    assert_int_equal(errno, EAGAIN);
+    assert_int_equal(api_accept_refused(), before + 2);
+    close(fds[0]);
+    close(fds[1]);
+    /* Outer again: the next connection does not fit. */
+    api_accept_set_inner(-1);
+    {
+        int c5 = client(&at);
+
+        errno = 0;
+        assert_int_equal(accept_one(l), -1);
+        assert_int_equal(errno, EAGAIN);
+        assert_int_equal(api_accept_refused(), before + 3);
+        close(c5);
+    }
+    for (int i = 0; i < 4; i++)
+        close(c[i]);
+    close(l);
+}
+
 /* Any other failure is the caller's to see (reeld stops on it). */
 static void test_other_failures_reach_the_caller(void **state) {
     struct sockaddr_in at;
@@ -186,6 +226,7 @@ int main(void) {
         cmocka_unit_test(test_unarmed_it_accepts_as_libc_does),
         cmocka_unit_test(test_a_connection_into_the_reserve_is_closed),
         cmocka_unit_test(test_at_emfile_the_waiting_connection_is_shed),
+        cmocka_unit_test(test_an_inner_listener_uses_half_the_reserve),
         cmocka_unit_test(test_other_failures_reach_the_caller),
     };
 

@@ -942,6 +942,7 @@ int main(int argc, char **argv) {
             rc = st.code == REEL_INVALID_ARGUMENT ? 2 : 1; /* as --listen */
             goto out;
         }
+        api_accept_set_inner(metrics_http_socket(http));
         REEL_INFO("reeld", "/metrics, /healthz and /readyz on port %d (%s)",
                   metrics_http_port(http), cfg.metrics_listen);
     }
@@ -1082,6 +1083,7 @@ out:
     rpc_server_stop(srv, SHUTDOWN_GRACE_MS);
     /* The endpoint answers until the calls are done; it stops before
      * anything its scrapes and probes read (the modules, the store). */
+    api_accept_set_inner(-1); /* its number may be reused once closed */
     metrics_http_stop(http);
     api_metrics_drop(&ctx);
     api_modules_stop(&ctx); /* the WAL's trimmer writes through the store */

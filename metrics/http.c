@@ -317,6 +317,8 @@ out:
 
 int metrics_http_port(const metrics_http_t *h) { return h->port; }
 
+int metrics_http_socket(const metrics_http_t *h) { return h->fd; }
+
 void metrics_http_stop(metrics_http_t *h) {
     if (h == NULL)
         return;

@@ -40,6 +40,9 @@ reel_code_t metrics_http_start(const char *field, const char *listen,
 /* The port bound (useful with port 0). */
 int metrics_http_port(const metrics_http_t *h);
 
+/* The listening socket's descriptor, while it serves. */
+int metrics_http_socket(const metrics_http_t *h);
+
 /* Stops serving (waits for a request in progress) and frees. NULL ok. */
 void metrics_http_stop(metrics_http_t *h);
 
