@@ -88,7 +88,7 @@ static void test_unarmed_it_accepts_as_libc_does(void **state) {
     (void)state;
     fd = accept_one(l);
     assert_true(fd >= 0);
-    assert_int_equal(api_accept_refused(), 0);
+    assert_int_equal(api_accept_refused_for_descriptors(), 0);
     close(fd);
     close(c);
     close(l);
@@ -97,20 +97,20 @@ static void test_unarmed_it_accepts_as_libc_does(void **state) {
 static void test_a_connection_into_the_reserve_is_closed(void **state) {
     struct sockaddr_in at;
     int l = listener(&at), c1 = client(&at), c2 = client(&at), fd, probe;
-    uint64_t before = api_accept_refused();
+    uint64_t before = api_accept_refused_for_descriptors();
 
     (void)state;
-    api_accept_arm(1 << 20, 4); /* opens the descriptor it keeps aside */
+    api_accept_arm(1 << 20, 4, 0); /* opens the descriptor it keeps aside */
     probe = next_fd();
     /* One descriptor above what is open may go to a connection. */
-    api_accept_arm(probe + 1 + 4, 4);
+    api_accept_arm(probe + 1 + 4, 4, 0);
     fd = accept_one(l);
     assert_int_equal(fd, probe);
     /* The second lands in the reserve: closed, and the queue is empty. */
     errno = 0;
     assert_int_equal(accept_one(l), -1);
     assert_int_equal(errno, EAGAIN);
-    assert_int_equal(api_accept_refused(), before + 1);
+    assert_int_equal(api_accept_refused_for_descriptors(), before + 1);
     assert_true(closed_by_server(c2));
     /* The first is served. */
     assert_int_equal(send(fd, "x", 1, 0), 1);
@@ -133,8 +133,8 @@ static void test_at_emfile_the_waiting_connection_is_shed(void **state) {
     uint64_t before;
 
     (void)state;
-    api_accept_arm(1 << 20, 4); /* the reserve is not what stops it here */
-    before = api_accept_refused();
+    api_accept_arm(1 << 20, 4, 0); /* the reserve is not what stops it here */
+    before = api_accept_refused_for_descriptors();
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
     low = was;
     low.rlim_cur = (rlim_t)next_fd() + 16;
@@ -145,7 +145,7 @@ static void test_at_emfile_the_waiting_connection_is_shed(void **state) {
     errno = 0;
     assert_int_equal(accept_one(l), -1);
     assert_int_equal(errno, EAGAIN); /* not EMFILE: listening goes on */
-    assert_int_equal(api_accept_refused(), before + 1);
+    assert_int_equal(api_accept_refused_for_descriptors(), before + 1);
     assert_true(closed_by_server(c));
     close(c);
     /* Descriptors free again: the next connection is served. */
@@ -155,7 +155,7 @@ static void test_at_emfile_the_waiting_connection_is_shed(void **state) {
     c = client(&at);
     fd = accept_one(l);
     assert_true(fd >= 0);
-    assert_int_equal(api_accept_refused(), before + 1);
+    assert_int_equal(api_accept_refused_for_descriptors(), before + 1);
     close(fd);
     close(c);
     close(l);
@@ -170,10 +170,10 @@ static void test_an_inner_listener_uses_half_the_reserve(void **state) {
     (void)state;
     for (int i = 0; i < 4; i++)
         c[i] = client(&at);
-    api_accept_arm(1 << 20, 4);
-    before = api_accept_refused();
+    api_accept_arm(1 << 20, 4, 0);
+    before = api_accept_refused_for_descriptors();
     probe = next_fd();
-    api_accept_arm(probe + 4, 4); /* an outer listener: nothing fits */
+    api_accept_arm(probe + 4, 4, 0); /* an outer listener: nothing fits */
     api_accept_set_inner(l);      /* an inner one: two fit */
     fds[0] = accept_one(l);
     fds[1] = accept_one(l);
@@ -182,7 +182,7 @@ static void test_an_inner_listener_uses_half_the_reserve(void **state) {
     errno = 0;
     assert_int_equal(accept_one(l), -1);
     assert_int_equal(errno, EAGAIN);
-    assert_int_equal(api_accept_refused(), before + 2);
+    assert_int_equal(api_accept_refused_for_descriptors(), before + 2);
     close(fds[0]);
     close(fds[1]);
     /* Outer again: the next connection does not fit. */
@@ -193,12 +193,59 @@ static void test_an_inner_listener_uses_half_the_reserve(void **state) {
         errno = 0;
         assert_int_equal(accept_one(l), -1);
         assert_int_equal(errno, EAGAIN);
-        assert_int_equal(api_accept_refused(), before + 3);
+        assert_int_equal(api_accept_refused_for_descriptors(), before + 3);
         close(c5);
     }
     for (int i = 0; i < 4; i++)
         close(c[i]);
     close(l);
+}
+
+/* At most max connections open; a close makes room for the next one. */
+static void test_connections_past_the_count_wait_for_a_close(void **state) {
+    struct sockaddr_in at;
+    int l = listener(&at), c[3], fds[3];
+    uint64_t open0 = api_accept_connections(), at_max0;
+
+    (void)state;
+    api_accept_arm(1 << 20, 4, (long)open0 + 2);
+    at_max0 = api_accept_refused_at_max();
+    for (int i = 0; i < 3; i++)
+        c[i] = client(&at);
+    fds[0] = accept_one(l);
+    fds[1] = accept_one(l);
+    assert_true(fds[0] >= 0 && fds[1] >= 0);
+    assert_int_equal(api_accept_connections(), open0 + 2);
+    errno = 0;
+    assert_int_equal(accept_one(l), -1); /* the third: closed */
+    assert_int_equal(errno, EAGAIN);
+    assert_int_equal(api_accept_refused_at_max(), at_max0 + 1);
+    assert_true(closed_by_server(c[2]));
+    close(c[2]);
+    /* A connection closed: the next one is taken. */
+    assert_int_equal(close(fds[0]), 0);
+    assert_int_equal(api_accept_connections(), open0 + 1);
+    c[2] = client(&at);
+    fds[2] = accept_one(l);
+    assert_true(fds[2] >= 0);
+    assert_int_equal(api_accept_connections(), open0 + 2);
+    /* Closing what is not a connection counts nothing. */
+    {
+        int other = dup(0);
+
+        assert_int_equal(close(other), 0);
+        assert_int_equal(api_accept_connections(), open0 + 2);
+    }
+    close(fds[1]);
+    close(fds[2]);
+    assert_int_equal(api_accept_connections(), open0);
+    assert_int_equal(close(fds[2]), -1); /* closed already: EBADF, as libc */
+    assert_int_equal(errno, EBADF);
+    assert_int_equal(api_accept_connections(), open0);
+    for (int i = 0; i < 3; i++)
+        close(c[i]);
+    close(l);
+    api_accept_arm(1 << 20, 4, 0);
 }
 
 /* Any other failure is the caller's to see (reeld stops on it). */
@@ -207,7 +254,7 @@ static void test_other_failures_reach_the_caller(void **state) {
     int l = listener(&at);
 
     (void)state;
-    api_accept_arm(1 << 20, 4);
+    api_accept_arm(1 << 20, 4, 0);
     assert_int_equal(reel_fault_arm("api.accept", 0, 1), 0);
     errno = 0;
     assert_int_equal(accept_one(l), -1);
@@ -227,6 +274,7 @@ int main(void) {
         cmocka_unit_test(test_a_connection_into_the_reserve_is_closed),
         cmocka_unit_test(test_at_emfile_the_waiting_connection_is_shed),
         cmocka_unit_test(test_an_inner_listener_uses_half_the_reserve),
+        cmocka_unit_test(test_connections_past_the_count_wait_for_a_close),
         cmocka_unit_test(test_other_failures_reach_the_caller),
     };
 

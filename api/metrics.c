@@ -30,9 +30,19 @@
 #include "api/services.h"
 #include "base/clock.h"
 
-static double m_connections_refused(void *arg) {
+static double m_connections(void *arg) {
     (void)arg;
-    return (double)api_accept_refused();
+    return (double)api_accept_connections();
+}
+
+static double m_refused_at_max(void *arg) {
+    (void)arg;
+    return (double)api_accept_refused_at_max();
+}
+
+static double m_refused_for_descriptors(void *arg) {
+    (void)arg;
+    return (double)api_accept_refused_for_descriptors();
 }
 
 static double m_kv_watchers(void *arg) {
@@ -218,12 +228,27 @@ reel_code_t api_metrics_register(api_ctx_t *ctx, reel_status_t *st) {
                              "Deleted keys whose history was purged "
                              "(--kv-deleted-history-age), since start.",
                              NULL, m_kv_purged, ctx, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, ctx, METRICS_GAUGE, "reel_connections",
+                             "Client connections open (the metrics "
+                             "endpoint's not included).",
+                             NULL, m_connections, ctx, st)) != REEL_OK ||
         (rc = metrics_reg_fn(r, ctx, METRICS_COUNTER,
                              "reel_connections_refused_total",
-                             "Connections closed as soon as accepted: fewer "
+                             "Connections closed as soon as accepted, since "
+                             "start: at --max-connections, or while fewer "
                              "than reeld's reserve of file descriptors were "
-                             "free (since start).",
-                             NULL, m_connections_refused, ctx, st)) !=
+                             "free.",
+                             (const char *[]){"reason", "max_connections",
+                                              NULL},
+                             m_refused_at_max, ctx, st)) != REEL_OK ||
+        (rc = metrics_reg_fn(r, ctx, METRICS_COUNTER,
+                             "reel_connections_refused_total",
+                             "Connections closed as soon as accepted, since "
+                             "start: at --max-connections, or while fewer "
+                             "than reeld's reserve of file descriptors were "
+                             "free.",
+                             (const char *[]){"reason", "descriptors", NULL},
+                             m_refused_for_descriptors, ctx, st)) !=
             REEL_OK ||
         (rc = metrics_reg_fn(r, ctx, METRICS_GAUGE, "reel_clock_gap_seconds",
                              "How far the system clock is ahead of reel's "

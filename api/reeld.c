@@ -66,6 +66,7 @@ typedef struct config {
     size_t write_queue_per_tenant;
     size_t max_calls_per_tenant;
     size_t max_calls;
+    size_t max_connections;
     int keepalive_time_ms, keepalive_timeout_ms;
     const char *retry_multiplier; /* a decimal: parsed after the table */
     const char *background_write_rate; /* auto or a number: parsed after */
@@ -216,6 +217,10 @@ static const flag_t flags[] = {
      100000000, FIELD(max_calls),
      "calls open at once, all clients together, streams and long polls "
      "included (health checks are always served)"},
+    {"max-connections", "REEL_MAX_CONNECTIONS", "N", FLAG_NUMBER, NULL,
+     10000, 1, 10000000, FIELD(max_connections),
+     "client connections open at once (each holds about 22 KiB before any "
+     "call); past it a new one is closed at once"},
     {"max-calls-per-tenant", "REEL_MAX_CALLS_PER_TENANT", "N", FLAG_NUMBER,
      NULL, 10000, 1, 1000000, FIELD(max_calls_per_tenant),
      "calls of one tenant (not default's or admin's) open at once, streams "
@@ -814,12 +819,12 @@ int main(int argc, char **argv) {
 
     raise_open_files();
     {
-        long reserve = api_accept_arm(0, 0);
+        long reserve = api_accept_arm(0, 0, (long)cfg.max_connections);
 
         REEL_DEBUG("reeld",
-                   "connections are refused while fewer than %ld file "
-                   "descriptors are free",
-                   reserve);
+                   "connections are refused past %zu open or while fewer "
+                   "than %ld file descriptors are free",
+                   cfg.max_connections, reserve);
     }
     /* Before any thread starts, so every thread inherits the mask. */
     sigemptyset(&sigs);

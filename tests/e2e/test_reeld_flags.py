@@ -22,6 +22,7 @@ NUMBERS = {
     "min-free-disk-bytes": ("REEL_MIN_FREE_DISK_BYTES", "268435456", 0, 2**63 - 1),
     "write-queue-per-tenant": ("REEL_WRITE_QUEUE_PER_TENANT", "1024", 1, 1 << 20),
     "max-calls": ("REEL_MAX_CALLS", "100000", 1, 100000000),
+    "max-connections": ("REEL_MAX_CONNECTIONS", "10000", 1, 10000000),
     "max-calls-per-tenant": ("REEL_MAX_CALLS_PER_TENANT", "10000", 1, 1000000),
     "max-stream-backlog-bytes": ("REEL_MAX_STREAM_BACKLOG_BYTES", "268435456", 1 << 20,
                                  2**63 - 1),
@@ -377,7 +378,7 @@ def test_connections_at_the_open_files_limit_are_refused_and_reeld_serves_on(tmp
         text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics",
                                       timeout=10).read().decode()
         refused = [float(l.split()[1]) for l in text.splitlines()
-                   if l.startswith("reel_connections_refused_total ")]
+                   if l.startswith('reel_connections_refused_total{reason="descriptors"} ')]
         assert refused and refused[0] >= closed + 1, (refused, closed)
         for s in socks:
             s.close()
@@ -401,6 +402,75 @@ def test_connections_at_the_open_files_limit_are_refused_and_reeld_serves_on(tmp
     text = log.read_text()
     assert "refusing connections: fewer than 32 of the 256 file descriptors" in text, text
     assert "Failed accept4" not in text, text
+
+
+def test_connections_past_max_connections_are_refused_until_one_closes(tmp_path):
+    """Each idle HTTP/2 connection holds about 22 KiB of reeld before any
+    call or token is seen, and nothing counted them: a stranger could open
+    connections up to the open files limit (a million on many systems).
+    --max-connections bounds them: past it a new connection is closed at
+    once (UNAVAILABLE for its client), counted in /metrics, and taken
+    again once one closes."""
+    import time
+    import urllib.request
+    from conftest import free_port
+
+    port, mport = free_port(), free_port()
+    log = tmp_path / "reeld.log"
+
+    def scrape():
+        text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics",
+                                      timeout=10).read().decode()
+        return {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1])
+                for l in text.splitlines()
+                if l.startswith("reel_connections")}
+
+    def get(ch):
+        return unary(ch, "/reel.v1.KV/GetValue", kv_pb2.GetValueRequest,
+                     kv_pb2.GetValueResponse)(kv_pb2.GetValueRequest(
+                         namespace="n", key="k"), timeout=10)
+
+    with open(log, "w") as out:
+        proc = subprocess.Popen([REELD, "--data-dir", str(tmp_path / "d"),
+                                 "--listen", f"127.0.0.1:{port}",
+                                 "--metrics-listen", f"127.0.0.1:{mport}",
+                                 "--max-connections", "3"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    own = [("grpc.use_local_subchannel_pool", 1)]  # a connection each
+    chans = []
+    try:
+        for _ in range(3):
+            ch = grpc.insecure_channel(f"127.0.0.1:{port}", options=own)
+            grpc.channel_ready_future(ch).result(timeout=30)
+            assert not get(ch).found
+            chans.append(ch)
+        assert scrape()["reel_connections"] == 3
+        fourth = grpc.insecure_channel(f"127.0.0.1:{port}", options=own)
+        with pytest.raises(grpc.RpcError) as e:
+            get(fourth)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+        m = scrape()
+        assert m['reel_connections_refused_total{reason="max_connections"}'] >= 1, m
+        assert m['reel_connections_refused_total{reason="descriptors"}'] == 0, m
+        assert m["reel_connections"] == 3, m
+        for ch in chans:  # those in use go on
+            assert not get(ch).found
+        chans.pop().close()
+        deadline = time.monotonic() + 10
+        while scrape()["reel_connections"] != 2:
+            assert time.monotonic() < deadline, scrape()
+            time.sleep(0.05)
+        grpc.channel_ready_future(fourth).result(timeout=30)
+        assert not get(fourth).found
+        assert scrape()["reel_connections"] == 3
+        chans.append(fourth)
+    finally:
+        for ch in chans:
+            ch.close()
+        proc.terminate()
+    assert proc.wait(timeout=30) == 0
+    text = log.read_text()
+    assert "refusing connections: 3 are open, the most --max-connections allows" in text, text
 
 
 def test_a_listener_gRPC_gave_up_stops_reeld_with_its_reason(tmp_path):
