@@ -141,6 +141,10 @@ uint64_t api_accept_connections(void) {
     return n > 0 ? (uint64_t)n : 0;
 }
 
+uint64_t api_accept_max_connections(void) {
+    return (uint64_t)atomic_load_explicit(&armed_max, memory_order_relaxed);
+}
+
 uint64_t api_accept_refused_at_max(void) {
     return atomic_load_explicit(&at_max.n, memory_order_relaxed);
 }

@@ -57,8 +57,10 @@ long api_accept_arm(long limit, long reserve, long max_connections);
  */
 void api_accept_set_inner(int sock);
 
-/* Connections open (accepted from other than the inner socket). */
+/* Connections open (accepted from other than the inner socket), and the
+ * most taken (0: not counted). */
 uint64_t api_accept_connections(void);
+uint64_t api_accept_max_connections(void);
 
 /* Connections closed as soon as accepted, since start: at the count, and
  * for want of descriptors. */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "reel/v1/admin.pb-c.h"
+#include "api/accept.h"
 #include "api/services.h"
 #include "api/tenant.h"
 #include "base/clock.h"
@@ -67,6 +68,8 @@ static void admin_get_status(rpc_call_t *call, void *arg, const uint8_t *req,
     if (api_is_admin(call)) {
         out.disk_free_bytes = stats.disk_free;
         out.disk_low = stats.disk_low != 0;
+        out.connections = api_accept_connections();
+        out.max_connections = api_accept_max_connections();
     }
     out.kv_watchers = ctx->kv != NULL ? kv_watchers(ctx->kv) : 0;
     out.run_subscribers =

@@ -223,6 +223,9 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
         cJSON_AddNumberToObject(o, "disk_free_bytes",
                                 (double)s->disk_free_bytes);
         cJSON_AddBoolToObject(o, "disk_low", s->disk_low);
+        cJSON_AddNumberToObject(o, "connections", (double)s->connections);
+        cJSON_AddNumberToObject(o, "max_connections",
+                                (double)s->max_connections);
         if (!s->writable)
             cJSON_AddStringToObject(o, "write_error", s->write_error);
         cJSON_AddNumberToObject(o, "interval_ms", (double)interval_ms);
@@ -275,6 +278,10 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
                    s->disk_low ? ", below --min-free-disk-bytes: writes "
                                  "that add data are refused"
                                : "");
+        if (s->max_connections > 0)
+            printf("connections:  %llu of at most %llu\n",
+                   (unsigned long long)s->connections,
+                   (unsigned long long)s->max_connections);
         printf("commits/s:    %.1f (%s)\n", per_s(commits, 0, seconds),
                a ? "over the interval" : "since start");
         printf("group size:   %.1f requests on average\n",

@@ -414,6 +414,7 @@ def test_connections_past_max_connections_are_refused_until_one_closes(tmp_path)
     import time
     import urllib.request
     from conftest import free_port
+    from reeltest.calls import reelctl
 
     port, mport = free_port(), free_port()
     log = tmp_path / "reeld.log"
@@ -455,11 +456,18 @@ def test_connections_past_max_connections_are_refused_until_one_closes(tmp_path)
         assert m["reel_connections"] == 3, m
         for ch in chans:  # those in use go on
             assert not get(ch).found
+        st = unary(chans[0], "/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest,
+                   admin_pb2.GetStatusResponse)(admin_pb2.GetStatusRequest(), timeout=10)
+        assert (st.connections, st.max_connections) == (3, 3), st
         chans.pop().close()
         deadline = time.monotonic() + 10
         while scrape()["reel_connections"] != 2:
             assert time.monotonic() < deadline, scrape()
             time.sleep(0.05)
+        # reelctl takes the connection set free, and counts itself.
+        r = reelctl(f"127.0.0.1:{port}", "status")
+        assert r.returncode == 0, r
+        assert re.search(r"\nconnections: +3 of at most 3\n", r.stdout), r.stdout
         grpc.channel_ready_future(fourth).result(timeout=30)
         assert not get(fourth).found
         assert scrape()["reel_connections"] == 3

@@ -657,12 +657,14 @@ def test_a_tenant_token_holding_admin_sees_no_data_dir(secured):
     st = secured.call("/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
                       admin_pb2.GetStatusResponse, tok)
     assert st.version and st.data_dir == "" and st.disk_free_bytes == 0
+    assert st.connections == 0 and st.max_connections == 0
     for tenant in ("admin", "default"):
         tok, _ = secured.create(tenant=tenant, scopes=["admin"])
         st = secured.call("/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
                           admin_pb2.GetStatusResponse, tok)
         assert st.data_dir == str(secured.data), tenant
         assert st.disk_free_bytes > 0 and not st.disk_low, tenant
+        assert st.connections >= 1 and st.max_connections == 10000, tenant
 
 
 @pytest.mark.parametrize("scopes, want", [

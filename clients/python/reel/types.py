@@ -415,10 +415,14 @@ class ServerStatus:
     # The data dir's disk (admin only: 0 and False for a tenant's token).
     disk_free_bytes: int = 0
     disk_low: bool = False  # below --min-free-disk-bytes: writes that add data refused
+    # Client connections open, and the most taken at once (admin only).
+    connections: int = 0
+    max_connections: int = 0
 
     @classmethod
     def _from_pb(cls, pb) -> "ServerStatus":
         return cls(pb.version, pb.format_version, pb.revision, pb.data_dir, pb.started_at_ms,
                    pb.uptime_ms, pb.writable, pb.write_error, pb.open_calls,
-                   pb.signal_max_wait_ms, pb.disk_free_bytes, pb.disk_low)
+                   pb.signal_max_wait_ms, pb.disk_free_bytes, pb.disk_low,
+                   pb.connections, pb.max_connections)
 

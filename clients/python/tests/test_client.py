@@ -39,6 +39,7 @@ def test_health_status_and_errors_carry_the_servers_message(client):
     st = client.status()
     assert st.writable and st.signal_max_wait_ms == 300000
     assert st.disk_free_bytes > 0 and not st.disk_low
+    assert 1 <= st.connections <= st.max_connections == 10000
     with pytest.raises(reel.NotFound) as err:
         client.runs.get("01J00000000000000000000000")
     assert err.value.code == grpc.StatusCode.NOT_FOUND

@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13reel/v1/admin.proto\x12\x07reel.v1\"\x12\n\x10GetStatusRequest\"\xa4\x04\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0e\x66ormat_version\x18\x02 \x01(\r\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\x10\n\x08\x64\x61ta_dir\x18\x04 \x01(\t\x12\x15\n\rstarted_at_ms\x18\x05 \x01(\x03\x12\x11\n\tuptime_ms\x18\x06 \x01(\x03\x12\x10\n\x08writable\x18\x07 \x01(\x08\x12\x13\n\x0bwrite_error\x18\x08 \x01(\t\x12\x12\n\nopen_calls\x18\t \x01(\x04\x12\x1a\n\x12signal_max_wait_ms\x18\n \x01(\x03\x12\x0f\n\x07\x63ommits\x18\x0b \x01(\x04\x12\x17\n\x0f\x63ommit_requests\x18\x0c \x01(\x04\x12\x16\n\x0e\x63ommit_seconds\x18\r \x01(\x01\x12\x19\n\x11write_queue_depth\x18\x0e \x01(\x04\x12\x13\n\x0bkv_watchers\x18\x0f \x01(\x04\x12\x17\n\x0frun_subscribers\x18\x10 \x01(\x04\x12\x17\n\x0fwal_subscribers\x18\x11 \x01(\x04\x12\x1b\n\x13wal_oldest_revision\x18\x12 \x01(\x04\x12\x11\n\twal_bytes\x18\x13 \x01(\x04\x12*\n\tconsumers\x18\x14 \x03(\x0b\x32\x17.reel.v1.ConsumerStatus\x12\x16\n\x0e\x63onsumer_count\x18\x15 \x01(\x04\x12\x17\n\x0f\x64isk_free_bytes\x18\x16 \x01(\x04\x12\x10\n\x08\x64isk_low\x18\x17 \x01(\x08\"X\n\x0e\x43onsumerStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63ked_revision\x18\x02 \x01(\x04\x12\x0b\n\x03lag\x18\x03 \x01(\x04\x12\x13\n\x0binvalidated\x18\x04 \x01(\x08\"m\n\tTokenInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x12\n\ncreated_ms\x18\x05 \x01(\x03\x12\x12\n\nexpires_ms\x18\x06 \x01(\x03\"R\n\x12\x43reateTokenRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x04 \x01(\x03\"F\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12 \n\x04info\x18\x02 \x01(\x0b\x32\x12.reel.v1.TokenInfo\"#\n\x11ListTokensRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"8\n\x12ListTokensResponse\x12\"\n\x06tokens\x18\x01 \x03(\x0b\x32\x12.reel.v1.TokenInfo\" \n\x12RevokeTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\",\n\x13RevokeTokenResponse\x12\x15\n\rstreams_ended\x18\x01 \x01(\x04\x32\xa6\x02\n\x05\x41\x64min\x12\x42\n\tGetStatus\x12\x19.reel.v1.GetStatusRequest\x1a\x1a.reel.v1.GetStatusResponse\x12H\n\x0b\x43reateToken\x12\x1b.reel.v1.CreateTokenRequest\x1a\x1c.reel.v1.CreateTokenResponse\x12\x45\n\nListTokens\x12\x1a.reel.v1.ListTokensRequest\x1a\x1b.reel.v1.ListTokensResponse\x12H\n\x0bRevokeToken\x12\x1b.reel.v1.RevokeTokenRequest\x1a\x1c.reel.v1.RevokeTokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13reel/v1/admin.proto\x12\x07reel.v1\"\x12\n\x10GetStatusRequest\"\xd2\x04\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x16\n\x0e\x66ormat_version\x18\x02 \x01(\r\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\x10\n\x08\x64\x61ta_dir\x18\x04 \x01(\t\x12\x15\n\rstarted_at_ms\x18\x05 \x01(\x03\x12\x11\n\tuptime_ms\x18\x06 \x01(\x03\x12\x10\n\x08writable\x18\x07 \x01(\x08\x12\x13\n\x0bwrite_error\x18\x08 \x01(\t\x12\x12\n\nopen_calls\x18\t \x01(\x04\x12\x1a\n\x12signal_max_wait_ms\x18\n \x01(\x03\x12\x0f\n\x07\x63ommits\x18\x0b \x01(\x04\x12\x17\n\x0f\x63ommit_requests\x18\x0c \x01(\x04\x12\x16\n\x0e\x63ommit_seconds\x18\r \x01(\x01\x12\x19\n\x11write_queue_depth\x18\x0e \x01(\x04\x12\x13\n\x0bkv_watchers\x18\x0f \x01(\x04\x12\x17\n\x0frun_subscribers\x18\x10 \x01(\x04\x12\x17\n\x0fwal_subscribers\x18\x11 \x01(\x04\x12\x1b\n\x13wal_oldest_revision\x18\x12 \x01(\x04\x12\x11\n\twal_bytes\x18\x13 \x01(\x04\x12*\n\tconsumers\x18\x14 \x03(\x0b\x32\x17.reel.v1.ConsumerStatus\x12\x16\n\x0e\x63onsumer_count\x18\x15 \x01(\x04\x12\x17\n\x0f\x64isk_free_bytes\x18\x16 \x01(\x04\x12\x10\n\x08\x64isk_low\x18\x17 \x01(\x08\x12\x13\n\x0b\x63onnections\x18\x18 \x01(\x04\x12\x17\n\x0fmax_connections\x18\x19 \x01(\x04\"X\n\x0e\x43onsumerStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63ked_revision\x18\x02 \x01(\x04\x12\x0b\n\x03lag\x18\x03 \x01(\x04\x12\x13\n\x0binvalidated\x18\x04 \x01(\x08\"m\n\tTokenInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x12\n\ncreated_ms\x18\x05 \x01(\x03\x12\x12\n\nexpires_ms\x18\x06 \x01(\x03\"R\n\x12\x43reateTokenRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x04 \x01(\x03\"F\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12 \n\x04info\x18\x02 \x01(\x0b\x32\x12.reel.v1.TokenInfo\"#\n\x11ListTokensRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"8\n\x12ListTokensResponse\x12\"\n\x06tokens\x18\x01 \x03(\x0b\x32\x12.reel.v1.TokenInfo\" \n\x12RevokeTokenRequest\x12\n\n\x02id\x18\x01 \x01(\t\",\n\x13RevokeTokenResponse\x12\x15\n\rstreams_ended\x18\x01 \x01(\x04\x32\xa6\x02\n\x05\x41\x64min\x12\x42\n\tGetStatus\x12\x19.reel.v1.GetStatusRequest\x1a\x1a.reel.v1.GetStatusResponse\x12H\n\x0b\x43reateToken\x12\x1b.reel.v1.CreateTokenRequest\x1a\x1c.reel.v1.CreateTokenResponse\x12\x45\n\nListTokens\x12\x1a.reel.v1.ListTokensRequest\x1a\x1b.reel.v1.ListTokensResponse\x12H\n\x0bRevokeToken\x12\x1b.reel.v1.RevokeTokenRequest\x1a\x1c.reel.v1.RevokeTokenResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'reel.v1.admin_pb2', globals())
@@ -23,23 +23,23 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _GETSTATUSREQUEST._serialized_start=32
   _GETSTATUSREQUEST._serialized_end=50
   _GETSTATUSRESPONSE._serialized_start=53
-  _GETSTATUSRESPONSE._serialized_end=601
-  _CONSUMERSTATUS._serialized_start=603
-  _CONSUMERSTATUS._serialized_end=691
-  _TOKENINFO._serialized_start=693
-  _TOKENINFO._serialized_end=802
-  _CREATETOKENREQUEST._serialized_start=804
-  _CREATETOKENREQUEST._serialized_end=886
-  _CREATETOKENRESPONSE._serialized_start=888
-  _CREATETOKENRESPONSE._serialized_end=958
-  _LISTTOKENSREQUEST._serialized_start=960
-  _LISTTOKENSREQUEST._serialized_end=995
-  _LISTTOKENSRESPONSE._serialized_start=997
-  _LISTTOKENSRESPONSE._serialized_end=1053
-  _REVOKETOKENREQUEST._serialized_start=1055
-  _REVOKETOKENREQUEST._serialized_end=1087
-  _REVOKETOKENRESPONSE._serialized_start=1089
-  _REVOKETOKENRESPONSE._serialized_end=1133
-  _ADMIN._serialized_start=1136
-  _ADMIN._serialized_end=1430
+  _GETSTATUSRESPONSE._serialized_end=647
+  _CONSUMERSTATUS._serialized_start=649
+  _CONSUMERSTATUS._serialized_end=737
+  _TOKENINFO._serialized_start=739
+  _TOKENINFO._serialized_end=848
+  _CREATETOKENREQUEST._serialized_start=850
+  _CREATETOKENREQUEST._serialized_end=932
+  _CREATETOKENRESPONSE._serialized_start=934
+  _CREATETOKENRESPONSE._serialized_end=1004
+  _LISTTOKENSREQUEST._serialized_start=1006
+  _LISTTOKENSREQUEST._serialized_end=1041
+  _LISTTOKENSRESPONSE._serialized_start=1043
+  _LISTTOKENSRESPONSE._serialized_end=1099
+  _REVOKETOKENREQUEST._serialized_start=1101
+  _REVOKETOKENREQUEST._serialized_end=1133
+  _REVOKETOKENRESPONSE._serialized_start=1135
+  _REVOKETOKENRESPONSE._serialized_end=1179
+  _ADMIN._serialized_start=1182
+  _ADMIN._serialized_end=1476
 # @@protoc_insertion_point(module_scope)
