@@ -199,6 +199,10 @@ static reel_code_t register_features(api_ctx_t *ctx, reel_status_t *st) {
 }
 
 reel_code_t api_metrics_register(api_ctx_t *ctx, reel_status_t *st) {
+    static const char refused_help[] =
+        "Connections closed as soon as accepted, since start: at "
+        "--max-connections, or while fewer than reeld's reserve of file "
+        "descriptors were free.";
     metrics_registry_t *r = ctx->metrics;
     reel_code_t rc;
 
@@ -234,19 +238,13 @@ reel_code_t api_metrics_register(api_ctx_t *ctx, reel_status_t *st) {
                              NULL, m_connections, ctx, st)) != REEL_OK ||
         (rc = metrics_reg_fn(r, ctx, METRICS_COUNTER,
                              "reel_connections_refused_total",
-                             "Connections closed as soon as accepted, since "
-                             "start: at --max-connections, or while fewer "
-                             "than reeld's reserve of file descriptors were "
-                             "free.",
+                             refused_help,
                              (const char *[]){"reason", "max_connections",
                                               NULL},
                              m_refused_at_max, ctx, st)) != REEL_OK ||
         (rc = metrics_reg_fn(r, ctx, METRICS_COUNTER,
                              "reel_connections_refused_total",
-                             "Connections closed as soon as accepted, since "
-                             "start: at --max-connections, or while fewer "
-                             "than reeld's reserve of file descriptors were "
-                             "free.",
+                             refused_help,
                              (const char *[]){"reason", "descriptors", NULL},
                              m_refused_for_descriptors, ctx, st)) !=
             REEL_OK ||
