@@ -218,14 +218,12 @@ static int count_in(int fd, long max) {
 
     if (b == NULL || (size_t)fd >= n_bits)
         return 0;
-    if (max > 0 &&
-        atomic_fetch_add_explicit(&open_conns, 1, memory_order_relaxed) >=
-            max) {
+    if (atomic_fetch_add_explicit(&open_conns, 1, memory_order_relaxed) >=
+            max &&
+        max > 0) {
         atomic_fetch_sub_explicit(&open_conns, 1, memory_order_relaxed);
         return 0;
     }
-    if (max <= 0)
-        atomic_fetch_add_explicit(&open_conns, 1, memory_order_relaxed);
     atomic_fetch_or_explicit(&b[fd >> 6], (uint64_t)1 << (fd & 63),
                              memory_order_relaxed);
     return 1;
