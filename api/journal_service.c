@@ -711,7 +711,8 @@ out:
  * rpc_call_wake, onto a poller thread) to try again; a claimer busy with
  * an attempt then tries once more after it. Every claim happens in the
  * writer, so each claimable run goes to exactly one claimer. A timer ends
- * the call with found=false at wait_ms; a client that leaves sets
+ * the call with found=false at wait_ms, or sooner, ahead of the client's
+ * deadline (rpc_call_wait_until_ns); a client that leaves sets
  * `abandoned`, so an attempt still queued claims nothing.
  *
  * Locking: a claimer's state changes under its mutex; finishing the call
@@ -778,10 +779,10 @@ static void claim_done(void *arg, journal_result_t *res) {
         act = CL_ERROR;
     else if (res->found)
         act = CL_FOUND;
+    else if (cl->timed_out || cl->wait_ms == 0)
+        act = CL_EMPTY; /* the wait is over: no attempt after it */
     else if (cl->again)
         act = CL_RETRY;
-    else if (cl->timed_out || cl->wait_ms == 0)
-        act = CL_EMPTY;
     if (act == CL_ERROR || act == CL_FOUND || act == CL_EMPTY)
         cl->over = 1;
     pthread_mutex_unlock(&cl->mu);
@@ -915,6 +916,7 @@ static void j_claim_next_run(rpc_call_t *call, void *arg, const uint8_t *req,
     reel_status_t st = REEL_STATUS_INIT;
     journal_req_t q = {0};
     claimer_t *cl;
+    int64_t until_ns;
     char *app_owned = NULL;
     const char *app;
 
@@ -955,7 +957,10 @@ static void j_claim_next_run(rpc_call_t *call, void *arg, const uint8_t *req,
     snprintf(cl->app, sizeof(cl->app), "%s", app);
     snprintf(cl->owner, sizeof(cl->owner), "%s", in->lease_owner);
     cl->ttl_ms = q.lease_ttl_ms; /* defaulted by journal_validate */
-    cl->wait_ms = in->wait_ms;
+    /* Ends ahead of the client's deadline, so "found=false" reaches it
+     * and no run is leased to a client that gave up. */
+    until_ns = rpc_call_wait_until_ns(call, in->wait_ms);
+    cl->wait_ms = until_ns != 0 ? in->wait_ms : 0;
     cl->arrived_ms = reel_clock_now_ms();
     pthread_mutex_init(&cl->mu, NULL);
     /* Register before the first attempt, so no commit falls in between. */
@@ -969,11 +974,9 @@ static void j_claim_next_run(rpc_call_t *call, void *arg, const uint8_t *req,
     }
     rpc_call_ref(call);
     rpc_call_on_cleanup(call, claimer_cleanup, cl);
-    if (cl->wait_ms > 0)
-        cl->timer = api_timer_start(ctx->timers,
-                                    reel_clock_mono_ns() +
-                                        cl->wait_ms * 1000000,
-                                    claimer_timeout, cl);
+    if (until_ns != 0)
+        cl->timer = api_timer_start(ctx->timers, until_ns, claimer_timeout,
+                                    cl);
     rpc_call_on_cancel(call, claimer_cancel, cl);
     try_claim(cl);
     rpc_call_unref(call);

@@ -298,19 +298,16 @@ void rpc_fanout_begin(void) { fanout_left = RPC_FANOUT_DIRECT; }
 void rpc_fanout_end(void) { fanout_left = -1; }
 
 static int64_t timespec_to_mono_ns(gpr_timespec t) {
-    gpr_timespec now_rt, mono;
+    gpr_timespec left;
 
     if (gpr_time_cmp(t, gpr_inf_future(t.clock_type)) == 0)
         return INT64_MAX;
-    /* Deadlines arrive on the monotonic clock; convert anyway to be safe. */
-    if (t.clock_type != GPR_CLOCK_MONOTONIC) {
-        now_rt = gpr_now(t.clock_type);
-        mono = gpr_now(GPR_CLOCK_MONOTONIC);
-        t = gpr_time_add(mono, gpr_time_sub(t, now_rt));
-    }
-    if (t.tv_sec > INT64_MAX / 1000000000LL - 1)
+    /* gRPC's monotonic clock is not CLOCK_MONOTONIC (it starts 5 s
+     * ahead): carry over the time left, not the instant. */
+    left = gpr_time_sub(t, gpr_now(t.clock_type));
+    if (left.tv_sec > INT64_MAX / 1000000000LL / 2)
         return INT64_MAX;
-    return t.tv_sec * 1000000000LL + t.tv_nsec;
+    return reel_clock_mono_ns() + left.tv_sec * 1000000000LL + left.tv_nsec;
 }
 
 static void queue_free_locked(rpc_call_t *c) {
@@ -1246,6 +1243,22 @@ int rpc_call_is_cancelled(rpc_call_t *c) {
 }
 
 int64_t rpc_call_deadline_ns(rpc_call_t *c) { return c->deadline_ns; }
+
+int64_t rpc_call_wait_until_ns(rpc_call_t *c, int64_t wait_ms) {
+    int64_t now = reel_clock_mono_ns(), until, tail;
+
+    if (wait_ms <= 0)
+        return 0;
+    until = now + wait_ms * 1000000LL;
+    if (c->deadline_ns != INT64_MAX) {
+        tail = (c->deadline_ns - now) / 10;
+        if (tail > RPC_DEADLINE_TAIL_MS * 1000000LL)
+            tail = RPC_DEADLINE_TAIL_MS * 1000000LL;
+        if (c->deadline_ns - tail < until)
+            until = c->deadline_ns - tail;
+    }
+    return until > now ? until : 0;
+}
 
 const char *rpc_call_method(rpc_call_t *c) { return c->path; }
 

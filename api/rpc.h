@@ -292,6 +292,17 @@ int rpc_call_is_cancelled(rpc_call_t *call);
 /* The client's deadline on the monotonic clock (ns), or INT64_MAX. */
 int64_t rpc_call_deadline_ns(rpc_call_t *call);
 
+/*
+ * When a long poll of wait_ms starting now stops waiting (monotonic ns):
+ * at wait_ms, or sooner, ahead of the client's deadline by a tenth of the
+ * time left (at most RPC_DEADLINE_TAIL_MS), so that its answer "nothing
+ * came" reaches the client before the client gives up, and nothing is
+ * consumed or claimed for a client no longer waiting. 0 when there is no
+ * time to wait: answer at once.
+ */
+#define RPC_DEADLINE_TAIL_MS 1000
+int64_t rpc_call_wait_until_ns(rpc_call_t *call, int64_t wait_ms);
+
 /* The method path, e.g. "/reel.v1.KV/SetValue". */
 const char *rpc_call_method(rpc_call_t *call);
 

@@ -8,8 +8,10 @@
  * the send's own write, so one commit sends and delivers; the send's wake
  * (through rpc_call_wake, onto a poller thread) makes an awaiter that was
  * busy try again. A timer ends the call with delivered=false at
- * timeout_ms. A client that leaves, or a server that stops, sets
- * `abandoned`, which makes any attempt still queued consume nothing.
+ * timeout_ms, or sooner, ahead of the client's deadline
+ * (rpc_call_wait_until_ns), and from then on the awaiter takes nothing.
+ * A client that leaves, or a server that stops, sets `abandoned`, which
+ * makes any attempt still queued consume nothing.
  *
  * Locking: an awaiter's state changes under its mutex; finishing the call
  * and queueing attempts happen after it is released. Every queued attempt
@@ -212,10 +214,10 @@ static void consumed(void *arg, signals_consume_result_t *res) {
         act = ACT_ERROR;
     else if (res->delivered)
         act = ACT_DELIVER;
+    else if (aw->timed_out || aw->timeout_ms == 0)
+        act = ACT_EMPTY; /* the wait is over: no attempt after it */
     else if (aw->again)
         act = ACT_RETRY;
-    else if (aw->timed_out || aw->timeout_ms == 0)
-        act = ACT_EMPTY;
     if (act == ACT_ERROR || act == ACT_DELIVER || act == ACT_EMPTY)
         aw->over = 1;
     pthread_mutex_unlock(&aw->mu);
@@ -298,14 +300,16 @@ static void on_signal(void *arg) {
 }
 
 /* Writer thread, under the signals registry lock: a send offers its
- * signal. An idle awaiter takes it as its attempt (with the attempt's call
- * reference); consumed() then runs with the outcome. */
+ * signal. An idle awaiter whose wait is not over takes it as its attempt
+ * (with the attempt's call reference); consumed() then runs with the
+ * outcome. One whose timer has fired takes nothing, even before its
+ * answer is sent: its client may have stopped listening. */
 static int on_claim(void *arg, signals_claim_t *out) {
     awaiter_t *aw = arg;
     int take;
 
     pthread_mutex_lock(&aw->mu);
-    take = !aw->over && !aw->inflight;
+    take = !aw->over && !aw->inflight && !aw->timed_out;
     if (take) {
         aw->inflight = 1;
         aw->again = 0;
@@ -364,7 +368,7 @@ static void s_await_signal(rpc_call_t *call, void *arg, const uint8_t *req,
     Reel__V1__AwaitSignalRequest *in =
         reel__v1__await_signal_request__unpack(NULL, len, req);
     reel_status_t st = REEL_STATUS_INIT;
-    int64_t timeout_ms;
+    int64_t timeout_ms, until_ns;
     awaiter_t *aw;
 
     if (in == NULL) {
@@ -388,7 +392,9 @@ static void s_await_signal(rpc_call_t *call, void *arg, const uint8_t *req,
     snprintf(aw->run_id, sizeof(aw->run_id), "%s", in->run_id);
     snprintf(aw->name, sizeof(aw->name), "%s", in->name);
     aw->epoch = in->lease_epoch;
-    aw->timeout_ms = timeout_ms;
+    /* Ends ahead of the client's deadline, so "nothing came" reaches it. */
+    until_ns = rpc_call_wait_until_ns(call, timeout_ms);
+    aw->timeout_ms = until_ns != 0 ? timeout_ms : 0;
     pthread_mutex_init(&aw->mu, NULL);
     /* Register before the first attempt, so no send falls in between. */
     aw->waiter = signals_wait(ctx->signals, aw->run_id, aw->name, on_signal,
@@ -401,10 +407,8 @@ static void s_await_signal(rpc_call_t *call, void *arg, const uint8_t *req,
     }
     rpc_call_ref(call);
     rpc_call_on_cleanup(call, on_cleanup, aw);
-    if (timeout_ms > 0)
-        aw->timer = api_timer_start(ctx->timers,
-                                    reel_clock_mono_ns() + timeout_ms * 1000000,
-                                    on_timeout, aw);
+    if (until_ns != 0)
+        aw->timer = api_timer_start(ctx->timers, until_ns, on_timeout, aw);
     rpc_call_on_cancel(call, on_cancel, aw);
     try_consume(aw);
     rpc_call_unref(call);

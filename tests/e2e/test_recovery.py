@@ -251,6 +251,22 @@ def test_claim_next_waits_then_answers_not_found(server):
     ch.close()
 
 
+def test_claim_next_answers_not_found_before_the_client_deadline(server):
+    """wait_ms past the client's deadline: reeld ends the wait ahead of the
+    deadline (a tenth of the time left, at most 1 s), so the worker hears
+    found=false instead of DEADLINE_EXCEEDED, and no run can be leased to
+    a worker that has already given up."""
+    s = server()
+    ch = grpc.insecure_channel(s.addr)
+    j = J(ch)
+    t0 = time.monotonic()
+    r = j.next(app="idle", wait=60000, timeout=5)
+    elapsed = time.monotonic() - t0
+    assert not r.found, r
+    assert 4.0 <= elapsed < 5.0, elapsed
+    ch.close()
+
+
 def test_bad_input_is_named(server):
     s = server()
     ch = grpc.insecure_channel(s.addr)
