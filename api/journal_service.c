@@ -439,6 +439,15 @@ static void scope_runs(rpc_call_t *call, run_filter_t *f, char *buf,
     }
 }
 
+/* Where the next page starts: after the last run a page stepped over
+ * when the scan bound ended it (past every run it holds), else after its
+ * last run. */
+static char *next_after(const run_t *runs, size_t n, char *resume) {
+    if (resume[0] != '\0')
+        return resume;
+    return n > 0 ? (char *)runs[n - 1].run_id : "";
+}
+
 static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
                         size_t len) {
     api_ctx_t *ctx = arg;
@@ -455,6 +464,7 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
     uint8_t *buf = NULL;
     char *app_owned = NULL;
     char tenant_apps[AUTH_TENANT_MAX + 8];
+    char resume[JOURNAL_RUN_ID_LEN + 1];
     int more = 0;
 
     if (in == NULL) {
@@ -471,6 +481,7 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
     f.start_after = in->start_after;
     f.limit = in->limit;
     f.page = &page;
+    f.resume = resume;
     if (journal_list_runs(ctx->journal, &f, &runs, &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
     } else if (runs_to_pb(call, runs, n, &pbs, &ptrs) != 0) {
@@ -479,7 +490,7 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
         out.n_runs = n;
         out.runs = ptrs;
         out.more = more;
-        out.next_start_after = n > 0 ? (char *)runs[n - 1].run_id : "";
+        out.next_start_after = next_after(runs, n, resume);
         API_PACK(reel__v1__list_runs_response, &out, &buf, &blen);
         api_finish_packed(call, buf, blen);
     }
@@ -505,6 +516,7 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
     size_t n = 0, blen;
     uint8_t *buf = NULL;
     char *app_owned = NULL, tenant_apps[AUTH_TENANT_MAX + 8];
+    char resume[JOURNAL_RUN_ID_LEN + 1];
     run_filter_t f = {0};
     int more = 0;
 
@@ -520,6 +532,7 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
     f.start_after = in->start_after;
     f.limit = in->limit;
     f.page = &page;
+    f.resume = resume;
     if (journal_list_recoverable_kept(ctx->journal, &f, &runs, &n, &more,
                                       &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
@@ -529,7 +542,7 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
         out.n_runs = n;
         out.runs = ptrs;
         out.more = more;
-        out.next_start_after = n > 0 ? (char *)runs[n - 1].run_id : "";
+        out.next_start_after = next_after(runs, n, resume);
         API_PACK(reel__v1__list_runs_to_recover_response, &out, &buf, &blen);
         api_finish_packed(call, buf, blen);
     }

@@ -98,6 +98,8 @@ reel_code_t journal_create(store_t *store, const journal_limits_t *limits,
         j->lim = *limits;
     if (j->lim.max_payload == 0)
         j->lim.max_payload = JOURNAL_DEFAULT_MAX_PAYLOAD;
+    if (j->lim.list_scan_max == 0)
+        j->lim.list_scan_max = JOURNAL_LIST_SCAN_MAX;
     if (j->lim.retry.initial_ms <= 0)
         j->lim.retry.initial_ms = JOURNAL_DEFAULT_RETRY_INITIAL_MS;
     if (j->lim.retry.multiplier < 1.0)

@@ -55,6 +55,9 @@
 #define JOURNAL_MAX_SUSPEND_MS 31536000000LL /* SuspendRun.timeout_ms: 365 days */
 #define JOURNAL_LIST_DEFAULT 100
 #define JOURNAL_LIST_MAX 1000
+/* Runs a listing page steps over, not matching, before it answers early
+ * (run_filter_t.resume). */
+#define JOURNAL_LIST_SCAN_MAX 10000
 #define JOURNAL_RUN_ID_LEN 26
 /* The longest ClaimNextRun wait, and the latest retry interval accepted. */
 #define JOURNAL_MAX_CLAIM_WAIT_MS 300000
@@ -173,6 +176,9 @@ typedef struct journal_limits {
     /* A BeginRun's retry policy when it gives none; zeros: the
      * JOURNAL_DEFAULT_RETRY_* values. */
     journal_retry_t retry;
+    /* Runs a listing steps over (read, not matching its filters) before it
+     * answers a page early; 0 = JOURNAL_LIST_SCAN_MAX. */
+    uint32_t list_scan_max;
 } journal_limits_t;
 
 /* The store must have been opened with journal_cfs (FAILED_PRECONDITION
@@ -318,6 +324,13 @@ typedef struct run_filter {
     const char *start_after;          /* a run_id, or "" */
     uint32_t limit;                   /* 0 = default */
     const reel_page_t *page;          /* byte budget; NULL = none */
+    /* NULL: no bound on the runs a page steps over. Else room for a run
+     * id: a page that stepped over list_scan_max runs not matching ends
+     * there, `more` set, and this is the id the next page starts after
+     * (it is "" when the page ended otherwise). So a listing whose runs
+     * are few among many (a tenant's among every tenant's, recoverable
+     * ones among running ones) reads a bounded number per call. */
+    char *resume;
 } run_filter_t;
 
 /* Runs matching f in run_id order, bounded as journal_read is; the next

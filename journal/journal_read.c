@@ -11,6 +11,7 @@
  */
 #include "journal/journal_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -269,17 +270,42 @@ static void active_keys(const char *app, const char *after,
     }
 }
 
+/* A page being filled: the bytes it holds, and the runs it stepped over
+ * (read, not matching) against the bound on them. */
+typedef struct scan {
+    size_t used;
+    uint32_t passed, max; /* max 0: no bound (f->resume is NULL) */
+    char *resume;
+} scan_t;
+
+static scan_t scan_start(const journal_t *j, const run_filter_t *f) {
+    scan_t s = {0, 0, 0, f->resume};
+
+    if (f->resume != NULL) {
+        f->resume[0] = '\0';
+        s.max = j->lim.list_scan_max;
+    }
+    return s;
+}
+
 /*
  * Offers run r (owned) to a listing's page: 1 to go on; 0 when the page is
- * full (r freed, *more set). A run f does not match is freed and passed.
+ * full (r freed, *more set). A run f does not match is freed and passed;
+ * the max-th passed one ends the page too, its id the place to resume.
  */
 static int offer(const run_filter_t *f, uint32_t limit, run_t *arr,
-                 size_t *n, size_t *used, int *more, run_t *r) {
+                 size_t *n, scan_t *s, int *more, run_t *r) {
     if (!run_matches(r, f)) {
+        if (s->max != 0 && ++s->passed == s->max) {
+            snprintf(s->resume, JOURNAL_RUN_ID_LEN + 1, "%s", r->run_id);
+            *more = 1;
+            run_fini(r);
+            return 0;
+        }
         run_fini(r);
         return 1;
     }
-    if (*n == limit || !reel_page_take(f->page, *n, used, r)) {
+    if (*n == limit || !reel_page_take(f->page, *n, &s->used, r)) {
         run_fini(r);
         *more = 1;
         return 0;
@@ -402,13 +428,13 @@ static reel_code_t prefix_apps(store_iter_t *it, char tag,
 static reel_code_t list_merged(journal_t *j, const run_filter_t *f,
                                char tag, const char *prefix,
                                const char *skip, uint32_t limit, run_t *arr,
-                               size_t *n, int *more, int *merged,
-                               reel_status_t *st) {
+                               size_t *n, scan_t *scan, int *more,
+                               int *merged, reel_status_t *st) {
     const char *after = f->start_after ? f->start_after : "";
     app_head_t *heads = calloc(MERGE_APPS_MAX + 1, sizeof(*heads));
     store_snapshot_t *snap = NULL;
     store_iter_t *it = NULL;
-    size_t napps = 0, used = 0;
+    size_t napps = 0;
     reel_code_t rc;
 
     *merged = 0;
@@ -444,7 +470,7 @@ static reel_code_t list_merged(journal_t *j, const run_filter_t *f,
             run_fini(&r);
             break;
         }
-        if (!offer(f, limit, arr, n, &used, more, &r))
+        if (!offer(f, limit, arr, n, scan, more, &r))
             break;
     }
 out:
@@ -481,7 +507,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
     store_iter_t *it = NULL;
     journal_key_t base = {NULL, 0}, seek = {NULL, 0};
     run_t *arr = NULL;
-    size_t used = 0;
+    scan_t scan = scan_start(j, f);
     reel_code_t rc;
 
     *out = NULL;
@@ -520,7 +546,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
         rc = list_merged(j, f, by_active ? 'A' : by_status ? 'X' : 'p',
                          by_status ? sa : pre,
                          by_status && skip != NULL ? ss : skip, limit, arr,
-                         n, more, &merged, st);
+                         n, &scan, more, &merged, st);
         if (rc != REEL_OK || merged)
             goto out;
         /* More apps than a merge takes: every run, filtered. */
@@ -582,7 +608,7 @@ reel_code_t journal_list_runs(journal_t *j, const run_filter_t *f,
                                  "run %s: stored record is corrupt", id);
             goto out;
         }
-        if (!offer(f, limit, arr, n, &used, more, &r))
+        if (!offer(f, limit, arr, n, &scan, more, &r))
             break;
     }
     rc = store_iter_status(it, st);
@@ -644,7 +670,7 @@ reel_code_t journal_list_recoverable_kept(journal_t *j, const run_filter_t *f,
     store_iter_t *it = NULL;
     run_t *arr = NULL;
     journal_key_t seek = {0}, base = {0};
-    size_t used = 0;
+    scan_t scan = scan_start(j, f);
     reel_code_t rc;
 
     *out = NULL;
@@ -676,7 +702,7 @@ reel_code_t journal_list_recoverable_kept(journal_t *j, const run_filter_t *f,
         rc = list_merged(j, &g, 'A', g.app_prefix ? g.app_prefix : "",
                          g.app_exclude && *g.app_exclude ? g.app_exclude
                                                          : NULL,
-                         limit, arr, n, more, &merged, st);
+                         limit, arr, n, &scan, more, &merged, st);
         if (rc != REEL_OK || merged)
             goto out;
     }
@@ -706,7 +732,7 @@ reel_code_t journal_list_recoverable_kept(journal_t *j, const run_filter_t *f,
             continue;
         if ((rc = journal_indexed_run(NULL, j, snap, id, &r, st)) != REEL_OK)
             goto out;
-        if (!offer(&g, limit, arr, n, &used, more, &r))
+        if (!offer(&g, limit, arr, n, &scan, more, &r))
             break;
     }
     rc = store_iter_status(it, st);

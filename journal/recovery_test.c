@@ -561,6 +561,127 @@ static void test_lease_expires_after_a_restart(void **state) {
     run_fini(&r);
 }
 
+/* One page of ListRuns (list) or ListRunsToRecover into ids after *n,
+ * with a resume buffer; returns `more` and leaves the next cursor in
+ * after. */
+static int page_of(fixture_t *f, int list, const char *app, const char *user,
+                   char after[27], char ids[][27], size_t *n, size_t *got) {
+    reel_status_t st = REEL_STATUS_INIT;
+    run_filter_t filt = {0};
+    char resume[27];
+    run_t *runs;
+    size_t k;
+    int more;
+
+    filt.app = app, filt.user = user;
+    filt.start_after = after;
+    filt.resume = resume;
+    assert_int_equal(list ? journal_list_runs(f->j, &filt, &runs, &k, &more,
+                                              &st)
+                          : journal_list_recoverable_kept(f->j, &filt, &runs,
+                                                          &k, &more, &st),
+                     REEL_OK);
+    for (size_t i = 0; i < k; i++) {
+        snprintf(ids[(*n)++], 27, "%s", runs[i].run_id);
+        run_fini(&runs[i]);
+    }
+    /* The next page starts after the runs stepped over, else after the
+     * last one given. */
+    if (resume[0] != '\0') {
+        assert_true(more);
+        assert_true(k == 0 || strcmp(resume, ids[*n - 1]) > 0);
+        snprintf(after, 27, "%s", resume);
+    } else if (k > 0) {
+        snprintf(after, 27, "%s", ids[*n - 1]);
+    }
+    free(runs);
+    *got = k;
+    return more;
+}
+
+/*
+ * A listing whose runs are few among many reads a bounded number per
+ * page: past list_scan_max runs not matching, the page ends, `more` set,
+ * with where to go on. Following the pages gives every run, once.
+ */
+static void test_a_page_steps_over_a_bounded_number_of_runs(void **state) {
+    fixture_t *f = *state;
+    journal_limits_t lim = {.retry = {40, 2.0, 1000, 4}, .list_scan_max = 5};
+    char first[27], last[27], other[27], u2[27], after[27] = "";
+    char ids[8][27];
+    size_t n = 0, got, pages = 0;
+    journal_req_t q = {0};
+    journal_result_t res;
+    run_t r;
+
+    close_all(f);
+    open_all(f, &lim);
+    begin_ok(f, "shop", "a", 50, first);
+    for (int i = 0; i < 12; i++) { /* RUNNING, leases long: not matching */
+        char inv[8];
+
+        snprintf(inv, sizeof(inv), "m%d", i);
+        begin_ok(f, "mail", inv, 600000, other);
+    }
+    begin_ok(f, "shop", "b", 50, last);
+    assert_true(await_status(f, first, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+    run_fini(&r);
+    assert_true(await_status(f, last, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+    run_fini(&r);
+
+    /* The recoverable among the active: 1, then 5 stepped over (page
+     * ends), 5 more (an empty page that says more), then the last. */
+    while (page_of(f, 0, NULL, NULL, after, ids, &n, &got)) {
+        assert_true(++pages < 10);
+        assert_true(n <= 2);
+    }
+    assert_int_equal(pages, 2);
+    assert_int_equal(n, 2);
+    assert_string_equal(ids[0], first);
+    assert_string_equal(ids[1], last);
+
+    /* ListRuns of one user among an app's runs of another. */
+    for (int i = 0; i < 7; i++) {
+        char inv[8];
+
+        snprintf(inv, sizeof(inv), "s%d", i);
+        begin_ok(f, "shop", inv, 600000, other);
+    }
+    q.op = JOURNAL_BEGIN;
+    q.app = "shop", q.user = "u2", q.session = "s1";
+    q.invocation_id = "u2";
+    q.lease_owner = "w1";
+    if (journal_exec(f->j, &q, &res) != REEL_OK)
+        fail_msg("begin: %s", reel_status_message(&res.status));
+    snprintf(u2, sizeof(u2), "%s", res.run.run_id);
+    journal_result_fini(&res);
+    n = 0, after[0] = '\0';
+    /* first and last are u1's too: 9 stepped over before u2's run. */
+    assert_true(page_of(f, 1, "shop", "u2", after, ids, &n, &got));
+    assert_int_equal(got, 0);
+    while (page_of(f, 1, "shop", "u2", after, ids, &n, &got))
+        assert_true(n == 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(ids[0], u2);
+
+    /* Without a resume buffer, no bound: one page. */
+    {
+        run_filter_t filt = {0};
+        run_t *runs;
+        size_t k;
+        int more;
+
+        filt.app = "shop", filt.user = "u2";
+        assert_int_equal(journal_list_runs(f->j, &filt, &runs, &k, &more,
+                                           NULL),
+                         REEL_OK);
+        assert_int_equal(k, 1);
+        assert_false(more);
+        run_fini(&runs[0]);
+        free(runs);
+    }
+}
+
 /* A bad retry policy is refused naming the field. */
 static void test_bad_retry_policy_is_refused(void **state) {
     fixture_t *f = *state;
@@ -794,6 +915,9 @@ int main(void) {
             test_run_counts_follow_committed_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_retry_policy_is_refused,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_page_steps_over_a_bounded_number_of_runs, setup,
+            teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

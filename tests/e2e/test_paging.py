@@ -298,6 +298,68 @@ def test_list_runs_to_recover_pages_by_cursor_and_budget(big):
     assert "start_after" in e.value.details()
 
 
+def test_a_page_steps_over_at_most_ten_thousand_runs(tmp_path):
+    """ListRunsToRecover among many running runs, and ListRuns of one user
+    among another's: a page steps over at most 10,000 runs that do not
+    match, then ends saying more, its next_start_after past them (not the
+    last run it holds), so one call's reads are bounded whatever the data.
+    Following the cursor gives every run, once."""
+    server = Reeld(str(tmp_path / "data")).start()
+    ch = grpc.insecure_channel(server.addr)
+    try:
+        begin = unary(ch, "/reel.v1.Journal/BeginRun", J.BeginRunRequest, J.Run)
+        recover = unary(ch, "/reel.v1.Journal/ListRunsToRecover",
+                        J.ListRunsToRecoverRequest, J.ListRunsToRecoverResponse)
+        runs = unary(ch, "/reel.v1.Journal/ListRuns", J.ListRunsRequest,
+                     J.ListRunsResponse)
+
+        def one(inv, user="u", ttl=LONG_TTL):
+            return begin(J.BeginRunRequest(app="a", user=user, session="s",
+                                           invocation_id=inv, lease_owner="w",
+                                           lease_ttl_ms=ttl), timeout=T).run_id
+
+        first = one("first", ttl=200)
+        pending = []
+        for i in range(10050):  # running, their leases long
+            pending.append(begin.future(J.BeginRunRequest(
+                app="a", user="u", session="s", invocation_id=f"r{i}",
+                lease_owner="w", lease_ttl_ms=LONG_TTL), timeout=T))
+            if len(pending) == 256:
+                [f.result() for f in pending]
+                pending = []
+        [f.result() for f in pending]
+        last = one("last", user="v", ttl=200)
+        time.sleep(0.5)  # both short leases end: recoverable
+
+        def pages_of(call, req, items=lambda p: p.runs):
+            out = []
+            while True:
+                page = call(req, timeout=T)
+                out.append(page)
+                if not page.more:
+                    return out
+                assert page.next_start_after > req.start_after
+                if page.runs:
+                    assert page.next_start_after >= page.runs[-1].run_id
+                req.start_after = page.next_start_after
+                assert len(out) < 10
+
+        pages = pages_of(recover, J.ListRunsToRecoverRequest())
+        assert [[r.run_id for r in p.runs] for p in pages] == [[first], [last]], \
+            [len(p.runs) for p in pages]
+        assert pages[0].next_start_after > first
+        pages = pages_of(runs, J.ListRunsRequest(app="a", user="v"))
+        assert [len(p.runs) for p in pages] == [0, 1]
+        assert pages[1].runs[0].run_id == last
+        # A page that finds enough stops at its limit, as before.
+        page = runs(J.ListRunsRequest(app="a", user="u", limit=1000), timeout=T)
+        assert len(page.runs) == 1000 and page.more
+        assert page.next_start_after == page.runs[-1].run_id
+    finally:
+        ch.close()
+        server.stop()
+
+
 def test_list_consumers_pages_by_cursor(big):
     setv = unary(big.ch, "/reel.v1.KV/SetValue", K.SetValueRequest, K.SetValueResponse)
     sub = stream(big.ch, "/reel.v1.Wal/SubscribeEvents", W.SubscribeEventsRequest,
