@@ -618,7 +618,7 @@ static void test_a_page_steps_over_a_bounded_number_of_runs(void **state) {
     open_all(f, &lim);
     begin_ok(f, "shop", "a", 50, first);
     for (int i = 0; i < 12; i++) { /* RUNNING, leases long: not matching */
-        char inv[8];
+        char inv[16];
 
         snprintf(inv, sizeof(inv), "m%d", i);
         begin_ok(f, "mail", inv, 600000, other);
@@ -642,7 +642,7 @@ static void test_a_page_steps_over_a_bounded_number_of_runs(void **state) {
 
     /* ListRuns of one user among an app's runs of another. */
     for (int i = 0; i < 7; i++) {
-        char inv[8];
+        char inv[16];
 
         snprintf(inv, sizeof(inv), "s%d", i);
         begin_ok(f, "shop", inv, 600000, other);
