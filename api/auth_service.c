@@ -104,6 +104,7 @@ typedef struct tenant_load {
     struct tenant_load *next;
     size_t calls;  /* calls open (under the table's mu) */
     size_t writes; /* of them, unary writes in flight */
+    rpc_share_t streams; /* its streams' bytes queued (api/rpc.c) */
     char tenant[AUTH_TENANT_MAX + 1];
 } tenant_load_t;
 
@@ -195,6 +196,14 @@ static tenant_load_t *load_take(struct api_tenant_calls *w,
     }
     pthread_mutex_unlock(&w->mu);
     return l;
+}
+
+rpc_share_t *api_principal_share(void *arg, const void *principal) {
+    const call_principal_t *p = principal;
+
+    (void)arg;
+    /* The operator's tenants hold no load: the total bounds them alone. */
+    return p != NULL && p->load != NULL ? &p->load->streams : NULL;
 }
 
 void api_principal_free(void *arg, void *principal) {

@@ -199,7 +199,8 @@ static const flag_t flags[] = {
      FLAG_NUMBER, NULL, 256 << 20, 1 << 20, INT64_MAX,
      FIELD(stream_queue_total),
      "bytes queued for slow stream readers, all streams together (each "
-     "keeps one message); past it they catch up from storage"},
+     "keeps one message), one tenant's at most a quarter; past it they "
+     "catch up from storage"},
     {"write-queue", "REEL_WRITE_QUEUE", "N", FLAG_NUMBER, NULL, 4096, 1,
      1 << 20, FIELD(write_queue), "writes queued before RESOURCE_EXHAUSTED"},
     {"write-queue-bytes", "REEL_WRITE_QUEUE_BYTES", "N", FLAG_NUMBER, NULL,
@@ -900,6 +901,7 @@ int main(int argc, char **argv) {
         ropts.authorize = api_authorize;
         ropts.authorize_arg = &ctx;
         ropts.principal_free = api_principal_free;
+        ropts.share_of = api_principal_share;
         if ((ctx.tenant_calls = api_tenant_calls_create(
                  cfg.max_calls_per_tenant, cfg.write_queue_per_tenant)) ==
             NULL) {

@@ -55,7 +55,10 @@
  * the total while others hold some: it waits in the server's room list
  * until other sends complete, then its drain runs. So stalled readers,
  * however many, hold at most the total between them; a call without a
- * drain hook may take one message past it. So that readers
+ * drain hook may take one message past it. The calls of one share (a
+ * tenant's: opts.share_of) are held to stream_queue_share together by
+ * the same rules, so one tenant's stalled readers leave the rest of the
+ * total to the others. So that readers
  * that stopped cannot keep the others waiting for ever, while calls wait
  * for room a stream whose last message has been in flight (unread) for a
  * keepalive interval and its timeout together (what a connection that
@@ -156,6 +159,7 @@ typedef struct msg {
 
 struct rpc_call {
     rpc_server_t *srv;
+    rpc_share_t *share; /* or NULL; set once authorized (see "Room") */
     pollq_t *q; /* every batch of the call completes there */
     const rpc_method_t *method; /* NULL for an unknown method */
     char *path;
@@ -320,6 +324,9 @@ static void queue_free_locked(rpc_call_t *c) {
     c->qtail = NULL;
     c->qlen = 0;
     atomic_fetch_sub_explicit(&c->srv->queued, c->qbytes, memory_order_relaxed);
+    if (c->share != NULL)
+        atomic_fetch_sub_explicit(&c->share->queued, c->qbytes,
+                                  memory_order_relaxed);
     c->qbytes = 0;
 }
 
@@ -330,6 +337,9 @@ static void inflight_free_locked(rpc_call_t *c) {
     }
     atomic_fetch_sub_explicit(&c->srv->queued, c->inflight_len,
                               memory_order_relaxed);
+    if (c->share != NULL)
+        atomic_fetch_sub_explicit(&c->share->queued, c->inflight_len,
+                                  memory_order_relaxed);
     c->inflight_len = 0;
 }
 
@@ -374,22 +384,28 @@ static int handoff_locked(rpc_call_t *c, int *flag);
  * while the total is under its bound, the newest first: a reader that
  * keeps reading waits again after each message, so it goes before streams
  * that have waited long (most often readers that stopped: the stalled
- * hold what there is until room_evict ends them).
+ * hold what there is until room_evict ends them). A call whose share is
+ * still full stays where it is: the next one is woken instead.
  */
 #define ROOM_WAKE_MAX 4
 static void room_wake(rpc_server_t *srv) {
     for (int i = 0; i < ROOM_WAKE_MAX && atomic_load(&srv->room_n) > 0;
          i++) {
-        rpc_call_t *c;
+        rpc_call_t *c, **pp;
 
         if (atomic_load_explicit(&srv->queued, memory_order_relaxed) >=
             srv->opts.stream_queue_total)
             return;
         pthread_mutex_lock(&srv->room_mu);
-        if ((c = srv->room_head) != NULL) {
-            srv->room_head = c->room_next;
-            atomic_fetch_sub(&srv->room_n, 1);
-        }
+        for (pp = &srv->room_head; (c = *pp) != NULL; pp = &c->room_next)
+            if (c->share == NULL ||
+                atomic_load_explicit(&c->share->queued,
+                                     memory_order_relaxed) <
+                    srv->opts.stream_queue_share) {
+                *pp = c->room_next;
+                atomic_fetch_sub(&srv->room_n, 1);
+                break;
+            }
         pthread_mutex_unlock(&srv->room_mu);
         if (c == NULL)
             return;
@@ -734,6 +750,9 @@ static reel_code_t append2_locked(rpc_call_t *c, const void *head,
     m->len += len;
     c->qbytes += cost;
     atomic_fetch_add_explicit(&c->srv->queued, cost, memory_order_relaxed);
+    if (c->share != NULL)
+        atomic_fetch_add_explicit(&c->share->queued, cost,
+                                  memory_order_relaxed);
     return REEL_OK;
 }
 
@@ -771,23 +790,30 @@ static void start_send_locked(rpc_call_t *c) {
 static reel_code_t room_locked(rpc_call_t *c, size_t len, int merges) {
     size_t total = atomic_load_explicit(&c->srv->queued, memory_order_relaxed);
     size_t cap = c->srv->opts.stream_queue_total;
+    size_t held = 0, share_cap = c->srv->opts.stream_queue_share;
     int idle = c->qlen == 0 && !c->send_in_flight;
 
+    if (c->share != NULL)
+        held = atomic_load_explicit(&c->share->queued, memory_order_relaxed);
     if (!merges)
         len += MSG_COST;
     /* A message behind others (queued or in flight) only while the total
-     * is under half its bound, and within the call's own limits: else the
-     * caller catches up from storage once this call's queue drains. */
+     * (and the call's share) is under half its bound, and within the
+     * call's own limits: else the caller catches up from storage once
+     * this call's queue drains. */
     if ((!merges && c->qlen >= c->srv->opts.stream_queue_max) ||
         (c->qlen > 0 && c->qbytes + len > c->srv->opts.stream_queue_bytes) ||
-        (!idle && total + len > cap / 2))
+        (!idle && total + len > cap / 2) ||
+        (!idle && c->share != NULL && held + len > share_cap / 2))
         return REEL_RESOURCE_EXHAUSTED;
     /* The first, within the bound (or alone): a reader that keeps up always
      * finds the half that queued messages cannot take. A call without a
      * drain hook, which has no way to wait, may pass it. One with a hook
      * and nothing queued or in flight has no drain coming: it waits for
-     * room. */
-    if (idle && total > 0 && total + len > cap && c->drain_fn != NULL) {
+     * room, in the total or in its share. */
+    if (idle && c->drain_fn != NULL &&
+        ((total > 0 && total + len > cap) ||
+         (held > 0 && held + len > share_cap))) {
         room_wait_locked(c);
         return REEL_RESOURCE_EXHAUSTED;
     }
@@ -1349,6 +1375,7 @@ static reel_code_t authorize(rpc_server_t *srv, rpc_call_t *c,
                              reel_status_t *st) {
     const char *val = NULL;
     size_t len = 0;
+    reel_code_t rc;
 
     for (size_t i = 0; i < c->md.count; i++) {
         grpc_slice k = c->md.metadata[i].key;
@@ -1360,8 +1387,13 @@ static reel_code_t authorize(rpc_server_t *srv, rpc_call_t *c,
             break;
         }
     }
-    return srv->opts.authorize(srv->opts.authorize_arg, c->path, val, len,
-                               &c->principal, st);
+    rc = srv->opts.authorize(srv->opts.authorize_arg, c->path, val, len,
+                             &c->principal, st);
+    if (rc != REEL_OK)
+        return rc;
+    if (srv->opts.share_of != NULL)
+        c->share = srv->opts.share_of(srv->opts.authorize_arg, c->principal);
+    return REEL_OK;
 }
 
 /* Served past max_calls: an orchestrator's probe must not read a busy
@@ -1928,6 +1960,8 @@ rpc_server_t *rpc_server_create(const rpc_server_opts_t *opts) {
         srv->opts.stream_queue_bytes = DEFAULT_STREAM_BYTES;
     if (srv->opts.stream_queue_total == 0)
         srv->opts.stream_queue_total = DEFAULT_STREAM_TOTAL;
+    if (srv->opts.stream_queue_share == 0)
+        srv->opts.stream_queue_share = srv->opts.stream_queue_total / 4;
     if (srv->opts.keepalive_time_ms <= 0)
         srv->opts.keepalive_time_ms = DEFAULT_KEEPALIVE_TIME_MS;
     if (srv->opts.keepalive_timeout_ms <= 0)

@@ -20,6 +20,7 @@
 #ifndef REEL_API_RPC_H
 #define REEL_API_RPC_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -82,6 +83,13 @@ typedef reel_code_t (*rpc_authorize_fn)(void *arg, const char *path,
                                         const char *auth, size_t len,
                                         void **principal, reel_status_t *st);
 
+/* Calls whose streams' bytes are bounded together (a tenant's): what
+ * they hold queued or in flight. Owned by the server's user; it must
+ * outlive the calls. */
+typedef struct rpc_share {
+    _Atomic size_t queued;
+} rpc_share_t;
+
 typedef struct rpc_server_opts {
     const char *listen;        /* "127.0.0.1:7878" */
     int threads; /* unary pollers, and as many stream queues; 0 = 4 */
@@ -91,6 +99,11 @@ typedef struct rpc_server_opts {
                                   message is always allowed) */
     size_t stream_queue_total; /* bytes queued on all calls together; 0 =
                                   256 MiB (still one message per call) */
+    /* Bytes the calls of one share (share_of) may queue together, under
+     * the same rules as the total; 0 = a quarter of the total. So one
+     * tenant's stalled readers cannot take the room every other tenant's
+     * streams need. */
+    size_t stream_queue_share;
     size_t max_response_bytes; /* largest unary answer; 0 = no limit */
     /* Calls open at once, every client's together (each holds memory
      * while it lasts: streams, long polls); a new call past it ends
@@ -112,6 +125,9 @@ typedef struct rpc_server_opts {
     /* Frees what authorize set in *principal, when its call is freed (arg:
      * authorize_arg); NULL: free(). */
     void (*principal_free)(void *arg, void *principal);
+    /* The share an authorized call's streams count against (arg:
+     * authorize_arg), or NULL: the total alone. NULL: no shares. */
+    rpc_share_t *(*share_of)(void *arg, const void *principal);
     /* Where rpc_server_start() registers the calls' metrics (NULL: none):
      * reel_rpc_requests_total{service,method,code} as each call ends,
      * reel_rpc_duration_seconds{service,method} for unary calls,

@@ -169,6 +169,9 @@ reel_code_t api_authorize(void *arg, const char *path, const char *auth,
 /* Frees what api_authorize set (rpc_server_opts_t.principal_free): the
  * call's place among its tenant's writes in flight goes back. */
 void api_principal_free(void *arg, void *principal);
+/* rpc_server_opts_t.share_of: a tenant's streams share a quarter of the
+ * stream budget (not default's or admin's: NULL). */
+rpc_share_t *api_principal_share(void *arg, const void *principal);
 
 /*
  * Each tenant's calls open (not default's or admin's), at most max_calls

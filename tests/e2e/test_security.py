@@ -2096,3 +2096,75 @@ def test_one_tenants_open_calls_are_capped_and_a_closed_one_gives_its_place_back
         for w in streams:
             w.cancel()
         s.close()
+
+
+def test_one_tenants_stalled_streams_leave_the_others_room(tmp_path):
+    """The stream budget (--max-stream-backlog-bytes) was one total for
+    every tenant: one tenant's streams that never read filled it, and every
+    other tenant's watch then waited for room until the stalled ones were
+    ended (40 s by default), again each time it opened more. Now a
+    tenant's streams hold at most a quarter of it together, so another
+    tenant's watch goes on at once."""
+    from test_metrics import scrape, value
+    port = free_port()
+    s = Secured(tmp_path, extra=["--max-stream-backlog-bytes", str(4 << 20),
+                                 "--metrics-listen", f"127.0.0.1:{port}"])
+    # No BDP probing: the stalled clients' windows stay at 64 KiB, so what
+    # reeld sends them past that stays queued or in flight on its side.
+    opts = [("grpc.http2.bdp_probe", 0), ("grpc.use_local_subchannel_pool", 1)]
+    chans = [grpc.insecure_channel(s.server.addr, options=opts) for _ in range(4)]
+    reader = grpc.insecure_channel(s.server.addr, options=[("grpc.use_local_subchannel_pool", 1)])
+    stalled = []
+    try:
+        a, _ = s.create("acme", ("kv:read", "kv:write"))
+        b, _ = s.create("beta", ("kv:read", "kv:write"))
+        set_value = unary(s.ch, "/reel.v1.KV/SetValue", kv_pb2.SetValueRequest,
+                          kv_pb2.SetValueResponse)
+        big = '"' + "v" * 300000 + '"'
+        for _ in range(5):
+            set_value(kv_pb2.SetValueRequest(namespace="m", key="big", value=big),
+                      metadata=md(a), timeout=10)
+        every = kv_pb2.WatchValueRequest(namespace="m", key="big",
+                                         start=kv_pb2.WatchValueRequest.FROM_VERSION,
+                                         from_version=0)
+        for i in range(24):  # 24 x 5 x 300 KB wanted; nobody reads
+            watch = stream(chans[i % 4], "/reel.v1.KV/WatchValue", kv_pb2.WatchValueRequest,
+                           kv_pb2.ValueEvent)
+            stalled.append(watch(every, metadata=md(a), timeout=120))
+        time.sleep(2)
+        queued = value(scrape(port), "reel_stream_queue_bytes")
+        # acme's quarter (1 MiB), and the one message past it its first
+        # stream may take.
+        assert queued <= (1 << 20) + 700000, queued
+
+        # beta reads its own watch while acme's stay stalled.
+        for v in range(5):
+            set_value(kv_pb2.SetValueRequest(namespace="m", key="big", value=big),
+                      metadata=md(b), timeout=10)
+        watch = stream(reader, "/reel.v1.KV/WatchValue", kv_pb2.WatchValueRequest,
+                       kv_pb2.ValueEvent)
+        got, t0 = [], time.monotonic()
+        for ev in watch(every, metadata=md(b), timeout=15):
+            if ev.type == kv_pb2.ValueEvent.PUT:
+                got.append(ev.version)
+                if len(got) == 5:
+                    break
+        assert got == [1, 2, 3, 4, 5]
+        assert time.monotonic() - t0 < 10
+        # acme's streams were held back, not lost: once its other readers
+        # leave, the one left reads all five.
+        for w in stalled[1:]:
+            w.cancel()
+        got = []
+        for ev in stalled[0]:
+            if ev.type == kv_pb2.ValueEvent.PUT:
+                got.append(ev.version)
+                if len(got) == 5:
+                    break
+        assert got == [1, 2, 3, 4, 5]
+    finally:
+        for w in stalled:
+            w.cancel()
+        for ch in chans + [reader]:
+            ch.close()
+        s.close()
