@@ -204,6 +204,7 @@ struct rpc_call {
     /* In srv's room list (which holds a reference); woken from it (its
      * next pump runs the drain). */
     int room_wait, room_woken;
+    _Atomic size_t room_need; /* the bytes it waits to queue */
     rpc_call_t *room_next;
     rpc_cleanup_fn cleanup_fn;
     void *cleanup_arg;
@@ -384,10 +385,26 @@ static int handoff_locked(rpc_call_t *c, int *flag);
  * while the total is under its bound, the newest first: a reader that
  * keeps reading waits again after each message, so it goes before streams
  * that have waited long (most often readers that stopped: the stalled
- * hold what there is until room_evict ends them). A call whose share is
- * still full stays where it is: the next one is woken instead.
+ * hold what there is until room_evict ends them). A call whose share
+ * has no room for what it waits to queue stays where it is, and the next
+ * one is woken instead: one tenant's waiting streams cannot take every
+ * wake.
  */
 #define ROOM_WAKE_MAX 4
+
+/* Whether what c waits to queue fits its share (room_locked's test), so
+ * that waking it is not waking it to wait again. */
+static int share_fits(const rpc_server_t *srv, const rpc_call_t *c) {
+    size_t held;
+
+    if (c->share == NULL)
+        return 1;
+    held = atomic_load_explicit(&c->share->queued, memory_order_relaxed);
+    return held == 0 ||
+           held + atomic_load_explicit(&c->room_need, memory_order_relaxed) <=
+               srv->opts.stream_queue_share;
+}
+
 static void room_wake(rpc_server_t *srv) {
     for (int i = 0; i < ROOM_WAKE_MAX && atomic_load(&srv->room_n) > 0;
          i++) {
@@ -398,10 +415,7 @@ static void room_wake(rpc_server_t *srv) {
             return;
         pthread_mutex_lock(&srv->room_mu);
         for (pp = &srv->room_head; (c = *pp) != NULL; pp = &c->room_next)
-            if (c->share == NULL ||
-                atomic_load_explicit(&c->share->queued,
-                                     memory_order_relaxed) <
-                    srv->opts.stream_queue_share) {
+            if (share_fits(srv, c)) {
                 *pp = c->room_next;
                 atomic_fetch_sub(&srv->room_n, 1);
                 break;
@@ -814,6 +828,7 @@ static reel_code_t room_locked(rpc_call_t *c, size_t len, int merges) {
     if (idle && c->drain_fn != NULL &&
         ((total > 0 && total + len > cap) ||
          (held > 0 && held + len > share_cap))) {
+        atomic_store_explicit(&c->room_need, len, memory_order_relaxed);
         room_wait_locked(c);
         return REEL_RESOURCE_EXHAUSTED;
     }
