@@ -329,7 +329,12 @@ def test_a_page_steps_over_at_most_ten_thousand_runs(tmp_path):
                 pending = []
         [f.result() for f in pending]
         last = one("last", user="v", ttl=200)
-        time.sleep(0.5)  # both short leases end: recoverable
+        get = unary(ch, "/reel.v1.Journal/GetRun", J.GetRunRequest, J.Run)
+        deadline = time.monotonic() + T
+        for rid in (first, last):  # both short leases end: recoverable
+            while get(J.GetRunRequest(run_id=rid), timeout=T).status != J.Run.RUNNABLE:
+                assert time.monotonic() < deadline, "a lease never expired"
+                time.sleep(0.05)
 
         def pages_of(call, req, items=lambda p: p.runs):
             out = []
