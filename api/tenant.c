@@ -35,6 +35,10 @@ const char *api_tenant_scoped(rpc_call_t *call) {
     return scoped_as(tenant_of(call));
 }
 
+const char *api_tenant_mark(rpc_call_t *call, char *buf, size_t cap) {
+    return prefix_as(tenant_of(call), buf, cap);
+}
+
 int api_tenant_hides_scoped(rpc_call_t *call) {
     const auth_principal_t *who = rpc_call_principal(call);
 

@@ -41,6 +41,9 @@
 /* The call's tenant when it is one whose names get a prefix, else NULL. */
 const char *api_tenant_scoped(rpc_call_t *call);
 
+/* That tenant's prefix "::T:" written into buf (cap bytes), or NULL. */
+const char *api_tenant_mark(rpc_call_t *call, char *buf, size_t cap);
+
 /*
  * The stored form of name (field names it in errors; max: the stored
  * form's limit in bytes) into *out (malloc'd, or NULL for "name as it

@@ -183,7 +183,8 @@ static void tail_wake_sink(void *arg) {
     rpc_call_wake(t->call, tail_wake, t);
 }
 
-static const wal_sink_t tail_sink = {tail_deliver, tail_end, tail_wake_sink};
+static const wal_sink_t tail_sink = {tail_deliver, tail_end, tail_wake_sink,
+                                     NULL};
 
 static void on_tick(void *arg);
 
@@ -277,6 +278,8 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
     tail_t *t;
     const char *pattern, *consumer = "";
     char *pattern_owned = NULL, *consumer_owned = NULL;
+    char mark[AUTH_TENANT_MAX + 8];
+    wal_sink_t sink;
 
     if (in == NULL) {
         api_bad_request(call, "SubscribeEventsRequest");
@@ -312,13 +315,16 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
      * the call at any moment, and only the cleanup may free t. */
     rpc_call_ref(call);
     rpc_call_on_cleanup(call, tail_cleanup, t);
+    /* A tenant's tail is offered its own events alone. */
+    sink = tail_sink;
+    sink.scope = api_tenant_mark(call, mark, sizeof(mark));
     if (*in->consumer)
         rc = wal_consumer_subscribe(ctx->wal, consumer, in->from_revision,
-                                    pattern, in->takeover, &tail_sink, t,
+                                    pattern, in->takeover, &sink, t,
                                     &t->sub, &st);
     else
-        rc = wal_sub_create(ctx->wal, in->from_revision, pattern,
-                            &tail_sink, t, &t->sub, &st);
+        rc = wal_sub_create(ctx->wal, in->from_revision, pattern, &sink, t,
+                            &t->sub, &st);
     if (rc != REEL_OK) {
         api_tenant_status_out(call, &st);
         rpc_call_finish_status(call, &st);

@@ -163,6 +163,8 @@ struct wal_sub {
     char *pattern;
     size_t pattern_len;
     char *consumer; /* the durable consumer it holds, or NULL */
+    char *scope;    /* sink.scope's copy, or NULL */
+    size_t scope_len;
     wal_sink_t sink;
     void *arg;
 };
@@ -539,14 +541,44 @@ static int rec_split(const unsigned char *p, size_t len, const char **subj,
  * token is a wildcard, and no pattern, match against every event.
  */
 static int sub_matches(const wal_sub_t *s, const char *subj, size_t slen) {
+    if (s->scope != NULL) {
+        const char *second = memchr(subj, '.', slen);
+        size_t left = second != NULL ? slen - (size_t)(second + 1 - subj) : 0;
+
+        if (second == NULL || left < s->scope_len ||
+            memcmp(second + 1, s->scope, s->scope_len) != 0)
+            return 0;
+    }
     return s->pattern_len == 0 ||
            reel_pattern_match(s->pattern, s->pattern_len, subj, slen);
+}
+
+/* The tenant's mark "::T:" a subject's second token starts with (an index
+ * key of its event, for scoped subscriptions): its length, or 0. */
+static size_t subject_scope(const char *subj, size_t slen,
+                            const char **mark) {
+    const char *second = memchr(subj, '.', slen), *end;
+    size_t left;
+
+    if (second == NULL)
+        return 0;
+    second++;
+    left = slen - (size_t)(second - subj);
+    if (left < 3 || second[0] != ':' || second[1] != ':')
+        return 0;
+    for (end = second + 2; end < subj + slen && *end != '.'; end++)
+        if (*end == ':') {
+            *mark = second;
+            return (size_t)(end + 1 - second);
+        }
+    return 0;
 }
 
 void wal_publish(wal_t *w, const store_change_t *changes, size_t n) {
     feed_publish_begin(w->hub);
     for (size_t i = 0; i < w->n_recs && !feed_hub_idle(w->hub); i++) {
-        feed_index_t idx[2];
+        feed_index_t idx[3];
+        size_t n_idx;
         item_t it;
 
         it.revision = w->recs[i].revision;
@@ -560,9 +592,13 @@ void wal_publish(wal_t *w, const store_change_t *changes, size_t n) {
         idx[0].key = idx[1].key = it.subj;
         idx[0].len = reel_pattern_literal_head(it.subj, it.slen, 1);
         idx[1].len = reel_pattern_literal_head(it.subj, it.slen, 2);
-        feed_publish_indexed(w->hub, NULL, 0, idx,
-                             idx[1].len > idx[0].len ? 2 : 1, it.revision,
-                             &it);
+        n_idx = idx[1].len > idx[0].len ? 2 : 1;
+        /* A tenant's event: also under its mark, for scoped tails. */
+        if ((idx[n_idx].len = subject_scope(it.subj, it.slen,
+                                            (const char **)&idx[n_idx].key)) >
+            0)
+            n_idx++;
+        feed_publish_indexed(w->hub, NULL, 0, idx, n_idx, it.revision, &it);
     }
     feed_publish_end(w->hub, n > 0 ? changes[n - 1].revision : 0);
     w->n_recs = 0;
@@ -629,6 +665,16 @@ static reel_code_t sub_new(wal_t *w, const char *pattern,
     s->w = w;
     s->sink = *sink;
     s->arg = arg;
+    if (sink->scope != NULL && *sink->scope) {
+        if ((s->scope = strdup(sink->scope)) == NULL) {
+            free(s->pattern);
+            free(s);
+            return reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                   "out of memory");
+        }
+        s->scope_len = strlen(s->scope);
+    }
+    s->sink.scope = s->scope;
     *out = s;
     return REEL_OK;
 }
@@ -638,6 +684,7 @@ static void sub_free(wal_sub_t *s) {
         return;
     free(s->consumer);
     free(s->pattern);
+    free(s->scope);
     free(s);
 }
 
@@ -652,8 +699,16 @@ static reel_code_t sub_register(wal_sub_t *s, uint64_t from,
     fa.arg = s;
     fa.cursor = from;
     fa.index_len = reel_pattern_literal_head(s->pattern, s->pattern_len, 2);
-    if (fa.index_len > 0)
+    if (s->scope != NULL &&
+        fa.index_len <= reel_pattern_literal_head(s->pattern, s->pattern_len,
+                                                  1)) {
+        /* No literal second token (which would hold the mark): indexed
+         * under the tenant's mark instead. */
+        fa.index = s->scope;
+        fa.index_len = s->scope_len;
+    } else if (fa.index_len > 0) {
         fa.index = s->pattern;
+    }
     return feed_sub_create(s->w->hub, &fa, &s->sub, st);
 }
 

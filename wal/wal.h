@@ -110,6 +110,14 @@ typedef struct wal_sink {
      * into the WAL. Optional.
      */
     void (*wake)(void *arg);
+    /*
+     * NULL, or a tenant's mark "::T:" (api/tenant.h): only events whose
+     * subject's second token starts with it reach the sink. A
+     * subscription whose pattern has no literal second token is indexed
+     * under it, so other tenants' events are not even offered to it: a
+     * tenant's tails cost other tenants' writes nothing. Copied.
+     */
+    const char *scope;
 } wal_sink_t;
 
 /*
