@@ -538,7 +538,11 @@ static int rec_split(const unsigned char *p, size_t len, const char **subj,
  * "kv.*.x"), and an event is matched only against those under its
  * subject's first token and first two: not against every filter (1,000
  * of them cost every write the matching of each). A pattern whose first
- * token is a wildcard, and no pattern, match against every event.
+ * token is a wildcard, and no pattern, match against every event, but for
+ * a tenant's subscription (sink.scope): without a literal second token it
+ * is indexed under its tenant's mark, which a tenant's event carries as
+ * an index key of its own (subject_scope), so no tenant's tails are
+ * offered another's events.
  */
 static int sub_matches(const wal_sub_t *s, const char *subj, size_t slen) {
     if (s->scope != NULL) {
