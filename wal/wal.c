@@ -1289,9 +1289,9 @@ static int is_active(wal_t *w, const char *name) {
     return r;
 }
 
-static reel_code_t count_pending(store_iter_t *it, wal_consumer_t *c,
-                                 uint64_t head, uint64_t *budget,
-                                 reel_status_t *st);
+static reel_code_t count_pending(wal_t *w, store_iter_t *it,
+                                 wal_consumer_t *c, uint64_t head,
+                                 uint64_t *budget, reel_status_t *st);
 
 reel_code_t wal_ack(wal_t *w, const char *name, uint64_t revision,
                     wal_consumer_t *out, reel_status_t *st) {
@@ -1313,7 +1313,7 @@ reel_code_t wal_ack(wal_t *w, const char *name, uint64_t revision,
     else {
         uint64_t budget = WAL_PENDING_SCAN_MAX;
 
-        rc = count_pending(it, out, head, &budget, st);
+        rc = count_pending(w, it, out, head, &budget, st);
     }
     store_iter_destroy(it);
     /* The ack stands (acks are idempotent: retrying is safe); only the
@@ -1442,11 +1442,14 @@ static reel_code_t consumers_read(store_iter_t *it, const char *start_after,
 /* c's pending events up to head: all of them when unfiltered (revisions
  * are gapless and a valid consumer's events are retained), else those
  * matching among the first WAL_PENDING_SCAN_MAX revisions after acked,
- * and among no more than *budget (lowered by what was read). */
-static reel_code_t count_pending(store_iter_t *it, wal_consumer_t *c,
-                                 uint64_t head, uint64_t *budget,
-                                 reel_status_t *st) {
+ * and among no more than *budget (lowered by what was read). A tenant's
+ * consumer (lim.consumer_scope) is filtered by its tenant's mark: it is
+ * offered its tenant's events alone (wal_sink_t.scope). */
+static reel_code_t count_pending(wal_t *w, store_iter_t *it,
+                                 wal_consumer_t *c, uint64_t head,
+                                 uint64_t *budget, reel_status_t *st) {
     size_t plen = strlen(c->pattern);
+    size_t mlen = w->lim.consumer_scope ? w->lim.consumer_scope(c->name) : 0;
     unsigned char key[9];
     uint64_t scanned = 0;
 
@@ -1454,7 +1457,7 @@ static reel_code_t count_pending(store_iter_t *it, wal_consumer_t *c,
     c->pending_exact = 1;
     if (c->invalidated_at_ms != 0 || c->acked >= head)
         return REEL_OK;
-    if (plen == 0) {
+    if (plen == 0 && mlen == 0) {
         c->pending = head - c->acked;
         return REEL_OK;
     }
@@ -1465,7 +1468,7 @@ static reel_code_t count_pending(store_iter_t *it, wal_consumer_t *c,
         const char *k = store_iter_key(it, &klen);
         const unsigned char *v =
             (const unsigned char *)store_iter_value(it, &vlen);
-        const char *subj;
+        const char *subj, *mark;
         const uint8_t *bytes;
         uint64_t rev;
 
@@ -1483,7 +1486,9 @@ static reel_code_t count_pending(store_iter_t *it, wal_consumer_t *c,
                                    "the stored event of revision %llu is "
                                    "malformed",
                                    (unsigned long long)rev);
-        if (reel_pattern_match(c->pattern, plen, subj, slen))
+        if ((plen == 0 || reel_pattern_match(c->pattern, plen, subj, slen)) &&
+            (mlen == 0 || (subject_scope(subj, slen, &mark) == mlen &&
+                           memcmp(mark, c->name, mlen) == 0)))
             c->pending++;
     }
     return store_iter_status(it, st);
@@ -1507,7 +1512,7 @@ reel_code_t wal_consumers(wal_t *w, const char *start_after, size_t limit,
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     rc = consumers_read(it, start_after, limit, page, &cs, &cnt, more, st);
     for (size_t i = 0; i < cnt && rc == REEL_OK; i++)
-        rc = count_pending(it, &cs[i], head, &budget, st);
+        rc = count_pending(w, it, &cs[i], head, &budget, st);
     store_iter_destroy(it);
     if (rc != REEL_OK) {
         consumers_free(cs, cnt);

@@ -972,6 +972,34 @@ static void test_one_listing_reads_a_bounded_number_of_events(void **state) {
     free(cs);
 }
 
+/* A tenant's consumer counts as pending its tenant's events alone, with
+ * or without a pattern: what a subscription of it would be offered. */
+static void test_a_tenants_pending_counts_its_own_events(void **state) {
+    fixture_t *f = *state;
+    wal_limits_t lim = {.consumer_scope = testing_tenant_scope};
+    wal_consumer_t c;
+
+    reopen(f, lim);
+    make_consumer(f, "::a:all", 0);
+    make_consumer(f, "plain", 0);
+    assert_int_equal(emit(f, 1, "::a:k1", 0), REEL_OK);
+    assert_int_equal(emit(f, 1, "::b:k1", 0), REEL_OK);
+    assert_int_equal(emit(f, 1, "other", 0), REEL_OK);
+    assert_int_equal(emit(f, 1, "::ab:k1", 0), REEL_OK);
+    assert_int_equal(emit(f, 1, "::a:k2", 0), REEL_OK);
+    c = listed(f, "::a:all");
+    assert_int_equal(c.pending, 2);
+    assert_true(c.pending_exact);
+    wal_consumer_fini(&c);
+    c = listed(f, "plain");
+    assert_int_equal(c.pending, 5); /* not a tenant's: every event */
+    wal_consumer_fini(&c);
+    ack(f, "::a:all", 1);
+    c = listed(f, "::a:all");
+    assert_int_equal(c.pending, 1);
+    wal_consumer_fini(&c);
+}
+
 static void test_pending_counts_what_matches_within_a_bound(void **state) {
     fixture_t *f = *state;
     int n = WAL_PENDING_SCAN_MAX + 1;
@@ -1132,6 +1160,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_a_scoped_subscription_takes_its_tenants_events_alone, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_tenants_pending_counts_its_own_events, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_an_event_publish_cannot_read_is_read_from_storage, setup,
             teardown),

@@ -1465,6 +1465,34 @@ def test_consumer_listings_page_through_a_tenants_own_names_only(secured):
          "::beta:n", "x", "y"]
 
 
+def test_a_tenants_consumer_counts_only_its_own_events_pending(secured):
+    """A tenant's durable consumer without a pattern said pending = every
+    event past its cursor, other tenants' included, though its tail only
+    ever delivers its own: an idle tenant read thousands pending. Now it
+    counts its own, as its tail would deliver them."""
+    a_tok = secured.create("acme", ALL_SCOPES)[0]
+    b_tok = secured.create("beta", ALL_SCOPES)[0]
+    a = Tenant(secured, a_tok)
+    it = a.tail(consumer="c")
+    next(it)
+    it.cancel()
+
+    def put(tok, key):
+        secured.call("/reel.v1.KV/SetValue",
+                     kv_pb2.SetValueRequest(namespace="n", key=key, value="1"),
+                     kv_pb2.SetValueResponse, tok)
+    before = a.consumers().consumers[0].pending
+    for i in range(5):
+        put(b_tok, f"b{i}")
+    put(a_tok, "a1")
+    put(secured.admin, "d1")
+    put(a_tok, "a2")
+    c = a.consumers().consumers[0]
+    assert c.name == "c" and c.pending_exact, c
+    assert c.pending == before + 2, (before, c)
+    assert c.behind_revisions >= 8, c  # revisions stay global
+
+
 def test_a_tenants_consumer_errors_name_it_as_given(secured):
     a = Tenant(secured, secured.create("acme", ALL_SCOPES)[0])
     first = a.tail(consumer="worker")
