@@ -582,7 +582,8 @@ void wal_publish(wal_t *w, const store_change_t *changes, size_t n) {
     feed_publish_begin(w->hub);
     for (size_t i = 0; i < w->n_recs && !feed_hub_idle(w->hub); i++) {
         feed_index_t idx[3];
-        size_t n_idx;
+        size_t n_idx, mlen;
+        const char *mark;
         item_t it;
 
         it.revision = w->recs[i].revision;
@@ -598,10 +599,10 @@ void wal_publish(wal_t *w, const store_change_t *changes, size_t n) {
         idx[1].len = reel_pattern_literal_head(it.subj, it.slen, 2);
         n_idx = idx[1].len > idx[0].len ? 2 : 1;
         /* A tenant's event: also under its mark, for scoped tails. */
-        if ((idx[n_idx].len = subject_scope(it.subj, it.slen,
-                                            (const char **)&idx[n_idx].key)) >
-            0)
-            n_idx++;
+        if ((mlen = subject_scope(it.subj, it.slen, &mark)) > 0) {
+            idx[n_idx].key = mark;
+            idx[n_idx++].len = mlen;
+        }
         feed_publish_indexed(w->hub, NULL, 0, idx, n_idx, it.revision, &it);
     }
     feed_publish_end(w->hub, n > 0 ? changes[n - 1].revision : 0);
