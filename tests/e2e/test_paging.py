@@ -336,18 +336,14 @@ def test_a_page_steps_over_at_most_ten_thousand_runs(tmp_path):
                 assert time.monotonic() < deadline, "a lease never expired"
                 time.sleep(0.05)
 
-        def pages_of(call, req, items=lambda p: p.runs):
-            out = []
-            while True:
-                page = call(req, timeout=T)
-                out.append(page)
-                if not page.more:
-                    return out
-                assert page.next_start_after > req.start_after
-                if page.runs:
-                    assert page.next_start_after >= page.runs[-1].run_id
-                req.start_after = page.next_start_after
-                assert len(out) < 10
+        def advance(req, page):
+            assert page.next_start_after > req.start_after
+            if page.runs:
+                assert page.next_start_after >= page.runs[-1].run_id
+            req.start_after = page.next_start_after
+
+        def pages_of(call, req):
+            return follow(call, req, lambda p: p.runs, advance, limit=10)
 
         pages = pages_of(recover, J.ListRunsToRecoverRequest())
         assert [[r.run_id for r in p.runs] for p in pages] == [[first], [last]], \
