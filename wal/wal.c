@@ -544,19 +544,6 @@ static int rec_split(const unsigned char *p, size_t len, const char **subj,
  * an index key of its own (subject_scope), so no tenant's tails are
  * offered another's events.
  */
-static int sub_matches(const wal_sub_t *s, const char *subj, size_t slen) {
-    if (s->scope != NULL) {
-        const char *second = memchr(subj, '.', slen);
-        size_t left = second != NULL ? slen - (size_t)(second + 1 - subj) : 0;
-
-        if (second == NULL || left < s->scope_len ||
-            memcmp(second + 1, s->scope, s->scope_len) != 0)
-            return 0;
-    }
-    return s->pattern_len == 0 ||
-           reel_pattern_match(s->pattern, s->pattern_len, subj, slen);
-}
-
 /* The tenant's mark "::T:" a subject's second token starts with (an index
  * key of its event, for scoped subscriptions): its length, or 0. */
 static size_t subject_scope(const char *subj, size_t slen,
@@ -576,6 +563,22 @@ static size_t subject_scope(const char *subj, size_t slen,
             return (size_t)(end + 1 - second);
         }
     return 0;
+}
+
+/* Whether the subject is of the tenant whose mark is scope (len bytes). */
+static int in_scope(const char *subj, size_t slen, const char *scope,
+                    size_t len) {
+    const char *mark;
+
+    return subject_scope(subj, slen, &mark) == len &&
+           memcmp(mark, scope, len) == 0;
+}
+
+static int sub_matches(const wal_sub_t *s, const char *subj, size_t slen) {
+    if (s->scope != NULL && !in_scope(subj, slen, s->scope, s->scope_len))
+        return 0;
+    return s->pattern_len == 0 ||
+           reel_pattern_match(s->pattern, s->pattern_len, subj, slen);
 }
 
 void wal_publish(wal_t *w, const store_change_t *changes, size_t n) {
@@ -1469,7 +1472,7 @@ static reel_code_t count_pending(wal_t *w, store_iter_t *it,
         const char *k = store_iter_key(it, &klen);
         const unsigned char *v =
             (const unsigned char *)store_iter_value(it, &vlen);
-        const char *subj, *mark;
+        const char *subj;
         const uint8_t *bytes;
         uint64_t rev;
 
@@ -1488,8 +1491,7 @@ static reel_code_t count_pending(wal_t *w, store_iter_t *it,
                                    "malformed",
                                    (unsigned long long)rev);
         if ((plen == 0 || reel_pattern_match(c->pattern, plen, subj, slen)) &&
-            (mlen == 0 || (subject_scope(subj, slen, &mark) == mlen &&
-                           memcmp(mark, c->name, mlen) == 0)))
+            (mlen == 0 || in_scope(subj, slen, c->name, mlen)))
             c->pending++;
     }
     return store_iter_status(it, st);

@@ -165,8 +165,9 @@ class Signals:
 
     def until_no_call_open(self):
         """Waits until the server has ended every other call: it ends an
-        await at its deadline a moment after the client gives up (longer
-        under ASan), and until then the await may still take a signal."""
+        await ahead of the client's deadline, but on a loaded machine (ASan)
+        the client may give up first, and until the server has ended it the
+        await may still take a signal."""
         end = time.monotonic() + T
         while self._status(apb.GetStatusRequest(), timeout=T).open_calls > 0:
             assert time.monotonic() < end, "calls still open"
