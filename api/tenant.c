@@ -9,6 +9,7 @@
 
 #include "auth/auth.h"
 #include "reel/v1/wal.pb-c.h"
+#include "wal/wal.h"
 
 static const char *prefix_as(const char *tenant, char *buf, size_t cap);
 
@@ -36,6 +37,8 @@ const char *api_tenant_scoped(rpc_call_t *call) {
 }
 
 const char *api_tenant_mark(rpc_call_t *call, char *buf, size_t cap) {
+    if (api_tenant_hides_scoped(call))
+        return WAL_SCOPE_UNMARKED;
     return prefix_as(tenant_of(call), buf, cap);
 }
 

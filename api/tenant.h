@@ -41,7 +41,9 @@
 /* The call's tenant when it is one whose names get a prefix, else NULL. */
 const char *api_tenant_scoped(rpc_call_t *call);
 
-/* That tenant's prefix "::T:" written into buf (cap bytes), or NULL. */
+/* That tenant's prefix "::T:" written into buf (cap bytes); for the
+ * default tenant under token auth WAL_SCOPE_UNMARKED (its tails take the
+ * events of no tenant's prefix); else NULL. */
 const char *api_tenant_mark(rpc_call_t *call, char *buf, size_t cap);
 
 /*

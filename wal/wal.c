@@ -542,7 +542,8 @@ static int rec_split(const unsigned char *p, size_t len, const char **subj,
  * a tenant's subscription (sink.scope): without a literal second token it
  * is indexed under its tenant's mark, which a tenant's event carries as
  * an index key of its own (subject_scope), so no tenant's tails are
- * offered another's events.
+ * offered another's events. An event of no tenant's mark has
+ * WAL_SCOPE_UNMARKED as that key, for the default tenant's tails.
  */
 /* The tenant's mark "::T:" a subject's second token starts with (an index
  * key of its event, for scoped subscriptions): its length, or 0. */
@@ -565,13 +566,17 @@ static size_t subject_scope(const char *subj, size_t slen,
     return 0;
 }
 
-/* Whether the subject is of the tenant whose mark is scope (len bytes). */
+/* Whether the subject is of the tenant whose mark is scope (len bytes),
+ * or, for WAL_SCOPE_UNMARKED, of no tenant's mark. */
 static int in_scope(const char *subj, size_t slen, const char *scope,
                     size_t len) {
-    const char *mark;
+    const char *mark = NULL;
+    size_t mlen = subject_scope(subj, slen, &mark);
 
-    return subject_scope(subj, slen, &mark) == len &&
-           memcmp(mark, scope, len) == 0;
+    if (len == sizeof(WAL_SCOPE_UNMARKED) - 1 &&
+        memcmp(scope, WAL_SCOPE_UNMARKED, len) == 0)
+        return mlen == 0;
+    return mlen == len && memcmp(mark, scope, len) == 0;
 }
 
 static int sub_matches(const wal_sub_t *s, const char *subj, size_t slen) {
@@ -601,11 +606,14 @@ void wal_publish(wal_t *w, const store_change_t *changes, size_t n) {
         idx[0].len = reel_pattern_literal_head(it.subj, it.slen, 1);
         idx[1].len = reel_pattern_literal_head(it.subj, it.slen, 2);
         n_idx = idx[1].len > idx[0].len ? 2 : 1;
-        /* A tenant's event: also under its mark, for scoped tails. */
-        if ((mlen = subject_scope(it.subj, it.slen, &mark)) > 0) {
-            idx[n_idx].key = mark;
-            idx[n_idx++].len = mlen;
+        /* Also under its tenant's mark, or under WAL_SCOPE_UNMARKED when
+         * it has none, for scoped tails. */
+        if ((mlen = subject_scope(it.subj, it.slen, &mark)) == 0) {
+            mark = WAL_SCOPE_UNMARKED;
+            mlen = sizeof(WAL_SCOPE_UNMARKED) - 1;
         }
+        idx[n_idx].key = mark;
+        idx[n_idx++].len = mlen;
         feed_publish_indexed(w->hub, NULL, 0, idx, n_idx, it.revision, &it);
     }
     feed_publish_end(w->hub, n > 0 ? changes[n - 1].revision : 0);

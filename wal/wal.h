@@ -112,13 +112,18 @@ typedef struct wal_sink {
     void (*wake)(void *arg);
     /*
      * NULL, or a tenant's mark "::T:" (api/tenant.h): only events whose
-     * subject's second token starts with it reach the sink. A
+     * subject's second token starts with it reach the sink; or
+     * WAL_SCOPE_UNMARKED: only events with no tenant's mark. A
      * subscription whose pattern has no literal second token is indexed
      * under it, so other tenants' events are not even offered to it: a
      * tenant's tails cost other tenants' writes nothing. Copied.
      */
     const char *scope;
 } wal_sink_t;
+
+/* wal_sink_t.scope of a tail that takes the events of no tenant's mark
+ * (the default tenant's, under token auth): no mark is this short. */
+#define WAL_SCOPE_UNMARKED "::"
 
 /*
  * Events with revision > from_revision whose subject matches pattern (""

@@ -305,6 +305,42 @@ static void test_a_scoped_subscription_takes_its_tenants_events_alone(
     wal_sub_destroy(sub);
 }
 
+/* The default tenant's tails (WAL_SCOPE_UNMARKED): events of no tenant's
+ * mark alone, from storage and live (indexed under the unmarked key). */
+static void test_an_unmarked_scope_takes_no_tenants_events(void **state) {
+    fixture_t *f = *state;
+    sink_t s = {.limit = 64}, p = {.limit = 64};
+    wal_sink_t unmarked = ops;
+    wal_sub_t *sub, *psub;
+
+    unmarked.scope = WAL_SCOPE_UNMARKED;
+    assert_int_equal(emit(f, 1, "::a:k1", 0), REEL_OK);
+    assert_int_equal(emit(f, 1, "plain", 0), REEL_OK);
+    assert_int_equal(emit(f, 1, "::b:k1", 0), REEL_OK);
+    assert_int_equal(
+        wal_sub_create(f->wal, 0, "", &unmarked, &s, &sub, NULL), REEL_OK);
+    assert_int_equal(
+        wal_sub_create(f->wal, 0, "t.>", &unmarked, &p, &psub, NULL),
+        REEL_OK);
+    wal_sub_pump(sub);
+    wal_sub_pump(psub);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.got[0], "plain");
+    assert_int_equal(p.n, 1);
+    assert_true(wal_sub_live(sub) && wal_sub_live(psub));
+    assert_int_equal(emit(f, 1, "::a:k2", 0), REEL_OK);
+    assert_int_equal(emit(f, 1, "other", 0), REEL_OK);
+    assert_int_equal(emit(f, 1, "last", 0), REEL_OK);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.got[1], "other");
+    assert_string_equal(s.got[2], "last");
+    assert_int_equal(p.n, 3);
+    assert_string_equal(p.got[2], "last");
+    assert_int_equal(wal_sub_cursor(sub), store_revision(f->store));
+    wal_sub_destroy(psub);
+    wal_sub_destroy(sub);
+}
+
 static void test_an_event_publish_cannot_read_is_read_from_storage(
     void **state) {
     fixture_t *f = *state;
@@ -1160,6 +1196,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_a_scoped_subscription_takes_its_tenants_events_alone, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_an_unmarked_scope_takes_no_tenants_events, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_tenants_pending_counts_its_own_events, setup, teardown),
         cmocka_unit_test_setup_teardown(
