@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "auth/auth.h"
+#include "base/text.h"
 #include "reel/v1/wal.pb-c.h"
 #include "wal/wal.h"
 
@@ -85,9 +86,17 @@ int api_tenant_owns_as(const char *tenant, const char *stored) {
            strncmp(stored + 2, t, tl) == 0 && stored[2 + tl] == ':';
 }
 
+/* A byte a name's text can hold just before a tenant's prefix inside it
+ * (a key "a/::T:x", "a::T:x"): those of the namespaces' rule. */
+static int name_byte(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '_' || c == ':' || c == '/' ||
+           c == '-' || c >= 0x80;
+}
+
 void api_tenant_status_out_as(const char *tenant, reel_status_t *st) {
     char pre[AUTH_TENANT_MAX + 8];
-    const char *p = prefix_as(tenant, pre, sizeof(pre)), *msg, *hit;
+    const char *p = prefix_as(tenant, pre, sizeof(pre)), *msg, *hit, *start;
     size_t plen, n = 0;
     char *out;
 
@@ -97,9 +106,19 @@ void api_tenant_status_out_as(const char *tenant, reel_status_t *st) {
     plen = strlen(p);
     if ((out = malloc(strlen(msg) + 1)) == NULL)
         return; /* the message keeps the prefix: still the caller's own */
+    start = msg;
     while ((hit = strstr(msg, p)) != NULL) {
+        /* A stored name starts the message or follows a byte no name
+         * holds before its prefix; "w/::T:x" is the tenant's own key
+         * "::T:x" after its namespace, kept. */
+        int at_name = hit == start || !name_byte((unsigned char)hit[-1]);
+
         memcpy(out + n, msg, (size_t)(hit - msg));
         n += (size_t)(hit - msg);
+        if (!at_name) {
+            memcpy(out + n, hit, plen);
+            n += plen;
+        }
         msg = hit + plen;
     }
     strcpy(out + n, msg);
@@ -327,6 +346,27 @@ reel_code_t api_tenant_name_in_as(const char *tenant, const char *field,
     return REEL_OK;
 }
 
+reel_code_t api_tenant_charset_in_as(const char *tenant, const char *field,
+                                     const char *name, size_t max,
+                                     const char *allowed, char **out,
+                                     const char **out_name,
+                                     reel_status_t *st) {
+    reel_code_t rc;
+
+    if ((rc = api_tenant_name_in_as(tenant, field, name, max, out, out_name,
+                                    st)) != REEL_OK ||
+        *out == NULL)
+        return rc;
+    /* Checked as given, so an error's byte offset is the tenant's own. */
+    if ((rc = reel_check_charset(field, name, strlen(name), max, allowed,
+                                 st)) != REEL_OK) {
+        free(*out);
+        *out = NULL;
+        *out_name = name;
+    }
+    return rc;
+}
+
 const char *api_tenant_name_out_as(const char *tenant, const char *stored) {
     const char *t = scoped_as(tenant);
     size_t tl;
@@ -370,6 +410,14 @@ reel_code_t api_tenant_name_in(rpc_call_t *call, const char *field,
                                const char **out_name, reel_status_t *st) {
     return api_tenant_name_in_as(tenant_of(call), field, name, max, out,
                                  out_name, st);
+}
+
+reel_code_t api_tenant_charset_in(rpc_call_t *call, const char *field,
+                                  const char *name, size_t max,
+                                  const char *allowed, char **out,
+                                  const char **out_name, reel_status_t *st) {
+    return api_tenant_charset_in_as(tenant_of(call), field, name, max, allowed,
+                                    out, out_name, st);
 }
 
 const char *api_tenant_name_out(rpc_call_t *call, const char *stored) {

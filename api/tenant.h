@@ -57,6 +57,14 @@ reel_code_t api_tenant_name_in(rpc_call_t *call, const char *field,
                                const char *name, size_t max, char **out,
                                const char **out_name, reel_status_t *st);
 
+/* As api_tenant_name_in, for a name of the bytes allowed (a namespace:
+ * reel_check_charset's rule); a tenant's name is checked as it gave it,
+ * so an error's "byte N" counts from its own first byte. */
+reel_code_t api_tenant_charset_in(rpc_call_t *call, const char *field,
+                                  const char *name, size_t max,
+                                  const char *allowed, char **out,
+                                  const char **out_name, reel_status_t *st);
+
 /* 1 for a call of the default tenant (under --auth token): what other
  * tenants name is hidden from it (their WAL events). */
 int api_tenant_hides_scoped(rpc_call_t *call);
@@ -145,6 +153,11 @@ char *api_tenant_pattern_out_as(const char *tenant, const char *stored);
 reel_code_t api_tenant_name_in_as(const char *tenant, const char *field,
                                   const char *name, size_t max, char **out,
                                   const char **out_name, reel_status_t *st);
+reel_code_t api_tenant_charset_in_as(const char *tenant, const char *field,
+                                     const char *name, size_t max,
+                                     const char *allowed, char **out,
+                                     const char **out_name,
+                                     reel_status_t *st);
 const char *api_tenant_name_out_as(const char *tenant, const char *stored);
 
 #endif

@@ -279,6 +279,40 @@ static void test_errors_name_a_tenants_names_as_given(void **s) {
     api_tenant_status_out_as("default", &st);
     assert_string_equal(reel_status_message(&st),
                         "session ::acme:a/u/s has no run");
+    /* The tenant's own key "::acme:x" after its namespace stays whole;
+     * a subject's token after its '.' does not. */
+    reel_status_set(&st, REEL_NOT_FOUND,
+                    "artifact ::acme:w/::acme:x: version 9 was never written");
+    api_tenant_status_out_as("acme", &st);
+    assert_string_equal(reel_status_message(&st),
+                        "artifact w/::acme:x: version 9 was never written");
+    reel_status_set(&st, REEL_INVALID_ARGUMENT, "kv.::acme:ns.k1::acme:y");
+    api_tenant_status_out_as("acme", &st);
+    assert_string_equal(reel_status_message(&st), "kv.ns.k1::acme:y");
+    reel_status_fini(&st);
+}
+
+/* A namespace's "byte N" counts from the tenant's first byte, as the
+ * default tenant's does; nothing is left allocated on a refusal. */
+static void test_a_tenants_bad_namespace_byte_is_its_own(void **s) {
+    reel_status_t st = REEL_STATUS_INIT;
+    const char *name;
+    char *owned;
+
+    (void)s;
+    assert_int_equal(api_tenant_charset_in_as("acme", "namespace", "a b", 256,
+                                              "A-Za-z0-9_:/-", &owned, &name,
+                                              &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_null(owned);
+    assert_string_equal(reel_status_message(&st),
+                        "namespace: byte 1 is not in [A-Za-z0-9_:/-]");
+    assert_int_equal(api_tenant_charset_in_as("acme", "namespace", "ab", 256,
+                                              "A-Za-z0-9_:/-", &owned, &name,
+                                              &st),
+                     REEL_OK);
+    assert_string_equal(name, "::acme:ab");
+    free(owned);
     reel_status_fini(&st);
 }
 
@@ -295,6 +329,7 @@ int main(void) {
         cmocka_unit_test(
             test_a_tenant_sees_its_own_run_events_as_it_named_them),
         cmocka_unit_test(test_errors_name_a_tenants_names_as_given),
+        cmocka_unit_test(test_a_tenants_bad_namespace_byte_is_its_own),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

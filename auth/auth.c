@@ -487,9 +487,11 @@ reel_code_t auth_token_new(char token[AUTH_TOKEN_LEN + 1],
 /*
  * Whether the UTF-8 text at p starts with a character that steers a
  * terminal or the direction of the text around it: C0 controls, DEL, C1
- * controls (U+0080-U+009F) and the bidirectional marks, embeddings,
- * overrides and isolates (U+061C, U+200E-U+200F, U+202A-U+202E,
- * U+2066-U+2069). p is NUL-terminated, so reading ahead stops there.
+ * controls (U+0080-U+009F), the line and paragraph separators (U+2028,
+ * U+2029: a line break to JSON readers and log viewers) and the
+ * bidirectional marks, embeddings, overrides and isolates (U+061C,
+ * U+200E-U+200F, U+202A-U+202E, U+2066-U+2069). p is NUL-terminated, so
+ * reading ahead stops there.
  */
 static int name_steers(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
@@ -501,7 +503,7 @@ static int name_steers(const char *s) {
     if (p[0] == 0xd8 && p[1] == 0x9c)
         return 1;
     if (p[0] == 0xe2 && p[1] == 0x80 &&
-        (p[2] == 0x8e || p[2] == 0x8f || (p[2] >= 0xaa && p[2] <= 0xae)))
+        (p[2] == 0x8e || p[2] == 0x8f || (p[2] >= 0xa8 && p[2] <= 0xae)))
         return 1;
     if (p[0] == 0xe2 && p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9)
         return 1;
@@ -535,7 +537,8 @@ reel_code_t auth_token_store(auth_t *a, const char *tenant,
         if (name_steers(name + i))
             return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                    "name: byte %zu starts a control "
-                                   "character (C0, DEL, C1 or a "
+                                   "character (C0, DEL, C1, a line or "
+                                   "paragraph separator or a "
                                    "bidirectional control)",
                                    i);
     if (ttl_ms < 0 || ttl_ms > AUTH_TTL_MAX_MS)

@@ -270,6 +270,12 @@ static void test_bad_tenants_scopes_and_names_name_the_field(void **s) {
     assert_int_equal(auth_token_create(f->auth, "a", AUTH_SCOPE(KV_READ),
                                        "\xe2\x81\xa6x", 0, tok, &info, &st),
                      REEL_INVALID_ARGUMENT);
+    /* U+2028 breaks the line for a JSON reader or a log viewer. */
+    assert_int_equal(auth_token_create(f->auth, "a", AUTH_SCOPE(KV_READ),
+                                       "a\xe2\x80\xa8" "b", 0, tok, &info,
+                                       &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "name: byte 1 starts"));
     /* Other text outside ASCII is a name like any. */
     assert_int_equal(auth_token_create(f->auth, "a", AUTH_SCOPE(KV_READ),
                                        "caf\xc3\xa9 \xe2\x80\x94 \xe2\x9c\x93",

@@ -1083,6 +1083,36 @@ def test_a_tenants_namespace_limit_counts_its_prefix_and_says_so(secured):
     assert k.set("n" * 249, "k", "1").entry.namespace == "n" * 249
 
 
+def test_a_tenants_errors_name_its_names_and_bytes_as_it_gave_them(secured):
+    """A bad namespace byte is counted from the tenant's first byte (not
+    from its hidden prefix), and a key of its own holding its mark is not
+    cut in an error."""
+    ws_rw = ["workspace:read", "workspace:write"]
+    stat = unary(secured.ch, "/reel.v1.Workspace/StatArtifact",
+                 workspace_pb2.StatArtifactRequest,
+                 workspace_pb2.StatArtifactResponse)
+    want = "namespace: byte 1 is not in [A-Za-z0-9_:/-]"
+    for tenant in ("default", "acme", "longtenantname"):
+        tok = secured.create(tenant, KV_RW + ws_rw)[0]
+        c, d = code_of(lambda: kv(secured, tok).get("a b", "k"))
+        assert (c, d) == (grpc.StatusCode.INVALID_ARGUMENT, want), tenant
+        c, d = code_of(lambda: stat(workspace_pb2.StatArtifactRequest(
+            namespace="a b", key="k"), metadata=md(tok), timeout=5))
+        assert (c, d) == (grpc.StatusCode.INVALID_ARGUMENT, want), tenant
+    acme = secured.create("acme", ws_rw)[0]
+    put = secured.ch.stream_unary(
+        "/reel.v1.Workspace/PutArtifact",
+        request_serializer=workspace_pb2.PutArtifactRequest.SerializeToString,
+        response_deserializer=workspace_pb2.PutArtifactResponse.FromString)
+    put(iter([workspace_pb2.PutArtifactRequest(header=workspace_pb2.ArtifactHeader(
+        namespace="w", key="::acme:x")),
+        workspace_pb2.PutArtifactRequest(chunk=b"x")]), metadata=md(acme), timeout=10)
+    c, d = code_of(lambda: stat(workspace_pb2.StatArtifactRequest(
+        namespace="w", key="::acme:x", version=9), metadata=md(acme), timeout=5))
+    assert c == grpc.StatusCode.NOT_FOUND
+    assert d.startswith("artifact w/::acme:x: version 9 was never written"), d
+
+
 ALL_SCOPES = ["kv:read", "kv:write", "journal:read", "journal:write",
               "signals:send", "signals:await", "wal:read", "wal:consume"]
 
