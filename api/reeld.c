@@ -302,7 +302,7 @@ static const flag_t flags[] = {
     {"retry-max-attempts", "REEL_RETRY_MAX_ATTEMPTS", "N", FLAG_NUMBER, NULL,
      JOURNAL_DEFAULT_RETRY_MAX_ATTEMPTS, 1, JOURNAL_MAX_RETRY_ATTEMPTS,
      FIELD(limits.journal.retry.max_attempts),
-     "claims before a run whose lease expires without progress is PAUSED"},
+     "expiries in a row without progress before a run is PAUSED"},
     {"background-write-rate", "REEL_BACKGROUND_WRITE_RATE", "RATE", FLAG_TEXT,
      "auto", 0, 0, 0, FIELD(background_write_rate),
      "bytes a second RocksDB's flushes and compactions (an artifact's "

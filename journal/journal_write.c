@@ -1350,7 +1350,10 @@ static reel_code_t fire_lease(void *arg, store_txn_t *txn, int64_t due_ms,
     nr.lease_owner = "";
     nr.updated_at_ms = now;
     nr.not_before_ms = 0;
-    if (!cur.progress_ && cur.attempt >= p.max_attempts) {
+    /* Retries exhausted: max_attempts expiries in a row with no append
+     * between them (failures_), not claims over the run's life: a run
+     * woken by signals a thousand times is as crash-tolerant as a new one. */
+    if (!cur.progress_ && nr.failures_ >= p.max_attempts) {
         nr.status = RUN_PAUSED;
         nr.reason = RUN_REASON_MAX_ATTEMPTS;
     } else {

@@ -296,6 +296,39 @@ static void test_crash_loop_backs_off_then_pauses_until_resumed(
            "only a PAUSED run");
 }
 
+/* Attempts count the claims of a run's life; only expiries in a row with
+ * no append between them exhaust its retries. A run that made progress on
+ * more leases than max_attempts (4) is not PAUSED by its next crash. */
+static void test_a_run_with_progress_on_every_lease_is_not_paused(
+    void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    uint64_t epoch = 1;
+    char id[27];
+    run_t r;
+
+    begin_ok(f, "app", "i1", 60, id); /* attempt 1 */
+    for (int a = 1; a <= 6; a++) {
+        expect(op(f, JOURNAL_APPEND, id, epoch, &res), REEL_OK, &res, NULL);
+        journal_result_fini(&res);
+        /* Its worker dies after the step: claimable at once. */
+        assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+        assert_int_equal(r.not_before_ms, 0);
+        run_fini(&r);
+        expect(op(f, JOURNAL_CLAIM, id, 0, &res), REEL_OK, &res, NULL);
+        journal_result_fini(&res);
+        epoch++;
+    }
+    r = get(f, id);
+    assert_int_equal(r.attempt, 7);
+    run_fini(&r);
+    /* Attempt 7 dies before any step: a retry, backing off, not PAUSED. */
+    assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+    assert_string_equal(r.reason, RUN_REASON_LEASE_EXPIRED);
+    assert_true(r.not_before_ms > 0);
+    run_fini(&r);
+}
+
 static reel_code_t nothing(store_txn_t *txn, void *arg, reel_status_t *st) {
     (void)txn;
     (void)arg;
@@ -913,6 +946,9 @@ int main(void) {
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_run_counts_follow_committed_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_run_with_progress_on_every_lease_is_not_paused, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(test_bad_retry_policy_is_refused,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(

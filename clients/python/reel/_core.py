@@ -997,8 +997,8 @@ class RetryPolicy:
     """How reeld retries a run whose leases keep expiring without progress
     (runs.begin/submit's retry=): the first expiry is claimable at once, the
     n-th in a row waits initial_interval * multiplier^(n-2) seconds, at
-    most max_interval, and an expiry once the run had max_attempts claims
-    makes it PAUSED (runs.resume). None takes reeld's --retry-* default."""
+    most max_interval, and the max_attempts-th in a row with no append since
+    the first makes it PAUSED (runs.resume). None takes reeld's --retry-* default."""
 
     initial_interval: Optional[float] = None
     multiplier: Optional[float] = None
