@@ -292,7 +292,8 @@ static reel_code_t check_lease(const run_t *r, uint64_t epoch,
     if (r->status == RUN_WAITING)
         return reel_status_set(st, REEL_FAILED_PRECONDITION,
                                "run %s is WAITING on signal \"%s\" and holds "
-                               "no lease (current epoch %llu)",
+                               "no lease (current epoch %llu): send it the "
+                               "signal, or EndRun it at that epoch",
                                r->run_id, r->waiting_on,
                                (unsigned long long)r->lease_epoch);
     if (r->status == RUN_RUNNABLE)
@@ -994,9 +995,12 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
         rc = put_run(op, txn, &nr, &cur, 1, st);
         break;
     case JOURNAL_END:
-        /* A PAUSED run holds no lease: the epoch it was paused at ends
-         * it. */
-        if (!(cur.status == RUN_PAUSED && q->lease_epoch == cur.lease_epoch) &&
+        /* A PAUSED or WAITING run holds no lease: the epoch it was paused
+         * or suspended at ends it (cancelling a run parked on a signal
+         * that will not come). A RUNNABLE run's epoch may be an expired
+         * lease's: fenced, claim it first. */
+        if (!((cur.status == RUN_PAUSED || cur.status == RUN_WAITING) &&
+              q->lease_epoch == cur.lease_epoch) &&
             (rc = check_lease(&cur, q->lease_epoch, st)) != REEL_OK)
             break;
         nr.status = q->end_status;
@@ -1321,8 +1325,8 @@ static reel_code_t timer_run(journal_t *j, store_txn_t *txn, const char *id,
  * A lease's timer: if the lease was renewed, follow it; else the run
  * becomes RUNNABLE (LEASE_EXPIRED), claimable at once after a lease that
  * made progress or a first expiry, after a backoff from the second
- * consecutive expiry without progress; PAUSED (MAX_ATTEMPTS) once an
- * attempt without progress was its last.
+ * consecutive expiry without progress; PAUSED (MAX_ATTEMPTS) at the
+ * max_attempts-th expiry in a row with no append since the first.
  */
 static reel_code_t fire_lease(void *arg, store_txn_t *txn, int64_t due_ms,
                               const char *id, size_t idlen, const void *val,

@@ -156,6 +156,24 @@ def test_stale_epoch_is_fenced_after_another_worker_claims(reeld):
     assert sus.startswith(f"run {run_id} WAITING") and "waiting on approval" in sus
 
 
+def test_a_waiting_run_is_cancelled_at_the_epoch_it_was_suspended_at(reeld):
+    """A run parked on a signal that will not come can be ended without
+    sending it one: EndRun at its epoch, as for a PAUSED run."""
+    a = reeld.addr
+    run_id, epoch, _ = begin(a, "app", "wc", "s", "i", "--owner", "w1")
+    ok(a, "run", "suspend", run_id, "--epoch", str(epoch), "--waiting-on", "approval")
+    r = reelctl(a, "run", "end", run_id, "--epoch", str(epoch + 1), "--status", "cancelled")
+    assert r.returncode == 1 and "FAILED_PRECONDITION" in r.stderr, r.stderr
+    assert "EndRun it at that epoch" in r.stderr, r.stderr
+    end = ok(a, "run", "end", run_id, "--epoch", str(epoch), "--status", "cancelled")
+    assert end.startswith(f"run {run_id} CANCELLED"), end
+    got = json.loads(ok(a, "--json", "run", "get", run_id))
+    assert got["status"] == "CANCELLED" and got["waiting_on"] == "", got
+    # Ended: the signal it waited on is refused, not buffered.
+    r = reelctl(a, "signal", "send", run_id, "approval")
+    assert r.returncode == 1 and "FAILED_PRECONDITION" in r.stderr, r.stderr
+
+
 def test_unknown_run_is_a_server_error(reeld):
     r = reelctl(reeld.addr, "run", "get", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr
