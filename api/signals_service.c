@@ -292,7 +292,9 @@ static void on_wake(rpc_call_t *call, void *arg) {
         try_consume(aw);
 }
 
-/* Writer thread, under the signals registry lock: only post. */
+/* Writer thread, under the signals registry lock: a signal was sent, or
+ * the lease the await holds ended (its next attempt then fails the lease
+ * check). Only post. */
 static void on_signal(void *arg) {
     awaiter_t *aw = arg;
 
@@ -397,8 +399,8 @@ static void s_await_signal(rpc_call_t *call, void *arg, const uint8_t *req,
     aw->timeout_ms = until_ns != 0 ? timeout_ms : 0;
     pthread_mutex_init(&aw->mu, NULL);
     /* Register before the first attempt, so no send falls in between. */
-    aw->waiter = signals_wait(ctx->signals, aw->run_id, aw->name, on_signal,
-                              on_claim, aw);
+    aw->waiter = signals_wait(ctx->signals, aw->run_id, aw->name, aw->epoch,
+                              on_signal, on_claim, aw);
     if (aw->waiter == NULL) {
         pthread_mutex_destroy(&aw->mu);
         free(aw);

@@ -196,6 +196,12 @@ size_t journal_subscribers(journal_t *j);
 int journal_change_decode(const store_change_t *c, run_t *run,
                           journal_entry_t *entry);
 
+/* For a run's change, reading only its head (no allocation): 1 with its
+ * status, lease epoch and run id (pointing into c->event); 0 for any other
+ * change; -1 if malformed. */
+int journal_change_run_lease(const store_change_t *c, run_status_t *status,
+                             uint64_t *lease_epoch, const char **run_id);
+
 /* The recovery reasons reel_runs_recovered_total counts. */
 #define JOURNAL_RECOVERY_REASONS 4
 

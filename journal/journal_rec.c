@@ -354,6 +354,27 @@ journal_key_t journal_session_key(const run_t *r) {
 
 /* ---- Changes ------------------------------------------------------------- */
 
+int journal_change_run_lease(const store_change_t *c, run_status_t *status,
+                             uint64_t *lease_epoch, const char **run_id) {
+    const unsigned char *b = c->event;
+    reel_rbuf_t rd;
+
+    if (c->module != JOURNAL_MODULE_ID || c->type != CHANGE_RUN)
+        return 0;
+    if (c->len < RUN_HDR || (b[0] != REC_FORMAT && b[0] != RUN_FORMAT))
+        return -1;
+    reel_rbuf_init(&rd, b, c->len);
+    reel_rbuf_u8(&rd);
+    *status = (run_status_t)reel_rbuf_u8(&rd);
+    reel_rbuf_u32(&rd);
+    reel_rbuf_u64(&rd);
+    *lease_epoch = reel_rbuf_u64(&rd);
+    for (int i = 0; i < 4; i++)
+        reel_rbuf_u64(&rd);
+    *run_id = reel_rbuf_str(&rd);
+    return reel_rbuf_ok(&rd) == 0 ? 1 : -1;
+}
+
 int journal_change_decode(const store_change_t *c, run_t *run,
                           journal_entry_t *entry) {
     if (c->module == JOURNAL_MODULE_ID && c->type == CHANGE_RUN)

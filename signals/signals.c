@@ -68,16 +68,23 @@ const store_cf_desc_t signals_cfs[] = {
     {NULL, STORE_CF_PLAIN},
 };
 
+/* Waiters by run_id name (a send's), and by run_id alone (a change of the
+ * run's lease): a name is never empty, so the keys never meet. */
 typedef struct wait_bucket {
     UT_hash_handle hh;
     signals_waiter_t *head;
     size_t klen;
-    char key[]; /* run_id name */
+    char key[]; /* run_id name, or run_id */
 } wait_bucket_t;
 
-struct signals_waiter {
+typedef struct wait_link {
     wait_bucket_t *bucket;
     signals_waiter_t *prev, *next;
+} wait_link_t;
+
+struct signals_waiter {
+    wait_link_t by_name, by_run;
+    uint64_t epoch;
     void (*wake)(void *arg);
     signals_claim_fn claim;
     void *arg;
@@ -1168,36 +1175,69 @@ reel_code_t signals_consume(signals_t *s, const char *run_id,
 
 /* ---- Waiters ------------------------------------------------------------ */
 
+/* Links w into the bucket of key (made if new), through its link l. */
+static int wait_link(signals_t *s, signals_waiter_t *w, wait_link_t *l,
+                     const char *key, size_t klen) {
+    wait_bucket_t *b;
+
+    HASH_FIND(hh, s->waits, key, klen, b);
+    if (b == NULL) {
+        if ((b = calloc(1, sizeof(*b) + klen)) == NULL)
+            return -1;
+        memcpy(b->key, key, klen);
+        b->klen = klen;
+        HASH_ADD_KEYPTR(hh, s->waits, b->key, b->klen, b);
+    }
+    l->bucket = b;
+    l->prev = NULL;
+    l->next = b->head;
+    if (b->head != NULL)
+        (l == &w->by_name ? &b->head->by_name : &b->head->by_run)->prev = w;
+    b->head = w;
+    return 0;
+}
+
+static void wait_unlink(signals_t *s, signals_waiter_t *w, wait_link_t *l) {
+    int by_name = l == &w->by_name;
+
+    if (l->bucket == NULL)
+        return;
+    if (l->prev != NULL)
+        (by_name ? &l->prev->by_name : &l->prev->by_run)->next = l->next;
+    else
+        l->bucket->head = l->next;
+    if (l->next != NULL)
+        (by_name ? &l->next->by_name : &l->next->by_run)->prev = l->prev;
+    if (l->bucket->head == NULL) {
+        HASH_DEL(s->waits, l->bucket);
+        free(l->bucket);
+    }
+    l->bucket = NULL;
+}
+
 signals_waiter_t *signals_wait(signals_t *s, const char *run_id,
-                               const char *name, void (*wake)(void *arg),
+                               const char *name, uint64_t epoch,
+                               void (*wake)(void *arg),
                                signals_claim_fn claim, void *arg) {
     signals_waiter_t *w = calloc(1, sizeof(*w));
-    wait_bucket_t *b;
+    int rc;
 
     if (w == NULL || asprintf(&w->key, "%s%s", run_id, name) < 0) {
         free(w);
         return NULL;
     }
     w->klen = strlen(w->key);
+    w->epoch = epoch;
     w->wake = wake;
     w->claim = claim;
     w->arg = arg;
     pthread_mutex_lock(&s->mu);
-    HASH_FIND(hh, s->waits, w->key, w->klen, b);
-    if (b == NULL && (b = calloc(1, sizeof(*b) + w->klen)) != NULL) {
-        memcpy(b->key, w->key, w->klen);
-        b->klen = w->klen;
-        HASH_ADD_KEYPTR(hh, s->waits, b->key, b->klen, b);
-    }
-    if (b != NULL) {
-        w->bucket = b;
-        w->next = b->head;
-        if (b->head)
-            b->head->prev = w;
-        b->head = w;
-    }
+    rc = wait_link(s, w, &w->by_name, w->key, w->klen);
+    if (rc == 0 &&
+        (rc = wait_link(s, w, &w->by_run, w->key, strlen(run_id))) != 0)
+        wait_unlink(s, w, &w->by_name);
     pthread_mutex_unlock(&s->mu);
-    if (b == NULL) {
+    if (rc != 0) {
         free(w->key);
         free(w);
         return NULL;
@@ -1223,7 +1263,7 @@ static op_t *claim_waiter(signals_t *s, const char *run_id,
     HASH_FIND(hh, s->waits, key, strlen(key), b);
     if (b != NULL && (d = calloc(1, sizeof(*d))) != NULL &&
         own(d, 0, run_id) != NULL && own(d, 4, name) != NULL)
-        for (w = b->head; w != NULL; w = w->next)
+        for (w = b->head; w != NULL; w = w->by_name.next)
             if (w->claim != NULL && w->claim(w->arg, &c))
                 break;
     pthread_mutex_unlock(&s->mu);
@@ -1247,16 +1287,8 @@ void signals_unwait(signals_t *s, signals_waiter_t *w) {
     if (w == NULL)
         return;
     pthread_mutex_lock(&s->mu);
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        w->bucket->head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    if (w->bucket->head == NULL) {
-        HASH_DEL(s->waits, w->bucket);
-        free(w->bucket);
-    }
+    wait_unlink(s, w, &w->by_name);
+    wait_unlink(s, w, &w->by_run);
     pthread_mutex_unlock(&s->mu);
     free(w->key);
     free(w);
@@ -1271,6 +1303,23 @@ int signals_change_decode(const store_change_t *c, signal_t *g,
     return rec_decode(c->event, c->len, g) == 0 ? 1 : -1;
 }
 
+/* Wakes the waiters of a run whose lease they awaited at has ended (the
+ * run holds none, or a newer one): their next attempt fails the lease
+ * check, so an await ends at once instead of at its timeout. */
+static void wake_lease_ended(signals_t *s, const store_change_t *c) {
+    run_status_t status;
+    uint64_t epoch;
+    const char *run_id;
+    wait_bucket_t *b;
+
+    if (journal_change_run_lease(c, &status, &epoch, &run_id) != 1)
+        return;
+    HASH_FIND(hh, s->waits, run_id, strlen(run_id), b);
+    for (signals_waiter_t *w = b ? b->head : NULL; w; w = w->by_run.next)
+        if (status != RUN_RUNNING || epoch != w->epoch)
+            w->wake(w->arg);
+}
+
 void signals_publish(signals_t *s, const store_change_t *changes, size_t n) {
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < n && s->waits != NULL; i++) {
@@ -1279,12 +1328,16 @@ void signals_publish(signals_t *s, const store_change_t *changes, size_t n) {
         signal_t g;
         char key[JOURNAL_RUN_ID_LEN + JOURNAL_MAX_SIGNAL_NAME + 1];
 
+        if (c->module == JOURNAL_MODULE_ID) {
+            wake_lease_ended(s, c);
+            continue;
+        }
         if (c->module != SIGNALS_MODULE_ID || c->type != CHANGE_SENT ||
             rec_decode(c->event, c->len, &g) != 0)
             continue;
         snprintf(key, sizeof(key), "%s%s", g.run_id, g.name);
         HASH_FIND(hh, s->waits, key, strlen(key), b);
-        for (signals_waiter_t *w = b ? b->head : NULL; w; w = w->next)
+        for (signals_waiter_t *w = b ? b->head : NULL; w; w = w->by_name.next)
             w->wake(w->arg);
         signal_fini(&g);
     }

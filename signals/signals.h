@@ -181,10 +181,14 @@ typedef int (*signals_claim_fn)(void *arg, signals_claim_t *out);
  * (one commit sends and delivers, as a consume attempt would, with the
  * same lease and abandoned checks), then calls out->done once on the
  * writer thread; an attempt's error before it writes goes to done, not to
- * the sender. claim may be NULL. NULL if out of memory.
+ * the sender. claim may be NULL. wake also runs (writer thread, after
+ * the commit) when the run's lease at epoch ends: a change of the run
+ * that leaves it not RUNNING, or RUNNING at another epoch. NULL if out of
+ * memory.
  */
 signals_waiter_t *signals_wait(signals_t *s, const char *run_id,
-                               const char *name, void (*wake)(void *arg),
+                               const char *name, uint64_t epoch,
+                               void (*wake)(void *arg),
                                signals_claim_fn claim, void *arg);
 /* Unregisters and frees; after it returns wake is never called. NULL ok. */
 void signals_unwait(signals_t *s, signals_waiter_t *w);

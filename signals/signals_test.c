@@ -489,7 +489,7 @@ static void test_waiters_are_woken_by_their_signals_only(void **state) {
 
     begin(f, "inv", id);
     woken = 0;
-    w = signals_wait(f->s, id, "go", wake, NULL, NULL);
+    w = signals_wait(f->s, id, "go", 1, wake, NULL, NULL);
     assert_non_null(w);
     assert_int_equal(send_sig(f, id, "other", "", "", &s), REEL_OK);
     send_fini(&s);
@@ -501,6 +501,46 @@ static void test_waiters_are_woken_by_their_signals_only(void **state) {
     assert_int_equal(send_sig(f, id, "go", "", "", &s), REEL_OK);
     send_fini(&s);
     assert_int_equal(woken, 1);
+}
+
+/* A waiter is woken when the lease it awaits at ends (its await then
+ * fails the lease check at once), not by the holder's own writes. */
+static void test_waiters_are_woken_when_their_lease_ends(void **state) {
+    fixture_t *f = *state;
+    journal_req_t q = {0};
+    journal_result_t res;
+    signals_waiter_t *w, *other;
+    char id[27], id2[27];
+
+    begin(f, "inv", id);
+    begin(f, "inv2", id2);
+    woken = 0;
+    w = signals_wait(f->s, id, "go", 1, wake, NULL, NULL);
+    other = signals_wait(f->s, id2, "go", 1, wake, NULL, NULL);
+    assert_non_null(w);
+    assert_non_null(other);
+    q.op = JOURNAL_APPEND;
+    q.run_id = id;
+    q.lease_epoch = 1;
+    q.kind = "step";
+    q.payload = "{}";
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_int_equal(woken, 0); /* RUNNING at its epoch still */
+    q.op = JOURNAL_SUSPEND;
+    q.waiting_on = "later";
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_int_equal(woken, 1); /* WAITING: the lease is gone */
+    {
+        signals_consume_result_t r;
+
+        assert_int_equal(consume(f, id, "go", 1, NULL, &r),
+                         REEL_FAILED_PRECONDITION);
+        consume_fini(&r);
+    }
+    signals_unwait(f->s, w);
+    signals_unwait(f->s, other);
 }
 
 /* A waiter that claims one signal at a time, as an awaiter does. */
@@ -549,7 +589,7 @@ static void test_a_claiming_waiter_gets_the_signal_from_the_send(
     cl.epoch = 1;
     cl.take = 1;
     woken = 0;
-    w = signals_wait(f->s, id, "go", wake, claim, &cl);
+    w = signals_wait(f->s, id, "go", 1, wake, claim, &cl);
     assert_non_null(w);
     assert_int_equal(send_sig(f, id, "go", "{\"n\":1}", "", &s), REEL_OK);
     /* Delivered by the send's own request: done ran before the send's. */
@@ -764,6 +804,7 @@ int main(void) {
         T(test_ended_runs_and_bad_input_are_refused),
         T(test_concurrent_awaiters_never_share_a_signal),
         T(test_waiters_are_woken_by_their_signals_only),
+        T(test_waiters_are_woken_when_their_lease_ends),
         T(test_a_claiming_waiter_gets_the_signal_from_the_send),
         T(test_a_consumed_signal_is_journaled_as_json),
         T(test_a_signals_changes_carry_its_runs_app_and_its_record_not),

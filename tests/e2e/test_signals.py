@@ -681,6 +681,34 @@ def test_await_with_a_timeout_and_no_signal_answers_not_delivered(jr, sg):
     assert len(sg.list(a.run_id)) == 1
 
 
+def test_an_await_ends_when_its_lease_does(jr, sg):
+    """The lease an await holds expires, or another worker claims the run:
+    the await answers FAILED_PRECONDITION then, not "nothing came" at its
+    timeout, and a signal sent after it stays pending."""
+    a = jr.begin(inv="expires", ttl=300)
+    t = time.monotonic()
+    e = rpc_error(sg.await_, a.run_id, "go", a.lease_epoch, timeout_ms=20000)
+    elapsed = time.monotonic() - t
+    assert e.code() == PRECONDITION, fmt_err(e)
+    assert "RUNNABLE" in e.details() and "holds no lease" in e.details(), fmt_err(e)
+    assert elapsed < 5, f"answered {elapsed:.2f}s after the await began"
+    # Claimed by another worker while the first awaits at its old epoch
+    # (the expiry and the claim both end it; whichever comes first).
+    b = jr.begin(inv="taken", ttl=300)
+    f = sg.await_future(b.run_id, "go", b.lease_epoch, timeout_ms=20000)
+    deadline = time.monotonic() + 10
+    while jr.get(b.run_id).status != jpb.Run.RUNNABLE:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    c = jr.claim(b.run_id, "w2")
+    with pytest.raises(grpc.RpcError) as e:
+        f.result(timeout=T)
+    assert e.value.code() == PRECONDITION, fmt_err(e.value)
+    s = sg.send(b.run_id, "go", "1").signal
+    assert_pending(sg, b.run_id, [s])
+    assert_delivered(sg.await_(b.run_id, "go", c.lease_epoch, timeout_ms=1000), s, 1)
+
+
 def test_timeout_above_the_cap_is_clamped_not_refused(jr, sg):
     a = jr.begin()
     for big in (300001, 10 ** 12, 2 ** 63 - 1):
@@ -978,7 +1006,13 @@ def test_a_waiter_whose_lease_was_taken_over_consumes_nothing(jr, sg):
     try:
         r = fut.result(timeout=T)
     except grpc.RpcError as e:
-        assert_lease_lost(e, 2)
+        # Ended when the expiry committed (RUNNABLE, no lease), or, had
+        # the claim come first, when it did (lease lost).
+        if "lease lost" in e.details():
+            assert_lease_lost(e, 2)
+        else:
+            assert e.code() == PRECONDITION, fmt_err(e)
+            assert "holds no lease" in e.details(), fmt_err(e)
     else:
         assert not r.delivered, f"a fenced-off epoch-1 waiter consumed {r}"
     assert_pending(sg, a.run_id, [s])
