@@ -57,6 +57,27 @@ reel_code_t reel_status_set(reel_status_t *st, reel_code_t code,
     return code;
 }
 
+reel_code_t reel_status_not_retained(reel_status_t *st, uint64_t rev,
+                                     const char *of, uint64_t trimmed,
+                                     uint64_t head) {
+    if (trimmed >= head)
+        return reel_status_set(st, REEL_OUT_OF_RANGE,
+                               "from_revision: revision %llu is no longer "
+                               "retained%s, nor is any up to the head "
+                               "revision %llu (from_revision %llu, or 0, "
+                               "starts at the next change)",
+                               (unsigned long long)rev, of,
+                               (unsigned long long)head,
+                               (unsigned long long)head);
+    return reel_status_set(st, REEL_OUT_OF_RANGE,
+                           "from_revision: revision %llu is no longer "
+                           "retained%s; the oldest retained revision is %llu "
+                           "(from_revision %llu, or 0, starts there)",
+                           (unsigned long long)rev, of,
+                           (unsigned long long)trimmed + 1,
+                           (unsigned long long)trimmed);
+}
+
 const char *reel_status_message(const reel_status_t *st) {
     if (st == NULL)
         return reel_code_text(REEL_OK);

@@ -15,6 +15,7 @@
 #define REEL_BASE_STATUS_H
 
 #include <stdarg.h>
+#include <stdint.h>
 
 /* X(name, grpc_code, text) */
 #define REEL_CODE_MAP(X)                                        \
@@ -66,6 +67,16 @@ reel_code_t reel_status_set(reel_status_t *st, reel_code_t code,
     __attribute__((format(printf, 3, 4)));
 reel_code_t reel_status_setv(reel_status_t *st, reel_code_t code,
                              const char *fmt, va_list ap);
+
+/*
+ * OUT_OF_RANGE for a from_revision cursor rev at or before trimmed (every
+ * revision up to trimmed is gone; of: "" or " for this key"), saying where
+ * a cursor starts instead: the oldest retained revision (from_revision
+ * trimmed, or 0), or, when nothing up to head is retained, the head.
+ */
+reel_code_t reel_status_not_retained(reel_status_t *st, uint64_t rev,
+                                     const char *of, uint64_t trimmed,
+                                     uint64_t head);
 
 /* The message, or the code's text when there is none. Never NULL. */
 const char *reel_status_message(const reel_status_t *st);

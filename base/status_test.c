@@ -65,6 +65,27 @@ static void test_status_move_and_copy_keep_one_owner(void **state) {
     reel_status_fini(&c);
 }
 
+/* A cursor no longer retained is told where to start instead, and never
+ * sent past the head when nothing up to it is retained. */
+static void test_not_retained_names_where_to_start(void **state) {
+    reel_status_t st = REEL_STATUS_INIT;
+
+    (void)state;
+    assert_int_equal(reel_status_not_retained(&st, 3, " for this key", 7, 9),
+                     REEL_OUT_OF_RANGE);
+    assert_string_equal(reel_status_message(&st),
+                        "from_revision: revision 3 is no longer retained for "
+                        "this key; the oldest retained revision is 8 "
+                        "(from_revision 7, or 0, starts there)");
+    assert_int_equal(reel_status_not_retained(&st, 3, "", 5, 5),
+                     REEL_OUT_OF_RANGE);
+    assert_string_equal(reel_status_message(&st),
+                        "from_revision: revision 3 is no longer retained, "
+                        "nor is any up to the head revision 5 "
+                        "(from_revision 5, or 0, starts at the next change)");
+    reel_status_fini(&st);
+}
+
 static void test_log_level_parsing(void **state) {
     reel_log_level_t l;
 
@@ -85,6 +106,7 @@ int main(void) {
         cmocka_unit_test(test_codes_map_to_grpc_numbers),
         cmocka_unit_test(test_status_set_formats_and_replaces_message),
         cmocka_unit_test(test_status_move_and_copy_keep_one_owner),
+        cmocka_unit_test(test_not_retained_names_where_to_start),
         cmocka_unit_test(test_log_level_parsing),
     };
     return cmocka_run_group_tests_name("base", tests, NULL, NULL);

@@ -466,17 +466,14 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
         }
         if ((rc = trimmed_for(w, a->from_revision, &trimmed, st)) != REEL_OK)
             goto fail;
-        if (a->from_revision < trimmed) {
-            rc = reel_status_set(st, REEL_OUT_OF_RANGE,
-                                 "from_revision: revision %llu is no longer "
-                                 "retained%s; the oldest retained revision "
-                                 "is %llu",
-                                 (unsigned long long)a->from_revision,
-                                 w->pattern ? "" : " for this key",
-                                 (unsigned long long)trimmed + 1);
+        /* 0 starts from the oldest retained, as the WAL's does. */
+        if (a->from_revision != 0 && a->from_revision < trimmed) {
+            rc = reel_status_not_retained(st, a->from_revision,
+                                          w->pattern ? "" : " for this key",
+                                          trimmed, head);
             goto fail;
         }
-        fa.cursor = a->from_revision;
+        fa.cursor = a->from_revision != 0 ? a->from_revision : trimmed;
         w->phase = PH_HISTORY;
         break;
     }

@@ -643,12 +643,7 @@ static reel_code_t wal_check_start(wal_t *w, uint64_t *from,
         return REEL_OK;
     }
     if (*from < first - 1)
-        return reel_status_set(st, REEL_OUT_OF_RANGE,
-                               "from_revision: revision %llu is no longer "
-                               "retained; the oldest retained revision is "
-                               "%llu",
-                               (unsigned long long)*from,
-                               (unsigned long long)first);
+        return reel_status_not_retained(st, *from, "", first - 1, head);
     return REEL_OK;
 }
 
@@ -1134,12 +1129,8 @@ static reel_code_t apply_consumer_op(store_txn_t *txn, consumer_op_t *op,
         if (op->revision == 0)
             op->revision = w->trimmed_to;
         else if (op->revision < w->trimmed_to)
-            return reel_status_set(st, REEL_OUT_OF_RANGE,
-                                   "from_revision: revision %llu is no "
-                                   "longer retained; the oldest retained "
-                                   "revision is %llu",
-                                   (unsigned long long)op->revision,
-                                   (unsigned long long)w->trimmed_to + 1);
+            return reel_status_not_retained(st, op->revision, "",
+                                            w->trimmed_to, head);
         memset(&c, 0, sizeof(c));
         c.name = (char *)op->name;
         c.pattern = (char *)(op->pattern ? op->pattern : "");

@@ -702,11 +702,22 @@ def test_history_keep_three_trims_history_and_old_revisions(tmp_path):
         evs, boot = w.until_bootstrap()
         assert [e.version for e in evs] == [8, 9, 10]
         w.cancel()
-        # Revision 0 is long gone: OUT_OF_RANGE naming the oldest retained (8).
+        # FROM_REVISION 0 too (as the WAL's 0; README's `--from-revision 0`).
         w = kv.watch("app", "h", start=FROM_REVISION, from_revision=0)
+        evs, boot = w.until_bootstrap()
+        assert [e.version for e in evs] == [8, 9, 10]
+        w.cancel()
+        # Revision 1 is long gone: OUT_OF_RANGE naming the oldest retained (8)
+        # and the cursor that starts there.
+        w = kv.watch("app", "h", start=FROM_REVISION, from_revision=1)
         e = w.expect_error()
         assert e.code() == grpc.StatusCode.OUT_OF_RANGE, fmt(e)
-        assert has_number(e.details(), 8), f"should name oldest retained revision 8: {e.details()!r}"
+        assert "oldest retained revision is 8 (from_revision 7, or 0, starts there)" \
+            in e.details(), fmt(e)
+        w = kv.watch("app", "h", start=FROM_REVISION, from_revision=7)
+        evs, boot = w.until_bootstrap()
+        assert [e.version for e in evs] == [8, 9, 10]
+        w.cancel()
         w = kv.watch("app", "h", start=FROM_REVISION, from_revision=6)
         e = w.expect_error()
         assert e.code() == grpc.StatusCode.OUT_OF_RANGE, fmt(e)

@@ -384,6 +384,28 @@ def test_cursors_past_the_head_are_invalid_argument_naming_it(start):
     call.cancel()
 
 
+def test_a_cursor_before_an_empty_retention_is_sent_to_the_head(start):
+    """Nothing up to the head retained: OUT_OF_RANGE names the head as the
+    cursor to start from, never a revision past it."""
+    srv, c = start("--wal-retention-age", "1s")
+    for i in range(5):
+        c.set(K.SetValueRequest(namespace="n", key=f"k{i}", value="1"))
+    wait_for("everything trimmed", lambda: c.oldest() == 0, timeout=30)
+    for sub in (c.sub, c.batches):
+        e = first_error(sub(W.SubscribeEventsRequest(from_revision=3), timeout=5))
+        assert e.code() == grpc.StatusCode.OUT_OF_RANGE, e.details()
+        assert e.details() == ("from_revision: revision 3 is no longer retained, nor "
+                               "is any up to the head revision 5 (from_revision 5, or "
+                               "0, starts at the next change)"), e.details()
+    e = first_error(c.sub(W.SubscribeEventsRequest(from_revision=3, consumer="late"),
+                          timeout=5))
+    assert e.code() == grpc.StatusCode.OUT_OF_RANGE and "head revision 5" in e.details()
+    call = c.sub(W.SubscribeEventsRequest(from_revision=5), timeout=10)
+    ev = next(call)
+    assert (ev.type, ev.revision) == (T.PROGRESS, 5)
+    call.cancel()
+
+
 # ---- A trim that cannot read the consumers ------------------------------------
 
 def test_a_trim_that_cannot_list_the_consumers_trims_nothing_and_logs_once(tmp_path, monkeypatch):
