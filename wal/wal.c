@@ -1072,7 +1072,9 @@ static reel_code_t apply_consumer(store_txn_t *txn, void *arg,
         if (busy)
             return reel_status_set(st, REEL_FAILED_PRECONDITION,
                                    "consumer \"%s\" has an active "
-                                   "subscriber; stop it first",
+                                   "subscriber; stop it first (one that "
+                                   "hangs: subscribe as it with takeover, "
+                                   "then delete)",
                                    op->name);
     }
     rc = apply_consumer_op(txn, op, st);

@@ -349,11 +349,18 @@ def test_takeover_frees_a_consumer_whose_subscriber_hangs(start, tmp_path):
     try:
         hung.wait_lines(1)
         hung.proc.send_signal(signal.SIGSTOP)
+        # Not deleted under its subscriber: the refusal says how to go on.
+        r = reelctl(srv.addr, "events", "rm-consumer", "h")
+        assert r.returncode == 1 and "FAILED_PRECONDITION" in r.stderr, r.stderr
+        assert "subscribe as it with takeover, then delete" in r.stderr, r.stderr
         call = c.batches(W.SubscribeEventsRequest(consumer="h", takeover=True), timeout=10)
         t0 = time.monotonic()
         assert next(call).events[0].revision == 1
         assert time.monotonic() - t0 < 3
         call.cancel()
+        wait_for("h released", lambda: reelctl(srv.addr, "events", "rm-consumer",
+                                                "h").returncode == 0)
+        assert "h" not in c.consumers()
     finally:
         hung.stop()
 
