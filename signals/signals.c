@@ -745,9 +745,34 @@ static reel_code_t apply_send(op_t *op, store_txn_t *txn, reel_status_t *st) {
         }
         rc = store_txn_get(txn, op->s->cf, dk.p, dk.len, &val, &vlen, st);
         if (rc == REEL_OK) {
-            rc = find_dup(op->s, txn, run.run_id, val, vlen, &op->send.signal,
-                          st);
+            signal_t *g0 = &op->send.signal;
+
+            rc = find_dup(op->s, txn, run.run_id, val, vlen, g0, st);
             free(val);
+            /* A retry repeats the original; anything else is another
+             * signal reusing the id, refused as Append refuses a reused
+             * idempotency key. */
+            if (rc == REEL_OK && strcmp(g0->name, op->name) != 0)
+                rc = reel_status_set(st, REEL_ALREADY_EXISTS,
+                                     "signal_id \"%s\" already names signal "
+                                     "%llu of run %s, named \"%s\": a retry "
+                                     "must repeat the original name and "
+                                     "payload",
+                                     op->signal_id,
+                                     (unsigned long long)g0->seq, run.run_id,
+                                     g0->name);
+            else if (rc == REEL_OK && strcmp(g0->payload, op->payload) != 0)
+                rc = reel_status_set(st, REEL_ALREADY_EXISTS,
+                                     "signal_id \"%s\" already names signal "
+                                     "%llu of run %s, with another payload: "
+                                     "a retry must repeat the original name "
+                                     "and payload",
+                                     op->signal_id,
+                                     (unsigned long long)g0->seq, run.run_id);
+            if (rc != REEL_OK) {
+                signal_fini(g0);
+                goto out;
+            }
             op->send.duplicate = 1;
             goto out;
         }

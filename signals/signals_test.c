@@ -295,6 +295,17 @@ static void test_a_retried_signal_id_is_stored_once(void **state) {
     assert_int_equal(b.signal.seq, a.signal.seq);
     send_fini(&a);
     send_fini(&b);
+    /* Another signal reusing the id is refused, not taken for a retry. */
+    assert_int_equal(send_sig(f, id, "stop", "{}", "dedup-1", &b),
+                     REEL_ALREADY_EXISTS);
+    assert_non_null(strstr(reel_status_message(&b.status),
+                           "named \"go\": a retry must repeat"));
+    send_fini(&b);
+    assert_int_equal(send_sig(f, id, "go", "{\"x\":1}", "dedup-1", &b),
+                     REEL_ALREADY_EXISTS);
+    assert_non_null(strstr(reel_status_message(&b.status),
+                           "with another payload"));
+    send_fini(&b);
     la.run_id = id, la.include_consumed = 1;
     assert_int_equal(signals_list(f->s, &la, &list, &n, &more, NULL), REEL_OK);
     assert_false(more);

@@ -49,9 +49,13 @@ def test_send_await_ls_walkthrough(reeld):
     m = send(a, rid, "approve", "--id", "sig-2")
     seq2 = int(m.group(2))
     assert seq2 > seq1
-    # A retry with the same id stores nothing and says so.
-    m = send(a, rid, "approve", '{"ignored":1}', "--id", "sig-2")
+    # A retry with the same id stores nothing and says so; another signal
+    # reusing the id is refused.
+    m = send(a, rid, "approve", "--id", "sig-2")
     assert int(m.group(2)) == seq2 and m.group(5) == " duplicate"
+    r = reelctl(a, "signal", "send", rid, "approve", '{"other":1}', "--id", "sig-2")
+    assert r.returncode == 1 and "ALREADY_EXISTS" in r.stderr, r.stderr
+    assert "another payload" in r.stderr, r.stderr
     seq3 = int(send(a, rid, "other", "[1,2]").group(2))
 
     lines = ok(a, "signal", "ls", rid).splitlines()
@@ -166,9 +170,13 @@ def test_json_output(reeld):
     assert sent["run_status"] == "RUNNING"
     assert sent["seq"] >= 1 and sent["revision"] > 0 and sent["sent_at_ms"] > 0
     assert sent["consumed_at_ms"] == 0 and sent["journal_seq"] == 0
-    dup = json.loads(ok(a, "signal", "send", rid, "approve", "{}", "--id", "k1", "--json"))
+    dup = json.loads(ok(a, "signal", "send", rid, "approve", '{"ok":true}', "--id", "k1",
+                        "--json"))
     assert dup["duplicate"] is True and dup["seq"] == sent["seq"]
     assert dup["payload"] == {"ok": True}
+    r = reelctl(a, "--json", "signal", "send", rid, "reject", '{"ok":true}', "--id", "k1")
+    assert r.returncode == 1, r
+    assert json.loads(r.stderr)["error"] == "ALREADY_EXISTS", r.stderr
     bare = json.loads(ok(a, "--json", "signal", "send", rid, "approve"))
     assert bare["payload"] is None and bare["signal_id"] == ""
 

@@ -466,9 +466,12 @@ def test_retried_send_with_the_same_signal_id_is_delivered_once(jr, sg):
     retry = sg.send(a.run_id, "pay", j({"amount": 5}), "pay-42")
     assert retry.duplicate, retry
     assert same_signal(retry.signal, first.signal), (retry.signal, first.signal)
-    # Even a retry with a different payload answers the original, storing nothing.
-    odd = sg.send(a.run_id, "pay", j({"amount": 999}), "pay-42")
-    assert odd.duplicate and same_signal(odd.signal, first.signal), odd
+    # Another signal reusing the id (another payload, or name) is refused,
+    # naming the original, and stores nothing.
+    for name, payload in (("pay", j({"amount": 999})), ("refund", j({"amount": 5}))):
+        e = rpc_error(sg.send, a.run_id, name, payload, "pay-42")
+        assert e.code() == grpc.StatusCode.ALREADY_EXISTS, fmt_err(e)
+        assert f'signal_id "pay-42" already names signal {first.signal.seq}' in e.details()
     assert_pending(sg, a.run_id, [first.signal])
     # signal_id is per run.
     other = sg.send(b.run_id, "pay", j({"amount": 5}), "pay-42")
