@@ -106,6 +106,12 @@ journal_key_t journal_entry_key(const char *run_id, uint64_t seq);
 journal_key_t journal_idem_key(const char *run_id, const char *idem);
 journal_key_t journal_invocation_key(const run_t *r);
 journal_key_t journal_session_key(const run_t *r);
+/* 'o' app 0 user 0 session 0 ~run_id: a run of the session that has not
+ * ended, newest first (~: each byte 255 - b); with run_id NULL, the
+ * prefix of the session's. */
+journal_key_t journal_open_session_key(const char *app, const char *user,
+                                       const char *session,
+                                       const char *run_id);
 /* 'c' app 0 ready_ms(8) run_id: the claimable index. */
 journal_key_t journal_claimable_key(const char *app, int64_t ready_ms,
                                     const char *run_id);

@@ -5,6 +5,12 @@
  *   'r' run_id                         -> run record
  *   'i' app 0 user 0 session 0 inv     -> run_id     (BeginRun idempotency)
  *   's' app 0 user 0 session 0 run_id  -> ""         (runs of a session)
+ *   'o' app 0 user 0 session 0 ~run_id -> ""         (the same, while the
+ *                                        run has not ended, newest first:
+ *                                        ~ is each byte's 255 - b; a send
+ *                                        by session reads the first, past
+ *                                        no ended run's delete but those
+ *                                        newer; since store format 7)
  *   'a' run_id                         -> ""         (RUNNABLE or RUNNING)
  *   'A' app 0 run_id                   -> ""         (the same, by app:
  *                                        ListRunsToRecover of one app;
@@ -350,6 +356,19 @@ journal_key_t journal_claimable_prefix(const char *app) {
 journal_key_t journal_session_key(const run_t *r) {
     const char *parts[4] = {r->app, r->user, r->session, r->run_id};
     return journal_make_key('s', parts, 4, 0, 0);
+}
+
+journal_key_t journal_open_session_key(const char *app, const char *user,
+                                       const char *session,
+                                       const char *run_id) {
+    char inv[JOURNAL_RUN_ID_LEN + 1] = "";
+    const char *parts[4] = {app, user, session, inv};
+
+    for (size_t i = 0; run_id != NULL && i < JOURNAL_RUN_ID_LEN; i++)
+        inv[i] = (char)(255 - (unsigned char)run_id[i]);
+    if (run_id != NULL)
+        inv[JOURNAL_RUN_ID_LEN] = '\0';
+    return journal_make_key('o', parts, 4, 0, 0);
 }
 
 /* ---- Changes ------------------------------------------------------------- */

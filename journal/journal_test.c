@@ -1663,6 +1663,82 @@ static void test_runs_list_by_status_from_their_index(void **state) {
     expect_prefix_pages(f, "::t:many", RUN_CANCELLED, 1000);
 }
 
+typedef struct session_arg {
+    journal_t *j;
+    char id[27]; /* the session's run, or "" */
+} session_arg_t;
+
+static reel_code_t session_apply(store_txn_t *txn, void *arg,
+                                 reel_status_t *st) {
+    session_arg_t *a = arg;
+    run_t r;
+    reel_code_t rc = journal_txn_session_run(a->j, txn, "app", "u1", "s1", &r,
+                                             st);
+
+    a->id[0] = '\0';
+    if (rc == REEL_OK) {
+        snprintf(a->id, sizeof(a->id), "%s", r.run_id);
+        run_fini(&r);
+    }
+    return rc == REEL_NOT_FOUND ? (reel_status_fini(st), REEL_OK) : rc;
+}
+
+/* The session's run a send by session goes to. */
+static const char *session_run(fixture_t *f, session_arg_t *a) {
+    a->j = f->j;
+    assert_int_equal(store_exec(f->store, session_apply, a, NULL, NULL),
+                     REEL_OK);
+    return a->id;
+}
+
+static reel_code_t drop_open_index(store_txn_t *txn, void *arg,
+                                   reel_status_t *st) {
+    store_cf_t *cf;
+
+    if (store_cf_lookup(((fixture_t *)arg)->store, "runs", &cf,
+                        st) != REEL_OK)
+        return st->code;
+    store_txn_delete_range_blind(txn, cf, "o", 1, "p", 1);
+    return REEL_OK;
+}
+
+/*
+ * A send by session goes to the session's newest run that has not ended,
+ * read from the index of such runs ('o'), not from every run the session
+ * had: an ended run leaves it. A dir of format 6 gets it from
+ * journal_upgrade().
+ */
+static void test_a_sessions_newest_run_not_ended_is_indexed(void **state) {
+    fixture_t *f = *state;
+    journal_result_t res;
+    session_arg_t a;
+    char old[27], mid[27], nw[27];
+
+    assert_string_equal(session_run(f, &a), "");
+    begin_ok(f, "inv-old", "w", 60000, old);
+    begin_ok(f, "inv-mid", "w", 60000, mid);
+    begin_ok(f, "inv-new", "w", 60000, nw);
+    assert_string_equal(session_run(f, &a), nw);
+    assert_int_equal(simple(f, JOURNAL_END, nw, 1, NULL, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_string_equal(session_run(f, &a), mid);
+    /* Suspended, it has not ended: still the session's. */
+    assert_int_equal(simple(f, JOURNAL_SUSPEND, mid, 1, NULL, &res),
+                     REEL_OK);
+    journal_result_fini(&res);
+    assert_string_equal(session_run(f, &a), mid);
+    assert_int_equal(store_exec(f->store, drop_open_index, f, NULL, NULL),
+                     REEL_OK);
+    assert_string_equal(session_run(f, &a), "");
+    assert_int_equal(journal_upgrade(f->j, 6, NULL), REEL_OK);
+    assert_string_equal(session_run(f, &a), mid);
+    assert_int_equal(simple(f, JOURNAL_END, mid, 1, NULL, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_int_equal(simple(f, JOURNAL_END, old, 1, NULL, &res), REEL_OK);
+    journal_result_fini(&res);
+    assert_string_equal(session_run(f, &a), "");
+}
+
 /* An entry's change carries its run's app (the WAL tells the run's tenant
  * from it without a read); the stored entry does not. */
 static void test_an_entrys_change_carries_its_runs_app_and_its_record_not(
@@ -1785,6 +1861,7 @@ int main(void) {
         T(test_recoverable_runs_of_an_app_come_from_its_index),
         T(test_runs_of_a_tenants_apps_merge_their_indexes),
         T(test_runs_list_by_status_from_their_index),
+        T(test_a_sessions_newest_run_not_ended_is_indexed),
         T(test_a_change_publish_cannot_decode_is_read_from_storage),
         T(test_an_entrys_change_carries_its_runs_app_and_its_record_not),
         T(test_listings_keep_only_the_runs_keep_keeps),

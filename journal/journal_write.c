@@ -434,6 +434,15 @@ static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
     int restatus = prev == NULL || prev->status != r_in->status;
     int indexed = restatus && !is_active(r_in);
     int was_indexed = restatus && prev != NULL && !is_active(prev);
+    /* A send by session reads the runs that have not ended. */
+    int opens = prev == NULL && !run_status_terminal(r_in->status);
+    int closes = prev != NULL && !run_status_terminal(prev->status) &&
+                 run_status_terminal(r_in->status);
+    journal_key_t ek = opens || closes
+                           ? journal_open_session_key(r_in->app, r_in->user,
+                                                      r_in->session,
+                                                      r_in->run_id)
+                           : (journal_key_t){NULL, 0};
     journal_key_t rk = journal_run_key(r.run_id),
                   ak = journal_active_key(r.run_id),
                   aak = journal_app_active_key(r.app, r.run_id),
@@ -467,11 +476,16 @@ static reel_code_t put_run_rec(journal_t *j, store_txn_t *txn,
         aak.p == NULL || (was_ready && moved && ok.p == NULL) ||
         (ready && moved && nk.p == NULL) ||
         (indexed && (sk[0].p == NULL || sk[1].p == NULL)) ||
-        (was_indexed && (sk[2].p == NULL || sk[3].p == NULL))) {
+        (was_indexed && (sk[2].p == NULL || sk[3].p == NULL)) ||
+        ((opens || closes) && ek.p == NULL)) {
         rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
     store_txn_put(txn, j->cf_runs, rk.p, rk.len, w.p, w.len);
+    if (opens)
+        store_txn_put(txn, j->cf_runs, ek.p, ek.len, "", 0);
+    else if (closes)
+        store_txn_delete(txn, j->cf_runs, ek.p, ek.len);
     /* Blind: only listings read them, from snapshots. */
     for (int i = 2; i < 4; i++)
         if (sk[i].p != NULL)
@@ -510,6 +524,7 @@ out:
     free(aak.p);
     free(ok.p);
     free(nk.p);
+    free(ek.p);
     for (int i = 0; i < 4; i++)
         free(sk[i].p);
     return rc;
@@ -1177,41 +1192,36 @@ reel_code_t journal_txn_session_run(journal_t *j, store_txn_t *txn,
                                     const char *app, const char *user,
                                     const char *session, run_t *out,
                                     reel_status_t *st) {
-    const char *parts[4] = {app, user, session, ""};
-    journal_key_t base = journal_make_key('s', parts, 4, 0, 0);
+    journal_key_t base = journal_open_session_key(app, user, session, NULL);
     store_iter_t *it =
         base.p ? store_txn_iter_prefix(txn, j->cf_runs, base.p, base.len)
                : NULL;
     char best[JOURNAL_RUN_ID_LEN + 1] = "";
-    reel_code_t rc = REEL_OK;
+    reel_code_t rc;
 
     memset(out, 0, sizeof(*out));
     if (it == NULL) {
         free(base.p);
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     }
-    /* Run ids sort by creation: the last live one is the newest. */
+    /* The session's runs that have not ended ('o'), not every run it ever
+     * had, newest first (run ids sort by creation; the index inverts
+     * them): the first is the one. */
     for (store_iter_seek(it, base.p, base.len); store_iter_valid(it);
          store_iter_next(it)) {
         size_t klen;
         const char *k = store_iter_key(it, &klen);
-        char id[JOURNAL_RUN_ID_LEN + 1];
-        run_t r;
 
         if (klen < base.len || memcmp(k, base.p, base.len) != 0)
             break;
-        if (klen != base.len + JOURNAL_RUN_ID_LEN)
-            continue;
-        memcpy(id, k + base.len, JOURNAL_RUN_ID_LEN);
-        id[JOURNAL_RUN_ID_LEN] = '\0';
-        if ((rc = journal_indexed_run(txn, j, NULL, id, &r, st)) != REEL_OK)
+        if (klen == base.len + JOURNAL_RUN_ID_LEN) {
+            for (size_t i = 0; i < JOURNAL_RUN_ID_LEN; i++)
+                best[i] = (char)(255 - (unsigned char)k[base.len + i]);
+            best[JOURNAL_RUN_ID_LEN] = '\0';
             break;
-        if (!run_status_terminal(r.status))
-            memcpy(best, id, sizeof(best));
-        run_fini(&r);
+        }
     }
-    if (rc == REEL_OK)
-        rc = store_iter_status(it, st);
+    rc = store_iter_status(it, st);
     store_iter_destroy(it);
     free(base.p);
     if (rc != REEL_OK)
@@ -1221,8 +1231,7 @@ reel_code_t journal_txn_session_run(journal_t *j, store_txn_t *txn,
                                "session %s/%s/%s has no run that has not "
                                "ended",
                                app, user, session);
-    rc = journal_load_run(j, txn, best, out, st);
-    return rc;
+    return journal_load_run(j, txn, best, out, st);
 }
 
 reel_code_t journal_check_lease(const run_t *r, uint64_t epoch,
@@ -1525,19 +1534,21 @@ static reel_code_t upgrade_apply(store_txn_t *txn, void *arg,
 /* Runs a commit of the upgrade's walk over every run takes. */
 #define UPGRADE_BATCH 4096
 
-/* The walk over every run of an upgrade from format 5 or older. */
+/* The walk over every run of an upgrade from format 6 or older. */
 typedef struct run_walk {
     journal_t *j;
     int from;                           /* the data dir's store format */
     char after[JOURNAL_RUN_ID_LEN + 1]; /* the last run walked, or "" */
     size_t n;                           /* runs walked by this batch */
-    size_t walked, indexed;             /* by every batch; by status */
+    size_t walked, indexed, open;       /* by every batch; by status; by
+                                           session, not ended */
     int done;
 } run_walk_t;
 
 /* What a run lacks from older formats: from 3 or older its entry in the
  * index of every run by app ('p'); from 5 or older, when it is neither
- * RUNNABLE nor RUNNING, its entries by status ('x' and 'X'). */
+ * RUNNABLE nor RUNNING, its entries by status ('x' and 'X'); from 6 or
+ * older, when it has not ended, its entry by session ('o'). */
 static reel_code_t upgrade_run(run_walk_t *u, store_txn_t *txn,
                                const run_t *r, reel_status_t *st) {
     journal_t *j = u->j;
@@ -1546,7 +1557,15 @@ static reel_code_t upgrade_run(run_walk_t *u, store_txn_t *txn,
     if (u->from < 4)
         rc = put_index(txn, j->cf_runs, journal_app_run_key(r->app, r->run_id),
                        st);
-    if (rc != REEL_OK || is_active(r)) /* the active index has those */
+    if (rc == REEL_OK && u->from < 7 && !run_status_terminal(r->status)) {
+        u->open++;
+        rc = put_index(txn, j->cf_runs,
+                       journal_open_session_key(r->app, r->user, r->session,
+                                                r->run_id),
+                       st);
+    }
+    /* The active index has those RUNNABLE or RUNNING. */
+    if (rc != REEL_OK || u->from >= 6 || is_active(r))
         return rc;
     u->indexed++;
     /* Blind, as put_run_rec writes them: a key is written only blind in a
@@ -1612,7 +1631,7 @@ reel_code_t journal_upgrade(journal_t *j, int from, reel_status_t *st) {
     run_walk_t w = {.j = j, .from = from};
     reel_code_t rc = store_exec(j->store, upgrade_apply, &u, NULL, st);
 
-    if (rc != REEL_OK || from >= 6)
+    if (rc != REEL_OK || from >= 7)
         return rc;
     /* In batches, each its own commit: a crash part way leaves the
      * format as it was, and the next start writes them all again. */
@@ -1626,6 +1645,9 @@ reel_code_t journal_upgrade(journal_t *j, int from, reel_status_t *st) {
     if (rc == REEL_OK && w.indexed > 0)
         REEL_INFO("journal", "indexed %zu runs by status for the new format",
                   w.indexed);
+    if (rc == REEL_OK && w.open > 0)
+        REEL_INFO("journal", "indexed %zu runs not ended by session for the "
+                  "new format", w.open);
     return rc;
 }
 

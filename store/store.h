@@ -55,8 +55,10 @@
  *      of deleted keys (journal_upgrade(), kv_upgrade())
  *   5  the KV's tombstones apart from its live keys (kv_upgrade())
  *   6  the journal's indexes of runs by status (journal_upgrade())
+ *   7  the journal's index of the runs of a session that have not ended
+ *      (journal_upgrade())
  */
-#define STORE_FORMAT_VERSION 6
+#define STORE_FORMAT_VERSION 7
 
 /* A file of a STORE_CF_LOOKUP family holding this many deletes among any
  * window of entries in a row is compacted soon (store.c). */

@@ -15,7 +15,7 @@ from reel.v1 import kv_pb2
 from conftest import REELD, Reeld, free_port, reelctl, stream, unary
 
 # The data dir format this reeld writes (store/store.h).
-FORMAT = 6
+FORMAT = 7
 
 
 def check(channel):
@@ -213,12 +213,13 @@ def test_data_dir_of_another_format_is_refused_untouched(tmp_path):
     assert sorted(os.listdir(data)) == before
 
 
-@pytest.mark.parametrize("older", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("older", [1, 2, 3, 4, 5, 6])
 def test_a_data_dir_of_an_older_format_is_upgraded_and_keeps_its_data(tmp_path, older):
     """Formats 1 (every data dir before the format was raised), 2 (before
     the index of active runs by app), 3 (before the index of every run by
-    app), 4 (before the KV's tombstones were kept apart) and 5 (before the
-    indexes of runs by status) open, keep
+    app), 4 (before the KV's tombstones were kept apart), 5 (before the
+    indexes of runs by status) and 6 (before the index of a session's runs
+    not ended) open, keep
     every record, and are marked with this one once reeld has started, so
     that older reelds, which check the FORMAT file before anything, refuse
     the dir rather than misread what this one wrote."""
