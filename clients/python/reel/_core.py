@@ -222,17 +222,33 @@ def target(addr: Optional[str]) -> str:
     """The gRPC target for addr (as reelctl reads it): None is $REEL_ADDR or
     127.0.0.1:7878; a host without a port means port 7878; an IPv6 address
     goes in brackets."""
+    if addr is not None and not isinstance(addr, str):
+        raise TypeError(f"addr: a \"host:port\" string, not {type(addr).__name__}")
     addr = addr or os.environ.get("REEL_ADDR") or DEFAULT_ADDR
+    if addr.startswith(("http://", "https://")):
+        raise ValueError(f"addr: {addr!r}: give host:port (a gRPC address, not a URL); "
+                         "for TLS pass tls=")
     if "://" in addr or addr.startswith(("unix:", "dns:", "ipv4:", "ipv6:")):
         return addr
     if addr.startswith("["):
         end = addr.find("]")
         if end < 0:
             raise ValueError(f"addr: {addr!r}: an IPv6 address needs its closing ]")
-        return addr if addr[end + 1:].startswith(":") else f"{addr}:{DEFAULT_PORT}"
+        if not addr[end + 1:].startswith(":"):
+            return f"{addr}:{DEFAULT_PORT}"
+        _check_port(addr, addr[end + 2:])
+        return addr
     if addr.count(":") > 1:
         raise ValueError(f"addr: {addr!r}: put an IPv6 address in brackets ([::1]:7878)")
-    return addr if ":" in addr else f"{addr}:{DEFAULT_PORT}"
+    if ":" not in addr:
+        return f"{addr}:{DEFAULT_PORT}"
+    _check_port(addr, addr.rsplit(":", 1)[1])
+    return addr
+
+
+def _check_port(addr: str, port: str) -> None:
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"addr: {addr!r}: the port must be 1-65535")
 
 
 def settings(addr, token, tls, timeout, wait_for_ready, retries, reconnect_timeout,

@@ -92,6 +92,17 @@ def _status_name(status) -> str:
     return status.name if isinstance(status, RunStatus) else str(status)
 
 
+def _ended_as(status: RunStatus) -> str:
+    """The Worker counter of a run fn left in status (not RUNNING)."""
+    if status == RunStatus.WAITING:
+        return "parked"
+    if status == RunStatus.COMPLETED:
+        return "completed"
+    if status in (RunStatus.FAILED, RunStatus.CANCELLED):
+        return "failed"
+    return "left"
+
+
 def default_owner() -> str:
     """A lease owner naming this process: host:pid:random."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -224,14 +235,31 @@ class _Resumable:
         self._call = None
         self._closed = False
         self._stop = threading.Event()
+        self._failed = False   # the stream ended with an error
         self.reconnects = 0
-        self._it = self._run()
+        # The generator sees this object through a weak proxy: a handle
+        # nobody holds (a `for` loop left by break) is freed at once, and
+        # __del__ ends its stream, instead of a cycle waiting for the
+        # garbage collector with the stream open on reeld.
+        self._it = type(self)._run(weakref.proxy(self))
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        return next(self._it)
+        try:
+            return next(self._it)
+        except StopIteration:
+            raise
+        except Exception:
+            self._failed = True
+            raise
+
+    def __del__(self) -> None:
+        # Only the stream: a dropped tail's final ack would be a call made
+        # from a finalizer (its events come again, as after a crash).
+        with contextlib.suppress(Exception):
+            _Resumable.close(self)
 
     def __enter__(self):
         return self
@@ -303,8 +331,9 @@ class Watch(_Resumable):
                     if not self._reconnect(clock, err):
                         return
         finally:
-            if self._call is not None:
-                self._call.cancel()
+            with contextlib.suppress(ReferenceError):   # its handle is gone
+                if self._call is not None:
+                    self._call.cancel()
 
 
 class KV:
@@ -479,8 +508,9 @@ class Follow(_Resumable):
                     if not self._reconnect(clock, err):
                         return
         finally:
-            if self._call is not None:
-                self._call.cancel()
+            with contextlib.suppress(ReferenceError):   # its handle is gone
+                if self._call is not None:
+                    self._call.cancel()
 
 
 class Journal:
@@ -537,7 +567,12 @@ class Run:
         if info.status != RunStatus.RUNNING:
             self._lease.release(f"the run is {_status_name(info.status)}")
         elif heartbeat:
-            self._hb = threading.Thread(target=self._heartbeats, daemon=True,
+            # The thread holds the handle weakly: a handle nobody holds (an
+            # exception before `with run:`) stops heartbeating once freed,
+            # and its lease runs out for another worker to claim.
+            self._hb = threading.Thread(target=Run._heartbeats_of,
+                                        args=(weakref.ref(self), self._stop),
+                                        daemon=True,
                                         name=f"reel-heartbeat-{self.run_id}")
             with client._runs_mu:
                 client._runs.add(self)      # client.close() stops the heartbeats
@@ -585,39 +620,54 @@ class Run:
         if self._hb is not None and self._hb is not threading.current_thread():
             self._hb.join()
 
-    def _heartbeats(self) -> None:
-        interval = max(0.01, self.ttl / 3)
-        attempt = 0
-        while not self._stop.wait(interval if attempt == 0 else _core.backoff(attempt)):
-            try:
-                self._lease.check(self.run_id, self.epoch)
-            except errors.LeaseLost:
+    @staticmethod
+    def _heartbeats_of(ref: "weakref.ref[Run]", stop: threading.Event) -> None:
+        attempt: Optional[int] = 0
+        while attempt is not None:
+            run = ref()
+            if run is None:
                 return
-            sent = time.monotonic()
-            left = self._lease.deadline - sent
-            limit = left if self._c._s.timeout is None else min(left, self._c._s.timeout)
-            try:
-                info = RunInfo._from_pb(self._c._call(
-                    "journal", "Heartbeat", journal_pb2.HeartbeatRequest(
-                        run_id=self.run_id, lease_epoch=self.epoch,
-                        lease_ttl_ms=_core.ttl_ms(self.ttl)),
-                    lease=True, timeout=max(0.001, limit)))
-            except errors.LeaseLost as e:
-                self._lease.lose(e)
+            pause = max(0.01, run.ttl / 3) if attempt == 0 else _core.backoff(attempt)
+            del run
+            if stop.wait(pause):
                 return
-            except (errors.Unavailable, errors.DeadlineExceeded):
-                attempt += 1                # until the lease runs out
-                continue
-            except errors.ReelError as e:
-                if self._c._closed:         # client.close(): stop, quietly
-                    return
-                self._lease.lose(errors.LeaseLost(
-                    f"run {self.run_id}: a heartbeat failed, so the lease cannot be kept: {e}",
-                    method="Heartbeat", from_server=False))
+            run = ref()
+            if run is None:
                 return
-            attempt = 0
-            self._lease.renewed(sent)
-            self.info = info
+            attempt = run._heartbeat(attempt)
+            del run
+
+    def _heartbeat(self, attempt: int) -> Optional[int]:
+        """One heartbeat: the next attempt's number (0 after a renewal), or
+        None to stop."""
+        try:
+            self._lease.check(self.run_id, self.epoch)
+        except errors.LeaseLost:
+            return None
+        sent = time.monotonic()
+        left = self._lease.deadline - sent
+        limit = left if self._c._s.timeout is None else min(left, self._c._s.timeout)
+        try:
+            info = RunInfo._from_pb(self._c._call(
+                "journal", "Heartbeat", journal_pb2.HeartbeatRequest(
+                    run_id=self.run_id, lease_epoch=self.epoch,
+                    lease_ttl_ms=_core.ttl_ms(self.ttl)),
+                lease=True, timeout=max(0.001, limit)))
+        except errors.LeaseLost as e:
+            self._lease.lose(e)
+            return None
+        except (errors.Unavailable, errors.DeadlineExceeded):
+            return attempt + 1              # until the lease runs out
+        except errors.ReelError as e:
+            if self._c._closed:             # client.close(): stop, quietly
+                return None
+            self._lease.lose(errors.LeaseLost(
+                f"run {self.run_id}: a heartbeat failed, so the lease cannot be kept: {e}",
+                method="Heartbeat", from_server=False))
+            return None
+        self._lease.renewed(sent)
+        self.info = info
+        return 0
 
     def _check(self) -> None:
         self._lease.check(self.run_id, self.epoch)
@@ -1092,10 +1142,14 @@ class Tail(_Resumable):
         return Consumer._from_pb(resp.consumer)
 
     def close(self) -> None:
-        """Ends the stream and acknowledges (auto mode) what was handled."""
+        """Ends the stream and acknowledges (auto mode) what was handled,
+        unless the stream ended with an error (reeld gone): that error is
+        what the caller sees, and the events after the last acknowledgement
+        come again, as after a crash."""
         super().close()
         cur = self._cursor
-        if cur.auto_ack and cur.consumer and cur.done > cur.acked:
+        if (not self._failed and cur.auto_ack and cur.consumer
+                and cur.done > cur.acked):
             self.ack(cur.done)
 
     def _auto_ack(self) -> None:
@@ -1134,8 +1188,9 @@ class Tail(_Resumable):
                     if not self._reconnect(clock, err):
                         return
         finally:
-            if self._call is not None:
-                self._call.cancel()
+            with contextlib.suppress(ReferenceError):   # its handle is gone
+                if self._call is not None:
+                    self._call.cancel()
 
 
 class Events:
@@ -1209,7 +1264,8 @@ class Worker:
     The claim loop rides out reeld restarts (it retries after UNAVAILABLE
     with backoff). `stop()` (from any thread) ends the loops after the
     runs in hand; a loop waiting in claim_next notices within `poll`
-    seconds. Counters: `completed`, `failed`, `parked`, `left`; run(max_runs=N)
+    seconds. Counters: `completed`, `failed` (ended FAILED or CANCELLED,
+    by fn or for its exception), `parked`, `left`; run(max_runs=N)
 returns once N runs ended here."""
 
     def __init__(self, client: Client, app: str, fn: Callable[[Run], Any], *,
@@ -1331,7 +1387,7 @@ returns once N runs ended here."""
                     return "left"         # its lease expires; it is run again
                 return "failed"
             if run.info.status != RunStatus.RUNNING:
-                return "parked" if run.info.status == RunStatus.WAITING else "completed"
+                return _ended_as(run.info.status)
             try:
                 run.end(result)
             except errors.ReelError:
@@ -1379,8 +1435,9 @@ class ArtifactWatch(_Resumable):
                     if not self._reconnect(clock, err):
                         return
         finally:
-            if self._call is not None:
-                self._call.cancel()
+            with contextlib.suppress(ReferenceError):   # its handle is gone
+                if self._call is not None:
+                    self._call.cancel()
 
 
 class Workspace:

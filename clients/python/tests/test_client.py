@@ -32,6 +32,18 @@ def test_addresses_are_read_as_reelctl_reads_them(monkeypatch):
     assert _core.target(None) == "127.0.0.1:7878"
     with pytest.raises(TypeError, match="tls"):
         reel.connect("x", tls="yes")
+    # What would only fail later, as a bare timeout, is refused naming addr.
+    for bad, why in (("http://127.0.0.1:7878", "not a URL"), ("db1:99999", "1-65535"),
+                     ("db1:", "1-65535"), ("[::1]:x", "1-65535")):
+        with pytest.raises(ValueError, match=f"^addr: .*{why}"):
+            _core.target(bad)
+    with pytest.raises(TypeError, match="^addr: .*not int"):
+        reel.connect(7878)
+
+
+def test_an_async_client_made_outside_its_loop_is_refused_at_once():
+    with pytest.raises(RuntimeError, match="inside the event loop"):
+        reel.aio.connect("127.0.0.1:7878")
 
 
 def test_health_status_and_errors_carry_the_servers_message(client):

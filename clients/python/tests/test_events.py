@@ -222,3 +222,24 @@ def test_a_tails_automatic_ack_rides_out_an_outage_longer_than_a_call(reeld):
         assert next(it).revision == more[0]
         tail.close()
         assert _acked(c, "outage") == revs[2]
+
+
+def test_a_durable_tail_whose_stream_failed_closes_at_once_with_that_error(reeld):
+    """reeld gone for good: the tail gives up after reconnect_timeout, and
+    leaving `with tail:` adds no last acknowledgement waiting out a call's
+    timeout; the caller sees the stream's Unavailable."""
+    c = reel.connect(reeld.addr, reconnect_timeout=1, timeout=20)
+    try:
+        for i in range(3):
+            c.kv.put("ns", f"k{i}", i)
+        seen = 0
+        with pytest.raises(reel.Unavailable):
+            with c.events.tail("kv.ns.>", consumer="c1") as tail:
+                for ev in tail:
+                    seen += 1
+                    if seen == 2:
+                        reeld.kill()
+                        t0 = time.monotonic()
+        assert time.monotonic() - t0 < 10, "close() waited out a call's timeout"
+    finally:
+        c.close()

@@ -2,6 +2,7 @@
 append, read, follow across a restart, suspend and claim, heartbeats, and
 a lost lease stopping every write."""
 import asyncio
+import gc
 import threading
 import time
 
@@ -276,3 +277,46 @@ def test_a_run_claimed_late_in_a_long_poll_holds_its_whole_lease(client):
     assert run.append("note", {"x": 1}).seq >= 1      # not LeaseLost
     assert run.step("s", lambda: 1) == 1
     run.end()
+
+
+def test_a_run_handle_nobody_holds_stops_heartbeating(client):
+    """An agent that fails before `with run:` drops its handle: its
+    heartbeats stop and the lease runs out for another worker, without the
+    garbage collector (disabled here) or client.close()."""
+    ids = []
+
+    def agent():
+        run = client.runs.begin("dropapp", "u", "s", "drop-1", ttl=1)
+        ids.append(run.run_id)
+        raise RuntimeError("a bug before `with run:`")
+
+    gc.disable()
+    try:
+        with pytest.raises(RuntimeError):
+            agent()
+        end = time.monotonic() + 15
+        while client.runs.get(ids[0]).status != reel.RunStatus.RUNNABLE:
+            assert time.monotonic() < end, "the dropped handle kept its lease"
+            time.sleep(0.05)
+        assert not [t for t in threading.enumerate() if t.name.endswith(ids[0])]
+        with client.runs.claim(ids[0], owner="next", ttl=30) as run:
+            assert run.epoch == 2
+            run.end("done")
+    finally:
+        gc.enable()
+
+
+def test_the_worker_counts_runs_fn_ended_failed_or_cancelled_as_failed(client):
+    ends = iter([reel.RunStatus.FAILED, reel.RunStatus.CANCELLED, None])
+
+    def fn(run):
+        status = next(ends)
+        if status is not None:
+            run.end(None, status=status)
+        return "ok"
+
+    for i in range(3):
+        client.runs.submit("wk", "u", "s", f"inv-{i}")
+    w = client.worker("wk", fn, poll=0.2)
+    w.run(max_runs=3)
+    assert (w.completed, w.failed, w.parked, w.left) == (1, 2, 0, 0)

@@ -2,6 +2,7 @@
 patterns, and resumption across reeld restarts (live and in the middle of
 the snapshot) without losing or repeating an event."""
 import asyncio
+import gc
 import threading
 import time
 
@@ -379,3 +380,45 @@ def test_a_watch_read_slowly_while_others_wait_for_room_resumes(tmp_path):
         for ch in chans:
             ch.close()
         assert server.stop() == 0
+
+
+def _calls_back_to(status, base):
+    end = time.monotonic() + 10
+    while status().open_calls > base:
+        assert time.monotonic() < end, f"{status().open_calls} calls open, not {base}"
+        time.sleep(0.02)
+
+
+def test_leaving_a_watch_or_tail_by_break_ends_its_stream_at_once(client):
+    """The README's `for ev in client.kv.watch(...)` left by break: nothing
+    holds the iterator, and its stream on reeld ends then, not whenever the
+    garbage collector runs (disabled here)."""
+    client.kv.put("brk", "k", 0)
+    base = client.status().open_calls
+    gc.disable()
+    try:
+        for _ in range(10):
+            for ev in client.kv.watch("brk", "k"):
+                break
+            for ev in client.events.tail("kv.brk.>"):
+                break
+        _calls_back_to(client.status, base)
+    finally:
+        gc.enable()
+
+
+async def test_async_leaving_a_watch_by_break_ends_its_stream_at_once(reeld):
+    async with reel.aio.connect(reeld.addr) as c:
+        await c.kv.put("brk", "k", 0)
+        base = (await c.status()).open_calls
+        gc.disable()
+        try:
+            for _ in range(10):
+                async for ev in c.kv.watch("brk", "k"):
+                    break
+            end = time.monotonic() + 10
+            while (await c.status()).open_calls > base:
+                assert time.monotonic() < end
+                await asyncio.sleep(0.02)
+        finally:
+            gc.enable()

@@ -26,7 +26,7 @@ import grpc.aio
 from reel import _core, _rpc, errors
 from reel._core import TLS, CasEntry, Settings
 from reel._health import health_pb2
-from reel.client import _AWAIT_MARGIN, _status_name, default_owner
+from reel.client import _AWAIT_MARGIN, _ended_as, _status_name, default_owner
 from reel.types import (DELETE, Artifact, ArtifactEvent, Consumer, Entry, Event, Head,
                         JournalEntry, RawJSON, RunInfo, RunStatus, SendResult, ServerStatus,
                         Signal, ValueEvent, encode_json, encode_optional_json)
@@ -67,6 +67,13 @@ class Client:
         if not isinstance(settings, Settings):
             raise TypeError(f"Client: use reel.aio.connect(addr, token=..., tls=...), which makes "
                             f"its settings; not Client({type(settings).__name__})")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "reel.aio.connect(): call it inside the event loop that uses the client "
+                "(in an async function run by asyncio.run, say): a client made outside "
+                "it is bound to another loop, and its first call would fail") from None
         self._s = settings
         creds = settings.credentials()
         opts = settings.channel_options()
@@ -198,15 +205,31 @@ class _Resumable:
         self._call = None
         self._closed = False
         self._stop = asyncio.Event()
+        self._failed = False   # the stream ended with an error
         self.reconnects = 0
-        self._it = self._run()
+        # Through a weak proxy, as reel.client._Resumable: a handle nobody
+        # holds is freed at once and __del__ cancels its stream.
+        self._it = type(self)._run(weakref.proxy(self))
         client._streams.add(self)
+
+    def __del__(self) -> None:
+        self._closed = True
+        call = self._call
+        if call is not None:
+            with contextlib.suppress(Exception):
+                call.cancel()
 
     def __aiter__(self):
         return self
 
     async def __anext__(self):
-        return await self._it.__anext__()
+        try:
+            return await self._it.__anext__()
+        except StopAsyncIteration:
+            raise
+        except Exception:
+            self._failed = True
+            raise
 
     async def __aenter__(self):
         return self
@@ -289,8 +312,9 @@ class Watch(_Resumable):
                         raise _core.client_closed(self._method) from None
                     raise
         finally:
-            if self._call is not None:
-                self._call.cancel()
+            with contextlib.suppress(ReferenceError):   # its handle is gone
+                if self._call is not None:
+                    self._call.cancel()
 
 
 class KV:
@@ -438,8 +462,9 @@ class Follow(_Resumable):
                         raise _core.client_closed(self._method) from None
                     raise
         finally:
-            if self._call is not None:
-                self._call.cancel()
+            with contextlib.suppress(ReferenceError):   # its handle is gone
+                if self._call is not None:
+                    self._call.cancel()
 
 
 class Journal:
@@ -489,7 +514,8 @@ class Run:
             self._lease.release(f"the run is {_status_name(info.status)}")
         elif heartbeat:
             self._hb = asyncio.get_running_loop().create_task(
-                self._heartbeats(), name=f"reel-heartbeat-{self.run_id}")
+                Run._heartbeats_of(weakref.ref(self)),
+                name=f"reel-heartbeat-{self.run_id}")
             client._runs.add(self)          # client.close() stops the heartbeats
 
     async def __aenter__(self) -> "Run":
@@ -539,41 +565,56 @@ class Run:
         self._lost_event.set()
         return got
 
-    async def _heartbeats(self) -> None:
-        interval = max(0.01, self.ttl / 3)
-        attempt = 0
-        while True:
-            await asyncio.sleep(interval if attempt == 0 else _core.backoff(attempt))
-            try:
-                self._lease.check(self.run_id, self.epoch)
-            except errors.LeaseLost as e:
-                self._lose(e)
+    @staticmethod
+    async def _heartbeats_of(ref: "weakref.ref[Run]") -> None:
+        """Holds the handle weakly between heartbeats (see
+        reel.client.Run): a handle nobody holds stops heartbeating."""
+        attempt: Optional[int] = 0
+        while attempt is not None:
+            run = ref()
+            if run is None:
                 return
-            sent = time.monotonic()
-            left = self._lease.deadline - sent
-            limit = left if self._c._s.timeout is None else min(left, self._c._s.timeout)
-            try:
-                info = RunInfo._from_pb(await self._c._call(
-                    "journal", "Heartbeat", journal_pb2.HeartbeatRequest(
-                        run_id=self.run_id, lease_epoch=self.epoch,
-                        lease_ttl_ms=_core.ttl_ms(self.ttl)),
-                    lease=True, timeout=max(0.001, limit)))
-            except errors.LeaseLost as e:
-                self._lose(e)
+            pause = max(0.01, run.ttl / 3) if attempt == 0 else _core.backoff(attempt)
+            del run
+            await asyncio.sleep(pause)
+            run = ref()
+            if run is None:
                 return
-            except (errors.Unavailable, errors.DeadlineExceeded):
-                attempt += 1
-                continue
-            except errors.ReelError as e:
-                if self._c._closed:         # client.close(): stop, quietly
-                    return
-                self._lose(errors.LeaseLost(
-                    f"run {self.run_id}: a heartbeat failed, so the lease cannot be kept: {e}",
-                    method="Heartbeat", from_server=False))
-                return
-            attempt = 0
-            self._lease.renewed(sent)
-            self.info = info
+            attempt = await run._heartbeat(attempt)
+            del run
+
+    async def _heartbeat(self, attempt: int) -> Optional[int]:
+        """One heartbeat: the next attempt's number (0 after a renewal), or
+        None to stop."""
+        try:
+            self._lease.check(self.run_id, self.epoch)
+        except errors.LeaseLost as e:
+            self._lose(e)
+            return None
+        sent = time.monotonic()
+        left = self._lease.deadline - sent
+        limit = left if self._c._s.timeout is None else min(left, self._c._s.timeout)
+        try:
+            info = RunInfo._from_pb(await self._c._call(
+                "journal", "Heartbeat", journal_pb2.HeartbeatRequest(
+                    run_id=self.run_id, lease_epoch=self.epoch,
+                    lease_ttl_ms=_core.ttl_ms(self.ttl)),
+                lease=True, timeout=max(0.001, limit)))
+        except errors.LeaseLost as e:
+            self._lose(e)
+            return None
+        except (errors.Unavailable, errors.DeadlineExceeded):
+            return attempt + 1
+        except errors.ReelError as e:
+            if self._c._closed:             # client.close(): stop, quietly
+                return None
+            self._lose(errors.LeaseLost(
+                f"run {self.run_id}: a heartbeat failed, so the lease cannot be kept: {e}",
+                method="Heartbeat", from_server=False))
+            return None
+        self._lease.renewed(sent)
+        self.info = info
+        return 0
 
     def _check(self) -> None:
         try:
@@ -954,9 +995,11 @@ class Tail(_Resumable):
         return Consumer._from_pb(resp.consumer)
 
     async def close(self) -> None:
+        """See reel.client.Tail.close."""
         await super().close()
         cur = self._cursor
-        if cur.auto_ack and cur.consumer and cur.done > cur.acked:
+        if (not self._failed and cur.auto_ack and cur.consumer
+                and cur.done > cur.acked):
             await self.ack(cur.done)
 
     async def _auto_ack(self) -> None:
@@ -1000,8 +1043,9 @@ class Tail(_Resumable):
                         raise _core.client_closed(self._method) from None
                     raise
         finally:
-            if self._call is not None:
-                self._call.cancel()
+            with contextlib.suppress(ReferenceError):   # its handle is gone
+                if self._call is not None:
+                    self._call.cancel()
 
 
 class Events:
@@ -1149,7 +1193,7 @@ class Worker:
                     return "left"
                 return "failed"
             if run.info.status != RunStatus.RUNNING:
-                return "parked" if run.info.status == RunStatus.WAITING else "completed"
+                return _ended_as(run.info.status)
             try:
                 await run.end(result)
             except errors.ReelError:
@@ -1202,8 +1246,9 @@ class ArtifactWatch(_Resumable):
                         raise _core.client_closed(self._method) from None
                     raise
         finally:
-            if self._call is not None:
-                self._call.cancel()
+            with contextlib.suppress(ReferenceError):   # its handle is gone
+                if self._call is not None:
+                    self._call.cancel()
 
 
 class Workspace:
