@@ -394,6 +394,42 @@ cJSON *sink_conf_parse(const char *text, size_t len, reel_status_t *st) {
     return root;
 }
 
+/*
+ * The URL's authority as written (libcurl reads "http:///x" as host x and
+ * "http://h:/x" as h on the default port): 0 if it names a host, and a
+ * port after a ':'; else -1, *why saying what is missing.
+ */
+static int authority_named(const char *url, const char **why) {
+    const char *a = strstr(url, "://"), *end, *at, *host, *colon;
+
+    if (a == NULL)
+        return 0; /* libcurl's checks stand */
+    a += 3;
+    end = a + strcspn(a, "/?#");
+    for (at = a; at < end; at++) /* the host follows the last '@' */
+        if (*at == '@')
+            a = at + 1;
+    host = a;
+    if (*host == '[') {
+        const char *close = memchr(host, ']', (size_t)(end - host));
+
+        colon = close != NULL && close + 1 < end && close[1] == ':'
+                    ? close + 1
+                    : NULL;
+    } else {
+        colon = memchr(host, ':', (size_t)(end - host));
+        if ((colon != NULL ? colon : end) == host) {
+            *why = "no host";
+            return -1;
+        }
+    }
+    if (colon != NULL && colon + 1 == end) {
+        *why = "an empty port after ':'";
+        return -1;
+    }
+    return 0;
+}
+
 reel_code_t sink_conf_url(const sink_conf_ctx_t *c, const char *field,
                           const char *url, const char *const *schemes) {
     CURLU *h = curl_url();
@@ -435,6 +471,16 @@ reel_code_t sink_conf_url(const sink_conf_ctx_t *c, const char *field,
         host == NULL || *host == '\0') {
         rc = sink_conf_bad(c, field, "no host after %s://", scheme);
         goto out;
+    }
+    {
+        const char *why = NULL;
+
+        if (authority_named(url, &why) != 0) {
+            rc = sink_conf_bad(c, field, "%s after %s:// (the URL is not "
+                               "repeated: it may hold a credential)",
+                               why, scheme);
+            goto out;
+        }
     }
     if (curl_url_get(h, CURLUPART_PORT, &port, 0) == CURLUE_OK &&
         port != NULL && strtol(port, NULL, 10) == 0)

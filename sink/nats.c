@@ -67,6 +67,7 @@ typedef struct nats_engine {
     uint64_t stream_seq;  /* its last sequence then (kept by an emptied one) */
     char prev_id[96];   /* the id the next publish expects ("" none) */
     uint64_t rng;
+    atomic_int closing; /* our own close: no "connection lost" said */
 } nats_engine_t;
 
 static int stopping(nats_engine_t *e) {
@@ -195,10 +196,42 @@ static void disconnect(nats_engine_t *e) {
     jsCtx_Destroy(e->js);
     e->js = NULL;
     if (e->nc != NULL) {
+        atomic_store(&e->closing, 1);
         natsConnection_Close(e->nc);
         natsConnection_Destroy(e->nc);
     }
     e->nc = NULL;
+}
+
+/* libnats's threads: a lost connection and its return, said once each
+ * (libnats reconnects by itself; publishes wait for it). The server's
+ * address without its user, password or token. */
+static void log_connection(natsConnection *nc, nats_engine_t *e,
+                           const char *what) {
+    char url[512] = "", *where;
+
+    if (natsConnection_GetConnectedUrl(nc, url, sizeof(url)) != NATS_OK ||
+        url[0] == '\0')
+        snprintf(url, sizeof(url), "%s", e->cfg->servers[0]);
+    where = sink_conf_url_public(url);
+    if (strcmp(what, "lost") == 0)
+        REEL_WARN("sink", "sink %s: connection to NATS (%s) lost; "
+                  "reconnecting", e->cfg->name, where ? where : "?");
+    else
+        REEL_INFO("sink", "sink %s: reconnected to NATS (%s)", e->cfg->name,
+                  where ? where : "?");
+    free(where);
+}
+
+static void on_disconnected(natsConnection *nc, void *closure) {
+    nats_engine_t *e = closure;
+
+    if (!atomic_load(&e->closing))
+        log_connection(nc, e, "lost");
+}
+
+static void on_reconnected(natsConnection *nc, void *closure) {
+    log_connection(nc, closure, "back");
 }
 
 /* Connects, and creates the stream if missing. 0, or -1 with why said. */
@@ -211,12 +244,17 @@ static int connect_js(nats_engine_t *e) {
     natsStatus s;
     char subj[300];
 
+    atomic_store(&e->closing, 0);
     if ((s = natsOptions_Create(&opts)) != NATS_OK ||
         (s = natsOptions_SetServers(opts, (const char **)cfg->servers,
                                     (int)cfg->n_servers)) != NATS_OK ||
         (s = natsOptions_SetMaxReconnect(opts, -1)) != NATS_OK ||
         (s = natsOptions_SetReconnectWait(opts, 500)) != NATS_OK ||
         (s = natsOptions_SetTimeout(opts, 5000)) != NATS_OK ||
+        (s = natsOptions_SetDisconnectedCB(opts, on_disconnected, e)) !=
+            NATS_OK ||
+        (s = natsOptions_SetReconnectedCB(opts, on_reconnected, e)) !=
+            NATS_OK ||
         (s = natsConnection_Connect(&e->nc, opts)) != NATS_OK) {
         /* Without the URL's user, password or token: only where. */
         char *where = sink_conf_url_public(cfg->servers[0]);

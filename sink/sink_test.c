@@ -49,6 +49,15 @@ static void assert_refused(const char *text, const char *want) {
     assert_null(set.sinks);
 }
 
+static void assert_accepted(const char *text) {
+    sink_config_set_t set;
+    char msg[600];
+
+    if (parse(text, &set, msg, sizeof(msg)) != REEL_OK)
+        fail_msg("refused: %s", msg);
+    sink_config_set_fini(&set);
+}
+
 /* ---- Configuration ------------------------------------------------------- */
 
 static void test_config_errors_name_the_sink_and_the_field(void **state) {
@@ -172,6 +181,18 @@ static void test_config_urls_need_a_host_and_a_port_in_range(void **state) {
     assert_refused(NATS_WITH("http://h:4222"),
                    "servers[0]: the scheme is http://; it must be nats:// or "
                    "tls://");
+    /* libcurl reads these as host x, and as h on the default port. */
+    assert_refused(WEBHOOK_WITH("http:///x"), "url: no host after http://");
+    assert_refused(WEBHOOK_WITH("http://h:/x"),
+                   "url: an empty port after ':' after http://");
+    assert_refused(WEBHOOK_WITH("http://[::1]:/x"),
+                   "url: an empty port after ':' after http://");
+    assert_refused(NATS_WITH("nats://h:"),
+                   "servers[0]: an empty port after ':' after nats://");
+    /* A userinfo's ':' and an IPv6 host's are not a port's. */
+    assert_accepted(WEBHOOK_WITH("http://u:pw@h/x"));
+    assert_accepted(WEBHOOK_WITH("http://[::1]/x"));
+    assert_accepted(WEBHOOK_WITH("http://h:8080?q=1"));
 }
 
 static void test_config_refuses_repeated_keys_and_trailing_text(void **state) {

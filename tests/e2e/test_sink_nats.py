@@ -283,6 +283,9 @@ def test_a_nats_server_restart_loses_and_repeats_nothing(tmp_path, reeld, reel, 
         reel.set("load", f"a{i}")
     wait_for("50", lambda: len(nats.dump("REEL")) == 50)
     nats.stop()  # SIGTERM: its store is flushed
+    # The operator sees the outage and its end in the log.
+    sink.wait_log(r"sink fan: connection to NATS \(nats://127\.0\.0\.1:\d+\) lost; "
+                  r"reconnecting")
     for i in range(50):
         reel.set("load", f"b{i}")
     time.sleep(1.0)
@@ -290,7 +293,9 @@ def test_a_nats_server_restart_loses_and_repeats_nothing(tmp_path, reeld, reel, 
     want = [r for r, _ in reel.events("kv.load.>")]
     wait_for("100", lambda: len(nats.dump("REEL")) >= 100, timeout=60)
     wait_for("the ack", lambda: reel.acked("sink.fan") >= want[-1], timeout=30)
+    sink.wait_log(r"sink fan: reconnected to NATS")
     assert sink.stop() == 0
+    assert "connection to NATS" not in sink.log().split("reconnected to NATS")[-1]
     check_exactly_once_in_order(nats.dump("REEL"), want)
 
 
