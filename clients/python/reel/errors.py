@@ -200,13 +200,22 @@ _TOO_LARGE = re.compile(r"^(Received|Sent) message larger than max \((\d+) vs\. 
 def _too_large(details: str, request_size: Optional[int],
                method: str) -> Optional[ReelError]:
     """A clear error for a message over a size limit, or None (not one, or
-    the request's size is not known): a request over reeld's or this
+    a request whose size is not known): a request over reeld's or this
     client's limit is InvalidArgument, as any other input over a limit; an
-    answer over this client's, ResourceExhausted."""
+    answer over this client's, ResourceExhausted. A stream's (no request
+    size: its request is small) received message is an answer: a batch of
+    events, say, each under the limit and together over it."""
     m = _TOO_LARGE.match(details or "")
-    if m is None or request_size is None:
+    if m is None:
         return None
     size, limit = m.group(2), m.group(3)
+    if request_size is None:
+        if m.group(1) != "Received":
+            return None
+        return ResourceExhausted(f"answer: {size} bytes, more than this client takes "
+                                 f"in one message (max_message_bytes), at most {limit}: "
+                                 f"make it at least reeld's --max-response-bytes",
+                                 method=method)
     if int(size) != request_size and m.group(1) == "Sent":
         return None
     if int(size) != request_size:

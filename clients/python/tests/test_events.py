@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 
+import grpc
 import pytest
 
 import reel
@@ -243,3 +244,32 @@ def test_a_durable_tail_whose_stream_failed_closes_at_once_with_that_error(reeld
         assert time.monotonic() - t0 < 10, "close() waited out a call's timeout"
     finally:
         c.close()
+
+
+
+class _Failed(grpc.RpcError):
+    def __init__(self, code, details):
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+def test_a_batch_over_the_clients_message_limit_says_which_limit():
+    """A stream's answer (a batch of events, each under the limit and
+    together over it) names the limit and what to do, as a unary answer's
+    does, not gRPC's bare text."""
+    from reel import errors
+    e = errors.from_rpc_error(_Failed(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                      "Received message larger than max (1200064 vs. 1000000)"),
+                              method="SubscribeEventBatches")
+    assert isinstance(e, reel.ResourceExhausted)
+    assert str(e).endswith("answer: 1200064 bytes, more than this client takes in one "
+                           "message (max_message_bytes), at most 1000000: make it at least "
+                           "reeld's --max-response-bytes"), str(e)
+    other = errors.from_rpc_error(_Failed(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many calls"),
+                                  method="SubscribeEventBatches")
+    assert isinstance(other, reel.ResourceExhausted) and "too many calls" in str(other)
