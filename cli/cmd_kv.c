@@ -592,7 +592,8 @@ static const ctl_command_t kv_commands[] = {
      "print current values, then changes as they happen, until Ctrl-C\n"
      "      or stdout's reader leaves (no deadline); KEY_OR_PATTERN: a key,\n"
      "      a.*.c or orders.>; several share one stream, each line naming its\n"
-     "      watch: [orders.>] PUT ...",
+     "      watch: [orders.>] PUT ...; --from-version/--from-revision 0:\n"
+     "      from the oldest retained",
      kv_watch},
     {NULL, {NULL}, 0, 0, 0, NULL, NULL},
 };

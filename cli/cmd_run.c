@@ -599,7 +599,8 @@ static const ctl_command_t run_commands[] = {
     {"end", {"RUN_ID"}, 1, RF(RF_EPOCH) | RF(RF_STATUS) | RF(RF_RESULT),
      RF(RF_EPOCH) | RF(RF_STATUS),
      "finish the run: --status completed, failed or cancelled; --result:\n"
-     "      JSON, - (standard input) or @FILE",
+     "      JSON, - (standard input) or @FILE; a PAUSED or WAITING run (no\n"
+     "      lease) ends at the epoch `run get` shows",
      run_end},
     {"claim", {"RUN_ID"}, 1, RF(RF_OWNER) | RF(RF_TTL) | RF(RF_QUIET),
      RF(RF_OWNER),

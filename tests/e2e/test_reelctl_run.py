@@ -165,6 +165,8 @@ def test_a_waiting_run_is_cancelled_at_the_epoch_it_was_suspended_at(reeld):
     r = reelctl(a, "run", "end", run_id, "--epoch", str(epoch + 1), "--status", "cancelled")
     assert r.returncode == 1 and "FAILED_PRECONDITION" in r.stderr, r.stderr
     assert "EndRun it at that epoch" in r.stderr, r.stderr
+    assert "a PAUSED or WAITING run (no\n      lease) ends at the epoch" in \
+        reelctl(a, "run", "end", "--help").stdout + reelctl(a, "run", "end", "--help").stderr
     end = ok(a, "run", "end", run_id, "--epoch", str(epoch), "--status", "cancelled")
     assert end.startswith(f"run {run_id} CANCELLED"), end
     got = json.loads(ok(a, "--json", "run", "get", run_id))
