@@ -254,7 +254,7 @@ const api_scope_rule_t *api_scope_rules(size_t *n) {
 /* ---- Every call ------------------------------------------------------------ */
 
 static reel_code_t authorize_call(api_ctx_t *ctx, const char *path,
-                                  const char *val, size_t len,
+                                  const char *val, size_t len, size_t sent,
                                   void **principal, reel_status_t *st) {
     const api_scope_rule_t *r = api_scope_rule(path);
     auth_principal_t who;
@@ -269,6 +269,13 @@ static reel_code_t authorize_call(api_ctx_t *ctx, const char *path,
         return reel_status_set(st, REEL_UNAUTHENTICATED,
                                "authorization: no token: send the metadata "
                                "\"authorization: Bearer <token>\"");
+    /* Which of two credentials counts is a guess no server should make
+     * (a proxy's and the client's, say): refused, naming the count. */
+    if (sent > 1)
+        return reel_status_set(st, REEL_UNAUTHENTICATED,
+                               "authorization: sent %zu times: send one "
+                               "\"authorization: Bearer <token>\"",
+                               sent);
     if ((tok = auth_bearer(val, len, &tlen)) == NULL)
         return reel_status_set(st, REEL_UNAUTHENTICATED,
                                "authorization: not a Bearer credential "
@@ -317,9 +324,10 @@ static reel_code_t authorize_call(api_ctx_t *ctx, const char *path,
 }
 
 reel_code_t api_authorize(void *arg, const char *path, const char *val,
-                          size_t len, void **principal, reel_status_t *st) {
+                          size_t len, size_t sent, void **principal,
+                          reel_status_t *st) {
     api_ctx_t *ctx = arg;
-    reel_code_t rc = authorize_call(ctx, path, val, len, principal, st);
+    reel_code_t rc = authorize_call(ctx, path, val, len, sent, principal, st);
 
     /* reel_auth_failures_total: one relaxed add, only on a refusal. */
     if (rc == REEL_UNAUTHENTICATED)

@@ -80,7 +80,7 @@ static reel_code_t authz(api_ctx_t *ctx, const char *path, const char *tok,
     reel_code_t rc;
 
     snprintf(val, sizeof(val), "Bearer %s", tok);
-    rc = api_authorize(ctx, path, val, strlen(val), &who, &st);
+    rc = api_authorize(ctx, path, val, strlen(val), 1, &who, &st);
     snprintf(msg, cap, "%s", reel_status_message(&st));
     reel_status_fini(&st);
     free(who);
@@ -177,11 +177,11 @@ static void test_a_tenants_writes_in_flight_are_capped(void **state) {
     make_token(&ctx, "admin", adm);
     snprintf(val, sizeof(val), "Bearer %s", acme);
     for (int i = 0; i < 2; i++)
-        assert_int_equal(api_authorize(&ctx, set, val, strlen(val), &held[i],
+        assert_int_equal(api_authorize(&ctx, set, val, strlen(val), 1, &held[i],
                                        &st), REEL_OK);
     who = NULL;
     assert_int_equal(api_authorize(&ctx, "/reel.v1.Journal/Append", val,
-                                   strlen(val), &who, &st),
+                                   strlen(val), 1, &who, &st),
                      REEL_RESOURCE_EXHAUSTED);
     assert_null(who);
     assert_string_equal(reel_status_message(&st),
@@ -201,13 +201,13 @@ static void test_a_tenants_writes_in_flight_are_capped(void **state) {
     }
     who = NULL;
     snprintf(val, sizeof(val), "Bearer %s", beta);
-    assert_int_equal(api_authorize(&ctx, set, val, strlen(val), &who, &st),
+    assert_int_equal(api_authorize(&ctx, set, val, strlen(val), 1, &who, &st),
                      REEL_OK);
     api_principal_free(&ctx, who);
     /* A call freed gives its place back. */
     api_principal_free(&ctx, held[0]);
     snprintf(val, sizeof(val), "Bearer %s", acme);
-    assert_int_equal(api_authorize(&ctx, set, val, strlen(val), &held[0],
+    assert_int_equal(api_authorize(&ctx, set, val, strlen(val), 1, &held[0],
                                    &st), REEL_OK);
     api_principal_free(&ctx, held[0]);
     api_principal_free(&ctx, held[1]);
@@ -234,10 +234,10 @@ static void test_a_tenants_open_calls_are_capped(void **state) {
     make_token(&ctx, "admin", adm);
     snprintf(val, sizeof(val), "Bearer %s", acme);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(api_authorize(&ctx, paths[i], val, strlen(val),
+        assert_int_equal(api_authorize(&ctx, paths[i], val, strlen(val), 1,
                                        &held[i], &st), REEL_OK);
     assert_int_equal(api_authorize(&ctx, "/reel.v1.KV/GetValue", val,
-                                   strlen(val), &who, &st),
+                                   strlen(val), 1, &who, &st),
                      REEL_RESOURCE_EXHAUSTED);
     assert_null(who);
     assert_non_null(strstr(reel_status_message(&st),
@@ -249,7 +249,7 @@ static void test_a_tenants_open_calls_are_capped(void **state) {
                          REEL_OK);
     api_principal_free(&ctx, held[1]);
     assert_int_equal(api_authorize(&ctx, "/reel.v1.KV/SetValue", val,
-                                   strlen(val), &held[1], &st), REEL_OK);
+                                   strlen(val), 1, &held[1], &st), REEL_OK);
     for (int i = 0; i < 3; i++)
         api_principal_free(&ctx, held[i]);
     ctx_close(&ctx, dir);

@@ -1384,26 +1384,26 @@ static char *slice_to_str(grpc_slice s) {
     return p;
 }
 
-/* The authorize hook on the call's "authorization" metadata (the first,
- * if a client sent several). */
+/* The authorize hook on the call's "authorization" metadata: the first,
+ * and how many the client sent. */
 static reel_code_t authorize(rpc_server_t *srv, rpc_call_t *c,
                              reel_status_t *st) {
     const char *val = NULL;
-    size_t len = 0;
+    size_t len = 0, sent = 0;
     reel_code_t rc;
 
     for (size_t i = 0; i < c->md.count; i++) {
         grpc_slice k = c->md.metadata[i].key;
 
         if (GRPC_SLICE_LENGTH(k) == 13 &&
-            memcmp(GRPC_SLICE_START_PTR(k), "authorization", 13) == 0) {
+            memcmp(GRPC_SLICE_START_PTR(k), "authorization", 13) == 0 &&
+            sent++ == 0) {
             val = (const char *)GRPC_SLICE_START_PTR(c->md.metadata[i].value);
             len = GRPC_SLICE_LENGTH(c->md.metadata[i].value);
-            break;
         }
     }
     rc = srv->opts.authorize(srv->opts.authorize_arg, c->path, val, len,
-                             &c->principal, st);
+                             sent, &c->principal, st);
     if (rc != REEL_OK)
         return rc;
     if (srv->opts.share_of != NULL)

@@ -74,14 +74,17 @@ typedef struct rpc_method {
 /*
  * Decides, once per call, before the request is decoded, whether it may
  * run: path is the method, auth the "authorization" metadata value (NULL
- * when none was sent; len bytes, not NUL-terminated). On OK it may set
+ * when none was sent; len bytes, not NUL-terminated), sent the number of
+ * "authorization" entries the call carried (auth is the first). On OK it
+ * may set
  * *principal (malloc'd; the call frees it): who is calling, for
  * rpc_call_principal(). Any other code ends the call with st's message.
  * Runs on a poller thread; must not block.
  */
 typedef reel_code_t (*rpc_authorize_fn)(void *arg, const char *path,
                                         const char *auth, size_t len,
-                                        void **principal, reel_status_t *st);
+                                        size_t sent, void **principal,
+                                        reel_status_t *st);
 
 /* Calls whose streams' bytes are bounded together (a tenant's): what
  * they hold queued or in flight. Owned by the server's user; it must

@@ -165,7 +165,8 @@ const api_scope_rule_t *api_scope_rules(size_t *n);
 
 /* rpc_authorize_fn (arg is the api_ctx_t) for reeld --auth token. */
 reel_code_t api_authorize(void *arg, const char *path, const char *auth,
-                          size_t len, void **principal, reel_status_t *st);
+                          size_t len, size_t sent, void **principal,
+                          reel_status_t *st);
 /* Frees what api_authorize set (rpc_server_opts_t.principal_free): the
  * call's place among its tenant's writes in flight goes back. */
 void api_principal_free(void *arg, void *principal);

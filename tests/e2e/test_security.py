@@ -537,6 +537,10 @@ def test_no_bad_unknown_or_revoked_token_is_unauthenticated(secured):
     assert c == grpc.StatusCode.UNAUTHENTICATED and "no token" in d
     c, d = get(raw=[("authorization", "Basic abc")])
     assert c == grpc.StatusCode.UNAUTHENTICATED and "Bearer" in d
+    # Two credentials, even two good ones: which counts is not guessed.
+    c, d = get(raw=md(tok) + md(tok))
+    assert c == grpc.StatusCode.UNAUTHENTICATED and "sent 2 times" in d
+    assert tok[22:] not in d
     c, d = get("reel_nonsense")
     assert c == grpc.StatusCode.UNAUTHENTICATED and "not a reel token" in d
     forged = tok[:-2] + ("A" if tok[-2] != "A" else "B") + tok[-1]
