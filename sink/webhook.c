@@ -477,10 +477,13 @@ static void finished(webhook_t *w, unit_t *u, CURLcode cc) {
         return;
     }
     u->next_ms = now + wait;
+    /* Under a second in ms: a short schedule's 20 ms is not "0.0 s". */
     REEL_WARN("sink", "sink %s: %s attempt %u failed: %s; next attempt in "
-              "%.1f s%s",
+              "%.*f %s%s",
               cfg->name, what, u->failures, u->last_error,
-              (double)wait / 1000.0,
+              wait < 1000 ? 0 : 1,
+              wait < 1000 ? (double)wait : (double)wait / 1000.0,
+              wait < 1000 ? "ms" : "s",
               ra >= 0 ? " (the receiver's Retry-After)"
               : cc == CURLE_OK && sink_retry_throttles(status)
                   ? " (throttled: the sink waits)"

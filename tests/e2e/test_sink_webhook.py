@@ -165,7 +165,8 @@ def test_a_receiver_that_never_answers_times_out_and_is_retried(
                          timeout_ms=500, retry_schedule_ms=[100, 100])
     rev = reel.set("app", "a")
     sink = Sink(tmp_path, reeld.addr, cfg)
-    sink.wait_log(r"attempt 1 failed: .*timed out")
+    # A wait under a second is said in ms (100 ms, jitter 0.2), not "0.1 s".
+    sink.wait_log(r"(?m)attempt 1 failed: .*timed out.*; next attempt in \d{1,3} ms$")
     # The hung request is answered only after the sink gave up on it; the
     # retry is delivered.
     wait_for("the retry", lambda: len(receiver.delivered()) >= 2)
