@@ -666,9 +666,11 @@ static void finished(reactor_t *r, reactor_dispatch_t *d, CURLcode cc) {
         ra = -1;
     d->next_ms = now + wait;
     REEL_WARN("reactor", "dispatch %s (app %s) attempt %u failed: %s; next "
-              "attempt in %.1f s%s",
+              "attempt in %.*f %s%s",
               d->id, a->app, d->failures, d->last_error,
-              (double)wait / 1000.0,
+              wait < 1000 ? 0 : 1,
+              wait < 1000 ? (double)wait : (double)wait / 1000.0,
+              wait < 1000 ? "ms" : "s",
               ra >= 0 ? " (the worker's Retry-After)" : "");
 }
 

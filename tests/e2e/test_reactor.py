@@ -12,6 +12,7 @@ LEASE_EXPIRED events runs once reeld's Run message has `attempt`.
 Binary: $REEL_REACTOR, or bazel-bin.
 """
 import json
+import re
 import os
 import socket
 import subprocess
@@ -356,6 +357,8 @@ def test_a_dispatch_given_up_is_a_dead_letter_in_reel(tmp_path, reeld, reel, wor
     assert rec["attempts"] == 3 and rec["last_error"] == "HTTP 500"
     assert rec["request"]["data"]["run_id"] == r.run_id
     assert len(worker.all()) == 3
+    # A wait under a second is said in ms, not as "0.0 s".
+    assert re.search(r"attempt 1 failed: HTTP 500; next attempt in \d{1,2} ms", rx.log())
     assert rx.stop() == 0
 
 
