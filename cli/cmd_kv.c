@@ -140,9 +140,11 @@ static void print_watch_event(const Reel__V1__ValueEvent *ev,
 static void kv_say_absent(const ctl_args_t *a, const Reel__V1__Entry *e) {
     if (e != NULL && e->deleted)
         fprintf(stderr, "reelctl: %s/%s: not found (deleted at version %llu)\n",
-                a->pos[0], a->pos[1], (unsigned long long)e->version);
+                ctl_name(a->pos[0]), ctl_name(a->pos[1]),
+                (unsigned long long)e->version);
     else
-        fprintf(stderr, "reelctl: %s/%s: not found\n", a->pos[0], a->pos[1]);
+        fprintf(stderr, "reelctl: %s/%s: not found\n", ctl_name(a->pos[0]),
+                ctl_name(a->pos[1]));
 }
 
 static int kv_missing_entry(const ctl_args_t *a) {
@@ -197,7 +199,7 @@ static int kv_set(ctl_t *ctl, const ctl_args_t *a) {
     } else {
         /* The value is what the user just gave: not worth a megabyte. */
         printf("set %s/%s version %llu (revision %llu)\n",
-               resp->entry->namespace_, resp->entry->key,
+               ctl_name(resp->entry->namespace_), ctl_name(resp->entry->key),
                (unsigned long long)resp->entry->version,
                (unsigned long long)resp->entry->revision);
     }
@@ -266,7 +268,8 @@ static int kv_del(ctl_t *ctl, const ctl_args_t *a) {
     } else if (resp->existed && resp->entry == NULL) {
         rc = kv_missing_entry(a);
     } else if (resp->existed) {
-        printf("deleted %s/%s (version %llu)\n", a->pos[0], a->pos[1],
+        printf("deleted %s/%s (version %llu)\n", ctl_name(a->pos[0]),
+               ctl_name(a->pos[1]),
                (unsigned long long)resp->entry->version);
     } else {
         kv_say_absent(a, resp->entry);

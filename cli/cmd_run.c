@@ -468,8 +468,9 @@ static int run_claim(ctl_t *ctl, const ctl_args_t *a) {
 /*
  * ClaimNextRun: the app's oldest claimable run, leased to --owner, waiting
  * up to --wait for one. The call's deadline is --timeout plus the wait.
- * None within the wait: nothing on stdout, a note on stderr, exit 0 (a
- * worker's loop just asks again). -q: "RUN_ID EPOCH".
+ * None within the wait: exit 0 (a worker's loop just asks again), a note
+ * on stderr, nothing on stdout (--json: the line "null"). -q: "RUN_ID
+ * EPOCH", or nothing.
  */
 static int run_claim_next(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__ClaimNextRunRequest req = REEL__V1__CLAIM_NEXT_RUN_REQUEST__INIT;
@@ -490,7 +491,9 @@ static int run_claim_next(ctl_t *ctl, const ctl_args_t *a) {
     if (resp == NULL)
         return rc;
     if (!resp->found || resp->run == NULL) {
-        if (!ctl->json && !ctl_has(a, RF_QUIET))
+        if (ctl->json)
+            puts("null");
+        else if (!ctl_has(a, RF_QUIET))
             ctl_hint("no run of this app was claimable (within --wait)");
     } else if (ctl_has(a, RF_QUIET)) {
         printf("%s %llu\n", resp->run->run_id,
@@ -610,7 +613,8 @@ static const ctl_command_t run_commands[] = {
     {"claim-next", {"APP"}, 1,
      RF(RF_OWNER) | RF(RF_TTL) | RF(RF_WAIT) | RF(RF_QUIET), RF(RF_OWNER),
      "take APP's oldest claimable run with a new epoch, waiting up to\n"
-     "      --wait (at most 5m) for one; -q: print \"RUN_ID EPOCH\"",
+     "      --wait (at most 5m) for one; -q: print \"RUN_ID EPOCH\"; none\n"
+     "      is exit 0 with nothing printed (--json: null)",
      run_claim_next},
     {"resume", {"RUN_ID"}, 1, 0, 0,
      "make a PAUSED run runnable again, its attempts reset", run_resume},

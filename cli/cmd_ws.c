@@ -448,6 +448,13 @@ static int ws_get(ctl_t *ctl, const ctl_args_t *a) {
     size_t len;
     int rc = EXIT_FAIL, whole;
 
+    /* The wire's 0 is "to the end"; a flag that says 0 means nothing. */
+    if (ctl_has(a, WF_LENGTH) && a->num[WF_LENGTH] == 0)
+        return ctl_usage_error(a, "--length: at least 1 (leave it out to "
+                                  "read to the end)");
+    if (ctl_has(a, WF_OUT) && a->str[WF_OUT][0] == '\0')
+        return ctl_usage_error(a, "--output: an empty file name (- for "
+                                  "standard output)");
     req.namespace_ = a->pos[0];
     req.key = a->pos[1];
     req.version = ctl_has(a, WF_VERSION) ? a->num[WF_VERSION] : 0;
@@ -600,10 +607,12 @@ static int ws_rm(ctl_t *ctl, const ctl_args_t *a) {
         cJSON_AddItemToObject(o, "artifact", ctl_artifact_json(resp->artifact));
         ctl_print_json_line(o);
     } else if (resp->existed) {
-        printf("deleted %s/%s (version %llu)\n", a->pos[0], a->pos[1],
+        printf("deleted %s/%s (version %llu)\n", ctl_name(a->pos[0]),
+               ctl_name(a->pos[1]),
                (unsigned long long)resp->artifact->version);
     } else {
-        fprintf(stderr, "%s/%s: nothing to delete\n", a->pos[0], a->pos[1]);
+        fprintf(stderr, "%s/%s: nothing to delete\n", ctl_name(a->pos[0]),
+                ctl_name(a->pos[1]));
     }
     reel__v1__delete_artifact_response__free_unpacked(resp, NULL);
     return rc;

@@ -520,15 +520,27 @@ int ctl_read_json_arg(const ctl_args_t *a, const char *name, const char *arg,
         return EXIT_FAIL;
     while (len > 0 && strchr(" \t\r\n", (*buf)[len - 1]) != NULL)
         (*buf)[--len] = '\0';
+    /* Nothing read is not JSON: a producer that died before writing must
+     * not end a run or send a signal with no result at all. */
+    if (len == 0 || strspn(*buf, " \t\r\n") == len) {
+        fprintf(stderr, "reelctl %s %s: %s: %s held no JSON (give null for "
+                        "none)\n",
+                a->group->name, a->cmd->name, name, path);
+        free(*buf);
+        *buf = NULL;
+        *text = arg;
+        return EXIT_FAIL;
+    }
     *text = *buf;
     return EXIT_OK;
 }
 
-/* Whether text is not JSON and looks like a word meant as a string. */
+/* Whether text is not JSON and looks like a word meant as a string (in
+ * UTF-8: quoting bytes that are not would be refused the same way). */
 static int bare_word(const char *text) {
     return reel_json_validate(text, strlen(text), NULL, NULL) != 0 &&
            *text != '\0' && strpbrk(text, "\"{}[]'") == NULL &&
-           strlen(text) <= 256;
+           strlen(text) <= 256 && reel_utf8_valid(text, strlen(text));
 }
 
 /* ---- Calls --------------------------------------------------------------- */
@@ -548,18 +560,25 @@ int ctl_report_error(const ctl_t *ctl, const char *what,
         free(s);
         cJSON_Delete(o);
     } else {
+        /* Escaped: a key or an owner in a message is anyone's bytes. */
         fprintf(stderr, "reelctl: %s: %s: %s\n", what,
-                reel_grpc_code_name(r->code), details);
+                reel_grpc_code_name(r->code), ctl_name(details));
         if (r->code == 14 /* UNAVAILABLE */ && strstr(details, "andshake"))
             fprintf(stderr,
                     "reelctl: no TLS handshake with %s: does reeld serve "
                     "TLS there, and does --tls-ca hold its CA?\n",
                     ctl->addr);
-        else if (r->code == 14 && strstr(details, "Socket closed"))
+        else if (r->code == 14 && strstr(details, "Socket closed") &&
+                 strstr(details, "failed to connect"))
             fprintf(stderr,
                     "reelctl: %s closed the connection: if reeld serves TLS "
                     "there, give --tls-ca (or REEL_TLS=1), and --tls-cert "
                     "and --tls-key if it asks for a client certificate\n",
+                    ctl->addr);
+        else if (r->code == 14 && strstr(details, "Socket closed"))
+            /* It had connected: no handshake went wrong. */
+            fprintf(stderr,
+                    "reelctl: %s closed the connection: did reeld stop?\n",
                     ctl->addr);
         else if (r->code == 14 && strstr(details, "connect"))
             fprintf(stderr, "reelctl: is reeld running on %s?\n", ctl->addr);

@@ -336,8 +336,9 @@ static void usage(FILE *out) {
             "127.0.0.1:7878;\n"
             "                       a host alone means port "
             CTL_DEFAULT_PORT ")\n"
-            "  --timeout DURATION   per-call deadline: 500ms, 5s, 1m, 1h "
-            "(default 5s)\n"
+            "  --timeout DURATION   per-call deadline, and a connection "
+            "attempt's: 500ms,\n"
+            "                       5s, 1m, 1h (default 5s)\n"
             "  --json               print JSON instead of text\n"
             "  --tls                connect with TLS, trusting the system's "
             "roots [REEL_TLS=1]\n"
@@ -552,6 +553,9 @@ int main(int argc, char **argv) {
     argc = take_global_flags(&ctl, &co, argc, argv);
     if (argc < 0)
         return EXIT_USAGE;
+    /* A connection attempt is bounded by --timeout too: a stream has no
+     * deadline, and a port that never answers must not hold it 20 s. */
+    co.connect_timeout_ms = ctl.timeout_ms < 100 ? 100 : ctl.timeout_ms;
     if (ctl.help || (argc >= 2 && strcmp(argv[1], "help") == 0)) {
         /* "reelctl kv set --help" is "reelctl help kv set". */
         if (ctl.help && argc >= 2 && strcmp(argv[1], "help") != 0)
@@ -575,12 +579,19 @@ int main(int argc, char **argv) {
             return EXIT_USAGE;
         ctl.addr = target;
         if (reel_client_create(ctl.addr, &co, &ctl.client, &err) != 0) {
+            /* An option's shape is a usage error, as --timeout's is; a
+             * file that cannot be read or used is not (README). */
+            rc = err.details != NULL &&
+                         (strncmp(err.details, "token:", 6) == 0 ||
+                          strstr(err.details, " go together") != NULL)
+                     ? EXIT_USAGE
+                     : EXIT_FAIL;
             fprintf(stderr, "reelctl: %s\n",
                     err.details ? client_option_flag(err.details)
                                 : "out of memory");
             reel_reply_fini(&err);
             free(target);
-            return EXIT_FAIL;
+            return rc;
         }
         if (c->group != NULL)
             rc = ctl_group_main(&ctl, c->group, argc - 1, argv + 1);

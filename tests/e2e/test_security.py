@@ -338,7 +338,7 @@ def test_reelctl_speaks_tls_and_mtls(tmp_path, pki):
         assert plain.returncode == 1
         assert "if reeld serves TLS there, give --tls-ca" in plain.stderr, plain.stderr
         half = ctl("--tls-cert", str(pki["client1.pem"]), "health")
-        assert half.returncode == 1 and "--tls-cert and --tls-key" in half.stderr
+        assert half.returncode == 2 and "--tls-cert and --tls-key" in half.stderr
         # A CA that is not PEM is named, not left to gRPC's "unreachable".
         not_pem = ctl("--tls-ca", str(pki["client1.key"]) + ".nope", "health")
         assert not_pem.returncode == 1 and "--tls-ca (REEL_TLS_CA): " in not_pem.stderr
@@ -349,7 +349,7 @@ def test_reelctl_speaks_tls_and_mtls(tmp_path, pki):
         assert not_pem.stderr == f"reelctl: --tls-ca (REEL_TLS_CA): {junk} is not PEM " \
                                  "(no -----BEGIN line)\n"
         bad_token = ctl("--token", "has space", "health")
-        assert bad_token.returncode == 1 and "--token (REEL_TOKEN): " in bad_token.stderr
+        assert bad_token.returncode == 2 and "--token (REEL_TOKEN): " in bad_token.stderr
         # PEM in form only: named too, not left to gRPC's log and an
         # "unreachable" server.
         fake = pki["ca1.pem"].parent / "fake.pem"
