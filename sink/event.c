@@ -124,6 +124,37 @@ static cJSON *signal_json(const Reel__V1__Signal *s) {
     return o;
 }
 
+/* The record, never the bytes: the digest in hex, as reelctl prints it. */
+static cJSON *artifact_json(const Reel__V1__Artifact *a) {
+    static const char digits[] = "0123456789abcdef";
+    cJSON *o = cJSON_CreateObject(), *meta = cJSON_CreateObject();
+    char sha[65] = "";
+
+    if (a->sha256.len == 32) {
+        for (size_t i = 0; i < 32; i++) {
+            sha[2 * i] = digits[a->sha256.data[i] >> 4];
+            sha[2 * i + 1] = digits[a->sha256.data[i] & 15];
+        }
+        sha[64] = '\0';
+    }
+    cJSON_AddStringToObject(o, "namespace", a->namespace_);
+    cJSON_AddStringToObject(o, "key", a->key);
+    add_u64(o, "version", a->version);
+    add_u64(o, "size", a->size);
+    cJSON_AddStringToObject(o, "sha256", sha);
+    cJSON_AddStringToObject(o, "content_type", a->content_type);
+    for (size_t i = 0; i < a->n_metadata; i++)
+        cJSON_AddStringToObject(meta, a->metadata[i]->key,
+                                a->metadata[i]->value);
+    cJSON_AddItemToObject(o, "metadata", meta);
+    add_u64(o, "revision", a->revision);
+    add_i64(o, "created_at_ms", a->created_at_ms);
+    add_i64(o, "updated_at_ms", a->updated_at_ms);
+    cJSON_AddBoolToObject(o, "deleted", a->deleted);
+    add_u64(o, "chunk_size", a->chunk_size);
+    return o;
+}
+
 static cJSON *data_json(const sink_item_t *it, int64_t *ts_ms) {
     Reel__V1__Event *ev =
         reel__v1__event__unpack(NULL, it->len, it->bytes);
@@ -161,6 +192,9 @@ static cJSON *data_json(const sink_item_t *it, int64_t *ts_ms) {
     case REEL__V1__EVENT__BODY_SIGNAL:
         cJSON_AddItemToObject(o, "signal", signal_json(ev->signal));
         break;
+    case REEL__V1__EVENT__BODY_ARTIFACT:
+        cJSON_AddItemToObject(o, "artifact", artifact_json(ev->artifact));
+        break;
     default:
         break;
     }
@@ -189,6 +223,8 @@ const char *sink_event_type_name(int type) {
         return "reel.signal_sent";
     case REEL__V1__EVENT__TYPE__SIGNAL_CONSUMED:
         return "reel.signal_consumed";
+    case REEL__V1__EVENT__TYPE__ARTIFACT_CHANGED:
+        return "reel.artifact_changed";
     default:
         return "reel.event";
     }

@@ -666,6 +666,66 @@ static void test_event_data_keeps_stored_json_and_exact_numbers(
     free(data);
 }
 
+static void test_event_data_carries_an_artifacts_record(void **state) {
+    Reel__V1__Event ev = REEL__V1__EVENT__INIT;
+    Reel__V1__Artifact a = REEL__V1__ARTIFACT__INIT;
+    Reel__V1__Artifact__MetadataEntry m =
+        REEL__V1__ARTIFACT__METADATA_ENTRY__INIT;
+    Reel__V1__Artifact__MetadataEntry *ms[1] = {&m};
+    uint8_t sha[32], buf[512];
+    sink_item_t it = {0};
+    size_t len;
+    char *body;
+    cJSON *o, *art;
+
+    (void)state;
+    for (int i = 0; i < 32; i++)
+        sha[i] = (uint8_t)(i * 8 + 1);
+    a.namespace_ = "docs";
+    a.key = "a/b.txt";
+    a.version = 3;
+    a.size = 5368709120ULL;
+    a.sha256.data = sha;
+    a.sha256.len = 32;
+    a.content_type = "text/plain";
+    m.key = "by";
+    m.value = "agent-7";
+    a.n_metadata = 1;
+    a.metadata = ms;
+    a.revision = 87;
+    ev.revision = 87;
+    ev.subject = "artifact.docs.a.b.txt";
+    ev.type = REEL__V1__EVENT__TYPE__ARTIFACT_CHANGED;
+    ev.ts_ms = 1614265330000;
+    ev.body_case = REEL__V1__EVENT__BODY_ARTIFACT;
+    ev.artifact = &a;
+    it.len = reel__v1__event__pack(&ev, buf);
+    it.bytes = buf;
+    it.revision = ev.revision;
+    it.type = ev.type;
+    it.subject = ev.subject;
+    body = sink_event_body(&it, &len);
+    o = cJSON_Parse(body);
+    assert_non_null(o);
+    assert_string_equal(cJSON_GetObjectItem(o, "type")->valuestring,
+                        "reel.artifact_changed");
+    art = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "data"), "artifact");
+    assert_true(cJSON_IsObject(art));
+    assert_string_equal(cJSON_GetObjectItem(art, "key")->valuestring,
+                        "a/b.txt");
+    assert_string_equal(cJSON_GetObjectItem(art, "sha256")->valuestring,
+                        "0109111921293139414951596169717981899199a1a9b1b9c1"
+                        "c9d1d9e1e9f1f9");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(art,
+                                                                "metadata"),
+                                            "by")
+                            ->valuestring,
+                        "agent-7");
+    assert_non_null(strstr(body, "\"size\":5368709120"));
+    cJSON_Delete(o);
+    free(body);
+}
+
 static void test_event_batch_body_has_an_array_of_data(void **state) {
     char *datas[2] = {"{\"revision\":1}", "{\"revision\":2}"};
     size_t lens[2] = {14, 14}, len;
@@ -703,6 +763,7 @@ int main(void) {
         cmocka_unit_test(test_window_is_bounded_by_count_and_bytes),
         cmocka_unit_test(test_window_requeues_what_was_taken_and_not_done),
         cmocka_unit_test(test_event_data_keeps_stored_json_and_exact_numbers),
+        cmocka_unit_test(test_event_data_carries_an_artifacts_record),
         cmocka_unit_test(test_event_batch_body_has_an_array_of_data),
     };
 

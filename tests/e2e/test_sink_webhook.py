@@ -10,12 +10,15 @@ durably until `reel-sink enable`; a receiver that never answers;
 dead letters recorded, listed and replayed; concurrent and batched modes;
 SIGTERM; bad configurations refused with exit 2.
 """
+import hashlib
 import json
 import signal
+import subprocess
 import time
 
 import pytest
 
+from conftest import REELCTL
 from reel.v1 import kv_pb2 as K
 from sinkutil import (OLD_SECRET, SECRET, Receiver, Sink, check_built, no_sink_left,  # noqa: F401
                       receiver, reel, run_cli, wait_for, webhook_config, write_config)
@@ -451,3 +454,27 @@ def test_an_answer_cut_off_inside_its_headers_is_a_failed_attempt(
         assert sink.stop() == 0
     finally:
         srv.close()
+
+
+def test_an_artifacts_put_and_delete_arrive_with_its_record(tmp_path, reeld, reel, receiver):
+    f = tmp_path / "report.txt"
+    f.write_bytes(b"quarterly numbers\n")
+    cfg = webhook_config(tmp_path / "c.json", "ws", receiver.url, subjects=["artifact.>"])
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    for args in (["ws", "put", "docs", "q/report.txt", str(f), "--type", "text/plain",
+                  "--meta", "by=agent-7"], ["ws", "rm", "docs", "q/report.txt"]):
+        r = subprocess.run([REELCTL, "--addr", reeld.addr] + args, capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+    wait_for("the put and the delete", lambda: len(receiver.delivered()) >= 2)
+    assert sink.stop() == 0
+    put, gone = [d["json"] for d in receiver.delivered()]
+    assert put["type"] == gone["type"] == "reel.artifact_changed"
+    a = put["data"]["artifact"]
+    assert (a["namespace"], a["key"], a["version"], a["size"], a["content_type"]) == \
+        ("docs", "q/report.txt", 1, f.stat().st_size, "text/plain")
+    assert a["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert a["metadata"] == {"by": "agent-7"} and a["deleted"] is False
+    assert put["data"]["subject"] == "artifact.docs.q.report.txt"
+    g = gone["data"]["artifact"]
+    assert g["deleted"] is True and g["version"] == 2 and g["sha256"] == ""
