@@ -167,13 +167,15 @@ static int number(parser_t *ps) {
     return 0;
 }
 
+/* word, or the offset of its first wrong byte ("nan": 1) or of its end
+ * ("tru": 3), not of where it began. */
 static int literal(parser_t *ps, const char *word, size_t n) {
-    if ((size_t)(ps->end - ps->p) < n)
-        return fail(ps, "unexpected end");
-    for (size_t i = 0; i < n; i++)
-        if (ps->p[i] != (unsigned char)word[i])
+    for (size_t i = 0; i < n; i++, ps->p++) {
+        if (ps->p >= ps->end)
+            return fail(ps, "unexpected end");
+        if (*ps->p != (unsigned char)word[i])
             return fail(ps, "unexpected character");
-    ps->p += n;
+    }
     return 0;
 }
 

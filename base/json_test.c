@@ -65,6 +65,16 @@ static void test_depth_is_bounded_and_the_error_located(void **state) {
     assert_int_equal(reel_json_validate("[1, 2, x]", 9, &off, &why), -1);
     assert_int_equal(off, 7);
     assert_string_equal(why, "expected a value");
+    /* A word gone wrong: where it went wrong, not where it began. */
+    assert_int_equal(reel_json_validate("nan", 3, &off, &why), -1);
+    assert_int_equal(off, 1);
+    assert_string_equal(why, "unexpected character");
+    assert_int_equal(reel_json_validate("tru", 3, &off, &why), -1);
+    assert_int_equal(off, 3);
+    assert_string_equal(why, "unexpected end");
+    assert_int_equal(reel_json_validate("[fals]", 6, &off, &why), -1);
+    assert_int_equal(off, 5);
+    assert_string_equal(why, "unexpected character");
 }
 
 /* The scan takes 8 plain bytes at a time: each special byte must still be
