@@ -16,6 +16,8 @@
 #include "store/rocks_log.h"
 
 #include <rocksdb/env.h>
+#include <rocksdb/listener.h>
+#include <rocksdb/options.h>
 
 #include <cstdarg>
 #include <cstdio>
@@ -28,6 +30,11 @@ extern "C" {
 
 struct rocksdb_logger_t {
     std::shared_ptr<rocksdb::Logger> rep;
+};
+
+/* As rocksdb's c.cc declares it: the options are its one member. */
+struct rocksdb_options_t {
+    rocksdb::Options rep;
 };
 
 namespace {
@@ -84,7 +91,52 @@ class ReelLogger : public rocksdb::Logger {
     }
 };
 
+/* A background error, said to the store: RocksDB's C API has no
+ * listeners. */
+class ReelListener : public rocksdb::EventListener {
+  public:
+    ReelListener(store_rocks_error_fn fn, void *arg) : fn_(fn), arg_(arg) {}
+
+    void OnBackgroundError(rocksdb::BackgroundErrorReason reason,
+                           rocksdb::Status *bg_error) override {
+        char why[1024];
+
+        /* Work cut short by a close is not a failure of the disk. */
+        if (bg_error == nullptr || bg_error->ok() ||
+            bg_error->IsShutdownInProgress() ||
+            bg_error->IsColumnFamilyDropped())
+            return;
+        snprintf(why, sizeof(why), "RocksDB's background %s failed: %s",
+                 work(reason), bg_error->ToString().c_str());
+        fn_(arg_, why);
+    }
+
+  private:
+    static const char *work(rocksdb::BackgroundErrorReason r) {
+        switch (r) {
+        case rocksdb::BackgroundErrorReason::kFlush:
+        case rocksdb::BackgroundErrorReason::kFlushNoWAL:
+            return "flush";
+        case rocksdb::BackgroundErrorReason::kCompaction:
+            return "compaction";
+        case rocksdb::BackgroundErrorReason::kManifestWrite:
+        case rocksdb::BackgroundErrorReason::kManifestWriteNoWAL:
+            return "MANIFEST write";
+        default:
+            return "write";
+        }
+    }
+
+    store_rocks_error_fn fn_;
+    void *arg_;
+};
+
 } // namespace
+
+extern "C" void store_rocks_on_error(rocksdb_options_t *opts,
+                                     store_rocks_error_fn fn, void *arg) {
+    opts->rep.listeners.push_back(std::make_shared<ReelListener>(fn, arg));
+}
 
 extern "C" void store_rocks_log(rocksdb_options_t *opts) {
     /* Below reel's level, RocksDB need not even format the line. */

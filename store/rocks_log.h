@@ -19,6 +19,18 @@ extern "C" {
  */
 void store_rocks_log(rocksdb_options_t *opts);
 
+/*
+ * Makes the database opened with opts call fn(arg, why) when its
+ * background work fails (a flush or compaction that hit a full disk, a
+ * MANIFEST write): RocksDB then refuses every write, though no write of
+ * the caller's failed yet. why names the work and RocksDB's status. fn
+ * runs on RocksDB's thread, possibly inside a write: it must not block,
+ * nor call into the database.
+ */
+typedef void (*store_rocks_error_fn)(void *arg, const char *why);
+void store_rocks_on_error(rocksdb_options_t *opts, store_rocks_error_fn fn,
+                          void *arg);
+
 #ifdef __cplusplus
 }
 #endif

@@ -225,6 +225,11 @@ struct store {
     reel_status_t failure; /* set once, when failed becomes 1 */
 
     atomic_int failed;
+    /* RocksDB's background work failed (on_rocks_error): 1 while its why
+     * is written, 2 once bg_why holds it; fail_store follows on the next
+     * look (bg_fail), from a thread that may take mu. */
+    atomic_int bg_state;
+    char bg_why[1024];
     _Atomic uint64_t revision;
 
     /* The data dir's free space (disk_room()): the floor, the last look
@@ -871,6 +876,8 @@ static void perf_off(void) {
 /* ---- Metrics ------------------------------------------------------------ */
 
 static void disk_look(store_t *s);
+static void bg_fail(store_t *s);
+static void on_rocks_error(void *arg, const char *why);
 
 void store_stats(store_t *s, store_stats_t *out) {
     out->commits = atomic_load_explicit(&s->n_groups, memory_order_relaxed);
@@ -938,6 +945,7 @@ static double m_disk_low(void *arg) {
 static double m_refused(void *arg) {
     store_t *s = arg;
 
+    bg_fail(s);
     return atomic_load(&s->failed) ? 1 : 0;
 }
 
@@ -1145,6 +1153,7 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     rocksdb_options_set_create_missing_column_families(s->dbopts, 1);
     rocksdb_options_increase_parallelism(s->dbopts, 2);
     store_rocks_log(s->dbopts); /* not a LOG file on the disk that may fill */
+    store_rocks_on_error(s->dbopts, on_rocks_error, s);
     /* One memtable budget for all column families together (RocksDB's
      * default is per family, 2 x 64 MiB each): memory stays bounded
      * whatever the write mix. */
@@ -1417,6 +1426,7 @@ uint64_t store_revision(store_t *s) { return atomic_load(&s->revision); }
 reel_code_t store_health(store_t *s, reel_status_t *st) {
     reel_code_t rc = REEL_OK;
 
+    bg_fail(s);
     if (!atomic_load(&s->failed))
         return REEL_OK;
     pthread_mutex_lock(&s->mu);
@@ -1502,6 +1512,7 @@ reel_code_t store_submit(store_t *s, store_req_t *req) {
     req->status.msg = NULL;
     req->first_revision = req->last_revision = 0;
     /* A failed store says so below, before any disk's floor. */
+    bg_fail(s);
     if (req->grows && !atomic_load(&s->failed) &&
         (rc = disk_room(s, &req->status)) != REEL_OK)
         return rc;
@@ -1616,6 +1627,31 @@ reel_code_t store_exec(store_t *s, store_apply_fn apply, void *arg,
 }
 
 /* ---- The writer --------------------------------------------------------- */
+
+static void fail_store(store_t *s, const reel_status_t *why);
+
+/* store_rocks_on_error's fn: noted for bg_fail, which may take locks. */
+static void on_rocks_error(void *arg, const char *why) {
+    store_t *s = arg;
+    int idle = 0;
+
+    if (!atomic_compare_exchange_strong(&s->bg_state, &idle, 1))
+        return; /* the first is the cause */
+    snprintf(s->bg_why, sizeof(s->bg_why), "%s", why);
+    atomic_store(&s->bg_state, 2);
+}
+
+/* A failure of RocksDB's background work stops the store, as a failed
+ * write does: RocksDB refuses every write from then on. */
+static void bg_fail(store_t *s) {
+    reel_status_t why = REEL_STATUS_INIT;
+
+    if (atomic_load(&s->bg_state) != 2 || atomic_load(&s->failed))
+        return;
+    reel_status_set(&why, REEL_INTERNAL, "%s", s->bg_why);
+    fail_store(s, &why);
+    reel_status_fini(&why);
+}
 
 static void fail_store(store_t *s, const reel_status_t *why) {
     reel_status_t failure = REEL_STATUS_INIT;
@@ -2524,11 +2560,73 @@ void store_iter_destroy(store_iter_t *it) {
 
 /* ---- Writes outside the writer ------------------------------------------- */
 
+/* The store's failure (its cause, and to restart); with stopping, the
+ * shutdown too. */
+static reel_code_t refused_for(store_t *s, int stopping, reel_status_t *st) {
+    reel_code_t rc = REEL_OK;
+
+    bg_fail(s);
+    if (!atomic_load(&s->failed) && !stopping)
+        return REEL_OK;
+    pthread_mutex_lock(&s->mu);
+    if (atomic_load(&s->failed)) {
+        reel_status_copy(st, &s->failure);
+        rc = s->failure.code;
+    } else if (stopping && s->stopping) {
+        rc = reel_status_set(st, REEL_UNAVAILABLE,
+                             "the server is shutting down");
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
 static reel_code_t direct_refused(store_t *s, reel_status_t *st) {
-    if (atomic_load(&s->failed))
-        return reel_status_set(st, REEL_UNAVAILABLE,
-                               "the store stopped accepting writes");
-    return REEL_OK;
+    return refused_for(s, 0, st);
+}
+
+/* A failed write to the bulk family: the store's failure if RocksDB's
+ * background work failed meanwhile (the whole database refuses writes
+ * then), else that upload's own (code, "what: err"). */
+static reel_code_t bulk_failed(store_t *s, reel_code_t code, char **err,
+                               const char *what, reel_status_t *st) {
+    reel_status_t mine = REEL_STATUS_INIT;
+
+    take_err(&mine, code, err, what);
+    if (direct_refused(s, st) != REEL_OK) {
+        reel_status_fini(&mine);
+        return st->code;
+    }
+    reel_status_move(st, &mine);
+    return st->code;
+}
+
+/*
+ * The floor, for an upload's next chunk: looked at now (an upload writes
+ * 100 ms's worth of a disk between two looks of disk_room), and less what
+ * the bulk family's memtables hold: up to BULK_MEMTABLES x BULK_BUFFER of
+ * staged bytes, acknowledged to no one yet and still to land on the disk.
+ */
+static reel_code_t bulk_room(store_t *s, store_cf_t *cf, reel_status_t *st) {
+    struct statvfs v;
+    uint64_t avail, held = 0;
+
+    if (s->min_free == 0 || statvfs(s->dir, &v) != 0)
+        return REEL_OK;
+    avail = (uint64_t)v.f_bavail * v.f_frsize;
+    if (rocksdb_property_int_cf(s->db, cf->h,
+                                "rocksdb.cur-size-all-mem-tables",
+                                &held) != 0)
+        held = 0;
+    if (avail >= held && avail - held >= s->min_free)
+        return REEL_OK;
+    return reel_status_set(
+        st, REEL_RESOURCE_EXHAUSTED,
+        "the data dir's disk has %llu bytes free, %llu of them taken by "
+        "uploads still in memory, less than the %llu kept free "
+        "(--min-free-disk-bytes): this upload is refused; reads and deletes "
+        "go on",
+        (unsigned long long)avail, (unsigned long long)held,
+        (unsigned long long)s->min_free);
 }
 
 /* A bulk writer is at work: the governor holds the rate down for it. */
@@ -2546,7 +2644,8 @@ reel_code_t store_bulk_put(store_t *s, store_cf_t *cf, const void *key,
     reel_code_t rc;
 
     if ((rc = direct_refused(s, st)) != REEL_OK ||
-        (rc = disk_room(s, st)) != REEL_OK)
+        (rc = disk_room(s, st)) != REEL_OK ||
+        (rc = bulk_room(s, cf, st)) != REEL_OK)
         return rc;
     if (cf->kind != STORE_CF_BULK)
         return reel_status_set(st, REEL_INTERNAL,
@@ -2565,7 +2664,9 @@ reel_code_t store_bulk_put(store_t *s, store_cf_t *cf, const void *key,
                                     &imm) != 0 ||
             imm < BULK_IMMUTABLE)
             break;
-        if ((rc = direct_refused(s, st)) != REEL_OK)
+        /* A flush that failed never ends the wait: the failure does, and
+         * so does a shutdown. */
+        if ((rc = refused_for(s, 1, st)) != REEL_OK)
             return rc;
         bulk_step(s);
         nanosleep(&(struct timespec){0, 1000000L}, NULL);
@@ -2573,7 +2674,8 @@ reel_code_t store_bulk_put(store_t *s, store_cf_t *cf, const void *key,
     bulk_step(s);
     rocksdb_put_cf(s->db, s->bulk_wopts, cf->h, key, klen, val, vlen, &err);
     if (err != NULL)
-        return take_err(st, REEL_INTERNAL, &err, "write to the bulk family");
+        return bulk_failed(s, REEL_INTERNAL, &err, "write to the bulk family",
+                           st);
     return REEL_OK;
 }
 
@@ -2600,7 +2702,8 @@ reel_code_t store_bulk_sync(store_t *s, store_cf_t *cf, reel_status_t *st) {
     atomic_fetch_sub(&s->bulk_syncs, 1);
     rocksdb_flushoptions_destroy(fo);
     if (err != NULL)
-        return take_err(st, REEL_INTERNAL, &err, "flush of the bulk family");
+        return bulk_failed(s, REEL_INTERNAL, &err, "flush of the bulk family",
+                           st);
     return REEL_OK;
 }
 

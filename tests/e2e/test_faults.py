@@ -273,6 +273,85 @@ def data_files(d):
     return out
 
 
+
+def test_an_upload_that_fills_the_disk_stops_the_store_and_ends(small_disk):
+    """With no floor kept, an upload larger than the disk: RocksDB's flush
+    of its staged chunks fails in the background. The upload must end (it
+    used to wait for that flush for ever), with the store's fail-stop
+    message naming the cause; health says NOT_SERVING, SIGTERM exits 0,
+    and after a restart with room, the artifact acknowledged before is
+    whole."""
+    data = str(small_disk / "data")
+    server = Reeld(data, extra=["--min-free-disk-bytes", "0"]).start()
+    small = small_disk.parent / "small"
+    small.write_bytes(os.urandom(5 << 20))
+    big = small_disk.parent / "big"
+    big.write_bytes(os.urandom(70 << 20))
+    ch = grpc.insecure_channel(server.addr)
+    check = health_calls(ch)[0]
+    try:
+        r = reelctl(server.addr, "ws", "put", "w", "small", str(small))
+        assert r.returncode == 0, r
+        t0 = time.monotonic()
+        r = reelctl(server.addr, "ws", "put", "w", "big", str(big), timeout=120)
+        took = time.monotonic() - t0
+        why = f"{r.stderr}; log:\n" + server.log()[-4000:]
+        assert r.returncode == 1 and took < 60, (took, why)
+        assert "UNAVAILABLE" in r.stderr and "restart reeld" in r.stderr, why
+        assert "space" in r.stderr.lower(), why
+        st = status(ch)
+        assert not st.writable and "space" in st.write_error.lower(), st
+        assert check(H.HealthCheckRequest(), timeout=10).status == \
+            H.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as e:
+            kv_calls(ch)[0](K.SetValueRequest(namespace="d", key="k", value="1"), timeout=10)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        ch.close()
+        code, _ = server.stop(timeout=30)
+    assert code == 0, server.log()[-4000:]
+    subprocess.run(["mount", "-o", "remount,size=512m", str(small_disk)], check=True)
+    server = Reeld(data).start()
+    try:
+        out = small_disk.parent / "back"
+        r = reelctl(server.addr, "ws", "get", "w", "small", "-o", str(out))
+        assert r.returncode == 0, r
+        assert hashlib.sha256(out.read_bytes()).digest() == \
+            hashlib.sha256(small.read_bytes()).digest()
+        r = reelctl(server.addr, "ws", "stat", "w", "big")
+        assert r.returncode == 1 and "NOT_FOUND" in r.stderr, r
+    finally:
+        assert server.stop()[0] == 0
+
+
+def test_an_upload_is_refused_at_the_floor_before_the_disk_fills(small_disk):
+    """--min-free-disk-bytes with one upload larger than the room above the
+    floor: its chunks wait in memory before any file holds them, so the
+    floor counts them. The upload gets RESOURCE_EXHAUSTED naming the flag;
+    the store never fails, and small writes go on."""
+    data = str(small_disk / "data")
+    server = Reeld(data, extra=["--min-free-disk-bytes", str(16 << 20)]).start()
+    big = small_disk.parent / "big"
+    big.write_bytes(os.urandom(40 << 20))
+    ch = grpc.insecure_channel(server.addr)
+    set_value = kv_calls(ch)[0]
+    try:
+        r = reelctl(server.addr, "ws", "put", "w", "big", str(big), timeout=120)
+        why = f"{r.stderr}; log:\n" + server.log()[-4000:]
+        assert r.returncode == 1 and "RESOURCE_EXHAUSTED" in r.stderr, why
+        assert "--min-free-disk-bytes" in r.stderr and "uploads still in memory" in \
+            r.stderr, why
+        st = status(ch)
+        assert st.writable, st.write_error
+        assert set_value(K.SetValueRequest(namespace="d", key="after", value="1"),
+                         timeout=10).entry.version == 1
+        r = reelctl(server.addr, "ws", "stat", "w", "big")
+        assert r.returncode == 1 and "NOT_FOUND" in r.stderr, r
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0
+
+
 def test_a_corrupted_data_dir_is_refused_untouched(tmp_path):
     data = str(tmp_path / "data")
     server = Reeld(data).start()
