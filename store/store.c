@@ -595,15 +595,24 @@ static int declared_cf(const store_t *s, const char *name) {
 }
 
 /*
- * Why RocksDB would not open the data dir: another process holds it, or a
- * file of it (a table, the MANIFEST, CURRENT) is corrupted, which is
- * refused as such whichever file it is; else `otherwise`.
+ * Why RocksDB would not open the data dir: another process holds it (its
+ * LOCK is taken: EAGAIN, or this process's own), its LOCK cannot be made
+ * (a read-only filesystem, no permission), or a file of it (a table, the
+ * MANIFEST, CURRENT) is corrupted, which is refused as such whichever file
+ * it is; else `otherwise`.
  */
 static reel_code_t open_failed(reel_status_t *st, char **err,
                                const char *otherwise) {
-    if (strstr(*err, "lock") != NULL || strstr(*err, "LOCK") != NULL)
+    int lock = strstr(*err, "lock") != NULL || strstr(*err, "LOCK") != NULL;
+
+    if (lock && (strstr(*err, "temporarily unavailable") != NULL ||
+                 strstr(*err, "hold by current process") != NULL))
         return take_err(st, REEL_UNAVAILABLE, err,
                         "the data dir is in use by another process");
+    if (lock)
+        return take_err(st, REEL_UNAVAILABLE, err,
+                        "the data dir cannot be locked: reeld must be able "
+                        "to write in it");
     if (strstr(*err, "Corruption") != NULL)
         return take_err(st, REEL_DATA_LOSS, err,
                         "the data dir is corrupted; refusing to open it");

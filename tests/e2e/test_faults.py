@@ -352,6 +352,30 @@ def test_an_upload_is_refused_at_the_floor_before_the_disk_fills(small_disk):
         assert server.stop()[0] == 0
 
 
+
+def test_a_read_only_data_dir_is_not_said_to_be_in_use(small_disk):
+    """A data dir on a filesystem mounted read-only cannot be locked: the
+    refusal says so, not that another process holds it."""
+    data = small_disk / "data"
+    server = Reeld(str(data)).start()
+    assert server.stop()[0] == 0
+    # The same dir, seen read-only elsewhere (reeld's log goes beside it).
+    ro = small_disk.parent / "ro" / "data"
+    ro.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(data), str(ro)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        server = Reeld(str(ro)).start(wait=False)
+        code = server.proc.wait(timeout=30)
+        log = server.log()
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+    assert code != 0, log
+    assert "the data dir cannot be locked: reeld must be able to write in it" in log, log
+    assert "Read-only file system" in log, log
+    assert "in use by another process" not in log, log
+
+
 def test_a_corrupted_data_dir_is_refused_untouched(tmp_path):
     data = str(tmp_path / "data")
     server = Reeld(data).start()
