@@ -216,16 +216,21 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
         cJSON_AddStringToObject(o, "version", s->version);
         cJSON_AddNumberToObject(o, "format_version", s->format_version);
         cJSON_AddNumberToObject(o, "revision", (double)s->revision);
-        cJSON_AddStringToObject(o, "data_dir", s->data_dir);
+        /* Shown to an admin token only (an empty data dir): left out,
+         * not zeros a script would read as "no space, no connections". */
+        if (*s->data_dir != '\0')
+            cJSON_AddStringToObject(o, "data_dir", s->data_dir);
         cJSON_AddNumberToObject(o, "started_at_ms", (double)s->started_at_ms);
         cJSON_AddNumberToObject(o, "uptime_ms", (double)s->uptime_ms);
         cJSON_AddBoolToObject(o, "writable", s->writable);
-        cJSON_AddNumberToObject(o, "disk_free_bytes",
-                                (double)s->disk_free_bytes);
-        cJSON_AddBoolToObject(o, "disk_low", s->disk_low);
-        cJSON_AddNumberToObject(o, "connections", (double)s->connections);
-        cJSON_AddNumberToObject(o, "max_connections",
-                                (double)s->max_connections);
+        if (*s->data_dir != '\0') {
+            cJSON_AddNumberToObject(o, "disk_free_bytes",
+                                    (double)s->disk_free_bytes);
+            cJSON_AddBoolToObject(o, "disk_low", s->disk_low);
+            cJSON_AddNumberToObject(o, "connections", (double)s->connections);
+            cJSON_AddNumberToObject(o, "max_connections",
+                                    (double)s->max_connections);
+        }
         if (!s->writable)
             cJSON_AddStringToObject(o, "write_error", s->write_error);
         cJSON_AddNumberToObject(o, "interval_ms", (double)interval_ms);
@@ -268,7 +273,8 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
         printf("version:      %s\n", s->version);
         printf("format:       %u\n", s->format_version);
         printf("revision:     %llu\n", (unsigned long long)s->revision);
-        printf("data dir:     %s\n", s->data_dir);
+        if (*s->data_dir != '\0')
+            printf("data dir:     %s\n", s->data_dir);
         printf("uptime:       %.1fs\n", (double)s->uptime_ms / 1000.0);
         printf("writable:     %s%s%s\n", s->writable ? "yes" : "no",
                s->writable ? "" : ": ", s->writable ? "" : s->write_error);

@@ -1,6 +1,7 @@
 """Security (issue 23, docs/security.md): safe defaults, TLS and mTLS,
 tokens with scopes, revocation of open streams, and what never shows in a
 log."""
+import json
 import os
 import subprocess
 import time
@@ -662,6 +663,19 @@ def test_a_tenant_token_holding_admin_sees_no_data_dir(secured):
                       admin_pb2.GetStatusResponse, tok)
     assert st.version and st.data_dir == "" and st.disk_free_bytes == 0
     assert st.connections == 0 and st.max_connections == 0
+    # reelctl leaves them out, rather than show an empty dir and zeros.
+    ctl = [REELCTL, "--addr", secured.server.addr, "--token", tok, "status",
+           "--interval", "0"]
+    r = subprocess.run(ctl, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "version:" in r.stdout, r
+    assert "data dir:" not in r.stdout and "disk:" not in r.stdout, r.stdout
+    r = subprocess.run(ctl[:-3] + ["--json"] + ctl[-3:], capture_output=True, text=True,
+                       timeout=30)
+    got = json.loads(r.stdout)
+    assert "version" in got and "revision" in got, got
+    for hidden in ("data_dir", "disk_free_bytes", "disk_low", "connections",
+                   "max_connections"):
+        assert hidden not in got, (hidden, got)
     for tenant in ("admin", "default"):
         tok, _ = secured.create(tenant=tenant, scopes=["admin"])
         st = secured.call("/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
