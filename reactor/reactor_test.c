@@ -122,7 +122,7 @@ static void test_config_errors_name_the_app_and_the_field(void **state) {
                    "\"]}]}",
                    "url: a space or control character at byte 9");
     assert_refused(APP(", \"max_in_flight\": 1, \"max_in_flight\": 5000"),
-                   "config: apps[0]: \"max_in_flight\" appears twice");
+                   "config: apps[0] \"shop\": \"max_in_flight\" appears twice");
     assert_refused("{\"sweep_interval_ms\": 1000, \"sweep_interval_ms\": 1, "
                    "\"apps\": []}",
                    "config: \"sweep_interval_ms\" appears twice");

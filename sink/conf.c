@@ -271,6 +271,20 @@ static int by_name(const void *a, const void *b) {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* ` "billing"`: a list entry's own name (a sink's "name", an app's "app"),
+ * as every other message names it; "" if it has none. */
+static const char *entry_name(const cJSON *e) {
+    static _Thread_local char buf[80];
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name");
+
+    if (!cJSON_IsString(n))
+        n = cJSON_GetObjectItemCaseSensitive(e, "app");
+    if (!cJSON_IsString(n) || n->valuestring == NULL)
+        return "";
+    snprintf(buf, sizeof(buf), " \"%.64s\"", n->valuestring);
+    return buf;
+}
+
 /* The first key an object in v repeats, with where (path) it is. */
 static reel_code_t unique_keys(const cJSON *v, char *path, size_t cap,
                                reel_status_t *st) {
@@ -307,7 +321,8 @@ static reel_code_t unique_keys(const cJSON *v, char *path, size_t cap,
             snprintf(path + used, cap - used, "%s%.80s", used ? "." : "",
                      e->string ? e->string : "");
         else
-            snprintf(path + used, cap - used, "[%zu]", i);
+            snprintf(path + used, cap - used, "[%zu]%s", i,
+                     entry_name(e));
         rc = unique_keys(e, path, cap, st);
         path[used] = '\0';
         i++;

@@ -200,11 +200,11 @@ static void test_config_refuses_repeated_keys_and_trailing_text(void **state) {
     assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
                    "\"url\": \"http://a/\", \"url\": \"http://b/\", "
                    "\"secrets\": [\"" SECRET "\"]}]}",
-                   "config: sinks[0]: \"url\" appears twice");
+                   "config: sinks[0] \"b\": \"url\" appears twice");
     assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
                    "\"url\": \"http://a/\", \"secrets\": [\"" SECRET "\"], "
                    "\"headers\": {\"X-A\": \"1\", \"X-A\": \"2\"}}]}",
-                   "config: sinks[0].headers: \"X-A\" appears twice");
+                   "config: sinks[0] \"b\".headers: \"X-A\" appears twice");
     assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
                    "\"url\": \"http://a/\", \"secrets\": [\"" SECRET "\"], "
                    "\"headers\": {\"X-A\": \"1\", \"x-a\": \"2\"}}]}",
