@@ -957,15 +957,6 @@ int main(int argc, char **argv) {
                   "reaches it",
                   cfg.metrics_listen);
     }
-    /* Without auth, /metrics off loopback answers anyone who reaches it
-     * (consumer names, call counts): allowed, but said. */
-    if (metrics != NULL && !ctx.auth_token &&
-        !api_listen_is_loopback(cfg.metrics_listen))
-        REEL_WARN("reeld",
-                  "/metrics on %s answers anyone who reaches it (it has no "
-                  "authentication of its own): bind --metrics-listen to "
-                  "loopback unless that is meant",
-                  cfg.metrics_listen);
     /* Its port too, and from here on: /healthz answers and /readyz says
      * "starting" while the store opens (a long RocksDB recovery). */
     if (metrics != NULL) {
@@ -979,6 +970,15 @@ int main(int argc, char **argv) {
         api_accept_set_inner(metrics_http_socket(http));
         REEL_INFO("reeld", "/metrics, /healthz and /readyz on port %d (%s)",
                   metrics_http_port(http), cfg.metrics_listen);
+        /* Without auth, /metrics off loopback answers anyone who reaches
+         * it (consumer names, call counts): allowed, but said, once it
+         * serves (a --metrics-listen refused is said instead). */
+        if (!ctx.auth_token && !api_listen_is_loopback(cfg.metrics_listen))
+            REEL_WARN("reeld",
+                      "/metrics on %s answers anyone who reaches it (it has "
+                      "no authentication of its own): bind --metrics-listen "
+                      "to loopback unless that is meant",
+                      cfg.metrics_listen);
     }
 
     sopts.data_dir = cfg.data_dir;

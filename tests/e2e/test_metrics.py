@@ -310,6 +310,8 @@ def test_a_bad_metrics_address_is_refused_naming_the_flag(tmp_path):
         server.start(wait=False)
         assert server.proc.wait(timeout=10) != 0
         assert "--metrics-listen" in server.log(), server.log()
+        # Refused, so never said to answer anyone.
+        assert "answers anyone" not in server.log(), server.log()
         # Refused before the data dir was touched.
         assert not os.path.exists(tmp_path / "data")
 
