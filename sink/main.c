@@ -690,8 +690,12 @@ static int cmd_status(const args_t *a, const sink_config_set_t *cfg,
                 cJSON *state = cJSON_GetObjectItemCaseSensitive(l, "state");
                 cJSON *err = cJSON_GetObjectItemCaseSensitive(l, "last_error");
 
-                printf(", %s, in flight %.0f, failing %.0f",
-                       cJSON_IsString(state) ? state->valuestring : "?",
+                /* A disabled sink is said once, below (DISABLED). */
+                if (!(disabled && cJSON_IsString(state) &&
+                      strcmp(state->valuestring, "disabled") == 0))
+                    printf(", %s",
+                           cJSON_IsString(state) ? state->valuestring : "?");
+                printf(", in flight %.0f, failing %.0f",
                        num_of(l, "in_flight"), num_of(l, "failing"));
                 if (num_of(l, "failing") > 0 && cJSON_IsString(err))
                     printf(" (last error: %s)", err->valuestring);

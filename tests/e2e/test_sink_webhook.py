@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import REELCTL
+from conftest import REELCTL, free_port
 from reel.v1 import kv_pb2 as K
 from sinkutil import (OLD_SECRET, SECRET, Receiver, Sink, check_built, no_sink_left,  # noqa: F401
                       receiver, reel, run_cli, wait_for, webhook_config, write_config)
@@ -126,11 +126,14 @@ def test_410_disables_the_sink_durably_until_enabled(tmp_path, reeld, reel, rece
     receiver.plan(lambda d: 410 if gone["on"] else 200)
     cfg = webhook_config(tmp_path / "c.json", "hook", receiver.url, subjects=["kv.app.>"])
     r1 = reel.set("app", "a")
-    sink = Sink(tmp_path, reeld.addr, cfg, "--control-listen", "127.0.0.1:0")
+    control = f"127.0.0.1:{free_port()}"
+    sink = Sink(tmp_path, reeld.addr, cfg, "--control-listen", control)
     sink.wait_log(r"sink hook: disabled: the receiver answered 410 Gone")
-    out = run_cli(reeld.addr, cfg, "status")
+    out = run_cli(reeld.addr, cfg, "status", "--control", control)
     assert out.returncode == 0, out.stderr
     assert "DISABLED" in out.stdout and "410" in out.stdout
+    # With the live numbers too, disabled is said once.
+    assert "in flight" in out.stdout and ", disabled," not in out.stdout, out.stdout
     status = json.loads(run_cli(reeld.addr, cfg, "status", "hook", "--json").stdout)
     assert status["disabled"] is True
     assert reel.get_(K.GetValueRequest(namespace="reel-sink", key="disabled.hook"),
