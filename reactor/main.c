@@ -259,10 +259,15 @@ static int cmd_run(const args_t *a, const reactor_config_t *cfg,
         rc = 1;
         goto out;
     }
-    REEL_INFO("reactor", "reel-reactor %s: %zu app%s on reel %s, sweep "
-              "every %lld ms",
-              REEL_VERSION, cfg->n, cfg->n == 1 ? "" : "s", a->reel,
-              (long long)cfg->sweep_interval_ms);
+    if (cfg->sweep_interval_ms > 0)
+        REEL_INFO("reactor", "reel-reactor %s: %zu app%s on reel %s, sweep "
+                  "every %lld ms",
+                  REEL_VERSION, cfg->n, cfg->n == 1 ? "" : "s", a->reel,
+                  (long long)cfg->sweep_interval_ms);
+    else
+        REEL_INFO("reactor", "reel-reactor %s: %zu app%s on reel %s, no "
+                  "sweep (sweep_interval_ms 0)",
+                  REEL_VERSION, cfg->n, cfg->n == 1 ? "" : "s", a->reel);
     for (;;) {
         struct timespec ts = {0, 200 * 1000 * 1000};
         int sig = sigtimedwait(&set, NULL, &ts);

@@ -288,6 +288,7 @@ def test_push_dispatch_retries_a_failing_worker_until_it_claims(tmp_path, reeld,
     worker.plan(fail_three_times)
     cfg = config(tmp_path, [app("shop", worker.url)], sweep_interval_ms=0)
     rx = Reactor(tmp_path, reeld.addr, cfg)
+    rx.wait_log(r"1 app on reel \S+, no sweep \(sweep_interval_ms 0\)")
     runs = [reel.claimable("shop", i) for i in range(5)]
     others = [reel.claimable("other", i) for i in range(3)]  # not configured
     wait_for("every run claimed", lambda: len(worker.claimed()) == 5)
