@@ -81,8 +81,11 @@ static reel_code_t consumer_in(rpc_call_t *call, const char *field,
 
     *owned = NULL;
     *out = name;
+    /* Checked here too, so the message names the request's field. */
     if (api_tenant_sees_all(call))
-        return REEL_OK;
+        return reel_check_charset(field, name, strlen(name),
+                                  WAL_CONSUMER_MAX,
+                                  WAL_CONSUMER_STORED_CHARS, st);
     if ((rc = api_tenant_name_in(call, field, name, WAL_CONSUMER_MAX, owned,
                                  out, st)) != REEL_OK)
         return rc;

@@ -93,7 +93,7 @@ typedef struct rec {
 #define CONSUMERS_END "d"
 #define TRIM_CHUNK 5000
 /* WAL_CONSUMER_CHARS and ':', for a tenant's "::T:name" (wal.h). */
-#define CONSUMER_CHARS "A-Za-z0-9_.:-"
+#define CONSUMER_CHARS WAL_CONSUMER_STORED_CHARS
 #define CONSUMER_MAX WAL_CONSUMER_MAX
 #define CF_WAL "wal"
 

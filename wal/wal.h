@@ -145,6 +145,8 @@ void wal_sub_pump(wal_sub_t *s);
  * keep a tenant's consumer T as "::T:name" (api/tenant.h). */
 #define WAL_CONSUMER_MAX 128
 #define WAL_CONSUMER_CHARS "A-Za-z0-9_.-"
+/* What a stored name may hold: a tenant's are "::tenant:name". */
+#define WAL_CONSUMER_STORED_CHARS "A-Za-z0-9_.:-"
 
 /* wal_consumers() counts the events pending for a filtered consumer over
  * at most this many revisions after its cursor, and over at most

@@ -331,6 +331,12 @@ def test_consumer_input_is_checked(channel, client):
             next(call)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "consumer" in e.value.details()
+    # Each message names the request's own field: DeleteConsumer's is name.
+    for bad in ("", "has space", "x" * 129):
+        with pytest.raises(grpc.RpcError) as e:
+            c.rm(W.DeleteConsumerRequest(name=bad))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert e.value.details().startswith("name: "), e.value.details()
     with pytest.raises(grpc.RpcError) as e:
         c.ack(W.AckEventsRequest(consumer="ghost", revision=1))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
