@@ -1797,7 +1797,7 @@ reel_code_t ws_list(ws_t *ws, const char *ns, size_t ns_len,
         return rc;
     if (limit > WS_LIST_MAX)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "limit: %u, at most %d", limit, WS_LIST_MAX);
+                               "limit: at most %d (got %u)", WS_LIST_MAX, limit);
     cap = limit ? limit : WS_LIST_DEFAULT;
     /* 'c' ns \0 prefix: every key with the prefix sorts from here; the
      * tombstones, with include_deleted, from 't' ns \0 prefix, merged in
