@@ -78,6 +78,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -238,6 +239,7 @@ struct store {
     _Atomic int64_t disk_checked_ns;
     _Atomic uint64_t disk_free;
     atomic_int disk_low;
+    int dir_lock; /* the data dir, flock'ed while open (dir_lock()) */
     pthread_t writer;
     int writer_started;
 
@@ -389,6 +391,35 @@ static int creation_leftovers_only(const char *dir, int clean) {
     }
     closedir(d);
     return only;
+}
+
+/*
+ * The data dir, opened and locked (flock) before anything in it is read
+ * or made: of two reelds started on one new dir at once, the second is
+ * told the dir is in use, not that FORMAT vanished under it. RocksDB's
+ * own LOCK comes later, once FORMAT was written. *out: the fd.
+ */
+static reel_code_t dir_lock(const char *dir, int *out, reel_status_t *st) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), e;
+
+    if (fd < 0)
+        return reel_status_set(st, REEL_UNAVAILABLE,
+                               "cannot open the data dir %s: %s", dir,
+                               strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return reel_status_set(st, REEL_UNAVAILABLE,
+                                   "the data dir is in use by another "
+                                   "process: %s is locked",
+                                   dir);
+        return reel_status_set(st, REEL_UNAVAILABLE,
+                               "cannot lock the data dir %s: %s", dir,
+                               strerror(e));
+    }
+    *out = fd;
+    return REEL_OK;
 }
 
 static reel_code_t format_write(const char *dir, reel_status_t *st) {
@@ -1104,7 +1135,7 @@ static reel_code_t register_metrics(store_t *s, reel_status_t *st) {
 reel_code_t store_open(const store_opts_t *opts, store_t **out,
                        reel_status_t *st) {
     store_t *s = NULL;
-    int fresh = 0, format = STORE_FORMAT_VERSION;
+    int fresh = 0, format = STORE_FORMAT_VERSION, lock_fd = -1;
     size_t n_cfs = 0;
     reel_code_t rc;
 
@@ -1116,12 +1147,19 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
         return rc;
     if ((rc = make_dir(opts->data_dir, st)) != REEL_OK)
         return rc;
-    if ((rc = format_check(opts->data_dir, &fresh, &format, st)) != REEL_OK)
+    if ((rc = dir_lock(opts->data_dir, &lock_fd, st)) != REEL_OK)
         return rc;
+    if ((rc = format_check(opts->data_dir, &fresh, &format, st)) != REEL_OK) {
+        close(lock_fd);
+        return rc;
+    }
 
     s = calloc(1, sizeof(*s));
-    if (s == NULL)
+    if (s == NULL) {
+        close(lock_fd);
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    s->dir_lock = lock_fd;
     s->format = format;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->gov_mu, NULL);
@@ -1427,6 +1465,8 @@ void store_close(store_t *s) {
     free(s->counts);
     free(s->arena);
     free(s->dir);
+    if (s->dir_lock >= 0)
+        close(s->dir_lock); /* the lock goes with it */
     free(s);
 }
 

@@ -202,6 +202,27 @@ def test_second_reeld_on_the_same_data_dir_is_refused(reeld):
     assert "in use by another process" in other.log()
 
 
+def test_two_reelds_started_at_once_on_a_new_data_dir(tmp_path):
+    # Both make the dir and look for FORMAT at the same moment: one serves,
+    # the other is told the dir is in use (not that FORMAT vanished).
+    for i in range(5):
+        data = str(tmp_path / f"data{i}")
+        pair = [Reeld(data).start(wait=False), Reeld(data).start(wait=False)]
+        try:
+            deadline = time.monotonic() + 15
+            while sum(r.proc.poll() is not None for r in pair) == 0:
+                assert time.monotonic() < deadline, [r.log() for r in pair]
+                time.sleep(0.02)
+            lost = next(r for r in pair if r.proc.poll() is not None)
+            won = next(r for r in pair if r is not lost)
+            assert lost.proc.returncode != 0, lost.log()
+            assert "in use by another process" in lost.log(), lost.log()
+            assert won.proc.poll() is None, won.log()
+        finally:
+            for r in pair:
+                r.stop()
+
+
 def test_data_dir_of_another_format_is_refused_untouched(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
