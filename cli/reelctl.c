@@ -609,7 +609,14 @@ int main(int argc, char **argv) {
         free(target);
         return finish_output(rc);
     }
-    fprintf(stderr, "reelctl: unknown command \"%s\" (try reelctl help)\n",
-            argv[1]);
+    if (argv[1][0] == '-')
+        fprintf(stderr,
+                "reelctl: unknown flag \"%s\" before the command (a "
+                "subcommand's flags go after it: reelctl kv get NS KEY -q; "
+                "try reelctl help)\n",
+                argv[1]);
+    else
+        fprintf(stderr, "reelctl: unknown command \"%s\" (try reelctl help)\n",
+                argv[1]);
     return EXIT_USAGE;
 }

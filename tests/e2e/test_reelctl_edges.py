@@ -128,3 +128,10 @@ def test_a_stream_whose_server_dies_says_so_not_tls(tmp_path):
         assert "did reeld stop?" in err and "--tls-ca" not in err, err
     finally:
         server.stop()
+
+
+def test_a_subcommands_flag_before_the_command_is_named_a_flag(reeld):
+    r = reelctl(reeld.addr, "-q", "kv", "get", "ns", "k")
+    assert r.returncode == 2 and 'unknown flag "-q" before the command' in r.stderr, r
+    r = reelctl(reeld.addr, "frob")
+    assert r.returncode == 2 and 'unknown command "frob"' in r.stderr, r
