@@ -575,7 +575,9 @@ int ctl_report_error(const ctl_t *ctl, const char *what,
                     "there, give --tls-ca (or REEL_TLS=1), and --tls-cert "
                     "and --tls-key if it asks for a client certificate\n",
                     ctl->addr);
-        else if (r->code == 14 && strstr(details, "Socket closed"))
+        else if (r->code == 14 && !strstr(details, "failed to connect") &&
+                 (strstr(details, "Socket closed") ||
+                  strstr(details, "reset by peer")))
             /* It had connected: no handshake went wrong. */
             fprintf(stderr,
                     "reelctl: %s closed the connection: did reeld stop?\n",
