@@ -76,8 +76,7 @@ typedef struct rpc_method {
  * run: path is the method, auth the "authorization" metadata value (NULL
  * when none was sent; len bytes, not NUL-terminated), sent the number of
  * "authorization" entries the call carried (auth is the first). On OK it
- * may set
- * *principal (malloc'd; the call frees it): who is calling, for
+ * may set *principal (malloc'd; the call frees it): who is calling, for
  * rpc_call_principal(). Any other code ends the call with st's message.
  * Runs on a poller thread; must not block.
  */

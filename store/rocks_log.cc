@@ -1,5 +1,6 @@
 /*
- * store/rocks_log.cc: RocksDB's info log, sent to reel's log.
+ * store/rocks_log.cc: RocksDB's info log, sent to reel's log; its
+ * background errors, said to the store (store_rocks_on_error).
  *
  * Why not RocksDB's own LOG file: it sits in the data directory, so when
  * that disk fills up, its writer fails too, and Debian's librocksdb (built

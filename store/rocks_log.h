@@ -1,6 +1,6 @@
 /*
- * store/rocks_log.h: RocksDB's info log, sent to reel's log (private to
- * store/).
+ * store/rocks_log.h: RocksDB's info log, sent to reel's log, and its
+ * background errors, said to the store (private to store/).
  */
 #ifndef REEL_STORE_ROCKS_LOG_H
 #define REEL_STORE_ROCKS_LOG_H
