@@ -68,6 +68,7 @@ typedef struct nats_engine {
     char prev_id[96];   /* the id the next publish expects ("" none) */
     uint64_t rng;
     atomic_int closing; /* our own close: no "connection lost" said */
+    int closed;         /* under mu: libnats's last callback ran */
 } nats_engine_t;
 
 static int stopping(nats_engine_t *e) {
@@ -192,12 +193,25 @@ static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae,
     }
 }
 
+/*
+ * libnats calls the connection's callbacks on a thread of its own, in
+ * order, the closed one last, and may still be inside one after Close
+ * returns: the engine (their closure) must outlive them, so disconnect
+ * waits for that last one (at most 5 s).
+ */
 static void disconnect(nats_engine_t *e) {
     jsCtx_Destroy(e->js);
     e->js = NULL;
     if (e->nc != NULL) {
+        struct timespec ts = reel_clock_mono_after(5000);
+
         atomic_store(&e->closing, 1);
         natsConnection_Close(e->nc);
+        pthread_mutex_lock(&e->mu);
+        while (!e->closed &&
+               pthread_cond_timedwait(&e->cv, &e->mu, &ts) == 0)
+            ;
+        pthread_mutex_unlock(&e->mu);
         natsConnection_Destroy(e->nc);
     }
     e->nc = NULL;
@@ -234,6 +248,16 @@ static void on_reconnected(natsConnection *nc, void *closure) {
     log_connection(nc, closure, "back");
 }
 
+static void on_closed(natsConnection *nc, void *closure) {
+    nats_engine_t *e = closure;
+
+    (void)nc;
+    pthread_mutex_lock(&e->mu);
+    e->closed = 1;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
 /* Connects, and creates the stream if missing. 0, or -1 with why said. */
 static int connect_js(nats_engine_t *e) {
     const sink_config_t *cfg = e->cfg;
@@ -245,6 +269,9 @@ static int connect_js(nats_engine_t *e) {
     char subj[300];
 
     atomic_store(&e->closing, 0);
+    pthread_mutex_lock(&e->mu);
+    e->closed = 0;
+    pthread_mutex_unlock(&e->mu);
     if ((s = natsOptions_Create(&opts)) != NATS_OK ||
         (s = natsOptions_SetServers(opts, (const char **)cfg->servers,
                                     (int)cfg->n_servers)) != NATS_OK ||
@@ -255,6 +282,7 @@ static int connect_js(nats_engine_t *e) {
             NATS_OK ||
         (s = natsOptions_SetReconnectedCB(opts, on_reconnected, e)) !=
             NATS_OK ||
+        (s = natsOptions_SetClosedCB(opts, on_closed, e)) != NATS_OK ||
         (s = natsConnection_Connect(&e->nc, opts)) != NATS_OK) {
         /* Without the URL's user, password or token: only where. */
         char *where = sink_conf_url_public(cfg->servers[0]);
