@@ -9,6 +9,7 @@
  * removed). The other commands print records: text, or --json.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,6 +310,34 @@ typedef struct get_state {
 } get_state_t;
 
 /*
+ * The temporary file of a download in progress, removed if Ctrl-C (or
+ * SIGTERM, SIGHUP) ends reelctl first: unlink() is async-signal-safe, and
+ * the signal then does what it would have done.
+ */
+static char *volatile get_tmp_live;
+
+static void get_on_signal(int sig) {
+    char *tmp = get_tmp_live;
+
+    if (tmp != NULL)
+        unlink(tmp);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static const int get_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+/* Whether those signals wait (during the rename) or come. */
+static void get_hold_signals(int hold) {
+    sigset_t set;
+
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof(get_signals) / sizeof(*get_signals); i++)
+        sigaddset(&set, get_signals[i]);
+    sigprocmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
+/*
  * Opens where -o points. A regular file (or a new one, or a symbolic
  * link to one) is written whole or not at all: a temporary file beside
  * it, renamed over it once the bytes are checked and synced; until then
@@ -368,6 +397,9 @@ static int get_open(get_state_t *g) {
         unlink(g->tmp);
         return -1;
     }
+    get_tmp_live = g->tmp;
+    for (size_t i = 0; i < sizeof(get_signals) / sizeof(*get_signals); i++)
+        signal(get_signals[i], get_on_signal);
     return 0;
 }
 
@@ -394,6 +426,8 @@ static int get_close(get_state_t *g, int ok) {
     g->out = NULL;
     if (g->tmp == NULL)
         return rc;
+    /* A signal now waits until the file is in place or gone. */
+    get_hold_signals(1);
     if (ok && rename(g->tmp, g->dest) != 0) {
         fprintf(stderr, "reelctl: ws get: cannot replace %s: %s\n", g->path,
                 strerror(errno));
@@ -402,6 +436,8 @@ static int get_close(get_state_t *g, int ok) {
     }
     if (!ok)
         unlink(g->tmp); /* never a partial or wrong file, nor a stray one */
+    get_tmp_live = NULL;
+    get_hold_signals(0);
     return rc;
 }
 

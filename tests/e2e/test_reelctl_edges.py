@@ -1,6 +1,7 @@
 """reelctl at its edges: empty input, nothing to claim, bytes that would
 drive a terminal, flags whose zero means nothing, a port that never
 answers."""
+import os
 import signal
 import socket
 import subprocess
@@ -135,3 +136,29 @@ def test_a_subcommands_flag_before_the_command_is_named_a_flag(reeld):
     assert r.returncode == 2 and 'unknown flag "-q" before the command' in r.stderr, r
     r = reelctl(reeld.addr, "frob")
     assert r.returncode == 2 and 'unknown command "frob"' in r.stderr, r
+
+
+def test_an_interrupted_download_leaves_no_temporary_file(reeld, tmp_path):
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(64 << 20))
+    assert reelctl(reeld.addr, "ws", "put", "docs", "big", str(big), timeout=120).returncode == 0
+    out = tmp_path / "out"
+    out.write_bytes(b"old\n")
+    interrupted = 0
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen([REELCTL, "--addr", reeld.addr, "ws", "get", "docs", "big",
+                                 "-o", str(out)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while not list(tmp_path.glob(".out.reel-*")):  # the download has begun
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.005)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        assert proc.returncode in (-sig, 0), proc.returncode
+        if proc.returncode == 0:  # it finished first: the file was replaced
+            continue
+        assert list(tmp_path.glob(".out.reel-*")) == [], sig
+        assert out.read_bytes() == b"old\n"
+        interrupted += 1
+    assert interrupted > 0, "every download finished before its signal"
