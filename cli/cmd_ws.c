@@ -92,6 +92,7 @@ cJSON *ctl_artifact_json(const Reel__V1__Artifact *a) {
     cJSON_AddNumberToObject(o, "created_at_ms", (double)a->created_at_ms);
     cJSON_AddNumberToObject(o, "updated_at_ms", (double)a->updated_at_ms);
     cJSON_AddBoolToObject(o, "deleted", a->deleted);
+    cJSON_AddNumberToObject(o, "chunk_size", (double)a->chunk_size);
     return o;
 }
 

@@ -2,6 +2,7 @@
 reeld through grpcio, their WAL events, the limits, and what a client that
 vanishes or a reeld killed mid-upload leaves behind."""
 import hashlib
+import json
 import os
 import threading
 import time
@@ -838,6 +839,7 @@ def test_reelctl_ws_version_after_the_command_is_the_commands(reeld, tmp_path):
     out = tmp_path / "v2.out"
     r = reelctl(reeld.addr, "--json", "ws", "stat", "v", "k", "--version", "2")
     assert r.returncode == 0 and '"version":2' in r.stdout, (r.stdout, r.stderr)
+    assert json.loads(r.stdout)["chunk_size"] == 1 << 20, r.stdout  # every field
     r = reelctl(reeld.addr, "ws", "get", "v", "k", "--version", "2", "-o", str(out))
     assert r.returncode == 0 and out.read_bytes() == b"two", r.stderr
     r = reelctl(reeld.addr, "ws", "stat", "v", "k", "--version", "1")
