@@ -326,6 +326,46 @@ async def test_async_close_from_another_task_ends_the_iteration_quietly(reeld):
         assert [e.type.name for e in got] == ["BOOTSTRAP_DONE", "PUT"]
 
 
+async def test_async_a_timed_out_wait_for_the_next_event_keeps_the_stream(reeld):
+    # asyncio.wait_for(anext(w), t) timing out cancels that wait, not the
+    # watch (nor a tail, a follow, a workspace watch: one _Resumable).
+    async with reel.aio.connect(reeld.addr) as c:
+        w = c.kv.watch("tmo", "k", now=True)
+        assert (await anext(w)).bootstrap_done
+        for _ in range(3):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(anext(w), 0.2)
+        await c.kv.put("tmo", "k", 1)
+        ev = await asyncio.wait_for(anext(w), 10)
+        assert (ev.type.name, ev.value) == ("PUT", 1)
+
+        # A consuming task cancelled: another task goes on from there.
+        got = []
+
+        async def consume():
+            async for ev in w:
+                got.append(ev.value)
+        task = asyncio.create_task(consume())
+        await c.kv.put("tmo", "k", 2)
+        while got != [2]:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await c.kv.put("tmo", "k", 3)
+        assert (await asyncio.wait_for(anext(w), 10)).value == 3
+        events = c.events.tail("kv.tmo.>", from_revision=0)
+        assert [(await anext(events)).value.value for _ in range(3)] == [1, 2, 3]
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(anext(events), 0.3)
+        await c.kv.put("tmo", "k", 4)
+        assert (await asyncio.wait_for(anext(events), 10)).value.value == 4
+        await w.close()
+        await events.close()
+        with pytest.raises(StopAsyncIteration):
+            await anext(w)
+
+
 def test_a_watch_read_slowly_while_others_wait_for_room_resumes(tmp_path):
     """reeld cancels a stream whose reader took nothing of its last message
     for the keepalive time and timeout while other streams wait for room

@@ -197,6 +197,17 @@ class Client:
         return self._cap
 
 
+async def _read(it: AsyncIterator) -> Any:
+    return await it.__anext__()
+
+
+def _retrieved(fut: asyncio.Future) -> None:
+    """A read's outcome is taken even when no one awaits it any more (its
+    handle was closed or dropped): asyncio then has nothing to warn of."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class _Resumable:
     """What watch, tail and follow share (see reel.client._Resumable)."""
 
@@ -207,6 +218,11 @@ class _Resumable:
         self._stop = asyncio.Event()
         self._failed = False   # the stream ended with an error
         self.reconnects = 0
+        # The read in progress: a task of its own, so that a cancelled wait
+        # for the next event (asyncio.wait_for(anext(w), t)) cancels the
+        # wait, not the stream; the next __anext__ takes what it reads.
+        self._next: Optional[asyncio.Future] = None
+        self._reading = False
         # Through a weak proxy, as reel.client._Resumable: a handle nobody
         # holds is freed at once and __del__ cancels its stream.
         self._it = type(self)._run(weakref.proxy(self))
@@ -218,18 +234,45 @@ class _Resumable:
         if call is not None:
             with contextlib.suppress(Exception):
                 call.cancel()
+        nxt = self._next
+        if nxt is not None:
+            with contextlib.suppress(Exception):
+                nxt.cancel()
 
     def __aiter__(self):
         return self
 
     async def __anext__(self):
+        if self._reading:
+            raise RuntimeError("this stream is being read by another task: "
+                               "read a stream from one task at a time")
+        if self._next is None:
+            if self._closed:
+                raise StopAsyncIteration
+            self._next = asyncio.ensure_future(_read(self._it))
+            self._next.add_done_callback(_retrieved)
+        nxt = self._next
+        self._reading = True
         try:
-            return await self._it.__anext__()
+            item = await asyncio.shield(nxt)
+        except asyncio.CancelledError:
+            if not nxt.cancelled():
+                raise               # this wait only: the read goes on
+            self._next = None       # close() ended the read
+            if self._closed:
+                raise StopAsyncIteration from None
+            raise
         except StopAsyncIteration:
+            self._next = None
             raise
         except Exception:
+            self._next = None
             self._failed = True
             raise
+        finally:
+            self._reading = False
+        self._next = None
+        return item
 
     async def __aenter__(self):
         return self
@@ -243,6 +286,10 @@ class _Resumable:
         self._stop.set()
         if self._call is not None:
             self._call.cancel()
+        nxt = self._next
+        if nxt is not None and not nxt.done():
+            nxt.cancel()
+            await asyncio.wait([nxt])        # its generator sees the close
         with contextlib.suppress(RuntimeError):   # being iterated in another task
             await self._it.aclose()
 
