@@ -87,12 +87,16 @@ static void print_signal_line(const Reel__V1__Signal *s) {
     char t[40];
 
     printf("%llu %s %s ", (unsigned long long)s->seq, s->name,
-           s->consumed_at_ms != 0 ? "consumed" : "pending");
+           s->consumed_at_ms != 0 ? "consumed"
+           : s->scheduled         ? "scheduled"
+                                  : "pending");
     put_payload(s);
     if (s->consumed_at_ms != 0)
         printf(" (consumed %s, journal seq %llu",
                ctl_iso_time(s->consumed_at_ms, t, sizeof(t)),
                (unsigned long long)s->journal_seq);
+    else if (s->scheduled)
+        printf(" (due %s", ctl_iso_time(s->deliver_at_ms, t, sizeof(t)));
     else
         printf(" (sent %s", ctl_iso_time(s->sent_at_ms, t, sizeof(t)));
     if (*s->signal_id)

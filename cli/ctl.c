@@ -901,5 +901,7 @@ cJSON *ctl_signal_json(const Reel__V1__Signal *s) {
     cJSON_AddNumberToObject(o, "sent_at_ms", (double)s->sent_at_ms);
     cJSON_AddNumberToObject(o, "consumed_at_ms", (double)s->consumed_at_ms);
     cJSON_AddNumberToObject(o, "journal_seq", (double)s->journal_seq);
+    cJSON_AddBoolToObject(o, "scheduled", s->scheduled);
+    cJSON_AddNumberToObject(o, "deliver_at_ms", (double)s->deliver_at_ms);
     return o;
 }

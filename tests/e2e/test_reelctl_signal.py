@@ -362,3 +362,28 @@ def test_send_quiet_payload_from_stdin_and_raw_json(reeld, tmp_path):
     assert r.returncode == 1 and "did you mean '\"yes\"'?" in r.stderr, r.stderr
     r = reelctl(a, "--json", "signal", "send", rid, "go", "-q")
     assert r.returncode == 2 and "--quiet and --json" in r.stderr, r.stderr
+
+
+def test_a_scheduled_signal_is_listed_as_scheduled_with_its_due_time(reeld):
+    import grpc
+    from conftest import unary
+    from reel.v1 import signals_pb2 as S
+    a = reeld.addr
+    rid = begin(a, "app", "u", "s", "sched", "--owner", "w")[0]
+    due = int(time.time() * 1000) + 3600_000
+    ch = grpc.insecure_channel(a)
+    try:
+        send = unary(ch, "/reel.v1.Signals/SendSignal", S.SendSignalRequest,
+                     S.SendSignalResponse)
+        send(S.SendSignalRequest(run_id=rid, name="later", payload="1", deliver_at_ms=due),
+             timeout=10)
+        send(S.SendSignalRequest(run_id=rid, name="now", payload="2"), timeout=10)
+    finally:
+        ch.close()
+    lines = ok(a, "signal", "ls", rid).splitlines()
+    iso = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(due / 1000))
+    assert re.match(r"\d+ later scheduled 1 \(due " + iso, lines[0]), lines
+    assert re.match(r"\d+ now pending 2 \(sent ", lines[1]), lines
+    got = [json.loads(l) for l in ok(a, "--json", "signal", "ls", rid).splitlines()]
+    assert [(g["name"], g["scheduled"], g["deliver_at_ms"]) for g in got] == \
+        [("later", True, due), ("now", False, 0)], got
