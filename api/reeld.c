@@ -291,7 +291,8 @@ static const flag_t flags[] = {
     {"retry-initial-interval", "REEL_RETRY_INITIAL_INTERVAL", "D",
      FLAG_DURATION, NULL, JOURNAL_DEFAULT_RETRY_INITIAL_MS, 1,
      JOURNAL_MAX_RETRY_INTERVAL_MS, FIELD(limits.journal.retry.initial_ms),
-     "backoff after a run's second lease expiry in a row without progress"},
+     "backoff after a run's second lease expiry in a row (no append since "
+     "the first)"},
     {"retry-multiplier", "REEL_RETRY_MULTIPLIER", "X", FLAG_TEXT, "2", 0, 0,
      0, FIELD(retry_multiplier),
      "each further expiry without progress multiplies the backoff (1-1000)"},
