@@ -864,10 +864,21 @@ static void resume_clock(store_t *s) {
      * (a restart is no step), unless more than a day behind (base/clock.c
      * would take that gap at once anyway); else never before the last
      * commit. */
-    if (same_boot && wall - at <= CLOCK_AHEAD_MAX_NS)
+    if (same_boot && wall - at <= CLOCK_AHEAD_MAX_NS) {
         reel_clock_set(at);
-    else
-        reel_clock_start_at(at);
+        return;
+    }
+    /* The same boot, and the system clock more than a day past where the
+     * downtime leaves reel's: a step taken at once, said as a step seen
+     * while running is (base/clock.c). */
+    if (same_boot)
+        REEL_WARN("store",
+                  "the system clock is %.0f s ahead of where reel's clock "
+                  "stood after the last commit and the time since (the "
+                  "same boot), more than a day: the step is taken at once, "
+                  "and timers due meanwhile fire now",
+                  (double)(wall - at) / 1e9);
+    reel_clock_start_at(at);
 }
 
 int store_format_opened(const store_t *s) { return s->format; }

@@ -175,3 +175,23 @@ def test_a_restart_after_the_clock_was_behind_does_not_fire_timers_early(tmp_pat
         assert "the system clock is ahead of reel's by" in r.server.log()
     finally:
         r.stop()
+
+
+def test_a_restart_after_the_clock_was_two_days_behind_says_the_step_it_takes(tmp_path):
+    """More than a day past where the downtime leaves reel's clock is taken
+    at once (as while running), and said so, as a step seen while running
+    is: before, a restart took it in silence."""
+    data = str(tmp_path / "data")
+    r = Stepped(tmp_path, "-172800", data=data)
+    try:
+        r.run("before", 3600_000)
+        stamped = r.now_ms()
+    finally:
+        r.stop()
+    r = Stepped(tmp_path, "+0", data=data)      # the clock set right
+    try:
+        assert r.now_ms() >= stamped + 172_000_000  # taken at once
+        assert "more than a day: the step is taken at once" in r.server.log(), \
+            r.server.log()
+    finally:
+        r.stop()
