@@ -268,8 +268,10 @@ def settings(addr, token, tls, timeout, wait_for_ready, retries, reconnect_timeo
         token = os.environ.get("REEL_TOKEN") or None
     if token:
         check_token(token)
-    if timeout is not None:
-        seconds(timeout, "timeout", positive=True)
+    if timeout is not None and \
+            seconds(timeout, "timeout", positive=True) > DEADLINE_MAX_S:
+        raise ValueError(f"timeout: at most {DEADLINE_MAX_S:.0f} seconds per call, not "
+                         f"{timeout!r} (None: no deadline)")
     if reconnect_timeout is not None:
         seconds(reconnect_timeout, "reconnect_timeout")
     if retries < 0:
@@ -987,6 +989,20 @@ def deliver_at_ms(deliver_at, delay) -> int:
     if not math.isfinite(deliver_at):
         raise ValueError(f"deliver_at: Unix seconds as a finite number, not {deliver_at!r}")
     return int(deliver_at * 1000)
+
+
+# The longest AwaitSignal reeld holds (its --signal-max-wait-ms, at most
+# a day): a longer timeout is cut to it, as reeld would, before it becomes
+# a gRPC deadline (one of 1e10 s ends the call at once).
+AWAIT_MAX_S = 86400.0
+
+# The longest per-call deadline (connect's timeout): None is no deadline.
+DEADLINE_MAX_S = 1e6
+
+
+def await_seconds(value: Any, what: str) -> float:
+    """An AwaitSignal's timeout: seconds() cut to AWAIT_MAX_S."""
+    return min(seconds(value, what), AWAIT_MAX_S)
 
 
 def timeout_ms(value: Optional[float], what: str) -> int:

@@ -815,6 +815,8 @@ class Run:
         clock, journaled by the client as a "signal.timeout" entry. A lost
         answer is resolved from the journal, never by consuming a second
         signal."""
+        if timeout is not None:
+            timeout = _core.seconds(timeout, "timeout")
         with self._mu:
             self._ensure_replay()
             n, outcome = self._replay.next_wait(name)
@@ -1085,9 +1087,10 @@ class Signals:
         timeout seconds (cut to reeld's cap), or None. The caller must hold
         the run's lease (epoch). Not retried: a lost answer may have
         consumed a signal; Run.wait_for_signal resolves that case."""
+        timeout = _core.await_seconds(timeout, "timeout")
         req = signals_pb2.AwaitSignalRequest(run_id=run_id, name=name, lease_epoch=epoch,
-                                             timeout_ms=int(max(0.0, timeout) * 1000))
-        limit = None if self._c._s.timeout is None else self._c._s.timeout + max(0.0, timeout)
+                                             timeout_ms=int(timeout * 1000))
+        limit = None if self._c._s.timeout is None else self._c._s.timeout + timeout
         resp = self._c._call("signals", "AwaitSignal", req, lease=True, timeout=limit)
         return Signal._from_pb(resp.signal) if resp.delivered else None
 

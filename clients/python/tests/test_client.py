@@ -412,6 +412,17 @@ def test_none_bools_and_durations_that_are_not_numbers_are_refused(client):
     for bad in (float("nan"), float("inf"), -1):
         with pytest.raises(ValueError, match=f"^sleep: seconds as a finite number, 0 or more; not {bad!r}$"):
             run.sleep(bad)
+    # Timeouts too, whichever call takes one (nan was a wait of 0, inf an
+    # OverflowError, "5" a TypeError from a comparison).
+    for bad in (float("nan"), float("inf"), -1):
+        with pytest.raises(ValueError, match=f"^timeout: seconds as a finite number, 0 or more; not {bad!r}$"):
+            client.signals.wait(run.run_id, "go", epoch=run.epoch, timeout=bad)
+        with pytest.raises(ValueError, match=f"^timeout: seconds as a finite number, 0 or more; not {bad!r}$"):
+            run.wait_for_signal("go", timeout=bad)
+    with pytest.raises(TypeError, match="^timeout: seconds as a number"):
+        client.signals.wait(run.run_id, "go", epoch=run.epoch, timeout="5")
+    with pytest.raises(ValueError, match=r"^timeout: at most 1000000 seconds per call"):
+        reel.connect(client.target, timeout=1e10)
     assert list(run.read()) == []
     assert client.kv.get("app", "k") is None
     with pytest.raises(TypeError, match=r"^Client: use reel.connect\(addr"):

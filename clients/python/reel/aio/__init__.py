@@ -765,6 +765,8 @@ class Run:
         """See reel.client.Run.wait_for_signal: park=True parks the run
         (raising reel.Suspended) with reeld's timer for the timeout;
         park=False waits in this task holding the lease."""
+        if timeout is not None:
+            timeout = _core.seconds(timeout, "timeout")
         await self._ensure_replay()
         async with self._wait_mu:
             n, outcome = self._replay.next_wait(name)
@@ -993,9 +995,10 @@ class Signals:
 
     async def wait(self, run_id: str, name: str, *, epoch: int, timeout: float = 0.0
                    ) -> Optional[Signal]:
+        timeout = _core.await_seconds(timeout, "timeout")
         req = signals_pb2.AwaitSignalRequest(run_id=run_id, name=name, lease_epoch=epoch,
-                                             timeout_ms=int(max(0.0, timeout) * 1000))
-        limit = None if self._c._s.timeout is None else self._c._s.timeout + max(0.0, timeout)
+                                             timeout_ms=int(timeout * 1000))
+        limit = None if self._c._s.timeout is None else self._c._s.timeout + timeout
         resp = await self._c._call("signals", "AwaitSignal", req, lease=True, timeout=limit)
         return Signal._from_pb(resp.signal) if resp.delivered else None
 
