@@ -55,6 +55,11 @@ def encode_json(value: Any, what: str) -> str:
                               separators=(",", ":"))
         except (TypeError, ValueError) as e:
             raise TypeError(f"{what}: cannot be sent as JSON: {e}") from None
+        except RecursionError:
+            # reeld takes 512 levels; Python's encoder stops near 1000.
+            raise TypeError(f"{what}: cannot be sent as JSON: nested deeper than "
+                            f"Python's encoder goes (reeld takes at most 512 levels)"
+                            ) from None
     if not text.isascii():
         try:
             text.encode("utf-8")

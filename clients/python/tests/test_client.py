@@ -374,6 +374,11 @@ async def test_async_close_ends_tails_and_follows_that_delivered_in_other_tasks(
 def test_misuse_is_refused_naming_the_argument(client):
     with pytest.raises(TypeError, match="value: cannot be sent as JSON: a lone surrogate"):
         client.kv.put("app", "b", "\ud800")
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(TypeError, match="^value: cannot be sent as JSON: nested deeper"):
+        client.kv.put("app", "deep", deep)
     with pytest.raises(TypeError, match="^key: a str, not int$"):
         client.kv.put("app", 5, 1)
     with pytest.raises(TypeError, match="^namespace: a str, not int$"):
