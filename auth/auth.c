@@ -30,6 +30,7 @@
 #include <uthash.h>
 
 #include "base/clock.h"
+#include "base/text.h"
 
 const store_cf_desc_t auth_cfs[] = {
     {"auth", STORE_CF_LOOKUP},
@@ -156,16 +157,6 @@ static void sha256(const char *p, size_t n, unsigned char out[32]) {
     EVP_Digest(p, n, out, &olen, sha256_md ? sha256_md : EVP_sha256(), NULL);
 }
 
-static void to_hex(const unsigned char *p, size_t n, char *out) {
-    static const char hx[] = "0123456789abcdef";
-
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = hx[p[i] >> 4];
-        out[2 * i + 1] = hx[p[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static int from_hex(const char *s, unsigned char *out, size_t n) {
     if (s == NULL || strlen(s) != 2 * n)
         return -1;
@@ -214,7 +205,7 @@ static char *record_encode(const entry_t *e) {
 
     if (o == NULL)
         return NULL;
-    to_hex(e->digest, 32, hex);
+    reel_hex(e->digest, 32, hex);
     sc = cJSON_AddArrayToObject(o, "scopes");
     if (cJSON_AddStringToObject(o, "sha256", hex) == NULL || sc == NULL ||
         cJSON_AddStringToObject(o, "tenant", e->info.tenant) == NULL ||
@@ -466,7 +457,7 @@ reel_code_t auth_token_new(char token[AUTH_TOKEN_LEN + 1],
                                "no random bytes for a token");
     /* reel_<16 hex>_<43 base64url> */
     memcpy(token, "reel_", 5);
-    to_hex(rnd, 8, token + 5);
+    reel_hex(rnd, 8, token + 5);
     token[5 + AUTH_ID_LEN] = '_';
     for (int i = 0, bits = 0, acc = 0, o = 6 + AUTH_ID_LEN; i < 32; i++) {
         acc = (acc << 8) | rnd[8 + i];

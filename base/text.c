@@ -172,3 +172,13 @@ bad:
                            "[IPv6]:PORT (port %u-65535; without one, %s)",
                            flag, addr, min, default_port);
 }
+
+void reel_hex(const uint8_t *p, size_t n, char *out) {
+    static const char digits[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}

@@ -5,6 +5,7 @@
 #define REEL_BASE_TEXT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/status.h"
 
@@ -40,5 +41,9 @@ reel_code_t reel_check_charset(const char *field, const char *s, size_t len,
 reel_code_t reel_addr_check(const char *flag, const char *addr,
                             const char *default_port, int port0, char *out,
                             size_t cap, reel_status_t *st);
+
+/* p[0..n) as 2n lowercase hex digits into out, then a NUL: out holds
+ * 2n + 1 bytes. How reel shows a digest (a SHA-256, a token's id). */
+void reel_hex(const uint8_t *p, size_t n, char *out);
 
 #endif

@@ -103,10 +103,24 @@ static void test_addresses_take_a_port_in_range_or_the_default(
     }
 }
 
+static void test_hex_is_two_lowercase_digits_a_byte(void **state) {
+    const uint8_t in[] = {0x00, 0x0f, 0xa5, 0xff, 0x10};
+    char out[2 * sizeof in + 2];
+
+    (void)state;
+    memset(out, 'x', sizeof out);
+    reel_hex(in, sizeof in, out);
+    assert_string_equal(out, "000fa5ff10");
+    assert_int_equal(out[sizeof out - 1], 'x'); /* nothing past the NUL */
+    reel_hex(in, 0, out);
+    assert_string_equal(out, "");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_utf8_refuses_bad_bytes_at_every_offset),
         cmocka_unit_test(test_addresses_take_a_port_in_range_or_the_default),
+        cmocka_unit_test(test_hex_is_two_lowercase_digits_a_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 #include <openssl/evp.h>
 
 #include "reel/v1/workspace.pb-c.h"
+#include "base/text.h"
 #include "client/client.h"
 #include "cli/ctl.h"
 
@@ -63,12 +64,6 @@ static const ctl_flag_spec_t ws_flags[WF_COUNT] = {
 
 /* ---- Records ----------------------------------------------------------------- */
 
-static void hex(const uint8_t *p, size_t n, char *out) {
-    for (size_t i = 0; i < n; i++)
-        sprintf(out + 2 * i, "%02x", p[i]);
-    out[2 * n] = '\0';
-}
-
 cJSON *ctl_artifact_json(const Reel__V1__Artifact *a) {
     char sha[65] = "";
     cJSON *o, *m;
@@ -76,7 +71,7 @@ cJSON *ctl_artifact_json(const Reel__V1__Artifact *a) {
     if (a == NULL)
         return cJSON_CreateNull();
     if (a->sha256.len == 32)
-        hex(a->sha256.data, 32, sha);
+        reel_hex(a->sha256.data, 32, sha);
     o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "namespace", a->namespace_);
     cJSON_AddStringToObject(o, "key", a->key);
@@ -107,7 +102,7 @@ static void print_artifact(const Reel__V1__Artifact *a) {
         return;
     }
     if (a->sha256.len == 32)
-        hex(a->sha256.data, 32, sha);
+        reel_hex(a->sha256.data, 32, sha);
     printf("%s v%llu %llu bytes sha256 %s%s%s rev %llu\n", ctl_name(a->key),
            (unsigned long long)a->version, (unsigned long long)a->size, sha,
            *a->content_type ? " " : "", ctl_name(a->content_type),

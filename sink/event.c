@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "base/json.h"
+#include "base/text.h"
 #include "reel/v1/wal.pb-c.h"
 #include "sink/sign.h"
 
@@ -126,17 +127,11 @@ static cJSON *signal_json(const Reel__V1__Signal *s) {
 
 /* The record, never the bytes: the digest in hex, as reelctl prints it. */
 static cJSON *artifact_json(const Reel__V1__Artifact *a) {
-    static const char digits[] = "0123456789abcdef";
     cJSON *o = cJSON_CreateObject(), *meta = cJSON_CreateObject();
     char sha[65] = "";
 
-    if (a->sha256.len == 32) {
-        for (size_t i = 0; i < 32; i++) {
-            sha[2 * i] = digits[a->sha256.data[i] >> 4];
-            sha[2 * i + 1] = digits[a->sha256.data[i] & 15];
-        }
-        sha[64] = '\0';
-    }
+    if (a->sha256.len == 32)
+        reel_hex(a->sha256.data, 32, sha);
     cJSON_AddStringToObject(o, "namespace", a->namespace_);
     cJSON_AddStringToObject(o, "key", a->key);
     add_u64(o, "version", a->version);

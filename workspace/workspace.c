@@ -1120,12 +1120,6 @@ void ws_upload_abort(ws_upload_t *u) {
     upload_free(u);
 }
 
-static int hex(const uint8_t *p, char *out) {
-    for (int i = 0; i < WS_SHA256_LEN; i++)
-        sprintf(out + 2 * i, "%02x", p[i]);
-    return 2 * WS_SHA256_LEN;
-}
-
 /* The current record of a key, live ('c') or deleted ('t'), into *val:
  * in txn, else at snap (NULL: now), as store_get_first reads it. */
 static reel_code_t read_either(ws_t *ws, store_txn_t *txn,
@@ -1435,8 +1429,8 @@ reel_code_t ws_upload_commit(ws_upload_t *u, ws_done_fn done, void *arg,
         goto fail;
     }
     if (u->has_sha && memcmp(u->sha, u->digest, WS_SHA256_LEN) != 0) {
-        hex(u->sha, want);
-        hex(u->digest, have);
+        reel_hex(u->sha, WS_SHA256_LEN, want);
+        reel_hex(u->digest, WS_SHA256_LEN, have);
         rc = reel_status_set(st, REEL_DATA_LOSS,
                              "sha256: the header said %s, the bytes received "
                              "hash to %s; nothing was stored",
