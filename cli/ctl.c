@@ -157,7 +157,9 @@ int64_t ctl_parse_duration_ms(const char *s) {
     if (errno != 0 || end == s || !(v >= 0) ||
         strncmp(s, "0x", 2) == 0 || strncmp(s, "0X", 2) == 0)
         return -1;
-    if (*end != '\0') {
+    if (*end == '\0') {
+        v *= 1000.0; /* a bare number is seconds, as reeld takes them */
+    } else {
         size_t i, n = sizeof(duration_units) / sizeof(*duration_units);
 
         for (i = 0; i < n && strcmp(end, duration_units[i].unit) != 0; i++) {

@@ -148,8 +148,8 @@ __attribute__((format(printf, 2, 3))) int
 ctl_usage_error(const ctl_args_t *a, const char *fmt, ...);
 
 /*
- * "250ms", "5s", "2m", "1h", "1d", or plain milliseconds. -1 if malformed
- * or huge.
+ * "250ms", "5s", "2m", "1h", "1d", or plain seconds as reeld takes them
+ * ("1.5" is 1500 ms). -1 if malformed or huge.
  */
 int64_t ctl_parse_duration_ms(const char *s);
 

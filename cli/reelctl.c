@@ -363,7 +363,7 @@ static void usage(FILE *out) {
             "                       ws get's and ws stat's --version N)\n"
             "\nvalues: JSON text on the line, or - (standard input) or @FILE;"
             "\nstored JSON is printed byte for byte, each on one line.\n"
-            "durations: 250ms, 30s, 5m, 2h, 1d, or plain milliseconds.\n"
+            "durations: 250ms, 30s, 5m, 2h, 1d, or plain seconds (as reeld).\n"
             "\nexit status: 0 success, 1 the server answered with an error "
             "or is unreachable (or signal await got none, or a file named "
             "on the line cannot be read), 2 usage error\n");

@@ -248,7 +248,12 @@ def test_durations_take_hours_and_days_up_to_the_limit(reeld):
     hb = json.loads(ok(a, "--json", "run", "heartbeat", run["run_id"], "--epoch", "1",
                        "--ttl", "1d"))
     assert 86390000 < hb["lease_expires_at_ms"] - hb["updated_at_ms"] <= 86400000, hb
-    for ttl in ("25h", "2d", "86400001"):
+    # A bare number is seconds, as reeld's own flags take them: "--ttl 30"
+    # is a 30 s lease, not 30 ms.
+    hb = json.loads(ok(a, "--json", "run", "heartbeat", run["run_id"], "--epoch", "1",
+                       "--ttl", "30"))
+    assert 29000 < hb["lease_expires_at_ms"] - hb["updated_at_ms"] <= 30000, hb
+    for ttl in ("25h", "2d", "86401"):
         r = reelctl(a, "run", "heartbeat", run["run_id"], "--epoch", "1", "--ttl", ttl)
         assert r.returncode == 2 and f"--ttl: {ttl} is too long (at most 24h)" in r.stderr, \
             (ttl, r.stderr)
