@@ -98,7 +98,7 @@ int client_reply_set(reel_reply_t *r, int code, const char *fmt, ...) {
     return code;
 }
 
-void client_reply_sized(reel_reply_t *r, size_t request_len) {
+void client_reply_sized(reel_reply_t *r, size_t request_len, int upload) {
     unsigned long long size, max;
     int end = 0;
 
@@ -108,7 +108,14 @@ void client_reply_sized(reel_reply_t *r, size_t request_len) {
                &size, &max, &end) != 2 ||
         r->details[end] != '\0')
         return;
-    if (size == request_len)
+    if (size == request_len && upload)
+        client_reply_set(r, CLIENT_INVALID_ARGUMENT,
+                         "a message of the upload: %llu bytes, more than "
+                         "reeld takes in one message (its "
+                         "--max-message-bytes), at most %llu; send an "
+                         "artifact's bytes in chunks of at most 1 MiB",
+                         size, max);
+    else if (size == request_len)
         client_reply_set(r, CLIENT_INVALID_ARGUMENT,
                          "request: %llu bytes, more than reeld takes in one "
                          "message (its --max-message-bytes), at most %llu; "
@@ -963,7 +970,7 @@ static int unary_once(reel_client_t *c, const char *method, const void *req,
         return r->code;
     }
     call_finish(&k, r);
-    client_reply_sized(r, len);
+    client_reply_sized(r, len, 0);
     rc = r->code;
     if (rc == CLIENT_OK && r->body == NULL)
         rc = client_reply_set(r, CLIENT_INTERNAL,
@@ -1133,6 +1140,7 @@ int reel_client_upload(reel_client_t *c, const char *method,
     grpc_op ops[3];
     grpc_metadata auth;
     call_t k;
+    size_t largest = 0; /* the largest message sent */
     int more = 1, rc;
 
     memset(r, 0, sizeof(*r));
@@ -1181,6 +1189,7 @@ int reel_client_upload(reel_client_t *c, const char *method,
         /* The message is gRPC's from here: sent from where next() packed
          * it (a chunk of an artifact is 1 MiB: no copy), freed when sent. */
         if (msg != NULL && len > 0) {
+            largest = len > largest ? len : largest;
             body = grpc_slice_new(msg, len, free);
         } else {
             free(msg);
@@ -1220,6 +1229,10 @@ int reel_client_upload(reel_client_t *c, const char *method,
         rc = call_finish(&k, r);
         r->body = body;
         r->len = blen;
+    }
+    if (rc != CLIENT_OK) {
+        client_reply_sized(r, largest, 1);
+        rc = r->code;
     }
     if (failed.code != CLIENT_OK) {
         reel_reply_fini(r);

@@ -204,8 +204,13 @@ int reel_client_stream_idle(reel_client_t *c, const char *method,
  * Calls a client-streaming method: next(arg, &msg, &len) gives each
  * message (malloc'd; the library frees it) and returns 1, or 0 after the
  * last, or -1 to cancel the call. Each message is sent once the previous
- * one left, so the server's flow control paces next. Returns the status
- * code; on OK reply->body holds the answer. Never sent twice.
+ * one left, so the server's flow control paces next. timeout_ms bounds
+ * the whole upload; <= 0 (REEL_TIMEOUT_DEFAULT too, unlike a unary call)
+ * means no deadline, as for a stream: a large artifact takes as long as
+ * its bytes do, and keepalive_time_ms is what notices a server that went
+ * silent. A message past reeld's size limit is INVALID_ARGUMENT naming
+ * it. Returns the status code; on OK reply->body holds the answer. Never
+ * sent twice.
  */
 typedef int (*reel_next_fn)(void *arg, uint8_t **msg, size_t *len);
 int reel_client_upload(reel_client_t *c, const char *method,
@@ -304,8 +309,9 @@ typedef void (*reel_retry_fn)(void *arg, int code, const char *details,
                               int64_t delay_ms);
 
 typedef struct reel_consumer_opts {
-    const char *consumer;        /* the name ([A-Za-z0-9_.-]{1,128}; the
-                                    server checks it) */
+    const char *consumer;        /* the name ([A-Za-z0-9_.-]{1,128}, and
+                                    ':' without tenants; the server checks
+                                    it) */
     const char *subject_pattern; /* NULL or "" = every event */
     uint64_t from_revision;      /* a new consumer starts after it; 0 = from
                                     the oldest retained */

@@ -81,9 +81,10 @@ int client_reply_set(reel_reply_t *reply, int code, const char *fmt, ...)
  * is the request's own size (request_len), reeld refused the request, and
  * r becomes INVALID_ARGUMENT saying so, as any input over a limit; any
  * other N is the answer passing this client's max_receive_bytes, and r
- * says that. Any other reply is left as it is.
+ * says that. Any other reply is left as it is. For an upload (upload 1),
+ * request_len is the largest message it sent.
  */
-void client_reply_sized(reel_reply_t *r, size_t request_len);
+void client_reply_sized(reel_reply_t *r, size_t request_len, int upload);
 
 /* Milliseconds on the monotonic clock. */
 int64_t client_now_ms(void);

@@ -683,11 +683,22 @@ static void test_a_message_past_a_size_limit_says_whose(void **state) {
         client_reply_set(&r, cases[i].want ? CLIENT_RESOURCE_EXHAUSTED
                                            : cases[i].code,
                          "%s", cases[i].details);
-        client_reply_sized(&r, cases[i].request_len);
+        client_reply_sized(&r, cases[i].request_len, 0);
         assert_int_equal(r.code, cases[i].code);
         assert_string_equal(r.details,
                             cases[i].want ? cases[i].want : cases[i].details);
     }
+    /* An upload's: the message past the limit is its largest. */
+    client_reply_set(&r, CLIENT_RESOURCE_EXHAUSTED,
+                     "Received message larger than max (5000007 vs. "
+                     "4194304)");
+    client_reply_sized(&r, 5000007, 1);
+    assert_int_equal(r.code, CLIENT_INVALID_ARGUMENT);
+    assert_string_equal(r.details,
+                        "a message of the upload: 5000007 bytes, more than "
+                        "reeld takes in one message (its "
+                        "--max-message-bytes), at most 4194304; send an "
+                        "artifact's bytes in chunks of at most 1 MiB");
     reel_reply_fini(&r);
 }
 
