@@ -1712,6 +1712,13 @@ static reel_code_t tls_check_ca(const char *path, const char *ca,
  * is an error now (at start, or on SIGHUP) rather than at each client's
  * handshake. The key itself never goes into a message.
  */
+/* OpenSSL's passphrase callback: none. With NULL it would ask the terminal,
+ * and a SIGHUP's reload would wait there for ever. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u) {
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return -1;
+}
+
 static reel_code_t tls_check(const rpc_server_t *srv, const char *cert,
                              const char *key, const char *ca,
                              reel_status_t *st) {
@@ -1733,7 +1740,7 @@ static reel_code_t tls_check(const rpc_server_t *srv, const char *cert,
     BIO_free(b);
     b = BIO_new_mem_buf(key, -1);
     if (b == NULL ||
-        (k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL)) == NULL) {
+        (k = PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL)) == NULL) {
         rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
                              "--tls-key %s: no PEM private key in it (an "
                              "encrypted key is not supported)",

@@ -115,34 +115,6 @@ static int cmd_health(ctl_t *ctl, int argc, char **argv) {
     return rc;
 }
 
-/*
- * The client library names its options as fields (tls_ca_file: ...);
- * reelctl's user gave them as flags or variables: the message with the
- * flag's name instead (a static buffer).
- */
-static const char *client_option_flag(const char *details) {
-    static const char *const map[][2] = {
-        {"tls_ca_file", "--tls-ca (REEL_TLS_CA)"},
-        {"tls_cert_file", "--tls-cert (REEL_TLS_CERT)"},
-        {"tls_key_file", "--tls-key (REEL_TLS_KEY)"},
-        {"token", "--token (REEL_TOKEN)"},
-    };
-    static char buf[1024];
-
-    for (size_t i = 0; i < sizeof(map) / sizeof(*map); i++) {
-        size_t n = strlen(map[i][0]);
-
-        if (strncmp(details, map[i][0], n) == 0 && details[n] == ':') {
-            snprintf(buf, sizeof(buf), "%s%s", map[i][1], details + n);
-            return buf;
-        }
-    }
-    if (strncmp(details, "tls_cert_file and tls_key_file", 30) == 0)
-        return "--tls-cert and --tls-key (REEL_TLS_CERT, REEL_TLS_KEY) go "
-               "together: give both or neither";
-    return details;
-}
-
 /* Rates over this long unless --interval says otherwise. */
 #define STATUS_INTERVAL_MS 1000
 /* The longest --interval: a rate is not read over hours. */
@@ -587,6 +559,8 @@ int main(int argc, char **argv) {
             return EXIT_USAGE;
         ctl.addr = target;
         if (reel_client_create(ctl.addr, &co, &ctl.client, &err) != 0) {
+            char named[1024];
+
             /* An option's shape is a usage error, as --timeout's is; a
              * file that cannot be read or used is not (README). */
             rc = err.details != NULL &&
@@ -595,7 +569,9 @@ int main(int argc, char **argv) {
                      ? EXIT_USAGE
                      : EXIT_FAIL;
             fprintf(stderr, "reelctl: %s\n",
-                    err.details ? client_option_flag(err.details)
+                    err.details ? reel_client_option_names(err.details, 1,
+                                                           named,
+                                                           sizeof(named))
                                 : "out of memory");
             reel_reply_fini(&err);
             free(target);

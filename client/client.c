@@ -300,6 +300,13 @@ static X509 *first_cert(const char *pem) {
     return x;
 }
 
+/* OpenSSL's passphrase callback for an encrypted key: none, so it never
+ * asks the terminal (the key then does not read, which says why). */
+static int no_passphrase(char *buf, int size, int rwflag, void *u) {
+    (void)buf, (void)size, (void)rwflag, (void)u;
+    return -1;
+}
+
 /*
  * What gRPC would only log (and then call the server unreachable): a CA
  * file with no certificate OpenSSL can read, a certificate file likewise,
@@ -326,7 +333,7 @@ static int check_pems(const reel_client_opts_t *o, const char *ca,
                               o->tls_cert_file);
     if (rc == CLIENT_OK && key != NULL &&
         (b = BIO_new_mem_buf(key, -1)) != NULL) {
-        k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+        k = PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL);
         BIO_free(b);
         if (k == NULL)
             rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT,
@@ -336,7 +343,7 @@ static int check_pems(const reel_client_opts_t *o, const char *ca,
         else if (x != NULL && X509_check_private_key(x, k) != 1)
             rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT,
                                   "tls_key_file: %s is not the key of "
-                                  "tls_cert_file %s",
+                                  "the certificate in %s",
                                   o->tls_key_file, o->tls_cert_file);
     }
     EVP_PKEY_free(k);
@@ -450,6 +457,39 @@ int reel_client_opts_from_env(reel_client_opts_t *o, reel_reply_t *err) {
     if ((v = env_set("REEL_TOKEN")) != NULL)
         o->token = v;
     return CLIENT_OK;
+}
+
+const char *reel_client_option_names(const char *details, int flags,
+                                     char *buf, size_t cap) {
+    static const char *const map[][3] = {
+        {"tls_ca_file", "--tls-ca", "REEL_TLS_CA"},
+        {"tls_cert_file", "--tls-cert", "REEL_TLS_CERT"},
+        {"tls_key_file", "--tls-key", "REEL_TLS_KEY"},
+        {"token", "--token", "REEL_TOKEN"},
+    };
+
+    if (details == NULL)
+        return "";
+    for (size_t i = 0; i < sizeof(map) / sizeof(*map); i++) {
+        size_t n = strlen(map[i][0]);
+
+        if (strncmp(details, map[i][0], n) != 0 || details[n] != ':')
+            continue;
+        if (flags)
+            snprintf(buf, cap, "%s (%s)%s", map[i][1], map[i][2],
+                     details + n);
+        else
+            snprintf(buf, cap, "%s%s", map[i][2], details + n);
+        return buf;
+    }
+    if (strncmp(details, "tls_cert_file and tls_key_file", 30) == 0) {
+        snprintf(buf, cap, "%s go together: give both or neither",
+                 flags ? "--tls-cert and --tls-key (REEL_TLS_CERT, "
+                         "REEL_TLS_KEY)"
+                       : "REEL_TLS_CERT and REEL_TLS_KEY");
+        return buf;
+    }
+    return details;
 }
 
 int reel_client_create(const char *addr, const reel_client_opts_t *opts,

@@ -136,6 +136,18 @@ typedef struct reel_client_opts {
  */
 int reel_client_opts_from_env(reel_client_opts_t *o, reel_reply_t *err);
 
+/*
+ * A message of reel_client_create's or reel_client_opts_from_env's, which
+ * name an option by its field ("tls_key_file: ..."), with the names the
+ * program's user knows it by: its flag and variable ("--tls-key
+ * (REEL_TLS_KEY): ...") when flags is non-zero, else the variable alone
+ * ("REEL_TLS_KEY: ...", for a program that reads only the environment).
+ * Into buf[cap]; returns buf, or details itself when it names no such
+ * option.
+ */
+const char *reel_client_option_names(const char *details, int flags,
+                                     char *buf, size_t cap);
+
 /* timeout_ms of a unary call: the client's deadline_ms, or none at all. */
 #define REEL_TIMEOUT_DEFAULT 0
 #define REEL_TIMEOUT_NONE (-1)

@@ -344,8 +344,11 @@ int main(int argc, char **argv) {
     copts.backoff_max_ms = 2000;
     if (reel_client_opts_from_env(&copts, &err) != 0 || /* reelctl's */
         reel_client_create(a.reel, &copts, &client, &err) != 0) {
+        char named[1024];
+
         fprintf(stderr, "reel-reactor: connecting to reel: %s\n",
-                err.details ? err.details : "");
+                reel_client_option_names(err.details, 0, named,
+                                         sizeof(named)));
         reel_reply_fini(&err);
         reactor_config_fini(&cfg);
         curl_global_cleanup();

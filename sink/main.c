@@ -992,8 +992,11 @@ int main(int argc, char **argv) {
     copts.backoff_max_ms = 2000;
     if (reel_client_opts_from_env(&copts, &err) != 0 || /* reelctl's */
         reel_client_create(a.reel, &copts, &client, &err) != 0) {
+        char named[1024];
+
         fprintf(stderr, "reel-sink: connecting to reel: %s\n",
-                err.details ? err.details : "");
+                reel_client_option_names(err.details, 0, named,
+                                         sizeof(named)));
         reel_reply_fini(&err);
         sink_config_set_fini(&cfg);
         return EXIT_USAGE;

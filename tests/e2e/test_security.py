@@ -256,6 +256,55 @@ def test_sighup_reloads_the_certificates_without_dropping_connections(
         assert server.stop()[0] == 0
 
 
+def encrypted_key(pki, tmp_path):
+    """server1's key under a passphrase."""
+    enc = tmp_path / "encrypted.key"
+    openssl("pkey", "-in", str(pki["server1.key"]), "-aes256", "-passout",
+            "pass:secret", "-out", str(enc), cwd=tmp_path)
+    return enc
+
+
+def test_an_encrypted_key_is_refused_without_asking_for_a_passphrase(tmp_path, pki):
+    """OpenSSL asks a terminal for a passphrase unless told there is none:
+    a reload on SIGHUP would wait there for ever (no later signal, SIGTERM
+    included, would be heard). Here reeld has no terminal and a standard
+    input that stays open, where OpenSSL would otherwise read the answer."""
+    import shutil
+    import signal
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(pki["server1.pem"], cert)
+    shutil.copy(pki["server1.key"], key)
+    server = Reeld(str(tmp_path / "data"), creds=tls_creds(pki),
+                   extra=["--tls-cert", str(cert), "--tls-key", str(key)],
+                   stdin=subprocess.PIPE, new_session=True).start()
+    try:
+        shutil.copy(encrypted_key(pki, tmp_path), key)
+        server.proc.send_signal(signal.SIGHUP)
+        wait_log(server, "TLS not reloaded")
+        assert "an encrypted key is not supported" in server.log()
+        assert "pass phrase" not in server.log()
+        assert status(server.addr, tls_creds(pki)).version
+        code, took = server.stop(timeout=10)
+        assert code == 0 and took < 5, (code, took)
+    finally:
+        server.kill()
+    # At start, and in a client, the same: named, never asked for.
+    r = subprocess.run([REELD, "--data-dir", str(tmp_path / "d2"), "--listen",
+                        f"127.0.0.1:{free_port()}", "--tls-cert", str(cert),
+                        "--tls-key", str(key)], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=20,
+                       start_new_session=True)
+    assert r.returncode == 1 and "an encrypted key is not supported" in r.stderr, r.stderr
+    assert "pass phrase" not in r.stderr
+    r = subprocess.run([REELCTL, "--tls-ca", str(pki["ca1.pem"]), "--tls-cert",
+                        str(pki["server1.pem"]), "--tls-key", str(key), "health"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=20, start_new_session=True)
+    assert r.returncode == 1 and "--tls-key (REEL_TLS_KEY): " in r.stderr \
+        and "without a passphrase" in r.stderr, r.stderr
+    assert "pass phrase" not in r.stderr
+
+
 @pytest.mark.parametrize("files, want", [
     (("server1.pem", "server2.key"), "does not match the certificate"),
     (("server1.key", "server1.key"), "no PEM certificate"),
@@ -936,6 +985,14 @@ def test_reel_sink_reaches_a_tls_reeld_with_a_token_from_its_variables(tmp_path,
         no_token = status({"REEL_TLS_CA": str(pki["ca1.pem"])})
         assert no_token.returncode == 1 and "UNAUTHENTICATED" in no_token.stderr + no_token.stdout
         assert tok not in ok.stdout + ok.stderr + no_token.stdout + no_token.stderr
+        # A file given wrong is named as its user gave it: the variable.
+        bad_key = status({"REEL_TLS_CA": str(pki["ca1.pem"]), "REEL_TOKEN": tok,
+                          "REEL_TLS_CERT": str(pki["client1.pem"]),
+                          "REEL_TLS_KEY": str(pki["client2.key"])})
+        assert bad_key.returncode == 2, bad_key.stderr
+        assert bad_key.stderr == (
+            f"reel-sink: connecting to reel: REEL_TLS_KEY: {pki['client2.key']} "
+            f"is not the key of the certificate in {pki['client1.pem']}\n"), bad_key.stderr
     finally:
         s.ch.close()
         assert server.stop()[0] == 0

@@ -36,11 +36,12 @@ class Reeld:
     previous one said."""
 
     def __init__(self, data_dir, port=None, extra=(), binary=None, creds=None,
-                 metadata=None, env=None):
+                 metadata=None, env=None, stdin=None, new_session=False):
         """creds: grpc channel credentials when reeld serves TLS (start()
         probes health through them); metadata: what each probe sends (an
         authorization token under --auth token); env: variables added to
-        reeld's environment."""
+        reeld's environment; stdin, new_session: as subprocess.Popen's
+        stdin and start_new_session (a reeld with no terminal)."""
         self.binary = binary or REELD
         self.creds = creds
         self.metadata = metadata
@@ -49,6 +50,8 @@ class Reeld:
         self.addr = f"127.0.0.1:{self.port}"
         self.extra = list(extra)
         self.env = dict(env or {})
+        self.stdin = stdin
+        self.new_session = new_session
         self.proc = None
         self.log_path = None
         self.ready_after = None   # seconds from exec to SERVING, once started
@@ -67,7 +70,8 @@ class Reeld:
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             [self.binary, "--data-dir", self.data_dir, "--listen", self.addr] + self.extra,
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, stdin=self.stdin,
+            start_new_session=self.new_session,
             env={**os.environ, **self.env} if self.env else None)
         log.close()
         if not wait:

@@ -130,8 +130,65 @@ class TLS:
         field (and the file, never a key's content) for what is unusable."""
         if (self.cert is None) != (self.key is None):
             raise ValueError("tls: cert and key go together: give both or neither")
-        return tuple(_pem(f"tls.{name}", getattr(self, name))
-                     for name in ("ca", "cert", "key"))
+        pem = tuple(_pem(f"tls.{name}", getattr(self, name))
+                    for name in ("ca", "cert", "key"))
+        _check_pems(*pem, **{name: _named(f"tls.{name}", getattr(self, name))
+                             for name in ("ca", "cert", "key")})
+        return pem
+
+
+def _named(field: str, v: PEM) -> str:
+    """field, and the file's path when v is one."""
+    if v is None or isinstance(v, bytes) or \
+            (isinstance(v, str) and v.lstrip().startswith("-----BEGIN")):
+        return field
+    return f"{field} {os.fspath(v)}"
+
+
+class _Encrypted(Exception):
+    pass
+
+
+def _no_passphrase():
+    raise _Encrypted()
+
+
+def _check_pems(ca_pem: Optional[bytes], cert_pem: Optional[bytes],
+                key_pem: Optional[bytes], ca: str, cert: str, key: str) -> None:
+    """What gRPC would only log, then call the server unreachable (a call
+    waits out its deadline): a CA or certificate that does not read, a key
+    that does not or is not the certificate's. ValueError naming it; the
+    key is read from memory, never asked a passphrase for."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for name, data in ((ca, ca_pem), (cert, cert_pem)):
+        if data is None:
+            continue
+        try:
+            ctx.load_verify_locations(cadata=data.decode("ascii", "replace"))
+        except ssl.SSLError as e:
+            raise ValueError(f"{name}: holds no certificate that reads") from e
+    if cert_pem is None or not hasattr(os, "memfd_create"):
+        return
+    fds = [os.memfd_create("reel-tls"), os.memfd_create("reel-tls")]
+    try:
+        for fd, data in zip(fds, (cert_pem, key_pem)):
+            os.write(fd, data)
+        ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}",
+                            password=_no_passphrase)
+    except _Encrypted:
+        raise ValueError(f"{key}: the key is encrypted; give it without a "
+                         "passphrase") from None
+    except ssl.SSLError as e:
+        if e.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(f"{key}: is not the key of the certificate in "
+                             f"{cert}") from None
+        raise ValueError(f"{key}: holds no private key that reads") from None
+    except OSError:
+        return   # no /proc: gRPC will say what it can
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _pem(field: str, v: PEM) -> Optional[bytes]:

@@ -179,6 +179,22 @@ def test_bad_tls_and_token_settings_are_refused_naming_the_field(tmp_path, pki, 
     (tmp_path / "empty.pem").write_bytes(b"")
     with pytest.raises(ValueError, match="tls.key: .*empty.pem is empty"):
         reel.connect("x", tls=reel.TLS(cert=pki / "client1.pem", key=tmp_path / "empty.pem"))
+    # What gRPC would only log, calling reeld unreachable: named at connect.
+    c1, k1 = pki / "client1.pem", pki / "client1.key"
+    with pytest.raises(ValueError, match=f"tls.key {pki / 'server.key'}: is not the key "
+                                         f"of the certificate in tls.cert {c1}"):
+        reel.connect("x", tls=reel.TLS(cert=c1, key=pki / "server.key"))
+    with pytest.raises(ValueError, match=f"tls.key {c1}: holds no private key that reads"):
+        reel.connect("x", tls=reel.TLS(cert=c1, key=c1))
+    with pytest.raises(ValueError, match=f"tls.cert {k1}: holds no certificate that reads"):
+        reel.connect("x", tls=reel.TLS(cert=k1, key=k1))
+    with pytest.raises(ValueError, match="tls.ca: holds no certificate that reads"):
+        reel.connect("x", tls=reel.TLS(ca=k1.read_bytes()))
+    _openssl(pki, "pkey", "-in", "client1.key", "-aes256", "-passout", "pass:x",
+             "-out", "encrypted.key")
+    with pytest.raises(ValueError, match="tls.key .*encrypted.key: the key is encrypted; "
+                                         "give it without a passphrase"):
+        reel.aio.connect("x", tls=reel.TLS(cert=c1.read_bytes(), key=pki / "encrypted.key"))
     with pytest.raises(ValueError, match="token: byte 3 is not printable") as e:
         reel.connect("x", token="abc def-secret")
     assert "secret" not in str(e.value)
