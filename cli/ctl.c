@@ -565,10 +565,24 @@ int ctl_report_error(const ctl_t *ctl, const char *what,
         /* Escaped: a key or an owner in a message is anyone's bytes. */
         fprintf(stderr, "reelctl: %s: %s: %s\n", what,
                 reel_grpc_code_name(r->code), ctl_name(details));
-        if (r->code == 14 /* UNAVAILABLE */ && strstr(details, "andshake"))
+        if (r->code == 14 /* UNAVAILABLE */ &&
+            strstr(details, "is not in peer certificate"))
+            fprintf(stderr,
+                    "reelctl: reeld's certificate does not name the host of "
+                    "%s: connect by a name or address its certificate holds "
+                    "(its subjectAltName)\n",
+                    ctl->addr);
+        else if (r->code == 14 && strstr(details, "andshake"))
             fprintf(stderr,
                     "reelctl: no TLS handshake with %s: does reeld serve "
                     "TLS there, and does --tls-ca hold its CA?\n",
+                    ctl->addr);
+        else if (r->code == 14 && strstr(details, "Socket closed") &&
+                 strstr(details, "failed to connect") && ctl->client_cert)
+            fprintf(stderr,
+                    "reelctl: %s closed the connection: if reeld serves TLS "
+                    "there, does --tls-ca hold its CA, and is --tls-cert "
+                    "signed by the CA of its --tls-client-ca?\n",
                     ctl->addr);
         else if (r->code == 14 && strstr(details, "Socket closed") &&
                  strstr(details, "failed to connect"))

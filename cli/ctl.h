@@ -42,6 +42,7 @@ typedef struct ctl {
      */
     const char *typed_json;
     const char *typed_json_name;
+    int client_cert; /* --tls-cert was given (the hints differ) */
 } ctl_t;
 
 /* The port reelctl dials when --addr names only a host (reeld's default). */

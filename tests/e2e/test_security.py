@@ -305,6 +305,38 @@ def test_an_encrypted_key_is_refused_without_asking_for_a_passphrase(tmp_path, p
     assert "pass phrase" not in r.stderr
 
 
+def test_reelctl_says_when_reelds_certificate_names_another_host(tmp_path, pki):
+    d = tmp_path / "other"
+    d.mkdir()
+    for f in ("ca1.pem", "ca1.key"):
+        (d / f).write_bytes(pki[f].read_bytes())
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", "other.key", "-out", "other.csr", "-subj",
+            "/CN=other", cwd=d)
+    (d / "other.ext").write_text("subjectAltName=DNS:other.example\n")
+    openssl("x509", "-req", "-in", "other.csr", "-CA", "ca1.pem", "-CAkey", "ca1.key",
+            "-CAcreateserial", "-out", "other.pem", "-days", "2", "-extfile",
+            "other.ext", cwd=d)
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--tls-cert", str(d / "other.pem"),
+                          "--tls-key", str(d / "other.key")]).start(wait=False)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            r = subprocess.run([REELCTL, "--addr", server.addr, "--tls-ca",
+                                str(pki["ca1.pem"]), "health"],
+                               capture_output=True, text=True, timeout=30)
+            if "is not in peer certificate" in r.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert r.returncode == 1, r.stderr
+        assert "reelctl: reeld's certificate does not name the host of " \
+               f"{server.addr}" in r.stderr, r.stderr
+        assert "is reeld running" not in r.stderr
+    finally:
+        assert server.stop()[0] == 0
+
+
 @pytest.mark.parametrize("files, want", [
     (("server1.pem", "server2.key"), "does not match the certificate"),
     (("server1.key", "server1.key"), "no PEM certificate"),
@@ -384,6 +416,14 @@ def test_reelctl_speaks_tls_and_mtls(tmp_path, pki):
         assert by_env.returncode == 0, by_env.stderr
         no_cert = ctl("--tls-ca", str(pki["ca1.pem"]), "health")
         assert no_cert.returncode == 1
+        # A client certificate from another CA: the hint asks about it,
+        # not for the flags already given.
+        other_ca = ctl("--tls-ca", str(pki["ca1.pem"]), "--tls-cert",
+                       str(pki["client2.pem"]), "--tls-key", str(pki["client2.key"]),
+                       "health")
+        assert other_ca.returncode == 1
+        assert "is --tls-cert signed by the CA of its --tls-client-ca?" in other_ca.stderr, \
+            other_ca.stderr
         plain = ctl("health")
         assert plain.returncode == 1
         assert "if reeld serves TLS there, give --tls-ca" in plain.stderr, plain.stderr
