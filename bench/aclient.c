@@ -194,9 +194,14 @@ static void on_unary(unary_t *u) {
     uint8_t *body;
     size_t len;
 
-    bb_read(u->recv, &body, &len);
-    u->done(u->arg, (int)u->status, body, len);
-    free(body);
+    if (u->status == GRPC_STATUS_OK) {
+        bb_read(u->recv, &body, &len);
+        u->done(u->arg, 0, body, len);
+        free(body);
+    } else {
+        u->done(u->arg, (int)u->status, GRPC_SLICE_START_PTR(u->details),
+                GRPC_SLICE_LENGTH(u->details));
+    }
     if (u->recv != NULL)
         grpc_byte_buffer_destroy(u->recv);
     grpc_byte_buffer_destroy(u->send);

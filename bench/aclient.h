@@ -17,7 +17,9 @@
 typedef struct ac ac_t;
 typedef struct ac_stream ac_stream_t;
 
-/* A unary call ended (code 0 = OK; resp is valid during the callback). */
+/* A unary call ended (code 0 = OK; resp is valid during the callback:
+ * the answer, or for any other code the server's message, not
+ * NUL-terminated). */
 typedef void (*ac_unary_fn)(void *arg, int code, const uint8_t *resp,
                             size_t len);
 /* A stream message arrived; valid during the callback. */

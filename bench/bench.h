@@ -102,6 +102,7 @@ typedef size_t (*bench_make_fn)(void *ctx, uint64_t i, uint8_t *buf,
 typedef struct bench_load_result {
     uint64_t ok, errors;
     int first_error;
+    char first_details[256]; /* the first error's message */
     double seconds;
 } bench_load_result_t;
 

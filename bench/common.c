@@ -245,6 +245,7 @@ typedef struct load {
     lat_t *lat;
     atomic_uint_fast64_t next, ok, errors;
     atomic_int first_error;
+    char first_details[256]; /* written once, by whoever set first_error */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int active;
@@ -268,8 +269,6 @@ static void slot_done(void *arg, int code, const uint8_t *resp, size_t len) {
     slot_t *s = arg;
     load_t *l = s->l;
 
-    (void)resp;
-    (void)len;
     if (code == 0) {
         atomic_fetch_add(&l->ok, 1);
         if (l->lat != NULL)
@@ -278,7 +277,9 @@ static void slot_done(void *arg, int code, const uint8_t *resp, size_t len) {
         int none = 0;
 
         atomic_fetch_add(&l->errors, 1);
-        atomic_compare_exchange_strong(&l->first_error, &none, code);
+        if (atomic_compare_exchange_strong(&l->first_error, &none, code))
+            snprintf(l->first_details, sizeof(l->first_details), "%.*s",
+                     (int)(len < 255 ? len : 255), (const char *)resp);
     }
     if (issue(s) != 0) {
         pthread_mutex_lock(&l->mu);
@@ -369,6 +370,7 @@ void bench_load(const bench_opts_t *o, ac_t *ac, int method, int concurrency,
     res->ok = atomic_load(&l.ok);
     res->errors = atomic_load(&l.errors);
     res->first_error = atomic_load(&l.first_error);
+    memcpy(res->first_details, l.first_details, sizeof(res->first_details));
     pthread_mutex_destroy(&l.mu);
     pthread_cond_destroy(&l.cv);
 }

@@ -173,9 +173,10 @@ static int run_points(const bench_opts_t *o, const char *bench, ac_t *ac,
         if (res.errors > 0) {
             fprintf(stderr,
                     "reel-bench: %s: %llu errors at concurrency %d (first: "
-                    "code %d)\n",
+                    "%s: %s)\n",
                     bench, (unsigned long long)res.errors, o->conc[k],
-                    res.first_error);
+                    reel_grpc_code_name(res.first_error),
+                    res.first_details);
             failed = 1;
         }
         if (res.ok == 0)
@@ -254,8 +255,10 @@ int bench_fill(const bench_opts_t *o, long keys, long entries) {
         bench_load(o, ac, ac_method(ac, "/reel.v1.KV/SetValue"), 256, 0,
                    (uint64_t)keys, make_set, &w, NULL, &res);
         if (res.errors > 0 || res.ok != (uint64_t)keys) {
-            fprintf(stderr, "reel-bench: loading keys: %llu errors (code %d)\n",
-                    (unsigned long long)res.errors, res.first_error);
+            fprintf(stderr, "reel-bench: loading keys: %llu errors (first: "
+                    "%s: %s)\n",
+                    (unsigned long long)res.errors,
+                    reel_grpc_code_name(res.first_error), res.first_details);
             rc = 1;
         }
     }
@@ -267,8 +270,11 @@ int bench_fill(const bench_opts_t *o, long keys, long entries) {
                        (uint64_t)entries, make_append, &w, NULL, &res);
             if (res.errors > 0 || res.ok != (uint64_t)entries) {
                 fprintf(stderr,
-                        "reel-bench: loading entries: %llu errors (code %d)\n",
-                        (unsigned long long)res.errors, res.first_error);
+                        "reel-bench: loading entries: %llu errors (first: "
+                        "%s: %s)\n",
+                        (unsigned long long)res.errors,
+                        reel_grpc_code_name(res.first_error),
+                        res.first_details);
                 rc = 1;
             }
         }

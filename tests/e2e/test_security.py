@@ -2149,6 +2149,14 @@ def test_reel_bench_ws_reaches_a_tls_reeld_with_a_token(tmp_path, pki):
                            text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         assert tok not in r.stdout + r.stderr
+        # A load that fails says why, with the server's message, and fails.
+        for args, want in ((["--tls-ca", str(pki["ca1.pem"])],
+                            "(first: UNAUTHENTICATED: "),
+                           ([], "(first: UNAVAILABLE: ")):
+            r = subprocess.run([bin_, "get", "--addr", server.addr, "--duration", "1",
+                                "--concurrency", "2"] + args, capture_output=True,
+                               text=True, timeout=120)
+            assert r.returncode == 1 and want in r.stderr, (args, r.stderr)
         s.ch.close()
     finally:
         assert server.stop()[0] == 0
