@@ -550,6 +550,7 @@ static int bare_word(const char *text) {
 int ctl_report_error(const ctl_t *ctl, const char *what,
                      const reel_reply_t *r) {
     const char *details = r->details && *r->details ? r->details : "";
+    char hint[512];
 
     if (ctl->json) {
         cJSON *o = cJSON_CreateObject();
@@ -565,41 +566,9 @@ int ctl_report_error(const ctl_t *ctl, const char *what,
         /* Escaped: a key or an owner in a message is anyone's bytes. */
         fprintf(stderr, "reelctl: %s: %s: %s\n", what,
                 reel_grpc_code_name(r->code), ctl_name(details));
-        if (r->code == 14 /* UNAVAILABLE */ &&
-            strstr(details, "is not in peer certificate"))
-            fprintf(stderr,
-                    "reelctl: reeld's certificate does not name the host of "
-                    "%s: connect by a name or address its certificate holds "
-                    "(its subjectAltName)\n",
-                    ctl->addr);
-        else if (r->code == 14 && strstr(details, "andshake"))
-            fprintf(stderr,
-                    "reelctl: no TLS handshake with %s: does reeld serve "
-                    "TLS there, and does --tls-ca hold its CA?\n",
-                    ctl->addr);
-        else if (r->code == 14 && strstr(details, "Socket closed") &&
-                 strstr(details, "failed to connect") && ctl->client_cert)
-            fprintf(stderr,
-                    "reelctl: %s closed the connection: if reeld serves TLS "
-                    "there, does --tls-ca hold its CA, and is --tls-cert "
-                    "signed by the CA of its --tls-client-ca?\n",
-                    ctl->addr);
-        else if (r->code == 14 && strstr(details, "Socket closed") &&
-                 strstr(details, "failed to connect"))
-            fprintf(stderr,
-                    "reelctl: %s closed the connection: if reeld serves TLS "
-                    "there, give --tls-ca (or REEL_TLS=1), and --tls-cert "
-                    "and --tls-key if it asks for a client certificate\n",
-                    ctl->addr);
-        else if (r->code == 14 && !strstr(details, "failed to connect") &&
-                 (strstr(details, "Socket closed") ||
-                  strstr(details, "reset by peer")))
-            /* It had connected: no handshake went wrong. */
-            fprintf(stderr,
-                    "reelctl: %s closed the connection: did reeld stop?\n",
-                    ctl->addr);
-        else if (r->code == 14 && strstr(details, "connect"))
-            fprintf(stderr, "reelctl: is reeld running on %s?\n", ctl->addr);
+        if (reel_client_hint(ctl->client, r->code, details, 1, hint,
+                             sizeof(hint)) != NULL)
+            fprintf(stderr, "reelctl: %s\n", ctl_name(hint));
         if (r->code == 3 /* INVALID_ARGUMENT */ && ctl->typed_json != NULL &&
             bare_word(ctl->typed_json)) {
             cJSON *str = cJSON_CreateString(ctl->typed_json);

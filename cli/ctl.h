@@ -42,7 +42,6 @@ typedef struct ctl {
      */
     const char *typed_json;
     const char *typed_json_name;
-    int client_cert; /* --tls-cert was given (the hints differ) */
 } ctl_t;
 
 /* The port reelctl dials when --addr names only a host (reeld's default). */

@@ -536,7 +536,6 @@ int main(int argc, char **argv) {
     /* A connection attempt is bounded by --timeout too: a stream has no
      * deadline, and a port that never answers must not hold it 20 s. */
     co.connect_timeout_ms = ctl.timeout_ms < 100 ? 100 : ctl.timeout_ms;
-    ctl.client_cert = co.tls_cert_file != NULL;
     if (ctl.help || (argc >= 2 && strcmp(argv[1], "help") == 0)) {
         /* "reelctl kv set --help" is "reelctl help kv set". */
         if (ctl.help && argc >= 2 && strcmp(argv[1], "help") != 0)

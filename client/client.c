@@ -52,6 +52,8 @@ struct reel_client {
     client_backoff_t backoff;
     int64_t deadline_ms;
     int max_attempts;
+    int tls, client_cert; /* for reel_client_hint */
+    char addr[256];       /* as given, for the same (cut short if longer) */
 };
 
 /* Defaults and limits of the options (client.h says the same). */
@@ -534,6 +536,9 @@ int reel_client_create(const char *addr, const reel_client_opts_t *opts,
                                     o.backoff_multiplier, o.backoff_jitter};
     c->deadline_ms = o.deadline_ms;
     c->max_attempts = o.max_attempts;
+    c->tls = o.tls || o.tls_ca_file != NULL || o.tls_cert_file != NULL;
+    c->client_cert = o.tls_cert_file != NULL;
+    snprintf(c->addr, sizeof(c->addr), "%s", addr);
     chargs.num_args = 0;
     chargs.args = args;
     /* gRPC's minimum reconnect backoff is its connect timeout. */
@@ -560,6 +565,58 @@ int reel_client_create(const char *addr, const reel_client_opts_t *opts,
     grpc_channel_credentials_release(creds);
     *out = c;
     return CLIENT_OK;
+}
+
+const char *reel_client_hint(const reel_client_t *c, int code,
+                             const char *details, int flags, char *buf,
+                             size_t cap) {
+    const char *ca = flags ? "--tls-ca" : "REEL_TLS_CA";
+    const char *cert = flags ? "--tls-cert" : "REEL_TLS_CERT";
+    const char *key = flags ? "--tls-key" : "REEL_TLS_KEY";
+    int connected;
+
+    if (c == NULL || code != CLIENT_UNAVAILABLE || details == NULL)
+        return NULL;
+    /* gRPC says "failed to connect" when no connection was made. */
+    connected = strstr(details, "failed to connect") == NULL;
+    if (strstr(details, "is not in peer certificate"))
+        snprintf(buf, cap,
+                 "reeld's certificate does not name the host of %s: connect "
+                 "by a name or address its certificate holds (its "
+                 "subjectAltName)",
+                 c->addr);
+    else if (strstr(details, "andshake"))
+        snprintf(buf, cap,
+                 "no TLS handshake with %s: does reeld serve TLS there, and "
+                 "does %s hold its CA?",
+                 c->addr, ca);
+    else if (!connected && strstr(details, "Socket closed") &&
+             c->client_cert)
+        snprintf(buf, cap,
+                 "%s closed the connection: if reeld serves TLS there, does "
+                 "%s hold its CA, and is %s signed by the CA of its "
+                 "--tls-client-ca?",
+                 c->addr, ca, cert);
+    else if (!connected && strstr(details, "Socket closed") && c->tls)
+        snprintf(buf, cap,
+                 "%s closed the connection: if reeld asks for a client "
+                 "certificate there, give %s and %s",
+                 c->addr, cert, key);
+    else if (!connected && strstr(details, "Socket closed"))
+        snprintf(buf, cap,
+                 "%s closed the connection: if reeld serves TLS there, give "
+                 "%s (or REEL_TLS=1), and %s and %s if it asks for a client "
+                 "certificate",
+                 c->addr, ca, cert, key);
+    else if (connected && (strstr(details, "Socket closed") ||
+                           strstr(details, "reset by peer")))
+        snprintf(buf, cap, "%s closed the connection: did reeld stop?",
+                 c->addr);
+    else if (strstr(details, "connect"))
+        snprintf(buf, cap, "is reeld running on %s?", c->addr);
+    else
+        return NULL;
+    return buf;
 }
 
 void reel_client_destroy(reel_client_t *c) {

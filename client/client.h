@@ -148,6 +148,17 @@ int reel_client_opts_from_env(reel_client_opts_t *o, reel_reply_t *err);
 const char *reel_client_option_names(const char *details, int flags,
                                      char *buf, size_t cap);
 
+/*
+ * What a call's UNAVAILABLE most likely means when gRPC's message does not
+ * say it (a TLS mistake reads as a closed socket): a sentence for the
+ * user, naming the options by flag ("--tls-ca") when flags is non-zero,
+ * else by variable ("REEL_TLS_CA"). Into buf[cap]; NULL when there is
+ * nothing to add.
+ */
+const char *reel_client_hint(const reel_client_t *c, int code,
+                             const char *details, int flags, char *buf,
+                             size_t cap);
+
 /* timeout_ms of a unary call: the client's deadline_ms, or none at all. */
 #define REEL_TIMEOUT_DEFAULT 0
 #define REEL_TIMEOUT_NONE (-1)

@@ -702,6 +702,54 @@ static void test_a_message_past_a_size_limit_says_whose(void **state) {
     reel_reply_fini(&r);
 }
 
+/* What an UNAVAILABLE means, by what gRPC said and how the client was
+ * made: by flag or by variable; nothing for other codes or messages. */
+static void test_hints_name_the_options_a_tls_mistake_needs(void **state) {
+    static const char *const closed =
+        "failed to connect to all addresses; last error: UNAVAILABLE: "
+        "ipv4:127.0.0.1:1: Socket closed";
+    reel_client_opts_t o = REEL_CLIENT_OPTS_INIT;
+    reel_client_t *plain, *tls;
+    reel_reply_t r;
+    char buf[512];
+
+    (void)state;
+    assert_int_equal(reel_client_create("127.0.0.1:1", NULL, &plain, &r), 0);
+    o.tls = 1;
+    assert_int_equal(reel_client_create("127.0.0.1:1", &o, &tls, &r), 0);
+    assert_string_equal(reel_client_hint(plain, CLIENT_UNAVAILABLE, closed, 1,
+                                         buf, sizeof(buf)),
+                        "127.0.0.1:1 closed the connection: if reeld serves "
+                        "TLS there, give --tls-ca (or REEL_TLS=1), and "
+                        "--tls-cert and --tls-key if it asks for a client "
+                        "certificate");
+    assert_string_equal(reel_client_hint(tls, CLIENT_UNAVAILABLE, closed, 0,
+                                         buf, sizeof(buf)),
+                        "127.0.0.1:1 closed the connection: if reeld asks "
+                        "for a client certificate there, give REEL_TLS_CERT "
+                        "and REEL_TLS_KEY");
+    assert_string_equal(
+        reel_client_hint(tls, CLIENT_UNAVAILABLE,
+                         "failed to connect to all addresses; last error: "
+                         "UNKNOWN: Peer name 127.0.0.1 is not in peer "
+                         "certificate",
+                         0, buf, sizeof(buf)),
+        "reeld's certificate does not name the host of 127.0.0.1:1: connect "
+        "by a name or address its certificate holds (its subjectAltName)");
+    assert_string_equal(reel_client_hint(plain, CLIENT_UNAVAILABLE,
+                                         "Socket closed", 1, buf,
+                                         sizeof(buf)),
+                        "127.0.0.1:1 closed the connection: did reeld stop?");
+    assert_null(reel_client_hint(plain, CLIENT_INTERNAL, closed, 1, buf,
+                                 sizeof(buf)));
+    assert_null(reel_client_hint(plain, CLIENT_UNAVAILABLE, "draining", 1,
+                                 buf, sizeof(buf)));
+    assert_null(reel_client_hint(NULL, CLIENT_UNAVAILABLE, closed, 1, buf,
+                                 sizeof(buf)));
+    reel_client_destroy(plain);
+    reel_client_destroy(tls);
+}
+
 /* A call's own arguments are checked before anything is sent. */
 static void test_calls_name_a_missing_argument(void **state) {
     reel_client_t *c;
@@ -915,6 +963,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_opts_from_env_sets_what_is_set_and_keeps_the_rest),
         cmocka_unit_test(test_a_message_past_a_size_limit_says_whose),
+        cmocka_unit_test(test_hints_name_the_options_a_tls_mistake_needs),
         cmocka_unit_test(test_calls_name_a_missing_argument),
         cmocka_unit_test(
             test_backoff_grows_by_the_multiplier_within_jitter_up_to_max),

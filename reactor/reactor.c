@@ -213,6 +213,7 @@ static int on_batch(void *arg, const reel_event_t *evs, size_t n,
 static void on_retry(void *arg, int code, const char *details,
                      int64_t delay_ms) {
     reactor_t *r = arg;
+    char hint[512];
 
     r->retried = code;
     if (code == 9) /* FAILED_PRECONDITION: held by another subscriber */
@@ -220,6 +221,12 @@ static void on_retry(void *arg, int code, const char *details,
                   "(another reel-reactor, or one the server has not yet "
                   "found gone); standing by, next try in %.1f s",
                   r->o.consumer, (double)delay_ms / 1000.0);
+    else if (reel_client_hint(r->client, code, details, 0, hint,
+                              sizeof(hint)) != NULL)
+        REEL_WARN("reactor", "the stream from reel ended: %s: %s; "
+                  "subscribing again in %.1f s (%s)",
+                  reel_grpc_code_name(code), details,
+                  (double)delay_ms / 1000.0, hint);
     else
         REEL_WARN("reactor", "the stream from reel ended: %s: %s; "
                   "subscribing again in %.1f s",

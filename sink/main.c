@@ -557,8 +557,13 @@ static int cmd_status(const args_t *a, const sink_config_set_t *cfg,
         len = reel__v1__get_head_request__pack(&req, buf);
         if (reel_client_unary_retry(client, "/reel.v1.Wal/GetHead", buf, len,
                                     0, &r) != 0) {
+            char hint[512];
+
             fprintf(stderr, "reel-sink: GetHead: %s: %s\n",
                     reel_grpc_code_name(r.code), r.details ? r.details : "");
+            if (reel_client_hint(client, r.code, r.details, 0, hint,
+                                 sizeof(hint)) != NULL)
+                fprintf(stderr, "reel-sink: %s\n", hint);
             reel_reply_fini(&r);
             return 1;
         }

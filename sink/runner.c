@@ -161,12 +161,19 @@ static int on_batch(void *arg, const reel_event_t *evs, size_t n,
 static void on_retry(void *arg, int code, const char *details,
                      int64_t delay_ms) {
     sink_runner_t *r = arg;
+    char hint[512];
 
     if (code == 9) /* FAILED_PRECONDITION: held by another subscriber */
         REEL_INFO("sink", "sink %s: consumer %s is held by another "
                   "subscriber (another reel-sink, or one the server has not "
                   "yet found gone); standing by, next try in %.1f s",
                   r->cfg->name, r->consumer_name, (double)delay_ms / 1000.0);
+    else if (reel_client_hint(r->client, code, details, 0, hint,
+                              sizeof(hint)) != NULL)
+        REEL_WARN("sink", "sink %s: the stream from reel ended: %s: %s; "
+                  "subscribing again in %.1f s (%s)",
+                  r->cfg->name, reel_grpc_code_name(code), details,
+                  (double)delay_ms / 1000.0, hint);
     else
         REEL_WARN("sink", "sink %s: the stream from reel ended: %s: %s; "
                   "subscribing again in %.1f s",
@@ -197,6 +204,7 @@ static int get_head(sink_runner_t *r, uint64_t *head) {
     Reel__V1__GetHeadRequest req = REEL__V1__GET_HEAD_REQUEST__INIT;
     Reel__V1__GetHeadResponse *resp;
     reel_reply_t rep;
+    char hint[512];
     uint8_t buf[8];
     size_t len = reel__v1__get_head_request__pack(&req, buf);
 
@@ -209,6 +217,12 @@ static int get_head(sink_runner_t *r, uint64_t *head) {
             sink_runner_fatal(r, "reading reel's head revision: %s: %s",
                   reel_grpc_code_name(rep.code),
                   rep.details ? rep.details : "");
+        else if (reel_client_hint(r->client, rep.code, rep.details, 0,
+                                  hint, sizeof(hint)) != NULL)
+            REEL_WARN("sink", "sink %s: reading reel's head revision: %s: "
+                      "%s; trying again (%s)",
+                      r->cfg->name, reel_grpc_code_name(rep.code),
+                      rep.details, hint);
         else
             REEL_WARN("sink", "sink %s: reading reel's head revision: %s: "
                       "%s; trying again",
@@ -253,8 +267,16 @@ static int prepare(sink_runner_t *r, uint64_t *from) {
                 reel_status_fini(&st);
                 return -1;
             }
-            REEL_WARN("sink", "sink %s: %s; trying again", r->cfg->name,
-                      reel_status_message(&st));
+            char hint[512];
+
+            if (reel_client_hint(r->client, reel_code_grpc(rc),
+                                 reel_status_message(&st),
+                                 0, hint, sizeof(hint)) != NULL)
+                REEL_WARN("sink", "sink %s: %s; trying again (%s)",
+                          r->cfg->name, reel_status_message(&st), hint);
+            else
+                REEL_WARN("sink", "sink %s: %s; trying again", r->cfg->name,
+                          reel_status_message(&st));
             reel_status_fini(&st);
             ok = 0;
         }

@@ -1025,6 +1025,11 @@ def test_reel_sink_reaches_a_tls_reeld_with_a_token_from_its_variables(tmp_path,
         no_token = status({"REEL_TLS_CA": str(pki["ca1.pem"])})
         assert no_token.returncode == 1 and "UNAUTHENTICATED" in no_token.stderr + no_token.stdout
         assert tok not in ok.stdout + ok.stderr + no_token.stdout + no_token.stderr
+        # Plaintext to a TLS reeld reads as a closed socket: the hint says
+        # which variables to set.
+        plain = status({"REEL_TOKEN": tok})
+        assert plain.returncode == 1 and "closed the connection: if reeld serves TLS " \
+            "there, give REEL_TLS_CA (or REEL_TLS=1)" in plain.stderr, plain.stderr
         # A file given wrong is named as its user gave it: the variable.
         bad_key = status({"REEL_TLS_CA": str(pki["ca1.pem"]), "REEL_TOKEN": tok,
                           "REEL_TLS_CERT": str(pki["client1.pem"]),
