@@ -90,7 +90,8 @@ static reel_code_t check_json(const char *field, const char *s, size_t max,
         return REEL_OK;
     if (len > max)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "%s: %zu bytes exceeds the limit of %zu bytes",
+                               "%s: %zu bytes exceeds the limit of %zu bytes "
+                               "(reeld's --journal-max-payload-bytes)",
                                field, len, max);
     if (reel_json_validate(s, len, &off, &why) != 0)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,

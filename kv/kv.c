@@ -426,7 +426,7 @@ static reel_code_t check_write(kv_t *kv, const kv_write_args_t *a,
     if (a->value_len > kv->lim.max_value)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "value: %zu bytes exceeds the limit of %zu "
-                               "bytes",
+                               "bytes (reeld's --kv-max-value-bytes)",
                                a->value_len, kv->lim.max_value);
     return REEL_OK;
 }

@@ -236,7 +236,7 @@ static reel_code_t check_payload(signals_t *s, const char *p,
     if (len > s->lim.max_payload)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "payload: %zu bytes exceeds the limit of %zu "
-                               "bytes",
+                               "bytes (reeld's --journal-max-payload-bytes)",
                                len, s->lim.max_payload);
     if (reel_json_validate(p, len, &off, &why) != 0)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
