@@ -747,6 +747,7 @@ def test_oversize_payload_is_invalid_naming_the_limit_and_writes_nothing(jr):
         e = rpc_error(jr.append, a.run_id, 1, bad)
         assert e.code() == INVALID, fmt_err(e)
         assert "payload" in e.details() and has_number(e.details(), MAX_PAYLOAD), fmt_err(e)
+        assert "--journal-max-payload-bytes" in e.details(), fmt_err(e)
         assert_journal_unchanged(jr, a.run_id, 2, before)
 
 

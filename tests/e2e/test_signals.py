@@ -1175,6 +1175,7 @@ def test_oversize_payload_is_invalid_and_stores_nothing(jr, sg):
                 '"' + "é" * (MAX_PAYLOAD // 2) + '"'):         # bytes, not characters
         e = rpc_error(sg.send, a.run_id, "big", bad)
         assert e.code() == INVALID and "payload" in e.details(), fmt_err(e)
+        assert "--journal-max-payload-bytes" in e.details(), fmt_err(e)
     assert sg.list(a.run_id, include_consumed=True) == []
     ok = '"' + "x" * (MAX_PAYLOAD - 2) + '"'
     assert len(ok) == MAX_PAYLOAD

@@ -51,7 +51,8 @@ def test_a_value_over_any_message_limit_is_an_invalid_argument_saying_so(client,
     InvalidArgument saying whose limit it is, like the value rule, not
     gRPC's bare RESOURCE_EXHAUSTED; an answer over the client's own limit
     says it is the answer."""
-    with pytest.raises(reel.InvalidArgument, match="value: 2097154 bytes exceeds"):
+    with pytest.raises(reel.InvalidArgument, match=r"value: 2097154 bytes exceeds the limit of 1048576 "
+                                                r"bytes \(reeld's --kv-max-value-bytes\)"):
         client.kv.put("app", "k", "x" * (2 << 20))
     with pytest.raises(reel.InvalidArgument) as e:
         client.kv.put("app", "k", "x" * (5 << 20))
