@@ -126,6 +126,23 @@ static int is_port(const char *s, unsigned min) {
     return v >= min && v <= 65535;
 }
 
+/* Whether s, with colons in it, could be an IPv6 address without its
+ * brackets: hex digits and colons, a dotted IPv4 tail (::ffff:1.2.3.4)
+ * only after the last colon, a %zone at the end. */
+static int looks_ipv6(const char *s) {
+    const char *last = strrchr(s, ':'), *zone = strchr(s, '%');
+
+    for (const char *p = s; *p != '\0' && (zone == NULL || p < zone); p++) {
+        if (*p == '.' && p > last)
+            continue;
+        if (*p != ':' && !((*p >= '0' && *p <= '9') ||
+                           (*p >= 'a' && *p <= 'f') ||
+                           (*p >= 'A' && *p <= 'F')))
+            return 0;
+    }
+    return 1;
+}
+
 reel_code_t reel_addr_check(const char *flag, const char *addr,
                             const char *default_port, int port0, char *out,
                             size_t cap, reel_status_t *st) {
@@ -138,6 +155,9 @@ reel_code_t reel_addr_check(const char *flag, const char *addr,
         memcpy(out, addr, strlen(addr) + 1);
         return REEL_OK;
     }
+    for (const char *p = addr; *p != '\0'; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            goto bad; /* no host or port has a space or a control byte */
     if (addr[0] == '[') {
         close = strchr(addr, ']');
         if (close == NULL || close == addr + 1 ||
@@ -146,7 +166,8 @@ reel_code_t reel_addr_check(const char *flag, const char *addr,
             goto bad;
     } else {
         colon = strchr(addr, ':');
-        if (colon != NULL && strchr(colon + 1, ':') != NULL)
+        if (colon != NULL && strchr(colon + 1, ':') != NULL &&
+            looks_ipv6(addr))
             return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                    "%s: \"%.200s\": write an IPv6 address in "
                                    "brackets, [::1] or [::1]:%s",

@@ -80,6 +80,8 @@ static void test_addresses_take_a_port_in_range_or_the_default(
         {"[]:1", 1, NULL},
         {"[::1]x", 1, NULL},
         {"::1", 1, NULL},
+        {"127.0.0.1 :7000", 1, NULL},
+        {"127.0.0.1:7000\n", 1, NULL},
     };
     char out[64];
 
@@ -103,6 +105,37 @@ static void test_addresses_take_a_port_in_range_or_the_default(
     }
 }
 
+/* Brackets are suggested for what could be an IPv6 address, not for any
+ * text with two colons. */
+static void test_only_an_ipv6_address_is_told_of_brackets(void **state) {
+    const struct {
+        const char *in;
+        int brackets;
+    } cases[] = {
+        {"::1", 1},
+        {"::ffff:127.0.0.1", 1},
+        {"fe80::1%eth0", 1},
+        {"2001:db8::7:7878", 1},
+        {"ipv4:0.0.0.0:7878", 0},
+        {"127.0.0.1:7878:1", 0},
+        {"host:1:2", 0},
+    };
+    char out[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        reel_status_t st = REEL_STATUS_INIT;
+
+        assert_int_equal(reel_addr_check("--listen", cases[i].in, "7878", 0,
+                                         out, sizeof(out), &st),
+                         REEL_INVALID_ARGUMENT);
+        if ((strstr(reel_status_message(&st), "in brackets") != NULL) !=
+            cases[i].brackets)
+            fail_msg("\"%s\": %s", cases[i].in, reel_status_message(&st));
+        reel_status_fini(&st);
+    }
+}
+
 static void test_hex_is_two_lowercase_digits_a_byte(void **state) {
     const uint8_t in[] = {0x00, 0x0f, 0xa5, 0xff, 0x10};
     char out[2 * sizeof in + 2];
@@ -120,6 +153,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_utf8_refuses_bad_bytes_at_every_offset),
         cmocka_unit_test(test_addresses_take_a_port_in_range_or_the_default),
+        cmocka_unit_test(test_only_an_ipv6_address_is_told_of_brackets),
         cmocka_unit_test(test_hex_is_two_lowercase_digits_a_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
