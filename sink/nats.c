@@ -5,9 +5,11 @@
  *
  * Exactly once and in order in the stream. Every message carries
  * Nats-Msg-Id <sink>-<revision> and the header Reel-Revision, and is
- * published expecting the stream's last message id to be the previous
- * message's (ExpectLastMsgId), the first into an empty stream expecting
- * its last sequence (purged and expired streams keep theirs). JetStream
+ * published expecting the stream's last sequence to be its predecessor's:
+ * the first after a sync the stream's last (which purged, expired and
+ * deleted messages keep), each next one more. A sequence, not the last
+ * message's id: nats-server forgets ids older than the duplicate window
+ * when it restarts. JetStream
  * stores messages in the order one
  * connection sends them, and refuses one whose predecessor is not the
  * stream's last, so the stream always holds the sink's events as a prefix
@@ -64,8 +66,7 @@ typedef struct nats_engine {
     atomic_int failed;  /* a publish failed: start over */
     char fail_msg[256]; /* under runner.mu */
     uint64_t stream_last; /* the stream's last revision when last synced */
-    uint64_t stream_seq;  /* its last sequence then (kept by an emptied one) */
-    char prev_id[96];   /* the id the next publish expects ("" none) */
+    uint64_t stream_seq;  /* the last sequence the next publish expects */
     uint64_t rng;
     atomic_int closing; /* our own close: no "connection lost" said */
     int closed;         /* under mu: libnats's last callback ran */
@@ -104,12 +105,13 @@ static void back_off(nats_engine_t *e, int64_t ms) {
         nap(e, left);
 }
 
-/* A header value: the subject with control bytes and '%' as %XX. */
-static void header_escape(const char *s, char *out, size_t cap) {
+/* A header value: the subject with control bytes and '%' as %XX, into
+ * out, which holds 3 * strlen(s) + 1 bytes: never cut. */
+static void header_escape(const char *s, char *out) {
     static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;
 
-    for (; *s != '\0' && o + 4 < cap; s++) {
+    for (; *s != '\0'; s++) {
         unsigned char c = (unsigned char)*s;
 
         if (c < 0x20 || c == 0x7f || c == '%') {
@@ -259,6 +261,31 @@ static void on_closed(natsConnection *nc, void *closure) {
 }
 
 /* Connects, and creates the stream if missing. 0, or -1 with why said. */
+/* Creates the sink's stream (it was missing: never made, or deleted since),
+ * taking <subject_prefix>.>. */
+static natsStatus add_stream(nats_engine_t *e, jsErrCode *jerr) {
+    const sink_config_t *cfg = e->cfg;
+    jsStreamInfo *si = NULL;
+    jsStreamConfig sc;
+    char subj[300];
+    const char *subjects[1] = {subj};
+    natsStatus s;
+
+    snprintf(subj, sizeof(subj), "%s.>", cfg->subject_prefix);
+    jsStreamConfig_Init(&sc);
+    sc.Name = cfg->stream;
+    sc.Subjects = subjects;
+    sc.SubjectsLen = 1;
+    sc.Storage = js_FileStorage;
+    sc.Duplicates = cfg->duplicate_window_ms * 1000000;
+    if ((s = js_AddStream(&si, e->js, &sc, NULL, jerr)) == NATS_OK)
+        REEL_INFO("sink", "sink %s: created JetStream stream %s (subjects "
+                  "%s)",
+                  cfg->name, cfg->stream, subj);
+    jsStreamInfo_Destroy(si);
+    return s;
+}
+
 static int connect_js(nats_engine_t *e) {
     const sink_config_t *cfg = e->cfg;
     natsOptions *opts = NULL;
@@ -266,7 +293,6 @@ static int connect_js(nats_engine_t *e) {
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsStatus s;
-    char subj[300];
 
     atomic_store(&e->closing, 0);
     pthread_mutex_lock(&e->mu);
@@ -307,22 +333,9 @@ static int connect_js(nats_engine_t *e) {
         goto fail;
     s = js_GetStreamInfo(&si, e->js, cfg->stream, NULL, &jerr);
     if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
-        jsStreamConfig sc;
-        const char *subjects[1] = {subj};
-
-        snprintf(subj, sizeof(subj), "%s.>", cfg->subject_prefix);
-        jsStreamConfig_Init(&sc);
-        sc.Name = cfg->stream;
-        sc.Subjects = subjects;
-        sc.SubjectsLen = 1;
-        sc.Storage = js_FileStorage;
-        sc.Duplicates = cfg->duplicate_window_ms * 1000000;
         jerr = 0;
-        if ((s = js_AddStream(&si, e->js, &sc, NULL, &jerr)) != NATS_OK)
+        if ((s = add_stream(e, &jerr)) != NATS_OK)
             goto fail;
-        REEL_INFO("sink", "sink %s: created JetStream stream %s (subjects "
-                  "%s)",
-                  cfg->name, cfg->stream, subj);
     } else if (s != NATS_OK) {
         goto fail;
     }
@@ -343,9 +356,17 @@ fail:
     return -1;
 }
 
+/* How many deleted messages at a stream's end sync_stream looks past for
+ * the last message the stream holds. */
+#define SYNC_LOOK_BACK 1000
+
 /*
- * Where the stream stands: its last message's revision (0 when empty),
- * and that message's id for the next publish to expect. 0, or -1 (said).
+ * Where the stream stands: its last message's revision (0 when empty) and
+ * its last sequence, which the next publish expects. The sequence, not the
+ * last message's id: nats-server forgets ids older than the duplicate
+ * window when it restarts, and a deleted last message keeps its sequence
+ * as the stream's last. A stream missing (deleted while the sink ran) is
+ * made again. 0, or -1 (said).
  */
 static int sync_stream(nats_engine_t *e) {
     const sink_config_t *cfg = e->cfg;
@@ -354,22 +375,28 @@ static int sync_stream(nats_engine_t *e) {
     natsMsg *m = NULL;
     const char *id = NULL;
     char want[96];
-    uint64_t last, msgs;
+    uint64_t last, first, msgs, seq, head;
     natsStatus s;
     size_t nlen = strlen(cfg->name);
 
-    if ((s = js_GetStreamInfo(&si, e->js, cfg->stream, NULL, &jerr)) !=
-        NATS_OK) {
+    s = js_GetStreamInfo(&si, e->js, cfg->stream, NULL, &jerr);
+    if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+        jerr = 0;
+        if ((s = add_stream(e, &jerr)) == NATS_OK)
+            s = js_GetStreamInfo(&si, e->js, cfg->stream, NULL, &jerr);
+    }
+    if (s != NATS_OK) {
         sink_runner_error(e->r, "reading NATS stream %s: %s", cfg->stream,
                           natsStatus_GetText(s));
         REEL_WARN("sink", "sink %s: reading JetStream stream %s: %s",
                   cfg->name, cfg->stream, natsStatus_GetText(s));
+        jsStreamInfo_Destroy(si);
         return -1;
     }
     last = si->State.LastSeq;
+    first = si->State.FirstSeq;
     msgs = si->State.Msgs;
     jsStreamInfo_Destroy(si);
-    e->prev_id[0] = '\0';
     e->stream_last = 0;
     e->stream_seq = last;
     /* Empty: new, or every message expired (max_age) or purged. The sink
@@ -383,14 +410,25 @@ static int sync_stream(nats_engine_t *e) {
                   cfg->name, cfg->stream, last);
         return 0;
     }
-    if ((s = js_GetMsg(&m, e->js, cfg->stream, last, NULL, &jerr)) !=
-        NATS_OK) {
-        sink_runner_error(e->r, "reading NATS stream %s's last message: %s",
-                          cfg->stream, natsStatus_GetText(s));
-        REEL_WARN("sink", "sink %s: reading the last message of JetStream "
-                  "stream %s: %s",
-                  cfg->name, cfg->stream, natsStatus_GetText(s));
-        return -1;
+    /* The last message it holds: the last sequence's, or one before it
+     * when messages at the end were deleted. */
+    for (seq = last;; seq--) {
+        jerr = 0;
+        s = js_GetMsg(&m, e->js, cfg->stream, seq, NULL, &jerr);
+        if (s == NATS_OK)
+            break;
+        if ((s != NATS_NOT_FOUND && jerr != JSNoMessageFoundErr) ||
+            seq <= first || last - seq >= SYNC_LOOK_BACK) {
+            sink_runner_error(e->r, "reading NATS stream %s's last message: "
+                              "%s",
+                              cfg->stream, natsStatus_GetText(s));
+            REEL_WARN("sink", "sink %s: reading the last message of "
+                      "JetStream stream %s (sequence %" PRIu64 "%s): %s",
+                      cfg->name, cfg->stream, seq,
+                      seq < last ? ", after deleted ones" : "",
+                      natsStatus_GetText(s));
+            return -1;
+        }
     }
     /* This sink's own: its id is exactly "<sink>-<revision>" (another
      * sink's name may start with "<sink>-"). */
@@ -404,16 +442,34 @@ static int sync_stream(nats_engine_t *e) {
         REEL_ERROR("sink", "sink %s: the last message of JetStream stream %s "
                    "(sequence %" PRIu64 ") was not published by this sink; "
                    "a stream takes one sink's messages only",
-                   cfg->name, cfg->stream, last);
+                   cfg->name, cfg->stream, seq);
         natsMsg_Destroy(m);
         return -1;
     }
     e->stream_last = msg_revision(m);
-    snprintf(e->prev_id, sizeof(e->prev_id), "%s", id);
     natsMsg_Destroy(m);
+    /* Events past reel's head are another reel's (or reel's data was
+     * restored from an older copy): counting reel's own events up to that
+     * revision as delivered would skip them in silence. */
+    if (sink_runner_head(e->r, &head) != 0)
+        return -1;
+    if (e->stream_last > head) {
+        sink_runner_error(e->r, "NATS stream %s holds revision %" PRIu64
+                          ", past reel's head %" PRIu64,
+                          cfg->stream, e->stream_last, head);
+        REEL_ERROR("sink", "sink %s: JetStream stream %s holds this sink's "
+                   "events up to revision %" PRIu64 ", past reel's head "
+                   "%" PRIu64 ": they are another reel's, or reel's data "
+                   "was restored from an older copy; give the sink a new "
+                   "stream (or delete this one) so that no event is "
+                   "skipped",
+                   cfg->name, cfg->stream, e->stream_last, head);
+        return -1;
+    }
     REEL_INFO("sink", "sink %s: stream %s holds this sink's events up to "
-              "revision %" PRIu64 "; publishing after it",
-              cfg->name, cfg->stream, e->stream_last);
+              "revision %" PRIu64 " (sequence %" PRIu64 "); publishing "
+              "after it",
+              cfg->name, cfg->stream, e->stream_last, seq);
     return 0;
 }
 
@@ -428,7 +484,7 @@ static int publish_next(nats_engine_t *e) {
     uint64_t pos;
     natsMsg *m = NULL;
     jsPubOptions po;
-    char id[96], rev[24], seq[24], hdr[1024], *subject = NULL, *data = NULL;
+    char id[96], rev[24], seq[24], *hdr = NULL, *subject = NULL, *data = NULL;
     const char *body;
     size_t len;
     natsStatus s;
@@ -480,7 +536,9 @@ static int publish_next(nats_engine_t *e) {
     }
     snprintf(id, sizeof(id), "%s-%" PRIu64, cfg->name, it->revision);
     snprintf(rev, sizeof(rev), "%" PRIu64, it->revision);
-    header_escape(it->subject, hdr, sizeof(hdr));
+    if ((hdr = malloc(3 * strlen(it->subject) + 1)) == NULL)
+        goto oom;
+    header_escape(it->subject, hdr);
     if ((s = natsMsg_Create(&m, subject, NULL, body, (int)len)) != NATS_OK ||
         (s = natsMsgHeader_Set(m, "Reel-Revision", rev)) != NATS_OK ||
         (s = natsMsgHeader_Set(m, "Reel-Subject", hdr)) != NATS_OK ||
@@ -494,15 +552,12 @@ static int publish_next(nats_engine_t *e) {
     jsPubOptions_Init(&po);
     po.MsgId = id;
     po.MaxWait = ACK_WAIT_MS;
-    if (e->prev_id[0] != '\0') {
-        po.ExpectLastMsgId = e->prev_id;
-    } else {
-        /* libnats leaves ExpectLastSeq 0 out; an empty new stream's is 0. */
-        snprintf(seq, sizeof(seq), "%" PRIu64, e->stream_seq);
-        if ((s = natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", seq)) !=
-            NATS_OK)
-            goto fail;
-    }
+    /* Set by hand: libnats leaves an ExpectLastSeq of 0 out, and a new
+     * stream's is 0. */
+    snprintf(seq, sizeof(seq), "%" PRIu64, e->stream_seq);
+    if ((s = natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", seq)) !=
+        NATS_OK)
+        goto fail;
     pthread_mutex_lock(&r->mu);
     it->state = SINK_ITEM_TAKEN;
     r->win.next = pos + 1;
@@ -523,9 +578,10 @@ static int publish_next(nats_engine_t *e) {
             goto out; /* stopping, or another publish failed */
         goto fail;
     }
-    snprintf(e->prev_id, sizeof(e->prev_id), "%s", id);
+    e->stream_seq++; /* the next expects this one stored */
 out:
     natsMsg_Destroy(m);
+    free(hdr);
     free(subject);
     free(data);
     return s == NATS_OK ? 1 : -1;
@@ -539,10 +595,12 @@ fail:
     sink_runner_failed_locked(r, SINK_FAIL_NATS);
     pthread_mutex_unlock(&r->mu);
     natsMsg_Destroy(m);
+    free(hdr);
     free(subject);
     free(data);
     return -1;
 oom:
+    free(hdr);
     free(subject);
     free(data);
     sink_runner_error(r, "out of memory building a message");

@@ -1,6 +1,7 @@
 /*
  * sink/nats_dump_main.c: prints every message of a JetStream stream, one
- * line each: "<seq> <subject> <Nats-Msg-Id> <Reel-Revision>"; for the
+ * line each: "<seq> <subject> <Nats-Msg-Id> <Reel-Revision> <Reel-Subject>";
+ * for the
  * end-to-end tests (tests/e2e/test_sink_nats.py), which check that the
  * stream holds each event once and in order.
  *
@@ -34,16 +35,21 @@ int main(int argc, char **argv) {
     for (uint64_t seq = si->State.FirstSeq;
          si->State.Msgs > 0 && seq <= si->State.LastSeq; seq++) {
         natsMsg *m = NULL;
-        const char *id = "-", *rev = "-";
+        const char *id = "-", *rev = "-", *rsubj = "-";
 
+        jerr = 0;
         if ((s = js_GetMsg(&m, js, argv[2], seq, NULL, &jerr)) != NATS_OK) {
+            if (jerr == JSNoMessageFoundErr)
+                continue; /* deleted: a gap in the sequence */
             fprintf(stderr, "nats_dump: message %" PRIu64 ": %s (%d)\n", seq,
                     natsStatus_GetText(s), (int)jerr);
             goto out;
         }
         natsMsgHeader_Get(m, "Nats-Msg-Id", &id);
         natsMsgHeader_Get(m, "Reel-Revision", &rev);
-        printf("%" PRIu64 " %s %s %s\n", seq, natsMsg_GetSubject(m), id, rev);
+        natsMsgHeader_Get(m, "Reel-Subject", &rsubj);
+        printf("%" PRIu64 " %s %s %s %s\n", seq, natsMsg_GetSubject(m), id,
+               rev, rsubj);
         natsMsg_Destroy(m);
     }
     rc = 0;

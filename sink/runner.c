@@ -198,9 +198,9 @@ static int is_stopping(sink_runner_t *r) {
 #define GRPC_CODE_PERMISSION_DENIED 7
 #define GRPC_CODE_UNAUTHENTICATED 16
 
-/* The head revision, for "from": "now". 0 and *head, -1 (said, to try
- * again) or -2 (the token is refused: fatal). */
-static int get_head(sink_runner_t *r, uint64_t *head) {
+/* The head revision (for "from": "now", and the NATS engine's check of
+ * its stream). sink.h. */
+int sink_runner_head(sink_runner_t *r, uint64_t *head) {
     Reel__V1__GetHeadRequest req = REEL__V1__GET_HEAD_REQUEST__INIT;
     Reel__V1__GetHeadResponse *resp;
     reel_reply_t rep;
@@ -254,7 +254,8 @@ static int prepare(sink_runner_t *r, uint64_t *from) {
             return -1;
         *from = r->cfg->from == SINK_FROM_REVISION ? r->cfg->from_revision
                                                    : 0;
-        if (r->cfg->from == SINK_FROM_NOW && (h = get_head(r, from)) != 0) {
+        if (r->cfg->from == SINK_FROM_NOW &&
+            (h = sink_runner_head(r, from)) != 0) {
             if (h == -2)
                 return -1;
             ok = 0;

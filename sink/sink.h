@@ -155,6 +155,10 @@ void sink_runner_fatal(sink_runner_t *r, const char *fmt, ...)
 void sink_runner_error(sink_runner_t *r, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* reel's head revision into *head: 0, -1 (said in the log; try again) or
+ * -2 (the token is refused: the sink was stopped for good). */
+int sink_runner_head(sink_runner_t *r, uint64_t *head);
+
 /* Milliseconds: monotonic, and the wall clock. */
 int64_t sink_now_ms(void);
 int64_t sink_wall_ms(void);

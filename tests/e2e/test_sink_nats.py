@@ -83,8 +83,9 @@ class Nats:
                 if line.startswith(b"MSG"):
                     return f.read(int(line.split()[-1]) + 2)[:-2]
 
-    def dump(self, stream):
-        """[(seq, subject, msg id, revision)] of every message in stream."""
+    def dump(self, stream, reel_subjects=False):
+        """[(seq, subject, msg id, revision)] of every message in stream;
+        with reel_subjects, each row's Reel-Subject header too."""
         out = subprocess.run([NATS_DUMP, self.url, stream], capture_output=True,
                              text=True, timeout=120)
         if "(10059)" in out.stderr:  # no such stream (yet)
@@ -92,8 +93,9 @@ class Nats:
         assert out.returncode == 0, out.stderr
         rows = []
         for line in out.stdout.splitlines():
-            seq, subject, mid, rev = line.split(" ")
-            rows.append((int(seq), subject, mid, int(rev)))
+            seq, subject, mid, rev, reel_subject = line.split(" ", 4)
+            rows.append((int(seq), subject, mid, int(rev)) +
+                        ((reel_subject,) if reel_subjects else ()))
         return rows
 
 
@@ -297,6 +299,96 @@ def test_a_nats_server_restart_loses_and_repeats_nothing(tmp_path, reeld, reel, 
     assert sink.stop() == 0
     assert "connection to NATS" not in sink.log().split("reconnected to NATS")[-1]
     check_exactly_once_in_order(nats.dump("REEL"), want)
+
+
+def test_the_reel_subject_header_holds_a_subject_of_any_length(tmp_path, reeld, reel, nats):
+    """The longest reel subject (a 256-byte namespace, a 1,024-byte key),
+    its '%' escaped to three bytes each: the header was cut at 1,020."""
+    ns, key = "n" * 256, "%" * 1000 + "k" * 24
+    reel.set(ns, key)
+    sink = Sink(tmp_path, reeld.addr, nats_config(tmp_path / "c.json", nats))
+    wait_for("the event", lambda: len(nats.dump("REEL")) == 1)
+    assert sink.stop() == 0
+    (row,) = nats.dump("REEL", reel_subjects=True)
+    assert row[4] == f"kv.{ns}." + "%25" * 1000 + "k" * 24
+
+
+def test_a_restart_past_the_duplicate_window_goes_on_publishing(tmp_path, reeld, reel, nats):
+    """nats-server, restarted, knows a message's id only if it is younger
+    than the duplicate window: a publish expecting an older one's id was
+    refused ("wrong last msg ID: ") for ever. The first publish after a
+    sync expects the stream's last sequence instead."""
+    cfg = nats_config(tmp_path / "c.json", nats, subjects=["kv.load.>"],
+                      duplicate_window_ms=1000)
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    for i in range(3):
+        reel.set("load", f"a{i}")
+    wait_for("3", lambda: len(nats.dump("REEL")) == 3)
+    time.sleep(2.5)                 # past the window: the ids are forgotten
+    nats.stop()
+    nats.start()
+    for i in range(3):
+        reel.set("load", f"b{i}")
+    want = [r for r, _ in reel.events("kv.load.>")]
+    wait_for("6", lambda: len(nats.dump("REEL")) >= 6, timeout=60)
+    wait_for("the ack", lambda: reel.acked("sink.fan") >= want[-1], timeout=30)
+    assert sink.stop() == 0
+    assert "wrong last msg ID" not in sink.log()
+    check_exactly_once_in_order(nats.dump("REEL"), want)
+
+
+def test_a_deleted_last_message_or_stream_is_got_past(tmp_path, reeld, reel, nats):
+    """Messages deleted at a stream's end leave its last sequence where it
+    was: the sink resumes after the last message still there. A stream
+    deleted while the sink runs is made again (it read "Not Found" for
+    ever)."""
+    cfg = nats_config(tmp_path / "c.json", nats, subjects=["kv.load.>"])
+    for i in range(3):
+        reel.set("load", f"a{i}")
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    first = [r for r, _ in reel.events("kv.load.>")]
+    wait_for("acknowledged", lambda: (reel.acked("sink.fan") or 0) >= first[-1])
+    assert sink.stop() == 0
+    for seq in (3, 2):
+        assert b'"success":true' in nats.request("$JS.API.STREAM.MSG.DELETE.REEL",
+                                                 b'{"seq":%d}' % seq)
+    for i in range(3):
+        reel.set("load", f"b{i}")
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    second = [r for r, _ in reel.events("kv.load.>")][3:]
+    wait_for("the next events", lambda: len(nats.dump("REEL")) == 4, timeout=30)
+    sink.wait_log(r"holds this sink's events up to revision %d \(sequence 1\)" % first[0])
+    check_exactly_once_in_order(nats.dump("REEL"), first[:1] + second)
+    assert b'"success":true' in nats.request("$JS.API.STREAM.DELETE.REEL")
+    for i in range(3):
+        reel.set("load", f"c{i}")
+    third = [r for r, _ in reel.events("kv.load.>")][6:]
+    wait_for("the stream made again", lambda: len(nats.dump("REEL")) == 3, timeout=60)
+    wait_for("the ack", lambda: reel.acked("sink.fan") >= third[-1], timeout=30)
+    assert sink.stop() == 0
+    check_exactly_once_in_order(nats.dump("REEL"), third)
+    assert "created JetStream stream REEL" in sink.log()
+
+
+def test_a_stream_past_reels_head_is_not_taken_as_where_to_resume(tmp_path, reeld, reel,
+                                                                 nats):
+    """A stream holding this sink's events up to a revision reel has not
+    reached (another reel's, or reel restored from an older copy): counting
+    reel's events up to it as delivered skipped them in silence. The sink
+    publishes nothing and says why."""
+    assert b'"error"' not in nats.request(
+        "$JS.API.STREAM.CREATE.REEL", b'{"name":"REEL","subjects":["reel.>"]}')
+    ack = nats.request("reel.kv.a.k", b"{}", {"Nats-Msg-Id": "fan-999999",
+                                                "Reel-Revision": "999999"})
+    assert b'"seq":1' in ack, ack
+    for i in range(3):
+        reel.set("a", f"k{i}")
+    sink = Sink(tmp_path, reeld.addr, nats_config(tmp_path / "c.json", nats,
+                                                  subjects=["kv.a.>"]))
+    sink.wait_log(r"holds this sink's events up to revision 999999, past reel's head")
+    assert sink.stop() == 0
+    assert [r[2] for r in nats.dump("REEL")] == ["fan-999999"]
+    assert not reel.acked("sink.fan")
 
 
 def test_a_stream_that_does_not_take_the_subjects_is_not_delivered_to(
