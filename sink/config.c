@@ -95,8 +95,23 @@ static reel_code_t check_pattern(const ctx_t *c, const char *field,
 static const char *const nats_schemes[] = {"nats", "tls", NULL};
 static const char *const http_schemes[] = {"http", "https", NULL};
 
+/* A NATS URL has no path: a '/', '?' or '#' before an '@' is in its
+ * credential, which NATS's client and the check here (libcurl) read
+ * apart, so the log could show a piece of it as the host. */
 static reel_code_t check_server(const ctx_t *c, const char *field,
                                 const char *s) {
+    const char *auth = strstr(s, "://");
+
+    if (auth != NULL) {
+        const char *end = auth + 3 + strcspn(auth + 3, "/?#");
+
+        if (*end != '\0' && strchr(end, '@') != NULL)
+            return sink_conf_bad(c, field,
+                                 "a user, password or token with '/', '?' "
+                                 "or '#' in it, which a NATS URL cannot "
+                                 "carry (the URL is not repeated: it may "
+                                 "hold a credential)");
+    }
     return sink_conf_url(c, field, s, nats_schemes);
 }
 

@@ -189,6 +189,17 @@ static void test_config_urls_need_a_host_and_a_port_in_range(void **state) {
                    "url: an empty port after ':' after http://");
     assert_refused(NATS_WITH("nats://h:"),
                    "servers[0]: an empty port after ':' after nats://");
+    /* libcurl would read host "QmFz" and NATS's client the token: a piece
+     * of it in the log as where. */
+    assert_refused(NATS_WITH("nats://QmFz/abc+def=@127.0.0.1:4222"),
+                   "servers[0]: a user, password or token with '/', '?' or "
+                   "'#' in it, which a NATS URL cannot carry (the URL is not "
+                   "repeated: it may hold a credential)");
+    assert_refused(NATS_WITH("nats://bob:p@ss/w:rd@h"),
+                   "servers[0]: a user, password or token with '/', '?' or "
+                   "'#' in it, which a NATS URL cannot carry (the URL is not "
+                   "repeated: it may hold a credential)");
+    assert_accepted(NATS_WITH("nats://tok_en-123@h:4222"));
     /* A userinfo's ':' and an IPv6 host's are not a port's. */
     assert_accepted(WEBHOOK_WITH("http://u:pw@h/x"));
     assert_accepted(WEBHOOK_WITH("http://[::1]/x"));
