@@ -172,13 +172,24 @@ static void on_ack(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae,
                          rev, pa->Stream ? pa->Stream : "(none)",
                          e->cfg->stream, e->cfg->stream,
                          e->cfg->subject_prefix);
-            else
+            else if (pae != NULL && pae->Err == NATS_NO_RESPONDERS)
                 snprintf(e->fail_msg, sizeof(e->fail_msg),
-                         "publishing revision %" PRIu64 ": %s%s%s", rev,
-                         natsStatus_GetText(pae != NULL ? pae->Err : NATS_ERR),
-                         pae != NULL && pae->ErrText != NULL ? ": " : "",
-                         pae != NULL && pae->ErrText != NULL ? pae->ErrText
-                                                             : "");
+                         "publishing revision %" PRIu64 ": no JetStream "
+                         "stream takes its subject: stream %s must take "
+                         "the subjects %s.>",
+                         rev, e->cfg->stream, e->cfg->subject_prefix);
+            else {
+                const char *text =
+                    natsStatus_GetText(pae != NULL ? pae->Err : NATS_ERR);
+                const char *more = pae != NULL && pae->ErrText != NULL &&
+                                           strcmp(pae->ErrText, text) != 0
+                                       ? pae->ErrText
+                                       : NULL;
+
+                snprintf(e->fail_msg, sizeof(e->fail_msg),
+                         "publishing revision %" PRIu64 ": %s%s%s", rev, text,
+                         more ? ": " : "", more ? more : "");
+            }
             failed = 1;
         }
         r->failing = 1;

@@ -425,6 +425,14 @@ def test_a_stream_that_does_not_take_the_subjects_is_not_delivered_to(
     assert sink.stop() == 0
     assert (reel.acked("sink.o") or 0) == 0
     assert nats.dump("OTHER") == []
+    # With no stream taking reel.> at all, NATS answers "no responders":
+    # said as what it means, once.
+    assert b'"success":true' in nats.request("$JS.API.STREAM.DELETE.ARCHIVE")
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    sink.wait_log(r"no JetStream stream takes its subject: stream OTHER must take "
+                  r"the subjects reel\.>")
+    assert sink.stop() == 0
+    assert "No responders available for request: No responders" not in sink.log()
 
 
 def test_a_nats_url_credential_never_reaches_the_log(tmp_path, reeld, reel):
