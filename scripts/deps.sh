@@ -22,6 +22,8 @@ PACKAGES=(
   python3-prometheus-client prometheus
   # end-to-end tests of reel's clock: the wall clock stepped under reeld
   faketime
+  # end-to-end tests of a data dir whose files disagree: RocksDB's ldb
+  rocksdb-tools
   # fuzzing: libFuzzer from clang
   clang libclang-rt-14-dev
 )

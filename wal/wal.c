@@ -303,6 +303,63 @@ static int meta_missing(wal_t *w, const char *key, reel_status_t *st) {
     return rc == REEL_OK ? 0 : -1;
 }
 
+/*
+ * Every revision commits with its event, in one batch, and trimming takes
+ * the oldest first: a WAL that holds events holds the head's, and none
+ * past it. Anything else is a data dir whose files do not belong together
+ * (copied file by file while reeld ran, a log file lost), which would
+ * serve values, history and events that disagree: refused at open.
+ */
+static reel_code_t check_newest(wal_t *w, uint64_t head, reel_status_t *st) {
+    store_iter_t *it = store_iter_create(w->store, w->cf, NULL);
+    unsigned char key[9];
+    int has_head = 0, past = 0;
+    uint64_t after = 0;
+    reel_code_t rc;
+
+    if (it == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    rev_key(head, key);
+    store_iter_seek(it, key, sizeof(key));
+    if (store_iter_valid(it)) {
+        size_t klen;
+        const char *k = store_iter_key(it, &klen);
+
+        has_head = klen == 9 && memcmp(k, key, 9) == 0;
+        if (has_head)
+            store_iter_next(it);
+        if (store_iter_valid(it)) {
+            k = store_iter_key(it, &klen);
+            past = klen == 9 && k[0] == 'e';
+            if (past)
+                after = reel_be64_get((const unsigned char *)k + 1);
+        }
+    }
+    rc = store_iter_status(it, st);
+    store_iter_destroy(it);
+    if (rc != REEL_OK)
+        return reel_status_set(st, rc, "reading the newest WAL event: %s",
+                               reel_status_message(st));
+    if (past)
+        return reel_status_set(st, REEL_DATA_LOSS,
+                               "the data dir is corrupted: the WAL holds an "
+                               "event of revision %llu, past the head %llu "
+                               "(its files do not belong together: a copy "
+                               "made while reeld ran, or a file lost); "
+                               "refusing to open it: restore a backup",
+                               (unsigned long long)after,
+                               (unsigned long long)head);
+    if (!has_head)
+        return reel_status_set(st, REEL_DATA_LOSS,
+                               "the data dir is corrupted: the WAL has no "
+                               "event for the head revision %llu (its files "
+                               "do not belong together: a copy made while "
+                               "reeld ran, or a file lost); refusing to open "
+                               "it: restore a backup",
+                               (unsigned long long)head);
+    return REEL_OK;
+}
+
 reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
                        const wal_limits_t *limits, wal_t **out,
                        reel_status_t *st) {
@@ -364,6 +421,8 @@ reel_code_t wal_create(store_t *store, wal_encode_fn encode, void *encode_arg,
     }
     if (rc == REEL_OK)
         rc = wal_head(w, &head, &oldest, st); /* the one scan from "e" */
+    if (rc == REEL_OK && oldest != 0)
+        rc = check_newest(w, head, st);
     if (rc == REEL_OK)
         rc = feed_hub_create(head, &w->hub, st);
     if (rc != REEL_OK) {

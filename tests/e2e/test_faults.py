@@ -405,6 +405,44 @@ def test_a_corrupted_data_dir_is_refused_untouched(tmp_path):
     assert data_files(data) == before
 
 
+def test_a_data_dir_whose_wal_and_head_disagree_is_refused(tmp_path):
+    """A data dir whose files do not belong together (copied file by file
+    while reeld ran, a log file lost) opened and served values, history and
+    events that disagree. Every revision commits with its WAL event, so
+    the newest event must be the head's: made to differ here with RocksDB's
+    own ldb, each way, and refused at open."""
+    import shutil
+    data = str(tmp_path / "data")
+    server = Reeld(data).start()
+    ch = grpc.insecure_channel(server.addr)
+    set_value, _ = kv_calls(ch)
+    for i in range(3):
+        head = set_value(K.SetValueRequest(namespace="n", key=f"k{i}", value=str(i)),
+                         timeout=10).entry.revision
+    ch.close()
+    assert server.stop()[0] == 0
+    key = "0x65%016x" % head
+
+    def ldb(d, *args):
+        r = subprocess.run(["ldb", f"--db={d}", "--column_family=wal", "--hex"] + list(args),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+
+    for case, args, want in (
+            ("no_head", ["delete", key],
+             f"the WAL has no event for the head revision {head}"),
+            ("past", ["put", "0x65%016x" % (head + 5), "0x00"],
+             f"the WAL holds an event of revision {head + 5}, past the head {head}")):
+        d = str(tmp_path / case)
+        shutil.copytree(data, d)
+        ldb(d, *args)
+        server = Reeld(d).start(wait=False)
+        assert server.proc.wait(timeout=15) == 1
+        log = server.log()
+        assert "the data dir is corrupted: " + want in log, log
+    assert Reeld(data).start().stop()[0] == 0   # the dir as it was opens
+
+
 # --------------------------------------------------------------------------
 # clients that vanish
 
