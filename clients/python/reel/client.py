@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 import weakref
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import grpc
 
@@ -108,6 +108,10 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+# grpc.ChannelConnectivity.READY as grpcio's channel reports it.
+_READY = grpc.ChannelConnectivity.READY.value[0]
+
+
 class Client:
     """A connection to one reeld. Thread-safe. Close it (or use `with`)."""
 
@@ -184,14 +188,39 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _reachable(self, timeout: Optional[float]) -> float:
+        """Now, once the channel is connected (with wait_for_ready, up to
+        timeout): a call that waits for reeld to come back is sent then,
+        not when it was made. A channel not connected is waited for by a
+        health check, which waits as any call does (channel_ready_future's
+        thread outlives it and fails when the channel closes)."""
+        if not self._s.wait_for_ready or self._closed:
+            return time.monotonic()
+        try:                                # grpcio's own state, without a connect
+            ready = self._channel._channel.check_connectivity_state(False) == _READY
+        except Exception:                   # closed, or another grpcio: no wait
+            ready = True
+        if not ready:
+            try:
+                self._rpc.health.Check(health_pb2.HealthCheckRequest(), timeout=timeout,
+                                       wait_for_ready=True)
+            except (grpc.RpcError, ValueError):
+                pass                        # the call says what happened
+        return time.monotonic()
+
     def _call(self, service: str, method: str, req, *, safe: bool = False,
-              lease: bool = False, timeout: Optional[float] = None):
+              lease: bool = False, timeout: Optional[float] = None,
+              sent: Optional[List[float]] = None):
         """One unary call; retried after UNAVAILABLE only when safe, and
-        after a full write queue always (nothing was written)."""
+        after a full write queue always (nothing was written). sent, a
+        list, gets the time the answered attempt left, once reeld could be
+        reached: a lease granted by the answer began no sooner."""
         fn = getattr(getattr(self._rpc, service), method)
         deadline = timeout if timeout is not None else self._s.timeout
         attempt = 0
         while True:
+            if sent is not None:
+                sent[:] = [self._reachable(deadline)]
             try:
                 return self._invoke(method, fn, req, timeout=deadline,
                                     metadata=self._s.metadata,
@@ -644,15 +673,15 @@ class Run:
             self._lease.check(self.run_id, self.epoch)
         except errors.LeaseLost:
             return None
-        sent = time.monotonic()
-        left = self._lease.deadline - sent
+        sent = [time.monotonic()]
+        left = self._lease.deadline - sent[0]
         limit = left if self._c._s.timeout is None else min(left, self._c._s.timeout)
         try:
             info = RunInfo._from_pb(self._c._call(
                 "journal", "Heartbeat", journal_pb2.HeartbeatRequest(
                     run_id=self.run_id, lease_epoch=self.epoch,
                     lease_ttl_ms=_core.ttl_ms(self.ttl)),
-                lease=True, timeout=max(0.001, limit)))
+                lease=True, timeout=max(0.001, limit), sent=sent))
         except errors.LeaseLost as e:
             self._lease.lose(e)
             return None
@@ -665,7 +694,7 @@ class Run:
                 f"run {self.run_id}: a heartbeat failed, so the lease cannot be kept: {e}",
                 method="Heartbeat", from_server=False))
             return None
-        self._lease.renewed(sent)
+        self._lease.renewed(sent[0])
         self.info = info
         return 0
 
@@ -673,10 +702,11 @@ class Run:
         self._lease.check(self.run_id, self.epoch)
 
     def _write(self, service: str, method: str, req, *, safe: bool = False,
-               timeout: Optional[float] = None):
+               timeout: Optional[float] = None, sent: Optional[List[float]] = None):
         self._check()
         try:
-            return self._c._call(service, method, req, safe=safe, lease=True, timeout=timeout)
+            return self._c._call(service, method, req, safe=safe, lease=True, timeout=timeout,
+                                 sent=sent)
         except errors.LeaseLost as e:
             raise self._lease.lose(e) from None
 
@@ -686,11 +716,11 @@ class Run:
 
     def heartbeat(self) -> RunInfo:
         """Renews the lease now (the background thread does it anyway)."""
-        sent = time.monotonic()
+        sent = [time.monotonic()]
         info = RunInfo._from_pb(self._write("journal", "Heartbeat", journal_pb2.HeartbeatRequest(
             run_id=self.run_id, lease_epoch=self.epoch, lease_ttl_ms=_core.ttl_ms(self.ttl)),
-            safe=True))
-        self._lease.renewed(sent)
+            safe=True, sent=sent))
+        self._lease.renewed(sent[0])
         self.info = info
         return info
 
@@ -918,9 +948,9 @@ class Runs:
                                           lease_ttl_ms=_core.ttl_ms(ttl),
                                           labels=_core.labels_dict(labels),
                                           retry=_core.retry_pb(retry))
-        sent = time.monotonic()
-        info = RunInfo._from_pb(self._c._call("journal", "BeginRun", req, safe=True))
-        return Run(self._c, info, ttl, sent, heartbeat)
+        sent = [0.0]
+        info = RunInfo._from_pb(self._c._call("journal", "BeginRun", req, safe=True, sent=sent))
+        return Run(self._c, info, ttl, sent[0], heartbeat)
 
     def claim(self, run_id: str, *, owner: Optional[str] = None, ttl: float = 30.0,
               heartbeat: bool = True, expected_epoch: Optional[int] = None) -> Run:
@@ -932,9 +962,9 @@ class Runs:
         req = journal_pb2.ClaimRunRequest(run_id=run_id, lease_owner=owner or default_owner(),
                                           lease_ttl_ms=_core.ttl_ms(ttl),
                                           expected_epoch=expected_epoch or 0)
-        sent = time.monotonic()
-        info = RunInfo._from_pb(self._c._call("journal", "ClaimRun", req))
-        return Run(self._c, info, ttl, sent, heartbeat)
+        sent = [0.0]
+        info = RunInfo._from_pb(self._c._call("journal", "ClaimRun", req, sent=sent))
+        return Run(self._c, info, ttl, sent[0], heartbeat)
 
     def claim_next(self, app: str, *, owner: Optional[str] = None, ttl: float = 30.0,
                    wait: Optional[float] = 30.0, heartbeat: bool = True) -> Optional[Run]:
@@ -956,14 +986,15 @@ class Runs:
             req = journal_pb2.ClaimNextRunRequest(app=app, lease_owner=owner,
                                                   lease_ttl_ms=_core.ttl_ms(ttl),
                                                   wait_ms=int(left * 1000))
-            sent = time.monotonic()
+            sent = [0.0]
             resp = self._c._call("journal", "ClaimNextRun", req,
-                                 timeout=left + (self._c._s.timeout or _AWAIT_MARGIN))
+                                 timeout=left + (self._c._s.timeout or _AWAIT_MARGIN),
+                                 sent=sent)
             if resp.found:
                 # The lease began when the run was claimed, waited_ms after
                 # the request arrived (so no sooner than sent + that).
                 return Run(self._c, RunInfo._from_pb(resp.run), ttl,
-                           _core.claimed_at(sent, resp.waited_ms), heartbeat)
+                           _core.claimed_at(sent[0], resp.waited_ms), heartbeat)
             if end is not None and time.monotonic() >= end:
                 return None
 
@@ -1306,6 +1337,10 @@ returns once N runs ended here."""
         is raised here."""
         self._max = max_runs
         errs = []
+        # Not Thread.join(): a join that Ctrl-C interrupts marks its thread
+        # stopped (CPython 3.11), so a second one would return at once.
+        done = threading.Condition()
+        left = [self.concurrency]
 
         def loop():
             try:
@@ -1313,19 +1348,33 @@ returns once N runs ended here."""
             except BaseException as e:      # raised by run(), not lost
                 errs.append(e)
                 self._stop.set()
+            finally:
+                with done:
+                    left[0] -= 1
+                    done.notify_all()
+
+        def wait() -> None:
+            with done:
+                while left[0] > 0:
+                    done.wait(1.0)
 
         threads = [threading.Thread(target=loop, daemon=True, name=f"reel-worker-{i}")
                    for i in range(self.concurrency)]
         for t in threads:
             t.start()
         try:
-            for t in threads:
-                t.join()
-        except BaseException:
+            wait()
+        except BaseException as e:
             # Ctrl-C (KeyboardInterrupt) in run(): no new claims, as after
-            # stop(); a run in hand ends as its code does.
+            # stop(); a run in hand ends as its code does, and then this
+            # raises. A second Ctrl-C leaves at once: a run still in hand
+            # is claimable again once its lease runs out.
             self._stop.set()
-            raise
+            try:
+                wait()
+            except BaseException:
+                pass
+            raise e
         if errs:
             raise errs[0]
 

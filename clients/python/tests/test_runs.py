@@ -279,6 +279,79 @@ def test_a_run_claimed_late_in_a_long_poll_holds_its_whole_lease(client):
     run.end()
 
 
+def _down_then_up(reeld, down_s):
+    """kill -9 reeld, and start it again down_s seconds later, in the
+    background."""
+    reeld.stop(sig=9)
+    t = threading.Timer(down_s, reeld.start)
+    t.start()
+    return t
+
+
+def test_a_lease_granted_after_a_restart_is_timed_from_then(reeld, client):
+    """A begin or claim that waits for reeld to come back (wait_for_ready)
+    was timed from when it was made: with a 2 s lease and reeld down for
+    4 s, the handle counted its lease run out on arrival (LeaseLost) while
+    reeld held it for the caller."""
+    _down_then_up(reeld, 4.0)
+    run = client.runs.begin("lapp", "u", "s", "i1", ttl=2.0, heartbeat=False)
+    assert run.append("note", {"x": 1}).seq >= 1      # not LeaseLost
+    run.end()
+    client.runs.submit("lapp", "u", "s", "i2")
+    _down_then_up(reeld, 4.0).join()
+    run = client.runs.claim_next("lapp", ttl=2.0, wait=10, heartbeat=False)
+    assert run is not None and run.info.invocation_id == "i2"
+    assert run.step("s", lambda: 1) == 1
+    run.end()
+
+
+async def test_async_a_lease_granted_after_a_restart_is_timed_from_then(reeld):
+    async with reel.aio.connect(reeld.addr, reconnect_timeout=20) as c:
+        await c.kv.put("warm", "k", 1)              # the channel connected first
+        t = _down_then_up(reeld, 4.0)
+        run = await c.runs.begin("lapp", "u", "s", "a1", ttl=2.0, heartbeat=False)
+        assert (await run.append("note", {"x": 1})).seq >= 1
+        await run.end()
+        await asyncio.get_running_loop().run_in_executor(None, t.join)
+
+
+WORKER = """
+import sys, time, reel
+c = reel.connect(sys.argv[1])
+def agent(run):
+    print("claimed", flush=True)
+    for i in range(6):
+        run.step(f"s{i}", lambda: time.sleep(0.25))
+    return {"done": True}
+c.worker("intapp", agent, ttl=30).run()
+"""
+
+
+def test_ctrl_c_in_a_sync_worker_lets_the_run_in_hand_end(reeld, client, tmp_path):
+    """KeyboardInterrupt in Worker.run(): no new claims, and the run in
+    hand ends as its code does before run() raises. The loops' threads are
+    daemons, so run() raising at once ended the process under them and
+    left the run for its lease to run out."""
+    import signal
+    import subprocess
+    import sys
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    run_id = client.runs.submit("intapp", "u", "s", "i1").run_id
+    p = subprocess.Popen([sys.executable, str(script), reeld.addr],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "claimed"
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "KeyboardInterrupt" in err, err
+    info = client.runs.get(run_id)
+    assert info.status == reel.RunStatus.COMPLETED, info
+
+
 def test_a_run_handle_nobody_holds_stops_heartbeating(client):
     """An agent that fails before `with run:` drops its handle: its
     heartbeats stop and the lease runs out for another worker, without the

@@ -462,3 +462,33 @@ async def test_async_leaving_a_watch_by_break_ends_its_stream_at_once(reeld):
                 await asyncio.sleep(0.02)
         finally:
             gc.enable()
+
+
+CLOSE_UNDER_WATCH = """
+import asyncio, sys, reel, reel.aio
+async def watcher(kv):
+    async for ev in kv.watch("t", "x.*"):
+        pass
+async def main():
+    async with reel.aio.connect(sys.argv[1]) as c:
+        asyncio.create_task(watcher(c.kv))
+        await asyncio.sleep(0.5)
+        raise RuntimeError("agent bug")
+asyncio.run(main())
+"""
+
+
+def test_async_a_client_closed_under_a_watch_leaves_no_task_of_its_own_to_report(
+        reeld, tmp_path):
+    """asyncio.run ending cancels what is left: the watch's own read task
+    ended with Cancelled("client is closed") and asyncio printed it, with
+    its traceback, before the program's own error."""
+    import subprocess
+    import sys
+    script = tmp_path / "close_under_watch.py"
+    script.write_text(CLOSE_UNDER_WATCH)
+    r = subprocess.run([sys.executable, str(script), reeld.addr], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1 and "RuntimeError: agent bug" in r.stderr, r.stderr
+    assert "unhandled exception during asyncio.run() shutdown" not in r.stderr, r.stderr
+    assert "_read" not in r.stderr, r.stderr

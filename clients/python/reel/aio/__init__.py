@@ -17,8 +17,8 @@ import os
 import time
 import uuid
 import weakref
-from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Optional, Sequence, Tuple,
-                    Union)
+from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence,
+                    Tuple, Union)
 
 import grpc
 import grpc.aio
@@ -156,13 +156,32 @@ class Client:
     async def __aexit__(self, *exc) -> None:
         await self.close()
 
+    async def _reachable(self, timeout: Optional[float]) -> float:
+        """See reel.client.Client._reachable."""
+        end = None if timeout is None else time.monotonic() + timeout
+        # In slices: a close() meanwhile ends the wait.
+        while self._s.wait_for_ready and not self._closed:
+            step = 0.25 if end is None else min(0.25, end - time.monotonic())
+            if step <= 0:
+                break                       # the call says what happened
+            try:
+                await asyncio.wait_for(self._channel.channel_ready(), step)
+                break
+            except asyncio.TimeoutError:
+                pass
+        return time.monotonic()
+
     async def _call(self, service: str, method: str, req, *, safe: bool = False,
-                    lease: bool = False, timeout: Optional[float] = None):
+                    lease: bool = False, timeout: Optional[float] = None,
+                    sent: Optional[List[float]] = None):
+        """See reel.client.Client._call."""
         fn = getattr(getattr(self._rpc, service), method)
         deadline = timeout if timeout is not None else self._s.timeout
         attempt = 0
         while True:
             try:
+                if sent is not None:
+                    sent[:] = [await self._reachable(deadline)]
                 return await self._invoke(method, fn, req, timeout=deadline,
                                           metadata=self._s.metadata,
                                           wait_for_ready=self._s.wait_for_ready)
@@ -198,7 +217,16 @@ class Client:
 
 
 async def _read(it: AsyncIterator) -> Any:
-    return await it.__anext__()
+    try:
+        return await it.__anext__()
+    except errors.Cancelled:
+        # This read's own task cancelled (asyncio.run ending, which cancels
+        # what is left) while its client closed: a cancellation, not an
+        # error for asyncio to report as never retrieved.
+        task = asyncio.current_task()
+        if task is not None and getattr(task, "cancelling", lambda: 0)():
+            raise asyncio.CancelledError() from None
+        raise
 
 
 def _retrieved(fut: asyncio.Future) -> None:
@@ -638,15 +666,15 @@ class Run:
         except errors.LeaseLost as e:
             self._lose(e)
             return None
-        sent = time.monotonic()
-        left = self._lease.deadline - sent
+        sent = [time.monotonic()]
+        left = self._lease.deadline - sent[0]
         limit = left if self._c._s.timeout is None else min(left, self._c._s.timeout)
         try:
             info = RunInfo._from_pb(await self._c._call(
                 "journal", "Heartbeat", journal_pb2.HeartbeatRequest(
                     run_id=self.run_id, lease_epoch=self.epoch,
                     lease_ttl_ms=_core.ttl_ms(self.ttl)),
-                lease=True, timeout=max(0.001, limit)))
+                lease=True, timeout=max(0.001, limit), sent=sent))
         except errors.LeaseLost as e:
             self._lose(e)
             return None
@@ -659,7 +687,7 @@ class Run:
                 f"run {self.run_id}: a heartbeat failed, so the lease cannot be kept: {e}",
                 method="Heartbeat", from_server=False))
             return None
-        self._lease.renewed(sent)
+        self._lease.renewed(sent[0])
         self.info = info
         return 0
 
@@ -670,11 +698,11 @@ class Run:
             raise self._lose(e) from None
 
     async def _write(self, service: str, method: str, req, *, safe: bool = False,
-                     timeout: Optional[float] = None):
+                     timeout: Optional[float] = None, sent: Optional[List[float]] = None):
         self._check()
         try:
             return await self._c._call(service, method, req, safe=safe, lease=True,
-                                       timeout=timeout)
+                                       timeout=timeout, sent=sent)
         except errors.LeaseLost as e:
             raise self._lose(e) from None
 
@@ -682,12 +710,12 @@ class Run:
         self._last_seq = max(self._last_seq, seq)
 
     async def heartbeat(self) -> RunInfo:
-        sent = time.monotonic()
+        sent = [time.monotonic()]
         info = RunInfo._from_pb(await self._write(
             "journal", "Heartbeat", journal_pb2.HeartbeatRequest(
                 run_id=self.run_id, lease_epoch=self.epoch,
-                lease_ttl_ms=_core.ttl_ms(self.ttl)), safe=True))
-        self._lease.renewed(sent)
+                lease_ttl_ms=_core.ttl_ms(self.ttl)), safe=True, sent=sent))
+        self._lease.renewed(sent[0])
         self.info = info
         return info
 
@@ -866,18 +894,19 @@ class Runs:
                                           lease_ttl_ms=_core.ttl_ms(ttl),
                                           labels=_core.labels_dict(labels),
                                           retry=_core.retry_pb(retry))
-        sent = time.monotonic()
-        info = RunInfo._from_pb(await self._c._call("journal", "BeginRun", req, safe=True))
-        return Run(self._c, info, ttl, sent, heartbeat)
+        sent = [0.0]
+        info = RunInfo._from_pb(await self._c._call("journal", "BeginRun", req, safe=True,
+                                                    sent=sent))
+        return Run(self._c, info, ttl, sent[0], heartbeat)
 
     async def claim(self, run_id: str, *, owner: Optional[str] = None, ttl: float = 30.0,
                     heartbeat: bool = True, expected_epoch: Optional[int] = None) -> Run:
         req = journal_pb2.ClaimRunRequest(run_id=run_id, lease_owner=owner or default_owner(),
                                           lease_ttl_ms=_core.ttl_ms(ttl),
                                           expected_epoch=expected_epoch or 0)
-        sent = time.monotonic()
-        info = RunInfo._from_pb(await self._c._call("journal", "ClaimRun", req))
-        return Run(self._c, info, ttl, sent, heartbeat)
+        sent = [0.0]
+        info = RunInfo._from_pb(await self._c._call("journal", "ClaimRun", req, sent=sent))
+        return Run(self._c, info, ttl, sent[0], heartbeat)
 
     async def claim_next(self, app: str, *, owner: Optional[str] = None, ttl: float = 30.0,
                          wait: Optional[float] = 30.0, heartbeat: bool = True
@@ -895,12 +924,13 @@ class Runs:
             req = journal_pb2.ClaimNextRunRequest(app=app, lease_owner=owner,
                                                   lease_ttl_ms=_core.ttl_ms(ttl),
                                                   wait_ms=int(left * 1000))
-            sent = time.monotonic()
+            sent = [0.0]
             resp = await self._c._call("journal", "ClaimNextRun", req,
-                                       timeout=left + (self._c._s.timeout or _AWAIT_MARGIN))
+                                       timeout=left + (self._c._s.timeout or _AWAIT_MARGIN),
+                                       sent=sent)
             if resp.found:
                 return Run(self._c, RunInfo._from_pb(resp.run), ttl,
-                           _core.claimed_at(sent, resp.waited_ms), heartbeat)
+                           _core.claimed_at(sent[0], resp.waited_ms), heartbeat)
             if end is not None and time.monotonic() >= end:
                 return None
 
