@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <pthread.h>
@@ -50,6 +51,9 @@ struct metrics_http {
     metrics_registry_t *reg;
     metrics_ready_fn ready;
     void *arg;
+    /* 0 while the process is still registering its figures: a scrape then
+     * is 503, not a partial set. */
+    atomic_int complete;
     /* The reaper (see above). */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -166,6 +170,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c,
         size_t len;
         enum MHD_Result rc;
 
+        if (!atomic_load(&h->complete))
+            return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                              "starting: not every figure is registered yet");
         if (metrics_render(h->reg, &body, &len, &st) != REEL_OK) {
             /* A scrape that cannot report everything fails whole: the
              * server marks the target down instead of graphing a gap
@@ -278,6 +285,7 @@ reel_code_t metrics_http_start(const char *field, const char *listen,
     h->fd = -1;
     h->reg = reg;
     h->ready = ready;
+    atomic_init(&h->complete, 1);
     h->arg = arg;
     pthread_mutex_init(&h->mu, NULL);
     reel_cond_init_mono(&h->cv);
@@ -335,4 +343,9 @@ void metrics_http_stop(metrics_http_t *h) {
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
     free(h);
+}
+
+void metrics_http_complete(metrics_http_t *h, int complete) {
+    if (h != NULL)
+        atomic_store(&h->complete, complete);
 }

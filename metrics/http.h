@@ -3,7 +3,8 @@
  * probes on (libmicrohttpd, one internal thread).
  *
  *   GET /metrics  the registry in the text exposition format; 500 with the
- *                 reason when a figure cannot be read (metrics_render()).
+ *                 reason when a figure cannot be read (metrics_render()),
+ *                 503 while the process is still registering its figures.
  *   GET /healthz  200 "ok": the process is up and answering.
  *   GET /readyz   200 "ready", or 503 with the reason the process gives
  *                 (not writable, shutting down).
@@ -36,6 +37,10 @@ reel_code_t metrics_http_start(const char *field, const char *listen,
                                metrics_registry_t *reg, metrics_ready_fn ready,
                                void *arg, metrics_http_t **out,
                                reel_status_t *st);
+
+/* Whether every figure is registered (1, the default): while 0, /metrics
+ * answers 503 "starting" rather than a partial set. Any thread. */
+void metrics_http_complete(metrics_http_t *h, int complete);
 
 /* The port bound (useful with port 0). */
 int metrics_http_port(const metrics_http_t *h);

@@ -218,6 +218,25 @@ def _try_ack(ack, name, rev):
         raise
 
 
+def test_metrics_is_503_not_a_partial_set_while_reeld_starts(tmp_path):
+    """While reeld starts, only the figures registered so far (the store's)
+    were served, with 200: a scrape Prometheus took as complete, series
+    missing. Until every figure is registered /metrics says "starting"."""
+    port = free_port()
+    server = Reeld(str(tmp_path / "data"), extra=["--metrics-listen", f"127.0.0.1:{port}"],
+                   env={"REEL_TEST_FAULTS": "reeld.slow_start"}).start(wait=False)
+    try:
+        wait_for("/readyz starting",
+                 lambda: ready(port) == 503 and get(port, "/readyz")[1] == "starting\n",
+                 timeout=15)
+        assert get(port, "/metrics") == (503, "starting: not every figure is registered yet\n")
+        wait_for("/readyz 200", lambda: ready(port) == 200, timeout=15)
+        figures = scrape(port)
+        assert any(name == "reel_rpc_requests_total" for name, _ in figures), figures
+    finally:
+        assert server.stop()[0] == 0
+
+
 def test_readyz_turns_503_during_sigterm_shutdown(tmp_path):
     port = free_port()
     server = Reeld(str(tmp_path / "data"),
