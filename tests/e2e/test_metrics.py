@@ -358,6 +358,12 @@ def documented_and_dashboarded(*ports, dashboard=True):
     for panel in dash["panels"]:
         for t in panel["targets"]:
             used |= set(re.findall(r"\b(reel_[a-z_]+)", t["expr"]))
+    # The job variable is read from each process's own series: reeld's,
+    # reel-sink's and reel-reactor's (scraped under jobs of their own).
+    (job,) = [v for v in dash["templating"]["list"] if v["name"] == "job"]
+    for name in ("reel_revision", "reel_sink_reel_up", "reel_reactor_reel_up"):
+        assert name in job["query"], job["query"]
+    used |= set(re.findall(r"\b(reel_[a-z_]+)", job["query"]))
     base = {re.sub(r"_(bucket|sum|count)$", "", n) for n in used}
     unknown = sorted(n for n in base if f"`{n}`" not in doc or (
         not n.startswith("reel_reactor_") and n not in served))
