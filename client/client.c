@@ -606,7 +606,8 @@ const char *reel_client_hint(const reel_client_t *c, int code,
         snprintf(buf, cap,
                  "%s closed the connection: if reeld serves TLS there, give "
                  "%s (or REEL_TLS=1), and %s and %s if it asks for a client "
-                 "certificate",
+                 "certificate; or reeld is at its --max-connections (its log "
+                 "says so)",
                  c->addr, ca, cert, key);
     else if (connected && (strstr(details, "Socket closed") ||
                            strstr(details, "reset by peer")))

@@ -722,7 +722,8 @@ static void test_hints_name_the_options_a_tls_mistake_needs(void **state) {
                         "127.0.0.1:1 closed the connection: if reeld serves "
                         "TLS there, give --tls-ca (or REEL_TLS=1), and "
                         "--tls-cert and --tls-key if it asks for a client "
-                        "certificate");
+                        "certificate; or reeld is at its --max-connections "
+                        "(its log says so)");
     assert_string_equal(reel_client_hint(tls, CLIENT_UNAVAILABLE, closed, 0,
                                          buf, sizeof(buf)),
                         "127.0.0.1:1 closed the connection: if reeld asks "
