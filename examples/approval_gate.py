@@ -17,8 +17,9 @@ them all meanwhile if you like) takes it, the journal replays the step,
 and the wait returns the signal (the order is executed and the run
 completed with who approved) or None (the run is cancelled, saying so).
 `approve` signals the order's session, which reaches its newest open run:
-the approver needs no run id. A signal sent before the run waits is kept
-and delivered when it does; each is consumed once, and journaled.
+the approver needs no run id. A signal sent before the run waits (once it
+is requested) is kept and delivered when it does; each is consumed once,
+and journaled. Approving an order with no open request says so (exit 3).
 """
 import argparse
 import asyncio
@@ -68,8 +69,14 @@ async def request(client, args):
 
 
 async def approve(client, args):
-    sent = await client.signals.send_to_session(APP, USER, f"order-{args.order}", "approve",
-                                                {"by": args.by})
+    try:
+        sent = await client.signals.send_to_session(APP, USER, f"order-{args.order}",
+                                                    "approve", {"by": args.by})
+    except reel.NotFound:
+        # The session has no open run: never requested, or already ended.
+        print(f"order {args.order}: no request waits for an approval (run `request "
+              f"--order {args.order}` first)", file=sys.stderr, flush=True)
+        return 3
     print(f"signal {sent.signal.seq} to run {sent.signal.run_id} "
           f"({sent.run_status.name})", flush=True)
     return 0

@@ -62,6 +62,8 @@ async def main():
     ap.add_argument("--ns", default="demo", help="the KV namespace to use")
     ap.add_argument("--docs", type=int, default=5, help="how many documents to feed in")
     args = ap.parse_args()
+    if args.docs < 1:
+        ap.error(f"--docs: {args.docs}: feed at least 1 document")
     async with reel.aio.connect(args.addr) as client:
         stages = [asyncio.create_task(clean(client.kv, args.ns))]
         counting = asyncio.create_task(count(client.kv, args.ns, args.docs))

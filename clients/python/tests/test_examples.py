@@ -93,6 +93,11 @@ def _gate(reeld, *args):
 
 
 def test_approval_gate_approved(reeld, client):
+    # Approving an order nobody requested says so, not a traceback.
+    early = _run("approval_gate.py", "approve", "--addr", reeld.addr, "--order", "7")
+    assert early.returncode == 3, early.stderr
+    assert early.stderr == ("order 7: no request waits for an approval (run `request "
+                            "--order 7` first)\n"), early.stderr
     worker = _gate(reeld, "worker", "--runs", "1")
     assert worker.stdout.readline().startswith("worker ")
     req = _gate(reeld, "request", "--order", "7", "--timeout", "60")
