@@ -271,7 +271,6 @@ static void on_closed(natsConnection *nc, void *closure) {
     pthread_mutex_unlock(&e->mu);
 }
 
-/* Connects, and creates the stream if missing. 0, or -1 with why said. */
 /* Creates the sink's stream (it was missing: never made, or deleted since),
  * taking <subject_prefix>.>. */
 static natsStatus add_stream(nats_engine_t *e, jsErrCode *jerr) {
@@ -297,6 +296,7 @@ static natsStatus add_stream(nats_engine_t *e, jsErrCode *jerr) {
     return s;
 }
 
+/* Connects, and creates the stream if missing. 0, or -1 with why said. */
 static int connect_js(nats_engine_t *e) {
     const sink_config_t *cfg = e->cfg;
     natsOptions *opts = NULL;
