@@ -620,6 +620,18 @@ const char *reel_client_hint(const reel_client_t *c, int code,
     return buf;
 }
 
+const char *reel_client_hint_note(const reel_client_t *c, int code,
+                                  const char *details, char *buf,
+                                  size_t cap) {
+    char hint[512];
+
+    if (reel_client_hint(c, code, details, 0, hint, sizeof(hint)) != NULL)
+        snprintf(buf, cap, " (%s)", hint);
+    else if (cap > 0)
+        buf[0] = '\0';
+    return buf;
+}
+
 void reel_client_destroy(reel_client_t *c) {
     if (c == NULL)
         return;

@@ -159,6 +159,11 @@ const char *reel_client_hint(const reel_client_t *c, int code,
                              const char *details, int flags, char *buf,
                              size_t cap);
 
+/* The same for a log line of a program that reads only the environment:
+ * " (<hint>)" into buf[cap], or "" when there is none. Returns buf. */
+const char *reel_client_hint_note(const reel_client_t *c, int code,
+                                  const char *details, char *buf, size_t cap);
+
 /* timeout_ms of a unary call: the client's deadline_ms, or none at all. */
 #define REEL_TIMEOUT_DEFAULT 0
 #define REEL_TIMEOUT_NONE (-1)

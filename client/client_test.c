@@ -747,6 +747,15 @@ static void test_hints_name_the_options_a_tls_mistake_needs(void **state) {
                                  buf, sizeof(buf)));
     assert_null(reel_client_hint(NULL, CLIENT_UNAVAILABLE, closed, 1, buf,
                                  sizeof(buf)));
+    /* A log line's note: in parentheses, or nothing. */
+    assert_string_equal(reel_client_hint_note(plain, CLIENT_UNAVAILABLE,
+                                              "Socket closed", buf,
+                                              sizeof(buf)),
+                        " (127.0.0.1:1 closed the connection: did reeld "
+                        "stop?)");
+    assert_string_equal(reel_client_hint_note(plain, CLIENT_INTERNAL, closed,
+                                              buf, sizeof(buf)),
+                        "");
     reel_client_destroy(plain);
     reel_client_destroy(tls);
 }

@@ -221,17 +221,13 @@ static void on_retry(void *arg, int code, const char *details,
                   "(another reel-reactor, or one the server has not yet "
                   "found gone); standing by, next try in %.1f s",
                   r->o.consumer, (double)delay_ms / 1000.0);
-    else if (reel_client_hint(r->client, code, details, 0, hint,
-                              sizeof(hint)) != NULL)
-        REEL_WARN("reactor", "the stream from reel ended: %s: %s; "
-                  "subscribing again in %.1f s (%s)",
-                  reel_grpc_code_name(code), details,
-                  (double)delay_ms / 1000.0, hint);
     else
         REEL_WARN("reactor", "the stream from reel ended: %s: %s; "
-                  "subscribing again in %.1f s",
+                  "subscribing again in %.1f s%s",
                   reel_grpc_code_name(code), details,
-                  (double)delay_ms / 1000.0);
+                  (double)delay_ms / 1000.0,
+                  reel_client_hint_note(r->client, code, details, hint,
+                                        sizeof(hint)));
 }
 
 /* gRPC's UNAUTHENTICATED and PERMISSION_DENIED: the token is refused (a

@@ -168,17 +168,13 @@ static void on_retry(void *arg, int code, const char *details,
                   "subscriber (another reel-sink, or one the server has not "
                   "yet found gone); standing by, next try in %.1f s",
                   r->cfg->name, r->consumer_name, (double)delay_ms / 1000.0);
-    else if (reel_client_hint(r->client, code, details, 0, hint,
-                              sizeof(hint)) != NULL)
-        REEL_WARN("sink", "sink %s: the stream from reel ended: %s: %s; "
-                  "subscribing again in %.1f s (%s)",
-                  r->cfg->name, reel_grpc_code_name(code), details,
-                  (double)delay_ms / 1000.0, hint);
     else
         REEL_WARN("sink", "sink %s: the stream from reel ended: %s: %s; "
-                  "subscribing again in %.1f s",
+                  "subscribing again in %.1f s%s",
                   r->cfg->name, reel_grpc_code_name(code), details,
-                  (double)delay_ms / 1000.0);
+                  (double)delay_ms / 1000.0,
+                  reel_client_hint_note(r->client, code, details, hint,
+                                        sizeof(hint)));
 }
 
 /* ---- The consumer thread ---------------------------------------------------- */
@@ -217,17 +213,13 @@ int sink_runner_head(sink_runner_t *r, uint64_t *head) {
             sink_runner_fatal(r, "reading reel's head revision: %s: %s",
                   reel_grpc_code_name(rep.code),
                   rep.details ? rep.details : "");
-        else if (reel_client_hint(r->client, rep.code, rep.details, 0,
-                                  hint, sizeof(hint)) != NULL)
-            REEL_WARN("sink", "sink %s: reading reel's head revision: %s: "
-                      "%s; trying again (%s)",
-                      r->cfg->name, reel_grpc_code_name(rep.code),
-                      rep.details, hint);
         else
             REEL_WARN("sink", "sink %s: reading reel's head revision: %s: "
-                      "%s; trying again",
+                      "%s; trying again%s",
                       r->cfg->name, reel_grpc_code_name(rep.code),
-                      rep.details ? rep.details : "");
+                      rep.details ? rep.details : "",
+                      reel_client_hint_note(r->client, rep.code, rep.details,
+                                            hint, sizeof(hint)));
         reel_reply_fini(&rep);
         return refused ? -2 : -1;
     }
@@ -246,7 +238,7 @@ int sink_runner_head(sink_runner_t *r, uint64_t *head) {
 static int prepare(sink_runner_t *r, uint64_t *from) {
     for (;;) {
         reel_status_t st = REEL_STATUS_INIT;
-        char *reason = NULL;
+        char *reason = NULL, hint[512];
         int disabled = 0, ok = 1, h;
         reel_code_t rc;
 
@@ -268,16 +260,11 @@ static int prepare(sink_runner_t *r, uint64_t *from) {
                 reel_status_fini(&st);
                 return -1;
             }
-            char hint[512];
-
-            if (reel_client_hint(r->client, reel_code_grpc(rc),
-                                 reel_status_message(&st),
-                                 0, hint, sizeof(hint)) != NULL)
-                REEL_WARN("sink", "sink %s: %s; trying again (%s)",
-                          r->cfg->name, reel_status_message(&st), hint);
-            else
-                REEL_WARN("sink", "sink %s: %s; trying again", r->cfg->name,
-                          reel_status_message(&st));
+            REEL_WARN("sink", "sink %s: %s; trying again%s", r->cfg->name,
+                      reel_status_message(&st),
+                      reel_client_hint_note(r->client, reel_code_grpc(rc),
+                                            reel_status_message(&st), hint,
+                                            sizeof(hint)));
             reel_status_fini(&st);
             ok = 0;
         }
