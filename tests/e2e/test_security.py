@@ -1711,18 +1711,21 @@ def test_one_tenant_cannot_take_every_upload_place(tmp_path):
                 header=workspace_pb2.ArtifactHeader(namespace="docs", key=key))
             yield workspace_pb2.PutArtifactRequest(chunk=b"x" * 10)
             if hold:
-                release.wait(30)
-        return put.future(gen(), metadata=md(tok), timeout=30)
+                release.wait(60)
+        return put.future(gen(), metadata=md(tok), timeout=60)
 
     try:
         acme = s.create("acme", ["workspace:read", "workspace:write"])[0]
         beta = s.create("beta", ["workspace:read", "workspace:write"])[0]
         held = upload(acme, "held", hold=True)
-        deadline = time.monotonic() + 10  # until the held one has begun
+        # Until the held one has begun (slow under ASan on a busy machine);
+        # a held upload that ended instead says why.
+        deadline = time.monotonic() + 30
         while True:
             second = upload(acme, "second")
             try:
                 second.result()
+                assert not held.done(), held.exception()
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
                 continue
