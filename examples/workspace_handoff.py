@@ -9,9 +9,10 @@ picks them up as they are announced.
 dataset it generates into the workspace (`research/<topic>/data.bin`, in
 chunks: never whole in memory), writes a short report beside it, and hands
 both off by putting `handoff.<topic>` in the KV: each file's key, version
-and SHA-256. Each upload is a durable step, so a research run that is
-resumed after a crash does not upload again (run again at once, it waits
-the few seconds until the crashed worker's lease runs out). `write` (asyncio) watches
+and SHA-256. Each upload and the hand-off is a durable step, so a research
+run that is resumed after a crash, or run again once done, does not upload
+or announce again (run again at once after a crash, it waits the few
+seconds until the crashed worker's lease runs out). `write` (asyncio) watches
 `handoff.*`: for each hand-off it streams the dataset to a local file at
 the version named (a later put cannot change what it reads), checks its
 SHA-256 against the hand-off, reads the report, and writes its summary to
@@ -76,10 +77,19 @@ def research(client, args):
                                      content_type="text/markdown")
             return {"key": a.key, "version": a.version, "sha256": a.sha256, "size": a.size}
 
+        def hand_off():
+            # Announced once: a worker that crashed after its put but
+            # before the step was journaled finds its own hand-off there.
+            key = f"handoff.{topic}"
+            value = {"data": data, "report": report, "by": run.run_id}
+            cur = client.kv.get(NS, key)
+            if cur is not None and cur.value == value:
+                return cur.version
+            return client.kv.put(NS, key, value).version
+
         data = run.step("upload-data", upload_data)
         report = run.step("upload-report", upload_report)
-        client.kv.put(NS, f"handoff.{topic}", {"data": data, "report": report,
-                                               "by": run.run_id})
+        run.step("hand-off", hand_off)
         run.end({"handed_off": [data["key"], report["key"]]})
     print(f"handed off {topic}: {data['key']} v{data['version']}", flush=True)
     return 0

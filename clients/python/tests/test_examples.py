@@ -165,7 +165,12 @@ def test_workspace_handoff_between_two_agents(reeld, client):
     run = client.runs.get(stored["from_run"])
     assert run.status == reel.RunStatus.COMPLETED
     assert [e.payload["step"] for e in client.journal.read(run.run_id)] == \
-        ["upload-data", "upload-report"]
+        ["upload-data", "upload-report", "hand-off"]
+    # Run again once done: its steps replay, and nothing is announced again.
+    r = _run("workspace_handoff.py", "research", "--addr", reeld.addr, "--topic", "moss",
+             "--size", "1234")
+    assert r.returncode == 0, r.stderr
+    assert client.kv.get("lab", "handoff.moss").version == 1
 
 
 def test_workspace_handoff_research_run_again_after_a_crash(reeld, client):
