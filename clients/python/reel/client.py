@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import grpc
 
-from reel import _core, _rpc, errors
+from reel import _core, _diagnose, _rpc, errors
 from reel._core import TLS, CasEntry, Settings
 from reel._health import health_pb2
 from reel.types import (DELETE, Artifact, ArtifactEvent, Consumer, Entry, Event, Head,
@@ -110,6 +110,8 @@ def default_owner() -> str:
 
 # grpc.ChannelConnectivity.READY as grpcio's channel reports it.
 _READY = grpc.ChannelConnectivity.READY.value[0]
+_FAILING = grpc.ChannelConnectivity.TRANSIENT_FAILURE.value[0]
+_CONNECTING = grpc.ChannelConnectivity.CONNECTING.value[0]
 
 
 class Client:
@@ -126,6 +128,7 @@ class Client:
                          if creds is not None else
                          grpc.insecure_channel(settings.target, options=opts))
         self._rpc = _rpc.bind(self._channel)
+        self._diag = _diagnose.Diagnoser(settings)
         self._cap: Optional[float] = None
         self._closed = False
         self._runs_mu = threading.Lock()
@@ -169,6 +172,40 @@ class Client:
         return errors.from_rpc_error(
             e, method=method, lease=lease,
             request_size=req.ByteSize() if req is not None else None)
+
+    def _explain(self, err: errors.ReelError) -> errors.ReelError:
+        """err, with what keeps the channel from connecting when it is not
+        (see reel._diagnose): UNAVAILABLE or a deadline waited out alone
+        cannot tell a stopped reeld from a TLS mistake."""
+        if self._closed or not isinstance(err, (errors.Unavailable, errors.DeadlineExceeded)):
+            return err
+        try:
+            ready = self._channel._channel.check_connectivity_state(False) == _READY
+        except Exception:                   # closed, or another grpcio: nothing to add
+            ready = True
+        return err if ready else _diagnose.explain(err, self._diag.look())
+
+    def _refuse_if_mistaken(self, method: str) -> None:
+        """A call that would wait for a connection the channel failed to
+        make by a settings mistake (one found after an earlier call or
+        stream failed) fails at once instead, saying which."""
+        if not self._s.wait_for_ready or self._closed:
+            return
+        try:
+            state = self._channel._channel.check_connectivity_state(False)
+        except Exception:
+            return
+        # Connecting (gRPC's backoff goes between the two) may be a first
+        # connection: only what is known already counts then.
+        if state == _FAILING:
+            d = self._diag.look()
+        elif state == _CONNECTING:
+            d = self._diag.cached()[1]
+        else:
+            return
+        err = _diagnose.refusal(method, d)
+        if err is not None:
+            raise err
 
     def _invoke(self, method: str, fn, *args, **kwargs):
         """fn(*args, **kwargs), a gRPC call's start: on a closed client
@@ -218,6 +255,7 @@ class Client:
         fn = getattr(getattr(self._rpc, service), method)
         deadline = timeout if timeout is not None else self._s.timeout
         attempt = 0
+        self._refuse_if_mistaken(method)
         while True:
             if sent is not None:
                 sent[:] = [self._reachable(deadline)]
@@ -229,7 +267,7 @@ class Client:
                 err = self._error(e, method, lease, req)
             if not ((safe and _core.unary_retryable(err)) or _core.queue_full(err)) \
                     or attempt >= self._s.retries:
-                raise err
+                raise self._explain(err)
             time.sleep(_core.backoff(attempt))
             attempt += 1
 
@@ -307,7 +345,11 @@ class _Resumable:
             self._it.close()
 
     def _reconnect(self, clock: _core.ReconnectClock, err: errors.ReelError) -> bool:
-        """Waits before the next stream; False if closed meanwhile."""
+        """Waits before the next stream; False if closed meanwhile. A
+        settings mistake (a TLS one) is raised at once: no retry mends it."""
+        err = self._c._explain(err)
+        if _diagnose.settings_mistake(err):
+            raise err
         pause = clock.failed(err)
         self.reconnects += 1
         return not self._stop.wait(pause)
@@ -356,7 +398,7 @@ class Watch(_Resumable):
                         return
                     err = self._c._error(e, "WatchValueBatches")
                     if not (self._resume and _core.stream_resumable(err)):
-                        raise err from None
+                        raise self._c._explain(err) from None
                     if not self._reconnect(clock, err):
                         return
         finally:
@@ -533,7 +575,7 @@ class Follow(_Resumable):
                         return
                     err = self._c._error(e, "SubscribeRun")
                     if not _core.stream_resumable(err):
-                        raise err from None
+                        raise self._c._explain(err) from None
                     if not self._reconnect(clock, err):
                         return
         finally:
@@ -1218,7 +1260,7 @@ class Tail(_Resumable):
                         return
                     err = self._c._error(e, "SubscribeEventBatches")
                     if not _core.stream_resumable(err):
-                        raise err from None
+                        raise self._c._explain(err) from None
                     if not self._reconnect(clock, err):
                         return
         finally:
@@ -1483,7 +1525,7 @@ class ArtifactWatch(_Resumable):
                         return
                     err = self._c._error(e, "WatchArtifacts")
                     if not _core.stream_resumable(err):
-                        raise err from None
+                        raise self._c._explain(err) from None
                     if not self._reconnect(clock, err):
                         return
         finally:
@@ -1538,7 +1580,7 @@ class Workspace:
         except grpc.RpcError as e:
             if raised:
                 raise raised[0] from None
-            raise self._c._error(e, "PutArtifact") from None
+            raise self._c._explain(self._c._error(e, "PutArtifact")) from None
         finally:
             up.close()
         return up.check(Artifact._from_pb(resp.artifact))
@@ -1590,10 +1632,13 @@ class Workspace:
             except grpc.RpcError as e:
                 err = self._c._error(e, "GetArtifact")
                 if not _core.stream_resumable(err):
-                    raise err from None
+                    raise self._c._explain(err) from None
             finally:
                 if call is not None:
                     call.cancel()
+            err = self._c._explain(err)
+            if _diagnose.settings_mistake(err):
+                raise err
             time.sleep(clock.failed(err))
 
     def stat(self, namespace: str, key: str, *, version: int = 0) -> Optional[Artifact]:

@@ -6,6 +6,7 @@ naming it, an untrusted server or a missing client certificate fails the
 handshake; bad settings are refused naming the field before anything is
 sent."""
 import subprocess
+import time
 
 import pytest
 
@@ -39,12 +40,14 @@ def _cert(d, name, ca, server):
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    """ca1 signs the server and client1; ca2 signs nothing reeld trusts."""
+    """ca1 signs the server and client1; ca2 signs client2, which reeld
+    does not trust."""
     d = tmp_path_factory.mktemp("pki")
     _ca(d, "ca1")
     _ca(d, "ca2")
     _cert(d, "server", "ca1", True)
     _cert(d, "client1", "ca1", False)
+    _cert(d, "client2", "ca2", False)
     return d
 
 
@@ -210,3 +213,87 @@ def test_bad_tls_and_token_settings_are_refused_naming_the_field(tmp_path, pki, 
                        30.0, True, 0, None, None, ())
     assert s.token == "reel_0123_s3cret" and "s3cret" not in repr(s)
     assert b"PRIVATE KEY" in s.pem[2] and "PRIVATE" not in repr(s)
+
+
+def _fails_at_once(c, hint):
+    """A watch on c raises Unavailable naming the TLS mistake at once,
+    without reconnecting until reconnect_timeout (it did, saying only
+    'failed to connect')."""
+    t0 = time.monotonic()
+    with pytest.raises(reel.Unavailable) as e:
+        with c.kv.watch("app", "k") as w:
+            next(iter(w))
+    assert hint in str(e.value)
+    assert time.monotonic() - t0 < 10
+    return e.value
+
+
+def test_a_tls_mistake_is_named_and_a_stream_stops_retrying(tmp_path, pki):
+    for d in ("tls", "mtls", "plain"):
+        (tmp_path / d).mkdir()
+    tls_server = _start(tmp_path / "tls", pki, auth=False)
+    mtls_server = _mtls_server(tmp_path / "mtls", pki)
+    plain = Reeld(str(tmp_path / "plain" / "data")).start()
+    try:
+        a, m = tls_server.addr, mtls_server.addr
+        cases = [
+            (a, reel.TLS(ca=pki / "ca2.pem"),
+             f"reeld's certificate at {a} does not verify against tls.ca"),
+            (a, reel.TLS(ca=pki / "ca1.pem", server_name="elsewhere.example"),
+             f"reeld's certificate at {a} does not name 'elsewhere.example'"),
+            (a, False, f"reeld at {a} serves TLS: give tls=reel.TLS(ca=...)"),
+            (plain.addr, reel.TLS(ca=pki / "ca1.pem"),
+             f"reeld at {plain.addr} does not serve TLS: connect without tls"),
+            (m, reel.TLS(ca=pki / "ca1.pem"),
+             f"reeld at {m} asks for a client certificate: give tls.cert and tls.key"),
+            (m, reel.TLS(ca=pki / "ca1.pem", cert=pki / "client2.pem", key=pki / "client2.key"),
+             f"reeld at {m} refused the client certificate in tls.cert"),
+        ]
+        for addr, tls, hint in cases:
+            with reel.connect(addr, tls=tls, reconnect_timeout=60) as c:
+                _fails_at_once(c, hint)
+                # A call waits for a connection no more once the mistake
+                # is known: it fails at once, naming it.
+                t0 = time.monotonic()
+                with pytest.raises(reel.Unavailable, match="cannot connect") as e:
+                    c.kv.get("app", "k")
+                assert hint in str(e.value) and time.monotonic() - t0 < 5
+        # The first call of a client waits out its deadline, then says why.
+        with reel.connect(a, tls=reel.TLS(ca=pki / "ca2.pem"), timeout=1) as c:
+            with pytest.raises(reel.DeadlineExceeded, match="does not verify against tls.ca"):
+                c.kv.get("app", "k")
+        # A reeld that is not running is not a settings mistake: the
+        # stream goes on trying until reconnect_timeout, then names it.
+        plain_addr = plain.addr
+        assert plain.stop() == 0, plain.log()
+        with reel.connect(plain_addr, reconnect_timeout=1) as c:
+            with pytest.raises(reel.Unavailable,
+                               match=f"nothing listens on {plain_addr}: is reeld running"):
+                with c.kv.watch("app", "k") as w:
+                    next(iter(w))
+        # And a client whose settings are right is not slowed.
+        with reel.connect(a, tls=reel.TLS(ca=pki / "ca1.pem")) as c:
+            assert c.kv.put("app", "k", 1).version == 1
+    finally:
+        for s in (tls_server, mtls_server, plain):
+            s.stop()
+
+
+async def test_async_tls_mistake_is_named_and_a_stream_stops_retrying(tmp_path, pki):
+    server = _start(tmp_path, pki, auth=False)
+    try:
+        async with reel.aio.connect(server.addr, tls=reel.TLS(ca=pki / "ca2.pem"),
+                                    timeout=1, reconnect_timeout=60) as c:
+            hint = f"reeld's certificate at {server.addr} does not verify against tls.ca"
+            with pytest.raises(reel.DeadlineExceeded, match=hint):
+                await c.kv.get("app", "k")
+            t0 = time.monotonic()
+            with pytest.raises(reel.Unavailable, match=hint):
+                async with c.kv.watch("app", "k") as w:
+                    async for _ in w:
+                        break
+            with pytest.raises(reel.Unavailable, match="cannot connect"):
+                await c.kv.get("app", "k")
+            assert time.monotonic() - t0 < 10
+    finally:
+        assert server.stop() == 0, server.log()

@@ -23,7 +23,7 @@ from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, List, Optiona
 import grpc
 import grpc.aio
 
-from reel import _core, _rpc, errors
+from reel import _core, _diagnose, _rpc, errors
 from reel._core import TLS, CasEntry, Settings
 from reel._health import health_pb2
 from reel.client import _AWAIT_MARGIN, _ended_as, _status_name, default_owner
@@ -81,6 +81,7 @@ class Client:
                          if creds is not None else
                          grpc.aio.insecure_channel(settings.target, options=opts))
         self._rpc = _rpc.bind(self._channel)
+        self._diag = _diagnose.Diagnoser(settings)
         self._cap: Optional[float] = None
         self._closed = False
         self._runs: "weakref.WeakSet[Run]" = weakref.WeakSet()   # heartbeating
@@ -138,6 +139,40 @@ class Client:
             e, method=method, lease=lease,
             request_size=req.ByteSize() if req is not None else None)
 
+    async def _explain(self, err: errors.ReelError) -> errors.ReelError:
+        """See reel.client.Client._explain; the look at the server runs in
+        a thread, never on the event loop."""
+        if self._closed or not isinstance(err, (errors.Unavailable, errors.DeadlineExceeded)):
+            return err
+        try:
+            ready = self._channel.get_state(False) == grpc.ChannelConnectivity.READY
+        except Exception:
+            ready = True
+        if ready:
+            return err
+        fresh, d = self._diag.cached()
+        if not fresh:
+            d = await asyncio.get_running_loop().run_in_executor(None, self._diag.look)
+        return _diagnose.explain(err, d)
+
+    async def _refuse_if_mistaken(self, method: str) -> None:
+        """See reel.client.Client._refuse_if_mistaken."""
+        if not self._s.wait_for_ready or self._closed:
+            return
+        try:
+            state = self._channel.get_state(False)
+        except Exception:
+            return
+        if state not in (grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                         grpc.ChannelConnectivity.CONNECTING):
+            return
+        fresh, d = self._diag.cached()
+        if not fresh and state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            d = await asyncio.get_running_loop().run_in_executor(None, self._diag.look)
+        err = _diagnose.refusal(method, d)
+        if err is not None:
+            raise err
+
     def _invoke(self, method: str, fn, *args, **kwargs):
         """fn(*args, **kwargs), a gRPC call's start: on a closed client
         Cancelled("client is closed"), not grpc's UsageError."""
@@ -178,6 +213,7 @@ class Client:
         fn = getattr(getattr(self._rpc, service), method)
         deadline = timeout if timeout is not None else self._s.timeout
         attempt = 0
+        await self._refuse_if_mistaken(method)
         while True:
             try:
                 if sent is not None:
@@ -193,7 +229,7 @@ class Client:
                 raise
             if not ((safe and _core.unary_retryable(err)) or _core.queue_full(err)) \
                     or attempt >= self._s.retries:
-                raise err
+                raise await self._explain(err)
             await asyncio.sleep(_core.backoff(attempt))
             attempt += 1
 
@@ -322,6 +358,9 @@ class _Resumable:
             await self._it.aclose()
 
     async def _reconnect(self, clock: _core.ReconnectClock, err: errors.ReelError) -> bool:
+        err = await self._c._explain(err)
+        if _diagnose.settings_mistake(err):
+            raise err
         pause = clock.failed(err)
         self.reconnects += 1
         try:
@@ -377,7 +416,7 @@ class Watch(_Resumable):
                         return
                     err = self._c._error(e, "WatchValueBatches")
                     if not (self._resume and _core.stream_resumable(err)):
-                        raise err from None
+                        raise (await self._c._explain(err)) from None
                     if not await self._reconnect(clock, err):
                         return
                 except asyncio.CancelledError:
@@ -527,7 +566,7 @@ class Follow(_Resumable):
                         return
                     err = self._c._error(e, "SubscribeRun")
                     if not _core.stream_resumable(err):
-                        raise err from None
+                        raise (await self._c._explain(err)) from None
                     if not await self._reconnect(clock, err):
                         return
                 except asyncio.CancelledError:
@@ -1113,7 +1152,7 @@ class Tail(_Resumable):
                         return
                     err = self._c._error(e, "SubscribeEventBatches")
                     if not _core.stream_resumable(err):
-                        raise err from None
+                        raise (await self._c._explain(err)) from None
                     if not await self._reconnect(clock, err):
                         return
                 except asyncio.CancelledError:
@@ -1316,7 +1355,7 @@ class ArtifactWatch(_Resumable):
                         return
                     err = self._c._error(e, "WatchArtifacts")
                     if not _core.stream_resumable(err):
-                        raise err from None
+                        raise (await self._c._explain(err)) from None
                     if not await self._reconnect(clock, err):
                         return
                 except asyncio.CancelledError:
@@ -1385,7 +1424,7 @@ class Workspace:
         except grpc.RpcError as e:
             if raised:
                 raise raised[0] from None
-            raise self._c._error(e, "PutArtifact") from None
+            raise (await self._c._explain(self._c._error(e, "PutArtifact"))) from None
         except asyncio.CancelledError:
             # grpc.aio cancels the call when the source raises: that error is
             # the caller's; otherwise this task itself was cancelled.
@@ -1442,7 +1481,7 @@ class Workspace:
             except grpc.RpcError as e:
                 err = self._c._error(e, "GetArtifact")
                 if not _core.stream_resumable(err):
-                    raise err from None
+                    raise (await self._c._explain(err)) from None
             except asyncio.CancelledError:
                 if self._c._closed_under():
                     raise _core.client_closed("GetArtifact") from None
@@ -1450,6 +1489,9 @@ class Workspace:
             finally:
                 if call is not None:
                     call.cancel()
+            err = await self._c._explain(err)
+            if _diagnose.settings_mistake(err):
+                raise err
             await asyncio.sleep(clock.failed(err))
 
     async def stat(self, namespace: str, key: str, *, version: int = 0) -> Optional[Artifact]:
