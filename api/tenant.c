@@ -9,6 +9,7 @@
 
 #include "auth/auth.h"
 #include "base/text.h"
+#include "kv/kv.h"
 #include "reel/v1/wal.pb-c.h"
 #include "wal/wal.h"
 
@@ -87,11 +88,10 @@ int api_tenant_owns_as(const char *tenant, const char *stored) {
 }
 
 /* A byte a name's text can hold just before a tenant's prefix inside it
- * (a key "a/::T:x", "a::T:x"): those of the namespaces' rule. */
+ * (a key "a/::T:x", "a::T:x"): those of the namespaces' rule, and a key's
+ * UTF-8. */
 static int name_byte(unsigned char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || c == '_' || c == ':' || c == '/' ||
-           c == '-' || c >= 0x80;
+    return reel_in_charset(c, KV_NAMESPACE_CHARS) || c >= 0x80;
 }
 
 void api_tenant_status_out_as(const char *tenant, reel_status_t *st) {

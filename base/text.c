@@ -81,7 +81,7 @@ reel_code_t reel_check_name(const char *field, const char *s, size_t len,
     return REEL_OK;
 }
 
-static int in_charset(unsigned char c, const char *allowed) {
+int reel_in_charset(unsigned char c, const char *allowed) {
     for (const char *a = allowed; *a; a++) {
         if (a[1] == '-' && a[2] != '\0') {
             if (c >= (unsigned char)a[0] && c <= (unsigned char)a[2])
@@ -103,7 +103,7 @@ reel_code_t reel_check_charset(const char *field, const char *s, size_t len,
                                "bytes)",
                                field, max, allowed, len);
     for (size_t i = 0; i < len; i++)
-        if (!in_charset((unsigned char)s[i], allowed))
+        if (!reel_in_charset((unsigned char)s[i], allowed))
             return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                    "%s: byte %zu is not in [%s]", field, i,
                                    allowed);

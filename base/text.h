@@ -24,8 +24,12 @@ size_t reel_utf8_seq(const unsigned char *p, size_t avail);
 reel_code_t reel_check_name(const char *field, const char *s, size_t len,
                             size_t max, reel_status_t *st);
 
+/* Whether c is in `allowed`: a string of single characters and "a-z"
+ * style ranges. */
+int reel_in_charset(unsigned char c, const char *allowed);
+
 /* OK, or INVALID_ARGUMENT naming field: 1..max bytes, each in `allowed`
- * (a string of single characters and "a-z" style ranges). */
+ * (as reel_in_charset() reads it). */
 reel_code_t reel_check_charset(const char *field, const char *s, size_t len,
                                size_t max, const char *allowed,
                                reel_status_t *st);
