@@ -101,6 +101,10 @@ uint32_t Extend(uint32_t crc, const char *buf, size_t size) {
 } // namespace crc32c
 } // namespace rocksdb
 
+uint32_t store_crc32c(uint32_t crc, const void *buf, size_t size) {
+    return chosen()(crc, (const char *)buf, size);
+}
+
 const char *store_crc32c_engine(void) {
     extend_fn fn = chosen();
 
@@ -110,6 +114,16 @@ const char *store_crc32c_engine(void) {
 }
 
 #else
+
+namespace rocksdb {
+namespace crc32c {
+uint32_t Extend(uint32_t crc, const char *buf, size_t size);
+} // namespace crc32c
+} // namespace rocksdb
+
+uint32_t store_crc32c(uint32_t crc, const void *buf, size_t size) {
+    return rocksdb::crc32c::Extend(crc, (const char *)buf, size);
+}
 
 const char *store_crc32c_engine(void) { return "rocksdb"; }
 

@@ -18,6 +18,10 @@ extern "C" {
  * (store_crc32c_bitwise, should the library's own not be found). */
 const char *store_crc32c_engine(void);
 
+/* RocksDB's CRC-32C of buf, extending crc (0 to begin): the function
+ * RocksDB's own checksums use, for reading its files as it does. */
+uint32_t store_crc32c(uint32_t crc, const void *buf, size_t size);
+
 /* CRC-32C bit by bit, extending crc over buf as RocksDB's Extend does:
  * what computes them should the library's own not be found. */
 uint32_t store_crc32c_bitwise(uint32_t crc, const void *buf, size_t size);

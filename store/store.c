@@ -71,6 +71,7 @@
  *   it is there, and meta/revision comes back with it.
  */
 #include "store/store.h"
+#include "store/log_check.h"
 #include "store/rocks_crc.h"
 #include "store/rocks_log.h"
 #include "store/rocks_rate.h"
@@ -1160,7 +1161,8 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
         return rc;
     if ((rc = dir_lock(opts->data_dir, &lock_fd, st)) != REEL_OK)
         return rc;
-    if ((rc = format_check(opts->data_dir, &fresh, &format, st)) != REEL_OK) {
+    if ((rc = format_check(opts->data_dir, &fresh, &format, st)) != REEL_OK ||
+        (!fresh && (rc = store_logs_check(opts->data_dir, st)) != REEL_OK)) {
         close(lock_fd);
         return rc;
     }

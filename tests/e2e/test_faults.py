@@ -405,6 +405,70 @@ def test_a_corrupted_data_dir_is_refused_untouched(tmp_path):
     assert data_files(data) == before
 
 
+def test_a_damaged_byte_in_the_middle_of_the_write_ahead_log_is_refused(tmp_path):
+    """RocksDB replays its log up to the first record that does not read
+    and drops the rest: one damaged byte in the middle of the log after a
+    crash opened the data dir without a word at an older revision, every
+    acknowledged write after that byte gone and its revisions given again.
+    Refused now, the files untouched; the end of the log cut short (what a
+    crash leaves) and the last record damaged (a commit never answered
+    looks the same) still open."""
+    import shutil
+    data = str(tmp_path / "data")
+    server = Reeld(data).start()
+    ch = grpc.insecure_channel(server.addr)
+    set_value, get_value = kv_calls(ch)
+    for i in range(400):
+        head = set_value(K.SetValueRequest(namespace="n", key=f"k{i}", value=json.dumps("x" * 300)),
+                         timeout=10).entry.revision
+    ch.close()
+    server.kill()                          # the acknowledged writes are in the log only
+    logs = [n for n in os.listdir(data) if n.endswith(".log") and n[:-4].isdigit()]
+    log = max(logs, key=lambda n: os.path.getsize(os.path.join(data, n)))
+    size = os.path.getsize(os.path.join(data, log))
+    assert size > 100_000
+
+    def damaged(name, at=None, cut=0):
+        d = str(tmp_path / name)
+        shutil.copytree(data, d)
+        path = os.path.join(d, log)
+        with open(path, "r+b") as f:
+            if at is not None:
+                f.seek(at)
+                b = f.read(1)
+                f.seek(at)
+                f.write(bytes([b[0] ^ 0xFF]))
+            if cut:
+                f.truncate(size - cut)
+        return d
+
+    mid = damaged("mid", at=size // 2)
+    before = data_files(mid)
+    server = Reeld(mid).start(wait=False)
+    assert server.proc.wait(timeout=15) == 1
+    out = server.log()
+    assert re.search(r"the data dir is corrupted; refusing to open it: its write-ahead log "
+                     + re.escape(log) + r" has a record that does not read at byte \d+, and "
+                     r"committed records after it \(from byte \d+\) that opening would drop",
+                     out), out
+    assert data_files(mid) == before
+    for name, kw in (("cut", {"cut": 150}), ("last", {"at": size - 40})):
+        server = Reeld(damaged(name, **kw)).start()
+        ch = grpc.insecure_channel(server.addr)
+        _, get_value = kv_calls(ch)
+        got = get_value(K.GetValueRequest(namespace="n", key="k398"), timeout=10)
+        assert got.found and got.entry.revision == head - 1
+        ch.close()
+        assert server.stop()[0] == 0
+    server = Reeld(data).start()           # the dir as the crash left it: everything
+    ch = grpc.insecure_channel(server.addr)
+    _, get_value = kv_calls(ch)
+    assert get_value(K.GetValueRequest(namespace="n", key="k399"), timeout=10).entry.revision \
+        == head
+    ch.close()
+    assert server.stop()[0] == 0
+
+
 def test_a_data_dir_whose_wal_and_head_disagree_is_refused(tmp_path):
     """A data dir whose files do not belong together (copied file by file
     while reeld ran, a log file lost) opened and served values, history and
