@@ -363,8 +363,10 @@ static int ends_with(const char *s, const char *tail) {
  * lock, info logs, first MANIFEST and options, and empty logs. No data
  * can be there: nothing is written before the database exists. With
  * clean, deletes the empty logs (RocksDB makes no database beside one).
+ * The first name that is not such a leftover goes to other[cap].
  */
-static int creation_leftovers_only(const char *dir, int clean) {
+static int creation_leftovers_only(const char *dir, int clean, char *other,
+                                   size_t cap) {
     char path[4096];
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -389,6 +391,8 @@ static int creation_leftovers_only(const char *dir, int clean) {
                S_ISREG(sb.st_mode) && sb.st_size == 0;
         if (only && clean && unlink(path) != 0)
             only = 0;
+        if (!only && cap > 0)
+            snprintf(other, cap, "%s", n);
     }
     closedir(d);
     return only;
@@ -442,7 +446,7 @@ static reel_code_t format_write(const char *dir, reel_status_t *st) {
  */
 static reel_code_t format_check(const char *dir, int *fresh, int *version_out,
                                 reel_status_t *st) {
-    char path[4096], buf[128];
+    char path[4096], buf[128], other[256];
     int fd, version = 0;
     ssize_t n;
 
@@ -505,17 +509,31 @@ static reel_code_t format_check(const char *dir, int *fresh, int *version_out,
             "formats %d to %d; refusing to open it",
             dir, version, STORE_FORMAT_OLDEST, STORE_FORMAT_VERSION);
     *version_out = version;
-    if (no_database(dir))
-        *fresh = 1;
-    else if (!path_exists(dir, "CURRENT") &&
-             creation_leftovers_only(dir, 0) &&
-             creation_leftovers_only(dir, 1)) {
+    if (path_exists(dir, "CURRENT"))
+        return REEL_OK;
+    /* No database, so RocksDB would make one, deleting what looks like
+     * its own files: only over what a first start leaves. Anything else
+     * (table files, a later MANIFEST) is a copy or a restore cut short. */
+    if (!creation_leftovers_only(dir, 0, other, sizeof(other)))
+        return reel_status_set(
+            st, REEL_FAILED_PRECONDITION,
+            "data dir %s has reel's %s but no database (no CURRENT) and "
+            "holds \"%s\", which a first start does not leave: a copy or "
+            "restore cut short? Copy the whole backup again; refusing to "
+            "open it",
+            dir, FORMAT_FILE, other);
+    if (!no_database(dir)) {
+        if (!creation_leftovers_only(dir, 1, other, sizeof(other)))
+            return reel_status_set(st, REEL_UNAVAILABLE,
+                                   "data dir %s: cannot delete the empty "
+                                   "log %s its first start left",
+                                   dir, other);
         REEL_WARN("store", "data dir %s: its first start stopped before the "
                            "database was made (no CURRENT, no data): making "
                            "it again",
                   dir);
-        *fresh = 1;
     }
+    *fresh = 1;
     return REEL_OK;
 }
 

@@ -1264,6 +1264,8 @@ static void test_an_older_format_opens_and_is_upgraded(void **state) {
     reel_status_fini(&st);
 }
 
+static int count_files(const char *dir);
+
 /* A first start killed before RocksDB wrote CURRENT left FORMAT,
  * IDENTITY, LOCK and MANIFEST-000001, and every later start was refused
  * ("CURRENT: No such file"): such a dir is made again. One with data in
@@ -1297,6 +1299,24 @@ static void test_a_first_start_cut_short_is_made_again(void **state) {
     assert_int_not_equal(store_open(&o, &s, &st), REEL_OK);
     assert_null(s);
     assert_true(file_exists(dir, "000009.sst"));
+    reel_status_fini(&st);
+
+    /* A restore cut short: FORMAT, tables and options copied, no
+     * CURRENT, no IDENTITY. It was made again as a new, empty data dir,
+     * deleting the tables. */
+    snprintf(dir, sizeof(dir), "%s/restore-cut-short", f->dir);
+    mkdir(dir, 0700);
+    write_file(dir, "FORMAT", format);
+    write_file(dir, "000034.sst", "a table\n");
+    write_file(dir, "OPTIONS-000029", "options\n");
+    assert_int_equal(store_open(&o, &s, &st), REEL_FAILED_PRECONDITION);
+    assert_null(s);
+    assert_non_null(strstr(reel_status_message(&st),
+                           "has reel's FORMAT but no database (no CURRENT) "
+                           "and holds \"000034.sst\", which a first start "
+                           "does not leave: a copy or restore cut short?"));
+    assert_true(file_exists(dir, "000034.sst"));
+    assert_int_equal(count_files(dir), 3);
     reel_status_fini(&st);
 }
 
