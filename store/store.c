@@ -227,6 +227,7 @@ struct store {
     reel_status_t failure; /* set once, when failed becomes 1 */
 
     atomic_int failed;
+    int opened; /* store_open() returned it */
     /* RocksDB's background work failed (on_rocks_error): 1 while its why
      * is written, 2 once bg_why holds it; fail_store follows on the next
      * look (bg_fail), from a thread that may take mu. */
@@ -1375,9 +1376,25 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     REEL_INFO("store", "opened %s at revision %llu%s, checksums by %s",
               s->dir, (unsigned long long)atomic_load(&s->revision),
               fresh ? " (new)" : "", store_crc32c_engine());
+    s->opened = 1;
     *out = s;
     return REEL_OK;
 fail:
+    /* A corrupted table is found by the first reads, once RocksDB has
+     * opened the dir: refused as one it finds while opening. Nothing is
+     * written on the way out (no flush of what the log replayed). */
+    if (strstr(reel_status_message(st), "Corruption") != NULL &&
+        strncmp(reel_status_message(st), "the data dir is corrupted",
+                25) != 0) {
+        char *msg = strdup(reel_status_message(st));
+
+        rc = reel_status_set(st, REEL_DATA_LOSS,
+                             "the data dir is corrupted; refusing to open "
+                             "it: %s",
+                             msg != NULL ? msg : "Corruption");
+        free(msg);
+    }
+    atomic_store(&s->failed, 1);
     store_close(s);
     return rc;
 }
@@ -1450,8 +1467,9 @@ void store_close(store_t *s) {
     for (size_t i = 0; i < s->n_other_cf; i++)
         rocksdb_column_family_handle_destroy(s->other_cf[i]);
     free(s->other_cf);
-    if (s->db != NULL) {
+    if (s->db != NULL)
         rocksdb_close(s->db);
+    if (s->opened) {
         REEL_INFO("store",
                   "closed %s at revision %llu (%llu commits since start, "
                   "%.1f requests each, %llu run by their submitter)",

@@ -405,6 +405,38 @@ def test_a_corrupted_data_dir_is_refused_untouched(tmp_path):
     assert data_files(data) == before
 
 
+def test_a_corrupted_table_found_by_the_first_reads_is_refused_as_corrupted(tmp_path):
+    """A table RocksDB opens without reading its blocks (the meta family's,
+    holding the head revision) is found corrupted by reeld's first read:
+    refused with the same words as one found while opening (it said
+    "cannot open the store: read: Corruption: ..."), its tables untouched
+    and nothing of the replayed log written out on the way."""
+    data = str(tmp_path / "data")
+    server = Reeld(data).start()
+    ch = grpc.insecure_channel(server.addr)
+    set_value, _ = kv_calls(ch)
+    for i in range(3):
+        set_value(K.SetValueRequest(namespace="n", key=f"k{i}", value=str(i)), timeout=10)
+    ch.close()
+    assert server.stop()[0] == 0
+    tables = sorted(n for n in os.listdir(data) if n.endswith(".sst"))
+    for name in tables:
+        with open(os.path.join(data, name), "r+b") as f:
+            f.seek(100)
+            b = f.read(1)
+            f.seek(100)
+            f.write(bytes([b[0] ^ 0xFF]))
+    before = {n: v for n, v in data_files(data).items() if n.endswith(".sst")}
+    for _ in range(2):
+        server = Reeld(data).start(wait=False)
+        assert server.proc.wait(timeout=15) == 1
+        log = server.log()
+        assert re.search(r"the data dir is corrupted; refusing to open it: .*Corruption: ",
+                         log), log
+        assert "closed " not in log, log
+        assert {n: v for n, v in data_files(data).items() if n.endswith(".sst")} == before
+
+
 def test_a_damaged_byte_in_the_middle_of_the_write_ahead_log_is_refused(tmp_path):
     """RocksDB replays its log up to the first record that does not read
     and drops the rest: one damaged byte in the middle of the log after a
