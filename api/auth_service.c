@@ -376,6 +376,11 @@ static void info_to_pb(const auth_info_t *in, Reel__V1__TokenInfo *pb,
     pb->n_scopes = n;
 }
 
+/* A module's limit as it applies it: 0 is its default. */
+static size_t ns_limit(size_t set, size_t dflt) {
+    return set != 0 ? set : dflt;
+}
+
 static void admin_create_token(rpc_call_t *call, void *arg, const uint8_t *req,
                                size_t len) {
     api_ctx_t *ctx = arg;
@@ -410,6 +415,18 @@ static void admin_create_token(rpc_call_t *call, void *arg, const uint8_t *req,
         reel_status_set(&st, REEL_FAILED_PRECONDITION, NO_TOKENS);
         goto out;
     }
+    /* A tenant whose prefix fills the namespace limit would get a token
+     * every KV and workspace call of which is refused: refused here
+     * instead (the workspace's limit follows the KV's, or its default).
+     * A malformed tenant is told so first, as auth_token_create would. */
+    if (auth_check_tenant("tenant", in->tenant, &st) != REEL_OK ||
+        api_tenant_check_room(in->tenant, ns_limit(ctx->limits.kv.max_namespace,
+                                                   KV_DEFAULT_MAX_NAMESPACE),
+                              "--kv-max-namespace-bytes", &st) != REEL_OK ||
+        api_tenant_check_room(in->tenant, ns_limit(ctx->limits.ws.max_namespace,
+                                                   WS_DEFAULT_MAX_NAMESPACE),
+                              "--kv-max-namespace-bytes", &st) != REEL_OK)
+        goto out;
     /* A rare, small synced write: waited for on this poller thread. */
     if (auth_token_create(ctx->auth, in->tenant, sc, in->name, in->ttl_ms,
                           tok, &info, &st) != REEL_OK)

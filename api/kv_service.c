@@ -59,8 +59,8 @@ static int ns_in(rpc_call_t *call, api_ctx_t *ctx, const char *field,
     reel_status_t st = REEL_STATUS_INIT;
 
     if (api_tenant_charset_in(call, field, ns, ctx->limits.kv.max_namespace,
-                              KV_NAMESPACE_CHARS, owned, out,
-                              &st) != REEL_OK) {
+                              "--kv-max-namespace-bytes", KV_NAMESPACE_CHARS,
+                              owned, out, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
         reel_status_fini(&st);
         return -1;

@@ -315,9 +315,42 @@ char *api_tenant_pattern_out_as(const char *tenant, const char *stored) {
     return out;
 }
 
-reel_code_t api_tenant_name_in_as(const char *tenant, const char *field,
-                                  const char *name, size_t max, char **out,
-                                  const char **out_name, reel_status_t *st) {
+size_t api_tenant_prefix_bytes_as(const char *tenant) {
+    const char *t = scoped_as(tenant);
+
+    return t != NULL ? strlen(API_TENANT_MARK) + strlen(t) + 1 : 0;
+}
+
+reel_code_t api_tenant_check_room(const char *tenant, size_t max,
+                                  const char *limit, reel_status_t *st) {
+    size_t pre = api_tenant_prefix_bytes_as(tenant);
+    /* The longest tenant leaving a namespace 1 byte: "::", T, ':', 1. */
+    size_t mark = strlen(API_TENANT_MARK) + 1 + 1;
+    char most[96];
+
+    if (pre == 0 || pre < max)
+        return REEL_OK;
+    if (max > mark)
+        snprintf(most, sizeof(most), "a tenant may be at most %zu bytes",
+                 max - mark);
+    else
+        snprintf(most, sizeof(most),
+                 "only the default and admin tenants (no prefix) fit");
+    return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                           "tenant: \"%s\" is %zu bytes, and the prefix "
+                           "\"::%s:\" its namespaces are stored under takes "
+                           "%zu, leaving 0 bytes for a namespace under %s %zu "
+                           "(at least 1 needed): %s there",
+                           tenant, strlen(tenant), tenant, pre, limit, max,
+                           most);
+}
+
+/* api_tenant_name_in_as; limit names where max comes from (a flag), or
+ * NULL for a fixed limit. */
+static reel_code_t name_in(const char *tenant, const char *field,
+                           const char *name, size_t max, const char *limit,
+                           char **out, const char **out_name,
+                           reel_status_t *st) {
     const char *t = scoped_as(tenant);
     size_t n = strlen(name), pre;
 
@@ -334,11 +367,26 @@ reel_code_t api_tenant_name_in_as(const char *tenant, const char *field,
     if (t == NULL)
         return REEL_OK;
     pre = 2 + strlen(t) + 1;
+    /* A token made before the limit was lowered (CreateToken refuses a
+     * tenant leaving no room): no name of it fits, whatever its length. */
+    if (pre >= max && limit != NULL)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: tenant %s's name leaves no room under %s "
+                               "%zu: its names are stored behind a prefix of "
+                               "%zu bytes (\"::\", the tenant, \":\")",
+                               field, t, limit, max, pre);
+    if (pre >= max)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: tenant %s's name leaves no room under "
+                               "the limit of %zu bytes: its names are stored "
+                               "behind a prefix of %zu bytes (\"::\", the "
+                               "tenant, \":\")",
+                               field, t, max, pre);
     if (n == 0 || n + pre > max)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "%s: must be 1-%zu bytes for tenant %s (got "
                                "%zu)",
-                               field, max > pre ? max - pre : 0, t, n);
+                               field, max - pre, t, n);
     if ((*out = malloc(pre + n + 1)) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     snprintf(*out, pre + n + 1, "%s%s:%s", API_TENANT_MARK, t, name);
@@ -346,15 +394,21 @@ reel_code_t api_tenant_name_in_as(const char *tenant, const char *field,
     return REEL_OK;
 }
 
+reel_code_t api_tenant_name_in_as(const char *tenant, const char *field,
+                                  const char *name, size_t max, char **out,
+                                  const char **out_name, reel_status_t *st) {
+    return name_in(tenant, field, name, max, NULL, out, out_name, st);
+}
+
 reel_code_t api_tenant_charset_in_as(const char *tenant, const char *field,
                                      const char *name, size_t max,
-                                     const char *allowed, char **out,
-                                     const char **out_name,
+                                     const char *limit, const char *allowed,
+                                     char **out, const char **out_name,
                                      reel_status_t *st) {
     reel_code_t rc;
 
-    if ((rc = api_tenant_name_in_as(tenant, field, name, max, out, out_name,
-                                    st)) != REEL_OK ||
+    if ((rc = name_in(tenant, field, name, max, limit, out, out_name, st)) !=
+            REEL_OK ||
         *out == NULL)
         return rc;
     /* Checked as given, so an error's byte offset is the tenant's own. */
@@ -414,10 +468,11 @@ reel_code_t api_tenant_name_in(rpc_call_t *call, const char *field,
 
 reel_code_t api_tenant_charset_in(rpc_call_t *call, const char *field,
                                   const char *name, size_t max,
-                                  const char *allowed, char **out,
-                                  const char **out_name, reel_status_t *st) {
-    return api_tenant_charset_in_as(tenant_of(call), field, name, max, allowed,
-                                    out, out_name, st);
+                                  const char *limit, const char *allowed,
+                                  char **out, const char **out_name,
+                                  reel_status_t *st) {
+    return api_tenant_charset_in_as(tenant_of(call), field, name, max, limit,
+                                    allowed, out, out_name, st);
 }
 
 const char *api_tenant_name_out(rpc_call_t *call, const char *stored) {

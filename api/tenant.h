@@ -59,11 +59,27 @@ reel_code_t api_tenant_name_in(rpc_call_t *call, const char *field,
 
 /* As api_tenant_name_in, for a name of the bytes allowed (a namespace:
  * reel_check_charset's rule); a tenant's name is checked as it gave it,
- * so an error's "byte N" counts from its own first byte. */
+ * so an error's "byte N" counts from its own first byte. limit names the
+ * flag max comes from ("--kv-max-namespace-bytes"), said when the
+ * tenant's prefix alone fills max. */
 reel_code_t api_tenant_charset_in(rpc_call_t *call, const char *field,
                                   const char *name, size_t max,
-                                  const char *allowed, char **out,
-                                  const char **out_name, reel_status_t *st);
+                                  const char *limit, const char *allowed,
+                                  char **out, const char **out_name,
+                                  reel_status_t *st);
+
+/* The bytes of the prefix "::T:" in front of each name of tenant: 0 for
+ * a tenant whose names get none (default, admin, NULL). */
+size_t api_tenant_prefix_bytes_as(const char *tenant);
+
+/*
+ * For CreateToken: INVALID_ARGUMENT when tenant's prefix leaves no byte
+ * of max (a stored name's limit, set by the flag limit names) for a name,
+ * so no token is made whose every KV and workspace call would be refused.
+ * The message names the tenant, its length, the flag and the room left.
+ */
+reel_code_t api_tenant_check_room(const char *tenant, size_t max,
+                                  const char *limit, reel_status_t *st);
 
 /* 1 for a call of the default tenant (under --auth token): what other
  * tenants name is hidden from it (their WAL events). */
@@ -155,8 +171,8 @@ reel_code_t api_tenant_name_in_as(const char *tenant, const char *field,
                                   const char **out_name, reel_status_t *st);
 reel_code_t api_tenant_charset_in_as(const char *tenant, const char *field,
                                      const char *name, size_t max,
-                                     const char *allowed, char **out,
-                                     const char **out_name,
+                                     const char *limit, const char *allowed,
+                                     char **out, const char **out_name,
                                      reel_status_t *st);
 const char *api_tenant_name_out_as(const char *tenant, const char *stored);
 

@@ -301,6 +301,7 @@ static void test_a_tenants_bad_namespace_byte_is_its_own(void **s) {
 
     (void)s;
     assert_int_equal(api_tenant_charset_in_as("acme", "namespace", "a b", 256,
+                                              "--kv-max-namespace-bytes",
                                               "A-Za-z0-9_:/-", &owned, &name,
                                               &st),
                      REEL_INVALID_ARGUMENT);
@@ -308,11 +309,76 @@ static void test_a_tenants_bad_namespace_byte_is_its_own(void **s) {
     assert_string_equal(reel_status_message(&st),
                         "namespace: byte 1 is not in [A-Za-z0-9_:/-]");
     assert_int_equal(api_tenant_charset_in_as("acme", "namespace", "ab", 256,
+                                              "--kv-max-namespace-bytes",
                                               "A-Za-z0-9_:/-", &owned, &name,
                                               &st),
                      REEL_OK);
     assert_string_equal(name, "::acme:ab");
     free(owned);
+    reel_status_fini(&st);
+}
+
+/* A tenant whose prefix "::T:" fills the namespace limit gets no token
+ * (CreateToken), and one made before the limit was lowered is told so,
+ * never "1-0 bytes". */
+static void test_a_tenant_whose_prefix_fills_the_limit_is_refused_naming_it(
+    void **s) {
+    reel_status_t st = REEL_STATUS_INIT;
+    const char *t20 = "tttttttttttttttttttt", *name;
+    char *owned;
+
+    (void)s;
+    assert_int_equal(api_tenant_prefix_bytes_as(t20), 23);
+    assert_int_equal(api_tenant_prefix_bytes_as("default"), 0);
+    assert_int_equal(api_tenant_prefix_bytes_as("admin"), 0);
+    assert_int_equal(api_tenant_check_room(t20, 16, "--kv-max-namespace-bytes",
+                                           &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_string_equal(
+        reel_status_message(&st),
+        "tenant: \"tttttttttttttttttttt\" is 20 bytes, and the prefix "
+        "\"::tttttttttttttttttttt:\" its namespaces are stored under takes "
+        "23, leaving 0 bytes for a namespace under --kv-max-namespace-bytes "
+        "16 (at least 1 needed): a tenant may be at most 12 bytes there");
+    /* The prefix exactly the limit: still no room. */
+    assert_int_equal(api_tenant_check_room(t20, 23, "--kv-max-namespace-bytes",
+                                           &st),
+                     REEL_INVALID_ARGUMENT);
+    /* One byte left is enough; no prefix needs no room. */
+    assert_int_equal(api_tenant_check_room(t20, 24, "--kv-max-namespace-bytes",
+                                           &st),
+                     REEL_OK);
+    assert_int_equal(api_tenant_check_room("abcdefghijkl", 16, "--x", &st),
+                     REEL_OK);
+    assert_int_equal(api_tenant_check_room("abcdefghijklm", 16, "--x", &st),
+                     REEL_INVALID_ARGUMENT);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(api_tenant_check_room(i ? "admin" : "default", 1,
+                                               "--x", &st),
+                         REEL_OK);
+    /* Under a limit no tenant with a prefix fits, it says so. */
+    assert_int_equal(api_tenant_check_room("a", 4, "--x", &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st),
+                           "only the default and admin tenants"));
+    /* A token from before a lowered limit: each call says why. */
+    assert_int_equal(api_tenant_charset_in_as(t20, "namespace", "n", 16,
+                                              "--kv-max-namespace-bytes",
+                                              "A-Za-z0-9_:/-", &owned, &name,
+                                              &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_null(owned);
+    assert_null(strstr(reel_status_message(&st), "1-0 bytes"));
+    assert_string_equal(reel_status_message(&st),
+                        "namespace: tenant tttttttttttttttttttt's name leaves "
+                        "no room under --kv-max-namespace-bytes 16: its names "
+                        "are stored behind a prefix of 23 bytes (\"::\", the "
+                        "tenant, \":\")");
+    assert_int_equal(api_tenant_name_in_as("acme", "app", "n", 7, &owned,
+                                           &name, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_null(strstr(reel_status_message(&st), "1-0 bytes"));
+    assert_non_null(strstr(reel_status_message(&st), "leaves no room"));
     reel_status_fini(&st);
 }
 
@@ -330,6 +396,8 @@ int main(void) {
             test_a_tenant_sees_its_own_run_events_as_it_named_them),
         cmocka_unit_test(test_errors_name_a_tenants_names_as_given),
         cmocka_unit_test(test_a_tenants_bad_namespace_byte_is_its_own),
+        cmocka_unit_test(
+            test_a_tenant_whose_prefix_fills_the_limit_is_refused_naming_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -105,7 +105,8 @@ static reel_code_t ns_in(rpc_call_t *call, api_ctx_t *ctx, const char *field,
     size_t max = ctx->limits.ws.max_namespace ? ctx->limits.ws.max_namespace
                                               : WS_DEFAULT_MAX_NAMESPACE;
 
-    return api_tenant_charset_in(call, field, ns, max, WS_NAMESPACE_CHARS,
+    return api_tenant_charset_in(call, field, ns, max,
+                                 "--kv-max-namespace-bytes", WS_NAMESPACE_CHARS,
                                  owned, out, st);
 }
 

@@ -1203,6 +1203,60 @@ def test_a_tenants_namespace_limit_counts_its_prefix_and_says_so(secured):
     assert k.set("n" * 249, "k", "1").entry.namespace == "n" * 249
 
 
+def test_a_tenant_whose_prefix_fills_the_namespace_limit_gets_no_token(tmp_path):
+    """Its namespaces are stored as "::T:<ns>", so a tenant of 20 bytes
+    under --kv-max-namespace-bytes 16 once got a token every KV and
+    workspace call of which said "must be 1-0 bytes"."""
+    t20, t12 = "t" * 20, "t" * 12
+    s = Secured(tmp_path, extra=["--kv-max-namespace-bytes", "16"])
+    try:
+        c, d = code_of(lambda: s.create(t20, KV_RW))
+        assert c == grpc.StatusCode.INVALID_ARGUMENT, (c, d)
+        assert d == (f'tenant: "{t20}" is 20 bytes, and the prefix "::{t20}:" '
+                     "its namespaces are stored under takes 23, leaving 0 bytes "
+                     "for a namespace under --kv-max-namespace-bytes 16 (at "
+                     "least 1 needed): a tenant may be at most 12 bytes there"), d
+        r = subprocess.run([REELCTL, "--addr", s.server.addr, "--token", s.admin,
+                            "token", "create", "--tenant", t20, "--scope", "admin"],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode != 0 and "--kv-max-namespace-bytes 16" in r.stderr, r
+        assert not TOKEN_RE.search(r.stdout)
+        ls = s.call("/reel.v1.Admin/ListTokens", admin_pb2.ListTokensRequest(),
+                    admin_pb2.ListTokensResponse, s.admin)
+        assert t20 not in [t.tenant for t in ls.tokens]
+        # The longest that fits has 1 byte of namespace; default and admin
+        # get no prefix, so the limit is all theirs.
+        k = kv(s, s.create(t12, KV_RW)[0])
+        assert k.set("n", "k", "1").entry.namespace == "n"
+        c, d = code_of(lambda: k.set("nn", "k", "1"))
+        assert c == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"must be 1-1 bytes for tenant {t12} (got 2)" in d, d
+        assert kv(s, s.create("default", KV_RW)[0]).set("n" * 16, "k", "1")
+        # A token made under a higher limit, the limit lowered after: each
+        # call says why, never "1-0 bytes".
+        s.server.stop()
+        s.server.extra = [a for a in s.server.extra if a not in ("--kv-max-namespace-bytes", "16")]
+        s.server.start()
+        old = s.create(t20, KV_RW + ["workspace:read"])[0]
+        assert kv(s, old).set("n", "k", "1").entry.namespace == "n"
+        s.server.stop()
+        s.server.extra += ["--kv-max-namespace-bytes", "16"]
+        s.server.start()
+        want = (f"namespace: tenant {t20}'s name leaves no room under "
+                "--kv-max-namespace-bytes 16: its names are stored behind a "
+                'prefix of 23 bytes ("::", the tenant, ":")')
+        c, d = code_of(lambda: kv(s, old).get("n", "k"))
+        assert (c, d) == (grpc.StatusCode.INVALID_ARGUMENT, want)
+        c, d = code_of(lambda: unary(
+            s.ch, "/reel.v1.Workspace/StatArtifact", workspace_pb2.StatArtifactRequest,
+            workspace_pb2.StatArtifactResponse)(
+            workspace_pb2.StatArtifactRequest(namespace="n", key="k"),
+            metadata=md(old), timeout=5))
+        assert (c, d) == (grpc.StatusCode.INVALID_ARGUMENT, want)
+    finally:
+        s.close()
+
+
 def test_a_tenants_errors_name_its_names_and_bytes_as_it_gave_them(secured):
     """A bad namespace byte is counted from the tenant's first byte (not
     from its hidden prefix), and a key of its own holding its mark is not
