@@ -8,7 +8,11 @@
  * the answer stays small whatever the number of consumers). A figure that
  * cannot be read fails the call, naming it: never a status with a hole.
  * A tenant's call is shown its own consumers only, named as it gave them
- * (api/tenant.h); the other figures are the server's and name nothing.
+ * (api/tenant.h). What clients hold open (connections, calls, watches,
+ * subscriptions), like the data dir and its disk, is shown to admin only
+ * (api_is_admin): a live count moves as another tenant's streams come and
+ * go. The writer's figures and the WAL's extent stay for every token:
+ * they count by global revision, as GetHead does (docs/security.md).
  */
 #include <stdlib.h>
 
@@ -54,8 +58,6 @@ static void admin_get_status(rpc_call_t *call, void *arg, const uint8_t *req,
     out.uptime_ms = reel_clock_now_ms() - ctx->started_at_ms;
     out.writable = store_health(ctx->store, &health) == REEL_OK;
     out.write_error = out.writable ? "" : (char *)reel_status_message(&health);
-    /* Less this call itself. */
-    out.open_calls = ctx->server ? rpc_server_open_calls(ctx->server) - 1 : 0;
     /* A client asking for a longer wait can say what it will get. */
     out.signal_max_wait_ms =
         ctx->signals != NULL ? signals_max_wait_ms(ctx->signals) : 0;
@@ -70,12 +72,15 @@ static void admin_get_status(rpc_call_t *call, void *arg, const uint8_t *req,
         out.disk_low = stats.disk_low != 0;
         out.connections = api_accept_connections();
         out.max_connections = api_accept_max_connections();
+        /* Less this call itself. */
+        out.open_calls =
+            ctx->server ? rpc_server_open_calls(ctx->server) - 1 : 0;
+        out.kv_watchers = ctx->kv != NULL ? kv_watchers(ctx->kv) : 0;
+        out.run_subscribers =
+            ctx->journal != NULL ? journal_subscribers(ctx->journal) : 0;
+        out.wal_subscribers = ctx->wal != NULL ? wal_subscribers(ctx->wal) : 0;
     }
-    out.kv_watchers = ctx->kv != NULL ? kv_watchers(ctx->kv) : 0;
-    out.run_subscribers =
-        ctx->journal != NULL ? journal_subscribers(ctx->journal) : 0;
     if (ctx->wal != NULL) {
-        out.wal_subscribers = wal_subscribers(ctx->wal);
         out.wal_bytes = wal_bytes(ctx->wal);
         if (wal_head(ctx->wal, &head, &oldest, &st) != REEL_OK)
             goto out;

@@ -215,15 +215,20 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
                                 commits ? commit_s * 1000 / commits : 0);
         cJSON_AddNumberToObject(o, "write_queue_depth",
                                 (double)s->write_queue_depth);
-        cJSON_AddNumberToObject(o, "kv_watchers", (double)s->kv_watchers);
-        cJSON_AddNumberToObject(o, "run_subscribers",
-                                (double)s->run_subscribers);
-        cJSON_AddNumberToObject(o, "wal_subscribers",
-                                (double)s->wal_subscribers);
+        /* Admin's only, as the connections: left out for other tokens. */
+        if (*s->data_dir != '\0') {
+            cJSON_AddNumberToObject(o, "kv_watchers",
+                                    (double)s->kv_watchers);
+            cJSON_AddNumberToObject(o, "run_subscribers",
+                                    (double)s->run_subscribers);
+            cJSON_AddNumberToObject(o, "wal_subscribers",
+                                    (double)s->wal_subscribers);
+        }
         cJSON_AddNumberToObject(o, "wal_oldest_revision",
                                 (double)s->wal_oldest_revision);
         cJSON_AddNumberToObject(o, "wal_bytes", (double)s->wal_bytes);
-        cJSON_AddNumberToObject(o, "open_calls", (double)s->open_calls);
+        if (*s->data_dir != '\0')
+            cJSON_AddNumberToObject(o, "open_calls", (double)s->open_calls);
         cJSON_AddNumberToObject(o, "signal_max_wait_ms",
                                 (double)s->signal_max_wait_ms);
         cJSON_AddNumberToObject(o, "consumer_count",
@@ -268,12 +273,14 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv) {
                commits ? commit_s * 1000 / commits : 0);
         printf("write queue:  %llu\n",
                (unsigned long long)s->write_queue_depth);
-        printf("watchers:     %llu KV, %llu runs\n",
-               (unsigned long long)s->kv_watchers,
-               (unsigned long long)s->run_subscribers);
-        printf("subscribers:  %llu\n",
-               (unsigned long long)s->wal_subscribers);
-        printf("open calls:   %llu\n", (unsigned long long)s->open_calls);
+        if (*s->data_dir != '\0') {
+            printf("watchers:     %llu KV, %llu runs\n",
+                   (unsigned long long)s->kv_watchers,
+                   (unsigned long long)s->run_subscribers);
+            printf("subscribers:  %llu\n",
+                   (unsigned long long)s->wal_subscribers);
+            printf("open calls:   %llu\n", (unsigned long long)s->open_calls);
+        }
         printf("signal wait:  at most %.3gs\n",
                (double)s->signal_max_wait_ms / 1000.0);
         printf("WAL:          oldest revision %llu, %llu bytes\n",

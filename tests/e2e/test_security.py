@@ -774,6 +774,56 @@ def test_a_tenant_token_holding_admin_sees_no_data_dir(secured):
         assert st.connections >= 1 and st.max_connections == 10000, tenant
 
 
+def test_a_tenants_status_shows_no_live_counts_of_other_tenants_streams(secured):
+    """open_calls, kv_watchers and wal_subscribers moved as another tenant
+    opened watches and tails: a kv:read token of globex saw acme's."""
+    acme = secured.create("acme", KV_RW + ["wal:read"])[0]
+    globex = secured.create("globex", ["kv:read"])[0]
+    kv(secured, acme).set("orders", "k", "1")
+    get = lambda tok: secured.call(  # noqa: E731
+        "/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest(),
+        admin_pb2.GetStatusResponse, tok)
+    held = [kv(secured, acme).watch("orders"), kv(secured, acme).watch("orders", "k"),
+            stream(secured.ch, "/reel.v1.Wal/SubscribeEvents",
+                   wal_pb2.SubscribeEventsRequest, wal_pb2.Event)(
+                wal_pb2.SubscribeEventsRequest(), metadata=md(acme), timeout=60)]
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            adm = get(secured.admin)
+            if adm.kv_watchers >= 2 and adm.wal_subscribers >= 1:
+                break
+            assert time.monotonic() < deadline, adm
+        assert adm.open_calls >= 3, adm
+        st = get(globex)
+        assert (st.kv_watchers, st.wal_subscribers, st.run_subscribers,
+                st.open_calls) == (0, 0, 0, 0), st
+        # Server-wide (docs/security.md): the global revision and the
+        # writer's figures, as GetHead's head.
+        assert st.revision >= 1 and st.commits >= 1, st
+        # reelctl leaves them out for such a token, as the connections.
+        ctl = [REELCTL, "--addr", secured.server.addr, "--token", globex, "status",
+               "--interval", "0"]
+        r = subprocess.run(ctl, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "revision:" in r.stdout, r
+        for line in ("watchers:", "subscribers:", "open calls:"):
+            assert line not in r.stdout, r.stdout
+        r = subprocess.run(ctl[:-3] + ["--json"] + ctl[-3:], capture_output=True,
+                           text=True, timeout=30)
+        got = json.loads(r.stdout)
+        assert got["revision"] >= 1, got
+        for hidden in ("kv_watchers", "run_subscribers", "wal_subscribers",
+                       "open_calls"):
+            assert hidden not in got, (hidden, got)
+        # An admin token's reelctl shows them.
+        r = subprocess.run(ctl[:3] + ["--token", secured.admin] + ctl[5:],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "watchers:     2 KV" in r.stdout, r.stdout
+    finally:
+        for h in held:
+            h.cancel()
+
+
 @pytest.mark.parametrize("scopes, want", [
     ("kv:read,,kv:write", "--scope: scope 2 is empty"),
     (",kv:read", "--scope: scope 1 is empty"),
