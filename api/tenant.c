@@ -369,19 +369,14 @@ static reel_code_t name_in(const char *tenant, const char *field,
     pre = 2 + strlen(t) + 1;
     /* A token made before the limit was lowered (CreateToken refuses a
      * tenant leaving no room): no name of it fits, whatever its length. */
-    if (pre >= max && limit != NULL)
-        return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "%s: tenant %s's name leaves no room under %s "
-                               "%zu: its names are stored behind a prefix of "
-                               "%zu bytes (\"::\", the tenant, \":\")",
-                               field, t, limit, max, pre);
     if (pre >= max)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "%s: tenant %s's name leaves no room under "
-                               "the limit of %zu bytes: its names are stored "
-                               "behind a prefix of %zu bytes (\"::\", the "
-                               "tenant, \":\")",
-                               field, t, max, pre);
+                               "%s %zu%s: its names are stored behind a "
+                               "prefix of %zu bytes (\"::\", the tenant, "
+                               "\":\")",
+                               field, t, limit ? limit : "the limit of", max,
+                               limit ? "" : " bytes", pre);
     if (n == 0 || n + pre > max)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "%s: must be 1-%zu bytes for tenant %s (got "
