@@ -1266,6 +1266,25 @@ static void test_a_busy_key_elsewhere_does_not_end_pattern_watches(
     assert_int_equal(rc, REEL_OUT_OF_RANGE);
     assert_null(w);
     reel_status_fini(&st);
+    /* From 0, every change retained: orders.0, written once before what
+     * orders.1 trimmed, is there (it was left out, the watch starting
+     * past the newest revision trimmed), then orders.1's last 3. */
+    s->n = 0;
+    w = watch(f, "orders.>", KV_WATCH_FROM_REVISION, 0, s, &rc, &st);
+    assert_int_equal(rc, REEL_OK);
+    assert_int_equal(sink_wait(s, 5), 5);
+    assert_string_equal(s->recs[0].key, "orders.0");
+    assert_int_equal(s->recs[0].version, 1);
+    for (int i = 1; i < 4; i++) {
+        assert_string_equal(s->recs[i].key, "orders.1");
+        assert_int_equal(s->recs[i].version, 3 + (uint64_t)i);
+    }
+    assert_int_equal(s->recs[4].type, KV_EVENT_BOOTSTRAP_DONE);
+    /* Then live, as any watch. */
+    set_ok(f->kv, "orders.2", "1");
+    assert_int_equal(sink_wait(s, 6), 6);
+    assert_string_equal(s->recs[5].key, "orders.2");
+    kv_watch_destroy(w);
     sink_free(s);
     sink_free(slow);
 }

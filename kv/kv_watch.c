@@ -74,6 +74,9 @@ struct kv_watch {
     /* Replay's state (the feed's replay and go_live calls). Small fields
      * together: a shared stream holds 10,000 watches. */
     unsigned char phase, boot_sent;
+    /* A pattern watch from revision 0, until its catch-up reaches what
+     * was trimmed: every retained change, whatever a busy key trimmed. */
+    unsigned char from_oldest;
     uint64_t boot_rev;
     store_snapshot_t *snap;
     char *snap_after; /* last key sent in SNAPSHOT (encoded), or NULL */
@@ -466,14 +469,19 @@ reel_code_t kv_watch_create(kv_t *kv, const kv_watch_args_t *a,
         }
         if ((rc = trimmed_for(w, a->from_revision, &trimmed, st)) != REEL_OK)
             goto fail;
-        /* 0 starts from the oldest retained, as the WAL's does. */
+        /* 0 starts from the oldest retained, as the WAL's does: for an
+         * exact key, past its own trimmed versions; for a pattern, at
+         * each key's oldest retained change, so a key written once is
+         * not left out because another it matches was trimmed since. */
         if (a->from_revision != 0 && a->from_revision < trimmed) {
             rc = reel_status_not_retained(st, a->from_revision,
                                           w->pattern ? "" : " for this key",
                                           trimmed, head);
             goto fail;
         }
-        fa.cursor = a->from_revision != 0 ? a->from_revision : trimmed;
+        w->from_oldest = a->from_revision == 0 && w->pattern;
+        fa.cursor = a->from_revision != 0 || w->pattern ? a->from_revision
+                                                        : trimmed;
         w->phase = PH_HISTORY;
         break;
     }
@@ -911,7 +919,9 @@ static int step_history(kv_watch_t *w, uint64_t *cursor) {
         store_snapshot_release(w->kv->store, snap);
         return end_with(w, &st);
     }
-    if (*cursor < trimmed) {
+    if (w->from_oldest && *cursor >= trimmed)
+        w->from_oldest = 0;
+    if (*cursor < trimmed && !w->from_oldest) {
         store_snapshot_release(w->kv->store, snap);
         return end_watch(w, REEL_OUT_OF_RANGE,
                          "the watch fell behind retained history: the last "
