@@ -11,6 +11,7 @@
 #include "sink/config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -573,4 +574,48 @@ const sink_config_t *sink_config_find(const sink_config_set_t *set,
         if (strcmp(set->sinks[i].name, name) == 0)
             return &set->sinks[i];
     return NULL;
+}
+
+size_t sink_config_connections(const sink_config_set_t *set) {
+    size_t n = 0;
+
+    for (size_t i = 0; i < set->n; i++) {
+        const sink_config_t *s = &set->sinks[i];
+
+        n += s->type == SINK_WEBHOOK && s->mode == SINK_CONCURRENT
+                 ? (size_t)s->max_in_flight
+                 : 1;
+    }
+    return n;
+}
+
+reel_code_t sink_config_check_open_files(const sink_config_set_t *set,
+                                         uint64_t limit, reel_status_t *st) {
+    size_t conns = sink_config_connections(set);
+    uint64_t need = (uint64_t)conns + SINK_OWN_OPEN_FILES;
+    const sink_config_t *most = NULL;
+    char largest[SINK_NAME_MAX + 64] = "";
+
+    if (need <= limit)
+        return REEL_OK;
+    /* The sink with the largest max_in_flight is the one to lower. */
+    for (size_t i = 0; i < set->n; i++) {
+        const sink_config_t *s = &set->sinks[i];
+
+        if (s->type == SINK_WEBHOOK && s->mode == SINK_CONCURRENT &&
+            (most == NULL || s->max_in_flight > most->max_in_flight))
+            most = s;
+    }
+    if (most != NULL)
+        snprintf(largest, sizeof(largest), " (\"%s\": %d)", most->name,
+                 most->max_in_flight);
+    return reel_status_set(
+        st, REEL_INVALID_ARGUMENT,
+        "max_in_flight: the sinks need up to %" PRIu64 " open files at once "
+        "(%zu connections: each concurrent webhook sink's max_in_flight%s, "
+        "1 per other sink; and %d for reel-sink's own), more than the "
+        "open-files limit of %" PRIu64 " (ulimit -n; reel-sink raised it to "
+        "the hard limit, ulimit -Hn): lower max_in_flight or raise the hard "
+        "limit (LimitNOFILE= under systemd)",
+        need, conns, largest, SINK_OWN_OPEN_FILES, limit);
 }

@@ -94,6 +94,27 @@ reel_code_t sink_config_load(const char *path, sink_config_set_t *out,
 const sink_config_t *sink_config_find(const sink_config_set_t *set,
                                       const char *name);
 
+/* Descriptors reel-sink keeps for its own files, its connection to reel
+ * and its control and metrics endpoints, beside the sinks' connections. */
+#define SINK_OWN_OPEN_FILES 64
+
+/*
+ * The most connections the sinks hold open at once: each concurrent webhook
+ * sink's max_in_flight (libcurl keeps no more to its host), one for an
+ * ordered webhook sink or a NATS sink.
+ */
+size_t sink_config_connections(const sink_config_set_t *set);
+
+/*
+ * Whether those connections and SINK_OWN_OPEN_FILES fit under the process's
+ * open-files limit (limit, RLIMIT_NOFILE's soft value): OK, or
+ * INVALID_ARGUMENT naming max_in_flight, the total and the limit. Past the
+ * limit every new connection fails as if the receiver refused it, so the
+ * configuration is refused before anything starts instead.
+ */
+reel_code_t sink_config_check_open_files(const sink_config_set_t *set,
+                                         uint64_t limit, reel_status_t *st);
+
 /* Frees what set holds and zeroes it. NULL is fine. */
 void sink_config_set_fini(sink_config_set_t *set);
 

@@ -389,6 +389,44 @@ static void test_config_defaults(void **state) {
     sink_config_set_fini(&set);
 }
 
+/* Every connection is a descriptor: sinks that need more than the
+ * open-files limit allows are refused, naming max_in_flight and both
+ * numbers, instead of failing connects blamed on the receiver. */
+static void test_config_that_cannot_fit_the_open_files_limit_is_refused(
+    void **state) {
+    sink_config_set_t set;
+    reel_status_t st = REEL_STATUS_INIT;
+    char msg[600];
+
+    (void)state;
+    assert_int_equal(
+        parse("{\"sinks\": [{\"name\": \"o\", \"type\": \"webhook\", "
+              "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"]}, "
+              "{\"name\": \"wide\", \"type\": \"webhook\", \"url\": "
+              "\"http://x/\", \"secrets\": [\"" SECRET "\"], \"mode\": "
+              "\"concurrent\", \"max_in_flight\": 1024}, {\"name\": \"c\", "
+              "\"type\": \"webhook\", \"url\": \"http://x/\", "
+              "\"secrets\": [\"" SECRET "\"], \"mode\": \"concurrent\"}, "
+              "{\"name\": \"n\", \"type\": \"nats\", \"servers\": "
+              "[\"nats://h:1\"], \"stream\": \"S\"}]}",
+              &set, msg, sizeof(msg)),
+        REEL_OK);
+    /* 1 (ordered) + 1024 + 16 (the default) + 1 (NATS). */
+    assert_int_equal(sink_config_connections(&set), 1042);
+    assert_int_equal(sink_config_check_open_files(&set, 1042 + 64, &st),
+                     REEL_OK);
+    assert_int_equal(sink_config_check_open_files(&set, 1024, &st),
+                     REEL_INVALID_ARGUMENT);
+    snprintf(msg, sizeof(msg), "%s", reel_status_message(&st));
+    reel_status_fini(&st);
+    if (strstr(msg, "max_in_flight: the sinks need up to 1106 open files") ==
+            NULL ||
+        strstr(msg, "(\"wide\": 1024)") == NULL ||
+        strstr(msg, "open-files limit of 1024 (ulimit -n") == NULL)
+        fail_msg("message: %s", msg);
+    sink_config_set_fini(&set);
+}
+
 /* ---- Signatures ----------------------------------------------------------- */
 
 static void test_sign_passes_the_standard_webhooks_test_vector(void **state) {
@@ -762,6 +800,8 @@ int main(void) {
         cmocka_unit_test(test_config_messages_never_repeat_a_secret),
         cmocka_unit_test(test_config_one_stream_name_on_two_servers),
         cmocka_unit_test(test_config_defaults),
+        cmocka_unit_test(
+            test_config_that_cannot_fit_the_open_files_limit_is_refused),
         cmocka_unit_test(test_sign_passes_the_standard_webhooks_test_vector),
         cmocka_unit_test(test_sign_lists_a_signature_for_every_secret),
         cmocka_unit_test(test_retry_follows_the_schedule_within_its_jitter),

@@ -189,14 +189,15 @@ class Daemon:
 
     name = "?"
 
-    def __init__(self, binary, tmp_path, addr, config, *args, env=None, live=None):
+    def __init__(self, binary, tmp_path, addr, config, *args, env=None, live=None,
+                 preexec_fn=None):
         self.log_path = str(tmp_path / f"{self.name}-{time.monotonic_ns()}.log")
         self.addr = addr
         self.config = config
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [binary, "--reel", addr, "--config", config] + list(args),
-            stdout=log, stderr=subprocess.STDOUT, env=env)
+            stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
         log.close()
         (_LIVE if live is None else live).append(self)
 
@@ -242,13 +243,15 @@ class Sink(Daemon):
 
     name = "reel-sink"
 
-    def __init__(self, tmp_path, addr, config, *args, env=None):
-        super().__init__(REEL_SINK, tmp_path, addr, config, *args, env=env)
+    def __init__(self, tmp_path, addr, config, *args, env=None, preexec_fn=None):
+        super().__init__(REEL_SINK, tmp_path, addr, config, *args, env=env,
+                         preexec_fn=preexec_fn)
 
 
-def run_cli(addr, config, *args, timeout=60):
+def run_cli(addr, config, *args, timeout=60, preexec_fn=None):
     return subprocess.run([REEL_SINK, "--reel", addr, "--config", config] + list(args),
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=preexec_fn)
 
 
 class Reel:

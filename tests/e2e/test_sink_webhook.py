@@ -8,10 +8,12 @@ fails with 500 and recovers (every event, in order, each webhook-id the
 same on every retry); 429 with Retry-After; 410 disabling the sink
 durably until `reel-sink enable`; a receiver that never answers;
 dead letters recorded, listed and replayed; concurrent and batched modes;
-SIGTERM; bad configurations refused with exit 2.
+SIGTERM; bad configurations refused with exit 2, and sinks that need more
+open files than the hard limit allows.
 """
 import hashlib
 import json
+import resource
 import signal
 import subprocess
 import time
@@ -328,6 +330,36 @@ def test_a_bad_config_is_refused_naming_sink_and_field(tmp_path, sinks, want):
         assert out.returncode == 2, out
         assert want in out.stderr, out.stderr
         assert "%%%" not in out.stderr
+
+
+def _nofile(soft, hard):
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_sinks_that_cannot_fit_the_open_files_limit_are_refused(tmp_path):
+    # 1024 connections and reel-sink's own cannot fit under a hard 256: the
+    # connects past it would fail as if the receiver refused them.
+    cfg = webhook_config(tmp_path / "c.json", "wide", "http://127.0.0.1:1/",
+                         mode="concurrent", max_in_flight=1024)
+    out = run_cli("127.0.0.1:1", cfg, preexec_fn=_nofile(256, 256))
+    assert out.returncode == 2, out
+    assert "max_in_flight: the sinks need up to 1088 open files" in out.stderr, out.stderr
+    assert '("wide": 1024)' in out.stderr, out.stderr
+    assert "open-files limit of 256 (ulimit -n" in out.stderr, out.stderr
+
+
+def test_the_soft_open_files_limit_is_raised_to_the_hard_one(
+        tmp_path, reeld, reel, receiver):
+    cfg = webhook_config(tmp_path / "c.json", "wide", receiver.url, subjects=["kv.app.>"],
+                         mode="concurrent", max_in_flight=1024)
+    rev = reel.set("app", "a")
+    sink = Sink(tmp_path, reeld.addr, cfg, preexec_fn=_nofile(64, 4096))
+    wait_for("the event", lambda: len(receiver.delivered()) == 1)
+    with open(f"/proc/{sink.proc.pid}/limits") as f:
+        line = [ln for ln in f if ln.startswith("Max open files")][0]
+    assert line.split()[3:5] == ["4096", "4096"], line
+    assert sink.stop() == 0
+    assert receiver.delivered_revisions() == [rev]
 
 
 def test_help_version_and_usage_errors(tmp_path):
