@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -74,6 +75,36 @@ int64_t sink_retry_with_after(const sink_retry_t *r, int64_t wait,
         now_ms + after_ms - first_ms > r->max_age_ms)
         return -1;
     return after_ms;
+}
+
+/* Under a second in ms: a short schedule's 20 ms is not "0.0 s". */
+static void format_ms(char *buf, size_t cap, int64_t ms) {
+    if (ms < 1000)
+        snprintf(buf, cap, "%lld ms", (long long)ms);
+    else
+        snprintf(buf, cap, "%.1f s", (double)ms / 1000.0);
+}
+
+void sink_retry_describe(char *buf, size_t cap, int64_t wait,
+                         int64_t scheduled, int64_t after_ms, int throttled) {
+    char w[32], a[32];
+
+    format_ms(w, sizeof(w), wait);
+    /* sink_retry_with_after() takes the Retry-After only when it is the
+     * later; a shorter one leaves the schedule's wait, and the log must
+     * not send whoever reads it to the receiver. */
+    if (after_ms >= 0 && after_ms > scheduled)
+        snprintf(buf, cap, "%s (the receiver's Retry-After)", w);
+    else if (after_ms >= 0) {
+        format_ms(a, sizeof(a), after_ms);
+        snprintf(buf, cap,
+                 "%s (the retry schedule's; the receiver's Retry-After "
+                 "asked for %s)",
+                 w, a);
+    } else if (throttled)
+        snprintf(buf, cap, "%s (throttled: the sink waits)", w);
+    else
+        snprintf(buf, cap, "%s", w);
 }
 
 int sink_retry_throttles(long http_status) {

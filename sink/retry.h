@@ -56,6 +56,21 @@ int64_t sink_retry_with_after(const sink_retry_t *r, int64_t wait,
                               int64_t after_ms, int64_t first_ms,
                               int64_t now_ms, int block);
 
+/*
+ * Writes to buf (cap bytes) the wait before the next attempt and what set
+ * it, for a failed attempt's log line: scheduled is sink_retry_next()'s
+ * wait, after_ms the receiver's Retry-After (-1: none), wait the one taken
+ * (sink_retry_with_after()'s, >= 0), throttled whether the status
+ * throttles the sink. The Retry-After is credited only when it was the
+ * later of the two:
+ *   "2.5 s (the receiver's Retry-After)"
+ *   "2.5 s (the retry schedule's; the receiver's Retry-After asked for 1 s)"
+ *   "20 ms (throttled: the sink waits)"    (no Retry-After to read)
+ *   "5.0 s"                                (neither)
+ */
+void sink_retry_describe(char *buf, size_t cap, int64_t wait,
+                         int64_t scheduled, int64_t after_ms, int throttled);
+
 /* Whether an HTTP status throttles the sink (429, 502, 503, 504). */
 int sink_retry_throttles(long http_status);
 

@@ -518,6 +518,31 @@ static void test_retry_after_cannot_pass_max_age(void **state) {
     assert_int_equal(sink_retry_with_after(&r, 100, 6000, 0, 0, 0), 6000);
 }
 
+static void check_describe(int64_t wait, int64_t scheduled, int64_t after_ms,
+                           int throttled, const char *want) {
+    char got[128];
+
+    sink_retry_describe(got, sizeof(got), wait, scheduled, after_ms,
+                        throttled);
+    assert_string_equal(got, want);
+}
+
+/* The log credits the receiver's Retry-After only when it set the wait: a
+ * 503 with Retry-After: 1 under a 2.5 s schedule waits the schedule's. */
+static void test_retry_log_credits_retry_after_only_when_it_set_the_wait(
+    void **state) {
+    (void)state;
+    check_describe(2500, 2500, 1000, 1,
+                   "2.5 s (the retry schedule's; the receiver's Retry-After "
+                   "asked for 1.0 s)");
+    check_describe(2500, 2500, 2500, 1,
+                   "2.5 s (the retry schedule's; the receiver's Retry-After "
+                   "asked for 2.5 s)");
+    check_describe(2000, 100, 2000, 1, "2.0 s (the receiver's Retry-After)");
+    check_describe(20, 20, -1, 1, "20 ms (throttled: the sink waits)");
+    check_describe(5000, 5000, -1, 0, "5.0 s");
+}
+
 static void test_retry_after_takes_seconds_or_a_date_capped(void **state) {
     int64_t ms = -1;
     /* Wed, 21 Oct 2015 07:28:00 GMT */
@@ -808,6 +833,8 @@ int main(void) {
         cmocka_unit_test(test_retry_stops_at_max_age),
         cmocka_unit_test(test_retry_after_takes_seconds_or_a_date_capped),
         cmocka_unit_test(test_retry_after_cannot_pass_max_age),
+        cmocka_unit_test(
+            test_retry_log_credits_retry_after_only_when_it_set_the_wait),
         cmocka_unit_test(test_subject_escapes_what_nats_refuses),
         cmocka_unit_test(
             test_window_frontier_stops_at_the_first_event_not_done),

@@ -395,8 +395,8 @@ static void finished(webhook_t *w, unit_t *u, CURLcode cc) {
     sink_runner_t *r = w->r;
     const sink_config_t *cfg = w->cfg;
     long status = 0;
-    int64_t now = sink_now_ms(), wait, ra = -1;
-    char what[160];
+    int64_t now = sink_now_ms(), wait, scheduled, ra = -1;
+    char what[160], next[128];
 
     cc = sink_http_result(&u->ans, cc, u->errbuf);
     curl_easy_getinfo(u->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -459,9 +459,9 @@ static void finished(webhook_t *w, unit_t *u, CURLcode cc) {
                   cfg->name, what, u->failures, u->last_error);
         return;
     }
-    wait = sink_retry_next(&cfg->retry, u->failures, u->first_ms, now,
-                           cfg->on_exhausted == SINK_EXHAUSTED_BLOCK,
-                           &w->rng);
+    wait = scheduled = sink_retry_next(
+        &cfg->retry, u->failures, u->first_ms, now,
+        cfg->on_exhausted == SINK_EXHAUSTED_BLOCK, &w->rng);
     if (cc == CURLE_OK && sink_retry_throttles(status)) {
         if (u->ans.retry_after[0] != '\0' &&
             sink_retry_after_parse(u->ans.retry_after, sink_wall_ms(),
@@ -477,17 +477,11 @@ static void finished(webhook_t *w, unit_t *u, CURLcode cc) {
         return;
     }
     u->next_ms = now + wait;
-    /* Under a second in ms: a short schedule's 20 ms is not "0.0 s". */
+    sink_retry_describe(next, sizeof(next), wait, scheduled, ra,
+                        cc == CURLE_OK && sink_retry_throttles(status));
     REEL_WARN("sink", "sink %s: %s attempt %u failed: %s; next attempt in "
-              "%.*f %s%s",
-              cfg->name, what, u->failures, u->last_error,
-              wait < 1000 ? 0 : 1,
-              wait < 1000 ? (double)wait : (double)wait / 1000.0,
-              wait < 1000 ? "ms" : "s",
-              ra >= 0 ? " (the receiver's Retry-After)"
-              : cc == CURLE_OK && sink_retry_throttles(status)
-                  ? " (throttled: the sink waits)"
-                  : "");
+              "%s",
+              cfg->name, what, u->failures, u->last_error, next);
 }
 
 /* Disabled: has `reel-sink enable` deleted the record? */

@@ -5,8 +5,9 @@ told to fail.
 
 Ordered delivery of a mixed load through subject filters; a receiver that
 fails with 500 and recovers (every event, in order, each webhook-id the
-same on every retry); 429 with Retry-After; 410 disabling the sink
-durably until `reel-sink enable`; a receiver that never answers;
+same on every retry); 429 with Retry-After, and a shorter one that leaves
+the schedule's wait; 410 disabling the sink durably until `reel-sink
+enable`; a receiver that never answers;
 dead letters recorded, listed and replayed; concurrent and batched modes;
 SIGTERM; bad configurations refused with exit 2, and sinks that need more
 open files than the hard limit allows.
@@ -121,6 +122,31 @@ def test_429_waits_for_retry_after(tmp_path, reeld, reel, receiver):
     # The schedule said 100 ms; the receiver said 2 s.
     assert b["at"] - a["at"] >= 1.9
     assert "Retry-After" in sink.log()
+
+
+def test_a_shorter_retry_after_leaves_the_schedule_s_wait_and_says_so(
+        tmp_path, reeld, reel, receiver):
+    first = {"done": False}
+
+    def plan(d):
+        if not first["done"]:
+            first["done"] = True
+            return 503, {"Retry-After": "1"}
+        return 200
+    receiver.plan(plan)
+    cfg = webhook_config(tmp_path / "c.json", "s", receiver.url, subjects=["kv.app.>"],
+                         retry_schedule_ms=[2500], retry_jitter=0)
+    reel.set("app", "a")
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    wait_for("the retry", lambda: len(receiver.delivered()) == 1)
+    assert sink.stop() == 0
+    a, b = receiver.all()[:2]
+    # The later of the two: the schedule's 2.5 s, not the receiver's 1 s.
+    assert b["at"] - a["at"] >= 2.4
+    log = sink.log()
+    assert ("next attempt in 2.5 s (the retry schedule's; the receiver's "
+            "Retry-After asked for 1.0 s)") in log, log
+    assert "(the receiver's Retry-After)" not in log, log
 
 
 def test_410_disables_the_sink_durably_until_enabled(tmp_path, reeld, reel, receiver):
