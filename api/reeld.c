@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <grpc/grpc.h>
@@ -40,6 +39,7 @@
 #include "api/tenant.h"
 #include "base/clock.h"
 #include "base/fault.h"
+#include "base/file.h"
 #include "base/log.h"
 #include "base/text.h"
 #include "base/version.h"
@@ -744,26 +744,6 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
 }
 
 /*
- * Every connection costs a descriptor: the soft limit goes up to the hard
- * one, as servers usually do. Connections then stop at a reserve below it
- * (api/accept.h), so that clients holding connections can neither take
- * the descriptors reeld's own files need nor make gRPC close its listener.
- */
-static void raise_open_files(void) {
-    struct rlimit rl;
-    rlim_t was;
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
-        return;
-    was = rl.rlim_cur;
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return;
-    REEL_DEBUG("reeld", "open files limit raised from %llu to %llu",
-               (unsigned long long)was, (unsigned long long)rl.rlim_max);
-}
-
-/*
  * glibc's malloc hands memory freed at the top of a heap back to the
  * kernel past 128 KiB (its trim threshold, which it raises only to twice
  * the largest block it has freed), and serves blocks past its mmap
@@ -846,7 +826,11 @@ int main(int argc, char **argv) {
                   getenv("REEL_TEST_FAULTS"));
     }
 
-    raise_open_files();
+    /* Every connection costs a descriptor; connections then stop at a
+     * reserve below the limit (api/accept.h), so that clients holding
+     * connections can neither take the descriptors reeld's own files need
+     * nor make gRPC close its listener. */
+    reel_raise_open_files();
     {
         long reserve = api_accept_arm(0, 0, (long)cfg.max_connections);
 

@@ -1,10 +1,11 @@
 /*
- * base/file.h: a small file replaced whole, durably.
+ * base/file.h: a small file replaced whole, durably; the open-files limit.
  */
 #ifndef REEL_BASE_FILE_H
 #define REEL_BASE_FILE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "base/status.h"
@@ -23,5 +24,15 @@ reel_code_t reel_file_replace(const char *path, const void *data, size_t len,
 
 /* fsync of the directory that holds path ("." for a bare name). */
 reel_code_t reel_file_sync_dir(const char *path, reel_status_t *st);
+
+/*
+ * Raises the soft open-files limit to the hard one, as servers usually do
+ * (nginx, NATS): every connection is a descriptor, and the usual soft 1,024
+ * is below what a process that holds many connections needs. Returns the
+ * soft limit in force after, UINT64_MAX when unlimited or unknown. An
+ * unlimited hard limit the kernel refuses (past fs.nr_open) leaves the soft
+ * one as it was.
+ */
+uint64_t reel_raise_open_files(void);
 
 #endif

@@ -31,12 +31,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/pattern.h"
 #include "base/text.h"
@@ -942,33 +942,6 @@ static int cmd_enable(const args_t *a, const sink_config_t *cfg,
     return 0;
 }
 
-/*
- * Raises the soft open-files limit to the hard one, as nginx and NATS do:
- * every connection in flight is a descriptor, and the usual soft 1024 is
- * below what max_in_flight allows (past it libcurl's connects fail as if
- * the receiver refused them). Returns the soft limit now in force.
- */
-static uint64_t raise_open_files(void) {
-    struct rlimit rl;
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return UINT64_MAX; /* unknown: nothing to check against */
-    if (rl.rlim_cur != rl.rlim_max) {
-        rlim_t was = rl.rlim_cur;
-
-        rl.rlim_cur = rl.rlim_max;
-        /* An unlimited hard limit is refused (past fs.nr_open): the soft
-         * one stays, and the check names it. */
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-            rl.rlim_cur = was;
-        else
-            REEL_DEBUG("sink", "open-files limit raised from %llu to %llu",
-                       (unsigned long long)was,
-                       (unsigned long long)rl.rlim_cur);
-    }
-    return rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
-}
-
 int main(int argc, char **argv) {
     args_t a;
     sink_config_set_t cfg = {0};
@@ -1012,7 +985,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(a.cmd, "run") == 0 &&
-        sink_config_check_open_files(&cfg, raise_open_files(), &st) !=
+        sink_config_check_open_files(&cfg, reel_raise_open_files(), &st) !=
             REEL_OK) {
         fprintf(stderr, "reel-sink: %s\n", reel_status_message(&st));
         reel_status_fini(&st);
