@@ -229,6 +229,18 @@ void client_cursor_finish_async(client_cursor_t *c, uint64_t answer) {
         c->finished = answer;
 }
 
+void client_cursor_hand_back(client_cursor_t *c, uint64_t upto) {
+    if (upto >= c->delivered)
+        return;
+    c->delivered = upto;
+    if (c->finished > upto)
+        c->finished = upto;
+    /* A PROGRESS past upto no longer says nothing is owed: the events
+     * given back are. */
+    if (c->seen > upto)
+        c->seen = upto;
+}
+
 uint64_t client_cursor_ackable(const client_cursor_t *c) {
     uint64_t r = c->finished >= c->delivered ? c->seen : c->finished;
 

@@ -84,6 +84,15 @@ void client_cursor_finish(client_cursor_t *c, uint64_t last,
  */
 void client_cursor_finish_async(client_cursor_t *c, uint64_t answer);
 
+/*
+ * The callback keeps what was handed out up to upto and gives the rest
+ * back: delivered, finished and seen come down to upto (at most), so the
+ * events above it are handed out again when a new stream sends them and
+ * nothing above it is acknowledged meanwhile. upto must be at least what
+ * was delivered before the last batch: what was acknowledged stays so.
+ */
+void client_cursor_hand_back(client_cursor_t *c, uint64_t upto);
+
 /* The revision that may be acknowledged now (0: none above acked). */
 uint64_t client_cursor_ackable(const client_cursor_t *c);
 

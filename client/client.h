@@ -416,6 +416,22 @@ void reel_consumer_stop(reel_consumer_t *k);
  */
 void reel_consumer_finish(reel_consumer_t *k, uint64_t revision);
 
+/*
+ * From the callback only, for one that cannot take more for a while (its
+ * queue is full): ends the stream once the callback returns and subscribes
+ * again at once (taking the consumer over from whoever the server lets
+ * hold it meanwhile), after acknowledging what is finished. The callback
+ * keeps the events of this batch up to revision taken; the ones after it
+ * are handed out again from the new stream (taken below the batch's first
+ * event gives all of it back). A stream left unread while the callback
+ * waits is not bounded: gRPC keeps what the server sends meanwhile (a
+ * PROGRESS every second while idle) and each small message can hold a
+ * whole read buffer; a new stream holds nothing until it is read. It also
+ * tells the loop at once when the consumer was invalidated or taken over,
+ * which an unread stream cannot.
+ */
+void reel_consumer_restart(reel_consumer_t *k, uint64_t taken);
+
 /* A snapshot of the loop's counters. Thread-safe. */
 void reel_consumer_stats(reel_consumer_t *k, reel_consumer_stats_t *out);
 

@@ -368,6 +368,42 @@ static void test_cursor_acks_progress_once_all_handed_out_is_finished(
     assert_int_equal(client_cursor_ackable(&c), 20);
 }
 
+static void test_cursor_events_given_back_are_handed_out_again_not_acked(
+    void **state) {
+    client_cursor_t c;
+    client_batch_t b;
+    uint64_t skipped = 0;
+    char err[160];
+
+    (void)state;
+    client_cursor_init(&c, 0);
+    client_cursor_new_stream(&c);
+    fill(&b, (uint64_t[]){3, 4, 5, 7}, "eeep", 4);
+    assert_int_equal(client_cursor_take(&c, &b, &skipped, err, sizeof(err)),
+                     0);
+    client_cursor_finish(&c, 5, 5);
+    /* The callback kept 3 only (a full queue): 4 and 5 are owed again,
+     * and the PROGRESS at 7 no longer covers them. */
+    client_cursor_hand_back(&c, 3);
+    assert_int_equal(c.delivered, 3);
+    assert_int_equal(client_cursor_ackable(&c), 3);
+    client_cursor_acked(&c, 3, 0);
+    /* Giving back what was already given back, or above, changes
+     * nothing. */
+    client_cursor_hand_back(&c, 9);
+    assert_int_equal(c.delivered, 3);
+    /* The next stream starts after the ack: 4 and 5 come again. */
+    client_cursor_new_stream(&c);
+    fill(&b, (uint64_t[]){4, 5, 6}, NULL, 3);
+    assert_int_equal(client_cursor_take(&c, &b, &skipped, err, sizeof(err)),
+                     0);
+    assert_int_equal(skipped, 0);
+    assert_int_equal(b.n, 3);
+    assert_int_equal(b.events[0].revision, 4);
+    client_cursor_finish(&c, 6, 6);
+    assert_int_equal(client_cursor_ackable(&c), 6);
+}
+
 static void test_cursor_answers_never_move_back_nor_past_the_last_event(
     void **state) {
     client_cursor_t c;
@@ -994,6 +1030,8 @@ int main(void) {
             test_cursor_refuses_a_revision_that_falls_within_a_stream),
         cmocka_unit_test(
             test_cursor_acks_progress_once_all_handed_out_is_finished),
+        cmocka_unit_test(
+            test_cursor_events_given_back_are_handed_out_again_not_acked),
         cmocka_unit_test(
             test_cursor_answers_never_move_back_nor_past_the_last_event),
         cmocka_unit_test(

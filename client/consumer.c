@@ -22,6 +22,12 @@
  * The cursor lives for one run: a new process starts from the server's
  * cursor, which is where at-least-once comes from.
  *
+ * A callback that cannot take more for a while calls reel_consumer_restart:
+ * the cursor gives back what it did not take (client_cursor_hand_back),
+ * the stream is cancelled once the callback returns and the next one is
+ * subscribed at once, with takeover (reeld may not yet have let go of the
+ * last one). The events given back come again on it.
+ *
  * Stopping: reel_consumer_stop fires the cancel switch, which cancels the
  * stream registered in it (or the next one before it is sent) and wakes a
  * backoff wait. The receive then ends, the stream returns, the loop sees
@@ -71,6 +77,9 @@ struct reel_consumer {
     int held;          /* reeld may hold a stream of this run */
     int callback_done; /* the callback asked to end */
     int ack_failed;    /* an ack failed for good (fail says why) */
+    int restart;       /* the callback asked for a new stream */
+    uint64_t restart_taken; /* ... keeping the events up to this one */
+    int taking_over;   /* that stream's subscribe takes the consumer over */
     reel_reply_t fail; /* what ended the stream from this side */
 };
 
@@ -187,6 +196,8 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
         return 1;
     }
     if ((n = k->batch.n) > 0) {
+        uint64_t before = k->cur.delivered;
+
         last = finished = k->batch.events[n - 1].revision;
         pthread_mutex_lock(&k->stats_mu);
         k->handed = last;
@@ -194,10 +205,24 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
         if (k->o.on_batch(k->o.arg, k->batch.events, n, &finished) != 0)
             k->callback_done = 1;
         client_cursor_finish(&k->cur, last, finished);
+        if (k->restart) {
+            client_cursor_hand_back(&k->cur, k->restart_taken > before
+                                                 ? k->restart_taken
+                                                 : before);
+            pthread_mutex_lock(&k->stats_mu);
+            k->handed = k->cur.delivered;
+            pthread_mutex_unlock(&k->stats_mu);
+        }
     }
     stats_update(k, n, skipped, 0);
     if (k->callback_done)
         return 1;
+    if (k->restart) {
+        /* An ack that fails for good sets fail, which the loop sees
+         * first. */
+        (void)ack_now(k, 0);
+        return 1;
+    }
     return ack_now(k, 0) != 0;
 }
 
@@ -320,6 +345,11 @@ void reel_consumer_stop(reel_consumer_t *k) {
     client_cancel_fire(&k->cancel);
 }
 
+void reel_consumer_restart(reel_consumer_t *k, uint64_t taken) {
+    k->restart = 1;
+    k->restart_taken = taken;
+}
+
 void reel_consumer_finish(reel_consumer_t *k, uint64_t revision) {
     pthread_mutex_lock(&k->stats_mu);
     /* What was handed out when it is said, not what comes later. */
@@ -336,8 +366,10 @@ void reel_consumer_stats(reel_consumer_t *k, reel_consumer_stats_t *out) {
     pthread_mutex_unlock(&k->stats_mu);
 }
 
-/* The SubscribeEventsRequest every stream of the run sends. */
-static uint8_t *subscribe_request(reel_consumer_t *k, size_t *len) {
+/* The SubscribeEventsRequest the streams of the run send (with takeover
+ * when asked, or when the options say so). */
+static uint8_t *subscribe_request(reel_consumer_t *k, int takeover,
+                                  size_t *len) {
     Reel__V1__SubscribeEventsRequest req =
         REEL__V1__SUBSCRIBE_EVENTS_REQUEST__INIT;
     uint8_t *buf;
@@ -345,7 +377,7 @@ static uint8_t *subscribe_request(reel_consumer_t *k, size_t *len) {
     req.from_revision = k->o.from_revision;
     req.subject_pattern = k->pattern;
     req.consumer = k->name;
-    req.takeover = k->o.takeover != 0;
+    req.takeover = takeover || k->o.takeover != 0;
     *len = reel__v1__subscribe_events_request__get_packed_size(&req);
     if ((buf = malloc(*len ? *len : 1)) != NULL)
         reel__v1__subscribe_events_request__pack(&req, buf);
@@ -381,8 +413,8 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
     reel_reply_t end = {0}, r;
     uint64_t rng = client_rng_seed();
     unsigned attempts = 0, streams = 0;
-    uint8_t *req;
-    size_t len;
+    uint8_t *req, *take_req = NULL;
+    size_t len, take_len = 0;
     int code;
 
     if (why != NULL)
@@ -394,7 +426,8 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
                                 k->name);
     k->ran = 1;
     client_cursor_init(&k->cur, client_now_ms());
-    if ((req = subscribe_request(k, &len)) == NULL) {
+    if ((req = subscribe_request(k, 0, &len)) == NULL ||
+        (take_req = subscribe_request(k, 1, &take_len)) == NULL) {
         client_reply_set(&end, CLIENT_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
@@ -411,9 +444,11 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
         k->got_message = 0;
         /* The stream has no deadline; it is acked on between messages
          * too, every ack interval. */
-        client_stream(k->client, "/reel.v1.Wal/SubscribeEventBatches", req,
-                      len, 0, on_message, on_idle, k->o.ack_interval_ms, k,
-                      &k->cancel, &started, &r);
+        client_stream(k->client, "/reel.v1.Wal/SubscribeEventBatches",
+                      k->taking_over ? take_req : req,
+                      k->taking_over ? take_len : len, 0, on_message, on_idle,
+                      k->o.ack_interval_ms, k, &k->cancel, &started, &r);
+        k->taking_over = 0;
         /* Sent, then lost rather than refused: reeld may hold the
          * consumer for this stream a while yet, messages or not. */
         if (started && stream_retryable(&r))
@@ -436,6 +471,15 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
         if (k->callback_done || client_cancel_fired(&k->cancel)) {
             reel_reply_fini(&r);
             break;
+        }
+        if (k->restart) {
+            /* The callback ended this stream: the next one comes at once.
+             * The server may not have let go of this one yet: the new
+             * subscribe takes the consumer over rather than wait. */
+            k->restart = 0;
+            k->taking_over = 1;
+            reel_reply_fini(&r);
+            continue;
         }
         retry = stream_retryable(&r) ||
                 (r.code == CLIENT_FAILED_PRECONDITION && !k->got_message &&
@@ -461,6 +505,7 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
         reel_reply_fini(&r);
     }
 out:
+    free(take_req);
     free(req);
     final_ack(k, &end);
     stats_update(k, 0, 0, 0);

@@ -41,6 +41,9 @@
 #define ACK_EVERY 500
 #define SWEEP_PAGE 500
 #define HOLD_POLL_MS 200 /* how often a standby looks whether it holds */
+/* How long the consumer waits for room before it starts its stream again
+ * (see on_batch). */
+#define STALL_RESTART_MS 2000
 #define NO_POS UINT64_MAX
 
 struct reactor {
@@ -61,6 +64,7 @@ struct reactor {
     /* The last retry's gRPC code, until the next batch says the stream is
      * back (-1: none since): the consumer loop's thread only. */
     int retried;
+    int stalled;             /* the queue is full: said once (mu) */
     uint64_t dispatched, delivered, dead_lettered, swept;
     /* For metrics, counted by the engine without its lock: */
     _Atomic uint64_t failed_attempts;
@@ -156,16 +160,37 @@ static int on_batch(void *arg, const reel_event_t *evs, size_t n,
          * later pass would cover an event dropped before it. */
         if (!r->stopping && claimable &&
             sink_window_full(&r->win, 0, SIZE_MAX)) {
+            struct timespec until = reel_clock_mono_after(STALL_RESTART_MS);
+
             /* Said once per stall: the worker is behind, and reel holds
              * the rest. */
-            REEL_WARN("reactor", "queue full: %zu dispatches held "
-                      "(queue_max_runs); reading from reel waits until one "
-                      "is settled",
-                      sink_window_count(&r->win));
+            if (!r->stalled)
+                REEL_WARN("reactor", "queue full: %zu dispatches held "
+                          "(queue_max_runs); reading from reel waits until "
+                          "one is settled",
+                          sink_window_count(&r->win));
+            r->stalled = 1;
             /* This batch's dispatches go out while the callback waits. */
             curl_multi_wakeup(r->multi);
-            while (!r->stopping && sink_window_full(&r->win, 0, SIZE_MAX))
-                pthread_cond_wait(&r->room, &r->mu);
+            while (!r->stopping && sink_window_full(&r->win, 0, SIZE_MAX) &&
+                   pthread_cond_timedwait(&r->room, &r->mu, &until) == 0)
+                ;
+            if (!r->stopping && sink_window_full(&r->win, 0, SIZE_MAX)) {
+                /*
+                 * Still full: the stream is given up and subscribed again,
+                 * this event and the rest of the batch handed out again
+                 * from it. Left unread, the stream keeps growing in gRPC's
+                 * buffers (each PROGRESS reel sends meanwhile can hold a
+                 * whole read buffer, read whenever another call polls the
+                 * connection: the sweep, a scrape), and its end goes
+                 * unseen: a consumer reel invalidated would be noticed
+                 * only once a dispatch settles.
+                 */
+                pthread_mutex_unlock(&r->mu);
+                reel_consumer_restart(r->consumer,
+                                      i > 0 ? evs[i - 1].revision : 0);
+                break;
+            }
         }
         if (r->stopping) {
             pthread_mutex_unlock(&r->mu);
@@ -176,6 +201,7 @@ static int on_batch(void *arg, const reel_event_t *evs, size_t n,
             pthread_mutex_unlock(&r->mu);
             continue;
         }
+        r->stalled = 0; /* there was room */
         while (reactor_hold(&r->table, &r->win, &rr, (size_t)app,
                             ev->revision, ev->type, ts, &added) == NULL) {
             /* Out of memory: wait for the engine to free some, never drop
@@ -779,7 +805,7 @@ reel_code_t reactor_create(const reactor_config_t *cfg, reel_client_t *c,
         r->o.consumer = REACTOR_CONSUMER;
     r->rng = sink_rng_seed();
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->room, NULL);
+    reel_cond_init_mono(&r->room); /* the stall's wait too */
     reel_cond_init_mono(&r->tick); /* its sleep must not follow the wall clock */
     *out = r;
     return REEL_OK;

@@ -12,8 +12,10 @@
  * configured, not_before_ms <= ts_ms) takes a place in the window (its
  * revision) and a dispatch in the table (dispatch.h); other events are
  * passed over. When the window is full (queue_max_runs) the callback
- * waits, so gRPC's flow control keeps the rest in reel and memory stays
- * bounded whatever a worker does.
+ * waits, so reel keeps the rest and memory stays bounded whatever a worker
+ * does; still full after STALL_RESTART_MS, it gives back the events it has
+ * not taken and has the loop subscribe again (reel_consumer_restart), since
+ * gRPC keeps whatever reel sends on a stream nobody reads, without bound.
  *
  * The engine starts due dispatches, at most max_in_flight per app on the
  * wire, and settles each: delivered (2xx, or 409: the worker says the run
