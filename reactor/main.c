@@ -10,7 +10,8 @@
  * then requests in flight may finish for up to --stop-grace-ms, what was
  * settled is acknowledged, and the process exits 0. A consumer that stops
  * for good (taken over, invalidated, a revision no longer retained) exits
- * 1. A bad flag or configuration exits 2 before anything starts.
+ * 1, abandoning requests in flight at once. A bad flag or configuration
+ * exits 2 before anything starts.
  */
 #include <errno.h>
 #include <getopt.h>

@@ -65,6 +65,7 @@ struct reactor {
      * back (-1: none since): the consumer loop's thread only. */
     int retried;
     int stalled;             /* the queue is full: said once (mu) */
+    int fatal;               /* the consumer stopped for good (mu) */
     uint64_t dispatched, delivered, dead_lettered, swept;
     /* For metrics, counted by the engine without its lock: */
     _Atomic uint64_t failed_attempts;
@@ -314,6 +315,12 @@ static void *consumer_main(void *arg) {
     if (code != 0) {
         REEL_ERROR("reactor", "stopped: consumer %s: %s: %s", r->o.consumer,
                    reel_grpc_code_name(code), why.details ? why.details : "");
+        /* Nothing settled now can be acknowledged: requests on the wire
+         * are abandoned at once (their runs stay claimable), not given the
+         * stop's grace period. */
+        pthread_mutex_lock(&r->mu);
+        r->fatal = 1;
+        pthread_mutex_unlock(&r->mu);
         if (r->o.on_fatal != NULL)
             r->o.on_fatal(r->o.arg);
     } else {
@@ -838,7 +845,7 @@ void reactor_stop(reactor_t *r) {
         return;
     pthread_mutex_lock(&r->mu);
     r->stopping = 1;
-    r->stop_deadline_ms = now_ms() + r->o.grace_ms;
+    r->stop_deadline_ms = now_ms() + (r->fatal ? 0 : r->o.grace_ms);
     pthread_cond_broadcast(&r->room);
     pthread_cond_broadcast(&r->tick);
     pthread_mutex_unlock(&r->mu);

@@ -71,8 +71,9 @@ reel_code_t reactor_create(const reactor_config_t *cfg, reel_client_t *c,
                            reel_status_t *st);
 /* Starts the consumer, engine and sweep threads. */
 reel_code_t reactor_start(reactor_t *r, reel_status_t *st);
-/* Lets requests in flight finish (up to grace_ms), acknowledges what was
- * settled and joins the threads. */
+/* Lets requests in flight finish (up to grace_ms; none once the consumer
+ * stopped for good), acknowledges what was settled and joins the
+ * threads. */
 void reactor_stop(reactor_t *r);
 void reactor_destroy(reactor_t *r);
 

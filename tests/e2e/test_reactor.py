@@ -770,3 +770,54 @@ def test_a_full_queue_keeps_memory_flat_across_sweeps(tmp_path, reeld, reel, wor
     assert rx.log().count("queue full") == 1
     assert rx.stop() == 0
 
+
+def test_an_invalidated_consumer_stops_the_reactor_while_its_queue_is_full(tmp_path):
+    """reeld invalidates the consumer (its unacknowledged events pass
+    --wal-consumer-max-lag-bytes) while a worker that never answers holds
+    the queue: the reactor exits 1 within seconds, naming why, instead of
+    running on until the stuck dispatch settles (its whole retry
+    schedule)."""
+    check_built()
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--wal-retention-bytes", "200000",
+                          "--wal-consumer-max-lag-bytes", "300000"]).start()
+    r = Reel(server.addr)
+    worker = Worker(r)
+    worker.plan(lambda req: ("hang", 60))
+    cfg = config(tmp_path, [app("shop", worker.url, timeout_ms=600000)],
+                 sweep_interval_ms=0, queue_max_runs=1)
+    try:
+        rx = Reactor(tmp_path, server.addr, cfg)
+        rx.wait_log(r"consuming run\.\*\.RUNNABLE as reactor")
+        r.claimable("shop", 0)
+        r.claimable("shop", 1)
+        wait_for("the dispatch on the wire", lambda: worker.active == 1)
+        rx.wait_log(r"queue full: 1 dispatches held")
+        # About 1 KB an event (the labels), past the lag limit: runs of an
+        # app no worker has, their leases expired (RUNNABLE events too).
+        for i in range(400):
+            r.begin(J.BeginRunRequest(app="other", user="u", session=f"o{i}",
+                                      invocation_id="i", lease_owner="dead-worker",
+                                      lease_ttl_ms=10, labels={"pad": "x" * 900}),
+                    timeout=10)
+
+        def invalidated():
+            for c in r.consumers(W.ListConsumersRequest(), timeout=10).consumers:
+                if c.name == "reactor" and c.invalidated:
+                    return c
+            return None
+        wait_for("reeld to invalidate the consumer", invalidated)
+        t0 = time.monotonic()
+        wait_for("reel-reactor to exit", lambda: rx.proc.poll() is not None, timeout=15)
+        took = time.monotonic() - t0
+        assert rx.proc.returncode == 1, rx.log()
+        assert took < 6, f"exited {took:.1f} s after the invalidation"
+        assert re.search(r'stopped: consumer reactor: FAILED_PRECONDITION: '
+                         r'.*consumer "reactor" was invalidated', rx.log()), rx.log()
+        assert "reel-reactor stopped (exit 1)" in rx.log()
+        # The stuck dispatch was abandoned, never settled.
+        assert worker.all() == []
+    finally:
+        worker.close()
+        r.close()
+        server.stop()
