@@ -419,8 +419,9 @@ void reel_consumer_finish(reel_consumer_t *k, uint64_t revision);
 /*
  * From the callback only, for one that cannot take more for a while (its
  * queue is full): ends the stream once the callback returns and subscribes
- * again at once (taking the consumer over from whoever the server lets
- * hold it meanwhile), after acknowledging what is finished. The callback
+ * again at once (refused while the server lets go of the old stream, it
+ * tries again every 50 ms for about a second before the refusals count as
+ * any other's), after acknowledging what is finished. The callback
  * keeps the events of this batch up to revision taken; the ones after it
  * are handed out again from the new stream (taken below the batch's first
  * event gives all of it back). A stream left unread while the callback

@@ -25,8 +25,8 @@
  * A callback that cannot take more for a while calls reel_consumer_restart:
  * the cursor gives back what it did not take (client_cursor_hand_back),
  * the stream is cancelled once the callback returns and the next one is
- * subscribed at once, with takeover (reeld may not yet have let go of the
- * last one). The events given back come again on it.
+ * subscribed at once (reeld's refusals while it lets go of the last one
+ * are waited out quietly). The events given back come again on it.
  *
  * Stopping: reel_consumer_stop fires the cancel switch, which cancels the
  * stream registered in it (or the next one before it is sent) and wakes a
@@ -59,6 +59,11 @@
 #define DEFAULT_ACK_INTERVAL_MS 1000
 #define MAX_ACK_INTERVAL_MS 3600000
 #define DEFAULT_ACK_EVERY 1000
+/* After reel_consumer_restart, reeld's refusals while it lets go of the
+ * stream just cancelled: waited out this often, this long apart, without
+ * a word (about a second), before they count as any other. */
+#define RESTART_QUIET_ATTEMPTS 20
+#define RESTART_WAIT_MS 50
 
 struct reel_consumer {
     reel_client_t *client;
@@ -79,7 +84,7 @@ struct reel_consumer {
     int ack_failed;    /* an ack failed for good (fail says why) */
     int restart;       /* the callback asked for a new stream */
     uint64_t restart_taken; /* ... keeping the events up to this one */
-    int taking_over;   /* that stream's subscribe takes the consumer over */
+    int restarting;    /* until that stream gets a message */
     reel_reply_t fail; /* what ended the stream from this side */
 };
 
@@ -366,10 +371,8 @@ void reel_consumer_stats(reel_consumer_t *k, reel_consumer_stats_t *out) {
     pthread_mutex_unlock(&k->stats_mu);
 }
 
-/* The SubscribeEventsRequest the streams of the run send (with takeover
- * when asked, or when the options say so). */
-static uint8_t *subscribe_request(reel_consumer_t *k, int takeover,
-                                  size_t *len) {
+/* The SubscribeEventsRequest every stream of the run sends. */
+static uint8_t *subscribe_request(reel_consumer_t *k, size_t *len) {
     Reel__V1__SubscribeEventsRequest req =
         REEL__V1__SUBSCRIBE_EVENTS_REQUEST__INIT;
     uint8_t *buf;
@@ -377,7 +380,7 @@ static uint8_t *subscribe_request(reel_consumer_t *k, int takeover,
     req.from_revision = k->o.from_revision;
     req.subject_pattern = k->pattern;
     req.consumer = k->name;
-    req.takeover = takeover || k->o.takeover != 0;
+    req.takeover = k->o.takeover != 0;
     *len = reel__v1__subscribe_events_request__get_packed_size(&req);
     if ((buf = malloc(*len ? *len : 1)) != NULL)
         reel__v1__subscribe_events_request__pack(&req, buf);
@@ -413,8 +416,8 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
     reel_reply_t end = {0}, r;
     uint64_t rng = client_rng_seed();
     unsigned attempts = 0, streams = 0;
-    uint8_t *req, *take_req = NULL;
-    size_t len, take_len = 0;
+    uint8_t *req;
+    size_t len;
     int code;
 
     if (why != NULL)
@@ -426,14 +429,13 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
                                 k->name);
     k->ran = 1;
     client_cursor_init(&k->cur, client_now_ms());
-    if ((req = subscribe_request(k, 0, &len)) == NULL ||
-        (take_req = subscribe_request(k, 1, &take_len)) == NULL) {
+    if ((req = subscribe_request(k, &len)) == NULL) {
         client_reply_set(&end, CLIENT_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
     while (!client_cancel_fired(&k->cancel)) {
         int64_t delay;
-        int retry, started;
+        int retry, started, quiet;
 
         if (streams++ > 0) {
             pthread_mutex_lock(&k->stats_mu);
@@ -444,17 +446,16 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
         k->got_message = 0;
         /* The stream has no deadline; it is acked on between messages
          * too, every ack interval. */
-        client_stream(k->client, "/reel.v1.Wal/SubscribeEventBatches",
-                      k->taking_over ? take_req : req,
-                      k->taking_over ? take_len : len, 0, on_message, on_idle,
-                      k->o.ack_interval_ms, k, &k->cancel, &started, &r);
-        k->taking_over = 0;
+        client_stream(k->client, "/reel.v1.Wal/SubscribeEventBatches", req,
+                      len, 0, on_message, on_idle, k->o.ack_interval_ms, k,
+                      &k->cancel, &started, &r);
         /* Sent, then lost rather than refused: reeld may hold the
          * consumer for this stream a while yet, messages or not. */
         if (started && stream_retryable(&r))
             k->held = 1;
         if (k->got_message) {
             k->held = 1;
+            k->restarting = 0;
             attempts = 0;
             pthread_mutex_lock(&k->stats_mu);
             k->stats.streaming = 0;
@@ -474,10 +475,12 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
         }
         if (k->restart) {
             /* The callback ended this stream: the next one comes at once.
-             * The server may not have let go of this one yet: the new
-             * subscribe takes the consumer over rather than wait. */
+             * reeld may not have let go of this one yet: that refusal is
+             * waited out below, quietly and briefly. Not by taking the
+             * consumer over, which would end a standby that took it in
+             * between (it then stands by again here, as any refused). */
             k->restart = 0;
-            k->taking_over = 1;
+            k->restarting = 1;
             reel_reply_fini(&r);
             continue;
         }
@@ -493,7 +496,11 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
         }
         delay = client_backoff_delay(client_backoff_of(k->client),
                                      attempts - 1, &rng);
-        if (k->o.on_retry != NULL)
+        quiet = k->restarting && r.code == CLIENT_FAILED_PRECONDITION &&
+                attempts <= RESTART_QUIET_ATTEMPTS;
+        if (quiet)
+            delay = RESTART_WAIT_MS;
+        else if (k->o.on_retry != NULL)
             k->o.on_retry(k->o.arg, r.code, r.details ? r.details : "",
                           delay);
         /* After UNAVAILABLE (reeld away, restarting), as soon as the
@@ -505,7 +512,6 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
         reel_reply_fini(&r);
     }
 out:
-    free(take_req);
     free(req);
     final_ack(k, &end);
     stats_update(k, 0, 0, 0);
