@@ -14,6 +14,7 @@
 #include "reactor/config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -256,4 +257,30 @@ int reactor_config_find(const reactor_config_t *cfg, const char *app,
             memcmp(cfg->apps[i].app, app, len) == 0)
             return (int)i;
     return -1;
+}
+
+reel_code_t reactor_config_check_open_files(const reactor_config_t *cfg,
+                                            uint64_t limit,
+                                            reel_status_t *st) {
+    const reactor_app_t *most = NULL;
+    uint64_t conns = 0, need;
+
+    for (size_t i = 0; i < cfg->n; i++) {
+        conns += (uint64_t)cfg->apps[i].max_in_flight;
+        if (most == NULL || cfg->apps[i].max_in_flight > most->max_in_flight)
+            most = &cfg->apps[i];
+    }
+    need = conns + REACTOR_OWN_OPEN_FILES;
+    if (need <= limit)
+        return REEL_OK;
+    return reel_status_set(
+        st, REEL_INVALID_ARGUMENT,
+        "max_in_flight: the apps need up to %" PRIu64 " open files at once "
+        "(%" PRIu64 " connections: each app's max_in_flight, the most \"%s\""
+        "'s %d; and %d for reel-reactor's own), more than the open-files "
+        "limit of %" PRIu64 " (ulimit -n; reel-reactor raised it to the hard "
+        "limit, ulimit -Hn): lower max_in_flight or raise the hard limit "
+        "(LimitNOFILE= under systemd)",
+        need, conns, most->app, most->max_in_flight, REACTOR_OWN_OPEN_FILES,
+        limit);
 }

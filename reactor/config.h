@@ -58,6 +58,21 @@ reel_code_t reactor_config_parse(const char *text, size_t len,
 reel_code_t reactor_config_load(const char *path, reactor_config_t *out,
                                 reel_status_t *st);
 
+/* Descriptors reel-reactor keeps for its own files, its connection to
+ * reel and its metrics endpoint, beside the workers' connections. */
+#define REACTOR_OWN_OPEN_FILES 64
+
+/*
+ * Whether every app's max_in_flight connections and REACTOR_OWN_OPEN_FILES
+ * fit under the process's open-files limit (limit, RLIMIT_NOFILE's soft
+ * value): OK, or INVALID_ARGUMENT naming max_in_flight, the total and the
+ * limit. Past it a dispatch's connect fails as if the worker refused it
+ * and uses up its retries, so the configuration is refused at start.
+ */
+reel_code_t reactor_config_check_open_files(const reactor_config_t *cfg,
+                                            uint64_t limit,
+                                            reel_status_t *st);
+
 /* The index of app (len bytes) in cfg, or -1. */
 int reactor_config_find(const reactor_config_t *cfg, const char *app,
                         size_t len);

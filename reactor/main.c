@@ -25,6 +25,7 @@
 
 #include <curl/curl.h>
 
+#include "base/file.h"
 #include "base/log.h"
 #include "base/text.h"
 #include "base/version.h"
@@ -337,6 +338,15 @@ int main(int argc, char **argv) {
                cfg.n == 1 ? "" : "s");
         reactor_config_fini(&cfg);
         return 0;
+    }
+    /* Every request in flight is a connection: the soft limit goes up to
+     * the hard one, and apps that cannot fit under it are refused now. */
+    if (reactor_config_check_open_files(&cfg, reel_raise_open_files(), &st) !=
+        REEL_OK) {
+        fprintf(stderr, "reel-reactor: %s\n", reel_status_message(&st));
+        reel_status_fini(&st);
+        reactor_config_fini(&cfg);
+        return EXIT_USAGE;
     }
     /* SIGPIPE is for nobody: a closed socket is an error return. */
     signal(SIGPIPE, SIG_IGN);

@@ -12,6 +12,7 @@ LEASE_EXPIRED events runs once reeld's Run message has `attempt`.
 Binary: $REEL_REACTOR, or bazel-bin.
 """
 import json
+import resource
 import re
 import os
 import socket
@@ -238,8 +239,9 @@ class Reactor(Daemon):
 
     name = "reel-reactor"
 
-    def __init__(self, tmp_path, addr, config, *args):
-        super().__init__(REEL_REACTOR, tmp_path, addr, config, *args, live=_LIVE)
+    def __init__(self, tmp_path, addr, config, *args, preexec_fn=None):
+        super().__init__(REEL_REACTOR, tmp_path, addr, config, *args, live=_LIVE,
+                         preexec_fn=preexec_fn)
 
 
 def config(tmp_path, apps, **top):
@@ -635,6 +637,39 @@ def test_a_metrics_address_in_use_is_a_configuration_error(tmp_path, reeld):
                            capture_output=True, text=True, timeout=30)
     assert p.returncode == 2, p
     assert "--metrics-listen" in p.stderr and addr in p.stderr, p.stderr
+
+
+def _nofile(soft, hard):
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_apps_that_cannot_fit_the_open_files_limit_are_refused(tmp_path, reeld):
+    """Past the open-files limit a dispatch's connect failed as if the
+    worker refused it, using up its retries while the worker was fine:
+    apps whose requests in flight cannot fit are refused at start, and the
+    soft limit is raised to the hard one first."""
+    check_built()
+    cfg = config(tmp_path, [app("shop", "http://127.0.0.1:1/run", max_in_flight=1024),
+                            app("billing", "http://127.0.0.1:1/run", max_in_flight=100)])
+    p = subprocess.run([REEL_REACTOR, "--reel", reeld.addr, "--config", cfg],
+                       capture_output=True, text=True, timeout=30,
+                       preexec_fn=_nofile(256, 256))
+    assert p.returncode == 2, p
+    assert ('max_in_flight: the apps need up to 1188 open files at once (1124 '
+            'connections: each app\'s max_in_flight, the most "shop"\'s 1024; and 64 '
+            "for reel-reactor's own), more than the open-files limit of 256") in p.stderr, \
+        p.stderr
+    r = Reactor(tmp_path, reeld.addr, cfg, preexec_fn=_nofile(64, 4096))
+    deadline = time.monotonic() + 10
+    while True:
+        with open(f"/proc/{r.proc.pid}/limits") as f:
+            line = [ln for ln in f if ln.startswith("Max open files")][0]
+        if line.split()[3:5] == ["4096", "4096"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert line.split()[3:5] == ["4096", "4096"], line
+    assert r.proc.poll() is None
+    assert r.stop() == 0
 
 
 def test_check_accepts_a_valid_configuration(tmp_path):
