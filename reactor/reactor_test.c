@@ -67,6 +67,31 @@ static void test_config_defaults(void **state) {
     reactor_config_fini(&cfg);
 }
 
+static void test_config_that_cannot_fit_the_open_files_limit(void **state) {
+    const char *text = APP(", \"max_in_flight\": 1000");
+    reactor_config_t cfg;
+    reel_status_t st = REEL_STATUS_INIT;
+
+    (void)state;
+    assert_int_equal(reactor_config_parse(text, strlen(text), &cfg, &st),
+                     REEL_OK);
+    /* 1000 connections and 64 of its own: 1064. */
+    assert_int_equal(reactor_config_check_open_files(&cfg, 1064, &st),
+                     REEL_OK);
+    assert_int_equal(reactor_config_check_open_files(&cfg, UINT64_MAX, &st),
+                     REEL_OK);
+    assert_int_equal(reactor_config_check_open_files(&cfg, 1063, &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st),
+                           "max_in_flight: the apps need up to 1064 open "
+                           "files at once (1000 connections: each app's "
+                           "max_in_flight, the most \"shop\"'s 1000; and 64 "
+                           "for reel-reactor's own), more than the "
+                           "open-files limit of 1063"));
+    reel_status_fini(&st);
+    reactor_config_fini(&cfg);
+}
+
 static void test_config_errors_name_the_app_and_the_field(void **state) {
     (void)state;
     assert_refused("[]", "config: not a JSON object");
@@ -454,6 +479,7 @@ static void test_only_settled_events_are_acknowledged(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_defaults),
+        cmocka_unit_test(test_config_that_cannot_fit_the_open_files_limit),
         cmocka_unit_test(test_config_errors_name_the_app_and_the_field),
         cmocka_unit_test(test_a_run_is_read_with_and_without_the_new_fields),
         cmocka_unit_test(test_malformed_bytes_are_refused_never_read_past),
