@@ -110,7 +110,6 @@
 #define STORE_BLOCK_CACHE ((size_t)32 << 20)
 #define STORE_TAIL_READAHEAD ((size_t)256 << 10) /* per tail iterator */
 #define BULK_BUFFER ((size_t)16 << 20) /* a bulk family's memtable */
-#define STORE_WAL_RECYCLE 4 /* obsolete WAL files kept for reuse */
 #define STORE_WAL_MAX ((uint64_t)64 << 20) /* live WAL, all files */
 #define BULK_MEMTABLES 4 /* RocksDB stops every write at this many */
 #define BULK_IMMUTABLE 2 /* a bulk put waits while this many are flushing */
@@ -1244,20 +1243,17 @@ reel_code_t store_open(const store_opts_t *opts, store_t **out,
     rocksdb_options_set_write_buffer_size(s->dbopts, STORE_MEMTABLE_BUDGET / 4);
     rocksdb_options_set_paranoid_checks(s->dbopts, 1);
     /*
-     * A synced write to a WAL file that grows also writes the file's inode
-     * (its size changed): on ext4 without a journal a second synchronous
-     * I/O per commit, beside the data and the cache flush. A recycled WAL
-     * file is overwritten within its old size, so its sync has no inode to
-     * write (measured: bench/ANALYSIS.md, "Sequential writes"). Its records
-     * carry their log's number, so what is left of the file's previous use
-     * ends recovery (point-in-time, RocksDB's default mode) and is never
-     * replayed. A log is obsolete only once every family with records in it
-     * has flushed, and the meta family is written by every commit: the cap
-     * on the live WAL makes RocksDB flush the families that pin the oldest
-     * log, so logs are released (and recycled), and a restart replays at
-     * most about that much.
+     * Every commit writes the meta family, so its memtable, far from full,
+     * would pin every log file since its last flush: the live log would
+     * grow with the data written, and a restart after a crash replays all
+     * of it. The cap on the live log makes RocksDB flush the families that
+     * pin the oldest log, so logs are released (bench/ANALYSIS.md,
+     * "Sequential writes"). Reusing released log files (RocksDB's
+     * recycle_log_file_num, to save a synced write of the file's size per
+     * commit) is not on: RocksDB turns it off under point-in-time recovery,
+     * its default and reel's, whatever it is set to (the OPTIONS file of a
+     * data dir says recycle_log_file_num=0).
      */
-    rocksdb_options_set_recycle_log_file_num(s->dbopts, STORE_WAL_RECYCLE);
     rocksdb_options_set_max_total_wal_size(s->dbopts, STORE_WAL_MAX);
     /* Table and blob files are written out a MiB at a time as they grow,
      * not all at their end: a flush of a file's chunks never leaves a

@@ -1983,10 +1983,9 @@ static uint64_t wal_bytes(const char *dir) {
 /*
  * Every commit writes meta/revision, so without a cap on the live WAL the
  * meta family would pin every log since its last flush, and the WAL would
- * grow with the data written (a restart replays all of it) and no log
- * would ever become obsolete to be recycled. With the cap, old logs are
- * flushed out and released (bench/ANALYSIS.md, "Sequential writes"); what
- * was written through the recycled logs reads back after a reopen.
+ * grow with the data written (a restart replays all of it). With the cap,
+ * old logs are flushed out and released (bench/ANALYSIS.md, "Sequential
+ * writes"); what was written reads back after a reopen.
  */
 static void test_the_wal_stays_bounded_while_writes_go_on(void **state) {
     fixture_t *f = *state;
@@ -2005,8 +2004,8 @@ static void test_the_wal_stays_bounded_while_writes_go_on(void **state) {
         if ((now = wal_bytes(f->dir)) > most)
             most = now;
     }
-    /* 64 MiB of live logs, up to 4 recycled ones of about 16 MiB each
-     * (the data family's memtable), one log's worth of slack. */
+    /* 64 MiB of live logs, and the files RocksDB has yet to delete (about
+     * 16 MiB each, the data family's memtable). */
     assert_true(most < ((uint64_t)160 << 20));
     reopen(f);
     for (int i = 0; i < n; i += n - 1) {
