@@ -1264,7 +1264,7 @@ static void test_an_older_format_opens_and_is_upgraded(void **state) {
     reel_status_fini(&st);
 }
 
-static int count_files(const char *dir);
+static int count_files(const char *dir, const char *suffix);
 
 /* A first start killed before RocksDB wrote CURRENT left FORMAT,
  * IDENTITY, LOCK and MANIFEST-000001, and every later start was refused
@@ -1316,18 +1316,25 @@ static void test_a_first_start_cut_short_is_made_again(void **state) {
                            "and holds \"000034.sst\", which a first start "
                            "does not leave: a copy or restore cut short?"));
     assert_true(file_exists(dir, "000034.sst"));
-    assert_int_equal(count_files(dir), 3);
+    assert_int_equal(count_files(dir, NULL), 3);
     reel_status_fini(&st);
 }
 
-static int count_files(const char *dir) {
+/* The files in dir, or those whose name ends in suffix. */
+static int count_files(const char *dir, const char *suffix) {
     DIR *d = opendir(dir);
     struct dirent *e;
     int n = 0;
 
     assert_non_null(d);
-    while ((e = readdir(d)) != NULL)
-        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name), t = suffix ? strlen(suffix) : 0;
+
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        n += suffix == NULL ||
+             (len > t && strcmp(e->d_name + len - t, suffix) == 0);
+    }
     closedir(d);
     return n;
 }
@@ -1351,7 +1358,7 @@ static void test_refuses_a_non_empty_directory_untouched(void **state) {
     assert_null(s);
     assert_non_null(strstr(reel_status_message(&st), "not empty"));
     assert_non_null(strstr(reel_status_message(&st), "notes.txt"));
-    assert_int_equal(count_files(dir), 3);
+    assert_int_equal(count_files(dir, NULL), 3);
     assert_true(file_exists(dir, "000099.sst"));
     assert_true(file_exists(dir, "MANIFEST-000777"));
 
@@ -1360,7 +1367,7 @@ static void test_refuses_a_non_empty_directory_untouched(void **state) {
     mkdir(dir, 0755);
     write_file(dir, "000001.log", "");
     assert_int_equal(store_open(&o, &s, &st), REEL_FAILED_PRECONDITION);
-    assert_int_equal(count_files(dir), 1);
+    assert_int_equal(count_files(dir, NULL), 1);
 
     /* An empty directory, and a new one, become data dirs; a FORMAT.tmp
      * left by a crash before its rename does not count as content. */
@@ -2097,21 +2104,6 @@ static void commit_a_while(store_t *s) {
     }
 }
 
-static int count_logs(const char *dir) {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int n = 0;
-
-    assert_non_null(d);
-    while ((e = readdir(d)) != NULL) {
-        size_t len = strlen(e->d_name);
-
-        n += len > 4 && strcmp(e->d_name + len - 4, ".log") == 0;
-    }
-    closedir(d);
-    return n;
-}
-
 /* Each bulk sync flushes, which starts a log file; the commits between
  * pinned them all (6,428 files after 20 minutes of uploads, read one by
  * one by a restart after a crash). The other families are flushed every
@@ -2139,8 +2131,8 @@ static void test_bulk_syncs_do_not_pile_up_log_files(void **state) {
                                         "chunk", 5, &st),
                          REEL_OK);
         assert_int_equal(store_bulk_sync(f->store, bulk, &st), REEL_OK);
-        if (count_logs(f->dir) > most)
-            most = count_logs(f->dir);
+        if (count_files(f->dir, ".log") > most)
+            most = count_files(f->dir, ".log");
     }
     /* 200 before: one per sync. */
     assert_true(most <= 80);
