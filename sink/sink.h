@@ -12,13 +12,10 @@
  * sink.<name>; its callback filters each event (subjects, exclude, the
  * sink's own records), copies the ones to deliver into the window and
  * waits while the window is full, so memory stays bounded and gRPC's flow
- * control holds the rest in reel; still full after STALL_RESTART_MS, it
- * gives back the events it has not taken and has the loop subscribe again
- * (reel_consumer_restart), since gRPC keeps whatever reel sends on a
- * stream nobody reads, without bound. The engine marks events done once
- * they are delivered or recorded as dead letters, and reports the
- * window's frontier; the loop acknowledges it. Nothing is acknowledged
- * that was not done.
+ * control holds the rest in reel. The engine marks events done once they
+ * are delivered or recorded as dead letters, and reports the window's
+ * frontier; the loop acknowledges it. Nothing is acknowledged that was
+ * not done.
  *
  * Stopping (SIGTERM): the runner sets stopping, the callback takes no more
  * events, the engine starts no new delivery and waits for those in flight
