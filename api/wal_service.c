@@ -303,6 +303,14 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
                         NULL, 0);
         goto out;
     }
+    if (in->resume_after != 0 && !*in->consumer) {
+        rpc_call_finish(call, REEL_INVALID_ARGUMENT,
+                        "resume_after: only with a durable consumer "
+                        "(consumer); without one, from_revision says where "
+                        "to start",
+                        NULL, 0);
+        goto out;
+    }
     t = calloc(1, sizeof(*t));
     if (t == NULL) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
@@ -323,8 +331,8 @@ static void subscribe(rpc_call_t *call, api_ctx_t *ctx, const uint8_t *req,
     sink.scope = api_tenant_mark(call, mark, sizeof(mark));
     if (*in->consumer)
         rc = wal_consumer_subscribe(ctx->wal, consumer, in->from_revision,
-                                    pattern, in->takeover, &sink, t,
-                                    &t->sub, &st);
+                                    in->resume_after, pattern, in->takeover,
+                                    &sink, t, &t->sub, &st);
     else
         rc = wal_sub_create(ctx->wal, in->from_revision, pattern, &sink, t,
                             &t->sub, &st);

@@ -371,7 +371,9 @@ void reel_consumer_stats(reel_consumer_t *k, reel_consumer_stats_t *out) {
     pthread_mutex_unlock(&k->stats_mu);
 }
 
-/* The SubscribeEventsRequest every stream of the run sends. */
+/* The SubscribeEventsRequest of the run's next stream: after what the
+ * callback holds already (resume_after), so that a stream started again
+ * does not send it all again only to be skipped. */
 static uint8_t *subscribe_request(reel_consumer_t *k, size_t *len) {
     Reel__V1__SubscribeEventsRequest req =
         REEL__V1__SUBSCRIBE_EVENTS_REQUEST__INIT;
@@ -381,6 +383,8 @@ static uint8_t *subscribe_request(reel_consumer_t *k, size_t *len) {
     req.subject_pattern = k->pattern;
     req.consumer = k->name;
     req.takeover = k->o.takeover != 0;
+    req.resume_after =
+        k->cur.seen > k->cur.delivered ? k->cur.seen : k->cur.delivered;
     *len = reel__v1__subscribe_events_request__get_packed_size(&req);
     if ((buf = malloc(*len ? *len : 1)) != NULL)
         reel__v1__subscribe_events_request__pack(&req, buf);
@@ -416,7 +420,7 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
     reel_reply_t end = {0}, r;
     uint64_t rng = client_rng_seed();
     unsigned attempts = 0, streams = 0;
-    uint8_t *req;
+    uint8_t *req = NULL;
     size_t len;
     int code;
 
@@ -429,10 +433,6 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
                                 k->name);
     k->ran = 1;
     client_cursor_init(&k->cur, client_now_ms());
-    if ((req = subscribe_request(k, &len)) == NULL) {
-        client_reply_set(&end, CLIENT_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
-    }
     while (!client_cancel_fired(&k->cancel)) {
         int64_t delay;
         int retry, started, quiet;
@@ -441,6 +441,11 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
             pthread_mutex_lock(&k->stats_mu);
             k->stats.reconnects++;
             pthread_mutex_unlock(&k->stats_mu);
+        }
+        free(req);
+        if ((req = subscribe_request(k, &len)) == NULL) {
+            client_reply_set(&end, CLIENT_RESOURCE_EXHAUSTED, "out of memory");
+            break;
         }
         client_cursor_new_stream(&k->cur);
         k->got_message = 0;
@@ -511,7 +516,6 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
             client_cancel_wait(&k->cancel, delay);
         reel_reply_fini(&r);
     }
-out:
     free(req);
     final_ack(k, &end);
     stats_update(k, 0, 0, 0);

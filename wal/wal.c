@@ -1266,6 +1266,7 @@ static reel_code_t busy_error(const char *name, reel_status_t *st) {
 
 reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
                                    uint64_t from_revision,
+                                   uint64_t resume_after,
                                    const char *pattern, int takeover,
                                    const wal_sink_t *sink, void *arg,
                                    wal_sub_t **out, reel_status_t *st) {
@@ -1281,6 +1282,12 @@ reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
     *out = NULL;
     if ((rc = check_consumer_name(name, st)) != REEL_OK)
         return rc;
+    if (resume_after > store_revision(w->store))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "resume_after: %llu is past the head revision "
+                               "%llu",
+                               (unsigned long long)resume_after,
+                               (unsigned long long)store_revision(w->store));
     /* The pattern is checked before the consumer is created or changed. */
     if ((rc = sub_new(w, pattern, sink, arg, &s, st)) != REEL_OK)
         return rc;
@@ -1317,7 +1324,8 @@ reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
         rc = busy_error(name, st);
         goto out;
     }
-    if ((rc = sub_register(s, c.acked, st)) != REEL_OK) {
+    if ((rc = sub_register(s, c.acked > resume_after ? c.acked : resume_after,
+                           st)) != REEL_OK) {
         pthread_mutex_unlock(&w->consumers_mu);
         goto out;
     }

@@ -182,14 +182,19 @@ void wal_consumer_fini(wal_consumer_t *c);
  * subscription holds the consumer until wal_sub_destroy(). *out is set
  * before the subscription can call sink.wake.
  *
- * INVALID_ARGUMENT for a bad name or pattern, or a new consumer's
- * from_revision past the head; OUT_OF_RANGE for one no longer retained;
+ * resume_after: the subscriber holds the events up to it already; the
+ * stream starts after it when that is past the acknowledged revision (the
+ * cursor stays). 0 for none.
+ *
+ * INVALID_ARGUMENT for a bad name or pattern, a new consumer's
+ * from_revision or a resume_after past the head; OUT_OF_RANGE for one no longer retained;
  * FAILED_PRECONDITION when the consumer was invalidated, or while another
  * subscriber holds it, unless takeover: that one then ends ABORTED.
  * Blocks for one commit.
  */
 reel_code_t wal_consumer_subscribe(wal_t *w, const char *name,
                                    uint64_t from_revision,
+                                   uint64_t resume_after,
                                    const char *pattern, int takeover,
                                    const wal_sink_t *sink, void *arg,
                                    wal_sub_t **out, reel_status_t *st);

@@ -179,7 +179,7 @@ static void make_consumer(fixture_t *f, const char *name, uint64_t from) {
     sink_t s = {.limit = 0};
     wal_sub_t *sub;
 
-    assert_int_equal(wal_consumer_subscribe(f->wal, name, from, "", 0, &ops,
+    assert_int_equal(wal_consumer_subscribe(f->wal, name, from, 0, "", 0, &ops,
                                             &s, &sub, NULL),
                      REEL_OK);
     wal_sub_destroy(sub);
@@ -616,7 +616,7 @@ static void test_a_cursor_past_the_head_is_invalid_argument(void **state) {
                                "from_revision"));
         assert_non_null(strstr(reel_status_message(&st),
                                "past the head revision 5"));
-        assert_int_equal(wal_consumer_subscribe(f->wal, "new", bad[i], "", 0,
+        assert_int_equal(wal_consumer_subscribe(f->wal, "new", bad[i], 0, "", 0,
                                                 &ops, &s, &sub, &st),
                          REEL_INVALID_ARGUMENT);
         assert_non_null(strstr(reel_status_message(&st),
@@ -710,7 +710,7 @@ static void test_a_consumer_holds_retention_up_to_its_cap_then_is_invalidated(
 
     /* Five more: it would keep 11 events, 253 bytes, over its 230. Its
      * subscriber (stalled) is ended with the reason. */
-    assert_int_equal(wal_consumer_subscribe(f->wal, "slow", 0, "", 0, &ops,
+    assert_int_equal(wal_consumer_subscribe(f->wal, "slow", 0, 0, "", 0, &ops,
                                             &held, &sub, NULL),
                      REEL_OK);
     for (int i = 0; i < 5; i++)
@@ -737,7 +737,7 @@ static void test_a_consumer_holds_retention_up_to_its_cap_then_is_invalidated(
 
     /* It can no longer subscribe nor acknowledge, and is told how to go
      * on; the answer names its cursor and the oldest retained revision. */
-    assert_int_equal(wal_consumer_subscribe(f->wal, "slow", 0, "", 0, &ops,
+    assert_int_equal(wal_consumer_subscribe(f->wal, "slow", 0, 0, "", 0, &ops,
                                             &held, &sub, &st),
                      REEL_FAILED_PRECONDITION);
     assert_non_null(strstr(reel_status_message(&st),
@@ -751,7 +751,7 @@ static void test_a_consumer_holds_retention_up_to_its_cap_then_is_invalidated(
     assert_int_equal(wal_consumer_delete(f->wal, "slow", NULL), REEL_OK);
     held.limit = 64;
     held.n = 0;
-    assert_int_equal(wal_consumer_subscribe(f->wal, "slow", 0, "", 0, &ops,
+    assert_int_equal(wal_consumer_subscribe(f->wal, "slow", 0, 0, "", 0, &ops,
                                             &held, &sub, NULL),
                      REEL_OK);
     wal_sub_pump(sub);
@@ -781,7 +781,7 @@ static reel_code_t subscribe(fixture_t *f, const char *name,
     sink_t s = {.limit = 0};
     wal_sub_t *sub = NULL;
     reel_code_t rc =
-        wal_consumer_subscribe(f->wal, name, 0, "", 0, &ops, &s, &sub, st);
+        wal_consumer_subscribe(f->wal, name, 0, 0, "", 0, &ops, &s, &sub, st);
 
     wal_sub_destroy(sub);
     return rc;
@@ -890,7 +890,7 @@ typedef struct late_sub {
 static void *subscribe_main(void *arg) {
     late_sub_t *l = arg;
 
-    l->rc = wal_consumer_subscribe(l->f->wal, "raced", 0, "", 0, &ops,
+    l->rc = wal_consumer_subscribe(l->f->wal, "raced", 0, 0, "", 0, &ops,
                                    &l->sink, &l->sub, NULL);
     return NULL;
 }
@@ -978,7 +978,7 @@ static void test_one_listing_reads_a_bounded_number_of_events(void **state) {
 
     for (int i = 0; i < over + 2; i++) {
         snprintf(name, sizeof(name), "f%02d", i);
-        assert_int_equal(wal_consumer_subscribe(f->wal, name, 0, "t.1", 0,
+        assert_int_equal(wal_consumer_subscribe(f->wal, name, 0, 0, "t.1", 0,
                                                 &ops, &s, &sub, NULL),
                          REEL_OK);
         wal_sub_destroy(sub);
@@ -1044,11 +1044,11 @@ static void test_pending_counts_what_matches_within_a_bound(void **state) {
     sink_t s = {.limit = 0};
 
     make_consumer(f, "all", 0);
-    assert_int_equal(wal_consumer_subscribe(f->wal, "ones", 0, "t.1", 0, &ops,
+    assert_int_equal(wal_consumer_subscribe(f->wal, "ones", 0, 0, "t.1", 0, &ops,
                                             &s, &sub, NULL),
                      REEL_OK);
     wal_sub_destroy(sub);
-    assert_int_equal(wal_consumer_subscribe(f->wal, "twos", 0, "t.2", 0, &ops,
+    assert_int_equal(wal_consumer_subscribe(f->wal, "twos", 0, 0, "t.2", 0, &ops,
                                             &s, &sub, NULL),
                      REEL_OK);
     wal_sub_destroy(sub);
@@ -1122,18 +1122,18 @@ static void test_takeover_ends_the_holder_and_takes_its_place(void **state) {
     wal_consumer_t c;
 
     assert_int_equal(emit(f, 1, "a", 0), REEL_OK);
-    assert_int_equal(wal_consumer_subscribe(f->wal, "solo", 0, "", 0, &ops,
+    assert_int_equal(wal_consumer_subscribe(f->wal, "solo", 0, 0, "", 0, &ops,
                                             &one, &s1, NULL),
                      REEL_OK);
     wal_sub_pump(s1);
     assert_int_equal(one.n, 1);
-    assert_int_equal(wal_consumer_subscribe(f->wal, "solo", 0, "", 0, &ops,
+    assert_int_equal(wal_consumer_subscribe(f->wal, "solo", 0, 0, "", 0, &ops,
                                             &two, &s2, &st),
                      REEL_FAILED_PRECONDITION);
     assert_non_null(strstr(reel_status_message(&st), "takeover"));
     assert_int_equal(wal_consumer_delete(f->wal, "solo", NULL),
                      REEL_FAILED_PRECONDITION);
-    assert_int_equal(wal_consumer_subscribe(f->wal, "solo", 0, "", 1, &ops,
+    assert_int_equal(wal_consumer_subscribe(f->wal, "solo", 0, 0, "", 1, &ops,
                                             &two, &s2, NULL),
                      REEL_OK);
     assert_int_equal(one.wakes, 1);

@@ -341,6 +341,45 @@ def test_takeover_ends_the_holder_aborted_and_resumes_after_the_ack(start, tmp_p
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "takeover" in e.details()
 
 
+def test_resume_after_starts_a_consumers_stream_past_what_it_holds(start):
+    """A subscriber that ends its stream and starts another (reel-sink and
+    reel-reactor do, while their queue stays full) holds the events it had
+    already: resume_after starts the stream after them, where without it
+    everything since the acknowledged revision came again (every 2 s, a
+    whole queue's worth). The cursor does not move."""
+    srv, c = start()
+    for i in range(6):
+        c.set(K.SetValueRequest(namespace="n", key=f"k{i}", value=str(i)))
+    create_consumer(c, "held")
+    c.ack(W.AckEventsRequest(consumer="held", revision=6))
+    for i in range(6, 12):
+        c.set(K.SetValueRequest(namespace="n", key=f"k{i}", value=str(i)))
+    assert c.consumers()["held"].acked_revision == 6
+    for sub, flat in ((c.sub, lambda m: [m]), (c.batches, lambda m: list(m.events))):
+        call = sub(W.SubscribeEventsRequest(consumer="held", resume_after=9), timeout=10)
+        got = []
+        for m in call:
+            got += [e.revision for e in flat(m) if e.type != T.PROGRESS]
+            if got and got[-1] == 12:
+                break
+        call.cancel()
+        assert got == [10, 11, 12]
+        wait_for("released", lambda: not c.consumers()["held"].active)
+        assert c.consumers()["held"].acked_revision == 6
+    # Below the acknowledged revision it changes nothing: after the ack.
+    call = c.sub(W.SubscribeEventsRequest(consumer="held", resume_after=2), timeout=10)
+    assert next(call).revision == 7
+    call.cancel()
+    wait_for("released", lambda: not c.consumers()["held"].active)
+    for req, want in ((W.SubscribeEventsRequest(consumer="held", resume_after=13),
+                       "resume_after: 13 is past the head revision 12"),
+                      (W.SubscribeEventsRequest(resume_after=3),
+                       "resume_after: only with a durable consumer")):
+        e = first_error(c.sub(req, timeout=5))
+        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and want in e.details(), \
+            e.details()
+
+
 def test_takeover_frees_a_consumer_whose_subscriber_hangs(start, tmp_path):
     # Default keepalive (30 s + 10 s): takeover does not wait for it.
     srv, c = start()

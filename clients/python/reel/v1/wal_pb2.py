@@ -17,7 +17,7 @@ from reel.v1 import signals_pb2 as reel_dot_v1_dot_signals__pb2
 from reel.v1 import workspace_pb2 as reel_dot_v1_dot_workspace__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11reel/v1/wal.proto\x12\x07reel.v1\x1a\x15reel/v1/journal.proto\x1a\x10reel/v1/kv.proto\x1a\x15reel/v1/signals.proto\x1a\x17reel/v1/workspace.proto\"\xbc\x03\n\x05\x45vent\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12!\n\x04type\x18\x03 \x01(\x0e\x32\x13.reel.v1.Event.Type\x12\r\n\x05ts_ms\x18\x04 \x01(\x03\x12&\n\x05\x65ntry\x18\n \x01(\x0b\x32\x15.reel.v1.JournalEntryH\x00\x12\x1b\n\x03run\x18\x0b \x01(\x0b\x32\x0c.reel.v1.RunH\x00\x12$\n\x05value\x18\x0c \x01(\x0b\x32\x13.reel.v1.ValueEventH\x00\x12!\n\x06signal\x18\r \x01(\x0b\x32\x0f.reel.v1.SignalH\x00\x12%\n\x08\x61rtifact\x18\x0e \x01(\x0b\x32\x11.reel.v1.ArtifactH\x00\"\xa0\x01\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOURNAL_APPENDED\x10\x01\x12\x0f\n\x0bRUN_CHANGED\x10\x02\x12\x11\n\rVALUE_CHANGED\x10\x03\x12\x0f\n\x0bSIGNAL_SENT\x10\x04\x12\x13\n\x0fSIGNAL_CONSUMED\x10\x05\x12\x0c\n\x08PROGRESS\x10\x06\x12\x14\n\x10\x41RTIFACT_CHANGED\x10\x07\x42\x06\n\x04\x62ody\"l\n\x16SubscribeEventsRequest\x12\x15\n\rfrom_revision\x18\x01 \x01(\x04\x12\x17\n\x0fsubject_pattern\x18\x02 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x03 \x01(\t\x12\x10\n\x08takeover\x18\x04 \x01(\x08\",\n\nEventBatch\x12\x1e\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0e.reel.v1.Event\"6\n\x10\x41\x63kEventsRequest\x12\x10\n\x08\x63onsumer\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\"\xaa\x02\n\x08\x43onsumer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63ked_revision\x18\x02 \x01(\x04\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\x17\n\x0fsubject_pattern\x18\x05 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x13\n\x0b\x61\x63ked_at_ms\x18\x07 \x01(\x03\x12\x15\n\rpending_exact\x18\x08 \x01(\x08\x12\x18\n\x10\x62\x65hind_revisions\x18\t \x01(\x04\x12\x15\n\rholding_bytes\x18\n \x01(\x04\x12\x13\n\x0binvalidated\x18\x0b \x01(\x08\x12\x19\n\x11invalidated_at_ms\x18\x0c \x01(\x03\x12\x1a\n\x12invalidated_reason\x18\r \x01(\t\"8\n\x11\x41\x63kEventsResponse\x12#\n\x08\x63onsumer\x18\x01 \x01(\x0b\x32\x11.reel.v1.Consumer\":\n\x14ListConsumersRequest\x12\x13\n\x0bstart_after\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"e\n\x15ListConsumersResponse\x12$\n\tconsumers\x18\x01 \x03(\x0b\x32\x11.reel.v1.Consumer\x12\x18\n\x10next_start_after\x18\x02 \x01(\t\x12\x0c\n\x04more\x18\x03 \x01(\x08\"%\n\x15\x44\x65leteConsumerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteConsumerResponse\"\x10\n\x0eGetHeadRequest\"A\n\x0fGetHeadResponse\x12\x15\n\rhead_revision\x18\x01 \x01(\x04\x12\x17\n\x0foldest_revision\x18\x02 \x01(\x04\x32\xc1\x03\n\x03Wal\x12\x44\n\x0fSubscribeEvents\x12\x1f.reel.v1.SubscribeEventsRequest\x1a\x0e.reel.v1.Event0\x01\x12O\n\x15SubscribeEventBatches\x12\x1f.reel.v1.SubscribeEventsRequest\x1a\x13.reel.v1.EventBatch0\x01\x12\x42\n\tAckEvents\x12\x19.reel.v1.AckEventsRequest\x1a\x1a.reel.v1.AckEventsResponse\x12<\n\x07GetHead\x12\x17.reel.v1.GetHeadRequest\x1a\x18.reel.v1.GetHeadResponse\x12N\n\rListConsumers\x12\x1d.reel.v1.ListConsumersRequest\x1a\x1e.reel.v1.ListConsumersResponse\x12Q\n\x0e\x44\x65leteConsumer\x12\x1e.reel.v1.DeleteConsumerRequest\x1a\x1f.reel.v1.DeleteConsumerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11reel/v1/wal.proto\x12\x07reel.v1\x1a\x15reel/v1/journal.proto\x1a\x10reel/v1/kv.proto\x1a\x15reel/v1/signals.proto\x1a\x17reel/v1/workspace.proto\"\xbc\x03\n\x05\x45vent\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12!\n\x04type\x18\x03 \x01(\x0e\x32\x13.reel.v1.Event.Type\x12\r\n\x05ts_ms\x18\x04 \x01(\x03\x12&\n\x05\x65ntry\x18\n \x01(\x0b\x32\x15.reel.v1.JournalEntryH\x00\x12\x1b\n\x03run\x18\x0b \x01(\x0b\x32\x0c.reel.v1.RunH\x00\x12$\n\x05value\x18\x0c \x01(\x0b\x32\x13.reel.v1.ValueEventH\x00\x12!\n\x06signal\x18\r \x01(\x0b\x32\x0f.reel.v1.SignalH\x00\x12%\n\x08\x61rtifact\x18\x0e \x01(\x0b\x32\x11.reel.v1.ArtifactH\x00\"\xa0\x01\n\x04Type\x12\x14\n\x10TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOURNAL_APPENDED\x10\x01\x12\x0f\n\x0bRUN_CHANGED\x10\x02\x12\x11\n\rVALUE_CHANGED\x10\x03\x12\x0f\n\x0bSIGNAL_SENT\x10\x04\x12\x13\n\x0fSIGNAL_CONSUMED\x10\x05\x12\x0c\n\x08PROGRESS\x10\x06\x12\x14\n\x10\x41RTIFACT_CHANGED\x10\x07\x42\x06\n\x04\x62ody\"\x82\x01\n\x16SubscribeEventsRequest\x12\x15\n\rfrom_revision\x18\x01 \x01(\x04\x12\x17\n\x0fsubject_pattern\x18\x02 \x01(\t\x12\x10\n\x08\x63onsumer\x18\x03 \x01(\t\x12\x10\n\x08takeover\x18\x04 \x01(\x08\x12\x14\n\x0cresume_after\x18\x05 \x01(\x04\",\n\nEventBatch\x12\x1e\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0e.reel.v1.Event\"6\n\x10\x41\x63kEventsRequest\x12\x10\n\x08\x63onsumer\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\"\xaa\x02\n\x08\x43onsumer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63ked_revision\x18\x02 \x01(\x04\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\x17\n\x0fsubject_pattern\x18\x05 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x06 \x01(\x03\x12\x13\n\x0b\x61\x63ked_at_ms\x18\x07 \x01(\x03\x12\x15\n\rpending_exact\x18\x08 \x01(\x08\x12\x18\n\x10\x62\x65hind_revisions\x18\t \x01(\x04\x12\x15\n\rholding_bytes\x18\n \x01(\x04\x12\x13\n\x0binvalidated\x18\x0b \x01(\x08\x12\x19\n\x11invalidated_at_ms\x18\x0c \x01(\x03\x12\x1a\n\x12invalidated_reason\x18\r \x01(\t\"8\n\x11\x41\x63kEventsResponse\x12#\n\x08\x63onsumer\x18\x01 \x01(\x0b\x32\x11.reel.v1.Consumer\":\n\x14ListConsumersRequest\x12\x13\n\x0bstart_after\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\"e\n\x15ListConsumersResponse\x12$\n\tconsumers\x18\x01 \x03(\x0b\x32\x11.reel.v1.Consumer\x12\x18\n\x10next_start_after\x18\x02 \x01(\t\x12\x0c\n\x04more\x18\x03 \x01(\x08\"%\n\x15\x44\x65leteConsumerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteConsumerResponse\"\x10\n\x0eGetHeadRequest\"A\n\x0fGetHeadResponse\x12\x15\n\rhead_revision\x18\x01 \x01(\x04\x12\x17\n\x0foldest_revision\x18\x02 \x01(\x04\x32\xc1\x03\n\x03Wal\x12\x44\n\x0fSubscribeEvents\x12\x1f.reel.v1.SubscribeEventsRequest\x1a\x0e.reel.v1.Event0\x01\x12O\n\x15SubscribeEventBatches\x12\x1f.reel.v1.SubscribeEventsRequest\x1a\x13.reel.v1.EventBatch0\x01\x12\x42\n\tAckEvents\x12\x19.reel.v1.AckEventsRequest\x1a\x1a.reel.v1.AckEventsResponse\x12<\n\x07GetHead\x12\x17.reel.v1.GetHeadRequest\x1a\x18.reel.v1.GetHeadResponse\x12N\n\rListConsumers\x12\x1d.reel.v1.ListConsumersRequest\x1a\x1e.reel.v1.ListConsumersResponse\x12Q\n\x0e\x44\x65leteConsumer\x12\x1e.reel.v1.DeleteConsumerRequest\x1a\x1f.reel.v1.DeleteConsumerResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'reel.v1.wal_pb2', globals())
@@ -28,28 +28,28 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _EVENT._serialized_end=564
   _EVENT_TYPE._serialized_start=396
   _EVENT_TYPE._serialized_end=556
-  _SUBSCRIBEEVENTSREQUEST._serialized_start=566
-  _SUBSCRIBEEVENTSREQUEST._serialized_end=674
-  _EVENTBATCH._serialized_start=676
-  _EVENTBATCH._serialized_end=720
-  _ACKEVENTSREQUEST._serialized_start=722
-  _ACKEVENTSREQUEST._serialized_end=776
-  _CONSUMER._serialized_start=779
-  _CONSUMER._serialized_end=1077
-  _ACKEVENTSRESPONSE._serialized_start=1079
-  _ACKEVENTSRESPONSE._serialized_end=1135
-  _LISTCONSUMERSREQUEST._serialized_start=1137
-  _LISTCONSUMERSREQUEST._serialized_end=1195
-  _LISTCONSUMERSRESPONSE._serialized_start=1197
-  _LISTCONSUMERSRESPONSE._serialized_end=1298
-  _DELETECONSUMERREQUEST._serialized_start=1300
-  _DELETECONSUMERREQUEST._serialized_end=1337
-  _DELETECONSUMERRESPONSE._serialized_start=1339
-  _DELETECONSUMERRESPONSE._serialized_end=1363
-  _GETHEADREQUEST._serialized_start=1365
-  _GETHEADREQUEST._serialized_end=1381
-  _GETHEADRESPONSE._serialized_start=1383
-  _GETHEADRESPONSE._serialized_end=1448
-  _WAL._serialized_start=1451
-  _WAL._serialized_end=1900
+  _SUBSCRIBEEVENTSREQUEST._serialized_start=567
+  _SUBSCRIBEEVENTSREQUEST._serialized_end=697
+  _EVENTBATCH._serialized_start=699
+  _EVENTBATCH._serialized_end=743
+  _ACKEVENTSREQUEST._serialized_start=745
+  _ACKEVENTSREQUEST._serialized_end=799
+  _CONSUMER._serialized_start=802
+  _CONSUMER._serialized_end=1100
+  _ACKEVENTSRESPONSE._serialized_start=1102
+  _ACKEVENTSRESPONSE._serialized_end=1158
+  _LISTCONSUMERSREQUEST._serialized_start=1160
+  _LISTCONSUMERSREQUEST._serialized_end=1218
+  _LISTCONSUMERSRESPONSE._serialized_start=1220
+  _LISTCONSUMERSRESPONSE._serialized_end=1321
+  _DELETECONSUMERREQUEST._serialized_start=1323
+  _DELETECONSUMERREQUEST._serialized_end=1360
+  _DELETECONSUMERRESPONSE._serialized_start=1362
+  _DELETECONSUMERRESPONSE._serialized_end=1386
+  _GETHEADREQUEST._serialized_start=1388
+  _GETHEADREQUEST._serialized_end=1404
+  _GETHEADRESPONSE._serialized_start=1406
+  _GETHEADRESPONSE._serialized_end=1471
+  _WAL._serialized_start=1474
+  _WAL._serialized_end=1923
 # @@protoc_insertion_point(module_scope)
