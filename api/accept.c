@@ -253,17 +253,17 @@ int accept4(int sock, struct sockaddr *addr, socklen_t *len, int flags) {
             *len = cap;
         fd = next_accept4(sock, addr, len, flags);
         if (fd >= 0) {
+            /* Counted before it is closed: a client that sees the close
+             * and then reads /metrics finds its refusal there. */
             if ((long)fd >= limit - reserve) {
-                sys_close(fd);
                 refuse(&no_fds, limit, reserve, max);
+                sys_close(fd);
             } else if (is_inner || count_in(fd, max)) {
                 return fd;
             } else {
+                refuse((size_t)fd >= n_bits ? &no_fds : &at_max, limit,
+                       reserve, max);
                 sys_close(fd);
-                if ((size_t)fd >= n_bits)
-                    refuse(&no_fds, limit, reserve, max);
-                else
-                    refuse(&at_max, limit, reserve, max);
             }
             continue;
         }
