@@ -183,11 +183,12 @@ static void refuse(say_t *say, long limit, long reserve, long max) {
 }
 
 /*
- * Accepts the connection waiting on sock with the descriptor kept aside
- * and closes it. 1: one was shed; 0: no descriptor to do it with (another
- * thread took the one set free); -1: accept4's own failure, in errno.
+ * Accepts the connection waiting on sock with the descriptor kept aside,
+ * counts its refusal and closes it. 1: one was shed; 0: no descriptor to
+ * do it with (another thread took the one set free); -1: accept4's own
+ * failure, in errno.
  */
-static int shed_one(int sock) {
+static int shed_one(int sock, long limit, long reserve, long max) {
     int fd, e = 0, rc;
 
     pthread_mutex_lock(&arm_mu);
@@ -200,6 +201,7 @@ static int shed_one(int sock) {
     sys_close(aside);
     fd = next_accept4(sock, NULL, NULL, SOCK_CLOEXEC);
     if (fd >= 0) {
+        refuse(&no_fds, limit, reserve, max); /* counted before the close */
         sys_close(fd);
         rc = 1;
     } else {
@@ -269,9 +271,8 @@ int accept4(int sock, struct sockaddr *addr, socklen_t *len, int flags) {
         }
         if (errno != EMFILE && errno != ENFILE)
             return -1; /* EAGAIN included: the queue is empty */
-        switch (shed_one(sock)) {
+        switch (shed_one(sock, limit, reserve, max)) {
         case 1:
-            refuse(&no_fds, limit, reserve, max);
             continue;
         case 0:
             errno = EAGAIN; /* listening goes on; the next connection retries */
