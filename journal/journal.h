@@ -399,11 +399,15 @@ reel_code_t journal_txn_append(journal_t *j, store_txn_t *txn,
 
 /*
  * SuspendRun asks this, in its apply, whether a signal named `name` is
- * already pending for the run; if so the run becomes RUNNABLE at once
- * instead of WAITING. Set once, before any write.
+ * already pending for the run (*found); if so the run becomes RUNNABLE at
+ * once instead of WAITING. A failed look fails the SuspendRun: a run
+ * parked past a signal that came would wait for nothing. Set once, before
+ * any write.
  */
-typedef int (*journal_pending_fn)(void *arg, store_txn_t *txn,
-                                  const char *run_id, const char *name);
+typedef reel_code_t (*journal_pending_fn)(void *arg, store_txn_t *txn,
+                                          const char *run_id,
+                                          const char *name, int *found,
+                                          reel_status_t *st);
 void journal_set_pending_check(journal_t *j, journal_pending_fn fn, void *arg);
 
 /* ---- Timers and ClaimNextRun's waiters -------------------------------------- */

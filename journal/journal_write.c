@@ -1028,16 +1028,18 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
         nr.not_before_ms = 0;
         rc = put_run(op, txn, &nr, &cur, 1, st);
         break;
-    case JOURNAL_SUSPEND:
+    case JOURNAL_SUSPEND: {
+        int pending = 0;
+
         if ((rc = check_lease(&cur, q->lease_epoch, st)) != REEL_OK)
             break;
         /* The signal may have come first: then there is nothing to wait
          * for, and the run needs a worker at once. */
-        nr.status = op->j->pending != NULL &&
-                            op->j->pending(op->j->pending_arg, txn, cur.run_id,
-                                           q->waiting_on)
-                        ? RUN_RUNNABLE
-                        : RUN_WAITING;
+        if (op->j->pending != NULL &&
+            (rc = op->j->pending(op->j->pending_arg, txn, cur.run_id,
+                                 q->waiting_on, &pending, st)) != REEL_OK)
+            break;
+        nr.status = pending ? RUN_RUNNABLE : RUN_WAITING;
         nr.waiting_on = q->waiting_on;
         nr.lease_owner = "";
         nr.lease_expires_at_ms = 0;
@@ -1049,6 +1051,7 @@ static reel_code_t op_apply(store_txn_t *txn, void *arg, reel_status_t *st) {
                                 : 0;
         rc = put_run(op, txn, &nr, &cur, 1, st);
         break;
+    }
     default:
         rc = reel_status_set(st, REEL_INTERNAL, "unknown operation");
     }

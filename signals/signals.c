@@ -251,29 +251,33 @@ static reel_code_t check_run_id(const char *id, reel_status_t *st) {
 
 /* ---- Create -------------------------------------------------------------- */
 
-static int has_pending(void *arg, store_txn_t *txn, const char *run_id,
-                       const char *name) {
+static reel_code_t has_pending(void *arg, store_txn_t *txn,
+                               const char *run_id, const char *name,
+                               int *found, reel_status_t *st) {
     reel_wbuf_t w = {0};
-    store_iter_t *it;
+    store_iter_t *it = NULL;
     signals_t *s = arg;
-    int found = 0;
+    reel_code_t rc;
 
-    if (pending_prefix(&w, run_id, name) != 0)
-        return 0;
-    it = store_txn_iter_prefix(txn, s->cf, w.p, w.len);
-    if (it != NULL) {
-        size_t klen;
-        const char *k;
-
-        store_iter_seek(it, w.p, w.len);
-        if (store_iter_valid(it)) {
-            k = store_iter_key(it, &klen);
-            found = klen == w.len + 8 && memcmp(k, w.p, w.len) == 0;
-        }
-        store_iter_destroy(it);
+    *found = 0;
+    if (pending_prefix(&w, run_id, name) != 0 ||
+        (it = store_txn_iter_prefix(txn, s->cf, w.p, w.len)) == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
     }
+    store_iter_seek(it, w.p, w.len);
+    if (store_iter_valid(it)) {
+        size_t klen;
+        const char *k = store_iter_key(it, &klen);
+
+        *found = klen == w.len + 8 && memcmp(k, w.p, w.len) == 0;
+    }
+    rc = store_iter_status(it, st); /* a failed read is not "none" */
+out:
+    if (it != NULL)
+        store_iter_destroy(it);
     reel_wbuf_fini(&w);
-    return found;
+    return rc;
 }
 
 reel_code_t signals_create(store_t *store, journal_t *j,
@@ -928,6 +932,9 @@ static reel_code_t apply_consume(op_t *op, store_txn_t *txn,
             }
         }
     }
+    /* A read that failed is not an empty mailbox. */
+    if (pkey == NULL && (rc = store_iter_status(it, st)) != REEL_OK)
+        goto out;
     store_iter_destroy(it);
     it = NULL;
     if (pkey == NULL)

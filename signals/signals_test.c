@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fault.h"
 #include "base/json.h"
 #include "signals/signals.h"
 #include "testing/fixture.h"
@@ -380,6 +381,59 @@ static void test_suspending_on_a_pending_signal_is_runnable_at_once(
     q.run_id = id;
     q.lease_epoch = 1;
     q.waiting_on = "approve";
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
+    assert_int_equal(res.run.status, RUN_RUNNABLE);
+    journal_result_fini(&res);
+}
+
+/* A mailbox that cannot be read is not an empty one: the consume fails,
+ * and the signal is still there for the next. */
+static void test_a_failed_read_of_the_mailbox_fails_the_consume(
+    void **state) {
+    fixture_t *f = *state;
+    signals_send_result_t s;
+    signals_consume_result_t c;
+    char id[27];
+
+    begin(f, "inv", id);
+    assert_int_equal(send_sig(f, id, "go", "1", "", &s), REEL_OK);
+    send_fini(&s);
+    reel_fault_arm("store.iter", 0, 1);
+    assert_int_equal(consume(f, id, "go", 1, NULL, &c), REEL_INTERNAL);
+    reel_fault_reset();
+    assert_false(c.delivered);
+    assert_non_null(strstr(reel_status_message(&c.status), "injected fault"));
+    consume_fini(&c);
+    assert_int_equal(consume(f, id, "go", 1, NULL, &c), REEL_OK);
+    assert_true(c.delivered);
+    consume_fini(&c);
+}
+
+/* The same for SuspendRun's look for a signal that came first: parked
+ * past it, the run would wait for nothing. Nothing is written. */
+static void test_a_failed_look_for_a_pending_signal_fails_the_suspend(
+    void **state) {
+    fixture_t *f = *state;
+    journal_req_t q = {0};
+    journal_result_t res;
+    signals_send_result_t s;
+    run_t r;
+    char id[27];
+
+    begin(f, "inv", id);
+    assert_int_equal(send_sig(f, id, "approve", "", "", &s), REEL_OK);
+    send_fini(&s);
+    q.op = JOURNAL_SUSPEND;
+    q.run_id = id;
+    q.lease_epoch = 1;
+    q.waiting_on = "approve";
+    reel_fault_arm("store.iter", 0, 1);
+    assert_int_equal(journal_exec(f->j, &q, &res), REEL_INTERNAL);
+    reel_fault_reset();
+    journal_result_fini(&res);
+    assert_int_equal(journal_get_run(f->j, id, &r, NULL), REEL_OK);
+    assert_int_equal(r.status, RUN_RUNNING); /* untouched */
+    run_fini(&r);
     assert_int_equal(journal_exec(f->j, &q, &res), REEL_OK);
     assert_int_equal(res.run.status, RUN_RUNNABLE);
     journal_result_fini(&res);
@@ -812,6 +866,8 @@ int main(void) {
         T(test_stale_epoch_and_abandoned_awaits_consume_nothing),
         T(test_a_signal_wakes_a_run_waiting_on_its_name),
         T(test_suspending_on_a_pending_signal_is_runnable_at_once),
+        T(test_a_failed_read_of_the_mailbox_fails_the_consume),
+        T(test_a_failed_look_for_a_pending_signal_fails_the_suspend),
         T(test_ended_runs_and_bad_input_are_refused),
         T(test_concurrent_awaiters_never_share_a_signal),
         T(test_waiters_are_woken_by_their_signals_only),
