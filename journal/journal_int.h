@@ -42,6 +42,7 @@ struct journal {
      * live key of app sorts before its hint, so a ClaimNextRun seeks there
      * instead of over the tombstones of every run claimed before. */
     struct claim_hint *hints;
+    uint64_t hints_aborted; /* store_groups_aborted() when they were made */
     /* ClaimNextRun's waiters, a list per app (few apps per reeld). */
     pthread_mutex_t waiters_mu;
     journal_claim_waiter_t *waiters;

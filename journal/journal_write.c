@@ -330,7 +330,10 @@ static int is_active(const run_t *r) {
  * finds, or past every key when it finds none). Writer thread only. A
  * hint set in a request that is rolled back stays right: a claim sets it
  * to the key it found, which the rollback keeps, and an insert only lowers
- * it. One per app that ever had a claimable run: a few bytes each. */
+ * it. A group that fails whole is another matter: a ClaimNextRun after a
+ * claim in it found the index empty, but the claim was never written.
+ * So the hints go whenever a group failed (store_groups_aborted). One per
+ * app that ever had a claimable run: a few bytes each. */
 typedef struct claim_hint {
     UT_hash_handle hh;
     unsigned char suffix[CLAIM_SUFFIX];
@@ -338,8 +341,13 @@ typedef struct claim_hint {
 } claim_hint_t;
 
 static claim_hint_t *hint_get(journal_t *j, const char *app) {
+    uint64_t aborted = store_groups_aborted(j->store);
     claim_hint_t *h;
 
+    if (j->hints_aborted != aborted) {
+        journal_hints_free(j);
+        j->hints_aborted = aborted;
+    }
     HASH_FIND_STR(j->hints, app, h);
     return h;
 }

@@ -32,6 +32,11 @@ typedef struct fixture {
      * commit order, as the publish step saw them. */
     int64_t expiry_waits[16];
     int n_expiries;
+    /* before_commit's switches (under mu): hold the group that comes while
+     * hold is set until it is cleared (held: one is held); fail the
+     * fail_at-th group (counting in commits, 0: none). */
+    pthread_cond_t cv;
+    int hold, held, commits, fail_at;
 } fixture_t;
 
 static void publish(void *arg, const store_change_t *c, size_t n) {
@@ -59,6 +64,26 @@ static void publish(void *arg, const store_change_t *c, size_t n) {
         journal_publish(f->j, c, n);
 }
 
+static reel_code_t before_commit(void *arg, store_txn_t *txn,
+                                 const store_change_t *c, size_t n,
+                                 reel_status_t *st) {
+    fixture_t *f = arg;
+    reel_code_t rc = REEL_OK;
+
+    (void)txn, (void)c, (void)n;
+    pthread_mutex_lock(&f->mu);
+    if (f->hold) {
+        f->held = 1;
+        pthread_cond_broadcast(&f->cv);
+        while (f->hold)
+            pthread_cond_wait(&f->cv, &f->mu);
+    }
+    if (++f->commits == f->fail_at)
+        rc = reel_status_set(st, REEL_INTERNAL, "the test fails this group");
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
 static reel_code_t alarm(void *arg, store_txn_t *txn, reel_status_t *st) {
     fixture_t *f = arg;
 
@@ -74,6 +99,8 @@ static void open_all(fixture_t *f, const journal_limits_t *lim) {
     o.publish_arg = f;
     o.alarm = alarm;
     o.alarm_arg = f;
+    o.before_commit = before_commit;
+    o.before_commit_arg = f;
     f->store = testing_store_open(f->dir, &o);
     if (journal_create(f->store, lim, &f->j, &st) != REEL_OK ||
         timers_create(f->store, &f->t, &st) != REEL_OK)
@@ -100,6 +127,7 @@ static int setup(void **state) {
     if (f == NULL || testing_dir_make(f->dir, sizeof(f->dir), "recovery") != 0)
         return -1;
     pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
     open_all(f, &lim);
     *state = f;
     return 0;
@@ -473,6 +501,83 @@ static void test_claim_next_takes_the_oldest_due_of_its_app(void **state) {
     /* Without an app: INVALID_ARGUMENT naming it. */
     q.app = "";
     expect(journal_exec(f->j, &q, &res), REEL_INVALID_ARGUMENT, &res, "app");
+}
+
+/* Answers of requests submitted without waiting, counted. */
+typedef struct answers {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n, failed;
+} answers_t;
+
+static void answered(void *arg, journal_result_t *res) {
+    answers_t *a = arg;
+
+    pthread_mutex_lock(&a->mu);
+    a->n++;
+    a->failed += res->status.code != REEL_OK;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void *begin_other(void *arg) {
+    char id[27];
+
+    begin_ok(arg, "other", "held", 60000, id);
+    return NULL;
+}
+
+/* A group that fails whole after a claim and a ClaimNextRun of the same
+ * app: the second found the index empty, but the claim was never written.
+ * The run stays claimable, and the next ClaimNextRun finds it. */
+static void test_a_failed_group_leaves_its_claims_runs_claimable(
+    void **state) {
+    fixture_t *f = *state;
+    journal_req_t claim = {0}, next = {0};
+    journal_result_t res;
+    answers_t a = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    pthread_t t;
+    char id[27];
+    run_t r;
+
+    begin_ok(f, "app", "i1", 20, id);
+    assert_true(await_status(f, id, RUN_RUNNABLE, TESTING_WAIT_MS, &r));
+    run_fini(&r);
+    /* Hold one group so that the two below queue and go as one. */
+    pthread_mutex_lock(&f->mu);
+    f->hold = 1;
+    pthread_mutex_unlock(&f->mu);
+    assert_int_equal(pthread_create(&t, NULL, begin_other, f), 0);
+    pthread_mutex_lock(&f->mu);
+    while (!f->held)
+        pthread_cond_wait(&f->cv, &f->mu);
+    pthread_mutex_unlock(&f->mu);
+    claim.op = JOURNAL_CLAIM;
+    claim.run_id = id;
+    claim.lease_owner = "w2";
+    claim.lease_ttl_ms = 60000;
+    next.op = JOURNAL_CLAIM_NEXT;
+    next.app = "app";
+    next.lease_owner = "w3";
+    next.lease_ttl_ms = 60000;
+    assert_int_equal(journal_submit(f->j, &claim, answered, &a, NULL),
+                     REEL_OK);
+    assert_int_equal(journal_submit(f->j, &next, answered, &a, NULL), REEL_OK);
+    pthread_mutex_lock(&f->mu);
+    f->fail_at = f->commits + 2; /* the held group's, then theirs */
+    f->hold = 0;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    pthread_mutex_lock(&a.mu);
+    while (a.n < 2)
+        pthread_cond_wait(&a.cv, &a.mu);
+    pthread_mutex_unlock(&a.mu);
+    assert_int_equal(a.failed, 2);
+    assert_int_equal(journal_exec(f->j, &next, &res), REEL_OK);
+    assert_true(res.found);
+    assert_string_equal(res.run.run_id, id);
+    journal_result_fini(&res);
 }
 
 /* expected_epoch makes a claim a compare-and-swap. */
@@ -935,6 +1040,9 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_claim_next_takes_the_oldest_due_of_its_app, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_failed_group_leaves_its_claims_runs_claimable, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_claim_with_a_stale_expected_epoch_is_refused, setup,
             teardown),

@@ -251,6 +251,9 @@ struct store {
      * the writer alone (relaxed: nobody waits on them), read by stats. */
     _Atomic uint64_t n_groups, n_grouped, commit_ns;
     _Atomic uint64_t n_led; /* groups a submitter ran (store_submit) */
+    /* Groups that failed whole with the store still writing (nothing of
+     * them written): whoever holds the writer's role, under its hand-off. */
+    uint64_t n_aborted;
 
     /* The background write rate (see govern()). */
     rocksdb_ratelimiter_t *limiter; /* NULL: no limit */
@@ -1521,6 +1524,8 @@ void store_close(store_t *s) {
 
 uint64_t store_revision(store_t *s) { return atomic_load(&s->revision); }
 
+uint64_t store_groups_aborted(const store_t *s) { return s->n_aborted; }
+
 reel_code_t store_health(store_t *s, reel_status_t *st) {
     reel_code_t rc = REEL_OK;
 
@@ -1816,7 +1821,9 @@ static void complete_all(store_req_t **reqs, size_t n) {
 }
 
 /* Nothing of the group is written: fails every request alike with *st. */
-static void fail_group(store_req_t **reqs, size_t n, reel_status_t *st) {
+static void fail_group(store_t *s, store_req_t **reqs, size_t n,
+                       reel_status_t *st) {
+    s->n_aborted++;
     for (size_t i = 0; i < n; i++) {
         if (reqs[i]->status.code == REEL_OK)
             reel_status_copy(&reqs[i]->status, st);
@@ -2060,7 +2067,7 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
     if (s->before_commit != NULL && s->n_changes > 0 &&
         s->before_commit(s->before_commit_arg, &txn, s->pub, s->n_changes,
                          &werr) != REEL_OK) {
-        fail_group(reqs, n, &werr);
+        fail_group(s, reqs, n, &werr);
         return n;
     }
     reel_be64_put(rev, txn.next_rev - 1);
@@ -2080,7 +2087,7 @@ static size_t run_group(store_t *s, store_req_t **reqs, size_t n) {
         /* Nothing was written: the group fails, not the store. */
         reel_status_set(&werr, REEL_RESOURCE_EXHAUSTED,
                         "out of memory writing the group");
-        fail_group(reqs, n, &werr);
+        fail_group(s, reqs, n, &werr);
         return n;
     } else if (err != NULL)
         take_err(&werr, REEL_UNAVAILABLE, &err, "write");

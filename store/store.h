@@ -275,6 +275,16 @@ void store_close(store_t *store);
 uint64_t store_revision(store_t *store);
 
 /*
+ * Groups that failed whole while the store went on writing (a
+ * before_commit hook's error, no memory to join the batch): nothing of
+ * them was written, though their requests applied. A module that keeps
+ * memory of its own on the writer's side while applying (a hint where
+ * to seek) compares this with what it saw last, and forgets what such a
+ * group may have taught it. Whoever applies (the writer's role) only.
+ */
+uint64_t store_groups_aborted(const store_t *store);
+
+/*
  * Arms the writer's alarm for wall-clock time due_ms, unless it is already
  * armed for earlier: the alarm runs in the first group that starts at or
  * after due_ms (a group of its own when nothing else is queued). Any
