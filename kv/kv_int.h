@@ -123,7 +123,8 @@ reel_code_t kv_check_none_retained(kv_t *kv, const store_snapshot_t *snap,
  * returns the length. */
 size_t kv_deleted_key(int64_t ts_ms, const char *ns, size_t ns_len,
                       const char *key, size_t key_len, char **buf);
-/* Raises kv->compacted, and "mcompacted" in txn, to rev if it is higher. */
+/* Raises kv->compacted to rev if it is higher, and writes it as
+ * "mcompacted" in txn (at every call). */
 void kv_raise_compacted(kv_t *kv, store_txn_t *txn, uint64_t rev);
 /* Starts the purge thread (none when deleted history is kept for ever);
  * kv_purger_fini stops it and frees what start made. */

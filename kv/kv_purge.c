@@ -61,14 +61,20 @@ size_t kv_deleted_key(int64_t ts_ms, const char *ns, size_t ns_len,
 }
 
 void kv_raise_compacted(kv_t *kv, store_txn_t *txn, uint64_t rev) {
+    uint64_t cur = atomic_load(&kv->compacted);
     unsigned char buf[8];
 
-    if (rev <= atomic_load(&kv->compacted))
-        return;
-    /* Raised before the commit: if the group fails this is merely
-     * conservative (a resume is refused that could have worked). */
-    atomic_store(&kv->compacted, rev);
-    reel_be64_put(buf, rev);
+    /* Raised before the commit: if the request or its group fails, the
+     * value in memory is merely conservative (a resume is refused that
+     * could have worked). */
+    if (rev > cur)
+        atomic_store(&kv->compacted, cur = rev);
+    /* Written at every trim, not only when it rises: a raise whose
+     * request was rolled back left memory above what is stored, and a
+     * trim under it must still reach the disk, or a restart would read
+     * "mcompacted" below a revision whose record is gone. The last write
+     * a commit keeps is at least every trim it holds (cur only grows). */
+    reel_be64_put(buf, cur);
     store_txn_put(txn, kv->cf_history, KV_H_COMPACTED, strlen(KV_H_COMPACTED),
                   buf, 8);
 }

@@ -1572,6 +1572,41 @@ static void test_a_corrupt_entry_ends_a_snapshot_with_data_loss(void **state) {
     sink_free(s);
 }
 
+/*
+ * A trim in a request that was rolled back raised the compacted revision
+ * in memory, not on disk; a later trim under it must still be written, or
+ * after a restart a pattern watch resumed before that trim would be sent
+ * history with a hole instead of OUT_OF_RANGE.
+ */
+static void test_a_trim_after_a_rolled_back_one_is_still_stored(
+    void **state) {
+    fixture_t *f = *state; /* history_keep = 3 */
+    kv_write_result_t res;
+    reel_status_t st = REEL_STATUS_INIT;
+    sink_t *s = sink_new(100);
+    kv_watch_t *w;
+    reel_code_t rc;
+
+    for (int i = 0; i < 4; i++) /* revisions 1-4; the 4th trims 1 */
+        set_ok(f->kv, "p.a", "1");
+    for (int i = 0; i < 3; i++) /* 5-7 */
+        set_ok(f->kv, "p.b", "1");
+    /* Trims revision 5 in memory, then fails: rolled back. */
+    reel_fault_arm("store.emit", 0, 1);
+    assert_int_not_equal(
+        set_full(f->kv, "ns", "p.b", "1", KV_PRECOND_NONE, 0, &res), REEL_OK);
+    reel_fault_reset();
+    kv_write_result_fini(&res);
+    set_ok(f->kv, "p.a", "1"); /* trims revision 2 */
+    close_all(f);
+    open_all(f);
+    w = watch(f, "p.>", KV_WATCH_FROM_REVISION, 1, s, &rc, &st);
+    assert_int_equal(rc, REEL_OUT_OF_RANGE);
+    reel_status_fini(&st);
+    kv_watch_destroy(w);
+    sink_free(s);
+}
+
 static void test_an_iterator_error_ends_a_replay_with_internal(void **state) {
     fixture_t *f = *state;
     sink_t *s = sink_new(100);
@@ -2104,6 +2139,7 @@ int main(void) {
         T(test_grouped_watches_take_a_live_event_once_for_all),
         T(test_stalled_watcher_catches_up_from_storage),
         T3(test_stalled_watcher_past_retention_ends_naming_its_revision),
+        T3(test_a_trim_after_a_rolled_back_one_is_still_stored),
         T(test_from_version_replays_then_goes_live),
         T(test_from_revision_resumes_after_reopen_without_gap),
         T(test_from_revision_on_a_long_history_sends_exactly_what_follows),
