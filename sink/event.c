@@ -16,10 +16,47 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/fault.h"
 #include "base/json.h"
 #include "base/text.h"
 #include "reel/v1/wal.pb-c.h"
 #include "sink/sign.h"
+
+/*
+ * An allocation that failed while an event was turned into JSON: cJSON's
+ * adders say so only in a result nobody could check at every field, and
+ * an event sent without some of its fields would be delivered as if
+ * whole. So the allocators note it, and the event is out of memory as a
+ * whole (sink_event_init installs them for cJSON; protobuf-c gets them
+ * per unpack).
+ */
+static _Thread_local int json_oom;
+
+static void *json_malloc(size_t n) {
+    void *p = REEL_FAULT("sink.event_alloc") ? NULL : malloc(n);
+
+    if (p == NULL)
+        json_oom = 1;
+    return p;
+}
+
+static void *pb_alloc(void *data, size_t n) {
+    (void)data;
+    return json_malloc(n);
+}
+
+static void pb_free(void *data, void *p) {
+    (void)data;
+    free(p);
+}
+
+static ProtobufCAllocator pb_allocator = {pb_alloc, pb_free, NULL};
+
+void sink_event_init(void) {
+    cJSON_Hooks h = {json_malloc, free};
+
+    cJSON_InitHooks(&h);
+}
 
 static void add_u64(cJSON *o, const char *k, uint64_t v) {
     char buf[24];
@@ -152,11 +189,11 @@ static cJSON *artifact_json(const Reel__V1__Artifact *a) {
 
 static cJSON *data_json(const sink_item_t *it, int64_t *ts_ms) {
     Reel__V1__Event *ev =
-        reel__v1__event__unpack(NULL, it->len, it->bytes);
+        reel__v1__event__unpack(&pb_allocator, it->len, it->bytes);
     cJSON *o = cJSON_CreateObject();
 
     if (o == NULL) {
-        reel__v1__event__free_unpacked(ev, NULL);
+        reel__v1__event__free_unpacked(ev, &pb_allocator);
         return NULL;
     }
     add_u64(o, "revision", it->revision);
@@ -164,8 +201,10 @@ static cJSON *data_json(const sink_item_t *it, int64_t *ts_ms) {
     cJSON_AddStringToObject(
         o, "type", enum_name(&reel__v1__event__type__descriptor, it->type));
     if (ev == NULL) {
-        char *b64 = sink_base64(it->bytes, it->len);
+        char *b64 = json_oom ? NULL : sink_base64(it->bytes, it->len);
 
+        if (b64 == NULL)
+            json_oom = 1; /* not undecodable: unread for want of memory */
         cJSON_AddBoolToObject(o, "undecodable", 1);
         cJSON_AddStringToObject(o, "event", b64 != NULL ? b64 : "");
         free(b64);
@@ -193,7 +232,7 @@ static cJSON *data_json(const sink_item_t *it, int64_t *ts_ms) {
     default:
         break;
     }
-    reel__v1__event__free_unpacked(ev, NULL);
+    reel__v1__event__free_unpacked(ev, &pb_allocator);
     return o;
 }
 
@@ -226,7 +265,17 @@ const char *sink_event_type_name(int type) {
 }
 
 char *sink_event_data(const sink_item_t *it, size_t *len, int64_t *ts_ms) {
-    return print(data_json(it, ts_ms), len);
+    cJSON *o;
+    char *text;
+
+    json_oom = 0;
+    o = data_json(it, ts_ms);
+    text = print(o, len);
+    if (json_oom) { /* some field went missing: none of it */
+        free(text);
+        return NULL;
+    }
+    return text;
 }
 
 /* ts_ms as RFC 3339 in UTC with milliseconds (0: now). */

@@ -29,8 +29,13 @@
 
 #include "sink/window.h"
 
+/* Installs the allocators that let sink_event_data tell an event it
+ * could not write whole: once, before any thread renders events. */
+void sink_event_init(void);
+
 /* The `data` object of one event as JSON text, malloc'd (NULL: out of
- * memory); *ts_ms (may be NULL) gets the event's commit time. */
+ * memory, whichever of its fields it struck); *ts_ms (may be NULL) gets
+ * the event's commit time. */
 char *sink_event_data(const sink_item_t *it, size_t *len, int64_t *ts_ms);
 
 /*

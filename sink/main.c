@@ -963,6 +963,7 @@ int main(int argc, char **argv) {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    sink_event_init();
     if ((rc = parse_args(argc, argv, &a)) != 0)
         return rc > 0 ? 0 : EXIT_USAGE;
     if (strcmp(a.cmd, "run") != 0)

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
+#include "base/fault.h"
 #include "reel/v1/wal.pb-c.h"
 #include "sink/conf.h"
 #include "sink/config.h"
@@ -740,6 +741,56 @@ static void test_event_data_keeps_stored_json_and_exact_numbers(
     free(data);
 }
 
+/* An allocation that fails anywhere while an event is rendered fails the
+ * whole event: never a body with a field missing. */
+static void test_an_event_short_of_memory_is_none_not_part(void **state) {
+    Reel__V1__Event ev = REEL__V1__EVENT__INIT;
+    Reel__V1__Run r = REEL__V1__RUN__INIT;
+    Reel__V1__Run__LabelsEntry l = REEL__V1__RUN__LABELS_ENTRY__INIT;
+    Reel__V1__Run__LabelsEntry *ls[1] = {&l};
+    sink_item_t it = {0};
+    uint8_t buf[512];
+    size_t len, want_len;
+    char *want, *data;
+    int none = 0, k;
+
+    (void)state;
+    r.run_id = "01JABCDEFGHJKMNPQRSTVWXYZ0";
+    r.app = "app", r.user = "u", r.session = "s", r.invocation_id = "i";
+    l.key = "team", l.value = "blue";
+    r.n_labels = 1, r.labels = ls;
+    ev.revision = 7;
+    ev.subject = "run.app.01JABCDEFGHJKMNPQRSTVWXYZ0";
+    ev.type = REEL__V1__EVENT__TYPE__RUN_CHANGED;
+    ev.ts_ms = 1614265330000;
+    ev.body_case = REEL__V1__EVENT__BODY_RUN;
+    ev.run = &r;
+    it.len = reel__v1__event__pack(&ev, buf);
+    it.bytes = buf;
+    it.revision = ev.revision;
+    it.type = ev.type;
+    it.subject = ev.subject;
+    want = sink_event_data(&it, &want_len, NULL);
+    assert_non_null(want);
+    for (k = 0; k < 1000; k++) {
+        reel_fault_arm("sink.event_alloc", (uint64_t)k, 1);
+        data = sink_event_data(&it, &len, NULL);
+        reel_fault_reset();
+        if (data == NULL) {
+            none++;
+            continue;
+        }
+        /* The k-th allocation is past the last one: whole again. */
+        assert_int_equal(len, want_len);
+        assert_string_equal(data, want);
+        free(data);
+        break;
+    }
+    assert_int_equal(none, k); /* each one before it struck: none */
+    assert_true(none > 10);
+    free(want);
+}
+
 static void test_event_data_carries_an_artifacts_record(void **state) {
     Reel__V1__Event ev = REEL__V1__EVENT__INIT;
     Reel__V1__Artifact a = REEL__V1__ARTIFACT__INIT;
@@ -816,6 +867,7 @@ static void test_event_batch_body_has_an_array_of_data(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_an_event_short_of_memory_is_none_not_part),
         cmocka_unit_test(test_config_errors_name_the_sink_and_the_field),
         cmocka_unit_test(test_config_urls_need_a_host_and_a_port_in_range),
         cmocka_unit_test(test_config_refuses_repeated_keys_and_trailing_text),
@@ -845,5 +897,6 @@ int main(void) {
         cmocka_unit_test(test_event_batch_body_has_an_array_of_data),
     };
 
+    sink_event_init();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -177,8 +177,10 @@ reel_code_t sink_state_dead_put(reel_client_t *c, const char *ns,
             if ((b64 = sink_base64(it->bytes + off, n)) == NULL || p == NULL)
                 rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
                                      "out of memory");
+            else if (cJSON_AddStringToObject(p, "data", b64) == NULL)
+                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                     "out of memory");
             else {
-                cJSON_AddStringToObject(p, "data", b64);
                 part_key(key, sizeof(key), sink, it->revision, i);
                 rc = put_json(c, ns, key, p, st);
             }
@@ -191,22 +193,30 @@ reel_code_t sink_state_dead_put(reel_client_t *c, const char *ns,
     }
     if (rc == REEL_OK) {
         char rev[24];
+        int ok;
 
-        cJSON_AddStringToObject(o, "sink", sink);
+        /* Every field or none: a letter stored without its event would
+         * move the cursor past an event it lost. */
         snprintf(rev, sizeof(rev), "%" PRIu64, it->revision);
-        cJSON_AddRawToObject(o, "revision", rev);
-        cJSON_AddStringToObject(o, "subject", it->subject);
-        cJSON_AddNumberToObject(o, "type", it->type);
-        cJSON_AddNumberToObject(o, "attempts", attempts);
-        cJSON_AddNumberToObject(o, "first_attempt_ms", (double)first_ms);
-        cJSON_AddNumberToObject(o, "last_attempt_ms", (double)last_ms);
-        cJSON_AddStringToObject(o, "last_error", last_error);
-        if (parts > 0)
-            cJSON_AddNumberToObject(o, "parts", parts);
-        else
-            cJSON_AddStringToObject(o, "event", b64);
-        dead_key(key, sizeof(key), sink, it->revision);
-        rc = put_json(c, ns, key, o, st);
+        ok = cJSON_AddStringToObject(o, "sink", sink) != NULL &&
+             cJSON_AddRawToObject(o, "revision", rev) != NULL &&
+             cJSON_AddStringToObject(o, "subject", it->subject) != NULL &&
+             cJSON_AddNumberToObject(o, "type", it->type) != NULL &&
+             cJSON_AddNumberToObject(o, "attempts", attempts) != NULL &&
+             cJSON_AddNumberToObject(o, "first_attempt_ms",
+                                     (double)first_ms) != NULL &&
+             cJSON_AddNumberToObject(o, "last_attempt_ms",
+                                     (double)last_ms) != NULL &&
+             cJSON_AddStringToObject(o, "last_error", last_error) != NULL &&
+             (parts > 0
+                  ? cJSON_AddNumberToObject(o, "parts", parts) != NULL
+                  : cJSON_AddStringToObject(o, "event", b64) != NULL);
+        if (!ok)
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        else {
+            dead_key(key, sizeof(key), sink, it->revision);
+            rc = put_json(c, ns, key, o, st);
+        }
     }
     free(b64);
     cJSON_Delete(o);
