@@ -809,6 +809,9 @@ static reel_code_t load_meta(store_t *s, reel_status_t *st) {
     val = NULL;
     rc = store_get(s, s->meta, META_REVISION, strlen(META_REVISION),
                    &val, &vlen, st);
+    if (rc != REEL_OK && rc != REEL_NOT_FOUND)
+        return rc; /* the read failed: its own error, not a verdict */
+    reel_status_fini(st);
     if (rc != REEL_OK || vlen != 8) {
         free(val);
         return reel_status_set(st, REEL_DATA_LOSS,
