@@ -37,6 +37,10 @@
 
 #define POLL_MAX_MS 1000
 #define STATE_RETRY_MS 1000
+/* A dead letter's write: one try's deadline, and the longest wait between
+ * tries (from STATE_RETRY_MS, doubling). */
+#define DEAD_TIMEOUT_MS 2000
+#define DEAD_RETRY_MAX_MS 30000
 #define ACK_INTERVAL_MS 250
 #define ACK_EVERY 500
 #define SWEEP_PAGE 500
@@ -574,60 +578,60 @@ out:
 }
 
 /*
- * Stores d as a dead letter, then settles it. A write reel refuses is
- * retried (reel may be restarting) until it is stored or the reactor
- * stops: a dispatch is never settled without its record.
+ * Stores d's dead letter, then settles it: one try, on the engine thread,
+ * within DEAD_TIMEOUT_MS. A write reel refuses (reel restarting, a disk
+ * below its floor, a record over its limit) waits for its next try, from
+ * STATE_RETRY_MS doubling to DEAD_RETRY_MAX_MS, and the engine goes on
+ * with every other dispatch meanwhile: retried in place, one such write
+ * held every app's requests (their answers unread) for as long as it
+ * failed. A dispatch is never settled without its record.
  */
 static void dead_letter(reactor_t *r, reactor_dispatch_t *d) {
     const char *colon = strchr(d->id, ':');
     char key[REACTOR_ID_MAX + 8];
     uint8_t *buf = NULL;
     size_t len = 0;
+    reel_reply_t rep = {0};
+    int64_t wait;
+    int code;
 
+    d->dead = 1;
     /* dead.<run_id>.<epoch>.<attempt>: the id with dots. */
     snprintf(key, sizeof(key), "dead.%s", d->id);
     for (char *c = key + 5 + (colon ? (size_t)(colon - d->id) : 0); *c; c++)
         if (*c == ':')
             *c = '.';
-    for (;;) {
-        reel_reply_t rep;
-        int code;
-
-        if (buf == NULL && dead_record(r, d, key, &buf, &len) != 0) {
-            REEL_ERROR("reactor", "dispatch %s: out of memory building its "
-                       "dead letter; trying again",
-                       d->id);
-        } else {
-            /* Sending the same record twice stores the same record. */
-            code = reel_client_unary_retry(r->client, "/reel.v1.KV/SetValue",
-                                           buf, len, REEL_TIMEOUT_DEFAULT,
-                                           &rep);
-            if (code == 0) {
-                reel_reply_fini(&rep);
-                break;
-            }
-            if (token_refused(code)) {
-                stop_refused(r, "storing a dead letter", code, rep.details);
-                reel_reply_fini(&rep);
-                free(buf);
-                d->next_ms = INT64_MAX; /* not settled: comes again */
-                return;
-            }
-            REEL_ERROR("reactor", "dispatch %s: storing its dead letter "
-                       "%s/%s: %s: %s; trying again",
-                       d->id, r->o.state_ns, key, reel_grpc_code_name(code),
-                       rep.details ? rep.details : "");
-            reel_reply_fini(&rep);
-        }
-        if (is_stopping(r)) {
-            free(buf);
-            /* Not settled: its event comes again after the restart. */
-            d->next_ms = INT64_MAX;
-            return;
-        }
-        usleep(STATE_RETRY_MS * 1000);
+    wait = (int64_t)STATE_RETRY_MS << (d->dead_tries < 5 ? d->dead_tries : 5);
+    if (wait > DEAD_RETRY_MAX_MS)
+        wait = DEAD_RETRY_MAX_MS;
+    d->dead_tries++;
+    if (dead_record(r, d, key, &buf, &len) != 0) {
+        REEL_ERROR("reactor", "dispatch %s: out of memory building its "
+                   "dead letter; trying again in %.1f s",
+                   d->id, (double)wait / 1000.0);
+        d->next_ms = now_ms() + wait;
+        return;
     }
+    /* Sending the same record twice stores the same record. */
+    code = reel_client_unary_retry(r->client, "/reel.v1.KV/SetValue", buf,
+                                   len, DEAD_TIMEOUT_MS, &rep);
     free(buf);
+    if (code != 0 && token_refused(code)) {
+        stop_refused(r, "storing a dead letter", code, rep.details);
+        reel_reply_fini(&rep);
+        d->next_ms = INT64_MAX; /* not settled: comes again */
+        return;
+    }
+    if (code != 0) {
+        REEL_ERROR("reactor", "dispatch %s: storing its dead letter "
+                   "%s/%s: %s: %s; trying again in %.1f s",
+                   d->id, r->o.state_ns, key, reel_grpc_code_name(code),
+                   rep.details ? rep.details : "", (double)wait / 1000.0);
+        reel_reply_fini(&rep);
+        d->next_ms = now_ms() + wait;
+        return;
+    }
+    reel_reply_fini(&rep);
     REEL_ERROR("reactor", "dispatch %s (app %s) given up after %u attempts "
                "over %.1f s; last error: %s; dead letter %s/%s",
                d->id, r->cfg->apps[d->app].app, d->failures,
@@ -723,7 +727,7 @@ static void *engine_main(void *arg) {
 
     for (;;) {
         int64_t now = now_ms(), timeout = POLL_MAX_MS, deadline;
-        reactor_dispatch_t *d;
+        reactor_dispatch_t *d, *dead = NULL;
         int stop, running;
         CURLMsg *msg;
 
@@ -743,6 +747,11 @@ static void *engine_main(void *arg) {
                     timeout = d->next_ms - now;
                 continue;
             }
+            if (d->dead) { /* its record's next try, below */
+                if (dead == NULL)
+                    dead = d;
+                continue;
+            }
             if (r->app_in_flight[d->app] <
                 r->cfg->apps[d->app].max_in_flight)
                 (void)start(r, d);
@@ -750,6 +759,10 @@ static void *engine_main(void *arg) {
         pthread_mutex_unlock(&r->mu);
         if (stop && (r->in_flight == 0 || now >= deadline))
             break;
+        if (dead != NULL) { /* out of the lock: settling takes it */
+            dead_letter(r, dead);
+            timeout = 0; /* another may be due */
+        }
         curl_multi_perform(r->multi, &running);
         while ((msg = curl_multi_info_read(r->multi, &running)) != NULL) {
             if (msg->msg != CURLMSG_DONE)

@@ -365,6 +365,36 @@ def test_a_dispatch_given_up_is_a_dead_letter_in_reel(tmp_path, reeld, reel, wor
     assert rx.stop() == 0
 
 
+def test_a_dead_letter_reel_refuses_holds_no_other_dispatch(tmp_path):
+    """A dead letter reeld will not store (here: over its value limit) is
+    tried again with a growing wait, and meanwhile the other apps' runs go
+    to their workers. Retried in place, it held every dispatch."""
+    check_built()
+    server = Reeld(str(tmp_path / "data"), extra=["--kv-max-value-bytes", "200"]).start()
+    reel = Reel(server.addr)
+    good, bad = Worker(reel), Worker(reel)
+    try:
+        bad.plan(lambda req: 500)
+        cfg = config(tmp_path, [app("bad", bad.url, retry_schedule_ms=[20, 20]),
+                                app("good", good.url)], sweep_interval_ms=0)
+        rx = Reactor(tmp_path, server.addr, cfg)
+        reel.claimable("bad", 1)
+        rx.wait_log(r"storing its dead letter reel-reactor/dead\.\S+: "
+                    r"INVALID_ARGUMENT: .*; trying again in 1\.0 s")
+        runs = [reel.claimable("good", i) for i in range(2, 5)]
+        wait_for("the good app's runs claimed",
+                 lambda: len(good.claimed()) == len(runs), timeout=15)
+        assert set(good.claimed()) == {r.run_id for r in runs}
+        rx.wait_log(r"storing its dead letter .*; trying again in 2\.0 s")
+        assert len(bad.all()) == 3   # given up: never sent again
+        assert rx.stop() == 0
+    finally:
+        good.close()
+        bad.close()
+        reel.close()
+        server.stop()
+
+
 def test_the_sweep_dispatches_a_run_whose_lease_expired(tmp_path, reeld, reel, worker):
     check_built()
     cfg = config(tmp_path, [app("shop", worker.url)], sweep_interval_ms=200)
