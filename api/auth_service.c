@@ -623,6 +623,20 @@ static int expired(const void *principal, void *arg) {
     return who != NULL && who->expires_ms != 0 && now >= who->expires_ms;
 }
 
+/* rpc_server_on_stale's check: the call's token revoked or expired since
+ * it was let in. */
+static int stale_token(const void *principal, void *arg, char *why,
+                       size_t cap) {
+    const auth_principal_t *who = principal;
+    api_ctx_t *ctx = arg;
+
+    if (auth_is_live(ctx->auth, who->id, reel_clock_now_ms()))
+        return 0;
+    snprintf(why, cap, "authorization: token %s was revoked or has expired",
+             who->id);
+    return 1;
+}
+
 static void *sweeper(void *arg) {
     struct api_auth_sweep *w = arg;
     struct timespec ts;
@@ -656,6 +670,7 @@ static reel_code_t auth_module_start(api_ctx_t *ctx, reel_status_t *st) {
         return REEL_OK;
     if ((rc = bootstrap(ctx, st)) != REEL_OK)
         return rc;
+    rpc_server_on_stale(ctx->server, stale_token, ctx);
     if ((w = calloc(1, sizeof(*w))) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     w->ctx = ctx;

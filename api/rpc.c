@@ -246,6 +246,8 @@ struct pollq {
 
 struct rpc_server {
     rpc_server_opts_t opts;
+    rpc_stale_fn stale_fn; /* rpc_server_on_stale */
+    void *stale_arg;
     char *listen;
     grpc_server *server;
     pollq_t *qs; /* the main queue, then opts.threads stream queues */
@@ -1150,8 +1152,15 @@ void rpc_call_finish_status(rpc_call_t *c, const reel_status_t *st) {
     rpc_call_finish(c, st->code, reel_status_message(st), NULL, 0);
 }
 
+void rpc_server_on_stale(rpc_server_t *srv, rpc_stale_fn fn, void *arg) {
+    srv->stale_fn = fn;
+    srv->stale_arg = arg;
+}
+
 void rpc_call_on_cancel(rpc_call_t *c, rpc_cancel_fn fn, void *arg) {
+    rpc_server_t *srv = c->srv;
     reel_code_t why = REEL_OK;
+    char stale[160];
 
     pthread_mutex_lock(&c->mu);
     c->cancel_fn = fn;
@@ -1161,12 +1170,30 @@ void rpc_call_on_cancel(rpc_call_t *c, rpc_cancel_fn fn, void *arg) {
     if (!c->finished && !c->cancel_fired) {
         if (c->gone)
             why = REEL_CANCELLED;
-        else if (atomic_load(&c->srv->stopping))
+        else if (atomic_load(&srv->stopping))
             why = REEL_UNAVAILABLE;
         if (why != REEL_OK)
             c->cancel_fired = 1;
     }
     pthread_mutex_unlock(&c->mu);
+    /* After the hook is set: a revocation whose rpc_server_end_calls came
+     * before found none, but its token is gone from the table by then. */
+    if (why == REEL_OK && srv->stale_fn != NULL && c->principal != NULL &&
+        srv->stale_fn(c->principal, srv->stale_arg, stale, sizeof(stale))) {
+        char *m = strdup(stale);
+
+        pthread_mutex_lock(&c->mu);
+        if (!c->finished && !c->cancel_fired) {
+            c->cancel_fired = 1;
+            c->forced = 1;
+            c->forced_code = REEL_UNAUTHENTICATED;
+            c->forced_msg = m; /* NULL: the code's own text */
+            m = NULL;
+            why = REEL_UNAUTHENTICATED;
+        }
+        pthread_mutex_unlock(&c->mu);
+        free(m);
+    }
     if (why != REEL_OK)
         fn(c, arg, why);
 }

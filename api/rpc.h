@@ -343,4 +343,16 @@ typedef int (*rpc_match_fn)(const void *principal, void *arg);
 size_t rpc_server_end_calls(rpc_server_t *srv, rpc_match_fn match, void *arg,
                             reel_code_t code, const char *msg);
 
+/*
+ * The check a call's principal passes again when its handler sets its
+ * cancel hook: 0 while it holds, else non-zero with why (UNAUTHENTICATED's
+ * message) filled, and the call ends at once as rpc_server_end_calls ends
+ * one. It closes the gap between a call's authorization and its hook: an
+ * end_calls that came between found no hook to run. Set once, before the
+ * server serves; fn must not block.
+ */
+typedef int (*rpc_stale_fn)(const void *principal, void *arg, char *why,
+                            size_t cap);
+void rpc_server_on_stale(rpc_server_t *srv, rpc_stale_fn fn, void *arg);
+
 #endif

@@ -954,6 +954,48 @@ def test_revocation_ends_open_watch_subscription_and_await_within_a_second(secur
     assert time.monotonic() - t0 < 1.0
 
 
+def test_a_revocation_while_a_stream_starts_still_ends_it(tmp_path, monkeypatch):
+    """A revocation that comes after a stream's token was checked but before
+    the stream is open (its subscribe held 200 ms here) found no stream to
+    end; the stream checks its token again as it opens, and ends."""
+    monkeypatch.setenv("REEL_TEST_FAULTS", "wal.subscribe_pause")
+    s = Secured(tmp_path)
+    try:
+        tok, tid = s.create(scopes=["wal:read", "wal:consume"])
+        sub = stream(s.ch, "/reel.v1.Wal/SubscribeEvents",
+                     wal_pb2.SubscribeEventsRequest, wal_pb2.Event)(
+            wal_pb2.SubscribeEventsRequest(consumer="c1"), metadata=md(tok),
+            timeout=30)
+        got = {}
+
+        def drain():
+            try:
+                for _ in sub:
+                    pass
+                got["code"] = grpc.StatusCode.OK
+            except grpc.RpcError as e:
+                got["code"], got["details"] = e.code(), e.details()
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        # The call is in: authorized, its consumer stored, and the 200 ms
+        # hold before its stream opens begun.
+        deadline = time.monotonic() + 10
+        while not any(c.name == "c1" for c in s.call(
+                "/reel.v1.Wal/ListConsumers", wal_pb2.ListConsumersRequest(),
+                wal_pb2.ListConsumersResponse, s.admin).consumers):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        t0 = time.monotonic()
+        assert s.revoke(tid).streams_ended == 0   # not open yet: none to end
+        t.join(timeout=5)
+        assert not t.is_alive(), "the stream outlived its token's revocation"
+        assert got["code"] == grpc.StatusCode.UNAUTHENTICATED, got
+        assert "revoked" in got["details"] and tid in got["details"], got
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        s.close()
+
+
 def test_an_expired_tokens_open_watch_ends_within_a_second_of_expiry(secured):
     ttl = 1500
     tok, _ = secured.create(scopes=["kv:read"], ttl_ms=ttl)
