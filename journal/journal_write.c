@@ -244,6 +244,7 @@ typedef struct op {
     journal_req_t r;
     char **owned; /* every copied string, freed at the end */
     size_t n_owned;
+    int oom; /* a copy failed: the request is refused, never sent short */
     run_label_t *labels;
     journal_retry_t retry; /* BEGIN's, when given */
     journal_done_fn done;
@@ -257,7 +258,9 @@ static const char *own(op_t *op, const char *s) {
     if (s == NULL)
         return NULL;
     c = strdup(s);
-    if (c != NULL) {
+    if (c == NULL)
+        op->oom = 1;
+    else {
         op->owned[op->n_owned++] = c;
         op->req.bytes += strlen(c) + 1; /* what it holds while queued */
     }
@@ -837,7 +840,14 @@ static reel_code_t apply_append(op_t *op, store_txn_t *txn, const run_t *cur,
                              reel_be64_get((unsigned char *)val), st);
             goto out;
         }
-        if (rc != REEL_OK && rc != REEL_NOT_FOUND)
+        if (rc == REEL_OK) { /* not absent: a retry would append twice */
+            rc = reel_status_set(st, REEL_DATA_LOSS,
+                                 "run %s: the record of idempotency key "
+                                 "\"%s\" is corrupt (%zu bytes)",
+                                 cur->run_id, idem, vlen);
+            goto out;
+        }
+        if (rc != REEL_NOT_FOUND)
             goto out;
         reel_status_fini(st);
     }
@@ -1116,6 +1126,10 @@ reel_code_t journal_submit(journal_t *j, const journal_req_t *req,
                                           : "");
     }
     op->r.labels = op->labels;
+    if (op->oom) {
+        op_free(op);
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
     if (req->retry != NULL) {
         op->retry = *req->retry;
         op->r.retry = &op->retry;
