@@ -265,6 +265,7 @@ static reel_code_t collect(timers_t *t, store_txn_t *txn, int64_t now,
         if (d->key == NULL || d->val == NULL) {
             free(d->key);
             free(d->val);
+            d->key = d->val = NULL; /* the caller frees up to the first NULL */
             rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
                                  "out of memory");
             break;
