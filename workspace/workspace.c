@@ -1983,7 +1983,15 @@ static int watch_replay_tail(ws_watch_t *w, uint64_t *cursor,
     upto = store_snapshot_revision(snap);
     rc = store_snapshot_get(w->ws->store, snap, w->ws->cf, tk, 1, &tv, &tvlen,
                             why);
-    if (rc == REEL_OK && tvlen == 8 &&
+    if (rc == REEL_OK && tvlen != 8) { /* unread, nothing trimmed would show */
+        reel_status_set(why, REEL_DATA_LOSS,
+                        "the workspace history's trim mark is corrupt (%zu "
+                        "bytes)",
+                        tvlen);
+        r = FEED_END;
+        goto out;
+    }
+    if (rc == REEL_OK &&
         *cursor + 1 < reel_be64_get((const unsigned char *)tv)) {
         reel_status_set(why, REEL_OUT_OF_RANGE,
                         "from_revision: %llu is past the workspace history "
