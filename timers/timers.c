@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "base/codec.h"
+#include "base/log.h"
 
 #define CF_TIMERS "timers"
 #define KEY_HDR 9 /* due_ms(8) kind(1) */
@@ -69,6 +70,13 @@ struct timers {
     metrics_registry_t *metrics;
     _Atomic int64_t scheduled;
     metrics_histogram_t *m_lateness;
+    /* Timers whose firing failed DATA_LOSS (their record will not read):
+     * the next alarm sets them aside instead of firing them again, or
+     * one such timer would hold every other for good (each alarm fires
+     * from the first due, and a failure rolls the whole alarm back).
+     * Writer thread; emptied once an alarm commits. */
+    char **bad;
+    size_t *bad_len, n_bad;
 };
 
 typedef struct seed {
@@ -98,10 +106,13 @@ reel_code_t timers_create(store_t *store, timers_t **out, reel_status_t *st) {
     return REEL_OK;
 }
 
+static void bad_clear(timers_t *t);
+
 void timers_destroy(timers_t *t) {
     if (t == NULL)
         return;
     metrics_registry_drop(t->metrics, t);
+    bad_clear(t);
     free(t);
 }
 
@@ -282,6 +293,73 @@ static reel_code_t collect(timers_t *t, store_txn_t *txn, int64_t now,
     return rc;
 }
 
+static int is_bad(const timers_t *t, const due_t *d) {
+    for (size_t i = 0; i < t->n_bad; i++)
+        if (t->bad_len[i] == d->klen && memcmp(t->bad[i], d->key, d->klen) == 0)
+            return 1;
+    return 0;
+}
+
+static void bad_clear(timers_t *t) {
+    for (size_t i = 0; i < t->n_bad; i++)
+        free(t->bad[i]);
+    free(t->bad);
+    free(t->bad_len);
+    t->bad = NULL;
+    t->bad_len = NULL;
+    t->n_bad = 0;
+}
+
+/* Notes d as a timer that cannot fire (why: its error). Out of memory
+ * notes nothing: the alarm is tried again as for any other failure. */
+static void bad_add(timers_t *t, const due_t *d, const reel_status_t *why) {
+    char **b = realloc(t->bad, (t->n_bad + 1) * sizeof(*b));
+    size_t *bl;
+    char *k;
+
+    if (b == NULL)
+        return;
+    t->bad = b;
+    if ((bl = realloc(t->bad_len, (t->n_bad + 1) * sizeof(*bl))) == NULL)
+        return;
+    t->bad_len = bl;
+    if ((k = malloc(d->klen)) == NULL)
+        return;
+    memcpy(k, d->key, d->klen);
+    t->bad[t->n_bad] = k;
+    t->bad_len[t->n_bad++] = d->klen;
+    {
+        const char *id = d->key + KEY_HDR;
+        int n = (int)(d->klen - KEY_HDR), shown = 1;
+
+        for (int i = 0; i < n; i++)
+            shown &= id[i] > ' ' && id[i] < 0x7f;
+        REEL_ERROR("timers", "the timer of kind %u (%c) for %.*s due at %lld "
+                   "ms cannot fire: %s; the next try sets it aside (kind 0, "
+                   "kept in the timers' family) so that the others go on",
+                   (unsigned char)d->key[8],
+                   d->key[8] > ' ' && d->key[8] < 0x7f ? d->key[8] : '?',
+                   shown ? n : 9, shown ? id : "(binary)",
+                   (long long)key_due(d->key), reel_status_message(why));
+    }
+}
+
+/* Stores d again under kind 0, which nothing fires: [due][0][kind][id]. */
+static reel_code_t set_aside(timers_t *t, store_txn_t *txn, const due_t *d,
+                             reel_status_t *st) {
+    char *k = malloc(d->klen + 1);
+
+    if (k == NULL)
+        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    memcpy(k, d->key, 8);
+    k[8] = 0;
+    memcpy(k + 9, d->key + 8, d->klen - 8);
+    store_txn_put(txn, t->cf, k, d->klen + 1, d->val,
+                  d->vlen);
+    free(k);
+    return REEL_OK;
+}
+
 reel_code_t timers_alarm(void *arg, store_txn_t *txn, reel_status_t *st) {
     timers_t *t = arg;
     int64_t now = store_txn_now_ms(txn), next = INT64_MAX;
@@ -305,8 +383,14 @@ reel_code_t timers_alarm(void *arg, store_txn_t *txn, reel_status_t *st) {
         store_txn_delete(txn, t->cf, d->key, d->klen);
         if (t->metrics != NULL)
             store_txn_count(txn, &t->scheduled, -1);
+        if (is_bad(t, d)) {
+            rc = set_aside(t, txn, d, st);
+            continue;
+        }
         rc = kd->fn(kd->arg, txn, key_due(d->key), d->key + KEY_HDR,
                     d->klen - KEY_HDR, d->val, d->vlen, st);
+        if (rc == REEL_DATA_LOSS)
+            bad_add(t, d, st);
     }
     /* What the fire functions scheduled may come first: look again from
      * from_ms (which they lowered), past what was just deleted. */
@@ -330,11 +414,22 @@ reel_code_t timers_alarm(void *arg, store_txn_t *txn, reel_status_t *st) {
         return rc;
     }
     t->from_ms = next != INT64_MAX ? next : now;
+    /* Set aside if the commit stands; if it does not, the next alarm
+     * finds them due again, and fires them (failing again, noted again). */
+    bad_clear(t);
     store_txn_count(txn, &t->firings, 1);
     t->firings_expected++;
     if (next != INT64_MAX)
         store_wake_at(t->store, next);
     return REEL_OK;
+}
+
+/* A timer set aside (kind 0): stored, not scheduled. */
+static int set_aside_key(store_iter_t *it) {
+    size_t klen;
+    const char *k = store_iter_key(it, &klen);
+
+    return klen > 8 && k[8] == 0;
 }
 
 reel_code_t timers_count(timers_t *t, uint64_t *n, reel_status_t *st) {
@@ -345,7 +440,7 @@ reel_code_t timers_count(timers_t *t, uint64_t *n, reel_status_t *st) {
     if (it == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it))
-        (*n)++;
+        *n += !set_aside_key(it);
     rc = store_iter_status(it, st);
     store_iter_destroy(it);
     return rc;
@@ -364,7 +459,7 @@ static reel_code_t seed_apply(store_txn_t *txn, void *arg,
     if (it == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     for (store_iter_seek_first(it); store_iter_valid(it); store_iter_next(it))
-        n++;
+        n += !set_aside_key(it);
     if ((rc = store_iter_status(it, st)) == REEL_OK) {
         atomic_store(&sd->t->scheduled, n);
         sd->t->metrics = sd->r;

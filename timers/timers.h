@@ -56,7 +56,9 @@ extern const store_cf_desc_t timers_cfs[];
  * Fires one due timer, on the writer thread, inside the alarm's request:
  * reads and writes through txn, may schedule timers (even its own kind and
  * id again). The timer is deleted whatever it does; an error rolls the
- * whole firing back.
+ * whole firing back, and it is tried again. DATA_LOSS says it never can
+ * fire (its record does not read): the next try stores it again under
+ * kind 0, which nothing fires, logged, and the other timers go on.
  */
 typedef reel_code_t (*timers_fire_fn)(void *arg, store_txn_t *txn,
                                       int64_t due_ms, const char *id,

@@ -33,6 +33,8 @@ typedef struct fixture {
     size_t n_fired;
     int early;     /* fired before its due time */
     int fail_next; /* the next fire fails (then it is retried) */
+    uint32_t bad; /* id + 1 of a timer that always fails DATA_LOSS; 0: none */
+    int bad_tries;
     int fail_commit; /* the next group with a change fails after its applies */
     size_t max_batch;
 } fixture_t;
@@ -56,6 +58,12 @@ static reel_code_t fire(void *arg, store_txn_t *txn, int64_t due_ms,
         f->fail_next = 0;
         pthread_mutex_unlock(&f->mu);
         return reel_status_set(st, REEL_INTERNAL, "injected");
+    }
+    if (f->bad != 0 && (uint32_t)(unsigned char)id[3] + 1 == f->bad &&
+        id[0] == 0 && id[1] == 0 && id[2] == 0) {
+        f->bad_tries++;
+        pthread_mutex_unlock(&f->mu);
+        return reel_status_set(st, REEL_DATA_LOSS, "the record is corrupt");
     }
     {
         uint32_t i = ((uint32_t)(unsigned char)id[0] << 24) |
@@ -304,6 +312,29 @@ static void test_failed_firing_is_retried(void **state) {
     assert_int_equal(stored(f), 0);
 }
 
+/* A timer that can never fire (DATA_LOSS: its record does not read) is set
+ * aside at the next try, not fired again and again in front of the
+ * others, which fire, and it stays stored under kind 0, nothing's. */
+static void test_a_timer_that_cannot_fire_is_set_aside(void **state) {
+    fixture_t *f = *state;
+    int64_t now = reel_clock_now_ms();
+    int64_t due[3] = {now + 10, now + 20, now + 30};
+
+    f->bad = 1; /* id 0 */
+    schedule(f, due, 0, 3, 0);
+    assert_true(wait_fired(f, 2, TESTING_WAIT_MS));
+    assert_int_equal(f->fired[0], 0);
+    assert_int_equal(f->fired[1], 1);
+    assert_int_equal(f->fired[2], 1);
+    assert_int_equal(f->bad_tries, 1);
+    assert_int_equal(stored(f), 0); /* none scheduled; the one set aside */
+    close_all(f);
+    open_all(f);
+    nanosleep(&(struct timespec){0, 200 * 1000000L}, NULL);
+    assert_int_equal(f->bad_tries, 1); /* never tried again */
+    assert_int_equal(stored(f), 0);
+}
+
 /* A firing whose group fails after the firing returned (the WAL refusing
  * the group, say) rolled back: its timers are stored again and due, and
  * the retry must find them, not look only past them. */
@@ -401,6 +432,8 @@ int main(void) {
             test_many_due_timers_fire_once_in_windows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timers_survive_a_restart, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_timer_that_cannot_fire_is_set_aside, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_firing_is_retried, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
