@@ -581,17 +581,17 @@ static reel_code_t bootstrap(api_ctx_t *ctx, reel_status_t *st) {
     /* The file first, the token stored second: a token stored without
      * its file would lock everyone out for good (the next start sees a
      * token and makes none), while a file whose token was never stored
-     * is overwritten by the next start, which still finds no token. */
+     * is overwritten by the next start, which still finds no token. So
+     * the file stays when the store fails: a write that failed its sync
+     * may still be on disk. */
     if ((rc = auth_token_new(tok, st)) != REEL_OK)
         return rc;
     tok[AUTH_TOKEN_LEN] = '\n'; /* the file is the token and a newline */
     rc = reel_file_replace(path, tok, AUTH_TOKEN_LEN + 1, 0600, st);
     tok[AUTH_TOKEN_LEN] = '\0';
-    if (rc == REEL_OK &&
-        (rc = auth_token_store(ctx->auth, AUTH_ADMIN_TENANT,
-                               AUTH_SCOPE(ADMIN), "first admin", 0, tok,
-                               &info, st)) != REEL_OK)
-        unlink(path);
+    if (rc == REEL_OK)
+        rc = auth_token_store(ctx->auth, AUTH_ADMIN_TENANT, AUTH_SCOPE(ADMIN),
+                              "first admin", 0, tok, &info, st);
     memset(tok, 0, sizeof(tok));
     if (rc != REEL_OK)
         return rc;
