@@ -99,6 +99,7 @@
 
 #include "api/wire.h"
 #include "base/clock.h"
+#include "base/fault.h"
 #include "base/log.h"
 
 #define DEFAULT_THREADS 4
@@ -242,6 +243,10 @@ struct pollq {
     grpc_completion_queue *cq;
     handoff_t handoff;
     int pollers; /* started */
+    /* Requests for new calls that could not be posted (out of memory), by
+     * method + 1 (0: unknown methods): the keeper posts them again. Each
+     * method has a few; lost for good, its calls would wait unmatched. */
+    _Atomic unsigned owed[MAX_METHODS + 1];
 };
 
 struct rpc_server {
@@ -1111,15 +1116,19 @@ void rpc_call_finish(rpc_call_t *c, reel_code_t code, const char *msg,
         len = 0;
     }
     c->finished = 1;
+    /* A unary OK always carries a message, even an empty one; an OK
+     * without the message it answers would read as a broken answer. */
+    if (code == REEL_OK && !c->gone &&
+        (resp != NULL || (c->method && c->method->kind == RPC_UNARY)) &&
+        append_locked(c, resp ? resp : "", resp ? len : 0) != REEL_OK) {
+        code = REEL_RESOURCE_EXHAUSTED;
+        msg = "out of memory queueing the response";
+    }
     count_call(c, code);
     c->code = (grpc_status_code)reel_code_grpc(code);
     c->details = grpc_slice_from_copied_string(msg ? msg
                                                    : reel_code_text(code));
     c->has_details = 1;
-    /* A unary OK always carries a message, even an empty one. */
-    if (code == REEL_OK && !c->gone &&
-        (resp != NULL || (c->method && c->method->kind == RPC_UNARY)))
-        append_locked(c, resp ? resp : "", resp ? len : 0);
     pump_locked(c);
     waiting = c->room_wait;
     pthread_mutex_unlock(&c->mu);
@@ -1400,6 +1409,24 @@ size_t rpc_server_end_calls(rpc_server_t *srv, rpc_match_fn match, void *arg,
 
 static int post_request(pollq_t *q, int method);
 
+/* post_request(), or owed to the keeper when it fails while serving. */
+static void post_or_owe(pollq_t *q, int method) {
+    if (post_request(q, method) != 0 && !atomic_load(&q->srv->stopping))
+        atomic_fetch_add(&q->owed[method + 1], 1);
+}
+
+/* The keeper's: posts what post_or_owe could not. */
+static void repay(rpc_server_t *srv) {
+    for (int i = 0; i < srv->n_qs; i++) {
+        pollq_t *q = &srv->qs[i];
+
+        for (int m = 0; m <= MAX_METHODS; m++)
+            while (atomic_load(&q->owed[m]) > 0 &&
+                   post_request(q, m - 1) == 0)
+                atomic_fetch_sub(&q->owed[m], 1);
+    }
+}
+
 static char *slice_to_str(grpc_slice s) {
     size_t n = GRPC_SLICE_LENGTH(s);
     char *p = malloc(n + 1);
@@ -1456,7 +1483,7 @@ static void on_new_call(rpc_server_t *srv, pending_t *p, int success) {
         free(p);
         return;
     }
-    post_request(p->q, p->method);
+    post_or_owe(p->q, p->method);
 
     c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -1561,7 +1588,7 @@ static int post_request(pollq_t *q, int method) {
 
     if (atomic_load(&srv->stopping))
         return -1;
-    p = calloc(1, sizeof(*p));
+    p = REEL_FAULT("api.post_request") ? NULL : calloc(1, sizeof(*p));
     if (p == NULL)
         return -1;
     p->tag = (rpc_tag_t){TAG_NEW_CALL, p};
@@ -1916,6 +1943,7 @@ static void *keeper_main(void *arg) {
         room_wake(srv); /* room freed where no send completed (a finish) */
         for (int i = 0; i < srv->n_qs; i++) /* after a refused batch */
             (void)handoff_kick(&srv->qs[i]);
+        repay(srv);
         trim_after(srv);
         pthread_mutex_lock(&srv->keeper_mu);
     }
@@ -2229,12 +2257,12 @@ reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
                     : REQUESTS_PER_METHOD;
 
         for (int k = 0; k < n; k++)
-            post_request(streams ? &srv->qs[1 + k % (srv->n_qs - 1)]
-                                 : &srv->qs[0],
-                         i);
+            post_or_owe(streams ? &srv->qs[1 + k % (srv->n_qs - 1)]
+                                : &srv->qs[0],
+                        i);
     }
     for (int k = 0; k < REQUESTS_PER_METHOD; k++)
-        post_request(&srv->qs[0], -1);
+        post_or_owe(&srv->qs[0], -1);
     for (int i = 0; i < srv->opts.threads * 2; i++) {
         pollq_t *q = &srv->qs[i < srv->opts.threads
                                   ? 0

@@ -353,6 +353,27 @@ def test_an_upload_is_refused_at_the_floor_before_the_disk_fills(small_disk):
 
 
 
+def test_requests_for_new_calls_that_could_not_be_posted_are_posted_again(tmp_path):
+    """Each method has a few requests waiting for its next call; one that
+    could not be posted again (out of memory) was lost, and with all of a
+    method's gone its calls waited unanswered. Here the first 300 posts
+    fail (at start: every one of the first few dozen methods): the keeper
+    posts them again, and every call is served."""
+    env = dict(os.environ, REEL_TEST_FAULTS="api.post_request*300")
+    server = Reeld(str(tmp_path / "data"), env=env).start()
+    try:
+        ch = server.channel()
+        set_value, get_value = kv_calls(ch)
+        for i in range(20):
+            set_value(K.SetValueRequest(namespace="n", key=f"k{i}", value="1"),
+                      timeout=20)
+            assert get_value(K.GetValueRequest(namespace="n", key=f"k{i}"),
+                             timeout=20).found
+        ch.close()
+    finally:
+        assert server.stop()[0] == 0
+
+
 def test_a_read_only_data_dir_is_not_said_to_be_in_use(small_disk):
     """A data dir on a filesystem mounted read-only cannot be locked: the
     refusal says so, not that another process holds it."""
