@@ -535,6 +535,23 @@ static int ws_get(ctl_t *ctl, const ctl_args_t *a) {
                 "record's size and SHA-256\n");
         goto out;
     }
+    /* A range: as many bytes as the record has from the offset, up to
+     * the length asked for; a stream cut short ends in an error, not in a
+     * short file. */
+    if (!whole && g.rec != NULL) {
+        uint64_t left = g.rec->size > req.offset ? g.rec->size - req.offset
+                                                 : 0;
+        uint64_t want = req.length != 0 && req.length < left ? req.length
+                                                             : left;
+
+        if (g.got != want) {
+            fprintf(stderr,
+                    "reelctl: ws get: received %llu bytes of the range, "
+                    "expected %llu\n",
+                    (unsigned long long)g.got, (unsigned long long)want);
+            goto out;
+        }
+    }
     if (get_close(&g, 1) != 0)
         goto out;
     if (g.path != NULL) {

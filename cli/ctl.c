@@ -639,13 +639,19 @@ void *ctl_call(ctl_t *ctl, const ctl_args_t *a, const char *rpc,
 
 /* ---- Printing ------------------------------------------------------------ */
 
+/* A line ctl_print_json could not write: the command fails at its end
+ * (ctl_flush), never exits 0 with lines missing. */
+static int print_failed;
+
 void ctl_print_json(const cJSON *o) {
     char *s = o != NULL ? cJSON_PrintUnformatted(o) : NULL;
 
-    if (s == NULL)
+    if (s == NULL) {
         fprintf(stderr, "reelctl: out of memory\n");
-    else
+        print_failed = 1;
+    } else {
         printf("%s\n", s);
+    }
     free(s);
 }
 
@@ -749,6 +755,10 @@ const char *ctl_name(const char *s) {
 }
 
 int ctl_flush(void) {
+    if (print_failed) {
+        fflush(stdout);
+        return -1; /* said already */
+    }
     if (fflush(stdout) == 0 && !ferror(stdout))
         return 0;
     if (ctl_reader_left())

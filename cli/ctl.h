@@ -238,7 +238,8 @@ const char *ctl_name(const char *s);
 /*
  * Flushes stdout, so a pipe's reader sees a streamed line at once. 0 if
  * it went out; 1 if the reader is gone (EPIPE: a stream should end
- * quietly, as `| head` means); -1 on any other write error, said.
+ * quietly, as `| head` means); -1 on any other write error, said, or
+ * once ctl_print_json could not print a line (out of memory).
  */
 int ctl_flush(void);
 
