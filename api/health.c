@@ -9,7 +9,8 @@
  * push NOT_SERVING to every open Watch, so an orchestrator learns at once
  * that the server is degraded, not at its next probe. A Watch stays open
  * until the client leaves (or the server stops, which ends it with
- * UNAVAILABLE after the NOT_SERVING it already sent).
+ * UNAVAILABLE after the NOT_SERVING it already sent). At most WATCH_MAX
+ * are open at once: it is public, so it is bounded on its own.
  *
  * The open Watch calls are a list under the module's mutex. A call leaves
  * it in its cleanup, when no hook of the call can run any more, so a push
@@ -37,9 +38,15 @@ typedef struct watcher {
     int sent; /* the last status sent */
 } watcher_t;
 
+/* Open Watch streams, at most: a Watch needs no token (an orchestrator's
+ * probe), so without a bound of its own anyone who can connect could hold
+ * every call reeld allows (--max-calls), and every tenant's with it. */
+#define WATCH_MAX 1024 /* as said in the refusal */
+
 struct api_health {
     pthread_mutex_t mu;
     watcher_t *watchers;
+    int n_watchers; /* under mu */
     atomic_int shutting_down;
 };
 
@@ -51,6 +58,7 @@ static const char *const known_services[] = {
     "reel.v1.KV",
     "reel.v1.Signals",
     "reel.v1.Wal",
+    "reel.v1.Workspace",
 };
 
 static int service_known(const char *name) {
@@ -138,6 +146,7 @@ static void watch_cleanup(void *arg) {
     api_health_t *h = w->h;
 
     pthread_mutex_lock(&h->mu);
+    h->n_watchers--;
     if (w->prev)
         w->prev->next = w->next;
     else
@@ -169,6 +178,16 @@ static void health_watch(rpc_call_t *call, void *arg, const uint8_t *req,
     /* Registered and sent under h->mu: a change that happens meanwhile is
      * either seen here or pushed after. */
     pthread_mutex_lock(&h->mu);
+    if (h->n_watchers == WATCH_MAX) {
+        pthread_mutex_unlock(&h->mu);
+        free(w);
+        rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED,
+                        "health: 1024 Watch streams are open, the most "
+                        "reeld serves; probe with Check",
+                        NULL, 0);
+        return;
+    }
+    h->n_watchers++;
     w->next = h->watchers;
     if (h->watchers)
         h->watchers->prev = w;

@@ -37,9 +37,49 @@ def test_health_answers_serving_within_one_second_of_start(tmp_path):
 
 
 def test_health_check_names_reel_services(channel):
-    for name in ("", "grpc.health.v1.Health", "reel.v1.Admin"):
+    """Every service the protos define, so that a probe of any is served."""
+    from reel.v1 import signals_pb2, wal_pb2, workspace_pb2
+    services = [sv.full_name
+                for m in (admin_pb2, journal_pb2, kv_pb2, signals_pb2, wal_pb2,
+                          workspace_pb2)
+                for sv in m.DESCRIPTOR.services_by_name.values()]
+    assert "reel.v1.Workspace" in services
+    for name in ["", "grpc.health.v1.Health"] + services:
         r = check(channel)(health_pb2.HealthCheckRequest(service=name), timeout=5)
-        assert r.status == health_pb2.HealthCheckResponse.SERVING
+        assert r.status == health_pb2.HealthCheckResponse.SERVING, name
+
+
+def test_health_watches_are_bounded_on_their_own(channel):
+    """Watch needs no token: 1,024 open at most, then RESOURCE_EXHAUSTED
+    saying so, and room again once one ends."""
+    watch = stream(channel, "/grpc.health.v1.Health/Watch",
+                   health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse)
+    open_ = []
+    try:
+        for _ in range(1024):
+            w = watch(health_pb2.HealthCheckRequest(), timeout=60)
+            assert next(w).status == health_pb2.HealthCheckResponse.SERVING
+            open_.append(w)
+        w = watch(health_pb2.HealthCheckRequest(), timeout=60)
+        with pytest.raises(grpc.RpcError) as e:
+            next(w)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "1024 Watch streams" in e.value.details()
+        open_.pop().cancel()
+        deadline = time.monotonic() + 10
+        while True:   # the cancelled one leaves once reeld hears of it
+            w = watch(health_pb2.HealthCheckRequest(), timeout=60)
+            try:
+                assert next(w).status == health_pb2.HealthCheckResponse.SERVING
+                open_.append(w)
+                break
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        for w in open_:
+            w.cancel()
 
 
 def test_health_check_of_unknown_service_is_not_found(channel):
