@@ -631,6 +631,9 @@ class Run:
         self.ttl = ttl
         self._lease = _core.Lease(ttl, sent_at)
         self._replay = _core.Replay(self.run_id)
+        # The journal's last seq when a step's append failed without an
+        # answer (None: none did): its entry may be there all the same.
+        self._steps_unsure: Optional[int] = None
         self._mu = threading.RLock()
         self._last_seq = info.next_seq - 1
         self._stop = threading.Event()
@@ -841,30 +844,58 @@ class Run:
         it returns the result as JSON gives it back (tuples become lists),
         so both runs see the same value. fn runs only while the lease is
         held; if it raises, nothing is journaled and the exception
-        propagates (a resumed run calls fn again), and the step gives its
-        position back when no other step took one since: code that calls
-        the step again after a failure (a retry) takes the same position,
-        on its first run and on replay. A step fn may have run
+        propagates (a resumed run calls fn again). Whatever fails (fn, the
+        journal's read, the append) the step gives its position back when
+        no other step took one since: code that calls the step again after
+        a failure (a retry) takes the same position, on its first run and
+        on replay; after an append that got no answer the retry reads the
+        journal first, and returns the result if it was written. A step fn may have run
         without its result being journaled (a crash in between), so give
         external effects their own idempotency (e.g. the step's key:
         f"{run.run_id}/step:{n}:{name}"). ReplayMismatch if the journal
         holds another step at this position."""
         with self._mu:
             n = self._replay.next_step(name)
-        self._ensure_replay()
-        found, result = self._replay.recorded_step(n, name)
-        if found:
-            return result
-        self._check()
         try:
+            self._ensure_replay()
+            self._recheck_steps()
+            found, result = self._replay.recorded_step(n, name)
+            if found:
+                return result
+            self._check()
             value = fn(*args, **kwargs)
+            text, result = _core.step_payload(n, name, value)
+            with self._mu:
+                after = self._last_seq
+            try:
+                self.append(_core.STEP_KIND, RawJSON(text), key=_core.step_key(n, name))
+            except BaseException:
+                # No answer is not "not written": a retry reads the journal
+                # first, and returns the result if it was.
+                with self._mu:
+                    if self._steps_unsure is None:
+                        self._steps_unsure = after
+                raise
+            return result
         except BaseException:
+            # Whatever failed (the journal's read, fn, the append), the
+            # position is given back, so a retry takes the same one.
             with self._mu:
                 self._replay.step_failed(n)
             raise
-        text, result = _core.step_payload(n, name, value)
-        self.append(_core.STEP_KIND, RawJSON(text), key=_core.step_key(n, name))
-        return result
+
+    def _recheck_steps(self) -> None:
+        """After a step's append that got no answer: the steps journaled
+        since, read from reeld."""
+        with self._mu:
+            after = self._steps_unsure
+        if after is None:
+            return
+        entries = [e for e in self._c.journal.read(self.run_id, after)
+                   if e.kind == _core.STEP_KIND]
+        with self._mu:
+            self._replay.load(entries)
+            self._steps_unsure = None
 
     def wait_for_signal(self, name: str, timeout: Optional[float] = None, *,
                         park: bool = True) -> Optional[Signal]:

@@ -124,6 +124,52 @@ def test_a_step_retried_after_a_failure_takes_the_same_position(client):
     again.end()
 
 
+def test_a_step_that_failed_around_its_fn_keeps_its_position_and_result(reeld):
+    """A step's failure outside its fn gave its position away too: an
+    append that got no answer (reeld stalled past the deadline, the entry
+    written after all) made the retry run fn again as step 1, and a
+    resumed run ran it a third time and failed ReplayMismatch; so did a
+    journal read that failed. The retry now takes the same position and
+    finds what was written."""
+    import signal
+
+    calls = []
+    c = reel.connect(reeld.addr, timeout=1.0, reconnect_timeout=20)
+    try:
+        run = c.runs.begin(*TUPLE, "order-stall", owner="w", heartbeat=False)
+
+        def charge_then_stall():
+            calls.append("charge")
+            reeld.proc.send_signal(signal.SIGSTOP)   # the append gets no answer
+            return "paid"
+        try:
+            with pytest.raises(reel.DeadlineExceeded):
+                run.step("charge", charge_then_stall)
+        finally:
+            reeld.proc.send_signal(signal.SIGCONT)
+        got = run.step("charge", lambda: calls.append("again") or "paid")
+        assert got == "paid"
+        assert run.step("ship", lambda: calls.append("ship") or 1) == 1
+        keys = [e.idempotency_key for e in c.journal.read(run.run_id)]
+        assert keys == ["step:0:charge", "step:1:ship"], keys
+        run.close()                                  # a crash: not ended
+        # Resumed: its first read of the journal fails once.
+        again = c.runs.begin(*TUPLE, "order-stall", owner="w", heartbeat=False)
+        reeld.proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(reel.DeadlineExceeded):
+                again.step("charge", _never)
+        finally:
+            reeld.proc.send_signal(signal.SIGCONT)
+        assert again.step("charge", _never) == "paid"
+        assert again.step("ship", _never) == 1
+        again.end()
+    finally:
+        c.close()
+    assert calls.count("charge") == 1 and "ship" in calls
+    assert calls.count("again") <= 1   # only if the stalled append was lost
+
+
 async def test_async_a_step_retried_after_a_failure_takes_the_same_position(reeld):
     async with reel.aio.connect(reeld.addr) as c:
         run = await c.runs.begin(*TUPLE, "order-aretry", owner="w")

@@ -617,6 +617,8 @@ class Run:
         self._lease = _core.Lease(ttl, sent_at)
         self._replay = _core.Replay(self.run_id)
         self._replay_mu = asyncio.Lock()
+        # See reel.client.Run: a step's append that got no answer.
+        self._steps_unsure: Optional[int] = None
         self._wait_mu = asyncio.Lock()
         # name -> the journal's last seq before a wait for it was given up:
         # what that wait may have consumed is after it.
@@ -813,19 +815,40 @@ class Run:
         started together (asyncio.gather) take their positions in the
         order they are called."""
         n = self._replay.next_step(name)
-        await self._ensure_replay()
-        found, result = self._replay.recorded_step(n, name)
-        if found:
-            return result
-        self._check()
         try:
+            await self._ensure_replay()
+            await self._recheck_steps()
+            found, result = self._replay.recorded_step(n, name)
+            if found:
+                return result
+            self._check()
             value = await _maybe_await(fn(*args, **kwargs))
+            text, result = _core.step_payload(n, name, value)
+            after = self._last_seq
+            try:
+                await self.append(_core.STEP_KIND, RawJSON(text),
+                                  key=_core.step_key(n, name))
+            except BaseException:
+                # No answer is not "not written": see reel.client.Run.step.
+                if self._steps_unsure is None:
+                    self._steps_unsure = after
+                raise
+            return result
         except BaseException:
             self._replay.step_failed(n)
             raise
-        text, result = _core.step_payload(n, name, value)
-        await self.append(_core.STEP_KIND, RawJSON(text), key=_core.step_key(n, name))
-        return result
+
+    async def _recheck_steps(self) -> None:
+        """After a step's append that got no answer: the steps journaled
+        since, read from reeld."""
+        async with self._replay_mu:
+            after = self._steps_unsure
+            if after is None:
+                return
+            entries = [e async for e in self._c.journal.read(self.run_id, after)
+                       if e.kind == _core.STEP_KIND]
+            self._replay.load(entries)
+            self._steps_unsure = None
 
     async def wait_for_signal(self, name: str, timeout: Optional[float] = None, *,
                               park: bool = True) -> Optional[Signal]:
