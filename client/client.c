@@ -68,6 +68,7 @@ struct reel_client {
 #define DEFAULT_MAX_ATTEMPTS 5
 #define MAX_MAX_ATTEMPTS 100
 #define DEFAULT_KEEPALIVE_TIMEOUT_MS 20000
+#define MIN_STREAM_WINDOW_BYTES 65535 /* HTTP/2's default window */
 #define MAX_TOKEN_BYTES 4096
 #define MAX_PEM_BYTES (1 << 20)
 
@@ -248,6 +249,14 @@ static int opts_resolve(const reel_client_opts_t *in, reel_client_opts_t *o,
                                 "max_receive_bytes: %zu exceeds the limit of "
                                 "%d",
                                 o->max_receive_bytes, INT_MAX);
+    if (o->stream_window_bytes != 0 &&
+        (o->stream_window_bytes < MIN_STREAM_WINDOW_BYTES ||
+         o->stream_window_bytes > INT_MAX))
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "stream_window_bytes: %zu is outside %d to "
+                                "%d (0: gRPC's own)",
+                                o->stream_window_bytes,
+                                MIN_STREAM_WINDOW_BYTES, INT_MAX);
     return CLIENT_OK;
 }
 
@@ -499,7 +508,7 @@ int reel_client_create(const char *addr, const reel_client_opts_t *opts,
     reel_client_opts_t o;
     grpc_channel_credentials *creds;
     grpc_channel_args chargs;
-    grpc_arg args[8];
+    grpc_arg args[10];
     reel_client_t *c = NULL;
     int rc;
 
@@ -560,6 +569,13 @@ int reel_client_create(const char *addr, const reel_client_opts_t *opts,
         /* A quiet stream sends no data: let the pings go anyway. */
         args[chargs.num_args++] =
             int_arg(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    }
+    if (o.stream_window_bytes != 0) {
+        /* Probing would grow the window again. */
+        args[chargs.num_args++] = int_arg(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+        args[chargs.num_args++] =
+            int_arg(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+                    (int64_t)o.stream_window_bytes);
     }
     c->channel = grpc_channel_create(addr, creds, &chargs);
     grpc_channel_credentials_release(creds);

@@ -106,6 +106,17 @@ typedef struct reel_client_opts {
      * --max-response-bytes. At most 2^31-1. 0 = 4 MiB (gRPC's default). */
     size_t max_receive_bytes;
     /*
+     * How much of a stream's messages gRPC may take in ahead of the
+     * reader, per stream (HTTP/2's initial window). 0 = gRPC's own,
+     * which grows with the connection's measured bandwidth-delay product
+     * (to tens of MiB on a fast link), and a stream nobody reads is
+     * filled to it whenever another call polls the connection. Non-zero
+     * fixes it at this many bytes (at least 65 535, at most 2^31-1;
+     * bandwidth-delay probing off): for a process that leaves streams
+     * unread while it waits, such as reel-sink.
+     */
+    size_t stream_window_bytes;
+    /*
      * TLS (docs/security.md): tls non-zero, or any file set, makes the
      * channel TLS. tls_ca_file is the PEM of the CA that signed reeld's
      * certificate (NULL: the system's roots); tls_cert_file and

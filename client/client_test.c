@@ -524,6 +524,8 @@ static void test_client_options_outside_their_limits_name_the_field(
     BAD(backoff_jitter, -0.1);
     BAD(max_attempts, 101);
     BAD(max_receive_bytes, (size_t)1 << 31);
+    BAD(stream_window_bytes, 1000);
+    BAD(stream_window_bytes, (size_t)1 << 31);
     BAD(keepalive_time_ms, (int64_t)1 << 40);
     BAD(reserved[3], &x);
     BAD(tls_cert_file, "client.pem"); /* without tls_key_file */

@@ -1005,6 +1005,10 @@ int main(int argc, char **argv) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     /* A sink (or a standby) comes back within 2 s of reel. */
     copts.backoff_max_ms = 2000;
+    /* A stalled sink's stream waits unread (sink.h): what gRPC takes in
+     * for it meanwhile is bounded by a fixed window, not by the
+     * connection's bandwidth-delay product. */
+    copts.stream_window_bytes = SINK_STREAM_WINDOW_BYTES;
     if (reel_client_opts_from_env(&copts, &err) != 0 || /* reelctl's */
         reel_client_create(a.reel, &copts, &client, &err) != 0) {
         char named[1024];

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/pattern.h"
 #include "reel/v1/wal.pb-c.h"
@@ -28,6 +29,9 @@
 #define PREPARE_RETRY_MS 1000
 #define ACK_INTERVAL_MS 250
 #define ACK_EVERY 500
+/* How long the callback waits for room before it starts its stream again
+ * (see on_batch). */
+#define STALL_RESTART_MS 2000
 
 int64_t sink_now_ms(void) {
     struct timespec ts;
@@ -141,9 +145,31 @@ static int on_batch(void *arg, const reel_event_t *evs, size_t n,
         memcpy(block + ev->len, ev->subject, ev->subject_len);
         block[ev->len + ev->subject_len] = '\0';
         pthread_mutex_lock(&r->mu);
-        while (!r->stopping &&
-               sink_window_full(&r->win, ev->len, r->cfg->queue_max_bytes))
-            pthread_cond_wait(&r->room, &r->mu);
+        if (!r->stopping &&
+            sink_window_full(&r->win, ev->len, r->cfg->queue_max_bytes)) {
+            struct timespec until = reel_clock_mono_after(STALL_RESTART_MS);
+
+            while (!r->stopping &&
+                   sink_window_full(&r->win, ev->len,
+                                    r->cfg->queue_max_bytes) &&
+                   pthread_cond_timedwait(&r->room, &r->mu, &until) == 0)
+                ;
+            if (!r->stopping &&
+                sink_window_full(&r->win, ev->len, r->cfg->queue_max_bytes)) {
+                /*
+                 * Still full: the stream is given up and subscribed again
+                 * (sink.h says why), this event and the rest of the batch
+                 * handed out again on the new one, which starts after the
+                 * last event pushed or passed over (nothing after it was,
+                 * so order holds and the frontier stays below it).
+                 */
+                pthread_mutex_unlock(&r->mu);
+                free(block);
+                reel_consumer_restart(r->consumer,
+                                      i > 0 ? evs[i - 1].revision : 0);
+                break;
+            }
+        }
         if (r->stopping) {
             pthread_mutex_unlock(&r->mu);
             free(block);
@@ -394,7 +420,7 @@ reel_code_t sink_runner_create(const sink_config_t *cfg, reel_client_t *c,
              cfg->name);
     snprintf(r->own_prefix, sizeof(r->own_prefix), "kv.%s.", r->o.state_ns);
     pthread_mutex_init(&r->mu, NULL);
-    pthread_cond_init(&r->room, NULL);
+    reel_cond_init_mono(&r->room); /* the stall's wait too */
     r->ops = cfg->type == SINK_NATS ? &sink_nats_ops : &sink_webhook_ops;
     if ((rc = r->ops->create(r, &r->engine, st)) != REEL_OK) {
         sink_runner_destroy(r);

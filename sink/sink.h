@@ -17,6 +17,22 @@
  * frontier; the loop acknowledges it. Nothing is acknowledged that was
  * not done.
  *
+ * Memory while a sink stalls (its receiver down or failing): its stream
+ * is left unread, but not unpolled, since every sink's stream, the dead
+ * letters and the /status and /metrics answers share one connection.
+ * Whenever another call polls it, gRPC reads what reel sent on the
+ * stalled stream and keeps it, each small message (a PROGRESS every
+ * second) pinning a whole read buffer: without bound (about 64 KiB a
+ * second beside a busy sink). So, still full after STALL_RESTART_MS, the
+ * callback gives back the events it has not taken and has the loop
+ * subscribe again (reel_consumer_restart): cancelling the stream frees
+ * what gRPC held, and the new one starts after the last event the window
+ * took (resume_after), so nothing comes twice and nothing is skipped.
+ * What a new stream can bring in while the callback waits on it is one
+ * stream window, fixed at SINK_STREAM_WINDOW_BYTES (gRPC's own grows with
+ * the link's bandwidth-delay product, to tens of MiB: a restart every
+ * 2 s over a large backlog then took in and dropped that much each time).
+ *
  * Stopping (SIGTERM): the runner sets stopping, the callback takes no more
  * events, the engine starts no new delivery and waits for those in flight
  * until the grace period ends, then the frontier is reported and the loop
@@ -123,6 +139,11 @@ struct sink_runner {
 };
 
 /* ---- For main.c ---------------------------------------------------------- */
+
+/* The client's stream_window_bytes: what gRPC takes in ahead of a sink's
+ * callback (above). A webhook or NATS delivery is far slower than 1 MiB
+ * per round trip to reel. */
+#define SINK_STREAM_WINDOW_BYTES (1u << 20)
 
 reel_code_t sink_runner_create(const sink_config_t *cfg, reel_client_t *c,
                                const sink_runner_opts_t *o,

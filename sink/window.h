@@ -16,7 +16,7 @@
  * the ones after it are delivered, and at most `cap` items (and
  * max_bytes of undone events) are held at once: the callback waits for
  * room, which stops the sink reading its stream and lets gRPC's flow
- * control keep the rest in reel.
+ * control keep the rest in reel (for a while: see sink.h).
  *
  * Positions only grow (uint64). Not thread-safe: the runner holds its lock
  * around every call.

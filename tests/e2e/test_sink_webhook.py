@@ -9,22 +9,25 @@ same on every retry); 429 with Retry-After, and a shorter one that leaves
 the schedule's wait; 410 disabling the sink durably until `reel-sink
 enable`; a receiver that never answers;
 dead letters recorded, listed and replayed; concurrent and batched modes;
-SIGTERM; bad configurations refused with exit 2, and sinks that need more
-open files than the hard limit allows.
+SIGTERM; a full queue beside a busy sink keeping memory flat and every
+event once, in order; bad configurations refused with exit 2, and sinks that need
+more open files than the hard limit allows.
 """
 import hashlib
 import json
 import resource
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
 
 from conftest import REELCTL, free_port
 from reel.v1 import kv_pb2 as K
-from sinkutil import (OLD_SECRET, SECRET, Receiver, Sink, check_built, no_sink_left,  # noqa: F401
-                      receiver, reel, run_cli, wait_for, webhook_config, write_config)
+from sinkutil import (ASAN, OLD_SECRET, SECRET, Receiver, Sink, check_built,  # noqa: F401
+                      no_sink_left, receiver, reel, run_cli, wait_for, webhook_config,
+                      write_config)
 
 
 @pytest.fixture(autouse=True)
@@ -337,6 +340,72 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(
     assert time.monotonic() - t0 < 5
     assert [d["json"]["data"]["revision"] for d in receiver.delivered()] == [rev]
     assert reel.acked("sink.t") == rev
+
+
+def test_a_full_queue_beside_a_busy_sink_keeps_memory_flat_and_order(
+        tmp_path, reeld, reel, receiver):
+    """Sink "stuck" fills its queue (a receiver that holds every request)
+    while sink "busy" in the same process delivers large events, reading
+    the connection both streams share. reel keeps sending the stuck sink a
+    PROGRESS every second; on a stream left unread gRPC kept each of them,
+    holding a whole (here large) read buffer, for as long as the queue
+    stayed full. Memory must level off, and once the receiver answers,
+    every event of the stuck sink arrives once, in order: the stream is
+    subscribed again every 2 s of the stall, after what the sink holds."""
+    gate = threading.Event()
+    receiver.plan(lambda d: 200 if gate.wait(60) else 503)
+    busy = Receiver()
+    try:
+        cfg = write_config(tmp_path / "c.json", [
+            {"name": "stuck", "type": "webhook", "url": receiver.url, "secrets": [SECRET],
+             "subjects": ["kv.app.>"], "queue_max_events": 5, "timeout_ms": 600000},
+            {"name": "busy", "type": "webhook", "url": busy.url, "secrets": [SECRET],
+             "subjects": ["kv.big.>"]}])
+        want = [reel.set("app", f"k{i}") for i in range(20)]
+        sink = Sink(tmp_path, reeld.addr, cfg)
+        wait_for("the stuck sink's request", lambda: receiver.arrivals == 1)
+        stop = threading.Event()
+        big = '{"pad":"%s"}' % ("x" * 10000)
+
+        def write_big():
+            while not stop.is_set():
+                reel.set("big", "k", big)
+                time.sleep(0.1)
+        writer = threading.Thread(target=write_big, daemon=True)
+        writer.start()
+        try:
+            wait_for("the busy sink delivering", lambda: len(busy.delivered()) >= 5)
+            time.sleep(2)
+            samples = []
+            for w in range(3):
+                samples.append(sink.rss_kib())
+                # Events for the stuck sink while it waits: given back and
+                # handed out again, they must keep their place.
+                want.append(reel.set("app", f"late{w}"))
+                time.sleep(7)
+            samples.append(sink.rss_kib())
+        finally:
+            stop.set()
+            writer.join()
+        print(f"reel-sink RSS every 7 s, one sink's queue full: {samples} KiB")
+        # Growth over the last window against the first: the leak grew the
+        # same in both (about 64 KiB a second).
+        early, late = samples[1] - samples[0], samples[3] - samples[2]
+        if not ASAN:
+            assert late < max(192, early // 2), samples
+        assert receiver.arrivals == 1
+        gate.set()
+        wait_for("every event of the stuck sink",
+                 lambda: len(set(receiver.delivered_revisions())) == len(want))
+        got = receiver.delivered_revisions()
+        # The receiver held one request and answered it: nothing was
+        # retried, so nothing comes twice, restarts or not.
+        assert got == want, got
+        wait_for("the cursor past them", lambda: (reel.acked("sink.stuck") or 0) >= want[-1])
+        assert sink.stop() == 0
+    finally:
+        gate.set()
+        busy.close()
 
 
 @pytest.mark.parametrize("sinks,want", [
