@@ -353,6 +353,10 @@ int main(int argc, char **argv) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     /* A reactor (or a standby) comes back within 2 s of reel. */
     copts.backoff_max_ms = 2000;
+    /* A full queue restarts the stream (reactor.c): each new one takes in
+     * at most this window, not one grown to the connection's
+     * bandwidth-delay product over a large backlog (sink/sink.h). */
+    copts.stream_window_bytes = 1u << 20;
     if (reel_client_opts_from_env(&copts, &err) != 0 || /* reelctl's */
         reel_client_create(a.reel, &copts, &client, &err) != 0) {
         char named[1024];
