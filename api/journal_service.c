@@ -21,6 +21,7 @@
 
 #include "reel/v1/journal.pb-c.h"
 #include "api/convert.h"
+#include "api/cursor.h"
 #include "api/page.h"
 #include "api/reply.h"
 #include "api/services.h"
@@ -440,12 +441,24 @@ static void scope_runs(rpc_call_t *call, run_filter_t *f, char *buf,
 }
 
 /* Where the next page starts: after the last run a page stepped over
- * when the scan bound ended it (past every run it holds), else after its
- * last run. */
-static char *next_after(const run_t *runs, size_t n, char *resume) {
+ * when the scan bound ended it (past every run it holds), sealed into
+ * sealed (api/cursor.h: it may be another tenant's), else after its last
+ * run. NULL: the seal failed. */
+static char *next_after(const run_t *runs, size_t n, const char *resume,
+                        char sealed[API_SEALED_CURSOR_LEN + 1]) {
     if (resume[0] != '\0')
-        return resume;
+        return api_cursor_seal(resume, sealed) == 0 ? sealed : NULL;
     return n > 0 ? (char *)runs[n - 1].run_id : "";
+}
+
+/* A request's start_after, unsealed into buf when it is a sealed cursor. */
+static reel_code_t start_after_in(const char *in, char buf[27],
+                                  const char **out, reel_status_t *st) {
+    *out = in;
+    if (!api_cursor_is_sealed(in))
+        return REEL_OK;
+    *out = buf;
+    return api_cursor_unseal("start_after", in, buf, st);
 }
 
 static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
@@ -464,7 +477,8 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
     uint8_t *buf = NULL;
     char *app_owned = NULL;
     char tenant_apps[AUTH_TENANT_MAX + 8];
-    char resume[JOURNAL_RUN_ID_LEN + 1];
+    char resume[JOURNAL_RUN_ID_LEN + 1], after[JOURNAL_RUN_ID_LEN + 1];
+    char sealed[API_SEALED_CURSOR_LEN + 1];
     int more = 0;
 
     if (in == NULL) {
@@ -478,19 +492,21 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
     scope_runs(call, &f, tenant_apps, sizeof(tenant_apps));
     f.user = in->user, f.session = in->session;
     f.status = (run_status_t)in->status;
-    f.start_after = in->start_after;
     f.limit = in->limit;
     f.page = &page;
     f.resume = resume;
-    if (journal_list_runs(ctx->journal, &f, &runs, &n, &more, &st) != REEL_OK) {
+    if (start_after_in(in->start_after, after, &f.start_after, &st) !=
+            REEL_OK ||
+        journal_list_runs(ctx->journal, &f, &runs, &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
-    } else if (runs_to_pb(call, runs, n, &pbs, &ptrs) != 0) {
+    } else if (runs_to_pb(call, runs, n, &pbs, &ptrs) != 0 ||
+               (out.next_start_after = next_after(runs, n, resume, sealed)) ==
+                   NULL) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     } else {
         out.n_runs = n;
         out.runs = ptrs;
         out.more = more;
-        out.next_start_after = next_after(runs, n, resume);
         API_PACK(reel__v1__list_runs_response, &out, &buf, &blen);
         api_finish_packed(call, buf, blen);
     }
@@ -516,7 +532,8 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
     size_t n = 0, blen;
     uint8_t *buf = NULL;
     char *app_owned = NULL, tenant_apps[AUTH_TENANT_MAX + 8];
-    char resume[JOURNAL_RUN_ID_LEN + 1];
+    char resume[JOURNAL_RUN_ID_LEN + 1], after[JOURNAL_RUN_ID_LEN + 1];
+    char sealed[API_SEALED_CURSOR_LEN + 1];
     run_filter_t f = {0};
     int more = 0;
 
@@ -529,20 +546,22 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
         goto out;
     }
     scope_runs(call, &f, tenant_apps, sizeof(tenant_apps));
-    f.start_after = in->start_after;
     f.limit = in->limit;
     f.page = &page;
     f.resume = resume;
-    if (journal_list_recoverable_kept(ctx->journal, &f, &runs, &n, &more,
+    if (start_after_in(in->start_after, after, &f.start_after, &st) !=
+            REEL_OK ||
+        journal_list_recoverable_kept(ctx->journal, &f, &runs, &n, &more,
                                       &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
-    } else if (runs_to_pb(call, runs, n, &pbs, &ptrs) != 0) {
+    } else if (runs_to_pb(call, runs, n, &pbs, &ptrs) != 0 ||
+               (out.next_start_after = next_after(runs, n, resume, sealed)) ==
+                   NULL) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     } else {
         out.n_runs = n;
         out.runs = ptrs;
         out.more = more;
-        out.next_start_after = next_after(runs, n, resume);
         API_PACK(reel__v1__list_runs_to_recover_response, &out, &buf, &blen);
         api_finish_packed(call, buf, blen);
     }
