@@ -608,6 +608,10 @@ class Journal:
         return Follow(self._c, _core.FollowCursor(run_id, from_seq))
 
 
+# Run.close()'s wait for a heartbeat in flight (the thread is a daemon).
+_CLOSE_WAIT = 1.0
+
+
 class Run:
     """A run this worker holds the lease of (from `runs.begin` or
     `runs.claim`). While it holds it, a daemon thread heartbeats every third
@@ -689,10 +693,12 @@ class Run:
 
     def close(self) -> None:
         """Stops heartbeating (the run is left as it is: a lease nobody
-        renews expires, and another worker can claim the run)."""
+        renews expires, and another worker can claim the run). Returns
+        within a second: a heartbeat in flight (reeld unreachable, say)
+        is left to end on its own deadline, its thread then gone."""
         self._stop.set()
         if self._hb is not None and self._hb is not threading.current_thread():
-            self._hb.join()
+            self._hb.join(_CLOSE_WAIT)
 
     @staticmethod
     def _heartbeats_of(ref: "weakref.ref[Run]", stop: threading.Event) -> None:

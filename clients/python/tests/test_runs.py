@@ -253,6 +253,27 @@ def test_closing_the_client_stops_heartbeats_quietly(reeld, monkeypatch):
         held.append("late", 1)
 
 
+def test_closing_a_run_does_not_wait_for_a_heartbeat_reeld_does_not_answer(reeld):
+    """A heartbeat in flight to a reeld that does not answer may wait out
+    most of the lease; run.close() (and `with run:`) returned only then."""
+    import signal
+
+    c = reel.connect(reeld.addr)
+    try:
+        run = c.runs.begin("shop", "alice", "s1", "close-stalled", ttl=9)
+        reeld.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(3.5)             # the first heartbeat (at ttl/3) is waiting
+            t0 = time.monotonic()
+            run.close()
+            took = time.monotonic() - t0
+        finally:
+            reeld.proc.send_signal(signal.SIGCONT)
+        assert took < 2.0, took
+    finally:
+        c.close()
+
+
 async def test_async_closing_the_client_stops_heartbeats_quietly(reeld):
     c = reel.aio.connect(reeld.addr)
     run = await c.runs.begin("shop", "alice", "s1", "close-2", ttl=30)
