@@ -1147,6 +1147,11 @@ class Upload:
         if isinstance(data, str):
             data = data.encode("utf-8")
             content_type = content_type or "text/plain; charset=utf-8"
+        # The header's checks first: a bad argument leaves no file open.
+        meta = labels_dict(metadata, "metadata")
+        header = req_pb(workspace_pb2.ArtifactHeader, namespace=namespace, key=key,
+                        content_type=content_type, metadata=meta,
+                        **precondition(create, if_version))
         if isinstance(data, (bytes, bytearray, memoryview)):
             self.whole = bytes(data)
             size = len(self.whole)
@@ -1164,11 +1169,13 @@ class Upload:
         else:
             self.items = data
         if self.file is not None:
-            size = _file_size(self.file)
-        meta = labels_dict(metadata, "metadata")
-        self.header = req_pb(workspace_pb2.ArtifactHeader, namespace=namespace, key=key,
-                             content_type=content_type, metadata=meta,
-                             **precondition(create, if_version))
+            try:
+                size = _file_size(self.file)
+            except BaseException:
+                if self.owned:
+                    self.file.close()
+                raise
+        self.header = header
         if size is not None:
             self.header.has_size = True
             self.header.size = size

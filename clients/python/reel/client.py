@@ -354,6 +354,17 @@ class _Resumable:
         self.reconnects += 1
         return not self._stop.wait(pause)
 
+    def _lookup(self, clock: _core.ReconnectClock, fn: Callable[[], Any]) -> Any:
+        """fn() (a read a resumed snapshot needs), tried again while
+        reeld is unreachable, within the reconnect limit as a stream is:
+        its event cannot be had from the next stream."""
+        while True:
+            try:
+                return fn()
+            except errors.Unavailable as err:
+                if not (self._resume and self._reconnect(clock, err)):
+                    raise
+
     def _run(self):
         raise NotImplementedError
 
@@ -388,9 +399,10 @@ class Watch(_Resumable):
                         for pb in batch.events:
                             for item in self._cursor.feed(pb):
                                 if isinstance(item, _core.Vanished):
-                                    item = _core.WatchCursor.vanished_event(
-                                        item, self._c.kv.history(self._cursor.namespace, item.key,
-                                                                 from_version=item.version))
+                                    v = item
+                                    item = self._lookup(clock, lambda: _core.WatchCursor.vanished_event(
+                                        v, self._c.kv.history(self._cursor.namespace, v.key,
+                                                              from_version=v.version)))
                                 yield item
                     return
                 except grpc.RpcError as e:
@@ -1553,8 +1565,10 @@ class ArtifactWatch(_Resumable):
                         clock.ok()
                         for item in cur.feed(pb):
                             if isinstance(item, str):
-                                item = cur.vanished_event(item, self._c.workspace.list(
-                                    cur.namespace, item, include_deleted=True))
+                                key = item
+                                item = self._lookup(clock, lambda: cur.vanished_event(
+                                    key, self._c.workspace.list(cur.namespace, key,
+                                                                include_deleted=True)))
                             yield item
                     return
                 except grpc.RpcError as e:

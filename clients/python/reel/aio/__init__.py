@@ -369,6 +369,16 @@ class _Resumable:
         except asyncio.TimeoutError:
             return True
 
+    async def _lookup(self, clock: _core.ReconnectClock, fn) -> Any:
+        """await fn() (a read a resumed snapshot needs), tried again while
+        reeld is unreachable, within the reconnect limit as a stream is."""
+        while True:
+            try:
+                return await fn()
+            except errors.Unavailable as err:
+                if not (self._resume and await self._reconnect(clock, err)):
+                    raise
+
     def _run(self):
         raise NotImplementedError
 
@@ -408,7 +418,9 @@ class Watch(_Resumable):
                         for pb in batch.events:
                             for item in self._cursor.feed(pb):
                                 if isinstance(item, _core.Vanished):
-                                    item = await self._vanished(item)
+                                    v = item
+                                    item = await self._lookup(clock,
+                                                              lambda: self._vanished(v))
                                 yield item
                     return
                 except grpc.RpcError as e:
@@ -1368,9 +1380,13 @@ class ArtifactWatch(_Resumable):
                         clock.ok()
                         for item in cur.feed(pb):
                             if isinstance(item, str):
-                                records = [a async for a in self._c.workspace.list(
-                                    cur.namespace, item, include_deleted=True)]
-                                item = cur.vanished_event(item, records)
+                                key = item
+
+                                async def tomb():
+                                    return cur.vanished_event(key, [
+                                        a async for a in self._c.workspace.list(
+                                            cur.namespace, key, include_deleted=True)])
+                                item = await self._lookup(clock, tomb)
                             yield item
                     return
                 except grpc.RpcError as e:
