@@ -58,6 +58,13 @@ void sink_event_init(void) {
     cJSON_InitHooks(&h);
 }
 
+/* item into o under k, or freed: the add fails only short of memory (or
+ * with o missing, for the same reason), which json_oom says already. */
+static void add_item(cJSON *o, const char *k, cJSON *item) {
+    if (item != NULL && (o == NULL || !cJSON_AddItemToObject(o, k, item)))
+        cJSON_Delete(item);
+}
+
 static void add_u64(cJSON *o, const char *k, uint64_t v) {
     char buf[24];
 
@@ -106,7 +113,7 @@ static cJSON *run_json(const Reel__V1__Run *r) {
     for (size_t i = 0; i < r->n_labels; i++)
         cJSON_AddStringToObject(labels, r->labels[i]->key,
                                 r->labels[i]->value);
-    cJSON_AddItemToObject(o, "labels", labels);
+    add_item(o, "labels", labels);
     add_json(o, "result", r->result);
     add_i64(o, "created_at_ms", r->created_at_ms);
     add_i64(o, "updated_at_ms", r->updated_at_ms);
@@ -178,7 +185,7 @@ static cJSON *artifact_json(const Reel__V1__Artifact *a) {
     for (size_t i = 0; i < a->n_metadata; i++)
         cJSON_AddStringToObject(meta, a->metadata[i]->key,
                                 a->metadata[i]->value);
-    cJSON_AddItemToObject(o, "metadata", meta);
+    add_item(o, "metadata", meta);
     add_u64(o, "revision", a->revision);
     add_i64(o, "created_at_ms", a->created_at_ms);
     add_i64(o, "updated_at_ms", a->updated_at_ms);
@@ -215,19 +222,19 @@ static cJSON *data_json(const sink_item_t *it, int64_t *ts_ms) {
         *ts_ms = ev->ts_ms;
     switch (ev->body_case) {
     case REEL__V1__EVENT__BODY_ENTRY:
-        cJSON_AddItemToObject(o, "entry", entry_json(ev->entry));
+        add_item(o, "entry", entry_json(ev->entry));
         break;
     case REEL__V1__EVENT__BODY_RUN:
-        cJSON_AddItemToObject(o, "run", run_json(ev->run));
+        add_item(o, "run", run_json(ev->run));
         break;
     case REEL__V1__EVENT__BODY_VALUE:
-        cJSON_AddItemToObject(o, "value", value_json(ev->value));
+        add_item(o, "value", value_json(ev->value));
         break;
     case REEL__V1__EVENT__BODY_SIGNAL:
-        cJSON_AddItemToObject(o, "signal", signal_json(ev->signal));
+        add_item(o, "signal", signal_json(ev->signal));
         break;
     case REEL__V1__EVENT__BODY_ARTIFACT:
-        cJSON_AddItemToObject(o, "artifact", artifact_json(ev->artifact));
+        add_item(o, "artifact", artifact_json(ev->artifact));
         break;
     default:
         break;
