@@ -30,6 +30,7 @@ KEEP_SECONDS = 5.0
 class Diagnosis:
     hint: str
     config: bool        # a settings mistake: retrying will not mend it
+    cert_refused: bool = False   # reeld closed the connection after the handshake
 
 
 def host_port(target: str) -> Optional[Tuple[str, int]]:
@@ -91,6 +92,19 @@ def _tls_context(settings) -> ssl.SSLContext:
 
 
 def _tls(settings, addr: Tuple[str, int], where: str) -> Optional[Diagnosis]:
+    """_tls_probe, twice when it blames a client certificate: a reeld
+    closing connections as it stops looks the same for a moment, and that
+    diagnosis ends reconnects for good."""
+    d = _tls_probe(settings, addr, where)
+    if d is not None and d.cert_refused:
+        time.sleep(0.2)
+        again = _tls_probe(settings, addr, where)
+        if again is None or not again.cert_refused:
+            return again
+    return d
+
+
+def _tls_probe(settings, addr: Tuple[str, int], where: str) -> Optional[Diagnosis]:
     tls = settings.tls
     ca = "tls.ca" if tls.ca is not None else "the system's roots (no tls.ca)"
     name = tls.server_name or addr[0]
@@ -112,9 +126,10 @@ def _tls(settings, addr: Tuple[str, int], where: str) -> Optional[Diagnosis]:
                 return None
             if tls.cert is None:
                 return Diagnosis(f"reeld at {where} asks for a client certificate: give "
-                                 "tls.cert and tls.key", True)
+                                 "tls.cert and tls.key", True, cert_refused=True)
             return Diagnosis(f"reeld at {where} refused the client certificate in tls.cert: "
-                             "is it signed by the CA of reeld's --tls-client-ca?", True)
+                             "is it signed by the CA of reeld's --tls-client-ca?", True,
+                             cert_refused=True)
     except ssl.SSLCertVerificationError as e:
         why = e.verify_message or str(e)
         if "mismatch" in why:
