@@ -59,7 +59,7 @@ import os
 import random
 import threading
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
@@ -1327,6 +1327,7 @@ class ArtifactWatchCursor:
         self.bootstrapped = False
         self.streams = 0
         self._yielded: Optional[Dict[str, int]] = None if self.positioned else {}
+        self._yielded_rev: Dict[str, int] = {}   # the revision of each yielded version
         self._present: set = set()
 
     def request(self) -> workspace_pb2.WatchArtifactsRequest:
@@ -1363,6 +1364,7 @@ class ArtifactWatchCursor:
             if self._yielded.get(key) == pb.artifact.version:
                 return []
             self._yielded[key] = pb.artifact.version
+            self._yielded_rev[key] = pb.artifact.revision
             return [ArtifactEvent._from_pb(pb)]
         if self.positioned and pb.revision <= self.revision:
             return []
@@ -1370,11 +1372,34 @@ class ArtifactWatchCursor:
         self.positioned = True
         return [ArtifactEvent._from_pb(pb)]
 
-    def vanished_event(self, key: str, records: Iterable[Artifact]) -> ArtifactEvent:
-        """The DELETE of a key the new snapshot lacks, from its tombstone."""
+    def history_request(self, key: str) -> workspace_pb2.WatchArtifactsRequest:
+        """A watch of key's changes after the version yielded, for a
+        tombstone a put has overwritten since (see vanished_event)."""
+        return req_pb(workspace_pb2.WatchArtifactsRequest, namespace=self.namespace,
+                      prefix=key, start=workspace_pb2.WatchArtifactsRequest.START_FROM_REVISION,
+                      from_revision=self._yielded_rev.get(key, 0))
+
+    def vanished_event(self, key: str, records: Iterable[Artifact],
+                       history: Optional[Callable[[], Iterable[ArtifactEvent]]] = None
+                       ) -> ArtifactEvent:
+        """The DELETE of a key the new snapshot lacks, from its tombstone;
+        or, when the key was put again after the snapshot (its record
+        live, newer than the snapshot), from history(): its changes after
+        the version yielded, up to the snapshot's revision."""
         for a in records:
-            if a.key == key and a.deleted and a.revision <= self.revision:
+            if a.key != key:
+                continue
+            if a.deleted and a.revision <= self.revision:
                 return ArtifactEvent(ArtifactEventType.DELETE, a.revision, a)
+            if a.revision > self.revision and history is not None:
+                last = None
+                for ev in history():
+                    if ev.revision > self.revision:
+                        break
+                    if ev.artifact is not None and ev.artifact.key == key:
+                        last = ev
+                if last is not None and last.type == ArtifactEventType.DELETE:
+                    return last
         raise errors.OutOfRange(
             f"workspace watch: artifact {self.namespace}/{key} was deleted while the watch "
             f"reconnected during its snapshot, and its tombstone up to revision "

@@ -1554,6 +1554,19 @@ class ArtifactWatch(_Resumable):
         c = self._cursor
         return c.revision if c.positioned or c.bootstrapped else None
 
+    def _history(self, req) -> Iterator[ArtifactEvent]:
+        """The changes a positioned watch replays, up to its BOOTSTRAP_DONE."""
+        call = self._c._stream("workspace", "WatchArtifacts", req)
+        try:
+            for pb in call:
+                if pb.type == workspace_pb2.ArtifactEvent.BOOTSTRAP_DONE:
+                    return
+                yield ArtifactEvent._from_pb(pb)
+        except grpc.RpcError as e:
+            raise self._c._error(e, "WatchArtifacts") from None
+        finally:
+            call.cancel()
+
     def _run(self) -> Iterator[ArtifactEvent]:
         cur = self._cursor
         clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
@@ -1568,7 +1581,8 @@ class ArtifactWatch(_Resumable):
                                 key = item
                                 item = self._lookup(clock, lambda: cur.vanished_event(
                                     key, self._c.workspace.list(cur.namespace, key,
-                                                                include_deleted=True)))
+                                                                include_deleted=True),
+                                    lambda: self._history(cur.history_request(key))))
                             yield item
                     return
                 except grpc.RpcError as e:

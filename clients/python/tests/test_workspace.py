@@ -264,6 +264,19 @@ def test_a_watch_interrupted_in_its_snapshot_skips_what_it_gave_and_reports_dele
     assert cur.vanished_event("b", [tomb]).type == reel.ArtifactEventType.DELETE
     with pytest.raises(reel.OutOfRange):
         cur.vanished_event("b", [])
+    # b put again after the snapshot (revision 12 > 9): its tombstone is
+    # overwritten, and the delete comes from b's changes after the version
+    # given (revision 2 on), up to the snapshot's revision.
+    live = reel.Artifact(NS, "b", 3, 1, "", "", {}, 12, 0, 0, False, 0)
+    assert cur.history_request("b").from_revision == 2
+    history = [reel.ArtifactEvent(reel.ArtifactEventType.PUT, 4,
+                                  reel.Artifact(NS, "b2", 1, 1, "", "", {}, 4, 0, 0, False, 0)),
+               reel.ArtifactEvent(reel.ArtifactEventType.DELETE, 7, tomb),
+               reel.ArtifactEvent(reel.ArtifactEventType.PUT, 12, live)]
+    ev = cur.vanished_event("b", [live], lambda: history)
+    assert ev.type == reel.ArtifactEventType.DELETE and ev.revision == 7
+    with pytest.raises(reel.OutOfRange):   # that history gone too
+        cur.vanished_event("b", [live], lambda: history[2:])
     assert cur.request().start == workspace_pb2.WatchArtifactsRequest.START_FROM_REVISION
 
 

@@ -1369,6 +1369,21 @@ class ArtifactWatch(_Resumable):
         c = self._cursor
         return c.revision if c.positioned or c.bootstrapped else None
 
+    async def _history(self, req) -> List[ArtifactEvent]:
+        """The changes a positioned watch replays, up to its BOOTSTRAP_DONE."""
+        call = self._c._stream("workspace", "WatchArtifacts", req)
+        out: List[ArtifactEvent] = []
+        try:
+            async for pb in call:
+                if pb.type == workspace_pb2.ArtifactEvent.BOOTSTRAP_DONE:
+                    break
+                out.append(ArtifactEvent._from_pb(pb))
+        except grpc.RpcError as e:
+            raise self._c._error(e, "WatchArtifacts") from None
+        finally:
+            call.cancel()
+        return out
+
     async def _run(self) -> AsyncIterator[ArtifactEvent]:
         cur = self._cursor
         clock = _core.ReconnectClock(self._c._s.reconnect_timeout)
@@ -1383,9 +1398,15 @@ class ArtifactWatch(_Resumable):
                                 key = item
 
                                 async def tomb():
-                                    return cur.vanished_event(key, [
-                                        a async for a in self._c.workspace.list(
-                                            cur.namespace, key, include_deleted=True)])
+                                    records = [a async for a in self._c.workspace.list(
+                                        cur.namespace, key, include_deleted=True)]
+                                    history = None
+                                    if any(a.key == key and a.revision > cur.revision
+                                           for a in records):   # put again since
+                                        events = await self._history(
+                                            cur.history_request(key))
+                                        history = lambda: events   # noqa: E731
+                                    return cur.vanished_event(key, records, history)
                                 item = await self._lookup(clock, tomb)
                             yield item
                     return
