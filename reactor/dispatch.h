@@ -131,10 +131,9 @@ typedef struct reactor_dispatch {
     char errbuf[CURL_ERROR_SIZE];
     sink_http_answer_t ans;       /* the last answer's headers */
     char last_error[256];
-    /* Given up: its dead letter is still to be stored, tried again at
-     * next_ms (dead_tries so far), never sent to its worker again. */
+    /* Given up: its dead letter is still to be stored (by the engine's
+     * loop, at next_ms), never sent to its worker again. */
     int dead;
-    unsigned dead_tries;
 } reactor_dispatch_t;
 
 typedef struct reactor_table {

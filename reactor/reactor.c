@@ -79,6 +79,11 @@ struct reactor {
 
     CURLM *multi;
     int in_flight;           /* engine only */
+    /* Dead letters (engine only): no try before dead_next_ms, after
+     * dead_fails refusals in a row; one wait for all, so an unreachable
+     * reel costs the engine one short try per wait, not one per letter. */
+    int64_t dead_next_ms;
+    unsigned dead_fails;
     uint64_t rng;            /* engine only */
     pthread_t consumer_thread, engine_thread, sweep_thread;
     int threads;             /* how many of the three were started */
@@ -579,12 +584,14 @@ out:
 
 /*
  * Stores d's dead letter, then settles it: one try, on the engine thread,
- * within DEAD_TIMEOUT_MS. A write reel refuses (reel restarting, a disk
- * below its floor, a record over its limit) waits for its next try, from
- * STATE_RETRY_MS doubling to DEAD_RETRY_MAX_MS, and the engine goes on
- * with every other dispatch meanwhile: retried in place, one such write
- * held every app's requests (their answers unread) for as long as it
- * failed. A dispatch is never settled without its record.
+ * within DEAD_TIMEOUT_MS and never sent again inside it (a reel away fails
+ * it in about 250 ms). A write reel refuses (reel restarting or away, a
+ * disk below its floor, a record over its limit) holds every dead letter
+ * until the next try, from STATE_RETRY_MS doubling to DEAD_RETRY_MAX_MS,
+ * and the engine goes on with every other dispatch meanwhile: retried in
+ * place, one such write held every app's requests (their answers unread)
+ * for as long as it failed. A dispatch is never settled without its
+ * record.
  */
 static void dead_letter(reactor_t *r, reactor_dispatch_t *d) {
     const char *colon = strchr(d->id, ':');
@@ -595,26 +602,24 @@ static void dead_letter(reactor_t *r, reactor_dispatch_t *d) {
     int64_t wait;
     int code;
 
-    d->dead = 1;
     /* dead.<run_id>.<epoch>.<attempt>: the id with dots. */
     snprintf(key, sizeof(key), "dead.%s", d->id);
     for (char *c = key + 5 + (colon ? (size_t)(colon - d->id) : 0); *c; c++)
         if (*c == ':')
             *c = '.';
-    wait = (int64_t)STATE_RETRY_MS << (d->dead_tries < 5 ? d->dead_tries : 5);
+    wait = (int64_t)STATE_RETRY_MS
+           << (r->dead_fails < 5 ? r->dead_fails : 5);
     if (wait > DEAD_RETRY_MAX_MS)
         wait = DEAD_RETRY_MAX_MS;
-    d->dead_tries++;
     if (dead_record(r, d, key, &buf, &len) != 0) {
         REEL_ERROR("reactor", "dispatch %s: out of memory building its "
                    "dead letter; trying again in %.1f s",
                    d->id, (double)wait / 1000.0);
-        d->next_ms = now_ms() + wait;
-        return;
+        goto later;
     }
     /* Sending the same record twice stores the same record. */
-    code = reel_client_unary_retry(r->client, "/reel.v1.KV/SetValue", buf,
-                                   len, DEAD_TIMEOUT_MS, &rep);
+    code = reel_client_unary(r->client, "/reel.v1.KV/SetValue", buf, len,
+                             DEAD_TIMEOUT_MS, &rep);
     free(buf);
     if (code != 0 && token_refused(code)) {
         stop_refused(r, "storing a dead letter", code, rep.details);
@@ -628,16 +633,21 @@ static void dead_letter(reactor_t *r, reactor_dispatch_t *d) {
                    d->id, r->o.state_ns, key, reel_grpc_code_name(code),
                    rep.details ? rep.details : "", (double)wait / 1000.0);
         reel_reply_fini(&rep);
-        d->next_ms = now_ms() + wait;
-        return;
+        goto later;
     }
     reel_reply_fini(&rep);
+    r->dead_fails = 0;
+    r->dead_next_ms = 0;
     REEL_ERROR("reactor", "dispatch %s (app %s) given up after %u attempts "
                "over %.1f s; last error: %s; dead letter %s/%s",
                d->id, r->cfg->apps[d->app].app, d->failures,
                (double)(d->last_wall_ms - d->first_wall_ms) / 1000.0,
                d->last_error, r->o.state_ns, key);
     settle(r, d, 1);
+    return;
+later:
+    r->dead_fails++;
+    r->dead_next_ms = d->next_ms = now_ms() + wait;
 }
 
 static void finished(reactor_t *r, reactor_dispatch_t *d, CURLcode cc) {
@@ -690,8 +700,9 @@ static void finished(reactor_t *r, reactor_dispatch_t *d, CURLcode cc) {
     }
     wait = sink_retry_next(&a->retry, d->failures, d->first_ms, now, 0,
                            &r->rng);
-    if (wait < 0) {
-        dead_letter(r, d);
+    if (wait < 0) { /* given up: its dead letter is stored by the loop */
+        d->dead = 1;
+        d->next_ms = now;
         return;
     }
     /* A throttling worker (429, 502, 503, 504) may ask for a longer wait,
@@ -748,8 +759,10 @@ static void *engine_main(void *arg) {
                 continue;
             }
             if (d->dead) { /* its record's next try, below */
-                if (dead == NULL)
+                if (dead == NULL && now >= r->dead_next_ms)
                     dead = d;
+                else if (dead == NULL && r->dead_next_ms - now < timeout)
+                    timeout = r->dead_next_ms - now;
                 continue;
             }
             if (r->app_in_flight[d->app] <

@@ -392,7 +392,7 @@ def test_a_full_queue_beside_a_busy_sink_keeps_memory_flat_and_order(
         # same in both (about 64 KiB a second).
         early, late = samples[1] - samples[0], samples[3] - samples[2]
         if not ASAN:
-            assert late < max(192, early // 2), samples
+            assert late < max(300, early // 2), samples
         assert receiver.arrivals == 1
         gate.set()
         wait_for("every event of the stuck sink",
