@@ -10,8 +10,9 @@
  * sealed: AES-256-GCM under a key made at start, "~" and the hex of nonce,
  * ciphertext and tag. A sealed cursor reads back only in the reeld that
  * made it: after a restart it is refused (INVALID_ARGUMENT), and the
- * listing starts again from the beginning. Cursors that are the page's
- * own last run stay plain run ids.
+ * listing starts again from the beginning. Only such a run of another
+ * tenant's is sealed: a cursor the caller may see stays a plain run id,
+ * which pages across restarts.
  */
 #ifndef REEL_API_CURSOR_H
 #define REEL_API_CURSOR_H

@@ -441,14 +441,23 @@ static void scope_runs(rpc_call_t *call, run_filter_t *f, char *buf,
 }
 
 /* Where the next page starts: after the last run a page stepped over
- * when the scan bound ended it (past every run it holds), sealed into
- * sealed (api/cursor.h: it may be another tenant's), else after its last
- * run. NULL: the seal failed. */
-static char *next_after(const run_t *runs, size_t n, const char *resume,
+ * when the scan bound ended it (past every run it holds), else after its
+ * last run. A stepped-over run the caller cannot see (another tenant's)
+ * goes out sealed into sealed (api/cursor.h). NULL: the seal failed. */
+static char *next_after(api_ctx_t *ctx, rpc_call_t *call, const run_t *runs,
+                        size_t n, char *resume,
                         char sealed[API_SEALED_CURSOR_LEN + 1]) {
-    if (resume[0] != '\0')
-        return api_cursor_seal(resume, sealed) == 0 ? sealed : NULL;
-    return n > 0 ? (char *)runs[n - 1].run_id : "";
+    run_t r = {0};
+    int mine;
+
+    if (resume[0] == '\0')
+        return n > 0 ? (char *)runs[n - 1].run_id : "";
+    mine = journal_get_run(ctx->journal, resume, &r, NULL) == REEL_OK &&
+           api_tenant_owns(call, r.app);
+    run_fini(&r);
+    if (mine)
+        return resume;
+    return api_cursor_seal(resume, sealed) == 0 ? sealed : NULL;
 }
 
 /* A request's start_after, unsealed into buf when it is a sealed cursor. */
@@ -500,7 +509,7 @@ static void j_list_runs(rpc_call_t *call, void *arg, const uint8_t *req,
         journal_list_runs(ctx->journal, &f, &runs, &n, &more, &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
     } else if (runs_to_pb(call, runs, n, &pbs, &ptrs) != 0 ||
-               (out.next_start_after = next_after(runs, n, resume, sealed)) ==
+               (out.next_start_after = next_after(ctx, call, runs, n, resume, sealed)) ==
                    NULL) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     } else {
@@ -555,7 +564,7 @@ static void j_list_recoverable(rpc_call_t *call, void *arg,
                                       &st) != REEL_OK) {
         rpc_call_finish_status(call, &st);
     } else if (runs_to_pb(call, runs, n, &pbs, &ptrs) != 0 ||
-               (out.next_start_after = next_after(runs, n, resume, sealed)) ==
+               (out.next_start_after = next_after(ctx, call, runs, n, resume, sealed)) ==
                    NULL) {
         rpc_call_finish(call, REEL_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     } else {

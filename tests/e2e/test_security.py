@@ -996,6 +996,56 @@ def test_a_revocation_while_a_stream_starts_still_ends_it(tmp_path, monkeypatch)
         s.close()
 
 
+def test_a_tenants_run_listing_never_names_anothers_run(secured):
+    """Past 1,024 apps a tenant's ListRuns scans every tenant's runs, and a
+    page that steps over 10,000 others' ends there: its cursor, the last
+    run it passed, was another tenant's run id. It is sealed now, follows
+    to every run of the tenant's once, and reads back only in this reeld."""
+    a, _ = secured.create(tenant="acme", scopes=["journal:read", "journal:write"])
+    b, _ = secured.create(tenant="bolt", scopes=["journal:read", "journal:write"])
+    begin = unary(secured.ch, "/reel.v1.Journal/BeginRun", journal_pb2.BeginRunRequest,
+                  journal_pb2.Run)
+    runs = unary(secured.ch, "/reel.v1.Journal/ListRuns", journal_pb2.ListRunsRequest,
+                 journal_pb2.ListRunsResponse)
+
+    def many(tok, reqs):
+        out, pending = [], []
+        for req in reqs:
+            pending.append(begin.future(req, metadata=md(tok), timeout=60))
+            if len(pending) == 256:
+                out += [f.result().run_id for f in pending]
+                pending = []
+        return out + [f.result().run_id for f in pending]
+
+    mine = many(a, (journal_pb2.BeginRunRequest(app=f"a{i}", user="u", session="s",
+                                                invocation_id="i", lease_owner="w")
+                    for i in range(1025)))
+    theirs = set(many(b, (journal_pb2.BeginRunRequest(app="b", user="u", session="s",
+                                                      invocation_id=f"i{i}", lease_owner="w")
+                          for i in range(10050))))
+    mine += many(a, [journal_pb2.BeginRunRequest(app="a0", user="u", session="s",
+                                                 invocation_id="last", lease_owner="w")])
+    got, cursors, req = [], [], journal_pb2.ListRunsRequest(limit=1000)
+    while True:
+        page = runs(req, metadata=md(a), timeout=60)
+        got += [r.run_id for r in page.runs]
+        cursors.append(page.next_start_after)
+        if not page.more:
+            break
+        req.start_after = page.next_start_after
+    assert got == sorted(mine)   # in run_id order, each once
+    assert not theirs & set(got)
+    assert not any(c in theirs or any(t in c for t in theirs) for c in cursors)
+    sealed = [c for c in cursors if c.startswith("~")]
+    assert sealed, cursors       # a page did end among bolt's runs
+    assert secured.server.stop()[0] == 0
+    secured.server.start()
+    with pytest.raises(grpc.RpcError) as e:
+        runs(journal_pb2.ListRunsRequest(start_after=sealed[0]), metadata=md(a), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "start_after: not a cursor this reeld gave out" in e.value.details()
+
+
 def test_an_expired_tokens_open_watch_ends_within_a_second_of_expiry(secured):
     ttl = 1500
     tok, _ = secured.create(scopes=["kv:read"], ttl_ms=ttl)
