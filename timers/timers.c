@@ -74,7 +74,8 @@ struct timers {
      * the next alarm sets them aside instead of firing them again, or
      * one such timer would hold every other for good (each alarm fires
      * from the first due, and a failure rolls the whole alarm back).
-     * Writer thread; emptied once an alarm commits. */
+     * Writer thread; emptied once an alarm returns OK (should its group
+     * fail after that, the timer fires, fails and is noted again). */
     char **bad;
     size_t *bad_len, n_bad;
 };

@@ -986,7 +986,9 @@ def test_a_revocation_while_a_stream_starts_still_ends_it(tmp_path, monkeypatch)
             assert time.monotonic() < deadline
             time.sleep(0.005)
         t0 = time.monotonic()
-        assert s.revoke(tid).streams_ended == 0   # not open yet: none to end
+        # Not open yet, so none to end: unless the revocation's own write
+        # took past the 200 ms hold, and then it ends the stream itself.
+        assert s.revoke(tid).streams_ended in (0, 1)
         t.join(timeout=5)
         assert not t.is_alive(), "the stream outlived its token's revocation"
         assert got["code"] == grpc.StatusCode.UNAUTHENTICATED, got

@@ -909,11 +909,12 @@ class Run:
             after = self._steps_unsure
         if after is None:
             return
-        entries = [e for e in self._c.journal.read(self.run_id, after)
-                   if e.kind == _core.STEP_KIND]
+        read = list(self._c.journal.read(self.run_id, after))
         with self._mu:
-            self._replay.load(entries)
+            self._replay.load([e for e in read if e.kind == _core.STEP_KIND])
             self._steps_unsure = None
+        if read:
+            self._saw(read[-1].seq)
 
     def wait_for_signal(self, name: str, timeout: Optional[float] = None, *,
                         park: bool = True) -> Optional[Signal]:

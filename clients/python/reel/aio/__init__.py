@@ -857,10 +857,11 @@ class Run:
             after = self._steps_unsure
             if after is None:
                 return
-            entries = [e async for e in self._c.journal.read(self.run_id, after)
-                       if e.kind == _core.STEP_KIND]
-            self._replay.load(entries)
+            read = [e async for e in self._c.journal.read(self.run_id, after)]
+            self._replay.load([e for e in read if e.kind == _core.STEP_KIND])
             self._steps_unsure = None
+            if read:
+                self._saw(read[-1].seq)
 
     async def wait_for_signal(self, name: str, timeout: Optional[float] = None, *,
                               park: bool = True) -> Optional[Signal]:
