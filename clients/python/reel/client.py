@@ -297,6 +297,10 @@ class _Resumable:
     """What watch, tail and follow share: a stream that close() can cancel
     from any thread, and a pause between reconnects that close() ends."""
 
+    # Streams that break are opened again (a Watch made with resume=False
+    # is not): _lookup reads it too, for every kind.
+    _resume = True
+
     def __init__(self, client: Client):
         self._c = client
         self._call = None

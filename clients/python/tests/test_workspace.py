@@ -280,6 +280,27 @@ def test_a_watch_interrupted_in_its_snapshot_skips_what_it_gave_and_reports_dele
     assert cur.request().start == workspace_pb2.WatchArtifactsRequest.START_FROM_REVISION
 
 
+def test_a_watchs_snapshot_lookup_is_tried_again_while_reeld_is_away(client):
+    """The reads a watch resumed in its snapshot makes (a tombstone, a
+    history) are tried again after Unavailable, within the reconnect
+    limit, as its stream is: the event they find cannot come from the next
+    stream."""
+    tries = []
+
+    def read():
+        tries.append(1)
+        if len(tries) == 1:
+            raise reel.Unavailable("reeld is away")
+        return "found"
+    with client.workspace.watch(NS, "w/") as w:
+        clock = _core.ReconnectClock(5.0)
+        assert w._lookup(clock, read) == "found"
+        assert len(tries) == 2 and w.reconnects == 1
+    with client.kv.watch("n", "k") as w:
+        tries.clear()
+        assert w._lookup(_core.ReconnectClock(5.0), read) == "found"
+
+
 async def test_async_watch(reeld):
     async with reel.aio.connect(reeld.addr) as c:
         await c.workspace.put(NS, "a", b"1")

@@ -275,6 +275,10 @@ def _retrieved(fut: asyncio.Future) -> None:
 class _Resumable:
     """What watch, tail and follow share (see reel.client._Resumable)."""
 
+    # Streams that break are opened again (a Watch made with resume=False
+    # is not): _lookup reads it too, for every kind.
+    _resume = True
+
     def __init__(self, client: Client):
         self._c = client
         self._call = None
