@@ -4,7 +4,10 @@
  * Check answers SERVING for the server ("") and for each reel service name,
  * NOT_SERVING once the store has stopped accepting writes or the server is
  * shutting down, and NOT_FOUND for an unknown service, as the standard
- * protocol asks. Watch sends the current status, then every change: the
+ * protocol asks. Watch of an unknown service sends SERVICE_UNKNOWN and
+ * stays open, as the protocol asks (reel's services are fixed, so that is
+ * all it ever sends). Watch of a known one sends the current status, then
+ * every change: the
  * store's failure callback (writer thread) and the start of a shutdown
  * push NOT_SERVING to every open Watch, so an orchestrator learns at once
  * that the server is degraded, not at its next probe. A Watch stays open
@@ -30,12 +33,15 @@
 #define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
 #define NOT_SERVING                                                          \
     GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+#define SERVICE_UNKNOWN                                                      \
+    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN
 
 typedef struct watcher {
     struct watcher *prev, *next;
     rpc_call_t *call;
     api_health_t *h;
-    int sent; /* the last status sent */
+    int sent;    /* the last status sent */
+    int unknown; /* watches a service reeld does not have: no changes */
 } watcher_t;
 
 /* Open Watch streams, at most: a Watch needs no token (an orchestrator's
@@ -69,9 +75,10 @@ static int service_known(const char *name) {
     return 0;
 }
 
-/* Decodes the request; answers the call and returns NULL on bad input. */
+/* Decodes the request; answers the call and returns NULL on bad input, or
+ * on an unknown service unless *unknown is given (then set). */
 static Grpc__Health__V1__HealthCheckRequest *
-decode(rpc_call_t *call, const uint8_t *req, size_t len) {
+decode(rpc_call_t *call, const uint8_t *req, size_t len, int *unknown) {
     Grpc__Health__V1__HealthCheckRequest *in =
         grpc__health__v1__health_check_request__unpack(NULL, len, req);
 
@@ -84,6 +91,10 @@ decode(rpc_call_t *call, const uint8_t *req, size_t len) {
     if (!service_known(in->service)) {
         char msg[320];
 
+        if (unknown != NULL) {
+            *unknown = 1;
+            return in;
+        }
         snprintf(msg, sizeof(msg), "service: unknown service \"%.256s\"",
                  in->service);
         grpc__health__v1__health_check_request__free_unpacked(in, NULL);
@@ -111,7 +122,7 @@ static size_t encode_status(int status, uint8_t *buf) {
 static void health_check(rpc_call_t *call, void *arg, const uint8_t *req,
                          size_t len) {
     api_ctx_t *ctx = arg;
-    Grpc__Health__V1__HealthCheckRequest *in = decode(call, req, len);
+    Grpc__Health__V1__HealthCheckRequest *in = decode(call, req, len, NULL);
     uint8_t buf[16];
     size_t n;
 
@@ -127,6 +138,8 @@ static void push_locked(watcher_t *w, int status) {
     uint8_t buf[16];
     size_t n;
 
+    if (w->unknown)
+        status = SERVICE_UNKNOWN;
     if (w->sent == status)
         return;
     n = encode_status(status, buf);
@@ -161,7 +174,9 @@ static void health_watch(rpc_call_t *call, void *arg, const uint8_t *req,
                          size_t len) {
     api_ctx_t *ctx = arg;
     api_health_t *h = ctx->health;
-    Grpc__Health__V1__HealthCheckRequest *in = decode(call, req, len);
+    int unknown = 0;
+    Grpc__Health__V1__HealthCheckRequest *in =
+        decode(call, req, len, &unknown);
     watcher_t *w;
 
     if (in == NULL)
@@ -175,6 +190,7 @@ static void health_watch(rpc_call_t *call, void *arg, const uint8_t *req,
     w->call = call;
     w->h = h;
     w->sent = -1;
+    w->unknown = unknown;
     /* Registered and sent under h->mu: a change that happens meanwhile is
      * either seen here or pushed after. */
     pthread_mutex_lock(&h->mu);

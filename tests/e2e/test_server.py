@@ -89,6 +89,25 @@ def test_health_check_of_unknown_service_is_not_found(channel):
     assert "reel.v1.Nope" in e.value.details()
 
 
+def test_health_watch_of_unknown_service_says_so_and_stays_open(channel):
+    """The protocol's answer for Watch: SERVICE_UNKNOWN, the call kept open
+    (not ended with NOT_FOUND as Check is); a known service beside it still
+    answers SERVING."""
+    watch = stream(channel, "/grpc.health.v1.Health/Watch",
+                   health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse)
+    w = watch(health_pb2.HealthCheckRequest(service="reel.v1.Nope"), timeout=30)
+    try:
+        assert next(w).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        time.sleep(0.5)
+        assert w.is_active()
+        known = watch(health_pb2.HealthCheckRequest(service="reel.v1.KV"),
+                      timeout=30)
+        assert next(known).status == health_pb2.HealthCheckResponse.SERVING
+        known.cancel()
+    finally:
+        w.cancel()
+
+
 def test_unknown_method_is_unimplemented(channel):
     for method in ("/reel.v1.Nope/Do", "/grpc.health.v1.Health/Nope", "/x"):
         with pytest.raises(grpc.RpcError) as e:
