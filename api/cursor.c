@@ -77,8 +77,9 @@ reel_code_t api_cursor_unseal(const char *field, const char *s,
     for (size_t i = 0; ok && i < RAW; i++) {
         int hi = unhex(s[1 + 2 * i]), lo = unhex(s[2 + 2 * i]);
 
-        ok = hi >= 0 && lo >= 0;
-        raw[i] = (unsigned char)(hi << 4 | lo);
+        /* Shifted only once both are digits: -1 << 4 is undefined. */
+        if ((ok = hi >= 0 && lo >= 0))
+            raw[i] = (unsigned char)(hi << 4 | lo);
     }
     if (!ok || !key_ok ||
         gcm(0, raw, raw + NONCE, id, raw + NONCE + ID) != 0)
