@@ -6,10 +6,21 @@
  * of 32 KiB; each block holds records and ends in zeros when fewer bytes
  * are left than a header. A record's header is its masked CRC-32C (4
  * bytes), its length (2, little-endian) and its type (1); a "recyclable"
- * record, the kind written when log files are reused as reel's are,
- * adds its log's number (4), which the CRC covers with the type and the
- * data. A commit bigger than what is left of a block goes in fragments:
- * FIRST, MIDDLE..., LAST; one that fits is a FULL record.
+ * record, the kind written when log files are reused, adds its log's
+ * number (4), which the CRC covers with the type and the data. A commit
+ * bigger than what is left of a block goes in fragments: FIRST,
+ * MIDDLE..., LAST; one that fits is a FULL record.
+ *
+ * reel's logs are never reused (RocksDB turns reuse off under its
+ * point-in-time recovery), so a previous use's record ends a log only
+ * once a recyclable record of the log's own number has read: before
+ * that, a recyclable type is a damaged byte, not a reused file's
+ * leftovers, and a commit of either kind that reads after it is one the
+ * replay would drop.
+ * Zeros where a header belongs are damage too: RocksDB's writer leaves
+ * none (only a block's last few bytes, too few for a header, are zeros),
+ * and its reader skips the rest of such a block, or stops there inside a
+ * commit's fragments.
  */
 #include "store/log_check.h"
 
@@ -32,7 +43,7 @@
 #define MASK_DELTA 0xa282ead8u
 
 enum {
-    TYPE_ZERO = 0, /* preallocated space, skipped to the block's end */
+    TYPE_ZERO = 0, /* with length 0: zeros (an mmap writer's preallocation) */
     TYPE_FULL = 1,
     TYPE_FIRST = 2,
     TYPE_LAST = 4,
@@ -43,7 +54,7 @@ enum {
 
 typedef enum {
     REC_OK,
-    REC_ZERO,  /* preallocated space */
+    REC_ZERO,  /* zeros where a header belongs */
     REC_OLD,   /* a previous use's record: the end of this one's */
     REC_SHORT, /* cut short by the file's end: a write the crash stopped */
     REC_BAD,   /* does not read */
@@ -95,14 +106,16 @@ static size_t block_end(size_t off, size_t len) {
 }
 
 /* A record at buf[off] that reads and begins a commit of this log (a
- * FULL or FIRST record, of the log's kind): not a fragment continuing
+ * FULL or FIRST record, of the log's kind, or of either kind when
+ * recycled is -1: no record read to tell): not a fragment continuing
  * one, nor a previous use's record. */
 static int commit_at(const unsigned char *buf, size_t off, size_t len,
                      uint64_t number, int recycled, size_t *size) {
     unsigned type = buf[off + 6];
-    int begins = recycled ? type == TYPE_RECYCLABLE_FULL ||
-                                type == TYPE_RECYCLABLE_FIRST
-                          : type == TYPE_FULL || type == TYPE_FIRST;
+    int plain = type == TYPE_FULL || type == TYPE_FIRST;
+    int reused = type == TYPE_RECYCLABLE_FULL || type == TYPE_RECYCLABLE_FIRST;
+    int begins = recycled == 1 ? reused : recycled == 0 ? plain
+                                                         : plain || reused;
 
     return begins &&
            record_at(buf, off, block_end(off, len), len, number, size) ==
@@ -159,18 +172,17 @@ void store_log_scan(const unsigned char *buf, size_t len, uint64_t number,
                 recycled = recyclable(buf[off + 6]);
             out->records++;
             off += size;
-        } else if (r == REC_ZERO) {
-            off = lim;
         } else {
+            /* A previous use's record ends a reused log; in any other,
+             * what reads as one is a damaged header. */
             out->end = off;
-            out->damaged = r == REC_BAD;
-            if (recycled < 0)
-                recycled = r == REC_OLD || recyclable(buf[off + 6]);
+            out->damaged = r == REC_BAD || r == REC_ZERO ||
+                           (r == REC_OLD && recycled != 1);
             break;
         }
     }
     if (out->end < len)
-        out->later = later_commit(buf, len, out->end, number, recycled != 0);
+        out->later = later_commit(buf, len, out->end, number, recycled);
 }
 
 /* ---- The data dir's logs ------------------------------------------------- */

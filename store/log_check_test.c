@@ -182,6 +182,65 @@ static void test_damage_in_the_last_commit_is_not_a_hole(void **state) {
     }
 }
 
+static void test_zeros_with_commits_after_them_are_a_hole(void **state) {
+    (void)state;
+    /* 1,000-byte commits: every block begins inside one (a fragment), and
+     * zeros over a block's start or over a whole commit in the middle of
+     * one are what a bad sector or a lost write leaves. RocksDB's reader
+     * skips the rest of such a block, or stops there inside a commit. */
+    for (int recyclable = 0; recyclable < 2; recyclable++) {
+        log_t l = make(4, recyclable, 60, 1000);
+        store_log_scan_t s;
+
+        memset(l.buf + 32768, 0, 4096); /* the second block's start */
+        s = scan(&l);
+        assert_true(s.damaged);
+        assert_int_equal(s.end, 32768);
+        assert_true(s.later != UINT64_MAX && s.later > 32768 + 4096);
+        free(l.buf);
+
+        l = make(4, recyclable, 20, 1000);
+        memset(l.buf + l.starts[5], 0, l.starts[6] - l.starts[5]);
+        s = scan(&l);
+        assert_true(s.damaged);
+        assert_int_equal(s.end, l.starts[5]);
+        assert_int_equal(s.later, l.starts[6]);
+        free(l.buf);
+    }
+}
+
+static void test_a_zeroed_tail_is_not_a_hole(void **state) {
+    log_t l = make(4, 0, 10, 1000);
+    size_t end = l.len;
+    static const unsigned char zeros[8192];
+    store_log_scan_t s;
+
+    (void)state;
+    put(&l, zeros, sizeof(zeros)); /* a crash's unwritten last pages */
+    s = scan(&l);
+    assert_int_equal(s.end, end);
+    assert_true(s.later == UINT64_MAX);
+    free(l.buf);
+}
+
+static void test_a_recyclable_type_in_a_plain_log_is_damage(void **state) {
+    (void)state;
+    /* reel's logs are never reused: a first header whose type byte reads
+     * as a reused file's record is a damaged byte, and the commits after
+     * it would be dropped. */
+    for (unsigned type = 5; type <= 8; type++) {
+        log_t l = make(4, 0, 10, 1000);
+        store_log_scan_t s;
+
+        l.buf[6] = (unsigned char)type;
+        s = scan(&l);
+        assert_true(s.damaged);
+        assert_int_equal(s.end, 0);
+        assert_int_equal(s.later, l.starts[1]);
+        free(l.buf);
+    }
+}
+
 static void write_log(const char *dir, const char *name, const log_t *l) {
     char path[1024];
     FILE *f;
@@ -252,6 +311,9 @@ int main(void) {
         cmocka_unit_test(test_a_reused_files_old_records_end_it),
         cmocka_unit_test(test_a_damaged_byte_with_commits_after_it_is_a_hole),
         cmocka_unit_test(test_damage_in_the_last_commit_is_not_a_hole),
+        cmocka_unit_test(test_zeros_with_commits_after_them_are_a_hole),
+        cmocka_unit_test(test_a_zeroed_tail_is_not_a_hole),
+        cmocka_unit_test(test_a_recyclable_type_in_a_plain_log_is_damage),
         cmocka_unit_test(test_the_data_dirs_logs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

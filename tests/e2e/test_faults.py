@@ -463,9 +463,9 @@ def test_a_damaged_byte_in_the_middle_of_the_write_ahead_log_is_refused(tmp_path
     and drops the rest: one damaged byte in the middle of the log after a
     crash opened the data dir without a word at an older revision, every
     acknowledged write after that byte gone and its revisions given again.
-    Refused now, the files untouched; the end of the log cut short (what a
-    crash leaves) and the last record damaged (a commit never answered
-    looks the same) still open."""
+    Refused now, the files untouched; the end of the log cut short or
+    zeros after it (what a crash leaves) and the last record damaged (a
+    commit never answered looks the same) still open."""
     import shutil
     data = str(tmp_path / "data")
     server = Reeld(data).start()
@@ -481,7 +481,7 @@ def test_a_damaged_byte_in_the_middle_of_the_write_ahead_log_is_refused(tmp_path
     size = os.path.getsize(os.path.join(data, log))
     assert size > 100_000
 
-    def damaged(name, at=None, cut=0):
+    def damaged(name, at=None, cut=0, zeros=None, put=None):
         d = str(tmp_path / name)
         shutil.copytree(data, d)
         path = os.path.join(d, log)
@@ -491,21 +491,35 @@ def test_a_damaged_byte_in_the_middle_of_the_write_ahead_log_is_refused(tmp_path
                 b = f.read(1)
                 f.seek(at)
                 f.write(bytes([b[0] ^ 0xFF]))
+            if zeros is not None:          # (where, how many)
+                f.seek(zeros[0])
+                f.write(bytes(zeros[1]))
+            if put is not None:            # (where, byte)
+                f.seek(put[0])
+                f.write(bytes([put[1]]))
             if cut:
                 f.truncate(size - cut)
         return d
 
-    mid = damaged("mid", at=size // 2)
-    before = data_files(mid)
-    server = Reeld(mid).start(wait=False)
-    assert server.proc.wait(timeout=15) == 1
-    out = server.log()
-    assert re.search(r"the data dir is corrupted; refusing to open it: its write-ahead log "
-                     + re.escape(log) + r" has a record that does not read at byte \d+, and "
-                     r"committed records after it \(from byte \d+\) that opening would drop",
-                     out), out
-    assert data_files(mid) == before
-    for name, kw in (("cut", {"cut": 150}), ("last", {"at": size - 40})):
+    # One byte flipped; 4 KiB of zeros over the start of a 32 KiB block
+    # (what a lost write leaves: RocksDB stops there, inside a commit's
+    # fragments); the first record's type byte made a reused file's (the
+    # whole log read as leftovers): each opened without a word before.
+    for name, kw in (("mid", {"at": size // 2}),
+                     ("zeros", {"zeros": (5 * 32768, 4096)}),
+                     ("type", {"put": (6, 5)})):
+        d = damaged(name, **kw)
+        before = data_files(d)
+        server = Reeld(d).start(wait=False)
+        assert server.proc.wait(timeout=15) == 1, name
+        out = server.log()
+        assert re.search(r"the data dir is corrupted; refusing to open it: its write-ahead log "
+                         + re.escape(log) + r" has a record that does not read at byte \d+, and "
+                         r"committed records after it \(from byte \d+\) that opening would drop",
+                         out), (name, out)
+        assert data_files(d) == before
+    for name, kw in (("cut", {"cut": 150}), ("last", {"at": size - 40}),
+                     ("ztail", {"zeros": (size, 8192)})):   # unwritten last pages
         server = Reeld(damaged(name, **kw)).start()
         ch = grpc.insecure_channel(server.addr)
         _, get_value = kv_calls(ch)
