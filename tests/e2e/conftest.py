@@ -55,6 +55,27 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+def as_root(cmd):
+    """cmd as root: itself when the tests run as root, else through
+    `sudo -n` (a mount; the README's setup runs as root or with sudo)."""
+    return cmd if os.geteuid() == 0 else ["sudo", "-n"] + cmd
+
+
+def small_tmpfs(mnt, size):
+    """Mounts a tmpfs of size (e.g. "48m") at mnt, owned by this user, and
+    yields mnt; skips, saying why, where none can be mounted (a container
+    without CAP_SYS_ADMIN, no root and no sudo)."""
+    import subprocess
+    mnt.mkdir()
+    opts = f"size={size},uid={os.geteuid()},gid={os.getegid()},mode=0700"
+    r = subprocess.run(as_root(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)]),
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(as_root(["umount", "-l", str(mnt)]), capture_output=True)
+
+
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path

@@ -17,7 +17,7 @@ import pytest
 import health_pb2 as H
 from reel.v1 import kv_pb2 as K
 from reel.v1 import admin_pb2
-from conftest import REELD, Reeld, reelctl, stream, unary
+from conftest import REELD, Reeld, as_root, reelctl, small_tmpfs, stream, unary
 
 
 def kv_calls(ch):
@@ -51,14 +51,7 @@ def rss_mib(pid):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    yield from small_tmpfs(tmp_path / "mnt", "48m")
 
 
 def health_calls(ch):
@@ -152,7 +145,7 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_loses_nothing(small_disk):
     print(f"reeld exited {code} on SIGTERM with the disk full")
     assert code == 0, server.log()
     # Free space; a restart recovers every acknowledged write and accepts more.
-    subprocess.run(["mount", "-o", "remount,size=512m", str(small_disk)], check=True)
+    subprocess.run(as_root(["mount", "-o", "remount,size=512m", str(small_disk)]), check=True)
     server = Reeld(data).start()
     ch = grpc.insecure_channel(server.addr)
     set_value, get_value = kv_calls(ch)
@@ -228,7 +221,7 @@ def test_a_disk_below_its_floor_refuses_new_data_until_space_is_freed(small_disk
         r = reelctl(server.addr, "ws", "put", "w", "f", str(blob))
         assert r.returncode == 1 and "--min-free-disk-bytes" in r.stderr, r
         # Space freed: writes are taken again, no restart.
-        subprocess.run(["mount", "-o", "remount,size=512m", str(small_disk)], check=True)
+        subprocess.run(as_root(["mount", "-o", "remount,size=512m", str(small_disk)]), check=True)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -310,7 +303,7 @@ def test_an_upload_that_fills_the_disk_stops_the_store_and_ends(small_disk):
         ch.close()
         code, _ = server.stop(timeout=30)
     assert code == 0, server.log()[-4000:]
-    subprocess.run(["mount", "-o", "remount,size=512m", str(small_disk)], check=True)
+    subprocess.run(as_root(["mount", "-o", "remount,size=512m", str(small_disk)]), check=True)
     server = Reeld(data).start()
     try:
         out = small_disk.parent / "back"
@@ -383,14 +376,14 @@ def test_a_read_only_data_dir_is_not_said_to_be_in_use(small_disk):
     # The same dir, seen read-only elsewhere (reeld's log goes beside it).
     ro = small_disk.parent / "ro" / "data"
     ro.mkdir(parents=True)
-    subprocess.run(["mount", "--bind", str(data), str(ro)], check=True)
+    subprocess.run(as_root(["mount", "--bind", str(data), str(ro)]), check=True)
     try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        subprocess.run(as_root(["mount", "-o", "remount,bind,ro", str(ro)]), check=True)
         server = Reeld(str(ro)).start(wait=False)
         code = server.proc.wait(timeout=30)
         log = server.log()
     finally:
-        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+        subprocess.run(as_root(["umount", "-l", str(ro)]), capture_output=True)
     assert code != 0, log
     assert "the data dir cannot be locked: reeld must be able to write in it" in log, log
     assert "Read-only file system" in log, log

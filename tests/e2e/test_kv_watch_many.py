@@ -73,7 +73,8 @@ class Reader:
         self.q.put(None)
 
     def until(self, done, limit=T):
-        """Collects until done(self) is true; fails after limit seconds."""
+        """Collects until done(self) is true; fails after limit seconds, or
+        when the stream ends first."""
         deadline = time.monotonic() + limit
         while not done(self):
             left = deadline - time.monotonic()
@@ -84,6 +85,7 @@ class Reader:
                 continue
             if item is None or isinstance(item, grpc.RpcError):
                 self.error = item
+                assert done(self), f"the stream ended first: {item!r}"
                 return
             named = [item.watch] + list(item.also)
             self.elements.append((named, item.event))

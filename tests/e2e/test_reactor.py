@@ -3,11 +3,12 @@ a Python HTTP worker that checks each request's Standard Webhooks
 signature (sinkutil's own implementation of the spec) and claims the run
 with ClaimRun(expected_epoch), as docs/reactor.md tells a worker to.
 
-A run becomes claimable here the way today's reeld makes one: a WAITING
-run's signal arrives (BeginRun, SuspendRun, SendSignal), which commits it
+A run becomes claimable here the way reeld makes one: a WAITING run's
+signal arrives (BeginRun, SuspendRun, SendSignal), which commits it
 RUNNABLE with a run.<id>.RUNNABLE event; or its lease expires without a
-heartbeat (found by the sweep). The test that needs issue 21's
-LEASE_EXPIRED events runs once reeld's Run message has `attempt`.
+heartbeat, which commits it RUNNABLE with a LEASE_EXPIRED event. The
+sweep's tests put the reactor's consumer past that event first, so that
+only a sweep can find the run.
 
 Binary: $REEL_REACTOR, or bazel-bin.
 """
@@ -34,15 +35,10 @@ from sinkutil import SECRET, OLD_SECRET, Daemon, verify, wait_for
 REEL_REACTOR = os.environ.get("REEL_REACTOR") or os.path.join(
     ROOT, "bazel-bin", "reactor", "reel-reactor")
 
-# Issue 21's server side adds Run.attempt; until it is merged there are no
-# LEASE_EXPIRED events to dispatch.
-HAS_LEASE_EVENTS = "attempt" in J.Run.DESCRIPTOR.fields_by_name
-
 
 def did(run):
-    """A run's dispatch id: <run_id>:<epoch>:<attempt> (attempt 0 from a
-    reeld whose Run has no attempt yet)."""
-    return f"{run.run_id}:{run.lease_epoch}:{getattr(run, 'attempt', 0)}"
+    """A run's dispatch id: <run_id>:<epoch>:<attempt>."""
+    return f"{run.run_id}:{run.lease_epoch}:{run.attempt}"
 
 
 def _sanitized():
@@ -110,6 +106,31 @@ class Reel:
         self.send(S.SendSignalRequest(run_id=r.run_id, name="go", payload='{"i":%d}' % i),
                   timeout=10)
         return w
+
+    def past_its_expiry(self, run, consumer="reactor"):
+        """Waits for run's lease expiry to commit, then makes the reactor's
+        durable consumer start after it (and after everything else so
+        far): a reactor then never receives the run's LEASE_EXPIRED event,
+        and only a sweep can find the run."""
+        wait_for("the lease expiry's commit",
+                 lambda: self.get(J.GetRunRequest(run_id=run.run_id), timeout=10).reason
+                 == "LEASE_EXPIRED")
+        head = unary(self.ch, "/reel.v1.Wal/GetHead", W.GetHeadRequest,
+                     W.GetHeadResponse)(W.GetHeadRequest(), timeout=10).head_revision
+        sub = self.ch.unary_stream(
+            "/reel.v1.Wal/SubscribeEvents",
+            request_serializer=W.SubscribeEventsRequest.SerializeToString,
+            response_deserializer=W.Event.FromString)
+        stream = sub(W.SubscribeEventsRequest(from_revision=head, consumer=consumer,
+                                              subject_pattern="run.*.RUNNABLE"),
+                     timeout=30)
+        mine = lambda: [c for c in self.consumers(W.ListConsumersRequest(),
+                                                  timeout=10).consumers
+                        if c.name == consumer]
+        wait_for("the consumer", lambda: mine() and mine()[0].active)
+        stream.cancel()
+        wait_for("the consumer let go", lambda: not mine()[0].active)
+        assert mine()[0].acked_revision == head
 
     def acked(self, consumer="reactor"):
         for c in self.consumers(W.ListConsumersRequest(), timeout=10).consumers:
@@ -396,20 +417,24 @@ def test_a_dead_letter_reel_refuses_holds_no_other_dispatch(tmp_path):
 
 
 def test_the_sweep_dispatches_a_run_whose_lease_expired(tmp_path, reeld, reel, worker):
+    """A run whose LEASE_EXPIRED event the reactor's consumer is already
+    past (acknowledged by a reactor that died before dispatching it, say):
+    the sweep finds it, every sweep_interval_ms."""
     check_built()
-    cfg = config(tmp_path, [app("shop", worker.url)], sweep_interval_ms=200)
-    rx = Reactor(tmp_path, reeld.addr, cfg)
     r = reel.begin(J.BeginRunRequest(app="shop", user="u", session="s", invocation_id="i",
                                      lease_owner="dead-worker", lease_ttl_ms=300), timeout=10)
+    reel.past_its_expiry(r)
+    cfg = config(tmp_path, [app("shop", worker.url)], sweep_interval_ms=200)
+    rx = Reactor(tmp_path, reeld.addr, cfg)
     wait_for("the sweep's dispatch and the claim", lambda: r.run_id in worker.claimed())
     got = worker.claimed()[r.run_id]
     assert got.lease_owner == "worker" and got.lease_epoch == r.lease_epoch + 1
     q = [q for q in worker.all() if q["status"] == 200][0]
     assert q["sig_ok"] and q["id"] == did(r)
-    if not HAS_LEASE_EVENTS:
-        # No event says a lease expired: the sweep is what found it.
-        assert q["json"]["data"]["source"] == "sweep"
-        rx.wait_log(r"sweep: run \w+ of app shop is claimable \(its lease expired")
+    assert q["json"]["data"]["source"] == "sweep", q
+    # RUNNABLE: reeld committed the expiry before the sweep read the run.
+    rx.wait_log(rf"sweep: run {r.run_id} of app shop is claimable \(RUNNABLE, epoch "
+                rf"{r.lease_epoch}, attempt {r.attempt}\); dispatching")
     assert rx.stop() == 0
 
 
@@ -418,16 +443,14 @@ def test_the_first_sweep_comes_as_soon_as_the_reactor_holds_its_consumer(
     check_built()
     r = reel.begin(J.BeginRunRequest(app="shop", user="u", session="s", invocation_id="i",
                                      lease_owner="dead-worker", lease_ttl_ms=100), timeout=10)
-    wait_for("the lease to expire",
-             lambda: time.time() * 1000 > r.lease_expires_at_ms + 50)
-    # An hour between sweeps: only the first one, at start, can find it on
-    # a reeld that commits no event when a lease expires.
+    reel.past_its_expiry(r)
+    # An hour between sweeps, and the consumer past the expiry's event:
+    # only the first sweep, at start, can find it.
     cfg = config(tmp_path, [app("shop", worker.url)], sweep_interval_ms=3600000)
     rx = Reactor(tmp_path, reeld.addr, cfg)
     wait_for("the claim", lambda: r.run_id in worker.claimed(), timeout=15)
     assert worker.claimed()[r.run_id].lease_epoch == r.lease_epoch + 1
-    if not HAS_LEASE_EVENTS:
-        assert worker.all()[0]["json"]["data"]["source"] == "sweep"
+    assert worker.all()[0]["json"]["data"]["source"] == "sweep", worker.all()
     assert rx.stop() == 0
 
 
@@ -742,9 +765,6 @@ def test_a_stuck_worker_keeps_memory_and_requests_bounded(tmp_path, reeld, reel,
     assert rx.stop() == 0
 
 
-@pytest.mark.skipif(not HAS_LEASE_EVENTS,
-                    reason="reeld's Run has no attempt field yet: no LEASE_EXPIRED events "
-                           "(issue 21's server side)")
 def test_a_lease_expiry_event_is_pushed_and_claimed_with_its_epoch(tmp_path, reeld, reel, worker):
     check_built()
     # No sweep: the dispatch must come from the LEASE_EXPIRED event.

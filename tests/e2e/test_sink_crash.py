@@ -174,8 +174,9 @@ def test_memory_stays_bounded_while_the_receiver_is_down(tmp_path, reeld, reel):
     time.sleep(20.0)
     rss["later"] = sink.rss_kib()
     assert sink.proc.poll() is None, sink.log()
-    # Nothing was delivered, so nothing was acknowledged.
-    assert (reel.acked("sink.mem") or 0) < 20000
+    # Nothing was delivered, so nothing was acknowledged, however often
+    # the stream was started again after a stall.
+    assert (reel.acked("sink.mem") or 0) == 0
     assert sink.stop() == 0
     print(f"reel-sink RSS: {rss[20000]} KiB at 20,000 events, {rss[100000]} KiB at 100,000, "
           f"{rss['later']} KiB 20 s later")
