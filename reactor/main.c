@@ -6,8 +6,9 @@
  *   reel-reactor check --config FILE
  *
  * run: one reactor (reactor.h) until SIGTERM or SIGINT (taken with
- * sigtimedwait by the main thread: every other thread has them blocked),
- * then requests in flight may finish for up to --stop-grace-ms, what was
+ * sigtimedwait by the main thread: every other thread has them blocked;
+ * a SIGHUP, a closed terminal's, is logged and changes nothing), then
+ * requests in flight may finish for up to --stop-grace-ms, what was
  * settled is acknowledged, and the process exits 0. A consumer that stops
  * for good (taken over, invalidated, a revision no longer retained) exits
  * 1, abandoning requests in flight at once. A bad flag or configuration
@@ -231,6 +232,7 @@ static int cmd_run(const args_t *a, const reactor_config_t *cfg,
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
     o.state_ns = a->state_ns;
     o.consumer = a->consumer;
@@ -278,6 +280,12 @@ static int cmd_run(const args_t *a, const reactor_config_t *cfg,
             rc = 1;
             break;
         }
+        if (sig == SIGHUP) { /* a closed terminal, or a "reload" */
+            REEL_WARN("reactor", "SIGHUP: reel-reactor does not reload its "
+                      "configuration (restart it to apply a change); "
+                      "still running");
+            continue;
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             REEL_INFO("reactor", "%s: finishing requests in flight (up to "
                       "%lld ms), then stopping",
@@ -316,6 +324,7 @@ int main(int argc, char **argv) {
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     if ((rc = parse_args(argc, argv, &a)) != 0)

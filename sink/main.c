@@ -12,7 +12,8 @@
  *
  * run: one runner per configured sink (sink.h), until SIGTERM or SIGINT
  * (taken with sigtimedwait by the main thread: every other thread has them
- * blocked), then each sink finishes what is in flight for up to
+ * blocked; a SIGHUP, a closed terminal's, is logged and changes
+ * nothing), then each sink finishes what is in flight for up to
  * --stop-grace, acknowledges what was done, and the process exits 0. A
  * sink that stops for good (its consumer invalidated, taken over, a
  * revision no longer retained) stops the process: the others stop
@@ -344,6 +345,7 @@ static int cmd_run(const args_t *a, const sink_config_set_t *cfg,
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
     o.state_ns = a->state_ns;
     o.grace_ms = a->grace_ms;
@@ -405,6 +407,12 @@ static int cmd_run(const args_t *a, const sink_config_set_t *cfg,
         if (atomic_load(&fatal_seen)) {
             rc = 1;
             break;
+        }
+        if (sig == SIGHUP) { /* a closed terminal, or a "reload" */
+            REEL_WARN("sink", "SIGHUP: reel-sink does not reload its "
+                      "configuration (restart it to apply a change); "
+                      "still running");
+            continue;
         }
         if (sig == SIGTERM || sig == SIGINT) {
             REEL_INFO("sink", "%s: finishing deliveries in flight (up to "
@@ -961,6 +969,7 @@ int main(int argc, char **argv) {
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     sink_event_init();

@@ -416,6 +416,23 @@ def test_a_dead_letter_reel_refuses_holds_no_other_dispatch(tmp_path):
         server.stop()
 
 
+def test_sighup_is_said_and_changes_nothing(tmp_path, reeld, reel, worker):
+    """A closed terminal's SIGHUP killed reel-reactor at once (exit 129);
+    it now says it does not reload and goes on dispatching."""
+    import signal
+    check_built()
+    rx = Reactor(tmp_path, reeld.addr, config(tmp_path, [app("shop", worker.url)]))
+    a = reel.claimable("shop", 1)
+    wait_for("the first claim", lambda: a.run_id in worker.claimed())
+    rx.proc.send_signal(signal.SIGHUP)
+    rx.wait_log(r"SIGHUP: reel-reactor does not reload its configuration \(restart it "
+                r"to apply a change\); still running")
+    b = reel.claimable("shop", 2)
+    wait_for("the second claim", lambda: b.run_id in worker.claimed())
+    assert rx.proc.poll() is None
+    assert rx.stop() == 0
+
+
 def test_the_sweep_dispatches_a_run_whose_lease_expired(tmp_path, reeld, reel, worker):
     """A run whose LEASE_EXPIRED event the reactor's consumer is already
     past (acknowledged by a reactor that died before dispatching it, say):

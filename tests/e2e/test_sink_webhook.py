@@ -104,6 +104,25 @@ def test_receiver_failing_then_recovering_gets_every_event_in_order(
     assert "delivered after" in sink.log()
 
 
+def test_sighup_is_said_and_changes_nothing(tmp_path, reeld, reel, receiver):
+    """A closed terminal sends SIGHUP: reel-sink died of it at once (exit
+    129, nothing acknowledged since the last ack, all of it delivered
+    again). It now says it does not reload and goes on delivering."""
+    cfg = webhook_config(tmp_path / "c.json", "h", receiver.url, subjects=["kv.app.>"])
+    revs = [reel.set("app", f"k{i}") for i in range(3)]
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    wait_for("the first 3", lambda: len(receiver.delivered()) >= 3)
+    sink.proc.send_signal(signal.SIGHUP)
+    sink.wait_log(r"SIGHUP: reel-sink does not reload its configuration \(restart it "
+                  r"to apply a change\); still running")
+    revs += [reel.set("app", f"k{i}") for i in range(3, 6)]
+    wait_for("all 6", lambda: len(receiver.delivered()) >= 6)
+    assert sink.proc.poll() is None
+    assert sink.stop() == 0
+    assert receiver.delivered_revisions() == revs
+    assert reel.acked("sink.h") == revs[-1]
+
+
 def test_429_waits_for_retry_after(tmp_path, reeld, reel, receiver):
     first = {"done": False}
 
