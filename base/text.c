@@ -146,9 +146,28 @@ static int looks_ipv6(const char *s) {
 reel_code_t reel_addr_check(const char *flag, const char *addr,
                             const char *default_port, int port0, char *out,
                             size_t cap, reel_status_t *st) {
-    const char *close, *colon;
+    const char *close, *colon, *rest;
     unsigned min = port0 ? 0 : 1;
 
+    /* What a newcomer writes for an address, resolved by gRPC as a host
+     * named "39553" or a target of scheme "http" (a DNS failure, retried
+     * for ever): said as what it is instead. */
+    if ((rest = strstr(addr, "://")) != NULL &&
+        (strncmp(addr, "http://", 7) == 0 ||
+         strncmp(addr, "https://", 8) == 0 ||
+         strncmp(addr, "grpc://", 7) == 0 ||
+         strncmp(addr, "grpcs://", 8) == 0))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: \"%.200s\" is a URL: write HOST:PORT, "
+                               "without the scheme (\"%.*s\")",
+                               flag, addr,
+                               (int)strcspn(rest + 3, "/"), rest + 3);
+    if (*addr != '\0' && strspn(addr, "0123456789") == strlen(addr))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: \"%.200s\" is a port alone: write "
+                               "HOST:PORT (\"127.0.0.1:%.20s\" on this "
+                               "machine)",
+                               flag, addr, addr);
     if (strncmp(addr, "unix:", 5) == 0 || strstr(addr, "://") != NULL) {
         if (strlen(addr) >= cap)
             goto bad;

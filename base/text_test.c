@@ -82,6 +82,11 @@ static void test_addresses_take_a_port_in_range_or_the_default(
         {"::1", 1, NULL},
         {"127.0.0.1 :7000", 1, NULL},
         {"127.0.0.1:7000\n", 1, NULL},
+        /* A URL, a port alone: a host named "7000", a DNS failure. */
+        {"http://127.0.0.1:7000", 1, NULL},
+        {"https://reel.example:443/", 1, NULL},
+        {"grpc://h:1", 1, NULL},
+        {"7000", 1, NULL},
     };
     char out[64];
 
@@ -136,6 +141,31 @@ static void test_only_an_ipv6_address_is_told_of_brackets(void **state) {
     }
 }
 
+/* The two mistakes say what they are and what to write. */
+static void test_a_url_or_a_port_alone_is_told_what_to_write(void **state) {
+    const struct {
+        const char *in, *says;
+    } cases[] = {
+        {"http://127.0.0.1:7000/x", "--addr: \"http://127.0.0.1:7000/x\" is "
+                                    "a URL: write HOST:PORT, without the "
+                                    "scheme (\"127.0.0.1:7000\")"},
+        {"39553", "--addr: \"39553\" is a port alone: write HOST:PORT "
+                  "(\"127.0.0.1:39553\" on this machine)"},
+    };
+    char out[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        reel_status_t st = REEL_STATUS_INIT;
+
+        assert_int_equal(reel_addr_check("--addr", cases[i].in, "7878", 0,
+                                         out, sizeof(out), &st),
+                         REEL_INVALID_ARGUMENT);
+        assert_string_equal(reel_status_message(&st), cases[i].says);
+        reel_status_fini(&st);
+    }
+}
+
 static void test_hex_is_two_lowercase_digits_a_byte(void **state) {
     const uint8_t in[] = {0x00, 0x0f, 0xa5, 0xff, 0x10};
     char out[2 * sizeof in + 2];
@@ -154,6 +184,7 @@ int main(void) {
         cmocka_unit_test(test_utf8_refuses_bad_bytes_at_every_offset),
         cmocka_unit_test(test_addresses_take_a_port_in_range_or_the_default),
         cmocka_unit_test(test_only_an_ipv6_address_is_told_of_brackets),
+        cmocka_unit_test(test_a_url_or_a_port_alone_is_told_what_to_write),
         cmocka_unit_test(test_hex_is_two_lowercase_digits_a_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -591,6 +591,11 @@ const char *reel_client_hint(const reel_client_t *c, int code,
     const char *key = flags ? "--tls-key" : "REEL_TLS_KEY";
     int connected;
 
+    if (c != NULL && code == CLIENT_UNAUTHENTICATED && !c->has_token) {
+        snprintf(buf, cap, "reeld at %s asks for a token: give %s",
+                 c->addr, flags ? "--token (or REEL_TOKEN)" : "REEL_TOKEN");
+        return buf;
+    }
     if (c == NULL || code != CLIENT_UNAVAILABLE || details == NULL)
         return NULL;
     /* gRPC says "failed to connect" when no connection was made. */

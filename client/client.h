@@ -161,7 +161,8 @@ const char *reel_client_option_names(const char *details, int flags,
 
 /*
  * What a call's UNAVAILABLE most likely means when gRPC's message does not
- * say it (a TLS mistake reads as a closed socket): a sentence for the
+ * say it (a TLS mistake reads as a closed socket), or an UNAUTHENTICATED
+ * when the client sent no token (which option gives one): a sentence for the
  * user, naming the options by flag ("--tls-ca") when flags is non-zero,
  * else by variable ("REEL_TLS_CA"). Into buf[cap]; NULL when there is
  * nothing to add.

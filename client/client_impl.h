@@ -20,6 +20,7 @@
 #define CLIENT_FAILED_PRECONDITION 9
 #define CLIENT_INTERNAL 13
 #define CLIENT_UNAVAILABLE 14
+#define CLIENT_UNAUTHENTICATED 16
 
 /* In the status message of a stream reeld cancelled for a reader that
  * took nothing while others waited for room (api/rpc.c): resumable. */

@@ -86,7 +86,12 @@ def test_malformed_addr_is_a_usage_error():
                        ("", "is not HOST"),
                        ("::1", "write an IPv6 address in brackets"),
                        ("[::1", "is not HOST"),
-                       ("[::1]:", "is not HOST")):
+                       ("[::1]:", "is not HOST"),
+                       # A DNS failure for ever, before: said as what it is.
+                       ("http://127.0.0.1:7000", 'is a URL: write HOST:PORT, without '
+                                                 'the scheme ("127.0.0.1:7000")'),
+                       ("7000", 'is a port alone: write HOST:PORT ("127.0.0.1:7000" '
+                                'on this machine)')):
         r = run("--addr", addr, "health")
         assert r.returncode == 2 and says in r.stderr, (addr, r.stderr)
         assert "--addr" in r.stderr

@@ -1101,6 +1101,12 @@ def test_reelctl_token_create_ls_revoke(secured):
     assert rv.returncode == 0 and made["id"] in rv.stdout
     denied = ctl("kv", "get", "n", "k", tok=made["token"])
     assert denied.returncode == 1 and "UNAUTHENTICATED" in denied.stderr
+    assert "asks for a token" not in denied.stderr   # one was given
+    # None at all: the refusal says which option gives one.
+    none = ctl("kv", "get", "n", "k")
+    assert none.returncode == 1 and "UNAUTHENTICATED" in none.stderr
+    assert (f"reelctl: reeld at {secured.server.addr} asks for a token: give --token "
+            "(or REEL_TOKEN)") in none.stderr, none.stderr
     bad = ctl("token", "create", "--tenant", "default", "--scope", "kv:read",
               tok=made["token"])
     assert bad.returncode == 1 and made["token"] not in bad.stderr
