@@ -588,6 +588,43 @@ static void usage(FILE *out) {
                  "is seconds\n");
 }
 
+/* A flag getopt did not take (opterr is off), said in one line that
+ * stays in view: unknown, with the closest flag; or missing its value. */
+static void bad_flag(const char *arg) {
+    const char *name = arg, *near = NULL;
+    char word[64];
+    size_t n, best = 4; /* farther than 3 edits is no suggestion */
+
+    while (*name == '-')
+        name++;
+    n = strcspn(name, "=");
+    for (size_t i = 0; i < N_FLAGS; i++)
+        if (strncmp(flags[i].name, name, n) == 0 &&
+            flags[i].name[n] == '\0' && name != arg) {
+            fprintf(stderr, "reeld: --%s needs a value (%s)\n",
+                    flags[i].name, flags[i].arg);
+            return;
+        }
+    snprintf(word, sizeof(word), "%.*s", (int)(n < 63 ? n : 63), name);
+    for (size_t i = 0; i < N_FLAGS; i++) {
+        size_t d = edit_distance(word, flags[i].name);
+
+        if (d < best) {
+            best = d;
+            near = flags[i].name;
+        }
+    }
+    if (near != NULL)
+        fprintf(stderr,
+                "reeld: unknown flag \"%s\"; did you mean --%s? (reeld "
+                "--help lists them)\n",
+                arg, near);
+    else
+        fprintf(stderr,
+                "reeld: unknown flag \"%s\" (reeld --help lists them)\n",
+                arg);
+}
+
 static int parse_config(int argc, char **argv, config_t *cfg) {
     struct option opts[N_FLAGS + 3];
     const char *given[N_FLAGS]; /* by flag, else by variable, else NULL */
@@ -607,6 +644,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     opts[N_FLAGS] = (struct option){"help", no_argument, NULL, 'h'};
     opts[N_FLAGS + 1] = (struct option){"version", no_argument, NULL, 'V'};
     opts[N_FLAGS + 2] = (struct option){NULL, 0, NULL, 0};
+    opterr = 0; /* bad_flag() says it */
     while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
         if (c >= 256 && c < 256 + (int)N_FLAGS) {
             given[c - 256] = flags[c - 256].kind == FLAG_SWITCH ? "1" : optarg;
@@ -616,12 +654,14 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         switch (c) {
         case 'h': usage(stdout); exit(0);
         case 'V': printf("reeld %s\n", REEL_VERSION); exit(0);
-        default: usage(stderr); return -1;
+        default: bad_flag(argv[optind - 1]); return -1;
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "reeld: unexpected argument \"%s\"\n", argv[optind]);
-        usage(stderr);
+        fprintf(stderr,
+                "reeld: unexpected argument \"%s\" (reeld takes flags "
+                "only; reeld --help lists them)\n",
+                argv[optind]);
         return -1;
     }
     for (size_t i = 0; i < N_FLAGS; i++) {

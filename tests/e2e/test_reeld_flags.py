@@ -2,6 +2,7 @@
 environment variable and its default; a value comes from the flag, else
 the variable, else the default; a value out of range is refused (exit 2)
 naming the flag and the range, whichever way it came."""
+import os
 import re
 import subprocess
 
@@ -99,6 +100,23 @@ def test_help_shows_every_flag_with_its_variable_and_default():
     want.update(TEXTS)
     assert rows == want
     assert "  -h, --help" in out.stdout and "  -V, --version" in out.stdout
+
+
+def test_a_mistyped_flag_is_one_line_that_names_the_flag_meant(tmp_path):
+    """getopt's message, then all of --help, scrolled the mistake out of
+    view; now one line, exit 2, nothing started."""
+    for args, want in (
+            (["--data-dri", str(tmp_path)],
+             'reeld: unknown flag "--data-dri"; did you mean --data-dir? '
+             "(reeld --help lists them)\n"),
+            (["--frobnicate"], 'reeld: unknown flag "--frobnicate" (reeld --help lists them)\n'),
+            (["--data-dir", str(tmp_path), "--listen"],
+             "reeld: --listen needs a value (HOST:PORT)\n"),
+            (["stray"], 'reeld: unexpected argument "stray" (reeld takes flags only; '
+                        "reeld --help lists them)\n")):
+        r = subprocess.run([REELD] + args, capture_output=True, text=True, timeout=10)
+        assert (r.returncode, r.stdout, r.stderr) == (2, "", want), args
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("name", sorted(NUMBERS))
