@@ -5,6 +5,8 @@
  * base/json.h has checked it (the server stores only valid JSON, so the
  * string fallback is for an event stored by something else), and 64-bit
  * integers go in raw too, printed exactly instead of through a double.
+ * Each record has the fields reelctl prints, by its names and in its
+ * order (cli/ctl.c, cli/cmd_ws.c); test_sink_webhook.py compares the two.
  */
 #include "sink/event.h"
 
@@ -118,6 +120,10 @@ static cJSON *run_json(const Reel__V1__Run *r) {
     add_i64(o, "created_at_ms", r->created_at_ms);
     add_i64(o, "updated_at_ms", r->updated_at_ms);
     add_i64(o, "ended_at_ms", r->ended_at_ms);
+    cJSON_AddBoolToObject(o, "resumed", r->resumed);
+    add_u64(o, "attempt", r->attempt);
+    add_i64(o, "not_before_ms", r->not_before_ms);
+    cJSON_AddStringToObject(o, "reason", r->reason);
     return o;
 }
 
@@ -166,6 +172,8 @@ static cJSON *signal_json(const Reel__V1__Signal *s) {
     add_i64(o, "sent_at_ms", s->sent_at_ms);
     add_i64(o, "consumed_at_ms", s->consumed_at_ms);
     add_u64(o, "journal_seq", s->journal_seq);
+    cJSON_AddBoolToObject(o, "scheduled", s->scheduled);
+    add_i64(o, "deliver_at_ms", s->deliver_at_ms);
     return o;
 }
 

@@ -8,9 +8,9 @@
  *    "ts_ms": 1764740000000, "value": { ...the module's record... }}
  *
  * the record under the name of the Event's body field (entry, run, value,
- * signal), with the fields reelctl prints, stored JSON (values, payloads,
- * results) embedded as stored, 64-bit numbers exact. A request's body is
- * the Standard Webhooks envelope:
+ * signal, artifact), with the fields reelctl prints, stored JSON (values,
+ * payloads, results) embedded as stored, 64-bit numbers exact. A
+ * request's body is the Standard Webhooks envelope:
  *
  *   {"type": "reel.value_changed", "timestamp": "2026-12-03T09:13:20.000Z",
  *    "data": {...}}

@@ -851,6 +851,108 @@ static void test_event_data_carries_an_artifacts_record(void **state) {
     free(body);
 }
 
+/* Packs ev into buf as the item a sink holds. */
+static void item_of(Reel__V1__Event *ev, uint8_t *buf, sink_item_t *it) {
+    it->len = reel__v1__event__pack(ev, buf);
+    it->bytes = buf;
+    it->revision = ev->revision;
+    it->type = ev->type;
+    it->subject = ev->subject;
+}
+
+/* o's string under k; fails the test if there is none. */
+static const char *string_at(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+
+    if (!cJSON_IsString(v))
+        fail_msg("no string \"%s\"", k);
+    return v->valuestring;
+}
+
+/* What a receiver needs to apply the claimability rule (not_before_ms <=
+ * ts_ms) and to tell a delayed signal from a delivered one: the fields
+ * reelctl prints, by the same names. */
+static void test_event_data_has_a_runs_retry_state_and_a_signals_schedule(
+    void **state) {
+    Reel__V1__Event ev = REEL__V1__EVENT__INIT;
+    Reel__V1__Run r = REEL__V1__RUN__INIT;
+    Reel__V1__Signal g = REEL__V1__SIGNAL__INIT;
+    sink_item_t it = {0};
+    uint8_t buf[512];
+    size_t len;
+    char *data;
+    cJSON *o, *run, *sig;
+
+    (void)state;
+    r.run_id = "01JABCDEFGHJKMNPQRSTVWXYZ0";
+    r.app = "app", r.user = "u", r.session = "s", r.invocation_id = "i";
+    r.status = REEL__V1__RUN__STATUS__RUNNABLE;
+    r.lease_epoch = 3;
+    r.attempt = 4294967295U;
+    r.not_before_ms = 9007199254740993LL;
+    r.reason = "LEASE_EXPIRED";
+    r.resumed = 1;
+    ev.revision = 9;
+    ev.subject = "run.app.01JABCDEFGHJKMNPQRSTVWXYZ0.RUNNABLE";
+    ev.type = REEL__V1__EVENT__TYPE__RUN_CHANGED;
+    ev.ts_ms = 1614265330000;
+    ev.body_case = REEL__V1__EVENT__BODY_RUN;
+    ev.run = &r;
+    item_of(&ev, buf, &it);
+    data = sink_event_data(&it, &len, NULL);
+    assert_non_null(data);
+    o = cJSON_Parse(data);
+    run = cJSON_GetObjectItem(o, "run");
+    assert_true(cJSON_IsObject(run));
+    assert_string_equal(string_at(run, "status"), "RUNNABLE");
+    assert_string_equal(string_at(run, "reason"), "LEASE_EXPIRED");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(run, "resumed")));
+    /* Numbers, exact: not strings, not through a double. */
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItem(run, "attempt")));
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItem(run, "not_before_ms")));
+    assert_non_null(strstr(data, "\"attempt\":4294967295,"));
+    assert_non_null(strstr(data, "\"not_before_ms\":9007199254740993,"));
+    /* reelctl's order: the new fields after ended_at_ms. */
+    assert_non_null(strstr(data, "\"ended_at_ms\":0,\"resumed\":true,"
+                                 "\"attempt\":4294967295,\"not_before_ms\":"
+                                 "9007199254740993,\"reason\":"
+                                 "\"LEASE_EXPIRED\"}"));
+    cJSON_Delete(o);
+    free(data);
+
+    g.run_id = r.run_id;
+    g.name = "wake";
+    g.seq = 2;
+    g.revision = 10;
+    g.sent_at_ms = 1614265330000;
+    g.scheduled = 1;
+    g.deliver_at_ms = 1614265390000;
+    ev.revision = 10;
+    ev.subject = "signal.01JABCDEFGHJKMNPQRSTVWXYZ0.wake.sent";
+    ev.type = REEL__V1__EVENT__TYPE__SIGNAL_SENT;
+    ev.body_case = REEL__V1__EVENT__BODY_SIGNAL;
+    ev.signal = &g;
+    item_of(&ev, buf, &it);
+    data = sink_event_data(&it, &len, NULL);
+    assert_non_null(data);
+    o = cJSON_Parse(data);
+    sig = cJSON_GetObjectItem(o, "signal");
+    assert_true(cJSON_IsObject(sig));
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(sig, "scheduled")));
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItem(sig, "deliver_at_ms")));
+    assert_non_null(strstr(data, "\"journal_seq\":0,\"scheduled\":true,"
+                                 "\"deliver_at_ms\":1614265390000}"));
+    cJSON_Delete(o);
+    free(data);
+    /* Delivered (or sent for now): false and the time, never left out. */
+    g.scheduled = 0;
+    g.deliver_at_ms = 0;
+    item_of(&ev, buf, &it);
+    data = sink_event_data(&it, &len, NULL);
+    assert_non_null(strstr(data, "\"scheduled\":false,\"deliver_at_ms\":0}"));
+    free(data);
+}
+
 static void test_event_batch_body_has_an_array_of_data(void **state) {
     char *datas[2] = {"{\"revision\":1}", "{\"revision\":2}"};
     size_t lens[2] = {14, 14}, len;
@@ -894,6 +996,8 @@ int main(void) {
         cmocka_unit_test(test_window_requeues_what_was_taken_and_not_done),
         cmocka_unit_test(test_event_data_keeps_stored_json_and_exact_numbers),
         cmocka_unit_test(test_event_data_carries_an_artifacts_record),
+        cmocka_unit_test(
+            test_event_data_has_a_runs_retry_state_and_a_signals_schedule),
         cmocka_unit_test(test_event_batch_body_has_an_array_of_data),
     };
 

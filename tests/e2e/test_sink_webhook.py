@@ -11,7 +11,8 @@ enable`; a receiver that never answers;
 dead letters recorded, listed and replayed; concurrent and batched modes;
 SIGTERM; a full queue beside a busy sink keeping memory flat and every
 event once, in order; bad configurations refused with exit 2, and sinks that need
-more open files than the hard limit allows.
+more open files than the hard limit allows; every kind of record with the
+fields reelctl prints.
 """
 import hashlib
 import json
@@ -23,8 +24,10 @@ import time
 
 import pytest
 
-from conftest import REELCTL, free_port
+from conftest import REELCTL, free_port, unary
+from reel.v1 import journal_pb2 as J
 from reel.v1 import kv_pb2 as K
+from reel.v1 import signals_pb2 as S
 from sinkutil import (ASAN, OLD_SECRET, SECRET, Receiver, Sink, check_built,  # noqa: F401
                       no_sink_left, receiver, reel, run_cli, wait_for, webhook_config,
                       write_config)
@@ -650,3 +653,88 @@ def test_an_artifacts_put_and_delete_arrive_with_its_record(tmp_path, reeld, ree
     assert put["data"]["subject"] == "artifact.docs.q.report.txt"
     g = gone["data"]["artifact"]
     assert g["deleted"] is True and g["version"] == 2 and g["sha256"] == ""
+
+
+def _reelctl_events(addr, count):
+    """reelctl events tail's first count events, by revision."""
+    r = subprocess.run([REELCTL, "--addr", addr, "events", "tail", "--count", str(count)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return {e["revision"]: e for e in map(json.loads, r.stdout.splitlines())}
+
+
+def test_every_record_arrives_with_the_fields_reelctl_prints(tmp_path, reeld, reel, receiver):
+    """A receiver applies the README's claimability rule (a RUNNABLE run's
+    not_before_ms <= the event's ts_ms) and tells a delayed signal's
+    delivery from a send: each record carries the fields reelctl prints
+    (attempt, not_before_ms, reason, resumed; scheduled, deliver_at_ms),
+    by the same names, in the same order, with the same values."""
+    claim = unary(reel.ch, "/reel.v1.Journal/ClaimRun", J.ClaimRunRequest, J.Run)
+    get = unary(reel.ch, "/reel.v1.Journal/GetRun", J.GetRunRequest, J.Run)
+    cfg = webhook_config(tmp_path / "c.json", "all", receiver.url)
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    # A lease that expires twice in a row with no append: claimable at once
+    # after the first, backing off a minute (less up to a fifth) after the
+    # second.
+    run = reel.begin(J.BeginRunRequest(app="shop", user="u", session="s",
+                                       invocation_id="inv", lease_owner="w",
+                                       lease_ttl_ms=300,
+                                       retry=J.RetryPolicy(initial_interval_ms=60000)),
+                     timeout=10)
+    rid = run.run_id
+
+    def runnable():
+        g = get(J.GetRunRequest(run_id=rid), timeout=10)
+        return g if g.status == J.Run.RUNNABLE else None
+    wait_for("the first expiry", runnable)
+    claim(J.ClaimRunRequest(run_id=rid, lease_owner="w", lease_ttl_ms=300), timeout=10)
+    expired = wait_for("the second expiry", runnable)
+    assert expired.attempt == 2 and expired.reason == "LEASE_EXPIRED"
+    assert expired.not_before_ms > expired.updated_at_ms
+    # A delayed signal: nothing until its time, then a send as of then.
+    at = int(time.time() * 1000) + 1000
+    sent = reel.send(S.SendSignalRequest(run_id=rid, name="wake", payload='{"n":1}',
+                                         signal_id="w1", deliver_at_ms=at), timeout=10)
+    assert sent.signal.scheduled and sent.signal.deliver_at_ms == at
+    # Every other kind too: journal entries, KV, a signal sent now, an artifact.
+    reel.mixed(0)
+    f = tmp_path / "a.txt"
+    f.write_bytes(b"x\n")
+    r = subprocess.run([REELCTL, "--addr", reeld.addr, "ws", "put", "docs", "a.txt", str(f),
+                        "--meta", "by=me"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+    def delivered_signal():
+        return [d["json"]["data"] for d in receiver.delivered()
+                if d["json"]["data"].get("signal", {}).get("name") == "wake"]
+    wait_for("the delayed signal", delivered_signal)
+    head = reel.head()
+    wait_for("everything", lambda: (reel.acked("sink.all") or 0) >= head)
+    assert sink.stop() == 0
+
+    got = [d["json"]["data"] for d in receiver.delivered()]
+    shown = _reelctl_events(reeld.addr, head)
+    kinds = set()
+    for data in got:
+        e = shown[data["revision"]]
+        assert [data[k] for k in ("revision", "subject", "type", "ts_ms")] == \
+            [e[k] for k in ("revision", "subject", "type", "ts_ms")]
+        (kind, record), = [(k, v) for k, v in data.items()
+                           if k not in ("revision", "subject", "type", "ts_ms")]
+        kinds.add(kind)
+        # The same names in the same order, and the same values.
+        assert list(record.items()) == list(e["body"].items()), (kind, record, e["body"])
+    assert kinds == {"run", "entry", "value", "signal", "artifact"}
+
+    first, second = [d for d in got if d.get("run", {}).get("run_id") == rid and
+                     d["run"]["reason"] == "LEASE_EXPIRED"]
+    # Claimable at once after the first expiry, from not_before_ms after
+    # the second: the rule a receiver applies.
+    assert first["run"]["attempt"] == 1
+    assert first["run"]["not_before_ms"] <= first["ts_ms"]
+    assert second["run"]["attempt"] == 2
+    assert second["run"]["not_before_ms"] == expired.not_before_ms > second["ts_ms"]
+    assert second["run"]["status"] == "RUNNABLE" and second["run"]["resumed"] is False
+    sig, = [d["signal"] for d in delivered_signal()]
+    assert sig["scheduled"] is False and sig["deliver_at_ms"] == at
+    assert sig["sent_at_ms"] >= at and sig["signal_id"] == "w1"
