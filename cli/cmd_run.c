@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -37,6 +36,7 @@ enum run_flag {
     RF_WAIT,
     RF_LABEL,
     RF_WAITING_ON,
+    RF_SIGNAL_TIMEOUT,
     RF_APP,
     RF_USER,
     RF_SESSION,
@@ -57,6 +57,8 @@ enum run_flag {
 #define RUN_MAX_TTL_MS 86400000
 /* The server's bound on ClaimNextRun's wait (JOURNAL_MAX_CLAIM_WAIT_MS). */
 #define RUN_MAX_WAIT_MS 300000
+/* The server's bound on SuspendRun's timeout (JOURNAL_MAX_SUSPEND_MS). */
+#define RUN_MAX_SUSPEND_MS 31536000000ULL
 
 static const ctl_flag_spec_t run_flags[RF_COUNT] = {
     [RF_OWNER] = {"--owner", CTL_STR, "NAME", 0, 0},
@@ -65,6 +67,12 @@ static const ctl_flag_spec_t run_flags[RF_COUNT] = {
     [RF_WAIT] = {"--wait", CTL_DURATION, "DURATION", RUN_MAX_WAIT_MS, 0},
     [RF_LABEL] = {"--label", CTL_STR, "K=V", 0, 1},
     [RF_WAITING_ON] = {"--waiting-on", CTL_STR, "SIGNAL_NAME", 0, 0},
+    /*
+     * Not --timeout: that is the global flag (the call's deadline), which
+     * reelctl takes anywhere on the line.
+     */
+    [RF_SIGNAL_TIMEOUT] = {"--signal-timeout", CTL_DURATION, "DURATION",
+                           RUN_MAX_SUSPEND_MS, 0},
     [RF_APP] = {"--app", CTL_STR, "APP", 0, 0},
     [RF_USER] = {"--user", CTL_STR, "USER", 0, 0},
     [RF_SESSION] = {"--session", CTL_STR, "SESSION", 0, 0},
@@ -128,13 +136,6 @@ static int parse_status(const ctl_args_t *a, int terminal,
 
 /* ---- Printing ------------------------------------------------------------ */
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * "run 01J... RUNNING epoch 1 (owner w1, lease until 2024-...Z) resumed";
  * listed, without "run " and with the run's name after the status.
@@ -149,14 +150,14 @@ static void print_run_line(const Reel__V1__Run *r, int listed) {
     printf(" epoch %llu", (unsigned long long)r->lease_epoch);
     if (r->status == REEL__V1__RUN__STATUS__RUNNING)
         printf(" (owner %s, lease %s %s)", ctl_name(r->lease_owner),
-               r->lease_expires_at_ms < now_ms() ? "expired" : "until",
+               r->lease_expires_at_ms < ctl_now_ms() ? "expired" : "until",
                ctl_iso_time(r->lease_expires_at_ms, t, sizeof(t)));
     else if (r->status == REEL__V1__RUN__STATUS__WAITING)
         printf(" (waiting on %s)", r->waiting_on);
     else if (is_terminal(r->status) && r->ended_at_ms != 0)
         printf(" (ended %s)", ctl_iso_time(r->ended_at_ms, t, sizeof(t)));
     else if (r->status == REEL__V1__RUN__STATUS__RUNNABLE &&
-             r->not_before_ms > now_ms())
+             r->not_before_ms > ctl_now_ms())
         printf(" (backing off until %s)",
                ctl_iso_time(r->not_before_ms, t, sizeof(t)));
     if (*r->reason)
@@ -420,6 +421,7 @@ static int run_suspend(ctl_t *ctl, const ctl_args_t *a) {
     req.run_id = a->pos[0];
     req.lease_epoch = a->num[RF_EPOCH];
     req.waiting_on = a->str[RF_WAITING_ON];
+    req.timeout_ms = (int64_t)a->num[RF_SIGNAL_TIMEOUT]; /* 0: none */
     r = ctl_call(ctl, a, "SuspendRun", &req, &reel__v1__run__descriptor, &rc);
     return r != NULL ? finish_run(ctl, r, 0, 0) : rc;
 }
@@ -595,9 +597,13 @@ static const ctl_command_t run_commands[] = {
     {"heartbeat", {"RUN_ID"}, 1, RF(RF_EPOCH) | RF(RF_TTL), RF(RF_EPOCH),
      "extend the lease held at --epoch by --ttl (default 30s)",
      run_heartbeat},
-    {"suspend", {"RUN_ID"}, 1, RF(RF_EPOCH) | RF(RF_WAITING_ON),
+    {"suspend", {"RUN_ID"}, 1,
+     RF(RF_EPOCH) | RF(RF_WAITING_ON) | RF(RF_SIGNAL_TIMEOUT),
      RF(RF_EPOCH) | RF(RF_WAITING_ON),
-     "give up the lease and park the run until the signal arrives",
+     "give up the lease and park the run until the signal arrives;\n"
+     "      --signal-timeout: or until DURATION (at most 365d) has passed:\n"
+     "      then it is RUNNABLE (reason SIGNAL_TIMEOUT), and its journal\n"
+     "      has a \"signal\" entry saying \"timed_out\":true",
      run_suspend},
     {"end", {"RUN_ID"}, 1, RF(RF_EPOCH) | RF(RF_STATUS) | RF(RF_RESULT),
      RF(RF_EPOCH) | RF(RF_STATUS),

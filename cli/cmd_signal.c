@@ -1,5 +1,6 @@
 /*
- * cli/cmd_signal.c: reelctl signal send|await|ls, on reel.v1.Signals.
+ * cli/cmd_signal.c: reelctl signal send|await|ls|cancel, on
+ * reel.v1.Signals.
  *
  * A signal is printed as a line ("3 approve pending {"ok":true} (sent
  * ...)") or, with --json, as one object holding every field, its payload
@@ -11,6 +12,14 @@
  *
  * A payload may come from standard input ("-") or a file ("@FILE"); -q
  * prints the sent signal's seq alone.
+ *
+ * send --at TIME or --in DURATION sends deliver_at_ms: the server stores
+ * the signal as scheduled and delivers it then (a time already past is
+ * now). --in counts from this machine's clock: the server takes the time
+ * as given, so one whose clock differs delivers early or late by the
+ * difference. cancel removes a scheduled signal, named by the id it was
+ * sent with (--id), so send says when a scheduled one has none. The
+ * server's answer is printed as it is: whether it was scheduled, for when.
  *
  * await is a long poll: --wait is sent as the request's timeout. The
  * server waits at most its cap (--signal-max-wait-ms, 5 minutes by
@@ -41,6 +50,8 @@ enum signal_flag {
     SF_USER,
     SF_SESSION,
     SF_ID,
+    SF_AT,
+    SF_IN,
     SF_EPOCH,
     SF_WAIT,
     SF_NAME,
@@ -56,6 +67,9 @@ static const ctl_flag_spec_t signal_flags[SF_COUNT] = {
     [SF_USER] = {"--user", CTL_STR, "USER", 0, 0},
     [SF_SESSION] = {"--session", CTL_STR, "SESSION", 0, 0},
     [SF_ID] = {"--id", CTL_STR, "SIGNAL_ID", 0, 0},
+    [SF_AT] = {"--at", CTL_STR, "TIME", 0, 0},
+    /* CTL_STR, like --wait: "--in 0" (now) is fine. */
+    [SF_IN] = {"--in", CTL_STR, "DURATION", 0, 0},
     [SF_EPOCH] = {"--epoch", CTL_NUM, "N", UINT64_MAX, 0},
     /* CTL_STR: unlike CTL_DURATION, "--wait 0" (answer at once) is fine. */
     [SF_WAIT] = {"--wait", CTL_STR, "DURATION", 0, 0},
@@ -67,6 +81,16 @@ static const ctl_flag_spec_t signal_flags[SF_COUNT] = {
 };
 
 #define SF(f) CTL_F(f)
+
+/* The server's bound on a delay (SIGNALS_MAX_DELAY_MS): 365 days. */
+#define SIGNAL_MAX_DELAY_MS 31536000000LL
+
+/*
+ * A --at in digits below this (March 1973, in ms) is taken for seconds:
+ * as ms it would be delivered at once, and as seconds it reaches the year
+ * 5138.
+ */
+#define SIGNAL_MIN_AT_MS 100000000000LL
 
 static const char *status_name(Reel__V1__Run__Status s) {
     return ctl_enum_name(&reel__v1__run__status__descriptor, (int)s);
@@ -161,6 +185,69 @@ static int send_target(const ctl_args_t *a, Reel__V1__SendSignalRequest *req) {
     return 0;
 }
 
+/*
+ * --at or --in as req's deliver_at_ms (left 0, now, without either);
+ * EXIT_USAGE after saying what is wrong.
+ */
+static int send_when(const ctl_args_t *a, Reel__V1__SendSignalRequest *req) {
+    char t[40];
+    int64_t ms;
+
+    if (ctl_has(a, SF_AT) && ctl_has(a, SF_IN))
+        return ctl_usage_error(a, "--at and --in exclude each other (--at "
+                                  "TIME: when; --in DURATION: how long from "
+                                  "now)");
+    if (ctl_has(a, SF_IN)) {
+        if ((ms = ctl_parse_duration_ms(a->str[SF_IN])) < 0)
+            return ctl_usage_error(a,
+                                   "--in: \"%s\" is not a duration (e.g. "
+                                   "500ms, 30s, 5m, 1h, 1d)",
+                                   a->str[SF_IN]);
+        if (ms > SIGNAL_MAX_DELAY_MS)
+            return ctl_usage_error(a, "--in: %s is too long (at most 365d)",
+                                   a->str[SF_IN]);
+        req->deliver_at_ms = ctl_now_ms() + ms;
+    } else if (ctl_has(a, SF_AT)) {
+        if (ctl_parse_time_ms(a->str[SF_AT], &ms) != 0)
+            return ctl_usage_error(
+                a,
+                "--at: \"%s\" is not a time (ms since 1970, e.g. "
+                "1767225600000, or RFC 3339, e.g. 2026-01-01T00:00:00Z or "
+                "2026-01-01T01:00:00+01:00)",
+                a->str[SF_AT]);
+        if (ms < SIGNAL_MIN_AT_MS &&
+            a->str[SF_AT][strspn(a->str[SF_AT], "0123456789")] == '\0')
+            return ctl_usage_error(a,
+                                   "--at: %s ms since 1970 is %s (seconds? "
+                                   "--at takes ms, or RFC 3339)",
+                                   a->str[SF_AT],
+                                   ctl_iso_time(ms, t, sizeof(t)));
+        req->deliver_at_ms = ms;
+    }
+    return 0;
+}
+
+/* The text line for a send's answer, and what a scheduled one lacks. */
+static void print_sent(const ctl_args_t *a,
+                       const Reel__V1__SendSignalResponse *resp) {
+    const Reel__V1__Signal *s = resp->signal;
+    char t[40];
+
+    printf("signal %s seq %llu to run %s (run %s)", s->name,
+           (unsigned long long)s->seq, s->run_id,
+           status_name(resp->run_status));
+    if (s->scheduled)
+        printf(" scheduled for %s",
+               ctl_iso_time(s->deliver_at_ms, t, sizeof(t)));
+    printf("%s%s\n", resp->duplicate ? " duplicate" : "",
+           resp->accepted ? "" : " not accepted");
+    if (s->scheduled && *s->signal_id == '\0')
+        ctl_hint("sent without --id: signal cancel names a scheduled signal "
+                 "by its id, so this one cannot be cancelled");
+    else if (!s->scheduled && !resp->duplicate && ctl_has(a, SF_AT))
+        ctl_hint("--at %s has passed: delivered now", a->str[SF_AT]);
+}
+
 static int signal_send(ctl_t *ctl, const ctl_args_t *a) {
     Reel__V1__SendSignalRequest req = REEL__V1__SEND_SIGNAL_REQUEST__INIT;
     Reel__V1__SendSignalResponse *resp;
@@ -171,7 +258,7 @@ static int signal_send(ctl_t *ctl, const ctl_args_t *a) {
 
     if (ctl_has(a, SF_QUIET) && ctl->json)
         return ctl_usage_error(a, "--quiet and --json exclude each other");
-    if ((rc = send_target(a, &req)) != 0)
+    if ((rc = send_target(a, &req)) != 0 || (rc = send_when(a, &req)) != 0)
         return rc;
     if (ctl_has(a, SF_ID))
         req.signal_id = a->str[SF_ID];
@@ -204,11 +291,7 @@ static int signal_send(ctl_t *ctl, const ctl_args_t *a) {
     } else if (ctl_has(a, SF_QUIET)) {
         printf("%llu\n", (unsigned long long)s->seq);
     } else {
-        printf("signal %s seq %llu to run %s (run %s)%s%s\n", s->name,
-               (unsigned long long)s->seq, s->run_id,
-               status_name(resp->run_status),
-               resp->duplicate ? " duplicate" : "",
-               resp->accepted ? "" : " not accepted");
+        print_sent(a, resp);
     }
     reel__v1__send_signal_response__free_unpacked(resp, NULL);
     return rc;
@@ -366,17 +449,51 @@ static int signal_ls(ctl_t *ctl, const ctl_args_t *a) {
     return rc;
 }
 
+/* ---- cancel ------------------------------------------------------------ */
+
+static int signal_cancel(ctl_t *ctl, const ctl_args_t *a) {
+    Reel__V1__CancelSignalRequest req = REEL__V1__CANCEL_SIGNAL_REQUEST__INIT;
+    Reel__V1__Signal *s;
+    char t[40];
+    int rc;
+
+    req.run_id = a->pos[0];
+    req.signal_id = a->pos[1];
+    s = ctl_call(ctl, a, "CancelSignal", &req, &reel__v1__signal__descriptor,
+                 &rc);
+    if (s == NULL)
+        return rc;
+    if (ctl->json) {
+        cJSON *o = ctl_signal_json(s);
+
+        cJSON_AddBoolToObject(o, "cancelled", 1);
+        ctl_print_json_line(o);
+    } else {
+        printf("cancelled signal %s seq %llu to run %s (id %s), due %s\n",
+               s->name, (unsigned long long)s->seq, s->run_id,
+               ctl_name(s->signal_id),
+               ctl_iso_time(s->deliver_at_ms, t, sizeof(t)));
+    }
+    reel__v1__signal__free_unpacked(s, NULL);
+    return EXIT_OK;
+}
+
 static const ctl_command_t signal_commands[] = {
     {"send",
      {"(RUN_ID | --app APP --user USER --session SESSION)", "NAME",
       "PAYLOAD_JSON"},
-     1, SF(SF_APP) | SF(SF_USER) | SF(SF_SESSION) | SF(SF_ID) | SF(SF_QUIET),
+     1,
+     SF(SF_APP) | SF(SF_USER) | SF(SF_SESSION) | SF(SF_ID) | SF(SF_AT) |
+         SF(SF_IN) | SF(SF_QUIET),
      0,
      "send a signal to the run, or to the session's newest run that has "
      "not\n"
      "      ended; PAYLOAD_JSON: JSON, - (standard input) or @FILE; --id: a\n"
      "      retry with the same id is stored once; -q, --quiet: print the "
-     "seq alone",
+     "seq alone;\n"
+     "      --at TIME (ms since 1970, or RFC 3339: 2026-01-01T09:00:00Z) or\n"
+     "      --in DURATION (30s, 5m, 1h; at most 365d): deliver it then, not\n"
+     "      now (a time past is now); give --id to be able to cancel it",
      signal_send},
     {"await", {"RUN_ID", "NAME"}, 2, SF(SF_EPOCH) | SF(SF_WAIT), SF(SF_EPOCH),
      "consume the oldest pending NAME signal as the lease at --epoch,\n"
@@ -392,6 +509,10 @@ static const ctl_command_t signal_commands[] = {
      "      --consumed: then the consumed ones too; --limit N: one page of\n"
      "      at most N (--all: every page, N at a time)",
      signal_ls},
+    {"cancel", {"RUN_ID", "SIGNAL_ID"}, 2, 0, 0,
+     "remove a signal sent with --at or --in and --id SIGNAL_ID before\n"
+     "      its time; one already delivered is FAILED_PRECONDITION",
+     signal_cancel},
     {NULL, {NULL}, 0, 0, 0, NULL, NULL},
 };
 

@@ -192,6 +192,105 @@ const char *ctl_format_duration(int64_t ms, char *buf, size_t size) {
     return buf;
 }
 
+/* 9999-12-31T23:59:59.999Z: the last instant RFC 3339's four digits spell. */
+#define MAX_TIME_MS 253402300799999LL
+
+/* n digits at *p into *out, moving *p past them; -1 if one is not a digit. */
+static int take_digits(const char **p, int n, int *out) {
+    int v = 0;
+
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (**p < '0' || **p > '9')
+            return -1;
+        v = v * 10 + (**p - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Whether *p is one of the characters in any, moving *p past it. */
+static int take_char(const char **p, const char *any) {
+    if (**p == '\0' || strchr(any, **p) == NULL)
+        return 0;
+    (*p)++;
+    return 1;
+}
+
+static int days_in_month(int year, int month) {
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+
+    return month == 2 && leap ? 29 : days[month - 1];
+}
+
+/*
+ * RFC 3339's date-time: "2026-01-01T00:00:00Z", a fraction and a numeric
+ * offset allowed; "t", "z" and a space for "T" as its section 5.6 allows.
+ * A leap second (":60") is the next second's first instant.
+ */
+static int parse_rfc3339(const char *p, int64_t *ms) {
+    int y, mo, d, h, mi, sec, oh = 0, om = 0, sign = 0, frac = 0;
+    struct tm tm;
+    time_t t;
+
+    if (take_digits(&p, 4, &y) || !take_char(&p, "-") ||
+        take_digits(&p, 2, &mo) || !take_char(&p, "-") ||
+        take_digits(&p, 2, &d) || !take_char(&p, "Tt ") ||
+        take_digits(&p, 2, &h) || !take_char(&p, ":") ||
+        take_digits(&p, 2, &mi) || !take_char(&p, ":") ||
+        take_digits(&p, 2, &sec))
+        return -1;
+    if (take_char(&p, ".")) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        /* ms from the first three digits; the rest are finer than ms. */
+        for (int scale = 100; *p >= '0' && *p <= '9'; p++, scale /= 10)
+            frac += (*p - '0') * scale;
+    }
+    if (!take_char(&p, "Zz")) {
+        if (*p != '+' && *p != '-')
+            return -1;
+        sign = *p++ == '-' ? -1 : 1;
+        if (take_digits(&p, 2, &oh) || !take_char(&p, ":") ||
+            take_digits(&p, 2, &om))
+            return -1;
+    }
+    if (*p != '\0' || y < 1970 || mo < 1 || mo > 12 || d < 1 ||
+        d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60 ||
+        oh > 23 || om > 59)
+        return -1;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    if ((t = timegm(&tm)) == (time_t)-1)
+        return -1;
+    *ms = ((int64_t)t - sign * (oh * 3600 + om * 60)) * 1000 + frac;
+    return *ms >= 0 && *ms <= MAX_TIME_MS ? 0 : -1;
+}
+
+int ctl_parse_time_ms(const char *s, int64_t *ms) {
+    uint64_t v;
+
+    if (*s >= '0' && *s <= '9' && s[strspn(s, "0123456789")] == '\0') {
+        if (ctl_parse_u64(s, MAX_TIME_MS, &v) != 0)
+            return -1;
+        *ms = (int64_t)v;
+        return 0;
+    }
+    return parse_rfc3339(s, ms);
+}
+
+int64_t ctl_now_ms(void) {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Whether s is a port: 1-65535 in digits. */
 /* A malloc'd copy of s, or NULL said. */
 static char *dup_or_say(const char *s) {

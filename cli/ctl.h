@@ -157,6 +157,17 @@ int64_t ctl_parse_duration_ms(const char *s);
 const char *ctl_format_duration(int64_t ms, char *buf, size_t size);
 
 /*
+ * A point in time as a flag takes it (--at): ms since 1970 in digits
+ * ("1767225600000"), or RFC 3339 with a zone ("2026-01-01T00:00:00Z",
+ * "2026-01-01T01:00:00.250+01:00"; a fraction past ms is dropped). 0 with
+ * *ms set, or -1 if malformed or out of range (years 1970-9999).
+ */
+int ctl_parse_time_ms(const char *s, int64_t *ms);
+
+/* This machine's clock, in ms since 1970 (reel's times are on that scale). */
+int64_t ctl_now_ms(void);
+
+/*
  * "HOST:PORT" as given, "HOST" with CTL_DEFAULT_PORT, "[V6]" likewise;
  * "unix:PATH" and "SCHEME://..." targets as given. Returns a malloc'd
  * target, or NULL after saying (on stderr, naming flag) what is wrong.

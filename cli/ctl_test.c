@@ -1,6 +1,6 @@
 /*
- * cli/ctl_test.c: what reelctl's commands share: durations, --addr forms,
- * stored JSON printed as stored, values from a file.
+ * cli/ctl_test.c: what reelctl's commands share: durations, times,
+ * --addr forms, stored JSON printed as stored, values from a file.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -54,6 +54,66 @@ static void test_durations_print_as_the_limits_are_written(void **state) {
     assert_string_equal(ctl_format_duration(1500, buf, sizeof(buf)),
                         "1500ms");
     assert_string_equal(ctl_format_duration(0, buf, sizeof(buf)), "0ms");
+}
+
+static void test_times_take_ms_and_rfc3339_and_refuse_the_rest(void **state) {
+    static const struct {
+        const char *text;
+        int64_t ms; /* -1: refused */
+    } cases[] = {
+        {"1767225600000", 1767225600000LL},
+        {"0", 0},
+        {"2026-01-01T00:00:00Z", 1767225600000LL},
+        {"2026-01-01t00:00:00z", 1767225600000LL},
+        {"2026-01-01 00:00:00Z", 1767225600000LL},
+        {"2026-01-01T00:00:00.250Z", 1767225600250LL},
+        {"2026-01-01T00:00:00.5Z", 1767225600500LL},
+        {"2026-01-01T00:00:00.123456789Z", 1767225600123LL},
+        {"2026-01-01T01:30:00+01:30", 1767225600000LL},
+        {"2025-12-31T22:00:00-02:00", 1767225600000LL},
+        {"2028-02-29T00:00:00Z", 1835395200000LL}, /* a leap year's */
+        {"2016-12-31T23:59:60Z", 1483228800000LL}, /* a leap second */
+        {"1970-01-01T00:00:00Z", 0},
+        {"9999-12-31T23:59:59.999Z", 253402300799999LL},
+        {"253402300800000", -1}, /* past 9999 */
+        {"99999999999999999999", -1},
+        {"1969-12-31T23:59:59Z", -1},
+        {"1970-01-01T00:00:00+00:01", -1}, /* before 1970 */
+        {"2027-02-29T00:00:00Z", -1},
+        {"2026-04-31T00:00:00Z", -1},
+        {"2026-13-01T00:00:00Z", -1},
+        {"2026-00-01T00:00:00Z", -1},
+        {"2026-01-01T24:00:00Z", -1},
+        {"2026-01-01T00:60:00Z", -1},
+        {"2026-01-01T00:00:61Z", -1},
+        {"2026-01-01T00:00:00", -1},  /* no zone */
+        {"2026-01-01T00:00Z", -1},    /* no seconds */
+        {"2026-01-01T00:00:00.Z", -1},
+        {"2026-01-01T00:00:00+0100", -1},
+        {"2026-01-01T00:00:00+24:00", -1},
+        {"2026-01-01T00:00:00Zx", -1},
+        {"2026-1-01T00:00:00Z", -1},
+        {"2026-01-01", -1},
+        {"", -1},
+        {"-1", -1},
+        {"+1767225600000", -1},
+        {" 1767225600000", -1},
+        {"1767225600000 ", -1},
+        {"1.5", -1},
+        {"1h", -1},
+        {"now", -1},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        int64_t got = -1;
+
+        if (ctl_parse_time_ms(cases[i].text, &got) != 0)
+            got = -1;
+        if (got != cases[i].ms)
+            fail_msg("\"%s\": %lld, not %lld", cases[i].text, (long long)got,
+                     (long long)cases[i].ms);
+    }
 }
 
 /* ctl_resolve_addr's answer for addr, or "" when it refuses it. */
@@ -195,6 +255,7 @@ int main(void) {
         cmocka_unit_test(test_names_never_break_a_line_nor_drive_the_terminal),
         cmocka_unit_test(test_durations_take_every_unit_and_refuse_the_rest),
         cmocka_unit_test(test_durations_print_as_the_limits_are_written),
+        cmocka_unit_test(test_times_take_ms_and_rfc3339_and_refuse_the_rest),
         cmocka_unit_test(test_addr_without_a_port_gets_the_default_port),
         cmocka_unit_test(test_stored_json_is_embedded_byte_for_byte),
         cmocka_unit_test(

@@ -34,7 +34,7 @@ def test_help_for_a_group_and_for_everything():
     for args in (["help", "signal"], ["signal", "--help"]):
         r = run(*args)
         assert r.returncode == 0, (args, r.stderr)
-        for sub in ("send", "await", "ls"):
+        for sub in ("send", "await", "ls", "cancel"):
             assert f"\n  signal {sub} " in r.stdout, (args, r.stdout)
         assert "kv set" not in r.stdout
     for args in (["help"], ["--help"], ["-h"]):

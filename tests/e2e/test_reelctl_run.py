@@ -1,5 +1,5 @@
 """reelctl run / journal against a real reeld: a run's life, --json, fencing,
-usage errors."""
+usage errors, and a suspension's --signal-timeout."""
 import json
 import re
 import subprocess
@@ -176,6 +176,49 @@ def test_a_waiting_run_is_cancelled_at_the_epoch_it_was_suspended_at(reeld):
     assert r.returncode == 1 and "FAILED_PRECONDITION" in r.stderr, r.stderr
 
 
+def test_suspend_with_a_signal_timeout_is_runnable_once_it_passes(reeld):
+    """--signal-timeout is SuspendRun's timeout_ms: no signal by then, and
+    the run is RUNNABLE (SIGNAL_TIMEOUT) with a timed-out "signal" entry."""
+    a = reeld.addr
+    run_id, epoch, _ = begin(a, "app", "st", "s", "i", "--owner", "w1")
+    before = int(time.time() * 1000)
+    sus = ok(a, "run", "suspend", run_id, "--epoch", str(epoch), "--waiting-on", "approval",
+             "--signal-timeout", "1s")
+    assert sus.startswith(f"run {run_id} WAITING") and "waiting on approval" in sus, sus
+
+    deadline = time.monotonic() + 20
+    while True:
+        run = json.loads(ok(a, "--json", "run", "get", run_id))
+        if run["status"] != "WAITING" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert run["status"] == "RUNNABLE" and run["reason"] == "SIGNAL_TIMEOUT", run
+    assert run["updated_at_ms"] >= before + 1000, (run, before)
+    entries = [json.loads(l) for l in ok(a, "--json", "journal", "read", run_id).splitlines()]
+    assert [(x["kind"], x["payload"]) for x in entries] == \
+        [("signal", {"name": "approval", "signal_id": "", "timed_out": True})], entries
+    line = ok(a, "run", "get", run_id).splitlines()[0]
+    assert line.startswith(f"run {run_id} RUNNABLE") and "[SIGNAL_TIMEOUT, " in line, line
+    # A worker takes it on as any runnable run.
+    claim = ok(a, "run", "claim", run_id, "--owner", "w2")
+    assert RUN_LINE.match(claim).group(2) == "RUNNING", claim
+
+
+def test_a_signal_before_the_timeout_wakes_the_run_and_the_timeout_does_nothing(reeld):
+    a = reeld.addr
+    run_id, epoch, _ = begin(a, "app", "st", "s", "j", "--owner", "w1")
+    ok(a, "run", "suspend", run_id, "--epoch", str(epoch), "--waiting-on", "approval",
+       "--signal-timeout", "1s")
+    ok(a, "signal", "send", run_id, "approval", '{"ok":true}')
+    run = json.loads(ok(a, "--json", "run", "get", run_id))
+    assert run["status"] == "RUNNABLE" and run["reason"] == "SIGNAL", run
+    time.sleep(1.5)
+    again = json.loads(ok(a, "--json", "run", "get", run_id))
+    assert again["status"] == "RUNNABLE" and again["reason"] == "SIGNAL", again
+    assert again["updated_at_ms"] == run["updated_at_ms"], (run, again)
+    assert ok(a, "journal", "read", run_id) == ""
+
+
 def test_unknown_run_is_a_server_error(reeld):
     r = reelctl(reeld.addr, "run", "get", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr
@@ -195,6 +238,13 @@ def test_usage_errors_exit_2(reeld):
         (["run", "heartbeat", rid, "--epoch", "x"], "--epoch"),
         (["run", "heartbeat", rid, "--epoch", "-1"], "--epoch"),
         (["run", "suspend", rid, "--epoch", "1"], "missing --waiting-on"),
+        (["run", "suspend", rid, "--epoch", "1", "--waiting-on", "a", "--signal-timeout", "0"],
+         '--signal-timeout: "0" is not a positive duration (e.g. 500ms, 30s, 2m, 1h, 1d)'),
+        (["run", "suspend", rid, "--epoch", "1", "--waiting-on", "a", "--signal-timeout", "soon"],
+         '--signal-timeout: "soon" is not a positive duration'),
+        (["run", "suspend", rid, "--epoch", "1", "--waiting-on", "a", "--signal-timeout", "366d"],
+         "--signal-timeout: 366d is too long (at most 365d)"),
+        (["run", "heartbeat", rid, "--epoch", "1", "--signal-timeout", "1s"], "unknown flag"),
         (["run", "end", rid, "--epoch", "1", "--status", "running"], "--status"),
         (["run", "ls", "--status", "sleeping"], "--status"),
         (["run", "ls", "--limit", "99999999999"], "--limit"),

@@ -1,5 +1,6 @@
 """reelctl signal against a real reeld: send, await (at once, long-polled,
-woken by a send), ls, session routing, --json, fencing, usage errors."""
+woken by a send), ls, session routing, --json, fencing, usage errors, and
+timers: send --at / --in (delivered at its time, not before), cancel."""
 import json
 import os
 import re
@@ -387,3 +388,228 @@ def test_a_scheduled_signal_is_listed_as_scheduled_with_its_due_time(reeld):
     got = [json.loads(l) for l in ok(a, "--json", "signal", "ls", rid).splitlines()]
     assert [(g["name"], g["scheduled"], g["deliver_at_ms"]) for g in got] == \
         [("later", True, due), ("now", False, 0)], got
+
+
+# ---- Timers: send --at / --in, cancel -----------------------------------------
+
+SCHEDULED_LINE = re.compile(r"^signal (\S+) seq (\d+) to run ([0-9A-Z]{26}) \(run (\w+)\) "
+                            r"scheduled for (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)( duplicate)?$")
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def iso_ms(text):
+    """"2026-01-01T00:00:00.250Z" (as reelctl prints times) in ms since 1970."""
+    import calendar
+    secs, frac = text.rstrip("Z").split(".")
+    return calendar.timegm(time.strptime(secs, "%Y-%m-%dT%H:%M:%S")) * 1000 + int(frac)
+
+
+def rfc3339(ms, offset_minutes=0):
+    """ms as RFC 3339 with the given UTC offset ("+02:00"), to the second."""
+    t = time.gmtime(ms // 1000 + offset_minutes * 60)
+    sign = "-" if offset_minutes < 0 else "+"
+    off = abs(offset_minutes)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f"{sign}{off // 60:02d}:{off % 60:02d}"
+
+
+def await_json(addr, rid, name, epoch, *args):
+    """signal await --json: (exit status, its answer)."""
+    r = reelctl(addr, "--json", "signal", "await", rid, name, "--epoch", epoch, *args)
+    assert r.returncode in (0, 1) and r.stdout, (r.stdout, r.stderr)
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_a_signal_sent_in_1s_is_delivered_at_its_time_and_not_before(reeld):
+    a = reeld.addr
+    rid, e = begin(a, "app", "tim", "s", "nap", "--owner", "w1")
+    before = now_ms()
+    sent = json.loads(ok(a, "--json", "signal", "send", rid, "nap", '{"n":1}', "--in", "1s",
+                         "--id", "nap-1"))
+    after = now_ms()
+    # What the server stored: scheduled, due a second after the send.
+    assert sent["scheduled"] is True and sent["signal_id"] == "nap-1", sent
+    due = sent["deliver_at_ms"]
+    assert before + 1000 <= due <= after + 1000, (before, due, after)
+    assert sent["consumed_at_ms"] == 0 and sent["run_status"] == "RUNNING", sent
+
+    listed = ok(a, "signal", "ls", rid).splitlines()
+    assert len(listed) == 1 and listed[0].startswith(f"{sent['seq']} nap scheduled ")
+    assert listed[0].endswith(", id nap-1)"), listed
+
+    # Before its time nothing is pending: an await at once gets nothing.
+    code, got = await_json(a, rid, "nap", e, "--wait", "0")
+    if now_ms() < due - 100:  # the call was over well before the signal's time
+        assert code == 1 and got["delivered"] is False, (due, got)
+
+    # A long poll gets it once it is due, under a new seq, never before.
+    code, got = await_json(a, rid, "nap", e, "--wait", "20s")
+    assert code == 0 and got["delivered"] is True, got
+    s = got["signal"]
+    assert s["name"] == "nap" and s["payload"] == {"n": 1} and s["signal_id"] == "nap-1"
+    assert s["scheduled"] is False and s["deliver_at_ms"] == due, s
+    assert s["sent_at_ms"] >= due and s["consumed_at_ms"] >= due, s
+    assert s["seq"] > sent["seq"], s
+    # Recorded in the journal like any delivery.
+    entries = [json.loads(l) for l in ok(a, "--json", "journal", "read", rid).splitlines()]
+    rec = [x for x in entries if x["seq"] == got["journal_seq"]]
+    assert rec and rec[0]["kind"] == "signal" and rec[0]["ts_ms"] >= due, entries
+    assert rec[0]["payload"]["signal_id"] == "nap-1", rec
+
+
+def test_a_delayed_signal_wakes_a_waiting_run_at_its_time(reeld):
+    a = reeld.addr
+    rid, e = begin(a, "app", "tim", "s", "sleep", "--owner", "w1")
+    # Text output: the line says when, and the hint that no --id means no cancel.
+    r = reelctl(a, "signal", "send", rid, "wake", "--in", "1s")
+    assert r.returncode == 0, r.stderr
+    m = SCHEDULED_LINE.match(r.stdout.strip())
+    assert m and m.group(1) == "wake" and m.group(3) == rid and m.group(4) == "RUNNING", r.stdout
+    due = iso_ms(m.group(5))
+    assert "sent without --id" in r.stderr and "cannot be cancelled" in r.stderr, r.stderr
+    assert ok(a, "run", "suspend", rid, "--epoch", e, "--waiting-on", "wake").startswith(
+        f"run {rid} WAITING")
+
+    deadline = time.monotonic() + 20
+    while True:
+        run = json.loads(ok(a, "--json", "run", "get", rid))
+        if run["status"] != "WAITING" or time.monotonic() > deadline:
+            break
+        assert now_ms() < due + 15000
+        time.sleep(0.05)
+    assert run["status"] == "RUNNABLE" and run["reason"] == "SIGNAL", run
+    assert run["updated_at_ms"] >= due, (run, due)
+    listed = [json.loads(l) for l in ok(a, "--json", "signal", "ls", rid).splitlines()]
+    assert [(x["name"], x["scheduled"]) for x in listed] == [("wake", False)], listed
+
+
+def test_at_a_time_past_is_now_and_a_time_ahead_is_scheduled_for_it(reeld):
+    a = reeld.addr
+    rid, e = begin(a, "app", "tim", "s", "at", "--owner", "w1")
+
+    # A time already past: delivered at once, as the server defines, and said.
+    past = rfc3339(now_ms() - 3600_000)
+    r = reelctl(a, "signal", "send", rid, "late", "--at", past, "--id", "late-1")
+    assert r.returncode == 0, r.stderr
+    assert SENT_LINE.match(r.stdout.strip()), r.stdout
+    assert r.stderr == f"reelctl: --at {past} has passed: delivered now\n", r.stderr
+    code, got = await_json(a, rid, "late", e)
+    assert code == 0 and got["signal"]["signal_id"] == "late-1", got
+    # Delivered: too late to cancel.
+    r = reelctl(a, "signal", "cancel", rid, "late-1")
+    assert r.returncode == 1 and "FAILED_PRECONDITION" in r.stderr, r.stderr
+    assert "already delivered" in r.stderr, r.stderr
+
+    # Ahead, in ms since 1970: scheduled for exactly that ms.
+    at = now_ms() + 3600_000 + 123
+    sent = json.loads(ok(a, "--json", "signal", "send", rid, "later", "--at", str(at),
+                         "--id", "later-1"))
+    assert sent["scheduled"] is True and sent["deliver_at_ms"] == at, sent
+    # Ahead, in RFC 3339 with an offset and a fraction: the same instant in UTC.
+    base = (now_ms() // 1000 + 7200) * 1000
+    text = rfc3339(base, 120).replace("+02:00", ".250+02:00")
+    r = reelctl(a, "signal", "send", rid, "later", "--at", text, "--id", "later-2")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    m = SCHEDULED_LINE.match(r.stdout.strip())
+    assert m and iso_ms(m.group(5)) == base + 250, (r.stdout, base)
+    for z in (rfc3339(base, 0).replace("+00:00", "Z"), rfc3339(base, -90)):
+        sent = json.loads(ok(a, "--json", "signal", "send", rid, "later", "--at", z))
+        assert sent["deliver_at_ms"] == base, (z, sent)
+    # -q: the seq, as for any send.
+    out = ok(a, "signal", "send", rid, "later", "--in", "1h", "-q")
+    assert re.fullmatch(r"\d+\n", out), out
+
+    # A retry with the same id is stored once, at the first time it named.
+    again = json.loads(ok(a, "--json", "signal", "send", rid, "later", "--at", str(at + 5000),
+                          "--id", "later-1"))
+    assert again["duplicate"] is True and again["deliver_at_ms"] == at, again
+
+    # More than 365 days ahead is the server's to refuse.
+    r = reelctl(a, "signal", "send", rid, "later", "--at", str(now_ms() + 400 * 86400_000))
+    assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr, r.stderr
+    assert "deliver_at_ms" in r.stderr and "365 days" in r.stderr, r.stderr
+
+    lines = ok(a, "signal", "ls", rid, "--name", "later").splitlines()
+    assert len(lines) == 5 and all(" later scheduled " in l for l in lines), lines
+
+
+def test_cancel_removes_a_scheduled_signal_before_its_time(reeld):
+    a = reeld.addr
+    rid, e = begin(a, "app", "tim", "s", "cancel", "--owner", "w1")
+    sent = json.loads(ok(a, "--json", "signal", "send", rid, "wake", '{"n":1}', "--in", "1s",
+                         "--id", "w-1"))
+    kept = json.loads(ok(a, "--json", "signal", "send", rid, "other", "--in", "1h",
+                         "--id", "o-1"))
+    ok(a, "run", "suspend", rid, "--epoch", e, "--waiting-on", "wake")
+
+    out = ok(a, "signal", "cancel", rid, "w-1")
+    assert out == (f"cancelled signal wake seq {sent['seq']} to run {rid} (id w-1), due "
+                   f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(sent['deliver_at_ms'] // 1000))}"
+                   f".{sent['deliver_at_ms'] % 1000:03d}Z\n"), out
+    gone = json.loads(ok(a, "--json", "signal", "cancel", rid, "o-1"))
+    assert gone["cancelled"] is True and gone["scheduled"] is True, gone
+    assert gone["signal_id"] == "o-1" and gone["deliver_at_ms"] == kept["deliver_at_ms"], gone
+
+    # Past the cancelled one's time: never delivered, the run still parked.
+    while now_ms() < sent["deliver_at_ms"] + 1000:
+        time.sleep(0.1)
+    run = json.loads(ok(a, "--json", "run", "get", rid))
+    assert run["status"] == "WAITING" and run["waiting_on"] == "wake", run
+    assert ok(a, "signal", "ls", rid, "--consumed") == ""
+    assert ok(a, "journal", "read", rid) == ""
+
+    # Cancelled is gone: a second cancel, and one of an id never sent, find nothing.
+    for sid in ("w-1", "never-sent"):
+        r = reelctl(a, "signal", "cancel", rid, sid)
+        assert r.returncode == 1 and "NOT_FOUND" in r.stderr and sid in r.stderr, r.stderr
+    r = reelctl(a, "--json", "signal", "cancel", rid, "w-1")
+    assert r.returncode == 1 and json.loads(r.stderr)["error"] == "NOT_FOUND", r.stderr
+    r = reelctl(a, "signal", "cancel", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "w-1")
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr, r.stderr
+
+
+def test_timer_flags_refuse_bad_values_naming_the_flag_and_its_forms(reeld):
+    rid = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+    send = ["signal", "send", rid, "wake"]
+    at_forms = "(ms since 1970, e.g. 1767225600000, or RFC 3339, e.g. 2026-01-01T00:00:00Z"
+    in_forms = "is not a duration (e.g. 500ms, 30s, 5m, 1h, 1d)"
+    cases = [
+        (send + ["--at", "1767225600000", "--in", "5m"], "--at and --in exclude each other"),
+        (send + ["--in", "5m", "--at", "2026-01-01T00:00:00Z"], "--at and --in exclude"),
+        (send + ["--at", "tomorrow"], f'--at: "tomorrow" is not a time {at_forms}'),
+        (send + ["--at", "-1"], '--at: "-1" is not a time'),
+        (send + ["--at", ""], '--at: "" is not a time'),
+        (send + ["--at", "2026-01-01"], "is not a time"),
+        (send + ["--at", "2026-01-01T00:00:00"], "is not a time"),   # no zone
+        (send + ["--at", "2026-02-30T00:00:00Z"], "is not a time"),
+        (send + ["--at", "2026-01-01T24:00:00Z"], "is not a time"),
+        (send + ["--at", "2026-01-01T00:00:00.Z"], "is not a time"),
+        (send + ["--at", "2026-01-01T00:00:00+0100"], "is not a time"),
+        (send + ["--at", "99999999999999999999"], "is not a time"),
+        (send + ["--at", "1767225600"], "--at: 1767225600 ms since 1970 is "
+                                        "1970-01-21T10:53:45.600Z (seconds? --at takes ms"),
+        (send + ["--in", "soon"], f'--in: "soon" {in_forms}'),
+        (send + ["--in", "-5s"], f'--in: "-5s" {in_forms}'),
+        (send + ["--in", "1w"], f'--in: "1w" {in_forms}'),
+        (send + ["--in", "366d"], "--in: 366d is too long (at most 365d)"),
+        (send + ["--in"], "--in needs a value (DURATION)"),
+        (send + ["--at"], "--at needs a value (TIME)"),
+        (["signal", "cancel", rid], "missing SIGNAL_ID"),
+        (["signal", "cancel"], "missing RUN_ID SIGNAL_ID"),
+        (["signal", "cancel", rid, "a", "b"], 'unexpected argument "b"'),
+        (["signal", "cancel", rid, "a", "--in", "1s"], 'unknown flag "--in"'),
+        (["signal", "await", rid, "wake", "--epoch", "1", "--at", "1"], 'unknown flag "--at"'),
+    ]
+    for args, said in cases:
+        r = reelctl(reeld.addr, *args)
+        # 2, not the server's NOT_FOUND for the run: refused before any call.
+        assert r.returncode == 2 and r.stdout == "", (args, r.stderr)
+        lines = r.stderr.splitlines()
+        # One line saying what is wrong, then the synopsis.
+        assert len(lines) == 2 and said in lines[0], (args, r.stderr)
+        assert lines[1].startswith("usage: reelctl signal " + args[1]), (args, r.stderr)
+    help = ok(reeld.addr, "signal", "send", "--help")
+    assert "[--at TIME] [--in DURATION]" in help and "--id to be able to cancel" in help, help
+    assert "signal cancel RUN_ID SIGNAL_ID" in ok(reeld.addr, "help", "signal")
