@@ -103,7 +103,12 @@ static void test_config_errors_name_the_app_and_the_field(void **state) {
     assert_refused("{\"apps\": [{\"app\": \"shop\"}]}",
                    "apps[0] \"shop\": url: missing");
     assert_refused("{\"apps\": [{\"app\": \"shop\", \"url\": \"x\"}]}",
-                   "apps[0] \"shop\": url: not a URL");
+                   "apps[0] \"shop\": url: no scheme: it must start with "
+                   "http:// or https://");
+    assert_refused("{\"apps\": [{\"app\": \"shop\", \"url\": "
+                   "\"shop-worker:8080/run\"}]}",
+                   "apps[0] \"shop\": url: no scheme: it must start with "
+                   "http:// or https://");
     assert_refused("{\"apps\": [{\"app\": \"shop\", \"url\": \"http://x\"}]}",
                    "apps[0] \"shop\": secrets: missing");
     assert_refused("{\"apps\": [{\"app\": \"shop\", \"url\": \"http://x\", "

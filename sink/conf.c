@@ -445,6 +445,18 @@ static int authority_named(const char *url, const char **why) {
     return 0;
 }
 
+/* "http:// or https://" from schemes, into want[cap]. */
+static const char *schemes_text(const char *const *schemes, char *want,
+                                size_t cap) {
+    size_t used = 0;
+
+    want[0] = '\0';
+    for (size_t i = 0; schemes[i] != NULL && used < cap; i++)
+        used += (size_t)snprintf(want + used, cap - used, "%s%s://",
+                                 i ? " or " : "", schemes[i]);
+    return want;
+}
+
 reel_code_t sink_conf_url(const sink_conf_ctx_t *c, const char *field,
                           const char *url, const char *const *schemes) {
     CURLU *h = curl_url();
@@ -463,6 +475,14 @@ reel_code_t sink_conf_url(const sink_conf_ctx_t *c, const char *field,
                                (size_t)(p - url));
             goto out;
         }
+    if (strstr(url, "://") == NULL) { /* "host:8080/run": curl's words
+                                         * would be about slashes */
+        char want[128];
+
+        rc = sink_conf_bad(c, field, "no scheme: it must start with %s",
+                           schemes_text(schemes, want, sizeof(want)));
+        goto out;
+    }
     if ((uc = curl_url_set(h, CURLUPART_URL, url,
                            CURLU_NON_SUPPORT_SCHEME)) != CURLUE_OK) {
         rc = sink_conf_bad(c, field, "not a URL: %s (the URL is not "
@@ -472,14 +492,11 @@ reel_code_t sink_conf_url(const sink_conf_ctx_t *c, const char *field,
     }
     if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
         !sink_conf_listed(schemes, scheme)) {
-        char want[128] = "";
-        size_t used = 0;
+        char want[128];
 
-        for (size_t i = 0; schemes[i] != NULL && used < sizeof(want); i++)
-            used += (size_t)snprintf(want + used, sizeof(want) - used,
-                                     "%s%s://", i ? " or " : "", schemes[i]);
         rc = sink_conf_bad(c, field, "the scheme is %.20s://; it must be %s",
-                           scheme ? scheme : "(none)", want);
+                           scheme ? scheme : "(none)",
+                           schemes_text(schemes, want, sizeof(want)));
         goto out;
     }
     if (curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||

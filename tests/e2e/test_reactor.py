@@ -626,6 +626,8 @@ def test_a_standby_takes_over_when_the_active_reactor_dies(tmp_path):
      'apps[0] "shop": url: the scheme is ftp://; it must be http:// or https://'),
     ({"apps": [{"app": "shop", "url": "http://", "secrets": [SECRET]}]},
      'apps[0] "shop": url: not a URL: No host part in the URL'),
+    ({"apps": [{"app": "shop", "url": "shop-worker:8080/run", "secrets": [SECRET]}]},
+     'apps[0] "shop": url: no scheme: it must start with http:// or https://'),
     ({"apps": [{"app": "shop", "url": "http://u:PASSW0RD@h:99999/", "secrets": [SECRET]}]},
      'apps[0] "shop": url: not a URL: Port number'),
     ({"apps": [{"app": "shop", "url": "http://x"}]}, 'apps[0] "shop": secrets: missing'),
