@@ -345,6 +345,11 @@ def test_reelctl_says_when_reelds_certificate_names_another_host(tmp_path, pki):
      "expired.pem: the certificate expired (not after 2020-01-02 00:00:00 UTC)"),
     (("server1.pem", "server1.key", "client1.pem"),
      "client1.pem: certificate 1 is not a CA's"),
+    # A shell set up for reelctl (REEL_TLS_CERT is its client certificate):
+    # reeld served it, and every client refused the handshake.
+    (("client1.pem", "client1.key"),
+     "client1.pem: a client's certificate (extendedKeyUsage without serverAuth), "
+     "which clients refuse from a server: give reeld its server certificate"),
 ])
 def test_bad_tls_files_refuse_to_start_naming_the_file(tmp_path, pki, files, want):
     cert, key = (str(pki.get(f, tmp_path / f)) for f in files[:2])
