@@ -349,8 +349,15 @@ static reel_code_t check_names(const ws_limits_t *lim, const char *ns,
     if ((subj = malloc(key_len + 1)) == NULL)
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
     ws_subject_key(key, key_len, subj);
-    rc = reel_pattern_check_name("key (its '/'- and '.'-separated parts)",
-                                 subj, key_len, st);
+    if (reel_pattern_has_empty_token(subj, key_len))
+        rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
+                             "key: an empty part (a leading, trailing or "
+                             "doubled \"/\" or \".\", as in \"/docs/a\"): each "
+                             "'/'- or '.'-separated part becomes a token of "
+                             "the WAL subject; write \"docs/a\"");
+    else
+        rc = reel_pattern_check_name("key (its '/'- and '.'-separated parts)",
+                                     subj, key_len, st);
     free(subj);
     return rc;
 }

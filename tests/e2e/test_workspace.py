@@ -332,6 +332,9 @@ def test_bad_names_are_refused_naming_the_field(ws, ns, key, field):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and field in msg
     code, msg = code_of(ws.stat, P.StatArtifactRequest(namespace=ns, key=key))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and field in msg
+    if key in ("a//b", "x.", "/lead"):   # said in the key's own terms, '/' too
+        assert msg.startswith('key: an empty part (a leading, trailing or doubled "/" '
+                              'or "."'), msg
 
 
 def test_unknown_keys_are_not_found(ws):
