@@ -1811,15 +1811,17 @@ static reel_code_t tls_check(const rpc_server_t *srv, const char *cert,
     if ((rc = tls_check_dates("--tls-cert", srv->tls_cert,
                               "the certificate", x, st)) != REEL_OK)
         goto out;
-    /* A client's certificate (extendedKeyUsage without serverAuth): every
-     * client's handshake would refuse it. The easy way there: reelctl
-     * reads its client certificate from REEL_TLS_CERT too, so reeld
-     * started from a shell set up for reelctl serves the client's. */
-    if ((X509_get_extension_flags(x) & EXFLAG_XKUSAGE) &&
-        !(X509_get_extended_key_usage(x) & XKU_SSL_SERVER)) {
+    /* Not a server's certificate (its extendedKeyUsage, nsCertType or
+     * keyUsage rules that out): every client's handshake would refuse it,
+     * by this very check (OpenSSL's "sslserver" purpose). The easy way
+     * there: reelctl reads its client certificate from REEL_TLS_CERT too,
+     * so reeld started from a shell set up for reelctl serves the
+     * client's. */
+    if (X509_check_purpose(x, X509_PURPOSE_SSL_SERVER, 0) != 1) {
         rc = reel_status_set(st, REEL_INVALID_ARGUMENT,
-                             "--tls-cert %s: a client's certificate "
-                             "(extendedKeyUsage without serverAuth), which "
+                             "--tls-cert %s: not a server's certificate "
+                             "(its extendedKeyUsage, nsCertType or keyUsage "
+                             "excludes TLS servers: a client's?), which "
                              "clients refuse from a server: give reeld its "
                              "server certificate (REEL_TLS_CERT and "
                              "REEL_TLS_KEY also name reelctl's client "

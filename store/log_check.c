@@ -17,10 +17,11 @@
  * that, a recyclable type is a damaged byte, not a reused file's
  * leftovers, and a commit of either kind that reads after it is one the
  * replay would drop.
- * Zeros where a header belongs are damage too: RocksDB's writer leaves
- * none (only a block's last few bytes, too few for a header, are zeros),
- * and its reader skips the rest of such a block, or stops there inside a
- * commit's fragments.
+ * Zeros where a header belongs, with a commit after them, are damage
+ * too: RocksDB's writer leaves none (only a block's last few bytes, too
+ * few for a header, are zeros), and its reader skips the rest of such a
+ * block, or stops there inside a commit's fragments. Zeros to the end of
+ * a log are a write a crash cut short, in any log.
  */
 #include "store/log_check.h"
 
@@ -174,15 +175,18 @@ void store_log_scan(const unsigned char *buf, size_t len, uint64_t number,
             off += size;
         } else {
             /* A previous use's record ends a reused log; in any other,
-             * what reads as one is a damaged header. */
+             * what reads as one is a damaged header. Zeros are damage
+             * when a commit follows them (below); zeros to the end are
+             * pages a crash left unwritten, a write cut short. */
             out->end = off;
-            out->damaged = r == REC_BAD || r == REC_ZERO ||
-                           (r == REC_OLD && recycled != 1);
+            out->damaged = r == REC_BAD || (r == REC_OLD && recycled != 1);
             break;
         }
     }
     if (out->end < len)
         out->later = later_commit(buf, len, out->end, number, recycled);
+    if (out->end < len && out->later != UINT64_MAX)
+        out->damaged = 1;
 }
 
 /* ---- The data dir's logs ------------------------------------------------- */

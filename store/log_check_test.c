@@ -219,6 +219,7 @@ static void test_a_zeroed_tail_is_not_a_hole(void **state) {
     put(&l, zeros, sizeof(zeros)); /* a crash's unwritten last pages */
     s = scan(&l);
     assert_int_equal(s.end, end);
+    assert_false(s.damaged);
     assert_true(s.later == UINT64_MAX);
     free(l.buf);
 }
@@ -250,6 +251,31 @@ static void write_log(const char *dir, const char *name, const log_t *l) {
     if (l->len > 0)
         assert_int_equal(fwrite(l->buf, 1, l->len, f), l->len);
     assert_int_equal(fclose(f), 0);
+}
+
+/* The same in an older log, with a later log holding commits: the data
+ * dir opens (RocksDB skips zeros outside a commit). */
+static void test_a_zeroed_tail_of_an_older_log_opens(void **state) {
+    char dir[512];
+    reel_status_t st = REEL_STATUS_INIT;
+    log_t a = make(4, 0, 10, 1000), b = make(5, 0, 3, 1000);
+    static const unsigned char zeros[8192];
+
+    (void)state;
+    put(&a, zeros, sizeof(zeros));
+    assert_int_equal(testing_dir_make(dir, sizeof(dir), "log_check"), 0);
+    write_log(dir, "000004.log", &a);
+    write_log(dir, "000005.log", &b);
+    assert_int_equal(store_logs_check(dir, &st), REEL_OK);
+    reel_status_fini(&st);
+    /* Zeros in its middle, with commits after them: refused. */
+    memset(a.buf + a.starts[4], 0, a.starts[5] - a.starts[4]);
+    write_log(dir, "000004.log", &a);
+    assert_int_equal(store_logs_check(dir, &st), REEL_DATA_LOSS);
+    reel_status_fini(&st);
+    assert_int_equal(testing_dir_remove(dir), 0);
+    free(a.buf);
+    free(b.buf);
 }
 
 static void test_the_data_dirs_logs(void **state) {
@@ -313,6 +339,7 @@ int main(void) {
         cmocka_unit_test(test_damage_in_the_last_commit_is_not_a_hole),
         cmocka_unit_test(test_zeros_with_commits_after_them_are_a_hole),
         cmocka_unit_test(test_a_zeroed_tail_is_not_a_hole),
+        cmocka_unit_test(test_a_zeroed_tail_of_an_older_log_opens),
         cmocka_unit_test(test_a_recyclable_type_in_a_plain_log_is_damage),
         cmocka_unit_test(test_the_data_dirs_logs),
     };

@@ -81,13 +81,13 @@ def make_ca(d, name):
             cwd=d)
 
 
-def make_cert(d, name, ca, server):
+def make_cert(d, name, ca, server, ext_text=None):
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj",
             f"/CN={name}", cwd=d)
     ext = d / f"{name}.ext"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n" if server
-                   else "extendedKeyUsage=clientAuth\n")
+    ext.write_text(ext_text or ("subjectAltName=IP:127.0.0.1,DNS:localhost\n" if server
+                                else "extendedKeyUsage=clientAuth\n"))
     openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey",
             f"{ca}.key", "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
             "-extfile", ext.name, cwd=d)
@@ -125,6 +125,9 @@ def pki(tmp_path_factory):
     make_cert(d, "server2", "ca2", True)
     make_cert(d, "client1", "ca1", False)
     make_cert(d, "client2", "ca2", False)
+    # A client's by the older extension alone (no extendedKeyUsage).
+    make_cert(d, "nsclient", "ca1", False,
+              "subjectAltName=IP:127.0.0.1,DNS:localhost\nnsCertType=client\n")
     make_expired(d, "expired", "ca1")
     return {p.name: p for p in d.iterdir()}
 
@@ -348,8 +351,10 @@ def test_reelctl_says_when_reelds_certificate_names_another_host(tmp_path, pki):
     # A shell set up for reelctl (REEL_TLS_CERT is its client certificate):
     # reeld served it, and every client refused the handshake.
     (("client1.pem", "client1.key"),
-     "client1.pem: a client's certificate (extendedKeyUsage without serverAuth), "
-     "which clients refuse from a server: give reeld its server certificate"),
+     "client1.pem: not a server's certificate (its extendedKeyUsage, nsCertType or "
+     "keyUsage excludes TLS servers: a client's?), which clients refuse from a "
+     "server: give reeld its server certificate"),
+    (("nsclient.pem", "nsclient.key"), "nsclient.pem: not a server's certificate"),
 ])
 def test_bad_tls_files_refuse_to_start_naming_the_file(tmp_path, pki, files, want):
     cert, key = (str(pki.get(f, tmp_path / f)) for f in files[:2])
