@@ -588,33 +588,59 @@ static void usage(FILE *out) {
                  "is seconds\n");
 }
 
-/* A flag getopt did not take (opterr is off), said in one line that
- * stays in view: unknown, with the closest flag; or missing its value. */
-static void bad_flag(const char *arg) {
+/*
+ * A flag getopt did not take (opterr is off), said in one line that stays
+ * in view. arg: the argument getopt was reading; opt: its optopt (the
+ * long flag's code when it was one of reeld's, a short option's letter,
+ * else 0). A flag of reeld's missing its value, or a switch given one;
+ * an abbreviation of several; one dash where two belong; else the
+ * closest flag, when one is within 3 edits.
+ */
+static void bad_flag(const char *arg, int opt) {
     const char *name = arg, *near = NULL;
-    char word[64];
-    size_t n, best = 4; /* farther than 3 edits is no suggestion */
+    char word[64], many[256] = "";
+    size_t n, used = 0, best = 4, matches = 0;
+    int dashes = 0;
 
-    while (*name == '-')
-        name++;
+    while (*name == '-' && dashes < 2)
+        name++, dashes++;
     n = strcspn(name, "=");
-    for (size_t i = 0; i < N_FLAGS; i++)
-        if (strncmp(flags[i].name, name, n) == 0 &&
-            flags[i].name[n] == '\0' && name != arg) {
-            fprintf(stderr, "reeld: --%s needs a value (%s)\n",
-                    flags[i].name, flags[i].arg);
-            return;
-        }
+    if (dashes == 2 && opt >= 256 && opt < 256 + (int)N_FLAGS) {
+        const flag_t *f = &flags[opt - 256];
+
+        if (f->kind == FLAG_SWITCH)
+            fprintf(stderr, "reeld: --%s takes no value (it is a switch)\n",
+                    f->name);
+        else
+            fprintf(stderr, "reeld: --%s needs a value (%s)\n", f->name,
+                    f->arg);
+        return;
+    }
     snprintf(word, sizeof(word), "%.*s", (int)(n < 63 ? n : 63), name);
     for (size_t i = 0; i < N_FLAGS; i++) {
         size_t d = edit_distance(word, flags[i].name);
 
+        if (n > 0 && strncmp(flags[i].name, word, n) == 0) {
+            matches++;
+            if (used < sizeof(many))
+                used += (size_t)snprintf(many + used, sizeof(many) - used,
+                                         "%s--%s", used ? ", " : "",
+                                         flags[i].name);
+        }
         if (d < best) {
             best = d;
             near = flags[i].name;
         }
     }
-    if (near != NULL)
+    if (dashes == 2 && matches > 1)
+        fprintf(stderr, "reeld: \"%s\" is the start of several flags (%s)\n",
+                arg, many);
+    else if (dashes == 1 && near != NULL)
+        fprintf(stderr,
+                "reeld: unknown flag \"%s\": long flags take two dashes "
+                "(--%s)\n",
+                arg, near);
+    else if (near != NULL)
         fprintf(stderr,
                 "reeld: unknown flag \"%s\"; did you mean --%s? (reeld "
                 "--help lists them)\n",
@@ -645,7 +671,11 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
     opts[N_FLAGS + 1] = (struct option){"version", no_argument, NULL, 'V'};
     opts[N_FLAGS + 2] = (struct option){NULL, 0, NULL, 0};
     opterr = 0; /* bad_flag() says it */
-    while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+    /* "+": no permuting, so the argument read is argv[at], and what is
+     * not a flag ends them (reeld takes none: refused below). */
+    for (int at = optind; (c = getopt_long(argc, argv, "+hV", opts, NULL)) !=
+                          -1;
+         at = optind) {
         if (c >= 256 && c < 256 + (int)N_FLAGS) {
             given[c - 256] = flags[c - 256].kind == FLAG_SWITCH ? "1" : optarg;
             env[c - 256] = 0;
@@ -654,7 +684,7 @@ static int parse_config(int argc, char **argv, config_t *cfg) {
         switch (c) {
         case 'h': usage(stdout); exit(0);
         case 'V': printf("reeld %s\n", REEL_VERSION); exit(0);
-        default: bad_flag(argv[optind - 1]); return -1;
+        default: bad_flag(argv[at], optopt); return -1;
         }
     }
     if (optind < argc) {

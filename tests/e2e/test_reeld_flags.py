@@ -113,7 +113,15 @@ def test_a_mistyped_flag_is_one_line_that_names_the_flag_meant(tmp_path):
             (["--data-dir", str(tmp_path), "--listen"],
              "reeld: --listen needs a value (HOST:PORT)\n"),
             (["stray"], 'reeld: unexpected argument "stray" (reeld takes flags only; '
-                        "reeld --help lists them)\n")):
+                        "reeld --help lists them)\n"),
+            (["--insecure=1"], "reeld: --insecure takes no value (it is a switch)\n"),
+            (["-listen", "127.0.0.1:1"],
+             'reeld: unknown flag "-listen": long flags take two dashes (--listen)\n'),
+            (["--data-dir", str(tmp_path), "-xyz"],
+             'reeld: unknown flag "-xyz" (reeld --help lists them)\n'),
+            (["--tls"], 'reeld: "--tls" is the start of several flags (--tls-cert, '
+                        "--tls-key, --tls-client-ca)\n"),
+            (["--list"], "reeld: --listen needs a value (HOST:PORT)\n")):
         r = subprocess.run([REELD] + args, capture_output=True, text=True, timeout=10)
         assert (r.returncode, r.stdout, r.stderr) == (2, "", want), args
     assert os.listdir(tmp_path) == []
