@@ -226,7 +226,8 @@ static int days_in_month(int year, int month) {
 /*
  * RFC 3339's date-time: "2026-01-01T00:00:00Z", a fraction and a numeric
  * offset allowed; "t", "z" and a space for "T" as its section 5.6 allows.
- * A leap second (":60") is the next second's first instant.
+ * A leap second (":60", only at 23:59 UTC, as its section 5.7 says) is
+ * the next second's first instant.
  */
 static int parse_rfc3339(const char *p, int64_t *ms) {
     int y, mo, d, h, mi, sec, oh = 0, om = 0, sign = 0, frac = 0;
@@ -259,6 +260,9 @@ static int parse_rfc3339(const char *p, int64_t *ms) {
         d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 60 ||
         oh > 23 || om > 59)
         return -1;
+    if (sec == 60 &&
+        ((h * 60 + mi - sign * (oh * 60 + om)) % 1440 + 1440) % 1440 != 1439)
+        return -1; /* not 23:59 UTC: no leap second is ever there */
     memset(&tm, 0, sizeof(tm));
     tm.tm_year = y - 1900;
     tm.tm_mon = mo - 1;

@@ -646,6 +646,12 @@ def test_workspace_uploads_and_artifact_bytes_follow_the_uploads(served):
         return rates[-1] >= 8e6
     try:
         wait_for("a background rate held during the upload", held, 15)
+        # From then on, while the upload goes on writing beside commits,
+        # every reading is a limit of 8 MB/s or more, never "no limit".
+        first = len(rates)
+        for _ in range(3):
+            held()
+        assert all(r >= 8e6 for r in rates[first:]), rates
     finally:
         gate.set()
     fut.result()

@@ -207,12 +207,13 @@ def test_suspend_with_a_signal_timeout_is_runnable_once_it_passes(reeld):
 def test_a_signal_before_the_timeout_wakes_the_run_and_the_timeout_does_nothing(reeld):
     a = reeld.addr
     run_id, epoch, _ = begin(a, "app", "st", "s", "j", "--owner", "w1")
+    # 3 s: the send must come before it (slow under ASan).
     ok(a, "run", "suspend", run_id, "--epoch", str(epoch), "--waiting-on", "approval",
-       "--signal-timeout", "1s")
+       "--signal-timeout", "3s")
     ok(a, "signal", "send", run_id, "approval", '{"ok":true}')
     run = json.loads(ok(a, "--json", "run", "get", run_id))
     assert run["status"] == "RUNNABLE" and run["reason"] == "SIGNAL", run
-    time.sleep(1.5)
+    time.sleep(3.5)
     again = json.loads(ok(a, "--json", "run", "get", run_id))
     assert again["status"] == "RUNNABLE" and again["reason"] == "SIGNAL", again
     assert again["updated_at_ms"] == run["updated_at_ms"], (run, again)

@@ -422,17 +422,18 @@ def await_json(addr, rid, name, epoch, *args):
     return r.returncode, json.loads(r.stdout)
 
 
-def test_a_signal_sent_in_1s_is_delivered_at_its_time_and_not_before(reeld):
+def test_a_signal_sent_in_3s_is_delivered_at_its_time_and_not_before(reeld):
     a = reeld.addr
     rid, e = begin(a, "app", "tim", "s", "nap", "--owner", "w1")
     before = now_ms()
-    sent = json.loads(ok(a, "--json", "signal", "send", rid, "nap", '{"n":1}', "--in", "1s",
+    # 3 s: the listing below must come before it (slow under ASan).
+    sent = json.loads(ok(a, "--json", "signal", "send", rid, "nap", '{"n":1}', "--in", "3s",
                          "--id", "nap-1"))
     after = now_ms()
-    # What the server stored: scheduled, due a second after the send.
+    # What the server stored: scheduled, due 3 s after the send.
     assert sent["scheduled"] is True and sent["signal_id"] == "nap-1", sent
     due = sent["deliver_at_ms"]
-    assert before + 1000 <= due <= after + 1000, (before, due, after)
+    assert before + 3000 <= due <= after + 3000, (before, due, after)
     assert sent["consumed_at_ms"] == 0 and sent["run_status"] == "RUNNING", sent
 
     listed = ok(a, "signal", "ls", rid).splitlines()
@@ -463,7 +464,8 @@ def test_a_delayed_signal_wakes_a_waiting_run_at_its_time(reeld):
     a = reeld.addr
     rid, e = begin(a, "app", "tim", "s", "sleep", "--owner", "w1")
     # Text output: the line says when, and the hint that no --id means no cancel.
-    r = reelctl(a, "signal", "send", rid, "wake", "--in", "1s")
+    # 3 s: the suspend must come before it (slow under ASan).
+    r = reelctl(a, "signal", "send", rid, "wake", "--in", "3s")
     assert r.returncode == 0, r.stderr
     m = SCHEDULED_LINE.match(r.stdout.strip())
     assert m and m.group(1) == "wake" and m.group(3) == rid and m.group(4) == "RUNNING", r.stdout
@@ -538,7 +540,8 @@ def test_at_a_time_past_is_now_and_a_time_ahead_is_scheduled_for_it(reeld):
 def test_cancel_removes_a_scheduled_signal_before_its_time(reeld):
     a = reeld.addr
     rid, e = begin(a, "app", "tim", "s", "cancel", "--owner", "w1")
-    sent = json.loads(ok(a, "--json", "signal", "send", rid, "wake", '{"n":1}', "--in", "1s",
+    # 4 s: three more reelctl calls must come before it (slow under ASan).
+    sent = json.loads(ok(a, "--json", "signal", "send", rid, "wake", '{"n":1}', "--in", "4s",
                          "--id", "w-1"))
     kept = json.loads(ok(a, "--json", "signal", "send", rid, "other", "--in", "1h",
                          "--id", "o-1"))
