@@ -285,6 +285,9 @@ def target(addr: Optional[str]) -> str:
     if addr.startswith(("http://", "https://")):
         raise ValueError(f"addr: {addr!r}: give host:port (a gRPC address, not a URL); "
                          "for TLS pass tls=")
+    if addr.isdigit():   # else a host named "7000", and a DNS failure
+        raise ValueError(f"addr: {addr!r} is a port alone: write host:port "
+                         f"('127.0.0.1:{addr}' on this machine)")
     if "://" in addr or addr.startswith(("unix:", "dns:", "ipv4:", "ipv6:")):
         return addr
     if addr.startswith("["):

@@ -34,7 +34,8 @@ def test_addresses_are_read_as_reelctl_reads_them(monkeypatch):
         reel.connect("x", tls="yes")
     # What would only fail later, as a bare timeout, is refused naming addr.
     for bad, why in (("http://127.0.0.1:7878", "not a URL"), ("db1:99999", "1-65535"),
-                     ("db1:", "1-65535"), ("[::1]:x", "1-65535")):
+                     ("db1:", "1-65535"), ("[::1]:x", "1-65535"),
+                     ("7878", "a port alone: write host:port .'127.0.0.1:7878' on this")):
         with pytest.raises(ValueError, match=f"^addr: .*{why}"):
             _core.target(bad)
     with pytest.raises(TypeError, match="^addr: .*not int"):
