@@ -1085,13 +1085,20 @@ int main(int argc, char **argv) {
     ctx.data_dir = data_dir;
     ctx.started_at_ms = reel_clock_now_ms();
     ctx.max_response_bytes = cfg.max_response_bytes;
-    if (api_metrics_register(&ctx, &st) != REEL_OK ||
-        rpc_server_start(srv, &st) != REEL_OK) {
+    if (api_metrics_register(&ctx, &st) != REEL_OK) {
         REEL_ERROR("reeld", "%s", reel_status_message(&st));
         goto out;
     }
+    /* Ready before the first call is served: a client that saw the health
+     * service say SERVING never reads "starting" on /readyz after it. The
+     * port listens since rpc_server_bind, so a connection made in between
+     * waits for the start below. */
     metrics_http_complete(http, 1);
     atomic_store(&ctx.phase, API_SERVING);
+    if (rpc_server_start(srv, &st) != REEL_OK) {
+        REEL_ERROR("reeld", "%s", reel_status_message(&st));
+        goto out;
+    }
     /* Port 0 asked for any free one: say which. */
     {
         size_t n = strlen(cfg.listen);

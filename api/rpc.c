@@ -2087,6 +2087,8 @@ int rpc_server_add_method(rpc_server_t *srv, const rpc_method_t *m) {
     return 0;
 }
 
+static reel_code_t register_metrics(rpc_server_t *srv, reel_status_t *st);
+
 reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st) {
     grpc_arg args[6];
     grpc_channel_args chargs;
@@ -2159,6 +2161,10 @@ reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st) {
                                "cannot listen on %s (address in use or "
                                "invalid)",
                                srv->listen);
+    /* The methods are fixed now: their figures can be registered, so
+     * /metrics is whole before the first call is accepted. */
+    if ((rc = register_metrics(srv, st)) != REEL_OK)
+        return rc;
     srv->bound = 1;
     return REEL_OK;
 }
@@ -2258,10 +2264,8 @@ static reel_code_t register_metrics(rpc_server_t *srv, reel_status_t *st) {
 reel_code_t rpc_server_start(rpc_server_t *srv, reel_status_t *st) {
     reel_code_t rc;
 
+    /* The histograms too: they are in place before any call can end. */
     if ((rc = rpc_server_bind(srv, st)) != REEL_OK)
-        return rc;
-    /* Before any call can end: the histograms are in place. */
-    if ((rc = register_metrics(srv, st)) != REEL_OK)
         return rc;
     grpc_server_start(srv->server);
     srv->started = 1;

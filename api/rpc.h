@@ -130,7 +130,7 @@ typedef struct rpc_server_opts {
     /* The share an authorized call's streams count against (arg:
      * authorize_arg), or NULL: the total alone. NULL: no shares. */
     rpc_share_t *(*share_of)(void *arg, const void *principal);
-    /* Where rpc_server_start() registers the calls' metrics (NULL: none):
+    /* Where rpc_server_bind() registers the calls' metrics (NULL: none):
      * reel_rpc_requests_total{service,method,code} as each call ends,
      * reel_rpc_duration_seconds{service,method} for unary calls,
      * reel_rpc_open_calls and reel_stream_queue_bytes. Dropped by
@@ -145,8 +145,9 @@ int rpc_server_add_method(rpc_server_t *srv, const rpc_method_t *m);
 
 /*
  * Binds the listening port without accepting calls yet, so a bad address
- * or a port in use fails before anything else is set up. After it, no
- * method may be added. rpc_server_start() binds too if this was not called.
+ * or a port in use fails before anything else is set up, and registers the
+ * calls' metrics. After it, no method may be added. rpc_server_start()
+ * binds too if this was not called.
  */
 reel_code_t rpc_server_bind(rpc_server_t *srv, reel_status_t *st);
 
