@@ -101,7 +101,7 @@ int client_reply_set(reel_reply_t *r, int code, const char *fmt, ...) {
     return code;
 }
 
-void client_reply_sized(reel_reply_t *r, size_t request_len, int upload) {
+void client_reply_sized(reel_reply_t *r, size_t request_len, int kind) {
     unsigned long long size, max;
     int end = 0;
 
@@ -111,7 +111,7 @@ void client_reply_sized(reel_reply_t *r, size_t request_len, int upload) {
                &size, &max, &end) != 2 ||
         r->details[end] != '\0')
         return;
-    if (size == request_len && upload)
+    if (size == request_len && kind == CLIENT_SIZED_UPLOAD)
         client_reply_set(r, CLIENT_INVALID_ARGUMENT,
                          "a message of the upload: %llu bytes, more than "
                          "reeld takes in one message (its "
@@ -128,8 +128,11 @@ void client_reply_sized(reel_reply_t *r, size_t request_len, int upload) {
                          size, max);
     else
         client_reply_set(r, CLIENT_RESOURCE_EXHAUSTED,
-                         "answer: %llu bytes, more than this client takes "
-                         "in one message (max_receive_bytes), at most %llu",
+                         "%s: %llu bytes, more than this client takes in "
+                         "one message (max_receive_bytes), at most %llu",
+                         kind == CLIENT_SIZED_STREAM ? "a message of the "
+                                                       "stream"
+                                                     : "answer",
                          size, max);
 }
 
@@ -1101,7 +1104,7 @@ static int unary_once(reel_client_t *c, const char *method, const void *req,
         return r->code;
     }
     call_finish(&k, r);
-    client_reply_sized(r, len, 0);
+    client_reply_sized(r, len, CLIENT_SIZED_UNARY);
     rc = r->code;
     if (rc == CLIENT_OK && r->body == NULL)
         rc = client_reply_set(r, CLIENT_INTERNAL,
@@ -1251,6 +1254,9 @@ int client_stream(reel_client_t *c, const char *method, const void *req,
         reel_reply_fini(r);
         *r = failed;
         rc = r->code;
+    } else {
+        client_reply_sized(r, len, CLIENT_SIZED_STREAM);
+        rc = r->code;
     }
     return rc;
 }
@@ -1362,7 +1368,7 @@ int reel_client_upload(reel_client_t *c, const char *method,
         r->len = blen;
     }
     if (rc != CLIENT_OK) {
-        client_reply_sized(r, largest, 1);
+        client_reply_sized(r, largest, CLIENT_SIZED_UPLOAD);
         rc = r->code;
     }
     if (failed.code != CLIENT_OK) {

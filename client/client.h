@@ -24,7 +24,10 @@
  * names them) and the server's message, in a reel_reply_t. What fails on
  * this side uses the same codes: INVALID_ARGUMENT naming the option and its
  * limit, RESOURCE_EXHAUSTED when out of memory, INTERNAL for a malformed
- * answer.
+ * answer. A message past a size limit, on any kind of call, says whose
+ * limit: a request over reeld's --max-message-bytes is INVALID_ARGUMENT
+ * naming it, an answer or a stream's message over this client's
+ * max_receive_bytes RESOURCE_EXHAUSTED naming that.
  *
  * Retries. gRPC reconnects the channel by itself; the library decides which
  * calls to send again. A call that failed UNAVAILABLE may or may not have
@@ -222,7 +225,9 @@ int reel_client_unary_retry(reel_client_t *c, const char *method,
  * Calls a server-streaming method; on_msg runs for each message and may
  * return non-zero to cancel the call. timeout_ms <= 0 means no deadline
  * (a stream usually has none). Returns the final status code, CANCELLED
- * after a cancel; reply->body stays NULL. Never sent twice.
+ * after a cancel; reply->body stays NULL. A request over reeld's
+ * --max-message-bytes is INVALID_ARGUMENT, a message over max_receive_bytes
+ * RESOURCE_EXHAUSTED, each naming its limit. Never sent twice.
  */
 typedef int (*reel_stream_fn)(void *arg, const uint8_t *msg, size_t len);
 int reel_client_stream(reel_client_t *c, const char *method, const void *req,

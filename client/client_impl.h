@@ -77,15 +77,18 @@ int client_reply_set(reel_reply_t *reply, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /*
- * A unary call's RESOURCE_EXHAUSTED that says a message passed gRPC's size
+ * A call's RESOURCE_EXHAUSTED that says a message passed gRPC's size
  * limit ("Received message larger than max (N vs. M)") made clear: when N
  * is the request's own size (request_len), reeld refused the request, and
  * r becomes INVALID_ARGUMENT saying so, as any input over a limit; any
- * other N is the answer passing this client's max_receive_bytes, and r
- * says that. Any other reply is left as it is. For an upload (upload 1),
- * request_len is the largest message it sent.
+ * other N is an answer (a stream's message) passing this client's
+ * max_receive_bytes, and r says that. Any other reply is left as it is.
+ * For an upload, request_len is the largest message it sent.
  */
-void client_reply_sized(reel_reply_t *r, size_t request_len, int upload);
+#define CLIENT_SIZED_UNARY 0
+#define CLIENT_SIZED_UPLOAD 1
+#define CLIENT_SIZED_STREAM 2
+void client_reply_sized(reel_reply_t *r, size_t request_len, int kind);
 
 /* Milliseconds on the monotonic clock. */
 int64_t client_now_ms(void);

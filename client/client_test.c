@@ -3,7 +3,11 @@
  * the backoff schedule and its jitter, EventBatch decoding (unknown fields,
  * malformed bytes), the consumer's bookkeeping (each revision handed out
  * once, PROGRESS, when acks are due), the options' limits, and the retry
- * bounds against an address where nothing listens.
+ * bounds against an address where nothing listens. And against a real
+ * reeld (api/reeld, started per test on a fresh data dir): size limits on
+ * streams.
+ *
+ * `bazel test --test_filter=NAME` runs the tests whose names match NAME.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,15 +17,21 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "reel/v1/kv.pb-c.h"
 #include "reel/v1/wal.pb-c.h"
 #include "client/backoff.h"
 #include "client/batch.h"
@@ -721,7 +731,7 @@ static void test_a_message_past_a_size_limit_says_whose(void **state) {
         client_reply_set(&r, cases[i].want ? CLIENT_RESOURCE_EXHAUSTED
                                            : cases[i].code,
                          "%s", cases[i].details);
-        client_reply_sized(&r, cases[i].request_len, 0);
+        client_reply_sized(&r, cases[i].request_len, CLIENT_SIZED_UNARY);
         assert_int_equal(r.code, cases[i].code);
         assert_string_equal(r.details,
                             cases[i].want ? cases[i].want : cases[i].details);
@@ -730,13 +740,22 @@ static void test_a_message_past_a_size_limit_says_whose(void **state) {
     client_reply_set(&r, CLIENT_RESOURCE_EXHAUSTED,
                      "Received message larger than max (5000007 vs. "
                      "4194304)");
-    client_reply_sized(&r, 5000007, 1);
+    client_reply_sized(&r, 5000007, CLIENT_SIZED_UPLOAD);
     assert_int_equal(r.code, CLIENT_INVALID_ARGUMENT);
     assert_string_equal(r.details,
                         "a message of the upload: 5000007 bytes, more than "
                         "reeld takes in one message (its "
                         "--max-message-bytes), at most 4194304; send an "
                         "artifact's bytes in chunks of at most 1 MiB");
+    /* A stream's: one of its messages, not "the answer". */
+    client_reply_set(&r, CLIENT_RESOURCE_EXHAUSTED,
+                     "Received message larger than max (5000 vs. 1000)");
+    client_reply_sized(&r, 20, CLIENT_SIZED_STREAM);
+    assert_int_equal(r.code, CLIENT_RESOURCE_EXHAUSTED);
+    assert_string_equal(r.details,
+                        "a message of the stream: 5000 bytes, more than "
+                        "this client takes in one message "
+                        "(max_receive_bytes), at most 1000");
     reel_reply_fini(&r);
 }
 
@@ -1007,6 +1026,245 @@ static void test_opts_from_env_sets_what_is_set_and_keeps_the_rest(void **st) {
     unsetenv("REEL_TOKEN");
 }
 
+/* ---- Against a real reeld ------------------------------------------------ */
+
+/*
+ * One reeld per test, on a fresh data dir and a free port: api/reeld from
+ * the test's runfiles (data in BUILD), or $REELD. Started by the test's
+ * setup, killed by its teardown however the test ended (SIGKILL reaches a
+ * stopped process too), its directory removed.
+ */
+typedef struct reeld {
+    pid_t pid;
+    char dir[512]; /* data/ and reeld.log inside */
+    char addr[32];
+} reeld_t;
+
+static reeld_t g_reeld;
+
+static int free_port(void) {
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t n = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &n) != 0)
+        return -1;
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag,
+                  struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void print_log_tail(const reeld_t *d) {
+    char path[sizeof(d->dir) + 16], buf[4096];
+    FILE *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "%s/reeld.log", d->dir);
+    if ((f = fopen(path, "rb")) == NULL)
+        return;
+    if (fseek(f, -(long)sizeof(buf) + 1, SEEK_END) != 0)
+        rewind(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    print_message("reeld's log ends:\n%s\n", buf);
+}
+
+static void reeld_kill(reeld_t *d) {
+    if (d->pid > 0) {
+        kill(d->pid, SIGKILL);
+        waitpid(d->pid, NULL, 0);
+        d->pid = 0;
+    }
+}
+
+/* Setup: a reeld that answers health checks (up to a minute: ASan on a
+ * loaded machine starts slowly). */
+static int reeld_up(void **state) {
+    reeld_t *d = &g_reeld;
+    const char *bin = getenv("REELD") ? getenv("REELD") : "api/reeld";
+    const char *tmp = getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp";
+    char data[sizeof(d->dir) + 64], log[sizeof(d->dir) + 64];
+    posix_spawn_file_actions_t fa;
+    reel_client_t *c;
+    int64_t t0;
+    int port;
+
+    memset(d, 0, sizeof(*d));
+    if ((size_t)snprintf(d->dir, sizeof(d->dir), "%s/reeld.XXXXXX", tmp) >=
+            sizeof(d->dir) ||
+        mkdtemp(d->dir) == NULL || (port = free_port()) < 0)
+        return -1;
+    snprintf(d->addr, sizeof(d->addr), "127.0.0.1:%d", port);
+    snprintf(data, sizeof(data), "%s/data", d->dir);
+    snprintf(log, sizeof(log), "%s/reeld.log", d->dir);
+    {
+        char *argv[] = {(char *)bin, "--data-dir", data, "--listen", d->addr,
+                        NULL};
+        extern char **environ;
+
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 1, log,
+                                         O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        posix_spawn_file_actions_adddup2(&fa, 1, 2);
+        if (posix_spawn(&d->pid, bin, &fa, NULL, argv, environ) != 0) {
+            print_message("cannot start %s\n", bin);
+            posix_spawn_file_actions_destroy(&fa);
+            d->pid = 0;
+            return -1;
+        }
+        posix_spawn_file_actions_destroy(&fa);
+    }
+    if (reel_client_create(d->addr, NULL, &c, NULL) != 0)
+        return -1;
+    for (t0 = client_now_ms();;) {
+        reel_reply_t r;
+        int rc = reel_client_unary(c, "/grpc.health.v1.Health/Check", "", 0,
+                                   1000, &r);
+
+        reel_reply_fini(&r);
+        if (rc == 0)
+            break;
+        if (waitpid(d->pid, NULL, WNOHANG) == d->pid ||
+            client_now_ms() - t0 > 60000) {
+            d->pid = waitpid(d->pid, NULL, WNOHANG) == 0 ? d->pid : 0;
+            print_message("reeld did not come up on %s\n", d->addr);
+            print_log_tail(d);
+            reeld_kill(d);
+            reel_client_destroy(c);
+            return -1;
+        }
+        usleep(50 * 1000);
+    }
+    reel_client_destroy(c);
+    *state = d;
+    return 0;
+}
+
+static int reeld_down(void **state) {
+    reeld_t *d = &g_reeld;
+
+    (void)state;
+    reeld_kill(d);
+    if (d->dir[0] != '\0')
+        nftw(d->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    memset(d, 0, sizeof(*d));
+    return 0;
+}
+
+static uint8_t *pack_set(const char *ns, const char *key, const char *value,
+                         size_t *len) {
+    Reel__V1__SetValueRequest q = REEL__V1__SET_VALUE_REQUEST__INIT;
+    uint8_t *b;
+
+    q.namespace_ = (char *)ns;
+    q.key = (char *)key;
+    q.value = (char *)value;
+    *len = reel__v1__set_value_request__get_packed_size(&q);
+    b = malloc(*len + 1);
+    assert_non_null(b);
+    reel__v1__set_value_request__pack(&q, b);
+    return b;
+}
+
+static uint8_t *pack_watch(const char *ns, const char *key, size_t *len) {
+    Reel__V1__WatchValueRequest q = REEL__V1__WATCH_VALUE_REQUEST__INIT;
+    uint8_t *b;
+
+    q.namespace_ = (char *)ns;
+    q.key = (char *)key;
+    *len = reel__v1__watch_value_request__get_packed_size(&q);
+    b = malloc(*len + 1);
+    assert_non_null(b);
+    reel__v1__watch_value_request__pack(&q, b);
+    return b;
+}
+
+/* Sets ns/key to a JSON string of n bytes in all. */
+static void set_value(reel_client_t *c, const char *ns, const char *key,
+                      size_t n) {
+    char *v = malloc(n + 1);
+    reel_reply_t r;
+    uint8_t *q;
+    size_t len;
+
+    assert_non_null(v);
+    memset(v, 'a', n);
+    v[0] = v[n - 1] = '"';
+    v[n] = '\0';
+    q = pack_set(ns, key, v, &len);
+    if (reel_client_unary(c, "/reel.v1.KV/SetValue", q, len, 20000, &r) != 0)
+        fail_msg("SetValue: %s", r.details ? r.details : "");
+    reel_reply_fini(&r);
+    free(q);
+    free(v);
+}
+
+static int count_msgs(void *arg, const uint8_t *msg, size_t len) {
+    (void)msg, (void)len;
+    if (arg != NULL)
+        ++*(int *)arg;
+    return 0;
+}
+
+/* A request past reeld's --max-message-bytes, and an answer past the
+ * client's max_receive_bytes, on a stream and in the consumer loop: each
+ * said as the unary path says it, naming the limit, not gRPC's bare
+ * "Received message larger than max". */
+static void test_a_stream_past_a_size_limit_says_whose(void **state) {
+    reeld_t *d = *state;
+    reel_client_opts_t o = REEL_CLIENT_OPTS_INIT;
+    reel_consumer_opts_t co = REEL_CONSUMER_OPTS_INIT;
+    reel_client_t *c, *small;
+    reel_consumer_t *k;
+    reel_reply_t r;
+    size_t n = (size_t)5 << 20, len;
+    uint8_t *big = calloc(n, 1), *q;
+    int msgs = 0;
+
+    assert_non_null(big);
+    assert_int_equal(reel_client_create(d->addr, NULL, &c, NULL), 0);
+    assert_int_equal(reel_client_stream(c, "/reel.v1.KV/WatchValue", big, n,
+                                        20000, count_msgs, &msgs, &r),
+                     CLIENT_INVALID_ARGUMENT);
+    if (strstr(r.details, "--max-message-bytes") == NULL)
+        fail_msg("\"%s\" does not name --max-message-bytes", r.details);
+    reel_reply_fini(&r);
+    free(big);
+    set_value(c, "app", "big", 5000);
+    o.max_receive_bytes = 1000;
+    assert_int_equal(reel_client_create(d->addr, &o, &small, NULL), 0);
+    q = pack_watch("app", "big", &len);
+    assert_int_equal(reel_client_stream(small, "/reel.v1.KV/WatchValue", q,
+                                        len, 20000, count_msgs, &msgs, &r),
+                     CLIENT_RESOURCE_EXHAUSTED);
+    if (strstr(r.details, "max_receive_bytes") == NULL)
+        fail_msg("\"%s\" does not name max_receive_bytes", r.details);
+    reel_reply_fini(&r);
+    free(q);
+    /* The consumer's first batch holds the 5000-byte value. */
+    co.consumer = "sized";
+    co.on_batch = never;
+    co.max_attempts = 3;
+    assert_int_equal(reel_consumer_create(small, &co, &k, NULL), 0);
+    assert_int_equal(reel_consumer_run(k, &r), CLIENT_RESOURCE_EXHAUSTED);
+    if (strstr(r.details, "max_receive_bytes") == NULL)
+        fail_msg("\"%s\" does not name max_receive_bytes", r.details);
+    reel_reply_fini(&r);
+    reel_consumer_destroy(k);
+    reel_client_destroy(small);
+    reel_client_destroy(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_opts_from_env_sets_what_is_set_and_keeps_the_rest),
@@ -1050,7 +1308,13 @@ int main(void) {
         cmocka_unit_test(
             test_consumer_stop_from_another_thread_ends_a_backoff_wait),
         cmocka_unit_test(test_consumer_stopped_before_it_runs_returns_at_once),
+        cmocka_unit_test_setup_teardown(
+            test_a_stream_past_a_size_limit_says_whose, reeld_up, reeld_down),
     };
+    const char *only = getenv("TESTBRIDGE_TEST_ONLY");
 
+    /* bazel test --test_filter=NAME */
+    if (only != NULL && *only != '\0')
+        cmocka_set_test_filter(only);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
