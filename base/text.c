@@ -143,11 +143,9 @@ static int looks_ipv6(const char *s) {
     return 1;
 }
 
-reel_code_t reel_addr_check(const char *flag, const char *addr,
-                            const char *default_port, int port0, char *out,
-                            size_t cap, reel_status_t *st) {
-    const char *close, *colon, *rest;
-    unsigned min = port0 ? 0 : 1;
+reel_code_t reel_addr_mistake(const char *flag, const char *addr,
+                              reel_status_t *st) {
+    const char *rest;
 
     /* What a newcomer writes for an address, resolved by gRPC as a host
      * named "39553" or a target of scheme "http" (a DNS failure, retried
@@ -168,6 +166,18 @@ reel_code_t reel_addr_check(const char *flag, const char *addr,
                                "HOST:PORT (\"127.0.0.1:%.20s\" on this "
                                "machine)",
                                flag, addr, addr);
+    return REEL_OK;
+}
+
+reel_code_t reel_addr_check(const char *flag, const char *addr,
+                            const char *default_port, int port0, char *out,
+                            size_t cap, reel_status_t *st) {
+    const char *close, *colon;
+    unsigned min = port0 ? 0 : 1;
+    reel_code_t rc;
+
+    if ((rc = reel_addr_mistake(flag, addr, st)) != REEL_OK)
+        return rc;
     if (strncmp(addr, "unix:", 5) == 0 || strstr(addr, "://") != NULL) {
         if (strlen(addr) >= cap)
             goto bad;

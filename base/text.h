@@ -46,6 +46,16 @@ reel_code_t reel_addr_check(const char *flag, const char *addr,
                             const char *default_port, int port0, char *out,
                             size_t cap, reel_status_t *st);
 
+/*
+ * Only the two mistakes reel_addr_check names for what they are, which
+ * gRPC would take for a target (a host named "7878", a scheme "http"): a
+ * port alone and a URL. OK for anything else, gRPC's target forms
+ * included ("dns:host:7878"): for a library that passes addresses on to
+ * gRPC as given (client/client.h).
+ */
+reel_code_t reel_addr_mistake(const char *flag, const char *addr,
+                              reel_status_t *st);
+
 /* p[0..n) as 2n lowercase hex digits into out, then a NUL: out holds
  * 2n + 1 bytes. How reel shows a digest (a SHA-256, a token's id). */
 void reel_hex(const uint8_t *p, size_t n, char *out);

@@ -166,6 +166,32 @@ static void test_a_url_or_a_port_alone_is_told_what_to_write(void **state) {
     }
 }
 
+/* The two mistakes alone, for the client library: gRPC's own target forms,
+ * which reel_addr_check refuses, pass. */
+static void test_addr_mistake_names_the_two_and_passes_grpc_targets(
+    void **state) {
+    static const char *const pass[] = {
+        "127.0.0.1:7878", "dns:localhost:7878", "dns:///localhost:7878",
+        "ipv4:127.0.0.1:7878", "unix:/tmp/reel.sock", "localhost", "",
+    };
+    reel_status_t st = REEL_STATUS_INIT;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(pass) / sizeof(*pass); i++)
+        if (reel_addr_mistake("addr", pass[i], &st) != REEL_OK)
+            fail_msg("\"%s\": %s", pass[i], reel_status_message(&st));
+    assert_int_equal(reel_addr_mistake("addr", "7878", &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_string_equal(reel_status_message(&st),
+                        "addr: \"7878\" is a port alone: write HOST:PORT "
+                        "(\"127.0.0.1:7878\" on this machine)");
+    reel_status_fini(&st);
+    assert_int_equal(reel_addr_mistake("addr", "https://h:1/", &st),
+                     REEL_INVALID_ARGUMENT);
+    assert_non_null(strstr(reel_status_message(&st), "is a URL"));
+    reel_status_fini(&st);
+}
+
 static void test_hex_is_two_lowercase_digits_a_byte(void **state) {
     const uint8_t in[] = {0x00, 0x0f, 0xa5, 0xff, 0x10};
     char out[2 * sizeof in + 2];
@@ -185,6 +211,8 @@ int main(void) {
         cmocka_unit_test(test_addresses_take_a_port_in_range_or_the_default),
         cmocka_unit_test(test_only_an_ipv6_address_is_told_of_brackets),
         cmocka_unit_test(test_a_url_or_a_port_alone_is_told_what_to_write),
+        cmocka_unit_test(
+            test_addr_mistake_names_the_two_and_passes_grpc_targets),
         cmocka_unit_test(test_hex_is_two_lowercase_digits_a_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

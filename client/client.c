@@ -43,6 +43,8 @@
 
 #include "api/grpc_init.h"
 #include "base/clock.h"
+#include "base/status.h"
+#include "base/text.h"
 #include "client/client_impl.h"
 
 struct reel_client {
@@ -513,14 +515,27 @@ int reel_client_create(const char *addr, const reel_client_opts_t *opts,
     grpc_channel_args chargs;
     grpc_arg args[10];
     reel_client_t *c = NULL;
+    reel_status_t st = REEL_STATUS_INIT;
     int rc;
 
-    *out = NULL;
     if (err != NULL)
         memset(err, 0, sizeof(*err));
+    if (out == NULL)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "out: NULL (where the client goes)");
+    *out = NULL;
     if (addr == NULL || *addr == '\0')
         return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
                                 "addr: empty (HOST:PORT expected)");
+    /* A port alone or a URL, which gRPC would take for a host's name or a
+     * scheme of its own (a DNS failure, retried for ever): said as what
+     * it is, in the words reelctl uses. */
+    if (reel_addr_mistake("addr", addr, &st) != REEL_OK) {
+        rc = client_reply_set(err, CLIENT_INVALID_ARGUMENT, "%s",
+                              reel_status_message(&st));
+        reel_status_fini(&st);
+        return rc;
+    }
     if ((rc = opts_resolve(opts, &o, err)) != CLIENT_OK)
         return rc;
     if (o.token != NULL && (rc = check_token(o.token, err)) != CLIENT_OK)
@@ -1157,14 +1172,33 @@ static int unary_attempts(reel_client_t *c, const char *method,
     }
 }
 
+/* A public call's own pointers: CLIENT_OK, or INVALID_ARGUMENT (r says
+ * which, when there is an r to say it in). */
+static int public_args(const reel_client_t *c, reel_reply_t *r) {
+    if (r == NULL)
+        return CLIENT_INVALID_ARGUMENT; /* nowhere to say more */
+    memset(r, 0, sizeof(*r));
+    if (c == NULL)
+        return client_reply_set(r, CLIENT_INVALID_ARGUMENT, "client: NULL");
+    return CLIENT_OK;
+}
+
 int reel_client_unary(reel_client_t *c, const char *method, const void *req,
                       size_t len, int64_t timeout_ms, reel_reply_t *r) {
+    int rc;
+
+    if ((rc = public_args(c, r)) != CLIENT_OK)
+        return rc;
     return unary_attempts(c, method, req, len, timeout_ms, 0, r);
 }
 
 int reel_client_unary_retry(reel_client_t *c, const char *method,
                             const void *req, size_t len, int64_t timeout_ms,
                             reel_reply_t *r) {
+    int rc;
+
+    if ((rc = public_args(c, r)) != CLIENT_OK)
+        return rc;
     return unary_attempts(c, method, req, len, timeout_ms, 1, r);
 }
 
@@ -1280,7 +1314,8 @@ int reel_client_upload(reel_client_t *c, const char *method,
     size_t largest = 0; /* the largest message sent */
     int more = 1, rc;
 
-    memset(r, 0, sizeof(*r));
+    if ((rc = public_args(c, r)) != CLIENT_OK)
+        return rc;
     if (method == NULL || method[0] != '/' || next == NULL)
         return client_reply_set(r, CLIENT_INVALID_ARGUMENT,
                                 next == NULL ? "next: an upload needs one"
@@ -1321,6 +1356,15 @@ int reel_client_upload(reel_client_t *c, const char *method,
                 client_reply_set(&failed, CLIENT_CANCELLED,
                                  "the upload was given up");
             }
+            break;
+        }
+        if (msg == NULL && len > 0) {
+            /* Sent as an empty message, it would pass for an empty chunk. */
+            grpc_call_cancel(k.call, NULL);
+            client_reply_set(&failed, CLIENT_INVALID_ARGUMENT,
+                             "next: gave msg NULL with len %zu (a message "
+                             "of len bytes, or len 0 for an empty one)",
+                             len);
             break;
         }
         /* The message is gRPC's from here: sent from where next() packed
@@ -1386,6 +1430,10 @@ int reel_client_stream_idle(reel_client_t *c, const char *method,
                             const void *req, size_t len, int64_t timeout_ms,
                             reel_stream_fn on_msg, reel_idle_fn on_idle,
                             int64_t idle_ms, void *arg, reel_reply_t *r) {
+    int rc;
+
+    if ((rc = public_args(c, r)) != CLIENT_OK)
+        return rc;
     return client_stream(c, method, req, len, timeout_ms, on_msg, on_idle,
                          idle_ms, arg, NULL, NULL, r);
 }
@@ -1393,6 +1441,6 @@ int reel_client_stream_idle(reel_client_t *c, const char *method,
 int reel_client_stream(reel_client_t *c, const char *method, const void *req,
                        size_t len, int64_t timeout_ms, reel_stream_fn on_msg,
                        void *arg, reel_reply_t *r) {
-    return client_stream(c, method, req, len, timeout_ms, on_msg, NULL, 0,
-                         arg, NULL, NULL, r);
+    return reel_client_stream_idle(c, method, req, len, timeout_ms, on_msg,
+                                   NULL, 0, arg, r);
 }

@@ -22,12 +22,14 @@
  * Errors: every call ends with a gRPC status code (grpc_status_code's
  * values: 0 OK, 3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...; reel_grpc_code_name
  * names them) and the server's message, in a reel_reply_t. What fails on
- * this side uses the same codes: INVALID_ARGUMENT naming the option and its
- * limit, RESOURCE_EXHAUSTED when out of memory, INTERNAL for a malformed
- * answer. A message past a size limit, on any kind of call, says whose
- * limit: a request over reeld's --max-message-bytes is INVALID_ARGUMENT
- * naming it, an answer or a stream's message over this client's
- * max_receive_bytes RESOURCE_EXHAUSTED naming that.
+ * this side uses the same codes: INVALID_ARGUMENT naming the option or
+ * argument and its limit (a NULL where a pointer is needed too: "client:
+ * NULL"; a reply of NULL gets the code alone), RESOURCE_EXHAUSTED when out
+ * of memory, INTERNAL for a malformed answer. A message past a size limit,
+ * on any kind of call, says whose limit: a request over reeld's
+ * --max-message-bytes is INVALID_ARGUMENT naming it, an answer or a
+ * stream's message over this client's max_receive_bytes RESOURCE_EXHAUSTED
+ * naming that.
  *
  * Retries. gRPC reconnects the channel by itself; the library decides which
  * calls to send again. A call that failed UNAVAILABLE may or may not have
@@ -184,13 +186,16 @@ const char *reel_client_hint_note(const reel_client_t *c, int code,
 #define REEL_TIMEOUT_NONE (-1)
 
 /*
- * A client of addr ("127.0.0.1:7878", "[::1]:7878", "dns:host:7878");
- * opts NULL takes every default. It connects when the first call needs it,
- * so an address nobody listens on is not an error here: calls answer
- * UNAVAILABLE. Returns 0 and sets *out; or INVALID_ARGUMENT for an empty
- * address or an option outside its limits (err says which and the limit),
- * RESOURCE_EXHAUSTED when out of memory. err may be NULL; else it is filled
- * on failure (release it with reel_reply_fini) and zeroed on success.
+ * A client of addr ("127.0.0.1:7878", "[::1]:7878", "dns:host:7878": a
+ * gRPC target); opts NULL takes every default. It connects when the first
+ * call needs it, so an address nobody listens on is not an error here:
+ * calls answer UNAVAILABLE. Returns 0 and sets *out; or INVALID_ARGUMENT
+ * for out NULL, an empty address, a port alone ("7878") or a URL
+ * ("http://host:7878"), which gRPC would take for a host's name (refused
+ * as reelctl refuses them, saying what to write), or an option outside its
+ * limits (err says which and the limit); RESOURCE_EXHAUSTED when out of
+ * memory. err may be NULL; else it is filled on failure (release it with
+ * reel_reply_fini) and zeroed on success.
  */
 int reel_client_create(const char *addr, const reel_client_opts_t *opts,
                        reel_client_t **out, reel_reply_t *err);
@@ -254,8 +259,9 @@ int reel_client_stream_idle(reel_client_t *c, const char *method,
  * means no deadline, as for a stream: a large artifact takes as long as
  * its bytes do, and keepalive_time_ms is what notices a server that went
  * silent. A message past reeld's size limit is INVALID_ARGUMENT naming
- * it. Returns the status code; on OK reply->body holds the answer. Never
- * sent twice.
+ * it, and so is a msg NULL with a len above 0 (no message is sent: an empty
+ * one is len 0). Returns the status code; on OK reply->body holds the
+ * answer. Never sent twice.
  */
 typedef int (*reel_next_fn)(void *arg, uint8_t **msg, size_t *len);
 int reel_client_upload(reel_client_t *c, const char *method,
@@ -398,9 +404,9 @@ typedef struct reel_consumer_stats {
 
 /*
  * A consumer loop on client c (which must outlive it). The options' strings
- * are copied. 0, or INVALID_ARGUMENT naming the option (no consumer name, no
- * on_batch, an option outside its limits), RESOURCE_EXHAUSTED; err as in
- * reel_client_create.
+ * are copied. 0, or INVALID_ARGUMENT naming the option or argument (out
+ * NULL, no consumer name, no on_batch, an option outside its limits),
+ * RESOURCE_EXHAUSTED; err as in reel_client_create.
  */
 int reel_consumer_create(reel_client_t *c, const reel_consumer_opts_t *opts,
                          reel_consumer_t **out, reel_reply_t *err);
@@ -408,9 +414,10 @@ int reel_consumer_create(reel_client_t *c, const reel_consumer_opts_t *opts,
 /*
  * Runs the loop on the calling thread until it stops: returns 0 after
  * reel_consumer_stop or a callback that asked to end, with what was
- * finished acknowledged; else the status that ended it, in *why (may be
- * NULL; release it with reel_reply_fini). A consumer runs once: a second
- * run answers FAILED_PRECONDITION (create another to go on).
+ * finished acknowledged (why->details is then ""); else the status that
+ * ended it. *why (may be NULL; release it with reel_reply_fini) holds the
+ * code and its message. A consumer runs once: a second run answers
+ * FAILED_PRECONDITION (create another to go on).
  */
 int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why);
 
@@ -418,8 +425,9 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why);
  * Asks the loop to end: it cancels the stream, wakes a backoff wait, lets
  * a running callback finish, acknowledges what was finished and returns.
  * Thread-safe; may come from the callback, before run (which then returns
- * at once) and more than once. Not async-signal-safe: call it from a
- * thread that takes signals with sigwait, not from a signal handler.
+ * at once) and more than once; NULL is fine. Not async-signal-safe: call
+ * it from a thread that takes signals with sigwait, not from a signal
+ * handler.
  */
 void reel_consumer_stop(reel_consumer_t *k);
 

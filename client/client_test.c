@@ -5,7 +5,7 @@
  * once, PROGRESS, when acks are due), the options' limits, and the retry
  * bounds against an address where nothing listens. And against a real
  * reeld (api/reeld, started per test on a fresh data dir): size limits on
- * streams.
+ * streams, uploads.
  *
  * `bazel test --test_filter=NAME` runs the tests whose names match NAME.
  */
@@ -33,6 +33,7 @@
 
 #include "reel/v1/kv.pb-c.h"
 #include "reel/v1/wal.pb-c.h"
+#include "reel/v1/workspace.pb-c.h"
 #include "client/backoff.h"
 #include "client/batch.h"
 #include "client/client.h"
@@ -1265,6 +1266,166 @@ static void test_a_stream_past_a_size_limit_says_whose(void **state) {
     reel_client_destroy(c);
 }
 
+static uint8_t *pack_header(const char *ns, const char *key, size_t *len) {
+    Reel__V1__ArtifactHeader h = REEL__V1__ARTIFACT_HEADER__INIT;
+    Reel__V1__PutArtifactRequest q = REEL__V1__PUT_ARTIFACT_REQUEST__INIT;
+    uint8_t *b;
+
+    h.namespace_ = (char *)ns;
+    h.key = (char *)key;
+    q.part_case = REEL__V1__PUT_ARTIFACT_REQUEST__PART_HEADER;
+    q.header = &h;
+    *len = reel__v1__put_artifact_request__get_packed_size(&q);
+    b = malloc(*len + 1);
+    assert_non_null(b);
+    reel__v1__put_artifact_request__pack(&q, b);
+    return b;
+}
+
+/* The header, then a message NULL with a length: a mistake of next's. */
+static int next_null_with_length(void *arg, uint8_t **msg, size_t *len) {
+    int *calls = arg;
+
+    switch ((*calls)++) {
+    case 0:
+        *msg = pack_header("app", "file", len);
+        return 1;
+    case 1:
+        *msg = NULL;
+        *len = 1000;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* An upload's next() that gives msg NULL with len 1000 is refused naming
+ * both, not sent as an empty chunk (which stored an empty artifact). */
+static void test_upload_refuses_a_null_message_with_a_length(void **state) {
+    reeld_t *d = *state;
+    reel_client_t *c;
+    reel_reply_t r;
+    int calls = 0;
+
+    assert_int_equal(reel_client_create(d->addr, NULL, &c, NULL), 0);
+    assert_int_equal(reel_client_upload(c, "/reel.v1.Workspace/PutArtifact",
+                                        20000, next_null_with_length, &calls,
+                                        &r),
+                     CLIENT_INVALID_ARGUMENT);
+    if (strstr(r.details, "msg") == NULL || strstr(r.details, "1000") == NULL)
+        fail_msg("\"%s\" does not name msg and len", r.details);
+    reel_reply_fini(&r);
+    reel_client_destroy(c);
+}
+
+/* ---- Arguments and addresses ---------------------------------------------- */
+
+/* NULL where a pointer is needed: INVALID_ARGUMENT naming it (a reply of
+ * NULL cannot be named in itself: the code says it), never a crash. */
+static void test_null_arguments_are_refused_naming_them(void **state) {
+    reel_consumer_opts_t co = REEL_CONSUMER_OPTS_INIT;
+    reel_client_t *c;
+    reel_reply_t r;
+    int fd;
+
+    (void)state;
+    c = client_of_nothing(&fd, 1, 10, 10);
+    assert_int_equal(reel_client_create("127.0.0.1:1", NULL, NULL, &r),
+                     CLIENT_INVALID_ARGUMENT);
+    assert_non_null(strstr(r.details, "out: NULL"));
+    reel_reply_fini(&r);
+    assert_int_equal(reel_client_unary(c, "/reel.v1.Wal/GetHead", "", 0, 100,
+                                       NULL),
+                     CLIENT_INVALID_ARGUMENT);
+    assert_int_equal(reel_client_unary_retry(c, "/reel.v1.Wal/GetHead", "", 0,
+                                             100, NULL),
+                     CLIENT_INVALID_ARGUMENT);
+    assert_int_equal(reel_client_stream(c, "/reel.v1.Wal/SubscribeEvents", "",
+                                        0, 100, no_msg, NULL, NULL),
+                     CLIENT_INVALID_ARGUMENT);
+    assert_int_equal(reel_client_stream_idle(c, "/reel.v1.Wal/SubscribeEvents",
+                                             "", 0, 100, no_msg, NULL, 10,
+                                             NULL, NULL),
+                     CLIENT_INVALID_ARGUMENT);
+    assert_int_equal(reel_client_upload(c, "/reel.v1.Workspace/PutArtifact",
+                                        100, next_null_with_length, NULL,
+                                        NULL),
+                     CLIENT_INVALID_ARGUMENT);
+    assert_int_equal(reel_client_unary(NULL, "/reel.v1.Wal/GetHead", "", 0,
+                                       100, &r),
+                     CLIENT_INVALID_ARGUMENT);
+    assert_non_null(strstr(r.details, "client: NULL"));
+    reel_reply_fini(&r);
+    assert_int_equal(reel_client_unary_retry(NULL, "/reel.v1.Wal/GetHead", "",
+                                             0, 100, &r),
+                     CLIENT_INVALID_ARGUMENT);
+    assert_non_null(strstr(r.details, "client: NULL"));
+    reel_reply_fini(&r);
+    assert_int_equal(reel_client_stream(NULL, "/reel.v1.Wal/SubscribeEvents",
+                                        "", 0, 100, no_msg, NULL, &r),
+                     CLIENT_INVALID_ARGUMENT);
+    assert_non_null(strstr(r.details, "client: NULL"));
+    reel_reply_fini(&r);
+    assert_int_equal(reel_client_upload(NULL, "/reel.v1.Workspace/PutArtifact",
+                                        100, next_null_with_length, NULL, &r),
+                     CLIENT_INVALID_ARGUMENT);
+    assert_non_null(strstr(r.details, "client: NULL"));
+    reel_reply_fini(&r);
+    co.consumer = "indexer";
+    co.on_batch = never;
+    assert_int_equal(reel_consumer_create(c, &co, NULL, &r),
+                     CLIENT_INVALID_ARGUMENT);
+    assert_non_null(strstr(r.details, "out: NULL"));
+    reel_reply_fini(&r);
+    assert_int_equal(reel_consumer_run(NULL, &r), CLIENT_INVALID_ARGUMENT);
+    assert_non_null(strstr(r.details, "consumer: NULL"));
+    reel_reply_fini(&r);
+    reel_client_destroy(c);
+    close(fd);
+}
+
+/* What reelctl and the Python client refuse, as they say it: a port alone
+ * (a host named "17878" to gRPC: a DNS failure) and a URL. gRPC's own
+ * target forms still pass. */
+static void test_create_refuses_a_port_alone_or_a_url(void **state) {
+    reel_client_t *c;
+    reel_reply_t r;
+
+    (void)state;
+    expect_refused(NULL, "17878", "addr: \"17878\" is a port alone");
+    expect_refused(NULL, "http://127.0.0.1:17878",
+                   "addr: \"http://127.0.0.1:17878\" is a URL");
+    assert_int_equal(reel_client_create("dns:localhost:1", NULL, &c, &r), 0);
+    reel_client_destroy(c);
+    assert_int_equal(reel_client_create("dns:///localhost:1", NULL, &c, &r),
+                     0);
+    reel_client_destroy(c);
+}
+
+/* A run that ends OK says so with a message, "" (details is NULL only
+ * when out of memory, as for any reply). */
+static void test_a_run_that_ends_ok_has_details(void **state) {
+    reel_consumer_opts_t co = REEL_CONSUMER_OPTS_INIT;
+    reel_consumer_t *k;
+    reel_client_t *c;
+    reel_reply_t why;
+    int fd;
+
+    (void)state;
+    c = client_of_nothing(&fd, 1, 10, 10);
+    co.consumer = "indexer";
+    co.on_batch = never;
+    assert_int_equal(reel_consumer_create(c, &co, &k, NULL), 0);
+    reel_consumer_stop(k);
+    assert_int_equal(reel_consumer_run(k, &why), 0);
+    assert_non_null(why.details);
+    assert_string_equal(why.details, "");
+    reel_reply_fini(&why);
+    reel_consumer_destroy(k);
+    reel_client_destroy(c);
+    close(fd);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_opts_from_env_sets_what_is_set_and_keeps_the_rest),
@@ -1308,6 +1469,12 @@ int main(void) {
         cmocka_unit_test(
             test_consumer_stop_from_another_thread_ends_a_backoff_wait),
         cmocka_unit_test(test_consumer_stopped_before_it_runs_returns_at_once),
+        cmocka_unit_test(test_null_arguments_are_refused_naming_them),
+        cmocka_unit_test(test_create_refuses_a_port_alone_or_a_url),
+        cmocka_unit_test(test_a_run_that_ends_ok_has_details),
+        cmocka_unit_test_setup_teardown(
+            test_upload_refuses_a_null_message_with_a_length, reeld_up,
+            reeld_down),
         cmocka_unit_test_setup_teardown(
             test_a_stream_past_a_size_limit_says_whose, reeld_up, reeld_down),
     };

@@ -286,9 +286,12 @@ int reel_consumer_create(reel_client_t *c, const reel_consumer_opts_t *opts,
                          reel_consumer_t **out, reel_reply_t *err) {
     reel_consumer_t *k;
 
-    *out = NULL;
     if (err != NULL)
         memset(err, 0, sizeof(*err));
+    if (out == NULL)
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "out: NULL (where the consumer goes)");
+    *out = NULL;
     if (c == NULL || opts == NULL)
         return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
                                 "%s: NULL", c == NULL ? "client" : "opts");
@@ -347,7 +350,8 @@ void reel_consumer_destroy(reel_consumer_t *k) {
 }
 
 void reel_consumer_stop(reel_consumer_t *k) {
-    client_cancel_fire(&k->cancel);
+    if (k != NULL)
+        client_cancel_fire(&k->cancel);
 }
 
 void reel_consumer_restart(reel_consumer_t *k, uint64_t taken) {
@@ -426,6 +430,9 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
 
     if (why != NULL)
         memset(why, 0, sizeof(*why));
+    if (k == NULL)
+        return client_reply_set(why, CLIENT_INVALID_ARGUMENT,
+                                "consumer: NULL");
     if (k->ran)
         return client_reply_set(why, CLIENT_FAILED_PRECONDITION,
                                 "consumer \"%s\": this loop has run; create "
@@ -519,6 +526,9 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
     free(req);
     final_ack(k, &end);
     stats_update(k, 0, 0, 0);
+    /* details is "" on OK too, as in any reply. */
+    if (end.code == CLIENT_OK && end.details == NULL)
+        client_reply_set(&end, CLIENT_OK, "%s", "");
     code = end.code;
     if (why != NULL)
         *why = end;
