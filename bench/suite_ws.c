@@ -15,7 +15,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <grpc/grpc.h>
+
 #include "reel/v1/workspace.pb-c.h"
+#include "api/grpc_init.h"
 #include "bench/aclient.h"
 #include "bench/bench.h"
 #include "client/client.h"
@@ -127,10 +130,12 @@ int bench_ws(const bench_opts_t *o) {
     reel_client_opts_t co = REEL_CLIENT_OPTS_INIT;
 
     ac_client_opts(&co); /* --tls-ca and --token, as the other suites */
+    reel_grpc_init(); /* as the other suites' (bench/aclient.c) */
     if (chunk == NULL || reel_client_create(o->addr, &co, &c, &r) != 0) {
         fprintf(stderr, "reel-bench ws: cannot make a client: %s\n",
                 r.details ? r.details : "out of memory");
         free(chunk);
+        grpc_shutdown();
         return 1;
     }
     for (size_t i = 0; i < CHUNK; i++)
@@ -203,6 +208,7 @@ int bench_ws(const bench_opts_t *o) {
     if (report_finish(&rep) != 0)
         rc = 1;
     reel_client_destroy(c);
+    grpc_shutdown();
     free(chunk);
     return rc;
 }

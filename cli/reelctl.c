@@ -36,9 +36,11 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <grpc/grpc.h>
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "reel/v1/admin.pb-c.h"
+#include "api/grpc_init.h"
 #include "base/version.h"
 #include "client/client.h"
 #include "cli/ctl.h"
@@ -567,6 +569,9 @@ int main(int argc, char **argv) {
         if (target == NULL)
             return EXIT_USAGE;
         ctl.addr = target;
+        /* gRPC's own lines in reel's log format (the client library
+         * leaves the process's log function alone). */
+        reel_grpc_init();
         if (reel_client_create(ctl.addr, &co, &ctl.client, &err) != 0) {
             char named[1024];
 
@@ -584,6 +589,7 @@ int main(int argc, char **argv) {
                                 : "out of memory");
             reel_reply_fini(&err);
             free(target);
+            grpc_shutdown();
             return rc;
         }
         if (c->group != NULL)
@@ -591,6 +597,7 @@ int main(int argc, char **argv) {
         else
             rc = c->run(&ctl, argc - 1, argv + 1);
         reel_client_destroy(ctl.client);
+        grpc_shutdown();
         free(target);
         return finish_output(rc);
     }

@@ -41,7 +41,6 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "api/grpc_init.h"
 #include "base/clock.h"
 #include "base/status.h"
 #include "base/text.h"
@@ -540,7 +539,9 @@ int reel_client_create(const char *addr, const reel_client_opts_t *opts,
         return rc;
     if (o.token != NULL && (rc = check_token(o.token, err)) != CLIENT_OK)
         return rc;
-    reel_grpc_init();
+    /* Plain grpc_init: the process's log function and Abseil's settings
+     * are its program's to choose (reel's programs call reel_grpc_init). */
+    grpc_init();
     if ((rc = channel_creds(&o, &creds, err)) != CLIENT_OK) {
         grpc_shutdown();
         return rc;

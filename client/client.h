@@ -54,6 +54,11 @@
  * Lifetimes: what a callback receives is valid during the callback. A
  * reel_reply_t's strings and body are the caller's (reel_reply_fini). A
  * client must outlive its consumers and every call on it.
+ *
+ * gRPC: a client holds gRPC initialized (grpc_init, grpc_shutdown at
+ * destroy) and changes nothing else of the process's: its log function
+ * and Abseil's settings are the program's (reel's own programs call
+ * reel_grpc_init, api/grpc_init.h, for theirs).
  */
 #ifndef REEL_CLIENT_CLIENT_H
 #define REEL_CLIENT_CLIENT_H

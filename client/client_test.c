@@ -31,6 +31,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <grpc/support/log.h>
+
 #include "reel/v1/kv.pb-c.h"
 #include "reel/v1/wal.pb-c.h"
 #include "reel/v1/workspace.pb-c.h"
@@ -1318,7 +1320,7 @@ static void test_upload_refuses_a_null_message_with_a_length(void **state) {
     reel_client_destroy(c);
 }
 
-/* ---- Arguments and addresses ---------------------------------------------- */
+/* ---- Arguments, addresses, the process's gRPC ---------------------------- */
 
 /* NULL where a pointer is needed: INVALID_ARGUMENT naming it (a reply of
  * NULL cannot be named in itself: the code says it), never a crash. */
@@ -1402,6 +1404,28 @@ static void test_create_refuses_a_port_alone_or_a_url(void **state) {
     reel_client_destroy(c);
 }
 
+static int app_log_lines;
+
+/* Counts, and says it as gRPC would (it stays the process's: gRPC has no
+ * way to set its own back). */
+static void app_log(gpr_log_func_args *a) {
+    app_log_lines++;
+    fprintf(stderr, "grpc: %s\n", a->message);
+}
+
+/* A library leaves the process's gRPC log function as the application set
+ * it. */
+static void test_create_leaves_the_grpc_log_function_alone(void **state) {
+    reel_client_t *c;
+
+    (void)state;
+    gpr_set_log_function(app_log);
+    assert_int_equal(reel_client_create("127.0.0.1:1", NULL, &c, NULL), 0);
+    gpr_log(GPR_ERROR, "a line of the application's");
+    reel_client_destroy(c);
+    assert_int_equal(app_log_lines, 1);
+}
+
 /* A run that ends OK says so with a message, "" (details is NULL only
  * when out of memory, as for any reply). */
 static void test_a_run_that_ends_ok_has_details(void **state) {
@@ -1471,6 +1495,7 @@ int main(void) {
         cmocka_unit_test(test_consumer_stopped_before_it_runs_returns_at_once),
         cmocka_unit_test(test_null_arguments_are_refused_naming_them),
         cmocka_unit_test(test_create_refuses_a_port_alone_or_a_url),
+        cmocka_unit_test(test_create_leaves_the_grpc_log_function_alone),
         cmocka_unit_test(test_a_run_that_ends_ok_has_details),
         cmocka_unit_test_setup_teardown(
             test_upload_refuses_a_null_message_with_a_length, reeld_up,

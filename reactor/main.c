@@ -25,7 +25,9 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <grpc/grpc.h>
 
+#include "api/grpc_init.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/text.h"
@@ -366,6 +368,9 @@ int main(int argc, char **argv) {
      * at most this window, not one grown to the connection's
      * bandwidth-delay product over a large backlog (sink/sink.h). */
     copts.stream_window_bytes = 1u << 20;
+    /* gRPC's own lines in reel's log (the client library leaves the
+     * process's log function alone). */
+    reel_grpc_init();
     if (reel_client_opts_from_env(&copts, &err) != 0 || /* reelctl's */
         reel_client_create(a.reel, &copts, &client, &err) != 0) {
         char named[1024];
@@ -376,10 +381,12 @@ int main(int argc, char **argv) {
         reel_reply_fini(&err);
         reactor_config_fini(&cfg);
         curl_global_cleanup();
+        grpc_shutdown();
         return EXIT_USAGE;
     }
     rc = cmd_run(&a, &cfg, client);
     reel_client_destroy(client);
+    grpc_shutdown();
     curl_global_cleanup();
     reactor_config_fini(&cfg);
     return rc;

@@ -36,7 +36,9 @@
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
+#include <grpc/grpc.h>
 
+#include "api/grpc_init.h"
 #include "base/file.h"
 #include "base/log.h"
 #include "base/pattern.h"
@@ -1018,6 +1020,9 @@ int main(int argc, char **argv) {
      * for it meanwhile is bounded by a fixed window, not by the
      * connection's bandwidth-delay product. */
     copts.stream_window_bytes = SINK_STREAM_WINDOW_BYTES;
+    /* gRPC's own lines in reel's log (the client library leaves the
+     * process's log function alone). */
+    reel_grpc_init();
     if (reel_client_opts_from_env(&copts, &err) != 0 || /* reelctl's */
         reel_client_create(a.reel, &copts, &client, &err) != 0) {
         char named[1024];
@@ -1027,6 +1032,7 @@ int main(int argc, char **argv) {
                                          sizeof(named)));
         reel_reply_fini(&err);
         sink_config_set_fini(&cfg);
+        grpc_shutdown();
         return EXIT_USAGE;
     }
     if (strcmp(a.cmd, "run") == 0)
@@ -1045,6 +1051,7 @@ int main(int argc, char **argv) {
     else
         rc = cmd_enable(&a, one, client);
     reel_client_destroy(client);
+    grpc_shutdown();
     curl_global_cleanup();
     sink_config_set_fini(&cfg);
     return rc;
