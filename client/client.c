@@ -19,6 +19,15 @@
  *
  * Deadlines are on the monotonic clock, so a change of the wall clock moves
  * none. A retried unary call's attempts share the caller's deadline.
+ *
+ * Ending calls from another thread: each public call enters the client
+ * (client_enter) with a cancel switch of its own, and each gRPC call it
+ * makes is in that switch's list while it runs; a consumer loop enters
+ * once for its run, with the switch its stop fires. reel_client_shutdown
+ * fires every switch inside (the calls are cancelled, backoff waits woken)
+ * and lets no one in after it; destroy then waits until everyone has left
+ * before it destroys the channel, so no call is ever left on a channel
+ * that is gone, nor on a gRPC that grpc_shutdown ended.
  */
 #include "client/client.h"
 
@@ -48,6 +57,13 @@
 
 struct reel_client {
     grpc_channel *channel;
+    /* The calls open on it (and consumer loops running), each with the
+     * switch that cancels it: reel_client_shutdown fires them all, and
+     * destroy waits for the list to empty. mu guards both fields. */
+    pthread_mutex_t mu;
+    pthread_cond_t left; /* a user left */
+    int closing;         /* shut down: no call enters */
+    client_user_t *users;
     grpc_slice auth_value; /* "Bearer <token>", when has_token */
     int has_token;
     client_backoff_t backoff;
@@ -552,6 +568,8 @@ int reel_client_create(const char *addr, const reel_client_opts_t *opts,
         return client_reply_set(err, CLIENT_RESOURCE_EXHAUSTED,
                                 "out of memory");
     }
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->left, NULL);
     if (o.token != NULL) {
         size_t n = strlen(o.token);
 
@@ -675,6 +693,20 @@ const char *reel_client_hint_note(const reel_client_t *c, int code,
 void reel_client_destroy(reel_client_t *c) {
     if (c == NULL)
         return;
+    reel_client_shutdown(c);
+    pthread_mutex_lock(&c->mu);
+    for (client_user_t *u = c->users; u != NULL; u = u->next)
+        if (pthread_equal(u->thread, pthread_self())) {
+            /* It would wait for itself for ever: say so and stop here. */
+            fprintf(stderr,
+                    "reel_client_destroy: called from within a call on the "
+                    "same client (a callback's): it would wait for that "
+                    "call for ever\n");
+            abort();
+        }
+    while (c->users != NULL)
+        pthread_cond_wait(&c->left, &c->mu);
+    pthread_mutex_unlock(&c->mu);
     grpc_channel_destroy(c->channel);
     if (c->has_token) {
         /* The token's copy: wiped before it is freed. */
@@ -682,6 +714,8 @@ void reel_client_destroy(reel_client_t *c) {
                GRPC_SLICE_LENGTH(c->auth_value));
         grpc_slice_unref(c->auth_value);
     }
+    pthread_cond_destroy(&c->left);
+    pthread_mutex_destroy(&c->mu);
     free(c);
     grpc_shutdown();
 }
@@ -696,6 +730,9 @@ int64_t client_deadline_ms(const reel_client_t *c) {
 
 /* ---- Cancelling from another thread -------------------------------------- */
 
+/* The calls a switch cancels are call_t (below), linked through next. */
+static void cancel_calls(client_cancel_t *k);
+
 void client_cancel_init(client_cancel_t *k) {
     memset(k, 0, sizeof(*k));
     pthread_mutex_init(&k->mu, NULL);
@@ -707,12 +744,14 @@ void client_cancel_fini(client_cancel_t *k) {
     pthread_mutex_destroy(&k->mu);
 }
 
-void client_cancel_fire(client_cancel_t *k) {
+void client_cancel_fire(client_cancel_t *k, const char *why) {
     pthread_mutex_lock(&k->mu);
-    k->fired = 1;
-    /* Under the lock: the stream clears call under it before the unref. */
-    if (k->call != NULL)
-        grpc_call_cancel(k->call, NULL);
+    if (!k->fired) {
+        k->fired = 1;
+        k->why = why;
+    }
+    /* Under the lock: a call leaves the list under it before its unref. */
+    cancel_calls(k);
     pthread_cond_broadcast(&k->cv);
     pthread_mutex_unlock(&k->mu);
 }
@@ -738,6 +777,74 @@ int client_cancel_wait(client_cancel_t *k, int64_t ms) {
     f = k->fired;
     pthread_mutex_unlock(&k->mu);
     return f;
+}
+
+/* ---- Who is using a client ----------------------------------------------- */
+
+#define WHY_SHUTDOWN                                                         \
+    "the client was shut down (reel_client_shutdown or reel_client_destroy)"
+
+int client_enter(reel_client_t *c, client_user_t *u, client_cancel_t *k,
+                 reel_reply_t *r) {
+    int closing;
+
+    u->thread = pthread_self();
+    u->cancel = k;
+    pthread_mutex_lock(&c->mu);
+    closing = c->closing;
+    if (!closing) {
+        u->next = c->users;
+        c->users = u;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (closing)
+        return client_reply_set(r, CLIENT_CANCELLED, "%s", WHY_SHUTDOWN);
+    return CLIENT_OK;
+}
+
+void client_leave(reel_client_t *c, client_user_t *u) {
+    pthread_mutex_lock(&c->mu);
+    for (client_user_t **p = &c->users; *p != NULL; p = &(*p)->next)
+        if (*p == u) {
+            *p = u->next;
+            break;
+        }
+    pthread_cond_broadcast(&c->left);
+    /* The last touch of c: destroy may free it once this unlocks. */
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* A public call's start: its arguments' pointers, then c entered with a
+ * switch of its own (k), which shutdown fires. */
+static int public_enter(reel_client_t *c, reel_reply_t *r, client_user_t *u,
+                        client_cancel_t *k) {
+    int rc;
+
+    if (r == NULL)
+        return CLIENT_INVALID_ARGUMENT; /* nowhere to say more */
+    memset(r, 0, sizeof(*r));
+    if (c == NULL)
+        return client_reply_set(r, CLIENT_INVALID_ARGUMENT, "client: NULL");
+    client_cancel_init(k);
+    if ((rc = client_enter(c, u, k, r)) != CLIENT_OK)
+        client_cancel_fini(k);
+    return rc;
+}
+
+static void public_leave(reel_client_t *c, client_user_t *u,
+                         client_cancel_t *k) {
+    client_leave(c, u);
+    client_cancel_fini(k);
+}
+
+void reel_client_shutdown(reel_client_t *c) {
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->closing = 1;
+    for (client_user_t *u = c->users; u != NULL; u = u->next)
+        client_cancel_fire(u->cancel, WHY_SHUTDOWN);
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* The longest a reconnect wait goes without looking at its cancel. */
@@ -812,9 +919,47 @@ typedef struct call {
     grpc_completion_queue *cq;
     grpc_call *call;
     grpc_metadata_array md_in;
-    client_cancel_t *cancel; /* registered in it while the call runs */
+    client_cancel_t *cancel; /* in its list while the call runs */
+    struct call *next;       /* the next call in that list */
     int ok;                  /* the last batch waited for succeeded */
 } call_t;
+
+static void cancel_calls(client_cancel_t *k) {
+    for (call_t *x = k->calls; x != NULL; x = x->next)
+        grpc_call_cancel_with_status(x->call, GRPC_STATUS_CANCELLED,
+                                     k->why != NULL ? k->why : "cancelled",
+                                     NULL);
+}
+
+/* Puts k's call in cancel's list (cancel may be NULL): 0, or -1 when it
+ * has fired already (the call is not in it then). */
+static int call_register(call_t *k, client_cancel_t *cancel) {
+    int fired;
+
+    if (cancel == NULL)
+        return 0;
+    pthread_mutex_lock(&cancel->mu);
+    if (!(fired = cancel->fired)) {
+        k->cancel = cancel;
+        k->next = cancel->calls;
+        cancel->calls = k;
+    }
+    pthread_mutex_unlock(&cancel->mu);
+    return fired ? -1 : 0;
+}
+
+/* What a call refused by a fired switch says. */
+static int refused_cancelled(const char *method, client_cancel_t *cancel,
+                             reel_reply_t *r) {
+    const char *why;
+
+    pthread_mutex_lock(&cancel->mu);
+    why = cancel->why != NULL ? cancel->why : "cancelled";
+    pthread_mutex_unlock(&cancel->mu);
+    return client_reply_set(r, CLIENT_CANCELLED,
+                            "%s: cancelled before it was sent: %s", method,
+                            why);
+}
 
 /* A deadline at_ms (client_now_ms's clock; INT64_MAX: none), as gRPC's. */
 static gpr_timespec deadline_at(int64_t at_ms) {
@@ -875,7 +1020,11 @@ static char *slice_dup(grpc_slice s) {
 static void call_fini(call_t *k) {
     if (k->cancel != NULL) {
         pthread_mutex_lock(&k->cancel->mu);
-        k->cancel->call = NULL;
+        for (call_t **p = &k->cancel->calls; *p != NULL; p = &(*p)->next)
+            if (*p == k) {
+                *p = k->next;
+                break;
+            }
         pthread_mutex_unlock(&k->cancel->mu);
     }
     if (k->call != NULL)
@@ -923,7 +1072,7 @@ static void initial_metadata(const reel_client_t *c, grpc_op *op,
  */
 #define PROBE_MS 250
 
-static void probe(reel_client_t *c, int64_t end_ms) {
+static void probe(reel_client_t *c, int64_t end_ms, client_cancel_t *cancel) {
     int64_t left;
 
     if (grpc_channel_check_connectivity_state(c->channel, 0) !=
@@ -931,7 +1080,8 @@ static void probe(reel_client_t *c, int64_t end_ms) {
         return;
     left = end_ms == INT64_MAX ? PROBE_MS : end_ms - client_now_ms();
     if (left > 0)
-        client_reconnect_wait(c, NULL, 0, left < PROBE_MS ? left : PROBE_MS);
+        client_reconnect_wait(c, cancel, 0,
+                              left < PROBE_MS ? left : PROBE_MS);
 }
 
 /*
@@ -960,7 +1110,7 @@ static int call_start_idle(reel_client_t *c, call_t *k, const char *method,
                                     ? "method: a path such as "
                                       "/reel.v1.KV/GetValue"
                                     : "req: NULL with a length");
-    probe(c, end_ms);
+    probe(c, end_ms, cancel);
     path = grpc_slice_from_copied_string(method);
     body = grpc_slice_from_copied_buffer(req, len);
     bb = grpc_raw_byte_buffer_create(&body, 1);
@@ -976,18 +1126,9 @@ static int call_start_idle(reel_client_t *c, call_t *k, const char *method,
                               "gRPC could not create a call of %s", method);
         goto out;
     }
-    if (cancel != NULL) {
-        pthread_mutex_lock(&cancel->mu);
-        if (!cancel->fired) {
-            cancel->call = k->call;
-            k->cancel = cancel;
-        }
-        pthread_mutex_unlock(&cancel->mu);
-        if (k->cancel == NULL) {
-            rc = client_reply_set(r, CLIENT_CANCELLED,
-                                  "cancelled before it was sent");
-            goto out;
-        }
+    if (call_register(k, cancel) != 0) {
+        rc = refused_cancelled(method, cancel, r);
+        goto out;
     }
     memset(ops, 0, sizeof(ops));
     initial_metadata(c, &ops[0], &auth);
@@ -1087,13 +1228,14 @@ static int recv_start(call_t *k, grpc_byte_buffer **resp, reel_reply_t *r) {
 
 /* One attempt of a unary call that must end by end_ms. */
 static int unary_once(reel_client_t *c, const char *method, const void *req,
-                      size_t len, int64_t end_ms, reel_reply_t *r) {
+                      size_t len, int64_t end_ms, client_cancel_t *cancel,
+                      reel_reply_t *r) {
     grpc_byte_buffer *resp = NULL;
     int failed = 0, rc;
     call_t k;
 
     memset(r, 0, sizeof(*r));
-    if ((rc = call_start(c, &k, method, req, len, end_ms, NULL, r)) !=
+    if ((rc = call_start(c, &k, method, req, len, end_ms, cancel, r)) !=
         CLIENT_OK)
         return rc;
     if (recv_start(&k, &resp, r) != 0) {
@@ -1147,9 +1289,9 @@ static int refused_unqueued(const reel_reply_t *r) {
  * UNAVAILABLE when unavailable_too (the call may have been applied). Waits
  * a backoff between attempts, within the deadline and max_attempts.
  */
-static int unary_attempts(reel_client_t *c, const char *method,
-                          const void *req, size_t len, int64_t timeout_ms,
-                          int unavailable_too, reel_reply_t *r) {
+int client_unary(reel_client_t *c, const char *method, const void *req,
+                 size_t len, int64_t timeout_ms, int unavailable_too,
+                 client_cancel_t *cancel, reel_reply_t *r) {
     int64_t end_ms = end_of(unary_timeout(c, timeout_ms));
     uint64_t rng = client_rng_seed();
     int rc;
@@ -1158,7 +1300,7 @@ static int unary_attempts(reel_client_t *c, const char *method,
         int64_t delay;
         int busy;
 
-        rc = unary_once(c, method, req, len, end_ms, r);
+        rc = unary_once(c, method, req, len, end_ms, cancel, r);
         busy = refused_unqueued(r);
         if ((!busy && !(unavailable_too && rc == CLIENT_UNAVAILABLE)) ||
             (int)attempt + 1 >= c->max_attempts)
@@ -1168,39 +1310,38 @@ static int unary_attempts(reel_client_t *c, const char *method,
         if (end_ms != INT64_MAX && client_now_ms() + delay >= end_ms)
             return rc;
         /* A busy server is up: the whole wait, not until it is ready. */
-        client_reconnect_wait(c, NULL, busy ? delay : delay / 4, delay);
+        if (client_reconnect_wait(c, cancel, busy ? delay : delay / 4,
+                                  delay))
+            return refused_cancelled(method, cancel, r);
         reel_reply_fini(r);
     }
 }
 
-/* A public call's own pointers: CLIENT_OK, or INVALID_ARGUMENT (r says
- * which, when there is an r to say it in). */
-static int public_args(const reel_client_t *c, reel_reply_t *r) {
-    if (r == NULL)
-        return CLIENT_INVALID_ARGUMENT; /* nowhere to say more */
-    memset(r, 0, sizeof(*r));
-    if (c == NULL)
-        return client_reply_set(r, CLIENT_INVALID_ARGUMENT, "client: NULL");
-    return CLIENT_OK;
-}
-
 int reel_client_unary(reel_client_t *c, const char *method, const void *req,
                       size_t len, int64_t timeout_ms, reel_reply_t *r) {
+    client_user_t u;
+    client_cancel_t k;
     int rc;
 
-    if ((rc = public_args(c, r)) != CLIENT_OK)
+    if ((rc = public_enter(c, r, &u, &k)) != CLIENT_OK)
         return rc;
-    return unary_attempts(c, method, req, len, timeout_ms, 0, r);
+    rc = client_unary(c, method, req, len, timeout_ms, 0, &k, r);
+    public_leave(c, &u, &k);
+    return rc;
 }
 
 int reel_client_unary_retry(reel_client_t *c, const char *method,
                             const void *req, size_t len, int64_t timeout_ms,
                             reel_reply_t *r) {
+    client_user_t u;
+    client_cancel_t k;
     int rc;
 
-    if ((rc = public_args(c, r)) != CLIENT_OK)
+    if ((rc = public_enter(c, r, &u, &k)) != CLIENT_OK)
         return rc;
-    return unary_attempts(c, method, req, len, timeout_ms, 1, r);
+    rc = client_unary(c, method, req, len, timeout_ms, 1, &k, r);
+    public_leave(c, &u, &k);
+    return rc;
 }
 
 /*
@@ -1303,9 +1444,9 @@ static int batch(call_t *k, grpc_op *ops, size_t n, void *tag) {
     return pluck(k, tag, gpr_inf_future(GPR_CLOCK_REALTIME)).success;
 }
 
-int reel_client_upload(reel_client_t *c, const char *method,
-                       int64_t timeout_ms, reel_next_fn next, void *arg,
-                       reel_reply_t *r) {
+static int upload(reel_client_t *c, const char *method, int64_t timeout_ms,
+                  reel_next_fn next, void *arg, client_cancel_t *cancel,
+                  reel_reply_t *r) {
     grpc_slice path;
     grpc_byte_buffer *resp = NULL;
     reel_reply_t failed = {0};
@@ -1315,15 +1456,14 @@ int reel_client_upload(reel_client_t *c, const char *method,
     size_t largest = 0; /* the largest message sent */
     int more = 1, rc;
 
-    if ((rc = public_args(c, r)) != CLIENT_OK)
-        return rc;
+    memset(r, 0, sizeof(*r));
     if (method == NULL || method[0] != '/' || next == NULL)
         return client_reply_set(r, CLIENT_INVALID_ARGUMENT,
                                 next == NULL ? "next: an upload needs one"
                                              : "method: a path such as "
                                                "/reel.v1.Workspace/"
                                                "PutArtifact");
-    probe(c, end_of(timeout_ms));
+    probe(c, end_of(timeout_ms), cancel);
     path = grpc_slice_from_copied_string(method);
     memset(&k, 0, sizeof(k));
     grpc_metadata_array_init(&k.md_in);
@@ -1338,6 +1478,10 @@ int reel_client_upload(reel_client_t *c, const char *method,
         return client_reply_set(r, CLIENT_INTERNAL,
                                 "gRPC could not create a call of %s",
                                 method);
+    }
+    if (call_register(&k, cancel) != 0) {
+        call_fini(&k);
+        return refused_cancelled(method, cancel, r);
     }
     memset(ops, 0, sizeof(ops));
     initial_metadata(c, &ops[0], &auth);
@@ -1427,16 +1571,34 @@ int reel_client_upload(reel_client_t *c, const char *method,
     return rc;
 }
 
+int reel_client_upload(reel_client_t *c, const char *method,
+                       int64_t timeout_ms, reel_next_fn next, void *arg,
+                       reel_reply_t *r) {
+    client_user_t u;
+    client_cancel_t k;
+    int rc;
+
+    if ((rc = public_enter(c, r, &u, &k)) != CLIENT_OK)
+        return rc;
+    rc = upload(c, method, timeout_ms, next, arg, &k, r);
+    public_leave(c, &u, &k);
+    return rc;
+}
+
 int reel_client_stream_idle(reel_client_t *c, const char *method,
                             const void *req, size_t len, int64_t timeout_ms,
                             reel_stream_fn on_msg, reel_idle_fn on_idle,
                             int64_t idle_ms, void *arg, reel_reply_t *r) {
+    client_user_t u;
+    client_cancel_t k;
     int rc;
 
-    if ((rc = public_args(c, r)) != CLIENT_OK)
+    if ((rc = public_enter(c, r, &u, &k)) != CLIENT_OK)
         return rc;
-    return client_stream(c, method, req, len, timeout_ms, on_msg, on_idle,
-                         idle_ms, arg, NULL, NULL, r);
+    rc = client_stream(c, method, req, len, timeout_ms, on_msg, on_idle,
+                       idle_ms, arg, &k, NULL, r);
+    public_leave(c, &u, &k);
+    return rc;
 }
 
 int reel_client_stream(reel_client_t *c, const char *method, const void *req,

@@ -49,11 +49,17 @@
  * on one client at once; the calls share its connection, each waits on its
  * own completion queue. Callbacks run on the thread that made the call. A
  * reel_consumer_t runs on the one thread that calls reel_consumer_run;
- * reel_consumer_stop and reel_consumer_stats may come from any thread.
+ * reel_consumer_stop and reel_consumer_stats may come from any thread. To
+ * end the calls open on a client from another thread (a stream blocked
+ * waiting for its next message, an upload, a consumer loop), shut the
+ * client down (reel_client_shutdown) or destroy it.
  *
  * Lifetimes: what a callback receives is valid during the callback. A
- * reel_reply_t's strings and body are the caller's (reel_reply_fini). A
- * client must outlive its consumers and every call on it.
+ * reel_reply_t's strings and body are the caller's (reel_reply_fini).
+ * reel_client_destroy ends the calls still open on the client, consumer
+ * loops included, and waits for them to return before it frees the
+ * client; nothing may start on it once destroy has returned (a consumer
+ * needs its client only while it runs).
  *
  * gRPC: a client holds gRPC initialized (grpc_init, grpc_shutdown at
  * destroy) and changes nothing else of the process's: its log function
@@ -204,7 +210,24 @@ const char *reel_client_hint_note(const reel_client_t *c, int code,
  */
 int reel_client_create(const char *addr, const reel_client_opts_t *opts,
                        reel_client_t **out, reel_reply_t *err);
-/* Every call on c must have returned. NULL is fine. */
+
+/*
+ * Ends every call open on c, from any thread, and refuses the calls that
+ * come after: streams, uploads, unary calls (in a backoff wait too) and
+ * consumer loops return CANCELLED, their message saying the client was
+ * shut down (a consumer loop first acknowledges what was finished). Does
+ * not wait for them; c stays valid until reel_client_destroy. More than
+ * once is fine; NULL too.
+ */
+void reel_client_shutdown(reel_client_t *c);
+
+/*
+ * Shuts c down (above), waits for every call still open on it to return,
+ * a consumer loop's final ack included (at most its short deadline), then
+ * frees it. Not from within a call on c (a callback, on_batch): it would
+ * wait for itself, and aborts the process saying so instead. Nothing may
+ * use c once it has returned. NULL is fine.
+ */
 void reel_client_destroy(reel_client_t *c);
 
 /*
@@ -217,7 +240,8 @@ void reel_client_destroy(reel_client_t *c);
  * deadline, every attempt included; REEL_TIMEOUT_DEFAULT (0) the client's;
  * REEL_TIMEOUT_NONE (< 0) none. Fills *reply (release with
  * reel_reply_fini) and returns reply->code; on OK, reply->body holds the
- * answer (its len may be 0: an empty message).
+ * answer (its len may be 0: an empty message). CANCELLED after
+ * reel_client_shutdown.
  */
 int reel_client_unary(reel_client_t *c, const char *method, const void *req,
                       size_t len, int64_t timeout_ms, reel_reply_t *reply);
@@ -235,7 +259,8 @@ int reel_client_unary_retry(reel_client_t *c, const char *method,
  * Calls a server-streaming method; on_msg runs for each message and may
  * return non-zero to cancel the call. timeout_ms <= 0 means no deadline
  * (a stream usually has none). Returns the final status code, CANCELLED
- * after a cancel; reply->body stays NULL. A request over reeld's
+ * after a cancel (on_msg's, on_idle's, or reel_client_shutdown's from
+ * another thread); reply->body stays NULL. A request over reeld's
  * --max-message-bytes is INVALID_ARGUMENT, a message over max_receive_bytes
  * RESOURCE_EXHAUSTED, each naming its limit. Never sent twice.
  */
@@ -247,7 +272,8 @@ int reel_client_stream(reel_client_t *c, const char *method, const void *req,
 /*
  * reel_client_stream, and each time idle_ms (> 0) pass with no message,
  * on_idle(arg) runs. on_msg and on_idle may make calls on c while the
- * stream is open, and return non-zero to cancel it.
+ * stream is open, and return non-zero to cancel it: a flag another thread
+ * sets, read by on_idle, ends this one stream within idle_ms.
  */
 typedef int (*reel_idle_fn)(void *arg);
 int reel_client_stream_idle(reel_client_t *c, const char *method,
@@ -305,8 +331,9 @@ const char *reel_grpc_code_name(int code);
  * How a stream ends decides what the loop does:
  *
  *   UNAVAILABLE (reeld gone, restarting, shutting down, the connection
- *   broken), CANCELLED by anything but reel_consumer_stop,
- *   DEADLINE_EXCEEDED, and OK (a stream the server ended without an error):
+ *   broken), CANCELLED by anything but reel_consumer_stop and
+ *   reel_client_shutdown, DEADLINE_EXCEEDED, and OK (a stream the server
+ *   ended without an error):
  *     subscribe again after a backoff wait, with no bound unless
  *     max_attempts is set; attempts count from the last stream that
  *     delivered a message.
@@ -329,7 +356,10 @@ const char *reel_grpc_code_name(int code);
  * Acknowledging fails the same way: a retryable failure is tried again (at
  * the next ack, or after the reconnect); any other stops the loop with it.
  * However the loop ends, it first acknowledges what was finished; if that
- * fails, the loop's status says so (the events come again).
+ * fails, the loop's status says so (the events come again). That last ack
+ * has a deadline of its own, 3 s (the client's deadline_ms if shorter), so
+ * a stop returns within it even when reeld hangs; the acks before it are
+ * cancelled by a stop like the stream.
  */
 
 typedef struct reel_consumer reel_consumer_t;
@@ -408,9 +438,9 @@ typedef struct reel_consumer_stats {
 } reel_consumer_stats_t;
 
 /*
- * A consumer loop on client c (which must outlive it). The options' strings
- * are copied. 0, or INVALID_ARGUMENT naming the option or argument (out
- * NULL, no consumer name, no on_batch, an option outside its limits),
+ * A consumer loop on client c (which must outlive its run). The options'
+ * strings are copied. 0, or INVALID_ARGUMENT naming the option or argument
+ * (out NULL, no consumer name, no on_batch, an option outside its limits),
  * RESOURCE_EXHAUSTED; err as in reel_client_create.
  */
 int reel_consumer_create(reel_client_t *c, const reel_consumer_opts_t *opts,
@@ -419,16 +449,18 @@ int reel_consumer_create(reel_client_t *c, const reel_consumer_opts_t *opts,
 /*
  * Runs the loop on the calling thread until it stops: returns 0 after
  * reel_consumer_stop or a callback that asked to end, with what was
- * finished acknowledged (why->details is then ""); else the status that
- * ended it. *why (may be NULL; release it with reel_reply_fini) holds the
- * code and its message. A consumer runs once: a second run answers
- * FAILED_PRECONDITION (create another to go on).
+ * finished acknowledged (why->details is then ""); CANCELLED once its
+ * client is shut down (reel_client_shutdown, reel_client_destroy); else
+ * the status that ended it. *why (may be NULL; release it with
+ * reel_reply_fini) holds the code and its message. A consumer runs once:
+ * a second run answers FAILED_PRECONDITION (create another to go on).
  */
 int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why);
 
 /*
- * Asks the loop to end: it cancels the stream, wakes a backoff wait, lets
- * a running callback finish, acknowledges what was finished and returns.
+ * Asks the loop to end: it cancels the stream and any ack on its way, wakes
+ * a backoff wait, lets a running callback finish, acknowledges what was
+ * finished (within that ack's own short deadline) and returns.
  * Thread-safe; may come from the callback, before run (which then returns
  * at once) and more than once; NULL is fine. Not async-signal-safe: call
  * it from a thread that takes signals with sigwait, not from a signal

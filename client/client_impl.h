@@ -27,26 +27,47 @@
 #define CLIENT_EVICTED "read nothing of its last message"
 
 /*
- * A switch another thread flips to end a stream: the stream registers its
- * call here while it runs, and client_cancel_fire cancels it (gRPC's
- * grpc_call_cancel may come from any thread). Once fired it stays fired:
- * a stream started afterwards ends CANCELLED before it is sent, and
- * client_cancel_wait returns at once. The consumer's backoff waits on the
- * same lock and condition.
+ * A switch another thread flips to end calls: a call registers in it while
+ * it runs (any number of calls: a consumer's stream and the ack made from
+ * its callback), and client_cancel_fire cancels them all (gRPC's
+ * grpc_call_cancel may come from any thread), their status CANCELLED with
+ * why as its message. Once fired it stays fired: a call started afterwards
+ * ends CANCELLED before it is sent, and client_cancel_wait returns at
+ * once. The consumer's backoff waits on the same lock and condition.
  */
+struct call;
 typedef struct client_cancel {
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+    pthread_cond_t cv;  /* on CLOCK_MONOTONIC */
     int fired;
-    void *call;        /* the grpc_call of the stream running, or NULL */
+    const char *why;    /* the first firer's reason (static text) */
+    struct call *calls; /* the calls running on it */
 } client_cancel_t;
 
 void client_cancel_init(client_cancel_t *k);
 void client_cancel_fini(client_cancel_t *k);
-void client_cancel_fire(client_cancel_t *k);
+void client_cancel_fire(client_cancel_t *k, const char *why);
 int client_cancel_fired(client_cancel_t *k);
 /* Waits ms or until fired; 1 if fired. */
 int client_cancel_wait(client_cancel_t *k, int64_t ms);
+
+/*
+ * Who uses a client: each public call, and each consumer loop for its whole
+ * run, enters it with its switch (the user's storage, until it leaves).
+ * reel_client_shutdown fires every switch of those inside, and no one
+ * enters after it; destroy then waits for every one to leave. client_enter
+ * is CLIENT_OK, or CANCELLED (r set, u not entered) once it is shut down.
+ * Leaving is the last touch of c.
+ */
+typedef struct client_user {
+    pthread_t thread; /* destroy from within its own call would deadlock */
+    client_cancel_t *cancel;
+    struct client_user *next;
+} client_user_t;
+
+int client_enter(reel_client_t *c, client_user_t *u, client_cancel_t *k,
+                 reel_reply_t *r);
+void client_leave(reel_client_t *c, client_user_t *u);
 
 /*
  * The wait before trying again after UNAVAILABLE (reeld away, or
@@ -59,9 +80,17 @@ int client_cancel_wait(client_cancel_t *k, int64_t ms);
 int client_reconnect_wait(reel_client_t *c, client_cancel_t *k,
                           int64_t min_ms, int64_t ms);
 
-/* reel_client_stream_idle that k (may be NULL) can cancel too. *started
- * (may be NULL) is 1 if the request went out on a connection (the server
- * may have taken the call, whatever came back), 0 if it never left. */
+/* reel_client_unary (unavailable_too 0) or reel_client_unary_retry (1) for
+ * a user already inside c, which k (may be NULL) cancels, waits between
+ * attempts included. */
+int client_unary(reel_client_t *c, const char *method, const void *req,
+                 size_t len, int64_t timeout_ms, int unavailable_too,
+                 client_cancel_t *k, reel_reply_t *r);
+
+/* reel_client_stream_idle for a user already inside c, which k (may be
+ * NULL) cancels. *started (may be NULL) is 1 if the request went out on a
+ * connection (the server may have taken the call, whatever came back), 0
+ * if it never left. */
 int client_stream(reel_client_t *c, const char *method, const void *req,
                   size_t len, int64_t timeout_ms, reel_stream_fn on_msg,
                   reel_idle_fn on_idle, int64_t idle_ms, void *arg,

@@ -4,8 +4,9 @@
  * malformed bytes), the consumer's bookkeeping (each revision handed out
  * once, PROGRESS, when acks are due), the options' limits, and the retry
  * bounds against an address where nothing listens. And against a real
- * reeld (api/reeld, started per test on a fresh data dir): size limits on
- * streams, uploads.
+ * reeld (api/reeld, started per test on a fresh data dir, and stopped with
+ * SIGSTOP to play a server that hangs): size limits on streams, stopping a
+ * consumer promptly, destroying a client with calls open, uploads.
  *
  * `bazel test --test_filter=NAME` runs the tests whose names match NAME.
  */
@@ -19,6 +20,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -1268,6 +1270,263 @@ static void test_a_stream_past_a_size_limit_says_whose(void **state) {
     reel_client_destroy(c);
 }
 
+/* Finishes nothing: every event stays the callback's. */
+static int keep_all(void *arg, const reel_event_t *ev, size_t n,
+                    uint64_t *finished) {
+    (void)arg, (void)ev, (void)n;
+    *finished = 0;
+    return 0;
+}
+
+static int finish_all(void *arg, const reel_event_t *ev, size_t n,
+                      uint64_t *finished) {
+    (void)arg, (void)ev, (void)n, (void)finished;
+    return 0;
+}
+
+
+typedef struct running {
+    reel_consumer_t *k;
+    reel_reply_t why;
+    int rc;
+} running_t;
+
+static void *run_thread_why(void *arg) {
+    running_t *t = arg;
+
+    t->rc = reel_consumer_run(t->k, &t->why);
+    return NULL;
+}
+
+/* Polls stats until cond holds, up to ms; 1 if it did. */
+static int wait_stats(reel_consumer_t *k,
+                      int (*cond)(const reel_consumer_stats_t *),
+                      int64_t ms) {
+    int64_t t0 = client_now_ms();
+    reel_consumer_stats_t s;
+
+    for (;;) {
+        reel_consumer_stats(k, &s);
+        if (cond(&s))
+            return 1;
+        if (client_now_ms() - t0 > ms)
+            return 0;
+        usleep(20 * 1000);
+    }
+}
+
+static int delivered_some(const reel_consumer_stats_t *s) {
+    return s->delivered > 0;
+}
+
+static int is_streaming(const reel_consumer_stats_t *s) {
+    return s->streaming;
+}
+
+/*
+ * reeld hangs (SIGSTOP) while an ack is on its way: the stop cancels that
+ * ack with the stream, and the final ack gives up after its own short
+ * deadline, not the client's (20 s here: a stop used to wait out one ack
+ * and then another, 40 s).
+ */
+static void test_consumer_stop_is_prompt_while_reeld_hangs(void **state) {
+    reeld_t *d = *state;
+    reel_client_opts_t o = REEL_CLIENT_OPTS_INIT;
+    reel_consumer_opts_t co = REEL_CONSUMER_OPTS_INIT;
+    running_t t = {0};
+    reel_client_t *c;
+    pthread_t th;
+    int64_t t0, took;
+
+    o.deadline_ms = 20000;
+    assert_int_equal(reel_client_create(d->addr, &o, &c, NULL), 0);
+    set_value(c, "app", "a", 8);
+    co.consumer = "hang";
+    co.on_batch = keep_all;
+    co.ack_interval_ms = 200;
+    assert_int_equal(reel_consumer_create(c, &co, &t.k, NULL), 0);
+    assert_int_equal(pthread_create(&th, NULL, run_thread_why, &t), 0);
+    if (!wait_stats(t.k, delivered_some, 30000)) {
+        reel_consumer_stop(t.k);
+        pthread_join(th, NULL);
+        fail_msg("nothing delivered in 30 s");
+    }
+    kill(d->pid, SIGSTOP);
+    /* Now finished: the next idle tick acks, and the ack hangs. */
+    reel_consumer_finish(t.k, UINT64_MAX);
+    usleep(1500 * 1000);
+    t0 = client_now_ms();
+    reel_consumer_stop(t.k);
+    pthread_join(th, NULL);
+    took = client_now_ms() - t0;
+    if (took > 10000)
+        fail_msg("the stop took %lld ms", (long long)took);
+    /* The final ack could not go: said so. */
+    assert_int_equal(t.rc, CLIENT_DEADLINE_EXCEEDED);
+    assert_non_null(strstr(t.why.details, "come again"));
+    reel_reply_fini(&t.why);
+    reel_consumer_destroy(t.k);
+    kill(d->pid, SIGCONT);
+    reel_client_destroy(c);
+}
+
+typedef struct open_stream {
+    reel_client_t *c;
+    int idle; /* reel_client_stream_idle, not reel_client_stream */
+    pthread_mutex_t *mu;
+    pthread_cond_t *cv;
+    int opened, returned, rc;
+} open_stream_t;
+
+static int stream_opened(void *arg, const uint8_t *msg, size_t len) {
+    open_stream_t *s = arg;
+
+    (void)msg, (void)len;
+    pthread_mutex_lock(s->mu);
+    s->opened = 1;
+    pthread_cond_broadcast(s->cv);
+    pthread_mutex_unlock(s->mu);
+    return 0;
+}
+
+static int idle_goes_on(void *arg) {
+    (void)arg;
+    return 0;
+}
+
+/* A watch of a key nobody sets: its first message (the end of the
+ * snapshot), then nothing, for ever. */
+static void *open_stream_main(void *arg) {
+    open_stream_t *s = arg;
+    reel_reply_t r;
+    size_t len;
+    uint8_t *q = pack_watch("app", "nobody", &len);
+    int rc = s->idle ? reel_client_stream_idle(s->c, "/reel.v1.KV/WatchValue",
+                                               q, len, 0, stream_opened,
+                                               idle_goes_on, 100, s, &r)
+                     : reel_client_stream(s->c, "/reel.v1.KV/WatchValue", q,
+                                          len, 0, stream_opened, s, &r);
+
+    reel_reply_fini(&r);
+    free(q);
+    pthread_mutex_lock(s->mu);
+    s->returned = 1;
+    s->rc = rc;
+    pthread_cond_broadcast(s->cv);
+    pthread_mutex_unlock(s->mu);
+    return NULL;
+}
+
+/* reel_client_destroy with streams open on other threads: it ends them
+ * (they return CANCELLED) and waits for them before it frees the client. */
+static void test_destroy_ends_the_calls_open_on_the_client(void **state) {
+    reeld_t *d = *state;
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    open_stream_t s[2];
+    struct timespec until;
+    reel_client_t *c;
+    pthread_t th[2];
+    int64_t t0, took;
+    int opened = 0, returned;
+
+    assert_int_equal(reel_client_create(d->addr, NULL, &c, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        s[i] = (open_stream_t){.c = c, .idle = i, .mu = &mu, .cv = &cv};
+        assert_int_equal(pthread_create(&th[i], NULL, open_stream_main, &s[i]),
+                         0);
+    }
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    pthread_mutex_lock(&mu);
+    while (!(opened = s[0].opened && s[1].opened) &&
+           pthread_cond_timedwait(&cv, &mu, &until) == 0) {
+    }
+    pthread_mutex_unlock(&mu);
+    assert_true(opened);
+    t0 = client_now_ms();
+    reel_client_destroy(c);
+    took = client_now_ms() - t0;
+    pthread_mutex_lock(&mu);
+    returned = s[0].returned && s[1].returned;
+    pthread_mutex_unlock(&mu);
+    if (!returned)
+        fail_msg("reel_client_destroy returned with its streams open");
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(s[i].rc, CLIENT_CANCELLED);
+    }
+    if (took > 10000)
+        fail_msg("reel_client_destroy took %lld ms", (long long)took);
+}
+
+/*
+ * reel_client_shutdown from another thread: a stream blocked waiting for
+ * its next message and a consumer loop on the client end CANCELLED, saying
+ * the client was shut down; a call after it is refused the same way; the
+ * client is still there for destroy.
+ */
+static void test_shutdown_ends_the_calls_open_and_refuses_new_ones(
+    void **state) {
+    reeld_t *d = *state;
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    reel_consumer_opts_t co = REEL_CONSUMER_OPTS_INIT;
+    open_stream_t s = {0};
+    running_t t = {0};
+    struct timespec until;
+    reel_client_t *c;
+    reel_reply_t r;
+    pthread_t th, run;
+    int64_t t0;
+    int opened, returned;
+
+    assert_int_equal(reel_client_create(d->addr, NULL, &c, NULL), 0);
+    s = (open_stream_t){.c = c, .mu = &mu, .cv = &cv};
+    assert_int_equal(pthread_create(&th, NULL, open_stream_main, &s), 0);
+    co.consumer = "shut";
+    co.on_batch = finish_all;
+    assert_int_equal(reel_consumer_create(c, &co, &t.k, NULL), 0);
+    assert_int_equal(pthread_create(&run, NULL, run_thread_why, &t), 0);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    pthread_mutex_lock(&mu);
+    while (!(opened = s.opened) &&
+           pthread_cond_timedwait(&cv, &mu, &until) == 0) {
+    }
+    pthread_mutex_unlock(&mu);
+    assert_true(opened);
+    assert_true(wait_stats(t.k, is_streaming, 30000));
+    t0 = client_now_ms();
+    reel_client_shutdown(c);
+    reel_client_shutdown(c); /* twice is fine */
+    pthread_join(run, NULL);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    pthread_mutex_lock(&mu);
+    while (!(returned = s.returned) &&
+           pthread_cond_timedwait(&cv, &mu, &until) == 0) {
+    }
+    pthread_mutex_unlock(&mu);
+    if (!returned)
+        fail_msg("the stream is still open 10 s after the shutdown");
+    pthread_join(th, NULL);
+    if (client_now_ms() - t0 > 10000)
+        fail_msg("the shutdown took %lld ms to end its calls",
+                 (long long)(client_now_ms() - t0));
+    assert_int_equal(s.rc, CLIENT_CANCELLED);
+    assert_int_equal(t.rc, CLIENT_CANCELLED);
+    assert_non_null(strstr(t.why.details, "shut down"));
+    reel_reply_fini(&t.why);
+    assert_int_equal(reel_client_unary(c, "/reel.v1.Wal/GetHead", "", 0, 0,
+                                       &r),
+                     CLIENT_CANCELLED);
+    assert_non_null(strstr(r.details, "shut down"));
+    reel_reply_fini(&r);
+    reel_consumer_destroy(t.k);
+    reel_client_destroy(c);
+}
+
 static uint8_t *pack_header(const char *ns, const char *key, size_t *len) {
     Reel__V1__ArtifactHeader h = REEL__V1__ARTIFACT_HEADER__INIT;
     Reel__V1__PutArtifactRequest q = REEL__V1__PUT_ARTIFACT_REQUEST__INIT;
@@ -1498,10 +1757,19 @@ int main(void) {
         cmocka_unit_test(test_create_leaves_the_grpc_log_function_alone),
         cmocka_unit_test(test_a_run_that_ends_ok_has_details),
         cmocka_unit_test_setup_teardown(
+            test_a_stream_past_a_size_limit_says_whose, reeld_up, reeld_down),
+        cmocka_unit_test_setup_teardown(
+            test_consumer_stop_is_prompt_while_reeld_hangs, reeld_up,
+            reeld_down),
+        cmocka_unit_test_setup_teardown(
+            test_destroy_ends_the_calls_open_on_the_client, reeld_up,
+            reeld_down),
+        cmocka_unit_test_setup_teardown(
             test_upload_refuses_a_null_message_with_a_length, reeld_up,
             reeld_down),
         cmocka_unit_test_setup_teardown(
-            test_a_stream_past_a_size_limit_says_whose, reeld_up, reeld_down),
+            test_shutdown_ends_the_calls_open_and_refuses_new_ones, reeld_up,
+            reeld_down),
     };
     const char *only = getenv("TESTBRIDGE_TEST_ONLY");
 

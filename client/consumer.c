@@ -29,10 +29,14 @@
  * are waited out quietly). The events given back come again on it.
  *
  * Stopping: reel_consumer_stop fires the cancel switch, which cancels the
- * stream registered in it (or the next one before it is sent) and wakes a
- * backoff wait. The receive then ends, the stream returns, the loop sees
- * the switch and leaves through the final ack. A callback that is running
- * finishes first; its answer counts.
+ * calls registered in it, the stream and an ack on its way (or the next
+ * one before it is sent), and wakes a backoff wait. The receive then ends,
+ * the stream returns, the loop sees the switch and leaves through the
+ * final ack, which is not on the switch (it would be refused) but has a
+ * short deadline of its own, so a stop returns soon even when reeld
+ * hangs. A callback that is running finishes first; its answer counts.
+ * The run is inside its client (client_enter) with that switch, so a
+ * shutdown of the client fires it too, and the run then ends CANCELLED.
  *
  * Which ends are retryable is client.h's table. One needs a question: a
  * subscribe refused FAILED_PRECONDITION is either a consumer another
@@ -64,6 +68,10 @@
  * a word (about a second), before they count as any other. */
 #define RESTART_QUIET_ATTEMPTS 20
 #define RESTART_WAIT_MS 50
+/* The last ack's deadline (or the client's, if shorter): a stop returns
+ * within it even when reeld hangs. */
+#define FINAL_ACK_MS 3000
+#define WHY_STOP "the consumer was stopped (reel_consumer_stop)"
 
 struct reel_consumer {
     reel_client_t *client;
@@ -75,6 +83,7 @@ struct reel_consumer {
     uint64_t async_finished; /* reel_consumer_finish's answer (stats_mu) */
     uint64_t handed;         /* the last revision handed out (stats_mu) */
     int ran;
+    int stopped; /* by reel_consumer_stop, not a shutdown (cancel.mu) */
     /* The run's state: the run's thread only. */
     client_cursor_t cur;
     client_batch_t batch;
@@ -113,8 +122,10 @@ static void take_async_finished(reel_consumer_t *k) {
 /* ---- Acknowledging ------------------------------------------------------- */
 
 /* AckEvents for revision; fills r. A consumer that is not found, or
- * invalidated, answers an error, like any other. */
-static int ack_call(reel_consumer_t *k, uint64_t revision, reel_reply_t *r) {
+ * invalidated, answers an error, like any other. A stop cancels every ack
+ * but the final one, which has a short deadline of its own instead. */
+static int ack_call(reel_consumer_t *k, uint64_t revision, int final,
+                    reel_reply_t *r) {
     Reel__V1__AckEventsRequest req = REEL__V1__ACK_EVENTS_REQUEST__INIT;
     uint8_t *buf;
     size_t len;
@@ -128,8 +139,15 @@ static int ack_call(reel_consumer_t *k, uint64_t revision, reel_reply_t *r) {
                                 "out of memory");
     reel__v1__ack_events_request__pack(&req, buf);
     /* Acks are idempotent (the cursor never moves back): safe to resend. */
-    rc = reel_client_unary_retry(k->client, "/reel.v1.Wal/AckEvents", buf,
-                                 len, REEL_TIMEOUT_DEFAULT, r);
+    if (final)
+        rc = client_unary(k->client, "/reel.v1.Wal/AckEvents", buf, len,
+                          client_deadline_ms(k->client) < FINAL_ACK_MS
+                              ? client_deadline_ms(k->client)
+                              : FINAL_ACK_MS,
+                          1, NULL, r);
+    else
+        rc = client_unary(k->client, "/reel.v1.Wal/AckEvents", buf, len,
+                          REEL_TIMEOUT_DEFAULT, 1, &k->cancel, r);
     free(buf);
     return rc;
 }
@@ -156,7 +174,7 @@ static int ack_now(reel_consumer_t *k, int force) {
         return 0;
     if ((rev = client_cursor_ackable(&k->cur)) == 0)
         return 0;
-    if (ack_call(k, rev, &r) == CLIENT_OK) {
+    if (ack_call(k, rev, force, &r) == CLIENT_OK) {
         client_cursor_acked(&k->cur, rev, client_now_ms());
         stats_update(k, 0, 0, 1);
         reel_reply_fini(&r);
@@ -263,7 +281,7 @@ static int busy_retry(reel_consumer_t *k) {
     reel_reply_t r = {0};
     int retry;
 
-    if (ack_call(k, 0, &r) != CLIENT_OK) {
+    if (ack_call(k, 0, 0, &r) != CLIENT_OK) {
         retry = r.code != CLIENT_FAILED_PRECONDITION &&
                 ack_retryable(r.code);
         reel_reply_fini(&r);
@@ -350,8 +368,22 @@ void reel_consumer_destroy(reel_consumer_t *k) {
 }
 
 void reel_consumer_stop(reel_consumer_t *k) {
-    if (k != NULL)
-        client_cancel_fire(&k->cancel);
+    if (k == NULL)
+        return;
+    pthread_mutex_lock(&k->cancel.mu);
+    k->stopped = 1;
+    pthread_mutex_unlock(&k->cancel.mu);
+    client_cancel_fire(&k->cancel, WHY_STOP);
+}
+
+/* Fired by a shutdown of the client, not by a stop: the reason, or NULL. */
+static const char *shut_down(reel_consumer_t *k) {
+    const char *why;
+
+    pthread_mutex_lock(&k->cancel.mu);
+    why = k->cancel.fired && !k->stopped ? k->cancel.why : NULL;
+    pthread_mutex_unlock(&k->cancel.mu);
+    return why;
 }
 
 void reel_consumer_restart(reel_consumer_t *k, uint64_t taken) {
@@ -425,6 +457,8 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
     uint64_t rng = client_rng_seed();
     unsigned attempts = 0, streams = 0;
     uint8_t *req = NULL;
+    client_user_t user;
+    const char *shut;
     size_t len;
     int code;
 
@@ -439,6 +473,11 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
                                 "another to run again",
                                 k->name);
     k->ran = 1;
+    /* Inside the client for the whole run: a shutdown of the client ends
+     * the loop as a stop does, and destroy waits for it to return. */
+    if ((code = client_enter(k->client, &user, &k->cancel, why)) !=
+        CLIENT_OK)
+        return code;
     client_cursor_init(&k->cur, client_now_ms());
     while (!client_cancel_fired(&k->cancel)) {
         int64_t delay;
@@ -524,8 +563,12 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
         reel_reply_fini(&r);
     }
     free(req);
+    if (end.code == CLIENT_OK && (shut = shut_down(k)) != NULL)
+        client_reply_set(&end, CLIENT_CANCELLED, "consumer \"%s\": %s",
+                         k->name, shut);
     final_ack(k, &end);
     stats_update(k, 0, 0, 0);
+    client_leave(k->client, &user);
     /* details is "" on OK too, as in any reply. */
     if (end.code == CLIENT_OK && end.details == NULL)
         client_reply_set(&end, CLIENT_OK, "%s", "");
