@@ -331,9 +331,9 @@ const char *reel_grpc_code_name(int code);
  * How a stream ends decides what the loop does:
  *
  *   UNAVAILABLE (reeld gone, restarting, shutting down, the connection
- *   broken), CANCELLED by anything but reel_consumer_stop and
- *   reel_client_shutdown, DEADLINE_EXCEEDED, and OK (a stream the server
- *   ended without an error):
+ *   broken, or silent: see silence_timeout_ms), CANCELLED by anything but
+ *   reel_consumer_stop and reel_client_shutdown, DEADLINE_EXCEEDED, and OK
+ *   (a stream the server ended without an error):
  *     subscribe again after a backoff wait, with no bound unless
  *     max_attempts is set; attempts count from the last stream that
  *     delivered a message.
@@ -416,6 +416,21 @@ typedef struct reel_consumer_opts {
      * consumer takes over once the server finds the first gone. An
      * invalidated consumer still ends the loop. */
     int standby;
+    /*
+     * A stream that delivers nothing for this long (reeld sends a PROGRESS
+     * every second while it has nothing else to send) is taken for a
+     * server gone silent, one stopped or behind a network that dropped
+     * the connection without a word: the loop ends it as UNAVAILABLE
+     * (on_retry is told) and subscribes again after a backoff wait. Time
+     * the callback takes does not count. reeld sends no PROGRESS while it
+     * scans a backlog of events the pattern refuses, so after a stream
+     * that delivered nothing at all the next waits twice as long (up to
+     * the maximum), and a long scan gets through. 0 = 10 000; else 2 000
+     * to 3 600 000; negative: never. A new stream goes over the same
+     * connection until gRPC finds it broken: keepalive_time_ms finds that
+     * sooner.
+     */
+    int64_t silence_timeout_ms;
     reel_batch_fn on_batch;      /* required */
     reel_retry_fn on_retry;      /* may be NULL */
     void *arg;                   /* for both */

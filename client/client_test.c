@@ -6,7 +6,8 @@
  * bounds against an address where nothing listens. And against a real
  * reeld (api/reeld, started per test on a fresh data dir, and stopped with
  * SIGSTOP to play a server that hangs): size limits on streams, stopping a
- * consumer promptly, destroying a client with calls open, uploads.
+ * consumer promptly, noticing a silent server, destroying a client with
+ * calls open, uploads.
  *
  * `bazel test --test_filter=NAME` runs the tests whose names match NAME.
  */
@@ -609,6 +610,18 @@ static void test_consumer_options_are_checked_naming_the_field(void **state) {
     assert_int_equal(reel_consumer_create(c, &o, &k, &err), 3);
     assert_non_null(strstr(err.details, "max_attempts"));
     reel_reply_fini(&err);
+    o.max_attempts = 0;
+    o.silence_timeout_ms = 1999; /* under two PROGRESS periods */
+    assert_int_equal(reel_consumer_create(c, &o, &k, &err), 3);
+    assert_non_null(strstr(err.details, "silence_timeout_ms: 1999"));
+    reel_reply_fini(&err);
+    o.silence_timeout_ms = 3600001;
+    assert_int_equal(reel_consumer_create(c, &o, &k, &err), 3);
+    assert_non_null(strstr(err.details, "silence_timeout_ms"));
+    reel_reply_fini(&err);
+    o.silence_timeout_ms = -1; /* never */
+    assert_int_equal(reel_consumer_create(c, &o, &k, &err), 0);
+    reel_consumer_destroy(k);
     reel_client_destroy(c);
 }
 
@@ -1370,6 +1383,65 @@ static void test_consumer_stop_is_prompt_while_reeld_hangs(void **state) {
     reel_client_destroy(c);
 }
 
+/*
+ * With every option at its default, a reeld that goes silent (SIGSTOP: the
+ * connection stays up, nothing comes) is taken for gone after several
+ * PROGRESS periods: the stream ends UNAVAILABLE, on_retry is told, and the
+ * loop subscribes again, and streams once reeld is back.
+ */
+static void test_consumer_takes_a_silent_reeld_for_gone(void **state) {
+    reeld_t *d = *state;
+    reel_consumer_opts_t co = REEL_CONSUMER_OPTS_INIT;
+    retries_t t = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                   .cv = PTHREAD_COND_INITIALIZER};
+    reel_consumer_stats_t s;
+    struct timespec until;
+    reel_client_t *c;
+    pthread_t th;
+    int n;
+
+    assert_int_equal(reel_client_create(d->addr, NULL, &c, NULL), 0);
+    co.consumer = "silent";
+    co.on_batch = finish_all;
+    co.on_retry = count_retry;
+    co.arg = &t;
+    assert_int_equal(reel_consumer_create(c, &co, &t.k, NULL), 0);
+    assert_int_equal(pthread_create(&th, NULL, run_thread, &t), 0);
+    if (!wait_stats(t.k, is_streaming, 30000)) {
+        reel_consumer_stop(t.k);
+        pthread_join(th, NULL);
+        fail_msg("not streaming after 30 s");
+    }
+    kill(d->pid, SIGSTOP);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    pthread_mutex_lock(&t.mu);
+    while (t.n == 0 && pthread_cond_timedwait(&t.cv, &t.mu, &until) == 0) {
+    }
+    n = t.n;
+    pthread_mutex_unlock(&t.mu);
+    kill(d->pid, SIGCONT);
+    if (n == 0) {
+        reel_consumer_stop(t.k);
+        pthread_join(th, NULL);
+        fail_msg("a silent reeld went unnoticed for 60 s");
+    }
+    assert_int_equal(t.codes[0], CLIENT_UNAVAILABLE);
+    /* Back: the loop streams again. */
+    if (!wait_stats(t.k, is_streaming, 60000)) {
+        reel_consumer_stop(t.k);
+        pthread_join(th, NULL);
+        fail_msg("not streaming again 60 s after reeld came back");
+    }
+    reel_consumer_stop(t.k);
+    pthread_join(th, NULL);
+    assert_int_equal(t.rc, 0);
+    reel_consumer_stats(t.k, &s);
+    assert_true(s.reconnects >= 1);
+    reel_consumer_destroy(t.k);
+    reel_client_destroy(c);
+}
+
 typedef struct open_stream {
     reel_client_t *c;
     int idle; /* reel_client_stream_idle, not reel_client_stream */
@@ -1760,6 +1832,9 @@ int main(void) {
             test_a_stream_past_a_size_limit_says_whose, reeld_up, reeld_down),
         cmocka_unit_test_setup_teardown(
             test_consumer_stop_is_prompt_while_reeld_hangs, reeld_up,
+            reeld_down),
+        cmocka_unit_test_setup_teardown(
+            test_consumer_takes_a_silent_reeld_for_gone, reeld_up,
             reeld_down),
         cmocka_unit_test_setup_teardown(
             test_destroy_ends_the_calls_open_on_the_client, reeld_up,

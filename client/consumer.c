@@ -38,6 +38,12 @@
  * The run is inside its client (client_enter) with that switch, so a
  * shutdown of the client fires it too, and the run then ends CANCELLED.
  *
+ * Silence: a server stopped, or a network that drops packets without a
+ * reset, leaves the stream open with nothing coming, and gRPC notices
+ * only with keepalive on. reeld sends a PROGRESS every second while it has
+ * nothing else, so the idle tick (often enough for that) ends a stream
+ * that delivered nothing for silence_timeout_ms, as UNAVAILABLE.
+ *
  * Which ends are retryable is client.h's table. One needs a question: a
  * subscribe refused FAILED_PRECONDITION is either a consumer another
  * stream holds (worth waiting for when it may be this loop's own earlier
@@ -71,6 +77,12 @@
 /* The last ack's deadline (or the client's, if shorter): a stop returns
  * within it even when reeld hangs. */
 #define FINAL_ACK_MS 3000
+/* A stream without a message this long is taken for a server gone silent
+ * (reeld sends a PROGRESS every second while it has nothing else: the
+ * default is ten of them missed). */
+#define DEFAULT_SILENCE_MS 10000
+#define MIN_SILENCE_MS 2000
+#define MAX_SILENCE_MS 3600000
 #define WHY_STOP "the consumer was stopped (reel_consumer_stop)"
 
 struct reel_consumer {
@@ -94,6 +106,9 @@ struct reel_consumer {
     int restart;       /* the callback asked for a new stream */
     uint64_t restart_taken; /* ... keeping the events up to this one */
     int restarting;    /* until that stream gets a message */
+    int64_t heard_ms;  /* when this stream last delivered, or opened */
+    int64_t silence_ms; /* this stream's silence_timeout_ms */
+    int silent;        /* the stream was ended for its silence */
     reel_reply_t fail; /* what ended the stream from this side */
 };
 
@@ -238,6 +253,8 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
         }
     }
     stats_update(k, n, skipped, 0);
+    /* From here: the callback's time is not the server's silence. */
+    k->heard_ms = client_now_ms();
     if (k->callback_done)
         return 1;
     if (k->restart) {
@@ -250,7 +267,13 @@ static int on_message(void *arg, const uint8_t *msg, size_t len) {
 }
 
 static int on_idle(void *arg) {
-    return ack_now(arg, 0) != 0;
+    reel_consumer_t *k = arg;
+
+    if (k->silence_ms > 0 && client_now_ms() - k->heard_ms >= k->silence_ms) {
+        k->silent = 1;
+        return 1;
+    }
+    return ack_now(k, 0) != 0;
 }
 
 /*
@@ -331,6 +354,15 @@ int reel_consumer_create(reel_client_t *c, const reel_consumer_opts_t *opts,
         return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
                                 "max_attempts: %d is negative (0: no bound)",
                                 opts->max_attempts);
+    if (opts->silence_timeout_ms > 0 &&
+        (opts->silence_timeout_ms < MIN_SILENCE_MS ||
+         opts->silence_timeout_ms > MAX_SILENCE_MS))
+        return client_reply_set(err, CLIENT_INVALID_ARGUMENT,
+                                "silence_timeout_ms: %lld is outside %d to "
+                                "%d (0: %d; negative: never)",
+                                (long long)opts->silence_timeout_ms,
+                                MIN_SILENCE_MS, MAX_SILENCE_MS,
+                                DEFAULT_SILENCE_MS);
     if ((k = calloc(1, sizeof(*k))) == NULL ||
         (k->name = strdup(opts->consumer)) == NULL ||
         (k->pattern = strdup(opts->subject_pattern ? opts->subject_pattern
@@ -349,6 +381,8 @@ int reel_consumer_create(reel_client_t *c, const reel_consumer_opts_t *opts,
         k->o.ack_interval_ms = DEFAULT_ACK_INTERVAL_MS;
     if (k->o.ack_every == 0)
         k->o.ack_every = DEFAULT_ACK_EVERY;
+    if (k->o.silence_timeout_ms == 0)
+        k->o.silence_timeout_ms = DEFAULT_SILENCE_MS;
     client_cancel_init(&k->cancel);
     pthread_mutex_init(&k->stats_mu, NULL);
     *out = k;
@@ -459,6 +493,7 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
     uint8_t *req = NULL;
     client_user_t user;
     const char *shut;
+    int64_t idle_ms;
     size_t len;
     int code;
 
@@ -478,6 +513,12 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
     if ((code = client_enter(k->client, &user, &k->cancel, why)) !=
         CLIENT_OK)
         return code;
+    /* Idle ticks often enough to notice silence; acks still go only when
+     * due. */
+    idle_ms = k->o.ack_interval_ms;
+    if (k->o.silence_timeout_ms > 0 && idle_ms > k->o.silence_timeout_ms / 4)
+        idle_ms = k->o.silence_timeout_ms / 4;
+    k->silence_ms = k->o.silence_timeout_ms;
     client_cursor_init(&k->cur, client_now_ms());
     while (!client_cancel_fired(&k->cancel)) {
         int64_t delay;
@@ -495,11 +536,13 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
         }
         client_cursor_new_stream(&k->cur);
         k->got_message = 0;
+        k->silent = 0;
+        k->heard_ms = client_now_ms();
         /* The stream has no deadline; it is acked on between messages
-         * too, every ack interval. */
+         * too, every ack interval, and ended if it goes silent. */
         client_stream(k->client, "/reel.v1.Wal/SubscribeEventBatches", req,
-                      len, 0, on_message, on_idle, k->o.ack_interval_ms, k,
-                      &k->cancel, &started, &r);
+                      len, 0, on_message, on_idle, idle_ms, k, &k->cancel,
+                      &started, &r);
         /* Sent, then lost rather than refused: reeld may hold the
          * consumer for this stream a while yet, messages or not. */
         if (started && stream_retryable(&r))
@@ -535,6 +578,25 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
             reel_reply_fini(&r);
             continue;
         }
+        if (k->silent) {
+            k->held = 1; /* the request may have reached reeld */
+            /* Its connection may look fine (a server stopped, a network
+             * that drops everything): as if lost, so subscribed again. */
+            client_reply_set(&r, CLIENT_UNAVAILABLE,
+                             "consumer \"%s\": no message from reeld for "
+                             "%lld ms (silence_timeout_ms; it sends a "
+                             "PROGRESS every second): taken for gone",
+                             k->name, (long long)k->silence_ms);
+            /* reeld sends no PROGRESS while it scans a backlog past what
+             * a pattern refuses: a stream that got nothing at all waits
+             * twice as long next time, so a long scan gets through. */
+            if (!k->got_message)
+                k->silence_ms = k->silence_ms > MAX_SILENCE_MS / 2
+                                    ? MAX_SILENCE_MS
+                                    : 2 * k->silence_ms;
+        }
+        if (k->got_message)
+            k->silence_ms = k->o.silence_timeout_ms;
         retry = stream_retryable(&r) ||
                 (r.code == CLIENT_FAILED_PRECONDITION && !k->got_message &&
                  busy_retry(k));
