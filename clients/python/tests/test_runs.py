@@ -414,3 +414,28 @@ def test_the_worker_counts_runs_fn_ended_failed_or_cancelled_as_failed(client):
     w = client.worker("wk", fn, poll=0.2)
     w.run(max_runs=3)
     assert (w.completed, w.failed, w.parked, w.left) == (1, 2, 0, 0)
+
+
+async def test_async_closing_a_run_lets_the_closing_task_be_cancelled(reeld):
+    """Run.close() (and with it `async with run`, run.end(), run.suspend())
+    awaited its heartbeat task under suppress(CancelledError): a cancel of
+    the task that was closing the handle passed for the heartbeat's and
+    was swallowed, and the task went on."""
+    async with reel.aio.connect(reeld.addr) as c:
+        run = await c.runs.begin("shop", "alice", "s1", "close-cancelled", ttl=30)
+        went_on = []
+
+        async def agent():
+            async with run:
+                pass
+            went_on.append("after the block")
+            await asyncio.sleep(0)
+            went_on.append("after an await")
+
+        task = asyncio.create_task(agent())
+        await asyncio.sleep(0)
+        # The agent is in close(), waiting for the heartbeat task to end.
+        assert run._hb is None and not task.done()
+        task.cancel()
+        await asyncio.wait([task], timeout=10)
+        assert task.cancelled() and went_on == []

@@ -685,12 +685,19 @@ class Run:
                 await asyncio.wait_for(self._lost_event.wait(), wait)
 
     async def close(self) -> None:
-        """Stops heartbeating (the run is left as it is)."""
+        """Stops heartbeating (the run is left as it is). A cancel of the
+        task calling it is raised, as by any await."""
         task, self._hb = self._hb, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # asyncio.wait, not `await task` under suppress(CancelledError):
+            # cancelling the task that waits here cancels what it waits
+            # for, so that CancelledError could be this task's own, and was
+            # swallowed with the heartbeat's. wait() ends with the heartbeat
+            # task and raises nothing but this task's cancellation.
+            await asyncio.wait([task])
+            if not task.cancelled():
+                task.result()               # what it failed with, as before
 
     def _lose(self, err: errors.LeaseLost) -> errors.LeaseLost:
         got = self._lease.lose(err)
