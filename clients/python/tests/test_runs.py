@@ -439,3 +439,35 @@ async def test_async_closing_a_run_lets_the_closing_task_be_cancelled(reeld):
         task.cancel()
         await asyncio.wait([task], timeout=10)
         assert task.cancelled() and went_on == []
+
+
+class _WorkerBug(BaseException):
+    """Not an Exception: fn's handling lets it through, and so does the
+    claim loop, which it ends."""
+
+
+async def test_async_a_failing_worker_loop_lets_the_other_loops_finish_their_runs(reeld):
+    """One loop failing cancelled the runs the other loops had in hand,
+    mid-fn (left RUNNING for their leases to run out); the sync worker
+    stops claiming and lets them end as their code does, then raises."""
+    async with reel.aio.connect(reeld.addr) as c:
+        slow = (await c.runs.submit("wfail", "u", "slow", "i")).run_id
+        await c.runs.submit("wfail", "u", "boom", "i")
+        slow_in_hand, boomed = asyncio.Event(), asyncio.Event()
+
+        async def fn(run):
+            if run.info.session == "boom":
+                await asyncio.wait_for(slow_in_hand.wait(), 30)
+                boomed.set()
+                raise _WorkerBug()
+            slow_in_hand.set()
+            await asyncio.wait_for(boomed.wait(), 30)
+            await asyncio.sleep(1.0)        # the other loop has failed by now
+            return "ok"
+
+        w = c.worker("wfail", fn, concurrency=2, ttl=30, poll=0.5)
+        with pytest.raises(_WorkerBug):
+            await asyncio.wait_for(w.run(), 60)
+        assert w.completed == 1
+        info = await c.runs.get(slow)
+        assert (info.status, info.result) == (reel.RunStatus.COMPLETED, "ok")

@@ -1255,7 +1255,10 @@ class Worker:
     """See reel.client.Worker: `await worker.run(max_runs=None)` keeps
     `concurrency` tasks each in a claim_next loop, calling fn(run) (plain
     or async) per run, with the same outcomes. `stop()` cancels the loops
-    waiting in claim_next at once; runs in hand are finished first."""
+    waiting in claim_next at once; runs in hand are finished first. An
+    error escaping a loop stops the worker the same way and run() raises
+    it once the other loops' runs in hand ended; cancelling run() cancels
+    the loops, runs in hand too."""
 
     def __init__(self, client: Client, app: str, fn: Callable[[Run], Any], *,
                  owner: Optional[str], concurrency: int, ttl: float, poll: float,
@@ -1287,15 +1290,32 @@ class Worker:
 
     async def run(self, *, max_runs: Optional[int] = None) -> None:
         self._max = max_runs
+        errs: List[BaseException] = []
+
+        def ended(loop: asyncio.Future) -> None:
+            # A loop that failed stops the others as stop() does, as in the
+            # sync worker: no new claims, the runs in hand end as their
+            # code does; run() raises the error once they have. A loop
+            # cancelled from inside (fn raising CancelledError) counts too.
+            err = asyncio.CancelledError() if loop.cancelled() else loop.exception()
+            if err is not None:
+                errs.append(err)
+                self.stop()
+
         loops = [asyncio.ensure_future(self._loop()) for _ in range(self.concurrency)]
+        for t in loops:
+            t.add_done_callback(ended)
         try:
-            await asyncio.gather(*loops)
+            await asyncio.wait(loops)
         except BaseException:
+            # run() itself cancelled: the loops are, runs in hand with them.
             self.stop()
             for t in loops:
                 t.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
+            await asyncio.wait(loops)
             raise
+        if errs:
+            raise errs[0]
 
     def _take(self) -> bool:
         if self._stopped or (self._max is not None and
