@@ -492,3 +492,50 @@ def test_async_a_client_closed_under_a_watch_leaves_no_task_of_its_own_to_report
     assert r.returncode == 1 and "RuntimeError: agent bug" in r.stderr, r.stderr
     assert "unhandled exception during asyncio.run() shutdown" not in r.stderr, r.stderr
     assert "_read" not in r.stderr, r.stderr
+
+
+async def test_async_a_cancelled_consumer_task_ends_its_stream_while_the_task_is_kept(reeld):
+    """A task cancelled in `async for ev in client.kv.watch(...)` (a tail,
+    a follow): the CancelledError's traceback held __anext__'s frame, and
+    that frame the stream, which stayed open on reeld for as long as
+    anything kept the finished task (a list of tasks, a gather's result)."""
+    async with reel.aio.connect(reeld.addr) as c:
+        run = await c.runs.begin("lk", "u", "s", "i", heartbeat=False)
+        base = (await c.status()).open_calls
+
+        async def watch():
+            async for _ in c.kv.watch("lk", "k.*"):
+                pass
+
+        async def tail():
+            async for _ in c.events.tail("kv.lk.>"):
+                pass
+
+        async def follow():
+            async for _ in c.journal.follow(run.run_id):
+                pass
+
+        gc.disable()
+        try:
+            tasks = [asyncio.create_task(f()) for f in (watch, tail, follow)]
+            end = time.monotonic() + 10
+            while (await c.status()).open_calls < base + 3:
+                assert time.monotonic() < end, "the streams never opened"
+                await asyncio.sleep(0.02)
+            reads = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "_read"]
+            assert len(reads) == 3
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks)
+            assert all(t.cancelled() for t in tasks)
+            end = time.monotonic() + 10
+            while (await c.status()).open_calls > base:
+                assert time.monotonic() < end, "a cancelled consumer's stream stayed open"
+                await asyncio.sleep(0.02)
+            # The streams' own reads end as cancelled (not with the
+            # ReferenceError of a handle freed under them, which
+            # asyncio.run's end would report).
+            await asyncio.wait(reads, timeout=10)
+            assert [t.cancelled() or t.exception() for t in reads] == [True] * 3
+        finally:
+            gc.enable()

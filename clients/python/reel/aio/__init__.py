@@ -255,6 +255,12 @@ class Client:
 async def _read(it: AsyncIterator) -> Any:
     try:
         return await it.__anext__()
+    except ReferenceError:
+        # The stream's handle was freed while this read waited (its reader
+        # dropped it or was cancelled), and its __del__ cancelled the read:
+        # the generator met the cancel through its gone handle. A cancel,
+        # not an error for asyncio.run's end to report.
+        raise asyncio.CancelledError() from None
     except errors.Cancelled:
         # This read's own task cancelled (asyncio.run ending, which cancels
         # what is left) while its client closed: a cancellation, not an
@@ -311,6 +317,10 @@ class _Resumable:
         return self
 
     async def __anext__(self):
+        """The next item. A cancelled wait for it (asyncio.wait_for timing
+        out, the reading task cancelled) cancels that wait only: the read
+        goes on and the next __anext__, from any task, gets its item. A
+        stream that nothing else holds then ends, as one dropped does."""
         if self._reading:
             raise RuntimeError("this stream is being read by another task: "
                                "read a stream from one task at a time")
@@ -324,21 +334,32 @@ class _Resumable:
         try:
             item = await asyncio.shield(nxt)
         except asyncio.CancelledError:
-            if not nxt.cancelled():
-                raise               # this wait only: the read goes on
-            self._next = None       # close() ended the read
-            if self._closed:
-                raise StopAsyncIteration from None
+            self._reading = False
+            if nxt.cancelled():
+                self._next = None       # close() ended the read
+                if self._closed:
+                    raise StopAsyncIteration from None
+            # (Otherwise this wait only is cancelled: the read goes on.)
+            # The stream is not held by this frame any more: the
+            # CancelledError's traceback holds the frame, and a task kept
+            # after it was cancelled (in a list, a gather's result) kept
+            # the stream open on reeld through it. One nothing else holds
+            # ends now, as one dropped does.
+            del self
             raise
         except StopAsyncIteration:
+            self._reading = False
             self._next = None
             raise
         except Exception:
+            self._reading = False
             self._next = None
             self._failed = True
             raise
-        finally:
+        except BaseException:
             self._reading = False
+            raise
+        self._reading = False
         self._next = None
         return item
 
