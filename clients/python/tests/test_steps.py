@@ -252,3 +252,41 @@ def test_a_step_key_written_by_other_code_is_a_replay_mismatch(client):
         again.step("charge", _never)
     run.close()
     again.close()
+
+
+async def test_async_a_plain_step_function_runs_off_the_loop_so_heartbeats_go_on(reeld):
+    """A plain (not async) step function ran on the event loop: one that
+    blocked longer than the lease's TTL stopped the heartbeats, and the
+    step ended LeaseLost. It runs in a thread now."""
+    import time
+
+    def work():
+        time.sleep(6)
+        return "done"
+
+    async with reel.aio.connect(reeld.addr) as c:
+        async with await c.runs.begin(*TUPLE, "order-blocking", ttl=4) as run:
+            assert await run.step("work", work) == "done"
+            assert run.lease_lost is None
+            await run.end()
+
+
+async def test_async_a_plain_worker_function_runs_off_the_loop_so_heartbeats_go_on(reeld):
+    import time
+
+    def agent(run):
+        time.sleep(6)
+        return {"n": 1}
+
+    async with reel.aio.connect(reeld.addr) as c:
+        run_id = (await c.runs.submit("blockapp", "u", "s", "i1")).run_id
+        w = c.worker("blockapp", agent, ttl=4, poll=0.5)
+        task = asyncio.create_task(w.run())
+        end = time.monotonic() + 60
+        while w.completed + w.failed + w.left == 0:
+            assert time.monotonic() < end and not task.done()
+            await asyncio.sleep(0.05)
+        w.stop()
+        await asyncio.wait_for(task, 30)
+        assert (w.completed, w.left) == (1, 0)
+        assert (await c.runs.get(run_id)).result == {"n": 1}

@@ -5,8 +5,10 @@ The same names as the synchronous client (reel.client), awaited:
 `async for ev in client.kv.watch(...)`, `await run.step(...)`. The same
 guarantees, retries and resumption hold (the state machines are shared, in
 reel._core). Create and use a client inside one running event loop; a Run
-handle heartbeats in a task of that loop. Functions handed to `update` and
-`step` may be plain or `async`.
+handle heartbeats in a task of that loop. Functions handed to `update`,
+`step` and a worker may be plain or `async`; plain ones given to `step`
+and a worker run in a thread, so that one that blocks does not stop the
+heartbeats.
 """
 from __future__ import annotations
 
@@ -58,6 +60,19 @@ def connect(addr: Optional[str] = None, *, token: Optional[str] = None,
 
 async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
+
+
+async def _off_the_loop(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """fn(*args, **kwargs) for a step or a worker: a coroutine function on
+    the loop; any other function in a thread (the loop's default executor),
+    since one that blocks (time.sleep, a sync HTTP call) would block the
+    loop and with it the run's heartbeats, and lose the lease. What the
+    function returns is awaited if it is awaitable (a lambda calling an
+    async function)."""
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)):
+        return await fn(*args, **kwargs)
+    return await _maybe_await(await asyncio.to_thread(fn, *args, **kwargs))
 
 
 class Client:
@@ -855,7 +870,10 @@ class Run:
                     self._saw(entries[-1].seq)
 
     async def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """See reel.client.Run.step; fn may be a coroutine function. Steps
+        """See reel.client.Run.step; fn may be a coroutine function, run on
+        the loop; a plain function runs in a thread (asyncio.to_thread), so
+        one that blocks does not stop the heartbeats (a cancelled step
+        cannot stop that thread: it finishes, its result unused). Steps
         started together (asyncio.gather) take their positions in the
         order they are called."""
         n = self._replay.next_step(name)
@@ -866,7 +884,7 @@ class Run:
             if found:
                 return result
             self._check()
-            value = await _maybe_await(fn(*args, **kwargs))
+            value = await _off_the_loop(fn, *args, **kwargs)
             text, result = _core.step_payload(n, name, value)
             after = self._last_seq
             try:
@@ -1274,8 +1292,9 @@ class Events:
 
 class Worker:
     """See reel.client.Worker: `await worker.run(max_runs=None)` keeps
-    `concurrency` tasks each in a claim_next loop, calling fn(run) (plain
-    or async) per run, with the same outcomes. `stop()` cancels the loops
+    `concurrency` tasks each in a claim_next loop, calling fn(run) per run,
+    with the same outcomes: an async fn on the loop, a plain one in a
+    thread (as Run.step's). `stop()` cancels the loops
     waiting in claim_next at once; runs in hand are finished first. An
     error escaping a loop stops the worker the same way and run() raises
     it once the other loops' runs in hand ended; cancelling run() cancels
@@ -1383,7 +1402,7 @@ class Worker:
     async def _handle(self, run: Run) -> str:
         async with run:
             try:
-                result = await _maybe_await(self.fn(run))
+                result = await _off_the_loop(self.fn, run)
                 if run.info.status == RunStatus.RUNNING:
                     # A result that cannot be sent is fn's TypeError.
                     result = RawJSON(encode_optional_json(result, "result"))
