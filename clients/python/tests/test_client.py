@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -455,3 +456,40 @@ def test_errors_and_suspended_cross_a_process_boundary():
     assert str(s) == "run r1 parked: WAITING on 'approve'"
     e = pickle.loads(pickle.dumps(reel.NotFound("gone", method="GetValue")))
     assert isinstance(e, reel.NotFound) and "gone" in str(e)
+
+
+async def test_async_close_ends_a_stream_between_reconnects_at_once(tmp_path):
+    """close() cancelled the streams' calls: a watch waiting out its pause
+    between reconnect attempts (reeld down) had none, and went on sleeping
+    (up to 2 s) before its reader got Cancelled."""
+    from conftest import Reeld
+    server = Reeld(str(tmp_path / "data")).start()
+    c = reel.aio.connect(server.addr, reconnect_timeout=120)
+    try:
+        w = c.kv.watch("cb", "k", now=True)
+        first = asyncio.Event()
+
+        async def consume():
+            async for _ in w:
+                first.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(first.wait(), 10)
+        await asyncio.get_running_loop().run_in_executor(None, server.stop)
+        end = time.monotonic() + 60
+        while w.reconnects < 6:             # the pauses are about a second by then
+            assert time.monotonic() < end and not task.done()
+            await asyncio.sleep(0.05)
+        await c.close()
+        # Within a few turns of the loop (no I/O: a pause ended, a task's
+        # end handed on), not when the pause, most of a second, is over.
+        for _ in range(200):
+            if task.done():
+                break
+            await asyncio.sleep(0)
+        assert task.done(), "the reader waited out the reconnect pause"
+        with pytest.raises(reel.Cancelled, match="client is closed"):
+            task.result()
+    finally:
+        await c.close()
+        server.kill()

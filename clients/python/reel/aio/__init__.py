@@ -135,6 +135,15 @@ class Client:
                 tasks.append(task)
         await asyncio.gather(*tasks, return_exceptions=True)
         for stream in list(self._streams):
+            # _stop too: a stream between reconnect attempts has no call to
+            # cancel, and slept out its pause (up to 2 s) before its reader
+            # heard of the close. Its read ends now as a cancelled call's
+            # does, a few turns of the loop after this returns: not waited
+            # for here, since that would end the readers' tasks too, before
+            # close() returns, and a reader nobody awaits (a task left to
+            # asyncio.run's end, which cancels it quietly) would be
+            # reported as an exception never retrieved.
+            stream._stop.set()
             if stream._call is not None:
                 stream._call.cancel()
         await self._channel.close()
@@ -405,9 +414,11 @@ class _Resumable:
         self.reconnects += 1
         try:
             await asyncio.wait_for(self._stop.wait(), pause)
-            return False
         except asyncio.TimeoutError:
             return True
+        if self._c._closed_under():     # client.close(), as for a call it cancels
+            raise _core.client_closed(self._method)
+        return False
 
     async def _lookup(self, clock: _core.ReconnectClock, fn) -> Any:
         """await fn() (a read a resumed snapshot needs), tried again while
