@@ -493,3 +493,31 @@ async def test_async_close_ends_a_stream_between_reconnects_at_once(tmp_path):
     finally:
         await c.close()
         server.kill()
+
+
+async def _connect(addr):
+    return reel.aio.connect(addr)
+
+
+def test_async_a_client_used_from_another_event_loop_says_so(reeld):
+    """A client made in one event loop and called from another failed
+    deep in grpc: "Event loop is closed" once its loop had ended, "attached
+    to a different loop" while it was there."""
+    first = asyncio.new_event_loop()
+    try:
+        c = first.run_until_complete(_connect(reeld.addr))
+
+        async def elsewhere():
+            with pytest.raises(RuntimeError, match="another event loop"):
+                await asyncio.wait_for(c.kv.get("ol", "k"), 10)
+            with pytest.raises(RuntimeError, match="another event loop"):
+                await asyncio.wait_for(c.runs.begin("ol", "u", "s", "i"), 10)
+            with pytest.raises(RuntimeError, match="another event loop"):
+                async for _ in c.kv.watch("ol", "k"):
+                    break
+
+        asyncio.run(elsewhere())
+        first.run_until_complete(c.kv.put("ol", "k", 1))   # its own loop still works
+        first.run_until_complete(c.close())
+    finally:
+        first.close()

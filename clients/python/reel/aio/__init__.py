@@ -83,7 +83,8 @@ class Client:
             raise TypeError(f"Client: use reel.aio.connect(addr, token=..., tls=...), which makes "
                             f"its settings; not Client({type(settings).__name__})")
         try:
-            asyncio.get_running_loop()
+            # grpc.aio binds the channel to this loop: every call checks it.
+            self._loop = asyncio.get_running_loop()
         except RuntimeError:
             raise RuntimeError(
                 "reel.aio.connect(): call it inside the event loop that uses the client "
@@ -197,11 +198,26 @@ class Client:
         if err is not None:
             raise err
 
+    def _own_loop(self, method: str) -> None:
+        """A call from another event loop than the client's (a client kept
+        from an earlier asyncio.run) is refused saying so: grpc.aio fails
+        it with "Event loop is closed" or "attached to a different loop"."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not self._loop:
+            raise RuntimeError(
+                f"{method}: this reel.aio client was made in another event loop, and is "
+                f"bound to it: call reel.aio.connect() inside the event loop that uses the "
+                f"client (a client per asyncio.run)")
+
     def _invoke(self, method: str, fn, *args, **kwargs):
         """fn(*args, **kwargs), a gRPC call's start: on a closed client
         Cancelled("client is closed"), not grpc's UsageError."""
         if self._closed:
             raise _core.client_closed(method)
+        self._own_loop(method)
         try:
             return fn(*args, **kwargs)
         except grpc.aio.UsageError:
@@ -237,6 +253,8 @@ class Client:
         fn = getattr(getattr(self._rpc, service), method)
         deadline = timeout if timeout is not None else self._s.timeout
         attempt = 0
+        if not self._closed:
+            self._own_loop(method)          # before the channel is looked at
         await self._refuse_if_mistaken(method)
         while True:
             try:
