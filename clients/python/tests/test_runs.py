@@ -471,3 +471,34 @@ async def test_async_a_failing_worker_loop_lets_the_other_loops_finish_their_run
         assert w.completed == 1
         info = await c.runs.get(slow)
         assert (info.status, info.result) == (reel.RunStatus.COMPLETED, "ok")
+
+
+async def test_async_begin_claim_and_claim_next_open_with_async_with(reeld):
+    """`async with client.runs.begin(...) as run`, as `with` in the sync
+    client, was a TypeError (a coroutine is no context manager): only
+    `async with await ...` worked. Both work now, and the result is still
+    a coroutine for asyncio.create_task."""
+    async with reel.aio.connect(reeld.addr) as c:
+        async with c.runs.begin("cm", "u", "s", "i1", owner="w", ttl=30) as run:
+            assert isinstance(run, reel.aio.Run) and run._hb is not None
+            hb = run._hb
+            await run.append("note", 1)
+        await asyncio.wait([hb], timeout=10)
+        assert hb.done() and run._hb is None         # the block closed the handle
+        again = await c.runs.begin("cm", "u", "s", "i1", owner="w", ttl=30)
+        assert again.epoch == 2
+        await again.end("done")
+
+        submitted = (await c.runs.submit("cm", "u", "s", "i2")).run_id
+        async with c.runs.claim_next("cm", wait=10) as run:
+            assert run.run_id == submitted
+            await run.end("claimed next")
+        async with c.runs.claim_next("cm", wait=0) as run:
+            assert run is None                       # nothing to claim
+        submitted = (await c.runs.submit("cm", "u", "s", "i3")).run_id
+        async with c.runs.claim(submitted, ttl=30) as run:
+            assert run.epoch == 2
+            await run.end("claimed")
+        assert [(r.invocation_id, r.result) async for r in c.runs.list("cm")] == [
+            ("i1", "done"), ("i2", "claimed next"), ("i3", "claimed")]
+        assert await asyncio.create_task(c.runs.claim_next("cm", wait=0)) is None

@@ -352,3 +352,17 @@ async def test_async_a_download_waits_for_a_reeld_that_is_down(reeld):
         await asyncio.sleep(2.5)
         await loop.run_in_executor(None, reeld.start)
         assert await asyncio.wait_for(get, 60) == data
+
+
+async def test_async_a_workspace_watch_opens_with_async_with(reeld):
+    """`async with client.workspace.watch(...)` was a TypeError (a
+    coroutine is no context manager): only `async with await ...`."""
+    async with reel.aio.connect(reeld.addr) as c:
+        await c.workspace.put(NS, "a", b"1")
+        async with c.workspace.watch(NS, now=True) as w:
+            assert isinstance(w, reel.aio.ArtifactWatch)
+            assert _kinds([await anext(w)]) == [("BOOTSTRAP_DONE", "", None)]
+            await c.workspace.delete(NS, "a")
+            assert _kinds([await anext(w)]) == [("DELETE", "a", 2)]
+        with pytest.raises(StopAsyncIteration):      # the block closed it
+            await anext(w)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import os
 import time
 import uuid
 import weakref
-from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence,
-                    Tuple, Union)
+from typing import (Any, AsyncIterator, Awaitable, Callable, Coroutine, Dict, Generator, List,
+                    Optional, Sequence, Tuple, TypeVar, Union)
 
 import grpc
 import grpc.aio
@@ -56,6 +57,57 @@ def connect(addr: Optional[str] = None, *, token: Optional[str] = None,
     or close it with `await client.close()`."""
     return Client(_core.settings(addr, token, tls, timeout, wait_for_ready, retries,
                                  reconnect_timeout, max_message_bytes, options))
+
+
+_T = TypeVar("_T")
+
+
+class _Opening(Coroutine[Any, Any, _T]):
+    """What runs.begin, claim, claim_next and workspace.watch return: a
+    coroutine, awaited for the handle (`run = await client.runs.begin(...)`,
+    asyncio.create_task takes it too), and an async context manager that
+    awaits it and enters the handle, as `with client.runs.begin(...)` in
+    the sync client (`async with client.runs.begin(...) as run`). A
+    claim_next that claimed nothing enters as None."""
+
+    __slots__ = ("_coro", "_got")
+
+    def __init__(self, coro: Coroutine[Any, Any, _T]):
+        self._coro = coro
+        self._got: Any = None
+
+    def __await__(self) -> Generator[Any, None, _T]:
+        return self._coro.__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    async def __aenter__(self) -> _T:
+        self._got = await self._coro
+        if self._got is None:
+            return None  # type: ignore[return-value]
+        return await self._got.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        got, self._got = self._got, None
+        if got is not None:
+            return await got.__aexit__(*exc)
+        return None
+
+
+def _opens(fn: Callable[..., Coroutine[Any, Any, _T]]) -> Callable[..., _Opening[_T]]:
+    """A coroutine method that hands back a handle, made to return an
+    _Opening of it (its signature and docstring kept)."""
+    @functools.wraps(fn)
+    def opening(*args: Any, **kwargs: Any) -> _Opening[_T]:
+        return _Opening(fn(*args, **kwargs))
+    return opening
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -1033,11 +1085,16 @@ class Run:
 
 
 class Runs:
-    """See reel.client.Runs."""
+    """See reel.client.Runs. begin, claim and claim_next are awaited for
+    the Run (`run = await client.runs.begin(...)`), or opened with `async
+    with client.runs.begin(...) as run` (the handle closed at the end of
+    the block, as `with` in the sync client); `async with await ...` works
+    as well."""
 
     def __init__(self, client: Client):
         self._c = client
 
+    @_opens
     async def begin(self, app: str, user: str, session: str, invocation_id: str, *,
                     owner: Optional[str] = None, ttl: float = 30.0,
                     labels: Optional[Dict[str, str]] = None, heartbeat: bool = True,
@@ -1053,6 +1110,7 @@ class Runs:
                                                     sent=sent))
         return Run(self._c, info, ttl, sent[0], heartbeat)
 
+    @_opens
     async def claim(self, run_id: str, *, owner: Optional[str] = None, ttl: float = 30.0,
                     heartbeat: bool = True, expected_epoch: Optional[int] = None) -> Run:
         req = journal_pb2.ClaimRunRequest(run_id=run_id, lease_owner=owner or default_owner(),
@@ -1062,6 +1120,7 @@ class Runs:
         info = RunInfo._from_pb(await self._c._call("journal", "ClaimRun", req, sent=sent))
         return Run(self._c, info, ttl, sent[0], heartbeat)
 
+    @_opens
     async def claim_next(self, app: str, *, owner: Optional[str] = None, ttl: float = 30.0,
                          wait: Optional[float] = 30.0, heartbeat: bool = True
                          ) -> Optional[Run]:
@@ -1686,10 +1745,12 @@ class Workspace:
                                    _core.delete_artifact_request(namespace, key, if_version))
         return Artifact._from_pb(resp.artifact) if resp.existed else None
 
+    @_opens
     async def watch(self, namespace: str, prefix: str = "", *,
                     from_revision: Optional[int] = None, now: bool = False) -> ArtifactWatch:
         """See reel.client.Workspace.watch (awaited: now=True reads the
-        head first); iterate the result with `async for`."""
+        head first); iterate the result with `async for`. As runs.begin,
+        `async with client.workspace.watch(...) as w` awaits it too."""
         if now and from_revision is not None:
             raise ValueError("watch: give from_revision or now, not both")
         if now:
