@@ -129,7 +129,9 @@ def test_subject_filters_select_exactly_the_matching_events(client):
     client.append(J.AppendRequest(run_id=run.run_id, lease_epoch=1, kind="tool.call",
                                   payload="{}"))
     head = client.head(W.GetHeadRequest()).head_revision
-    subjects = lambda p: [e.subject for e in collect(client, head, pattern=p, limit_s=2.5)
+    # A filtered stream reaches the head with a PROGRESS event, at the
+    # second tick (2 s in; the first finds matches sent): 10 s for it.
+    subjects = lambda p: [e.subject for e in collect(client, head, pattern=p, limit_s=10)
                           if e.revision <= head]
     assert subjects("kv.shop.orders.>") == ["kv.shop.orders.eu.1", "kv.shop.orders.us.2"]
     assert subjects("kv.*.users.*") == ["kv.shop.users.1"]
@@ -233,6 +235,16 @@ def add_consumer_calls(c, channel):
     return c
 
 
+def until_released(c, consumer, timeout=10):
+    """Waits until the server saw `consumer`'s subscriber end (a cancelled
+    call's end reaches it a moment later)."""
+    deadline = time.monotonic() + timeout
+    while any(x.name == consumer and x.active
+              for x in c.consumers(W.ListConsumersRequest()).consumers):
+        assert time.monotonic() < deadline, f"{consumer} still active"
+        time.sleep(0.02)
+
+
 def read_n(c, n, consumer, from_revision=0):
     """Reads n events as `consumer`, then disconnects (no ack)."""
     call = c.sub(W.SubscribeEventsRequest(consumer=consumer, from_revision=from_revision),
@@ -257,7 +269,7 @@ def test_durable_consumer_resumes_after_its_last_ack(tmp_path):
         assert r.consumer.acked_revision == 30 and r.consumer.pending == 50
         # Acks never move back.
         assert c.ack(W.AckEventsRequest(consumer="indexer", revision=10)).consumer.acked_revision == 30
-        time.sleep(0.2)  # the first subscriber's end reaches the server
+        until_released(c, "indexer")  # the first subscriber's end reached the server
         assert read_n(c, 5, "indexer") == [31, 32, 33, 34, 35]
         listed = c.consumers(W.ListConsumersRequest()).consumers
         assert [(x.name, x.acked_revision) for x in listed] == [("indexer", 30)]
@@ -309,6 +321,7 @@ def test_durable_consumers_are_capped_in_number(tmp_path):
             next(call)
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "at most 2 (--wal-max-consumers)" in e.value.details()
+        until_released(c, "one")
         assert read_n(c, 1, "one") == [1]   # an existing one still subscribes
         assert [x.name for x in c.consumers(W.ListConsumersRequest()).consumers] == \
             ["one", "two"]

@@ -10,7 +10,8 @@ import pytest
 from reel.v1 import kv_pb2 as K
 from reel.v1 import wal_pb2 as W
 from conftest import Reeld
-from test_wal import Client, collect, mixed_load, past_byte_retention, start_with_consumers
+from test_wal import (Client, collect, mixed_load, past_byte_retention, start_with_consumers,
+                      until_released)
 
 T = W.Event.Type
 BATCH_MAX = 256 * 1024
@@ -86,9 +87,11 @@ def test_filters_and_bad_patterns_match_subscribe_events(channel, client):
     for key in ("orders.eu.1", "orders.us.2", "orders", "users.1"):
         client.set(K.SetValueRequest(namespace="shop", key=key, value="1"))
     head = client.head(W.GetHeadRequest()).head_revision
-    events, _ = collect_batches(channel, head, limit_s=2.5,
+    # The stream stays open after the last match: a PROGRESS event at the
+    # head, at the second tick (2 s in; the first finds matches sent), ends
+    # the collection; 10 s for it.
+    events, _ = collect_batches(channel, head, limit_s=10,
                                 subject_pattern="kv.shop.orders.>")
-    # The stream stays open after the last match: it ends by the deadline.
     assert [e.subject for e in events] == ["kv.shop.orders.eu.1", "kv.shop.orders.us.2"]
     call = batches(channel)(W.SubscribeEventsRequest(subject_pattern="a.>.b"), timeout=5)
     with pytest.raises(grpc.RpcError) as e:
@@ -134,7 +137,7 @@ def test_a_durable_consumer_resumes_through_batches(tmp_path):
         events, _ = collect_batches(ch, 50, consumer="sink")
         assert [e.revision for e in events] == list(range(1, 51))
         assert c.ack(W.AckEventsRequest(consumer="sink", revision=20)).consumer.acked_revision == 20
-        time.sleep(0.2)  # the first subscriber's end reaches the server
+        until_released(c, "sink")  # the first subscriber's end reached the server
         events, _ = collect_batches(ch, 50, consumer="sink")
         assert [e.revision for e in events] == list(range(21, 51))
     finally:
