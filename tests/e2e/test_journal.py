@@ -5,7 +5,9 @@ SIGKILL), and bad input, against a real reeld through Python's grpcio.
 
 Every test gets a fresh reeld (the `reeld` fixture) or starts its own on a
 fresh data dir. Every wait is bounded; lease expiry is tested with short
-TTLs (a few hundred ms) and sleeps past them.
+TTLs (a second or two where calls must come before the expiry, a few hundred
+ms where none must) and waits past them: until the expiry is listed, or
+until the lease's time has passed.
 """
 import datetime
 import json
@@ -312,6 +314,20 @@ def assert_journal_unchanged(jr, run_id, next_seq, entries):
     assert list(jr.read_all(run_id)) == list(entries)
 
 
+def wait_recoverable(jr, run_id, timeout=T):
+    """Waits until run_id's lease expired and the expiry committed (it is
+    listed to recover)."""
+    deadline = time.monotonic() + timeout
+    while run_id not in [r.run_id for r in jr.recover().runs]:
+        assert time.monotonic() < deadline, f"{run_id} never listed to recover"
+        time.sleep(0.02)
+
+
+def sleep_past(ms):
+    """Sleeps until 200 ms past the time ms (a lease's expiry)."""
+    time.sleep(max(0.0, (ms - now_ms()) / 1000) + 0.2)
+
+
 def ulid_ms(run_id):
     n = 0
     for ch in run_id[:10]:
@@ -416,9 +432,9 @@ def test_begin_run_on_a_run_leased_by_another_owner_names_the_holder(jr):
 
 
 def test_begin_run_after_the_lease_expired_takes_a_new_lease(jr):
-    a = jr.begin("inv-1", owner="worker-a", ttl=300)
+    a = jr.begin("inv-1", owner="worker-a", ttl=2000)   # the append comes before it
     jr.append(a.run_id, 1, j("a1"))
-    time.sleep(0.5)
+    wait_recoverable(jr, a.run_id)
     t0 = now_ms()
     b = jr.begin("inv-1", owner="worker-b", ttl=5000)
     t1 = now_ms()
@@ -483,7 +499,7 @@ def test_begin_run_validates_every_field_and_creates_nothing(jr):
 
 
 def test_heartbeat_extends_the_lease(jr):
-    a = jr.begin("inv-1", owner="worker-a", ttl=400)
+    a = jr.begin("inv-1", owner="worker-a", ttl=2000)   # the heartbeat comes before it
     t0 = now_ms()
     h = jr.heartbeat(a.run_id, 1, 5000)
     t1 = now_ms()
@@ -492,8 +508,8 @@ def test_heartbeat_extends_the_lease(jr):
     assert t0 + 5000 - 1000 <= h.lease_expires_at_ms <= t1 + 5000 + 1000
     assert h.lease_expires_at_ms > a.lease_expires_at_ms
     assert jr.get(a.run_id).lease_expires_at_ms == h.lease_expires_at_ms
-    # Past the original 400 ms the lease is still held.
-    time.sleep(0.6)
+    # Past the original 2 s the lease is still held.
+    sleep_past(a.lease_expires_at_ms)
     e = rpc_error(jr.begin, "inv-1", owner="worker-b")
     assert e.code() == PRECONDITION and "worker-a" in e.details(), fmt_err(e)
     e = rpc_error(jr.claim, a.run_id, "worker-b")
@@ -506,10 +522,12 @@ def test_heartbeat_extends_the_lease(jr):
 
 
 def test_repeated_heartbeats_keep_a_short_lease_alive(jr):
-    a = jr.begin("inv-1", owner="worker-a", ttl=300)
-    for _ in range(8):                 # 0.8 s in all, well past 300 ms
-        time.sleep(0.1)
-        jr.heartbeat(a.run_id, 1, 300)
+    # 1.5 s, renewed every 0.3 s: a heartbeat late by over a second (slow
+    # under ASan on a busy machine) would lose it.
+    a = jr.begin("inv-1", owner="worker-a", ttl=1500)
+    for _ in range(8):                 # 2.4 s in all, well past 1.5 s
+        time.sleep(0.3)
+        jr.heartbeat(a.run_id, 1, 1500)
     e = rpc_error(jr.claim, a.run_id, "worker-b")
     assert e.code() == PRECONDITION, fmt_err(e)
     assert jr.append(a.run_id, 1, "{}").entry.seq == 1
@@ -830,7 +848,7 @@ def test_end_run_sets_status_result_and_releases_the_lease(jr, status):
 
 
 def test_terminal_runs_reject_appends_ends_suspends_and_claims(jr):
-    a = jr.begin("inv-1", owner="worker-a", ttl=300)
+    a = jr.begin("inv-1", owner="worker-a", ttl=1000)   # the end comes before it
     jr.append(a.run_id, 1, "1")
     ended = jr.end(a.run_id, 1, COMPLETED, j({"ok": True}))
     before = jr.read_all(a.run_id)
@@ -843,7 +861,7 @@ def test_terminal_runs_reject_appends_ends_suspends_and_claims(jr):
         assert e.code() == PRECONDITION, fmt_err(e)
     e = rpc_error(jr.suspend, a.run_id, 1, "sig")
     assert e.code() == PRECONDITION, fmt_err(e)
-    time.sleep(0.4)                            # past the old lease's ttl
+    sleep_past(a.lease_expires_at_ms)          # past the old lease's ttl
     e = rpc_error(jr.claim, a.run_id, "worker-b")
     assert e.code() == PRECONDITION, fmt_err(e)
     assert a.run_id not in [x.run_id for x in jr.recover().runs]
@@ -875,11 +893,10 @@ def test_end_run_bad_input(jr):
 
 
 def test_zombie_holder_is_fenced_after_another_worker_claims(jr):
-    a = jr.begin("inv-1", owner="worker-a", ttl=300)
+    a = jr.begin("inv-1", owner="worker-a", ttl=2000)   # the appends come before it
     jr.append(a.run_id, 1, j("a1"), kind="step")
     jr.append(a.run_id, 1, j("a2"), kind="step")
-    time.sleep(0.5)                            # A's lease expires
-    assert a.run_id in [r.run_id for r in jr.recover().runs]
+    wait_recoverable(jr, a.run_id)             # A's lease expires
     b = jr.claim(a.run_id, "worker-b", 30000)
     assert (b.status, b.lease_owner, b.lease_epoch, b.next_seq) == (RUNNING, "worker-b", 2, 3)
     assert a.run_id not in [r.run_id for r in jr.recover().runs]
@@ -908,9 +925,9 @@ def test_zombie_holder_is_fenced_after_another_worker_claims(jr):
 def test_a_fenced_worker_retrying_a_used_key_hears_lease_lost(jr):
     """The lease is checked before the idempotency key: a worker that lost
     its run is told so at once, not that its retried write succeeded."""
-    a = jr.begin("inv-1", owner="worker-a", ttl=300)
+    a = jr.begin("inv-1", owner="worker-a", ttl=2000)   # the append comes before it
     first = jr.append(a.run_id, 1, j({"eur": 5}), kind="effect", key="charge-1")
-    time.sleep(0.5)                            # A's lease expires
+    wait_recoverable(jr, a.run_id)             # A's lease expires
     b = jr.claim(a.run_id, "worker-b", 30000)
     assert b.lease_epoch == 2
     for epoch in (1, 0, 7):                    # stale, and two that never existed
@@ -948,7 +965,7 @@ def test_a_reused_idempotency_key_with_other_content_is_refused_naming_it(jr):
 def test_ten_concurrent_claims_exactly_one_wins(jr):
     a = jr.begin("inv-1", owner="worker-0", ttl=200)
     for rnd in range(3):
-        time.sleep(0.4)                        # the current lease expires
+        wait_recoverable(jr, a.run_id)         # the current lease expires
         epoch_before = jr.get(a.run_id).lease_epoch
         barrier = threading.Barrier(10, timeout=T)
         wins, fails, errors = [], [], []
@@ -958,7 +975,8 @@ def test_ten_concurrent_claims_exactly_one_wins(jr):
             try:
                 barrier.wait()
                 try:
-                    r = jr.claim(a.run_id, f"claimer-{rnd}-{i}", 200)
+                    # 2 s: the winner's get and append below come before it.
+                    r = jr.claim(a.run_id, f"claimer-{rnd}-{i}", 2000)
                     with lock:
                         wins.append(r)
                 except grpc.RpcError as e:
@@ -994,9 +1012,9 @@ def test_claim_run_is_refused_unless_runnable_or_expired(jr):
     assert e.code() == PRECONDITION, fmt_err(e)
     e = rpc_error(jr.claim, live.run_id, "worker-a")     # even its own holder
     assert e.code() == PRECONDITION, fmt_err(e)
-    waiting = jr.begin("waiting", owner="worker-a", ttl=200)
+    waiting = jr.begin("waiting", owner="worker-a", ttl=1000)   # the suspend comes before it
     jr.suspend(waiting.run_id, 1, "sig")
-    time.sleep(0.3)
+    sleep_past(waiting.lease_expires_at_ms)
     e = rpc_error(jr.claim, waiting.run_id, "worker-b")
     assert e.code() == PRECONDITION, fmt_err(e)
     g = jr.get(waiting.run_id)
@@ -1029,7 +1047,7 @@ def test_claim_run_bad_input(jr):
 
 
 def test_suspend_run_parks_the_run_without_a_lease(jr):
-    a = jr.begin("inv-1", owner="worker-a", ttl=300)
+    a = jr.begin("inv-1", owner="worker-a", ttl=1000)   # the suspend comes before it
     jr.append(a.run_id, 1, "1")
     before = jr.read_all(a.run_id)
     s = jr.suspend(a.run_id, 1, "approval:order-42")
@@ -1043,7 +1061,7 @@ def test_suspend_run_parks_the_run_without_a_lease(jr):
     assert e.code() == PRECONDITION, fmt_err(e)
     e = rpc_error(jr.suspend, a.run_id, 1, "again")
     assert e.code() == PRECONDITION, fmt_err(e)
-    time.sleep(0.4)                            # past the released lease's ttl
+    sleep_past(a.lease_expires_at_ms)          # past the released lease's ttl
     assert a.run_id not in [r.run_id for r in jr.recover().runs]
     assert [r.run_id for r in jr.list(status=WAITING).runs] == [a.run_id]
     assert_journal_unchanged(jr, a.run_id, 2, before)
@@ -1268,18 +1286,22 @@ def test_list_runs_default_limit_is_100(jr):
 
 
 def test_list_runs_to_recover_lists_only_runs_that_need_a_worker(jr):
+    # 3 s leases: the calls up to the heartbeat come before they expire
+    # (slow under ASan on a busy machine). kept's begins first, so its
+    # first lease ends before short's, whose expiry then shows it gone.
     live = jr.begin("live", owner="w", ttl=30000)
-    short = jr.begin("short", owner="w", ttl=600)
-    kept = jr.begin("kept", owner="w", ttl=600)
-    waiting = jr.begin("waiting", owner="w", ttl=200)
+    kept = jr.begin("kept", owner="w", ttl=3000)
+    short = jr.begin("short", owner="w", ttl=3000)
+    waiting = jr.begin("waiting", owner="w", ttl=3000)
     jr.suspend(waiting.run_id, 1, "sig")
-    done = jr.begin("done", owner="w", ttl=200)
+    done = jr.begin("done", owner="w", ttl=3000)
     jr.end(done.run_id, 1, COMPLETED, "")
-    failed = jr.begin("failed", owner="w", ttl=200)
+    failed = jr.begin("failed", owner="w", ttl=3000)
     jr.end(failed.run_id, 1, FAILED, "")
     assert [r.run_id for r in jr.recover().runs] == []
     jr.heartbeat(kept.run_id, 1, 30000)
-    time.sleep(0.8)
+    wait_recoverable(jr, short.run_id)
+    sleep_past(max(r.lease_expires_at_ms for r in (kept, waiting, done, failed)))
     runs = jr.recover().runs
     assert [r.run_id for r in runs] == [short.run_id]
     r = runs[0]
@@ -1296,7 +1318,8 @@ def test_list_runs_to_recover_lists_only_runs_that_need_a_worker(jr):
 
 def test_list_runs_to_recover_limit(jr):
     made = [jr.begin(f"inv-{i}", ttl=100).run_id for i in range(5)]
-    time.sleep(0.3)
+    for run_id in made:
+        wait_recoverable(jr, run_id)
     assert sorted(r.run_id for r in jr.recover().runs) == made
     assert len(jr.recover(limit=2).runs) == 2
     assert len(jr.recover(limit=1000).runs) == 5
@@ -1477,10 +1500,10 @@ def test_leases_waits_and_epochs_survive_a_restart(server):
     parked = jr.begin("parked", owner="worker-a", ttl=600000)
     jr.suspend(parked.run_id, 1, "approval:1")
     jr = server.restart()
-    time.sleep(0.3)
     e = rpc_error(jr.begin, "held", owner="worker-b")
     assert e.code() == PRECONDITION and "worker-a" in e.details(), fmt_err(e)
     assert jr.append(held.run_id, 1, "1").entry.lease_epoch == 1
+    wait_recoverable(jr, short.run_id)
     assert [r.run_id for r in jr.recover().runs] == [short.run_id]
     g = jr.get(parked.run_id)
     assert (g.status, g.waiting_on, g.lease_owner) == (WAITING, "approval:1", "")
