@@ -271,7 +271,9 @@ STORED = (r'[9007199254740993, 1234567890123456789, 0.30000000000000004, 1e999, 
 
 def test_quiet_prints_only_what_a_script_needs(reeld):
     a = reeld.addr
-    out = ok(a, "run", "begin", "app", "q", "s", "i", "--owner", "w1", "--ttl", "300ms", "-q")
+    # 3 s: the two appends (two reelctl starts, slow under ASan) come before
+    # the lease expires.
+    out = ok(a, "run", "begin", "app", "q", "s", "i", "--owner", "w1", "--ttl", "3s", "-q")
     assert re.fullmatch(r"[0-9A-Z]{26}\n", out), out
     rid = out.strip()
     assert ok(a, "journal", "append", rid, "--epoch", "1", "--kind", "step", "-q") == "1\n"
