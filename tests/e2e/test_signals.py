@@ -173,6 +173,14 @@ class Signals:
             assert time.monotonic() < end, "calls still open"
             time.sleep(0.02)
 
+    def until_calls_open(self, n):
+        """Waits until the server has n or more other calls open (awaits
+        just started reach it a moment later)."""
+        end = time.monotonic() + T
+        while self._status(apb.GetStatusRequest(), timeout=T).open_calls < n:
+            assert time.monotonic() < end, f"fewer than {n} calls open"
+            time.sleep(0.02)
+
     def send(self, run_id, name, payload="", signal_id="", app="", user="", session=""):
         return self._send(spb.SendSignalRequest(
             run_id=run_id, app=app, user=user, session=session, name=name,
@@ -783,11 +791,13 @@ def test_an_await_answers_before_the_client_deadline_then_takes_nothing(jr, sg):
     delivered=false, not the client's DEADLINE_EXCEEDED; a signal sent
     after that answer stays pending for the next await."""
     a = jr.begin()
+    # A 10 s deadline: the answer comes 1 s ahead of it (a 5 s one left
+    # 0.5 s, which a busy machine can take to deliver it).
     t0 = time.monotonic()
-    r = sg.await_(a.run_id, "late", 1, timeout_ms=60000, deadline=5.0)
+    r = sg.await_(a.run_id, "late", 1, timeout_ms=60000, deadline=10.0)
     elapsed = time.monotonic() - t0
     assert_not_delivered(r)
-    assert 4.0 <= elapsed < 5.0, elapsed
+    assert 8.0 <= elapsed < 10.0, elapsed
     s = sg.send(a.run_id, "late", j("after")).signal
     assert_pending(sg, a.run_id, [s])
     assert jr.read_all(a.run_id) == []
@@ -797,10 +807,10 @@ def test_an_await_answers_before_the_client_deadline_then_takes_nothing(jr, sg):
 def test_a_cancelled_await_consumes_nothing(jr, sg):
     a = jr.begin()
     fut = sg.await_future(a.run_id, "go", 1, timeout_ms=20000)
-    time.sleep(0.3)
+    sg.until_calls_open(1)      # the await is waiting at the server
     assert not fut.done()
     fut.cancel()
-    time.sleep(0.3)
+    sg.until_no_call_open()     # the server has ended it
     s = sg.send(a.run_id, "go", j("after cancel"), "g1")
     assert s.accepted and not s.duplicate, s
     time.sleep(0.2)
@@ -808,6 +818,7 @@ def test_a_cancelled_await_consumes_nothing(jr, sg):
     assert jr.read_all(a.run_id) == []
     # A client deadline that ends the wait consumes nothing either.
     assert_gave_up(sg.await_, a.run_id, "go2", 1, timeout_ms=20000, deadline=0.3)
+    sg.until_no_call_open()
     s2 = sg.send(a.run_id, "go2", "2").signal
     time.sleep(0.2)
     assert_pending(sg, a.run_id, [s.signal, s2])
@@ -821,16 +832,16 @@ def test_a_cancelled_await_consumes_nothing(jr, sg):
 def test_many_cancelled_awaits_then_one_signal_goes_to_the_live_waiter(jr, sg):
     a = jr.begin()
     dead = [sg.await_future(a.run_id, "go", 1, timeout_ms=20000) for _ in range(5)]
-    time.sleep(0.3)
+    sg.until_calls_open(5)      # all five wait at the server
     for f in dead:
         f.cancel()
-    time.sleep(0.2)
+    sg.until_no_call_open()     # and the server has ended them
     live = sg.await_future(a.run_id, "go", 1, timeout_ms=10000)
-    time.sleep(0.3)
+    sg.until_calls_open(1)
     t = time.monotonic()
     s = sg.send(a.run_id, "go", "1").signal
     r = live.result(timeout=T)
-    assert time.monotonic() - t < 1.0
+    assert time.monotonic() - t < 2.0     # woken, not its 10 s timeout
     assert_delivered(r, s, 1)
     assert len(signal_entries(jr, a.run_id)) == 1
 
@@ -1258,14 +1269,15 @@ def test_unary_calls_however_they_end_leave_no_call_open(reeld, channel, jr, sg)
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "waiting"
-        time.sleep(0.3)
-        assert status(admin_pb2.GetStatusRequest(), timeout=T).open_calls >= 7  # woken, cancelled, child
+        # The late ones end at their deadline (0.3 s); then the others, the
+        # child's included, wait at the server (it may take a moment).
+        for f in late:
+            assert_gave_up(f)
+        sg.until_calls_open(7)    # woken, cancelled, child
         for f in cancelled:
             f.cancel()
         sg.send(a.run_id, "w", j("wake"))
         assert woken.result(timeout=T).signal.name == "w"
-        for f in late:
-            assert_gave_up(f)
     finally:
         child.kill()  # SIGKILL: its AwaitSignal never says goodbye
         child.wait()
