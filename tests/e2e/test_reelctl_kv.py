@@ -74,7 +74,12 @@ def test_watch_prints_one_line_per_event_until_interrupted(reeld, tmp_path):
     proc = subprocess.Popen([REELCTL, "--addr", reeld.addr, "--json", "kv", "watch", "app", "orders.>"],
                             stdout=out, stderr=subprocess.STDOUT)
     try:
-        time.sleep(0.5)
+        # The watch is in place (its bootstrap printed) before the writes.
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "watch.out").read_text().endswith("\n"):
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "watch.out").read_text()
+            time.sleep(0.02)
         ok(reeld.addr, "kv", "set", "app", "orders.1", '{"n":1}')
         ok(reeld.addr, "kv", "set", "app", "orders.1", '{"n":2}')
         ok(reeld.addr, "kv", "set", "app", "other", "1")
