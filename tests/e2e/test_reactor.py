@@ -187,6 +187,13 @@ class Worker:
                 req["status"] = status
                 with w.lock:
                     w.requests.append(req)
+                    # A claim shows once its request does: a test that saw
+                    # claimed() finds the 200 in all().
+                    run = req.pop("claim", None)
+                    if run is not None:
+                        assert run.run_id not in w.claims or \
+                            w.claims[run.run_id].lease_epoch != run.lease_epoch
+                        w.claims[run.run_id] = run
                 try:
                     self.send_response(status)
                     for k, v in headers.items():
@@ -223,10 +230,7 @@ class Worker:
             with self.lock:
                 self.claim_errors.append(str(e))
             return 500
-        with self.lock:
-            assert d["run_id"] not in self.claims or \
-                self.claims[d["run_id"]].lease_epoch != run.lease_epoch
-            self.claims[d["run_id"]] = run
+        req["claim"] = run   # recorded with the answer (do_POST)
         return 200
 
     def plan(self, fn):
@@ -756,8 +760,10 @@ def test_check_accepts_a_valid_configuration(tmp_path):
 def test_a_stuck_worker_keeps_memory_and_requests_bounded(tmp_path, reeld, reel, worker):
     check_built()
     release = threading.Event()
-    worker.plan(lambda req: 200 if release.wait(60) else 500)
-    cfg = config(tmp_path, [app("shop", worker.url, max_in_flight=4, timeout_ms=60000)],
+    # 300 s: longer than the 600 runs take to make under ASan on a busy
+    # machine (a 500, or the reactor's own timeout, would settle one).
+    worker.plan(lambda req: 200 if release.wait(300) else 500)
+    cfg = config(tmp_path, [app("shop", worker.url, max_in_flight=4, timeout_ms=300000)],
                  sweep_interval_ms=0, queue_max_runs=50)
     rx = Reactor(tmp_path, reeld.addr, cfg)
     runs = [reel.claimable("shop", i) for i in range(40)]
