@@ -476,6 +476,9 @@ def test_connections_past_max_connections_are_refused_until_one_closes(tmp_path)
         with pytest.raises(grpc.RpcError) as e:
             get(fourth)
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+        # Closed: left open it would connect again on its own (after about
+        # a second) and might take the slot freed below before reelctl.
+        fourth.close()
         m = scrape()
         assert m['reel_connections_refused_total{reason="max_connections"}'] >= 1, m
         assert m['reel_connections_refused_total{reason="descriptors"}'] == 0, m
@@ -494,10 +497,16 @@ def test_connections_past_max_connections_are_refused_until_one_closes(tmp_path)
         r = reelctl(f"127.0.0.1:{port}", "status")
         assert r.returncode == 0, r
         assert re.search(r"\nconnections: +3 of at most 3\n", r.stdout), r.stdout
-        grpc.channel_ready_future(fourth).result(timeout=30)
-        assert not get(fourth).found
+        # Once reelctl is gone, a new client takes the slot.
+        deadline = time.monotonic() + 10
+        while scrape()["reel_connections"] != 2:
+            assert time.monotonic() < deadline, scrape()
+            time.sleep(0.05)
+        fifth = grpc.insecure_channel(f"127.0.0.1:{port}", options=own)
+        chans.append(fifth)
+        grpc.channel_ready_future(fifth).result(timeout=30)
+        assert not get(fifth).found
         assert scrape()["reel_connections"] == 3
-        chans.append(fourth)
     finally:
         for ch in chans:
             ch.close()
