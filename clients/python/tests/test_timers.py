@@ -82,7 +82,9 @@ def test_a_paused_run_is_resumed(client):
 
 def test_a_delayed_signal_is_delivered_at_its_time_and_a_cancelled_one_never(client):
     run = client.runs.begin(APP, "u", "d", "delayed", ttl=10)
-    at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=0.4)
+    # 3 s: the send and the listing come before it (slow under ASan on a
+    # busy machine).
+    at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=3)
     sent = client.signals.send(run.run_id, "tick", {"n": 1}, deliver_at=at)
     assert sent.signal.scheduled and sent.signal.deliver_at_ms == int(at.timestamp() * 1000)
     assert [s.scheduled for s in client.signals.list(run.run_id, "tick")] == [True]
