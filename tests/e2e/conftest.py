@@ -76,6 +76,22 @@ def small_tmpfs(mnt, size):
     subprocess.run(as_root(["umount", "-l", str(mnt)]), capture_output=True)
 
 
+@pytest.fixture(autouse=True)
+def no_reeld_left():
+    """Kills (SIGKILL) every reeld a test started and left running, one
+    that failed before it stopped its own, so that it holds no CPU, memory
+    or port through the tests after it. Set up before the test's own
+    fixtures, it runs after their teardown (the reeld fixture's SIGTERM and
+    exit check come first); those running before the test (a module's
+    shared reeld) are left alone."""
+    before = set(reeltest.server.running())
+    yield
+    for proc in reeltest.server.running():
+        if proc not in before:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path

@@ -22,6 +22,17 @@ REELD = binary("REELD", "api/reeld")
 REELCTL = binary("REELCTL", "cli/reelctl")
 
 
+# Every reeld process started in this Python process and not yet seen
+# ended: what running() looks through.
+_started = []
+
+
+def running():
+    """The reeld processes started here (by any Reeld) still running."""
+    _started[:] = [p for p in _started if p.poll() is None]
+    return list(_started)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,6 +85,8 @@ class Reeld:
             start_new_session=self.new_session,
             env={**os.environ, **self.env} if self.env else None)
         log.close()
+        running()   # forgets the ended ones
+        _started.append(self.proc)
         if not wait:
             return self
         # A fresh channel per probe: a reused one would wait out its own
