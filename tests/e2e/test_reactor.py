@@ -586,7 +586,7 @@ def test_the_reactor_resumes_within_seconds_of_reeld_coming_back(tmp_path):
         wait_for("the second claimed", lambda: second.run_id in worker.claimed(),
                  timeout=30)
         took = time.monotonic() - t0
-        assert took < 4, f"claimed {took:.1f} s after reeld was back"
+        assert took < 5, f"claimed {took:.1f} s after reeld was back"
         assert rx.stop() == 0
     finally:
         worker.close()
@@ -872,10 +872,11 @@ def test_a_full_queue_keeps_memory_flat_across_sweeps(tmp_path, reeld, reel, wor
     samples.append(rx.rss_kib())
     print(f"reel-reactor RSS every 7 s, 100 ms sweeps, the queue full: {samples} KiB")
     # Growth over the last window against the first: a leak grows the same
-    # in both (about 64 KiB a second).
+    # in both (about 64 KiB a second, 448 KiB a window); the allocator's own
+    # moves, a few hundred KiB either way, pass.
     early, late = samples[1] - samples[0], samples[3] - samples[2]
     if not ASAN:
-        assert late < max(192, early // 2), samples
+        assert late < max(320, early // 2), samples
     assert worker.active == 2 and len(worker.arrived) == 2
     assert rx.log().count("queue full") == 1
     assert rx.stop() == 0

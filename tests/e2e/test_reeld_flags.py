@@ -594,4 +594,4 @@ def test_a_stop_at_the_lowest_background_rate_is_prompt(tmp_path):
         set_value(kv_pb2.SetValueRequest(namespace="n", key=f"k{i}", value=value))
     ch.close()
     code, took = server.stop(timeout=30)
-    assert code == 0 and took < 4, (code, took)
+    assert code == 0 and took < 6, (code, took)  # 8 s or more at the limit
