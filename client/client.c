@@ -1317,31 +1317,30 @@ int client_unary(reel_client_t *c, const char *method, const void *req,
     }
 }
 
-int reel_client_unary(reel_client_t *c, const char *method, const void *req,
-                      size_t len, int64_t timeout_ms, reel_reply_t *r) {
+/* A public unary call: inside its client, so a shutdown cancels it. */
+static int public_unary(reel_client_t *c, const char *method, const void *req,
+                        size_t len, int64_t timeout_ms, int retry,
+                        reel_reply_t *r) {
     client_user_t u;
     client_cancel_t k;
     int rc;
 
     if ((rc = public_enter(c, r, &u, &k)) != CLIENT_OK)
         return rc;
-    rc = client_unary(c, method, req, len, timeout_ms, 0, &k, r);
+    rc = client_unary(c, method, req, len, timeout_ms, retry, &k, r);
     public_leave(c, &u, &k);
     return rc;
+}
+
+int reel_client_unary(reel_client_t *c, const char *method, const void *req,
+                      size_t len, int64_t timeout_ms, reel_reply_t *r) {
+    return public_unary(c, method, req, len, timeout_ms, 0, r);
 }
 
 int reel_client_unary_retry(reel_client_t *c, const char *method,
                             const void *req, size_t len, int64_t timeout_ms,
                             reel_reply_t *r) {
-    client_user_t u;
-    client_cancel_t k;
-    int rc;
-
-    if ((rc = public_enter(c, r, &u, &k)) != CLIENT_OK)
-        return rc;
-    rc = client_unary(c, method, req, len, timeout_ms, 1, &k, r);
-    public_leave(c, &u, &k);
-    return rc;
+    return public_unary(c, method, req, len, timeout_ms, 1, r);
 }
 
 /*
