@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import reeltest  # noqa: E402
-from reeltest import ROOT, Reeld, free_port, reelctl, stream, unary  # noqa: E402,F401
+from reeltest import ROOT, Reeld, free_port, reelctl, sanitized, stream, unary  # noqa: E402,F401
 
 _GEN = reeltest.generate()
 

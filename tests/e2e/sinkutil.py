@@ -26,7 +26,7 @@ from reel.v1 import journal_pb2 as J
 from reel.v1 import kv_pb2 as K
 from reel.v1 import signals_pb2 as S
 from reel.v1 import wal_pb2 as W
-from conftest import ROOT, free_port, stream, unary
+from conftest import ROOT, free_port, sanitized, stream, unary
 
 REEL_SINK = os.environ.get("REEL_SINK") or os.path.join(ROOT, "bazel-bin", "sink", "reel-sink")
 NATS_DUMP = os.environ.get("REEL_NATS_DUMP") or os.path.join(ROOT, "bazel-bin", "sink", "nats_dump")
@@ -34,16 +34,8 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OLD_SECRET = "whsec_" + base64.b64encode(b"an older key, still listed").decode()
 
 
-def _sanitized():
-    """ASan keeps freed memory in quarantine: RSS says nothing there."""
-    try:
-        with open(REEL_SINK, "rb") as f:
-            return b"__asan_init" in f.read()
-    except OSError:
-        return False
-
-
-ASAN = _sanitized()
+# ASan keeps freed memory in quarantine: RSS says nothing there.
+ASAN = sanitized(REEL_SINK)
 
 
 def wait_for(what, cond, timeout=30.0, interval=0.05):

@@ -17,7 +17,7 @@ import pytest
 import health_pb2 as H
 from reel.v1 import kv_pb2 as K
 from reel.v1 import admin_pb2
-from conftest import REELD, Reeld, as_root, reelctl, small_tmpfs, stream, unary
+from conftest import Reeld, as_root, reelctl, sanitized, small_tmpfs, stream, unary
 
 
 def kv_calls(ch):
@@ -28,13 +28,6 @@ def kv_calls(ch):
 def status(ch):
     return unary(ch, "/reel.v1.Admin/GetStatus", admin_pb2.GetStatusRequest,
                  admin_pb2.GetStatusResponse)(admin_pb2.GetStatusRequest(), timeout=5)
-
-
-def sanitized():
-    """ASan keeps freed memory in quarantine: RSS says nothing there (its
-    LeakSanitizer checks for leaks at exit instead)."""
-    with open(REELD, "rb") as f:
-        return b"__asan_init" in f.read()
 
 
 def rss_mib(pid):

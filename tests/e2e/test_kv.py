@@ -18,7 +18,7 @@ import pytest
 
 from reel.v1 import kv_pb2
 from reel.v1 import admin_pb2
-from conftest import REELD, Reeld, stream, unary
+from conftest import Reeld, sanitized, stream, unary
 
 NONE = kv_pb2.PRECONDITION_NONE
 ABSENT = kv_pb2.PRECONDITION_ABSENT
@@ -1587,12 +1587,6 @@ def test_kv_limit_flags_set_the_limits(tmp_path):
 # slow watchers never hurt writers
 
 
-def sanitized_build():
-    with open(REELD, "rb") as f:
-        data = f.read()
-    return b"__asan_init" in data or b"__tsan_init" in data or b"__msan_init" in data
-
-
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -1666,7 +1660,7 @@ def test_never_reading_watchers_keep_server_memory_bounded_and_writes_flowing(re
     assert final_rev == rev0 + total
     grown_mib = (max(peak[0], rss_kib(reeld.proc.pid)) - rss0) / 1024
     print(f"{total} writes in {took:.1f}s; RSS {rss0 // 1024} MiB -> peak +{grown_mib:.1f} MiB")
-    if sanitized_build():
+    if sanitized():
         # ASan's quarantine and redzones alone grow RSS by ~400 MiB over
         # these writes with no watcher at all: the bound is for real builds.
         print("sanitizer build: RSS bound not checked")

@@ -19,18 +19,13 @@ import pytest
 from reel.v1 import kv_pb2
 from reel.v1 import admin_pb2
 from reel.v1 import wal_pb2
-from conftest import REELD, Reeld
+from conftest import Reeld, sanitized
 
 IN_FLIGHT = 64
 NOW = kv_pb2.WatchValueRequest.NOW
 SNAPSHOT = kv_pb2.WatchValueRequest.SNAPSHOT
 BOOTSTRAP_DONE = kv_pb2.ValueEvent.BOOTSTRAP_DONE
 PUT = kv_pb2.ValueEvent.PUT
-
-
-def sanitized():
-    with open(REELD, "rb") as f:
-        return b"__asan_init" in f.read()
 
 
 def rss_mib(pid):

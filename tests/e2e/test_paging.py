@@ -22,7 +22,7 @@ from reel.v1 import journal_pb2 as J
 from reel.v1 import kv_pb2 as K
 from reel.v1 import signals_pb2 as S
 from reel.v1 import wal_pb2 as W
-from conftest import REELD, Reeld, reelctl, stream, unary
+from conftest import REELD, Reeld, reelctl, sanitized, stream, unary
 
 MIB = 1 << 20
 BUDGET = 4 * MIB         # reeld's default --max-response-bytes
@@ -49,12 +49,6 @@ def varint(n):
         n >>= 7
     out.append(n)
     return bytes(out)
-
-
-def sanitized():
-    """ASan keeps freed memory in quarantine: RSS says nothing there."""
-    with open(REELD, "rb") as f:
-        return b"__asan_init" in f.read()
 
 
 def rss_mib(pid):

@@ -29,7 +29,7 @@ from reel.v1 import journal_pb2 as J
 from reel.v1 import kv_pb2 as K
 from reel.v1 import signals_pb2 as S
 from reel.v1 import wal_pb2 as W
-from conftest import ROOT, Reeld, free_port, unary
+from conftest import ROOT, Reeld, free_port, sanitized, unary
 from sinkutil import SECRET, OLD_SECRET, Daemon, verify, wait_for
 
 REEL_REACTOR = os.environ.get("REEL_REACTOR") or os.path.join(
@@ -41,15 +41,7 @@ def did(run):
     return f"{run.run_id}:{run.lease_epoch}:{run.attempt}"
 
 
-def _sanitized():
-    try:
-        with open(REEL_REACTOR, "rb") as f:
-            return b"__asan_init" in f.read()
-    except OSError:
-        return False
-
-
-ASAN = _sanitized()
+ASAN = sanitized(REEL_REACTOR)
 
 
 def _varint(v):

@@ -12,7 +12,7 @@ import health_pb2
 from reel.v1 import admin_pb2
 from reel.v1 import journal_pb2
 from reel.v1 import kv_pb2
-from conftest import REELD, Reeld, free_port, reelctl, stream, unary
+from conftest import REELD, Reeld, free_port, reelctl, sanitized, stream, unary
 
 # The data dir format this reeld writes (store/store.h).
 FORMAT = 7
@@ -28,17 +28,11 @@ def status(channel):
                  admin_pb2.GetStatusRequest, admin_pb2.GetStatusResponse)
 
 
-def sanitized_build():
-    with open(REELD, "rb") as f:
-        data = f.read()
-    return b"__asan_init" in data or b"__tsan_init" in data or b"__msan_init" in data
-
-
 def test_health_answers_serving_within_one_second_of_start(tmp_path):
     server = Reeld(str(tmp_path / "data")).start()
     try:
         # 0.2-0.5 s here; a sanitized build starts 2-5 times slower.
-        bound = 5.0 if sanitized_build() else 1.0
+        bound = 5.0 if sanitized() else 1.0
         assert server.ready_after < bound, f"took {server.ready_after:.3f}s"
     finally:
         assert server.stop()[0] == 0

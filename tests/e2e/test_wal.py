@@ -11,7 +11,7 @@ from reel.v1 import journal_pb2 as J
 from reel.v1 import kv_pb2 as K
 from reel.v1 import signals_pb2 as S
 from reel.v1 import wal_pb2 as W
-from conftest import Reeld, unary
+from conftest import Reeld, sanitized, unary
 
 T = W.Event.Type
 
@@ -199,8 +199,8 @@ def test_progress_arrives_while_idle(client):
     progress = next(call)
     assert progress.type == T.PROGRESS and progress.revision == 1
     # A tick every second, the first skipped when something was just
-    # sent: about 2 s, and room for a slow (sanitized) build.
-    assert time.monotonic() - t0 < 5
+    # sent: about 2 s (room for a slow sanitized build).
+    assert time.monotonic() - t0 < (5 if sanitized() else 3)
     call.cancel()
 
 

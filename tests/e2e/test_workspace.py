@@ -10,7 +10,7 @@ import time
 import grpc
 import pytest
 
-from conftest import Reeld, unary
+from conftest import Reeld, sanitized, unary
 from reel.v1 import kv_pb2, wal_pb2
 from reel.v1 import workspace_pb2 as P
 
@@ -933,13 +933,6 @@ def rss_mib(pid):
     raise AssertionError("no VmRSS")
 
 
-def sanitized_build():
-    """ASan's quarantine keeps freed memory: RSS bounds mean nothing there."""
-    from conftest import REELD
-    with open(REELD, "rb") as f:
-        return b"__asan_init" in f.read()
-
-
 def test_a_slow_reader_does_not_make_reeld_buffer_the_file(reeld, ws):
     size = 160 * MiB
     piece = blob(CHUNK, seed=12)
@@ -958,7 +951,7 @@ def test_a_slow_reader_does_not_make_reeld_buffer_the_file(reeld, ws):
         peak = max(peak, rss_mib(reeld.proc.pid))
         time.sleep(0.01)  # the slow reader itself, not a wait for a condition
     assert n == size
-    if sanitized_build():
+    if sanitized():
         print("sanitizer build: RSS bound not checked")
         return
     assert peak - base < 64, f"reeld grew {peak - base:.1f} MiB streaming {size >> 20} MiB"
@@ -989,7 +982,7 @@ def test_stalled_downloads_hold_no_more_than_the_stream_budget(tmp_path):
         assert body == data and rec.size == len(data)
         for call in stalled:
             call.cancel()
-        if sanitized_build():
+        if sanitized():
             print("sanitizer build: RSS bound not checked")
             return
         # The budget, and gRPC's and the readers' own (60 x 1.9 MiB before).

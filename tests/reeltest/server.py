@@ -21,6 +21,24 @@ def binary(env, rel):
 REELD = binary("REELD", "api/reeld")
 REELCTL = binary("REELCTL", "cli/reelctl")
 
+_SANITIZED = {}
+
+
+def sanitized(path=None):
+    """Whether the binary (reeld unless given) was built with a sanitizer:
+    2-5 times slower, and ASan's quarantine keeps freed memory, so timing
+    bounds need room there and RSS bounds mean nothing."""
+    path = path or REELD
+    if path not in _SANITIZED:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            data = b""
+        _SANITIZED[path] = any(s in data for s in
+                               (b"__asan_init", b"__tsan_init", b"__msan_init"))
+    return _SANITIZED[path]
+
 
 # Every reeld process started in this Python process and not yet seen
 # ended: what running() looks through.
