@@ -225,8 +225,10 @@ void reel_client_shutdown(reel_client_t *c);
  * Shuts c down (above), waits for every call still open on it to return,
  * a consumer loop's final ack included (at most its short deadline), then
  * frees it. Not from within a call on c (a callback, on_batch): it would
- * wait for itself, and aborts the process saying so instead. Nothing may
- * use c once it has returned. NULL is fine.
+ * wait for itself, and aborts the process saying so instead. No call may
+ * start on c once destroy is called (one starting as it frees c would
+ * use freed memory): from other threads, shut down first, join them, then
+ * destroy. NULL is fine.
  */
 void reel_client_destroy(reel_client_t *c);
 
@@ -357,7 +359,7 @@ const char *reel_grpc_code_name(int code);
  * the next ack, or after the reconnect); any other stops the loop with it.
  * However the loop ends, it first acknowledges what was finished; if that
  * fails, the loop's status says so (the events come again). That last ack
- * has a deadline of its own, 3 s (the client's deadline_ms if shorter), so
+ * has a deadline of its own, 5 s (the client's deadline_ms if shorter), so
  * a stop returns within it even when reeld hangs; the acks before it are
  * cancelled by a stop like the stream.
  */
@@ -425,7 +427,7 @@ typedef struct reel_consumer_opts {
      * the callback takes does not count. reeld sends no PROGRESS while it
      * scans a backlog of events the pattern refuses, so after a stream
      * that delivered nothing at all the next waits twice as long (up to
-     * the maximum), and a long scan gets through. 0 = 10 000; else 2 000
+     * the maximum), and a long scan gets through. 0 = 30 000; else 2 000
      * to 3 600 000; negative: never. A new stream goes over the same
      * connection until gRPC finds it broken: keepalive_time_ms finds that
      * sooner.

@@ -1402,6 +1402,7 @@ static void test_consumer_takes_a_silent_reeld_for_gone(void **state) {
 
     assert_int_equal(reel_client_create(d->addr, NULL, &c, NULL), 0);
     co.consumer = "silent";
+    co.silence_timeout_ms = 3000; /* the default, 30 s, works the same */
     co.on_batch = finish_all;
     co.on_retry = count_retry;
     co.arg = &t;

@@ -76,11 +76,12 @@
 #define RESTART_WAIT_MS 50
 /* The last ack's deadline (or the client's, if shorter): a stop returns
  * within it even when reeld hangs. */
-#define FINAL_ACK_MS 3000
+#define FINAL_ACK_MS 5000
 /* A stream without a message this long is taken for a server gone silent
- * (reeld sends a PROGRESS every second while it has nothing else: the
- * default is ten of them missed). */
-#define DEFAULT_SILENCE_MS 10000
+ * (reeld sends a PROGRESS every second while it has nothing else, but
+ * nothing while it scans a backlog a pattern refuses: the default leaves
+ * such a scan half a minute). */
+#define DEFAULT_SILENCE_MS 30000
 #define MIN_SILENCE_MS 2000
 #define MAX_SILENCE_MS 3600000
 #define WHY_STOP "the consumer was stopped (reel_consumer_stop)"
