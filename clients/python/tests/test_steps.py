@@ -290,3 +290,27 @@ async def test_async_a_plain_worker_function_runs_off_the_loop_so_heartbeats_go_
         await asyncio.wait_for(task, 30)
         assert (w.completed, w.left) == (1, 0)
         assert (await c.runs.get(run_id)).result == {"n": 1}
+
+
+async def test_async_a_worker_runs_as_many_plain_functions_at_once_as_its_concurrency(reeld):
+    """Plain fns ran in the loop's default executor: min(32, CPUs + 4)
+    threads (6 on two cores), shared with everything else, so a worker of
+    concurrency 8 ran 6 at a time, the other claimed runs waiting with
+    their leases held. All 8 must meet here at once."""
+    import threading
+    import time
+
+    n = 8
+    met = threading.Barrier(n, timeout=20)
+
+    def agent(run):
+        met.wait()  # BrokenBarrierError (the run FAILED) unless n at once
+        return {"ok": True}
+
+    async with reel.aio.connect(reeld.addr) as c:
+        ids = [(await c.runs.submit("meetapp", "u", f"s{i}", "i")).run_id for i in range(n)]
+        w = c.worker("meetapp", agent, concurrency=n, ttl=30, poll=0.5)
+        await asyncio.wait_for(w.run(max_runs=n), 60)
+        assert (w.completed, w.failed) == (n, 0)
+        for run_id in ids:
+            assert (await c.runs.get(run_id)).result == {"ok": True}

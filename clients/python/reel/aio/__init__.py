@@ -13,6 +13,7 @@ heartbeats.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import inspect
@@ -114,17 +115,24 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-async def _off_the_loop(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+async def _off_the_loop(fn: Callable[..., Any], *args: Any,
+                        _pool: Optional[concurrent.futures.Executor] = None,
+                        **kwargs: Any) -> Any:
     """fn(*args, **kwargs) for a step or a worker: a coroutine function on
-    the loop; any other function in a thread (the loop's default executor),
-    since one that blocks (time.sleep, a sync HTTP call) would block the
-    loop and with it the run's heartbeats, and lose the lease. What the
-    function returns is awaited if it is awaitable (a lambda calling an
-    async function)."""
+    the loop; any other function in a thread (_pool, else the loop's
+    default executor), since one that blocks (time.sleep, a sync HTTP call)
+    would block the loop and with it the run's heartbeats, and lose the
+    lease. A thread cannot be cancelled: a cancel ends the wait, and the
+    function runs on to its end. What the function returns is awaited if
+    it is awaitable (a lambda calling an async function)."""
     if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)):
         return await fn(*args, **kwargs)
-    return await _maybe_await(await asyncio.to_thread(fn, *args, **kwargs))
+    call = functools.partial(fn, *args, **kwargs)
+    if _pool is None:
+        return await _maybe_await(await asyncio.to_thread(call))
+    return await _maybe_await(
+        await asyncio.get_running_loop().run_in_executor(_pool, call))
 
 
 class Client:
@@ -1406,6 +1414,7 @@ class Worker:
         self.poll = poll
         self.on_error = on_error
         self._stopped = False
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._claims: set = set()
         self._taken = 0
         self._max: Optional[int] = None
@@ -1430,6 +1439,10 @@ class Worker:
                 errs.append(err)
                 self.stop()
 
+        # A plain fn's threads: one per loop, not the loop's default
+        # executor's few (CPUs + 4), shared with everything else.
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="reel-worker")
         loops = [asyncio.ensure_future(self._loop()) for _ in range(self.concurrency)]
         for t in loops:
             t.add_done_callback(ended)
@@ -1442,6 +1455,10 @@ class Worker:
                 t.cancel()
             await asyncio.wait(loops)
             raise
+        finally:
+            # A plain fn still running after a cancel finishes in its
+            # thread; nothing waits for it here.
+            self._pool.shutdown(wait=False)
         if errs:
             raise errs[0]
 
@@ -1490,7 +1507,7 @@ class Worker:
     async def _handle(self, run: Run) -> str:
         async with run:
             try:
-                result = await _off_the_loop(self.fn, run)
+                result = await _off_the_loop(self.fn, run, _pool=self._pool)
                 if run.info.status == RunStatus.RUNNING:
                     # A result that cannot be sent is fn's TypeError.
                     result = RawJSON(encode_optional_json(result, "result"))
