@@ -1520,8 +1520,16 @@ static void test_destroy_ends_the_calls_open_on_the_client(void **state) {
     t0 = client_now_ms();
     reel_client_destroy(c);
     took = client_now_ms() - t0;
+    /* The calls have left the client (ASan would see a use of it freed
+     * otherwise); their threads may still be on their way out of
+     * reel_client_stream, so they are given seconds, where before the
+     * fix the streams stayed blocked. */
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
     pthread_mutex_lock(&mu);
-    returned = s[0].returned && s[1].returned;
+    while (!(returned = s[0].returned && s[1].returned) &&
+           pthread_cond_timedwait(&cv, &mu, &until) == 0) {
+    }
     pthread_mutex_unlock(&mu);
     if (!returned)
         fail_msg("reel_client_destroy returned with its streams open");
