@@ -7,9 +7,13 @@
  * (bounded queue, drain hook pumps, cleanup frees); SubscribeEventBatches
  * is the same subscription, its events framed as EventBatch elements that
  * merge while they wait in the call's queue. A timer ticks every
- * progress interval; a tick that finds the subscriber caught up and
- * nothing sent since the last one sends a PROGRESS event with the head
- * revision, so an idle consumer knows it is current.
+ * progress interval; a tick that finds nothing sent since the last one
+ * sends a PROGRESS event with the subscription's cursor: every time when
+ * it is caught up (the head revision), so an idle consumer knows it is
+ * current, and while it catches up whenever the cursor moved, so a
+ * consumer whose pattern refuses a long backlog hears of the scan (and
+ * may acknowledge it) instead of a silence. The WAL reads a catch-up in
+ * parts, each pump one part, so ticks come between them.
  *
  * A durable consumer's subscription holds the consumer until the call is
  * freed (its cleanup destroys the subscription). When the WAL ends it
@@ -102,6 +106,7 @@ typedef struct tail {
     wal_sub_t *sub;
     atomic_uint sent; /* events sent since the last tick */
     atomic_int tick_due;
+    uint64_t reported; /* the last PROGRESS's revision (ticks only) */
     pthread_mutex_t mu;
     api_timer_t *timer;
     int over;
@@ -198,11 +203,20 @@ static void tail_tick(tail_t *t) {
     uint8_t *buf;
     size_t len;
 
-    if (atomic_exchange(&t->sent, 0) == 0 && wal_sub_live(t->sub)) {
-        /* Caught up: everything up to the cursor was sent or filtered out,
-         * so a durable consumer may acknowledge this revision. */
+    if (atomic_exchange(&t->sent, 0) == 0) {
+        int live = wal_sub_live(t->sub);
+        uint64_t cursor = wal_sub_cursor(t->sub);
+
+        /* Everything up to the cursor was sent or filtered out, so a
+         * durable consumer may acknowledge it: caught up (every tick, so
+         * an idle subscriber hears from reeld), or part way through a
+         * catch-up that sent nothing since the last tick (a backlog its
+         * pattern refuses, each time it gets further). */
+        if (!live && cursor <= t->reported)
+            goto next;
+        t->reported = cursor;
         ev.type = REEL__V1__EVENT__TYPE__PROGRESS;
-        ev.revision = wal_sub_cursor(t->sub);
+        ev.revision = cursor;
         ev.ts_ms = reel_clock_now_ms();
         API_PACK(reel__v1__event, &ev, &buf, &len);
         if (buf != NULL) {
@@ -210,6 +224,7 @@ static void tail_tick(tail_t *t) {
             free(buf);
         }
     }
+next:
     pthread_mutex_lock(&t->mu);
     if (!t->over) {
         api_timer_stop(t->ctx->timers, t->timer);

@@ -424,10 +424,11 @@ typedef struct reel_consumer_opts {
      * server gone silent, one stopped or behind a network that dropped
      * the connection without a word: the loop ends it as UNAVAILABLE
      * (on_retry is told) and subscribes again after a backoff wait. Time
-     * the callback takes does not count. reeld sends no PROGRESS while it
-     * scans a backlog of events the pattern refuses, so after a stream
-     * that delivered nothing at all the next waits twice as long (up to
-     * the maximum), and a long scan gets through. 0 = 30 000; else 2 000
+     * the callback takes does not count. reeld also sends a PROGRESS each
+     * second while it scans a backlog the pattern refuses (as far as the
+     * scan got); a server too busy even for that gets more time: after a
+     * stream that delivered nothing at all the next waits twice as long
+     * (up to the maximum). 0 = 30 000; else 2 000
      * to 3 600 000; negative: never. A new stream goes over the same
      * connection until gRPC finds it broken: keepalive_time_ms finds that
      * sooner.

@@ -78,9 +78,8 @@
  * within it even when reeld hangs. */
 #define FINAL_ACK_MS 5000
 /* A stream without a message this long is taken for a server gone silent
- * (reeld sends a PROGRESS every second while it has nothing else, but
- * nothing while it scans a backlog a pattern refuses: the default leaves
- * such a scan half a minute). */
+ * (reeld sends a PROGRESS every second while it has nothing else, a scan
+ * of a backlog the pattern refuses included). */
 #define DEFAULT_SILENCE_MS 30000
 #define MIN_SILENCE_MS 2000
 #define MAX_SILENCE_MS 3600000
@@ -588,9 +587,8 @@ int reel_consumer_run(reel_consumer_t *k, reel_reply_t *why) {
                              "%lld ms (silence_timeout_ms; it sends a "
                              "PROGRESS every second): taken for gone",
                              k->name, (long long)k->silence_ms);
-            /* reeld sends no PROGRESS while it scans a backlog past what
-             * a pattern refuses: a stream that got nothing at all waits
-             * twice as long next time, so a long scan gets through. */
+            /* A stream that got nothing at all (a reeld too loaded to
+             * tick, say) waits twice as long next time. */
             if (!k->got_message)
                 k->silence_ms = k->silence_ms > MAX_SILENCE_MS / 2
                                     ? MAX_SILENCE_MS

@@ -52,7 +52,11 @@
  *     records last_published, releases the lock and runs the ends that
  *     deliveries asked for.
  *   - Pump (any thread, serialised per subscription): replay with the
- *     subscription's lock held, go_live with both locks, end with none.
+ *     subscription's lock held, go_live with both locks, end with none. A
+ *     replay that yields (a long scan, in parts) gets the next part from
+ *     another pump, asked for through wake, so the pumping thread and the
+ *     subscription's lock (which a PROGRESS tick reads the cursor under)
+ *     are let go between parts.
  *   - Cancel, kick and destroy: any thread, never inside an operation but
  *     end (cancel and destroy only).
  *
@@ -529,6 +533,15 @@ void feed_sub_pump(feed_sub_t *s) {
 
         if (r == FEED_FULL)
             break;
+        if (r == FEED_YIELD) {
+            if (s->ops->wake == NULL)
+                continue;
+            /* Asked with our lock held and pumping still set: the pump it
+             * asks for takes the lock after ours ends, and finds pumping
+             * clear. */
+            s->ops->wake(s->arg);
+            break;
+        }
         if (r != FEED_OK) {
             s->phase = PH_ENDED;
             atomic_store(&s->live, 0);

@@ -38,6 +38,8 @@ enum {
     FEED_FULL = 1, /* the sink has no room: wait for the owner's pump */
     FEED_END = 2,  /* replay: cannot go on (why says so); deliver: the
                       subscription is complete and ends with OK */
+    FEED_YIELD = 3, /* replay: stopped short of its snapshot after its
+                       budget, *cursor at the last item it read */
 };
 
 typedef struct feed_ops {
@@ -45,8 +47,12 @@ typedef struct feed_ops {
      * Catches up from storage: delivers (through the module's own sink)
      * what the subscription owes after *cursor, up to a snapshot S taken
      * now, and answers FEED_OK with *cursor = S; FEED_FULL when the sink
-     * filled (*cursor at the last item taken); FEED_END, with why set,
-     * when it cannot go on (a record it cannot read, history it needs
+     * filled (*cursor at the last item taken); FEED_YIELD when it read
+     * its budget of items without reaching S (*cursor at the last item
+     * read, taken or not wanted: the feed asks the owner for another pump
+     * through wake, so a long scan neither holds the pumping thread nor
+     * the subscription's lock for its whole length); FEED_END, with why
+     * set, when it cannot go on (a record it cannot read, history it needs
      * trimmed, a run that is over: then why is OK). Never skips what it
      * cannot read. Called by feed_sub_pump() with the subscription's lock
      * held (never the hub's).
@@ -94,10 +100,11 @@ typedef struct feed_ops {
     void (*end)(void *arg, const reel_status_t *st);
     /*
      * Optional: the subscription needs a pump that its owner might not
-     * otherwise run (it dropped back to replay, or it must end): call
-     * feed_sub_pump() soon, from the owner's own thread. Called with feed
-     * locks held (the hub's and the subscription's): it must not block nor
-     * call into the feed.
+     * otherwise run (it dropped back to replay, it must end, or its replay
+     * yielded): call feed_sub_pump() soon, from the owner's own thread.
+     * Called with feed locks held (the subscription's, and the hub's but
+     * after a yield): it must not block nor call into the feed. Required
+     * of a module whose replay may yield.
      */
     void (*wake)(void *arg);
 } feed_ops_t;

@@ -33,6 +33,7 @@ typedef struct fake {
     uint64_t head;
     int keys[LOG_MAX + 1];
     uint64_t broken; /* replay cannot read this revision (0: none) */
+    const feed_ops_t *ops; /* NULL: ops */
     feed_hub_t *hub;
 } fake_t;
 
@@ -55,6 +56,8 @@ typedef struct sub {
     int go_live_full;     /* go_live says FEED_FULL this many times */
     int commit_in_replay; /* replay commits one item of this key + 1 after
                              reading its snapshot, once */
+    size_t part;          /* replay reads at most this many, then yields */
+    int replays;          /* replay calls */
     int go_lives;
     uint64_t go_live_cursor;
     atomic_int wakes, woken;
@@ -101,7 +104,7 @@ static uint64_t commit(fake_t *f, int key);
 
 static int op_replay(void *arg, uint64_t *cursor, reel_status_t *why) {
     sub_t *s = arg;
-    uint64_t head, broken;
+    uint64_t head, broken, start = *cursor;
 
     pthread_mutex_lock(&s->f->mu);
     head = s->f->head;
@@ -115,9 +118,12 @@ static int op_replay(void *arg, uint64_t *cursor, reel_status_t *why) {
         s->commit_in_replay = 0;
         commit(s->f, key);
     }
+    s->replays++;
     for (uint64_t rev = *cursor + 1; rev <= head; rev++) {
         int key;
 
+        if (s->part != 0 && rev - start > s->part)
+            return FEED_YIELD;
         if (rev == broken) {
             reel_status_set(why, REEL_DATA_LOSS, "item %llu is corrupt",
                             (unsigned long long)rev);
@@ -273,7 +279,7 @@ static sub_t *sub_new(fake_t *f, int key, size_t limit, uint64_t cursor,
     s->limit = limit;
     s->group = group;
     pthread_mutex_init(&s->mu, NULL);
-    a.ops = &ops;
+    a.ops = f->ops != NULL ? f->ops : &ops;
     a.arg = s;
     if (key == ENDS_IN_3) {
         s->index = 3;
@@ -530,6 +536,61 @@ test_a_refused_item_with_nothing_held_is_retried_on_wake(void **state) {
     commit(f, 0);
     assert_exactly_once(f, s, 0, 2);
     sub_free(s);
+}
+
+/* A replay that yields lets go of the pumping thread: the owner is woken
+ * for each further part, the cursor stands where the part ended, and the
+ * parts together deliver everything once. */
+static void test_a_replay_in_parts_asks_for_each_next_part(void **state) {
+    fake_t *f = *state;
+    sub_t *s;
+    uint64_t last = 0;
+    int pumps = 0;
+
+    for (int i = 0; i < 100; i++)
+        commit(f, i % 2);
+    s = sub_new(f, 1, SIZE_MAX, 0, NULL);
+    s->part = 30;
+    feed_sub_pump(s->fs);
+    assert_false(feed_sub_live(s->fs));
+    assert_int_equal(s->replays, 1);
+    assert_int_equal(s->wakes, 1);
+    assert_int_equal(feed_sub_cursor(s->fs), 30);
+    assert_int_equal(sub_count(s), 15);
+    while (owner_pump_woken(s)) {
+        uint64_t c = feed_sub_cursor(s->fs);
+
+        assert_true(c > last);
+        last = c;
+        pumps++;
+    }
+    /* 30 + 30 + 30, then the last 10 and the switch to live. */
+    assert_int_equal(pumps, 3);
+    assert_true(feed_sub_live(s->fs));
+    assert_int_equal(s->wakes, 3);
+    commit(f, 1);
+    assert_exactly_once(f, s, 0, f->head);
+    sub_free(s);
+}
+
+/* A module with no wake gets every part in the same pump. */
+static void test_a_replay_in_parts_without_a_wake_goes_on(void **state) {
+    fake_t *f = *state;
+    feed_ops_t no_wake = ops;
+    sub_t *s;
+
+    no_wake.wake = NULL;
+    f->ops = &no_wake;
+    for (int i = 0; i < 100; i++)
+        commit(f, i % 2);
+    s = sub_new(f, 1, SIZE_MAX, 0, NULL);
+    s->part = 30;
+    feed_sub_pump(s->fs);
+    assert_true(feed_sub_live(s->fs));
+    assert_int_equal(s->replays, 4);
+    assert_exactly_once(f, s, 0, f->head);
+    sub_free(s);
+    f->ops = NULL;
 }
 
 static void test_a_lost_item_is_read_from_storage(void **state) {
@@ -822,6 +883,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_a_refused_item_with_nothing_held_is_retried_on_wake, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_replay_in_parts_asks_for_each_next_part, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_replay_in_parts_without_a_wake_goes_on, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_lost_item_is_read_from_storage,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(

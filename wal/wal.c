@@ -801,7 +801,9 @@ reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
 
 /*
  * Replays to a fresh snapshot: caught up (*cursor at its revision), full,
- * or over, why saying so: events it needs were trimmed (OUT_OF_RANGE,
+ * yielding after WAL_REPLAY_PART_MS of a scan through events the
+ * subscription refuses (when the sink has a wake to ask for the rest: what
+ * it takes, the sink's room bounds), or over, why saying so: events it needs were trimmed (OUT_OF_RANGE,
  * naming the last revision it received and the oldest retained), events
  * past the oldest retained are missing (DATA_LOSS, naming them: a data dir
  * written by a reeld that committed timers' changes before its WAL had
@@ -813,19 +815,24 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
     store_iter_t *it;
     unsigned char key[9];
     int full = 0;
+    size_t refused = 0; /* events it does not want, since the clock's read */
+    int64_t start = reel_clock_mono_ns();
     uint64_t upto; /* the snapshot's revision, or the event after a gap */
 
+    /* A test's long catch-up: each part takes a while. */
+    if (REEL_FAULT("wal.replay_part_pause"))
+        nanosleep(&(struct timespec){0, 200 * 1000000L}, NULL);
     if (store_snapshot_create(s->w->store, &snap, why) != REEL_OK) {
         reel_status_set(why, why->code, "WAL replay: %s",
                         reel_status_message(why));
-        return 3;
+        return FEED_END;
     }
     it = store_iter_create(s->w->store, s->w->cf, snap);
     if (it == NULL) {
         store_snapshot_release(s->w->store, snap);
         reel_status_set(why, REEL_RESOURCE_EXHAUSTED,
                         "WAL replay: out of memory");
-        return 3;
+        return FEED_END;
     }
     upto = store_snapshot_revision(snap);
     rev_key(*cursor + 1, key);
@@ -841,6 +848,15 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
 
         if (klen != 9 || k[0] != 'e')
             break;
+        if (refused == WAL_REPLAY_CHECK && s->sink.wake != NULL) {
+            if (REEL_FAULT("wal.replay_part_end") ||
+                reel_clock_mono_ns() - start >=
+                    (int64_t)WAL_REPLAY_PART_MS * 1000000) {
+                full = 4; /* the rest in the next pump */
+                break;
+            }
+            refused = 0;
+        }
         rev = reel_be64_get((const unsigned char *)k + 1);
         if (rev != *cursor + 1) {
             full = 2; /* revisions are gapless: the rest was trimmed */
@@ -856,15 +872,16 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
             full = 3;
             break;
         }
-        if (sub_matches(s, subj, slen) &&
-            s->sink.deliver(s->arg, bytes, blen, rev) != 0) {
+        if (!sub_matches(s, subj, slen))
+            refused++;
+        else if (s->sink.deliver(s->arg, bytes, blen, rev) != 0) {
             full = 1;
             break;
         }
         *cursor = rev;
     }
     /* An iterator that stopped on an error is not the end of the WAL. */
-    if (full != 3 && store_iter_status(it, why) != REEL_OK) {
+    if (full != 3 && full != 4 && store_iter_status(it, why) != REEL_OK) {
         reel_status_set(why, why->code, "WAL replay: %s",
                         reel_status_message(why));
         full = 3;
@@ -897,7 +914,10 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
                             (unsigned long long)*cursor,
                             (unsigned long long)oldest);
     }
-    return full == 0 ? FEED_OK : full == 1 ? FEED_FULL : FEED_END;
+    return full == 0   ? FEED_OK
+           : full == 1 ? FEED_FULL
+           : full == 4 ? FEED_YIELD
+                       : FEED_END;
 }
 
 static int live_deliver(void *arg, void *item) {

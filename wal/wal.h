@@ -107,7 +107,12 @@ typedef struct wal_sink {
      * was full or refused, or an event could not be read) and a drain
      * might never come. The owner should call wal_sub_pump soon, from its
      * own thread. Called with WAL locks held: it must not block nor call
-     * into the WAL. Optional.
+     * into the WAL. Optional; with it, a pump's catch-up through events
+     * the subscription refuses stops after about WAL_REPLAY_PART_MS (the
+     * clock read every WAL_REPLAY_CHECK of them) and wake asks for the
+     * next part, so a scan of a long backlog its pattern refuses holds no
+     * thread for its whole length, and the owner may report the cursor
+     * (wal_sub_cursor) between parts.
      */
     void (*wake)(void *arg);
     /*
@@ -132,6 +137,9 @@ typedef struct wal_sink {
  * head (naming the head); OUT_OF_RANGE, naming the oldest retained
  * revision, when that far back is gone.
  */
+#define WAL_REPLAY_PART_MS 10
+#define WAL_REPLAY_CHECK 1024
+
 reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
                            const char *pattern, const wal_sink_t *sink,
                            void *arg, wal_sub_t **out, reel_status_t *st);

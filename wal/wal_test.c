@@ -1162,6 +1162,51 @@ static void test_takeover_ends_the_holder_and_takes_its_place(void **state) {
 
 /* A replay that cannot read ends the subscription with what failed,
  * instead of waiting for a drain that never comes (or calling it a gap). */
+/* A catch-up through events the pattern refuses is read in parts (each
+ * WAL_REPLAY_PART_MS long, here ended at each clock check), each ending
+ * with a wake: it holds no thread for its whole length, and the cursor
+ * says how far the scan got. A sink with no wake reads it all in one
+ * pump. */
+static void test_a_long_catch_up_is_read_in_parts(void **state) {
+    fixture_t *f = *state;
+    int n = 2 * WAL_REPLAY_CHECK + 10;
+    wal_sink_t no_wake = ops;
+    sink_t s = {.limit = 64}, s2 = {.limit = 64};
+    wal_sub_t *sub, *sub2;
+
+    assert_int_equal(store_exec(f->store, apply_emit_many, &n, NULL, NULL),
+                     REEL_OK);
+    assert_int_equal(emit(f, 2, "wanted", 0), REEL_OK);
+    assert_int_equal(wal_sub_create(f->wal, 0, "t.2", &ops, &s, &sub, NULL),
+                     REEL_OK);
+    assert_int_equal(reel_fault_arm("wal.replay_part_end", 0, 0), 0);
+    wal_sub_pump(sub);
+    assert_int_equal(s.wakes, 1);
+    assert_int_equal(s.n, 0);
+    assert_false(wal_sub_live(sub));
+    assert_int_equal(wal_sub_cursor(sub), WAL_REPLAY_CHECK);
+    wal_sub_pump(sub);
+    assert_int_equal(s.wakes, 2);
+    assert_int_equal(wal_sub_cursor(sub), 2 * WAL_REPLAY_CHECK);
+    wal_sub_pump(sub);
+    assert_int_equal(s.wakes, 2);
+    assert_true(wal_sub_live(sub));
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.got[0], "wanted");
+    assert_int_equal(s.revs[0], n + 1);
+    wal_sub_destroy(sub);
+
+    no_wake.wake = NULL;
+    assert_int_equal(
+        wal_sub_create(f->wal, 0, "t.2", &no_wake, &s2, &sub2, NULL),
+        REEL_OK);
+    wal_sub_pump(sub2);
+    assert_true(wal_sub_live(sub2));
+    assert_int_equal(s2.n, 1);
+    assert_int_equal(s2.revs[0], n + 1);
+    wal_sub_destroy(sub2);
+}
+
 static void test_a_failed_replay_ends_the_subscription_with_its_error(
     void **state) {
     fixture_t *f = *state;
@@ -1245,6 +1290,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(
             test_takeover_ends_the_holder_and_takes_its_place, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(test_a_long_catch_up_is_read_in_parts,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_failed_replay_ends_the_subscription_with_its_error, setup,
             teardown),

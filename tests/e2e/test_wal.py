@@ -429,3 +429,38 @@ def test_retention_caps_bytes_without_consumers(tmp_path):
     finally:
         ch.close()
         assert server.stop()[0] == 0
+
+
+def test_a_long_catch_up_its_pattern_refuses_reports_progress(tmp_path, monkeypatch):
+    """A subscriber whose pattern refuses a long backlog heard nothing until
+    reeld had read all of it, so a client took the silence for a server
+    gone. reeld reads such a catch-up in parts (here of 1,024 refused events,
+    each held 200 ms) and its ticks report how far it got."""
+    monkeypatch.setenv("REEL_TEST_FAULTS",
+                       "wal.replay_part_end*0,wal.replay_part_pause*0")
+    server = Reeld(str(tmp_path / "data")).start()
+    ch = grpc.insecure_channel(server.addr)
+    c = Client(ch)
+    try:
+        pending = []
+        for i in range(3 * 4096 + 50):
+            pending.append(c.set.future(K.SetValueRequest(
+                namespace="bulk", key=f"k{i}", value=str(i))))
+            if len(pending) >= 64:
+                pending.pop(0).result(timeout=30)
+        for f in pending:
+            f.result(timeout=30)
+        wanted = c.set(K.SetValueRequest(namespace="wanted", key="k", value="1")).entry
+        got = collect(c, wanted.revision, pattern="kv.wanted.>", limit_s=60,
+                      keep_progress=True)
+        assert got[-1].type == T.VALUE_CHANGED
+        assert got[-1].revision == wanted.revision
+        progress = [e.revision for e in got[:-1]]
+        assert all(e.type == T.PROGRESS for e in got[:-1])
+        # Ticks during a scan of 13 parts (2.6 s): each one further.
+        assert len(progress) >= 2, progress
+        assert progress == sorted(set(progress)), progress
+        assert 0 < progress[0] and progress[-1] < wanted.revision, progress
+    finally:
+        ch.close()
+        assert server.stop()[0] == 0
