@@ -10,13 +10,19 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/log.h"
 #include "reel/v1/kv.pb-c.h"
 #include "sink/sign.h"
 
-/* Events up to this size are stored in their dead letter; larger ones in
- * parts of this size (base64 makes each about 4/3 of it, well under the
- * server's default 1 MiB value limit). */
-#define DEAD_INLINE_MAX (192u * 1024)
+/* reeld's default --kv-max-value-bytes: what a dead letter's records are
+ * sized for until reeld names its own limit (see learn_value_max). */
+#define DEAD_VALUE_MAX_DEFAULT ((size_t)1 << 20)
+/* {"data":""}: a part's bytes besides its base64. */
+#define PART_OVERHEAD 11
+/* Past this many parts a limit is too small to be worth splitting for:
+ * the letter would cost more writes than it is worth (a 1 MiB event under
+ * a 1 KiB limit is 1,400 of them). */
+#define DEAD_PARTS_MAX 4096
 #define LIST_PAGE 100
 
 /* The reel code of a gRPC status code. */
@@ -154,73 +160,138 @@ static reel_code_t put_json(reel_client_t *c, const char *ns,
     return rc;
 }
 
+/* The value limit an INVALID_ARGUMENT from reeld names ("value: N bytes
+ * exceeds the limit of M bytes"), or 0 when it names none. */
+static size_t learn_value_max(const char *msg) {
+    const char *p = msg;
+    size_t n, m;
+
+    while ((p = strstr(p, "value: ")) != NULL) {
+        p += strlen("value: ");
+        if (sscanf(p, "%zu bytes exceeds the limit of %zu", &n, &m) == 2)
+            return m;
+    }
+    return 0;
+}
+
+/* Stores the parts of it's event, each a value of at most max bytes. */
+static reel_code_t put_parts(reel_client_t *c, const char *ns,
+                             const char *sink, const sink_item_t *it,
+                             size_t max, unsigned *parts, reel_status_t *st) {
+    size_t each = max > PART_OVERHEAD ? (max - PART_OVERHEAD) / 4 * 3 : 0;
+    reel_code_t rc = REEL_OK;
+    char key[256];
+
+    if (each == 0 || (it->len + each - 1) / each > DEAD_PARTS_MAX)
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "dead letter of revision %" PRIu64 ": its "
+                               "event of %zu bytes would need more than %d "
+                               "parts under reeld's value limit of %zu bytes "
+                               "(--kv-max-value-bytes)",
+                               it->revision, it->len, DEAD_PARTS_MAX, max);
+    *parts = (unsigned)((it->len + each - 1) / each);
+    for (unsigned i = 0; i < *parts && rc == REEL_OK; i++) {
+        size_t off = (size_t)i * each;
+        size_t n = it->len - off < each ? it->len - off : each;
+        cJSON *p = cJSON_CreateObject();
+        char *b64 = sink_base64(it->bytes + off, n);
+
+        if (b64 == NULL || p == NULL ||
+            cJSON_AddStringToObject(p, "data", b64) == NULL)
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                 "out of memory");
+        else {
+            part_key(key, sizeof(key), sink, it->revision, i);
+            rc = put_json(c, ns, key, p, st);
+        }
+        cJSON_Delete(p);
+        free(b64);
+    }
+    return rc;
+}
+
+/* One try at storing the dead letter with values of at most max bytes:
+ * its event inline when the whole record fits, else in parts. */
+static reel_code_t dead_put_sized(reel_client_t *c, const char *ns,
+                                  const char *sink, const sink_item_t *it,
+                                  unsigned attempts, int64_t first_ms,
+                                  int64_t last_ms, const char *last_error,
+                                  size_t max, reel_status_t *st) {
+    cJSON *o = cJSON_CreateObject();
+    char key[256], rev[24], *b64 = NULL, *text = NULL;
+    unsigned parts = 0;
+    reel_code_t rc = REEL_OK;
+
+    /* Every field or none: a letter stored without its event would move
+     * the cursor past an event it lost. */
+    snprintf(rev, sizeof(rev), "%" PRIu64, it->revision);
+    if (o == NULL || cJSON_AddStringToObject(o, "sink", sink) == NULL ||
+        cJSON_AddRawToObject(o, "revision", rev) == NULL ||
+        cJSON_AddStringToObject(o, "subject", it->subject) == NULL ||
+        cJSON_AddNumberToObject(o, "type", it->type) == NULL ||
+        cJSON_AddNumberToObject(o, "attempts", attempts) == NULL ||
+        cJSON_AddNumberToObject(o, "first_attempt_ms", (double)first_ms) ==
+            NULL ||
+        cJSON_AddNumberToObject(o, "last_attempt_ms", (double)last_ms) ==
+            NULL ||
+        cJSON_AddStringToObject(o, "last_error", last_error) == NULL ||
+        (b64 = sink_base64(it->bytes, it->len)) == NULL ||
+        cJSON_AddStringToObject(o, "event", b64) == NULL ||
+        (text = cJSON_PrintUnformatted(o)) == NULL) {
+        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    if (strlen(text) > max) {
+        /* Measured as printed: escaping in the subject or the error
+         * counts too. */
+        free(text);
+        text = NULL;
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "event");
+        if ((rc = put_parts(c, ns, sink, it, max, &parts, st)) != REEL_OK)
+            goto out;
+        if (cJSON_AddNumberToObject(o, "parts", parts) == NULL ||
+            (text = cJSON_PrintUnformatted(o)) == NULL) {
+            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
+                                 "out of memory");
+            goto out;
+        }
+    }
+    dead_key(key, sizeof(key), sink, it->revision);
+    rc = set_value(c, ns, key, text, st);
+out:
+    free(text);
+    free(b64);
+    cJSON_Delete(o);
+    return rc;
+}
+
 reel_code_t sink_state_dead_put(reel_client_t *c, const char *ns,
                                 const char *sink, const sink_item_t *it,
                                 unsigned attempts, int64_t first_ms,
                                 int64_t last_ms, const char *last_error,
-                                reel_status_t *st) {
-    cJSON *o = cJSON_CreateObject();
-    unsigned parts = 0;
-    char key[256], *b64 = NULL;
-    reel_code_t rc = REEL_OK;
+                                size_t *value_max, reel_status_t *st) {
+    size_t max = *value_max != 0 ? *value_max : DEAD_VALUE_MAX_DEFAULT;
+    reel_code_t rc;
 
-    if (o == NULL)
-        return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-    if (it->len > DEAD_INLINE_MAX) {
-        parts = (unsigned)((it->len + DEAD_INLINE_MAX - 1) / DEAD_INLINE_MAX);
-        for (unsigned i = 0; i < parts && rc == REEL_OK; i++) {
-            size_t off = (size_t)i * DEAD_INLINE_MAX;
-            size_t n = it->len - off < DEAD_INLINE_MAX ? it->len - off
-                                                       : DEAD_INLINE_MAX;
-            cJSON *p = cJSON_CreateObject();
+    for (;;) {
+        size_t learned;
 
-            if ((b64 = sink_base64(it->bytes + off, n)) == NULL || p == NULL)
-                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
-                                     "out of memory");
-            else if (cJSON_AddStringToObject(p, "data", b64) == NULL)
-                rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED,
-                                     "out of memory");
-            else {
-                part_key(key, sizeof(key), sink, it->revision, i);
-                rc = put_json(c, ns, key, p, st);
-            }
-            cJSON_Delete(p);
-            free(b64);
-            b64 = NULL;
-        }
-    } else if ((b64 = sink_base64(it->bytes, it->len)) == NULL) {
-        rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+        rc = dead_put_sized(c, ns, sink, it, attempts, first_ms, last_ms,
+                            last_error, max, st);
+        if (rc != REEL_INVALID_ARGUMENT)
+            return rc;
+        /* reeld's limit is below what the records were sized for: size
+         * them again for it. A limit no smaller than that is not what
+         * refused them, and asking again would be refused again. */
+        learned = learn_value_max(reel_status_message(st));
+        if (learned == 0 || learned >= max)
+            return rc;
+        REEL_INFO("sink", "sink %s: reeld's value limit is %zu bytes "
+                  "(--kv-max-value-bytes): dead letters are split to fit it",
+                  sink, learned);
+        *value_max = max = learned;
+        reel_status_fini(st);
     }
-    if (rc == REEL_OK) {
-        char rev[24];
-        int ok;
-
-        /* Every field or none: a letter stored without its event would
-         * move the cursor past an event it lost. */
-        snprintf(rev, sizeof(rev), "%" PRIu64, it->revision);
-        ok = cJSON_AddStringToObject(o, "sink", sink) != NULL &&
-             cJSON_AddRawToObject(o, "revision", rev) != NULL &&
-             cJSON_AddStringToObject(o, "subject", it->subject) != NULL &&
-             cJSON_AddNumberToObject(o, "type", it->type) != NULL &&
-             cJSON_AddNumberToObject(o, "attempts", attempts) != NULL &&
-             cJSON_AddNumberToObject(o, "first_attempt_ms",
-                                     (double)first_ms) != NULL &&
-             cJSON_AddNumberToObject(o, "last_attempt_ms",
-                                     (double)last_ms) != NULL &&
-             cJSON_AddStringToObject(o, "last_error", last_error) != NULL &&
-             (parts > 0
-                  ? cJSON_AddNumberToObject(o, "parts", parts) != NULL
-                  : cJSON_AddStringToObject(o, "event", b64) != NULL);
-        if (!ok)
-            rc = reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
-        else {
-            dead_key(key, sizeof(key), sink, it->revision);
-            rc = put_json(c, ns, key, o, st);
-        }
-    }
-    free(b64);
-    cJSON_Delete(o);
-    return rc;
 }
 
 void sink_dead_fini(sink_dead_t *d) {

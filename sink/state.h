@@ -16,10 +16,11 @@
  *                                "attempts", "first_attempt_ms",
  *                                "last_attempt_ms", "last_error",
  *                                "event": base64 of the stored
- *                                reel.v1.Event} or, for an event over
- *                               DEAD_INLINE_MAX bytes, "parts": N and
+ *                                reel.v1.Event} or, when the record
+ *                               would not fit reeld's value limit,
+ *                               "parts": N and
  *   deadpart.<sink>.<revision>.<i>  {"data": base64 of part i} (i < N),
- *                               each under the server's default value limit.
+ *                               each sized to fit that limit.
  *
  * Parts are written before their dead letter and deleted after it, so a
  * dead letter never lacks its parts (a crash between may leave parts
@@ -59,11 +60,20 @@ typedef struct sink_dead {
 
 void sink_dead_fini(sink_dead_t *d);
 
+/*
+ * Stores it's dead letter. *value_max is reeld's value limit as last
+ * learned (0: not yet, its default 1 MiB is assumed); when reeld refuses a
+ * record naming a smaller limit, the letter is sized again for that one
+ * and *value_max remembers it, so later letters fit at the first try. The
+ * caller owns *value_max (one thread at a time). INVALID_ARGUMENT when no
+ * split fits (a limit too small even for the letter without its event):
+ * asking again would be refused again.
+ */
 reel_code_t sink_state_dead_put(reel_client_t *c, const char *ns,
                                 const char *sink, const sink_item_t *it,
                                 unsigned attempts, int64_t first_ms,
                                 int64_t last_ms, const char *last_error,
-                                reel_status_t *st);
+                                size_t *value_max, reel_status_t *st);
 
 /*
  * Lists the dead letters with from <= revision <= to, in revision order,

@@ -56,6 +56,11 @@
 #define POLL_MAX_MS 1000
 #define ENABLE_CHECK_MS 1000
 #define STATE_RETRY_MS 1000
+/* The longest wait between tries of a dead letter's write (from
+ * STATE_RETRY_MS, doubling), and the slice a wait is slept in, so a stop
+ * is not held by it. */
+#define DEAD_RETRY_MAX_MS 30000
+#define DEAD_SLEEP_SLICE_MS 100
 
 typedef struct unit {
     struct unit *next;
@@ -88,6 +93,7 @@ typedef struct webhook {
     int64_t paused_until_ms;
     int64_t enable_check_ms;
     uint64_t rng;
+    size_t value_max; /* reeld's value limit, once learned (state.h) */
 } webhook_t;
 
 /* ---- Units ---------------------------------------------------------------- */
@@ -309,9 +315,15 @@ static int token_refused(const reel_status_t *st) {
 
 /*
  * Stores every event of u as a dead letter, then counts them done. A
- * write reel refuses is retried (reel may be restarting) until it is
- * stored or the sink stops: an event is never done without its record.
- * A refused token stops the sink (as at its start).
+ * write reel refuses for a while (reel restarting or away) is tried again,
+ * from STATE_RETRY_MS doubling to DEAD_RETRY_MAX_MS, until it is stored or
+ * the sink stops: an event is never done without its record. A refusal
+ * that asking again cannot change stops the sink (exit 1), as a refused
+ * token does at its start: a refused token, or INVALID_ARGUMENT (the
+ * letter does not fit reeld's value limit even in parts). Retried, it held
+ * every later event behind it for good while saying so once a second;
+ * skipped, the event would be lost. Stopped, the event comes again after
+ * the restart, once reeld's limit or the token is right.
  */
 static void dead_letter(webhook_t *w, unit_t *u) {
     sink_runner_t *r = w->r;
@@ -321,13 +333,14 @@ static void dead_letter(webhook_t *w, unit_t *u) {
     for (size_t i = 0; i < u->n; i++) {
         sink_item_t *it = sink_window_at(&r->win, u->pos[i]);
         reel_status_t st = REEL_STATUS_INIT;
+        int64_t wait = STATE_RETRY_MS;
 
         while (sink_state_dead_put(r->client, r->o.state_ns, w->cfg->name, it,
                                    u->failures, u->first_wall_ms,
                                    u->last_wall_ms, u->last_error,
-                                   &st) != REEL_OK) {
-            if (token_refused(&st)) {
-                /* Not done: it comes again once the token is right. */
+                                   &w->value_max, &st) != REEL_OK) {
+            if (token_refused(&st) || st.code == REEL_INVALID_ARGUMENT) {
+                /* Not done: it comes again after the restart. */
                 sink_runner_fatal(r, "storing the dead letter of revision "
                                   "%" PRIu64 ": %s", it->revision,
                                   reel_status_message(&st));
@@ -335,14 +348,21 @@ static void dead_letter(webhook_t *w, unit_t *u) {
                 return;
             }
             REEL_ERROR("sink", "sink %s: storing the dead letter of revision "
-                       "%" PRIu64 ": %s; trying again",
-                       w->cfg->name, it->revision, reel_status_message(&st));
+                       "%" PRIu64 ": %s; trying again in %.1f s",
+                       w->cfg->name, it->revision, reel_status_message(&st),
+                       (double)wait / 1000.0);
             sink_runner_error(r, "storing a dead letter: %s",
                               reel_status_message(&st));
             reel_status_fini(&st);
+            for (int64_t slept = 0; slept < wait;
+                 slept += DEAD_SLEEP_SLICE_MS) {
+                if (stopping(w))
+                    return; /* not done: it comes again */
+                usleep(DEAD_SLEEP_SLICE_MS * 1000);
+            }
             if (stopping(w))
-                return; /* not done: it comes again */
-            usleep(STATE_RETRY_MS * 1000);
+                return;
+            wait = wait * 2 < DEAD_RETRY_MAX_MS ? wait * 2 : DEAD_RETRY_MAX_MS;
         }
     }
     REEL_ERROR("sink", "sink %s: %s is a dead letter after %u attempts over "

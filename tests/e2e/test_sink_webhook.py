@@ -24,11 +24,11 @@ import time
 
 import pytest
 
-from conftest import REELCTL, free_port, unary
+from conftest import REELCTL, Reeld, free_port, unary
 from reel.v1 import journal_pb2 as J
 from reel.v1 import kv_pb2 as K
 from reel.v1 import signals_pb2 as S
-from sinkutil import (ASAN, OLD_SECRET, SECRET, Receiver, Sink, check_built,  # noqa: F401
+from sinkutil import (ASAN, OLD_SECRET, SECRET, Reel, Receiver, Sink, check_built,  # noqa: F401
                       no_sink_left, receiver, reel, run_cli, wait_for, webhook_config,
                       write_config)
 
@@ -269,6 +269,66 @@ def test_dead_letters_are_recorded_listed_and_replayed(tmp_path, reeld, reel, re
     assert run_cli(reeld.addr, cfg, "dead", "dl").stdout == ""
     assert run_cli(reeld.addr, cfg, "replay", "dl", "--revision", "1").returncode == 1
     assert sink.stop() == 0
+
+
+@pytest.fixture
+def small_reeld(request, tmp_path):
+    """A reeld with --kv-max-value-bytes request.param."""
+    server = Reeld(str(tmp_path / "data"),
+                   extra=["--kv-max-value-bytes", str(request.param)]).start()
+    yield server
+    if server.proc.poll() is None:
+        code, _ = server.stop()
+        assert code == 0, f"reeld exited {code} on SIGTERM:\n{server.log()}"
+
+
+@pytest.mark.parametrize("small_reeld,size", [(262144, 200_000), (4096, 3_500)],
+                         indirect=["small_reeld"])
+def test_a_dead_letter_is_split_to_fit_reelds_value_limit(
+        tmp_path, small_reeld, receiver, size):
+    # Its base64 and JSON made a 200 KB event's letter 262,155 bytes, over
+    # a 256 KiB limit: refused every second for good, nothing after it sent.
+    reel = Reel(small_reeld.addr)
+    receiver.plan(lambda d: 500)
+    cfg = webhook_config(tmp_path / "c.json", "dl", receiver.url,
+                         subjects=["kv.dlc.>"], retry_schedule_ms=[50])
+    big = json.dumps({"blob": "x" * size})
+    revs = [reel.set("dlc", "a", big), reel.set("dlc", "b")]
+    sink = Sink(tmp_path, small_reeld.addr, cfg)
+    wait_for("2 dead letters", lambda: sink.log().count("is a dead letter") == 2,
+             timeout=20)
+    assert "exceeds the limit" not in sink.log()
+    out = run_cli(small_reeld.addr, cfg, "dead", "dl", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(l)["revision"] for l in out.stdout.splitlines()] == revs
+    receiver.plan(lambda d: 200)
+    out = run_cli(small_reeld.addr, cfg, "replay", "dl", "--all")
+    assert out.returncode == 0, out
+    got = {d["json"]["data"]["revision"]: d["json"]["data"] for d in receiver.delivered()}
+    assert sorted(got) == revs
+    assert got[revs[0]]["value"]["value"] == {"blob": "x" * size}
+    assert sink.stop() == 0
+    reel.close()
+
+
+@pytest.mark.parametrize("small_reeld", [100], indirect=True)
+def test_a_dead_letter_no_split_can_fit_stops_the_sink_naming_the_limit(
+        tmp_path, small_reeld, receiver):
+    reel = Reel(small_reeld.addr)
+    receiver.plan(lambda d: 500)
+    cfg = webhook_config(tmp_path / "c.json", "dl", receiver.url,
+                         subjects=["kv.dlc.>"], retry_schedule_ms=[50])
+    rev = reel.set("dlc", "a")
+    sink = Sink(tmp_path, small_reeld.addr, cfg)
+    try:
+        assert sink.proc.wait(timeout=20) == 1, sink.log()
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"reel-sink still retrying:\n{sink.log()}")
+    log = sink.log()
+    assert f"stopped: storing the dead letter of revision {rev}" in log, log
+    assert "limit of 100 bytes" in log, log
+    assert (reel.acked("sink.dl") or 0) < rev  # not done: it comes again
+    reel.close()
 
 
 def test_ordered_block_keeps_retrying_the_head(tmp_path, reeld, reel, receiver):
