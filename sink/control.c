@@ -4,14 +4,18 @@
 #include "sink/control.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <microhttpd.h>
 
+#include "base/log.h"
 #include "base/version.h"
 
 struct sink_control {
@@ -73,52 +77,89 @@ static enum MHD_Result handle(void *arg, struct MHD_Connection *conn,
     return reply(conn, 200, body, "application/json");
 }
 
-reel_code_t sink_control_start(const char *listen, sink_runner_t **runners,
+/* libmicrohttpd's own complaints (a connection it could not accept, a
+ * socket error) go to reel's log, one line each, not raw to stderr. */
+static void mhd_log(void *arg, const char *fmt, va_list ap) {
+    char msg[256];
+    size_t n;
+
+    (void)arg;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    REEL_WARN("sink", "--control-listen: %s", msg);
+}
+
+reel_code_t sink_control_start(const char *where, sink_runner_t **runners,
                                size_t n, sink_control_t **out,
                                reel_status_t *st) {
     struct sockaddr_in sa;
-    const char *colon = strrchr(listen, ':');
+    const char *colon = strrchr(where, ':');
     char host[64];
     char *end;
     long port;
     sink_control_t *c;
     const union MHD_DaemonInfo *info;
+    int fd, one = 1;
+    reel_code_t rc;
 
     *out = NULL;
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
-    if (colon == NULL || (size_t)(colon - listen) >= sizeof(host))
+    if (colon == NULL || (size_t)(colon - where) >= sizeof(host))
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "--control-listen: \"%s\" is not HOST:PORT "
                                "(IPv4, e.g. 127.0.0.1:7879)",
-                               listen);
-    memcpy(host, listen, (size_t)(colon - listen));
-    host[colon - listen] = '\0';
+                               where);
+    memcpy(host, where, (size_t)(colon - where));
+    host[colon - where] = '\0';
     port = strtol(colon + 1, &end, 10);
     if (*end != '\0' || colon[1] == '\0' || port < 0 || port > 65535 ||
         inet_pton(AF_INET, host, &sa.sin_addr) != 1)
         return reel_status_set(st, REEL_INVALID_ARGUMENT,
                                "--control-listen: \"%s\" is not HOST:PORT "
                                "(IPv4, port 0-65535)",
-                               listen);
+                               where);
     sa.sin_port = htons((uint16_t)port);
-    if ((c = calloc(1, sizeof(*c))) == NULL)
+    /* Bound here, not by libmicrohttpd: its failure said "port 0" for any
+     * port, raw on stderr; this one names the flag, the address and why. */
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        listen(fd, 64) != 0) {
+        rc = reel_status_set(st, REEL_UNAVAILABLE,
+                             "--control-listen: cannot listen on %s: %s",
+                             where, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    if ((c = calloc(1, sizeof(*c))) == NULL) {
+        close(fd);
         return reel_status_set(st, REEL_RESOURCE_EXHAUSTED, "out of memory");
+    }
     c->runners = runners;
     c->n = n;
-    c->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
+    /* poll, not select: a process with many sinks holds well over
+     * FD_SETSIZE descriptors, and select() refuses every connection past
+     * it. */
+    c->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                                 MHD_USE_ERROR_LOG,
-                            0, NULL, NULL, handle, c, MHD_OPTION_SOCK_ADDR,
-                            (struct sockaddr *)&sa,
+                            0, NULL, NULL, handle, c,
+                            MHD_OPTION_LISTEN_SOCKET, fd,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_CONNECTION_LIMIT, 16U,
                             MHD_OPTION_CONNECTION_TIMEOUT, 10U,
                             MHD_OPTION_END);
     if (c->d == NULL) {
+        close(fd);
         free(c);
-        return reel_status_set(st, REEL_INVALID_ARGUMENT,
-                               "--control-listen: cannot listen on %s (in "
-                               "use, or not an address of this machine)",
-                               listen);
+        return reel_status_set(st, REEL_UNAVAILABLE,
+                               "--control-listen: cannot start the HTTP "
+                               "server on %s",
+                               where);
     }
     info = MHD_get_daemon_info(c->d, MHD_DAEMON_INFO_BIND_PORT);
     c->port = info != NULL ? info->port : (int)port;

@@ -16,8 +16,11 @@ fields reelctl prints.
 """
 import hashlib
 import json
+import os
+import re
 import resource
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -28,7 +31,7 @@ from conftest import REELCTL, Reeld, free_port, unary
 from reel.v1 import journal_pb2 as J
 from reel.v1 import kv_pb2 as K
 from reel.v1 import signals_pb2 as S
-from sinkutil import (ASAN, OLD_SECRET, SECRET, Reel, Receiver, Sink, check_built,  # noqa: F401
+from sinkutil import (ASAN, OLD_SECRET, REEL_SINK, SECRET, Reel, Receiver, Sink, check_built,  # noqa: F401
                       no_sink_left, receiver, reel, run_cli, wait_for, webhook_config,
                       write_config)
 
@@ -610,6 +613,59 @@ def test_status_adds_the_running_process_live_numbers_and_never_a_secret(
     assert sink.stop() == 0
     out = run_cli(reeld.addr, cfg, "status", "--control", f"127.0.0.1:{port}")
     assert out.returncode == 0 and "live numbers unavailable" in out.stdout, out
+
+
+def test_the_control_endpoint_answers_past_1024_open_files(tmp_path, reeld, receiver):
+    # select() refused every connection on a descriptor >= FD_SETSIZE.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard open files limit is {hard}")
+    cfg = webhook_config(tmp_path / "c.json", "fd", receiver.url, subjects=["kv.app.>"])
+
+    def hold_1500_files():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+        fd = os.open("/dev/null", os.O_RDONLY)
+        for _ in range(1500):
+            os.set_inheritable(os.dup(fd), True)
+
+    log_path = tmp_path / "sink.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([REEL_SINK, "--reel", reeld.addr, "--config", cfg,
+                                 "--control-listen", "127.0.0.1:0"],
+                                stdout=log, stderr=subprocess.STDOUT,
+                                close_fds=False, preexec_fn=hold_1500_files)
+    try:
+        m = wait_for("the control port", lambda: re.search(
+            r"control endpoint on port (\d+)", log_path.read_text()))
+        port = int(m.group(1))
+        out = run_cli(reeld.addr, cfg, "status", "--control", f"127.0.0.1:{port}",
+                      timeout=20)
+        assert out.returncode == 0 and "fd (webhook)" in out.stdout, \
+            (out, log_path.read_text())
+        assert "FD_SETSIZE" not in log_path.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_taken_control_port_is_refused_naming_the_flag_and_address(
+        tmp_path, reeld, receiver):
+    cfg = webhook_config(tmp_path / "c.json", "cp", receiver.url, subjects=["kv.app.>"])
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    addr = f"127.0.0.1:{taken.getsockname()[1]}"
+    out = subprocess.run([REEL_SINK, "--reel", reeld.addr, "--config", cfg,
+                          "--control-listen", addr],
+                         capture_output=True, text=True, timeout=30)
+    taken.close()
+    assert out.returncode != 0, out
+    assert f"--control-listen: cannot listen on {addr}: Address already in use" \
+        in out.stderr, out.stderr
+    assert "Failed to bind" not in out.stderr
 
 
 def test_redirects_are_not_followed(tmp_path, reeld, reel, receiver):
