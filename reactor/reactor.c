@@ -287,7 +287,7 @@ static void *consumer_main(void *arg) {
     reel_consumer_opts_t co = REEL_CONSUMER_OPTS_INIT;
     reel_consumer_t *k = NULL;
     reel_reply_t why = {0};
-    int code;
+    int code, stopping;
 
     co.consumer = r->o.consumer;
     co.subject_pattern = REACTOR_PATTERN;
@@ -321,7 +321,25 @@ static void *consumer_main(void *arg) {
     pthread_mutex_lock(&r->mu);
     r->consumer = NULL;
     pthread_mutex_unlock(&r->mu);
-    if (code != 0) {
+    pthread_mutex_lock(&r->mu);
+    stopping = r->stopping;
+    pthread_mutex_unlock(&r->mu);
+    if (code != 0 && stopping &&
+        (code == reel_code_grpc(REEL_DEADLINE_EXCEEDED) ||
+         code == reel_code_grpc(REEL_UNAVAILABLE) ||
+         code == reel_code_grpc(REEL_CANCELLED))) {
+        reel_consumer_stats_t s;
+
+        /* Only the stop's last ack failed (reel hung or away): nothing is
+         * lost, what it would have acknowledged is dispatched again at the
+         * next start (at-least-once), so the stop is still a clean one. */
+        reel_consumer_stats(k, &s);
+        REEL_WARN("reactor", "stopped; the last acknowledgement failed "
+                  "(%s: %s): the events after revision %" PRIu64 " are "
+                  "dispatched again at the next start",
+                  reel_grpc_code_name(code), why.details ? why.details : "",
+                  s.acked);
+    } else if (code != 0) {
         REEL_ERROR("reactor", "stopped: consumer %s: %s: %s", r->o.consumer,
                    reel_grpc_code_name(code), why.details ? why.details : "");
         /* Nothing settled now can be acknowledged: requests on the wire

@@ -334,7 +334,7 @@ static void *consumer_main(void *arg) {
     reel_consumer_t *k = NULL;
     reel_reply_t why = {0};
     uint64_t from;
-    int code;
+    int code, stopping;
 
     if (prepare(r, &from) != 0)
         return NULL;
@@ -374,7 +374,25 @@ static void *consumer_main(void *arg) {
     pthread_mutex_lock(&r->mu);
     r->consumer = NULL;
     pthread_mutex_unlock(&r->mu);
-    if (code != 0)
+    pthread_mutex_lock(&r->mu);
+    stopping = r->stopping;
+    pthread_mutex_unlock(&r->mu);
+    if (code != 0 && stopping &&
+        (code == reel_code_grpc(REEL_DEADLINE_EXCEEDED) ||
+         code == reel_code_grpc(REEL_UNAVAILABLE) ||
+         code == reel_code_grpc(REEL_CANCELLED))) {
+        reel_consumer_stats_t s;
+
+        /* Only the stop's last ack failed (reel hung or away): nothing is
+         * lost, what it would have acknowledged comes again at the next
+         * start (at-least-once), so the stop is still a clean one. */
+        reel_consumer_stats(k, &s);
+        REEL_WARN("sink", "sink %s: stopped; its last acknowledgement "
+                  "failed (%s: %s): the events after revision %" PRIu64
+                  " are delivered again at the next start",
+                  r->cfg->name, reel_grpc_code_name(code),
+                  why.details ? why.details : "", s.acked);
+    } else if (code != 0)
         sink_runner_fatal(r, "consumer %s: %s: %s", r->consumer_name,
               reel_grpc_code_name(code), why.details ? why.details : "");
     else {

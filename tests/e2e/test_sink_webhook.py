@@ -450,6 +450,34 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(
     assert reel.acked("sink.t") == rev
 
 
+def test_sigterm_while_reeld_hangs_warns_what_comes_again_and_exits_0(
+        tmp_path, reeld, reel, receiver):
+    # Its last ack ran out of time and the sink exited 1, as if it had
+    # failed: nothing is lost, the events come again.
+    answered = threading.Event()
+
+    def slow(d):
+        time.sleep(1.0)
+        answered.set()
+        return 200
+    receiver.plan(slow)
+    cfg = webhook_config(tmp_path / "c.json", "hang", receiver.url, subjects=["kv.app.>"])
+    rev = reel.set("app", "k")
+    sink = Sink(tmp_path, reeld.addr, cfg)
+    wait_for("the request", lambda: receiver.arrivals >= 1)
+    os.kill(reeld.proc.pid, signal.SIGSTOP)
+    try:
+        sink.proc.send_signal(signal.SIGTERM)
+        assert answered.wait(10)
+        assert sink.stop(timeout=20) == 0, sink.log()
+    finally:
+        os.kill(reeld.proc.pid, signal.SIGCONT)
+    log = sink.log()
+    assert "WARN" in log and "last acknowledgement failed" in log, log
+    assert f"the events after revision {rev - 1} are delivered again" in log or \
+        "are delivered again at the next start" in log, log
+
+
 def test_a_full_queue_beside_a_busy_sink_keeps_memory_flat_and_order(
         tmp_path, reeld, reel, receiver):
     """Sink "stuck" fills its queue (a receiver that holds every request)
