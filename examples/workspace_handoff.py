@@ -13,8 +13,9 @@ and SHA-256. Each upload and the hand-off is a durable step, so a research
 run that is resumed after a crash, or run again once done, does not upload
 or announce again (run again at once after a crash, it waits the few
 seconds until the crashed worker's lease runs out). `write` (asyncio) watches
-`handoff.*`: for each hand-off it streams the dataset to a local file at
-the version named (a later put cannot change what it reads), checks its
+`handoff.>` (a topic may hold dots, so not `handoff.*`): for each hand-off
+it streams the dataset to a local file at the version named (a later put
+cannot change what it reads), checks its
 SHA-256 against the hand-off, reads the report, and writes its summary to
 `summaries/<topic>.json` in the workspace, printing it; `--count` makes it
 stop after that many. The KV carries the small, watchable announcement;
@@ -118,7 +119,7 @@ async def write(args):
         print("writer ready", flush=True)
         done = 0
         with tempfile.TemporaryDirectory() as workdir:
-            async with client.kv.watch(NS, "handoff.*") as watch:
+            async with client.kv.watch(NS, "handoff.>") as watch:
                 async for ev in watch:
                     if ev.type != reel.EventType.PUT:
                         continue

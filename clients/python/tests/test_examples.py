@@ -146,7 +146,8 @@ def test_workspace_handoff_between_two_agents(reeld, client):
                                "--addr", reeld.addr, "--count", "2"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert writer.stdout.readline().strip() == "writer ready"
-    for topic, size in (("tides", 5_000_000), ("moss", 1234)):
+    # A topic with a dot is one key of two tokens after "handoff".
+    for topic, size in (("tides", 5_000_000), ("moss.bank", 1234)):
         r = _run("workspace_handoff.py", "research", "--addr", reeld.addr, "--topic", topic,
                  "--size", str(size))
         assert r.returncode == 0, r.stderr
@@ -154,7 +155,7 @@ def test_workspace_handoff_between_two_agents(reeld, client):
     assert writer.returncode == 0, err
     summaries = [json.loads(line) for line in out.splitlines()]
     assert [(s["topic"], s["bytes"]) for s in summaries] == \
-        [("tides", 5_000_000), ("moss", 1234)]
+        [("tides", 5_000_000), ("moss.bank", 1234)]
     data = client.workspace.get("lab", "research/tides/data.bin")
     assert len(data) == 5_000_000
     assert summaries[0]["sha256"] == hashlib.sha256(data).hexdigest()
@@ -167,10 +168,10 @@ def test_workspace_handoff_between_two_agents(reeld, client):
     assert [e.payload["step"] for e in client.journal.read(run.run_id)] == \
         ["upload-data", "upload-report", "hand-off"]
     # Run again once done: its steps replay, and nothing is announced again.
-    r = _run("workspace_handoff.py", "research", "--addr", reeld.addr, "--topic", "moss",
+    r = _run("workspace_handoff.py", "research", "--addr", reeld.addr, "--topic", "moss.bank",
              "--size", "1234")
     assert r.returncode == 0, r.stderr
-    assert client.kv.get("lab", "handoff.moss").version == 1
+    assert client.kv.get("lab", "handoff.moss.bank").version == 1
 
 
 def test_workspace_handoff_research_run_again_after_a_crash(reeld, client):
