@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "base/text.h"
+
 /* The token starting at s[*pos]: its start and length; advances *pos past
  * the following '.', or to len+1 after the last token. */
 static void next_token(const char *s, size_t len, size_t *pos,
@@ -86,6 +88,13 @@ reel_code_t reel_pattern_validate(const char *p, size_t len, const char *field,
     const char *tok;
     size_t tlen;
 
+    /* Subjects are UTF-8 (reeld's wire check refuses any other string), so
+     * a pattern that is not would never match: the one check here lets a
+     * client (reel-sink's config) refuse what reeld would. */
+    if (!reel_utf8_valid(p, len))
+        return reel_status_set(st, REEL_INVALID_ARGUMENT,
+                               "%s: must be valid UTF-8 without NUL bytes",
+                               field);
     while (pos <= len) {
         next_token(p, len, &pos, &tok, &tlen);
         if (tlen == 0)

@@ -38,8 +38,9 @@ reel_code_t reel_pattern_check_name(const char *field, const char *s,
                                     size_t len, reel_status_t *st);
 
 /*
- * OK, or INVALID_ARGUMENT naming `field`: a ">" token that is not last, or
- * an empty token in a pattern with a wildcard.
+ * OK, or INVALID_ARGUMENT naming `field`: bytes that are not valid UTF-8
+ * (or a NUL), a ">" token that is not last, or an empty token in a pattern
+ * with a wildcard.
  */
 reel_code_t reel_pattern_validate(const char *p, size_t len, const char *field,
                                   reel_status_t *st);

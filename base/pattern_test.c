@@ -74,6 +74,10 @@ static void test_malformed_patterns_are_invalid(void **state) {
     assert_int_equal(validate("a.*.c"), REEL_OK);
     assert_int_equal(validate("orders.>"), REEL_OK);
     assert_int_equal(validate("a..b"), REEL_OK); /* exact keys may */
+    /* reeld refuses a string that is not UTF-8: no subject could match. */
+    assert_int_equal(validate("kv.\xc3\x28.>"), REEL_INVALID_ARGUMENT);
+    assert_int_equal(validate("kv.\xed\xa0\x80"), REEL_INVALID_ARGUMENT);
+    assert_int_equal(validate("kv.caf\xc3\xa9.>"), REEL_OK);
     assert_int_equal(reel_pattern_validate("a.>.b", 5, "subject_pattern", &st),
                      REEL_INVALID_ARGUMENT);
     assert_non_null(strstr(reel_status_message(&st), "subject_pattern"));

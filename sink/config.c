@@ -71,11 +71,38 @@ static const char *const nats_only[] = {"servers", "stream",
 /* Each sink is an object of the array "sinks" (sink/conf.h). */
 typedef sink_conf_ctx_t ctx_t;
 
+/* p for a message: bytes outside printable ASCII as \xNN, so a pattern
+ * that is not UTF-8 is shown, not passed on to a terminal or a log. */
+static void shown(const char *p, char *out, size_t cap) {
+    size_t o = 0;
+
+    for (const unsigned char *b = (const unsigned char *)p;
+         *b != '\0' && o + 5 < cap; b++) {
+        if (*b >= 0x20 && *b < 0x7f)
+            out[o++] = (char)*b;
+        else
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", *b);
+    }
+    out[o] = '\0';
+}
+
 static reel_code_t check_pattern(const ctx_t *c, const char *field,
                                  const char *p) {
     reel_status_t st = REEL_STATUS_INIT;
     reel_code_t rc;
+    char show[204];
 
+    /* reel_pattern_validate() below refuses it too (reeld's check): said
+     * first to show the bytes escaped. Passed, reeld would refuse it at
+     * subscribe time (the sink stopped, the process with it), or, one of
+     * several patterns filtered here, it would never match. */
+    if (!reel_utf8_valid(p, strlen(p))) {
+        shown(p, show, sizeof(show));
+        return sink_conf_bad(c, field,
+                             "\"%s\" is not valid UTF-8 (reeld refuses "
+                             "such a pattern; no subject could match it)",
+                             show);
+    }
     if (reel_pattern_validate(p, strlen(p), field, &st) != REEL_OK) {
         /* The pattern check's message names the field already. */
         rc = sink_conf_bad(c, field, "\"%s\" is not a valid pattern (%s)", p,
@@ -142,6 +169,57 @@ static reel_code_t check_prefix(const ctx_t *c, const char *field,
     return REEL_OK;
 }
 
+/*
+ * Headers a sink's configuration may not set, whatever their case: the
+ * ones reel-sink or libcurl writes itself (a second would go out beside
+ * it, or change what the signature covers), and the ones that govern the
+ * request's framing or its connection rather than say something to the
+ * receiver (RFC 9110 7.6.1): "Expect: 100-continue" brings back the round
+ * trip sink/http.c turns off, "Transfer-Encoding: chunked" changes how
+ * the body is sent. A name ending in '-' is a prefix.
+ */
+static const struct {
+    const char *name;
+    const char *why;
+} refused_headers[] = {
+    {"webhook-", "reel-sink sets the webhook-* headers itself (the "
+                 "signature)"},
+    {"content-type", "reel-sink sets this header itself"},
+    {"content-length", "reel-sink sets this header itself (the body's "
+                       "length)"},
+    {"user-agent", "reel-sink sets this header itself (a second would go "
+                   "out beside it)"},
+    {"host", "libcurl sets it from the url"},
+    {"transfer-encoding", "it sets how the body is framed, which is "
+                          "reel-sink's (a Content-Length)"},
+    {"te", "a hop-by-hop header: it governs the connection, not the "
+           "request"},
+    {"trailer", "it announces trailer fields, which reel-sink does not "
+                "send"},
+    {"expect", "it makes each request wait for a 100 Continue, the "
+               "round trip reel-sink turns off"},
+    {"connection", "a hop-by-hop header: reel-sink manages the connection "
+                   "(it keeps it open)"},
+    {"keep-alive", "a hop-by-hop header: reel-sink manages the connection "
+                   "(it keeps it open)"},
+    {"upgrade", "a hop-by-hop header: it asks to switch protocols"},
+    {"proxy-", "a proxy's header, not the receiver's"},
+};
+
+/* Why name may not be set in "headers", or NULL. */
+static const char *refused_header(const char *name) {
+    for (size_t i = 0; i < sizeof(refused_headers) / sizeof(*refused_headers);
+         i++) {
+        const char *r = refused_headers[i].name;
+        size_t n = strlen(r);
+
+        if (r[n - 1] == '-' ? strncasecmp(name, r, n) == 0
+                            : strcasecmp(name, r) == 0)
+            return refused_headers[i].why;
+    }
+    return NULL;
+}
+
 static reel_code_t get_headers(const ctx_t *c, const cJSON *o,
                                sink_config_t *s) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "headers"), *e;
@@ -157,6 +235,7 @@ static reel_code_t get_headers(const ctx_t *c, const cJSON *o,
         return reel_status_set(c->st, REEL_RESOURCE_EXHAUSTED,
                                "out of memory");
     cJSON_ArrayForEach(e, v) {
+        const char *why;
         size_t len;
 
         snprintf(fname, sizeof(fname), "headers.%.200s", e->string);
@@ -167,11 +246,8 @@ static reel_code_t get_headers(const ctx_t *c, const cJSON *o,
             return sink_conf_bad(c, fname,
                                  "a header name is 1-128 bytes of "
                                  "[A-Za-z0-9-_]");
-        if (strncasecmp(e->string, "webhook-", 8) == 0 ||
-            strcasecmp(e->string, "content-type") == 0 ||
-            strcasecmp(e->string, "content-length") == 0)
-            return sink_conf_bad(c, fname,
-                                 "reel-sink sets this header itself");
+        if ((why = refused_header(e->string)) != NULL)
+            return sink_conf_bad(c, fname, "not allowed: %s", why);
         if (strpbrk(e->valuestring, "\r\n") != NULL)
             return sink_conf_bad(c, fname, "a line break in a header value");
         /* HTTP takes visible bytes, spaces and tabs in a value (RFC 9110,
@@ -421,6 +497,15 @@ static reel_code_t parse_sink(const ctx_t *c0, const cJSON *o,
         rc = sink_conf_bad(&c, "on_exhausted",
                            "\"block\" is only for mode "
                            "\"ordered\"");
+    /* A blocked head is tried for ever: the age limit could not end it,
+     * and a sink that took both would ignore one without a word. */
+    if (rc == REEL_OK && s->on_exhausted == SINK_EXHAUSTED_BLOCK &&
+        s->retry.max_age_ms > 0)
+        rc = sink_conf_bad(&c, "on_exhausted",
+                           "\"block\" never gives up, so max_age_ms "
+                           "(%" PRId64 ") would never apply: leave out "
+                           "one of them",
+                           s->retry.max_age_ms);
     return rc;
 }
 

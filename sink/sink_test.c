@@ -207,6 +207,85 @@ static void test_config_urls_need_a_host_and_a_port_in_range(void **state) {
     assert_accepted(WEBHOOK_WITH("http://h:8080?q=1"));
 }
 
+/* A pattern reeld would refuse, or that could never match, is refused by
+ * check, not found when the sink subscribes (which stopped the process)
+ * or never (one of several, filtered in reel-sink). */
+static void test_config_patterns_must_be_utf8(void **state) {
+    (void)state;
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"subjects\": [\"kv.\xc3\x28.>\"]}]}",
+                   "sinks[0] \"b\": subjects[0]: \"kv.\\xc3(.>\" is not "
+                   "valid UTF-8");
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"subjects\": [\"kv.a.>\", \"kv.\xed\xa0\x80.>\"]}]}",
+                   "sinks[0] \"b\": subjects[1]: \"kv.\\xed\\xa0\\x80.>\" is "
+                   "not valid UTF-8");
+    assert_refused("{\"sinks\": [{\"name\": \"n\", \"type\": \"nats\", "
+                   "\"servers\": [\"nats://h:4222\"], \"stream\": \"S\", "
+                   "\"exclude\": [\"kv.\xff\"]}]}",
+                   "sinks[0] \"n\": exclude[0]: \"kv.\\xff\" is not valid "
+                   "UTF-8");
+    assert_accepted("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                    "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                    "\"subjects\": [\"kv.caf\xc3\xa9.>\"]}]}");
+}
+
+/* on_exhausted "block" tries the head for ever: a max_age_ms beside it
+ * was ignored without a word (14 attempts in 4 s, no dead letter). */
+static void test_config_block_refuses_max_age(void **state) {
+    (void)state;
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"on_exhausted\": \"block\", \"max_age_ms\": 2000}]}",
+                   "sinks[0] \"b\": on_exhausted: \"block\" never gives up, "
+                   "so max_age_ms (2000) would never apply");
+    assert_accepted("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                    "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                    "\"on_exhausted\": \"block\"}]}");
+    assert_accepted("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                    "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                    "\"on_exhausted\": \"dead_letter\", \"max_age_ms\": "
+                    "2000}]}");
+}
+
+/* Headers that govern the request or its connection, or that reel-sink
+ * writes itself, are refused whatever their case: User-Agent went out
+ * twice, Expect brought back the 100-continue wait, Transfer-Encoding
+ * chunked the body. */
+static void test_config_refuses_request_control_headers(void **state) {
+    static const char *const refused[] = {
+        "Transfer-Encoding", "connection", "Keep-Alive", "EXPECT", "Host",
+        "TE", "Upgrade", "Proxy-Authorization", "proxy-connection",
+        "Content-Length", "content-type", "User-Agent", "webhook-id",
+        "Webhook-Signature", "Trailer"};
+    char text[600], want[300];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(refused) / sizeof(*refused); i++) {
+        snprintf(text, sizeof(text),
+                 "{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                 "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                 "\"headers\": {\"X-Ok\": \"1\", \"%s\": \"v\"}}]}",
+                 refused[i]);
+        snprintf(want, sizeof(want), "sinks[0] \"b\": headers.%s: not "
+                 "allowed: ", refused[i]);
+        assert_refused(text, want);
+    }
+    assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                   "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                   "\"headers\": {\"Expect\": \"100-continue\"}}]}",
+                   "headers.Expect: not allowed: it makes each request wait "
+                   "for a 100 Continue");
+    /* Names that only start like one are the receiver's. */
+    assert_accepted("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
+                    "\"url\": \"http://x/\", \"secrets\": [\"" SECRET "\"], "
+                    "\"headers\": {\"Authorization\": \"Bearer t\", "
+                    "\"Hostname\": \"h\", \"X-Expect\": \"1\", \"Tenant\": "
+                    "\"a\", \"Connection-Id\": \"7\"}}]}");
+}
+
 static void test_config_refuses_repeated_keys_and_trailing_text(void **state) {
     (void)state;
     assert_refused("{\"sinks\": [{\"name\": \"b\", \"type\": \"webhook\", "
@@ -973,6 +1052,9 @@ int main(void) {
         cmocka_unit_test(test_config_errors_name_the_sink_and_the_field),
         cmocka_unit_test(test_config_urls_need_a_host_and_a_port_in_range),
         cmocka_unit_test(test_config_refuses_repeated_keys_and_trailing_text),
+        cmocka_unit_test(test_config_patterns_must_be_utf8),
+        cmocka_unit_test(test_config_block_refuses_max_age),
+        cmocka_unit_test(test_config_refuses_request_control_headers),
         cmocka_unit_test(
             test_config_patterns_with_an_empty_token_never_match),
         cmocka_unit_test(test_config_messages_never_repeat_a_url_credential),

@@ -553,6 +553,30 @@ def test_a_full_queue_beside_a_busy_sink_keeps_memory_flat_and_order(
     ([{"name": "x", "type": "webhook", "url": "http://h/", "secrets": [SECRET],
        "subjects": ["a.>.b"]}],
      'sinks[0] "x": subjects[0]: "a.>.b" is not a valid pattern'),
+    # block never gives up: max_age_ms beside it was ignored without a word.
+    ([{"name": "x", "type": "webhook", "url": "http://h/", "secrets": [SECRET],
+       "on_exhausted": "block", "max_age_ms": 2000}],
+     'sinks[0] "x": on_exhausted: "block" never gives up, so max_age_ms (2000) '
+     'would never apply'),
+    # Headers that govern the request or the connection, or that reel-sink
+    # writes itself: User-Agent went out twice, Expect brought back the
+    # 100-continue wait, Transfer-Encoding chunked the body.
+    ([{"name": "x", "type": "webhook", "url": "http://h/", "secrets": [SECRET],
+       "headers": {"Expect": "100-continue"}}],
+     'sinks[0] "x": headers.Expect: not allowed: it makes each request wait'),
+    ([{"name": "x", "type": "webhook", "url": "http://h/", "secrets": [SECRET],
+       "headers": {"user-agent": "mine/1"}}],
+     'sinks[0] "x": headers.user-agent: not allowed: reel-sink sets this header'),
+    ([{"name": "x", "type": "webhook", "url": "http://h/", "secrets": [SECRET],
+       "headers": {"Transfer-Encoding": "chunked"}}],
+     'sinks[0] "x": headers.Transfer-Encoding: not allowed: it sets how the body '
+     'is framed'),
+    ([{"name": "x", "type": "webhook", "url": "http://h/", "secrets": [SECRET],
+       "headers": {"CONNECTION": "close"}}],
+     'sinks[0] "x": headers.CONNECTION: not allowed: a hop-by-hop header'),
+    ([{"name": "x", "type": "webhook", "url": "http://h/", "secrets": [SECRET],
+       "headers": {"Host": "other"}}],
+     'sinks[0] "x": headers.Host: not allowed: libcurl sets it from the url'),
 ])
 def test_a_bad_config_is_refused_naming_sink_and_field(tmp_path, sinks, want):
     cfg = write_config(tmp_path / "bad.json", sinks)
@@ -561,6 +585,23 @@ def test_a_bad_config_is_refused_naming_sink_and_field(tmp_path, sinks, want):
         assert out.returncode == 2, out
         assert want in out.stderr, out.stderr
         assert "%%%" not in out.stderr
+
+
+def test_a_pattern_that_is_not_utf8_is_refused_by_check(tmp_path):
+    """Raw bytes that are not UTF-8 in a pattern passed check: at run time
+    reeld refused the subscription (the sink stopped, the process with
+    it), or, one of several patterns, it never matched, silently."""
+    for sink in ({"name": "x", "type": "webhook", "url": "http://h/", "secrets": [SECRET]},
+                 {"name": "x", "type": "nats", "servers": ["nats://h:4222"], "stream": "S"}):
+        sink["subjects"] = ["kv.a.>", "kv.BAD.>"]
+        text = json.dumps({"sinks": [sink]}).encode().replace(b"BAD", b"\xc3\x28")
+        path = tmp_path / "bad.json"
+        path.write_bytes(text)
+        for cmd in ([], ["check"]):
+            out = run_cli("127.0.0.1:1", str(path), *cmd)
+            assert out.returncode == 2, out
+            assert ('sinks[0] "x": subjects[1]: "kv.\\xc3(.>" is not valid UTF-8'
+                    in out.stderr), out.stderr
 
 
 def _nofile(soft, hard):
