@@ -51,6 +51,10 @@ typedef struct args {
     const char *consumer;
     const char *log_level;
     const char *metrics_listen;
+    /* What an error names for each: the environment variable the value
+     * came from, or the flag. */
+    const char *reel_from, *state_ns_from, *consumer_from, *log_level_from;
+    const char *metrics_listen_from;
     int64_t grace_ms;
     int takeover;
 } args_t;
@@ -107,6 +111,17 @@ static const char *env_or(const char *name, const char *dflt) {
     return v != NULL && *v != '\0' ? v : dflt;
 }
 
+/* env_or(), and in *from the name an error about the value gives: the
+ * variable when it is set, so that a bad REEL_REACTOR_CONSUMER is not
+ * reported as a --consumer nobody passed; else the flag. */
+static const char *env_from(const char *name, const char *flag,
+                            const char *dflt, const char **from) {
+    const char *v = env_or(name, NULL);
+
+    *from = v != NULL ? name : flag;
+    return v != NULL ? v : dflt;
+}
+
 /* 0, 1 (--help or --version printed: exit 0), or -1 (said: exit 2). */
 static int parse_args(int argc, char **argv, args_t *a) {
     static const struct option longs[] = {
@@ -122,29 +137,44 @@ static int parse_args(int argc, char **argv, args_t *a) {
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    const char *grace = env_or("REEL_REACTOR_STOP_GRACE_MS", NULL);
+    const char *grace_from;
+    const char *grace = env_from("REEL_REACTOR_STOP_GRACE_MS",
+                                 "--stop-grace-ms", NULL, &grace_from);
     int c;
 
     memset(a, 0, sizeof(*a));
-    a->reel = env_or("REEL_REACTOR_REEL", "127.0.0.1:7878");
+    a->reel = env_from("REEL_REACTOR_REEL", "--reel", "127.0.0.1:7878",
+                       &a->reel_from);
     a->config = env_or("REEL_REACTOR_CONFIG", NULL);
-    a->state_ns = env_or("REEL_REACTOR_STATE_NAMESPACE",
-                         REACTOR_STATE_NAMESPACE);
-    a->consumer = env_or("REEL_REACTOR_CONSUMER", REACTOR_CONSUMER);
-    a->log_level = env_or("REEL_REACTOR_LOG_LEVEL", "info");
-    a->metrics_listen = env_or("REEL_REACTOR_METRICS_LISTEN", NULL);
+    a->state_ns = env_from("REEL_REACTOR_STATE_NAMESPACE",
+                           "--state-namespace", REACTOR_STATE_NAMESPACE,
+                           &a->state_ns_from);
+    a->consumer = env_from("REEL_REACTOR_CONSUMER", "--consumer",
+                           REACTOR_CONSUMER, &a->consumer_from);
+    a->log_level = env_from("REEL_REACTOR_LOG_LEVEL", "--log-level", "info",
+                            &a->log_level_from);
+    a->metrics_listen = env_from("REEL_REACTOR_METRICS_LISTEN",
+                                 "--metrics-listen", NULL,
+                                 &a->metrics_listen_from);
     a->grace_ms = DEFAULT_GRACE_MS;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
-        case 'r': a->reel = optarg; break;
+        case 'r': a->reel = optarg, a->reel_from = "--reel"; break;
         case 'c': a->config = optarg; break;
-        case 'n': a->state_ns = optarg; break;
-        case 'k': a->consumer = optarg; break;
-        case 'l': a->log_level = optarg; break;
-        case 'g': grace = optarg; break;
+        case 'n':
+            a->state_ns = optarg, a->state_ns_from = "--state-namespace";
+            break;
+        case 'k': a->consumer = optarg, a->consumer_from = "--consumer"; break;
+        case 'l':
+            a->log_level = optarg, a->log_level_from = "--log-level";
+            break;
+        case 'g': grace = optarg, grace_from = "--stop-grace-ms"; break;
         case 't': a->takeover = 1; break;
-        case 'M': a->metrics_listen = optarg; break;
+        case 'M':
+            a->metrics_listen = optarg;
+            a->metrics_listen_from = "--metrics-listen";
+            break;
         case 'h': usage(stdout); return 1;
         case 'V': printf("reel-reactor %s\n", REEL_VERSION); return 1;
         default:
@@ -180,8 +210,8 @@ static int parse_args(int argc, char **argv, args_t *a) {
         g = strtoll(grace, &end, 10);
         if (errno != 0 || *grace == '\0' || *end != '\0' || g < 0 ||
             g > MAX_GRACE_MS) {
-            fprintf(stderr, "reel-reactor: --stop-grace-ms: \"%s\" is not "
-                    "an integer from 0 to %d\n", grace, MAX_GRACE_MS);
+            fprintf(stderr, "reel-reactor: %s: \"%s\" is not an integer "
+                    "from 0 to %d\n", grace_from, grace, MAX_GRACE_MS);
             return -1;
         }
         a->grace_ms = g;
@@ -189,7 +219,7 @@ static int parse_args(int argc, char **argv, args_t *a) {
     {
         reel_status_t st = REEL_STATUS_INIT;
 
-        if (reel_addr_check("--reel", a->reel, "7878", 0, a->reel_checked,
+        if (reel_addr_check(a->reel_from, a->reel, "7878", 0, a->reel_checked,
                             sizeof(a->reel_checked), &st) != REEL_OK) {
             fprintf(stderr, "reel-reactor: %s\n", reel_status_message(&st));
             reel_status_fini(&st);
@@ -197,18 +227,19 @@ static int parse_args(int argc, char **argv, args_t *a) {
         }
         a->reel = a->reel_checked;
     }
-    if (reel_check_charset("--state-namespace", a->state_ns,
+    if (reel_check_charset(a->state_ns_from, a->state_ns,
                            strlen(a->state_ns), 256, "A-Za-z0-9_:/-",
                            NULL) != REEL_OK) {
-        fprintf(stderr, "reel-reactor: --state-namespace: \"%s\" is not "
-                "1-256 bytes of [A-Za-z0-9_:/-] (a KV namespace)\n",
+        fprintf(stderr, "reel-reactor: %s: \"%s\" is not 1-256 bytes of "
+                "[A-Za-z0-9_:/-] (a KV namespace)\n", a->state_ns_from,
                 a->state_ns);
         return -1;
     }
-    if (reel_check_charset("--consumer", a->consumer, strlen(a->consumer),
-                           128, "A-Za-z0-9_.-", NULL) != REEL_OK) {
-        fprintf(stderr, "reel-reactor: --consumer: \"%s\" is not 1-128 "
-                "bytes of [A-Za-z0-9_.-]\n", a->consumer);
+    if (reel_check_charset(a->consumer_from, a->consumer,
+                           strlen(a->consumer), 128, "A-Za-z0-9_.-",
+                           NULL) != REEL_OK) {
+        fprintf(stderr, "reel-reactor: %s: \"%s\" is not 1-128 bytes of "
+                "[A-Za-z0-9_.-]\n", a->consumer_from, a->consumer);
         return -1;
     }
     return 0;
@@ -249,7 +280,7 @@ static int cmd_run(const args_t *a, const reactor_config_t *cfg,
     if (a->metrics_listen != NULL &&
         (metrics_registry_create(&reg, &st) != REEL_OK ||
          reactor_metrics_register(r, reg, &st) != REEL_OK ||
-         metrics_http_start("--metrics-listen", a->metrics_listen, reg,
+         metrics_http_start(a->metrics_listen_from, a->metrics_listen, reg,
                             reactor_ready, r, &http, &st) != REEL_OK)) {
         REEL_ERROR("reactor", "%s", reel_status_message(&st));
         /* A bad or taken address is the operator's to change, as in
@@ -334,8 +365,8 @@ int main(int argc, char **argv) {
     if (strcmp(a.cmd, "run") != 0)
         pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     if (reel_log_parse_level(a.log_level, &level) != 0) {
-        fprintf(stderr, "reel-reactor: --log-level: \"%s\" is not debug, "
-                "info, warn or error\n", a.log_level);
+        fprintf(stderr, "reel-reactor: %s: \"%s\" is not debug, info, "
+                "warn or error\n", a.log_level_from, a.log_level);
         return EXIT_USAGE;
     }
     reel_log_set_level(level);

@@ -70,6 +70,10 @@ typedef struct args {
     const char *control;
     const char *state_ns;
     const char *log_level;
+    /* What an error names for each: the environment variable the value
+     * came from, or the flag. */
+    const char *reel_from, *control_listen_from, *metrics_listen_from;
+    const char *state_ns_from, *log_level_from;
     int64_t grace_ms;
     int takeover;
     int json;
@@ -161,6 +165,17 @@ static const char *env_or(const char *name, const char *dflt) {
     return v != NULL && *v != '\0' ? v : dflt;
 }
 
+/* env_or(), and in *from the name an error about the value gives: the
+ * variable when it is set, so that a bad REEL_SINK_LOG_LEVEL is not
+ * reported as a --log-level nobody passed; else the flag. */
+static const char *env_from(const char *name, const char *flag,
+                            const char *dflt, const char **from) {
+    const char *v = env_or(name, NULL);
+
+    *from = v != NULL ? name : flag;
+    return v != NULL ? v : dflt;
+}
+
 /* 0, 1 (--help or --version printed: exit 0), or -1 (said: exit 2). */
 static int parse_args(int argc, char **argv, args_t *a) {
     static const struct option longs[] = {
@@ -189,23 +204,40 @@ static int parse_args(int argc, char **argv, args_t *a) {
     int c;
 
     memset(a, 0, sizeof(*a));
-    a->reel = env_or("REEL_SINK_REEL", "127.0.0.1:7878");
+    a->reel = env_from("REEL_SINK_REEL", "--reel", "127.0.0.1:7878",
+                       &a->reel_from);
     a->config = env_or("REEL_SINK_CONFIG", NULL);
-    a->control_listen = env_or("REEL_SINK_CONTROL_LISTEN", NULL);
+    a->control_listen = env_from("REEL_SINK_CONTROL_LISTEN",
+                                 "--control-listen", NULL,
+                                 &a->control_listen_from);
     a->control = env_or("REEL_SINK_CONTROL", NULL);
-    a->metrics_listen = env_or("REEL_SINK_METRICS_LISTEN", NULL);
-    a->state_ns = env_or("REEL_SINK_STATE_NAMESPACE", SINK_STATE_NAMESPACE);
-    a->log_level = env_or("REEL_SINK_LOG_LEVEL", "info");
+    a->metrics_listen = env_from("REEL_SINK_METRICS_LISTEN",
+                                 "--metrics-listen", NULL,
+                                 &a->metrics_listen_from);
+    a->state_ns = env_from("REEL_SINK_STATE_NAMESPACE", "--state-namespace",
+                           SINK_STATE_NAMESPACE, &a->state_ns_from);
+    a->log_level = env_from("REEL_SINK_LOG_LEVEL", "--log-level", "info",
+                            &a->log_level_from);
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
-        case 'r': a->reel = optarg; break;
+        case 'r': a->reel = optarg, a->reel_from = "--reel"; break;
         case 'c': a->config = optarg; break;
-        case 'L': a->control_listen = optarg; break;
+        case 'L':
+            a->control_listen = optarg;
+            a->control_listen_from = "--control-listen";
+            break;
         case 'C': a->control = optarg; break;
-        case 'M': a->metrics_listen = optarg; break;
-        case 'n': a->state_ns = optarg; break;
-        case 'l': a->log_level = optarg; break;
+        case 'M':
+            a->metrics_listen = optarg;
+            a->metrics_listen_from = "--metrics-listen";
+            break;
+        case 'n':
+            a->state_ns = optarg, a->state_ns_from = "--state-namespace";
+            break;
+        case 'l':
+            a->log_level = optarg, a->log_level_from = "--log-level";
+            break;
         case 'g': grace = optarg, grace_from = "--stop-grace-ms"; break;
         case 't': a->takeover = 1; break;
         case 'j': a->json = 1; break;
@@ -286,7 +318,7 @@ static int parse_args(int argc, char **argv, args_t *a) {
     {
         reel_status_t st = REEL_STATUS_INIT;
 
-        if (reel_addr_check("--reel", a->reel, "7878", 0, a->reel_checked,
+        if (reel_addr_check(a->reel_from, a->reel, "7878", 0, a->reel_checked,
                             sizeof(a->reel_checked), &st) != REEL_OK) {
             fprintf(stderr, "reel-sink: %s\n", reel_status_message(&st));
             reel_status_fini(&st);
@@ -294,11 +326,12 @@ static int parse_args(int argc, char **argv, args_t *a) {
         }
         a->reel = a->reel_checked;
     }
-    if (reel_check_charset("--state-namespace", a->state_ns,
+    if (reel_check_charset(a->state_ns_from, a->state_ns,
                            strlen(a->state_ns), 256, "A-Za-z0-9_:/-",
                            NULL) != REEL_OK) {
-        fprintf(stderr, "reel-sink: --state-namespace: \"%s\" is not 1-256 "
-                "bytes of [A-Za-z0-9_:/-] (a KV namespace)\n", a->state_ns);
+        fprintf(stderr, "reel-sink: %s: \"%s\" is not 1-256 bytes of "
+                "[A-Za-z0-9_:/-] (a KV namespace)\n", a->state_ns_from,
+                a->state_ns);
         return -1;
     }
     if (grace != NULL) {
@@ -364,7 +397,15 @@ static int cmd_run(const args_t *a, const sink_config_set_t *cfg,
     if (a->control_listen != NULL &&
         sink_control_start(a->control_listen, runners, cfg->n, &control,
                            &st) != REEL_OK) {
-        REEL_ERROR("sink", "%s", reel_status_message(&st));
+        const char *msg = reel_status_message(&st);
+        size_t n = strlen("--control-listen");
+
+        /* Its messages name --control-listen: the variable instead when
+         * the address came from REEL_SINK_CONTROL_LISTEN. */
+        if (strncmp(msg, "--control-listen", n) == 0)
+            REEL_ERROR("sink", "%s%s", a->control_listen_from, msg + n);
+        else
+            REEL_ERROR("sink", "%s", msg);
         rc = EXIT_USAGE;
         goto out;
     }
@@ -378,7 +419,7 @@ static int cmd_run(const args_t *a, const sink_config_set_t *cfg,
         goto out;
     }
     if (a->metrics_listen != NULL &&
-        metrics_http_start("--metrics-listen", a->metrics_listen, reg,
+        metrics_http_start(a->metrics_listen_from, a->metrics_listen, reg,
                            sink_metrics_ready, metrics, &http, &st) !=
             REEL_OK) {
         REEL_ERROR("sink", "%s", reel_status_message(&st));
@@ -980,8 +1021,8 @@ int main(int argc, char **argv) {
     if (strcmp(a.cmd, "run") != 0)
         pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     if (reel_log_parse_level(a.log_level, &level) != 0) {
-        fprintf(stderr, "reel-sink: --log-level: \"%s\" is not debug, info, "
-                "warn or error\n", a.log_level);
+        fprintf(stderr, "reel-sink: %s: \"%s\" is not debug, info, warn "
+                "or error\n", a.log_level_from, a.log_level);
         return EXIT_USAGE;
     }
     reel_log_set_level(level);

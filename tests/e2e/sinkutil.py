@@ -240,10 +240,14 @@ class Sink(Daemon):
                          preexec_fn=preexec_fn)
 
 
-def run_cli(addr, config, *args, timeout=60, preexec_fn=None):
-    return subprocess.run([REEL_SINK, "--reel", addr, "--config", config] + list(args),
+def run_cli(addr, config, *args, timeout=60, preexec_fn=None, env=None):
+    """reel-sink with args; env adds variables to the environment, and an
+    addr of None passes no --reel."""
+    reel = ["--reel", addr] if addr is not None else []
+    return subprocess.run([REEL_SINK] + reel + ["--config", config] + list(args),
                           capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=preexec_fn)
+                          preexec_fn=preexec_fn,
+                          env=dict(os.environ, **env) if env else None)
 
 
 class Reel:

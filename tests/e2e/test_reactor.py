@@ -690,6 +690,38 @@ def test_bad_flags_are_refused_naming_the_flag(tmp_path, args, want):
     assert want in p.stderr, p.stderr
 
 
+@pytest.mark.parametrize("env, args, want", [
+    ({"REEL_REACTOR_CONSUMER": "a b"}, ["check"],
+     'REEL_REACTOR_CONSUMER: "a b" is not 1-128 bytes of [A-Za-z0-9_.-]'),
+    ({"REEL_REACTOR_STOP_GRACE_MS": "-1"}, ["check"],
+     'REEL_REACTOR_STOP_GRACE_MS: "-1" is not an integer from 0 to 3600000'),
+    ({"REEL_REACTOR_LOG_LEVEL": "loud"}, ["check"],
+     'REEL_REACTOR_LOG_LEVEL: "loud" is not debug'),
+    ({"REEL_REACTOR_STATE_NAMESPACE": "a b"}, ["check"],
+     'REEL_REACTOR_STATE_NAMESPACE: "a b" is not 1-256 bytes of [A-Za-z0-9_:/-]'),
+    ({"REEL_REACTOR_REEL": "127.0.0.1:99999"}, ["check"],
+     'REEL_REACTOR_REEL: "127.0.0.1:99999" is not HOST, HOST:PORT'),
+    ({"REEL_REACTOR_METRICS_LISTEN": "nope"}, ["--reel", "127.0.0.1:1"],
+     'REEL_REACTOR_METRICS_LISTEN: "nope" is not HOST:PORT'),
+    # A flag given over the variable is the one named.
+    ({"REEL_REACTOR_CONSUMER": "ok"}, ["check", "--consumer", "x/y"],
+     '--consumer: "x/y" is not 1-128 bytes'),
+    ({"REEL_REACTOR_STOP_GRACE_MS": "5"}, ["check", "--stop-grace-ms", "x"],
+     '--stop-grace-ms: "x" is not an integer'),
+])
+def test_a_bad_environment_variable_is_named(tmp_path, env, args, want):
+    """A bad REEL_REACTOR_* value was reported under its flag's name
+    (--consumer: "a b" ...), a flag the operator never passed."""
+    check_built()
+    cfg = config(tmp_path, [app("shop", "http://127.0.0.1:1/run")])
+    p = subprocess.run([REEL_REACTOR, *args, "--config", cfg], capture_output=True,
+                       text=True, timeout=30, env=dict(os.environ, **env))
+    assert p.returncode == 2, p
+    assert want in p.stderr, p.stderr
+    if not want.startswith("--"):
+        assert ": --" not in p.stderr, p.stderr
+
+
 def test_a_metrics_address_in_use_is_a_configuration_error(tmp_path, reeld):
     """A --metrics-listen port another process holds is the operator's to
     change: exit 2, not 1 (which says the consumer stopped for good, so a

@@ -604,6 +604,37 @@ def test_a_pattern_that_is_not_utf8_is_refused_by_check(tmp_path):
                     in out.stderr), out.stderr
 
 
+@pytest.mark.parametrize("env, args, want", [
+    ({"REEL_SINK_LOG_LEVEL": "loud"}, ["check"],
+     'REEL_SINK_LOG_LEVEL: "loud" is not debug, info, warn or error'),
+    ({"REEL_SINK_STATE_NAMESPACE": "a b"}, ["check"],
+     'REEL_SINK_STATE_NAMESPACE: "a b" is not 1-256 bytes'),
+    ({"REEL_SINK_STOP_GRACE_MS": "x"}, ["check"],
+     'REEL_SINK_STOP_GRACE_MS: "x" is not a number of milliseconds'),
+    ({"REEL_SINK_REEL": "127.0.0.1:99999"}, ["check"],
+     'REEL_SINK_REEL: "127.0.0.1:99999" is not HOST, HOST:PORT'),
+    ({"REEL_SINK_CONTROL_LISTEN": "nope"}, [],
+     'REEL_SINK_CONTROL_LISTEN: "nope" is not HOST:PORT'),
+    ({"REEL_SINK_METRICS_LISTEN": "nope"}, [],
+     'REEL_SINK_METRICS_LISTEN: "nope" is not HOST:PORT'),
+    # A flag given over the variable is the one named.
+    ({"REEL_SINK_LOG_LEVEL": "info"}, ["check", "--log-level", "loud"],
+     '--log-level: "loud" is not debug'),
+    ({"REEL_SINK_STATE_NAMESPACE": "ok"}, ["check", "--state-namespace", "a b"],
+     '--state-namespace: "a b" is not 1-256 bytes'),
+])
+def test_a_bad_environment_variable_is_named(tmp_path, env, args, want):
+    """A bad REEL_SINK_* value was reported under its flag's name, which
+    the operator never passed (only REEL_SINK_STOP_GRACE_MS was named)."""
+    cfg = webhook_config(tmp_path / "c.json", "s", "http://127.0.0.1:1/")
+    addr = None if "REEL_SINK_REEL" in env else "127.0.0.1:1"
+    out = run_cli(addr, cfg, *args, env=env, timeout=30)
+    assert out.returncode == 2, out
+    assert want in out.stderr, out.stderr
+    if not want.startswith("--"):
+        assert "reel-sink: --" not in out.stderr and ": --" not in out.stderr, out.stderr
+
+
 def _nofile(soft, hard):
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
