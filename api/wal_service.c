@@ -135,7 +135,7 @@ static int tail_deliver(void *arg, const uint8_t *bytes, size_t len,
     (void)revision;
     /* Another tenant's event: taken, not sent (api/tenant.h). */
     if (t->hide_scoped && api_tenant_event_is_scoped(bytes, len))
-        return 0;
+        return WAL_SINK_SKIPPED;
     if (t->scoped) {
         uint8_t *own;
         size_t olen;
@@ -143,7 +143,7 @@ static int tail_deliver(void *arg, const uint8_t *bytes, size_t len,
         reel_code_t rc;
 
         if (r == 0)
-            return 0;
+            return WAL_SINK_SKIPPED;
         if (r < 0)
             return 1; /* out of memory: delivered again from storage */
         rc = tail_send(t, own, olen);
@@ -205,7 +205,12 @@ static void tail_tick(tail_t *t) {
 
     if (atomic_exchange(&t->sent, 0) == 0) {
         int live = wal_sub_live(t->sub);
-        uint64_t cursor = wal_sub_cursor(t->sub);
+        uint64_t cursor;
+
+        /* A pump at work (a part of a catch-up) has the cursor: the next
+         * tick reads it, rather than holding every publish behind it. */
+        if (wal_sub_cursor_try(t->sub, &cursor) != 0)
+            goto next;
 
         /* Everything up to the cursor was sent or filtered out, so a
          * durable consumer may acknowledge it: caught up (every tick, so

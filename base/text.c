@@ -45,6 +45,24 @@ size_t reel_utf8_seq(const unsigned char *p, size_t avail) {
     return n + 1;
 }
 
+void reel_utf8_scrub(char *s) {
+    size_t len = strlen(s);
+
+    for (size_t i = 0; i < len;) {
+        size_t n;
+
+        if ((unsigned char)s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        n = reel_utf8_seq((const unsigned char *)s + i, len - i);
+        if (n == 0)
+            s[i++] = '?';
+        else
+            i += n;
+    }
+}
+
 int reel_utf8_valid(const char *s, size_t len) {
     const unsigned char *p = (const unsigned char *)s, *end = p + len;
 

@@ -20,6 +20,10 @@ int reel_utf8_valid(const char *s, size_t len);
  */
 size_t reel_utf8_seq(const unsigned char *p, size_t avail);
 
+/* Makes the NUL-terminated s valid UTF-8 in place: each byte of a sequence
+ * that is not well-formed (a cut one at the end too) becomes '?'. */
+void reel_utf8_scrub(char *s);
+
 /* OK, or INVALID_ARGUMENT naming field: 1..max bytes of valid UTF-8. */
 reel_code_t reel_check_name(const char *field, const char *s, size_t len,
                             size_t max, reel_status_t *st);

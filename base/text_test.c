@@ -11,6 +11,19 @@
 
 #include "base/text.h"
 
+static void test_utf8_scrub_replaces_bad_bytes_only(void **state) {
+    /* é, a lone continuation byte, an overlong '/', then é cut short. */
+    char s[] = "a\xc3\xa9" "b\x80" "c\xc0\xaf" "d\xc3";
+    char ok[] = "plain \xe2\x82\xac";
+
+    (void)state;
+    reel_utf8_scrub(s);
+    assert_string_equal(s, "a\xc3\xa9" "b?c??d?");
+    assert_true(reel_utf8_valid(s, strlen(s)));
+    reel_utf8_scrub(ok);
+    assert_string_equal(ok, "plain \xe2\x82\xac");
+}
+
 static void test_utf8_refuses_bad_bytes_at_every_offset(void **state) {
     static const struct {
         const char *bytes;
@@ -208,6 +221,7 @@ static void test_hex_is_two_lowercase_digits_a_byte(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_utf8_refuses_bad_bytes_at_every_offset),
+        cmocka_unit_test(test_utf8_scrub_replaces_bad_bytes_only),
         cmocka_unit_test(test_addresses_take_a_port_in_range_or_the_default),
         cmocka_unit_test(test_only_an_ipv6_address_is_told_of_brackets),
         cmocka_unit_test(test_a_url_or_a_port_alone_is_told_what_to_write),

@@ -636,6 +636,22 @@ uint64_t feed_sub_cursor(feed_sub_t *s) {
     return c;
 }
 
+int feed_sub_cursor_try(feed_sub_t *s, uint64_t *out) {
+    feed_hub_t *h = s->hub;
+
+    pthread_mutex_lock(&h->mu);
+    if (pthread_mutex_trylock(&s->mu) != 0) {
+        pthread_mutex_unlock(&h->mu);
+        return -1;
+    }
+    *out = s->cursor;
+    if (s->indexed && s->phase == PH_LIVE && h->last_published > *out)
+        *out = h->last_published;
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
 void feed_sub_destroy(feed_sub_t *s) {
     feed_hub_t *h;
     int left;

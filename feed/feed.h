@@ -233,6 +233,11 @@ int feed_sub_live(feed_sub_t *s);
 /* Everything up to this revision was delivered or did not concern it.
  * Takes the hub's lock: any thread, not from inside an operation. */
 uint64_t feed_sub_cursor(feed_sub_t *s);
+/* The same without waiting for a pump: -1 (and *out untouched) while one
+ * holds the subscription, which may be a replay's whole part, else 0. So a
+ * periodic reader never holds the hub's lock, and with it every publish,
+ * behind a catch-up. */
+int feed_sub_cursor_try(feed_sub_t *s, uint64_t *out);
 
 /*
  * Cancels, waits for a pump or an end running on another thread, and

@@ -58,6 +58,7 @@ typedef struct sub {
                              reading its snapshot, once */
     size_t part;          /* replay reads at most this many, then yields */
     int replays;          /* replay calls */
+    int cursor_busy;      /* feed_sub_cursor_try in replay said busy */
     int go_lives;
     uint64_t go_live_cursor;
     atomic_int wakes, woken;
@@ -119,6 +120,11 @@ static int op_replay(void *arg, uint64_t *cursor, reel_status_t *why) {
         commit(s->f, key);
     }
     s->replays++;
+    if (s->part != 0 && s->fs != NULL) {
+        uint64_t c;
+
+        s->cursor_busy += feed_sub_cursor_try(s->fs, &c) != 0;
+    }
     for (uint64_t rev = *cursor + 1; rev <= head; rev++) {
         int key;
 
@@ -557,6 +563,8 @@ static void test_a_replay_in_parts_asks_for_each_next_part(void **state) {
     assert_int_equal(s->wakes, 1);
     assert_int_equal(feed_sub_cursor(s->fs), 30);
     assert_int_equal(sub_count(s), 15);
+    /* The pump held it: a reader that must not wait was told so. */
+    assert_int_equal(s->cursor_busy, 1);
     while (owner_pump_woken(s)) {
         uint64_t c = feed_sub_cursor(s->fs);
 

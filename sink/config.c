@@ -189,7 +189,6 @@ static const struct {
                        "length)"},
     {"user-agent", "reel-sink sets this header itself (a second would go "
                    "out beside it)"},
-    {"host", "libcurl sets it from the url"},
     {"transfer-encoding", "it sets how the body is framed, which is "
                           "reel-sink's (a Content-Length)"},
     {"te", "a hop-by-hop header: it governs the connection, not the "

@@ -45,6 +45,7 @@
 #include <curl/curl.h>
 
 #include "base/log.h"
+#include "base/text.h"
 #include "base/version.h"
 #include "sink/event.h"
 #include "sink/http.h"
@@ -458,6 +459,10 @@ static void finished(webhook_t *w, unit_t *u, CURLcode cc) {
                  "HTTP %ld (redirects are not followed)", status);
     else
         snprintf(u->last_error, sizeof(u->last_error), "HTTP %ld", status);
+    /* curl's message may carry bytes that are not UTF-8 (a name from
+     * the receiver), or be cut inside a character: reeld would refuse the
+     * dead letter (INVALID_ARGUMENT, which stops the sink). */
+    reel_utf8_scrub(u->last_error);
     if (u->failures++ == 0) {
         pthread_mutex_lock(&r->mu);
         r->failing++;

@@ -801,9 +801,10 @@ reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
 
 /*
  * Replays to a fresh snapshot: caught up (*cursor at its revision), full,
- * yielding after WAL_REPLAY_PART_MS of a scan through events the
- * subscription refuses (when the sink has a wake to ask for the rest: what
- * it takes, the sink's room bounds), or over, why saying so: events it needs were trimmed (OUT_OF_RANGE,
+ * yielding after WAL_REPLAY_PART_MS of a scan that met events it sent
+ * nothing for (refused, or skipped by the sink), when the sink has a wake
+ * to ask for the rest (a catch-up that sends everything is bounded by the
+ * sink's room, and never silent), or over, why saying so: events it needs were trimmed (OUT_OF_RANGE,
  * naming the last revision it received and the oldest retained), events
  * past the oldest retained are missing (DATA_LOSS, naming them: a data dir
  * written by a reeld that committed timers' changes before its WAL had
@@ -815,7 +816,8 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
     store_iter_t *it;
     unsigned char key[9];
     int full = 0;
-    size_t refused = 0; /* events it does not want, since the clock's read */
+    size_t read = 0, read_bytes = 0; /* since the clock's last read */
+    int unsent = 0; /* this part read an event and sent nothing for it */
     int64_t start = reel_clock_mono_ns();
     uint64_t upto; /* the snapshot's revision, or the event after a gap */
 
@@ -848,15 +850,18 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
 
         if (klen != 9 || k[0] != 'e')
             break;
-        if (refused == WAL_REPLAY_CHECK && s->sink.wake != NULL) {
-            if (REEL_FAULT("wal.replay_part_end") ||
-                reel_clock_mono_ns() - start >=
-                    (int64_t)WAL_REPLAY_PART_MS * 1000000) {
+        if ((read == WAL_REPLAY_CHECK || read_bytes >= WAL_REPLAY_CHECK_BYTES) &&
+            s->sink.wake != NULL) {
+            if (unsent && (REEL_FAULT("wal.replay_part_end") ||
+                           reel_clock_mono_ns() - start >=
+                               (int64_t)WAL_REPLAY_PART_MS * 1000000)) {
                 full = 4; /* the rest in the next pump */
                 break;
             }
-            refused = 0;
+            read = read_bytes = 0;
         }
+        read++;
+        read_bytes += vlen;
         rev = reel_be64_get((const unsigned char *)k + 1);
         if (rev != *cursor + 1) {
             full = 2; /* revisions are gapless: the rest was trimmed */
@@ -872,11 +877,17 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
             full = 3;
             break;
         }
-        if (!sub_matches(s, subj, slen))
-            refused++;
-        else if (s->sink.deliver(s->arg, bytes, blen, rev) != 0) {
-            full = 1;
-            break;
+        if (!sub_matches(s, subj, slen)) {
+            unsent = 1;
+        } else {
+            int r = s->sink.deliver(s->arg, bytes, blen, rev);
+
+            if (r == WAL_SINK_SKIPPED)
+                unsent = 1;
+            else if (r != 0) {
+                full = 1;
+                break;
+            }
         }
         *cursor = rev;
     }
@@ -923,12 +934,12 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
 static int live_deliver(void *arg, void *item) {
     wal_sub_t *s = arg;
     item_t *it = item;
+    int r;
 
     if (!sub_matches(s, it->subj, it->slen))
         return FEED_OK; /* filtered out: the cursor moves past it */
-    return s->sink.deliver(s->arg, it->bytes, it->blen, it->revision) == 0
-               ? FEED_OK
-               : FEED_FULL;
+    r = s->sink.deliver(s->arg, it->bytes, it->blen, it->revision);
+    return r == 0 || r == WAL_SINK_SKIPPED ? FEED_OK : FEED_FULL;
 }
 
 static void sub_end(void *arg, const reel_status_t *st) {
@@ -957,6 +968,10 @@ void wal_sub_pump(wal_sub_t *s) { feed_sub_pump(s->sub); }
 int wal_sub_live(wal_sub_t *s) { return feed_sub_live(s->sub); }
 
 uint64_t wal_sub_cursor(wal_sub_t *s) { return feed_sub_cursor(s->sub); }
+
+int wal_sub_cursor_try(wal_sub_t *s, uint64_t *out) {
+    return feed_sub_cursor_try(s->sub, out);
+}
 
 /* consumers_mu held: the consumer's holder, or NULL. */
 static active_t **active_find_locked(wal_t *w, const char *name) {

@@ -88,8 +88,14 @@ void wal_publish(wal_t *w, const store_change_t *changes, size_t n);
 reel_code_t wal_head(wal_t *w, uint64_t *head, uint64_t *oldest,
                      reel_status_t *st);
 
+/* What a sink's deliver answers for an event it took without sending
+ * anything (another tenant's): as 0, but it counts as refused, so a long
+ * catch-up through such events is read in parts too. */
+#define WAL_SINK_SKIPPED 2
+
 typedef struct wal_sink {
-    /* 0 if taken, non-zero if full (pump again when there is room). */
+    /* 0 if taken, WAL_SINK_SKIPPED if taken and not sent, other non-zero
+     * if full (pump again when there is room). */
     int (*deliver)(void *arg, const uint8_t *bytes, size_t len,
                    uint64_t revision);
     /*
@@ -107,12 +113,12 @@ typedef struct wal_sink {
      * was full or refused, or an event could not be read) and a drain
      * might never come. The owner should call wal_sub_pump soon, from its
      * own thread. Called with WAL locks held: it must not block nor call
-     * into the WAL. Optional; with it, a pump's catch-up through events
-     * the subscription refuses stops after about WAL_REPLAY_PART_MS (the
-     * clock read every WAL_REPLAY_CHECK of them) and wake asks for the
-     * next part, so a scan of a long backlog its pattern refuses holds no
-     * thread for its whole length, and the owner may report the cursor
-     * (wal_sub_cursor) between parts.
+     * into the WAL. Optional; with it, a pump's catch-up that met events
+     * it sent nothing for stops after about WAL_REPLAY_PART_MS (the clock
+     * read every WAL_REPLAY_CHECK events or WAL_REPLAY_CHECK_BYTES read)
+     * and wake asks for the next part, so a scan of a long backlog its
+     * pattern refuses holds no thread for its whole length, and the owner
+     * may report the cursor (wal_sub_cursor_try) between parts.
      */
     void (*wake)(void *arg);
     /*
@@ -138,7 +144,8 @@ typedef struct wal_sink {
  * revision, when that far back is gone.
  */
 #define WAL_REPLAY_PART_MS 10
-#define WAL_REPLAY_CHECK 1024
+#define WAL_REPLAY_CHECK 64
+#define WAL_REPLAY_CHECK_BYTES (1 << 20)
 
 reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
                            const char *pattern, const wal_sink_t *sink,
@@ -249,6 +256,10 @@ int wal_sub_live(wal_sub_t *s);
 /* Every event up to this revision was delivered or did not match: a
  * durable consumer may acknowledge it. */
 uint64_t wal_sub_cursor(wal_sub_t *s);
+/* The same, but -1 instead of waiting while a pump holds the subscription
+ * (a catch-up's part): for periodic readers, which must not hold every
+ * commit's publish behind it. */
+int wal_sub_cursor_try(wal_sub_t *s, uint64_t *out);
 /* Cancels and frees; waits for a pump or an end running on another thread
  * (no pump may start after). NULL ok; may be called inside the sink's end. */
 void wal_sub_destroy(wal_sub_t *s);

@@ -1207,6 +1207,42 @@ static void test_a_long_catch_up_is_read_in_parts(void **state) {
     wal_sub_destroy(sub2);
 }
 
+static int deliver_skip(void *arg, const uint8_t *b, size_t len,
+                        uint64_t rev) {
+    (void)b, (void)len, (void)rev;
+    ((sink_t *)arg)->n++;
+    return WAL_SINK_SKIPPED;
+}
+
+/* Events a sink takes without sending (another tenant's) count as refused:
+ * such a catch-up is read in parts too; live, they are taken. */
+static void test_events_a_sink_skips_end_parts_as_refused_ones_do(
+    void **state) {
+    fixture_t *f = *state;
+    int n = 2 * WAL_REPLAY_CHECK + 10;
+    wal_sink_t skip = ops;
+    sink_t s = {.limit = 64};
+    wal_sub_t *sub;
+
+    skip.deliver = deliver_skip;
+    assert_int_equal(store_exec(f->store, apply_emit_many, &n, NULL, NULL),
+                     REEL_OK);
+    assert_int_equal(wal_sub_create(f->wal, 0, "", &skip, &s, &sub, NULL),
+                     REEL_OK);
+    assert_int_equal(reel_fault_arm("wal.replay_part_end", 0, 0), 0);
+    wal_sub_pump(sub);
+    assert_int_equal(s.wakes, 1);
+    assert_int_equal(wal_sub_cursor(sub), WAL_REPLAY_CHECK);
+    while (!wal_sub_live(sub))
+        wal_sub_pump(sub);
+    assert_int_equal(s.n, n);
+    assert_int_equal(emit(f, 1, "live", 0), REEL_OK);
+    assert_true(wal_sub_live(sub));
+    assert_int_equal(s.n, n + 1);
+    assert_int_equal(wal_sub_cursor(sub), n + 1);
+    wal_sub_destroy(sub);
+}
+
 static void test_a_failed_replay_ends_the_subscription_with_its_error(
     void **state) {
     fixture_t *f = *state;
@@ -1292,6 +1328,9 @@ int main(void) {
             teardown),
         cmocka_unit_test_setup_teardown(test_a_long_catch_up_is_read_in_parts,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_events_a_sink_skips_end_parts_as_refused_ones_do, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_a_failed_replay_ends_the_subscription_with_its_error, setup,
             teardown),

@@ -434,7 +434,7 @@ def test_retention_caps_bytes_without_consumers(tmp_path):
 def test_a_long_catch_up_its_pattern_refuses_reports_progress(tmp_path, monkeypatch):
     """A subscriber whose pattern refuses a long backlog heard nothing until
     reeld had read all of it, so a client took the silence for a server
-    gone. reeld reads such a catch-up in parts (here of 1,024 refused events,
+    gone. reeld reads such a catch-up in parts (here of 64 refused events,
     each held 200 ms) and its ticks report how far it got."""
     monkeypatch.setenv("REEL_TEST_FAULTS",
                        "wal.replay_part_end*0,wal.replay_part_pause*0")
@@ -443,7 +443,7 @@ def test_a_long_catch_up_its_pattern_refuses_reports_progress(tmp_path, monkeypa
     c = Client(ch)
     try:
         pending = []
-        for i in range(3 * 4096 + 50):
+        for i in range(13 * 64 + 30):
             pending.append(c.set.future(K.SetValueRequest(
                 namespace="bulk", key=f"k{i}", value=str(i))))
             if len(pending) >= 64:
