@@ -804,11 +804,11 @@ reel_code_t wal_sub_create(wal_t *w, uint64_t from_revision,
  * yielding after WAL_REPLAY_PART_MS of a scan that met events it sent
  * nothing for (refused, or skipped by the sink), when the sink has a wake
  * to ask for the rest (a catch-up that sends everything is bounded by the
- * sink's room, and never silent), or over, why saying so: events it needs were trimmed (OUT_OF_RANGE,
- * naming the last revision it received and the oldest retained), events
- * past the oldest retained are missing (DATA_LOSS, naming them: a data dir
- * written by a reeld that committed timers' changes before its WAL had
- * started), or reading failed.
+ * sink's room, and never silent), or over, why saying so: events it
+ * needs were trimmed (OUT_OF_RANGE, naming the last revision it received
+ * and the oldest retained), events past the oldest retained are missing
+ * (DATA_LOSS, naming them: a data dir written by a reeld that committed
+ * timers' changes before its WAL had started), or reading failed.
  */
 static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
     wal_sub_t *s = arg;
@@ -850,8 +850,8 @@ static int replay(void *arg, uint64_t *cursor, reel_status_t *why) {
 
         if (klen != 9 || k[0] != 'e')
             break;
-        if ((read == WAL_REPLAY_CHECK || read_bytes >= WAL_REPLAY_CHECK_BYTES) &&
-            s->sink.wake != NULL) {
+        if (s->sink.wake != NULL && (read == WAL_REPLAY_CHECK ||
+                                     read_bytes >= WAL_REPLAY_CHECK_BYTES)) {
             if (unsent && (REEL_FAULT("wal.replay_part_end") ||
                            reel_clock_mono_ns() - start >=
                                (int64_t)WAL_REPLAY_PART_MS * 1000000)) {
