@@ -256,7 +256,8 @@ static void test_config_block_refuses_max_age(void **state) {
  * chunked the body. */
 static void test_config_refuses_request_control_headers(void **state) {
     static const char *const refused[] = {
-        "Transfer-Encoding", "connection", "Keep-Alive", "EXPECT", "TE", "Upgrade", "Proxy-Authorization", "proxy-connection",
+        "Transfer-Encoding", "connection", "Keep-Alive", "EXPECT", "TE",
+        "Upgrade", "Proxy-Authorization", "proxy-connection",
         "Content-Length", "content-type", "User-Agent", "webhook-id",
         "Webhook-Signature", "Trailer"};
     char text[600], want[300];
